@@ -1,0 +1,1 @@
+//! The weft inspector on axum: pages, JSON API, live WebSocket feed and `/metrics`.

@@ -1,0 +1,1 @@
+//! HTTP service for weft (twisted.web): static files, reverse proxy and an access log.

@@ -1,1 +1,178 @@
 //! SQLite history for weft: migrations, a batched writer, retention and the dashboard's queries.
+//!
+//! The store knows nothing of the reactor. The telemetry hub turns reactor events into the plain
+//! records of [`records`] and hands them to a [`Writer`], which never blocks it; the dashboard reads
+//! them back through the query methods on [`Store`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), weft_store::StoreError> {
+//! use weft_store::{EventRecord, Store};
+//!
+//! let store = Store::open("weft.db").await?;
+//! let writer = store.writer();
+//! writer.try_send(EventRecord { seq: 1, at_ms: 0, kind: "started".into(), payload_json: "{}".into() });
+//! store.flush().await?;
+//! let events = store.events_after(0, 100).await?;
+//! # let _ = events;
+//! store.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`records`]: the row types ([`ServiceRecord`], [`ConnectionRecord`], [`DeferredRecord`],
+//!   [`StepRecord`], [`EventRecord`]) and the [`Record`] enum the writer accepts.
+//! - `schema`: connection settings (WAL, `synchronous=NORMAL`, busy timeout), the embedded
+//!   migrations from the repository's `migrations/`, and the file identity used to notice deletion.
+//! - `writer`: the bounded queue and the task that drains it. Records flow
+//!   `Writer::try_send` → queue → batch (by count or age) → `batch` → one transaction.
+//! - `batch`: the prepared multi-row upserts that write one batch.
+//! - `retention`: the background task deleting finished rows older than the window, in chunks.
+//! - `queries`: the read side, on a connection pool separate from the writer's connection.
+//! - `stats`: the counters (queued, written, dropped, errors) producers and the writer bump.
+//! - `error`: [`StoreError`].
+
+mod batch;
+mod error;
+mod options;
+mod queries;
+pub mod records;
+mod retention;
+mod schema;
+mod stats;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use sqlx::SqlitePool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::StoreError;
+pub use options::StoreOptions;
+pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
+pub use records::{
+    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, Record, ServiceRecord,
+    StepRecord,
+};
+pub use stats::{StatsSnapshot, StoreStats};
+pub use writer::Writer;
+
+use schema::PoolCell;
+
+/// An open history database: a writer for producers and queries for readers.
+///
+/// Cloning is cheap and every clone shares the same file, writer and counters. Opening spawns the
+/// writer and retention tasks on the current tokio runtime; [`Store::shutdown`] commits what is
+/// queued and stops them.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: StoreOptions,
+    pools: Arc<PoolCell>,
+    writer: Writer,
+    stats: Arc<StoreStats>,
+    stop_retention: watch::Sender<bool>,
+    /// Taken by the first `shutdown`; a std mutex because it is never held across an await.
+    tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the database at `path` with default options.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Self::open_with(StoreOptions::new(path.as_ref())).await
+    }
+
+    /// Opens (creating and migrating if needed) the database described by `options`.
+    pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
+        let pool =
+            schema::open_pool(&options.path, options.busy_timeout, options.max_readers).await?;
+        let pools = Arc::new(PoolCell::new(pool));
+        let stats = Arc::new(StoreStats::default());
+        let (writer, task) = writer::create(&options, stats.clone(), pools.clone()).await?;
+        let writer_task = tokio::spawn(task.run());
+        let (stop_retention, stop) = watch::channel(false);
+        let retention_task = tokio::spawn(retention::run(
+            pools.clone(),
+            stats.clone(),
+            options.retention,
+            options.prune_interval,
+            options.prune_chunk,
+            stop,
+        ));
+        Ok(Store {
+            inner: Arc::new(Inner {
+                options,
+                pools,
+                writer,
+                stats,
+                stop_retention,
+                tasks: Mutex::new(Some((writer_task, retention_task))),
+            }),
+        })
+    }
+
+    /// A handle for producers; clone it freely.
+    pub fn writer(&self) -> Writer {
+        self.inner.writer.clone()
+    }
+
+    /// Queues a record without waiting; `false` means it was dropped (and counted).
+    pub fn try_send(&self, record: impl Into<Record>) -> bool {
+        self.inner.writer.try_send(record)
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.inner.stats
+    }
+
+    /// The read pool, for queries this crate does not provide. It changes if the file is
+    /// recreated, so take it per use rather than keeping it.
+    pub fn pool(&self) -> SqlitePool {
+        self.inner.pools.get()
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// Returns once every record queued before the call is committed (or dropped as unwritable).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.writer.flush().await
+    }
+
+    /// Deletes finished rows older than `cutoff_ms` (unix ms) now, as retention does on its own
+    /// schedule. Returns the number of rows deleted.
+    pub async fn prune_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let n = retention::prune(&self.pool(), cutoff_ms, self.inner.options.prune_chunk).await?;
+        self.inner.stats.add_pruned(n);
+        Ok(n)
+    }
+
+    /// Commits everything queued, stops the writer and retention, and closes the database.
+    /// Records sent afterwards are dropped and counted. Calling it again does nothing.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some((writer_task, retention_task)) = tasks else {
+            return Ok(());
+        };
+        let _ = self.inner.stop_retention.send(true);
+        let _ = retention_task.await;
+        let flushed = self.inner.writer.stop().await;
+        let _ = writer_task.await;
+        self.pool().close().await;
+        flushed
+    }
+}

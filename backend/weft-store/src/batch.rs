@@ -1,0 +1,305 @@
+//! Writing one batch of records in one transaction.
+//!
+//! Records are grouped by table (keeping their order within a table, so the last upsert of an id
+//! wins) and written with multi-row `INSERT ... ON CONFLICT` statements of a fixed row count, plus
+//! single-row statements for the remainder. Both shapes are prepared once per connection and reused
+//! from sqlx's statement cache; a fixed shape keeps that cache small.
+
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr, Sqlite};
+
+use crate::records::{
+    ConnectionRecord, DeferredRecord, EventRecord, Record, ServiceRecord, StepRecord,
+};
+
+type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments>;
+
+/// A row type that knows its table and how to bind itself.
+trait Insert {
+    /// Table name.
+    const TABLE: &'static str;
+    /// Columns in bind order.
+    const COLUMNS: &'static [&'static str];
+    /// Key columns; `None` means "keep the first row" (`DO NOTHING`) instead of upserting.
+    const KEY: &'static [&'static str];
+    /// Whether a conflicting row replaces the stored one.
+    const UPSERT: bool = true;
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q>;
+}
+
+impl Insert for ServiceRecord {
+    const TABLE: &'static str = "services";
+    const COLUMNS: &'static [&'static str] = &["name", "kind", "endpoints_json", "config_json"];
+    const KEY: &'static [&'static str] = &["name"];
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        // A Vec<String> always serializes.
+        let endpoints = serde_json::to_string(&self.endpoints).unwrap_or_else(|_| "[]".into());
+        q.bind(self.name.as_str())
+            .bind(self.kind.as_str())
+            .bind(endpoints)
+            .bind(self.config_json.as_str())
+    }
+}
+
+impl Insert for ConnectionRecord {
+    const TABLE: &'static str = "connections";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "service",
+        "transport",
+        "peer",
+        "local",
+        "opened_at_ms",
+        "closed_at_ms",
+        "bytes_in",
+        "bytes_out",
+        "reads",
+        "writes",
+        "close_reason",
+    ];
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        q.bind(self.id)
+            .bind(self.service.as_str())
+            .bind(self.transport.as_str())
+            .bind(self.peer.as_str())
+            .bind(self.local.as_str())
+            .bind(self.opened_at_ms)
+            .bind(self.closed_at_ms)
+            .bind(self.bytes_in)
+            .bind(self.bytes_out)
+            .bind(self.reads)
+            .bind(self.writes)
+            .bind(self.close_reason.as_deref())
+    }
+}
+
+impl Insert for DeferredRecord {
+    const TABLE: &'static str = "deferreds";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "parent_id",
+        "label",
+        "site",
+        "connection_id",
+        "service",
+        "state",
+        "created_at_ms",
+        "fired_at_ms",
+        "current_step",
+        "waiting_on",
+        "failure",
+        "stalled",
+        "slow",
+        "unhandled",
+        "leaked",
+    ];
+    const KEY: &'static [&'static str] = &["id"];
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        q.bind(self.id)
+            .bind(self.parent_id)
+            .bind(self.label.as_deref())
+            .bind(self.site.as_str())
+            .bind(self.connection_id)
+            .bind(self.service.as_deref())
+            .bind(self.state.as_str())
+            .bind(self.created_at_ms)
+            .bind(self.fired_at_ms)
+            .bind(self.current_step.as_deref())
+            .bind(self.waiting_on)
+            .bind(self.failure.as_deref())
+            .bind(self.stalled)
+            .bind(self.slow)
+            .bind(self.unhandled)
+            .bind(self.leaked)
+    }
+}
+
+impl Insert for StepRecord {
+    const TABLE: &'static str = "deferred_steps";
+    const COLUMNS: &'static [&'static str] = &[
+        "deferred_id",
+        "idx",
+        "kind",
+        "site",
+        "started_at_us",
+        "duration_us",
+        "outcome",
+        "child_id",
+    ];
+    const KEY: &'static [&'static str] = &["deferred_id", "idx"];
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        q.bind(self.deferred_id)
+            .bind(self.idx)
+            .bind(self.kind.as_str())
+            .bind(self.site.as_str())
+            .bind(self.started_at_us)
+            .bind(self.duration_us)
+            .bind(self.outcome.as_str())
+            .bind(self.child_id)
+    }
+}
+
+impl Insert for EventRecord {
+    const TABLE: &'static str = "events";
+    const COLUMNS: &'static [&'static str] = &["seq", "at_ms", "kind", "payload_json"];
+    const KEY: &'static [&'static str] = &["seq"];
+    const UPSERT: bool = false;
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        q.bind(self.seq)
+            .bind(self.at_ms)
+            .bind(self.kind.as_str())
+            .bind(self.payload_json.as_str())
+    }
+}
+
+/// The two statement shapes for one table.
+#[derive(Debug, Clone)]
+struct TableSql {
+    many: SqlStr,
+    one: SqlStr,
+}
+
+impl TableSql {
+    fn new<T: Insert>(rows_per_statement: usize) -> Self {
+        Self {
+            many: AssertSqlSafe(insert_sql::<T>(rows_per_statement)).into_sql_str(),
+            one: AssertSqlSafe(insert_sql::<T>(1)).into_sql_str(),
+        }
+    }
+}
+
+/// `INSERT INTO t (cols) VALUES (?,..),(?,..) ON CONFLICT (key) DO UPDATE SET c = excluded.c, ...`
+fn insert_sql<T: Insert>(rows: usize) -> String {
+    let placeholders = format!("({})", vec!["?"; T::COLUMNS.len()].join(", "));
+    let values = vec![placeholders; rows].join(", ");
+    let conflict = if T::UPSERT {
+        let set = T::COLUMNS
+            .iter()
+            .filter(|c| !T::KEY.contains(c))
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("DO UPDATE SET {set}")
+    } else {
+        "DO NOTHING".to_owned()
+    };
+    format!(
+        "INSERT INTO {} ({}) VALUES {values} ON CONFLICT ({}) {conflict}",
+        T::TABLE,
+        T::COLUMNS.join(", "),
+        T::KEY.join(", "),
+    )
+}
+
+/// The statements the writer uses, built once.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchSql {
+    rows_per_statement: usize,
+    services: TableSql,
+    connections: TableSql,
+    deferreds: TableSql,
+    steps: TableSql,
+    events: TableSql,
+}
+
+impl BatchSql {
+    /// Statements inserting up to `rows_per_statement` rows each (at least 1).
+    pub(crate) fn new(rows_per_statement: usize) -> Self {
+        let n = rows_per_statement.max(1);
+        Self {
+            rows_per_statement: n,
+            services: TableSql::new::<ServiceRecord>(n),
+            connections: TableSql::new::<ConnectionRecord>(n),
+            deferreds: TableSql::new::<DeferredRecord>(n),
+            steps: TableSql::new::<StepRecord>(n),
+            events: TableSql::new::<EventRecord>(n),
+        }
+    }
+
+    /// Writes `records` in one transaction: all of them, or none.
+    pub(crate) async fn write(
+        &self,
+        conn: &mut SqliteConnection,
+        records: &[Record],
+    ) -> Result<(), sqlx::Error> {
+        let mut services = Vec::new();
+        let mut connections = Vec::new();
+        let mut deferreds = Vec::new();
+        let mut steps = Vec::new();
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            match record {
+                Record::Service(r) => services.push(r),
+                Record::Connection(r) => connections.push(r),
+                Record::Deferred(r) => deferreds.push(r),
+                Record::Step(r) => steps.push(r),
+                Record::Event(r) => events.push(r),
+            }
+        }
+        let mut tx = conn.begin().await?;
+        self.write_rows(&mut tx, &self.services, &services).await?;
+        self.write_rows(&mut tx, &self.connections, &connections)
+            .await?;
+        self.write_rows(&mut tx, &self.deferreds, &deferreds)
+            .await?;
+        self.write_rows(&mut tx, &self.steps, &steps).await?;
+        self.write_rows(&mut tx, &self.events, &events).await?;
+        tx.commit().await
+    }
+
+    async fn write_rows<T: Insert>(
+        &self,
+        conn: &mut SqliteConnection,
+        sql: &TableSql,
+        rows: &[&T],
+    ) -> Result<(), sqlx::Error> {
+        let mut chunks = rows.chunks_exact(self.rows_per_statement);
+        if self.rows_per_statement > 1 {
+            for chunk in &mut chunks {
+                let mut q = sqlx::query(sql.many.clone());
+                for row in chunk {
+                    q = row.bind(q);
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
+        let rest = if self.rows_per_statement > 1 {
+            chunks.remainder()
+        } else {
+            rows
+        };
+        for row in rest {
+            row.bind(sqlx::query(sql.one.clone()))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upsert_sql_updates_every_column_but_the_key() {
+        let sql = insert_sql::<StepRecord>(2);
+        assert!(sql.starts_with("INSERT INTO deferred_steps (deferred_id, idx, kind,"));
+        assert!(sql.contains("VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deferred_id, idx) DO UPDATE SET kind = excluded.kind"));
+        assert!(!sql.contains("idx = excluded.idx"));
+    }
+
+    #[test]
+    fn events_keep_the_first_row() {
+        let sql = insert_sql::<EventRecord>(1);
+        assert!(sql.ends_with("ON CONFLICT (seq) DO NOTHING"), "{sql}");
+    }
+}

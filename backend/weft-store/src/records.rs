@@ -1,0 +1,212 @@
+//! The plain rows the store keeps, and the [`Record`] the writer accepts.
+//!
+//! These types know nothing of the reactor: the telemetry hub converts its events into them.
+//! Strings that name a closed set (a transport, a Deferred state, a step outcome) stay strings
+//! here so the schema does not have to change when the library grows a new one.
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Row};
+
+/// A configured service, upserted by `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// The service name from the configuration; unique.
+    pub name: String,
+    /// `echo`, `discard`, `tcp-proxy`, `http`, `dns`, ...
+    pub kind: String,
+    /// Endpoint strings it listens on, such as `tcp:8000`.
+    pub endpoints: Vec<String>,
+    /// The service's configuration as a JSON object.
+    pub config_json: String,
+}
+
+// Endpoints are kept as a JSON array in one column, so the row is decoded by hand.
+impl<'r> FromRow<'r, SqliteRow> for ServiceRecord {
+    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+        let endpoints_json: String = row.try_get("endpoints_json")?;
+        let endpoints =
+            serde_json::from_str(&endpoints_json).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "endpoints_json".into(),
+                source: Box::new(e),
+            })?;
+        Ok(Self {
+            name: row.try_get("name")?,
+            kind: row.try_get("kind")?,
+            endpoints,
+            config_json: row.try_get("config_json")?,
+        })
+    }
+}
+
+/// One connection, upserted by `id`: written while open with fresh counters, and once more at close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct ConnectionRecord {
+    /// The reactor's connection id.
+    pub id: i64,
+    /// Name of the service that accepted or opened it.
+    pub service: String,
+    /// `tcp`, `udp`, `unix` or `tls`.
+    pub transport: String,
+    /// The remote address.
+    pub peer: String,
+    /// The local address.
+    pub local: String,
+    /// When it opened, unix milliseconds.
+    pub opened_at_ms: i64,
+    /// When it closed, unix milliseconds; `None` while open.
+    pub closed_at_ms: Option<i64>,
+    /// Bytes received.
+    pub bytes_in: i64,
+    /// Bytes sent.
+    pub bytes_out: i64,
+    /// Read operations.
+    pub reads: i64,
+    /// Write operations.
+    pub writes: i64,
+    /// Why it closed (`eof`, `reset`, `timeout`, ...), once closed.
+    pub close_reason: Option<String>,
+}
+
+impl ConnectionRecord {
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        self.closed_at_ms.is_none()
+    }
+}
+
+/// One Deferred chain, upserted by `id` like connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct DeferredRecord {
+    /// The reactor's Deferred id.
+    pub id: i64,
+    /// The Deferred this one was chained from (it appears as a step's child there).
+    pub parent_id: Option<i64>,
+    /// A name given by the program, if any.
+    pub label: Option<String>,
+    /// Where it was created, `file:line`.
+    pub site: String,
+    /// The connection it belongs to, if any.
+    pub connection_id: Option<i64>,
+    /// The service it belongs to, if any.
+    pub service: Option<String>,
+    /// `pending`, `running`, `paused`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// When it was created, unix milliseconds.
+    pub created_at_ms: i64,
+    /// When it fired (got its result), unix milliseconds.
+    pub fired_at_ms: Option<i64>,
+    /// The callback it is in or stopped at, `file:line`.
+    pub current_step: Option<String>,
+    /// The child Deferred it is paused on.
+    pub waiting_on: Option<i64>,
+    /// The failure it ended with or carries.
+    pub failure: Option<String>,
+    /// Pending or paused for longer than the stall threshold.
+    pub stalled: bool,
+    /// One of its callbacks ran longer than the slow-callback threshold.
+    pub slow: bool,
+    /// It was dropped holding a failure nobody handled.
+    pub unhandled: bool,
+    /// It was dropped without ever firing.
+    pub leaked: bool,
+}
+
+impl DeferredRecord {
+    /// Whether the Deferred has not fired yet (`pending`, `running` or `paused`).
+    pub fn is_pending(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running" | "paused")
+    }
+}
+
+/// One callback step of a Deferred chain, upserted by `(deferred_id, idx)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct StepRecord {
+    /// The Deferred the step belongs to.
+    pub deferred_id: i64,
+    /// Position in the chain, from 0.
+    pub idx: i64,
+    /// `callback`, `errback` or `both`.
+    pub kind: String,
+    /// Where the callback was added, `file:line`.
+    pub site: String,
+    /// When it started, unix microseconds.
+    pub started_at_us: i64,
+    /// How long it ran; `None` while it has not finished.
+    pub duration_us: Option<i64>,
+    /// `ok`, `err`, `paused` or `pending`.
+    pub outcome: String,
+    /// The Deferred it returned, which the chain then waited on.
+    pub child_id: Option<i64>,
+}
+
+/// An entry of the event log, keyed by the producer's monotonic sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct EventRecord {
+    /// Monotonic sequence number assigned by the producer; writing the same one twice keeps the first.
+    pub seq: i64,
+    /// When it happened, unix milliseconds.
+    pub at_ms: i64,
+    /// The event's type, such as `connection_opened`.
+    pub kind: String,
+    /// The event's fields as a JSON object.
+    pub payload_json: String,
+}
+
+/// Anything the writer stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// A service, upserted.
+    Service(ServiceRecord),
+    /// A connection, upserted.
+    Connection(ConnectionRecord),
+    /// A Deferred, upserted.
+    Deferred(DeferredRecord),
+    /// A Deferred's step, upserted.
+    Step(StepRecord),
+    /// An event, inserted once.
+    Event(EventRecord),
+}
+
+impl From<ServiceRecord> for Record {
+    fn from(r: ServiceRecord) -> Self {
+        Self::Service(r)
+    }
+}
+
+impl From<ConnectionRecord> for Record {
+    fn from(r: ConnectionRecord) -> Self {
+        Self::Connection(r)
+    }
+}
+
+impl From<DeferredRecord> for Record {
+    fn from(r: DeferredRecord) -> Self {
+        Self::Deferred(r)
+    }
+}
+
+impl From<StepRecord> for Record {
+    fn from(r: StepRecord) -> Self {
+        Self::Step(r)
+    }
+}
+
+impl From<EventRecord> for Record {
+    fn from(r: EventRecord) -> Self {
+        Self::Event(r)
+    }
+}
+
+/// A Deferred with its steps and the Deferreds chained from it, for `/api/deferreds/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeferredDetail {
+    /// The Deferred itself.
+    #[serde(flatten)]
+    pub deferred: DeferredRecord,
+    /// Its steps in chain order.
+    pub steps: Vec<StepRecord>,
+    /// Deferreds whose `parent_id` is this one, oldest first.
+    pub children: Vec<DeferredRecord>,
+}

@@ -1,0 +1,128 @@
+//! Opening the database file: connection settings, migrations, and the file's identity.
+//!
+//! Every connection runs in WAL mode with `synchronous=NORMAL`: readers never block the writer,
+//! a commit costs no fsync, and a crash loses at most the transactions since the last
+//! checkpoint-safe WAL frame, never the file's integrity.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::StoreError;
+
+/// The one schema, embedded from the repository's `migrations/`.
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Connection settings shared by the writer, the pruner and the read pool.
+pub(crate) fn connect_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // Must be set before the first table exists; lets retention hand pages back to the OS.
+        .auto_vacuum(SqliteAutoVacuum::Incremental)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(busy_timeout)
+        .foreign_keys(false)
+        .disable_statement_logging()
+}
+
+/// Creates the file if needed, migrates it, and returns a read pool on it.
+pub(crate) async fn open_pool(
+    path: &Path,
+    busy_timeout: Duration,
+    max_readers: u32,
+) -> Result<SqlitePool, StoreError> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(max_readers.max(1))
+        .min_connections(0)
+        .connect_with(connect_options(path, busy_timeout))
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::Migrate {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Opens the writer's own connection; the file must already be migrated.
+pub(crate) async fn open_writer_connection(
+    path: &Path,
+    busy_timeout: Duration,
+) -> Result<SqliteConnection, StoreError> {
+    connect_options(path, busy_timeout)
+        .connect()
+        .await
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Which file a path names: a deleted-and-recreated file keeps its path but not its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` now, or `None` if there is none.
+    pub(crate) fn of(path: &Path) -> Option<FileId> {
+        std::fs::metadata(path).ok().map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// The `-wal` and `-shm` companions of a database file.
+pub(crate) fn sidecar_paths(path: &Path) -> [PathBuf; 2] {
+    let with_suffix = |suffix: &str| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [with_suffix("-wal"), with_suffix("-shm")]
+}
+
+/// The current read pool. The writer swaps in a new one when it recreates a deleted file; readers
+/// take a clone (an `Arc` bump) per query.
+#[derive(Debug)]
+pub(crate) struct PoolCell(std::sync::RwLock<SqlitePool>);
+
+impl PoolCell {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        Self(std::sync::RwLock::new(pool))
+    }
+
+    pub(crate) fn get(&self) -> SqlitePool {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Installs `pool` and returns the one it replaces.
+    pub(crate) fn replace(&self, pool: SqlitePool) -> SqlitePool {
+        let mut guard = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *guard, pool)
+    }
+}

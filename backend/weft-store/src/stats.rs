@@ -1,0 +1,124 @@
+//! Counters the writer and the pruner keep, read by the dashboard and `/metrics`.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Live counters of the store; all monotonic except `last_error`.
+///
+/// Producers and the writer only touch relaxed atomics, so reading them never slows either down.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    queued: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+    reopens: AtomicU64,
+    pruned: AtomicU64,
+    /// A std mutex is right here: it is taken only when an error happens or someone reads it,
+    /// never held across an await, and never on the producers' path.
+    last_error: Mutex<Option<String>>,
+}
+
+impl StoreStats {
+    /// Records accepted into the queue.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+
+    /// Records committed to the database.
+    pub fn written(&self) -> u64 {
+        self.written.load(Relaxed)
+    }
+
+    /// Records lost: refused because the queue was full or the writer stopped, or part of a batch
+    /// that could not be written.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Failed attempts: batches that could not be committed, reopens and prune passes that failed.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Relaxed)
+    }
+
+    /// Times the database file was found deleted or replaced and was recreated.
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Relaxed)
+    }
+
+    /// Rows removed by retention.
+    pub fn pruned(&self) -> u64 {
+        self.pruned.load(Relaxed)
+    }
+
+    /// The text of the most recent write or prune error, if any ever happened.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// A consistent-enough copy of every counter, for JSON and metrics.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            queued: self.queued(),
+            written: self.written(),
+            dropped: self.dropped(),
+            write_errors: self.write_errors(),
+            reopens: self.reopens(),
+            pruned: self.pruned(),
+            last_error: self.last_error(),
+        }
+    }
+
+    pub(crate) fn add_queued(&self, n: u64) {
+        self.queued.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn add_reopen(&self) {
+        self.reopens.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn add_pruned(&self, n: u64) {
+        self.pruned.fetch_add(n, Relaxed);
+    }
+
+    /// Counts an error and remembers its text.
+    pub(crate) fn record_error(&self, text: String) {
+        self.write_errors.fetch_add(1, Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(text);
+    }
+}
+
+/// A copy of [`StoreStats`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatsSnapshot {
+    /// Records accepted into the queue.
+    pub queued: u64,
+    /// Records committed.
+    pub written: u64,
+    /// Records lost (queue full, writer stopped, or failed batch).
+    pub dropped: u64,
+    /// Failed batches or reopen attempts.
+    pub write_errors: u64,
+    /// Times the file was recreated after being deleted or replaced.
+    pub reopens: u64,
+    /// Rows removed by retention.
+    pub pruned: u64,
+    /// The most recent error text.
+    pub last_error: Option<String>,
+}

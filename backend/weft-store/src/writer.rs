@@ -1,0 +1,303 @@
+//! The writer: a bounded queue in front of one task that commits records in batches.
+//!
+//! Producers call [`Writer::try_send`], which never waits: a record that does not fit in the queue
+//! is dropped and counted. The task commits a batch when it holds `batch_size` records or when the
+//! oldest one has waited `flush_interval`. When a batch cannot be committed (the file is locked,
+//! full, read-only, ...) its records are dropped and counted, the error is logged once for the
+//! whole burst, and the next batch tries again on a fresh connection. Before each batch the task
+//! checks that the path still names the file it opened; if the file was deleted or replaced it
+//! recreates and migrates it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::sqlite::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
+
+use crate::batch::BatchSql;
+use crate::records::Record;
+use crate::schema::{self, FileId, PoolCell};
+use crate::stats::StoreStats;
+use crate::{StoreError, StoreOptions};
+
+/// What travels on the queue.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Record(Record),
+    /// Commit everything queued before this, then answer; with `stop`, also end the task.
+    Flush {
+        done: oneshot::Sender<()>,
+        stop: bool,
+    },
+}
+
+/// A cheap, cloneable handle producers use to queue records.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<StoreStats>,
+}
+
+impl Writer {
+    /// Queues `record` without waiting. Returns `false` (and counts a drop) if the queue is full or
+    /// the writer has stopped.
+    pub fn try_send(&self, record: impl Into<Record>) -> bool {
+        match self.tx.try_send(Command::Record(record.into())) {
+            Ok(()) => {
+                self.stats.add_queued(1);
+                true
+            }
+            Err(_) => {
+                self.stats.add_dropped(1);
+                false
+            }
+        }
+    }
+
+    /// Returns once every record queued before the call is committed (or dropped as unwritable).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.command(false).await
+    }
+
+    /// Records waiting in the queue now.
+    pub fn queue_len(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Flushes, then stops the task; later `try_send`s are dropped and counted.
+    pub(crate) async fn stop(&self) -> Result<(), StoreError> {
+        self.command(true).await
+    }
+
+    async fn command(&self, stop: bool) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Flush { done, stop })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)
+    }
+}
+
+/// The task's state: its own connection, the statements, and whether it is in an error burst.
+pub(crate) struct WriterTask {
+    rx: mpsc::Receiver<Command>,
+    path: PathBuf,
+    busy_timeout: Duration,
+    max_readers: u32,
+    batch_size: usize,
+    flush_interval: Duration,
+    sql: BatchSql,
+    stats: Arc<StoreStats>,
+    pools: Arc<PoolCell>,
+    /// `None` after a failure: the next batch opens a fresh connection.
+    conn: Option<SqliteConnection>,
+    /// The file `conn` and the read pool were opened on.
+    file: Option<FileId>,
+    /// Set by the first error of a burst, cleared by the next success; errors are logged only
+    /// when it flips, so a broken disk produces two log lines, not thousands.
+    failing: bool,
+}
+
+/// Creates the queue and the task (not yet spawned) on an already migrated file.
+pub(crate) async fn create(
+    options: &StoreOptions,
+    stats: Arc<StoreStats>,
+    pools: Arc<PoolCell>,
+) -> Result<(Writer, WriterTask), StoreError> {
+    let conn = schema::open_writer_connection(&options.path, options.busy_timeout).await?;
+    let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+    let task = WriterTask {
+        rx,
+        path: options.path.clone(),
+        busy_timeout: options.busy_timeout,
+        max_readers: options.max_readers,
+        batch_size: options.batch_size.max(1),
+        flush_interval: options.flush_interval,
+        sql: BatchSql::new(options.rows_per_statement),
+        stats: stats.clone(),
+        pools,
+        conn: Some(conn),
+        file: FileId::of(&options.path),
+        failing: false,
+    };
+    Ok((Writer { tx, stats }, task))
+}
+
+impl WriterTask {
+    /// Runs until stopped or until every [`Writer`] is gone, committing what is queued first.
+    pub(crate) async fn run(mut self) {
+        let mut pending: Vec<Record> = Vec::with_capacity(self.batch_size);
+        let mut incoming: Vec<Command> = Vec::with_capacity(self.batch_size);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            // `pending` is always below `batch_size` here, so the limit is at least 1.
+            let limit = self.batch_size - pending.len();
+            let received = match deadline {
+                None => self.rx.recv_many(&mut incoming, limit).await,
+                Some(at) => match timeout_at(at, self.rx.recv_many(&mut incoming, limit)).await {
+                    Ok(n) => n,
+                    Err(_elapsed) => {
+                        self.commit(&mut pending).await;
+                        deadline = None;
+                        continue;
+                    }
+                },
+            };
+            if received == 0 {
+                // Every sender is gone.
+                self.commit(&mut pending).await;
+                break;
+            }
+            let mut stop = None;
+            for command in incoming.drain(..) {
+                match command {
+                    Command::Record(record) => {
+                        pending.push(record);
+                        if pending.len() >= self.batch_size {
+                            self.commit(&mut pending).await;
+                            deadline = None;
+                        }
+                    }
+                    Command::Flush { done, stop: false } => {
+                        self.commit(&mut pending).await;
+                        deadline = None;
+                        let _ = done.send(());
+                    }
+                    Command::Flush { done, stop: true } => stop = Some(done),
+                }
+            }
+            if let Some(done) = stop {
+                self.drain(&mut pending).await;
+                self.close().await;
+                let _ = done.send(());
+                return;
+            }
+            if !pending.is_empty() && deadline.is_none() {
+                deadline = Some(Instant::now() + self.flush_interval);
+            }
+        }
+        self.close().await;
+    }
+
+    /// Refuses new records and commits everything already queued.
+    async fn drain(&mut self, pending: &mut Vec<Record>) {
+        self.rx.close();
+        while let Some(command) = self.rx.recv().await {
+            match command {
+                Command::Record(record) => {
+                    pending.push(record);
+                    if pending.len() >= self.batch_size {
+                        self.commit(pending).await;
+                    }
+                }
+                Command::Flush { done, .. } => {
+                    self.commit(pending).await;
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.commit(pending).await;
+    }
+
+    async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Commits `pending` (or drops and counts it) and leaves it empty.
+    async fn commit(&mut self, pending: &mut Vec<Record>) {
+        if pending.is_empty() {
+            return;
+        }
+        let n = pending.len() as u64;
+        let result = match self.ready_connection().await {
+            Ok(()) => match self.conn.as_mut() {
+                Some(conn) => self
+                    .sql
+                    .write(conn, pending)
+                    .await
+                    .map_err(StoreError::from),
+                None => Err(StoreError::WriterStopped),
+            },
+            Err(e) => Err(e),
+        };
+        pending.clear();
+        match result {
+            Ok(()) => {
+                self.stats.add_written(n);
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!(path = %self.path.display(), "history writes resumed");
+                }
+            }
+            Err(error) => {
+                self.stats.add_dropped(n);
+                self.stats.record_error(error.to_string());
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        %error,
+                        "cannot write history; dropping records until writes succeed again"
+                    );
+                }
+                // The connection may be left mid-transaction or holding a stale file; start over.
+                if let Some(conn) = self.conn.take() {
+                    let _ = conn.close().await;
+                }
+            }
+        }
+    }
+
+    /// The connection to write on, recreating the file first if it was deleted or replaced.
+    async fn ready_connection(&mut self) -> Result<(), StoreError> {
+        let now = FileId::of(&self.path);
+        if now.is_none() || now != self.file {
+            self.recreate().await?;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
+        }
+        Ok(())
+    }
+
+    /// The path no longer names the file we opened: let go of the old one, then create, migrate and
+    /// open the new one, and hand readers a pool on it.
+    async fn recreate(&mut self) -> Result<(), StoreError> {
+        if self.file.is_some() {
+            tracing::warn!(
+                path = %self.path.display(),
+                "history database was deleted or replaced; recreating it"
+            );
+            self.file = None;
+        }
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+        // Closing the last connection to a deleted file removes its WAL; anything left beside a
+        // missing file is stale and must not be replayed into the new one.
+        let old = self.pools.get();
+        old.close().await;
+        if !self.path.exists() {
+            for sidecar in schema::sidecar_paths(&self.path) {
+                let _ = std::fs::remove_file(sidecar);
+            }
+        }
+        let pool = schema::open_pool(&self.path, self.busy_timeout, self.max_readers).await?;
+        self.pools.replace(pool);
+        self.conn = Some(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
+        self.file = FileId::of(&self.path);
+        self.stats.add_reopen();
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Fixtures shared by the integration tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weft_store::{ConnectionRecord, DeferredRecord, EventRecord, StepRecord, Store, StoreOptions};
+
+/// Options for a store in `dir` that flushes quickly and never prunes on its own.
+pub fn options(dir: &Path) -> StoreOptions {
+    let mut options = StoreOptions::new(dir.join("history.db"));
+    options.flush_interval = Duration::from_millis(20);
+    options.busy_timeout = Duration::from_millis(200);
+    options.prune_interval = Duration::from_secs(3600);
+    options
+}
+
+pub async fn open(dir: &Path) -> Store {
+    Store::open_with(options(dir)).await.expect("store opens")
+}
+
+pub fn event(seq: i64) -> EventRecord {
+    EventRecord {
+        seq,
+        at_ms: 1_700_000_000_000 + seq,
+        kind: "connection_opened".into(),
+        payload_json: format!(r#"{{"connection":{seq}}}"#),
+    }
+}
+
+pub fn connection(
+    id: i64,
+    service: &str,
+    opened_at_ms: i64,
+    closed_at_ms: Option<i64>,
+) -> ConnectionRecord {
+    ConnectionRecord {
+        id,
+        service: service.into(),
+        transport: "tcp".into(),
+        peer: "127.0.0.1:50000".into(),
+        local: "127.0.0.1:8000".into(),
+        opened_at_ms,
+        closed_at_ms,
+        bytes_in: 10,
+        bytes_out: 20,
+        reads: 1,
+        writes: 2,
+        close_reason: closed_at_ms.map(|_| "eof".into()),
+    }
+}
+
+pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
+    let fired = matches!(state, "succeeded" | "failed" | "cancelled");
+    DeferredRecord {
+        id,
+        parent_id: None,
+        label: None,
+        site: "src/echo.rs:42".into(),
+        connection_id: None,
+        service: Some("echo".into()),
+        state: state.into(),
+        created_at_ms,
+        fired_at_ms: fired.then_some(created_at_ms + 5),
+        current_step: None,
+        waiting_on: None,
+        failure: (state == "failed").then(|| "ConnectionLost".into()),
+        stalled: false,
+        slow: false,
+        unhandled: false,
+        leaked: false,
+    }
+}
+
+pub fn step(deferred_id: i64, idx: i64, started_at_us: i64) -> StepRecord {
+    StepRecord {
+        deferred_id,
+        idx,
+        kind: "callback".into(),
+        site: format!("src/echo.rs:{}", 50 + idx),
+        started_at_us,
+        duration_us: Some(120),
+        outcome: "ok".into(),
+        child_id: None,
+    }
+}
+
+/// Waits (polling, up to 10 s) until `cond` holds.
+pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `PRAGMA integrity_check` on a fresh connection to the file.
+pub async fn integrity(path: &Path) -> String {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .expect("file opens");
+    let (result,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .expect("integrity_check runs");
+    conn.close().await.ok();
+    result
+}

@@ -1,0 +1,258 @@
+//! Every dashboard query, against a real migrated SQLite file.
+
+mod common;
+
+use common::{connection, deferred, event, open, step};
+use weft_store::{ConnectionState, DeferredFilter, ServiceRecord, StoreError};
+
+#[tokio::test]
+async fn services_round_trip_and_upsert_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut echo = ServiceRecord {
+        name: "echo".into(),
+        kind: "echo".into(),
+        endpoints: vec!["tcp:8000".into(), "udp:8000".into()],
+        config_json: "{}".into(),
+    };
+    let dns = ServiceRecord {
+        name: "dns".into(),
+        kind: "dns".into(),
+        endpoints: vec!["udp:5353".into()],
+        config_json: r#"{"zones":["example.test"]}"#.into(),
+    };
+    assert!(store.try_send(echo.clone()));
+    assert!(store.try_send(dns.clone()));
+    echo.endpoints.push("unix:/tmp/echo.sock".into());
+    assert!(store.try_send(echo.clone()));
+    store.flush().await.unwrap();
+
+    assert_eq!(store.services().await.unwrap(), vec![dns, echo]);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connections_by_state_and_service_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.try_send(connection(1, "echo", 1_000, Some(1_500)));
+    store.try_send(connection(2, "echo", 2_000, None));
+    store.try_send(connection(3, "web", 3_000, None));
+    store.try_send(connection(4, "echo", 4_000, None));
+    // Counters refreshed while open, then the final write at close.
+    let mut four = connection(4, "echo", 4_000, None);
+    four.bytes_in = 999;
+    store.try_send(four.clone());
+    four.closed_at_ms = Some(4_100);
+    four.close_reason = Some("reset".into());
+    store.try_send(four.clone());
+    store.flush().await.unwrap();
+
+    let ids =
+        |rows: Vec<weft_store::ConnectionRecord>| rows.iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.connections(None, None, 100).await.unwrap()),
+        [4, 3, 2, 1]
+    );
+    assert_eq!(
+        ids(store
+            .connections(Some(ConnectionState::Open), None, 100)
+            .await
+            .unwrap()),
+        [3, 2]
+    );
+    assert_eq!(
+        ids(store
+            .connections(Some(ConnectionState::Closed), None, 100)
+            .await
+            .unwrap()),
+        [4, 1]
+    );
+    assert_eq!(
+        ids(store
+            .connections(Some(ConnectionState::Open), Some("echo"), 100)
+            .await
+            .unwrap()),
+        [2]
+    );
+    assert_eq!(
+        ids(store.connections(None, Some("echo"), 2).await.unwrap()),
+        [4, 2]
+    );
+    assert_eq!(
+        ids(store.connections(None, Some("nope"), 10).await.unwrap()),
+        Vec::<i64>::new()
+    );
+
+    assert_eq!(store.connection(4).await.unwrap(), Some(four));
+    assert!(
+        store
+            .connection(4)
+            .await
+            .unwrap()
+            .is_some_and(|c| !c.is_open())
+    );
+    assert_eq!(store.connection(99).await.unwrap(), None);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deferreds_by_state_flag_and_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut stalled = deferred(1, "paused", 100);
+    stalled.stalled = true;
+    stalled.waiting_on = Some(7);
+    let failed = deferred(2, "failed", 200);
+    let mut unhandled = deferred(3, "failed", 300);
+    unhandled.unhandled = true;
+    let mut slow = deferred(4, "succeeded", 400);
+    slow.slow = true;
+    let mut leaked = deferred(5, "pending", 500);
+    leaked.leaked = true;
+    leaked.service = Some("web".into());
+    let running = deferred(6, "running", 600);
+    for d in [&stalled, &failed, &unhandled, &slow, &leaked, &running] {
+        assert!(store.try_send(d.clone()));
+    }
+    store.flush().await.unwrap();
+
+    let ids = |rows: Vec<weft_store::DeferredRecord>| rows.iter().map(|d| d.id).collect::<Vec<_>>();
+    let by = |f| store.deferreds(Some(f), None, 100);
+    assert_eq!(ids(by(DeferredFilter::Pending).await.unwrap()), [6, 5, 1]);
+    assert_eq!(ids(by(DeferredFilter::Stalled).await.unwrap()), [1]);
+    assert_eq!(ids(by(DeferredFilter::Failed).await.unwrap()), [3, 2]);
+    assert_eq!(ids(by(DeferredFilter::Unhandled).await.unwrap()), [3]);
+    assert_eq!(ids(by(DeferredFilter::Slow).await.unwrap()), [4]);
+    assert_eq!(ids(by(DeferredFilter::Leaked).await.unwrap()), [5]);
+    assert_eq!(
+        ids(store.deferreds(None, None, 3).await.unwrap()),
+        [6, 5, 4]
+    );
+    assert_eq!(
+        ids(store
+            .deferreds(Some(DeferredFilter::Pending), Some("echo"), 100)
+            .await
+            .unwrap()),
+        [6, 1]
+    );
+    assert_eq!(
+        ids(store.deferreds(None, Some("web"), 100).await.unwrap()),
+        [5]
+    );
+
+    let got = store
+        .deferreds(Some(DeferredFilter::Stalled), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![stalled]);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_deferred_with_steps_and_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut parent = deferred(10, "paused", 1_000);
+    parent.connection_id = Some(77);
+    parent.current_step = Some("src/proxy.rs:88".into());
+    parent.waiting_on = Some(12);
+    let mut child_a = deferred(11, "succeeded", 1_010);
+    child_a.parent_id = Some(10);
+    let mut child_b = deferred(12, "pending", 1_020);
+    child_b.parent_id = Some(10);
+    let unrelated = deferred(13, "pending", 1_030);
+    let mut paused_step = step(10, 1, 2_000);
+    paused_step.outcome = "paused".into();
+    paused_step.duration_us = None;
+    paused_step.child_id = Some(12);
+    // Steps may arrive before their Deferred and out of order.
+    store.try_send(paused_step.clone());
+    store.try_send(step(10, 0, 1_000));
+    for d in [&parent, &child_b, &child_a, &unrelated] {
+        store.try_send(d.clone());
+    }
+    store.try_send(step(11, 0, 1_500));
+    store.flush().await.unwrap();
+
+    let detail = store.deferred(10).await.unwrap().expect("stored");
+    assert_eq!(detail.deferred, parent);
+    assert_eq!(detail.steps, vec![step(10, 0, 1_000), paused_step]);
+    assert_eq!(detail.children, vec![child_a, child_b]);
+    let json = serde_json::to_value(&detail).unwrap();
+    assert_eq!(json["id"], 10);
+    assert_eq!(json["steps"][1]["child_id"], 12);
+    assert_eq!(json["children"][1]["id"], 12);
+
+    assert!(store.deferred(999).await.unwrap().is_none());
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deferreds_of_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for (id, conn) in [(1, Some(5)), (2, Some(6)), (3, Some(5)), (4, None)] {
+        let mut d = deferred(id, "succeeded", id * 10);
+        d.connection_id = conn;
+        store.try_send(d);
+    }
+    store.flush().await.unwrap();
+    let ids: Vec<i64> = store
+        .connection_deferreds(5, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, [3, 1]);
+    assert!(store.connection_deferreds(42, 10).await.unwrap().is_empty());
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_after_a_sequence_number_keep_the_first_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for seq in 1..=10 {
+        store.try_send(event(seq));
+    }
+    let mut duplicate = event(5);
+    duplicate.kind = "rewritten".into();
+    store.try_send(duplicate);
+    store.flush().await.unwrap();
+
+    let seqs = |rows: Vec<weft_store::EventRecord>| rows.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.events_after(0, 3).await.unwrap()), [1, 2, 3]);
+    assert_eq!(seqs(store.events_after(7, 100).await.unwrap()), [8, 9, 10]);
+    assert!(store.events_after(10, 100).await.unwrap().is_empty());
+    assert_eq!(store.events_after(4, 1).await.unwrap(), vec![event(5)]);
+    store.shutdown().await.unwrap();
+}
+
+#[test]
+fn filters_parse_the_api_words_and_name_bad_ones() {
+    assert_eq!(
+        "open".parse::<ConnectionState>().unwrap(),
+        ConnectionState::Open
+    );
+    assert_eq!(
+        "closed".parse::<ConnectionState>().unwrap(),
+        ConnectionState::Closed
+    );
+    for word in [
+        "pending",
+        "stalled",
+        "failed",
+        "unhandled",
+        "slow",
+        "leaked",
+    ] {
+        let filter: DeferredFilter = word.parse().unwrap();
+        assert_eq!(filter.to_string(), word);
+    }
+    let err = "zombie".parse::<DeferredFilter>().unwrap_err();
+    assert!(matches!(err, StoreError::BadFilter { .. }));
+    assert!(err.to_string().contains("\"zombie\""), "{err}");
+    assert!(err.to_string().contains("stalled"), "{err}");
+}

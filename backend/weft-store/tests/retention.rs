@@ -1,0 +1,117 @@
+//! Retention deletes finished rows older than the window, and never live ones.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{connection, deferred, eventually, options, step};
+use weft_store::{EventRecord, Store};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+const HOUR: i64 = 3_600_000;
+
+/// Ten of each finished kind two hours old, live rows just as old, and finished rows a minute old.
+async fn fill(store: &Store) {
+    let old = now_ms() - 2 * HOUR;
+    let recent = now_ms() - 60_000;
+    for i in 0..10 {
+        store.try_send(connection(i, "echo", old, Some(old + 1)));
+        store.try_send(deferred(i, "succeeded", old));
+        store.try_send(step(i, 0, old * 1_000));
+        store.try_send(step(i, 1, old * 1_000 + 10));
+        store.try_send(EventRecord {
+            seq: i,
+            at_ms: old,
+            kind: "old".into(),
+            payload_json: "{}".into(),
+        });
+    }
+    // A step whose Deferred was never stored.
+    store.try_send(step(500, 0, old * 1_000));
+    // Old but still live.
+    store.try_send(connection(100, "echo", old, None));
+    store.try_send(deferred(100, "paused", old));
+    store.try_send(step(100, 0, old * 1_000));
+    // Finished, but inside the window.
+    store.try_send(connection(200, "echo", recent, Some(recent + 1)));
+    store.try_send(deferred(200, "failed", recent));
+    store.try_send(EventRecord {
+        seq: 200,
+        at_ms: recent,
+        kind: "recent".into(),
+        payload_json: "{}".into(),
+    });
+    store.flush().await.unwrap();
+}
+
+async fn assert_only_live_and_recent_rows_remain(store: &Store) {
+    let conns: Vec<i64> = store
+        .connections(None, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(conns, [200, 100]);
+    let deferreds: Vec<i64> = store
+        .deferreds(None, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(deferreds, [200, 100]);
+    assert_eq!(store.deferred(100).await.unwrap().unwrap().steps.len(), 1);
+    let events: Vec<i64> = store
+        .events_after(-1, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(events, [200]);
+    let (steps,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deferred_steps")
+        .fetch_one(&store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        steps, 1,
+        "steps of pruned Deferreds and orphan steps are gone"
+    );
+}
+
+#[tokio::test]
+async fn prune_deletes_old_finished_rows_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.prune_chunk = 3;
+    let store = Store::open_with(opts).await.unwrap();
+    fill(&store).await;
+
+    // 10 connections + 10 events + 10 Deferreds with 20 steps + 1 orphan step.
+    assert_eq!(store.prune_before(now_ms() - HOUR).await.unwrap(), 51);
+    assert_only_live_and_recent_rows_remain(&store).await;
+    assert_eq!(store.prune_before(now_ms() - HOUR).await.unwrap(), 0);
+    assert_eq!(store.stats().pruned(), 51);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_background_task_prunes_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.retention = Duration::from_secs(3600);
+    opts.prune_interval = Duration::from_millis(50);
+    opts.prune_chunk = 4;
+    let store = Store::open_with(opts).await.unwrap();
+    fill(&store).await;
+    eventually("the background prune", || store.stats().pruned() == 51).await;
+    assert_only_live_and_recent_rows_remain(&store).await;
+    store.shutdown().await.unwrap();
+}

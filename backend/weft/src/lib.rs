@@ -1,1 +1,62 @@
 //! weft: Twisted's event-driven networking model on tokio, with an inspector built in.
+//!
+//! ```no_run
+//! use weft::{Protocol, Reactor, Transport, factory};
+//!
+//! struct Echo;
+//!
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+//!         transport.write(data);
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let reactor = Reactor::new()?;
+//!     reactor.listen("tcp:8000", factory(|| Echo))?;
+//!     println!("Echo server started on port 8000. Press Ctrl+C to stop.");
+//!     reactor.run()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`reactor`]: the event loop on one thread, its [`ReactorHandle`] for other threads,
+//!   shutdown phases with deadlines, reactor-lag measurement.
+//! - [`time`]: the [`Clock`] behind [`call_later`] and [`DelayedCall`].
+//! - [`protocol`]: the [`Protocol`] and [`Factory`] traits users implement.
+//! - [`transport`]: [`Transport`], the write side of a connection, its buffer and
+//!   back-pressure; the driver task that reads, calls the protocol and flushes.
+//! - [`net`]: TCP, Unix and TLS listeners and connectors, UDP ports.
+//! - [`endpoint`]: Twisted's endpoint strings (`tcp:8000:interface=127.0.0.1`).
+//! - [`framing`]: `LineReceiver`, `Int32StringReceiver`, `NetstringReceiver`.
+//! - [`policies`]: idle timeouts, connection limits, throttling.
+//! - [`defer`]: `Deferred` chains and `Failure`s, traced.
+//! - [`observe`]: typed events and the [`Observer`](observe::Observer) trait.
+//! - [`testing`]: `StringTransport`, a fake clock, in-memory loopback.
+//!
+//! Data moves socket → driver (counts bytes) → `Protocol` callbacks → `Transport`
+//! writes → driver flush → socket; every step reports to the observer.
+
+pub mod address;
+pub mod defer;
+pub mod endpoint;
+pub mod net;
+pub mod observe;
+pub mod protocol;
+pub mod reactor;
+pub mod testing;
+pub mod time;
+pub mod transport;
+
+pub use address::Address;
+pub use net::{
+    ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, ListenError,
+    ListeningPort, ReconnectingClientFactory, UdpPort,
+};
+pub use observe::CloseReason;
+pub use protocol::{Factory, HalfClose, Protocol, factory};
+pub use reactor::{Phase, Reactor, ReactorConfig, ReactorError, ReactorHandle};
+pub use time::{Clock, DelayedCall, call_later};
+pub use transport::{PushProducer, Transport};

@@ -1,0 +1,517 @@
+//! Endpoint strings with Twisted's syntax (`serverFromString` / `clientFromString`).
+//!
+//! Fields are separated by `:`; a backslash escapes the next character (so `\:` is a
+//! literal colon, as in an IPv6 address). Positional fields come first, then
+//! `key=value` options, in any order.
+//!
+//! | server | client |
+//! |---|---|
+//! | `tcp:8000:interface=127.0.0.1:backlog=50` | `tcp:example.org:80:timeout=5` |
+//! | `tcp6:8000:interface=\:\:1` | `unix:/run/app.sock:timeout=2` |
+//! | `udp:5353:interface=127.0.0.1` | `ssl:example.org:443:caCerts=ca.pem` |
+//! | `unix:/run/app.sock:mode=660` | |
+//! | `ssl:8443:privateKey=key.pem:certKey=cert.pem` | |
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Default listen backlog, as in Twisted.
+pub const DEFAULT_BACKLOG: u32 = 50;
+/// Default client connect timeout, as in Twisted.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A malformed endpoint string; says which part is wrong and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad endpoint {input:?}: {part:?} {reason}")]
+pub struct EndpointError {
+    /// The whole string.
+    pub input: String,
+    /// The offending field.
+    pub part: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEndpoint {
+    /// `tcp:` or `tcp6:`.
+    Tcp {
+        /// Interface and port.
+        addr: SocketAddr,
+        /// Listen backlog.
+        backlog: u32,
+    },
+    /// `udp:`.
+    Udp {
+        /// Interface and port.
+        addr: SocketAddr,
+    },
+    /// `unix:`.
+    Unix {
+        /// Socket path.
+        path: PathBuf,
+        /// File mode for the socket, e.g. `0o660`.
+        mode: Option<u32>,
+        /// Listen backlog.
+        backlog: u32,
+    },
+    /// `ssl:` (TLS over TCP).
+    Ssl {
+        /// Interface and port.
+        addr: SocketAddr,
+        /// Listen backlog.
+        backlog: u32,
+        /// PEM private key (`privateKey=`).
+        private_key: PathBuf,
+        /// PEM certificate chain (`certKey=`).
+        cert: PathBuf,
+    },
+}
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientEndpoint {
+    /// `tcp:HOST:PORT`.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Give up connecting after this long.
+        timeout: Duration,
+    },
+    /// `unix:PATH`.
+    Unix {
+        /// Socket path.
+        path: PathBuf,
+        /// Give up connecting after this long.
+        timeout: Duration,
+    },
+    /// `ssl:HOST:PORT` or `tls:HOST:PORT`.
+    Ssl {
+        /// Host name (also the TLS server name).
+        host: String,
+        /// Port.
+        port: u16,
+        /// Give up connecting after this long.
+        timeout: Duration,
+        /// PEM file of trusted roots (`caCerts=`); the system has none built in.
+        ca_certs: Option<PathBuf>,
+    },
+}
+
+struct Fields<'a> {
+    input: &'a str,
+    kind: String,
+    positional: Vec<String>,
+    options: Vec<(String, String)>,
+}
+
+impl<'a> Fields<'a> {
+    fn parse(input: &'a str) -> Result<Self, EndpointError> {
+        let mut fields = Vec::new();
+        let mut current = String::new();
+        let mut chars = input.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(next) => current.push(next),
+                    None => return Err(error(input, input, "ends with a lone backslash")),
+                },
+                ':' => fields.push(std::mem::take(&mut current)),
+                c => current.push(c),
+            }
+        }
+        fields.push(current);
+        let mut iter = fields.into_iter();
+        let kind = iter.next().unwrap_or_default();
+        if kind.is_empty() {
+            return Err(error(
+                input,
+                "",
+                "has no endpoint type (tcp, tcp6, udp, unix, ssl)",
+            ));
+        }
+        let mut positional = Vec::new();
+        let mut options = Vec::new();
+        for field in iter {
+            match field.split_once('=') {
+                Some((key, value)) => options.push((key.to_owned(), value.to_owned())),
+                None if options.is_empty() => positional.push(field),
+                None => {
+                    return Err(error(
+                        input,
+                        &field,
+                        "is positional but follows key=value options",
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            input,
+            kind,
+            positional,
+            options,
+        })
+    }
+
+    fn err(&self, part: &str, reason: &str) -> EndpointError {
+        error(self.input, part, reason)
+    }
+
+    /// Takes the option `key`, or the next positional field.
+    fn take(&mut self, key: &str, positional: bool) -> Option<String> {
+        if let Some(i) = self.options.iter().position(|(k, _)| k == key) {
+            return Some(self.options.remove(i).1);
+        }
+        if positional && !self.positional.is_empty() {
+            return Some(self.positional.remove(0));
+        }
+        None
+    }
+
+    fn required(&mut self, key: &str, positional: bool) -> Result<String, EndpointError> {
+        self.take(key, positional)
+            .ok_or_else(|| self.err(&self.kind.clone(), &format!("needs {key}")))
+    }
+
+    fn port(&mut self) -> Result<u16, EndpointError> {
+        let port = self.required("port", true)?;
+        port.parse()
+            .map_err(|_| self.err(&port, "is not a port number (0-65535)"))
+    }
+
+    fn parsed<T: FromStr>(&mut self, key: &str, what: &str) -> Result<Option<T>, EndpointError> {
+        match self.take(key, false) {
+            None => Ok(None),
+            Some(value) => value
+                .parse()
+                .map(Some)
+                .map_err(|_| self.err(&format!("{key}={value}"), &format!("is not {what}"))),
+        }
+    }
+
+    fn interface(&mut self, default: IpAddr) -> Result<IpAddr, EndpointError> {
+        Ok(self
+            .parsed("interface", "an IP address")?
+            .unwrap_or(default))
+    }
+
+    fn timeout(&mut self) -> Result<Duration, EndpointError> {
+        match self.parsed::<f64>("timeout", "a number of seconds")? {
+            None => Ok(DEFAULT_CONNECT_TIMEOUT),
+            Some(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
+            Some(secs) => Err(self.err(
+                &format!("timeout={secs}"),
+                "must be a positive number of seconds",
+            )),
+        }
+    }
+
+    /// Fails on anything left over, naming it.
+    fn done(self) -> Result<(), EndpointError> {
+        if let Some(extra) = self.positional.first() {
+            return Err(self.err(extra, "is an unexpected extra field"));
+        }
+        if let Some((key, value)) = self.options.first() {
+            return Err(self.err(
+                &format!("{key}={value}"),
+                &format!("is not an option of {}:", self.kind),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn error(input: &str, part: &str, reason: &str) -> EndpointError {
+    EndpointError {
+        input: input.to_owned(),
+        part: part.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+impl FromStr for ServerEndpoint {
+    type Err = EndpointError;
+
+    fn from_str(input: &str) -> Result<Self, EndpointError> {
+        let mut f = Fields::parse(input)?;
+        let endpoint = match f.kind.as_str() {
+            "tcp" | "tcp6" | "udp" | "ssl" => {
+                let default = if f.kind == "tcp6" {
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                };
+                let port = f.port()?;
+                let addr = SocketAddr::new(f.interface(default)?, port);
+                match f.kind.as_str() {
+                    "udp" => Self::Udp { addr },
+                    "ssl" => {
+                        let backlog = f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG);
+                        let private_key: PathBuf = f.required("privateKey", false)?.into();
+                        // Like Twisted, one PEM file may hold both key and certificate.
+                        let cert = f
+                            .take("certKey", false)
+                            .map_or_else(|| private_key.clone(), PathBuf::from);
+                        Self::Ssl {
+                            addr,
+                            backlog,
+                            private_key,
+                            cert,
+                        }
+                    }
+                    _ => Self::Tcp {
+                        addr,
+                        backlog: f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG),
+                    },
+                }
+            }
+            "unix" => {
+                let path: PathBuf = f.required("address", true)?.into();
+                let mode =
+                    match f.take("mode", false) {
+                        None => None,
+                        Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
+                            f.err(&format!("mode={m}"), "is not an octal file mode")
+                        })?),
+                    };
+                let backlog = f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG);
+                let _ = f.take("lockfile", false);
+                Self::Unix {
+                    path,
+                    mode,
+                    backlog,
+                }
+            }
+            other => {
+                let other = other.to_owned();
+                return Err(f.err(
+                    &other,
+                    "is not a server endpoint type (tcp, tcp6, udp, unix, ssl)",
+                ));
+            }
+        };
+        f.done()?;
+        Ok(endpoint)
+    }
+}
+
+impl FromStr for ClientEndpoint {
+    type Err = EndpointError;
+
+    fn from_str(input: &str) -> Result<Self, EndpointError> {
+        let mut f = Fields::parse(input)?;
+        let endpoint = match f.kind.as_str() {
+            "tcp" | "ssl" | "tls" => {
+                let host = f.required("host", true)?;
+                if host.is_empty() {
+                    return Err(f.err("", "host must not be empty"));
+                }
+                let port = f.port()?;
+                let timeout = f.timeout()?;
+                let _ = f.take("bindAddress", false);
+                if f.kind == "tcp" {
+                    Self::Tcp {
+                        host,
+                        port,
+                        timeout,
+                    }
+                } else {
+                    let ca_certs = f.take("caCerts", false).map(PathBuf::from);
+                    Self::Ssl {
+                        host,
+                        port,
+                        timeout,
+                        ca_certs,
+                    }
+                }
+            }
+            "unix" => {
+                let path = f.required("path", true)?.into();
+                let timeout = f.timeout()?;
+                Self::Unix { path, timeout }
+            }
+            other => {
+                let other = other.to_owned();
+                return Err(f.err(&other, "is not a client endpoint type (tcp, unix, ssl)"));
+            }
+        };
+        f.done()?;
+        Ok(endpoint)
+    }
+}
+
+impl fmt::Display for ServerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp { addr, .. } => write!(
+                f,
+                "tcp:{}:interface={}",
+                addr.port(),
+                escape(&addr.ip().to_string())
+            ),
+            Self::Udp { addr } => write!(
+                f,
+                "udp:{}:interface={}",
+                addr.port(),
+                escape(&addr.ip().to_string())
+            ),
+            Self::Unix { path, .. } => write!(f, "unix:{}", escape(&path.display().to_string())),
+            Self::Ssl { addr, .. } => write!(
+                f,
+                "ssl:{}:interface={}",
+                addr.port(),
+                escape(&addr.ip().to_string())
+            ),
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(s: &str) -> ServerEndpoint {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn bad_server(s: &str) -> EndpointError {
+        s.parse::<ServerEndpoint>().expect_err(s)
+    }
+
+    #[test]
+    fn tcp_server_strings() {
+        assert_eq!(
+            server("tcp:8000"),
+            ServerEndpoint::Tcp {
+                addr: "0.0.0.0:8000".parse().unwrap(),
+                backlog: 50
+            }
+        );
+        assert_eq!(
+            server("tcp:8000:interface=127.0.0.1:backlog=7"),
+            ServerEndpoint::Tcp {
+                addr: "127.0.0.1:8000".parse().unwrap(),
+                backlog: 7
+            }
+        );
+        assert_eq!(
+            server("tcp:port=80:interface=127.0.0.1"),
+            ServerEndpoint::Tcp {
+                addr: "127.0.0.1:80".parse().unwrap(),
+                backlog: 50
+            }
+        );
+        assert_eq!(
+            server(r"tcp6:8000:interface=\:\:1"),
+            ServerEndpoint::Tcp {
+                addr: "[::1]:8000".parse().unwrap(),
+                backlog: 50
+            }
+        );
+        assert_eq!(server("tcp6:9").to_string(), r"tcp:9:interface=\:\:");
+    }
+
+    #[test]
+    fn udp_unix_and_ssl_server_strings() {
+        assert_eq!(
+            server("udp:5353:interface=127.0.0.1"),
+            ServerEndpoint::Udp {
+                addr: "127.0.0.1:5353".parse().unwrap()
+            }
+        );
+        assert_eq!(
+            server("unix:/tmp/x.sock:mode=660"),
+            ServerEndpoint::Unix {
+                path: "/tmp/x.sock".into(),
+                mode: Some(0o660),
+                backlog: 50
+            }
+        );
+        assert_eq!(
+            server("ssl:8443:privateKey=k.pem:certKey=c.pem"),
+            ServerEndpoint::Ssl {
+                addr: "0.0.0.0:8443".parse().unwrap(),
+                backlog: 50,
+                private_key: "k.pem".into(),
+                cert: "c.pem".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn client_strings() {
+        assert_eq!(
+            "tcp:example.org:80:timeout=2.5"
+                .parse::<ClientEndpoint>()
+                .unwrap(),
+            ClientEndpoint::Tcp {
+                host: "example.org".into(),
+                port: 80,
+                timeout: Duration::from_millis(2500)
+            }
+        );
+        assert_eq!(
+            "tcp:host=h:port=1".parse::<ClientEndpoint>().unwrap(),
+            ClientEndpoint::Tcp {
+                host: "h".into(),
+                port: 1,
+                timeout: DEFAULT_CONNECT_TIMEOUT
+            }
+        );
+        assert_eq!(
+            "unix:/run/s".parse::<ClientEndpoint>().unwrap(),
+            ClientEndpoint::Unix {
+                path: "/run/s".into(),
+                timeout: DEFAULT_CONNECT_TIMEOUT
+            }
+        );
+        assert!(matches!(
+            "tls:h:443:caCerts=ca.pem"
+                .parse::<ClientEndpoint>()
+                .unwrap(),
+            ClientEndpoint::Ssl {
+                port: 443,
+                ca_certs: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_strings_name_the_bad_part() {
+        let e = bad_server("tcp:80x");
+        assert_eq!(e.part, "80x");
+        assert!(e.to_string().contains("not a port number"), "{e}");
+        assert_eq!(bad_server("tcp:70000").part, "70000");
+        assert_eq!(bad_server("tcp:80:interface=nope").part, "interface=nope");
+        assert_eq!(bad_server("tcp:80:colour=blue").part, "colour=blue");
+        assert_eq!(bad_server("tcp:80:81").part, "81");
+        assert_eq!(bad_server("sctp:80").part, "sctp");
+        assert_eq!(
+            bad_server("").reason,
+            "has no endpoint type (tcp, tcp6, udp, unix, ssl)"
+        );
+        assert!(bad_server("tcp").reason.contains("needs port"));
+        assert!(bad_server("ssl:443").reason.contains("needs privateKey"));
+        assert_eq!(bad_server("unix:/x:mode=9z").part, "mode=9z");
+        assert!(bad_server("tcp:80\\").reason.contains("backslash"));
+        let e = "tcp:h:1:timeout=-1".parse::<ClientEndpoint>().unwrap_err();
+        assert!(e.reason.contains("positive"), "{e}");
+        let e = "tcp:h".parse::<ClientEndpoint>().unwrap_err();
+        assert!(e.reason.contains("needs port"), "{e}");
+        let e = "tcp::80".parse::<ClientEndpoint>().unwrap_err();
+        assert!(e.reason.contains("host"), "{e}");
+    }
+}

@@ -1,0 +1,541 @@
+//! Outgoing connections: `Connector`, `ClientFactory` and `ReconnectingClientFactory`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{serve, tls};
+use crate::address::Address;
+use crate::endpoint::{ClientEndpoint, EndpointError};
+use crate::observe::{
+    self, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, TransportKind,
+};
+use crate::protocol::{Factory, Protocol};
+use crate::reactor::Reactor;
+use crate::time::{DelayedCall, call_later};
+use crate::transport::Transport;
+
+/// Why an outgoing connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// Nothing listens there.
+    #[error("connecting to {endpoint}: connection refused")]
+    Refused {
+        /// Where.
+        endpoint: String,
+    },
+    /// The connection did not complete within its timeout.
+    #[error("connecting to {endpoint}: timed out after {after:?}")]
+    TimedOut {
+        /// Where.
+        endpoint: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The attempt was cancelled (`stop_connecting`).
+    #[error("connecting to {endpoint}: cancelled")]
+    Cancelled {
+        /// Where.
+        endpoint: String,
+    },
+    /// The factory declined to build a protocol.
+    #[error("connecting to {endpoint}: the factory built no protocol")]
+    NoProtocol {
+        /// Where.
+        endpoint: String,
+    },
+    /// Any other failure: name resolution, TLS, an I/O error.
+    #[error("connecting to {endpoint}: {reason}")]
+    Failed {
+        /// Where.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ConnectError {
+    fn io(endpoint: &str, err: &std::io::Error) -> Self {
+        let endpoint = endpoint.to_owned();
+        match err.kind() {
+            std::io::ErrorKind::ConnectionRefused => Self::Refused { endpoint },
+            _ => Self::Failed {
+                endpoint,
+                reason: err.to_string(),
+            },
+        }
+    }
+}
+
+/// A factory for outgoing connections (Twisted's `ClientFactory`).
+pub trait ClientFactory: Factory {
+    /// A connection attempt started.
+    fn started_connecting(&self, connector: &Connector) {
+        let _ = connector;
+    }
+    /// The attempt failed.
+    fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
+        let _ = (connector, reason);
+    }
+    /// An established connection closed.
+    fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
+        let _ = (connector, reason);
+    }
+}
+
+/// Where a [`Connector`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorState {
+    /// Not connected, not trying.
+    Disconnected,
+    /// An attempt is in progress.
+    Connecting,
+    /// Connected.
+    Connected,
+}
+
+struct ConnectorInner {
+    endpoint: ClientEndpoint,
+    name: String,
+    service: Arc<str>,
+    factory: Rc<dyn ClientFactory>,
+    state: Cell<ConnectorState>,
+    attempt: RefCell<Option<CancellationToken>>,
+    transport: RefCell<Option<Transport>>,
+}
+
+/// One outgoing connection, which can be retried (Twisted's `IConnector`).
+#[derive(Clone)]
+pub struct Connector {
+    inner: Rc<ConnectorInner>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("destination", &self.inner.name)
+            .field("state", &self.inner.state.get())
+            .finish()
+    }
+}
+
+impl Connector {
+    /// Where it connects to.
+    pub fn destination(&self) -> &ClientEndpoint {
+        &self.inner.endpoint
+    }
+
+    /// Where it is.
+    pub fn state(&self) -> ConnectorState {
+        self.inner.state.get()
+    }
+
+    /// The connection's transport, while connected.
+    pub fn transport(&self) -> Option<Transport> {
+        self.inner.transport.borrow().clone()
+    }
+
+    /// Starts a connection attempt (again). No effect unless disconnected.
+    pub fn connect(&self) {
+        if self.inner.state.get() != ConnectorState::Disconnected {
+            return;
+        }
+        let reactor = Reactor::current();
+        let token = reactor.listening_token().child_token();
+        *self.inner.attempt.borrow_mut() = Some(token.clone());
+        self.inner.state.set(ConnectorState::Connecting);
+        self.inner.factory.started_connecting(self);
+        let this = self.clone();
+        let task_reactor = reactor.clone();
+        reactor.spawn(async move {
+            let result = tokio::select! {
+                _ = token.cancelled() => Err(ConnectError::Cancelled { endpoint: this.inner.name.clone() }),
+                result = open(&task_reactor, &this.inner.endpoint, &this.inner.name, this.inner.service.clone(), &*this.inner.factory, |t| {
+                    *this.inner.transport.borrow_mut() = Some(t.clone());
+                    this.inner.state.set(ConnectorState::Connected);
+                }) => result,
+            };
+            this.inner.attempt.borrow_mut().take();
+            this.inner.transport.borrow_mut().take();
+            this.inner.state.set(ConnectorState::Disconnected);
+            match result {
+                Ok(reason) => this.inner.factory.client_connection_lost(&this, &reason),
+                Err(err) => {
+                    report_connect_failure(&this.inner.service, &err);
+                    this.inner.factory.client_connection_failed(&this, &err);
+                }
+            }
+        });
+    }
+
+    /// Cancels an attempt in progress.
+    pub fn stop_connecting(&self) {
+        if self.inner.state.get() == ConnectorState::Connecting
+            && let Some(token) = self.inner.attempt.borrow().as_ref()
+        {
+            token.cancel();
+        }
+    }
+
+    /// Closes the connection, or cancels the attempt.
+    pub fn disconnect(&self) {
+        match self.inner.state.get() {
+            ConnectorState::Connecting => self.stop_connecting(),
+            ConnectorState::Connected => {
+                if let Some(t) = self.transport() {
+                    t.lose_connection();
+                }
+            }
+            ConnectorState::Disconnected => {}
+        }
+    }
+}
+
+fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
+    tracing::info!(%service, %err, "connection attempt failed");
+    observe::emit(|| {
+        Event::ProtocolError(ProtocolError {
+            service: service.clone(),
+            connection: None,
+            kind: ErrorKind::ConnectFailed,
+            message: err.to_string(),
+        })
+    });
+}
+
+/// Connects, builds the protocol, and serves it; `Ok` carries why the connection closed.
+async fn open(
+    reactor: &Reactor,
+    endpoint: &ClientEndpoint,
+    name: &str,
+    service: Arc<str>,
+    factory: &dyn Factory,
+    on_connected: impl FnOnce(&Transport),
+) -> Result<CloseReason, ConnectError> {
+    match endpoint {
+        ClientEndpoint::Tcp {
+            host,
+            port,
+            timeout,
+        }
+        | ClientEndpoint::Ssl {
+            host,
+            port,
+            timeout,
+            ..
+        } => {
+            let stream = within(
+                name,
+                *timeout,
+                tokio::net::TcpStream::connect((host.as_str(), *port)),
+            )
+            .await?;
+            let peer = Address::Ip(stream.peer_addr().map_err(|e| ConnectError::io(name, &e))?);
+            let local = Address::Ip(
+                stream
+                    .local_addr()
+                    .map_err(|e| ConnectError::io(name, &e))?,
+            );
+            let protocol =
+                factory
+                    .build_protocol(&peer)
+                    .ok_or_else(|| ConnectError::NoProtocol {
+                        endpoint: name.to_owned(),
+                    })?;
+            if let ClientEndpoint::Ssl { ca_certs, .. } = endpoint {
+                let connector =
+                    tls::connector(ca_certs.as_deref()).map_err(|e| ConnectError::Failed {
+                        endpoint: name.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                let stream = tls::connect(connector, host, stream).await.map_err(|e| {
+                    ConnectError::Failed {
+                        endpoint: name.to_owned(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let info = ConnectionInfo::new(service, TransportKind::Tls, peer, local);
+                Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
+            } else {
+                let info = ConnectionInfo::new(service, TransportKind::Tcp, peer, local);
+                Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
+            }
+        }
+        ClientEndpoint::Unix { path, timeout } => {
+            let stream = within(name, *timeout, tokio::net::UnixStream::connect(path)).await?;
+            let peer = Address::Unix(Some(path.clone()));
+            let protocol =
+                factory
+                    .build_protocol(&peer)
+                    .ok_or_else(|| ConnectError::NoProtocol {
+                        endpoint: name.to_owned(),
+                    })?;
+            let info = ConnectionInfo::new(service, TransportKind::Unix, peer, Address::Unix(None));
+            Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
+        }
+    }
+}
+
+/// Awaits a connection attempt for at most `timeout`.
+async fn within<S>(
+    name: &str,
+    timeout: Duration,
+    attempt: impl std::future::Future<Output = std::io::Result<S>>,
+) -> Result<S, ConnectError> {
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(err)) => Err(ConnectError::io(name, &err)),
+        Err(_) => Err(ConnectError::TimedOut {
+            endpoint: name.to_owned(),
+            after: timeout,
+        }),
+    }
+}
+
+/// Serves a connection, telling `on_connected` its transport once it is registered.
+async fn serve_reporting<S: crate::transport::Stream>(
+    reactor: &Reactor,
+    io: S,
+    info: Arc<ConnectionInfo>,
+    protocol: Box<dyn Protocol>,
+    on_connected: impl FnOnce(&Transport),
+) -> CloseReason {
+    let id = info.id;
+    let served = serve(reactor, io, info, protocol);
+    tokio::pin!(served);
+    // `serve` registers the transport before its first await; poll once to find it.
+    let mut on_connected = Some(on_connected);
+    std::future::poll_fn(|cx| {
+        let poll = served.as_mut().poll(cx);
+        if let Some(f) = on_connected.take() {
+            match reactor.inner.connections.borrow().get(&id) {
+                Some(t) => f(t),
+                None => on_connected = Some(f),
+            }
+        }
+        poll
+    })
+    .await
+}
+
+impl Reactor {
+    /// Connects to an endpoint string (`tcp:HOST:PORT`, `unix:PATH`, `ssl:HOST:PORT`)
+    /// with a client factory (Twisted's `connectTCP` and friends).
+    pub fn connect_with(
+        &self,
+        endpoint: &str,
+        factory: impl ClientFactory,
+    ) -> Result<Connector, EndpointError> {
+        let parsed: ClientEndpoint = endpoint.parse()?;
+        let connector = Connector {
+            inner: Rc::new(ConnectorInner {
+                endpoint: parsed,
+                name: endpoint.to_owned(),
+                service: endpoint.into(),
+                factory: Rc::new(factory),
+                state: Cell::new(ConnectorState::Disconnected),
+                attempt: RefCell::new(None),
+                transport: RefCell::new(None),
+            }),
+        };
+        connector.connect();
+        Ok(connector)
+    }
+
+    /// Connects over TCP (Twisted's `connectTCP`).
+    pub fn connect_tcp(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        factory: impl ClientFactory,
+    ) -> Connector {
+        let endpoint = format!(
+            "tcp:{}:{port}:timeout={}",
+            host.replace(':', "\\:"),
+            timeout.as_secs_f64()
+        );
+        self.connect_with(&endpoint, factory)
+            .expect("a host, a port and a positive timeout make a valid endpoint")
+    }
+
+    /// Connects and runs `protocol`; resolves to its transport once connected.
+    pub async fn connect(
+        &self,
+        endpoint: &str,
+        protocol: impl Protocol,
+    ) -> Result<Transport, ConnectError> {
+        let parsed: ClientEndpoint =
+            endpoint
+                .parse()
+                .map_err(|e: EndpointError| ConnectError::Failed {
+                    endpoint: endpoint.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let once = OneShotFactory(RefCell::new(Some(Box::new(protocol))));
+        let reactor = self.clone();
+        let name = endpoint.to_owned();
+        self.spawn(async move {
+            let mut tx = Some(tx);
+            let result = open(&reactor, &parsed, &name, name.as_str().into(), &once, |t| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(Ok(t.clone()));
+                }
+            })
+            .await;
+            if let (Err(err), Some(tx)) = (result, tx.take()) {
+                report_connect_failure(&name.as_str().into(), &err);
+                let _ = tx.send(Err(err));
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(ConnectError::Cancelled {
+                endpoint: endpoint.to_owned(),
+            })
+        })
+    }
+}
+
+struct OneShotFactory(RefCell<Option<Box<dyn Protocol>>>);
+
+impl Factory for OneShotFactory {
+    fn build_protocol(&self, _peer: &Address) -> Option<Box<dyn Protocol>> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// Reconnects with exponential back-off (Twisted's `ReconnectingClientFactory`).
+///
+/// Each failure or loss multiplies the delay by `factor` (with random `jitter`), up to
+/// `max_delay`; a successful connection resets it. Gives up after `max_retries`.
+pub struct ReconnectingClientFactory<F> {
+    inner: F,
+    /// First retry delay.
+    pub initial_delay: Duration,
+    /// Multiplier per retry (Twisted: e).
+    pub factor: f64,
+    /// Relative random spread of each delay (Twisted: 0.1196…).
+    pub jitter: f64,
+    /// Upper bound on the delay.
+    pub max_delay: Duration,
+    /// Give up after this many consecutive retries.
+    pub max_retries: Option<u32>,
+    delay: Cell<Duration>,
+    retries: Cell<u32>,
+    trying: Cell<bool>,
+    pending: RefCell<Option<DelayedCall>>,
+}
+
+impl<F: Factory> ReconnectingClientFactory<F> {
+    /// Wraps a protocol factory with Twisted's default policy.
+    pub fn new(inner: F) -> Self {
+        Self {
+            inner,
+            initial_delay: Duration::from_secs(1),
+            factor: std::f64::consts::E,
+            jitter: 0.119_626_565_582,
+            max_delay: Duration::from_secs(3600),
+            max_retries: None,
+            delay: Cell::new(Duration::from_secs(1)),
+            retries: Cell::new(0),
+            trying: Cell::new(true),
+            pending: RefCell::new(None),
+        }
+    }
+
+    /// Sets the first delay.
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial_delay = delay;
+        self.delay.set(delay);
+        self
+    }
+
+    /// Sets the growth factor, jitter, cap and retry limit.
+    pub fn policy(
+        mut self,
+        factor: f64,
+        jitter: f64,
+        max_delay: Duration,
+        max_retries: Option<u32>,
+    ) -> Self {
+        self.factor = factor;
+        self.jitter = jitter;
+        self.max_delay = max_delay;
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Retries so far since the last success.
+    pub fn retries(&self) -> u32 {
+        self.retries.get()
+    }
+
+    /// The delay before the next retry.
+    pub fn current_delay(&self) -> Duration {
+        self.delay.get()
+    }
+
+    /// Resets the back-off, as after a successful connection.
+    pub fn reset_delay(&self) {
+        self.delay.set(self.initial_delay);
+        self.retries.set(0);
+    }
+
+    /// Stops retrying and cancels a scheduled retry.
+    pub fn stop_trying(&self) {
+        self.trying.set(false);
+        if let Some(call) = self.pending.borrow_mut().take() {
+            let _ = call.cancel();
+        }
+    }
+
+    fn retry(&self, connector: &Connector) {
+        if !self.trying.get() {
+            return;
+        }
+        let retries = self.retries.get() + 1;
+        self.retries.set(retries);
+        if self.max_retries.is_some_and(|max| retries > max) {
+            tracing::info!(destination = ?connector.destination(), retries = retries - 1, "giving up reconnecting");
+            self.trying.set(false);
+            return;
+        }
+        let grown = self.delay.get().as_secs_f64() * self.factor;
+        let capped = grown.min(self.max_delay.as_secs_f64());
+        let spread = capped * self.jitter * (fastrand::f64() * 2.0 - 1.0);
+        let delay =
+            Duration::from_secs_f64((capped + spread).clamp(0.0, self.max_delay.as_secs_f64()));
+        let wait = self.delay.replace(delay);
+        let connector = connector.clone();
+        *self.pending.borrow_mut() = Some(call_later(wait, move || connector.connect()));
+    }
+}
+
+impl<F: Factory> Factory for ReconnectingClientFactory<F> {
+    fn build_protocol(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
+        let protocol = self.inner.build_protocol(peer);
+        if protocol.is_some() {
+            self.reset_delay();
+        }
+        protocol
+    }
+}
+
+impl<F: Factory> ClientFactory for ReconnectingClientFactory<F> {
+    fn client_connection_failed(&self, connector: &Connector, _reason: &ConnectError) {
+        self.retry(connector);
+    }
+    fn client_connection_lost(&self, connector: &Connector, _reason: &CloseReason) {
+        self.retry(connector);
+    }
+}
+
+impl<F: Factory> ClientFactory for crate::protocol::FnFactory<F> where
+    crate::protocol::FnFactory<F>: Factory
+{
+}

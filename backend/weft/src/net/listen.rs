@@ -1,0 +1,353 @@
+//! Listening: bind at once (so "address in use" surfaces at the call, naming the
+//! endpoint), then accept on the reactor and serve each connection in its own task.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::serve;
+use super::tls::{self, TlsError};
+use crate::address::Address;
+use crate::endpoint::{EndpointError, ServerEndpoint};
+use crate::observe::{
+    self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused, TransportKind,
+};
+use crate::protocol::Factory;
+use crate::reactor::Reactor;
+
+/// Why listening failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// The endpoint string is malformed.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Binding failed (for example the port is already in use).
+    #[error("cannot listen on {endpoint}: {source}")]
+    Bind {
+        /// The endpoint asked for.
+        endpoint: String,
+        /// The system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("cannot listen on {endpoint}: {source}")]
+    Tls {
+        /// The endpoint asked for.
+        endpoint: String,
+        /// What was wrong with the key or certificate.
+        #[source]
+        source: TlsError,
+    },
+    /// A UDP endpoint was given where a stream endpoint is needed, or the reverse.
+    #[error("cannot listen on {endpoint}: {reason}")]
+    WrongKind {
+        /// The endpoint asked for.
+        endpoint: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+}
+
+/// A listening port (Twisted's `IListeningPort`). Dropping it does not stop it.
+#[derive(Debug, Clone)]
+pub struct ListeningPort {
+    info: Arc<ListenerInfo>,
+    stop: CancellationToken,
+}
+
+impl ListeningPort {
+    /// The address actually bound (with port 0 resolved).
+    pub fn local_address(&self) -> &Address {
+        &self.info.local
+    }
+
+    /// The bound socket address, for IP listeners.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.info.local.socket_addr()
+    }
+
+    /// The listener's description.
+    pub fn info(&self) -> &ListenerInfo {
+        &self.info
+    }
+
+    /// Stops accepting; open connections are not affected.
+    pub fn stop_listening(&self) {
+        self.stop.cancel();
+    }
+}
+
+enum Bound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+fn bind_unix(path: &PathBuf, mode: Option<u32>) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    // A stale socket file from a previous run would make bind fail; remove only sockets.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl Reactor {
+    /// Listens on a stream endpoint string (`tcp:`, `tcp6:`, `unix:`, `ssl:`); connections
+    /// are reported under the service named by the endpoint string.
+    pub fn listen(
+        &self,
+        endpoint: &str,
+        factory: impl Factory,
+    ) -> Result<ListeningPort, ListenError> {
+        self.listen_as(endpoint, endpoint, factory)
+    }
+
+    /// Like [`listen`](Self::listen), reporting connections under `service`.
+    pub fn listen_as(
+        &self,
+        service: &str,
+        endpoint: &str,
+        factory: impl Factory,
+    ) -> Result<ListeningPort, ListenError> {
+        let parsed: ServerEndpoint = endpoint.parse()?;
+        self.listen_endpoint(service, endpoint, &parsed, Rc::new(factory))
+    }
+
+    /// Listens for TCP connections on `addr` (Twisted's `listenTCP`).
+    pub fn listen_tcp(
+        &self,
+        addr: SocketAddr,
+        factory: impl Factory,
+    ) -> Result<ListeningPort, ListenError> {
+        let endpoint = ServerEndpoint::Tcp {
+            addr,
+            backlog: crate::endpoint::DEFAULT_BACKLOG,
+        };
+        let name = endpoint.to_string();
+        self.listen_endpoint(&name, &name, &endpoint, Rc::new(factory))
+    }
+
+    pub(crate) fn listen_endpoint(
+        &self,
+        service: &str,
+        endpoint: &str,
+        parsed: &ServerEndpoint,
+        factory: Rc<dyn Factory>,
+    ) -> Result<ListeningPort, ListenError> {
+        let bind_err = |source| ListenError::Bind {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let (bound, transport, acceptor_tls) = match parsed {
+            ServerEndpoint::Tcp { addr, backlog } => (
+                Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
+                TransportKind::Tcp,
+                None,
+            ),
+            ServerEndpoint::Ssl {
+                addr,
+                backlog,
+                private_key,
+                cert,
+            } => {
+                let acceptor =
+                    tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
+                        endpoint: endpoint.to_owned(),
+                        source,
+                    })?;
+                (
+                    Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
+                    TransportKind::Tls,
+                    Some(acceptor),
+                )
+            }
+            ServerEndpoint::Unix { path, mode, .. } => (
+                Bound::Unix(bind_unix(path, *mode).map_err(bind_err)?, path.clone()),
+                TransportKind::Unix,
+                None,
+            ),
+            ServerEndpoint::Udp { .. } => {
+                return Err(ListenError::WrongKind {
+                    endpoint: endpoint.to_owned(),
+                    reason: "a udp: endpoint takes a DatagramProtocol (listen_udp)",
+                });
+            }
+        };
+        let local = match &bound {
+            Bound::Tcp(l) => Address::Ip(l.local_addr().map_err(bind_err)?),
+            Bound::Unix(_, path) => Address::Unix(Some(path.clone())),
+        };
+        let info = Arc::new(ListenerInfo {
+            service: service.into(),
+            endpoint: endpoint.to_owned(),
+            transport,
+            local,
+        });
+        let stop = self.listening_token().child_token();
+        let port = ListeningPort {
+            info: info.clone(),
+            stop: stop.clone(),
+        };
+        factory.start_factory();
+        observe::emit(|| Event::ListenerStarted(&info));
+        tracing::info!(service, endpoint, local = %info.local, "listening");
+        let reactor = self.clone();
+        self.spawn_untracked(async move {
+            accept_loop(&reactor, bound, acceptor_tls, &info, factory.clone(), stop).await;
+            factory.stop_factory();
+            observe::emit(|| Event::ListenerStopped(&info));
+            if let Address::Unix(Some(path)) = &info.local {
+                let _ = std::fs::remove_file(path);
+            }
+        });
+        Ok(port)
+    }
+}
+
+async fn accept_loop(
+    reactor: &Reactor,
+    bound: Bound,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    info: &Arc<ListenerInfo>,
+    factory: Rc<dyn Factory>,
+    stop: CancellationToken,
+) {
+    enum Listener {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let listener = match bound {
+        Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+        Bound::Unix(l, _) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(endpoint = %info.endpoint, %err, "cannot register listener");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = async {
+                match &listener {
+                    Listener::Tcp(l) => l.accept().await.map(|(s, peer)| (Accepted::Tcp(s), Address::Ip(peer))),
+                    Listener::Unix(l) => l.accept().await.map(|(s, peer)| {
+                        (Accepted::Unix(s), Address::Unix(peer.as_pathname().map(Into::into)))
+                    }),
+                }
+            } => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit(reactor, stream, peer, tls.clone(), info, &factory),
+            Err(err) => {
+                // Out of file descriptors and the like: say so, count it, back off briefly.
+                tracing::warn!(endpoint = %info.endpoint, %err, "accept failed");
+                observe::emit(|| {
+                    Event::ProtocolError(ProtocolError {
+                        service: info.service.clone(),
+                        connection: None,
+                        kind: ErrorKind::Accept,
+                        message: err.to_string(),
+                    })
+                });
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+fn admit(
+    reactor: &Reactor,
+    stream: Accepted,
+    peer: Address,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    listener: &Arc<ListenerInfo>,
+    factory: &Rc<dyn Factory>,
+) {
+    let Some(protocol) = factory.build_protocol(&peer) else {
+        tracing::debug!(service = %listener.service, %peer, "factory refused a connection");
+        observe::emit(|| {
+            Event::Refused(Refused {
+                service: listener.service.clone(),
+                peer: peer.clone(),
+                reason: "factory",
+            })
+        });
+        return;
+    };
+    let local = listener.local.clone();
+    let service = listener.service.clone();
+    let transport = listener.transport;
+    let task_reactor = reactor.clone();
+    reactor.spawn(async move {
+        let reactor = task_reactor;
+        match (stream, tls) {
+            (Accepted::Tcp(s), None) => {
+                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
+                let info = ConnectionInfo::new(service, transport, peer, local);
+                serve(&reactor, s, info, protocol).await;
+            }
+            (Accepted::Tcp(s), Some(acceptor)) => {
+                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
+                match tls::handshake(acceptor, s).await {
+                    Ok(s) => {
+                        let info = ConnectionInfo::new(service, transport, peer, local);
+                        serve(&reactor, s, info, protocol).await;
+                    }
+                    Err(err) => {
+                        tracing::info!(%service, %peer, %err, "TLS handshake failed");
+                        observe::emit(|| {
+                            Event::ProtocolError(ProtocolError {
+                                service: service.clone(),
+                                connection: None,
+                                kind: ErrorKind::TlsHandshake,
+                                message: format!("TLS handshake with {peer} failed: {err}"),
+                            })
+                        });
+                    }
+                }
+            }
+            (Accepted::Unix(s), _) => {
+                let info = ConnectionInfo::new(service, transport, peer, local);
+                serve(&reactor, s, info, protocol).await;
+            }
+        }
+    });
+}

@@ -1,0 +1,63 @@
+//! Sockets: listening and connecting over TCP, Unix and TLS, and UDP endpoints.
+//!
+//! Every transport kind ends in the same place: [`serve`] registers the connection with
+//! the reactor, reports it to the observer, runs the protocol through the shared
+//! driver, and reports the close with its reason and final counters.
+
+pub(crate) mod connect;
+pub(crate) mod listen;
+pub(crate) mod tls;
+pub(crate) mod udp;
+
+pub use connect::{ClientFactory, ConnectError, Connector, ReconnectingClientFactory};
+pub use listen::{ListenError, ListeningPort};
+pub use tls::TlsError;
+pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort};
+
+use std::sync::Arc;
+
+use crate::observe::{self, CloseReason, ConnectionClosed, ConnectionInfo, Event};
+use crate::protocol::Protocol;
+use crate::reactor::Reactor;
+use crate::transport::{Stream, Transport, drive};
+
+/// Runs `protocol` on `io` until the connection closes; returns why it closed.
+pub(crate) async fn serve<S: Stream>(
+    reactor: &Reactor,
+    io: S,
+    info: Arc<ConnectionInfo>,
+    mut protocol: Box<dyn Protocol>,
+) -> CloseReason {
+    let transport = Transport::new(info.clone());
+    reactor
+        .inner
+        .connections
+        .borrow_mut()
+        .insert(info.id, transport.clone());
+    observe::emit(|| Event::ConnectionOpened(&info));
+    tracing::debug!(connection = %info.id, service = %info.service, peer = %info.peer, "connection opened");
+
+    let reason = drive(io, transport.clone(), &mut *protocol).await;
+
+    transport.mark_closed();
+    reactor.inner.connections.borrow_mut().remove(&info.id);
+    let name = protocol.name();
+    crate::transport::guarded(&transport, name, "connection_lost", || {
+        protocol.connection_lost(&reason)
+    });
+    drop(protocol);
+    let duration = info.opened.elapsed();
+    if reason.is_clean() {
+        tracing::debug!(connection = %info.id, %reason, "connection closed");
+    } else {
+        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
+    }
+    observe::emit(|| {
+        Event::ConnectionClosed(ConnectionClosed {
+            info: info.clone(),
+            reason: reason.clone(),
+            duration,
+        })
+    });
+    reason
+}

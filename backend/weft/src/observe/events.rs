@@ -1,0 +1,216 @@
+//! The closed set of things the reactor reports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ConnectionId, ConnectionInfo, TransportKind};
+use crate::address::Address;
+
+/// One thing that happened in the reactor.
+///
+/// Built only when an observer listens; borrowed parts live for the call, so an
+/// observer clones what it keeps.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A listening port (or UDP endpoint) started serving.
+    ListenerStarted(&'a ListenerInfo),
+    /// A listening port stopped.
+    ListenerStopped(&'a ListenerInfo),
+    /// A connection (or UDP endpoint) opened; its counters live in `stats`.
+    ConnectionOpened(&'a Arc<ConnectionInfo>),
+    /// A connection closed.
+    ConnectionClosed(ConnectionClosed),
+    /// A connection was refused before a protocol ran (factory said no, a limit).
+    Refused(Refused),
+    /// Bad input or a failed operation on a connection that the reactor handled.
+    ProtocolError(ProtocolError),
+    /// A callback ran long enough to block the reactor.
+    SlowCallback(SlowCallback),
+    /// How late the reactor's timers fire; measured continuously.
+    ReactorLag(ReactorLag),
+    /// Something happened to a Deferred.
+    Deferred(&'a crate::defer::DeferredEvent),
+}
+
+/// A listening port or endpoint.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// The service it serves.
+    pub service: Arc<str>,
+    /// The endpoint string it was asked for, e.g. `tcp:8000:interface=127.0.0.1`.
+    pub endpoint: String,
+    /// TCP, UDP, Unix or TLS.
+    pub transport: TransportKind,
+    /// The address actually bound (port 0 resolved).
+    pub local: Address,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Closed cleanly from this side (`lose_connection`).
+    Done,
+    /// The peer closed cleanly.
+    PeerClosed,
+    /// Dropped at once from this side (`abort_connection`), buffered data discarded.
+    Aborted,
+    /// The peer reset the connection.
+    Reset,
+    /// Idle for longer than its timeout.
+    TimedOut,
+    /// The peer broke the protocol (a line too long, a bad frame, a failed TLS handshake).
+    Protocol(String),
+    /// An I/O error.
+    Error(String),
+    /// The reactor is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A bounded label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::PeerClosed => "peer_closed",
+            Self::Aborted => "aborted",
+            Self::Reset => "reset",
+            Self::TimedOut => "timeout",
+            Self::Protocol(_) => "protocol",
+            Self::Error(_) => "error",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// Whether the connection ended the way both sides meant it to.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Self::Done | Self::PeerClosed | Self::Shutdown)
+    }
+
+    pub(crate) fn from_io(err: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        match err.kind() {
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Self::Reset,
+            K::TimedOut => Self::TimedOut,
+            _ => Self::Error(err.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done => f.write_str("connection closed cleanly"),
+            Self::PeerClosed => f.write_str("peer closed the connection"),
+            Self::Aborted => f.write_str("connection aborted"),
+            Self::Reset => f.write_str("connection reset by peer"),
+            Self::TimedOut => f.write_str("connection timed out"),
+            Self::Protocol(why) => write!(f, "protocol error: {why}"),
+            Self::Error(why) => write!(f, "I/O error: {why}"),
+            Self::Shutdown => f.write_str("reactor shutting down"),
+        }
+    }
+}
+
+/// A connection that closed, with its final counters in `info.stats`.
+#[derive(Debug)]
+pub struct ConnectionClosed {
+    /// The connection.
+    pub info: Arc<ConnectionInfo>,
+    /// Why it ended.
+    pub reason: CloseReason,
+    /// How long it was open.
+    pub duration: Duration,
+}
+
+/// A connection turned away before any protocol ran.
+#[derive(Debug)]
+pub struct Refused {
+    /// The service that refused it.
+    pub service: Arc<str>,
+    /// Who tried to connect.
+    pub peer: Address,
+    /// A bounded label: `factory`, `limit_total`, `limit_peer`, `accept_error`.
+    pub reason: &'static str,
+}
+
+/// The kind of a handled error; a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A line or frame exceeded its framer's `MAX_LENGTH`.
+    FrameTooLong,
+    /// A frame was malformed.
+    BadFrame,
+    /// A TLS handshake failed (for example a plaintext client on a TLS port).
+    TlsHandshake,
+    /// A datagram was larger than the receive buffer and was dropped.
+    DatagramTruncated,
+    /// Sending a datagram failed or its queue was full.
+    DatagramDropped,
+    /// `accept` failed (for example too many open files).
+    Accept,
+    /// A protocol callback panicked; the connection was aborted.
+    CallbackPanicked,
+    /// Outgoing connection failed.
+    ConnectFailed,
+}
+
+impl ErrorKind {
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FrameTooLong => "frame_too_long",
+            Self::BadFrame => "bad_frame",
+            Self::TlsHandshake => "tls_handshake",
+            Self::DatagramTruncated => "datagram_truncated",
+            Self::DatagramDropped => "datagram_dropped",
+            Self::Accept => "accept",
+            Self::CallbackPanicked => "callback_panicked",
+            Self::ConnectFailed => "connect_failed",
+        }
+    }
+}
+
+/// A handled error: bad input from a peer or a failed operation.
+#[derive(Debug)]
+pub struct ProtocolError {
+    /// The service it happened in.
+    pub service: Arc<str>,
+    /// The connection, when there is one.
+    pub connection: Option<ConnectionId>,
+    /// What went wrong, as a bounded label.
+    pub kind: ErrorKind,
+    /// The details, for the log and the dashboard.
+    pub message: String,
+}
+
+/// Which way data moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from the peer.
+    In,
+    /// Sent to the peer.
+    Out,
+}
+
+/// A callback that held the reactor thread for too long.
+#[derive(Debug)]
+pub struct SlowCallback {
+    /// What ran: a protocol method (`my_crate::Echo::data_received`) or a source site.
+    pub callback: String,
+    /// The service, when known.
+    pub service: Option<Arc<str>>,
+    /// The connection it ran for, if any.
+    pub connection: Option<ConnectionId>,
+    /// How long it ran.
+    pub duration: Duration,
+}
+
+/// One measurement of reactor lag.
+#[derive(Debug, Clone, Copy)]
+pub struct ReactorLag {
+    /// How late the probe timer fired.
+    pub lag: Duration,
+}

@@ -1,0 +1,352 @@
+//! The reactor: one thread, one event loop, everything observable.
+//!
+//! Like Twisted's reactor, weft runs every protocol callback, timer and Deferred
+//! callback on one thread, so protocol code needs no locks and may keep `Rc`s. Under
+//! the hood it is a tokio current-thread runtime with a `LocalSet`. Other threads talk
+//! to it through a [`ReactorHandle`].
+//!
+//! `run` blocks until `stop` (or SIGINT/SIGTERM), then shuts down in Twisted's three
+//! phases (before, during, after), each bounded by a deadline so a stuck hook cannot
+//! hang exit.
+
+mod handle;
+mod lag;
+mod shutdown;
+
+pub use handle::ReactorHandle;
+pub use lag::LagStats;
+pub use shutdown::Phase;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::LocalSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::observe::{self, ConnectionId, Observer};
+use crate::time::{Clock, ClockGuard, DelayedCall};
+use crate::transport::Transport;
+
+/// How a reactor behaves; `Default` is what most programs want.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// How long each shutdown phase may take before it is abandoned.
+    pub shutdown_deadline: Duration,
+    /// A callback running longer than this blocked the reactor and is reported.
+    pub slow_callback: Duration,
+    /// How often reactor lag is measured.
+    pub lag_interval: Duration,
+    /// Whether `run` stops on SIGINT and SIGTERM.
+    pub handle_signals: bool,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_deadline: Duration::from_secs(10),
+            slow_callback: Duration::from_millis(100),
+            lag_interval: Duration::from_millis(100),
+            handle_signals: true,
+        }
+    }
+}
+
+/// Why the reactor could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReactorError {
+    /// The tokio runtime could not be built.
+    #[error("cannot start the reactor's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// `run` was called a second time (Twisted's `ReactorNotRestartable`).
+    #[error("the reactor already ran; a reactor runs once")]
+    NotRestartable,
+    /// Another reactor is alive on this thread.
+    #[error("a reactor already exists on this thread")]
+    AlreadyExists,
+}
+
+pub(crate) struct Inner {
+    runtime: RefCell<Option<tokio::runtime::Runtime>>,
+    /// Lets sockets be registered with tokio before `run` starts.
+    runtime_handle: tokio::runtime::Handle,
+    local: LocalSet,
+    clock: Clock,
+    _clock_guard: ClockGuard,
+    handle: ReactorHandle,
+    jobs: RefCell<Option<mpsc::UnboundedReceiver<handle::Job>>>,
+    config: ReactorConfig,
+    running: Cell<bool>,
+    when_running: RefCell<Vec<Box<dyn FnOnce()>>>,
+    hooks: shutdown::Hooks,
+    /// Every connection task; shutdown waits on it.
+    tracker: TaskTracker,
+    /// Cancelled when listeners must stop accepting.
+    listening: CancellationToken,
+    pub(crate) connections: RefCell<HashMap<ConnectionId, Transport>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
+}
+
+/// The event loop (Twisted's `reactor`). Cheap to clone; lives on one thread.
+#[derive(Clone)]
+pub struct Reactor {
+    pub(crate) inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("running", &self.inner.running.get())
+            .field("connections", &self.inner.connections.borrow().len())
+            .finish()
+    }
+}
+
+impl Reactor {
+    /// A reactor with the default configuration, installed as this thread's reactor.
+    pub fn new() -> Result<Self, ReactorError> {
+        Self::with_config(ReactorConfig::default())
+    }
+
+    /// A reactor with `config`, installed as this thread's reactor.
+    pub fn with_config(config: ReactorConfig) -> Result<Self, ReactorError> {
+        if Self::try_current().is_some() {
+            return Err(ReactorError::AlreadyExists);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ReactorError::Runtime)?;
+        // The real clock reads tokio's time, which needs the runtime's context.
+        let clock = {
+            let _enter = runtime.enter();
+            Clock::real()
+        };
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let handle = ReactorHandle {
+            jobs: jobs_tx,
+            stop: CancellationToken::new(),
+            lag: Arc::default(),
+        };
+        observe::set_slow_threshold(config.slow_callback);
+        let inner = Rc::new(Inner {
+            runtime_handle: runtime.handle().clone(),
+            runtime: RefCell::new(Some(runtime)),
+            local: LocalSet::new(),
+            _clock_guard: clock.install(),
+            clock,
+            handle,
+            jobs: RefCell::new(Some(jobs_rx)),
+            config,
+            running: Cell::new(false),
+            when_running: RefCell::default(),
+            hooks: shutdown::Hooks::default(),
+            tracker: TaskTracker::new(),
+            listening: CancellationToken::new(),
+            connections: RefCell::default(),
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Rc::downgrade(&inner));
+        Ok(Self { inner })
+    }
+
+    /// The reactor of this thread, if one exists.
+    pub fn try_current() -> Option<Self> {
+        CURRENT
+            .with(|c| c.borrow().upgrade())
+            .map(|inner| Self { inner })
+    }
+
+    /// The reactor of this thread, for code running inside callbacks.
+    ///
+    /// # Panics
+    /// When no reactor exists on this thread.
+    pub fn current() -> Self {
+        Self::try_current().expect("no weft reactor on this thread: create one with Reactor::new()")
+    }
+
+    /// A `Send + Sync` handle for other threads.
+    pub fn handle(&self) -> ReactorHandle {
+        self.inner.handle.clone()
+    }
+
+    /// The reactor's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The reactor's configuration.
+    pub fn config(&self) -> &ReactorConfig {
+        &self.inner.config
+    }
+
+    /// Installs the observer that receives every event of this reactor's thread.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        observe::set_observer(Some(observer));
+    }
+
+    /// Runs `f` once, `delay` from now (Twisted's `callLater`).
+    #[track_caller]
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
+        self.inner.clock.call_later(delay, f)
+    }
+
+    /// Runs `f` when the reactor starts running, or soon if it already is.
+    pub fn call_when_running(&self, f: impl FnOnce() + 'static) {
+        if self.inner.running.get() {
+            self.call_later(Duration::ZERO, f);
+        } else {
+            self.inner.when_running.borrow_mut().push(Box::new(f));
+        }
+    }
+
+    /// Whether `run` is in progress.
+    pub fn is_running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Asks the reactor to stop; `run` returns once shutdown completes.
+    pub fn stop(&self) {
+        self.inner.handle.stop();
+    }
+
+    /// Spawns a task on the reactor thread; shutdown waits for it (up to the deadline).
+    pub fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.inner
+            .local
+            .spawn_local(self.inner.tracker.track_future(future));
+    }
+
+    /// Spawns a task the reactor does not wait for at shutdown (a background loop).
+    pub(crate) fn spawn_untracked<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.inner.local.spawn_local(future);
+    }
+
+    /// Enters the runtime's context, so tokio sockets can be created before `run`.
+    pub(crate) fn runtime_context(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.inner.runtime_handle.enter()
+    }
+
+    /// Cancelled when the reactor stops listening, at shutdown.
+    pub(crate) fn listening_token(&self) -> CancellationToken {
+        self.inner.listening.clone()
+    }
+
+    /// The open connections, by id.
+    pub fn connections(&self) -> Vec<Transport> {
+        self.inner.connections.borrow().values().cloned().collect()
+    }
+
+    /// Aborts the connection `id`; `false` if it is not open.
+    pub fn close_connection(&self, id: ConnectionId) -> bool {
+        let transport = self.inner.connections.borrow().get(&id).cloned();
+        transport.map(|t| t.abort_connection()).is_some()
+    }
+
+    /// Registers a shutdown hook (Twisted's `addSystemEventTrigger`).
+    pub fn add_shutdown_hook(&self, phase: Phase, f: impl FnOnce() + 'static) {
+        self.inner.hooks.add(
+            phase,
+            Box::new(move || {
+                f();
+                None
+            }),
+        );
+    }
+
+    /// Registers a shutdown hook that returns something to wait on, such as a Deferred.
+    ///
+    /// Shutdown waits for it, but never past the phase's deadline.
+    pub fn add_shutdown_hook_wait<F, Fut>(&self, phase: Phase, f: F)
+    where
+        F: FnOnce() -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        self.inner.hooks.add(
+            phase,
+            Box::new(move || Some(Box::pin(f()) as shutdown::HookFuture)),
+        );
+    }
+
+    /// Runs the event loop until stopped; then shuts down and returns.
+    pub fn run(&self) -> Result<(), ReactorError> {
+        let runtime = self
+            .inner
+            .runtime
+            .borrow_mut()
+            .take()
+            .ok_or(ReactorError::NotRestartable)?;
+        runtime.block_on(self.inner.local.run_until(self.main()));
+        self.inner.running.set(false);
+        Ok(())
+    }
+
+    async fn main(&self) {
+        self.spawn_untracked(self.inner.clock.clone().drive());
+        self.spawn_untracked(lag::probe(
+            self.inner.handle.lag.clone(),
+            self.inner.config.lag_interval,
+        ));
+        if let Some(mut jobs) = self.inner.jobs.borrow_mut().take() {
+            self.spawn_untracked(async move {
+                while let Some(job) = jobs.recv().await {
+                    job();
+                }
+            });
+        }
+        self.inner.running.set(true);
+        let starters = std::mem::take(&mut *self.inner.when_running.borrow_mut());
+        for f in starters {
+            f();
+        }
+        self.wait_for_stop().await;
+        shutdown::run(self).await;
+    }
+
+    async fn wait_for_stop(&self) {
+        let stop = self.inner.handle.stop.clone();
+        if !self.inner.config.handle_signals {
+            return stop.cancelled().await;
+        }
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+            _ = sigterm => tracing::info!("SIGTERM received, stopping"),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            let mut current = c.borrow_mut();
+            if current.upgrade().is_none() {
+                *current = Weak::new();
+            }
+        });
+    }
+}

@@ -1,0 +1,94 @@
+//! Shutdown in Twisted's three phases, each with a deadline.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::observe::CloseReason;
+
+use super::Reactor;
+
+/// When a shutdown hook runs (Twisted's system event trigger phases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before listeners stop: the service is still reachable.
+    Before,
+    /// After listeners stop, while connections drain.
+    During,
+    /// After connections closed; last chance to flush.
+    After,
+}
+
+pub(super) type HookFuture = Pin<Box<dyn Future<Output = ()>>>;
+pub(super) type Hook = Box<dyn FnOnce() -> Option<HookFuture>>;
+
+#[derive(Default)]
+pub(super) struct Hooks {
+    phases: RefCell<[Vec<Hook>; 3]>,
+}
+
+impl Hooks {
+    pub(super) fn add(&self, phase: Phase, hook: Hook) {
+        self.phases.borrow_mut()[phase as usize].push(hook);
+    }
+
+    fn take(&self, phase: Phase) -> Vec<Hook> {
+        std::mem::take(&mut self.phases.borrow_mut()[phase as usize])
+    }
+}
+
+/// Runs one phase's hooks and waits for what they return, up to `deadline`.
+async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
+    let mut waits: Vec<HookFuture> = reactor
+        .inner
+        .hooks
+        .take(phase)
+        .into_iter()
+        .filter_map(|hook| hook())
+        .collect();
+    waits.extend(extra);
+    if waits.is_empty() {
+        return;
+    }
+    let pending = waits.len();
+    let deadline = reactor.inner.config.shutdown_deadline;
+    let all = async {
+        for wait in waits {
+            wait.await;
+        }
+    };
+    if tokio::time::timeout(deadline, all).await.is_err() {
+        tracing::warn!(
+            ?phase,
+            waited = ?deadline,
+            hooks = pending,
+            "shutdown phase did not finish before its deadline; going on without it"
+        );
+    }
+}
+
+pub(super) async fn run(reactor: &Reactor) {
+    run_phase(reactor, Phase::Before, None).await;
+    reactor.inner.listening.cancel();
+    // Close every connection cleanly (buffered data is flushed first).
+    for transport in reactor.connections() {
+        transport.lose_connection_with(CloseReason::Shutdown);
+    }
+    let tracker = reactor.inner.tracker.clone();
+    tracker.close();
+    let drained: HookFuture = Box::pin(async move { tracker.wait().await });
+    run_phase(reactor, Phase::During, Some(drained)).await;
+    let stuck = reactor.connections();
+    if !stuck.is_empty() {
+        tracing::warn!(
+            connections = stuck.len(),
+            "aborting connections that did not drain in time"
+        );
+        for transport in stuck {
+            transport.abort_with(CloseReason::Shutdown);
+        }
+        tokio::time::sleep(Duration::ZERO).await;
+    }
+    run_phase(reactor, Phase::After, None).await;
+}

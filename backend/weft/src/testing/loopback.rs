@@ -1,0 +1,90 @@
+//! Two protocols wired together in memory (Twisted's `iosim.connect`).
+
+use crate::address::Address;
+use crate::observe::CloseReason;
+use crate::protocol::Protocol;
+
+use super::StringTransport;
+
+/// A client and a server protocol connected in memory; [`pump`](Self::pump) moves bytes.
+pub struct Loopback<C, S> {
+    /// The client side's protocol.
+    pub client: C,
+    /// The server side's protocol.
+    pub server: S,
+    client_wire: StringTransport,
+    server_wire: StringTransport,
+    closed: bool,
+}
+
+/// Connects `client` and `server` in memory and calls `connection_made` on both.
+pub fn loopback<C: Protocol, S: Protocol>(mut client: C, mut server: S) -> Loopback<C, S> {
+    let client_addr = Address::Memory("client".into());
+    let server_addr = Address::Memory("server".into());
+    let mut server_wire = StringTransport::with_addresses(client_addr.clone(), server_addr.clone());
+    let mut client_wire = StringTransport::with_addresses(server_addr, client_addr);
+    server_wire.connect(&mut server);
+    client_wire.connect(&mut client);
+    Loopback {
+        client,
+        server,
+        client_wire,
+        server_wire,
+        closed: false,
+    }
+}
+
+impl<C: Protocol, S: Protocol> Loopback<C, S> {
+    /// Delivers written bytes both ways until nothing moves; then, if either side asked
+    /// to close, closes both. Returns whether anything moved.
+    pub fn pump(&mut self) -> bool {
+        let mut moved = false;
+        while !self.closed {
+            let to_server = take(&mut self.client_wire);
+            let to_client = take(&mut self.server_wire);
+            if to_server.is_empty() && to_client.is_empty() {
+                break;
+            }
+            moved = true;
+            if !to_server.is_empty() {
+                self.server_wire.receive(&mut self.server, &to_server);
+            }
+            if !to_client.is_empty() {
+                self.client_wire.receive(&mut self.client, &to_client);
+            }
+        }
+        if !self.closed && (self.client_wire.disconnecting() || self.server_wire.disconnecting()) {
+            self.closed = true;
+            let (client_reason, server_reason) = if self.client_wire.disconnecting() {
+                (CloseReason::Done, CloseReason::PeerClosed)
+            } else {
+                (CloseReason::PeerClosed, CloseReason::Done)
+            };
+            self.client_wire.lose(&mut self.client, client_reason);
+            self.server_wire.lose(&mut self.server, server_reason);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The client side's transport.
+    pub fn client_transport(&self) -> &crate::transport::Transport {
+        self.client_wire.transport()
+    }
+
+    /// The server side's transport.
+    pub fn server_transport(&self) -> &crate::transport::Transport {
+        self.server_wire.transport()
+    }
+}
+
+fn take(wire: &mut StringTransport) -> Vec<u8> {
+    let data = wire.value().to_vec();
+    wire.clear();
+    data
+}

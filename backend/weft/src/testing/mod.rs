@@ -1,0 +1,114 @@
+//! Test doubles (trial's `StringTransport`, `task.Clock`, `iosim`): protocols tested
+//! without sockets and timers driven without sleeping.
+//!
+//! ```
+//! use weft::testing::StringTransport;
+//! use weft::{Protocol, Transport};
+//!
+//! struct Echo;
+//! impl Protocol for Echo {
+//!     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+//!         transport.write(data);
+//!     }
+//! }
+//!
+//! let mut wire = StringTransport::new();
+//! let mut echo = Echo;
+//! wire.connect(&mut echo);
+//! wire.receive(&mut echo, b"hello");
+//! assert_eq!(wire.value(), b"hello");
+//! ```
+
+mod loopback;
+
+pub use crate::time::Clock;
+pub use loopback::{Loopback, loopback};
+
+use crate::address::Address;
+use crate::observe::{CloseReason, ConnectionInfo, TransportKind};
+use crate::protocol::{HalfClose, Protocol};
+use crate::transport::Transport;
+
+/// A transport that records what is written to it (Twisted's `StringTransport`).
+#[derive(Debug)]
+pub struct StringTransport {
+    transport: Transport,
+    written: Vec<u8>,
+}
+
+impl Default for StringTransport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StringTransport {
+    /// A fresh transport between two made-up addresses.
+    pub fn new() -> Self {
+        Self::with_addresses(
+            Address::Memory("peer".into()),
+            Address::Memory("host".into()),
+        )
+    }
+
+    /// A fresh transport between `peer` and `host`.
+    pub fn with_addresses(peer: Address, host: Address) -> Self {
+        let info = ConnectionInfo::new("test".into(), TransportKind::Memory, peer, host);
+        Self {
+            transport: Transport::new(info),
+            written: Vec::new(),
+        }
+    }
+
+    /// The transport handed to the protocol.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Calls `connection_made` on `protocol`.
+    pub fn connect(&mut self, protocol: &mut dyn Protocol) {
+        protocol.connection_made(&self.transport);
+    }
+
+    /// Delivers `data` to `protocol` as if the peer had sent it.
+    pub fn receive(&mut self, protocol: &mut dyn Protocol, data: &[u8]) {
+        self.transport.info().stats.record_read(data.len(), 0);
+        crate::observe::with_connection(Some(self.transport.id()), || {
+            protocol.data_received(&self.transport, data);
+        });
+    }
+
+    /// Tells `protocol` the peer half-closed; returns its choice.
+    pub fn receive_eof(&mut self, protocol: &mut dyn Protocol) -> HalfClose {
+        protocol.read_connection_lost(&self.transport)
+    }
+
+    /// Ends the connection, calling `connection_lost(reason)`.
+    pub fn lose(&mut self, protocol: &mut dyn Protocol, reason: CloseReason) {
+        self.transport.mark_closed();
+        protocol.connection_lost(&reason);
+    }
+
+    /// Everything written so far (Twisted's `value()`).
+    pub fn value(&mut self) -> &[u8] {
+        let fresh = self.transport.take_written();
+        self.written.extend_from_slice(&fresh);
+        &self.written
+    }
+
+    /// Forgets what was written (Twisted's `clear()`).
+    pub fn clear(&mut self) {
+        let _ = self.transport.take_written();
+        self.written.clear();
+    }
+
+    /// Whether the protocol asked to close (Twisted's `disconnecting`).
+    pub fn disconnecting(&self) -> bool {
+        self.transport.is_disconnecting()
+    }
+
+    /// Why the protocol asked to close, if it said.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.transport.shared.reason.borrow().clone()
+    }
+}

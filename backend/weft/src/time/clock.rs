@@ -1,0 +1,415 @@
+//! The timer heap shared by the reactor's real clock and the fake test clock.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::delayed::{CallState, DelayedCall, Entry};
+
+/// One heap slot; stale when its generation no longer matches the entry's.
+struct Slot {
+    time: Duration,
+    seq: u64,
+    generation: u64,
+    entry: Rc<Entry>,
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl Eq for Slot {}
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Slot {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+enum Source {
+    /// Follows tokio's clock; `wake` tells the reactor's timer task the earliest deadline moved.
+    Real {
+        origin: tokio::time::Instant,
+        wake: tokio::sync::Notify,
+    },
+    /// Moves only on `advance`.
+    Fake { now: Cell<Duration> },
+}
+
+pub(crate) struct ClockInner {
+    source: Source,
+    heap: RefCell<BinaryHeap<Reverse<Slot>>>,
+    seq: Cell<u64>,
+}
+
+impl ClockInner {
+    pub(super) fn now(&self) -> Duration {
+        match &self.source {
+            Source::Real { origin, .. } => origin.elapsed(),
+            Source::Fake { now } => now.get(),
+        }
+    }
+
+    pub(super) fn reschedule(&self, entry: &Rc<Entry>, time: Duration) {
+        entry.generation.set(entry.generation.get() + 1);
+        entry.time.set(time);
+        self.push(entry.clone());
+    }
+
+    fn push(&self, entry: Rc<Entry>) {
+        let seq = self.seq.get();
+        self.seq.set(seq + 1);
+        let slot = Slot {
+            time: entry.time.get(),
+            seq,
+            generation: entry.generation.get(),
+            entry,
+        };
+        let earliest = {
+            let mut heap = self.heap.borrow_mut();
+            let time = slot.time;
+            heap.push(Reverse(slot));
+            heap.peek().is_some_and(|Reverse(top)| top.time == time)
+        };
+        if earliest && let Source::Real { wake, .. } = &self.source {
+            wake.notify_one();
+        }
+    }
+
+    /// Pops the next due call, discarding stale and cancelled slots on the way.
+    fn pop_due(&self, now: Duration) -> Option<(Rc<Entry>, Duration)> {
+        let mut heap = self.heap.borrow_mut();
+        while let Some(Reverse(top)) = heap.peek() {
+            let live = top.generation == top.entry.generation.get()
+                && top.entry.state.get() == CallState::Pending;
+            if !live {
+                heap.pop();
+                continue;
+            }
+            if top.time > now {
+                return None;
+            }
+            let Reverse(slot) = heap.pop().expect("peeked");
+            return Some((slot.entry, slot.time));
+        }
+        None
+    }
+
+    fn next_time(&self) -> Option<Duration> {
+        let mut heap = self.heap.borrow_mut();
+        while let Some(Reverse(top)) = heap.peek() {
+            if top.generation == top.entry.generation.get()
+                && top.entry.state.get() == CallState::Pending
+            {
+                return Some(top.time);
+            }
+            heap.pop();
+        }
+        None
+    }
+}
+
+/// A source of time and a schedule of calls (Twisted's `IReactorTime`).
+///
+/// Cloning gives another handle to the same clock. Clocks live on one thread.
+#[derive(Clone)]
+pub struct Clock {
+    inner: Rc<ClockInner>,
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clock")
+            .field("now", &self.now())
+            .field("fake", &matches!(self.inner.source, Source::Fake { .. }))
+            .finish()
+    }
+}
+
+impl Clock {
+    /// A clock following tokio's time, driven by a reactor.
+    pub(crate) fn real() -> Self {
+        Self::with_source(Source::Real {
+            origin: tokio::time::Instant::now(),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// A clock that stands still until [`advance`](Self::advance) is called
+    /// (Twisted's `task.Clock`).
+    pub fn fake() -> Self {
+        Self::with_source(Source::Fake {
+            now: Cell::new(Duration::ZERO),
+        })
+    }
+
+    fn with_source(source: Source) -> Self {
+        Self {
+            inner: Rc::new(ClockInner {
+                source,
+                heap: RefCell::new(BinaryHeap::new()),
+                seq: Cell::new(0),
+            }),
+        }
+    }
+
+    /// Time since the clock started (Twisted's `seconds()`).
+    pub fn now(&self) -> Duration {
+        self.inner.now()
+    }
+
+    /// Runs `f` once, `delay` from now.
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
+        let entry = Rc::new(Entry {
+            time: Cell::new(self.now() + delay),
+            state: Cell::new(CallState::Pending),
+            generation: Cell::new(0),
+            func: RefCell::new(Some(Box::new(f))),
+            clock: Rc::downgrade(&self.inner),
+        });
+        self.inner.push(entry.clone());
+        DelayedCall { entry }
+    }
+
+    /// The calls still pending, earliest first (Twisted's `getDelayedCalls`).
+    pub fn pending_calls(&self) -> Vec<DelayedCall> {
+        let heap = self.inner.heap.borrow();
+        let mut calls: Vec<_> = heap
+            .iter()
+            .filter(|Reverse(s)| {
+                s.generation == s.entry.generation.get()
+                    && s.entry.state.get() == CallState::Pending
+            })
+            .map(|Reverse(s)| {
+                (
+                    s.time,
+                    s.seq,
+                    DelayedCall {
+                        entry: s.entry.clone(),
+                    },
+                )
+            })
+            .collect();
+        calls.sort_by_key(|(time, seq, _)| (*time, *seq));
+        calls.into_iter().map(|(_, _, call)| call).collect()
+    }
+
+    /// Moves a fake clock forward by `by` and runs every call that came due, in order,
+    /// including calls those calls schedule for no later than the new time.
+    ///
+    /// # Panics
+    /// On the reactor's real clock, which only tokio's time moves.
+    pub fn advance(&self, by: Duration) {
+        let Source::Fake { now } = &self.inner.source else {
+            panic!("advance() is for a fake clock; the reactor's clock follows real time")
+        };
+        now.set(now.get() + by);
+        self.run_due();
+    }
+
+    /// Advances a fake clock by each step in turn (Twisted's `pump`).
+    pub fn pump(&self, steps: impl IntoIterator<Item = Duration>) {
+        for step in steps {
+            self.advance(step);
+        }
+    }
+
+    /// Runs every call due now; returns the largest lateness seen.
+    pub(crate) fn run_due(&self) -> Duration {
+        let mut worst = Duration::ZERO;
+        loop {
+            let now = self.now();
+            let Some((entry, due)) = self.inner.pop_due(now) else {
+                return worst;
+            };
+            worst = worst.max(now.saturating_sub(due));
+            entry.state.set(CallState::Called);
+            let func = entry.func.borrow_mut().take();
+            if let Some(func) = func
+                && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func))
+            {
+                tracing::error!(panic = %panic_message(&panic), "a delayed call panicked");
+            }
+        }
+    }
+
+    /// When the earliest pending call is due.
+    pub(crate) fn next_time(&self) -> Option<Duration> {
+        self.inner.next_time()
+    }
+
+    /// Runs the real clock's calls as they come due; the reactor spawns this once.
+    pub(crate) async fn drive(self) {
+        let Source::Real { origin, wake } = &self.inner.source else {
+            return;
+        };
+        loop {
+            match self.next_time() {
+                Some(time) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(*origin + time) => { self.run_due(); }
+                        _ = wake.notified() => {}
+                    }
+                }
+                None => wake.notified().await,
+            }
+        }
+    }
+
+    /// Makes this the clock [`call_later`] uses on this thread until the guard drops.
+    pub fn install(&self) -> ClockGuard {
+        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
+        ClockGuard { previous }
+    }
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Clock>> = const { RefCell::new(None) };
+}
+
+/// Restores the previously installed clock when dropped.
+#[must_use = "the clock is uninstalled when the guard drops"]
+pub struct ClockGuard {
+    previous: Option<Clock>,
+}
+
+impl Drop for ClockGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The clock installed on this thread, if any.
+pub fn try_current_clock() -> Option<Clock> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The clock installed on this thread: the running reactor's, or a test's fake clock.
+///
+/// # Panics
+/// When there is neither; create a `Reactor` or install a `testing::Clock` first.
+pub fn current_clock() -> Clock {
+    try_current_clock().expect(
+        "no clock on this thread: create a weft::Reactor, or install a weft::testing::Clock",
+    )
+}
+
+/// Runs `f` once, `delay` from now, on this thread's clock (Twisted's `reactor.callLater`).
+///
+/// # Panics
+/// When no clock is installed on this thread.
+pub fn call_later(delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
+    current_clock().call_later(delay, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::DelayedCallError;
+
+    fn log() -> (
+        Rc<RefCell<Vec<&'static str>>>,
+        impl Fn(&'static str) -> Box<dyn FnOnce()>,
+    ) {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        (log, move |name| {
+            let l = l.clone();
+            Box::new(move || l.borrow_mut().push(name))
+        })
+    }
+
+    #[test]
+    fn calls_run_in_time_order_when_the_fake_clock_advances() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        clock.call_later(Duration::from_secs(2), push("b"));
+        clock.call_later(Duration::from_secs(1), push("a"));
+        clock.call_later(Duration::from_secs(2), push("c"));
+        clock.advance(Duration::from_millis(999));
+        assert!(log.borrow().is_empty());
+        clock.advance(Duration::from_millis(1001));
+        assert_eq!(*log.borrow(), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn cancel_reset_and_delay_follow_twisted() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        let a = clock.call_later(Duration::from_secs(1), push("a"));
+        let b = clock.call_later(Duration::from_secs(1), push("b"));
+        let c = clock.call_later(Duration::from_secs(1), push("c"));
+        a.cancel().unwrap();
+        assert_eq!(a.cancel(), Err(DelayedCallError::AlreadyCancelled));
+        b.reset(Duration::from_secs(5)).unwrap();
+        c.delay(Duration::from_secs(2)).unwrap();
+        assert_eq!(b.time(), Duration::from_secs(5));
+        assert_eq!(c.time(), Duration::from_secs(3));
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(*log.borrow(), ["c"]);
+        assert!(!c.active() && c.called());
+        assert_eq!(
+            c.reset(Duration::ZERO),
+            Err(DelayedCallError::AlreadyCalled)
+        );
+        assert!(b.active());
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(*log.borrow(), ["c", "b"]);
+        assert!(clock.pending_calls().is_empty());
+    }
+
+    #[test]
+    fn a_call_may_schedule_another_that_is_already_due() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        let inner = clock.clone();
+        let then = push("second");
+        clock.call_later(Duration::from_secs(1), move || {
+            inner.call_later(Duration::ZERO, then);
+        });
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(*log.borrow(), ["second"]);
+    }
+
+    #[test]
+    fn a_panicking_call_does_not_stop_the_others() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        clock.call_later(Duration::from_secs(1), || panic!("boom"));
+        clock.call_later(Duration::from_secs(1), push("after"));
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(*log.borrow(), ["after"]);
+    }
+
+    #[test]
+    fn installed_clock_serves_the_free_call_later() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        {
+            let _guard = clock.install();
+            call_later(Duration::from_secs(1), push("x"));
+        }
+        assert!(try_current_clock().is_none());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(*log.borrow(), ["x"]);
+    }
+}

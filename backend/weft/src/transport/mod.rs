@@ -1,0 +1,329 @@
+//! [`Transport`]: one connection's write side, as protocols see it (Twisted's `ITransport`).
+//!
+//! A transport is a cheap `Rc` handle. Writes go into its buffer and the reactor flushes
+//! them right after the current callback returns (or as soon as the socket accepts more).
+//! Buffers are bounded by back-pressure: above the high-water mark the registered
+//! producer is paused (by default, this connection's own reading), below the low-water
+//! mark it resumes, so a slow reader never makes memory grow without bound.
+
+mod driver;
+mod producer;
+
+pub(crate) use driver::{Stream, drive, guarded, guarded_call, put_read_buf, take_read_buf};
+pub use producer::PushProducer;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::BytesMut;
+
+use crate::address::Address;
+use crate::observe::{CloseReason, ConnectionId, ConnectionInfo};
+
+/// Default high-water mark: pause the producer above this many buffered bytes.
+pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+/// Default low-water mark: resume the producer below this many buffered bytes.
+pub const DEFAULT_LOW_WATER: usize = 16 * 1024;
+
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    /// `lose_connection` was called: close once the buffer drains.
+    closing: bool,
+    /// `abort_connection` was called: close now.
+    aborted: bool,
+    /// `lose_write_connection` was called: shut down writing once the buffer drains.
+    write_shutdown: bool,
+    /// The protocol (or a producer consumer) paused reading.
+    read_paused: bool,
+    /// Reading paused by back-pressure because no producer is registered.
+    self_paused: bool,
+    /// The registered producer was paused by back-pressure.
+    producer_paused: bool,
+    /// The connection is gone; writes are discarded.
+    closed: bool,
+    /// The reactor is inside this connection's poll; writes need not wake it.
+    in_poll: bool,
+    /// Socket options to apply at the next poll.
+    nodelay: Option<bool>,
+    keepalive: Option<bool>,
+}
+
+pub(crate) struct Shared {
+    info: Arc<ConnectionInfo>,
+    out: RefCell<BytesMut>,
+    flags: Cell<Flags>,
+    waker: RefCell<Option<Waker>>,
+    high_water: Cell<usize>,
+    low_water: Cell<usize>,
+    producer: RefCell<Option<Rc<dyn PushProducer>>>,
+    /// Why the connection is closing, when something other than the default says so.
+    pub(crate) reason: RefCell<Option<CloseReason>>,
+}
+
+/// One connection's transport (Twisted's `ITransport`, `ITCPTransport`).
+#[derive(Clone)]
+pub struct Transport {
+    pub(crate) shared: Rc<Shared>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("id", &self.shared.info.id)
+            .field("peer", &self.shared.info.peer)
+            .field("buffered", &self.buffered())
+            .finish()
+    }
+}
+
+impl Transport {
+    pub(crate) fn new(info: Arc<ConnectionInfo>) -> Self {
+        Self {
+            shared: Rc::new(Shared {
+                info,
+                out: RefCell::new(BytesMut::new()),
+                flags: Cell::new(Flags::default()),
+                waker: RefCell::new(None),
+                high_water: Cell::new(DEFAULT_HIGH_WATER),
+                low_water: Cell::new(DEFAULT_LOW_WATER),
+                producer: RefCell::new(None),
+                reason: RefCell::new(None),
+            }),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Flags)) {
+        let mut flags = self.shared.flags.get();
+        f(&mut flags);
+        self.shared.flags.set(flags);
+    }
+
+    fn flags(&self) -> Flags {
+        self.shared.flags.get()
+    }
+
+    /// Wakes the connection's task unless it is the one running.
+    fn wake(&self) {
+        if !self.flags().in_poll
+            && let Some(waker) = self.shared.waker.borrow().as_ref()
+        {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Queues `data` to be sent. Discarded once the connection is closing or closed.
+    pub fn write(&self, data: &[u8]) {
+        let flags = self.flags();
+        if flags.closed || flags.aborted || flags.closing || flags.write_shutdown || data.is_empty()
+        {
+            return;
+        }
+        let buffered = {
+            let mut out = self.shared.out.borrow_mut();
+            out.extend_from_slice(data);
+            out.len()
+        };
+        if buffered > self.shared.high_water.get() {
+            self.apply_back_pressure();
+        }
+        self.wake();
+    }
+
+    /// Queues several pieces to be sent, in order (Twisted's `writeSequence`).
+    pub fn write_sequence<'a>(&self, pieces: impl IntoIterator<Item = &'a [u8]>) {
+        for piece in pieces {
+            self.write(piece);
+        }
+    }
+
+    /// Closes the connection once everything buffered has been sent.
+    pub fn lose_connection(&self) {
+        self.lose_connection_with(CloseReason::Done);
+    }
+
+    /// Like [`lose_connection`](Self::lose_connection), recording why (for the log and
+    /// the inspector), e.g. a framer closing on a protocol violation.
+    pub fn lose_connection_with(&self, reason: CloseReason) {
+        if self.flags().closed {
+            return;
+        }
+        self.shared.reason.borrow_mut().get_or_insert(reason);
+        self.update(|f| f.closing = true);
+        self.wake();
+    }
+
+    /// Closes the connection now, discarding anything buffered.
+    pub fn abort_connection(&self) {
+        self.abort_with(CloseReason::Aborted);
+    }
+
+    pub(crate) fn abort_with(&self, reason: CloseReason) {
+        if self.flags().closed {
+            return;
+        }
+        self.shared.reason.borrow_mut().get_or_insert(reason);
+        self.shared.out.borrow_mut().clear();
+        self.update(|f| f.aborted = true);
+        self.wake();
+    }
+
+    /// Shuts down the write side once the buffer drains; reading goes on (half-close).
+    pub fn lose_write_connection(&self) {
+        self.update(|f| f.write_shutdown = true);
+        self.wake();
+    }
+
+    /// Stops reading from the peer until [`resume_reading`](Self::resume_reading).
+    pub fn pause_reading(&self) {
+        self.update(|f| f.read_paused = true);
+    }
+
+    /// Resumes reading after [`pause_reading`](Self::pause_reading).
+    pub fn resume_reading(&self) {
+        self.update(|f| f.read_paused = false);
+        self.wake();
+    }
+
+    /// Whether the protocol paused reading.
+    pub fn is_reading_paused(&self) -> bool {
+        let f = self.flags();
+        f.read_paused || f.self_paused
+    }
+
+    /// Sets `TCP_NODELAY` (no effect on non-TCP transports).
+    pub fn set_tcp_nodelay(&self, on: bool) {
+        self.update(|f| f.nodelay = Some(on));
+        self.wake();
+    }
+
+    /// Sets `SO_KEEPALIVE` (no effect on non-TCP transports).
+    pub fn set_tcp_keepalive(&self, on: bool) {
+        self.update(|f| f.keepalive = Some(on));
+        self.wake();
+    }
+
+    /// Registers the producer to pause when this transport's buffer is too full
+    /// (Twisted's `registerProducer(producer, True)`).
+    pub fn register_producer(&self, producer: Rc<dyn PushProducer>) {
+        *self.shared.producer.borrow_mut() = Some(producer);
+        if self.buffered() > self.shared.high_water.get() {
+            self.apply_back_pressure();
+        }
+    }
+
+    /// Forgets the registered producer, resuming it if it was paused.
+    pub fn unregister_producer(&self) {
+        let producer = self.shared.producer.borrow_mut().take();
+        if self.flags().producer_paused {
+            self.update(|f| f.producer_paused = false);
+            if let Some(p) = producer {
+                p.resume_producing();
+            }
+        }
+    }
+
+    /// Sets the back-pressure marks, in bytes buffered.
+    pub fn set_water_marks(&self, high: usize, low: usize) {
+        self.shared.high_water.set(high.max(1));
+        self.shared.low_water.set(low.min(high));
+    }
+
+    /// Bytes written but not yet sent.
+    pub fn buffered(&self) -> usize {
+        self.shared.out.borrow().len()
+    }
+
+    /// The remote address (Twisted's `getPeer`).
+    pub fn peer(&self) -> &Address {
+        &self.shared.info.peer
+    }
+
+    /// The local address (Twisted's `getHost`).
+    pub fn host(&self) -> &Address {
+        &self.shared.info.local
+    }
+
+    /// The connection's id.
+    pub fn id(&self) -> ConnectionId {
+        self.shared.info.id
+    }
+
+    /// Everything known about the connection, with its live counters.
+    pub fn info(&self) -> &Arc<ConnectionInfo> {
+        &self.shared.info
+    }
+
+    /// Whether a close was requested (Twisted's `disconnecting`).
+    pub fn is_disconnecting(&self) -> bool {
+        let f = self.flags();
+        f.closing || f.aborted
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.flags().closed
+    }
+
+    fn apply_back_pressure(&self) {
+        let producer = self.shared.producer.borrow().clone();
+        match producer {
+            Some(p) if !self.flags().producer_paused => {
+                self.update(|f| f.producer_paused = true);
+                p.pause_producing();
+            }
+            Some(_) => {}
+            None => self.update(|f| f.self_paused = true),
+        }
+    }
+
+    /// Called after the buffer shrank: resumes whatever back-pressure paused.
+    fn release_back_pressure(&self) {
+        if self.buffered() > self.shared.low_water.get() {
+            return;
+        }
+        let flags = self.flags();
+        if flags.self_paused {
+            self.update(|f| f.self_paused = false);
+        }
+        if flags.producer_paused {
+            self.update(|f| f.producer_paused = false);
+            let producer = self.shared.producer.borrow().clone();
+            if let Some(p) = producer {
+                p.resume_producing();
+            }
+        }
+    }
+
+    /// Takes everything buffered (for in-memory transports in tests).
+    pub(crate) fn take_written(&self) -> BytesMut {
+        let data = self.shared.out.borrow_mut().split();
+        self.release_back_pressure();
+        data
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.update(|f| f.closed = true);
+        self.shared.waker.borrow_mut().take();
+        if let Some(p) = self.shared.producer.borrow_mut().take() {
+            p.stop_producing();
+        }
+    }
+
+    pub(crate) fn take_reason(&self, default: CloseReason) -> CloseReason {
+        self.shared.reason.borrow_mut().take().unwrap_or(default)
+    }
+}
+
+impl PushProducer for Transport {
+    fn pause_producing(&self) {
+        self.pause_reading();
+    }
+    fn resume_producing(&self) {
+        self.resume_reading();
+    }
+    fn stop_producing(&self) {
+        self.lose_connection();
+    }
+}

@@ -222,7 +222,7 @@ impl Reactor {
         observe::emit(|| Event::ListenerStarted(&info));
         tracing::info!(service, endpoint, local = %info.local, "listening");
         let reactor = self.clone();
-        self.spawn_untracked(async move {
+        self.spawn(async move {
             accept_loop(&reactor, bound, acceptor_tls, &info, factory.clone(), stop).await;
             factory.stop_factory();
             observe::emit(|| Event::ListenerStopped(&info));

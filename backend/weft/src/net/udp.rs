@@ -204,7 +204,7 @@ impl Reactor {
             protocol.start_protocol(&t)
         });
         let protocol = RefCell::new(protocol);
-        self.spawn_untracked(async move {
+        self.spawn(async move {
             let reason = receive_loop(&t, &protocol, name, max_datagram, &stop).await;
             t.shared.closed.set(true);
             let _ = guarded_call(&info, name, "stop_protocol", || {

@@ -21,7 +21,7 @@ const PRUNE_CONNECTIONS: &str = "DELETE FROM connections WHERE id IN (
     WHERE closed_at_ms IS NOT NULL AND closed_at_ms < ?1
     ORDER BY closed_at_ms LIMIT ?2)";
 
-const FIRED: &str = "SELECT id FROM deferreds
+const FIRED: &str = "SELECT id FROM deferreds INDEXED BY deferreds_fired
     WHERE fired_at_ms IS NOT NULL AND fired_at_ms < ?1
       AND state IN ('succeeded', 'failed', 'cancelled')
     ORDER BY fired_at_ms LIMIT ?2";

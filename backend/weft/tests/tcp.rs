@@ -408,3 +408,42 @@ fn shutdown_flushes_and_closes_connections_and_runs_hooks() {
     let mut rest = Vec::new();
     assert_eq!(client.read_to_end(&mut rest).unwrap_or(0), 0);
 }
+
+struct Shout;
+
+impl weft::framing::LineHandler for Shout {
+    fn line_received(&mut self, ctx: &mut weft::framing::LineContext<'_>, line: &[u8]) {
+        ctx.send_line(&line.to_ascii_uppercase());
+    }
+}
+
+#[test]
+fn a_line_over_max_length_drops_only_that_connection_and_is_counted() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        r.listen_as(
+            "shout",
+            "tcp:0:interface=127.0.0.1",
+            factory(|| weft::framing::LineReceiver::new(Shout).max_length(1024)),
+        )
+        .unwrap()
+        .local_addr()
+        .unwrap()
+    });
+    let mut good = connect(server.value);
+    let mut bad = connect(server.value);
+    bad.write_all(&vec![b'a'; 4096]).unwrap();
+    let mut rest = Vec::new();
+    let _ = bad.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    eventually("frame error reported", || observer.count("FrameTooLong") == 1);
+    eventually("close reported", || observer.count("ConnectionClosed") == 1);
+    let closed = observer.events().into_iter().find(|e| e.contains("ConnectionClosed")).unwrap();
+    assert!(closed.contains("exceeds the limit of 1024 bytes"), "{closed}");
+    good.write_all(b"fine\r\n").unwrap();
+    let mut buf = [0u8; 6];
+    good.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"FINE\r\n");
+}

@@ -438,10 +438,19 @@ fn a_line_over_max_length_drops_only_that_connection_and_is_counted() {
     let mut rest = Vec::new();
     let _ = bad.read_to_end(&mut rest);
     assert!(rest.is_empty());
-    eventually("frame error reported", || observer.count("FrameTooLong") == 1);
+    eventually("frame error reported", || {
+        observer.count("FrameTooLong") == 1
+    });
     eventually("close reported", || observer.count("ConnectionClosed") == 1);
-    let closed = observer.events().into_iter().find(|e| e.contains("ConnectionClosed")).unwrap();
-    assert!(closed.contains("exceeds the limit of 1024 bytes"), "{closed}");
+    let closed = observer
+        .events()
+        .into_iter()
+        .find(|e| e.contains("ConnectionClosed"))
+        .unwrap();
+    assert!(
+        closed.contains("exceeds the limit of 1024 bytes"),
+        "{closed}"
+    );
     good.write_all(b"fine\r\n").unwrap();
     let mut buf = [0u8; 6];
     good.read_exact(&mut buf).unwrap();

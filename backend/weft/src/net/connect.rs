@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{serve, tls};
+use super::tls;
 use crate::address::Address;
 use crate::endpoint::{ClientEndpoint, EndpointError};
 use crate::observe::{
@@ -316,22 +316,9 @@ async fn serve_reporting<S: crate::transport::Stream>(
     protocol: Box<dyn Protocol>,
     on_connected: impl FnOnce(&Transport),
 ) -> CloseReason {
-    let id = info.id;
-    let served = serve(reactor, io, info, protocol);
-    tokio::pin!(served);
-    // `serve` registers the transport before its first await; poll once to find it.
-    let mut on_connected = Some(on_connected);
-    std::future::poll_fn(|cx| {
-        let poll = served.as_mut().poll(cx);
-        if let Some(f) = on_connected.take() {
-            match reactor.inner.connections.borrow().get(&id) {
-                Some(t) => f(t),
-                None => on_connected = Some(f),
-            }
-        }
-        poll
-    })
-    .await
+    let transport = super::open(reactor, info);
+    on_connected(&transport);
+    super::run(reactor, io, transport, protocol).await
 }
 
 impl Reactor {

@@ -1,0 +1,1 @@
+//! The `weft` gateway as a library: configuration, services and the inspector.

@@ -58,10 +58,13 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
     for service in &config.services {
-        services::start(&reactor, service).map_err(|source| GatewayError::Listen {
+        let bound = services::start(&reactor, service).map_err(|source| GatewayError::Listen {
             service: service.name.clone(),
             source,
         })?;
+        for (endpoint, local) in service.listen.iter().zip(&bound) {
+            tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");
+        }
         if let Some(store) = inspector.store() {
             store.try_send(ServiceRecord {
                 name: service.name.clone(),

@@ -118,3 +118,6 @@ impl Config {
             .expect("the built-in demo configuration is valid")
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,7 +33,7 @@ pub(crate) fn start(
     reactor: &Reactor,
     name: &str,
     endpoints: &[String],
-) -> Result<(), ListenError> {
+) -> Result<Vec<weft::Address>, ListenError> {
     super::listen_both(
         reactor,
         name,

@@ -6,7 +6,7 @@ pub mod discard;
 pub mod echo;
 pub mod tcp_proxy;
 
-use weft::{ListenError, Reactor};
+use weft::{Address, ListenError, Reactor};
 
 use crate::config::validate::ServiceCtx;
 use crate::config::{ConfigError, ServiceConfig};
@@ -73,8 +73,8 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
     }
 }
 
-/// Listens on every endpoint of `service`.
-pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<(), ListenError> {
+/// Listens on every endpoint of `service`; returns the addresses bound, in order.
+pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<Vec<Address>, ListenError> {
     match &service.kind {
         ServiceKind::Echo => echo::start(reactor, &service.name, &service.listen),
         ServiceKind::Discard => discard::start(reactor, &service.name, &service.listen),
@@ -89,17 +89,20 @@ fn listen_both<F, D>(
     endpoints: &[String],
     stream: impl Fn() -> F,
     datagram: impl Fn() -> D,
-) -> Result<(), ListenError>
+) -> Result<Vec<Address>, ListenError>
 where
     F: weft::Factory,
     D: weft::DatagramProtocol,
 {
+    let mut bound = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         if ServiceCtx::is_udp(endpoint) {
-            reactor.listen_udp(name, endpoint, datagram())?;
+            let port = reactor.listen_udp(name, endpoint, datagram())?;
+            bound.push(port.transport().host().clone());
         } else {
-            reactor.listen_as(name, endpoint, stream())?;
+            let port = reactor.listen_as(name, endpoint, stream())?;
+            bound.push(port.local_address().clone());
         }
     }
-    Ok(())
+    Ok(bound)
 }

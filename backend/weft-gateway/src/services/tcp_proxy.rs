@@ -54,10 +54,11 @@ pub(crate) fn start(
     name: &str,
     endpoints: &[String],
     config: &TcpProxyConfig,
-) -> Result<(), ListenError> {
+) -> Result<Vec<weft::Address>, ListenError> {
+    let mut bound = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let upstream: Rc<str> = config.upstream.as_str().into();
-        reactor.listen_as(
+        let port = reactor.listen_as(
             name,
             endpoint,
             factory(move || Downstream {
@@ -65,8 +66,9 @@ pub(crate) fn start(
                 peer: Rc::default(),
             }),
         )?;
+        bound.push(port.local_address().clone());
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// The client's side of a proxied connection.

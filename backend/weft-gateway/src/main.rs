@@ -1,5 +1,82 @@
-//! The `weft` gateway binary.
+//! The `weft` binary: parse the command line, set up logging, run or check a configuration.
 
-fn main() {
-    println!("weft {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use weft_gateway::{Config, app};
+
+/// Twisted's event-driven networking on tokio, with an inspector built in.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the services of a configuration (without one: a demo set on loopback).
+    Run {
+        /// The configuration file (weft.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration and exit: 0 if it is valid, 1 with the reason if not.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { file } => check(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
+    match file {
+        Some(path) => Ok(Config::load(&path)?),
+        None => {
+            tracing::info!("no --config given: running the built-in demo configuration");
+            Ok(Config::demo())
+        }
+    }
+}
+
+fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(file)?;
+    app::run(&config).context("cannot run the gateway")
+}
+
+fn check(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    println!(
+        "{}: ok ({} service{})",
+        file.display(),
+        config.services.len(),
+        if config.services.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
 }

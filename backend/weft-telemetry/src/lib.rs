@@ -1,1 +1,47 @@
-//! The weft telemetry hub: turns reactor events into Prometheus metrics, a live registry, detections and history.
+//! The weft telemetry hub: turns reactor events into Prometheus metrics, a live registry of
+//! connections, and a bounded event bus for the store and the live feed.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use weft_telemetry::{Hub, HubConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let reactor = weft::Reactor::new()?;
+//! let hub = Hub::new(HubConfig::default())?;
+//! hub.install(&reactor);
+//! // ... listen, run; from any thread:
+//! let text = hub.encode_metrics();
+//! let open = hub.connections();
+//! # let _ = (text, open);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`hub`]: [`Hub`], the [`Observer`](weft::observe::Observer) the reactor calls; it routes each
+//!   event to the modules below and never blocks (atomics, short map updates, `try_send`).
+//! - [`metrics`]: the Prometheus families on an owned registry, with labelled handles resolved
+//!   once per service and cached.
+//! - [`live`]: the registry of open connections and the byte totals of closed ones; the
+//!   byte counters are derived from it at scrape time by a custom collector, so the data path
+//!   does nothing for them.
+//! - [`bus`]: [`TelemetryEvent`], the owned form of an event, and the fan-out to consumers
+//!   (the store writer through [`Consumer`], browsers through a broadcast [`LiveFeed`]); drops
+//!   are counted per consumer.
+//! - [`deferred`]: Deferred chain events: their metrics and the sampling of successful chains.
+//! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
+//!
+//! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
+//! (a scrape, the dashboard) take snapshots from any thread.
+
+pub mod bus;
+pub mod config;
+pub mod deferred;
+pub mod hub;
+pub mod live;
+pub mod metrics;
+
+pub use bus::{Consumer, EventKind, LiveFeed, Missed, TelemetryEvent};
+pub use config::{HubConfig, TelemetryError};
+pub use hub::Hub;
+pub use live::ConnectionSnapshot;

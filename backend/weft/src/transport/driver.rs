@@ -262,7 +262,8 @@ fn poll_connection<S: Stream>(
             }
         }
 
-        // Read, unless paused, closing or at EOF.
+        // Read, unless paused, closing or at EOF. Flushing above may have lifted a pause.
+        let flags = transport.flags();
         if *read_eof || flags.read_paused || flags.self_paused || flags.closing {
             return Poll::Pending;
         }

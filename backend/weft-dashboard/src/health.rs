@@ -1,0 +1,47 @@
+//! `/healthz`: the process serves, with a few figures worth a glance.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use crate::DashboardState;
+
+/// The `/healthz` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Always `ok` when the dashboard answers.
+    pub status: &'static str,
+    /// Seconds since the dashboard started.
+    pub uptime_seconds: u64,
+    /// Connections open now.
+    pub open_connections: usize,
+    /// The history store's counters, when a store is open.
+    pub store: Option<StoreHealth>,
+}
+
+/// The store's part of [`Health`]; error texts stay in the log, not in answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreHealth {
+    /// Records committed.
+    pub written: u64,
+    /// Records lost.
+    pub dropped: u64,
+    /// Failed write attempts.
+    pub write_errors: u64,
+}
+
+pub(crate) async fn healthz(State(state): State<DashboardState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        uptime_seconds: state.started.elapsed().as_secs(),
+        open_connections: state.hub.open_connections(),
+        store: state.store.as_ref().map(|s| {
+            let stats = s.stats();
+            StoreHealth {
+                written: stats.written(),
+                dropped: stats.dropped(),
+                write_errors: stats.write_errors(),
+            }
+        }),
+    })
+}

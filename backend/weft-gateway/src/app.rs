@@ -1,0 +1,81 @@
+//! What `weft run` does: a reactor, the inspector, the services; run until a signal;
+//! drain connections with a deadline; flush the store.
+
+use weft::{ListenError, Reactor, ReactorConfig, ReactorError};
+use weft_store::{ServiceRecord, StoreOptions};
+use weft_telemetry::HubConfig;
+
+use crate::config::Config;
+use crate::inspector::{Inspector, InspectorConfig, InspectorError};
+use crate::services;
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The reactor could not start.
+    #[error(transparent)]
+    Reactor(#[from] ReactorError),
+    /// The inspector (store or dashboard) could not start.
+    #[error(transparent)]
+    Inspector(#[from] InspectorError),
+    /// A service could not listen.
+    #[error("service {service:?}: {source}")]
+    Listen {
+        /// The service's name.
+        service: String,
+        /// Why.
+        #[source]
+        source: ListenError,
+    },
+}
+
+/// The inspector's settings for `config`.
+pub fn inspector_config(config: &Config) -> InspectorConfig {
+    let mut hub = HubConfig::default();
+    hub.stall_after = config.inspect.stall_after;
+    hub.slow_callback = config.inspect.slow_callback;
+    hub.sample = config.inspect.sample;
+    let mut store = StoreOptions::new(&config.store.path);
+    store.retention = config.store.retention;
+    InspectorConfig {
+        hub,
+        store: Some(store),
+        dashboard: Some(config.dashboard.listen.clone()),
+        token: config.dashboard.token.clone(),
+        ..InspectorConfig::default()
+    }
+}
+
+/// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly.
+pub fn run(config: &Config) -> Result<(), GatewayError> {
+    let reactor = Reactor::with_config(ReactorConfig {
+        slow_callback: config.inspect.slow_callback,
+        ..ReactorConfig::default()
+    })?;
+    let inspector = Inspector::start(&reactor, inspector_config(config))?;
+    if let Some(addr) = inspector.dashboard_addr() {
+        tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
+    }
+    for service in &config.services {
+        let bound = services::start(&reactor, service).map_err(|source| GatewayError::Listen {
+            service: service.name.clone(),
+            source,
+        })?;
+        for (endpoint, local) in service.listen.iter().zip(&bound) {
+            tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");
+        }
+        if let Some(store) = inspector.store() {
+            store.try_send(ServiceRecord {
+                name: service.name.clone(),
+                kind: service.kind.as_str().into(),
+                endpoints: service.listen.clone(),
+                config_json: service.kind.settings_json(),
+            });
+        }
+    }
+    reactor.run()?;
+    inspector.join();
+    tracing::info!("stopped");
+    Ok(())
+}

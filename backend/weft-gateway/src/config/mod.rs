@@ -1,0 +1,123 @@
+//! `weft.toml`: the dashboard, the store, the inspector's thresholds and the services.
+//!
+//! [`Config::load`] reads and validates a file completely, before anything binds a port;
+//! every error names the file, the line, the column and the key ([`ConfigError`]).
+//! Durations are written like `"5s"`, `"100ms"`, `"24h"` or `"1h 30m"`.
+
+mod error;
+mod raw;
+pub(crate) mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+
+use crate::services::ServiceKind;
+
+/// The configuration used when `weft run` gets no file: echo on TCP and UDP port 8000,
+/// discard on 8009, the dashboard on 9180, all on loopback, history in `weft.db`.
+pub const DEMO: &str = r#"# The built-in demo configuration of `weft run`.
+[dashboard]
+listen = "tcp:9180:interface=127.0.0.1"
+
+[store]
+path = "weft.db"
+retention = "24h"
+
+[inspect]
+stall_after = "5s"
+slow_callback = "100ms"
+
+[[service]]
+name = "echo"
+kind = "echo"
+listen = ["tcp:8000:interface=127.0.0.1", "udp:8000:interface=127.0.0.1"]
+
+[[service]]
+name = "discard"
+kind = "discard"
+listen = "tcp:8009:interface=127.0.0.1"
+"#;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The dashboard listener.
+    pub dashboard: DashboardConfig,
+    /// The history store.
+    pub store: StoreConfig,
+    /// Detector thresholds and sampling.
+    pub inspect: InspectConfig,
+    /// The services, in file order.
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[dashboard]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// A `tcp:` endpoint; loopback unless a token is set.
+    pub listen: String,
+    /// The bearer token every route but `/healthz` requires, if set.
+    pub token: Option<String>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The SQLite file, relative to the working directory unless absolute.
+    pub path: PathBuf,
+    /// How long finished rows are kept.
+    pub retention: Duration,
+}
+
+/// `[inspect]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectConfig {
+    /// A Deferred pending or paused longer than this is stalled.
+    pub stall_after: Duration,
+    /// A callback running longer than this blocked the reactor.
+    pub slow_callback: Duration,
+    /// The fraction of successful Deferred chains kept in history.
+    pub sample: f64,
+}
+
+/// One `[[service]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// Its unique name: the `service` label and the store's key.
+    pub name: String,
+    /// Endpoint strings it listens on.
+    pub listen: Vec<String>,
+    /// What it is, with its kind's settings.
+    pub kind: ServiceKind,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            key: None,
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Validates `text`, naming `file` in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        validate::parse(file, text)
+    }
+
+    /// The built-in demo configuration.
+    pub fn demo() -> Self {
+        Self::parse("built-in demo configuration", DEMO)
+            .expect("the built-in demo configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests;

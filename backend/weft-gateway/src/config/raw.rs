@@ -1,0 +1,83 @@
+//! The file as written: every key optional, every value with its place in the file.
+//!
+//! Unknown keys are rejected here by serde; meaning (defaults, ranges, endpoints, which
+//! keys a service kind takes) is checked in `validate`, which still has the spans.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub(crate) dashboard: RawDashboard,
+    #[serde(default)]
+    pub(crate) store: RawStore,
+    #[serde(default)]
+    pub(crate) inspect: RawInspect,
+    #[serde(default)]
+    pub(crate) service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDashboard {
+    pub(crate) listen: Option<Spanned<String>>,
+    pub(crate) token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) path: Option<Spanned<String>>,
+    pub(crate) retention: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInspect {
+    pub(crate) stall_after: Option<Spanned<String>>,
+    pub(crate) slow_callback: Option<Spanned<String>>,
+    pub(crate) sample: Option<Spanned<f64>>,
+}
+
+/// One `[[service]]`: the keys of every kind, so a key of the wrong kind gets a precise
+/// message rather than "unknown field".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) name: Spanned<String>,
+    pub(crate) kind: Spanned<String>,
+    pub(crate) listen: Spanned<toml::Value>,
+    /// tcp-proxy: where to forward.
+    pub(crate) upstream: Option<Spanned<String>>,
+    /// http (later): static files.
+    pub(crate) root: Option<Spanned<toml::Value>>,
+    /// http (later): reverse-proxy routes.
+    pub(crate) route: Option<Spanned<toml::Value>>,
+    /// dns (later): zone files.
+    pub(crate) zones: Option<Spanned<toml::Value>>,
+    /// dns (later): upstream resolvers.
+    pub(crate) forward: Option<Spanned<toml::Value>>,
+}
+
+impl RawService {
+    /// The kind-specific keys present, with their spans, in declaration order.
+    pub(crate) fn extra_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut keys = Vec::new();
+        if let Some(v) = &self.upstream {
+            keys.push(("upstream", v.span()));
+        }
+        for (name, value) in [
+            ("root", &self.root),
+            ("route", &self.route),
+            ("zones", &self.zones),
+            ("forward", &self.forward),
+        ] {
+            if let Some(v) = value {
+                keys.push((name, v.span()));
+            }
+        }
+        keys
+    }
+}

@@ -1,0 +1,322 @@
+//! [`Inspector`]: one call gives a program on a weft reactor the telemetry hub, SQLite
+//! history and the dashboard.
+//!
+//! ```no_run
+//! use weft_gateway::{Inspector, InspectorConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let reactor = weft::Reactor::new()?;
+//! let inspector = Inspector::start(&reactor, InspectorConfig::default())?;
+//! // reactor.listen_as("my-service", "tcp:8000", my_factory)?;
+//! reactor.run()?;
+//! inspector.join();
+//! # Ok(()) }
+//! ```
+//!
+//! The hub is installed on the reactor's thread. The store and the dashboard live on a
+//! tokio runtime of their own, on a background thread. At shutdown the reactor's last
+//! phase (after connections drained) stops the dashboard and flushes the store.
+
+mod history;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weft::endpoint::ServerEndpoint;
+use weft::{Phase, Reactor};
+use weft_dashboard::DashboardState;
+use weft_store::{Store, StoreOptions};
+use weft_telemetry::{Hub, HubConfig};
+
+/// Events queued between the hub and the store before they are dropped (and counted).
+const STORE_QUEUE: usize = 65_536;
+
+/// What the inspector runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InspectorConfig {
+    /// The hub's thresholds and sampling.
+    pub hub: HubConfig,
+    /// The history database; `None` keeps no history.
+    pub store: Option<StoreOptions>,
+    /// Where the dashboard listens (a `tcp:` endpoint); `None` serves no dashboard.
+    pub dashboard: Option<String>,
+    /// The bearer token the dashboard requires, if any.
+    pub token: Option<String>,
+    /// How often open connections are written to the store.
+    pub snapshot_interval: Duration,
+}
+
+impl Default for InspectorConfig {
+    /// History in `weft.db`, the dashboard on `127.0.0.1:9180`.
+    fn default() -> Self {
+        Self {
+            hub: HubConfig::default(),
+            store: Some(StoreOptions::new("weft.db")),
+            dashboard: Some("tcp:9180:interface=127.0.0.1".into()),
+            token: None,
+            snapshot_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the inspector could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InspectorError {
+    /// The hub's settings are invalid.
+    #[error(transparent)]
+    Telemetry(#[from] weft_telemetry::TelemetryError),
+    /// The history database could not be opened.
+    #[error(transparent)]
+    Store(#[from] weft_store::StoreError),
+    /// The dashboard endpoint is not a `tcp:` endpoint.
+    #[error("dashboard endpoint {0:?}: the dashboard listens on a tcp: endpoint")]
+    Endpoint(String),
+    /// The dashboard could not bind.
+    #[error("cannot listen on {endpoint} for the dashboard: {source}")]
+    Bind {
+        /// The endpoint.
+        endpoint: String,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The background runtime could not start.
+    #[error("cannot start the inspector's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The running inspector. Keep it while the reactor runs; [`join`](Self::join) after.
+#[derive(Debug)]
+pub struct Inspector {
+    hub: Arc<Hub>,
+    store: Option<Store>,
+    dashboard: Option<SocketAddr>,
+    stop: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the background thread reports once it is serving.
+struct Ready {
+    store: Option<Store>,
+    dashboard: Option<SocketAddr>,
+}
+
+impl Inspector {
+    /// Installs the hub on `reactor`, opens the store and serves the dashboard. Call it on
+    /// the reactor's thread, before `run`.
+    pub fn start(reactor: &Reactor, config: InspectorConfig) -> Result<Self, InspectorError> {
+        let dashboard = match &config.dashboard {
+            Some(endpoint) => match endpoint.parse::<ServerEndpoint>() {
+                Ok(ServerEndpoint::Tcp { addr, .. }) => Some((endpoint.clone(), addr)),
+                _ => return Err(InspectorError::Endpoint(endpoint.clone())),
+            },
+            None => None,
+        };
+        // Sequence numbers from the clock keep increasing across runs sharing one file.
+        let first_seq = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
+        let hub = Hub::new(config.hub.clone())?.with_first_seq(first_seq);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weft-inspector")
+            .enable_all()
+            .build()
+            .map_err(InspectorError::Runtime)?;
+        let stop = CancellationToken::new();
+        // Cancelled by the background thread when it has flushed everything.
+        let done = CancellationToken::new();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
+        let (events_tx, events_rx) = mpsc::channel(STORE_QUEUE);
+        let background = Background {
+            hub: hub.clone(),
+            config,
+            dashboard,
+            stop: stop.clone(),
+            done: done.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("weft-inspector".into())
+            .spawn(move || runtime.block_on(background.run(ready_tx, events_rx)))
+            .map_err(InspectorError::Runtime)?;
+        let ready = match ready_rx.recv() {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(InspectorError::Runtime(std::io::Error::other(
+                    "the inspector's thread ended while starting",
+                )));
+            }
+        };
+        if ready.store.is_some() {
+            hub.add_consumer(Arc::new(history::StoreConsumer { tx: events_tx }));
+        }
+        hub.install(reactor);
+        let (token, finished) = (stop.clone(), done);
+        reactor.add_shutdown_hook_wait(Phase::After, move || async move {
+            token.cancel();
+            finished.cancelled().await;
+        });
+        Ok(Self {
+            hub,
+            store: ready.store,
+            dashboard: ready.dashboard,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The telemetry hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The history store, when one is open.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
+    }
+
+    /// The dashboard's bound address, when it serves.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.dashboard
+    }
+
+    /// Stops the dashboard, flushes and closes the store, and waits for the background
+    /// thread. The reactor's shutdown does the same; calling both is harmless.
+    pub fn join(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the inspector's thread panicked");
+        }
+    }
+}
+
+impl Drop for Inspector {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The background thread's work.
+struct Background {
+    hub: Arc<Hub>,
+    config: InspectorConfig,
+    dashboard: Option<(String, SocketAddr)>,
+    stop: CancellationToken,
+    done: CancellationToken,
+}
+
+impl Background {
+    async fn run(
+        self,
+        ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
+        events: mpsc::Receiver<Arc<weft_telemetry::TelemetryEvent>>,
+    ) {
+        let done = self.done.clone();
+        self.serve(ready, events).await;
+        done.cancel();
+    }
+
+    async fn serve(
+        self,
+        ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
+        events: mpsc::Receiver<Arc<weft_telemetry::TelemetryEvent>>,
+    ) {
+        let store = match &self.config.store {
+            Some(options) => match Store::open_with(options.clone()).await {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    let _ = ready.send(Err(e.into()));
+                    return;
+                }
+            },
+            None => None,
+        };
+        let listener = match &self.dashboard {
+            Some((endpoint, addr)) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(source) => {
+                    if let Some(store) = &store {
+                        let _ = store.shutdown().await;
+                    }
+                    let _ = ready.send(Err(InspectorError::Bind {
+                        endpoint: endpoint.clone(),
+                        source,
+                    }));
+                    return;
+                }
+            },
+            None => None,
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        let work = CancellationToken::new();
+        if let Some(store) = &store {
+            if let Err(e) = history::StoreCollector::new(store.clone())
+                .and_then(|c| self.hub.registry().register(Box::new(c)))
+            {
+                tracing::warn!(error = %e, "store metrics unavailable");
+            }
+            tasks.spawn(history::convert(events, store.writer(), work.clone()));
+            tasks.spawn(history::snapshots(
+                self.hub.clone(),
+                store.writer(),
+                self.config.snapshot_interval,
+                work.clone(),
+            ));
+        }
+        let dashboard = listener.as_ref().and_then(|l| l.local_addr().ok());
+        if let Some(listener) = listener {
+            let mut state = DashboardState::new(self.hub.clone());
+            if let Some(store) = &store {
+                state = state.with_store(store.clone());
+            }
+            if let Some(token) = &self.config.token {
+                state = state.with_token(token.as_str());
+            }
+            let app = weft_dashboard::router(state);
+            let stop = work.clone();
+            tracing::info!(address = %dashboard.map(|a| a.to_string()).unwrap_or_default(), "dashboard serving");
+            tasks.spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "dashboard stopped");
+                }
+            });
+        }
+        let _ = ready.send(Ok(Ready {
+            store: store.clone(),
+            dashboard,
+        }));
+        self.stop.cancelled().await;
+        work.cancel();
+        // Browsers holding connections open must not hold up exit for long.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if let Some(store) = store
+            && let Err(e) = store.shutdown().await
+        {
+            tracing::warn!(error = %e, "history not fully flushed at exit");
+        }
+    }
+}

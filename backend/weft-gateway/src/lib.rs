@@ -1,0 +1,25 @@
+//! The `weft` gateway as a library: configuration, services, the inspector and the wiring
+//! the binary runs.
+//!
+//! # Layout
+//!
+//! - [`config`]: `weft.toml` parsed and validated before anything binds a port; errors
+//!   name the file, line and key. The built-in demo configuration.
+//! - [`services`]: one module per service kind (echo, discard, tcp-proxy), each with its
+//!   settings, its protocol and its tests.
+//! - [`inspector`]: [`Inspector::start`], the one call that gives any program on a weft
+//!   reactor the telemetry hub, the SQLite history and the dashboard.
+//! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, run,
+//!   drain, flush.
+//!
+//! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
+//! the store writer run on the inspector's own tokio runtime on a background thread, so a
+//! slow browser or a locked database never stalls a service.
+
+pub mod app;
+pub mod config;
+pub mod inspector;
+pub mod services;
+
+pub use config::{Config, ConfigError};
+pub use inspector::{Inspector, InspectorConfig, InspectorError};

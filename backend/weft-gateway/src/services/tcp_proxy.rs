@@ -1,0 +1,129 @@
+//! `kind = "tcp-proxy"`: forwards each TCP connection to `upstream` (Twisted's portforward).
+//!
+//! Reading from the client is paused until the upstream connection is up. Then each side's
+//! transport is registered as the other's producer, so when one peer reads slowly the
+//! proxy stops reading from the other instead of buffering without bound; and when one
+//! side closes, the other is closed after its buffered data is sent.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use weft::endpoint::ClientEndpoint;
+use weft::{CloseReason, ListenError, Protocol, Reactor, Transport, factory};
+
+use crate::config::ConfigError;
+use crate::config::validate::ServiceCtx;
+
+/// The settings of a tcp-proxy service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpProxyConfig {
+    /// A client endpoint string such as `tcp:127.0.0.1:5432`.
+    pub upstream: String,
+}
+
+pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<TcpProxyConfig, ConfigError> {
+    ctx.only_keys(&["upstream"])?;
+    for (endpoint, span) in ctx.listen {
+        if ServiceCtx::is_udp(endpoint) {
+            return Err(ctx.error(
+                span.clone(),
+                "listen",
+                format!(
+                    "{endpoint:?}: a tcp-proxy listens on stream endpoints (tcp:, unix:, ssl:)"
+                ),
+            ));
+        }
+    }
+    let Some(upstream) = &ctx.raw.upstream else {
+        return Err(ctx.error(
+            ctx.raw.kind.span(),
+            "upstream",
+            "a tcp-proxy needs `upstream`, such as upstream = \"tcp:127.0.0.1:5432\"",
+        ));
+    };
+    if let Err(e) = upstream.get_ref().parse::<ClientEndpoint>() {
+        return Err(ctx.error(upstream.span(), "upstream", e.to_string()));
+    }
+    Ok(TcpProxyConfig {
+        upstream: upstream.get_ref().clone(),
+    })
+}
+
+pub(crate) fn start(
+    reactor: &Reactor,
+    name: &str,
+    endpoints: &[String],
+    config: &TcpProxyConfig,
+) -> Result<Vec<weft::Address>, ListenError> {
+    let mut bound = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        let upstream: Rc<str> = config.upstream.as_str().into();
+        let port = reactor.listen_as(
+            name,
+            endpoint,
+            factory(move || Downstream {
+                upstream: upstream.clone(),
+                peer: Rc::default(),
+            }),
+        )?;
+        bound.push(port.local_address().clone());
+    }
+    Ok(bound)
+}
+
+/// The client's side of a proxied connection.
+pub struct Downstream {
+    upstream: Rc<str>,
+    /// The upstream transport once connected; shared with the task that connects.
+    peer: Rc<RefCell<Option<Transport>>>,
+}
+
+impl Protocol for Downstream {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.pause_reading();
+        let reactor = Reactor::current();
+        let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
+        reactor.clone().spawn(async move {
+            match reactor.connect(&endpoint, Upstream { down: down.clone() }).await {
+                Ok(up) if down.is_closed() || down.is_disconnecting() => up.lose_connection(),
+                Ok(up) => {
+                    down.register_producer(Rc::new(up.clone()));
+                    up.register_producer(Rc::new(down.clone()));
+                    *peer.borrow_mut() = Some(up);
+                    down.resume_reading();
+                }
+                Err(error) => {
+                    tracing::info!(%endpoint, %error, peer = %down.peer(), "upstream unreachable; closing the client");
+                    down.lose_connection_with(CloseReason::Error(format!("upstream {endpoint}: {error}")));
+                }
+            }
+        });
+    }
+
+    fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
+        if let Some(up) = &*self.peer.borrow() {
+            up.write(data);
+        }
+    }
+
+    fn connection_lost(&mut self, _reason: &CloseReason) {
+        if let Some(up) = self.peer.borrow_mut().take() {
+            up.lose_connection();
+        }
+    }
+}
+
+/// The upstream side: everything it receives goes to the client.
+struct Upstream {
+    down: Transport,
+}
+
+impl Protocol for Upstream {
+    fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
+        self.down.write(data);
+    }
+
+    fn connection_lost(&mut self, _reason: &CloseReason) {
+        self.down.lose_connection();
+    }
+}

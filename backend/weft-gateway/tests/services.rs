@@ -1,0 +1,175 @@
+//! The services on real loopback sockets, with the telemetry hub watching.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use weft::{Address, Reactor};
+use weft_gateway::config::ServiceConfig;
+use weft_gateway::services::{self, ServiceKind, tcp_proxy::TcpProxyConfig};
+use weft_telemetry::{Hub, HubConfig};
+
+fn addr(a: &Address) -> SocketAddr {
+    a.socket_addr().expect("an IP listener")
+}
+
+fn service(name: &str, listen: &[&str], kind: ServiceKind) -> ServiceConfig {
+    ServiceConfig {
+        name: name.into(),
+        listen: listen.iter().map(|s| s.to_string()).collect(),
+        kind,
+    }
+}
+
+/// Runs the reactor here and `client` on a thread; stops when the client is done.
+fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
+    let handle = reactor.handle();
+    let thread = std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
+        handle.stop();
+        result
+    });
+    reactor.run().unwrap();
+    if let Err(panic) = thread.join().unwrap() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn echo_answers_over_tcp_and_udp_and_discard_says_nothing() {
+    let reactor = Reactor::new().unwrap();
+    let echo = services::start(
+        &reactor,
+        &service(
+            "echo",
+            &["tcp:0:interface=127.0.0.1", "udp:0:interface=127.0.0.1"],
+            ServiceKind::Echo,
+        ),
+    )
+    .unwrap();
+    let discard = services::start(
+        &reactor,
+        &service(
+            "discard",
+            &["tcp:0:interface=127.0.0.1"],
+            ServiceKind::Discard,
+        ),
+    )
+    .unwrap();
+    let (tcp, udp, sink) = (addr(&echo[0]), addr(&echo[1]), addr(&discard[0]));
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(tcp).unwrap();
+        s.write_all(b"round trip").unwrap();
+        let mut buf = [0; 10];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"round trip");
+
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        u.send_to(b"datagram", udp).unwrap();
+        let (n, from) = u.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"datagram"[..], udp));
+
+        let mut d = TcpStream::connect(sink).unwrap();
+        d.write_all(b"gone").unwrap();
+        d.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(d.read(&mut buf).is_err(), "discard sends nothing back");
+    });
+}
+
+#[test]
+fn the_proxy_forwards_a_large_stream_both_ways_with_bounded_buffers() {
+    let reactor = Reactor::new().unwrap();
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    hub.install(&reactor);
+    let upstream = services::start(
+        &reactor,
+        &service("backend", &["tcp:0:interface=127.0.0.1"], ServiceKind::Echo),
+    )
+    .unwrap();
+    let proxy = services::start(
+        &reactor,
+        &service(
+            "proxy",
+            &["tcp:0:interface=127.0.0.1"],
+            ServiceKind::TcpProxy(TcpProxyConfig {
+                upstream: format!("tcp:127.0.0.1:{}", addr(&upstream[0]).port()),
+            }),
+        ),
+    )
+    .unwrap();
+    let proxy = addr(&proxy[0]);
+    // Well beyond what the kernel's socket buffers on the way can hold.
+    const TOTAL: usize = 64 * 1024 * 1024;
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(proxy).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        // Write everything first and read only after a pause: without back-pressure the
+        // proxy would buffer the whole stream.
+        let sender = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..TOTAL / chunk.len() {
+                writer.write_all(&chunk).unwrap();
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let stalled_in: u64 = h
+            .connections()
+            .iter()
+            .filter(|c| c.service == "proxy")
+            .map(|c| c.bytes_in)
+            .sum();
+        assert!(
+            stalled_in < (TOTAL / 2) as u64,
+            "with a reader that does not read, reading stops early ({stalled_in} bytes taken in)"
+        );
+        let mut got = 0;
+        let mut buf = vec![0; 64 * 1024];
+        while got < TOTAL {
+            let n = s.read(&mut buf).unwrap_or_else(|e| {
+                panic!("{e} after {got} bytes; connections: {:#?}", h.connections())
+            });
+            assert!(n > 0, "closed after {got} bytes");
+            assert!(buf[..n].iter().all(|b| *b == b'x'));
+            got += n;
+        }
+        sender.join().unwrap();
+        drop(s);
+        let start = Instant::now();
+        while h.open_connections() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(5), "both sides close");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+}
+
+#[test]
+fn the_proxy_closes_the_client_when_the_upstream_is_unreachable() {
+    let reactor = Reactor::new().unwrap();
+    // A port that was free a moment ago: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = services::start(
+        &reactor,
+        &service(
+            "proxy",
+            &["tcp:0:interface=127.0.0.1"],
+            ServiceKind::TcpProxy(TcpProxyConfig {
+                upstream: format!("tcp:127.0.0.1:{}", dead.port()),
+            }),
+        ),
+    )
+    .unwrap();
+    let proxy = addr(&proxy[0]);
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(proxy).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0; 1];
+        assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "the client is closed");
+    });
+}

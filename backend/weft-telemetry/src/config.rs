@@ -1,0 +1,64 @@
+//! How the hub behaves: detector thresholds, the sample rate, the live feed's capacity.
+
+use std::time::Duration;
+
+/// Settings of a [`Hub`](crate::Hub); `Default` matches the gateway's `[inspect]` defaults.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// A Deferred pending or paused longer than this is stalled.
+    pub stall_after: Duration,
+    /// A callback running longer than this blocked the reactor.
+    pub slow_callback: Duration,
+    /// The fraction (0.0 to 1.0) of successful Deferred chains kept in history; stalled,
+    /// slow, failed, unhandled and leaked chains are always kept.
+    pub sample: f64,
+    /// Events the live feed buffers per subscriber before a slow one starts missing them.
+    pub live_capacity: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            stall_after: Duration::from_secs(5),
+            slow_callback: Duration::from_millis(100),
+            sample: 0.1,
+            live_capacity: 4096,
+        }
+    }
+}
+
+impl HubConfig {
+    /// Checks the values make sense.
+    pub fn validate(&self) -> Result<(), TelemetryError> {
+        if !(0.0..=1.0).contains(&self.sample) {
+            return Err(TelemetryError::Config(format!(
+                "sample must be between 0.0 and 1.0, got {}",
+                self.sample
+            )));
+        }
+        if self.live_capacity == 0 {
+            return Err(TelemetryError::Config(
+                "live_capacity must be at least 1".into(),
+            ));
+        }
+        if self.slow_callback.is_zero() || self.stall_after.is_zero() {
+            return Err(TelemetryError::Config(
+                "stall_after and slow_callback must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What can go wrong building a hub.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// A setting is out of range.
+    #[error("invalid telemetry settings: {0}")]
+    Config(String),
+    /// A metric could not be registered (a name clash with a collector added by the caller).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

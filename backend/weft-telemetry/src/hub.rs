@@ -1,0 +1,217 @@
+//! [`Hub`]: the reactor's observer, routing each event to metrics, the live registry and the bus.
+
+use std::sync::Arc;
+
+use prometheus::Registry;
+use weft::Reactor;
+use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
+
+use crate::bus::{Bus, Consumer, EventKind, LiveFeed};
+use crate::config::{HubConfig, TelemetryError};
+use crate::deferred::DeferredTracker;
+use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
+use crate::metrics::Metrics;
+
+/// The label of slow callbacks that ran outside any service (a timer, a hook).
+const NO_SERVICE: &str = "reactor";
+
+/// The telemetry hub. Install it on a reactor; read it from any thread.
+pub struct Hub {
+    config: HubConfig,
+    metrics: Metrics,
+    live: Arc<LiveRegistry>,
+    bus: Bus,
+    deferreds: DeferredTracker,
+    no_service: Arc<str>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.config)
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub with its own Prometheus registry.
+    pub fn new(config: HubConfig) -> Result<Arc<Self>, TelemetryError> {
+        config.validate()?;
+        let metrics = Metrics::new()?;
+        let live = Arc::new(LiveRegistry::default());
+        metrics
+            .registry()
+            .register(Box::new(ByteCollector::new(live.clone())?))?;
+        let deferreds = DeferredTracker::new(metrics.registry(), config.sample)?;
+        let bus = Bus::new(config.live_capacity, metrics.dropped("live"));
+        Ok(Arc::new(Self {
+            config,
+            metrics,
+            live,
+            bus,
+            deferreds,
+            no_service: NO_SERVICE.into(),
+        }))
+    }
+
+    /// Starts event sequence numbers at `seq` (for example the clock in microseconds, so
+    /// numbers keep increasing across restarts that share one history file).
+    pub fn with_first_seq(self: Arc<Self>, seq: u64) -> Arc<Self> {
+        self.bus.set_first_seq(seq);
+        self
+    }
+
+    /// Makes this hub the observer of `reactor` (and of its thread), with the slow-callback
+    /// threshold from the configuration. Call it on the reactor's thread.
+    pub fn install(self: &Arc<Self>, reactor: &Reactor) {
+        observe::set_slow_threshold(self.config.slow_callback);
+        reactor.set_observer(self.clone());
+    }
+
+    /// The settings it was built with.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The registry every metric is on; register your own collectors here to have them on
+    /// the same `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        self.metrics.registry()
+    }
+
+    /// Every metric in Prometheus' text format.
+    pub fn encode_metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// The open connections now, oldest first.
+    pub fn connections(&self) -> Vec<ConnectionSnapshot> {
+        self.live.snapshot()
+    }
+
+    /// One open connection now.
+    pub fn connection(&self, id: ConnectionId) -> Option<ConnectionSnapshot> {
+        self.live.get(id)
+    }
+
+    /// How many connections are open.
+    pub fn open_connections(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The Deferred metrics and sampler.
+    pub fn deferreds(&self) -> &DeferredTracker {
+        &self.deferreds
+    }
+
+    /// Adds a consumer of every event; its drops are counted under its name.
+    pub fn add_consumer(&self, consumer: Arc<dyn Consumer>) {
+        let dropped = self.metrics.dropped(consumer.name());
+        self.bus.add(consumer, dropped);
+    }
+
+    /// A live subscription to events from now on.
+    pub fn subscribe(&self) -> LiveFeed {
+        self.bus.subscribe()
+    }
+
+    fn publish(&self, kind: impl FnOnce() -> EventKind) {
+        if self.bus.has_listeners() {
+            self.bus.publish(kind());
+        }
+    }
+
+    fn listener(info: &ListenerInfo, started: bool) -> EventKind {
+        let (service, endpoint, transport, local) = (
+            info.service.to_string(),
+            info.endpoint.clone(),
+            info.transport.as_str(),
+            info.local.to_string(),
+        );
+        if started {
+            EventKind::ListenerStarted {
+                service,
+                endpoint,
+                transport,
+                local,
+            }
+        } else {
+            EventKind::ListenerStopped {
+                service,
+                endpoint,
+                transport,
+                local,
+            }
+        }
+    }
+}
+
+impl Observer for Hub {
+    fn on_event(&self, event: &Event<'_>) {
+        match event {
+            Event::ConnectionOpened(info) => {
+                let m = self.metrics.conn(&info.service, info.transport);
+                m.opened.inc();
+                m.active.inc();
+                self.live.insert(info);
+                self.publish(|| EventKind::ConnectionOpened {
+                    connection: ConnectionSnapshot::of(info),
+                });
+            }
+            Event::ConnectionClosed(closed) => {
+                let info = &closed.info;
+                let m = self.metrics.conn(&info.service, info.transport);
+                m.active.dec();
+                m.closed.get(closed.reason.label()).inc();
+                self.live.remove(info);
+                self.publish(|| EventKind::ConnectionClosed {
+                    connection: ConnectionSnapshot::of(info),
+                    reason: closed.reason.label(),
+                    detail: closed.reason.to_string(),
+                });
+            }
+            Event::Refused(refused) => {
+                self.metrics
+                    .service(&refused.service)
+                    .refused
+                    .get(refused.reason)
+                    .inc();
+                self.publish(|| EventKind::Refused {
+                    service: refused.service.to_string(),
+                    peer: refused.peer.to_string(),
+                    reason: refused.reason,
+                });
+            }
+            Event::ProtocolError(error) => {
+                self.metrics
+                    .service(&error.service)
+                    .errors
+                    .get(error.kind.as_str())
+                    .inc();
+                self.publish(|| EventKind::ProtocolError {
+                    service: error.service.to_string(),
+                    connection: error.connection.map(|c| c.0),
+                    kind: error.kind.as_str(),
+                    message: error.message.clone(),
+                });
+            }
+            Event::SlowCallback(slow) => {
+                let service = slow.service.as_ref().unwrap_or(&self.no_service);
+                self.metrics.service(service).slow_callbacks.inc();
+                self.publish(|| EventKind::SlowCallback {
+                    callback: slow.callback.clone(),
+                    service: slow.service.as_ref().map(|s| s.to_string()),
+                    connection: slow.connection.map(|c| c.0),
+                    duration_ms: slow.duration.as_secs_f64() * 1e3,
+                });
+            }
+            Event::ReactorLag(lag) => self.metrics.observe_lag(lag.lag),
+            Event::ListenerStarted(info) => self.publish(|| Self::listener(info, true)),
+            Event::ListenerStopped(info) => self.publish(|| Self::listener(info, false)),
+            Event::Deferred(event) => self.deferreds.on_event(event),
+            // A kind of event this version does not know yet: nothing to count.
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The hub against a real reactor on real loopback sockets: what an operator scraping
+//! `/metrics` sees after real traffic.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use weft::{DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
+use weft_telemetry::{Consumer, EventKind, Hub, HubConfig, TelemetryEvent};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        transport.write(data);
+    }
+}
+
+struct UdpEcho;
+
+impl DatagramProtocol for UdpEcho {
+    fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        t.write(data, from);
+    }
+}
+
+/// Blocks the reactor in `data_received` for longer than the slow threshold.
+struct Sleepy;
+
+impl Protocol for Sleepy {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        std::thread::sleep(Duration::from_millis(60));
+        transport.write(data);
+    }
+}
+
+/// The value of the sample `name` whose labels are exactly `labels`, from the text format.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, got) = match series.split_once('{') {
+                Some((m, rest)) => {
+                    let body = rest.strip_suffix('}')?;
+                    let got: BTreeMap<&str, &str> = body
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .filter_map(|p| {
+                            let (k, v) = p.split_once('=')?;
+                            Some((k, v.trim_matches('"')))
+                        })
+                        .collect();
+                    (m, got)
+                }
+                None => (series, BTreeMap::new()),
+            };
+            (metric == name && got == want).then(|| value.parse().ok())?
+        })
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `reactor` on this thread while `client` runs on another; stops when it returns.
+fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
+    let handle = reactor.handle();
+    let thread = std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
+        handle.stop();
+        result
+    });
+    reactor.run().unwrap();
+    if let Err(panic) = thread.join().unwrap() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn hub_on(reactor: &Reactor) -> Arc<Hub> {
+    let mut config = HubConfig::default();
+    config.slow_callback = Duration::from_millis(30);
+    let hub = Hub::new(config).unwrap();
+    hub.install(reactor);
+    hub
+}
+
+#[test]
+fn tcp_traffic_is_counted_by_service_transport_and_reason() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let port = reactor
+        .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
+        .unwrap();
+    let addr = port.local_addr().unwrap();
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        for _ in 0..3 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"hello world\n").unwrap();
+            let mut buf = [0; 12];
+            s.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"hello world\n");
+        }
+        // One connection stays open so its bytes come from the live registry.
+        let mut open = TcpStream::connect(addr).unwrap();
+        open.write_all(b"abcd").unwrap();
+        let mut buf = [0; 4];
+        open.read_exact(&mut buf).unwrap();
+        let tcp = [("service", "echo"), ("transport", "tcp")];
+        // A reply can arrive before the reactor thread has counted sending it.
+        wait_until("three closes, one open, every send counted", || {
+            h.open_connections() == 1
+                && sample(&h.encode_metrics(), "weft_sent_bytes_total", &tcp) == Some(40.0)
+        });
+        let text = h.encode_metrics();
+        assert_eq!(
+            sample(&text, "weft_connections_opened_total", &tcp),
+            Some(4.0)
+        );
+        assert_eq!(sample(&text, "weft_connections_active", &tcp), Some(1.0));
+        assert_eq!(
+            sample(
+                &text,
+                "weft_connections_closed_total",
+                &[
+                    ("service", "echo"),
+                    ("transport", "tcp"),
+                    ("reason", "peer_closed")
+                ]
+            ),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(sample(&text, "weft_received_bytes_total", &tcp), Some(40.0));
+        assert_eq!(sample(&text, "weft_sent_bytes_total", &tcp), Some(40.0));
+        let live = h.connections();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            (live[0].bytes_in, live[0].bytes_out, live[0].reads),
+            (4, 4, 1)
+        );
+        assert_eq!(live[0].service, "echo");
+        assert_eq!(live[0].peer, open.local_addr().unwrap().to_string());
+        drop(open);
+    });
+    // Shutdown drained the last one: counters only ever grew.
+    let text = hub.encode_metrics();
+    let tcp = [("service", "echo"), ("transport", "tcp")];
+    assert_eq!(sample(&text, "weft_connections_active", &tcp), Some(0.0));
+    assert_eq!(sample(&text, "weft_received_bytes_total", &tcp), Some(40.0));
+    assert!(hub.connections().is_empty());
+}
+
+#[test]
+fn udp_datagrams_are_counted_on_the_endpoint() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let port = reactor
+        .listen_udp("echo", "udp:0:interface=127.0.0.1", UdpEcho)
+        .unwrap();
+    let addr = port.local_addr().unwrap();
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for _ in 0..5 {
+            s.send_to(b"ping!", addr).unwrap();
+            let mut buf = [0; 16];
+            let (n, _) = s.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"ping!");
+        }
+        let udp = [("service", "echo"), ("transport", "udp")];
+        // The reply can arrive before the reactor thread has counted sending it.
+        wait_until("the fifth send counted", || {
+            sample(&h.encode_metrics(), "weft_sent_bytes_total", &udp) == Some(25.0)
+        });
+        let text = h.encode_metrics();
+        assert_eq!(sample(&text, "weft_connections_active", &udp), Some(1.0));
+        assert_eq!(sample(&text, "weft_received_bytes_total", &udp), Some(25.0));
+        let live = h.connections();
+        assert_eq!((live[0].reads, live[0].writes), (5, 5));
+    });
+}
+
+#[test]
+fn refusals_errors_and_slow_callbacks_are_counted() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    struct Refuse;
+    impl weft::Factory for Refuse {
+        fn build_protocol(&self, _: &weft::Address) -> Option<Box<dyn Protocol>> {
+            None
+        }
+    }
+    let refuse = reactor
+        .listen_as("closed", "tcp:0:interface=127.0.0.1", Refuse)
+        .unwrap();
+    let sleepy = reactor
+        .listen_as("sleepy", "tcp:0:interface=127.0.0.1", factory(|| Sleepy))
+        .unwrap();
+    let small = reactor
+        .listen_udp_with("tiny", "udp:0:interface=127.0.0.1", UdpEcho, 8)
+        .unwrap();
+    let (refuse, sleepy, small) = (
+        refuse.local_addr().unwrap(),
+        sleepy.local_addr().unwrap(),
+        small.local_addr().unwrap(),
+    );
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(refuse).unwrap();
+        let mut buf = [0; 1];
+        assert_eq!(
+            s.read(&mut buf).unwrap_or(0),
+            0,
+            "refused connections are closed"
+        );
+        let mut s = TcpStream::connect(sleepy).unwrap();
+        s.write_all(b"z").unwrap();
+        s.read_exact(&mut buf).unwrap();
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.send_to(&[0; 100], small).unwrap();
+        wait_until("all three counted", || {
+            let text = h.encode_metrics();
+            sample(
+                &text,
+                "weft_refused_total",
+                &[("service", "closed"), ("reason", "factory")],
+            ) == Some(1.0)
+                && sample(&text, "weft_slow_callbacks_total", &[("service", "sleepy")]) == Some(1.0)
+                && sample(
+                    &text,
+                    "weft_errors_total",
+                    &[("service", "tiny"), ("kind", "datagram_truncated")],
+                ) == Some(1.0)
+                && sample(&text, "weft_reactor_lag_seconds_count", &[]) >= Some(1.0)
+        });
+    });
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<Arc<TelemetryEvent>>>,
+}
+
+impl Consumer for Recorder {
+    fn name(&self) -> &'static str {
+        "recorder"
+    }
+    fn offer(&self, event: &Arc<TelemetryEvent>) -> bool {
+        self.events.lock().unwrap().push(event.clone());
+        true
+    }
+}
+
+struct Full;
+
+impl Consumer for Full {
+    fn name(&self) -> &'static str {
+        "full"
+    }
+    fn offer(&self, _: &Arc<TelemetryEvent>) -> bool {
+        false
+    }
+}
+
+#[test]
+fn consumers_get_every_event_in_order_and_drops_are_counted_per_consumer() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor).with_first_seq(1000);
+    let recorder = Arc::new(Recorder::default());
+    hub.add_consumer(recorder.clone());
+    hub.add_consumer(Arc::new(Full));
+    let port = reactor
+        .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
+        .unwrap();
+    let addr = port.local_addr().unwrap();
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"x").unwrap();
+        let mut buf = [0; 1];
+        s.read_exact(&mut buf).unwrap();
+        drop(s);
+        wait_until("the close", || h.open_connections() == 0);
+    });
+    let events = recorder.events.lock().unwrap().clone();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.name()).collect();
+    // The listener's stop may or may not be reported before `run` returns.
+    assert_eq!(
+        kinds[..3],
+        ["listener_started", "connection_opened", "connection_closed"]
+    );
+    let seqs: Vec<_> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs[..3], [1000, 1001, 1002]);
+    match &events[2].kind {
+        EventKind::ConnectionClosed {
+            connection, reason, ..
+        } => {
+            assert_eq!((connection.bytes_in, connection.bytes_out), (1, 1));
+            assert_eq!(*reason, "peer_closed");
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    let json = serde_json::to_value(&*events[1]).unwrap();
+    assert_eq!(json["type"], "connection_opened");
+    assert_eq!(json["connection"]["service"], "echo");
+
+    let text = hub.encode_metrics();
+    assert_eq!(
+        sample(&text, "weft_events_dropped_total", &[("consumer", "full")]),
+        Some(events.len() as f64)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "weft_events_dropped_total",
+            &[("consumer", "recorder")]
+        ),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_lagging_live_subscriber_is_told_what_it_missed_and_it_is_counted() {
+    let reactor = Reactor::new().unwrap();
+    let mut config = HubConfig::default();
+    config.live_capacity = 2;
+    let hub = Hub::new(config).unwrap();
+    hub.install(&reactor);
+    let mut feed = hub.subscribe();
+    let port = reactor
+        .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
+        .unwrap();
+    let addr = port.local_addr().unwrap();
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        for _ in 0..3 {
+            drop(TcpStream::connect(addr).unwrap());
+        }
+        wait_until("six events", || {
+            sample(
+                &h.encode_metrics(),
+                "weft_connections_closed_total",
+                &[
+                    ("service", "echo"),
+                    ("transport", "tcp"),
+                    ("reason", "peer_closed"),
+                ],
+            ) == Some(3.0)
+        });
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A listener start, 3 opens, 3 closes (and perhaps a listener stop); room for 2.
+        let Err(weft_telemetry::Missed(missed)) = feed.recv().await else {
+            panic!("the subscriber should have fallen behind");
+        };
+        assert!(missed >= 5, "missed {missed}");
+        assert!(feed.recv().await.unwrap().is_some());
+        assert!(feed.recv().await.unwrap().is_some());
+        let text = hub.encode_metrics();
+        assert_eq!(
+            sample(&text, "weft_events_dropped_total", &[("consumer", "live")]),
+            Some(missed as f64)
+        );
+    });
+}
+
+/// `promtool check metrics` on real output. Fails (never skips) without promtool:
+/// `scripts/test` installs it (Debian package `prometheus`).
+#[test]
+fn metrics_after_traffic_pass_promtool() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let tcp = reactor
+        .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
+        .unwrap();
+    let udp = reactor
+        .listen_udp("echo", "udp:0:interface=127.0.0.1", UdpEcho)
+        .unwrap();
+    let (tcp, udp) = (tcp.local_addr().unwrap(), udp.local_addr().unwrap());
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(tcp).unwrap();
+        s.write_all(b"hi").unwrap();
+        let mut buf = [0; 2];
+        s.read_exact(&mut buf).unwrap();
+        drop(s);
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.send_to(b"hi", udp).unwrap();
+        wait_until("the close", || h.open_connections() == 1);
+    });
+    let text = hub.encode_metrics();
+    for family in [
+        "weft_connections_opened_total",
+        "weft_connections_closed_total",
+        "weft_connections_active",
+        "weft_received_bytes_total",
+        "weft_sent_bytes_total",
+        "weft_reactor_lag_seconds",
+        "weft_deferred_callback_duration_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{text}"
+        );
+    }
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed to run this test (apt-get install prometheus; scripts/test does it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n{text}"
+    );
+}

@@ -362,9 +362,21 @@ impl Reactor {
             .expect("a host, a port and a positive timeout make a valid endpoint")
     }
 
-    /// Connects and runs `protocol`; resolves to its transport once connected.
+    /// Connects and runs `protocol`; resolves to its transport once connected. The
+    /// connection is reported under the endpoint string as its service.
     pub async fn connect(
         &self,
+        endpoint: &str,
+        protocol: impl Protocol,
+    ) -> Result<Transport, ConnectError> {
+        self.connect_as(endpoint, endpoint, protocol).await
+    }
+
+    /// Like [`connect`](Self::connect), reporting the connection under `service` (a
+    /// proxy names its upstream connections after itself).
+    pub async fn connect_as(
+        &self,
+        service: &str,
         endpoint: &str,
         protocol: impl Protocol,
     ) -> Result<Transport, ConnectError> {
@@ -379,16 +391,17 @@ impl Reactor {
         let once = OneShotFactory(RefCell::new(Some(Box::new(protocol))));
         let reactor = self.clone();
         let name = endpoint.to_owned();
+        let service: Arc<str> = service.into();
         self.spawn(async move {
             let mut tx = Some(tx);
-            let result = open(&reactor, &parsed, &name, name.as_str().into(), &once, |t| {
+            let result = open(&reactor, &parsed, &name, service.clone(), &once, |t| {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(Ok(t.clone()));
                 }
             })
             .await;
             if let (Err(err), Some(tx)) = (result, tx.take()) {
-                report_connect_failure(&name.as_str().into(), &err);
+                report_connect_failure(&service, &err);
                 let _ = tx.send(Err(err));
             }
         });

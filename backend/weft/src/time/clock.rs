@@ -326,6 +326,7 @@ mod tests {
     use super::*;
     use crate::time::DelayedCallError;
 
+    #[allow(clippy::type_complexity)]
     fn log() -> (
         Rc<RefCell<Vec<&'static str>>>,
         impl Fn(&'static str) -> Box<dyn FnOnce()>,

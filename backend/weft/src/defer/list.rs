@@ -275,3 +275,157 @@ pub fn maybe_deferred<U: 'static, R: CallbackResult<U>>(f: impl FnOnce() -> R) -
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::defer::CancelledError;
+    use crate::observe::{self, RecordingObserver};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("boom {0}")]
+    struct Boom(u32);
+
+    fn take<T>(mut d: Deferred<T>) -> Result<T, Failure> {
+        d.try_take().expect("fired")
+    }
+
+    fn record() -> Arc<RecordingObserver> {
+        let rec = RecordingObserver::new();
+        observe::set_observer(Some(rec.clone()));
+        rec
+    }
+
+    #[test]
+    fn an_empty_list_fires_at_once_with_nothing() {
+        let d = DeferredList::<u32>::new([]).build();
+        assert!(matches!(take(d), Ok(ListResult::All(v)) if v.is_empty()));
+        assert!(take(gather_results::<u32>([])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_list_waits_for_all_and_keeps_list_order_and_failures() {
+        let (a, da) = Deferred::<u32>::new();
+        let (b, db) = Deferred::<u32>::new();
+        let mut list = DeferredList::new([da, db]).build();
+        b.errback(Failure::new(Boom(2)));
+        assert!(list.try_take().is_none());
+        a.callback(1);
+        let Ok(ListResult::All(results)) = take(list) else {
+            panic!("expected all results")
+        };
+        assert_eq!(*results[0].as_ref().unwrap(), 1);
+        assert!(results[1].as_ref().unwrap_err().check::<Boom>());
+    }
+
+    #[test]
+    fn all_failing_lists_deliver_every_failure() {
+        let rec = record();
+        let list = DeferredList::new([
+            Deferred::<u32>::fail(Failure::new(Boom(1))),
+            Deferred::fail(Failure::new(Boom(2))),
+        ])
+        .build();
+        let Ok(ListResult::All(results)) = take(list) else {
+            panic!()
+        };
+        assert!(results.iter().all(Result::is_err));
+        assert_eq!(rec.count("Unhandled"), 0, "the caller got them all");
+        observe::set_observer(None);
+    }
+
+    #[test]
+    fn fire_on_one_callback_fires_with_the_first_value() {
+        let (a, da) = Deferred::<u32>::new();
+        let (b, db) = Deferred::<u32>::new();
+        let list = DeferredList::new([da, db])
+            .fire_on_one_callback(true)
+            .build();
+        b.callback(7);
+        assert!(matches!(
+            take(list),
+            Ok(ListResult::First { index: 1, value: 7 })
+        ));
+        a.callback(1);
+    }
+
+    #[test]
+    fn fire_on_one_errback_fails_with_first_error_and_consume_errors_governs_the_rest() {
+        for consume in [false, true] {
+            let rec = record();
+            let (a, da) = Deferred::<u32>::new();
+            let (b, db) = Deferred::<u32>::new();
+            let list = DeferredList::new([da, db])
+                .fire_on_one_errback(true)
+                .consume_errors(consume)
+                .build();
+            a.errback(Failure::new(Boom(1)));
+            let first = take(list).unwrap_err().trap::<FirstError>().unwrap();
+            assert_eq!(first.index, 0);
+            assert!(first.failure.check::<Boom>());
+            b.errback(Failure::new(Boom(2)));
+            let expected = if consume { 0 } else { 1 };
+            assert_eq!(rec.count("Unhandled"), expected, "consume_errors={consume}");
+            observe::set_observer(None);
+        }
+    }
+
+    #[test]
+    fn cancelling_a_list_cancels_its_deferreds() {
+        let (a, da) = Deferred::<u32>::new();
+        let list = DeferredList::new([da]).build();
+        list.cancel();
+        assert!(a.is_called());
+        let Ok(ListResult::All(results)) = take(list) else {
+            panic!()
+        };
+        assert!(results[0].as_ref().unwrap_err().check::<CancelledError>());
+    }
+
+    #[test]
+    fn gather_results_collects_values_or_the_first_failure() {
+        let d = gather_results([Deferred::succeed(1), Deferred::succeed(2)]);
+        assert_eq!(take(d).unwrap(), [1, 2]);
+        let d = gather_results([
+            Deferred::succeed(1),
+            Deferred::fail(Failure::new(Boom(2))),
+            Deferred::fail(Failure::new(Boom(3))),
+        ]);
+        let first = take(d).unwrap_err().trap::<FirstError>().unwrap();
+        assert_eq!(first.index, 1);
+    }
+
+    #[test]
+    fn race_fires_with_the_first_value_and_cancels_the_losers() {
+        let (a, da) = Deferred::<u32>::new();
+        let (b, db) = Deferred::<u32>::new();
+        let (c, dc) = Deferred::<u32>::new();
+        let raced = race([da, db, dc]);
+        a.errback(Failure::new(Boom(1)));
+        b.callback(2);
+        assert_eq!(take(raced).unwrap(), (1, 2));
+        assert!(c.is_called(), "the loser was cancelled");
+    }
+
+    #[test]
+    fn race_fails_with_every_failure_when_all_fail_or_none_run() {
+        let raced = race([
+            Deferred::<u32>::fail(Failure::new(Boom(1))),
+            Deferred::fail(Failure::new(Boom(2))),
+        ]);
+        let group = take(raced).unwrap_err().trap::<FailureGroup>().unwrap();
+        assert_eq!(group.failures.len(), 2);
+        let empty = race::<u32>([]);
+        assert!(take(empty).unwrap_err().check::<FailureGroup>());
+    }
+
+    #[test]
+    fn maybe_deferred_wraps_results_deferreds_and_panics() {
+        assert_eq!(take(maybe_deferred(|| Ok::<_, Failure>(1))).unwrap(), 1);
+        assert_eq!(take(maybe_deferred(|| Deferred::succeed(2))).unwrap(), 2);
+        let failed = maybe_deferred::<u32, Result<u32, Failure>>(|| panic!("no"));
+        assert!(take(failed).unwrap_err().check::<PanicError>());
+    }
+}

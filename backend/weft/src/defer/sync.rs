@@ -325,3 +325,110 @@ impl<T: 'static> fmt::Debug for DeferredQueue<T> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::defer::{CancelledError, Failure};
+
+    #[test]
+    fn a_lock_serves_acquirers_in_order_and_releases_on_drop() {
+        let lock = DeferredLock::new();
+        let mut first = lock.acquire();
+        let mut second = lock.acquire();
+        let mut third = lock.acquire();
+        assert!(lock.locked());
+        let guard = first.try_take().unwrap().unwrap();
+        assert!(second.try_take().is_none());
+        third.cancel();
+        assert!(
+            third
+                .try_take()
+                .unwrap()
+                .unwrap_err()
+                .check::<CancelledError>()
+        );
+        drop(guard);
+        let guard = second.try_take().unwrap().unwrap();
+        drop(guard);
+        assert!(!lock.locked(), "the cancelled acquirer gave up its place");
+    }
+
+    #[test]
+    fn run_holds_the_lock_until_the_functions_deferred_fires() {
+        let lock = DeferredLock::new();
+        let (r, inner) = Deferred::<u32>::new();
+        let mut ran = lock.run(move || inner);
+        assert!(lock.locked());
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        let mut next = lock.run(move || {
+            l.borrow_mut().push("second");
+            Ok::<_, Failure>(2)
+        });
+        assert!(log.borrow().is_empty());
+        r.callback(1);
+        assert_eq!(ran.try_take().unwrap().unwrap(), 1);
+        assert_eq!(next.try_take().unwrap().unwrap(), 2);
+        assert!(!lock.locked());
+    }
+
+    #[test]
+    fn a_semaphore_lets_tokens_holders_in_at_once() {
+        let sem = DeferredSemaphore::new(2);
+        let mut a = sem.acquire();
+        let mut b = sem.acquire();
+        let mut c = sem.acquire();
+        assert_eq!((sem.tokens(), sem.waiting()), (0, 1));
+        let ga = a.try_take().unwrap().unwrap();
+        let _gb = b.try_take().unwrap().unwrap();
+        assert!(c.try_take().is_none());
+        drop(ga);
+        assert!(c.try_take().is_some());
+        assert_eq!(sem.limit(), 2);
+    }
+
+    #[test]
+    fn a_queue_hands_items_to_waiting_gets_first() {
+        let q = DeferredQueue::new(None, None);
+        let mut first = q.get().unwrap();
+        let mut second = q.get().unwrap();
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        q.put(3).unwrap();
+        assert_eq!(first.try_take().unwrap().unwrap(), 1);
+        assert_eq!(second.try_take().unwrap().unwrap(), 2);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.get().unwrap().try_take().unwrap().unwrap(), 3);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_overflows_and_a_long_backlog_underflows() {
+        let q = DeferredQueue::new(Some(2), Some(1));
+        q.put('a').unwrap();
+        q.put('b').unwrap();
+        assert_eq!(q.put('c'), Err(QueueOverflow { size: 2 }));
+        let q = DeferredQueue::<char>::new(Some(2), Some(1));
+        let waiting = q.get().unwrap();
+        assert_eq!(q.get().unwrap_err(), QueueUnderflow { backlog: 1 });
+        waiting.cancel();
+        assert_eq!(q.waiting(), 0, "a cancelled get leaves the line");
+        let _again = q.get().unwrap();
+        drop(waiting);
+    }
+
+    #[test]
+    fn a_cancelled_get_does_not_swallow_an_item() {
+        let q = DeferredQueue::new(None, None);
+        let cancelled = q.get().unwrap();
+        let mut live = q.get().unwrap();
+        cancelled.cancel();
+        q.put(5).unwrap();
+        assert_eq!(live.try_take().unwrap().unwrap(), 5);
+        drop(cancelled);
+    }
+}

@@ -89,6 +89,19 @@ impl<T: 'static> Deferred<T> {
         pair_from(core)
     }
 
+    /// A new Deferred with its site, label and canceller given (for weft's own helpers).
+    pub(crate) fn new_at(
+        site: &'static Location<'static>,
+        label: Option<&'static str>,
+        canceller: Option<Box<dyn FnOnce()>>,
+    ) -> (Resolver<T>, Deferred<T>) {
+        let core = Core::new(site, label, None);
+        if let Some(canceller) = canceller {
+            core.set_canceller(canceller);
+        }
+        pair_from(core)
+    }
+
     /// A Deferred that already has `value` (Twisted's `succeed`).
     #[track_caller]
     pub fn succeed(value: T) -> Deferred<T> {
@@ -142,6 +155,12 @@ impl<T: 'static> Deferred<T> {
     /// Whether it has been fired (Twisted's `called`).
     pub fn called(&self) -> bool {
         self.core().fired() != Fire::Not
+    }
+
+    /// Marks it as expected to stay pending for a long time (the completion of a loop
+    /// or of a whole connection), so the stall detector leaves it alone.
+    pub fn expect_long_wait(&self) {
+        self.core().set_flag(super::core::LONG_WAIT, true);
     }
 
     /// Something that can cancel it later, without holding the chain.

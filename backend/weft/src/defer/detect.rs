@@ -11,7 +11,7 @@ use std::panic::Location;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::core::{Core, STALL_REPORTED};
+use super::core::{Core, LONG_WAIT, STALL_REPORTED};
 use super::events;
 use super::events::{
     DeferredEvent, DeferredState, FailureInfo, Leaked, Site, SlowCallback, Stalled, Subject,
@@ -127,6 +127,9 @@ fn scan_interval() -> Duration {
 pub fn scan_for_stalls() {
     let now = registry::clock_now();
     registry::for_each_pending(|core| {
+        if core.flags_has(LONG_WAIT) {
+            return;
+        }
         let since = match core.state() {
             DeferredState::Pending => core.created,
             DeferredState::Paused | DeferredState::Waiting => core.paused_since.get(),

@@ -33,7 +33,14 @@ impl<T: 'static> Deferred<T> {
     where
         F: Future<Output = Result<T, Failure>> + 'static,
     {
-        let site = Location::caller();
+        Self::from_future_at(Location::caller(), future)
+    }
+
+    /// `from_future` with the site given.
+    pub(crate) fn from_future_at<F>(site: &'static Location<'static>, future: F) -> Deferred<T>
+    where
+        F: Future<Output = Result<T, Failure>> + 'static,
+    {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let core = super::core::Core::new(site, None, None);
         core.set_canceller(Box::new(move || {

@@ -194,3 +194,34 @@ impl crate::reactor::ReactorHandle {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defer::Deferred;
+
+    #[test]
+    fn another_thread_lists_the_reactors_pending_deferreds() {
+        let reactor = crate::Reactor::with_config(crate::ReactorConfig {
+            handle_signals: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let (resolver, d) = Deferred::<()>::labeled("waiting-for-peer");
+        let id = d.id();
+        let handle = reactor.handle();
+        let lister = std::thread::spawn(move || {
+            let listed = handle.pending_deferreds().blocking_recv().unwrap();
+            handle.stop();
+            listed
+        });
+        reactor.run().unwrap();
+        let listed = lister.join().unwrap();
+        let mine = listed.iter().find(|p| p.id == id).expect("listed");
+        assert_eq!(mine.label, Some("waiting-for-peer"));
+        assert_eq!(mine.state, DeferredState::Pending);
+        resolver.callback(());
+        assert!(pending().iter().all(|p| p.id != id));
+        drop(d);
+    }
+}

@@ -202,7 +202,7 @@ fn defer_to_thread_runs_elsewhere_and_delivers_on_the_reactor_thread() {
                 })
                 .add_callback(|()| (std::thread::current().id(), std::thread::current().id())),
         ]);
-        let _ = both.add_callback(move |ids| {
+        let _stopped = both.add_callback(move |ids| {
             *s.borrow_mut() = Some(ids[0]);
             r.stop();
         });

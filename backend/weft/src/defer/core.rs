@@ -208,6 +208,9 @@ impl Core {
         }
         self.set_flag(RUNNING, true);
         let slow = observe::slow_threshold();
+        // Read once per run, not per step: neither changes while a chain runs.
+        let observed = observe::enabled();
+        let outer = RUNNING_NOW.with(|r| r.replace(Some(self.id)));
         let mut started = Instant::now();
         loop {
             let Some(mut step) = self.steps.borrow_mut().pop_front() else {
@@ -226,9 +229,7 @@ impl Core {
             if kind.is_some() {
                 self.step_site.set(Some(step.site()));
             }
-            let outer = RUNNING_NOW.with(|r| r.replace(Some(self.id)));
             let ran = step.run(self);
-            RUNNING_NOW.with(|r| r.set(outer));
             let finished = Instant::now();
             let took = finished - started;
             started = finished;
@@ -238,7 +239,7 @@ impl Core {
             };
             if let Some(kind) = kind {
                 self.steps_run.set(index + 1);
-                events::emit(|| {
+                events::emit_if(observed, || {
                     let outcome = match &ran {
                         Ran::Done(Did::Succeeded) => StepOutcome::Succeeded,
                         Ran::Done(Did::Skipped) => StepOutcome::Skipped,
@@ -272,6 +273,7 @@ impl Core {
                 break;
             }
         }
+        RUNNING_NOW.with(|r| r.set(outer));
         self.set_flag(RUNNING, false);
         if self.at_rest() {
             self.settle();

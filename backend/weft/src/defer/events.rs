@@ -349,7 +349,13 @@ pub struct Leaked {
 /// Builds and sends a Deferred event, only when an observer listens.
 #[inline]
 pub(crate) fn emit(build: impl FnOnce() -> DeferredEvent) {
-    if crate::observe::enabled() {
+    emit_if(crate::observe::enabled(), build);
+}
+
+/// `emit` when the caller already knows whether anyone listens.
+#[inline]
+pub(crate) fn emit_if(observed: bool, build: impl FnOnce() -> DeferredEvent) {
+    if observed {
         let event = build();
         crate::observe::emit(|| crate::observe::Event::Deferred(&event));
     }

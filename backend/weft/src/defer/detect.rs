@@ -202,7 +202,6 @@ fn schedule(stopped: Rc<Cell<bool>>) {
 }
 
 /// Starts the detectors that need the reactor running; called once by `Reactor::run`.
-pub(crate) fn start_detectors(reactor: &crate::Reactor) {
-    set_stall_threshold(reactor.config().stall_after);
+pub(crate) fn start_detectors(_reactor: &crate::Reactor) {
     watch_stalls().detach();
 }

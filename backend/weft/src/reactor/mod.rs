@@ -141,6 +141,7 @@ impl Reactor {
             lag: Arc::default(),
         };
         observe::set_slow_threshold(config.slow_callback);
+        crate::defer::set_stall_threshold(config.stall_after);
         let inner = Rc::new(Inner {
             runtime_handle: runtime.handle().clone(),
             runtime: RefCell::new(Some(runtime)),

@@ -167,12 +167,14 @@ impl Clock {
     }
 
     /// Runs `f` once, `delay` from now.
+    #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
         let entry = Rc::new(Entry {
             time: Cell::new(self.now() + delay),
             state: Cell::new(CallState::Pending),
             generation: Cell::new(0),
             func: RefCell::new(Some(Box::new(f))),
+            site: std::panic::Location::caller(),
             clock: Rc::downgrade(&self.inner),
         });
         self.inner.push(entry.clone());
@@ -233,10 +235,8 @@ impl Clock {
             worst = worst.max(now.saturating_sub(due));
             entry.state.set(CallState::Called);
             let func = entry.func.borrow_mut().take();
-            if let Some(func) = func
-                && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func))
-            {
-                tracing::error!(panic = %panic_message(&panic), "a delayed call panicked");
+            if let Some(func) = func {
+                run_call(func, entry.site);
             }
         }
     }
@@ -268,6 +268,28 @@ impl Clock {
     pub fn install(&self) -> ClockGuard {
         let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
         ClockGuard { previous }
+    }
+}
+
+/// Runs one delayed call: a panic is logged and contained, a call that blocks the
+/// reactor is reported by the line that scheduled it.
+fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static>) {
+    let started = std::time::Instant::now();
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func)) {
+        tracing::error!(panic = %panic_message(&panic), %site, "a delayed call panicked");
+    }
+    let took = started.elapsed();
+    if took >= crate::observe::slow_threshold() {
+        let callback = format!("delayed call scheduled at {site}");
+        tracing::warn!(%callback, ?took, "a callback blocked the reactor");
+        crate::observe::emit(|| {
+            crate::observe::Event::SlowCallback(crate::observe::SlowCallback {
+                callback,
+                service: None,
+                connection: None,
+                duration: took,
+            })
+        });
     }
 }
 
@@ -317,6 +339,7 @@ pub fn current_clock() -> Clock {
 ///
 /// # Panics
 /// When no clock is installed on this thread.
+#[track_caller]
 pub fn call_later(delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
     current_clock().call_later(delay, f)
 }
@@ -397,6 +420,27 @@ mod tests {
         clock.call_later(Duration::from_secs(1), push("after"));
         clock.advance(Duration::from_secs(1));
         assert_eq!(*log.borrow(), ["after"]);
+    }
+
+    #[test]
+    fn a_delayed_call_that_blocks_is_reported_by_the_line_that_scheduled_it() {
+        let recorder = crate::observe::RecordingObserver::new();
+        crate::observe::set_observer(Some(recorder.clone()));
+        crate::observe::set_slow_threshold(Duration::from_millis(5));
+        let clock = Clock::fake();
+        let call = clock.call_later(Duration::from_secs(1), || {
+            std::thread::sleep(Duration::from_millis(10));
+        });
+        assert!(call.site().file().ends_with("clock.rs"));
+        clock.advance(Duration::from_secs(1));
+        crate::observe::set_observer(None);
+        crate::observe::set_slow_threshold(Duration::from_millis(100));
+        let events = recorder.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].contains(&format!("delayed call scheduled at {}", call.site())),
+            "{events:?}"
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    fn io(endpoint: &str, err: &std::io::Error) -> Self {
+    pub(super) fn io(endpoint: &str, err: &std::io::Error) -> Self {
         let endpoint = endpoint.to_owned();
         match err.kind() {
             std::io::ErrorKind::ConnectionRefused => Self::Refused { endpoint },
@@ -207,7 +207,7 @@ impl Connector {
     }
 }
 
-fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
+pub(super) fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
     tracing::info!(%service, %err, "connection attempt failed");
     observe::emit(|| {
         Event::ProtocolError(ProtocolError {
@@ -293,7 +293,7 @@ async fn open(
 }
 
 /// Awaits a connection attempt for at most `timeout`.
-async fn within<S>(
+pub(super) async fn within<S>(
     name: &str,
     timeout: Duration,
     attempt: impl std::future::Future<Output = std::io::Result<S>>,

@@ -63,6 +63,10 @@ pub struct ListeningPort {
 }
 
 impl ListeningPort {
+    pub(super) fn new(info: Arc<ListenerInfo>, stop: CancellationToken) -> Self {
+        Self { info, stop }
+    }
+
     /// The address actually bound (with port 0 resolved).
     pub fn local_address(&self) -> &Address {
         &self.info.local
@@ -84,12 +88,12 @@ impl ListeningPort {
     }
 }
 
-enum Bound {
+pub(super) enum Bound {
     Tcp(std::net::TcpListener),
     Unix(std::os::unix::net::UnixListener, PathBuf),
 }
 
-fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+pub(super) fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -105,7 +109,10 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
     Ok(socket.into())
 }
 
-fn bind_unix(path: &PathBuf, mode: Option<u32>) -> io::Result<std::os::unix::net::UnixListener> {
+pub(super) fn bind_unix(
+    path: &PathBuf,
+    mode: Option<u32>,
+) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     // A stale socket file from a previous run would make bind fail; remove only sockets.
     if let Ok(meta) = std::fs::symlink_metadata(path)

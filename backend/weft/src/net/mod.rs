@@ -2,15 +2,19 @@
 //!
 //! Every transport kind ends in the same place: [`serve`] registers the connection with
 //! the reactor, reports it to the observer, runs the protocol through the shared
-//! driver, and reports the close with its reason and final counters.
+//! driver, and reports the close with its reason and final counters. Async code that
+//! wants a byte stream instead of callbacks gets the same through [`stream`]'s
+//! [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
 
 pub(crate) mod connect;
 pub(crate) mod listen;
+pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod udp;
 
 pub use connect::{ClientFactory, ConnectError, Connector, ReconnectingClientFactory};
 pub use listen::{ListenError, ListeningPort};
+pub use stream::InspectedStream;
 pub use tls::TlsError;
 pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort};
 

@@ -311,6 +311,26 @@ impl Transport {
         }
     }
 
+    /// Whether `abort_connection` (or the reactor) asked for an immediate close.
+    pub(crate) fn is_aborted(&self) -> bool {
+        self.flags().aborted
+    }
+
+    /// Lets [`wake`](Self::wake) reach a task that polls this connection's stream itself
+    /// rather than through the driver (see `net::stream`).
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        let mut slot = self.shared.waker.borrow_mut();
+        match slot.as_ref() {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Records why the connection is closing unless a reason is already known.
+    pub(crate) fn note_reason(&self, reason: CloseReason) {
+        self.shared.reason.borrow_mut().get_or_insert(reason);
+    }
+
     pub(crate) fn take_reason(&self, default: CloseReason) -> CloseReason {
         self.shared.reason.borrow_mut().take().unwrap_or(default)
     }

@@ -1,0 +1,513 @@
+//! Async byte streams for code that wants `AsyncRead + AsyncWrite` (hyper, for one)
+//! instead of [`Protocol`](crate::Protocol) callbacks, with the same inspector.
+//!
+//! [`Reactor::listen_stream`] accepts connections and hands each to an async handler as
+//! an [`InspectedStream`]; [`Reactor::connect_stream`] opens one to an upstream. Either
+//! way the connection is registered with the reactor (so [`Reactor::connections`],
+//! [`Reactor::close_connection`] and shutdown reach it), reported to the observer when it
+//! opens and closes, and its bytes, reads and writes are counted by wrapping the IO, so
+//! the code on top never knows it is measured.
+//!
+//! Closing follows the connection's [`Transport`] flags: after `lose_connection` (a
+//! graceful shutdown) reads report end-of-stream, so an HTTP server finishes the response
+//! in flight and stops; after `abort_connection` (the dashboard's close button) reads
+//! and writes fail at once and a server's handler is dropped.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+use super::connect::{report_connect_failure, within};
+use super::listen::{Bound, ListenError, ListeningPort, bind_tcp, bind_unix};
+use super::{ConnectError, tls};
+use crate::address::Address;
+use crate::endpoint::{ClientEndpoint, ServerEndpoint};
+use crate::observe::{self, CloseReason, ConnectionClosed, ConnectionInfo, Event, ListenerInfo};
+use crate::observe::{ErrorKind, ProtocolError, TransportKind};
+use crate::reactor::{Inner, Reactor};
+use crate::transport::Transport;
+
+type TcpStream = tokio::net::TcpStream;
+
+enum Io {
+    Tcp(TcpStream),
+    Unix(tokio::net::UnixStream),
+    /// Boxed: a rustls session is large, and plain connections should not pay for it.
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+macro_rules! with_io {
+    ($io:expr, $s:ident => $e:expr) => {
+        match $io {
+            Io::Tcp($s) => $e,
+            Io::Unix($s) => $e,
+            Io::TlsServer($s) => $e,
+            Io::TlsClient($s) => $e,
+        }
+    };
+}
+
+/// One registered connection as an async byte stream; counts what passes through it.
+///
+/// It is `!Send`: it lives on the reactor thread, like every weft connection.
+pub struct InspectedStream {
+    io: Io,
+    transport: Transport,
+    /// Reports the close when dropped. Client streams own theirs; a server stream's is
+    /// held by its handler task, so the handler can still record a reason after the stream
+    /// is gone (hyper drops it when it returns its error).
+    _registration: Option<Registration>,
+}
+
+impl std::fmt::Debug for InspectedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InspectedStream")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InspectedStream {
+    /// The connection's transport handle: its id, peer, counters, and
+    /// `lose_connection_with` to record why it closes.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    /// Everything known about the connection, with its live counters.
+    pub fn info(&self) -> &Arc<ConnectionInfo> {
+        self.transport.info()
+    }
+
+    /// Sets `TCP_NODELAY` (no effect on Unix sockets).
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match &self.io {
+            Io::Tcp(s) => s.set_nodelay(on),
+            Io::TlsServer(s) => s.get_ref().0.set_nodelay(on),
+            Io::TlsClient(s) => s.get_ref().0.set_nodelay(on),
+            Io::Unix(_) => Ok(()),
+        }
+    }
+
+    fn aborted(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection closed by the reactor",
+        )
+    }
+
+    fn since_open_ns(&self) -> u64 {
+        u64::try_from(self.info().opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn check<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(err)) = &result {
+            self.transport.note_reason(CloseReason::from_io(err));
+        }
+        result
+    }
+}
+
+impl AsyncRead for InspectedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.transport.register_waker(cx.waker());
+        if this.transport.is_aborted() || this.transport.is_closed() {
+            return Poll::Ready(Err(this.aborted()));
+        }
+        if this.transport.is_disconnecting() {
+            // A graceful close: no more input, so the peer's next request is never read.
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let result = with_io!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
+        if let Poll::Ready(Ok(())) = result {
+            match buf.filled().len() - before {
+                0 => this.transport.note_reason(CloseReason::PeerClosed),
+                n => this.info().stats.record_read(n, this.since_open_ns()),
+            }
+        }
+        this.check(result)
+    }
+}
+
+impl AsyncWrite for InspectedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.transport.register_waker(cx.waker());
+        if this.transport.is_aborted() || this.transport.is_closed() {
+            return Poll::Ready(Err(this.aborted()));
+        }
+        let result = with_io!(&mut this.io, s => Pin::new(s).poll_write(cx, data));
+        if let Poll::Ready(Ok(n)) = result {
+            this.info().stats.record_write(n, this.since_open_ns());
+        }
+        this.check(result)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.transport.register_waker(cx.waker());
+        if this.transport.is_aborted() || this.transport.is_closed() {
+            return Poll::Ready(Err(this.aborted()));
+        }
+        let result = with_io!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
+        if let Poll::Ready(Ok(n)) = result {
+            this.info().stats.record_write(n, this.since_open_ns());
+        }
+        this.check(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        with_io!(&self.io, s => s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = with_io!(&mut this.io, s => Pin::new(s).poll_flush(cx));
+        this.check(result)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = with_io!(&mut this.io, s => Pin::new(s).poll_shutdown(cx));
+        this.check(result)
+    }
+}
+
+/// A connection's place in the reactor; dropping it reports the close.
+struct Registration {
+    reactor: Weak<Inner>,
+    transport: Transport,
+}
+
+impl Registration {
+    fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Self {
+        let transport = super::open(reactor, info);
+        Self {
+            reactor: Rc::downgrade(&reactor.inner),
+            transport,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let transport = &self.transport;
+        let info = transport.info().clone();
+        let reason = transport.take_reason(CloseReason::Done);
+        transport.mark_closed();
+        if let Some(inner) = self.reactor.upgrade()
+            && let Ok(mut connections) = inner.connections.try_borrow_mut()
+        {
+            connections.remove(&info.id);
+        }
+        let duration = info.opened.elapsed();
+        if reason.is_clean() {
+            tracing::debug!(connection = %info.id, %reason, "connection closed");
+        } else {
+            tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
+        }
+        observe::emit(|| {
+            Event::ConnectionClosed(ConnectionClosed {
+                info,
+                reason,
+                duration,
+            })
+        });
+    }
+}
+
+impl Reactor {
+    /// Listens on a stream endpoint (`tcp:`, `unix:`, `ssl:`) and runs `handler` on each
+    /// accepted connection, reported under `service`.
+    ///
+    /// The handler runs on the reactor thread as a tracked task (shutdown waits for it,
+    /// up to its deadline); the connection is reported closed when the handler returns.
+    /// If the connection is aborted, the handler is dropped.
+    pub fn listen_stream<H, F>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        handler: H,
+    ) -> Result<ListeningPort, ListenError>
+    where
+        H: Fn(InspectedStream) -> F + 'static,
+        F: Future<Output = ()> + 'static,
+    {
+        let parsed: ServerEndpoint = endpoint.parse()?;
+        let bind_err = |source| ListenError::Bind {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let (bound, transport, acceptor) = match &parsed {
+            ServerEndpoint::Tcp { addr, backlog } => (
+                Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
+                TransportKind::Tcp,
+                None,
+            ),
+            ServerEndpoint::Ssl {
+                addr,
+                backlog,
+                private_key,
+                cert,
+            } => {
+                let acceptor =
+                    tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
+                        endpoint: endpoint.to_owned(),
+                        source,
+                    })?;
+                let bound = Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?);
+                (bound, TransportKind::Tls, Some(acceptor))
+            }
+            ServerEndpoint::Unix { path, mode, .. } => (
+                Bound::Unix(bind_unix(path, *mode).map_err(bind_err)?, path.clone()),
+                TransportKind::Unix,
+                None,
+            ),
+            _ => {
+                return Err(ListenError::WrongKind {
+                    endpoint: endpoint.to_owned(),
+                    reason: "listen_stream needs a stream endpoint (tcp:, unix:, ssl:)",
+                });
+            }
+        };
+        let local = match &bound {
+            Bound::Tcp(l) => Address::Ip(l.local_addr().map_err(bind_err)?),
+            Bound::Unix(_, path) => Address::Unix(Some(path.clone())),
+        };
+        let info = Arc::new(ListenerInfo {
+            service: service.into(),
+            endpoint: endpoint.to_owned(),
+            transport,
+            local,
+        });
+        let stop = self.listening_token().child_token();
+        let port = ListeningPort::new(info.clone(), stop.clone());
+        observe::emit(|| Event::ListenerStarted(&info));
+        tracing::info!(service, endpoint, local = %info.local, "listening");
+        let reactor = self.clone();
+        let accept = Acceptor {
+            reactor: reactor.clone(),
+            info: info.clone(),
+            tls: acceptor,
+            handler: Rc::new(handler),
+        };
+        self.spawn(async move {
+            accept.run(bound, stop).await;
+            observe::emit(|| Event::ListenerStopped(&info));
+            if let Address::Unix(Some(path)) = &info.local {
+                let _ = std::fs::remove_file(path);
+            }
+        });
+        Ok(port)
+    }
+
+    /// Connects to a client endpoint string (`tcp:HOST:PORT:timeout=S`, `unix:PATH`,
+    /// `ssl:HOST:PORT`) and returns the connection as a stream, reported under `service`.
+    ///
+    /// The connection is reported closed when the stream is dropped.
+    pub async fn connect_stream(
+        &self,
+        service: &str,
+        endpoint: &str,
+    ) -> Result<InspectedStream, ConnectError> {
+        let service: Arc<str> = service.into();
+        let result = self.try_connect_stream(service.clone(), endpoint).await;
+        if let Err(err) = &result {
+            report_connect_failure(&service, err);
+        }
+        result
+    }
+
+    async fn try_connect_stream(
+        &self,
+        service: Arc<str>,
+        endpoint: &str,
+    ) -> Result<InspectedStream, ConnectError> {
+        let failed = |reason: String| ConnectError::Failed {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let parsed: ClientEndpoint = endpoint.parse().map_err(|e| failed(format!("{e}")))?;
+        let (io, kind, peer, local) = match &parsed {
+            ClientEndpoint::Tcp {
+                host,
+                port,
+                timeout,
+            }
+            | ClientEndpoint::Ssl {
+                host,
+                port,
+                timeout,
+                ..
+            } => {
+                let connect = TcpStream::connect((host.as_str(), *port));
+                let s = within(endpoint, *timeout, connect).await?;
+                let peer = s.peer_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
+                let local = s.local_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
+                let (peer, local) = (Address::Ip(peer), Address::Ip(local));
+                if let ClientEndpoint::Ssl { ca_certs, .. } = &parsed {
+                    let connector =
+                        tls::connector(ca_certs.as_deref()).map_err(|e| failed(e.to_string()))?;
+                    let s = tls::connect(connector, host, s)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    (Io::TlsClient(Box::new(s)), TransportKind::Tls, peer, local)
+                } else {
+                    (Io::Tcp(s), TransportKind::Tcp, peer, local)
+                }
+            }
+            ClientEndpoint::Unix { path, timeout } => {
+                let s = within(endpoint, *timeout, tokio::net::UnixStream::connect(path)).await?;
+                let peer = Address::Unix(Some(path.clone()));
+                (Io::Unix(s), TransportKind::Unix, peer, Address::Unix(None))
+            }
+        };
+        let info = ConnectionInfo::new(service, kind, peer, local);
+        let registration = Registration::open(self, info);
+        Ok(InspectedStream {
+            io,
+            transport: registration.transport.clone(),
+            _registration: Some(registration),
+        })
+    }
+}
+
+/// What a stream listener needs for each connection it accepts.
+struct Acceptor<H> {
+    reactor: Reactor,
+    info: Arc<ListenerInfo>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Rc<H>,
+}
+
+impl<H, F> Acceptor<H>
+where
+    H: Fn(InspectedStream) -> F + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    async fn run(&self, bound: Bound, stop: CancellationToken) {
+        enum Listener {
+            Tcp(tokio::net::TcpListener),
+            Unix(tokio::net::UnixListener),
+        }
+        let listener = match bound {
+            Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+            Bound::Unix(l, _) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
+        };
+        let listener = match listener {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::error!(endpoint = %self.info.endpoint, %err, "cannot register listener");
+                return;
+            }
+        };
+        loop {
+            let next = async {
+                match &listener {
+                    Listener::Tcp(l) => {
+                        let (s, p) = l.accept().await?;
+                        io::Result::Ok((Io::Tcp(s), Address::Ip(p)))
+                    }
+                    Listener::Unix(l) => {
+                        let (s, p) = l.accept().await?;
+                        Ok((Io::Unix(s), Address::Unix(p.as_pathname().map(Into::into))))
+                    }
+                }
+            };
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                result = next => result,
+            };
+            match result {
+                Ok((io, peer)) => self.admit(io, peer),
+                Err(err) => {
+                    tracing::warn!(endpoint = %self.info.endpoint, %err, "accept failed");
+                    self.error(ErrorKind::Accept, err.to_string());
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn error(&self, kind: ErrorKind, message: String) {
+        observe::emit(|| {
+            Event::ProtocolError(ProtocolError {
+                service: self.info.service.clone(),
+                connection: None,
+                kind,
+                message,
+            })
+        });
+    }
+
+    fn admit(&self, io: Io, peer: Address) {
+        let (reactor, listener, tls) = (self.reactor.clone(), self.info.clone(), self.tls.clone());
+        let handler = self.handler.clone();
+        self.reactor.spawn(async move {
+            let local = match &io {
+                Io::Tcp(s) => s.local_addr().map(Address::Ip).unwrap_or(listener.local.clone()),
+                _ => listener.local.clone(),
+            };
+            let io = match (io, tls) {
+                (Io::Tcp(s), Some(acceptor)) => match tls::handshake(acceptor, s).await {
+                    Ok(s) => Io::TlsServer(Box::new(s)),
+                    Err(err) => {
+                        tracing::info!(service = %listener.service, %peer, %err, "TLS handshake failed");
+                        let message = format!("TLS handshake with {peer} failed: {err}");
+                        observe::emit(|| {
+                            Event::ProtocolError(ProtocolError {
+                                service: listener.service.clone(),
+                                connection: None,
+                                kind: ErrorKind::TlsHandshake,
+                                message,
+                            })
+                        });
+                        return;
+                    }
+                },
+                (io, _) => io,
+            };
+            let info =
+                ConnectionInfo::new(listener.service.clone(), listener.transport, peer, local);
+            let registration = Registration::open(&reactor, info);
+            let transport = registration.transport.clone();
+            let stream = InspectedStream {
+                io,
+                transport: transport.clone(),
+                _registration: None,
+            };
+            let id = Some(transport.id());
+            let mut served = pin!(handler(stream));
+            poll_fn(|cx| {
+                transport.register_waker(cx.waker());
+                if transport.is_aborted() {
+                    return Poll::Ready(());
+                }
+                observe::with_connection(id, || served.as_mut().poll(cx))
+            })
+            .await;
+            drop(registration);
+        });
+    }
+}

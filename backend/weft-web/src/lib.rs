@@ -1,1 +1,57 @@
-//! HTTP service for weft (twisted.web): static files, reverse proxy and an access log.
+//! HTTP service for weft (twisted.web): static files, a reverse proxy and an access log,
+//! on hyper's HTTP/1.1, with every connection and request visible to the inspector.
+//!
+//! ```no_run
+//! use std::rc::Rc;
+//! use weft::Reactor;
+//! use weft_web::{HttpService, NoRecorder, Route, WebConfig};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let reactor = Reactor::new()?;
+//!     let config = WebConfig {
+//!         root: Some("./public".into()),
+//!         routes: vec![Route::new("/api/", "http://127.0.0.1:9000")?],
+//!         ..WebConfig::default()
+//!     };
+//!     let web = HttpService::new("web", config, Rc::new(NoRecorder))?;
+//!     web.listen(&reactor, "tcp:8080:interface=127.0.0.1")?;
+//!     reactor.run()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: [`WebConfig`] (root, index, routes, [`Limits`]) and upstream URLs.
+//! - [`server`]: [`HttpService`]: listens through weft's `listen_stream`, runs hyper on
+//!   each connection, traces, times, records and logs each request, and sends it to the
+//!   proxy or to the static files.
+//! - [`path`]: request path → file under the root, refusing traversal and symlink escapes.
+//! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges; `mime`:
+//!   content types.
+//! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
+//!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
+//! - `access_log`: Combined Log Format lines through `tracing`, escaped.
+//! - [`metrics`]: the [`Recorder`] the caller plugs in, and its bounded labels.
+//! - [`body`]: the response body type.
+//!
+//! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
+//! (trace, route) → `proxy` or `files` → response → recorder and access log → hyper →
+//! socket.
+
+mod access_log;
+pub mod body;
+pub mod config;
+mod files;
+pub mod headers;
+pub mod metrics;
+mod mime;
+pub mod path;
+pub mod proxy;
+mod response;
+pub mod server;
+
+pub use config::{ConfigError, Limits, Route, Upstream, WebConfig};
+pub use metrics::{MethodLabel, NoRecorder, Recorder, StatusClass};
+pub use mime::content_type;
+pub use server::HttpService;

@@ -1,0 +1,235 @@
+//! What an HTTP service serves: a static root, proxy routes, and its limits.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why a setting is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An upstream is not an `http://HOST:PORT[/PATH]` URL.
+    #[error("upstream {url:?}: {reason}")]
+    Upstream {
+        /// The URL as written.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A route prefix does not start with `/`.
+    #[error("route prefix {0:?} must start with '/'")]
+    Prefix(String),
+    /// The static root is not a readable directory.
+    #[error("root {path:?} is not a readable directory: {reason}")]
+    Root {
+        /// The root as configured.
+        path: PathBuf,
+        /// Why it cannot be served.
+        reason: String,
+    },
+}
+
+/// Where a route forwards: an `http://` origin and an optional base path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The URL as written, for logs.
+    pub url: String,
+    /// Host name or address.
+    pub host: String,
+    /// Port (80 unless given).
+    pub port: u16,
+    /// Replaces the route's prefix in forwarded paths; empty to forward paths unchanged.
+    pub base_path: String,
+}
+
+impl Upstream {
+    /// The `host:port` authority.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for Upstream {
+    type Err = ConfigError;
+
+    fn from_str(url: &str) -> Result<Self, ConfigError> {
+        let err = |reason| ConfigError::Upstream {
+            url: url.to_owned(),
+            reason,
+        };
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            err("must start with http:// (TLS to upstreams is not supported yet)")
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if path.contains(['?', '#']) {
+            return Err(err("must not have a query or a fragment"));
+        }
+        if authority.contains('@') {
+            return Err(err("must not carry credentials"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '[' in host"))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(err("has no host"));
+        }
+        let port = match port {
+            Some(p) => p.parse().map_err(|_| err("has a bad port"))?,
+            None => 80,
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            host: host.to_owned(),
+            port,
+            base_path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// One reverse-proxy route: requests whose path starts with `prefix` go to `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// A path prefix such as `/api/`; the longest matching prefix wins.
+    pub prefix: String,
+    /// Where matching requests go.
+    pub upstream: Upstream,
+}
+
+impl Route {
+    /// A route, checking that the prefix is a path.
+    pub fn new(prefix: &str, upstream: &str) -> Result<Self, ConfigError> {
+        if !prefix.starts_with('/') {
+            return Err(ConfigError::Prefix(prefix.to_owned()));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            upstream: upstream.parse()?,
+        })
+    }
+}
+
+/// Bounds on what one client may make the service do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request head; also how long an idle keep-alive
+    /// connection is kept. A client slower than this is disconnected.
+    pub request_timeout: Duration,
+    /// Largest request body forwarded to an upstream; larger gets 413.
+    pub max_body_bytes: u64,
+    /// Time to connect to an upstream; slower gets 504.
+    pub upstream_connect_timeout: Duration,
+    /// Time for an upstream to answer with its response head; slower gets 504.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 10 * 1024 * 1024,
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One HTTP service's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// Static files are served from here; `None` for a proxy-only service.
+    pub root: Option<PathBuf>,
+    /// The file served for a directory (`index.html`).
+    pub index: String,
+    /// Reverse-proxy routes, in any order (the longest matching prefix wins).
+    pub routes: Vec<Route>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            root: None,
+            index: "index.html".into(),
+            routes: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl WebConfig {
+    /// The route for `path`: the one with the longest matching prefix.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .filter(|r| path.starts_with(&r.prefix))
+            .max_by_key(|r| r.prefix.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_parse_with_default_port_and_base_path() {
+        let u: Upstream = "http://127.0.0.1:9000".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.base_path.as_str()), ("127.0.0.1", 9000, ""));
+        let u: Upstream = "http://backend/v1/".parse().unwrap();
+        assert_eq!((u.port, u.base_path.as_str()), (80, "/v1"));
+        let u: Upstream = "http://[::1]:8080".parse().unwrap();
+        assert_eq!(u.authority(), "[::1]:8080");
+    }
+
+    #[test]
+    fn bad_upstreams_say_why() {
+        for (url, why) in [
+            ("https://x", "http://"),
+            ("http://:80", "no host"),
+            ("http://h:port", "bad port"),
+            ("http://u@h", "credentials"),
+            ("http://h/p?q", "query"),
+        ] {
+            let err = url.parse::<Upstream>().unwrap_err().to_string();
+            assert!(err.contains(why), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_whatever_the_order() {
+        let config = WebConfig {
+            routes: vec![
+                Route::new("/api/", "http://a:1").unwrap(),
+                Route::new("/api/v2/", "http://b:2").unwrap(),
+                Route::new("/", "http://c:3").unwrap(),
+            ],
+            ..WebConfig::default()
+        };
+        let host = |p: &str| config.route_for(p).map(|r| r.upstream.host.clone());
+        assert_eq!(host("/api/v2/users").as_deref(), Some("b"));
+        assert_eq!(host("/api/v1").as_deref(), Some("a"));
+        assert_eq!(host("/apix").as_deref(), Some("c"));
+        assert!(Route::new("api", "http://a:1").is_err());
+        let no_catch_all = WebConfig {
+            routes: vec![Route::new("/api/", "http://a:1").unwrap()],
+            ..WebConfig::default()
+        };
+        assert!(no_catch_all.route_for("/index.html").is_none());
+    }
+}

@@ -1,0 +1,125 @@
+//! Header rules for proxying: hop-by-hop headers stay on their hop, and the upstream
+//! learns who the client was (`X-Forwarded-*` and RFC 7239 `Forwarded`).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names, and
+/// `Upgrade` (protocol upgrades are not proxied).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Adds the client's address to `X-Forwarded-For` and `Forwarded`, and says which host
+/// and scheme it asked for.
+pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: Option<&HeaderValue>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(xff, v);
+    }
+    let mut forwarded = match client {
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+        Some(IpAddr::V4(v4)) => format!("for={v4}"),
+        None => "for=unknown".to_owned(),
+    };
+    // Only a host made of plain authority characters goes into the quoted string.
+    let host = host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+    if let Some(host) = host {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+        if let Ok(v) = HeaderValue::from_str(host) {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+    }
+    forwarded.push_str(";proto=http");
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {forwarded}"),
+        None => forwarded,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept", "content-length"]);
+    }
+
+    #[test]
+    fn forwarding_headers_extend_what_an_earlier_proxy_set() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        let host = HeaderValue::from_static("example.test:8080");
+        add_forwarded(&mut h, Some("192.0.2.7".parse().unwrap()), Some(&host));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-host"], "example.test:8080");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["forwarded"], "for=192.0.2.7;host=\"example.test:8080\";proto=http");
+
+        let mut h = HeaderMap::new();
+        let odd = HeaderValue::from_static("evil\";for=1.2.3.4");
+        add_forwarded(&mut h, Some("::1".parse().unwrap()), Some(&odd));
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+}

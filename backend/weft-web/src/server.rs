@@ -1,0 +1,287 @@
+//! [`HttpService`]: one service's state, its listeners, and the life of a request.
+//!
+//! Each accepted connection is an [`InspectedStream`] served by hyper's HTTP/1.1 server
+//! (keep-alive, header size and header time limits). Each request is a traced Deferred
+//! (label `http request`, tied to its connection) while it is being handled, so a slow
+//! handler or a stuck upstream shows in the inspector with its age; when the response
+//! head is ready it is timed, recorded and written to the access log.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use weft::defer::{Deferred, Resolver};
+use weft::observe::{self, ConnectionInfo, ErrorKind};
+use weft::{Address, CloseReason, InspectedStream, ListenError, ListeningPort, Reactor};
+
+use crate::access_log::Entry;
+use crate::body::Body;
+use crate::config::{ConfigError, WebConfig};
+use crate::metrics::{MethodLabel, Recorder};
+use crate::response::error_page;
+use crate::{files, proxy};
+
+/// hyper's smallest read buffer; the header limit is enforced separately.
+const MIN_BUF: usize = 8192;
+
+/// An HTTP service: static files, proxy routes, limits, and where it reports.
+#[derive(Clone)]
+pub struct HttpService {
+    state: Rc<State>,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("name", &self.state.name)
+            .field("config", &self.state.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    name: Arc<str>,
+    config: WebConfig,
+    /// The root, canonicalized once, so per-request checks compare canonical paths.
+    root: Option<PathBuf>,
+    recorder: Rc<dyn Recorder>,
+}
+
+impl HttpService {
+    /// A service named `name` (its connections, metrics and log lines carry it). Checks
+    /// that the root is a readable directory.
+    pub fn new(
+        name: &str,
+        config: WebConfig,
+        recorder: Rc<dyn Recorder>,
+    ) -> Result<Self, ConfigError> {
+        let root = match &config.root {
+            Some(path) => {
+                let err = |reason: String| ConfigError::Root {
+                    path: path.clone(),
+                    reason,
+                };
+                let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
+                std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
+                Some(canonical)
+            }
+            None => None,
+        };
+        Ok(Self {
+            state: Rc::new(State {
+                name: name.into(),
+                config,
+                root,
+                recorder,
+            }),
+        })
+    }
+
+    /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
+    pub fn listen(&self, reactor: &Reactor, endpoint: &str) -> Result<ListeningPort, ListenError> {
+        let state = self.state.clone();
+        reactor.listen_stream(&self.state.name, endpoint, move |stream| {
+            serve_connection(state.clone(), stream)
+        })
+    }
+}
+
+/// What the requests of one connection share.
+struct Conn {
+    info: Arc<ConnectionInfo>,
+    client: Option<IpAddr>,
+    client_text: String,
+    /// Bytes received when the last request's head and declared body were in; more
+    /// than that at a header timeout means a client stalled mid-request.
+    consumed: std::cell::Cell<u64>,
+}
+
+async fn serve_connection(state: Rc<State>, stream: InspectedStream) {
+    let _ = stream.set_nodelay(true);
+    let transport = stream.transport().clone();
+    let info = stream.info().clone();
+    let client = match &info.peer {
+        Address::Ip(addr) => Some(addr.ip()),
+        _ => None,
+    };
+    let conn = Rc::new(Conn {
+        client_text: client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        client,
+        info: info.clone(),
+        consumed: std::cell::Cell::new(0),
+    });
+    let limits = &state.config.limits;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
+        .keep_alive(true);
+    let handler_state = state.clone();
+    let handler_conn = conn.clone();
+    let service = service_fn(move |request| {
+        handle(handler_state.clone(), handler_conn.clone(), request)
+    });
+    let started = Instant::now();
+    let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await else {
+        return;
+    };
+    if err.is_parse_too_large() || err.is_parse() {
+        // hyper has answered 431 or 400 and closes; count and log it like a request.
+        let status = if err.is_parse_too_large() {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        state
+            .recorder
+            .request(MethodLabel::Other, status.into(), started.elapsed());
+        log_entry(&state, &conn, b"-", status, None, None, None, started);
+        let message = format!("malformed request: {err}");
+        observe::report_error(&info, ErrorKind::BadFrame, message.clone());
+        transport.lose_connection_with(CloseReason::Protocol(message));
+    } else if err.is_timeout() {
+        if info.stats.bytes_in() > conn.consumed.get() {
+            let message = format!(
+                "client sent no complete request head within {:?}",
+                limits.request_timeout
+            );
+            observe::report_error(&info, ErrorKind::BadFrame, message);
+        }
+        transport.lose_connection_with(CloseReason::TimedOut);
+    } else {
+        tracing::debug!(connection = %info.id, %err, "HTTP connection ended with an error");
+    }
+}
+
+/// Ends the request's traced Deferred: fired when a response is ready, cancelled (with
+/// the failure consumed, so it is not reported unhandled) if the client goes away first.
+struct Trace {
+    resolver: Option<Resolver<()>>,
+    deferred: Option<Deferred<()>>,
+}
+
+impl Trace {
+    fn start(info: &ConnectionInfo) -> Self {
+        let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
+        Self {
+            resolver: Some(resolver),
+            deferred: Some(deferred),
+        }
+    }
+
+    fn done(mut self) {
+        if let Some(r) = self.resolver.take() {
+            r.callback(());
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if let (Some(_resolver), Some(mut d)) = (self.resolver.take(), self.deferred.take()) {
+            d.cancel();
+            let _ = d.try_take();
+        }
+    }
+}
+
+async fn handle(
+    state: Rc<State>,
+    conn: Rc<Conn>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let trace = Trace::start(&conn.info);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    conn.consumed
+        .set(conn.info.stats.bytes_in().saturating_add(declared));
+    let method = request.method().clone();
+    let request_line = format!("{} {} {:?}", method, request.uri(), request.version());
+    let referer = request.headers().get(header::REFERER).cloned();
+    let user_agent = request.headers().get(header::USER_AGENT).cloned();
+
+    let response = dispatch(&state, &conn, request).await;
+    trace.done();
+
+    let status = response.status();
+    state
+        .recorder
+        .request(MethodLabel::from(&method), status.into(), started.elapsed());
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    log_entry(
+        &state,
+        &conn,
+        request_line.as_bytes(),
+        status,
+        bytes,
+        referer.as_ref(),
+        user_agent.as_ref(),
+        started,
+    );
+    Ok(response)
+}
+
+async fn dispatch(state: &State, conn: &Conn, request: Request<Incoming>) -> Response<Body> {
+    let config = &state.config;
+    if let Some(route) = config.route_for(request.uri().path()) {
+        return match proxy::forward(&state.name, route, &config.limits, conn.client, request).await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                if err.is_upstream() {
+                    state.recorder.upstream_error();
+                    tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
+                }
+                error_page(err.status(), &err.to_string())
+            }
+        };
+    }
+    match &state.root {
+        Some(root) => {
+            let (parts, _body) = request.into_parts();
+            files::serve(root, &config.index, &parts.method, &parts.uri, &parts.headers).await
+        }
+        None => error_page(StatusCode::NOT_FOUND, "no route for this path"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn log_entry(
+    state: &State,
+    conn: &Conn,
+    request: &[u8],
+    status: StatusCode,
+    bytes: Option<u64>,
+    referer: Option<&HeaderValue>,
+    user_agent: Option<&HeaderValue>,
+    started: Instant,
+) {
+    Entry {
+        service: &state.name,
+        client: &conn.client_text,
+        request,
+        status: status.as_u16(),
+        bytes,
+        referer: referer.map(HeaderValue::as_bytes),
+        user_agent: user_agent.map(HeaderValue::as_bytes),
+        elapsed: started.elapsed(),
+    }
+    .log();
+}

@@ -31,12 +31,7 @@ impl Entry<'_> {
     pub(crate) fn line(&self, now: SystemTime) -> String {
         let mut out = String::with_capacity(160);
         let bytes = self.bytes.map_or_else(|| "-".to_owned(), |b| b.to_string());
-        let _ = write!(
-            out,
-            "{} - - [{}] \"",
-            self.client,
-            clf_date(now)
-        );
+        let _ = write!(out, "{} - - [{}] \"", self.client, clf_date(now));
         escape_into(&mut out, self.request);
         let _ = write!(out, "\" {} {bytes} \"", self.status);
         escape_into(&mut out, self.referer.unwrap_or(b"-"));

@@ -75,7 +75,9 @@ impl FromStr for Upstream {
             return Err(err("must not carry credentials"));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| err("unclosed '[' in host"))?;
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| err("unclosed '[' in host"))?;
             (host, after.strip_prefix(':'))
         } else {
             match authority.rsplit_once(':') {
@@ -190,7 +192,10 @@ mod tests {
     #[test]
     fn upstream_urls_parse_with_default_port_and_base_path() {
         let u: Upstream = "http://127.0.0.1:9000".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.base_path.as_str()), ("127.0.0.1", 9000, ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.base_path.as_str()),
+            ("127.0.0.1", 9000, "")
+        );
         let u: Upstream = "http://backend/v1/".parse().unwrap();
         assert_eq!((u.port, u.base_path.as_str()), (80, "/v1"));
         let u: Upstream = "http://[::1]:8080".parse().unwrap();

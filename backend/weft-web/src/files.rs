@@ -29,7 +29,10 @@ pub(crate) async fn serve(
     headers: &HeaderMap,
 ) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        let mut response = error_page(StatusCode::METHOD_NOT_ALLOWED, "static files answer GET and HEAD");
+        let mut response = error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "static files answer GET and HEAD",
+        );
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -62,7 +65,10 @@ pub(crate) async fn serve(
         Ok(response) => response,
         Err(err) => {
             tracing::warn!(path = %found.path.display(), %err, "cannot read a static file");
-            error_page(StatusCode::INTERNAL_SERVER_ERROR, "the file could not be read")
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the file could not be read",
+            )
         }
     }
 }
@@ -85,7 +91,11 @@ async fn file(
     let last_modified = modified.map(httpdate::fmt_http_date);
     let mut response = Response::new(body::empty());
     let h = response.headers_mut();
-    let name = found.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = found
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::mime::content_type(name)),
@@ -96,7 +106,8 @@ async fn file(
     {
         h.insert(header::LAST_MODIFIED, value);
     }
-    if let (Some(modified), Some(since)) = (modified, header_date(headers, header::IF_MODIFIED_SINCE))
+    if let (Some(modified), Some(since)) =
+        (modified, header_date(headers, header::IF_MODIFIED_SINCE))
         && modified <= since
     {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -190,7 +201,14 @@ fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
             Some(n) => (len.saturating_sub(n), len.checked_sub(1).ok_or(())?),
             None => return Ok(None),
         },
-        (false, _) => match (parse(first), if last.is_empty() { Some(u64::MAX) } else { parse(last) }) {
+        (false, _) => match (
+            parse(first),
+            if last.is_empty() {
+                Some(u64::MAX)
+            } else {
+                parse(last)
+            },
+        ) {
             (Some(a), Some(b)) if a <= b => {
                 if a >= len {
                     return Err(());

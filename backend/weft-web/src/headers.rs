@@ -51,9 +51,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: Opti
         None => "for=unknown".to_owned(),
     };
     // Only a host made of plain authority characters goes into the quoted string.
-    let host = host
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+    let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    });
     if let Some(host) = host {
         forwarded.push_str(&format!(";host=\"{host}\""));
         if let Ok(v) = HeaderValue::from_str(host) {
@@ -114,7 +115,10 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "example.test:8080");
         assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["forwarded"], "for=192.0.2.7;host=\"example.test:8080\";proto=http");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.7;host=\"example.test:8080\";proto=http"
+        );
 
         let mut h = HeaderMap::new();
         let odd = HeaderValue::from_static("evil\";for=1.2.3.4");

@@ -103,9 +103,16 @@ mod tests {
             "/sub%20dir%2f%2e%2e%2f%2e%2e%2foutside.txt",
             "/..%2foutside.txt",
         ] {
-            assert_eq!(resolve(&root, attempt).unwrap_err(), PathError::Malformed, "{attempt}");
+            assert_eq!(
+                resolve(&root, attempt).unwrap_err(),
+                PathError::Malformed,
+                "{attempt}"
+            );
         }
-        assert_eq!(resolve(&root, "/a%00.txt").unwrap_err(), PathError::Malformed);
+        assert_eq!(
+            resolve(&root, "/a%00.txt").unwrap_err(),
+            PathError::Malformed
+        );
         assert_eq!(resolve(&root, "/%ff").unwrap_err(), PathError::Malformed);
     }
 
@@ -114,7 +121,10 @@ mod tests {
         let (_dir, root) = tree();
         assert_eq!(resolve(&root, "/.env").unwrap_err(), PathError::NotFound);
         assert_eq!(resolve(&root, "/%2eenv").unwrap_err(), PathError::NotFound);
-        assert_eq!(resolve(&root, "/nope.txt").unwrap_err(), PathError::NotFound);
+        assert_eq!(
+            resolve(&root, "/nope.txt").unwrap_err(),
+            PathError::NotFound
+        );
         assert!(segments("/.well-known/acme").is_ok());
     }
 
@@ -125,7 +135,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path(), root.join("up")).unwrap();
         std::os::unix::fs::symlink(root.join("a.txt"), root.join("alias")).unwrap();
         assert_eq!(resolve(&root, "/leak").unwrap_err(), PathError::NotFound);
-        assert_eq!(resolve(&root, "/up/outside.txt").unwrap_err(), PathError::NotFound);
+        assert_eq!(
+            resolve(&root, "/up/outside.txt").unwrap_err(),
+            PathError::NotFound
+        );
         assert_eq!(resolve(&root, "/alias").unwrap().path, root.join("a.txt"));
     }
 }

@@ -139,7 +139,10 @@ pub(crate) async fn forward(
         })?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync()))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(Into::into).boxed_unsync(),
+    ))
 }
 
 async fn connect(
@@ -148,7 +151,11 @@ async fn connect(
     timeout: Duration,
 ) -> Result<weft::InspectedStream, UpstreamError> {
     let host = upstream.host.replace(':', "\\:");
-    let endpoint = format!("tcp:{host}:{}:timeout={}", upstream.port, timeout.as_secs_f64());
+    let endpoint = format!(
+        "tcp:{host}:{}:timeout={}",
+        upstream.port,
+        timeout.as_secs_f64()
+    );
     let stream = Reactor::current()
         .connect_stream(service, &endpoint)
         .await
@@ -174,13 +181,19 @@ mod tests {
 
     #[test]
     fn paths_are_forwarded_unchanged_without_a_base_path() {
-        assert_eq!(target("/api/", "http://u:1", "/api/users?id=3"), "/api/users?id=3");
+        assert_eq!(
+            target("/api/", "http://u:1", "/api/users?id=3"),
+            "/api/users?id=3"
+        );
     }
 
     #[test]
     fn a_base_path_replaces_the_prefix() {
         assert_eq!(target("/api/", "http://u:1/v1", "/api/users"), "/v1/users");
-        assert_eq!(target("/api", "http://u:1/v1/", "/api/users?x"), "/v1/users?x");
+        assert_eq!(
+            target("/api", "http://u:1/v1/", "/api/users?x"),
+            "/v1/users?x"
+        );
         assert_eq!(target("/api", "http://u:1/v1", "/api"), "/v1");
         assert_eq!(target("/api/", "http://u:1/v1", "/api/"), "/v1/");
     }
@@ -188,10 +201,22 @@ mod tests {
     #[test]
     fn errors_map_to_gateway_statuses() {
         let t = Duration::from_secs(1);
-        assert_eq!(UpstreamError::Refused("u".into()).status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(UpstreamError::ConnectTimeout("u".into(), t).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(UpstreamError::Timeout("u".into(), t).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(UpstreamError::BodyTooLarge(1).status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            UpstreamError::Refused("u".into()).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            UpstreamError::ConnectTimeout("u".into(), t).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            UpstreamError::Timeout("u".into(), t).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            UpstreamError::BodyTooLarge(1).status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         assert!(!UpstreamError::BodyTooLarge(1).is_upstream());
     }
 }

@@ -128,11 +128,13 @@ async fn serve_connection(state: Rc<State>, stream: InspectedStream) {
         .keep_alive(true);
     let handler_state = state.clone();
     let handler_conn = conn.clone();
-    let service = service_fn(move |request| {
-        handle(handler_state.clone(), handler_conn.clone(), request)
-    });
+    let service =
+        service_fn(move |request| handle(handler_state.clone(), handler_conn.clone(), request));
     let started = Instant::now();
-    let Err(err) = builder.serve_connection(TokioIo::new(stream), service).await else {
+    let Err(err) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    else {
         return;
     };
     if err.is_parse_too_large() || err.is_parse() {
@@ -256,7 +258,14 @@ async fn dispatch(state: &State, conn: &Conn, request: Request<Incoming>) -> Res
     match &state.root {
         Some(root) => {
             let (parts, _body) = request.into_parts();
-            files::serve(root, &config.index, &parts.method, &parts.uri, &parts.headers).await
+            files::serve(
+                root,
+                &config.index,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+            )
+            .await
         }
         None => error_page(StatusCode::NOT_FOUND, "no route for this path"),
     }

@@ -1,0 +1,231 @@
+//! The reverse proxy against in-test upstreams on loopback: routing, headers, bodies
+//! both ways, and each way an upstream can fail.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::{Server, eventually};
+use weft_web::{Limits, Route, WebConfig};
+
+/// A request as the upstream saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+type Respond = fn(&Seen) -> Vec<u8>;
+
+/// An HTTP upstream on a thread: one request per connection, answered by `respond`.
+fn upstream(respond: Respond) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let mut seen = Seen {
+                    head,
+                    body: Vec::new(),
+                };
+                if let Some(len) = seen.header("content-length") {
+                    let mut body = vec![0; len.parse().unwrap()];
+                    reader.read_exact(&mut body).unwrap();
+                    seen.body = body;
+                }
+                log.lock().unwrap().push(seen.clone());
+                let _ = reader.get_mut().write_all(&respond(&seen));
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn ok(seen: &Seen) -> Vec<u8> {
+    let body = format!("upstream saw {}", seen.head.lines().next().unwrap());
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\nX-Upstream: yes\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn echo_body(seen: &Seen) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        seen.body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&seen.body);
+    out
+}
+
+fn chunked_slowly(_: &Seen) -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        .to_vec()
+}
+
+fn never(_: &Seen) -> Vec<u8> {
+    std::thread::sleep(Duration::from_secs(10));
+    Vec::new()
+}
+
+fn proxy_to(routes: &[(&str, SocketAddr)], limits: Limits) -> Server {
+    let routes = routes
+        .iter()
+        .map(|(prefix, addr)| Route::new(prefix, &format!("http://{addr}")).unwrap())
+        .collect();
+    Server::start(WebConfig {
+        routes,
+        limits,
+        ..WebConfig::default()
+    })
+}
+
+#[test]
+fn the_longest_prefix_picks_the_upstream_and_the_path_goes_through() {
+    let (api, _) = upstream(ok);
+    let (v2, _) = upstream(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nv2".to_vec());
+    let server = proxy_to(&[("/api/", api), ("/api/v2/", v2)], Limits::default());
+    assert_eq!(
+        server.get("/api/users?id=1").text(),
+        "upstream saw GET /api/users?id=1 HTTP/1.1"
+    );
+    assert_eq!(server.get("/api/v2/x").text(), "v2");
+    assert_eq!(server.get("/other").status, 404, "no route and no root");
+}
+
+#[test]
+fn hop_by_hop_headers_stay_behind_and_the_client_is_named() {
+    let (api, seen) = upstream(ok);
+    let server = proxy_to(&[("/", api)], Limits::default());
+    let reply = server.connect().request(
+        "GET /x HTTP/1.1\r\nHost: site.test\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Kept: 2\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-upstream"), Some("yes"));
+    assert_eq!(
+        reply.header("keep-alive"),
+        None,
+        "the upstream's hop-by-hop header"
+    );
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.header("x-hop"), None);
+    assert_eq!(seen.header("x-kept").as_deref(), Some("2"));
+    assert_eq!(seen.header("host").as_deref(), Some("site.test"));
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("site.test")
+    );
+    assert_eq!(
+        seen.header("forwarded").as_deref(),
+        Some("for=127.0.0.1;host=\"site.test\";proto=http")
+    );
+}
+
+#[test]
+fn bodies_stream_both_ways() {
+    let (echo, _) = upstream(echo_body);
+    let (chunked, _) = upstream(chunked_slowly);
+    let server = proxy_to(&[("/echo", echo), ("/chunked", chunked)], Limits::default());
+    let mut client = server.connect();
+    let reply =
+        client.request("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\nhello proxy");
+    assert_eq!(reply.text(), "hello proxy");
+    let reply = client.request("GET /chunked HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(reply.text(), "hello world");
+    assert_eq!(server.recorded.count("POST", "2xx"), 1);
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413_without_bothering_the_upstream() {
+    let (echo, seen) = upstream(echo_body);
+    let server = proxy_to(
+        &[("/", echo)],
+        Limits {
+            max_body_bytes: 4,
+            ..Limits::default()
+        },
+    );
+    let reply = server
+        .connect()
+        .request("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(reply.status, 413);
+    assert!(seen.lock().unwrap().is_empty());
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+}
+
+#[test]
+fn a_refused_upstream_is_a_502_that_says_so_and_is_counted() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = proxy_to(&[("/", port)], Limits::default());
+    let reply = server.get("/x");
+    assert_eq!(reply.status, 502);
+    assert!(
+        reply.text().contains("refused the connection"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 1);
+    assert_eq!(server.recorded.count("GET", "5xx"), 1);
+}
+
+#[test]
+fn a_silent_upstream_is_a_504_and_its_connection_is_listed_meanwhile() {
+    let (silent, _) = upstream(never);
+    let server = proxy_to(
+        &[("/", silent)],
+        Limits {
+            upstream_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        },
+    );
+    let mut client = server.connect();
+    client.send(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    eventually("client and upstream connections listed", || {
+        server.connections() == ["web", "web"]
+    });
+    let reply = client.read_reply(false);
+    assert_eq!(reply.status, 504);
+    assert!(
+        reply.text().contains("did not answer within"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 1);
+    eventually("upstream connection closed", || {
+        server.connections().len() == 1
+    });
+}

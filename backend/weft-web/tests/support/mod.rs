@@ -1,0 +1,230 @@
+//! A reactor with an HTTP service on its own thread, a recorder the test can read, and a
+//! raw HTTP/1.1 client over std sockets (so what is on the wire is exactly what we send).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use weft::{Reactor, ReactorConfig, ReactorHandle};
+use weft_web::{HttpService, MethodLabel, Recorder, StatusClass, WebConfig};
+
+/// What the service recorded: `(method, class)` per request, and upstream errors.
+#[derive(Default)]
+pub struct Recorded {
+    pub requests: Mutex<Vec<(&'static str, &'static str)>>,
+    pub upstream_errors: Mutex<u32>,
+}
+
+impl Recorded {
+    pub fn count(&self, method: &str, class: &str) -> usize {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().filter(|r| **r == (method, class)).count()
+    }
+}
+
+struct Shared(Arc<Recorded>);
+
+impl Recorder for Shared {
+    fn request(&self, method: MethodLabel, status: StatusClass, _elapsed: Duration) {
+        let mut requests = self.0.requests.lock().unwrap();
+        requests.push((method.as_str(), status.as_str()));
+    }
+    fn upstream_error(&self) {
+        *self.0.upstream_errors.lock().unwrap() += 1;
+    }
+}
+
+/// An HTTP service running on a reactor thread; stopped on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub handle: ReactorHandle,
+    pub recorded: Arc<Recorded>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(config: WebConfig) -> Self {
+        let recorded = Arc::new(Recorded::default());
+        let shared = recorded.clone();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let reactor = Reactor::with_config(ReactorConfig {
+                handle_signals: false,
+                shutdown_deadline: Duration::from_secs(2),
+                ..ReactorConfig::default()
+            })
+            .unwrap();
+            let web = HttpService::new("web", config, Rc::new(Shared(shared))).unwrap();
+            let port = web.listen(&reactor, "tcp:0:interface=127.0.0.1").unwrap();
+            tx.send((port.local_addr().unwrap(), reactor.handle()))
+                .unwrap();
+            reactor.run().unwrap();
+        });
+        let (addr, handle) = rx.recv().unwrap();
+        Self {
+            addr,
+            handle,
+            recorded,
+            thread: Some(thread),
+        }
+    }
+
+    /// Open connections, by service, as the reactor lists them.
+    pub fn connections(&self) -> Vec<String> {
+        let (tx, rx) = mpsc::channel();
+        self.handle.call_from_thread(move || {
+            let list = Reactor::current()
+                .connections()
+                .iter()
+                .map(|t| t.info().service.to_string())
+                .collect();
+            tx.send(list).unwrap();
+        });
+        rx.recv().unwrap()
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// One request on a fresh connection.
+    pub fn get(&self, path: &str) -> Reply {
+        self.connect()
+            .request(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.handle.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw HTTP/1.1 client on one connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Self {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.reader.get_mut().write_all(raw).unwrap();
+    }
+
+    /// Sends `raw` and reads one response (no body for HEAD or 304).
+    pub fn request(&mut self, raw: &str) -> Reply {
+        self.send(raw.as_bytes());
+        self.read_reply(raw.starts_with("HEAD "))
+    }
+
+    pub fn read_reply(&mut self, head_only: bool) -> Reply {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a status line: {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').unwrap();
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        let mut reply = Reply {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_only || status == 304 || status == 204 {
+            return reply;
+        }
+        if let Some(len) = reply.header("content-length") {
+            let mut body = vec![0; len.parse().unwrap()];
+            self.reader.read_exact(&mut body).unwrap();
+            reply.body = body;
+        } else if reply
+            .header("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
+            reply.body = self.read_chunked();
+        } else {
+            self.reader.read_to_end(&mut reply.body).unwrap();
+        }
+        reply
+    }
+
+    fn read_chunked(&mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        loop {
+            let mut size = String::new();
+            self.reader.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            self.reader.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                return body;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Whether the server closed the connection (reads end-of-stream).
+    pub fn is_closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+}
+
+/// Waits until `cond` holds, failing with `what` after five seconds.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -59,9 +59,12 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
     for service in &config.services {
-        let bound = services::start(&reactor, service).map_err(|source| GatewayError::Listen {
-            service: service.name.clone(),
-            source,
+        let registry = inspector.hub().registry();
+        let bound = services::start_with(&reactor, service, registry).map_err(|source| {
+            GatewayError::Listen {
+                service: service.name.clone(),
+                source,
+            }
         })?;
         for (endpoint, local) in service.listen.iter().zip(&bound) {
             tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");

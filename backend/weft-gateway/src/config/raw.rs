@@ -52,10 +52,14 @@ pub(crate) struct RawService {
     pub(crate) listen: Spanned<toml::Value>,
     /// tcp-proxy: where to forward.
     pub(crate) upstream: Option<Spanned<String>>,
-    /// http (later): static files.
+    /// http: static files.
     pub(crate) root: Option<Spanned<toml::Value>>,
-    /// http (later): reverse-proxy routes.
-    pub(crate) route: Option<Spanned<toml::Value>>,
+    /// http: reverse-proxy routes (`[[service.route]]`).
+    pub(crate) route: Option<Spanned<Vec<Spanned<crate::services::http::RawRoute>>>>,
+    /// http: the file served for a directory.
+    pub(crate) index: Option<Spanned<String>>,
+    /// http: request limits and timeouts.
+    pub(crate) limits: Option<Spanned<crate::services::http::RawLimits>>,
     /// dns (later): zone files.
     pub(crate) zones: Option<Spanned<toml::Value>>,
     /// dns (later): upstream resolvers.
@@ -69,9 +73,17 @@ impl RawService {
         if let Some(v) = &self.upstream {
             keys.push(("upstream", v.span()));
         }
+        if let Some(v) = &self.route {
+            keys.push(("route", v.span()));
+        }
+        if let Some(v) = &self.index {
+            keys.push(("index", v.span()));
+        }
+        if let Some(v) = &self.limits {
+            keys.push(("limits", v.span()));
+        }
         for (name, value) in [
             ("root", &self.root),
-            ("route", &self.route),
             ("zones", &self.zones),
             ("forward", &self.forward),
         ] {

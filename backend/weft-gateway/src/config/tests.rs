@@ -72,14 +72,11 @@ fn durations_take_the_usual_units() {
 }
 
 #[test]
-fn http_and_dns_are_not_in_this_build() {
-    let e = err(
-        "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\nroot = \"./public\"\n",
-    );
+fn dns_is_not_in_this_build() {
+    let e = err("[[service]]\nname = \"ns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\n");
     assert_eq!(at(&e), (Some(3), Some("service[0].kind")));
     assert!(
-        e.message
-            .contains("\"http\" is not available in this build"),
+        e.message.contains("\"dns\" is not available in this build"),
         "{e}"
     );
     let e = err("[[service]]\nname = \"x\"\nkind = \"gopher\"\nlisten = \"tcp:70\"\n");

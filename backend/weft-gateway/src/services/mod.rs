@@ -4,17 +4,19 @@
 
 pub mod discard;
 pub mod echo;
+pub mod http;
 pub mod tcp_proxy;
 
+use prometheus::Registry;
 use weft::{Address, ListenError, Reactor};
 
 use crate::config::validate::ServiceCtx;
 use crate::config::{ConfigError, ServiceConfig};
 
 /// Kinds DESIGN.md names that this build does not have yet.
-const LATER: [&str; 2] = ["http", "dns"];
+const LATER: [&str; 1] = ["dns"];
 /// Kinds this build runs.
-const KINDS: [&str; 3] = ["echo", "discard", "tcp-proxy"];
+const KINDS: [&str; 4] = ["echo", "discard", "tcp-proxy", "http"];
 
 /// What a service is, with its kind's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub enum ServiceKind {
     Discard,
     /// Forwards TCP connections to an upstream.
     TcpProxy(tcp_proxy::TcpProxyConfig),
+    /// Serves static files and proxies routes over HTTP.
+    Http(http::HttpConfig),
 }
 
 impl ServiceKind {
@@ -35,6 +39,7 @@ impl ServiceKind {
             Self::Echo => "echo",
             Self::Discard => "discard",
             Self::TcpProxy(_) => "tcp-proxy",
+            Self::Http(_) => "http",
         }
     }
 
@@ -43,6 +48,7 @@ impl ServiceKind {
         match self {
             Self::Echo | Self::Discard => "{}".into(),
             Self::TcpProxy(c) => serde_json::json!({ "upstream": c.upstream }).to_string(),
+            Self::Http(c) => http::settings_json(c).to_string(),
         }
     }
 }
@@ -54,6 +60,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
         "echo" => echo::validate(ctx).map(|()| ServiceKind::Echo),
         "discard" => discard::validate(ctx).map(|()| ServiceKind::Discard),
         "tcp-proxy" => tcp_proxy::validate(ctx).map(ServiceKind::TcpProxy),
+        "http" => http::validate(ctx).map(ServiceKind::Http),
         later if LATER.contains(&later) => Err(ctx.error(
             kind.span(),
             "kind",
@@ -73,12 +80,23 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
     }
 }
 
-/// Listens on every endpoint of `service`; returns the addresses bound, in order.
+/// Listens on every endpoint of `service`; returns the addresses bound, in order. Services
+/// that keep their own metrics register them on a private registry; see [`start_with`].
 pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<Vec<Address>, ListenError> {
+    start_with(reactor, service, &Registry::new())
+}
+
+/// Like [`start`], registering the service's own metrics (HTTP's) on `registry`.
+pub fn start_with(
+    reactor: &Reactor,
+    service: &ServiceConfig,
+    registry: &Registry,
+) -> Result<Vec<Address>, ListenError> {
     match &service.kind {
         ServiceKind::Echo => echo::start(reactor, &service.name, &service.listen),
         ServiceKind::Discard => discard::start(reactor, &service.name, &service.listen),
         ServiceKind::TcpProxy(c) => tcp_proxy::start(reactor, &service.name, &service.listen, c),
+        ServiceKind::Http(c) => http::start(reactor, &service.name, &service.listen, c, registry),
     }
 }
 

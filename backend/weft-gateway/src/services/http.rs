@@ -1,0 +1,444 @@
+//! `kind = "http"`: static files and reverse-proxy routes ([`weft_web`], twisted.web).
+//!
+//! ```toml
+//! [[service]]
+//! name = "web"
+//! kind = "http"
+//! listen = "tcp:8080:interface=127.0.0.1"
+//! root = "./public"            # optional: omit for a proxy-only service
+//! index = "index.html"         # optional
+//! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
+//!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//! [[service.route]]
+//! prefix = "/api/"
+//! upstream = "http://127.0.0.1:9000"
+//! ```
+//!
+//! Requests are counted in `weft_http_requests_total{service,method,code}` (method is one
+//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class),
+//! timed in `weft_http_request_duration_seconds{service}`, and failed upstream exchanges
+//! in `weft_http_upstream_errors_total{service}`.
+
+use std::cell::OnceCell;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use serde::Deserialize;
+use toml::Spanned;
+use weft::{ListenError, Reactor};
+use weft_web::{HttpService, Limits, MethodLabel, Recorder, Route, StatusClass, WebConfig};
+
+use crate::config::ConfigError;
+use crate::config::validate::ServiceCtx;
+
+/// Request duration buckets, in seconds: half a millisecond to ten seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The settings of an http service.
+pub type HttpConfig = WebConfig;
+
+/// One `[[service.route]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    prefix: Spanned<String>,
+    upstream: Spanned<String>,
+}
+
+/// `limits = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    max_header_bytes: Option<Spanned<u64>>,
+    request_timeout: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<u64>>,
+    upstream_connect_timeout: Option<Spanned<String>>,
+    upstream_timeout: Option<Spanned<String>>,
+}
+
+pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
+    ctx.only_keys(&["root", "route", "index", "limits"])?;
+    for (endpoint, span) in ctx.listen {
+        if ServiceCtx::is_udp(endpoint) {
+            return Err(ctx.error(
+                span.clone(),
+                "listen",
+                format!(
+                    "{endpoint:?}: an http service listens on stream endpoints (tcp:, unix:, ssl:)"
+                ),
+            ));
+        }
+    }
+    let raw = ctx.raw;
+    let root = match &raw.root {
+        Some(root) => {
+            let Some(path) = root.get_ref().as_str() else {
+                return Err(ctx.error(root.span(), "root", "must be a directory path"));
+            };
+            if !std::path::Path::new(path).is_dir() {
+                return Err(ctx.error(
+                    root.span(),
+                    "root",
+                    format!("{path:?} is not a directory (relative paths start at the working directory)"),
+                ));
+            }
+            Some(PathBuf::from(path))
+        }
+        None => None,
+    };
+    let mut routes = Vec::new();
+    for (i, route) in raw
+        .route
+        .iter()
+        .flat_map(|r| r.get_ref().iter())
+        .enumerate()
+    {
+        let route = route.get_ref();
+        let key = format!("route[{i}]");
+        let made = Route::new(route.prefix.get_ref(), route.upstream.get_ref());
+        match made {
+            Ok(r) => routes.push(r),
+            Err(weft_web::ConfigError::Prefix(_)) => {
+                return Err(ctx.error(
+                    route.prefix.span(),
+                    &format!("{key}.prefix"),
+                    "must start with '/', such as prefix = \"/api/\"",
+                ));
+            }
+            Err(e) => {
+                return Err(ctx.error(
+                    route.upstream.span(),
+                    &format!("{key}.upstream"),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    if root.is_none() && routes.is_empty() {
+        return Err(ctx.error(
+            raw.kind.span(),
+            "root",
+            "an http service needs `root` (static files), a [[service.route]], or both",
+        ));
+    }
+    let index = match &raw.index {
+        Some(i) if i.get_ref().is_empty() || i.get_ref().contains('/') => {
+            return Err(ctx.error(
+                i.span(),
+                "index",
+                "must be a file name, such as \"index.html\"",
+            ));
+        }
+        Some(i) => i.get_ref().clone(),
+        None => "index.html".into(),
+    };
+    let limits = match &raw.limits {
+        Some(l) => limits(ctx, l.get_ref())?,
+        None => Limits::default(),
+    };
+    Ok(WebConfig {
+        root,
+        index,
+        routes,
+        limits,
+    })
+}
+
+fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let header = match &raw.max_header_bytes {
+        Some(n) if !(1024..=1024 * 1024).contains(n.get_ref()) => {
+            return Err(ctx.error(
+                n.span(),
+                "limits.max_header_bytes",
+                format!("must be between 1024 and 1048576, got {}", n.get_ref()),
+            ));
+        }
+        Some(n) => usize::try_from(*n.get_ref()).unwrap_or(usize::MAX),
+        None => d.max_header_bytes,
+    };
+    let body = match &raw.max_body_bytes {
+        Some(n) => *n.get_ref(),
+        None => d.max_body_bytes,
+    };
+    let duration = |name: &str, value: &Option<Spanned<String>>, default: Duration| match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v.get_ref(), v.span())
+            .map_err(|(span, message)| ctx.error(span, &format!("limits.{name}"), message)),
+    };
+    Ok(Limits {
+        max_header_bytes: header,
+        request_timeout: duration("request_timeout", &raw.request_timeout, d.request_timeout)?,
+        max_body_bytes: body,
+        upstream_connect_timeout: duration(
+            "upstream_connect_timeout",
+            &raw.upstream_connect_timeout,
+            d.upstream_connect_timeout,
+        )?,
+        upstream_timeout: duration(
+            "upstream_timeout",
+            &raw.upstream_timeout,
+            d.upstream_timeout,
+        )?,
+    })
+}
+
+fn parse_duration(text: &str, span: Range<usize>) -> Result<Duration, (Range<usize>, String)> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err((span, "must be longer than zero".into())),
+        Ok(d) => Ok(d),
+        Err(e) => Err((
+            span,
+            format!("{text:?} is not a duration ({e}); write it like \"5s\" or \"500ms\""),
+        )),
+    }
+}
+
+/// The kind's settings as JSON, for the history store.
+pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
+    let routes: Vec<_> = config
+        .routes
+        .iter()
+        .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
+        .collect();
+    serde_json::json!({
+        "root": config.root.as_ref().map(|r| r.display().to_string()),
+        "index": config.index,
+        "routes": routes,
+    })
+}
+
+pub(crate) fn start(
+    reactor: &Reactor,
+    name: &str,
+    endpoints: &[String],
+    config: &HttpConfig,
+    registry: &Registry,
+) -> Result<Vec<weft::Address>, ListenError> {
+    let recorder: Rc<dyn Recorder> = match HttpMetrics::register(registry, name) {
+        Ok(m) => Rc::new(m),
+        Err(err) => {
+            tracing::warn!(service = name, %err, "HTTP metrics are unavailable");
+            Rc::new(weft_web::NoRecorder)
+        }
+    };
+    let service =
+        HttpService::new(name, config.clone(), recorder).map_err(|e| ListenError::Bind {
+            endpoint: endpoints.first().cloned().unwrap_or_default(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let mut bound = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        bound.push(service.listen(reactor, endpoint)?.local_address().clone());
+    }
+    Ok(bound)
+}
+
+/// One service's HTTP series; handles resolved on first use and kept.
+struct HttpMetrics {
+    requests: IntCounterVec,
+    /// By method, then status class.
+    handles: [[OnceCell<IntCounter>; 5]; 8],
+    duration: Histogram,
+    upstream_errors: IntCounter,
+}
+
+impl HttpMetrics {
+    /// Registers `service`'s series; several services share each family through the
+    /// `service` label.
+    fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "weft_http_requests_total",
+                "HTTP requests answered, by method and status class.",
+            )
+            .const_label("service", service),
+            &["method", "code"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "weft_http_request_duration_seconds",
+                "Time from a request's arrival to its response head.",
+            )
+            .const_label("service", service)
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let upstream_errors = IntCounter::with_opts(
+            Opts::new(
+                "weft_http_upstream_errors_total",
+                "Proxied requests whose upstream refused, failed or timed out.",
+            )
+            .const_label("service", service),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        Ok(Self {
+            requests,
+            handles: Default::default(),
+            duration,
+            upstream_errors,
+        })
+    }
+}
+
+impl Recorder for HttpMetrics {
+    fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
+        self.handles[method.index()][status.index()]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[method.as_str(), status.as_str()])
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn upstream_error(&self) {
+        self.upstream_errors.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::services::ServiceKind;
+
+    fn parse(body: &str) -> Result<Config, ConfigError> {
+        let text =
+            format!("[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\n{body}");
+        Config::parse("weft.toml", &text)
+    }
+
+    fn http(config: &Config) -> &HttpConfig {
+        match &config.services[0].kind {
+            ServiceKind::Http(c) => c,
+            other => panic!("not http: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn root_routes_index_and_limits_are_read_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = parse(&format!(
+            "root = {:?}\nindex = \"home.html\"\nlimits = {{ request_timeout = \"2s\", max_body_bytes = 100 }}\n\
+             [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:9000\"\n\
+             [[service.route]]\nprefix = \"/v2/\"\nupstream = \"http://127.0.0.1:9001/v2\"\n",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        let web = http(&c);
+        assert_eq!(web.root.as_deref(), Some(dir.path()));
+        assert_eq!(web.index, "home.html");
+        assert_eq!(web.routes.len(), 2);
+        assert_eq!(web.routes[1].upstream.base_path, "/v2");
+        assert_eq!(web.limits.request_timeout, Duration::from_secs(2));
+        assert_eq!(web.limits.max_body_bytes, 100);
+        assert_eq!(
+            web.limits.max_header_bytes,
+            Limits::default().max_header_bytes
+        );
+        let proxy_only =
+            parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n").unwrap();
+        assert!(http(&proxy_only).root.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let e = parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n[[service.route]]\nprefix = \"/a\"\nupstream = \"ftp://h\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(10), Some("service[0].route[1].upstream")),
+            "{e}"
+        );
+        assert!(e.message.contains("http://"), "{e}");
+        let e =
+            parse("[[service.route]]\nprefix = \"api\"\nupstream = \"http://h:1\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].route[0].prefix"), "{e}");
+        let e = parse("root = \"/surely/not/a/dir\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(5), Some("service[0].root")),
+            "{e}"
+        );
+        let e = parse(
+            "limits = { request_timeout = \"soon\" }\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].limits.request_timeout"),
+            "{e}"
+        );
+        let e = parse(
+            "limits = { max_header_bytes = 10 }\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].limits.max_header_bytes"),
+            "{e}"
+        );
+        let e = parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\nweight = 3\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(8), "an unknown key in a route: {e}");
+        let e = parse("").unwrap_err();
+        assert!(e.message.contains("needs `root`"), "{e}");
+        let e = parse("upstream = \"tcp:h:1\"\nroot = \".\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].upstream"), "{e}");
+    }
+
+    #[test]
+    fn series_carry_the_service_and_bounded_labels() {
+        let registry = Registry::new();
+        let web = HttpMetrics::register(&registry, "web").unwrap();
+        let api = HttpMetrics::register(&registry, "api").unwrap();
+        web.request(
+            MethodLabel::Get,
+            StatusClass::Success,
+            Duration::from_millis(3),
+        );
+        web.request(
+            MethodLabel::Get,
+            StatusClass::Success,
+            Duration::from_millis(3),
+        );
+        api.request(
+            MethodLabel::Other,
+            StatusClass::ClientError,
+            Duration::from_millis(1),
+        );
+        api.upstream_error();
+        let families = registry.gather();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap();
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="2xx",method="GET",service="web"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="4xx",method="other",service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_request_duration_seconds_count{service="web"} 2"#),
+            "{text}"
+        );
+        assert!(
+            HttpMetrics::register(&registry, "web").is_err(),
+            "one registration per service"
+        );
+    }
+}

@@ -34,7 +34,8 @@ fn an_invalid_configuration_exits_1_naming_file_line_and_key() {
     assert_eq!(code, Some(1));
     assert!(
         err.contains(
-            "weft.toml:3:8: service[0].kind: kind \"http\" is not available in this build"
+            "weft.toml:3:8: service[0].root: an http service needs `root` (static files), a \
+             [[service.route]], or both"
         ),
         "{err}"
     );

@@ -6,3 +6,4 @@ mod support;
 mod check;
 mod faults;
 mod gateway;
+mod http;

@@ -81,7 +81,12 @@ pub struct App {
 /// Starts `weft run` with echo on TCP and UDP, the dashboard, and a store in a temp dir;
 /// returns once `/healthz` answers.
 pub fn spawn_app() -> App {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_app_with(tempfile::tempdir().unwrap(), "")
+}
+
+/// Like [`spawn_app`], in `dir`, with `services` (more `[[service]]` tables) appended to
+/// the configuration.
+pub fn spawn_app_with(dir: tempfile::TempDir, services: &str) -> App {
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
     let config = format!(
@@ -95,7 +100,7 @@ path = "{db}"
 name = "echo"
 kind = "echo"
 listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
-"#,
+{services}"#,
         db = db.display()
     );
     let path = dir.path().join("weft.toml");

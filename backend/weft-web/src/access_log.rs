@@ -23,6 +23,9 @@ pub(crate) struct Entry<'a> {
 impl Entry<'_> {
     /// Logs the line.
     pub(crate) fn log(&self) {
+        if !tracing::enabled!(target: "weft_web::access", tracing::Level::INFO) {
+            return;
+        }
         let line = self.line(SystemTime::now());
         tracing::info!(target: "weft_web::access", service = self.service, took = ?self.elapsed, "{line}");
     }

@@ -39,7 +39,7 @@ pub(crate) struct FileBody {
 }
 
 impl FileBody {
-    pub(crate) fn new(file: tokio::fs::File, len: u64) -> Body {
+    pub(crate) fn body(file: tokio::fs::File, len: u64) -> Body {
         Self {
             file,
             remaining: len,

@@ -153,7 +153,7 @@ async fn file(
     } else {
         let mut file = tokio::fs::File::open(&found.path).await?;
         file.seek(SeekFrom::Start(start)).await?;
-        FileBody::new(file, count)
+        FileBody::body(file, count)
     };
     Ok(response)
 }

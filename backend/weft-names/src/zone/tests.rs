@@ -45,7 +45,7 @@ fn the_example_zone_parses_with_origin_ttls_and_relative_names() {
     let RData::TXT(txt) = &txt.answers[0].data else {
         panic!("a TXT")
     };
-    let strings: Vec<&[u8]> = txt.txt_data().iter().map(|s| &s[..]).collect();
+    let strings: Vec<&[u8]> = txt.txt_data.iter().map(|s| &s[..]).collect();
     assert_eq!(strings, [&b"v=spf1 -all"[..], b"second string"]);
     let srv = zone.lookup(&name("_sip._tcp.example.test."), RecordType::SRV);
     assert_eq!(

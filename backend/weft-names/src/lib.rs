@@ -5,6 +5,7 @@ pub mod error;
 pub mod forward;
 pub mod metrics;
 pub mod server;
+pub mod transport;
 pub mod wire;
 pub mod zone;
 
@@ -12,4 +13,5 @@ pub use error::{NamesError, ZoneError};
 pub use forward::UpstreamLink;
 pub use metrics::{DnsMetrics, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
+pub use transport::{DnsTcp, DnsUdp, Int16StringReceiver, listen, send_int16_string};
 pub use zone::{Catalog, Zone, ZoneAnswer};

@@ -4,5 +4,6 @@
 mod support;
 
 mod check;
+mod dns;
 mod faults;
 mod gateway;

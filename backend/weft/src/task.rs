@@ -1,7 +1,7 @@
 //! Scheduling that produces Deferreds (`twisted.internet.task` and `threads`):
 //! [`LoopingCall`], [`defer_later`], [`defer_to_thread`].
 //!
-//! All of them schedule on a [`Clock`](crate::Clock), so tests drive them with a fake
+//! All of them schedule on a [`Clock`], so tests drive them with a fake
 //! clock and never sleep.
 //!
 //! ```

@@ -1,6 +1,6 @@
 //! The services a configuration can name; one module each, with its settings, its
 //! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant and an arm in
-//! [`validate`] and [`start`].
+//! `validate` and [`start`].
 
 pub mod discard;
 pub mod dns;

@@ -81,20 +81,20 @@ fn curl(web: SocketAddr, args: &[&str], path: &str) -> (u16, String) {
 }
 
 fn start() -> (App, SocketAddr) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("public");
-    std::fs::create_dir_all(root.join("docs")).unwrap();
-    std::fs::write(root.join("index.html"), "<h1>weft</h1>\n").unwrap();
-    std::fs::write(root.join("docs/guide.txt"), "read me\n").unwrap();
-    std::fs::write(dir.path().join("secret.txt"), "do not serve\n").unwrap();
     let up = upstream();
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let services = format!(
-        r#"
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        std::fs::write(root.join("docs/guide.txt"), "read me\n").unwrap();
+        std::fs::write(dir.join("secret.txt"), "do not serve\n").unwrap();
+        format!(
+            r#"
 [[service]]
 name = "web"
 kind = "http"
@@ -108,10 +108,11 @@ upstream = "http://{up}"
 prefix = "/down/"
 upstream = "http://{closed}"
 "#,
-        port = web.port(),
-        root = root.display()
-    );
-    (spawn_app_with(dir, &services), web)
+            port = web.port(),
+            root = root.display()
+        )
+    });
+    (app, web)
 }
 
 #[test]

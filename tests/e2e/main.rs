@@ -4,6 +4,7 @@
 mod support;
 
 mod check;
+mod dns;
 mod faults;
 mod gateway;
 mod http;

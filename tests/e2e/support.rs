@@ -81,12 +81,13 @@ pub struct App {
 /// Starts `weft run` with echo on TCP and UDP, the dashboard, and a store in a temp dir;
 /// returns once `/healthz` answers.
 pub fn spawn_app() -> App {
-    spawn_app_with(tempfile::tempdir().unwrap(), "")
+    spawn_app_with(|_| String::new())
 }
 
-/// Like [`spawn_app`], in `dir`, with `services` (more `[[service]]` tables) appended to
-/// the configuration.
-pub fn spawn_app_with(dir: tempfile::TempDir, services: &str) -> App {
+/// Like [`spawn_app`], with more of the configuration file: `extra` gets the temp dir
+/// (to write files the services read) and returns TOML appended to the file.
+pub fn spawn_app_with(extra: impl FnOnce(&Path) -> String) -> App {
+    let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
     let config = format!(
@@ -100,9 +101,9 @@ path = "{db}"
 name = "echo"
 kind = "echo"
 listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
-{services}"#,
+"#,
         db = db.display()
-    );
+    ) + &extra(dir.path());
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).unwrap();
     let child = Command::new(weft_bin())

@@ -58,9 +58,9 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
+    let env = services::ServiceEnv::register(inspector.hub().registry(), &config.services);
     for service in &config.services {
-        let registry = inspector.hub().registry();
-        let bound = services::start_with(&reactor, service, registry).map_err(|source| {
+        let bound = services::start_with(&reactor, service, &env).map_err(|source| {
             GatewayError::Listen {
                 service: service.name.clone(),
                 source,

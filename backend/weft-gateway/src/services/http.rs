@@ -218,11 +218,12 @@ pub(crate) fn start(
     name: &str,
     endpoints: &[String],
     config: &HttpConfig,
-    registry: &Registry,
+    registry: Option<&Registry>,
 ) -> Result<Vec<weft::Address>, ListenError> {
-    let recorder: Rc<dyn Recorder> = match HttpMetrics::register(registry, name) {
-        Ok(m) => Rc::new(m),
-        Err(err) => {
+    let recorder: Rc<dyn Recorder> = match registry.map(|r| HttpMetrics::register(r, name)) {
+        None => Rc::new(weft_web::NoRecorder),
+        Some(Ok(m)) => Rc::new(m),
+        Some(Err(err)) => {
             tracing::warn!(service = name, %err, "HTTP metrics are unavailable");
             Rc::new(weft_web::NoRecorder)
         }

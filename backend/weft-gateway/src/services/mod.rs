@@ -1,22 +1,20 @@
 //! The services a configuration can name; one module each, with its settings, its
 //! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant and an arm in
-//! [`validate`] and [`start`].
+//! `validate` and [`start`].
 
 pub mod discard;
+pub mod dns;
 pub mod echo;
 pub mod http;
 pub mod tcp_proxy;
 
-use prometheus::Registry;
 use weft::{Address, ListenError, Reactor};
 
 use crate::config::validate::ServiceCtx;
 use crate::config::{ConfigError, ServiceConfig};
 
-/// Kinds DESIGN.md names that this build does not have yet.
-const LATER: [&str; 1] = ["dns"];
 /// Kinds this build runs.
-const KINDS: [&str; 4] = ["echo", "discard", "tcp-proxy", "http"];
+const KINDS: [&str; 5] = ["echo", "discard", "tcp-proxy", "http", "dns"];
 
 /// What a service is, with its kind's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +28,8 @@ pub enum ServiceKind {
     TcpProxy(tcp_proxy::TcpProxyConfig),
     /// Serves static files and proxies routes over HTTP.
     Http(http::HttpConfig),
+    /// Answers DNS queries from zone files and forwards the rest.
+    Dns(Box<dns::DnsSettings>),
 }
 
 impl ServiceKind {
@@ -40,6 +40,7 @@ impl ServiceKind {
             Self::Discard => "discard",
             Self::TcpProxy(_) => "tcp-proxy",
             Self::Http(_) => "http",
+            Self::Dns(_) => "dns",
         }
     }
 
@@ -49,6 +50,13 @@ impl ServiceKind {
             Self::Echo | Self::Discard => "{}".into(),
             Self::TcpProxy(c) => serde_json::json!({ "upstream": c.upstream }).to_string(),
             Self::Http(c) => http::settings_json(c).to_string(),
+            Self::Dns(d) => serde_json::json!({
+                "zones": d.zone_files,
+                "forward": d.config.forward,
+                "cache_size": d.config.cache_size,
+                "timeout_ms": d.config.timeout.as_millis() as u64,
+            })
+            .to_string(),
         }
     }
 }
@@ -61,14 +69,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
         "discard" => discard::validate(ctx).map(|()| ServiceKind::Discard),
         "tcp-proxy" => tcp_proxy::validate(ctx).map(ServiceKind::TcpProxy),
         "http" => http::validate(ctx).map(ServiceKind::Http),
-        later if LATER.contains(&later) => Err(ctx.error(
-            kind.span(),
-            "kind",
-            format!(
-                "kind {later:?} is not available in this build; available kinds: {}",
-                KINDS.join(", ")
-            ),
-        )),
+        "dns" => dns::validate(ctx).map(|d| ServiceKind::Dns(Box::new(d))),
         other => Err(ctx.error(
             kind.span(),
             "kind",
@@ -80,23 +81,71 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
     }
 }
 
-/// Listens on every endpoint of `service`; returns the addresses bound, in order. Services
-/// that keep their own metrics register them on a private registry; see [`start_with`].
-pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<Vec<Address>, ListenError> {
-    start_with(reactor, service, &Registry::new())
+/// What the services of one gateway share: the metric families kinds register on the
+/// hub's registry once.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServiceEnv {
+    /// The DNS families; `None` keeps DNS counters off `/metrics`.
+    pub dns_metrics: Option<weft_names::DnsMetrics>,
+    /// Where HTTP services register their series (one set per service, told apart by the
+    /// `service` label); `None` keeps HTTP counters off `/metrics`.
+    pub http_registry: Option<prometheus::Registry>,
 }
 
-/// Like [`start`], registering the service's own metrics (HTTP's) on `registry`.
+impl ServiceEnv {
+    /// Registers the families `services` need on `registry`; a family that cannot be
+    /// registered is logged and left off `/metrics`.
+    pub fn register(registry: &prometheus::Registry, services: &[ServiceConfig]) -> Self {
+        let mut env = Self::default();
+        if services
+            .iter()
+            .any(|s| matches!(s.kind, ServiceKind::Dns(_)))
+        {
+            match weft_names::DnsMetrics::register(registry) {
+                Ok(m) => env.dns_metrics = Some(m),
+                Err(error) => tracing::warn!(%error, "DNS metrics are not on /metrics"),
+            }
+        }
+        if services
+            .iter()
+            .any(|s| matches!(s.kind, ServiceKind::Http(_)))
+        {
+            env.http_registry = Some(registry.clone());
+        }
+        env
+    }
+}
+
+/// Listens on every endpoint of `service`; returns the addresses bound, in order.
+pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<Vec<Address>, ListenError> {
+    start_with(reactor, service, &ServiceEnv::default())
+}
+
+/// [`start`] with the gateway's shared metric families.
 pub fn start_with(
     reactor: &Reactor,
     service: &ServiceConfig,
-    registry: &Registry,
+    env: &ServiceEnv,
 ) -> Result<Vec<Address>, ListenError> {
     match &service.kind {
         ServiceKind::Echo => echo::start(reactor, &service.name, &service.listen),
         ServiceKind::Discard => discard::start(reactor, &service.name, &service.listen),
         ServiceKind::TcpProxy(c) => tcp_proxy::start(reactor, &service.name, &service.listen, c),
-        ServiceKind::Http(c) => http::start(reactor, &service.name, &service.listen, c, registry),
+        ServiceKind::Http(c) => http::start(
+            reactor,
+            &service.name,
+            &service.listen,
+            c,
+            env.http_registry.as_ref(),
+        ),
+        ServiceKind::Dns(d) => dns::start(
+            reactor,
+            &service.name,
+            &service.listen,
+            d,
+            env.dns_metrics.as_ref(),
+        ),
     }
 }
 

@@ -349,6 +349,8 @@ impl Reactor {
             reason,
         };
         let parsed: ClientEndpoint = endpoint.parse().map_err(|e| failed(format!("{e}")))?;
+        // Shutdown cancels an attempt in progress.
+        let cancel = self.listening_token();
         let (io, kind, peer, local) = match &parsed {
             ClientEndpoint::Tcp {
                 host,
@@ -362,7 +364,7 @@ impl Reactor {
                 ..
             } => {
                 let connect = TcpStream::connect((host.as_str(), *port));
-                let s = within(endpoint, *timeout, connect).await?;
+                let s = within(endpoint, *timeout, &cancel, connect).await?;
                 let peer = s.peer_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
                 let local = s.local_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
                 let (peer, local) = (Address::Ip(peer), Address::Ip(local));
@@ -378,7 +380,13 @@ impl Reactor {
                 }
             }
             ClientEndpoint::Unix { path, timeout } => {
-                let s = within(endpoint, *timeout, tokio::net::UnixStream::connect(path)).await?;
+                let s = within(
+                    endpoint,
+                    *timeout,
+                    &cancel,
+                    tokio::net::UnixStream::connect(path),
+                )
+                .await?;
                 let peer = Address::Unix(Some(path.clone()));
                 (Io::Unix(s), TransportKind::Unix, peer, Address::Unix(None))
             }

@@ -58,7 +58,16 @@ impl ClockInner {
         }
     }
 
+    /// Moves a pending call to `time`.
+    ///
+    /// Moving it later (an idle timeout reset on every read) only updates the entry;
+    /// its heap slot is moved when it surfaces. So a call reset a million times still
+    /// holds one slot, as in Twisted.
     pub(super) fn reschedule(&self, entry: &Rc<Entry>, time: Duration) {
+        if time >= entry.time.get() {
+            entry.time.set(time);
+            return;
+        }
         entry.generation.set(entry.generation.get() + 1);
         entry.time.set(time);
         self.push(entry.clone());
@@ -84,36 +93,38 @@ impl ClockInner {
         }
     }
 
-    /// Pops the next due call, discarding stale and cancelled slots on the way.
-    fn pop_due(&self, now: Duration) -> Option<(Rc<Entry>, Duration)> {
-        let mut heap = self.heap.borrow_mut();
+    /// The earliest live call's time, after dropping stale or cancelled slots and moving
+    /// slots whose call was pushed later.
+    fn settle_top(heap: &mut BinaryHeap<Reverse<Slot>>, seq: &Cell<u64>) -> Option<Duration> {
         while let Some(Reverse(top)) = heap.peek() {
-            let live = top.generation == top.entry.generation.get()
-                && top.entry.state.get() == CallState::Pending;
-            if !live {
+            let entry = &top.entry;
+            if top.generation != entry.generation.get() || entry.state.get() != CallState::Pending {
                 heap.pop();
-                continue;
+            } else if entry.time.get() > top.time {
+                let Reverse(mut slot) = heap.pop().expect("peeked");
+                slot.time = slot.entry.time.get();
+                slot.seq = seq.get();
+                seq.set(slot.seq + 1);
+                heap.push(Reverse(slot));
+            } else {
+                return Some(top.time);
             }
-            if top.time > now {
-                return None;
-            }
-            let Reverse(slot) = heap.pop().expect("peeked");
-            return Some((slot.entry, slot.time));
         }
         None
     }
 
-    fn next_time(&self) -> Option<Duration> {
+    /// Pops the next due call.
+    fn pop_due(&self, now: Duration) -> Option<(Rc<Entry>, Duration)> {
         let mut heap = self.heap.borrow_mut();
-        while let Some(Reverse(top)) = heap.peek() {
-            if top.generation == top.entry.generation.get()
-                && top.entry.state.get() == CallState::Pending
-            {
-                return Some(top.time);
-            }
-            heap.pop();
+        if Self::settle_top(&mut heap, &self.seq)? > now {
+            return None;
         }
-        None
+        let Reverse(slot) = heap.pop().expect("settled");
+        Some((slot.entry, slot.time))
+    }
+
+    fn next_time(&self) -> Option<Duration> {
+        Self::settle_top(&mut self.heap.borrow_mut(), &self.seq)
     }
 }
 
@@ -170,7 +181,8 @@ impl Clock {
     #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
         let entry = Rc::new(Entry {
-            time: Cell::new(self.now() + delay),
+            // `Duration::MAX` is a common "never"; it must not overflow.
+            time: Cell::new(self.now().saturating_add(delay)),
             state: Cell::new(CallState::Pending),
             generation: Cell::new(0),
             func: RefCell::new(Some(Box::new(f))),
@@ -253,13 +265,14 @@ impl Clock {
         };
         loop {
             match self.next_time() {
-                Some(time) => {
+                // A deadline beyond what an `Instant` can hold never comes.
+                Some(time) if let Some(at) = origin.checked_add(time) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(*origin + time) => { self.run_due(); }
+                        _ = tokio::time::sleep_until(at) => { self.run_due(); }
                         _ = wake.notified() => {}
                     }
                 }
-                None => wake.notified().await,
+                _ => wake.notified().await,
             }
         }
     }
@@ -397,6 +410,31 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         assert_eq!(*log.borrow(), ["c", "b"]);
         assert!(clock.pending_calls().is_empty());
+    }
+
+    #[test]
+    fn resetting_later_keeps_one_heap_slot() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        let call = clock.call_later(Duration::from_secs(10), push("idle"));
+        for i in 1..=10_000u64 {
+            clock.advance(Duration::from_millis(1));
+            call.reset(Duration::from_secs(10)).unwrap();
+            assert_eq!(
+                call.time(),
+                Duration::from_millis(i) + Duration::from_secs(10)
+            );
+        }
+        assert_eq!(clock.inner.heap.borrow().len(), 1);
+        clock.advance(Duration::from_millis(9_999));
+        assert!(log.borrow().is_empty());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(*log.borrow(), ["idle"]);
+        // Moving a call earlier still works.
+        let early = clock.call_later(Duration::from_secs(5), push("early"));
+        early.reset(Duration::from_secs(1)).unwrap();
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(*log.borrow(), ["idle", "early"]);
     }
 
     #[test]

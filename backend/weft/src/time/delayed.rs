@@ -83,7 +83,7 @@ impl DelayedCall {
             .clock
             .upgrade()
             .ok_or(DelayedCallError::AlreadyCancelled)?;
-        let time = clock.now() + delay;
+        let time = clock.now().saturating_add(delay);
         clock.reschedule(&self.entry, time);
         Ok(())
     }
@@ -96,7 +96,7 @@ impl DelayedCall {
             .clock
             .upgrade()
             .ok_or(DelayedCallError::AlreadyCancelled)?;
-        clock.reschedule(&self.entry, self.entry.time.get() + by);
+        clock.reschedule(&self.entry, self.entry.time.get().saturating_add(by));
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! Every transport kind ends in the same place: `serve` registers the connection with
 //! the reactor, reports it to the observer, runs the protocol through the shared
 //! driver, and reports the close with its reason and final counters. Async code that
-//! wants a byte stream instead of callbacks gets the same through [`stream`]'s
+//! wants a byte stream instead of callbacks gets the same through
 //! [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
 
 pub(crate) mod connect;

@@ -26,12 +26,14 @@ CREATE TABLE connections (
     close_reason    TEXT
 );
 
--- /api/connections?state=open|closed&service=NAME, newest first.
-CREATE INDEX connections_open ON connections (opened_at_ms DESC) WHERE closed_at_ms IS NULL;
-CREATE INDEX connections_service_opened ON connections (service, opened_at_ms DESC);
-CREATE INDEX connections_opened ON connections (opened_at_ms DESC);
--- Retention walks closed rows by age.
-CREATE INDEX connections_closed ON connections (closed_at_ms) WHERE closed_at_ms IS NOT NULL;
+-- /api/connections?state=open|closed&service=NAME, newest first (closed ones by close time), read
+-- in index order with no sort. Retention walks connections_closed from the oldest end.
+CREATE INDEX connections_opened ON connections (opened_at_ms DESC, id DESC);
+CREATE INDEX connections_open ON connections (opened_at_ms DESC, id DESC) WHERE closed_at_ms IS NULL;
+CREATE INDEX connections_closed ON connections (closed_at_ms DESC, id DESC) WHERE closed_at_ms IS NOT NULL;
+CREATE INDEX connections_service_opened ON connections (service, opened_at_ms DESC, id DESC);
+CREATE INDEX connections_service_closed ON connections (service, closed_at_ms DESC, id DESC)
+    WHERE closed_at_ms IS NOT NULL;
 
 CREATE TABLE deferreds (
     id              INTEGER PRIMARY KEY NOT NULL,
@@ -52,17 +54,21 @@ CREATE TABLE deferreds (
     leaked          INTEGER NOT NULL DEFAULT 0
 );
 
--- /api/deferreds?state=...&service=NAME, newest first. The flags are rare, so partial indexes stay small.
-CREATE INDEX deferreds_created ON deferreds (created_at_ms DESC);
-CREATE INDEX deferreds_service_created ON deferreds (service, created_at_ms DESC);
-CREATE INDEX deferreds_state_created ON deferreds (state, created_at_ms DESC);
-CREATE INDEX deferreds_stalled ON deferreds (created_at_ms DESC) WHERE stalled <> 0;
-CREATE INDEX deferreds_slow ON deferreds (created_at_ms DESC) WHERE slow <> 0;
-CREATE INDEX deferreds_unhandled ON deferreds (created_at_ms DESC) WHERE unhandled <> 0;
-CREATE INDEX deferreds_leaked ON deferreds (created_at_ms DESC) WHERE leaked <> 0;
--- A connection's chains, a chain's children.
-CREATE INDEX deferreds_connection ON deferreds (connection_id) WHERE connection_id IS NOT NULL;
-CREATE INDEX deferreds_parent ON deferreds (parent_id) WHERE parent_id IS NOT NULL;
+-- /api/deferreds?state=...&service=NAME, newest first, read in index order with no sort. Pending
+-- and flagged Deferreds are few next to finished ones, so their partial indexes stay small.
+CREATE INDEX deferreds_created ON deferreds (created_at_ms DESC, id DESC);
+CREATE INDEX deferreds_service_created ON deferreds (service, created_at_ms DESC, id DESC);
+CREATE INDEX deferreds_state_created ON deferreds (state, created_at_ms DESC, id DESC);
+CREATE INDEX deferreds_pending ON deferreds (created_at_ms DESC, id DESC)
+    WHERE state IN ('pending', 'running', 'paused');
+CREATE INDEX deferreds_stalled ON deferreds (created_at_ms DESC, id DESC) WHERE stalled <> 0;
+CREATE INDEX deferreds_slow ON deferreds (created_at_ms DESC, id DESC) WHERE slow <> 0;
+CREATE INDEX deferreds_unhandled ON deferreds (created_at_ms DESC, id DESC) WHERE unhandled <> 0;
+CREATE INDEX deferreds_leaked ON deferreds (created_at_ms DESC, id DESC) WHERE leaked <> 0;
+-- A connection's chains (newest first), a chain's children (oldest first).
+CREATE INDEX deferreds_connection ON deferreds (connection_id, created_at_ms DESC, id DESC)
+    WHERE connection_id IS NOT NULL;
+CREATE INDEX deferreds_parent ON deferreds (parent_id, created_at_ms, id) WHERE parent_id IS NOT NULL;
 -- Retention walks fired rows by age.
 CREATE INDEX deferreds_fired ON deferreds (fired_at_ms) WHERE fired_at_ms IS NOT NULL;
 

@@ -21,9 +21,9 @@ trait Insert {
     const TABLE: &'static str;
     /// Columns in bind order.
     const COLUMNS: &'static [&'static str];
-    /// Key columns; `None` means "keep the first row" (`DO NOTHING`) instead of upserting.
+    /// The columns of the primary key.
     const KEY: &'static [&'static str];
-    /// Whether a conflicting row replaces the stored one.
+    /// Whether a row with an existing key replaces the stored one (`false`: the first one stays).
     const UPSERT: bool = true;
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q>;

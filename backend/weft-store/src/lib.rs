@@ -30,6 +30,7 @@
 //! - `retention`: the background task deleting finished rows older than the window, in chunks.
 //! - `queries`: the read side, on a connection pool separate from the writer's connection.
 //! - `stats`: the counters (queued, written, dropped, errors) producers and the writer bump.
+//! - `options`: [`StoreOptions`], the file, queue, batching and retention settings.
 //! - `error`: [`StoreError`].
 
 mod batch;

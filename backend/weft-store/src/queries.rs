@@ -26,9 +26,9 @@ const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id
 /// Which connections to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
-    /// Not closed yet.
+    /// Not closed yet, newest opened first.
     Open,
-    /// Closed.
+    /// Closed, most recently closed first.
     Closed,
 }
 
@@ -75,7 +75,8 @@ pub enum DeferredFilter {
 }
 
 impl DeferredFilter {
-    /// The SQL condition, a constant per variant.
+    /// The SQL condition, a constant per variant; each is the `WHERE` of a partial index or
+    /// leads with an indexed column.
     fn condition(self) -> &'static str {
         match self {
             Self::Pending => "state IN ('pending', 'running', 'paused')",
@@ -123,6 +124,57 @@ impl fmt::Display for DeferredFilter {
     }
 }
 
+/// The connections list up to its `LIMIT`; the caller binds the limit.
+fn connections_query(
+    state: Option<ConnectionState>,
+    service: Option<&str>,
+) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(CONNECTION_COLUMNS);
+    q.push(match state {
+        None => " WHERE 1 = 1",
+        Some(ConnectionState::Open) => " WHERE closed_at_ms IS NULL",
+        Some(ConnectionState::Closed) => " WHERE closed_at_ms IS NOT NULL",
+    });
+    if let Some(service) = service {
+        q.push(" AND service = ").push_bind(service.to_owned());
+    }
+    // Each order matches an index, so a page is read without sorting the table.
+    q.push(match state {
+        Some(ConnectionState::Closed) => " ORDER BY closed_at_ms DESC, id DESC LIMIT ",
+        _ => " ORDER BY opened_at_ms DESC, id DESC LIMIT ",
+    });
+    q
+}
+
+/// The Deferreds list up to its `LIMIT`; the caller binds the limit.
+fn deferreds_query(filter: Option<DeferredFilter>, service: Option<&str>) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::<Sqlite>::new(DEFERRED_COLUMNS);
+    if filter == Some(DeferredFilter::Pending) {
+        // Without statistics the planner prefers the state index and sorts every pending row.
+        q.push(" INDEXED BY deferreds_pending");
+    }
+    q.push(" WHERE ");
+    q.push(filter.map_or("1 = 1", DeferredFilter::condition));
+    if let Some(service) = service {
+        q.push(" AND service = ").push_bind(service.to_owned());
+    }
+    q.push(" ORDER BY created_at_ms DESC, id DESC LIMIT ");
+    q
+}
+
+fn children_sql() -> String {
+    format!("{DEFERRED_COLUMNS} WHERE parent_id = ? ORDER BY created_at_ms, id LIMIT {MAX_LIMIT}")
+}
+
+fn connection_deferreds_sql() -> String {
+    format!(
+        "{DEFERRED_COLUMNS} WHERE connection_id = ? ORDER BY created_at_ms DESC, id DESC LIMIT ?"
+    )
+}
+
+const EVENTS_AFTER_SQL: &str =
+    "SELECT seq, at_ms, kind, payload_json FROM events WHERE seq > ? ORDER BY seq LIMIT ?";
+
 fn limit(n: u32) -> i64 {
     i64::from(n.min(MAX_LIMIT))
 }
@@ -138,25 +190,16 @@ impl Store {
         Ok(rows)
     }
 
-    /// Connections, newest first, optionally only open or closed ones and only of one service.
+    /// Connections newest first (closed ones by close time), optionally only open or closed ones
+    /// and only of one service.
     pub async fn connections(
         &self,
         state: Option<ConnectionState>,
         service: Option<&str>,
         max: u32,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(CONNECTION_COLUMNS);
-        q.push(" WHERE 1 = 1");
-        match state {
-            Some(ConnectionState::Open) => q.push(" AND closed_at_ms IS NULL"),
-            Some(ConnectionState::Closed) => q.push(" AND closed_at_ms IS NOT NULL"),
-            None => &mut q,
-        };
-        if let Some(service) = service {
-            q.push(" AND service = ").push_bind(service.to_owned());
-        }
-        q.push(" ORDER BY opened_at_ms DESC, id DESC LIMIT ")
-            .push_bind(limit(max));
+        let mut q = connections_query(state, service);
+        q.push_bind(limit(max));
         Ok(q.build_query_as().fetch_all(&self.pool()).await?)
     }
 
@@ -176,16 +219,8 @@ impl Store {
         service: Option<&str>,
         max: u32,
     ) -> Result<Vec<DeferredRecord>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(DEFERRED_COLUMNS);
-        q.push(" WHERE 1 = 1");
-        if let Some(filter) = filter {
-            q.push(" AND ").push(filter.condition());
-        }
-        if let Some(service) = service {
-            q.push(" AND service = ").push_bind(service.to_owned());
-        }
-        q.push(" ORDER BY created_at_ms DESC, id DESC LIMIT ")
-            .push_bind(limit(max));
+        let mut q = deferreds_query(filter, service);
+        q.push_bind(limit(max));
         Ok(q.build_query_as().fetch_all(&self.pool()).await?)
     }
 
@@ -207,9 +242,7 @@ impl Store {
         .bind(id)
         .fetch_all(&pool)
         .await?;
-        let sql = sqlx::AssertSqlSafe(format!(
-            "{DEFERRED_COLUMNS} WHERE parent_id = ? ORDER BY created_at_ms, id LIMIT {MAX_LIMIT}"
-        ));
+        let sql = sqlx::AssertSqlSafe(children_sql());
         let children = sqlx::query_as(sql).bind(id).fetch_all(&pool).await?;
         Ok(Some(DeferredDetail {
             deferred,
@@ -224,9 +257,7 @@ impl Store {
         connection_id: i64,
         max: u32,
     ) -> Result<Vec<DeferredRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "{DEFERRED_COLUMNS} WHERE connection_id = ? ORDER BY created_at_ms DESC, id DESC LIMIT ?"
-        ));
+        let sql = sqlx::AssertSqlSafe(connection_deferreds_sql());
         Ok(sqlx::query_as(sql)
             .bind(connection_id)
             .bind(limit(max))
@@ -236,12 +267,76 @@ impl Store {
 
     /// Events with a sequence number above `after`, in sequence order.
     pub async fn events_after(&self, after: i64, max: u32) -> Result<Vec<EventRecord>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT seq, at_ms, kind, payload_json FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        Ok(sqlx::query_as(EVENTS_AFTER_SQL)
+            .bind(after)
+            .bind(limit(max))
+            .fetch_all(&self.pool())
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema;
+
+    /// Every list the dashboard pages through is read in index order: no table scan, no sort.
+    #[tokio::test]
+    async fn list_queries_use_an_index_and_never_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = schema::open_pool(
+            &dir.path().join("plan.db"),
+            std::time::Duration::from_secs(1),
+            1,
         )
-        .bind(after)
-        .bind(limit(max))
-        .fetch_all(&self.pool())
-        .await?)
+        .await
+        .unwrap();
+        let mut lists: Vec<String> = Vec::new();
+        for state in [
+            None,
+            Some(ConnectionState::Open),
+            Some(ConnectionState::Closed),
+        ] {
+            for service in [None, Some("echo")] {
+                lists.push(format!(
+                    "{}?",
+                    connections_query(state, service).sql().as_str()
+                ));
+            }
+        }
+        let filters = [
+            DeferredFilter::Pending,
+            DeferredFilter::Stalled,
+            DeferredFilter::Failed,
+            DeferredFilter::Unhandled,
+            DeferredFilter::Slow,
+            DeferredFilter::Leaked,
+        ];
+        for filter in filters.into_iter().map(Some).chain([None]) {
+            for service in [None, Some("echo")] {
+                lists.push(format!(
+                    "{}?",
+                    deferreds_query(filter, service).sql().as_str()
+                ));
+            }
+        }
+        lists.extend([
+            children_sql(),
+            connection_deferreds_sql(),
+            EVENTS_AFTER_SQL.to_owned(),
+        ]);
+        for sql in lists {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|row| row.3).collect();
+            assert!(
+                plan.iter().all(|step| !step.contains("TEMP B-TREE")
+                    && (step.contains("INDEX") || step.contains("PRIMARY KEY"))),
+                "{sql}\n  {plan:?}"
+            );
+        }
     }
 }

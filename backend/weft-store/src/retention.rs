@@ -1,7 +1,8 @@
 //! Retention: deleting finished rows older than the retention window, a chunk at a time.
 //!
-//! Only closed connections, fired Deferreds (with their steps) and events are ever deleted; an open
-//! connection or a pending Deferred stays however old it is, because it is still live. Each chunk is
+//! Only closed connections, fired or leaked Deferreds (with their steps) and events are ever
+//! deleted; an open connection or a pending Deferred stays however old it is, because it is still
+//! live. Each chunk is
 //! its own short transaction so the writer is never locked out for long, and freed pages are handed
 //! back with `incremental_vacuum` so the file shrinks as well as stops growing.
 
@@ -20,10 +21,16 @@ const PRUNE_CONNECTIONS: &str = "DELETE FROM connections WHERE id IN (
     WHERE closed_at_ms IS NOT NULL AND closed_at_ms < ?1
     ORDER BY closed_at_ms LIMIT ?2)";
 
-const FIRED: &str = "SELECT id FROM deferreds
+const FIRED: &str = "SELECT id FROM deferreds INDEXED BY deferreds_fired
     WHERE fired_at_ms IS NOT NULL AND fired_at_ms < ?1
       AND state IN ('succeeded', 'failed', 'cancelled')
     ORDER BY fired_at_ms LIMIT ?2";
+
+/// A leaked Deferred was dropped without firing: it is finished even though its state never
+/// left `pending`, and would otherwise be kept forever.
+const LEAKED: &str = "SELECT id FROM deferreds
+    WHERE leaked <> 0 AND created_at_ms < ?1
+    ORDER BY created_at_ms LIMIT ?2";
 
 /// Steps whose Deferred was never stored (dropped under load) would otherwise stay forever.
 const PRUNE_ORPHAN_STEPS: &str = "DELETE FROM deferred_steps WHERE rowid IN (
@@ -47,7 +54,9 @@ pub(crate) async fn prune(
     for sql in [PRUNE_CONNECTIONS, PRUNE_EVENTS] {
         total += prune_table(pool, sql, cutoff_ms, chunk).await?;
     }
-    total += prune_deferreds(pool, cutoff_ms, chunk).await?;
+    for finished in [FIRED, LEAKED] {
+        total += prune_deferreds(pool, finished, cutoff_ms, chunk).await?;
+    }
     total += prune_table(pool, PRUNE_ORPHAN_STEPS, cutoff_ms, chunk).await?;
     if total > 0 {
         sqlx::query("PRAGMA incremental_vacuum")
@@ -79,16 +88,17 @@ async fn prune_table(
     }
 }
 
-/// A Deferred and its steps go together, in one transaction per chunk.
+/// Deferreds chosen by `finished` and their steps go together, in one transaction per chunk.
 async fn prune_deferreds(
     pool: &SqlitePool,
+    finished: &'static str,
     cutoff_ms: i64,
     chunk: i64,
 ) -> Result<u64, sqlx::Error> {
     let steps = sqlx::AssertSqlSafe(format!(
-        "DELETE FROM deferred_steps WHERE deferred_id IN ({FIRED})"
+        "DELETE FROM deferred_steps WHERE deferred_id IN ({finished})"
     ));
-    let deferreds = sqlx::AssertSqlSafe(format!("DELETE FROM deferreds WHERE id IN ({FIRED})"));
+    let deferreds = sqlx::AssertSqlSafe(format!("DELETE FROM deferreds WHERE id IN ({finished})"));
     let (steps, deferreds) = (
         sqlx::SqlSafeStr::into_sql_str(steps),
         sqlx::SqlSafeStr::into_sql_str(deferreds),

@@ -1,8 +1,8 @@
 //! Opening the database file: connection settings, migrations, and the file's identity.
 //!
-//! Every connection runs in WAL mode with `synchronous=NORMAL`: readers never block the writer,
-//! a commit costs no fsync, and a crash loses at most the transactions since the last
-//! checkpoint-safe WAL frame, never the file's integrity.
+//! Every connection runs in WAL mode with `synchronous=NORMAL`: readers never block the writer and
+//! a commit costs no fsync. A killed process loses nothing it committed; a power cut may lose the
+//! last commits but never the file's integrity.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

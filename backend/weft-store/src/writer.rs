@@ -25,6 +25,10 @@ use crate::{StoreError, StoreOptions};
 
 /// What travels on the queue.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records are nearly every message; boxing them would cost an allocation each"
+)]
 pub(crate) enum Command {
     Record(Record),
     /// Commit everything queued before this, then answer; with `stop`, also end the task.

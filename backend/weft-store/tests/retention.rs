@@ -34,6 +34,11 @@ async fn fill(store: &Store) {
     }
     // A step whose Deferred was never stored.
     store.try_send(step(500, 0, old * 1_000));
+    // Dropped without firing: finished, though its state stays pending.
+    let mut leaked = deferred(300, "pending", old);
+    leaked.leaked = true;
+    store.try_send(leaked);
+    store.try_send(step(300, 0, old * 1_000));
     // Old but still live.
     store.try_send(connection(100, "echo", old, None));
     store.try_send(deferred(100, "paused", old));
@@ -94,11 +99,11 @@ async fn prune_deletes_old_finished_rows_in_chunks() {
     let store = Store::open_with(opts).await.unwrap();
     fill(&store).await;
 
-    // 10 connections + 10 events + 10 Deferreds with 20 steps + 1 orphan step.
-    assert_eq!(store.prune_before(now_ms() - HOUR).await.unwrap(), 51);
+    // 10 connections + 10 events + 11 Deferreds with 21 steps + 1 orphan step.
+    assert_eq!(store.prune_before(now_ms() - HOUR).await.unwrap(), 53);
     assert_only_live_and_recent_rows_remain(&store).await;
     assert_eq!(store.prune_before(now_ms() - HOUR).await.unwrap(), 0);
-    assert_eq!(store.stats().pruned(), 51);
+    assert_eq!(store.stats().pruned(), 53);
     store.shutdown().await.unwrap();
 }
 
@@ -111,7 +116,7 @@ async fn the_background_task_prunes_on_its_interval() {
     opts.prune_chunk = 4;
     let store = Store::open_with(opts).await.unwrap();
     fill(&store).await;
-    eventually("the background prune", || store.stats().pruned() == 51).await;
+    eventually("the background prune", || store.stats().pruned() == 53).await;
     assert_only_live_and_recent_rows_remain(&store).await;
     store.shutdown().await.unwrap();
 }

@@ -42,8 +42,10 @@
 pub mod address;
 pub mod defer;
 pub mod endpoint;
+pub mod framing;
 pub mod net;
 pub mod observe;
+pub mod policies;
 pub mod protocol;
 pub mod reactor;
 pub mod testing;

@@ -52,6 +52,12 @@ pub trait Factory: 'static {
     /// A protocol for a connection from `peer`, or `None` to refuse it.
     fn build_protocol(&self, peer: &Address) -> Option<Box<dyn Protocol>>;
 
+    /// After `build_protocol` returned `None`: why, as a bounded label for metrics
+    /// (`limit_total`, `limit_peer`, ...).
+    fn refusal_reason(&self) -> &'static str {
+        "factory"
+    }
+
     /// Called when a listener using this factory starts.
     fn start_factory(&self) {}
 
@@ -62,6 +68,9 @@ pub trait Factory: 'static {
 impl<F: Factory + ?Sized> Factory for Rc<F> {
     fn build_protocol(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
         (**self).build_protocol(peer)
+    }
+    fn refusal_reason(&self) -> &'static str {
+        (**self).refusal_reason()
     }
     fn start_factory(&self) {
         (**self).start_factory();

@@ -87,6 +87,18 @@ pub trait ClientFactory: Factory {
     }
 }
 
+impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
+    fn started_connecting(&self, connector: &Connector) {
+        (**self).started_connecting(connector);
+    }
+    fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
+        (**self).client_connection_failed(connector, reason);
+    }
+    fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
+        (**self).client_connection_lost(connector, reason);
+    }
+}
+
 /// Where a [`Connector`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectorState {

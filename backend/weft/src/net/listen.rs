@@ -222,7 +222,7 @@ impl Reactor {
         observe::emit(|| Event::ListenerStarted(&info));
         tracing::info!(service, endpoint, local = %info.local, "listening");
         let reactor = self.clone();
-        self.spawn_untracked(async move {
+        self.spawn(async move {
             accept_loop(&reactor, bound, acceptor_tls, &info, factory.clone(), stop).await;
             factory.stop_factory();
             observe::emit(|| Event::ListenerStopped(&info));
@@ -315,39 +315,38 @@ fn admit(
     let local = listener.local.clone();
     let service = listener.service.clone();
     let transport = listener.transport;
-    let task_reactor = reactor.clone();
-    reactor.spawn(async move {
-        let reactor = task_reactor;
-        match (stream, tls) {
-            (Accepted::Tcp(s), None) => {
-                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
-                let info = ConnectionInfo::new(service, transport, peer, local);
-                serve(&reactor, s, info, protocol).await;
-            }
-            (Accepted::Tcp(s), Some(acceptor)) => {
-                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
-                match tls::handshake(acceptor, s).await {
-                    Ok(s) => {
-                        let info = ConnectionInfo::new(service, transport, peer, local);
-                        serve(&reactor, s, info, protocol).await;
-                    }
-                    Err(err) => {
-                        tracing::info!(%service, %peer, %err, "TLS handshake failed");
-                        observe::emit(|| {
-                            Event::ProtocolError(ProtocolError {
-                                service: service.clone(),
-                                connection: None,
-                                kind: ErrorKind::TlsHandshake,
-                                message: format!("TLS handshake with {peer} failed: {err}"),
-                            })
-                        });
-                    }
+    let r = reactor.clone();
+    // One spawn per kind: a task's future is as large as its largest state, and the
+    // TLS states (a rustls connection) must not be paid for by every plain connection.
+    match (stream, tls) {
+        (Accepted::Tcp(s), None) => reactor.spawn(async move {
+            let local = s.local_addr().map(Address::Ip).unwrap_or(local);
+            let info = ConnectionInfo::new(service, transport, peer, local);
+            serve(&r, s, info, protocol).await;
+        }),
+        (Accepted::Tcp(s), Some(acceptor)) => reactor.spawn(Box::pin(async move {
+            let local = s.local_addr().map(Address::Ip).unwrap_or(local);
+            match tls::handshake(acceptor, s).await {
+                Ok(s) => {
+                    let info = ConnectionInfo::new(service, transport, peer, local);
+                    serve(&r, s, info, protocol).await;
+                }
+                Err(err) => {
+                    tracing::info!(%service, %peer, %err, "TLS handshake failed");
+                    observe::emit(|| {
+                        Event::ProtocolError(ProtocolError {
+                            service: service.clone(),
+                            connection: None,
+                            kind: ErrorKind::TlsHandshake,
+                            message: format!("TLS handshake with {peer} failed: {err}"),
+                        })
+                    });
                 }
             }
-            (Accepted::Unix(s), _) => {
-                let info = ConnectionInfo::new(service, transport, peer, local);
-                serve(&reactor, s, info, protocol).await;
-            }
-        }
-    });
+        })),
+        (Accepted::Unix(s), _) => reactor.spawn(async move {
+            let info = ConnectionInfo::new(service, transport, peer, local);
+            serve(&r, s, info, protocol).await;
+        }),
+    }
 }

@@ -13,7 +13,7 @@ use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
 use crate::observe::{
     self, CloseReason, ConnectionClosed, ConnectionInfo, ErrorKind, Event, ListenerInfo,
-    ProtocolError, TransportKind,
+    TransportKind,
 };
 use crate::reactor::Reactor;
 use crate::transport::{guarded_call, put_read_buf, take_read_buf};
@@ -72,8 +72,7 @@ impl DatagramTransport {
                 true
             }
             Err(err) => {
-                tracing::debug!(%addr, %err, "datagram dropped");
-                report(
+                observe::report_error(
                     &self.shared.info,
                     ErrorKind::DatagramDropped,
                     format!("sending to {addr}: {err}"),
@@ -101,17 +100,6 @@ impl DatagramTransport {
 
 fn ns_since(info: &ConnectionInfo) -> u64 {
     u64::try_from(info.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn report(info: &ConnectionInfo, kind: ErrorKind, message: String) {
-    observe::emit(|| {
-        Event::ProtocolError(ProtocolError {
-            service: info.service.clone(),
-            connection: Some(info.id),
-            kind,
-            message,
-        })
-    });
 }
 
 /// A listening UDP port (Twisted's `IListeningPort` for UDP).
@@ -204,7 +192,7 @@ impl Reactor {
             protocol.start_protocol(&t)
         });
         let protocol = RefCell::new(protocol);
-        self.spawn_untracked(async move {
+        self.spawn(async move {
             let reason = receive_loop(&t, &protocol, name, max_datagram, &stop).await;
             t.shared.closed.set(true);
             let _ = guarded_call(&info, name, "stop_protocol", || {
@@ -249,8 +237,7 @@ async fn receive_loop(
             match socket.try_recv_from(&mut buf[..limit]) {
                 Ok((n, from)) if n > max_datagram => {
                     put_read_buf(buf);
-                    tracing::info!(%from, max_datagram, "oversized datagram dropped");
-                    report(
+                    observe::report_error(
                         &info,
                         ErrorKind::DatagramTruncated,
                         format!(

@@ -60,6 +60,19 @@ pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
     }
 }
 
+/// Reports a handled error on a connection: logged once here, counted by observers.
+pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
+    tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), "{message}");
+    emit(|| {
+        Event::ProtocolError(ProtocolError {
+            service: info.service.clone(),
+            connection: Some(info.id),
+            kind,
+            message,
+        })
+    });
+}
+
 /// An observer that collects every event as text; handy in tests and examples.
 #[derive(Default)]
 pub struct RecordingObserver {

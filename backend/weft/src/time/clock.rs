@@ -326,10 +326,9 @@ mod tests {
     use super::*;
     use crate::time::DelayedCallError;
 
-    fn log() -> (
-        Rc<RefCell<Vec<&'static str>>>,
-        impl Fn(&'static str) -> Box<dyn FnOnce()>,
-    ) {
+    type Log = Rc<RefCell<Vec<&'static str>>>;
+
+    fn log() -> (Log, impl Fn(&'static str) -> Box<dyn FnOnce()>) {
         let log = Rc::new(RefCell::new(Vec::new()));
         let l = log.clone();
         (log, move |name| {

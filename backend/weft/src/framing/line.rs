@@ -1,0 +1,263 @@
+//! `LineReceiver`: delimited lines, with a raw mode.
+
+use super::reject;
+use crate::observe::{CloseReason, ErrorKind};
+use crate::protocol::Protocol;
+use crate::transport::Transport;
+
+/// What a line handler can do besides writing: send lines, switch modes.
+pub struct LineContext<'a> {
+    transport: &'a Transport,
+    delimiter: &'a [u8],
+    raw: &'a mut bool,
+}
+
+impl LineContext<'_> {
+    /// The connection's transport.
+    pub fn transport(&self) -> &Transport {
+        self.transport
+    }
+
+    /// Writes `line` followed by the delimiter (Twisted's `sendLine`).
+    pub fn send_line(&self, line: &[u8]) {
+        self.transport.write_sequence([line, self.delimiter]);
+    }
+
+    /// Delivers what follows to `raw_data_received` instead of splitting it into lines.
+    pub fn set_raw_mode(&mut self) {
+        *self.raw = true;
+    }
+
+    /// Goes back to splitting lines.
+    pub fn set_line_mode(&mut self) {
+        *self.raw = false;
+    }
+}
+
+/// Handles the lines a [`LineReceiver`] splits out.
+pub trait LineHandler: 'static {
+    /// The connection is up.
+    fn connection_made(&mut self, ctx: &mut LineContext<'_>) {
+        let _ = ctx;
+    }
+    /// One line, without its delimiter.
+    fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]);
+    /// Bytes received in raw mode.
+    fn raw_data_received(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
+        let _ = (ctx, data);
+    }
+    /// The connection is gone.
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let _ = reason;
+    }
+}
+
+/// Splits a stream into lines (Twisted's `LineReceiver`); `\r\n` and 16 KiB by default.
+pub struct LineReceiver<H> {
+    handler: H,
+    delimiter: Vec<u8>,
+    max_length: usize,
+    /// A partial line; empty (and unallocated) between lines.
+    buffer: Vec<u8>,
+    raw: bool,
+}
+
+impl<H: LineHandler> LineReceiver<H> {
+    /// Twisted's `MAX_LENGTH`.
+    pub const MAX_LENGTH: usize = 16384;
+
+    /// Lines ending in `\r\n`, at most [`MAX_LENGTH`](Self::MAX_LENGTH) bytes.
+    pub fn new(handler: H) -> Self {
+        Self {
+            handler,
+            delimiter: b"\r\n".to_vec(),
+            max_length: Self::MAX_LENGTH,
+            buffer: Vec::new(),
+            raw: false,
+        }
+    }
+
+    /// Uses `delimiter` (for example `b"\n"`).
+    pub fn delimiter(mut self, delimiter: &[u8]) -> Self {
+        assert!(!delimiter.is_empty(), "a line delimiter cannot be empty");
+        self.delimiter = delimiter.to_vec();
+        self
+    }
+
+    /// Closes connections that send a line longer than `max_length` bytes.
+    pub fn max_length(mut self, max_length: usize) -> Self {
+        self.max_length = max_length;
+        self
+    }
+
+    /// The wrapped handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The wrapped handler, mutably.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    fn too_long(&mut self, transport: &Transport, length: usize) {
+        self.buffer = Vec::new();
+        reject(
+            transport,
+            ErrorKind::FrameTooLong,
+            format!(
+                "line of {length}+ bytes exceeds the limit of {} bytes",
+                self.max_length
+            ),
+        );
+    }
+}
+
+impl<H: LineHandler> Protocol for LineReceiver<H> {
+    fn connection_made(&mut self, transport: &Transport) {
+        let mut ctx = LineContext {
+            transport,
+            delimiter: &self.delimiter,
+            raw: &mut self.raw,
+        };
+        self.handler.connection_made(&mut ctx);
+    }
+
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        let mut rest = data;
+        // Work on the buffered partial line only when there is one.
+        let pending = std::mem::take(&mut self.buffer);
+        let mut joined;
+        if !pending.is_empty() {
+            joined = pending;
+            joined.extend_from_slice(data);
+            rest = &joined[..];
+        }
+        while !rest.is_empty() && !transport.is_disconnecting() {
+            if self.raw {
+                let mut ctx = LineContext {
+                    transport,
+                    delimiter: &self.delimiter,
+                    raw: &mut self.raw,
+                };
+                self.handler.raw_data_received(&mut ctx, rest);
+                return;
+            }
+            match find(rest, &self.delimiter) {
+                Some(end) => {
+                    if end > self.max_length {
+                        return self.too_long(transport, end);
+                    }
+                    let (line, after) = (&rest[..end], &rest[end + self.delimiter.len()..]);
+                    let mut ctx = LineContext {
+                        transport,
+                        delimiter: &self.delimiter,
+                        raw: &mut self.raw,
+                    };
+                    self.handler.line_received(&mut ctx, line);
+                    rest = after;
+                }
+                None => {
+                    if rest.len() > self.max_length + self.delimiter.len() {
+                        return self.too_long(transport, rest.len());
+                    }
+                    self.buffer = rest.to_vec();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.handler.connection_lost(reason);
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<H>()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.len() == 1 {
+        return haystack.iter().position(|&b| b == needle[0]);
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::StringTransport;
+
+    #[derive(Default)]
+    struct Lines {
+        lines: Vec<Vec<u8>>,
+        raw: Vec<u8>,
+    }
+
+    impl LineHandler for Lines {
+        fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+            if line == b"raw" {
+                ctx.set_raw_mode();
+            }
+            ctx.send_line(&line.to_ascii_uppercase());
+            self.lines.push(line.to_vec());
+        }
+        fn raw_data_received(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
+            self.raw.extend_from_slice(data);
+            if self.raw.ends_with(b"END") {
+                ctx.set_line_mode();
+            }
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_joined() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Lines::default());
+        wire.connect(&mut proto);
+        wire.receive(&mut proto, b"hel");
+        wire.receive(&mut proto, b"lo\r\nwor");
+        wire.receive(&mut proto, b"ld\r\n\r\n");
+        assert_eq!(
+            proto.handler().lines,
+            [b"hello".to_vec(), b"world".to_vec(), vec![]]
+        );
+        assert_eq!(wire.value(), b"HELLO\r\nWORLD\r\n\r\n");
+    }
+
+    #[test]
+    fn raw_mode_takes_the_rest_of_the_read() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Lines::default()).delimiter(b"\n");
+        wire.connect(&mut proto);
+        wire.receive(&mut proto, b"a\nraw\nbytes\nEND");
+        assert_eq!(proto.handler().lines, [b"a".to_vec(), b"raw".to_vec()]);
+        assert_eq!(proto.handler().raw, b"bytes\nEND");
+    }
+
+    #[test]
+    fn a_line_over_max_length_closes_the_connection_with_a_clear_reason() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Lines::default()).max_length(8);
+        wire.connect(&mut proto);
+        wire.receive(&mut proto, b"ok\r\n");
+        wire.receive(&mut proto, b"0123456789abcdef");
+        assert!(wire.disconnecting());
+        let reason = wire.close_reason().unwrap();
+        assert!(reason.to_string().contains("limit of 8 bytes"), "{reason}");
+        // Nothing after the violation is delivered.
+        wire.receive(&mut proto, b"\r\nlate\r\n");
+        assert_eq!(proto.handler().lines, [b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn a_long_line_in_one_read_is_also_rejected() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Lines::default()).max_length(4);
+        wire.connect(&mut proto);
+        wire.receive(&mut proto, b"toolong\r\n");
+        assert!(wire.disconnecting());
+        assert!(proto.handler().lines.is_empty());
+    }
+}

@@ -1,0 +1,42 @@
+//! Framers (twisted.protocols.basic): turn a byte stream into lines or strings.
+//!
+//! Each framer is a [`Protocol`](crate::Protocol) wrapping a handler you write. Each has a
+//! `max_length`; a peer that exceeds it gets its connection closed with a
+//! [`CloseReason::Protocol`](crate::CloseReason::Protocol) naming the limit, and the
+//! error is reported to the observer (`frame_too_long`), so one bad client is visible
+//! and harmless.
+//!
+//! - [`LineReceiver`]: delimited lines, with a raw mode for binary bodies.
+//! - [`Int32StringReceiver`]: strings prefixed by a 32-bit big-endian length.
+//! - [`NetstringReceiver`]: `len:data,` netstrings.
+
+mod int32;
+mod line;
+mod netstring;
+
+pub use int32::{Int32StringReceiver, send_int32_string};
+pub use line::{LineContext, LineHandler, LineReceiver};
+pub use netstring::{NetstringReceiver, send_netstring};
+
+use crate::observe::{self, CloseReason, ErrorKind};
+use crate::transport::Transport;
+
+/// Handles the strings a length-prefixed framer decodes.
+pub trait StringHandler: 'static {
+    /// The connection is up.
+    fn connection_made(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+    /// One complete string arrived.
+    fn string_received(&mut self, transport: &Transport, data: &[u8]);
+    /// The connection is gone.
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let _ = reason;
+    }
+}
+
+/// Closes the connection on bad framing, reporting why.
+fn reject(transport: &Transport, kind: ErrorKind, message: String) {
+    observe::report_error(transport.info(), kind, message.clone());
+    transport.lose_connection_with(CloseReason::Protocol(message));
+}

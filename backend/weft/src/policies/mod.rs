@@ -1,0 +1,12 @@
+//! Policies (twisted.protocols.policies): idle timeouts, connection limits, throttling.
+//!
+//! Each wraps a protocol or a factory, so a service opts in without changing its code.
+//! All timing goes through the thread's clock, so tests drive them with a fake clock.
+
+mod limits;
+mod throttle;
+mod timeout;
+
+pub use limits::ConnectionLimits;
+pub use throttle::Throttled;
+pub use timeout::IdleTimeout;

@@ -1,0 +1,197 @@
+//! The in-memory test doubles, and policies tested through them without sockets.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use weft::testing::{Clock, StringTransport, loopback};
+use weft::{
+    ClientFactory, CloseReason, ConnectError, Factory, Protocol, PushProducer, Reactor,
+    ReconnectingClientFactory, Transport, factory,
+};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        transport.write(data);
+    }
+}
+
+/// Says hello, collects the answer, hangs up after three bytes.
+#[derive(Default)]
+struct Greeter {
+    got: Vec<u8>,
+    lost: Option<CloseReason>,
+}
+
+impl Protocol for Greeter {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.write(b"hey");
+    }
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.got.extend_from_slice(data);
+        if self.got.len() >= 3 {
+            transport.lose_connection();
+        }
+    }
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.lost = Some(reason.clone());
+    }
+}
+
+#[test]
+fn loopback_connects_two_protocols_in_memory() {
+    let mut pair = loopback(Greeter::default(), Echo);
+    assert!(pair.pump());
+    assert_eq!(pair.client.got, b"hey");
+    assert!(pair.is_closed());
+    assert_eq!(pair.client.lost, Some(CloseReason::Done));
+    assert!(!pair.pump());
+}
+
+#[derive(Default)]
+struct Producer {
+    paused: Cell<bool>,
+    pauses: Cell<u32>,
+}
+
+impl PushProducer for Producer {
+    fn pause_producing(&self) {
+        self.paused.set(true);
+        self.pauses.set(self.pauses.get() + 1);
+    }
+    fn resume_producing(&self) {
+        self.paused.set(false);
+    }
+    fn stop_producing(&self) {}
+}
+
+#[test]
+fn back_pressure_pauses_the_producer_above_high_water_and_resumes_below_low() {
+    let mut wire = StringTransport::new();
+    let transport = wire.transport().clone();
+    transport.set_water_marks(100, 10);
+    let producer = Rc::new(Producer::default());
+    transport.register_producer(producer.clone());
+    transport.write(&[0; 60]);
+    assert!(!producer.paused.get());
+    transport.write(&[0; 60]);
+    assert!(producer.paused.get());
+    transport.write(&[0; 60]);
+    assert_eq!(producer.pauses.get(), 1, "paused once, not per write");
+    assert_eq!(wire.value().len(), 180);
+    assert!(
+        !producer.paused.get(),
+        "draining the buffer resumes the producer"
+    );
+}
+
+#[test]
+fn without_a_producer_the_transport_pauses_its_own_reading() {
+    let mut wire = StringTransport::new();
+    let transport = wire.transport().clone();
+    transport.set_water_marks(100, 10);
+    let mut echo = Echo;
+    wire.receive(&mut echo, &[1; 150]);
+    assert!(transport.is_reading_paused());
+    wire.clear();
+    assert!(!transport.is_reading_paused());
+}
+
+#[test]
+fn writes_after_lose_connection_are_dropped() {
+    let mut wire = StringTransport::new();
+    let t = wire.transport().clone();
+    t.write(b"a");
+    t.lose_connection();
+    t.write(b"b");
+    assert_eq!(wire.value(), b"a");
+    assert!(wire.disconnecting());
+}
+
+#[test]
+fn reconnecting_factory_backs_off_and_resets_on_success() {
+    // The reactor never runs: connection attempts are queued, never made; the fake
+    // clock decides when retries are scheduled.
+    let reactor = Reactor::new().unwrap();
+    let clock = Clock::fake();
+    let _g = clock.install();
+    let policy = Rc::new(
+        ReconnectingClientFactory::new(factory(|| Echo))
+            .initial_delay(Duration::from_secs(1))
+            .policy(2.0, 0.0, Duration::from_secs(5), Some(4)),
+    );
+    let connector = reactor
+        .connect_with("tcp:127.0.0.1:9", policy.clone())
+        .unwrap();
+    let failed = ConnectError::Refused {
+        endpoint: "tcp:127.0.0.1:9".into(),
+    };
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        policy.client_connection_failed(&connector, &failed);
+        if let Some(call) = clock.pending_calls().first() {
+            waits.push(call.time() - clock.now());
+            call.cancel().unwrap();
+        }
+    }
+    let secs: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+    assert_eq!(
+        secs,
+        [1, 2, 4, 5],
+        "doubling, capped at 5s, four retries then give up"
+    );
+    assert_eq!(policy.retries(), 5);
+
+    // A successful connection resets the back-off.
+    let _ = policy.build_protocol(&weft::Address::Memory("x".into()));
+    assert_eq!(policy.retries(), 0);
+    assert_eq!(policy.current_delay(), Duration::from_secs(1));
+}
+
+#[test]
+fn call_later_and_stop_run_on_a_real_reactor() {
+    let reactor = Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    let cancelled = reactor.call_later(Duration::from_millis(5), || panic!("cancelled call ran"));
+    cancelled.cancel().unwrap();
+    reactor.call_later(Duration::from_millis(10), move || {
+        f.set(f.get() + 1);
+        Reactor::current().stop();
+    });
+    let started = std::time::Instant::now();
+    reactor.run().unwrap();
+    assert_eq!(fired.get(), 1);
+    assert!(started.elapsed() >= Duration::from_millis(10));
+    assert!(matches!(
+        reactor.run(),
+        Err(weft::ReactorError::NotRestartable)
+    ));
+}
+
+#[test]
+fn call_from_thread_runs_on_the_reactor_thread() {
+    let reactor = Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let handle = reactor.handle();
+    let reactor_thread = std::thread::current().id();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        handle.call_from_thread(move || {
+            *s.lock().unwrap() = Some(std::thread::current().id());
+            Reactor::current().stop();
+        });
+    });
+    reactor.run().unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(reactor_thread));
+}

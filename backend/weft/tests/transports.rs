@@ -1,0 +1,235 @@
+//! UDP, Unix and TLS on real sockets, and client connections.
+
+mod support;
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::rc::Rc;
+use std::time::Duration;
+
+use support::{eventually, spawn_reactor};
+use weft::observe::RecordingObserver;
+use weft::{
+    ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, Protocol,
+    Transport, factory,
+};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        transport.write(data);
+    }
+}
+
+struct UdpEcho;
+
+impl DatagramProtocol for UdpEcho {
+    fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        transport.write(data, from);
+    }
+}
+
+#[test]
+fn udp_echo_counts_datagrams_and_drops_oversized_ones() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let port = r
+            .listen_udp_with("udp-echo", "udp:0:interface=127.0.0.1", UdpEcho, 512)
+            .unwrap();
+        (port.local_addr().unwrap(), port.transport().info().clone())
+    });
+    let (addr, info) = server.value.clone();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(&[7u8; 1000], addr).unwrap();
+    client.send_to(b"ping", addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    eventually("oversized datagram reported", || {
+        observer.count("DatagramTruncated") == 1
+    });
+    assert_eq!(info.stats.reads(), 1);
+    eventually("send counted", || info.stats.writes() == 1);
+    assert_eq!(info.stats.bytes_in(), 4);
+}
+
+#[test]
+fn unix_socket_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let endpoint = format!("unix:{}:mode=600", path.display());
+    let _server = spawn_reactor(move |r| {
+        r.listen(&endpoint, factory(|| Echo)).unwrap();
+    });
+    let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.write_all(b"over unix").unwrap();
+    let mut buf = [0u8; 9];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"over unix");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// A self-signed certificate for `localhost`, written as PEM files.
+fn certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+/// Collects what a client connection receives, and answers the first chunk.
+struct Collect(Rc<RefCell<Vec<u8>>>);
+
+impl Protocol for Collect {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.write(b"secret");
+    }
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.0.borrow_mut().extend_from_slice(data);
+        transport.lose_connection();
+    }
+}
+
+#[test]
+fn tls_listen_and_connect_and_a_plaintext_client_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let (c, k) = (cert.clone(), key.clone());
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let endpoint = format!(
+            "ssl:0:interface=127.0.0.1:privateKey={}:certKey={}",
+            k.display(),
+            c.display()
+        );
+        r.listen_as("tls-echo", &endpoint, factory(|| Echo))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let addr = server.value;
+
+    // A plaintext client gets nothing and does not disturb the server.
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut junk = Vec::new();
+    let _ = plain.read_to_end(&mut junk);
+    eventually("handshake failure reported", || {
+        observer.count("TlsHandshake") == 1
+    });
+
+    // A weft TLS client trusting the certificate gets its echo.
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let client_reactor = weft::Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let endpoint = format!(
+        "ssl:localhost:{}:caCerts={}:timeout=5",
+        addr.port(),
+        cert.display()
+    );
+    let g = got.clone();
+    let r = client_reactor.clone();
+    client_reactor.call_when_running(move || {
+        let reactor = r.clone();
+        r.spawn(async move {
+            let transport = reactor
+                .connect(&endpoint, Collect(g))
+                .await
+                .expect("TLS connect");
+            assert_eq!(
+                transport.info().transport,
+                weft::observe::TransportKind::Tls
+            );
+        });
+        let r = r.clone();
+        r.clone()
+            .call_later(Duration::from_secs(2), move || r.stop());
+    });
+    client_reactor.run().unwrap();
+    assert_eq!(&*got.borrow(), b"secret");
+}
+
+/// Records what happened to a client connector.
+#[derive(Default)]
+struct Outcome {
+    failed: RefCell<Option<ConnectError>>,
+    lost: RefCell<Option<weft::CloseReason>>,
+}
+
+struct Client(Rc<Outcome>);
+
+impl weft::Factory for Client {
+    fn build_protocol(&self, _peer: &weft::Address) -> Option<Box<dyn Protocol>> {
+        Some(Box::new(Collect(Rc::default())))
+    }
+}
+
+impl ClientFactory for Client {
+    fn client_connection_failed(&self, _c: &Connector, reason: &ConnectError) {
+        *self.0.failed.borrow_mut() = Some(reason.clone());
+        weft::reactor::Reactor::current().stop();
+    }
+    fn client_connection_lost(&self, _c: &Connector, reason: &weft::CloseReason) {
+        *self.0.lost.borrow_mut() = Some(reason.clone());
+        weft::reactor::Reactor::current().stop();
+    }
+}
+
+fn run_client(endpoint: String) -> Rc<Outcome> {
+    let reactor = weft::Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let outcome = Rc::new(Outcome::default());
+    let client = Client(outcome.clone());
+    reactor.connect_with(&endpoint, client).unwrap();
+    reactor.run().unwrap();
+    outcome
+}
+
+#[test]
+fn a_client_factory_hears_about_failure_and_loss() {
+    let server = spawn_reactor(|r| {
+        r.listen("tcp:0:interface=127.0.0.1", factory(|| Echo))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let outcome = run_client(format!("tcp:127.0.0.1:{}:timeout=5", server.value.port()));
+    assert_eq!(outcome.lost.borrow().clone(), Some(weft::CloseReason::Done));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let outcome = run_client(format!("tcp:127.0.0.1:{}", closed.port()));
+    assert!(matches!(
+        outcome.failed.borrow().clone(),
+        Some(ConnectError::Refused { .. })
+    ));
+}

@@ -51,6 +51,7 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
 pub fn run(config: &Config) -> Result<(), GatewayError> {
     let reactor = Reactor::with_config(ReactorConfig {
         slow_callback: config.inspect.slow_callback,
+        stall_after: config.inspect.stall_after,
         ..ReactorConfig::default()
     })?;
     let inspector = Inspector::start(&reactor, inspector_config(config))?;

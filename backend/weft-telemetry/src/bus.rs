@@ -14,6 +14,7 @@ use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::chains::DeferredSnapshot;
 use crate::live::{ConnectionSnapshot, unix_ms};
 
 /// One thing that happened, in the owned form consumers keep.
@@ -101,6 +102,20 @@ pub enum EventKind {
         /// How long it ran, milliseconds.
         duration_ms: f64,
     },
+    /// A detector flagged a Deferred chain.
+    DeferredDetected {
+        /// `stalled`, `slow`, `unhandled` or `leaked`.
+        detector: &'static str,
+        /// The chain as it is now, with its steps so far.
+        deferred: DeferredSnapshot,
+        /// What the detector saw, in words.
+        detail: String,
+    },
+    /// A chain ended and is kept in history: it failed, was flagged, or was sampled.
+    DeferredEnded {
+        /// The chain with its steps.
+        deferred: DeferredSnapshot,
+    },
 }
 
 impl EventKind {
@@ -114,6 +129,8 @@ impl EventKind {
             Self::Refused { .. } => "refused",
             Self::ProtocolError { .. } => "protocol_error",
             Self::SlowCallback { .. } => "slow_callback",
+            Self::DeferredDetected { .. } => "deferred_detected",
+            Self::DeferredEnded { .. } => "deferred_ended",
         }
     }
 }

@@ -3,10 +3,21 @@
 //! [`DeferredTracker::on_event`] is the one place a [`DeferredEvent`] is handled. Each
 //! detection (stalled, slow, unhandled, leaked) is one event on the bus, one increment of
 //! `weft_deferred_detections_total{service,detector}` and, through the store consumer, one
-//! row; a successful chain is kept only when the [`Sampler`] says so.
+//! row; a chain that ends is published (and so stored) when it failed, was flagged, or the
+//! [`Sampler`] keeps it.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
-use weft::defer::DeferredEvent;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use weft::defer::{DeferredEvent, DeferredState, FailureInfo, Outcome, StepOutcome, Subject};
+
+use crate::bus::EventKind;
+use crate::chains::{Chain, Chains, DeferredSnapshot, StepSnapshot, now_ms};
+use crate::live::{LiveRegistry, unix_ms};
 
 /// Buckets for callback durations, in seconds: ten microseconds to a few seconds.
 const CALLBACK_BUCKETS: [f64; 12] = [
@@ -15,6 +26,9 @@ const CALLBACK_BUCKETS: [f64; 12] = [
 
 /// The detectors a Deferred can trip; the `detector` label.
 pub const DETECTORS: [&str; 4] = ["stalled", "slow", "unhandled", "leaked"];
+
+/// The `service` label of Deferreds created outside any connection.
+const NO_SERVICE: &str = "reactor";
 
 /// Decides which successful chains are kept in history.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +62,14 @@ impl Sampler {
     }
 }
 
-/// The Deferred families and the sampler.
+/// One service's Deferred metric handles, resolved once.
+pub(crate) struct ServiceHandles {
+    pending: IntGauge,
+    stalled: IntGauge,
+    detections: [IntCounter; 4],
+}
+
+/// The Deferred families, the live chains and the sampler.
 pub struct DeferredTracker {
     /// Deferreds not fired yet, by service.
     pub pending: IntGaugeVec,
@@ -59,6 +80,9 @@ pub struct DeferredTracker {
     /// How long each callback ran.
     pub callback_duration: Histogram,
     sampler: Sampler,
+    chains: Chains,
+    handles: Mutex<HashMap<Arc<str>, Arc<ServiceHandles>>>,
+    live: Arc<LiveRegistry>,
 }
 
 impl std::fmt::Debug for DeferredTracker {
@@ -69,8 +93,20 @@ impl std::fmt::Debug for DeferredTracker {
     }
 }
 
+fn failure_text(f: &FailureInfo) -> String {
+    format!("{}: {} ({})", f.type_name, f.message, f.site)
+}
+
+fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 impl DeferredTracker {
-    pub(crate) fn new(registry: &Registry, sample: f64) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(
+        registry: &Registry,
+        sample: f64,
+        live: Arc<LiveRegistry>,
+    ) -> Result<Self, prometheus::Error> {
         let pending = IntGaugeVec::new(
             Opts::new(
                 "weft_deferreds_pending",
@@ -109,6 +145,9 @@ impl DeferredTracker {
             detections,
             callback_duration,
             sampler: Sampler::new(sample),
+            chains: Chains::default(),
+            handles: Mutex::default(),
+            live,
         })
     }
 
@@ -117,15 +156,267 @@ impl DeferredTracker {
         self.sampler
     }
 
-    /// Handles one Deferred event. Each variant maps to its metrics, its bus event and its
-    /// sampling decision here.
-    pub(crate) fn on_event(&self, event: &DeferredEvent) {
-        // The library reports no Deferred events yet: each variant it adds gets its arm
-        // here. The enum is `#[non_exhaustive]`, so a catch-all stays for future kinds.
-        #[allow(clippy::match_single_binding)]
+    /// Every pending chain now, oldest first.
+    pub fn pending_chains(&self) -> Vec<DeferredSnapshot> {
+        self.chains.pending()
+    }
+
+    /// One pending chain now.
+    pub fn chain(&self, id: u64) -> Option<DeferredSnapshot> {
+        self.chains.get(id)
+    }
+
+    fn handles(&self, service: &Arc<str>) -> Arc<ServiceHandles> {
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        handles
+            .entry(service.clone())
+            .or_insert_with(|| {
+                let s = &**service;
+                Arc::new(ServiceHandles {
+                    pending: self.pending.with_label_values(&[s]),
+                    stalled: self.stalled.with_label_values(&[s]),
+                    detections: DETECTORS.map(|d| self.detections.with_label_values(&[s, d])),
+                })
+            })
+            .clone()
+    }
+
+    /// Handles one Deferred event; returns what to publish on the bus, if anything.
+    pub(crate) fn on_event(&self, event: &DeferredEvent) -> Option<EventKind> {
         match event {
-            _ => {}
+            DeferredEvent::Created(c) => {
+                let service = c.connection.and_then(|id| self.live.service_of(id));
+                let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
+                metrics.pending.inc();
+                let snapshot = DeferredSnapshot {
+                    id: c.id.0,
+                    label: c.label.map(str::to_owned),
+                    site: c.site.to_string(),
+                    connection: c.connection.map(|c| c.0),
+                    service: service.map(|s| s.to_string()),
+                    parent: c.parent.map(|p| p.0),
+                    created_at_ms: unix_ms(c.at),
+                    age_ms: 0,
+                    state: DeferredState::Pending.as_str(),
+                    fired_at_ms: None,
+                    failure: None,
+                    waiting_on: None,
+                    current_step: None,
+                    stalled: false,
+                    slow: false,
+                    unhandled: false,
+                    leaked: false,
+                    steps: Vec::new(),
+                };
+                let chain = Chain {
+                    snapshot,
+                    created: std::time::Instant::now(),
+                    metrics,
+                };
+                self.chains.lock().insert(c.id.0, chain);
+                None
+            }
+            DeferredEvent::Step(step) => {
+                self.callback_duration.observe(step.duration.as_secs_f64());
+                let (outcome, failure, child) = match &step.outcome {
+                    StepOutcome::Succeeded => ("ok", None, None),
+                    StepOutcome::Failed(f) => ("err", Some(failure_text(f)), None),
+                    StepOutcome::Skipped => ("skipped", None, None),
+                    StepOutcome::Chained { child } => ("chained", None, Some(child.0)),
+                    StepOutcome::Waiting { child } => ("waiting", None, Some(child.0)),
+                    _ => ("ok", None, None),
+                };
+                if let Some(chain) = self.chains.lock().get_mut(&step.id.0) {
+                    if failure.is_some() {
+                        chain.snapshot.failure.clone_from(&failure);
+                    }
+                    chain.snapshot.state = DeferredState::Running.as_str();
+                    chain.push_step(StepSnapshot {
+                        index: step.index,
+                        kind: step.kind.as_str(),
+                        site: step.site.to_string(),
+                        at_ms: now_ms(),
+                        duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
+                        outcome,
+                        failure,
+                        child,
+                    });
+                }
+                None
+            }
+            DeferredEvent::Paused(p) => {
+                if let Some(chain) = self.chains.lock().get_mut(&p.id.0) {
+                    chain.snapshot.waiting_on = p.waiting_on.map(|c| c.0);
+                    chain.snapshot.state = if p.waiting_on.is_some() {
+                        DeferredState::Waiting.as_str()
+                    } else {
+                        DeferredState::Paused.as_str()
+                    };
+                }
+                None
+            }
+            DeferredEvent::Resumed(r) => {
+                if let Some(chain) = self.chains.lock().get_mut(&r.id.0) {
+                    chain.snapshot.waiting_on = None;
+                    chain.snapshot.state = DeferredState::Running.as_str();
+                }
+                None
+            }
+            DeferredEvent::Fired(f) => {
+                if let Some(chain) = self.chains.lock().get_mut(&f.id.0) {
+                    chain.snapshot.fired_at_ms = Some(unix_ms(f.at));
+                    chain.snapshot.state = DeferredState::Running.as_str();
+                    if let Outcome::Failed(failure) = &f.outcome {
+                        chain.snapshot.failure = Some(failure_text(failure));
+                    }
+                }
+                None
+            }
+            DeferredEvent::Settled(s) => {
+                let chain = self.chains.lock().remove(&s.id.0)?;
+                let mut snapshot = self.end(&chain);
+                let failed = match &s.outcome {
+                    Outcome::Succeeded => {
+                        snapshot.state = DeferredState::Succeeded.as_str();
+                        false
+                    }
+                    Outcome::Failed(f) => {
+                        snapshot.state = DeferredState::Failed.as_str();
+                        snapshot.failure = Some(failure_text(f));
+                        true
+                    }
+                    _ => {
+                        snapshot.state = DeferredState::Cancelled.as_str();
+                        true
+                    }
+                };
+                snapshot.waiting_on = None;
+                (failed || snapshot.flagged() || self.sampler.keep_success())
+                    .then_some(EventKind::DeferredEnded { deferred: snapshot })
+            }
+            DeferredEvent::Dropped(d) => {
+                let chain = self.chains.lock().remove(&d.id.0)?;
+                let snapshot = self.end(&chain);
+                // A Deferred freed while pending is kept when something flagged it
+                // (leaked, stalled); otherwise nobody is waiting on it any more.
+                snapshot
+                    .flagged()
+                    .then_some(EventKind::DeferredEnded { deferred: snapshot })
+            }
+            DeferredEvent::Stalled(s) => {
+                let detail = format!(
+                    "{} for {:.1}s (threshold {:.1}s) at step {}{}{}",
+                    s.state.as_str(),
+                    s.stalled_for.as_secs_f64(),
+                    s.threshold.as_secs_f64(),
+                    s.step,
+                    s.step_site
+                        .map(|site| format!(" ({site})"))
+                        .unwrap_or_default(),
+                    s.waiting_on
+                        .map(|c| format!(", waiting on Deferred {c}"))
+                        .unwrap_or_default(),
+                );
+                self.detect(&s.subject, 0, detail, |snap| snap.stalled = true)
+            }
+            DeferredEvent::SlowCallback(s) => {
+                let detail = format!(
+                    "callback at {} ran {:.1} ms (threshold {:.1} ms)",
+                    s.callback_site,
+                    duration_ms(s.duration),
+                    duration_ms(s.threshold)
+                );
+                self.detect(&s.subject, 1, detail, |snap| snap.slow = true)
+            }
+            DeferredEvent::Unhandled(u) => {
+                let detail = format!("unhandled failure: {}", failure_text(&u.failure));
+                let failure = failure_text(&u.failure);
+                self.detect(&u.subject, 2, detail, move |snap| {
+                    snap.unhandled = true;
+                    snap.state = DeferredState::Failed.as_str();
+                    snap.failure = Some(failure);
+                })
+            }
+            DeferredEvent::Leaked(l) => {
+                let detail = format!(
+                    "the firing side was dropped unfired after {:.1}s; the chain can never complete",
+                    l.age.as_secs_f64()
+                );
+                self.detect(&l.subject, 3, detail, |snap| snap.leaked = true)
+            }
+            _ => None,
         }
+    }
+
+    /// Gauge bookkeeping when a chain leaves the pending set.
+    fn end(&self, chain: &Chain) -> DeferredSnapshot {
+        chain.metrics.pending.dec();
+        if chain.snapshot.stalled {
+            chain.metrics.stalled.dec();
+        }
+        chain.snapshot_now()
+    }
+
+    /// Flags a chain, counts the detection and describes it for the bus.
+    fn detect(
+        &self,
+        subject: &Subject,
+        detector: usize,
+        detail: String,
+        flag: impl FnOnce(&mut DeferredSnapshot),
+    ) -> Option<EventKind> {
+        let mut chains = self.chains.lock();
+        let snapshot = match chains.get_mut(&subject.id.0) {
+            Some(chain) => {
+                let was_stalled = chain.snapshot.stalled;
+                flag(&mut chain.snapshot);
+                chain.metrics.detections[detector].inc();
+                if chain.snapshot.stalled && !was_stalled {
+                    chain.metrics.stalled.inc();
+                }
+                chain.snapshot_now()
+            }
+            None => {
+                // Reported after the chain ended (an unhandled failure at drop time).
+                drop(chains);
+                let service = subject.connection.and_then(|id| self.live.service_of(id));
+                let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
+                metrics.detections[detector].inc();
+                let mut snapshot = DeferredSnapshot {
+                    id: subject.id.0,
+                    label: subject.label.map(str::to_owned),
+                    site: subject.site.to_string(),
+                    connection: subject.connection.map(|c| c.0),
+                    service: service.map(|s| s.to_string()),
+                    parent: None,
+                    created_at_ms: now_ms(),
+                    age_ms: 0,
+                    state: DeferredState::Failed.as_str(),
+                    fired_at_ms: None,
+                    failure: None,
+                    waiting_on: None,
+                    current_step: None,
+                    stalled: false,
+                    slow: false,
+                    unhandled: false,
+                    leaked: false,
+                    steps: Vec::new(),
+                };
+                flag(&mut snapshot);
+                snapshot
+            }
+        };
+        tracing::warn!(
+            deferred = subject.id.0,
+            site = %subject.site,
+            detector = DETECTORS[detector],
+            "{detail}"
+        );
+        Some(EventKind::DeferredDetected {
+            detector: DETECTORS[detector],
+            deferred: snapshot,
+            detail,
+        })
     }
 }
 

@@ -43,7 +43,7 @@ impl Hub {
         metrics
             .registry()
             .register(Box::new(ByteCollector::new(live.clone())?))?;
-        let deferreds = DeferredTracker::new(metrics.registry(), config.sample)?;
+        let deferreds = DeferredTracker::new(metrics.registry(), config.sample, live.clone())?;
         let bus = Bus::new(config.live_capacity, metrics.dropped("live"));
         Ok(Arc::new(Self {
             config,
@@ -66,6 +66,7 @@ impl Hub {
     /// threshold from the configuration. Call it on the reactor's thread.
     pub fn install(self: &Arc<Self>, reactor: &Reactor) {
         observe::set_slow_threshold(self.config.slow_callback);
+        weft::defer::set_stall_threshold(self.config.stall_after);
         reactor.set_observer(self.clone());
     }
 
@@ -98,6 +99,16 @@ impl Hub {
     /// How many connections are open.
     pub fn open_connections(&self) -> usize {
         self.live.len()
+    }
+
+    /// Every pending Deferred chain now, oldest first.
+    pub fn pending_deferreds(&self) -> Vec<crate::DeferredSnapshot> {
+        self.deferreds.pending_chains()
+    }
+
+    /// One pending Deferred chain now.
+    pub fn deferred(&self, id: u64) -> Option<crate::DeferredSnapshot> {
+        self.deferreds.chain(id)
     }
 
     /// The Deferred metrics and sampler.
@@ -209,7 +220,11 @@ impl Observer for Hub {
             Event::ReactorLag(lag) => self.metrics.observe_lag(lag.lag),
             Event::ListenerStarted(info) => self.publish(|| Self::listener(info, true)),
             Event::ListenerStopped(info) => self.publish(|| Self::listener(info, false)),
-            Event::Deferred(event) => self.deferreds.on_event(event),
+            Event::Deferred(event) => {
+                if let Some(kind) = self.deferreds.on_event(event) {
+                    self.publish(|| kind);
+                }
+            }
             // A kind of event this version does not know yet: nothing to count.
             _ => {}
         }

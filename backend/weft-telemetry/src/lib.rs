@@ -28,13 +28,16 @@
 //! - [`bus`]: [`TelemetryEvent`], the owned form of an event, and the fan-out to consumers
 //!   (the store writer through [`Consumer`], browsers through a broadcast [`LiveFeed`]); drops
 //!   are counted per consumer.
-//! - [`deferred`]: Deferred chain events: their metrics and the sampling of successful chains.
+//! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
+//!   successful chains.
+//! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
 
 pub mod bus;
+pub mod chains;
 pub mod config;
 pub mod deferred;
 pub mod hub;
@@ -42,6 +45,7 @@ pub mod live;
 pub mod metrics;
 
 pub use bus::{Consumer, EventKind, LiveFeed, Missed, TelemetryEvent};
+pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;

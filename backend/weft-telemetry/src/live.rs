@@ -161,6 +161,11 @@ impl LiveRegistry {
         all
     }
 
+    /// The service of an open connection.
+    pub fn service_of(&self, id: ConnectionId) -> Option<Arc<str>> {
+        self.lock().open.get(&id).map(|info| info.service.clone())
+    }
+
     /// One open connection's counters, if it is open.
     pub fn get(&self, id: ConnectionId) -> Option<ConnectionSnapshot> {
         let info = self.lock().open.get(&id).cloned();

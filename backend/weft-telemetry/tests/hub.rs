@@ -443,3 +443,110 @@ fn metrics_after_traffic_pass_promtool() {
         "promtool: {report}\n{text}"
     );
 }
+
+#[test]
+fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
+    let reactor = Reactor::new().unwrap();
+    let mut config = HubConfig::default();
+    config.stall_after = Duration::from_secs(5);
+    config.sample = 0.0;
+    let hub = Hub::new(config).unwrap();
+    hub.install(&reactor);
+    let recorder = Arc::new(Recorder::default());
+    hub.add_consumer(recorder.clone());
+    let clock = weft::testing::Clock::fake();
+    let _clock = clock.install();
+
+    // A chain nobody fires: pending, then stalled once the threshold passes.
+    let (resolver, waiting) = weft::defer::Deferred::<u32>::labeled("waits-for-upstream");
+    let waiting = waiting.add_callback(|n| n + 1);
+    let pending = hub.pending_deferreds();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].label.as_deref(), Some("waits-for-upstream"));
+    assert!(
+        pending[0].site.contains("tests/hub.rs"),
+        "{}",
+        pending[0].site
+    );
+    let text = hub.encode_metrics();
+    assert_eq!(
+        sample(&text, "weft_deferreds_pending", &[("service", "reactor")]),
+        Some(1.0)
+    );
+
+    clock.advance(Duration::from_secs(6));
+    weft::defer::scan_for_stalls();
+    let text = hub.encode_metrics();
+    assert_eq!(
+        sample(&text, "weft_deferreds_stalled", &[("service", "reactor")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "weft_deferred_detections_total",
+            &[("service", "reactor"), ("detector", "stalled")]
+        ),
+        Some(1.0)
+    );
+    assert!(hub.pending_deferreds()[0].stalled);
+
+    // Firing it ends the chain; flagged, so it is kept although sampling keeps nothing.
+    resolver.callback(41);
+    drop(waiting);
+    let text = hub.encode_metrics();
+    assert_eq!(
+        sample(&text, "weft_deferreds_pending", &[("service", "reactor")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, "weft_deferreds_stalled", &[("service", "reactor")]),
+        Some(0.0)
+    );
+
+    // A successful chain nobody flagged is not kept at sample = 0.
+    let ok = weft::defer::Deferred::succeed(1u8).add_callback(|n| n * 2);
+    drop(ok);
+
+    // A failure nobody handles is reported when the last handle goes.
+    let failed = weft::defer::Deferred::<u8>::fail(weft::defer::Failure::msg("upstream refused"));
+    drop(failed);
+
+    let events = recorder.events.lock().unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "deferred_detected").count(),
+        2,
+        "stalled and unhandled: {kinds:?}"
+    );
+    let ended: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::DeferredEnded { deferred } => Some(deferred.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        ended
+            .iter()
+            .any(|d| d.label.as_deref() == Some("waits-for-upstream")
+                && d.stalled
+                && d.state == "succeeded"
+                && d.steps.len() == 1)
+    );
+    assert!(
+        ended.iter().all(|d| d.flagged() || d.state != "succeeded"),
+        "{ended:?}"
+    );
+    let unhandled = events.iter().find_map(|e| match &e.kind {
+        EventKind::DeferredDetected {
+            detector: "unhandled",
+            deferred,
+            detail,
+        } => Some((deferred.clone(), detail.clone())),
+        _ => None,
+    });
+    let (deferred, detail) = unhandled.expect("unhandled failure reported");
+    assert!(detail.contains("upstream refused"), "{detail}");
+    assert!(deferred.site.contains("tests/hub.rs"), "{}", deferred.site);
+}

@@ -15,6 +15,11 @@
 //! - churn: connect, send 64 bytes, read the echo, close, 16 at a time: connections/s;
 //! - idle: resident memory added per idle connection with 10,000 of them open.
 //!
+//! Servers: the tokio baseline; weft with no observer; weft with an observer counting
+//! every event; and, when `target/release/weft` exists (`cargo build --release -p
+//! weft-gateway`), the gateway itself with the whole inspector on (`weft-inspected`:
+//! telemetry hub, Prometheus registry, SQLite history, dashboard).
+//!
 //! Every figure is the median of several alternating rounds; the ratios are weft over
 //! tokio measured in the same run.
 
@@ -209,10 +214,69 @@ fn load_idle(port: u16) {
 struct Server {
     child: Child,
     port: u16,
+    /// The gateway's config and history file, removed on drop.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The `weft` gateway binary next to this benchmark, if it was built
+/// (`cargo build --release -p weft-gateway`).
+fn gateway_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("weft");
+    path.exists().then_some(path)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
+    /// The gateway with its inspector on: hub, metrics, history in SQLite, dashboard.
+    fn start_gateway(binary: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, dashboard) = (free_port(), free_port());
+        let config = dir.path().join("weft.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\
+                 [store]\npath = \"{}\"\n\
+                 [[service]]\nname = \"echo\"\nkind = \"echo\"\n\
+                 listen = \"tcp:{port}:interface=127.0.0.1:backlog=1024\"\n",
+                dir.path().join("weft.db").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(binary)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the gateway did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            port,
+            _dir: Some(dir),
+        }
+    }
+
     fn start(kind: &str) -> Self {
+        if kind == "weft-inspected" {
+            return Self::start_gateway(&gateway_binary().expect("checked by the caller"));
+        }
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new("taskset")
             .args(["-c", "0"])
@@ -226,7 +290,11 @@ impl Server {
             .read_line(&mut line)
             .unwrap();
         let port = line.trim().parse().expect("server port");
-        Self { child, port }
+        Self {
+            child,
+            port,
+            _dir: None,
+        }
     }
 
     fn proc_field(&self, file: &str) -> String {
@@ -353,7 +421,14 @@ fn orchestrate(quick: bool, idle_only: bool) {
     } else {
         (Duration::from_secs(3), 5)
     };
-    let kinds = ["tokio", "weft-observed", "weft"];
+    let mut kinds = vec!["tokio", "weft", "weft-observed"];
+    if gateway_binary().is_some() {
+        kinds.push("weft-inspected");
+    } else {
+        eprintln!(
+            "no gateway binary: build it with `cargo build --release -p weft-gateway` to measure weft-inspected"
+        );
+    }
     let mut figures = vec![Figures::default(); kinds.len()];
     for r in 0..if idle_only { 0 } else { rounds } {
         eprintln!("round {}/{rounds}", r + 1);
@@ -399,8 +474,21 @@ fn orchestrate(quick: bool, idle_only: bool) {
             median(&f.idle_bytes),
         );
     }
+    let weft = &figures[1];
+    println!("\nagainst weft with no observer, same run:");
+    for (i, kind) in kinds.iter().enumerate().skip(2) {
+        let f = &figures[i];
+        println!(
+            "{:<16} msgs/s {:>6.3}   p99 {:>6.3}   conns/s {:>6.3}",
+            kind,
+            median(&f.msgs_per_s) / median(&weft.msgs_per_s),
+            median(&f.p99_us) / median(&weft.p99_us),
+            median(&f.conns_per_s) / median(&weft.conns_per_s),
+        );
+    }
     println!(
-        "\ntargets: weft-observed msgs/s ratio >= 0.95, p99 ratio <= 1.10, idle <= 2048 B/conn"
+        "\ntargets: weft-observed msgs/s >= 0.95 of tokio, p99 <= 1.10 of tokio, idle <= 2048 B/conn;\n\
+         weft-inspected (gateway: hub, store, dashboard) msgs/s >= 0.95 of weft"
     );
 }
 

@@ -33,6 +33,7 @@
 //! - [`framing`]: `LineReceiver`, `Int32StringReceiver`, `NetstringReceiver`.
 //! - [`policies`]: idle timeouts, connection limits, throttling.
 //! - [`defer`]: `Deferred` chains and `Failure`s, traced.
+//! - [`task`]: `LoopingCall`, `defer_later`, `defer_to_thread`.
 //! - [`observe`]: typed events and the [`Observer`](observe::Observer) trait.
 //! - [`testing`]: `StringTransport`, a fake clock, in-memory loopback.
 //!
@@ -48,6 +49,7 @@ pub mod observe;
 pub mod policies;
 pub mod protocol;
 pub mod reactor;
+pub mod task;
 pub mod testing;
 pub mod time;
 pub mod transport;

@@ -58,7 +58,8 @@ pub struct Config {
 pub struct DashboardConfig {
     /// A `tcp:` endpoint; loopback unless a token is set.
     pub listen: String,
-    /// The bearer token every route but `/healthz` requires, if set.
+    /// The bearer token every route but `/healthz` requires, if set (`token`, or read from
+    /// the environment variable named by `token_env`).
     pub token: Option<String>,
 }
 

@@ -24,6 +24,7 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawDashboard {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) token: Option<Spanned<String>>,
+    pub(crate) token_env: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -87,6 +87,22 @@ fn http_and_dns_are_not_in_this_build() {
 }
 
 #[test]
+fn a_token_can_come_from_the_environment() {
+    // `set_var` needs `unsafe` in edition 2024; use a variable every process has.
+    let c = Config::parse(
+        "weft.toml",
+        "[dashboard]\nlisten = \"tcp:9180\"\ntoken_env = \"PATH\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.dashboard.token, std::env::var("PATH").ok());
+    let e = err("[dashboard]\ntoken_env = \"WEFT_SURELY_UNSET_VARIABLE\"\n");
+    assert!(e.to_string().contains("WEFT_SURELY_UNSET_VARIABLE"), "{e}");
+    assert!(e.to_string().contains("dashboard.token_env"), "{e}");
+    let e = err("[dashboard]\ntoken = \"a\"\ntoken_env = \"PATH\"\n");
+    assert!(e.to_string().contains("not both"), "{e}");
+}
+
+#[test]
 fn a_dashboard_off_loopback_needs_a_token() {
     let e = err("[dashboard]\nlisten = \"tcp:9180\"\n");
     assert_eq!(at(&e), (Some(2), Some("dashboard.listen")));

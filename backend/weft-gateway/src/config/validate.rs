@@ -190,6 +190,29 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
         Some(t) => Some(t.get_ref().clone()),
         None => None,
     };
+    let token = match (&raw.dashboard.token_env, token) {
+        (Some(var), Some(_)) => {
+            return Err(at.error(
+                Some(var.span()),
+                key("dashboard.token_env"),
+                "set either `token` or `token_env`, not both",
+            ));
+        }
+        (Some(var), None) => match std::env::var(var.get_ref()) {
+            Ok(value) if !value.trim().is_empty() => Some(value),
+            _ => {
+                return Err(at.error(
+                    Some(var.span()),
+                    key("dashboard.token_env"),
+                    format!(
+                        "the environment variable {:?} is not set (or empty)",
+                        var.get_ref()
+                    ),
+                ));
+            }
+        },
+        (None, token) => token,
+    };
     let (listen, span) = match &raw.dashboard.listen {
         Some(l) => (l.get_ref().clone(), Some(l.span())),
         None => ("tcp:9180:interface=127.0.0.1".to_owned(), None),
@@ -206,7 +229,7 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
     };
     if !addr.ip().is_loopback() && token.is_none() {
         return Err(err(format!(
-            "{listen:?} is reachable from other machines; set `token` in [dashboard] or listen on \
+            "{listen:?} is reachable from other machines; set `token` (or `token_env`) in [dashboard] or listen on \
              a loopback interface (tcp:PORT:interface=127.0.0.1)"
         )));
     }

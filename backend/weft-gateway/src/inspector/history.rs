@@ -9,8 +9,12 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Opts};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weft_store::{ConnectionRecord, EventRecord, Record, Store, Writer};
-use weft_telemetry::{ConnectionSnapshot, Consumer, EventKind, Hub, TelemetryEvent};
+use weft_store::{
+    ConnectionRecord, DeferredRecord, EventRecord, Record, StepRecord, Store, Writer,
+};
+use weft_telemetry::{
+    ConnectionSnapshot, Consumer, DeferredSnapshot, EventKind, Hub, TelemetryEvent,
+};
 
 /// The hub's consumer named `store`: hands events to [`convert`] through a bounded queue,
 /// so the reactor thread never serializes JSON or touches the store.
@@ -39,6 +43,9 @@ pub(crate) fn records(event: &TelemetryEvent) -> Vec<Record> {
             connection, reason, ..
         } => {
             out.push(connection_record(connection, Some((event.at_ms, reason))).into());
+        }
+        EventKind::DeferredDetected { deferred, .. } | EventKind::DeferredEnded { deferred } => {
+            deferred_records(deferred, &mut out);
         }
         _ => {}
     }
@@ -76,6 +83,48 @@ pub(crate) fn connection_record(
     }
 }
 
+/// A chain's row and its steps' rows.
+pub(crate) fn deferred_records(d: &DeferredSnapshot, out: &mut Vec<Record>) {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    out.push(
+        DeferredRecord {
+            id: n(d.id),
+            parent_id: d.parent.map(n),
+            label: d.label.clone(),
+            site: d.site.clone(),
+            connection_id: d.connection.map(n),
+            service: d.service.clone(),
+            state: d.state.to_owned(),
+            created_at_ms: d.created_at_ms,
+            fired_at_ms: d.fired_at_ms,
+            current_step: d.current_step.clone(),
+            waiting_on: d.waiting_on.map(n),
+            failure: d.failure.clone(),
+            stalled: d.stalled,
+            slow: d.slow,
+            unhandled: d.unhandled,
+            leaked: d.leaked,
+        }
+        .into(),
+    );
+    for step in &d.steps {
+        let duration = n(step.duration_us);
+        out.push(
+            StepRecord {
+                deferred_id: n(d.id),
+                idx: i64::from(step.index),
+                kind: step.kind.to_owned(),
+                site: step.site.clone(),
+                started_at_us: step.at_ms.saturating_mul(1000).saturating_sub(duration),
+                duration_us: Some(duration),
+                outcome: step.outcome.to_owned(),
+                child_id: step.child.map(n),
+            }
+            .into(),
+        );
+    }
+}
+
 /// Turns queued events into rows until `stop`, then drains what is queued.
 pub(crate) async fn convert(
     mut rx: mpsc::Receiver<Arc<TelemetryEvent>>,
@@ -103,7 +152,8 @@ pub(crate) async fn convert(
     }
 }
 
-/// Writes every open connection with its counters every `interval`, until `stop`.
+/// Writes every open connection with its counters, and every pending Deferred chain with
+/// its steps so far, every `interval`, until `stop`.
 pub(crate) async fn snapshots(
     hub: Arc<Hub>,
     writer: Writer,
@@ -119,6 +169,13 @@ pub(crate) async fn snapshots(
         }
         for c in hub.connections() {
             writer.try_send(connection_record(&c, None));
+        }
+        let mut rows = Vec::new();
+        for d in hub.pending_deferreds() {
+            deferred_records(&d, &mut rows);
+        }
+        for row in rows {
+            writer.try_send(row);
         }
     }
 }

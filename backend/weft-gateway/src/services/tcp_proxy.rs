@@ -84,7 +84,8 @@ impl Protocol for Downstream {
         let reactor = Reactor::current();
         let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
         reactor.clone().spawn(async move {
-            match reactor.connect(&endpoint, Upstream { down: down.clone() }).await {
+            let service = down.info().service.clone();
+            match reactor.connect_as(&service, &endpoint, Upstream { down: down.clone() }).await {
                 Ok(up) if down.is_closed() || down.is_disconnecting() => up.lose_connection(),
                 Ok(up) => {
                     down.register_producer(Rc::new(up.clone()));

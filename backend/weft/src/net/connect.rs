@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{serve, tls};
+use super::tls;
 use crate::address::Address;
 use crate::endpoint::{ClientEndpoint, EndpointError};
 use crate::observe::{
@@ -316,22 +316,9 @@ async fn serve_reporting<S: crate::transport::Stream>(
     protocol: Box<dyn Protocol>,
     on_connected: impl FnOnce(&Transport),
 ) -> CloseReason {
-    let id = info.id;
-    let served = serve(reactor, io, info, protocol);
-    tokio::pin!(served);
-    // `serve` registers the transport before its first await; poll once to find it.
-    let mut on_connected = Some(on_connected);
-    std::future::poll_fn(|cx| {
-        let poll = served.as_mut().poll(cx);
-        if let Some(f) = on_connected.take() {
-            match reactor.inner.connections.borrow().get(&id) {
-                Some(t) => f(t),
-                None => on_connected = Some(f),
-            }
-        }
-        poll
-    })
-    .await
+    let transport = super::open(reactor, info);
+    on_connected(&transport);
+    super::run(reactor, io, transport, protocol).await
 }
 
 impl Reactor {
@@ -375,9 +362,21 @@ impl Reactor {
             .expect("a host, a port and a positive timeout make a valid endpoint")
     }
 
-    /// Connects and runs `protocol`; resolves to its transport once connected.
+    /// Connects and runs `protocol`; resolves to its transport once connected. The
+    /// connection is reported under the endpoint string as its service.
     pub async fn connect(
         &self,
+        endpoint: &str,
+        protocol: impl Protocol,
+    ) -> Result<Transport, ConnectError> {
+        self.connect_as(endpoint, endpoint, protocol).await
+    }
+
+    /// Like [`connect`](Self::connect), reporting the connection under `service` (a
+    /// proxy names its upstream connections after itself).
+    pub async fn connect_as(
+        &self,
+        service: &str,
         endpoint: &str,
         protocol: impl Protocol,
     ) -> Result<Transport, ConnectError> {
@@ -392,16 +391,17 @@ impl Reactor {
         let once = OneShotFactory(RefCell::new(Some(Box::new(protocol))));
         let reactor = self.clone();
         let name = endpoint.to_owned();
+        let service: Arc<str> = service.into();
         self.spawn(async move {
             let mut tx = Some(tx);
-            let result = open(&reactor, &parsed, &name, name.as_str().into(), &once, |t| {
+            let result = open(&reactor, &parsed, &name, service.clone(), &once, |t| {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(Ok(t.clone()));
                 }
             })
             .await;
             if let (Err(err), Some(tx)) = (result, tx.take()) {
-                report_connect_failure(&name.as_str().into(), &err);
+                report_connect_failure(&service, &err);
                 let _ = tx.send(Err(err));
             }
         });

@@ -26,8 +26,14 @@ pub(crate) async fn serve<S: Stream>(
     reactor: &Reactor,
     io: S,
     info: Arc<ConnectionInfo>,
-    mut protocol: Box<dyn Protocol>,
+    protocol: Box<dyn Protocol>,
 ) -> CloseReason {
+    let transport = open(reactor, info);
+    run(reactor, io, transport, protocol).await
+}
+
+/// Registers a new connection with the reactor and reports it; returns its transport.
+pub(crate) fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Transport {
     let transport = Transport::new(info.clone());
     reactor
         .inner
@@ -36,7 +42,17 @@ pub(crate) async fn serve<S: Stream>(
         .insert(info.id, transport.clone());
     observe::emit(|| Event::ConnectionOpened(&info));
     tracing::debug!(connection = %info.id, service = %info.service, peer = %info.peer, "connection opened");
+    transport
+}
 
+/// Serves an [`open`]ed connection until it closes, then reports the close.
+pub(crate) async fn run<S: Stream>(
+    reactor: &Reactor,
+    io: S,
+    transport: Transport,
+    mut protocol: Box<dyn Protocol>,
+) -> CloseReason {
+    let info = transport.info().clone();
     let reason = drive(io, transport.clone(), &mut *protocol).await;
 
     transport.mark_closed();

@@ -42,6 +42,8 @@ pub struct ReactorConfig {
     pub slow_callback: Duration,
     /// How often reactor lag is measured.
     pub lag_interval: Duration,
+    /// A Deferred pending or paused longer than this is reported as stalled.
+    pub stall_after: Duration,
     /// Whether `run` stops on SIGINT and SIGTERM.
     pub handle_signals: bool,
 }
@@ -52,6 +54,7 @@ impl Default for ReactorConfig {
             shutdown_deadline: Duration::from_secs(10),
             slow_callback: Duration::from_millis(100),
             lag_interval: Duration::from_millis(100),
+            stall_after: Duration::from_secs(5),
             handle_signals: true,
         }
     }
@@ -138,6 +141,7 @@ impl Reactor {
             lag: Arc::default(),
         };
         observe::set_slow_threshold(config.slow_callback);
+        crate::defer::set_stall_threshold(config.stall_after);
         let inner = Rc::new(Inner {
             runtime_handle: runtime.handle().clone(),
             runtime: RefCell::new(Some(runtime)),
@@ -297,6 +301,7 @@ impl Reactor {
 
     async fn main(&self) {
         self.spawn_untracked(self.inner.clock.clone().drive());
+        crate::defer::start_detectors(self);
         self.spawn_untracked(lag::probe(
             self.inner.handle.lag.clone(),
             self.inner.config.lag_interval,

@@ -1,0 +1,14 @@
+# The weft gateway. Build: docker build -t weft .
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p weft-gateway
+
+FROM debian:bookworm-slim
+RUN useradd --system --home /var/lib/weft weft && mkdir -p /var/lib/weft && chown weft /var/lib/weft
+COPY --from=build /src/target/release/weft /usr/local/bin/weft
+USER weft
+WORKDIR /var/lib/weft
+EXPOSE 8000/tcp 8000/udp 9180/tcp
+ENTRYPOINT ["weft"]
+CMD ["run", "--config", "/etc/weft/weft.toml"]

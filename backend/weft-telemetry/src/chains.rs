@@ -1,0 +1,137 @@
+//! The hub's picture of Deferred chains: every pending chain with its steps so far, and
+//! the snapshot of a chain that ended or tripped a detector.
+//!
+//! One `std::sync::Mutex<HashMap>` holds the chains. Only the reactor thread writes it
+//! (one short update per Deferred event), so the lock is uncontended except for the
+//! moment a reader (the dashboard, the periodic store snapshot) copies the pending list.
+//! Steps are kept up to [`MAX_STEPS`] per chain, so a runaway chain cannot grow memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::live::unix_ms;
+
+/// Steps kept per chain; later ones are counted but not stored.
+pub const MAX_STEPS: usize = 256;
+
+/// One step of a chain, as shown and stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepSnapshot {
+    /// Position in the chain, from 0.
+    pub index: u32,
+    /// `callback`, `errback` or `both`.
+    pub kind: &'static str,
+    /// The line that added the step.
+    pub site: String,
+    /// When it finished, unix milliseconds.
+    pub at_ms: i64,
+    /// How long it ran, microseconds.
+    pub duration_us: u64,
+    /// `ok`, `err`, `skipped`, `chained` or `waiting`.
+    pub outcome: &'static str,
+    /// The failure it returned, `Type: message (site)`.
+    pub failure: Option<String>,
+    /// The Deferred it returned, which the chain waited on (or took at once).
+    pub child: Option<u64>,
+}
+
+/// A Deferred chain, as shown and stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeferredSnapshot {
+    /// The Deferred's id.
+    pub id: u64,
+    /// Its label, if it was given one.
+    pub label: Option<String>,
+    /// The line that created it.
+    pub site: String,
+    /// The connection it belongs to.
+    pub connection: Option<u64>,
+    /// The service of that connection.
+    pub service: Option<String>,
+    /// The Deferred whose callback created it.
+    pub parent: Option<u64>,
+    /// When it was created, unix milliseconds.
+    pub created_at_ms: i64,
+    /// How long it has existed (or existed), milliseconds.
+    pub age_ms: u64,
+    /// `pending`, `running`, `paused`, `waiting`, `succeeded`, `failed`, `cancelled`.
+    pub state: &'static str,
+    /// When it got its result, unix milliseconds.
+    pub fired_at_ms: Option<i64>,
+    /// The failure it ended with, or the last one a step returned.
+    pub failure: Option<String>,
+    /// The child Deferred it waits on.
+    pub waiting_on: Option<u64>,
+    /// The site of the step it is at (or ended at).
+    pub current_step: Option<String>,
+    /// Flagged by the stall detector.
+    pub stalled: bool,
+    /// Flagged by the slow-callback detector.
+    pub slow: bool,
+    /// Ended in a failure nobody handled.
+    pub unhandled: bool,
+    /// Its firing side was dropped unfired.
+    pub leaked: bool,
+    /// Steps run so far (at most [`MAX_STEPS`]).
+    pub steps: Vec<StepSnapshot>,
+}
+
+impl DeferredSnapshot {
+    /// Whether any detector flagged it.
+    pub fn flagged(&self) -> bool {
+        self.stalled || self.slow || self.unhandled || self.leaked
+    }
+}
+
+pub(crate) struct Chain {
+    pub(crate) snapshot: DeferredSnapshot,
+    pub(crate) created: Instant,
+    /// Per-service metric handles, resolved once when the chain was created.
+    pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
+}
+
+impl Chain {
+    pub(crate) fn snapshot_now(&self) -> DeferredSnapshot {
+        let mut snapshot = self.snapshot.clone();
+        snapshot.age_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        snapshot
+    }
+
+    pub(crate) fn push_step(&mut self, step: StepSnapshot) {
+        self.snapshot.current_step = Some(step.site.clone());
+        if self.snapshot.steps.len() < MAX_STEPS {
+            self.snapshot.steps.push(step);
+        }
+    }
+}
+
+/// Every chain the hub has seen created and not yet ended.
+#[derive(Default)]
+pub(crate) struct Chains {
+    map: Mutex<HashMap<u64, Chain>>,
+}
+
+impl Chains {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, Chain>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every pending chain now, oldest first.
+    pub(crate) fn pending(&self) -> Vec<DeferredSnapshot> {
+        let mut all: Vec<_> = self.lock().values().map(Chain::snapshot_now).collect();
+        all.sort_by_key(|d| (d.created_at_ms, d.id));
+        all
+    }
+
+    /// One pending chain now.
+    pub(crate) fn get(&self, id: u64) -> Option<DeferredSnapshot> {
+        self.lock().get(&id).map(Chain::snapshot_now)
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    unix_ms(SystemTime::now())
+}

@@ -1,0 +1,132 @@
+//! What a traced Deferred costs: create, add N callbacks, fire, take the result, for
+//! N = 1, 5, 20, with the observer off and on, against a plain chain of boxed closures
+//! and a tokio oneshot feeding the same closures.
+//!
+//! Run with `cargo bench -p weft --bench deferred`. Before criterion's timings it
+//! prints allocations per run and per step, counted by `stats_alloc`'s instrumented
+//! system allocator (so this file needs no `unsafe`).
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use weft::defer::Deferred;
+use weft::observe::{self, Event, Observer};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const SIZES: [usize; 3] = [1, 5, 20];
+
+/// The cheapest real observer: looks at each event and counts it.
+struct Counting(AtomicU64);
+
+impl Observer for Counting {
+    fn on_event(&self, event: &Event<'_>) {
+        if let Event::Deferred(_) = event {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn deferred_chain(n: usize) -> u64 {
+    let (resolver, mut d) = Deferred::<u64>::new();
+    for _ in 0..n {
+        d = d.add_callback(|v| black_box(v + 1));
+    }
+    resolver.callback(black_box(1));
+    d.try_take().expect("fired").expect("succeeded")
+}
+
+fn boxed_chain(n: usize) -> u64 {
+    let mut steps: Vec<Box<dyn FnOnce(u64) -> u64>> = Vec::new();
+    for _ in 0..n {
+        steps.push(Box::new(|v| black_box(v + 1)));
+    }
+    steps.into_iter().fold(black_box(1), |v, f| f(v))
+}
+
+fn oneshot_chain(n: usize) -> u64 {
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<u64>();
+    let mut steps: Vec<Box<dyn FnOnce(u64) -> u64>> = Vec::new();
+    for _ in 0..n {
+        steps.push(Box::new(|v| black_box(v + 1)));
+    }
+    tx.send(black_box(1)).expect("receiver alive");
+    let v = rx.try_recv().expect("sent");
+    steps.into_iter().fold(v, |v, f| f(v))
+}
+
+fn allocations(f: impl Fn(usize) -> u64, n: usize) -> f64 {
+    const RUNS: usize = 1000;
+    f(n); // warm thread-locals (registry slab, observer cell)
+    let region = Region::new(GLOBAL);
+    for _ in 0..RUNS {
+        black_box(f(n));
+    }
+    region.change().allocations as f64 / RUNS as f64
+}
+
+fn print_allocations() {
+    println!("allocations per run (and per step):");
+    for n in SIZES {
+        observe::set_observer(None);
+        let off = allocations(deferred_chain, n);
+        observe::set_observer(Some(Arc::new(Counting(AtomicU64::new(0)))));
+        let on = allocations(deferred_chain, n);
+        observe::set_observer(None);
+        let boxed = allocations(boxed_chain, n);
+        let oneshot = allocations(oneshot_chain, n);
+        let per = |a: f64| a / n as f64;
+        println!(
+            "  N={n:>2}: deferred off {off:.1} ({:.2}/step), on {on:.1} ({:.2}/step), \
+             boxed closures {boxed:.1} ({:.2}/step), oneshot {oneshot:.1} ({:.2}/step)",
+            per(off),
+            per(on),
+            per(boxed),
+            per(oneshot),
+        );
+    }
+    let marginal = |f: fn(usize) -> u64| (allocations(f, 20) - allocations(f, 1)) / 19.0;
+    println!(
+        "  marginal per added step (N=1 -> 20): deferred {:.2}, boxed closures {:.2}",
+        marginal(deferred_chain),
+        marginal(boxed_chain)
+    );
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("chain");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for n in SIZES {
+        observe::set_observer(None);
+        group.bench_with_input(BenchmarkId::new("deferred_observer_off", n), &n, |b, &n| {
+            b.iter(|| deferred_chain(n))
+        });
+        observe::set_observer(Some(Arc::new(Counting(AtomicU64::new(0)))));
+        group.bench_with_input(BenchmarkId::new("deferred_observer_on", n), &n, |b, &n| {
+            b.iter(|| deferred_chain(n))
+        });
+        observe::set_observer(None);
+        group.bench_with_input(BenchmarkId::new("boxed_closures", n), &n, |b, &n| {
+            b.iter(|| boxed_chain(n))
+        });
+        group.bench_with_input(BenchmarkId::new("tokio_oneshot", n), &n, |b, &n| {
+            b.iter(|| oneshot_chain(n))
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    print_allocations();
+    let mut criterion = Criterion::default().configure_from_args();
+    bench(&mut criterion);
+    criterion.final_summary();
+}

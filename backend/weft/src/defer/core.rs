@@ -1,0 +1,463 @@
+//! The untyped heart of a Deferred: its identity, its queue of steps, the driver that
+//! runs them, pausing, cancellation, and the moments the detectors look at.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::Location;
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use super::events;
+use super::events::{
+    Created, DeferredEvent, DeferredId, DeferredState, Dropped, FailureInfo, Fired, Outcome,
+    Paused, Resumed, Settled, StepFinished, StepOutcome,
+};
+use super::step::{Did, Holder, Link, Ran, take_result};
+use super::{CancelledError, Failure, detect, registry};
+use crate::observe::{self, ConnectionId};
+
+/// How the Deferred was first fired.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Fire {
+    Not,
+    Value,
+    Failure,
+    Cancelled,
+}
+
+// Bits of `Core::flags`.
+const RUNNING: u16 = 1;
+/// A typed `Deferred<T>` handle exists: someone may still add an errback.
+const CONSUMER: u16 = 1 << 1;
+/// `cancel` is running the canceller; a resolver dropped meanwhile did not leak.
+const CANCELLING: u16 = 1 << 2;
+pub(crate) const STALL_REPORTED: u16 = 1 << 3;
+pub(crate) const SLOW_REPORTED: u16 = 1 << 4;
+const UNHANDLED_REPORTED: u16 = 1 << 5;
+const LEAKED: u16 = 1 << 6;
+/// Expected to stay pending for long (a loop's completion): the stall scan skips it.
+pub(crate) const LONG_WAIT: u16 = 1 << 7;
+
+pub(crate) struct Core {
+    pub(crate) id: DeferredId,
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) label: Option<&'static str>,
+    pub(crate) connection: Option<ConnectionId>,
+    pub(crate) parent: Option<DeferredId>,
+    /// On the thread clock's timeline, so a fake clock drives ages in tests.
+    pub(crate) created: Duration,
+    fired: Cell<Fire>,
+    flags: Cell<u16>,
+    pauses: Cell<u32>,
+    /// When the chain last stopped (pause or child), on the clock's timeline.
+    pub(crate) paused_since: Cell<Duration>,
+    steps: RefCell<VecDeque<Box<dyn Link>>>,
+    /// The chain's current result: the last step that ran, or the fired value.
+    result: RefCell<Option<Box<dyn Link>>>,
+    pub(crate) steps_run: Cell<u32>,
+    /// The last step started; while waiting, the one that returned the child.
+    pub(crate) step_site: Cell<Option<&'static Location<'static>>>,
+    pub(crate) waiting_on: RefCell<Option<Rc<Core>>>,
+    canceller: RefCell<Option<Box<dyn FnOnce()>>>,
+    waker: RefCell<Option<Waker>>,
+    /// Index in the live registry while pending.
+    pub(crate) slot: Cell<Option<usize>>,
+}
+
+thread_local! {
+    /// The Deferred whose step is running, so a Deferred created inside knows its parent.
+    static RUNNING_NOW: Cell<Option<DeferredId>> = const { Cell::new(None) };
+}
+
+impl Core {
+    pub(crate) fn new(
+        site: &'static Location<'static>,
+        label: Option<&'static str>,
+        connection: Option<ConnectionId>,
+    ) -> Rc<Self> {
+        let connection = connection.or_else(observe::current_connection);
+        let core = Rc::new(Self {
+            id: DeferredId(observe::next_id()),
+            site,
+            label,
+            connection,
+            parent: RUNNING_NOW.with(Cell::get),
+            created: registry::clock_now(),
+            fired: Cell::new(Fire::Not),
+            flags: Cell::new(CONSUMER),
+            pauses: Cell::new(0),
+            paused_since: Cell::new(Duration::ZERO),
+            steps: RefCell::new(VecDeque::new()),
+            result: RefCell::new(None),
+            steps_run: Cell::new(0),
+            step_site: Cell::new(None),
+            waiting_on: RefCell::new(None),
+            canceller: RefCell::new(None),
+            waker: RefCell::new(None),
+            slot: Cell::new(None),
+        });
+        registry::register(&core);
+        events::emit(|| {
+            DeferredEvent::Created(Created {
+                id: core.id,
+                label: core.label,
+                site: super::Site(core.site),
+                connection: core.connection,
+                parent: core.parent,
+                at: std::time::SystemTime::now(),
+            })
+        });
+        core
+    }
+
+    #[inline]
+    pub(crate) fn flags_has(&self, flag: u16) -> bool {
+        self.flags.get() & flag != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_flag(&self, flag: u16, on: bool) {
+        let flags = self.flags.get();
+        self.flags
+            .set(if on { flags | flag } else { flags & !flag });
+    }
+
+    pub(crate) fn fired(&self) -> Fire {
+        self.fired.get()
+    }
+
+    /// Fired, not running, not paused, not waiting, nothing queued.
+    pub(crate) fn at_rest(&self) -> bool {
+        self.fired.get() != Fire::Not
+            && !self.flags_has(RUNNING)
+            && self.pauses.get() == 0
+            && self.waiting_on.borrow().is_none()
+            && self.steps.borrow().is_empty()
+    }
+
+    pub(crate) fn state(&self) -> DeferredState {
+        if self.fired.get() == Fire::Not {
+            return DeferredState::Pending;
+        }
+        if self.flags_has(RUNNING) {
+            return DeferredState::Running;
+        }
+        if self.waiting_on.try_borrow().is_ok_and(|w| w.is_some()) {
+            return DeferredState::Waiting;
+        }
+        if self.pauses.get() > 0 {
+            return DeferredState::Paused;
+        }
+        let failed = self.result.try_borrow().ok().and_then(|r| {
+            r.as_ref()
+                .map(|h| h.failure().map(|f| f.check::<CancelledError>()))
+        });
+        match failed {
+            Some(Some(true)) if self.fired.get() == Fire::Cancelled => DeferredState::Cancelled,
+            Some(Some(_)) => DeferredState::Failed,
+            _ => DeferredState::Succeeded,
+        }
+    }
+
+    /// Gives the chain its first result and runs it.
+    pub(crate) fn fire(self: &Rc<Self>, holder: Box<dyn Link>, how: Fire) {
+        debug_assert_eq!(self.fired.get(), Fire::Not, "fired twice");
+        self.fired.set(how);
+        events::emit(|| {
+            let outcome = match (how, holder.failure()) {
+                (Fire::Cancelled, _) => Outcome::Cancelled,
+                (_, Some(f)) => Outcome::Failed(FailureInfo::of(f)),
+                _ => Outcome::Succeeded,
+            };
+            DeferredEvent::Fired(Fired {
+                id: self.id,
+                outcome,
+                age: registry::clock_now().saturating_sub(self.created),
+                at: std::time::SystemTime::now(),
+            })
+        });
+        *self.result.borrow_mut() = Some(holder);
+        if self.pauses.get() > 0 {
+            self.stopped(None);
+        }
+        self.run();
+    }
+
+    pub(crate) fn fire_failure(self: &Rc<Self>, failure: Failure, how: Fire) {
+        let site = failure.site().0;
+        self.fire(Holder::<()>::boxed(Err(failure), site), how);
+    }
+
+    /// Appends a step; runs it at once if the chain has a result and is idle.
+    pub(crate) fn push_step(self: &Rc<Self>, step: Box<dyn Link>) {
+        self.steps.borrow_mut().push_back(step);
+        if self.fired.get() != Fire::Not && !self.flags_has(RUNNING) {
+            self.run();
+        }
+    }
+
+    pub(crate) fn set_canceller(&self, canceller: Box<dyn FnOnce()>) {
+        *self.canceller.borrow_mut() = Some(canceller);
+    }
+
+    /// Runs queued steps until the chain ends, pauses or waits on a child.
+    pub(crate) fn run(self: &Rc<Self>) {
+        if self.flags_has(RUNNING) || self.pauses.get() > 0 || self.waiting_on.borrow().is_some() {
+            return;
+        }
+        self.set_flag(RUNNING, true);
+        let slow = observe::slow_threshold();
+        // Read once per run, not per step: neither changes while a chain runs.
+        let observed = observe::enabled();
+        let outer = RUNNING_NOW.with(|r| r.replace(Some(self.id)));
+        let mut started = Instant::now();
+        loop {
+            let Some(mut step) = self.steps.borrow_mut().pop_front() else {
+                break;
+            };
+            {
+                let mut previous = self
+                    .result
+                    .borrow_mut()
+                    .take()
+                    .expect("a fired chain holds a result");
+                step.accept(&mut *previous);
+            }
+            let kind = step.kind();
+            let index = self.steps_run.get();
+            if kind.is_some() {
+                self.step_site.set(Some(step.site()));
+            }
+            let ran = step.run(self);
+            let finished = Instant::now();
+            let took = finished - started;
+            started = finished;
+            let waiting = match &ran {
+                Ran::Waiting(child) => Some(child.clone()),
+                Ran::Done(_) => None,
+            };
+            if let Some(kind) = kind {
+                self.steps_run.set(index + 1);
+                events::emit_if(observed, || {
+                    let outcome = match &ran {
+                        Ran::Done(Did::Succeeded) => StepOutcome::Succeeded,
+                        Ran::Done(Did::Skipped) => StepOutcome::Skipped,
+                        Ran::Done(Did::Chained(child)) => StepOutcome::Chained { child: *child },
+                        Ran::Done(Did::Failed) => match step.failure() {
+                            Some(f) => StepOutcome::Failed(FailureInfo::of(f)),
+                            None => StepOutcome::Succeeded,
+                        },
+                        Ran::Waiting(child) => StepOutcome::Waiting { child: child.id },
+                    };
+                    DeferredEvent::Step(StepFinished {
+                        id: self.id,
+                        index,
+                        kind,
+                        site: super::Site(step.site()),
+                        duration: took,
+                        outcome,
+                    })
+                });
+                if took >= slow && !self.flags_has(SLOW_REPORTED) {
+                    self.set_flag(SLOW_REPORTED, true);
+                    detect::report_slow(self, index, step.site(), took, slow);
+                }
+            }
+            *self.result.borrow_mut() = Some(step);
+            if let Some(child) = waiting {
+                self.wait_on(child);
+                break;
+            }
+            if self.pauses.get() > 0 {
+                break;
+            }
+        }
+        RUNNING_NOW.with(|r| r.set(outer));
+        self.set_flag(RUNNING, false);
+        if self.at_rest() {
+            self.settle();
+        }
+    }
+
+    fn wait_on(self: &Rc<Self>, child: Rc<Core>) {
+        let id = child.id;
+        *self.waiting_on.borrow_mut() = Some(child);
+        self.stopped(Some(id));
+    }
+
+    fn stopped(self: &Rc<Self>, waiting_on: Option<DeferredId>) {
+        self.paused_since.set(registry::clock_now());
+        if self.slot.get().is_none() {
+            registry::register(self);
+        }
+        events::emit(|| {
+            DeferredEvent::Paused(Paused {
+                id: self.id,
+                index: self.steps_run.get(),
+                waiting_on,
+            })
+        });
+    }
+
+    fn resumed(&self) {
+        events::emit(|| {
+            DeferredEvent::Resumed(Resumed {
+                id: self.id,
+                paused_for: registry::clock_now().saturating_sub(self.paused_since.get()),
+            })
+        });
+    }
+
+    /// A child fired: `deliver` writes its result into the waiting step, then the chain goes on.
+    pub(crate) fn resume_with(self: &Rc<Self>, deliver: impl FnOnce(&mut dyn Link)) {
+        {
+            let mut result = self.result.borrow_mut();
+            deliver(&mut **result.as_mut().expect("a waiting chain holds its step"));
+        }
+        self.waiting_on.borrow_mut().take();
+        self.resumed();
+        self.run();
+    }
+
+    /// The chain came to rest with a result: no longer pending.
+    fn settle(&self) {
+        if let Some(slot) = self.slot.take() {
+            registry::unregister(slot);
+            events::emit(|| {
+                let outcome = match self.result.borrow().as_ref().and_then(|h| h.failure()) {
+                    Some(f)
+                        if self.fired.get() == Fire::Cancelled && f.check::<CancelledError>() =>
+                    {
+                        Outcome::Cancelled
+                    }
+                    Some(f) => Outcome::Failed(FailureInfo::of(f)),
+                    None => Outcome::Succeeded,
+                };
+                DeferredEvent::Settled(Settled {
+                    id: self.id,
+                    outcome,
+                    steps: self.steps_run.get(),
+                    age: registry::clock_now().saturating_sub(self.created),
+                })
+            });
+        }
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        self.check_unhandled();
+    }
+
+    /// Reports a failure left at the end of a chain nobody can extend any more.
+    fn check_unhandled(&self) {
+        if self.flags_has(CONSUMER) || self.flags_has(UNHANDLED_REPORTED) || !self.at_rest() {
+            return;
+        }
+        let result = self.result.borrow();
+        if let Some(failure) = result.as_ref().and_then(|h| h.failure()) {
+            self.set_flag(UNHANDLED_REPORTED, true);
+            detect::report_unhandled(self, failure);
+        }
+    }
+
+    /// The result, if the chain is at rest and has one; the chain is spent afterwards.
+    pub(crate) fn take_result<T: 'static>(&self) -> Option<Result<T, Failure>> {
+        if !self.at_rest() {
+            return None;
+        }
+        let mut holder = self.result.borrow_mut().take()?;
+        Some(take_result::<T>(&mut *holder))
+    }
+
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.borrow_mut();
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// The typed handle went away, without handing its role to anyone.
+    pub(crate) fn consumer_dropped(&self) {
+        self.set_flag(CONSUMER, false);
+        self.waker.borrow_mut().take();
+        self.check_unhandled();
+    }
+
+    /// The typed handle passed its role on (to a parent chain, a combinator, a future).
+    pub(crate) fn consumer_moved(&self) {
+        self.set_flag(CONSUMER, false);
+    }
+
+    /// The firing side went away.
+    pub(crate) fn resolver_dropped(&self) {
+        if self.fired.get() != Fire::Not || self.flags_has(CANCELLING) || self.flags_has(LEAKED) {
+            return;
+        }
+        self.set_flag(LEAKED, true);
+        detect::report_leaked(self);
+        // Nothing can fire this chain now: free what waits on it (a parent's forward
+        // link holds the parent), so no reference cycle outlives the leak.
+        let steps = std::mem::take(&mut *self.steps.borrow_mut());
+        drop(steps);
+    }
+
+    pub(crate) fn pause(self: &Rc<Self>) {
+        let n = self.pauses.get();
+        self.pauses.set(n + 1);
+        if n == 0 && self.fired.get() != Fire::Not {
+            self.stopped(None);
+        }
+    }
+
+    pub(crate) fn next_step_site(&self) -> Option<&'static Location<'static>> {
+        self.steps.try_borrow().ok()?.front().map(|s| s.site())
+    }
+
+    pub(crate) fn unpause(self: &Rc<Self>) {
+        let n = self.pauses.get();
+        if n == 0 {
+            return;
+        }
+        self.pauses.set(n - 1);
+        if n == 1 && self.fired.get() != Fire::Not {
+            self.resumed();
+            self.run();
+        }
+    }
+
+    /// Twisted's `cancel`: the canceller (if any) runs; a Deferred still unfired gets a
+    /// `CancelledError`; one waiting on a child cancels the child instead.
+    pub(crate) fn cancel(self: &Rc<Self>, site: &'static Location<'static>) {
+        if self.fired.get() == Fire::Not {
+            self.set_flag(CANCELLING, true);
+            let canceller = self.canceller.borrow_mut().take();
+            if let Some(canceller) = canceller {
+                canceller();
+            }
+            if self.fired.get() == Fire::Not {
+                self.fire_failure(Failure::with_site(CancelledError, site), Fire::Cancelled);
+            }
+            self.set_flag(CANCELLING, false);
+        } else {
+            let child = self.waiting_on.borrow().clone();
+            if let Some(child) = child {
+                child.cancel(site);
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            registry::unregister(slot);
+            events::emit(|| {
+                DeferredEvent::Dropped(Dropped {
+                    id: self.id,
+                    age: registry::clock_now().saturating_sub(self.created),
+                })
+            });
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The detectors: stalled, slow callback, unhandled failure, leaked.
+//!
+//! Slow, unhandled and leaked are noticed inline, at the moment they happen (a step
+//! returns, the last handle drops, the firing side drops). Stalls need time to pass, so
+//! a scan walks the registry on the thread's clock; the reactor starts it when it runs
+//! ([`start_detectors`]), a test starts it on a fake clock with [`watch_stalls`].
+//! Each detector reports a given Deferred at most once.
+
+use std::cell::{Cell, RefCell};
+use std::panic::Location;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::core::{Core, LONG_WAIT, STALL_REPORTED};
+use super::events;
+use super::events::{
+    DeferredEvent, DeferredState, FailureInfo, Leaked, Site, SlowCallback, Stalled, Subject,
+    Unhandled,
+};
+use super::{Failure, registry};
+
+fn subject(core: &Core) -> Subject {
+    Subject {
+        id: core.id,
+        label: core.label,
+        site: Site(core.site),
+        connection: core.connection,
+    }
+}
+
+pub(crate) fn report_slow(
+    core: &Core,
+    index: u32,
+    site: &'static Location<'static>,
+    took: Duration,
+    threshold: Duration,
+) {
+    tracing::warn!(
+        deferred = %core.id, callback = %Site(site), ?took,
+        "a Deferred callback blocked the reactor"
+    );
+    events::emit(|| {
+        DeferredEvent::SlowCallback(SlowCallback {
+            subject: subject(core),
+            index,
+            callback_site: Site(site),
+            duration: took,
+            threshold,
+        })
+    });
+}
+
+pub(crate) fn report_unhandled(core: &Core, failure: &Failure) {
+    tracing::error!(
+        deferred = %core.id, created = %Site(core.site), "Unhandled error in Deferred: {failure}"
+    );
+    events::emit(|| {
+        DeferredEvent::Unhandled(Unhandled {
+            subject: subject(core),
+            failure: FailureInfo::of(failure),
+        })
+    });
+}
+
+pub(crate) fn report_leaked(core: &Core) {
+    tracing::warn!(
+        deferred = %core.id, created = %Site(core.site),
+        "a Deferred's firing side was dropped without firing; its chain can never complete"
+    );
+    events::emit(|| {
+        DeferredEvent::Leaked(Leaked {
+            subject: subject(core),
+            age: registry::clock_now().saturating_sub(core.created),
+        })
+    });
+}
+
+struct StallConfig {
+    default: Duration,
+    per_label: Vec<(&'static str, Duration)>,
+}
+
+thread_local! {
+    static STALL: RefCell<StallConfig> = const {
+        RefCell::new(StallConfig { default: Duration::from_secs(5), per_label: Vec::new() })
+    };
+}
+
+/// Sets how long a Deferred on this thread may stay pending or paused before it is
+/// reported as stalled (the `[inspect] stall_after` setting; default 5 s).
+pub fn set_stall_threshold(after: Duration) {
+    STALL.with(|s| s.borrow_mut().default = after);
+}
+
+/// Overrides the stall threshold for Deferreds labelled `label` (a service's own
+/// Deferreds, say, when it legitimately waits longer).
+pub fn set_stall_threshold_for(label: &'static str, after: Duration) {
+    STALL.with(|s| {
+        let mut s = s.borrow_mut();
+        s.per_label.retain(|(l, _)| *l != label);
+        s.per_label.push((label, after));
+    });
+}
+
+/// The stall threshold that applies to a Deferred with `label`.
+pub fn stall_threshold(label: Option<&str>) -> Duration {
+    STALL.with(|s| {
+        let s = s.borrow();
+        label
+            .and_then(|l| s.per_label.iter().find(|(k, _)| *k == l).map(|(_, d)| *d))
+            .unwrap_or(s.default)
+    })
+}
+
+fn scan_interval() -> Duration {
+    let shortest = STALL.with(|s| {
+        let s = s.borrow();
+        s.per_label
+            .iter()
+            .map(|(_, d)| *d)
+            .fold(s.default, Duration::min)
+    });
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+}
+
+/// Looks at every pending Deferred once and reports those stuck past their threshold.
+pub fn scan_for_stalls() {
+    let now = registry::clock_now();
+    registry::for_each_pending(|core| {
+        if core.flags_has(LONG_WAIT) {
+            return;
+        }
+        let since = match core.state() {
+            DeferredState::Pending => core.created,
+            DeferredState::Paused | DeferredState::Waiting => core.paused_since.get(),
+            _ => return,
+        };
+        let stuck = now.saturating_sub(since);
+        let threshold = stall_threshold(core.label);
+        if stuck < threshold || core.flags_has(STALL_REPORTED) {
+            return;
+        }
+        core.set_flag(STALL_REPORTED, true);
+        let snapshot = registry::snapshot(core, now);
+        tracing::warn!(
+            deferred = %core.id, created = %Site(core.site), state = snapshot.state.as_str(),
+            ?stuck, "a Deferred is stalled"
+        );
+        events::emit(|| {
+            DeferredEvent::Stalled(Stalled {
+                subject: subject(core),
+                state: snapshot.state,
+                stalled_for: stuck,
+                threshold,
+                step: snapshot.steps_run,
+                step_site: snapshot.step_site,
+                waiting_on: snapshot.waiting_on,
+            })
+        });
+    });
+}
+
+/// Keeps the stall scan running on this thread's clock until dropped.
+#[must_use = "the scan stops when the watch is dropped"]
+#[derive(Debug)]
+pub struct StallWatch {
+    stopped: Rc<Cell<bool>>,
+}
+
+impl StallWatch {
+    /// Lets the scan run for as long as its clock does.
+    pub fn detach(mut self) {
+        self.stopped = Rc::new(Cell::new(false));
+    }
+}
+
+impl Drop for StallWatch {
+    fn drop(&mut self) {
+        // The scan already scheduled sees the flag and does not come back.
+        self.stopped.set(true);
+    }
+}
+
+/// Starts scanning for stalled Deferreds on this thread's clock.
+///
+/// # Panics
+/// When no clock is installed on this thread.
+pub fn watch_stalls() -> StallWatch {
+    let stopped = Rc::new(Cell::new(false));
+    schedule(stopped.clone());
+    StallWatch { stopped }
+}
+
+fn schedule(stopped: Rc<Cell<bool>>) {
+    crate::time::call_later(scan_interval(), move || {
+        if stopped.get() {
+            return;
+        }
+        scan_for_stalls();
+        schedule(stopped);
+    });
+}
+
+/// Starts the detectors that need the reactor running; called once by `Reactor::run`.
+pub(crate) fn start_detectors(_reactor: &crate::Reactor) {
+    watch_stalls().detach();
+}

@@ -1,0 +1,362 @@
+//! What a Deferred reports to the observer: its life and the detectors' findings.
+//!
+//! A hub keeps a live registry from `Created` … `Settled`/`Dropped`, writes steps and
+//! detections to its store, and counts outcomes. Every event names its Deferred by
+//! [`DeferredId`]; detections also carry the label, site and connection so they can be
+//! shown without a lookup.
+
+use std::fmt;
+use std::panic::Location;
+use std::time::{Duration, SystemTime};
+
+use super::Failure;
+use crate::observe::ConnectionId;
+
+/// Identifies one Deferred; drawn from the same sequence as connection ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeferredId(pub u64);
+
+impl fmt::Display for DeferredId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A place in the source: `file:line`, from `#[track_caller]`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Site(pub &'static Location<'static>);
+
+impl Site {
+    /// The source file.
+    pub fn file(&self) -> &'static str {
+        self.0.file()
+    }
+
+    /// The line in that file.
+    pub fn line(&self) -> u32 {
+        self.0.line()
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.0.file(), self.0.line())
+    }
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A failure, described for an event: type, message and where it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureInfo {
+    /// The error's type name (`TimeoutError`).
+    pub type_name: &'static str,
+    /// The error's message.
+    pub message: String,
+    /// Where the failure was created.
+    pub site: Site,
+}
+
+impl FailureInfo {
+    /// Describes `failure`.
+    pub fn of(failure: &Failure) -> Self {
+        Self {
+            type_name: failure.type_name(),
+            message: failure.error().to_string(),
+            site: failure.site(),
+        }
+    }
+}
+
+/// Where a Deferred is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeferredState {
+    /// Not fired yet.
+    Pending,
+    /// A callback is running now.
+    Running,
+    /// Fired, but `pause` holds the chain.
+    Paused,
+    /// Fired; a callback returned another Deferred and the chain waits for it.
+    Waiting,
+    /// The chain ran to its end with a value.
+    Succeeded,
+    /// The chain ran to its end with a failure.
+    Failed,
+    /// Cancelled before it fired.
+    Cancelled,
+}
+
+impl DeferredState {
+    /// A bounded label for metrics and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Which path a step serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StepKind {
+    /// Runs on success (`add_callback`, `and_then`).
+    Callback,
+    /// Runs on failure (`add_errback`).
+    Errback,
+    /// Runs on both (`add_both`, `add_callbacks`).
+    Both,
+}
+
+impl StepKind {
+    /// A bounded label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Callback => "callback",
+            Self::Errback => "errback",
+            Self::Both => "both",
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepOutcome {
+    /// It returned a value.
+    Succeeded,
+    /// It returned (or passed on) a failure.
+    Failed(FailureInfo),
+    /// It was not for this path (a callback on a failure, an errback on a value).
+    Skipped,
+    /// It returned a Deferred that already had its result; the chain went on at once.
+    Chained {
+        /// The child Deferred.
+        child: DeferredId,
+    },
+    /// It returned a Deferred without a result; the chain waits for it.
+    Waiting {
+        /// The child Deferred.
+        child: DeferredId,
+    },
+}
+
+/// How a Deferred (or its chain) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// With a value.
+    Succeeded,
+    /// With a failure.
+    Failed(FailureInfo),
+    /// Cancelled before it fired.
+    Cancelled,
+}
+
+/// Something that happened to a Deferred, reported through [`observe::emit`](crate::observe::emit).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DeferredEvent {
+    /// A Deferred was created.
+    Created(Created),
+    /// One step of its chain ran.
+    Step(StepFinished),
+    /// Its chain stopped: waiting on a child, or `pause`d.
+    Paused(Paused),
+    /// Its chain went on after a pause or a child's result.
+    Resumed(Resumed),
+    /// It got its first result (`callback`, `errback`, or a cancellation).
+    Fired(Fired),
+    /// Its chain ran out of steps with a result: it is no longer pending.
+    Settled(Settled),
+    /// It was freed while still pending (never fired, or waiting on a child nobody fires).
+    Dropped(Dropped),
+    /// Detector: pending or paused longer than its threshold.
+    Stalled(Stalled),
+    /// Detector: a callback blocked the reactor longer than the slow threshold.
+    SlowCallback(SlowCallback),
+    /// Detector: the chain ended in a failure and nobody can handle it any more.
+    Unhandled(Unhandled),
+    /// Detector: the firing side was dropped unfired; the chain can never complete.
+    Leaked(Leaked),
+}
+
+/// A Deferred was created.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Its id.
+    pub id: DeferredId,
+    /// Its label, if given.
+    pub label: Option<&'static str>,
+    /// The line that created it.
+    pub site: Site,
+    /// The connection it belongs to.
+    pub connection: Option<ConnectionId>,
+    /// The Deferred whose callback was running when it was created, if any.
+    pub parent: Option<DeferredId>,
+    /// Wall-clock creation time.
+    pub at: SystemTime,
+}
+
+/// One step of a chain ran (or was skipped).
+#[derive(Debug, Clone)]
+pub struct StepFinished {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// The step's position in the chain, from 0.
+    pub index: u32,
+    /// Callback, errback or both.
+    pub kind: StepKind,
+    /// The line that added the step.
+    pub site: Site,
+    /// How long it ran.
+    pub duration: Duration,
+    /// What it did.
+    pub outcome: StepOutcome,
+}
+
+/// A chain stopped.
+#[derive(Debug, Clone)]
+pub struct Paused {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// Steps run so far.
+    pub index: u32,
+    /// The child it waits on; `None` for an explicit `pause`.
+    pub waiting_on: Option<DeferredId>,
+}
+
+/// A chain went on.
+#[derive(Debug, Clone)]
+pub struct Resumed {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// How long it was stopped.
+    pub paused_for: Duration,
+}
+
+/// A Deferred got its first result.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// Success, failure or cancellation.
+    pub outcome: Outcome,
+    /// Time from creation to firing.
+    pub age: Duration,
+    /// Wall-clock time of firing.
+    pub at: SystemTime,
+}
+
+/// A chain has nothing left to run.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// The chain's result.
+    pub outcome: Outcome,
+    /// Steps run.
+    pub steps: u32,
+    /// Time from creation.
+    pub age: Duration,
+}
+
+/// A pending Deferred was freed.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// Time from creation.
+    pub age: Duration,
+}
+
+/// The identity every detection carries.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// Its label.
+    pub label: Option<&'static str>,
+    /// The line that created it.
+    pub site: Site,
+    /// Its connection.
+    pub connection: Option<ConnectionId>,
+}
+
+/// Pending or paused longer than the stall threshold.
+#[derive(Debug, Clone)]
+pub struct Stalled {
+    /// Which Deferred.
+    pub subject: Subject,
+    /// Pending, paused or waiting.
+    pub state: DeferredState,
+    /// How long it has been in that state.
+    pub stalled_for: Duration,
+    /// The threshold it crossed.
+    pub threshold: Duration,
+    /// Steps run so far.
+    pub step: u32,
+    /// The step it is stuck at: the one that returned the awaited child, or the next.
+    pub step_site: Option<Site>,
+    /// The child it waits on.
+    pub waiting_on: Option<DeferredId>,
+}
+
+/// A step that held the reactor thread too long.
+#[derive(Debug, Clone)]
+pub struct SlowCallback {
+    /// Which Deferred.
+    pub subject: Subject,
+    /// The step's index.
+    pub index: u32,
+    /// The line that added the callback.
+    pub callback_site: Site,
+    /// How long it ran.
+    pub duration: Duration,
+    /// The threshold it crossed.
+    pub threshold: Duration,
+}
+
+/// A failure nobody handled, reported when the last handle went away.
+#[derive(Debug, Clone)]
+pub struct Unhandled {
+    /// Which Deferred.
+    pub subject: Subject,
+    /// The failure, with its own creation site.
+    pub failure: FailureInfo,
+}
+
+/// The firing side was dropped without firing.
+#[derive(Debug, Clone)]
+pub struct Leaked {
+    /// Which Deferred.
+    pub subject: Subject,
+    /// Time from creation.
+    pub age: Duration,
+}
+
+/// Builds and sends a Deferred event, only when an observer listens.
+#[inline]
+pub(crate) fn emit(build: impl FnOnce() -> DeferredEvent) {
+    emit_if(crate::observe::enabled(), build);
+}
+
+/// `emit` when the caller already knows whether anyone listens.
+#[inline]
+pub(crate) fn emit_if(observed: bool, build: impl FnOnce() -> DeferredEvent) {
+    if observed {
+        let event = build();
+        crate::observe::emit(|| crate::observe::Event::Deferred(&event));
+    }
+}

@@ -1,0 +1,132 @@
+//! The async bridge: a Deferred is a `Future`, and a future becomes a Deferred
+//! (Twisted's `inlineCallbacks` / `ensureDeferred`).
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::{Deferred, Failure};
+
+/// Awaiting a Deferred takes its chain's result; the chain must not be used after.
+///
+/// Dropping the future before it completes just drops the handle: the chain keeps
+/// whatever it had, its waker is forgotten, and nothing stays allocated for it.
+impl<T: 'static> Future for Deferred<T> {
+    type Output = Result<T, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut().poll_result(cx) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl<T: 'static> Deferred<T> {
+    /// Runs `future` on the reactor thread and fires the returned Deferred with its
+    /// output (Twisted's `ensureDeferred`). Cancelling the Deferred drops the future.
+    ///
+    /// Call it on the reactor thread (or inside a tokio `LocalSet`).
+    #[track_caller]
+    pub fn from_future<F>(future: F) -> Deferred<T>
+    where
+        F: Future<Output = Result<T, Failure>> + 'static,
+    {
+        Self::from_future_at(Location::caller(), future)
+    }
+
+    /// `from_future` with the site given.
+    pub(crate) fn from_future_at<F>(site: &'static Location<'static>, future: F) -> Deferred<T>
+    where
+        F: Future<Output = Result<T, Failure>> + 'static,
+    {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let core = super::core::Core::new(site, None, None);
+        core.set_canceller(Box::new(move || {
+            let _ = stop_tx.send(());
+        }));
+        let (resolver, deferred) = super::deferred::pair_from(core);
+        let task = async move {
+            tokio::select! {
+                output = future => resolver.resolve(output),
+                // Cancelled: the future is dropped here; the Deferred already failed.
+                _ = stop_rx => {}
+            }
+        };
+        match crate::Reactor::try_current() {
+            Some(reactor) => reactor.spawn_untracked(task),
+            None => {
+                tokio::task::spawn_local(task);
+            }
+        }
+        deferred
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::task::Waker;
+
+    use super::*;
+    use crate::defer::{CancelledError, pending_count};
+
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(f).poll(&mut cx)
+    }
+
+    #[test]
+    fn awaiting_a_deferred_yields_its_chain_result() {
+        let (r, d) = Deferred::<u32>::new();
+        let mut fut = Box::pin(async move { d.add_callback(|v| v * 2).await });
+        assert!(poll_once(&mut fut).is_pending());
+        r.callback(21);
+        assert_eq!(poll_once(&mut fut).map(Result::unwrap), Poll::Ready(42));
+    }
+
+    #[test]
+    fn dropping_a_future_that_awaits_a_deferred_leaks_nothing() {
+        let (r, d) = Deferred::<u32>::new();
+        let weak = Rc::downgrade(d.core());
+        let mut fut = Box::pin(async move { d.await.map(|v| v + 1) });
+        assert!(poll_once(&mut fut).is_pending());
+        drop(fut);
+        r.callback(1);
+        assert!(weak.upgrade().is_none(), "the chain was freed");
+        assert_eq!(pending_count(), 0);
+    }
+
+    #[test]
+    fn from_future_fires_with_the_output_and_cancel_drops_the_future() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let d = Deferred::from_future(async { Ok::<_, Failure>(5) });
+            assert_eq!(d.await.unwrap(), 5);
+
+            let dropped = Rc::new(std::cell::Cell::new(false));
+            struct Flag(Rc<std::cell::Cell<bool>>);
+            impl Drop for Flag {
+                fn drop(&mut self) {
+                    self.0.set(true);
+                }
+            }
+            let flag = Flag(dropped.clone());
+            let d = Deferred::<u32>::from_future(async move {
+                let _flag = flag;
+                std::future::pending::<()>().await;
+                Ok(0)
+            });
+            tokio::task::yield_now().await;
+            d.cancel();
+            let failure = d.await.unwrap_err();
+            assert!(failure.check::<CancelledError>());
+            tokio::task::yield_now().await;
+            assert!(dropped.get(), "the future was dropped");
+        });
+    }
+}

@@ -1,0 +1,227 @@
+//! The live registry of pending Deferreds, listable at any time.
+//!
+//! A slab of weak references on the reactor thread: registering and unregistering are
+//! a push and a slot write, nothing is locked, and a listing upgrades each entry and
+//! reads its cells. Other threads ask through the reactor's handle
+//! ([`ReactorHandle::pending_deferreds`](crate::ReactorHandle::pending_deferreds)), which
+//! queues the listing onto the reactor thread and sends the snapshots back.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use super::core::Core;
+use super::events::{DeferredId, DeferredState, Site};
+use crate::observe::ConnectionId;
+
+#[derive(Default)]
+struct Registry {
+    slots: Vec<Option<Weak<Core>>>,
+    free: Vec<usize>,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::default();
+    /// Time origin when no clock is installed (a Deferred used outside any reactor).
+    static ORIGIN: Instant = Instant::now();
+}
+
+/// Now, on the thread clock's timeline (a fake clock in tests), else since first use.
+pub(crate) fn clock_now() -> Duration {
+    match crate::time::try_current_clock() {
+        Some(clock) => clock.now(),
+        None => ORIGIN.with(Instant::elapsed),
+    }
+}
+
+pub(crate) fn register(core: &Rc<Core>) {
+    let weak = Rc::downgrade(core);
+    let slot = REGISTRY.with(|r| {
+        let mut r = r.borrow_mut();
+        match r.free.pop() {
+            Some(slot) => {
+                r.slots[slot] = Some(weak);
+                slot
+            }
+            None => {
+                r.slots.push(Some(weak));
+                r.slots.len() - 1
+            }
+        }
+    });
+    core.slot.set(Some(slot));
+}
+
+pub(crate) fn unregister(slot: usize) {
+    // `try_with`: a Deferred freed while the thread exits finds the registry gone.
+    let _ = REGISTRY.try_with(|r| {
+        let mut r = r.borrow_mut();
+        r.slots[slot] = None;
+        r.free.push(slot);
+    });
+}
+
+/// Every pending Deferred on this thread, each upgraded for the duration of `f`.
+pub(crate) fn for_each_pending(mut f: impl FnMut(&Rc<Core>)) {
+    let live: Vec<Rc<Core>> = REGISTRY.with(|r| {
+        r.borrow()
+            .slots
+            .iter()
+            .filter_map(|s| s.as_ref().and_then(Weak::upgrade))
+            .collect()
+    });
+    for core in &live {
+        f(core);
+    }
+}
+
+/// How many Deferreds are pending on this thread.
+pub fn pending_count() -> usize {
+    REGISTRY.with(|r| {
+        let r = r.borrow();
+        r.slots.len() - r.free.len()
+    })
+}
+
+/// A pending Deferred as the registry sees it at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDeferred {
+    /// Its id.
+    pub id: DeferredId,
+    /// Its label.
+    pub label: Option<&'static str>,
+    /// The line that created it.
+    pub site: Site,
+    /// Its connection.
+    pub connection: Option<ConnectionId>,
+    /// The Deferred whose callback created it.
+    pub parent: Option<DeferredId>,
+    /// Time since creation.
+    pub age: Duration,
+    /// Pending, running, paused or waiting.
+    pub state: DeferredState,
+    /// Time in the current state: since creation when unfired, since the pause otherwise.
+    pub stuck_for: Duration,
+    /// Steps run so far.
+    pub steps_run: u32,
+    /// The step it is at: the one that returned the awaited child, else the next one.
+    pub step_site: Option<Site>,
+    /// The child it waits on.
+    pub waiting_on: Option<DeferredId>,
+}
+
+pub(crate) fn snapshot(core: &Core, now: Duration) -> PendingDeferred {
+    let state = core.state();
+    let since = match state {
+        DeferredState::Pending => core.created,
+        _ => core.paused_since.get(),
+    };
+    let waiting_on = core
+        .waiting_on
+        .try_borrow()
+        .ok()
+        .and_then(|w| w.as_ref().map(|c| c.id));
+    let step_site = match state {
+        DeferredState::Waiting | DeferredState::Running => core.step_site.get(),
+        _ => core.next_step_site(),
+    };
+    PendingDeferred {
+        id: core.id,
+        label: core.label,
+        site: Site(core.site),
+        connection: core.connection,
+        parent: core.parent,
+        age: now.saturating_sub(core.created),
+        state,
+        stuck_for: now.saturating_sub(since),
+        steps_run: core.steps_run.get(),
+        step_site: step_site.map(Site),
+        waiting_on,
+    }
+}
+
+/// The pending Deferreds of this thread (the reactor's), oldest first.
+///
+/// Cheap and safe at any time, even from inside a callback: nothing stops, nothing is
+/// locked. From another thread, use
+/// [`ReactorHandle::pending_deferreds`](crate::ReactorHandle::pending_deferreds).
+pub fn pending() -> Vec<PendingDeferred> {
+    let now = clock_now();
+    let mut out = Vec::new();
+    for_each_pending(|core| out.push(snapshot(core, now)));
+    out.sort_by_key(|p| std::cmp::Reverse(p.age));
+    out
+}
+
+/// Cancels the pending Deferred `id` on this thread; `false` if it is not pending.
+///
+/// What the inspector's "cancel" action does.
+#[track_caller]
+pub fn cancel(id: DeferredId) -> bool {
+    let site = std::panic::Location::caller();
+    let mut found = None;
+    for_each_pending(|core| {
+        if core.id == id {
+            found = Some(core.clone());
+        }
+    });
+    match found {
+        Some(core) => {
+            core.cancel(site);
+            true
+        }
+        None => false,
+    }
+}
+
+impl crate::reactor::ReactorHandle {
+    /// Lists the reactor's pending Deferreds from any thread.
+    ///
+    /// The listing runs on the reactor thread between callbacks; await the receiver (or
+    /// `blocking_recv` it outside async code). It errors if the reactor has gone.
+    pub fn pending_deferreds(&self) -> tokio::sync::oneshot::Receiver<Vec<PendingDeferred>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.call_from_thread(move || {
+            let _ = tx.send(pending());
+        });
+        rx
+    }
+
+    /// Cancels a pending Deferred from any thread (the inspector's "cancel" action).
+    pub fn cancel_deferred(&self, id: DeferredId) -> bool {
+        self.call_from_thread(move || {
+            cancel(id);
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defer::Deferred;
+
+    #[test]
+    fn another_thread_lists_the_reactors_pending_deferreds() {
+        let reactor = crate::Reactor::with_config(crate::ReactorConfig {
+            handle_signals: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let (resolver, d) = Deferred::<()>::labeled("waiting-for-peer");
+        let id = d.id();
+        let handle = reactor.handle();
+        let lister = std::thread::spawn(move || {
+            let listed = handle.pending_deferreds().blocking_recv().unwrap();
+            handle.stop();
+            listed
+        });
+        reactor.run().unwrap();
+        let listed = lister.join().unwrap();
+        let mine = listed.iter().find(|p| p.id == id).expect("listed");
+        assert_eq!(mine.label, Some("waiting-for-peer"));
+        assert_eq!(mine.state, DeferredState::Pending);
+        resolver.callback(());
+        assert!(pending().iter().all(|p| p.id != id));
+        drop(d);
+    }
+}

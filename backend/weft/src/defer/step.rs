@@ -1,0 +1,384 @@
+//! The links of a chain: typed steps behind one object-safe trait.
+//!
+//! A chain is a queue of boxed [`Link`]s. Each step owns its input, its function and
+//! its output, so a value moves from one step straight into the next one's box: one
+//! allocation per step, none per value. The erased driver in `core.rs` never knows
+//! the types; each step downcasts its predecessor's output slot to the type it was
+//! built for, which the typed `Deferred<T>` API guarantees.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, Location};
+use std::rc::Rc;
+
+use super::core::Core;
+use super::events::{DeferredId, StepKind};
+use super::{Deferred, Failure, PanicError};
+
+/// What a callback hands on: a result now, or a Deferred whose result comes later.
+#[derive(Debug)]
+pub enum Next<U: 'static> {
+    /// The step's result.
+    Now(Result<U, Failure>),
+    /// A Deferred to wait for; the chain pauses until it fires and then goes on with
+    /// its result.
+    Later(Deferred<U>),
+}
+
+/// What a callback may return: `Result<U, Failure>` (an `Err` switches to the errback
+/// path) or `Deferred<U>` (the chain waits for it).
+pub trait CallbackResult<U: 'static>: 'static {
+    /// Converts into the chain's next input.
+    fn into_next(self) -> Next<U>;
+}
+
+impl<U: 'static> CallbackResult<U> for Result<U, Failure> {
+    #[inline]
+    fn into_next(self) -> Next<U> {
+        Next::Now(self)
+    }
+}
+
+impl<U: 'static> CallbackResult<U> for Deferred<U> {
+    #[inline]
+    fn into_next(self) -> Next<U> {
+        Next::Later(self)
+    }
+}
+
+impl<U: 'static> CallbackResult<U> for Next<U> {
+    #[inline]
+    fn into_next(self) -> Next<U> {
+        self
+    }
+}
+
+/// What a step did, as the driver records it.
+pub(crate) enum Did {
+    Succeeded,
+    Failed,
+    Skipped,
+    Chained(DeferredId),
+}
+
+pub(crate) enum Ran {
+    Done(Did),
+    /// Paused on this child; its result will be written into this step's output.
+    Waiting(Rc<Core>),
+}
+
+/// One link of a chain, with its types erased.
+pub(crate) trait Link {
+    /// Takes `from`'s result as this step's input.
+    fn accept(&mut self, from: &mut dyn Link);
+    /// The success output, as `&mut Option<U>`.
+    fn output_slot(&mut self) -> &mut dyn Any;
+    /// Takes the failure output, if there is one.
+    fn take_failure(&mut self) -> Option<Failure>;
+    /// Sets the failure output (a child failed).
+    fn set_failure(&mut self, failure: Failure);
+    /// The failure output, if any.
+    fn failure(&self) -> Option<&Failure>;
+    /// Runs the step on its input.
+    fn run(&mut self, core: &Rc<Core>) -> Ran;
+    /// `None` for internal links that are not traced.
+    fn kind(&self) -> Option<StepKind>;
+    /// The line that added the step.
+    fn site(&self) -> &'static Location<'static>;
+}
+
+/// Takes a `Result<T, Failure>` out of `from`'s output.
+pub(crate) fn take_result<T: 'static>(from: &mut dyn Link) -> Result<T, Failure> {
+    if let Some(failure) = from.take_failure() {
+        return Err(failure);
+    }
+    let value = from
+        .output_slot()
+        .downcast_mut::<Option<T>>()
+        .expect("the typed API lines chain types up")
+        .take()
+        .expect("a fired chain holds a result");
+    Ok(value)
+}
+
+/// A result with nothing to run: what `callback`/`errback` put at the head of a chain.
+pub(crate) struct Holder<T> {
+    ok: Option<T>,
+    err: Option<Failure>,
+    site: &'static Location<'static>,
+}
+
+impl<T: 'static> Holder<T> {
+    pub(crate) fn boxed(result: Result<T, Failure>, site: &'static Location<'static>) -> Box<Self> {
+        let (ok, err) = match result {
+            Ok(v) => (Some(v), None),
+            Err(f) => (None, Some(f)),
+        };
+        Box::new(Self { ok, err, site })
+    }
+}
+
+impl<T: 'static> Link for Holder<T> {
+    fn accept(&mut self, _from: &mut dyn Link) {
+        unreachable!("a holder is never queued as a step")
+    }
+    fn output_slot(&mut self) -> &mut dyn Any {
+        &mut self.ok
+    }
+    fn take_failure(&mut self) -> Option<Failure> {
+        self.err.take()
+    }
+    fn set_failure(&mut self, failure: Failure) {
+        self.err = Some(failure);
+    }
+    fn failure(&self) -> Option<&Failure> {
+        self.err.as_ref()
+    }
+    fn run(&mut self, _core: &Rc<Core>) -> Ran {
+        unreachable!("a holder is never queued as a step")
+    }
+    fn kind(&self) -> Option<StepKind> {
+        None
+    }
+    fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+}
+
+/// How a step treats its input.
+pub(crate) trait Handler<T, U: 'static>: 'static {
+    fn kind(&self) -> StepKind;
+    /// `Err(result)` when the step does not apply to this path and passes it on.
+    fn handle(self, input: Result<T, Failure>) -> Result<Next<U>, Result<U, Failure>>;
+}
+
+/// Runs on values (`add_callback`, `and_then`).
+pub(crate) struct OnValue<F>(pub(crate) F);
+/// Runs on failures (`add_errback`).
+pub(crate) struct OnFailure<F>(pub(crate) F);
+/// Runs on both (`add_both`).
+pub(crate) struct OnBoth<F>(pub(crate) F);
+/// One function per path (`add_callbacks`).
+pub(crate) struct OnEither<F, G>(pub(crate) F, pub(crate) G);
+
+impl<T, U, R, F> Handler<T, U> for OnValue<F>
+where
+    T: 'static,
+    U: 'static,
+    R: CallbackResult<U>,
+    F: FnOnce(T) -> R + 'static,
+{
+    fn kind(&self) -> StepKind {
+        StepKind::Callback
+    }
+    #[inline]
+    fn handle(self, input: Result<T, Failure>) -> Result<Next<U>, Result<U, Failure>> {
+        match input {
+            Ok(value) => Ok((self.0)(value).into_next()),
+            Err(failure) => Err(Err(failure)),
+        }
+    }
+}
+
+impl<T, R, F> Handler<T, T> for OnFailure<F>
+where
+    T: 'static,
+    R: CallbackResult<T>,
+    F: FnOnce(Failure) -> R + 'static,
+{
+    fn kind(&self) -> StepKind {
+        StepKind::Errback
+    }
+    #[inline]
+    fn handle(self, input: Result<T, Failure>) -> Result<Next<T>, Result<T, Failure>> {
+        match input {
+            Ok(value) => Err(Ok(value)),
+            Err(failure) => Ok((self.0)(failure).into_next()),
+        }
+    }
+}
+
+impl<T, U, R, F> Handler<T, U> for OnBoth<F>
+where
+    T: 'static,
+    U: 'static,
+    R: CallbackResult<U>,
+    F: FnOnce(Result<T, Failure>) -> R + 'static,
+{
+    fn kind(&self) -> StepKind {
+        StepKind::Both
+    }
+    #[inline]
+    fn handle(self, input: Result<T, Failure>) -> Result<Next<U>, Result<U, Failure>> {
+        Ok((self.0)(input).into_next())
+    }
+}
+
+impl<T, U, R1, R2, F, G> Handler<T, U> for OnEither<F, G>
+where
+    T: 'static,
+    U: 'static,
+    R1: CallbackResult<U>,
+    R2: CallbackResult<U>,
+    F: FnOnce(T) -> R1 + 'static,
+    G: FnOnce(Failure) -> R2 + 'static,
+{
+    fn kind(&self) -> StepKind {
+        StepKind::Both
+    }
+    #[inline]
+    fn handle(self, input: Result<T, Failure>) -> Result<Next<U>, Result<U, Failure>> {
+        Ok(match input {
+            Ok(value) => (self.0)(value).into_next(),
+            Err(failure) => (self.1)(failure).into_next(),
+        })
+    }
+}
+
+/// A user step: input, function, output, and the line that added it.
+pub(crate) struct Step<T, U, H> {
+    input: Option<Result<T, Failure>>,
+    handler: Option<H>,
+    ok: Option<U>,
+    err: Option<Failure>,
+    kind: StepKind,
+    site: &'static Location<'static>,
+}
+
+impl<T: 'static, U: 'static, H: Handler<T, U>> Step<T, U, H> {
+    pub(crate) fn boxed(handler: H, site: &'static Location<'static>) -> Box<Self> {
+        Box::new(Self {
+            input: None,
+            kind: handler.kind(),
+            handler: Some(handler),
+            ok: None,
+            err: None,
+            site,
+        })
+    }
+
+    fn set(&mut self, result: Result<U, Failure>) -> Did {
+        match result {
+            Ok(value) => {
+                self.ok = Some(value);
+                Did::Succeeded
+            }
+            Err(failure) => {
+                self.err = Some(failure);
+                Did::Failed
+            }
+        }
+    }
+}
+
+impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
+    #[inline]
+    fn accept(&mut self, from: &mut dyn Link) {
+        self.input = Some(take_result(from));
+    }
+    fn output_slot(&mut self) -> &mut dyn Any {
+        &mut self.ok
+    }
+    fn take_failure(&mut self) -> Option<Failure> {
+        self.err.take()
+    }
+    fn set_failure(&mut self, failure: Failure) {
+        self.err = Some(failure);
+    }
+    fn failure(&self) -> Option<&Failure> {
+        self.err.as_ref()
+    }
+
+    fn run(&mut self, core: &Rc<Core>) -> Ran {
+        let input = self.input.take().expect("a step runs after accepting");
+        let handler = self.handler.take().expect("a step runs once");
+        let next = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(input))) {
+            Ok(Ok(next)) => next,
+            Ok(Err(passed_on)) => {
+                self.set(passed_on);
+                return Ran::Done(Did::Skipped);
+            }
+            Err(panic) => {
+                let message = crate::time::panic_message(&panic);
+                self.err = Some(Failure::with_site(PanicError { message }, self.site));
+                return Ran::Done(Did::Failed);
+            }
+        };
+        match next {
+            Next::Now(result) => Ran::Done(self.set(result)),
+            Next::Later(child) => {
+                let child = child.into_core();
+                if child.at_rest()
+                    && let Some(result) = child.take_result::<U>()
+                {
+                    self.set(result);
+                    return Ran::Done(Did::Chained(child.id));
+                }
+                child.push_step(Box::new(Forward::<U> {
+                    input: None,
+                    parent: Some(core.clone()),
+                    done: None,
+                    site: self.site,
+                }));
+                Ran::Waiting(child)
+            }
+        }
+    }
+
+    fn kind(&self) -> Option<StepKind> {
+        Some(self.kind)
+    }
+    fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+}
+
+/// The last link of a child chain: hands the child's result to the waiting parent.
+struct Forward<U> {
+    input: Option<Result<U, Failure>>,
+    /// Strong, so a parent nobody else holds still finishes (and reports an unhandled
+    /// failure) when its child fires; the cycle parent → child → this → parent ends
+    /// when the child fires or its firing side is dropped.
+    parent: Option<Rc<Core>>,
+    done: Option<()>,
+    site: &'static Location<'static>,
+}
+
+impl<U: 'static> Link for Forward<U> {
+    fn accept(&mut self, from: &mut dyn Link) {
+        self.input = Some(take_result(from));
+    }
+    fn output_slot(&mut self) -> &mut dyn Any {
+        &mut self.done
+    }
+    fn take_failure(&mut self) -> Option<Failure> {
+        None
+    }
+    fn set_failure(&mut self, _failure: Failure) {}
+    fn failure(&self) -> Option<&Failure> {
+        None
+    }
+
+    fn run(&mut self, _core: &Rc<Core>) -> Ran {
+        let result = self.input.take().expect("a step runs after accepting");
+        self.done = Some(());
+        if let Some(parent) = self.parent.take() {
+            parent.resume_with(|holder| match result {
+                Ok(value) => {
+                    *holder
+                        .output_slot()
+                        .downcast_mut::<Option<U>>()
+                        .expect("the typed API lines chain types up") = Some(value);
+                }
+                Err(failure) => holder.set_failure(failure),
+            });
+        }
+        Ran::Done(Did::Succeeded)
+    }
+
+    fn kind(&self) -> Option<StepKind> {
+        None
+    }
+    fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+}

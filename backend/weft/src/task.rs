@@ -1,0 +1,278 @@
+//! Scheduling that produces Deferreds (`twisted.internet.task` and `threads`):
+//! [`LoopingCall`], [`defer_later`], [`defer_to_thread`].
+//!
+//! All of them schedule on a [`Clock`](crate::Clock), so tests drive them with a fake
+//! clock and never sleep.
+//!
+//! ```
+//! use std::{cell::Cell, rc::Rc, time::Duration};
+//! use weft::defer::Failure;
+//! use weft::task::LoopingCall;
+//! use weft::testing::Clock;
+//!
+//! let clock = Clock::fake();
+//! let _installed = clock.install();
+//! let ticks = Rc::new(Cell::new(0));
+//! let t = ticks.clone();
+//! let lc = LoopingCall::new(move || {
+//!     t.set(t.get() + 1);
+//!     Ok::<_, Failure>(())
+//! });
+//! let mut done = lc.start(Duration::from_secs(1), true).unwrap();
+//! clock.pump([Duration::from_secs(1); 3]);
+//! assert_eq!(ticks.get(), 4);
+//! lc.stop();
+//! assert!(done.try_take().unwrap().is_ok());
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::panic::Location;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use crate::defer::{CallbackResult, Deferred, Failure, PanicError, Resolver, maybe_deferred};
+use crate::time::{Clock, DelayedCall, current_clock};
+
+/// Why a [`LoopingCall`] could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoopingCallError {
+    /// It is running already; `stop` it first.
+    #[error("the LoopingCall is already running")]
+    AlreadyRunning,
+    /// A zero interval would run the function forever within one instant.
+    #[error("a LoopingCall needs an interval greater than zero")]
+    ZeroInterval,
+}
+
+type Func = Box<dyn FnMut() -> Deferred<()>>;
+
+struct Inner {
+    func: RefCell<Func>,
+    clock: RefCell<Option<Clock>>,
+    running: Cell<bool>,
+    interval: Cell<Duration>,
+    started_at: Cell<Duration>,
+    call: RefCell<Option<DelayedCall>>,
+    done: RefCell<Option<Resolver<()>>>,
+    in_flight: Cell<bool>,
+    calls: Cell<u64>,
+    site: &'static Location<'static>,
+}
+
+/// Calls a function every `interval`, on a grid (Twisted's `task.LoopingCall`).
+///
+/// Runs are due at `start + k × interval`; if a run (or the Deferred it returned) ends
+/// after one or more grid points went by, those runs are skipped, not made up. A
+/// function returning a Deferred is not called again until that Deferred fires. `start`
+/// returns a Deferred that fires when `stop` is called, or fails with the function's
+/// failure (which also stops the loop).
+#[derive(Clone)]
+pub struct LoopingCall {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for LoopingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopingCall")
+            .field("running", &self.running())
+            .field("interval", &self.inner.interval.get())
+            .field("calls", &self.calls())
+            .finish()
+    }
+}
+
+impl LoopingCall {
+    /// A loop over `f`, which returns `Ok(())`, a failure, or a `Deferred<()>`.
+    #[track_caller]
+    pub fn new<R: CallbackResult<()>>(mut f: impl FnMut() -> R + 'static) -> Self {
+        let site = Location::caller();
+        Self {
+            inner: Rc::new(Inner {
+                func: RefCell::new(Box::new(move || maybe_deferred(&mut f))),
+                clock: RefCell::new(None),
+                running: Cell::new(false),
+                interval: Cell::new(Duration::ZERO),
+                started_at: Cell::new(Duration::ZERO),
+                call: RefCell::new(None),
+                done: RefCell::new(None),
+                in_flight: Cell::new(false),
+                calls: Cell::new(0),
+                site,
+            }),
+        }
+    }
+
+    /// Uses `clock` instead of the thread's clock at `start`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        *self.inner.clock.borrow_mut() = Some(clock);
+        self
+    }
+
+    /// Whether it is running.
+    pub fn running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// How many times the function has been called.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.get()
+    }
+
+    /// Starts calling the function every `interval`, the first time at once if `now`.
+    ///
+    /// # Panics
+    /// When no clock was given and none is installed on this thread.
+    pub fn start(&self, interval: Duration, now: bool) -> Result<Deferred<()>, LoopingCallError> {
+        if self.running() {
+            return Err(LoopingCallError::AlreadyRunning);
+        }
+        if interval.is_zero() {
+            return Err(LoopingCallError::ZeroInterval);
+        }
+        let clock = self
+            .inner
+            .clock
+            .borrow_mut()
+            .get_or_insert_with(current_clock)
+            .clone();
+        let (resolver, done) = Deferred::new_at(self.inner.site, Some("LoopingCall"), None);
+        done.expect_long_wait();
+        *self.inner.done.borrow_mut() = Some(resolver);
+        self.inner.running.set(true);
+        self.inner.interval.set(interval);
+        self.inner.started_at.set(clock.now());
+        if now {
+            tick(&self.inner);
+        } else {
+            schedule_from(&self.inner, clock.now());
+        }
+        Ok(done)
+    }
+
+    /// Stops the loop. Its Deferred fires now, or when a run in progress finishes.
+    pub fn stop(&self) {
+        if !self.inner.running.replace(false) {
+            return;
+        }
+        if let Some(call) = self.inner.call.borrow_mut().take() {
+            let _ = call.cancel();
+        }
+        if !self.inner.in_flight.get() {
+            finish(&self.inner, Ok(()));
+        }
+    }
+}
+
+fn finish(inner: &Inner, result: Result<(), Failure>) {
+    inner.running.set(false);
+    let done = inner.done.borrow_mut().take();
+    if let Some(done) = done {
+        done.resolve(result);
+    }
+}
+
+fn tick(inner: &Rc<Inner>) {
+    inner.call.borrow_mut().take();
+    inner.calls.set(inner.calls.get() + 1);
+    inner.in_flight.set(true);
+    let ran = (inner.func.borrow_mut())();
+    let weak: Weak<Inner> = Rc::downgrade(inner);
+    let _attached = ran.add_both(move |result| {
+        if let Some(inner) = weak.upgrade() {
+            inner.in_flight.set(false);
+            match result {
+                Err(failure) => finish(&inner, Err(failure)),
+                Ok(()) if inner.running.get() => {
+                    let now = inner
+                        .clock
+                        .borrow()
+                        .as_ref()
+                        .map_or(Duration::ZERO, Clock::now);
+                    schedule_from(&inner, now);
+                }
+                Ok(()) => finish(&inner, Ok(())),
+            }
+        }
+        Ok::<(), Failure>(())
+    });
+}
+
+/// Schedules the next run at the first grid point after `now`.
+fn schedule_from(inner: &Rc<Inner>, now: Duration) {
+    let interval = inner.interval.get().as_nanos();
+    let running_for = now.saturating_sub(inner.started_at.get()).as_nanos();
+    let until_next = interval - running_for % interval;
+    let delay = Duration::from_nanos(u64::try_from(until_next).unwrap_or(u64::MAX));
+    let weak = Rc::downgrade(inner);
+    let clock = inner.clock.borrow().clone().expect("started with a clock");
+    let call = clock.call_later(delay, move || {
+        if let Some(inner) = weak.upgrade()
+            && inner.running.get()
+        {
+            tick(&inner);
+        }
+    });
+    *inner.call.borrow_mut() = Some(call);
+}
+
+/// Calls `f` after `delay` on `clock` and gives its result as a Deferred (Twisted's
+/// `deferLater`). Cancelling before then cancels the call.
+#[track_caller]
+pub fn defer_later<U: 'static, R: CallbackResult<U>>(
+    clock: &Clock,
+    delay: Duration,
+    f: impl FnOnce() -> R + 'static,
+) -> Deferred<U> {
+    let site = Location::caller();
+    let slot: Rc<RefCell<Option<DelayedCall>>> = Rc::default();
+    let for_cancel = slot.clone();
+    let (resolver, timer) = Deferred::<()>::new_at(
+        site,
+        None,
+        Some(Box::new(move || {
+            if let Some(call) = for_cancel.borrow_mut().take() {
+                let _ = call.cancel();
+            }
+        })),
+    );
+    *slot.borrow_mut() = Some(clock.call_later(delay, move || resolver.callback(())));
+    timer.and_then_at(site, move |()| f())
+}
+
+/// Runs `f` on tokio's blocking pool and delivers its result on the reactor thread
+/// (Twisted's `deferToThread`). Cancelling the Deferred discards the result; the
+/// thread itself runs to completion.
+///
+/// # Panics
+/// When called outside a reactor (or a tokio runtime with a `LocalSet`).
+#[track_caller]
+pub fn defer_to_thread<T, E, F>(f: F) -> Deferred<T>
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + 'static,
+    F: FnOnce() -> Result<T, E> + Send + 'static,
+{
+    let site = Location::caller();
+    let reactor = crate::Reactor::try_current();
+    let handle = {
+        let _context = reactor.as_ref().map(crate::Reactor::runtime_context);
+        tokio::task::spawn_blocking(f)
+    };
+    Deferred::from_future_at(site, async move {
+        match handle.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(Failure::with_site(error, site)),
+            Err(join) => {
+                let message = match join.try_into_panic() {
+                    Ok(panic) => crate::time::panic_message(&panic),
+                    Err(join) => join.to_string(),
+                };
+                Err(Failure::with_site(PanicError { message }, site))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! LoopingCall, defer_later and defer_to_thread on a fake clock (and one real reactor).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::*;
+use crate::defer::CancelledError;
+use crate::testing::Clock;
+
+#[derive(Debug, thiserror::Error)]
+#[error("tick failed")]
+struct TickFailed;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A loop that records the clock time of each call.
+fn recording_loop(clock: &Clock) -> (LoopingCall, Rc<RefCell<Vec<Duration>>>) {
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let (t, c) = (times.clone(), clock.clone());
+    let lc = LoopingCall::new(move || {
+        t.borrow_mut().push(c.now());
+        Ok::<_, Failure>(())
+    })
+    .with_clock(clock.clone());
+    (lc, times)
+}
+
+#[test]
+fn runs_now_and_then_every_interval_until_stopped() {
+    let clock = Clock::fake();
+    let (lc, times) = recording_loop(&clock);
+    let mut done = lc.start(SEC, true).unwrap();
+    clock.pump([SEC; 3]);
+    assert_eq!(*times.borrow(), [0, 1, 2, 3].map(Duration::from_secs));
+    assert!(done.try_take().is_none());
+    lc.stop();
+    assert!(done.try_take().unwrap().is_ok());
+    assert!(clock.pending_calls().is_empty());
+    clock.advance(SEC * 5);
+    assert_eq!(times.borrow().len(), 4);
+}
+
+#[test]
+fn without_now_the_first_run_waits_one_interval() {
+    let clock = Clock::fake();
+    let (lc, times) = recording_loop(&clock);
+    let _done = lc.start(SEC * 2, false).unwrap();
+    clock.advance(SEC);
+    assert!(times.borrow().is_empty());
+    clock.advance(SEC);
+    assert_eq!(*times.borrow(), [SEC * 2]);
+    lc.stop();
+}
+
+#[test]
+fn missed_intervals_are_skipped_and_runs_stay_on_the_grid() {
+    let clock = Clock::fake();
+    let (lc, times) = recording_loop(&clock);
+    let _done = lc.start(SEC, true).unwrap();
+    clock.advance(Duration::from_millis(3500));
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(
+        *times.borrow(),
+        [Duration::ZERO, Duration::from_millis(3500), SEC * 4],
+        "one late run for the missed points, then back on the grid"
+    );
+    assert_eq!(lc.calls(), 3);
+    lc.stop();
+}
+
+#[test]
+fn a_run_returning_a_deferred_is_waited_for() {
+    let clock = Clock::fake();
+    let pending: Rc<RefCell<Option<Resolver<()>>>> = Rc::default();
+    let slot = pending.clone();
+    let lc = LoopingCall::new(move || {
+        let (r, d) = Deferred::<()>::new();
+        *slot.borrow_mut() = Some(r);
+        d
+    })
+    .with_clock(clock.clone());
+    let _done = lc.start(SEC, true).unwrap();
+    clock.pump([SEC; 3]);
+    assert_eq!(
+        lc.calls(),
+        1,
+        "no new run while the last one's Deferred is pending"
+    );
+    clock.advance(Duration::from_millis(500));
+    pending.borrow_mut().take().unwrap().callback(());
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(lc.calls(), 2, "next run at the next grid point, 4 s");
+    lc.stop();
+    pending.borrow_mut().take().unwrap().callback(());
+}
+
+#[test]
+fn a_failing_run_fails_the_loop_and_stops_it() {
+    let clock = Clock::fake();
+    let n = Rc::new(Cell::new(0));
+    let c = n.clone();
+    let lc = LoopingCall::new(move || {
+        c.set(c.get() + 1);
+        if c.get() == 2 {
+            Err(Failure::new(TickFailed))
+        } else {
+            Ok(())
+        }
+    })
+    .with_clock(clock.clone());
+    let mut done = lc.start(SEC, true).unwrap();
+    clock.pump([SEC; 5]);
+    assert_eq!(n.get(), 2);
+    assert!(!lc.running());
+    assert!(done.try_take().unwrap().unwrap_err().check::<TickFailed>());
+}
+
+#[test]
+fn stop_during_a_run_fires_when_the_run_finishes() {
+    let clock = Clock::fake();
+    let pending: Rc<RefCell<Option<Resolver<()>>>> = Rc::default();
+    let slot = pending.clone();
+    let lc = LoopingCall::new(move || {
+        let (r, d) = Deferred::<()>::new();
+        *slot.borrow_mut() = Some(r);
+        d
+    })
+    .with_clock(clock.clone());
+    let mut done = lc.start(SEC, true).unwrap();
+    lc.stop();
+    assert!(done.try_take().is_none());
+    pending.borrow_mut().take().unwrap().callback(());
+    assert!(done.try_take().unwrap().is_ok());
+    assert_eq!(lc.calls(), 1);
+}
+
+#[test]
+fn starting_twice_or_with_zero_interval_is_refused() {
+    let clock = Clock::fake();
+    let (lc, _) = recording_loop(&clock);
+    assert_eq!(
+        lc.start(Duration::ZERO, true).unwrap_err(),
+        LoopingCallError::ZeroInterval
+    );
+    let _done = lc.start(SEC, false).unwrap();
+    assert_eq!(
+        lc.start(SEC, false).unwrap_err(),
+        LoopingCallError::AlreadyRunning
+    );
+    lc.stop();
+    let _again = lc.start(SEC, false).unwrap();
+    lc.stop();
+}
+
+#[test]
+fn defer_later_calls_f_after_the_delay() {
+    let clock = Clock::fake();
+    let mut d = defer_later(&clock, SEC * 2, || Ok::<_, Failure>("late"));
+    clock.advance(SEC);
+    assert!(d.try_take().is_none());
+    clock.advance(SEC);
+    assert_eq!(d.try_take().unwrap().unwrap(), "late");
+}
+
+#[test]
+fn cancelling_defer_later_cancels_the_call() {
+    let clock = Clock::fake();
+    let called = Rc::new(Cell::new(false));
+    let c = called.clone();
+    let mut d = defer_later(&clock, SEC, move || {
+        c.set(true);
+        Ok::<_, Failure>(())
+    });
+    d.cancel();
+    assert!(clock.pending_calls().is_empty());
+    clock.advance(SEC);
+    assert!(!called.get());
+    assert!(d.try_take().unwrap().unwrap_err().check::<CancelledError>());
+}
+
+#[test]
+fn defer_to_thread_runs_elsewhere_and_delivers_on_the_reactor_thread() {
+    let reactor = crate::Reactor::with_config(crate::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let reactor_thread = std::thread::current().id();
+    let seen = Rc::new(RefCell::new(None));
+    let s = seen.clone();
+    let r = reactor.clone();
+    reactor.call_when_running(move || {
+        let d = defer_to_thread(|| Ok::<_, std::io::Error>(std::thread::current().id()));
+        let failing = defer_to_thread(|| Err::<(), _>(std::io::Error::other("disk")));
+        let both = crate::defer::gather_results([
+            d.add_callback(|id| (id, std::thread::current().id())),
+            failing
+                .add_errback(|f| {
+                    assert_eq!(f.type_name(), "Error");
+                    Ok(())
+                })
+                .add_callback(|()| (std::thread::current().id(), std::thread::current().id())),
+        ]);
+        let _stopped = both.add_callback(move |ids| {
+            *s.borrow_mut() = Some(ids[0]);
+            r.stop();
+        });
+    });
+    reactor.run().unwrap();
+    let (worker, delivered) = seen.borrow_mut().take().expect("the Deferred fired");
+    assert_ne!(worker, reactor_thread);
+    assert_eq!(delivered, reactor_thread);
+}

@@ -1,0 +1,162 @@
+//! The gateway serving, measured, stopped: what an operator sees.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use crate::assert_eventually;
+use crate::support::{integrity, query, spawn_app};
+
+/// service, transport, closed_at_ms, bytes_in, bytes_out, close_reason
+type Row = (String, String, Option<i64>, i64, i64, Option<String>);
+
+fn echo_tcp(addr: std::net::SocketAddr, payload: &[u8]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(payload).unwrap();
+    let mut buf = vec![0; payload.len()];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, payload);
+}
+
+#[test]
+fn echo_metrics_health_then_sigterm_exits_zero_with_history_flushed() {
+    let mut app = spawn_app();
+    echo_tcp(app.echo, b"hello, weft\n");
+    echo_tcp(app.echo, b"again\n");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send_to(b"datagram", app.echo).unwrap();
+    let mut buf = [0; 64];
+    let (n, _) = udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"datagram");
+
+    let tcp = r#"{service="echo",transport="tcp"}"#;
+    let udp_labels = r#"{service="echo",transport="udp"}"#;
+    assert_eventually!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="peer_closed",service="echo",transport="tcp"}"#
+        ) == Some(2.0),
+        "both TCP connections counted closed\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(
+        app.metric(&format!("weft_connections_opened_total{tcp}")),
+        Some(2.0)
+    );
+    assert_eq!(
+        app.metric(&format!("weft_connections_active{tcp}")),
+        Some(0.0)
+    );
+    assert_eq!(
+        app.metric(&format!("weft_received_bytes_total{tcp}")),
+        Some(18.0)
+    );
+    assert_eq!(
+        app.metric(&format!("weft_sent_bytes_total{tcp}")),
+        Some(18.0)
+    );
+    assert_eq!(
+        app.metric(&format!("weft_received_bytes_total{udp_labels}")),
+        Some(8.0)
+    );
+    assert_eq!(
+        app.metric(&format!("weft_connections_active{udp_labels}")),
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric(r#"weft_events_dropped_total{consumer="store"}"#),
+        Some(0.0)
+    );
+
+    let health: serde_json::Value = serde_json::from_str(&app.curl("/healthz").unwrap()).unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["open_connections"], 1, "the UDP endpoint");
+
+    // A connection left open is drained by the shutdown, and recorded as such.
+    let mut open = TcpStream::connect(app.echo).unwrap();
+    open.write_all(b"x").unwrap();
+    open.read_exact(&mut buf[..1]).unwrap();
+
+    let status = app.signal_and_wait("TERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "clean exit on SIGTERM\n{}",
+        app.log()
+    );
+    let mut rest = Vec::new();
+    let _ = open.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "the open connection was closed at shutdown"
+    );
+
+    assert_eq!(integrity(&app.db), "ok");
+    let rows: Vec<Row> = query(&app.db, async |c| {
+        sqlx::query_as("SELECT service, transport, closed_at_ms, bytes_in, bytes_out, close_reason FROM connections ORDER BY id")
+            .fetch_all(c)
+            .await
+            .unwrap()
+    });
+    let tcp_rows: Vec<_> = rows.iter().filter(|r| r.1 == "tcp").collect();
+    assert_eq!(tcp_rows.len(), 3, "{rows:?}");
+    assert!(
+        tcp_rows.iter().all(|r| r.2.is_some()),
+        "every connection closed: {rows:?}"
+    );
+    assert_eq!(tcp_rows[0].3, 12);
+    assert_eq!(tcp_rows[2].5.as_deref(), Some("shutdown"));
+    let udp_row = rows
+        .iter()
+        .find(|r| r.1 == "udp")
+        .expect("the UDP endpoint row");
+    assert_eq!((udp_row.3, udp_row.4), (8, 8));
+    let (events, services): (i64, i64) = query(&app.db, async |c| {
+        let (e,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        let (s,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        (e, s)
+    });
+    assert!(events >= 8, "opens, closes and listener events: {events}");
+    assert_eq!(services, 1);
+}
+
+#[test]
+fn after_kill_9_the_history_opens_clean_and_kept_the_open_connection() {
+    let mut app = spawn_app();
+    let mut open = TcpStream::connect(app.echo).unwrap();
+    open.write_all(b"still here").unwrap();
+    let mut buf = [0; 10];
+    open.read_exact(&mut buf).unwrap();
+    echo_tcp(app.echo, b"closed one");
+    // The periodic snapshot writes the open connection's counters about once a second.
+    assert_eventually!(
+        query(&app.db, async |c| {
+            sqlx::query_as::<_, (i64,)>(
+                "SELECT bytes_in FROM connections WHERE closed_at_ms IS NULL AND transport = 'tcp'",
+            )
+            .fetch_optional(c)
+            .await
+            .ok()
+            .flatten()
+        }) == Some((10,)),
+        "the open connection's counters reach the store"
+    );
+    let status = app.signal_and_wait("KILL");
+    assert_eq!(status.code(), None, "killed by a signal");
+    assert_eq!(integrity(&app.db), "ok");
+    let closed: (i64,) = query(&app.db, async |c| {
+        sqlx::query_as(
+            "SELECT COUNT(*) FROM connections WHERE closed_at_ms IS NOT NULL AND transport = 'tcp'",
+        )
+        .fetch_one(c)
+        .await
+        .unwrap()
+    });
+    assert_eq!(closed, (1,));
+}

@@ -1,0 +1,8 @@
+//! End-to-end: the real `weft` binary on free loopback ports, driven by real clients
+//! (std sockets, curl, SQLite), stopped with real signals.
+
+mod support;
+
+mod check;
+mod faults;
+mod gateway;

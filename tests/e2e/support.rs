@@ -1,0 +1,211 @@
+//! `spawn_app()`: the `weft` binary with a configuration on free ports, and helpers to
+//! talk to it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Retries `$cond` every 20 ms until it holds, failing after `$secs` seconds (default 10).
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let start = std::time::Instant::now();
+        loop {
+            if $cond {
+                break;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(10) {
+                panic!("not true after 10 s: {}", format!($($msg)+));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }};
+}
+
+/// The `weft` binary of this build, built first if needed.
+pub fn weft_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // target/<profile>/deps/e2e-HASH -> target/<profile>/weft
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "weft-gateway",
+            "--bin",
+            "weft",
+            "--target-dir",
+        ]);
+        build.arg(target_dir);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the weft binary failed");
+        profile_dir.join("weft")
+    })
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A running `weft run`.
+pub struct App {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub dashboard: SocketAddr,
+    pub echo: SocketAddr,
+}
+
+/// Starts `weft run` with echo on TCP and UDP, the dashboard, and a store in a temp dir;
+/// returns once `/healthz` answers.
+pub fn spawn_app() -> App {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let (echo, dashboard) = (free_port(), free_port());
+    let config = format!(
+        r#"[dashboard]
+listen = "tcp:{dashboard}:interface=127.0.0.1"
+
+[store]
+path = "{db}"
+
+[[service]]
+name = "echo"
+kind = "echo"
+listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
+"#,
+        db = db.display()
+    );
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("weft.log")).unwrap())
+        .spawn()
+        .expect("weft starts");
+    let app = App {
+        child,
+        dir,
+        db,
+        dashboard: ([127, 0, 0, 1], dashboard).into(),
+        echo: ([127, 0, 0, 1], echo).into(),
+    };
+    assert_eventually!(
+        app.curl("/healthz").is_some(),
+        "weft answers /healthz\n{}",
+        app.log()
+    );
+    app
+}
+
+impl App {
+    /// `curl` on the dashboard; `None` unless it answered 2xx.
+    pub fn curl(&self, path: &str) -> Option<String> {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://{}{path}", self.dashboard))
+            .output()
+            .expect("curl must be installed (scripts/test installs it)");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The value of one sample of `/metrics`, e.g. `weft_connections_opened_total{service="echo",transport="tcp"}`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.curl("/metrics")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("weft.log")).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit, up to 20 s.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} failed");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "weft did not exit\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `f` against the history file with a fresh SQLite connection.
+pub fn query<T>(db: &Path, f: impl AsyncFnOnce(&mut sqlx::SqliteConnection) -> T) -> T {
+    use sqlx::{ConnectOptions, Connection};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .connect()
+            .await
+            .expect("the history file opens");
+        let out = f(&mut conn).await;
+        conn.close().await.ok();
+        out
+    })
+}
+
+/// `PRAGMA integrity_check` of the history file.
+pub fn integrity(db: &Path) -> String {
+    query(db, async |c| {
+        let (r,): (String,) = sqlx::query_as("PRAGMA integrity_check")
+            .fetch_one(c)
+            .await
+            .unwrap();
+        r
+    })
+}

@@ -56,10 +56,11 @@ pub(crate) async fn cancel_deferred(
     Path(id): Path<u64>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let reactor = reactor(&state)?;
+    if state.hub.deferred(id).is_none() {
+        return Err(ApiError::NotFound("pending Deferred"));
+    }
     if !crate::defer::cancel(reactor, id) {
-        return Err(ApiError::Unavailable(
-            "cancelling needs a reactor with Deferred tracing",
-        ));
+        return Err(ApiError::Unavailable("the reactor has stopped"));
     }
     Ok(accepted(format!("Deferred {id} is being cancelled")))
 }

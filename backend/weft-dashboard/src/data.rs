@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use weft::observe::ConnectionId;
 use weft_store::{
     ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
-    ServiceRecord,
+    ServiceRecord, StepRecord,
 };
-use weft_telemetry::ConnectionSnapshot;
+use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
 
 use crate::error::ApiError;
 use crate::series::ServiceStats;
@@ -241,40 +241,115 @@ pub fn deferred_filter(s: Option<&str>) -> Result<Option<DeferredFilter>, ApiErr
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-/// The Deferreds `q` asks for, from history.
+/// A live chain as the store would keep it.
+pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    DeferredRecord {
+        id: n(d.id),
+        parent_id: d.parent.map(n),
+        label: d.label.clone(),
+        site: d.site.clone(),
+        connection_id: d.connection.map(n),
+        service: d.service.clone(),
+        state: d.state.to_owned(),
+        created_at_ms: d.created_at_ms,
+        fired_at_ms: d.fired_at_ms,
+        current_step: d.current_step.clone(),
+        waiting_on: d.waiting_on.map(n),
+        failure: d.failure.clone(),
+        stalled: d.stalled,
+        slow: d.slow,
+        unhandled: d.unhandled,
+        leaked: d.leaked,
+    }
+}
+
+/// A live chain's steps as the store would keep them.
+pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    d.steps
+        .iter()
+        .map(|s| StepRecord {
+            deferred_id: n(d.id),
+            idx: i64::from(s.index),
+            kind: s.kind.to_owned(),
+            site: s.site.clone(),
+            started_at_us: s.at_ms * 1000 - n(s.duration_us),
+            duration_us: Some(n(s.duration_us)),
+            outcome: s.outcome.to_owned(),
+            child_id: s.child.map(n),
+        })
+        .collect()
+}
+
+fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
+    match filter {
+        None => true,
+        Some(DeferredFilter::Pending) => d.is_pending(),
+        Some(DeferredFilter::Stalled) => d.stalled,
+        Some(DeferredFilter::Failed) => d.state == "failed",
+        Some(DeferredFilter::Unhandled) => d.unhandled,
+        Some(DeferredFilter::Slow) => d.slow,
+        Some(DeferredFilter::Leaked) => d.leaked,
+    }
+}
+
+/// The Deferreds `q` asks for: pending chains live from the hub, the others (and chains
+/// flagged earlier) from history; a live chain replaces its older row.
 pub async fn deferreds(
     state: &DashboardState,
     q: &DeferredQuery,
 ) -> Result<Page<DeferredView>, ApiError> {
     let filter = deferred_filter(non_empty(&q.state))?;
-    let Some(store) = &state.store else {
-        return Ok(Page {
-            items: Vec::new(),
-            hidden: 0,
-        });
-    };
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT);
-    let mut rows = store
-        .deferreds(filter, non_empty(&q.service), limit.saturating_add(1))
-        .await?;
-    let hidden = rows.len().saturating_sub(limit as usize);
-    rows.truncate(limit as usize);
+    let service = non_empty(&q.service);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
+    let mut rows: Vec<DeferredRecord> = state
+        .hub
+        .pending_deferreds()
+        .iter()
+        .map(deferred_record)
+        .filter(|d| matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s)))
+        .collect();
+    // A pending row in history that is not live belongs to a run that has ended.
+    if filter != Some(DeferredFilter::Pending)
+        && let Some(store) = &state.store
+    {
+        let live: std::collections::HashSet<i64> = rows.iter().map(|d| d.id).collect();
+        let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
+        let stored = store.deferreds(filter, service, want).await?;
+        rows.extend(stored.into_iter().filter(|d| !live.contains(&d.id)));
+    }
+    rows.sort_by(|a, b| (b.created_at_ms, b.id).cmp(&(a.created_at_ms, a.id)));
+    let hidden = rows.len().saturating_sub(limit);
+    rows.truncate(limit);
     let now = now_ms();
     Ok(Page {
-        items: rows
-            .into_iter()
-            .map(|r| DeferredView::new(r, now))
-            .collect(),
+        items: rows.into_iter().map(|r| DeferredView::new(r, now)).collect(),
         hidden,
     })
 }
 
-/// One Deferred with its steps and children, from history.
+/// One Deferred with its steps and children: live while pending, else from history.
 pub async fn deferred(state: &DashboardState, id: i64) -> Result<Option<DeferredDetail>, ApiError> {
-    match &state.store {
-        Some(store) => Ok(store.deferred(id).await?),
-        None => Ok(None),
+    let live = u64::try_from(id).ok().and_then(|id| state.hub.deferred(id));
+    let stored = match &state.store {
+        Some(store) => store.deferred(id).await?,
+        None => None,
+    };
+    let Some(live) = live else {
+        return Ok(stored);
+    };
+    let mut children: Vec<DeferredRecord> = stored.map(|d| d.children).unwrap_or_default();
+    for child in state.hub.pending_deferreds() {
+        if child.parent == Some(live.id) && !children.iter().any(|c| c.id as u64 == child.id) {
+            children.push(deferred_record(&child));
+        }
     }
+    Ok(Some(DeferredDetail {
+        deferred: deferred_record(&live),
+        steps: step_records(&live),
+        children,
+    }))
 }
 
 /// The Deferreds of one connection, newest first.

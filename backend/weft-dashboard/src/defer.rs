@@ -1,10 +1,9 @@
 //! The seam to `weft::defer`: cancelling a pending Deferred on the reactor thread.
 
 use weft::ReactorHandle;
+use weft::defer::DeferredId;
 
-/// Queues the cancellation of Deferred `id` to `reactor`; `false` if it cannot be done.
+/// Queues the cancellation of Deferred `id` to `reactor`; `false` if the reactor has gone.
 pub(crate) fn cancel(reactor: &ReactorHandle, id: u64) -> bool {
-    // The library does not trace Deferreds by id yet; nothing to cancel through.
-    let _ = (reactor, id);
-    false
+    reactor.cancel_deferred(DeferredId(id))
 }

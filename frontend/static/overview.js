@@ -121,6 +121,12 @@ function describe(e) {
     case "protocol_error": return `${e.service}: ${e.kind} ${e.message}`;
     case "slow_callback": return `${e.callback} ran ${e.duration_ms.toFixed(1)}ms`;
     case "listener_started": case "listener_stopped": return `${e.service} ${e.endpoint} (${e.local})`;
-    default: return [e.label, e.site, e.message].filter(Boolean).join(" ");
+    case "deferred_detected": return `${e.detector}: ${chain(e.deferred)} — ${e.detail}`;
+    case "deferred_ended": return `${e.deferred.state}: ${chain(e.deferred)}`;
+    default: return "";
   }
+}
+
+function chain(d) {
+  return [`Deferred ${d.id}`, d.label, `at ${d.site}`, d.failure].filter(Boolean).join(" ");
 }

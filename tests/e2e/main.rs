@@ -3,6 +3,9 @@
 
 mod support;
 
+mod browser;
+mod chrome;
+
 mod check;
 mod faults;
 mod gateway;

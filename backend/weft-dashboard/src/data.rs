@@ -324,7 +324,10 @@ pub async fn deferreds(
     rows.truncate(limit);
     let now = now_ms();
     Ok(Page {
-        items: rows.into_iter().map(|r| DeferredView::new(r, now)).collect(),
+        items: rows
+            .into_iter()
+            .map(|r| DeferredView::new(r, now))
+            .collect(),
         hidden,
     })
 }

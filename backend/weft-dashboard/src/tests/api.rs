@@ -109,7 +109,10 @@ async fn deferreds_are_listed_by_tab_with_steps_and_children() {
     };
     // Pending means pending now: live chains only; these rows are from a run that ended.
     assert_eq!(ids(tab("pending").await), Vec::<i64>::new());
-    assert_eq!(ids(get(app.clone(), "/api/deferreds").await.json()), vec![3, 2, 1]);
+    assert_eq!(
+        ids(get(app.clone(), "/api/deferreds").await.json()),
+        vec![3, 2, 1]
+    );
     assert_eq!(ids(tab("stalled").await), vec![1]);
     assert_eq!(ids(tab("failed").await), vec![3]);
     assert_eq!(tab("failed").await["items"][0]["age_ms"], 250);

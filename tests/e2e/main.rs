@@ -9,3 +9,4 @@ mod chrome;
 mod check;
 mod faults;
 mod gateway;
+mod load;

@@ -319,7 +319,7 @@ pub async fn deferreds(
         let stored = store.deferreds(filter, service, want).await?;
         rows.extend(stored.into_iter().filter(|d| !live.contains(&d.id)));
     }
-    rows.sort_by(|a, b| (b.created_at_ms, b.id).cmp(&(a.created_at_ms, a.id)));
+    rows.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
     let hidden = rows.len().saturating_sub(limit);
     rows.truncate(limit);
     let now = now_ms();

@@ -55,6 +55,19 @@ pub fn clock(ms: &i64) -> String {
     )
 }
 
+/// Percent-encodes `s` for a query string value.
+pub fn url(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,18 +81,6 @@ mod tests {
         assert_eq!(age(&7_200_000), "2h 0m");
         assert_eq!(micros(&1500), "1.5ms");
         assert_eq!(clock(&(3_600_000 + 61_001)), "01:01:01.001");
+        assert_eq!(url("a b/é"), "a%20b%2F%C3%A9");
     }
-}
-
-/// Percent-encodes `s` for a query string value.
-pub fn url(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }

@@ -81,6 +81,12 @@ pub struct App {
 /// Starts `weft run` with echo on TCP and UDP, the dashboard, and a store in a temp dir;
 /// returns once `/healthz` answers.
 pub fn spawn_app() -> App {
+    spawn_app_with(|_| String::new())
+}
+
+/// Like [`spawn_app`], with more of the configuration file: `extra` gets the temp dir
+/// (to write files the services read) and returns TOML appended to the file.
+pub fn spawn_app_with(extra: impl FnOnce(&Path) -> String) -> App {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
@@ -97,7 +103,7 @@ kind = "echo"
 listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
 "#,
         db = db.display()
-    );
+    ) + &extra(dir.path());
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).unwrap();
     let child = Command::new(weft_bin())

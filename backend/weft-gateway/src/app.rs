@@ -58,10 +58,13 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
+    let env = services::ServiceEnv::register(inspector.hub().registry(), &config.services);
     for service in &config.services {
-        let bound = services::start(&reactor, service).map_err(|source| GatewayError::Listen {
-            service: service.name.clone(),
-            source,
+        let bound = services::start_with(&reactor, service, &env).map_err(|source| {
+            GatewayError::Listen {
+                service: service.name.clone(),
+                source,
+            }
         })?;
         for (endpoint, local) in service.listen.iter().zip(&bound) {
             tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");

@@ -1,1 +1,57 @@
 //! DNS service for weft (twisted.names): authoritative zones, a forwarding cache, UDP and TCP.
+//!
+//! A [`DnsServer`] answers questions about names in its BIND zone files with the AA flag
+//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone), forwards
+//! other names to upstream resolvers through a TTL cache, and REFUSES them when it has no
+//! upstream. Each upstream query is a labelled [`weft::defer::Deferred`] with a timeout, so
+//! a silent upstream is visible in the inspector and its clients get SERVFAIL.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let reactor = weft::Reactor::new()?;
+//! let mut config = weft_names::DnsConfig::with_zones(&["zones/example.test.zone".into()])?;
+//! config.forward = vec!["127.0.0.1:53".parse()?];
+//! let metrics = weft_names::ServiceMetrics::detached("dns");
+//! let endpoints = ["udp:5353".to_owned(), "tcp:5353".to_owned()];
+//! weft_names::listen(&reactor, "dns", &endpoints, config, metrics)?;
+//! reactor.run()?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`zone`]: zone file text to [`Zone`]s (`lex` splits entries, `parse` builds records,
+//!   with line-numbered [`ZoneError`]s), [`Catalog`] picks the zone of a name, and
+//!   [`Zone::lookup`] gives the authoritative answer.
+//! - [`wire`]: packet to request (FORMERR, NOTIMP or nothing for what is not a query),
+//!   response headers, encoding with truncation (TC) to the client's UDP size.
+//! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
+//!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
+//! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
+//!   timeout each), answers checked against source, id and question.
+//! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
+//!   negative answers for the SOA minimum, bounded.
+//! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`Int16StringReceiver`] (the 2-byte
+//!   length framing of DNS over TCP), the upstream UDP port, and [`listen`] which wires
+//!   them on a reactor.
+//! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
+//!   per-service handles resolved once.
+//!
+//! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
+//! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
+
+pub mod cache;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod server;
+pub mod transport;
+pub mod wire;
+pub mod zone;
+
+pub use error::{NamesError, ZoneError};
+pub use forward::UpstreamLink;
+pub use metrics::{DnsMetrics, ServiceMetrics};
+pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
+pub use transport::{DnsTcp, DnsUdp, Int16StringReceiver, listen, send_int16_string};
+pub use zone::{Catalog, Zone, ZoneAnswer};

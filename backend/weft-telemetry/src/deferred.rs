@@ -1,6 +1,6 @@
 //! Deferred chains: their metrics, the detections, and the sampling of successful chains.
 //!
-//! [`DeferredTracker::on_event`] is the one place a [`DeferredEvent`] is handled. Each
+//! `DeferredTracker::on_event` is the one place a [`DeferredEvent`] is handled. Each
 //! detection (stalled, slow, unhandled, leaked) is one event on the bus, one increment of
 //! `weft_deferred_detections_total{service,detector}` and, through the store consumer, one
 //! row; a chain that ends is published (and so stored) when it failed, was flagged, or the

@@ -99,6 +99,49 @@ fn print_allocations() {
     );
 }
 
+/// Median nanoseconds per call of `f(n)` over several timed batches.
+fn nanos(f: fn(usize) -> u64, n: usize) -> f64 {
+    const BATCH: u32 = 20_000;
+    let mut samples: Vec<f64> = (0..9)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            for _ in 0..BATCH {
+                black_box(f(black_box(n)));
+            }
+            started.elapsed().as_nanos() as f64 / f64::from(BATCH)
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// The figure the target is about: what one more traced step costs, and the ratio to
+/// the baselines, all measured in this run.
+fn print_per_step() {
+    let step = |f: fn(usize) -> u64| (nanos(f, 20) - nanos(f, 1)) / 19.0;
+    observe::set_observer(None);
+    let off = step(deferred_chain);
+    observe::set_observer(Some(Arc::new(Counting(AtomicU64::new(0)))));
+    let on = step(deferred_chain);
+    observe::set_observer(None);
+    let boxed = step(boxed_chain);
+    let oneshot = step(oneshot_chain);
+    println!("time per added step (N=1 -> 20, medians of 9 batches):");
+    println!(
+        "  deferred, observer off: {off:>6.1} ns  ({:.1}x boxed closures, {:.1}x oneshot)",
+        off / boxed,
+        off / oneshot
+    );
+    println!(
+        "  deferred, observer on:  {on:>6.1} ns  ({:.1}x boxed closures, {:.1}x oneshot)",
+        on / boxed,
+        on / oneshot
+    );
+    println!("  boxed closures:         {boxed:>6.1} ns");
+    println!("  tokio oneshot + boxed:  {oneshot:>6.1} ns");
+    println!("  target: <= 100 ns per traced step, <= 2 allocations per step\n");
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("chain");
     group
@@ -125,7 +168,17 @@ fn bench(c: &mut Criterion) {
 }
 
 fn main() {
+    // `-- profile N`: only run N-step chains, for an instruction profiler.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "profile") {
+        let n = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
+        for _ in 0..100_000 {
+            black_box(deferred_chain(black_box(n)));
+        }
+        return;
+    }
     print_allocations();
+    print_per_step();
     let mut criterion = Criterion::default().configure_from_args();
     bench(&mut criterion);
     criterion.final_summary();

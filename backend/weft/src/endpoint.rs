@@ -206,7 +206,12 @@ impl<'a> Fields<'a> {
     fn timeout(&mut self) -> Result<Duration, EndpointError> {
         match self.parsed::<f64>("timeout", "a number of seconds")? {
             None => Ok(DEFAULT_CONNECT_TIMEOUT),
-            Some(secs) if secs.is_finite() && secs > 0.0 => Ok(Duration::from_secs_f64(secs)),
+            Some(secs)
+                if secs > 0.0
+                    && let Ok(timeout) = Duration::try_from_secs_f64(secs) =>
+            {
+                Ok(timeout)
+            }
             Some(secs) => Err(self.err(
                 &format!("timeout={secs}"),
                 "must be a positive number of seconds",
@@ -509,6 +514,10 @@ mod tests {
         assert!(bad_server("tcp:80\\").reason.contains("backslash"));
         let e = "tcp:h:1:timeout=-1".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("positive"), "{e}");
+        let e = "tcp:h:1:timeout=1e20"
+            .parse::<ClientEndpoint>()
+            .unwrap_err();
+        assert_eq!(e.part, "timeout=100000000000000000000");
         let e = "tcp:h".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("needs port"), "{e}");
         let e = "tcp::80".parse::<ClientEndpoint>().unwrap_err();

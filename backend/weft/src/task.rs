@@ -1,7 +1,7 @@
 //! Scheduling that produces Deferreds (`twisted.internet.task` and `threads`):
 //! [`LoopingCall`], [`defer_later`], [`defer_to_thread`].
 //!
-//! All of them schedule on a [`Clock`](crate::Clock), so tests drive them with a fake
+//! All of them schedule on a [`Clock`], so tests drive them with a fake
 //! clock and never sleep.
 //!
 //! ```
@@ -37,7 +37,7 @@ use crate::time::{Clock, DelayedCall, current_clock};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoopingCallError {
-    /// It is running already; `stop` it first.
+    /// It is running already, or its last run has not finished; `stop` it and wait.
     #[error("the LoopingCall is already running")]
     AlreadyRunning,
     /// A zero interval would run the function forever within one instant.
@@ -124,7 +124,9 @@ impl LoopingCall {
     /// # Panics
     /// When no clock was given and none is installed on this thread.
     pub fn start(&self, interval: Duration, now: bool) -> Result<Deferred<()>, LoopingCallError> {
-        if self.running() {
+        // A run still in flight after `stop` belongs to the old loop: starting again
+        // before it ends would orphan that loop's Deferred and schedule twice.
+        if self.running() || self.inner.in_flight.get() {
             return Err(LoopingCallError::AlreadyRunning);
         }
         if interval.is_zero() {

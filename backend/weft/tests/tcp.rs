@@ -370,10 +370,19 @@ fn close_connection_from_another_thread() {
         tx.send(Reactor::current().connections()[0].id()).unwrap();
     });
     let id = rx.recv().unwrap();
+    let asked = std::time::Instant::now();
     assert!(server.handle.close_connection(id));
-    let mut rest = Vec::new();
-    let n = client.read_to_end(&mut rest).unwrap_or(0);
-    assert_eq!(n, 0);
+    let mut rest = [0u8; 16];
+    match client.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection to be closed, got {other:?}"),
+    }
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "closed only after {:?}",
+        asked.elapsed()
+    );
 }
 
 #[test]
@@ -391,12 +400,20 @@ fn shutdown_flushes_and_closes_connections_and_runs_hooks() {
         }
         // A hook that never finishes must not hang shutdown past its deadline.
         r.add_shutdown_hook_wait(weft::Phase::Before, std::future::pending::<()>);
-        listen_echo(r)
+        r.listen("tcp:0:interface=127.0.0.1", factory(|| Burst))
+            .unwrap()
+            .local_addr()
+            .unwrap()
     });
-    let mut client = connect(server.value);
-    client.write_all(b"x").unwrap();
-    let mut buf = [0u8; 1];
-    client.read_exact(&mut buf).unwrap();
+    // The server has far more buffered than the kernel holds when the stop comes; a
+    // reader that starts late must still get every byte, then a clean end.
+    let client = connect(server.value);
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut all = Vec::new();
+        (&client).read_to_end(&mut all).map(|_| all.len())
+    });
+    std::thread::sleep(Duration::from_millis(100));
     let started = std::time::Instant::now();
     server.stop();
     assert!(
@@ -405,8 +422,19 @@ fn shutdown_flushes_and_closes_connections_and_runs_hooks() {
         started.elapsed()
     );
     assert_eq!(*hooks.lock().unwrap(), ["before", "during", "after"]);
-    let mut rest = Vec::new();
-    assert_eq!(client.read_to_end(&mut rest).unwrap_or(0), 0);
+    assert_eq!(reader.join().unwrap().unwrap(), BURST);
+}
+
+const BURST: usize = 32 << 20;
+
+/// Writes 32 MiB as soon as a client connects.
+struct Burst;
+
+impl Protocol for Burst {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.write(&vec![b'b'; BURST]);
+    }
+    fn data_received(&mut self, _transport: &Transport, _data: &[u8]) {}
 }
 
 struct Shout;
@@ -455,4 +483,36 @@ fn a_line_over_max_length_drops_only_that_connection_and_is_counted() {
     let mut buf = [0u8; 6];
     good.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"FINE\r\n");
+}
+
+#[test]
+fn a_connection_over_the_limit_is_refused_with_the_limit_as_reason() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let limited = weft::policies::ConnectionLimits::new(factory(|| Echo)).max_total(1);
+        r.listen("tcp:0:interface=127.0.0.1", limited)
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let mut first = connect(server.value);
+    first.write_all(b"1").unwrap();
+    let mut one = [0u8; 1];
+    first.read_exact(&mut one).unwrap();
+    let mut second = connect(server.value);
+    let mut rest = Vec::new();
+    let _ = second.read_to_end(&mut rest);
+    eventually("refusal reported", || observer.count("Refused") == 1);
+    let refused = observer
+        .events()
+        .into_iter()
+        .find(|e| e.contains("Refused"))
+        .unwrap();
+    assert!(refused.contains("limit_total"), "{refused}");
+    // The first connection is unaffected.
+    first.write_all(b"2").unwrap();
+    first.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"2");
 }

@@ -56,10 +56,14 @@ pub(crate) struct RawService {
     pub(crate) root: Option<Spanned<toml::Value>>,
     /// http (later): reverse-proxy routes.
     pub(crate) route: Option<Spanned<toml::Value>>,
-    /// dns (later): zone files.
+    /// dns: zone files.
     pub(crate) zones: Option<Spanned<toml::Value>>,
-    /// dns (later): upstream resolvers.
+    /// dns: upstream resolvers.
     pub(crate) forward: Option<Spanned<toml::Value>>,
+    /// dns: forwarded answers cached at most.
+    pub(crate) cache_size: Option<Spanned<i64>>,
+    /// dns: how long an upstream query may take.
+    pub(crate) timeout: Option<Spanned<String>>,
 }
 
 impl RawService {
@@ -78,6 +82,12 @@ impl RawService {
             if let Some(v) = value {
                 keys.push((name, v.span()));
             }
+        }
+        if let Some(v) = &self.cache_size {
+            keys.push(("cache_size", v.span()));
+        }
+        if let Some(v) = &self.timeout {
+            keys.push(("timeout", v.span()));
         }
         keys
     }

@@ -42,6 +42,12 @@ pub fn debugging() -> bool {
 /// assert_eq!(err.after, Duration::from_secs(1));
 /// ```
 pub struct Failure {
+    /// One pointer wide: a failure travels through every step's result slot, and a
+    /// small step keeps the chain's allocations in the allocator's fast bins.
+    inner: Box<Inner>,
+}
+
+struct Inner {
     error: Box<dyn Error + 'static>,
     type_name: &'static str,
     site: &'static Location<'static>,
@@ -79,56 +85,71 @@ impl Failure {
     ) -> Self {
         let backtrace = debugging().then(|| Box::new(Backtrace::force_capture()));
         Self {
-            error,
-            type_name,
-            site,
-            backtrace,
+            inner: Box::new(Inner {
+                error,
+                type_name,
+                site,
+                backtrace,
+            }),
         }
     }
 
     /// The wrapped error's type, without its module path (`TimeoutError`).
     pub fn type_name(&self) -> &'static str {
-        self.type_name
+        self.inner.type_name
     }
 
     /// Where the failure was created.
     pub fn site(&self) -> Site {
-        Site(self.site)
+        Site(self.inner.site)
     }
 
     /// The backtrace captured when debugging was on.
     pub fn backtrace(&self) -> Option<&Backtrace> {
-        self.backtrace.as_deref()
+        self.inner.backtrace.as_deref()
     }
 
     /// The wrapped error.
     pub fn error(&self) -> &(dyn Error + 'static) {
-        &*self.error
+        &*self.inner.error
     }
 
     /// Whether the wrapped error is an `E` (Twisted's `check`).
     pub fn check<E: Error + 'static>(&self) -> bool {
-        self.error.is::<E>()
+        self.inner.error.is::<E>()
     }
 
     /// The wrapped error as an `E`, if it is one.
     pub fn downcast_ref<E: Error + 'static>(&self) -> Option<&E> {
-        self.error.downcast_ref()
+        self.inner.error.downcast_ref()
     }
 
     /// Takes the error out if it is an `E`; otherwise gives the failure back, so an
     /// errback can write `failure.trap::<E>()?` to pass every other error on
     /// (Twisted's `trap`).
     pub fn trap<E: Error + 'static>(self) -> Result<E, Failure> {
-        match self.error.downcast::<E>() {
+        let Inner {
+            error,
+            type_name,
+            site,
+            backtrace,
+        } = *self.inner;
+        match error.downcast::<E>() {
             Ok(error) => Ok(*error),
-            Err(error) => Err(Self { error, ..self }),
+            Err(error) => Err(Self {
+                inner: Box::new(Inner {
+                    error,
+                    type_name,
+                    site,
+                    backtrace,
+                }),
+            }),
         }
     }
 
     /// The wrapped error, boxed.
     pub fn into_error(self) -> Box<dyn Error + 'static> {
-        self.error
+        self.inner.error
     }
 }
 
@@ -141,20 +162,26 @@ impl<E: Error + 'static> From<E> for Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} (at {})", self.type_name, self.error, self.site())
+        write!(
+            f,
+            "{}: {} (at {})",
+            self.inner.type_name,
+            self.inner.error,
+            self.site()
+        )
     }
 }
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Failure({self}")?;
-        let mut source = self.error.source();
+        let mut source = self.inner.error.source();
         while let Some(cause) = source {
             write!(f, "; caused by: {cause}")?;
             source = cause.source();
         }
         f.write_str(")")?;
-        if let Some(backtrace) = &self.backtrace {
+        if let Some(backtrace) = &self.inner.backtrace {
             write!(f, "\n{backtrace}")?;
         }
         Ok(())

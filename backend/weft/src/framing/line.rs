@@ -100,6 +100,47 @@ impl<H: LineHandler> LineReceiver<H> {
         &mut self.handler
     }
 
+    /// Delivers the lines (or raw data) in `bytes`, the first delimiter searched for
+    /// from `scan_from`; returns how many bytes were used. Unused bytes are a partial
+    /// line.
+    fn split(&mut self, transport: &Transport, bytes: &[u8], mut scan_from: usize) -> usize {
+        let mut at = 0;
+        while at < bytes.len() && !transport.is_disconnecting() {
+            let rest = &bytes[at..];
+            if self.raw {
+                let mut ctx = LineContext {
+                    transport,
+                    delimiter: &self.delimiter,
+                    raw: &mut self.raw,
+                };
+                self.handler.raw_data_received(&mut ctx, rest);
+                return bytes.len();
+            }
+            let Some(found) = find(&rest[scan_from.min(rest.len())..], &self.delimiter) else {
+                if rest.len() > self.max_length + self.delimiter.len() {
+                    self.too_long(transport, rest.len());
+                    return bytes.len();
+                }
+                return at;
+            };
+            let end = scan_from + found;
+            scan_from = 0;
+            if end > self.max_length {
+                self.too_long(transport, end);
+                return bytes.len();
+            }
+            let mut ctx = LineContext {
+                transport,
+                delimiter: &self.delimiter,
+                raw: &mut self.raw,
+            };
+            self.handler.line_received(&mut ctx, &rest[..end]);
+            at += end + self.delimiter.len();
+        }
+        // Closing: nothing after the close request is delivered.
+        bytes.len()
+    }
+
     fn too_long(&mut self, transport: &Transport, length: usize) {
         self.buffer = Vec::new();
         reject(
@@ -124,47 +165,23 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     }
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        let mut rest = data;
-        // Work on the buffered partial line only when there is one.
-        let pending = std::mem::take(&mut self.buffer);
-        let mut joined;
-        if !pending.is_empty() {
-            joined = pending;
-            joined.extend_from_slice(data);
-            rest = &joined[..];
+        if self.buffer.is_empty() {
+            let used = self.split(transport, data, 0);
+            if used < data.len() {
+                self.buffer = data[used..].to_vec();
+            }
+            return;
         }
-        while !rest.is_empty() && !transport.is_disconnecting() {
-            if self.raw {
-                let mut ctx = LineContext {
-                    transport,
-                    delimiter: &self.delimiter,
-                    raw: &mut self.raw,
-                };
-                self.handler.raw_data_received(&mut ctx, rest);
-                return;
-            }
-            match find(rest, &self.delimiter) {
-                Some(end) => {
-                    if end > self.max_length {
-                        return self.too_long(transport, end);
-                    }
-                    let (line, after) = (&rest[..end], &rest[end + self.delimiter.len()..]);
-                    let mut ctx = LineContext {
-                        transport,
-                        delimiter: &self.delimiter,
-                        raw: &mut self.raw,
-                    };
-                    self.handler.line_received(&mut ctx, line);
-                    rest = after;
-                }
-                None => {
-                    if rest.len() > self.max_length + self.delimiter.len() {
-                        return self.too_long(transport, rest.len());
-                    }
-                    self.buffer = rest.to_vec();
-                    return;
-                }
-            }
+        // Append to the partial line and search only the new bytes (and the few before
+        // them a delimiter could straddle), so a line sent a byte at a time costs linear
+        // time, not quadratic.
+        let scan_from = self.buffer.len().saturating_sub(self.delimiter.len() - 1);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.extend_from_slice(data);
+        let used = self.split(transport, &buffer, scan_from);
+        if used < buffer.len() {
+            buffer.drain(..used);
+            self.buffer = buffer;
         }
     }
 
@@ -249,6 +266,17 @@ mod tests {
         // Nothing after the violation is delivered.
         wire.receive(&mut proto, b"\r\nlate\r\n");
         assert_eq!(proto.handler().lines, [b"ok".to_vec()]);
+    }
+
+    #[test]
+    fn a_line_sent_a_byte_at_a_time_and_a_split_delimiter() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Lines::default());
+        for byte in b"one\r\ntwo\r\n" {
+            wire.receive(&mut proto, std::slice::from_ref(byte));
+        }
+        assert_eq!(proto.handler().lines, [b"one".to_vec(), b"two".to_vec()]);
+        assert!(proto.buffer.is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Each framer is a [`Protocol`](crate::Protocol) wrapping a handler you write. Each has a
 //! `max_length`; a peer that exceeds it gets its connection closed with a
-//! [`CloseReason::Protocol`](crate::CloseReason::Protocol) naming the limit, and the
+//! [`CloseReason::Protocol`] naming the limit, and the
 //! error is reported to the observer (`frame_too_long`), so one bad client is visible
 //! and harmless.
 //!

@@ -100,8 +100,8 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
     }
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        self.buffer.extend_from_slice(data);
-        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.extend_from_slice(data);
         let mut at = 0;
         while at < buffer.len() && !transport.is_disconnecting() {
             match self.parse(&buffer[at..]) {
@@ -114,7 +114,9 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
             }
         }
         if at < buffer.len() {
-            self.buffer = buffer[at..].to_vec();
+            // Keep the partial netstring in place: no copy of what is already buffered.
+            buffer.drain(..at);
+            self.buffer = buffer;
         }
     }
 

@@ -164,13 +164,21 @@ impl Connector {
         let this = self.clone();
         let task_reactor = reactor.clone();
         reactor.spawn(async move {
-            let result = tokio::select! {
-                _ = token.cancelled() => Err(ConnectError::Cancelled { endpoint: this.inner.name.clone() }),
-                result = open(&task_reactor, &this.inner.endpoint, &this.inner.name, this.inner.service.clone(), &*this.inner.factory, |t| {
+            // The token cancels connecting only; an established connection is served
+            // (and at shutdown, drained) like any other.
+            let result = open(
+                &task_reactor,
+                &this.inner.endpoint,
+                &this.inner.name,
+                this.inner.service.clone(),
+                &*this.inner.factory,
+                &token,
+                |t| {
                     *this.inner.transport.borrow_mut() = Some(t.clone());
                     this.inner.state.set(ConnectorState::Connected);
-                }) => result,
-            };
+                },
+            )
+            .await;
             this.inner.attempt.borrow_mut().take();
             this.inner.transport.borrow_mut().take();
             this.inner.state.set(ConnectorState::Disconnected);
@@ -226,6 +234,7 @@ async fn open(
     name: &str,
     service: Arc<str>,
     factory: &dyn Factory,
+    cancel: &CancellationToken,
     on_connected: impl FnOnce(&Transport),
 ) -> Result<CloseReason, ConnectError> {
     match endpoint {
@@ -243,6 +252,7 @@ async fn open(
             let stream = within(
                 name,
                 *timeout,
+                cancel,
                 tokio::net::TcpStream::connect((host.as_str(), *port)),
             )
             .await?;
@@ -264,12 +274,13 @@ async fn open(
                         endpoint: name.to_owned(),
                         reason: e.to_string(),
                     })?;
-                let stream = tls::connect(connector, host, stream).await.map_err(|e| {
-                    ConnectError::Failed {
-                        endpoint: name.to_owned(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let stream = within(
+                    name,
+                    *timeout,
+                    cancel,
+                    tls::connect(connector, host, stream),
+                )
+                .await?;
                 let info = ConnectionInfo::new(service, TransportKind::Tls, peer, local);
                 Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
             } else {
@@ -278,7 +289,13 @@ async fn open(
             }
         }
         ClientEndpoint::Unix { path, timeout } => {
-            let stream = within(name, *timeout, tokio::net::UnixStream::connect(path)).await?;
+            let stream = within(
+                name,
+                *timeout,
+                cancel,
+                tokio::net::UnixStream::connect(path),
+            )
+            .await?;
             let peer = Address::Unix(Some(path.clone()));
             let protocol =
                 factory
@@ -292,19 +309,20 @@ async fn open(
     }
 }
 
-/// Awaits a connection attempt for at most `timeout`.
+/// Awaits a connection attempt for at most `timeout`, or until `cancel`.
 async fn within<S>(
     name: &str,
     timeout: Duration,
+    cancel: &CancellationToken,
     attempt: impl std::future::Future<Output = std::io::Result<S>>,
 ) -> Result<S, ConnectError> {
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(err)) => Err(ConnectError::io(name, &err)),
-        Err(_) => Err(ConnectError::TimedOut {
-            endpoint: name.to_owned(),
-            after: timeout,
-        }),
+    tokio::select! {
+        _ = cancel.cancelled() => Err(ConnectError::Cancelled { endpoint: name.to_owned() }),
+        result = tokio::time::timeout(timeout, attempt) => match result {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(err)) => Err(ConnectError::io(name, &err)),
+            Err(_) => Err(ConnectError::TimedOut { endpoint: name.to_owned(), after: timeout }),
+        },
     }
 }
 
@@ -330,19 +348,7 @@ impl Reactor {
         factory: impl ClientFactory,
     ) -> Result<Connector, EndpointError> {
         let parsed: ClientEndpoint = endpoint.parse()?;
-        let connector = Connector {
-            inner: Rc::new(ConnectorInner {
-                endpoint: parsed,
-                name: endpoint.to_owned(),
-                service: endpoint.into(),
-                factory: Rc::new(factory),
-                state: Cell::new(ConnectorState::Disconnected),
-                attempt: RefCell::new(None),
-                transport: RefCell::new(None),
-            }),
-        };
-        connector.connect();
-        Ok(connector)
+        Ok(self.connector(parsed, endpoint.to_owned(), Rc::new(factory)))
     }
 
     /// Connects over TCP (Twisted's `connectTCP`).
@@ -353,13 +359,33 @@ impl Reactor {
         timeout: Duration,
         factory: impl ClientFactory,
     ) -> Connector {
-        let endpoint = format!(
-            "tcp:{}:{port}:timeout={}",
-            host.replace(':', "\\:"),
-            timeout.as_secs_f64()
-        );
-        self.connect_with(&endpoint, factory)
-            .expect("a host, a port and a positive timeout make a valid endpoint")
+        let endpoint = ClientEndpoint::Tcp {
+            host: host.to_owned(),
+            port,
+            timeout,
+        };
+        self.connector(endpoint, format!("tcp:{host}:{port}"), Rc::new(factory))
+    }
+
+    fn connector(
+        &self,
+        endpoint: ClientEndpoint,
+        name: String,
+        factory: Rc<dyn ClientFactory>,
+    ) -> Connector {
+        let connector = Connector {
+            inner: Rc::new(ConnectorInner {
+                endpoint,
+                service: name.as_str().into(),
+                name,
+                factory,
+                state: Cell::new(ConnectorState::Disconnected),
+                attempt: RefCell::new(None),
+                transport: RefCell::new(None),
+            }),
+        };
+        connector.connect();
+        connector
     }
 
     /// Connects and runs `protocol`; resolves to its transport once connected. The
@@ -394,11 +420,20 @@ impl Reactor {
         let service: Arc<str> = service.into();
         self.spawn(async move {
             let mut tx = Some(tx);
-            let result = open(&reactor, &parsed, &name, service.clone(), &once, |t| {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(Ok(t.clone()));
-                }
-            })
+            let cancel = reactor.listening_token();
+            let result = open(
+                &reactor,
+                &parsed,
+                &name,
+                service.clone(),
+                &once,
+                &cancel,
+                |t| {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok(t.clone()));
+                    }
+                },
+            )
             .await;
             if let (Err(err), Some(tx)) = (result, tx.take()) {
                 report_connect_failure(&service, &err);

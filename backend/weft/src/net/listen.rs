@@ -301,13 +301,26 @@ fn admit(
     listener: &Arc<ListenerInfo>,
     factory: &Rc<dyn Factory>,
 ) {
-    let Some(protocol) = factory.build_protocol(&peer) else {
-        tracing::debug!(service = %listener.service, %peer, "factory refused a connection");
+    // A factory that panics refuses the connection; the listener keeps accepting.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        factory.build_protocol(&peer)
+    }));
+    let (protocol, reason) = match built {
+        Ok(Some(protocol)) => (Some(protocol), ""),
+        Ok(None) => (None, factory.refusal_reason()),
+        Err(panic) => {
+            let message = crate::time::panic_message(&panic);
+            tracing::error!(service = %listener.service, %peer, "build_protocol panicked: {message}");
+            (None, "panic")
+        }
+    };
+    let Some(protocol) = protocol else {
+        tracing::debug!(service = %listener.service, %peer, reason, "connection refused");
         observe::emit(|| {
             Event::Refused(Refused {
                 service: listener.service.clone(),
                 peer: peer.clone(),
-                reason: "factory",
+                reason,
             })
         });
         return;

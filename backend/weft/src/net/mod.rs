@@ -1,6 +1,6 @@
 //! Sockets: listening and connecting over TCP, Unix and TLS, and UDP endpoints.
 //!
-//! Every transport kind ends in the same place: [`serve`] registers the connection with
+//! Every transport kind ends in the same place: `serve` registers the connection with
 //! the reactor, reports it to the observer, runs the protocol through the shared
 //! driver, and reports the close with its reason and final counters.
 

@@ -46,8 +46,8 @@ impl<P: Protocol> Throttled<P> {
 
     fn over(&self, transport: &Transport) -> bool {
         let w = &self.window;
-        let written = transport.info().stats.bytes_out() + transport.buffered() as u64
-            - w.written_before.get();
+        let written = (transport.info().stats.bytes_out() + transport.buffered() as u64)
+            .saturating_sub(w.written_before.get());
         self.read_limit.is_some_and(|max| w.read.get() >= max)
             || self.write_limit.is_some_and(|max| written >= max)
     }

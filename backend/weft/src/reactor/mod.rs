@@ -296,6 +296,9 @@ impl Reactor {
             .ok_or(ReactorError::NotRestartable)?;
         runtime.block_on(self.inner.local.run_until(self.main()));
         self.inner.running.set(false);
+        // Dropping a runtime waits forever for blocking-pool work (a stuck
+        // `defer_to_thread`); bound that wait like every other shutdown step.
+        runtime.shutdown_timeout(self.inner.config.shutdown_deadline);
         Ok(())
     }
 
@@ -309,7 +312,12 @@ impl Reactor {
         if let Some(mut jobs) = self.inner.jobs.borrow_mut().take() {
             self.spawn_untracked(async move {
                 while let Some(job) = jobs.recv().await {
-                    job();
+                    // A panicking job must not stop the queue other threads rely on.
+                    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                    {
+                        let message = crate::time::panic_message(&panic);
+                        tracing::error!("a call from another thread panicked: {message}");
+                    }
                 }
             });
         }

@@ -45,7 +45,14 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
         .hooks
         .take(phase)
         .into_iter()
-        .filter_map(|hook| hook())
+        .filter_map(|hook| {
+            // A panicking hook is logged and skipped; shutdown goes on.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).unwrap_or_else(|panic| {
+                let message = crate::time::panic_message(&panic);
+                tracing::error!(?phase, "a shutdown hook panicked: {message}");
+                None
+            })
+        })
         .collect();
     waits.extend(extra);
     if waits.is_empty() {

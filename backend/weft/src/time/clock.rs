@@ -58,7 +58,16 @@ impl ClockInner {
         }
     }
 
+    /// Moves a pending call to `time`.
+    ///
+    /// Moving it later (an idle timeout reset on every read) only updates the entry;
+    /// its heap slot is moved when it surfaces. So a call reset a million times still
+    /// holds one slot, as in Twisted.
     pub(super) fn reschedule(&self, entry: &Rc<Entry>, time: Duration) {
+        if time >= entry.time.get() {
+            entry.time.set(time);
+            return;
+        }
         entry.generation.set(entry.generation.get() + 1);
         entry.time.set(time);
         self.push(entry.clone());
@@ -84,36 +93,38 @@ impl ClockInner {
         }
     }
 
-    /// Pops the next due call, discarding stale and cancelled slots on the way.
-    fn pop_due(&self, now: Duration) -> Option<(Rc<Entry>, Duration)> {
-        let mut heap = self.heap.borrow_mut();
+    /// The earliest live call's time, after dropping stale or cancelled slots and moving
+    /// slots whose call was pushed later.
+    fn settle_top(heap: &mut BinaryHeap<Reverse<Slot>>, seq: &Cell<u64>) -> Option<Duration> {
         while let Some(Reverse(top)) = heap.peek() {
-            let live = top.generation == top.entry.generation.get()
-                && top.entry.state.get() == CallState::Pending;
-            if !live {
+            let entry = &top.entry;
+            if top.generation != entry.generation.get() || entry.state.get() != CallState::Pending {
                 heap.pop();
-                continue;
+            } else if entry.time.get() > top.time {
+                let Reverse(mut slot) = heap.pop().expect("peeked");
+                slot.time = slot.entry.time.get();
+                slot.seq = seq.get();
+                seq.set(slot.seq + 1);
+                heap.push(Reverse(slot));
+            } else {
+                return Some(top.time);
             }
-            if top.time > now {
-                return None;
-            }
-            let Reverse(slot) = heap.pop().expect("peeked");
-            return Some((slot.entry, slot.time));
         }
         None
     }
 
-    fn next_time(&self) -> Option<Duration> {
+    /// Pops the next due call.
+    fn pop_due(&self, now: Duration) -> Option<(Rc<Entry>, Duration)> {
         let mut heap = self.heap.borrow_mut();
-        while let Some(Reverse(top)) = heap.peek() {
-            if top.generation == top.entry.generation.get()
-                && top.entry.state.get() == CallState::Pending
-            {
-                return Some(top.time);
-            }
-            heap.pop();
+        if Self::settle_top(&mut heap, &self.seq)? > now {
+            return None;
         }
-        None
+        let Reverse(slot) = heap.pop().expect("settled");
+        Some((slot.entry, slot.time))
+    }
+
+    fn next_time(&self) -> Option<Duration> {
+        Self::settle_top(&mut self.heap.borrow_mut(), &self.seq)
     }
 }
 
@@ -167,12 +178,15 @@ impl Clock {
     }
 
     /// Runs `f` once, `delay` from now.
+    #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
         let entry = Rc::new(Entry {
-            time: Cell::new(self.now() + delay),
+            // `Duration::MAX` is a common "never"; it must not overflow.
+            time: Cell::new(self.now().saturating_add(delay)),
             state: Cell::new(CallState::Pending),
             generation: Cell::new(0),
             func: RefCell::new(Some(Box::new(f))),
+            site: std::panic::Location::caller(),
             clock: Rc::downgrade(&self.inner),
         });
         self.inner.push(entry.clone());
@@ -233,10 +247,8 @@ impl Clock {
             worst = worst.max(now.saturating_sub(due));
             entry.state.set(CallState::Called);
             let func = entry.func.borrow_mut().take();
-            if let Some(func) = func
-                && let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func))
-            {
-                tracing::error!(panic = %panic_message(&panic), "a delayed call panicked");
+            if let Some(func) = func {
+                run_call(func, entry.site);
             }
         }
     }
@@ -253,13 +265,14 @@ impl Clock {
         };
         loop {
             match self.next_time() {
-                Some(time) => {
+                // A deadline beyond what an `Instant` can hold never comes.
+                Some(time) if let Some(at) = origin.checked_add(time) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(*origin + time) => { self.run_due(); }
+                        _ = tokio::time::sleep_until(at) => { self.run_due(); }
                         _ = wake.notified() => {}
                     }
                 }
-                None => wake.notified().await,
+                _ => wake.notified().await,
             }
         }
     }
@@ -268,6 +281,28 @@ impl Clock {
     pub fn install(&self) -> ClockGuard {
         let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
         ClockGuard { previous }
+    }
+}
+
+/// Runs one delayed call: a panic is logged and contained, a call that blocks the
+/// reactor is reported by the line that scheduled it.
+fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static>) {
+    let started = std::time::Instant::now();
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func)) {
+        tracing::error!(panic = %panic_message(&panic), %site, "a delayed call panicked");
+    }
+    let took = started.elapsed();
+    if took >= crate::observe::slow_threshold() {
+        let callback = format!("delayed call scheduled at {site}");
+        tracing::warn!(%callback, ?took, "a callback blocked the reactor");
+        crate::observe::emit(|| {
+            crate::observe::Event::SlowCallback(crate::observe::SlowCallback {
+                callback,
+                service: None,
+                connection: None,
+                duration: took,
+            })
+        });
     }
 }
 
@@ -317,6 +352,7 @@ pub fn current_clock() -> Clock {
 ///
 /// # Panics
 /// When no clock is installed on this thread.
+#[track_caller]
 pub fn call_later(delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
     current_clock().call_later(delay, f)
 }
@@ -377,6 +413,31 @@ mod tests {
     }
 
     #[test]
+    fn resetting_later_keeps_one_heap_slot() {
+        let clock = Clock::fake();
+        let (log, push) = log();
+        let call = clock.call_later(Duration::from_secs(10), push("idle"));
+        for i in 1..=10_000u64 {
+            clock.advance(Duration::from_millis(1));
+            call.reset(Duration::from_secs(10)).unwrap();
+            assert_eq!(
+                call.time(),
+                Duration::from_millis(i) + Duration::from_secs(10)
+            );
+        }
+        assert_eq!(clock.inner.heap.borrow().len(), 1);
+        clock.advance(Duration::from_millis(9_999));
+        assert!(log.borrow().is_empty());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(*log.borrow(), ["idle"]);
+        // Moving a call earlier still works.
+        let early = clock.call_later(Duration::from_secs(5), push("early"));
+        early.reset(Duration::from_secs(1)).unwrap();
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(*log.borrow(), ["idle", "early"]);
+    }
+
+    #[test]
     fn a_call_may_schedule_another_that_is_already_due() {
         let clock = Clock::fake();
         let (log, push) = log();
@@ -397,6 +458,27 @@ mod tests {
         clock.call_later(Duration::from_secs(1), push("after"));
         clock.advance(Duration::from_secs(1));
         assert_eq!(*log.borrow(), ["after"]);
+    }
+
+    #[test]
+    fn a_delayed_call_that_blocks_is_reported_by_the_line_that_scheduled_it() {
+        let recorder = crate::observe::RecordingObserver::new();
+        crate::observe::set_observer(Some(recorder.clone()));
+        crate::observe::set_slow_threshold(Duration::from_millis(5));
+        let clock = Clock::fake();
+        let call = clock.call_later(Duration::from_secs(1), || {
+            std::thread::sleep(Duration::from_millis(10));
+        });
+        assert!(call.site().file().ends_with("clock.rs"));
+        clock.advance(Duration::from_secs(1));
+        crate::observe::set_observer(None);
+        crate::observe::set_slow_threshold(Duration::from_millis(100));
+        let events = recorder.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].contains(&format!("delayed call scheduled at {}", call.site())),
+            "{events:?}"
+        );
     }
 
     #[test]

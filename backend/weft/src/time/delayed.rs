@@ -32,6 +32,8 @@ pub(super) struct Entry {
     /// Bumped by `reset`/`delay`; heap slots carrying an older generation are stale.
     pub(super) generation: Cell<u64>,
     pub(super) func: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Where `call_later` was called: how a call that blocks the reactor is named.
+    pub(super) site: &'static std::panic::Location<'static>,
     pub(super) clock: Weak<ClockInner>,
 }
 
@@ -47,6 +49,11 @@ impl DelayedCall {
     /// When the call is due, on its clock's timeline (Twisted's `getTime`).
     pub fn time(&self) -> Duration {
         self.entry.time.get()
+    }
+
+    /// The line that scheduled the call.
+    pub fn site(&self) -> &'static std::panic::Location<'static> {
+        self.entry.site
     }
 
     /// Whether the call has neither run nor been cancelled.
@@ -76,7 +83,7 @@ impl DelayedCall {
             .clock
             .upgrade()
             .ok_or(DelayedCallError::AlreadyCancelled)?;
-        let time = clock.now() + delay;
+        let time = clock.now().saturating_add(delay);
         clock.reschedule(&self.entry, time);
         Ok(())
     }
@@ -89,7 +96,7 @@ impl DelayedCall {
             .clock
             .upgrade()
             .ok_or(DelayedCallError::AlreadyCancelled)?;
-        clock.reschedule(&self.entry, self.entry.time.get() + by);
+        clock.reschedule(&self.entry, self.entry.time.get().saturating_add(by));
         Ok(())
     }
 

@@ -306,7 +306,9 @@ impl Transport {
     pub(crate) fn mark_closed(&self) {
         self.update(|f| f.closed = true);
         self.shared.waker.borrow_mut().take();
-        if let Some(p) = self.shared.producer.borrow_mut().take() {
+        // Take the producer out before calling it: it may (un)register another.
+        let producer = self.shared.producer.borrow_mut().take();
+        if let Some(p) = producer {
             p.stop_producing();
         }
     }

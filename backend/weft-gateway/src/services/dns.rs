@@ -1,0 +1,261 @@
+//! `kind = "dns"`: authoritative answers from BIND zone files and a forwarding cache for
+//! other names (Twisted's `twistd dns`), over UDP and TCP; see the `weft-names` crate.
+//!
+//! Keys: `zones` (zone files, relative to the working directory unless absolute),
+//! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
+//! kept, default 10000; 0 turns the cache off) and `timeout` (how long an upstream may
+//! take before the client gets SERVFAIL, default `"2s"`). Zone files are read and checked
+//! here, so `weft check` reports a bad record by the zone file's name and line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use toml::Spanned;
+use weft::{ListenError, Reactor};
+use weft_names::{Catalog, DnsConfig, DnsMetrics, NamesError, ServiceMetrics, Zone};
+
+use crate::config::ConfigError;
+use crate::config::validate::ServiceCtx;
+
+/// The largest `cache_size` accepted.
+const MAX_CACHE_SIZE: i64 = 10_000_000;
+
+/// The settings of a dns service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The zone files, as configured.
+    pub zone_files: Vec<PathBuf>,
+    /// The zones loaded from them, and the forwarding settings.
+    pub config: DnsConfig,
+}
+
+pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
+    ctx.only_keys(&["zones", "forward", "cache_size", "timeout"])?;
+    let raw = ctx.raw;
+    let mut zones = Catalog::default();
+    let mut zone_files = Vec::new();
+    for (file, span) in strings(ctx, "zones", &raw.zones)? {
+        let path = PathBuf::from(&file);
+        let zone = Zone::load(&path).map_err(|e| ConfigError {
+            file: e.file.display().to_string(),
+            line: (e.line > 0).then_some(e.line),
+            column: None,
+            key: Some(format!("{}.zones", ctx.prefix)),
+            message: if e.line == 0 && e.message.starts_with("cannot read") {
+                let (line, _) = ctx.at.line_col(span.start);
+                format!("{} (named on line {line} of {})", e.message, ctx.at.file)
+            } else {
+                e.message
+            },
+        })?;
+        zones.add(zone).map_err(|e| match e {
+            NamesError::DuplicateZone { .. } => ctx.error(span.clone(), "zones", e.to_string()),
+            other => ctx.error(span.clone(), "zones", other.to_string()),
+        })?;
+        zone_files.push(path);
+    }
+    let mut forward = Vec::new();
+    for (text, span) in strings(ctx, "forward", &raw.forward)? {
+        let addr = text
+            .parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                ctx.error(
+                    span,
+                    "forward",
+                    format!("{text:?} is not an upstream address; write it like \"127.0.0.1:53\" or \"[::1]:53\""),
+                )
+            })?;
+        forward.push(addr);
+    }
+    if zone_files.is_empty() && forward.is_empty() {
+        return Err(ctx.error(
+            raw.kind.span(),
+            "zones",
+            "a dns service needs `zones` (zone files), `forward` (upstream resolvers) or both",
+        ));
+    }
+    let cache_size = match &raw.cache_size {
+        Some(n) if !(0..=MAX_CACHE_SIZE).contains(n.get_ref()) => {
+            return Err(ctx.error(
+                n.span(),
+                "cache_size",
+                format!(
+                    "must be between 0 (no cache) and {MAX_CACHE_SIZE}, got {}",
+                    n.get_ref()
+                ),
+            ));
+        }
+        Some(n) => usize::try_from(*n.get_ref()).expect("checked range"),
+        None => DnsConfig::DEFAULT_CACHE_SIZE,
+    };
+    let timeout = match &raw.timeout {
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                return Err(ctx.error(t.span(), "timeout", "must be longer than zero"));
+            }
+            Ok(d) => d,
+            Err(e) => {
+                return Err(ctx.error(
+                    t.span(),
+                    "timeout",
+                    format!(
+                        "{:?} is not a duration ({e}); write it like \"2s\" or \"500ms\"",
+                        t.get_ref()
+                    ),
+                ));
+            }
+        },
+        None => DnsConfig::DEFAULT_TIMEOUT,
+    };
+    Ok(DnsSettings {
+        zone_files,
+        config: DnsConfig {
+            zones,
+            forward,
+            cache_size,
+            timeout,
+        },
+    })
+}
+
+/// A key holding a string or a list of strings, each with the key's span.
+fn strings(
+    ctx: &ServiceCtx<'_>,
+    field: &str,
+    value: &Option<Spanned<toml::Value>>,
+) -> Result<Vec<(String, Range<usize>)>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let shape = || ctx.error(value.span(), field, "must be a string or a list of strings");
+    match value.get_ref() {
+        toml::Value::String(s) => Ok(vec![(s.clone(), value.span())]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(|s| (s.to_owned(), value.span()))
+                    .ok_or_else(shape)
+            })
+            .collect(),
+        _ => Err(shape()),
+    }
+}
+
+pub(crate) fn start(
+    reactor: &Reactor,
+    name: &str,
+    endpoints: &[String],
+    settings: &DnsSettings,
+    metrics: Option<&DnsMetrics>,
+) -> Result<Vec<weft::Address>, ListenError> {
+    let metrics = match metrics {
+        Some(m) => m.service(name),
+        None => ServiceMetrics::detached(name),
+    };
+    match weft_names::listen(reactor, name, endpoints, settings.config.clone(), metrics) {
+        Ok((_server, bound)) => Ok(bound),
+        Err(NamesError::Listen(e)) => Err(e),
+        Err(other) => Err(ListenError::Bind {
+            endpoint: endpoints.join(", "),
+            source: std::io::Error::other(other.to_string()),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+    use crate::services::ServiceKind;
+
+    const ZONE: &str =
+        "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 192.0.2.1\n";
+
+    fn config(keys: &str) -> Result<Config, String> {
+        let text = format!(
+            "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = [\"udp:5353\", \"tcp:5353\"]\n{keys}\n"
+        );
+        Config::parse("weft.toml", &text).map_err(|e| e.to_string())
+    }
+
+    fn settings(c: &Config) -> &super::DnsSettings {
+        match &c.services[0].kind {
+            ServiceKind::Dns(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = dir.path().join("example.test.zone");
+        std::fs::write(&zone, ZONE).unwrap();
+        let c = config(&format!("zones = [{:?}]", zone.display())).unwrap();
+        let d = settings(&c);
+        assert_eq!(d.config.zones.zones().len(), 1);
+        assert!(d.config.forward.is_empty());
+        assert_eq!(d.config.cache_size, 10_000);
+        assert_eq!(d.config.timeout, Duration::from_secs(2));
+
+        let c =
+            config("forward = [\"127.0.0.1:5300\", \"::1\"]\ncache_size = 0\ntimeout = \"500ms\"")
+                .unwrap();
+        let d = settings(&c);
+        assert_eq!(
+            d.config.forward,
+            [
+                "127.0.0.1:5300".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            (d.config.cache_size, d.config.timeout),
+            (0, Duration::from_millis(500))
+        );
+        assert!(
+            c.services[0]
+                .kind
+                .settings_json()
+                .contains("\"timeout_ms\":500")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key_and_zone_errors_the_zone_file_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |keys: &str| config(keys).unwrap_err();
+        assert!(err("").contains("service[0].zones: a dns service needs `zones`"));
+        let e = err("forward = \"nowhere\"");
+        assert!(e.starts_with("weft.toml:5:11: service[0].forward:"), "{e}");
+        assert!(
+            err("forward = \"127.0.0.1\"\ncache_size = -1")
+                .contains("service[0].cache_size: must be between")
+        );
+        assert!(err("forward = \"127.0.0.1\"\ntimeout = \"soon\"").contains("service[0].timeout:"));
+        assert!(
+            err("forward = \"127.0.0.1\"\nupstream = \"x\"")
+                .contains("`upstream` is not a setting of kind \"dns\"")
+        );
+        let e = err("zones = \"/nonexistent/x.zone\"");
+        assert!(
+            e.starts_with("/nonexistent/x.zone: service[0].zones: cannot read the zone file"),
+            "{e}"
+        );
+        assert!(e.contains("named on line 5 of weft.toml"), "{e}");
+
+        let bad = dir.path().join("bad.zone");
+        std::fs::write(&bad, format!("{ZONE}mail MX ten mail\n")).unwrap();
+        let e = err(&format!("zones = [{:?}]", bad.display()));
+        assert_eq!(
+            e,
+            format!(
+                "{}:5: service[0].zones: MX preference \"ten\" is not a number from 0 to 65535",
+                bad.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! The DNS metric families, registered once on a registry passed in, and per-service
+//! handles resolved once and kept.
+//!
+//! Labels are bounded: `qtype` and `rcode` take a fixed set of values (anything else is
+//! `other`), so a client sending random types cannot grow the series.
+
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+/// The query types with their own `qtype` label value, in label order.
+const QTYPES: [(RecordType, &str); 16] = [
+    (RecordType::A, "A"),
+    (RecordType::AAAA, "AAAA"),
+    (RecordType::ANY, "ANY"),
+    (RecordType::CAA, "CAA"),
+    (RecordType::CNAME, "CNAME"),
+    (RecordType::DNSKEY, "DNSKEY"),
+    (RecordType::DS, "DS"),
+    (RecordType::HTTPS, "HTTPS"),
+    (RecordType::MX, "MX"),
+    (RecordType::NS, "NS"),
+    (RecordType::PTR, "PTR"),
+    (RecordType::SOA, "SOA"),
+    (RecordType::SRV, "SRV"),
+    (RecordType::SVCB, "SVCB"),
+    (RecordType::TXT, "TXT"),
+    (RecordType::AXFR, "AXFR"),
+];
+
+/// The response codes with their own `rcode` label value.
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::Refused, "REFUSED"),
+];
+
+/// The DNS families on one registry. Register once per registry and derive a
+/// [`ServiceMetrics`] per service with [`service`](Self::service).
+#[derive(Clone, Debug)]
+pub struct DnsMetrics {
+    queries: IntCounterVec,
+    responses: IntCounterVec,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    upstream_timeouts: IntCounterVec,
+    dropped: IntCounterVec,
+}
+
+impl DnsMetrics {
+    /// Creates the families and registers them on `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self::unregistered()?;
+        for family in [
+            &metrics.queries,
+            &metrics.responses,
+            &metrics.cache_hits,
+            &metrics.cache_misses,
+            &metrics.upstream_timeouts,
+            &metrics.dropped,
+        ] {
+            registry.register(Box::new(family.clone()))?;
+        }
+        Ok(metrics)
+    }
+
+    /// The families on no registry (for tests and programs without `/metrics`).
+    pub fn unregistered() -> Result<Self, prometheus::Error> {
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        Ok(Self {
+            queries: vec(
+                "weft_dns_queries_total",
+                "DNS queries received, by query type.",
+                &["service", "qtype"],
+            )?,
+            responses: vec(
+                "weft_dns_responses_total",
+                "DNS responses sent, by response code.",
+                &["service", "rcode"],
+            )?,
+            cache_hits: vec(
+                "weft_dns_cache_hits_total",
+                "Forwarded questions answered from the cache.",
+                &["service"],
+            )?,
+            cache_misses: vec(
+                "weft_dns_cache_misses_total",
+                "Forwarded questions not in the cache.",
+                &["service"],
+            )?,
+            upstream_timeouts: vec(
+                "weft_dns_upstream_timeouts_total",
+                "Upstream queries that got no answer in time (answered SERVFAIL).",
+                &["service"],
+            )?,
+            dropped: vec(
+                "weft_dns_dropped_total",
+                "Packets dropped unanswered: too short to answer, responses, or stray upstream answers.",
+                &["service"],
+            )?,
+        })
+    }
+
+    /// The handles of service `name`, resolved now.
+    pub fn service(&self, name: &str) -> ServiceMetrics {
+        let qtypes = QTYPES
+            .iter()
+            .map(|(_, label)| self.queries.with_label_values(&[name, label]))
+            .collect();
+        let rcodes = RCODES
+            .iter()
+            .map(|(_, label)| self.responses.with_label_values(&[name, label]))
+            .collect();
+        ServiceMetrics(Arc::new(Handles {
+            qtypes,
+            qtype_other: self.queries.with_label_values(&[name, "other"]),
+            rcodes,
+            rcode_other: self.responses.with_label_values(&[name, "other"]),
+            cache_hits: self.cache_hits.with_label_values(&[name]),
+            cache_misses: self.cache_misses.with_label_values(&[name]),
+            upstream_timeouts: self.upstream_timeouts.with_label_values(&[name]),
+            dropped: self.dropped.with_label_values(&[name]),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Handles {
+    /// In the order of [`QTYPES`].
+    qtypes: Vec<IntCounter>,
+    qtype_other: IntCounter,
+    /// In the order of [`RCODES`].
+    rcodes: Vec<IntCounter>,
+    rcode_other: IntCounter,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    upstream_timeouts: IntCounter,
+    dropped: IntCounter,
+}
+
+/// One service's counters. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ServiceMetrics(Arc<Handles>);
+
+impl ServiceMetrics {
+    /// Counters on no registry.
+    pub fn detached(name: &str) -> Self {
+        DnsMetrics::unregistered()
+            .expect("the DNS metric options are valid")
+            .service(name)
+    }
+
+    /// A query of type `qtype` arrived.
+    pub fn query(&self, qtype: RecordType) {
+        match QTYPES.iter().position(|(t, _)| *t == qtype) {
+            Some(i) => self.0.qtypes[i].inc(),
+            None => self.0.qtype_other.inc(),
+        }
+    }
+
+    /// A response with `rcode` was sent.
+    pub fn response(&self, rcode: ResponseCode) {
+        match RCODES.iter().position(|(c, _)| *c == rcode) {
+            Some(i) => self.0.rcodes[i].inc(),
+            None => self.0.rcode_other.inc(),
+        }
+    }
+
+    /// The responses sent with `rcode` so far.
+    pub fn responses(&self, rcode: ResponseCode) -> u64 {
+        match RCODES.iter().position(|(c, _)| *c == rcode) {
+            Some(i) => self.0.rcodes[i].get(),
+            None => self.0.rcode_other.get(),
+        }
+    }
+
+    /// A forwarded question was answered from the cache.
+    pub fn cache_hit(&self) {
+        self.0.cache_hits.inc();
+    }
+
+    /// A forwarded question was not in the cache.
+    pub fn cache_miss(&self) {
+        self.0.cache_misses.inc();
+    }
+
+    /// An upstream query timed out.
+    pub fn upstream_timeout(&self) {
+        self.0.upstream_timeouts.inc();
+    }
+
+    /// A packet was dropped unanswered.
+    pub fn dropped(&self) {
+        self.0.dropped.inc();
+    }
+
+    /// Cache hits, misses, upstream timeouts and dropped packets so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            cache_hits: self.0.cache_hits.get(),
+            cache_misses: self.0.cache_misses.get(),
+            upstream_timeouts: self.0.upstream_timeouts.get(),
+            dropped: self.0.dropped.get(),
+        }
+    }
+}
+
+/// A snapshot of a service's counters (for tests and status pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Forwarded questions answered from the cache.
+    pub cache_hits: u64,
+    /// Forwarded questions not in the cache.
+    pub cache_misses: u64,
+    /// Upstream queries that timed out.
+    pub upstream_timeouts: u64,
+    /// Packets dropped unanswered.
+    pub dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_types_and_codes_share_the_other_label_and_families_register_once() {
+        let registry = Registry::new();
+        let metrics = DnsMetrics::register(&registry).unwrap();
+        let svc = metrics.service("dns");
+        svc.query(RecordType::A);
+        svc.query(RecordType::Unknown(65_000));
+        svc.query(RecordType::NULL);
+        svc.response(ResponseCode::YXDomain);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(text.contains(r#"weft_dns_queries_total{qtype="A",service="dns"} 1"#));
+        assert!(text.contains(r#"weft_dns_queries_total{qtype="other",service="dns"} 2"#));
+        assert!(text.contains(r#"weft_dns_responses_total{rcode="other",service="dns"} 1"#));
+        assert!(
+            DnsMetrics::register(&registry).is_err(),
+            "once per registry"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! [`DnsServer`]: one service's answers, whatever transport a query came by.
+//!
+//! A packet is checked ([`crate::wire`]), counted, then answered from the zone that
+//! contains its name, or forwarded ([`crate::forward`]) when no zone does and upstreams
+//! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
+//! the upstream answers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use crate::forward::{Forwarder, UpstreamLink};
+use crate::metrics::ServiceMetrics;
+use crate::wire::{self, Parsed, Request};
+use crate::zone::Catalog;
+
+/// Where an encoded response goes.
+pub type Reply = Box<dyn FnOnce(Vec<u8>)>;
+
+/// The transport a query came by; it decides how large an answer may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// UDP: 512 bytes, or the client's EDNS size; larger answers are truncated (TC).
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+/// What became of a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Answered now from a zone, or with an error code for a well-formed query.
+    Answered,
+    /// Answered REFUSED: outside the zones, and nowhere to forward it.
+    Refused,
+    /// Answered now from the forwarding cache.
+    FromCache,
+    /// Sent upstream (or joined the same question already out); answered later.
+    Forwarded,
+    /// Answered with an error code (FORMERR, NOTIMP) because the packet was not a
+    /// query this server takes; says why.
+    Malformed(String),
+    /// Not answered: too short to answer, or a response; says why.
+    Dropped(String),
+}
+
+/// A DNS service's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// The zones it is authoritative for.
+    pub zones: Catalog,
+    /// Upstream resolvers for names outside the zones; every query goes to all of them
+    /// and the first valid answer wins. Empty: such queries are REFUSED.
+    pub forward: Vec<SocketAddr>,
+    /// Forwarded answers kept at most (questions).
+    pub cache_size: usize,
+    /// How long an upstream query may take before its clients get SERVFAIL.
+    pub timeout: Duration,
+}
+
+impl DnsConfig {
+    /// The default `cache_size`.
+    pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+    /// The default `timeout`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// The zone files loaded, nothing forwarded, default cache and timeout.
+    pub fn with_zones(zones: &[PathBuf]) -> Result<Self, crate::NamesError> {
+        Ok(Self {
+            zones: Catalog::load(zones)?,
+            ..Self::default()
+        })
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            zones: Catalog::default(),
+            forward: Vec::new(),
+            cache_size: Self::DEFAULT_CACHE_SIZE,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+struct Inner {
+    catalog: Catalog,
+    forwarder: Option<Rc<Forwarder>>,
+    metrics: ServiceMetrics,
+}
+
+/// One DNS service's answering logic, shared by its UDP and TCP listeners. Cheap to
+/// clone; lives on the reactor's thread.
+#[derive(Clone)]
+pub struct DnsServer {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsServer")
+            .field("zones", &self.inner.catalog.zones().len())
+            .field(
+                "forward",
+                &self.inner.forwarder.as_ref().map(|f| f.upstreams()),
+            )
+            .finish()
+    }
+}
+
+impl DnsServer {
+    /// A server for `config`; upstream queries go out through `link`.
+    pub fn new(config: DnsConfig, metrics: ServiceMetrics, link: Rc<dyn UpstreamLink>) -> Self {
+        let forwarder = (!config.forward.is_empty()).then(|| {
+            Forwarder::new(
+                config.forward,
+                config.timeout,
+                config.cache_size,
+                link,
+                metrics.clone(),
+            )
+        });
+        Self {
+            inner: Rc::new(Inner {
+                catalog: config.zones,
+                forwarder,
+                metrics,
+            }),
+        }
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.inner.metrics
+    }
+
+    /// Upstream queries out now.
+    pub fn upstream_in_flight(&self) -> usize {
+        self.inner.forwarder.as_ref().map_or(0, |f| f.in_flight())
+    }
+
+    /// Questions in the forwarding cache.
+    pub fn cached(&self) -> usize {
+        self.inner.forwarder.as_ref().map_or(0, |f| f.cached())
+    }
+
+    /// Answers one query packet through `reply`, now or later.
+    pub fn handle(&self, packet: &[u8], via: Via, reply: Reply) -> Outcome {
+        let metrics = &self.inner.metrics;
+        let request = match wire::parse(packet) {
+            Parsed::Query(request) => request,
+            Parsed::Error {
+                response,
+                rcode,
+                why,
+            } => {
+                metrics.response(rcode);
+                reply(response);
+                return Outcome::Malformed(why);
+            }
+            Parsed::Drop(why) => {
+                metrics.dropped();
+                return Outcome::Dropped(why);
+            }
+        };
+        let qtype = request.query.query_type();
+        metrics.query(qtype);
+        let recursion = self.inner.forwarder.is_some();
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
+            let refused = request.response(ResponseCode::Refused, recursion);
+            send(metrics, &request, via, refused, reply);
+            return Outcome::Refused;
+        }
+        if let Some(zone) = self.inner.catalog.find(request.query.name()) {
+            let answer = zone.lookup(request.query.name(), qtype);
+            let mut message = request.response(answer.rcode, recursion);
+            message.metadata.authoritative = true;
+            message.answers = answer.answers;
+            message.authorities = answer.authorities;
+            send(metrics, &request, via, message, reply);
+            return Outcome::Answered;
+        }
+        match &self.inner.forwarder {
+            Some(forwarder) => forwarder.ask(request, via, reply),
+            None => {
+                let refused = request.response(ResponseCode::Refused, false);
+                send(metrics, &request, via, refused, reply);
+                Outcome::Refused
+            }
+        }
+    }
+
+    /// A datagram arrived on the upstream port. Returns why it was ignored, if it was
+    /// (the caller reports it; the server counts it as dropped).
+    pub fn upstream_received(&self, packet: &[u8], from: SocketAddr) -> Result<(), String> {
+        let result = match &self.inner.forwarder {
+            Some(forwarder) => forwarder.received(packet, from),
+            None => Err(format!("a datagram from {from}, but nothing is forwarded")),
+        };
+        if result.is_err() {
+            self.inner.metrics.dropped();
+        }
+        result
+    }
+}
+
+/// Encodes `message` for `via`, counts its rcode and hands it to `reply`.
+pub(crate) fn send(
+    metrics: &ServiceMetrics,
+    request: &Request,
+    via: Via,
+    message: Message,
+    reply: Reply,
+) {
+    let limit = match via {
+        Via::Udp => request.udp_limit(),
+        Via::Tcp => usize::from(u16::MAX),
+    };
+    metrics.response(message.metadata.response_code);
+    reply(wire::encode(&message, Some(limit)));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,364 @@
+//! The server without sockets: packets in, packets out, time on a fake clock.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use weft::testing::Clock;
+
+use super::*;
+use crate::forward::UPSTREAM_LABEL;
+use crate::zone::Zone;
+
+const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
+const UPSTREAM: &str = "127.0.0.1:5300";
+
+/// Records what would go upstream.
+#[derive(Default)]
+struct Wire(RefCell<Vec<(Vec<u8>, SocketAddr)>>);
+
+impl UpstreamLink for Wire {
+    fn send(&self, packet: &[u8], to: SocketAddr) {
+        self.0.borrow_mut().push((packet.to_vec(), to));
+    }
+}
+
+type Inbox = Rc<RefCell<Vec<Message>>>;
+
+struct Harness {
+    server: DnsServer,
+    wire: Rc<Wire>,
+    inbox: Inbox,
+    clock: Clock,
+    _installed: weft::time::ClockGuard,
+}
+
+fn harness(zone_text: &str, forward: bool) -> Harness {
+    let clock = Clock::fake();
+    let installed = clock.install();
+    let mut zones = Catalog::default();
+    zones
+        .add(Zone::parse(Path::new("example.test.zone"), zone_text).unwrap())
+        .unwrap();
+    let config = DnsConfig {
+        zones,
+        forward: if forward {
+            vec![UPSTREAM.parse().unwrap()]
+        } else {
+            vec![]
+        },
+        cache_size: 100,
+        timeout: Duration::from_secs(2),
+    };
+    let wire = Rc::new(Wire::default());
+    let server = DnsServer::new(config, ServiceMetrics::detached("dns"), wire.clone());
+    Harness {
+        server,
+        wire,
+        inbox: Inbox::default(),
+        clock,
+        _installed: installed,
+    }
+}
+
+fn query(id: u16, name: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m
+}
+
+impl Harness {
+    fn send(&self, message: &Message, via: Via) -> Outcome {
+        self.send_bytes(&message.to_vec().unwrap(), via)
+    }
+
+    fn send_bytes(&self, packet: &[u8], via: Via) -> Outcome {
+        let inbox = self.inbox.clone();
+        self.server.handle(
+            packet,
+            via,
+            Box::new(move |bytes| inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap())),
+        )
+    }
+
+    fn ask(&self, name: &str, qtype: RecordType) -> Message {
+        assert_eq!(
+            self.send(&query(77, name, qtype), Via::Udp),
+            Outcome::Answered
+        );
+        self.inbox.borrow_mut().pop().expect("an answer")
+    }
+
+    /// The upstream query sent last, decoded.
+    fn upstream_query(&self) -> Message {
+        let (packet, to) = self.wire.0.borrow().last().cloned().expect("sent upstream");
+        assert_eq!(to, UPSTREAM.parse::<SocketAddr>().unwrap());
+        Message::from_vec(&packet).unwrap()
+    }
+
+    /// The upstream answers `question` with one A record of `ttl`.
+    fn upstream_answers(&self, question: &Message, ttl: u32) {
+        let mut answer = Message::response(question.metadata.id, OpCode::Query);
+        answer.queries = question.queries.clone();
+        answer.answers.push(Record::from_rdata(
+            question.queries[0].name().clone(),
+            ttl,
+            RData::A(A::new(198, 51, 100, 7)),
+        ));
+        self.server
+            .upstream_received(&answer.to_vec().unwrap(), UPSTREAM.parse().unwrap())
+            .unwrap();
+    }
+}
+
+#[test]
+fn zone_answers_are_authoritative_and_echo_the_id_and_question() {
+    let h = harness(EXAMPLE, false);
+    let r = h.ask("www.example.test.", RecordType::A);
+    assert_eq!(r.metadata.id, 77);
+    assert!(r.metadata.authoritative && !r.metadata.recursion_available);
+    assert!(r.metadata.recursion_desired, "RD is copied");
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        r.queries[0].name(),
+        &Name::from_ascii("www.example.test.").unwrap()
+    );
+    assert_eq!(r.answers[0].data, RData::A(A::new(192, 0, 2, 10)));
+    assert_eq!(h.server.metrics().responses(ResponseCode::NoError), 1);
+}
+
+#[test]
+fn nxdomain_and_nodata_carry_the_soa_and_cnames_are_chased() {
+    let h = harness(EXAMPLE, false);
+    let nx = h.ask("nope.example.test.", RecordType::A);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+    assert!(nx.metadata.authoritative);
+    assert_eq!(nx.authorities[0].record_type(), RecordType::SOA);
+
+    let nodata = h.ask("mail.example.test.", RecordType::TXT);
+    assert_eq!(nodata.metadata.response_code, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
+    assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
+
+    let chain = h.ask("chain.example.test.", RecordType::AAAA);
+    let types: Vec<_> = chain.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(
+        types,
+        [RecordType::CNAME, RecordType::CNAME, RecordType::AAAA]
+    );
+    assert_eq!(h.server.metrics().responses(ResponseCode::NXDomain), 1);
+}
+
+#[test]
+fn out_of_zone_queries_are_refused_when_nothing_is_forwarded() {
+    let h = harness(EXAMPLE, false);
+    let mut q = query(5, "www.elsewhere.test.", RecordType::A);
+    q.metadata.recursion_desired = false;
+    assert_eq!(h.send(&q, Via::Udp), Outcome::Refused);
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+    assert!(h.wire.0.borrow().is_empty());
+    let axfr = h.send(&query(6, "example.test.", RecordType::AXFR), Via::Tcp);
+    assert_eq!(axfr, Outcome::Refused, "no zone transfers");
+}
+
+#[test]
+fn malformed_packets_get_formerr_or_are_dropped_and_counted() {
+    let h = harness(EXAMPLE, false);
+    let mut packet = query(0xbeef, "www.example.test.", RecordType::A)
+        .to_vec()
+        .unwrap();
+    packet.truncate(packet.len() - 3);
+    assert!(matches!(
+        h.send_bytes(&packet, Via::Udp),
+        Outcome::Malformed(_)
+    ));
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (0xbeef, ResponseCode::FormErr)
+    );
+
+    assert!(matches!(
+        h.send_bytes(b"\x01\x02", Via::Udp),
+        Outcome::Dropped(_)
+    ));
+    let mut answer = query(1, "www.example.test.", RecordType::A);
+    answer.metadata.message_type = MessageType::Response;
+    assert!(matches!(h.send(&answer, Via::Udp), Outcome::Dropped(_)));
+    for _ in 0..50 {
+        let junk: Vec<u8> = (0..fastrand::usize(0..80))
+            .map(|_| fastrand::u8(..))
+            .collect();
+        let _ = h.send_bytes(&junk, Via::Udp);
+    }
+    assert!(h.server.metrics().counts().dropped >= 2);
+}
+
+#[test]
+fn udp_answers_larger_than_the_client_takes_are_truncated_and_tcp_gets_them_whole() {
+    let mut zone = EXAMPLE.to_owned();
+    for i in 0..12 {
+        zone.push_str(&format!("big IN TXT \"{i:02} {}\"\n", "x".repeat(60)));
+    }
+    let h = harness(&zone, false);
+    let big = query(9, "big.example.test.", RecordType::TXT);
+    h.send(&big, Via::Udp);
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert!(r.metadata.truncation && r.answers.is_empty());
+    assert_eq!((r.metadata.id, r.queries.len()), (9, 1));
+
+    let mut with_edns = big.clone();
+    with_edns.edns = Some(Edns::new());
+    with_edns.edns.as_mut().unwrap().set_max_payload(4096);
+    h.send(&with_edns, Via::Udp);
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert!(
+        !r.metadata.truncation && r.answers.len() == 12,
+        "1232 bytes fit"
+    );
+    assert!(r.edns.is_some(), "an EDNS query gets an EDNS answer");
+
+    h.send(&big, Via::Tcp);
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert!(!r.metadata.truncation && r.answers.len() == 12);
+}
+
+#[test]
+fn forwarded_answers_are_cached_for_their_ttl_on_the_clock() {
+    let h = harness(EXAMPLE, true);
+    let q = query(100, "WWW.Elsewhere.Test.", RecordType::A);
+    assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+    let up = h.upstream_query();
+    assert_ne!(up.metadata.id, 100, "upstream ids are our own");
+    assert!(h.inbox.borrow().is_empty());
+    h.upstream_answers(&up, 60);
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(r.metadata.id, 100);
+    assert!(r.metadata.recursion_available && !r.metadata.authoritative);
+    assert_eq!(r.answers[0].ttl, 60);
+
+    h.clock.advance(Duration::from_secs(45));
+    assert_eq!(
+        h.send(&query(101, "www.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::FromCache
+    );
+    let r = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!((r.metadata.id, r.answers[0].ttl), (101, 15));
+
+    h.clock.advance(Duration::from_secs(15));
+    assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded, "expired");
+    assert_eq!(h.wire.0.borrow().len(), 2);
+    let counts = h.server.metrics().counts();
+    assert_eq!((counts.cache_hits, counts.cache_misses), (1, 2));
+}
+
+#[test]
+fn the_same_question_from_many_clients_goes_upstream_once() {
+    let h = harness(EXAMPLE, true);
+    for id in 1..=3 {
+        assert_eq!(
+            h.send(&query(id, "api.elsewhere.test.", RecordType::A), Via::Udp),
+            Outcome::Forwarded
+        );
+    }
+    assert_eq!(h.wire.0.borrow().len(), 1);
+    assert_eq!(h.server.upstream_in_flight(), 1);
+    h.upstream_answers(&h.upstream_query(), 30);
+    let ids: Vec<u16> = h.inbox.borrow().iter().map(|m| m.metadata.id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(h.server.upstream_in_flight(), 0);
+}
+
+#[test]
+fn a_silent_upstream_is_a_pending_deferred_then_servfail_at_the_timeout() {
+    let h = harness(EXAMPLE, true);
+    h.send(&query(42, "slow.elsewhere.test.", RecordType::A), Via::Udp);
+    let pending: Vec<_> = weft::defer::pending()
+        .into_iter()
+        .filter(|p| p.label == Some(UPSTREAM_LABEL))
+        .collect();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the upstream query is visible while it waits"
+    );
+    assert!(
+        pending[0].site.to_string().contains("forward.rs"),
+        "{}",
+        pending[0].site
+    );
+
+    h.clock.advance(Duration::from_millis(1999));
+    assert!(h.inbox.borrow().is_empty());
+    h.clock.advance(Duration::from_millis(1));
+    let r = h.inbox.borrow_mut().pop().expect("SERVFAIL at the timeout");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (42, ResponseCode::ServFail)
+    );
+    assert_eq!(h.server.metrics().counts().upstream_timeouts, 1);
+    assert_eq!(h.server.upstream_in_flight(), 0);
+    assert!(
+        weft::defer::pending()
+            .iter()
+            .all(|p| p.label != Some(UPSTREAM_LABEL))
+    );
+
+    // A late answer finds nothing to fire.
+    let late = h.upstream_query();
+    let mut answer = Message::response(late.metadata.id, OpCode::Query);
+    answer.queries = late.queries.clone();
+    let err = h
+        .server
+        .upstream_received(&answer.to_vec().unwrap(), UPSTREAM.parse().unwrap());
+    assert!(err.is_err());
+}
+
+#[test]
+fn answers_from_strangers_wrong_ids_or_other_questions_are_ignored() {
+    let h = harness(EXAMPLE, true);
+    h.send(&query(1, "x.elsewhere.test.", RecordType::A), Via::Udp);
+    let up = h.upstream_query();
+    let mut answer = Message::response(up.metadata.id, OpCode::Query);
+    answer.queries = up.queries.clone();
+    let bytes = answer.to_vec().unwrap();
+    let stranger: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+    assert!(h.server.upstream_received(&bytes, stranger).is_err());
+
+    let mut wrong_id = answer.clone();
+    wrong_id.metadata.id = up.metadata.id.wrapping_add(1);
+    let upstream = UPSTREAM.parse().unwrap();
+    assert!(
+        h.server
+            .upstream_received(&wrong_id.to_vec().unwrap(), upstream)
+            .is_err()
+    );
+
+    let mut other = answer.clone();
+    other.queries = vec![Query::query(
+        Name::from_ascii("evil.test.").unwrap(),
+        RecordType::A,
+    )];
+    assert!(
+        h.server
+            .upstream_received(&other.to_vec().unwrap(), upstream)
+            .is_err()
+    );
+    assert!(h.server.upstream_received(b"junk", upstream).is_err());
+    assert!(
+        h.inbox.borrow().is_empty(),
+        "still waiting for the real answer"
+    );
+    assert_eq!(h.server.metrics().counts().dropped, 4);
+
+    h.server.upstream_received(&bytes, upstream).unwrap();
+    assert_eq!(h.inbox.borrow().len(), 1);
+}

@@ -1,0 +1,344 @@
+//! The server on the reactor: a [`DatagramProtocol`] for UDP, a 2-byte length framer
+//! and a [`Protocol`] for TCP (RFC 1035 section 4.2.2), and the UDP port upstream
+//! queries go out of.
+
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+
+use weft::endpoint::ServerEndpoint;
+use weft::framing::StringHandler;
+use weft::observe::{self, CloseReason, ErrorKind};
+use weft::{Address, DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
+
+use crate::error::NamesError;
+use crate::forward::UpstreamLink;
+use crate::metrics::ServiceMetrics;
+use crate::server::{DnsConfig, DnsServer, Outcome, Via};
+
+/// Runs `config` as service `name` on `endpoints` (`udp:` ones get [`DnsUdp`], the
+/// others [`DnsTcp`]); opens a UDP port for upstream queries when it forwards.
+/// Returns the server and the addresses bound, in order.
+pub fn listen(
+    reactor: &Reactor,
+    name: &str,
+    endpoints: &[String],
+    config: DnsConfig,
+    metrics: ServiceMetrics,
+) -> Result<(DnsServer, Vec<Address>), NamesError> {
+    let link = Rc::new(UdpLink::default());
+    let families: Vec<SocketAddr> = config.forward.clone();
+    let server = DnsServer::new(config, metrics, link.clone());
+    for upstream in &families {
+        let ip = upstream.ip();
+        if link.transport_for(ip).is_some() {
+            continue;
+        }
+        let interface = match ip {
+            IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let endpoint = ServerEndpoint::Udp {
+            addr: SocketAddr::new(interface, 0),
+        }
+        .to_string();
+        let port = reactor.listen_udp(
+            name,
+            &endpoint,
+            UpstreamPort {
+                server: server.clone(),
+            },
+        )?;
+        link.ports.borrow_mut().push(port.transport().clone());
+    }
+    let mut bound = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        if matches!(endpoint.parse(), Ok(ServerEndpoint::Udp { .. })) {
+            let port = reactor.listen_udp(name, endpoint, DnsUdp::new(server.clone()))?;
+            bound.push(port.transport().host().clone());
+        } else {
+            let s = server.clone();
+            let port = reactor.listen_as(
+                name,
+                endpoint,
+                factory(move || Int16StringReceiver::new(DnsTcp::new(s.clone()))),
+            )?;
+            bound.push(port.local_address().clone());
+        }
+    }
+    Ok((server, bound))
+}
+
+/// DNS over UDP: each datagram is a query; its answer goes back to the sender.
+pub struct DnsUdp {
+    server: DnsServer,
+}
+
+impl DnsUdp {
+    /// Serves `server`'s answers.
+    pub fn new(server: DnsServer) -> Self {
+        Self { server }
+    }
+}
+
+impl DatagramProtocol for DnsUdp {
+    fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        let t = transport.clone();
+        let outcome = self.server.handle(
+            data,
+            Via::Udp,
+            Box::new(move |answer| {
+                t.write(&answer, from);
+            }),
+        );
+        if let Outcome::Malformed(why) | Outcome::Dropped(why) = outcome {
+            observe::report_error(
+                transport.info(),
+                ErrorKind::BadFrame,
+                format!("DNS query from {from}: {why}"),
+            );
+        }
+    }
+}
+
+/// DNS over TCP, under an [`Int16StringReceiver`]: each frame is a query; answers are
+/// framed back, in the order they are ready.
+pub struct DnsTcp {
+    server: DnsServer,
+}
+
+impl DnsTcp {
+    /// Serves `server`'s answers.
+    pub fn new(server: DnsServer) -> Self {
+        Self { server }
+    }
+}
+
+impl StringHandler for DnsTcp {
+    fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+        let t = transport.clone();
+        let outcome = self.server.handle(
+            data,
+            Via::Tcp,
+            Box::new(move |answer| {
+                if !t.is_closed() {
+                    send_int16_string(&t, &answer);
+                }
+            }),
+        );
+        match outcome {
+            Outcome::Malformed(why) => {
+                observe::report_error(transport.info(), ErrorKind::BadFrame, why);
+            }
+            Outcome::Dropped(why) => {
+                observe::report_error(transport.info(), ErrorKind::BadFrame, why.clone());
+                transport
+                    .lose_connection_with(CloseReason::Protocol(format!("not a DNS query: {why}")));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Writes `data` with its 16-bit big-endian length prefix.
+///
+/// # Panics
+/// When `data` is longer than 65535 bytes.
+pub fn send_int16_string(transport: &Transport, data: &[u8]) {
+    let len = u16::try_from(data.len()).expect("a DNS message over TCP is at most 65535 bytes");
+    transport.write_sequence([&len.to_be_bytes()[..], data]);
+}
+
+/// Decodes strings prefixed by a 16-bit big-endian length, as DNS over TCP frames its
+/// messages (the 2-byte cousin of weft's `Int32StringReceiver`).
+pub struct Int16StringReceiver<H> {
+    handler: H,
+    max_length: usize,
+    buffer: Vec<u8>,
+}
+
+impl<H: StringHandler> Int16StringReceiver<H> {
+    /// The largest string a 16-bit length can announce.
+    pub const MAX_LENGTH: usize = u16::MAX as usize;
+
+    /// Strings of at most [`MAX_LENGTH`](Self::MAX_LENGTH) bytes.
+    pub fn new(handler: H) -> Self {
+        Self {
+            handler,
+            max_length: Self::MAX_LENGTH,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Closes connections announcing a string longer than `max_length` bytes.
+    pub fn max_length(mut self, max_length: usize) -> Self {
+        self.max_length = max_length;
+        self
+    }
+
+    /// The wrapped handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}
+
+impl<H: StringHandler> Protocol for Int16StringReceiver<H> {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.handler.connection_made(transport);
+    }
+
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+        let mut at = 0;
+        while !transport.is_disconnecting() {
+            let rest = &self.buffer[at..];
+            let Some(prefix) = rest.get(..2) else { break };
+            let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+            if len > self.max_length {
+                self.buffer = Vec::new();
+                let message = format!(
+                    "string of {len} bytes exceeds the limit of {} bytes",
+                    self.max_length
+                );
+                observe::report_error(transport.info(), ErrorKind::FrameTooLong, message.clone());
+                transport.lose_connection_with(CloseReason::Protocol(message));
+                return;
+            }
+            let Some(body) = rest.get(2..2 + len) else {
+                break;
+            };
+            self.handler.string_received(transport, body);
+            at += 2 + len;
+        }
+        if at >= self.buffer.len() {
+            self.buffer = Vec::new();
+        } else {
+            self.buffer.drain(..at);
+        }
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.handler.connection_lost(reason);
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<H>()
+    }
+}
+
+/// The upstream side: the UDP ports upstream queries leave from, one per address family.
+#[derive(Default)]
+struct UdpLink {
+    ports: RefCell<Vec<DatagramTransport>>,
+}
+
+impl UdpLink {
+    fn transport_for(&self, ip: IpAddr) -> Option<DatagramTransport> {
+        self.ports
+            .borrow()
+            .iter()
+            .find(|t| {
+                t.host()
+                    .socket_addr()
+                    .is_some_and(|a| a.is_ipv4() == ip.is_ipv4())
+            })
+            .cloned()
+    }
+}
+
+impl UpstreamLink for UdpLink {
+    fn send(&self, packet: &[u8], to: SocketAddr) {
+        if let Some(port) = self.transport_for(to.ip()) {
+            port.write(packet, to);
+        }
+    }
+}
+
+/// Receives upstream answers.
+struct UpstreamPort {
+    server: DnsServer,
+}
+
+impl DatagramProtocol for UpstreamPort {
+    fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        if let Err(why) = self.server.upstream_received(data, from) {
+            observe::report_error(transport.info(), ErrorKind::BadFrame, why);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft::testing::StringTransport;
+
+    #[derive(Default)]
+    struct Frames(Vec<Vec<u8>>);
+
+    impl StringHandler for Frames {
+        fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+            send_int16_string(transport, data);
+            self.0.push(data.to_vec());
+        }
+    }
+
+    #[test]
+    fn frames_arrive_whole_however_the_bytes_are_split() {
+        let mut wire = StringTransport::new();
+        let mut proto = Int16StringReceiver::new(Frames::default());
+        let stream = b"\x00\x03one\x00\x00\x00\x05three";
+        for byte in stream {
+            wire.receive(&mut proto, std::slice::from_ref(byte));
+        }
+        assert_eq!(proto.handler().0, [&b"one"[..], b"", b"three"]);
+        assert_eq!(wire.value(), stream);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_closes_the_connection_with_the_reason() {
+        let mut wire = StringTransport::new();
+        let mut proto = Int16StringReceiver::new(Frames::default()).max_length(512);
+        wire.receive(&mut proto, b"\x02\x01");
+        assert!(wire.disconnecting());
+        let reason = format!("{:?}", wire.close_reason());
+        assert!(
+            reason.contains("513 bytes exceeds the limit of 512"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn tcp_queries_get_framed_answers_and_garbage_closes() {
+        let clock = weft::testing::Clock::fake();
+        let _installed = clock.install();
+        let zone = crate::zone::Zone::parse(
+            std::path::Path::new("example.test.zone"),
+            include_str!("../testdata/example.test.zone"),
+        )
+        .unwrap();
+        let mut config = DnsConfig::default();
+        config.zones.add(zone).unwrap();
+        let server = DnsServer::new(
+            config,
+            ServiceMetrics::detached("dns"),
+            Rc::new(UdpLink::default()),
+        );
+        let mut wire = StringTransport::new();
+        let mut proto = Int16StringReceiver::new(DnsTcp::new(server));
+        let query =
+            crate::wire::tests::query(3, "www.example.test.", hickory_proto::rr::RecordType::A);
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&query);
+        wire.receive(&mut proto, &framed);
+        let out = wire.value().to_vec();
+        let len = usize::from(u16::from_be_bytes([out[0], out[1]]));
+        assert_eq!(out.len(), 2 + len);
+        let answer = hickory_proto::op::Message::from_vec(&out[2..]).unwrap();
+        assert_eq!((answer.metadata.id, answer.answers.len()), (3, 1));
+
+        wire.receive(&mut proto, b"\x00\x02hi");
+        assert!(wire.disconnecting(), "a frame that is not a query closes");
+    }
+}

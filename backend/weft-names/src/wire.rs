@@ -1,0 +1,220 @@
+//! Packets to requests and responses to packets: the checks every query passes, the
+//! header bits of answers, and truncation to what a UDP client can take.
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::DNSClass;
+
+/// What classic DNS over UDP allows without EDNS (RFC 1035 section 4.2.1).
+pub const CLASSIC_UDP_SIZE: usize = 512;
+/// The largest UDP payload this server advertises and sends (the DNS flag day 2020
+/// figure, which avoids IP fragmentation on common paths).
+pub const EDNS_UDP_SIZE: u16 = 1232;
+
+/// A query that passed the checks: one question, a standard opcode.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    pub(crate) id: u16,
+    pub(crate) recursion_desired: bool,
+    pub(crate) checking_disabled: bool,
+    pub(crate) query: Query,
+    /// The client's EDNS payload size, if it sent an OPT record.
+    pub(crate) edns_size: Option<u16>,
+}
+
+/// What to do with a packet.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// A query to answer.
+    Query(Request),
+    /// A packet that only gets an error response (FORMERR, NOTIMP), already encoded.
+    Error {
+        response: Vec<u8>,
+        rcode: ResponseCode,
+        why: String,
+    },
+    /// Not answerable: shorter than a header, or a response rather than a query.
+    Drop(String),
+}
+
+/// Checks `packet` and turns it into a request, an error response or nothing.
+pub(crate) fn parse(packet: &[u8]) -> Parsed {
+    if packet.len() < 12 {
+        return Parsed::Drop(format!("{} bytes: shorter than a DNS header", packet.len()));
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    if packet[2] & 0x80 != 0 {
+        return Parsed::Drop("a response, not a query".into());
+    }
+    let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
+    let error = |rcode: ResponseCode, why: String, query: Option<Query>| {
+        let mut message = Message::error_msg(id, op_code, rcode);
+        message.metadata.recursion_desired = packet[2] & 0x01 != 0;
+        message.queries.extend(query);
+        Parsed::Error {
+            response: encode(&message, None),
+            rcode,
+            why,
+        }
+    };
+    let message = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(e) => return error(ResponseCode::FormErr, format!("undecodable: {e}"), None),
+    };
+    if op_code != OpCode::Query {
+        return error(
+            ResponseCode::NotImp,
+            format!("opcode {op_code:?} is not served"),
+            None,
+        );
+    }
+    if message.queries.len() != 1 {
+        let why = format!("{} questions; a query has one", message.queries.len());
+        return error(ResponseCode::FormErr, why, None);
+    }
+    let query = message.queries[0].clone();
+    if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
+        let why = format!("class {:?} is not served", query.query_class());
+        return error(ResponseCode::Refused, why, Some(query));
+    }
+    Parsed::Query(Request {
+        id,
+        recursion_desired: message.metadata.recursion_desired,
+        checking_disabled: message.metadata.checking_disabled,
+        query,
+        edns_size: message.edns.as_ref().map(Edns::max_payload),
+    })
+}
+
+impl Request {
+    /// The largest UDP response the client takes.
+    pub(crate) fn udp_limit(&self) -> usize {
+        match self.edns_size {
+            Some(size) => usize::from(size.clamp(CLASSIC_UDP_SIZE as u16, EDNS_UDP_SIZE)),
+            None => CLASSIC_UDP_SIZE,
+        }
+    }
+
+    /// An empty response to this request with `rcode`; `recursion_available` says
+    /// whether the service forwards.
+    pub(crate) fn response(&self, rcode: ResponseCode, recursion_available: bool) -> Message {
+        let mut message = Message::new(self.id, MessageType::Response, OpCode::Query);
+        let meta = &mut message.metadata;
+        meta.response_code = rcode;
+        meta.recursion_desired = self.recursion_desired;
+        meta.checking_disabled = self.checking_disabled;
+        meta.recursion_available = recursion_available;
+        message.queries.push(self.query.clone());
+        if self.edns_size.is_some() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(EDNS_UDP_SIZE);
+            message.edns = Some(edns);
+        }
+        message
+    }
+}
+
+/// Encodes `message`; with a `limit`, a response that does not fit is sent as its
+/// header and question with the TC bit set, so the client retries over TCP.
+pub(crate) fn encode(message: &Message, limit: Option<usize>) -> Vec<u8> {
+    let bytes = match message.to_vec() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(error = %e, "a response could not be encoded; sending SERVFAIL");
+            let mut fail = Message::error_msg(
+                message.metadata.id,
+                message.metadata.op_code,
+                ResponseCode::ServFail,
+            );
+            fail.queries = message.queries.clone();
+            return fail.to_vec().unwrap_or_default();
+        }
+    };
+    match limit {
+        Some(limit) if bytes.len() > limit => {
+            let mut truncated = message.truncate();
+            truncated.metadata.id = message.metadata.id;
+            truncated.to_vec().unwrap_or_default()
+        }
+        _ => bytes,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use hickory_proto::rr::{Name, RecordType};
+
+    /// A query packet for `name`/`qtype`, recursion desired.
+    pub(crate) fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+        message.metadata.recursion_desired = true;
+        message
+            .queries
+            .push(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        message.to_vec().unwrap()
+    }
+
+    #[test]
+    fn malformed_packets_get_formerr_when_the_header_is_readable_else_nothing() {
+        assert!(matches!(parse(&[0; 5]), Parsed::Drop(_)));
+        let mut response = query(7, "a.test.", RecordType::A);
+        response[2] |= 0x80;
+        assert!(
+            matches!(parse(&response), Parsed::Drop(_)),
+            "never answer answers"
+        );
+
+        let mut garbage = query(0x1234, "a.test.", RecordType::A);
+        garbage.truncate(15);
+        let Parsed::Error {
+            response, rcode, ..
+        } = parse(&garbage)
+        else {
+            panic!("FORMERR")
+        };
+        assert_eq!(rcode, ResponseCode::FormErr);
+        let decoded = Message::from_vec(&response).unwrap();
+        assert_eq!(decoded.metadata.id, 0x1234);
+        assert_eq!(decoded.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(decoded.metadata.message_type, MessageType::Response);
+
+        let mut two = Message::new(9, MessageType::Query, OpCode::Query);
+        two.queries.push(Query::query(
+            Name::from_ascii("a.test.").unwrap(),
+            RecordType::A,
+        ));
+        two.queries.push(Query::query(
+            Name::from_ascii("b.test.").unwrap(),
+            RecordType::A,
+        ));
+        assert!(matches!(
+            parse(&two.to_vec().unwrap()),
+            Parsed::Error {
+                rcode: ResponseCode::FormErr,
+                ..
+            }
+        ));
+
+        let mut notify = query(3, "a.test.", RecordType::SOA);
+        notify[2] |= 4 << 3;
+        assert!(matches!(
+            parse(&notify),
+            Parsed::Error {
+                rcode: ResponseCode::NotImp,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn udp_limit_follows_edns_within_bounds() {
+        let Parsed::Query(mut req) = parse(&query(1, "a.test.", RecordType::A)) else {
+            panic!()
+        };
+        assert_eq!(req.udp_limit(), 512);
+        req.edns_size = Some(100);
+        assert_eq!(req.udp_limit(), 512);
+        req.edns_size = Some(4096);
+        assert_eq!(req.udp_limit(), 1232);
+    }
+}

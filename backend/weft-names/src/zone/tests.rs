@@ -1,0 +1,173 @@
+use std::path::Path;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use super::{Catalog, Zone};
+
+const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
+
+fn example() -> Zone {
+    Zone::parse(Path::new("example.test.zone"), EXAMPLE).unwrap()
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+fn error(text: &str) -> (usize, String) {
+    let e = Zone::parse(Path::new("bad.zone"), text).unwrap_err();
+    assert!(e.to_string().starts_with(&format!("bad.zone:{}: ", e.line)));
+    (e.line, e.message)
+}
+
+const HEAD: &str = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n";
+
+#[test]
+fn the_example_zone_parses_with_origin_ttls_and_relative_names() {
+    let zone = example();
+    assert_eq!(zone.origin(), &name("example.test."));
+    let www = zone.lookup(&name("WWW.Example.Test."), RecordType::A);
+    assert_eq!(www.rcode, ResponseCode::NoError);
+    assert_eq!(www.answers.len(), 1);
+    assert_eq!(www.answers[0].ttl, 300, "an explicit TTL");
+    let mail = zone.lookup(&name("mail.example.test."), RecordType::A);
+    assert_eq!(mail.answers[0].ttl, 3600, "$TTL 1h");
+    let mx = zone.lookup(&name("example.test."), RecordType::MX);
+    let RData::MX(mx) = &mx.answers[0].data else {
+        panic!("an MX")
+    };
+    assert_eq!(
+        (mx.preference, &mx.exchange),
+        (10, &name("mail.example.test."))
+    );
+    let txt = zone.lookup(&name("txt.example.test."), RecordType::TXT);
+    let RData::TXT(txt) = &txt.answers[0].data else {
+        panic!("a TXT")
+    };
+    let strings: Vec<&[u8]> = txt.txt_data.iter().map(|s| &s[..]).collect();
+    assert_eq!(strings, [&b"v=spf1 -all"[..], b"second string"]);
+    let srv = zone.lookup(&name("_sip._tcp.example.test."), RecordType::SRV);
+    assert_eq!(
+        srv.answers[0].data.to_string(),
+        "10 60 5060 www.example.test."
+    );
+}
+
+#[test]
+fn cnames_are_followed_inside_the_zone_and_left_to_the_client_outside() {
+    let zone = example();
+    let chain = zone.lookup(&name("chain.example.test."), RecordType::A);
+    let types: Vec<_> = chain.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::CNAME, RecordType::CNAME, RecordType::A]);
+    assert_eq!(chain.rcode, ResponseCode::NoError);
+
+    let cname_itself = zone.lookup(&name("alias.example.test."), RecordType::CNAME);
+    assert_eq!(cname_itself.answers.len(), 1);
+
+    let away = zone.lookup(&name("away.example.test."), RecordType::A);
+    assert_eq!(away.answers.len(), 1);
+    assert!(away.authorities.is_empty());
+
+    let dangling = zone.lookup(&name("dangling.example.test."), RecordType::A);
+    assert_eq!(dangling.rcode, ResponseCode::NXDomain);
+    assert_eq!(
+        dangling.answers.len(),
+        1,
+        "the CNAME, then NXDOMAIN for its target"
+    );
+
+    let looped = zone.lookup(&name("loop1.example.test."), RecordType::A);
+    assert!(looped.answers.len() <= super::MAX_CNAME_CHAIN + 1);
+}
+
+#[test]
+fn missing_names_are_nxdomain_and_missing_types_nodata_both_with_the_soa() {
+    let zone = example();
+    let nx = zone.lookup(&name("nope.example.test."), RecordType::A);
+    assert_eq!(nx.rcode, ResponseCode::NXDomain);
+    assert!(nx.answers.is_empty());
+    assert_eq!(nx.authorities[0].record_type(), RecordType::SOA);
+    assert_eq!(nx.authorities[0].ttl, 300, "min(SOA TTL, SOA minimum)");
+
+    let nodata = zone.lookup(&name("mail.example.test."), RecordType::AAAA);
+    assert_eq!(nodata.rcode, ResponseCode::NoError);
+    assert!(nodata.answers.is_empty());
+    assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
+
+    let empty_non_terminal = zone.lookup(&name("b.example.test."), RecordType::A);
+    assert_eq!(empty_non_terminal.rcode, ResponseCode::NoError);
+}
+
+#[test]
+fn the_catalog_picks_the_longest_origin() {
+    let mut catalog = Catalog::default();
+    catalog.add(example()).unwrap();
+    let sub =
+        "$ORIGIN sub.example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 192.0.2.1\n";
+    catalog
+        .add(Zone::parse(Path::new("sub.zone"), sub).unwrap())
+        .unwrap();
+    let origin = |n: &str| catalog.find(&name(n)).map(|z| z.origin().to_string());
+    assert_eq!(
+        origin("www.sub.example.test."),
+        Some("sub.example.test.".into())
+    );
+    assert_eq!(origin("www.example.test."), Some("example.test.".into()));
+    assert_eq!(origin("www.other.test."), None);
+    let again = catalog.add(example()).unwrap_err().to_string();
+    assert!(again.contains("defined twice"), "{again}");
+}
+
+#[test]
+fn errors_name_the_line_and_what_to_do() {
+    let at = |extra: &str| error(&format!("{HEAD}{extra}"));
+    assert_eq!(at("www A 300.1.1.1\n").0, 4);
+    assert!(at("www A 300.1.1.1\n").1.contains("not an IPv4 address"));
+    assert!(at("www A\n").1.contains("takes 1 field"));
+    assert!(at("www HINFO a b\n").1.contains("not supported"));
+    assert!(at("www BOGUS x\n").1.contains("not a record type"));
+    assert!(at("www CH A 192.0.2.1\n").1.contains("only IN"));
+    assert!(
+        at("www.other.test. A 192.0.2.1\n")
+            .1
+            .contains("outside the zone")
+    );
+    assert!(
+        at("www CNAME a\nwww A 192.0.2.1\n")
+            .1
+            .contains("CNAME must be alone")
+    );
+    assert_eq!(at("www CNAME a\nwww A 192.0.2.1\n").0, 5);
+    assert!(at("@ SOA a b 1 2 3 4 5\n").1.contains("second SOA"));
+    assert!(at("$INCLUDE other.zone\n").1.contains("not supported"));
+    assert!(at("x MX ten mail\n").1.contains("preference"));
+    assert!(at("x SRV 1 2 port t\n").1.contains("port"));
+
+    assert!(error("www A 192.0.2.1\n").1.contains("no $ORIGIN"));
+    assert!(
+        error("$ORIGIN a.test.\nwww 60 A 192.0.2.1\n")
+            .1
+            .contains("no SOA")
+    );
+    assert!(
+        error("$ORIGIN a.test.\nwww 60 A 192.0.2.1\n@ 60 SOA a b 1 2 3 4 5\n")
+            .1
+            .contains("must come first")
+    );
+    assert_eq!(error("$ORIGIN a.test.\n@ SOA a b (\n 1 2\n 3 4 5\n").0, 2);
+}
+
+#[test]
+fn a_record_without_any_ttl_takes_the_soa_minimum_only_for_the_soa() {
+    let (line, message) = error("$ORIGIN a.test.\nwww A 192.0.2.1\n@ SOA a b 1 2 3 4 5\n");
+    assert_eq!(line, 2);
+    assert!(message.contains("$TTL"), "{message}");
+    let zone = Zone::parse(
+        Path::new("ok.zone"),
+        "$ORIGIN a.test.\n@ SOA a b 1 2 3 4 5\nwww A 192.0.2.1\n",
+    )
+    .unwrap();
+    let www = zone.lookup(&name("www.a.test."), RecordType::A);
+    assert_eq!(www.answers[0].ttl, 5, "the previous record's TTL");
+}

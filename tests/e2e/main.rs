@@ -3,8 +3,12 @@
 
 mod support;
 
+mod browser;
+mod chrome;
+
 mod check;
 mod dns;
 mod faults;
 mod gateway;
 mod http;
+mod load;

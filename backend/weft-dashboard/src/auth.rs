@@ -1,14 +1,59 @@
-//! The access token: with one configured, only `/healthz` is open without it.
+//! Who may read and who may act.
+//!
+//! - **Reading.** With a token configured, every route but `/healthz`, `/login` and
+//!   `/static/` needs it: as `Authorization: Bearer TOKEN` (scripts, Prometheus) or as the
+//!   `weft_token` cookie `/login` sets (browsers; `HttpOnly`, `SameSite=Strict`). A browser
+//!   asking for a page without it is sent to `/login`; anything else gets `401`.
+//! - **Acting** (`POST /api/...`) and **`/ws`** additionally resist cross-site requests: a
+//!   request carrying the bearer header cannot be forged by another site, otherwise its
+//!   `Origin` (or `Sec-Fetch-Site`) must say it came from this very dashboard. Cookies are
+//!   `SameSite=Strict` besides, and no CORS header is ever sent.
 
+use axum::Form;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
 
 use crate::DashboardState;
+use crate::error::ApiError;
+use crate::pages::Login;
 
-/// Routes anyone may read: a load balancer's liveness probe carries no token.
-const OPEN: [&str; 1] = ["/healthz"];
+/// The cookie `/login` sets.
+pub(crate) const COOKIE: &str = "weft_token";
+
+/// Paths anyone may read: a load balancer's probe, the login form and its stylesheet.
+fn open(path: &str) -> bool {
+    path == "/healthz" || path == "/login" || path.starts_with("/static/")
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// Whether `headers` carry `token` as a bearer header or the login cookie.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    [bearer(headers), cookie(headers)]
+        .into_iter()
+        .flatten()
+        .any(|given| same(given.as_bytes(), token.as_bytes()))
+}
 
 pub(crate) async fn require_token(
     State(state): State<DashboardState>,
@@ -18,23 +63,111 @@ pub(crate) async fn require_token(
     let Some(token) = state.token.as_deref() else {
         return next.run(request).await;
     };
-    if OPEN.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if open(path) || authorized(request.headers(), token) {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if same(given.as_bytes(), token.as_bytes()) => next.run(request).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "this dashboard needs its token: send `Authorization: Bearer TOKEN`\n",
-        )
-            .into_response(),
+    let is_page = request.method() == Method::GET
+        && !path.starts_with("/api/")
+        && path != "/metrics"
+        && path != "/ws";
+    if is_page {
+        let next = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        return Redirect::to(&format!("/login?next={}", crate::fmt::url(&next))).into_response();
     }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "this dashboard needs its token: send `Authorization: Bearer TOKEN`\n",
+    )
+        .into_response()
+}
+
+/// Whether `headers` prove the request came from a page of this dashboard (or from a
+/// client that holds the bearer token, which no other site can make a browser send).
+pub(crate) fn same_origin(state: &DashboardState, headers: &HeaderMap) -> bool {
+    if let (Some(token), Some(given)) = (state.token.as_deref(), bearer(headers))
+        && same(given.as_bytes(), token.as_bytes())
+    {
+        return true;
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        return host.is_some() && origin_host == host;
+    }
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v == "same-origin")
+}
+
+/// Refuses cross-site POSTs before any action runs.
+pub(crate) async fn require_same_origin(
+    State(state): State<DashboardState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::POST && !same_origin(&state, request.headers()) {
+        return ApiError::Forbidden(
+            "actions need the bearer token or a request from this dashboard's own pages",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// `?next=` of `/login`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only a path on this dashboard: never `//host` or a scheme, so login cannot redirect away.
+fn local_path(next: Option<String>) -> String {
+    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+        .unwrap_or_else(|| "/".into())
+}
+
+pub(crate) async fn login_form(
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    Login {
+        next: local_path(q.next),
+        failed: false,
+    }
+    .response(StatusCode::OK)
+}
+
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+pub(crate) async fn login(
+    State(state): State<DashboardState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let next = local_path(form.next);
+    let Some(token) = state.token.as_deref() else {
+        return Redirect::to(&next).into_response();
+    };
+    if !same_origin(&state, &headers) {
+        return ApiError::Forbidden("sign in from this dashboard's own login page").into_response();
+    }
+    if !same(form.token.as_bytes(), token.as_bytes()) {
+        return Login { next, failed: true }.response(StatusCode::UNAUTHORIZED);
+    }
+    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing.

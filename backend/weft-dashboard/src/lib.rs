@@ -1,46 +1,104 @@
-//! The weft inspector on axum: `/metrics` and `/healthz` today; pages, the JSON API and the
-//! live feed build on the same [`DashboardState`].
+//! The weft inspector on axum: pages, the JSON API, the live feed, actions, `/metrics` and
+//! `/healthz`, all over one [`DashboardState`].
 //!
 //! ```no_run
 //! # async fn demo(hub: std::sync::Arc<weft_telemetry::Hub>) -> std::io::Result<()> {
-//! let app = weft_dashboard::router(weft_dashboard::DashboardState::new(hub));
+//! let state = weft_dashboard::DashboardState::new(hub);
+//! // The sampler (sparklines) and the live encoder (`/ws`) run beside the server.
+//! tokio::spawn(weft_dashboard::background(state.clone(), std::future::pending()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9180").await?;
-//! axum::serve(listener, app).await
+//! axum::serve(listener, weft_dashboard::router(state)).await
 //! # }
 //! ```
 //!
 //! # Layout
 //!
-//! - [`state`]: [`DashboardState`], what every handler reads: the telemetry hub, the history
-//!   store, the access token.
-//! - `auth`: the bearer-token check in front of everything but `/healthz`.
-//! - `metrics`: `/metrics`, the hub's registry in Prometheus' text format.
-//! - `health`: `/healthz`, a small JSON liveness report.
+//! - [`state`]: [`DashboardState`], what every handler reads: the hub, the store, the
+//!   token, the reactor handle for actions, the series and the live fan-out.
+//! - [`data`]: live figures from the hub merged with history from the store, as the rows
+//!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
+//!   `frontend/templates/` (auto-escaped).
+//! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
+//! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
+//!   session per client (snapshot, deltas, resync when it lags), generic over
+//!   `Sink`/`Stream`.
+//! - `actions`: closing a connection and cancelling a Deferred through the reactor handle.
+//! - `auth`: the token (bearer header or login cookie) and the same-origin check for
+//!   actions and `/ws`.
+//! - `assets`: `frontend/static/` (ES modules and CSS, no build step), compiled in.
+//! - `metrics`, `health`: `/metrics` and `/healthz`.
 //!
-//! Requests come in through [`router`], pass `auth`, and read the state; nothing here writes
-//! to the reactor or waits on it.
+//! Requests come in through [`router`], pass `auth`, and read the state; the only writes
+//! to the reactor are the two actions, queued through its handle. Nothing here blocks the
+//! reactor or waits on a browser.
 
+pub mod actions;
+pub mod api;
+mod assets;
 mod auth;
+pub mod data;
+mod defer;
+pub mod error;
+pub mod fmt;
 mod health;
+pub mod live;
 mod metrics;
+mod pages;
+pub mod series;
 pub mod state;
 
-use axum::Router;
-use axum::routing::get;
+use std::future::Future;
 
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
 pub use health::Health;
 pub use state::DashboardState;
 
 /// The dashboard's routes over `state`.
 pub fn router(state: DashboardState) -> Router {
+    let actions = Router::new()
+        .route(
+            "/api/connections/{id}/close",
+            post(actions::close_connection),
+        )
+        .route("/api/deferreds/{id}/cancel", post(actions::cancel_deferred))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_same_origin,
+        ));
     Router::new()
+        .route("/", get(pages::overview))
+        .route("/connections", get(pages::connections))
+        .route("/connections/{id}", get(pages::connection))
+        .route("/deferreds", get(pages::deferreds))
+        .route("/deferreds/{id}", get(pages::deferred))
+        .route("/services", get(pages::services))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/api/services", get(api::services))
+        .route("/api/connections", get(api::connections))
+        .route("/api/connections/{id}", get(api::connection))
+        .route("/api/deferreds", get(api::deferreds))
+        .route("/api/deferreds/{id}", get(api::deferred))
+        .route("/api/events", get(api::events))
+        .route("/ws", get(live::ws))
+        .route("/static/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
+        .merge(actions)
+        .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
         .with_state(state)
+}
+
+/// Samples figures for the sparklines and encodes the live feed until `stop` completes.
+/// Run it beside [`router`]'s server.
+pub async fn background(state: DashboardState, stop: impl Future<Output = ()>) {
+    live::run(state.hub, state.series, state.fanout, stop).await;
 }
 
 #[cfg(test)]

@@ -139,6 +139,7 @@ impl Inspector {
             hub: hub.clone(),
             config,
             dashboard,
+            reactor: reactor.handle(),
             stop: stop.clone(),
             done: done.clone(),
         };
@@ -219,6 +220,8 @@ struct Background {
     hub: Arc<Hub>,
     config: InspectorConfig,
     dashboard: Option<(String, SocketAddr)>,
+    /// Where the dashboard's actions (close, cancel) are sent.
+    reactor: weft::ReactorHandle,
     stop: CancellationToken,
     done: CancellationToken,
 }
@@ -283,13 +286,18 @@ impl Background {
         }
         let dashboard = listener.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(listener) = listener {
-            let mut state = DashboardState::new(self.hub.clone());
+            let mut state =
+                DashboardState::new(self.hub.clone()).with_reactor(self.reactor.clone());
             if let Some(store) = &store {
                 state = state.with_store(store.clone());
             }
             if let Some(token) = &self.config.token {
                 state = state.with_token(token.as_str());
             }
+            tasks.spawn(weft_dashboard::background(
+                state.clone(),
+                work.clone().cancelled_owned(),
+            ));
             let app = weft_dashboard::router(state);
             let stop = work.clone();
             tracing::info!(address = %dashboard.map(|a| a.to_string()).unwrap_or_default(), "dashboard serving");

@@ -1,0 +1,110 @@
+//! The JSON API: one handler per view, each a thin wrapper over [`crate::data`].
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use weft_store::DeferredDetail;
+
+use crate::data::{
+    self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
+};
+use crate::error::ApiError;
+use crate::state::DashboardState;
+
+/// `/api/connections/{id}`: the connection and its Deferreds.
+#[derive(Debug, Serialize)]
+pub struct ConnectionDetail {
+    /// The connection.
+    #[serde(flatten)]
+    pub connection: ConnectionView,
+    /// Its Deferreds, newest first.
+    pub deferreds: Vec<DeferredView>,
+}
+
+pub(crate) async fn services(
+    State(state): State<DashboardState>,
+) -> Result<Json<Vec<ServiceView>>, ApiError> {
+    Ok(Json(data::services(&state).await?))
+}
+
+pub(crate) async fn connections(
+    State(state): State<DashboardState>,
+    Query(q): Query<ConnectionQuery>,
+) -> Result<Json<Page<ConnectionView>>, ApiError> {
+    Ok(Json(data::connections(&state, &q).await?))
+}
+
+pub(crate) async fn connection(
+    State(state): State<DashboardState>,
+    Path(id): Path<u64>,
+) -> Result<Json<ConnectionDetail>, ApiError> {
+    let connection = data::connection(&state, id)
+        .await?
+        .ok_or(ApiError::NotFound("connection"))?;
+    let deferreds = data::connection_deferreds(&state, id).await?;
+    Ok(Json(ConnectionDetail {
+        connection,
+        deferreds,
+    }))
+}
+
+pub(crate) async fn deferreds(
+    State(state): State<DashboardState>,
+    Query(q): Query<DeferredQuery>,
+) -> Result<Json<Page<DeferredView>>, ApiError> {
+    Ok(Json(data::deferreds(&state, &q).await?))
+}
+
+pub(crate) async fn deferred(
+    State(state): State<DashboardState>,
+    Path(id): Path<i64>,
+) -> Result<Json<DeferredDetail>, ApiError> {
+    Ok(Json(
+        data::deferred(&state, id)
+            .await?
+            .ok_or(ApiError::NotFound("deferred"))?,
+    ))
+}
+
+/// `?after=SEQ&limit=N` of `/api/events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct EventQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// One entry of `/api/events`.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// Its sequence number; pass the last one as `after` to page on.
+    pub seq: i64,
+    /// When it happened, unix milliseconds.
+    pub at_ms: i64,
+    /// The event's type, as on `/ws`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its fields.
+    pub data: serde_json::Value,
+}
+
+pub(crate) async fn events(
+    State(state): State<DashboardState>,
+    Query(q): Query<EventQuery>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let store = state.store.as_ref().ok_or(ApiError::Unavailable(
+        "no history store: events are not kept",
+    ))?;
+    let rows = store
+        .events_after(q.after.unwrap_or(0), q.limit.unwrap_or(data::DEFAULT_LIMIT))
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| EventView {
+                seq: r.seq,
+                at_ms: r.at_ms,
+                kind: r.kind,
+                data: serde_json::from_str(&r.payload_json).unwrap_or_default(),
+            })
+            .collect(),
+    ))
+}

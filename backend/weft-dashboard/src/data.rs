@@ -1,0 +1,426 @@
+//! The dashboard's view of the world: live figures from the hub merged with history from
+//! the store, as plain serializable rows shared by the pages, the JSON API and `/ws`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use weft::observe::ConnectionId;
+use weft_store::{
+    ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
+    ServiceRecord, StepRecord,
+};
+use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
+
+use crate::error::ApiError;
+use crate::series::ServiceStats;
+use crate::state::DashboardState;
+
+/// Rows a list returns when no `limit` is given.
+pub const DEFAULT_LIMIT: u32 = 500;
+
+/// Now, unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// One connection, open (from the hub) or closed (from history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConnectionView {
+    /// The reactor's connection id.
+    pub id: u64,
+    /// Its service.
+    pub service: String,
+    /// `tcp`, `udp`, `unix`, `tls`.
+    pub transport: String,
+    /// The remote address (peer-controlled text: always escaped).
+    pub peer: String,
+    /// The local address.
+    pub local: String,
+    /// `open` or `closed`.
+    pub state: &'static str,
+    /// When it opened, unix milliseconds.
+    pub opened_at_ms: i64,
+    /// When it closed, unix milliseconds.
+    pub closed_at_ms: Option<i64>,
+    /// How long it has been (or was) open, milliseconds.
+    pub age_ms: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Reads.
+    pub reads: u64,
+    /// Writes.
+    pub writes: u64,
+    /// Why it closed.
+    pub close_reason: Option<String>,
+}
+
+impl From<ConnectionSnapshot> for ConnectionView {
+    fn from(c: ConnectionSnapshot) -> Self {
+        Self {
+            id: c.id,
+            service: c.service,
+            transport: c.transport.to_owned(),
+            peer: c.peer,
+            local: c.local,
+            state: "open",
+            opened_at_ms: c.opened_at_ms,
+            closed_at_ms: None,
+            age_ms: c.age_ms,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            reads: c.reads,
+            writes: c.writes,
+            close_reason: None,
+        }
+    }
+}
+
+impl ConnectionView {
+    /// A row from history; its age runs to its close, or to `now_ms` if it never closed
+    /// (a connection the last run left open).
+    pub fn from_record(r: ConnectionRecord, now_ms: i64) -> Self {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Self {
+            id: u(r.id),
+            state: if r.is_open() { "open" } else { "closed" },
+            age_ms: u(r.closed_at_ms.unwrap_or(now_ms) - r.opened_at_ms),
+            service: r.service,
+            transport: r.transport,
+            peer: r.peer,
+            local: r.local,
+            opened_at_ms: r.opened_at_ms,
+            closed_at_ms: r.closed_at_ms,
+            bytes_in: u(r.bytes_in),
+            bytes_out: u(r.bytes_out),
+            reads: u(r.reads),
+            writes: u(r.writes),
+            close_reason: r.close_reason,
+        }
+    }
+}
+
+/// `?state=&service=&peer=&limit=` of the connection lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConnectionQuery {
+    /// `open`, `closed`, or empty for both.
+    pub state: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only peers containing this text.
+    pub peer: Option<String>,
+    /// At most this many rows.
+    pub limit: Option<u32>,
+}
+
+/// A capped list and how many rows the cap hid.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    /// The rows, newest first.
+    pub items: Vec<T>,
+    /// Rows that matched but were left out by the limit (a lower bound for history).
+    pub hidden: usize,
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// The connections `q` asks for: open ones from the hub (always current), closed ones
+/// from history.
+pub async fn connections(
+    state: &DashboardState,
+    q: &ConnectionQuery,
+) -> Result<Page<ConnectionView>, ApiError> {
+    let which = non_empty(&q.state)
+        .map(|s| s.parse::<ConnectionState>())
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let service = non_empty(&q.service);
+    let peer = non_empty(&q.peer);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
+    let keep = |c: &ConnectionView| {
+        service.is_none_or(|s| c.service == s) && peer.is_none_or(|p| c.peer.contains(p))
+    };
+    let mut rows: Vec<ConnectionView> = Vec::new();
+    if which != Some(ConnectionState::Closed) {
+        let mut open: Vec<ConnectionView> = state
+            .hub
+            .connections()
+            .into_iter()
+            .map(ConnectionView::from)
+            .filter(keep)
+            .collect();
+        open.reverse();
+        rows.extend(open);
+    }
+    if which != Some(ConnectionState::Open)
+        && let Some(store) = &state.store
+    {
+        let now = now_ms();
+        // One more than needed tells whether the cap hid something.
+        let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
+        let closed = store
+            .connections(Some(ConnectionState::Closed), service, want)
+            .await?;
+        rows.extend(
+            closed
+                .into_iter()
+                .map(|r| ConnectionView::from_record(r, now))
+                .filter(keep),
+        );
+    }
+    let hidden = rows.len().saturating_sub(limit);
+    rows.truncate(limit);
+    Ok(Page {
+        items: rows,
+        hidden,
+    })
+}
+
+/// One connection, live if open, else from history.
+pub async fn connection(
+    state: &DashboardState,
+    id: u64,
+) -> Result<Option<ConnectionView>, ApiError> {
+    if let Some(c) = state.hub.connection(ConnectionId(id)) {
+        return Ok(Some(c.into()));
+    }
+    let Some(store) = &state.store else {
+        return Ok(None);
+    };
+    let id = i64::try_from(id).map_err(|_| ApiError::NotFound("connection"))?;
+    Ok(store
+        .connection(id)
+        .await?
+        .map(|r| ConnectionView::from_record(r, now_ms())))
+}
+
+/// A Deferred as listed: its record plus its age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeferredView {
+    /// The record.
+    #[serde(flatten)]
+    pub record: DeferredRecord,
+    /// Milliseconds from creation to firing, or to now while pending.
+    pub age_ms: u64,
+}
+
+impl DeferredView {
+    /// Wraps `record`, computing its age at `now_ms`.
+    pub fn new(record: DeferredRecord, now_ms: i64) -> Self {
+        let end = record
+            .fired_at_ms
+            .filter(|_| !record.is_pending())
+            .unwrap_or(now_ms);
+        Self {
+            age_ms: u64::try_from(end - record.created_at_ms).unwrap_or(0),
+            record,
+        }
+    }
+}
+
+/// `?state=&service=&limit=` of the Deferred lists.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeferredQuery {
+    /// `pending`, `stalled`, `slow`, `failed`, `unhandled`, `leaked`.
+    pub state: Option<String>,
+    /// Only this service.
+    pub service: Option<String>,
+    /// At most this many rows.
+    pub limit: Option<u32>,
+}
+
+/// Parses a Deferred tab name.
+pub fn deferred_filter(s: Option<&str>) -> Result<Option<DeferredFilter>, ApiError> {
+    s.map(str::parse::<DeferredFilter>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// A live chain as the store would keep it.
+pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    DeferredRecord {
+        id: n(d.id),
+        parent_id: d.parent.map(n),
+        label: d.label.clone(),
+        site: d.site.clone(),
+        connection_id: d.connection.map(n),
+        service: d.service.clone(),
+        state: d.state.to_owned(),
+        created_at_ms: d.created_at_ms,
+        fired_at_ms: d.fired_at_ms,
+        current_step: d.current_step.clone(),
+        waiting_on: d.waiting_on.map(n),
+        failure: d.failure.clone(),
+        stalled: d.stalled,
+        slow: d.slow,
+        unhandled: d.unhandled,
+        leaked: d.leaked,
+    }
+}
+
+/// A live chain's steps as the store would keep them.
+pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    d.steps
+        .iter()
+        .map(|s| StepRecord {
+            deferred_id: n(d.id),
+            idx: i64::from(s.index),
+            kind: s.kind.to_owned(),
+            site: s.site.clone(),
+            started_at_us: s.at_ms * 1000 - n(s.duration_us),
+            duration_us: Some(n(s.duration_us)),
+            outcome: s.outcome.to_owned(),
+            child_id: s.child.map(n),
+        })
+        .collect()
+}
+
+fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
+    match filter {
+        None => true,
+        Some(DeferredFilter::Pending) => d.is_pending(),
+        Some(DeferredFilter::Stalled) => d.stalled,
+        Some(DeferredFilter::Failed) => d.state == "failed",
+        Some(DeferredFilter::Unhandled) => d.unhandled,
+        Some(DeferredFilter::Slow) => d.slow,
+        Some(DeferredFilter::Leaked) => d.leaked,
+    }
+}
+
+/// The Deferreds `q` asks for: pending chains live from the hub, the others (and chains
+/// flagged earlier) from history; a live chain replaces its older row.
+pub async fn deferreds(
+    state: &DashboardState,
+    q: &DeferredQuery,
+) -> Result<Page<DeferredView>, ApiError> {
+    let filter = deferred_filter(non_empty(&q.state))?;
+    let service = non_empty(&q.service);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
+    let mut rows: Vec<DeferredRecord> = state
+        .hub
+        .pending_deferreds()
+        .iter()
+        .map(deferred_record)
+        .filter(|d| matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s)))
+        .collect();
+    // A pending row in history that is not live belongs to a run that has ended.
+    if filter != Some(DeferredFilter::Pending)
+        && let Some(store) = &state.store
+    {
+        let live: std::collections::HashSet<i64> = rows.iter().map(|d| d.id).collect();
+        let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
+        let stored = store.deferreds(filter, service, want).await?;
+        rows.extend(stored.into_iter().filter(|d| !live.contains(&d.id)));
+    }
+    rows.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
+    let hidden = rows.len().saturating_sub(limit);
+    rows.truncate(limit);
+    let now = now_ms();
+    Ok(Page {
+        items: rows
+            .into_iter()
+            .map(|r| DeferredView::new(r, now))
+            .collect(),
+        hidden,
+    })
+}
+
+/// One Deferred with its steps and children: live while pending, else from history.
+pub async fn deferred(state: &DashboardState, id: i64) -> Result<Option<DeferredDetail>, ApiError> {
+    let live = u64::try_from(id).ok().and_then(|id| state.hub.deferred(id));
+    let stored = match &state.store {
+        Some(store) => store.deferred(id).await?,
+        None => None,
+    };
+    let Some(live) = live else {
+        return Ok(stored);
+    };
+    let mut children: Vec<DeferredRecord> = stored.map(|d| d.children).unwrap_or_default();
+    for child in state.hub.pending_deferreds() {
+        if child.parent == Some(live.id) && !children.iter().any(|c| c.id as u64 == child.id) {
+            children.push(deferred_record(&child));
+        }
+    }
+    Ok(Some(DeferredDetail {
+        deferred: deferred_record(&live),
+        steps: step_records(&live),
+        children,
+    }))
+}
+
+/// The Deferreds of one connection, newest first.
+pub async fn connection_deferreds(
+    state: &DashboardState,
+    id: u64,
+) -> Result<Vec<DeferredView>, ApiError> {
+    let (Some(store), Ok(id)) = (&state.store, i64::try_from(id)) else {
+        return Ok(Vec::new());
+    };
+    let now = now_ms();
+    Ok(store
+        .connection_deferreds(id, 200)
+        .await?
+        .into_iter()
+        .map(|r| DeferredView::new(r, now))
+        .collect())
+}
+
+/// A service: its configuration from history and its live figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    /// The name.
+    pub name: String,
+    /// `echo`, `http`, ... (empty when the service was never recorded).
+    pub kind: String,
+    /// The endpoints it listens on.
+    pub endpoints: Vec<String>,
+    /// Its configuration, as a JSON object.
+    pub config: serde_json::Value,
+    /// Figures now and over the last minutes.
+    pub stats: ServiceStats,
+}
+
+/// Every service, configured or seen in the metrics, by name.
+pub async fn services(state: &DashboardState) -> Result<Vec<ServiceView>, ApiError> {
+    let records: Vec<ServiceRecord> = match &state.store {
+        Some(store) => store.services().await?,
+        None => Vec::new(),
+    };
+    let mut stats = state.series.stats();
+    let mut out: Vec<ServiceView> = records
+        .into_iter()
+        .map(|r| {
+            let s = stats
+                .iter()
+                .position(|s| s.service == r.name)
+                .map(|i| stats.remove(i))
+                .unwrap_or_else(|| ServiceStats {
+                    service: r.name.clone(),
+                    ..ServiceStats::default()
+                });
+            ServiceView {
+                config: serde_json::from_str(&r.config_json).unwrap_or_default(),
+                name: r.name,
+                kind: r.kind,
+                endpoints: r.endpoints,
+                stats: s,
+            }
+        })
+        .collect();
+    out.extend(stats.into_iter().map(|s| ServiceView {
+        name: s.service.clone(),
+        kind: String::new(),
+        endpoints: Vec::new(),
+        config: serde_json::Value::Null,
+        stats: s,
+    }));
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}

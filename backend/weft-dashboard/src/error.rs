@@ -1,0 +1,61 @@
+//! [`ApiError`]: what a handler answers when it cannot; internal causes are logged once
+//! here and never sent to the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// A query parameter or path segment is malformed; the text says which and why.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such connection or Deferred.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The feature needs something this dashboard runs without (a store, a reactor).
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// The action was refused (no token and not same-origin).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// The history store failed; the cause is logged.
+    #[error("the history store could not answer")]
+    Store(#[from] weft_store::StoreError),
+}
+
+impl ApiError {
+    /// The HTTP status it maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Logs an internal cause once, at the edge.
+    pub(crate) fn log(&self) {
+        if let Self::Store(e) = self {
+            tracing::error!(error = %e, "dashboard query failed");
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body {
+    error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let error = self.to_string();
+        (self.status(), Json(Body { error })).into_response()
+    }
+}

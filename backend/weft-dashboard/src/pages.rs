@@ -1,0 +1,346 @@
+//! The HTML pages: askama templates (auto-escaped) filled from [`crate::data`].
+//!
+//! Each page renders complete on the server, so it reads without JavaScript; the scripts
+//! under `frontend/static/` then keep it live from `/ws`.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use weft_store::{DeferredDetail, StepRecord};
+
+use crate::data::{
+    self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
+};
+use crate::error::ApiError;
+use crate::fmt;
+use crate::state::DashboardState;
+
+/// The tabs of `/deferreds`, in order.
+pub(crate) const TABS: [&str; 6] = [
+    "pending",
+    "stalled",
+    "slow",
+    "failed",
+    "unhandled",
+    "leaked",
+];
+
+/// The last value of a rate series, for a page's first paint.
+pub(crate) fn last(v: &[f64]) -> String {
+    v.last().map_or_else(|| "0".into(), |x| format!("{x:.1}"))
+}
+
+/// The last value of a bytes-per-second series.
+pub(crate) fn last_bytes(v: &[f64]) -> String {
+    let n = v.last().copied().unwrap_or(0.0).max(0.0) as u64;
+    format!("{}/s", fmt::bytes(&n))
+}
+
+/// A service's configuration, indented.
+pub(crate) fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// Renders `t`, or a plain 500 (logged) if the template fails.
+fn html(t: &impl Template) -> Response {
+    match t.render() {
+        Ok(body) => Html(body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "page failed to render");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page failed to render",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    page: &'a str,
+    title: String,
+    message: String,
+}
+
+/// A page-shaped answer for an [`ApiError`].
+fn error_page(page: &str, e: ApiError) -> Response {
+    e.log();
+    let status = e.status();
+    let mut response = html(&ErrorPage {
+        page,
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        message: e.to_string(),
+    });
+    *response.status_mut() = status;
+    response
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    page: &'static str,
+    services: Vec<ServiceView>,
+}
+
+pub(crate) async fn overview(State(state): State<DashboardState>) -> Response {
+    match data::services(&state).await {
+        Ok(services) => html(&Overview {
+            page: "overview",
+            services,
+        }),
+        Err(e) => error_page("overview", e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "connections.html")]
+struct Connections {
+    page: &'static str,
+    rows: Page<ConnectionView>,
+    service_names: Vec<String>,
+    service: String,
+    state: String,
+    peer: String,
+}
+
+impl Connections {
+    fn is_service(&self, name: &str) -> bool {
+        self.service == name
+    }
+}
+
+pub(crate) async fn connections(
+    State(state): State<DashboardState>,
+    Query(q): Query<ConnectionQuery>,
+) -> Response {
+    let result = async {
+        let rows = data::connections(&state, &q).await?;
+        let service_names = data::services(&state)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        Ok::<_, ApiError>((rows, service_names))
+    };
+    match result.await {
+        Ok((rows, service_names)) => html(&Connections {
+            page: "connections",
+            rows,
+            service_names,
+            service: q.service.unwrap_or_default(),
+            state: q.state.unwrap_or_default(),
+            peer: q.peer.unwrap_or_default(),
+        }),
+        Err(e) => error_page("connections", e),
+    }
+}
+
+/// One line of a connection's timeline.
+struct Moment {
+    at_ms: i64,
+    what: String,
+    deferred: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "connection.html")]
+struct Connection {
+    page: &'static str,
+    c: ConnectionView,
+    timeline: Vec<Moment>,
+    deferreds: Vec<DeferredView>,
+}
+
+fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
+    let mut t = vec![Moment {
+        at_ms: c.opened_at_ms,
+        what: format!("opened from {}", c.peer),
+        deferred: None,
+    }];
+    for d in deferreds {
+        let r = &d.record;
+        t.push(Moment {
+            at_ms: r.created_at_ms,
+            what: format!("created at {}", r.site),
+            deferred: Some(r.id),
+        });
+        if let Some(at) = r.fired_at_ms {
+            t.push(Moment {
+                at_ms: at,
+                what: format!("fired, {}", r.state),
+                deferred: Some(r.id),
+            });
+        }
+    }
+    if let Some(at) = c.closed_at_ms {
+        t.push(Moment {
+            at_ms: at,
+            what: format!("closed ({})", c.close_reason.as_deref().unwrap_or("?")),
+            deferred: None,
+        });
+    }
+    t.sort_by_key(|m| m.at_ms);
+    t
+}
+
+pub(crate) async fn connection(
+    State(state): State<DashboardState>,
+    Path(id): Path<u64>,
+) -> Response {
+    let result = async {
+        let c = data::connection(&state, id)
+            .await?
+            .ok_or(ApiError::NotFound("connection"))?;
+        let deferreds = data::connection_deferreds(&state, id).await?;
+        Ok::<_, ApiError>((c, deferreds))
+    };
+    match result.await {
+        Ok((c, deferreds)) => html(&Connection {
+            page: "connection",
+            timeline: timeline(&c, &deferreds),
+            c,
+            deferreds,
+        }),
+        Err(e) => error_page("connection", e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "deferreds.html")]
+struct Deferreds {
+    page: &'static str,
+    tabs: [&'static str; 6],
+    tab: String,
+    service: String,
+    deferreds: Vec<DeferredView>,
+    hidden: usize,
+}
+
+impl Deferreds {
+    fn is_tab(&self, t: &str) -> bool {
+        self.tab == t
+    }
+}
+
+pub(crate) async fn deferreds(
+    State(state): State<DashboardState>,
+    Query(mut q): Query<DeferredQuery>,
+) -> Response {
+    let tab = q.state.get_or_insert_with(|| "pending".into()).clone();
+    match data::deferreds(&state, &q).await {
+        Ok(page) => html(&Deferreds {
+            page: "deferreds",
+            tabs: TABS,
+            tab,
+            service: q.service.unwrap_or_default(),
+            deferreds: page.items,
+            hidden: page.hidden,
+        }),
+        Err(e) => error_page("deferreds", e),
+    }
+}
+
+/// A step with its place on the waterfall.
+struct StepBar {
+    step: StepRecord,
+    offset_pct: String,
+    width_pct: String,
+}
+
+/// Lays steps out on one time axis from the first step's start to the last one's end.
+fn waterfall(steps: Vec<StepRecord>) -> Vec<StepBar> {
+    let start = steps.iter().map(|s| s.started_at_us).min().unwrap_or(0);
+    let end = steps
+        .iter()
+        .map(|s| s.started_at_us + s.duration_us.unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    let span = (end - start).max(1) as f64;
+    steps
+        .into_iter()
+        .map(|step| {
+            let offset = (step.started_at_us - start) as f64 / span * 100.0;
+            let width = (step.duration_us.unwrap_or(0) as f64 / span * 100.0).max(0.5);
+            StepBar {
+                offset_pct: format!("{:.2}", offset.min(99.5)),
+                width_pct: format!("{:.2}", width.min(100.0 - offset).max(0.5)),
+                step,
+            }
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "deferred.html")]
+struct Deferred {
+    page: &'static str,
+    age_ms: u64,
+    steps: Vec<StepBar>,
+    d: DeferredDetail,
+}
+
+pub(crate) async fn deferred(State(state): State<DashboardState>, Path(id): Path<i64>) -> Response {
+    match data::deferred(&state, id).await {
+        Ok(Some(mut d)) => {
+            let steps = waterfall(std::mem::take(&mut d.steps));
+            let age_ms = DeferredView::new(d.deferred.clone(), data::now_ms()).age_ms;
+            html(&Deferred {
+                page: "deferred",
+                age_ms,
+                steps,
+                d,
+            })
+        }
+        Ok(None) => error_page("deferred", ApiError::NotFound("deferred")),
+        Err(e) => error_page("deferred", e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "services.html")]
+struct Services {
+    page: &'static str,
+    services: Vec<ServiceView>,
+}
+
+pub(crate) async fn services(State(state): State<DashboardState>) -> Response {
+    match data::services(&state).await {
+        Ok(services) => html(&Services {
+            page: "services",
+            services,
+        }),
+        Err(e) => error_page("services", e),
+    }
+}
+
+/// The answer for any path no route matches.
+pub(crate) async fn not_found() -> Response {
+    error_page("none", ApiError::NotFound("page"))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub(crate) struct Login {
+    pub(crate) next: String,
+    pub(crate) failed: bool,
+}
+
+impl Login {
+    pub(crate) fn response(self, status: StatusCode) -> Response {
+        let mut r = html(&self);
+        *r.status_mut() = status;
+        r
+    }
+}
+
+/// The waterfall's offsets and widths, for tests.
+#[cfg(test)]
+pub(crate) fn tests_waterfall(steps: Vec<StepRecord>) -> Vec<(String, String)> {
+    waterfall(steps)
+        .into_iter()
+        .map(|b| (b.offset_pct, b.width_pct))
+        .collect()
+}

@@ -1,0 +1,196 @@
+//! The JSON API mirrors every view.
+
+use super::*;
+
+#[tokio::test]
+async fn metrics_are_served_in_the_text_format() {
+    let a = get(router(state()), "/metrics").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.kind.starts_with("text/plain; version=0.0.4"),
+        "{}",
+        a.kind
+    );
+    assert!(a.body.contains("# TYPE weft_reactor_lag_seconds histogram"));
+}
+
+#[tokio::test]
+async fn healthz_reports_ok_as_json() {
+    let a = get(router(state()), "/healthz").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.kind, "application/json");
+    assert_eq!(a.json()["status"], "ok");
+    assert_eq!(a.json()["open_connections"], 0);
+}
+
+#[tokio::test]
+async fn connections_merge_history_and_honour_filters_and_the_cap() {
+    let (_dir, store) = store_with(vec![
+        closed_connection(1, "echo", "10.0.0.1:5000").into(),
+        closed_connection(2, "echo", "10.0.0.2:5000").into(),
+        closed_connection(3, "proxy", "10.0.0.3:5000").into(),
+    ])
+    .await;
+    let app = router(state().with_store(store));
+    let all = get(app.clone(), "/api/connections").await.json();
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+    assert_eq!(all["items"][0]["state"], "closed");
+    assert_eq!(all["items"][0]["age_ms"], 1500);
+
+    let echo = get(
+        app.clone(),
+        "/api/connections?state=closed&service=echo&limit=1",
+    )
+    .await;
+    let echo = echo.json();
+    assert_eq!(echo["items"].as_array().unwrap().len(), 1);
+    assert_eq!(echo["items"][0]["service"], "echo");
+    assert_eq!(
+        echo["hidden"], 1,
+        "one echo connection is left out by the limit"
+    );
+
+    let peer = get(app.clone(), "/api/connections?peer=10.0.0.3")
+        .await
+        .json();
+    assert_eq!(peer["items"][0]["id"], 3);
+
+    assert_eq!(
+        get(app.clone(), "/api/connections?state=open").await.json()["items"],
+        serde_json::json!([])
+    );
+    let bad = get(app.clone(), "/api/connections?state=half").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("open, closed")
+    );
+
+    let one = get(app.clone(), "/api/connections/2").await;
+    assert_eq!(one.json()["peer"], "10.0.0.2:5000");
+    assert_eq!(
+        get(app, "/api/connections/99").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn deferreds_are_listed_by_tab_with_steps_and_children() {
+    let mut stalled = deferred(1, "paused");
+    stalled.stalled = true;
+    stalled.waiting_on = Some(2);
+    let mut child = deferred(2, "pending");
+    child.parent_id = Some(1);
+    let mut failed = deferred(3, "failed");
+    failed.failure = Some("ConnectionRefused".into());
+    failed.fired_at_ms = Some(1_250);
+    let (_dir, store) = store_with(vec![
+        stalled.into(),
+        child.into(),
+        failed.into(),
+        step(1, 0, "ok", None).into(),
+        step(1, 1, "paused", Some(2)).into(),
+    ])
+    .await;
+    let app = router(state().with_store(store));
+    let tab = |s: &'static str| {
+        let app = app.clone();
+        async move { get(app, &format!("/api/deferreds?state={s}")).await.json() }
+    };
+    let ids = |v: serde_json::Value| -> Vec<i64> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect()
+    };
+    // Pending means pending now: live chains only; these rows are from a run that ended.
+    assert_eq!(ids(tab("pending").await), Vec::<i64>::new());
+    assert_eq!(
+        ids(get(app.clone(), "/api/deferreds").await.json()),
+        vec![3, 2, 1]
+    );
+    assert_eq!(ids(tab("stalled").await), vec![1]);
+    assert_eq!(ids(tab("failed").await), vec![3]);
+    assert_eq!(tab("failed").await["items"][0]["age_ms"], 250);
+    assert_eq!(ids(tab("leaked").await), Vec::<i64>::new());
+    assert_eq!(
+        get(app.clone(), "/api/deferreds?state=lost").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let detail = get(app.clone(), "/api/deferreds/1").await.json();
+    assert_eq!(detail["site"], "src/proto.rs:42");
+    assert_eq!(detail["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(detail["steps"][1]["child_id"], 2);
+    assert_eq!(detail["children"][0]["id"], 2);
+
+    let conn = get(app, "/api/connections/7").await;
+    assert_eq!(conn.status, StatusCode::NOT_FOUND, "no such connection row");
+}
+
+#[tokio::test]
+async fn events_page_on_by_sequence_number() {
+    let events = (1..=5).map(|seq| {
+        Record::Event(weft_store::EventRecord {
+            seq,
+            at_ms: seq * 10,
+            kind: "refused".into(),
+            payload_json: format!(r#"{{"type":"refused","n":{seq}}}"#),
+        })
+    });
+    let (_dir, store) = store_with(events.collect()).await;
+    let app = router(state().with_store(store));
+    let page = get(app.clone(), "/api/events?after=2&limit=2").await.json();
+    let seqs: Vec<_> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].clone())
+        .collect();
+    assert_eq!(seqs, vec![3, 4]);
+    assert_eq!(page[0]["type"], "refused");
+    assert_eq!(page[0]["data"]["n"], 3);
+    assert_eq!(
+        get(router(state()), "/api/events").await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "without a store there are no events to page through"
+    );
+}
+
+#[tokio::test]
+async fn services_combine_configuration_and_figures() {
+    let (_dir, store) = store_with(vec![
+        weft_store::ServiceRecord {
+            name: "echo".into(),
+            kind: "echo".into(),
+            endpoints: vec!["tcp:8000".into()],
+            config_json: r#"{"max":3}"#.into(),
+        }
+        .into(),
+    ])
+    .await;
+    let a = get(router(state().with_store(store)), "/api/services")
+        .await
+        .json();
+    assert_eq!(a[0]["name"], "echo");
+    assert_eq!(a[0]["endpoints"][0], "tcp:8000");
+    assert_eq!(a[0]["config"]["max"], 3);
+    assert_eq!(a[0]["stats"]["now"]["active"], 0);
+}
+
+#[tokio::test]
+async fn static_assets_are_compiled_in() {
+    let app = router(state());
+    let js = get(app.clone(), "/static/app.js").await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(js.kind.starts_with("text/javascript"));
+    assert!(js.body.contains("import"));
+    assert_eq!(
+        get(app, "/static/nope.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+}

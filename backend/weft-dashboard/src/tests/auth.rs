@@ -1,0 +1,162 @@
+//! Who may read and who may act.
+
+use super::*;
+
+fn with_header(path: &str, name: &str, value: &str) -> Request<Body> {
+    Request::get(path)
+        .header(name, value)
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn post(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut r = Request::post(path).header(header::HOST, "127.0.0.1:9180");
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn a_token_guards_everything_but_healthz_login_and_assets() {
+    let app = router(state().with_token("s3cret"));
+    assert_eq!(
+        get(app.clone(), "/metrics").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get(app.clone(), "/api/services").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong = with_header("/metrics", "authorization", "Bearer wrong");
+    assert_eq!(
+        send(app.clone(), wrong).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let right = with_header("/metrics", "authorization", "Bearer s3cret");
+    assert_eq!(send(app.clone(), right).await.status, StatusCode::OK);
+    for open in ["/healthz", "/login", "/static/style.css"] {
+        assert_eq!(
+            get(app.clone(), open).await.status,
+            StatusCode::OK,
+            "{open}"
+        );
+    }
+    let nowhere = with_header("/nowhere", "authorization", "Bearer s3cret");
+    assert_eq!(send(app, nowhere).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_browser_without_the_token_is_sent_to_login_and_gets_a_strict_cookie() {
+    let app = router(state().with_token("s3cret"));
+    let page = get(app.clone(), "/connections?service=echo").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        page.headers[header::LOCATION],
+        "/login?next=%2Fconnections%3Fservice%3Decho"
+    );
+
+    let form = |token: &str, next: &str| {
+        Request::post("/login")
+            .header(header::HOST, "127.0.0.1:9180")
+            .header(header::ORIGIN, "http://127.0.0.1:9180")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}&next={next}")))
+            .unwrap()
+    };
+    let bad = send(app.clone(), form("nope", "%2F")).await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+    assert!(bad.body.contains("not right"));
+
+    let ok = send(app.clone(), form("s3cret", "%2Fconnections")).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers[header::LOCATION], "/connections");
+    let cookie = ok.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+
+    let with_cookie = with_header("/api/services", "cookie", "theme=dark; weft_token=s3cret");
+    assert_eq!(send(app.clone(), with_cookie).await.status, StatusCode::OK);
+
+    // Login never redirects off the dashboard.
+    let away = send(app, form("s3cret", "%2F%2Fevil.example")).await;
+    assert_eq!(away.headers[header::LOCATION], "/");
+}
+
+#[tokio::test]
+async fn actions_refuse_cross_site_requests() {
+    let app = router(state());
+    let path = "/api/connections/1/close";
+    let forged = post(path, &[("origin", "http://evil.example")]);
+    assert_eq!(
+        send(app.clone(), forged).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let anonymous = post(path, &[]);
+    assert_eq!(
+        send(app.clone(), anonymous).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // Same origin passes the check; this dashboard has no reactor to act on.
+    let own = post(path, &[("origin", "http://127.0.0.1:9180")]);
+    assert_eq!(
+        send(app.clone(), own).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let fetch = post(path, &[("sec-fetch-site", "same-origin")]);
+    assert_eq!(
+        send(app, fetch).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[test]
+fn the_bearer_token_is_enough_to_act_from_a_script() {
+    let reactor = weft::Reactor::new().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(bearer_acts(reactor.handle()));
+}
+
+async fn bearer_acts(reactor: weft::ReactorHandle) {
+    let app = router(state().with_token("s3cret").with_reactor(reactor));
+    let path = "/api/connections/12345/close";
+    let cookie_only = post(
+        path,
+        &[
+            ("cookie", "weft_token=s3cret"),
+            ("origin", "http://evil.example"),
+        ],
+    );
+    assert_eq!(
+        send(app.clone(), cookie_only).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let scripted = post(path, &[("authorization", "Bearer s3cret")]);
+    let a = send(app, scripted).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("open connection")
+    );
+}
+
+#[tokio::test]
+async fn the_live_feed_refuses_other_origins() {
+    let app = router(state());
+    let upgrade = Request::get("/ws")
+        .header(header::HOST, "127.0.0.1:9180")
+        .header(header::ORIGIN, "http://evil.example")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_VERSION, "13")
+        .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(app, upgrade).await.status, StatusCode::FORBIDDEN);
+}

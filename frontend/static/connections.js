@@ -1,0 +1,166 @@
+// The connections table (live, filtered, sortable, capped) and one connection's page.
+
+import { el, replace, text } from "./dom.js";
+import { age, bytes } from "./fmt.js";
+
+export const ROW_CAP = 500;
+
+function params() {
+  const p = new URLSearchParams(location.search);
+  return {
+    service: p.get("service") || "",
+    state: p.get("state") || "",
+    peer: p.get("peer") || "",
+    sort: p.get("sort") || "id",
+    dir: p.get("dir") || "desc",
+  };
+}
+
+export class ConnectionsView {
+  constructor() {
+    this.f = params();
+    this.open = new Map();
+    this.closed = new Map();
+    this.hiddenLive = 0;
+    this.dirty = true;
+    this.loadClosed();
+    this.wire();
+  }
+
+  wire() {
+    const form = document.getElementById("filters");
+    form?.addEventListener("input", () => this.readForm(form));
+    form?.addEventListener("change", () => this.readForm(form));
+    form?.addEventListener("submit", (ev) => { ev.preventDefault(); this.readForm(form); });
+    for (const th of document.querySelectorAll("#connections th[data-sort]")) {
+      th.addEventListener("click", () => {
+        const key = th.dataset.sort;
+        this.f.dir = this.f.sort === key && this.f.dir === "desc" ? "asc" : "desc";
+        this.f.sort = key;
+        this.pushUrl();
+      });
+    }
+  }
+
+  readForm(form) {
+    const data = new FormData(form);
+    const before = this.f.state + "|" + this.f.service;
+    for (const k of ["service", "state", "peer"]) this.f[k] = String(data.get(k) || "");
+    if (before !== this.f.state + "|" + this.f.service) this.loadClosed();
+    this.pushUrl();
+  }
+
+  // Filters and sort live in the URL, so a reload or a shared link shows the same view.
+  pushUrl() {
+    const p = new URLSearchParams();
+    for (const [k, v] of Object.entries(this.f)) {
+      if (v && !(k === "sort" && v === "id") && !(k === "dir" && v === "desc")) p.set(k, v);
+    }
+    const qs = p.toString();
+    history.replaceState(null, "", qs ? `?${qs}` : location.pathname);
+    this.dirty = true;
+    window.__weft.live?.schedule();
+  }
+
+  async loadClosed() {
+    this.closed = new Map();
+    if (this.f.state === "open") return;
+    const q = new URLSearchParams({ state: "closed", limit: String(ROW_CAP) });
+    if (this.f.service) q.set("service", this.f.service);
+    const r = await fetch(`/api/connections?${q}`);
+    if (!r.ok) return;
+    const page = await r.json();
+    for (const c of page.items) if (!this.open.has(c.id)) this.closed.set(c.id, c);
+    this.dirty = true;
+    window.__weft.live?.schedule();
+  }
+
+  snapshot(msg) {
+    this.open = new Map(msg.connections.map((c) => [c.id, { ...c, state: "open" }]));
+    this.hiddenLive = msg.connections_hidden || 0;
+    this.dirty = true;
+  }
+
+  stats(msg) { this.snapshot(msg); }
+
+  event(e) {
+    if (e.type === "connection_opened") {
+      this.open.set(e.connection.id, { ...e.connection, state: "open" });
+      this.dirty = true;
+    } else if (e.type === "connection_closed") {
+      const c = e.connection;
+      this.open.delete(c.id);
+      this.closed.set(c.id, { ...c, state: "closed", closed_at_ms: e.at_ms, close_reason: e.reason });
+      this.dirty = true;
+    }
+  }
+
+  rows() {
+    const { service, state, peer, sort, dir } = this.f;
+    let all = [];
+    if (state !== "closed") all.push(...this.open.values());
+    if (state !== "open") all.push(...this.closed.values());
+    all = all.filter((c) => (!service || c.service === service) && (!peer || c.peer.includes(peer)));
+    const sign = dir === "asc" ? 1 : -1;
+    all.sort((a, b) => {
+      const x = a[sort], y = b[sort];
+      return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sign || (b.id - a.id);
+    });
+    return all;
+  }
+
+  render() {
+    if (!this.dirty) return;
+    this.dirty = false;
+    const all = this.rows();
+    const shown = all.slice(0, ROW_CAP);
+    const body = document.querySelector("#connections tbody");
+    replace(body, shown.map(row));
+    const hidden = all.length - shown.length + this.hiddenLive;
+    text(document.getElementById("hidden-count"), hidden > 0 ? `${hidden} more not shown` : "");
+    for (const th of document.querySelectorAll("#connections th[data-sort]")) {
+      th.dataset.dir = th.dataset.sort === this.f.sort ? this.f.dir : "";
+    }
+  }
+}
+
+function row(c) {
+  const open = c.state === "open";
+  return el("tr", { "data-id": c.id, class: open ? "" : "closed" },
+    el("td", {}, el("a", { href: `/connections/${c.id}` }, c.id)),
+    el("td", {}, c.service),
+    el("td", {}, c.transport),
+    el("td", { class: "mono" }, c.peer),
+    el("td", {}, age(c.age_ms)),
+    el("td", { class: "num" }, bytes(c.bytes_in)),
+    el("td", { class: "num" }, bytes(c.bytes_out)),
+    el("td", {}, el("span", { class: `pill ${c.state}` }, open ? "open" : c.close_reason || "closed")),
+    el("td", {}, open ? el("button", { type: "button", class: "btn small", "data-action": "close", "data-id": c.id }, "Close") : null));
+}
+
+// One connection's page: counters follow the stats; the state follows its close event.
+export class ConnectionView {
+  constructor() {
+    this.id = Number(document.querySelector("[data-connection]")?.dataset.connection);
+    this.c = null;
+    this.closed = null;
+  }
+  snapshot(msg) { this.stats(msg); }
+  stats(msg) { this.c = msg.connections.find((c) => c.id === this.id) || this.c; }
+  event(e) { if (e.type === "connection_closed" && e.connection.id === this.id) this.closed = e; }
+  render() {
+    if (this.c && !this.closed) {
+      text(document.querySelector('[data-k="age_ms"]'), age(this.c.age_ms));
+      text(document.querySelector('[data-k="bytes_in"]'), bytes(this.c.bytes_in));
+      text(document.querySelector('[data-k="bytes_out"]'), bytes(this.c.bytes_out));
+      text(document.querySelector('[data-k="reads"]'), this.c.reads);
+      text(document.querySelector('[data-k="writes"]'), this.c.writes);
+    }
+    if (this.closed) {
+      const pill = document.getElementById("conn-state");
+      text(pill, `closed (${this.closed.reason})`);
+      pill.className = "pill closed";
+      document.querySelector('button[data-action="close"]')?.remove();
+    }
+  }
+}

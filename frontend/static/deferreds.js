@@ -1,0 +1,63 @@
+// The Deferred tabs: refreshed from the JSON API when the figures say something changed.
+
+import { el, replace, text } from "./dom.js";
+import { age } from "./fmt.js";
+
+const MIN_REFRESH_MS = 1000;
+
+export class DeferredsView {
+  constructor(page) {
+    this.page = page;
+    const p = new URLSearchParams(location.search);
+    this.tab = p.get("state") || "pending";
+    this.service = p.get("service") || "";
+    this.key = "";
+    this.lastFetch = 0;
+    this.rows = null;
+  }
+
+  snapshot(msg) { this.changed(msg); }
+  stats(msg) { this.changed(msg); }
+  event(e) { if (e.type.startsWith("deferred")) this.key = ""; }
+
+  // Pending and stalled counts and detections summarise the lists; refetch when they move.
+  changed(msg) {
+    const s = msg.services.map((x) => `${x.now.pending}/${x.now.stalled}`).join(",");
+    const key = `${s}|${JSON.stringify(msg.alerts.detections)}`;
+    if (key !== this.key) { this.key = key; this.stale = true; }
+  }
+
+  async render() {
+    if (this.page !== "deferreds" || !this.stale) return;
+    if (performance.now() - this.lastFetch < MIN_REFRESH_MS) {
+      setTimeout(() => window.__weft.live?.schedule(), MIN_REFRESH_MS);
+      return;
+    }
+    this.stale = false;
+    this.lastFetch = performance.now();
+    const q = new URLSearchParams({ state: this.tab, limit: "500" });
+    if (this.service) q.set("service", this.service);
+    const r = await fetch(`/api/deferreds?${q}`);
+    if (!r.ok) return;
+    const page = await r.json();
+    const body = document.querySelector("#deferreds tbody");
+    replace(body, page.items.length ? page.items.map(row) : [el("tr", { class: "empty" }, el("td", { colspan: 9 }, "None."))]);
+    text(document.getElementById("hidden-count"), page.hidden > 0 ? `${page.hidden} more not shown` : "");
+  }
+}
+
+function row(d) {
+  const pending = ["pending", "running", "paused"].includes(d.state);
+  const flags = ["stalled", "slow", "unhandled", "leaked"].filter((f) => d[f]);
+  return el("tr", { "data-id": d.id },
+    el("td", {}, el("a", { href: `/deferreds/${d.id}` }, d.id)),
+    el("td", {}, age(d.age_ms)),
+    el("td", {}, d.label || ""),
+    el("td", { class: "mono" }, d.site),
+    el("td", {}, d.service || ""),
+    el("td", {}, d.connection_id != null ? el("a", { href: `/connections/${d.connection_id}` }, d.connection_id) : ""),
+    el("td", { class: "mono" }, d.current_step || ""),
+    el("td", {}, el("span", { class: `pill ${d.state}` }, d.state),
+      ...flags.map((f) => el("span", { class: `pill ${f === "stalled" || f === "slow" ? "warn" : "bad"}` }, f))),
+    el("td", {}, pending ? el("button", { type: "button", class: "btn small", "data-action": "cancel", "data-id": d.id }, "Cancel") : null));
+}

@@ -1,0 +1,318 @@
+//! The dashboard in real headless Chromium: live connections, the close action, a stalled
+//! Deferred followed from the banner to its creation site, text from peers kept inert, no
+//! console errors, a screenshot of each page, and event-to-DOM latency and render rate.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::chrome::{Browser, artifacts};
+use crate::support::{free_port, spawn_app};
+
+/// The `stalled` example of weft-gateway, built once.
+fn stalled_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "weft-gateway", "--example", "stalled"]);
+        build.arg("--target-dir").arg(profile_dir.parent().unwrap());
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().unwrap().success(),
+            "building the example failed"
+        );
+        profile_dir.join("examples").join("stalled")
+    })
+}
+
+/// The example running with a one-second stall threshold.
+struct Stalled {
+    child: Child,
+    service: SocketAddr,
+    dashboard: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Stalled {
+    fn spawn() -> Stalled {
+        let dir = tempfile::tempdir().unwrap();
+        let (service, dashboard) = (free_port(), free_port());
+        let child = Command::new(stalled_bin())
+            .arg(service.to_string())
+            .arg(dashboard.to_string())
+            .arg(dir.path().join("history.db"))
+            .arg("1000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Stalled {
+            child,
+            service: ([127, 0, 0, 1], service).into(),
+            dashboard: ([127, 0, 0, 1], dashboard).into(),
+            _dir: dir,
+        };
+        crate::assert_eventually!(
+            TcpStream::connect(s.dashboard).is_ok(),
+            "the example serves its dashboard"
+        );
+        s
+    }
+}
+
+impl Drop for Stalled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn echo_once(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"hello\n").unwrap();
+    let mut buf = [0; 6];
+    s.read_exact(&mut buf).unwrap();
+    s
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
+/// One test: the browser session is the expensive part.
+#[test]
+fn the_dashboard_in_a_real_browser() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(dashboard_in_a_real_browser());
+}
+
+async fn dashboard_in_a_real_browser() {
+    let app = spawn_app();
+    let b = Browser::start().await;
+    let live = "return document.getElementById('live-state').textContent === 'live'";
+
+    // Overview: live, then a connection shows up in the figures.
+    b.open(app.dashboard, "/").await;
+    b.until(10, "the overview's feed is live", live).await;
+    let conn = echo_once(app.echo);
+    b.until(
+        5,
+        "the echo card counts the open connection",
+        "const c = document.querySelector('article[data-service=\"echo\"] dd[data-k=\"active\"]');
+         return !!c && c.textContent === '1'",
+    )
+    .await;
+    b.screenshot("overview").await;
+    drop(conn);
+
+    // Connections: one appears live without a reload, is closed from the page, and leaves.
+    b.open(app.dashboard, "/connections?state=open").await;
+    b.until(10, "the connections feed is live", live).await;
+    b.eval("window.__marker = 'same page'; return true").await;
+    let mut conn = echo_once(app.echo);
+    let peer = conn.local_addr().unwrap().to_string();
+    let row = format!(
+        "return [...document.querySelectorAll('#connections tbody tr')].some(r => r.textContent.includes('{peer}'))"
+    );
+    b.until(5, "the new connection's row appears", &row).await;
+    assert_eq!(
+        b.eval("return window.__marker").await,
+        "same page",
+        "no reload"
+    );
+    b.screenshot("connections").await;
+    let id = b
+        .eval(&format!(
+            "const r = [...document.querySelectorAll('#connections tbody tr')].find(r => r.textContent.includes('{peer}'));
+             return Number(r.dataset.id)"
+        ))
+        .await;
+    b.open(app.dashboard, &format!("/connections/{id}")).await;
+    b.until(10, "the detail page is live", live).await;
+    b.screenshot("connection").await;
+    b.open(app.dashboard, "/connections?state=open").await;
+    b.until(5, "the row is back", &row).await;
+    b.eval(&format!(
+        "document.querySelector('tr[data-id=\"{id}\"] button[data-action=\"close\"]').click(); return true"
+    ))
+    .await;
+    b.until(
+        5,
+        "the closed connection leaves the open list",
+        &format!("return !({})", &row[7..]),
+    )
+    .await;
+    let mut rest = Vec::new();
+    let closed = conn.read_to_end(&mut rest).map_or(true, |n| n == 0);
+    assert!(closed, "the server closed the socket");
+
+    // Event-to-DOM latency: connections opened one by one while the page watches.
+    b.eval("window.__weft.latencies = []; return true").await;
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        held.push(echo_once(app.echo));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut lat = numbers(&b.eval("return window.__weft.latencies").await);
+    lat.sort_by(f64::total_cmp);
+    assert!(
+        lat.len() >= 60,
+        "every event reached the page: {}",
+        lat.len()
+    );
+
+    // Render rate under a burst: hundreds of events a second, at most ~4 renders a second.
+    b.eval("window.__weft.renders = []; window.__weft.events = 0; return true")
+        .await;
+    let echo = app.echo;
+    let burst = tokio::task::spawn_blocking(move || {
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        while start.elapsed() < Duration::from_secs(3) {
+            drop(echo_once(echo));
+            n += 1;
+        }
+        n
+    })
+    .await
+    .unwrap();
+    let renders = numbers(&b.eval("return window.__weft.renders").await);
+    let events = b
+        .eval("return window.__weft.events")
+        .await
+        .as_f64()
+        .unwrap();
+    let span_s = (renders.last().unwrap() - renders[0]) / 1e3;
+    let rate = (renders.len() - 1) as f64 / span_s.max(1e-3);
+    println!(
+        "browser: event-to-DOM latency p50 {:.0} ms, p99 {:.0} ms over {} events; \
+         {} renders in {:.1} s ({:.1}/s) for {} events ({} connections opened and closed)",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.len(),
+        renders.len(),
+        span_s,
+        rate,
+        events,
+        burst
+    );
+    assert!(rate <= 4.5, "render rate {rate:.1}/s");
+    assert!(percentile(&lat, 0.99) < 1000.0, "p99 latency {lat:?}");
+
+    b.open(app.dashboard, "/services").await;
+    b.until(10, "the services page is live", live).await;
+    b.screenshot("services").await;
+    let errors = b.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // A stalled Deferred: the banner leads to it, its page names the creation site.
+    let stalled = Stalled::spawn();
+    b.open(stalled.dashboard, "/").await;
+    b.until(10, "the example's feed is live", live).await;
+    let mut client = TcpStream::connect(stalled.service).unwrap();
+    client
+        .write_all(b"wait\nfail <script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">\n")
+        .unwrap();
+    b.until(
+        10,
+        "the banner reports the stalled Deferred",
+        "const a = document.getElementById('banner-stalled'); return !!a && !document.getElementById('banner').hidden",
+    )
+    .await;
+    b.screenshot("overview-stalled").await;
+    b.eval("document.getElementById('banner-stalled').click(); return true")
+        .await;
+    b.until(
+        10,
+        "the stalled tab lists it",
+        "return location.search === '?state=stalled' && !!document.querySelector('#deferreds tbody tr[data-id] a')",
+    )
+    .await;
+    b.screenshot("deferreds").await;
+    b.eval("document.querySelector('#deferreds tbody tr[data-id] a').click(); return true")
+        .await;
+    b.until(
+        10,
+        "the detail page shows the creation site",
+        "const s = document.getElementById('creation-site'); return !!s && s.textContent.includes('examples/stalled.rs:')",
+    )
+    .await;
+    let label = b
+        .eval("return document.querySelector('h1 .label').textContent")
+        .await;
+    assert_eq!(
+        label, "lookup <script>alert('label')</script>",
+        "the label is text"
+    );
+    b.screenshot("deferred").await;
+
+    // The peer's failure text, on the unhandled tab and in the live feed, stays text.
+    b.open(stalled.dashboard, "/deferreds?state=unhandled")
+        .await;
+    b.until(
+        10,
+        "the unhandled failure is listed",
+        "return !!document.querySelector('#deferreds tbody tr[data-id]')",
+    )
+    .await;
+    b.eval("document.querySelector('#deferreds tbody tr[data-id] a').click(); return true")
+        .await;
+    b.until(
+        10,
+        "the failure is shown",
+        "const f = document.querySelector('pre.failure'); return !!f && f.textContent.includes('<script>')",
+    )
+    .await;
+    b.screenshot("deferred-failed").await;
+    b.open(stalled.dashboard, "/").await;
+    b.until(10, "the feed is live", live).await;
+    client
+        .write_all(b"fail <script>window.__pwned = 3</script>\n")
+        .unwrap();
+    b.until(
+        10,
+        "the live event list shows the failure as text",
+        "return [...document.querySelectorAll('#events li')].some(l => l.textContent.includes('<script>'))",
+    )
+    .await;
+    assert_eq!(
+        b.eval("return [window.__pwned ?? null, document.querySelectorAll('main script, main img').length]")
+            .await,
+        serde_json::json!([null, 0]),
+        "markup from peers and programs never runs"
+    );
+    let errors = b.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let in_page = b.eval("return window.__weft.errors").await;
+    assert_eq!(in_page, serde_json::json!([]));
+    println!("browser: screenshots in {}", artifacts().display());
+}

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod dashboard;
+
 const CONNECTIONS: usize = 64;
 const MESSAGE: usize = 64;
 const CHURN_CONCURRENCY: usize = 16;
@@ -123,36 +125,45 @@ fn load_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Request/response on 64 connections until `deadline`; every round trip's latency in ns.
+async fn echo_clients(port: u16, deadline: Instant) -> Vec<u64> {
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.set_nodelay(true).unwrap();
+            let msg = [b'm'; MESSAGE];
+            let mut back = [0u8; MESSAGE];
+            let mut latencies = Vec::with_capacity(1 << 16);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                s.write_all(&msg).await.unwrap();
+                s.read_exact(&mut back).await.unwrap();
+                latencies.push(sent.elapsed().as_nanos() as u64);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    all
+}
+
+/// The 99th percentile of sorted latencies, in microseconds.
+fn p99_us(sorted: &[u64]) -> u64 {
+    sorted.get(sorted.len() * 99 / 100).copied().unwrap_or(0) / 1000
+}
+
 /// Request/response on 64 connections; prints `messages p99_us`.
 fn load_echo(port: u16, window: Duration) {
     load_runtime().block_on(async move {
-        let deadline = Instant::now() + window;
-        let mut tasks = Vec::new();
-        for _ in 0..CONNECTIONS {
-            tasks.push(tokio::spawn(async move {
-                let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .unwrap();
-                s.set_nodelay(true).unwrap();
-                let msg = [b'm'; MESSAGE];
-                let mut back = [0u8; MESSAGE];
-                let mut latencies = Vec::with_capacity(1 << 16);
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    s.write_all(&msg).await.unwrap();
-                    s.read_exact(&mut back).await.unwrap();
-                    latencies.push(sent.elapsed().as_nanos() as u64);
-                }
-                latencies
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all.sort_unstable();
-        let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or(0);
-        println!("{} {}", all.len(), p99 / 1000);
+        let all = echo_clients(port, Instant::now() + window).await;
+        println!("{} {}", all.len(), p99_us(&all));
     });
 }
 
@@ -214,6 +225,8 @@ fn load_idle(port: u16) {
 struct Server {
     child: Child,
     port: u16,
+    /// The gateway's dashboard port.
+    dashboard: Option<u16>,
     /// The gateway's config and history file, removed on drop.
     _dir: Option<tempfile::TempDir>,
 }
@@ -269,6 +282,7 @@ impl Server {
         Self {
             child,
             port,
+            dashboard: Some(dashboard),
             _dir: Some(dir),
         }
     }
@@ -293,6 +307,7 @@ impl Server {
         Self {
             child,
             port,
+            dashboard: None,
             _dir: None,
         }
     }
@@ -334,7 +349,7 @@ impl Drop for Server {
     }
 }
 
-fn load(args: &[String]) -> String {
+pub(crate) fn load(args: &[String]) -> String {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("taskset")
         .args(["-c", "1"])
@@ -432,8 +447,11 @@ fn orchestrate(quick: bool, idle_only: bool) {
     let mut figures = vec![Figures::default(); kinds.len()];
     for r in 0..if idle_only { 0 } else { rounds } {
         eprintln!("round {}/{rounds}", r + 1);
-        for (i, kind) in kinds.iter().enumerate() {
-            round(kind, window, &mut figures[i]);
+        // Rotate the order each round: a server measured right after a churn-heavy one
+        // shares the machine with the kernel still tearing those sockets down.
+        for k in 0..kinds.len() {
+            let i = (k + r) % kinds.len();
+            round(kinds[i], window, &mut figures[i]);
         }
     }
     for (i, kind) in kinds.iter().enumerate() {
@@ -486,6 +504,9 @@ fn orchestrate(quick: bool, idle_only: bool) {
             median(&f.conns_per_s) / median(&weft.conns_per_s),
         );
     }
+    if kinds.contains(&"weft-inspected") && !idle_only {
+        dashboard::compare(window, rounds);
+    }
     println!(
         "\ntargets: weft-observed msgs/s >= 0.95 of tokio, p99 <= 1.10 of tokio, idle <= 2048 B/conn;\n\
          weft-inspected (gateway: hub, store, dashboard) msgs/s >= 0.95 of weft"
@@ -509,6 +530,7 @@ fn main() {
                 "echo" => load_echo(port, window()),
                 "churn" => load_churn(port, window()),
                 "idle" => load_idle(port),
+                "loaded" => dashboard::load(port, window(), &args[4..]),
                 other => panic!("unknown load mode {other}"),
             }
         }

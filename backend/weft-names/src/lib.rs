@@ -31,7 +31,7 @@
 //!   timeout each), answers checked against source, id and question.
 //! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
 //!   negative answers for the SOA minimum, bounded.
-//! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`Int16StringReceiver`] (the 2-byte
+//! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`weft::framing::Int16StringReceiver`] (the 2-byte
 //!   length framing of DNS over TCP), the upstream UDP port, and [`listen`] which wires
 //!   them on a reactor.
 //! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
@@ -53,5 +53,5 @@ pub use error::{NamesError, ZoneError};
 pub use forward::UpstreamLink;
 pub use metrics::{DnsMetrics, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
-pub use transport::{DnsTcp, DnsUdp, Int16StringReceiver, listen, send_int16_string};
+pub use transport::{DnsTcp, DnsUdp, listen};
 pub use zone::{Catalog, Zone, ZoneAnswer};

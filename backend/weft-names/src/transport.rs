@@ -1,5 +1,5 @@
-//! The server on the reactor: a [`DatagramProtocol`] for UDP, a 2-byte length framer
-//! and a [`Protocol`] for TCP (RFC 1035 section 4.2.2), and the UDP port upstream
+//! The server on the reactor: a [`DatagramProtocol`] for UDP, weft's 2-byte length framer
+//! and a [`weft::Protocol`] for TCP (RFC 1035 section 4.2.2), and the UDP port upstream
 //! queries go out of.
 
 use std::cell::RefCell;
@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 use weft::endpoint::ServerEndpoint;
-use weft::framing::StringHandler;
+use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
 use weft::observe::{self, CloseReason, ErrorKind};
-use weft::{Address, DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
+use weft::{Address, DatagramProtocol, DatagramTransport, Reactor, Transport, factory};
 
 use crate::error::NamesError;
 use crate::forward::UpstreamLink;
@@ -142,92 +142,6 @@ impl StringHandler for DnsTcp {
     }
 }
 
-/// Writes `data` with its 16-bit big-endian length prefix.
-///
-/// # Panics
-/// When `data` is longer than 65535 bytes.
-pub fn send_int16_string(transport: &Transport, data: &[u8]) {
-    let len = u16::try_from(data.len()).expect("a DNS message over TCP is at most 65535 bytes");
-    transport.write_sequence([&len.to_be_bytes()[..], data]);
-}
-
-/// Decodes strings prefixed by a 16-bit big-endian length, as DNS over TCP frames its
-/// messages (the 2-byte cousin of weft's `Int32StringReceiver`).
-pub struct Int16StringReceiver<H> {
-    handler: H,
-    max_length: usize,
-    buffer: Vec<u8>,
-}
-
-impl<H: StringHandler> Int16StringReceiver<H> {
-    /// The largest string a 16-bit length can announce.
-    pub const MAX_LENGTH: usize = u16::MAX as usize;
-
-    /// Strings of at most [`MAX_LENGTH`](Self::MAX_LENGTH) bytes.
-    pub fn new(handler: H) -> Self {
-        Self {
-            handler,
-            max_length: Self::MAX_LENGTH,
-            buffer: Vec::new(),
-        }
-    }
-
-    /// Closes connections announcing a string longer than `max_length` bytes.
-    pub fn max_length(mut self, max_length: usize) -> Self {
-        self.max_length = max_length;
-        self
-    }
-
-    /// The wrapped handler.
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-}
-
-impl<H: StringHandler> Protocol for Int16StringReceiver<H> {
-    fn connection_made(&mut self, transport: &Transport) {
-        self.handler.connection_made(transport);
-    }
-
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        self.buffer.extend_from_slice(data);
-        let mut at = 0;
-        while !transport.is_disconnecting() {
-            let rest = &self.buffer[at..];
-            let Some(prefix) = rest.get(..2) else { break };
-            let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
-            if len > self.max_length {
-                self.buffer = Vec::new();
-                let message = format!(
-                    "string of {len} bytes exceeds the limit of {} bytes",
-                    self.max_length
-                );
-                observe::report_error(transport.info(), ErrorKind::FrameTooLong, message.clone());
-                transport.lose_connection_with(CloseReason::Protocol(message));
-                return;
-            }
-            let Some(body) = rest.get(2..2 + len) else {
-                break;
-            };
-            self.handler.string_received(transport, body);
-            at += 2 + len;
-        }
-        if at >= self.buffer.len() {
-            self.buffer = Vec::new();
-        } else {
-            self.buffer.drain(..at);
-        }
-    }
-
-    fn connection_lost(&mut self, reason: &CloseReason) {
-        self.handler.connection_lost(reason);
-    }
-
-    fn name(&self) -> &'static str {
-        std::any::type_name::<H>()
-    }
-}
-
 /// The upstream side: the UDP ports upstream queries leave from, one per address family.
 #[derive(Default)]
 struct UdpLink {
@@ -273,41 +187,6 @@ impl DatagramProtocol for UpstreamPort {
 mod tests {
     use super::*;
     use weft::testing::StringTransport;
-
-    #[derive(Default)]
-    struct Frames(Vec<Vec<u8>>);
-
-    impl StringHandler for Frames {
-        fn string_received(&mut self, transport: &Transport, data: &[u8]) {
-            send_int16_string(transport, data);
-            self.0.push(data.to_vec());
-        }
-    }
-
-    #[test]
-    fn frames_arrive_whole_however_the_bytes_are_split() {
-        let mut wire = StringTransport::new();
-        let mut proto = Int16StringReceiver::new(Frames::default());
-        let stream = b"\x00\x03one\x00\x00\x00\x05three";
-        for byte in stream {
-            wire.receive(&mut proto, std::slice::from_ref(byte));
-        }
-        assert_eq!(proto.handler().0, [&b"one"[..], b"", b"three"]);
-        assert_eq!(wire.value(), stream);
-    }
-
-    #[test]
-    fn a_frame_over_the_limit_closes_the_connection_with_the_reason() {
-        let mut wire = StringTransport::new();
-        let mut proto = Int16StringReceiver::new(Frames::default()).max_length(512);
-        wire.receive(&mut proto, b"\x02\x01");
-        assert!(wire.disconnecting());
-        let reason = format!("{:?}", wire.close_reason());
-        assert!(
-            reason.contains("513 bytes exceeds the limit of 512"),
-            "{reason}"
-        );
-    }
 
     #[test]
     fn tcp_queries_get_framed_answers_and_garbage_closes() {

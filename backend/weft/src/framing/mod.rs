@@ -7,16 +7,20 @@
 //! and harmless.
 //!
 //! - [`LineReceiver`]: delimited lines, with a raw mode for binary bodies.
-//! - [`Int32StringReceiver`]: strings prefixed by a 32-bit big-endian length.
+//! - [`Int32StringReceiver`], [`Int16StringReceiver`]: strings prefixed by a big-endian
+//!   length, one [`PrefixedReceiver`] generic over the prefix's width.
 //! - [`NetstringReceiver`]: `len:data,` netstrings.
 
-mod int32;
 mod line;
 mod netstring;
+mod prefixed;
 
-pub use int32::{Int32StringReceiver, send_int32_string};
 pub use line::{LineContext, LineHandler, LineReceiver};
 pub use netstring::{NetstringReceiver, send_netstring};
+pub use prefixed::{
+    Int16StringReceiver, Int32StringReceiver, Prefix, PrefixedReceiver, U16Prefix, U32Prefix,
+    send_int16_string, send_int32_string, send_prefixed,
+};
 
 use crate::observe::{self, CloseReason, ErrorKind};
 use crate::transport::Transport;

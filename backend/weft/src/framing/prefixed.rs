@@ -1,0 +1,232 @@
+//! Length-prefixed strings (Twisted's `Int32StringReceiver`, `Int16StringReceiver`):
+//! one receiver, generic over the width of its big-endian length prefix.
+
+use std::marker::PhantomData;
+
+use super::{StringHandler, reject};
+use crate::observe::{CloseReason, ErrorKind};
+use crate::protocol::Protocol;
+use crate::transport::Transport;
+
+/// The width of a length prefix.
+pub trait Prefix: 'static {
+    /// Bytes in the prefix.
+    const WIDTH: usize;
+    /// The default `max_length` of a receiver with this prefix.
+    const MAX_LENGTH: usize;
+    /// Reads a length from exactly `WIDTH` bytes.
+    fn read(bytes: &[u8]) -> usize;
+    /// Writes `len`, or `None` when it does not fit.
+    fn write(len: usize) -> Option<Vec<u8>>;
+}
+
+/// A 32-bit big-endian length.
+#[derive(Debug)]
+pub struct U32Prefix;
+
+impl Prefix for U32Prefix {
+    const WIDTH: usize = 4;
+    /// Twisted's `MAX_LENGTH`.
+    const MAX_LENGTH: usize = 99_999;
+    fn read(bytes: &[u8]) -> usize {
+        u32::from_be_bytes(bytes.try_into().expect("four bytes")) as usize
+    }
+    fn write(len: usize) -> Option<Vec<u8>> {
+        u32::try_from(len).ok().map(|l| l.to_be_bytes().to_vec())
+    }
+}
+
+/// A 16-bit big-endian length (DNS over TCP frames its messages so).
+#[derive(Debug)]
+pub struct U16Prefix;
+
+impl Prefix for U16Prefix {
+    const WIDTH: usize = 2;
+    /// The largest length 16 bits can announce.
+    const MAX_LENGTH: usize = u16::MAX as usize;
+    fn read(bytes: &[u8]) -> usize {
+        usize::from(u16::from_be_bytes(bytes.try_into().expect("two bytes")))
+    }
+    fn write(len: usize) -> Option<Vec<u8>> {
+        u16::try_from(len).ok().map(|l| l.to_be_bytes().to_vec())
+    }
+}
+
+/// Decodes strings prefixed by a 32-bit big-endian length (Twisted's `Int32StringReceiver`).
+pub type Int32StringReceiver<H> = PrefixedReceiver<H, U32Prefix>;
+
+/// Decodes strings prefixed by a 16-bit big-endian length (Twisted's `Int16StringReceiver`).
+pub type Int16StringReceiver<H> = PrefixedReceiver<H, U16Prefix>;
+
+/// Writes `data` with its prefix `P` (Twisted's `sendString`).
+///
+/// # Panics
+/// When `data` is longer than the prefix can announce.
+pub fn send_prefixed<P: Prefix>(transport: &Transport, data: &[u8]) {
+    let prefix =
+        P::write(data.len()).expect("the string is longer than its length prefix can announce");
+    transport.write_sequence([&prefix[..], data]);
+}
+
+/// Writes `data` with a 32-bit big-endian length prefix.
+///
+/// # Panics
+/// When `data` is longer than `u32::MAX` bytes.
+pub fn send_int32_string(transport: &Transport, data: &[u8]) {
+    send_prefixed::<U32Prefix>(transport, data);
+}
+
+/// Writes `data` with a 16-bit big-endian length prefix.
+///
+/// # Panics
+/// When `data` is longer than 65,535 bytes.
+pub fn send_int16_string(transport: &Transport, data: &[u8]) {
+    send_prefixed::<U16Prefix>(transport, data);
+}
+
+/// Decodes strings prefixed by their length in `P`.
+pub struct PrefixedReceiver<H, P> {
+    handler: H,
+    max_length: usize,
+    buffer: Vec<u8>,
+    prefix: PhantomData<P>,
+}
+
+impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
+    /// Strings of at most `P::MAX_LENGTH` bytes.
+    pub fn new(handler: H) -> Self {
+        Self {
+            handler,
+            max_length: P::MAX_LENGTH,
+            buffer: Vec::new(),
+            prefix: PhantomData,
+        }
+    }
+
+    /// Closes connections announcing a string longer than `max_length` bytes.
+    pub fn max_length(mut self, max_length: usize) -> Self {
+        self.max_length = max_length;
+        self
+    }
+
+    /// The wrapped handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}
+
+impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
+    fn connection_made(&mut self, transport: &Transport) {
+        self.handler.connection_made(transport);
+    }
+
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+        let mut at = 0;
+        while !transport.is_disconnecting() {
+            let rest = &self.buffer[at..];
+            let Some(prefix) = rest.get(..P::WIDTH) else {
+                break;
+            };
+            let len = P::read(prefix);
+            if len > self.max_length {
+                self.buffer = Vec::new();
+                return reject(
+                    transport,
+                    ErrorKind::FrameTooLong,
+                    format!(
+                        "string of {len} bytes exceeds the limit of {} bytes",
+                        self.max_length
+                    ),
+                );
+            }
+            let Some(body) = rest.get(P::WIDTH..P::WIDTH + len) else {
+                break;
+            };
+            self.handler.string_received(transport, body);
+            at += P::WIDTH + len;
+        }
+        if at >= self.buffer.len() {
+            self.buffer = Vec::new();
+        } else {
+            self.buffer.drain(..at);
+        }
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.handler.connection_lost(reason);
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<H>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::StringTransport;
+
+    #[derive(Default)]
+    struct Strings(Vec<Vec<u8>>);
+
+    impl StringHandler for Strings {
+        fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+            send_int32_string(transport, data);
+            self.0.push(data.to_vec());
+        }
+    }
+
+    #[test]
+    fn strings_arrive_whole_however_the_bytes_are_split() {
+        let mut wire = StringTransport::new();
+        let mut proto = Int32StringReceiver::new(Strings::default());
+        let mut stream = Vec::new();
+        for s in [&b"one"[..], b"", b"three"] {
+            stream.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            stream.extend_from_slice(s);
+        }
+        for byte in &stream {
+            wire.receive(&mut proto, std::slice::from_ref(byte));
+        }
+        assert_eq!(
+            proto.handler().0,
+            [b"one".to_vec(), vec![], b"three".to_vec()]
+        );
+        assert_eq!(wire.value(), &stream[..]);
+    }
+
+    #[test]
+    fn sixteen_bit_prefixes_work_the_same_way() {
+        #[derive(Default)]
+        struct Echo16(Vec<Vec<u8>>);
+        impl StringHandler for Echo16 {
+            fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+                send_int16_string(transport, data);
+                self.0.push(data.to_vec());
+            }
+        }
+        let mut wire = StringTransport::new();
+        let mut proto = Int16StringReceiver::new(Echo16::default());
+        let stream = b"\x00\x03one\x00\x00\x00\x05three";
+        for byte in stream {
+            wire.receive(&mut proto, std::slice::from_ref(byte));
+        }
+        assert_eq!(proto.handler().0, [&b"one"[..], b"", b"three"]);
+        assert_eq!(wire.value(), stream);
+    }
+
+    #[test]
+    fn an_announced_length_over_the_limit_closes_the_connection() {
+        let mut wire = StringTransport::new();
+        let mut proto = Int32StringReceiver::new(Strings::default()).max_length(10);
+        wire.receive(&mut proto, &1000u32.to_be_bytes());
+        assert!(wire.disconnecting());
+        assert!(
+            wire.close_reason()
+                .unwrap()
+                .to_string()
+                .contains("1000 bytes exceeds the limit of 10")
+        );
+    }
+}

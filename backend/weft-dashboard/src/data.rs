@@ -274,7 +274,10 @@ pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
             idx: i64::from(s.index),
             kind: s.kind.to_owned(),
             site: s.site.clone(),
-            started_at_us: s.at_ms * 1000 - n(s.duration_us),
+            started_at_us: s
+                .at_ms
+                .saturating_mul(1000)
+                .saturating_sub(n(s.duration_us)),
             duration_us: Some(n(s.duration_us)),
             outcome: s.outcome.to_owned(),
             child_id: s.child.map(n),

@@ -9,9 +9,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Opts};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weft_store::{
-    ConnectionRecord, DeferredRecord, EventRecord, Record, StepRecord, Store, Writer,
-};
+use weft_store::{ConnectionRecord, EventRecord, Record, Store, Writer};
 use weft_telemetry::{
     ConnectionSnapshot, Consumer, DeferredSnapshot, EventKind, Hub, TelemetryEvent,
 };
@@ -83,46 +81,14 @@ pub(crate) fn connection_record(
     }
 }
 
-/// A chain's row and its steps' rows.
+/// A chain's row and its steps' rows (the conversion the dashboard shows live chains with).
 pub(crate) fn deferred_records(d: &DeferredSnapshot, out: &mut Vec<Record>) {
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    out.push(
-        DeferredRecord {
-            id: n(d.id),
-            parent_id: d.parent.map(n),
-            label: d.label.clone(),
-            site: d.site.clone(),
-            connection_id: d.connection.map(n),
-            service: d.service.clone(),
-            state: d.state.to_owned(),
-            created_at_ms: d.created_at_ms,
-            fired_at_ms: d.fired_at_ms,
-            current_step: d.current_step.clone(),
-            waiting_on: d.waiting_on.map(n),
-            failure: d.failure.clone(),
-            stalled: d.stalled,
-            slow: d.slow,
-            unhandled: d.unhandled,
-            leaked: d.leaked,
-        }
-        .into(),
+    out.push(weft_dashboard::data::deferred_record(d).into());
+    out.extend(
+        weft_dashboard::data::step_records(d)
+            .into_iter()
+            .map(Record::from),
     );
-    for step in &d.steps {
-        let duration = n(step.duration_us);
-        out.push(
-            StepRecord {
-                deferred_id: n(d.id),
-                idx: i64::from(step.index),
-                kind: step.kind.to_owned(),
-                site: step.site.clone(),
-                started_at_us: step.at_ms.saturating_mul(1000).saturating_sub(duration),
-                duration_us: Some(duration),
-                outcome: step.outcome.to_owned(),
-                child_id: step.child.map(n),
-            }
-            .into(),
-        );
-    }
 }
 
 /// Turns queued events into rows until `stop`, then drains what is queued.

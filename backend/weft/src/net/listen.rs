@@ -171,55 +171,16 @@ impl Reactor {
         parsed: &ServerEndpoint,
         factory: Rc<dyn Factory>,
     ) -> Result<ListeningPort, ListenError> {
-        let bind_err = |source| ListenError::Bind {
-            endpoint: endpoint.to_owned(),
-            source,
-        };
-        let (bound, transport, acceptor_tls) = match parsed {
-            ServerEndpoint::Tcp { addr, backlog } => (
-                Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
-                TransportKind::Tcp,
-                None,
-            ),
-            ServerEndpoint::Ssl {
-                addr,
-                backlog,
-                private_key,
-                cert,
-            } => {
-                let acceptor =
-                    tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
-                        endpoint: endpoint.to_owned(),
-                        source,
-                    })?;
-                (
-                    Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
-                    TransportKind::Tls,
-                    Some(acceptor),
-                )
-            }
-            ServerEndpoint::Unix { path, mode, .. } => (
-                Bound::Unix(bind_unix(path, *mode).map_err(bind_err)?, path.clone()),
-                TransportKind::Unix,
-                None,
-            ),
-            ServerEndpoint::Udp { .. } => {
-                return Err(ListenError::WrongKind {
-                    endpoint: endpoint.to_owned(),
-                    reason: "a udp: endpoint takes a DatagramProtocol (listen_udp)",
-                });
-            }
-        };
-        let local = match &bound {
-            Bound::Tcp(l) => Address::Ip(l.local_addr().map_err(bind_err)?),
-            Bound::Unix(_, path) => Address::Unix(Some(path.clone())),
-        };
-        let info = Arc::new(ListenerInfo {
-            service: service.into(),
-            endpoint: endpoint.to_owned(),
-            transport,
-            local,
-        });
+        let BoundListener {
+            bound,
+            tls: acceptor_tls,
+            info,
+        } = bind_stream(
+            service,
+            endpoint,
+            parsed,
+            "a udp: endpoint takes a DatagramProtocol (listen_udp)",
+        )?;
         let stop = self.listening_token().child_token();
         let port = ListeningPort {
             info: info.clone(),
@@ -239,6 +200,72 @@ impl Reactor {
         });
         Ok(port)
     }
+}
+
+/// A stream listener bound but not yet accepting.
+pub(super) struct BoundListener {
+    pub(super) bound: Bound,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) info: Arc<ListenerInfo>,
+}
+
+/// Binds a stream endpoint at once (so "address in use" surfaces at the call, naming the
+/// endpoint) and loads its TLS key and certificate; `wrong_kind` explains a `udp:` one.
+pub(super) fn bind_stream(
+    service: &str,
+    endpoint: &str,
+    parsed: &ServerEndpoint,
+    wrong_kind: &'static str,
+) -> Result<BoundListener, ListenError> {
+    let bind_err = |source| ListenError::Bind {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let (bound, transport, tls) = match parsed {
+        ServerEndpoint::Tcp { addr, backlog } => (
+            Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
+            TransportKind::Tcp,
+            None,
+        ),
+        ServerEndpoint::Ssl {
+            addr,
+            backlog,
+            private_key,
+            cert,
+        } => {
+            let acceptor = tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
+            (
+                Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
+                TransportKind::Tls,
+                Some(acceptor),
+            )
+        }
+        ServerEndpoint::Unix { path, mode, .. } => (
+            Bound::Unix(bind_unix(path, *mode).map_err(bind_err)?, path.clone()),
+            TransportKind::Unix,
+            None,
+        ),
+        _ => {
+            return Err(ListenError::WrongKind {
+                endpoint: endpoint.to_owned(),
+                reason: wrong_kind,
+            });
+        }
+    };
+    let local = match &bound {
+        Bound::Tcp(l) => Address::Ip(l.local_addr().map_err(bind_err)?),
+        Bound::Unix(_, path) => Address::Unix(Some(path.clone())),
+    };
+    let info = Arc::new(ListenerInfo {
+        service: service.into(),
+        endpoint: endpoint.to_owned(),
+        transport,
+        local,
+    });
+    Ok(BoundListener { bound, tls, info })
 }
 
 async fn accept_loop(

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{report_connect_failure, within};
-use super::listen::{Bound, ListenError, ListeningPort, bind_tcp, bind_unix};
+use super::listen::{Bound, BoundListener, ListenError, ListeningPort, bind_stream};
 use super::{ConnectError, tls};
 use crate::address::Address;
 use crate::endpoint::{ClientEndpoint, ServerEndpoint};
@@ -255,52 +255,16 @@ impl Reactor {
         F: Future<Output = ()> + 'static,
     {
         let parsed: ServerEndpoint = endpoint.parse()?;
-        let bind_err = |source| ListenError::Bind {
-            endpoint: endpoint.to_owned(),
-            source,
-        };
-        let (bound, transport, acceptor) = match &parsed {
-            ServerEndpoint::Tcp { addr, backlog } => (
-                Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
-                TransportKind::Tcp,
-                None,
-            ),
-            ServerEndpoint::Ssl {
-                addr,
-                backlog,
-                private_key,
-                cert,
-            } => {
-                let acceptor =
-                    tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
-                        endpoint: endpoint.to_owned(),
-                        source,
-                    })?;
-                let bound = Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?);
-                (bound, TransportKind::Tls, Some(acceptor))
-            }
-            ServerEndpoint::Unix { path, mode, .. } => (
-                Bound::Unix(bind_unix(path, *mode).map_err(bind_err)?, path.clone()),
-                TransportKind::Unix,
-                None,
-            ),
-            _ => {
-                return Err(ListenError::WrongKind {
-                    endpoint: endpoint.to_owned(),
-                    reason: "listen_stream needs a stream endpoint (tcp:, unix:, ssl:)",
-                });
-            }
-        };
-        let local = match &bound {
-            Bound::Tcp(l) => Address::Ip(l.local_addr().map_err(bind_err)?),
-            Bound::Unix(_, path) => Address::Unix(Some(path.clone())),
-        };
-        let info = Arc::new(ListenerInfo {
-            service: service.into(),
-            endpoint: endpoint.to_owned(),
-            transport,
-            local,
-        });
+        let BoundListener {
+            bound,
+            tls: acceptor,
+            info,
+        } = bind_stream(
+            service,
+            endpoint,
+            &parsed,
+            "listen_stream needs a stream endpoint (tcp:, unix:, ssl:)",
+        )?;
         let stop = self.listening_token().child_token();
         let port = ListeningPort::new(info.clone(), stop.clone());
         observe::emit(|| Event::ListenerStarted(&info));

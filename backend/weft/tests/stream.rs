@@ -4,10 +4,10 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{eventually, spawn_reactor};
+use support::{connect, eventually, open_ids, spawn_reactor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft::observe::RecordingObserver;
 use weft::{InspectedStream, Reactor};
@@ -33,25 +33,6 @@ fn listen_echo(reactor: &Reactor) -> SocketAddr {
         .expect("listen")
         .local_addr()
         .expect("ip listener")
-}
-
-fn open_ids(handle: &weft::ReactorHandle) -> Vec<weft::observe::ConnectionId> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    handle.call_from_thread(move || {
-        let ids = Reactor::current()
-            .connections()
-            .iter()
-            .map(|t| t.id())
-            .collect();
-        tx.send(ids).unwrap();
-    });
-    rx.recv().unwrap()
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
 }
 
 #[test]

@@ -4,11 +4,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{eventually, spawn_reactor};
+use support::{connect, eventually, open_ids, spawn_reactor};
 use weft::observe::RecordingObserver;
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
@@ -26,18 +26,6 @@ fn listen_echo(reactor: &Reactor) -> SocketAddr {
         .expect("listen")
         .local_addr()
         .expect("ip listener")
-}
-
-fn open_connections(handle: &weft::ReactorHandle) -> usize {
-    let (tx, rx) = std::sync::mpsc::channel();
-    handle.call_from_thread(move || tx.send(Reactor::current().connections().len()).unwrap());
-    rx.recv().unwrap()
-}
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
 }
 
 #[test]
@@ -131,7 +119,7 @@ fn a_protocol_writes_to_another_connection_and_from_a_timer() {
     });
     let mut alice = connect(server.value);
     let mut bob = connect(server.value);
-    eventually("both joined", || open_connections(&server.handle) == 2);
+    eventually("both joined", || open_ids(&server.handle).len() == 2);
     alice.write_all(b"hi bob").unwrap();
     let mut buf = [0u8; 6];
     bob.read_exact(&mut buf).unwrap();

@@ -71,3 +71,25 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A blocking client with a read timeout, so a broken server fails the test instead of
+/// hanging it.
+pub fn connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// The ids of the connections the reactor has open now.
+pub fn open_ids(handle: &ReactorHandle) -> Vec<weft::observe::ConnectionId> {
+    let (tx, rx) = mpsc::channel();
+    handle.call_from_thread(move || {
+        let ids = Reactor::current()
+            .connections()
+            .iter()
+            .map(|t| t.id())
+            .collect();
+        tx.send(ids).unwrap();
+    });
+    rx.recv().unwrap()
+}

@@ -5,6 +5,7 @@
 //! cargo bench -p weft --bench echo            # full run (about a minute)
 //! cargo bench -p weft --bench echo -- quick   # shorter windows
 //! cargo bench -p weft --bench echo -- idle    # only the idle-memory figure
+//! cargo bench -p weft --bench echo -- loaded  # only the comparison under dashboard load
 //! ```
 //!
 //! Each server runs in its own process pinned to core 0 (`taskset`); the load generator
@@ -430,12 +431,17 @@ fn idle_round(kind: &str, figures: &mut Figures) {
         .push(after.saturating_sub(before) as f64 / IDLE as f64);
 }
 
-fn orchestrate(quick: bool, idle_only: bool) {
-    let (window, rounds) = if quick {
+/// The measuring window and the number of rounds.
+fn windows(quick: bool) -> (Duration, usize) {
+    if quick {
         (Duration::from_secs(1), 3)
     } else {
         (Duration::from_secs(3), 5)
-    };
+    }
+}
+
+fn orchestrate(quick: bool, idle_only: bool) {
+    let (window, rounds) = windows(quick);
     let mut kinds = vec!["tokio", "weft", "weft-observed"];
     if gateway_binary().is_some() {
         kinds.push("weft-inspected");
@@ -533,6 +539,14 @@ fn main() {
                 "loaded" => dashboard::load(port, window(), &args[4..]),
                 other => panic!("unknown load mode {other}"),
             }
+        }
+        _ if args.iter().any(|a| a == "loaded") => {
+            assert!(
+                gateway_binary().is_some(),
+                "build the gateway first: cargo build --release -p weft-gateway"
+            );
+            let (window, rounds) = windows(args.iter().any(|a| a == "quick"));
+            dashboard::compare(window, rounds);
         }
         _ => orchestrate(
             args.iter().any(|a| a == "quick"),

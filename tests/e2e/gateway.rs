@@ -112,10 +112,14 @@ fn echo_metrics_health_then_sigterm_exits_zero_with_history_flushed() {
         .expect("the UDP endpoint row");
     assert_eq!((udp_row.3, udp_row.4), (8, 8));
     let (events, services): (i64, i64) = query(&app.db, async |c| {
-        let (e,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
-            .fetch_one(&mut *c)
-            .await
-            .unwrap();
+        // The log, plus the openings and closings kept in connection rows.
+        let (e,): (i64,) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events) + COUNT(opened_seq) + COUNT(closed_seq) \
+             FROM connections",
+        )
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
         let (s,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM services")
             .fetch_one(&mut *c)
             .await
@@ -159,4 +163,46 @@ fn after_kill_9_the_history_opens_clean_and_kept_the_open_connection() {
         .unwrap()
     });
     assert_eq!(closed, (1,));
+
+    // The same file, a new process: its ids and event numbers continue above the old ones,
+    // so the old rows stay as they were.
+    let last: (i64, i64) = query(&app.db, async |c| {
+        sqlx::query_as("SELECT max(id), max(closed_seq) FROM connections")
+            .fetch_one(c)
+            .await
+            .unwrap()
+    });
+    app.restart();
+    echo_tcp(app.echo, b"next run");
+    assert_eventually!(
+        query(&app.db, async |c| {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT id, closed_seq FROM connections WHERE bytes_in = 8 AND closed_seq IS NOT NULL",
+            )
+            .fetch_optional(c)
+            .await
+            .ok()
+            .flatten()
+        })
+        .is_some_and(|(id, seq)| id > last.0 && seq > last.1),
+        "the next run's connection is numbered after the old ones"
+    );
+    let old: Vec<(i64,)> = query(&app.db, async |c| {
+        sqlx::query_as("SELECT bytes_in FROM connections WHERE id <= ? ORDER BY id")
+            .bind(last.0)
+            .fetch_all(c)
+            .await
+            .unwrap()
+    });
+    assert!(old.contains(&(10,)) && old.len() >= 2, "{old:?}");
+    let events: serde_json::Value =
+        serde_json::from_str(&app.curl(&format!("/api/events?after={}", last.1)).unwrap()).unwrap();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "connection_closed" && e["data"]["connection"]["bytes_in"] == 8),
+        "{events}"
+    );
 }

@@ -104,17 +104,8 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
 "#,
         db = db.display()
     ) + &extra(dir.path());
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, config).unwrap();
-    let child = Command::new(weft_bin())
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("weft.log")).unwrap())
-        .spawn()
-        .expect("weft starts");
+    std::fs::write(dir.path().join("weft.toml"), config).unwrap();
+    let child = run_in(dir.path());
     let app = App {
         child,
         dir,
@@ -122,15 +113,53 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
         dashboard: ([127, 0, 0, 1], dashboard).into(),
         echo: ([127, 0, 0, 1], echo).into(),
     };
-    assert_eventually!(
-        app.curl("/healthz").is_some(),
-        "weft answers /healthz\n{}",
-        app.log()
-    );
+    app.wait_healthy();
     app
 }
 
+/// `weft run` with `dir`'s `weft.toml`, logging to `dir/weft.log`.
+fn run_in(dir: &Path) -> Child {
+    Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(dir.join("weft.toml"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("weft.log")).unwrap())
+        .spawn()
+        .expect("weft starts")
+}
+
 impl App {
+    fn wait_healthy(&self) {
+        assert_eventually!(
+            self.curl("/healthz").is_some(),
+            "weft answers /healthz\n{}",
+            self.log()
+        );
+    }
+
+    /// Starts the same configuration again, on the same history file, once the previous
+    /// process has exited. The ports are fresh: the old ones may have been handed to
+    /// another test since.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "stop it before restarting"
+        );
+        let path = self.dir.path().join("weft.toml");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        let (echo, dashboard) = (free_port(), free_port());
+        for (old, new) in [(self.echo.port(), echo), (self.dashboard.port(), dashboard)] {
+            config = config.replace(&format!(":{old}:"), &format!(":{new}:"));
+        }
+        std::fs::write(&path, config).unwrap();
+        self.echo.set_port(echo);
+        self.dashboard.set_port(dashboard);
+        self.child = run_in(self.dir.path());
+        self.wait_healthy();
+    }
+
     /// `curl` on the dashboard; `None` unless it answered 2xx.
     pub fn curl(&self, path: &str) -> Option<String> {
         let out = Command::new("curl")

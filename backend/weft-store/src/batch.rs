@@ -25,6 +25,10 @@ trait Insert {
     const KEY: &'static [&'static str];
     /// Whether a row with an existing key replaces the stored one (`false`: the first one stays).
     const UPSERT: bool = true;
+    /// Columns whose stored value stays when an upsert brings NULL.
+    const KEEP_IF_NULL: &'static [&'static str] = &[];
+    /// A condition on the stored row under which an upsert leaves it as it is.
+    const FINAL_WHEN: Option<&'static str> = None;
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q>;
 }
@@ -59,8 +63,13 @@ impl Insert for ConnectionRecord {
         "reads",
         "writes",
         "close_reason",
+        "close_detail",
+        "opened_seq",
+        "closed_seq",
     ];
     const KEY: &'static [&'static str] = &["id"];
+    const KEEP_IF_NULL: &'static [&'static str] = &["opened_seq", "closed_seq"];
+    const FINAL_WHEN: Option<&'static str> = Some("closed_at_ms IS NOT NULL");
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
         q.bind(self.id)
@@ -75,6 +84,9 @@ impl Insert for ConnectionRecord {
             .bind(self.reads)
             .bind(self.writes)
             .bind(self.close_reason.as_deref())
+            .bind(self.close_detail.as_deref())
+            .bind(self.opened_seq)
+            .bind(self.closed_seq)
     }
 }
 
@@ -184,10 +196,19 @@ fn insert_sql<T: Insert>(rows: usize) -> String {
         let set = T::COLUMNS
             .iter()
             .filter(|c| !T::KEY.contains(c))
-            .map(|c| format!("{c} = excluded.{c}"))
+            .map(|c| {
+                if T::KEEP_IF_NULL.contains(c) {
+                    format!("{c} = coalesce(excluded.{c}, {}.{c})", T::TABLE)
+                } else {
+                    format!("{c} = excluded.{c}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        format!("DO UPDATE SET {set}")
+        match T::FINAL_WHEN {
+            Some(stored) => format!("DO UPDATE SET {set} WHERE NOT ({}.{stored})", T::TABLE),
+            None => format!("DO UPDATE SET {set}"),
+        }
     } else {
         "DO NOTHING".to_owned()
     };

@@ -17,7 +17,8 @@ use crate::{Store, StoreError};
 pub const MAX_LIMIT: u32 = 10_000;
 
 const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, opened_at_ms, closed_at_ms, \
-     bytes_in, bytes_out, reads, writes, close_reason FROM connections";
+     bytes_in, bytes_out, reads, writes, close_reason, close_detail, opened_seq, closed_seq \
+     FROM connections";
 
 const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
      created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked \
@@ -175,6 +176,19 @@ fn connection_deferreds_sql() -> String {
 const EVENTS_AFTER_SQL: &str =
     "SELECT seq, at_ms, kind, payload_json FROM events WHERE seq > ? ORDER BY seq LIMIT ?";
 
+/// Each `max` reads one end of an index (or the rowid b-tree).
+const LAST_IDS_SQL: &str = "SELECT max(coalesce((SELECT max(id) FROM connections), 0), \
+     coalesce((SELECT max(id) FROM deferreds), 0)), \
+     max(coalesce((SELECT max(seq) FROM events), 0), \
+     coalesce((SELECT max(opened_seq) FROM connections), 0), \
+     coalesce((SELECT max(closed_seq) FROM connections), 0))";
+
+/// Connections opened (closed) after an event number, in event order: the
+/// `connection_opened` (`connection_closed`) events kept in their rows.
+fn connections_by_seq_sql(column: &str) -> String {
+    format!("{CONNECTION_COLUMNS} WHERE {column} > ? ORDER BY {column} LIMIT ?")
+}
+
 fn limit(n: u32) -> i64 {
     i64::from(n.min(MAX_LIMIT))
 }
@@ -265,13 +279,33 @@ impl Store {
             .await?)
     }
 
-    /// Events with a sequence number above `after`, in sequence order.
+    /// The highest connection or Deferred id and the highest event number the history holds
+    /// (0 when empty): a new run continues above both, so its rows never overwrite old ones.
+    pub async fn last_ids(&self) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(LAST_IDS_SQL).fetch_one(&self.pool()).await?)
+    }
+
+    /// Events with a sequence number above `after`, in sequence order: the event log, with
+    /// each connection's opening and closing rebuilt from its row (where they are kept).
     pub async fn events_after(&self, after: i64, max: u32) -> Result<Vec<EventRecord>, StoreError> {
-        Ok(sqlx::query_as(EVENTS_AFTER_SQL)
+        let n = limit(max);
+        let mut events: Vec<EventRecord> = sqlx::query_as(EVENTS_AFTER_SQL)
             .bind(after)
-            .bind(limit(max))
+            .bind(n)
             .fetch_all(&self.pool())
-            .await?)
+            .await?;
+        for (column, opened) in [("opened_seq", true), ("closed_seq", false)] {
+            let sql = sqlx::AssertSqlSafe(connections_by_seq_sql(column));
+            let rows: Vec<ConnectionRecord> = sqlx::query_as(sql)
+                .bind(after)
+                .bind(n)
+                .fetch_all(&self.pool())
+                .await?;
+            events.extend(rows.iter().filter_map(|c| c.event(opened)));
+        }
+        events.sort_unstable_by_key(|e| e.seq);
+        events.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        Ok(events)
     }
 }
 
@@ -324,6 +358,8 @@ mod tests {
             children_sql(),
             connection_deferreds_sql(),
             EVENTS_AFTER_SQL.to_owned(),
+            connections_by_seq_sql("opened_seq"),
+            connections_by_seq_sql("closed_seq"),
         ]);
         for sql in lists {
             let plan: Vec<(i64, i64, i64, String)> =

@@ -40,6 +40,8 @@ impl<'r> FromRow<'r, SqliteRow> for ServiceRecord {
 }
 
 /// One connection, upserted by `id`: written while open with fresh counters, and once more at close.
+/// A closed row is final: a later write of the same id as open (a snapshot taken just before the
+/// close but written after it) leaves it as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
 pub struct ConnectionRecord {
     /// The reactor's connection id.
@@ -66,12 +68,74 @@ pub struct ConnectionRecord {
     pub writes: i64,
     /// Why it closed (`eof`, `reset`, `timeout`, ...), once closed.
     pub close_reason: Option<String>,
+    /// The reason in words, once closed.
+    pub close_detail: Option<String>,
+    /// The number of its `connection_opened` event, when that event was recorded; a write
+    /// without one keeps the stored number.
+    pub opened_seq: Option<i64>,
+    /// The number of its `connection_closed` event, likewise.
+    pub closed_seq: Option<i64>,
 }
 
 impl ConnectionRecord {
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
         self.closed_at_ms.is_none()
+    }
+
+    /// Folds a later write of the same connection into this one, so that writing the result
+    /// leaves the same row as writing both in order (see the type's notes on upserts).
+    pub fn absorb(&mut self, newer: Self) {
+        if !self.is_open() {
+            return;
+        }
+        let (opened_seq, closed_seq) = (self.opened_seq, self.closed_seq);
+        *self = newer;
+        self.opened_seq = self.opened_seq.or(opened_seq);
+        self.closed_seq = self.closed_seq.or(closed_seq);
+    }
+
+    /// Its `connection_opened` (or `connection_closed`) event as the event log would have
+    /// kept it, when the row has that event's number.
+    pub fn event(&self, opened: bool) -> Option<EventRecord> {
+        let (seq, at_ms, kind) = if opened {
+            (self.opened_seq?, self.opened_at_ms, "connection_opened")
+        } else {
+            (self.closed_seq?, self.closed_at_ms?, "connection_closed")
+        };
+        // As it was then: nothing counted yet when it opened, the final figures at close.
+        let (age_ms, bytes_in, bytes_out, reads, writes) = if opened {
+            (0, 0, 0, 0, 0)
+        } else {
+            let age = at_ms.saturating_sub(self.opened_at_ms).max(0);
+            (age, self.bytes_in, self.bytes_out, self.reads, self.writes)
+        };
+        let mut payload = serde_json::json!({
+            "type": kind,
+            "connection": {
+                "id": self.id,
+                "service": self.service,
+                "transport": self.transport,
+                "peer": self.peer,
+                "local": self.local,
+                "opened_at_ms": self.opened_at_ms,
+                "age_ms": age_ms,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "reads": reads,
+                "writes": writes,
+            },
+        });
+        if !opened {
+            payload["reason"] = self.close_reason.clone().into();
+            payload["detail"] = self.close_detail.clone().into();
+        }
+        Some(EventRecord {
+            seq,
+            at_ms,
+            kind: kind.to_owned(),
+            payload_json: payload.to_string(),
+        })
     }
 }
 

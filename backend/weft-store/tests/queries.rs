@@ -3,7 +3,7 @@
 mod common;
 
 use common::{connection, deferred, event, open, step};
-use weft_store::{ConnectionState, DeferredFilter, ServiceRecord, StoreError};
+use weft_store::{ConnectionRecord, ConnectionState, DeferredFilter, ServiceRecord, StoreError};
 
 #[tokio::test]
 async fn services_round_trip_and_upsert_by_name() {
@@ -207,6 +207,100 @@ async fn deferreds_of_one_connection() {
         .collect();
     assert_eq!(ids, [3, 1]);
     assert!(store.connection_deferreds(42, 10).await.unwrap().is_empty());
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_closed_connection_stays_closed_when_an_older_open_snapshot_arrives_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let opened = ConnectionRecord {
+        opened_seq: Some(10),
+        ..connection(1, "echo", 1_000, None)
+    };
+    let closed = ConnectionRecord {
+        closed_seq: Some(11),
+        close_detail: Some("the peer closed the connection".into()),
+        ..connection(1, "echo", 1_000, Some(1_500))
+    };
+    // The periodic snapshot read the connection open, but is written after its close.
+    let late_snapshot = connection(1, "echo", 1_000, None);
+    for row in [opened.clone(), closed.clone(), late_snapshot.clone()] {
+        assert!(store.try_send(row));
+    }
+    store.flush().await.unwrap();
+    let stored = store.connection(1).await.unwrap().unwrap();
+    let expected = ConnectionRecord {
+        opened_seq: Some(10),
+        ..closed.clone()
+    };
+    assert_eq!(stored, expected);
+
+    // Folding the writes together first leaves the same row.
+    let mut folded = opened;
+    folded.absorb(closed);
+    folded.absorb(late_snapshot);
+    assert_eq!(folded, expected);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn connection_events_are_rebuilt_from_their_rows_in_sequence_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(store.last_ids().await.unwrap(), (0, 0));
+    let mut logged = event(12);
+    logged.kind = "slow_callback".into();
+    assert!(store.try_send(logged));
+    assert!(store.try_send(ConnectionRecord {
+        opened_seq: Some(10),
+        closed_seq: Some(13),
+        close_detail: Some("reset by peer".into()),
+        ..connection(1, "echo", 1_000, Some(1_500))
+    }));
+    assert!(store.try_send(ConnectionRecord {
+        opened_seq: Some(11),
+        ..connection(2, "echo", 1_200, None)
+    }));
+    // Written by a snapshot before its opening was recorded: no event to rebuild.
+    assert!(store.try_send(connection(3, "echo", 1_300, None)));
+    store.flush().await.unwrap();
+
+    let events = store.events_after(0, 100).await.unwrap();
+    let kinds: Vec<(i64, &str)> = events.iter().map(|e| (e.seq, e.kind.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (10, "connection_opened"),
+            (11, "connection_opened"),
+            (12, "slow_callback"),
+            (13, "connection_closed"),
+        ]
+    );
+    let closed: serde_json::Value = serde_json::from_str(&events[3].payload_json).unwrap();
+    assert_eq!(closed["type"], "connection_closed");
+    assert_eq!(closed["connection"]["id"], 1);
+    assert_eq!(closed["connection"]["peer"], "127.0.0.1:50000");
+    assert_eq!(closed["connection"]["bytes_out"], 20);
+    assert_eq!(closed["connection"]["age_ms"], 500);
+    assert_eq!(closed["reason"], "eof");
+    assert_eq!(closed["detail"], "reset by peer");
+    assert_eq!(events[3].at_ms, 1_500);
+    let opened: serde_json::Value = serde_json::from_str(&events[0].payload_json).unwrap();
+    assert_eq!(opened["connection"]["bytes_out"], 0);
+    assert_eq!(events[0].at_ms, 1_000);
+
+    assert_eq!(store.last_ids().await.unwrap(), (3, 13));
+
+    // Paging: after 11, two at a time.
+    let page: Vec<i64> = store
+        .events_after(11, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(page, [12, 13]);
     store.shutdown().await.unwrap();
 }
 

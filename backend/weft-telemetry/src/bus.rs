@@ -1,18 +1,25 @@
-//! The event bus: owned events, fanned out to consumers without ever waiting.
+//! The event bus: owned events in one bounded ring that readers pull from at their own pace.
 //!
-//! Each event gets a sequence number and a timestamp once, is wrapped in an `Arc`, and is
-//! offered to every [`Consumer`] (the store writer) and to the broadcast behind
-//! [`LiveFeed`]s (browsers). A consumer that cannot take an event at once drops it, and the
-//! hub counts the drop under `weft_events_dropped_total{consumer}`; a live subscriber that
-//! falls behind learns how many it missed, counted under `consumer="live"`.
+//! Each event gets a sequence number and a timestamp once, is wrapped in an `Arc` and
+//! appended to the ring: a short, uncontended lock on the reactor thread, and no wake-up
+//! of another thread per event. A [`Feed`] (the store writer, the dashboard's encoder)
+//! waits for the first event after it went idle, which costs one wake-up, and then takes
+//! everything published since in one go, so a busy reactor wakes each reader at most once
+//! per batch however many events it publishes.
+//!
+//! The ring keeps only what some reader has not taken yet, up to its capacity. A reader
+//! that falls further behind loses the oldest events: its next read reports how many it
+//! missed ([`Missed`]) and they are counted under `weft_events_dropped_total{consumer}`
+//! with the reader's name. The reactor never waits for a reader.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use prometheus::IntCounter;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 
 use crate::chains::DeferredSnapshot;
 use crate::live::{ConnectionSnapshot, unix_ms};
@@ -20,8 +27,8 @@ use crate::live::{ConnectionSnapshot, unix_ms};
 /// One thing that happened, in the owned form consumers keep.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TelemetryEvent {
-    /// Increases by one per event; unique across runs of a program that seeds it from the
-    /// clock (see [`Hub::with_first_seq`](crate::Hub::with_first_seq)).
+    /// Increases by one per event; unique across runs of a program that starts it above
+    /// what its history holds (see [`Hub::with_first_seq`](crate::Hub::with_first_seq)).
     pub seq: u64,
     /// When it was observed, unix milliseconds.
     pub at_ms: i64,
@@ -135,36 +142,76 @@ impl EventKind {
     }
 }
 
-/// Takes events from the bus. Called on the reactor thread: it must not block.
-pub trait Consumer: Send + Sync + 'static {
-    /// A short, fixed name: the `consumer` label of its drop counter.
-    fn name(&self) -> &'static str;
-
-    /// Takes `event` if it can at once; `false` means it was dropped.
-    fn offer(&self, event: &Arc<TelemetryEvent>) -> bool;
+/// The ring and the readers' positions in it.
+struct Ring {
+    /// Events not yet taken by every reader, oldest first.
+    events: VecDeque<Arc<TelemetryEvent>>,
+    /// The position of `events[0]`: how many events were published before it.
+    start: u64,
+    /// Each open feed's position: the next event it will take.
+    readers: HashMap<u64, u64>,
+    next_reader: u64,
+    /// A reader found nothing and is waiting: the next publish wakes it.
+    waiting: bool,
+    /// The hub is gone: nothing more will come.
+    closed: bool,
 }
 
-struct Registered {
-    consumer: Arc<dyn Consumer>,
-    dropped: IntCounter,
+impl Ring {
+    fn end(&self) -> u64 {
+        self.start + self.events.len() as u64
+    }
+
+    /// Drops events every reader has taken.
+    fn trim(&mut self) {
+        let oldest = self.readers.values().copied().min().unwrap_or(self.end());
+        let n = usize::try_from(oldest.saturating_sub(self.start)).unwrap_or(usize::MAX);
+        let n = n.min(self.events.len());
+        self.events.drain(..n);
+        self.start += n as u64;
+    }
 }
 
-/// Sequence numbers and the fan-out.
+/// What the hub and its feeds share.
+struct Shared {
+    ring: Mutex<Ring>,
+    /// How many feeds are open, read without the lock.
+    readers: AtomicUsize,
+    /// Woken when an event arrives for a waiting reader, or when the hub goes away.
+    arrived: Notify,
+    capacity: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        // Nothing panics while holding it; a poisoned ring is still a valid ring.
+        self.ring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sequence numbers and the ring.
 pub(crate) struct Bus {
     seq: AtomicU64,
-    /// Written when a consumer is added (at start-up), read per event: uncontended.
-    consumers: RwLock<Vec<Registered>>,
-    live: broadcast::Sender<Arc<TelemetryEvent>>,
-    live_dropped: IntCounter,
+    shared: Arc<Shared>,
 }
 
 impl Bus {
-    pub(crate) fn new(capacity: usize, live_dropped: IntCounter) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             seq: AtomicU64::new(1),
-            consumers: RwLock::default(),
-            live: broadcast::channel(capacity).0,
-            live_dropped,
+            shared: Arc::new(Shared {
+                ring: Mutex::new(Ring {
+                    events: VecDeque::new(),
+                    start: 0,
+                    readers: HashMap::new(),
+                    next_reader: 0,
+                    waiting: false,
+                    closed: false,
+                }),
+                readers: AtomicUsize::new(0),
+                arrived: Notify::new(),
+                capacity,
+            }),
         }
     }
 
@@ -172,78 +219,156 @@ impl Bus {
         self.seq.store(seq, Ordering::Relaxed);
     }
 
-    pub(crate) fn add(&self, consumer: Arc<dyn Consumer>, dropped: IntCounter) {
-        self.consumers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Registered { consumer, dropped });
-    }
-
     /// Whether anyone would receive an event; lets the hub skip building one.
     pub(crate) fn has_listeners(&self) -> bool {
-        self.live.receiver_count() > 0
-            || !self
-                .consumers
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
+        self.shared.readers.load(Ordering::Relaxed) > 0
     }
 
-    /// Stamps `kind` and offers it to everyone.
+    /// Stamps `kind` and appends it for every reader.
     pub(crate) fn publish(&self, kind: EventKind) {
-        let event = Arc::new(TelemetryEvent {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            at_ms: unix_ms(SystemTime::now()),
-            kind,
-        });
-        for r in self
-            .consumers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            if !r.consumer.offer(&event) {
-                r.dropped.inc();
+        let at_ms = unix_ms(SystemTime::now());
+        let wake = {
+            let mut ring = self.shared.lock();
+            if ring.readers.is_empty() {
+                return;
             }
-        }
-        if self.live.receiver_count() > 0 {
-            // Only fails when every receiver is gone in the meantime: nobody missed it.
-            let _ = self.live.send(event);
+            // Numbered under the lock, so the ring is in sequence order.
+            let event = Arc::new(TelemetryEvent {
+                seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                at_ms,
+                kind,
+            });
+            ring.events.push_back(event);
+            if ring.events.len() > self.shared.capacity {
+                // The slowest reader loses the oldest event; it learns so on its next read.
+                ring.events.pop_front();
+                ring.start += 1;
+            }
+            std::mem::take(&mut ring.waiting)
+        };
+        if wake {
+            self.shared.arrived.notify_waiters();
         }
     }
 
-    pub(crate) fn subscribe(&self) -> LiveFeed {
-        LiveFeed {
-            rx: self.live.subscribe(),
-            dropped: self.live_dropped.clone(),
+    /// A new reader, whose drops are counted on `dropped`.
+    pub(crate) fn subscribe(&self, dropped: IntCounter) -> Feed {
+        let mut ring = self.shared.lock();
+        let id = ring.next_reader;
+        ring.next_reader += 1;
+        let at = ring.end();
+        ring.readers.insert(id, at);
+        self.shared.readers.fetch_add(1, Ordering::Relaxed);
+        Feed {
+            shared: self.shared.clone(),
+            id,
+            dropped,
         }
     }
 }
 
-/// A subscriber fell behind and this many events were dropped for it.
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.arrived.notify_waiters();
+    }
+}
+
+/// A reader fell behind and this many events were dropped for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the live feed fell behind and missed {0} events")]
+#[error("the event feed fell behind and missed {0} events")]
 pub struct Missed(pub u64);
 
-/// A live subscription to the bus, for one browser.
-#[derive(Debug)]
-pub struct LiveFeed {
-    rx: broadcast::Receiver<Arc<TelemetryEvent>>,
+/// One reader of the bus (see [`Hub::subscribe`](crate::Hub::subscribe)): every event
+/// from its subscription on, in order, unless it falls more than the bus's capacity
+/// behind.
+pub struct Feed {
+    shared: Arc<Shared>,
+    id: u64,
     dropped: IntCounter,
 }
 
-impl LiveFeed {
-    /// The next event; `Err(Missed(n))` when this subscriber fell behind (the missed events
-    /// are counted), after which it continues with the oldest event still buffered.
-    /// `Ok(None)` when the hub is gone.
-    pub async fn recv(&mut self) -> Result<Option<Arc<TelemetryEvent>>, Missed> {
-        match self.rx.recv().await {
-            Ok(event) => Ok(Some(event)),
-            Err(broadcast::error::RecvError::Closed) => Ok(None),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.dropped.inc_by(n);
-                Err(Missed(n))
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").field("id", &self.id).finish()
+    }
+}
+
+impl Feed {
+    /// Moves every event published since the last read (at most `max`) into `out`, without
+    /// waiting. `Ok(0)` when there is none yet, or the hub is gone; `Err(Missed(n))` when
+    /// this reader fell behind (the missed events are counted), after which it continues
+    /// with the oldest event still kept.
+    pub fn try_recv_many(
+        &mut self,
+        out: &mut Vec<Arc<TelemetryEvent>>,
+        max: usize,
+    ) -> Result<usize, Missed> {
+        let mut ring = self.shared.lock();
+        self.take(&mut ring, out, max)
+    }
+
+    /// Like [`try_recv_many`](Self::try_recv_many), but first waits until there is at
+    /// least one event; `Ok(0)` only once the hub is gone.
+    pub async fn recv_many(
+        &mut self,
+        out: &mut Vec<Arc<TelemetryEvent>>,
+        max: usize,
+    ) -> Result<usize, Missed> {
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let mut arrived = std::pin::pin!(arrived);
+            // Registered before looking, so a publish right after the look still wakes us.
+            arrived.as_mut().enable();
+            {
+                let mut ring = self.shared.lock();
+                let n = self.take(&mut ring, out, max)?;
+                if n > 0 || ring.closed {
+                    return Ok(n);
+                }
+                ring.waiting = true;
             }
+            arrived.await;
         }
+    }
+
+    /// The next event; `Ok(None)` once the hub is gone.
+    pub async fn recv(&mut self) -> Result<Option<Arc<TelemetryEvent>>, Missed> {
+        let mut one = Vec::with_capacity(1);
+        self.recv_many(&mut one, 1).await?;
+        Ok(one.pop())
+    }
+
+    fn take(
+        &self,
+        ring: &mut Ring,
+        out: &mut Vec<Arc<TelemetryEvent>>,
+        max: usize,
+    ) -> Result<usize, Missed> {
+        let (start, end) = (ring.start, ring.end());
+        let Some(at) = ring.readers.get_mut(&self.id) else {
+            return Ok(0);
+        };
+        if *at < start {
+            let missed = start - *at;
+            *at = start;
+            self.dropped.inc_by(missed);
+            return Err(Missed(missed));
+        }
+        let from = usize::try_from(*at - start).unwrap_or(usize::MAX);
+        let n = usize::try_from(end - *at).unwrap_or(usize::MAX).min(max);
+        out.extend(ring.events.range(from..from + n).cloned());
+        *at += n as u64;
+        ring.trim();
+        Ok(n)
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        let mut ring = self.shared.lock();
+        ring.readers.remove(&self.id);
+        self.shared.readers.fetch_sub(1, Ordering::Relaxed);
+        ring.trim();
     }
 }

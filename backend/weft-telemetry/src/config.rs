@@ -1,4 +1,4 @@
-//! How the hub behaves: detector thresholds, the sample rate, the live feed's capacity.
+//! How the hub behaves: detector thresholds, the sample rate, the bus's capacity.
 
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ pub struct HubConfig {
     /// The fraction (0.0 to 1.0) of successful Deferred chains kept in history; stalled,
     /// slow, failed, unhandled and leaked chains are always kept.
     pub sample: f64,
-    /// Events the live feed buffers per subscriber before a slow one starts missing them.
-    pub live_capacity: usize,
+    /// Events the bus keeps for its slowest reader before that reader starts missing them.
+    pub bus_capacity: usize,
 }
 
 impl Default for HubConfig {
@@ -23,7 +23,7 @@ impl Default for HubConfig {
             stall_after: Duration::from_secs(5),
             slow_callback: Duration::from_millis(100),
             sample: 0.1,
-            live_capacity: 4096,
+            bus_capacity: 65_536,
         }
     }
 }
@@ -37,9 +37,9 @@ impl HubConfig {
                 self.sample
             )));
         }
-        if self.live_capacity == 0 {
+        if self.bus_capacity == 0 {
             return Err(TelemetryError::Config(
-                "live_capacity must be at least 1".into(),
+                "bus_capacity must be at least 1".into(),
             ));
         }
         if self.slow_callback.is_zero() || self.stall_after.is_zero() {

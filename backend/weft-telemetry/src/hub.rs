@@ -6,7 +6,7 @@ use prometheus::Registry;
 use weft::Reactor;
 use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
 
-use crate::bus::{Bus, Consumer, EventKind, LiveFeed};
+use crate::bus::{Bus, EventKind, Feed};
 use crate::config::{HubConfig, TelemetryError};
 use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
@@ -44,7 +44,7 @@ impl Hub {
             .registry()
             .register(Box::new(ByteCollector::new(live.clone())?))?;
         let deferreds = DeferredTracker::new(metrics.registry(), config.sample, live.clone())?;
-        let bus = Bus::new(config.live_capacity, metrics.dropped("live"));
+        let bus = Bus::new(config.bus_capacity);
         Ok(Arc::new(Self {
             config,
             metrics,
@@ -55,8 +55,8 @@ impl Hub {
         }))
     }
 
-    /// Starts event sequence numbers at `seq` (for example the clock in microseconds, so
-    /// numbers keep increasing across restarts that share one history file).
+    /// Starts event sequence numbers at `seq` (for example one above the highest number a
+    /// history file holds, so numbers keep increasing across restarts that share it).
     pub fn with_first_seq(self: Arc<Self>, seq: u64) -> Arc<Self> {
         self.bus.set_first_seq(seq);
         self
@@ -116,15 +116,10 @@ impl Hub {
         &self.deferreds
     }
 
-    /// Adds a consumer of every event; its drops are counted under its name.
-    pub fn add_consumer(&self, consumer: Arc<dyn Consumer>) {
-        let dropped = self.metrics.dropped(consumer.name());
-        self.bus.add(consumer, dropped);
-    }
-
-    /// A live subscription to events from now on.
-    pub fn subscribe(&self) -> LiveFeed {
-        self.bus.subscribe()
+    /// A reader of every event from now on. `name` is a short, fixed label: events this
+    /// reader loses by falling behind are counted under `weft_events_dropped_total{consumer}`.
+    pub fn subscribe(&self, name: &'static str) -> Feed {
+        self.bus.subscribe(self.metrics.dropped(name))
     }
 
     fn publish(&self, kind: impl FnOnce() -> EventKind) {

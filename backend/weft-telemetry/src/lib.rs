@@ -19,15 +19,15 @@
 //! # Layout
 //!
 //! - [`hub`]: [`Hub`], the [`Observer`](weft::observe::Observer) the reactor calls; it routes each
-//!   event to the modules below and never blocks (atomics, short map updates, `try_send`).
+//!   event to the modules below and never blocks (atomics, short map updates, an append).
 //! - [`metrics`]: the Prometheus families on an owned registry, with labelled handles resolved
 //!   once per service and cached.
 //! - [`live`]: the registry of open connections and the byte totals of closed ones; the
 //!   byte counters are derived from it at scrape time by a custom collector, so the data path
 //!   does nothing for them.
-//! - [`bus`]: [`TelemetryEvent`], the owned form of an event, and the fan-out to consumers
-//!   (the store writer through [`Consumer`], browsers through a broadcast [`LiveFeed`]); drops
-//!   are counted per consumer.
+//! - [`bus`]: [`TelemetryEvent`], the owned form of an event, and the bounded ring that
+//!   readers (the store writer, the dashboard's encoder) pull batches from through a
+//!   [`Feed`]; events a slow reader loses are counted per reader.
 //! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
@@ -44,7 +44,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 
-pub use bus::{Consumer, EventKind, LiveFeed, Missed, TelemetryEvent};
+pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
 pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;

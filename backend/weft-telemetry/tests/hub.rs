@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weft::{DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
-use weft_telemetry::{Consumer, EventKind, Hub, HubConfig, TelemetryEvent};
+use weft_telemetry::{EventKind, Feed, Hub, HubConfig, TelemetryEvent};
 
 struct Echo;
 
@@ -249,39 +249,18 @@ fn refusals_errors_and_slow_callbacks_are_counted() {
     });
 }
 
-#[derive(Default)]
-struct Recorder {
-    events: Mutex<Vec<Arc<TelemetryEvent>>>,
-}
-
-impl Consumer for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
-    fn offer(&self, event: &Arc<TelemetryEvent>) -> bool {
-        self.events.lock().unwrap().push(event.clone());
-        true
-    }
-}
-
-struct Full;
-
-impl Consumer for Full {
-    fn name(&self) -> &'static str {
-        "full"
-    }
-    fn offer(&self, _: &Arc<TelemetryEvent>) -> bool {
-        false
-    }
+/// Everything `feed` holds now.
+fn drain(feed: &mut Feed) -> Vec<Arc<TelemetryEvent>> {
+    let mut out = Vec::new();
+    while feed.try_recv_many(&mut out, usize::MAX).unwrap() > 0 {}
+    out
 }
 
 #[test]
-fn consumers_get_every_event_in_order_and_drops_are_counted_per_consumer() {
+fn feeds_get_every_event_in_order_without_drops() {
     let reactor = Reactor::new().unwrap();
     let hub = hub_on(&reactor).with_first_seq(1000);
-    let recorder = Arc::new(Recorder::default());
-    hub.add_consumer(recorder.clone());
-    hub.add_consumer(Arc::new(Full));
+    let mut feed = hub.subscribe("recorder");
     let port = reactor
         .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
         .unwrap();
@@ -295,7 +274,7 @@ fn consumers_get_every_event_in_order_and_drops_are_counted_per_consumer() {
         drop(s);
         wait_until("the close", || h.open_connections() == 0);
     });
-    let events = recorder.events.lock().unwrap().clone();
+    let events = drain(&mut feed);
     let kinds: Vec<_> = events.iter().map(|e| e.kind.name()).collect();
     // The listener's stop may or may not be reported before `run` returns.
     assert_eq!(
@@ -316,15 +295,9 @@ fn consumers_get_every_event_in_order_and_drops_are_counted_per_consumer() {
     let json = serde_json::to_value(&*events[1]).unwrap();
     assert_eq!(json["type"], "connection_opened");
     assert_eq!(json["connection"]["service"], "echo");
-
-    let text = hub.encode_metrics();
-    assert_eq!(
-        sample(&text, "weft_events_dropped_total", &[("consumer", "full")]),
-        Some(events.len() as f64)
-    );
     assert_eq!(
         sample(
-            &text,
+            &hub.encode_metrics(),
             "weft_events_dropped_total",
             &[("consumer", "recorder")]
         ),
@@ -333,13 +306,13 @@ fn consumers_get_every_event_in_order_and_drops_are_counted_per_consumer() {
 }
 
 #[test]
-fn a_lagging_live_subscriber_is_told_what_it_missed_and_it_is_counted() {
+fn a_lagging_reader_is_told_what_it_missed_and_it_is_counted() {
     let reactor = Reactor::new().unwrap();
     let mut config = HubConfig::default();
-    config.live_capacity = 2;
+    config.bus_capacity = 2;
     let hub = Hub::new(config).unwrap();
     hub.install(&reactor);
-    let mut feed = hub.subscribe();
+    let mut feed = hub.subscribe("live");
     let port = reactor
         .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
         .unwrap();
@@ -367,7 +340,7 @@ fn a_lagging_live_subscriber_is_told_what_it_missed_and_it_is_counted() {
     rt.block_on(async {
         // A listener start, 3 opens, 3 closes (and perhaps a listener stop); room for 2.
         let Err(weft_telemetry::Missed(missed)) = feed.recv().await else {
-            panic!("the subscriber should have fallen behind");
+            panic!("the reader should have fallen behind");
         };
         assert!(missed >= 5, "missed {missed}");
         assert!(feed.recv().await.unwrap().is_some());
@@ -378,6 +351,62 @@ fn a_lagging_live_subscriber_is_told_what_it_missed_and_it_is_counted() {
             Some(missed as f64)
         );
     });
+}
+
+#[test]
+fn a_waiting_reader_wakes_for_events_from_the_reactor_thread() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("waiting");
+    let port = reactor
+        .listen_as("echo", "tcp:0:interface=127.0.0.1", factory(|| Echo))
+        .unwrap();
+    let addr = port.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut kinds = Vec::new();
+            let mut batch = Vec::new();
+            while kinds.len() < 3 {
+                batch.clear();
+                assert!(feed.recv_many(&mut batch, usize::MAX).await.unwrap() > 0);
+                kinds.extend(batch.iter().map(|e| e.kind.name()));
+            }
+            (kinds, feed)
+        })
+    });
+    run_with_client(&reactor, move || {
+        drop(TcpStream::connect(addr).unwrap());
+        wait_until("the reader to see the opening and the closing", || {
+            reader.is_finished()
+        });
+        let (kinds, mut feed) = reader.join().unwrap();
+        assert_eq!(
+            kinds[..3],
+            ["listener_started", "connection_opened", "connection_closed"]
+        );
+        // Taken: nothing more is kept for a reader that is up to date.
+        assert_eq!(feed.try_recv_many(&mut Vec::new(), usize::MAX), Ok(0));
+    });
+}
+
+#[test]
+fn a_waiting_feed_ends_when_the_hub_is_gone() {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    let mut feed = hub.subscribe("orphan");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let ended = rt.block_on(async {
+        let waiting = tokio::spawn(async move { feed.recv_many(&mut Vec::new(), 1).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(hub);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await
+    });
+    assert_eq!(ended.expect("the feed should end").unwrap(), Ok(0));
 }
 
 /// `promtool check metrics` on real output. Fails (never skips) without promtool:
@@ -452,8 +481,7 @@ fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
     config.sample = 0.0;
     let hub = Hub::new(config).unwrap();
     hub.install(&reactor);
-    let recorder = Arc::new(Recorder::default());
-    hub.add_consumer(recorder.clone());
+    let mut feed = hub.subscribe("recorder");
     let clock = weft::testing::Clock::fake();
     let _clock = clock.install();
 
@@ -512,7 +540,7 @@ fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
     let failed = weft::defer::Deferred::<u8>::fail(weft::defer::Failure::msg("upstream refused"));
     drop(failed);
 
-    let events = recorder.events.lock().unwrap();
+    let events = drain(&mut feed);
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "deferred_detected").count(),

@@ -1,18 +1,26 @@
 //! The live feed behind `/ws`.
 //!
-//! One encoder ([`encode`]) subscribes to the hub, batches events for a few milliseconds
-//! and serializes each batch once into a [`Frame`]; the sampler adds a `stats` frame each
+//! One encoder ([`encode`]) reads the hub's bus, gathers events for [`BATCH`] and
+//! serializes each batch once into a [`Frame`]; the sampler adds a `stats` frame each
 //! second. Frames go out on a broadcast ([`Fanout`]) with room for [`FRAMES`] frames per
-//! client: that ring is each client's bounded queue. A client that falls further behind
-//! (a slow browser, a full socket) never slows the encoder or the hub: it is told how
-//! many events it missed and gets a fresh snapshot ([`session`]).
+//! client: that ring is each client's bounded queue, and every client sends the same
+//! shared bytes. A client that falls further behind (a slow browser, a full socket) never
+//! slows the encoder or the hub: it is told how many events it missed and gets a fresh
+//! snapshot ([`session`]).
+//!
+//! A frame is a delta, so a connection that opens and closes within one frame is sent
+//! once, as its `connection_closed`: that event carries everything the opening did (id,
+//! service, peer, local address, when it opened) plus its final counters. Under heavy
+//! churn this halves what every client receives, and the page would never have drawn the
+//! connection as open anyway.
 //!
 //! Messages, each a JSON object with a `type`:
 //! - `snapshot`: `seq` (the last event it includes), `connections` (open ones, newest
 //!   first, capped, with `connections_hidden`), `services` (figures with their last
 //!   minutes), `alerts` (detections and drops since start).
 //! - `events`: `events`, each a telemetry event with its own `seq`, `at_ms` and `type`
-//!   (`connection_opened`, `connection_closed`, ...).
+//!   (`connection_opened`, `connection_closed`, ...), in sequence order; `seq` may skip
+//!   the openings folded into a closing.
 //! - `stats`: once a second, `services` with their latest point, `alerts`, and the open
 //!   `connections` with fresh counters.
 //! - `lagged`: `missed` events were not delivered; a `snapshot` follows.
@@ -20,14 +28,16 @@
 pub mod session;
 mod ws;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
-use weft_telemetry::{Hub, Missed, TelemetryEvent};
+use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent};
 
 use crate::data::{ConnectionView, now_ms};
 use crate::series::{Alerts, Series, ServiceStats};
@@ -37,8 +47,10 @@ pub(crate) use ws::ws;
 /// Frames buffered per client before it is resynced.
 pub const FRAMES: usize = 256;
 
-/// How long the encoder gathers events into one frame.
-pub const BATCH: Duration = Duration::from_millis(20);
+/// How long the encoder gathers events into one frame. Pages draw at most four times a
+/// second, so this adds little to what a person sees, and it bounds the frames each client
+/// is sent to twenty a second however busy the hub is.
+pub const BATCH: Duration = Duration::from_millis(50);
 
 /// Events in one frame at most; a busier window is split.
 const MAX_BATCH: usize = 1000;
@@ -65,8 +77,8 @@ pub enum FrameKind {
 pub struct Frame {
     /// What it is.
     pub kind: FrameKind,
-    /// The JSON text sent as is.
-    pub json: Arc<str>,
+    /// The JSON text sent as is; cloning it shares the bytes.
+    pub json: Utf8Bytes,
 }
 
 /// The broadcast of frames and the last event number encoded.
@@ -115,7 +127,7 @@ impl Fanout {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Message<'a> {
     Events {
-        events: &'a [Arc<TelemetryEvent>],
+        events: &'a [&'a TelemetryEvent],
     },
     Lagged {
         missed: u64,
@@ -137,14 +149,14 @@ enum Message<'a> {
     },
 }
 
-fn to_json(m: &Message<'_>) -> Arc<str> {
+fn to_json(m: &Message<'_>) -> Utf8Bytes {
     serde_json::to_string(m)
         .unwrap_or_else(|_| r#"{"type":"error"}"#.into())
         .into()
 }
 
 /// The `lagged` message for `missed` events.
-pub fn lagged(missed: u64) -> Arc<str> {
+pub fn lagged(missed: u64) -> Utf8Bytes {
     to_json(&Message::Lagged { missed })
 }
 
@@ -162,7 +174,7 @@ fn open_connections(hub: &Hub) -> (Vec<ConnectionView>, usize) {
 }
 
 /// The state of everything now, as the first message a client gets.
-pub fn snapshot(hub: &Hub, series: &Series, seq: u64) -> Arc<str> {
+pub fn snapshot(hub: &Hub, series: &Series, seq: u64) -> Utf8Bytes {
     let (connections, connections_hidden) = open_connections(hub);
     to_json(&Message::Snapshot {
         seq,
@@ -217,9 +229,31 @@ pub async fn sample(hub: Arc<Hub>, series: Arc<Series>, fanout: Arc<Fanout>, eve
     }
 }
 
-/// Encodes the hub's events into frames until the hub goes away.
+/// The events of `batch` a client needs: all of them, except the opening of a connection
+/// whose closing is in the same batch.
+fn deltas(batch: &[Arc<TelemetryEvent>]) -> Vec<&TelemetryEvent> {
+    let closed: HashSet<u64> = batch
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ConnectionClosed { connection, .. } => Some(connection.id),
+            _ => None,
+        })
+        .collect();
+    batch
+        .iter()
+        .filter(|e| match &e.kind {
+            EventKind::ConnectionOpened { connection } => !closed.contains(&connection.id),
+            _ => true,
+        })
+        .map(|e| &**e)
+        .collect()
+}
+
+/// Encodes the hub's events into frames until the hub goes away. It reads the bus as
+/// `live`: woken by the first event of a batch, it lets the rest gather for [`BATCH`] and
+/// takes them all at once, so a busy hub costs one wake-up per frame, not per event.
 pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
-    let mut feed = hub.subscribe();
+    let mut feed = hub.subscribe("live");
     drop(hub);
     let mut batch: Vec<Arc<TelemetryEvent>> = Vec::new();
     let flush = |batch: &mut Vec<Arc<TelemetryEvent>>| {
@@ -227,9 +261,11 @@ pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
         let last_seq = last.seq;
         // Nobody to read it: skip the encoding, keep the count.
         let json = if fanout.clients() > 0 {
-            to_json(&Message::Events { events: batch })
+            to_json(&Message::Events {
+                events: &deltas(batch),
+            })
         } else {
-            Arc::from("")
+            Utf8Bytes::default()
         };
         fanout.publish(Frame {
             kind: FrameKind::Events { last_seq },
@@ -237,34 +273,32 @@ pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
         });
         batch.clear();
     };
+    let missed = |batch: &mut Vec<Arc<TelemetryEvent>>, n: u64| {
+        flush(batch);
+        fanout.publish(Frame {
+            kind: FrameKind::Resync(n),
+            json: lagged(n),
+        });
+    };
     loop {
-        // Wait for the first event of a batch, then gather for at most `BATCH`.
-        let first = feed.recv().await;
-        let deadline = tokio::time::Instant::now() + BATCH;
-        let mut next = first;
-        loop {
-            match next {
-                Ok(Some(event)) => {
-                    batch.push(event);
-                    if batch.len() >= MAX_BATCH {
-                        flush(&mut batch);
-                    }
-                }
-                Ok(None) => {
-                    flush(&mut batch);
-                    return;
-                }
-                Err(Missed(n)) => {
-                    flush(&mut batch);
-                    fanout.publish(Frame {
-                        kind: FrameKind::Resync(n),
-                        json: lagged(n),
-                    });
-                }
+        match feed.recv_many(&mut batch, MAX_BATCH).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(Missed(n)) => {
+                missed(&mut batch, n);
+                continue;
             }
-            match tokio::time::timeout_at(deadline, feed.recv()).await {
-                Ok(r) => next = r,
-                Err(_) => break,
+        }
+        tokio::time::sleep(BATCH).await;
+        loop {
+            if batch.len() >= MAX_BATCH {
+                flush(&mut batch);
+            }
+            let room = MAX_BATCH - batch.len();
+            match feed.try_recv_many(&mut batch, room) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(Missed(n)) => missed(&mut batch, n),
             }
         }
         flush(&mut batch);
@@ -283,5 +317,63 @@ pub async fn run(
         () = sample(hub.clone(), series, fanout.clone(), Duration::from_secs(1)) => {}
         () = encode(hub, fanout) => {}
         () = stop => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_telemetry::ConnectionSnapshot;
+
+    use super::*;
+
+    fn connection(id: u64) -> ConnectionSnapshot {
+        ConnectionSnapshot {
+            id,
+            service: "echo".into(),
+            transport: "tcp",
+            peer: "127.0.0.1:5000".into(),
+            local: "127.0.0.1:8000".into(),
+            opened_at_ms: 1,
+            age_ms: 0,
+            idle_ms: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            reads: 0,
+            writes: 0,
+        }
+    }
+
+    fn event(seq: u64, kind: EventKind) -> Arc<TelemetryEvent> {
+        Arc::new(TelemetryEvent {
+            seq,
+            at_ms: 1,
+            kind,
+        })
+    }
+
+    #[test]
+    fn an_opening_closed_in_the_same_frame_is_sent_only_as_the_closing() {
+        let opened = |seq, id| {
+            event(
+                seq,
+                EventKind::ConnectionOpened {
+                    connection: connection(id),
+                },
+            )
+        };
+        let closed = |seq, id| {
+            event(
+                seq,
+                EventKind::ConnectionClosed {
+                    connection: connection(id),
+                    reason: "done",
+                    detail: "closed cleanly".into(),
+                },
+            )
+        };
+        // 1 opened before this frame and closes in it; 2 opens and closes; 3 stays open.
+        let batch = [opened(10, 2), opened(11, 3), closed(12, 1), closed(13, 2)];
+        let sent: Vec<u64> = deltas(&batch).iter().map(|e| e.seq).collect();
+        assert_eq!(sent, [11, 12, 13]);
     }
 }

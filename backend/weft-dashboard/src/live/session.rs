@@ -1,8 +1,7 @@
 //! One `/ws` client, over any `Sink` of text and `Stream` of incoming messages, so it is
 //! tested without a socket.
 
-use std::sync::Arc;
-
+use axum::extract::ws::Utf8Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -29,9 +28,9 @@ pub async fn serve<S, R, F>(
     mut frames: broadcast::Receiver<Frame>,
     snapshot: F,
 ) where
-    S: Sink<Arc<str>> + Unpin,
+    S: Sink<Utf8Bytes> + Unpin,
     R: Stream<Item = Incoming> + Unpin,
-    F: Fn(u64) -> Arc<str>,
+    F: Fn(u64) -> Utf8Bytes,
 {
     // Events up to `delivered` are in what the client has (a snapshot or a frame).
     let mut delivered = fanout.last_seq();
@@ -87,8 +86,8 @@ pub async fn serve<S, R, F>(
 
 async fn resync<S, F>(sink: &mut S, missed: u64, seq: u64, snapshot: &F) -> Result<(), S::Error>
 where
-    S: Sink<Arc<str>> + Unpin,
-    F: Fn(u64) -> Arc<str>,
+    S: Sink<Utf8Bytes> + Unpin,
+    F: Fn(u64) -> Utf8Bytes,
 {
     sink.send(lagged(missed)).await?;
     sink.send(snapshot(seq)).await

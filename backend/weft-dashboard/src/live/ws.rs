@@ -1,10 +1,8 @@
 //! `GET /ws`: the upgrade, the origin check, and the adapter from axum's socket to
 //! [`session::serve`](super::session::serve).
 
-use std::sync::Arc;
-
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -12,6 +10,9 @@ use futures_util::{SinkExt, StreamExt};
 use super::session::{Incoming, serve};
 use crate::error::ApiError;
 use crate::state::DashboardState;
+
+/// Bytes read from a page's socket at a time.
+const READ_BUFFER: usize = 4096;
 
 pub(crate) async fn ws(
     State(state): State<DashboardState>,
@@ -26,15 +27,19 @@ pub(crate) async fn ws(
             .into_response();
     }
     match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| client(socket, state)),
+        // Pages send nothing but pings and the close: a small read buffer, which is
+        // zeroed on every read, keeps each wake-up cheap.
+        Ok(upgrade) => upgrade
+            .read_buffer_size(READ_BUFFER)
+            .on_upgrade(move |socket| client(socket, state)),
         Err(rejection) => rejection.into_response(),
     }
 }
 
 async fn client(socket: WebSocket, state: DashboardState) {
     let (sink, stream) = socket.split();
-    let sink = sink
-        .with(|text: Arc<str>| async move { Ok::<_, axum::Error>(Message::Text((&*text).into())) });
+    let sink =
+        sink.with(|text: Utf8Bytes| async move { Ok::<_, axum::Error>(Message::Text(text)) });
     let incoming = stream.map(|m| match m {
         Ok(Message::Close(_)) | Err(_) => Incoming::Close,
         Ok(_) => Incoming::Other,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 
@@ -17,22 +18,22 @@ fn events(seq: u64) -> Frame {
     }
 }
 
-fn snapshot(seq: u64) -> Arc<str> {
+fn snapshot(seq: u64) -> Utf8Bytes {
     format!(r#"{{"type":"snapshot","seq":{seq}}}"#).into()
 }
 
-async fn next(rx: &mut mpsc::Receiver<Arc<str>>) -> serde_json::Value {
+async fn next(rx: &mut mpsc::Receiver<Utf8Bytes>) -> serde_json::Value {
     let text = tokio::time::timeout(Duration::from_secs(5), rx.next())
         .await
         .expect("a message in time")
         .expect("the session is still sending");
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(text.as_str()).unwrap()
 }
 
 /// A session on its own task; the returned sender closes the client when dropped.
 fn start(
     fanout: &Arc<Fanout>,
-    sink: mpsc::Sender<Arc<str>>,
+    sink: mpsc::Sender<Utf8Bytes>,
 ) -> (mpsc::UnboundedSender<Incoming>, tokio::task::JoinHandle<()>) {
     let (client, incoming) = mpsc::unbounded();
     let frames = fanout.subscribe();

@@ -82,6 +82,9 @@ fn closed_connection(id: i64, service: &str, peer: &str) -> ConnectionRecord {
         reads: 1,
         writes: 1,
         close_reason: Some("done".into()),
+        close_detail: None,
+        opened_seq: None,
+        closed_seq: None,
     }
 }
 

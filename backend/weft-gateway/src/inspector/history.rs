@@ -1,61 +1,72 @@
 //! Between the hub and the store: events become rows off the reactor thread, open
 //! connections are written about once a second, and the store's counters become metrics.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Opts};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft_store::{ConnectionRecord, EventRecord, Record, Store, Writer};
-use weft_telemetry::{
-    ConnectionSnapshot, Consumer, DeferredSnapshot, EventKind, Hub, TelemetryEvent,
-};
+use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub, TelemetryEvent};
 
-/// The hub's consumer named `store`: hands events to [`convert`] through a bounded queue,
-/// so the reactor thread never serializes JSON or touches the store.
-pub(crate) struct StoreConsumer {
-    pub(crate) tx: mpsc::Sender<Arc<TelemetryEvent>>,
-}
+/// How long [`convert`] lets events gather on the bus before taking them: the writer
+/// commits every 200 ms anyway, and the reactor wakes this task once per batch.
+const GATHER: Duration = Duration::from_millis(50);
 
-impl Consumer for StoreConsumer {
-    fn name(&self) -> &'static str {
-        "store"
+/// The rows a batch of events becomes. A connection is one row: its opening and closing
+/// are kept in it with their event numbers (the store rebuilds both events from it), and
+/// when both are in the batch they are written once. Every other event is a row of the
+/// event log, plus the rows of the chain it carries.
+pub(crate) fn records(events: &[Arc<TelemetryEvent>]) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut connections: Vec<ConnectionRecord> = Vec::new();
+    let mut index: HashMap<i64, usize> = HashMap::new();
+    for event in events {
+        let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
+        let row = match &event.kind {
+            EventKind::ConnectionOpened { connection } => ConnectionRecord {
+                opened_seq: Some(seq),
+                ..connection_record(connection, None)
+            },
+            EventKind::ConnectionClosed {
+                connection,
+                reason,
+                detail,
+            } => ConnectionRecord {
+                closed_seq: Some(seq),
+                close_detail: Some(detail.clone()),
+                ..connection_record(connection, Some((event.at_ms, reason)))
+            },
+            kind => {
+                if let EventKind::DeferredDetected { deferred, .. }
+                | EventKind::DeferredEnded { deferred } = kind
+                {
+                    deferred_records(deferred, &mut out);
+                }
+                out.push(
+                    EventRecord {
+                        seq,
+                        at_ms: event.at_ms,
+                        kind: kind.name().to_owned(),
+                        payload_json: serde_json::to_string(kind).unwrap_or_else(|_| "{}".into()),
+                    }
+                    .into(),
+                );
+                continue;
+            }
+        };
+        match index.get(&row.id) {
+            Some(&i) => connections[i].absorb(row),
+            None => {
+                index.insert(row.id, connections.len());
+                connections.push(row);
+            }
+        }
     }
-
-    fn offer(&self, event: &Arc<TelemetryEvent>) -> bool {
-        self.tx.try_send(event.clone()).is_ok()
-    }
-}
-
-/// The rows one event becomes.
-pub(crate) fn records(event: &TelemetryEvent) -> Vec<Record> {
-    let mut out = Vec::with_capacity(2);
-    match &event.kind {
-        EventKind::ConnectionOpened { connection } => {
-            out.push(connection_record(connection, None).into());
-        }
-        EventKind::ConnectionClosed {
-            connection, reason, ..
-        } => {
-            out.push(connection_record(connection, Some((event.at_ms, reason))).into());
-        }
-        EventKind::DeferredDetected { deferred, .. } | EventKind::DeferredEnded { deferred } => {
-            deferred_records(deferred, &mut out);
-        }
-        _ => {}
-    }
-    out.push(
-        EventRecord {
-            seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
-            at_ms: event.at_ms,
-            kind: event.kind.name().to_owned(),
-            payload_json: serde_json::to_string(&event.kind).unwrap_or_else(|_| "{}".into()),
-        }
-        .into(),
-    );
+    out.extend(connections.into_iter().map(Record::from));
     out
 }
 
@@ -78,6 +89,9 @@ pub(crate) fn connection_record(
         reads: n(c.reads),
         writes: n(c.writes),
         close_reason: closed.map(|(_, why)| why.to_owned()),
+        close_detail: None,
+        opened_seq: None,
+        closed_seq: None,
     }
 }
 
@@ -91,31 +105,36 @@ pub(crate) fn deferred_records(d: &DeferredSnapshot, out: &mut Vec<Record>) {
     );
 }
 
-/// Turns queued events into rows until `stop`, then drains what is queued.
-pub(crate) async fn convert(
-    mut rx: mpsc::Receiver<Arc<TelemetryEvent>>,
-    writer: Writer,
-    stop: CancellationToken,
-) {
-    let write = |event: &TelemetryEvent| {
-        for record in records(event) {
+/// Turns the hub's events (read as the bus reader `store`) into rows until `stop`, then
+/// takes what is left. Events lost by falling behind are counted by the hub under
+/// `weft_events_dropped_total{consumer="store"}`.
+pub(crate) async fn convert(mut feed: Feed, writer: Writer, stop: CancellationToken) {
+    let mut batch = Vec::new();
+    let write = |batch: &mut Vec<Arc<TelemetryEvent>>| {
+        for record in records(batch) {
             // A full store queue is counted by the store (weft_store_events_dropped_total).
             writer.try_send(record);
         }
+        batch.clear();
     };
     loop {
         tokio::select! {
-            event = rx.recv() => match event {
-                Some(event) => write(&event),
-                None => return,
+            // A miss was counted by the hub; what is kept is written as usual.
+            taken = feed.recv_many(&mut batch, usize::MAX) => if taken == Ok(0) {
+                return;
             },
             () = stop.cancelled() => break,
         }
+        // Let the rest of a burst gather: one wake-up per batch, not per event.
+        tokio::select! {
+            () = tokio::time::sleep(GATHER) => {}
+            () = stop.cancelled() => {}
+        }
+        let _ = feed.try_recv_many(&mut batch, usize::MAX);
+        write(&mut batch);
     }
-    rx.close();
-    while let Some(event) = rx.recv().await {
-        write(&event);
-    }
+    while !matches!(feed.try_recv_many(&mut batch, usize::MAX), Ok(0)) {}
+    write(&mut batch);
 }
 
 /// Writes every open connection with its counters, and every pending Deferred chain with

@@ -23,18 +23,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft::endpoint::ServerEndpoint;
 use weft::{Phase, Reactor};
 use weft_dashboard::DashboardState;
 use weft_store::{Store, StoreOptions};
 use weft_telemetry::{Hub, HubConfig};
-
-/// Events queued between the hub and the store before they are dropped (and counted).
-const STORE_QUEUE: usize = 65_536;
 
 /// What the inspector runs.
 #[derive(Debug, Clone)]
@@ -106,6 +102,10 @@ pub struct Inspector {
 struct Ready {
     store: Option<Store>,
     dashboard: Option<SocketAddr>,
+    /// The highest connection or Deferred id in the history (0 without one).
+    last_id: u64,
+    /// The highest event number in the history (0 without one).
+    last_seq: u64,
 }
 
 impl Inspector {
@@ -119,14 +119,10 @@ impl Inspector {
             },
             None => None,
         };
-        // Sequence numbers from the clock keep increasing across runs sharing one file.
-        let first_seq = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1));
-        let hub = Hub::new(config.hub.clone())?.with_first_seq(first_seq);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("weft-inspector")
+        let hub = Hub::new(config.hub.clone())?;
+        // One thread is plenty: the inspector mostly waits, SQLite runs on sqlx's own
+        // worker thread, and a single-threaded runtime never wakes an idle sibling.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(InspectorError::Runtime)?;
@@ -134,7 +130,8 @@ impl Inspector {
         // Cancelled by the background thread when it has flushed everything.
         let done = CancellationToken::new();
         let (ready_tx, ready_rx) = std_mpsc::channel();
-        let (events_tx, events_rx) = mpsc::channel(STORE_QUEUE);
+        // Subscribed before the hub is installed, so history starts with the first event.
+        let events = config.store.is_some().then(|| hub.subscribe("store"));
         let background = Background {
             hub: hub.clone(),
             config,
@@ -145,7 +142,7 @@ impl Inspector {
         };
         let thread = std::thread::Builder::new()
             .name("weft-inspector".into())
-            .spawn(move || runtime.block_on(background.run(ready_tx, events_rx)))
+            .spawn(move || runtime.block_on(background.run(ready_tx, events)))
             .map_err(InspectorError::Runtime)?;
         let ready = match ready_rx.recv() {
             Ok(Ok(ready)) => ready,
@@ -160,9 +157,9 @@ impl Inspector {
                 )));
             }
         };
-        if ready.store.is_some() {
-            hub.add_consumer(Arc::new(history::StoreConsumer { tx: events_tx }));
-        }
+        // A history file shared across runs: ids and event numbers continue above its own.
+        weft::observe::ids_after(ready.last_id);
+        let hub = hub.with_first_seq(ready.last_seq + 1);
         hub.install(reactor);
         let (token, finished) = (stop.clone(), done);
         reactor.add_shutdown_hook_wait(Phase::After, move || async move {
@@ -230,7 +227,7 @@ impl Background {
     async fn run(
         self,
         ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
-        events: mpsc::Receiver<Arc<weft_telemetry::TelemetryEvent>>,
+        events: Option<weft_telemetry::Feed>,
     ) {
         let done = self.done.clone();
         self.serve(ready, events).await;
@@ -240,7 +237,7 @@ impl Background {
     async fn serve(
         self,
         ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
-        events: mpsc::Receiver<Arc<weft_telemetry::TelemetryEvent>>,
+        events: Option<weft_telemetry::Feed>,
     ) {
         let store = match &self.config.store {
             Some(options) => match Store::open_with(options.clone()).await {
@@ -276,7 +273,9 @@ impl Background {
             {
                 tracing::warn!(error = %e, "store metrics unavailable");
             }
-            tasks.spawn(history::convert(events, store.writer(), work.clone()));
+            if let Some(events) = events {
+                tasks.spawn(history::convert(events, store.writer(), work.clone()));
+            }
             tasks.spawn(history::snapshots(
                 self.hub.clone(),
                 store.writer(),
@@ -310,9 +309,19 @@ impl Background {
                 }
             });
         }
+        let (last_id, last_seq) = match &store {
+            Some(store) => store.last_ids().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the history's last ids; numbering from 1");
+                (0, 0)
+            }),
+            None => (0, 0),
+        };
+        let positive = |n: i64| u64::try_from(n).unwrap_or(0);
         let _ = ready.send(Ok(Ready {
             store: store.clone(),
             dashboard,
+            last_id: positive(last_id),
+            last_seq: positive(last_seq),
         }));
         self.stop.cancelled().await;
         work.cancel();

@@ -48,6 +48,9 @@ pub fn connection(
         reads: 1,
         writes: 2,
         close_reason: closed_at_ms.map(|_| "eof".into()),
+        close_detail: None,
+        opened_seq: None,
+        closed_seq: None,
     }
 }
 

@@ -15,7 +15,7 @@ pub use events::{
     CloseReason, ConnectionClosed, Direction, ErrorKind, Event, ListenerInfo, ProtocolError,
     ReactorLag, Refused, SlowCallback,
 };
-pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, next_id};
+pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id};
 
 use std::cell::RefCell;
 use std::rc::Rc;

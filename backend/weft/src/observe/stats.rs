@@ -16,6 +16,14 @@ pub fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Relaxed)
 }
 
+/// Makes every id handed out from now on greater than `last`: a program that keeps history
+/// across runs (one file, several processes) calls it at start with the highest id the
+/// history holds, so a new connection never takes the id of an old one. Never lowers the
+/// sequence.
+pub fn ids_after(last: u64) {
+    NEXT_ID.fetch_max(last.saturating_add(1), Relaxed);
+}
+
 /// Identifies one connection (or one UDP endpoint) for its whole life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);

@@ -18,6 +18,8 @@
 //! - [`data`]: live figures from the hub merged with history from the store, as the rows
 //!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
 //!   `frontend/templates/` (auto-escaped).
+//! - [`sort`]: the order of the connections list (`?sort=&dir=`), shared by the page's
+//!   header links and the JSON API.
 //! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
@@ -45,6 +47,7 @@ pub mod live;
 mod metrics;
 mod pages;
 pub mod series;
+pub mod sort;
 pub mod state;
 
 use std::future::Future;

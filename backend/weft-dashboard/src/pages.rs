@@ -14,6 +14,7 @@ use crate::data::{
 };
 use crate::error::ApiError;
 use crate::fmt;
+use crate::sort::{ConnectionOrder, SortKey};
 use crate::state::DashboardState;
 
 /// The tabs of `/deferreds`, in order.
@@ -104,6 +105,9 @@ struct Connections {
     service: String,
     state: String,
     peer: String,
+    headers: Vec<SortHeader>,
+    /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
+    sort_fields: Vec<(&'static str, &'static str)>,
 }
 
 impl Connections {
@@ -112,24 +116,97 @@ impl Connections {
     }
 }
 
+/// A header of the connections table: a link to the list sorted by its column, so sorting
+/// works without the script (which intercepts the click and sorts in place).
+struct SortHeader {
+    key: &'static str,
+    label: &'static str,
+    numeric: bool,
+    /// Right-aligned, as the byte columns are.
+    align_right: bool,
+    /// `asc` or `desc` on the column sorted now.
+    dir: Option<&'static str>,
+    href: String,
+}
+
+impl SortHeader {
+    fn aria_sort(&self) -> &'static str {
+        if self.dir == Some("asc") {
+            "ascending"
+        } else {
+            "descending"
+        }
+    }
+}
+
+/// `/connections` with `q`'s filters in `order`; the defaults are left out of the URL.
+fn connections_href(q: &ConnectionQuery, order: ConnectionOrder) -> String {
+    let limit = q.limit.map(|n| n.to_string());
+    let mut pairs: Vec<(&str, &str)> = [
+        ("service", q.service.as_deref()),
+        ("state", q.state.as_deref()),
+        ("peer", q.peer.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?)))
+    .collect();
+    for (k, v) in order.query_pairs() {
+        pairs.push((k, v));
+    }
+    if let Some(n) = &limit {
+        pairs.push(("limit", n));
+    }
+    let pairs: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", fmt::url(v)))
+        .collect();
+    if pairs.is_empty() {
+        "/connections".into()
+    } else {
+        format!("/connections?{}", pairs.join("&"))
+    }
+}
+
+fn sort_headers(q: &ConnectionQuery, order: ConnectionOrder) -> Vec<SortHeader> {
+    SortKey::ALL
+        .into_iter()
+        .map(|key| SortHeader {
+            key: key.as_str(),
+            label: match key {
+                SortKey::Age => "age",
+                SortKey::BytesIn => "in",
+                SortKey::BytesOut => "out",
+                _ => key.as_str(),
+            },
+            numeric: key.numeric(),
+            align_right: matches!(key, SortKey::BytesIn | SortKey::BytesOut),
+            dir: (order.key == key).then(|| order.dir.as_str()),
+            href: connections_href(q, order.toggled(key)),
+        })
+        .collect()
+}
+
 pub(crate) async fn connections(
     State(state): State<DashboardState>,
     Query(q): Query<ConnectionQuery>,
 ) -> Response {
     let result = async {
+        let order = q.order()?;
         let rows = data::connections(&state, &q).await?;
         let service_names = data::services(&state)
             .await?
             .into_iter()
             .map(|s| s.name)
             .collect();
-        Ok::<_, ApiError>((rows, service_names))
+        Ok::<_, ApiError>((order, rows, service_names))
     };
     match result.await {
-        Ok((rows, service_names)) => html(&Connections {
+        Ok((order, rows, service_names)) => html(&Connections {
             page: "connections",
             rows,
             service_names,
+            headers: sort_headers(&q, order),
+            sort_fields: order.query_pairs().collect(),
             service: q.service.unwrap_or_default(),
             state: q.state.unwrap_or_default(),
             peer: q.peer.unwrap_or_default(),

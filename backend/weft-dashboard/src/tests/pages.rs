@@ -86,6 +86,85 @@ async fn text_from_peers_and_programs_is_escaped_in_every_page() {
     assert_eq!(api.json()["label"], EVIL);
 }
 
+/// Where `needle` first appears in `page`.
+fn at(page: &str, needle: &str) -> usize {
+    page.find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the page:\n{page}"))
+}
+
+#[tokio::test]
+async fn the_connections_page_is_sorted_on_the_server_with_header_links() {
+    let conn = |id, bytes_in| {
+        let mut c = closed_connection(id, "echo", &format!("10.0.0.{id}:5000"));
+        c.bytes_in = bytes_in;
+        c.into()
+    };
+    let (_dir, store) = store_with(vec![conn(1, 300), conn(2, 20), conn(3, 1_000)]).await;
+    let app = router(state().with_store(store));
+
+    let page = get(app.clone(), "/connections?sort=bytes_in&dir=asc")
+        .await
+        .body;
+    let rows: Vec<usize> = [2, 1, 3]
+        .iter()
+        .map(|id| at(&page, &format!(r#"<tr data-id="{id}""#)))
+        .collect();
+    assert!(rows.is_sorted(), "rows 2, 1, 3 in that order:\n{page}");
+    // The sorted column says so and links to the other direction; the others start from
+    // the top; each link is a plain URL that works without the script.
+    assert!(
+        page.contains(
+            r#"<th data-sort="bytes_in" data-type="num" class="num" data-dir="asc" aria-sort="ascending"><a href="/connections?sort=bytes_in">in</a></th>"#
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<th data-sort="peer"><a href="/connections?sort=peer">peer</a></th>"#),
+        "{page}"
+    );
+    // Filtering keeps the order.
+    assert!(page.contains(r#"<input type="hidden" name="sort" value="bytes_in">"#));
+    assert!(page.contains(r#"<input type="hidden" name="dir" value="asc">"#));
+
+    // The default: newest first, the id header marked, links keeping the filters.
+    let page = get(app.clone(), "/connections?service=echo&peer=10.0.0")
+        .await
+        .body;
+    assert!(at(&page, r#"<tr data-id="3""#) < at(&page, r#"<tr data-id="1""#));
+    assert!(
+        page.contains(
+            r#"data-dir="desc" aria-sort="descending"><a href="/connections?service=echo&#38;peer=10.0.0&#38;dir=asc">id</a>"#
+        ),
+        "{page}"
+    );
+    assert!(
+        !page.contains(r#"name="sort""#),
+        "no hidden field for the default"
+    );
+
+    // A key the page does not know: a 400 page naming the ones it does, escaped.
+    let bad = get(
+        app.clone(),
+        &format!("/connections?sort={}", crate::fmt::url(EVIL)),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.kind.starts_with("text/html"));
+    assert!(
+        bad.body.contains("age_ms, bytes_in, bytes_out"),
+        "{}",
+        bad.body
+    );
+    assert_inert("/connections?sort=EVIL", &bad.body);
+
+    // Text from the query string in the header links is encoded, not markup.
+    let page = get(app, &format!("/connections?peer={}", crate::fmt::url(EVIL)))
+        .await
+        .body;
+    assert!(page.contains("peer=%3Cscript%3Ealert%28%27pwned%27%29%3C%2Fscript%3E"));
+    assert!(!page.contains("<script>alert"), "{page}");
+}
+
 #[test]
 fn the_waterfall_lays_steps_on_one_axis() {
     let bars =

@@ -20,6 +20,8 @@
 //!   `frontend/templates/` (auto-escaped).
 //! - [`sort`]: the order of the connections list (`?sort=&dir=`), shared by the page's
 //!   header links and the JSON API.
+//! - [`cards`]: the overview's service cards, their sparklines drawn on the server with a
+//!   title that reads out their figures.
 //! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
@@ -38,6 +40,7 @@ pub mod actions;
 pub mod api;
 mod assets;
 mod auth;
+pub mod cards;
 pub mod data;
 mod defer;
 pub mod error;

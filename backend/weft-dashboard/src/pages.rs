@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use weft_store::{DeferredDetail, StepRecord};
 
+use crate::cards::Card;
 use crate::data::{
     self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
 };
@@ -26,17 +27,6 @@ pub(crate) const TABS: [&str; 6] = [
     "unhandled",
     "leaked",
 ];
-
-/// The last value of a rate series, for a page's first paint.
-pub(crate) fn last(v: &[f64]) -> String {
-    v.last().map_or_else(|| "0".into(), |x| format!("{x:.1}"))
-}
-
-/// The last value of a bytes-per-second series.
-pub(crate) fn last_bytes(v: &[f64]) -> String {
-    let n = v.last().copied().unwrap_or(0.0).max(0.0) as u64;
-    format!("{}/s", fmt::bytes(&n))
-}
 
 /// A service's configuration, indented.
 pub(crate) fn pretty(v: &serde_json::Value) -> String {
@@ -83,14 +73,14 @@ fn error_page(page: &str, e: ApiError) -> Response {
 #[template(path = "overview.html")]
 struct Overview {
     page: &'static str,
-    services: Vec<ServiceView>,
+    cards: Vec<Card>,
 }
 
 pub(crate) async fn overview(State(state): State<DashboardState>) -> Response {
     match data::services(&state).await {
         Ok(services) => html(&Overview {
             page: "overview",
-            services,
+            cards: services.into_iter().map(Card::new).collect(),
         }),
         Err(e) => error_page("overview", e),
     }

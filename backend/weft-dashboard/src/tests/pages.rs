@@ -165,6 +165,56 @@ async fn the_connections_page_is_sorted_on_the_server_with_header_links() {
     assert!(!page.contains("<script>alert"), "{page}");
 }
 
+#[tokio::test]
+async fn overview_sparklines_are_drawn_on_the_server_and_read_out_their_figures() {
+    let state = state();
+    // Three samples a second apart: 2 then 5 connections a second, 1 KiB/s in, one
+    // Deferred pending throughout, one stalled at the end; the service name is markup.
+    for (i, (opened, bytes_in, stalled)) in [(0, 0, 0), (2, 1024, 0), (7, 2048, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        state.series.record(
+            EVIL,
+            crate::series::Point {
+                at_ms: 10_000 + 1_000 * i as i64,
+                opened,
+                active: 3,
+                bytes_in,
+                pending: 1,
+                stalled,
+                ..Default::default()
+            },
+        );
+    }
+    let page = get(router(state), "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = page.body;
+    assert_inert("/", &page);
+    for title in [
+        "<title>conn/s: latest 5.0, min 2.0, max 5.0 over the last 2.0s</title>",
+        "<title>in/s: latest 1.0 KiB/s, min 1.0 KiB/s, max 1.0 KiB/s over the last 2.0s</title>",
+        "<title>out/s: latest 0 B/s, min 0 B/s, max 0 B/s over the last 2.0s</title>",
+        "<title>pending: latest 1, min 1, max 1 over the last 2.0s</title>",
+        "<title>stalled: latest 1, min 0, max 1 over the last 2.0s</title>",
+    ] {
+        assert!(page.contains(title), "{title} in\n{page}");
+    }
+    // The lines are drawn without the script: conn/s from 2 up to 5 across the box.
+    assert!(
+        page.contains(r#"<polyline fill="none" points="0.0,16.4 120.0,2.0"></polyline>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"aria-label="stalled: latest 1, min 0, max 1"#));
+    assert!(page.contains(r#"<svg class="spark warn" data-k="stalled""#));
+    assert!(
+        page.contains(r#"<article class="card alert""#),
+        "a stall outlines the card"
+    );
+    assert!(page.contains(r#"<dd data-k="conn_rate">5.0</dd>"#));
+    assert!(page.contains(r#"<dd data-k="in_rate">1.0 KiB/s</dd>"#));
+}
+
 #[test]
 fn the_waterfall_lays_steps_on_one_axis() {
     let bars =

@@ -278,25 +278,53 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
     }
 }
 
-/// A live chain's steps as the store would keep them.
+/// The `outcome` of a step added and not run yet (it has no duration; its start is when
+/// it was added).
+pub const QUEUED: &str = "queued";
+
+/// A live chain's steps as the store would keep them: those run, then those queued.
 pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    d.steps
-        .iter()
-        .map(|s| StepRecord {
-            deferred_id: n(d.id),
-            idx: i64::from(s.index),
-            kind: s.kind.to_owned(),
-            site: s.site.clone(),
-            started_at_us: s
-                .at_ms
-                .saturating_mul(1000)
-                .saturating_sub(n(s.duration_us)),
-            duration_us: Some(n(s.duration_us)),
-            outcome: s.outcome.to_owned(),
-            child_id: s.child.map(n),
-        })
-        .collect()
+    let ran = d.steps.iter().map(|s| StepRecord {
+        deferred_id: n(d.id),
+        idx: i64::from(s.index),
+        kind: s.kind.to_owned(),
+        site: s.site.clone(),
+        started_at_us: s
+            .at_ms
+            .saturating_mul(1000)
+            .saturating_sub(n(s.duration_us)),
+        duration_us: Some(n(s.duration_us)),
+        outcome: s.outcome.to_owned(),
+        child_id: s.child.map(n),
+    });
+    let queued = d.queued.iter().map(|q| StepRecord {
+        deferred_id: n(d.id),
+        idx: i64::from(q.index),
+        kind: q.kind.to_owned(),
+        site: q.site.clone(),
+        started_at_us: q.at_ms.saturating_mul(1000),
+        duration_us: None,
+        outcome: QUEUED.to_owned(),
+        child_id: None,
+    });
+    ran.chain(queued).collect()
+}
+
+/// The step an unfinished chain waits at: while it waits on a child, the step that
+/// returned the child; while it has not fired or is paused, the first step queued.
+/// `None` when it is running or has ended, or has no step to wait at.
+pub fn waiting_at(d: &DeferredDetail) -> Option<i64> {
+    match d.deferred.state.as_str() {
+        "waiting" => d
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.outcome == "waiting")
+            .map(|s| s.idx),
+        "pending" | "paused" => d.steps.iter().find(|s| s.outcome == QUEUED).map(|s| s.idx),
+        _ => None,
+    }
 }
 
 fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {

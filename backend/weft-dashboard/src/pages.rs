@@ -315,13 +315,30 @@ struct StepBar {
     step: StepRecord,
     offset_pct: String,
     width_pct: String,
+    /// Added and not run yet: not on the time axis.
+    queued: bool,
+    /// The step the chain waits at.
+    here: bool,
 }
 
-/// Lays steps out on one time axis from the first step's start to the last one's end.
-fn waterfall(steps: Vec<StepRecord>) -> Vec<StepBar> {
-    let start = steps.iter().map(|s| s.started_at_us).min().unwrap_or(0);
-    let end = steps
-        .iter()
+impl StepBar {
+    /// The row's classes: `queued`, `here`, both or none.
+    fn row_class(&self) -> &'static str {
+        match (self.queued, self.here) {
+            (true, true) => "queued here",
+            (true, false) => "queued",
+            (false, true) => "here",
+            (false, false) => "",
+        }
+    }
+}
+
+/// Lays the steps that ran out on one time axis from the first one's start to the last
+/// one's end; the queued ones follow, off the axis.
+fn waterfall(steps: Vec<StepRecord>, waiting_at: Option<i64>) -> Vec<StepBar> {
+    let ran = || steps.iter().filter(|s| s.outcome != data::QUEUED);
+    let start = ran().map(|s| s.started_at_us).min().unwrap_or(0);
+    let end = ran()
         .map(|s| s.started_at_us + s.duration_us.unwrap_or(0))
         .max()
         .unwrap_or(0);
@@ -329,15 +346,42 @@ fn waterfall(steps: Vec<StepRecord>) -> Vec<StepBar> {
     steps
         .into_iter()
         .map(|step| {
-            let offset = (step.started_at_us - start) as f64 / span * 100.0;
+            let queued = step.outcome == data::QUEUED;
+            let offset = if queued {
+                0.0
+            } else {
+                (step.started_at_us - start) as f64 / span * 100.0
+            };
             let width = (step.duration_us.unwrap_or(0) as f64 / span * 100.0).max(0.5);
             StepBar {
                 offset_pct: format!("{:.2}", offset.min(99.5)),
                 width_pct: format!("{:.2}", width.min(100.0 - offset).max(0.5)),
+                queued,
+                here: waiting_at == Some(step.idx),
                 step,
             }
         })
         .collect()
+}
+
+/// Where an unfinished chain stands, in words: `waiting before step 3 of 5 (...)`.
+fn waiting_text(d: &DeferredDetail, at: i64) -> Option<String> {
+    let step = d.steps.iter().find(|s| s.idx == at)?;
+    let of = d.steps.last().map_or(0, |s| s.idx + 1);
+    let place = format!(
+        "step {} of {of} ({} added at {})",
+        at + 1,
+        step.kind,
+        step.site
+    );
+    Some(match d.deferred.state.as_str() {
+        "waiting" => match d.deferred.waiting_on {
+            Some(child) => format!("Waiting on Deferred {child} at {place}"),
+            None => format!("Waiting at {place}"),
+        },
+        "paused" => format!("Paused before {place}"),
+        _ => format!("Not fired yet: waiting before {place}"),
+    })
 }
 
 #[derive(Template)]
@@ -346,18 +390,23 @@ struct Deferred {
     page: &'static str,
     age_ms: u64,
     steps: Vec<StepBar>,
+    /// Where the chain stands, when it waits at a step.
+    waiting: Option<String>,
     d: DeferredDetail,
 }
 
 pub(crate) async fn deferred(State(state): State<DashboardState>, Path(id): Path<i64>) -> Response {
     match data::deferred(&state, id).await {
         Ok(Some(mut d)) => {
-            let steps = waterfall(std::mem::take(&mut d.steps));
+            let at = data::waiting_at(&d);
+            let waiting = at.and_then(|at| waiting_text(&d, at));
+            let steps = waterfall(std::mem::take(&mut d.steps), at);
             let age_ms = DeferredView::new(d.deferred.clone(), data::now_ms()).age_ms;
             html(&Deferred {
                 page: "deferred",
                 age_ms,
                 steps,
+                waiting,
                 d,
             })
         }
@@ -406,7 +455,7 @@ impl Login {
 /// The waterfall's offsets and widths, for tests.
 #[cfg(test)]
 pub(crate) fn tests_waterfall(steps: Vec<StepRecord>) -> Vec<(String, String)> {
-    waterfall(steps)
+    waterfall(steps, None)
         .into_iter()
         .map(|b| (b.offset_pct, b.width_pct))
         .collect()

@@ -32,11 +32,13 @@ export class ConnectionsView {
     form?.addEventListener("input", () => this.readForm(form));
     form?.addEventListener("change", () => this.readForm(form));
     form?.addEventListener("submit", (ev) => { ev.preventDefault(); this.readForm(form); });
+    // Each header is a link to the sorted list (the server sorts too); a plain click
+    // sorts in place instead, a modified one (new tab, new window) follows the link.
     for (const th of document.querySelectorAll("#connections th[data-sort]")) {
-      th.addEventListener("click", () => {
-        const key = th.dataset.sort;
-        this.f.dir = this.f.sort === key && this.f.dir === "desc" ? "asc" : "desc";
-        this.f.sort = key;
+      th.addEventListener("click", (ev) => {
+        if (ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+        ev.preventDefault();
+        Object.assign(this.f, toggled(this.f, th.dataset.sort));
         this.pushUrl();
       });
     }
@@ -52,12 +54,7 @@ export class ConnectionsView {
 
   // Filters and sort live in the URL, so a reload or a shared link shows the same view.
   pushUrl() {
-    const p = new URLSearchParams();
-    for (const [k, v] of Object.entries(this.f)) {
-      if (v && !(k === "sort" && v === "id") && !(k === "dir" && v === "desc")) p.set(k, v);
-    }
-    const qs = p.toString();
-    history.replaceState(null, "", qs ? `?${qs}` : location.pathname);
+    history.replaceState(null, "", href(this.f));
     this.dirty = true;
     window.__weft.live?.schedule();
   }
@@ -102,9 +99,11 @@ export class ConnectionsView {
     if (state !== "open") all.push(...this.closed.values());
     all = all.filter((c) => (!service || c.service === service) && (!peer || c.peer.includes(peer)));
     const sign = dir === "asc" ? 1 : -1;
+    // The server's order (sort.rs): numbers as numbers, text by code point, ties newest first.
     all.sort((a, b) => {
       const x = a[sort], y = b[sort];
-      return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * sign || (b.id - a.id);
+      const by = typeof x === "number" ? x - y : (String(x) < String(y) ? -1 : String(x) > String(y) ? 1 : 0);
+      return by * sign || (b.id - a.id);
     });
     return all;
   }
@@ -119,9 +118,30 @@ export class ConnectionsView {
     const hidden = all.length - shown.length + this.hiddenLive;
     text(document.getElementById("hidden-count"), hidden > 0 ? `${hidden} more not shown` : "");
     for (const th of document.querySelectorAll("#connections th[data-sort]")) {
-      th.dataset.dir = th.dataset.sort === this.f.sort ? this.f.dir : "";
+      const sorted = th.dataset.sort === this.f.sort;
+      th.dataset.dir = sorted ? this.f.dir : "";
+      if (sorted) th.setAttribute("aria-sort", this.f.dir === "asc" ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+      th.querySelector("a")?.setAttribute("href", href({ ...this.f, ...toggled(this.f, th.dataset.sort) }));
     }
   }
+}
+
+// The order a click on `key`'s header asks for: the other direction on the sorted column,
+// else that column from the largest down.
+function toggled(f, key) {
+  return { sort: key, dir: f.sort === key && f.dir === "desc" ? "asc" : "desc" };
+}
+
+// The list's URL for filters and sort `f`, leaving out the defaults (as the server does).
+function href(f) {
+  const p = new URLSearchParams();
+  for (const k of ["service", "state", "peer", "sort", "dir"]) {
+    const v = f[k];
+    if (v && !(k === "sort" && v === "id") && !(k === "dir" && v === "desc")) p.set(k, v);
+  }
+  const qs = p.toString();
+  return qs ? `${location.pathname}?${qs}` : location.pathname;
 }
 
 function row(c) {

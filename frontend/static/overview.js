@@ -1,10 +1,20 @@
 // The overview and services pages: per-service figures with sparklines, recent events.
 
 import { el, svg, replace, text } from "./dom.js";
-import { bytes, clock, rate } from "./fmt.js";
+import { age, bytes, clock, rate } from "./fmt.js";
 
 const KEEP = 300;
 const SERIES = ["conn_rate", "in_rate", "out_rate", "pending", "stalled"];
+const perSecond = (v) => `${bytes(v)}/s`;
+const count = (v) => String(Math.round(v));
+// Each series' name on the card and how one of its values reads (as in cards.rs).
+const LABELS = {
+  conn_rate: ["conn/s", rate],
+  in_rate: ["in/s", perSecond],
+  out_rate: ["out/s", perSecond],
+  pending: ["pending", count],
+  stalled: ["stalled", count],
+};
 
 export class OverviewView {
   constructor(page) {
@@ -24,6 +34,7 @@ export class OverviewView {
       const old = this.services.get(s.service);
       if (!old) { this.services.set(s.service, s); continue; }
       old.now = s.now;
+      old.since_ms = s.since_ms;
       for (const k of SERIES) {
         old[k].push(...s[k]);
         if (old[k].length > KEEP) old[k].splice(0, old[k].length - KEEP);
@@ -72,7 +83,10 @@ export class OverviewView {
       text(card.querySelector('dd[data-k="pending"]'), s.now.pending);
       text(card.querySelector('dd[data-k="stalled"]'), s.now.stalled);
       card.classList.toggle("alert", s.now.stalled > 0);
-      for (const k of SERIES) spark(card.querySelector(`svg[data-k="${k}"]`), s[k]);
+      // The series share one clock: a sample a second from since_ms to now.
+      const spanMs = Math.max(0, s.now.at_ms - s.since_ms);
+      const stepMs = spanMs / Math.max(1, s.pending.length - 1);
+      for (const k of SERIES) spark(card.querySelector(`svg[data-k="${k}"]`), s[k], k, stepMs, spanMs);
     }
   }
 
@@ -97,19 +111,74 @@ function newCard(name) {
       fig("out_rate", "out/s", ""), fig("pending", "pending", ""), fig("stalled", "stalled", "warn")));
 }
 
-// A polyline over the last values, scaled to the box; flat at the bottom when all zero.
-function spark(node, values) {
+const W = 120, H = 28;
+
+// A polyline over the values, scaled to the box; flat at the bottom when all zero. The
+// same geometry and summary as the server's (cards.rs), so the first paint and the live
+// one agree.
+function spark(node, values, key, stepMs, spanMs) {
   if (!node) return;
-  const w = 120, h = 28;
-  node.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  node.setAttribute("viewBox", `0 0 ${W} ${H}`);
   node.setAttribute("preserveAspectRatio", "none");
-  const v = values.slice(-120);
+  node.setAttribute("role", "img");
+  const v = values.length === 1 ? [values[0], values[0]] : values;
   const max = Math.max(1e-9, ...v);
-  const step = v.length > 1 ? w / (v.length - 1) : w;
-  const pts = v.map((x, i) => `${(i * step).toFixed(1)},${(h - 2 - (x / max) * (h - 4)).toFixed(1)}`).join(" ");
+  const step = v.length > 1 ? W / (v.length - 1) : W;
+  const pts = v.map((x, i) => `${(i * step).toFixed(1)},${(H - 2 - (x / max) * (H - 4)).toFixed(1)}`).join(" ");
   let line = node.querySelector("polyline");
   if (!line) { line = svg("polyline", { fill: "none" }); node.append(line); }
-  line.setAttribute("points", pts || `0,${h - 2} ${w},${h - 2}`);
+  line.setAttribute("points", pts || `0,${H - 2} ${W},${H - 2}`);
+  const [label, show] = LABELS[key];
+  const summary = summarise(label, values, show, spanMs);
+  // The script's own tooltip reads the summary out; the server's <title> would show too.
+  node.setAttribute("aria-label", summary);
+  node.querySelector("title")?.remove();
+  node.__spark = { values, label, show, stepMs, summary };
+  hover(node);
+}
+
+function summarise(label, values, show, spanMs) {
+  if (!values.length) return `${label}: no samples yet`;
+  const t = `${label}: latest ${show(values[values.length - 1])}, min ${show(Math.min(...values))}, max ${show(Math.max(...values))}`;
+  return spanMs > 0 ? `${t} over the last ${age(spanMs)}` : t;
+}
+
+// A vertical marker and a tooltip with the value under the pointer and when it was read.
+function hover(node) {
+  if (node.__hover) return;
+  node.__hover = true;
+  node.addEventListener("pointermove", (ev) => {
+    const d = node.__spark;
+    if (!d || !d.values.length) return;
+    const r = node.getBoundingClientRect();
+    const n = d.values.length;
+    const f = Math.min(1, Math.max(0, (ev.clientX - r.left) / Math.max(1, r.width)));
+    const i = Math.round(f * (n - 1));
+    const x = n > 1 ? (i * W) / (n - 1) : f * W;
+    let m = node.querySelector("line.marker");
+    if (!m) { m = svg("line", { class: "marker", y1: 0, y2: H }); node.append(m); }
+    m.setAttribute("x1", x.toFixed(1));
+    m.setAttribute("x2", x.toFixed(1));
+    const ago = (n - 1 - i) * d.stepMs;
+    tip(ev, `${d.label} ${d.show(d.values[i])}, ${ago >= 1000 ? `${age(ago)} ago` : "now"}`, d.summary);
+  });
+  node.addEventListener("pointerleave", () => {
+    node.querySelector("line.marker")?.remove();
+    tip(null);
+  });
+}
+
+function tip(ev, value, summary) {
+  let box = document.getElementById("spark-tip");
+  if (!ev) { if (box) box.hidden = true; return; }
+  if (!box) {
+    box = el("div", { id: "spark-tip", class: "spark-tip", "aria-hidden": "true" });
+    document.body.append(box);
+  }
+  replace(box, [el("strong", {}, value), el("span", {}, summary)]);
+  box.hidden = false;
+  box.style.left = `${Math.min(ev.clientX + 12, window.innerWidth - box.offsetWidth - 8)}px`;
+  box.style.top = `${ev.clientY + 14}px`;
 }
 
 function describe(e) {

@@ -55,15 +55,27 @@ pub(crate) async fn deferreds(
     Ok(Json(data::deferreds(&state, &q).await?))
 }
 
+/// `/api/deferreds/{id}`: the Deferred, its steps (run, then queued) and its children.
+#[derive(Debug, Serialize)]
+pub struct DeferredChain {
+    /// The Deferred, its steps and children.
+    #[serde(flatten)]
+    pub detail: DeferredDetail,
+    /// The `idx` of the step the chain waits at ([`data::waiting_at`]).
+    pub waiting_at: Option<i64>,
+}
+
 pub(crate) async fn deferred(
     State(state): State<DashboardState>,
     Path(id): Path<i64>,
-) -> Result<Json<DeferredDetail>, ApiError> {
-    Ok(Json(
-        data::deferred(&state, id)
-            .await?
-            .ok_or(ApiError::NotFound("deferred"))?,
-    ))
+) -> Result<Json<DeferredChain>, ApiError> {
+    let detail = data::deferred(&state, id)
+        .await?
+        .ok_or(ApiError::NotFound("deferred"))?;
+    Ok(Json(DeferredChain {
+        waiting_at: data::waiting_at(&detail),
+        detail,
+    }))
 }
 
 /// `?after=SEQ&limit=N` of `/api/events`.

@@ -13,6 +13,7 @@ use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
 
 use crate::error::ApiError;
 use crate::series::ServiceStats;
+use crate::sort::ConnectionOrder;
 use crate::state::DashboardState;
 
 /// Rows a list returns when no `limit` is given.
@@ -103,7 +104,7 @@ impl ConnectionView {
     }
 }
 
-/// `?state=&service=&peer=&limit=` of the connection lists.
+/// `?state=&service=&peer=&sort=&dir=&limit=` of the connection lists.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConnectionQuery {
     /// `open`, `closed`, or empty for both.
@@ -112,14 +113,25 @@ pub struct ConnectionQuery {
     pub service: Option<String>,
     /// Only peers containing this text.
     pub peer: Option<String>,
+    /// The column to sort by ([`SortKey`](crate::sort::SortKey)); the id when empty.
+    pub sort: Option<String>,
+    /// `asc` or `desc` (the default).
+    pub dir: Option<String>,
     /// At most this many rows.
     pub limit: Option<u32>,
+}
+
+impl ConnectionQuery {
+    /// The order asked for, or a 400 naming the accepted values.
+    pub fn order(&self) -> Result<ConnectionOrder, ApiError> {
+        ConnectionOrder::parse(non_empty(&self.sort), non_empty(&self.dir))
+    }
 }
 
 /// A capped list and how many rows the cap hid.
 #[derive(Debug, Clone, Serialize)]
 pub struct Page<T> {
-    /// The rows, newest first.
+    /// The rows, newest first unless another order was asked for.
     pub items: Vec<T>,
     /// Rows that matched but were left out by the limit (a lower bound for history).
     pub hidden: usize,
@@ -130,7 +142,8 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 }
 
 /// The connections `q` asks for: open ones from the hub (always current), closed ones
-/// from history.
+/// from history (the most recently closed, as many as the limit), in the order asked for;
+/// the limit then keeps the first rows of that order.
 pub async fn connections(
     state: &DashboardState,
     q: &ConnectionQuery,
@@ -139,6 +152,7 @@ pub async fn connections(
         .map(|s| s.parse::<ConnectionState>())
         .transpose()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let order = q.order()?;
     let service = non_empty(&q.service);
     let peer = non_empty(&q.peer);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
@@ -147,15 +161,14 @@ pub async fn connections(
     };
     let mut rows: Vec<ConnectionView> = Vec::new();
     if which != Some(ConnectionState::Closed) {
-        let mut open: Vec<ConnectionView> = state
-            .hub
-            .connections()
-            .into_iter()
-            .map(ConnectionView::from)
-            .filter(keep)
-            .collect();
-        open.reverse();
-        rows.extend(open);
+        rows.extend(
+            state
+                .hub
+                .connections()
+                .into_iter()
+                .map(ConnectionView::from)
+                .filter(keep),
+        );
     }
     if which != Some(ConnectionState::Open)
         && let Some(store) = &state.store
@@ -173,6 +186,7 @@ pub async fn connections(
                 .filter(keep),
         );
     }
+    order.sort(&mut rows);
     let hidden = rows.len().saturating_sub(limit);
     rows.truncate(limit);
     Ok(Page {
@@ -264,25 +278,53 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
     }
 }
 
-/// A live chain's steps as the store would keep them.
+/// The `outcome` of a step added and not run yet (it has no duration; its start is when
+/// it was added).
+pub const QUEUED: &str = "queued";
+
+/// A live chain's steps as the store would keep them: those run, then those queued.
 pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    d.steps
-        .iter()
-        .map(|s| StepRecord {
-            deferred_id: n(d.id),
-            idx: i64::from(s.index),
-            kind: s.kind.to_owned(),
-            site: s.site.clone(),
-            started_at_us: s
-                .at_ms
-                .saturating_mul(1000)
-                .saturating_sub(n(s.duration_us)),
-            duration_us: Some(n(s.duration_us)),
-            outcome: s.outcome.to_owned(),
-            child_id: s.child.map(n),
-        })
-        .collect()
+    let ran = d.steps.iter().map(|s| StepRecord {
+        deferred_id: n(d.id),
+        idx: i64::from(s.index),
+        kind: s.kind.to_owned(),
+        site: s.site.clone(),
+        started_at_us: s
+            .at_ms
+            .saturating_mul(1000)
+            .saturating_sub(n(s.duration_us)),
+        duration_us: Some(n(s.duration_us)),
+        outcome: s.outcome.to_owned(),
+        child_id: s.child.map(n),
+    });
+    let queued = d.queued.iter().map(|q| StepRecord {
+        deferred_id: n(d.id),
+        idx: i64::from(q.index),
+        kind: q.kind.to_owned(),
+        site: q.site.clone(),
+        started_at_us: q.at_ms.saturating_mul(1000),
+        duration_us: None,
+        outcome: QUEUED.to_owned(),
+        child_id: None,
+    });
+    ran.chain(queued).collect()
+}
+
+/// The step an unfinished chain waits at: while it waits on a child, the step that
+/// returned the child; while it has not fired or is paused, the first step queued.
+/// `None` when it is running or has ended, or has no step to wait at.
+pub fn waiting_at(d: &DeferredDetail) -> Option<i64> {
+    match d.deferred.state.as_str() {
+        "waiting" => d
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.outcome == "waiting")
+            .map(|s| s.idx),
+        "pending" | "paused" => d.steps.iter().find(|s| s.outcome == QUEUED).map(|s| s.idx),
+        _ => None,
+    }
 }
 
 fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {

@@ -31,6 +31,15 @@ pub fn age(ms: &u64) -> String {
     }
 }
 
+/// A per-second rate: one decimal below 100, none from there.
+pub fn rate(v: &f64) -> String {
+    if *v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 /// Microseconds → `12µs`, `3.4ms`, `1.20s`.
 pub fn micros(us: &i64) -> String {
     let us = *us;
@@ -80,6 +89,8 @@ mod tests {
         assert_eq!(age(&83_000), "1m 23s");
         assert_eq!(age(&7_200_000), "2h 0m");
         assert_eq!(micros(&1500), "1.5ms");
+        assert_eq!(rate(&2.25), "2.2");
+        assert_eq!(rate(&1234.5), "1234");
         assert_eq!(clock(&(3_600_000 + 61_001)), "01:01:01.001");
         assert_eq!(url("a b/é"), "a%20b%2F%C3%A9");
     }

@@ -18,6 +18,10 @@
 //! - [`data`]: live figures from the hub merged with history from the store, as the rows
 //!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
 //!   `frontend/templates/` (auto-escaped).
+//! - [`sort`]: the order of the connections list (`?sort=&dir=`), shared by the page's
+//!   header links and the JSON API.
+//! - [`cards`]: the overview's service cards, their sparklines drawn on the server with a
+//!   title that reads out their figures.
 //! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
@@ -36,6 +40,7 @@ pub mod actions;
 pub mod api;
 mod assets;
 mod auth;
+pub mod cards;
 pub mod data;
 mod defer;
 pub mod error;
@@ -45,6 +50,7 @@ pub mod live;
 mod metrics;
 mod pages;
 pub mod series;
+pub mod sort;
 pub mod state;
 
 use std::future::Future;

@@ -9,11 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use weft_store::{DeferredDetail, StepRecord};
 
+use crate::cards::Card;
 use crate::data::{
     self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
 };
 use crate::error::ApiError;
 use crate::fmt;
+use crate::sort::{ConnectionOrder, SortKey};
 use crate::state::DashboardState;
 
 /// The tabs of `/deferreds`, in order.
@@ -25,17 +27,6 @@ pub(crate) const TABS: [&str; 6] = [
     "unhandled",
     "leaked",
 ];
-
-/// The last value of a rate series, for a page's first paint.
-pub(crate) fn last(v: &[f64]) -> String {
-    v.last().map_or_else(|| "0".into(), |x| format!("{x:.1}"))
-}
-
-/// The last value of a bytes-per-second series.
-pub(crate) fn last_bytes(v: &[f64]) -> String {
-    let n = v.last().copied().unwrap_or(0.0).max(0.0) as u64;
-    format!("{}/s", fmt::bytes(&n))
-}
 
 /// A service's configuration, indented.
 pub(crate) fn pretty(v: &serde_json::Value) -> String {
@@ -82,14 +73,14 @@ fn error_page(page: &str, e: ApiError) -> Response {
 #[template(path = "overview.html")]
 struct Overview {
     page: &'static str,
-    services: Vec<ServiceView>,
+    cards: Vec<Card>,
 }
 
 pub(crate) async fn overview(State(state): State<DashboardState>) -> Response {
     match data::services(&state).await {
         Ok(services) => html(&Overview {
             page: "overview",
-            services,
+            cards: services.into_iter().map(Card::new).collect(),
         }),
         Err(e) => error_page("overview", e),
     }
@@ -104,6 +95,9 @@ struct Connections {
     service: String,
     state: String,
     peer: String,
+    headers: Vec<SortHeader>,
+    /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
+    sort_fields: Vec<(&'static str, &'static str)>,
 }
 
 impl Connections {
@@ -112,24 +106,97 @@ impl Connections {
     }
 }
 
+/// A header of the connections table: a link to the list sorted by its column, so sorting
+/// works without the script (which intercepts the click and sorts in place).
+struct SortHeader {
+    key: &'static str,
+    label: &'static str,
+    numeric: bool,
+    /// Right-aligned, as the byte columns are.
+    align_right: bool,
+    /// `asc` or `desc` on the column sorted now.
+    dir: Option<&'static str>,
+    href: String,
+}
+
+impl SortHeader {
+    fn aria_sort(&self) -> &'static str {
+        if self.dir == Some("asc") {
+            "ascending"
+        } else {
+            "descending"
+        }
+    }
+}
+
+/// `/connections` with `q`'s filters in `order`; the defaults are left out of the URL.
+fn connections_href(q: &ConnectionQuery, order: ConnectionOrder) -> String {
+    let limit = q.limit.map(|n| n.to_string());
+    let mut pairs: Vec<(&str, &str)> = [
+        ("service", q.service.as_deref()),
+        ("state", q.state.as_deref()),
+        ("peer", q.peer.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?)))
+    .collect();
+    for (k, v) in order.query_pairs() {
+        pairs.push((k, v));
+    }
+    if let Some(n) = &limit {
+        pairs.push(("limit", n));
+    }
+    let pairs: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{k}={}", fmt::url(v)))
+        .collect();
+    if pairs.is_empty() {
+        "/connections".into()
+    } else {
+        format!("/connections?{}", pairs.join("&"))
+    }
+}
+
+fn sort_headers(q: &ConnectionQuery, order: ConnectionOrder) -> Vec<SortHeader> {
+    SortKey::ALL
+        .into_iter()
+        .map(|key| SortHeader {
+            key: key.as_str(),
+            label: match key {
+                SortKey::Age => "age",
+                SortKey::BytesIn => "in",
+                SortKey::BytesOut => "out",
+                _ => key.as_str(),
+            },
+            numeric: key.numeric(),
+            align_right: matches!(key, SortKey::BytesIn | SortKey::BytesOut),
+            dir: (order.key == key).then(|| order.dir.as_str()),
+            href: connections_href(q, order.toggled(key)),
+        })
+        .collect()
+}
+
 pub(crate) async fn connections(
     State(state): State<DashboardState>,
     Query(q): Query<ConnectionQuery>,
 ) -> Response {
     let result = async {
+        let order = q.order()?;
         let rows = data::connections(&state, &q).await?;
         let service_names = data::services(&state)
             .await?
             .into_iter()
             .map(|s| s.name)
             .collect();
-        Ok::<_, ApiError>((rows, service_names))
+        Ok::<_, ApiError>((order, rows, service_names))
     };
     match result.await {
-        Ok((rows, service_names)) => html(&Connections {
+        Ok((order, rows, service_names)) => html(&Connections {
             page: "connections",
             rows,
             service_names,
+            headers: sort_headers(&q, order),
+            sort_fields: order.query_pairs().collect(),
             service: q.service.unwrap_or_default(),
             state: q.state.unwrap_or_default(),
             peer: q.peer.unwrap_or_default(),
@@ -248,13 +315,30 @@ struct StepBar {
     step: StepRecord,
     offset_pct: String,
     width_pct: String,
+    /// Added and not run yet: not on the time axis.
+    queued: bool,
+    /// The step the chain waits at.
+    here: bool,
 }
 
-/// Lays steps out on one time axis from the first step's start to the last one's end.
-fn waterfall(steps: Vec<StepRecord>) -> Vec<StepBar> {
-    let start = steps.iter().map(|s| s.started_at_us).min().unwrap_or(0);
-    let end = steps
-        .iter()
+impl StepBar {
+    /// The row's classes: `queued`, `here`, both or none.
+    fn row_class(&self) -> &'static str {
+        match (self.queued, self.here) {
+            (true, true) => "queued here",
+            (true, false) => "queued",
+            (false, true) => "here",
+            (false, false) => "",
+        }
+    }
+}
+
+/// Lays the steps that ran out on one time axis from the first one's start to the last
+/// one's end; the queued ones follow, off the axis.
+fn waterfall(steps: Vec<StepRecord>, waiting_at: Option<i64>) -> Vec<StepBar> {
+    let ran = || steps.iter().filter(|s| s.outcome != data::QUEUED);
+    let start = ran().map(|s| s.started_at_us).min().unwrap_or(0);
+    let end = ran()
         .map(|s| s.started_at_us + s.duration_us.unwrap_or(0))
         .max()
         .unwrap_or(0);
@@ -262,15 +346,42 @@ fn waterfall(steps: Vec<StepRecord>) -> Vec<StepBar> {
     steps
         .into_iter()
         .map(|step| {
-            let offset = (step.started_at_us - start) as f64 / span * 100.0;
+            let queued = step.outcome == data::QUEUED;
+            let offset = if queued {
+                0.0
+            } else {
+                (step.started_at_us - start) as f64 / span * 100.0
+            };
             let width = (step.duration_us.unwrap_or(0) as f64 / span * 100.0).max(0.5);
             StepBar {
                 offset_pct: format!("{:.2}", offset.min(99.5)),
                 width_pct: format!("{:.2}", width.min(100.0 - offset).max(0.5)),
+                queued,
+                here: waiting_at == Some(step.idx),
                 step,
             }
         })
         .collect()
+}
+
+/// Where an unfinished chain stands, in words: `waiting before step 3 of 5 (...)`.
+fn waiting_text(d: &DeferredDetail, at: i64) -> Option<String> {
+    let step = d.steps.iter().find(|s| s.idx == at)?;
+    let of = d.steps.last().map_or(0, |s| s.idx + 1);
+    let place = format!(
+        "step {} of {of} ({} added at {})",
+        at + 1,
+        step.kind,
+        step.site
+    );
+    Some(match d.deferred.state.as_str() {
+        "waiting" => match d.deferred.waiting_on {
+            Some(child) => format!("Waiting on Deferred {child} at {place}"),
+            None => format!("Waiting at {place}"),
+        },
+        "paused" => format!("Paused before {place}"),
+        _ => format!("Not fired yet: waiting before {place}"),
+    })
 }
 
 #[derive(Template)]
@@ -279,18 +390,23 @@ struct Deferred {
     page: &'static str,
     age_ms: u64,
     steps: Vec<StepBar>,
+    /// Where the chain stands, when it waits at a step.
+    waiting: Option<String>,
     d: DeferredDetail,
 }
 
 pub(crate) async fn deferred(State(state): State<DashboardState>, Path(id): Path<i64>) -> Response {
     match data::deferred(&state, id).await {
         Ok(Some(mut d)) => {
-            let steps = waterfall(std::mem::take(&mut d.steps));
+            let at = data::waiting_at(&d);
+            let waiting = at.and_then(|at| waiting_text(&d, at));
+            let steps = waterfall(std::mem::take(&mut d.steps), at);
             let age_ms = DeferredView::new(d.deferred.clone(), data::now_ms()).age_ms;
             html(&Deferred {
                 page: "deferred",
                 age_ms,
                 steps,
+                waiting,
                 d,
             })
         }
@@ -339,7 +455,7 @@ impl Login {
 /// The waterfall's offsets and widths, for tests.
 #[cfg(test)]
 pub(crate) fn tests_waterfall(steps: Vec<StepRecord>) -> Vec<(String, String)> {
-    waterfall(steps)
+    waterfall(steps, None)
         .into_iter()
         .map(|b| (b.offset_pct, b.width_pct))
         .collect()

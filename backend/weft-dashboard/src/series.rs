@@ -51,6 +51,9 @@ pub struct ServiceStats {
     pub service: String,
     /// The latest point.
     pub now: Point,
+    /// When the oldest point was read, unix milliseconds: the series span from here to
+    /// `now.at_ms`, one value per sample.
+    pub since_ms: i64,
     /// Connections opened per second, oldest first, one per sample.
     pub conn_rate: Vec<f64>,
     /// Bytes received per second.
@@ -91,6 +94,14 @@ impl Series {
         inner.alerts = alerts;
     }
 
+    /// Appends `point` to `service`'s ring, as a sample would.
+    pub fn record(&self, service: &str, point: Point) {
+        push(
+            self.lock().services.entry(service.into()).or_default(),
+            point,
+        );
+    }
+
     /// Every service's figures, by name.
     pub fn stats(&self) -> Vec<ServiceStats> {
         let inner = self.lock();
@@ -127,6 +138,7 @@ fn stats(name: &str, ring: &VecDeque<Point>) -> ServiceStats {
     ServiceStats {
         service: name.to_owned(),
         now: ring.back().copied().unwrap_or_default(),
+        since_ms: ring.front().map_or(0, |p| p.at_ms),
         conn_rate: rate(|p| p.opened),
         in_rate: rate(|p| p.bytes_in),
         out_rate: rate(|p| p.bytes_out),
@@ -210,6 +222,11 @@ mod tests {
         assert_eq!(s.conn_rate, vec![5.0, 2.0]);
         assert_eq!(s.in_rate, vec![100.0, 0.0]);
         assert_eq!(s.now.opened, 9);
+        assert_eq!(
+            (s.since_ms, s.now.at_ms),
+            (0, 3000),
+            "the span of the series"
+        );
     }
 
     #[test]

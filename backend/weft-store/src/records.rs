@@ -194,11 +194,12 @@ pub struct StepRecord {
     pub kind: String,
     /// Where the callback was added, `file:line`.
     pub site: String,
-    /// When it started, unix microseconds.
+    /// When it started, unix microseconds; for a `queued` step, when it was added.
     pub started_at_us: i64,
-    /// How long it ran; `None` while it has not finished.
+    /// How long it ran; `None` while it has not finished (or not started).
     pub duration_us: Option<i64>,
-    /// `ok`, `err`, `paused` or `pending`.
+    /// `ok`, `err`, `skipped`, `chained`, `waiting` (it returned the Deferred the chain
+    /// waits on), or `queued` (added, not run yet).
     pub outcome: String,
     /// The Deferred it returned, which the chain then waited on.
     pub child_id: Option<i64>,

@@ -4,7 +4,9 @@
 //! One `std::sync::Mutex<HashMap>` holds the chains. Only the reactor thread writes it
 //! (one short update per Deferred event), so the lock is uncontended except for the
 //! moment a reader (the dashboard, the periodic store snapshot) copies the pending list.
-//! Steps are kept up to [`MAX_STEPS`] per chain, so a runaway chain cannot grow memory.
+//! Steps are kept up to [`MAX_STEPS`] per chain, so a runaway chain cannot grow memory; so
+//! are the steps added and not run yet ([`QueuedStep`]), which show where a chain that has
+//! not fired, is paused or waits on a child will go on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +38,19 @@ pub struct StepSnapshot {
     pub failure: Option<String>,
     /// The Deferred it returned, which the chain waited on (or took at once).
     pub child: Option<u64>,
+}
+
+/// A step added to a chain and not run yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedStep {
+    /// The position it will run at, from 0.
+    pub index: u32,
+    /// `callback`, `errback` or `both`.
+    pub kind: &'static str,
+    /// The line that added the step.
+    pub site: String,
+    /// When it was added, unix milliseconds.
+    pub at_ms: i64,
 }
 
 /// A Deferred chain, as shown and stored.
@@ -77,6 +92,9 @@ pub struct DeferredSnapshot {
     pub leaked: bool,
     /// Steps run so far (at most [`MAX_STEPS`]).
     pub steps: Vec<StepSnapshot>,
+    /// Steps added and not run yet, in the order they will run (at most [`MAX_STEPS`]);
+    /// the first is the one a chain that has not fired or is paused waits before.
+    pub queued: Vec<QueuedStep>,
 }
 
 impl DeferredSnapshot {
@@ -102,8 +120,22 @@ impl Chain {
 
     pub(crate) fn push_step(&mut self, step: StepSnapshot) {
         self.snapshot.current_step = Some(step.site.clone());
+        // Steps run in the order they were added: the ones queued up to this one are done.
+        let ran = self
+            .snapshot
+            .queued
+            .iter()
+            .take_while(|q| q.index <= step.index)
+            .count();
+        self.snapshot.queued.drain(..ran);
         if self.snapshot.steps.len() < MAX_STEPS {
             self.snapshot.steps.push(step);
+        }
+    }
+
+    pub(crate) fn queue_step(&mut self, step: QueuedStep) {
+        if self.snapshot.queued.len() < MAX_STEPS {
+            self.snapshot.queued.push(step);
         }
     }
 }

@@ -16,7 +16,7 @@ use prometheus::{
 use weft::defer::{DeferredEvent, DeferredState, FailureInfo, Outcome, StepOutcome, Subject};
 
 use crate::bus::EventKind;
-use crate::chains::{Chain, Chains, DeferredSnapshot, StepSnapshot, now_ms};
+use crate::chains::{Chain, Chains, DeferredSnapshot, QueuedStep, StepSnapshot, now_ms};
 use crate::live::{LiveRegistry, unix_ms};
 
 /// Buckets for callback durations, in seconds: ten microseconds to a few seconds.
@@ -207,6 +207,7 @@ impl DeferredTracker {
                     unhandled: false,
                     leaked: false,
                     steps: Vec::new(),
+                    queued: Vec::new(),
                 };
                 let chain = Chain {
                     snapshot,
@@ -214,6 +215,17 @@ impl DeferredTracker {
                     metrics,
                 };
                 self.chains.lock().insert(c.id.0, chain);
+                None
+            }
+            DeferredEvent::Queued(q) => {
+                if let Some(chain) = self.chains.lock().get_mut(&q.id.0) {
+                    chain.queue_step(QueuedStep {
+                        index: q.index,
+                        kind: q.kind.as_str(),
+                        site: q.site.to_string(),
+                        at_ms: now_ms(),
+                    });
+                }
                 None
             }
             DeferredEvent::Step(step) => {
@@ -401,6 +413,7 @@ impl DeferredTracker {
                     unhandled: false,
                     leaked: false,
                     steps: Vec::new(),
+                    queued: Vec::new(),
                 };
                 flag(&mut snapshot);
                 snapshot

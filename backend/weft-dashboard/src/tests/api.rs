@@ -77,6 +77,70 @@ async fn connections_merge_history_and_honour_filters_and_the_cap() {
 }
 
 #[tokio::test]
+async fn connections_are_sorted_by_the_column_and_direction_asked_for() {
+    let conn = |id, service, bytes_in| {
+        let mut c = closed_connection(id, service, &format!("10.0.0.{id}:5000"));
+        c.bytes_in = bytes_in;
+        c.into()
+    };
+    let (_dir, store) = store_with(vec![
+        conn(1, "echo", 300),
+        conn(2, "proxy", 20),
+        conn(3, "echo", 1_000),
+    ])
+    .await;
+    let app = router(state().with_store(store));
+    let ids = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let a = get(app, path).await;
+            assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+            a.json()["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("/api/connections").await, vec![3, 2, 1], "newest first");
+    assert_eq!(ids("/api/connections?sort=&dir=").await, vec![3, 2, 1]);
+    assert_eq!(ids("/api/connections?dir=asc").await, vec![1, 2, 3]);
+    assert_eq!(ids("/api/connections?sort=bytes_in").await, vec![3, 1, 2]);
+    assert_eq!(
+        ids("/api/connections?sort=bytes_in&dir=asc").await,
+        vec![2, 1, 3]
+    );
+    assert_eq!(
+        ids("/api/connections?sort=service&dir=asc").await,
+        vec![3, 1, 2],
+        "a tie keeps the newest first"
+    );
+    assert_eq!(
+        ids("/api/connections?sort=peer&dir=asc&service=echo").await,
+        vec![1, 3]
+    );
+    // The limit keeps the first rows of the order asked for.
+    let top = get(app.clone(), "/api/connections?sort=bytes_in&limit=1")
+        .await
+        .json();
+    assert_eq!(top["items"][0]["id"], 3);
+    assert_eq!(top["hidden"], 1);
+
+    let bad = get(app.clone(), "/api/connections?sort=colour").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let error = bad.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("\"colour\""), "{error}");
+    assert!(
+        error.contains("id, service, transport, peer, age_ms, bytes_in, bytes_out, state"),
+        "{error}"
+    );
+    let bad = get(app, "/api/connections?sort=id&dir=up").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.json()["error"].as_str().unwrap().contains("asc, desc"));
+}
+
+#[tokio::test]
 async fn deferreds_are_listed_by_tab_with_steps_and_children() {
     let mut stalled = deferred(1, "paused");
     stalled.stalled = true;

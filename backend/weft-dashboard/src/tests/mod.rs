@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod chains;
 mod live;
 mod pages;
 

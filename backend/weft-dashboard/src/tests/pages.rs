@@ -86,6 +86,135 @@ async fn text_from_peers_and_programs_is_escaped_in_every_page() {
     assert_eq!(api.json()["label"], EVIL);
 }
 
+/// Where `needle` first appears in `page`.
+fn at(page: &str, needle: &str) -> usize {
+    page.find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in the page:\n{page}"))
+}
+
+#[tokio::test]
+async fn the_connections_page_is_sorted_on_the_server_with_header_links() {
+    let conn = |id, bytes_in| {
+        let mut c = closed_connection(id, "echo", &format!("10.0.0.{id}:5000"));
+        c.bytes_in = bytes_in;
+        c.into()
+    };
+    let (_dir, store) = store_with(vec![conn(1, 300), conn(2, 20), conn(3, 1_000)]).await;
+    let app = router(state().with_store(store));
+
+    let page = get(app.clone(), "/connections?sort=bytes_in&dir=asc")
+        .await
+        .body;
+    let rows: Vec<usize> = [2, 1, 3]
+        .iter()
+        .map(|id| at(&page, &format!(r#"<tr data-id="{id}""#)))
+        .collect();
+    assert!(rows.is_sorted(), "rows 2, 1, 3 in that order:\n{page}");
+    // The sorted column says so and links to the other direction; the others start from
+    // the top; each link is a plain URL that works without the script.
+    assert!(
+        page.contains(
+            r#"<th data-sort="bytes_in" data-type="num" class="num" data-dir="asc" aria-sort="ascending"><a href="/connections?sort=bytes_in">in</a></th>"#
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<th data-sort="peer"><a href="/connections?sort=peer">peer</a></th>"#),
+        "{page}"
+    );
+    // Filtering keeps the order.
+    assert!(page.contains(r#"<input type="hidden" name="sort" value="bytes_in">"#));
+    assert!(page.contains(r#"<input type="hidden" name="dir" value="asc">"#));
+
+    // The default: newest first, the id header marked, links keeping the filters.
+    let page = get(app.clone(), "/connections?service=echo&peer=10.0.0")
+        .await
+        .body;
+    assert!(at(&page, r#"<tr data-id="3""#) < at(&page, r#"<tr data-id="1""#));
+    assert!(
+        page.contains(
+            r#"data-dir="desc" aria-sort="descending"><a href="/connections?service=echo&#38;peer=10.0.0&#38;dir=asc">id</a>"#
+        ),
+        "{page}"
+    );
+    assert!(
+        !page.contains(r#"name="sort""#),
+        "no hidden field for the default"
+    );
+
+    // A key the page does not know: a 400 page naming the ones it does, escaped.
+    let bad = get(
+        app.clone(),
+        &format!("/connections?sort={}", crate::fmt::url(EVIL)),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.kind.starts_with("text/html"));
+    assert!(
+        bad.body.contains("age_ms, bytes_in, bytes_out"),
+        "{}",
+        bad.body
+    );
+    assert_inert("/connections?sort=EVIL", &bad.body);
+
+    // Text from the query string in the header links is encoded, not markup.
+    let page = get(app, &format!("/connections?peer={}", crate::fmt::url(EVIL)))
+        .await
+        .body;
+    assert!(page.contains("peer=%3Cscript%3Ealert%28%27pwned%27%29%3C%2Fscript%3E"));
+    assert!(!page.contains("<script>alert"), "{page}");
+}
+
+#[tokio::test]
+async fn overview_sparklines_are_drawn_on_the_server_and_read_out_their_figures() {
+    let state = state();
+    // Three samples a second apart: 2 then 5 connections a second, 1 KiB/s in, one
+    // Deferred pending throughout, one stalled at the end; the service name is markup.
+    for (i, (opened, bytes_in, stalled)) in [(0, 0, 0), (2, 1024, 0), (7, 2048, 1)]
+        .into_iter()
+        .enumerate()
+    {
+        state.series.record(
+            EVIL,
+            crate::series::Point {
+                at_ms: 10_000 + 1_000 * i as i64,
+                opened,
+                active: 3,
+                bytes_in,
+                pending: 1,
+                stalled,
+                ..Default::default()
+            },
+        );
+    }
+    let page = get(router(state), "/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = page.body;
+    assert_inert("/", &page);
+    for title in [
+        "<title>conn/s: latest 5.0, min 2.0, max 5.0 over the last 2.0s</title>",
+        "<title>in/s: latest 1.0 KiB/s, min 1.0 KiB/s, max 1.0 KiB/s over the last 2.0s</title>",
+        "<title>out/s: latest 0 B/s, min 0 B/s, max 0 B/s over the last 2.0s</title>",
+        "<title>pending: latest 1, min 1, max 1 over the last 2.0s</title>",
+        "<title>stalled: latest 1, min 0, max 1 over the last 2.0s</title>",
+    ] {
+        assert!(page.contains(title), "{title} in\n{page}");
+    }
+    // The lines are drawn without the script: conn/s from 2 up to 5 across the box.
+    assert!(
+        page.contains(r#"<polyline fill="none" points="0.0,16.4 120.0,2.0"></polyline>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"aria-label="stalled: latest 1, min 0, max 1"#));
+    assert!(page.contains(r#"<svg class="spark warn" data-k="stalled""#));
+    assert!(
+        page.contains(r#"<article class="card alert""#),
+        "a stall outlines the card"
+    );
+    assert!(page.contains(r#"<dd data-k="conn_rate">5.0</dd>"#));
+    assert!(page.contains(r#"<dd data-k="in_rate">1.0 KiB/s</dd>"#));
+}
+
 #[test]
 fn the_waterfall_lays_steps_on_one_axis() {
     let bars =

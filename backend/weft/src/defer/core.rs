@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::events;
 use super::events::{
     Created, DeferredEvent, DeferredId, DeferredState, Dropped, FailureInfo, Fired, Outcome,
-    Paused, Resumed, Settled, StepFinished, StepOutcome,
+    Paused, Resumed, Settled, StepFinished, StepOutcome, StepQueued,
 };
 use super::step::{Did, Holder, Link, Ran, take_result};
 use super::{CancelledError, Failure, detect, registry};
@@ -56,6 +56,8 @@ pub(crate) struct Core {
     /// The chain's current result: the last step that ran, or the fired value.
     result: RefCell<Option<Box<dyn Link>>>,
     pub(crate) steps_run: Cell<u32>,
+    /// Traced steps added so far: the index the next one will run at.
+    steps_added: Cell<u32>,
     /// The last step started; while waiting, the one that returned the child.
     pub(crate) step_site: Cell<Option<&'static Location<'static>>>,
     pub(crate) waiting_on: RefCell<Option<Rc<Core>>>,
@@ -91,6 +93,7 @@ impl Core {
             steps: RefCell::new(VecDeque::new()),
             result: RefCell::new(None),
             steps_run: Cell::new(0),
+            steps_added: Cell::new(0),
             step_site: Cell::new(None),
             waiting_on: RefCell::new(None),
             canceller: RefCell::new(None),
@@ -191,10 +194,33 @@ impl Core {
 
     /// Appends a step; runs it at once if the chain has a result and is idle.
     pub(crate) fn push_step(self: &Rc<Self>, step: Box<dyn Link>) {
+        if let Some(kind) = step.kind() {
+            let index = self.steps_added.get();
+            self.steps_added.set(index.saturating_add(1));
+            // A step that runs at once is reported once, when it has run; one that waits
+            // is reported now too, so "stuck before step N" can be seen. With nobody
+            // listening this is the one thread-local read.
+            events::emit_if(observe::enabled() && !self.runs_at_once(), || {
+                DeferredEvent::Queued(StepQueued {
+                    id: self.id,
+                    index,
+                    kind,
+                    site: super::Site(step.site()),
+                })
+            });
+        }
         self.steps.borrow_mut().push_back(step);
         if self.fired.get() != Fire::Not && !self.flags_has(RUNNING) {
             self.run();
         }
+    }
+
+    /// Whether a step added now would run before `push_step` returns.
+    fn runs_at_once(&self) -> bool {
+        self.fired.get() != Fire::Not
+            && !self.flags_has(RUNNING)
+            && self.pauses.get() == 0
+            && self.waiting_on.try_borrow().is_ok_and(|w| w.is_none())
     }
 
     pub(crate) fn set_canceller(&self, canceller: Box<dyn FnOnce()>) {

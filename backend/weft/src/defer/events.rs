@@ -170,6 +170,9 @@ pub enum Outcome {
 pub enum DeferredEvent {
     /// A Deferred was created.
     Created(Created),
+    /// A step was added that cannot run yet: the chain has not fired, is paused, waits on
+    /// a child, or is running another step. Its [`Step`](Self::Step) follows when it runs.
+    Queued(StepQueued),
     /// One step of its chain ran.
     Step(StepFinished),
     /// Its chain stopped: waiting on a child, or `pause`d.
@@ -207,6 +210,19 @@ pub struct Created {
     pub parent: Option<DeferredId>,
     /// Wall-clock creation time.
     pub at: SystemTime,
+}
+
+/// A step was added to a chain that cannot run it yet.
+#[derive(Debug, Clone)]
+pub struct StepQueued {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// The position the step will run at, from 0: the `index` of its [`StepFinished`].
+    pub index: u32,
+    /// Callback, errback or both.
+    pub kind: StepKind,
+    /// The line that added the step.
+    pub site: Site,
 }
 
 /// One step of a chain ran (or was skipped).

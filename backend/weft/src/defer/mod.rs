@@ -148,7 +148,7 @@ pub use detect::{
 pub use events::{
     Created, DeferredEvent, DeferredId, DeferredState, Dropped, FailureInfo, Fired, Leaked,
     Outcome, Paused, Resumed, Settled, Site, SlowCallback, Stalled, StepFinished, StepKind,
-    StepOutcome, Subject, Unhandled,
+    StepOutcome, StepQueued, Subject, Unhandled,
 };
 pub use failure::{
     AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, PanicError,

@@ -492,3 +492,56 @@ fn every_step_reports_kind_site_and_outcome() {
     assert_eq!(rec.count("Settled"), 1);
     observe::set_observer(None);
 }
+
+#[test]
+fn steps_that_cannot_run_yet_are_reported_queued_at_the_place_they_will_run() {
+    let rec = record();
+    let queued = |rec: &RecordingObserver, id: DeferredId| -> Vec<String> {
+        let id = format!("id: DeferredId({})", id.0);
+        rec.events()
+            .into_iter()
+            .filter(|e| e.contains("Queued(") && e.contains(&id))
+            .collect()
+    };
+    let (r, d) = Deferred::<u32>::new();
+    let id = d.id();
+    let line = line!() + 1;
+    let d = d.add_callback(|n| n + 1).add_errback(|_| Ok(0));
+    let q = queued(&rec, id);
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert!(q[0].contains("index: 0") && q[0].contains("kind: Callback"));
+    assert!(
+        q[0].contains(&format!("site: {}:{line}", file!())),
+        "{}",
+        q[0]
+    );
+    assert!(q[1].contains("index: 1") && q[1].contains("kind: Errback"));
+    r.callback(1);
+    assert_eq!(rec.count("Step("), 2);
+
+    // Fired and idle: a step added now runs at once, reported once, when it has run.
+    let d = d.add_callback(|n| n * 2);
+    assert_eq!(queued(&rec, id).len(), 2);
+
+    // Waiting on a child: what is added after the step that returned it waits too, and
+    // its index counts the steps that ran at once.
+    let (child_r, child) = Deferred::<u32>::new();
+    let d = d
+        .and_then(move |n| child.add_callback(move |c| n + c))
+        .add_callback(|n| n + 100);
+    let q = queued(&rec, id);
+    assert_eq!(q.len(), 3, "{q:?}");
+    assert!(q[2].contains("index: 4"), "{}", q[2]);
+    child_r.callback(10);
+    assert_eq!(ok(d), 114);
+
+    // Paused: queued until unpaused.
+    let d = Deferred::succeed(1u8);
+    let id = d.id();
+    d.pause();
+    let d = d.add_callback(|n| n + 1);
+    assert_eq!(queued(&rec, id).len(), 1);
+    d.unpause();
+    assert_eq!(ok(d), 2);
+    observe::set_observer(None);
+}

@@ -1,0 +1,116 @@
+//! The hub's picture of a pending chain: the steps it ran and the ones it has not run yet,
+//! so an operator can see where a chain is stuck ("before step 3 of 5").
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft::Reactor;
+use weft::defer::Deferred;
+use weft_telemetry::chains::QueuedStep;
+use weft_telemetry::{Hub, HubConfig};
+
+fn hub_on(reactor: &Reactor) -> Arc<Hub> {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    hub.install(reactor);
+    hub
+}
+
+fn places(queued: &[QueuedStep]) -> Vec<(u32, &'static str)> {
+    queued.iter().map(|q| (q.index, q.kind)).collect()
+}
+
+#[test]
+fn steps_added_before_the_chain_fires_are_listed_as_queued_until_they_run() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+
+    let (resolver, d) = Deferred::<u32>::labeled("lookup");
+    let id = d.id().0;
+    let line = line!() + 1;
+    let d = d.add_callback(|n| n + 1).add_errback(|_| Ok(0));
+    let (child_resolver, child) = Deferred::<u32>::new();
+    let d = d
+        .and_then(move |n| child.add_callback(move |c| n + c))
+        .add_callback(|n| n * 10);
+
+    // Not fired: nothing ran, four steps wait, the first one is where it is stuck.
+    let chain = hub.deferred(id).expect("pending");
+    assert_eq!(chain.state, "pending");
+    assert!(chain.steps.is_empty());
+    assert_eq!(
+        places(&chain.queued),
+        [
+            (0, "callback"),
+            (1, "errback"),
+            (2, "callback"),
+            (3, "callback")
+        ]
+    );
+    let site = format!("tests/chains.rs:{line}");
+    assert!(chain.queued[0].site.ends_with(&site), "{:?}", chain.queued);
+    assert!(chain.queued[0].at_ms > 0);
+
+    // Fired: the first three run, the third returns a child not fired yet; the chain
+    // waits there and the last step is still queued.
+    resolver.callback(1);
+    let chain = hub.deferred(id).expect("waiting on its child");
+    assert_eq!(chain.state, "waiting");
+    let outcomes: Vec<_> = chain.steps.iter().map(|s| (s.index, s.outcome)).collect();
+    assert_eq!(outcomes, [(0, "ok"), (1, "skipped"), (2, "waiting")]);
+    assert_eq!(places(&chain.queued), [(3, "callback")]);
+
+    // The child fires: everything ran, the chain is no longer pending.
+    child_resolver.callback(10);
+    assert!(hub.deferred(id).is_none());
+    let mut d = d;
+    assert_eq!(d.try_take().unwrap().unwrap(), 120);
+}
+
+#[test]
+fn a_paused_chain_lists_what_it_will_run_after_unpause_and_a_stall_report_carries_it() {
+    let reactor = Reactor::new().unwrap();
+    let mut config = HubConfig::default();
+    config.stall_after = Duration::from_secs(5);
+    let hub = Hub::new(config).unwrap();
+    hub.install(&reactor);
+    let clock = weft::testing::Clock::fake();
+    let _clock = clock.install();
+
+    let (resolver, d) = Deferred::<u8>::new();
+    let id = d.id().0;
+    d.pause();
+    resolver.callback(1);
+    // Added while paused: it waits, at the index after the ones that ran (none).
+    let d = d.add_both(|r| r.map(|n| n + 1));
+    let chain = hub.deferred(id).expect("paused");
+    assert_eq!(chain.state, "paused");
+    assert_eq!(places(&chain.queued), [(0, "both")]);
+
+    clock.advance(Duration::from_secs(6));
+    weft::defer::scan_for_stalls();
+    let chain = hub.deferred(id).expect("still paused");
+    assert!(chain.stalled);
+    assert_eq!(places(&chain.queued), [(0, "both")]);
+
+    d.unpause();
+    assert!(hub.deferred(id).is_none());
+    let mut d = d;
+    assert_eq!(d.try_take().unwrap().unwrap(), 2);
+}
+
+#[test]
+fn a_leaked_chain_still_lists_the_steps_it_will_never_run() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+
+    let (resolver, d) = Deferred::<u8>::labeled("never answered");
+    let id = d.id().0;
+    let d = d.add_callback(|n| n + 1).add_errback(|_| Ok(0));
+    drop(resolver);
+    let chain = hub.deferred(id).expect("held, so still listed");
+    assert!(chain.leaked);
+    assert!(chain.steps.is_empty());
+    assert_eq!(places(&chain.queued), [(0, "callback"), (1, "errback")]);
+    drop(d);
+    assert!(hub.deferred(id).is_none());
+}

@@ -63,10 +63,10 @@ impl From<ConnectionSnapshot> for ConnectionView {
     fn from(c: ConnectionSnapshot) -> Self {
         Self {
             id: c.id,
-            service: c.service,
+            service: c.service.to_string(),
             transport: c.transport.to_owned(),
-            peer: c.peer,
-            local: c.local,
+            peer: c.peer.to_string(),
+            local: c.local.to_string(),
             state: "open",
             opened_at_ms: c.opened_at_ms,
             closed_at_ms: None,

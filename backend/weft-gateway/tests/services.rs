@@ -119,7 +119,7 @@ fn the_proxy_forwards_a_large_stream_both_ways_with_bounded_buffers() {
         let stalled_in: u64 = h
             .connections()
             .iter()
-            .filter(|c| c.service == "proxy")
+            .filter(|c| &*c.service == "proxy")
             .map(|c| c.bytes_in)
             .sum();
         assert!(

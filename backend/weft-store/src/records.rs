@@ -83,18 +83,6 @@ impl ConnectionRecord {
         self.closed_at_ms.is_none()
     }
 
-    /// Folds a later write of the same connection into this one, so that writing the result
-    /// leaves the same row as writing both in order (see the type's notes on upserts).
-    pub fn absorb(&mut self, newer: Self) {
-        if !self.is_open() {
-            return;
-        }
-        let (opened_seq, closed_seq) = (self.opened_seq, self.closed_seq);
-        *self = newer;
-        self.opened_seq = self.opened_seq.or(opened_seq);
-        self.closed_seq = self.closed_seq.or(closed_seq);
-    }
-
     /// Its `connection_opened` (or `connection_closed`) event as the event log would have
     /// kept it, when the row has that event's number.
     pub fn event(&self, opened: bool) -> Option<EventRecord> {

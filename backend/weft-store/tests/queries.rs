@@ -225,7 +225,7 @@ async fn a_closed_connection_stays_closed_when_an_older_open_snapshot_arrives_la
     };
     // The periodic snapshot read the connection open, but is written after its close.
     let late_snapshot = connection(1, "echo", 1_000, None);
-    for row in [opened.clone(), closed.clone(), late_snapshot.clone()] {
+    for row in [opened, closed.clone(), late_snapshot] {
         assert!(store.try_send(row));
     }
     store.flush().await.unwrap();
@@ -235,12 +235,6 @@ async fn a_closed_connection_stays_closed_when_an_older_open_snapshot_arrives_la
         ..closed.clone()
     };
     assert_eq!(stored, expected);
-
-    // Folding the writes together first leaves the same row.
-    let mut folded = opened;
-    folded.absorb(closed);
-    folded.absorb(late_snapshot);
-    assert_eq!(folded, expected);
     store.shutdown().await.unwrap();
 }
 

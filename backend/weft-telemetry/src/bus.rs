@@ -12,6 +12,7 @@
 //! missed ([`Missed`]) and they are counted under `weft_events_dropped_total{consumer}`
 //! with the reader's name. The reactor never waits for a reader.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -76,7 +77,7 @@ pub enum EventKind {
         /// The bounded reason label (`done`, `reset`, ...).
         reason: &'static str,
         /// The reason in words.
-        detail: String,
+        detail: Cow<'static, str>,
     },
     /// A connection was refused before a protocol ran.
     Refused {

@@ -174,7 +174,7 @@ impl Observer for Hub {
                 self.publish(|| EventKind::ConnectionClosed {
                     connection: ConnectionSnapshot::of(info),
                     reason: closed.reason.label(),
-                    detail: closed.reason.to_string(),
+                    detail: closed.reason.describe(),
                 });
             }
             Event::Refused(refused) => {

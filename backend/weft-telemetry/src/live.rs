@@ -20,21 +20,28 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, Opts};
 use serde::Serialize;
+use weft::Address;
 use weft::observe::{ConnectionId, ConnectionInfo, TransportKind};
 
 /// What one open connection (or UDP endpoint) looks like right now.
+///
+/// Taking one allocates nothing (the service name is shared, addresses are kept as they
+/// are): the reactor takes one per opening and closing, and the text is written only
+/// where it is read, by serialization on the inspector's side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConnectionSnapshot {
     /// The reactor's connection id.
     pub id: u64,
     /// The service it belongs to.
-    pub service: String,
+    pub service: Arc<str>,
     /// `tcp`, `udp`, `unix`, `tls`.
     pub transport: &'static str,
-    /// The remote address.
-    pub peer: String,
-    /// The local address.
-    pub local: String,
+    /// The remote address; serialized as text.
+    #[serde(serialize_with = "as_text")]
+    pub peer: Address,
+    /// The local address; serialized as text.
+    #[serde(serialize_with = "as_text")]
+    pub local: Address,
     /// When it opened, unix milliseconds.
     pub opened_at_ms: i64,
     /// How long it has been open, milliseconds.
@@ -58,10 +65,10 @@ impl ConnectionSnapshot {
         let last = info.stats.last_activity();
         Self {
             id: info.id.0,
-            service: info.service.to_string(),
+            service: info.service.clone(),
             transport: info.transport.as_str(),
-            peer: info.peer.to_string(),
-            local: info.local.to_string(),
+            peer: info.peer.clone(),
+            local: info.local.clone(),
             opened_at_ms: unix_ms(info.opened_at),
             age_ms: millis(age),
             idle_ms: millis(age.saturating_sub(last)),
@@ -71,6 +78,10 @@ impl ConnectionSnapshot {
             writes: info.stats.writes(),
         }
     }
+}
+
+fn as_text<S: serde::Serializer>(v: &Address, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 fn millis(d: std::time::Duration) -> u64 {

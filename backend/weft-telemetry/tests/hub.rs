@@ -150,8 +150,8 @@ fn tcp_traffic_is_counted_by_service_transport_and_reason() {
             (live[0].bytes_in, live[0].bytes_out, live[0].reads),
             (4, 4, 1)
         );
-        assert_eq!(live[0].service, "echo");
-        assert_eq!(live[0].peer, open.local_addr().unwrap().to_string());
+        assert_eq!(&*live[0].service, "echo");
+        assert_eq!(live[0].peer, open.local_addr().unwrap().into());
         drop(open);
     });
     // Shutdown drained the last one: counters only ever grew.

@@ -49,8 +49,8 @@ pub const FRAMES: usize = 256;
 
 /// How long the encoder gathers events into one frame. Pages draw at most four times a
 /// second, so this adds little to what a person sees, and it bounds the frames each client
-/// is sent to twenty a second however busy the hub is.
-pub const BATCH: Duration = Duration::from_millis(50);
+/// is sent to ten a second however busy the hub is.
+pub const BATCH: Duration = Duration::from_millis(100);
 
 /// Events in one frame at most; a busier window is split.
 const MAX_BATCH: usize = 1000;
@@ -331,8 +331,8 @@ mod tests {
             id,
             service: "echo".into(),
             transport: "tcp",
-            peer: "127.0.0.1:5000".into(),
-            local: "127.0.0.1:8000".into(),
+            peer: weft::Address::Ip("127.0.0.1:5000".parse().unwrap()),
+            local: weft::Address::Ip("127.0.0.1:8000".parse().unwrap()),
             opened_at_ms: 1,
             age_ms: 0,
             idle_ms: 0,

@@ -24,6 +24,8 @@ listen = "tcp:9180:interface=127.0.0.1"
 [store]
 path = "weft.db"
 retention = "24h"
+# Short, cleanly closed connections kept per second; the rest are counted (0 keeps all).
+connections_per_second = 1000
 
 [inspect]
 stall_after = "5s"
@@ -70,6 +72,8 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How long finished rows are kept.
     pub retention: Duration,
+    /// Short, cleanly closed connections kept per second (0: every one).
+    pub connections_per_second: u32,
 }
 
 /// `[inspect]`.

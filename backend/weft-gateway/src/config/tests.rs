@@ -33,6 +33,7 @@ fn the_demo_configuration_is_valid_and_on_loopback() {
 fn an_empty_file_gets_every_default() {
     let c = Config::parse("weft.toml", "").unwrap();
     assert_eq!(c.store.retention, Duration::from_secs(24 * 3600));
+    assert_eq!(c.store.connections_per_second, 1000);
     assert_eq!(c.inspect.stall_after, Duration::from_secs(5));
     assert_eq!(c.inspect.slow_callback, Duration::from_millis(100));
     assert!(c.services.is_empty());
@@ -61,10 +62,11 @@ fn a_bad_duration_names_its_line_and_key() {
 fn durations_take_the_usual_units() {
     let c = Config::parse(
         "weft.toml",
-        "[store]\nretention = \"1h 30m\"\n[inspect]\nstall_after = \"250ms\"\nsample = 1.0\n",
+        "[store]\nretention = \"1h 30m\"\nconnections_per_second = 0\n[inspect]\nstall_after = \"250ms\"\nsample = 1.0\n",
     )
     .unwrap();
     assert_eq!(c.store.retention, Duration::from_secs(5400));
+    assert_eq!(c.store.connections_per_second, 0);
     assert_eq!(c.inspect.stall_after, Duration::from_millis(250));
     assert_eq!(c.inspect.sample, 1.0);
     let e = err("[inspect]\nsample = 1.5\n");

@@ -29,6 +29,10 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             None => "weft.db".into(),
         },
         retention: duration(&at, "store.retention", &raw.store.retention, "24h")?,
+        connections_per_second: raw
+            .store
+            .connections_per_second
+            .unwrap_or(crate::inspector::DEFAULT_HISTORY_CONNECTIONS_PER_S),
     };
     let inspect = InspectConfig {
         stall_after: duration(&at, "inspect.stall_after", &raw.inspect.stall_after, "5s")?,

@@ -1,9 +1,9 @@
 //! Between the hub and the store: events become rows off the reactor thread, open
 //! connections are written about once a second, and the store's counters become metrics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -16,30 +16,106 @@ use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub,
 /// commits every 200 ms anyway, and the reactor wakes this task once per batch.
 const GATHER: Duration = Duration::from_millis(50);
 
+/// How many short-lived connections history keeps: every one up to `per_s` a second, then
+/// only those that ended in a way worth looking at again (a timeout, a protocol or I/O
+/// error, an abort). A connection that opened and closed within one batch with a `done`,
+/// `peer_closed`, `reset` or `shutdown` close is the one left out over the budget; every
+/// other connection is always kept. Metrics count every connection either way; the ones
+/// left out are counted under `weft_store_connections_skipped_total`.
+pub(crate) struct Budget {
+    per_s: u32,
+    tokens: f64,
+    refilled: Instant,
+    skipped: IntCounter,
+}
+
+impl Budget {
+    /// `per_s == 0` keeps every connection.
+    pub(crate) fn new(per_s: u32, skipped: IntCounter) -> Self {
+        Self {
+            per_s,
+            tokens: f64::from(per_s),
+            refilled: Instant::now(),
+            skipped,
+        }
+    }
+
+    /// Whether to keep a connection that opened and closed within one batch.
+    fn keep(&mut self, reason: &str) -> bool {
+        if self.per_s == 0 || !matches!(reason, "done" | "peer_closed" | "reset" | "shutdown") {
+            return true;
+        }
+        let now = Instant::now();
+        let rate = f64::from(self.per_s);
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.skipped.inc();
+            false
+        }
+    }
+}
+
 /// The rows a batch of events becomes. A connection is one row: its opening and closing
 /// are kept in it with their event numbers (the store rebuilds both events from it), and
-/// when both are in the batch they are written once. Every other event is a row of the
-/// event log, plus the rows of the chain it carries.
-pub(crate) fn records(events: &[Arc<TelemetryEvent>]) -> Vec<Record> {
+/// when both are in the batch the row is written once, if the [`Budget`] keeps it. Every
+/// other event is a row of the event log, plus the rows of the chain it carries.
+pub(crate) fn records(events: &[Arc<TelemetryEvent>], budget: &mut Budget) -> Vec<Record> {
+    let id = |c: &ConnectionSnapshot| i64::try_from(c.id).unwrap_or(i64::MAX);
+    let seq = |e: &TelemetryEvent| i64::try_from(e.seq).unwrap_or(i64::MAX);
+    // Openings in this batch, by connection: their closing (if also here) writes the row.
+    let opened_here: HashMap<i64, i64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ConnectionOpened { connection } => Some((id(connection), seq(e))),
+            _ => None,
+        })
+        .collect();
+    let closed_here: HashSet<i64> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ConnectionClosed { connection, .. } => Some(id(connection)),
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
-    let mut connections: Vec<ConnectionRecord> = Vec::new();
-    let mut index: HashMap<i64, usize> = HashMap::new();
     for event in events {
-        let seq = i64::try_from(event.seq).unwrap_or(i64::MAX);
-        let row = match &event.kind {
-            EventKind::ConnectionOpened { connection } => ConnectionRecord {
-                opened_seq: Some(seq),
-                ..connection_record(connection, None)
-            },
+        match &event.kind {
+            EventKind::ConnectionOpened { connection } => {
+                if !closed_here.contains(&id(connection)) {
+                    out.push(
+                        ConnectionRecord {
+                            opened_seq: Some(seq(event)),
+                            ..connection_record(connection, None)
+                        }
+                        .into(),
+                    );
+                }
+            }
             EventKind::ConnectionClosed {
                 connection,
                 reason,
                 detail,
-            } => ConnectionRecord {
-                closed_seq: Some(seq),
-                close_detail: Some(detail.clone()),
-                ..connection_record(connection, Some((event.at_ms, reason)))
-            },
+            } => {
+                let opened_seq = opened_here.get(&id(connection)).copied();
+                // Short-lived (nothing of it written yet) and over the budget: left out.
+                if opened_seq.is_some() && !budget.keep(reason) {
+                    continue;
+                }
+                out.push(
+                    ConnectionRecord {
+                        opened_seq,
+                        closed_seq: Some(seq(event)),
+                        close_detail: Some(detail.to_string()),
+                        ..connection_record(connection, Some((event.at_ms, reason)))
+                    }
+                    .into(),
+                );
+            }
             kind => {
                 if let EventKind::DeferredDetected { deferred, .. }
                 | EventKind::DeferredEnded { deferred } = kind
@@ -48,25 +124,16 @@ pub(crate) fn records(events: &[Arc<TelemetryEvent>]) -> Vec<Record> {
                 }
                 out.push(
                     EventRecord {
-                        seq,
+                        seq: seq(event),
                         at_ms: event.at_ms,
                         kind: kind.name().to_owned(),
                         payload_json: serde_json::to_string(kind).unwrap_or_else(|_| "{}".into()),
                     }
                     .into(),
                 );
-                continue;
-            }
-        };
-        match index.get(&row.id) {
-            Some(&i) => connections[i].absorb(row),
-            None => {
-                index.insert(row.id, connections.len());
-                connections.push(row);
             }
         }
     }
-    out.extend(connections.into_iter().map(Record::from));
     out
 }
 
@@ -78,10 +145,10 @@ pub(crate) fn connection_record(
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     ConnectionRecord {
         id: n(c.id),
-        service: c.service.clone(),
+        service: c.service.to_string(),
         transport: c.transport.to_owned(),
-        peer: c.peer.clone(),
-        local: c.local.clone(),
+        peer: c.peer.to_string(),
+        local: c.local.to_string(),
         opened_at_ms: c.opened_at_ms,
         closed_at_ms: closed.map(|(at, _)| at),
         bytes_in: n(c.bytes_in),
@@ -108,10 +175,15 @@ pub(crate) fn deferred_records(d: &DeferredSnapshot, out: &mut Vec<Record>) {
 /// Turns the hub's events (read as the bus reader `store`) into rows until `stop`, then
 /// takes what is left. Events lost by falling behind are counted by the hub under
 /// `weft_events_dropped_total{consumer="store"}`.
-pub(crate) async fn convert(mut feed: Feed, writer: Writer, stop: CancellationToken) {
+pub(crate) async fn convert(
+    mut feed: Feed,
+    writer: Writer,
+    mut budget: Budget,
+    stop: CancellationToken,
+) {
     let mut batch = Vec::new();
-    let write = |batch: &mut Vec<Arc<TelemetryEvent>>| {
-        for record in records(batch) {
+    let mut write = |batch: &mut Vec<Arc<TelemetryEvent>>| {
+        for record in records(batch, &mut budget) {
             // A full store queue is counted by the store (weft_store_events_dropped_total).
             writer.try_send(record);
         }
@@ -241,5 +313,94 @@ impl Collector for StoreCollector {
             out.extend(g.collect());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(id: u64) -> ConnectionSnapshot {
+        ConnectionSnapshot {
+            id,
+            service: "echo".into(),
+            transport: "tcp",
+            peer: weft::Address::Ip("127.0.0.1:5000".parse().unwrap()),
+            local: weft::Address::Ip("127.0.0.1:8000".parse().unwrap()),
+            opened_at_ms: 1_000,
+            age_ms: 0,
+            idle_ms: 0,
+            bytes_in: 4,
+            bytes_out: 4,
+            reads: 1,
+            writes: 1,
+        }
+    }
+
+    fn opened(seq: u64, id: u64) -> Arc<TelemetryEvent> {
+        Arc::new(TelemetryEvent {
+            seq,
+            at_ms: 1_000,
+            kind: EventKind::ConnectionOpened {
+                connection: connection(id),
+            },
+        })
+    }
+
+    fn closed(seq: u64, id: u64, reason: &'static str) -> Arc<TelemetryEvent> {
+        Arc::new(TelemetryEvent {
+            seq,
+            at_ms: 1_500,
+            kind: EventKind::ConnectionClosed {
+                connection: connection(id),
+                reason,
+                detail: format!("{reason} in words").into(),
+            },
+        })
+    }
+
+    fn rows(records: &[Record]) -> Vec<&ConnectionRecord> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Connection(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_opened_and_closed_in_one_batch_is_one_row_and_no_log_rows() {
+        let mut budget = Budget::new(0, IntCounter::new("skipped", "skipped").unwrap());
+        let out = records(&[opened(10, 1), closed(11, 1, "done")], &mut budget);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let row = rows(&out)[0];
+        assert_eq!((row.opened_seq, row.closed_seq), (Some(10), Some(11)));
+        assert_eq!(row.closed_at_ms, Some(1_500));
+        assert_eq!(row.close_detail.as_deref(), Some("done in words"));
+    }
+
+    #[test]
+    fn over_the_budget_only_clean_short_connections_are_left_out_and_counted() {
+        let skipped = IntCounter::new("skipped", "skipped").unwrap();
+        let mut budget = Budget::new(1, skipped.clone());
+        let out = records(
+            &[
+                opened(1, 1),
+                closed(2, 1, "done"),
+                // Over the budget of one a second, and clean: left out.
+                opened(3, 2),
+                closed(4, 2, "reset"),
+                // Over the budget, but it timed out: kept.
+                opened(5, 3),
+                closed(6, 3, "timeout"),
+                // Its opening was written by an earlier batch: its closing is kept.
+                closed(7, 4, "done"),
+            ],
+            &mut budget,
+        );
+        let ids: Vec<i64> = rows(&out).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 3, 4]);
+        assert_eq!(skipped.get(), 1);
     }
 }

@@ -25,12 +25,16 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use weft::endpoint::ServerEndpoint;
 use weft::{Phase, Reactor};
 use weft_dashboard::DashboardState;
 use weft_store::{Store, StoreOptions};
 use weft_telemetry::{Hub, HubConfig};
+
+/// Clean short-lived connections kept in history per second by default.
+pub const DEFAULT_HISTORY_CONNECTIONS_PER_S: u32 = 1000;
 
 /// What the inspector runs.
 #[derive(Debug, Clone)]
@@ -46,6 +50,10 @@ pub struct InspectorConfig {
     pub token: Option<String>,
     /// How often open connections are written to the store.
     pub snapshot_interval: Duration,
+    /// Short-lived connections that closed cleanly are kept in history up to this many a
+    /// second, and left out (and counted) beyond; 0 keeps every one. See
+    /// `history::Budget`.
+    pub history_connections_per_s: u32,
 }
 
 impl Default for InspectorConfig {
@@ -57,6 +65,7 @@ impl Default for InspectorConfig {
             dashboard: Some("tcp:9180:interface=127.0.0.1".into()),
             token: None,
             snapshot_interval: Duration::from_secs(1),
+            history_connections_per_s: DEFAULT_HISTORY_CONNECTIONS_PER_S,
         }
     }
 }
@@ -274,7 +283,21 @@ impl Background {
                 tracing::warn!(error = %e, "store metrics unavailable");
             }
             if let Some(events) = events {
-                tasks.spawn(history::convert(events, store.writer(), work.clone()));
+                let skipped = IntCounter::new(
+                    "weft_store_connections_skipped_total",
+                    "Short, cleanly closed connections left out of history over its per-second budget.",
+                )
+                .expect("a valid metric name");
+                if let Err(e) = self.hub.registry().register(Box::new(skipped.clone())) {
+                    tracing::warn!(error = %e, "history budget metric unavailable");
+                }
+                let budget = history::Budget::new(self.config.history_connections_per_s, skipped);
+                tasks.spawn(history::convert(
+                    events,
+                    store.writer(),
+                    budget,
+                    work.clone(),
+                ));
             }
             tasks.spawn(history::snapshots(
                 self.hub.clone(),

@@ -436,7 +436,7 @@ fn windows(quick: bool) -> (Duration, usize) {
     if quick {
         (Duration::from_secs(1), 3)
     } else {
-        (Duration::from_secs(3), 5)
+        (Duration::from_secs(3), 7)
     }
 }
 

@@ -37,6 +37,16 @@ pub(crate) async fn serve<S: Stream>(
 }
 
 /// Registers a new connection with the reactor and reports it; returns its transport.
+/// Logs a close: at debug when it ended as either side meant it to or the peer reset it
+/// (routine at any real rate), at info when something went wrong here or in the protocol.
+pub(crate) fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
+    if reason.is_clean() || matches!(reason, CloseReason::Reset) {
+        tracing::debug!(connection = %info.id, %reason, "connection closed");
+    } else {
+        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
+    }
+}
+
 pub(crate) fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Transport {
     let transport = Transport::new(info.clone());
     reactor
@@ -67,11 +77,7 @@ pub(crate) async fn run<S: Stream>(
     });
     drop(protocol);
     let duration = info.opened.elapsed();
-    if reason.is_clean() {
-        tracing::debug!(connection = %info.id, %reason, "connection closed");
-    } else {
-        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
-    }
+    log_close(&info, &reason);
     observe::emit(|| {
         Event::ConnectionClosed(ConnectionClosed {
             info: info.clone(),

@@ -222,11 +222,7 @@ impl Drop for Registration {
             connections.remove(&info.id);
         }
         let duration = info.opened.elapsed();
-        if reason.is_clean() {
-            tracing::debug!(connection = %info.id, %reason, "connection closed");
-        } else {
-            tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
-        }
+        super::log_close(&info, &reason);
         observe::emit(|| {
             Event::ConnectionClosed(ConnectionClosed {
                 info,

@@ -98,18 +98,27 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// The reason in words, as `Display` writes it; borrowed (no allocation) for the
+    /// reasons without details.
+    pub fn describe(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            Self::Done => Borrowed("connection closed cleanly"),
+            Self::PeerClosed => Borrowed("peer closed the connection"),
+            Self::Aborted => Borrowed("connection aborted"),
+            Self::Reset => Borrowed("connection reset by peer"),
+            Self::TimedOut => Borrowed("connection timed out"),
+            Self::Protocol(why) => Owned(format!("protocol error: {why}")),
+            Self::Error(why) => Owned(format!("I/O error: {why}")),
+            Self::Shutdown => Borrowed("reactor shutting down"),
+        }
+    }
+}
+
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Done => f.write_str("connection closed cleanly"),
-            Self::PeerClosed => f.write_str("peer closed the connection"),
-            Self::Aborted => f.write_str("connection aborted"),
-            Self::Reset => f.write_str("connection reset by peer"),
-            Self::TimedOut => f.write_str("connection timed out"),
-            Self::Protocol(why) => write!(f, "protocol error: {why}"),
-            Self::Error(why) => write!(f, "I/O error: {why}"),
-            Self::Shutdown => f.write_str("reactor shutting down"),
-        }
+        f.write_str(&self.describe())
     }
 }
 

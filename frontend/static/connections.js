@@ -22,6 +22,8 @@ export class ConnectionsView {
     this.open = new Map();
     this.closed = new Map();
     this.hiddenLive = 0;
+    // Brief connections the feed counted instead of listing (history has them).
+    this.briefOmitted = 0;
     this.dirty = true;
     this.loadClosed();
     this.wire();
@@ -88,8 +90,16 @@ export class ConnectionsView {
       const c = e.connection;
       this.open.delete(c.id);
       this.closed.set(c.id, { ...c, state: "closed", closed_at_ms: e.at_ms, close_reason: e.reason });
+      // Only the newest closed ones can be shown: keep no more than that (a Map iterates
+      // in insertion order, so the first key is the oldest).
+      while (this.closed.size > ROW_CAP) this.closed.delete(this.closed.keys().next().value);
       this.dirty = true;
     }
+  }
+
+  omitted(n) {
+    this.briefOmitted += n;
+    this.dirty = true;
   }
 
   rows() {
@@ -116,7 +126,12 @@ export class ConnectionsView {
     const body = document.querySelector("#connections tbody");
     replace(body, shown.map(row));
     const hidden = all.length - shown.length + this.hiddenLive;
-    text(document.getElementById("hidden-count"), hidden > 0 ? `${hidden} more not shown` : "");
+    const notes = [];
+    if (hidden > 0) notes.push(`${hidden} more not shown`);
+    if (this.briefOmitted > 0) {
+      notes.push(`${this.briefOmitted} brief connections not listed live (they are in history)`);
+    }
+    text(document.getElementById("hidden-count"), notes.join("; "));
     for (const th of document.querySelectorAll("#connections th[data-sort]")) {
       const sorted = th.dataset.sort === this.f.sort;
       th.dataset.dir = sorted ? this.f.dir : "";

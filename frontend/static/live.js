@@ -73,6 +73,7 @@ export class Live {
             this.pendingAt.push(e.at_ms);
           }
         }
+        if (msg.brief_omitted) this.view.omitted?.(msg.brief_omitted);
         if (this.paused) this.showBadge();
         break;
       case "stats":

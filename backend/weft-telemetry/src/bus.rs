@@ -126,6 +126,14 @@ pub enum EventKind {
     },
 }
 
+/// Whether a close `reason` label is routine: the connection ended as either side meant it
+/// to, the peer reset it, or the reactor shut down. At high rates these are the ones a
+/// consumer may summarize; the others (timeouts, protocol and I/O errors, aborts) are
+/// worth keeping one by one.
+pub fn is_routine_close(reason: &str) -> bool {
+    matches!(reason, "done" | "peer_closed" | "reset" | "shutdown")
+}
+
 impl EventKind {
     /// The `type` name, as serialized.
     pub fn name(&self) -> &'static str {

@@ -44,7 +44,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 
-pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
+pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
 pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;

@@ -10,17 +10,20 @@
 //!
 //! A frame is a delta, so a connection that opens and closes within one frame is sent
 //! once, as its `connection_closed`: that event carries everything the opening did (id,
-//! service, peer, local address, when it opened) plus its final counters. Under heavy
-//! churn this halves what every client receives, and the page would never have drawn the
-//! connection as open anyway.
+//! service, peer, local address, when it opened) plus its final counters. Such brief
+//! connections are listed up to [`MAX_BRIEF`] per frame (those that ended badly always);
+//! beyond that a frame only counts them, in `brief_omitted`. A page keeps a few hundred
+//! closed connections and draws four times a second, so under heavy churn the rest would
+//! be thrown away unseen; history and the metrics have them all.
 //!
 //! Messages, each a JSON object with a `type`:
 //! - `snapshot`: `seq` (the last event it includes), `connections` (open ones, newest
 //!   first, capped, with `connections_hidden`), `services` (figures with their last
 //!   minutes), `alerts` (detections and drops since start).
 //! - `events`: `events`, each a telemetry event with its own `seq`, `at_ms` and `type`
-//!   (`connection_opened`, `connection_closed`, ...), in sequence order; `seq` may skip
-//!   the openings folded into a closing.
+//!   (`connection_opened`, `connection_closed`, ...), in sequence order; `seq` skips the
+//!   openings folded into a closing and the brief connections counted in
+//!   `brief_omitted` (present when not zero).
 //! - `stats`: once a second, `services` with their latest point, `alerts`, and the open
 //!   `connections` with fresh counters.
 //! - `lagged`: `missed` events were not delivered; a `snapshot` follows.
@@ -37,7 +40,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
-use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent};
+use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent, is_routine_close};
 
 use crate::data::{ConnectionView, now_ms};
 use crate::series::{Alerts, Series, ServiceStats};
@@ -51,6 +54,10 @@ pub const FRAMES: usize = 256;
 /// second, so this adds little to what a person sees, and it bounds the frames each client
 /// is sent to ten a second however busy the hub is.
 pub const BATCH: Duration = Duration::from_millis(100);
+
+/// Connections that open and close within one frame and close routinely, listed in it at
+/// most; the rest are counted.
+pub const MAX_BRIEF: usize = 200;
 
 /// Events in one frame at most; a busier window is split.
 const MAX_BATCH: usize = 1000;
@@ -128,6 +135,8 @@ impl Fanout {
 enum Message<'a> {
     Events {
         events: &'a [&'a TelemetryEvent],
+        #[serde(skip_serializing_if = "is_zero")]
+        brief_omitted: usize,
     },
     Lagged {
         missed: u64,
@@ -229,9 +238,21 @@ pub async fn sample(hub: Arc<Hub>, series: Arc<Series>, fanout: Arc<Fanout>, eve
     }
 }
 
-/// The events of `batch` a client needs: all of them, except the opening of a connection
-/// whose closing is in the same batch.
-fn deltas(batch: &[Arc<TelemetryEvent>]) -> Vec<&TelemetryEvent> {
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The events of `batch` a client is sent, and how many brief connections were left out:
+/// every event, except the opening of a connection whose closing is in the same batch,
+/// and the routine closings of such brief connections beyond the first [`MAX_BRIEF`].
+fn deltas(batch: &[Arc<TelemetryEvent>]) -> (Vec<&TelemetryEvent>, usize) {
+    let opened: HashSet<u64> = batch
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ConnectionOpened { connection } => Some(connection.id),
+            _ => None,
+        })
+        .collect();
     let closed: HashSet<u64> = batch
         .iter()
         .filter_map(|e| match &e.kind {
@@ -239,14 +260,25 @@ fn deltas(batch: &[Arc<TelemetryEvent>]) -> Vec<&TelemetryEvent> {
             _ => None,
         })
         .collect();
-    batch
-        .iter()
-        .filter(|e| match &e.kind {
-            EventKind::ConnectionOpened { connection } => !closed.contains(&connection.id),
-            _ => true,
-        })
-        .map(|e| &**e)
-        .collect()
+    let (mut brief, mut omitted) = (0, 0);
+    let mut sent = Vec::with_capacity(batch.len() - opened.len().min(closed.len()));
+    for e in batch {
+        match &e.kind {
+            EventKind::ConnectionOpened { connection } if closed.contains(&connection.id) => {}
+            EventKind::ConnectionClosed {
+                connection, reason, ..
+            } if opened.contains(&connection.id) && is_routine_close(reason) => {
+                brief += 1;
+                if brief > MAX_BRIEF {
+                    omitted += 1;
+                } else {
+                    sent.push(&**e);
+                }
+            }
+            _ => sent.push(&**e),
+        }
+    }
+    (sent, omitted)
 }
 
 /// Encodes the hub's events into frames until the hub goes away. It reads the bus as
@@ -261,8 +293,10 @@ pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
         let last_seq = last.seq;
         // Nobody to read it: skip the encoding, keep the count.
         let json = if fanout.clients() > 0 {
+            let (events, brief_omitted) = deltas(batch);
             to_json(&Message::Events {
-                events: &deltas(batch),
+                events: &events,
+                brief_omitted,
             })
         } else {
             Utf8Bytes::default()
@@ -373,7 +407,46 @@ mod tests {
         };
         // 1 opened before this frame and closes in it; 2 opens and closes; 3 stays open.
         let batch = [opened(10, 2), opened(11, 3), closed(12, 1), closed(13, 2)];
-        let sent: Vec<u64> = deltas(&batch).iter().map(|e| e.seq).collect();
-        assert_eq!(sent, [11, 12, 13]);
+        let (sent, omitted) = deltas(&batch);
+        let sent: Vec<u64> = sent.iter().map(|e| e.seq).collect();
+        assert_eq!((sent, omitted), (vec![11, 12, 13], 0));
+    }
+
+    #[test]
+    fn brief_connections_beyond_the_cap_are_counted_unless_they_ended_badly() {
+        let brief = |id: u64, reason: &'static str| {
+            let open = event(
+                2 * id,
+                EventKind::ConnectionOpened {
+                    connection: connection(id),
+                },
+            );
+            let close = event(
+                2 * id + 1,
+                EventKind::ConnectionClosed {
+                    connection: connection(id),
+                    reason,
+                    detail: "".into(),
+                },
+            );
+            [open, close]
+        };
+        let n = MAX_BRIEF as u64 + 10;
+        let mut batch: Vec<_> = (1..=n).flat_map(|id| brief(id, "done")).collect();
+        batch.extend(brief(n + 1, "timeout"));
+        let (sent, omitted) = deltas(&batch);
+        assert_eq!(omitted, 10);
+        assert_eq!(sent.len(), MAX_BRIEF + 1);
+        assert_eq!(
+            sent.last().unwrap().seq,
+            2 * (n + 1) + 1,
+            "the timeout is listed"
+        );
+        let json = to_json(&Message::Events {
+            events: &sent,
+            brief_omitted: omitted,
+        });
+        let v: serde_json::Value = serde_json::from_str(json.as_str()).unwrap();
+        assert_eq!(v["brief_omitted"], 10);
     }
 }

@@ -10,7 +10,9 @@ use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Opts};
 use tokio_util::sync::CancellationToken;
 use weft_store::{ConnectionRecord, EventRecord, Record, Store, Writer};
-use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub, TelemetryEvent};
+use weft_telemetry::{
+    ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub, TelemetryEvent, is_routine_close,
+};
 
 /// How long [`convert`] lets events gather on the bus before taking them: the writer
 /// commits every 200 ms anyway, and the reactor wakes this task once per batch.
@@ -42,7 +44,7 @@ impl Budget {
 
     /// Whether to keep a connection that opened and closed within one batch.
     fn keep(&mut self, reason: &str) -> bool {
-        if self.per_s == 0 || !matches!(reason, "done" | "peer_closed" | "reset" | "shutdown") {
+        if self.per_s == 0 || !is_routine_close(reason) {
             return true;
         }
         let now = Instant::now();

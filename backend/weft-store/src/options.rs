@@ -14,7 +14,8 @@ pub struct StoreOptions {
     /// Records per transaction at most. Default 512.
     pub batch_size: usize,
     /// The longest a queued record waits before its batch is committed; also the most a crash
-    /// can lose. Default 200 ms.
+    /// can lose. Default 1 s: each commit rewrites the pages it touched, so fewer commits cost
+    /// the writer (and the core it shares with a service) less.
     pub flush_interval: Duration,
     /// Rows per multi-row `INSERT`; 1 writes one statement per record. Default 64.
     pub rows_per_statement: usize,
@@ -37,7 +38,7 @@ impl StoreOptions {
             path: path.into(),
             queue_capacity: 65_536,
             batch_size: 512,
-            flush_interval: Duration::from_millis(200),
+            flush_interval: Duration::from_millis(1000),
             rows_per_statement: 64,
             busy_timeout: Duration::from_secs(2),
             retention: Duration::from_secs(24 * 60 * 60),

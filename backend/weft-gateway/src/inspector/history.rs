@@ -15,7 +15,7 @@ use weft_telemetry::{
 };
 
 /// How long [`convert`] lets events gather on the bus before taking them: the writer
-/// commits every 200 ms anyway, and the reactor wakes this task once per batch.
+/// commits about once a second anyway, and the reactor wakes this task once per batch.
 const GATHER: Duration = Duration::from_millis(50);
 
 /// How many short-lived connections history keeps: every one up to `per_s` a second, then

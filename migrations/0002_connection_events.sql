@@ -11,3 +11,8 @@ ALTER TABLE connections ADD COLUMN close_detail TEXT;
 -- /api/events?after=SEQ reads connection events in sequence order from these.
 CREATE INDEX connections_opened_seq ON connections (opened_seq) WHERE opened_seq IS NOT NULL;
 CREATE INDEX connections_closed_seq ON connections (closed_seq) WHERE closed_seq IS NOT NULL;
+
+-- A chain waiting on a child Deferred has not fired either: it belongs with the pending ones.
+DROP INDEX deferreds_pending;
+CREATE INDEX deferreds_pending ON deferreds (created_at_ms DESC, id DESC)
+    WHERE state IN ('pending', 'running', 'paused', 'waiting');

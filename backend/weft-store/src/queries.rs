@@ -61,7 +61,7 @@ impl fmt::Display for ConnectionState {
 /// Which Deferreds to list: `pending` and `failed` are states, the others are flags a detector set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeferredFilter {
-    /// Not fired yet: `pending`, `running` or `paused`.
+    /// Not fired yet: `pending`, `running`, `paused` or `waiting` on a child.
     Pending,
     /// Pending or paused longer than the stall threshold.
     Stalled,
@@ -80,7 +80,7 @@ impl DeferredFilter {
     /// leads with an indexed column.
     fn condition(self) -> &'static str {
         match self {
-            Self::Pending => "state IN ('pending', 'running', 'paused')",
+            Self::Pending => "state IN ('pending', 'running', 'paused', 'waiting')",
             Self::Stalled => "stalled <> 0",
             Self::Failed => "state = 'failed'",
             Self::Unhandled => "unhandled <> 0",

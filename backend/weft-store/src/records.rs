@@ -165,9 +165,13 @@ pub struct DeferredRecord {
 }
 
 impl DeferredRecord {
-    /// Whether the Deferred has not fired yet (`pending`, `running` or `paused`).
+    /// Whether the Deferred has not fired yet (`pending`, `running`, `paused`, or `waiting`
+    /// on a child).
     pub fn is_pending(&self) -> bool {
-        matches!(self.state.as_str(), "pending" | "running" | "paused")
+        matches!(
+            self.state.as_str(),
+            "pending" | "running" | "paused" | "waiting"
+        )
     }
 }
 

@@ -112,14 +112,21 @@ async fn deferreds_by_state_flag_and_service() {
     leaked.leaked = true;
     leaked.service = Some("web".into());
     let running = deferred(6, "running", 600);
-    for d in [&stalled, &failed, &unhandled, &slow, &leaked, &running] {
+    let mut waiting = deferred(7, "waiting", 700);
+    waiting.waiting_on = Some(8);
+    for d in [
+        &stalled, &failed, &unhandled, &slow, &leaked, &running, &waiting,
+    ] {
         assert!(store.try_send(d.clone()));
     }
     store.flush().await.unwrap();
 
     let ids = |rows: Vec<weft_store::DeferredRecord>| rows.iter().map(|d| d.id).collect::<Vec<_>>();
     let by = |f| store.deferreds(Some(f), None, 100);
-    assert_eq!(ids(by(DeferredFilter::Pending).await.unwrap()), [6, 5, 1]);
+    assert_eq!(
+        ids(by(DeferredFilter::Pending).await.unwrap()),
+        [7, 6, 5, 1]
+    );
     assert_eq!(ids(by(DeferredFilter::Stalled).await.unwrap()), [1]);
     assert_eq!(ids(by(DeferredFilter::Failed).await.unwrap()), [3, 2]);
     assert_eq!(ids(by(DeferredFilter::Unhandled).await.unwrap()), [3]);
@@ -127,14 +134,14 @@ async fn deferreds_by_state_flag_and_service() {
     assert_eq!(ids(by(DeferredFilter::Leaked).await.unwrap()), [5]);
     assert_eq!(
         ids(store.deferreds(None, None, 3).await.unwrap()),
-        [6, 5, 4]
+        [7, 6, 5]
     );
     assert_eq!(
         ids(store
             .deferreds(Some(DeferredFilter::Pending), Some("echo"), 100)
             .await
             .unwrap()),
-        [6, 1]
+        [7, 6, 1]
     );
     assert_eq!(
         ids(store.deferreds(None, Some("web"), 100).await.unwrap()),

@@ -19,11 +19,10 @@ use weft_telemetry::{
 const GATHER: Duration = Duration::from_millis(50);
 
 /// How many short-lived connections history keeps: every one up to `per_s` a second, then
-/// only those that ended in a way worth looking at again (a timeout, a protocol or I/O
-/// error, an abort). A connection that opened and closed within one batch with a `done`,
-/// `peer_closed`, `reset` or `shutdown` close is the one left out over the budget; every
-/// other connection is always kept. Metrics count every connection either way; the ones
-/// left out are counted under `weft_store_connections_skipped_total`.
+/// only those that did not close routinely ([`is_routine_close`]). Only a connection that
+/// opened and closed within one batch can be left out; every other connection is always
+/// kept. Metrics count every connection either way; the ones left out are counted under
+/// `weft_store_connections_skipped_total`.
 pub(crate) struct Budget {
     per_s: u32,
     tokens: f64,

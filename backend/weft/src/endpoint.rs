@@ -6,7 +6,7 @@
 //!
 //! | server | client |
 //! |---|---|
-//! | `tcp:8000:interface=127.0.0.1:backlog=50` | `tcp:example.org:80:timeout=5` |
+//! | `tcp:8000:interface=127.0.0.1:backlog=1024` | `tcp:example.org:80:timeout=5` |
 //! | `tcp6:8000:interface=\:\:1` | `unix:/run/app.sock:timeout=2` |
 //! | `udp:5353:interface=127.0.0.1` | `ssl:example.org:443:caCerts=ca.pem` |
 //! | `unix:/run/app.sock:mode=660` | |
@@ -18,8 +18,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Default listen backlog, as in Twisted.
-pub const DEFAULT_BACKLOG: u32 = 50;
+/// Default listen backlog. Twisted's 50 makes a burst of connections wait a second for
+/// every 51 (the SYNs beyond the queue are dropped and retried); the kernel lowers this to
+/// `net.core.somaxconn` where that is smaller.
+pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Default client connect timeout, as in Twisted.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -401,7 +403,7 @@ mod tests {
             server("tcp:8000"),
             ServerEndpoint::Tcp {
                 addr: "0.0.0.0:8000".parse().unwrap(),
-                backlog: 50
+                backlog: DEFAULT_BACKLOG
             }
         );
         assert_eq!(
@@ -415,14 +417,14 @@ mod tests {
             server("tcp:port=80:interface=127.0.0.1"),
             ServerEndpoint::Tcp {
                 addr: "127.0.0.1:80".parse().unwrap(),
-                backlog: 50
+                backlog: DEFAULT_BACKLOG
             }
         );
         assert_eq!(
             server(r"tcp6:8000:interface=\:\:1"),
             ServerEndpoint::Tcp {
                 addr: "[::1]:8000".parse().unwrap(),
-                backlog: 50
+                backlog: DEFAULT_BACKLOG
             }
         );
         assert_eq!(server("tcp6:9").to_string(), r"tcp:9:interface=\:\:");
@@ -441,14 +443,14 @@ mod tests {
             ServerEndpoint::Unix {
                 path: "/tmp/x.sock".into(),
                 mode: Some(0o660),
-                backlog: 50
+                backlog: DEFAULT_BACKLOG
             }
         );
         assert_eq!(
             server("ssl:8443:privateKey=k.pem:certKey=c.pem"),
             ServerEndpoint::Ssl {
                 addr: "0.0.0.0:8443".parse().unwrap(),
-                backlog: 50,
+                backlog: DEFAULT_BACKLOG,
                 private_key: "k.pem".into(),
                 cert: "c.pem".into(),
             }

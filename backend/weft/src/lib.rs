@@ -57,7 +57,7 @@ pub mod transport;
 pub use address::Address;
 pub use net::{
     ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, InspectedStream,
-    ListenError, ListeningPort, ReconnectingClientFactory, UdpPort,
+    ListenError, ListenOptions, ListeningPort, ReconnectingClientFactory, UdpPort,
 };
 pub use observe::CloseReason;
 pub use protocol::{Factory, HalfClose, Protocol, factory};

@@ -260,7 +260,8 @@ impl Server {
                 "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\
                  [store]\npath = \"{}\"\n\
                  [[service]]\nname = \"echo\"\nkind = \"echo\"\n\
-                 listen = \"tcp:{port}:interface=127.0.0.1:backlog=1024\"\n",
+                 listen = \"tcp:{port}:interface=127.0.0.1:backlog=1024\"\n\
+                 max_connections_per_peer = 0\n",
                 dir.path().join("weft.db").display()
             ),
         )

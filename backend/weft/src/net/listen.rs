@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::accept::{Accepted, ListenOptions, accept_loop};
 use super::serve;
 use super::tls::{self, TlsError};
 use crate::address::Address;
 use crate::endpoint::{EndpointError, ServerEndpoint};
-use crate::observe::{
-    self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused, TransportKind,
-};
+use crate::observe::{self, ConnectionInfo, Event, ListenerInfo, Refused, TransportKind};
+use crate::policies::PeerSlot;
 use crate::protocol::Factory;
 use crate::reactor::Reactor;
 
@@ -104,14 +104,30 @@ pub(super) fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::T
         socket.set_only_v6(true)?;
     }
     socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    socket.listen(effective_backlog(backlog))?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// `backlog`, capped by the system's `net.core.somaxconn` (the kernel would cap it
+/// silently; capping here keeps what is logged true).
+fn effective_backlog(backlog: u32) -> i32 {
+    static SOMAXCONN: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let max = SOMAXCONN.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let backlog = max.map_or(backlog, |max| backlog.min(max)).max(1);
+    i32::try_from(backlog).unwrap_or(i32::MAX)
 }
 
 pub(super) fn bind_unix(
     path: &PathBuf,
     mode: Option<u32>,
+    backlog: u32,
 ) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     // A stale socket file from a previous run would make bind fail; remove only sockets.
@@ -120,12 +136,14 @@ pub(super) fn bind_unix(
     {
         std::fs::remove_file(path)?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
     if let Some(mode) = mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    socket.listen(effective_backlog(backlog))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 impl Reactor {
@@ -146,8 +164,20 @@ impl Reactor {
         endpoint: &str,
         factory: impl Factory,
     ) -> Result<ListeningPort, ListenError> {
+        self.listen_with(service, endpoint, &ListenOptions::default(), factory)
+    }
+
+    /// Like [`listen_as`](Self::listen_as), applying `options` (idle timeout, per-peer
+    /// cap) to every connection accepted.
+    pub fn listen_with(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: &ListenOptions,
+        factory: impl Factory,
+    ) -> Result<ListeningPort, ListenError> {
         let parsed: ServerEndpoint = endpoint.parse()?;
-        self.listen_endpoint(service, endpoint, &parsed, Rc::new(factory))
+        self.listen_endpoint(service, endpoint, &parsed, options, Rc::new(factory))
     }
 
     /// Listens for TCP connections on `addr` (Twisted's `listenTCP`).
@@ -161,7 +191,8 @@ impl Reactor {
             backlog: crate::endpoint::DEFAULT_BACKLOG,
         };
         let name = endpoint.to_string();
-        self.listen_endpoint(&name, &name, &endpoint, Rc::new(factory))
+        let options = ListenOptions::default();
+        self.listen_endpoint(&name, &name, &endpoint, &options, Rc::new(factory))
     }
 
     pub(crate) fn listen_endpoint(
@@ -169,6 +200,7 @@ impl Reactor {
         service: &str,
         endpoint: &str,
         parsed: &ServerEndpoint,
+        options: &ListenOptions,
         factory: Rc<dyn Factory>,
     ) -> Result<ListeningPort, ListenError> {
         let BoundListener {
@@ -189,9 +221,19 @@ impl Reactor {
         factory.start_factory();
         observe::emit(|| Event::ListenerStarted(&info));
         tracing::info!(service, endpoint, local = %info.local, "listening");
-        let reactor = self.clone();
+        let acceptor = ProtocolAcceptor {
+            reactor: self.clone(),
+            info: info.clone(),
+            tls: acceptor_tls,
+            idle_timeout: options.get_idle_timeout(),
+            factory: factory.clone(),
+        };
+        let options = options.clone();
         self.spawn(async move {
-            accept_loop(&reactor, bound, acceptor_tls, &info, factory.clone(), stop).await;
+            accept_loop(bound, &info, &options, stop, |stream, peer, slot| {
+                acceptor.admit(stream, peer, slot);
+            })
+            .await;
             factory.stop_factory();
             observe::emit(|| Event::ListenerStopped(&info));
             if let Address::Unix(Some(path)) = &info.local {
@@ -243,8 +285,15 @@ pub(super) fn bind_stream(
                 Some(acceptor),
             )
         }
-        ServerEndpoint::Unix { path, mode, .. } => (
-            Bound::Unix(bind_unix(path, *mode).map_err(bind_err)?, path.clone()),
+        ServerEndpoint::Unix {
+            path,
+            mode,
+            backlog,
+        } => (
+            Bound::Unix(
+                bind_unix(path, *mode, *backlog).map_err(bind_err)?,
+                path.clone(),
+            ),
             TransportKind::Unix,
             None,
         ),
@@ -268,132 +317,75 @@ pub(super) fn bind_stream(
     Ok(BoundListener { bound, tls, info })
 }
 
-async fn accept_loop(
-    reactor: &Reactor,
-    bound: Bound,
+/// What a protocol listener needs for each connection it accepts.
+struct ProtocolAcceptor {
+    reactor: Reactor,
+    info: Arc<ListenerInfo>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    info: &Arc<ListenerInfo>,
+    idle_timeout: Option<Duration>,
     factory: Rc<dyn Factory>,
-    stop: CancellationToken,
-) {
-    enum Listener {
-        Tcp(tokio::net::TcpListener),
-        Unix(tokio::net::UnixListener),
-    }
-    let listener = match bound {
-        Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
-        Bound::Unix(l, _) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
-    };
-    let listener = match listener {
-        Ok(l) => l,
-        Err(err) => {
-            tracing::error!(endpoint = %info.endpoint, %err, "cannot register listener");
-            return;
-        }
-    };
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = async {
-                match &listener {
-                    Listener::Tcp(l) => l.accept().await.map(|(s, peer)| (Accepted::Tcp(s), Address::Ip(peer))),
-                    Listener::Unix(l) => l.accept().await.map(|(s, peer)| {
-                        (Accepted::Unix(s), Address::Unix(peer.as_pathname().map(Into::into)))
-                    }),
-                }
-            } => accepted,
+}
+
+impl ProtocolAcceptor {
+    /// Builds the connection's protocol (the factory may refuse) and serves it in its own
+    /// task, which holds the peer's slot for the connection's life.
+    fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot) {
+        let listener = &self.info;
+        // A factory that panics refuses the connection; the listener keeps accepting.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.factory.build_protocol(&peer)
+        }));
+        let (protocol, reason) = match built {
+            Ok(Some(protocol)) => (Some(protocol), ""),
+            Ok(None) => (None, self.factory.refusal_reason()),
+            Err(panic) => {
+                let message = crate::time::panic_message(&panic);
+                tracing::error!(service = %listener.service, %peer, "build_protocol panicked: {message}");
+                (None, "panic")
+            }
         };
-        match accepted {
-            Ok((stream, peer)) => admit(reactor, stream, peer, tls.clone(), info, &factory),
-            Err(err) => {
-                // Out of file descriptors and the like: say so, count it, back off briefly.
-                tracing::warn!(endpoint = %info.endpoint, %err, "accept failed");
-                observe::emit(|| {
-                    Event::ProtocolError(ProtocolError {
-                        service: info.service.clone(),
-                        connection: None,
-                        kind: ErrorKind::Accept,
-                        message: err.to_string(),
-                    })
-                });
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-fn admit(
-    reactor: &Reactor,
-    stream: Accepted,
-    peer: Address,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    listener: &Arc<ListenerInfo>,
-    factory: &Rc<dyn Factory>,
-) {
-    // A factory that panics refuses the connection; the listener keeps accepting.
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        factory.build_protocol(&peer)
-    }));
-    let (protocol, reason) = match built {
-        Ok(Some(protocol)) => (Some(protocol), ""),
-        Ok(None) => (None, factory.refusal_reason()),
-        Err(panic) => {
-            let message = crate::time::panic_message(&panic);
-            tracing::error!(service = %listener.service, %peer, "build_protocol panicked: {message}");
-            (None, "panic")
-        }
-    };
-    let Some(protocol) = protocol else {
-        tracing::debug!(service = %listener.service, %peer, reason, "connection refused");
-        observe::emit(|| {
-            Event::Refused(Refused {
-                service: listener.service.clone(),
-                peer: peer.clone(),
-                reason,
-            })
-        });
-        return;
-    };
-    let local = listener.local.clone();
-    let service = listener.service.clone();
-    let transport = listener.transport;
-    let r = reactor.clone();
-    // One spawn per kind: a task's future is as large as its largest state, and the
-    // TLS states (a rustls connection) must not be paid for by every plain connection.
-    match (stream, tls) {
-        (Accepted::Tcp(s), None) => reactor.spawn(async move {
-            let local = s.local_addr().map(Address::Ip).unwrap_or(local);
-            let info = ConnectionInfo::new(service, transport, peer, local);
-            serve(&r, s, info, protocol).await;
-        }),
-        (Accepted::Tcp(s), Some(acceptor)) => reactor.spawn(Box::pin(async move {
-            let local = s.local_addr().map(Address::Ip).unwrap_or(local);
-            match tls::handshake(acceptor, s).await {
-                Ok(s) => {
-                    let info = ConnectionInfo::new(service, transport, peer, local);
-                    serve(&r, s, info, protocol).await;
+        let Some(protocol) = protocol else {
+            tracing::debug!(service = %listener.service, %peer, reason, "connection refused");
+            observe::emit(|| {
+                Event::Refused(Refused {
+                    service: listener.service.clone(),
+                    peer: peer.clone(),
+                    reason,
+                })
+            });
+            return;
+        };
+        let (reactor, idle_timeout) = (&self.reactor, self.idle_timeout);
+        let local = listener.local.clone();
+        let service = listener.service.clone();
+        let transport = listener.transport;
+        let r = reactor.clone();
+        // One spawn per kind: a task's future is as large as its largest state, and the
+        // TLS states (a rustls connection) must not be paid for by every plain connection.
+        // Each task holds the peer's slot until the connection is gone.
+        match (stream, self.tls.clone()) {
+            (Accepted::Tcp(s), None) => reactor.spawn(async move {
+                let _slot = slot;
+                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
+                let info = ConnectionInfo::new(service, transport, peer, local);
+                serve(&r, s, info, protocol, idle_timeout).await;
+            }),
+            (Accepted::Tcp(s), Some(acceptor)) => reactor.spawn(Box::pin(async move {
+                let _slot = slot;
+                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
+                match tls::handshake(acceptor, s).await {
+                    Ok(s) => {
+                        let info = ConnectionInfo::new(service, transport, peer, local);
+                        serve(&r, s, info, protocol, idle_timeout).await;
+                    }
+                    Err(err) => tls::report_handshake_failure(&service, &peer, &err),
                 }
-                Err(err) => {
-                    tracing::info!(%service, %peer, %err, "TLS handshake failed");
-                    observe::emit(|| {
-                        Event::ProtocolError(ProtocolError {
-                            service: service.clone(),
-                            connection: None,
-                            kind: ErrorKind::TlsHandshake,
-                            message: format!("TLS handshake with {peer} failed: {err}"),
-                        })
-                    });
-                }
-            }
-        })),
-        (Accepted::Unix(s), _) => reactor.spawn(async move {
-            let info = ConnectionInfo::new(service, transport, peer, local);
-            serve(&r, s, info, protocol).await;
-        }),
+            })),
+            (Accepted::Unix(s), _) => reactor.spawn(async move {
+                let _slot = slot;
+                let info = ConnectionInfo::new(service, transport, peer, local);
+                serve(&r, s, info, protocol, idle_timeout).await;
+            }),
+        }
     }
 }

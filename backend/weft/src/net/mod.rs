@@ -6,12 +6,14 @@
 //! wants a byte stream instead of callbacks gets the same through
 //! [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
 
+pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod listen;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod udp;
 
+pub use accept::ListenOptions;
 pub use connect::{ClientFactory, ConnectError, Connector, ReconnectingClientFactory};
 pub use listen::{ListenError, ListeningPort};
 pub use stream::InspectedStream;
@@ -31,8 +33,10 @@ pub(crate) async fn serve<S: Stream>(
     io: S,
     info: Arc<ConnectionInfo>,
     protocol: Box<dyn Protocol>,
+    idle_timeout: Option<std::time::Duration>,
 ) -> CloseReason {
     let transport = open(reactor, info);
+    transport.set_idle_timeout(idle_timeout);
     run(reactor, io, transport, protocol).await
 }
 

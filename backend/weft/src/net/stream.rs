@@ -21,15 +21,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
+use super::accept::{Accepted, ListenOptions, accept_loop};
 use super::connect::{report_connect_failure, within};
-use super::listen::{Bound, BoundListener, ListenError, ListeningPort, bind_stream};
+use super::listen::{BoundListener, ListenError, ListeningPort, bind_stream};
 use super::{ConnectError, tls};
 use crate::address::Address;
 use crate::endpoint::{ClientEndpoint, ServerEndpoint};
+use crate::observe::TransportKind;
 use crate::observe::{self, CloseReason, ConnectionClosed, ConnectionInfo, Event, ListenerInfo};
-use crate::observe::{ErrorKind, ProtocolError, TransportKind};
+use crate::policies::PeerSlot;
 use crate::reactor::{Inner, Reactor};
 use crate::transport::Transport;
 
@@ -250,6 +251,22 @@ impl Reactor {
         H: Fn(InspectedStream) -> F + 'static,
         F: Future<Output = ()> + 'static,
     {
+        self.listen_stream_with(service, endpoint, &ListenOptions::default(), handler)
+    }
+
+    /// Like [`listen_stream`](Self::listen_stream), applying `options` (idle timeout,
+    /// per-peer cap) to every connection accepted.
+    pub fn listen_stream_with<H, F>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        options: &ListenOptions,
+        handler: H,
+    ) -> Result<ListeningPort, ListenError>
+    where
+        H: Fn(InspectedStream) -> F + 'static,
+        F: Future<Output = ()> + 'static,
+    {
         let parsed: ServerEndpoint = endpoint.parse()?;
         let BoundListener {
             bound,
@@ -265,15 +282,19 @@ impl Reactor {
         let port = ListeningPort::new(info.clone(), stop.clone());
         observe::emit(|| Event::ListenerStarted(&info));
         tracing::info!(service, endpoint, local = %info.local, "listening");
-        let reactor = self.clone();
         let accept = Acceptor {
-            reactor: reactor.clone(),
+            reactor: self.clone(),
             info: info.clone(),
             tls: acceptor,
+            idle_timeout: options.get_idle_timeout(),
             handler: Rc::new(handler),
         };
+        let options = options.clone();
         self.spawn(async move {
-            accept.run(bound, stop).await;
+            accept_loop(bound, &info, &options, stop, |io, peer, slot| {
+                accept.admit(io, peer, slot);
+            })
+            .await;
             observe::emit(|| Event::ListenerStopped(&info));
             if let Address::Unix(Some(path)) = &info.local {
                 let _ = std::fs::remove_file(path);
@@ -366,6 +387,7 @@ struct Acceptor<H> {
     reactor: Reactor,
     info: Arc<ListenerInfo>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    idle_timeout: Option<std::time::Duration>,
     handler: Rc<H>,
 }
 
@@ -374,92 +396,35 @@ where
     H: Fn(InspectedStream) -> F + 'static,
     F: Future<Output = ()> + 'static,
 {
-    async fn run(&self, bound: Bound, stop: CancellationToken) {
-        enum Listener {
-            Tcp(tokio::net::TcpListener),
-            Unix(tokio::net::UnixListener),
-        }
-        let listener = match bound {
-            Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
-            Bound::Unix(l, _) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
-        };
-        let listener = match listener {
-            Ok(l) => l,
-            Err(err) => {
-                tracing::error!(endpoint = %self.info.endpoint, %err, "cannot register listener");
-                return;
-            }
-        };
-        loop {
-            let next = async {
-                match &listener {
-                    Listener::Tcp(l) => {
-                        let (s, p) = l.accept().await?;
-                        io::Result::Ok((Io::Tcp(s), Address::Ip(p)))
-                    }
-                    Listener::Unix(l) => {
-                        let (s, p) = l.accept().await?;
-                        Ok((Io::Unix(s), Address::Unix(p.as_pathname().map(Into::into))))
-                    }
-                }
-            };
-            let result = tokio::select! {
-                _ = stop.cancelled() => return,
-                result = next => result,
-            };
-            match result {
-                Ok((io, peer)) => self.admit(io, peer),
-                Err(err) => {
-                    tracing::warn!(endpoint = %self.info.endpoint, %err, "accept failed");
-                    self.error(ErrorKind::Accept, err.to_string());
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-
-    fn error(&self, kind: ErrorKind, message: String) {
-        observe::emit(|| {
-            Event::ProtocolError(ProtocolError {
-                service: self.info.service.clone(),
-                connection: None,
-                kind,
-                message,
-            })
-        });
-    }
-
-    fn admit(&self, io: Io, peer: Address) {
+    /// Serves one accepted connection in its own task, which holds the peer's slot for
+    /// the connection's life.
+    fn admit(&self, io: Accepted, peer: Address, slot: PeerSlot) {
         let (reactor, listener, tls) = (self.reactor.clone(), self.info.clone(), self.tls.clone());
-        let handler = self.handler.clone();
+        let (handler, idle_timeout) = (self.handler.clone(), self.idle_timeout);
         self.reactor.spawn(async move {
+            let _slot = slot;
             let local = match &io {
-                Io::Tcp(s) => s.local_addr().map(Address::Ip).unwrap_or(listener.local.clone()),
-                _ => listener.local.clone(),
+                Accepted::Tcp(s) => s
+                    .local_addr()
+                    .map(Address::Ip)
+                    .unwrap_or(listener.local.clone()),
+                Accepted::Unix(_) => listener.local.clone(),
             };
             let io = match (io, tls) {
-                (Io::Tcp(s), Some(acceptor)) => match tls::handshake(acceptor, s).await {
+                (Accepted::Tcp(s), Some(acceptor)) => match tls::handshake(acceptor, s).await {
                     Ok(s) => Io::TlsServer(Box::new(s)),
                     Err(err) => {
-                        tracing::info!(service = %listener.service, %peer, %err, "TLS handshake failed");
-                        let message = format!("TLS handshake with {peer} failed: {err}");
-                        observe::emit(|| {
-                            Event::ProtocolError(ProtocolError {
-                                service: listener.service.clone(),
-                                connection: None,
-                                kind: ErrorKind::TlsHandshake,
-                                message,
-                            })
-                        });
-                        return;
+                        return tls::report_handshake_failure(&listener.service, &peer, &err);
                     }
                 },
-                (io, _) => io,
+                (Accepted::Tcp(s), None) => Io::Tcp(s),
+                (Accepted::Unix(s), _) => Io::Unix(s),
             };
             let info =
                 ConnectionInfo::new(listener.service.clone(), listener.transport, peer, local);
             let registration = Registration::open(&reactor, info);
             let transport = registration.transport.clone();
+            transport.set_idle_timeout(idle_timeout);
             let stream = InspectedStream {
                 io,
                 transport: transport.clone(),

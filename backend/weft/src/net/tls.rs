@@ -89,6 +89,24 @@ pub(crate) async fn handshake(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
+/// Logs and reports a server-side handshake that failed (no connection was opened).
+pub(crate) fn report_handshake_failure(
+    service: &std::sync::Arc<str>,
+    peer: &crate::Address,
+    err: &std::io::Error,
+) {
+    use crate::observe::{self, ErrorKind, Event, ProtocolError};
+    tracing::info!(%service, %peer, %err, "TLS handshake failed");
+    observe::emit(|| {
+        Event::ProtocolError(ProtocolError {
+            service: service.clone(),
+            connection: None,
+            kind: ErrorKind::TlsHandshake,
+            message: format!("TLS handshake with {peer} failed: {err}"),
+        })
+    });
+}
+
 /// The client side of a handshake.
 pub(crate) async fn connect(
     connector: tokio_rustls::TlsConnector,

@@ -1,8 +1,13 @@
 //! Connection limits in total and per peer (Twisted's `LimitTotalConnectionsFactory`,
 //! `LimitConnectionsByPeer`).
+//!
+//! [`PeerLimit`] counts connections per host and is what listeners apply before any
+//! protocol runs ([`ListenOptions`](crate::net::ListenOptions)); [`ConnectionLimits`]
+//! wraps a factory with the same per-host count and a total.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::address::Address;
@@ -10,11 +15,117 @@ use crate::observe::CloseReason;
 use crate::protocol::{Factory, HalfClose, Protocol};
 use crate::transport::Transport;
 
+/// Who counts as one peer: an IPv4 address, or an IPv6 /64 (one host's usual share, so
+/// a peer cannot dodge the cap by walking its own subnet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PeerKey(u128);
+
+impl PeerKey {
+    fn of(peer: &Address) -> Option<Self> {
+        let Address::Ip(addr) = peer else {
+            // Unix peers have no name to tell them apart.
+            return None;
+        };
+        Some(match addr.ip().to_canonical() {
+            IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => Self((u128::from(v6) & !((1u128 << 64) - 1)) | 1),
+        })
+    }
+}
+
+/// Connections open per peer, shared by a limit, its clones and its slots.
+type OpenPerPeer = Rc<RefCell<HashMap<PeerKey, usize>>>;
+
+/// At most `max` connections open at once from one peer (an IPv4 address or an IPv6
+/// /64), counted across every listener given a clone of it. Unix-socket peers are not
+/// counted.
+#[derive(Clone)]
+pub struct PeerLimit {
+    max: usize,
+    open: OpenPerPeer,
+}
+
+impl std::fmt::Debug for PeerLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLimit")
+            .field("max", &self.max)
+            .field("peers", &self.open.borrow().len())
+            .finish()
+    }
+}
+
+impl PeerLimit {
+    /// A limit of `max` connections per peer.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Rc::default(),
+        }
+    }
+
+    /// The most connections one peer may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open now from `peer`.
+    pub fn open_from(&self, peer: &Address) -> usize {
+        PeerKey::of(peer).map_or(0, |key| self.open.borrow().get(&key).copied().unwrap_or(0))
+    }
+
+    /// Takes a slot for a connection from `peer`, or `None` when the peer already holds
+    /// `max`. The slot is given back when the returned guard is dropped.
+    pub fn admit(&self, peer: &Address) -> Option<PeerSlot> {
+        let Some(key) = PeerKey::of(peer) else {
+            return Some(PeerSlot::unlimited());
+        };
+        let mut open = self.open.borrow_mut();
+        let n = open.entry(key).or_default();
+        if *n >= self.max {
+            if *n == 0 {
+                open.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(Some((self.open.clone(), key))))
+    }
+}
+
+/// One connection's place in a [`PeerLimit`]; dropping it frees the place.
+#[must_use = "the slot is freed when dropped"]
+pub struct PeerSlot(Option<(OpenPerPeer, PeerKey)>);
+
+impl std::fmt::Debug for PeerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSlot")
+    }
+}
+
+impl PeerSlot {
+    /// A slot that counts nothing, for listeners without a cap.
+    pub(crate) fn unlimited() -> Self {
+        Self(None)
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Some((open, key)) = self.0.take() {
+            let mut open = open.borrow_mut();
+            if let Some(n) = open.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&key);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     total: Cell<usize>,
-    /// Keyed by the peer's IP (not port): one host, one budget.
-    per_peer: RefCell<HashMap<String, usize>>,
     last_refusal: Cell<&'static str>,
 }
 
@@ -22,15 +133,8 @@ struct Counts {
 pub struct ConnectionLimits<F> {
     inner: F,
     max_total: Option<usize>,
-    max_per_peer: Option<usize>,
+    per_peer: Option<PeerLimit>,
     counts: Rc<Counts>,
-}
-
-fn peer_key(peer: &Address) -> String {
-    match peer {
-        Address::Ip(addr) => addr.ip().to_string(),
-        other => other.to_string(),
-    }
 }
 
 impl<F: Factory> ConnectionLimits<F> {
@@ -39,7 +143,7 @@ impl<F: Factory> ConnectionLimits<F> {
         Self {
             inner,
             max_total: None,
-            max_per_peer: None,
+            per_peer: None,
             counts: Rc::default(),
         }
     }
@@ -52,7 +156,7 @@ impl<F: Factory> ConnectionLimits<F> {
 
     /// At most `n` connections open from one host.
     pub fn max_per_peer(mut self, n: usize) -> Self {
-        self.max_per_peer = Some(n);
+        self.per_peer = Some(PeerLimit::new(n));
         self
     }
 
@@ -69,22 +173,25 @@ impl<F: Factory> Factory for ConnectionLimits<F> {
             counts.last_refusal.set("limit_total");
             return None;
         }
-        let key = peer_key(peer);
-        let from_peer = counts.per_peer.borrow().get(&key).copied().unwrap_or(0);
-        if self.max_per_peer.is_some_and(|max| from_peer >= max) {
-            counts.last_refusal.set("limit_peer");
-            return None;
-        }
+        let slot = match &self.per_peer {
+            Some(limit) => match limit.admit(peer) {
+                Some(slot) => Some(slot),
+                None => {
+                    counts.last_refusal.set("limit_peer");
+                    return None;
+                }
+            },
+            None => None,
+        };
         let Some(inner) = self.inner.build_protocol(peer) else {
             counts.last_refusal.set(self.inner.refusal_reason());
             return None;
         };
         counts.total.set(counts.total.get() + 1);
-        *counts.per_peer.borrow_mut().entry(key.clone()).or_default() += 1;
         Some(Box::new(Counted {
             inner,
             counts: counts.clone(),
-            key,
+            _slot: slot,
         }))
     }
 
@@ -101,23 +208,16 @@ impl<F: Factory> Factory for ConnectionLimits<F> {
     }
 }
 
-/// A protocol that gives its slot back when the connection ends.
+/// A protocol that gives its places back when the connection ends.
 struct Counted {
     inner: Box<dyn Protocol>,
     counts: Rc<Counts>,
-    key: String,
+    _slot: Option<PeerSlot>,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.counts.total.set(self.counts.total.get() - 1);
-        let mut per_peer = self.counts.per_peer.borrow_mut();
-        if let Some(n) = per_peer.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                per_peer.remove(&self.key);
-            }
-        }
     }
 }
 
@@ -168,5 +268,20 @@ mod tests {
         drop(a1);
         assert_eq!(limits.open(), 2);
         assert!(limits.build_protocol(&peer("10.0.0.1:1003")).is_some());
+    }
+
+    #[test]
+    fn a_peer_limit_counts_ipv4_hosts_and_ipv6_slash_64s_and_frees_on_drop() {
+        let limit = PeerLimit::new(1);
+        let a = limit.admit(&peer("10.0.0.1:1000")).unwrap();
+        assert!(limit.admit(&peer("10.0.0.1:2000")).is_none());
+        assert!(limit.admit(&peer("[::ffff:10.0.0.1]:3000")).is_none());
+        let _b = limit.admit(&peer("10.0.0.2:1000")).unwrap();
+        let _v6 = limit.admit(&peer("[2001:db8::1]:1000")).unwrap();
+        assert!(limit.admit(&peer("[2001:db8::ffff:2]:1000")).is_none());
+        assert!(limit.admit(&peer("[2001:db8:0:1::1]:1000")).is_some());
+        drop(a);
+        assert_eq!(limit.open_from(&peer("10.0.0.1:9")), 0);
+        assert!(limit.admit(&peer("10.0.0.1:2000")).is_some());
     }
 }

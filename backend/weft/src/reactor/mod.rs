@@ -12,6 +12,7 @@
 mod handle;
 mod lag;
 mod shutdown;
+mod sweep;
 
 pub use handle::ReactorHandle;
 pub use lag::LagStats;
@@ -46,6 +47,9 @@ pub struct ReactorConfig {
     pub stall_after: Duration,
     /// Whether `run` stops on SIGINT and SIGTERM.
     pub handle_signals: bool,
+    /// A connection asked to close whose buffered output makes no progress for this long
+    /// (its peer stopped reading) is aborted, so it cannot be held open forever.
+    pub close_timeout: Duration,
 }
 
 impl Default for ReactorConfig {
@@ -56,6 +60,7 @@ impl Default for ReactorConfig {
             lag_interval: Duration::from_millis(100),
             stall_after: Duration::from_secs(5),
             handle_signals: true,
+            close_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +98,10 @@ pub(crate) struct Inner {
     /// Cancelled when listeners must stop accepting.
     listening: CancellationToken,
     pub(crate) connections: RefCell<HashMap<ConnectionId, Transport>>,
+    /// How often connection deadlines are checked: a quarter of the shortest one.
+    sweep_every: Cell<Duration>,
+    /// Wakes the sweep when a shorter deadline shortens its interval.
+    sweep_sooner: Rc<tokio::sync::Notify>,
 }
 
 thread_local! {
@@ -142,6 +151,7 @@ impl Reactor {
         };
         observe::set_slow_threshold(config.slow_callback);
         crate::defer::set_stall_threshold(config.stall_after);
+        let sweep_every = sweep::interval_for(config.close_timeout);
         let inner = Rc::new(Inner {
             runtime_handle: runtime.handle().clone(),
             runtime: RefCell::new(Some(runtime)),
@@ -157,6 +167,8 @@ impl Reactor {
             tracker: TaskTracker::new(),
             listening: CancellationToken::new(),
             connections: RefCell::default(),
+            sweep_every: Cell::new(sweep_every),
+            sweep_sooner: Rc::default(),
         });
         CURRENT.with(|c| *c.borrow_mut() = Rc::downgrade(&inner));
         Ok(Self { inner })
@@ -250,6 +262,15 @@ impl Reactor {
         self.inner.listening.clone()
     }
 
+    /// Makes the deadline sweep run often enough for a deadline of `timeout`.
+    pub(crate) fn sweep_at_least_every(&self, timeout: Duration) {
+        let every = sweep::interval_for(timeout);
+        if every < self.inner.sweep_every.get() {
+            self.inner.sweep_every.set(every);
+            self.inner.sweep_sooner.notify_one();
+        }
+    }
+
     /// The open connections, by id.
     pub fn connections(&self) -> Vec<Transport> {
         self.inner.connections.borrow().values().cloned().collect()
@@ -305,6 +326,7 @@ impl Reactor {
     async fn main(&self) {
         self.spawn_untracked(self.inner.clock.clone().drive());
         crate::defer::start_detectors(self);
+        self.spawn_untracked(sweep::run(Rc::downgrade(&self.inner)));
         self.spawn_untracked(lag::probe(
             self.inner.handle.lag.clone(),
             self.inner.config.lag_interval,

@@ -16,6 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -58,8 +59,24 @@ pub(crate) struct Shared {
     high_water: Cell<usize>,
     low_water: Cell<usize>,
     producer: RefCell<Option<Rc<dyn PushProducer>>>,
+    /// Close after this long with nothing read or written; the reactor's sweep enforces it
+    /// from the connection's own activity stamp, so reads and writes pay nothing for it.
+    idle_timeout: Cell<Option<Duration>>,
+    /// When a close was first asked for, as time after opening: the close timeout runs
+    /// from the later of this and the last activity.
+    close_requested: Cell<Duration>,
     /// Why the connection is closing, when something other than the default says so.
     pub(crate) reason: RefCell<Option<CloseReason>>,
+}
+
+/// What the reactor's sweep must do to a connection that outlived a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// Nothing moved for its idle timeout: close it, flushing what is buffered.
+    Idle,
+    /// It was asked to close, but its output made no progress for the close timeout (the
+    /// peer stopped reading): drop it and what is buffered.
+    Stuck,
 }
 
 /// One connection's transport (Twisted's `ITransport`, `ITCPTransport`).
@@ -89,6 +106,8 @@ impl Transport {
                 high_water: Cell::new(DEFAULT_HIGH_WATER),
                 low_water: Cell::new(DEFAULT_LOW_WATER),
                 producer: RefCell::new(None),
+                idle_timeout: Cell::new(None),
+                close_requested: Cell::new(Duration::ZERO),
                 reason: RefCell::new(None),
             }),
         }
@@ -150,13 +169,32 @@ impl Transport {
             return;
         }
         self.shared.reason.borrow_mut().get_or_insert(reason);
-        self.update(|f| f.closing = true);
+        if !self.flags().closing {
+            self.shared
+                .close_requested
+                .set(self.shared.info.opened.elapsed());
+            self.update(|f| f.closing = true);
+        }
         self.wake();
     }
 
     /// Closes the connection now, discarding anything buffered.
     pub fn abort_connection(&self) {
         self.abort_with(CloseReason::Aborted);
+    }
+
+    /// Like [`abort_connection`](Self::abort_connection), recording why; e.g. a proxy
+    /// passing on that the other side of the pair was reset.
+    pub fn abort_connection_with(&self, reason: CloseReason) {
+        self.abort_with(reason);
+    }
+
+    /// Aborts with `reason` even when an earlier close recorded another one.
+    pub(crate) fn abort_replacing_reason(&self, reason: CloseReason) {
+        if !self.flags().closed {
+            *self.shared.reason.borrow_mut() = Some(reason.clone());
+        }
+        self.abort_with(reason);
     }
 
     pub(crate) fn abort_with(&self, reason: CloseReason) {
@@ -228,6 +266,44 @@ impl Transport {
     pub fn set_water_marks(&self, high: usize, low: usize) {
         self.shared.high_water.set(high.max(1));
         self.shared.low_water.set(low.min(high));
+    }
+
+    /// Closes the connection (as [`lose_connection`](Self::lose_connection) does, with
+    /// reason [`CloseReason::TimedOut`]) once nothing has been read or written for
+    /// `timeout`; `None` turns that off. Twisted's `TimeoutMixin.setTimeout`, without a
+    /// timer per connection: the reactor checks every connection's last activity a few
+    /// times per timeout.
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.shared.idle_timeout.set(timeout);
+        if let Some(timeout) = timeout
+            && let Some(reactor) = crate::reactor::Reactor::try_current()
+        {
+            reactor.sweep_at_least_every(timeout);
+        }
+    }
+
+    /// The idle timeout, if one is set.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.shared.idle_timeout.get()
+    }
+
+    /// Which deadline, if any, the connection has outlived: idle for its idle timeout,
+    /// or closing with no progress for `close_timeout`.
+    pub(crate) fn expired(&self, close_timeout: Duration) -> Option<Expired> {
+        let flags = self.flags();
+        if flags.closed || flags.aborted {
+            return None;
+        }
+        let info = &self.shared.info;
+        let now = info.opened.elapsed();
+        let last = info.stats.last_activity();
+        if flags.closing {
+            let since = last.max(self.shared.close_requested.get());
+            return (now.saturating_sub(since) >= close_timeout).then_some(Expired::Stuck);
+        }
+        let idle = now.saturating_sub(last);
+        let timeout = self.shared.idle_timeout.get()?;
+        (idle >= timeout).then_some(Expired::Idle)
     }
 
     /// Bytes written but not yet sent.

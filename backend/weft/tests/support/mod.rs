@@ -43,13 +43,24 @@ where
     T: Send + 'static,
     F: FnOnce(&Reactor) -> T + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let config = ReactorConfig {
+    spawn_reactor_with(
+        ReactorConfig {
             handle_signals: false,
             shutdown_deadline: Duration::from_secs(2),
             ..ReactorConfig::default()
-        };
+        },
+        setup,
+    )
+}
+
+/// [`spawn_reactor`] with a configuration of the test's own.
+pub fn spawn_reactor_with<T, F>(config: ReactorConfig, setup: F) -> Running<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Reactor) -> T + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
         let reactor = Reactor::with_config(config).expect("reactor");
         let value = setup(&reactor);
         tx.send((reactor.handle(), value)).expect("send setup");

@@ -1,0 +1,199 @@
+//! The accept loop every stream listener shares, protocol and async-stream alike.
+//!
+//! It applies the listener's [`ListenOptions`] before any protocol runs: a peer over its
+//! connection cap is refused (reset, so no state lingers here) and counted; when the
+//! process runs out of file descriptors or memory, accepting backs off instead of
+//! spinning, says so once per episode, and counts each failure.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::listen::Bound;
+use crate::address::Address;
+use crate::observe::{self, ErrorKind, Event, ListenerInfo, ProtocolError, Refused};
+use crate::policies::{PeerLimit, PeerSlot};
+
+/// How a listener treats the connections it accepts; the default applies no limits.
+///
+/// Clones share one [`PeerLimit`], so the listeners of one service given clones of the
+/// same options count a peer's connections across all of them.
+#[derive(Debug, Clone, Default)]
+pub struct ListenOptions {
+    idle_timeout: Option<Duration>,
+    peer_limit: Option<PeerLimit>,
+}
+
+impl ListenOptions {
+    /// No idle timeout, no per-peer cap.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Closes a connection once nothing was read or written for `timeout` (`None`: never),
+    /// with reason [`CloseReason::TimedOut`](crate::CloseReason::TimedOut).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Refuses a connection from a peer that already holds `max` open ones (`None`: no
+    /// cap); refusals are reported with reason `limit_peer`.
+    pub fn max_connections_per_peer(mut self, max: Option<usize>) -> Self {
+        self.peer_limit = max.map(PeerLimit::new);
+        self
+    }
+
+    /// Counts peers in `limit`, which may be shared with other listeners.
+    pub fn peer_limit(mut self, limit: PeerLimit) -> Self {
+        self.peer_limit = Some(limit);
+        self
+    }
+
+    /// The idle timeout, if any.
+    pub fn get_idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// The per-peer cap, if any.
+    pub fn get_peer_limit(&self) -> Option<&PeerLimit> {
+        self.peer_limit.as_ref()
+    }
+}
+
+/// A connection just accepted.
+pub(super) enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// The first pause after running out of descriptors or memory; it doubles while the
+/// condition lasts...
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// ... up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Accepts until `stop`, handing each admitted connection, its peer and its per-peer slot
+/// (to be held for the connection's life) to `admit`.
+pub(super) async fn accept_loop(
+    bound: Bound,
+    info: &Arc<ListenerInfo>,
+    options: &ListenOptions,
+    stop: CancellationToken,
+    mut admit: impl FnMut(Accepted, Address, PeerSlot),
+) {
+    enum Listener {
+        Tcp(tokio::net::TcpListener),
+        Unix(tokio::net::UnixListener),
+    }
+    let listener = match bound {
+        Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
+        Bound::Unix(l, _) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
+    };
+    let listener = match listener {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(endpoint = %info.endpoint, %err, "cannot register listener");
+            return;
+        }
+    };
+    let mut backoff = None::<Duration>;
+    loop {
+        let next = async {
+            match &listener {
+                Listener::Tcp(l) => {
+                    let (s, p) = l.accept().await?;
+                    io::Result::Ok((Accepted::Tcp(s), Address::Ip(p)))
+                }
+                Listener::Unix(l) => {
+                    let (s, p) = l.accept().await?;
+                    Ok((
+                        Accepted::Unix(s),
+                        Address::Unix(p.as_pathname().map(Into::into)),
+                    ))
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = next => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if backoff.take().is_some() {
+                    tracing::info!(endpoint = %info.endpoint, "accepting again");
+                }
+                let slot = match &options.peer_limit {
+                    Some(limit) => match limit.admit(&peer) {
+                        Some(slot) => slot,
+                        None => {
+                            refuse(info, stream, peer, limit.max());
+                            continue;
+                        }
+                    },
+                    None => PeerSlot::unlimited(),
+                };
+                admit(stream, peer, slot);
+            }
+            Err(err) => {
+                observe::emit(|| {
+                    Event::ProtocolError(ProtocolError {
+                        service: info.service.clone(),
+                        connection: None,
+                        kind: ErrorKind::Accept,
+                        message: err.to_string(),
+                    })
+                });
+                if !is_exhaustion(&err) {
+                    // One connection's trouble (aborted before we got to it, say).
+                    tracing::debug!(endpoint = %info.endpoint, %err, "accept failed");
+                    continue;
+                }
+                let pause = match backoff {
+                    None => {
+                        tracing::warn!(
+                            endpoint = %info.endpoint, %err,
+                            "cannot accept: out of resources; backing off until connections close"
+                        );
+                        BACKOFF_MIN
+                    }
+                    Some(pause) => (pause * 2).min(BACKOFF_MAX),
+                };
+                backoff = Some(pause);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Whether an accept error means the process (or system) is out of something, so that
+/// retrying at once would only spin: file descriptors, buffers, memory.
+fn is_exhaustion(err: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(err),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
+    ) || err.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Turns away a connection from a peer over its cap: reset at once (no lingering state
+/// for a flood to pile up), reported and counted.
+fn refuse(info: &ListenerInfo, stream: Accepted, peer: Address, max: usize) {
+    if let Accepted::Tcp(s) = &stream {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    }
+    drop(stream);
+    tracing::debug!(service = %info.service, %peer, max, "connection refused: peer over its cap");
+    observe::emit(|| {
+        Event::Refused(Refused {
+            service: info.service.clone(),
+            peer,
+            reason: "limit_peer",
+        })
+    });
+}

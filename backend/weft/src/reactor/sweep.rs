@@ -1,0 +1,75 @@
+//! Connection deadlines: idle timeouts, and closes that cannot finish because the peer
+//! stopped reading.
+//!
+//! One sweep over the open connections a few times per shortest deadline, instead of a
+//! timer per connection: reads and writes already stamp each connection's last activity,
+//! so keeping a connection alive costs nothing, and a deadline is met within a quarter of
+//! itself (at most a second late).
+
+use std::rc::Weak;
+use std::time::Duration;
+
+use crate::observe::CloseReason;
+use crate::transport::Expired;
+
+use super::{Inner, Reactor};
+
+/// The sweep never runs more often than this...
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// ... nor less often than this.
+const MAX_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often to sweep so that a deadline of `timeout` is met within a quarter of it.
+pub(super) fn interval_for(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(MIN_INTERVAL, MAX_INTERVAL)
+}
+
+/// Sweeps until the reactor is gone. Holds the reactor only while sweeping, so this task
+/// (owned by the reactor's task set) does not keep it alive.
+pub(super) async fn run(inner: Weak<Inner>) {
+    let Some(sooner) = inner.upgrade().map(|inner| inner.sweep_sooner.clone()) else {
+        return;
+    };
+    loop {
+        let Some(every) = inner.upgrade().map(|inner| inner.sweep_every.get()) else {
+            return;
+        };
+        // A shorter deadline set meanwhile restarts the wait with the shorter interval.
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = sooner.notified() => continue,
+        }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        sweep(&Reactor { inner });
+    }
+}
+
+fn sweep(reactor: &Reactor) {
+    let close_timeout = reactor.inner.config.close_timeout;
+    let expired: Vec<_> = reactor
+        .inner
+        .connections
+        .borrow()
+        .values()
+        .filter_map(|t| t.expired(close_timeout).map(|e| (t.clone(), e)))
+        .collect();
+    for (transport, expired) in expired {
+        match expired {
+            Expired::Idle => {
+                tracing::debug!(connection = %transport.id(), "idle timeout");
+                transport.lose_connection_with(CloseReason::TimedOut);
+            }
+            Expired::Stuck => {
+                tracing::debug!(
+                    connection = %transport.id(),
+                    buffered = transport.buffered(),
+                    "closing made no progress: the peer is not reading; aborting"
+                );
+                // Whatever close was asked for did not happen: what was buffered is lost.
+                transport.abort_replacing_reason(CloseReason::TimedOut);
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Deadlines on real sockets: idle timeouts, closes a peer never lets finish, and the
+//! per-peer cap of a listener, for protocol and async-stream listeners alike.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::{connect, eventually, spawn_reactor, spawn_reactor_with};
+use weft::observe::RecordingObserver;
+use weft::{Factory, ListenOptions, Protocol, Reactor, ReactorConfig, Transport, factory};
+
+struct Echo;
+
+impl Protocol for Echo {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        transport.write(data);
+    }
+}
+
+fn listen(reactor: &Reactor, options: &ListenOptions, factory: impl Factory) -> SocketAddr {
+    reactor
+        .listen_with("svc", "tcp:0:interface=127.0.0.1", options, factory)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Reads until the server closes; how long that took.
+fn time_to_close(s: &mut std::net::TcpStream) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0; 64 << 10];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("not closed: {e}"),
+        }
+    }
+}
+
+fn closed_event(observer: &RecordingObserver) -> String {
+    observer
+        .events()
+        .into_iter()
+        .find(|e| e.contains("ConnectionClosed"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(200)));
+        listen(r, &options, factory(|| Echo))
+    });
+    let mut client = connect(server.value);
+    // Activity keeps it open past the timeout...
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(80));
+        client.write_all(b"x").unwrap();
+        let mut one = [0; 1];
+        client.read_exact(&mut one).unwrap();
+    }
+    // ... and silence closes it, within a quarter of the timeout of it.
+    let took = time_to_close(&mut client);
+    assert!(
+        (Duration::from_millis(150)..Duration::from_millis(500)).contains(&took),
+        "closed {took:?} after the last byte"
+    );
+    eventually("close reported", || observer.count("ConnectionClosed") == 1);
+    assert!(
+        closed_event(&observer).contains("TimedOut"),
+        "{}",
+        closed_event(&observer)
+    );
+}
+
+/// Writes 16 MiB as soon as it connects, then closes.
+struct Flood;
+
+impl Protocol for Flood {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.write(&vec![0; 16 << 20]);
+        transport.lose_connection();
+    }
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+#[test]
+fn a_close_whose_peer_never_reads_is_aborted_after_the_close_timeout() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let config = ReactorConfig {
+        handle_signals: false,
+        close_timeout: Duration::from_millis(300),
+        ..ReactorConfig::default()
+    };
+    let server = spawn_reactor_with(config, move |r| {
+        r.set_observer(obs);
+        listen(r, &ListenOptions::new(), factory(|| Flood))
+    });
+    let client = connect(server.value);
+    let start = Instant::now();
+    eventually("the stuck close is given up", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let closed = closed_event(&observer);
+    assert!(closed.contains("TimedOut"), "{closed}");
+    drop(client);
+}
+
+#[test]
+fn a_peer_over_the_cap_is_refused_by_protocol_and_stream_listeners_alike() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        // One limit shared by both listeners: the peer's connections count across them.
+        let options = ListenOptions::new().max_connections_per_peer(Some(2));
+        let protocol = listen(r, &options, factory(|| Echo));
+        let stream = r
+            .listen_stream_with(
+                "svc",
+                "tcp:0:interface=127.0.0.1",
+                &options,
+                |mut s| async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0; 16];
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        let _ = s.write_all(&buf[..n]).await;
+                    }
+                },
+            )
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        (protocol, stream)
+    });
+    let (protocol, stream) = server.value;
+    let echoes = |addr| {
+        let mut s = connect(addr);
+        let mut one = [0; 1];
+        let ok = s.write_all(b"1").is_ok() && s.read_exact(&mut one).is_ok();
+        (s, ok)
+    };
+    let (first, ok) = echoes(protocol);
+    assert!(ok);
+    let (second, ok) = echoes(stream);
+    assert!(ok);
+    let (_, ok) = echoes(stream);
+    assert!(!ok, "a third from the same peer is refused");
+    let (_, ok) = echoes(protocol);
+    assert!(!ok, "on either listener");
+    eventually("refusals reported", || observer.count("Refused") == 2);
+    assert!(
+        observer
+            .events()
+            .iter()
+            .filter(|e| e.contains("Refused"))
+            .all(|e| e.contains("limit_peer")),
+        "{:?}",
+        observer.events()
+    );
+    drop((first, second));
+    eventually("slots free as connections close", || echoes(stream).1);
+}

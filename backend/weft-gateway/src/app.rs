@@ -50,6 +50,7 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
 
 /// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly.
 pub fn run(config: &Config) -> Result<(), GatewayError> {
+    raise_open_files_limit();
     let reactor = Reactor::with_config(ReactorConfig {
         slow_callback: config.inspect.slow_callback,
         stall_after: config.inspect.stall_after,
@@ -83,4 +84,33 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
     inspector.join();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection is a file, and
+/// the soft default (often 1,024) is a few hundred idle peers away. Logs the figure.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) if current < maximum => {
+            match setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(maximum),
+                    maximum: Some(maximum),
+                },
+            ) {
+                Ok(()) => Some(maximum),
+                Err(error) => {
+                    tracing::warn!(%error, current, maximum, "cannot raise the open files limit");
+                    Some(current)
+                }
+            }
+        }
+        (current, _) => current,
+    };
+    match raised {
+        Some(n) => tracing::info!(open_files = n, "open files limit"),
+        None => tracing::info!("open files limit: unlimited"),
+    }
 }

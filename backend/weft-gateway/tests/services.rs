@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use weft::{Address, Reactor};
 use weft_gateway::config::ServiceConfig;
-use weft_gateway::services::{self, ServiceKind, tcp_proxy::TcpProxyConfig};
+use weft_gateway::services::{self, ServiceKind, ServiceLimits, tcp_proxy::TcpProxyConfig};
 use weft_telemetry::{Hub, HubConfig};
 
 fn addr(a: &Address) -> SocketAddr {
@@ -17,6 +17,7 @@ fn service(name: &str, listen: &[&str], kind: ServiceKind) -> ServiceConfig {
     ServiceConfig {
         name: name.into(),
         listen: listen.iter().map(|s| s.to_string()).collect(),
+        limits: ServiceLimits::default_for(&kind),
         kind,
     }
 }

@@ -95,6 +95,7 @@ fn main() {
         &reactor,
         "dns",
         &["udp:0:interface=127.0.0.1".to_owned()],
+        &Default::default(),
         config,
         ServiceMetrics::detached("dns"),
     )

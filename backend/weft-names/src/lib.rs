@@ -13,7 +13,7 @@
 //! config.forward = vec!["127.0.0.1:53".parse()?];
 //! let metrics = weft_names::ServiceMetrics::detached("dns");
 //! let endpoints = ["udp:5353".to_owned(), "tcp:5353".to_owned()];
-//! weft_names::listen(&reactor, "dns", &endpoints, config, metrics)?;
+//! weft_names::listen(&reactor, "dns", &endpoints, &Default::default(), config, metrics)?;
 //! reactor.run()?;
 //! # Ok(()) }
 //! ```

@@ -9,7 +9,9 @@ use std::rc::Rc;
 use weft::endpoint::ServerEndpoint;
 use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
 use weft::observe::{self, CloseReason, ErrorKind};
-use weft::{Address, DatagramProtocol, DatagramTransport, Reactor, Transport, factory};
+use weft::{
+    Address, DatagramProtocol, DatagramTransport, ListenOptions, Reactor, Transport, factory,
+};
 
 use crate::error::NamesError;
 use crate::forward::UpstreamLink;
@@ -17,12 +19,14 @@ use crate::metrics::ServiceMetrics;
 use crate::server::{DnsConfig, DnsServer, Outcome, Via};
 
 /// Runs `config` as service `name` on `endpoints` (`udp:` ones get [`DnsUdp`], the
-/// others [`DnsTcp`]); opens a UDP port for upstream queries when it forwards.
-/// Returns the server and the addresses bound, in order.
+/// others [`DnsTcp`], accepted under `options`: idle timeout, per-peer cap); opens a UDP
+/// port for upstream queries when it forwards. Returns the server and the addresses bound,
+/// in order.
 pub fn listen(
     reactor: &Reactor,
     name: &str,
     endpoints: &[String],
+    options: &ListenOptions,
     config: DnsConfig,
     metrics: ServiceMetrics,
 ) -> Result<(DnsServer, Vec<Address>), NamesError> {
@@ -60,9 +64,10 @@ pub fn listen(
             bound.push(port.transport().host().clone());
         } else {
             let s = server.clone();
-            let port = reactor.listen_as(
+            let port = reactor.listen_with(
                 name,
                 endpoint,
+                options,
                 factory(move || Int16StringReceiver::new(DnsTcp::new(s.clone()))),
             )?;
             bound.push(port.local_address().clone());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use weft::Reactor;
+use weft::{ListenOptions, Reactor};
 use weft_names::{DnsConfig, ServiceMetrics, Zone, listen};
 
 const EXAMPLE: &str = include_str!("../testdata/example.test.zone");
@@ -92,6 +92,7 @@ fn zones_over_udp_and_tcp_and_forwarding_to_a_loopback_upstream() {
         &reactor,
         "upstream",
         &endpoints,
+        &ListenOptions::default(),
         zone(ELSEWHERE),
         ServiceMetrics::detached("upstream"),
     )
@@ -110,6 +111,7 @@ fn zones_over_udp_and_tcp_and_forwarding_to_a_loopback_upstream() {
         &reactor,
         "dns",
         &front,
+        &ListenOptions::default(),
         config,
         ServiceMetrics::detached("dns"),
     )
@@ -123,6 +125,7 @@ fn zones_over_udp_and_tcp_and_forwarding_to_a_loopback_upstream() {
         &reactor,
         "stuck",
         &endpoints,
+        &ListenOptions::default(),
         stuck,
         ServiceMetrics::detached("stuck"),
     )

@@ -20,7 +20,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use weft::defer::{Deferred, Resolver};
 use weft::observe::{self, ConnectionInfo, ErrorKind};
-use weft::{Address, CloseReason, InspectedStream, ListenError, ListeningPort, Reactor};
+use weft::{
+    Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
+};
 
 use crate::access_log::Entry;
 use crate::body::Body;
@@ -87,8 +89,19 @@ impl HttpService {
 
     /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
     pub fn listen(&self, reactor: &Reactor, endpoint: &str) -> Result<ListeningPort, ListenError> {
+        self.listen_with(reactor, endpoint, &ListenOptions::default())
+    }
+
+    /// Like [`listen`](Self::listen), accepting connections under `options` (idle
+    /// timeout, per-peer cap).
+    pub fn listen_with(
+        &self,
+        reactor: &Reactor,
+        endpoint: &str,
+        options: &ListenOptions,
+    ) -> Result<ListeningPort, ListenError> {
         let state = self.state.clone();
-        reactor.listen_stream(&self.state.name, endpoint, move |stream| {
+        reactor.listen_stream_with(&self.state.name, endpoint, options, move |stream| {
             serve_connection(state.clone(), stream)
         })
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use error::ConfigError;
 
-use crate::services::ServiceKind;
+use crate::services::{ServiceKind, ServiceLimits};
 
 /// The configuration used when `weft run` gets no file: echo on TCP and UDP port 8000,
 /// discard on 8009, the dashboard on 9180, all on loopback, history in `weft.db`.
@@ -96,6 +96,8 @@ pub struct ServiceConfig {
     pub listen: Vec<String>,
     /// What it is, with its kind's settings.
     pub kind: ServiceKind,
+    /// Its bounds on idle connections and connections per peer.
+    pub limits: ServiceLimits,
 }
 
 impl Config {

@@ -51,6 +51,10 @@ pub(crate) struct RawService {
     pub(crate) name: Spanned<String>,
     pub(crate) kind: Spanned<String>,
     pub(crate) listen: Spanned<toml::Value>,
+    /// Every kind: close connections idle this long (`"0s"`: never).
+    pub(crate) idle_timeout: Option<Spanned<String>>,
+    /// Every kind: connections one peer may hold at once (0: no cap).
+    pub(crate) max_connections_per_peer: Option<Spanned<i64>>,
     /// tcp-proxy: where to forward.
     pub(crate) upstream: Option<Spanned<String>>,
     /// http: static files.

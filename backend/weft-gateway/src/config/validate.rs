@@ -87,6 +87,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             listen: &listen,
         };
         let kind = services::validate(&ctx)?;
+        let limits = services::limits::validate(&ctx, &kind)?;
         for (endpoint, span) in &listen {
             let parsed: ServerEndpoint = endpoint.parse().expect("checked by `endpoints`");
             let slot = match parsed {
@@ -111,6 +112,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             name: name.clone(),
             listen: listen.into_iter().map(|(e, _)| e).collect(),
             kind,
+            limits,
         });
     }
     Ok(Config {

@@ -2,9 +2,7 @@
 
 use std::net::SocketAddr;
 
-use weft::{
-    DatagramProtocol, DatagramTransport, ListenError, Protocol, Reactor, Transport, factory,
-};
+use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
@@ -29,18 +27,8 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
     ctx.only_keys(&[])
 }
 
-pub(crate) fn start(
-    reactor: &Reactor,
-    name: &str,
-    endpoints: &[String],
-) -> Result<Vec<weft::Address>, ListenError> {
-    super::listen_both(
-        reactor,
-        name,
-        endpoints,
-        || factory(|| Discard),
-        || UdpDiscard,
-    )
+pub(crate) fn start(on: &super::Listeners<'_>) -> Result<Vec<weft::Address>, ListenError> {
+    super::listen_both(on, || factory(|| Discard), || UdpDiscard)
 }
 
 #[cfg(test)]

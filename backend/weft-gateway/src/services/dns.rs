@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use toml::Spanned;
-use weft::{ListenError, Reactor};
+use weft::ListenError;
 use weft_names::{Catalog, DnsConfig, DnsMetrics, NamesError, ServiceMetrics, Zone};
 
 use crate::config::ConfigError;
@@ -145,17 +145,17 @@ fn strings(
 }
 
 pub(crate) fn start(
-    reactor: &Reactor,
-    name: &str,
-    endpoints: &[String],
+    on: &super::Listeners<'_>,
     settings: &DnsSettings,
     metrics: Option<&DnsMetrics>,
 ) -> Result<Vec<weft::Address>, ListenError> {
+    let (name, endpoints) = (on.name, on.endpoints);
     let metrics = match metrics {
         Some(m) => m.service(name),
         None => ServiceMetrics::detached(name),
     };
-    match weft_names::listen(reactor, name, endpoints, settings.config.clone(), metrics) {
+    let config = settings.config.clone();
+    match weft_names::listen(on.reactor, name, endpoints, &on.options, config, metrics) {
         Ok((_server, bound)) => Ok(bound),
         Err(NamesError::Listen(e)) => Err(e),
         Err(other) => Err(ListenError::Bind {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use toml::Spanned;
-use weft::{ListenError, Reactor};
+use weft::ListenError;
 use weft_web::{HttpService, Limits, MethodLabel, Recorder, Route, StatusClass, WebConfig};
 
 use crate::config::ConfigError;
@@ -214,12 +214,11 @@ pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
 }
 
 pub(crate) fn start(
-    reactor: &Reactor,
-    name: &str,
-    endpoints: &[String],
+    on: &super::Listeners<'_>,
     config: &HttpConfig,
     registry: Option<&Registry>,
 ) -> Result<Vec<weft::Address>, ListenError> {
+    let (name, endpoints) = (on.name, on.endpoints);
     let recorder: Rc<dyn Recorder> = match registry.map(|r| HttpMetrics::register(r, name)) {
         None => Rc::new(weft_web::NoRecorder),
         Some(Ok(m)) => Rc::new(m),
@@ -235,7 +234,8 @@ pub(crate) fn start(
         })?;
     let mut bound = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
-        bound.push(service.listen(reactor, endpoint)?.local_address().clone());
+        let port = service.listen_with(on.reactor, endpoint, &on.options)?;
+        bound.push(port.local_address().clone());
     }
     Ok(bound)
 }

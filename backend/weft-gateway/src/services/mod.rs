@@ -6,9 +6,12 @@ pub mod discard;
 pub mod dns;
 pub mod echo;
 pub mod http;
+pub mod limits;
 pub mod tcp_proxy;
 
-use weft::{Address, ListenError, Reactor};
+pub use limits::ServiceLimits;
+
+use weft::{Address, ListenError, ListenOptions, Reactor};
 
 use crate::config::validate::ServiceCtx;
 use crate::config::{ConfigError, ServiceConfig};
@@ -128,32 +131,35 @@ pub fn start_with(
     service: &ServiceConfig,
     env: &ServiceEnv,
 ) -> Result<Vec<Address>, ListenError> {
+    let on = Listeners {
+        reactor,
+        name: &service.name,
+        endpoints: &service.listen,
+        options: service.limits.listen_options(),
+    };
     match &service.kind {
-        ServiceKind::Echo => echo::start(reactor, &service.name, &service.listen),
-        ServiceKind::Discard => discard::start(reactor, &service.name, &service.listen),
-        ServiceKind::TcpProxy(c) => tcp_proxy::start(reactor, &service.name, &service.listen, c),
-        ServiceKind::Http(c) => http::start(
-            reactor,
-            &service.name,
-            &service.listen,
-            c,
-            env.http_registry.as_ref(),
-        ),
-        ServiceKind::Dns(d) => dns::start(
-            reactor,
-            &service.name,
-            &service.listen,
-            d,
-            env.dns_metrics.as_ref(),
-        ),
+        ServiceKind::Echo => echo::start(&on),
+        ServiceKind::Discard => discard::start(&on),
+        ServiceKind::TcpProxy(c) => tcp_proxy::start(&on, c),
+        ServiceKind::Http(c) => http::start(&on, c, env.http_registry.as_ref()),
+        ServiceKind::Dns(d) => dns::start(&on, d, env.dns_metrics.as_ref()),
     }
+}
+
+/// Where a service listens and how its listeners treat connections.
+pub(crate) struct Listeners<'a> {
+    pub(crate) reactor: &'a Reactor,
+    /// The service's name.
+    pub(crate) name: &'a str,
+    pub(crate) endpoints: &'a [String],
+    /// One value for all of the service's listeners, so a peer's connections are
+    /// counted across them.
+    pub(crate) options: ListenOptions,
 }
 
 /// Listens on stream and UDP endpoints with the protocols a kind gives.
 fn listen_both<F, D>(
-    reactor: &Reactor,
-    name: &str,
-    endpoints: &[String],
+    on: &Listeners<'_>,
     stream: impl Fn() -> F,
     datagram: impl Fn() -> D,
 ) -> Result<Vec<Address>, ListenError>
@@ -161,13 +167,15 @@ where
     F: weft::Factory,
     D: weft::DatagramProtocol,
 {
-    let mut bound = Vec::with_capacity(endpoints.len());
-    for endpoint in endpoints {
+    let mut bound = Vec::with_capacity(on.endpoints.len());
+    for endpoint in on.endpoints {
         if ServiceCtx::is_udp(endpoint) {
-            let port = reactor.listen_udp(name, endpoint, datagram())?;
+            let port = on.reactor.listen_udp(on.name, endpoint, datagram())?;
             bound.push(port.transport().host().clone());
         } else {
-            let port = reactor.listen_as(name, endpoint, stream())?;
+            let port = on
+                .reactor
+                .listen_with(on.name, endpoint, &on.options, stream())?;
             bound.push(port.local_address().clone());
         }
     }

@@ -2,14 +2,24 @@
 //!
 //! Reading from the client is paused until the upstream connection is up. Then each side's
 //! transport is registered as the other's producer, so when one peer reads slowly the
-//! proxy stops reading from the other instead of buffering without bound; and when one
-//! side closes, the other is closed after its buffered data is sent.
+//! proxy stops reading from the other instead of buffering without bound.
+//!
+//! Closing follows TCP's own rules, per direction:
+//! - a side that shuts its write half (end of stream) has the other side's write half shut
+//!   after what is buffered is sent, and the opposite direction keeps flowing until its own
+//!   end: a client that sends a request and shuts its write side still gets every byte of
+//!   the answer;
+//! - a side that closes cleanly has the other closed once its buffer is sent (the reactor
+//!   aborts a close that makes no progress for its close timeout, so a peer that stopped
+//!   reading cannot hold the pair);
+//! - a side that is reset, times out or fails has the other aborted at once: what is
+//!   buffered for a peer that is gone has nowhere to go.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use weft::endpoint::ClientEndpoint;
-use weft::{CloseReason, ListenError, Protocol, Reactor, Transport, factory};
+use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
@@ -50,17 +60,16 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<TcpProxyConfig, ConfigErr
 }
 
 pub(crate) fn start(
-    reactor: &Reactor,
-    name: &str,
-    endpoints: &[String],
+    on: &super::Listeners<'_>,
     config: &TcpProxyConfig,
 ) -> Result<Vec<weft::Address>, ListenError> {
-    let mut bound = Vec::with_capacity(endpoints.len());
-    for endpoint in endpoints {
+    let mut bound = Vec::with_capacity(on.endpoints.len());
+    for endpoint in on.endpoints {
         let upstream: Rc<str> = config.upstream.as_str().into();
-        let port = reactor.listen_as(
-            name,
+        let port = on.reactor.listen_with(
+            on.name,
             endpoint,
+            &on.options,
             factory(move || Downstream {
                 upstream: upstream.clone(),
                 peer: Rc::default(),
@@ -107,9 +116,17 @@ impl Protocol for Downstream {
         }
     }
 
-    fn connection_lost(&mut self, _reason: &CloseReason) {
+    fn read_connection_lost(&mut self, _transport: &Transport) -> HalfClose {
+        // Reading resumes only once the upstream is connected, so it is there.
+        if let Some(up) = &*self.peer.borrow() {
+            up.lose_write_connection();
+        }
+        HalfClose::KeepWriting
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
         if let Some(up) = self.peer.borrow_mut().take() {
-            up.lose_connection();
+            close_partner(&up, reason, "client");
         }
     }
 }
@@ -124,7 +141,22 @@ impl Protocol for Upstream {
         self.down.write(data);
     }
 
-    fn connection_lost(&mut self, _reason: &CloseReason) {
-        self.down.lose_connection();
+    fn read_connection_lost(&mut self, _transport: &Transport) -> HalfClose {
+        self.down.lose_write_connection();
+        HalfClose::KeepWriting
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        close_partner(&self.down, reason, "upstream");
+    }
+}
+
+/// Closes the other side of a pair after `side` closed for `reason`: cleanly (flushing)
+/// after a clean close, at once otherwise.
+fn close_partner(partner: &Transport, reason: &CloseReason, side: &str) {
+    if reason.is_clean() {
+        partner.lose_connection();
+    } else {
+        partner.abort_connection_with(CloseReason::Error(format!("{side} side: {reason}")));
     }
 }

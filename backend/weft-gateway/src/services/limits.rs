@@ -1,0 +1,168 @@
+//! What every service kind bounds per connection and per peer: `idle_timeout` and
+//! `max_connections_per_peer`, with a default for each kind that is safe without
+//! configuration.
+
+use std::time::Duration;
+
+use weft::ListenOptions;
+
+use super::ServiceKind;
+use crate::config::ConfigError;
+use crate::config::validate::ServiceCtx;
+
+/// Connections from one peer (an IPv4 address or an IPv6 /64) a service holds at once,
+/// unless configured.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+
+/// The longest idle timeout accepted; longer ones are almost certainly a typo.
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A service's bounds on the connections it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceLimits {
+    /// Close a connection with nothing read or written for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Refuse a connection from a peer holding this many (`None`: no cap).
+    pub max_connections_per_peer: Option<usize>,
+}
+
+impl ServiceLimits {
+    /// The defaults of `kind`: DNS over TCP closes after 10 s idle (RFC 7766 §6.2.3
+    /// suggests seconds), HTTP after 60 s (its keep-alive wait is `request_timeout`),
+    /// the byte-stream kinds after 5 minutes.
+    pub fn default_for(kind: &ServiceKind) -> Self {
+        let idle = match kind {
+            ServiceKind::Dns(_) => Duration::from_secs(10),
+            ServiceKind::Http(_) => Duration::from_secs(60),
+            ServiceKind::Echo | ServiceKind::Discard | ServiceKind::TcpProxy(_) => {
+                Duration::from_secs(300)
+            }
+        };
+        Self {
+            idle_timeout: Some(idle),
+            max_connections_per_peer: Some(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+        }
+    }
+
+    /// Listener options applying these limits. Give every listener of a service a clone of
+    /// one value: clones share the per-peer counts.
+    pub fn listen_options(&self) -> ListenOptions {
+        ListenOptions::new()
+            .idle_timeout(self.idle_timeout)
+            .max_connections_per_peer(self.max_connections_per_peer)
+    }
+
+    /// The limits as a JSON object, for the services table.
+    pub fn settings_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "idle_timeout_ms": self.idle_timeout.map(|d| d.as_millis() as u64),
+            "max_connections_per_peer": self.max_connections_per_peer,
+        })
+    }
+}
+
+/// Reads `idle_timeout` (`"0s"` turns it off) and `max_connections_per_peer` (`0` turns
+/// it off), over the defaults of `kind`.
+pub(crate) fn validate(
+    ctx: &ServiceCtx<'_>,
+    kind: &ServiceKind,
+) -> Result<ServiceLimits, ConfigError> {
+    let mut limits = ServiceLimits::default_for(kind);
+    if let Some(value) = &ctx.raw.idle_timeout {
+        let text = value.get_ref();
+        let d = humantime::parse_duration(text).map_err(|e| {
+            ctx.error(
+                value.span(),
+                "idle_timeout",
+                format!("{text:?} is not a duration ({e}); write it like \"30s\" or \"5m\", or \"0s\" for none"),
+            )
+        })?;
+        if d > MAX_IDLE_TIMEOUT {
+            return Err(ctx.error(
+                value.span(),
+                "idle_timeout",
+                format!("{text:?} is longer than the most allowed, 7 days; \"0s\" turns it off"),
+            ));
+        }
+        limits.idle_timeout = (!d.is_zero()).then_some(d);
+    }
+    if let Some(value) = &ctx.raw.max_connections_per_peer {
+        let n = *value.get_ref();
+        let n = usize::try_from(n).map_err(|_| {
+            ctx.error(
+                value.span(),
+                "max_connections_per_peer",
+                format!("must be 0 (no cap) or more, got {n}"),
+            )
+        })?;
+        limits.max_connections_per_peer = (n > 0).then_some(n);
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{DEFAULT_MAX_CONNECTIONS_PER_PEER, ServiceLimits};
+    use crate::config::Config;
+
+    fn limits(kind: &str, keys: &str) -> Result<ServiceLimits, String> {
+        let needs = match kind {
+            "tcp-proxy" => "upstream = \"tcp:127.0.0.1:1\"\n",
+            "http" => "[[service.route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n",
+            _ => "",
+        };
+        let text = format!(
+            "[[service]]\nname = \"s\"\nkind = \"{kind}\"\nlisten = \"tcp:7000\"\n{keys}\n{needs}"
+        );
+        Config::parse("weft.toml", &text)
+            .map(|c| c.services[0].limits)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_kind_has_an_idle_timeout_and_a_peer_cap_by_default() {
+        for (kind, idle) in [
+            ("echo", 300),
+            ("discard", 300),
+            ("tcp-proxy", 300),
+            ("http", 60),
+        ] {
+            let l = limits(kind, "").unwrap();
+            assert_eq!(l.idle_timeout, Some(Duration::from_secs(idle)), "{kind}");
+            assert_eq!(
+                l.max_connections_per_peer,
+                Some(DEFAULT_MAX_CONNECTIONS_PER_PEER)
+            );
+        }
+    }
+
+    #[test]
+    fn zero_turns_either_limit_off() {
+        let l = limits(
+            "echo",
+            "idle_timeout = \"0s\"\nmax_connections_per_peer = 0",
+        )
+        .unwrap();
+        assert_eq!(l.idle_timeout, None);
+        assert_eq!(l.max_connections_per_peer, None);
+        let l = limits(
+            "echo",
+            "idle_timeout = \"90s\"\nmax_connections_per_peer = 8",
+        )
+        .unwrap();
+        assert_eq!(l.idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(l.max_connections_per_peer, Some(8));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = limits("echo", "idle_timeout = \"soon\"").unwrap_err();
+        assert!(e.contains("service[0].idle_timeout"), "{e}");
+        let e = limits("echo", "idle_timeout = \"30days\"").unwrap_err();
+        assert!(e.contains("7 days"), "{e}");
+        let e = limits("echo", "max_connections_per_peer = -1").unwrap_err();
+        assert!(e.contains("service[0].max_connections_per_peer"), "{e}");
+    }
+}

@@ -11,4 +11,6 @@ mod dns;
 mod faults;
 mod gateway;
 mod http;
+mod limits;
 mod load;
+mod proxy;

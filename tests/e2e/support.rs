@@ -87,6 +87,21 @@ pub fn spawn_app() -> App {
 /// Like [`spawn_app`], with more of the configuration file: `extra` gets the temp dir
 /// (to write files the services read) and returns TOML appended to the file.
 pub fn spawn_app_with(extra: impl FnOnce(&Path) -> String) -> App {
+    spawn_app_beside_echo(|dir, _| extra(dir))
+}
+
+/// Like [`spawn_app_with`]; `extra` also gets the echo service's address, for services
+/// that point at it (a proxy in front of it).
+pub fn spawn_app_beside_echo(extra: impl FnOnce(&Path, SocketAddr) -> String) -> App {
+    spawn_app_limited(None, extra)
+}
+
+/// Like [`spawn_app_beside_echo`], with the process's open-files limit (soft and hard, so
+/// the gateway cannot raise it) set to `nofile`.
+pub fn spawn_app_limited(
+    nofile: Option<u64>,
+    extra: impl FnOnce(&Path, SocketAddr) -> String,
+) -> App {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
@@ -103,9 +118,9 @@ kind = "echo"
 listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
 "#,
         db = db.display()
-    ) + &extra(dir.path());
+    ) + &extra(dir.path(), ([127, 0, 0, 1], echo).into());
     std::fs::write(dir.path().join("weft.toml"), config).unwrap();
-    let child = run_in(dir.path());
+    let child = run_in(dir.path(), nofile);
     let app = App {
         child,
         dir,
@@ -117,9 +132,18 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
     app
 }
 
-/// `weft run` with `dir`'s `weft.toml`, logging to `dir/weft.log`.
-fn run_in(dir: &Path) -> Child {
-    Command::new(weft_bin())
+/// `weft run` with `dir`'s `weft.toml`, logging to `dir/weft.log`; under `prlimit` when
+/// the open-files limit is to be set.
+fn run_in(dir: &Path, nofile: Option<u64>) -> Child {
+    let mut command = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(weft_bin());
+            c
+        }
+        None => Command::new(weft_bin()),
+    };
+    command
         .args(["run", "--config"])
         .arg(dir.join("weft.toml"))
         .env("RUST_LOG", "info")
@@ -156,7 +180,7 @@ impl App {
         std::fs::write(&path, config).unwrap();
         self.echo.set_port(echo);
         self.dashboard.set_port(dashboard);
-        self.child = run_in(self.dir.path());
+        self.child = run_in(self.dir.path(), None);
         self.wait_healthy();
     }
 

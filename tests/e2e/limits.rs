@@ -1,0 +1,294 @@
+//! What one peer can hold: idle connections are closed after each service's idle timeout,
+//! a peer over its connection cap is refused, running out of file descriptors backs off,
+//! and none of it reaches the other services or the dashboard.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::assert_eventually;
+use crate::support::{App, free_port, spawn_app_limited, spawn_app_with};
+
+const ZONE: &str = "$ORIGIN example.test.
+$TTL 1h
+@       IN SOA ns1 hostmaster ( 1 2h 15m 2w 5m )
+        IN NS  ns1
+ns1     IN A   192.0.2.53
+";
+
+/// A `dns` service on TCP `port` answering from a small zone, with `keys` added.
+fn dns_service(dir: &Path, port: u16, keys: &str) -> String {
+    std::fs::write(dir.join("example.test.zone"), ZONE).unwrap();
+    format!(
+        r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = "tcp:{port}:interface=127.0.0.1"
+zones = ["{zone}"]
+{keys}
+"#,
+        zone = dir.join("example.test.zone").display()
+    )
+}
+
+fn service(name: &str, kind: &str, port: u16, keys: &str) -> String {
+    format!(
+        "\n[[service]]\nname = \"{name}\"\nkind = \"{kind}\"\n\
+         listen = \"tcp:{port}:interface=127.0.0.1\"\n{keys}\n"
+    )
+}
+
+fn local(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+/// Reads until the server closes the connection; how long that took. Panics if it is
+/// still open after `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("still open after {within:?} ({e})"),
+        }
+    }
+}
+
+fn closed_by_timeout(app: &App, service: &str) -> f64 {
+    app.metric(&format!(
+        r#"weft_connections_closed_total{{reason="timeout",service="{service}",transport="tcp"}}"#
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_dns_tcp_client_that_sends_half_a_frame_or_a_lying_length_is_closed_after_ten_seconds() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| dns_service(dir, port, ""));
+    let mut half = TcpStream::connect(local(port)).unwrap();
+    half.write_all(&[0, 64, 1, 2, 3]).unwrap();
+    let mut lying = TcpStream::connect(local(port)).unwrap();
+    lying.write_all(&[0xff, 0xff]).unwrap();
+
+    let took = closed_within(&mut half, Duration::from_secs(15));
+    assert!(
+        took >= Duration::from_secs(9) && took <= Duration::from_secs(12),
+        "closed after {took:?}; the default for DNS over TCP is 10 s"
+    );
+    closed_within(&mut lying, Duration::from_secs(3));
+    assert_eventually!(
+        closed_by_timeout(&app, "dns") == 2.0,
+        "both counted as timed out\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn every_kind_closes_connections_idle_past_its_idle_timeout() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let app = spawn_app_with(|_| {
+        let idle = "idle_timeout = \"500ms\"";
+        service("echo-idle", "echo", ports[0], idle)
+            + &service("discard-idle", "discard", ports[1], idle)
+            + &service(
+                "proxy-idle",
+                "tcp-proxy",
+                ports[2],
+                &format!("{idle}\nupstream = \"tcp:127.0.0.1:{}\"", ports[0]),
+            )
+            + &service("echo-forever", "echo", ports[3], "idle_timeout = \"0s\"")
+    });
+    let mut echo = TcpStream::connect(local(ports[0])).unwrap();
+    echo.write_all(b"ping").unwrap();
+    let mut discard = TcpStream::connect(local(ports[1])).unwrap();
+    discard.write_all(b"into the void").unwrap();
+    let mut proxy = TcpStream::connect(local(ports[2])).unwrap();
+    proxy.write_all(b"through").unwrap();
+    let mut forever = TcpStream::connect(local(ports[3])).unwrap();
+    let connected = Instant::now();
+
+    for s in [&mut echo, &mut discard, &mut proxy] {
+        closed_within(s, Duration::from_secs(3));
+        let took = connected.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "closed too soon: {took:?}"
+        );
+    }
+    for name in ["echo-idle", "discard-idle", "proxy-idle"] {
+        assert_eventually!(
+            closed_by_timeout(&app, name) >= 1.0,
+            "{name}: counted as timed out\n{}",
+            app.curl("/metrics").unwrap_or_default()
+        );
+    }
+    forever
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0; 1];
+    let err = forever
+        .read(&mut buf)
+        .expect_err("\"0s\" turns the timeout off");
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut
+    ));
+}
+
+fn echoes(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0; 4];
+    s.write_all(b"ping").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+#[test]
+fn a_peer_over_its_connection_cap_is_refused_and_counted() {
+    let port = free_port();
+    let app = spawn_app_with(|_| service("capped", "echo", port, "max_connections_per_peer = 3"));
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(local(port)).unwrap();
+            s.write_all(b"x").unwrap();
+            s
+        })
+        .collect();
+    assert_eventually!(
+        app.metric(r#"weft_connections_active{service="capped",transport="tcp"}"#) == Some(3.0),
+        "three held"
+    );
+    assert!(!echoes(local(port)), "the fourth is refused");
+    assert_eventually!(
+        app.metric(r#"weft_refused_total{reason="limit_peer",service="capped"}"#) == Some(1.0),
+        "the refusal is counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert!(echoes(app.echo), "another service is not affected");
+    drop(held);
+    assert_eventually!(echoes(local(port)), "a slot frees when a connection closes");
+}
+
+/// `(utime + stime)` of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn curl_ok(url: &str) -> bool {
+    Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "--max-time", "3", url])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn idle_dns_connections_beyond_the_cap_cannot_stop_echo_http_or_the_dashboard() {
+    let (dns, http) = (free_port(), free_port());
+    let app = spawn_app_limited(Some(512), |dir, _| {
+        std::fs::create_dir(dir.join("public")).unwrap();
+        std::fs::write(dir.join("public/index.html"), "hello").unwrap();
+        dns_service(dir, dns, "")
+            + &format!(
+                "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+                 listen = \"tcp:{http}:interface=127.0.0.1\"\nroot = \"{}\"\n",
+                dir.join("public").display()
+            )
+    });
+    // Twice the process's whole descriptor budget, each holding a frame that never ends.
+    let flood: Vec<TcpStream> = (0..1100)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(local(dns)).ok()?;
+            let _ = s.write_all(&[0xff, 0xff, 0]);
+            Some(s)
+        })
+        .collect();
+    assert!(flood.len() > 600, "{} connected", flood.len());
+    assert_eventually!(
+        app.metric(r#"weft_refused_total{reason="limit_peer",service="dns"}"#)
+            .is_some_and(|n| n >= 600.0),
+        "refusals counted\n{}",
+        app.log()
+    );
+    assert!(echoes(app.echo), "echo still answers\n{}", app.log());
+    assert!(
+        curl_ok(&format!("http://127.0.0.1:{http}/index.html")),
+        "HTTP still answers\n{}",
+        app.log()
+    );
+    assert!(
+        app.curl("/healthz").is_some(),
+        "the dashboard still answers"
+    );
+    drop(flood);
+}
+
+#[test]
+fn out_of_file_descriptors_accepting_backs_off_says_so_once_and_recovers() {
+    let port = free_port();
+    let app = spawn_app_limited(Some(128), |_, _| {
+        service(
+            "flood",
+            "echo",
+            port,
+            "max_connections_per_peer = 0\nidle_timeout = \"0s\"",
+        )
+    });
+    let mut flood: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(local(port)).ok())
+        .collect();
+    assert_eventually!(
+        app.log().contains("cannot accept: out of resources"),
+        "running out of descriptors is logged\n{}",
+        app.log()
+    );
+    // While out of descriptors (the dashboard cannot accept either): no spinning.
+    let pid = app.child.id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu_ticks(pid) - before;
+    // 100 ticks a second: two seconds of spinning would be about 200.
+    assert!(
+        ticks < 40,
+        "{ticks} ticks of CPU in 2 s while out of descriptors"
+    );
+    let warnings = app.log().matches("cannot accept: out of resources").count();
+    assert_eq!(warnings, 1, "said once per episode\n{}", app.log());
+
+    flood.truncate(20);
+    assert_eventually!(echoes(local(port)), "accepting again once descriptors free");
+    assert!(app.log().contains("accepting again"), "{}", app.log());
+    assert!(
+        app.metric(r#"weft_errors_total{kind="accept",service="flood"}"#)
+            .is_some_and(|n| n >= 1.0),
+        "accept failures counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn three_hundred_back_to_back_connects_finish_in_well_under_a_second() {
+    let port = free_port();
+    let _app = spawn_app_with(|_| service("burst", "echo", port, "max_connections_per_peer = 0"));
+    let start = Instant::now();
+    let held: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(local(port)).unwrap())
+        .collect();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "300 connects took {took:?} (a full accept queue retries a SYN after 1 s)"
+    );
+    drop(held);
+}

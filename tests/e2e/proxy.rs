@@ -1,0 +1,127 @@
+//! tcp-proxy against careless and hostile clients: half-closes relayed, nothing lost,
+//! no pair left behind when one side goes away, and shutdown not held up by either.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::support::{App, free_port, spawn_app_beside_echo};
+
+/// The gateway with a tcp-proxy in front of its own echo service.
+fn proxy_app() -> (App, SocketAddr) {
+    let port = free_port();
+    let app = spawn_app_beside_echo(|_, echo| {
+        format!(
+            r#"
+[[service]]
+name = "proxy"
+kind = "tcp-proxy"
+listen = "tcp:{port}:interface=127.0.0.1"
+upstream = "tcp:{echo}"
+"#
+        )
+    });
+    (app, ([127, 0, 0, 1], port).into())
+}
+
+/// Open proxy connections (client and upstream sides) according to the dashboard.
+fn open_proxy_connections(app: &App) -> usize {
+    let body = app
+        .curl("/api/connections?state=open&service=proxy")
+        .expect("/api/connections answers");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    json["items"].as_array().unwrap().len()
+}
+
+/// Sends `payload`, shuts the write side, and reads until the proxy closes.
+fn send_then_half_close(proxy: SocketAddr, payload: Vec<u8>) -> Vec<u8> {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    // Write from another thread: the echo comes back while we are still sending.
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&payload).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)
+        .expect("the proxy closes after the echo");
+    sender.join().unwrap();
+    back
+}
+
+#[test]
+fn a_half_closed_client_gets_every_byte_back() {
+    let (app, proxy) = proxy_app();
+    assert_eq!(send_then_half_close(proxy, b"hello".to_vec()), b"hello");
+
+    let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let back = send_then_half_close(proxy, big.clone());
+    assert_eq!(back.len(), big.len(), "4 MiB through the proxy and back");
+    assert!(back == big, "the bytes came back in order");
+    drop(app);
+}
+
+/// Connects `n` clients that write until the proxy stops reading from them and never
+/// read; returns them still connected.
+fn stuck_clients(proxy: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(proxy).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let chunk = vec![7u8; 64 << 10];
+            let mut idle_since = Instant::now();
+            // Until writes have been refused for a while: every buffer on the way is full.
+            while idle_since.elapsed() < Duration::from_millis(300) {
+                match s.write(&chunk) {
+                    Ok(_) => idle_since = Instant::now(),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => panic!("write failed: {e}"),
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn clients_that_stop_reading_and_leave_take_their_upstreams_with_them() {
+    let (app, proxy) = proxy_app();
+    let clients = stuck_clients(proxy, 5);
+    assert_eq!(
+        open_proxy_connections(&app),
+        10,
+        "five client-upstream pairs"
+    );
+    drop(clients);
+    let left = Instant::now();
+    loop {
+        let open = open_proxy_connections(&app);
+        if open == 0 {
+            break;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(1),
+            "{open} proxy connections still open 1 s after their clients left\n{}",
+            app.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_is_not_held_up_by_pairs_whose_clients_left() {
+    let (mut app, proxy) = proxy_app();
+    drop(stuck_clients(proxy, 5));
+    let asked = Instant::now();
+    let status = app.signal_and_wait("TERM");
+    assert_eq!(status.code(), Some(0), "{}", app.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "exit took {:?}; the drain deadline is 10 s\n{}",
+        asked.elapsed(),
+        app.log()
+    );
+}

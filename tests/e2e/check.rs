@@ -1,8 +1,13 @@
-//! `weft check` and `weft --version`: exit codes and messages.
+//! `weft check` and `weft --version`: exit codes and messages; `weft run` refuses what
+//! `check` refuses, for the same reason, before it binds anything.
 
-use std::process::Command;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::support::weft_bin;
+use crate::assert_eventually;
+use crate::support::{free_port, spawn_app_with, weft_bin};
 
 fn check(config: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -63,4 +68,452 @@ fn version_prints_the_crate_version() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("weft {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// A configuration that would bind the dashboard on a free loopback port and keep its
+/// history in `dir`, so `weft run` shows whether it got that far.
+fn preamble(dir: &Path) -> String {
+    format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n",
+        free_port(),
+        dir.join("history.db").display()
+    )
+}
+
+/// The 1-based line of `config` holding `needle`.
+fn line_of(config: &str, needle: &str) -> usize {
+    config
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} is not in\n{config}"))
+        + 1
+}
+
+/// The `weft: ...` line a failed command printed.
+fn reason_line(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("weft: "))
+        .map(str::to_owned)
+}
+
+/// `weft check FILE` and `weft run --config FILE` on `config` (written to `dir`): both
+/// must exit 1 with the same reason, containing each of `expected`; and `run` must fail
+/// before it listens anywhere or opens the history file. Returns the reason.
+fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String {
+    let path = dir.join("weft.toml");
+    std::fs::write(&path, config).unwrap();
+    let checked = Command::new(weft_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let check_err = String::from_utf8_lossy(&checked.stderr).into_owned();
+    assert_eq!(
+        checked.status.code(),
+        Some(1),
+        "weft check accepted\n{config}\n{}{check_err}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    let reason = reason_line(&check_err).unwrap_or_else(|| panic!("no reason in\n{check_err}"));
+    for fragment in expected {
+        assert!(reason.contains(fragment), "{fragment:?} not in\n{reason}");
+    }
+
+    let log = dir.join("run.log");
+    let mut run = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!(
+                "weft run was still running after 20 s with\n{config}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let run_err = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{run_err}");
+    assert_eq!(
+        reason_line(&run_err).as_deref(),
+        Some(reason.as_str()),
+        "run and check name the same reason\n{run_err}"
+    );
+    assert!(
+        !run_err
+            .lines()
+            .any(|l| !l.starts_with("weft: ") && l.contains("listening")),
+        "run listened before refusing\n{run_err}"
+    );
+    assert!(
+        !dir.join("history.db").exists(),
+        "run opened the history before refusing"
+    );
+    reason
+}
+
+fn echo(listen: &str) -> String {
+    format!("[[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = {listen}\n")
+}
+
+#[test]
+fn durations_longer_than_the_clock_can_hold_are_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir(&root).unwrap();
+    let config = format!(
+        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\nroot = \"{}\"\n\
+         limits = {{ request_timeout = \"500000000000years\" }}\n",
+        preamble(dir.path()),
+        free_port(),
+        root.display()
+    );
+    let line = line_of(&config, "request_timeout");
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("weft.toml:{line}:"),
+            "service[0].limits.request_timeout: ",
+            "500000000000years",
+            "at most \"10years\"",
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}[inspect]\nstall_after = \"300000000000years\"\n",
+        preamble(dir.path())
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("weft.toml:{}:", line_of(&config, "stall_after")),
+            "inspect.stall_after: ",
+        ],
+    );
+}
+
+#[test]
+fn overlapping_stream_listeners_are_refused_naming_both() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}[[service]]\nname = \"sink\"\nkind = \"discard\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n",
+        preamble(dir.path()),
+        echo(&format!("[\"tcp:{port}\", \"udp:{port}\"]")),
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!(
+                "weft.toml:{}:",
+                line_of(&config, &format!("listen = \"tcp:{port}:interface"))
+            ),
+            "service[1].listen: ",
+            &format!("\"tcp:{port}:interface=127.0.0.1\""),
+            &format!("\"tcp:{port}\" of service[0] (echo)"),
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!(
+            "[\"tcp:{port}:interface=127.0.0.1\", \"tcp:{port}\"]"
+        )),
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "service[0].listen: ",
+            &format!("\"tcp:{port}\""),
+            &format!("\"tcp:{port}:interface=127.0.0.1\" of service[0] (echo)"),
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dashboard = free_port();
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n{}",
+        dir.path().join("history.db").display(),
+        echo(&format!("\"tcp:{dashboard}\"")),
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "service[0].listen: ",
+            &format!("\"tcp:{dashboard}:interface=127.0.0.1\" of dashboard.listen"),
+        ],
+    );
+}
+
+#[test]
+fn a_store_in_a_missing_directory_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n",
+        free_port(),
+        dir.path().join("missing").join("history.db").display()
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "weft.toml:4:8: store.path: ",
+            &format!("{}", dir.path().join("missing").display()),
+            "does not exist",
+        ],
+    );
+}
+
+#[test]
+fn tls_files_that_do_not_load_are_refused_naming_the_file_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    let ssl = |key: &Path, cert: &Path| {
+        format!(
+            "\"ssl:{}:interface=127.0.0.1:privateKey={}:certKey={}\"",
+            free_port(),
+            key.display(),
+            cert.display()
+        )
+    };
+    // The key file is missing.
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&ssl(&key_pem, &cert_pem))
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "service[0].listen: ",
+            "privateKey",
+            &format!("{}", key_pem.display()),
+        ],
+    );
+    // The certificate file holds no certificate.
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let config = format!("{}{}", preamble(dir.path()), echo(&ssl(&key_pem, &garbage)));
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "service[0].listen: ",
+            "certKey",
+            &format!("{}", garbage.display()),
+            "no CERTIFICATE",
+        ],
+    );
+    // A tcp-proxy's trusted roots, loaded for every upstream connection.
+    let config = format!(
+        "{}[[service]]\nname = \"up\"\nkind = \"tcp-proxy\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+         upstream = \"ssl:localhost:{}:caCerts={}\"\n",
+        preamble(dir.path()),
+        free_port(),
+        free_port(),
+        dir.path().join("ca.pem").display()
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &["service[0].upstream: ", "caCerts", "ca.pem"],
+    );
+}
+
+#[test]
+fn unix_listeners_check_their_directory_and_refuse_lockfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!(
+            "\"unix:{}\"",
+            dir.path().join("missing").join("echo.sock").display()
+        ))
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &["service[0].listen: ", "does not exist"],
+    );
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!(
+            "\"unix:{}:lockfile=1\"",
+            dir.path().join("echo.sock").display()
+        ))
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &["service[0].listen: ", "lockfile=1", "not supported"],
+    );
+}
+
+#[test]
+fn toml_errors_name_the_key_path() {
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:7\"\nlisen = 1\n",
+            "lisen = 1",
+            ":1: service[0].lisen: unknown field `lisen`",
+        ),
+        (
+            "[store]\nretention = 24\n",
+            "retention = 24",
+            ":13: store.retention: invalid type: integer `24`, expected a string",
+        ),
+        (
+            "[inspect]\nsample = 0.5\nsample = 0.2\n",
+            "sample = 0.2",
+            ":1: inspect.sample: duplicate key",
+        ),
+        (
+            "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:7\"\n\
+             limits = { max_header_bytes = \"big\" }\n",
+            "max_header_bytes",
+            ": service[0].limits.max_header_bytes: invalid type: string \"big\"",
+        ),
+        (
+            "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:7\"\n\
+             [[service.route]]\nprefix = \"/a/\"\nupstream = \"http://h:1\"\n\
+             [[service.route]]\nprefix = 5\nupstream = \"http://h:1\"\n",
+            "prefix = 5",
+            ":10: service[0].route[1].prefix: invalid type: integer `5`",
+        ),
+    ];
+    for (body, at, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        // The preamble keeps `[store]` out of the way of the cases that use it.
+        let config = if body.starts_with("[store]") {
+            format!(
+                "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n{body}path = \"{}\"\n",
+                free_port(),
+                dir.path().join("history.db").display()
+            )
+        } else {
+            format!("{}{body}", preamble(dir.path()))
+        };
+        let line = line_of(&config, at);
+        both_refuse(
+            dir.path(),
+            &config,
+            &[&format!("weft.toml:{line}"), expected],
+        );
+    }
+}
+
+#[test]
+fn a_tcp_proxy_connects_upstream_from_its_bind_address() {
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    upstream.set_nonblocking(true).unwrap();
+    let up = upstream.local_addr().unwrap().port();
+    let port = free_port();
+    let _app = spawn_app_with(|_| {
+        format!(
+            "[[service]]\nname = \"pg\"\nkind = \"tcp-proxy\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n\
+             upstream = \"tcp:127.0.0.1:{up}:bindAddress=127.0.0.2\"\n"
+        )
+    });
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut peer = None;
+    assert_eventually!(
+        {
+            if let Ok((_, from)) = upstream.accept() {
+                peer = Some(from);
+            }
+            peer.is_some()
+        },
+        "the proxy connects upstream"
+    );
+    assert_eq!(
+        peer.unwrap().ip(),
+        std::net::IpAddr::from([127, 0, 0, 2]),
+        "the upstream sees the bind address"
+    );
+}
+
+#[test]
+fn durations_at_the_longest_accepted_run_and_serve() {
+    // A DNS upstream that never answers: the forwarded query waits on `timeout`.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (web, dns) = (free_port(), free_port());
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("index.html"), "hello\n").unwrap();
+        format!(
+            r#"
+[inspect]
+stall_after = "10years"
+slow_callback = "10years"
+
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{web}:interface=127.0.0.1"
+root = "{root}"
+limits = {{ request_timeout = "10years", upstream_connect_timeout = "10years", upstream_timeout = "10years" }}
+
+[[service]]
+name = "dns"
+kind = "dns"
+listen = "udp:{dns}:interface=127.0.0.1"
+forward = ["{upstream}"]
+timeout = "10years"
+"#,
+            root = root.display(),
+            upstream = silent.local_addr().unwrap()
+        )
+    });
+    let get = || {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{web}/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get(), "hello\n", "{}", app.log());
+    let _ = Command::new("dig")
+        .args(["@127.0.0.1", "-p", &dns.to_string(), "+time=1", "+tries=1"])
+        .arg("forwarded.example")
+        .output()
+        .expect("dig must be installed (scripts/test installs dnsutils)");
+    let mut buf = [0; 512];
+    silent
+        .recv_from(&mut buf)
+        .expect("the query was forwarded, its timeout armed");
+    assert_eq!(get(), "hello\n", "{}", app.log());
+    assert!(app.curl("/healthz").is_some());
+    assert!(!app.log().contains("panicked"), "{}", app.log());
 }

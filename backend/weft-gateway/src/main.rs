@@ -23,7 +23,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Check a configuration and exit: 0 if it is valid, 1 with the reason if not.
+    /// Check a configuration as `run` checks it before it starts, and exit: 0 if it is
+    /// valid, 1 with the reason if not.
     Check {
         /// The configuration file.
         file: PathBuf,

@@ -7,10 +7,14 @@
 //! | server | client |
 //! |---|---|
 //! | `tcp:8000:interface=127.0.0.1:backlog=1024` | `tcp:example.org:80:timeout=5` |
-//! | `tcp6:8000:interface=\:\:1` | `unix:/run/app.sock:timeout=2` |
-//! | `udp:5353:interface=127.0.0.1` | `ssl:example.org:443:caCerts=ca.pem` |
-//! | `unix:/run/app.sock:mode=660` | |
+//! | `tcp6:8000:interface=\:\:1` | `tcp:example.org:80:bindAddress=192.0.2.7` |
+//! | `udp:5353:interface=127.0.0.1` | `unix:/run/app.sock:timeout=2` |
+//! | `unix:/run/app.sock:mode=660` | `ssl:example.org:443:caCerts=ca.pem` |
 //! | `ssl:8443:privateKey=key.pem:certKey=cert.pem` | |
+//!
+//! A client's `bindAddress` is an IP address (port 0: any free port) or, with the colon
+//! escaped, `IP\:PORT`; the connection leaves from there. Twisted's `lockfile=1` for unix
+//! servers is refused rather than ignored: weft takes no lock on a socket path.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -87,6 +91,8 @@ pub enum ClientEndpoint {
         port: u16,
         /// Give up connecting after this long.
         timeout: Duration,
+        /// The local address to connect from (`bindAddress=`); the system picks if `None`.
+        bind_address: Option<SocketAddr>,
     },
     /// `unix:PATH`.
     Unix {
@@ -103,6 +109,8 @@ pub enum ClientEndpoint {
         port: u16,
         /// Give up connecting after this long.
         timeout: Duration,
+        /// The local address to connect from (`bindAddress=`); the system picks if `None`.
+        bind_address: Option<SocketAddr>,
         /// PEM file of trusted roots (`caCerts=`); the system has none built in.
         ca_certs: Option<PathBuf>,
     },
@@ -221,6 +229,23 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// `bindAddress=IP` (any port) or `bindAddress=IP\:PORT`.
+    fn bind_address(&mut self) -> Result<Option<SocketAddr>, EndpointError> {
+        let Some(value) = self.take("bindAddress", false) else {
+            return Ok(None);
+        };
+        value
+            .parse::<SocketAddr>()
+            .or_else(|_| value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+            .map(Some)
+            .map_err(|_| {
+                self.err(
+                    &format!("bindAddress={value}"),
+                    "is not an IP address (or IP\\:PORT, the colon escaped)",
+                )
+            })
+    }
+
     /// Fails on anything left over, naming it.
     fn done(self) -> Result<(), EndpointError> {
         if let Some(extra) = self.positional.first() {
@@ -290,7 +315,19 @@ impl FromStr for ServerEndpoint {
                         })?),
                     };
                 let backlog = f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG);
-                let _ = f.take("lockfile", false);
+                // Twisted's lockfile=1 keeps a second process off a live socket. weft takes no
+                // lock (a listener replaces the socket file at its path), so accepting the option
+                // would promise a protection that is not there.
+                match f.take("lockfile", false).as_deref() {
+                    None | Some("0") => {}
+                    Some(other) => {
+                        return Err(f.err(
+                            &format!("lockfile={other}"),
+                            "is not supported: weft takes no lock on a unix socket path (a \
+                             listener replaces the socket file); remove the option",
+                        ));
+                    }
+                }
                 Self::Unix {
                     path,
                     mode,
@@ -323,12 +360,13 @@ impl FromStr for ClientEndpoint {
                 }
                 let port = f.port()?;
                 let timeout = f.timeout()?;
-                let _ = f.take("bindAddress", false);
+                let bind_address = f.bind_address()?;
                 if f.kind == "tcp" {
                     Self::Tcp {
                         host,
                         port,
                         timeout,
+                        bind_address,
                     }
                 } else {
                     let ca_certs = f.take("caCerts", false).map(PathBuf::from);
@@ -336,6 +374,7 @@ impl FromStr for ClientEndpoint {
                         host,
                         port,
                         timeout,
+                        bind_address,
                         ca_certs,
                     }
                 }
@@ -466,7 +505,8 @@ mod tests {
             ClientEndpoint::Tcp {
                 host: "example.org".into(),
                 port: 80,
-                timeout: Duration::from_millis(2500)
+                timeout: Duration::from_millis(2500),
+                bind_address: None,
             }
         );
         assert_eq!(
@@ -474,7 +514,8 @@ mod tests {
             ClientEndpoint::Tcp {
                 host: "h".into(),
                 port: 1,
-                timeout: DEFAULT_CONNECT_TIMEOUT
+                timeout: DEFAULT_CONNECT_TIMEOUT,
+                bind_address: None,
             }
         );
         assert_eq!(
@@ -522,7 +563,51 @@ mod tests {
         assert_eq!(e.part, "timeout=100000000000000000000");
         let e = "tcp:h".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("needs port"), "{e}");
+        let e = "tcp:h:1:bindAddress=eth0"
+            .parse::<ClientEndpoint>()
+            .unwrap_err();
+        assert_eq!(e.part, "bindAddress=eth0");
         let e = "tcp::80".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn a_client_binds_to_its_bind_address_as_in_twisted() {
+        let bind = |s: &str| match s.parse::<ClientEndpoint>().unwrap() {
+            ClientEndpoint::Tcp { bind_address, .. } | ClientEndpoint::Ssl { bind_address, .. } => {
+                bind_address
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            bind("tcp:h:80:bindAddress=192.0.2.7"),
+            Some("192.0.2.7:0".parse().unwrap()),
+            "an address alone: any local port"
+        );
+        assert_eq!(
+            bind(r"tcp:h:80:bindAddress=192.0.2.7\:4000"),
+            Some("192.0.2.7:4000".parse().unwrap())
+        );
+        assert_eq!(
+            bind(r"ssl:h:443:bindAddress=\:\:1"),
+            Some("[::1]:0".parse().unwrap())
+        );
+        assert_eq!(bind("tcp:h:80"), None);
+        let e = "unix:/run/s:bindAddress=127.0.0.1"
+            .parse::<ClientEndpoint>()
+            .unwrap_err();
+        assert!(e.reason.contains("not an option of unix:"), "{e}");
+    }
+
+    #[test]
+    fn a_unix_lockfile_is_refused_not_ignored() {
+        let e = bad_server("unix:/run/app.sock:lockfile=1");
+        assert_eq!(e.part, "lockfile=1");
+        assert!(e.reason.contains("not supported"), "{e}");
+        assert_eq!(
+            server("unix:/run/app.sock:lockfile=0"),
+            server("unix:/run/app.sock"),
+            "lockfile=0 asks for what weft does"
+        );
     }
 }

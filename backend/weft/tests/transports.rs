@@ -233,3 +233,49 @@ fn a_client_factory_hears_about_failure_and_loss() {
         Some(ConnectError::Refused { .. })
     ));
 }
+
+/// Where connections to a loopback listener come from: the peer of each accepted one.
+fn accepted_peers(
+    listener: std::net::TcpListener,
+    n: usize,
+) -> std::thread::JoinHandle<Vec<SocketAddr>> {
+    std::thread::spawn(move || {
+        (0..n)
+            .map(|_| listener.accept().expect("accept").1)
+            .collect()
+    })
+}
+
+#[test]
+fn clients_connect_from_their_bind_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peers = accepted_peers(listener, 2);
+    // A protocol client (Connector) and an async stream, each from its own loopback address.
+    let outcome = run_client(format!("tcp:127.0.0.1:{port}:bindAddress=127.0.0.2"));
+    assert_eq!(outcome.failed.borrow().clone(), None);
+    let reactor = weft::Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let local = Rc::new(RefCell::new(None));
+    let (r, l) = (reactor.clone(), local.clone());
+    reactor.spawn(async move {
+        let endpoint = format!("tcp:127.0.0.1:{port}:bindAddress=127.0.0.3\\:0");
+        let stream = r.connect_stream("client", &endpoint).await;
+        *l.borrow_mut() = Some(stream.map(|s| s.info().local.socket_addr()));
+        r.stop();
+    });
+    reactor.run().unwrap();
+    let local = local.borrow_mut().take().expect("the attempt finished");
+    assert_eq!(
+        local.expect("connects").map(|a| a.ip()),
+        Some([127, 0, 0, 3].into())
+    );
+    let peers: Vec<_> = peers.join().unwrap().iter().map(SocketAddr::ip).collect();
+    assert_eq!(
+        peers,
+        [[127, 0, 0, 2], [127, 0, 0, 3]].map(std::net::IpAddr::from)
+    );
+}

@@ -1,10 +1,18 @@
 //! `weft.toml`: the dashboard, the store, the inspector's thresholds and the services.
 //!
-//! [`Config::load`] reads and validates a file completely, before anything binds a port;
-//! every error names the file, the line, the column and the key ([`ConfigError`]).
-//! Durations are written like `"5s"`, `"100ms"`, `"24h"` or `"1h 30m"`.
+//! [`Config::load`] reads and validates a file completely, before anything binds a port:
+//! `weft check` and `weft run` share it, so a file one refuses the other refuses too, for
+//! the same reason. Every error names the file, the line, the column and the key
+//! ([`ConfigError`]). Durations are written like `"5s"`, `"100ms"`, `"24h"` or `"1h 30m"`,
+//! at most [`MAX_DURATION`].
+//!
+//! Layout: `raw` (the file as written, with spans), `validate` (meaning and defaults),
+//! `preflight` (what binding or connecting would refuse), `keypath` (the key at a span,
+//! for TOML's own errors), `error` ([`ConfigError`] and locating spans).
 
 mod error;
+mod keypath;
+mod preflight;
 mod raw;
 pub(crate) mod validate;
 
@@ -14,6 +22,11 @@ use std::time::Duration;
 pub use error::ConfigError;
 
 use crate::services::{ServiceKind, ServiceLimits};
+
+/// The longest duration any key takes: ten years. Timers add durations to the monotonic
+/// clock, which panics on overflow (`"500000000000years"` would take every HTTP connection
+/// down); ten years is far inside every platform's clock and tokio's own "far future".
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
 /// The configuration used when `weft run` gets no file: echo on TCP and UDP port 8000,
 /// discard on 8009, the dashboard on 9180, all on loopback, history in `weft.db`.

@@ -44,9 +44,30 @@ fn an_unknown_key_names_its_line_and_the_key() {
     let e = err(
         "[store]\npath = \"x.db\"\n\n[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:0\"\nlisen = 1\n",
     );
-    assert_eq!(e.line, Some(8), "{e}");
+    assert_eq!(at(&e), (Some(8), Some("service[0].lisen")), "{e}");
     assert!(e.message.contains("unknown field `lisen`"), "{e}");
-    assert!(e.to_string().starts_with("weft.toml:8:1: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("weft.toml:8:1: service[0].lisen: unknown field"),
+        "{e}"
+    );
+}
+
+#[test]
+fn toml_type_and_duplicate_key_errors_name_the_key() {
+    let e = err("[store]\nretention = 24\n");
+    assert_eq!(at(&e), (Some(2), Some("store.retention")), "{e}");
+    assert!(e.message.contains("invalid type: integer `24`"), "{e}");
+    let e = err("[inspect]\nsample = 0.5\nsample = 0.2\n");
+    assert_eq!(at(&e), (Some(3), Some("inspect.sample")), "{e}");
+    assert!(e.message.contains("duplicate key"), "{e}");
+    let e = err(
+        "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:1\"\ncache_size = \"big\"\n",
+    );
+    assert_eq!(at(&e), (Some(5), Some("service[0].cache_size")), "{e}");
+    let e = err("[[service]]\nkind = \"echo\"\nlisten = \"tcp:1\"\n");
+    assert_eq!(at(&e), (Some(1), Some("service[0]")), "{e}");
+    assert!(e.message.contains("missing field `name`"), "{e}");
 }
 
 #[test]
@@ -123,7 +144,11 @@ fn endpoints_are_checked() {
          [[service]]\nname = \"b\"\nkind = \"discard\"\nlisten = \"tcp:8000\"\n",
     );
     assert_eq!(at(&e), (Some(8), Some("service[1].listen")));
-    assert!(e.message.contains("also used by service[0] (a)"), "{e}");
+    assert!(
+        e.message
+            .contains("\"tcp:8000\" overlaps \"tcp:8000\" of service[0] (a)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -183,4 +208,186 @@ fn a_missing_file_is_named() {
 fn a_syntax_error_names_its_line() {
     let e = err("[store]\npath = \"unterminated\n");
     assert_eq!(e.line, Some(2), "{e}");
+}
+
+fn echo(listen: &str) -> String {
+    format!("[[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = {listen}\n")
+}
+
+#[test]
+fn overlapping_listeners_are_refused_in_one_service_across_services_and_with_the_dashboard() {
+    let e = err(&echo(
+        r#"["tcp:8000", "udp:8000", "tcp:8000:interface=127.0.0.1"]"#,
+    ));
+    assert_eq!(at(&e), (Some(4), Some("service[0].listen")), "{e}");
+    assert!(
+        e.message.starts_with(
+            "\"tcp:8000:interface=127.0.0.1\" overlaps \"tcp:8000\" of service[0] (echo)"
+        ),
+        "{e}"
+    );
+    let e = err(&format!(
+        "[dashboard]\nlisten = \"tcp:9180:interface=127.0.0.1\"\n{}",
+        echo("\"tcp:9180\"")
+    ));
+    assert_eq!(at(&e), (Some(6), Some("service[0].listen")), "{e}");
+    assert!(
+        e.message
+            .contains("\"tcp:9180:interface=127.0.0.1\" of dashboard.listen"),
+        "{e}"
+    );
+    // Side by side, as the system binds them.
+    Config::parse(
+        "weft.toml",
+        &echo(r#"["tcp:8000:interface=127.0.0.1", "tcp:8000:interface=127.0.0.2", "udp:8000", "tcp6:8000"]"#),
+    )
+    .unwrap();
+}
+
+#[test]
+fn every_duration_is_bounded_so_timers_cannot_overflow_the_clock() {
+    let longest = "\"10years\"";
+    let keys = [
+        ("[store]\nretention = {}\n", "store.retention"),
+        ("[inspect]\nstall_after = {}\n", "inspect.stall_after"),
+        ("[inspect]\nslow_callback = {}\n", "inspect.slow_callback"),
+        (
+            "[[service]]\nname = \"w\"\nkind = \"http\"\nlisten = \"tcp:1\"\nlimits = { request_timeout = {} }\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n",
+            "service[0].limits.request_timeout",
+        ),
+        (
+            "[[service]]\nname = \"w\"\nkind = \"http\"\nlisten = \"tcp:1\"\nlimits = { upstream_timeout = {} }\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n",
+            "service[0].limits.upstream_timeout",
+        ),
+        (
+            "[[service]]\nname = \"w\"\nkind = \"http\"\nlisten = \"tcp:1\"\n\
+             limits = { upstream_connect_timeout = {} }\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n",
+            "service[0].limits.upstream_connect_timeout",
+        ),
+        (
+            "[[service]]\nname = \"d\"\nkind = \"dns\"\nlisten = \"udp:1\"\nforward = \"127.0.0.1\"\ntimeout = {}\n",
+            "service[0].timeout",
+        ),
+    ];
+    for (template, key) in keys {
+        Config::parse("weft.toml", &template.replace("{}", longest))
+            .unwrap_or_else(|e| panic!("{key} = {longest}: {e}"));
+        for too_long in ["\"10years 1s\"", "\"500000000000years\""] {
+            let text = template.replace("{}", too_long);
+            let e = err(&text);
+            let line = text.lines().position(|l| l.contains(too_long)).unwrap() + 1;
+            assert_eq!(at(&e), (Some(line), Some(key)), "{e}");
+            assert!(
+                e.message.ends_with("is too long: at most \"10years\""),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(MAX_DURATION, humantime::parse_duration("10years").unwrap());
+}
+
+#[test]
+fn the_store_directory_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing").join("weft.db");
+    let e = err(&format!("[store]\npath = \"{}\"\n", missing.display()));
+    assert_eq!(at(&e), (Some(2), Some("store.path")), "{e}");
+    assert!(
+        e.message.starts_with(&format!(
+            "the directory {} does not exist",
+            dir.path().join("missing").display()
+        )),
+        "{e}"
+    );
+    let e = err(&format!("[store]\npath = \"{}\"\n", dir.path().display()));
+    assert!(e.message.contains("is a directory"), "{e}");
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a database").unwrap();
+    let e = err(&format!("[store]\npath = \"{}\"\n", notes.display()));
+    assert!(e.message.contains("is not a SQLite database"), "{e}");
+    let fresh = dir.path().join("weft.db");
+    let c = Config::parse(
+        "weft.toml",
+        &format!("[store]\npath = \"{}\"\n", fresh.display()),
+    )
+    .unwrap();
+    assert_eq!(c.store.path, fresh, "the file itself is created at run");
+}
+
+#[test]
+fn a_unix_listener_needs_its_directory_and_no_file_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(&echo(&format!(
+        "\"unix:{}\"",
+        dir.path().join("missing").join("s.sock").display()
+    )));
+    assert_eq!(at(&e), (Some(4), Some("service[0].listen")), "{e}");
+    assert!(e.message.contains("does not exist"), "{e}");
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let e = err(&echo(&format!("\"unix:{}\"", file.display())));
+    assert!(e.message.contains("is not a socket"), "{e}");
+    let e = err(&echo(&format!(
+        "\"unix:{}:lockfile=1\"",
+        dir.path().join("s.sock").display()
+    )));
+    assert!(e.message.contains("lockfile=1"), "{e}");
+    Config::parse(
+        "weft.toml",
+        &echo(&format!("\"unix:{}\"", dir.path().join("s.sock").display())),
+    )
+    .unwrap();
+}
+
+#[test]
+fn tls_files_are_loaded_as_listening_and_connecting_load_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    let ssl = |key: &std::path::Path, cert: &std::path::Path| {
+        echo(&format!(
+            "\"ssl:8443:privateKey={}:certKey={}\"",
+            key.display(),
+            cert.display()
+        ))
+    };
+    let e = err(&ssl(&key_pem, &cert_pem));
+    assert_eq!(at(&e), (Some(4), Some("service[0].listen")), "{e}");
+    assert!(
+        e.message.contains(&format!(
+            "cannot load its privateKey: {}",
+            key_pem.display()
+        )),
+        "{e}"
+    );
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    Config::parse("weft.toml", &ssl(&key_pem, &cert_pem)).unwrap();
+    let e = err(&ssl(&key_pem, &key_pem));
+    assert!(
+        e.message
+            .contains("cannot load its privateKey (also its certKey)")
+            && e.message.contains("no CERTIFICATE"),
+        "{e}"
+    );
+
+    let proxy = |upstream: &str| {
+        format!(
+            "[[service]]\nname = \"up\"\nkind = \"tcp-proxy\"\nlisten = \"tcp:1\"\nupstream = \"{upstream}\"\n"
+        )
+    };
+    let e = err(&proxy(&format!(
+        "ssl:localhost:443:caCerts={}",
+        dir.path().join("ca.pem").display()
+    )));
+    assert_eq!(at(&e), (Some(5), Some("service[0].upstream")), "{e}");
+    assert!(e.message.contains("cannot load its caCerts"), "{e}");
+    Config::parse(
+        "weft.toml",
+        &proxy(&format!("ssl:localhost:443:caCerts={}", cert_pem.display())),
+    )
+    .unwrap();
 }

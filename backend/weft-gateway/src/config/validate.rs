@@ -1,46 +1,58 @@
-//! From the file as written to a [`Config`]: defaults, durations, endpoints, and the rule
-//! that a dashboard off loopback needs a token.
+//! From the file as written to a [`Config`]: defaults, durations, endpoints, the rule
+//! that a dashboard off loopback needs a token, and whatever else would stop `weft run`
+//! before it serves (overlapping listeners, missing directories, TLS files that do not
+//! load), so `weft check` and `weft run` refuse the same files for the same reasons.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
-use weft::endpoint::ServerEndpoint;
+use weft::endpoint::{ClientEndpoint, ServerEndpoint};
 
 use super::error::Locator;
+use super::preflight::{self, Listeners};
 use super::raw::{RawConfig, RawService};
-use super::{Config, ConfigError, DashboardConfig, InspectConfig, ServiceConfig, StoreConfig};
+use super::{
+    Config, ConfigError, DashboardConfig, InspectConfig, MAX_DURATION, ServiceConfig, StoreConfig,
+    keypath,
+};
 use crate::services;
 
 pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let at = Locator { file, text };
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| at.error(e.span(), None, e.message().trim()))?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let key = e.span().and_then(|span| keypath::at(text, &span));
+        at.error(e.span(), key, e.message().trim())
+    })?;
 
     let dashboard = dashboard(&at, &raw)?;
     let store = StoreConfig {
-        path: match &raw.store.path {
-            Some(p) if p.get_ref().trim().is_empty() => {
-                return Err(at.error(Some(p.span()), key("store.path"), "must not be empty"));
-            }
-            Some(p) => p.get_ref().into(),
-            None => "weft.db".into(),
-        },
-        retention: duration(&at, "store.retention", &raw.store.retention, "24h")?,
+        path: store_path(&at, raw.store.path.as_ref())?,
+        retention: duration(
+            &at,
+            "store.retention",
+            raw.store.retention.as_ref(),
+            Duration::from_secs(24 * 3600),
+        )?,
         connections_per_second: raw
             .store
             .connections_per_second
             .unwrap_or(crate::inspector::DEFAULT_HISTORY_CONNECTIONS_PER_S),
     };
     let inspect = InspectConfig {
-        stall_after: duration(&at, "inspect.stall_after", &raw.inspect.stall_after, "5s")?,
+        stall_after: duration(
+            &at,
+            "inspect.stall_after",
+            raw.inspect.stall_after.as_ref(),
+            Duration::from_secs(5),
+        )?,
         slow_callback: duration(
             &at,
             "inspect.slow_callback",
-            &raw.inspect.slow_callback,
-            "100ms",
+            raw.inspect.slow_callback.as_ref(),
+            Duration::from_millis(100),
         )?,
         sample: match &raw.inspect.sample {
             Some(s) if !(0.0..=1.0).contains(s.get_ref()) => {
@@ -56,10 +68,11 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     };
 
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut bound: HashMap<(bool, SocketAddr), String> = HashMap::new();
-    if let Some(addr) = tcp_addr(&dashboard.listen) {
-        bound.insert((false, addr), "[dashboard]".into());
-    }
+    let mut bound = Listeners::default();
+    let parsed: ServerEndpoint = dashboard.listen.parse().expect("checked by `dashboard`");
+    bound
+        .claim(&dashboard.listen, &parsed, "dashboard.listen".into())
+        .expect("the first listener claimed");
     let mut services = Vec::with_capacity(raw.service.len());
     for (i, svc) in raw.service.iter().enumerate() {
         let svc = svc.get_ref();
@@ -90,23 +103,15 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let limits = services::limits::validate(&ctx, &kind)?;
         for (endpoint, span) in &listen {
             let parsed: ServerEndpoint = endpoint.parse().expect("checked by `endpoints`");
-            let slot = match parsed {
-                ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
-                    Some((false, addr))
-                }
-                ServerEndpoint::Udp { addr } => Some((true, addr)),
-                _ => None,
-            };
-            if let Some(slot) = slot
-                && slot.1.port() != 0
-                && let Some(other) = bound.insert(slot, format!("{prefix} ({name})"))
-            {
-                return Err(at.error(
-                    Some(span.clone()),
-                    key(&format!("{prefix}.listen")),
-                    format!("{endpoint:?} is also used by {other}"),
-                ));
-            }
+            preflight::check_server(endpoint, &parsed)
+                .and_then(|()| bound.claim(endpoint, &parsed, format!("{prefix} ({name})")))
+                .map_err(|message| {
+                    at.error(
+                        Some(span.clone()),
+                        key(&format!("{prefix}.listen")),
+                        message,
+                    )
+                })?;
         }
         services.push(ServiceConfig {
             name: name.clone(),
@@ -164,6 +169,35 @@ impl ServiceCtx<'_> {
         }
     }
 
+    /// A duration key of this service, `default` when absent; see [`duration`].
+    pub(crate) fn duration(
+        &self,
+        field: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        duration(self.at, &format!("{}.{field}", self.prefix), value, default)
+    }
+
+    /// A client endpoint string of this service (`upstream`), checked as connecting
+    /// would check it: it parses, and the TLS files it names load.
+    pub(crate) fn client_endpoint(
+        &self,
+        field: &str,
+        value: &Spanned<String>,
+    ) -> Result<ClientEndpoint, ConfigError> {
+        let endpoint = value.get_ref();
+        let parsed: ClientEndpoint =
+            endpoint
+                .parse()
+                .map_err(|e: weft::endpoint::EndpointError| {
+                    self.error(value.span(), field, e.to_string())
+                })?;
+        preflight::check_client(endpoint, &parsed)
+            .map_err(|message| self.error(value.span(), field, message))?;
+        Ok(parsed)
+    }
+
     /// Whether an endpoint is UDP.
     pub(crate) fn is_udp(endpoint: &str) -> bool {
         matches!(
@@ -177,11 +211,48 @@ fn key(k: &str) -> Option<String> {
     Some(k.to_owned())
 }
 
-fn tcp_addr(endpoint: &str) -> Option<SocketAddr> {
-    match endpoint.parse::<ServerEndpoint>().ok()? {
-        ServerEndpoint::Tcp { addr, .. } => Some(addr),
-        _ => None,
+/// `[store] path`: a file (created if absent) in a directory that exists.
+fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathBuf, ConfigError> {
+    let Some(value) = value else {
+        return Ok("weft.db".into());
+    };
+    let err = |message: String| at.error(Some(value.span()), key("store.path"), message);
+    let path = PathBuf::from(value.get_ref());
+    if value.get_ref().trim().is_empty() {
+        return Err(err("must not be empty".into()));
     }
+    let dir = preflight::directory_of(&path);
+    if !dir.is_dir() {
+        return Err(err(format!(
+            "the directory {} does not exist (the history file is created, its directory is \
+             not; relative paths start at the working directory)",
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(err(format!(
+            "{} is a directory; name the history file, such as \"weft.db\"",
+            path.display()
+        )));
+    }
+    // An existing file is opened for writing at run, and must be a SQLite database.
+    if path.exists() {
+        use std::io::Read;
+        let mut header = Vec::with_capacity(16);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.take(16).read_to_end(&mut header))
+            .map_err(|e| err(format!("cannot open {}: {e}", path.display())))?;
+        if !header.is_empty() && header != b"SQLite format 3\0" {
+            return Err(err(format!(
+                "{} exists and is not a SQLite database; name another file",
+                path.display()
+            )));
+        }
+    }
+    Ok(path)
 }
 
 fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, ConfigError> {
@@ -242,18 +313,28 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
     Ok(DashboardConfig { listen, token })
 }
 
-fn duration(
+/// Every duration key: `default` when absent; otherwise longer than zero and at most
+/// [`MAX_DURATION`], so that adding it to the clock cannot overflow.
+pub(crate) fn duration(
     at: &Locator<'_>,
     name: &str,
-    value: &Option<Spanned<String>>,
-    default: &str,
+    value: Option<&Spanned<String>>,
+    default: Duration,
 ) -> Result<Duration, ConfigError> {
-    let (text, span) = match value {
-        Some(v) => (v.get_ref().as_str(), Some(v.span())),
-        None => (default, None),
+    let Some(value) = value else {
+        return Ok(default);
     };
+    let (text, span) = (value.get_ref().as_str(), Some(value.span()));
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(at.error(span, key(name), "must be longer than zero")),
+        Ok(d) if d > MAX_DURATION => Err(at.error(
+            span,
+            key(name),
+            format!(
+                "{text:?} is too long: at most {:?}",
+                humantime::format_duration(MAX_DURATION).to_string()
+            ),
+        )),
         Ok(d) => Ok(d),
         Err(e) => Err(at.error(
             span,

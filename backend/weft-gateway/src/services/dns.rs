@@ -90,25 +90,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError>
         Some(n) => usize::try_from(*n.get_ref()).expect("checked range"),
         None => DnsConfig::DEFAULT_CACHE_SIZE,
     };
-    let timeout = match &raw.timeout {
-        Some(t) => match humantime::parse_duration(t.get_ref()) {
-            Ok(d) if d.is_zero() => {
-                return Err(ctx.error(t.span(), "timeout", "must be longer than zero"));
-            }
-            Ok(d) => d,
-            Err(e) => {
-                return Err(ctx.error(
-                    t.span(),
-                    "timeout",
-                    format!(
-                        "{:?} is not a duration ({e}); write it like \"2s\" or \"500ms\"",
-                        t.get_ref()
-                    ),
-                ));
-            }
-        },
-        None => DnsConfig::DEFAULT_TIMEOUT,
-    };
+    let timeout = ctx.duration("timeout", raw.timeout.as_ref(), DnsConfig::DEFAULT_TIMEOUT)?;
     Ok(DnsSettings {
         zone_files,
         config: DnsConfig {

@@ -20,7 +20,6 @@
 //! in `weft_http_upstream_errors_total{service}`.
 
 use std::cell::OnceCell;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -141,12 +140,23 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
         Some(l) => limits(ctx, l.get_ref())?,
         None => Limits::default(),
     };
-    Ok(WebConfig {
+    let config = WebConfig {
         root,
         index,
         routes,
         limits,
-    })
+    };
+    // `run` serves through `HttpService::new`: refuse here whatever it would refuse there
+    // (a root that cannot be opened or listed).
+    if let Err(e) = HttpService::new(
+        ctx.raw.name.get_ref(),
+        config.clone(),
+        Rc::new(weft_web::NoRecorder),
+    ) {
+        let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
+        return Err(ctx.error(span, "root", e.to_string()));
+    }
+    Ok(config)
 }
 
 fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
@@ -166,10 +176,8 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
         Some(n) => *n.get_ref(),
         None => d.max_body_bytes,
     };
-    let duration = |name: &str, value: &Option<Spanned<String>>, default: Duration| match value {
-        None => Ok(default),
-        Some(v) => parse_duration(v.get_ref(), v.span())
-            .map_err(|(span, message)| ctx.error(span, &format!("limits.{name}"), message)),
+    let duration = |name: &str, value: &Option<Spanned<String>>, default: Duration| {
+        ctx.duration(&format!("limits.{name}"), value.as_ref(), default)
     };
     Ok(Limits {
         max_header_bytes: header,
@@ -186,17 +194,6 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
             d.upstream_timeout,
         )?,
     })
-}
-
-fn parse_duration(text: &str, span: Range<usize>) -> Result<Duration, (Range<usize>, String)> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err((span, "must be longer than zero".into())),
-        Ok(d) => Ok(d),
-        Err(e) => Err((
-            span,
-            format!("{text:?} is not a duration ({e}); write it like \"5s\" or \"500ms\""),
-        )),
-    }
 }
 
 /// The kind's settings as JSON, for the history store.

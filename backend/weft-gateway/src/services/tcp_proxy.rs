@@ -18,7 +18,6 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use weft::endpoint::ClientEndpoint;
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
 use crate::config::ConfigError;
@@ -51,9 +50,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<TcpProxyConfig, ConfigErr
             "a tcp-proxy needs `upstream`, such as upstream = \"tcp:127.0.0.1:5432\"",
         ));
     };
-    if let Err(e) = upstream.get_ref().parse::<ClientEndpoint>() {
-        return Err(ctx.error(upstream.span(), "upstream", e.to_string()));
-    }
+    ctx.client_endpoint("upstream", upstream)?;
     Ok(TcpProxyConfig {
         upstream: upstream.get_ref().clone(),
     })

@@ -1,6 +1,7 @@
 //! Outgoing connections: `Connector`, `ClientFactory` and `ReconnectingClientFactory`.
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,18 +243,20 @@ async fn open(
             host,
             port,
             timeout,
+            bind_address,
         }
         | ClientEndpoint::Ssl {
             host,
             port,
             timeout,
+            bind_address,
             ..
         } => {
             let stream = within(
                 name,
                 *timeout,
                 cancel,
-                tokio::net::TcpStream::connect((host.as_str(), *port)),
+                connect_tcp(host, *port, *bind_address),
             )
             .await?;
             let peer = Address::Ip(stream.peer_addr().map_err(|e| ConnectError::io(name, &e))?);
@@ -307,6 +310,43 @@ async fn open(
             Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
         }
     }
+}
+
+/// Connects over TCP to `host:port`, from `bind_address` when one is given (Twisted's
+/// `bindAddress`): each resolved address of the bind address's family is tried in turn.
+pub(super) async fn connect_tcp(
+    host: &str,
+    port: u16,
+    bind_address: Option<SocketAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(local) = bind_address else {
+        return tokio::net::TcpStream::connect((host, port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // An address that is not local here fails for every destination alike.
+        socket
+            .bind(local)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind to {local}: {e}")))?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{host} has no address of the family of bindAddress {local}"),
+        )
+    }))
 }
 
 /// Awaits a connection attempt for at most `timeout`, or until `cancel`.
@@ -363,6 +403,7 @@ impl Reactor {
             host: host.to_owned(),
             port,
             timeout,
+            bind_address: None,
         };
         self.connector(endpoint, format!("tcp:{host}:{port}"), Rc::new(factory))
     }

@@ -17,7 +17,7 @@ pub use accept::ListenOptions;
 pub use connect::{ClientFactory, ConnectError, Connector, ReconnectingClientFactory};
 pub use listen::{ListenError, ListeningPort};
 pub use stream::InspectedStream;
-pub use tls::TlsError;
+pub use tls::{TlsError, check_ca_certs, check_server_files};
 pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort};
 
 use std::sync::Arc;

@@ -337,14 +337,16 @@ impl Reactor {
                 host,
                 port,
                 timeout,
+                bind_address,
             }
             | ClientEndpoint::Ssl {
                 host,
                 port,
                 timeout,
+                bind_address,
                 ..
             } => {
-                let connect = TcpStream::connect((host.as_str(), *port));
+                let connect = super::connect::connect_tcp(host, *port, *bind_address);
                 let s = within(endpoint, *timeout, &cancel, connect).await?;
                 let peer = s.peer_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
                 let local = s.local_addr().map_err(|e| ConnectError::io(endpoint, &e))?;

@@ -64,6 +64,17 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAccep
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// Loads an `ssl:` server's certificate chain and private key exactly as listening does,
+/// binding nothing: a configuration can be checked before anything starts.
+pub fn check_server_files(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    acceptor(cert, key).map(drop)
+}
+
+/// Loads an `ssl:` client's trusted roots (`caCerts=`) exactly as connecting does.
+pub fn check_ca_certs(ca_certs: &Path) -> Result<(), TlsError> {
+    connector(Some(ca_certs)).map(drop)
+}
+
 /// A TLS connector trusting the roots in `ca_certs`.
 pub(crate) fn connector(ca_certs: Option<&Path>) -> Result<tokio_rustls::TlsConnector, TlsError> {
     let mut roots = rustls::RootCertStore::empty();

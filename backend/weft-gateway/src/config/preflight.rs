@@ -1,0 +1,244 @@
+//! What `run` would refuse once it binds or connects, found before anything binds:
+//! listeners whose addresses overlap, unix sockets with no directory to live in, and TLS
+//! files that do not load (through the functions listening and connecting use).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use weft::endpoint::{ClientEndpoint, ServerEndpoint};
+
+/// What one listener takes from the system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Socket {
+    /// A TCP port on an address (`tcp:` and `ssl:`).
+    Stream(SocketAddr),
+    /// A UDP port on an address.
+    Datagram(SocketAddr),
+    /// A socket file.
+    Unix(PathBuf),
+}
+
+/// The listeners claimed so far, each with its endpoint and its owner (`dashboard.listen`,
+/// `service[2] (web)`).
+#[derive(Debug, Default)]
+pub(crate) struct Listeners {
+    taken: Vec<(Socket, String, String)>,
+}
+
+impl Listeners {
+    /// Claims `endpoint` for `owner`; the error says which earlier listener it overlaps.
+    pub(crate) fn claim(
+        &mut self,
+        endpoint: &str,
+        parsed: &ServerEndpoint,
+        owner: String,
+    ) -> Result<(), String> {
+        let socket = match parsed {
+            ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
+                Socket::Stream(*addr)
+            }
+            ServerEndpoint::Udp { addr } => Socket::Datagram(*addr),
+            ServerEndpoint::Unix { path, .. } => Socket::Unix(path.clone()),
+            _ => return Ok(()),
+        };
+        let dual_stack_udp = udp_v6_wildcard_takes_ipv4();
+        if let Some((taken, other, other_owner)) = self
+            .taken
+            .iter()
+            .find(|(taken, ..)| overlap(taken, &socket, dual_stack_udp))
+        {
+            // Name the narrower address: the one both take.
+            let on = |a: &SocketAddr| match taken {
+                Socket::Stream(t) | Socket::Datagram(t) if a.ip().is_unspecified() => t.ip(),
+                _ => a.ip(),
+            };
+            let what = match &socket {
+                Socket::Stream(a) => format!("the same TCP port {} on {}", a.port(), on(a)),
+                Socket::Datagram(a) => format!("the same UDP port {} on {}", a.port(), on(a)),
+                Socket::Unix(p) => format!("the same socket file {}", p.display()),
+            };
+            return Err(format!(
+                "{endpoint:?} overlaps {other:?} of {other_owner}: both take {what}, so one \
+                 could not listen; give them different ports, interfaces or paths"
+            ));
+        }
+        self.taken.push((socket, endpoint.to_owned(), owner));
+        Ok(())
+    }
+}
+
+/// Whether two listeners cannot both be bound: the same transport and port (port 0 is
+/// any free port: never a clash) on addresses one of which includes the other. TCP on
+/// IPv6 is bound IPv6-only; UDP on `::` takes IPv4 too unless the system says otherwise.
+fn overlap(a: &Socket, b: &Socket, dual_stack_udp: bool) -> bool {
+    match (a, b) {
+        (Socket::Stream(a), Socket::Stream(b)) => {
+            a.port() != 0 && a.port() == b.port() && addresses_overlap(a.ip(), b.ip(), false)
+        }
+        (Socket::Datagram(a), Socket::Datagram(b)) => {
+            a.port() != 0
+                && a.port() == b.port()
+                && addresses_overlap(a.ip(), b.ip(), dual_stack_udp)
+        }
+        (Socket::Unix(a), Socket::Unix(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn addresses_overlap(a: IpAddr, b: IpAddr, dual_stack: bool) -> bool {
+    match (a, b) {
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+            a == b || a.is_unspecified() || b.is_unspecified()
+        }
+        (IpAddr::V6(v6), IpAddr::V4(v4)) | (IpAddr::V4(v4), IpAddr::V6(v6)) => {
+            dual_stack
+                && (v6.is_unspecified()
+                    || v6
+                        .to_ipv4_mapped()
+                        .is_some_and(|m| v4.is_unspecified() || m == v4))
+        }
+    }
+}
+
+/// Whether a UDP socket bound to `::` also receives IPv4 (Linux's
+/// `net.ipv6.bindv6only`, 0 by default): then it clashes with IPv4 listeners on its port.
+fn udp_v6_wildcard_takes_ipv4() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() != "1")
+}
+
+/// What would stop `endpoint` from listening, short of the address being in use: a unix
+/// socket's missing directory or a file in its place; an `ssl:` endpoint's key or
+/// certificate that does not load (loaded as listening loads them).
+pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<(), String> {
+    match parsed {
+        ServerEndpoint::Unix { path, .. } => {
+            let dir = directory_of(path);
+            if !dir.is_dir() {
+                return Err(format!(
+                    "{endpoint:?}: the directory {} does not exist (relative paths start at the \
+                     working directory)",
+                    dir.display()
+                ));
+            }
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if !meta.file_type().is_socket() => Err(format!(
+                    "{endpoint:?}: {} exists and is not a socket; listening would fail",
+                    path.display()
+                )),
+                _ => Ok(()),
+            }
+        }
+        ServerEndpoint::Ssl {
+            private_key, cert, ..
+        } => weft::net::check_server_files(cert, private_key).map_err(|e| {
+            let option = match &e {
+                weft::net::TlsError::Pem { path, .. } if path == private_key && path == cert => {
+                    "privateKey (also its certKey)"
+                }
+                weft::net::TlsError::Pem { path, .. } if path == private_key => "privateKey",
+                weft::net::TlsError::Pem { .. } => "certKey",
+                _ => "privateKey and certKey",
+            };
+            format!("{endpoint:?}: cannot load its {option}: {e}")
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What would make every connection to `endpoint` fail at once: trusted roots
+/// (`caCerts=`) that do not load, loaded as connecting loads them.
+pub(crate) fn check_client(endpoint: &str, parsed: &ClientEndpoint) -> Result<(), String> {
+    match parsed {
+        ClientEndpoint::Ssl {
+            ca_certs: Some(ca_certs),
+            ..
+        } => weft::net::check_ca_certs(ca_certs)
+            .map_err(|e| format!("{endpoint:?}: cannot load its caCerts: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// The directory a file named by `path` lives in (`.` for a bare name).
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clash(a: &str, b: &str) -> bool {
+        let mut taken = Listeners::default();
+        taken.claim(a, &a.parse().unwrap(), "first".into()).unwrap();
+        taken
+            .claim(b, &b.parse().unwrap(), "second".into())
+            .is_err()
+    }
+
+    #[test]
+    fn listeners_overlap_as_bind_says() {
+        // Refused by bind on Linux while the first listens.
+        assert!(clash("tcp:8000", "tcp:8000:interface=127.0.0.1"));
+        assert!(clash("tcp:8000:interface=127.0.0.1", "tcp:8000"));
+        assert!(clash(
+            "tcp:8000:interface=127.0.0.1",
+            "ssl:8000:interface=127.0.0.1:privateKey=k"
+        ));
+        assert!(clash(r"tcp6:8000", r"tcp6:8000:interface=\:\:1"));
+        assert!(clash("udp:53", "udp:53:interface=127.0.0.1"));
+        assert!(clash("unix:/run/a.sock", "unix:/run/a.sock:mode=600"));
+        // Bound side by side.
+        assert!(!clash("tcp:8000", "udp:8000"));
+        assert!(!clash(
+            "tcp:8000:interface=127.0.0.1",
+            "tcp:8000:interface=127.0.0.2"
+        ));
+        assert!(!clash("tcp:8000", "tcp6:8000"), "TCP on IPv6 is IPv6-only");
+        assert!(!clash(
+            r"udp:53:interface=\:\:1",
+            "udp:53:interface=127.0.0.1"
+        ));
+        assert!(!clash("tcp:0", "tcp:0"), "port 0 is any free port");
+        assert!(!clash("unix:/run/a.sock", "unix:/run/b.sock"));
+    }
+
+    #[test]
+    fn udp_on_the_ipv6_wildcard_takes_ipv4_too_when_the_system_says_so() {
+        let v6: SocketAddr = "[::]:53".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:53".parse().unwrap();
+        let (a, b, m) = (
+            Socket::Datagram(v6),
+            Socket::Datagram(v4),
+            Socket::Datagram(mapped),
+        );
+        assert!(overlap(&a, &b, true));
+        assert!(!overlap(&a, &b, false));
+        assert!(overlap(&m, &b, true));
+        assert!(!overlap(&Socket::Stream(v6), &Socket::Stream(v4), true));
+    }
+
+    #[test]
+    fn the_message_names_both_endpoints_and_the_first_owner() {
+        let mut taken = Listeners::default();
+        let first = "tcp:8000";
+        taken
+            .claim(first, &first.parse().unwrap(), "service[0] (echo)".into())
+            .unwrap();
+        let second = "tcp:8000:interface=127.0.0.1";
+        let e = taken
+            .claim(second, &second.parse().unwrap(), "service[1] (web)".into())
+            .unwrap_err();
+        assert!(
+            e.starts_with(
+                "\"tcp:8000:interface=127.0.0.1\" overlaps \"tcp:8000\" of service[0] (echo): \
+                 both take the same TCP port 8000 on 127.0.0.1"
+            ),
+            "{e}"
+        );
+    }
+}

@@ -10,5 +10,6 @@ mod check;
 mod dns;
 mod faults;
 mod gateway;
+mod history;
 mod http;
 mod load;

@@ -1,0 +1,100 @@
+//! History across runs: a file an older release wrote is served after an upgrade.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::assert_eventually;
+use crate::support::{App, query, spawn_app_with};
+
+/// The file `weft 0.1.0` wrote (`backend/weft-store/tests/data/README.md`).
+const RELEASED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../backend/weft-store/tests/data/history-v0.1.0.db"
+);
+
+fn json(app: &App, path: &str) -> Value {
+    let body = app
+        .curl(path)
+        .unwrap_or_else(|| panic!("{path} answers\n{}", app.log()));
+    serde_json::from_str(&body).unwrap()
+}
+
+fn items(app: &App, path: &str) -> Vec<Value> {
+    json(app, path)["items"].as_array().unwrap().clone()
+}
+
+/// The connection ids the released file holds, read from a copy of it (opening the file in
+/// WAL mode would write beside it).
+fn released_connection_ids() -> HashSet<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("released.db");
+    std::fs::copy(RELEASED, &copy).unwrap();
+    query(&copy, async |c| {
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM connections")
+            .fetch_all(c)
+            .await
+            .unwrap();
+        ids.into_iter().map(|(id,)| id).collect()
+    })
+}
+
+#[test]
+fn a_history_file_written_by_0_1_0_is_served_after_the_upgrade() {
+    let app = spawn_app_with(|dir: &Path| {
+        std::fs::copy(RELEASED, dir.join("history.db")).unwrap();
+        String::new()
+    });
+
+    let closed = items(&app, "/api/connections?state=closed&limit=1000");
+    let ids: HashSet<i64> = closed.iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    let released = released_connection_ids();
+    assert_eq!(released.len(), 64);
+    assert_eq!(
+        ids, released,
+        "every connection 0.1.0 recorded, and only those"
+    );
+    let reset: Vec<&Value> = closed
+        .iter()
+        .filter(|c| c["close_reason"] == "reset")
+        .collect();
+    assert_eq!(reset.len(), 3, "{reset:?}");
+    assert!(
+        reset
+            .iter()
+            .all(|c| c["service"] == "echo" && c["bytes_in"] == 1)
+    );
+
+    let chain = json(&app, "/api/deferreds/73");
+    assert_eq!(chain["label"], "dns upstream query");
+    assert_eq!(chain["stalled"], true);
+    let outcomes: Vec<&str> = chain["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["err", "ok"]);
+    assert_eq!(items(&app, "/api/deferreds?state=stalled").len(), 6);
+
+    let services = json(&app, "/api/services");
+    let web = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .expect("the http service 0.1.0 recorded");
+    assert_eq!(web["kind"], "http");
+    assert_eq!(web["endpoints"][0], "tcp:27080:interface=127.0.0.1");
+
+    // New rows continue above the old ones instead of overwriting them.
+    let mut s = std::net::TcpStream::connect(app.echo).unwrap();
+    std::io::Write::write_all(&mut s, b"x").unwrap();
+    assert_eventually!(
+        items(&app, "/api/connections?state=open&service=echo&limit=10")
+            .iter()
+            .any(|c| c["transport"] == "tcp" && c["id"].as_i64() > Some(80)),
+        "the new connection is numbered above the file's"
+    );
+}

@@ -114,3 +114,58 @@ fn a_leaked_chain_still_lists_the_steps_it_will_never_run() {
     drop(d);
     assert!(hub.deferred(id).is_none());
 }
+
+/// An unhandled failure is found when the chain's last handle goes, after the chain ended:
+/// the report carries the chain's record as it ended, with the flag added.
+#[test]
+fn an_unhandled_failure_reported_after_the_end_carries_the_chains_record() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let kept = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let slot = kept.clone();
+    let (resolver, parent) = Deferred::<u8>::labeled("parent");
+    let parent = parent.add_callback(move |n| {
+        let (child_resolver, child) = Deferred::<u8>::labeled("upstream call");
+        let child = child.add_callback(|n| n + 1);
+        child_resolver.errback(weft::defer::Failure::msg("upstream refused"));
+        *slot.borrow_mut() = Some(child);
+        n
+    });
+    resolver.callback(1);
+    drop(parent);
+    // Long after the end, the handle goes.
+    kept.borrow_mut().take();
+
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let chains: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            weft_telemetry::EventKind::DeferredEnded { deferred }
+            | weft_telemetry::EventKind::DeferredDetected { deferred, .. }
+                if deferred.label.as_deref() == Some("upstream call") =>
+            {
+                Some(deferred.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let [ended, detected] = &chains[..] else {
+        panic!("its end, then the report: {chains:?}");
+    };
+    assert!(!ended.unhandled && detected.unhandled);
+    assert_eq!(ended.state, "failed");
+    assert!(ended.parent.is_some() && ended.fired_at_ms.is_some());
+    assert!(ended.current_step.is_some());
+    assert_eq!(
+        weft_telemetry::DeferredSnapshot {
+            unhandled: false,
+            steps: ended.steps.clone(),
+            ..detected.clone()
+        },
+        *ended,
+        "the report is the record as it ended, flagged"
+    );
+}

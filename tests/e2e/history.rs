@@ -1,12 +1,15 @@
-//! History across runs: a file an older release wrote is served after an upgrade.
+//! History across runs: a file an older release wrote is served after an upgrade, and what
+//! a killed process left open is closed at the next start.
 
 use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 
 use serde_json::Value;
 
 use crate::assert_eventually;
-use crate::support::{App, query, spawn_app_with};
+use crate::support::{App, query, spawn_app, spawn_app_with};
 
 /// The file `weft 0.1.0` wrote (`backend/weft-store/tests/data/README.md`).
 const RELEASED: &str = concat!(
@@ -96,5 +99,66 @@ fn a_history_file_written_by_0_1_0_is_served_after_the_upgrade() {
             .iter()
             .any(|c| c["transport"] == "tcp" && c["id"].as_i64() > Some(80)),
         "the new connection is numbered above the file's"
+    );
+}
+
+#[test]
+fn connections_a_killed_process_left_open_are_closed_as_process_ended_at_the_next_start() {
+    let mut app = spawn_app();
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(app.echo).unwrap();
+            s.write_all(b"x").unwrap();
+            s.read_exact(&mut [0]).unwrap();
+            s
+        })
+        .collect();
+    // The periodic snapshot writes open connections about once a second.
+    let open_tcp = |app: &App| {
+        query(&app.db, async |c| {
+            sqlx::query_as::<_, (i64,)>(
+                "SELECT count(*) FROM connections WHERE closed_at_ms IS NULL AND transport = 'tcp'",
+            )
+            .fetch_one(c)
+            .await
+            .unwrap()
+            .0
+        })
+    };
+    assert_eventually!(open_tcp(&app) == 3, "the open connections reach the file");
+    app.signal_and_wait("KILL");
+    drop(held);
+    assert_eq!(open_tcp(&app), 3, "a killed process closes nothing");
+
+    app.restart();
+    let closed = items(&app, "/api/connections?state=closed&service=echo&limit=100");
+    let ended: Vec<&Value> = closed
+        .iter()
+        .filter(|c| c["close_reason"] == "process_ended")
+        .collect();
+    assert_eq!(
+        ended.iter().filter(|c| c["transport"] == "tcp").count(),
+        3,
+        "{closed:?}"
+    );
+    assert!(
+        ended.iter().any(|c| c["transport"] == "udp"),
+        "the old run's UDP endpoint too: {closed:?}"
+    );
+    for c in &ended {
+        assert!(
+            c["closed_at_ms"].as_i64() >= c["opened_at_ms"].as_i64(),
+            "{c}"
+        );
+        let detail = json(&app, &format!("/api/connections/{}", c["id"]));
+        assert_eq!(detail["state"], "closed", "{detail}");
+    }
+    // Only this run's UDP endpoint is open now, in the file as in the API.
+    assert_eq!(open_tcp(&app), 0);
+    let open = items(&app, "/api/connections?state=open&limit=100");
+    assert!(
+        open.iter()
+            .all(|c| c["close_reason"].is_null() && !ended.iter().any(|e| e["id"] == c["id"])),
+        "{open:?}"
     );
 }

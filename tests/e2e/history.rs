@@ -1,5 +1,6 @@
-//! History across runs: a file an older release wrote is served after an upgrade, and what
-//! a killed process left open is closed at the next start.
+//! History across runs and files: a file an older release wrote is served after an upgrade,
+//! what a killed process left open is closed at the next start, and a file deleted at run
+//! time gets its services back.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -160,5 +161,62 @@ fn connections_a_killed_process_left_open_are_closed_as_process_ended_at_the_nex
         open.iter()
             .all(|c| c["close_reason"].is_null() && !ended.iter().any(|e| e["id"] == c["id"])),
         "{open:?}"
+    );
+}
+
+#[test]
+fn a_history_file_deleted_at_run_time_is_recreated_with_the_services() {
+    let app = spawn_app();
+    let echo = |app: &App| {
+        json(app, "/api/services")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "echo")
+            .cloned()
+    };
+    assert_eventually!(
+        echo(&app).is_some_and(|s| s["kind"] == "echo"),
+        "the service is listed"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = app.db.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    // The writer notices at its next commit; the open UDP endpoint is written every second.
+    assert_eventually!(
+        app.metric("weft_store_reopens_total") == Some(1.0),
+        "the file is recreated\n{}",
+        app.log()
+    );
+    let service = echo(&app).expect("still listed");
+    assert_eq!(service["kind"], "echo", "{service}");
+    let endpoints: Vec<&str> = service["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let port = app.echo.port();
+    assert_eq!(
+        endpoints,
+        [
+            format!("tcp:{port}:interface=127.0.0.1"),
+            format!("udp:{port}:interface=127.0.0.1")
+        ]
+    );
+    // In the new file itself, for whoever reads it next.
+    let stored: Option<(String, String)> = query(&app.db, async |c| {
+        sqlx::query_as("SELECT kind, endpoints_json FROM services WHERE name = 'echo'")
+            .fetch_optional(c)
+            .await
+            .unwrap()
+    });
+    let (kind, endpoints_json) = stored.expect("the new file has the service");
+    assert_eq!(kind, "echo");
+    assert!(
+        endpoints_json.contains(&format!("udp:{port}")),
+        "{endpoints_json}"
     );
 }

@@ -27,6 +27,8 @@
 //! - `writer`: the bounded queue and the task that drains it. Records flow
 //!   `Writer::try_send` → queue → batch (by count or age) → `batch` → one transaction.
 //! - `batch`: the prepared multi-row upserts that write one batch.
+//! - `catalog`: the services the writer was given, kept to be listed before they are
+//!   committed and written again into a recreated file.
 //! - `interrupted`: at open, closing the rows a killed process left open ([`PROCESS_ENDED`]).
 //! - `retention`: the background task deleting finished rows older than the window, in chunks.
 //! - `queries`: the read side, on a connection pool separate from the writer's connection.
@@ -35,6 +37,7 @@
 //! - `error`: [`StoreError`].
 
 mod batch;
+mod catalog;
 mod error;
 mod interrupted;
 mod options;

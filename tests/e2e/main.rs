@@ -13,3 +13,4 @@ mod gateway;
 mod history;
 mod http;
 mod load;
+mod ready;

@@ -145,9 +145,9 @@ impl Chain {
 }
 
 /// Chains that ended without success remembered at most, for a report that comes after
-/// their end. Each is kept without its steps (the store has them), so this bounds the
-/// memory to a few hundred kilobytes; a report about a chain forgotten beyond it is
-/// merged into the stored record by the store instead.
+/// their end. Each is kept without its steps (the store has them): a few hundred bytes
+/// plus its texts. A report about a chain forgotten beyond this is merged into the stored
+/// record by the store instead.
 pub const ENDED_KEPT: usize = 1024;
 
 /// A chain that ended without success, as it ended.

@@ -169,3 +169,42 @@ fn an_unhandled_failure_reported_after_the_end_carries_the_chains_record() {
         "the report is the record as it ended, flagged"
     );
 }
+
+/// The ended chains kept for such reports are bounded: beyond the last
+/// [`ENDED_KEPT`](weft_telemetry::chains::ENDED_KEPT), a report carries what it knows
+/// (the store merges it into the stored record).
+#[test]
+fn only_the_last_chains_that_failed_are_kept_for_a_late_report() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let held: Vec<Deferred<u8>> = (0..=weft_telemetry::chains::ENDED_KEPT)
+        .map(|_| Deferred::<u8>::fail(weft::defer::Failure::msg("refused")))
+        .collect();
+    let (first, last) = (held[0].id().0, held[held.len() - 1].id().0);
+    drop(held);
+
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let reported = |id: u64| {
+        events
+            .iter()
+            .find_map(|e| match &e.kind {
+                weft_telemetry::EventKind::DeferredDetected { deferred, .. }
+                    if deferred.id == id =>
+                {
+                    Some(deferred.clone())
+                }
+                _ => None,
+            })
+            .expect("reported unhandled")
+    };
+    let (first, last) = (reported(first), reported(last));
+    assert!(first.unhandled && last.unhandled);
+    assert_eq!(
+        first.fired_at_ms, None,
+        "forgotten: only what the report knows"
+    );
+    assert!(last.fired_at_ms.is_some(), "kept: the record as it ended");
+}

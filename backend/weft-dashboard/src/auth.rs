@@ -1,6 +1,6 @@
 //! Who may read and who may act.
 //!
-//! - **Reading.** With a token configured, every route but `/healthz`, `/login` and
+//! - **Reading.** With a token configured, every route but `/healthz`, `/readyz`, `/login` and
 //!   `/static/` needs it: as `Authorization: Bearer TOKEN` (scripts, Prometheus) or as the
 //!   `weft_token` cookie `/login` sets (browsers; `HttpOnly`, `SameSite=Strict`). A browser
 //!   asking for a page without it is sent to `/login`; anything else gets `401`.
@@ -25,7 +25,7 @@ pub(crate) const COOKIE: &str = "weft_token";
 
 /// Paths anyone may read: a load balancer's probe, the login form and its stylesheet.
 fn open(path: &str) -> bool {
-    path == "/healthz" || path == "/login" || path.starts_with("/static/")
+    path == "/healthz" || path == "/readyz" || path == "/login" || path.starts_with("/static/")
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

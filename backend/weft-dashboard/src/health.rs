@@ -1,8 +1,11 @@
-//! `/healthz`: the process serves, with a few figures worth a glance.
+//! `/healthz`: the process is alive, with a few figures worth a glance. `/readyz`: it
+//! serves every configured listener (a load balancer's or orchestrator's readiness probe).
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::Serialize;
+use weft_telemetry::ReadinessReport;
 
 use crate::DashboardState;
 
@@ -44,4 +47,18 @@ pub(crate) async fn healthz(State(state): State<DashboardState>) -> Json<Health>
             }
         }),
     })
+}
+
+/// `200` once the reactor runs and every expected listener is up; `503` before (and while
+/// shutting down), with what is missing.
+pub(crate) async fn readyz(
+    State(state): State<DashboardState>,
+) -> (StatusCode, Json<ReadinessReport>) {
+    let report = state.hub.readiness();
+    let code = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report))
 }

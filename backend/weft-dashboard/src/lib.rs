@@ -30,7 +30,7 @@
 //! - `auth`: the token (bearer header or login cookie) and the same-origin check for
 //!   actions and `/ws`.
 //! - `assets`: `frontend/static/` (ES modules and CSS, no build step), compiled in.
-//! - `metrics`, `health`: `/metrics` and `/healthz`.
+//! - `metrics`, `health`: `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Requests come in through [`router`], pass `auth`, and read the state; the only writes
 //! to the reactor are the two actions, queued through its handle. Nothing here blocks the
@@ -92,6 +92,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/static/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .merge(actions)
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -61,6 +61,12 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
     let env = services::ServiceEnv::register(inspector.hub().registry(), &config.services);
+    // `/readyz` stays 503 until each of these is up and the reactor runs.
+    for service in &config.services {
+        for endpoint in &service.listen {
+            inspector.hub().expect_listener(&service.name, endpoint);
+        }
+    }
     for service in &config.services {
         let bound = services::start_with(&reactor, service, &env).map_err(|source| {
             GatewayError::Listen {

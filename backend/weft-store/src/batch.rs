@@ -4,6 +4,10 @@
 //! wins) and written with multi-row `INSERT ... ON CONFLICT` statements of a fixed row count, plus
 //! single-row statements for the remainder. Both shapes are prepared once per connection and reused
 //! from sqlx's statement cache; a fixed shape keeps that cache small.
+//!
+//! An upsert merges rather than overwrites where a later record may know less than the stored
+//! row ([`Merge`]): a detection reported after its chain ended carries the flag and little else,
+//! and must add the flag without wiping when the chain was created, fired and where it stopped.
 
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
@@ -25,12 +29,40 @@ trait Insert {
     const KEY: &'static [&'static str];
     /// Whether a row with an existing key replaces the stored one (`false`: the first one stays).
     const UPSERT: bool = true;
-    /// Columns whose stored value stays when an upsert brings NULL.
-    const KEEP_IF_NULL: &'static [&'static str] = &[];
+    /// Columns an upsert merges with the stored value instead of replacing it.
+    const MERGE: &'static [(&'static str, Merge)] = &[];
     /// A condition on the stored row under which an upsert leaves it as it is.
     const FINAL_WHEN: Option<&'static str> = None;
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q>;
+}
+
+/// How an upsert combines a column's stored value with the one a record brings.
+#[derive(Debug, Clone, Copy)]
+enum Merge {
+    /// The stored value stays when the record brings NULL (it did not know it).
+    KeepIfNull,
+    /// The smaller value stays: a time a partial record can only report later than it was.
+    Least,
+    /// Once set (non-zero) it stays set: a detector's verdict is never taken back.
+    Sticky,
+    /// The stored value stays once it satisfies this condition (on the stored column).
+    KeepOnce(&'static str),
+}
+
+impl Merge {
+    /// The `SET` expression for `column` of `table`.
+    fn set(self, table: &str, column: &str) -> String {
+        let (stored, new) = (format!("{table}.{column}"), format!("excluded.{column}"));
+        match self {
+            Self::KeepIfNull => format!("{column} = coalesce({new}, {stored})"),
+            Self::Least => format!("{column} = min({stored}, {new})"),
+            Self::Sticky => format!("{column} = max({stored}, {new})"),
+            Self::KeepOnce(when) => {
+                format!("{column} = CASE WHEN {stored} {when} THEN {stored} ELSE {new} END")
+            }
+        }
+    }
 }
 
 impl Insert for ServiceRecord {
@@ -68,7 +100,10 @@ impl Insert for ConnectionRecord {
         "closed_seq",
     ];
     const KEY: &'static [&'static str] = &["id"];
-    const KEEP_IF_NULL: &'static [&'static str] = &["opened_seq", "closed_seq"];
+    const MERGE: &'static [(&'static str, Merge)] = &[
+        ("opened_seq", Merge::KeepIfNull),
+        ("closed_seq", Merge::KeepIfNull),
+    ];
     const FINAL_WHEN: Option<&'static str> = Some("closed_at_ms IS NOT NULL");
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
@@ -111,6 +146,30 @@ impl Insert for DeferredRecord {
         "leaked",
     ];
     const KEY: &'static [&'static str] = &["id"];
+    /// Every write of a chain is a full picture except a detection the hub reports after it
+    /// forgot the chain (an unhandled failure found when the last handle goes, long after the
+    /// chain ended): that record knows the flag, the failure and the chain's identity only.
+    /// None of these columns goes back to NULL in a chain's life, its creation time is the
+    /// earliest one seen, flags only get set, and an ended chain stays ended (a snapshot of
+    /// it taken while it was pending may be written after its end).
+    const MERGE: &'static [(&'static str, Merge)] = &[
+        ("parent_id", Merge::KeepIfNull),
+        ("label", Merge::KeepIfNull),
+        ("connection_id", Merge::KeepIfNull),
+        ("service", Merge::KeepIfNull),
+        (
+            "state",
+            Merge::KeepOnce("IN ('succeeded', 'failed', 'cancelled')"),
+        ),
+        ("created_at_ms", Merge::Least),
+        ("fired_at_ms", Merge::KeepIfNull),
+        ("current_step", Merge::KeepIfNull),
+        ("failure", Merge::KeepIfNull),
+        ("stalled", Merge::Sticky),
+        ("slow", Merge::Sticky),
+        ("unhandled", Merge::Sticky),
+        ("leaked", Merge::Sticky),
+    ];
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
         q.bind(self.id)
@@ -196,12 +255,9 @@ fn insert_sql<T: Insert>(rows: usize) -> String {
         let set = T::COLUMNS
             .iter()
             .filter(|c| !T::KEY.contains(c))
-            .map(|c| {
-                if T::KEEP_IF_NULL.contains(c) {
-                    format!("{c} = coalesce(excluded.{c}, {}.{c})", T::TABLE)
-                } else {
-                    format!("{c} = excluded.{c}")
-                }
+            .map(|c| match T::MERGE.iter().find(|(m, _)| m == c) {
+                Some((_, merge)) => merge.set(T::TABLE, c),
+                None => format!("{c} = excluded.{c}"),
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -316,6 +372,21 @@ mod tests {
         assert!(sql.starts_with("INSERT INTO deferred_steps (deferred_id, idx, kind,"));
         assert!(sql.contains("VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deferred_id, idx) DO UPDATE SET kind = excluded.kind"));
         assert!(!sql.contains("idx = excluded.idx"));
+    }
+
+    #[test]
+    fn a_deferred_upsert_merges_what_a_partial_record_does_not_know() {
+        let sql = insert_sql::<DeferredRecord>(1);
+        for set in [
+            "parent_id = coalesce(excluded.parent_id, deferreds.parent_id)",
+            "created_at_ms = min(deferreds.created_at_ms, excluded.created_at_ms)",
+            "unhandled = max(deferreds.unhandled, excluded.unhandled)",
+            "state = CASE WHEN deferreds.state IN ('succeeded', 'failed', 'cancelled') \
+             THEN deferreds.state ELSE excluded.state END",
+            "waiting_on = excluded.waiting_on",
+        ] {
+            assert!(sql.contains(set), "{set}\n{sql}");
+        }
     }
 
     #[test]

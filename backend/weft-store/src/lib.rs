@@ -27,6 +27,9 @@
 //! - `writer`: the bounded queue and the task that drains it. Records flow
 //!   `Writer::try_send` → queue → batch (by count or age) → `batch` → one transaction.
 //! - `batch`: the prepared multi-row upserts that write one batch.
+//! - `catalog`: the services the writer was given, kept to be listed before they are
+//!   committed and written again into a recreated file.
+//! - `interrupted`: at open, closing the rows a killed process left open ([`PROCESS_ENDED`]).
 //! - `retention`: the background task deleting finished rows older than the window, in chunks.
 //! - `queries`: the read side, on a connection pool separate from the writer's connection.
 //! - `stats`: the counters (queued, written, dropped, errors) producers and the writer bump.
@@ -34,7 +37,9 @@
 //! - `error`: [`StoreError`].
 
 mod batch;
+mod catalog;
 mod error;
+mod interrupted;
 mod options;
 mod queries;
 pub mod records;
@@ -51,6 +56,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::StoreError;
+pub use interrupted::PROCESS_ENDED;
 pub use options::StoreOptions;
 pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
 pub use records::{
@@ -90,9 +96,29 @@ impl Store {
     }
 
     /// Opens (creating and migrating if needed) the database described by `options`.
+    ///
+    /// The store is the file's only writer: connections still open in it and chains still
+    /// pending were left by a process that ended without stopping cleanly, and are closed
+    /// now with the reason [`PROCESS_ENDED`], so they show as closed and retention can
+    /// prune them.
     pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
         let pool =
             schema::open_pool(&options.path, options.busy_timeout, options.max_readers).await?;
+        match interrupted::close_left_open(&pool).await {
+            Ok(closed) if closed != interrupted::Closed::default() => tracing::warn!(
+                path = %options.path.display(),
+                connections = closed.connections,
+                chains = closed.chains,
+                "the previous process did not stop cleanly; closed what it left open"
+            ),
+            Ok(_) => {}
+            // History still works; those rows stay open until a later start closes them.
+            Err(error) => tracing::warn!(
+                path = %options.path.display(),
+                %error,
+                "cannot close the rows the previous process left open"
+            ),
+        }
         let pools = Arc::new(PoolCell::new(pool));
         let stats = Arc::new(StoreStats::default());
         let (writer, task) = writer::create(&options, stats.clone(), pools.clone()).await?;

@@ -194,14 +194,15 @@ fn limit(n: u32) -> i64 {
 }
 
 impl Store {
-    /// Every configured service, by name.
+    /// Every service, by name: those the file records, with the ones given to this store's
+    /// writer in place of theirs (listed from the moment they are given, committed or not).
     pub async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
         let rows = sqlx::query_as(
             "SELECT name, kind, endpoints_json, config_json FROM services ORDER BY name",
         )
         .fetch_all(&self.pool())
         .await?;
-        Ok(rows)
+        Ok(self.inner.writer.catalog().overlay(rows))
     }
 
     /// Connections newest first (closed ones by close time), optionally only open or closed ones

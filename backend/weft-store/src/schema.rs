@@ -126,3 +126,58 @@ impl PoolCell {
         std::mem::replace(&mut *guard, pool)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATOR;
+
+    /// Each migration that has landed, with the SHA-384 of its SQL as sqlx records it in
+    /// every history file that applied it.
+    const LANDED: &[(i64, &str, &str)] = &[
+        (
+            1,
+            "initial",
+            "eac30766e84740ba4e8c4c9278e5db3a0f6a3a6fc0f9715dbe2fcdbbbabb2e07a76725cf2cab898350d0e60368cbfd5f",
+        ),
+        (
+            2,
+            "connection events",
+            "577b1bb2afa2d9768947c95dee0be4e0b0bd6d29dc2e4616848d652d9c101d104e215e3d086f553e32ee6d2610e8bcaa",
+        ),
+    ];
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// sqlx refuses to open a file whose applied migrations changed checksum, so editing a
+    /// landed migration would strand every user's history.
+    #[test]
+    fn landed_migrations_are_never_edited() {
+        let embedded: Vec<_> = MIGRATOR.iter().collect();
+        for &(version, description, checksum) in LANDED {
+            let Some(m) = embedded.iter().find(|m| m.version == version) else {
+                panic!(
+                    "migration {version} ({description}) is gone: history files that applied it can no longer be opened"
+                );
+            };
+            assert_eq!(
+                (m.description.as_ref(), hex(&m.checksum).as_str()),
+                (description, checksum),
+                "migration {version} ({description}) changed after it landed: history files \
+                 that applied it can no longer be opened. Released migrations are never edited: \
+                 restore it and add a new migration instead."
+            );
+        }
+        for m in embedded {
+            assert!(
+                LANDED.iter().any(|&(version, ..)| version == m.version),
+                "migration {} ({}) is not pinned: add its version, description and checksum \
+                 ({}) to LANDED when it lands",
+                m.version,
+                m.description,
+                hex(&m.checksum)
+            );
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! full, read-only, ...) its records are dropped and counted, the error is logged once for the
 //! whole burst, and the next batch tries again on a fresh connection. Before each batch the task
 //! checks that the path still names the file it opened; if the file was deleted or replaced it
-//! recreates and migrates it.
+//! recreates and migrates it, and writes into it again every service it was given (the
+//! [`Catalog`]): services are described once, at start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::batch::BatchSql;
+use crate::catalog::Catalog;
 use crate::records::Record;
 use crate::schema::{self, FileId, PoolCell};
 use crate::stats::StoreStats;
@@ -43,13 +45,19 @@ pub(crate) enum Command {
 pub struct Writer {
     tx: mpsc::Sender<Command>,
     stats: Arc<StoreStats>,
+    catalog: Arc<Catalog>,
 }
 
 impl Writer {
     /// Queues `record` without waiting. Returns `false` (and counts a drop) if the queue is full or
-    /// the writer has stopped.
+    /// the writer has stopped. A service is also kept in memory, dropped or not: the store
+    /// lists it at once and writes it again into a recreated file.
     pub fn try_send(&self, record: impl Into<Record>) -> bool {
-        match self.tx.try_send(Command::Record(record.into())) {
+        let record = record.into();
+        if let Record::Service(service) = &record {
+            self.catalog.keep(service);
+        }
+        match self.tx.try_send(Command::Record(record)) {
             Ok(()) => {
                 self.stats.add_queued(1);
                 true
@@ -74,6 +82,11 @@ impl Writer {
     /// The store's counters.
     pub fn stats(&self) -> &StoreStats {
         &self.stats
+    }
+
+    /// The services given to [`try_send`](Self::try_send).
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Flushes, then stops the task; later `try_send`s are dropped and counted.
@@ -102,6 +115,8 @@ pub(crate) struct WriterTask {
     sql: BatchSql,
     stats: Arc<StoreStats>,
     pools: Arc<PoolCell>,
+    /// Written again into a recreated file.
+    catalog: Arc<Catalog>,
     /// `None` after a failure: the next batch opens a fresh connection.
     conn: Option<SqliteConnection>,
     /// The file `conn` and the read pool were opened on.
@@ -119,6 +134,7 @@ pub(crate) async fn create(
 ) -> Result<(Writer, WriterTask), StoreError> {
     let conn = schema::open_writer_connection(&options.path, options.busy_timeout).await?;
     let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+    let catalog = Arc::new(Catalog::default());
     let task = WriterTask {
         rx,
         path: options.path.clone(),
@@ -129,11 +145,12 @@ pub(crate) async fn create(
         sql: BatchSql::new(options.rows_per_statement),
         stats: stats.clone(),
         pools,
+        catalog: catalog.clone(),
         conn: Some(conn),
         file: FileId::of(&options.path),
         failing: false,
     };
-    Ok((Writer { tx, stats }, task))
+    Ok((Writer { tx, stats, catalog }, task))
 }
 
 impl WriterTask {
@@ -299,7 +316,15 @@ impl WriterTask {
         }
         let pool = schema::open_pool(&self.path, self.busy_timeout, self.max_readers).await?;
         self.pools.replace(pool);
-        self.conn = Some(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
+        let mut conn = schema::open_writer_connection(&self.path, self.busy_timeout).await?;
+        let services: Vec<Record> = self
+            .catalog
+            .all()
+            .into_iter()
+            .map(Record::Service)
+            .collect();
+        self.sql.write(&mut conn, &services).await?;
+        self.conn = Some(conn);
         self.file = FileId::of(&self.path);
         self.stats.add_reopen();
         Ok(())

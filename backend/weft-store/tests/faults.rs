@@ -179,6 +179,39 @@ async fn a_deleted_file_is_recreated_and_writing_resumes() {
     reopened.shutdown().await.unwrap();
 }
 
+/// Services are described once, when they start: a file recreated at run time gets them
+/// again, or the dashboard would show services without kind or endpoints for good.
+#[tokio::test]
+async fn a_recreated_file_gets_the_services_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let path = store.options().path.clone();
+    let echo = weft_store::ServiceRecord {
+        name: "echo".into(),
+        kind: "echo".into(),
+        endpoints: vec!["tcp:8000".into(), "udp:8000".into()],
+        config_json: "{}".into(),
+    };
+    store.try_send(echo.clone());
+    store.flush().await.unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        std::fs::remove_file(&p).unwrap();
+    }
+    send_all(&store, 1..=5);
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().reopens(), 1);
+    assert_eq!(store.services().await.unwrap(), std::slice::from_ref(&echo));
+    store.shutdown().await.unwrap();
+
+    // Read by a store that was never given it: it is in the new file.
+    let reopened = Store::open(&path).await.unwrap();
+    assert_eq!(reopened.services().await.unwrap(), [echo]);
+    assert_eq!(reopened.events_after(0, 100).await.unwrap().len(), 5);
+    reopened.shutdown().await.unwrap();
+}
+
 const CRASH_DB: &str = "WEFT_STORE_CRASH_DB";
 
 /// The child of `a_killed_writer_leaves_a_clean_file`: writes and flushes until killed.

@@ -3,7 +3,9 @@
 mod common;
 
 use common::{connection, deferred, event, open, step};
-use weft_store::{ConnectionRecord, ConnectionState, DeferredFilter, ServiceRecord, StoreError};
+use weft_store::{
+    ConnectionRecord, ConnectionState, DeferredFilter, DeferredRecord, ServiceRecord, StoreError,
+};
 
 #[tokio::test]
 async fn services_round_trip_and_upsert_by_name() {
@@ -242,6 +244,62 @@ async fn a_closed_connection_stays_closed_when_an_older_open_snapshot_arrives_la
         ..closed.clone()
     };
     assert_eq!(stored, expected);
+    store.shutdown().await.unwrap();
+}
+
+/// The hub reports an unhandled failure when a chain's last handle goes, which may be long
+/// after the chain ended and was forgotten: that record knows the flag, the failure and the
+/// chain's identity, and stands in for everything else with blanks.
+#[tokio::test]
+async fn a_detection_written_after_its_chain_ended_adds_its_flag_and_keeps_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let ended = DeferredRecord {
+        parent_id: Some(7),
+        label: Some("upstream call".into()),
+        connection_id: Some(3),
+        current_step: Some("src/proxy.rs:88".into()),
+        ..deferred(8, "failed", 1_000)
+    };
+    let detected = DeferredRecord {
+        parent_id: None,
+        connection_id: None,
+        service: None,
+        created_at_ms: 9_000,
+        fired_at_ms: None,
+        current_step: None,
+        failure: Some("ConnectionLost: upstream refused".into()),
+        unhandled: true,
+        ..ended.clone()
+    };
+    // A snapshot taken while it was still pending, written after its end.
+    let stale = DeferredRecord {
+        fired_at_ms: None,
+        failure: None,
+        ..deferred(8, "pending", 1_000)
+    };
+    store.try_send(ended.clone());
+    store.try_send(step(8, 0, 1_000_000));
+    store.flush().await.unwrap();
+    store.try_send(detected);
+    store.try_send(stale);
+    store.flush().await.unwrap();
+
+    let stored = store.deferred(8).await.unwrap().unwrap();
+    assert_eq!(
+        stored.deferred,
+        DeferredRecord {
+            failure: Some("ConnectionLost: upstream refused".into()),
+            unhandled: true,
+            ..ended
+        }
+    );
+    assert_eq!(stored.steps.len(), 1);
+    let unhandled = store
+        .deferreds(Some(DeferredFilter::Unhandled), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(unhandled.iter().map(|d| d.id).collect::<Vec<_>>(), [8]);
     store.shutdown().await.unwrap();
 }
 

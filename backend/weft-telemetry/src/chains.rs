@@ -7,8 +7,12 @@
 //! Steps are kept up to [`MAX_STEPS`] per chain, so a runaway chain cannot grow memory; so
 //! are the steps added and not run yet ([`QueuedStep`]), which show where a chain that has
 //! not fired, is paused or waits on a child will go on.
+//!
+//! A chain that ended without success is remembered a while longer ([`Ended`]): its
+//! unhandled failure is reported only when its last handle goes, and that report must
+//! extend the chain's record, not replace it with a blank one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -140,15 +144,84 @@ impl Chain {
     }
 }
 
-/// Every chain the hub has seen created and not yet ended.
+/// Chains that ended without success remembered at most, for a report that comes after
+/// their end. Each is kept without its steps (the store has them): a few hundred bytes
+/// plus its texts. A report about a chain forgotten beyond this is merged into the stored
+/// record by the store instead.
+pub const ENDED_KEPT: usize = 1024;
+
+/// A chain that ended without success, as it ended.
+pub(crate) struct EndedChain {
+    /// Its record without steps.
+    pub(crate) snapshot: DeferredSnapshot,
+    /// Its service's metric handles.
+    pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
+}
+
+/// The last [`ENDED_KEPT`] chains that ended without success, oldest first.
+#[derive(Default)]
+pub(crate) struct Ended {
+    by_id: HashMap<u64, EndedChain>,
+    order: VecDeque<u64>,
+}
+
+impl Ended {
+    fn insert(&mut self, chain: EndedChain) {
+        let id = chain.snapshot.id;
+        if self.by_id.insert(id, chain).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > ENDED_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+    }
+
+    fn take(&mut self, id: u64) -> Option<EndedChain> {
+        let chain = self.by_id.remove(&id)?;
+        // Rare (one report per chain at most) and the queue is short: a scan is fine.
+        self.order.retain(|&kept| kept != id);
+        Some(chain)
+    }
+}
+
+/// Every chain the hub has seen created and not yet ended, and the last ones that ended
+/// without success.
 #[derive(Default)]
 pub(crate) struct Chains {
     map: Mutex<HashMap<u64, Chain>>,
+    ended: Mutex<Ended>,
 }
 
 impl Chains {
     pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, Chain>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers a chain that ended without success, as `snapshot` shows it.
+    pub(crate) fn remember_ended(
+        &self,
+        snapshot: &DeferredSnapshot,
+        metrics: Arc<crate::deferred::ServiceHandles>,
+    ) {
+        let snapshot = DeferredSnapshot {
+            steps: Vec::new(),
+            queued: Vec::new(),
+            ..snapshot.clone()
+        };
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(EndedChain { snapshot, metrics });
+    }
+
+    /// Takes back a chain remembered by [`remember_ended`](Self::remember_ended).
+    pub(crate) fn take_ended(&self, id: u64) -> Option<EndedChain> {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(id)
     }
 
     /// Every pending chain now, oldest first.

@@ -303,6 +303,10 @@ impl DeferredTracker {
                     }
                 };
                 snapshot.waiting_on = None;
+                if failed {
+                    // Its failure may yet be reported unhandled, when its last handle goes.
+                    self.chains.remember_ended(&snapshot, chain.metrics.clone());
+                }
                 (failed || snapshot.flagged() || self.sampler.keep_success())
                     .then_some(EventKind::DeferredEnded { deferred: snapshot })
             }
@@ -343,9 +347,9 @@ impl DeferredTracker {
             DeferredEvent::Unhandled(u) => {
                 let detail = format!("unhandled failure: {}", failure_text(&u.failure));
                 let failure = failure_text(&u.failure);
+                // Reported once the chain has ended (failed, or cancelled): its state stays.
                 self.detect(&u.subject, 2, detail, move |snap| {
                     snap.unhandled = true;
-                    snap.state = DeferredState::Failed.as_str();
                     snap.failure = Some(failure);
                 })
             }
@@ -389,8 +393,18 @@ impl DeferredTracker {
                 chain.snapshot_now()
             }
             None => {
-                // Reported after the chain ended (an unhandled failure at drop time).
+                // Reported after the chain ended (an unhandled failure at drop time): the
+                // report extends the chain's record as it ended.
                 drop(chains);
+                if let Some(ended) = self.chains.take_ended(subject.id.0) {
+                    let mut snapshot = ended.snapshot;
+                    flag(&mut snapshot);
+                    ended.metrics.detections[detector].inc();
+                    return Some(detected(subject, detector, snapshot, detail));
+                }
+                // Forgotten already: only what the report carries is known. The store
+                // merges this into the chain's stored record (it keeps the creation time,
+                // parent and the rest that these blanks stand in for).
                 let service = subject.connection.and_then(|id| self.live.service_of(id));
                 let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
                 metrics.detections[detector].inc();
@@ -419,17 +433,27 @@ impl DeferredTracker {
                 snapshot
             }
         };
-        tracing::warn!(
-            deferred = subject.id.0,
-            site = %subject.site,
-            detector = DETECTORS[detector],
-            "{detail}"
-        );
-        Some(EventKind::DeferredDetected {
-            detector: DETECTORS[detector],
-            deferred: snapshot,
-            detail,
-        })
+        Some(detected(subject, detector, snapshot, detail))
+    }
+}
+
+/// Logs a detection and describes it for the bus.
+fn detected(
+    subject: &Subject,
+    detector: usize,
+    snapshot: DeferredSnapshot,
+    detail: String,
+) -> EventKind {
+    tracing::warn!(
+        deferred = subject.id.0,
+        site = %subject.site,
+        detector = DETECTORS[detector],
+        "{detail}"
+    );
+    EventKind::DeferredDetected {
+        detector: DETECTORS[detector],
+        deferred: snapshot,
+        detail,
     }
 }
 

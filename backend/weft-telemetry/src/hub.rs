@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use prometheus::Registry;
-use weft::Reactor;
 use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
+use weft::{Phase, Reactor};
 
 use crate::bus::{Bus, EventKind, Feed};
 use crate::config::{HubConfig, TelemetryError};
 use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
 use crate::metrics::Metrics;
+use crate::ready::{Readiness, ReadinessReport};
 
 /// The label of slow callbacks that ran outside any service (a timer, a hook).
 const NO_SERVICE: &str = "reactor";
@@ -22,6 +23,7 @@ pub struct Hub {
     live: Arc<LiveRegistry>,
     bus: Bus,
     deferreds: DeferredTracker,
+    ready: Readiness,
     no_service: Arc<str>,
 }
 
@@ -51,6 +53,7 @@ impl Hub {
             live,
             bus,
             deferreds,
+            ready: Readiness::default(),
             no_service: NO_SERVICE.into(),
         }))
     }
@@ -63,11 +66,29 @@ impl Hub {
     }
 
     /// Makes this hub the observer of `reactor` (and of its thread), with the slow-callback
-    /// threshold from the configuration. Call it on the reactor's thread.
+    /// threshold from the configuration. Call it on the reactor's thread. From then on the
+    /// hub's [`readiness`](Self::readiness) follows the reactor: starting until it runs,
+    /// stopping once it shuts down.
     pub fn install(self: &Arc<Self>, reactor: &Reactor) {
         observe::set_slow_threshold(self.config.slow_callback);
         weft::defer::set_stall_threshold(self.config.stall_after);
         reactor.set_observer(self.clone());
+        let hub = self.clone();
+        reactor.call_when_running(move || hub.ready.serving());
+        let hub = self.clone();
+        reactor.add_shutdown_hook(Phase::Before, move || hub.ready.stopping());
+    }
+
+    /// Declares a listener the program is about to start (`endpoint` as it will be asked
+    /// for, e.g. `tcp:8000`): [`readiness`](Self::readiness) is not ready until it is up.
+    pub fn expect_listener(&self, service: &str, endpoint: &str) {
+        self.ready.expect(service, endpoint);
+    }
+
+    /// Whether the program serves: the reactor runs, is not shutting down, and every
+    /// expected listener is up; if not, what is missing.
+    pub fn readiness(&self) -> ReadinessReport {
+        self.ready.report()
     }
 
     /// The settings it was built with.
@@ -213,8 +234,14 @@ impl Observer for Hub {
                 });
             }
             Event::ReactorLag(lag) => self.metrics.observe_lag(lag.lag),
-            Event::ListenerStarted(info) => self.publish(|| Self::listener(info, true)),
-            Event::ListenerStopped(info) => self.publish(|| Self::listener(info, false)),
+            Event::ListenerStarted(info) => {
+                self.ready.listener(&info.service, &info.endpoint, true);
+                self.publish(|| Self::listener(info, true));
+            }
+            Event::ListenerStopped(info) => {
+                self.ready.listener(&info.service, &info.endpoint, false);
+                self.publish(|| Self::listener(info, false));
+            }
             Event::Deferred(event) => {
                 if let Some(kind) = self.deferreds.on_event(event) {
                     self.publish(|| kind);

@@ -32,6 +32,8 @@
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
+//! - [`ready`]: which expected listeners are up and whether the reactor serves, for
+//!   `/readyz` ([`ReadinessReport`]).
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
@@ -43,9 +45,11 @@ pub mod deferred;
 pub mod hub;
 pub mod live;
 pub mod metrics;
+pub mod ready;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
 pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
+pub use ready::ReadinessReport;

@@ -114,3 +114,97 @@ fn a_leaked_chain_still_lists_the_steps_it_will_never_run() {
     drop(d);
     assert!(hub.deferred(id).is_none());
 }
+
+/// An unhandled failure is found when the chain's last handle goes, after the chain ended:
+/// the report carries the chain's record as it ended, with the flag added.
+#[test]
+fn an_unhandled_failure_reported_after_the_end_carries_the_chains_record() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let kept = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let slot = kept.clone();
+    let (resolver, parent) = Deferred::<u8>::labeled("parent");
+    let parent = parent.add_callback(move |n| {
+        let (child_resolver, child) = Deferred::<u8>::labeled("upstream call");
+        let child = child.add_callback(|n| n + 1);
+        child_resolver.errback(weft::defer::Failure::msg("upstream refused"));
+        *slot.borrow_mut() = Some(child);
+        n
+    });
+    resolver.callback(1);
+    drop(parent);
+    // Long after the end, the handle goes.
+    kept.borrow_mut().take();
+
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let chains: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            weft_telemetry::EventKind::DeferredEnded { deferred }
+            | weft_telemetry::EventKind::DeferredDetected { deferred, .. }
+                if deferred.label.as_deref() == Some("upstream call") =>
+            {
+                Some(deferred.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let [ended, detected] = &chains[..] else {
+        panic!("its end, then the report: {chains:?}");
+    };
+    assert!(!ended.unhandled && detected.unhandled);
+    assert_eq!(ended.state, "failed");
+    assert!(ended.parent.is_some() && ended.fired_at_ms.is_some());
+    assert!(ended.current_step.is_some());
+    assert_eq!(
+        weft_telemetry::DeferredSnapshot {
+            unhandled: false,
+            steps: ended.steps.clone(),
+            ..detected.clone()
+        },
+        *ended,
+        "the report is the record as it ended, flagged"
+    );
+}
+
+/// The ended chains kept for such reports are bounded: beyond the last
+/// [`ENDED_KEPT`](weft_telemetry::chains::ENDED_KEPT), a report carries what it knows
+/// (the store merges it into the stored record).
+#[test]
+fn only_the_last_chains_that_failed_are_kept_for_a_late_report() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let held: Vec<Deferred<u8>> = (0..=weft_telemetry::chains::ENDED_KEPT)
+        .map(|_| Deferred::<u8>::fail(weft::defer::Failure::msg("refused")))
+        .collect();
+    let (first, last) = (held[0].id().0, held[held.len() - 1].id().0);
+    drop(held);
+
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let reported = |id: u64| {
+        events
+            .iter()
+            .find_map(|e| match &e.kind {
+                weft_telemetry::EventKind::DeferredDetected { deferred, .. }
+                    if deferred.id == id =>
+                {
+                    Some(deferred.clone())
+                }
+                _ => None,
+            })
+            .expect("reported unhandled")
+    };
+    let (first, last) = (reported(first), reported(last));
+    assert!(first.unhandled && last.unhandled);
+    assert_eq!(
+        first.fired_at_ms, None,
+        "forgotten: only what the report knows"
+    );
+    assert!(last.fired_at_ms.is_some(), "kept: the record as it ended");
+}

@@ -24,6 +24,18 @@ async fn healthz_reports_ok_as_json() {
 }
 
 #[tokio::test]
+async fn readyz_is_503_with_what_is_missing_until_the_hub_says_ready_and_needs_no_token() {
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    hub.expect_listener("echo", "tcp:8000");
+    let app = router(DashboardState::new(hub).with_token("s3cret"));
+    let a = get(app, "/readyz").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(a.kind, "application/json");
+    assert_eq!(a.json()["status"], "starting");
+    assert_eq!(a.json()["missing"], serde_json::json!(["echo tcp:8000"]));
+}
+
+#[tokio::test]
 async fn connections_merge_history_and_honour_filters_and_the_cap() {
     let (_dir, store) = store_with(vec![
         closed_connection(1, "echo", "10.0.0.1:5000").into(),

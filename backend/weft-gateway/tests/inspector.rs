@@ -1,0 +1,201 @@
+//! The inspector end to end in one process: a reactor, the hub, the store and the
+//! dashboard's JSON API on a loopback port.
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft::Reactor;
+use weft::defer::{Deferred, Failure};
+use weft_gateway::{Inspector, InspectorConfig};
+use weft_store::StoreOptions;
+use weft_telemetry::{EventKind, HubConfig};
+
+/// An inspector with every chain kept, history in `dir` committed quickly, and the dashboard
+/// on a free loopback port.
+fn inspector_config(dir: &std::path::Path) -> InspectorConfig {
+    let mut hub = HubConfig::default();
+    hub.sample = 1.0;
+    let mut store = StoreOptions::new(dir.join("history.db"));
+    store.flush_interval = Duration::from_millis(20);
+    let mut config = InspectorConfig::default();
+    config.hub = hub;
+    config.store = Some(store);
+    config.dashboard = Some("tcp:0:interface=127.0.0.1".into());
+    config
+}
+
+/// `GET path` on the dashboard: the JSON body of a 200 answer, `None` otherwise.
+fn get(addr: SocketAddr, path: &str) -> Option<Value> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| serde_json::from_str(body).ok())
+        .flatten()
+}
+
+/// Polls `f` until it gives a value, for up to 10 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the reactor here and `client` on a thread; stops when the client is done.
+fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
+    let handle = reactor.handle();
+    let thread = std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
+        handle.stop();
+        result
+    });
+    reactor.run().unwrap();
+    if let Err(panic) = thread.join().unwrap() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// An unhandled failure is reported when the chain's last handle goes, after the chain
+/// ended and was stored: the detection adds its flag to the chain's record and keeps
+/// everything else (when it was created and fired, its parent, where it stopped).
+#[test]
+fn an_unhandled_failure_reported_after_its_chain_ended_keeps_the_chains_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let reactor = Reactor::new().unwrap();
+    let inspector = Inspector::start(&reactor, inspector_config(dir.path())).unwrap();
+    let mut feed = inspector.hub().subscribe("test");
+    let dashboard = inspector.dashboard_addr().unwrap();
+
+    // A chain created inside another chain's callback fails; its handle is kept a while,
+    // so the failure is reported as unhandled only when the handle is dropped, later.
+    let kept: Rc<RefCell<Option<Deferred<u8>>>> = Rc::default();
+    let (resolver, parent) = Deferred::<u8>::labeled("parent");
+    let slot = kept.clone();
+    let parent = parent.add_callback(move |n| {
+        let (child_resolver, child) = Deferred::<u8>::labeled("upstream call");
+        let child = child.add_callback(|n| n + 1);
+        child_resolver.errback(Failure::msg("upstream refused"));
+        *slot.borrow_mut() = Some(child);
+        n
+    });
+    resolver.callback(1);
+    drop(parent);
+    let _later = reactor.call_later(Duration::from_millis(300), move || {
+        kept.borrow_mut().take();
+    });
+
+    run_with_client(&reactor, move || {
+        let unhandled = eventually("the API lists the unhandled chain", || {
+            let page = get(dashboard, "/api/deferreds?state=unhandled")?;
+            page["items"]
+                .as_array()?
+                .iter()
+                .find(|d| d["label"] == "upstream call")
+                .cloned()
+        });
+        let id = unhandled["id"].as_i64().unwrap();
+        let chain = get(dashboard, &format!("/api/deferreds/{id}")).unwrap();
+        let parents = get(dashboard, "/api/deferreds").unwrap();
+        let parent = parents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["label"] == "parent")
+            .expect("the parent chain is kept");
+        assert_eq!(chain["label"], "upstream call", "{chain}");
+        assert_eq!(chain["state"], "failed", "{chain}");
+        assert_eq!(chain["unhandled"], true, "{chain}");
+        assert_eq!(chain["parent_id"], parent["id"], "{chain}");
+        let (created, fired) = (
+            chain["created_at_ms"].as_i64().unwrap(),
+            chain["fired_at_ms"].as_i64(),
+        );
+        assert!(
+            fired.is_some_and(|fired| created <= fired && fired - created < 250),
+            "created and fired together, well before the report: {chain}"
+        );
+        assert!(
+            chain["current_step"]
+                .as_str()
+                .is_some_and(|s| s.contains("tests/inspector.rs")),
+            "{chain}"
+        );
+        assert!(
+            chain["failure"]
+                .as_str()
+                .is_some_and(|f| f.contains("upstream refused")),
+            "{chain}"
+        );
+        assert_eq!(
+            chain["steps"].as_array().map(Vec::len),
+            Some(1),
+            "its step is kept: {chain}"
+        );
+    });
+
+    // The live feed carries the same, whole record.
+    let mut events = Vec::new();
+    while let Ok(n) = feed.try_recv_many(&mut events, usize::MAX) {
+        if n == 0 {
+            break;
+        }
+    }
+    let detected = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::DeferredDetected {
+                detector: "unhandled",
+                deferred,
+                ..
+            } => Some(deferred.clone()),
+            _ => None,
+        })
+        .expect("the detection is published");
+    let ended = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::DeferredEnded { deferred } if deferred.id == detected.id => {
+                Some(deferred.clone())
+            }
+            _ => None,
+        })
+        .expect("the chain's end is published first");
+    assert!(detected.unhandled && detected.state == "failed");
+    assert_eq!(
+        (
+            detected.parent,
+            detected.created_at_ms,
+            detected.fired_at_ms,
+            &detected.current_step,
+            &detected.label,
+        ),
+        (
+            ended.parent,
+            ended.created_at_ms,
+            ended.fired_at_ms,
+            &ended.current_step,
+            &ended.label,
+        )
+    );
+    assert!(ended.parent.is_some() && ended.fired_at_ms.is_some());
+    inspector.join();
+}

@@ -1,0 +1,222 @@
+//! History across runs and files: a file an older release wrote is served after an upgrade,
+//! what a killed process left open is closed at the next start, and a file deleted at run
+//! time gets its services back.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::assert_eventually;
+use crate::support::{App, query, spawn_app, spawn_app_with};
+
+/// The file `weft 0.1.0` wrote (`backend/weft-store/tests/data/README.md`).
+const RELEASED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../backend/weft-store/tests/data/history-v0.1.0.db"
+);
+
+fn json(app: &App, path: &str) -> Value {
+    let body = app
+        .curl(path)
+        .unwrap_or_else(|| panic!("{path} answers\n{}", app.log()));
+    serde_json::from_str(&body).unwrap()
+}
+
+fn items(app: &App, path: &str) -> Vec<Value> {
+    json(app, path)["items"].as_array().unwrap().clone()
+}
+
+/// The connection ids the released file holds, read from a copy of it (opening the file in
+/// WAL mode would write beside it).
+fn released_connection_ids() -> HashSet<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("released.db");
+    std::fs::copy(RELEASED, &copy).unwrap();
+    query(&copy, async |c| {
+        let ids: Vec<(i64,)> = sqlx::query_as("SELECT id FROM connections")
+            .fetch_all(c)
+            .await
+            .unwrap();
+        ids.into_iter().map(|(id,)| id).collect()
+    })
+}
+
+#[test]
+fn a_history_file_written_by_0_1_0_is_served_after_the_upgrade() {
+    let app = spawn_app_with(|dir: &Path| {
+        std::fs::copy(RELEASED, dir.join("history.db")).unwrap();
+        String::new()
+    });
+
+    let closed = items(&app, "/api/connections?state=closed&limit=1000");
+    let ids: HashSet<i64> = closed.iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    let released = released_connection_ids();
+    assert_eq!(released.len(), 64);
+    assert_eq!(
+        ids, released,
+        "every connection 0.1.0 recorded, and only those"
+    );
+    let reset: Vec<&Value> = closed
+        .iter()
+        .filter(|c| c["close_reason"] == "reset")
+        .collect();
+    assert_eq!(reset.len(), 3, "{reset:?}");
+    assert!(
+        reset
+            .iter()
+            .all(|c| c["service"] == "echo" && c["bytes_in"] == 1)
+    );
+
+    let chain = json(&app, "/api/deferreds/73");
+    assert_eq!(chain["label"], "dns upstream query");
+    assert_eq!(chain["stalled"], true);
+    let outcomes: Vec<&str> = chain["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["err", "ok"]);
+    assert_eq!(items(&app, "/api/deferreds?state=stalled").len(), 6);
+
+    let services = json(&app, "/api/services");
+    let web = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .expect("the http service 0.1.0 recorded");
+    assert_eq!(web["kind"], "http");
+    assert_eq!(web["endpoints"][0], "tcp:27080:interface=127.0.0.1");
+
+    // New rows continue above the old ones instead of overwriting them.
+    let mut s = std::net::TcpStream::connect(app.echo).unwrap();
+    std::io::Write::write_all(&mut s, b"x").unwrap();
+    assert_eventually!(
+        items(&app, "/api/connections?state=open&service=echo&limit=10")
+            .iter()
+            .any(|c| c["transport"] == "tcp" && c["id"].as_i64() > Some(80)),
+        "the new connection is numbered above the file's"
+    );
+}
+
+#[test]
+fn connections_a_killed_process_left_open_are_closed_as_process_ended_at_the_next_start() {
+    let mut app = spawn_app();
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(app.echo).unwrap();
+            s.write_all(b"x").unwrap();
+            s.read_exact(&mut [0]).unwrap();
+            s
+        })
+        .collect();
+    // The periodic snapshot writes open connections about once a second.
+    let open_tcp = |app: &App| {
+        query(&app.db, async |c| {
+            sqlx::query_as::<_, (i64,)>(
+                "SELECT count(*) FROM connections WHERE closed_at_ms IS NULL AND transport = 'tcp'",
+            )
+            .fetch_one(c)
+            .await
+            .unwrap()
+            .0
+        })
+    };
+    assert_eventually!(open_tcp(&app) == 3, "the open connections reach the file");
+    app.signal_and_wait("KILL");
+    drop(held);
+    assert_eq!(open_tcp(&app), 3, "a killed process closes nothing");
+
+    app.restart();
+    let closed = items(&app, "/api/connections?state=closed&service=echo&limit=100");
+    let ended: Vec<&Value> = closed
+        .iter()
+        .filter(|c| c["close_reason"] == "process_ended")
+        .collect();
+    assert_eq!(
+        ended.iter().filter(|c| c["transport"] == "tcp").count(),
+        3,
+        "{closed:?}"
+    );
+    assert!(
+        ended.iter().any(|c| c["transport"] == "udp"),
+        "the old run's UDP endpoint too: {closed:?}"
+    );
+    for c in &ended {
+        assert!(
+            c["closed_at_ms"].as_i64() >= c["opened_at_ms"].as_i64(),
+            "{c}"
+        );
+        let detail = json(&app, &format!("/api/connections/{}", c["id"]));
+        assert_eq!(detail["state"], "closed", "{detail}");
+    }
+    // Only this run's UDP endpoint is open now, in the file as in the API.
+    assert_eq!(open_tcp(&app), 0);
+    let open = items(&app, "/api/connections?state=open&limit=100");
+    assert!(
+        open.iter()
+            .all(|c| c["close_reason"].is_null() && !ended.iter().any(|e| e["id"] == c["id"])),
+        "{open:?}"
+    );
+}
+
+#[test]
+fn a_history_file_deleted_at_run_time_is_recreated_with_the_services() {
+    let app = spawn_app();
+    let echo = |app: &App| {
+        json(app, "/api/services")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "echo")
+            .cloned()
+    };
+    assert_eventually!(
+        echo(&app).is_some_and(|s| s["kind"] == "echo"),
+        "the service is listed"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = app.db.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+    // The writer notices at its next commit; the open UDP endpoint is written every second.
+    assert_eventually!(
+        app.metric("weft_store_reopens_total") == Some(1.0),
+        "the file is recreated\n{}",
+        app.log()
+    );
+    let service = echo(&app).expect("still listed");
+    assert_eq!(service["kind"], "echo", "{service}");
+    let endpoints: Vec<&str> = service["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    let port = app.echo.port();
+    assert_eq!(
+        endpoints,
+        [
+            format!("tcp:{port}:interface=127.0.0.1"),
+            format!("udp:{port}:interface=127.0.0.1")
+        ]
+    );
+    // In the new file itself, for whoever reads it next.
+    let stored: Option<(String, String)> = query(&app.db, async |c| {
+        sqlx::query_as("SELECT kind, endpoints_json FROM services WHERE name = 'echo'")
+            .fetch_optional(c)
+            .await
+            .unwrap()
+    });
+    let (kind, endpoints_json) = stored.expect("the new file has the service");
+    assert_eq!(kind, "echo");
+    assert!(
+        endpoints_json.contains(&format!("udp:{port}")),
+        "{endpoints_json}"
+    );
+}

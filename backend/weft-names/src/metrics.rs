@@ -31,13 +31,15 @@ const QTYPES: [(RecordType, &str); 16] = [
 ];
 
 /// The response codes with their own `rcode` label value.
-const RCODES: [(ResponseCode, &str); 6] = [
+const RCODES: [(ResponseCode, &str); 8] = [
     (ResponseCode::NoError, "NOERROR"),
     (ResponseCode::FormErr, "FORMERR"),
     (ResponseCode::ServFail, "SERVFAIL"),
     (ResponseCode::NXDomain, "NXDOMAIN"),
     (ResponseCode::NotImp, "NOTIMP"),
     (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::NotAuth, "NOTAUTH"),
+    (ResponseCode::BADVERS, "BADVERS"),
 ];
 
 /// The DNS families on one registry. Register once per registry and derive a

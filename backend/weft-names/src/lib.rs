@@ -31,12 +31,13 @@
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
-//!   timeout each), answers checked against source, id and question.
+//!   timeout each), answers checked against source, id and question; an answer
+//!   truncated over UDP is asked again over TCP, and only whole answers are replayed.
 //! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
 //!   negative answers for the SOA minimum, bounded.
 //! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`weft::framing::Int16StringReceiver`] (the 2-byte
-//!   length framing of DNS over TCP), the upstream UDP port, and [`listen`] which wires
-//!   them on a reactor.
+//!   length framing of DNS over TCP), the upstream UDP port and TCP connections, and
+//!   [`listen`] which wires them on a reactor.
 //! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
 //!   per-service handles resolved once.
 //!
@@ -54,8 +55,8 @@ pub mod wire;
 pub mod zone;
 
 pub use error::{NamesError, ZoneError};
-pub use forward::UpstreamLink;
-pub use metrics::{DnsMetrics, ServiceMetrics};
+pub use forward::{TcpAnswer, TcpExchange, UpstreamLink};
+pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transport::{DnsTcp, DnsUdp, listen};
 pub use zone::{Catalog, Zone, ZoneAnswer};

@@ -53,7 +53,7 @@ fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 /// `dig @127.0.0.1 -p PORT ARGS`, its standard output.
-fn dig(port: u16, args: &[&str]) -> String {
+pub(crate) fn dig(port: u16, args: &[&str]) -> String {
     let out = Command::new("dig")
         .arg("@127.0.0.1")
         .args(["-p", &port.to_string(), "+time=3", "+tries=1"])

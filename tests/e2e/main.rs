@@ -8,6 +8,7 @@ mod chrome;
 
 mod check;
 mod dns;
+mod dns_rules;
 mod faults;
 mod gateway;
 mod history;

@@ -27,21 +27,25 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
-    /// The sections of `message`, without its EDNS or signature.
+    /// The sections of `message`, without its EDNS or signature: OPT and TSIG records
+    /// belong to one exchange and are never cached (RFC 6891 section 6.1.1, RFC 8945
+    /// section 4.1). Without DNSSEC support hickory leaves a TSIG among the additionals.
     pub(crate) fn from_message(message: &Message) -> Self {
         Self {
             rcode: message.metadata.response_code,
             answers: message.answers.clone(),
             authorities: message.authorities.clone(),
-            additionals: message.additionals.clone(),
+            additionals: message
+                .additionals
+                .iter()
+                .filter(|r| r.record_type() != RecordType::TSIG)
+                .cloned()
+                .collect(),
         }
     }
 
     /// How long it may be cached, if at all.
-    fn ttl(&self, truncated: bool) -> Option<u32> {
-        if truncated {
-            return None;
-        }
+    fn ttl(&self) -> Option<u32> {
         let ttl = match self.rcode {
             ResponseCode::NoError if !self.answers.is_empty() => {
                 self.answers.iter().map(|r| r.ttl).min()?
@@ -110,12 +114,12 @@ impl Cache {
         Some(answer)
     }
 
-    /// Keeps `answer` for its TTL if it may be cached.
-    pub(crate) fn insert(&mut self, key: Key, answer: Answer, truncated: bool, now: Duration) {
+    /// Keeps `answer`, a whole one (never truncated), for its TTL if it may be cached.
+    pub(crate) fn insert(&mut self, key: Key, answer: Answer, now: Duration) {
         if self.capacity == 0 {
             return;
         }
-        let Some(ttl) = answer.ttl(truncated) else {
+        let Some(ttl) = answer.ttl() else {
             return;
         };
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
@@ -189,7 +193,7 @@ mod tests {
     #[test]
     fn answers_live_for_their_ttl_counting_down() {
         let mut cache = Cache::new(10);
-        cache.insert(key("a.test."), a("a.test.", 30), false, S(100));
+        cache.insert(key("a.test."), a("a.test.", 30), S(100));
         assert_eq!(
             cache.get(&key("A.TEST."), S(110)).unwrap().answers[0].ttl,
             20
@@ -212,26 +216,25 @@ mod tests {
             )],
             additionals: vec![],
         };
-        cache.insert(key("nx.test."), nx, false, S(0));
+        cache.insert(key("nx.test."), nx, S(0));
         assert!(cache.get(&key("nx.test."), S(59)).is_some());
         assert!(cache.get(&key("nx.test."), S(60)).is_none());
 
         let mut fail = a("f.test.", 30);
         fail.rcode = ResponseCode::ServFail;
-        cache.insert(key("f.test."), fail, false, S(0));
-        cache.insert(key("t.test."), a("t.test.", 30), true, S(0));
-        cache.insert(key("z.test."), a("z.test.", 0), false, S(0));
+        cache.insert(key("f.test."), fail, S(0));
+        cache.insert(key("z.test."), a("z.test.", 0), S(0));
         assert_eq!(cache.len(), 0);
     }
 
     #[test]
     fn a_full_cache_drops_expired_entries_first_then_the_oldest() {
         let mut cache = Cache::new(2);
-        cache.insert(key("short.test."), a("short.test.", 5), false, S(0));
-        cache.insert(key("long.test."), a("long.test.", 500), false, S(0));
-        cache.insert(key("new.test."), a("new.test.", 500), false, S(10));
+        cache.insert(key("short.test."), a("short.test.", 5), S(0));
+        cache.insert(key("long.test."), a("long.test.", 500), S(0));
+        cache.insert(key("new.test."), a("new.test.", 500), S(10));
         assert!(cache.get(&key("long.test."), S(10)).is_some());
-        cache.insert(key("newer.test."), a("newer.test.", 500), false, S(11));
+        cache.insert(key("newer.test."), a("newer.test.", 500), S(11));
         assert_eq!(cache.len(), 2);
         assert!(
             cache.get(&key("long.test."), S(11)).is_none(),

@@ -7,6 +7,12 @@
 //! SERVFAIL when the timeout fires. Clients asking the same question while it is out
 //! wait on the same query. The upstream query has its own random id; an answer is taken
 //! only from a configured upstream, with a known id and the same question.
+//!
+//! An upstream answer truncated over UDP (TC) is not an answer: the same query goes to
+//! that upstream again over TCP (RFC 1035 section 4.2.1, RFC 7766 section 5), within the
+//! same Deferred and timeout. Only whole answers are cached and replayed, so a client
+//! over TCP gets the whole answer and one over UDP gets it truncated to its own size by
+//! [`crate::wire::encode`]; when no whole answer comes, clients get SERVFAIL.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,7 +25,7 @@ use hickory_proto::rr::LowerName;
 use weft::defer::{Deferred, Failure, Resolver, TimeoutError};
 
 use crate::cache::{Answer, Cache, Key};
-use crate::metrics::ServiceMetrics;
+use crate::metrics::{Busy, ServiceMetrics};
 use crate::server::{Outcome, Reply, Via, send};
 use crate::wire::{EDNS_UDP_SIZE, Request};
 
@@ -29,12 +35,48 @@ pub const UPSTREAM_LABEL: &str = "dns upstream query";
 const MAX_IN_FLIGHT: usize = 4096;
 /// Clients waiting on one question; more are answered SERVFAIL at once.
 const MAX_WAITERS: usize = 256;
+/// Questions asked again over TCP at once (each holds a connection to an upstream for up
+/// to the timeout); a truncated answer beyond them is answered SERVFAIL.
+pub(crate) const MAX_OVER_TCP: usize = 64;
 
-/// Sends datagrams to upstream resolvers: a UDP port on the reactor, or a recorder in
-/// tests.
+/// Sends queries to upstream resolvers: sockets on the reactor, or a recorder in tests.
 pub trait UpstreamLink {
-    /// Sends `packet` to `to`.
+    /// Sends `packet` to `to` over UDP; answers come back through
+    /// [`DnsServer::upstream_received`](crate::DnsServer::upstream_received).
     fn send(&self, packet: &[u8], to: SocketAddr);
+
+    /// Sends `packet` to `to` over TCP (RFC 1035 section 4.2.2 framing) and calls
+    /// `answer` once, with the first message back or why none came. Dropping the
+    /// returned exchange abandons it: `answer` is not called and the connection closes.
+    fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange;
+}
+
+/// What an upstream TCP exchange came to: the answer's bytes, or why there is none.
+pub type TcpAnswer = Box<dyn FnOnce(Result<Vec<u8>, String>)>;
+
+/// An upstream TCP exchange in progress; dropping it abandons the exchange.
+#[must_use = "dropping the exchange abandons it"]
+pub struct TcpExchange(Option<Box<dyn FnOnce()>>);
+
+impl TcpExchange {
+    /// An exchange that `abandon` ends (closing its connection) when dropped.
+    pub fn new(abandon: impl FnOnce() + 'static) -> Self {
+        Self(Some(Box::new(abandon)))
+    }
+}
+
+impl Drop for TcpExchange {
+    fn drop(&mut self) {
+        if let Some(abandon) = self.0.take() {
+            abandon();
+        }
+    }
+}
+
+impl std::fmt::Debug for TcpExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TcpExchange")
+    }
 }
 
 /// A client waiting for an upstream answer.
@@ -47,15 +89,34 @@ struct Waiter {
 struct InFlight {
     key: Key,
     query: Query,
-    /// Taken when the first valid answer arrives.
+    /// The query as sent, to send again over TCP.
+    packet: Rc<[u8]>,
+    /// Taken when the first whole answer arrives.
     resolver: Option<Resolver<Message>>,
     waiters: Vec<Waiter>,
+    /// Asking again over TCP: after the first truncated answer, it stays true (later
+    /// truncated answers are ignored) and the exchange is kept here, so finishing the
+    /// query abandons it and closes its connection.
+    over_tcp: bool,
+    tcp: Option<TcpExchange>,
 }
 
 #[derive(Default)]
 struct State {
     in_flight: HashMap<u16, InFlight>,
     by_question: HashMap<Key, u16>,
+    /// Questions in flight that are asked again over TCP (each holds a connection).
+    over_tcp: usize,
+}
+
+/// What an upstream datagram leads to, decided under the state's borrow.
+enum Next {
+    /// A whole answer: fire the query's Deferred.
+    Answer(Resolver<Message>, Message),
+    /// A truncated answer: send the query again over TCP.
+    AskOverTcp(Rc<[u8]>),
+    /// A truncated answer, but [`MAX_OVER_TCP`] questions already hold a TCP connection.
+    Busy(Resolver<Message>),
 }
 
 pub(crate) struct Forwarder {
@@ -115,7 +176,7 @@ impl Forwarder {
                 &self.metrics,
                 &request,
                 via,
-                response(&request, &answer, false),
+                response(&request, &answer),
                 reply,
             );
             return Outcome::FromCache;
@@ -133,8 +194,14 @@ impl Forwarder {
                 return Outcome::Forwarded;
             }
         }
-        if state.in_flight.len() >= MAX_IN_FLIGHT || state.by_question.contains_key(&key) {
+        let full = if state.by_question.contains_key(&key) {
+            Some(Busy::Waiters)
+        } else {
+            (state.in_flight.len() >= MAX_IN_FLIGHT).then_some(Busy::InFlight)
+        };
+        if let Some(reason) = full {
             drop(state);
+            self.metrics.forward_refused(reason);
             let busy = request.response(ResponseCode::ServFail, true);
             send(&self.metrics, &request, via, busy, reply);
             return Outcome::Answered;
@@ -152,8 +219,8 @@ impl Forwarder {
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_UDP_SIZE);
         upstream.edns = Some(edns);
-        let packet = match upstream.to_vec() {
-            Ok(p) => p,
+        let packet: Rc<[u8]> = match upstream.to_vec() {
+            Ok(p) => p.into(),
             Err(e) => {
                 drop(state);
                 tracing::warn!(error = %e, "an upstream query could not be encoded");
@@ -179,12 +246,15 @@ impl Forwarder {
             InFlight {
                 key,
                 query: request.query.clone(),
+                packet: packet.clone(),
                 resolver: Some(resolver),
                 waiters: vec![Waiter {
                     request,
                     via,
                     reply,
                 }],
+                over_tcp: false,
+                tcp: None,
             },
         );
         drop(state);
@@ -194,40 +264,108 @@ impl Forwarder {
         Outcome::Forwarded
     }
 
-    /// A datagram from an upstream port: fires the matching query's Deferred. Returns
-    /// why it was ignored, if it was.
-    pub(crate) fn received(&self, packet: &[u8], from: SocketAddr) -> Result<(), String> {
+    /// A datagram from an upstream port: fires the matching query's Deferred, or asks
+    /// again over TCP when the answer is truncated. Returns why it was ignored, if it was.
+    pub(crate) fn received(self: &Rc<Self>, packet: &[u8], from: SocketAddr) -> Result<(), String> {
         if !self.upstreams.contains(&from) {
             return Err(format!("a datagram from {from}, which is not an upstream"));
         }
         let message = Message::from_vec(packet)
             .map_err(|e| format!("an undecodable answer from {from}: {e}"))?;
-        if message.metadata.message_type != MessageType::Response {
-            return Err(format!("a query from upstream {from}"));
-        }
-        let resolver = {
+        let id = message.metadata.id;
+        let next = {
             let mut state = self.state.borrow_mut();
-            let Some(entry) = state.in_flight.get_mut(&message.metadata.id) else {
+            let State {
+                in_flight,
+                over_tcp,
+                ..
+            } = &mut *state;
+            let Some(entry) = in_flight.get_mut(&id) else {
                 return Err(format!(
                     "an answer from {from} to no query out (late, or a duplicate)"
                 ));
             };
-            let same = message.queries.len() == 1 && {
-                let q = &message.queries[0];
-                LowerName::new(q.name()) == entry.key.0
-                    && q.query_type() == entry.query.query_type()
-                    && q.query_class() == entry.query.query_class()
-            };
-            if !same {
-                return Err(format!("an answer from {from} to another question"));
+            entry
+                .check(&message)
+                .map_err(|why| format!("{why} from {from}"))?;
+            if !message.metadata.truncation {
+                entry.resolver.take().map(|r| Next::Answer(r, message))
+            } else if entry.over_tcp {
+                None
+            } else if *over_tcp >= MAX_OVER_TCP {
+                entry.resolver.take().map(Next::Busy)
+            } else {
+                entry.over_tcp = true;
+                *over_tcp += 1;
+                Some(Next::AskOverTcp(entry.packet.clone()))
             }
-            entry.resolver.take()
         };
         // Fired outside the borrow: the chain's last step takes it again.
-        if let Some(resolver) = resolver {
-            resolver.callback(message);
+        match next {
+            None => {}
+            Some(Next::Answer(resolver, message)) => resolver.callback(message),
+            Some(Next::Busy(resolver)) => {
+                self.metrics.forward_refused(Busy::Tcp);
+                resolver.errback(Failure::msg(format!(
+                    "{from} truncated its answer and {MAX_OVER_TCP} questions are already \
+                     asked again over TCP, the most at once"
+                )));
+            }
+            Some(Next::AskOverTcp(packet)) => {
+                self.metrics.upstream_truncated();
+                let weak = Rc::downgrade(self);
+                let answer: TcpAnswer = Box::new(move |result| {
+                    if let Some(forwarder) = weak.upgrade() {
+                        forwarder.received_tcp(id, from, result);
+                    }
+                });
+                let exchange = self.link.exchange_tcp(&packet, from, answer);
+                // Kept while the query is out; if it finished meanwhile, dropped: abandoned.
+                if let Some(entry) = self.state.borrow_mut().in_flight.get_mut(&id) {
+                    entry.tcp = Some(exchange);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// What the TCP exchange with `from` for query `id` came to: a whole answer fires the
+    /// query's Deferred; anything else fails it (SERVFAIL), since a truncated answer is
+    /// never replayed.
+    fn received_tcp(&self, id: u16, from: SocketAddr, result: Result<Vec<u8>, String>) {
+        let checked = {
+            let state = self.state.borrow();
+            let Some(entry) = state.in_flight.get(&id) else {
+                return;
+            };
+            result.and_then(|bytes| {
+                let message =
+                    Message::from_vec(&bytes).map_err(|e| format!("an undecodable answer: {e}"))?;
+                entry.check(&message)?;
+                if message.metadata.id != id {
+                    return Err("an answer to another query".into());
+                }
+                if message.metadata.truncation {
+                    return Err("an answer truncated over TCP too".into());
+                }
+                Ok(message)
+            })
+        };
+        let Some(resolver) = self
+            .state
+            .borrow_mut()
+            .in_flight
+            .get_mut(&id)
+            .and_then(|e| e.resolver.take())
+        else {
+            return;
+        };
+        match checked {
+            Ok(message) => resolver.callback(message),
+            Err(why) => resolver.errback(Failure::msg(format!(
+                "asking upstream {from} over TCP for the answer it truncated over UDP: {why}"
+            ))),
+        }
     }
 
     /// The query's Deferred fired: cache the answer and answer every waiter, or tell
@@ -236,10 +374,13 @@ impl Forwarder {
         let Some(entry) = ({
             let mut state = self.state.borrow_mut();
             let entry = state.in_flight.remove(&id);
-            if let Some(e) = &entry
-                && state.by_question.get(&e.key) == Some(&id)
-            {
-                state.by_question.remove(&e.key);
+            if let Some(e) = &entry {
+                if state.by_question.get(&e.key) == Some(&id) {
+                    state.by_question.remove(&e.key);
+                }
+                if e.over_tcp {
+                    state.over_tcp -= 1;
+                }
             }
             entry
         }) else {
@@ -247,25 +388,30 @@ impl Forwarder {
         };
         match result {
             Ok(message) => {
+                // Only whole answers fire the Deferred: truncated ones go to TCP instead.
+                debug_assert!(!message.metadata.truncation);
                 let answer = Answer::from_message(&message);
-                let truncated = message.metadata.truncation;
                 self.cache
                     .borrow_mut()
-                    .insert(entry.key, answer.clone(), truncated, now());
+                    .insert(entry.key, answer.clone(), now());
                 for w in entry.waiters {
-                    let m = response(&w.request, &answer, truncated);
+                    let m = response(&w.request, &answer);
                     send(&self.metrics, &w.request, w.via, m, w.reply);
                 }
             }
             Err(failure) => {
+                let name = entry.query.name().to_string();
+                let qtype = entry.query.query_type();
                 if failure.check::<TimeoutError>() {
                     self.metrics.upstream_timeout();
                     tracing::info!(
-                        name = ?entry.query.name().to_string(),
-                        qtype = %entry.query.query_type(),
+                        name = ?name,
+                        %qtype,
                         after = ?self.timeout,
                         "no upstream answered in time; answering SERVFAIL"
                     );
+                } else {
+                    tracing::info!(name = ?name, %qtype, error = %failure, "answering SERVFAIL");
                 }
                 for w in entry.waiters {
                     let m = w.request.response(ResponseCode::ServFail, true);
@@ -288,12 +434,30 @@ impl Drop for Forwarder {
     }
 }
 
+impl InFlight {
+    /// Whether `message` is a response to this query's question.
+    fn check(&self, message: &Message) -> Result<(), String> {
+        if message.metadata.message_type != MessageType::Response {
+            return Err("a query, not an answer,".into());
+        }
+        let same = message.queries.len() == 1 && {
+            let q = &message.queries[0];
+            LowerName::new(q.name()) == self.key.0
+                && q.query_type() == self.query.query_type()
+                && q.query_class() == self.query.query_class()
+        };
+        if !same {
+            return Err("an answer to another question".into());
+        }
+        Ok(())
+    }
+}
+
 /// A response to `request` replaying `answer` (not authoritative; recursion available).
-fn response(request: &Request, answer: &Answer, truncated: bool) -> Message {
+fn response(request: &Request, answer: &Answer) -> Message {
     let mut message = request.response(answer.rcode, true);
     message.answers = answer.answers.clone();
     message.authorities = answer.authorities.clone();
     message.additionals = answer.additionals.clone();
-    message.metadata.truncation = truncated;
     message
 }

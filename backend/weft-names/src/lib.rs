@@ -1,10 +1,10 @@
 //! DNS service for weft (twisted.names): authoritative zones, a forwarding cache, UDP and TCP.
 //!
 //! A [`DnsServer`] answers questions about names in its BIND zone files with the AA flag
-//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone), forwards
-//! other names to upstream resolvers through a TTL cache, and REFUSES them when it has no
-//! upstream. Each upstream query is a labelled [`weft::defer::Deferred`] with a timeout, so
-//! a silent upstream is visible in the inspector and its clients get SERVFAIL.
+//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone, each once),
+//! forwards other names to upstream resolvers through a TTL cache, and REFUSES them when
+//! it has no upstream. Each upstream query is a labelled [`weft::defer::Deferred`] with a
+//! timeout, so a silent upstream is visible in the inspector and its clients get SERVFAIL.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,17 +23,21 @@
 //! - [`zone`]: zone file text to [`Zone`]s (`lex` splits entries, `parse` builds records,
 //!   with line-numbered [`ZoneError`]s), [`Catalog`] picks the zone of a name, and
 //!   [`Zone::lookup`] gives the authoritative answer.
-//! - [`wire`]: packet to request (FORMERR, NOTIMP or nothing for what is not a query),
-//!   response headers, encoding with truncation (TC) to the client's UDP size.
+//! - [`wire`]: packet to request (FORMERR, NOTIMP, BADVERS for an EDNS version above 0,
+//!   NOTAUTH for a TSIG-signed query, or nothing for what is not a query), response
+//!   headers and OPT (version 0, the DO bit copied), encoding with truncation (TC) to the
+//!   client's UDP size; `tsig` reads the TSIG record of a query and builds the BADKEY
+//!   answer (the server holds no keys).
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
-//!   timeout each), answers checked against source, id and question.
+//!   timeout each), answers checked against source, id and question; an answer
+//!   truncated over UDP is asked again over TCP, and only whole answers are replayed.
 //! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
 //!   negative answers for the SOA minimum, bounded.
 //! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`weft::framing::Int16StringReceiver`] (the 2-byte
-//!   length framing of DNS over TCP), the upstream UDP port, and [`listen`] which wires
-//!   them on a reactor.
+//!   length framing of DNS over TCP), the upstream UDP port and TCP connections, and
+//!   [`listen`] which wires them on a reactor.
 //! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
 //!   per-service handles resolved once.
 //!
@@ -46,12 +50,13 @@ pub mod forward;
 pub mod metrics;
 pub mod server;
 pub mod transport;
+mod tsig;
 pub mod wire;
 pub mod zone;
 
 pub use error::{NamesError, ZoneError};
-pub use forward::UpstreamLink;
-pub use metrics::{DnsMetrics, ServiceMetrics};
+pub use forward::{TcpAnswer, TcpExchange, UpstreamLink};
+pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transport::{DnsTcp, DnsUdp, listen};
 pub use zone::{Catalog, Zone, ZoneAnswer};

@@ -31,14 +31,43 @@ const QTYPES: [(RecordType, &str); 16] = [
 ];
 
 /// The response codes with their own `rcode` label value.
-const RCODES: [(ResponseCode, &str); 6] = [
+const RCODES: [(ResponseCode, &str); 8] = [
     (ResponseCode::NoError, "NOERROR"),
     (ResponseCode::FormErr, "FORMERR"),
     (ResponseCode::ServFail, "SERVFAIL"),
     (ResponseCode::NXDomain, "NXDOMAIN"),
     (ResponseCode::NotImp, "NOTIMP"),
     (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::NotAuth, "NOTAUTH"),
+    (ResponseCode::BADVERS, "BADVERS"),
 ];
+
+/// Why a forwarded question was answered SERVFAIL at once: a bound was reached. The
+/// `reason` label of `weft_dns_forward_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Busy {
+    /// As many distinct questions as allowed are out upstream.
+    InFlight,
+    /// As many clients as allowed wait on the same question.
+    Waiters,
+    /// An answer came truncated, and as many questions as allowed are already asked
+    /// again over TCP.
+    Tcp,
+}
+
+impl Busy {
+    const ALL: [Self; 3] = [Self::InFlight, Self::Waiters, Self::Tcp];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Waiters => "waiters",
+            Self::Tcp => "tcp",
+        }
+    }
+}
 
 /// The DNS families on one registry. Register once per registry and derive a
 /// [`ServiceMetrics`] per service with [`service`](Self::service).
@@ -49,6 +78,8 @@ pub struct DnsMetrics {
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
     upstream_timeouts: IntCounterVec,
+    upstream_truncated: IntCounterVec,
+    forward_refused: IntCounterVec,
     dropped: IntCounterVec,
 }
 
@@ -62,6 +93,8 @@ impl DnsMetrics {
             &metrics.cache_hits,
             &metrics.cache_misses,
             &metrics.upstream_timeouts,
+            &metrics.upstream_truncated,
+            &metrics.forward_refused,
             &metrics.dropped,
         ] {
             registry.register(Box::new(family.clone()))?;
@@ -100,6 +133,16 @@ impl DnsMetrics {
                 "Upstream queries that got no answer in time (answered SERVFAIL).",
                 &["service"],
             )?,
+            upstream_truncated: vec(
+                "weft_dns_upstream_truncated_total",
+                "Upstream answers truncated over UDP (TC), asked again over TCP.",
+                &["service"],
+            )?,
+            forward_refused: vec(
+                "weft_dns_forward_refused_total",
+                "Forwarded questions answered SERVFAIL at once because a bound was reached, by reason.",
+                &["service", "reason"],
+            )?,
             dropped: vec(
                 "weft_dns_dropped_total",
                 "Packets dropped unanswered: too short to answer, responses, or stray upstream answers.",
@@ -126,6 +169,11 @@ impl DnsMetrics {
             cache_hits: self.cache_hits.with_label_values(&[name]),
             cache_misses: self.cache_misses.with_label_values(&[name]),
             upstream_timeouts: self.upstream_timeouts.with_label_values(&[name]),
+            upstream_truncated: self.upstream_truncated.with_label_values(&[name]),
+            forward_refused: Busy::ALL
+                .iter()
+                .map(|b| self.forward_refused.with_label_values(&[name, b.as_str()]))
+                .collect(),
             dropped: self.dropped.with_label_values(&[name]),
         }))
     }
@@ -142,6 +190,9 @@ struct Handles {
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     upstream_timeouts: IntCounter,
+    upstream_truncated: IntCounter,
+    /// In the order of [`Busy::ALL`].
+    forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
 }
 
@@ -196,17 +247,34 @@ impl ServiceMetrics {
         self.0.upstream_timeouts.inc();
     }
 
+    /// An upstream answer came truncated over UDP; the query goes again over TCP.
+    pub fn upstream_truncated(&self) {
+        self.0.upstream_truncated.inc();
+    }
+
+    /// A forwarded question was answered SERVFAIL at once: `reason` was at its bound.
+    pub fn forward_refused(&self, reason: Busy) {
+        self.0.forward_refused[reason as usize].inc();
+    }
+
+    /// The forwarded questions refused for `reason` so far.
+    pub fn forward_refusals(&self, reason: Busy) -> u64 {
+        self.0.forward_refused[reason as usize].get()
+    }
+
     /// A packet was dropped unanswered.
     pub fn dropped(&self) {
         self.0.dropped.inc();
     }
 
-    /// Cache hits, misses, upstream timeouts and dropped packets so far.
+    /// Cache hits, misses, upstream timeouts and truncated answers, and dropped packets
+    /// so far.
     pub fn counts(&self) -> Counts {
         Counts {
             cache_hits: self.0.cache_hits.get(),
             cache_misses: self.0.cache_misses.get(),
             upstream_timeouts: self.0.upstream_timeouts.get(),
+            upstream_truncated: self.0.upstream_truncated.get(),
             dropped: self.0.dropped.get(),
         }
     }
@@ -222,6 +290,8 @@ pub struct Counts {
     pub cache_misses: u64,
     /// Upstream queries that timed out.
     pub upstream_timeouts: u64,
+    /// Upstream answers truncated over UDP, asked again over TCP.
+    pub upstream_truncated: u64,
     /// Packets dropped unanswered.
     pub dropped: u64,
 }

@@ -1,10 +1,12 @@
 //! The server on the reactor: a [`DatagramProtocol`] for UDP, weft's 2-byte length framer
-//! and a [`weft::Protocol`] for TCP (RFC 1035 section 4.2.2), and the UDP port upstream
-//! queries go out of.
+//! and a [`weft::Protocol`] for TCP (RFC 1035 section 4.2.2), the UDP port upstream
+//! queries go out of, and the TCP connections that ask an upstream again when its UDP
+//! answer was truncated.
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
+use std::time::Duration;
 
 use weft::endpoint::ServerEndpoint;
 use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
@@ -14,7 +16,7 @@ use weft::{
 };
 
 use crate::error::NamesError;
-use crate::forward::UpstreamLink;
+use crate::forward::{TcpAnswer, TcpExchange, UpstreamLink};
 use crate::metrics::ServiceMetrics;
 use crate::server::{DnsConfig, DnsServer, Outcome, Via};
 
@@ -30,7 +32,11 @@ pub fn listen(
     config: DnsConfig,
     metrics: ServiceMetrics,
 ) -> Result<(DnsServer, Vec<Address>), NamesError> {
-    let link = Rc::new(UdpLink::default());
+    let link = Rc::new(Link {
+        service: name.into(),
+        connect_timeout: config.timeout,
+        ports: RefCell::default(),
+    });
     let families: Vec<SocketAddr> = config.forward.clone();
     let server = DnsServer::new(config, metrics, link.clone());
     for upstream in &families {
@@ -147,13 +153,18 @@ impl StringHandler for DnsTcp {
     }
 }
 
-/// The upstream side: the UDP ports upstream queries leave from, one per address family.
-#[derive(Default)]
-struct UdpLink {
+/// The upstream side: the UDP ports upstream queries leave from, one per address family,
+/// and TCP connections made when an answer needs them.
+struct Link {
+    /// The service the TCP connections are reported under.
+    service: Rc<str>,
+    /// How long a TCP connection may take to open: the upstream timeout, which bounds
+    /// the whole query anyway.
+    connect_timeout: Duration,
     ports: RefCell<Vec<DatagramTransport>>,
 }
 
-impl UdpLink {
+impl Link {
     fn transport_for(&self, ip: IpAddr) -> Option<DatagramTransport> {
         self.ports
             .borrow()
@@ -167,10 +178,101 @@ impl UdpLink {
     }
 }
 
-impl UpstreamLink for UdpLink {
+impl UpstreamLink for Link {
     fn send(&self, packet: &[u8], to: SocketAddr) {
         if let Some(port) = self.transport_for(to.ip()) {
             port.write(packet, to);
+        }
+    }
+
+    fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange {
+        let exchange = Rc::new(RefCell::new(Exchange {
+            query: packet.to_vec(),
+            answer: Some(answer),
+            transport: None,
+        }));
+        // An endpoint string escapes the colons of an IPv6 address.
+        let endpoint = format!(
+            "tcp:{}:{}:timeout={}",
+            to.ip().to_string().replace(':', "\\:"),
+            to.port(),
+            self.connect_timeout.as_secs_f64()
+        );
+        let reactor = Reactor::current();
+        let (service, shared) = (self.service.clone(), exchange.clone());
+        reactor.clone().spawn(async move {
+            let protocol = Int16StringReceiver::new(UpstreamTcp {
+                exchange: shared.clone(),
+            });
+            if let Err(e) = reactor.connect_as(&service, &endpoint, protocol).await {
+                let answer = shared.borrow_mut().answer.take();
+                if let Some(answer) = answer {
+                    answer(Err(e.to_string()));
+                }
+            }
+        });
+        TcpExchange::new(move || {
+            let transport = {
+                let mut exchange = exchange.borrow_mut();
+                exchange.answer = None;
+                exchange.transport.take()
+            };
+            if let Some(transport) = transport {
+                transport.lose_connection();
+            }
+        })
+    }
+}
+
+/// One TCP exchange with an upstream, shared by its protocol and its [`TcpExchange`].
+struct Exchange {
+    query: Vec<u8>,
+    /// Taken by the first answer or failure; gone once abandoned.
+    answer: Option<TcpAnswer>,
+    /// The connection, while open.
+    transport: Option<Transport>,
+}
+
+/// Asks an upstream over TCP: the query goes out framed, the first frame back is the
+/// answer, then the connection closes.
+struct UpstreamTcp {
+    exchange: Rc<RefCell<Exchange>>,
+}
+
+impl StringHandler for UpstreamTcp {
+    fn connection_made(&mut self, transport: &Transport) {
+        let mut exchange = self.exchange.borrow_mut();
+        if exchange.answer.is_none() {
+            // Abandoned while connecting.
+            transport.lose_connection();
+            return;
+        }
+        send_int16_string(transport, &exchange.query);
+        exchange.transport = Some(transport.clone());
+    }
+
+    fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+        let answer = {
+            let mut exchange = self.exchange.borrow_mut();
+            exchange.transport = None;
+            exchange.answer.take()
+        };
+        transport.lose_connection();
+        if let Some(answer) = answer {
+            answer(Ok(data.to_vec()));
+        }
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        let answer = {
+            let mut exchange = self.exchange.borrow_mut();
+            exchange.transport = None;
+            exchange.answer.take()
+        };
+        if let Some(answer) = answer {
+            answer(Err(format!(
+                "the connection closed without an answer: {reason}"
+            )));
         }
     }
 }
@@ -204,11 +306,12 @@ mod tests {
         .unwrap();
         let mut config = DnsConfig::default();
         config.zones.add(zone).unwrap();
-        let server = DnsServer::new(
-            config,
-            ServiceMetrics::detached("dns"),
-            Rc::new(UdpLink::default()),
-        );
+        let link = Link {
+            service: "dns".into(),
+            connect_timeout: Duration::from_secs(1),
+            ports: RefCell::default(),
+        };
+        let server = DnsServer::new(config, ServiceMetrics::detached("dns"), Rc::new(link));
         let mut wire = StringTransport::new();
         let mut proto = Int16StringReceiver::new(DnsTcp::new(server));
         let query =

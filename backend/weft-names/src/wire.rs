@@ -4,11 +4,43 @@
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::DNSClass;
 
+use crate::tsig;
+
 /// What classic DNS over UDP allows without EDNS (RFC 1035 section 4.2.1).
 pub const CLASSIC_UDP_SIZE: usize = 512;
 /// The largest UDP payload this server advertises and sends (the DNS flag day 2020
 /// figure, which avoids IP fragmentation on common paths).
 pub const EDNS_UDP_SIZE: u16 = 1232;
+/// The one EDNS version this server speaks.
+const EDNS_VERSION: u8 = 0;
+
+/// What a client's OPT record asks of the response (RFC 6891).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientEdns {
+    /// The largest UDP payload the client takes.
+    pub(crate) max_payload: u16,
+    /// DNSSEC OK, which RFC 3225 section 3 has the response copy.
+    pub(crate) dnssec_ok: bool,
+}
+
+impl ClientEdns {
+    fn of(edns: &Edns) -> Self {
+        Self {
+            max_payload: edns.max_payload(),
+            dnssec_ok: edns.flags().dnssec_ok,
+        }
+    }
+
+    /// The OPT record of a response to it. RFC 6891 section 6.1.1: a query with an OPT
+    /// gets a response with one; section 6.1.3: its version is the one this server speaks.
+    fn response_opt(self) -> Edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_UDP_SIZE)
+            .set_version(EDNS_VERSION)
+            .set_dnssec_ok(self.dnssec_ok);
+        edns
+    }
+}
 
 /// A query that passed the checks: one question, a standard opcode.
 #[derive(Debug, Clone)]
@@ -17,8 +49,8 @@ pub(crate) struct Request {
     pub(crate) recursion_desired: bool,
     pub(crate) checking_disabled: bool,
     pub(crate) query: Query,
-    /// The client's EDNS payload size, if it sent an OPT record.
-    pub(crate) edns_size: Option<u16>,
+    /// What the client's OPT record asked, if it sent one.
+    pub(crate) edns: Option<ClientEdns>,
 }
 
 /// What to do with a packet.
@@ -26,7 +58,8 @@ pub(crate) struct Request {
 pub(crate) enum Parsed {
     /// A query to answer.
     Query(Request),
-    /// A packet that only gets an error response (FORMERR, NOTIMP), already encoded.
+    /// A packet that only gets an error response (FORMERR, NOTIMP, BADVERS, NOTAUTH,
+    /// REFUSED), already encoded.
     Error {
         response: Vec<u8>,
         rcode: ResponseCode,
@@ -46,32 +79,69 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
         return Parsed::Drop("a response, not a query".into());
     }
     let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
-    let error = |rcode: ResponseCode, why: String, query: Option<Query>| {
-        let mut message = Message::error_msg(id, op_code, rcode);
-        message.metadata.recursion_desired = packet[2] & 0x01 != 0;
-        message.queries.extend(query);
+    if op_code != OpCode::Query {
+        // RFC 1035 section 4.1.1 copies RD from a query into its response, but past the
+        // opcode another opcode may lay the message out differently (RFC 2136 section 2.2
+        // makes RD's bit part of Z in UPDATE), so nothing after the opcode is read or
+        // echoed: the header alone (ID, QR, OPCODE, NOTIMP), without RD, question or OPT.
+        // NSD too checks the opcode before reading the rest and answers with no sections.
+        let response = Message::error_msg(id, op_code, ResponseCode::NotImp);
+        return Parsed::Error {
+            response: encode(&response, None),
+            rcode: ResponseCode::NotImp,
+            why: format!("opcode {op_code:?} is not served"),
+        };
+    }
+    let recursion_desired = packet[2] & 0x01 != 0;
+    let message = match Message::from_vec(packet) {
+        Ok(m) => m,
+        Err(e) => {
+            let response = error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
+            return Parsed::Error {
+                response: encode(&response, None),
+                rcode: ResponseCode::FormErr,
+                why: format!("undecodable: {e}"),
+            };
+        }
+    };
+    let edns = message.edns.as_ref().map(ClientEdns::of);
+    let question = (message.queries.len() == 1).then(|| message.queries[0].clone());
+    let error = |rcode: ResponseCode, why: String, question: Option<Query>| {
+        let response = error_response(id, recursion_desired, rcode, question, edns);
         Parsed::Error {
-            response: encode(&message, None),
+            response: encode(&response, None),
             rcode,
             why,
         }
     };
-    let message = match Message::from_vec(packet) {
-        Ok(m) => m,
-        Err(e) => return error(ResponseCode::FormErr, format!("undecodable: {e}"), None),
-    };
-    if op_code != OpCode::Query {
-        return error(
-            ResponseCode::NotImp,
-            format!("opcode {op_code:?} is not served"),
-            None,
-        );
+    if let Some(version) = message.edns.as_ref().map(Edns::version)
+        && version > EDNS_VERSION
+    {
+        // RFC 6891 section 6.1.3: a version the responder does not implement gets BADVERS.
+        let why = format!("EDNS version {version}; this server speaks version {EDNS_VERSION}");
+        return error(ResponseCode::BADVERS, why, question);
     }
-    if message.queries.len() != 1 {
+    match tsig::of_query(&message, packet) {
+        Ok(None) => {}
+        Ok(Some(signed)) => {
+            let mut response =
+                error_response(id, recursion_desired, ResponseCode::NotAuth, question, edns);
+            response.signature = Some(Box::new(signed.unknown_key_response()));
+            return Parsed::Error {
+                response: encode(&response, None),
+                rcode: ResponseCode::NotAuth,
+                why: format!(
+                    "signed with TSIG key {}, which this server does not know",
+                    signed.key
+                ),
+            };
+        }
+        Err(why) => return error(ResponseCode::FormErr, why, question),
+    }
+    let Some(query) = question else {
         let why = format!("{} questions; a query has one", message.queries.len());
         return error(ResponseCode::FormErr, why, None);
-    }
-    let query = message.queries[0].clone();
+    };
     if !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) {
         let why = format!("class {:?} is not served", query.query_class());
         return error(ResponseCode::Refused, why, Some(query));
@@ -81,15 +151,34 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
         recursion_desired: message.metadata.recursion_desired,
         checking_disabled: message.metadata.checking_disabled,
         query,
-        edns_size: message.edns.as_ref().map(Edns::max_payload),
+        edns,
     })
+}
+
+/// An empty response to query `id` with `rcode`: RD copied, the question if there was
+/// one, an OPT if the query had one.
+fn error_response(
+    id: u16,
+    recursion_desired: bool,
+    rcode: ResponseCode,
+    question: Option<Query>,
+    edns: Option<ClientEdns>,
+) -> Message {
+    let mut message = Message::error_msg(id, OpCode::Query, rcode);
+    message.metadata.recursion_desired = recursion_desired;
+    message.queries.extend(question);
+    message.edns = edns.map(ClientEdns::response_opt);
+    message
 }
 
 impl Request {
     /// The largest UDP response the client takes.
     pub(crate) fn udp_limit(&self) -> usize {
-        match self.edns_size {
-            Some(size) => usize::from(size.clamp(CLASSIC_UDP_SIZE as u16, EDNS_UDP_SIZE)),
+        match self.edns {
+            Some(edns) => usize::from(
+                edns.max_payload
+                    .clamp(CLASSIC_UDP_SIZE as u16, EDNS_UDP_SIZE),
+            ),
             None => CLASSIC_UDP_SIZE,
         }
     }
@@ -104,11 +193,7 @@ impl Request {
         meta.checking_disabled = self.checking_disabled;
         meta.recursion_available = recursion_available;
         message.queries.push(self.query.clone());
-        if self.edns_size.is_some() {
-            let mut edns = Edns::new();
-            edns.set_max_payload(EDNS_UDP_SIZE);
-            message.edns = Some(edns);
-        }
+        message.edns = self.edns.map(ClientEdns::response_opt);
         message
     }
 }
@@ -212,9 +297,15 @@ pub(crate) mod tests {
             panic!()
         };
         assert_eq!(req.udp_limit(), 512);
-        req.edns_size = Some(100);
+        let edns = |max_payload| {
+            Some(ClientEdns {
+                max_payload,
+                dnssec_ok: false,
+            })
+        };
+        req.edns = edns(100);
         assert_eq!(req.udp_limit(), 512);
-        req.edns_size = Some(4096);
+        req.edns = edns(4096);
         assert_eq!(req.udp_limit(), 1232);
     }
 }

@@ -1,88 +1,19 @@
 //! The DNS service on real loopback sockets: UDP, TCP, and forwarding to a second
 //! server on loopback.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
+mod support;
+
+use std::net::UdpSocket;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::ResponseCode;
 use weft::{ListenOptions, Reactor};
-use weft_names::{DnsConfig, ServiceMetrics, Zone, listen};
+use weft_names::{ServiceMetrics, listen};
 
-const EXAMPLE: &str = include_str!("../testdata/example.test.zone");
+use support::{EXAMPLE, a, addr, run_with_client, tcp_ask, udp_ask, zone};
+
 const ELSEWHERE: &str =
     "$ORIGIN elsewhere.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 198.51.100.80\n";
-
-fn zone(text: &str) -> DnsConfig {
-    let mut config = DnsConfig::default();
-    config
-        .zones
-        .add(Zone::parse(Path::new("test.zone"), text).unwrap())
-        .unwrap();
-    config
-}
-
-fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.queries
-        .push(Query::query(Name::from_ascii(name).unwrap(), qtype));
-    m.to_vec().unwrap()
-}
-
-fn udp_ask(server: SocketAddr, id: u16, name: &str) -> Message {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.send_to(&query(id, name, RecordType::A), server).unwrap();
-    let mut buf = [0; 4096];
-    let (n, from) = s.recv_from(&mut buf).unwrap();
-    assert_eq!(from, server);
-    Message::from_vec(&buf[..n]).unwrap()
-}
-
-fn tcp_ask(server: SocketAddr, id: u16, name: &str) -> Message {
-    let mut s = TcpStream::connect(server).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let q = query(id, name, RecordType::A);
-    s.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
-    s.write_all(&q).unwrap();
-    let mut len = [0; 2];
-    s.read_exact(&mut len).unwrap();
-    let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut body).unwrap();
-    Message::from_vec(&body).unwrap()
-}
-
-fn a(message: &Message) -> Vec<String> {
-    message
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Runs the reactor here and `client` on a thread; stops when the client is done.
-fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
-    let handle = reactor.handle();
-    let thread = std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
-        handle.stop();
-        result
-    });
-    reactor.run().unwrap();
-    if let Err(panic) = thread.join().unwrap() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-fn addr(a: &weft::Address) -> SocketAddr {
-    a.socket_addr().unwrap()
-}
 
 #[test]
 fn zones_over_udp_and_tcp_and_forwarding_to_a_loopback_upstream() {

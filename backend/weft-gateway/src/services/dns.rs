@@ -229,6 +229,18 @@ mod tests {
         );
         assert!(e.contains("named on line 5 of weft.toml"), "{e}");
 
+        let wild = dir.path().join("wild.zone");
+        std::fs::write(&wild, format!("{ZONE}*.apps A 192.0.2.8\n")).unwrap();
+        let e = err(&format!("zones = [{:?}]", wild.display()));
+        assert!(
+            e.starts_with(&format!(
+                "{}:5: service[0].zones: *.apps.example.test. is a wildcard: wildcards are not \
+                 supported yet",
+                wild.display()
+            )),
+            "{e}"
+        );
+
         let bad = dir.path().join("bad.zone");
         std::fs::write(&bad, format!("{ZONE}mail MX ten mail\n")).unwrap();
         let e = err(&format!("zones = [{:?}]", bad.display()));

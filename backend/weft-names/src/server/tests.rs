@@ -12,7 +12,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft::testing::Clock;
 
 use super::*;
-use crate::forward::UPSTREAM_LABEL;
+use crate::forward::{TcpAnswer, TcpExchange, UPSTREAM_LABEL};
 use crate::zone::Zone;
 
 const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
@@ -20,11 +20,31 @@ const UPSTREAM: &str = "127.0.0.1:5300";
 
 /// Records what would go upstream.
 #[derive(Default)]
-struct Wire(RefCell<Vec<(Vec<u8>, SocketAddr)>>);
+struct Wire(RefCell<Vec<(Vec<u8>, SocketAddr)>>, RefCell<Vec<TcpOut>>);
+
+/// A TCP exchange asked for: the query, where, the callback, and whether it was
+/// abandoned.
+struct TcpOut {
+    packet: Vec<u8>,
+    to: SocketAddr,
+    answer: Option<TcpAnswer>,
+    abandoned: Rc<std::cell::Cell<bool>>,
+}
 
 impl UpstreamLink for Wire {
     fn send(&self, packet: &[u8], to: SocketAddr) {
         self.0.borrow_mut().push((packet.to_vec(), to));
+    }
+
+    fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange {
+        let abandoned = Rc::new(std::cell::Cell::new(false));
+        self.1.borrow_mut().push(TcpOut {
+            packet: packet.to_vec(),
+            to,
+            answer: Some(answer),
+            abandoned: abandoned.clone(),
+        });
+        TcpExchange::new(move || abandoned.set(true))
     }
 }
 
@@ -105,17 +125,29 @@ impl Harness {
 
     /// The upstream answers `question` with one A record of `ttl`.
     fn upstream_answers(&self, question: &Message, ttl: u32) {
-        let mut answer = Message::response(question.metadata.id, OpCode::Query);
-        answer.queries = question.queries.clone();
-        answer.answers.push(Record::from_rdata(
-            question.queries[0].name().clone(),
-            ttl,
-            RData::A(A::new(198, 51, 100, 7)),
-        ));
+        let answer = a_answer(question, ttl).to_vec().unwrap();
         self.server
-            .upstream_received(&answer.to_vec().unwrap(), UPSTREAM.parse().unwrap())
+            .upstream_received(&answer, UPSTREAM.parse().unwrap())
             .unwrap();
     }
+
+    /// Completes the TCP exchange asked for last with `result`.
+    fn tcp_answers(&self, result: Result<Vec<u8>, String>) {
+        let answer = self.wire.1.borrow_mut().last_mut().unwrap().answer.take();
+        answer.expect("not completed yet")(result);
+    }
+}
+
+/// An answer to `question` with one A record of `ttl`.
+fn a_answer(question: &Message, ttl: u32) -> Message {
+    let mut answer = Message::response(question.metadata.id, OpCode::Query);
+    answer.queries = question.queries.clone();
+    answer.answers.push(Record::from_rdata(
+        question.queries[0].name().clone(),
+        ttl,
+        RData::A(A::new(198, 51, 100, 7)),
+    ));
+    answer
 }
 
 #[test]
@@ -361,4 +393,144 @@ fn answers_from_strangers_wrong_ids_or_other_questions_are_ignored() {
 
     h.server.upstream_received(&bytes, upstream).unwrap();
     assert_eq!(h.inbox.borrow().len(), 1);
+}
+
+#[test]
+fn a_truncated_upstream_answer_is_asked_again_over_tcp_and_only_the_whole_one_replayed() {
+    let h = harness(EXAMPLE, true);
+    h.send(&query(1, "big.elsewhere.test.", RecordType::A), Via::Tcp);
+    h.send(&query(2, "big.elsewhere.test.", RecordType::A), Via::Udp);
+    let up = h.upstream_query();
+    let mut truncated = Message::response(up.metadata.id, OpCode::Query);
+    truncated.queries = up.queries.clone();
+    truncated.metadata.truncation = true;
+    let upstream = UPSTREAM.parse().unwrap();
+    let bytes = truncated.to_vec().unwrap();
+    h.server.upstream_received(&bytes, upstream).unwrap();
+    h.server.upstream_received(&bytes, upstream).unwrap();
+    assert!(
+        h.inbox.borrow().is_empty(),
+        "a truncated answer is not replayed"
+    );
+    assert_eq!(
+        h.wire.1.borrow().len(),
+        1,
+        "one TCP exchange, to the upstream that truncated"
+    );
+    assert_eq!(h.wire.1.borrow()[0].to, upstream);
+    assert_eq!(
+        h.wire.1.borrow()[0].packet,
+        h.wire.0.borrow()[0].0,
+        "the same query"
+    );
+    assert_eq!(h.server.metrics().counts().upstream_truncated, 1);
+
+    h.tcp_answers(Ok(a_answer(&up, 60).to_vec().unwrap()));
+    let ids: Vec<(u16, bool, usize)> = h
+        .inbox
+        .borrow()
+        .iter()
+        .map(|m| (m.metadata.id, m.metadata.truncation, m.answers.len()))
+        .collect();
+    assert_eq!(ids, [(1, false, 1), (2, false, 1)]);
+    assert!(
+        h.wire.1.borrow()[0].abandoned.get(),
+        "the connection closes"
+    );
+    assert_eq!(h.server.cached(), 1);
+}
+
+#[test]
+fn when_tcp_brings_no_whole_answer_clients_get_servfail_and_nothing_is_cached() {
+    let h = harness(EXAMPLE, true);
+    let truncate = |h: &Harness| {
+        let up = h.upstream_query();
+        let mut truncated = a_answer(&up, 60);
+        truncated.metadata.truncation = true;
+        h.server
+            .upstream_received(&truncated.to_vec().unwrap(), UPSTREAM.parse().unwrap())
+            .unwrap();
+        up
+    };
+    let servfail = |h: &Harness, id: u16| {
+        let r = h.inbox.borrow_mut().pop().expect("an answer");
+        assert_eq!(
+            (
+                r.metadata.id,
+                r.metadata.response_code,
+                r.metadata.truncation
+            ),
+            (id, ResponseCode::ServFail, false)
+        );
+    };
+
+    h.send(&query(1, "a.elsewhere.test.", RecordType::A), Via::Tcp);
+    truncate(&h);
+    h.tcp_answers(Err("connection refused".into()));
+    servfail(&h, 1);
+
+    h.send(&query(2, "b.elsewhere.test.", RecordType::A), Via::Tcp);
+    let up = truncate(&h);
+    let mut again = a_answer(&up, 60);
+    again.metadata.truncation = true;
+    h.tcp_answers(Ok(again.to_vec().unwrap()));
+    servfail(&h, 2);
+
+    h.send(&query(3, "c.elsewhere.test.", RecordType::A), Via::Udp);
+    truncate(&h);
+    h.clock.advance(Duration::from_secs(2));
+    servfail(&h, 3);
+    assert!(
+        h.wire.1.borrow()[2].abandoned.get(),
+        "the timeout ends the TCP exchange"
+    );
+    h.tcp_answers(Err("late".into()));
+    assert!(h.inbox.borrow().is_empty(), "nothing after the timeout");
+
+    assert_eq!(h.server.cached(), 0);
+    assert_eq!(h.server.upstream_in_flight(), 0);
+}
+
+#[test]
+fn questions_asked_again_over_tcp_at_once_are_bounded_and_the_refusals_counted() {
+    let h = harness(EXAMPLE, true);
+    let upstream = UPSTREAM.parse().unwrap();
+    for i in 0..=crate::forward::MAX_OVER_TCP {
+        let id = u16::try_from(i).unwrap();
+        h.send(
+            &query(id, &format!("q{i}.elsewhere.test."), RecordType::A),
+            Via::Udp,
+        );
+        let mut truncated = a_answer(&h.upstream_query(), 60);
+        truncated.metadata.truncation = true;
+        h.server
+            .upstream_received(&truncated.to_vec().unwrap(), upstream)
+            .unwrap();
+    }
+    assert_eq!(h.wire.1.borrow().len(), crate::forward::MAX_OVER_TCP);
+    let r = h
+        .inbox
+        .borrow_mut()
+        .pop()
+        .expect("the one beyond the bound");
+    assert_eq!(
+        (r.metadata.id as usize, r.metadata.response_code),
+        (crate::forward::MAX_OVER_TCP, ResponseCode::ServFail)
+    );
+    assert_eq!(h.server.metrics().forward_refusals(crate::Busy::Tcp), 1);
+
+    // One finishes; its place is free again.
+    h.tcp_answers(Err("refused".into()));
+    h.inbox.borrow_mut().clear();
+    h.send(
+        &query(999, "again.elsewhere.test.", RecordType::A),
+        Via::Udp,
+    );
+    let mut truncated = a_answer(&h.upstream_query(), 60);
+    truncated.metadata.truncation = true;
+    h.server
+        .upstream_received(&truncated.to_vec().unwrap(), upstream)
+        .unwrap();
+    assert_eq!(h.wire.1.borrow().len(), crate::forward::MAX_OVER_TCP + 1);
+    assert!(h.inbox.borrow().is_empty());
 }

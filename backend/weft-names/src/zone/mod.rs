@@ -2,9 +2,10 @@
 //!
 //! A [`Catalog`] holds the zones of a service; [`Catalog::find`] picks the zone with the
 //! longest origin that contains a name, and [`Zone::lookup`] answers from it: the
-//! records asked for, CNAMEs followed while they stay inside the zone, NXDOMAIN or
-//! NODATA with the SOA in the authority section (RFC 2308). Delegations, wildcards and
-//! zone transfers are not served.
+//! records asked for, CNAMEs followed while they stay inside the zone (each once, at most
+//! eight), NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308).
+//! Delegations and zone transfers are not served, and a zone file with a wildcard owner
+//! (`*`) is refused until wildcards are.
 
 mod lex;
 mod parse;
@@ -17,7 +18,7 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
 use crate::error::{NamesError, ZoneError};
 
-/// How many CNAMEs an answer follows before it stops (a loop in the zone ends here).
+/// How many CNAMEs an answer follows at most.
 const MAX_CNAME_CHAIN: usize = 8;
 
 /// One zone: its origin, its SOA and its records by owner name.
@@ -158,7 +159,10 @@ impl Zone {
         let origin = LowerName::new(&self.origin);
         let mut answers = Vec::new();
         let mut name = LowerName::new(qname);
-        for _ in 0..=MAX_CNAME_CHAIN {
+        // The names whose CNAMEs are in the answer: a loop ends when it comes back to one,
+        // so each record is in the answer once.
+        let mut followed = HashSet::new();
+        loop {
             let Some(records) = self.records.get(&name) else {
                 let rcode = if self.names.contains(&name) {
                     ResponseCode::NoError
@@ -184,14 +188,18 @@ impl Zone {
                 return self.negative(ResponseCode::NoError, answers);
             };
             answers.extend(records.iter().cloned());
+            followed.insert(name);
             let next = LowerName::new(&target.0);
-            if !origin.zone_of(&next) {
-                // The target is someone else's: the client's resolver follows it.
+            if !origin.zone_of(&next)
+                || followed.contains(&next)
+                || followed.len() >= MAX_CNAME_CHAIN
+            {
+                // Someone else's target (the client's resolver follows it), a loop, or a
+                // chain too long to follow: the CNAMEs so far are the answer.
                 return self.positive(answers);
             }
             name = next;
         }
-        self.positive(answers)
     }
 
     fn positive(&self, answers: Vec<Record>) -> ZoneAnswer {

@@ -60,7 +60,16 @@ pub(crate) fn records(
         }
         if !entry.inherits_owner {
             let word = words.next().expect("an entry has a word");
-            owner = Some(name(&word.text, origin.as_ref()).map_err(err)?);
+            let named = name(&word.text, origin.as_ref()).map_err(err)?;
+            if named.is_wildcard() {
+                // Served as written, `*` would be a literal name that matches nothing a
+                // client asks (RFC 4592 synthesis is not implemented): refuse it.
+                return Err(err(format!(
+                    "{named} is a wildcard: wildcards are not supported yet; \
+                     list the names it should answer for one by one"
+                )));
+            }
+            owner = Some(named);
         }
         let Some(owner) = owner.clone() else {
             return Err(err("the first record has no owner name".into()));

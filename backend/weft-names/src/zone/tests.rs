@@ -78,7 +78,32 @@ fn cnames_are_followed_inside_the_zone_and_left_to_the_client_outside() {
     );
 
     let looped = zone.lookup(&name("loop1.example.test."), RecordType::A);
-    assert!(looped.answers.len() <= super::MAX_CNAME_CHAIN + 1);
+    let owners: Vec<String> = looped.answers.iter().map(|r| r.name.to_string()).collect();
+    assert_eq!(
+        owners,
+        ["loop1.example.test.", "loop2.example.test."],
+        "a loop: each CNAME once"
+    );
+    assert_eq!(looped.rcode, ResponseCode::NoError);
+}
+
+#[test]
+fn a_cname_chain_is_followed_at_most_max_cname_chain_links() {
+    let mut text = HEAD.to_owned();
+    for i in 0..20 {
+        text.push_str(&format!("c{i} CNAME c{}\n", i + 1));
+    }
+    text.push_str("c20 A 192.0.2.1\n");
+    let zone = Zone::parse(Path::new("long.zone"), &text).unwrap();
+    let long = zone.lookup(&name("c0.example.test."), RecordType::A);
+    assert_eq!(long.answers.len(), super::MAX_CNAME_CHAIN);
+    assert!(
+        long.answers
+            .iter()
+            .all(|r| r.record_type() == RecordType::CNAME)
+    );
+    let short = zone.lookup(&name("c14.example.test."), RecordType::A);
+    assert_eq!(short.answers.len(), 7, "six CNAMEs, then the A");
 }
 
 #[test]
@@ -156,6 +181,32 @@ fn errors_name_the_line_and_what_to_do() {
             .contains("must come first")
     );
     assert_eq!(error("$ORIGIN a.test.\n@ SOA a b (\n 1 2\n 3 4 5\n").0, 2);
+}
+
+#[test]
+fn a_wildcard_owner_is_refused_until_wildcards_are_served() {
+    for (owner, expected) in [
+        ("*", "*.example.test."),
+        ("*.apps", "*.apps.example.test."),
+        ("*.example.test.", "*.example.test."),
+    ] {
+        let (line, message) = error(&format!("{HEAD}www A 192.0.2.1\n{owner} A 192.0.2.2\n"));
+        assert_eq!(line, 5, "{owner}");
+        assert_eq!(
+            message,
+            format!(
+                "{expected} is a wildcard: wildcards are not supported yet; list the names it \
+                 should answer for one by one"
+            )
+        );
+    }
+    let (line, _) = error("$ORIGIN *.example.test.\n@ 60 SOA ns hostmaster 1 2 3 4 5\n");
+    assert_eq!(line, 2, "an owner that is a wildcard through $ORIGIN");
+    let literal = format!("{HEAD}a.*.b CNAME www\nstar CNAME *.elsewhere.test.\n");
+    assert!(
+        Zone::parse(Path::new("ok.zone"), &literal).is_ok(),
+        "only a leftmost `*` owner is a wildcard"
+    );
 }
 
 #[test]

@@ -11,4 +11,6 @@ mod dns;
 mod faults;
 mod gateway;
 mod http;
+mod http_peers;
+mod http_shutdown;
 mod load;

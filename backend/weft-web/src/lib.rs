@@ -24,20 +24,22 @@
 //!
 //! - [`config`]: [`WebConfig`] (root, index, routes, [`Limits`]) and upstream URLs.
 //! - [`server`]: [`HttpService`]: listens through weft's `listen_stream`, runs hyper on
-//!   each connection, traces, times, records and logs each request, and sends it to the
-//!   proxy or to the static files.
+//!   each connection (finishing the exchange in flight when asked to close), traces,
+//!   times, records and logs each request, and sends it to the proxy or to the static
+//!   files.
 //! - [`path`]: request path → file under the root, refusing traversal and symlink escapes.
 //! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges; `mime`:
 //!   content types.
 //! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
 //!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
-//! - `access_log`: Combined Log Format lines through `tracing`, escaped.
+//! - `access_log`: Combined Log Format lines through `tracing`, escaped, written when
+//!   the response body ends, with the bytes actually sent.
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, and its bounded labels.
 //! - [`body`]: the response body type.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
-//! (trace, route) → `proxy` or `files` → response → recorder and access log → hyper →
-//! socket.
+//! (trace, route) → `proxy` or `files` → response → recorder → hyper → socket, and the
+//! access log when the body has gone.
 
 mod access_log;
 pub mod body;

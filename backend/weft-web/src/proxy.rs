@@ -156,7 +156,7 @@ async fn connect(
         upstream.port,
         timeout.as_secs_f64()
     );
-    let stream = Reactor::current()
+    let mut stream = Reactor::current()
         .connect_stream(service, &endpoint)
         .await
         .map_err(|e| match e {
@@ -167,6 +167,8 @@ async fn connect(
             other => UpstreamError::Connect(upstream.url.clone(), other.to_string()),
         })?;
     let _ = stream.set_nodelay(true);
+    // At shutdown the exchange in flight finishes; the connection ends with it.
+    stream.keep_reading_when_closing();
     Ok(stream)
 }
 

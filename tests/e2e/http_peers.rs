@@ -61,6 +61,12 @@ impl Upstream {
     pub(crate) fn received(&self) -> usize {
         self.shared.heads.lock().unwrap().len()
     }
+
+    /// Every value of header `name` in request `i`.
+    pub(crate) fn header(&self, i: usize, name: &str) -> Vec<String> {
+        let heads = self.shared.heads.lock().unwrap();
+        header_values(&heads[i][1..], name)
+    }
 }
 
 fn header_values(lines: &[String], name: &str) -> Vec<String> {
@@ -220,4 +226,11 @@ impl RawClient {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
     }
+}
+
+/// One request on a fresh connection; the response is read by its `Content-Length`.
+pub(crate) fn exchange(addr: SocketAddr, raw: &str) -> Reply {
+    let mut client = RawClient::connect(addr);
+    client.send(raw.as_bytes());
+    client.read_reply()
 }

@@ -12,5 +12,6 @@ mod faults;
 mod gateway;
 mod http;
 mod http_peers;
+mod http_rules;
 mod http_shutdown;
 mod load;

@@ -14,7 +14,7 @@ use http::{Method, Response, StatusCode, Uri};
 use tokio::io::AsyncSeekExt;
 
 use crate::body::{self, Body, FileBody};
-use crate::path::{PathError, Resolved, resolve};
+use crate::path::{PathError, Resolved, directory_location, resolve};
 use crate::response::{error_page, with_status};
 
 /// Files up to this size are read in one go.
@@ -46,7 +46,7 @@ pub(crate) async fn serve(
     };
     if found.meta.is_dir() {
         if !path.ends_with('/') {
-            let mut location = format!("{path}/");
+            let mut location = directory_location(path);
             if let Some(query) = uri.query() {
                 location.push('?');
                 location.push_str(query);

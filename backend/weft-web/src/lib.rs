@@ -27,6 +27,8 @@
 //!   each connection (finishing the exchange in flight when asked to close), traces,
 //!   times, records and logs each request, and sends it to the proxy or to the static
 //!   files.
+//! - `rules`: the RFC 9112 / 9110 message rules checked before routing (`Host`,
+//!   `CONNECT`).
 //! - [`path`]: request path → file under the root, refusing traversal and symlink escapes.
 //! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges; `mime`:
 //!   content types.
@@ -38,8 +40,8 @@
 //! - [`body`]: the response body type.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
-//! (trace, route) → `proxy` or `files` → response → recorder → hyper → socket, and the
-//! access log when the body has gone.
+//! (trace, rules, route) → `proxy` or `files` → response → recorder → hyper
+//! → socket, and the access log when the body has gone.
 
 mod access_log;
 pub mod body;
@@ -51,9 +53,10 @@ mod mime;
 pub mod path;
 pub mod proxy;
 mod response;
+mod rules;
 pub mod server;
 
 pub use config::{ConfigError, Limits, Route, Upstream, WebConfig};
-pub use metrics::{MethodLabel, NoRecorder, Recorder, StatusClass};
+pub use metrics::{MethodLabel, NoRecorder, Recorder, Refusal, StatusClass};
 pub use mime::content_type;
 pub use server::HttpService;

@@ -31,6 +31,24 @@ pub struct Resolved {
     pub meta: Metadata,
 }
 
+/// Where a directory redirect points: the path with a trailing `/`, runs of slashes
+/// collapsed and backslashes (which browsers read as slashes) encoded, so it can never
+/// begin with `//` and become a protocol-relative link to another host.
+pub fn directory_location(path: &str) -> String {
+    let mut location = String::with_capacity(path.len() + 1);
+    for c in path.chars() {
+        match c {
+            '\\' => location.push_str("%5C"),
+            '/' if location.ends_with('/') => {}
+            c => location.push(c),
+        }
+    }
+    if !location.ends_with('/') {
+        location.push('/');
+    }
+    location
+}
+
 /// The decoded, checked segments of `raw` (the path part of a request target).
 pub fn segments(raw: &str) -> Result<Vec<String>, PathError> {
     let decoded = percent_encoding::percent_decode_str(raw)
@@ -80,6 +98,14 @@ mod tests {
         std::fs::write(dir.path().join("outside.txt"), "secret").unwrap();
         let root = root.canonicalize().unwrap();
         (dir, root)
+    }
+
+    #[test]
+    fn a_directory_location_is_never_protocol_relative() {
+        assert_eq!(directory_location("/docs"), "/docs/");
+        assert_eq!(directory_location("//evil.example"), "/evil.example/");
+        assert_eq!(directory_location("/a///b"), "/a/b/");
+        assert_eq!(directory_location("/\\evil.example"), "/%5Cevil.example/");
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! [`HttpService`]: one service's state, its listeners, and the life of a request.
 //!
 //! Each accepted connection is an [`InspectedStream`] served by hyper's HTTP/1.1 server
-//! (keep-alive, header size and header time limits). Each request is a traced Deferred
-//! (label `http request`, tied to its connection) while it is being handled, so a slow
-//! handler or a stuck upstream shows in the inspector with its age; when the response
-//! head is ready it is timed and recorded, and when its body ends it is written to the
-//! access log with the bytes actually sent.
+//! (keep-alive, header size, header count and header time limits). Each request is
+//! checked against the message rules, once, before it is routed; it is a traced Deferred (label `http request`, tied to its connection)
+//! while it is being handled, so a slow handler or a stuck upstream shows in the
+//! inspector with its age; when the response head is ready it is timed and recorded, and
+//! when its body ends it is written to the access log with the bytes actually sent.
 //!
 //! When the connection is asked to close (at shutdown), the exchange in flight finishes
 //! and the connection closes after it; an idle keep-alive connection closes at once.
@@ -30,9 +30,10 @@ use weft::{Address, CloseReason, InspectedStream, ListenError, ListeningPort, Re
 
 use crate::access_log::{Entry, Logged, Pending};
 use crate::body::Body;
-use crate::config::{ConfigError, WebConfig};
-use crate::metrics::{MethodLabel, Recorder};
+use crate::config::{ConfigError, Route, WebConfig};
+use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::response::error_page;
+use crate::rules::{self, Refused};
 use crate::{files, proxy};
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
@@ -157,12 +158,17 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
         return;
     };
     if err.is_parse_too_large() || err.is_parse() {
-        // hyper has answered 431 or 400 and closes; count and log it like a request.
-        let status = if err.is_parse_too_large() {
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        // hyper has answered 431 (too many header bytes or lines) or 400 and closes;
+        // count and log it like a request.
+        let (status, reason) = if err.is_parse_too_large() {
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Refusal::HeadTooLarge,
+            )
         } else {
-            StatusCode::BAD_REQUEST
+            (StatusCode::BAD_REQUEST, Refusal::Malformed)
         };
+        state.recorder.refused(reason);
         state
             .recorder
             .request(MethodLabel::Other, status.into(), started.elapsed());
@@ -230,7 +236,7 @@ impl Drop for Trace {
 async fn handle(
     state: Rc<State>,
     conn: Rc<Conn>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
     let trace = Trace::start(&conn.info);
@@ -246,7 +252,13 @@ async fn handle(
     let referer = request.headers().get(header::REFERER).cloned();
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
 
-    let response = dispatch(&state, &conn, request).await;
+    let response = match admit(&state.config, &mut request) {
+        Ok(route) => dispatch(&state, &conn, route, request).await,
+        Err(refused) => {
+            state.recorder.refused(refused.reason);
+            error_page(refused.status, refused.detail)
+        }
+    };
     trace.done();
 
     let status = response.status();
@@ -269,14 +281,31 @@ async fn handle(
     Ok(response.map(|body| Logged::new(body, pending, head_only)))
 }
 
-async fn dispatch(state: &State, conn: &Conn, request: Request<Incoming>) -> Response<Body> {
+/// Applies the message rules; returns the route the request leads to.
+fn admit<'c, B>(
+    config: &'c WebConfig,
+    request: &mut Request<B>,
+) -> Result<Option<&'c Route>, Refused> {
+    rules::check(request)?;
+    Ok(config.route_for(request.uri().path()))
+}
+
+async fn dispatch(
+    state: &State,
+    conn: &Conn,
+    route: Option<&Route>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let config = &state.config;
-    if let Some(route) = config.route_for(request.uri().path()) {
+    if let Some(route) = route {
         return match proxy::forward(&state.name, route, &config.limits, conn.client, request).await
         {
             Ok(response) => response,
             Err(err) => {
-                if err.is_upstream() {
+                if let Some(reason) = err.refusal() {
+                    state.recorder.refused(reason);
+                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                } else {
                     state.recorder.upstream_error();
                     tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 }

@@ -62,6 +62,15 @@ impl Upstream {
         self.shared.heads.lock().unwrap().len()
     }
 
+    /// The request target of each request, in order.
+    pub(crate) fn targets(&self) -> Vec<String> {
+        let heads = self.shared.heads.lock().unwrap();
+        heads
+            .iter()
+            .map(|h| h[0].split(' ').nth(1).unwrap_or("").to_owned())
+            .collect()
+    }
+
     /// Every value of header `name` in request `i`.
     pub(crate) fn header(&self, i: usize, name: &str) -> Vec<String> {
         let heads = self.shared.heads.lock().unwrap();

@@ -1,7 +1,8 @@
-//! The `http` kind against a careless or hostile client, on the real binary: the HTTP/1.1
-//! message rules (RFC 9112, RFC 9110) hold, each refusal counted with its reason.
+//! The `http` kind against a careless or hostile client, on the real binary: request
+//! paths never lead a proxied request out of its route, and the HTTP/1.1 message rules
+//! (RFC 9112, RFC 9110) hold, each refusal counted with its reason.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 
 use crate::assert_eventually;
 use crate::http::curl;
@@ -38,6 +39,12 @@ upstream = "http://{v1}/base"
             v1 = v1.addr,
         )
     });
+    // `/healthz` may answer before the services listen.
+    assert_eventually!(
+        TcpStream::connect(web).is_ok(),
+        "the web service listens\n{}",
+        app.log()
+    );
     (app, web, api, v1)
 }
 
@@ -45,6 +52,38 @@ fn refused(app: &App, reason: &str) -> Option<f64> {
     app.metric(&format!(
         r#"weft_http_requests_refused_total{{reason="{reason}",service="web"}}"#
     ))
+}
+
+#[test]
+fn proxy_routes_never_lead_out_of_their_prefix() {
+    let (app, web, api, v1) = start();
+    for (path, status) in [
+        ("/api/../secret.txt", 404),
+        ("/api/%2e%2e/secret.txt", 400),
+        ("/api/..%2fsecret.txt", 400),
+        ("/v1/../../secret.txt", 400),
+        ("/v1/%2e%2e/%2e%2e/secret.txt", 400),
+        ("/api/..%5csecret.txt", 400),
+    ] {
+        let reply = exchange(web, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert!(!reply.text().contains("do not serve"), "{path}");
+    }
+    assert!(api.targets().is_empty(), "{:?}", api.targets());
+    assert!(v1.targets().is_empty(), "{:?}", v1.targets());
+
+    // Inside a route, the upstream gets the path in normal form.
+    for path in ["/api/a/./b/../c", "/%61pi/%7Euser", "/v1/x/../y"] {
+        let reply = exchange(web, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(reply.status, 200, "{path}");
+    }
+    assert_eq!(api.targets(), ["/api/a/c", "/api/~user"]);
+    assert_eq!(v1.targets(), ["/base/y"]);
+    assert_eventually!(
+        refused(&app, "path") == Some(5.0),
+        "path refusals counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
 }
 
 #[test]

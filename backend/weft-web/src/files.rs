@@ -41,8 +41,8 @@ pub(crate) async fn serve(
     let path = uri.path();
     let mut found = match resolve(root, path) {
         Ok(found) => found,
-        Err(PathError::Malformed) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
-        Err(_) => return error_page(StatusCode::NOT_FOUND, "not found"),
+        Err(PathError::NotFound) => return error_page(StatusCode::NOT_FOUND, "not found"),
+        Err(_) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
     };
     if found.meta.is_dir() {
         if !path.ends_with('/') {

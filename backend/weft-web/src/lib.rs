@@ -29,7 +29,9 @@
 //!   files.
 //! - `rules`: the RFC 9112 / 9110 message rules checked before routing (`Host`,
 //!   `CONNECT`).
-//! - [`path`]: request path → file under the root, refusing traversal and symlink escapes.
+//! - [`path`]: the request path's normal form (dot segments removed, unreserved
+//!   characters decoded) that routing, forwarding and files share; request path → file
+//!   under the root, refusing traversal and symlink escapes.
 //! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges; `mime`:
 //!   content types.
 //! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
@@ -40,7 +42,7 @@
 //! - [`body`]: the response body type.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
-//! (trace, rules, route) → `proxy` or `files` → response → recorder → hyper
+//! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
 //! → socket, and the access log when the body has gone.
 
 mod access_log;

@@ -32,6 +32,9 @@ pub enum Refusal {
     HeadTooLarge,
     /// No `Host` in an HTTP/1.1 request, several, or an invalid one (400).
     Host,
+    /// A path that climbs above the root, or whose encoded dots or slashes change where it
+    /// leads (400).
+    Path,
     /// A method the service does not serve at all: `CONNECT` (501).
     Method,
     /// A request body that broke off or was malformed, such as bad chunked framing (400).
@@ -42,10 +45,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
+        Self::Path,
         Self::Method,
         Self::Body,
         Self::BodyTooLarge,
@@ -57,6 +61,7 @@ impl Refusal {
             Self::Malformed => "malformed",
             Self::HeadTooLarge => "head_too_large",
             Self::Host => "host",
+            Self::Path => "path",
             Self::Method => "method",
             Self::Body => "body",
             Self::BodyTooLarge => "body_too_large",

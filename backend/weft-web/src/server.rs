@@ -2,7 +2,8 @@
 //!
 //! Each accepted connection is an [`InspectedStream`] served by hyper's HTTP/1.1 server
 //! (keep-alive, header size, header count and header time limits). Each request is
-//! checked against the message rules, once, before it is routed; it is a traced Deferred (label `http request`, tied to its connection)
+//! checked against the message rules and its path put in normal form, once, before it
+//! is routed; it is a traced Deferred (label `http request`, tied to its connection)
 //! while it is being handled, so a slow handler or a stuck upstream shows in the
 //! inspector with its age; when the response head is ready it is timed and recorded, and
 //! when its body ends it is written to the access log with the bytes actually sent.
@@ -32,6 +33,7 @@ use crate::access_log::{Entry, Logged, Pending};
 use crate::body::Body;
 use crate::config::{ConfigError, Route, WebConfig};
 use crate::metrics::{MethodLabel, Recorder, Refusal};
+use crate::path::PathError;
 use crate::response::error_page;
 use crate::rules::{self, Refused};
 use crate::{files, proxy};
@@ -281,13 +283,28 @@ async fn handle(
     Ok(response.map(|body| Logged::new(body, pending, head_only)))
 }
 
-/// Applies the message rules; returns the route the request leads to.
+/// Applies the message rules and puts the path in normal form (in the request, so the
+/// proxy and the files see only that form); returns the route it leads to.
 fn admit<'c, B>(
     config: &'c WebConfig,
     request: &mut Request<B>,
 ) -> Result<Option<&'c Route>, Refused> {
     rules::check(request)?;
-    Ok(config.route_for(request.uri().path()))
+    let uri = request.uri();
+    let bad_path = |e: PathError| Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason: Refusal::Path,
+        detail: e.message(),
+    };
+    let (path, route) = config.route_path(uri.path()).map_err(bad_path)?;
+    if path != uri.path() || uri.authority().is_some() {
+        let target = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        *request.uri_mut() = target.parse().map_err(|_| bad_path(PathError::Malformed))?;
+    }
+    Ok(route)
 }
 
 async fn dispatch(

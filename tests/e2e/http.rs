@@ -1,74 +1,17 @@
 //! The `http` kind end to end: the real binary serving a temp dir and proxying to an
 //! in-test upstream, driven with curl, measured on `/metrics`, stopped with SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::assert_eventually;
+use crate::http_peers::Upstream;
 use crate::support::{App, free_port, spawn_app_with};
 
-/// An upstream that answers every request with the path and `X-Forwarded-For` it saw.
-fn upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                loop {
-                    let mut head = Vec::new();
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push(line.trim_end().to_owned());
-                    }
-                    let len: usize = head
-                        .iter()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    let xff = head
-                        .iter()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("x-forwarded-for:")
-                                .map(|v| v.trim().to_owned())
-                        })
-                        .unwrap_or_default();
-                    let reply = format!(
-                        "upstream: {} xff={xff} body={}",
-                        head[0],
-                        String::from_utf8_lossy(&body)
-                    );
-                    let response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
-                        reply.len()
-                    );
-                    if reader.get_mut().write_all(response.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// `curl` against the web service: (status, body).
-fn curl(web: SocketAddr, args: &[&str], path: &str) -> (u16, String) {
+pub(crate) fn curl(web: SocketAddr, args: &[&str], path: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
         .args(args)
@@ -81,7 +24,7 @@ fn curl(web: SocketAddr, args: &[&str], path: &str) -> (u16, String) {
 }
 
 fn start() -> (App, SocketAddr) {
-    let up = upstream();
+    let up = Upstream::start().addr;
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -112,6 +55,12 @@ upstream = "http://{closed}"
             root = root.display()
         )
     });
+    // `/healthz` may answer before the services listen.
+    assert_eventually!(
+        TcpStream::connect(web).is_ok(),
+        "the web service listens\n{}",
+        app.log()
+    );
     (app, web)
 }
 

@@ -1,9 +1,24 @@
 //! The access log: one Combined Log Format line per request, through `tracing` (target
 //! `weft_web::access`), with every client-controlled string escaped so a request cannot
 //! forge log lines or terminal escapes.
+//!
+//! A response is logged when its body ends, through [`Logged`], which counts the body
+//! bytes handed to the connection: the line gives what was sent, not what was announced,
+//! and a response cut short (the client went away, the connection was aborted, the body's
+//! source failed) says so after the standard fields.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use crate::body::{Body, BoxError};
 
 /// What one log line says.
 pub(crate) struct Entry<'a> {
@@ -13,11 +28,32 @@ pub(crate) struct Entry<'a> {
     /// The request line (method, target, version); `-` for a malformed request.
     pub(crate) request: &'a [u8],
     pub(crate) status: u16,
-    /// Body bytes sent, when known in advance.
-    pub(crate) bytes: Option<u64>,
+    /// Body bytes sent (`-` when none, as in Apache's `%b`).
+    pub(crate) bytes: u64,
     pub(crate) referer: Option<&'a [u8]>,
     pub(crate) user_agent: Option<&'a [u8]>,
     pub(crate) elapsed: Duration,
+    /// Why the response ended before its body did, if it did.
+    pub(crate) cut: Option<Cut>,
+}
+
+/// Why a response ended before its whole body was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// The body's source failed: a file read, an upstream that broke off.
+    BodyFailed,
+    /// The connection ended first: the client went away, or the connection was aborted
+    /// (at the shutdown deadline, or from the dashboard).
+    ConnectionClosed,
+}
+
+impl Cut {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BodyFailed => "the body failed",
+            Self::ConnectionClosed => "the connection closed",
+        }
+    }
 }
 
 impl Entry<'_> {
@@ -30,18 +66,123 @@ impl Entry<'_> {
         tracing::info!(target: "weft_web::access", service = self.service, took = ?self.elapsed, "{line}");
     }
 
-    /// `host - - [date] "request" status bytes "referer" "user-agent"`.
+    /// `host - - [date] "request" status bytes "referer" "user-agent"`, then
+    /// ` (cut short: why)` for a response that did not end whole.
     pub(crate) fn line(&self, now: SystemTime) -> String {
         let mut out = String::with_capacity(160);
-        let bytes = self.bytes.map_or_else(|| "-".to_owned(), |b| b.to_string());
         let _ = write!(out, "{} - - [{}] \"", self.client, clf_date(now));
         escape_into(&mut out, self.request);
-        let _ = write!(out, "\" {} {bytes} \"", self.status);
+        let _ = write!(out, "\" {} ", self.status);
+        if self.bytes == 0 {
+            out.push('-');
+        } else {
+            let _ = write!(out, "{}", self.bytes);
+        }
+        out.push_str(" \"");
         escape_into(&mut out, self.referer.unwrap_or(b"-"));
         out.push_str("\" \"");
         escape_into(&mut out, self.user_agent.unwrap_or(b"-"));
         out.push('"');
+        if let Some(cut) = self.cut {
+            let _ = write!(out, " (cut short: {})", cut.as_str());
+        }
         out
+    }
+}
+
+/// A request's part of its log line, kept until the response body ends.
+pub(crate) struct Pending {
+    pub(crate) service: Arc<str>,
+    pub(crate) client: Rc<str>,
+    pub(crate) request: String,
+    pub(crate) status: u16,
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) started: Instant,
+}
+
+/// A response body that counts the bytes it hands on and writes the request's log line
+/// when it ends, or when it is dropped first (then the line says it was cut short).
+pub(crate) struct Logged {
+    inner: Body,
+    pending: Option<Pending>,
+    sent: u64,
+    /// A response to HEAD, or a status without content: hyper sends no body, and drops
+    /// it unread.
+    head_only: bool,
+}
+
+impl Logged {
+    pub(crate) fn new(inner: Body, pending: Pending, head_only: bool) -> Self {
+        Self {
+            inner,
+            pending: Some(pending),
+            sent: 0,
+            head_only,
+        }
+    }
+
+    fn finish(&mut self, cut: Option<Cut>) {
+        let Some(p) = self.pending.take() else { return };
+        Entry {
+            service: &p.service,
+            client: &p.client,
+            request: p.request.as_bytes(),
+            status: p.status,
+            bytes: self.sent,
+            referer: p.referer.as_ref().map(HeaderValue::as_bytes),
+            user_agent: p.user_agent.as_ref().map(HeaderValue::as_bytes),
+            elapsed: p.started.elapsed(),
+            cut,
+        }
+        .log();
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                // hyper stops polling a body that says it has ended.
+                if this.inner.is_end_stream() {
+                    this.finish(None);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(err)) => {
+                this.finish(Some(Cut::BodyFailed));
+                Poll::Ready(Some(Err(err)))
+            }
+            None => {
+                this.finish(None);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let whole = self.head_only || self.inner.is_end_stream();
+        self.finish((!whole).then_some(Cut::ConnectionClosed));
     }
 }
 
@@ -81,15 +222,25 @@ mod tests {
             client: "127.0.0.1",
             request: b"GET /index.html HTTP/1.1",
             status: 200,
-            bytes: Some(42),
+            bytes: 42,
             referer: None,
             user_agent: Some(b"curl/8.0"),
             elapsed: Duration::from_millis(1),
+            cut: None,
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(971_186_136);
         assert_eq!(
             entry.line(at),
             "127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"GET /index.html HTTP/1.1\" 200 42 \"-\" \"curl/8.0\""
+        );
+        let cut = Entry {
+            bytes: 0,
+            cut: Some(Cut::ConnectionClosed),
+            ..entry
+        };
+        assert_eq!(
+            cut.line(at),
+            "127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] \"GET /index.html HTTP/1.1\" 200 - \"-\" \"curl/8.0\" (cut short: the connection closed)"
         );
     }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::path::{self, PathError, Reading};
+
 /// Why a setting is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -111,6 +113,13 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether `path` lies under the prefix, on a segment boundary.
+    fn matches(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| {
+            self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+        })
+    }
+
     /// A route, checking that the prefix is a path.
     pub fn new(prefix: &str, upstream: &str) -> Result<Self, ConfigError> {
         if !prefix.starts_with('/') {
@@ -176,12 +185,40 @@ impl Default for WebConfig {
 }
 
 impl WebConfig {
-    /// The route for `path`: the one with the longest matching prefix.
+    /// The route for `path` (in normal form): the one with the longest matching prefix.
+    /// A prefix matches whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.
     pub fn route_for(&self, path: &str) -> Option<&Route> {
         self.routes
             .iter()
-            .filter(|r| path.starts_with(&r.prefix))
+            .filter(|r| r.matches(path))
             .max_by_key(|r| r.prefix.len())
+    }
+
+    /// Where the request path `raw` leads: its normal form and its route (`None` for
+    /// static files). A path whose encoded dots or slashes would lead elsewhere when
+    /// read another way (by an upstream that decodes them, or a matcher that does not)
+    /// is refused, so no reader can be led out of the route this one chose.
+    pub fn route_path(&self, raw: &str) -> Result<(String, Option<&Route>), PathError> {
+        let normal = path::normalize(raw)?;
+        let route = self.route_for(&normal);
+        for reading in Reading::OTHERS {
+            if !reading.may_differ(raw) {
+                continue;
+            }
+            let other = path::read(raw, reading).map_err(|_| PathError::Ambiguous)?;
+            if !same(self.route_for(&other), route) {
+                return Err(PathError::Ambiguous);
+            }
+        }
+        Ok((normal, route))
+    }
+}
+
+fn same(a: Option<&Route>, b: Option<&Route>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -236,5 +273,35 @@ mod tests {
             ..WebConfig::default()
         };
         assert!(no_catch_all.route_for("/index.html").is_none());
+    }
+
+    #[test]
+    fn a_prefix_matches_whole_segments() {
+        let config = WebConfig {
+            routes: vec![Route::new("/api", "http://a:1").unwrap()],
+            ..WebConfig::default()
+        };
+        assert!(config.route_for("/api").is_some());
+        assert!(config.route_for("/api/x").is_some());
+        assert!(config.route_for("/apix").is_none());
+        assert!(config.route_for("/api..").is_none());
+    }
+
+    #[test]
+    fn encoded_dots_or_slashes_that_change_the_route_are_refused() {
+        let config = WebConfig {
+            routes: vec![Route::new("/api/", "http://a:1").unwrap()],
+            ..WebConfig::default()
+        };
+        let route = |raw| config.route_path(raw).map(|(p, r)| (p, r.is_some()));
+        assert_eq!(route("/api/a/../b"), Ok(("/api/b".into(), true)));
+        assert_eq!(route("/api/../b"), Ok(("/b".into(), false)));
+        assert_eq!(route("/api/%2e/b"), Ok(("/api/b".into(), true)));
+        assert_eq!(route("/api/a%2Fb"), Ok(("/api/a%2Fb".into(), true)));
+        assert_eq!(route("/x/%2e%2e/api/b"), Err(PathError::Ambiguous));
+        assert_eq!(route("/api/%2e%2e/b"), Err(PathError::Ambiguous));
+        assert_eq!(route("/api/..%2fb"), Err(PathError::Ambiguous));
+        assert_eq!(route("/api/..%2f..%2fb"), Err(PathError::Ambiguous));
+        assert_eq!(route("/api/../../b"), Err(PathError::AboveRoot));
     }
 }

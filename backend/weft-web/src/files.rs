@@ -14,7 +14,7 @@ use http::{Method, Response, StatusCode, Uri};
 use tokio::io::AsyncSeekExt;
 
 use crate::body::{self, Body, FileBody};
-use crate::path::{PathError, Resolved, resolve};
+use crate::path::{PathError, Resolved, directory_location, resolve};
 use crate::response::{error_page, with_status};
 
 /// Files up to this size are read in one go.
@@ -41,12 +41,12 @@ pub(crate) async fn serve(
     let path = uri.path();
     let mut found = match resolve(root, path) {
         Ok(found) => found,
-        Err(PathError::Malformed) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
-        Err(_) => return error_page(StatusCode::NOT_FOUND, "not found"),
+        Err(PathError::NotFound) => return error_page(StatusCode::NOT_FOUND, "not found"),
+        Err(_) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
     };
     if found.meta.is_dir() {
         if !path.ends_with('/') {
-            let mut location = format!("{path}/");
+            let mut location = directory_location(path);
             if let Some(query) = uri.query() {
                 location.push('?');
                 location.push_str(query);

@@ -18,7 +18,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names, and
-/// `Upgrade` (protocol upgrades are not proxied).
+/// `Upgrade` (protocol upgrades are not proxied). `Connection` cannot name `Host` away:
+/// the target's host is part of the request, not of the hop (RFC 9110 §7.6.1 forbids a
+/// sender to list such a field, and the upstream needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -26,6 +28,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -52,8 +55,9 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: Opti
     };
     // Only a host made of plain authority characters goes into the quoted string.
     let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
-        h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
     });
     if let Some(host) = host {
         forwarded.push_str(&format!(";host=\"{host}\""));
@@ -93,7 +97,8 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
         let mut h = map(&[
-            ("connection", "keep-alive, X-Secret"),
+            ("connection", "keep-alive, X-Secret, Host"),
+            ("host", "site.test"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("transfer-encoding", "chunked"),
@@ -103,8 +108,9 @@ mod tests {
             ("content-length", "3"),
         ]);
         strip_hop_by_hop(&mut h);
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["accept", "content-length"]);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "content-length", "host"]);
     }
 
     #[test]

@@ -24,20 +24,26 @@
 //!
 //! - [`config`]: [`WebConfig`] (root, index, routes, [`Limits`]) and upstream URLs.
 //! - [`server`]: [`HttpService`]: listens through weft's `listen_stream`, runs hyper on
-//!   each connection, traces, times, records and logs each request, and sends it to the
-//!   proxy or to the static files.
-//! - [`path`]: request path → file under the root, refusing traversal and symlink escapes.
+//!   each connection (finishing the exchange in flight when asked to close), traces,
+//!   times, records and logs each request, and sends it to the proxy or to the static
+//!   files.
+//! - `rules`: the RFC 9112 / 9110 message rules checked before routing (`Host`,
+//!   `CONNECT`).
+//! - [`path`]: the request path's normal form (dot segments removed, unreserved
+//!   characters decoded) that routing, forwarding and files share; request path → file
+//!   under the root, refusing traversal and symlink escapes.
 //! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges; `mime`:
 //!   content types.
 //! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
 //!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
-//! - `access_log`: Combined Log Format lines through `tracing`, escaped.
+//! - `access_log`: Combined Log Format lines through `tracing`, escaped, written when
+//!   the response body ends, with the bytes actually sent.
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, and its bounded labels.
 //! - [`body`]: the response body type.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
-//! (trace, route) → `proxy` or `files` → response → recorder and access log → hyper →
-//! socket.
+//! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
+//! → socket, and the access log when the body has gone.
 
 mod access_log;
 pub mod body;
@@ -49,9 +55,10 @@ mod mime;
 pub mod path;
 pub mod proxy;
 mod response;
+mod rules;
 pub mod server;
 
 pub use config::{ConfigError, Limits, Route, Upstream, WebConfig};
-pub use metrics::{MethodLabel, NoRecorder, Recorder, StatusClass};
+pub use metrics::{MethodLabel, NoRecorder, Recorder, Refusal, StatusClass};
 pub use mime::content_type;
 pub use server::HttpService;

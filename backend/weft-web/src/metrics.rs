@@ -1,5 +1,6 @@
 //! What the service reports per request, through a [`Recorder`] the caller supplies (the
-//! gateway's turns it into Prometheus series), with the bounded labels it uses.
+//! gateway's turns it into Prometheus series), with the bounded labels it uses: method,
+//! status class, and the reason a request was refused.
 
 use std::time::Duration;
 
@@ -14,6 +15,63 @@ pub trait Recorder {
     }
     /// An upstream could not be reached or did not answer in time.
     fn upstream_error(&self) {}
+    /// A request was refused for `reason` (it is also counted by [`request`](Self::request)
+    /// with its 4xx or 5xx status).
+    fn refused(&self, reason: Refusal) {
+        let _ = reason;
+    }
+}
+
+/// Why a request was refused, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The request head was not HTTP (400).
+    Malformed,
+    /// The request head had more bytes or more header lines than allowed (431).
+    HeadTooLarge,
+    /// No `Host` in an HTTP/1.1 request, several, or an invalid one (400).
+    Host,
+    /// A path that climbs above the root, or whose encoded dots or slashes change where it
+    /// leads (400).
+    Path,
+    /// A method the service does not serve at all: `CONNECT` (501).
+    Method,
+    /// A request body that broke off or was malformed, such as bad chunked framing (400).
+    Body,
+    /// A request body over the limit (413).
+    BodyTooLarge,
+}
+
+impl Refusal {
+    /// Every reason, in [`index`](Self::index) order.
+    pub const ALL: [Self; 7] = [
+        Self::Malformed,
+        Self::HeadTooLarge,
+        Self::Host,
+        Self::Path,
+        Self::Method,
+        Self::Body,
+        Self::BodyTooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::HeadTooLarge => "head_too_large",
+            Self::Host => "host",
+            Self::Path => "path",
+            Self::Method => "method",
+            Self::Body => "body",
+            Self::BodyTooLarge => "body_too_large",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// A recorder that records nothing.
@@ -161,6 +219,9 @@ mod tests {
         }
         for (i, c) in StatusClass::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);
+        }
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
         }
     }
 }

@@ -1,25 +1,56 @@
-//! From a request path to a file under the root, never outside it.
+//! Request paths: their normal form, and from a path to a file under the root.
 //!
-//! The path is percent-decoded first and then split, so an encoded `%2e%2e` or `%2f` is
-//! judged like the plain characters. `.` and empty segments are dropped; `..` is refused
-//! (never resolved), as are NUL bytes and hidden names (a leading `.`, which would serve
-//! `.git` or `.env`; `.well-known` is allowed). The joined path is then canonicalized and
-//! must still lie under the canonical root, so a symlink cannot lead out of it.
+//! Every request path is put in normal form once, before routing ([`normalize`], RFC 3986
+//! §6.2.2): percent-encoded unreserved characters are decoded (so `%2e` is a dot and
+//! `%7E` a tilde), other percent-encodings are kept with upper-case hex, and dot segments
+//! are removed (§5.2.4). Routing, forwarding and files all see that one form. A path whose
+//! `..` climbs above `/` is refused rather than clamped. [`read`] gives the other ways a
+//! path can be taken (encoded dots kept literal, as a matcher that does not decode would;
+//! encoded slashes decoded, as some upstreams do), so a caller can refuse a path whose
+//! meaning depends on the reader.
+//!
+//! Files are then looked up defensively on their own terms ([`resolve`]): the path is
+//! percent-decoded in full and split, so an encoded `%2f` is judged like a slash. `.` and
+//! empty segments are dropped; `..` is refused (never resolved), as are NUL bytes and
+//! hidden names (a leading `.`, which would serve `.git` or `.env`; `.well-known` is
+//! allowed). The joined path is then canonicalized and must still lie under the canonical
+//! root, so a symlink cannot lead out of it.
 
 use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Why a request path names no file to serve.
+/// Why a request path cannot be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PathError {
-    /// `..`, a NUL byte, or percent-encoding that is not UTF-8: a bad request.
-    #[error("the path is not acceptable")]
+    /// `..`, a NUL byte, or percent-encoding that is broken or not UTF-8: a bad request.
     Malformed,
+    /// A `..` segment climbs above `/`: a bad request.
+    AboveRoot,
+    /// Encoded dots or slashes would send the request elsewhere depending on who decodes
+    /// them: a bad request.
+    Ambiguous,
     /// Nothing servable there (missing, hidden, or outside the root through a symlink).
-    #[error("no such file")]
     NotFound,
+}
+
+impl PathError {
+    /// What the client is told (it never echoes the path).
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Malformed => "the path is not acceptable",
+            Self::AboveRoot => "the path climbs above the root",
+            Self::Ambiguous => "encoded dots or slashes in the path change where it leads",
+            Self::NotFound => "no such file",
+        }
+    }
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
 }
 
 /// A file or directory under the root.
@@ -29,6 +60,149 @@ pub struct Resolved {
     pub path: PathBuf,
     /// Its metadata (size, modification time, kind).
     pub meta: Metadata,
+}
+
+/// How a request path is read: in normal form, or as a reader that decodes differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reading {
+    /// Unreserved characters decoded, other percent-encodings kept, dot segments removed.
+    Normal,
+    /// Like `Normal`, but `%2E` stays an encoded character, never part of a dot segment.
+    EncodedDotsKept,
+    /// Like `Normal`, but `%2F`, `%5C` and `\` separate segments too, as an upstream
+    /// that decodes the whole path (or takes a backslash for a slash) would read it.
+    EncodedSlashesDecoded,
+}
+
+impl Reading {
+    /// The readings that may differ from the normal form.
+    pub const OTHERS: [Self; 2] = [Self::EncodedDotsKept, Self::EncodedSlashesDecoded];
+
+    /// Whether `raw` could read differently this way than in normal form.
+    pub fn may_differ(self, raw: &str) -> bool {
+        match self {
+            Self::Normal => false,
+            Self::EncodedDotsKept => raw.contains("%2e") || raw.contains("%2E"),
+            Self::EncodedSlashesDecoded => {
+                raw.contains('\\') || ["%2f", "%2F", "%5c", "%5C"].iter().any(|e| raw.contains(e))
+            }
+        }
+    }
+}
+
+/// `raw` (the path of a request target) in normal form (RFC 3986 §6.2.2).
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    read(raw, Reading::Normal)
+}
+
+/// `raw` read the `reading` way, with dot segments removed (RFC 3986 §5.2.4). The
+/// asterisk-form `*` (for `OPTIONS`) is kept; any other path must start with `/`.
+pub fn read(raw: &str, reading: Reading) -> Result<String, PathError> {
+    if raw == "*" {
+        return Ok(raw.to_owned());
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError::Malformed);
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let byte = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| Some(hex_value(hex[0])? << 4 | hex_value(hex[1])?))
+                    .ok_or(PathError::Malformed)?;
+                match byte {
+                    b'.' if reading == Reading::EncodedDotsKept => out.extend_from_slice(b"%2E"),
+                    b'/' | b'\\' if reading == Reading::EncodedSlashesDecoded => out.push(b'/'),
+                    b if is_unreserved(b) => out.push(b),
+                    b => {
+                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                        out.extend_from_slice(&[
+                            b'%',
+                            HEX[usize::from(b >> 4)],
+                            HEX[usize::from(b & 15)],
+                        ]);
+                    }
+                }
+                i += 3;
+            }
+            b'\\' if reading == Reading::EncodedSlashesDecoded => {
+                out.push(b'/');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Only whole UTF-8 sequences were copied and only ASCII was added.
+    let decoded = String::from_utf8(out).map_err(|_| PathError::Malformed)?;
+    remove_dot_segments(&decoded)
+}
+
+/// RFC 3986 §3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`, which §6.2.2.2 says should be
+/// decoded when percent-encoded.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
+}
+
+/// RFC 3986 §5.2.4 on an absolute path, except that a `..` with nothing left to remove is
+/// an error instead of being dropped: no legitimate link climbs above the root.
+fn remove_dot_segments(path: &str) -> Result<String, PathError> {
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => {}
+            ".." => {
+                out.pop().ok_or(PathError::AboveRoot)?;
+            }
+            s => out.push(s),
+        }
+        // A final `.` or `..` leaves the path ending in `/`.
+        if i == last && matches!(*segment, "." | "..") {
+            out.push("");
+        }
+    }
+    let mut normal = String::with_capacity(path.len());
+    for segment in out {
+        normal.push('/');
+        normal.push_str(segment);
+    }
+    if normal.is_empty() {
+        normal.push('/');
+    }
+    Ok(normal)
+}
+
+/// Where a directory redirect points: the path with a trailing `/`, runs of slashes
+/// collapsed and backslashes (which browsers read as slashes) encoded, so it can never
+/// begin with `//` and become a protocol-relative link to another host.
+pub fn directory_location(path: &str) -> String {
+    let mut location = String::with_capacity(path.len() + 1);
+    for c in path.chars() {
+        match c {
+            '\\' => location.push_str("%5C"),
+            '/' if location.ends_with('/') => {}
+            c => location.push(c),
+        }
+    }
+    if !location.ends_with('/') {
+        location.push('/');
+    }
+    location
 }
 
 /// The decoded, checked segments of `raw` (the path part of a request target).
@@ -80,6 +254,65 @@ mod tests {
         std::fs::write(dir.path().join("outside.txt"), "secret").unwrap();
         let root = root.canonicalize().unwrap();
         (dir, root)
+    }
+
+    #[test]
+    fn dot_segments_are_removed_as_rfc3986_5_2_4_says() {
+        for (raw, normal) in [
+            ("/a/b/c/./../../g", "/a/g"),
+            ("/mid/content=5/../6", "/mid/6"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/a/..", "/"),
+            ("/a//..", "/a/"),
+            ("/./a", "/a"),
+            ("/", "/"),
+            ("/a//b/", "/a//b/"),
+            ("/a/.b/..c", "/a/.b/..c"),
+        ] {
+            assert_eq!(normalize(raw).as_deref(), Ok(normal), "{raw}");
+        }
+        for raw in ["/..", "/a/../..", "/../a", "/%2e%2e/a"] {
+            assert_eq!(normalize(raw), Err(PathError::AboveRoot), "{raw}");
+        }
+    }
+
+    #[test]
+    fn only_unreserved_characters_are_decoded_rfc3986_6_2_2() {
+        assert_eq!(normalize("/%61%2D%5f%7e%2e%39").unwrap(), "/a-_~.9");
+        assert_eq!(
+            normalize("/a%2fb%3f%25%c3%a9").unwrap(),
+            "/a%2Fb%3F%25%C3%A9"
+        );
+        assert_eq!(normalize("/caf\u{e9}").unwrap(), "/caf\u{e9}");
+        assert_eq!(normalize("/a/%2e/b/%2E%2e/c").unwrap(), "/a/c");
+        for raw in ["/%", "/%2", "/%zz", "/%+f", "api", ""] {
+            assert_eq!(normalize(raw), Err(PathError::Malformed), "{raw:?}");
+        }
+        assert_eq!(normalize("*").unwrap(), "*");
+    }
+
+    #[test]
+    fn other_readings_keep_encoded_dots_or_split_at_encoded_slashes() {
+        let dots = |raw| read(raw, Reading::EncodedDotsKept);
+        let slashes = |raw| read(raw, Reading::EncodedSlashesDecoded);
+        assert_eq!(dots("/api/%2e%2e/x").unwrap(), "/api/%2E%2E/x");
+        assert_eq!(dots("/api/../x").unwrap(), "/x");
+        assert_eq!(slashes("/api/..%2fx").unwrap(), "/x");
+        assert_eq!(slashes("/api/a%5C..%5Cb\\c").unwrap(), "/api/b/c");
+        assert_eq!(slashes("/api/..%2f..%2fx"), Err(PathError::AboveRoot));
+        assert!(Reading::EncodedDotsKept.may_differ("/a/%2E"));
+        assert!(!Reading::EncodedDotsKept.may_differ("/a/./b"));
+        assert!(Reading::EncodedSlashesDecoded.may_differ("/a\\b"));
+        assert!(!Reading::EncodedSlashesDecoded.may_differ("/a/%41"));
+    }
+
+    #[test]
+    fn a_directory_location_is_never_protocol_relative() {
+        assert_eq!(directory_location("/docs"), "/docs/");
+        assert_eq!(directory_location("//evil.example"), "/evil.example/");
+        assert_eq!(directory_location("/a///b"), "/a/b/");
+        assert_eq!(directory_location("/\\evil.example"), "/%5Cevil.example/");
     }
 
     #[test]

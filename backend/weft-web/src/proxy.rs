@@ -15,6 +15,7 @@ use weft::{ConnectError, Reactor};
 use crate::body::Body;
 use crate::config::{Limits, Route, Upstream};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
+use crate::metrics::Refusal;
 
 /// Why an upstream gave no response; each maps to the status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum UpstreamError {
     /// The request body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    /// The client's request body broke off or was malformed (bad chunked framing, say).
+    #[error("the request body is malformed or incomplete: {0}")]
+    RequestBody(String),
 }
 
 impl UpstreamError {
@@ -46,15 +50,31 @@ impl UpstreamError {
         match self {
             Self::ConnectTimeout(..) | Self::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
 
     /// Whether the upstream is at fault (and counted), rather than the client.
     pub fn is_upstream(&self) -> bool {
-        !matches!(self, Self::BodyTooLarge(_))
+        self.refusal().is_none()
+    }
+
+    /// Why the client's request was refused, when the client is at fault.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::BodyTooLarge(_) => Some(Refusal::BodyTooLarge),
+            Self::RequestBody(_) => Some(Refusal::Body),
+            _ => None,
+        }
     }
 }
+
+/// A failure reading the client's request body, kept apart from the upstream's failures
+/// when hyper reports either as the exchange failing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ClientBodyError(hyper::Error);
 
 /// The path and query to ask the upstream for: the request's, with the route's prefix
 /// replaced by the upstream's base path when it has one.
@@ -110,7 +130,7 @@ pub(crate) async fn forward(
         parts.headers.insert(header::HOST, v);
     }
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(body, max).boxed_unsync();
+    let body = Limited::new(body.map_err(ClientBodyError), max).boxed_unsync();
     let request = Request::from_parts(parts, body);
 
     let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
@@ -127,15 +147,10 @@ pub(crate) async fn forward(
     let response = tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
         .await
         .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
-        .map_err(|e| {
-            // A request body over the limit surfaces here as the body's error.
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
-                UpstreamError::BodyTooLarge(limits.max_body_bytes)
-            } else {
-                exchange(e)
-            }
+        .map_err(|e| match client_fault(&e) {
+            Some(ClientFault::TooLarge) => UpstreamError::BodyTooLarge(limits.max_body_bytes),
+            Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
+            None => exchange(e),
         })?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -143,6 +158,27 @@ pub(crate) async fn forward(
         parts,
         body.map_err(Into::into).boxed_unsync(),
     ))
+}
+
+enum ClientFault {
+    TooLarge,
+    Body(String),
+}
+
+/// The client's part in a failed exchange: the request body it sent surfaces here as the
+/// cause of hyper's error.
+fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return Some(ClientFault::TooLarge);
+        }
+        if let Some(ClientBodyError(e)) = c.downcast_ref() {
+            return Some(ClientFault::Body(e.to_string()));
+        }
+        cause = c.source();
+    }
+    None
 }
 
 async fn connect(
@@ -156,7 +192,7 @@ async fn connect(
         upstream.port,
         timeout.as_secs_f64()
     );
-    let stream = Reactor::current()
+    let mut stream = Reactor::current()
         .connect_stream(service, &endpoint)
         .await
         .map_err(|e| match e {
@@ -167,6 +203,8 @@ async fn connect(
             other => UpstreamError::Connect(upstream.url.clone(), other.to_string()),
         })?;
     let _ = stream.set_nodelay(true);
+    // At shutdown the exchange in flight finishes; the connection ends with it.
+    stream.keep_reading_when_closing();
     Ok(stream)
 }
 
@@ -218,5 +256,8 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert!(!UpstreamError::BodyTooLarge(1).is_upstream());
+        let bad = UpstreamError::RequestBody("bad chunk".into());
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(bad.refusal(), Some(Refusal::Body));
     }
 }

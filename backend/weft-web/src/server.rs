@@ -1,19 +1,26 @@
 //! [`HttpService`]: one service's state, its listeners, and the life of a request.
 //!
 //! Each accepted connection is an [`InspectedStream`] served by hyper's HTTP/1.1 server
-//! (keep-alive, header size and header time limits). Each request is a traced Deferred
-//! (label `http request`, tied to its connection) while it is being handled, so a slow
-//! handler or a stuck upstream shows in the inspector with its age; when the response
-//! head is ready it is timed, recorded and written to the access log.
+//! (keep-alive, header size, header count and header time limits). Each request is
+//! checked against the message rules and its path put in normal form, once, before it
+//! is routed; it is a traced Deferred (label `http request`, tied to its connection)
+//! while it is being handled, so a slow handler or a stuck upstream shows in the
+//! inspector with its age; when the response head is ready it is timed and recorded, and
+//! when its body ends it is written to the access log with the bytes actually sent.
+//!
+//! When the connection is asked to close (at shutdown), the exchange in flight finishes
+//! and the connection closes after it; an idle keep-alive connection closes at once.
 
 use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -24,11 +31,13 @@ use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
 };
 
-use crate::access_log::Entry;
+use crate::access_log::{Entry, Logged, Pending};
 use crate::body::Body;
-use crate::config::{ConfigError, WebConfig};
-use crate::metrics::{MethodLabel, Recorder};
+use crate::config::{ConfigError, Route, WebConfig};
+use crate::metrics::{MethodLabel, Recorder, Refusal};
+use crate::path::PathError;
 use crate::response::error_page;
+use crate::rules::{self, Refused};
 use crate::{files, proxy};
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
@@ -111,14 +120,17 @@ impl HttpService {
 struct Conn {
     info: Arc<ConnectionInfo>,
     client: Option<IpAddr>,
-    client_text: String,
+    client_text: Rc<str>,
     /// Bytes received when the last request's head and declared body were in; more
     /// than that at a header timeout means a client stalled mid-request.
     consumed: std::cell::Cell<u64>,
 }
 
-async fn serve_connection(state: Rc<State>, stream: InspectedStream) {
+async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
     let _ = stream.set_nodelay(true);
+    // A close request must not end reads: hyper takes an early end-of-stream for the
+    // client going away and drops the response in flight. It is told to finish instead.
+    stream.keep_reading_when_closing();
     let transport = stream.transport().clone();
     let info = stream.info().clone();
     let client = match &info.peer {
@@ -126,7 +138,7 @@ async fn serve_connection(state: Rc<State>, stream: InspectedStream) {
         _ => None,
     };
     let conn = Rc::new(Conn {
-        client_text: client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+        client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
         client,
         info: info.clone(),
         consumed: std::cell::Cell::new(0),
@@ -144,23 +156,49 @@ async fn serve_connection(state: Rc<State>, stream: InspectedStream) {
     let service =
         service_fn(move |request| handle(handler_state.clone(), handler_conn.clone(), request));
     let started = Instant::now();
-    let Err(err) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    else {
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let mut draining = false;
+    let served = poll_fn(|cx| {
+        // The handler is polled again whenever a close is requested (`listen_stream`).
+        // hyper then finishes the exchange in flight, answers with `Connection: close`,
+        // and closes; an idle connection closes at once.
+        if !draining && transport.is_disconnecting() {
+            draining = true;
+            connection.as_mut().graceful_shutdown();
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    let Err(err) = served else {
         return;
     };
     if err.is_parse_too_large() || err.is_parse() {
-        // hyper has answered 431 or 400 and closes; count and log it like a request.
-        let status = if err.is_parse_too_large() {
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        // hyper has answered 431 (too many header bytes or lines) or 400 and closes;
+        // count and log it like a request.
+        let (status, reason) = if err.is_parse_too_large() {
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Refusal::HeadTooLarge,
+            )
         } else {
-            StatusCode::BAD_REQUEST
+            (StatusCode::BAD_REQUEST, Refusal::Malformed)
         };
+        state.recorder.refused(reason);
         state
             .recorder
             .request(MethodLabel::Other, status.into(), started.elapsed());
-        log_entry(&state, &conn, b"-", status, None, None, None, started);
+        Entry {
+            service: &state.name,
+            client: &conn.client_text,
+            request: b"-",
+            status: status.as_u16(),
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            elapsed: started.elapsed(),
+            cut: None,
+        }
+        .log();
         let message = format!("malformed request: {err}");
         observe::report_error(&info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
@@ -213,8 +251,8 @@ impl Drop for Trace {
 async fn handle(
     state: Rc<State>,
     conn: Rc<Conn>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    mut request: Request<Incoming>,
+) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
     let trace = Trace::start(&conn.info);
     let declared = request
@@ -229,38 +267,75 @@ async fn handle(
     let referer = request.headers().get(header::REFERER).cloned();
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
 
-    let response = dispatch(&state, &conn, request).await;
+    let response = match admit(&state.config, &mut request) {
+        Ok(route) => dispatch(&state, &conn, route, request).await,
+        Err(refused) => {
+            state.recorder.refused(refused.reason);
+            error_page(refused.status, refused.detail)
+        }
+    };
     trace.done();
 
     let status = response.status();
     state
         .recorder
         .request(MethodLabel::from(&method), status.into(), started.elapsed());
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
-    log_entry(
-        &state,
-        &conn,
-        request_line.as_bytes(),
-        status,
-        bytes,
-        referer.as_ref(),
-        user_agent.as_ref(),
+    let head_only = method == http::Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let pending = Pending {
+        service: state.name.clone(),
+        client: conn.client_text.clone(),
+        request: request_line,
+        status: status.as_u16(),
+        referer,
+        user_agent,
         started,
-    );
-    Ok(response)
+    };
+    Ok(response.map(|body| Logged::new(body, pending, head_only)))
 }
 
-async fn dispatch(state: &State, conn: &Conn, request: Request<Incoming>) -> Response<Body> {
+/// Applies the message rules and puts the path in normal form (in the request, so the
+/// proxy and the files see only that form); returns the route it leads to.
+fn admit<'c, B>(
+    config: &'c WebConfig,
+    request: &mut Request<B>,
+) -> Result<Option<&'c Route>, Refused> {
+    rules::check(request)?;
+    let uri = request.uri();
+    let bad_path = |e: PathError| Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason: Refusal::Path,
+        detail: e.message(),
+    };
+    let (path, route) = config.route_path(uri.path()).map_err(bad_path)?;
+    if path != uri.path() || uri.authority().is_some() {
+        let target = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        *request.uri_mut() = target.parse().map_err(|_| bad_path(PathError::Malformed))?;
+    }
+    Ok(route)
+}
+
+async fn dispatch(
+    state: &State,
+    conn: &Conn,
+    route: Option<&Route>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let config = &state.config;
-    if let Some(route) = config.route_for(request.uri().path()) {
+    if let Some(route) = route {
         return match proxy::forward(&state.name, route, &config.limits, conn.client, request).await
         {
             Ok(response) => response,
             Err(err) => {
-                if err.is_upstream() {
+                if let Some(reason) = err.refusal() {
+                    state.recorder.refused(reason);
+                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                } else {
                     state.recorder.upstream_error();
                     tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 }
@@ -282,28 +357,4 @@ async fn dispatch(state: &State, conn: &Conn, request: Request<Incoming>) -> Res
         }
         None => error_page(StatusCode::NOT_FOUND, "no route for this path"),
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn log_entry(
-    state: &State,
-    conn: &Conn,
-    request: &[u8],
-    status: StatusCode,
-    bytes: Option<u64>,
-    referer: Option<&HeaderValue>,
-    user_agent: Option<&HeaderValue>,
-    started: Instant,
-) {
-    Entry {
-        service: &state.name,
-        client: &conn.client_text,
-        request,
-        status: status.as_u16(),
-        bytes,
-        referer: referer.map(HeaderValue::as_bytes),
-        user_agent: user_agent.map(HeaderValue::as_bytes),
-        elapsed: started.elapsed(),
-    }
-    .log();
 }

@@ -27,6 +27,7 @@ fn a_malformed_request_gets_400_is_counted_and_the_service_goes_on() {
     let reply = client.read_reply(false);
     assert_eq!(reply.status, 400);
     eventually("counted", || server.recorded.count("other", "4xx") == 1);
+    assert_eq!(server.recorded.refused("malformed"), 1);
     assert_eq!(server.get("/ok.txt").text(), "ok");
 }
 
@@ -41,6 +42,7 @@ fn oversized_headers_get_431() {
     client.send(format!("GET /ok.txt HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes());
     assert_eq!(client.read_reply(false).status, 431);
     eventually("counted", || server.recorded.count("other", "4xx") == 1);
+    assert_eq!(server.recorded.refused("head_too_large"), 1);
     assert_eq!(server.get("/ok.txt").status, 200);
 }
 

@@ -3,80 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::upstream::{Seen, ok, upstream};
 use support::{Server, eventually};
 use weft_web::{Limits, Route, WebConfig};
-
-/// A request as the upstream saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    }
-}
-
-type Respond = fn(&Seen) -> Vec<u8>;
-
-/// An HTTP upstream on a thread: one request per connection, answered by `respond`.
-fn upstream(respond: Respond) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let mut seen = Seen {
-                    head,
-                    body: Vec::new(),
-                };
-                if let Some(len) = seen.header("content-length") {
-                    let mut body = vec![0; len.parse().unwrap()];
-                    reader.read_exact(&mut body).unwrap();
-                    seen.body = body;
-                }
-                log.lock().unwrap().push(seen.clone());
-                let _ = reader.get_mut().write_all(&respond(&seen));
-            });
-        }
-    });
-    (addr, seen)
-}
-
-fn ok(seen: &Seen) -> Vec<u8> {
-    let body = format!("upstream saw {}", seen.head.lines().next().unwrap());
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\nX-Upstream: yes\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
 
 fn echo_body(seen: &Seen) -> Vec<u8> {
     let mut out = format!(
@@ -182,6 +114,7 @@ fn a_body_over_the_limit_gets_413_without_bothering_the_upstream() {
     assert_eq!(reply.status, 413);
     assert!(seen.lock().unwrap().is_empty());
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+    assert_eq!(server.recorded.refused("body_too_large"), 1);
 }
 
 #[test]

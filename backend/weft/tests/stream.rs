@@ -188,3 +188,71 @@ fn a_refused_connect_is_an_error_and_reported() {
     assert_eq!(observer.count("ConnectFailed"), 1);
     server.stop();
 }
+
+/// Reads a 10-byte request, even through a graceful close, and answers `done`.
+async fn finish_request(mut stream: InspectedStream) {
+    stream.keep_reading_when_closing();
+    let mut request = [0u8; 10];
+    if stream.read_exact(&mut request).await.is_ok() {
+        let _ = stream.write_all(b"done").await;
+    }
+}
+
+#[test]
+fn a_stream_that_keeps_reading_finishes_its_exchange_through_a_graceful_close() {
+    let server = spawn_reactor(|r| {
+        r.listen_stream("web", "tcp:0:interface=127.0.0.1", finish_request)
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let mut client = connect(server.value);
+    client.write_all(b"half-").unwrap();
+    eventually("registered", || open_ids(&server.handle).len() == 1);
+    server.handle.call_from_thread(|| {
+        for transport in Reactor::current().connections() {
+            transport.lose_connection();
+        }
+    });
+    client.write_all(b"sent!").unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"done");
+}
+
+#[test]
+fn a_listen_stream_handler_is_polled_again_when_a_close_is_requested() {
+    let server = spawn_reactor(|r| {
+        r.listen_stream(
+            "web",
+            "tcp:0:interface=127.0.0.1",
+            |mut stream| async move {
+                stream.keep_reading_when_closing();
+                let transport = stream.transport().clone();
+                std::future::poll_fn(|_| {
+                    if transport.is_disconnecting() {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                let _ = stream.write_all(b"bye").await;
+            },
+        )
+        .unwrap()
+        .local_addr()
+        .unwrap()
+    });
+    let mut client = connect(server.value);
+    eventually("registered", || open_ids(&server.handle).len() == 1);
+    let started = std::time::Instant::now();
+    server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not the 2 s deadline"
+    );
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"bye");
+}

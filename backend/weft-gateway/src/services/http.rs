@@ -16,8 +16,10 @@
 //!
 //! Requests are counted in `weft_http_requests_total{service,method,code}` (method is one
 //! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class),
-//! timed in `weft_http_request_duration_seconds{service}`, and failed upstream exchanges
-//! in `weft_http_upstream_errors_total{service}`.
+//! timed in `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
+//! `weft_http_upstream_errors_total{service}`, and requests refused before they were
+//! served in `weft_http_requests_refused_total{service,reason}` (reason is one of
+//! [`Refusal`]'s labels).
 
 use std::cell::OnceCell;
 use std::path::PathBuf;
@@ -28,7 +30,9 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
-use weft_web::{HttpService, Limits, MethodLabel, Recorder, Route, StatusClass, WebConfig};
+use weft_web::{
+    HttpService, Limits, MethodLabel, Recorder, Refusal, Route, StatusClass, WebConfig,
+};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
@@ -244,6 +248,9 @@ struct HttpMetrics {
     handles: [[OnceCell<IntCounter>; 5]; 8],
     duration: Histogram,
     upstream_errors: IntCounter,
+    refused: IntCounterVec,
+    /// By reason.
+    refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
 }
 
 impl HttpMetrics {
@@ -273,14 +280,25 @@ impl HttpMetrics {
             )
             .const_label("service", service),
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "weft_http_requests_refused_total",
+                "HTTP requests refused before they were served, by reason.",
+            )
+            .const_label("service", service),
+            &["reason"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
         Ok(Self {
             requests,
             handles: Default::default(),
             duration,
             upstream_errors,
+            refused,
+            refused_handles: Default::default(),
         })
     }
 }
@@ -298,6 +316,12 @@ impl Recorder for HttpMetrics {
 
     fn upstream_error(&self) {
         self.upstream_errors.inc();
+    }
+
+    fn refused(&self, reason: Refusal) {
+        self.refused_handles[reason.index()]
+            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
+            .inc();
     }
 }
 
@@ -414,6 +438,7 @@ mod tests {
             Duration::from_millis(1),
         );
         api.upstream_error();
+        api.refused(Refusal::Host);
         let families = registry.gather();
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&families)
@@ -428,6 +453,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"weft_http_upstream_errors_total{service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_requests_refused_total{reason="host",service="api"} 1"#),
             "{text}"
         );
         assert!(

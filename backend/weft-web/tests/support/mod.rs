@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod upstream;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -11,19 +13,26 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use weft::{Reactor, ReactorConfig, ReactorHandle};
-use weft_web::{HttpService, MethodLabel, Recorder, StatusClass, WebConfig};
+use weft_web::{HttpService, MethodLabel, Recorder, Refusal, StatusClass, WebConfig};
 
-/// What the service recorded: `(method, class)` per request, and upstream errors.
+/// What the service recorded: `(method, class)` per request, upstream errors, and the
+/// reason of each refusal.
 #[derive(Default)]
 pub struct Recorded {
     pub requests: Mutex<Vec<(&'static str, &'static str)>>,
     pub upstream_errors: Mutex<u32>,
+    pub refusals: Mutex<Vec<&'static str>>,
 }
 
 impl Recorded {
     pub fn count(&self, method: &str, class: &str) -> usize {
         let requests = self.requests.lock().unwrap();
         requests.iter().filter(|r| **r == (method, class)).count()
+    }
+
+    pub fn refused(&self, reason: &str) -> usize {
+        let refusals = self.refusals.lock().unwrap();
+        refusals.iter().filter(|r| **r == reason).count()
     }
 }
 
@@ -36,6 +45,9 @@ impl Recorder for Shared {
     }
     fn upstream_error(&self) {
         *self.0.upstream_errors.lock().unwrap() += 1;
+    }
+    fn refused(&self, reason: Refusal) {
+        self.0.refusals.lock().unwrap().push(reason.as_str());
     }
 }
 

@@ -9,9 +9,12 @@
 //! the code on top never knows it is measured.
 //!
 //! Closing follows the connection's [`Transport`] flags: after `lose_connection` (a
-//! graceful shutdown) reads report end-of-stream, so an HTTP server finishes the response
-//! in flight and stops; after `abort_connection` (the dashboard's close button) reads
-//! and writes fail at once and a server's handler is dropped.
+//! graceful shutdown) reads report end-of-stream, so a handler that reads until the end
+//! stops; after `abort_connection` (the dashboard's close button) reads and writes fail at
+//! once and a server's handler is dropped. Code that must finish an exchange already
+//! under way (an HTTP server mid-response, which treats an early end-of-stream as the
+//! client going away) calls [`InspectedStream::keep_reading_when_closing`] and ends the
+//! connection itself once it sees [`Transport::is_disconnecting`].
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -61,6 +64,8 @@ macro_rules! with_io {
 pub struct InspectedStream {
     io: Io,
     transport: Transport,
+    /// Whether a graceful close ends reads (see [`Self::keep_reading_when_closing`]).
+    eof_when_closing: bool,
     /// Reports the close when dropped. Client streams own theirs; a server stream's is
     /// held by its handler task, so the handler can still record a reason after the stream
     /// is gone (hyper drops it when it returns its error).
@@ -97,6 +102,16 @@ impl InspectedStream {
         }
     }
 
+    /// Lets reads go on after a graceful close is requested, instead of reporting
+    /// end-of-stream: the code on top finishes the exchange in flight and then ends the
+    /// connection itself. It learns of the request from
+    /// [`Transport::is_disconnecting`]; a [`Reactor::listen_stream`] handler is polled
+    /// again whenever a close is requested, so checking there on each poll is enough.
+    /// An abort still ends reads and writes at once.
+    pub fn keep_reading_when_closing(&mut self) {
+        self.eof_when_closing = false;
+    }
+
     fn aborted(&self) -> io::Error {
         io::Error::new(
             io::ErrorKind::ConnectionAborted,
@@ -127,7 +142,7 @@ impl AsyncRead for InspectedStream {
         if this.transport.is_aborted() || this.transport.is_closed() {
             return Poll::Ready(Err(this.aborted()));
         }
-        if this.transport.is_disconnecting() {
+        if this.eof_when_closing && this.transport.is_disconnecting() {
             // A graceful close: no more input, so the peer's next request is never read.
             return Poll::Ready(Ok(()));
         }
@@ -240,7 +255,8 @@ impl Reactor {
     ///
     /// The handler runs on the reactor thread as a tracked task (shutdown waits for it,
     /// up to its deadline); the connection is reported closed when the handler returns.
-    /// If the connection is aborted, the handler is dropped.
+    /// When a close is requested (`lose_connection`, or shutdown) the handler is polled
+    /// again; if the connection is aborted, the handler is dropped.
     pub fn listen_stream<H, F>(
         &self,
         service: &str,
@@ -379,6 +395,7 @@ impl Reactor {
         Ok(InspectedStream {
             io,
             transport: registration.transport.clone(),
+            eof_when_closing: true,
             _registration: Some(registration),
         })
     }
@@ -430,6 +447,7 @@ where
             let stream = InspectedStream {
                 io,
                 transport: transport.clone(),
+                eof_when_closing: true,
                 _registration: None,
             };
             let id = Some(transport.id());

@@ -1,0 +1,206 @@
+//! The request rules of RFC 9112 and RFC 9110 that hyper leaves to the server, checked
+//! once for every request before it is routed, whichever way it then goes.
+
+use std::net::Ipv6Addr;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+
+use crate::metrics::Refusal;
+
+/// A request answered with an error before it was routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: Refusal,
+    /// What the client is told; never echoes what it sent.
+    pub(crate) detail: &'static str,
+}
+
+impl Refused {
+    fn bad_host(detail: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            reason: Refusal::Host,
+            detail,
+        }
+    }
+}
+
+/// Checks `request` against the message rules, and makes its `Host` the one the target
+/// names when the two differ.
+pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
+    // RFC 9110 §9.3.6: CONNECT asks for a tunnel, which only a forward proxy makes. This
+    // service is an origin (and a reverse proxy) for every path, so it never forwards it.
+    if request.method() == Method::CONNECT {
+        return Err(Refused {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: Refusal::Method,
+            detail: "CONNECT is not served: this is not a forward proxy",
+        });
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and
+    // to any request with more than one Host line or an invalid Host value.
+    if hosts.next().is_some() {
+        return Err(Refused::bad_host("more than one Host header"));
+    }
+    match host {
+        None if request.version() >= Version::HTTP_11 => {
+            return Err(Refused::bad_host("an HTTP/1.1 request needs a Host header"));
+        }
+        Some(value) if !is_valid_host(value.as_bytes()) => {
+            return Err(Refused::bad_host("the Host header is not a host[:port]"));
+        }
+        _ => {}
+    }
+    // RFC 9112 §3.2.2: with an absolute-form target, the host is the target's authority
+    // and Host is ignored; replace it, so what is forwarded names the same host.
+    if let Some(authority) = request.uri().authority() {
+        let named = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_owned(),
+        };
+        let value = HeaderValue::from_str(&named)
+            .ok()
+            .filter(|v| is_valid_host(v.as_bytes()))
+            .ok_or(Refused::bad_host(
+                "the target's authority is not a host[:port]",
+            ))?;
+        request.headers_mut().insert(header::HOST, value);
+    }
+    Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets,
+/// or a name of unreserved, percent-encoded and sub-delim characters. Empty is allowed:
+/// a client sends that when the target has no authority.
+fn is_valid_host(value: &[u8]) -> bool {
+    let (host_ok, port) = match value.strip_prefix(b"[") {
+        Some(rest) => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = std::str::from_utf8(&rest[..end]).ok();
+                let ok = literal.is_some_and(|l| l.parse::<Ipv6Addr>().is_ok());
+                (ok, &rest[end + 1..])
+            }
+            None => (false, &[][..]),
+        },
+        None => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            (is_reg_name(&value[..end]), &value[end..])
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
+}
+
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let hex = name.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw_target: &str, version: Version, hosts: &[&str]) -> Request<()> {
+        let mut builder = Request::get(raw_target).version(version);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn reason(r: &mut Request<()>) -> Option<Refusal> {
+        check(r).err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn host_is_required_once_in_http_1_1_rfc9112_3_2() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(reason(&mut request("/", v11, &[])), Some(Refusal::Host));
+        assert_eq!(
+            reason(&mut request("/", v11, &["a", "b"])),
+            Some(Refusal::Host)
+        );
+        assert_eq!(reason(&mut request("/", v11, &["a"])), None);
+        assert_eq!(reason(&mut request("/", Version::HTTP_10, &[])), None);
+        assert_eq!(
+            reason(&mut request("/", Version::HTTP_10, &["a", "a"])),
+            Some(Refusal::Host)
+        );
+    }
+
+    #[test]
+    fn a_host_value_is_a_host_and_an_optional_port() {
+        for good in [
+            "example.test",
+            "example.test:8080",
+            "127.0.0.1:80",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "xn--caf-dma.test",
+            "a%2Db",
+            "",
+            "h:",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "user@example.test",
+            "a b",
+            "a.test, b.test",
+            "a:80:80",
+            "a:x",
+            "[::1",
+            "[nope]",
+            "[::1]x",
+            "a/b",
+            "a%zz",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_absolute_form_target_sets_the_host_rfc9112_3_2_2() {
+        let mut r = request("http://site.test:81/x", Version::HTTP_11, &["other"]);
+        assert_eq!(reason(&mut r), None);
+        assert_eq!(r.headers()[header::HOST], "site.test:81");
+    }
+
+    #[test]
+    fn connect_is_not_implemented_rfc9110_9_3_6() {
+        let mut r = Request::connect("example.test:443")
+            .header(header::HOST, "example.test:443")
+            .body(())
+            .unwrap();
+        let refused = check(&mut r).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.reason),
+            (StatusCode::NOT_IMPLEMENTED, Refusal::Method)
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The `http` kind against a careless or hostile client, on the real binary: request
+//! paths never lead a proxied request out of its route, and the HTTP/1.1 message rules
+//! (RFC 9112, RFC 9110) hold, each refusal counted with its reason.
+
+use std::net::{SocketAddr, TcpStream};
+
+use crate::assert_eventually;
+use crate::http::curl;
+use crate::http_peers::{RawClient, Upstream, exchange};
+use crate::support::{App, free_port, spawn_app_with};
+
+/// `/api/` forwards to `api` unchanged, `/v1/` to `v1` under `/base`; other paths are
+/// files from `public/`, beside a `secret.txt` that must never be served.
+fn start() -> (App, SocketAddr, Upstream, Upstream) {
+    let (api, v1) = (Upstream::start(), Upstream::start());
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/index.html"), "sub\n").unwrap();
+        std::fs::write(dir.join("secret.txt"), "do not serve\n").unwrap();
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+root = "{root}"
+[[service.route]]
+prefix = "/api/"
+upstream = "http://{api}"
+[[service.route]]
+prefix = "/v1/"
+upstream = "http://{v1}/base"
+"#,
+            port = web.port(),
+            root = root.display(),
+            api = api.addr,
+            v1 = v1.addr,
+        )
+    });
+    // `/healthz` may answer before the services listen.
+    assert_eventually!(
+        TcpStream::connect(web).is_ok(),
+        "the web service listens\n{}",
+        app.log()
+    );
+    (app, web, api, v1)
+}
+
+fn refused(app: &App, reason: &str) -> Option<f64> {
+    app.metric(&format!(
+        r#"weft_http_requests_refused_total{{reason="{reason}",service="web"}}"#
+    ))
+}
+
+#[test]
+fn proxy_routes_never_lead_out_of_their_prefix() {
+    let (app, web, api, v1) = start();
+    for (path, status) in [
+        ("/api/../secret.txt", 404),
+        ("/api/%2e%2e/secret.txt", 400),
+        ("/api/..%2fsecret.txt", 400),
+        ("/v1/../../secret.txt", 400),
+        ("/v1/%2e%2e/%2e%2e/secret.txt", 400),
+        ("/api/..%5csecret.txt", 400),
+    ] {
+        let reply = exchange(web, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(reply.status, status, "{path}: {}", reply.text());
+        assert!(!reply.text().contains("do not serve"), "{path}");
+    }
+    assert!(api.targets().is_empty(), "{:?}", api.targets());
+    assert!(v1.targets().is_empty(), "{:?}", v1.targets());
+
+    // Inside a route, the upstream gets the path in normal form.
+    for path in ["/api/a/./b/../c", "/%61pi/%7Euser", "/v1/x/../y"] {
+        let reply = exchange(web, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(reply.status, 200, "{path}");
+    }
+    assert_eq!(api.targets(), ["/api/a/c", "/api/~user"]);
+    assert_eq!(v1.targets(), ["/base/y"]);
+    assert_eventually!(
+        refused(&app, "path") == Some(5.0),
+        "path refusals counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn http_message_rules_hold() {
+    let (app, web, api, _v1) = start();
+
+    // RFC 9112 §3.2: no Host, or two, is a 400 that reaches no upstream.
+    let none = exchange(web, "GET /api/x HTTP/1.1\r\n\r\n");
+    assert_eq!(none.status, 400, "{}", none.text());
+    let two = exchange(web, "GET /api/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert_eq!(two.status, 400, "{}", two.text());
+    assert_eq!(api.received(), 0);
+
+    // `Connection` cannot name Host away.
+    let kept = exchange(
+        web,
+        "GET /api/kept HTTP/1.1\r\nHost: site.test\r\nConnection: host\r\n\r\n",
+    );
+    assert_eq!(kept.status, 200);
+    assert_eq!(api.header(0, "host"), ["site.test"]);
+    assert_eq!(api.header(0, "x-forwarded-host"), ["site.test"]);
+
+    // A malformed chunked body is the client's fault.
+    let mut client = RawClient::connect(web);
+    client.send(
+        b"POST /api/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
+    );
+    let bad = client.read_reply();
+    assert_eq!(bad.status, 400, "{}", bad.text());
+
+    // CONNECT is not served, and never forwarded.
+    let before = api.received();
+    for raw in [
+        "CONNECT /api/x HTTP/1.1\r\nHost: t\r\n\r\n",
+        "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+    ] {
+        let connect = exchange(web, raw);
+        assert_eq!(connect.status, 501, "{raw:?}: {}", connect.text());
+    }
+    assert_eq!(api.received(), before);
+
+    // A directory redirect is never protocol-relative.
+    let redirect = exchange(web, "GET //sub HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location"), Some("/sub/"));
+
+    // More header lines than the count limit (100) get 431, like too many bytes.
+    let many: Vec<String> = (0..101).map(|i| format!("X-H{i}: {i}")).collect();
+    let args: Vec<&str> = many.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+    assert_eq!(curl(web, &args, "/sub/").0, 431);
+    let big = format!("X-Big: {}", "x".repeat(20_000));
+    assert_eq!(curl(web, &["-H", &big], "/sub/").0, 431);
+
+    assert_eventually!(
+        refused(&app, "head_too_large") == Some(2.0),
+        "refusals counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(refused(&app, "host"), Some(2.0));
+    assert_eq!(refused(&app, "body"), Some(1.0));
+    assert_eq!(refused(&app, "method"), Some(2.0));
+    let requests = |method: &str, code: &str| {
+        app.metric(&format!(
+            r#"weft_http_requests_total{{code="{code}",method="{method}",service="web"}}"#
+        ))
+    };
+    assert_eq!(requests("POST", "4xx"), Some(1.0));
+    assert_eq!(requests("POST", "5xx"), None);
+    assert_eq!(
+        app.metric(r#"weft_http_upstream_errors_total{service="web"}"#),
+        Some(0.0)
+    );
+    assert!(!app.log().contains("proxying failed"), "{}", app.log());
+}

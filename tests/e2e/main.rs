@@ -7,6 +7,7 @@ mod browser;
 mod chrome;
 
 mod check;
+mod dashboard;
 mod dns;
 mod faults;
 mod gateway;

@@ -87,12 +87,18 @@ pub fn spawn_app() -> App {
 /// Like [`spawn_app`], with more of the configuration file: `extra` gets the temp dir
 /// (to write files the services read) and returns TOML appended to the file.
 pub fn spawn_app_with(extra: impl FnOnce(&Path) -> String) -> App {
+    spawn_app_configured("", extra)
+}
+
+/// Like [`spawn_app_with`], with `dashboard` (TOML keys) added to the `[dashboard]` table.
+pub fn spawn_app_configured(dashboard_keys: &str, extra: impl FnOnce(&Path) -> String) -> App {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
     let config = format!(
         r#"[dashboard]
 listen = "tcp:{dashboard}:interface=127.0.0.1"
+{dashboard_keys}
 
 [store]
 path = "{db}"
@@ -243,4 +249,82 @@ pub fn integrity(db: &Path) -> String {
             .unwrap();
         r
     })
+}
+
+/// An HTTP answer read off a raw socket.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` (request line and headers, each line ending in CRLF, without the blank
+/// line) and `body` on a fresh connection to `addr`, and reads the answer until the server
+/// closes (`Connection: close` is added).
+pub fn http(addr: SocketAddr, head: &str, body: &str) -> Reply {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!(
+        "{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+impl App {
+    /// `GET path` on the dashboard with `Host: host`.
+    pub fn get_as(&self, host: &str, path: &str) -> Reply {
+        http(
+            self.dashboard,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n"),
+            "",
+        )
+    }
+
+    /// `GET path` on the dashboard with its own address as `Host`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.get_as(&self.dashboard.to_string(), path)
+    }
+
+    /// The process's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
 }

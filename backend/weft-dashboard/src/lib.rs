@@ -7,6 +7,7 @@
 //! // The sampler (sparklines) and the live encoder (`/ws`) run beside the server.
 //! tokio::spawn(weft_dashboard::background(state.clone(), std::future::pending()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9180").await?;
+//! let state = state.with_listen_addr(listener.local_addr()?);
 //! axum::serve(listener, weft_dashboard::router(state)).await
 //! # }
 //! ```
@@ -27,12 +28,18 @@
 //!   session per client (snapshot, deltas, resync when it lags), generic over
 //!   `Sink`/`Stream`.
 //! - `actions`: closing a connection and cancelling a Deferred through the reactor handle.
+//! - [`host`]: the names a request's `Host` may give (DNS rebinding); `421` otherwise.
 //! - `auth`: the token (bearer header or login cookie) and the same-origin check for
 //!   actions and `/ws`.
+//! - `headers`: `Content-Security-Policy`, `nosniff` and `Referrer-Policy` on every answer.
+//! - `history`: a view whose history cannot be read answers with its live part and a
+//!   note, and the failure is counted.
 //! - `assets`: `frontend/static/` (ES modules and CSS, no build step), compiled in.
-//! - `metrics`, `health`: `/metrics` and `/healthz`.
+//! - `metrics`, `health`: `/metrics` and `/healthz`; [`DashboardMetrics`], the
+//!   dashboard's own counters (refusals, live clients, history errors).
 //!
-//! Requests come in through [`router`], pass `auth`, and read the state; the only writes
+//! Requests come in through [`router`], pass `host` and `auth`, and read the state; the
+//! only writes
 //! to the reactor are the two actions, queued through its handle. Nothing here blocks the
 //! reactor or waits on a browser.
 
@@ -45,7 +52,10 @@ pub mod data;
 mod defer;
 pub mod error;
 pub mod fmt;
+mod headers;
 mod health;
+mod history;
+pub mod host;
 pub mod live;
 mod metrics;
 mod pages;
@@ -60,6 +70,8 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use health::Health;
+pub use host::{AllowedHost, HostError};
+pub use metrics::DashboardMetrics;
 pub use state::DashboardState;
 
 /// The dashboard's routes over `state`.
@@ -98,6 +110,13 @@ pub fn router(state: DashboardState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outside the token check: a rebound name learns nothing, not even that a token is
+        // needed; outermost, the headers go on every answer, refusals included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::require_known_host,
+        ))
+        .layer(axum::middleware::map_response(headers::secure))
         .with_state(state)
 }
 

@@ -25,6 +25,7 @@ pub(crate) struct RawDashboard {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) token: Option<Spanned<String>>,
     pub(crate) token_env: Option<Spanned<String>>,
+    pub(crate) allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -237,7 +237,31 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
              a loopback interface (tcp:PORT:interface=127.0.0.1)"
         )));
     }
-    Ok(DashboardConfig { listen, token })
+    let mut allowed_hosts = Vec::new();
+    for (i, host) in raw
+        .dashboard
+        .allowed_hosts
+        .iter()
+        .flat_map(|h| h.get_ref().iter())
+        .enumerate()
+    {
+        let parsed = host
+            .get_ref()
+            .parse()
+            .map_err(|e: weft_dashboard::HostError| {
+                at.error(
+                    Some(host.span()),
+                    key(&format!("dashboard.allowed_hosts[{i}]")),
+                    e.to_string(),
+                )
+            })?;
+        allowed_hosts.push(parsed);
+    }
+    Ok(DashboardConfig {
+        listen,
+        token,
+        allowed_hosts,
+    })
 }
 
 fn duration(

@@ -12,4 +12,5 @@ mod dns;
 mod faults;
 mod gateway;
 mod http;
+mod live;
 mod load;

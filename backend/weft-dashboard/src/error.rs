@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The request names a host this dashboard does not answer to.
     #[error("{0}")]
     Misdirected(String),
+    /// `/ws` asked for without a WebSocket handshake this server speaks.
+    #[error("{0}")]
+    UpgradeRequired(&'static str),
     /// History is needed and cannot be read right now; the text says why (the cause is
     /// logged and counted where it happened).
     #[error("{0}")]
@@ -43,6 +46,7 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

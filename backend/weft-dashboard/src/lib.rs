@@ -6,7 +6,7 @@
 //! let state = weft_dashboard::DashboardState::new(hub);
 //! // The sampler (sparklines) and the live encoder (`/ws`) run beside the server.
 //! tokio::spawn(weft_dashboard::background(state.clone(), std::future::pending()));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9180").await?;
+//! let listener = weft_dashboard::bind("127.0.0.1:9180".parse().unwrap())?;
 //! let state = state.with_listen_addr(listener.local_addr()?);
 //! axum::serve(listener, weft_dashboard::router(state)).await
 //! # }
@@ -64,6 +64,7 @@ pub mod sort;
 pub mod state;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -120,8 +121,28 @@ pub fn router(state: DashboardState) -> Router {
         .with_state(state)
 }
 
-/// Samples figures for the sparklines and encodes the live feed until `stop` completes.
-/// Run it beside [`router`]'s server.
+/// The kernel send buffer of each dashboard connection, in bytes (the kernel doubles it
+/// for its own bookkeeping).
+pub const SEND_BUFFER: u32 = 64 * 1024;
+
+/// Binds the dashboard's listener on `addr`. Its connections inherit a fixed send buffer
+/// of [`SEND_BUFFER`] (the kernel otherwise grows it to megabytes): a client that stops
+/// reading holds at most that much, and sends to it block soon enough for the live feed's
+/// send timeout to notice.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Samples figures for the sparklines and encodes the live feed until `stop` completes,
+/// then closes every live client's feed (1001, going away) and waits a moment for them to
+/// leave. Run it beside [`router`]'s server.
 pub async fn background(state: DashboardState, stop: impl Future<Output = ()>) {
     live::run(state.hub, state.series, state.fanout, stop).await;
 }

@@ -9,7 +9,7 @@ use weft_store::Store;
 use weft_telemetry::Hub;
 
 use crate::host::{AllowedHost, HostPolicy};
-use crate::live::Fanout;
+use crate::live::{DEFAULT_MAX_LIVE_CLIENTS, Fanout};
 use crate::metrics::DashboardMetrics;
 use crate::series::Series;
 
@@ -34,6 +34,8 @@ pub struct DashboardState {
     pub fanout: Arc<Fanout>,
     /// The names a request's `Host` may give.
     pub hosts: Arc<HostPolicy>,
+    /// `/ws` clients served at once at most; more get `503`.
+    pub max_live_clients: usize,
     /// The dashboard's own counters, on the hub's registry.
     pub metrics: DashboardMetrics,
 }
@@ -52,6 +54,7 @@ impl DashboardState {
             series: Arc::new(Series::default()),
             fanout: Arc::new(Fanout::default()),
             hosts: Arc::new(HostPolicy::default()),
+            max_live_clients: DEFAULT_MAX_LIVE_CLIENTS,
             metrics,
         }
     }
@@ -84,6 +87,12 @@ impl DashboardState {
     /// Answers to `hosts` besides its own addresses (`[dashboard] allowed_hosts`).
     pub fn with_allowed_hosts(mut self, hosts: impl IntoIterator<Item = AllowedHost>) -> Self {
         Arc::make_mut(&mut self.hosts).allowed = hosts.into_iter().collect();
+        self
+    }
+
+    /// Serves at most `max` `/ws` clients at once.
+    pub fn with_max_live_clients(mut self, max: usize) -> Self {
+        self.max_live_clients = max;
         self
     }
 }

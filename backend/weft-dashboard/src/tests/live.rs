@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::*;
 use crate::live::session::{Incoming, serve};

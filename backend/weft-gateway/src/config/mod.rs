@@ -65,6 +65,8 @@ pub struct DashboardConfig {
     pub token: Option<String>,
     /// Host names the dashboard answers to besides its own address and `localhost`.
     pub allowed_hosts: Vec<weft_dashboard::AllowedHost>,
+    /// `/ws` clients served at once at most.
+    pub max_live_clients: usize,
 }
 
 /// `[store]`.

@@ -257,12 +257,30 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
             })?;
         allowed_hosts.push(parsed);
     }
+    let max_live_clients = match &raw.dashboard.max_live_clients {
+        Some(n) if !(1..=MAX_LIVE_CLIENTS).contains(n.get_ref()) => {
+            return Err(at.error(
+                Some(n.span()),
+                key("dashboard.max_live_clients"),
+                format!(
+                    "must be between 1 and {MAX_LIVE_CLIENTS}, got {}",
+                    n.get_ref()
+                ),
+            ));
+        }
+        Some(n) => usize::try_from(*n.get_ref()).expect("checked to be positive"),
+        None => weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
+    };
     Ok(DashboardConfig {
         listen,
         token,
         allowed_hosts,
+        max_live_clients,
     })
 }
+
+/// The most `/ws` clients `max_live_clients` may allow.
+const MAX_LIVE_CLIENTS: i64 = 100_000;
 
 fn duration(
     at: &Locator<'_>,

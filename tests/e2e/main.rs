@@ -7,6 +7,7 @@ mod browser;
 mod chrome;
 
 mod check;
+mod dashboard;
 mod dns;
 mod dns_rules;
 mod faults;
@@ -17,6 +18,7 @@ mod http_peers;
 mod http_rules;
 mod http_shutdown;
 mod limits;
+mod live;
 mod load;
 mod proxy;
 mod ready;

@@ -93,7 +93,7 @@ pub fn spawn_app_with(extra: impl FnOnce(&Path) -> String) -> App {
 /// Like [`spawn_app_with`]; `extra` also gets the echo service's address, for services
 /// that point at it (a proxy in front of it).
 pub fn spawn_app_beside_echo(extra: impl FnOnce(&Path, SocketAddr) -> String) -> App {
-    spawn_app_limited(None, extra)
+    spawn(&Setup::default(), extra)
 }
 
 /// Like [`spawn_app_beside_echo`], with the process's open-files limit (soft and hard, so
@@ -102,12 +102,57 @@ pub fn spawn_app_limited(
     nofile: Option<u64>,
     extra: impl FnOnce(&Path, SocketAddr) -> String,
 ) -> App {
+    let setup = Setup {
+        nofile,
+        ..Setup::default()
+    };
+    spawn(&setup, extra)
+}
+
+/// Like [`spawn_app_with`], with `dashboard_keys` (TOML keys) added to the `[dashboard]`
+/// table.
+pub fn spawn_app_configured(dashboard_keys: &str, extra: impl FnOnce(&Path) -> String) -> App {
+    let setup = Setup {
+        dashboard_keys,
+        ..Setup::default()
+    };
+    spawn(&setup, |dir, _| extra(dir))
+}
+
+/// Like [`spawn_app`], with no cap on the echo connections one peer holds, for tests that
+/// open thousands of them.
+pub fn spawn_app_uncapped() -> App {
+    let setup = Setup {
+        echo_keys: "max_connections_per_peer = 0",
+        ..Setup::default()
+    };
+    spawn(&setup, |_, _| String::new())
+}
+
+/// How a test's gateway differs from the plain one.
+#[derive(Clone, Copy, Default)]
+struct Setup<'a> {
+    /// TOML keys added to the `[dashboard]` table.
+    dashboard_keys: &'a str,
+    /// The open-files limit of the process, soft and hard.
+    nofile: Option<u64>,
+    /// TOML keys added to the echo service.
+    echo_keys: &'a str,
+}
+
+fn spawn(setup: &Setup<'_>, extra: impl FnOnce(&Path, SocketAddr) -> String) -> App {
+    let Setup {
+        dashboard_keys,
+        nofile,
+        echo_keys,
+    } = *setup;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
     let config = format!(
         r#"[dashboard]
 listen = "tcp:{dashboard}:interface=127.0.0.1"
+{dashboard_keys}
 
 [store]
 path = "{db}"
@@ -116,6 +161,7 @@ path = "{db}"
 name = "echo"
 kind = "echo"
 listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
+{echo_keys}
 "#,
         db = db.display()
     ) + &extra(dir.path(), ([127, 0, 0, 1], echo).into());
@@ -267,4 +313,82 @@ pub fn integrity(db: &Path) -> String {
             .unwrap();
         r
     })
+}
+
+/// An HTTP answer read off a raw socket.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` (request line and headers, each line ending in CRLF, without the blank
+/// line) and `body` on a fresh connection to `addr`, and reads the answer until the server
+/// closes (`Connection: close` is added).
+pub fn http(addr: SocketAddr, head: &str, body: &str) -> Reply {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!(
+        "{head}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+impl App {
+    /// `GET path` on the dashboard with `Host: host`.
+    pub fn get_as(&self, host: &str, path: &str) -> Reply {
+        http(
+            self.dashboard,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n"),
+            "",
+        )
+    }
+
+    /// `GET path` on the dashboard with its own address as `Host`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.get_as(&self.dashboard.to_string(), path)
+    }
+
+    /// The process's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
 }

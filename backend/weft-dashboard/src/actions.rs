@@ -39,8 +39,9 @@ fn accepted(message: String) -> (StatusCode, Json<Accepted>) {
 
 pub(crate) async fn close_connection(
     State(state): State<DashboardState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let id: u64 = crate::data::api_id(&id, "connection")?;
     let reactor = reactor(&state)?;
     if state.hub.connection(ConnectionId(id)).is_none() {
         return Err(ApiError::NotFound("open connection"));
@@ -53,8 +54,9 @@ pub(crate) async fn close_connection(
 
 pub(crate) async fn cancel_deferred(
     State(state): State<DashboardState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let id: u64 = crate::data::api_id(&id, "deferred")?;
     let reactor = reactor(&state)?;
     if state.hub.deferred(id).is_none() {
         return Err(ApiError::NotFound("pending Deferred"));

@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use weft_store::DeferredDetail;
 
@@ -9,7 +11,11 @@ use crate::data::{
     self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
 };
 use crate::error::ApiError;
+use crate::history;
 use crate::state::DashboardState;
+
+/// The header that carries the note on answers whose JSON has no place for it (lists).
+pub const HISTORY_ERROR_HEADER: &str = "weft-history-error";
 
 /// `/api/connections/{id}`: the connection and its Deferreds.
 #[derive(Debug, Serialize)]
@@ -19,12 +25,20 @@ pub struct ConnectionDetail {
     pub connection: ConnectionView,
     /// Its Deferreds, newest first.
     pub deferreds: Vec<DeferredView>,
+    /// Set when history could not be read (`deferreds` is then empty), saying why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_error: Option<String>,
 }
 
-pub(crate) async fn services(
-    State(state): State<DashboardState>,
-) -> Result<Json<Vec<ServiceView>>, ApiError> {
-    Ok(Json(data::services(&state).await?))
+/// `/api/services`; with history unreadable, the services in the metrics (no
+/// configuration) and the note in [`HISTORY_ERROR_HEADER`].
+pub(crate) async fn services(State(state): State<DashboardState>) -> Response {
+    let (services, note) = data::services(&state).await;
+    let mut response = Json::<Vec<ServiceView>>(services).into_response();
+    if let Some(value) = note.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(HISTORY_ERROR_HEADER, value);
+    }
+    response
 }
 
 pub(crate) async fn connections(
@@ -36,15 +50,17 @@ pub(crate) async fn connections(
 
 pub(crate) async fn connection(
     State(state): State<DashboardState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<Json<ConnectionDetail>, ApiError> {
+    let id = data::api_id(&id, "connection")?;
     let connection = data::connection(&state, id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
-    let deferreds = data::connection_deferreds(&state, id).await?;
+    let (deferreds, history_error) = data::connection_deferreds(&state, id).await;
     Ok(Json(ConnectionDetail {
         connection,
         deferreds,
+        history_error,
     }))
 }
 
@@ -63,18 +79,23 @@ pub struct DeferredChain {
     pub detail: DeferredDetail,
     /// The `idx` of the step the chain waits at ([`data::waiting_at`]).
     pub waiting_at: Option<i64>,
+    /// Set when history could not be read (the chain is live; its finished children may
+    /// be missing), saying why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_error: Option<String>,
 }
 
 pub(crate) async fn deferred(
     State(state): State<DashboardState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<DeferredChain>, ApiError> {
-    let detail = data::deferred(&state, id)
-        .await?
-        .ok_or(ApiError::NotFound("deferred"))?;
+    let id = data::api_id(&id, "deferred")?;
+    let (detail, history_error) = data::deferred(&state, id).await?;
+    let detail = detail.ok_or(ApiError::NotFound("deferred"))?;
     Ok(Json(DeferredChain {
         waiting_at: data::waiting_at(&detail),
         detail,
+        history_error,
     }))
 }
 
@@ -108,7 +129,8 @@ pub(crate) async fn events(
     ))?;
     let rows = store
         .events_after(q.after.unwrap_or(0), q.limit.unwrap_or(data::DEFAULT_LIMIT))
-        .await?;
+        .await
+        .map_err(|e| ApiError::HistoryUnavailable(history::unavailable(&state, &e)))?;
     Ok(Json(
         rows.into_iter()
             .map(|r| EventView {

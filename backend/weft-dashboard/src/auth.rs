@@ -11,13 +11,14 @@
 
 use axum::Form;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::DashboardState;
 use crate::error::ApiError;
+use crate::metrics::Refusal;
 use crate::pages::Login;
 
 /// The cookie `/login` sets.
@@ -67,6 +68,7 @@ pub(crate) async fn require_token(
     if open(path) || authorized(request.headers(), token) {
         return next.run(request).await;
     }
+    state.metrics.refused(Refusal::Token);
     let is_page = request.method() == Method::GET
         && !path.starts_with("/api/")
         && path != "/metrics"
@@ -114,6 +116,7 @@ pub(crate) async fn require_same_origin(
     next: Next,
 ) -> Response {
     if request.method() == Method::POST && !same_origin(&state, request.headers()) {
+        state.metrics.refused(Refusal::CrossSite);
         return ApiError::Forbidden(
             "actions need the bearer token or a request from this dashboard's own pages",
         )
@@ -128,9 +131,21 @@ pub(crate) struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path on this dashboard: never `//host` or a scheme, so login cannot redirect away.
+/// Whether `next` (already percent-decoded) can only lead to a page of this dashboard: one
+/// leading `/` and then no `/` or `\` (browsers read `//host` and `/\host` as another
+/// host), no backslash anywhere, and nothing but visible ASCII (browsers drop tabs and line
+/// breaks, so `/\t/host` is `//host`; a line break could also split the `Location`
+/// header).
+fn is_local_path(next: &str) -> bool {
+    let b = next.as_bytes();
+    b.first() == Some(&b'/')
+        && b.get(1) != Some(&b'/')
+        && b.iter().all(|&c| c.is_ascii_graphic() && c != b'\\')
+}
+
+/// `next` if it is a path on this dashboard, else `/`.
 fn local_path(next: Option<String>) -> String {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
+    next.filter(|n| is_local_path(n))
         .unwrap_or_else(|| "/".into())
 }
 
@@ -161,13 +176,30 @@ pub(crate) async fn login(
         return Redirect::to(&next).into_response();
     };
     if !same_origin(&state, &headers) {
+        state.metrics.refused(Refusal::CrossSite);
         return ApiError::Forbidden("sign in from this dashboard's own login page").into_response();
     }
     if !same(form.token.as_bytes(), token.as_bytes()) {
+        state.metrics.refused(Refusal::Token);
         return Login { next, failed: true }.response(StatusCode::UNAUTHORIZED);
     }
-    let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-    ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+    // Both values are checked before anything is sent: the cookie goes out only with the
+    // redirect it belongs to.
+    let cookie = HeaderValue::from_str(&format!(
+        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+    ));
+    let location = HeaderValue::from_str(&next);
+    match (cookie, location) {
+        (Ok(cookie), Ok(location)) => (
+            StatusCode::SEE_OTHER,
+            [(header::SET_COOKIE, cookie), (header::LOCATION, location)],
+        )
+            .into_response(),
+        _ => {
+            tracing::error!("the login cookie or redirect is not a valid header value");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign in").into_response()
+        }
+    }
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing.

@@ -1,5 +1,9 @@
 //! The dashboard's view of the world: live figures from the hub merged with history from
 //! the store, as plain serializable rows shared by the pages, the JSON API and `/ws`.
+//!
+//! Live rows come from the hub's memory and never wait on the store. When history cannot
+//! be read, a view that has live rows answers with them and a note (`history_error`); one
+//! that is history only answers `503` ([`ApiError::HistoryUnavailable`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +16,7 @@ use weft_store::{
 use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
 
 use crate::error::ApiError;
+use crate::history;
 use crate::series::ServiceStats;
 use crate::sort::ConnectionOrder;
 use crate::state::DashboardState;
@@ -24,6 +29,20 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// An id from a path: digits only (no sign, no spaces) and within range, else `None`.
+pub fn parse_id<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// [`parse_id`] for the JSON API: a `400` naming what `raw` should have been (and not
+/// repeating it).
+pub fn api_id<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
+    parse_id(raw).ok_or_else(|| ApiError::BadRequest(format!("a {what} id is a whole number")))
 }
 
 /// One connection, open (from the hub) or closed (from history).
@@ -135,6 +154,10 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Rows that matched but were left out by the limit (a lower bound for history).
     pub hidden: usize,
+    /// Set when history could not be read: the rows are the live ones only, and this
+    /// says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_error: Option<String>,
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -160,6 +183,7 @@ pub async fn connections(
         service.is_none_or(|s| c.service == s) && peer.is_none_or(|p| c.peer.contains(p))
     };
     let mut rows: Vec<ConnectionView> = Vec::new();
+    let mut history_error = None;
     if which != Some(ConnectionState::Closed) {
         rows.extend(
             state
@@ -176,9 +200,14 @@ pub async fn connections(
         let now = now_ms();
         // One more than needed tells whether the cap hid something.
         let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
-        let closed = store
-            .connections(Some(ConnectionState::Closed), service, want)
-            .await?;
+        let (closed, error) = history::or_note(
+            state,
+            store
+                .connections(Some(ConnectionState::Closed), service, want)
+                .await,
+            Vec::new(),
+        );
+        history_error = error;
         rows.extend(
             closed
                 .into_iter()
@@ -192,10 +221,11 @@ pub async fn connections(
     Ok(Page {
         items: rows,
         hidden,
+        history_error,
     })
 }
 
-/// One connection, live if open, else from history.
+/// One connection, live if open, else from history (`503` if history cannot be read).
 pub async fn connection(
     state: &DashboardState,
     id: u64,
@@ -207,10 +237,11 @@ pub async fn connection(
         return Ok(None);
     };
     let id = i64::try_from(id).map_err(|_| ApiError::NotFound("connection"))?;
-    Ok(store
+    let record = store
         .connection(id)
-        .await?
-        .map(|r| ConnectionView::from_record(r, now_ms())))
+        .await
+        .map_err(|e| ApiError::HistoryUnavailable(history::unavailable(state, &e)))?;
+    Ok(record.map(|r| ConnectionView::from_record(r, now_ms())))
 }
 
 /// A Deferred as listed: its record plus its age.
@@ -348,6 +379,7 @@ pub async fn deferreds(
     let filter = deferred_filter(non_empty(&q.state))?;
     let service = non_empty(&q.service);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
+    let mut history_error = None;
     let mut rows: Vec<DeferredRecord> = state
         .hub
         .pending_deferreds()
@@ -361,7 +393,12 @@ pub async fn deferreds(
     {
         let live: std::collections::HashSet<i64> = rows.iter().map(|d| d.id).collect();
         let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
-        let stored = store.deferreds(filter, service, want).await?;
+        let (stored, error) = history::or_note(
+            state,
+            store.deferreds(filter, service, want).await,
+            Vec::new(),
+        );
+        history_error = error;
         rows.extend(stored.into_iter().filter(|d| !live.contains(&d.id)));
     }
     rows.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
@@ -374,18 +411,26 @@ pub async fn deferreds(
             .map(|r| DeferredView::new(r, now))
             .collect(),
         hidden,
+        history_error,
     })
 }
 
-/// One Deferred with its steps and children: live while pending, else from history.
-pub async fn deferred(state: &DashboardState, id: i64) -> Result<Option<DeferredDetail>, ApiError> {
+/// One Deferred with its steps and children: live while pending, else from history; and
+/// the note when history could not be read (`503` if it was all there was to show).
+pub async fn deferred(
+    state: &DashboardState,
+    id: i64,
+) -> Result<(Option<DeferredDetail>, Option<String>), ApiError> {
     let live = u64::try_from(id).ok().and_then(|id| state.hub.deferred(id));
-    let stored = match &state.store {
-        Some(store) => store.deferred(id).await?,
-        None => None,
+    let (stored, history_error) = match &state.store {
+        Some(store) => history::or_note(state, store.deferred(id).await, None),
+        None => (None, None),
     };
     let Some(live) = live else {
-        return Ok(stored);
+        return match history_error {
+            Some(note) => Err(ApiError::HistoryUnavailable(note)),
+            None => Ok((stored, None)),
+        };
     };
     let mut children: Vec<DeferredRecord> = stored.map(|d| d.children).unwrap_or_default();
     for child in state.hub.pending_deferreds() {
@@ -393,28 +438,31 @@ pub async fn deferred(state: &DashboardState, id: i64) -> Result<Option<Deferred
             children.push(deferred_record(&child));
         }
     }
-    Ok(Some(DeferredDetail {
+    let detail = DeferredDetail {
         deferred: deferred_record(&live),
         steps: step_records(&live),
         children,
-    }))
+    };
+    Ok((Some(detail), history_error))
 }
 
-/// The Deferreds of one connection, newest first.
+/// The Deferreds of one connection (from history), newest first, and the note when
+/// history could not be read.
 pub async fn connection_deferreds(
     state: &DashboardState,
     id: u64,
-) -> Result<Vec<DeferredView>, ApiError> {
+) -> (Vec<DeferredView>, Option<String>) {
     let (Some(store), Ok(id)) = (&state.store, i64::try_from(id)) else {
-        return Ok(Vec::new());
+        return (Vec::new(), None);
     };
     let now = now_ms();
-    Ok(store
-        .connection_deferreds(id, 200)
-        .await?
+    let (records, note) =
+        history::or_note(state, store.connection_deferreds(id, 200).await, Vec::new());
+    let views = records
         .into_iter()
         .map(|r| DeferredView::new(r, now))
-        .collect())
+        .collect();
+    (views, note)
 }
 
 /// A service: its configuration from history and its live figures.
@@ -432,11 +480,13 @@ pub struct ServiceView {
     pub stats: ServiceStats,
 }
 
-/// Every service, configured or seen in the metrics, by name.
-pub async fn services(state: &DashboardState) -> Result<Vec<ServiceView>, ApiError> {
-    let records: Vec<ServiceRecord> = match &state.store {
-        Some(store) => store.services().await?,
-        None => Vec::new(),
+/// Every service, configured (from history) or seen in the metrics, by name; and the note
+/// when history could not be read (the services are then those in the metrics, without
+/// their configuration).
+pub async fn services(state: &DashboardState) -> (Vec<ServiceView>, Option<String>) {
+    let (records, note): (Vec<ServiceRecord>, _) = match &state.store {
+        Some(store) => history::or_note(state, store.services().await, Vec::new()),
+        None => (Vec::new(), None),
     };
     let mut stats = state.series.stats();
     let mut out: Vec<ServiceView> = records
@@ -467,5 +517,15 @@ pub async fn services(state: &DashboardState) -> Result<Vec<ServiceView>, ApiErr
         stats: s,
     }));
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    (out, note)
+}
+
+/// The names of the services with live figures, for views that must not wait on history.
+pub fn live_service_names(state: &DashboardState) -> Vec<String> {
+    state
+        .series
+        .stats()
+        .into_iter()
+        .map(|s| s.service)
+        .collect()
 }

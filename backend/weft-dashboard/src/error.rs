@@ -22,6 +22,16 @@ pub enum ApiError {
     /// The action was refused (no token and not same-origin).
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The request names a host this dashboard does not answer to.
+    #[error("{0}")]
+    Misdirected(String),
+    /// `/ws` asked for without a WebSocket handshake this server speaks.
+    #[error("{0}")]
+    UpgradeRequired(&'static str),
+    /// History is needed and cannot be read right now; the text says why (the cause is
+    /// logged and counted where it happened).
+    #[error("{0}")]
+    HistoryUnavailable(String),
     /// The history store failed; the cause is logged.
     #[error("the history store could not answer")]
     Store(#[from] weft_store::StoreError),
@@ -35,6 +45,9 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
+            Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

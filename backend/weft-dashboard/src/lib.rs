@@ -6,7 +6,8 @@
 //! let state = weft_dashboard::DashboardState::new(hub);
 //! // The sampler (sparklines) and the live encoder (`/ws`) run beside the server.
 //! tokio::spawn(weft_dashboard::background(state.clone(), std::future::pending()));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9180").await?;
+//! let listener = weft_dashboard::bind("127.0.0.1:9180".parse().unwrap())?;
+//! let state = state.with_listen_addr(listener.local_addr()?);
 //! axum::serve(listener, weft_dashboard::router(state)).await
 //! # }
 //! ```
@@ -27,12 +28,18 @@
 //!   session per client (snapshot, deltas, resync when it lags), generic over
 //!   `Sink`/`Stream`.
 //! - `actions`: closing a connection and cancelling a Deferred through the reactor handle.
+//! - [`host`]: the names a request's `Host` may give (DNS rebinding); `421` otherwise.
 //! - `auth`: the token (bearer header or login cookie) and the same-origin check for
 //!   actions and `/ws`.
+//! - `headers`: `Content-Security-Policy`, `nosniff` and `Referrer-Policy` on every answer.
+//! - `history`: a view whose history cannot be read answers with its live part and a
+//!   note, and the failure is counted.
 //! - `assets`: `frontend/static/` (ES modules and CSS, no build step), compiled in.
-//! - `metrics`, `health`: `/metrics`, `/healthz` and `/readyz`.
+//! - `metrics`, `health`: `/metrics`, `/healthz` and `/readyz`; [`DashboardMetrics`], the
+//!   dashboard's own counters (refusals, live clients, history errors).
 //!
-//! Requests come in through [`router`], pass `auth`, and read the state; the only writes
+//! Requests come in through [`router`], pass `host` and `auth`, and read the state; the
+//! only writes
 //! to the reactor are the two actions, queued through its handle. Nothing here blocks the
 //! reactor or waits on a browser.
 
@@ -45,7 +52,10 @@ pub mod data;
 mod defer;
 pub mod error;
 pub mod fmt;
+mod headers;
 mod health;
+mod history;
+pub mod host;
 pub mod live;
 mod metrics;
 mod pages;
@@ -54,12 +64,15 @@ pub mod sort;
 pub mod state;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use health::Health;
+pub use host::{AllowedHost, HostError};
+pub use metrics::DashboardMetrics;
 pub use state::DashboardState;
 
 /// The dashboard's routes over `state`.
@@ -99,11 +112,38 @@ pub fn router(state: DashboardState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Outside the token check: a rebound name learns nothing, not even that a token is
+        // needed; outermost, the headers go on every answer, refusals included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            host::require_known_host,
+        ))
+        .layer(axum::middleware::map_response(headers::secure))
         .with_state(state)
 }
 
-/// Samples figures for the sparklines and encodes the live feed until `stop` completes.
-/// Run it beside [`router`]'s server.
+/// The kernel send buffer of each dashboard connection, in bytes (the kernel doubles it
+/// for its own bookkeeping).
+pub const SEND_BUFFER: u32 = 64 * 1024;
+
+/// Binds the dashboard's listener on `addr`. Its connections inherit a fixed send buffer
+/// of [`SEND_BUFFER`] (the kernel otherwise grows it to megabytes): a client that stops
+/// reading holds at most that much, and sends to it block soon enough for the live feed's
+/// send timeout to notice.
+pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Samples figures for the sparklines and encodes the live feed until `stop` completes,
+/// then closes every live client's feed (1001, going away) and waits a moment for them to
+/// leave. Run it beside [`router`]'s server.
 pub async fn background(state: DashboardState, stop: impl Future<Output = ()>) {
     live::run(state.hub, state.series, state.fanout, stop).await;
 }

@@ -5,7 +5,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use weft_store::{DeferredDetail, StepRecord};
 
@@ -74,16 +74,16 @@ fn error_page(page: &str, e: ApiError) -> Response {
 struct Overview {
     page: &'static str,
     cards: Vec<Card>,
+    history_error: Option<String>,
 }
 
 pub(crate) async fn overview(State(state): State<DashboardState>) -> Response {
-    match data::services(&state).await {
-        Ok(services) => html(&Overview {
-            page: "overview",
-            cards: services.into_iter().map(Card::new).collect(),
-        }),
-        Err(e) => error_page("overview", e),
-    }
+    let (services, history_error) = data::services(&state).await;
+    html(&Overview {
+        page: "overview",
+        cards: services.into_iter().map(Card::new).collect(),
+        history_error,
+    })
 }
 
 #[derive(Template)]
@@ -98,6 +98,7 @@ struct Connections {
     headers: Vec<SortHeader>,
     /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
     sort_fields: Vec<(&'static str, &'static str)>,
+    history_error: Option<String>,
 }
 
 impl Connections {
@@ -182,17 +183,21 @@ pub(crate) async fn connections(
 ) -> Response {
     let result = async {
         let order = q.order()?;
-        let rows = data::connections(&state, &q).await?;
-        let service_names = data::services(&state)
-            .await?
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
+        let mut rows = data::connections(&state, &q).await?;
+        // Open connections alone are live: the filter's names must not wait on history.
+        let service_names = if q.state.as_deref().map(str::trim) == Some("open") {
+            data::live_service_names(&state)
+        } else {
+            let (services, note) = data::services(&state).await;
+            rows.history_error = rows.history_error.take().or(note);
+            services.into_iter().map(|s| s.name).collect()
+        };
         Ok::<_, ApiError>((order, rows, service_names))
     };
     match result.await {
-        Ok((order, rows, service_names)) => html(&Connections {
+        Ok((order, mut rows, service_names)) => html(&Connections {
             page: "connections",
+            history_error: rows.history_error.take(),
             rows,
             service_names,
             headers: sort_headers(&q, order),
@@ -219,6 +224,7 @@ struct Connection {
     c: ConnectionView,
     timeline: Vec<Moment>,
     deferreds: Vec<DeferredView>,
+    history_error: Option<String>,
 }
 
 fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
@@ -255,21 +261,23 @@ fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
 
 pub(crate) async fn connection(
     State(state): State<DashboardState>,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Response {
     let result = async {
+        let id = data::parse_id(&id).ok_or(ApiError::NotFound("connection"))?;
         let c = data::connection(&state, id)
             .await?
             .ok_or(ApiError::NotFound("connection"))?;
-        let deferreds = data::connection_deferreds(&state, id).await?;
-        Ok::<_, ApiError>((c, deferreds))
+        let (deferreds, history_error) = data::connection_deferreds(&state, id).await;
+        Ok::<_, ApiError>((c, deferreds, history_error))
     };
     match result.await {
-        Ok((c, deferreds)) => html(&Connection {
+        Ok((c, deferreds, history_error)) => html(&Connection {
             page: "connection",
             timeline: timeline(&c, &deferreds),
             c,
             deferreds,
+            history_error,
         }),
         Err(e) => error_page("connection", e),
     }
@@ -284,6 +292,7 @@ struct Deferreds {
     service: String,
     deferreds: Vec<DeferredView>,
     hidden: usize,
+    history_error: Option<String>,
 }
 
 impl Deferreds {
@@ -305,6 +314,7 @@ pub(crate) async fn deferreds(
             service: q.service.unwrap_or_default(),
             deferreds: page.items,
             hidden: page.hidden,
+            history_error: page.history_error,
         }),
         Err(e) => error_page("deferreds", e),
     }
@@ -393,11 +403,18 @@ struct Deferred {
     /// Where the chain stands, when it waits at a step.
     waiting: Option<String>,
     d: DeferredDetail,
+    history_error: Option<String>,
 }
 
-pub(crate) async fn deferred(State(state): State<DashboardState>, Path(id): Path<i64>) -> Response {
+pub(crate) async fn deferred(
+    State(state): State<DashboardState>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = data::parse_id(&id) else {
+        return error_page("deferred", ApiError::NotFound("deferred"));
+    };
     match data::deferred(&state, id).await {
-        Ok(Some(mut d)) => {
+        Ok((Some(mut d), history_error)) => {
             let at = data::waiting_at(&d);
             let waiting = at.and_then(|at| waiting_text(&d, at));
             let steps = waterfall(std::mem::take(&mut d.steps), at);
@@ -408,9 +425,10 @@ pub(crate) async fn deferred(State(state): State<DashboardState>, Path(id): Path
                 steps,
                 waiting,
                 d,
+                history_error,
             })
         }
-        Ok(None) => error_page("deferred", ApiError::NotFound("deferred")),
+        Ok((None, _)) => error_page("deferred", ApiError::NotFound("deferred")),
         Err(e) => error_page("deferred", e),
     }
 }
@@ -420,20 +438,23 @@ pub(crate) async fn deferred(State(state): State<DashboardState>, Path(id): Path
 struct Services {
     page: &'static str,
     services: Vec<ServiceView>,
+    history_error: Option<String>,
 }
 
 pub(crate) async fn services(State(state): State<DashboardState>) -> Response {
-    match data::services(&state).await {
-        Ok(services) => html(&Services {
-            page: "services",
-            services,
-        }),
-        Err(e) => error_page("services", e),
-    }
+    let (services, history_error) = data::services(&state).await;
+    html(&Services {
+        page: "services",
+        services,
+        history_error,
+    })
 }
 
-/// The answer for any path no route matches.
-pub(crate) async fn not_found() -> Response {
+/// The answer for any path no route matches: JSON under `/api/`, a page elsewhere.
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::NotFound("page").into_response();
+    }
     error_page("none", ApiError::NotFound("page"))
 }
 

@@ -1,5 +1,6 @@
 //! What the dashboard's handlers share.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -7,7 +8,9 @@ use weft::ReactorHandle;
 use weft_store::Store;
 use weft_telemetry::Hub;
 
-use crate::live::Fanout;
+use crate::host::{AllowedHost, HostPolicy};
+use crate::live::{DEFAULT_MAX_LIVE_CLIENTS, Fanout};
+use crate::metrics::DashboardMetrics;
 use crate::series::Series;
 
 /// The dashboard's state: cheap to clone, shared by every request.
@@ -29,11 +32,19 @@ pub struct DashboardState {
     pub series: Arc<Series>,
     /// Encoded live frames shared by every `/ws` client, filled by [`crate::background`].
     pub fanout: Arc<Fanout>,
+    /// The names a request's `Host` may give.
+    pub hosts: Arc<HostPolicy>,
+    /// `/ws` clients served at once at most; more get `503`.
+    pub max_live_clients: usize,
+    /// The dashboard's own counters, on the hub's registry.
+    pub metrics: DashboardMetrics,
 }
 
 impl DashboardState {
-    /// A state over `hub`, with no store, no token and no reactor.
+    /// A state over `hub`, with no store, no token and no reactor, answering to loopback
+    /// names on any port until told its address.
     pub fn new(hub: Arc<Hub>) -> Self {
+        let metrics = DashboardMetrics::new(hub.registry());
         Self {
             hub,
             store: None,
@@ -42,6 +53,9 @@ impl DashboardState {
             started: Instant::now(),
             series: Arc::new(Series::default()),
             fanout: Arc::new(Fanout::default()),
+            hosts: Arc::new(HostPolicy::default()),
+            max_live_clients: DEFAULT_MAX_LIVE_CLIENTS,
+            metrics,
         }
     }
 
@@ -60,6 +74,25 @@ impl DashboardState {
     /// Sends actions to `reactor`.
     pub fn with_reactor(mut self, reactor: ReactorHandle) -> Self {
         self.reactor = Some(reactor);
+        self
+    }
+
+    /// Answers to `addr` (the listener's bound address) and to loopback names with its
+    /// port only.
+    pub fn with_listen_addr(mut self, addr: SocketAddr) -> Self {
+        Arc::make_mut(&mut self.hosts).listen = Some(addr);
+        self
+    }
+
+    /// Answers to `hosts` besides its own addresses (`[dashboard] allowed_hosts`).
+    pub fn with_allowed_hosts(mut self, hosts: impl IntoIterator<Item = AllowedHost>) -> Self {
+        Arc::make_mut(&mut self.hosts).allowed = hosts.into_iter().collect();
+        self
+    }
+
+    /// Serves at most `max` `/ws` clients at once.
+    pub fn with_max_live_clients(mut self, max: usize) -> Self {
+        self.max_live_clients = max;
         self
     }
 }

@@ -43,6 +43,8 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
         store: Some(store),
         dashboard: Some(config.dashboard.listen.clone()),
         token: config.dashboard.token.clone(),
+        allowed_hosts: config.dashboard.allowed_hosts.clone(),
+        max_live_clients: config.dashboard.max_live_clients,
         history_connections_per_s: config.store.connections_per_second,
         ..InspectorConfig::default()
     }

@@ -43,3 +43,53 @@ pub enum StoreError {
     #[error("the history writer has stopped")]
     WriterStopped,
 }
+
+impl StoreError {
+    /// Whether the query could not run because another connection holds the file locked
+    /// (SQLite's `BUSY` or `LOCKED`, with their extended codes) or every reader was busy:
+    /// trying again later may succeed.
+    pub fn is_busy(&self) -> bool {
+        const SQLITE_BUSY: i32 = 5;
+        const SQLITE_LOCKED: i32 = 6;
+        match self {
+            Self::Query(sqlx::Error::PoolTimedOut) => true,
+            Self::Query(sqlx::Error::Database(e)) => e
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::ConnectOptions;
+
+    use super::*;
+    use crate::schema::connect_options;
+
+    #[tokio::test]
+    async fn a_lock_held_elsewhere_is_busy_and_other_failures_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.db");
+        let opts = |ms| connect_options(&path, Duration::from_millis(ms));
+        let mut holder = opts(1000).connect().await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        // Opening a writer's connection needs the lock too.
+        let locked = opts(50).connect().await.unwrap_err();
+        assert!(StoreError::from(locked).is_busy());
+        assert!(StoreError::Query(sqlx::Error::PoolTimedOut).is_busy());
+        let missing = sqlx::query("SELECT * FROM nowhere")
+            .execute(&mut holder)
+            .await
+            .unwrap_err();
+        assert!(!StoreError::from(missing).is_busy());
+        assert!(!StoreError::WriterStopped.is_busy());
+    }
+}

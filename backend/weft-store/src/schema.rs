@@ -20,18 +20,30 @@ use crate::StoreError;
 /// The one schema, embedded from the repository's `migrations/`.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// Connection settings shared by the writer, the pruner and the read pool.
-pub(crate) fn connect_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+/// Settings every connection shares.
+fn shared_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
-        .create_if_missing(true)
-        // Must be set before the first table exists; lets retention hand pages back to the OS.
-        .auto_vacuum(SqliteAutoVacuum::Incremental)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(busy_timeout)
         .foreign_keys(false)
         .disable_statement_logging()
+}
+
+/// Connection settings of the writer and of the connection that creates the file.
+pub(crate) fn connect_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    shared_options(path, busy_timeout)
+        .create_if_missing(true)
+        // Must be set before the first table exists; lets retention hand pages back to the OS.
+        .auto_vacuum(SqliteAutoVacuum::Incremental)
+}
+
+/// Connection settings of the read pool. Setting `auto_vacuum`, even to the value it has,
+/// takes the write lock, so a reader opened while another process holds the file locked
+/// would fail; readers leave it alone, and never create the file.
+fn read_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
+    shared_options(path, busy_timeout)
 }
 
 /// Creates the file if needed, migrates it, and returns a read pool on it.
@@ -40,23 +52,29 @@ pub(crate) async fn open_pool(
     busy_timeout: Duration,
     max_readers: u32,
 ) -> Result<SqlitePool, StoreError> {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(max_readers.max(1))
-        .min_connections(0)
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    // One connection of its own creates and migrates the file: `auto_vacuum` must be set
+    // before the first table exists.
+    let setup = SqlitePoolOptions::new()
+        .max_connections(1)
         .connect_with(connect_options(path, busy_timeout))
         .await
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    MIGRATOR
-        .run(&pool)
+        .map_err(open_error)?;
+    let migrated = MIGRATOR.run(&setup).await;
+    setup.close().await;
+    migrated.map_err(|source| StoreError::Migrate {
+        path: path.to_owned(),
+        source,
+    })?;
+    SqlitePoolOptions::new()
+        .max_connections(max_readers.max(1))
+        .min_connections(0)
+        .connect_with(read_options(path, busy_timeout))
         .await
-        .map_err(|source| StoreError::Migrate {
-            path: path.to_owned(),
-            source,
-        })?;
-    Ok(pool)
+        .map_err(open_error)
 }
 
 /// Opens the writer's own connection; the file must already be migrated.
@@ -129,7 +147,7 @@ impl PoolCell {
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATOR;
+    use super::*;
 
     /// Each migration that has landed, with the SHA-384 of its SQL as sqlx records it in
     /// every history file that applied it.
@@ -178,6 +196,35 @@ mod tests {
                 m.description,
                 hex(&m.checksum)
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_open_while_another_process_holds_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.db");
+        let pool = open_pool(&path, Duration::from_millis(200), 4)
+            .await
+            .unwrap();
+        let mut other = connect_options(&path, Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        // Four at once: the pool opens new connections while the lock is held.
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            readers.push(pool.acquire().await.expect("a reader opens"));
+        }
+        for reader in &mut readers {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM connections")
+                .fetch_one(&mut **reader)
+                .await
+                .unwrap();
+            assert_eq!(n, 0);
         }
     }
 }

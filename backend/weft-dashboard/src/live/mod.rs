@@ -28,27 +28,36 @@
 //!   `connections` with fresh counters.
 //! - `lagged`: `missed` events were not delivered; a `snapshot` follows.
 
+pub mod chunked;
+mod fanout;
+mod handshake;
 pub mod session;
 mod ws;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent, is_routine_close};
 
 use crate::data::{ConnectionView, now_ms};
 use crate::series::{Alerts, Series, ServiceStats};
 
+pub use fanout::Fanout;
 pub(crate) use ws::ws;
+pub use ws::{MAX_MESSAGE, SEND_TIMEOUT};
 
 /// Frames buffered per client before it is resynced.
 pub const FRAMES: usize = 256;
+
+/// `/ws` clients served at once unless `[dashboard] max_live_clients` says otherwise.
+pub const DEFAULT_MAX_LIVE_CLIENTS: usize = 256;
+
+/// How long a shutting-down dashboard waits for its live clients to say goodbye.
+pub const GOODBYE: Duration = Duration::from_secs(2);
 
 /// How long the encoder gathers events into one frame. Pages draw at most four times a
 /// second, so this adds little to what a person sees, and it bounds the frames each client
@@ -86,48 +95,6 @@ pub struct Frame {
     pub kind: FrameKind,
     /// The JSON text sent as is; cloning it shares the bytes.
     pub json: Utf8Bytes,
-}
-
-/// The broadcast of frames and the last event number encoded.
-#[derive(Debug)]
-pub struct Fanout {
-    tx: broadcast::Sender<Frame>,
-    last_seq: AtomicU64,
-}
-
-impl Default for Fanout {
-    fn default() -> Self {
-        Self {
-            tx: broadcast::channel(FRAMES).0,
-            last_seq: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Fanout {
-    /// A client's subscription, from the next frame on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
-        self.tx.subscribe()
-    }
-
-    /// The number of the last event encoded (0 before any).
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq.load(Ordering::Acquire)
-    }
-
-    /// How many clients are connected.
-    pub fn clients(&self) -> usize {
-        self.tx.receiver_count()
-    }
-
-    /// Sends a frame to every client (nobody listening is fine), first noting the last
-    /// event it carries.
-    pub fn publish(&self, frame: Frame) {
-        if let FrameKind::Events { last_seq } = frame.kind {
-            self.last_seq.store(last_seq, Ordering::Release);
-        }
-        let _ = self.tx.send(frame);
-    }
 }
 
 #[derive(Serialize)]
@@ -339,8 +306,10 @@ pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
     }
 }
 
-/// Runs the sampler and the encoder until `stop` completes. The gateway runs this next to
-/// the server; without it pages still render, but nothing is live.
+/// Runs the sampler and the encoder until `stop` completes, then closes every client's
+/// feed with 1001 (going away) and waits, up to [`GOODBYE`], for them to leave. The
+/// gateway runs this next to the server; without it pages still render, but nothing is
+/// live.
 pub async fn run(
     hub: Arc<Hub>,
     series: Arc<Series>,
@@ -349,8 +318,15 @@ pub async fn run(
 ) {
     tokio::select! {
         () = sample(hub.clone(), series, fanout.clone(), Duration::from_secs(1)) => {}
-        () = encode(hub, fanout) => {}
+        () = encode(hub, fanout.clone()) => {}
         () = stop => {}
+    }
+    fanout.shut_down();
+    if tokio::time::timeout(GOODBYE, fanout.drained())
+        .await
+        .is_err()
+    {
+        tracing::debug!("live clients still connected at exit");
     }
 }
 

@@ -1,57 +1,192 @@
-//! `GET /ws`: the upgrade, the origin check, and the adapter from axum's socket to
-//! [`session::serve`](super::session::serve).
+//! `GET /ws`: the origin check, the handshake, the cap on clients, and the socket under
+//! [`session::serve`](super::session::serve): fragments out ([`Chunked`]), frames in
+//! (capped at [`MAX_MESSAGE`]), and the closing handshake of RFC 6455 §7 for each way a
+//! session ends.
 
-use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::session::{Incoming, serve};
+use super::chunked::{CHUNK, Chunked, SendError};
+use super::handshake;
+use super::session::{Ended, Incoming, Violation, serve};
 use crate::error::ApiError;
+use crate::metrics::{Disconnect, Refusal};
 use crate::state::DashboardState;
 
-/// Bytes read from a page's socket at a time.
+/// The largest message (and frame) a client may send. Pages send nothing but the close;
+/// anything bigger is closed with 1009.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// A client that takes no fragment for this long is dropped: its queue of shared frames
+/// stops growing, and its place is freed.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a closing handshake may take before the connection is simply dropped.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Bytes read from a page's socket at a time: pages send next to nothing.
 const READ_BUFFER: usize = 4096;
 
-pub(crate) async fn ws(
-    State(state): State<DashboardState>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    // Browsers always send an Origin on a WebSocket; another site's must not read the feed.
-    if headers.contains_key(axum::http::header::ORIGIN)
-        && !crate::auth::same_origin(&state, &headers)
-    {
-        return ApiError::Forbidden("the live feed only serves this dashboard's own pages")
-            .into_response();
-    }
-    match upgrade {
-        // Pages send nothing but pings and the close: a small read buffer, which is
-        // zeroed on every read, keeps each wake-up cheap.
-        Ok(upgrade) => upgrade
-            .read_buffer_size(READ_BUFFER)
-            .on_upgrade(move |socket| client(socket, state)),
-        Err(rejection) => rejection.into_response(),
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Every fragment is written at once; the buffer never holds more than a few.
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * CHUNK)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// A place among the live clients, given back when dropped.
+struct Admission(DashboardState);
+
+impl Admission {
+    fn new(state: &DashboardState) -> Option<Self> {
+        state.fanout.join(state.max_live_clients).then(|| {
+            state.metrics.live_joined();
+            Self(state.clone())
+        })
     }
 }
 
-async fn client(socket: WebSocket, state: DashboardState) {
-    let (sink, stream) = socket.split();
-    let sink =
-        sink.with(|text: Utf8Bytes| async move { Ok::<_, axum::Error>(Message::Text(text)) });
-    let incoming = stream.map(|m| match m {
-        Ok(Message::Close(_)) | Err(_) => Incoming::Close,
-        Ok(_) => Incoming::Other,
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fanout.leave();
+        self.0.metrics.live_left();
+    }
+}
+
+pub(crate) async fn ws(State(state): State<DashboardState>, mut request: Request) -> Response {
+    let headers = request.headers();
+    // Browsers always send an Origin on a WebSocket; another site's must not read the feed.
+    if headers.contains_key(header::ORIGIN) && !crate::auth::same_origin(&state, headers) {
+        state.metrics.refused(Refusal::CrossSite);
+        return ApiError::Forbidden("the live feed only serves this dashboard's own pages")
+            .into_response();
+    }
+    let accept = match handshake::check(request.method(), request.version(), headers) {
+        Ok(accept) => accept,
+        Err(refused) => {
+            state.metrics.refused(Refusal::Handshake);
+            return refused.into_response();
+        }
+    };
+    let Some(admission) = Admission::new(&state) else {
+        state.metrics.refused(Refusal::LiveClients);
+        return ApiError::Unavailable(
+            "the live feed serves as many clients as [dashboard] max_live_clients allows; \
+             try again later",
+        )
+        .into_response();
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    // Not tracked by the server's graceful shutdown: `Fanout::shut_down` ends it, and
+    // `crate::background` waits for it.
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => client(TokioIo::new(upgraded), admission).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "live feed upgrade failed");
+                admission
+                    .0
+                    .metrics
+                    .live_disconnected(Disconnect::ClientGone);
+            }
+        }
     });
+    handshake::switching(accept)
+}
+
+/// What the session reads: messages, and errors as the violations RFC 6455 names.
+fn incoming(message: Result<Message, tungstenite::Error>) -> Incoming {
+    use tungstenite::Error;
+    use tungstenite::error::ProtocolError;
+    match message {
+        Ok(Message::Close(_)) => Incoming::Close,
+        Ok(_) => Incoming::Other,
+        Err(Error::Capacity(_)) => Incoming::Violation(Violation::TooBig),
+        Err(Error::Utf8(_)) => Incoming::Violation(Violation::BadText),
+        Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Incoming::Gone,
+        Err(Error::Protocol(_)) => Incoming::Violation(Violation::Protocol),
+        Err(_) => Incoming::Gone,
+    }
+}
+
+async fn client<T>(io: T, admission: Admission)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let state = &admission.0;
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
+    let (sink, stream) = socket.split();
+    let mut sink = Chunked::new(sink, SEND_TIMEOUT);
+    let mut incoming = stream.map(incoming);
     let frames = state.fanout.subscribe();
-    let snapshot = |seq| super::snapshot(&state.hub, &state.series, seq);
-    serve(
-        Box::pin(sink),
-        Box::pin(incoming),
-        &state.fanout,
-        frames,
-        snapshot,
-    )
-    .await;
+    let snapshot = |seq| {
+        state
+            .fanout
+            .snapshot(seq, || super::snapshot(&state.hub, &state.series, seq))
+    };
+    let ended = serve(&mut sink, &mut incoming, &state.fanout, frames, snapshot).await;
+    state.metrics.live_disconnected(match &ended {
+        Ended::ClientClosed => Disconnect::ClientClosed,
+        Ended::ClientGone => Disconnect::ClientGone,
+        Ended::Violation(Violation::TooBig) => Disconnect::TooBig,
+        Ended::Violation(_) => Disconnect::ProtocolError,
+        Ended::ShuttingDown => Disconnect::Shutdown,
+        Ended::SendFailed(SendError::Stalled) => Disconnect::SendTimeout,
+        Ended::SendFailed(_) => Disconnect::SendFailed,
+    });
+    if let Ok(socket) = sink.into_inner().reunite(incoming.into_inner()) {
+        let _ = tokio::time::timeout(CLOSE_GRACE, goodbye(socket, &ended)).await;
+    }
+}
+
+/// Finishes the closing handshake (RFC 6455 §7) the way the session ended.
+async fn goodbye<T, E>(mut socket: WebSocketStream<T>, ended: &Ended<E>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+    };
+    match ended {
+        // The reply to the client's Close is queued; writing it completes the handshake
+        // (§5.5.1), and the server then closes the connection first (§7.1.1).
+        Ended::ClientClosed => {
+            let _ = socket.flush().await;
+        }
+        // §7.1.7: fail the connection, saying why.
+        Ended::Violation(v) => {
+            let _ = socket.send(close(v.code(), v.reason())).await;
+        }
+        // §7.4.1: 1001, going away; then wait for the client's Close before closing.
+        Ended::ShuttingDown => {
+            if socket
+                .send(close(1001, "weft is shutting down"))
+                .await
+                .is_ok()
+            {
+                while let Some(Ok(m)) = socket.next().await {
+                    if m.is_close() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ended::ClientGone | Ended::SendFailed(_) => {}
+    }
 }

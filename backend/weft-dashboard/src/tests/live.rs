@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::*;
-use crate::live::session::{Incoming, serve};
+use crate::live::session::{Ended, Incoming, Violation, serve};
 use crate::live::{FRAMES, Fanout, Frame, FrameKind};
 
 fn events(seq: u64) -> Frame {
@@ -30,18 +30,28 @@ async fn next(rx: &mut mpsc::Receiver<Utf8Bytes>) -> serde_json::Value {
     serde_json::from_str(text.as_str()).unwrap()
 }
 
+type Ending = Ended<mpsc::SendError>;
+
 /// A session on its own task; the returned sender closes the client when dropped.
 fn start(
     fanout: &Arc<Fanout>,
     sink: mpsc::Sender<Utf8Bytes>,
-) -> (mpsc::UnboundedSender<Incoming>, tokio::task::JoinHandle<()>) {
+) -> (
+    mpsc::UnboundedSender<Incoming>,
+    tokio::task::JoinHandle<Ending>,
+) {
     let (client, incoming) = mpsc::unbounded();
     let frames = fanout.subscribe();
     let fanout = fanout.clone();
-    let task = tokio::spawn(async move {
-        serve(sink, incoming, &fanout, frames, snapshot).await;
-    });
+    let task = tokio::spawn(async move { serve(sink, incoming, &fanout, frames, snapshot).await });
     (client, task)
+}
+
+async fn ended(task: tokio::task::JoinHandle<Ending>) -> Ending {
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the session ends")
+        .unwrap()
 }
 
 #[tokio::test]
@@ -61,10 +71,39 @@ async fn a_client_gets_a_snapshot_then_only_newer_events() {
     assert_eq!(next(&mut rx).await["seq"], 5);
     assert_eq!(next(&mut rx).await["type"], "stats");
     client.unbounded_send(Incoming::Close).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the session ends when the client closes")
+    assert!(matches!(ended(task).await, Ended::ClientClosed));
+}
+
+#[tokio::test]
+async fn a_protocol_violation_ends_the_session_with_its_close_code() {
+    let fanout = Arc::new(Fanout::default());
+    let (sink, mut rx) = mpsc::channel(64);
+    let (client, task) = start(&fanout, sink);
+    assert_eq!(next(&mut rx).await["type"], "snapshot");
+    client.unbounded_send(Incoming::Other).unwrap();
+    client
+        .unbounded_send(Incoming::Violation(Violation::TooBig))
         .unwrap();
+    match ended(task).await {
+        Ended::Violation(v) => assert_eq!((v.code(), v.reason()), (1009, "message too big")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn shutting_down_ends_every_session_even_one_stuck_sending() {
+    let fanout = Arc::new(Fanout::default());
+    // Nobody reads: the snapshot fills the channel and the next send blocks.
+    let (sink, _rx) = mpsc::channel(0);
+    let (_client, task) = start(&fanout, sink);
+    fanout.publish(events(1));
+    fanout.publish(events(2));
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!task.is_finished());
+    fanout.shut_down();
+    assert!(matches!(ended(task).await, Ended::ShuttingDown));
 }
 
 #[tokio::test]
@@ -133,10 +172,7 @@ async fn a_closed_socket_ends_the_session() {
     let (sink, rx) = mpsc::channel(0);
     drop(rx);
     let (_client, task) = start(&fanout, sink);
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("a failed send ends the session")
-        .unwrap();
+    assert!(matches!(ended(task).await, Ended::SendFailed(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

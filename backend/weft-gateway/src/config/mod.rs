@@ -76,6 +76,10 @@ pub struct DashboardConfig {
     /// The bearer token every route but `/healthz` requires, if set (`token`, or read from
     /// the environment variable named by `token_env`).
     pub token: Option<String>,
+    /// Host names the dashboard answers to besides its own address and `localhost`.
+    pub allowed_hosts: Vec<weft_dashboard::AllowedHost>,
+    /// `/ws` clients served at once at most.
+    pub max_live_clients: usize,
 }
 
 /// `[store]`.

@@ -25,6 +25,8 @@ pub(crate) struct RawDashboard {
     pub(crate) listen: Option<Spanned<String>>,
     pub(crate) token: Option<Spanned<String>>,
     pub(crate) token_env: Option<Spanned<String>>,
+    pub(crate) allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) max_live_clients: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -133,6 +133,35 @@ fn a_dashboard_off_loopback_needs_a_token() {
 }
 
 #[test]
+fn the_dashboard_names_it_answers_to_and_its_live_clients_are_checked() {
+    let c = Config::parse(
+        "weft.toml",
+        "[dashboard]\nallowed_hosts = [\"weft.lan\", \"Proxy.Example:8443\"]\nmax_live_clients = 8\n",
+    )
+    .unwrap();
+    let hosts: Vec<String> = c
+        .dashboard
+        .allowed_hosts
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(hosts, ["weft.lan", "proxy.example:8443"]);
+    assert_eq!(c.dashboard.max_live_clients, 8);
+    let demo = Config::demo();
+    assert!(demo.dashboard.allowed_hosts.is_empty());
+    assert_eq!(demo.dashboard.max_live_clients, 256);
+
+    let e = err("[dashboard]\nallowed_hosts = [\"weft.lan\", \"http://weft.lan/\"]\n");
+    assert_eq!(at(&e), (Some(2), Some("dashboard.allowed_hosts[1]")));
+    assert!(e.message.contains("no scheme, no path"), "{e}");
+    for n in ["0", "-1", "100001"] {
+        let e = err(&format!("[dashboard]\nmax_live_clients = {n}\n"));
+        assert_eq!(at(&e), (Some(2), Some("dashboard.max_live_clients")), "{n}");
+        assert!(e.message.contains("between 1 and 100000"), "{e}");
+    }
+}
+
+#[test]
 fn endpoints_are_checked() {
     let e =
         err("[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = [\"tcp:8000\", \"tcp:nope\"]\n");

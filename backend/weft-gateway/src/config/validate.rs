@@ -310,8 +310,50 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
              a loopback interface (tcp:PORT:interface=127.0.0.1)"
         )));
     }
-    Ok(DashboardConfig { listen, token })
+    let mut allowed_hosts = Vec::new();
+    for (i, host) in raw
+        .dashboard
+        .allowed_hosts
+        .iter()
+        .flat_map(|h| h.get_ref().iter())
+        .enumerate()
+    {
+        let parsed = host
+            .get_ref()
+            .parse()
+            .map_err(|e: weft_dashboard::HostError| {
+                at.error(
+                    Some(host.span()),
+                    key(&format!("dashboard.allowed_hosts[{i}]")),
+                    e.to_string(),
+                )
+            })?;
+        allowed_hosts.push(parsed);
+    }
+    let max_live_clients = match &raw.dashboard.max_live_clients {
+        Some(n) if !(1..=MAX_LIVE_CLIENTS).contains(n.get_ref()) => {
+            return Err(at.error(
+                Some(n.span()),
+                key("dashboard.max_live_clients"),
+                format!(
+                    "must be between 1 and {MAX_LIVE_CLIENTS}, got {}",
+                    n.get_ref()
+                ),
+            ));
+        }
+        Some(n) => usize::try_from(*n.get_ref()).expect("checked to be positive"),
+        None => weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
+    };
+    Ok(DashboardConfig {
+        listen,
+        token,
+        allowed_hosts,
+        max_live_clients,
+    })
 }
+
+/// The most `/ws` clients `max_live_clients` may allow.
+const MAX_LIVE_CLIENTS: i64 = 100_000;
 
 /// Every duration key: `default` when absent; otherwise longer than zero and at most
 /// [`MAX_DURATION`], so that adding it to the clock cannot overflow.

@@ -48,6 +48,10 @@ pub struct InspectorConfig {
     pub dashboard: Option<String>,
     /// The bearer token the dashboard requires, if any.
     pub token: Option<String>,
+    /// Host names the dashboard answers to besides its own address and `localhost`.
+    pub allowed_hosts: Vec<weft_dashboard::AllowedHost>,
+    /// `/ws` clients the dashboard serves at once at most.
+    pub max_live_clients: usize,
     /// How often open connections are written to the store.
     pub snapshot_interval: Duration,
     /// Short-lived connections that closed cleanly are kept in history up to this many a
@@ -64,6 +68,8 @@ impl Default for InspectorConfig {
             store: Some(StoreOptions::new("weft.db")),
             dashboard: Some("tcp:9180:interface=127.0.0.1".into()),
             token: None,
+            allowed_hosts: Vec::new(),
+            max_live_clients: weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
             snapshot_interval: Duration::from_secs(1),
             history_connections_per_s: DEFAULT_HISTORY_CONNECTIONS_PER_S,
         }
@@ -259,7 +265,7 @@ impl Background {
             None => None,
         };
         let listener = match &self.dashboard {
-            Some((endpoint, addr)) => match tokio::net::TcpListener::bind(addr).await {
+            Some((endpoint, addr)) => match weft_dashboard::bind(*addr) {
                 Ok(l) => Some(l),
                 Err(source) => {
                     if let Some(store) = &store {
@@ -308,8 +314,13 @@ impl Background {
         }
         let dashboard = listener.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(listener) = listener {
-            let mut state =
-                DashboardState::new(self.hub.clone()).with_reactor(self.reactor.clone());
+            let mut state = DashboardState::new(self.hub.clone())
+                .with_reactor(self.reactor.clone())
+                .with_allowed_hosts(self.config.allowed_hosts.iter().cloned())
+                .with_max_live_clients(self.config.max_live_clients);
+            if let Some(addr) = dashboard {
+                state = state.with_listen_addr(addr);
+            }
             if let Some(store) = &store {
                 state = state.with_store(store.clone());
             }

@@ -1,0 +1,47 @@
+//! History that cannot be read right now (another process holds the file locked, the disk
+//! failed): a view that also has live data answers with it, says what is missing
+//! (`history_error` in the JSON, a note on the page) and counts it; the cause goes to the
+//! log once. Live data comes from the hub and never waits on the store.
+
+use weft_store::StoreError;
+
+use crate::metrics::HistoryFailure;
+use crate::state::DashboardState;
+
+/// Logs and counts `e`, and returns the note a view shows in place of its history.
+pub(crate) fn unavailable(state: &DashboardState, e: &StoreError) -> String {
+    tracing::warn!(error = %e, "history unavailable to the dashboard");
+    let failure = if e.is_busy() {
+        HistoryFailure::Busy
+    } else {
+        HistoryFailure::Failed
+    };
+    state.metrics.history_failed(failure);
+    note(failure).to_owned()
+}
+
+/// What a reader is told.
+pub(crate) fn note(failure: HistoryFailure) -> &'static str {
+    match failure {
+        HistoryFailure::Busy => {
+            "history is unavailable: the history database is locked by another process \
+             (or busy); showing live data only"
+        }
+        HistoryFailure::Failed => {
+            "history is unavailable: the history database could not be read (the cause is in \
+             weft's log); showing live data only"
+        }
+    }
+}
+
+/// `Ok(value)`, or `fallback` and the note when the store failed.
+pub(crate) fn or_note<T>(
+    state: &DashboardState,
+    result: Result<T, StoreError>,
+    fallback: T,
+) -> (T, Option<String>) {
+    match result {
+        Ok(value) => (value, None),
+        Err(e) => (fallback, Some(unavailable(state, &e))),
+    }
+}

@@ -1,0 +1,103 @@
+//! History that cannot be read: live rows are still served, with a note saying what is
+//! missing, and the failure is counted; views that are history only answer 503.
+
+use weft::defer::Deferred;
+
+use super::*;
+
+/// A store that held a closed connection and can no longer be read.
+async fn failed_store() -> (tempfile::TempDir, Store) {
+    let (dir, store) = store_with(vec![closed_connection(1, "echo", "10.0.0.1:5000").into()]).await;
+    store.shutdown().await.unwrap();
+    (dir, store)
+}
+
+fn counted(app: &axum::Router, runtime: &tokio::runtime::Runtime) -> String {
+    let metrics = runtime.block_on(get(app.clone(), "/metrics")).body;
+    metrics
+        .lines()
+        .find(|l| l.starts_with(r#"weft_dashboard_history_errors_total{reason="failed"}"#))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn views_with_live_rows_serve_them_with_a_note_when_history_cannot_be_read() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reactor = weft::Reactor::new().unwrap();
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    hub.install(&reactor);
+    let (_dir, store) = runtime.block_on(failed_store());
+    let app = router(DashboardState::new(hub).with_store(store));
+    let (_resolver, pending) = Deferred::<u32>::labeled("still live");
+    let live = pending.id().0;
+    let get = |path: &str| runtime.block_on(get(app.clone(), path));
+
+    // JSON: the live part, and why the rest is missing.
+    for path in [
+        "/api/connections",
+        "/api/deferreds",
+        "/api/deferreds?state=failed",
+    ] {
+        let a = get(path);
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        let note = a.json()["history_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(note.contains("could not be read"), "{path}: {}", a.body);
+    }
+    let pending_list = get("/api/deferreds").json();
+    assert_eq!(pending_list["items"][0]["id"], live);
+    let chain = get(&format!("/api/deferreds/{live}"));
+    assert_eq!(chain.status, StatusCode::OK, "{}", chain.body);
+    assert!(chain.json()["history_error"].is_string());
+    let services = get("/api/services");
+    assert_eq!(services.status, StatusCode::OK);
+    assert!(
+        services
+            .headers
+            .contains_key(crate::api::HISTORY_ERROR_HEADER)
+    );
+
+    // Pages: the same, with the note shown.
+    for path in [
+        "/",
+        "/connections",
+        "/deferreds?state=failed",
+        "/services",
+        &format!("/deferreds/{live}"),
+    ] {
+        let a = get(path);
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        assert!(a.body.contains(r#"id="history-error""#), "{path}");
+    }
+
+    // Open connections alone never touch history: no note, nothing counted.
+    let before = counted(&app, &runtime);
+    for path in ["/connections?state=open", "/api/connections?state=open"] {
+        let a = get(path);
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert!(!a.body.contains("history-error") && !a.body.contains("history_error"));
+    }
+    assert_eq!(counted(&app, &runtime), before);
+
+    // Views that are history only say so with 503.
+    for path in ["/api/events", "/api/connections/1", "/connections/1"] {
+        let a = get(path);
+        assert_eq!(
+            a.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            a.body
+        );
+        assert!(a.body.contains("could not be read"), "{path}: {}", a.body);
+    }
+    assert!(
+        !before.is_empty() && !before.ends_with(" 0"),
+        "each view that missed its history is counted: {before:?}"
+    );
+}

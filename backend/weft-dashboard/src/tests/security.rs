@@ -1,0 +1,299 @@
+//! Which hosts are served, the headers every answer carries, where login may send a
+//! browser, and bad ids.
+
+use super::*;
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut r = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+fn listening() -> DashboardState {
+    state().with_listen_addr("127.0.0.1:9180".parse().unwrap())
+}
+
+async fn refusals(app: &axum::Router, reason: &str) -> String {
+    let scrape = request("GET", "/metrics", &[("authorization", "Bearer s3cret")]);
+    let metrics = send(app.clone(), scrape).await.body;
+    let series = format!("weft_dashboard_refused_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or("missing")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn another_host_is_refused_on_every_route_before_the_token_is_looked_at() {
+    for app in [
+        router(listening()),
+        router(listening().with_token("s3cret")),
+    ] {
+        for path in [
+            "/",
+            "/connections",
+            "/api/services",
+            "/healthz",
+            "/metrics",
+            "/ws",
+            "/static/app.js",
+            "/login",
+            "/nowhere",
+        ] {
+            let a = send(
+                app.clone(),
+                request("GET", path, &[("host", "evil.example:9180")]),
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{path}");
+            assert!(
+                a.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("127.0.0.1:9180, localhost:9180"),
+                "{path}: {}",
+                a.body
+            );
+        }
+        let forged = request(
+            "POST",
+            "/api/connections/1/close",
+            &[
+                ("host", "evil.example:9180"),
+                ("origin", "http://evil.example:9180"),
+                ("authorization", "Bearer s3cret"),
+            ],
+        );
+        assert_eq!(
+            send(app.clone(), forged).await.status,
+            StatusCode::MISDIRECTED_REQUEST
+        );
+    }
+    let app = router(listening());
+    for host in ["localhost:9181", "127.0.0.1:80", "127.0.0.1"] {
+        let a = send(app.clone(), request("GET", "/healthz", &[("host", host)])).await;
+        assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    // The authority of an absolute-form target is the host asked for (RFC 9112 §3.2.2).
+    let absolute = request(
+        "GET",
+        "http://evil.example:9180/healthz",
+        &[("host", "127.0.0.1:9180")],
+    );
+    assert_eq!(
+        send(app.clone(), absolute).await.status,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    assert_eq!(refusals(&app, "host").await, "4");
+}
+
+#[tokio::test]
+async fn a_missing_or_repeated_host_is_a_bad_request() {
+    let app = router(listening());
+    let none = app
+        .clone()
+        .oneshot(request("GET", "/healthz", &[]))
+        .await
+        .unwrap();
+    assert_eq!(none.status(), StatusCode::BAD_REQUEST);
+    let twice = request(
+        "GET",
+        "/healthz",
+        &[("host", "127.0.0.1:9180"), ("host", "evil.example:9180")],
+    );
+    assert_eq!(send(app, twice).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn names_in_allowed_hosts_are_served() {
+    let app = router(listening().with_allowed_hosts([
+        "weft.lan".parse().unwrap(),
+        "proxy.example:443".parse().unwrap(),
+    ]));
+    for (host, status) in [
+        ("weft.lan:9180", StatusCode::OK),
+        ("weft.lan", StatusCode::OK),
+        ("proxy.example:443", StatusCode::OK),
+        ("proxy.example:9180", StatusCode::MISDIRECTED_REQUEST),
+        ("localhost:9180", StatusCode::OK),
+        ("[::1]:9180", StatusCode::OK),
+    ] {
+        let a = send(app.clone(), request("GET", "/healthz", &[("host", host)])).await;
+        assert_eq!(a.status, status, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let open = router(listening());
+    let guarded = router(listening().with_token("s3cret"));
+    let answers = [
+        get(open.clone(), "/").await,
+        get(open.clone(), "/connections").await,
+        get(open.clone(), "/api/services").await,
+        get(open.clone(), "/static/app.js").await,
+        get(open.clone(), "/healthz").await,
+        get(open.clone(), "/metrics").await,
+        get(open.clone(), "/nowhere").await,
+        get(open.clone(), "/ws").await,
+        send(
+            open.clone(),
+            request("GET", "/", &[("host", "evil.example:9180")]),
+        )
+        .await,
+        get(guarded.clone(), "/").await,
+        get(guarded.clone(), "/api/services").await,
+        get(guarded, "/login").await,
+    ];
+    for a in answers {
+        let h = &a.headers;
+        assert_eq!(h["x-content-type-options"], "nosniff", "{}", a.status);
+        assert_eq!(h["referrer-policy"], "same-origin");
+        assert_eq!(h["content-security-policy"], crate::headers::CSP);
+        assert_eq!(h["x-frame-options"], "DENY");
+    }
+}
+
+#[tokio::test]
+async fn pages_need_no_inline_script_or_style() {
+    let (_dir, store) = store_with(vec![
+        closed_connection(1, "echo", "10.0.0.1:5000").into(),
+        deferred(5, "failed").into(),
+        step(5, 0, "ok", None).into(),
+        step(5, 1, "err", None).into(),
+    ])
+    .await;
+    let app = router(state().with_token("s3cret").with_store(store));
+    for path in [
+        "/",
+        "/connections",
+        "/connections/1",
+        "/deferreds?state=failed",
+        "/deferreds/5",
+        "/services",
+        "/login",
+        "/nowhere",
+    ] {
+        let page = send(
+            app.clone(),
+            request("GET", path, &[("authorization", "Bearer s3cret")]),
+        )
+        .await
+        .body;
+        // What `script-src 'self'` and `style-src 'self'` would block.
+        assert!(!page.contains("style="), "{path}: {page}");
+        assert!(!page.contains("<style"), "{path}");
+        let scripts = page.matches("<script").count();
+        let external = page
+            .matches(r#"<script type="module" src="/static/"#)
+            .count();
+        assert_eq!(scripts, external, "{path}");
+    }
+    let waterfall = get_with_token(&app, "/deferreds/5").await;
+    assert!(
+        waterfall.contains(r#"<rect class="step ok" x="0.00" width="42.86""#),
+        "{waterfall}"
+    );
+}
+
+async fn get_with_token(app: &axum::Router, path: &str) -> String {
+    let r = request("GET", path, &[("authorization", "Bearer s3cret")]);
+    send(app.clone(), r).await.body
+}
+
+/// The form's hidden `next` field.
+fn next_field(page: &str) -> &str {
+    let at = page.find(r#"name="next" value=""#).expect("the next field") + 19;
+    &page[at..at + page[at..].find('"').unwrap()]
+}
+
+#[tokio::test]
+async fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
+    let app = router(listening().with_token("s3cret"));
+    let login = |token: &str, next: &str| {
+        Request::post("/login")
+            .header(header::HOST, "127.0.0.1:9180")
+            .header(header::ORIGIN, "http://127.0.0.1:9180")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}&next={next}")))
+            .unwrap()
+    };
+    for next in [
+        "%2F%09%2Fevil.example",
+        "%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+        "%5C%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+        "%2F%0D%0ASet-Cookie%3A%20x%3Dy",
+        "%2Fconnections%0A",
+        "%09%2F%2Fevil.example",
+        "%2F%C3%A9",
+        "",
+    ] {
+        let form = get(app.clone(), &format!("/login?next={next}")).await;
+        assert_eq!(form.status, StatusCode::OK, "{next}");
+        assert_eq!(next_field(&form.body), "/", "{next}");
+        let ok = send(app.clone(), login("s3cret", next)).await;
+        assert_eq!(ok.status, StatusCode::SEE_OTHER, "{next}: {}", ok.body);
+        assert_eq!(ok.headers[header::LOCATION], "/", "{next}");
+        assert!(ok.headers.contains_key(header::SET_COOKIE));
+        let failed = send(app.clone(), login("nope", next)).await;
+        assert_eq!(failed.status, StatusCode::UNAUTHORIZED, "{next}");
+        assert!(!failed.headers.contains_key(header::SET_COOKIE), "{next}");
+    }
+    let kept = send(
+        app.clone(),
+        login("s3cret", "%2Fconnections%3Fservice%3Decho"),
+    )
+    .await;
+    assert_eq!(kept.headers[header::LOCATION], "/connections?service=echo");
+    assert_eq!(refusals(&app, "token").await, "10");
+}
+
+#[tokio::test]
+async fn a_bad_id_gets_the_not_found_page_and_the_api_a_json_400() {
+    let app = router(state());
+    for path in [
+        "/connections/abc%3Cscript%3E",
+        "/connections/-1",
+        "/connections/99999999999999999999999",
+        "/connections/%201",
+        "/deferreds/abc%3Cscript%3E",
+        "/deferreds/1.5",
+    ] {
+        let a = get(app.clone(), path).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(a.kind.starts_with("text/html"), "{path}");
+        assert!(a.body.contains("<h1>Not Found</h1>"), "{path}");
+        assert!(
+            !a.body.contains("abc") && !a.body.contains("script%3E"),
+            "{path}"
+        );
+    }
+    for path in [
+        "/api/connections/abc",
+        "/api/deferreds/-1",
+        "/api/connections/1e3",
+    ] {
+        let a = get(app.clone(), path).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(a.kind, "application/json", "{path}");
+        assert!(a.json()["error"].as_str().unwrap().contains("whole number"));
+    }
+    let action = request(
+        "POST",
+        "/api/connections/abc/close",
+        &[("sec-fetch-site", "same-origin")],
+    );
+    let a = send(app.clone(), action).await;
+    assert_eq!(
+        (a.status, a.kind.as_str()),
+        (StatusCode::BAD_REQUEST, "application/json")
+    );
+    let nowhere = get(app, "/api/nowhere").await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    assert_eq!(nowhere.json()["error"], "page not found");
+}

@@ -1,0 +1,380 @@
+//! The dashboard's HTTP side against the real binary: which hosts it serves, the headers
+//! every answer carries, where login may send a browser, bad ids, and a history file
+//! another process holds locked.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::assert_eventually;
+use crate::support::{App, Reply, http, spawn_app, spawn_app_configured};
+
+/// An echo connection that has echoed once, and its id on the dashboard.
+fn open_echo(app: &App) -> (TcpStream, u64) {
+    let mut s = TcpStream::connect(app.echo).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut buf = [0; 5];
+    s.read_exact(&mut buf).unwrap();
+    let peer = s.local_addr().unwrap().to_string();
+    let listed = || -> Option<u64> {
+        let list: Value =
+            serde_json::from_str(&app.get("/api/connections?state=open").body).ok()?;
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|c| c["peer"] == peer.as_str())?["id"]
+            .as_u64()
+    };
+    assert_eventually!(
+        listed().is_some(),
+        "the echo connection from {peer} is listed"
+    );
+    (s, listed().unwrap())
+}
+
+fn still_echoes(s: &mut TcpStream) -> bool {
+    let mut buf = [0; 5];
+    s.write_all(b"more\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"more\n"
+}
+
+fn json(r: &Reply) -> Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+#[test]
+fn a_request_naming_another_host_is_refused_and_acts_on_nothing() {
+    let app = spawn_app();
+    let port = app.dashboard.port();
+    let evil = format!("evil.example:{port}");
+    let (mut conn, id) = open_echo(&app);
+
+    // What a page on a rebound name would send: its own Host and Origin.
+    let forged = http(
+        app.dashboard,
+        &format!(
+            "POST /api/connections/{id}/close HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}\r\n\
+             Content-Type: application/json\r\n"
+        ),
+        "{}",
+    );
+    assert_eq!(forged.status, 421, "{forged:?}");
+    assert!(
+        json(&forged)["error"]
+            .as_str()
+            .unwrap()
+            .contains("evil.example"),
+        "the refusal names the host: {forged:?}"
+    );
+    assert!(still_echoes(&mut conn), "the connection was not closed");
+
+    for path in [
+        "/",
+        "/connections",
+        "/api/connections",
+        "/healthz",
+        "/metrics",
+        "/ws",
+        "/static/app.js",
+        "/login",
+    ] {
+        let r = app.get_as(&evil, path);
+        assert_eq!(r.status, 421, "{path}: {r:?}");
+        assert!(
+            !r.body.contains(&format!("\"id\":{id}")),
+            "{path} leaked data"
+        );
+    }
+    // Without a port, or with a name that merely starts like an allowed one.
+    for host in [
+        "evil.example",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+    ] {
+        assert_eq!(app.get_as(host, "/api/services").status, 421, "{host}");
+    }
+    let missing = http(app.dashboard, "GET /healthz HTTP/1.0\r\n", "");
+    assert_eq!(missing.status, 400, "a request without Host: {missing:?}");
+
+    // The dashboard's own names still work, and the refusals were counted.
+    for host in [
+        app.dashboard.to_string(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+    ] {
+        assert_eq!(app.get_as(&host, "/api/services").status, 200, "{host}");
+    }
+    let refused = app
+        .metric(r#"weft_dashboard_refused_total{reason="host"}"#)
+        .unwrap_or(0.0);
+    assert!(refused >= 12.0, "refusals counted: {refused}");
+    assert!(still_echoes(&mut conn));
+}
+
+#[test]
+fn names_in_allowed_hosts_are_served() {
+    let app = spawn_app_configured(r#"allowed_hosts = ["weft.test", "box.lan:8443"]"#, |_| {
+        String::new()
+    });
+    let port = app.dashboard.port();
+    for (host, status) in [
+        (format!("weft.test:{port}"), 200),
+        ("weft.test".to_owned(), 200),
+        ("box.lan:8443".to_owned(), 200),
+        (format!("box.lan:{port}"), 421),
+        (format!("other.test:{port}"), 421),
+    ] {
+        assert_eq!(app.get_as(&host, "/healthz").status, status, "{host}");
+    }
+}
+
+#[test]
+fn every_answer_carries_the_security_headers() {
+    let app = spawn_app();
+    let port = app.dashboard.port();
+    let mut answers: Vec<(String, Reply)> = [
+        "/",
+        "/connections",
+        "/services",
+        "/deferreds",
+        "/api/services",
+        "/static/app.js",
+        "/static/style.css",
+        "/healthz",
+        "/metrics",
+        "/nowhere",
+        "/login",
+    ]
+    .into_iter()
+    .map(|p| (p.to_owned(), app.get(p)))
+    .collect();
+    answers.push((
+        "refused".into(),
+        app.get_as(&format!("evil.example:{port}"), "/"),
+    ));
+    for (path, r) in &answers {
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("referrer-policy"), Some("same-origin"), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        for directive in ["default-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{path}: {csp:?}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp:?}");
+    }
+}
+
+/// The form's hidden `next` field of a `/login` page.
+fn next_field(page: &str) -> &str {
+    let at = page.find(r#"name="next" value=""#).expect("the next field") + 19;
+    &page[at..at + page[at..].find('"').unwrap()]
+}
+
+#[test]
+fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
+    let app = spawn_app_configured(r#"token = "s3cret""#, |_| String::new());
+    let host = app.dashboard.to_string();
+    let login = |next: &str| {
+        http(
+            app.dashboard,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\n"
+            ),
+            &format!("token=s3cret&next={next}"),
+        )
+    };
+    for next in [
+        "%2F%09%2Fevil.example",
+        "%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+        "%5C%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+        "%2F%0D%0ASet-Cookie%3A%20x%3Dy",
+        "%2Fconnections%0A",
+        "%09%2F%2Fevil.example",
+    ] {
+        let form = app.get(&format!("/login?next={next}"));
+        assert_eq!(form.status, 200, "{next}: {form:?}");
+        assert_eq!(next_field(&form.body), "/", "{next}");
+        let r = login(next);
+        assert_eq!(r.status, 303, "{next}: {r:?}");
+        assert_eq!(r.header("location"), Some("/"), "{next}");
+        assert!(r.header("set-cookie").is_some(), "{next}");
+        assert_eq!(
+            r.headers.iter().filter(|(k, _)| k == "set-cookie").count(),
+            1
+        );
+    }
+    let kept = login("%2Fconnections%3Fservice%3Decho");
+    assert_eq!(kept.header("location"), Some("/connections?service=echo"));
+    let wrong = http(
+        app.dashboard,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n"
+        ),
+        "token=nope&next=%2F%0D%0Ax",
+    );
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+    assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+}
+
+#[test]
+fn a_bad_id_gets_a_not_found_page_and_the_api_a_json_error() {
+    let app = spawn_app();
+    for path in [
+        "/connections/abc%3Cscript%3E",
+        "/connections/-1",
+        "/connections/99999999999999999999999",
+        "/deferreds/abc%3Cscript%3E",
+        "/deferreds/1.5",
+    ] {
+        let r = app.get(path);
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+        assert!(
+            r.header("content-type").unwrap().starts_with("text/html"),
+            "{path}"
+        );
+        assert!(
+            !r.body.contains("<script>") && !r.body.contains("abc"),
+            "{path}"
+        );
+        assert!(r.body.contains("Not Found"), "{path}");
+    }
+    for path in ["/api/connections/abc", "/api/deferreds/abc"] {
+        let r = app.get(path);
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(json(&r)["error"].as_str().unwrap().contains("id"), "{path}");
+    }
+    let host = app.dashboard.to_string();
+    let action = http(
+        app.dashboard,
+        &format!(
+            "POST /api/connections/abc/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+        ),
+        "",
+    );
+    assert_eq!(action.status, 400, "{action:?}");
+    json(&action);
+    let nowhere = app.get("/api/nowhere");
+    assert_eq!(nowhere.status, 404, "{nowhere:?}");
+    assert_eq!(json(&nowhere)["error"], "page not found");
+}
+
+/// Holds the history file under an exclusive transaction on another connection until
+/// dropped, as a second process (`sqlite3 weft.db 'BEGIN EXCLUSIVE;'`) would.
+struct Locked {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Locked {
+    fn hold(db: &std::path::Path) -> Locked {
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let db = db.to_owned();
+        let thread = std::thread::spawn(move || {
+            crate::support::query(&db, async move |c| {
+                // The gateway commits about once a second; wait out its lock.
+                sqlx::query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                sqlx::query("ROLLBACK").execute(&mut *c).await.unwrap();
+            });
+        });
+        locked_rx.recv().expect("the lock is taken");
+        Locked {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_history_file_locked_by_another_process_leaves_every_view_answering() {
+    let app = spawn_app();
+    // One connection in history, one open.
+    let (gone, closed) = open_echo(&app);
+    drop(gone);
+    assert_eventually!(
+        json(&app.get("/api/connections?state=closed"))["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty()),
+        "the closed connection reaches history"
+    );
+    let (mut conn, open) = open_echo(&app);
+    let lock = Locked::hold(&app.db);
+
+    // Many at once, so the store must open fresh connections while the lock is held.
+    let paths = [
+        "/connections",
+        "/connections?state=open",
+        "/api/connections",
+        "/api/events",
+        "/",
+        "/services",
+        "/deferreds?state=failed",
+        "/api/services",
+    ];
+    let dashboard = app.dashboard;
+    let answers: Vec<(&str, Reply, Duration)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = paths
+            .iter()
+            .chain(paths.iter())
+            .map(|&path| {
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    let r = http(
+                        dashboard,
+                        &format!("GET {path} HTTP/1.1\r\nHost: {dashboard}\r\n"),
+                        "",
+                    );
+                    (path, r, started.elapsed())
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (path, r, took) in &answers {
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert!(*took < Duration::from_millis(1000), "{path} took {took:?}");
+    }
+    let list = json(&app.get("/api/connections"));
+    let ids: Vec<u64> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_u64())
+        .collect();
+    assert!(ids.contains(&open) && ids.contains(&closed), "{list}");
+    assert!(
+        list.get("history_error").is_none_or(Value::is_null),
+        "{list}"
+    );
+    let events = json(&app.get("/api/events"));
+    assert!(!events.as_array().unwrap().is_empty(), "{events}");
+    assert!(still_echoes(&mut conn));
+    drop(lock);
+}

@@ -56,8 +56,8 @@ pub mod transport;
 
 pub use address::Address;
 pub use net::{
-    ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, InspectedStream,
-    ListenError, ListenOptions, ListeningPort, ReconnectingClientFactory, UdpPort,
+    ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, Handover,
+    InspectedStream, ListenError, ListenOptions, ListeningPort, ReconnectingClientFactory, UdpPort,
 };
 pub use observe::CloseReason;
 pub use protocol::{Factory, HalfClose, Protocol, factory};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::listen::Bound;
+use super::ports::StreamSocket;
 use crate::address::Address;
 use crate::observe::{self, ErrorKind, Event, ListenerInfo, ProtocolError, Refused};
 use crate::policies::{PeerLimit, PeerSlot};
@@ -75,39 +75,26 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// ... up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// Accepts until `stop`, handing each admitted connection, its peer and its per-peer slot
-/// (to be held for the connection's life) to `admit`.
+/// Accepts on `socket` until `stop`, handing each admitted connection, its peer and its
+/// per-peer slot (to be held for the connection's life) to `admit`. The socket may be
+/// shared with a listener taking it over: once `stop` is cancelled this loop accepts no
+/// more, so every connection after a handover gets the new listener's settings.
 pub(super) async fn accept_loop(
-    bound: Bound,
+    socket: &StreamSocket,
     info: &Arc<ListenerInfo>,
     options: &ListenOptions,
     stop: CancellationToken,
     mut admit: impl FnMut(Accepted, Address, PeerSlot),
 ) {
-    enum Listener {
-        Tcp(tokio::net::TcpListener),
-        Unix(tokio::net::UnixListener),
-    }
-    let listener = match bound {
-        Bound::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Listener::Tcp),
-        Bound::Unix(l, _) => tokio::net::UnixListener::from_std(l).map(Listener::Unix),
-    };
-    let listener = match listener {
-        Ok(l) => l,
-        Err(err) => {
-            tracing::error!(endpoint = %info.endpoint, %err, "cannot register listener");
-            return;
-        }
-    };
     let mut backoff = None::<Duration>;
     loop {
         let next = async {
-            match &listener {
-                Listener::Tcp(l) => {
+            match socket {
+                StreamSocket::Tcp(l) => {
                     let (s, p) = l.accept().await?;
                     io::Result::Ok((Accepted::Tcp(s), Address::Ip(p)))
                 }
-                Listener::Unix(l) => {
+                StreamSocket::Unix(l) => {
                     let (s, p) = l.accept().await?;
                     Ok((
                         Accepted::Unix(s),
@@ -117,7 +104,8 @@ pub(super) async fn accept_loop(
             }
         };
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
+            () = stop.cancelled() => return,
             accepted = next => accepted,
         };
         match accepted {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::accept::{Accepted, ListenOptions, accept_loop};
+use super::ports::{PortOpening, PortSocket, SocketKey, StreamSocket};
 use super::serve;
 use super::tls::{self, TlsError};
 use crate::address::Address;
@@ -55,16 +56,23 @@ pub enum ListenError {
     },
 }
 
-/// A listening port (Twisted's `IListeningPort`). Dropping it does not stop it.
+/// A listening port (Twisted's `IListeningPort`): a stream listener, or a UDP port as
+/// [`Reactor::listening_ports`] lists it. Dropping it does not stop it.
 #[derive(Debug, Clone)]
 pub struct ListeningPort {
     info: Arc<ListenerInfo>,
     stop: CancellationToken,
+    /// Its place in the reactor's table of ports.
+    id: u64,
 }
 
 impl ListeningPort {
-    pub(super) fn new(info: Arc<ListenerInfo>, stop: CancellationToken) -> Self {
-        Self { info, stop }
+    pub(super) fn new(info: Arc<ListenerInfo>, stop: CancellationToken, id: u64) -> Self {
+        Self { info, stop, id }
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The address actually bound (with port 0 resolved).
@@ -82,15 +90,11 @@ impl ListeningPort {
         &self.info
     }
 
-    /// Stops accepting; open connections are not affected.
+    /// Stops accepting (or receiving, for a UDP port); open connections are not
+    /// affected.
     pub fn stop_listening(&self) {
         self.stop.cancel();
     }
-}
-
-pub(super) enum Bound {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener, PathBuf),
 }
 
 pub(super) fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
@@ -203,57 +207,104 @@ impl Reactor {
         options: &ListenOptions,
         factory: Rc<dyn Factory>,
     ) -> Result<ListeningPort, ListenError> {
-        let BoundListener {
-            bound,
-            tls: acceptor_tls,
-            info,
-        } = bind_stream(
+        let idle_timeout = options.get_idle_timeout();
+        self.serve_stream(
             service,
             endpoint,
             parsed,
+            options,
             "a udp: endpoint takes a DatagramProtocol (listen_udp)",
-        )?;
+            |reactor, info, tls| ProtocolAcceptor {
+                reactor: reactor.clone(),
+                info,
+                tls,
+                idle_timeout,
+                factory,
+            },
+        )
+    }
+
+    /// Binds a stream endpoint (or takes over the socket a [`Handover`](super::Handover)
+    /// offers for its address) and accepts on it in a task, once the port may start,
+    /// handing each connection `options` admits to the acceptor `make` builds.
+    pub(super) fn serve_stream<A: Admit>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        parsed: &ServerEndpoint,
+        options: &ListenOptions,
+        wrong_kind: &'static str,
+        make: impl FnOnce(&Reactor, Arc<ListenerInfo>, Option<tokio_rustls::TlsAcceptor>) -> A,
+    ) -> Result<ListeningPort, ListenError> {
+        let BoundListener {
+            socket,
+            tls,
+            info,
+            key,
+            fresh,
+        } = bind_stream(self, service, endpoint, parsed, wrong_kind)?;
         let stop = self.listening_token().child_token();
-        let port = ListeningPort {
-            info: info.clone(),
-            stop: stop.clone(),
-        };
-        factory.start_factory();
-        observe::emit(|| Event::ListenerStarted(&info));
-        tracing::info!(service, endpoint, local = %info.local, "listening");
-        let acceptor = ProtocolAcceptor {
-            reactor: self.clone(),
-            info: info.clone(),
-            tls: acceptor_tls,
-            idle_timeout: options.get_idle_timeout(),
-            factory: factory.clone(),
-        };
+        let acceptor = Rc::new(make(self, info.clone(), tls));
+        let starting = (acceptor.clone(), info.clone());
+        let opened = self.inner.ports.open(
+            self,
+            PortOpening {
+                info: info.clone(),
+                key,
+                socket: PortSocket::Stream(socket.clone()),
+                stop: stop.clone(),
+                fresh,
+            },
+            move || {
+                let (acceptor, info) = starting;
+                acceptor.start();
+                observe::emit(|| Event::ListenerStarted(&info));
+                tracing::info!(service = %info.service, endpoint = %info.endpoint, local = %info.local, "listening");
+            },
+        );
+        let port = ListeningPort::new(info.clone(), stop.clone(), opened.id());
         let options = options.clone();
         self.spawn(async move {
-            accept_loop(bound, &info, &options, stop, |stream, peer, slot| {
+            if !opened.started(&stop).await {
+                return opened.close(false);
+            }
+            accept_loop(&socket, &info, &options, stop, |stream, peer, slot| {
                 acceptor.admit(stream, peer, slot);
             })
             .await;
-            factory.stop_factory();
+            acceptor.stop();
             observe::emit(|| Event::ListenerStopped(&info));
-            if let Address::Unix(Some(path)) = &info.local {
-                let _ = std::fs::remove_file(path);
-            }
+            opened.close(true);
         });
         Ok(port)
     }
 }
 
-/// A stream listener bound but not yet accepting.
+/// What a stream listener does with the connections it accepts.
+pub(super) trait Admit: 'static {
+    /// The listener starts accepting.
+    fn start(&self) {}
+    /// The listener stopped.
+    fn stop(&self) {}
+    /// Serves one connection admitted from `peer`, holding `slot` for its life.
+    fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot);
+}
+
+/// A stream listener bound (or taken over) but not yet accepting.
 pub(super) struct BoundListener {
-    pub(super) bound: Bound,
+    pub(super) socket: Rc<StreamSocket>,
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(super) info: Arc<ListenerInfo>,
+    pub(super) key: Option<SocketKey>,
+    /// Whether the socket was bound for this listener (rather than taken over).
+    pub(super) fresh: bool,
 }
 
 /// Binds a stream endpoint at once (so "address in use" surfaces at the call, naming the
-/// endpoint) and loads its TLS key and certificate; `wrong_kind` explains a `udp:` one.
+/// endpoint), or takes the socket an open handover offers for its address, and loads its
+/// TLS key and certificate first; `wrong_kind` explains a `udp:` one.
 pub(super) fn bind_stream(
+    reactor: &Reactor,
     service: &str,
     endpoint: &str,
     parsed: &ServerEndpoint,
@@ -263,40 +314,21 @@ pub(super) fn bind_stream(
         endpoint: endpoint.to_owned(),
         source,
     };
-    let (bound, transport, tls) = match parsed {
-        ServerEndpoint::Tcp { addr, backlog } => (
-            Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
-            TransportKind::Tcp,
-            None,
-        ),
+    let (transport, tls, backlog) = match parsed {
+        ServerEndpoint::Tcp { backlog, .. } => (TransportKind::Tcp, None, *backlog),
         ServerEndpoint::Ssl {
-            addr,
             backlog,
             private_key,
             cert,
+            ..
         } => {
             let acceptor = tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
                 endpoint: endpoint.to_owned(),
                 source,
             })?;
-            (
-                Bound::Tcp(bind_tcp(*addr, *backlog).map_err(bind_err)?),
-                TransportKind::Tls,
-                Some(acceptor),
-            )
+            (TransportKind::Tls, Some(acceptor), *backlog)
         }
-        ServerEndpoint::Unix {
-            path,
-            mode,
-            backlog,
-        } => (
-            Bound::Unix(
-                bind_unix(path, *mode, *backlog).map_err(bind_err)?,
-                path.clone(),
-            ),
-            TransportKind::Unix,
-            None,
-        ),
+        ServerEndpoint::Unix { backlog, .. } => (TransportKind::Unix, None, *backlog),
         _ => {
             return Err(ListenError::WrongKind {
                 endpoint: endpoint.to_owned(),
@@ -304,9 +336,38 @@ pub(super) fn bind_stream(
             });
         }
     };
-    let local = match &bound {
-        Bound::Tcp(l) => Address::Ip(l.local_addr().map_err(bind_err)?),
-        Bound::Unix(_, path) => Address::Unix(Some(path.clone())),
+    let key = SocketKey::of(parsed);
+    let (socket, fresh) = match reactor.inner.ports.claim(key.as_ref()) {
+        Some(PortSocket::Stream(socket)) => {
+            adopt(&socket, parsed, backlog);
+            (socket, false)
+        }
+        _ => {
+            let _runtime = reactor.runtime_context();
+            let socket = match parsed {
+                ServerEndpoint::Unix { path, mode, .. } => {
+                    let l = bind_unix(path, *mode, backlog).map_err(bind_err)?;
+                    StreamSocket::Unix(tokio::net::UnixListener::from_std(l).map_err(bind_err)?)
+                }
+                ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
+                    let l = bind_tcp(*addr, backlog).map_err(bind_err)?;
+                    StreamSocket::Tcp(tokio::net::TcpListener::from_std(l).map_err(bind_err)?)
+                }
+                _ => unreachable!("checked above"),
+            };
+            (Rc::new(socket), true)
+        }
+    };
+    let local = match (&*socket, parsed) {
+        (StreamSocket::Tcp(l), _) => Address::Ip(l.local_addr().map_err(bind_err)?),
+        (StreamSocket::Unix(_), ServerEndpoint::Unix { path, .. }) => {
+            Address::Unix(Some(path.clone()))
+        }
+        (StreamSocket::Unix(l), _) => Address::Unix(
+            l.local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(Into::into)),
+        ),
     };
     let info = Arc::new(ListenerInfo {
         service: service.into(),
@@ -314,7 +375,36 @@ pub(super) fn bind_stream(
         transport,
         local,
     });
-    Ok(BoundListener { bound, tls, info })
+    Ok(BoundListener {
+        socket,
+        tls,
+        info,
+        key,
+        fresh,
+    })
+}
+
+/// Applies what `parsed` asks of a socket taken over from another listener: its backlog
+/// (Linux takes a second `listen` as a change of backlog) and a unix socket's mode.
+fn adopt(socket: &StreamSocket, parsed: &ServerEndpoint, backlog: u32) {
+    let relisten = match socket {
+        StreamSocket::Tcp(l) => socket2::SockRef::from(l).listen(effective_backlog(backlog)),
+        StreamSocket::Unix(l) => socket2::SockRef::from(l).listen(effective_backlog(backlog)),
+    };
+    if let Err(error) = relisten {
+        tracing::warn!(%error, backlog, "cannot change the backlog of a listener taken over");
+    }
+    if let ServerEndpoint::Unix {
+        path,
+        mode: Some(mode),
+        ..
+    } = parsed
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)) {
+            tracing::warn!(%error, path = %path.display(), "cannot change the mode of a socket taken over");
+        }
+    }
 }
 
 /// What a protocol listener needs for each connection it accepts.
@@ -326,7 +416,15 @@ struct ProtocolAcceptor {
     factory: Rc<dyn Factory>,
 }
 
-impl ProtocolAcceptor {
+impl Admit for ProtocolAcceptor {
+    fn start(&self) {
+        self.factory.start_factory();
+    }
+
+    fn stop(&self) {
+        self.factory.stop_factory();
+    }
+
     /// Builds the connection's protocol (the factory may refuse) and serves it in its own
     /// task, which holds the peer's slot for the connection's life.
     fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot) {

@@ -1,5 +1,8 @@
 //! Sockets: listening and connecting over TCP, Unix and TLS, and UDP endpoints.
 //!
+//! Every listening port is entered in the reactor's table (`ports`), so a program can list
+//! them and hand a port's socket to the listener that replaces it ([`Handover`]).
+//!
 //! Every transport kind ends in the same place: `serve` registers the connection with
 //! the reactor, reports it to the observer, runs the protocol through the shared
 //! driver, and reports the close with its reason and final counters. Async code that
@@ -9,6 +12,7 @@
 pub(crate) mod accept;
 pub(crate) mod connect;
 pub(crate) mod listen;
+pub(crate) mod ports;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod udp;
@@ -16,6 +20,7 @@ pub(crate) mod udp;
 pub use accept::ListenOptions;
 pub use connect::{ClientFactory, ConnectError, Connector, ReconnectingClientFactory};
 pub use listen::{ListenError, ListeningPort};
+pub use ports::Handover;
 pub use stream::InspectedStream;
 pub use tls::{TlsError, check_ca_certs, check_server_files};
 pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort};

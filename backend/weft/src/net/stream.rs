@@ -25,9 +25,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::accept::{Accepted, ListenOptions, accept_loop};
+use super::accept::{Accepted, ListenOptions};
 use super::connect::{report_connect_failure, within};
-use super::listen::{BoundListener, ListenError, ListeningPort, bind_stream};
+use super::listen::{Admit, ListenError, ListeningPort};
 use super::{ConnectError, tls};
 use crate::address::Address;
 use crate::endpoint::{ClientEndpoint, ServerEndpoint};
@@ -284,39 +284,21 @@ impl Reactor {
         F: Future<Output = ()> + 'static,
     {
         let parsed: ServerEndpoint = endpoint.parse()?;
-        let BoundListener {
-            bound,
-            tls: acceptor,
-            info,
-        } = bind_stream(
+        let idle_timeout = options.get_idle_timeout();
+        self.serve_stream(
             service,
             endpoint,
             &parsed,
+            options,
             "listen_stream needs a stream endpoint (tcp:, unix:, ssl:)",
-        )?;
-        let stop = self.listening_token().child_token();
-        let port = ListeningPort::new(info.clone(), stop.clone());
-        observe::emit(|| Event::ListenerStarted(&info));
-        tracing::info!(service, endpoint, local = %info.local, "listening");
-        let accept = Acceptor {
-            reactor: self.clone(),
-            info: info.clone(),
-            tls: acceptor,
-            idle_timeout: options.get_idle_timeout(),
-            handler: Rc::new(handler),
-        };
-        let options = options.clone();
-        self.spawn(async move {
-            accept_loop(bound, &info, &options, stop, |io, peer, slot| {
-                accept.admit(io, peer, slot);
-            })
-            .await;
-            observe::emit(|| Event::ListenerStopped(&info));
-            if let Address::Unix(Some(path)) = &info.local {
-                let _ = std::fs::remove_file(path);
-            }
-        });
-        Ok(port)
+            |reactor, info, tls| Acceptor {
+                reactor: reactor.clone(),
+                info,
+                tls,
+                idle_timeout,
+                handler: Rc::new(handler),
+            },
+        )
     }
 
     /// Connects to a client endpoint string (`tcp:HOST:PORT:timeout=S`, `unix:PATH`,
@@ -410,7 +392,7 @@ struct Acceptor<H> {
     handler: Rc<H>,
 }
 
-impl<H, F> Acceptor<H>
+impl<H, F> Admit for Acceptor<H>
 where
     H: Fn(InspectedStream) -> F + 'static,
     F: Future<Output = ()> + 'static,

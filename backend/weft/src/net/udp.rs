@@ -9,6 +9,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::ListenError;
+use super::ports::{PortOpening, PortSocket, SocketKey};
 use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
 use crate::observe::{
@@ -38,7 +39,8 @@ pub trait DatagramProtocol: 'static {
 }
 
 struct Shared {
-    socket: UdpSocket,
+    /// Shared with a port that takes it over; this transport may still send on it.
+    socket: Rc<UdpSocket>,
     info: Arc<ConnectionInfo>,
     closed: Cell<bool>,
     stop: CancellationToken,
@@ -140,7 +142,7 @@ impl Reactor {
         &self,
         service: &str,
         endpoint: &str,
-        mut protocol: impl DatagramProtocol,
+        protocol: impl DatagramProtocol,
         max_datagram: usize,
     ) -> Result<UdpPort, ListenError> {
         let parsed: ServerEndpoint = endpoint.parse()?;
@@ -154,13 +156,18 @@ impl Reactor {
             endpoint: endpoint.to_owned(),
             source,
         };
-        let std_socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
-        std_socket.set_nonblocking(true).map_err(bind_err)?;
-        let local = Address::Ip(std_socket.local_addr().map_err(bind_err)?);
-        let socket = {
-            let _enter = self.runtime_context();
-            UdpSocket::from_std(std_socket).map_err(bind_err)?
+        let key = SocketKey::of(&parsed);
+        let (socket, fresh) = match self.inner.ports.claim(key.as_ref()) {
+            Some(PortSocket::Datagram(socket)) => (socket, false),
+            _ => {
+                let std_socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+                std_socket.set_nonblocking(true).map_err(bind_err)?;
+                let _enter = self.runtime_context();
+                let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
+                (Rc::new(socket), true)
+            }
         };
+        let local = Address::Ip(socket.local_addr().map_err(bind_err)?);
         let service: Arc<str> = service.into();
         let info = ConnectionInfo::new(
             service.clone(),
@@ -177,24 +184,47 @@ impl Reactor {
         let stop = self.listening_token().child_token();
         let transport = DatagramTransport {
             shared: Rc::new(Shared {
-                socket,
+                socket: socket.clone(),
                 info: info.clone(),
                 closed: Cell::new(false),
                 stop: stop.clone(),
             }),
         };
-        observe::emit(|| Event::ListenerStarted(&listener));
-        observe::emit(|| Event::ConnectionOpened(&info));
-        tracing::info!(%service, endpoint, local = %listener.local, "listening");
         let name = protocol.name();
+        let protocol = Rc::new(RefCell::new(protocol));
+        let starting = (transport.clone(), protocol.clone(), listener.clone());
+        let opened = self.inner.ports.open(
+            self,
+            PortOpening {
+                info: listener.clone(),
+                key,
+                socket: PortSocket::Datagram(socket),
+                stop: stop.clone(),
+                fresh,
+            },
+            move || {
+                let (t, protocol, listener) = starting;
+                let info = &t.shared.info;
+                observe::emit(|| Event::ListenerStarted(&listener));
+                observe::emit(|| Event::ConnectionOpened(info));
+                tracing::info!(service = %listener.service, endpoint = %listener.endpoint, local = %listener.local, "listening");
+                let _ = guarded_call(info, name, "start_protocol", || {
+                    protocol.borrow_mut().start_protocol(&t)
+                });
+            },
+        );
         let t = transport.clone();
-        let _ = guarded_call(&info, name, "start_protocol", || {
-            protocol.start_protocol(&t)
-        });
-        let protocol = RefCell::new(protocol);
         self.spawn(async move {
-            let reason = receive_loop(&t, &protocol, name, max_datagram, &stop).await;
-            t.shared.closed.set(true);
+            if !opened.started(&stop).await {
+                t.shared.closed.set(true);
+                return opened.close(false);
+            }
+            let reason = receive_loop(&t, &*protocol, name, max_datagram, &stop).await;
+            // A port that took the socket over answers from now on; what this one still
+            // sends (answers that were waiting on an upstream) goes out on the same socket.
+            if !opened.handed_over() {
+                t.shared.closed.set(true);
+            }
             let _ = guarded_call(&info, name, "stop_protocol", || {
                 protocol.borrow_mut().stop_protocol()
             });
@@ -206,6 +236,7 @@ impl Reactor {
                 })
             });
             observe::emit(|| Event::ListenerStopped(&listener));
+            opened.close(true);
         });
         Ok(UdpPort { transport })
     }
@@ -222,7 +253,8 @@ async fn receive_loop(
     let socket = &transport.shared.socket;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return CloseReason::Shutdown,
+            biased;
+            () = stop.cancelled() => return CloseReason::Shutdown,
             ready = socket.readable() => {
                 if let Err(err) = ready {
                     return CloseReason::from_io(&err);

@@ -66,6 +66,9 @@ pub enum CloseReason {
     Error(String),
     /// The reactor is shutting down.
     Shutdown,
+    /// Its service stopped while the reactor goes on (removed from a program's
+    /// configuration): the connection was drained, or aborted at the drain's deadline.
+    ServiceStopped,
 }
 
 impl CloseReason {
@@ -80,12 +83,16 @@ impl CloseReason {
             Self::Protocol(_) => "protocol",
             Self::Error(_) => "error",
             Self::Shutdown => "shutdown",
+            Self::ServiceStopped => "service_stopped",
         }
     }
 
     /// Whether the connection ended the way both sides meant it to.
     pub fn is_clean(&self) -> bool {
-        matches!(self, Self::Done | Self::PeerClosed | Self::Shutdown)
+        matches!(
+            self,
+            Self::Done | Self::PeerClosed | Self::Shutdown | Self::ServiceStopped
+        )
     }
 
     pub(crate) fn from_io(err: &std::io::Error) -> Self {
@@ -112,6 +119,7 @@ impl CloseReason {
             Self::Protocol(why) => Owned(format!("protocol error: {why}")),
             Self::Error(why) => Owned(format!("I/O error: {why}")),
             Self::Shutdown => Borrowed("reactor shutting down"),
+            Self::ServiceStopped => Borrowed("its service stopped"),
         }
     }
 }

@@ -63,6 +63,16 @@ impl PeerLimit {
         }
     }
 
+    /// A limit of `max` that counts the same connections as this one: what either admits
+    /// counts against both. A listener that replaces another keeps counting the
+    /// connections the old one admitted.
+    pub fn with_max(&self, max: usize) -> Self {
+        Self {
+            max,
+            open: self.open.clone(),
+        }
+    }
+
     /// The most connections one peer may hold.
     pub fn max(&self) -> usize {
         self.max
@@ -283,5 +293,24 @@ mod tests {
         drop(a);
         assert_eq!(limit.open_from(&peer("10.0.0.1:9")), 0);
         assert!(limit.admit(&peer("10.0.0.1:2000")).is_some());
+    }
+
+    #[test]
+    fn a_limit_with_another_max_counts_the_same_connections() {
+        let old = PeerLimit::new(2);
+        let a = old.admit(&peer("10.0.0.1:1000")).unwrap();
+        let _b = old.admit(&peer("10.0.0.1:1001")).unwrap();
+        let new = old.with_max(3);
+        let _c = new.admit(&peer("10.0.0.1:1002")).unwrap();
+        assert!(
+            new.admit(&peer("10.0.0.1:1003")).is_none(),
+            "old ones count"
+        );
+        assert_eq!(old.open_from(&peer("10.0.0.1:9")), 3);
+        drop(a);
+        assert!(
+            new.admit(&peer("10.0.0.1:1004")).is_some(),
+            "and free their slots"
+        );
     }
 }

@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     /// Cancelled when listeners must stop accepting.
     listening: CancellationToken,
     pub(crate) connections: RefCell<HashMap<ConnectionId, Transport>>,
+    /// Every listening port, and the handover open now.
+    pub(crate) ports: crate::net::ports::Ports,
     /// How often connection deadlines are checked: a quarter of the shortest one.
     sweep_every: Cell<Duration>,
     /// Wakes the sweep when a shorter deadline shortens its interval.
@@ -167,6 +169,7 @@ impl Reactor {
             tracker: TaskTracker::new(),
             listening: CancellationToken::new(),
             connections: RefCell::default(),
+            ports: crate::net::ports::Ports::default(),
             sweep_every: Cell::new(sweep_every),
             sweep_sooner: Rc::default(),
         });

@@ -99,3 +99,44 @@ pub(super) async fn run(reactor: &Reactor) {
     }
     run_phase(reactor, Phase::After, None).await;
 }
+
+impl Reactor {
+    /// Closes every open connection of `service` cleanly (what is buffered is sent first,
+    /// and a close that makes no progress is aborted after the close timeout, as at
+    /// shutdown), and aborts those still open `deadline` from now; returns how many it
+    /// asked to close. It returns at once: nothing waits on the connections. Connections
+    /// opened later, even under the same name, are not affected.
+    pub fn drain_connections(
+        &self,
+        service: &str,
+        deadline: Duration,
+        reason: CloseReason,
+    ) -> usize {
+        let draining: Vec<_> = self
+            .connections()
+            .into_iter()
+            .filter(|t| &*t.info().service == service)
+            .collect();
+        for transport in &draining {
+            transport.lose_connection_with(reason.clone());
+        }
+        let n = draining.len();
+        if n > 0 {
+            let service = service.to_owned();
+            self.call_later(deadline, move || {
+                let stuck: Vec<_> = draining.into_iter().filter(|t| !t.is_closed()).collect();
+                if !stuck.is_empty() {
+                    tracing::warn!(
+                        %service,
+                        connections = stuck.len(),
+                        "aborting connections that did not drain in time"
+                    );
+                }
+                for transport in stuck {
+                    transport.abort_with(reason.clone());
+                }
+            });
+        }
+        n
+    }
+}

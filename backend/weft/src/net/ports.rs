@@ -1,0 +1,348 @@
+//! The reactor's listening ports, and handing a port's socket to the listener that
+//! replaces it.
+//!
+//! Every stream listener and UDP port is entered here with the socket it accepts or
+//! receives on, so [`Reactor::listening_ports`] lists them and a [`Handover`] can give a
+//! socket to a new listener. A program that reconfigures a service opens a handover
+//! offering the service's ports, listens again the usual way (`listen_with`,
+//! `listen_stream_with`, `listen_udp`), and commits:
+//!
+//! - a listen call whose endpoint asks for the address an offered port is bound to (the
+//!   same IP and port, or the same socket path; port 0 asks for a fresh port and never
+//!   matches) takes that port's socket instead of binding, so the socket is never closed:
+//!   connections the kernel completed before the switch wait in its accept queue and are
+//!   accepted by the new listener, never reset. The new listener applies its own backlog
+//!   and a unix socket's mode to the socket it takes.
+//! - nothing made during a handover accepts or receives before the commit; then, in one
+//!   step on the reactor thread, the new listeners start and the offered ports whose
+//!   sockets were taken stop. Connections already accepted keep the protocol, handler and
+//!   options they were accepted with: they finish under the old settings.
+//! - dropping a handover without committing puts everything back: the new listeners never
+//!   start, sockets bound for them close, and the offered ports go on as before. Binding
+//!   the new endpoints is what can fail (an address in use, a TLS file), and it all
+//!   happens before the commit, so a failure leaves the old listeners serving.
+//!
+//! The commit hands back the offered ports nobody took; the caller decides whether they
+//! stop (an endpoint that moved) or go on.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::listen::ListeningPort;
+use crate::address::Address;
+use crate::endpoint::ServerEndpoint;
+use crate::observe::ListenerInfo;
+use crate::reactor::Reactor;
+
+/// A stream listener's socket, registered with the reactor's runtime.
+pub(crate) enum StreamSocket {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// The socket a port holds; shared with the listener that takes it over.
+#[derive(Clone)]
+pub(crate) enum PortSocket {
+    Stream(Rc<StreamSocket>),
+    Datagram(Rc<tokio::net::UdpSocket>),
+}
+
+/// The socket an endpoint asks for: two endpoints asking for the same one can share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SocketKey {
+    /// A TCP port on an address (`tcp:` and `ssl:`).
+    Stream(SocketAddr),
+    /// A socket file (`unix:`).
+    Unix(PathBuf),
+    /// A UDP port on an address.
+    Datagram(SocketAddr),
+}
+
+impl SocketKey {
+    /// The socket `endpoint` asks for; `None` for port 0, which asks for a fresh one.
+    pub(crate) fn of(endpoint: &ServerEndpoint) -> Option<Self> {
+        match endpoint {
+            ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. }
+                if addr.port() != 0 =>
+            {
+                Some(Self::Stream(*addr))
+            }
+            ServerEndpoint::Udp { addr } if addr.port() != 0 => Some(Self::Datagram(*addr)),
+            ServerEndpoint::Unix { path, .. } => Some(Self::Unix(path.clone())),
+            _ => None,
+        }
+    }
+}
+
+struct Entry {
+    info: Arc<ListenerInfo>,
+    key: Option<SocketKey>,
+    socket: PortSocket,
+    stop: CancellationToken,
+    handed_over: Rc<Cell<bool>>,
+}
+
+/// The table of listening ports, and the handover open now, if any.
+#[derive(Default)]
+pub(crate) struct Ports {
+    next_id: Cell<u64>,
+    entries: RefCell<BTreeMap<u64, Entry>>,
+    handover: RefCell<Option<Rc<HandoverState>>>,
+}
+
+struct Offered {
+    port: ListeningPort,
+    key: Option<SocketKey>,
+    socket: PortSocket,
+    handed_over: Rc<Cell<bool>>,
+    taken: bool,
+}
+
+struct HandoverState {
+    offered: RefCell<Vec<Offered>>,
+    /// The stop tokens of the listeners made during the handover: a rollback cancels them.
+    made: RefCell<Vec<CancellationToken>>,
+    /// What each new listener does when it starts (its factory's start, its events).
+    on_commit: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Cancelled at the commit: the new listeners' signal to start.
+    go: CancellationToken,
+}
+
+impl Ports {
+    /// The socket of an offered port bound to `key`, if a handover is open and offers one
+    /// not taken yet; it is taken from then on.
+    pub(crate) fn claim(&self, key: Option<&SocketKey>) -> Option<PortSocket> {
+        let key = key?;
+        let state = self.handover.borrow().clone()?;
+        let mut offered = state.offered.borrow_mut();
+        let port = offered
+            .iter_mut()
+            .find(|o| !o.taken && o.key.as_ref() == Some(key))?;
+        port.taken = true;
+        Some(port.socket.clone())
+    }
+
+    /// Enters a new port. It starts (runs `start`, then its loop may go) at once, or at
+    /// the commit of the handover open now.
+    pub(crate) fn open(
+        &self,
+        reactor: &Reactor,
+        port: PortOpening,
+        start: impl FnOnce() + 'static,
+    ) -> Opened {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let handed_over = Rc::new(Cell::new(false));
+        self.entries.borrow_mut().insert(
+            id,
+            Entry {
+                info: port.info.clone(),
+                key: port.key,
+                socket: port.socket,
+                stop: port.stop.clone(),
+                handed_over: handed_over.clone(),
+            },
+        );
+        let gate = match self.handover.borrow().as_ref() {
+            Some(state) => {
+                state.made.borrow_mut().push(port.stop);
+                state.on_commit.borrow_mut().push(Box::new(start));
+                Some(state.go.clone())
+            }
+            None => {
+                start();
+                None
+            }
+        };
+        Opened {
+            reactor: reactor.clone(),
+            id,
+            gate,
+            handed_over,
+            fresh: port.fresh,
+            local: port.info.local.clone(),
+        }
+    }
+
+    fn list(&self) -> Vec<ListeningPort> {
+        self.entries
+            .borrow()
+            .iter()
+            .map(|(id, e)| ListeningPort::new(e.info.clone(), e.stop.clone(), *id))
+            .collect()
+    }
+}
+
+/// What [`Ports::open`] enters.
+pub(crate) struct PortOpening {
+    pub(crate) info: Arc<ListenerInfo>,
+    pub(crate) key: Option<SocketKey>,
+    pub(crate) socket: PortSocket,
+    pub(crate) stop: CancellationToken,
+    /// Whether the port bound its socket itself (rather than taking it over).
+    pub(crate) fresh: bool,
+}
+
+/// A port's place in the table, held by its loop.
+pub(crate) struct Opened {
+    reactor: Reactor,
+    id: u64,
+    gate: Option<CancellationToken>,
+    handed_over: Rc<Cell<bool>>,
+    fresh: bool,
+    local: Address,
+}
+
+impl Opened {
+    /// Its place in the table.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits until the port may start; `false` if it was stopped first (a handover rolled
+    /// back): it never started and reports nothing.
+    pub(crate) async fn started(&self, stop: &CancellationToken) -> bool {
+        let Some(gate) = &self.gate else {
+            return true;
+        };
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => false,
+            () = gate.cancelled() => true,
+        }
+    }
+
+    /// Whether a listener that replaced this one took its socket.
+    pub(crate) fn handed_over(&self) -> bool {
+        self.handed_over.get()
+    }
+
+    /// The port stopped: it leaves the table, and a unix socket's file goes with it unless
+    /// the socket lives on in another listener (it was handed over, or this one never
+    /// started on a socket it took).
+    pub(crate) fn close(self, started: bool) {
+        self.reactor
+            .inner
+            .ports
+            .entries
+            .borrow_mut()
+            .remove(&self.id);
+        let shared = self.handed_over.get() || (!started && !self.fresh);
+        if let (Address::Unix(Some(path)), false) = (&self.local, shared) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A set of ports being replaced; see the [module documentation](self).
+///
+/// Commit it with [`commit`](Self::commit); dropping it rolls back.
+#[must_use = "dropping a handover rolls it back"]
+pub struct Handover {
+    reactor: Reactor,
+    state: Option<Rc<HandoverState>>,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let offered = self.state.as_ref().map_or(0, |s| s.offered.borrow().len());
+        f.debug_struct("Handover")
+            .field("offered", &offered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handover {
+    /// Starts the listeners made since the handover opened and stops the offered ports
+    /// whose sockets they took, in one step; returns the offered ports nobody took, still
+    /// listening.
+    pub fn commit(mut self) -> Vec<ListeningPort> {
+        let Some(state) = self.close() else {
+            return Vec::new();
+        };
+        let starts = std::mem::take(&mut *state.on_commit.borrow_mut());
+        for start in starts {
+            start();
+        }
+        state.go.cancel();
+        let mut kept = Vec::new();
+        for offered in state.offered.take() {
+            if offered.taken {
+                offered.handed_over.set(true);
+                offered.port.stop_listening();
+            } else {
+                kept.push(offered.port);
+            }
+        }
+        kept
+    }
+
+    fn close(&mut self) -> Option<Rc<HandoverState>> {
+        let state = self.state.take()?;
+        self.reactor.inner.ports.handover.borrow_mut().take();
+        Some(state)
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if let Some(state) = self.close() {
+            for stop in state.made.take() {
+                stop.cancel();
+            }
+        }
+    }
+}
+
+impl Reactor {
+    /// Every listening port (stream listeners and UDP ports), oldest first.
+    pub fn listening_ports(&self) -> Vec<ListeningPort> {
+        self.inner.ports.list()
+    }
+
+    /// Opens a [`Handover`] of `ports` (those still listening; others are ignored): until
+    /// it is committed or dropped, a listen call for the address one of them is bound to
+    /// takes its socket, and nothing made meanwhile starts.
+    ///
+    /// # Panics
+    /// When another handover is open on this reactor.
+    pub fn handover(&self, ports: impl IntoIterator<Item = ListeningPort>) -> Handover {
+        let ports_table = &self.inner.ports;
+        assert!(
+            ports_table.handover.borrow().is_none(),
+            "a handover is already open on this reactor"
+        );
+        let entries = ports_table.entries.borrow();
+        let offered = ports
+            .into_iter()
+            .filter_map(|port| {
+                let entry = entries.get(&port.id())?;
+                Some(Offered {
+                    key: entry.key.clone(),
+                    socket: entry.socket.clone(),
+                    handed_over: entry.handed_over.clone(),
+                    port,
+                    taken: false,
+                })
+            })
+            .collect();
+        drop(entries);
+        let state = Rc::new(HandoverState {
+            offered: RefCell::new(offered),
+            made: RefCell::default(),
+            on_commit: RefCell::default(),
+            go: CancellationToken::new(),
+        });
+        *ports_table.handover.borrow_mut() = Some(state.clone());
+        Handover {
+            reactor: self.clone(),
+            state: Some(state),
+        }
+    }
+}

@@ -124,14 +124,30 @@ pub enum EventKind {
         /// The chain with its steps.
         deferred: DeferredSnapshot,
     },
+    /// The configuration was reloaded, or a reload changed nothing; says why.
+    ConfigReloaded {
+        /// `ok`, `invalid` or `failed`.
+        result: &'static str,
+        /// What was applied, or why nothing was.
+        message: String,
+        /// Services started.
+        added: Vec<String>,
+        /// Services stopped.
+        removed: Vec<String>,
+        /// Services replaced.
+        changed: Vec<String>,
+    },
 }
 
 /// Whether a close `reason` label is routine: the connection ended as either side meant it
-/// to, the peer reset it, or the reactor shut down. At high rates these are the ones a
+/// to, the peer reset it, or the reactor (or its service) shut down. At high rates these are the ones a
 /// consumer may summarize; the others (timeouts, protocol and I/O errors, aborts) are
 /// worth keeping one by one.
 pub fn is_routine_close(reason: &str) -> bool {
-    matches!(reason, "done" | "peer_closed" | "reset" | "shutdown")
+    matches!(
+        reason,
+        "done" | "peer_closed" | "reset" | "shutdown" | "service_stopped"
+    )
 }
 
 impl EventKind {
@@ -147,6 +163,7 @@ impl EventKind {
             Self::SlowCallback { .. } => "slow_callback",
             Self::DeferredDetected { .. } => "deferred_detected",
             Self::DeferredEnded { .. } => "deferred_ended",
+            Self::ConfigReloaded { .. } => "config_reloaded",
         }
     }
 }

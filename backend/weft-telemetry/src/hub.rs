@@ -1,6 +1,7 @@
 //! [`Hub`]: the reactor's observer, routing each event to metrics, the live registry and the bus.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::Registry;
 use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
@@ -12,6 +13,7 @@ use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
 use crate::metrics::Metrics;
 use crate::ready::{Readiness, ReadinessReport};
+use crate::reload::{ReloadOutcome, Reloads};
 
 /// The label of slow callbacks that ran outside any service (a timer, a hook).
 const NO_SERVICE: &str = "reactor";
@@ -25,6 +27,13 @@ pub struct Hub {
     deferreds: DeferredTracker,
     ready: Readiness,
     no_service: Arc<str>,
+    /// Registered by the first [`track_reloads`](Self::track_reloads); `None` if that
+    /// failed (logged).
+    reloads: OnceLock<Option<Reloads>>,
+    /// Services the program no longer serves (see
+    /// [`set_expected_listeners`](Self::set_expected_listeners)). A std mutex: taken briefly,
+    /// by a reload and by the dashboard's sampler, never across an await.
+    retired: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -55,6 +64,8 @@ impl Hub {
             deferreds,
             ready: Readiness::default(),
             no_service: NO_SERVICE.into(),
+            reloads: OnceLock::new(),
+            retired: Mutex::default(),
         }))
     }
 
@@ -83,6 +94,68 @@ impl Hub {
     /// for, e.g. `tcp:8000`): [`readiness`](Self::readiness) is not ready until it is up.
     pub fn expect_listener(&self, service: &str, endpoint: &str) {
         self.ready.expect(service, endpoint);
+    }
+
+    /// Declares every listener the program serves from now on, replacing what was declared
+    /// before (after a reload): [`readiness`](Self::readiness) waits for the new ones. A
+    /// service left with none is retired: the live views ([`is_retired`](Self::is_retired))
+    /// stop listing it, while its draining connections stay listed and its counters stay on
+    /// `/metrics`; a service declared again is listed again.
+    pub fn set_expected_listeners(&self, listeners: impl IntoIterator<Item = (String, String)>) {
+        let listeners: Vec<_> = listeners.into_iter().collect();
+        let gone = self.ready.expect_only(listeners.iter().cloned());
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        for (service, _) in &listeners {
+            retired.remove(service);
+        }
+        retired.extend(gone);
+    }
+
+    /// Whether `service` was retired by [`set_expected_listeners`](Self::set_expected_listeners).
+    pub fn is_retired(&self, service: &str) -> bool {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(service)
+    }
+
+    /// Registers `weft_config_reloads_total{result}` and
+    /// `weft_config_last_reload_successful` (once), so they exist at zero before the first
+    /// reload. A program that reloads its configuration calls it at start.
+    pub fn track_reloads(&self) {
+        self.reloads();
+    }
+
+    fn reloads(&self) -> Option<&Reloads> {
+        self.reloads
+            .get_or_init(|| match Reloads::register(self.registry()) {
+                Ok(r) => Some(r),
+                Err(error) => {
+                    tracing::warn!(%error, "configuration reload metrics are not on /metrics");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Counts a reload by its result, keeps it as the last one and publishes it as a
+    /// `config_reloaded` event.
+    pub fn record_reload(&self, outcome: ReloadOutcome) {
+        if let Some(reloads) = self.reloads() {
+            reloads.record(&outcome);
+        }
+        self.publish(|| EventKind::ConfigReloaded {
+            result: outcome.result.as_str(),
+            message: outcome.message.clone(),
+            added: outcome.added.clone(),
+            removed: outcome.removed.clone(),
+            changed: outcome.changed.clone(),
+        });
+    }
+
+    /// The last reload recorded, if any (for the dashboard's banner).
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.reloads.get()?.as_ref()?.last()
     }
 
     /// Whether the program serves: the reactor runs, is not shutting down, and every

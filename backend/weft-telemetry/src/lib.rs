@@ -33,7 +33,10 @@
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`ready`]: which expected listeners are up and whether the reactor serves, for
-//!   `/readyz` ([`ReadinessReport`]).
+//!   `/readyz` ([`ReadinessReport`]); after a reload, the new set of listeners and the
+//!   services retired.
+//! - [`reload`]: configuration reloads counted by result, and the last [`ReloadOutcome`]
+//!   for the dashboard's banner.
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
@@ -46,6 +49,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 pub mod ready;
+pub mod reload;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
 pub use chains::{DeferredSnapshot, StepSnapshot};
@@ -53,3 +57,4 @@ pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
 pub use ready::ReadinessReport;
+pub use reload::{ReloadOutcome, ReloadResult};

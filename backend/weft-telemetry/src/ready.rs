@@ -59,6 +59,22 @@ impl Readiness {
             .insert((service.to_owned(), endpoint.to_owned()));
     }
 
+    /// Expects exactly `listeners` from now on; returns the services that had an expected
+    /// listener and have none now.
+    pub(crate) fn expect_only(&self, listeners: impl IntoIterator<Item = Key>) -> Vec<String> {
+        let mut state = self.lock();
+        let expected: BTreeSet<Key> = listeners.into_iter().collect();
+        let services = |set: &BTreeSet<Key>| -> BTreeSet<String> {
+            set.iter().map(|(service, _)| service.clone()).collect()
+        };
+        let gone = services(&state.expected)
+            .difference(&services(&expected))
+            .cloned()
+            .collect();
+        state.expected = expected;
+        gone
+    }
+
     pub(crate) fn listener(&self, service: &str, endpoint: &str, up: bool) {
         let key = (service.to_owned(), endpoint.to_owned());
         let mut listeners = self.lock();
@@ -132,5 +148,22 @@ mod tests {
         r.stopping();
         r.serving();
         assert_eq!(r.report().status, "stopping");
+    }
+
+    #[test]
+    fn a_new_set_of_expected_listeners_replaces_the_old_and_names_the_services_gone() {
+        let r = Readiness::default();
+        r.serving();
+        r.expect("echo", "tcp:8000");
+        r.expect("old", "tcp:8001");
+        r.listener("echo", "tcp:8000", true);
+        r.listener("old", "tcp:8001", true);
+        let key = |s: &str, e: &str| (s.to_owned(), e.to_owned());
+        let gone = r.expect_only([key("echo", "tcp:8000"), key("new", "tcp:8002")]);
+        assert_eq!(gone, ["old"]);
+        assert_eq!(r.report().missing, ["new tcp:8002"]);
+        r.listener("old", "tcp:8001", false);
+        r.listener("new", "tcp:8002", true);
+        assert!(r.report().ready);
     }
 }

@@ -13,6 +13,7 @@ use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr, Sqlite};
 
+use crate::catalog::CatalogSync;
 use crate::records::{
     ConnectionRecord, DeferredRecord, EventRecord, Record, ServiceRecord, StepRecord,
 };
@@ -307,6 +308,18 @@ impl BatchSql {
         conn: &mut SqliteConnection,
         records: &[Record],
     ) -> Result<(), sqlx::Error> {
+        self.write_with(conn, records, None).await
+    }
+
+    /// Like [`write`](Self::write), with the whole service catalog in the same transaction
+    /// when `catalog` is given: its services replace those among `records` (the catalog
+    /// has the latest of each), and the services it names as removed are deleted.
+    pub(crate) async fn write_with(
+        &self,
+        conn: &mut SqliteConnection,
+        records: &[Record],
+        catalog: Option<&CatalogSync>,
+    ) -> Result<(), sqlx::Error> {
         let mut services = Vec::new();
         let mut connections = Vec::new();
         let mut deferreds = Vec::new();
@@ -314,6 +327,7 @@ impl BatchSql {
         let mut events = Vec::with_capacity(records.len());
         for record in records {
             match record {
+                Record::Service(_) if catalog.is_some() => {}
                 Record::Service(r) => services.push(r),
                 Record::Connection(r) => connections.push(r),
                 Record::Deferred(r) => deferreds.push(r),
@@ -321,7 +335,16 @@ impl BatchSql {
                 Record::Event(r) => events.push(r),
             }
         }
+        if let Some(catalog) = catalog {
+            services.extend(catalog.services.iter());
+        }
         let mut tx = conn.begin().await?;
+        for name in catalog.iter().flat_map(|c| c.removed.iter()) {
+            sqlx::query("DELETE FROM services WHERE name = ?")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
         self.write_rows(&mut tx, &self.services, &services).await?;
         self.write_rows(&mut tx, &self.connections, &connections)
             .await?;

@@ -154,6 +154,12 @@ impl Store {
         self.inner.writer.try_send(record)
     }
 
+    /// Forgets the service `name` (removed from the configuration): it is no longer listed,
+    /// and its row is deleted with the writer's next batch. Never waits.
+    pub fn remove_service(&self, name: &str) {
+        self.inner.writer.remove_service(name);
+    }
+
     /// The store's counters.
     pub fn stats(&self) -> &StoreStats {
         &self.inner.stats

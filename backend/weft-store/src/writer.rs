@@ -33,6 +33,8 @@ use crate::{StoreError, StoreOptions};
 )]
 pub(crate) enum Command {
     Record(Record),
+    /// The service catalog changed and the file must follow (a removal): wakes the task.
+    Catalog,
     /// Commit everything queued before this, then answer; with `stop`, also end the task.
     Flush {
         done: oneshot::Sender<()>,
@@ -54,6 +56,7 @@ impl Writer {
     /// lists it at once and writes it again into a recreated file.
     pub fn try_send(&self, record: impl Into<Record>) -> bool {
         let record = record.into();
+        let service = matches!(record, Record::Service(_));
         if let Record::Service(service) = &record {
             self.catalog.keep(service);
         }
@@ -63,10 +66,22 @@ impl Writer {
                 true
             }
             Err(_) => {
+                if service {
+                    // Written with the catalog by a later batch instead.
+                    self.catalog.mark_unsynced();
+                }
                 self.stats.add_dropped(1);
                 false
             }
         }
+    }
+
+    /// Forgets the service `name`: it is no longer listed, and its row is deleted with the
+    /// next batch (retried until a commit succeeds). Never waits.
+    pub fn remove_service(&self, name: &str) {
+        self.catalog.forget(name);
+        // A full queue means batches are coming anyway; each writes the catalog.
+        let _ = self.tx.try_send(Command::Catalog);
     }
 
     /// Returns once every record queued before the call is committed (or dropped as unwritable).
@@ -168,7 +183,7 @@ impl WriterTask {
                     Ok(n) => n,
                     Err(_elapsed) => {
                         self.commit(&mut pending).await;
-                        deadline = None;
+                        deadline = self.retry_catalog();
                         continue;
                     }
                 },
@@ -194,6 +209,7 @@ impl WriterTask {
                         let _ = done.send(());
                     }
                     Command::Flush { done, stop: true } => stop = Some(done),
+                    Command::Catalog => {}
                 }
             }
             if let Some(done) = stop {
@@ -202,7 +218,7 @@ impl WriterTask {
                 let _ = done.send(());
                 return;
             }
-            if !pending.is_empty() && deadline.is_none() {
+            if (!pending.is_empty() || self.catalog.is_unsynced()) && deadline.is_none() {
                 deadline = Some(Instant::now() + self.flush_interval);
             }
         }
@@ -224,9 +240,18 @@ impl WriterTask {
                     self.commit(pending).await;
                     let _ = done.send(());
                 }
+                Command::Catalog => {}
             }
         }
         self.commit(pending).await;
+    }
+
+    /// When to try again to write a catalog the file may not hold (the last batch failed),
+    /// even if no record comes meanwhile.
+    fn retry_catalog(&self) -> Option<Instant> {
+        self.catalog
+            .is_unsynced()
+            .then(|| Instant::now() + self.flush_interval)
     }
 
     async fn close(&mut self) {
@@ -235,9 +260,11 @@ impl WriterTask {
         }
     }
 
-    /// Commits `pending` (or drops and counts it) and leaves it empty.
+    /// Commits `pending`, with the service catalog when the file may not hold it (or drops
+    /// and counts the records), and leaves it empty.
     async fn commit(&mut self, pending: &mut Vec<Record>) {
-        if pending.is_empty() {
+        let catalog = self.catalog.take_unsynced();
+        if pending.is_empty() && catalog.is_none() {
             return;
         }
         let n = pending.len() as u64;
@@ -245,13 +272,18 @@ impl WriterTask {
             Ok(()) => match self.conn.as_mut() {
                 Some(conn) => self
                     .sql
-                    .write(conn, pending)
+                    .write_with(conn, pending, catalog.as_ref())
                     .await
                     .map_err(StoreError::from),
                 None => Err(StoreError::WriterStopped),
             },
             Err(e) => Err(e),
         };
+        if result.is_err()
+            && (catalog.is_some() || pending.iter().any(|r| matches!(r, Record::Service(_))))
+        {
+            self.catalog.mark_unsynced();
+        }
         pending.clear();
         match result {
             Ok(()) => {

@@ -212,6 +212,79 @@ async fn a_recreated_file_gets_the_services_back() {
     reopened.shutdown().await.unwrap();
 }
 
+/// The `services` rows of the file itself, read past the store's catalog.
+async fn stored_services(path: &Path) -> Vec<(String, String)> {
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    let rows = sqlx::query_as("SELECT name, endpoints_json FROM services ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    rows
+}
+
+/// A reload changes and removes services while another process holds the file: they are
+/// listed as they are now at once, and the file follows once the lock is gone, with no
+/// other record to carry them.
+#[tokio::test]
+async fn services_changed_or_removed_under_a_lock_are_listed_at_once_and_reach_the_file_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let path = store.options().path.clone();
+    let service = |name: &str, endpoint: &str| weft_store::ServiceRecord {
+        name: name.into(),
+        kind: "echo".into(),
+        endpoints: vec![endpoint.into()],
+        config_json: "{}".into(),
+    };
+    store.try_send(service("echo", "tcp:8000"));
+    store.try_send(service("old", "tcp:8001"));
+    store.flush().await.unwrap();
+    assert_eq!(stored_services(&path).await.len(), 2);
+
+    let mut rival = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    store.remove_service("old");
+    store.try_send(service("echo", "tcp:9000"));
+    assert!(start.elapsed() < Duration::from_millis(100), "never waits");
+    store.flush().await.unwrap();
+    assert!(
+        store.stats().write_errors() > 0,
+        "the lock held the batch off"
+    );
+    assert_eq!(
+        store.services().await.unwrap(),
+        [service("echo", "tcp:9000")],
+        "listed as they are now"
+    );
+
+    sqlx::query("COMMIT").execute(&mut rival).await.unwrap();
+    rival.close().await.unwrap();
+    let want = vec![("echo".to_owned(), r#"["tcp:9000"]"#.to_owned())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored_services(&path).await != want {
+        assert!(
+            Instant::now() < deadline,
+            "the file never followed: {:?}",
+            stored_services(&path).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.shutdown().await.unwrap();
+}
+
 const CRASH_DB: &str = "WEFT_STORE_CRASH_DB";
 
 /// The child of `a_killed_writer_leaves_a_clean_file`: writes and flushes until killed.

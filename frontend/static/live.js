@@ -66,6 +66,8 @@ export class Live {
         break;
       case "events":
         for (const e of msg.events) {
+          // The banner follows reloads at once, paused or not.
+          if (e.type === "config_reloaded") this.alerts.last_reload = { result: e.result, message: e.message, at_ms: e.at_ms };
           if (this.paused) {
             if (this.held.length < PAUSE_CAP) this.held.push(e); else this.resyncOnResume = true;
           } else {
@@ -148,6 +150,11 @@ export class Live {
     const dropped = Object.values(this.alerts.dropped || {}).reduce((a, b) => a + b, 0);
     if (dropped > 0) parts.push(el("span", { id: "banner-dropped" }, `${dropped} events dropped (history or live feed could not keep up)`));
     if (this.lagged > 0) parts.push(el("span", { id: "banner-lagged" }, `this page missed ${this.lagged} events and was resynced`));
+    const reload = this.alerts.last_reload;
+    if (reload && reload.result !== "ok") {
+      const at = new Date(reload.at_ms).toLocaleTimeString();
+      parts.push(el("span", { id: "banner-reload" }, `configuration reload ${reload.result} at ${at}, nothing changed: ${reload.message}`));
+    }
     node.hidden = parts.length === 0;
     const joined = [];
     parts.forEach((p, i) => { if (i) joined.push(el("span", { class: "sep" }, "·")); joined.push(p); });

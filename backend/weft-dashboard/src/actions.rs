@@ -1,16 +1,27 @@
-//! `POST /api/connections/{id}/close` and `POST /api/deferreds/{id}/cancel`: the two things
-//! an operator can do from the dashboard. Both are queued to the reactor thread through its
-//! [`ReactorHandle`](weft::ReactorHandle) and answer `202 Accepted` at once; the effect shows
-//! on `/ws` as the usual events.
+//! What an operator can do from the dashboard: `POST /api/connections/{id}/close` and
+//! `POST /api/deferreds/{id}/cancel`, queued to the reactor thread through its
+//! [`ReactorHandle`](weft::ReactorHandle) and answered `202 Accepted` at once (the effect
+//! shows on `/ws` as the usual events); and `POST /api/reload`, sent to the program's
+//! [`Reloader`](crate::state::Reloader) and answered with the outcome once the reload is
+//! done: `200` applied, `422` the configuration does not validate, `409` it could not be
+//! read or applied (an address in use), each with `result`, `message` and the services
+//! `added`, `removed` and `changed`.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use weft::observe::ConnectionId;
+use weft_telemetry::{ReloadOutcome, ReloadResult};
 
 use crate::error::ApiError;
-use crate::state::DashboardState;
+use crate::metrics::Refusal;
+use crate::state::{DashboardState, ReloadRefused};
+
+/// How long `POST /api/reload` waits for the outcome.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What an action answers.
 #[derive(Debug, Serialize)]
@@ -65,4 +76,68 @@ pub(crate) async fn cancel_deferred(
         return Err(ApiError::Unavailable("the reactor has stopped"));
     }
     Ok(accepted(format!("Deferred {id} is being cancelled")))
+}
+
+/// What `POST /api/reload` answers.
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    /// `ok`, `invalid` or `failed`.
+    pub result: ReloadResult,
+    /// What was applied, or why nothing was.
+    pub message: String,
+    /// The reason, when nothing was applied (the same as `message`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Services started.
+    pub added: Vec<String>,
+    /// Services stopped.
+    pub removed: Vec<String>,
+    /// Services replaced.
+    pub changed: Vec<String>,
+}
+
+impl From<ReloadOutcome> for Reloaded {
+    fn from(o: ReloadOutcome) -> Self {
+        Self {
+            error: (o.result != ReloadResult::Ok).then(|| o.message.clone()),
+            result: o.result,
+            message: o.message,
+            added: o.added,
+            removed: o.removed,
+            changed: o.changed,
+        }
+    }
+}
+
+pub(crate) async fn reload(
+    State(state): State<DashboardState>,
+) -> Result<(StatusCode, Json<Reloaded>), ApiError> {
+    let reloader = state.reloader.as_ref().ok_or(ApiError::Unavailable(
+        "this dashboard's program does not reload its configuration",
+    ))?;
+    let answer = match reloader.request() {
+        Ok(answer) => answer,
+        Err(ReloadRefused::Busy) => {
+            state.metrics.refused(Refusal::ReloadBusy);
+            return Err(ApiError::Unavailable(
+                "reloads are already queued; try again when they are done",
+            ));
+        }
+        Err(ReloadRefused::Gone) => return Err(ApiError::Unavailable("the reactor has stopped")),
+    };
+    let outcome = match tokio::time::timeout(RELOAD_TIMEOUT, answer).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => return Err(ApiError::Unavailable("the reactor has stopped")),
+        Err(_) => {
+            return Err(ApiError::Unavailable(
+                "the reload did not finish within 30 s; its outcome will be logged",
+            ));
+        }
+    };
+    let status = match outcome.result {
+        ReloadResult::Ok => StatusCode::OK,
+        ReloadResult::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadResult::Failed => StatusCode::CONFLICT,
+    };
+    Ok((status, Json(outcome.into())))
 }

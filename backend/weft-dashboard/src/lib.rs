@@ -27,7 +27,8 @@
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
 //!   `Sink`/`Stream`.
-//! - `actions`: closing a connection and cancelling a Deferred through the reactor handle.
+//! - `actions`: closing a connection and cancelling a Deferred through the reactor handle;
+//!   reloading the program's configuration through its [`Reloader`].
 //! - [`host`]: the names a request's `Host` may give (DNS rebinding); `421` otherwise.
 //! - `auth`: the token (bearer header or login cookie) and the same-origin check for
 //!   actions and `/ws`.
@@ -40,7 +41,7 @@
 //!
 //! Requests come in through [`router`], pass `host` and `auth`, and read the state; the
 //! only writes
-//! to the reactor are the two actions, queued through its handle. Nothing here blocks the
+//! to the reactor are the actions, queued through its handle or the reload queue. Nothing here blocks the
 //! reactor or waits on a browser.
 
 pub mod actions;
@@ -73,7 +74,7 @@ pub use error::ApiError;
 pub use health::Health;
 pub use host::{AllowedHost, HostError};
 pub use metrics::DashboardMetrics;
-pub use state::DashboardState;
+pub use state::{DashboardState, ReloadRequest, Reloader};
 
 /// The dashboard's routes over `state`.
 pub fn router(state: DashboardState) -> Router {
@@ -83,6 +84,7 @@ pub fn router(state: DashboardState) -> Router {
             post(actions::close_connection),
         )
         .route("/api/deferreds/{id}/cancel", post(actions::cancel_deferred))
+        .route("/api/reload", post(actions::reload))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_same_origin,

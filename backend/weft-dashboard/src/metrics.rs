@@ -32,15 +32,18 @@ pub(crate) enum Refusal {
     Handshake,
     /// `/ws` already serves `max_live_clients`.
     LiveClients,
+    /// `POST /api/reload` while as many reloads as the queue holds wait already.
+    ReloadBusy,
 }
 
 impl Refusal {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Host,
         Self::Token,
         Self::CrossSite,
         Self::Handshake,
         Self::LiveClients,
+        Self::ReloadBusy,
     ];
 
     fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Refusal {
             Self::CrossSite => "cross_site",
             Self::Handshake => "handshake",
             Self::LiveClients => "live_clients",
+            Self::ReloadBusy => "reload_busy",
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Alerts {
     /// Events dropped since start, by consumer (`live`, `store`) plus the store's own
     /// losses under `history`.
     pub dropped: BTreeMap<String, u64>,
+    /// The last configuration reload, if the program reloaded (the banner shows one that
+    /// changed nothing). Filled when a message is sent, not by the sampler.
+    pub last_reload: Option<weft_telemetry::ReloadOutcome>,
 }
 
 /// A service's figures now and over the last minutes, as the overview draws them.
@@ -88,8 +91,12 @@ impl Series {
         let families = hub.registry().gather();
         let (points, alerts) = read(&families, at_ms);
         let mut inner = self.lock();
+        // A service the program no longer serves leaves the overview with its series.
+        inner.services.retain(|service, _| !hub.is_retired(service));
         for (service, point) in points {
-            push(inner.services.entry(service).or_default(), point);
+            if !hub.is_retired(&service) {
+                push(inner.services.entry(service).or_default(), point);
+            }
         }
         inner.alerts = alerts;
     }

@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::{mpsc, oneshot};
 use weft::ReactorHandle;
 use weft_store::Store;
-use weft_telemetry::Hub;
+use weft_telemetry::{Hub, ReloadOutcome};
 
 use crate::host::{AllowedHost, HostPolicy};
 use crate::live::{DEFAULT_MAX_LIVE_CLIENTS, Fanout};
@@ -38,6 +39,48 @@ pub struct DashboardState {
     pub max_live_clients: usize,
     /// The dashboard's own counters, on the hub's registry.
     pub metrics: DashboardMetrics,
+    /// Where `POST /api/reload` asks the program to reload its configuration; without
+    /// one it answers `503`.
+    pub reloader: Option<Reloader>,
+}
+
+/// One request to reload: the program answers it with the outcome.
+pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
+
+/// The sending end of a program's reload requests (`POST /api/reload`). The program
+/// serves the receiving end where it reconfigures (its reactor thread), one request at a
+/// time; at most the queue's capacity wait, and more are refused.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    requests: mpsc::Sender<ReloadRequest>,
+}
+
+/// Why a reload request got no outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReloadRefused {
+    /// As many requests as the queue holds wait already.
+    Busy,
+    /// The program stopped serving requests (it is shutting down).
+    Gone,
+}
+
+impl Reloader {
+    /// A reloader whose queue holds `capacity` requests (at least 1), and the receiving
+    /// end for the program.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<ReloadRequest>) {
+        let (requests, rx) = mpsc::channel(capacity.max(1));
+        (Self { requests }, rx)
+    }
+
+    /// Queues a request without waiting; the outcome comes on the returned channel.
+    pub(crate) fn request(&self) -> Result<oneshot::Receiver<ReloadOutcome>, ReloadRefused> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.try_send(tx).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ReloadRefused::Busy,
+            mpsc::error::TrySendError::Closed(_) => ReloadRefused::Gone,
+        })?;
+        Ok(rx)
+    }
 }
 
 impl DashboardState {
@@ -56,6 +99,7 @@ impl DashboardState {
             hosts: Arc::new(HostPolicy::default()),
             max_live_clients: DEFAULT_MAX_LIVE_CLIENTS,
             metrics,
+            reloader: None,
         }
     }
 
@@ -74,6 +118,12 @@ impl DashboardState {
     /// Sends actions to `reactor`.
     pub fn with_reactor(mut self, reactor: ReactorHandle) -> Self {
         self.reactor = Some(reactor);
+        self
+    }
+
+    /// Sends `POST /api/reload` to `reloader`.
+    pub fn with_reloader(mut self, reloader: Reloader) -> Self {
+        self.reloader = Some(reloader);
         self
     }
 

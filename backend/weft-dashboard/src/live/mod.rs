@@ -156,10 +156,18 @@ pub fn snapshot(hub: &Hub, series: &Series, seq: u64) -> Utf8Bytes {
         seq,
         at_ms: now_ms(),
         services: series.stats(),
-        alerts: series.alerts(),
+        alerts: alerts(hub, series),
         connections,
         connections_hidden,
     })
+}
+
+/// The banner's figures: the sampler's, with the last reload as of now.
+fn alerts(hub: &Hub, series: &Series) -> Alerts {
+    Alerts {
+        last_reload: hub.last_reload(),
+        ..series.alerts()
+    }
 }
 
 fn stats_frame(hub: &Hub, series: &Series) -> Frame {
@@ -185,7 +193,7 @@ fn stats_frame(hub: &Hub, series: &Series) -> Frame {
         json: to_json(&Message::Stats {
             at_ms: now_ms(),
             services,
-            alerts: series.alerts(),
+            alerts: alerts(hub, series),
             connections,
             connections_hidden,
         }),

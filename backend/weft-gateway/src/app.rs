@@ -1,13 +1,15 @@
-//! What `weft run` does: a reactor, the inspector, the services; run until a signal;
-//! drain connections with a deadline; flush the store.
+//! What `weft run` does: a reactor, the inspector, the services; reload on SIGHUP and on
+//! the dashboard's request; run until SIGINT or SIGTERM; drain connections with a
+//! deadline; flush the store.
 
 use weft::{ListenError, Reactor, ReactorConfig, ReactorError};
-use weft_store::{ServiceRecord, StoreOptions};
+use weft_store::StoreOptions;
 use weft_telemetry::HubConfig;
 
 use crate::config::Config;
 use crate::inspector::{Inspector, InspectorConfig, InspectorError};
-use crate::services;
+use crate::reload::{self, Hangups, Source};
+use crate::running::Running;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -50,44 +52,39 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
     }
 }
 
-/// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly.
-pub fn run(config: &Config) -> Result<(), GatewayError> {
+/// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly; reloads from `source`
+/// on SIGHUP and `POST /api/reload`.
+pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     raise_open_files_limit();
     let reactor = Reactor::with_config(ReactorConfig {
         slow_callback: config.inspect.slow_callback,
         stall_after: config.inspect.stall_after,
         ..ReactorConfig::default()
     })?;
-    let inspector = Inspector::start(&reactor, inspector_config(config))?;
+    // First of what runs when the reactor starts: the inspector marks the process ready.
+    let hangups = Hangups::catch(&reactor);
+    let (reloader, requests) = weft_dashboard::Reloader::channel(reload::QUEUE);
+    let inspector = Inspector::start(
+        &reactor,
+        InspectorConfig {
+            reloader: Some(reloader),
+            ..inspector_config(config)
+        },
+    )?;
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
-    let env = services::ServiceEnv::register(inspector.hub().registry(), &config.services);
-    // `/readyz` stays 503 until each of these is up and the reactor runs.
-    for service in &config.services {
-        for endpoint in &service.listen {
-            inspector.hub().expect_listener(&service.name, endpoint);
-        }
-    }
-    for service in &config.services {
-        let bound = services::start_with(&reactor, service, &env).map_err(|source| {
-            GatewayError::Listen {
-                service: service.name.clone(),
-                source,
-            }
-        })?;
-        for (endpoint, local) in service.listen.iter().zip(&bound) {
-            tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");
-        }
-        if let Some(store) = inspector.store() {
-            store.try_send(ServiceRecord {
-                name: service.name.clone(),
-                kind: service.kind.as_str().into(),
-                endpoints: service.listen.clone(),
-                config_json: service.kind.settings_json(),
-            });
-        }
-    }
+    let running = Running::start(
+        &reactor,
+        inspector.hub().clone(),
+        inspector.store().cloned(),
+        config,
+    )
+    .map_err(|e| GatewayError::Listen {
+        service: e.service,
+        source: e.source,
+    })?;
+    reload::serve(&reactor, running, source, hangups, Some(requests));
     reactor.run()?;
     inspector.join();
     tracing::info!("stopped");

@@ -9,8 +9,13 @@
 //!   settings, its protocol and its tests.
 //! - [`inspector`]: [`Inspector::start`], the one call that gives any program on a weft
 //!   reactor the telemetry hub, the SQLite history and the dashboard.
-//! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, run,
-//!   drain, flush.
+//! - [`running`]: [`running::Running`], the services running now, and applying another
+//!   configuration to them: added, removed, changed (their sockets handed over) and
+//!   unchanged services.
+//! - [`reload`]: SIGHUP and `POST /api/reload`: re-read and validate the file as
+//!   `weft check` does, apply it, report the outcome.
+//! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, reloads,
+//!   run, drain, flush.
 //!
 //! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
 //! the store writer run on the inspector's own tokio runtime on a background thread, so a
@@ -19,6 +24,8 @@
 pub mod app;
 pub mod config;
 pub mod inspector;
+pub mod reload;
+pub mod running;
 pub mod services;
 
 pub use config::{Config, ConfigError};

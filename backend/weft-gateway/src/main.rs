@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use weft_gateway::reload::Source;
 use weft_gateway::{Config, app};
 
 /// Twisted's event-driven networking on tokio, with an inspector built in.
@@ -67,8 +68,12 @@ fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let source = match &file {
+        Some(path) => Source::File(path.clone()),
+        None => Source::Demo,
+    };
     let config = load(file)?;
-    app::run(&config).context("cannot run the gateway")
+    app::run(&config, source).context("cannot run the gateway")
 }
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {

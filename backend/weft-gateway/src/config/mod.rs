@@ -120,15 +120,19 @@ pub struct ServiceConfig {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
+        Self::parse(&path.display().to_string(), &Self::read(path)?)
+    }
+
+    /// Reads `path` without validating it; the error says why it cannot be read. A reload
+    /// tells a file it cannot read from one that does not validate this way.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
             line: None,
             column: None,
             key: None,
             message: format!("cannot read the configuration: {e}"),
-        })?;
-        Self::parse(&file, &text)
+        })
     }
 
     /// Validates `text`, naming `file` in errors.

@@ -58,6 +58,8 @@ pub struct InspectorConfig {
     /// second, and left out (and counted) beyond; 0 keeps every one. See
     /// `history::Budget`.
     pub history_connections_per_s: u32,
+    /// Where the dashboard's `POST /api/reload` goes; `None` answers it `503`.
+    pub reloader: Option<weft_dashboard::Reloader>,
 }
 
 impl Default for InspectorConfig {
@@ -72,6 +74,7 @@ impl Default for InspectorConfig {
             max_live_clients: weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
             snapshot_interval: Duration::from_secs(1),
             history_connections_per_s: DEFAULT_HISTORY_CONNECTIONS_PER_S,
+            reloader: None,
         }
     }
 }
@@ -326,6 +329,9 @@ impl Background {
             }
             if let Some(token) = &self.config.token {
                 state = state.with_token(token.as_str());
+            }
+            if let Some(reloader) = &self.config.reloader {
+                state = state.with_reloader(reloader.clone());
             }
             tasks.spawn(weft_dashboard::background(
                 state.clone(),

@@ -214,20 +214,25 @@ pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
     })
 }
 
-pub(crate) fn start(
-    on: &super::Listeners<'_>,
-    config: &HttpConfig,
-    registry: Option<&Registry>,
-) -> Result<Vec<weft::Address>, ListenError> {
-    let (name, endpoints) = (on.name, on.endpoints);
-    let recorder: Rc<dyn Recorder> = match registry.map(|r| HttpMetrics::register(r, name)) {
+/// Where the HTTP service `name` records its requests: its series on `registry`, or
+/// nowhere without one (or if they cannot be registered, which is logged).
+pub(crate) fn recorder(registry: Option<&Registry>, name: &str) -> Rc<dyn Recorder> {
+    match registry.map(|r| HttpMetrics::register(r, name)) {
         None => Rc::new(weft_web::NoRecorder),
         Some(Ok(m)) => Rc::new(m),
         Some(Err(err)) => {
             tracing::warn!(service = name, %err, "HTTP metrics are unavailable");
             Rc::new(weft_web::NoRecorder)
         }
-    };
+    }
+}
+
+pub(crate) fn start(
+    on: &super::Listeners<'_>,
+    config: &HttpConfig,
+    recorder: Rc<dyn Recorder>,
+) -> Result<Vec<weft::Address>, ListenError> {
+    let (name, endpoints) = (on.name, on.endpoints);
     let service =
         HttpService::new(name, config.clone(), recorder).map_err(|e| ListenError::Bind {
             endpoint: endpoints.first().cloned().unwrap_or_default(),

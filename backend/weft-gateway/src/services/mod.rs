@@ -11,6 +11,10 @@ pub mod tcp_proxy;
 
 pub use limits::ServiceLimits;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use weft::{Address, ListenError, ListenOptions, Reactor};
 
 use crate::config::validate::ServiceCtx;
@@ -84,8 +88,24 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
     }
 }
 
+impl ServiceConfig {
+    /// Its settings as a JSON object, for the services table: the kind's, with the limits
+    /// every kind has.
+    pub fn settings_json(&self) -> String {
+        let mut settings: serde_json::Value =
+            serde_json::from_str(&self.kind.settings_json()).unwrap_or_default();
+        if let (Some(settings), serde_json::Value::Object(limits)) =
+            (settings.as_object_mut(), self.limits.settings_json())
+        {
+            settings.extend(limits);
+        }
+        settings.to_string()
+    }
+}
+
 /// What the services of one gateway share: the metric families kinds register on the
-/// hub's registry once.
+/// hub's registry once, and each HTTP service's series (registered once per name, kept
+/// across reloads).
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ServiceEnv {
@@ -94,29 +114,60 @@ pub struct ServiceEnv {
     /// Where HTTP services register their series (one set per service, told apart by the
     /// `service` label); `None` keeps HTTP counters off `/metrics`.
     pub http_registry: Option<prometheus::Registry>,
+    /// The registry families are registered on when a reload needs them.
+    registry: Option<prometheus::Registry>,
+    http_recorders: Recorders,
+}
+
+/// Each HTTP service's series, by service name: a registry takes one registration of a
+/// name, and a service replaced by a reload counts on in the same series.
+#[derive(Clone, Default)]
+struct Recorders(Rc<RefCell<HashMap<String, Rc<dyn weft_web::Recorder>>>>);
+
+impl std::fmt::Debug for Recorders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.borrow().keys()).finish()
+    }
 }
 
 impl ServiceEnv {
     /// Registers the families `services` need on `registry`; a family that cannot be
     /// registered is logged and left off `/metrics`.
     pub fn register(registry: &prometheus::Registry, services: &[ServiceConfig]) -> Self {
-        let mut env = Self::default();
-        if services
-            .iter()
-            .any(|s| matches!(s.kind, ServiceKind::Dns(_)))
-        {
+        let mut env = Self {
+            registry: Some(registry.clone()),
+            ..Self::default()
+        };
+        env.extend(services);
+        env
+    }
+
+    /// Registers what `services` need and is not registered yet (a reload that adds the
+    /// first DNS or HTTP service).
+    pub fn extend(&mut self, services: &[ServiceConfig]) {
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        let any = |f: fn(&ServiceKind) -> bool| services.iter().any(|s| f(&s.kind));
+        if self.dns_metrics.is_none() && any(|k| matches!(k, ServiceKind::Dns(_))) {
             match weft_names::DnsMetrics::register(registry) {
-                Ok(m) => env.dns_metrics = Some(m),
+                Ok(m) => self.dns_metrics = Some(m),
                 Err(error) => tracing::warn!(%error, "DNS metrics are not on /metrics"),
             }
         }
-        if services
-            .iter()
-            .any(|s| matches!(s.kind, ServiceKind::Http(_)))
-        {
-            env.http_registry = Some(registry.clone());
+        if self.http_registry.is_none() && any(|k| matches!(k, ServiceKind::Http(_))) {
+            self.http_registry = Some(registry.clone());
         }
-        env
+    }
+
+    /// The series of the HTTP service `name`, registered on first use.
+    fn http_recorder(&self, name: &str) -> Rc<dyn weft_web::Recorder> {
+        self.http_recorders
+            .0
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(|| http::recorder(self.http_registry.as_ref(), name))
+            .clone()
     }
 }
 
@@ -131,17 +182,28 @@ pub fn start_with(
     service: &ServiceConfig,
     env: &ServiceEnv,
 ) -> Result<Vec<Address>, ListenError> {
+    start_with_options(reactor, service, env, service.limits.listen_options())
+}
+
+/// [`start_with`] under `options` (the service's limits; a service replacing another
+/// passes options that go on counting the connections the old one admitted).
+pub fn start_with_options(
+    reactor: &Reactor,
+    service: &ServiceConfig,
+    env: &ServiceEnv,
+    options: ListenOptions,
+) -> Result<Vec<Address>, ListenError> {
     let on = Listeners {
         reactor,
         name: &service.name,
         endpoints: &service.listen,
-        options: service.limits.listen_options(),
+        options,
     };
     match &service.kind {
         ServiceKind::Echo => echo::start(&on),
         ServiceKind::Discard => discard::start(&on),
         ServiceKind::TcpProxy(c) => tcp_proxy::start(&on, c),
-        ServiceKind::Http(c) => http::start(&on, c, env.http_registry.as_ref()),
+        ServiceKind::Http(c) => http::start(&on, c, env.http_recorder(&service.name)),
         ServiceKind::Dns(d) => dns::start(&on, d, env.dns_metrics.as_ref()),
     }
 }

@@ -1,0 +1,202 @@
+//! Reloading the configuration while the gateway runs: SIGHUP and `POST /api/reload`.
+//!
+//! # Design
+//!
+//! Both re-read the file the process was started with and validate it exactly as
+//! `weft check` does ([`Config::read`] then [`Config::parse`], the one path
+//! [`Config::load`] takes), on a blocking thread so a large zone file never stalls the
+//! reactor; then [`Running::apply`] applies the difference on the reactor thread: new
+//! services start, removed ones stop accepting and drain, changed ones are replaced while
+//! their open connections finish under the old settings, unchanged ones are not touched.
+//! A changed service keeps the sockets of the endpoints it still lists (they are handed to
+//! the new instance, never closed), so a reload racing with traffic loses no connection the
+//! kernel accepted; endpoints that moved are bound before the old ones stop, so an address
+//! in use leaves the old service serving.
+//!
+//! Every reload ends in one of three results, logged with its reason, counted in
+//! `weft_config_reloads_total{result}`, kept as the dashboard banner's last reload and
+//! published as a `config_reloaded` event:
+//!
+//! - `ok`: applied (possibly nothing: the file did not change);
+//! - `invalid`: the file does not validate; nothing changed;
+//! - `failed`: the file cannot be read, or the new services cannot all start (an address in
+//!   use); nothing changed.
+//!
+//! One task on the reactor thread serves both sources, one reload at a time, so reloads
+//! never interleave; the dashboard's requests wait in a bounded queue
+//! ([`weft_dashboard::Reloader`]) and each gets its own outcome. The task ends when the
+//! reactor begins to shut down.
+
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use weft::{Phase, Reactor};
+use weft_dashboard::ReloadRequest;
+use weft_telemetry::{ReloadOutcome, ReloadResult};
+
+use crate::config::Config;
+use crate::running::{Applied, Running};
+
+/// Requests the dashboard may queue while a reload runs.
+pub const QUEUE: usize = 8;
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The file the process was started with.
+    File(PathBuf),
+    /// The built-in demo configuration: nothing to re-read.
+    Demo,
+}
+
+/// SIGHUP, caught from the moment the reactor runs.
+///
+/// SIGHUP ends a process that does not catch it. [`Hangups::catch`] must be called before
+/// anything else asks to run when the reactor starts (the inspector marks the process
+/// ready then), so a hangup sent to a process `/readyz` calls ready reloads it.
+#[derive(Debug, Clone, Default)]
+pub struct Hangups(std::rc::Rc<std::cell::RefCell<Option<tokio::signal::unix::Signal>>>);
+
+impl Hangups {
+    /// Catches SIGHUP on `reactor` as soon as it runs.
+    pub fn catch(reactor: &Reactor) -> Self {
+        let hangups = Self::default();
+        let cell = hangups.0.clone();
+        reactor.call_when_running(move || {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => *cell.borrow_mut() = Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot catch SIGHUP; reload through POST /api/reload")
+                }
+            }
+        });
+        hangups
+    }
+}
+
+/// Serves reloads on `reactor` until it shuts down: on each SIGHUP and each request from
+/// the dashboard (the receiving end of its [`weft_dashboard::Reloader`]).
+pub fn serve(
+    reactor: &Reactor,
+    mut running: Running,
+    source: Source,
+    hangups: Hangups,
+    mut requests: Option<mpsc::Receiver<ReloadRequest>>,
+) {
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    reactor.add_shutdown_hook(Phase::Before, move || stopping.cancel());
+    reactor.spawn(async move {
+        let mut signal = hangups.0.borrow_mut().take();
+        loop {
+            let hangup = async {
+                match signal.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let request = async {
+                match requests.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                Some(()) = hangup => {
+                    tracing::info!("SIGHUP received");
+                    reload(&mut running, &source).await;
+                }
+                request = request => match request {
+                    Some(reply) => {
+                        let outcome = reload(&mut running, &source).await;
+                        let _ = reply.send(outcome);
+                    }
+                    // The dashboard is gone; SIGHUP still works.
+                    None => requests = None,
+                },
+            }
+        }
+    });
+}
+
+/// Re-reads and applies the configuration once; logs, counts and returns the outcome.
+pub async fn reload(running: &mut Running, source: &Source) -> ReloadOutcome {
+    // The start of a reload (where a service manager is told the process is reloading).
+    tracing::info!(source = %describe(source), "reloading the configuration");
+    let outcome = match read(source).await {
+        Err((result, message)) => ReloadOutcome::new(result, message),
+        Ok(config) => match running.apply(config) {
+            Ok(applied) => ok(&applied),
+            Err(e) => ReloadOutcome::new(ReloadResult::Failed, format!("{e}; nothing changed")),
+        },
+    };
+    match outcome.result {
+        ReloadResult::Ok => tracing::info!("configuration reloaded: {}", outcome.message),
+        ReloadResult::Invalid => {
+            tracing::warn!(
+                "configuration reload refused, nothing changed: {}",
+                outcome.message
+            );
+        }
+        ReloadResult::Failed => {
+            tracing::error!(
+                "configuration reload failed, nothing changed: {}",
+                outcome.message
+            );
+        }
+    }
+    running.hub().record_reload(outcome.clone());
+    outcome
+}
+
+fn describe(source: &Source) -> String {
+    match source {
+        Source::File(path) => path.display().to_string(),
+        Source::Demo => "the built-in demo configuration".into(),
+    }
+}
+
+/// Reads and validates the configuration on a blocking thread.
+async fn read(source: &Source) -> Result<Config, (ReloadResult, String)> {
+    let path = match source {
+        Source::File(path) => path.clone(),
+        Source::Demo => return Ok(Config::demo()),
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        let text = Config::read(&path).map_err(|e| (ReloadResult::Failed, e.to_string()))?;
+        Config::parse(&path.display().to_string(), &text)
+            .map_err(|e| (ReloadResult::Invalid, e.to_string()))
+    })
+    .await;
+    checked.unwrap_or_else(|e| {
+        Err((
+            ReloadResult::Failed,
+            format!("the configuration could not be checked: {e}"),
+        ))
+    })
+}
+
+fn ok(applied: &Applied) -> ReloadOutcome {
+    let mut parts = Vec::new();
+    for (what, names) in [
+        ("added", &applied.added),
+        ("removed", &applied.removed),
+        ("changed", &applied.changed),
+    ] {
+        if !names.is_empty() {
+            parts.push(format!("{what} {}", names.join(", ")));
+        }
+    }
+    parts.push(format!("{} unchanged", applied.unchanged));
+    for section in &applied.need_restart {
+        parts.push(format!("{section} changed: restart to apply it"));
+    }
+    ReloadOutcome {
+        added: applied.added.clone(),
+        removed: applied.removed.clone(),
+        changed: applied.changed.clone(),
+        ..ReloadOutcome::new(ReloadResult::Ok, parts.join("; "))
+    }
+}

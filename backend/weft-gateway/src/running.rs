@@ -1,0 +1,277 @@
+//! [`Running`]: the services the gateway runs now, started from a configuration and changed
+//! to another one by [`Running::apply`] without touching what stays the same.
+//!
+//! Applying a configuration compares its services with the running ones by name:
+//!
+//! - unchanged (the same kind, settings, endpoints and limits, zones and routes included):
+//!   not touched at all;
+//! - added: started;
+//! - changed: started again from the new settings, taking over the sockets of the
+//!   endpoints that stay (a [`weft::Handover`]: never closed, so nothing waiting to be
+//!   accepted is reset), binding the endpoints that are new; the old endpoints that are no
+//!   longer listed stop accepting. Connections already open finish under the settings they
+//!   were accepted with. The per-peer cap of the new settings counts the connections the
+//!   old instance admitted;
+//! - removed: its listeners stop and its connections are drained: closed cleanly, and
+//!   aborted if still open after `ReactorConfig::shutdown_deadline` (with the reason
+//!   `service_stopped`). Sockets that are not configured endpoints (a DNS service's
+//!   upstream ports) stop after that deadline too, so answers still on their way arrive.
+//!
+//! Everything that can fail (binding an address in use, loading a certificate) happens
+//! before anything running is touched: the handover rolls back, the old services go on
+//! serving, and the error names the service and the endpoint. Then the history store, the
+//! expected listeners of `/readyz` and the live views follow the new set. None of it waits
+//! on the store: a history file locked by another process holds nothing up.
+//!
+//! Only `[[service]]` tables are applied; a changed `[dashboard]`, `[store]` or `[inspect]`
+//! is reported as needing a restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weft::{CloseReason, ListenError, ListenOptions, Reactor};
+use weft_store::{ServiceRecord, Store};
+use weft_telemetry::Hub;
+
+use crate::config::{Config, ServiceConfig};
+use crate::services::{self, ServiceEnv};
+
+/// The services running now.
+pub struct Running {
+    reactor: Reactor,
+    hub: Arc<Hub>,
+    store: Option<Store>,
+    env: ServiceEnv,
+    /// What runs: the services as applied last, the other sections as at start (they are
+    /// not reloaded).
+    config: Config,
+    /// Each running service's listener options, by name: a service that replaces it goes
+    /// on counting its peers' connections in them.
+    options: HashMap<String, ListenOptions>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("services", &self.config.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service that could not listen.
+#[derive(Debug, thiserror::Error)]
+#[error("service {service:?}: {source}")]
+pub struct StartError {
+    /// The service's name.
+    pub service: String,
+    /// Why.
+    #[source]
+    pub source: ListenError,
+}
+
+/// What [`Running::apply`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Services started.
+    pub added: Vec<String>,
+    /// Services stopped, their connections draining.
+    pub removed: Vec<String>,
+    /// Services replaced by their new settings.
+    pub changed: Vec<String>,
+    /// Services left as they were.
+    pub unchanged: usize,
+    /// Sections that changed but apply only at the next start (`[dashboard]`, ...).
+    pub need_restart: Vec<&'static str>,
+}
+
+impl Running {
+    /// Starts every service of `config` (call it before the reactor runs), records each in
+    /// the store and declares its listeners to `/readyz`.
+    pub fn start(
+        reactor: &Reactor,
+        hub: Arc<Hub>,
+        store: Option<Store>,
+        config: &Config,
+    ) -> Result<Self, StartError> {
+        hub.track_reloads();
+        let env = ServiceEnv::register(hub.registry(), &config.services);
+        // `/readyz` stays 503 until each of these is up and the reactor runs.
+        for service in &config.services {
+            for endpoint in &service.listen {
+                hub.expect_listener(&service.name, endpoint);
+            }
+        }
+        let mut running = Self {
+            reactor: reactor.clone(),
+            hub,
+            store,
+            env,
+            config: config.clone(),
+            options: HashMap::new(),
+        };
+        for service in &config.services {
+            let options = service.limits.listen_options();
+            running.start_one(service, &options)?;
+            running.options.insert(service.name.clone(), options);
+            running.record(service);
+        }
+        Ok(running)
+    }
+
+    /// The configuration running now.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The hub the services report to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Starts `service` under `options` and logs where it serves.
+    fn start_one(
+        &self,
+        service: &ServiceConfig,
+        options: &ListenOptions,
+    ) -> Result<(), StartError> {
+        let bound =
+            services::start_with_options(&self.reactor, service, &self.env, options.clone())
+                .map_err(|source| StartError {
+                    service: service.name.clone(),
+                    source,
+                })?;
+        for (endpoint, local) in service.listen.iter().zip(&bound) {
+            tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");
+        }
+        Ok(())
+    }
+
+    fn record(&self, service: &ServiceConfig) {
+        if let Some(store) = &self.store {
+            store.try_send(ServiceRecord {
+                name: service.name.clone(),
+                kind: service.kind.as_str().into(),
+                endpoints: service.listen.clone(),
+                config_json: service.settings_json(),
+            });
+        }
+    }
+
+    /// Changes what runs to `config`'s services (see the [module documentation](self)).
+    /// On an error nothing changed.
+    pub fn apply(&mut self, config: Config) -> Result<Applied, StartError> {
+        let old = std::mem::take(&mut self.config.services);
+        let by_name = |list: &[ServiceConfig], name: &str| list.iter().position(|s| s.name == name);
+        let mut applied = Applied::default();
+        for service in &config.services {
+            match by_name(&old, &service.name) {
+                None => applied.added.push(service.name.clone()),
+                Some(i) if old[i] != *service => applied.changed.push(service.name.clone()),
+                Some(_) => applied.unchanged += 1,
+            }
+        }
+        applied.removed = old
+            .iter()
+            .filter(|s| by_name(&config.services, &s.name).is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        let result = self.switch(&old, &config, &applied);
+        self.config.services = match result {
+            Ok(()) => config.services.clone(),
+            Err(_) => old,
+        };
+        result?;
+        for (section, same) in [
+            ("[dashboard]", self.config.dashboard == config.dashboard),
+            ("[store]", self.config.store == config.store),
+            ("[inspect]", self.config.inspect == config.inspect),
+        ] {
+            if !same {
+                applied.need_restart.push(section);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Starts the added and changed services of `new` in a handover of the ports of the
+    /// changed and removed ones, commits it, then retires what the old ones leave.
+    fn switch(
+        &mut self,
+        old: &[ServiceConfig],
+        new: &Config,
+        applied: &Applied,
+    ) -> Result<(), StartError> {
+        let replaced = |name: &str| {
+            applied.changed.iter().any(|n| n == name) || applied.removed.iter().any(|n| n == name)
+        };
+        self.env.extend(&new.services);
+        let offered: Vec<_> = self
+            .reactor
+            .listening_ports()
+            .into_iter()
+            .filter(|p| replaced(&p.info().service))
+            .collect();
+        let handover = self.reactor.handover(offered);
+        let mut started = Vec::new();
+        for service in &new.services {
+            if !applied.added.contains(&service.name) && !applied.changed.contains(&service.name) {
+                continue;
+            }
+            let options = successor_options(service, self.options.get(&service.name));
+            // An error here drops the handover: nothing started, nothing stopped.
+            self.start_one(service, &options)?;
+            started.push((service, options));
+        }
+        let kept = handover.commit();
+
+        let deadline = self.reactor.config().shutdown_deadline;
+        for port in kept {
+            let info = port.info();
+            let configured = old
+                .iter()
+                .any(|s| *s.name == *info.service && s.listen.contains(&info.endpoint));
+            if configured {
+                tracing::info!(service = %info.service, endpoint = %info.endpoint, "stopped listening");
+                port.stop_listening();
+            } else {
+                self.reactor
+                    .call_later(deadline, move || port.stop_listening());
+            }
+        }
+        for name in &applied.removed {
+            self.options.remove(name);
+            let draining =
+                self.reactor
+                    .drain_connections(name, deadline, CloseReason::ServiceStopped);
+            tracing::info!(service = %name, connections = draining, "service removed; draining its connections");
+            if let Some(store) = &self.store {
+                store.remove_service(name);
+            }
+        }
+        for (service, options) in started {
+            self.options.insert(service.name.clone(), options);
+            self.record(service);
+        }
+        self.hub.set_expected_listeners(
+            new.services
+                .iter()
+                .flat_map(|s| s.listen.iter().map(|e| (s.name.clone(), e.clone()))),
+        );
+        Ok(())
+    }
+}
+
+/// The listener options of `service` replacing a service that had `previous`: its own
+/// limits, with a per-peer cap that goes on counting the connections the old one admitted.
+fn successor_options(service: &ServiceConfig, previous: Option<&ListenOptions>) -> ListenOptions {
+    let limits = &service.limits;
+    match (
+        previous.and_then(ListenOptions::get_peer_limit),
+        limits.max_connections_per_peer,
+    ) {
+        (Some(counted), Some(max)) => ListenOptions::new()
+            .idle_timeout(limits.idle_timeout)
+            .peer_limit(counted.with_max(max)),
+        _ => limits.listen_options(),
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::assert_eventually;
-use crate::support::{App, Reply, http, spawn_app, spawn_app_configured};
+use crate::support::{App, Locked, Reply, http, spawn_app, spawn_app_configured};
 
 /// An echo connection that has echoed once, and its id on the dashboard.
 fn open_echo(app: &App) -> (TcpStream, u64) {
@@ -265,51 +265,6 @@ fn a_bad_id_gets_a_not_found_page_and_the_api_a_json_error() {
     let nowhere = app.get("/api/nowhere");
     assert_eq!(nowhere.status, 404, "{nowhere:?}");
     assert_eq!(json(&nowhere)["error"], "page not found");
-}
-
-/// Holds the history file under an exclusive transaction on another connection until
-/// dropped, as a second process (`sqlite3 weft.db 'BEGIN EXCLUSIVE;'`) would.
-struct Locked {
-    release: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Locked {
-    fn hold(db: &std::path::Path) -> Locked {
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let db = db.to_owned();
-        let thread = std::thread::spawn(move || {
-            crate::support::query(&db, async move |c| {
-                // The gateway commits about once a second; wait out its lock.
-                sqlx::query("PRAGMA busy_timeout = 10000")
-                    .execute(&mut *c)
-                    .await
-                    .unwrap();
-                sqlx::query("BEGIN EXCLUSIVE")
-                    .execute(&mut *c)
-                    .await
-                    .unwrap();
-                locked_tx.send(()).unwrap();
-                let _ = release_rx.recv();
-                sqlx::query("ROLLBACK").execute(&mut *c).await.unwrap();
-            });
-        });
-        locked_rx.recv().expect("the lock is taken");
-        Locked {
-            release: Some(release),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Locked {
-    fn drop(&mut self) {
-        drop(self.release.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 #[test]

@@ -22,3 +22,5 @@ mod live;
 mod load;
 mod proxy;
 mod ready;
+mod reload;
+mod reload_storm;

@@ -392,3 +392,48 @@ impl App {
             .expect("VmRSS in /proc/PID/status")
     }
 }
+
+/// Holds the history file under an exclusive transaction on another connection until
+/// dropped, as a second process (`sqlite3 weft.db 'BEGIN EXCLUSIVE;'`) would.
+pub struct Locked {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Locked {
+    pub fn hold(db: &Path) -> Locked {
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let db = db.to_owned();
+        let thread = std::thread::spawn(move || {
+            query(&db, async move |c| {
+                // The gateway commits about once a second; wait out its lock.
+                sqlx::query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                sqlx::query("BEGIN EXCLUSIVE")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                sqlx::query("ROLLBACK").execute(&mut *c).await.unwrap();
+            });
+        });
+        locked_rx.recv().expect("the lock is taken");
+        Locked {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

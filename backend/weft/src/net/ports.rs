@@ -240,9 +240,16 @@ impl Opened {
     }
 }
 
-/// A set of ports being replaced; see the [module documentation](self).
+/// A set of ports being replaced, opened by [`Reactor::handover`].
 ///
-/// Commit it with [`commit`](Self::commit); dropping it rolls back.
+/// While it is open, a listen call whose endpoint asks for the address an offered port is
+/// bound to (the same IP and port, or the same socket path; port 0 never matches) takes
+/// that port's socket instead of binding, so connections queued in the kernel during the
+/// switch are accepted by the new listener, never reset; and nothing made meanwhile accepts
+/// or receives. [`commit`](Self::commit) starts the new listeners and stops the offered
+/// ports whose sockets were taken, in one step; connections already accepted keep the
+/// settings they were accepted with. Dropping it rolls back: the new listeners never start,
+/// sockets bound for them close, and the offered ports go on as before.
 #[must_use = "dropping a handover rolls it back"]
 pub struct Handover {
     reactor: Reactor,

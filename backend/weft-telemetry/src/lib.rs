@@ -34,6 +34,8 @@
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`ready`]: which expected listeners are up and whether the reactor serves, for
 //!   `/readyz` ([`ReadinessReport`]).
+//! - [`refusals`]: refusals reach the bus at most once a second per service and reason
+//!   (each carrying how many were left out); the metric counts every one.
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
@@ -46,6 +48,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 pub mod ready;
+pub mod refusals;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
 pub use chains::{DeferredSnapshot, StepSnapshot};

@@ -32,15 +32,21 @@ pub(crate) enum Refusal {
     Handshake,
     /// `/ws` already serves `max_live_clients`.
     LiveClients,
+    /// A connection from a peer that already holds `max_connections_per_peer`.
+    LimitPeer,
+    /// A connection while the listener already holds `max_connections`.
+    LimitTotal,
 }
 
 impl Refusal {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Host,
         Self::Token,
         Self::CrossSite,
         Self::Handshake,
         Self::LiveClients,
+        Self::LimitPeer,
+        Self::LimitTotal,
     ];
 
     fn as_str(self) -> &'static str {
@@ -50,6 +56,8 @@ impl Refusal {
             Self::CrossSite => "cross_site",
             Self::Handshake => "handshake",
             Self::LiveClients => "live_clients",
+            Self::LimitPeer => "limit_peer",
+            Self::LimitTotal => "limit_total",
         }
     }
 }
@@ -136,7 +144,7 @@ impl<const N: usize> ByReason<N> {
 /// zeros rather than nothing.
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
-    refused: ByReason<5>,
+    refused: ByReason<7>,
     live_clients: IntGauge,
     disconnects: ByReason<7>,
     history_errors: ByReason<2>,
@@ -151,7 +159,8 @@ impl DashboardMetrics {
         };
         let refused = vec(
             "weft_dashboard_refused_total",
-            "Dashboard requests refused, by reason (host, token, cross_site, handshake, live_clients).",
+            "Dashboard requests and connections refused, by reason (host, token, cross_site, \
+             handshake, live_clients, limit_peer, limit_total).",
         );
         let live_clients = IntGauge::new(
             "weft_dashboard_live_clients",

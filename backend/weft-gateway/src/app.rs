@@ -47,6 +47,8 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
         token: config.dashboard.token.clone(),
         allowed_hosts: config.dashboard.allowed_hosts.clone(),
         max_live_clients: config.dashboard.max_live_clients,
+        max_connections: config.dashboard.max_connections,
+        max_connections_per_peer: config.dashboard.max_connections_per_peer,
         history_connections_per_s: config.store.connections_per_second,
         ..InspectorConfig::default()
     }

@@ -78,6 +78,15 @@ fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    // Only a hint, read without the lock: taking it, even for a moment, could refuse a
+    // `weft run` starting at that moment.
+    if let Some(pid) = weft_store::Store::writer_pid(&config.store.path) {
+        eprintln!(
+            "weft: note: the history database {} is in use by process {pid}; `weft run` with \
+             this file is refused while that process runs",
+            config.store.path.display()
+        );
+    }
     println!(
         "{}: ok ({} service{})",
         file.display(),

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use prometheus::Registry;
 use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
@@ -13,6 +14,7 @@ use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
 use crate::metrics::Metrics;
 use crate::ready::{Readiness, ReadinessReport};
+use crate::refusals::RefusalGate;
 use crate::reload::{ReloadOutcome, Reloads};
 
 /// The label of slow callbacks that ran outside any service (a timer, a hook).
@@ -26,6 +28,8 @@ pub struct Hub {
     bus: Bus,
     deferreds: DeferredTracker,
     ready: Readiness,
+    /// Which refusals go on the bus: a flood must not fill it.
+    refusals: RefusalGate,
     no_service: Arc<str>,
     /// Registered by the first [`track_reloads`](Self::track_reloads); `None` if that
     /// failed (logged).
@@ -63,6 +67,7 @@ impl Hub {
             bus,
             deferreds,
             ready: Readiness::default(),
+            refusals: RefusalGate::default(),
             no_service: NO_SERVICE.into(),
             reloads: OnceLock::new(),
             retired: Mutex::default(),
@@ -277,11 +282,18 @@ impl Observer for Hub {
                     .refused
                     .get(refused.reason)
                     .inc();
-                self.publish(|| EventKind::Refused {
-                    service: refused.service.to_string(),
-                    peer: refused.peer.to_string(),
-                    reason: refused.reason,
-                });
+                if self.bus.has_listeners()
+                    && let Some(suppressed) =
+                        self.refusals
+                            .admit(&refused.service, refused.reason, Instant::now())
+                {
+                    self.bus.publish(EventKind::Refused {
+                        service: refused.service.to_string(),
+                        peer: refused.peer.to_string(),
+                        reason: refused.reason,
+                        suppressed,
+                    });
+                }
             }
             Event::ProtocolError(error) => {
                 self.metrics

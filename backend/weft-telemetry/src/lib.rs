@@ -37,6 +37,8 @@
 //!   services retired.
 //! - [`reload`]: configuration reloads counted by result, and the last [`ReloadOutcome`]
 //!   for the dashboard's banner.
+//! - [`refusals`]: refusals reach the bus at most once a second per service and reason
+//!   (each carrying how many were left out); the metric counts every one.
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
@@ -49,6 +51,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 pub mod ready;
+pub mod refusals;
 pub mod reload;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};

@@ -80,6 +80,10 @@ pub struct DashboardConfig {
     pub allowed_hosts: Vec<weft_dashboard::AllowedHost>,
     /// `/ws` clients served at once at most.
     pub max_live_clients: usize,
+    /// Connections the dashboard holds at once at most.
+    pub max_connections: usize,
+    /// Connections one peer holds on the dashboard at once at most (0: no cap).
+    pub max_connections_per_peer: usize,
 }
 
 /// `[store]`.

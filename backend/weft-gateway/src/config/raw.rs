@@ -27,6 +27,8 @@ pub(crate) struct RawDashboard {
     pub(crate) token_env: Option<Spanned<String>>,
     pub(crate) allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) max_live_clients: Option<Spanned<i64>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) max_connections_per_peer: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -162,6 +162,40 @@ fn the_dashboard_names_it_answers_to_and_its_live_clients_are_checked() {
 }
 
 #[test]
+fn the_dashboards_connection_caps_default_safe_and_are_checked() {
+    let demo = Config::demo();
+    assert_eq!(
+        (
+            demo.dashboard.max_connections,
+            demo.dashboard.max_connections_per_peer
+        ),
+        (1024, 64)
+    );
+    let c = Config::parse(
+        "weft.toml",
+        "[dashboard]\nmax_connections = 100\nmax_connections_per_peer = 0\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.dashboard.max_connections,
+            c.dashboard.max_connections_per_peer
+        ),
+        (100, 0)
+    );
+    for (key, n, range) in [
+        ("max_connections", "0", "between 1 and 100000"),
+        ("max_connections", "100001", "between 1 and 100000"),
+        ("max_connections_per_peer", "-1", "between 0 and 100000"),
+    ] {
+        let e = err(&format!("[dashboard]\n{key} = {n}\n"));
+        let path = format!("dashboard.{key}");
+        assert_eq!(at(&e), (Some(2), Some(path.as_str())), "{key} = {n}");
+        assert!(e.message.contains(range), "{e}");
+    }
+}
+
+#[test]
 fn endpoints_are_checked() {
     let e =
         err("[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = [\"tcp:8000\", \"tcp:nope\"]\n");

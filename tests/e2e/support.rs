@@ -26,6 +26,13 @@ macro_rules! assert_eventually {
     }};
 }
 
+/// The repository's top directory (where `docker-compose.yml` and `deploy/` are).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+}
+
 /// The `weft` binary of this build, built first if needed.
 pub fn weft_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -7,7 +7,7 @@ use weft_telemetry::HubConfig;
 
 use crate::config::Config;
 use crate::inspector::{Inspector, InspectorConfig, InspectorError};
-use crate::services;
+use crate::{notify, services};
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,7 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
             });
         }
     }
+    notify::install(&reactor, inspector.hub());
     reactor.run()?;
     inspector.join();
     tracing::info!("stopped");

@@ -11,6 +11,8 @@
 //!   reactor the telemetry hub, the SQLite history and the dashboard.
 //! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, run,
 //!   drain, flush.
+//! - [`notify`]: tells systemd (`Type=notify`) when every service listens and when
+//!   shutdown begins.
 //!
 //! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
 //! the store writer run on the inspector's own tokio runtime on a background thread, so a
@@ -19,6 +21,7 @@
 pub mod app;
 pub mod config;
 pub mod inspector;
+pub mod notify;
 pub mod services;
 
 pub use config::{Config, ConfigError};

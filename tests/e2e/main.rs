@@ -8,6 +8,7 @@ mod chrome;
 
 mod check;
 mod dashboard;
+mod demo;
 mod dns;
 mod dns_rules;
 mod faults;

@@ -23,3 +23,4 @@ mod live;
 mod load;
 mod proxy;
 mod ready;
+mod tour;

@@ -46,7 +46,8 @@ pub(crate) struct BareDemo {
 }
 
 impl BareDemo {
-    /// Starts it and waits for `/healthz`.
+    /// Starts it and waits for `/readyz`: every service listens, and so the demo's
+    /// upstreams are up and its start message is out.
     pub(crate) fn spawn() -> BareDemo {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(weft_bin())
@@ -59,7 +60,7 @@ impl BareDemo {
             .expect("weft starts");
         let mut demo = BareDemo { child, dir };
         let start = Instant::now();
-        while curl(&format!("http://{DASHBOARD}/healthz")).is_none() {
+        while curl(&format!("http://{DASHBOARD}/readyz")).is_none() {
             if let Ok(Some(status)) = demo.child.try_wait() {
                 panic!(
                     "weft exited ({status}); are the demo's ports taken?\n{}",
@@ -68,7 +69,7 @@ impl BareDemo {
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "the bare demo does not answer /healthz\n{}",
+                "the bare demo does not answer /readyz\n{}",
                 demo.log()
             );
             std::thread::sleep(Duration::from_millis(100));

@@ -429,3 +429,12 @@ impl App {
             .expect("VmRSS in /proc/PID/status")
     }
 }
+
+/// Held by every test that runs the built-in demo's parts on their fixed loopback ports
+/// (the bare demo, `[demo] traffic = true`), so no two of them run at once.
+pub fn demo_ports() -> std::sync::MutexGuard<'static, ()> {
+    static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -91,6 +91,15 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
         }
     }
     notify::install(&reactor, inspector.hub());
+    // `[demo] traffic`: the demo's upstreams and traffic, once the services listen.
+    let demo = config
+        .demo
+        .traffic
+        .then(|| crate::demo::start(&reactor, config, &inspector))
+        .transpose()?;
+    if let Some(demo) = &demo {
+        println!("{}", demo.banner());
+    }
     reactor.run()?;
     inspector.join();
     tracing::info!("stopped");

@@ -9,6 +9,9 @@
 //!   settings, its protocol and its tests.
 //! - [`inspector`]: [`Inspector::start`], the one call that gives any program on a weft
 //!   reactor the telemetry hub, the SQLite history and the dashboard.
+//! - [`demo`]: what `[demo] traffic = true` adds (the built-in demo sets it): the
+//!   demo's upstreams and a traffic generator written as weft protocols; the built-in
+//!   site and zones.
 //! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, run,
 //!   drain, flush.
 //! - [`notify`]: tells systemd (`Type=notify`) when every service listens and when
@@ -20,6 +23,7 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod inspector;
 pub mod notify;
 pub mod services;

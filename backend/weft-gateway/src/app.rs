@@ -8,6 +8,7 @@ use weft_telemetry::HubConfig;
 
 use crate::config::Config;
 use crate::inspector::{Inspector, InspectorConfig, InspectorError};
+use crate::notify;
 use crate::reload::{self, Hangups, Source};
 use crate::running::Running;
 
@@ -87,6 +88,16 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         source: e.source,
     })?;
     reload::serve(&reactor, running, source, hangups, Some(requests));
+    notify::install(&reactor, inspector.hub());
+    // `[demo] traffic`: the demo's upstreams and traffic, once the services listen.
+    let demo = config
+        .demo
+        .traffic
+        .then(|| crate::demo::start(&reactor, config, &inspector))
+        .transpose()?;
+    if let Some(demo) = &demo {
+        println!("{}", demo.banner());
+    }
     reactor.run()?;
     inspector.join();
     tracing::info!("stopped");

@@ -14,8 +14,13 @@
 //!   unchanged services.
 //! - [`reload`]: SIGHUP and `POST /api/reload`: re-read and validate the file as
 //!   `weft check` does, apply it, report the outcome.
+//! - [`demo`]: what `[demo] traffic = true` adds (the built-in demo sets it): the
+//!   demo's upstreams and a traffic generator written as weft protocols; the built-in
+//!   site and zones.
 //! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, reloads,
 //!   run, drain, flush.
+//! - [`notify`]: tells systemd (`Type=notify`) when every service listens and when
+//!   shutdown begins.
 //!
 //! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
 //! the store writer run on the inspector's own tokio runtime on a background thread, so a
@@ -23,7 +28,9 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod inspector;
+pub mod notify;
 pub mod reload;
 pub mod running;
 pub mod services;

@@ -9,16 +9,21 @@ use weft_gateway::reload::Source;
 use weft_gateway::{Config, app};
 
 /// Twisted's event-driven networking on tokio, with an inspector built in.
+///
+/// With no command, weft runs its built-in demo (as `weft run` does without --config):
+/// a service of every kind on 127.0.0.1 with traffic of its own, and the dashboard on
+/// http://127.0.0.1:9180/.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about)]
+#[command(name = "weft", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the services of a configuration (without one: a demo set on loopback).
+    /// Run the services of a configuration (without one: the built-in demo, also what
+    /// `weft` alone runs).
     Run {
         /// The configuration file (weft.toml).
         #[arg(long, short)]
@@ -35,7 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::Run { config: None }) {
         Command::Run { config } => run(config),
         Command::Check { file } => check(&file),
     };

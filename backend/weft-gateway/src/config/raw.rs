@@ -16,7 +16,15 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) inspect: RawInspect,
     #[serde(default)]
+    pub(crate) demo: RawDemo,
+    #[serde(default)]
     pub(crate) service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDemo {
+    pub(crate) traffic: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -27,6 +27,66 @@ fn the_demo_configuration_is_valid_and_on_loopback() {
         ]
     );
     assert_eq!(demo.services[1].kind, ServiceKind::Discard);
+    assert!(demo.demo.traffic, "the built-in demo makes its own traffic");
+    let kinds: Vec<&str> = demo.services.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["echo", "discard", "tcp-proxy", "http", "dns"]);
+    for service in &demo.services {
+        for endpoint in &service.listen {
+            assert!(endpoint.ends_with(":interface=127.0.0.1"), "{endpoint}");
+        }
+    }
+    let ServiceKind::Http(web) = &demo.services[3].kind else {
+        unreachable!()
+    };
+    let site = web.embedded.as_ref().expect("the site is built in");
+    assert!(site.names().any(|n| n == "index.html"), "{site:?}");
+    assert_eq!(web.routes[0].upstream.authority(), "127.0.0.1:8081");
+    let ServiceKind::Dns(dns) = &demo.services[4].kind else {
+        unreachable!()
+    };
+    let origins: Vec<String> = dns
+        .config
+        .zones
+        .zones()
+        .iter()
+        .map(|z| z.origin().to_string())
+        .collect();
+    assert_eq!(origins, ["weft.test."]);
+    assert_eq!(dns.config.forward, ["127.0.0.1:5354".parse().unwrap()]);
+}
+
+#[test]
+fn demo_traffic_is_off_unless_asked_for_and_its_ports_are_claimed() {
+    assert!(!Config::parse("weft.toml", "").unwrap().demo.traffic);
+    assert!(
+        !Config::parse("weft.toml", "[demo]\ntraffic = false\n")
+            .unwrap()
+            .demo
+            .traffic
+    );
+    assert!(
+        Config::parse("weft.toml", "[demo]\ntraffic = true\n")
+            .unwrap()
+            .demo
+            .traffic
+    );
+    let e = err("[demo]\ntrafic = true\n");
+    assert_eq!(at(&e), (Some(2), Some("demo.trafic")), "{e}");
+    let e = err("[demo]\ntraffic = \"yes\"\n");
+    assert_eq!(at(&e), (Some(2), Some("demo.traffic")), "{e}");
+    let e = err(
+        "[demo]\ntraffic = true\n[[service]]\nname = \"api\"\nkind = \"echo\"\n\
+         listen = \"tcp:8081\"\n",
+    );
+    assert_eq!(at(&e), (Some(2), Some("demo.traffic")), "{e}");
+    assert!(e.message.contains("TCP port 8081"), "{e}");
+    assert!(e.message.contains("service[0] (api)"), "{e}");
+    // Without the demo's parts, the port is free for a service.
+    Config::parse(
+        "weft.toml",
+        "[[service]]\nname = \"api\"\nkind = \"echo\"\nlisten = \"tcp:8081\"\n",
+    )
+    .unwrap();
 }
 
 #[test]

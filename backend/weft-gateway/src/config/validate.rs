@@ -15,8 +15,8 @@ use super::error::Locator;
 use super::preflight::{self, Listeners};
 use super::raw::{RawConfig, RawService};
 use super::{
-    Config, ConfigError, DashboardConfig, InspectConfig, MAX_DURATION, ServiceConfig, StoreConfig,
-    keypath,
+    Config, ConfigError, DashboardConfig, DemoConfig, InspectConfig, MAX_DURATION, ServiceConfig,
+    StoreConfig, keypath,
 };
 use crate::services;
 
@@ -120,10 +120,29 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             limits,
         });
     }
+    let demo = DemoConfig {
+        traffic: raw.demo.traffic.as_ref().is_some_and(|t| *t.get_ref()),
+    };
+    if demo.traffic {
+        let span = raw.demo.traffic.as_ref().map(Spanned::span);
+        for (endpoint, what) in crate::demo::LISTENERS {
+            let parsed: ServerEndpoint = endpoint.parse().expect("the demo's endpoints parse");
+            bound
+                .claim(endpoint, &parsed, format!("the demo's {what}"))
+                .map_err(|message| {
+                    at.error(
+                        span.clone(),
+                        key("demo.traffic"),
+                        format!("the demo's {what} cannot listen: {message}"),
+                    )
+                })?;
+        }
+    }
     Ok(Config {
         dashboard,
         store,
         inspect,
+        demo,
         services,
     })
 }

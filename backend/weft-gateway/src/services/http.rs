@@ -146,6 +146,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
     };
     let config = WebConfig {
         root,
+        embedded: None,
         index,
         routes,
         limits,
@@ -209,6 +210,7 @@ pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "root": config.root.as_ref().map(|r| r.display().to_string()),
+        "embedded": config.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
         "index": config.index,
         "routes": routes,
     })

@@ -1,6 +1,6 @@
 //! `deploy/weft.service`: systemd's own checker accepts it, and the command it runs tells
 //! systemd `READY=1` only once every service accepts (the moment `/readyz` says ready),
-//! then `STOPPING=1` at SIGTERM.
+//! `RELOADING=1` then `READY=1` again at SIGHUP, then `STOPPING=1` at SIGTERM.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -143,7 +143,7 @@ fn next_message(socket: &UnixDatagram, secs: u64) -> Option<String> {
 }
 
 #[test]
-fn ready_is_sent_once_every_service_accepts_and_stopping_at_sigterm() {
+fn ready_is_sent_once_every_service_accepts_reloading_at_sighup_and_stopping_at_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (echo, discard, dashboard) = (free_port(), free_port(), free_port());
     let config = dir.path().join("weft.toml");
@@ -238,6 +238,16 @@ listen = "tcp:{discard}:interface=127.0.0.1"
     );
     eprintln!("READY=1 {took:?} after start");
 
+    // A reload is announced, and ends with READY once every service listens again.
+    signal(&weft.0, "HUP");
+    let reloading =
+        next_message(&notify, 10).unwrap_or_else(|| panic!("no message after SIGHUP\n{}", said()));
+    assert!(reloading.starts_with("RELOADING=1\n"), "{reloading:?}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    let ready = next_message(&notify, 10)
+        .unwrap_or_else(|| panic!("no READY after the reload\n{}", said()));
+    assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+
     signal(&weft.0, "TERM");
     let stopping =
         next_message(&notify, 10).unwrap_or_else(|| panic!("no message after SIGTERM\n{}", said()));
@@ -258,6 +268,6 @@ listen = "tcp:{discard}:interface=127.0.0.1"
         .map(|n| String::from_utf8_lossy(&rest[..n]).into_owned());
     assert!(
         more.is_err(),
-        "nothing more than READY and STOPPING: {more:?}"
+        "nothing more than READY, RELOADING, READY and STOPPING: {more:?}"
     );
 }

@@ -87,8 +87,8 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         service: e.service,
         source: e.source,
     })?;
-    reload::serve(&reactor, running, source, hangups, Some(requests));
-    notify::install(&reactor, inspector.hub());
+    let notifier = notify::install(&reactor, inspector.hub());
+    reload::serve(&reactor, running, source, hangups, Some(requests), notifier);
     // `[demo] traffic`: the demo's upstreams and traffic, once the services listen.
     let demo = config
         .demo

@@ -99,6 +99,14 @@ impl Notifier {
         });
     }
 
+    /// Says `READY=1` once `hub` reports ready, looking again until it does; for the end
+    /// of a reload, on the reactor thread.
+    pub fn ready_once_serving(&self, hub: &Arc<Hub>) {
+        if self.is_enabled() {
+            self.clone().ready_once_up(hub);
+        }
+    }
+
     fn ready_once_up(self, hub: &Arc<Hub>) {
         let report = hub.readiness();
         if report.ready {

@@ -36,6 +36,7 @@ use weft_dashboard::ReloadRequest;
 use weft_telemetry::{ReloadOutcome, ReloadResult};
 
 use crate::config::Config;
+use crate::notify::Notifier;
 use crate::running::{Applied, Running};
 
 /// Requests the dashboard may queue while a reload runs.
@@ -83,6 +84,7 @@ pub fn serve(
     source: Source,
     hangups: Hangups,
     mut requests: Option<mpsc::Receiver<ReloadRequest>>,
+    notifier: Notifier,
 ) {
     let stop = CancellationToken::new();
     let stopping = stop.clone();
@@ -106,11 +108,11 @@ pub fn serve(
                 () = stop.cancelled() => return,
                 Some(()) = hangup => {
                     tracing::info!("SIGHUP received");
-                    reload(&mut running, &source).await;
+                    reload(&mut running, &source, &notifier).await;
                 }
                 request = request => match request {
                     Some(reply) => {
-                        let outcome = reload(&mut running, &source).await;
+                        let outcome = reload(&mut running, &source, &notifier).await;
                         let _ = reply.send(outcome);
                     }
                     // The dashboard is gone; SIGHUP still works.
@@ -122,9 +124,11 @@ pub fn serve(
 }
 
 /// Re-reads and applies the configuration once; logs, counts and returns the outcome.
-pub async fn reload(running: &mut Running, source: &Source) -> ReloadOutcome {
-    // The start of a reload (where a service manager is told the process is reloading).
+/// A service manager that started the process (`NOTIFY_SOCKET`) is told `RELOADING=1` at
+/// the start and `READY=1` once every service of the result listens again.
+pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier) -> ReloadOutcome {
     tracing::info!(source = %describe(source), "reloading the configuration");
+    notifier.reloading();
     let outcome = match read(source).await {
         Err((result, message)) => ReloadOutcome::new(result, message),
         Ok(config) => match running.apply(config) {
@@ -148,6 +152,7 @@ pub async fn reload(running: &mut Running, source: &Source) -> ReloadOutcome {
         }
     }
     running.hub().record_reload(outcome.clone());
+    notifier.ready_once_serving(running.hub());
     outcome
 }
 

@@ -20,5 +20,6 @@ mod http_shutdown;
 mod limits;
 mod live;
 mod load;
+mod metrics;
 mod proxy;
 mod ready;

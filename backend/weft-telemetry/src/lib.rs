@@ -34,6 +34,12 @@
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`ready`]: which expected listeners are up and whether the reactor serves, for
 //!   `/readyz` ([`ReadinessReport`]).
+//! - `process`: the `process_*` series (CPU, memory, descriptors, start time) read from
+//!   `/proc/self` at scrape time, and `weft_build_info`.
+//!
+//! A service's connection series (opened, active, closed by reason, bytes) exist at zero
+//! from the moment one of its listeners starts, so `rate()` sees its first connection and
+//! an alert on their absence means the service is not there.
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
@@ -45,6 +51,7 @@ pub mod deferred;
 pub mod hub;
 pub mod live;
 pub mod metrics;
+mod process;
 pub mod ready;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
@@ -52,4 +59,5 @@ pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
+pub use process::VERSION;
 pub use ready::ReadinessReport;

@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Requests are counted in `weft_http_requests_total{service,method,code}` (method is one
-//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class),
+//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class;
+//! GET, HEAD and POST with 2xx to 5xx are there at zero from the start),
 //! timed in `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
 //! `weft_http_upstream_errors_total{service}`, and requests refused before they were
 //! served in `weft_http_requests_refused_total{service,reason}` (reason is one of
@@ -40,6 +41,18 @@ use crate::config::validate::ServiceCtx;
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
 const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The methods whose request series exist at zero from the start, by status class: what
+/// browsers and most API clients send. The others appear on first use.
+const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
+
+/// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
+const ZERO_CLASSES: [StatusClass; 4] = [
+    StatusClass::Success,
+    StatusClass::Redirection,
+    StatusClass::ClientError,
+    StatusClass::ServerError,
 ];
 
 /// The settings of an http service.
@@ -241,7 +254,9 @@ pub(crate) fn start(
     Ok(bound)
 }
 
-/// One service's HTTP series; handles resolved on first use and kept.
+/// One service's HTTP series; handles resolved once and kept. Every refusal reason and
+/// the [`ZERO_METHODS`] × [`ZERO_CLASSES`] request series exist at zero from the start,
+/// so `rate()` sees a service's first request and its first error.
 struct HttpMetrics {
     requests: IntCounterVec,
     /// By method, then status class.
@@ -292,25 +307,41 @@ impl HttpMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        Ok(Self {
+        let metrics = Self {
             requests,
             handles: Default::default(),
             duration,
             upstream_errors,
             refused,
             refused_handles: Default::default(),
+        };
+        for method in ZERO_METHODS {
+            for class in ZERO_CLASSES {
+                metrics.request_handle(method, class);
+            }
+        }
+        for reason in Refusal::ALL {
+            metrics.refused_handle(reason);
+        }
+        Ok(metrics)
+    }
+
+    fn request_handle(&self, method: MethodLabel, status: StatusClass) -> &IntCounter {
+        self.handles[method.index()][status.index()].get_or_init(|| {
+            self.requests
+                .with_label_values(&[method.as_str(), status.as_str()])
         })
+    }
+
+    fn refused_handle(&self, reason: Refusal) -> &IntCounter {
+        self.refused_handles[reason.index()]
+            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
     }
 }
 
 impl Recorder for HttpMetrics {
     fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
-        self.handles[method.index()][status.index()]
-            .get_or_init(|| {
-                self.requests
-                    .with_label_values(&[method.as_str(), status.as_str()])
-            })
-            .inc();
+        self.request_handle(method, status).inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
 
@@ -319,9 +350,7 @@ impl Recorder for HttpMetrics {
     }
 
     fn refused(&self, reason: Refusal) {
-        self.refused_handles[reason.index()]
-            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
-            .inc();
+        self.refused_handle(reason).inc();
     }
 }
 
@@ -415,6 +444,35 @@ mod tests {
         assert!(e.message.contains("needs `root`"), "{e}");
         let e = parse("upstream = \"tcp:h:1\"\nroot = \".\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service[0].upstream"), "{e}");
+    }
+
+    #[test]
+    fn common_series_exist_at_zero_before_the_first_request() {
+        let registry = Registry::new();
+        HttpMetrics::register(&registry, "web").unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let samples = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        assert_eq!(samples("weft_http_requests_total"), 12, "{text}");
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="5xx",method="POST",service="web"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"method="PUT""#), "{text}");
+        assert_eq!(
+            samples("weft_http_requests_refused_total"),
+            Refusal::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -69,6 +69,19 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every [`label`](Self::label), so counters by reason can exist at zero before the
+    /// first close.
+    pub const LABELS: [&'static str; 8] = [
+        "done",
+        "peer_closed",
+        "aborted",
+        "reset",
+        "timeout",
+        "protocol",
+        "error",
+        "shutdown",
+    ];
+
     /// A bounded label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -222,4 +235,32 @@ pub struct SlowCallback {
 pub struct ReactorLag {
     /// How late the probe timer fired.
     pub lag: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CloseReason::{self, *};
+
+    #[test]
+    fn labels_lists_every_reason_in_order() {
+        let all = [
+            Done,
+            PeerClosed,
+            Aborted,
+            Reset,
+            TimedOut,
+            Protocol(String::new()),
+            Error(String::new()),
+            Shutdown,
+        ];
+        for reason in &all {
+            // A new reason stops this compiling until it is listed above (and in LABELS).
+            match reason {
+                Done | PeerClosed | Aborted | Reset | TimedOut | Protocol(_) | Error(_)
+                | Shutdown => {}
+            }
+        }
+        let labels: Vec<_> = all.iter().map(CloseReason::label).collect();
+        assert_eq!(labels, CloseReason::LABELS);
+    }
 }

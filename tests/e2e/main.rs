@@ -20,6 +20,7 @@ mod http_shutdown;
 mod limits;
 mod live;
 mod load;
+mod logs;
 mod metrics;
 mod proxy;
 mod ready;

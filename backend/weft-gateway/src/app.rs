@@ -5,7 +5,7 @@ use weft::{ListenError, Reactor, ReactorConfig, ReactorError};
 use weft_store::{ServiceRecord, StoreOptions};
 use weft_telemetry::HubConfig;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::inspector::{Inspector, InspectorConfig, InspectorError};
 use crate::services;
 
@@ -62,7 +62,9 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
-    let env = services::ServiceEnv::register(inspector.hub().registry(), &config.services);
+    let mut env = services::ServiceEnv::register(inspector.hub().registry(), &config.services);
+    env.access_log_fields = config.log.format == LogFormat::Json;
+    services::access_log::reopen_on_sigusr1(&reactor, env.access_logs.clone());
     // `/readyz` stays 503 until each of these is up and the reactor runs.
     for service in &config.services {
         for endpoint in &service.listen {
@@ -89,6 +91,9 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
         }
     }
     reactor.run()?;
+    if !env.access_logs.close(reactor.config().shutdown_deadline) {
+        tracing::warn!("an access log file was still being written at exit");
+    }
     inspector.join();
     tracing::info!("stopped");
     Ok(())

@@ -11,6 +11,7 @@
 //!   reactor the telemetry hub, the SQLite history and the dashboard.
 //! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, run,
 //!   drain, flush.
+//! - [`logging`]: the process log on stderr, as text or JSON lines.
 //!
 //! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
 //! the store writer run on the inspector's own tokio runtime on a background thread, so a
@@ -19,7 +20,8 @@
 pub mod app;
 pub mod config;
 pub mod inspector;
+pub mod logging;
 pub mod services;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LogFormat};
 pub use inspector::{Inspector, InspectorConfig, InspectorError};

@@ -31,7 +31,7 @@ use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
 };
 
-use crate::access_log::{Entry, Logged, Pending};
+use crate::access_log::{AccessLog, Entry, Logged, Pending};
 use crate::body::Body;
 use crate::config::{ConfigError, Route, WebConfig};
 use crate::metrics::{MethodLabel, Recorder, Refusal};
@@ -64,6 +64,7 @@ struct State {
     /// The root, canonicalized once, so per-request checks compare canonical paths.
     root: Option<PathBuf>,
     recorder: Rc<dyn Recorder>,
+    access_log: AccessLog,
 }
 
 impl HttpService {
@@ -92,8 +93,25 @@ impl HttpService {
                 config,
                 root,
                 recorder,
+                access_log: AccessLog::default(),
             }),
         })
+    }
+
+    /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before
+    /// listening: connections accepted earlier keep the log they started with.
+    #[must_use]
+    pub fn with_access_log(self, to: AccessLog) -> Self {
+        let state = &self.state;
+        Self {
+            state: Rc::new(State {
+                name: state.name.clone(),
+                config: state.config.clone(),
+                root: state.root.clone(),
+                recorder: state.recorder.clone(),
+                access_log: to,
+            }),
+        }
     }
 
     /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
@@ -198,7 +216,7 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
             elapsed: started.elapsed(),
             cut: None,
         }
-        .log();
+        .log(&state.access_log);
         let message = format!("malformed request: {err}");
         observe::report_error(&info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
@@ -285,6 +303,7 @@ async fn handle(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let pending = Pending {
+        to: state.access_log.clone(),
         service: state.name.clone(),
         client: conn.client_text.clone(),
         request: request_line,

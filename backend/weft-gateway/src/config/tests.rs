@@ -420,3 +420,16 @@ fn tls_files_are_loaded_as_listening_and_connecting_load_them() {
     )
     .unwrap();
 }
+
+#[test]
+fn the_log_format_is_text_or_json() {
+    let format = |text: &str| Config::parse("weft.toml", text).unwrap().log.format;
+    assert_eq!(format(""), LogFormat::Text);
+    assert_eq!(format("[log]\nformat = \"json\"\n"), LogFormat::Json);
+    assert_eq!(format("[log]\nformat = \"text\"\n"), LogFormat::Text);
+    let e = err("[store]\n\n[log]\nformat = \"xml\"\n");
+    assert_eq!(at(&e), (Some(4), Some("log.format")), "{e}");
+    assert!(e.message.contains(r#"expected "text" or "json""#), "{e}");
+    let e = err("[log]\nlevel = \"debug\"\n");
+    assert_eq!(at(&e), (Some(2), Some("log.level")), "{e}");
+}

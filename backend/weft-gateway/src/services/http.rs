@@ -32,7 +32,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
 use weft_web::{
-    HttpService, Limits, MethodLabel, Recorder, Refusal, Route, StatusClass, WebConfig,
+    AccessLog, HttpService, Limits, MethodLabel, Recorder, Refusal, Route, StatusClass, WebConfig,
 };
 
 use crate::config::ConfigError;
@@ -56,7 +56,14 @@ const ZERO_CLASSES: [StatusClass; 4] = [
 ];
 
 /// The settings of an http service.
-pub type HttpConfig = WebConfig;
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// What it serves: root, index, routes, limits.
+    pub web: WebConfig,
+    /// A file the access log is appended to; `None` logs requests through the process log.
+    pub access_log: Option<PathBuf>,
+}
 
 /// One `[[service.route]]` as written.
 #[derive(Debug, Deserialize)]
@@ -78,7 +85,7 @@ pub(crate) struct RawLimits {
 }
 
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
-    ctx.only_keys(&["root", "route", "index", "limits"])?;
+    ctx.only_keys(&["root", "route", "index", "limits", "access_log"])?;
     for (endpoint, span) in ctx.listen {
         if ServiceCtx::is_udp(endpoint) {
             return Err(ctx.error(
@@ -173,7 +180,10 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
         let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
         return Err(ctx.error(span, "root", e.to_string()));
     }
-    Ok(config)
+    Ok(HttpConfig {
+        web: config,
+        access_log: super::access_log::validate(ctx)?,
+    })
 }
 
 fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
@@ -215,24 +225,27 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
 
 /// The kind's settings as JSON, for the history store.
 pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
-    let routes: Vec<_> = config
+    let (web, access_log) = (&config.web, &config.access_log);
+    let routes: Vec<_> = web
         .routes
         .iter()
         .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
         .collect();
     serde_json::json!({
-        "root": config.root.as_ref().map(|r| r.display().to_string()),
-        "index": config.index,
+        "root": web.root.as_ref().map(|r| r.display().to_string()),
+        "index": web.index,
         "routes": routes,
+        "access_log": access_log.as_ref().map(|p| p.display().to_string()),
     })
 }
 
 pub(crate) fn start(
     on: &super::Listeners<'_>,
     config: &HttpConfig,
-    registry: Option<&Registry>,
+    env: &super::ServiceEnv,
 ) -> Result<Vec<weft::Address>, ListenError> {
     let (name, endpoints) = (on.name, on.endpoints);
+    let registry = env.http_registry.as_ref();
     let recorder: Rc<dyn Recorder> = match registry.map(|r| HttpMetrics::register(r, name)) {
         None => Rc::new(weft_web::NoRecorder),
         Some(Ok(m)) => Rc::new(m),
@@ -241,11 +254,25 @@ pub(crate) fn start(
             Rc::new(weft_web::NoRecorder)
         }
     };
-    let service =
-        HttpService::new(name, config.clone(), recorder).map_err(|e| ListenError::Bind {
-            endpoint: endpoints.first().cloned().unwrap_or_default(),
+    let endpoint = || endpoints.first().cloned().unwrap_or_default();
+    let access_log = match &config.access_log {
+        Some(path) => AccessLog::File(
+            super::access_log::open(&env.access_logs, registry, name, path).map_err(|source| {
+                ListenError::Bind {
+                    endpoint: endpoint(),
+                    source,
+                }
+            })?,
+        ),
+        None if env.access_log_fields => AccessLog::Fields,
+        None => AccessLog::Line,
+    };
+    let service = HttpService::new(name, config.web.clone(), recorder)
+        .map_err(|e| ListenError::Bind {
+            endpoint: endpoint(),
             source: std::io::Error::other(e.to_string()),
-        })?;
+        })?
+        .with_access_log(access_log);
     let mut bound = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let port = service.listen_with(on.reactor, endpoint, &on.options)?;
@@ -366,9 +393,9 @@ mod tests {
         Config::parse("weft.toml", &text)
     }
 
-    fn http(config: &Config) -> &HttpConfig {
+    fn http(config: &Config) -> &WebConfig {
         match &config.services[0].kind {
-            ServiceKind::Http(c) => c,
+            ServiceKind::Http(c) => &c.web,
             other => panic!("not http: {other:?}"),
         }
     }

@@ -2,6 +2,7 @@
 //! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant and an arm in
 //! `validate` and [`start`].
 
+pub(crate) mod access_log;
 pub mod discard;
 pub mod dns;
 pub mod echo;
@@ -94,6 +95,12 @@ pub struct ServiceEnv {
     /// Where HTTP services register their series (one set per service, told apart by the
     /// `service` label); `None` keeps HTTP counters off `/metrics`.
     pub http_registry: Option<prometheus::Registry>,
+    /// The access log files HTTP services open, reopened together on SIGUSR1 and closed
+    /// together at exit.
+    pub access_logs: weft_web::AccessLogFiles,
+    /// HTTP services without a file log each request as fields rather than as a Combined
+    /// Log Format message (for `[log] format = "json"`).
+    pub access_log_fields: bool,
 }
 
 impl ServiceEnv {
@@ -141,7 +148,7 @@ pub fn start_with(
         ServiceKind::Echo => echo::start(&on),
         ServiceKind::Discard => discard::start(&on),
         ServiceKind::TcpProxy(c) => tcp_proxy::start(&on, c),
-        ServiceKind::Http(c) => http::start(&on, c, env.http_registry.as_ref()),
+        ServiceKind::Http(c) => http::start(&on, c, env),
         ServiceKind::Dns(d) => dns::start(&on, d, env.dns_metrics.as_ref()),
     }
 }

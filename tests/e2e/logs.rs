@@ -4,12 +4,13 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use serde_json::{Map, Value};
 
 use crate::assert_eventually;
 use crate::http::curl;
-use crate::support::{App, free_port, spawn_app_args};
+use crate::support::{App, free_port, spawn_app_args, weft_bin};
 
 /// An http service named `web` on `port` serving `hello.txt` (6 bytes), with `keys` added.
 fn web_service(dir: &Path, port: u16, keys: &str) -> String {
@@ -128,6 +129,59 @@ fn the_log_format_flag_wins_over_the_file() {
     let (app, _) = start(&["--log-format", "json"], "", "");
     assert!(app.log().contains("serving"), "{}", app.log());
     json_lines(&app.log());
+}
+
+/// A `weft run` started here rather than through `spawn_app`, ended when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rust_log_chooses_what_a_json_log_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n\
+         [log]\nformat = \"json\"\n{}",
+        free_port(),
+        dir.path().join("history.db").display(),
+        web_service(dir.path(), port, "")
+    );
+    std::fs::write(dir.path().join("weft.toml"), config).unwrap();
+    let log_path = dir.path().join("weft.log");
+    let _app = Running(
+        Command::new(weft_bin())
+            .args(["run", "--config"])
+            .arg(dir.path().join("weft.toml"))
+            .env("RUST_LOG", "warn,weft_web::access=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eventually!(TcpStream::connect(web).is_ok(), "web listens\n{}", log());
+    assert_eq!(curl(web, &[], "/hello.txt").0, 200);
+    assert_eventually!(
+        access_events(&log()).len() == 1,
+        "the access target is let through at info\n{}",
+        log()
+    );
+    let lines = json_lines(&log());
+    assert!(
+        lines
+            .iter()
+            .all(|l| field(l, "level") != "INFO" || field(l, "target") == "weft_web::access"),
+        "no other info line, as RUST_LOG says\n{}",
+        log()
+    );
 }
 
 /// The lines of `path`, none if it does not exist.

@@ -2,7 +2,7 @@
 //! paths never lead a proxied request out of its route, and the HTTP/1.1 message rules
 //! (RFC 9112, RFC 9110) hold, each refusal counted with its reason.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use crate::assert_eventually;
 use crate::http::curl;
@@ -39,12 +39,6 @@ upstream = "http://{v1}/base"
             v1 = v1.addr,
         )
     });
-    // `/healthz` may answer before the services listen.
-    assert_eventually!(
-        TcpStream::connect(web).is_ok(),
-        "the web service listens\n{}",
-        app.log()
-    );
     (app, web, api, v1)
 }
 
@@ -106,14 +100,6 @@ fn http_message_rules_hold() {
     assert_eq!(api.header(0, "host"), ["site.test"]);
     assert_eq!(api.header(0, "x-forwarded-host"), ["site.test"]);
 
-    // A malformed chunked body is the client's fault.
-    let mut client = RawClient::connect(web);
-    client.send(
-        b"POST /api/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
-    );
-    let bad = client.read_reply();
-    assert_eq!(bad.status, 400, "{}", bad.text());
-
     // CONNECT is not served, and never forwarded.
     let before = api.received();
     for raw in [
@@ -124,6 +110,15 @@ fn http_message_rules_hold() {
         assert_eq!(connect.status, 501, "{raw:?}: {}", connect.text());
     }
     assert_eq!(api.received(), before);
+
+    // A malformed chunked body is the client's fault (its head may still reach the
+    // upstream, which is why this comes after the count above).
+    let mut client = RawClient::connect(web);
+    client.send(
+        b"POST /api/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
+    );
+    let bad = client.read_reply();
+    assert_eq!(bad.status, 400, "{}", bad.text());
 
     // A directory redirect is never protocol-relative.
     let redirect = exchange(web, "GET //sub HTTP/1.1\r\nHost: t\r\n\r\n");

@@ -79,7 +79,7 @@ pub struct App {
 }
 
 /// Starts `weft run` with echo on TCP and UDP, the dashboard, and a store in a temp dir;
-/// returns once `/healthz` answers.
+/// returns once `/readyz` says every service listens.
 pub fn spawn_app() -> App {
     spawn_app_with(|_| String::new())
 }
@@ -187,7 +187,7 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
         dashboard: ([127, 0, 0, 1], dashboard).into(),
         echo: ([127, 0, 0, 1], echo).into(),
     };
-    app.wait_healthy();
+    app.wait_ready();
     app
 }
 
@@ -215,10 +215,11 @@ fn run_in(dir: &Path, nofile: Option<u64>, args: &[&str]) -> Child {
 }
 
 impl App {
-    fn wait_healthy(&self) {
+    /// Waits for `/readyz`: every configured service listens.
+    fn wait_ready(&self) {
         assert_eventually!(
-            self.curl("/healthz").is_some(),
-            "weft answers /healthz\n{}",
+            self.curl("/readyz").is_some(),
+            "weft answers /readyz\n{}",
             self.log()
         );
     }
@@ -241,7 +242,7 @@ impl App {
         self.echo.set_port(echo);
         self.dashboard.set_port(dashboard);
         self.child = run_in(self.dir.path(), None, &[]);
-        self.wait_healthy();
+        self.wait_ready();
     }
 
     /// `curl` on the dashboard; `None` unless it answered 2xx.

@@ -12,7 +12,7 @@
 //! that upstream again over TCP (RFC 1035 section 4.2.1, RFC 7766 section 5), within the
 //! same Deferred and timeout. Only whole answers are cached and replayed, so a client
 //! over TCP gets the whole answer and one over UDP gets it truncated to its own size by
-//! [`crate::wire::encode`]; when no whole answer comes, clients get SERVFAIL.
+//! `wire::encode`; when no whole answer comes, clients get SERVFAIL.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -105,6 +105,11 @@ pub fn read(raw: &str, reading: Reading) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::Malformed);
     }
+    // Most paths have nothing to decode and no segment starting with a dot: they are
+    // already in normal form, and every reading of them is the same.
+    if !raw.contains('%') && !raw.contains("/.") && !raw.contains('\\') {
+        return Ok(raw.to_owned());
+    }
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -169,6 +174,10 @@ fn remove_dot_segments(path: &str) -> Result<String, PathError> {
             ".." => {
                 out.pop().ok_or(PathError::AboveRoot)?;
             }
+            // A dot segment with a path parameter (`..;x`, RFC 3986 §3.3) is a dot segment
+            // to servers that strip parameters first (Tomcat, Jetty), and a name to us:
+            // whichever reading is right, the route would not be the same.
+            s if is_dot_with_parameter(s) => return Err(PathError::Ambiguous),
             s => out.push(s),
         }
         // A final `.` or `..` leaves the path ending in `/`.
@@ -185,6 +194,13 @@ fn remove_dot_segments(path: &str) -> Result<String, PathError> {
         normal.push('/');
     }
     Ok(normal)
+}
+
+fn is_dot_with_parameter(segment: &str) -> bool {
+    let dots = segment
+        .strip_prefix("..")
+        .or_else(|| segment.strip_prefix('.'));
+    dots.is_some_and(|rest| rest.starts_with(';') || rest.starts_with("%3B"))
 }
 
 /// Where a directory redirect points: the path with a trailing `/`, runs of slashes

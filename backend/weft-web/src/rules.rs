@@ -50,6 +50,11 @@ pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
         None if request.version() >= Version::HTTP_11 => {
             return Err(Refused::bad_host("an HTTP/1.1 request needs a Host header"));
         }
+        // RFC 9110 §4.2.1: an http(s) URI never has an empty host, and the target URI is
+        // rebuilt from Host, so an empty Host is an invalid value here too.
+        Some(value) if value.is_empty() => {
+            return Err(Refused::bad_host("the Host header is empty"));
+        }
         Some(value) if !is_valid_host(value.as_bytes()) => {
             return Err(Refused::bad_host("the Host header is not a host[:port]"));
         }
@@ -74,8 +79,7 @@ pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets,
-/// or a name of unreserved, percent-encoded and sub-delim characters. Empty is allowed:
-/// a client sends that when the target has no authority.
+/// or a name of unreserved, percent-encoded and sub-delim characters.
 fn is_valid_host(value: &[u8]) -> bool {
     let (host_ok, port) = match value.strip_prefix(b"[") {
         Some(rest) => match rest.iter().position(|&b| b == b']') {

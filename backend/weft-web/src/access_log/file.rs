@@ -5,7 +5,7 @@
 //! lines in a buffer and writes it out when it holds 64 KiB, when its oldest line is
 //! [`FLUSH_EVERY`] old, before it reopens the file and when it stops. Nothing here is
 //! fatal; what cannot be written is counted through a [`LossRecorder`] by [`LogLoss`]:
-//! lines beyond [`QUEUE_LINES`] waiting for the writer, lines whose write failed (logged
+//! lines beyond [`QUEUE_BYTES`] waiting for the writer, lines whose write failed (logged
 //! once, then again only after a write has succeeded), lines handed over after the file
 //! was closed.
 //!
@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::NoRecorder;
 
-/// Lines waiting for the writer at most (a few MiB); more are dropped and counted.
-pub const QUEUE_LINES: usize = 16_384;
+/// Bytes of lines waiting for the writer at most; more are dropped and counted. Bytes, not
+/// lines: a line carries client-chosen strings (a User-Agent may be as long as the request
+/// head limit allows), so a count of lines would not bound the memory.
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The longest a line waits in the writer's buffer before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -38,7 +40,7 @@ const BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LogLoss {
-    /// [`QUEUE_LINES`] lines were already waiting for the writer.
+    /// [`QUEUE_BYTES`] of lines were already waiting for the writer.
     QueueFull,
     /// The file refused the write (a full disk, a lost mount, a read-only file).
     Write,
@@ -95,7 +97,7 @@ struct Shared {
     path: PathBuf,
     /// `None` once stopped: the writer then ends after the lines already sent.
     to_writer: Mutex<Option<Sender<Message>>>,
-    /// Lines sent and not yet taken by the writer.
+    /// Bytes of the lines sent and not yet taken by the writer (each with its newline).
     queued: Arc<AtomicUsize>,
     losses: Arc<dyn LossRecorder>,
     /// Disconnected once the writer has ended.
@@ -155,8 +157,9 @@ impl AccessLogFile {
     /// Hands one line (without its newline) to the writer; never blocks.
     pub fn write_line(&self, line: String) {
         let shared = &self.shared;
-        if shared.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE_LINES {
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
+        let bytes = line.len() + 1;
+        if shared.queued.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUE_BYTES {
+            shared.queued.fetch_sub(bytes, Ordering::Relaxed);
             shared.losses.lost(LogLoss::QueueFull, 1);
             return;
         }
@@ -164,7 +167,7 @@ impl AccessLogFile {
             .as_ref()
             .is_some_and(|to| to.send(Message::Line(line)).is_ok());
         if !sent {
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.queued.fetch_sub(bytes, Ordering::Relaxed);
             shared.losses.lost(LogLoss::Closed, 1);
         }
     }
@@ -229,7 +232,7 @@ impl Writer {
             };
             match message {
                 Ok(Message::Line(line)) => {
-                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.queued.fetch_sub(line.len() + 1, Ordering::Relaxed);
                     self.buffer.extend_from_slice(line.as_bytes());
                     self.buffer.push(b'\n');
                     self.lines += 1;

@@ -4,14 +4,14 @@
 //! `weft_web::access`), the same entry as separate fields (for JSON logs), or a file
 //! ([`AccessLogFile`], written off the reactor thread, reopened for logrotate).
 //!
-//! A response is logged when its body ends, through [`Logged`], which counts the body
+//! A response is logged when its body ends, through `Logged`, which counts the body
 //! bytes handed to the connection: the entry gives what was sent, not what was announced,
 //! and a response cut short (the client went away, the connection was aborted, the body's
 //! source failed) says so after the standard fields.
 
 mod file;
 
-pub use file::{AccessLogFile, AccessLogFiles, FLUSH_EVERY, LogLoss, LossRecorder, QUEUE_LINES};
+pub use file::{AccessLogFile, AccessLogFiles, FLUSH_EVERY, LogLoss, LossRecorder, QUEUE_BYTES};
 
 use std::fmt::Write as _;
 use std::pin::Pin;

@@ -110,8 +110,10 @@ fn files_no_service_holds_are_let_go() {
     drop(kept);
 }
 
-#[test]
-fn a_writer_that_cannot_keep_up_never_blocks_the_caller() {
+/// Hands `total` lines of `len` bytes to a file whose reader reads nothing until all are
+/// handed over, checking that no hand-over blocked and that every line was written or
+/// counted; returns (lines dropped as `queue_full`, lines written).
+fn fill_a_stuck_writer(len: usize, total: u64) -> (u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("slow.log");
     let made = std::process::Command::new("mkfifo")
@@ -134,8 +136,7 @@ fn a_writer_that_cannot_keep_up_never_blocks_the_caller() {
     let files = AccessLogFiles::default();
     let losses = Arc::new(Counted::default());
     let file = files.open(&fifo, losses.clone()).unwrap();
-    let total = QUEUE_LINES as u64 + 5_000;
-    let line = "x".repeat(100);
+    let line = "x".repeat(len);
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     for _ in 0..total {
@@ -145,7 +146,6 @@ fn a_writer_that_cannot_keep_up_never_blocks_the_caller() {
     }
     let took = start.elapsed();
     let dropped = losses.queue_full.load(Ordering::Relaxed);
-    assert!(dropped > 0, "the queue filled up");
     assert!(
         slowest < Duration::from_millis(50) && took < Duration::from_secs(2),
         "handing lines over blocked: slowest {slowest:?}, all {took:?}"
@@ -157,4 +157,28 @@ fn a_writer_that_cannot_keep_up_never_blocks_the_caller() {
     let written = reader.join().unwrap();
     assert_eq!(written + dropped, total, "every line written or counted");
     assert_eq!(losses.write.load(Ordering::Relaxed), 0);
+    (dropped, written)
+}
+
+#[test]
+fn a_writer_that_cannot_keep_up_never_blocks_the_caller() {
+    let (dropped, _) = fill_a_stuck_writer(100, 60_000);
+    assert!(dropped > 0, "the queue filled up");
+}
+
+#[test]
+fn what_waits_for_a_stuck_writer_is_bounded_in_bytes_however_long_the_lines() {
+    // As long as a request head allows (a 16 KiB User-Agent): bounding the queue by a
+    // count of lines would let a few clients park hundreds of MiB in it.
+    let len = 16 * 1024;
+    let total = (4 * QUEUE_BYTES / len) as u64;
+    let (dropped, written) = fill_a_stuck_writer(len, total);
+    assert!(dropped > 0, "the queue filled up");
+    // Held while stuck: the queue, the writer's buffer (it writes once it holds 64 KiB,
+    // so up to one line more) and the pipe (64 KiB).
+    let held = QUEUE_BYTES + BUFFER_BYTES + len + 64 * 1024;
+    assert!(
+        written * (len as u64 + 1) <= held as u64,
+        "{written} lines of {len} bytes waited, more than {held} bytes"
+    );
 }

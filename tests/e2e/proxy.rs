@@ -5,6 +5,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::assert_eventually;
 use crate::support::{App, free_port, spawn_app_beside_echo};
 
 /// The gateway with a tcp-proxy in front of its own echo service.
@@ -95,6 +96,7 @@ fn clients_that_stop_reading_and_leave_take_their_upstreams_with_them() {
         10,
         "five client-upstream pairs"
     );
+    let echo = app.echo.to_string();
     drop(clients);
     let left = Instant::now();
     loop {
@@ -109,6 +111,34 @@ fn clients_that_stop_reading_and_leave_take_their_upstreams_with_them() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Each upstream was aborted, and says so: it did not end cleanly. Closed connections
+    // are read from the history, which commits about once a second.
+    let closed_upstreams = || -> Vec<serde_json::Value> {
+        let body = app
+            .curl("/api/connections?state=closed&service=proxy")
+            .unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        json["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|c| c["peer"] == echo.as_str())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eventually!(
+        closed_upstreams().len() == 5,
+        "five closed upstreams in the history: {:?}",
+        closed_upstreams()
+    );
+    let upstreams = closed_upstreams();
+    assert!(
+        upstreams.iter().all(|c| c["close_reason"] == "aborted"),
+        "{upstreams:?}"
+    );
 }
 
 #[test]

@@ -103,10 +103,19 @@ pub fn spawn_app_limited(
     extra: impl FnOnce(&Path, SocketAddr) -> String,
 ) -> App {
     let setup = Setup {
-        nofile,
+        nofile: nofile.map(|n| (n, n)),
         ..Setup::default()
     };
     spawn(&setup, extra)
+}
+
+/// Like [`spawn_app`], with the open-files limit at `soft` and `hard`.
+pub fn spawn_app_with_nofile(soft: u64, hard: u64) -> App {
+    let setup = Setup {
+        nofile: Some((soft, hard)),
+        ..Setup::default()
+    };
+    spawn(&setup, |_, _| String::new())
 }
 
 /// Like [`spawn_app_with`], with `dashboard_keys` (TOML keys) added to the `[dashboard]`
@@ -146,8 +155,8 @@ struct Setup<'a> {
     args: &'a [&'a str],
     /// TOML keys added to the `[dashboard]` table.
     dashboard_keys: &'a str,
-    /// The open-files limit of the process, soft and hard.
-    nofile: Option<u64>,
+    /// The open-files limit of the process: soft, hard.
+    nofile: Option<(u64, u64)>,
     /// TOML keys added to the echo service.
     echo_keys: &'a str,
 }
@@ -193,11 +202,13 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
 
 /// `weft run` with `dir`'s `weft.toml` and `args`, logging to `dir/weft.log`; under
 /// `prlimit` when the open-files limit is to be set.
-fn run_in(dir: &Path, nofile: Option<u64>, args: &[&str]) -> Child {
+fn run_in(dir: &Path, nofile: Option<(u64, u64)>, args: &[&str]) -> Child {
     let mut command = match nofile {
-        Some(n) => {
+        Some((soft, hard)) => {
             let mut c = Command::new("prlimit");
-            c.arg(format!("--nofile={n}:{n}")).arg("--").arg(weft_bin());
+            c.arg(format!("--nofile={soft}:{hard}"))
+                .arg("--")
+                .arg(weft_bin());
             c
         }
         None => Command::new(weft_bin()),

@@ -8,7 +8,7 @@
 //! are the steps added and not run yet ([`QueuedStep`]), which show where a chain that has
 //! not fired, is paused or waits on a child will go on.
 //!
-//! A chain that ended without success is remembered a while longer ([`Ended`]): its
+//! A chain that ended without success is remembered a while longer (`Ended`): its
 //! unhandled failure is reported only when its last handle goes, and that report must
 //! extend the chain's record, not replace it with a blank one.
 

@@ -149,11 +149,12 @@ impl Protocol for Upstream {
 }
 
 /// Closes the other side of a pair after `side` closed for `reason`: cleanly (flushing)
-/// after a clean close, at once otherwise.
+/// after a clean close, at once (reported as aborted) otherwise.
 fn close_partner(partner: &Transport, reason: &CloseReason, side: &str) {
     if reason.is_clean() {
         partner.lose_connection();
     } else {
-        partner.abort_connection_with(CloseReason::Error(format!("{side} side: {reason}")));
+        tracing::debug!(connection = %partner.id(), %reason, side, "the other side failed; aborting");
+        partner.abort_connection();
     }
 }

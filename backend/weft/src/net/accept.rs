@@ -32,17 +32,17 @@ impl ListenOptions {
         Self::default()
     }
 
-    /// Closes a connection once nothing was read or written for `timeout` (`None`: never),
-    /// with reason [`CloseReason::TimedOut`](crate::CloseReason::TimedOut).
+    /// Closes a connection once nothing was read or written for `timeout` (`None` or zero:
+    /// never), with reason [`CloseReason::TimedOut`](crate::CloseReason::TimedOut).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
+        self.idle_timeout = timeout.filter(|t| !t.is_zero());
         self
     }
 
-    /// Refuses a connection from a peer that already holds `max` open ones (`None`: no
+    /// Refuses a connection from a peer that already holds `max` open ones (`None` or 0: no
     /// cap); refusals are reported with reason `limit_peer`.
     pub fn max_connections_per_peer(mut self, max: Option<usize>) -> Self {
-        self.peer_limit = max.map(PeerLimit::new);
+        self.peer_limit = max.filter(|&m| m > 0).map(PeerLimit::new);
         self
     }
 
@@ -196,4 +196,25 @@ fn refuse(info: &ListenerInfo, stream: Accepted, peer: Address, max: usize) {
             reason: "limit_peer",
         })
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ListenOptions;
+
+    #[test]
+    fn a_zero_timeout_or_cap_means_none_rather_than_closing_or_refusing_everything() {
+        let options = ListenOptions::new()
+            .idle_timeout(Some(Duration::ZERO))
+            .max_connections_per_peer(Some(0));
+        assert_eq!(options.idle_timeout, None);
+        assert!(options.peer_limit.is_none());
+        let options = ListenOptions::new()
+            .idle_timeout(Some(Duration::from_secs(1)))
+            .max_connections_per_peer(Some(1));
+        assert_eq!(options.idle_timeout, Some(Duration::from_secs(1)));
+        assert!(options.peer_limit.is_some());
+    }
 }

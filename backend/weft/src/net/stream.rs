@@ -170,6 +170,7 @@ impl AsyncWrite for InspectedStream {
             return Poll::Ready(Err(this.aborted()));
         }
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write(cx, data));
+        this.transport.set_write_blocked(result.is_pending());
         if let Poll::Ready(Ok(n)) = result {
             this.info().stats.record_write(n, this.since_open_ns());
         }
@@ -187,6 +188,7 @@ impl AsyncWrite for InspectedStream {
             return Poll::Ready(Err(this.aborted()));
         }
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
+        this.transport.set_write_blocked(result.is_pending());
         if let Poll::Ready(Ok(n)) = result {
             this.info().stats.record_write(n, this.since_open_ns());
         }
@@ -200,12 +202,14 @@ impl AsyncWrite for InspectedStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_flush(cx));
+        this.transport.set_write_blocked(result.is_pending());
         this.check(result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_shutdown(cx));
+        this.transport.set_write_blocked(result.is_pending());
         this.check(result)
     }
 }

@@ -60,6 +60,9 @@ pub enum CloseReason {
     Reset,
     /// Idle for longer than its timeout.
     TimedOut,
+    /// Asked to close, but its output made no progress for the close timeout: the peer
+    /// stopped reading, and what was buffered for it was dropped.
+    SendTimeout,
     /// The peer broke the protocol (a line too long, a bad frame, a failed TLS handshake).
     Protocol(String),
     /// An I/O error.
@@ -90,6 +93,7 @@ impl CloseReason {
             Self::Aborted => "aborted",
             Self::Reset => "reset",
             Self::TimedOut => "timeout",
+            Self::SendTimeout => "send_timeout",
             Self::Protocol(_) => "protocol",
             Self::Error(_) => "error",
             Self::Shutdown => "shutdown",
@@ -122,6 +126,7 @@ impl CloseReason {
             Self::Aborted => Borrowed("connection aborted"),
             Self::Reset => Borrowed("connection reset by peer"),
             Self::TimedOut => Borrowed("connection timed out"),
+            Self::SendTimeout => Borrowed("the peer stopped reading; closing gave up"),
             Self::Protocol(why) => Owned(format!("protocol error: {why}")),
             Self::Error(why) => Owned(format!("I/O error: {why}")),
             Self::Shutdown => Borrowed("reactor shutting down"),

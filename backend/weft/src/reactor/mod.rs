@@ -47,8 +47,10 @@ pub struct ReactorConfig {
     pub stall_after: Duration,
     /// Whether `run` stops on SIGINT and SIGTERM.
     pub handle_signals: bool,
-    /// A connection asked to close whose buffered output makes no progress for this long
-    /// (its peer stopped reading) is aborted, so it cannot be held open forever.
+    /// A connection asked to close whose output is blocked on the peer with no progress for
+    /// this long (its peer stopped reading) is aborted, as
+    /// [`CloseReason::SendTimeout`](crate::CloseReason::SendTimeout), so it cannot be held
+    /// open forever.
     pub close_timeout: Duration,
 }
 

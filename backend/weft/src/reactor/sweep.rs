@@ -1,5 +1,6 @@
 //! Connection deadlines: idle timeouts, and closes that cannot finish because the peer
-//! stopped reading.
+//! stopped reading (output blocked on a full socket, with no progress for the close
+//! timeout: aborted as [`CloseReason::SendTimeout`]).
 //!
 //! One sweep over the open connections a few times per shortest deadline, instead of a
 //! timer per connection: reads and writes already stamp each connection's last activity,
@@ -48,12 +49,13 @@ pub(super) async fn run(inner: Weak<Inner>) {
 
 fn sweep(reactor: &Reactor) {
     let close_timeout = reactor.inner.config.close_timeout;
+    let now = std::time::Instant::now();
     let expired: Vec<_> = reactor
         .inner
         .connections
         .borrow()
         .values()
-        .filter_map(|t| t.expired(close_timeout).map(|e| (t.clone(), e)))
+        .filter_map(|t| t.expired(now, close_timeout).map(|e| (t.clone(), e)))
         .collect();
     for (transport, expired) in expired {
         match expired {
@@ -67,8 +69,7 @@ fn sweep(reactor: &Reactor) {
                     buffered = transport.buffered(),
                     "closing made no progress: the peer is not reading; aborting"
                 );
-                // Whatever close was asked for did not happen: what was buffered is lost.
-                transport.abort_replacing_reason(CloseReason::TimedOut);
+                transport.abort_with(CloseReason::SendTimeout);
             }
         }
     }

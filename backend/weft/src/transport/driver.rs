@@ -241,11 +241,15 @@ fn poll_connection<S: Stream>(
         if !write_blocked && Pin::new(&mut *io).poll_flush(cx).is_pending() {
             write_blocked = true;
         }
+        transport.set_write_blocked(write_blocked);
 
         if !write_blocked {
             if flags.closing {
                 return match Pin::new(&mut *io).poll_shutdown(cx) {
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        transport.set_write_blocked(true);
+                        Poll::Pending
+                    }
                     Poll::Ready(_) => Poll::Ready(transport.take_reason(CloseReason::Done)),
                 };
             }

@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -46,6 +46,8 @@ struct Flags {
     closed: bool,
     /// The reactor is inside this connection's poll; writes need not wake it.
     in_poll: bool,
+    /// The last write or flush found the socket full: output is waiting on the peer.
+    write_blocked: bool,
     /// Socket options to apply at the next poll.
     nodelay: Option<bool>,
     keepalive: Option<bool>,
@@ -189,19 +191,18 @@ impl Transport {
         self.abort_with(reason);
     }
 
-    /// Aborts with `reason` even when an earlier close recorded another one.
-    pub(crate) fn abort_replacing_reason(&self, reason: CloseReason) {
-        if !self.flags().closed {
-            *self.shared.reason.borrow_mut() = Some(reason.clone());
-        }
-        self.abort_with(reason);
-    }
-
     pub(crate) fn abort_with(&self, reason: CloseReason) {
-        if self.flags().closed {
+        let flags = self.flags();
+        if flags.closed {
             return;
         }
-        self.shared.reason.borrow_mut().get_or_insert(reason);
+        // An abort after a graceful close was asked for supersedes its reason: the close
+        // did not happen as asked, and what was buffered is dropped.
+        let mut recorded = self.shared.reason.borrow_mut();
+        if flags.closing && !flags.aborted || recorded.is_none() {
+            *recorded = Some(reason);
+        }
+        drop(recorded);
         self.shared.out.borrow_mut().clear();
         self.update(|f| f.aborted = true);
         self.wake();
@@ -287,19 +288,22 @@ impl Transport {
         self.shared.idle_timeout.get()
     }
 
-    /// Which deadline, if any, the connection has outlived: idle for its idle timeout,
-    /// or closing with no progress for `close_timeout`.
-    pub(crate) fn expired(&self, close_timeout: Duration) -> Option<Expired> {
+    /// Which deadline, if any, the connection has outlived at `now`: idle for its idle
+    /// timeout, or closing with output blocked on the peer for `close_timeout`.
+    pub(crate) fn expired(&self, now: Instant, close_timeout: Duration) -> Option<Expired> {
         let flags = self.flags();
         if flags.closed || flags.aborted {
             return None;
         }
         let info = &self.shared.info;
-        let now = info.opened.elapsed();
+        let now = now.saturating_duration_since(info.opened);
         let last = info.stats.last_activity();
         if flags.closing {
+            // A close waits for the exchange in flight (an HTTP response still being made,
+            // say) as long as it takes; only output the peer will not take is given up.
             let since = last.max(self.shared.close_requested.get());
-            return (now.saturating_sub(since) >= close_timeout).then_some(Expired::Stuck);
+            let stuck = flags.write_blocked && now.saturating_sub(since) >= close_timeout;
+            return stuck.then_some(Expired::Stuck);
         }
         let idle = now.saturating_sub(last);
         let timeout = self.shared.idle_timeout.get()?;
@@ -386,6 +390,13 @@ impl Transport {
         let producer = self.shared.producer.borrow_mut().take();
         if let Some(p) = producer {
             p.stop_producing();
+        }
+    }
+
+    /// Records whether the last write or flush found the socket full.
+    pub(crate) fn set_write_blocked(&self, blocked: bool) {
+        if self.flags().write_blocked != blocked {
+            self.update(|f| f.write_blocked = blocked);
         }
     }
 

@@ -199,6 +199,7 @@ zones = ["{zone}"]
             "peer_closed",
             "reset",
             "timeout",
+            "send_timeout",
             "aborted",
             "protocol",
             "error",

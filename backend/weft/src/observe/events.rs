@@ -74,12 +74,13 @@ pub enum CloseReason {
 impl CloseReason {
     /// Every [`label`](Self::label), so counters by reason can exist at zero before the
     /// first close.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "done",
         "peer_closed",
         "aborted",
         "reset",
         "timeout",
+        "send_timeout",
         "protocol",
         "error",
         "shutdown",
@@ -254,6 +255,7 @@ mod tests {
             Aborted,
             Reset,
             TimedOut,
+            SendTimeout,
             Protocol(String::new()),
             Error(String::new()),
             Shutdown,
@@ -261,8 +263,8 @@ mod tests {
         for reason in &all {
             // A new reason stops this compiling until it is listed above (and in LABELS).
             match reason {
-                Done | PeerClosed | Aborted | Reset | TimedOut | Protocol(_) | Error(_)
-                | Shutdown => {}
+                Done | PeerClosed | Aborted | Reset | TimedOut | SendTimeout | Protocol(_)
+                | Error(_) | Shutdown => {}
             }
         }
         let labels: Vec<_> = all.iter().map(CloseReason::label).collect();

@@ -1,4 +1,9 @@
 # The weft gateway. Build: docker build -t weft .
+#
+# With no arguments it runs what `cargo run --release` runs, the built-in demo, which
+# listens on loopback: docker run --rm --network host weft
+# With a configuration: docker run ... weft run --config /etc/weft/weft.toml
+# (docker-compose.yml does so with deploy/weft.toml).
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -11,4 +16,3 @@ USER weft
 WORKDIR /var/lib/weft
 EXPOSE 8000/tcp 8000/udp 9180/tcp
 ENTRYPOINT ["weft"]
-CMD ["run", "--config", "/etc/weft/weft.toml"]

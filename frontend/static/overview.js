@@ -186,7 +186,11 @@ function describe(e) {
   switch (e.type) {
     case "connection_opened": return `#${c.id} ${c.service}/${c.transport} from ${c.peer}`;
     case "connection_closed": return `#${c.id} ${c.service} ${e.reason}: ${e.detail}`;
-    case "refused": return `${e.service} refused ${e.peer}: ${e.reason}`;
+    case "refused": {
+      // At most one a second per service and reason; the rest are counted in it.
+      const more = e.suppressed ? ` (+${e.suppressed} more since the last shown)` : "";
+      return `${e.service} refused ${e.peer}: ${e.reason}${more}`;
+    }
     case "protocol_error": return `${e.service}: ${e.kind} ${e.message}`;
     case "slow_callback": return `${e.callback} ran ${e.duration_ms.toFixed(1)}ms`;
     case "listener_started": case "listener_stopped": return `${e.service} ${e.endpoint} (${e.local})`;

@@ -1,16 +1,18 @@
 //! History across runs and files: a file an older release wrote is served after an upgrade,
-//! what a killed process left open is closed at the next start, and a file deleted at run
-//! time gets its services back.
+//! what a killed process left open is closed at the next start, a file deleted at run time
+//! gets its services back, and a second process on a file in use is refused.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::assert_eventually;
-use crate::support::{App, query, spawn_app, spawn_app_with};
+use crate::support::{App, free_port, query, spawn_app, spawn_app_with, weft_bin};
 
 /// The file `weft 0.1.0` wrote (`backend/weft-store/tests/data/README.md`).
 const RELEASED: &str = concat!(
@@ -218,5 +220,104 @@ fn a_history_file_deleted_at_run_time_is_recreated_with_the_services() {
     assert!(
         endpoints_json.contains(&format!("udp:{port}")),
         "{endpoints_json}"
+    );
+}
+
+/// `(closed_at_ms, close_reason)` of every TCP connection of the file.
+fn tcp_rows(db: &Path) -> Vec<(Option<i64>, Option<String>)> {
+    query(db, async |c| {
+        sqlx::query_as("SELECT closed_at_ms, close_reason FROM connections WHERE transport = 'tcp'")
+            .fetch_all(c)
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn a_second_run_on_a_history_file_in_use_exits_before_serving_and_leaves_the_first_alone() {
+    let app = spawn_app();
+    let mut held = TcpStream::connect(app.echo).unwrap();
+    held.write_all(b"x").unwrap();
+    held.read_exact(&mut [0]).unwrap();
+    assert_eventually!(
+        tcp_rows(&app.db) == [(None, None)],
+        "the open connection reaches the file"
+    );
+
+    // Another gateway on the same file, with ports of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let (dashboard, echo) = (free_port(), free_port());
+    let config = dir.path().join("weft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n\
+             [[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = \"tcp:{echo}:interface=127.0.0.1\"\n",
+            app.db.display()
+        ),
+    )
+    .unwrap();
+    let mut second = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("weft.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!(
+                "the second process is still running on a file in use; the first's rows now: {:?}",
+                tcp_rows(&app.db)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(dir.path().join("weft.log")).unwrap();
+    assert!(!status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains(&app.db.display().to_string())
+            && log.contains(&format!("process {}", app.child.id())),
+        "the error names the file and the process using it:\n{log}"
+    );
+    for port in [dashboard, echo] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "the second process bound port {port}:\n{log}"
+        );
+    }
+
+    // `check` does not take the lock, and says who holds it.
+    let checked = Command::new(weft_bin())
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("in use by process {}", app.child.id())),
+        "{said}"
+    );
+
+    // The first serves on, and its rows are its own: open until it closes them itself.
+    assert_eq!(tcp_rows(&app.db), [(None, None)]);
+    held.write_all(b"y").unwrap();
+    held.read_exact(&mut [0]).unwrap();
+    assert!(app.curl("/healthz").is_some());
+    drop(held);
+    assert_eventually!(
+        tcp_rows(&app.db)
+            .first()
+            .is_some_and(|(at, why)| at.is_some() && why.as_deref() == Some("peer_closed")),
+        "the first process records its own close: {:?}",
+        tcp_rows(&app.db)
     );
 }

@@ -8,6 +8,9 @@ mod chrome;
 
 mod check;
 mod dashboard;
+mod dashboard_conns;
+mod demo;
+mod deploy;
 mod dns;
 mod dns_rules;
 mod faults;
@@ -24,3 +27,5 @@ mod logs;
 mod metrics;
 mod proxy;
 mod ready;
+mod systemd;
+mod tour;

@@ -26,6 +26,13 @@ macro_rules! assert_eventually {
     }};
 }
 
+/// The repository's top directory (where `docker-compose.yml` and `deploy/` are).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+}
+
 /// The `weft` binary of this build, built first if needed.
 pub fn weft_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -39,6 +46,24 @@ pub fn weft_bin() -> &'static Path {
         let target_dir = profile_dir.parent().expect("target dir");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
+        // The environment of the outer `cargo`, without what it set for this test binary:
+        // a build script that watches those (ring's does) would otherwise rebuild, and
+        // everything above it, on every run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_tests = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
+                || key == "CARGO_PRIMARY_PACKAGE";
+            if set_for_tests {
+                build.env_remove(&*key);
+            }
+        }
         build.args([
             "build",
             "-q",
@@ -422,4 +447,13 @@ impl App {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS in /proc/PID/status")
     }
+}
+
+/// Held by every test that runs the built-in demo's parts on their fixed loopback ports
+/// (the bare demo, `[demo] traffic = true`), so no two of them run at once.
+pub fn demo_ports() -> std::sync::MutexGuard<'static, ()> {
+    static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    PORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

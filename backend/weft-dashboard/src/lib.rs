@@ -8,7 +8,8 @@
 //! tokio::spawn(weft_dashboard::background(state.clone(), std::future::pending()));
 //! let listener = weft_dashboard::bind("127.0.0.1:9180".parse().unwrap())?;
 //! let state = state.with_listen_addr(listener.local_addr()?);
-//! axum::serve(listener, weft_dashboard::router(state)).await
+//! weft_dashboard::serve(listener, state, std::future::pending()).await;
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -37,9 +38,11 @@
 //! - `assets`: `frontend/static/` (ES modules and CSS, no build step), compiled in.
 //! - `metrics`, `health`: `/metrics`, `/healthz` and `/readyz`; [`DashboardMetrics`], the
 //!   dashboard's own counters (refusals, live clients, history errors).
+//! - [`server`]: [`serve`], the listener: [`router`] on hyper's HTTP/1.1 with a deadline
+//!   for request heads and idle keep-alive, and caps on connections per peer and in all.
 //!
-//! Requests come in through [`router`], pass `host` and `auth`, and read the state; the
-//! only writes
+//! Connections come in through [`serve`], requests through [`router`]; they pass `host`
+//! and `auth`, and read the state; the only writes
 //! to the reactor are the two actions, queued through its handle. Nothing here blocks the
 //! reactor or waits on a browser.
 
@@ -60,6 +63,7 @@ pub mod live;
 mod metrics;
 mod pages;
 pub mod series;
+pub mod server;
 pub mod sort;
 pub mod state;
 
@@ -73,6 +77,7 @@ pub use error::ApiError;
 pub use health::Health;
 pub use host::{AllowedHost, HostError};
 pub use metrics::DashboardMetrics;
+pub use server::serve;
 pub use state::DashboardState;
 
 /// The dashboard's routes over `state`.

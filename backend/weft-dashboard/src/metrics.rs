@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::DashboardState;
 
@@ -32,15 +32,21 @@ pub(crate) enum Refusal {
     Handshake,
     /// `/ws` already serves `max_live_clients`.
     LiveClients,
+    /// A connection from a peer that already holds `max_connections_per_peer`.
+    LimitPeer,
+    /// A connection while the listener already holds `max_connections`.
+    LimitTotal,
 }
 
 impl Refusal {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Host,
         Self::Token,
         Self::CrossSite,
         Self::Handshake,
         Self::LiveClients,
+        Self::LimitPeer,
+        Self::LimitTotal,
     ];
 
     fn as_str(self) -> &'static str {
@@ -50,6 +56,8 @@ impl Refusal {
             Self::CrossSite => "cross_site",
             Self::Handshake => "handshake",
             Self::LiveClients => "live_clients",
+            Self::LimitPeer => "limit_peer",
+            Self::LimitTotal => "limit_total",
         }
     }
 }
@@ -107,6 +115,8 @@ pub(crate) enum HistoryFailure {
 }
 
 impl HistoryFailure {
+    const ALL: [Self; 2] = [Self::Busy, Self::Failed];
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Busy => "busy",
@@ -115,14 +125,29 @@ impl HistoryFailure {
     }
 }
 
+/// One counter per value of a bounded label, resolved when the family is made: counting
+/// is then an index and an atomic add, with no label lookup.
+#[derive(Debug, Clone)]
+struct ByReason<const N: usize>([IntCounter; N]);
+
+impl<const N: usize> ByReason<N> {
+    fn new<R: Copy>(
+        family: &IntCounterVec,
+        all: [R; N],
+        label: impl Fn(R) -> &'static str,
+    ) -> Self {
+        Self(all.map(|r| family.with_label_values(&[label(r)])))
+    }
+}
+
 /// The dashboard's counters. Every label value exists from the start, so a scrape shows
 /// zeros rather than nothing.
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
-    refused: IntCounterVec,
+    refused: ByReason<7>,
     live_clients: IntGauge,
-    disconnects: IntCounterVec,
-    history_errors: IntCounterVec,
+    disconnects: ByReason<7>,
+    history_errors: ByReason<2>,
 }
 
 impl DashboardMetrics {
@@ -132,54 +157,53 @@ impl DashboardMetrics {
         let vec = |name: &str, help: &str| {
             IntCounterVec::new(Opts::new(name, help), &["reason"]).expect("a valid metric")
         };
-        let m = Self {
-            refused: vec(
-                "weft_dashboard_refused_total",
-                "Dashboard requests refused, by reason (host, token, cross_site, handshake, live_clients).",
-            ),
-            live_clients: IntGauge::new(
-                "weft_dashboard_live_clients",
-                "Clients connected to the dashboard's live feed (/ws).",
-            )
-            .expect("a valid metric"),
-            disconnects: vec(
-                "weft_dashboard_live_disconnects_total",
-                "Live feed (/ws) clients that left, by reason.",
-            ),
-            history_errors: vec(
-                "weft_dashboard_history_errors_total",
-                "Dashboard views served without their history part, by reason (busy, failed).",
-            ),
-        };
-        for r in Refusal::ALL {
-            m.refused.with_label_values(&[r.as_str()]);
-        }
-        for d in Disconnect::ALL {
-            m.disconnects.with_label_values(&[d.as_str()]);
-        }
-        for h in [HistoryFailure::Busy, HistoryFailure::Failed] {
-            m.history_errors.with_label_values(&[h.as_str()]);
-        }
+        let refused = vec(
+            "weft_dashboard_refused_total",
+            "Dashboard requests and connections refused, by reason (host, token, cross_site, \
+             handshake, live_clients, limit_peer, limit_total).",
+        );
+        let live_clients = IntGauge::new(
+            "weft_dashboard_live_clients",
+            "Clients connected to the dashboard's live feed (/ws).",
+        )
+        .expect("a valid metric");
+        let disconnects = vec(
+            "weft_dashboard_live_disconnects_total",
+            "Live feed (/ws) clients that left, by reason.",
+        );
+        let history_errors = vec(
+            "weft_dashboard_history_errors_total",
+            "Dashboard views served without their history part, by reason (busy, failed).",
+        );
         let collectors: [Box<dyn prometheus::core::Collector>; 4] = [
-            Box::new(m.refused.clone()),
-            Box::new(m.live_clients.clone()),
-            Box::new(m.disconnects.clone()),
-            Box::new(m.history_errors.clone()),
+            Box::new(refused.clone()),
+            Box::new(live_clients.clone()),
+            Box::new(disconnects.clone()),
+            Box::new(history_errors.clone()),
         ];
         for c in collectors {
             if let Err(e) = registry.register(c) {
                 tracing::warn!(error = %e, "dashboard metrics not exported");
             }
         }
-        m
+        Self {
+            refused: ByReason::new(&refused, Refusal::ALL, Refusal::as_str),
+            live_clients,
+            disconnects: ByReason::new(&disconnects, Disconnect::ALL, Disconnect::as_str),
+            history_errors: ByReason::new(
+                &history_errors,
+                HistoryFailure::ALL,
+                HistoryFailure::as_str,
+            ),
+        }
     }
 
     pub(crate) fn refused(&self, why: Refusal) {
-        self.refused.with_label_values(&[why.as_str()]).inc();
+        self.refused.0[why as usize].inc();
     }
 
     pub(crate) fn history_failed(&self, why: HistoryFailure) {
-        self.history_errors.with_label_values(&[why.as_str()]).inc();
+        self.history_errors.0[why as usize].inc();
     }
 
     pub(crate) fn live_joined(&self) {
@@ -191,6 +215,62 @@ impl DashboardMetrics {
     }
 
     pub(crate) fn live_disconnected(&self, why: Disconnect) {
-        self.disconnects.with_label_values(&[why.as_str()]).inc();
+        self.disconnects.0[why as usize].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handles are indexed by each reason's place in its enum: every reason must land
+    /// on its own label.
+    #[test]
+    fn each_reason_is_counted_under_its_own_label() {
+        let registry = Registry::new();
+        let m = DashboardMetrics::new(&registry);
+        for (n, r) in Refusal::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                m.refused(r);
+            }
+        }
+        for (n, d) in Disconnect::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                m.live_disconnected(d);
+            }
+        }
+        for (n, h) in HistoryFailure::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                m.history_failed(h);
+            }
+        }
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let counted = |family: &str, reason: &str| -> u64 {
+            let series = format!("{family}{{reason=\"{reason}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+                .unwrap_or_default()
+        };
+        for (n, r) in Refusal::ALL.into_iter().enumerate() {
+            assert_eq!(
+                counted("weft_dashboard_refused_total", r.as_str()),
+                n as u64 + 1
+            );
+        }
+        for (n, d) in Disconnect::ALL.into_iter().enumerate() {
+            let got = counted("weft_dashboard_live_disconnects_total", d.as_str());
+            assert_eq!(got, n as u64 + 1);
+        }
+        for (n, h) in HistoryFailure::ALL.into_iter().enumerate() {
+            let got = counted("weft_dashboard_history_errors_total", h.as_str());
+            assert_eq!(got, n as u64 + 1);
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::host::{AllowedHost, HostPolicy};
 use crate::live::{DEFAULT_MAX_LIVE_CLIENTS, Fanout};
 use crate::metrics::DashboardMetrics;
 use crate::series::Series;
+use crate::server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER};
 
 /// The dashboard's state: cheap to clone, shared by every request.
 #[derive(Debug, Clone)]
@@ -36,6 +37,10 @@ pub struct DashboardState {
     pub hosts: Arc<HostPolicy>,
     /// `/ws` clients served at once at most; more get `503`.
     pub max_live_clients: usize,
+    /// Connections [`serve`](crate::serve) holds at once at most.
+    pub max_connections: usize,
+    /// Connections one peer holds at once at most (0: no cap).
+    pub max_connections_per_peer: usize,
     /// The dashboard's own counters, on the hub's registry.
     pub metrics: DashboardMetrics,
 }
@@ -55,6 +60,8 @@ impl DashboardState {
             fanout: Arc::new(Fanout::default()),
             hosts: Arc::new(HostPolicy::default()),
             max_live_clients: DEFAULT_MAX_LIVE_CLIENTS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             metrics,
         }
     }
@@ -93,6 +100,14 @@ impl DashboardState {
     /// Serves at most `max` `/ws` clients at once.
     pub fn with_max_live_clients(mut self, max: usize) -> Self {
         self.max_live_clients = max;
+        self
+    }
+
+    /// Holds at most `total` connections at once, and `per_peer` from one peer (0: no
+    /// cap per peer).
+    pub fn with_max_connections(mut self, total: usize, per_peer: usize) -> Self {
+        self.max_connections = total;
+        self.max_connections_per_peer = per_peer;
         self
     }
 }

@@ -7,7 +7,7 @@ use weft_telemetry::HubConfig;
 
 use crate::config::{Config, LogFormat};
 use crate::inspector::{Inspector, InspectorConfig, InspectorError};
-use crate::services;
+use crate::{notify, services};
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,8 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
         token: config.dashboard.token.clone(),
         allowed_hosts: config.dashboard.allowed_hosts.clone(),
         max_live_clients: config.dashboard.max_live_clients,
+        max_connections: config.dashboard.max_connections,
+        max_connections_per_peer: config.dashboard.max_connections_per_peer,
         history_connections_per_s: config.store.connections_per_second,
         ..InspectorConfig::default()
     }
@@ -89,6 +91,16 @@ pub fn run(config: &Config) -> Result<(), GatewayError> {
                 config_json: service.kind.settings_json(),
             });
         }
+    }
+    notify::install(&reactor, inspector.hub());
+    // `[demo] traffic`: the demo's upstreams and traffic, once the services listen.
+    let demo = config
+        .demo
+        .traffic
+        .then(|| crate::demo::start(&reactor, config, &inspector))
+        .transpose()?;
+    if let Some(demo) = &demo {
+        println!("{}", demo.banner());
     }
     reactor.run()?;
     if !env.access_logs.close(reactor.config().shutdown_deadline) {

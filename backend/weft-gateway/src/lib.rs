@@ -9,9 +9,14 @@
 //!   settings, its protocol and its tests.
 //! - [`inspector`]: [`Inspector::start`], the one call that gives any program on a weft
 //!   reactor the telemetry hub, the SQLite history and the dashboard.
+//! - [`demo`]: what `[demo] traffic = true` adds (the built-in demo sets it): the
+//!   demo's upstreams and a traffic generator written as weft protocols; the built-in
+//!   site and zones.
 //! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, run,
 //!   drain, flush.
 //! - [`logging`]: the process log on stderr, as text or JSON lines.
+//! - [`notify`]: tells systemd (`Type=notify`) when every service listens and when
+//!   shutdown begins.
 //!
 //! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
 //! the store writer run on the inspector's own tokio runtime on a background thread, so a
@@ -19,8 +24,10 @@
 
 pub mod app;
 pub mod config;
+pub mod demo;
 pub mod inspector;
 pub mod logging;
+pub mod notify;
 pub mod services;
 
 pub use config::{Config, ConfigError, LogFormat};

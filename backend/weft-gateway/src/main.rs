@@ -9,8 +9,12 @@ use clap::{Parser, Subcommand};
 use weft_gateway::{Config, LogFormat, app, logging};
 
 /// Twisted's event-driven networking on tokio, with an inspector built in.
+///
+/// With no command, weft runs its built-in demo (as `weft run` does without --config):
+/// a service of every kind on 127.0.0.1 with traffic of its own, and the dashboard on
+/// http://127.0.0.1:9180/.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about)]
+#[command(name = "weft", version, about, long_about)]
 struct Cli {
     /// How the log on stderr is written: `text`, or `json` (one object per line);
     /// overrides `[log] format`. `RUST_LOG` sets what is logged.
@@ -19,12 +23,13 @@ struct Cli {
               .map(|name| name.parse::<LogFormat>().expect("a listed name")))]
     log_format: Option<LogFormat>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the services of a configuration (without one: a demo set on loopback).
+    /// Run the services of a configuration (without one: the built-in demo, also what
+    /// `weft` alone runs).
     Run {
         /// The configuration file (weft.toml).
         #[arg(long, short)]
@@ -40,7 +45,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::Run { config: None }) {
         Command::Run { config } => run(config, cli.log_format),
         Command::Check { file } => {
             logging::init(cli.log_format.unwrap_or_default());
@@ -74,6 +79,15 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    // Only a hint, read without the lock: taking it, even for a moment, could refuse a
+    // `weft run` starting at that moment.
+    if let Some(pid) = weft_store::Store::writer_pid(&config.store.path) {
+        eprintln!(
+            "weft: note: the history database {} is in use by process {pid}; `weft run` with \
+             this file is refused while that process runs",
+            config.store.path.display()
+        );
+    }
     println!(
         "{}: ok ({} service{})",
         file.display(),

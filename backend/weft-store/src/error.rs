@@ -26,6 +26,30 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// Another store, in this process or another, writes the file: a file takes one
+    /// writer at a time.
+    #[error(
+        "the history database {path} is in use by {} (it holds {lock}): a history file takes \
+         one writer at a time; stop that process, or give this one another file",
+        holder_text(*.holder)
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+        /// The id of the process holding it, when it could be read.
+        holder: Option<u32>,
+    },
+    /// The lock file beside the database could not be created or locked.
+    #[error("cannot lock the history database: {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A query failed.
     #[error("history query failed: {0}")]
     Query(#[from] sqlx::Error),
@@ -42,6 +66,13 @@ pub enum StoreError {
     /// The writer task has stopped (the store was shut down).
     #[error("the history writer has stopped")]
     WriterStopped,
+}
+
+fn holder_text(holder: Option<u32>) -> String {
+    match holder {
+        Some(pid) => format!("process {pid}"),
+        None => "another process".to_owned(),
+    }
 }
 
 impl StoreError {

@@ -4,9 +4,9 @@
 //! One that is killed (or crashes, or loses power) leaves their rows open or pending, and
 //! nothing would ever finish them: they would be hidden from the live views (nothing live
 //! matches them), listed nowhere as closed, and never pruned, since retention deletes only
-//! finished rows. Whoever opens the file is its only writer, so every row still open then
-//! belongs to a process that is gone: it is closed with [`PROCESS_ENDED`] at the last moment
-//! the history shows that process alive.
+//! finished rows. The store that opens the file has taken its one-writer lock first (see
+//! `lock`), so every row still open then belongs to a process that is gone: it is closed
+//! with [`PROCESS_ENDED`] at the last moment the history shows that process alive.
 
 use sqlx::SqlitePool;
 

@@ -29,6 +29,8 @@
 //! - `batch`: the prepared multi-row upserts that write one batch.
 //! - `catalog`: the services the writer was given, kept to be listed before they are
 //!   committed and written again into a recreated file.
+//! - `lock`: one writer per file: the advisory lock on `PATH.lock` a store takes before it
+//!   touches a row, and holds while its writer runs.
 //! - `interrupted`: at open, closing the rows a killed process left open ([`PROCESS_ENDED`]).
 //! - `retention`: the background task deleting finished rows older than the window, in chunks.
 //! - `queries`: the read side, on a connection pool separate from the writer's connection.
@@ -40,6 +42,7 @@ mod batch;
 mod catalog;
 mod error;
 mod interrupted;
+mod lock;
 mod options;
 mod queries;
 pub mod records;
@@ -97,11 +100,15 @@ impl Store {
 
     /// Opens (creating and migrating if needed) the database described by `options`.
     ///
-    /// The store is the file's only writer: connections still open in it and chains still
-    /// pending were left by a process that ended without stopping cleanly, and are closed
-    /// now with the reason [`PROCESS_ENDED`], so they show as closed and retention can
-    /// prune them.
+    /// The store is the file's only writer: it first takes the lock beside the file
+    /// (`PATH.lock`), and fails with [`StoreError::InUse`] if another store, in this
+    /// process or another, holds it; the lock is held until the writer stops
+    /// ([`shutdown`](Self::shutdown), or every handle dropped). Readers do not need it.
+    /// Connections still open in the file and chains still pending were then left by a
+    /// process that ended without stopping cleanly, and are closed now with the reason
+    /// [`PROCESS_ENDED`], so they show as closed and retention can prune them.
     pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
+        let lock = lock::WriterLock::acquire(&options.path)?;
         let pool =
             schema::open_pool(&options.path, options.busy_timeout, options.max_readers).await?;
         match interrupted::close_left_open(&pool).await {
@@ -121,7 +128,7 @@ impl Store {
         }
         let pools = Arc::new(PoolCell::new(pool));
         let stats = Arc::new(StoreStats::default());
-        let (writer, task) = writer::create(&options, stats.clone(), pools.clone()).await?;
+        let (writer, task) = writer::create(&options, stats.clone(), pools.clone(), lock).await?;
         let writer_task = tokio::spawn(task.run());
         let (stop_retention, stop) = watch::channel(false);
         let retention_task = tokio::spawn(retention::run(
@@ -163,6 +170,14 @@ impl Store {
     /// recreated, so take it per use rather than keeping it.
     pub fn pool(&self) -> SqlitePool {
         self.inner.pools.get()
+    }
+
+    /// The process that seems to write the history file at `path` now, read without
+    /// taking its lock (a hint for tools that only look, such as a configuration check):
+    /// the id the lock's holder wrote beside the file, if that process runs. Only
+    /// [`open_with`](Self::open_with) decides whether the file is free.
+    pub fn writer_pid(path: impl AsRef<Path>) -> Option<u32> {
+        lock::writer_pid(path.as_ref())
     }
 
     /// The options the store was opened with.

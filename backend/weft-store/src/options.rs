@@ -19,7 +19,8 @@ pub struct StoreOptions {
     pub flush_interval: Duration,
     /// Rows per multi-row `INSERT`; 1 writes one statement per record. Default 64.
     pub rows_per_statement: usize,
-    /// How long a statement waits for another connection's lock before failing. Default 2 s.
+    /// How long a statement waits for another connection's lock, and a query for a free
+    /// reader, before failing as busy. Default 2 s.
     pub busy_timeout: Duration,
     /// Finished rows older than this are pruned. Default 24 h.
     pub retention: Duration,

@@ -69,9 +69,12 @@ pub(crate) async fn open_pool(
         path: path.to_owned(),
         source,
     })?;
+    // A query waits for a free reader no longer than for a lock: a view over a busy pool
+    // degrades in seconds rather than sqlx's default of 30.
     SqlitePoolOptions::new()
         .max_connections(max_readers.max(1))
         .min_connections(0)
+        .acquire_timeout(busy_timeout)
         .connect_with(read_options(path, busy_timeout))
         .await
         .map_err(open_error)

@@ -20,6 +20,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::batch::BatchSql;
 use crate::catalog::Catalog;
+use crate::lock::WriterLock;
 use crate::records::Record;
 use crate::schema::{self, FileId, PoolCell};
 use crate::stats::StoreStats;
@@ -124,6 +125,8 @@ pub(crate) struct WriterTask {
     /// Set by the first error of a burst, cleared by the next success; errors are logged only
     /// when it flips, so a broken disk produces two log lines, not thousands.
     failing: bool,
+    /// The file's one-writer lock, let go when the task ends.
+    _lock: WriterLock,
 }
 
 /// Creates the queue and the task (not yet spawned) on an already migrated file.
@@ -131,6 +134,7 @@ pub(crate) async fn create(
     options: &StoreOptions,
     stats: Arc<StoreStats>,
     pools: Arc<PoolCell>,
+    lock: WriterLock,
 ) -> Result<(Writer, WriterTask), StoreError> {
     let conn = schema::open_writer_connection(&options.path, options.busy_timeout).await?;
     let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
@@ -149,6 +153,7 @@ pub(crate) async fn create(
         conn: Some(conn),
         file: FileId::of(&options.path),
         failing: false,
+        _lock: lock,
     };
     Ok((Writer { tx, stats, catalog }, task))
 }

@@ -100,6 +100,28 @@ impl Drop for Mutable {
 }
 
 #[tokio::test]
+async fn a_query_waits_for_a_busy_reader_no_longer_than_the_busy_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.max_readers = 1;
+    let store = Store::open_with(opts).await.unwrap();
+    let held = store.pool().acquire().await.unwrap();
+    let asked = Instant::now();
+    let e = store.services().await.unwrap_err();
+    let waited = asked.elapsed();
+    assert!(e.is_busy(), "{e}");
+    assert!(
+        waited < Duration::from_secs(2),
+        "waited {waited:?} for a reader with a busy timeout of 200 ms"
+    );
+    drop(held);
+    store
+        .services()
+        .await
+        .expect("served once a reader is free");
+}
+
+#[tokio::test]
 async fn an_unwritable_file_drops_and_counts_then_writing_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;

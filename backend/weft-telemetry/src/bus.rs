@@ -87,6 +87,10 @@ pub enum EventKind {
         peer: String,
         /// A bounded reason label.
         reason: &'static str,
+        /// Refusals of this service and reason left off the bus since the last one
+        /// published: they are published at most once a second
+        /// ([`refusals`](crate::refusals)), and counted in full by the metric.
+        suppressed: u64,
     },
     /// An error the reactor handled.
     ProtocolError {

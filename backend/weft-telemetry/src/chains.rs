@@ -106,6 +106,33 @@ impl DeferredSnapshot {
     pub fn flagged(&self) -> bool {
         self.stalled || self.slow || self.unhandled || self.leaked
     }
+
+    /// A copy without its steps, run or queued: built field by field, since copying the
+    /// steps (up to [`MAX_STEPS`] each way, each with its site) only to drop them would
+    /// cost an allocation per step.
+    pub(crate) fn without_steps(&self) -> DeferredSnapshot {
+        DeferredSnapshot {
+            id: self.id,
+            label: self.label.clone(),
+            site: self.site.clone(),
+            connection: self.connection,
+            service: self.service.clone(),
+            parent: self.parent,
+            created_at_ms: self.created_at_ms,
+            age_ms: self.age_ms,
+            state: self.state,
+            fired_at_ms: self.fired_at_ms,
+            failure: self.failure.clone(),
+            waiting_on: self.waiting_on,
+            current_step: self.current_step.clone(),
+            stalled: self.stalled,
+            slow: self.slow,
+            unhandled: self.unhandled,
+            leaked: self.leaked,
+            steps: Vec::new(),
+            queued: Vec::new(),
+        }
+    }
 }
 
 pub(crate) struct Chain {
@@ -118,8 +145,20 @@ pub(crate) struct Chain {
 impl Chain {
     pub(crate) fn snapshot_now(&self) -> DeferredSnapshot {
         let mut snapshot = self.snapshot.clone();
-        snapshot.age_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        snapshot.age_ms = self.age_ms();
         snapshot
+    }
+
+    /// Its snapshot as it ends, taken rather than copied.
+    pub(crate) fn into_snapshot(self) -> DeferredSnapshot {
+        let age_ms = self.age_ms();
+        let mut snapshot = self.snapshot;
+        snapshot.age_ms = age_ms;
+        snapshot
+    }
+
+    fn age_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn push_step(&mut self, step: StepSnapshot) {
@@ -205,11 +244,7 @@ impl Chains {
         snapshot: &DeferredSnapshot,
         metrics: Arc<crate::deferred::ServiceHandles>,
     ) {
-        let snapshot = DeferredSnapshot {
-            steps: Vec::new(),
-            queued: Vec::new(),
-            ..snapshot.clone()
-        };
+        let snapshot = snapshot.without_steps();
         self.ended
             .lock()
             .unwrap_or_else(|p| p.into_inner())

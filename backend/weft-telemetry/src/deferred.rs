@@ -286,7 +286,7 @@ impl DeferredTracker {
             }
             DeferredEvent::Settled(s) => {
                 let chain = self.chains.lock().remove(&s.id.0)?;
-                let mut snapshot = self.end(&chain);
+                let (mut snapshot, metrics) = self.end(chain);
                 let failed = match &s.outcome {
                     Outcome::Succeeded => {
                         snapshot.state = DeferredState::Succeeded.as_str();
@@ -305,14 +305,14 @@ impl DeferredTracker {
                 snapshot.waiting_on = None;
                 if failed {
                     // Its failure may yet be reported unhandled, when its last handle goes.
-                    self.chains.remember_ended(&snapshot, chain.metrics.clone());
+                    self.chains.remember_ended(&snapshot, metrics);
                 }
                 (failed || snapshot.flagged() || self.sampler.keep_success())
                     .then_some(EventKind::DeferredEnded { deferred: snapshot })
             }
             DeferredEvent::Dropped(d) => {
                 let chain = self.chains.lock().remove(&d.id.0)?;
-                let snapshot = self.end(&chain);
+                let (snapshot, _) = self.end(chain);
                 // A Deferred freed while pending is kept when something flagged it
                 // (leaked, stalled); otherwise nobody is waiting on it any more.
                 snapshot
@@ -364,13 +364,14 @@ impl DeferredTracker {
         }
     }
 
-    /// Gauge bookkeeping when a chain leaves the pending set.
-    fn end(&self, chain: &Chain) -> DeferredSnapshot {
+    /// Uncounts a chain that left the pending set, and takes its snapshot.
+    fn end(&self, chain: Chain) -> (DeferredSnapshot, Arc<ServiceHandles>) {
         chain.metrics.pending.dec();
         if chain.snapshot.stalled {
             chain.metrics.stalled.dec();
         }
-        chain.snapshot_now()
+        let metrics = chain.metrics.clone();
+        (chain.into_snapshot(), metrics)
     }
 
     /// Flags a chain, counts the detection and describes it for the bus.

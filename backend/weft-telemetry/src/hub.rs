@@ -1,6 +1,7 @@
 //! [`Hub`]: the reactor's observer, routing each event to metrics, the live registry and the bus.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus::Registry;
 use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
@@ -12,6 +13,7 @@ use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
 use crate::metrics::Metrics;
 use crate::ready::{Readiness, ReadinessReport};
+use crate::refusals::RefusalGate;
 
 /// The label of slow callbacks that ran outside any service (a timer, a hook).
 const NO_SERVICE: &str = "reactor";
@@ -24,6 +26,8 @@ pub struct Hub {
     bus: Bus,
     deferreds: DeferredTracker,
     ready: Readiness,
+    /// Which refusals go on the bus: a flood must not fill it.
+    refusals: RefusalGate,
     no_service: Arc<str>,
 }
 
@@ -55,6 +59,7 @@ impl Hub {
             bus,
             deferreds,
             ready: Readiness::default(),
+            refusals: RefusalGate::default(),
             no_service: NO_SERVICE.into(),
         }))
     }
@@ -205,11 +210,18 @@ impl Observer for Hub {
                     .refused
                     .get(refused.reason)
                     .inc();
-                self.publish(|| EventKind::Refused {
-                    service: refused.service.to_string(),
-                    peer: refused.peer.to_string(),
-                    reason: refused.reason,
-                });
+                if self.bus.has_listeners()
+                    && let Some(suppressed) =
+                        self.refusals
+                            .admit(&refused.service, refused.reason, Instant::now())
+                {
+                    self.bus.publish(EventKind::Refused {
+                        service: refused.service.to_string(),
+                        peer: refused.peer.to_string(),
+                        reason: refused.reason,
+                        suppressed,
+                    });
+                }
             }
             Event::ProtocolError(error) => {
                 self.metrics

@@ -40,6 +40,8 @@
 //! A service's connection series (opened, active, closed by reason, bytes) exist at zero
 //! from the moment one of its listeners starts, so `rate()` sees its first connection and
 //! an alert on their absence means the service is not there.
+//! - [`refusals`]: refusals reach the bus at most once a second per service and reason
+//!   (each carrying how many were left out); the metric counts every one.
 //!
 //! Data moves reactor → `Hub::on_event` → (metrics, live registry, bus) → consumers; readers
 //! (a scrape, the dashboard) take snapshots from any thread.
@@ -53,6 +55,7 @@ pub mod live;
 pub mod metrics;
 mod process;
 pub mod ready;
+pub mod refusals;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
 pub use chains::{DeferredSnapshot, StepSnapshot};

@@ -1,9 +1,11 @@
-//! What an HTTP service serves: a static root, proxy routes, and its limits.
+//! What an HTTP service serves: a static root (or embedded files), proxy routes, and its
+//! limits.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::embedded::EmbeddedFiles;
 use crate::path::{self, PathError, Reading};
 
 /// Why a setting is unusable.
@@ -21,6 +23,17 @@ pub enum ConfigError {
     /// A route prefix does not start with `/`.
     #[error("route prefix {0:?} must start with '/'")]
     Prefix(String),
+    /// An embedded file's path could never be requested.
+    #[error("embedded file {name:?} {reason}")]
+    Embedded {
+        /// The path as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Both `root` and `embedded` are set: a service serves files from one place.
+    #[error("static files come from `root` or from embedded files, not both")]
+    RootAndEmbedded,
     /// The static root is not a readable directory.
     #[error("root {path:?} is not a readable directory: {reason}")]
     Root {
@@ -165,6 +178,9 @@ impl Default for Limits {
 pub struct WebConfig {
     /// Static files are served from here; `None` for a proxy-only service.
     pub root: Option<PathBuf>,
+    /// Static files served from memory instead of a root directory, under the same rules
+    /// (a site built into the program); not with `root`.
+    pub embedded: Option<EmbeddedFiles>,
     /// The file served for a directory (`index.html`).
     pub index: String,
     /// Reverse-proxy routes, in any order (the longest matching prefix wins).
@@ -177,6 +193,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         Self {
             root: None,
+            embedded: None,
             index: "index.html".into(),
             routes: Vec::new(),
             limits: Limits::default(),

@@ -1,28 +1,101 @@
 //! Static files: GET and HEAD, index files, `Last-Modified` / `If-Modified-Since`, and
-//! single byte ranges.
+//! single byte ranges, from a root directory or from [`EmbeddedFiles`] in memory; both
+//! go through the same lookup rules and the same response code.
 //!
 //! Small files are read whole on the reactor thread: from the page cache that costs
 //! microseconds, less than a round trip to a blocking pool. Larger ones are streamed in
 //! chunks through tokio's file API, so a big download never blocks the reactor.
 
 use std::io::SeekFrom;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 use tokio::io::AsyncSeekExt;
 
 use crate::body::{self, Body, FileBody};
-use crate::path::{PathError, Resolved, directory_location, resolve};
+use crate::embedded::{EmbeddedFiles, Entry};
+use crate::path::{PathError, directory_location, resolve, segments};
 use crate::response::{error_page, with_status};
 
 /// Files up to this size are read in one go.
 const READ_WHOLE: u64 = 256 * 1024;
 
-/// Serves `uri`'s path from `root` (canonical), with `index` for directories.
+/// Where a service's static files come from.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// A directory, canonicalized once, so per-request checks compare canonical paths.
+    Dir(PathBuf),
+    /// Files held in memory.
+    Memory(EmbeddedFiles),
+}
+
+/// What a request path leads to.
+enum Found {
+    Dir,
+    File(File),
+}
+
+/// A file to answer with.
+struct File {
+    /// Its last path segment, for the content type.
+    name: String,
+    len: u64,
+    modified: Option<SystemTime>,
+    content: Content,
+}
+
+enum Content {
+    Disk(PathBuf),
+    Memory(Bytes),
+}
+
+impl Source {
+    fn find(&self, raw: &str) -> Result<Found, PathError> {
+        match self {
+            Self::Dir(root) => {
+                let found = resolve(root, raw)?;
+                if found.meta.is_dir() {
+                    return Ok(Found::Dir);
+                }
+                if !found.meta.is_file() {
+                    return Err(PathError::NotFound);
+                }
+                Ok(Found::File(File {
+                    name: file_name(&found.path),
+                    len: found.meta.len(),
+                    modified: found.meta.modified().ok(),
+                    content: Content::Disk(found.path),
+                }))
+            }
+            Self::Memory(files) => {
+                let segments = segments(raw)?;
+                match files.lookup(&segments).ok_or(PathError::NotFound)? {
+                    Entry::Dir => Ok(Found::Dir),
+                    Entry::File(bytes) => Ok(Found::File(File {
+                        name: segments.last().cloned().unwrap_or_default(),
+                        len: bytes.len() as u64,
+                        modified: Some(files.modified()),
+                        content: Content::Memory(bytes.clone()),
+                    })),
+                }
+            }
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Serves `uri`'s path from `source`, with `index` for directories.
 pub(crate) async fn serve(
-    root: &Path,
+    source: &Source,
     index: &str,
     method: &Method,
     uri: &Uri,
@@ -39,32 +112,29 @@ pub(crate) async fn serve(
         return response;
     }
     let path = uri.path();
-    let mut found = match resolve(root, path) {
-        Ok(found) => found,
+    let found = match source.find(path) {
+        Ok(Found::File(file)) => file,
+        Ok(Found::Dir) => {
+            if !path.ends_with('/') {
+                let mut location = directory_location(path);
+                if let Some(query) = uri.query() {
+                    location.push('?');
+                    location.push_str(query);
+                }
+                return redirect(&location);
+            }
+            match source.find(&format!("{path}{index}")) {
+                Ok(Found::File(index)) => index,
+                _ => return error_page(StatusCode::NOT_FOUND, "not found"),
+            }
+        }
         Err(PathError::NotFound) => return error_page(StatusCode::NOT_FOUND, "not found"),
         Err(_) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
     };
-    if found.meta.is_dir() {
-        if !path.ends_with('/') {
-            let mut location = directory_location(path);
-            if let Some(query) = uri.query() {
-                location.push('?');
-                location.push_str(query);
-            }
-            return redirect(&location);
-        }
-        found = match resolve(root, &format!("{path}{index}")) {
-            Ok(index) if index.meta.is_file() => index,
-            _ => return error_page(StatusCode::NOT_FOUND, "not found"),
-        };
-    }
-    if !found.meta.is_file() {
-        return error_page(StatusCode::NOT_FOUND, "not found");
-    }
-    match file(&found, method, headers).await {
+    match file(found, method, headers).await {
         Ok(response) => response,
-        Err(err) => {
-            tracing::warn!(path = %found.path.display(), %err, "cannot read a static file");
+        Err((path, err)) => {
+            tracing::warn!(path = %path.display(), %err, "cannot read a static file");
             error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the file could not be read",
@@ -81,24 +151,20 @@ fn redirect(location: &str) -> Response<Body> {
     response
 }
 
+/// The response for `found`; an error names the file on disk that could not be read.
 async fn file(
-    found: &Resolved,
+    found: File,
     method: &Method,
     headers: &HeaderMap,
-) -> std::io::Result<Response<Body>> {
-    let len = found.meta.len();
-    let modified = found.meta.modified().ok().map(whole_seconds);
+) -> Result<Response<Body>, (PathBuf, std::io::Error)> {
+    let len = found.len;
+    let modified = found.modified.map(whole_seconds);
     let last_modified = modified.map(httpdate::fmt_http_date);
     let mut response = Response::new(body::empty());
     let h = response.headers_mut();
-    let name = found
-        .path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(crate::mime::content_type(name)),
+        HeaderValue::from_static(crate::mime::content_type(&found.name)),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(lm) = &last_modified
@@ -146,14 +212,27 @@ async fn file(
     if method == Method::HEAD || count == 0 {
         return Ok(response);
     }
-    *response.body_mut() = if len <= READ_WHOLE {
-        let bytes = bytes::Bytes::from(std::fs::read(&found.path)?);
+    let slice = |bytes: Bytes| {
         let (s, e) = (to_usize(start), to_usize(end).min(bytes.len()));
         body::full(bytes.slice(s.min(e)..e))
-    } else {
-        let mut file = tokio::fs::File::open(&found.path).await?;
-        file.seek(SeekFrom::Start(start)).await?;
-        FileBody::body(file, count)
+    };
+    *response.body_mut() = match found.content {
+        Content::Memory(bytes) => slice(bytes),
+        Content::Disk(path) if len <= READ_WHOLE => match std::fs::read(&path) {
+            Ok(bytes) => slice(Bytes::from(bytes)),
+            Err(e) => return Err((path, e)),
+        },
+        Content::Disk(path) => {
+            let opened = async {
+                let mut file = tokio::fs::File::open(&path).await?;
+                file.seek(SeekFrom::Start(start)).await?;
+                Ok::<_, std::io::Error>(file)
+            };
+            match opened.await {
+                Ok(file) => FileBody::body(file, count),
+                Err(e) => return Err((path, e)),
+            }
+        }
     };
     Ok(response)
 }

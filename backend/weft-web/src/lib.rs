@@ -22,7 +22,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`WebConfig`] (root, index, routes, [`Limits`]) and upstream URLs.
+//! - [`config`]: [`WebConfig`] (root or embedded files, index, routes, [`Limits`]) and
+//!   upstream URLs.
 //! - [`server`]: [`HttpService`]: listens through weft's `listen_stream`, runs hyper on
 //!   each connection (finishing the exchange in flight when asked to close), traces,
 //!   times, records and logs each request, and sends it to the proxy or to the static
@@ -32,8 +33,8 @@
 //! - [`path`]: the request path's normal form (dot segments removed, unreserved
 //!   characters decoded) that routing, forwarding and files share; request path → file
 //!   under the root, refusing traversal and symlink escapes.
-//! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges; `mime`:
-//!   content types.
+//! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges, from a
+//!   root directory or from [`EmbeddedFiles`] held in memory; `mime`: content types.
 //! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
 //!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
 //! - [`access_log`]: one entry per response, escaped, written when the response body
@@ -50,6 +51,7 @@
 pub mod access_log;
 pub mod body;
 pub mod config;
+mod embedded;
 mod files;
 pub mod headers;
 pub mod metrics;
@@ -62,6 +64,7 @@ pub mod server;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{ConfigError, Limits, Route, Upstream, WebConfig};
+pub use embedded::EmbeddedFiles;
 pub use metrics::{MethodLabel, NoRecorder, Recorder, Refusal, StatusClass};
 pub use mime::content_type;
 pub use server::HttpService;

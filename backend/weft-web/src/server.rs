@@ -14,7 +14,6 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -61,37 +60,40 @@ impl std::fmt::Debug for HttpService {
 struct State {
     name: Arc<str>,
     config: WebConfig,
-    /// The root, canonicalized once, so per-request checks compare canonical paths.
-    root: Option<PathBuf>,
+    /// Where static files come from, if anywhere.
+    files: Option<files::Source>,
     recorder: Rc<dyn Recorder>,
     access_log: AccessLog,
 }
 
 impl HttpService {
     /// A service named `name` (its connections, metrics and log lines carry it). Checks
-    /// that the root is a readable directory.
+    /// that the root is a readable directory, and that there are not both a root and
+    /// embedded files.
     pub fn new(
         name: &str,
         config: WebConfig,
         recorder: Rc<dyn Recorder>,
     ) -> Result<Self, ConfigError> {
-        let root = match &config.root {
-            Some(path) => {
+        let files = match (&config.root, &config.embedded) {
+            (Some(_), Some(_)) => return Err(ConfigError::RootAndEmbedded),
+            (Some(path), None) => {
                 let err = |reason: String| ConfigError::Root {
                     path: path.clone(),
                     reason,
                 };
                 let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
                 std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
-                Some(canonical)
+                Some(files::Source::Dir(canonical))
             }
-            None => None,
+            (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
+            (None, None) => None,
         };
         Ok(Self {
             state: Rc::new(State {
                 name: name.into(),
                 config,
-                root,
+                files,
                 recorder,
                 access_log: AccessLog::default(),
             }),
@@ -107,7 +109,7 @@ impl HttpService {
             state: Rc::new(State {
                 name: state.name.clone(),
                 config: state.config.clone(),
-                root: state.root.clone(),
+                files: state.files.clone(),
                 recorder: state.recorder.clone(),
                 access_log: to,
             }),
@@ -362,11 +364,11 @@ async fn dispatch(
             }
         };
     }
-    match &state.root {
-        Some(root) => {
+    match &state.files {
+        Some(source) => {
             let (parts, _body) = request.into_parts();
             files::serve(
-                root,
+                source,
                 &config.index,
                 &parts.method,
                 &parts.uri,

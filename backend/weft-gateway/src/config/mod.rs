@@ -6,6 +6,9 @@
 //! ([`ConfigError`]). Durations are written like `"5s"`, `"100ms"`, `"24h"` or `"1h 30m"`,
 //! at most [`MAX_DURATION`].
 //!
+//! `[demo] traffic = true` also claims the demo upstreams' ports, so a file whose services
+//! take them is refused here rather than at start.
+//!
 //! Layout: `raw` (the file as written, with spans), `validate` (meaning and defaults),
 //! `preflight` (what binding or connecting would refuse), `keypath` (the key at a span,
 //! for TOML's own errors), `error` ([`ConfigError`] and locating spans).
@@ -28,9 +31,11 @@ use crate::services::{ServiceKind, ServiceLimits};
 /// down); ten years is far inside every platform's clock and tokio's own "far future".
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
-/// The configuration used when `weft run` gets no file: echo on TCP and UDP port 8000,
-/// discard on 8009, the dashboard on 9180, all on loopback, history in `weft.db`.
-pub const DEMO: &str = r#"# The built-in demo configuration of `weft run`.
+/// The configuration `weft` runs without a file (`weft`, or `weft run` alone): a service
+/// of every kind on loopback, and the demo's own traffic. Two things a file cannot say
+/// are added by [`Config::demo`]: the site `web` serves and the zone `weft.test` that
+/// `dns` answers for, both built into the binary.
+pub const DEMO: &str = r#"# The built-in demo of `weft` (`weft run` without --config).
 [dashboard]
 listen = "tcp:9180:interface=127.0.0.1"
 
@@ -44,6 +49,11 @@ connections_per_second = 1000
 stall_after = "5s"
 slow_callback = "100ms"
 
+[demo]
+# The demo's HTTP upstream (127.0.0.1:8081) and DNS upstream (127.0.0.1:5354), and a
+# little traffic to every service below.
+traffic = true
+
 [[service]]
 name = "echo"
 kind = "echo"
@@ -53,6 +63,29 @@ listen = ["tcp:8000:interface=127.0.0.1", "udp:8000:interface=127.0.0.1"]
 name = "discard"
 kind = "discard"
 listen = "tcp:8009:interface=127.0.0.1"
+
+[[service]]
+name = "proxy"
+kind = "tcp-proxy"
+listen = "tcp:8001:interface=127.0.0.1"
+upstream = "tcp:127.0.0.1:8000"
+
+# Serves the built-in site, and /api/ from the demo's HTTP upstream.
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:8080:interface=127.0.0.1"
+[[service.route]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:8081"
+
+# Answers for the built-in zone weft.test; other names go to the demo's DNS upstream.
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:5353:interface=127.0.0.1", "tcp:5353:interface=127.0.0.1"]
+forward = ["127.0.0.1:5354"]
+timeout = "2s"
 "#;
 
 /// A validated configuration.
@@ -66,8 +99,18 @@ pub struct Config {
     pub inspect: InspectConfig,
     /// How the process logs.
     pub log: LogConfig,
+    /// The demo's parts (`[demo]`).
+    pub demo: DemoConfig,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[demo]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemoConfig {
+    /// Run the demo's upstreams and its traffic generator beside the services (see
+    /// [`crate::demo`]); off unless a file (or the built-in demo) says so.
+    pub traffic: bool,
 }
 
 /// `[dashboard]`.
@@ -82,6 +125,10 @@ pub struct DashboardConfig {
     pub allowed_hosts: Vec<weft_dashboard::AllowedHost>,
     /// `/ws` clients served at once at most.
     pub max_live_clients: usize,
+    /// Connections the dashboard holds at once at most.
+    pub max_connections: usize,
+    /// Connections one peer holds on the dashboard at once at most (0: no cap).
+    pub max_connections_per_peer: usize,
 }
 
 /// `[store]`.
@@ -175,10 +222,12 @@ impl Config {
         validate::parse(file, text)
     }
 
-    /// The built-in demo configuration.
+    /// The built-in demo configuration: [`DEMO`], with the demo's built-in site and zone.
     pub fn demo() -> Self {
-        Self::parse("built-in demo configuration", DEMO)
-            .expect("the built-in demo configuration is valid")
+        let mut config = Self::parse("built-in demo configuration", DEMO)
+            .expect("the built-in demo configuration is valid");
+        crate::demo::content::add_to(&mut config);
+        config
     }
 }
 

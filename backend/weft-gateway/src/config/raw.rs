@@ -17,8 +17,15 @@ pub(crate) struct RawConfig {
     pub(crate) inspect: RawInspect,
     #[serde(default)]
     pub(crate) log: RawLog,
+    pub(crate) demo: RawDemo,
     #[serde(default)]
     pub(crate) service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDemo {
+    pub(crate) traffic: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +36,8 @@ pub(crate) struct RawDashboard {
     pub(crate) token_env: Option<Spanned<String>>,
     pub(crate) allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub(crate) max_live_clients: Option<Spanned<i64>>,
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    pub(crate) max_connections_per_peer: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

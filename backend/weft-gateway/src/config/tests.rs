@@ -27,6 +27,67 @@ fn the_demo_configuration_is_valid_and_on_loopback() {
         ]
     );
     assert_eq!(demo.services[1].kind, ServiceKind::Discard);
+    assert!(demo.demo.traffic, "the built-in demo makes its own traffic");
+    let kinds: Vec<&str> = demo.services.iter().map(|s| s.kind.as_str()).collect();
+    assert_eq!(kinds, ["echo", "discard", "tcp-proxy", "http", "dns"]);
+    for service in &demo.services {
+        for endpoint in &service.listen {
+            assert!(endpoint.ends_with(":interface=127.0.0.1"), "{endpoint}");
+        }
+    }
+    let ServiceKind::Http(http) = &demo.services[3].kind else {
+        unreachable!()
+    };
+    let web = &http.web;
+    let site = web.embedded.as_ref().expect("the site is built in");
+    assert!(site.names().any(|n| n == "index.html"), "{site:?}");
+    assert_eq!(web.routes[0].upstream.authority(), "127.0.0.1:8081");
+    let ServiceKind::Dns(dns) = &demo.services[4].kind else {
+        unreachable!()
+    };
+    let origins: Vec<String> = dns
+        .config
+        .zones
+        .zones()
+        .iter()
+        .map(|z| z.origin().to_string())
+        .collect();
+    assert_eq!(origins, ["weft.test."]);
+    assert_eq!(dns.config.forward, ["127.0.0.1:5354".parse().unwrap()]);
+}
+
+#[test]
+fn demo_traffic_is_off_unless_asked_for_and_its_ports_are_claimed() {
+    assert!(!Config::parse("weft.toml", "").unwrap().demo.traffic);
+    assert!(
+        !Config::parse("weft.toml", "[demo]\ntraffic = false\n")
+            .unwrap()
+            .demo
+            .traffic
+    );
+    assert!(
+        Config::parse("weft.toml", "[demo]\ntraffic = true\n")
+            .unwrap()
+            .demo
+            .traffic
+    );
+    let e = err("[demo]\ntrafic = true\n");
+    assert_eq!(at(&e), (Some(2), Some("demo.trafic")), "{e}");
+    let e = err("[demo]\ntraffic = \"yes\"\n");
+    assert_eq!(at(&e), (Some(2), Some("demo.traffic")), "{e}");
+    let e = err(
+        "[demo]\ntraffic = true\n[[service]]\nname = \"api\"\nkind = \"echo\"\n\
+         listen = \"tcp:8081\"\n",
+    );
+    assert_eq!(at(&e), (Some(2), Some("demo.traffic")), "{e}");
+    assert!(e.message.contains("TCP port 8081"), "{e}");
+    assert!(e.message.contains("service[0] (api)"), "{e}");
+    // Without the demo's parts, the port is free for a service.
+    Config::parse(
+        "weft.toml",
+        "[[service]]\nname = \"api\"\nkind = \"echo\"\nlisten = \"tcp:8081\"\n",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -158,6 +219,40 @@ fn the_dashboard_names_it_answers_to_and_its_live_clients_are_checked() {
         let e = err(&format!("[dashboard]\nmax_live_clients = {n}\n"));
         assert_eq!(at(&e), (Some(2), Some("dashboard.max_live_clients")), "{n}");
         assert!(e.message.contains("between 1 and 100000"), "{e}");
+    }
+}
+
+#[test]
+fn the_dashboards_connection_caps_default_safe_and_are_checked() {
+    let demo = Config::demo();
+    assert_eq!(
+        (
+            demo.dashboard.max_connections,
+            demo.dashboard.max_connections_per_peer
+        ),
+        (1024, 64)
+    );
+    let c = Config::parse(
+        "weft.toml",
+        "[dashboard]\nmax_connections = 100\nmax_connections_per_peer = 0\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.dashboard.max_connections,
+            c.dashboard.max_connections_per_peer
+        ),
+        (100, 0)
+    );
+    for (key, n, range) in [
+        ("max_connections", "0", "between 1 and 100000"),
+        ("max_connections", "100001", "between 1 and 100000"),
+        ("max_connections_per_peer", "-1", "between 0 and 100000"),
+    ] {
+        let e = err(&format!("[dashboard]\n{key} = {n}\n"));
+        let path = format!("dashboard.{key}");
+        assert_eq!(at(&e), (Some(2), Some(path.as_str())), "{key} = {n}");
+        assert!(e.message.contains(range), "{e}");
     }
 }
 

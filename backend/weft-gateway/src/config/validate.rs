@@ -15,8 +15,8 @@ use super::error::Locator;
 use super::preflight::{self, Listeners};
 use super::raw::{RawConfig, RawService};
 use super::{
-    Config, ConfigError, DashboardConfig, InspectConfig, LogConfig, LogFormat, MAX_DURATION,
-    ServiceConfig, StoreConfig, keypath,
+    Config, ConfigError, DashboardConfig, DemoConfig, InspectConfig, LogConfig, LogFormat,
+    MAX_DURATION, ServiceConfig, StoreConfig, keypath,
 };
 use crate::services;
 
@@ -130,11 +130,30 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             limits,
         });
     }
+    let demo = DemoConfig {
+        traffic: raw.demo.traffic.as_ref().is_some_and(|t| *t.get_ref()),
+    };
+    if demo.traffic {
+        let span = raw.demo.traffic.as_ref().map(Spanned::span);
+        for (endpoint, what) in crate::demo::LISTENERS {
+            let parsed: ServerEndpoint = endpoint.parse().expect("the demo's endpoints parse");
+            bound
+                .claim(endpoint, &parsed, format!("the demo's {what}"))
+                .map_err(|message| {
+                    at.error(
+                        span.clone(),
+                        key("demo.traffic"),
+                        format!("the demo's {what} cannot listen: {message}"),
+                    )
+                })?;
+        }
+    }
     Ok(Config {
         dashboard,
         store,
         inspect,
         log,
+        demo,
         services,
     })
 }
@@ -341,30 +360,46 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
             })?;
         allowed_hosts.push(parsed);
     }
-    let max_live_clients = match &raw.dashboard.max_live_clients {
-        Some(n) if !(1..=MAX_LIVE_CLIENTS).contains(n.get_ref()) => {
-            return Err(at.error(
-                Some(n.span()),
-                key("dashboard.max_live_clients"),
-                format!(
-                    "must be between 1 and {MAX_LIVE_CLIENTS}, got {}",
-                    n.get_ref()
-                ),
-            ));
-        }
-        Some(n) => usize::try_from(*n.get_ref()).expect("checked to be positive"),
-        None => weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
+    let count = |name: &str, value: &Option<Spanned<i64>>, least: i64, default: usize| match value {
+        Some(n) if !(least..=MAX_DASHBOARD_CONNECTIONS).contains(n.get_ref()) => Err(at.error(
+            Some(n.span()),
+            key(&format!("dashboard.{name}")),
+            format!(
+                "must be between {least} and {MAX_DASHBOARD_CONNECTIONS}, got {}",
+                n.get_ref()
+            ),
+        )),
+        Some(n) => Ok(usize::try_from(*n.get_ref()).expect("checked to be in range")),
+        None => Ok(default),
     };
+    let dashboard = &raw.dashboard;
     Ok(DashboardConfig {
         listen,
         token,
         allowed_hosts,
-        max_live_clients,
+        max_live_clients: count(
+            "max_live_clients",
+            &dashboard.max_live_clients,
+            1,
+            weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
+        )?,
+        max_connections: count(
+            "max_connections",
+            &dashboard.max_connections,
+            1,
+            weft_dashboard::server::DEFAULT_MAX_CONNECTIONS,
+        )?,
+        max_connections_per_peer: count(
+            "max_connections_per_peer",
+            &dashboard.max_connections_per_peer,
+            0,
+            weft_dashboard::server::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+        )?,
     })
 }
 
-/// The most `/ws` clients `max_live_clients` may allow.
-const MAX_LIVE_CLIENTS: i64 = 100_000;
+/// The most `/ws` clients or connections the dashboard's caps may allow.
+const MAX_DASHBOARD_CONNECTIONS: i64 = 100_000;
 
 /// Every duration key: `default` when absent; otherwise longer than zero and at most
 /// [`MAX_DURATION`], so that adding it to the clock cannot overflow.

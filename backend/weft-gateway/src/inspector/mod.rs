@@ -52,6 +52,10 @@ pub struct InspectorConfig {
     pub allowed_hosts: Vec<weft_dashboard::AllowedHost>,
     /// `/ws` clients the dashboard serves at once at most.
     pub max_live_clients: usize,
+    /// Connections the dashboard holds at once at most.
+    pub max_connections: usize,
+    /// Connections one peer holds on the dashboard at once at most (0: no cap).
+    pub max_connections_per_peer: usize,
     /// How often open connections are written to the store.
     pub snapshot_interval: Duration,
     /// Short-lived connections that closed cleanly are kept in history up to this many a
@@ -70,6 +74,8 @@ impl Default for InspectorConfig {
             token: None,
             allowed_hosts: Vec::new(),
             max_live_clients: weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
+            max_connections: weft_dashboard::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_peer: weft_dashboard::server::DEFAULT_MAX_CONNECTIONS_PER_PEER,
             snapshot_interval: Duration::from_secs(1),
             history_connections_per_s: DEFAULT_HISTORY_CONNECTIONS_PER_S,
         }
@@ -317,7 +323,11 @@ impl Background {
             let mut state = DashboardState::new(self.hub.clone())
                 .with_reactor(self.reactor.clone())
                 .with_allowed_hosts(self.config.allowed_hosts.iter().cloned())
-                .with_max_live_clients(self.config.max_live_clients);
+                .with_max_live_clients(self.config.max_live_clients)
+                .with_max_connections(
+                    self.config.max_connections,
+                    self.config.max_connections_per_peer,
+                );
             if let Some(addr) = dashboard {
                 state = state.with_listen_addr(addr);
             }
@@ -331,17 +341,12 @@ impl Background {
                 state.clone(),
                 work.clone().cancelled_owned(),
             ));
-            let app = weft_dashboard::router(state);
-            let stop = work.clone();
             tracing::info!(address = %dashboard.map(|a| a.to_string()).unwrap_or_default(), "dashboard serving");
-            tasks.spawn(async move {
-                let served = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "dashboard stopped");
-                }
-            });
+            tasks.spawn(weft_dashboard::serve(
+                listener,
+                state,
+                work.clone().cancelled_owned(),
+            ));
         }
         let (last_id, last_seq) = match &store {
             Some(store) => store.last_ids().await.unwrap_or_else(|e| {

@@ -166,6 +166,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
     };
     let config = WebConfig {
         root,
+        embedded: None,
         index,
         routes,
         limits,
@@ -233,6 +234,7 @@ pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "root": web.root.as_ref().map(|r| r.display().to_string()),
+        "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
         "index": web.index,
         "routes": routes,
         "access_log": access_log.as_ref().map(|p| p.display().to_string()),

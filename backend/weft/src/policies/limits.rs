@@ -16,20 +16,26 @@ use crate::protocol::{Factory, HalfClose, Protocol};
 use crate::transport::Transport;
 
 /// Who counts as one peer: an IPv4 address, or an IPv6 /64 (one host's usual share, so
-/// a peer cannot dodge the cap by walking its own subnet).
+/// a peer cannot dodge the cap by walking its own subnet). Every per-peer cap counts by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct PeerKey(u128);
+pub struct PeerKey(u128);
 
 impl PeerKey {
-    fn of(peer: &Address) -> Option<Self> {
+    /// The peer `peer` belongs to; `None` for a unix-socket peer, which has no name to
+    /// tell it apart.
+    pub fn of(peer: &Address) -> Option<Self> {
         let Address::Ip(addr) = peer else {
-            // Unix peers have no name to tell them apart.
             return None;
         };
-        Some(match addr.ip().to_canonical() {
+        Some(Self::of_ip(addr.ip()))
+    }
+
+    /// The peer the address `ip` belongs to (an IPv4-mapped IPv6 address is its IPv4 one).
+    pub fn of_ip(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
             IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
             IpAddr::V6(v6) => Self((u128::from(v6) & !((1u128 << 64) - 1)) | 1),
-        })
+        }
     }
 }
 

@@ -1,0 +1,126 @@
+//! One writer per history file: an exclusive advisory lock on `PATH.lock`, held for as
+//! long as the writer runs.
+//!
+//! SQLite serializes transactions, not writers: a second process on the same file would
+//! take the first one's open connections and pending chains for what a killed process
+//! left (`interrupted`), close them, and the first one's real closes would then
+//! lose to those rows. So a store takes this lock before it reads or writes a row, and a
+//! second store is refused.
+//!
+//! Why not SQLite's `locking_mode=EXCLUSIVE` on the writer's connection: it keeps out
+//! readers as well (the store's own read pool, `sqlite3` on the file, a backup), and it
+//! can only be had while no other connection has the file open. A lock on a file beside
+//! the database leaves the database to SQLite: readers never look at it.
+//!
+//! `flock(2)` locks belong to the open file, so a second store in the same process is
+//! refused too, and the kernel lets go when the process ends, however it ends: a
+//! `kill -9` leaves no stale lock. The holder writes its process id into the lock file,
+//! so a refusal can say who holds it, and clears it when it lets go cleanly.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+use rustix::io::Errno;
+
+use crate::StoreError;
+
+/// The lock file of the database at `db`: its path with `.lock` added.
+pub(crate) fn lock_path(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".lock");
+    PathBuf::from(path)
+}
+
+/// The lock, held until dropped.
+#[derive(Debug)]
+pub(crate) struct WriterLock {
+    file: File,
+}
+
+impl WriterLock {
+    /// Takes the lock of the database at `db` without waiting, or says who holds it.
+    pub(crate) fn acquire(db: &Path) -> Result<WriterLock, StoreError> {
+        let path = lock_path(db);
+        let failed = |source: std::io::Error| StoreError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(failed)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => {
+                return Err(StoreError::InUse {
+                    path: db.to_owned(),
+                    lock: path.clone(),
+                    holder: read_pid(&mut file),
+                });
+            }
+            Err(errno) => return Err(failed(errno.into())),
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(failed)?;
+        Ok(WriterLock { file })
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        // Still held here: nobody else can have written their id yet. Closing the file
+        // then releases the lock.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// The process id a holder wrote, if the file holds one.
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+/// The process that seems to write the database at `db`, read without taking the lock:
+/// the id its holder wrote, if a process with that id runs. A hint for tools that must
+/// not take the lock (`weft check`); only [`WriterLock::acquire`] decides.
+pub(crate) fn writer_pid(db: &Path) -> Option<u32> {
+    let mut file = File::open(lock_path(db)).ok()?;
+    let pid = read_pid(&mut file)?;
+    Path::new("/proc")
+        .join(pid.to_string())
+        .exists()
+        .then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_file_is_refused_naming_the_holder_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weft.db");
+        let first = WriterLock::acquire(&db).unwrap();
+        let me = std::process::id();
+        assert_eq!(writer_pid(&db), Some(me));
+        match WriterLock::acquire(&db) {
+            Err(StoreError::InUse { holder, lock, .. }) => {
+                assert_eq!((holder, lock), (Some(me), lock_path(&db)));
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(first);
+        assert_eq!(writer_pid(&db), None, "a clean release clears the id");
+        let again = WriterLock::acquire(&db).expect("free again");
+        drop(again);
+    }
+}

@@ -17,6 +17,7 @@ pub(crate) struct RawConfig {
     pub(crate) inspect: RawInspect,
     #[serde(default)]
     pub(crate) log: RawLog,
+    #[serde(default)]
     pub(crate) demo: RawDemo,
     #[serde(default)]
     pub(crate) service: Vec<Spanned<RawService>>,

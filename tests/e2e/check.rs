@@ -517,3 +517,59 @@ timeout = "10years"
     assert!(app.curl("/healthz").is_some());
     assert!(!app.log().contains("panicked"), "{}", app.log());
 }
+
+#[test]
+fn a_bad_log_format_or_access_log_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{}[log]\nformat = \"xml\"\n", preamble(dir.path()));
+    let line = line_of(&config, "format = ");
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("weft.toml:{line}:"),
+            "log.format: ",
+            r#"expected "text" or "json""#,
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir(&root).unwrap();
+    let config = format!(
+        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+         root = \"{}\"\naccess_log = \"{}\"\n",
+        preamble(dir.path()),
+        free_port(),
+        root.display(),
+        dir.path().join("missing/access.log").display()
+    );
+    let line = line_of(&config, "access_log");
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("weft.toml:{line}:"),
+            "service[0].access_log: ",
+            "does not exist",
+        ],
+    );
+    assert!(!dir.path().join("missing").exists(), "nothing was created");
+
+    // The flag takes the same two names, for check as for run.
+    let path = dir.path().join("weft.toml");
+    for command in ["check", "run"] {
+        let out = Command::new(weft_bin())
+            .args([command, "--log-format", "xml"])
+            .arg(if command == "run" { "--config" } else { "--" })
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains("invalid value 'xml' for '--log-format"),
+            "{err}"
+        );
+    }
+}

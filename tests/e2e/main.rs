@@ -23,6 +23,8 @@ mod http_shutdown;
 mod limits;
 mod live;
 mod load;
+mod logs;
+mod metrics;
 mod proxy;
 mod ready;
 mod reload;

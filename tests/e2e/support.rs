@@ -163,9 +163,21 @@ pub fn spawn_app_uncapped() -> App {
     spawn(&setup, |_, _| String::new())
 }
 
+/// Like [`spawn_app_with`], with `args` after `weft run --config FILE` (such as
+/// `--log-format json`).
+pub fn spawn_app_args(args: &[&str], extra: impl FnOnce(&Path) -> String) -> App {
+    let setup = Setup {
+        args,
+        ..Setup::default()
+    };
+    spawn(&setup, |dir, _| extra(dir))
+}
+
 /// How a test's gateway differs from the plain one.
 #[derive(Clone, Copy, Default)]
 struct Setup<'a> {
+    /// Arguments after `weft run --config FILE`.
+    args: &'a [&'a str],
     /// TOML keys added to the `[dashboard]` table.
     dashboard_keys: &'a str,
     /// The open-files limit of the process: soft, hard.
@@ -179,6 +191,7 @@ fn spawn(setup: &Setup<'_>, extra: impl FnOnce(&Path, SocketAddr) -> String) -> 
         dashboard_keys,
         nofile,
         echo_keys,
+        args,
     } = *setup;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
@@ -200,7 +213,7 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
         db = db.display()
     ) + &extra(dir.path(), ([127, 0, 0, 1], echo).into());
     std::fs::write(dir.path().join("weft.toml"), config).unwrap();
-    let child = run_in(dir.path(), nofile);
+    let child = run_in(dir.path(), nofile, args);
     let app = App {
         child,
         dir,
@@ -212,9 +225,9 @@ listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
     app
 }
 
-/// `weft run` with `dir`'s `weft.toml`, logging to `dir/weft.log`; under `prlimit` when
-/// the open-files limit is to be set.
-fn run_in(dir: &Path, nofile: Option<(u64, u64)>) -> Child {
+/// `weft run` with `dir`'s `weft.toml` and `args`, logging to `dir/weft.log`; under
+/// `prlimit` when the open-files limit is to be set.
+fn run_in(dir: &Path, nofile: Option<(u64, u64)>, args: &[&str]) -> Child {
     let mut command = match nofile {
         Some((soft, hard)) => {
             let mut c = Command::new("prlimit");
@@ -228,6 +241,7 @@ fn run_in(dir: &Path, nofile: Option<(u64, u64)>) -> Child {
     command
         .args(["run", "--config"])
         .arg(dir.join("weft.toml"))
+        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -263,7 +277,7 @@ impl App {
         std::fs::write(&path, config).unwrap();
         self.echo.set_port(echo);
         self.dashboard.set_port(dashboard);
-        self.child = run_in(self.dir.path(), None);
+        self.child = run_in(self.dir.path(), None, &[]);
         self.wait_ready();
     }
 
@@ -291,8 +305,8 @@ impl App {
         std::fs::read_to_string(self.dir.path().join("weft.log")).unwrap_or_default()
     }
 
-    /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit, up to 20 s.
-    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+    /// Sends `signal` (e.g. `USR1`).
+    pub fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -300,6 +314,11 @@ impl App {
             .unwrap()
             .success();
         assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit, up to 20 s.
+    pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        self.signal(signal);
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

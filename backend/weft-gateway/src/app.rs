@@ -87,6 +87,7 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         service: e.service,
         source: e.source,
     })?;
+    let access_logs = running.access_logs().clone();
     let notifier = notify::install(&reactor, inspector.hub());
     reload::serve(&reactor, running, source, hangups, Some(requests), notifier);
     // `[demo] traffic`: the demo's upstreams and traffic, once the services listen.
@@ -99,6 +100,9 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         println!("{}", demo.banner());
     }
     reactor.run()?;
+    if !access_logs.close(reactor.config().shutdown_deadline) {
+        tracing::warn!("an access log file was still being written at exit");
+    }
     inspector.join();
     tracing::info!("stopped");
     Ok(())

@@ -19,6 +19,7 @@
 //!   site and zones.
 //! - [`app`]: [`app::run`], what `weft run` does: reactor, inspector, services, reloads,
 //!   run, drain, flush.
+//! - [`logging`]: the process log on stderr, as text or JSON lines.
 //! - [`notify`]: tells systemd (`Type=notify`) when every service listens and when
 //!   shutdown begins.
 //!
@@ -30,10 +31,11 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod inspector;
+pub mod logging;
 pub mod notify;
 pub mod reload;
 pub mod running;
 pub mod services;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, LogFormat};
 pub use inspector::{Inspector, InspectorConfig, InspectorError};

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use weft_gateway::reload::Source;
-use weft_gateway::{Config, app};
+use weft_gateway::{Config, LogFormat, app, logging};
 
 /// Twisted's event-driven networking on tokio, with an inspector built in.
 ///
@@ -16,6 +17,12 @@ use weft_gateway::{Config, app};
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about, long_about)]
 struct Cli {
+    /// How the log on stderr is written: `text`, or `json` (one object per line);
+    /// overrides `[log] format`. `RUST_LOG` sets what is logged.
+    #[arg(long, global = true, value_name = "FORMAT",
+          value_parser = PossibleValuesParser::new(LogFormat::NAMES)
+              .map(|name| name.parse::<LogFormat>().expect("a listed name")))]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -39,10 +46,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     let result = match cli.command.unwrap_or(Command::Run { config: None }) {
-        Command::Run { config } => run(config),
-        Command::Check { file } => check(&file),
+        Command::Run { config } => run(config, cli.log_format),
+        Command::Check { file } => {
+            logging::init(cli.log_format.unwrap_or_default());
+            check(&file)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,31 +62,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-fn load(file: Option<PathBuf>) -> anyhow::Result<Config> {
-    match file {
-        Some(path) => Ok(Config::load(&path)?),
-        None => {
-            tracing::info!("no --config given: running the built-in demo configuration");
-            Ok(Config::demo())
-        }
+fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    // The file is read before anything is logged: it says how to log.
+    let mut config = match &file {
+        Some(path) => Config::load(path)?,
+        None => Config::demo(),
+    };
+    if let Some(format) = log_format {
+        config.log.format = format;
     }
-}
-
-fn run(file: Option<PathBuf>) -> anyhow::Result<()> {
-    let source = match &file {
-        Some(path) => Source::File(path.clone()),
+    logging::init(config.log.format);
+    if file.is_none() {
+        tracing::info!("no --config given: running the built-in demo configuration");
+    }
+    let source = match file {
+        Some(path) => Source::File(path),
         None => Source::Demo,
     };
-    let config = load(file)?;
     app::run(&config, source).context("cannot run the gateway")
 }
 

@@ -33,7 +33,7 @@ use weft::{CloseReason, ListenError, ListenOptions, Reactor};
 use weft_store::{ServiceRecord, Store};
 use weft_telemetry::Hub;
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, LogFormat, ServiceConfig};
 use crate::services::{self, ServiceEnv};
 
 /// The services running now.
@@ -94,7 +94,10 @@ impl Running {
         config: &Config,
     ) -> Result<Self, StartError> {
         hub.track_reloads();
-        let env = ServiceEnv::register(hub.registry(), &config.services);
+        let mut env = ServiceEnv::register(hub.registry(), &config.services);
+        // How the process logs is read at start; a reload that changes it says restart.
+        env.access_log_fields = config.log.format == LogFormat::Json;
+        services::access_log::reopen_on_sigusr1(reactor, env.access_logs.clone());
         // `/readyz` stays 503 until each of these is up and the reactor runs.
         for service in &config.services {
             for endpoint in &service.listen {
@@ -121,6 +124,11 @@ impl Running {
     /// The configuration running now.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The access log files the HTTP services write, for closing at exit.
+    pub fn access_logs(&self) -> &weft_web::AccessLogFiles {
+        &self.env.access_logs
     }
 
     /// The hub the services report to.

@@ -54,6 +54,7 @@ impl Hub {
     pub fn new(config: HubConfig) -> Result<Arc<Self>, TelemetryError> {
         config.validate()?;
         let metrics = Metrics::new()?;
+        crate::process::register(metrics.registry())?;
         let live = Arc::new(LiveRegistry::default());
         metrics
             .registry()
@@ -320,6 +321,8 @@ impl Observer for Hub {
             }
             Event::ReactorLag(lag) => self.metrics.observe_lag(lag.lag),
             Event::ListenerStarted(info) => {
+                self.metrics.declare(&info.service, info.transport);
+                self.live.declare(&info.service, info.transport);
                 self.ready.listener(&info.service, &info.endpoint, true);
                 self.publish(|| Self::listener(info, true));
             }

@@ -37,6 +37,12 @@
 //!   services retired.
 //! - [`reload`]: configuration reloads counted by result, and the last [`ReloadOutcome`]
 //!   for the dashboard's banner.
+//! - `process`: the `process_*` series (CPU, memory, descriptors, start time) read from
+//!   `/proc/self` at scrape time, and `weft_build_info`.
+//!
+//! A service's connection series (opened, active, closed by reason, bytes) exist at zero
+//! from the moment one of its listeners starts, so `rate()` sees its first connection and
+//! an alert on their absence means the service is not there.
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
 //!   (each carrying how many were left out); the metric counts every one.
 //!
@@ -50,6 +56,7 @@ pub mod deferred;
 pub mod hub;
 pub mod live;
 pub mod metrics;
+mod process;
 pub mod ready;
 pub mod refusals;
 pub mod reload;
@@ -59,5 +66,6 @@ pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
+pub use process::VERSION;
 pub use ready::ReadinessReport;
 pub use reload::{ReloadOutcome, ReloadResult};

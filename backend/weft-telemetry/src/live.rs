@@ -146,6 +146,15 @@ impl LiveRegistry {
         totals.bytes_out += info.stats.bytes_out();
     }
 
+    /// Reports `service`'s bytes over `transport` from now on, zero until a connection
+    /// moves them.
+    pub fn declare(&self, service: &Arc<str>, transport: TransportKind) {
+        self.lock()
+            .closed
+            .entry((service.clone(), transport))
+            .or_default();
+    }
+
     /// How many connections are open.
     pub fn len(&self) -> usize {
         self.lock().open.len()

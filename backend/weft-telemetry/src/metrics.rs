@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use weft::observe::TransportKind;
+use weft::observe::{CloseReason, TransportKind};
 
 /// Buckets for reactor lag, in seconds: half a millisecond to a few seconds.
 const LAG_BUCKETS: [f64; 12] = [
@@ -190,6 +190,19 @@ impl Metrics {
         });
         conns.insert((service.clone(), transport), m.clone());
         m
+    }
+
+    /// Creates `service`'s series over `transport` at zero (a listener of it started):
+    /// opened, active, closed by every reason (stream transports; a UDP endpoint closes
+    /// only with the reactor) and the service's slow callbacks.
+    pub(crate) fn declare(&self, service: &Arc<str>, transport: TransportKind) {
+        let conn = self.conn(service, transport);
+        if transport != TransportKind::Udp {
+            for reason in CloseReason::LABELS {
+                conn.closed.get(reason);
+            }
+        }
+        self.service(service);
     }
 
     /// The handles of `service`.

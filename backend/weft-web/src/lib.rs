@@ -37,8 +37,10 @@
 //!   root directory or from [`EmbeddedFiles`] held in memory; `mime`: content types.
 //! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
 //!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
-//! - `access_log`: Combined Log Format lines through `tracing`, escaped, written when
-//!   the response body ends, with the bytes actually sent.
+//! - [`access_log`]: one entry per response, escaped, written when the response body
+//!   ends, with the bytes actually sent: a Combined Log Format line or fields through
+//!   `tracing`, or lines appended to an [`AccessLogFile`] by a writer thread (buffered,
+//!   reopened for logrotate, losses counted).
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, and its bounded labels.
 //! - [`body`]: the response body type.
 //!
@@ -46,7 +48,7 @@
 //! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
 //! → socket, and the access log when the body has gone.
 
-mod access_log;
+pub mod access_log;
 pub mod body;
 pub mod config;
 mod embedded;
@@ -60,6 +62,7 @@ mod response;
 mod rules;
 pub mod server;
 
+pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{ConfigError, Limits, Route, Upstream, WebConfig};
 pub use embedded::EmbeddedFiles;
 pub use metrics::{MethodLabel, NoRecorder, Recorder, Refusal, StatusClass};

@@ -30,7 +30,7 @@ use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
 };
 
-use crate::access_log::{Entry, Logged, Pending};
+use crate::access_log::{AccessLog, Entry, Logged, Pending};
 use crate::body::Body;
 use crate::config::{ConfigError, Route, WebConfig};
 use crate::metrics::{MethodLabel, Recorder, Refusal};
@@ -63,6 +63,7 @@ struct State {
     /// Where static files come from, if anywhere.
     files: Option<files::Source>,
     recorder: Rc<dyn Recorder>,
+    access_log: AccessLog,
 }
 
 impl HttpService {
@@ -94,8 +95,25 @@ impl HttpService {
                 config,
                 files,
                 recorder,
+                access_log: AccessLog::default(),
             }),
         })
+    }
+
+    /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before
+    /// listening: connections accepted earlier keep the log they started with.
+    #[must_use]
+    pub fn with_access_log(self, to: AccessLog) -> Self {
+        let state = &self.state;
+        Self {
+            state: Rc::new(State {
+                name: state.name.clone(),
+                config: state.config.clone(),
+                files: state.files.clone(),
+                recorder: state.recorder.clone(),
+                access_log: to,
+            }),
+        }
     }
 
     /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
@@ -200,7 +218,7 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
             elapsed: started.elapsed(),
             cut: None,
         }
-        .log();
+        .log(&state.access_log);
         let message = format!("malformed request: {err}");
         observe::report_error(&info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
@@ -287,6 +305,7 @@ async fn handle(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let pending = Pending {
+        to: state.access_log.clone(),
         service: state.name.clone(),
         client: conn.client_text.clone(),
         request: request_line,

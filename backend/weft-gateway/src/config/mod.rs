@@ -15,7 +15,7 @@
 
 mod error;
 mod keypath;
-mod preflight;
+pub(crate) mod preflight;
 mod raw;
 pub(crate) mod validate;
 
@@ -97,6 +97,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Detector thresholds and sampling.
     pub inspect: InspectConfig,
+    /// How the process logs.
+    pub log: LogConfig,
     /// The demo's parts (`[demo]`).
     pub demo: DemoConfig,
     /// The services, in file order.
@@ -149,6 +151,43 @@ pub struct InspectConfig {
     pub slow_callback: Duration,
     /// The fraction of successful Deferred chains kept in history.
     pub sample: f64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// How lines on stderr are written (`--log-format` overrides it).
+    pub format: LogFormat,
+}
+
+/// How the process log (stderr) is written; `RUST_LOG` chooses what is written either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, an event's fields as its keys, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The values `format` and `--log-format` take.
+    pub const NAMES: [&'static str; 2] = ["text", "json"];
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown log format {other:?}; expected \"text\" or \"json\""
+            )),
+        }
+    }
 }
 
 /// One `[[service]]`.

@@ -16,6 +16,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) inspect: RawInspect,
     #[serde(default)]
+    pub(crate) log: RawLog,
+    #[serde(default)]
     pub(crate) demo: RawDemo,
     #[serde(default)]
     pub(crate) service: Vec<Spanned<RawService>>,
@@ -55,6 +57,12 @@ pub(crate) struct RawInspect {
     pub(crate) sample: Option<Spanned<f64>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) format: Option<Spanned<String>>,
+}
+
 /// One `[[service]]`: the keys of every kind, so a key of the wrong kind gets a precise
 /// message rather than "unknown field".
 #[derive(Debug, Deserialize)]
@@ -77,6 +85,8 @@ pub(crate) struct RawService {
     pub(crate) index: Option<Spanned<String>>,
     /// http: request limits and timeouts.
     pub(crate) limits: Option<Spanned<crate::services::http::RawLimits>>,
+    /// http: a file for the access log.
+    pub(crate) access_log: Option<Spanned<String>>,
     /// dns: zone files.
     pub(crate) zones: Option<Spanned<toml::Value>>,
     /// dns: upstream resolvers.
@@ -102,6 +112,9 @@ impl RawService {
         }
         if let Some(v) = &self.limits {
             keys.push(("limits", v.span()));
+        }
+        if let Some(v) = &self.access_log {
+            keys.push(("access_log", v.span()));
         }
         for (name, value) in [
             ("root", &self.root),

@@ -35,9 +35,10 @@ fn the_demo_configuration_is_valid_and_on_loopback() {
             assert!(endpoint.ends_with(":interface=127.0.0.1"), "{endpoint}");
         }
     }
-    let ServiceKind::Http(web) = &demo.services[3].kind else {
+    let ServiceKind::Http(http) = &demo.services[3].kind else {
         unreachable!()
     };
+    let web = &http.web;
     let site = web.embedded.as_ref().expect("the site is built in");
     assert!(site.names().any(|n| n == "index.html"), "{site:?}");
     assert_eq!(web.routes[0].upstream.authority(), "127.0.0.1:8081");
@@ -513,4 +514,17 @@ fn tls_files_are_loaded_as_listening_and_connecting_load_them() {
         &proxy(&format!("ssl:localhost:443:caCerts={}", cert_pem.display())),
     )
     .unwrap();
+}
+
+#[test]
+fn the_log_format_is_text_or_json() {
+    let format = |text: &str| Config::parse("weft.toml", text).unwrap().log.format;
+    assert_eq!(format(""), LogFormat::Text);
+    assert_eq!(format("[log]\nformat = \"json\"\n"), LogFormat::Json);
+    assert_eq!(format("[log]\nformat = \"text\"\n"), LogFormat::Text);
+    let e = err("[store]\n\n[log]\nformat = \"xml\"\n");
+    assert_eq!(at(&e), (Some(4), Some("log.format")), "{e}");
+    assert!(e.message.contains(r#"expected "text" or "json""#), "{e}");
+    let e = err("[log]\nlevel = \"debug\"\n");
+    assert_eq!(at(&e), (Some(2), Some("log.level")), "{e}");
 }

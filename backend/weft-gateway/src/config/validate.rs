@@ -15,8 +15,8 @@ use super::error::Locator;
 use super::preflight::{self, Listeners};
 use super::raw::{RawConfig, RawService};
 use super::{
-    Config, ConfigError, DashboardConfig, DemoConfig, InspectConfig, MAX_DURATION, ServiceConfig,
-    StoreConfig, keypath,
+    Config, ConfigError, DashboardConfig, DemoConfig, InspectConfig, LogConfig, LogFormat,
+    MAX_DURATION, ServiceConfig, StoreConfig, keypath,
 };
 use crate::services;
 
@@ -64,6 +64,16 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             }
             Some(s) => *s.get_ref(),
             None => 0.1,
+        },
+    };
+
+    let log = LogConfig {
+        format: match &raw.log.format {
+            Some(f) => f
+                .get_ref()
+                .parse()
+                .map_err(|message: String| at.error(Some(f.span()), key("log.format"), message))?,
+            None => LogFormat::default(),
         },
     };
 
@@ -142,6 +152,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         dashboard,
         store,
         inspect,
+        log,
         demo,
         services,
     })

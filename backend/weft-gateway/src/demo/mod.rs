@@ -224,8 +224,9 @@ impl Targets {
                 }
                 ServiceKind::Discard => t.discard.extend(tcp),
                 ServiceKind::TcpProxy(_) => t.proxy.extend(tcp),
-                ServiceKind::Http(web) => {
+                ServiceKind::Http(http) => {
                     let Some(addr) = tcp else { continue };
+                    let web = &http.web;
                     let pages = match (&web.embedded, &web.root) {
                         (Some(files), _) => files
                             .names()

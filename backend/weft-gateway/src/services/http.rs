@@ -15,7 +15,8 @@
 //! ```
 //!
 //! Requests are counted in `weft_http_requests_total{service,method,code}` (method is one
-//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class),
+//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class;
+//! GET, HEAD and POST with 2xx to 5xx are there at zero from the start),
 //! timed in `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
 //! `weft_http_upstream_errors_total{service}`, and requests refused before they were
 //! served in `weft_http_requests_refused_total{service,reason}` (reason is one of
@@ -31,7 +32,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
 use weft_web::{
-    HttpService, Limits, MethodLabel, Recorder, Refusal, Route, StatusClass, WebConfig,
+    AccessLog, HttpService, Limits, MethodLabel, Recorder, Refusal, Route, StatusClass, WebConfig,
 };
 
 use crate::config::ConfigError;
@@ -42,8 +43,27 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The methods whose request series exist at zero from the start, by status class: what
+/// browsers and most API clients send. The others appear on first use.
+const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
+
+/// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
+const ZERO_CLASSES: [StatusClass; 4] = [
+    StatusClass::Success,
+    StatusClass::Redirection,
+    StatusClass::ClientError,
+    StatusClass::ServerError,
+];
+
 /// The settings of an http service.
-pub type HttpConfig = WebConfig;
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// What it serves: root, index, routes, limits.
+    pub web: WebConfig,
+    /// A file the access log is appended to; `None` logs requests through the process log.
+    pub access_log: Option<PathBuf>,
+}
 
 /// One `[[service.route]]` as written.
 #[derive(Debug, Deserialize)]
@@ -65,7 +85,7 @@ pub(crate) struct RawLimits {
 }
 
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
-    ctx.only_keys(&["root", "route", "index", "limits"])?;
+    ctx.only_keys(&["root", "route", "index", "limits", "access_log"])?;
     for (endpoint, span) in ctx.listen {
         if ServiceCtx::is_udp(endpoint) {
             return Err(ctx.error(
@@ -161,7 +181,10 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
         let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
         return Err(ctx.error(span, "root", e.to_string()));
     }
-    Ok(config)
+    Ok(HttpConfig {
+        web: config,
+        access_log: super::access_log::validate(ctx)?,
+    })
 }
 
 fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
@@ -203,16 +226,18 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
 
 /// The kind's settings as JSON, for the history store.
 pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
-    let routes: Vec<_> = config
+    let (web, access_log) = (&config.web, &config.access_log);
+    let routes: Vec<_> = web
         .routes
         .iter()
         .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
         .collect();
     serde_json::json!({
-        "root": config.root.as_ref().map(|r| r.display().to_string()),
-        "embedded": config.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
-        "index": config.index,
+        "root": web.root.as_ref().map(|r| r.display().to_string()),
+        "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
+        "index": web.index,
         "routes": routes,
+        "access_log": access_log.as_ref().map(|p| p.display().to_string()),
     })
 }
 
@@ -233,13 +258,28 @@ pub(crate) fn start(
     on: &super::Listeners<'_>,
     config: &HttpConfig,
     recorder: Rc<dyn Recorder>,
+    env: &super::ServiceEnv,
 ) -> Result<Vec<weft::Address>, ListenError> {
     let (name, endpoints) = (on.name, on.endpoints);
-    let service =
-        HttpService::new(name, config.clone(), recorder).map_err(|e| ListenError::Bind {
-            endpoint: endpoints.first().cloned().unwrap_or_default(),
+    let endpoint = || endpoints.first().cloned().unwrap_or_default();
+    let access_log = match &config.access_log {
+        Some(path) => AccessLog::File(
+            super::access_log::open(&env.access_logs, env.access_log_losses(name), path).map_err(
+                |source| ListenError::Bind {
+                    endpoint: endpoint(),
+                    source,
+                },
+            )?,
+        ),
+        None if env.access_log_fields => AccessLog::Fields,
+        None => AccessLog::Line,
+    };
+    let service = HttpService::new(name, config.web.clone(), recorder)
+        .map_err(|e| ListenError::Bind {
+            endpoint: endpoint(),
             source: std::io::Error::other(e.to_string()),
-        })?;
+        })?
+        .with_access_log(access_log);
     let mut bound = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let port = service.listen_with(on.reactor, endpoint, &on.options)?;
@@ -248,7 +288,9 @@ pub(crate) fn start(
     Ok(bound)
 }
 
-/// One service's HTTP series; handles resolved on first use and kept.
+/// One service's HTTP series; handles resolved once and kept. Every refusal reason and
+/// the [`ZERO_METHODS`] × [`ZERO_CLASSES`] request series exist at zero from the start,
+/// so `rate()` sees a service's first request and its first error.
 struct HttpMetrics {
     requests: IntCounterVec,
     /// By method, then status class.
@@ -299,25 +341,41 @@ impl HttpMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        Ok(Self {
+        let metrics = Self {
             requests,
             handles: Default::default(),
             duration,
             upstream_errors,
             refused,
             refused_handles: Default::default(),
+        };
+        for method in ZERO_METHODS {
+            for class in ZERO_CLASSES {
+                metrics.request_handle(method, class);
+            }
+        }
+        for reason in Refusal::ALL {
+            metrics.refused_handle(reason);
+        }
+        Ok(metrics)
+    }
+
+    fn request_handle(&self, method: MethodLabel, status: StatusClass) -> &IntCounter {
+        self.handles[method.index()][status.index()].get_or_init(|| {
+            self.requests
+                .with_label_values(&[method.as_str(), status.as_str()])
         })
+    }
+
+    fn refused_handle(&self, reason: Refusal) -> &IntCounter {
+        self.refused_handles[reason.index()]
+            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
     }
 }
 
 impl Recorder for HttpMetrics {
     fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
-        self.handles[method.index()][status.index()]
-            .get_or_init(|| {
-                self.requests
-                    .with_label_values(&[method.as_str(), status.as_str()])
-            })
-            .inc();
+        self.request_handle(method, status).inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
 
@@ -326,9 +384,7 @@ impl Recorder for HttpMetrics {
     }
 
     fn refused(&self, reason: Refusal) {
-        self.refused_handles[reason.index()]
-            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
-            .inc();
+        self.refused_handle(reason).inc();
     }
 }
 
@@ -344,9 +400,9 @@ mod tests {
         Config::parse("weft.toml", &text)
     }
 
-    fn http(config: &Config) -> &HttpConfig {
+    fn http(config: &Config) -> &WebConfig {
         match &config.services[0].kind {
-            ServiceKind::Http(c) => c,
+            ServiceKind::Http(c) => &c.web,
             other => panic!("not http: {other:?}"),
         }
     }
@@ -422,6 +478,35 @@ mod tests {
         assert!(e.message.contains("needs `root`"), "{e}");
         let e = parse("upstream = \"tcp:h:1\"\nroot = \".\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service[0].upstream"), "{e}");
+    }
+
+    #[test]
+    fn common_series_exist_at_zero_before_the_first_request() {
+        let registry = Registry::new();
+        HttpMetrics::register(&registry, "web").unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let samples = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        assert_eq!(samples("weft_http_requests_total"), 12, "{text}");
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="5xx",method="POST",service="web"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"method="PUT""#), "{text}");
+        assert_eq!(
+            samples("weft_http_requests_refused_total"),
+            Refusal::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]

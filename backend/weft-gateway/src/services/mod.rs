@@ -2,6 +2,7 @@
 //! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant and an arm in
 //! `validate` and [`start`].
 
+pub(crate) mod access_log;
 pub mod discard;
 pub mod dns;
 pub mod echo;
@@ -14,6 +15,7 @@ pub use limits::ServiceLimits;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use weft::{Address, ListenError, ListenOptions, Reactor};
 
@@ -116,15 +118,40 @@ pub struct ServiceEnv {
     pub http_registry: Option<prometheus::Registry>,
     /// The registry families are registered on when a reload needs them.
     registry: Option<prometheus::Registry>,
-    http_recorders: Recorders,
+    http_recorders: PerService<Rc<dyn weft_web::Recorder>>,
+    access_log_losses: PerService<Arc<dyn weft_web::LossRecorder>>,
+    /// The access log files HTTP services open, reopened together on SIGUSR1 and closed
+    /// together at exit.
+    pub access_logs: weft_web::AccessLogFiles,
+    /// HTTP services without a file log each request as fields rather than as a Combined
+    /// Log Format message (for `[log] format = "json"`).
+    pub access_log_fields: bool,
 }
 
-/// Each HTTP service's series, by service name: a registry takes one registration of a
-/// name, and a service replaced by a reload counts on in the same series.
-#[derive(Clone, Default)]
-struct Recorders(Rc<RefCell<HashMap<String, Rc<dyn weft_web::Recorder>>>>);
+/// What each service registers once by name and keeps across reloads (a registry takes one
+/// registration of a name, and a service replaced by a reload counts on in the same
+/// series).
+#[derive(Clone)]
+struct PerService<T>(Rc<RefCell<HashMap<String, T>>>);
 
-impl std::fmt::Debug for Recorders {
+impl<T> Default for PerService<T> {
+    fn default() -> Self {
+        Self(Rc::default())
+    }
+}
+
+impl<T: Clone> PerService<T> {
+    /// `name`'s value, made by `make` the first time.
+    fn get(&self, name: &str, make: impl FnOnce() -> T) -> T {
+        self.0
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(make)
+            .clone()
+    }
+}
+
+impl<T> std::fmt::Debug for PerService<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.0.borrow().keys()).finish()
     }
@@ -161,13 +188,17 @@ impl ServiceEnv {
     }
 
     /// The series of the HTTP service `name`, registered on first use.
-    fn http_recorder(&self, name: &str) -> Rc<dyn weft_web::Recorder> {
+    pub(crate) fn http_recorder(&self, name: &str) -> Rc<dyn weft_web::Recorder> {
         self.http_recorders
-            .0
-            .borrow_mut()
-            .entry(name.to_owned())
-            .or_insert_with(|| http::recorder(self.http_registry.as_ref(), name))
-            .clone()
+            .get(name, || http::recorder(self.http_registry.as_ref(), name))
+    }
+
+    /// Where the HTTP service `name` counts access log lines it lost, registered on first
+    /// use.
+    pub(crate) fn access_log_losses(&self, name: &str) -> Arc<dyn weft_web::LossRecorder> {
+        self.access_log_losses.get(name, || {
+            access_log::losses(self.http_registry.as_ref(), name)
+        })
     }
 }
 
@@ -203,7 +234,7 @@ pub fn start_with_options(
         ServiceKind::Echo => echo::start(&on),
         ServiceKind::Discard => discard::start(&on),
         ServiceKind::TcpProxy(c) => tcp_proxy::start(&on, c),
-        ServiceKind::Http(c) => http::start(&on, c, env.http_recorder(&service.name)),
+        ServiceKind::Http(c) => http::start(&on, c, env.http_recorder(&service.name), env),
         ServiceKind::Dns(d) => dns::start(&on, d, env.dns_metrics.as_ref()),
     }
 }

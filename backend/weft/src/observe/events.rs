@@ -75,6 +75,21 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every [`label`](Self::label), so counters by reason can exist at zero before the
+    /// first close.
+    pub const LABELS: [&'static str; 10] = [
+        "done",
+        "peer_closed",
+        "aborted",
+        "reset",
+        "timeout",
+        "send_timeout",
+        "protocol",
+        "error",
+        "shutdown",
+        "service_stopped",
+    ];
+
     /// A bounded label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -235,4 +250,34 @@ pub struct SlowCallback {
 pub struct ReactorLag {
     /// How late the probe timer fired.
     pub lag: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CloseReason::{self, *};
+
+    #[test]
+    fn labels_lists_every_reason_in_order() {
+        let all = [
+            Done,
+            PeerClosed,
+            Aborted,
+            Reset,
+            TimedOut,
+            SendTimeout,
+            Protocol(String::new()),
+            Error(String::new()),
+            Shutdown,
+            ServiceStopped,
+        ];
+        for reason in &all {
+            // A new reason stops this compiling until it is listed above (and in LABELS).
+            match reason {
+                Done | PeerClosed | Aborted | Reset | TimedOut | SendTimeout | Protocol(_)
+                | Error(_) | Shutdown | ServiceStopped => {}
+            }
+        }
+        let labels: Vec<_> = all.iter().map(CloseReason::label).collect();
+        assert_eq!(labels, CloseReason::LABELS);
+    }
 }

@@ -1,11 +1,17 @@
-//! The access log: one Combined Log Format line per request, through `tracing` (target
-//! `weft_web::access`), with every client-controlled string escaped so a request cannot
-//! forge log lines or terminal escapes.
+//! The access log: one entry per response, with every client-controlled string escaped
+//! so a request cannot forge log lines or terminal escapes. Where it goes is the
+//! service's [`AccessLog`]: a Combined Log Format line through `tracing` (target
+//! `weft_web::access`), the same entry as separate fields (for JSON logs), or a file
+//! ([`AccessLogFile`], written off the reactor thread, reopened for logrotate).
 //!
-//! A response is logged when its body ends, through [`Logged`], which counts the body
-//! bytes handed to the connection: the line gives what was sent, not what was announced,
+//! A response is logged when its body ends, through `Logged`, which counts the body
+//! bytes handed to the connection: the entry gives what was sent, not what was announced,
 //! and a response cut short (the client went away, the connection was aborted, the body's
 //! source failed) says so after the standard fields.
+
+mod file;
+
+pub use file::{AccessLogFile, AccessLogFiles, FLUSH_EVERY, LogLoss, LossRecorder, QUEUE_BYTES};
 
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -19,6 +25,27 @@ use http::HeaderValue;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
+
+/// The tracing target of access log events.
+const TARGET: &str = "weft_web::access";
+
+/// Where an HTTP service's access log goes.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum AccessLog {
+    /// Each entry as a Combined Log Format line, the message of an INFO event on the
+    /// `weft_web::access` target (with `service` and `took` fields).
+    #[default]
+    Line,
+    /// Each entry as the fields of an INFO event on the `weft_web::access` target, with
+    /// no message: `service`, `client`, `request`, `status`, `bytes`, `referer` and
+    /// `user_agent` (when sent), `duration_ms`, and `cut` for a response cut short. For
+    /// JSON logs, where a preformatted line would have to be parsed again.
+    Fields,
+    /// Each entry as a Combined Log Format line appended to a file; nothing through
+    /// `tracing`.
+    File(AccessLogFile),
+}
 
 /// What one log line says.
 pub(crate) struct Entry<'a> {
@@ -57,13 +84,28 @@ impl Cut {
 }
 
 impl Entry<'_> {
-    /// Logs the line.
-    pub(crate) fn log(&self) {
-        if !tracing::enabled!(target: "weft_web::access", tracing::Level::INFO) {
-            return;
+    /// Writes the entry where `to` says.
+    pub(crate) fn log(&self, to: &AccessLog) {
+        match to {
+            AccessLog::File(file) => file.write_line(self.line(SystemTime::now())),
+            _ if !tracing::enabled!(target: TARGET, tracing::Level::INFO) => {}
+            AccessLog::Line => {
+                let line = self.line(SystemTime::now());
+                tracing::info!(target: TARGET, service = self.service, took = ?self.elapsed, "{line}");
+            }
+            AccessLog::Fields => tracing::info!(
+                target: TARGET,
+                service = self.service,
+                client = self.client,
+                request = escaped(self.request),
+                status = self.status,
+                bytes = self.bytes,
+                referer = self.referer.map(escaped),
+                user_agent = self.user_agent.map(escaped),
+                duration_ms = self.elapsed.as_secs_f64() * 1e3,
+                cut = self.cut.map(Cut::as_str),
+            ),
         }
-        let line = self.line(SystemTime::now());
-        tracing::info!(target: "weft_web::access", service = self.service, took = ?self.elapsed, "{line}");
     }
 
     /// `host - - [date] "request" status bytes "referer" "user-agent"`, then
@@ -92,6 +134,7 @@ impl Entry<'_> {
 
 /// A request's part of its log line, kept until the response body ends.
 pub(crate) struct Pending {
+    pub(crate) to: AccessLog,
     pub(crate) service: Arc<str>,
     pub(crate) client: Rc<str>,
     pub(crate) request: String,
@@ -135,7 +178,7 @@ impl Logged {
             elapsed: p.started.elapsed(),
             cut,
         }
-        .log();
+        .log(&p.to);
     }
 }
 
@@ -196,12 +239,24 @@ fn clf_date(t: SystemTime) -> String {
     }
 }
 
+/// `raw` as a field value: like [`escape_into`], but `"` is left as it is (the log
+/// format quotes its values itself).
+fn escaped(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    escape(&mut out, raw, false);
+    out
+}
+
 /// Appends `raw` with `"` and `\` backslash-escaped and any byte outside printable ASCII
 /// as `\xHH`, like Apache does.
 pub(crate) fn escape_into(out: &mut String, raw: &[u8]) {
+    escape(out, raw, true);
+}
+
+fn escape(out: &mut String, raw: &[u8], quotes: bool) {
     for &b in raw {
         match b {
-            b'"' => out.push_str("\\\""),
+            b'"' if quotes => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
             0x20..=0x7e => out.push(char::from(b)),
             _ => {
@@ -249,5 +304,10 @@ mod tests {
         let mut out = String::new();
         escape_into(&mut out, b"evil\" \\ \n\x1b[31m\xff");
         assert_eq!(out, "evil\\\" \\\\ \\x0a\\x1b[31m\\xff");
+        assert_eq!(
+            escaped(b"evil\" \\ \n\x1b[31m\xff"),
+            "evil\" \\\\ \\x0a\\x1b[31m\\xff",
+            "a field keeps its quotes"
+        );
     }
 }

@@ -84,9 +84,11 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     options: StoreOptions,
+    /// Shared with the writer, which swaps in a new read pool when it recreates a deleted file.
     pools: Arc<PoolCell>,
     writer: Writer,
     stats: Arc<StoreStats>,
+    /// Tells the retention task to stop at `shutdown`.
     stop_retention: watch::Sender<bool>,
     /// Taken by the first `shutdown`; a std mutex because it is never held across an await.
     tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,

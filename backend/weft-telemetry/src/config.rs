@@ -2,13 +2,17 @@
 
 use std::time::Duration;
 
+use weft::ReactorConfig;
+
 /// Settings of a [`Hub`](crate::Hub); `Default` matches the gateway's `[inspect]` defaults.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct HubConfig {
-    /// A Deferred pending or paused longer than this is stalled.
+    /// A Deferred pending or paused longer than this is stalled; given to the reactor by
+    /// [`Hub::install`](crate::Hub::install), which owns it from then on.
     pub stall_after: Duration,
-    /// A callback running longer than this blocked the reactor.
+    /// A callback running longer than this blocked the reactor; given to the reactor by
+    /// [`Hub::install`](crate::Hub::install), which owns it from then on.
     pub slow_callback: Duration,
     /// The fraction (0.0 to 1.0) of successful Deferred chains kept in history; stalled,
     /// slow, failed, unhandled and leaked chains are always kept.
@@ -20,8 +24,8 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
-            stall_after: Duration::from_secs(5),
-            slow_callback: Duration::from_millis(100),
+            stall_after: ReactorConfig::DEFAULT_STALL_AFTER,
+            slow_callback: ReactorConfig::DEFAULT_SLOW_CALLBACK,
             sample: 0.1,
             bus_capacity: 65_536,
         }

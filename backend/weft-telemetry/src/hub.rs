@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use prometheus::Registry;
-use weft::observe::{self, ConnectionId, Event, ListenerInfo, Observer};
+use weft::observe::{ConnectionId, Event, ListenerInfo, Observer};
 use weft::{Phase, Reactor};
 
 use crate::bus::{Bus, EventKind, Feed};
@@ -86,13 +86,12 @@ impl Hub {
         self
     }
 
-    /// Makes this hub the observer of `reactor` (and of its thread), with the slow-callback
-    /// threshold from the configuration. Call it on the reactor's thread. From then on the
+    /// Makes this hub the observer of `reactor` (and of its thread), and gives the reactor
+    /// the hub's detector thresholds ([`Reactor::set_thresholds`]). Call it on the reactor's thread. From then on the
     /// hub's [`readiness`](Self::readiness) follows the reactor: starting until it runs,
     /// stopping once it shuts down.
     pub fn install(self: &Arc<Self>, reactor: &Reactor) {
-        observe::set_slow_threshold(self.config.slow_callback);
-        weft::defer::set_stall_threshold(self.config.stall_after);
+        reactor.set_thresholds(self.config.slow_callback, self.config.stall_after);
         reactor.set_observer(self.clone());
         let hub = self.clone();
         reactor.call_when_running(move || hub.ready.serving());

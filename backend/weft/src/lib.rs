@@ -35,12 +35,15 @@
 //! - [`defer`]: `Deferred` chains and `Failure`s, traced.
 //! - [`task`]: `LoopingCall`, `defer_later`, `defer_to_thread`.
 //! - [`observe`]: typed events and the [`Observer`](observe::Observer) trait.
-//! - [`testing`]: `StringTransport`, a fake clock, in-memory loopback.
+//! - [`testing`]: `StringTransport`, a fake clock, in-memory loopback, a recording observer.
+//! - `context`: what weft keeps per thread (the reactor, observer, clock, thresholds,
+//!   pending Deferreds), in one struct.
 //!
 //! Data moves socket → driver (counts bytes) → `Protocol` callbacks → `Transport`
 //! writes → driver flush → socket; every step reports to the observer.
 
 pub mod address;
+mod context;
 pub mod defer;
 pub mod endpoint;
 pub mod framing;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::{connect, eventually, spawn_reactor, spawn_reactor_with};
-use weft::observe::RecordingObserver;
+use weft::testing::RecordingObserver;
 use weft::{Factory, ListenOptions, Protocol, Reactor, ReactorConfig, Transport, factory};
 
 struct Echo;

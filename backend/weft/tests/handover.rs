@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use support::{connect, eventually, spawn_reactor};
-use weft::observe::RecordingObserver;
+use weft::testing::RecordingObserver;
 use weft::{
     CloseReason, DatagramProtocol, DatagramTransport, ListeningPort, Protocol, Reactor, Transport,
     factory,

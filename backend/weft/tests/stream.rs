@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::{connect, eventually, open_ids, spawn_reactor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use weft::observe::RecordingObserver;
+use weft::testing::RecordingObserver;
 use weft::{InspectedStream, Reactor};
 
 /// Echoes until end-of-stream, then closes.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::{connect, eventually, open_ids, spawn_reactor};
-use weft::observe::RecordingObserver;
+use weft::testing::RecordingObserver;
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
 struct Echo;

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use support::{eventually, spawn_reactor};
-use weft::observe::RecordingObserver;
+use weft::testing::RecordingObserver;
 use weft::{
     ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, Protocol,
     Transport, factory,

@@ -46,13 +46,13 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             &at,
             "inspect.stall_after",
             raw.inspect.stall_after.as_ref(),
-            Duration::from_secs(5),
+            weft::ReactorConfig::DEFAULT_STALL_AFTER,
         )?,
         slow_callback: duration(
             &at,
             "inspect.slow_callback",
             raw.inspect.slow_callback.as_ref(),
-            Duration::from_millis(100),
+            weft::ReactorConfig::DEFAULT_SLOW_CALLBACK,
         )?,
         sample: match &raw.inspect.sample {
             Some(s) if !(0.0..=1.0).contains(s.get_ref()) => {

@@ -74,11 +74,6 @@ pub(crate) struct Core {
     pub(crate) slot: Cell<Option<usize>>,
 }
 
-thread_local! {
-    /// The Deferred whose step is running, so a Deferred created inside knows its parent.
-    static RUNNING_NOW: Cell<Option<DeferredId>> = const { Cell::new(None) };
-}
-
 impl Core {
     pub(crate) fn new(
         site: &'static Location<'static>,
@@ -91,7 +86,7 @@ impl Core {
             site,
             label,
             connection,
-            parent: RUNNING_NOW.with(Cell::get),
+            parent: crate::context::with(|cx| cx.running_deferred.get()),
             created: registry::clock_now(),
             fired: Cell::new(Fire::Not),
             flags: Cell::new(CONSUMER),
@@ -243,7 +238,7 @@ impl Core {
         let slow = observe::slow_threshold();
         // Read once per run, not per step: neither changes while a chain runs.
         let observed = observe::enabled();
-        let outer = RUNNING_NOW.with(|r| r.replace(Some(self.id)));
+        let outer = crate::context::with(|cx| cx.running_deferred.replace(Some(self.id)));
         let mut started = Instant::now();
         loop {
             let Some(mut step) = self.steps.borrow_mut().pop_front() else {
@@ -306,7 +301,7 @@ impl Core {
                 break;
             }
         }
-        RUNNING_NOW.with(|r| r.set(outer));
+        crate::context::with(|cx| cx.running_deferred.set(outer));
         self.set_flag(RUNNING, false);
         if self.at_rest() {
             self.settle();

@@ -75,28 +75,40 @@ pub(crate) fn report_leaked(core: &Core) {
     });
 }
 
-struct StallConfig {
+/// When a Deferred is stalled; one per thread, in the thread's context.
+pub(crate) struct StallConfig {
     default: Duration,
     /// Per-label thresholds that override `default` for Deferreds carrying that label.
     per_label: Vec<(&'static str, Duration)>,
 }
 
-thread_local! {
-    static STALL: RefCell<StallConfig> = const {
-        RefCell::new(StallConfig { default: Duration::from_secs(5), per_label: Vec::new() })
-    };
+impl StallConfig {
+    pub(crate) const fn new(default: Duration) -> Self {
+        Self {
+            default,
+            per_label: Vec::new(),
+        }
+    }
+}
+
+fn stall<R>(f: impl FnOnce(&RefCell<StallConfig>) -> R) -> R {
+    crate::context::with(|cx| f(&cx.stall))
 }
 
 /// Sets how long a Deferred on this thread may stay pending or paused before it is
-/// reported as stalled (the `[inspect] stall_after` setting; default 5 s).
+/// reported as stalled (the `[inspect] stall_after` setting; default
+/// [`ReactorConfig::DEFAULT_STALL_AFTER`](crate::ReactorConfig::DEFAULT_STALL_AFTER)).
+///
+/// A reactor sets it from its configuration; on a reactor's thread, change it through
+/// [`Reactor::set_thresholds`](crate::Reactor::set_thresholds).
 pub fn set_stall_threshold(after: Duration) {
-    STALL.with(|s| s.borrow_mut().default = after);
+    stall(|s| s.borrow_mut().default = after);
 }
 
 /// Overrides the stall threshold for Deferreds labelled `label` (a service's own
 /// Deferreds, say, when it legitimately waits longer).
 pub fn set_stall_threshold_for(label: &'static str, after: Duration) {
-    STALL.with(|s| {
+    stall(|s| {
         let mut s = s.borrow_mut();
         s.per_label.retain(|(l, _)| *l != label);
         s.per_label.push((label, after));
@@ -105,7 +117,7 @@ pub fn set_stall_threshold_for(label: &'static str, after: Duration) {
 
 /// The stall threshold that applies to a Deferred with `label`.
 pub fn stall_threshold(label: Option<&str>) -> Duration {
-    STALL.with(|s| {
+    stall(|s| {
         let s = s.borrow();
         label
             .and_then(|l| s.per_label.iter().find(|(k, _)| *k == l).map(|(_, d)| *d))
@@ -114,7 +126,7 @@ pub fn stall_threshold(label: Option<&str>) -> Duration {
 }
 
 fn scan_interval() -> Duration {
-    let shortest = STALL.with(|s| {
+    let shortest = stall(|s| {
         let s = s.borrow();
         s.per_label
             .iter()

@@ -288,7 +288,8 @@ mod tests {
 
     use super::*;
     use crate::defer::CancelledError;
-    use crate::observe::{self, RecordingObserver};
+    use crate::observe;
+    use crate::testing::RecordingObserver;
 
     #[derive(Debug, thiserror::Error)]
     #[error("boom {0}")]

@@ -140,7 +140,7 @@ mod step;
 mod sync;
 
 pub use deferred::{CancelHandle, Deferred, Resolver};
-pub(crate) use detect::start_detectors;
+pub(crate) use detect::{StallConfig, start_detectors};
 pub use detect::{
     StallWatch, scan_for_stalls, set_stall_threshold, set_stall_threshold_for, stall_threshold,
     watch_stalls,
@@ -155,6 +155,7 @@ pub use failure::{
     QueueOverflow, QueueUnderflow, TimeoutError, debugging, set_debugging,
 };
 pub use list::{DeferredList, ListResult, gather_results, maybe_deferred, race};
+pub(crate) use registry::Registry;
 pub use registry::{PendingDeferred, cancel, pending, pending_count};
 pub use step::{CallbackResult, Next};
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, LockGuard, SemaphoreGuard};

@@ -14,31 +14,45 @@ use super::core::Core;
 use super::events::{DeferredId, DeferredState, Site};
 use crate::observe::ConnectionId;
 
-#[derive(Default)]
-struct Registry {
+/// The table behind the registry; one per thread, in the thread's context.
+pub(crate) struct Registry {
     /// Pending Deferreds by slot index, weak so the registry never keeps a chain alive.
     slots: Vec<Option<Weak<Core>>>,
     /// Emptied slots, reused so the table stays as large as the most pending at once.
     free: Vec<usize>,
 }
 
-thread_local! {
-    static REGISTRY: RefCell<Registry> = RefCell::default();
-    /// Time origin when no clock is installed (a Deferred used outside any reactor).
-    static ORIGIN: Instant = Instant::now();
+impl Registry {
+    pub(crate) const fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+fn registry<R>(f: impl FnOnce(&RefCell<Registry>) -> R) -> R {
+    crate::context::with(|cx| f(&cx.deferreds))
 }
 
 /// Now, on the thread clock's timeline (a fake clock in tests), else since first use.
 pub(crate) fn clock_now() -> Duration {
     match crate::time::try_current_clock() {
         Some(clock) => clock.now(),
-        None => ORIGIN.with(Instant::elapsed),
+        None => crate::context::with(|cx| {
+            let origin = cx.origin.get().unwrap_or_else(|| {
+                let now = Instant::now();
+                cx.origin.set(Some(now));
+                now
+            });
+            origin.elapsed()
+        }),
     }
 }
 
 pub(crate) fn register(core: &Rc<Core>) {
     let weak = Rc::downgrade(core);
-    let slot = REGISTRY.with(|r| {
+    let slot = registry(|r| {
         let mut r = r.borrow_mut();
         match r.free.pop() {
             Some(slot) => {
@@ -56,8 +70,8 @@ pub(crate) fn register(core: &Rc<Core>) {
 
 pub(crate) fn unregister(slot: usize) {
     // `try_with`: a Deferred freed while the thread exits finds the registry gone.
-    let _ = REGISTRY.try_with(|r| {
-        let mut r = r.borrow_mut();
+    let _ = crate::context::try_with(|cx| {
+        let mut r = cx.deferreds.borrow_mut();
         r.slots[slot] = None;
         r.free.push(slot);
     });
@@ -65,7 +79,7 @@ pub(crate) fn unregister(slot: usize) {
 
 /// Every pending Deferred on this thread, each upgraded for the duration of `f`.
 pub(crate) fn for_each_pending(mut f: impl FnMut(&Rc<Core>)) {
-    let live: Vec<Rc<Core>> = REGISTRY.with(|r| {
+    let live: Vec<Rc<Core>> = registry(|r| {
         r.borrow()
             .slots
             .iter()
@@ -79,7 +93,7 @@ pub(crate) fn for_each_pending(mut f: impl FnMut(&Rc<Core>)) {
 
 /// How many Deferreds are pending on this thread.
 pub fn pending_count() -> usize {
-    REGISTRY.with(|r| {
+    registry(|r| {
         let r = r.borrow();
         r.slots.len() - r.free.len()
     })

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::observe::{self, ConnectionId, RecordingObserver};
+use crate::observe::{self, ConnectionId};
 use crate::testing::Clock;
+use crate::testing::RecordingObserver;
 
 #[derive(Debug, thiserror::Error)]
 #[error("boom")]

@@ -3,18 +3,12 @@
 //! The reactor sets it around every protocol callback, so a Deferred created inside
 //! `data_received` knows its connection without being told.
 
-use std::cell::Cell;
-
 use super::ConnectionId;
-
-thread_local! {
-    static CURRENT: Cell<Option<ConnectionId>> = const { Cell::new(None) };
-}
 
 /// The connection whose callback is running on this thread, if any.
 #[inline]
 pub fn current_connection() -> Option<ConnectionId> {
-    CURRENT.with(Cell::get)
+    crate::context::with(|cx| cx.connection.get())
 }
 
 /// Runs `f` with `id` as the current connection, restoring the previous one after.
@@ -23,9 +17,9 @@ pub fn with_connection<R>(id: Option<ConnectionId>, f: impl FnOnce() -> R) -> R 
     struct Restore(Option<ConnectionId>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            CURRENT.with(|c| c.set(self.0));
+            crate::context::with(|cx| cx.connection.set(self.0));
         }
     }
-    let _restore = Restore(CURRENT.with(|c| c.replace(id)));
+    let _restore = Restore(crate::context::with(|cx| cx.connection.replace(id)));
     f()
 }

@@ -17,7 +17,6 @@ pub use events::{
 };
 pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id};
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,26 +29,20 @@ pub trait Observer: Send + Sync + 'static {
     fn on_event(&self, event: &Event<'_>);
 }
 
-thread_local! {
-    /// The `Rc` layer makes the per-event clone (which lets an observer replace itself
-    /// mid-call) a plain increment instead of two atomic operations.
-    static OBSERVER: RefCell<Option<Rc<Arc<dyn Observer>>>> = const { RefCell::new(None) };
-}
-
 /// Installs `observer` for the current thread (the reactor's), replacing any other.
 pub fn set_observer(observer: Option<Arc<dyn Observer>>) {
-    OBSERVER.with(|o| *o.borrow_mut() = observer.map(Rc::new));
+    crate::context::with(|cx| *cx.observer.borrow_mut() = observer.map(Rc::new));
 }
 
 /// The observer installed on this thread, if any.
 pub fn observer() -> Option<Arc<dyn Observer>> {
-    OBSERVER.with(|o| o.borrow().as_deref().cloned())
+    crate::context::with(|cx| cx.observer.borrow().as_deref().cloned())
 }
 
 /// Whether an observer is installed on this thread; lets callers skip building an event.
 #[inline]
 pub fn enabled() -> bool {
-    OBSERVER.with(|o| o.borrow().is_some())
+    crate::context::with(|cx| cx.observer.borrow().is_some())
 }
 
 /// Sends one event to this thread's observer, if there is one.
@@ -58,7 +51,7 @@ pub fn enabled() -> bool {
 #[inline]
 pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
     // Clone out of the cell so an observer may itself (un)install observers.
-    if let Some(obs) = OBSERVER.with(|o| o.borrow().clone()) {
+    if let Some(obs) = crate::context::with(|cx| cx.observer.borrow().clone()) {
         obs.on_event(&build());
     }
 }
@@ -76,51 +69,17 @@ pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
     });
 }
 
-/// An observer that collects every event as text; handy in tests and examples.
-#[derive(Default)]
-pub struct RecordingObserver {
-    /// A `Mutex` because observers are `Send + Sync`; only tests and examples read it.
-    events: std::sync::Mutex<Vec<String>>,
-}
-
-impl RecordingObserver {
-    /// A new, empty recorder.
-    pub fn new() -> Arc<Self> {
-        Arc::default()
-    }
-
-    /// The events recorded so far, each rendered with `Debug`.
-    pub fn events(&self) -> Vec<String> {
-        self.events.lock().expect("recorder lock").clone()
-    }
-
-    /// How many recorded events contain `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.events().iter().filter(|e| e.contains(needle)).count()
-    }
-}
-
-impl Observer for RecordingObserver {
-    fn on_event(&self, event: &Event<'_>) {
-        self.events
-            .lock()
-            .expect("recorder lock")
-            .push(format!("{event:?}"));
-    }
-}
-
-thread_local! {
-    static SLOW_THRESHOLD: std::cell::Cell<std::time::Duration> =
-        const { std::cell::Cell::new(std::time::Duration::from_millis(100)) };
-}
-
 /// Sets how long a callback may run on this thread before it is reported as slow.
+///
+/// A reactor sets it from its [`ReactorConfig`](crate::ReactorConfig); on a reactor's thread,
+/// change it through [`Reactor::set_thresholds`](crate::Reactor::set_thresholds) so the
+/// reactor's configuration keeps saying what is in effect.
 pub fn set_slow_threshold(threshold: std::time::Duration) {
-    SLOW_THRESHOLD.with(|t| t.set(threshold));
+    crate::context::with(|cx| cx.slow_callback.set(threshold));
 }
 
 /// How long a callback may run on this thread before it is reported as slow.
 #[inline]
 pub fn slow_threshold() -> std::time::Duration {
-    SLOW_THRESHOLD.with(std::cell::Cell::get)
+    crate::context::with(|cx| cx.slow_callback.get())
 }

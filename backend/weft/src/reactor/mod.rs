@@ -35,7 +35,11 @@ use crate::time::{Clock, ClockGuard, DelayedCall};
 use crate::transport::Transport;
 
 /// How a reactor behaves; `Default` is what most programs want.
-#[derive(Debug, Clone)]
+///
+/// The reactor owns the detector thresholds of its thread (`slow_callback`, `stall_after`):
+/// it applies them when it starts, and [`Reactor::set_thresholds`] is the one way to change
+/// them later (the telemetry hub does, with its `[inspect]` settings).
+#[derive(Debug, Clone, Copy)]
 pub struct ReactorConfig {
     /// How long each shutdown phase may take before it is abandoned.
     pub shutdown_deadline: Duration,
@@ -54,17 +58,36 @@ pub struct ReactorConfig {
     pub close_timeout: Duration,
 }
 
+impl ReactorConfig {
+    /// The default `shutdown_deadline`.
+    pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+    /// The default `slow_callback` (the gateway's `[inspect] slow_callback`).
+    pub const DEFAULT_SLOW_CALLBACK: Duration = Duration::from_millis(100);
+    /// The default `lag_interval`.
+    pub const DEFAULT_LAG_INTERVAL: Duration = Duration::from_millis(100);
+    /// The default `stall_after` (the gateway's `[inspect] stall_after`).
+    pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(5);
+    /// The default `close_timeout`.
+    pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+}
+
 impl Default for ReactorConfig {
     fn default() -> Self {
         Self {
-            shutdown_deadline: Duration::from_secs(10),
-            slow_callback: Duration::from_millis(100),
-            lag_interval: Duration::from_millis(100),
-            stall_after: Duration::from_secs(5),
+            shutdown_deadline: Self::DEFAULT_SHUTDOWN_DEADLINE,
+            slow_callback: Self::DEFAULT_SLOW_CALLBACK,
+            lag_interval: Self::DEFAULT_LAG_INTERVAL,
+            stall_after: Self::DEFAULT_STALL_AFTER,
             handle_signals: true,
-            close_timeout: Duration::from_secs(10),
+            close_timeout: Self::DEFAULT_CLOSE_TIMEOUT,
         }
     }
+}
+
+/// Makes `config`'s detector thresholds the ones of this thread; only the reactor calls it.
+fn apply_thresholds(config: &ReactorConfig) {
+    observe::set_slow_threshold(config.slow_callback);
+    crate::defer::set_stall_threshold(config.stall_after);
 }
 
 /// Why the reactor could not start or run.
@@ -97,7 +120,9 @@ pub(crate) struct Inner {
     handle: ReactorHandle,
     /// Work sent from other threads through the handle; taken once when `run` starts draining it.
     jobs: RefCell<Option<mpsc::UnboundedReceiver<handle::Job>>>,
-    config: ReactorConfig,
+    /// A `Cell` because the thresholds in it may change after start ([`Reactor::set_thresholds`]);
+    /// it always says what is in effect.
+    config: Cell<ReactorConfig>,
     /// Decides whether `call_when_running` runs `f` soon or queues it in `when_running`.
     running: Cell<bool>,
     /// Callbacks queued before `run` started; run once it does.
@@ -115,10 +140,6 @@ pub(crate) struct Inner {
     sweep_every: Cell<Duration>,
     /// Wakes the sweep when a shorter deadline shortens its interval.
     sweep_sooner: Rc<tokio::sync::Notify>,
-}
-
-thread_local! {
-    static CURRENT: RefCell<Weak<Inner>> = const { RefCell::new(Weak::new()) };
 }
 
 /// The event loop (Twisted's `reactor`). Cheap to clone; lives on one thread.
@@ -162,8 +183,7 @@ impl Reactor {
             stop: CancellationToken::new(),
             lag: Arc::default(),
         };
-        observe::set_slow_threshold(config.slow_callback);
-        crate::defer::set_stall_threshold(config.stall_after);
+        apply_thresholds(&config);
         let sweep_every = sweep::interval_for(config.close_timeout);
         let inner = Rc::new(Inner {
             runtime_handle: runtime.handle().clone(),
@@ -173,7 +193,7 @@ impl Reactor {
             clock,
             handle,
             jobs: RefCell::new(Some(jobs_rx)),
-            config,
+            config: Cell::new(config),
             running: Cell::new(false),
             when_running: RefCell::default(),
             hooks: shutdown::Hooks::default(),
@@ -184,15 +204,13 @@ impl Reactor {
             sweep_every: Cell::new(sweep_every),
             sweep_sooner: Rc::default(),
         });
-        CURRENT.with(|c| *c.borrow_mut() = Rc::downgrade(&inner));
+        crate::context::with(|cx| *cx.reactor.borrow_mut() = Rc::downgrade(&inner));
         Ok(Self { inner })
     }
 
     /// The reactor of this thread, if one exists.
     pub fn try_current() -> Option<Self> {
-        CURRENT
-            .with(|c| c.borrow().upgrade())
-            .map(|inner| Self { inner })
+        crate::context::with(|cx| cx.reactor.borrow().upgrade()).map(|inner| Self { inner })
     }
 
     /// The reactor of this thread, for code running inside callbacks.
@@ -213,9 +231,20 @@ impl Reactor {
         &self.inner.clock
     }
 
-    /// The reactor's configuration.
-    pub fn config(&self) -> &ReactorConfig {
-        &self.inner.config
+    /// The reactor's configuration, with the thresholds in effect now.
+    pub fn config(&self) -> ReactorConfig {
+        self.inner.config.get()
+    }
+
+    /// Changes how long a callback may run before it is reported as slow and how long a
+    /// Deferred may stay pending or paused before it is reported as stalled, on this
+    /// reactor's thread. Call it on the reactor's thread.
+    pub fn set_thresholds(&self, slow_callback: Duration, stall_after: Duration) {
+        let mut config = self.inner.config.get();
+        config.slow_callback = slow_callback;
+        config.stall_after = stall_after;
+        apply_thresholds(&config);
+        self.inner.config.set(config);
     }
 
     /// Installs the observer that receives every event of this reactor's thread.
@@ -333,7 +362,7 @@ impl Reactor {
         self.inner.running.set(false);
         // Dropping a runtime waits forever for blocking-pool work (a stuck
         // `defer_to_thread`); bound that wait like every other shutdown step.
-        runtime.shutdown_timeout(self.inner.config.shutdown_deadline);
+        runtime.shutdown_timeout(self.inner.config.get().shutdown_deadline);
         Ok(())
     }
 
@@ -343,7 +372,7 @@ impl Reactor {
         self.spawn_untracked(sweep::run(Rc::downgrade(&self.inner)));
         self.spawn_untracked(lag::probe(
             self.inner.handle.lag.clone(),
-            self.inner.config.lag_interval,
+            self.inner.config.get().lag_interval,
         ));
         if let Some(mut jobs) = self.inner.jobs.borrow_mut().take() {
             self.spawn_untracked(async move {
@@ -368,7 +397,7 @@ impl Reactor {
 
     async fn wait_for_stop(&self) {
         let stop = self.inner.handle.stop.clone();
-        if !self.inner.config.handle_signals {
+        if !self.inner.config.get().handle_signals {
             return stop.cancelled().await;
         }
         let mut term =
@@ -391,8 +420,9 @@ impl Reactor {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        CURRENT.with(|c| {
-            let mut current = c.borrow_mut();
+        // `try_with`: a reactor kept until the thread exits finds the context gone.
+        let _ = crate::context::try_with(|cx| {
+            let mut current = cx.reactor.borrow_mut();
             if current.upgrade().is_none() {
                 *current = Weak::new();
             }

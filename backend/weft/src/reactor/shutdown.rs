@@ -61,7 +61,7 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
         return;
     }
     let pending = waits.len();
-    let deadline = reactor.inner.config.shutdown_deadline;
+    let deadline = reactor.inner.config.get().shutdown_deadline;
     let all = async {
         for wait in waits {
             wait.await;

@@ -48,7 +48,7 @@ pub(super) async fn run(inner: Weak<Inner>) {
 }
 
 fn sweep(reactor: &Reactor) {
-    let close_timeout = reactor.inner.config.close_timeout;
+    let close_timeout = reactor.inner.config.get().close_timeout;
     let now = std::time::Instant::now();
     let expired: Vec<_> = reactor
         .inner

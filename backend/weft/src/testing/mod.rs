@@ -1,5 +1,6 @@
 //! Test doubles (trial's `StringTransport`, `task.Clock`, `iosim`): protocols tested
-//! without sockets and timers driven without sleeping.
+//! without sockets, timers driven without sleeping, and a [`RecordingObserver`] that keeps
+//! every event the reactor reports.
 //!
 //! ```
 //! use weft::testing::StringTransport;
@@ -20,9 +21,11 @@
 //! ```
 
 mod loopback;
+mod recording;
 
 pub use crate::time::Clock;
 pub use loopback::{Loopback, loopback};
+pub use recording::RecordingObserver;
 
 use crate::address::Address;
 use crate::observe::{CloseReason, ConnectionInfo, TransportKind};

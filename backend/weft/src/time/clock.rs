@@ -285,7 +285,7 @@ impl Clock {
 
     /// Makes this the clock [`call_later`] uses on this thread until the guard drops.
     pub fn install(&self) -> ClockGuard {
-        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
+        let previous = crate::context::with(|cx| cx.clock.replace(Some(self.clone())));
         ClockGuard { previous }
     }
 }
@@ -322,10 +322,6 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-thread_local! {
-    static CURRENT: RefCell<Option<Clock>> = const { RefCell::new(None) };
-}
-
 /// Restores the previously installed clock when dropped.
 #[must_use = "the clock is uninstalled when the guard drops"]
 pub struct ClockGuard {
@@ -336,13 +332,13 @@ pub struct ClockGuard {
 impl Drop for ClockGuard {
     fn drop(&mut self) {
         let previous = self.previous.take();
-        CURRENT.with(|c| *c.borrow_mut() = previous);
+        crate::context::with(|cx| *cx.clock.borrow_mut() = previous);
     }
 }
 
 /// The clock installed on this thread, if any.
 pub fn try_current_clock() -> Option<Clock> {
-    CURRENT.with(|c| c.borrow().clone())
+    crate::context::with(|cx| cx.clock.borrow().clone())
 }
 
 /// The clock installed on this thread: the running reactor's, or a test's fake clock.
@@ -469,7 +465,7 @@ mod tests {
 
     #[test]
     fn a_delayed_call_that_blocks_is_reported_by_the_line_that_scheduled_it() {
-        let recorder = crate::observe::RecordingObserver::new();
+        let recorder = crate::testing::RecordingObserver::new();
         crate::observe::set_observer(Some(recorder.clone()));
         crate::observe::set_slow_threshold(Duration::from_millis(5));
         let clock = Clock::fake();

@@ -6,7 +6,6 @@
 //! `data_received` and reused, so an idle connection costs only its socket, its
 //! protocol and a few words of state.
 
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::panic::AssertUnwindSafe;
@@ -29,18 +28,13 @@ const READ_BUDGET: u32 = 16;
 /// A drained write buffer keeps at most this much capacity while idle.
 const KEEP_CAPACITY: usize = 4 * 1024;
 
-thread_local! {
-    static READ_BUF: RefCell<Option<Box<[u8]>>> = const { RefCell::new(None) };
-}
-
 pub(crate) fn take_read_buf() -> Box<[u8]> {
-    READ_BUF
-        .with(|b| b.borrow_mut().take())
+    crate::context::with(|cx| cx.read_buf.borrow_mut().take())
         .unwrap_or_else(|| vec![0; READ_BUFFER].into_boxed_slice())
 }
 
 pub(crate) fn put_read_buf(buf: Box<[u8]>) {
-    READ_BUF.with(|b| *b.borrow_mut() = Some(buf));
+    crate::context::with(|cx| *cx.read_buf.borrow_mut() = Some(buf));
 }
 
 /// A byte stream the driver can serve, with the socket options transports expose.

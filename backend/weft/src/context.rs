@@ -1,0 +1,81 @@
+//! What weft keeps per thread (the reactor's thread): one struct, one thread-local.
+//!
+//! The reactor, the observer, the clock, the detector thresholds, the Deferred registry
+//! and the connection and Deferred running now all live on the reactor's thread; each
+//! module reaches its part through [`with`], so there is one place that says what a
+//! thread carries and how it starts out.
+
+use std::cell::{Cell, RefCell};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::defer::{DeferredId, Registry, StallConfig};
+use crate::observe::{ConnectionId, Observer};
+use crate::reactor::{Inner, ReactorConfig};
+use crate::time::Clock;
+
+/// The state of one thread; every field starts empty or at its default.
+pub(crate) struct Context {
+    /// The thread's reactor; weak so the last `Reactor` clone still ends it.
+    pub(crate) reactor: RefCell<Weak<Inner>>,
+    /// The observer every event goes to. The `Rc` layer makes the per-event clone (which
+    /// lets an observer replace itself mid-call) a plain increment instead of two atomic
+    /// operations.
+    pub(crate) observer: RefCell<Option<Rc<Arc<dyn Observer>>>>,
+    /// The clock `call_later` uses (the reactor's, or a fake one in tests).
+    pub(crate) clock: RefCell<Option<Clock>>,
+    /// The connection whose callback is running, so a Deferred created inside knows it.
+    pub(crate) connection: Cell<Option<ConnectionId>>,
+    /// The Deferred whose step is running, so a Deferred created inside knows its parent.
+    pub(crate) running_deferred: Cell<Option<DeferredId>>,
+    /// A callback running longer than this is reported as slow.
+    pub(crate) slow_callback: Cell<Duration>,
+    /// When a pending or paused Deferred is reported as stalled.
+    pub(crate) stall: RefCell<StallConfig>,
+    /// Pending Deferreds, listable at any time.
+    pub(crate) deferreds: RefCell<Registry>,
+    /// Time origin when no clock is installed (a Deferred used outside any reactor); set
+    /// on first use.
+    pub(crate) origin: Cell<Option<Instant>>,
+    /// The read buffer every connection of the thread shares, so an idle connection holds
+    /// none; `None` while a read has it.
+    pub(crate) read_buf: RefCell<Option<Box<[u8]>>>,
+}
+
+impl Context {
+    const fn new() -> Self {
+        Self {
+            reactor: RefCell::new(Weak::new()),
+            observer: RefCell::new(None),
+            clock: RefCell::new(None),
+            connection: Cell::new(None),
+            running_deferred: Cell::new(None),
+            slow_callback: Cell::new(ReactorConfig::DEFAULT_SLOW_CALLBACK),
+            stall: RefCell::new(StallConfig::new(ReactorConfig::DEFAULT_STALL_AFTER)),
+            deferreds: RefCell::new(Registry::new()),
+            origin: Cell::new(None),
+            read_buf: RefCell::new(None),
+        }
+    }
+}
+
+thread_local! {
+    static CONTEXT: Context = const { Context::new() };
+}
+
+/// Runs `f` with this thread's context.
+///
+/// # Panics
+/// When called while the thread is exiting and the context is already gone; code that may
+/// run then (a drop) uses [`try_with`].
+#[inline]
+pub(crate) fn with<R>(f: impl FnOnce(&Context) -> R) -> R {
+    CONTEXT.with(f)
+}
+
+/// Runs `f` with this thread's context, or returns `None` once the thread is exiting.
+#[inline]
+pub(crate) fn try_with<R>(f: impl FnOnce(&Context) -> R) -> Option<R> {
+    CONTEXT.try_with(f).ok()
+}

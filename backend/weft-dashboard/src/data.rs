@@ -491,7 +491,7 @@ pub async fn services(state: &DashboardState) -> (Vec<ServiceView>, Option<Strin
         Some(store) => history::or_note(state, store.services().await, Vec::new()),
         None => (Vec::new(), None),
     };
-    let mut stats = state.series.stats();
+    let mut stats = live_stats(state);
     let mut out: Vec<ServiceView> = records
         .into_iter()
         .map(|r| {
@@ -525,10 +525,13 @@ pub async fn services(state: &DashboardState) -> (Vec<ServiceView>, Option<Strin
 
 /// The names of the services with live figures, for views that must not wait on history.
 pub fn live_service_names(state: &DashboardState) -> Vec<String> {
-    state
-        .series
-        .stats()
-        .into_iter()
-        .map(|s| s.service)
-        .collect()
+    live_stats(state).into_iter().map(|s| s.service).collect()
+}
+
+/// The figures of every service served now: one a reload removed leaves at once, not at
+/// the next sample.
+fn live_stats(state: &DashboardState) -> Vec<ServiceStats> {
+    let mut stats = state.series.stats();
+    stats.retain(|s| !state.hub.is_retired(&s.service));
+    stats
 }

@@ -58,6 +58,7 @@ pub struct HostError(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHost {
     name: Name,
+    /// `None`: the name matches on any port.
     port: Option<u16>,
 }
 

@@ -148,9 +148,14 @@ impl<const N: usize> ByReason<N> {
 /// zeros rather than nothing.
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
+    /// `weft_dashboard_refused_total`, one counter per refusal reason.
     refused: ByReason<8>,
+    /// `/ws` feeds open now, beside the cap `max_live_clients`.
     live_clients: IntGauge,
+    /// Why `/ws` feeds ended, one counter per reason.
     disconnects: ByReason<7>,
+    /// `weft_dashboard_history_errors_total`: answers given without history because it could not be
+    /// read.
     history_errors: ByReason<2>,
 }
 

@@ -52,6 +52,7 @@ fn html(t: &impl Template) -> Response {
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
+    /// Which navigation link the layout marks as the current page.
     page: &'a str,
     title: String,
     message: String,
@@ -73,6 +74,7 @@ fn error_page(page: &str, e: ApiError) -> Response {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct Overview {
+    /// Which navigation link the layout marks as the current page.
     page: &'static str,
     cards: Vec<Card>,
     history_error: Option<String>,
@@ -90,12 +92,14 @@ pub(crate) async fn overview(State(state): State<DashboardState>) -> Response {
 #[derive(Template)]
 #[template(path = "connections.html")]
 struct Connections {
+    /// Which navigation link the layout marks as the current page.
     page: &'static str,
     rows: Page<ConnectionView>,
     service_names: Vec<String>,
     service: String,
     state: String,
     peer: String,
+    /// Each column's sort link, built by the server so sorting works without the script.
     headers: Vec<SortHeader>,
     /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
     sort_fields: Vec<(&'static str, &'static str)>,
@@ -113,6 +117,7 @@ impl Connections {
 struct SortHeader {
     key: &'static str,
     label: &'static str,
+    /// Sorted as numbers by the script, not as text.
     numeric: bool,
     /// Right-aligned, as the byte columns are.
     align_right: bool,
@@ -215,12 +220,14 @@ pub(crate) async fn connections(
 struct Moment {
     at_ms: i64,
     what: String,
+    /// The Deferred this moment is about, linked from the timeline.
     deferred: Option<i64>,
 }
 
 #[derive(Template)]
 #[template(path = "connection.html")]
 struct Connection {
+    /// Which navigation link the layout marks as the current page.
     page: &'static str,
     c: ConnectionView,
     timeline: Vec<Moment>,
@@ -287,11 +294,13 @@ pub(crate) async fn connection(
 #[derive(Template)]
 #[template(path = "deferreds.html")]
 struct Deferreds {
+    /// Which navigation link the layout marks as the current page.
     page: &'static str,
     tabs: [&'static str; 6],
     tab: String,
     service: String,
     deferreds: Vec<DeferredView>,
+    /// Rows the limit left out, shown as "N more not shown".
     hidden: usize,
     history_error: Option<String>,
 }
@@ -324,7 +333,9 @@ pub(crate) async fn deferreds(
 /// A step with its place on the waterfall.
 struct StepBar {
     step: StepRecord,
+    /// Where the bar starts, in percent of the span from the first step run to the last one's end.
     offset_pct: String,
+    /// The bar's width in the same percent, at least 0.5 so an instant step stays visible.
     width_pct: String,
     /// Added and not run yet: not on the time axis.
     queued: bool,
@@ -398,6 +409,7 @@ fn waiting_text(d: &DeferredDetail, at: i64) -> Option<String> {
 #[derive(Template)]
 #[template(path = "deferred.html")]
 struct Deferred {
+    /// Which navigation link the layout marks as the current page.
     page: &'static str,
     age_ms: u64,
     steps: Vec<StepBar>,
@@ -437,6 +449,7 @@ pub(crate) async fn deferred(
 #[derive(Template)]
 #[template(path = "services.html")]
 struct Services {
+    /// Which navigation link the layout marks as the current page.
     page: &'static str,
     services: Vec<ServiceView>,
     history_error: Option<String>,

@@ -71,13 +71,17 @@ pub struct ServiceStats {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Each service's recent points, oldest first, for the sparklines; the oldest go as new ones
+    /// come.
     services: BTreeMap<String, VecDeque<Point>>,
+    /// What the banner shows, as of the last sample.
     alerts: Alerts,
 }
 
 /// The rings of points, one per service.
 #[derive(Debug, Default)]
 pub struct Series {
+    /// A std mutex: taken once per sample and per read, never across an await.
     inner: Mutex<Inner>,
 }
 

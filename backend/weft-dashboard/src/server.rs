@@ -162,7 +162,10 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// Connections held now, in all and per peer.
 #[derive(Debug, Default)]
 struct Held {
+    /// Connections held now on the dashboard's listener.
     total: usize,
+    /// Connections held per peer; a peer leaves the map when its last connection closes, so it
+    /// stays bounded by `max_total`.
     per_peer: HashMap<PeerKey, usize>,
 }
 
@@ -170,6 +173,7 @@ struct Held {
 #[derive(Debug)]
 struct Places {
     max_total: usize,
+    /// 0: no per-peer cap.
     max_per_peer: usize,
     /// A std mutex: taken once per accept and once per close, never across an await.
     held: Mutex<Held>,
@@ -211,7 +215,9 @@ impl Places {
 /// One connection's place, given back when dropped.
 #[derive(Debug)]
 struct Place {
+    /// Where this place is given back when the connection closes.
     places: Arc<Places>,
+    /// The peer whose count this place is in.
     peer: PeerKey,
 }
 
@@ -233,6 +239,7 @@ impl Drop for Place {
 #[derive(Debug)]
 struct Placed {
     stream: TcpStream,
+    /// Held only for its drop, so an upgraded `/ws` connection keeps its place until it closes.
     _place: Place,
 }
 

@@ -57,6 +57,8 @@ pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
 /// time; at most the queue's capacity wait, and more are refused.
 #[derive(Debug, Clone)]
 pub struct Reloader {
+    /// Bounded: when the program has that many reloads waiting, more are refused rather than
+    /// queued.
     requests: mpsc::Sender<ReloadRequest>,
 }
 

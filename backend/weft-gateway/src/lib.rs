@@ -5,8 +5,8 @@
 //!
 //! - [`config`]: `weft.toml` parsed and validated before anything binds a port; errors
 //!   name the file, line and key. The built-in demo configuration.
-//! - [`services`]: one module per service kind (echo, discard, tcp-proxy), each with its
-//!   settings, its protocol and its tests.
+//! - [`services`]: one module per service kind (echo, discard, tcp-proxy, http, dns), each
+//!   with its settings, how it starts and its tests; `limits` for what every kind bounds.
 //! - [`inspector`]: [`Inspector::start`], the one call that gives any program on a weft
 //!   reactor the telemetry hub, the SQLite history and the dashboard.
 //! - [`running`]: [`running::Running`], the services running now, and applying another

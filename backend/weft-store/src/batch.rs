@@ -235,7 +235,9 @@ impl Insert for EventRecord {
 /// The two statement shapes for one table.
 #[derive(Debug, Clone)]
 struct TableSql {
+    /// Inserts `rows_per_statement` rows in one statement: full chunks of a batch go through it.
     many: SqlStr,
+    /// Inserts one row: the remainder of a batch that fills no full chunk.
     one: SqlStr,
 }
 
@@ -280,6 +282,7 @@ fn insert_sql<T: Insert>(rows: usize) -> String {
 /// The statements the writer uses, built once.
 #[derive(Debug, Clone)]
 pub(crate) struct BatchSql {
+    /// Rows per multi-row insert: fewer statements per batch; 1 writes each row on its own.
     rows_per_statement: usize,
     services: TableSql,
     connections: TableSql,

@@ -22,6 +22,7 @@ use crate::records::ServiceRecord;
 
 #[derive(Debug, Default)]
 struct Services {
+    /// Every service the writer was given, by name, so a recreated file gets them back.
     kept: BTreeMap<String, ServiceRecord>,
     /// Names removed since: left out of listings, and deleted from the file.
     removed: BTreeSet<String>,

@@ -1,8 +1,9 @@
 //! SQLite history for weft: migrations, a batched writer, retention and the dashboard's queries.
 //!
-//! The store knows nothing of the reactor. The telemetry hub turns reactor events into the plain
-//! records of [`records`] and hands them to a [`Writer`], which never blocks it; the dashboard reads
-//! them back through the query methods on [`Store`].
+//! The store knows nothing of the reactor or the hub. The inspector's history pipeline (in
+//! the gateway) turns the hub's events into the plain records of [`records`] and hands them
+//! to a [`Writer`], which never blocks it; the dashboard reads them back through the query
+//! methods on [`Store`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), weft_store::StoreError> {
@@ -84,9 +85,11 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     options: StoreOptions,
+    /// Shared with the writer, which swaps in a new read pool when it recreates a deleted file.
     pools: Arc<PoolCell>,
     writer: Writer,
     stats: Arc<StoreStats>,
+    /// Tells the retention task to stop at `shutdown`.
     stop_retention: watch::Sender<bool>,
     /// Taken by the first `shutdown`; a std mutex because it is never held across an await.
     tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,

@@ -36,6 +36,7 @@ pub(crate) fn lock_path(db: &Path) -> PathBuf {
 /// The lock, held until dropped.
 #[derive(Debug)]
 pub(crate) struct WriterLock {
+    /// Held open for its advisory lock: closing it releases the lock.
     file: File,
 }
 

@@ -97,6 +97,7 @@ pub(crate) async fn open_writer_connection(
 /// Which file a path names: a deleted-and-recreated file keeps its path but not its inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileId {
+    /// The device, since an inode number is unique only within one.
     dev: u64,
     ino: u64,
 }

@@ -10,8 +10,11 @@ use serde::Serialize;
 /// Producers and the writer only touch relaxed atomics, so reading them never slows either down.
 #[derive(Debug, Default)]
 pub struct StoreStats {
+    /// Records accepted by `Writer::try_send`; with `written` and `dropped` it shows what is still
+    /// queued.
     queued: AtomicU64,
     written: AtomicU64,
+    /// Records lost (queue full, writer stopped, batch not written): counted, never lost silently.
     dropped: AtomicU64,
     write_errors: AtomicU64,
     reopens: AtomicU64,

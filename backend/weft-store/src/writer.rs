@@ -46,8 +46,11 @@ pub(crate) enum Command {
 /// A cheap, cloneable handle producers use to queue records.
 #[derive(Debug, Clone)]
 pub struct Writer {
+    /// Bounded: when it is full, `try_send` drops and counts the record instead of waiting.
     tx: mpsc::Sender<Command>,
     stats: Arc<StoreStats>,
+    /// Services are kept here as well as queued, so a service whose record was dropped still
+    /// reaches the file.
     catalog: Arc<Catalog>,
 }
 
@@ -124,12 +127,17 @@ impl Writer {
 pub(crate) struct WriterTask {
     rx: mpsc::Receiver<Command>,
     path: PathBuf,
+    /// Used again when the writer opens a fresh connection or read pool after a failure.
     busy_timeout: Duration,
+    /// Size of the read pool the writer opens when it recreates a deleted file.
     max_readers: u32,
+    /// Most records committed in one transaction.
     batch_size: usize,
+    /// Longest a queued record waits for its batch to fill before it is committed anyway.
     flush_interval: Duration,
     sql: BatchSql,
     stats: Arc<StoreStats>,
+    /// Where a recreated file's new read pool is swapped in for the queries.
     pools: Arc<PoolCell>,
     /// Written again into a recreated file.
     catalog: Arc<Catalog>,

@@ -173,6 +173,8 @@ struct Ring {
     start: u64,
     /// Each open feed's position: the next event it will take.
     readers: HashMap<u64, u64>,
+    /// The id the next feed gets; ids are never reused, so a dropped feed's position cannot be
+    /// taken by another.
     next_reader: u64,
     /// A reader found nothing and is waiting: the next publish wakes it.
     waiting: bool,
@@ -197,11 +199,15 @@ impl Ring {
 
 /// What the hub and its feeds share.
 struct Shared {
+    /// One lock for the ring and every reader's position: publishing and reading each take it once
+    /// per event or batch.
     ring: Mutex<Ring>,
     /// How many feeds are open, read without the lock.
     readers: AtomicUsize,
     /// Woken when an event arrives for a waiting reader, or when the hub goes away.
     arrived: Notify,
+    /// Most events the ring holds; beyond it the oldest is dropped and the readers that had not
+    /// taken it are told how many they missed.
     capacity: usize,
 }
 
@@ -214,6 +220,8 @@ impl Shared {
 
 /// Sequence numbers and the ring.
 pub(crate) struct Bus {
+    /// The next event's number; continues from the history's highest after a restart
+    /// (`with_first_seq`).
     seq: AtomicU64,
     shared: Arc<Shared>,
 }
@@ -307,7 +315,10 @@ pub struct Missed(pub u64);
 /// behind.
 pub struct Feed {
     shared: Arc<Shared>,
+    /// This feed's key in the ring's positions; dropping the feed removes it, so the ring no longer
+    /// waits on it.
     id: u64,
+    /// This consumer's `weft_events_dropped_total` counter, incremented by what it missed.
     dropped: IntCounter,
 }
 

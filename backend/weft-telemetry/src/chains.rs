@@ -201,7 +201,10 @@ pub(crate) struct EndedChain {
 /// The last [`ENDED_KEPT`] chains that ended without success, oldest first.
 #[derive(Default)]
 pub(crate) struct Ended {
+    /// Ended chains by id, so a report arriving after a chain ended (an unhandled failure) still
+    /// finds its record.
     by_id: HashMap<u64, EndedChain>,
+    /// Insertion order, so the oldest is evicted once more than `ENDED_KEPT` are held.
     order: VecDeque<u64>,
 }
 
@@ -230,7 +233,10 @@ impl Ended {
 /// without success.
 #[derive(Default)]
 pub(crate) struct Chains {
+    /// Locked once per Deferred event; readers (`pending_chains`, `chain`) clone snapshots out of
+    /// it.
     map: Mutex<HashMap<u64, Chain>>,
+    /// Failed chains kept after they ended, so a later unhandled-failure report still finds them.
     ended: Mutex<Ended>,
 }
 

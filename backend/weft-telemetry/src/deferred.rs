@@ -32,6 +32,8 @@ const NO_SERVICE: &str = "reactor";
 /// Decides which successful chains are kept in history.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sampler {
+    /// Probability of keeping a successful chain; failed and flagged chains are kept without
+    /// asking.
     rate: f64,
 }
 
@@ -65,7 +67,7 @@ impl Sampler {
 pub(crate) struct ServiceHandles {
     pending: IntGauge,
     stalled: IntGauge,
-    /// Detections, by [`Detector::index`].
+    /// One counter per detector, indexed by [`Detector::index`].
     detections: [IntCounter; 4],
 }
 
@@ -79,9 +81,13 @@ pub struct DeferredTracker {
     pub detections: IntCounterVec,
     /// How long each callback ran.
     pub callback_duration: Histogram,
+    /// Decides which successful chains reach history.
     sampler: Sampler,
     chains: Chains,
+    /// Each service's handles, resolved on its first Deferred so later events skip the label
+    /// lookup.
     handles: Mutex<HashMap<Arc<str>, Arc<ServiceHandles>>>,
+    /// Where a chain's connection is looked up to label it with the connection's service.
     live: Arc<LiveRegistry>,
 }
 

@@ -25,11 +25,15 @@ pub struct Hub {
     config: HubConfig,
     metrics: Metrics,
     live: Arc<LiveRegistry>,
+    /// Feeds the history writer and the /ws feed; a slow reader drops events instead of slowing the
+    /// hub.
     bus: Bus,
     deferreds: DeferredTracker,
+    /// What `/readyz` answers: the listeners expected, those up, and the reactor's phase.
     ready: Readiness,
     /// Which refusals go on the bus: a flood must not fill it.
     refusals: RefusalGate,
+    /// `NO_SERVICE` allocated once, so labelling an event outside any service allocates nothing.
     no_service: Arc<str>,
     /// Registered by the first [`track_reloads`](Self::track_reloads); `None` if that
     /// failed (logged).

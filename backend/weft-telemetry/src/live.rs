@@ -105,13 +105,18 @@ struct Totals {
 
 #[derive(Default)]
 struct Inner {
+    /// Every open connection; its counters are atomics inside `ConnectionInfo`, read without this
+    /// lock.
     open: HashMap<ConnectionId, Arc<ConnectionInfo>>,
+    /// Bytes of connections that closed, per service and transport, so the byte totals never go
+    /// down.
     closed: HashMap<Key, Totals>,
 }
 
 /// Open connections by id, plus the byte totals of closed ones.
 #[derive(Default)]
 pub struct LiveRegistry {
+    /// Taken on open, on close and by readers (a scrape, the dashboard), never per read or write.
     inner: Mutex<Inner>,
 }
 
@@ -215,6 +220,7 @@ impl LiveRegistry {
 /// Derives `weft_received_bytes_total` and `weft_sent_bytes_total` at scrape time.
 pub(crate) struct ByteCollector {
     live: Arc<LiveRegistry>,
+    /// Filled from the live registry at each scrape rather than on each read.
     received: IntCounterVec,
     sent: IntCounterVec,
 }

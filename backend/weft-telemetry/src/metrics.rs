@@ -81,7 +81,10 @@ pub struct Metrics {
     slow_callbacks: IntCounterVec,
     dropped: IntCounterVec,
     lag: Histogram,
+    /// Handles per service and transport, resolved once and shared by every connection of that
+    /// pair.
     conns: Mutex<HashMap<ConnKey, Arc<ConnMetrics>>>,
+    /// Handles per service, resolved once.
     services: Mutex<HashMap<Arc<str>, Arc<ServiceMetrics>>>,
 }
 

@@ -68,7 +68,9 @@ struct Stat {
 /// Reads `/proc/self` at each scrape.
 struct ProcessCollector {
     descs: Vec<Desc>,
+    /// Read once from the system, to turn `/proc` clock ticks into seconds.
     ticks_per_second: f64,
+    /// Read once from the system, to turn resident pages into bytes.
     page_size: f64,
     /// Fixed for the life of the process: computed once.
     start_time: Option<f64>,

@@ -25,12 +25,14 @@ type Key = (String, String);
 /// The expected listeners, those up now, and the reactor's phase.
 #[derive(Debug, Default)]
 pub(crate) struct Readiness {
+    /// Starting, serving or stopping: `/readyz` is ready only while serving, whatever listens.
     phase: AtomicU8,
     listeners: Mutex<Listeners>,
 }
 
 #[derive(Debug, Default)]
 struct Listeners {
+    /// The listeners the program declared (`expect_listener`); ready once each is up.
     expected: BTreeSet<Key>,
     /// How many are up per key: with several reactors, each binds its own.
     up: HashMap<Key, usize>,

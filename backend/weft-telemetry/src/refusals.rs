@@ -17,6 +17,7 @@ pub const REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 /// since.
 struct Window {
     published: Instant,
+    /// Refusals held back since `published`, reported with the next event that goes out.
     suppressed: u64,
 }
 

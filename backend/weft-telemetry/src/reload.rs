@@ -75,7 +75,9 @@ impl ReloadOutcome {
 pub(crate) struct Reloads {
     /// By [`ReloadResult`], in [`ReloadResult::ALL`] order.
     counts: [IntCounter; 3],
+    /// `weft_config_last_reload_successful`.
     last_ok: IntGauge,
+    /// The last outcome, shown by the dashboard's banner.
     last: Mutex<Option<ReloadOutcome>>,
 }
 

@@ -48,15 +48,29 @@ pub enum LoopingCallError {
 type Func = Box<dyn FnMut() -> Deferred<()>>;
 
 struct Inner {
+    /// Called once per tick; a `RefCell` because the loop is shared through `Rc` and the function
+    /// is `FnMut`.
     func: RefCell<Func>,
+    /// The clock the loop runs on; chosen at `start` (the thread's current one) unless `with_clock`
+    /// gave one.
     clock: RefCell<Option<Clock>>,
+    /// Cleared by `stop`; a run in flight checks it when it ends to decide whether to schedule the
+    /// next.
     running: Cell<bool>,
     interval: Cell<Duration>,
+    /// The grid's origin: runs are due at `started_at + k × interval`, so late runs are skipped,
+    /// not drifted.
     started_at: Cell<Duration>,
+    /// The scheduled next run, kept so `stop` can cancel it.
     call: RefCell<Option<DelayedCall>>,
+    /// Fires the Deferred `start` returned, once the loop stops or fails.
     done: RefCell<Option<Resolver<()>>>,
+    /// A run (or the Deferred it returned) has not finished: `stop` defers firing `done` until it
+    /// does, and `start` refuses meanwhile.
     in_flight: Cell<bool>,
+    /// How many runs started, as `calls()` reports.
     calls: Cell<u64>,
+    /// Where the loop was made: the creation site of the Deferred `start` returns.
     site: &'static Location<'static>,
 }
 

@@ -51,7 +51,9 @@ struct Pending {
 #[derive(Debug)]
 pub struct Chunked<S> {
     inner: S,
+    /// The message being sent, one fragment at a time; `None` between messages.
     pending: Option<Pending>,
+    /// How long a client may take no fragment before it is cut off (`send_timeout`).
     stall: Duration,
     /// Armed when a write blocks, disarmed when a fragment goes out.
     deadline: Option<Pin<Box<Sleep>>>,

@@ -18,7 +18,11 @@ const SNAPSHOT_SHARED_FOR: Duration = Duration::from_secs(1);
 /// The broadcast of frames and what clients share besides.
 #[derive(Debug)]
 pub struct Fanout {
+    /// One encoded copy of each frame, shared by every client; a client that falls behind lags and
+    /// resyncs instead of slowing the others.
     tx: broadcast::Sender<Frame>,
+    /// The last event encoded, so a new or lagging client knows what its snapshot covers and how
+    /// many events it missed.
     last_seq: AtomicU64,
     /// The last snapshot rendered: the event it is as of, when, and its text.
     snapshot: Mutex<Option<(u64, Instant, Utf8Bytes)>>,

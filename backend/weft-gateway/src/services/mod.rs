@@ -1,6 +1,7 @@
 //! The services a configuration can name; one module each, with its settings, its
-//! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant and an arm in
-//! `validate` and [`start`].
+//! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant with its arms
+//! here (`KINDS`, `as_str`, `settings_json`, `validate`, [`start_with_options`]), its
+//! default idle timeout in `limits`, and its keys in the config's `raw` module.
 
 pub(crate) mod access_log;
 pub mod discard;

@@ -47,11 +47,16 @@ pub(crate) struct Core {
     pub(crate) parent: Option<DeferredId>,
     /// On the thread clock's timeline, so a fake clock drives ages in tests.
     pub(crate) created: Duration,
+    /// How the chain was fired, if at all: its state, and whether a dropped resolver leaked it.
     fired: Cell<Fire>,
+    /// State bits in one `Cell` (running, consumer, cancelling, what was reported, long wait); see
+    /// the constants above.
     flags: Cell<u16>,
+    /// A count, not a flag: the chain runs on only when every pause has been lifted.
     pauses: Cell<u32>,
     /// When the chain last stopped (pause or child), on the clock's timeline.
     pub(crate) paused_since: Cell<Duration>,
+    /// Callbacks added and not run yet, in order.
     steps: RefCell<VecDeque<Box<dyn Link>>>,
     /// The chain's current result: the last step that ran, or the fired value.
     result: RefCell<Option<Box<dyn Link>>>,
@@ -61,7 +66,9 @@ pub(crate) struct Core {
     /// The last step started; while waiting, the one that returned the child.
     pub(crate) step_site: Cell<Option<&'static Location<'static>>>,
     pub(crate) waiting_on: RefCell<Option<Rc<Core>>>,
+    /// Run once by `cancel` on a pending Deferred, to stop the work that would fire it.
     canceller: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// The task awaiting this Deferred as a `Future`, woken when the result arrives.
     waker: RefCell<Option<Waker>>,
     /// Index in the live registry while pending.
     pub(crate) slot: Cell<Option<usize>>,

@@ -24,6 +24,7 @@ use crate::observe::ConnectionId;
 pub struct Deferred<T: 'static> {
     /// `None` only once the result has been taken (by `await` or `try_take`).
     core: Option<Rc<Core>>,
+    /// The result type, without owning a `T`: the value lives type-erased in the core.
     _type: PhantomData<fn() -> T>,
 }
 
@@ -33,6 +34,8 @@ pub struct Deferred<T: 'static> {
 /// reports the Deferred as leaked: nothing can complete its chain any more.
 #[must_use = "dropping a Resolver unfired leaks its Deferred"]
 pub struct Resolver<T: 'static> {
+    /// Taken when fired; a `Resolver` dropped while still holding it reports its Deferred as
+    /// leaked.
     core: Option<Rc<Core>>,
     _type: PhantomData<fn(T)>,
 }
@@ -40,6 +43,7 @@ pub struct Resolver<T: 'static> {
 /// Cancels a Deferred without holding its chain (for combinators, timers, the inspector).
 #[derive(Clone)]
 pub struct CancelHandle {
+    /// Weak, so a handle never keeps a finished chain alive.
     core: Weak<Core>,
 }
 

@@ -77,6 +77,7 @@ pub(crate) fn report_leaked(core: &Core) {
 
 struct StallConfig {
     default: Duration,
+    /// Per-label thresholds that override `default` for Deferreds carrying that label.
     per_label: Vec<(&'static str, Duration)>,
 }
 
@@ -164,6 +165,7 @@ pub fn scan_for_stalls() {
 #[must_use = "the scan stops when the watch is dropped"]
 #[derive(Debug)]
 pub struct StallWatch {
+    /// Shared with the scan loop, which ends when the watch is dropped.
     stopped: Rc<Cell<bool>>,
 }
 

@@ -49,8 +49,13 @@ pub struct Failure {
 
 struct Inner {
     error: Box<dyn Error + 'static>,
+    /// The error's short type name, taken when the failure is made because it cannot be recovered
+    /// from the boxed error.
     type_name: &'static str,
+    /// Where the failure was made, reported with an unhandled failure.
     site: &'static Location<'static>,
+    /// Captured only while `set_debugging` is on, since a capture costs far more than the failure
+    /// itself.
     backtrace: Option<Box<Backtrace>>,
 }
 

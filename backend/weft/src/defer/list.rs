@@ -57,8 +57,11 @@ pub struct DeferredList<T: 'static> {
 }
 
 struct ListState<T: 'static> {
+    /// One slot per Deferred, so the result keeps the order of the list, not the order of firing.
     results: Vec<Option<Result<T, Failure>>>,
+    /// Deferreds not fired yet; the list fires when it reaches zero.
     remaining: usize,
+    /// Taken when the list fires, so a result arriving after a fire-on-one changes nothing.
     resolver: Option<Resolver<ListResult<T>>>,
 }
 
@@ -183,8 +186,11 @@ pub fn gather_results<T: 'static>(
 
 struct RaceState<T: 'static> {
     resolver: Option<Resolver<(usize, T)>>,
+    /// Kept by position so the `FailureGroup`, once every Deferred has failed, lists them in the
+    /// order given.
     failures: Vec<Option<Failure>>,
     remaining: usize,
+    /// Cancels the losers once one Deferred succeeds.
     handles: Vec<CancelHandle>,
 }
 

@@ -16,7 +16,9 @@ use crate::observe::ConnectionId;
 
 #[derive(Default)]
 struct Registry {
+    /// Pending Deferreds by slot index, weak so the registry never keeps a chain alive.
     slots: Vec<Option<Weak<Core>>>,
+    /// Emptied slots, reused so the table stays as large as the most pending at once.
     free: Vec<usize>,
 }
 

@@ -102,6 +102,7 @@ pub(crate) fn take_result<T: 'static>(from: &mut dyn Link) -> Result<T, Failure>
 
 /// A result with nothing to run: what `callback`/`errback` put at the head of a chain.
 pub(crate) struct Holder<T> {
+    /// `Option`s because a chain moves results between type-erased links by taking them out.
     ok: Option<T>,
     err: Option<Failure>,
     site: &'static Location<'static>,
@@ -236,10 +237,14 @@ where
 
 /// A user step: input, function, output, and the line that added it.
 pub(crate) struct Step<T, U, H> {
+    /// Filled by the previous link just before the step runs, taken when it runs.
     input: Option<Result<T, Failure>>,
+    /// Taken when the step runs: a handler runs at most once.
     handler: Option<H>,
     ok: Option<U>,
     err: Option<Failure>,
+    /// Callback, errback or both, as the step's trace reports it; the handler itself decides what
+    /// runs.
     kind: StepKind,
     site: &'static Location<'static>,
 }
@@ -339,6 +344,7 @@ struct Forward<U> {
     /// failure) when its child fires; the cycle parent → child → this → parent ends
     /// when the child fires or its firing side is dropped.
     parent: Option<Rc<Core>>,
+    /// The output slot a `Link` must expose; a forwarder's output carries nothing.
     done: Option<()>,
     site: &'static Location<'static>,
 }

@@ -48,8 +48,12 @@ fn next_waiter<T: 'static>(line: &RefCell<VecDeque<Resolver<T>>>) -> Option<Reso
 }
 
 struct SemaphoreInner {
+    /// Tokens free now; an acquire waits when it is zero.
     tokens: Cell<usize>,
+    /// The tokens a semaphore starts with, reported by `limit()`.
     limit: usize,
+    /// Shared (weakly) with each waiter's canceller, which removes the waiter when its Deferred is
+    /// cancelled.
     waiting: Rc<RefCell<VecDeque<Resolver<SemaphoreGuard>>>>,
 }
 
@@ -215,9 +219,13 @@ impl DeferredLock {
 }
 
 struct QueueInner<T: 'static> {
+    /// At most this many items queued; a `put` beyond fails with an overflow.
     size: Option<usize>,
+    /// At most this many `get`s waiting; one beyond fails with an underflow.
     backlog: Option<usize>,
     items: RefCell<VecDeque<T>>,
+    /// Shared (weakly) with each waiter's canceller, which removes the waiter when its Deferred is
+    /// cancelled.
     waiting: Rc<RefCell<VecDeque<Resolver<T>>>>,
 }
 

@@ -9,6 +9,8 @@ use crate::transport::Transport;
 pub struct LineContext<'a> {
     transport: &'a Transport,
     delimiter: &'a [u8],
+    /// The receiver's mode flag, borrowed so a handler can switch to raw mode in the middle of a
+    /// line callback.
     raw: &'a mut bool,
 }
 
@@ -56,9 +58,11 @@ pub trait LineHandler: 'static {
 pub struct LineReceiver<H> {
     handler: H,
     delimiter: Vec<u8>,
+    /// A line longer than this closes the connection rather than growing the buffer without bound.
     max_length: usize,
     /// A partial line; empty (and unallocated) between lines.
     buffer: Vec<u8>,
+    /// Raw mode: bytes go to the handler as they come, unsplit, until it switches back.
     raw: bool,
 }
 

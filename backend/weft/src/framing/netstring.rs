@@ -17,7 +17,9 @@ type Parsed<'a> = Result<Option<(&'a [u8], usize)>, (ErrorKind, String)>;
 /// Decodes netstrings (Twisted's `NetstringReceiver`).
 pub struct NetstringReceiver<H> {
     handler: H,
+    /// A netstring announcing more than this closes the connection instead of being buffered.
     max_length: usize,
+    /// Bytes of an incomplete netstring, kept until the rest arrives.
     buffer: Vec<u8>,
 }
 

@@ -87,8 +87,11 @@ pub fn send_int16_string(transport: &Transport, data: &[u8]) {
 /// Decodes strings prefixed by their length in `P`.
 pub struct PrefixedReceiver<H, P> {
     handler: H,
+    /// A prefix announcing more than this closes the connection instead of being buffered.
     max_length: usize,
+    /// Bytes of an incomplete message, kept until the rest arrives.
     buffer: Vec<u8>,
+    /// Selects the prefix width (`P`) at compile time; holds no data.
     prefix: PhantomData<P>,
 }
 

@@ -23,6 +23,7 @@ use crate::policies::{PeerLimit, PeerSlot};
 #[derive(Debug, Clone, Default)]
 pub struct ListenOptions {
     idle_timeout: Option<Duration>,
+    /// Shared by clones, so a service's listeners count a peer's connections across all of them.
     peer_limit: Option<PeerLimit>,
 }
 

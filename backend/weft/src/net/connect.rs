@@ -113,11 +113,17 @@ pub enum ConnectorState {
 
 struct ConnectorInner {
     endpoint: ClientEndpoint,
+    /// The endpoint as written, naming the destination in errors and logs.
     name: String,
+    /// The service its connections are counted under.
     service: Arc<str>,
     factory: Rc<dyn ClientFactory>,
+    /// Lets `connect` do nothing unless disconnected, and `disconnect` choose between cancelling
+    /// and closing.
     state: Cell<ConnectorState>,
+    /// Cancels the attempt in progress (`stop_connecting`); cleared once it ends.
     attempt: RefCell<Option<CancellationToken>>,
+    /// The open connection, if any, so `disconnect` can close it.
     transport: RefCell<Option<Transport>>,
 }
 
@@ -513,9 +519,14 @@ pub struct ReconnectingClientFactory<F> {
     pub max_delay: Duration,
     /// Give up after this many consecutive retries.
     pub max_retries: Option<u32>,
+    /// The wait before the next retry: grows by `factor` per retry, back to `initial_delay` on
+    /// success.
     delay: Cell<Duration>,
+    /// Consecutive retries since the last success, checked against `max_retries`.
     retries: Cell<u32>,
+    /// Cleared by `stop_trying` or when `max_retries` is exceeded: no more retries are scheduled.
     trying: Cell<bool>,
+    /// The scheduled retry, kept so `stop_trying` can cancel it.
     pending: RefCell<Option<DelayedCall>>,
 }
 

@@ -61,6 +61,7 @@ pub enum ListenError {
 #[derive(Debug, Clone)]
 pub struct ListeningPort {
     info: Arc<ListenerInfo>,
+    /// Cancelled by `stop_listening`; the accept loop selects on it.
     stop: CancellationToken,
     /// Its place in the reactor's table of ports.
     id: u64,

@@ -82,17 +82,25 @@ impl SocketKey {
 
 struct Entry {
     info: Arc<ListenerInfo>,
+    /// The address the socket is bound to, matched against a handover's listen calls; `None` for
+    /// port 0, which never matches.
     key: Option<SocketKey>,
+    /// Kept so a handover can offer it to the listener that replaces this one.
     socket: PortSocket,
     stop: CancellationToken,
+    /// Set when a new listener took the socket, so the old port leaves a unix socket's file in
+    /// place.
     handed_over: Rc<Cell<bool>>,
 }
 
 /// The table of listening ports, and the handover open now, if any.
 #[derive(Default)]
 pub(crate) struct Ports {
+    /// The next port's id; ids are never reused, so a stale id finds nothing.
     next_id: Cell<u64>,
+    /// Every listening port by id, for `listening_ports` and for a handover to offer.
     entries: RefCell<BTreeMap<u64, Entry>>,
+    /// The handover open now, if any: listen calls consult it before binding.
     handover: RefCell<Option<Rc<HandoverState>>>,
 }
 
@@ -101,10 +109,13 @@ struct Offered {
     key: Option<SocketKey>,
     socket: PortSocket,
     handed_over: Rc<Cell<bool>>,
+    /// Set when a new listener claimed this socket, so no second listener claims it and commit
+    /// stops this port.
     taken: bool,
 }
 
 struct HandoverState {
+    /// The ports being replaced, whose sockets listen calls may claim until commit or rollback.
     offered: RefCell<Vec<Offered>>,
     /// The stop tokens of the listeners made during the handover: a rollback cancels them.
     made: RefCell<Vec<CancellationToken>>,
@@ -192,10 +203,17 @@ pub(crate) struct PortOpening {
 /// A port's place in the table, held by its loop.
 pub(crate) struct Opened {
     reactor: Reactor,
+    /// Its key in the table, removed by `close`.
     id: u64,
+    /// Cancelled at commit; a port made during a handover waits on it before accepting. `None`:
+    /// start at once.
     gate: Option<CancellationToken>,
+    /// Shared with the table entry; set when a replacing listener took this port's socket.
     handed_over: Rc<Cell<bool>>,
+    /// Whether the port bound its socket itself; one that took a socket and never started must not
+    /// remove a unix socket's file.
     fresh: bool,
+    /// The bound address, whose unix socket file `close` removes.
     local: Address,
 }
 
@@ -253,6 +271,7 @@ impl Opened {
 #[must_use = "dropping a handover rolls it back"]
 pub struct Handover {
     reactor: Reactor,
+    /// `None` once committed; dropping it while `Some` rolls the handover back.
     state: Option<Rc<HandoverState>>,
 }
 

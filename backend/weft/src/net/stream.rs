@@ -216,6 +216,8 @@ impl AsyncWrite for InspectedStream {
 
 /// A connection's place in the reactor; dropping it reports the close.
 struct Registration {
+    /// Weak, so a stream outliving its reactor does not keep the reactor alive just to report its
+    /// close.
     reactor: Weak<Inner>,
     transport: Transport,
 }
@@ -392,6 +394,7 @@ struct Acceptor<H> {
     reactor: Reactor,
     info: Arc<ListenerInfo>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set on each accepted connection's transport; the reactor's sweep enforces it.
     idle_timeout: Option<std::time::Duration>,
     handler: Rc<H>,
 }

@@ -42,7 +42,10 @@ struct Shared {
     /// Shared with a port that takes it over; this transport may still send on it.
     socket: Rc<UdpSocket>,
     info: Arc<ConnectionInfo>,
+    /// Set when the port stops, so later sends are refused instead of going out of a port reported
+    /// closed.
     closed: Cell<bool>,
+    /// Cancels the port's receive loop.
     stop: CancellationToken,
 }
 

@@ -79,6 +79,7 @@ pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
 /// An observer that collects every event as text; handy in tests and examples.
 #[derive(Default)]
 pub struct RecordingObserver {
+    /// A `Mutex` because observers are `Send + Sync`; only tests and examples read it.
     events: std::sync::Mutex<Vec<String>>,
 }
 

@@ -126,6 +126,7 @@ impl ConnectionInfo {
 /// (no locked instruction); any thread may read them at any time.
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    /// Atomics only so other threads can read; the reactor thread is the sole writer.
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     reads: AtomicU64,

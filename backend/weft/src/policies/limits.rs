@@ -48,6 +48,8 @@ type OpenPerPeer = Rc<RefCell<HashMap<PeerKey, usize>>>;
 #[derive(Clone)]
 pub struct PeerLimit {
     max: usize,
+    /// Shared by the limit's clones and by each connection's slot, which gives its place back when
+    /// dropped.
     open: OpenPerPeer,
 }
 
@@ -141,7 +143,9 @@ impl Drop for PeerSlot {
 
 #[derive(Default)]
 struct Counts {
+    /// Connections open through this factory now, given back by each connection when it ends.
     total: Cell<usize>,
+    /// Why the last connection was refused, so the listener counts the refusal under that reason.
     last_refusal: Cell<&'static str>,
 }
 
@@ -150,6 +154,7 @@ pub struct ConnectionLimits<F> {
     inner: F,
     max_total: Option<usize>,
     per_peer: Option<PeerLimit>,
+    /// Shared with every connection it admitted, which decrements `total` when it ends.
     counts: Rc<Counts>,
 }
 
@@ -227,7 +232,9 @@ impl<F: Factory> Factory for ConnectionLimits<F> {
 /// A protocol that gives its places back when the connection ends.
 struct Counted {
     inner: Box<dyn Protocol>,
+    /// Where this connection gives its place in the total back when it is dropped.
     counts: Rc<Counts>,
+    /// Held only for its drop, which gives the peer's place back.
     _slot: Option<PeerSlot>,
 }
 

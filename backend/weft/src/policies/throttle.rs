@@ -18,8 +18,12 @@ const WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Window {
+    /// Bytes read in the current window; reading pauses once it passes the limit.
     read: Cell<u64>,
+    /// The transport's bytes-out total at the window's start, so writes are measured without
+    /// wrapping the transport.
     written_before: Cell<u64>,
+    /// Whether this throttle paused reading, so only it resumes it at the next window.
     paused: Cell<bool>,
 }
 
@@ -28,7 +32,9 @@ pub struct Throttled<P> {
     inner: P,
     read_limit: Option<u64>,
     write_limit: Option<u64>,
+    /// Shared with the timer that resets it every second.
     window: Rc<Window>,
+    /// The timer that starts each new window, kept so it is cancelled with the connection.
     tick: Option<DelayedCall>,
 }
 

@@ -11,6 +11,7 @@ use crate::transport::Transport;
 pub struct IdleTimeout<P> {
     inner: P,
     timeout: Duration,
+    /// The pending timeout, pushed back by each read and cancelled when the connection ends.
     call: Option<DelayedCall>,
 }
 

@@ -11,8 +11,12 @@ use crate::observe::{self, Event, ReactorLag};
 /// Lag figures, readable from any thread.
 #[derive(Debug, Default)]
 pub struct LagStats {
+    /// Nanoseconds, so the figure fits one atomic that any thread may read without a lock.
     last_ns: AtomicU64,
+    /// The worst lag seen, kept with `fetch_max` so a single spike is not overwritten by the next
+    /// probe.
     max_ns: AtomicU64,
+    /// Lets a reader tell "no lag" from "not measured yet".
     samples: AtomicU64,
 }
 

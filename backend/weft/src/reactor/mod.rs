@@ -83,17 +83,26 @@ pub enum ReactorError {
 }
 
 pub(crate) struct Inner {
+    /// Taken by `run`, so a second `run` fails with `NotRestartable` instead of reusing a shut-down
+    /// runtime.
     runtime: RefCell<Option<tokio::runtime::Runtime>>,
     /// Lets sockets be registered with tokio before `run` starts.
     runtime_handle: tokio::runtime::Handle,
+    /// Runs the `!Send` connection and protocol tasks on the reactor thread.
     local: LocalSet,
     clock: Clock,
+    /// Keeps this reactor's clock installed as the thread's current one for as long as the reactor
+    /// lives.
     _clock_guard: ClockGuard,
     handle: ReactorHandle,
+    /// Work sent from other threads through the handle; taken once when `run` starts draining it.
     jobs: RefCell<Option<mpsc::UnboundedReceiver<handle::Job>>>,
     config: ReactorConfig,
+    /// Decides whether `call_when_running` runs `f` soon or queues it in `when_running`.
     running: Cell<bool>,
+    /// Callbacks queued before `run` started; run once it does.
     when_running: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// Shutdown hooks per phase (before, during, after), run in order with the shutdown deadline.
     hooks: shutdown::Hooks,
     /// Every connection task; shutdown waits on it.
     tracker: TaskTracker,

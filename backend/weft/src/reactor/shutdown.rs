@@ -25,6 +25,8 @@ pub(super) type Hook = Box<dyn FnOnce() -> Option<HookFuture>>;
 
 #[derive(Default)]
 pub(super) struct Hooks {
+    /// One list per `Phase`, indexed by the phase, so each phase's hooks run before the next phase
+    /// starts.
     phases: RefCell<[Vec<Hook>; 3]>,
 }
 

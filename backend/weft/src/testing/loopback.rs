@@ -14,6 +14,7 @@ pub struct Loopback<C, S> {
     pub server: S,
     client_wire: StringTransport,
     server_wire: StringTransport,
+    /// Set once either side closes, so pumping stops delivering bytes.
     closed: bool,
 }
 

@@ -33,6 +33,7 @@ use crate::transport::Transport;
 #[derive(Debug)]
 pub struct StringTransport {
     transport: Transport,
+    /// What the protocol wrote so far, read by the test.
     written: Vec<u8>,
 }
 

@@ -12,7 +12,10 @@ use super::delayed::{CallState, DelayedCall, Entry};
 /// One heap slot; stale when its generation no longer matches the entry's.
 struct Slot {
     time: Duration,
+    /// Breaks ties between calls due at the same time: they run in the order they were scheduled.
     seq: u64,
+    /// The entry's generation when this slot was pushed; `reset` and `delay` push a new slot and
+    /// leave this one stale.
     generation: u64,
     entry: Rc<Entry>,
 }
@@ -46,7 +49,10 @@ enum Source {
 
 pub(crate) struct ClockInner {
     source: Source,
+    /// Pending calls, earliest first; stale slots are skipped when popped instead of being removed
+    /// on `reset`.
     heap: RefCell<BinaryHeap<Reverse<Slot>>>,
+    /// The next tie-breaking sequence number.
     seq: Cell<u64>,
 }
 
@@ -323,6 +329,7 @@ thread_local! {
 /// Restores the previously installed clock when dropped.
 #[must_use = "the clock is uninstalled when the guard drops"]
 pub struct ClockGuard {
+    /// The clock that was current before this one was installed, restored on drop.
     previous: Option<Clock>,
 }
 

@@ -50,16 +50,24 @@ struct Flags {
     write_blocked: bool,
     /// Socket options to apply at the next poll.
     nodelay: Option<bool>,
+    /// Like `nodelay`: applied to the socket at the next poll, since only the driver holds the
+    /// socket.
     keepalive: Option<bool>,
 }
 
 pub(crate) struct Shared {
     info: Arc<ConnectionInfo>,
+    /// Bytes written by the protocol and not yet flushed; the driver drains it into the socket.
     out: RefCell<BytesMut>,
+    /// Small state bits kept in one `Cell` so each write reads and updates them without a borrow.
     flags: Cell<Flags>,
+    /// The connection task's waker: a write from outside its poll wakes it to flush.
     waker: RefCell<Option<Waker>>,
+    /// Above this many buffered bytes the producer is paused (back-pressure).
     high_water: Cell<usize>,
+    /// Below this many buffered bytes a paused producer is resumed.
     low_water: Cell<usize>,
+    /// Paused and resumed by the water marks; by default, this connection's own reading.
     producer: RefCell<Option<Rc<dyn PushProducer>>>,
     /// Close after this long with nothing read or written; the reactor's sweep enforces it
     /// from the connection's own activity stamp, so reads and writes pay nothing for it.

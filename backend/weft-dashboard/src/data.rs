@@ -8,6 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use weft::defer::{DeferredState, StepStatus};
 use weft::observe::ConnectionId;
 use weft_store::{
     ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
@@ -83,7 +84,7 @@ impl From<ConnectionSnapshot> for ConnectionView {
         Self {
             id: c.id,
             service: c.service.to_string(),
-            transport: c.transport.to_owned(),
+            transport: c.transport.as_str().to_owned(),
             peer: c.peer.to_string(),
             local: c.local.to_string(),
             state: "open",
@@ -296,7 +297,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         site: d.site.clone(),
         connection_id: d.connection.map(n),
         service: d.service.clone(),
-        state: d.state.to_owned(),
+        state: d.state.as_str().to_owned(),
         created_at_ms: d.created_at_ms,
         fired_at_ms: d.fired_at_ms,
         current_step: d.current_step.clone(),
@@ -311,7 +312,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
 
 /// The `outcome` of a step added and not run yet (it has no duration; its start is when
 /// it was added).
-pub const QUEUED: &str = "queued";
+pub const QUEUED: &str = StepStatus::Queued.as_str();
 
 /// A live chain's steps as the store would keep them: those run, then those queued.
 pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
@@ -319,20 +320,20 @@ pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
     let ran = d.steps.iter().map(|s| StepRecord {
         deferred_id: n(d.id),
         idx: i64::from(s.index),
-        kind: s.kind.to_owned(),
+        kind: s.kind.as_str().to_owned(),
         site: s.site.clone(),
         started_at_us: s
             .at_ms
             .saturating_mul(1000)
             .saturating_sub(n(s.duration_us)),
         duration_us: Some(n(s.duration_us)),
-        outcome: s.outcome.to_owned(),
+        outcome: s.outcome.as_str().to_owned(),
         child_id: s.child.map(n),
     });
     let queued = d.queued.iter().map(|q| StepRecord {
         deferred_id: n(d.id),
         idx: i64::from(q.index),
-        kind: q.kind.to_owned(),
+        kind: q.kind.as_str().to_owned(),
         site: q.site.clone(),
         started_at_us: q.at_ms.saturating_mul(1000),
         duration_us: None,
@@ -346,14 +347,16 @@ pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
 /// returned the child; while it has not fired or is paused, the first step queued.
 /// `None` when it is running or has ended, or has no step to wait at.
 pub fn waiting_at(d: &DeferredDetail) -> Option<i64> {
-    match d.deferred.state.as_str() {
-        "waiting" => d
+    match DeferredState::from_label(&d.deferred.state)? {
+        DeferredState::Waiting => d
             .steps
             .iter()
             .rev()
-            .find(|s| s.outcome == "waiting")
+            .find(|s| s.outcome == StepStatus::Waiting.as_str())
             .map(|s| s.idx),
-        "pending" | "paused" => d.steps.iter().find(|s| s.outcome == QUEUED).map(|s| s.idx),
+        DeferredState::Pending | DeferredState::Paused => {
+            d.steps.iter().find(|s| s.outcome == QUEUED).map(|s| s.idx)
+        }
         _ => None,
     }
 }
@@ -363,7 +366,7 @@ fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
         None => true,
         Some(DeferredFilter::Pending) => d.is_pending(),
         Some(DeferredFilter::Stalled) => d.stalled,
-        Some(DeferredFilter::Failed) => d.state == "failed",
+        Some(DeferredFilter::Failed) => d.state == DeferredState::Failed.as_str(),
         Some(DeferredFilter::Unhandled) => d.unhandled,
         Some(DeferredFilter::Slow) => d.slow,
         Some(DeferredFilter::Leaked) => d.leaked,

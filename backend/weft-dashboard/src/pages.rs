@@ -7,6 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
+use weft::defer::DeferredState;
 use weft_store::{DeferredDetail, StepRecord};
 
 use crate::cards::Card;
@@ -395,12 +396,12 @@ fn waiting_text(d: &DeferredDetail, at: i64) -> Option<String> {
         step.kind,
         step.site
     );
-    Some(match d.deferred.state.as_str() {
-        "waiting" => match d.deferred.waiting_on {
+    Some(match DeferredState::from_label(&d.deferred.state) {
+        Some(DeferredState::Waiting) => match d.deferred.waiting_on {
             Some(child) => format!("Waiting on Deferred {child} at {place}"),
             None => format!("Waiting at {place}"),
         },
-        "paused" => format!("Paused before {place}"),
+        Some(DeferredState::Paused) => format!("Paused before {place}"),
         _ => format!("Not fired yet: waiting before {place}"),
     })
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft::Reactor;
-use weft::defer::{Deferred, Failure};
+use weft::defer::{Deferred, DeferredState, Detector, Failure};
 use weft_gateway::{Inspector, InspectorConfig};
 use weft_store::StoreOptions;
 use weft_telemetry::{EventKind, HubConfig};
@@ -163,7 +163,7 @@ fn an_unhandled_failure_reported_after_its_chain_ended_keeps_the_chains_record()
         .iter()
         .find_map(|e| match &e.kind {
             EventKind::DeferredDetected {
-                detector: "unhandled",
+                detector: Detector::Unhandled,
                 deferred,
                 ..
             } => Some(deferred.clone()),
@@ -179,7 +179,7 @@ fn an_unhandled_failure_reported_after_its_chain_ended_keeps_the_chains_record()
             _ => None,
         })
         .expect("the chain's end is published first");
-    assert!(detected.unhandled && detected.state == "failed");
+    assert!(detected.unhandled && detected.state == DeferredState::Failed);
     assert_eq!(
         (
             detected.parent,

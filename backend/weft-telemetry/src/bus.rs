@@ -21,9 +21,12 @@ use std::time::SystemTime;
 use prometheus::IntCounter;
 use serde::Serialize;
 use tokio::sync::Notify;
+use weft::defer::Detector;
+use weft::observe::{CloseKind, ErrorKind, TransportKind};
 
 use crate::chains::DeferredSnapshot;
 use crate::live::{ConnectionSnapshot, unix_ms};
+use crate::reload::ReloadResult;
 
 /// One thing that happened, in the owned form consumers keep.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,7 +53,7 @@ pub enum EventKind {
         /// The endpoint string it was asked for.
         endpoint: String,
         /// `tcp`, `udp`, ...
-        transport: &'static str,
+        transport: TransportKind,
         /// The address bound.
         local: String,
     },
@@ -61,7 +64,7 @@ pub enum EventKind {
         /// The endpoint string it was asked for.
         endpoint: String,
         /// `tcp`, `udp`, ...
-        transport: &'static str,
+        transport: TransportKind,
         /// The address it was bound to.
         local: String,
     },
@@ -74,8 +77,9 @@ pub enum EventKind {
     ConnectionClosed {
         /// The connection with its final counters.
         connection: ConnectionSnapshot,
-        /// The bounded reason label (`done`, `reset`, ...).
-        reason: &'static str,
+        /// Why it closed (`done`, `reset`, ...); [`CloseKind::is_routine`] tells the
+        /// routine ones.
+        reason: CloseKind,
         /// The reason in words.
         detail: Cow<'static, str>,
     },
@@ -98,8 +102,8 @@ pub enum EventKind {
         service: String,
         /// The connection, when there is one.
         connection: Option<u64>,
-        /// A bounded kind label.
-        kind: &'static str,
+        /// What went wrong.
+        kind: ErrorKind,
         /// The details.
         message: String,
     },
@@ -116,8 +120,8 @@ pub enum EventKind {
     },
     /// A detector flagged a Deferred chain.
     DeferredDetected {
-        /// `stalled`, `slow`, `unhandled` or `leaked`.
-        detector: &'static str,
+        /// Which detector.
+        detector: Detector,
         /// The chain as it is now, with its steps so far.
         deferred: DeferredSnapshot,
         /// What the detector saw, in words.
@@ -131,7 +135,7 @@ pub enum EventKind {
     /// The configuration was reloaded, or a reload changed nothing; says why.
     ConfigReloaded {
         /// `ok`, `invalid` or `failed`.
-        result: &'static str,
+        result: ReloadResult,
         /// What was applied, or why nothing was.
         message: String,
         /// Services started.
@@ -141,17 +145,6 @@ pub enum EventKind {
         /// Services replaced.
         changed: Vec<String>,
     },
-}
-
-/// Whether a close `reason` label is routine: the connection ended as either side meant it
-/// to, the peer reset it, or the reactor (or its service) shut down. At high rates these are the ones a
-/// consumer may summarize; the others (timeouts, protocol and I/O errors, aborts) are
-/// worth keeping one by one.
-pub fn is_routine_close(reason: &str) -> bool {
-    matches!(
-        reason,
-        "done" | "peer_closed" | "reset" | "shutdown" | "service_stopped"
-    )
 }
 
 impl EventKind {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
+use weft::defer::{DeferredState, StepKind, StepStatus};
 
 use crate::live::unix_ms;
 
@@ -29,7 +30,7 @@ pub struct StepSnapshot {
     /// Position in the chain, from 0.
     pub index: u32,
     /// `callback`, `errback` or `both`.
-    pub kind: &'static str,
+    pub kind: StepKind,
     /// The line that added the step.
     pub site: String,
     /// When it finished, unix milliseconds.
@@ -37,7 +38,7 @@ pub struct StepSnapshot {
     /// How long it ran, microseconds.
     pub duration_us: u64,
     /// `ok`, `err`, `skipped`, `chained` or `waiting`.
-    pub outcome: &'static str,
+    pub outcome: StepStatus,
     /// The failure it returned, `Type: message (site)`.
     pub failure: Option<String>,
     /// The Deferred it returned, which the chain waited on (or took at once).
@@ -50,7 +51,7 @@ pub struct QueuedStep {
     /// The position it will run at, from 0.
     pub index: u32,
     /// `callback`, `errback` or `both`.
-    pub kind: &'static str,
+    pub kind: StepKind,
     /// The line that added the step.
     pub site: String,
     /// When it was added, unix milliseconds.
@@ -77,7 +78,7 @@ pub struct DeferredSnapshot {
     /// How long it has existed (or existed), milliseconds.
     pub age_ms: u64,
     /// `pending`, `running`, `paused`, `waiting`, `succeeded`, `failed`, `cancelled`.
-    pub state: &'static str,
+    pub state: DeferredState,
     /// When it got its result, unix milliseconds.
     pub fired_at_ms: Option<i64>,
     /// The failure it ended with, or the last one a step returned.

@@ -13,7 +13,9 @@ use std::time::Duration;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use weft::defer::{DeferredEvent, DeferredState, FailureInfo, Outcome, StepOutcome, Subject};
+use weft::defer::{
+    DeferredEvent, DeferredState, Detector, FailureInfo, Outcome, StepOutcome, Subject,
+};
 
 use crate::bus::EventKind;
 use crate::chains::{Chain, Chains, DeferredSnapshot, QueuedStep, StepSnapshot, now_ms};
@@ -23,9 +25,6 @@ use crate::live::{LiveRegistry, unix_ms};
 const CALLBACK_BUCKETS: [f64; 12] = [
     0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
-
-/// The detectors a Deferred can trip; the `detector` label.
-pub const DETECTORS: [&str; 4] = ["stalled", "slow", "unhandled", "leaked"];
 
 /// The `service` label of Deferreds created outside any connection.
 const NO_SERVICE: &str = "reactor";
@@ -68,7 +67,7 @@ impl Sampler {
 pub(crate) struct ServiceHandles {
     pending: IntGauge,
     stalled: IntGauge,
-    /// One counter per detector, indexed as `DETECTORS`.
+    /// One counter per detector, indexed by [`Detector::index`].
     detections: [IntCounter; 4],
 }
 
@@ -182,7 +181,8 @@ impl DeferredTracker {
                 Arc::new(ServiceHandles {
                     pending: self.pending.with_label_values(&[s]),
                     stalled: self.stalled.with_label_values(&[s]),
-                    detections: DETECTORS.map(|d| self.detections.with_label_values(&[s, d])),
+                    detections: Detector::ALL
+                        .map(|d| self.detections.with_label_values(&[s, d.as_str()])),
                 })
             })
             .clone()
@@ -204,7 +204,7 @@ impl DeferredTracker {
                     parent: c.parent.map(|p| p.0),
                     created_at_ms: unix_ms(c.at),
                     age_ms: 0,
-                    state: DeferredState::Pending.as_str(),
+                    state: DeferredState::Pending,
                     fired_at_ms: None,
                     failure: None,
                     waiting_on: None,
@@ -228,7 +228,7 @@ impl DeferredTracker {
                 if let Some(chain) = self.chains.lock().get_mut(&q.id.0) {
                     chain.queue_step(QueuedStep {
                         index: q.index,
-                        kind: q.kind.as_str(),
+                        kind: q.kind,
                         site: q.site.to_string(),
                         at_ms: now_ms(),
                     });
@@ -237,22 +237,22 @@ impl DeferredTracker {
             }
             DeferredEvent::Step(step) => {
                 self.callback_duration.observe(step.duration.as_secs_f64());
-                let (outcome, failure, child) = match &step.outcome {
-                    StepOutcome::Succeeded => ("ok", None, None),
-                    StepOutcome::Failed(f) => ("err", Some(failure_text(f)), None),
-                    StepOutcome::Skipped => ("skipped", None, None),
-                    StepOutcome::Chained { child } => ("chained", None, Some(child.0)),
-                    StepOutcome::Waiting { child } => ("waiting", None, Some(child.0)),
-                    _ => ("ok", None, None),
+                let outcome = step.outcome.status();
+                let (failure, child) = match &step.outcome {
+                    StepOutcome::Failed(f) => (Some(failure_text(f)), None),
+                    StepOutcome::Chained { child } | StepOutcome::Waiting { child } => {
+                        (None, Some(child.0))
+                    }
+                    _ => (None, None),
                 };
                 if let Some(chain) = self.chains.lock().get_mut(&step.id.0) {
                     if failure.is_some() {
                         chain.snapshot.failure.clone_from(&failure);
                     }
-                    chain.snapshot.state = DeferredState::Running.as_str();
+                    chain.snapshot.state = DeferredState::Running;
                     chain.push_step(StepSnapshot {
                         index: step.index,
-                        kind: step.kind.as_str(),
+                        kind: step.kind,
                         site: step.site.to_string(),
                         at_ms: now_ms(),
                         duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
@@ -267,9 +267,9 @@ impl DeferredTracker {
                 if let Some(chain) = self.chains.lock().get_mut(&p.id.0) {
                     chain.snapshot.waiting_on = p.waiting_on.map(|c| c.0);
                     chain.snapshot.state = if p.waiting_on.is_some() {
-                        DeferredState::Waiting.as_str()
+                        DeferredState::Waiting
                     } else {
-                        DeferredState::Paused.as_str()
+                        DeferredState::Paused
                     };
                 }
                 None
@@ -277,14 +277,14 @@ impl DeferredTracker {
             DeferredEvent::Resumed(r) => {
                 if let Some(chain) = self.chains.lock().get_mut(&r.id.0) {
                     chain.snapshot.waiting_on = None;
-                    chain.snapshot.state = DeferredState::Running.as_str();
+                    chain.snapshot.state = DeferredState::Running;
                 }
                 None
             }
             DeferredEvent::Fired(f) => {
                 if let Some(chain) = self.chains.lock().get_mut(&f.id.0) {
                     chain.snapshot.fired_at_ms = Some(unix_ms(f.at));
-                    chain.snapshot.state = DeferredState::Running.as_str();
+                    chain.snapshot.state = DeferredState::Running;
                     if let Outcome::Failed(failure) = &f.outcome {
                         chain.snapshot.failure = Some(failure_text(failure));
                     }
@@ -296,16 +296,16 @@ impl DeferredTracker {
                 let (mut snapshot, metrics) = self.end(chain);
                 let failed = match &s.outcome {
                     Outcome::Succeeded => {
-                        snapshot.state = DeferredState::Succeeded.as_str();
+                        snapshot.state = DeferredState::Succeeded;
                         false
                     }
                     Outcome::Failed(f) => {
-                        snapshot.state = DeferredState::Failed.as_str();
+                        snapshot.state = DeferredState::Failed;
                         snapshot.failure = Some(failure_text(f));
                         true
                     }
                     _ => {
-                        snapshot.state = DeferredState::Cancelled.as_str();
+                        snapshot.state = DeferredState::Cancelled;
                         true
                     }
                 };
@@ -340,7 +340,9 @@ impl DeferredTracker {
                         .map(|c| format!(", waiting on Deferred {c}"))
                         .unwrap_or_default(),
                 );
-                self.detect(&s.subject, 0, detail, |snap| snap.stalled = true)
+                self.detect(&s.subject, Detector::Stalled, detail, |snap| {
+                    snap.stalled = true
+                })
             }
             DeferredEvent::SlowCallback(s) => {
                 let detail = format!(
@@ -349,13 +351,13 @@ impl DeferredTracker {
                     duration_ms(s.duration),
                     duration_ms(s.threshold)
                 );
-                self.detect(&s.subject, 1, detail, |snap| snap.slow = true)
+                self.detect(&s.subject, Detector::Slow, detail, |snap| snap.slow = true)
             }
             DeferredEvent::Unhandled(u) => {
                 let detail = format!("unhandled failure: {}", failure_text(&u.failure));
                 let failure = failure_text(&u.failure);
                 // Reported once the chain has ended (failed, or cancelled): its state stays.
-                self.detect(&u.subject, 2, detail, move |snap| {
+                self.detect(&u.subject, Detector::Unhandled, detail, move |snap| {
                     snap.unhandled = true;
                     snap.failure = Some(failure);
                 })
@@ -365,7 +367,9 @@ impl DeferredTracker {
                     "the firing side was dropped unfired after {:.1}s; the chain can never complete",
                     l.age.as_secs_f64()
                 );
-                self.detect(&l.subject, 3, detail, |snap| snap.leaked = true)
+                self.detect(&l.subject, Detector::Leaked, detail, |snap| {
+                    snap.leaked = true
+                })
             }
             _ => None,
         }
@@ -385,7 +389,7 @@ impl DeferredTracker {
     fn detect(
         &self,
         subject: &Subject,
-        detector: usize,
+        detector: Detector,
         detail: String,
         flag: impl FnOnce(&mut DeferredSnapshot),
     ) -> Option<EventKind> {
@@ -394,7 +398,7 @@ impl DeferredTracker {
             Some(chain) => {
                 let was_stalled = chain.snapshot.stalled;
                 flag(&mut chain.snapshot);
-                chain.metrics.detections[detector].inc();
+                chain.metrics.detections[detector.index()].inc();
                 if chain.snapshot.stalled && !was_stalled {
                     chain.metrics.stalled.inc();
                 }
@@ -407,7 +411,7 @@ impl DeferredTracker {
                 if let Some(ended) = self.chains.take_ended(subject.id.0) {
                     let mut snapshot = ended.snapshot;
                     flag(&mut snapshot);
-                    ended.metrics.detections[detector].inc();
+                    ended.metrics.detections[detector.index()].inc();
                     return Some(detected(subject, detector, snapshot, detail));
                 }
                 // Forgotten already: only what the report carries is known. The store
@@ -415,7 +419,7 @@ impl DeferredTracker {
                 // parent and the rest that these blanks stand in for).
                 let service = subject.connection.and_then(|id| self.live.service_of(id));
                 let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
-                metrics.detections[detector].inc();
+                metrics.detections[detector.index()].inc();
                 let mut snapshot = DeferredSnapshot {
                     id: subject.id.0,
                     label: subject.label.map(str::to_owned),
@@ -425,7 +429,7 @@ impl DeferredTracker {
                     parent: None,
                     created_at_ms: now_ms(),
                     age_ms: 0,
-                    state: DeferredState::Failed.as_str(),
+                    state: DeferredState::Failed,
                     fired_at_ms: None,
                     failure: None,
                     waiting_on: None,
@@ -448,18 +452,18 @@ impl DeferredTracker {
 /// Logs a detection and describes it for the bus.
 fn detected(
     subject: &Subject,
-    detector: usize,
+    detector: Detector,
     snapshot: DeferredSnapshot,
     detail: String,
 ) -> EventKind {
     tracing::warn!(
         deferred = subject.id.0,
         site = %subject.site,
-        detector = DETECTORS[detector],
+        %detector,
         "{detail}"
     );
     EventKind::DeferredDetected {
-        detector: DETECTORS[detector],
+        detector,
         deferred: snapshot,
         detail,
     }

@@ -154,7 +154,7 @@ impl Hub {
             reloads.record(&outcome);
         }
         self.publish(|| EventKind::ConfigReloaded {
-            result: outcome.result.as_str(),
+            result: outcome.result,
             message: outcome.message.clone(),
             added: outcome.added.clone(),
             removed: outcome.removed.clone(),
@@ -235,7 +235,7 @@ impl Hub {
         let (service, endpoint, transport, local) = (
             info.service.to_string(),
             info.endpoint.clone(),
-            info.transport.as_str(),
+            info.transport,
             info.local.to_string(),
         );
         if started {
@@ -276,7 +276,7 @@ impl Observer for Hub {
                 self.live.remove(info);
                 self.publish(|| EventKind::ConnectionClosed {
                     connection: ConnectionSnapshot::of(info),
-                    reason: closed.reason.label(),
+                    reason: closed.reason.kind(),
                     detail: closed.reason.describe(),
                 });
             }
@@ -308,7 +308,7 @@ impl Observer for Hub {
                 self.publish(|| EventKind::ProtocolError {
                     service: error.service.to_string(),
                     connection: error.connection.map(|c| c.0),
-                    kind: error.kind.as_str(),
+                    kind: error.kind,
                     message: error.message.clone(),
                 });
             }

@@ -61,7 +61,7 @@ pub mod ready;
 pub mod refusals;
 pub mod reload;
 
-pub use bus::{EventKind, Feed, Missed, TelemetryEvent, is_routine_close};
+pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
 pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use hub::Hub;

@@ -35,7 +35,7 @@ pub struct ConnectionSnapshot {
     /// The service it belongs to.
     pub service: Arc<str>,
     /// `tcp`, `udp`, `unix`, `tls`.
-    pub transport: &'static str,
+    pub transport: TransportKind,
     /// The remote address; serialized as text.
     #[serde(serialize_with = "as_text")]
     pub peer: Address,
@@ -66,7 +66,7 @@ impl ConnectionSnapshot {
         Self {
             id: info.id.0,
             service: info.service.clone(),
-            transport: info.transport.as_str(),
+            transport: info.transport,
             peer: info.peer.clone(),
             local: info.local.clone(),
             opened_at_ms: unix_ms(info.opened_at),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use weft::observe::{CloseReason, TransportKind};
+use weft::observe::{CloseKind, TransportKind};
 
 /// Buckets for reactor lag, in seconds: half a millisecond to a few seconds.
 const LAG_BUCKETS: [f64; 12] = [
@@ -201,8 +201,8 @@ impl Metrics {
     pub(crate) fn declare(&self, service: &Arc<str>, transport: TransportKind) {
         let conn = self.conn(service, transport);
         if transport != TransportKind::Udp {
-            for reason in CloseReason::LABELS {
-                conn.closed.get(reason);
+            for reason in CloseKind::ALL {
+                conn.closed.get(reason.as_str());
             }
         }
         self.service(service);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weft::Reactor;
-use weft::defer::Deferred;
+use weft::defer::{Deferred, DeferredState};
 use weft_telemetry::chains::QueuedStep;
 use weft_telemetry::{Hub, HubConfig};
 
@@ -16,7 +16,7 @@ fn hub_on(reactor: &Reactor) -> Arc<Hub> {
 }
 
 fn places(queued: &[QueuedStep]) -> Vec<(u32, &'static str)> {
-    queued.iter().map(|q| (q.index, q.kind)).collect()
+    queued.iter().map(|q| (q.index, q.kind.as_str())).collect()
 }
 
 #[test]
@@ -35,7 +35,7 @@ fn steps_added_before_the_chain_fires_are_listed_as_queued_until_they_run() {
 
     // Not fired: nothing ran, four steps wait, the first one is where it is stuck.
     let chain = hub.deferred(id).expect("pending");
-    assert_eq!(chain.state, "pending");
+    assert_eq!(chain.state, DeferredState::Pending);
     assert!(chain.steps.is_empty());
     assert_eq!(
         places(&chain.queued),
@@ -54,8 +54,12 @@ fn steps_added_before_the_chain_fires_are_listed_as_queued_until_they_run() {
     // waits there and the last step is still queued.
     resolver.callback(1);
     let chain = hub.deferred(id).expect("waiting on its child");
-    assert_eq!(chain.state, "waiting");
-    let outcomes: Vec<_> = chain.steps.iter().map(|s| (s.index, s.outcome)).collect();
+    assert_eq!(chain.state, DeferredState::Waiting);
+    let outcomes: Vec<_> = chain
+        .steps
+        .iter()
+        .map(|s| (s.index, s.outcome.as_str()))
+        .collect();
     assert_eq!(outcomes, [(0, "ok"), (1, "skipped"), (2, "waiting")]);
     assert_eq!(places(&chain.queued), [(3, "callback")]);
 
@@ -83,7 +87,7 @@ fn a_paused_chain_lists_what_it_will_run_after_unpause_and_a_stall_report_carrie
     // Added while paused: it waits, at the index after the ones that ran (none).
     let d = d.add_both(|r| r.map(|n| n + 1));
     let chain = hub.deferred(id).expect("paused");
-    assert_eq!(chain.state, "paused");
+    assert_eq!(chain.state, DeferredState::Paused);
     assert_eq!(places(&chain.queued), [(0, "both")]);
 
     clock.advance(Duration::from_secs(6));
@@ -156,7 +160,7 @@ fn an_unhandled_failure_reported_after_the_end_carries_the_chains_record() {
         panic!("its end, then the report: {chains:?}");
     };
     assert!(!ended.unhandled && detected.unhandled);
-    assert_eq!(ended.state, "failed");
+    assert_eq!(ended.state, DeferredState::Failed);
     assert!(ended.parent.is_some() && ended.fired_at_ms.is_some());
     assert!(ended.current_step.is_some());
     assert_eq!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use weft::Reactor;
-use weft::defer::{Deferred, Failure};
+use weft::defer::{Deferred, DeferredState, Failure};
 use weft_telemetry::chains::MAX_STEPS;
 use weft_telemetry::{Hub, HubConfig};
 
@@ -28,7 +28,10 @@ fn allocations_to_fail_a_chain_of(hub: &Arc<Hub>, steps: usize) -> usize {
     resolver.callback(1);
     let id = d.id().0;
     let chain = hub.deferred(id).expect("waiting on its child");
-    assert_eq!((chain.state, chain.steps.len()), ("waiting", steps));
+    assert_eq!(
+        (chain.state, chain.steps.len()),
+        (DeferredState::Waiting, steps)
+    );
     drop(chain);
 
     let region = Region::new(GLOBAL);

@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weft::defer::{DeferredState, Detector};
+use weft::observe::CloseKind;
 use weft::{DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
 use weft_telemetry::{EventKind, Feed, Hub, HubConfig, TelemetryEvent};
 
@@ -288,7 +290,7 @@ fn feeds_get_every_event_in_order_without_drops() {
             connection, reason, ..
         } => {
             assert_eq!((connection.bytes_in, connection.bytes_out), (1, 1));
-            assert_eq!(*reason, "peer_closed");
+            assert_eq!(*reason, CloseKind::PeerClosed);
         }
         other => panic!("expected a close, got {other:?}"),
     }
@@ -559,16 +561,18 @@ fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
             .iter()
             .any(|d| d.label.as_deref() == Some("waits-for-upstream")
                 && d.stalled
-                && d.state == "succeeded"
+                && d.state == DeferredState::Succeeded
                 && d.steps.len() == 1)
     );
     assert!(
-        ended.iter().all(|d| d.flagged() || d.state != "succeeded"),
+        ended
+            .iter()
+            .all(|d| d.flagged() || d.state != DeferredState::Succeeded),
         "{ended:?}"
     );
     let unhandled = events.iter().find_map(|e| match &e.kind {
         EventKind::DeferredDetected {
-            detector: "unhandled",
+            detector: Detector::Unhandled,
             deferred,
             detail,
         } => Some((deferred.clone(), detail.clone())),

@@ -42,7 +42,7 @@ fn a_listening_service_has_its_connection_series_at_zero() {
     has(&format!("weft_connections_active{{{tcp}}} 0"));
     has(&format!("weft_received_bytes_total{{{tcp}}} 0"));
     has(&format!("weft_sent_bytes_total{{{tcp}}} 0"));
-    for reason in weft::CloseReason::LABELS {
+    for reason in weft::CloseKind::ALL {
         has(&format!(
             "weft_connections_closed_total{{reason=\"{reason}\",{tcp}}} 0"
         ));

@@ -62,7 +62,7 @@ pub use net::{
     ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, Handover,
     InspectedStream, ListenError, ListenOptions, ListeningPort, ReconnectingClientFactory, UdpPort,
 };
-pub use observe::CloseReason;
+pub use observe::{CloseKind, CloseReason};
 pub use protocol::{Factory, HalfClose, Protocol, factory};
 pub use reactor::{Phase, Reactor, ReactorConfig, ReactorError, ReactorHandle};
 pub use time::{Clock, DelayedCall, call_later};

@@ -151,6 +151,36 @@ fn reconnecting_factory_backs_off_and_resets_on_success() {
 }
 
 #[test]
+fn reconnecting_factory_waits_the_initial_delay_set_on_its_field() {
+    let reactor = Reactor::new().unwrap();
+    let clock = Clock::fake();
+    let _g = clock.install();
+    let mut policy = ReconnectingClientFactory::new(factory(|| Echo)).policy(
+        2.0,
+        0.0,
+        Duration::from_secs(60),
+        None,
+    );
+    policy.initial_delay = Duration::from_millis(250);
+    let policy = Rc::new(policy);
+    let connector = reactor
+        .connect_with("tcp:127.0.0.1:9", policy.clone())
+        .unwrap();
+    let failed = ConnectError::Refused {
+        endpoint: "tcp:127.0.0.1:9".into(),
+    };
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        policy.client_connection_failed(&connector, &failed);
+        let call = clock.pending_calls().first().cloned().unwrap();
+        waits.push(call.time() - clock.now());
+        call.cancel().unwrap();
+    }
+    let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [250, 500, 1000]);
+}
+
+#[test]
 fn call_later_and_stop_run_on_a_real_reactor() {
     let reactor = Reactor::with_config(weft::ReactorConfig {
         handle_signals: false,

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent, is_routine_close};
+use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent};
 
 use crate::data::{ConnectionView, now_ms};
 use crate::series::{Alerts, Series, ServiceStats};
@@ -242,7 +242,7 @@ fn deltas(batch: &[Arc<TelemetryEvent>]) -> (Vec<&TelemetryEvent>, usize) {
             EventKind::ConnectionOpened { connection } if closed.contains(&connection.id) => {}
             EventKind::ConnectionClosed {
                 connection, reason, ..
-            } if opened.contains(&connection.id) && is_routine_close(reason) => {
+            } if opened.contains(&connection.id) && reason.is_routine() => {
                 brief += 1;
                 if brief > MAX_BRIEF {
                     omitted += 1;
@@ -340,6 +340,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use weft::observe::{CloseKind, TransportKind};
     use weft_telemetry::ConnectionSnapshot;
 
     use super::*;
@@ -348,7 +349,7 @@ mod tests {
         ConnectionSnapshot {
             id,
             service: "echo".into(),
-            transport: "tcp",
+            transport: TransportKind::Tcp,
             peer: weft::Address::Ip("127.0.0.1:5000".parse().unwrap()),
             local: weft::Address::Ip("127.0.0.1:8000".parse().unwrap()),
             opened_at_ms: 1,
@@ -384,7 +385,7 @@ mod tests {
                 seq,
                 EventKind::ConnectionClosed {
                     connection: connection(id),
-                    reason: "done",
+                    reason: CloseKind::Done,
                     detail: "closed cleanly".into(),
                 },
             )
@@ -398,7 +399,7 @@ mod tests {
 
     #[test]
     fn brief_connections_beyond_the_cap_are_counted_unless_they_ended_badly() {
-        let brief = |id: u64, reason: &'static str| {
+        let brief = |id: u64, reason: CloseKind| {
             let open = event(
                 2 * id,
                 EventKind::ConnectionOpened {
@@ -416,8 +417,8 @@ mod tests {
             [open, close]
         };
         let n = MAX_BRIEF as u64 + 10;
-        let mut batch: Vec<_> = (1..=n).flat_map(|id| brief(id, "done")).collect();
-        batch.extend(brief(n + 1, "timeout"));
+        let mut batch: Vec<_> = (1..=n).flat_map(|id| brief(id, CloseKind::Done)).collect();
+        batch.extend(brief(n + 1, CloseKind::TimedOut));
         let (sent, omitted) = deltas(&batch);
         assert_eq!(omitted, 10);
         assert_eq!(sent.len(), MAX_BRIEF + 1);

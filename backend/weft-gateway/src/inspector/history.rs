@@ -9,17 +9,16 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounter, IntGauge, Opts};
 use tokio_util::sync::CancellationToken;
+use weft::observe::CloseKind;
 use weft_store::{ConnectionRecord, EventRecord, Record, Store, Writer};
-use weft_telemetry::{
-    ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub, TelemetryEvent, is_routine_close,
-};
+use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub, TelemetryEvent};
 
 /// How long [`convert`] lets events gather on the bus before taking them: the writer
 /// commits about once a second anyway, and the reactor wakes this task once per batch.
 const GATHER: Duration = Duration::from_millis(50);
 
 /// How many short-lived connections history keeps: every one up to `per_s` a second, then
-/// only those that did not close routinely ([`is_routine_close`]). Only a connection that
+/// only those that did not close routinely ([`CloseKind::is_routine`]). Only a connection that
 /// opened and closed within one batch can be left out; every other connection is always
 /// kept. Metrics count every connection either way; the ones left out are counted under
 /// `weft_store_connections_skipped_total`.
@@ -42,8 +41,8 @@ impl Budget {
     }
 
     /// Whether to keep a connection that opened and closed within one batch.
-    fn keep(&mut self, reason: &str) -> bool {
-        if self.per_s == 0 || !is_routine_close(reason) {
+    fn keep(&mut self, reason: CloseKind) -> bool {
+        if self.per_s == 0 || !reason.is_routine() {
             return true;
         }
         let now = Instant::now();
@@ -104,7 +103,7 @@ pub(crate) fn records(events: &[Arc<TelemetryEvent>], budget: &mut Budget) -> Ve
             } => {
                 let opened_seq = opened_here.get(&id(connection)).copied();
                 // Short-lived (nothing of it written yet) and over the budget: left out.
-                if opened_seq.is_some() && !budget.keep(reason) {
+                if opened_seq.is_some() && !budget.keep(*reason) {
                     continue;
                 }
                 out.push(
@@ -112,7 +111,7 @@ pub(crate) fn records(events: &[Arc<TelemetryEvent>], budget: &mut Budget) -> Ve
                         opened_seq,
                         closed_seq: Some(seq(event)),
                         close_detail: Some(detail.to_string()),
-                        ..connection_record(connection, Some((event.at_ms, reason)))
+                        ..connection_record(connection, Some((event.at_ms, *reason)))
                     }
                     .into(),
                 );
@@ -141,13 +140,13 @@ pub(crate) fn records(events: &[Arc<TelemetryEvent>], budget: &mut Budget) -> Ve
 /// A connection row; `closed` is when and why, once it has closed.
 pub(crate) fn connection_record(
     c: &ConnectionSnapshot,
-    closed: Option<(i64, &str)>,
+    closed: Option<(i64, CloseKind)>,
 ) -> ConnectionRecord {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     ConnectionRecord {
         id: n(c.id),
         service: c.service.to_string(),
-        transport: c.transport.to_owned(),
+        transport: c.transport.as_str().to_owned(),
         peer: c.peer.to_string(),
         local: c.local.to_string(),
         opened_at_ms: c.opened_at_ms,
@@ -156,7 +155,7 @@ pub(crate) fn connection_record(
         bytes_out: n(c.bytes_out),
         reads: n(c.reads),
         writes: n(c.writes),
-        close_reason: closed.map(|(_, why)| why.to_owned()),
+        close_reason: closed.map(|(_, why)| why.as_str().to_owned()),
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
@@ -325,7 +324,7 @@ mod tests {
         ConnectionSnapshot {
             id,
             service: "echo".into(),
-            transport: "tcp",
+            transport: weft::observe::TransportKind::Tcp,
             peer: weft::Address::Ip("127.0.0.1:5000".parse().unwrap()),
             local: weft::Address::Ip("127.0.0.1:8000".parse().unwrap()),
             opened_at_ms: 1_000,
@@ -348,7 +347,7 @@ mod tests {
         })
     }
 
-    fn closed(seq: u64, id: u64, reason: &'static str) -> Arc<TelemetryEvent> {
+    fn closed(seq: u64, id: u64, reason: CloseKind) -> Arc<TelemetryEvent> {
         Arc::new(TelemetryEvent {
             seq,
             at_ms: 1_500,
@@ -373,7 +372,10 @@ mod tests {
     #[test]
     fn a_connection_opened_and_closed_in_one_batch_is_one_row_and_no_log_rows() {
         let mut budget = Budget::new(0, IntCounter::new("skipped", "skipped").unwrap());
-        let out = records(&[opened(10, 1), closed(11, 1, "done")], &mut budget);
+        let out = records(
+            &[opened(10, 1), closed(11, 1, CloseKind::Done)],
+            &mut budget,
+        );
         assert_eq!(out.len(), 1, "{out:?}");
         let row = rows(&out)[0];
         assert_eq!((row.opened_seq, row.closed_seq), (Some(10), Some(11)));
@@ -388,15 +390,15 @@ mod tests {
         let out = records(
             &[
                 opened(1, 1),
-                closed(2, 1, "done"),
+                closed(2, 1, CloseKind::Done),
                 // Over the budget of one a second, and clean: left out.
                 opened(3, 2),
-                closed(4, 2, "reset"),
+                closed(4, 2, CloseKind::Reset),
                 // Over the budget, but it timed out: kept.
                 opened(5, 3),
-                closed(6, 3, "timeout"),
+                closed(6, 3, CloseKind::TimedOut),
                 // Its opening was written by an earlier batch: its closing is kept.
-                closed(7, 4, "done"),
+                closed(7, 4, CloseKind::Done),
             ],
             &mut budget,
         );

@@ -72,8 +72,9 @@ impl FailureInfo {
     }
 }
 
-/// Where a Deferred is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a Deferred is in its life; serialised as [`as_str`](Self::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DeferredState {
     /// Not fired yet.
@@ -93,6 +94,30 @@ pub enum DeferredState {
 }
 
 impl DeferredState {
+    /// Every state.
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::Running,
+        Self::Paused,
+        Self::Waiting,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The state whose [`as_str`](Self::as_str) is `label`, as read back from the store.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == label)
+    }
+
+    /// Whether it has not ended yet: not fired, running, paused, or waiting on a child.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            Self::Pending | Self::Running | Self::Paused | Self::Waiting
+        )
+    }
+
     /// A bounded label for metrics and the store.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -107,8 +132,9 @@ impl DeferredState {
     }
 }
 
-/// Which path a step serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which path a step serves; serialised as [`as_str`](Self::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StepKind {
     /// Runs on success (`add_callback`, `and_then`).
@@ -127,6 +153,53 @@ impl StepKind {
             Self::Errback => "errback",
             Self::Both => "both",
         }
+    }
+}
+
+/// What flagged a Deferred chain: the inspector's detectors; serialised as
+/// [`as_str`](Self::as_str), the `detector` label of metrics and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Detector {
+    /// Pending or paused for longer than the stall threshold.
+    Stalled,
+    /// One of its callbacks ran longer than the slow-callback threshold.
+    Slow,
+    /// It ended in a failure nobody handled.
+    Unhandled,
+    /// Its firing side was dropped unfired.
+    Leaked,
+}
+
+impl Detector {
+    /// Every detector, so counters by detector can exist at zero before the first detection.
+    pub const ALL: [Self; 4] = [Self::Stalled, Self::Slow, Self::Unhandled, Self::Leaked];
+
+    /// The label, as serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stalled => "stalled",
+            Self::Slow => "slow",
+            Self::Unhandled => "unhandled",
+            Self::Leaked => "leaked",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
+        match self {
+            Self::Stalled => 0,
+            Self::Slow => 1,
+            Self::Unhandled => 2,
+            Self::Leaked => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -150,6 +223,53 @@ pub enum StepOutcome {
         /// The child Deferred.
         child: DeferredId,
     },
+}
+
+/// What a step did, without the details, or that it has not run yet; serialised as
+/// [`as_str`](Self::as_str), the `outcome` the API and pages show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepStatus {
+    /// [`StepOutcome::Succeeded`].
+    Ok,
+    /// [`StepOutcome::Failed`].
+    Err,
+    /// [`StepOutcome::Skipped`].
+    Skipped,
+    /// [`StepOutcome::Chained`].
+    Chained,
+    /// [`StepOutcome::Waiting`]: the chain waits on the Deferred it returned.
+    Waiting,
+    /// Added and not run yet.
+    Queued,
+}
+
+impl StepStatus {
+    /// The label, as serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Err => "err",
+            Self::Skipped => "skipped",
+            Self::Chained => "chained",
+            Self::Waiting => "waiting",
+            Self::Queued => "queued",
+        }
+    }
+}
+
+impl StepOutcome {
+    /// What the step did, without the details.
+    pub fn status(&self) -> StepStatus {
+        match self {
+            Self::Succeeded => StepStatus::Ok,
+            Self::Failed(_) => StepStatus::Err,
+            Self::Skipped => StepStatus::Skipped,
+            Self::Chained { .. } => StepStatus::Chained,
+            Self::Waiting { .. } => StepStatus::Waiting,
+        }
+    }
 }
 
 /// How a Deferred (or its chain) ended.

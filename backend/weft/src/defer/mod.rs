@@ -146,9 +146,9 @@ pub use detect::{
     watch_stalls,
 };
 pub use events::{
-    Created, DeferredEvent, DeferredId, DeferredState, Dropped, FailureInfo, Fired, Leaked,
-    Outcome, Paused, Resumed, Settled, Site, SlowCallback, Stalled, StepFinished, StepKind,
-    StepOutcome, StepQueued, Subject, Unhandled,
+    Created, DeferredEvent, DeferredId, DeferredState, Detector, Dropped, FailureInfo, Fired,
+    Leaked, Outcome, Paused, Resumed, Settled, Site, SlowCallback, Stalled, StepFinished, StepKind,
+    StepOutcome, StepQueued, StepStatus, Subject, Unhandled,
 };
 pub use failure::{
     AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, PanicError,

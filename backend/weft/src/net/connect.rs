@@ -604,12 +604,20 @@ impl<F: Factory> ReconnectingClientFactory<F> {
             self.trying.set(false);
             return;
         }
-        let grown = self.delay.get().as_secs_f64() * self.factor;
+        // The first retry since a success waits `initial_delay` as it is now: a program may
+        // have set the field after `new`.
+        let current = if retries == 1 {
+            self.initial_delay
+        } else {
+            self.delay.get()
+        };
+        let grown = current.as_secs_f64() * self.factor;
         let capped = grown.min(self.max_delay.as_secs_f64());
         let spread = capped * self.jitter * (fastrand::f64() * 2.0 - 1.0);
         let delay =
             Duration::from_secs_f64((capped + spread).clamp(0.0, self.max_delay.as_secs_f64()));
-        let wait = self.delay.replace(delay);
+        self.delay.set(delay);
+        let wait = current;
         let connector = connector.clone();
         *self.pending.borrow_mut() = Some(call_later(wait, move || connector.connect()));
     }

@@ -49,7 +49,7 @@ pub(crate) async fn serve<S: Stream>(
 /// Logs a close: at debug when it ended as either side meant it to or the peer reset it
 /// (routine at any real rate), at info when something went wrong here or in the protocol.
 pub(crate) fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
-    if reason.is_clean() || matches!(reason, CloseReason::Reset) {
+    if reason.is_routine() {
         tracing::debug!(connection = %info.id, %reason, "connection closed");
     } else {
         tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");

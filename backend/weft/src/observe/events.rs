@@ -74,24 +74,52 @@ pub enum CloseReason {
     ServiceStopped,
 }
 
-impl CloseReason {
-    /// Every [`label`](Self::label), so counters by reason can exist at zero before the
-    /// first close.
-    pub const LABELS: [&'static str; 10] = [
-        "done",
-        "peer_closed",
-        "aborted",
-        "reset",
-        "timeout",
-        "send_timeout",
-        "protocol",
-        "error",
-        "shutdown",
-        "service_stopped",
+/// Why a connection ended, without the details; serialised as the label the API, the
+/// pages and metrics show (`done`, `peer_closed`, `timeout`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CloseKind {
+    /// [`CloseReason::Done`].
+    Done,
+    /// [`CloseReason::PeerClosed`].
+    PeerClosed,
+    /// [`CloseReason::Aborted`].
+    Aborted,
+    /// [`CloseReason::Reset`].
+    Reset,
+    /// [`CloseReason::TimedOut`].
+    #[serde(rename = "timeout")]
+    TimedOut,
+    /// [`CloseReason::SendTimeout`].
+    SendTimeout,
+    /// [`CloseReason::Protocol`].
+    Protocol,
+    /// [`CloseReason::Error`].
+    Error,
+    /// [`CloseReason::Shutdown`].
+    Shutdown,
+    /// [`CloseReason::ServiceStopped`].
+    ServiceStopped,
+}
+
+impl CloseKind {
+    /// Every kind, so counters by reason can exist at zero before the first close.
+    pub const ALL: [Self; 10] = [
+        Self::Done,
+        Self::PeerClosed,
+        Self::Aborted,
+        Self::Reset,
+        Self::TimedOut,
+        Self::SendTimeout,
+        Self::Protocol,
+        Self::Error,
+        Self::Shutdown,
+        Self::ServiceStopped,
     ];
 
-    /// A bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    /// The label, as serialised.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Done => "done",
             Self::PeerClosed => "peer_closed",
@@ -99,19 +127,68 @@ impl CloseReason {
             Self::Reset => "reset",
             Self::TimedOut => "timeout",
             Self::SendTimeout => "send_timeout",
-            Self::Protocol(_) => "protocol",
-            Self::Error(_) => "error",
+            Self::Protocol => "protocol",
+            Self::Error => "error",
             Self::Shutdown => "shutdown",
             Self::ServiceStopped => "service_stopped",
         }
     }
 
-    /// Whether the connection ended the way both sides meant it to.
-    pub fn is_clean(&self) -> bool {
+    /// Whether the connection ended the way both sides meant it to: the other side of a
+    /// proxied pair may be closed cleanly after it.
+    pub fn is_clean(self) -> bool {
         matches!(
             self,
             Self::Done | Self::PeerClosed | Self::Shutdown | Self::ServiceStopped
         )
+    }
+
+    /// Whether the close is routine: clean, or the peer reset it. At any real rate these
+    /// are the ones worth logging at debug and summarising (history and the live feed may
+    /// leave short-lived ones out); the others (timeouts, protocol and I/O errors, aborts)
+    /// are worth keeping one by one.
+    pub fn is_routine(self) -> bool {
+        self.is_clean() || self == Self::Reset
+    }
+}
+
+impl std::fmt::Display for CloseKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl CloseReason {
+    /// Its kind, without the details: what metrics, the live feed and history carry.
+    pub fn kind(&self) -> CloseKind {
+        match self {
+            Self::Done => CloseKind::Done,
+            Self::PeerClosed => CloseKind::PeerClosed,
+            Self::Aborted => CloseKind::Aborted,
+            Self::Reset => CloseKind::Reset,
+            Self::TimedOut => CloseKind::TimedOut,
+            Self::SendTimeout => CloseKind::SendTimeout,
+            Self::Protocol(_) => CloseKind::Protocol,
+            Self::Error(_) => CloseKind::Error,
+            Self::Shutdown => CloseKind::Shutdown,
+            Self::ServiceStopped => CloseKind::ServiceStopped,
+        }
+    }
+
+    /// A bounded label for metrics: [`CloseKind::as_str`] of its [`kind`](Self::kind).
+    pub fn label(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Whether the connection ended the way both sides meant it to
+    /// ([`CloseKind::is_clean`]).
+    pub fn is_clean(&self) -> bool {
+        self.kind().is_clean()
+    }
+
+    /// Whether the close is routine ([`CloseKind::is_routine`]).
+    pub fn is_routine(&self) -> bool {
+        self.kind().is_routine()
     }
 
     pub(crate) fn from_io(err: &std::io::Error) -> Self {
@@ -172,8 +249,9 @@ pub struct Refused {
     pub reason: &'static str,
 }
 
-/// The kind of a handled error; a bounded metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of a handled error; a bounded metric label, serialised as [`as_str`](Self::as_str).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// A line or frame exceeded its framer's `MAX_LENGTH`.
@@ -254,6 +332,7 @@ pub struct ReactorLag {
 
 #[cfg(test)]
 mod tests {
+    use super::CloseKind;
     use super::CloseReason::{self, *};
 
     #[test]
@@ -271,13 +350,89 @@ mod tests {
             ServiceStopped,
         ];
         for reason in &all {
-            // A new reason stops this compiling until it is listed above (and in LABELS).
+            // A new reason stops this compiling until it is listed above (and in CloseKind::ALL).
             match reason {
                 Done | PeerClosed | Aborted | Reset | TimedOut | SendTimeout | Protocol(_)
                 | Error(_) | Shutdown | ServiceStopped => {}
             }
         }
-        let labels: Vec<_> = all.iter().map(CloseReason::label).collect();
-        assert_eq!(labels, CloseReason::LABELS);
+        let kinds: Vec<_> = all.iter().map(CloseReason::kind).collect();
+        assert_eq!(kinds, CloseKind::ALL);
+        for kind in CloseKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_reset_is_routine_but_not_clean() {
+        let routine: Vec<_> = CloseKind::ALL
+            .into_iter()
+            .filter(|k| k.is_routine())
+            .collect();
+        assert_eq!(
+            routine,
+            [
+                CloseKind::Done,
+                CloseKind::PeerClosed,
+                CloseKind::Reset,
+                CloseKind::Shutdown,
+                CloseKind::ServiceStopped
+            ]
+        );
+        assert!(!CloseKind::Reset.is_clean());
+        assert!(CloseReason::Reset.is_routine() && !CloseReason::Reset.is_clean());
+    }
+
+    /// The API, the pages and the store show these labels: serde and `as_str` agree.
+    #[test]
+    fn every_label_serialises_as_its_string() {
+        fn same<T: serde::Serialize>(value: T, label: &str) {
+            let json = serde_json::to_string(&value).unwrap();
+            assert_eq!(json, format!("\"{label}\""));
+        }
+        use crate::defer::{DeferredState, Detector, StepKind, StepStatus};
+        use crate::observe::{ErrorKind, TransportKind};
+        for t in [
+            TransportKind::Tcp,
+            TransportKind::Udp,
+            TransportKind::Unix,
+            TransportKind::Tls,
+            TransportKind::Memory,
+        ] {
+            same(t, t.as_str());
+        }
+        for e in [
+            ErrorKind::FrameTooLong,
+            ErrorKind::BadFrame,
+            ErrorKind::TlsHandshake,
+            ErrorKind::DatagramTruncated,
+            ErrorKind::DatagramDropped,
+            ErrorKind::Accept,
+            ErrorKind::CallbackPanicked,
+            ErrorKind::ConnectFailed,
+        ] {
+            same(e, e.as_str());
+        }
+        for d in Detector::ALL {
+            same(d, d.as_str());
+        }
+        for s in DeferredState::ALL {
+            same(s, s.as_str());
+            assert_eq!(DeferredState::from_label(s.as_str()), Some(s));
+        }
+        for k in [StepKind::Callback, StepKind::Errback, StepKind::Both] {
+            same(k, k.as_str());
+        }
+        for s in [
+            StepStatus::Ok,
+            StepStatus::Err,
+            StepStatus::Skipped,
+            StepStatus::Chained,
+            StepStatus::Waiting,
+            StepStatus::Queued,
+        ] {
+            same(s, s.as_str());
+        }
     }
 }

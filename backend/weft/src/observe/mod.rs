@@ -12,8 +12,8 @@ mod stats;
 
 pub use context::{current_connection, with_connection};
 pub use events::{
-    CloseReason, ConnectionClosed, Direction, ErrorKind, Event, ListenerInfo, ProtocolError,
-    ReactorLag, Refused, SlowCallback,
+    CloseKind, CloseReason, ConnectionClosed, Direction, ErrorKind, Event, ListenerInfo,
+    ProtocolError, ReactorLag, Refused, SlowCallback,
 };
 pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id};
 

@@ -41,8 +41,10 @@ impl fmt::Display for ConnectionId {
     }
 }
 
-/// The kind of transport under a connection; a bounded metric label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The kind of transport under a connection; a bounded metric label, serialised as
+/// [`as_str`](Self::as_str).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum TransportKind {
     /// TCP over IPv4 or IPv6.

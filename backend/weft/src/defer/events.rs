@@ -93,6 +93,25 @@ pub enum DeferredState {
     Cancelled,
 }
 
+impl Outcome {
+    /// The state of a chain that ended so.
+    pub fn state(&self) -> DeferredState {
+        match self {
+            Self::Succeeded => DeferredState::Succeeded,
+            Self::Failed(_) => DeferredState::Failed,
+            Self::Cancelled => DeferredState::Cancelled,
+        }
+    }
+
+    /// The failure it ended with.
+    pub fn failure(&self) -> Option<&FailureInfo> {
+        match self {
+            Self::Failed(f) => Some(f),
+            Self::Succeeded | Self::Cancelled => None,
+        }
+    }
+}
+
 impl DeferredState {
     /// Every state.
     pub const ALL: [Self; 7] = [
@@ -268,6 +287,22 @@ impl StepOutcome {
             Self::Skipped => StepStatus::Skipped,
             Self::Chained { .. } => StepStatus::Chained,
             Self::Waiting { .. } => StepStatus::Waiting,
+        }
+    }
+
+    /// The failure the step returned or passed on.
+    pub fn failure(&self) -> Option<&FailureInfo> {
+        match self {
+            Self::Failed(f) => Some(f),
+            Self::Succeeded | Self::Skipped | Self::Chained { .. } | Self::Waiting { .. } => None,
+        }
+    }
+
+    /// The Deferred the step returned, whether it had its result or the chain waits on it.
+    pub fn child(&self) -> Option<DeferredId> {
+        match self {
+            Self::Chained { child } | Self::Waiting { child } => Some(*child),
+            Self::Succeeded | Self::Failed(_) | Self::Skipped => None,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use weft::defer::{DeferredState, Detector};
 use weft::observe::CloseKind;
-use weft::{Protocol, Reactor, Transport, factory};
+use weft::{Protocol, Reactor, ReactorConfig, Transport, factory};
 use weft_telemetry::{EventKind, Feed, Hub, HubConfig, TelemetryEvent};
 use weft_test_support::{Echo, UdpEcho, eventually as wait_until, run_with_client};
 
@@ -50,9 +50,11 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 fn hub_on(reactor: &Reactor) -> Arc<Hub> {
-    let mut config = HubConfig::default();
-    config.slow_callback = Duration::from_millis(30);
-    let hub = Hub::new(config).unwrap();
+    reactor.set_thresholds(
+        Duration::from_millis(30),
+        ReactorConfig::DEFAULT_STALL_AFTER,
+    );
+    let hub = Hub::new(HubConfig::default()).unwrap();
     hub.install(reactor);
     hub
 }
@@ -437,9 +439,12 @@ fn metrics_after_traffic_pass_promtool() {
 
 #[test]
 fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = Reactor::with_config(ReactorConfig {
+        stall_after: Duration::from_secs(5),
+        ..ReactorConfig::default()
+    })
+    .unwrap();
     let mut config = HubConfig::default();
-    config.stall_after = Duration::from_secs(5);
     config.sample = 0.0;
     let hub = Hub::new(config).unwrap();
     hub.install(&reactor);

@@ -38,13 +38,35 @@ impl<T> Ready for Option<T> {
 /// `what` after [`DEADLINE`].
 #[track_caller]
 pub fn eventually<R: Ready>(what: &str, cond: impl FnMut() -> R) -> R::Output {
-    eventually_or(DEADLINE, cond, || format!("timed out waiting for {what}"))
+    poll_until(DEADLINE, POLL, cond, || {
+        format!("timed out waiting for {what}")
+    })
 }
 
-/// [`eventually`] with its own deadline and a failure message built only on failure.
+/// Polls `f` every 100 ms until it gives a value, for up to `secs` seconds; the failure
+/// names `what` and what `context` says then (a log, a process's output). For conditions
+/// that run a process or a query each time.
 #[track_caller]
-pub fn eventually_or<R: Ready>(
-    deadline: Duration,
+pub fn wait_for<T>(
+    secs: u64,
+    what: &str,
+    f: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    poll_until(
+        Duration::from_secs(secs),
+        Duration::from_millis(100),
+        f,
+        || format!("not true after {secs} s: {what}\n{}", context()),
+    )
+}
+
+/// Checks `cond` every `every` until it holds; after `within`, fails with `message()`
+/// (built only then).
+#[track_caller]
+pub fn poll_until<R: Ready>(
+    within: Duration,
+    every: Duration,
     mut cond: impl FnMut() -> R,
     message: impl FnOnce() -> String,
 ) -> R::Output {
@@ -53,10 +75,10 @@ pub fn eventually_or<R: Ready>(
         if let Some(value) = cond().ready() {
             return value;
         }
-        if start.elapsed() > deadline {
+        if start.elapsed() > within {
             panic!("{}", message());
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(every);
     }
 }
 
@@ -73,12 +95,22 @@ pub async fn eventually_async<R: Ready>(what: &str, mut cond: impl FnMut() -> R)
     }
 }
 
-/// Retries `$cond` until it holds, failing after [`DEADLINE`] with the formatted message.
+/// Retries `$cond` every 20 ms until it holds, failing after [`DEADLINE`] with the
+/// formatted message.
 #[macro_export]
 macro_rules! assert_eventually {
     ($cond:expr, $($msg:tt)+) => {
-        $crate::wait::eventually_or($crate::wait::DEADLINE, || $cond, || {
-            format!("not true after {} s: {}", $crate::wait::DEADLINE.as_secs(), format!($($msg)+))
-        })
+        $crate::wait::poll_until(
+            $crate::wait::DEADLINE,
+            ::std::time::Duration::from_millis(20),
+            || $cond,
+            || {
+                format!(
+                    "not true after {} s: {}",
+                    $crate::wait::DEADLINE.as_secs(),
+                    format!($($msg)+)
+                )
+            },
+        )
     };
 }

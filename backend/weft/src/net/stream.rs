@@ -311,6 +311,8 @@ impl Reactor {
 
 /// The async-stream API over the shared acceptor: each connection goes to the handler as
 /// an [`InspectedStream`].
+///
+/// The handler is shared, not cloned, by every connection's task.
 struct StreamAdapter<H>(Rc<H>);
 
 impl<H, F> Admit for StreamAdapter<H>

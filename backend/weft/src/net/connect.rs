@@ -105,6 +105,8 @@ pub(super) struct Dialed<'a> {
     cancel: &'a CancellationToken,
     /// A plain TCP or Unix stream until `establish`.
     io: Io,
+    /// What the endpoint makes of the connection: TLS for `ssl:` already, before the
+    /// handshake.
     kind: TransportKind,
     peer: Address,
     local: Address,

@@ -93,25 +93,6 @@ pub enum DeferredState {
     Cancelled,
 }
 
-impl Outcome {
-    /// The state of a chain that ended so.
-    pub fn state(&self) -> DeferredState {
-        match self {
-            Self::Succeeded => DeferredState::Succeeded,
-            Self::Failed(_) => DeferredState::Failed,
-            Self::Cancelled => DeferredState::Cancelled,
-        }
-    }
-
-    /// The failure it ended with.
-    pub fn failure(&self) -> Option<&FailureInfo> {
-        match self {
-            Self::Failed(f) => Some(f),
-            Self::Succeeded | Self::Cancelled => None,
-        }
-    }
-}
-
 impl DeferredState {
     /// Every state.
     pub const ALL: [Self; 7] = [
@@ -317,6 +298,25 @@ pub enum Outcome {
     Failed(FailureInfo),
     /// Cancelled before it fired.
     Cancelled,
+}
+
+impl Outcome {
+    /// The state of a chain that ended so.
+    pub fn state(&self) -> DeferredState {
+        match self {
+            Self::Succeeded => DeferredState::Succeeded,
+            Self::Failed(_) => DeferredState::Failed,
+            Self::Cancelled => DeferredState::Cancelled,
+        }
+    }
+
+    /// The failure it ended with.
+    pub fn failure(&self) -> Option<&FailureInfo> {
+        match self {
+            Self::Failed(f) => Some(f),
+            Self::Succeeded | Self::Cancelled => None,
+        }
+    }
 }
 
 /// Something that happened to a Deferred, reported through [`observe::emit`](crate::observe::emit).

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use weft::observe::CloseKind;
-use weft_store::{ConnectionRecord, EventRecord, Record, Writer};
+use weft_store::{Column, ConnectionRecord, EventRecord, Record, Writer};
 use weft_telemetry::{
     ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Folded, Hub, TelemetryEvent, fold,
 };
@@ -128,7 +128,7 @@ pub(crate) fn connection_record(
     ConnectionRecord {
         id: n(c.id),
         service: c.service.to_string(),
-        transport: c.transport.as_str().to_owned(),
+        transport: c.transport.column(),
         peer: c.peer.to_string(),
         local: c.local.to_string(),
         opened_at_ms: c.opened_at_ms,
@@ -137,7 +137,7 @@ pub(crate) fn connection_record(
         bytes_out: n(c.bytes_out),
         reads: n(c.reads),
         writes: n(c.writes),
-        close_reason: closed.map(|(_, why)| why.as_str().to_owned()),
+        close_reason: closed.map(|(_, why)| why.column()),
         close_detail: None,
         opened_seq: None,
         closed_seq: None,

@@ -301,7 +301,7 @@ pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
 
 /// Runs the sampler and the encoder until `stop` completes, then closes every client's
 /// feed with 1001 (going away) and waits, up to [`GOODBYE`], for them to leave. The
-/// gateway runs this next to the server; without it pages still render, but nothing is
+/// inspector runs this next to the server; without it pages still render, but nothing is
 /// live.
 pub async fn run(
     hub: Arc<Hub>,

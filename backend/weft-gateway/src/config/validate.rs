@@ -199,6 +199,22 @@ impl ServiceCtx<'_> {
         }
     }
 
+    /// Refuses UDP endpoints in `listen`: `what` (such as "a tcp-proxy") serves streams.
+    pub(crate) fn stream_only(&self, what: &str) -> Result<(), ConfigError> {
+        match self
+            .listen
+            .iter()
+            .find(|(endpoint, _)| Self::is_udp(endpoint))
+        {
+            Some((endpoint, span)) => Err(self.error(
+                span.clone(),
+                "listen",
+                format!("{endpoint:?}: {what} listens on stream endpoints (tcp:, unix:, ssl:)"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A duration key of this service, `default` when absent; see [`duration`].
     pub(crate) fn duration(
         &self,

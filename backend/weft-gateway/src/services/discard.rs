@@ -1,6 +1,7 @@
 //! `kind = "discard"`: reads everything and sends nothing back (RFC 863).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
 
@@ -23,12 +24,32 @@ impl DatagramProtocol for UdpDiscard {
     fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-    ctx.only_keys(&[])
-}
+/// `kind = "discard"`: no keys of its own, no metrics of its own.
+pub(crate) struct DiscardKind;
 
-pub(crate) fn start(on: &super::Listeners<'_>) -> Result<Vec<weft::Address>, ListenError> {
-    super::listen_both(on, || factory(|| Discard), || UdpDiscard)
+impl super::Kind for DiscardKind {
+    const NAME: &'static str = "discard";
+    const IDLE_TIMEOUT: Duration = super::limits::STREAM_IDLE_TIMEOUT;
+    type Settings = ();
+    type Metrics = ();
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
+        ctx.only_keys(&[])
+    }
+
+    fn metrics(_: Option<&prometheus::Registry>) {}
+
+    fn start(
+        on: &super::Listeners<'_>,
+        (): &(),
+        _: &super::ServiceEnv,
+    ) -> Result<Vec<weft::Address>, ListenError> {
+        super::listen_both(on, || factory(|| Discard), || UdpDiscard)
+    }
+
+    fn describe((): &()) -> serde_json::Value {
+        serde_json::json!({})
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `kind = "echo"`: sends back every byte (TCP) or datagram (UDP) it receives (RFC 862).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
 
@@ -27,12 +28,32 @@ impl DatagramProtocol for UdpEcho {
     }
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-    ctx.only_keys(&[])
-}
+/// `kind = "echo"`: no keys of its own, no metrics of its own.
+pub(crate) struct EchoKind;
 
-pub(crate) fn start(on: &super::Listeners<'_>) -> Result<Vec<weft::Address>, ListenError> {
-    super::listen_both(on, || factory(|| Echo), || UdpEcho)
+impl super::Kind for EchoKind {
+    const NAME: &'static str = "echo";
+    const IDLE_TIMEOUT: Duration = super::limits::STREAM_IDLE_TIMEOUT;
+    type Settings = ();
+    type Metrics = ();
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
+        ctx.only_keys(&[])
+    }
+
+    fn metrics(_: Option<&prometheus::Registry>) {}
+
+    fn start(
+        on: &super::Listeners<'_>,
+        (): &(),
+        _: &super::ServiceEnv,
+    ) -> Result<Vec<weft::Address>, ListenError> {
+        super::listen_both(on, || factory(|| Echo), || UdpEcho)
+    }
+
+    fn describe((): &()) -> serde_json::Value {
+        serde_json::json!({})
+    }
 }
 
 #[cfg(test)]

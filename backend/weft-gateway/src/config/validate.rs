@@ -204,9 +204,11 @@ fn demo(
 
 /// What a service module needs to validate its kind's keys.
 pub(crate) struct ServiceCtx<'a> {
+    /// The file and its text, to turn a key's span into a line and column.
     pub(crate) at: &'a Locator<'a>,
     /// `service[N]`, for error keys.
     pub(crate) prefix: &'a str,
+    /// The table as written, every key with its span.
     pub(crate) raw: &'a RawService,
     /// The endpoints, parsed as server endpoints, with their spans.
     pub(crate) listen: &'a [(String, Range<usize>)],

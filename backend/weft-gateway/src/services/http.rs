@@ -294,8 +294,12 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
 /// What the HTTP services of one gateway share: the registry their series go on, and
 /// each service's series, registered once by name.
 pub(crate) struct HttpFamilies {
+    /// Where a service's series are registered when it first starts; `None` counts
+    /// nothing (a program that starts services without the hub).
     registry: Option<Registry>,
+    /// Request series by service name: a reload's replacement counts on in them.
     recorders: PerService<Rc<dyn Recorder>>,
+    /// Access log loss series by service name, kept for the same reason.
     losses: PerService<Arc<dyn LossRecorder>>,
 }
 

@@ -1,12 +1,8 @@
 //! `kind = "discard"`: reads everything and sends nothing back (RFC 863).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
-
-use crate::config::ConfigError;
-use crate::config::validate::ServiceCtx;
+use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 
 /// Discard over a stream.
 #[derive(Debug, Default)]
@@ -24,32 +20,13 @@ impl DatagramProtocol for UdpDiscard {
     fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
 }
 
-/// `kind = "discard"`: no keys of its own, no metrics of its own.
+/// `kind = "discard"`: no keys of its own, over TCP and UDP.
 pub(crate) struct DiscardKind;
 
-impl super::Kind for DiscardKind {
+impl super::Plain for DiscardKind {
     const NAME: &'static str = "discard";
-    const IDLE_TIMEOUT: Duration = super::limits::STREAM_IDLE_TIMEOUT;
-    type Settings = ();
-    type Metrics = ();
-
-    fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-        ctx.only_keys(&[])
-    }
-
-    fn metrics(_: Option<&prometheus::Registry>) {}
-
-    fn start(
-        on: &super::Listeners<'_>,
-        (): &(),
-        _: &super::ServiceEnv,
-    ) -> Result<Vec<weft::Address>, ListenError> {
-        super::listen_both(on, || factory(|| Discard), || UdpDiscard)
-    }
-
-    fn describe((): &()) -> serde_json::Value {
-        serde_json::json!({})
-    }
+    type Stream = Discard;
+    type Datagram = UdpDiscard;
 }
 
 #[cfg(test)]

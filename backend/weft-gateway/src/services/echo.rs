@@ -1,12 +1,8 @@
 //! `kind = "echo"`: sends back every byte (TCP) or datagram (UDP) it receives (RFC 862).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
-
-use crate::config::ConfigError;
-use crate::config::validate::ServiceCtx;
+use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 
 /// Echo over a stream.
 #[derive(Debug, Default)]
@@ -28,32 +24,13 @@ impl DatagramProtocol for UdpEcho {
     }
 }
 
-/// `kind = "echo"`: no keys of its own, no metrics of its own.
+/// `kind = "echo"`: no keys of its own, over TCP and UDP.
 pub(crate) struct EchoKind;
 
-impl super::Kind for EchoKind {
+impl super::Plain for EchoKind {
     const NAME: &'static str = "echo";
-    const IDLE_TIMEOUT: Duration = super::limits::STREAM_IDLE_TIMEOUT;
-    type Settings = ();
-    type Metrics = ();
-
-    fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-        ctx.only_keys(&[])
-    }
-
-    fn metrics(_: Option<&prometheus::Registry>) {}
-
-    fn start(
-        on: &super::Listeners<'_>,
-        (): &(),
-        _: &super::ServiceEnv,
-    ) -> Result<Vec<weft::Address>, ListenError> {
-        super::listen_both(on, || factory(|| Echo), || UdpEcho)
-    }
-
-    fn describe((): &()) -> serde_json::Value {
-        serde_json::json!({})
-    }
+    type Stream = Echo;
+    type Datagram = UdpEcho;
 }
 
 #[cfg(test)]

@@ -308,17 +308,9 @@ impl HttpFamilies {
     /// registry (or if they cannot be registered, which is logged).
     fn recorder(&self, name: &str) -> Rc<dyn Recorder> {
         self.recorders.get(name, || {
-            match self
-                .registry
-                .as_ref()
-                .map(|r| HttpMetrics::register(r, name))
-            {
+            match self.register(name, "HTTP metrics are unavailable", HttpMetrics::register) {
+                Some(m) => Rc::new(m),
                 None => Rc::new(weft_web::NoRecorder),
-                Some(Ok(m)) => Rc::new(m),
-                Some(Err(err)) => {
-                    tracing::warn!(service = name, %err, "HTTP metrics are unavailable");
-                    Rc::new(weft_web::NoRecorder)
-                }
             }
         })
     }
@@ -327,19 +319,29 @@ impl HttpFamilies {
     /// [`recorder`](Self::recorder).
     fn losses(&self, name: &str) -> Arc<dyn LossRecorder> {
         self.losses.get(name, || {
-            match self
-                .registry
-                .as_ref()
-                .map(|r| AccessLogLosses::register(r, name))
-            {
+            let unavailable = "access log losses are not on /metrics";
+            match self.register(name, unavailable, AccessLogLosses::register) {
+                Some(l) => Arc::new(l),
                 None => Arc::new(weft_web::NoRecorder),
-                Some(Ok(losses)) => Arc::new(losses),
-                Some(Err(err)) => {
-                    tracing::warn!(service = name, %err, "access log losses are not on /metrics");
-                    Arc::new(weft_web::NoRecorder)
-                }
             }
         })
+    }
+
+    /// `name`'s series made by `register` on the registry; `None` without one, or when
+    /// they cannot be registered (logged as `unavailable`).
+    fn register<T>(
+        &self,
+        name: &str,
+        unavailable: &str,
+        register: fn(&Registry, &str) -> prometheus::Result<T>,
+    ) -> Option<T> {
+        match register(self.registry.as_ref()?, name) {
+            Ok(series) => Some(series),
+            Err(err) => {
+                tracing::warn!(service = name, %err, "{unavailable}");
+                None
+            }
+        }
     }
 }
 

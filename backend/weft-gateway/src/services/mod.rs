@@ -314,27 +314,49 @@ pub(crate) struct Listeners<'a> {
     pub(crate) options: ListenOptions,
 }
 
-/// Listens on stream and UDP endpoints with the protocols a kind gives.
-fn listen_both<F, D>(
-    on: &Listeners<'_>,
-    stream: impl Fn() -> F,
-    datagram: impl Fn() -> D,
-) -> Result<Vec<Address>, ListenError>
-where
-    F: weft::Factory,
-    D: weft::DatagramProtocol,
-{
-    let mut bound = Vec::with_capacity(on.endpoints.len());
-    for endpoint in on.endpoints {
-        if ServiceCtx::is_udp(endpoint) {
-            let port = on.reactor.listen_udp(on.name, endpoint, datagram())?;
-            bound.push(port.transport().host().clone());
-        } else {
-            let port = on
-                .reactor
-                .listen_with(on.name, endpoint, &on.options, stream())?;
-            bound.push(port.local_address().clone());
-        }
+/// A kind with no keys and no metrics of its own that answers with one protocol over
+/// streams and one over UDP (echo, discard): a [`Kind`] by the impl below.
+pub(crate) trait Plain: 'static {
+    /// The `kind` string of the configuration.
+    const NAME: &'static str;
+    /// What serves each stream connection.
+    type Stream: weft::Protocol + Default + 'static;
+    /// What serves each UDP endpoint.
+    type Datagram: weft::DatagramProtocol + Default + 'static;
+}
+
+impl<P: Plain> Kind for P {
+    const NAME: &'static str = <P as Plain>::NAME;
+    const IDLE_TIMEOUT: Duration = limits::STREAM_IDLE_TIMEOUT;
+    type Settings = ();
+    type Metrics = ();
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
+        ctx.only_keys(&[])
     }
-    Ok(bound)
+
+    fn metrics(_: Option<&prometheus::Registry>) {}
+
+    fn start(on: &Listeners<'_>, (): &(), _: &ServiceEnv) -> Result<Vec<Address>, ListenError> {
+        let mut bound = Vec::with_capacity(on.endpoints.len());
+        for endpoint in on.endpoints {
+            if ServiceCtx::is_udp(endpoint) {
+                let port = on
+                    .reactor
+                    .listen_udp(on.name, endpoint, P::Datagram::default())?;
+                bound.push(port.transport().host().clone());
+            } else {
+                let stream = weft::factory(P::Stream::default);
+                let port = on
+                    .reactor
+                    .listen_with(on.name, endpoint, &on.options, stream)?;
+                bound.push(port.local_address().clone());
+            }
+        }
+        Ok(bound)
+    }
+
+    fn describe((): &()) -> serde_json::Value {
+        serde_json::json!({})
+    }
 }

@@ -235,7 +235,7 @@ impl From<StatusCode> for StatusClass {
 }
 
 /// One service's HTTP series; handles resolved once and kept. Every refusal reason and
-/// the [`ZERO_METHODS`] × [`ZERO_CLASSES`] request series exist at zero from the start,
+/// the `ZERO_METHODS` × `ZERO_CLASSES` request series exist at zero from the start,
 /// so `rate()` sees a service's first request and its first error.
 pub struct HttpMetrics {
     /// The family, kept to resolve a method and class's series on first use.

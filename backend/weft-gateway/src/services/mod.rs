@@ -1,9 +1,9 @@
 //! The services a configuration can name; one module each, with its settings, its
 //! protocol and its tests.
 //!
-//! A kind is a type implementing [`Kind`]: its `kind` string, its default idle timeout,
+//! A kind is a type implementing `Kind`: its `kind` string, its default idle timeout,
 //! how its keys are read and checked into its settings, the metrics its services share,
-//! how a service starts on a reactor and how it describes itself. [`kinds!`] registers
+//! how a service starts on a reactor and how it describes itself. `kinds!` registers
 //! every kind in one list, from which [`ServiceKind`] (a configured service's kind with
 //! its settings), the list of names and every dispatch are made. Adding a kind is a
 //! module, one line in that list, and its keys in the config's `raw` module (one serde

@@ -5,17 +5,13 @@
 //! how its keys are read and checked into its settings, the metrics its services share,
 //! how a service starts on a reactor and how it describes itself. `kinds!` registers
 //! every kind in one list, from which [`ServiceKind`] (a configured service's kind with
-//! its settings), the list of names and every dispatch are made. Adding a kind is a
-//! module, one line in that list, and its keys in the config's `raw` module (one serde
-//! table for every kind, so a key of the wrong kind is named as such).
+//! its settings), the list of names, the kinds' `mod` declarations and every dispatch
+//! are made. Adding a kind is a module, one line in that list, and its keys in the
+//! config's `raw` module (one serde table for every kind, so a key of the wrong kind is
+//! named as such).
 
 pub(crate) mod access_log;
-pub mod discard;
-pub mod dns;
-pub mod echo;
-pub mod http;
 pub mod limits;
-pub mod tcp_proxy;
 
 pub use limits::ServiceLimits;
 
@@ -65,8 +61,9 @@ pub(crate) trait Kind: 'static {
     fn describe(settings: &Self::Settings) -> serde_json::Value;
 }
 
-/// Makes [`ServiceKind`], [`KINDS`] and their dispatch from the one list of kinds: each
-/// entry is a variant, with the settings it carries if any, and the [`Kind`] it is.
+/// Makes the kinds' modules, [`ServiceKind`], [`KINDS`] and their dispatch from the one
+/// list of kinds: each entry is a variant, with the settings it carries if any, and the
+/// module and [`Kind`] it is.
 macro_rules! kinds {
     (@pat $variant:ident ($settings:ty) $s:tt) => { Self::$variant($s) };
     (@pat $variant:ident $s:tt) => { Self::$variant };
@@ -74,7 +71,9 @@ macro_rules! kinds {
     (@settings $s:ident) => { &() };
     (@make $variant:ident ($settings:ty) $s:ident) => { Self::$variant($s) };
     (@make $variant:ident $s:ident) => {{ let () = $s; Self::$variant }};
-    ($( $(#[$doc:meta])* $variant:ident $(($settings:ty))? => $kind:ty, )*) => {
+    ($( $(#[$doc:meta])* $variant:ident $(($settings:ty))? => $module:ident::$kind:ident, )*) => {
+        $( pub mod $module; )*
+
         /// What a service is, with its kind's settings.
         #[derive(Debug, Clone, PartialEq, Eq)]
         #[non_exhaustive]
@@ -83,15 +82,15 @@ macro_rules! kinds {
         }
 
         /// The `kind` strings this build runs.
-        const KINDS: &[&str] = &[$( <$kind as Kind>::NAME ),*];
+        const KINDS: &[&str] = &[$( <$module::$kind as Kind>::NAME ),*];
 
         impl ServiceKind {
             /// The kind named `name` read from `ctx`, or `None` for no such kind.
             fn read(name: &str, ctx: &ServiceCtx<'_>) -> Option<Result<Self, ConfigError>> {
                 $(
-                    if name == <$kind as Kind>::NAME {
+                    if name == <$module::$kind as Kind>::NAME {
                         return Some(
-                            <$kind as Kind>::validate(ctx).map(|s| kinds!(@make $variant $(($settings))? s)),
+                            <$module::$kind as Kind>::validate(ctx).map(|s| kinds!(@make $variant $(($settings))? s)),
                         );
                     }
                 )*
@@ -103,7 +102,7 @@ macro_rules! kinds {
                 match self {
                     $(
                         kinds!(@pat $variant $(($settings))? s) => {
-                            f(&Of::<$kind>(kinds!(@settings s $(($settings))?)))
+                            f(&Of::<$module::$kind>(kinds!(@settings s $(($settings))?)))
                         }
                     )*
                 }

@@ -1,20 +1,32 @@
-//! The accept loop every stream listener shares, protocol and async-stream alike.
+//! Accepting, for every stream listener, protocol and async-stream alike.
 //!
-//! It applies the listener's [`ListenOptions`] before any protocol runs: a peer over its
-//! connection cap is refused (reset, so no state lingers here) and counted; when the
-//! process runs out of file descriptors or memory, accepting backs off instead of
+//! The accept loop applies the listener's [`ListenOptions`] before anything runs: a peer
+//! over its connection cap is refused (reset, so no state lingers here) and counted; when
+//! the process runs out of file descriptors or memory, accepting backs off instead of
 //! spinning, says so once per episode, and counts each failure.
+//!
+//! An [`Acceptor`] then admits each connection: its [`Admit`] adapter builds what will
+//! serve it (or refuses it, counted), an `ssl:` listener runs the TLS handshake (a failure
+//! is reported), the connection is registered with the reactor, and the adapter serves it
+//! until it ends. Everything but the adapter's two steps is the same for both APIs.
 
 use std::io;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::io::Io;
 use super::ports::StreamSocket;
+use super::tls;
 use crate::address::Address;
-use crate::observe::{self, ErrorKind, Event, ListenerInfo, ProtocolError, Refused};
+use crate::observe::{
+    self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused,
+};
 use crate::policies::{PeerLimit, PeerSlot};
+use crate::reactor::Reactor;
+use crate::transport::{Stream, Transport};
 
 /// How a listener treats the connections it accepts; the default applies no limits.
 ///
@@ -178,13 +190,161 @@ fn refuse(info: &ListenerInfo, stream: Accepted, peer: Address, max: usize) {
     }
     drop(stream);
     tracing::debug!(service = %info.service, %peer, max, "connection refused: peer over its cap");
+    emit_refused(info, peer, "limit_peer");
+}
+
+fn emit_refused(info: &ListenerInfo, peer: Address, reason: &'static str) {
     observe::emit(|| {
         Event::Refused(Refused {
             service: info.service.clone(),
             peer,
-            reason: "limit_peer",
+            reason,
         })
     });
+}
+
+/// What one API does with the connections a listener admits: the two steps in which the
+/// protocol path and the async-stream path differ.
+pub(super) trait Admit: 'static {
+    /// What serves one connection, built as soon as it is accepted.
+    type Conn: Serve;
+    /// The listener starts accepting.
+    fn start(&self) {}
+    /// The listener stopped.
+    fn stop(&self) {}
+    /// Builds what will serve a connection from `peer`, or refuses it with a reason
+    /// (a bounded label), which the acceptor reports and counts.
+    fn build(&self, listener: &ListenerInfo, peer: &Address) -> Result<Self::Conn, &'static str>;
+}
+
+/// Serves one connection, already registered with the reactor, until it ends.
+pub(super) trait Serve: 'static {
+    /// Serves `io`, whose registration is `transport`.
+    fn serve<S: Stream + Into<Io>>(
+        self,
+        reactor: &Reactor,
+        io: S,
+        transport: Transport,
+    ) -> impl Future<Output = ()>;
+}
+
+/// Admits a listener's connections and hands each, handshaken and registered, to its
+/// adapter.
+pub(super) struct Acceptor<A> {
+    reactor: Reactor,
+    info: Arc<ListenerInfo>,
+    /// Present for `ssl:` listeners: each connection is handshaken before it is registered.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set on each connection's transport; the reactor's sweep enforces it.
+    idle_timeout: Option<Duration>,
+    adapter: A,
+}
+
+impl<A: Admit> Acceptor<A> {
+    pub(super) fn new(
+        reactor: &Reactor,
+        info: Arc<ListenerInfo>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        options: &ListenOptions,
+        adapter: A,
+    ) -> Rc<Self> {
+        Rc::new(Self {
+            reactor: reactor.clone(),
+            info,
+            tls,
+            idle_timeout: options.idle_timeout,
+            adapter,
+        })
+    }
+
+    pub(super) fn start(&self) {
+        self.adapter.start();
+    }
+
+    pub(super) fn stop(&self) {
+        self.adapter.stop();
+    }
+
+    /// Builds the connection's server (the adapter may refuse) and serves it in its own
+    /// task, which holds the peer's slot for the connection's life.
+    pub(super) fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot) {
+        let listener = &self.info;
+        let conn = match self.adapter.build(listener, &peer) {
+            Ok(conn) => conn,
+            Err(reason) => {
+                tracing::debug!(service = %listener.service, %peer, reason, "connection refused");
+                return emit_refused(listener, peer, reason);
+            }
+        };
+        let admitted = Admitted {
+            reactor: self.reactor.clone(),
+            listener: listener.clone(),
+            idle_timeout: self.idle_timeout,
+            peer,
+            conn,
+        };
+        // One spawn per kind: a task's future is as large as its largest state, and the
+        // TLS states (a rustls connection) must not be paid for by every plain connection.
+        // Each task holds the peer's slot until the connection is gone.
+        match (stream, self.tls.clone()) {
+            (Accepted::Tcp(s), None) => self.reactor.spawn(async move {
+                let _slot = slot;
+                let local = admitted.local_of(&s);
+                admitted.serve(s, local).await;
+            }),
+            (Accepted::Tcp(s), Some(acceptor)) => self.reactor.spawn(Box::pin(async move {
+                let _slot = slot;
+                let local = admitted.local_of(&s);
+                match tls::handshake(acceptor, s).await {
+                    Ok(s) => admitted.serve(s, local).await,
+                    Err(err) => {
+                        tls::report_handshake_failure(
+                            &admitted.listener.service,
+                            &admitted.peer,
+                            &err,
+                        );
+                    }
+                }
+            })),
+            (Accepted::Unix(s), _) => self.reactor.spawn(async move {
+                let _slot = slot;
+                let local = admitted.listener.local.clone();
+                admitted.serve(s, local).await;
+            }),
+        }
+    }
+}
+
+/// A connection admitted, on its way to being registered and served.
+struct Admitted<C> {
+    reactor: Reactor,
+    listener: Arc<ListenerInfo>,
+    idle_timeout: Option<Duration>,
+    peer: Address,
+    conn: C,
+}
+
+impl<C: Serve> Admitted<C> {
+    /// The address the peer reached, which for a wildcard listener is more than the
+    /// listener's own.
+    fn local_of(&self, s: &tokio::net::TcpStream) -> Address {
+        s.local_addr()
+            .map_or_else(|_| self.listener.local.clone(), Address::Ip)
+    }
+
+    /// Registers the connection with the reactor and serves it until it ends.
+    async fn serve<S: Stream + Into<Io>>(self, io: S, local: Address) {
+        let listener = &self.listener;
+        let info = ConnectionInfo::new(
+            listener.service.clone(),
+            listener.transport,
+            self.peer,
+            local,
+        );
+        let transport = super::open(&self.reactor, info);
+        transport.set_idle_timeout(self.idle_timeout);
+        self.conn.serve(&self.reactor, io, transport).await;
+    }
 }
 
 #[cfg(test)]

@@ -1,23 +1,25 @@
-//! Outgoing connections: `Connector`, `ClientFactory` and `ReconnectingClientFactory`.
+//! Connecting: the one path every outgoing stream connection takes, whether it then runs
+//! a [`Protocol`](crate::Protocol) ([`Connector`](super::Connector),
+//! [`Reactor::connect`](crate::Reactor::connect)) or becomes an
+//! [`InspectedStream`](super::InspectedStream) ([`Reactor::connect_stream`](crate::Reactor::connect_stream)).
+//!
+//! [`dial`] connects over TCP or Unix within the endpoint's timeout (or until cancelled);
+//! [`Dialed::establish`] then runs the TLS handshake of an `ssl:` endpoint, under the same
+//! timeout and cancellation, and describes the connection. Between the two the caller
+//! knows the peer (a factory builds its protocol there). Registering it with the reactor
+//! is [`open`](super::open), as for an accepted connection.
 
-use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::io::Io;
 use super::tls;
 use crate::address::Address;
-use crate::endpoint::{ClientEndpoint, EndpointError};
-use crate::observe::{
-    self, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, TransportKind,
-};
-use crate::protocol::{Factory, Protocol};
-use crate::reactor::Reactor;
-use crate::time::{DelayedCall, call_later};
-use crate::transport::Transport;
+use crate::endpoint::ClientEndpoint;
+use crate::observe::{self, ConnectionInfo, ErrorKind, Event, ProtocolError, TransportKind};
 
 /// Why an outgoing connection failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,156 +74,6 @@ impl ConnectError {
     }
 }
 
-/// A factory for outgoing connections (Twisted's `ClientFactory`).
-pub trait ClientFactory: Factory {
-    /// A connection attempt started.
-    fn started_connecting(&self, connector: &Connector) {
-        let _ = connector;
-    }
-    /// The attempt failed.
-    fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
-        let _ = (connector, reason);
-    }
-    /// An established connection closed.
-    fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
-        let _ = (connector, reason);
-    }
-}
-
-impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
-    fn started_connecting(&self, connector: &Connector) {
-        (**self).started_connecting(connector);
-    }
-    fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
-        (**self).client_connection_failed(connector, reason);
-    }
-    fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
-        (**self).client_connection_lost(connector, reason);
-    }
-}
-
-/// Where a [`Connector`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectorState {
-    /// Not connected, not trying.
-    Disconnected,
-    /// An attempt is in progress.
-    Connecting,
-    /// Connected.
-    Connected,
-}
-
-struct ConnectorInner {
-    endpoint: ClientEndpoint,
-    /// The endpoint as written, naming the destination in errors and logs.
-    name: String,
-    /// The service its connections are counted under.
-    service: Arc<str>,
-    factory: Rc<dyn ClientFactory>,
-    /// Lets `connect` do nothing unless disconnected, and `disconnect` choose between cancelling
-    /// and closing.
-    state: Cell<ConnectorState>,
-    /// Cancels the attempt in progress (`stop_connecting`); cleared once it ends.
-    attempt: RefCell<Option<CancellationToken>>,
-    /// The open connection, if any, so `disconnect` can close it.
-    transport: RefCell<Option<Transport>>,
-}
-
-/// One outgoing connection, which can be retried (Twisted's `IConnector`).
-#[derive(Clone)]
-pub struct Connector {
-    inner: Rc<ConnectorInner>,
-}
-
-impl std::fmt::Debug for Connector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("destination", &self.inner.name)
-            .field("state", &self.inner.state.get())
-            .finish()
-    }
-}
-
-impl Connector {
-    /// Where it connects to.
-    pub fn destination(&self) -> &ClientEndpoint {
-        &self.inner.endpoint
-    }
-
-    /// Where it is.
-    pub fn state(&self) -> ConnectorState {
-        self.inner.state.get()
-    }
-
-    /// The connection's transport, while connected.
-    pub fn transport(&self) -> Option<Transport> {
-        self.inner.transport.borrow().clone()
-    }
-
-    /// Starts a connection attempt (again). No effect unless disconnected.
-    pub fn connect(&self) {
-        if self.inner.state.get() != ConnectorState::Disconnected {
-            return;
-        }
-        let reactor = Reactor::current();
-        let token = reactor.listening_token().child_token();
-        *self.inner.attempt.borrow_mut() = Some(token.clone());
-        self.inner.state.set(ConnectorState::Connecting);
-        self.inner.factory.started_connecting(self);
-        let this = self.clone();
-        let task_reactor = reactor.clone();
-        reactor.spawn(async move {
-            // The token cancels connecting only; an established connection is served
-            // (and at shutdown, drained) like any other.
-            let result = open(
-                &task_reactor,
-                &this.inner.endpoint,
-                &this.inner.name,
-                this.inner.service.clone(),
-                &*this.inner.factory,
-                &token,
-                |t| {
-                    *this.inner.transport.borrow_mut() = Some(t.clone());
-                    this.inner.state.set(ConnectorState::Connected);
-                },
-            )
-            .await;
-            this.inner.attempt.borrow_mut().take();
-            this.inner.transport.borrow_mut().take();
-            this.inner.state.set(ConnectorState::Disconnected);
-            match result {
-                Ok(reason) => this.inner.factory.client_connection_lost(&this, &reason),
-                Err(err) => {
-                    report_connect_failure(&this.inner.service, &err);
-                    this.inner.factory.client_connection_failed(&this, &err);
-                }
-            }
-        });
-    }
-
-    /// Cancels an attempt in progress.
-    pub fn stop_connecting(&self) {
-        if self.inner.state.get() == ConnectorState::Connecting
-            && let Some(token) = self.inner.attempt.borrow().as_ref()
-        {
-            token.cancel();
-        }
-    }
-
-    /// Closes the connection, or cancels the attempt.
-    pub fn disconnect(&self) {
-        match self.inner.state.get() {
-            ConnectorState::Connecting => self.stop_connecting(),
-            ConnectorState::Connected => {
-                if let Some(t) = self.transport() {
-                    t.lose_connection();
-                }
-            }
-            ConnectorState::Disconnected => {}
-        }
-    }
-}
-
 pub(super) fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
     tracing::info!(%service, %err, "connection attempt failed");
     observe::emit(|| {
@@ -234,17 +86,39 @@ pub(super) fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
     });
 }
 
-/// Connects, builds the protocol, and serves it; `Ok` carries why the connection closed.
-async fn open(
-    reactor: &Reactor,
-    endpoint: &ClientEndpoint,
-    name: &str,
-    service: Arc<str>,
-    factory: &dyn Factory,
-    cancel: &CancellationToken,
-    on_connected: impl FnOnce(&Transport),
-) -> Result<CloseReason, ConnectError> {
-    match endpoint {
+/// Parses a client endpoint string, failing as a connection attempt to it would.
+pub(super) fn parse_endpoint(endpoint: &str) -> Result<ClientEndpoint, ConnectError> {
+    endpoint
+        .parse()
+        .map_err(|e: crate::endpoint::EndpointError| ConnectError::Failed {
+            endpoint: endpoint.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// A connection made to a client endpoint, not yet secured, described or registered.
+pub(super) struct Dialed<'a> {
+    endpoint: &'a ClientEndpoint,
+    /// The endpoint as written, naming the destination in errors.
+    name: &'a str,
+    /// Also cancels the TLS handshake that may follow.
+    cancel: &'a CancellationToken,
+    /// A plain TCP or Unix stream until `establish`.
+    io: Io,
+    /// What the endpoint makes of the connection: TLS for `ssl:` already, before the
+    /// handshake.
+    kind: TransportKind,
+    peer: Address,
+    local: Address,
+}
+
+/// Connects to `endpoint` (named `name` in errors) within its timeout, or until `cancel`.
+pub(super) async fn dial<'a>(
+    endpoint: &'a ClientEndpoint,
+    name: &'a str,
+    cancel: &'a CancellationToken,
+) -> Result<Dialed<'a>, ConnectError> {
+    let (io, kind, peer, local) = match endpoint {
         ClientEndpoint::Tcp {
             host,
             port,
@@ -271,31 +145,11 @@ async fn open(
                     .local_addr()
                     .map_err(|e| ConnectError::io(name, &e))?,
             );
-            let protocol =
-                factory
-                    .build_protocol(&peer)
-                    .ok_or_else(|| ConnectError::NoProtocol {
-                        endpoint: name.to_owned(),
-                    })?;
-            if let ClientEndpoint::Ssl { ca_certs, .. } = endpoint {
-                let connector =
-                    tls::connector(ca_certs.as_deref()).map_err(|e| ConnectError::Failed {
-                        endpoint: name.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                let stream = within(
-                    name,
-                    *timeout,
-                    cancel,
-                    tls::connect(connector, host, stream),
-                )
-                .await?;
-                let info = ConnectionInfo::new(service, TransportKind::Tls, peer, local);
-                Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
-            } else {
-                let info = ConnectionInfo::new(service, TransportKind::Tcp, peer, local);
-                Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
-            }
+            let kind = match endpoint {
+                ClientEndpoint::Ssl { .. } => TransportKind::Tls,
+                _ => TransportKind::Tcp,
+            };
+            (Io::Tcp(stream), kind, peer, local)
         }
         ClientEndpoint::Unix { path, timeout } => {
             let stream = within(
@@ -306,15 +160,59 @@ async fn open(
             )
             .await?;
             let peer = Address::Unix(Some(path.clone()));
-            let protocol =
-                factory
-                    .build_protocol(&peer)
-                    .ok_or_else(|| ConnectError::NoProtocol {
-                        endpoint: name.to_owned(),
-                    })?;
-            let info = ConnectionInfo::new(service, TransportKind::Unix, peer, Address::Unix(None));
-            Ok(serve_reporting(reactor, stream, info, protocol, on_connected).await)
+            (
+                Io::Unix(stream),
+                TransportKind::Unix,
+                peer,
+                Address::Unix(None),
+            )
         }
+    };
+    Ok(Dialed {
+        endpoint,
+        name,
+        cancel,
+        io,
+        kind,
+        peer,
+        local,
+    })
+}
+
+impl Dialed<'_> {
+    /// Who is at the other end.
+    pub(super) fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Runs the TLS handshake of an `ssl:` endpoint and describes the connection for
+    /// `service`, ready to be registered.
+    pub(super) async fn establish(
+        self,
+        service: Arc<str>,
+    ) -> Result<(Io, Arc<ConnectionInfo>), ConnectError> {
+        let io = match (self.io, self.endpoint) {
+            (
+                Io::Tcp(stream),
+                ClientEndpoint::Ssl {
+                    host,
+                    timeout,
+                    ca_certs,
+                    ..
+                },
+            ) => {
+                let connector =
+                    tls::connector(ca_certs.as_deref()).map_err(|e| ConnectError::Failed {
+                        endpoint: self.name.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                let connecting = tls::connect(connector, host, stream);
+                Io::from(within(self.name, *timeout, self.cancel, connecting).await?)
+            }
+            (io, _) => io,
+        };
+        let info = ConnectionInfo::new(service, self.kind, self.peer, self.local);
+        Ok((io, info))
     }
 }
 
@@ -370,279 +268,4 @@ pub(super) async fn within<S>(
             Err(_) => Err(ConnectError::TimedOut { endpoint: name.to_owned(), after: timeout }),
         },
     }
-}
-
-/// Serves a connection, telling `on_connected` its transport once it is registered.
-async fn serve_reporting<S: crate::transport::Stream>(
-    reactor: &Reactor,
-    io: S,
-    info: Arc<ConnectionInfo>,
-    protocol: Box<dyn Protocol>,
-    on_connected: impl FnOnce(&Transport),
-) -> CloseReason {
-    let transport = super::open(reactor, info);
-    on_connected(&transport);
-    super::run(reactor, io, transport, protocol).await
-}
-
-impl Reactor {
-    /// Connects to an endpoint string (`tcp:HOST:PORT`, `unix:PATH`, `ssl:HOST:PORT`)
-    /// with a client factory (Twisted's `connectTCP` and friends).
-    pub fn connect_with(
-        &self,
-        endpoint: &str,
-        factory: impl ClientFactory,
-    ) -> Result<Connector, EndpointError> {
-        let parsed: ClientEndpoint = endpoint.parse()?;
-        Ok(self.connector(parsed, endpoint.to_owned(), Rc::new(factory)))
-    }
-
-    /// Connects over TCP (Twisted's `connectTCP`).
-    pub fn connect_tcp(
-        &self,
-        host: &str,
-        port: u16,
-        timeout: Duration,
-        factory: impl ClientFactory,
-    ) -> Connector {
-        let endpoint = ClientEndpoint::Tcp {
-            host: host.to_owned(),
-            port,
-            timeout,
-            bind_address: None,
-        };
-        self.connector(endpoint, format!("tcp:{host}:{port}"), Rc::new(factory))
-    }
-
-    fn connector(
-        &self,
-        endpoint: ClientEndpoint,
-        name: String,
-        factory: Rc<dyn ClientFactory>,
-    ) -> Connector {
-        let connector = Connector {
-            inner: Rc::new(ConnectorInner {
-                endpoint,
-                service: name.as_str().into(),
-                name,
-                factory,
-                state: Cell::new(ConnectorState::Disconnected),
-                attempt: RefCell::new(None),
-                transport: RefCell::new(None),
-            }),
-        };
-        connector.connect();
-        connector
-    }
-
-    /// Connects and runs `protocol`; resolves to its transport once connected. The
-    /// connection is reported under the endpoint string as its service.
-    pub async fn connect(
-        &self,
-        endpoint: &str,
-        protocol: impl Protocol,
-    ) -> Result<Transport, ConnectError> {
-        self.connect_as(endpoint, endpoint, protocol).await
-    }
-
-    /// Like [`connect`](Self::connect), reporting the connection under `service` (a
-    /// proxy names its upstream connections after itself).
-    pub async fn connect_as(
-        &self,
-        service: &str,
-        endpoint: &str,
-        protocol: impl Protocol,
-    ) -> Result<Transport, ConnectError> {
-        let parsed: ClientEndpoint =
-            endpoint
-                .parse()
-                .map_err(|e: EndpointError| ConnectError::Failed {
-                    endpoint: endpoint.to_owned(),
-                    reason: e.to_string(),
-                })?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let once = OneShotFactory(RefCell::new(Some(Box::new(protocol))));
-        let reactor = self.clone();
-        let name = endpoint.to_owned();
-        let service: Arc<str> = service.into();
-        self.spawn(async move {
-            let mut tx = Some(tx);
-            let cancel = reactor.listening_token();
-            let result = open(
-                &reactor,
-                &parsed,
-                &name,
-                service.clone(),
-                &once,
-                &cancel,
-                |t| {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(t.clone()));
-                    }
-                },
-            )
-            .await;
-            if let (Err(err), Some(tx)) = (result, tx.take()) {
-                report_connect_failure(&service, &err);
-                let _ = tx.send(Err(err));
-            }
-        });
-        rx.await.unwrap_or_else(|_| {
-            Err(ConnectError::Cancelled {
-                endpoint: endpoint.to_owned(),
-            })
-        })
-    }
-}
-
-struct OneShotFactory(RefCell<Option<Box<dyn Protocol>>>);
-
-impl Factory for OneShotFactory {
-    fn build_protocol(&self, _peer: &Address) -> Option<Box<dyn Protocol>> {
-        self.0.borrow_mut().take()
-    }
-}
-
-/// Reconnects with exponential back-off (Twisted's `ReconnectingClientFactory`).
-///
-/// Each failure or loss multiplies the delay by `factor` (with random `jitter`), up to
-/// `max_delay`; a successful connection resets it. Gives up after `max_retries`.
-pub struct ReconnectingClientFactory<F> {
-    inner: F,
-    /// First retry delay.
-    pub initial_delay: Duration,
-    /// Multiplier per retry (Twisted: e).
-    pub factor: f64,
-    /// Relative random spread of each delay (Twisted: 0.1196…).
-    pub jitter: f64,
-    /// Upper bound on the delay.
-    pub max_delay: Duration,
-    /// Give up after this many consecutive retries.
-    pub max_retries: Option<u32>,
-    /// The wait before the next retry: grows by `factor` per retry, back to `initial_delay` on
-    /// success.
-    delay: Cell<Duration>,
-    /// Consecutive retries since the last success, checked against `max_retries`.
-    retries: Cell<u32>,
-    /// Cleared by `stop_trying` or when `max_retries` is exceeded: no more retries are scheduled.
-    trying: Cell<bool>,
-    /// The scheduled retry, kept so `stop_trying` can cancel it.
-    pending: RefCell<Option<DelayedCall>>,
-}
-
-impl<F: Factory> ReconnectingClientFactory<F> {
-    /// Wraps a protocol factory with Twisted's default policy.
-    pub fn new(inner: F) -> Self {
-        Self {
-            inner,
-            initial_delay: Duration::from_secs(1),
-            factor: std::f64::consts::E,
-            jitter: 0.119_626_565_582,
-            max_delay: Duration::from_secs(3600),
-            max_retries: None,
-            delay: Cell::new(Duration::from_secs(1)),
-            retries: Cell::new(0),
-            trying: Cell::new(true),
-            pending: RefCell::new(None),
-        }
-    }
-
-    /// Sets the first delay.
-    pub fn initial_delay(mut self, delay: Duration) -> Self {
-        self.initial_delay = delay;
-        self.delay.set(delay);
-        self
-    }
-
-    /// Sets the growth factor, jitter, cap and retry limit.
-    pub fn policy(
-        mut self,
-        factor: f64,
-        jitter: f64,
-        max_delay: Duration,
-        max_retries: Option<u32>,
-    ) -> Self {
-        self.factor = factor;
-        self.jitter = jitter;
-        self.max_delay = max_delay;
-        self.max_retries = max_retries;
-        self
-    }
-
-    /// Retries so far since the last success.
-    pub fn retries(&self) -> u32 {
-        self.retries.get()
-    }
-
-    /// The delay before the next retry.
-    pub fn current_delay(&self) -> Duration {
-        self.delay.get()
-    }
-
-    /// Resets the back-off, as after a successful connection.
-    pub fn reset_delay(&self) {
-        self.delay.set(self.initial_delay);
-        self.retries.set(0);
-    }
-
-    /// Stops retrying and cancels a scheduled retry.
-    pub fn stop_trying(&self) {
-        self.trying.set(false);
-        if let Some(call) = self.pending.borrow_mut().take() {
-            let _ = call.cancel();
-        }
-    }
-
-    fn retry(&self, connector: &Connector) {
-        if !self.trying.get() {
-            return;
-        }
-        let retries = self.retries.get() + 1;
-        self.retries.set(retries);
-        if self.max_retries.is_some_and(|max| retries > max) {
-            tracing::info!(destination = ?connector.destination(), retries = retries - 1, "giving up reconnecting");
-            self.trying.set(false);
-            return;
-        }
-        // The first retry since a success waits `initial_delay` as it is now: a program may
-        // have set the field after `new`.
-        let current = if retries == 1 {
-            self.initial_delay
-        } else {
-            self.delay.get()
-        };
-        let grown = current.as_secs_f64() * self.factor;
-        let capped = grown.min(self.max_delay.as_secs_f64());
-        let spread = capped * self.jitter * (fastrand::f64() * 2.0 - 1.0);
-        let delay =
-            Duration::from_secs_f64((capped + spread).clamp(0.0, self.max_delay.as_secs_f64()));
-        self.delay.set(delay);
-        let wait = current;
-        let connector = connector.clone();
-        *self.pending.borrow_mut() = Some(call_later(wait, move || connector.connect()));
-    }
-}
-
-impl<F: Factory> Factory for ReconnectingClientFactory<F> {
-    fn build_protocol(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
-        let protocol = self.inner.build_protocol(peer);
-        if protocol.is_some() {
-            self.reset_delay();
-        }
-        protocol
-    }
-}
-
-impl<F: Factory> ClientFactory for ReconnectingClientFactory<F> {
-    fn client_connection_failed(&self, connector: &Connector, _reason: &ConnectError) {
-        self.retry(connector);
-    }
-    fn client_connection_lost(&self, connector: &Connector, _reason: &CloseReason) {
-        self.retry(connector);
-    }
-}
-
-impl<F: Factory> ClientFactory for crate::protocol::FnFactory<F> where
-    crate::protocol::FnFactory<F>: Factory
-{
 }

@@ -6,20 +6,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::accept::{Accepted, ListenOptions, accept_loop};
+use super::accept::{Acceptor, Admit, ListenOptions, Serve, accept_loop};
+use super::io::Io;
 use super::ports::{PortOpening, PortSocket, SocketKey, StreamSocket};
-use super::serve;
 use super::tls::{self, TlsError};
 use crate::address::Address;
 use crate::endpoint::{EndpointError, ServerEndpoint};
-use crate::observe::{self, ConnectionInfo, Event, ListenerInfo, Refused, TransportKind};
-use crate::policies::PeerSlot;
-use crate::protocol::Factory;
+use crate::observe::{self, Event, ListenerInfo, TransportKind};
+use crate::protocol::{Factory, Protocol};
 use crate::reactor::Reactor;
+use crate::transport::{Stream, Transport};
 
 /// Why listening failed.
 #[derive(Debug, thiserror::Error)]
@@ -208,26 +207,20 @@ impl Reactor {
         options: &ListenOptions,
         factory: Rc<dyn Factory>,
     ) -> Result<ListeningPort, ListenError> {
-        let idle_timeout = options.get_idle_timeout();
         self.serve_stream(
             service,
             endpoint,
             parsed,
             options,
             "a udp: endpoint takes a DatagramProtocol (listen_udp)",
-            |reactor, info, tls| ProtocolAcceptor {
-                reactor: reactor.clone(),
-                info,
-                tls,
-                idle_timeout,
-                factory,
-            },
+            ProtocolAdapter { factory },
         )
     }
 
     /// Binds a stream endpoint (or takes over the socket a [`Handover`](super::Handover)
     /// offers for its address) and accepts on it in a task, once the port may start,
-    /// handing each connection `options` admits to the acceptor `make` builds.
+    /// handing each connection `options` admits to `adapter` through the shared
+    /// [`Acceptor`].
     pub(super) fn serve_stream<A: Admit>(
         &self,
         service: &str,
@@ -235,7 +228,7 @@ impl Reactor {
         parsed: &ServerEndpoint,
         options: &ListenOptions,
         wrong_kind: &'static str,
-        make: impl FnOnce(&Reactor, Arc<ListenerInfo>, Option<tokio_rustls::TlsAcceptor>) -> A,
+        adapter: A,
     ) -> Result<ListeningPort, ListenError> {
         let BoundListener {
             socket,
@@ -245,7 +238,7 @@ impl Reactor {
             fresh,
         } = bind_stream(self, service, endpoint, parsed, wrong_kind)?;
         let stop = self.listening_token().child_token();
-        let acceptor = Rc::new(make(self, info.clone(), tls));
+        let acceptor = Acceptor::new(self, info.clone(), tls, options, adapter);
         let starting = (acceptor.clone(), info.clone());
         let opened = self.inner.ports.open(
             self,
@@ -279,16 +272,6 @@ impl Reactor {
         });
         Ok(port)
     }
-}
-
-/// What a stream listener does with the connections it accepts.
-pub(super) trait Admit: 'static {
-    /// The listener starts accepting.
-    fn start(&self) {}
-    /// The listener stopped.
-    fn stop(&self) {}
-    /// Serves one connection admitted from `peer`, holding `slot` for its life.
-    fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot);
 }
 
 /// A stream listener bound (or taken over) but not yet accepting.
@@ -408,16 +391,15 @@ fn adopt(socket: &StreamSocket, parsed: &ServerEndpoint, backlog: u32) {
     }
 }
 
-/// What a protocol listener needs for each connection it accepts.
-struct ProtocolAcceptor {
-    reactor: Reactor,
-    info: Arc<ListenerInfo>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    idle_timeout: Option<Duration>,
+/// The protocol API over the shared acceptor: the factory builds each connection's
+/// protocol, which the shared driver then runs.
+struct ProtocolAdapter {
     factory: Rc<dyn Factory>,
 }
 
-impl Admit for ProtocolAcceptor {
+impl Admit for ProtocolAdapter {
+    type Conn = Box<dyn Protocol>;
+
     fn start(&self) {
         self.factory.start_factory();
     }
@@ -426,65 +408,25 @@ impl Admit for ProtocolAcceptor {
         self.factory.stop_factory();
     }
 
-    /// Builds the connection's protocol (the factory may refuse) and serves it in its own
-    /// task, which holds the peer's slot for the connection's life.
-    fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot) {
-        let listener = &self.info;
+    fn build(&self, listener: &ListenerInfo, peer: &Address) -> Result<Self::Conn, &'static str> {
         // A factory that panics refuses the connection; the listener keeps accepting.
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.factory.build_protocol(&peer)
+            self.factory.build_protocol(peer)
         }));
-        let (protocol, reason) = match built {
-            Ok(Some(protocol)) => (Some(protocol), ""),
-            Ok(None) => (None, self.factory.refusal_reason()),
+        match built {
+            Ok(Some(protocol)) => Ok(protocol),
+            Ok(None) => Err(self.factory.refusal_reason()),
             Err(panic) => {
                 let message = crate::time::panic_message(&panic);
                 tracing::error!(service = %listener.service, %peer, "build_protocol panicked: {message}");
-                (None, "panic")
+                Err("panic")
             }
-        };
-        let Some(protocol) = protocol else {
-            tracing::debug!(service = %listener.service, %peer, reason, "connection refused");
-            observe::emit(|| {
-                Event::Refused(Refused {
-                    service: listener.service.clone(),
-                    peer: peer.clone(),
-                    reason,
-                })
-            });
-            return;
-        };
-        let (reactor, idle_timeout) = (&self.reactor, self.idle_timeout);
-        let local = listener.local.clone();
-        let service = listener.service.clone();
-        let transport = listener.transport;
-        let r = reactor.clone();
-        // One spawn per kind: a task's future is as large as its largest state, and the
-        // TLS states (a rustls connection) must not be paid for by every plain connection.
-        // Each task holds the peer's slot until the connection is gone.
-        match (stream, self.tls.clone()) {
-            (Accepted::Tcp(s), None) => reactor.spawn(async move {
-                let _slot = slot;
-                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
-                let info = ConnectionInfo::new(service, transport, peer, local);
-                serve(&r, s, info, protocol, idle_timeout).await;
-            }),
-            (Accepted::Tcp(s), Some(acceptor)) => reactor.spawn(Box::pin(async move {
-                let _slot = slot;
-                let local = s.local_addr().map(Address::Ip).unwrap_or(local);
-                match tls::handshake(acceptor, s).await {
-                    Ok(s) => {
-                        let info = ConnectionInfo::new(service, transport, peer, local);
-                        serve(&r, s, info, protocol, idle_timeout).await;
-                    }
-                    Err(err) => tls::report_handshake_failure(&service, &peer, &err),
-                }
-            })),
-            (Accepted::Unix(s), _) => reactor.spawn(async move {
-                let _slot = slot;
-                let info = ConnectionInfo::new(service, transport, peer, local);
-                serve(&r, s, info, protocol, idle_timeout).await;
-            }),
         }
+    }
+}
+
+impl Serve for Box<dyn Protocol> {
+    async fn serve<S: Stream + Into<Io>>(self, reactor: &Reactor, io: S, transport: Transport) {
+        super::run(reactor, io, transport, self).await;
     }
 }

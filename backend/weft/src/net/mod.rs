@@ -3,24 +3,40 @@
 //! Every listening port is entered in the reactor's table (`ports`), so a program can list
 //! them and hand a port's socket to the listener that replaces it ([`Handover`]).
 //!
-//! Every transport kind ends in the same place: `serve` registers the connection with
-//! the reactor, reports it to the observer, runs the protocol through the shared
-//! driver, and reports the close with its reason and final counters. Async code that
-//! wants a byte stream instead of callbacks gets the same through
-//! [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
+//! One core serves both ways of using a connection, a [`Protocol`] and an
+//! async [`InspectedStream`]; each API is a thin adapter over it:
+//!
+//! - `listen`: binding (or taking over a socket from a [`Handover`]) and a listener's life
+//!   in the reactor's table of ports.
+//! - `accept`: the accept loop (per-peer caps, back-off when out of descriptors) and
+//!   admission: refusal, the TLS handshake of an `ssl:` listener, registering the
+//!   connection, then handing it to the adapter.
+//! - `connect`: dialing TCP or Unix within the endpoint's timeout, then TLS.
+//! - `tls`: certificates, and both sides of the handshake with its error event.
+//! - `open` registers a connection with the reactor and reports it; `report_close`
+//!   reports its close with its reason and final counters.
+//! - The adapters: `listen` and `client` (with `reconnect`) run protocols through the
+//!   shared driver (`run`); `stream` wraps the socket in an [`InspectedStream`] for
+//!   [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
+//! - `udp`: datagram ports, which have no connections.
 
 pub(crate) mod accept;
+pub(crate) mod client;
 pub(crate) mod connect;
+mod io;
 pub(crate) mod listen;
 pub(crate) mod ports;
+pub(crate) mod reconnect;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod udp;
 
 pub use accept::ListenOptions;
-pub use connect::{ClientFactory, ConnectError, Connector, ReconnectingClientFactory};
+pub use client::{ClientFactory, Connector};
+pub use connect::ConnectError;
 pub use listen::{ListenError, ListeningPort};
 pub use ports::Handover;
+pub use reconnect::ReconnectingClientFactory;
 pub use stream::InspectedStream;
 pub use tls::{TlsError, check_ca_certs, check_server_files};
 pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort};
@@ -32,30 +48,7 @@ use crate::protocol::Protocol;
 use crate::reactor::Reactor;
 use crate::transport::{Stream, Transport, drive};
 
-/// Runs `protocol` on `io` until the connection closes; returns why it closed.
-pub(crate) async fn serve<S: Stream>(
-    reactor: &Reactor,
-    io: S,
-    info: Arc<ConnectionInfo>,
-    protocol: Box<dyn Protocol>,
-    idle_timeout: Option<std::time::Duration>,
-) -> CloseReason {
-    let transport = open(reactor, info);
-    transport.set_idle_timeout(idle_timeout);
-    run(reactor, io, transport, protocol).await
-}
-
 /// Registers a new connection with the reactor and reports it; returns its transport.
-/// Logs a close: at debug when it ended as either side meant it to or the peer reset it
-/// (routine at any real rate), at info when something went wrong here or in the protocol.
-pub(crate) fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
-    if reason.is_routine() {
-        tracing::debug!(connection = %info.id, %reason, "connection closed");
-    } else {
-        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
-    }
-}
-
 pub(crate) fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Transport {
     let transport = Transport::new(info.clone());
     reactor
@@ -68,7 +61,7 @@ pub(crate) fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Transport {
     transport
 }
 
-/// Serves an [`open`]ed connection until it closes, then reports the close.
+/// Serves an [`open`]ed connection with `protocol` until it closes, then reports the close.
 pub(crate) async fn run<S: Stream>(
     reactor: &Reactor,
     io: S,
@@ -85,14 +78,30 @@ pub(crate) async fn run<S: Stream>(
         protocol.connection_lost(&reason)
     });
     drop(protocol);
+    report_close(info, &reason);
+    reason
+}
+
+/// Reports the close of a connection already taken out of the reactor: logs it and
+/// emits [`Event::ConnectionClosed`] with how long it was open.
+pub(crate) fn report_close(info: Arc<ConnectionInfo>, reason: &CloseReason) {
     let duration = info.opened.elapsed();
-    log_close(&info, &reason);
+    log_close(&info, reason);
     observe::emit(|| {
         Event::ConnectionClosed(ConnectionClosed {
-            info: info.clone(),
+            info,
             reason: reason.clone(),
             duration,
         })
     });
-    reason
+}
+
+/// Logs a close: at debug when it ended as either side meant it to or the peer reset it
+/// (routine at any real rate), at info when something went wrong here or in the protocol.
+fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
+    if reason.is_routine() {
+        tracing::debug!(connection = %info.id, %reason, "connection closed");
+    } else {
+        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
+    }
 }

@@ -25,38 +25,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::accept::{Accepted, ListenOptions};
-use super::connect::{report_connect_failure, within};
-use super::listen::{Admit, ListenError, ListeningPort};
-use super::{ConnectError, tls};
+use super::accept::{Admit, ListenOptions, Serve};
+use super::connect::{ConnectError, dial, parse_endpoint, report_connect_failure};
+use super::io::{Io, with_io};
+use super::listen::{ListenError, ListeningPort};
 use crate::address::Address;
-use crate::endpoint::{ClientEndpoint, ServerEndpoint};
-use crate::observe::TransportKind;
-use crate::observe::{self, CloseReason, ConnectionClosed, ConnectionInfo, Event, ListenerInfo};
-use crate::policies::PeerSlot;
+use crate::endpoint::ServerEndpoint;
+use crate::observe::{self, CloseReason, ConnectionInfo, ListenerInfo};
 use crate::reactor::{Inner, Reactor};
-use crate::transport::Transport;
-
-type TcpStream = tokio::net::TcpStream;
-
-enum Io {
-    Tcp(TcpStream),
-    Unix(tokio::net::UnixStream),
-    /// Boxed: a rustls session is large, and plain connections should not pay for it.
-    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-macro_rules! with_io {
-    ($io:expr, $s:ident => $e:expr) => {
-        match $io {
-            Io::Tcp($s) => $e,
-            Io::Unix($s) => $e,
-            Io::TlsServer($s) => $e,
-            Io::TlsClient($s) => $e,
-        }
-    };
-}
+use crate::transport::{Stream, Transport};
 
 /// One registered connection as an async byte stream; counts what passes through it.
 ///
@@ -223,8 +200,8 @@ struct Registration {
 }
 
 impl Registration {
-    fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Self {
-        let transport = super::open(reactor, info);
+    /// Takes over reporting the close of `transport`, [`open`](super::open)ed on `reactor`.
+    fn new(reactor: &Reactor, transport: Transport) -> Self {
         Self {
             reactor: Rc::downgrade(&reactor.inner),
             transport,
@@ -243,15 +220,7 @@ impl Drop for Registration {
         {
             connections.remove(&info.id);
         }
-        let duration = info.opened.elapsed();
-        super::log_close(&info, &reason);
-        observe::emit(|| {
-            Event::ConnectionClosed(ConnectionClosed {
-                info,
-                reason,
-                duration,
-            })
-        });
+        super::report_close(info, &reason);
     }
 }
 
@@ -290,20 +259,13 @@ impl Reactor {
         F: Future<Output = ()> + 'static,
     {
         let parsed: ServerEndpoint = endpoint.parse()?;
-        let idle_timeout = options.get_idle_timeout();
         self.serve_stream(
             service,
             endpoint,
             &parsed,
             options,
             "listen_stream needs a stream endpoint (tcp:, unix:, ssl:)",
-            |reactor, info, tls| Acceptor {
-                reactor: reactor.clone(),
-                info,
-                tls,
-                idle_timeout,
-                handler: Rc::new(handler),
-            },
+            StreamAdapter(Rc::new(handler)),
         )
     }
 
@@ -329,127 +291,67 @@ impl Reactor {
         service: Arc<str>,
         endpoint: &str,
     ) -> Result<InspectedStream, ConnectError> {
-        let failed = |reason: String| ConnectError::Failed {
-            endpoint: endpoint.to_owned(),
-            reason,
-        };
-        let parsed: ClientEndpoint = endpoint.parse().map_err(|e| failed(format!("{e}")))?;
+        let parsed = parse_endpoint(endpoint)?;
         // Shutdown cancels an attempt in progress.
         let cancel = self.listening_token();
-        let (io, kind, peer, local) = match &parsed {
-            ClientEndpoint::Tcp {
-                host,
-                port,
-                timeout,
-                bind_address,
-            }
-            | ClientEndpoint::Ssl {
-                host,
-                port,
-                timeout,
-                bind_address,
-                ..
-            } => {
-                let connect = super::connect::connect_tcp(host, *port, *bind_address);
-                let s = within(endpoint, *timeout, &cancel, connect).await?;
-                let peer = s.peer_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
-                let local = s.local_addr().map_err(|e| ConnectError::io(endpoint, &e))?;
-                let (peer, local) = (Address::Ip(peer), Address::Ip(local));
-                if let ClientEndpoint::Ssl { ca_certs, .. } = &parsed {
-                    let connector =
-                        tls::connector(ca_certs.as_deref()).map_err(|e| failed(e.to_string()))?;
-                    let s = tls::connect(connector, host, s)
-                        .await
-                        .map_err(|e| failed(e.to_string()))?;
-                    (Io::TlsClient(Box::new(s)), TransportKind::Tls, peer, local)
-                } else {
-                    (Io::Tcp(s), TransportKind::Tcp, peer, local)
-                }
-            }
-            ClientEndpoint::Unix { path, timeout } => {
-                let s = within(
-                    endpoint,
-                    *timeout,
-                    &cancel,
-                    tokio::net::UnixStream::connect(path),
-                )
-                .await?;
-                let peer = Address::Unix(Some(path.clone()));
-                (Io::Unix(s), TransportKind::Unix, peer, Address::Unix(None))
-            }
-        };
-        let info = ConnectionInfo::new(service, kind, peer, local);
-        let registration = Registration::open(self, info);
+        let (io, info) = dial(&parsed, endpoint, &cancel)
+            .await?
+            .establish(service)
+            .await?;
+        let transport = super::open(self, info);
+        let registration = Registration::new(self, transport.clone());
         Ok(InspectedStream {
             io,
-            transport: registration.transport.clone(),
+            transport,
             eof_when_closing: true,
             _registration: Some(registration),
         })
     }
 }
 
-/// What a stream listener needs for each connection it accepts.
-struct Acceptor<H> {
-    reactor: Reactor,
-    info: Arc<ListenerInfo>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Set on each accepted connection's transport; the reactor's sweep enforces it.
-    idle_timeout: Option<std::time::Duration>,
-    handler: Rc<H>,
-}
+/// The async-stream API over the shared acceptor: each connection goes to the handler as
+/// an [`InspectedStream`].
+///
+/// The handler is shared, not cloned, by every connection's task.
+struct StreamAdapter<H>(Rc<H>);
 
-impl<H, F> Admit for Acceptor<H>
+impl<H, F> Admit for StreamAdapter<H>
 where
     H: Fn(InspectedStream) -> F + 'static,
     F: Future<Output = ()> + 'static,
 {
-    /// Serves one accepted connection in its own task, which holds the peer's slot for
-    /// the connection's life.
-    fn admit(&self, io: Accepted, peer: Address, slot: PeerSlot) {
-        let (reactor, listener, tls) = (self.reactor.clone(), self.info.clone(), self.tls.clone());
-        let (handler, idle_timeout) = (self.handler.clone(), self.idle_timeout);
-        self.reactor.spawn(async move {
-            let _slot = slot;
-            let local = match &io {
-                Accepted::Tcp(s) => s
-                    .local_addr()
-                    .map(Address::Ip)
-                    .unwrap_or(listener.local.clone()),
-                Accepted::Unix(_) => listener.local.clone(),
-            };
-            let io = match (io, tls) {
-                (Accepted::Tcp(s), Some(acceptor)) => match tls::handshake(acceptor, s).await {
-                    Ok(s) => Io::TlsServer(Box::new(s)),
-                    Err(err) => {
-                        return tls::report_handshake_failure(&listener.service, &peer, &err);
-                    }
-                },
-                (Accepted::Tcp(s), None) => Io::Tcp(s),
-                (Accepted::Unix(s), _) => Io::Unix(s),
-            };
-            let info =
-                ConnectionInfo::new(listener.service.clone(), listener.transport, peer, local);
-            let registration = Registration::open(&reactor, info);
-            let transport = registration.transport.clone();
-            transport.set_idle_timeout(idle_timeout);
-            let stream = InspectedStream {
-                io,
-                transport: transport.clone(),
-                eof_when_closing: true,
-                _registration: None,
-            };
-            let id = Some(transport.id());
-            let mut served = pin!(handler(stream));
-            poll_fn(|cx| {
-                transport.register_waker(cx.waker());
-                if transport.is_aborted() {
-                    return Poll::Ready(());
-                }
-                observe::with_connection(id, || served.as_mut().poll(cx))
-            })
-            .await;
-            drop(registration);
-        });
+    type Conn = Self;
+
+    fn build(&self, _listener: &ListenerInfo, _peer: &Address) -> Result<Self, &'static str> {
+        Ok(Self(self.0.clone()))
+    }
+}
+
+impl<H, F> Serve for StreamAdapter<H>
+where
+    H: Fn(InspectedStream) -> F + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    /// Runs the handler until it returns, or until the connection is aborted (then the
+    /// handler is dropped); either way the close is reported then.
+    async fn serve<S: Stream + Into<Io>>(self, reactor: &Reactor, io: S, transport: Transport) {
+        let registration = Registration::new(reactor, transport.clone());
+        let stream = InspectedStream {
+            io: io.into(),
+            transport: transport.clone(),
+            eof_when_closing: true,
+            _registration: None,
+        };
+        let id = Some(transport.id());
+        let mut served = pin!((self.0)(stream));
+        poll_fn(|cx| {
+            transport.register_waker(cx.waker());
+            if transport.is_aborted() {
+                return Poll::Ready(());
+            }
+            observe::with_connection(id, || served.as_mut().poll(cx))
+        })
+        .await;
+        drop(registration);
     }
 }

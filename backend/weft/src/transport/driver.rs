@@ -8,6 +8,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Transport;
+use super::{Flags, Transport};
 use crate::observe::{
     self, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, SlowCallback,
 };
@@ -139,7 +140,7 @@ pub(crate) fn guarded_call(
 
 /// Serves one connection until it closes; returns why it closed.
 pub(crate) async fn drive<S: Stream>(
-    mut io: S,
+    io: S,
     transport: Transport,
     protocol: &mut dyn Protocol,
 ) -> CloseReason {
@@ -147,20 +148,18 @@ pub(crate) async fn drive<S: Stream>(
     guarded(&transport, name, "connection_made", || {
         protocol.connection_made(&transport)
     });
-    let mut read_eof = false;
-    let mut write_shut = false;
+    let mut driver = Driver {
+        io,
+        transport,
+        protocol,
+        name,
+        read_eof: false,
+        write_shut: false,
+    };
     poll_fn(|cx| {
-        transport.update(|f| f.in_poll = true);
-        let result = poll_connection(
-            cx,
-            &mut io,
-            &transport,
-            protocol,
-            name,
-            &mut read_eof,
-            &mut write_shut,
-        );
-        transport.update(|f| f.in_poll = false);
+        driver.transport.update(|f| f.in_poll = true);
+        let result = driver.poll(cx);
+        driver.transport.update(|f| f.in_poll = false);
         result
     })
     .await
@@ -174,134 +173,178 @@ fn register_waker(transport: &Transport, cx: &Context<'_>) {
     }
 }
 
-fn poll_connection<S: Stream>(
-    cx: &mut Context<'_>,
-    io: &mut S,
-    transport: &Transport,
-    protocol: &mut dyn Protocol,
+/// One connection between polls: its socket, its protocol, and how far each direction
+/// has closed.
+struct Driver<'p, S> {
+    io: S,
+    transport: Transport,
+    protocol: &'p mut dyn Protocol,
+    /// The protocol's name, for the callback guard's reports.
     name: &'static str,
-    read_eof: &mut bool,
-    write_shut: &mut bool,
-) -> Poll<CloseReason> {
-    register_waker(transport, cx);
-    let info = transport.info().clone();
-    let mut budget = READ_BUDGET;
-    loop {
-        let flags = transport.flags();
-        if flags.aborted {
-            return Poll::Ready(transport.take_reason(CloseReason::Aborted));
-        }
-        if flags.nodelay.is_some() || flags.keepalive.is_some() {
-            transport.update(|f| {
-                f.nodelay = None;
-                f.keepalive = None;
-            });
-            if let Some(on) = flags.nodelay {
-                let _ = io.set_nodelay(on);
-            }
-            if let Some(on) = flags.keepalive {
-                let _ = io.set_keepalive(on);
-            }
-        }
+    /// The peer ended its side: nothing more is read.
+    read_eof: bool,
+    /// Our side is shut down (`lose_write_connection` done): nothing more is written.
+    write_shut: bool,
+}
 
-        // Flush what the protocol wrote.
-        let mut write_blocked = false;
+/// What a step of a poll decided: go on with the next step, or end this poll with its result.
+type Step = ControlFlow<Poll<CloseReason>>;
+
+impl<S: Stream> Driver<'_, S> {
+    /// Each round applies pending socket options, flushes what the protocol wrote, closes
+    /// if asked once that is flushed, and reads once; up to `READ_BUDGET` reads a poll.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        register_waker(&self.transport, cx);
+        let mut budget = READ_BUDGET;
         loop {
-            let mut out = transport.shared.out.borrow_mut();
+            let flags = self.transport.flags();
+            if flags.aborted {
+                return Poll::Ready(self.transport.take_reason(CloseReason::Aborted));
+            }
+            self.apply_socket_options(flags);
+            let write_blocked = match self.flush(cx) {
+                Ok(blocked) => blocked,
+                Err(reason) => return Poll::Ready(reason),
+            };
+            self.transport.set_write_blocked(write_blocked);
+            if !write_blocked && let ControlFlow::Break(result) = self.shut_down(cx, flags) {
+                return result;
+            }
+            if let ControlFlow::Break(result) = self.read(cx, &mut budget) {
+                return result;
+            }
+        }
+    }
+
+    /// Applies the socket options the transport was asked for since the last poll (only
+    /// the driver holds the socket).
+    fn apply_socket_options(&mut self, flags: Flags) {
+        if flags.nodelay.is_none() && flags.keepalive.is_none() {
+            return;
+        }
+        self.transport.update(|f| {
+            f.nodelay = None;
+            f.keepalive = None;
+        });
+        if let Some(on) = flags.nodelay {
+            let _ = self.io.set_nodelay(on);
+        }
+        if let Some(on) = flags.keepalive {
+            let _ = self.io.set_keepalive(on);
+        }
+    }
+
+    /// Writes what the protocol wrote until the socket is full; `Ok` says whether output
+    /// is still waiting on the peer.
+    fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
+        let info = self.transport.info();
+        loop {
+            let mut out = self.transport.shared.out.borrow_mut();
             if out.is_empty() {
                 if out.capacity() > KEEP_CAPACITY {
                     *out = bytes::BytesMut::new();
                 }
                 break;
             }
-            match Pin::new(&mut *io).poll_write(cx, &out) {
+            match Pin::new(&mut self.io).poll_write(cx, &out) {
                 Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(CloseReason::Error("socket accepted no bytes".into()));
+                    return Err(CloseReason::Error("socket accepted no bytes".into()));
                 }
                 Poll::Ready(Ok(n)) => {
                     let _ = out.split_to(n);
                     drop(out);
-                    info.stats.record_write(n, elapsed_ns(&info));
-                    transport.release_back_pressure();
+                    info.stats.record_write(n, elapsed_ns(info));
+                    self.transport.release_back_pressure();
                 }
-                Poll::Ready(Err(err)) => return Poll::Ready(CloseReason::from_io(&err)),
-                Poll::Pending => {
-                    write_blocked = true;
-                    break;
-                }
+                Poll::Ready(Err(err)) => return Err(CloseReason::from_io(&err)),
+                Poll::Pending => return Ok(true),
             }
         }
         // TLS and other buffered streams need an explicit flush.
-        if !write_blocked && Pin::new(&mut *io).poll_flush(cx).is_pending() {
-            write_blocked = true;
-        }
-        transport.set_write_blocked(write_blocked);
+        Ok(Pin::new(&mut self.io).poll_flush(cx).is_pending())
+    }
 
-        if !write_blocked {
-            if flags.closing {
-                return match Pin::new(&mut *io).poll_shutdown(cx) {
-                    Poll::Pending => {
-                        transport.set_write_blocked(true);
-                        Poll::Pending
-                    }
-                    Poll::Ready(_) => Poll::Ready(transport.take_reason(CloseReason::Done)),
-                };
-            }
-            if flags.write_shutdown && !*write_shut {
-                match Pin::new(&mut *io).poll_shutdown(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(_) => {
-                        *write_shut = true;
-                        if *read_eof {
-                            return Poll::Ready(CloseReason::Done);
-                        }
+    /// With the writes flushed: closes the connection if a close was asked for, or shuts
+    /// down our side after `lose_write_connection`.
+    fn shut_down(&mut self, cx: &mut Context<'_>, flags: Flags) -> Step {
+        if flags.closing {
+            return ControlFlow::Break(match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Pending => {
+                    self.transport.set_write_blocked(true);
+                    Poll::Pending
+                }
+                Poll::Ready(_) => Poll::Ready(self.transport.take_reason(CloseReason::Done)),
+            });
+        }
+        if flags.write_shutdown && !self.write_shut {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Pending => return ControlFlow::Break(Poll::Pending),
+                Poll::Ready(_) => {
+                    self.write_shut = true;
+                    if self.read_eof {
+                        return ControlFlow::Break(Poll::Ready(CloseReason::Done));
                     }
                 }
             }
         }
+        ControlFlow::Continue(())
+    }
 
-        // Read, unless paused, closing or at EOF. Flushing above may have lifted a pause.
-        let flags = transport.flags();
-        if *read_eof || flags.read_paused || flags.self_paused || flags.closing {
-            return Poll::Pending;
+    /// Reads once, unless paused, closing, at end of input or out of `budget`, and hands
+    /// what came to the protocol.
+    fn read(&mut self, cx: &mut Context<'_>, budget: &mut u32) -> Step {
+        // Flushing may have lifted a pause.
+        let flags = self.transport.flags();
+        if self.read_eof || flags.read_paused || flags.self_paused || flags.closing {
+            return ControlFlow::Break(Poll::Pending);
         }
-        if budget == 0 {
+        if *budget == 0 {
             cx.waker().wake_by_ref();
-            return Poll::Pending;
+            return ControlFlow::Break(Poll::Pending);
         }
-        budget -= 1;
+        *budget -= 1;
         let mut buf = take_read_buf();
         let mut read_buf = ReadBuf::new(&mut buf);
-        match Pin::new(&mut *io).poll_read(cx, &mut read_buf) {
+        match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
             Poll::Pending => {
                 put_read_buf(buf);
-                return Poll::Pending;
+                ControlFlow::Break(Poll::Pending)
             }
             Poll::Ready(Err(err)) => {
                 put_read_buf(buf);
-                return Poll::Ready(CloseReason::from_io(&err));
+                ControlFlow::Break(Poll::Ready(CloseReason::from_io(&err)))
             }
             Poll::Ready(Ok(())) => {
                 let n = read_buf.filled().len();
                 if n == 0 {
                     put_read_buf(buf);
-                    *read_eof = true;
-                    let mut choice = HalfClose::Close;
-                    guarded(transport, name, "read_connection_lost", || {
-                        choice = protocol.read_connection_lost(transport)
+                    self.peer_ended();
+                } else {
+                    let info = self.transport.info();
+                    info.stats.record_read(n, elapsed_ns(info));
+                    let (transport, protocol) = (&self.transport, &mut *self.protocol);
+                    guarded(transport, self.name, "data_received", || {
+                        protocol.data_received(transport, &buf[..n])
                     });
-                    if choice == HalfClose::Close || *write_shut {
-                        // Flush what is buffered, then close.
-                        transport.lose_connection_with(CloseReason::PeerClosed);
-                    }
-                    continue;
+                    put_read_buf(buf);
                 }
-                info.stats.record_read(n, elapsed_ns(&info));
-                guarded(transport, name, "data_received", || {
-                    protocol.data_received(transport, &buf[..n])
-                });
-                put_read_buf(buf);
+                ControlFlow::Continue(())
             }
+        }
+    }
+
+    /// The peer ended its side: the protocol chooses between closing and going on writing
+    /// (a half-close), and the connection closes anyway once both sides are done.
+    fn peer_ended(&mut self) {
+        self.read_eof = true;
+        let mut choice = HalfClose::Close;
+        let (transport, protocol) = (&self.transport, &mut *self.protocol);
+        guarded(transport, self.name, "read_connection_lost", || {
+            choice = protocol.read_connection_lost(transport)
+        });
+        if choice == HalfClose::Close || self.write_shut {
+            // Flush what is buffered, then close.
+            self.transport.lose_connection_with(CloseReason::PeerClosed);
         }
     }
 }

@@ -14,30 +14,10 @@ use serde_json::Value;
 
 use crate::dns::dig;
 use crate::support::{demo_ports, spawn_app_with, weft_bin};
+pub(crate) use weft_test_support::wait_for;
 
 /// The built-in demo's dashboard.
 pub(crate) const DASHBOARD: &str = "127.0.0.1:9180";
-
-/// Waits until `f` gives `Some`, up to `secs` seconds; panics naming `what` and `context()`.
-pub(crate) fn wait_for<T>(
-    secs: u64,
-    what: &str,
-    mut f: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "not true after {secs} s: {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// `weft` run with no arguments in a fresh working directory.
 pub(crate) struct BareDemo {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -209,19 +209,8 @@ fn sample(prometheus: SocketAddr, promql: &str) -> Option<f64> {
 }
 
 /// Waits up to 60 s for `f` (Prometheus takes a few seconds to start on a busy machine).
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>, context: impl Fn() -> String) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what}: not within 60 s\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>, context: impl Fn() -> String) -> T {
+    weft_test_support::wait_for(60, what, f, context)
 }
 
 #[test]

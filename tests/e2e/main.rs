@@ -3,6 +3,8 @@
 
 mod support;
 
+pub(crate) use weft_test_support::assert_eventually;
+
 mod browser;
 mod chrome;
 

@@ -3,28 +3,14 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Retries `$cond` every 20 ms until it holds, failing after `$secs` seconds (default 10).
-#[macro_export]
-macro_rules! assert_eventually {
-    ($cond:expr, $($msg:tt)+) => {{
-        let start = std::time::Instant::now();
-        loop {
-            if $cond {
-                break;
-            }
-            if start.elapsed() > std::time::Duration::from_secs(10) {
-                panic!("not true after 10 s: {}", format!($($msg)+));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }};
-}
+use weft_test_support::assert_eventually;
+pub use weft_test_support::free_port;
 
 /// The repository's top directory (where `docker-compose.yml` and `deploy/` are).
 pub fn repo_root() -> &'static Path {
@@ -81,17 +67,6 @@ pub fn weft_bin() -> &'static Path {
         assert!(status.success(), "building the weft binary failed");
         profile_dir.join("weft")
     })
-}
-
-/// A port free for both TCP and UDP on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// A running `weft run`.

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use weft::defer::{Deferred, Failure, Resolver};
-use weft::{Protocol, Reactor, Transport, factory};
+use weft::{Protocol, Reactor, ReactorConfig, Transport, factory};
 use weft_gateway::{Inspector, InspectorConfig};
 use weft_store::StoreOptions;
 
@@ -68,9 +68,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = args.next().unwrap_or_else(|| "stalled.db".into());
     let stall_ms: u64 = args.next().map_or(Ok(1000), |s| s.parse())?;
 
-    let reactor = Reactor::new()?;
+    let reactor = Reactor::with_config(ReactorConfig {
+        stall_after: Duration::from_millis(stall_ms),
+        ..ReactorConfig::default()
+    })?;
     let mut config = InspectorConfig::default();
-    config.hub.stall_after = Duration::from_millis(stall_ms);
     config.store = Some(StoreOptions::new(db));
     config.dashboard = Some(format!("tcp:{dashboard}:interface=127.0.0.1"));
     let inspector = Inspector::start(&reactor, config)?;

@@ -36,8 +36,6 @@ pub enum GatewayError {
 /// The inspector's settings for `config`.
 pub fn inspector_config(config: &Config) -> InspectorConfig {
     let mut hub = HubConfig::default();
-    hub.stall_after = config.inspect.stall_after;
-    hub.slow_callback = config.inspect.slow_callback;
     hub.sample = config.inspect.sample;
     let mut store = StoreOptions::new(&config.store.path);
     store.retention = config.store.retention;

@@ -23,6 +23,7 @@ const RECHECK: Duration = Duration::from_millis(20);
 /// Sends state changes to systemd; does nothing when the process was not started by it.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
+    /// `$NOTIFY_SOCKET`, read once at start; `None` when systemd did not start the process.
     socket: Option<SocketAddr>,
 }
 

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use weft::Reactor;
@@ -13,6 +13,7 @@ use weft::defer::{Deferred, DeferredState, Detector, Failure};
 use weft_gateway::{Inspector, InspectorConfig};
 use weft_store::StoreOptions;
 use weft_telemetry::{EventKind, HubConfig};
+use weft_test_support::{eventually, run_with_client};
 
 /// An inspector with every chain kept, history in `dir` committed quickly, and the dashboard
 /// on a free loopback port.
@@ -43,35 +44,6 @@ fn get(addr: SocketAddr, path: &str) -> Option<Value> {
     head.starts_with("HTTP/1.1 200")
         .then(|| serde_json::from_str(body).ok())
         .flatten()
-}
-
-/// Polls `f` until it gives a value, for up to 10 s.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs the reactor here and `client` on a thread; stops when the client is done.
-fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
-    let handle = reactor.handle();
-    let thread = std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
-        handle.stop();
-        result
-    });
-    reactor.run().unwrap();
-    if let Err(panic) = thread.join().unwrap() {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// An unhandled failure is reported when the chain's last handle goes, after the chain

@@ -8,6 +8,7 @@ use weft::{Address, Reactor};
 use weft_gateway::config::ServiceConfig;
 use weft_gateway::services::{self, ServiceKind, ServiceLimits, tcp_proxy::TcpProxyConfig};
 use weft_telemetry::{Hub, HubConfig};
+use weft_test_support::run_with_client;
 
 fn addr(a: &Address) -> SocketAddr {
     a.socket_addr().expect("an IP listener")
@@ -19,20 +20,6 @@ fn service(name: &str, listen: &[&str], kind: ServiceKind) -> ServiceConfig {
         listen: listen.iter().map(|s| s.to_string()).collect(),
         limits: ServiceLimits::default_for(&kind),
         kind,
-    }
-}
-
-/// Runs the reactor here and `client` on a thread; stops when the client is done.
-fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
-    let handle = reactor.handle();
-    let thread = std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
-        handle.stop();
-        result
-    });
-    reactor.run().unwrap();
-    if let Err(panic) = thread.join().unwrap() {
-        std::panic::resume_unwind(panic);
     }
 }
 

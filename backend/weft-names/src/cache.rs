@@ -64,7 +64,9 @@ impl Answer {
 
 struct Entry {
     answer: Answer,
+    /// When it was stored, on the reactor's clock: TTLs are lowered by the time since.
     stored: Duration,
+    /// How long it may be served: the answer's lowest TTL, at most `MAX_TTL`.
     ttl: u32,
     /// Matches the eviction queue's copy, so a replaced entry's old slot is skipped.
     seq: u64,
@@ -72,10 +74,12 @@ struct Entry {
 
 /// A bounded TTL cache of answers.
 pub(crate) struct Cache {
+    /// Entries kept at most: the oldest is evicted first, so a flood of names cannot grow it.
     capacity: usize,
     entries: HashMap<Key, Entry>,
     /// Insertion order, for evicting the oldest.
     order: VecDeque<(Key, u64)>,
+    /// The next entry's number, to tell a replaced entry's stale slot in `order`.
     seq: u64,
 }
 

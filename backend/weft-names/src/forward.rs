@@ -83,27 +83,34 @@ impl std::fmt::Debug for TcpExchange {
 struct Waiter {
     request: Request,
     via: Via,
+    /// Sends the answer back the way the question came.
     reply: Reply,
 }
 
 struct InFlight {
+    /// The question, to remove it from `by_question` when it ends.
     key: Key,
+    /// The question as asked, to check an upstream answer is for it and to name it in logs.
     query: Query,
     /// The query as sent, to send again over TCP.
     packet: Rc<[u8]>,
     /// Taken when the first whole answer arrives.
     resolver: Option<Resolver<Message>>,
+    /// Everyone who asked this question while it was out (at most `MAX_WAITERS`).
     waiters: Vec<Waiter>,
     /// Asking again over TCP: after the first truncated answer, it stays true (later
     /// truncated answers are ignored) and the exchange is kept here, so finishing the
     /// query abandons it and closes its connection.
     over_tcp: bool,
+    /// The TCP exchange asking it again; dropping it closes the connection.
     tcp: Option<TcpExchange>,
 }
 
 #[derive(Default)]
 struct State {
+    /// Questions out, by the message id sent upstream (at most `MAX_IN_FLIGHT`).
     in_flight: HashMap<u16, InFlight>,
+    /// The id of each question out, so a second client asking it joins the first.
     by_question: HashMap<Key, u16>,
     /// Questions in flight that are asked again over TCP (each holds a connection).
     over_tcp: usize,
@@ -121,10 +128,15 @@ enum Next {
 
 pub(crate) struct Forwarder {
     upstreams: Vec<SocketAddr>,
+    /// How long an upstream has to answer, over UDP and TCP together.
     timeout: Duration,
+    /// How queries reach upstreams: real sockets, or a test double.
     link: Rc<dyn UpstreamLink>,
     metrics: ServiceMetrics,
+    /// Upstream answers, served until their TTL runs out (at most `cache_size` of them).
     cache: RefCell<Cache>,
+    /// The questions out; in a `RefCell` because the service's listeners and its timers
+    /// share the forwarder.
     state: RefCell<State>,
 }
 

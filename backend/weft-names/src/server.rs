@@ -91,6 +91,7 @@ impl Default for DnsConfig {
 
 struct Inner {
     catalog: Catalog,
+    /// `None` without `forward` upstreams: a name outside the zones is REFUSED.
     forwarder: Option<Rc<Forwarder>>,
     metrics: ServiceMetrics,
 }

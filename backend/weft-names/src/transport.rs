@@ -161,6 +161,8 @@ struct Link {
     /// How long a TCP connection may take to open: the upstream timeout, which bounds
     /// the whole query anyway.
     connect_timeout: Duration,
+    /// One UDP port per address family of the upstreams, bound when the service starts:
+    /// answers must come back to the port the query left from.
     ports: RefCell<Vec<DatagramTransport>>,
 }
 
@@ -226,6 +228,7 @@ impl UpstreamLink for Link {
 
 /// One TCP exchange with an upstream, shared by its protocol and its [`TcpExchange`].
 struct Exchange {
+    /// The query, sent framed once connected.
     query: Vec<u8>,
     /// Taken by the first answer or failure; gone once abandoned.
     answer: Option<TcpAnswer>,

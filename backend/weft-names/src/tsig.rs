@@ -13,6 +13,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 pub(crate) struct Signed {
     /// The key's name (the record's owner).
     pub(crate) key: Name,
+    /// The query's record: a BADKEY answer repeats its algorithm, fudge and original ID.
     tsig: TSIG,
 }
 

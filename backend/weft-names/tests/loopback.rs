@@ -10,7 +10,8 @@ use hickory_proto::op::ResponseCode;
 use weft::{ListenOptions, Reactor};
 use weft_names::{ServiceMetrics, listen};
 
-use support::{EXAMPLE, a, addr, run_with_client, tcp_ask, udp_ask, zone};
+use support::{EXAMPLE, a, addr, tcp_ask, udp_ask, zone};
+use weft_test_support::run_with_client;
 
 const ELSEWHERE: &str =
     "$ORIGIN elsewhere.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 198.51.100.80\n";

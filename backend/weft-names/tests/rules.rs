@@ -13,7 +13,8 @@ use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, make_tsig_record}
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft::Reactor;
 
-use support::{EXAMPLE, message, run_with_client, serve, tcp_exchange, udp_exchange, zone};
+use support::{EXAMPLE, message, serve, tcp_exchange, udp_exchange, zone};
+use weft_test_support::run_with_client;
 
 /// Runs the example zone on UDP and TCP and hands `client` both addresses.
 fn with_example(client: impl FnOnce(SocketAddr, SocketAddr) + Send + 'static) {

@@ -14,7 +14,8 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{RData, Record, RecordType};
 use weft::Reactor;
 
-use support::{EXAMPLE, message, run_with_client, serve, tcp_exchange, udp_exchange, zone};
+use support::{EXAMPLE, message, serve, tcp_exchange, udp_exchange, zone};
+use weft_test_support::run_with_client;
 
 const BIG: &str = "big.elsewhere.test.";
 /// TXT records in the answer to [`BIG`]: about 2.9 KB, more than any UDP answer here.

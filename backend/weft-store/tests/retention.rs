@@ -4,8 +4,9 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{connection, deferred, eventually, options, step};
+use common::{connection, deferred, options, step};
 use weft_store::{EventRecord, Store};
+use weft_test_support::eventually_async as eventually;
 
 fn now_ms() -> i64 {
     SystemTime::now()

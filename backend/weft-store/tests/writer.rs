@@ -4,8 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, eventually, options};
+use common::{event, options};
 use weft_store::Store;
+use weft_test_support::eventually_async as eventually;
 
 #[tokio::test]
 async fn a_full_batch_commits_at_once_and_the_rest_waits_for_its_age() {

@@ -1,19 +1,12 @@
-//! How the hub behaves: detector thresholds, the sample rate, the bus's capacity.
-
-use std::time::Duration;
-
-use weft::ReactorConfig;
+//! How the hub behaves: the sample rate, the bus's capacity.
+//!
+//! The detector thresholds (`stall_after`, `slow_callback`) are the reactor's: see
+//! [`weft::ReactorConfig`] and [`Reactor::set_thresholds`](weft::Reactor::set_thresholds).
 
 /// Settings of a [`Hub`](crate::Hub); `Default` matches the gateway's `[inspect]` defaults.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct HubConfig {
-    /// A Deferred pending or paused longer than this is stalled; given to the reactor by
-    /// [`Hub::install`](crate::Hub::install), which owns it from then on.
-    pub stall_after: Duration,
-    /// A callback running longer than this blocked the reactor; given to the reactor by
-    /// [`Hub::install`](crate::Hub::install), which owns it from then on.
-    pub slow_callback: Duration,
     /// The fraction (0.0 to 1.0) of successful Deferred chains kept in history; stalled,
     /// slow, failed, unhandled and leaked chains are always kept.
     pub sample: f64,
@@ -24,8 +17,6 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
-            stall_after: ReactorConfig::DEFAULT_STALL_AFTER,
-            slow_callback: ReactorConfig::DEFAULT_SLOW_CALLBACK,
             sample: 0.1,
             bus_capacity: 65_536,
         }
@@ -44,11 +35,6 @@ impl HubConfig {
         if self.bus_capacity == 0 {
             return Err(TelemetryError::Config(
                 "bus_capacity must be at least 1".into(),
-            ));
-        }
-        if self.slow_callback.is_zero() || self.stall_after.is_zero() {
-            return Err(TelemetryError::Config(
-                "stall_after and slow_callback must be longer than zero".into(),
             ));
         }
         Ok(())

@@ -14,8 +14,10 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use weft::defer::{
-    DeferredEvent, DeferredState, Detector, FailureInfo, Outcome, StepOutcome, Subject,
+    Created, DeferredEvent, DeferredId, DeferredState, Detector, FailureInfo, Leaked, Outcome,
+    Site, SlowCallback, Stalled, StepFinished, Subject,
 };
+use weft::observe::ConnectionId;
 
 use crate::bus::EventKind;
 use crate::chains::{Chain, Chains, DeferredSnapshot, QueuedStep, StepSnapshot, now_ms};
@@ -189,169 +191,51 @@ impl DeferredTracker {
     }
 
     /// Handles one Deferred event; returns what to publish on the bus, if anything.
+    ///
+    /// Lifecycle events update the chain's snapshot and publish only when a chain ends;
+    /// detections flag the chain and are always published.
     pub(crate) fn on_event(&self, event: &DeferredEvent) -> Option<EventKind> {
         match event {
-            DeferredEvent::Created(c) => {
-                let service = c.connection.and_then(|id| self.live.service_of(id));
-                let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
-                metrics.pending.inc();
-                let snapshot = DeferredSnapshot {
-                    id: c.id.0,
-                    label: c.label.map(str::to_owned),
-                    site: c.site.to_string(),
-                    connection: c.connection.map(|c| c.0),
-                    service: service.map(|s| s.to_string()),
-                    parent: c.parent.map(|p| p.0),
-                    created_at_ms: unix_ms(c.at),
-                    age_ms: 0,
-                    state: DeferredState::Pending,
-                    fired_at_ms: None,
-                    failure: None,
-                    waiting_on: None,
-                    current_step: None,
-                    stalled: false,
-                    slow: false,
-                    unhandled: false,
-                    leaked: false,
-                    steps: Vec::new(),
-                    queued: Vec::new(),
+            DeferredEvent::Created(c) => self.created(c),
+            DeferredEvent::Queued(q) => self.update(q.id, |chain| {
+                chain.queue_step(QueuedStep {
+                    index: q.index,
+                    kind: q.kind,
+                    site: q.site.to_string(),
+                    at_ms: now_ms(),
+                });
+            }),
+            DeferredEvent::Step(step) => self.step(step),
+            DeferredEvent::Paused(p) => self.update(p.id, |chain| {
+                chain.snapshot.waiting_on = p.waiting_on.map(|c| c.0);
+                chain.snapshot.state = if p.waiting_on.is_some() {
+                    DeferredState::Waiting
+                } else {
+                    DeferredState::Paused
                 };
-                let chain = Chain {
-                    snapshot,
-                    created: std::time::Instant::now(),
-                    metrics,
-                };
-                self.chains.lock().insert(c.id.0, chain);
-                None
-            }
-            DeferredEvent::Queued(q) => {
-                if let Some(chain) = self.chains.lock().get_mut(&q.id.0) {
-                    chain.queue_step(QueuedStep {
-                        index: q.index,
-                        kind: q.kind,
-                        site: q.site.to_string(),
-                        at_ms: now_ms(),
-                    });
+            }),
+            DeferredEvent::Resumed(r) => self.update(r.id, |chain| {
+                chain.snapshot.waiting_on = None;
+                chain.snapshot.state = DeferredState::Running;
+            }),
+            DeferredEvent::Fired(f) => self.update(f.id, |chain| {
+                chain.snapshot.fired_at_ms = Some(unix_ms(f.at));
+                chain.snapshot.state = DeferredState::Running;
+                if let Some(failure) = f.outcome.failure() {
+                    chain.snapshot.failure = Some(failure_text(failure));
                 }
-                None
-            }
-            DeferredEvent::Step(step) => {
-                self.callback_duration.observe(step.duration.as_secs_f64());
-                let outcome = step.outcome.status();
-                let (failure, child) = match &step.outcome {
-                    StepOutcome::Failed(f) => (Some(failure_text(f)), None),
-                    StepOutcome::Chained { child } | StepOutcome::Waiting { child } => {
-                        (None, Some(child.0))
-                    }
-                    _ => (None, None),
-                };
-                if let Some(chain) = self.chains.lock().get_mut(&step.id.0) {
-                    if failure.is_some() {
-                        chain.snapshot.failure.clone_from(&failure);
-                    }
-                    chain.snapshot.state = DeferredState::Running;
-                    chain.push_step(StepSnapshot {
-                        index: step.index,
-                        kind: step.kind,
-                        site: step.site.to_string(),
-                        at_ms: now_ms(),
-                        duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
-                        outcome,
-                        failure,
-                        child,
-                    });
-                }
-                None
-            }
-            DeferredEvent::Paused(p) => {
-                if let Some(chain) = self.chains.lock().get_mut(&p.id.0) {
-                    chain.snapshot.waiting_on = p.waiting_on.map(|c| c.0);
-                    chain.snapshot.state = if p.waiting_on.is_some() {
-                        DeferredState::Waiting
-                    } else {
-                        DeferredState::Paused
-                    };
-                }
-                None
-            }
-            DeferredEvent::Resumed(r) => {
-                if let Some(chain) = self.chains.lock().get_mut(&r.id.0) {
-                    chain.snapshot.waiting_on = None;
-                    chain.snapshot.state = DeferredState::Running;
-                }
-                None
-            }
-            DeferredEvent::Fired(f) => {
-                if let Some(chain) = self.chains.lock().get_mut(&f.id.0) {
-                    chain.snapshot.fired_at_ms = Some(unix_ms(f.at));
-                    chain.snapshot.state = DeferredState::Running;
-                    if let Outcome::Failed(failure) = &f.outcome {
-                        chain.snapshot.failure = Some(failure_text(failure));
-                    }
-                }
-                None
-            }
-            DeferredEvent::Settled(s) => {
-                let chain = self.chains.lock().remove(&s.id.0)?;
-                let (mut snapshot, metrics) = self.end(chain);
-                let failed = match &s.outcome {
-                    Outcome::Succeeded => {
-                        snapshot.state = DeferredState::Succeeded;
-                        false
-                    }
-                    Outcome::Failed(f) => {
-                        snapshot.state = DeferredState::Failed;
-                        snapshot.failure = Some(failure_text(f));
-                        true
-                    }
-                    _ => {
-                        snapshot.state = DeferredState::Cancelled;
-                        true
-                    }
-                };
-                snapshot.waiting_on = None;
-                if failed {
-                    // Its failure may yet be reported unhandled, when its last handle goes.
-                    self.chains.remember_ended(&snapshot, metrics);
-                }
-                (failed || snapshot.flagged() || self.sampler.keep_success())
-                    .then_some(EventKind::DeferredEnded { deferred: snapshot })
-            }
-            DeferredEvent::Dropped(d) => {
-                let chain = self.chains.lock().remove(&d.id.0)?;
-                let (snapshot, _) = self.end(chain);
-                // A Deferred freed while pending is kept when something flagged it
-                // (leaked, stalled); otherwise nobody is waiting on it any more.
-                snapshot
-                    .flagged()
-                    .then_some(EventKind::DeferredEnded { deferred: snapshot })
-            }
+            }),
+            DeferredEvent::Settled(s) => self.settled(s.id, &s.outcome),
+            DeferredEvent::Dropped(d) => self.dropped(d.id),
             DeferredEvent::Stalled(s) => {
-                let detail = format!(
-                    "{} for {:.1}s (threshold {:.1}s) at step {}{}{}",
-                    s.state.as_str(),
-                    s.stalled_for.as_secs_f64(),
-                    s.threshold.as_secs_f64(),
-                    s.step,
-                    s.step_site
-                        .map(|site| format!(" ({site})"))
-                        .unwrap_or_default(),
-                    s.waiting_on
-                        .map(|c| format!(", waiting on Deferred {c}"))
-                        .unwrap_or_default(),
-                );
-                self.detect(&s.subject, Detector::Stalled, detail, |snap| {
+                self.detect(&s.subject, Detector::Stalled, stalled_detail(s), |snap| {
                     snap.stalled = true
                 })
             }
             DeferredEvent::SlowCallback(s) => {
-                let detail = format!(
-                    "callback at {} ran {:.1} ms (threshold {:.1} ms)",
-                    s.callback_site,
-                    duration_ms(s.duration),
-                    duration_ms(s.threshold)
-                );
-                self.detect(&s.subject, Detector::Slow, detail, |snap| snap.slow = true)
+                self.detect(&s.subject, Detector::Slow, slow_detail(s), |snap| {
+                    snap.slow = true
+                })
             }
             DeferredEvent::Unhandled(u) => {
                 let detail = format!("unhandled failure: {}", failure_text(&u.failure));
@@ -363,16 +247,96 @@ impl DeferredTracker {
                 })
             }
             DeferredEvent::Leaked(l) => {
-                let detail = format!(
-                    "the firing side was dropped unfired after {:.1}s; the chain can never complete",
-                    l.age.as_secs_f64()
-                );
-                self.detect(&l.subject, Detector::Leaked, detail, |snap| {
+                self.detect(&l.subject, Detector::Leaked, leaked_detail(l), |snap| {
                     snap.leaked = true
                 })
             }
             _ => None,
         }
+    }
+
+    /// Applies `change` to a pending chain, if it is still tracked; publishes nothing.
+    fn update(&self, id: DeferredId, change: impl FnOnce(&mut Chain)) -> Option<EventKind> {
+        if let Some(chain) = self.chains.lock().get_mut(&id.0) {
+            change(chain);
+        }
+        None
+    }
+
+    /// Starts tracking a new chain and counts it pending under its connection's service.
+    fn created(&self, c: &Created) -> Option<EventKind> {
+        let service = c.connection.and_then(|id| self.live.service_of(id));
+        let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
+        metrics.pending.inc();
+        let mut snapshot = blank_snapshot(
+            c.id,
+            c.label,
+            c.site,
+            c.connection,
+            service,
+            unix_ms(c.at),
+            DeferredState::Pending,
+        );
+        snapshot.parent = c.parent.map(|p| p.0);
+        let chain = Chain {
+            snapshot,
+            created: std::time::Instant::now(),
+            metrics,
+        };
+        self.chains.lock().insert(c.id.0, chain);
+        None
+    }
+
+    /// Times a step and adds it to its chain, with the failure it returned.
+    fn step(&self, step: &StepFinished) -> Option<EventKind> {
+        self.callback_duration.observe(step.duration.as_secs_f64());
+        let failure = step.outcome.failure().map(failure_text);
+        self.update(step.id, |chain| {
+            if failure.is_some() {
+                chain.snapshot.failure.clone_from(&failure);
+            }
+            chain.snapshot.state = DeferredState::Running;
+            chain.push_step(StepSnapshot {
+                index: step.index,
+                kind: step.kind,
+                site: step.site.to_string(),
+                at_ms: now_ms(),
+                duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
+                outcome: step.outcome.status(),
+                failure,
+                child: step.outcome.child().map(|c| c.0),
+            });
+        })
+    }
+
+    /// Ends a chain that got its final result: published when it failed, was flagged or
+    /// is sampled; a failed one is remembered for an unhandled report that may follow.
+    fn settled(&self, id: DeferredId, outcome: &Outcome) -> Option<EventKind> {
+        let chain = self.chains.lock().remove(&id.0)?;
+        let (mut snapshot, metrics) = self.end(chain);
+        snapshot.state = outcome.state();
+        if let Some(f) = outcome.failure() {
+            snapshot.failure = Some(failure_text(f));
+        }
+        let failed = snapshot.state != DeferredState::Succeeded;
+        snapshot.waiting_on = None;
+        if failed {
+            // Its failure may yet be reported unhandled, when its last handle goes.
+            self.chains.remember_ended(&snapshot, metrics);
+        }
+        (failed || snapshot.flagged() || self.sampler.keep_success())
+            .then_some(EventKind::DeferredEnded { deferred: snapshot })
+    }
+
+    /// Ends a chain freed while pending.
+    fn dropped(&self, id: DeferredId) -> Option<EventKind> {
+        let chain = self.chains.lock().remove(&id.0)?;
+        let (snapshot, _) = self.end(chain);
+        // A Deferred freed while pending is kept when something flagged it
+        // (leaked, stalled); otherwise nobody is waiting on it any more.
+        snapshot
+            .flagged()
+            .then_some(EventKind::DeferredEnded { deferred: snapshot })
     }
 
     /// Uncounts a chain that left the pending set, and takes its snapshot.
@@ -420,33 +384,89 @@ impl DeferredTracker {
                 let service = subject.connection.and_then(|id| self.live.service_of(id));
                 let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
                 metrics.detections[detector.index()].inc();
-                let mut snapshot = DeferredSnapshot {
-                    id: subject.id.0,
-                    label: subject.label.map(str::to_owned),
-                    site: subject.site.to_string(),
-                    connection: subject.connection.map(|c| c.0),
-                    service: service.map(|s| s.to_string()),
-                    parent: None,
-                    created_at_ms: now_ms(),
-                    age_ms: 0,
-                    state: DeferredState::Failed,
-                    fired_at_ms: None,
-                    failure: None,
-                    waiting_on: None,
-                    current_step: None,
-                    stalled: false,
-                    slow: false,
-                    unhandled: false,
-                    leaked: false,
-                    steps: Vec::new(),
-                    queued: Vec::new(),
-                };
+                let mut snapshot = blank_snapshot(
+                    subject.id,
+                    subject.label,
+                    subject.site,
+                    subject.connection,
+                    service,
+                    now_ms(),
+                    DeferredState::Failed,
+                );
                 flag(&mut snapshot);
                 snapshot
             }
         };
         Some(detected(subject, detector, snapshot, detail))
     }
+}
+
+/// A chain's record before anything happened to it.
+fn blank_snapshot(
+    id: DeferredId,
+    label: Option<&str>,
+    site: Site,
+    connection: Option<ConnectionId>,
+    service: Option<Arc<str>>,
+    created_at_ms: i64,
+    state: DeferredState,
+) -> DeferredSnapshot {
+    DeferredSnapshot {
+        id: id.0,
+        label: label.map(str::to_owned),
+        site: site.to_string(),
+        connection: connection.map(|c| c.0),
+        service: service.map(|s| s.to_string()),
+        parent: None,
+        created_at_ms,
+        age_ms: 0,
+        state,
+        fired_at_ms: None,
+        failure: None,
+        waiting_on: None,
+        current_step: None,
+        stalled: false,
+        slow: false,
+        unhandled: false,
+        leaked: false,
+        steps: Vec::new(),
+        queued: Vec::new(),
+    }
+}
+
+/// What the stall detector says about a chain: how long, in which state, where.
+fn stalled_detail(s: &Stalled) -> String {
+    format!(
+        "{} for {:.1}s (threshold {:.1}s) at step {}{}{}",
+        s.state.as_str(),
+        s.stalled_for.as_secs_f64(),
+        s.threshold.as_secs_f64(),
+        s.step,
+        s.step_site
+            .map(|site| format!(" ({site})"))
+            .unwrap_or_default(),
+        s.waiting_on
+            .map(|c| format!(", waiting on Deferred {c}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// What the slow-callback detector says: where, how long, against what threshold.
+fn slow_detail(s: &SlowCallback) -> String {
+    format!(
+        "callback at {} ran {:.1} ms (threshold {:.1} ms)",
+        s.callback_site,
+        duration_ms(s.duration),
+        duration_ms(s.threshold)
+    )
+}
+
+/// What the leak detector says: how old the chain was when its firing side went.
+fn leaked_detail(l: &Leaked) -> String {
+    format!(
+        "the firing side was dropped unfired after {:.1}s; the chain can never complete",
+        l.age.as_secs_f64()
+    )
 }
 
 /// Logs a detection and describes it for the bus.

@@ -86,12 +86,11 @@ impl Hub {
         self
     }
 
-    /// Makes this hub the observer of `reactor` (and of its thread), and gives the reactor
-    /// the hub's detector thresholds ([`Reactor::set_thresholds`]). Call it on the reactor's thread. From then on the
-    /// hub's [`readiness`](Self::readiness) follows the reactor: starting until it runs,
-    /// stopping once it shuts down.
+    /// Makes this hub the observer of `reactor` (and of its thread); the detections it
+    /// counts use the reactor's thresholds ([`ReactorConfig`](weft::ReactorConfig)). Call it
+    /// on the reactor's thread. From then on the hub's [`readiness`](Self::readiness)
+    /// follows the reactor: starting until it runs, stopping once it shuts down.
     pub fn install(self: &Arc<Self>, reactor: &Reactor) {
-        reactor.set_thresholds(self.config.slow_callback, self.config.stall_after);
         reactor.set_observer(self.clone());
         let hub = self.clone();
         reactor.call_when_running(move || hub.ready.serving());

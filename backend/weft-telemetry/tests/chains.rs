@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use weft::Reactor;
 use weft::defer::{Deferred, DeferredState};
+use weft::{Reactor, ReactorConfig};
 use weft_telemetry::chains::QueuedStep;
 use weft_telemetry::{Hub, HubConfig};
 
@@ -72,10 +72,12 @@ fn steps_added_before_the_chain_fires_are_listed_as_queued_until_they_run() {
 
 #[test]
 fn a_paused_chain_lists_what_it_will_run_after_unpause_and_a_stall_report_carries_it() {
-    let reactor = Reactor::new().unwrap();
-    let mut config = HubConfig::default();
-    config.stall_after = Duration::from_secs(5);
-    let hub = Hub::new(config).unwrap();
+    let reactor = Reactor::with_config(ReactorConfig {
+        stall_after: Duration::from_secs(5),
+        ..ReactorConfig::default()
+    })
+    .unwrap();
+    let hub = Hub::new(HubConfig::default()).unwrap();
     hub.install(&reactor);
     let clock = weft::testing::Clock::fake();
     let _clock = clock.install();

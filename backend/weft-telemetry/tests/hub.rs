@@ -3,30 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft::defer::{DeferredState, Detector};
 use weft::observe::CloseKind;
-use weft::{DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
+use weft::{Protocol, Reactor, ReactorConfig, Transport, factory};
 use weft_telemetry::{EventKind, Feed, Hub, HubConfig, TelemetryEvent};
-
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        transport.write(data);
-    }
-}
-
-struct UdpEcho;
-
-impl DatagramProtocol for UdpEcho {
-    fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], from: SocketAddr) {
-        t.write(data, from);
-    }
-}
+use weft_test_support::{Echo, UdpEcho, eventually as wait_until, run_with_client};
 
 /// Blocks the reactor in `data_received` for longer than the slow threshold.
 struct Sleepy;
@@ -64,35 +49,12 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Runs `reactor` on this thread while `client` runs on another; stops when it returns.
-fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
-    let handle = reactor.handle();
-    let thread = std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
-        handle.stop();
-        result
-    });
-    reactor.run().unwrap();
-    if let Err(panic) = thread.join().unwrap() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
 fn hub_on(reactor: &Reactor) -> Arc<Hub> {
-    let mut config = HubConfig::default();
-    config.slow_callback = Duration::from_millis(30);
-    let hub = Hub::new(config).unwrap();
+    reactor.set_thresholds(
+        Duration::from_millis(30),
+        ReactorConfig::DEFAULT_STALL_AFTER,
+    );
+    let hub = Hub::new(HubConfig::default()).unwrap();
     hub.install(reactor);
     hub
 }
@@ -477,9 +439,12 @@ fn metrics_after_traffic_pass_promtool() {
 
 #[test]
 fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
-    let reactor = Reactor::new().unwrap();
+    let reactor = Reactor::with_config(ReactorConfig {
+        stall_after: Duration::from_secs(5),
+        ..ReactorConfig::default()
+    })
+    .unwrap();
     let mut config = HubConfig::default();
-    config.stall_after = Duration::from_secs(5);
     config.sample = 0.0;
     let hub = Hub::new(config).unwrap();
     hub.install(&reactor);

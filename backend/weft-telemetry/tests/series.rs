@@ -1,26 +1,9 @@
 //! A service's series are on `/metrics` from the moment it listens, at zero, so `rate()`
 //! sees its first connection and an alert on their absence can be written.
 
-use std::net::SocketAddr;
-
-use weft::{DatagramProtocol, DatagramTransport, Protocol, Reactor, Transport, factory};
+use weft::{Reactor, factory};
 use weft_telemetry::{Hub, HubConfig};
-
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        transport.write(data);
-    }
-}
-
-struct UdpEcho;
-
-impl DatagramProtocol for UdpEcho {
-    fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], from: SocketAddr) {
-        t.write(data, from);
-    }
-}
+use weft_test_support::{Echo, UdpEcho};
 
 #[test]
 fn a_listening_service_has_its_connection_series_at_zero() {

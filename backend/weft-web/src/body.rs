@@ -34,7 +34,10 @@ pub fn empty() -> Body {
 /// Streams `len` bytes of an open file (already positioned), one chunk per frame.
 pub(crate) struct FileBody {
     file: tokio::fs::File,
+    /// Bytes still to send: a range ends before the file does, and a file that grows is
+    /// not read past the length it had.
     remaining: u64,
+    /// Read into, then split off as the frame: the chunk is handed on without a copy.
     buf: BytesMut,
 }
 

@@ -43,6 +43,7 @@ struct File {
     /// Its last path segment, for the content type.
     name: String,
     len: u64,
+    /// `Last-Modified`, and what conditional requests compare with.
     modified: Option<SystemTime>,
     content: Content,
 }

@@ -165,7 +165,9 @@ impl HttpService {
 /// What the requests of one connection share.
 struct Conn {
     info: Arc<ConnectionInfo>,
+    /// The peer's address, as proxied requests pass it on (`X-Forwarded-For`).
     client: Option<IpAddr>,
+    /// The same, formatted once for every access log line of the connection.
     client_text: Rc<str>,
     /// Bytes received when the last request's head and declared body were in; more
     /// than that at a header timeout means a client stalled mid-request.
@@ -265,7 +267,9 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
 /// Ends the request's traced Deferred: fired when a response is ready, cancelled (with
 /// the failure consumed, so it is not reported unhandled) if the client goes away first.
 struct Trace {
+    /// Fires the request's Deferred when the response is ready; taken, so it fires once.
     resolver: Option<Resolver<()>>,
+    /// The Deferred itself, cancelled if the client goes away first.
     deferred: Option<Deferred<()>>,
 }
 

@@ -5,7 +5,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Server, eventually};
+use support::Server;
+use weft_test_support::eventually;
 use weft_web::{Limits, WebConfig};
 
 fn server(limits: Limits) -> (tempfile::TempDir, Server) {

@@ -6,8 +6,9 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use support::Server;
 use support::upstream::{Seen, ok, upstream};
-use support::{Server, eventually};
+use weft_test_support::eventually;
 use weft_web::{Limits, Route, WebConfig};
 
 fn echo_body(seen: &Seen) -> Vec<u8> {

@@ -3,8 +3,9 @@
 
 mod support;
 
+use support::Server;
 use support::upstream::{Log, ok, targets, upstream};
-use support::{Server, eventually};
+use weft_test_support::eventually;
 use weft_web::{Route, WebConfig};
 
 /// A proxy route `/api/` and static files (with a directory `sub`) for the rest.

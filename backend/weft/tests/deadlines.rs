@@ -1,23 +1,13 @@
 //! Deadlines on real sockets: idle timeouts, closes a peer never lets finish, and the
 //! per-peer cap of a listener, for protocol and async-stream listeners alike.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{connect, eventually, spawn_reactor, spawn_reactor_with};
 use weft::testing::RecordingObserver;
 use weft::{Factory, ListenOptions, Protocol, Reactor, ReactorConfig, Transport, factory};
-
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        transport.write(data);
-    }
-}
+use weft_test_support::{Echo, connect, eventually, spawn_reactor, spawn_reactor_with};
 
 fn listen(reactor: &Reactor, options: &ListenOptions, factory: impl Factory) -> SocketAddr {
     reactor

@@ -3,19 +3,17 @@
 //! reset; a handover dropped without a commit changes nothing; draining one service's
 //! connections leaves the others alone.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::{connect, eventually, spawn_reactor};
 use weft::testing::RecordingObserver;
 use weft::{
     CloseReason, DatagramProtocol, DatagramTransport, ListeningPort, Protocol, Reactor, Transport,
     factory,
 };
+use weft_test_support::{self as support, connect, eventually, free_port, spawn_reactor};
 
 /// Greets each connection with its tag, then echoes.
 struct Tagged(&'static str);
@@ -36,18 +34,6 @@ struct TaggedUdp(&'static str);
 impl DatagramProtocol for TaggedUdp {
     fn datagram_received(&mut self, t: &DatagramTransport, _data: &[u8], from: SocketAddr) {
         t.write(self.0.as_bytes(), from);
-    }
-}
-
-/// A loopback port free for TCP and UDP now (port 0 asks for a fresh port and is never
-/// handed over, so these tests name one).
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
     }
 }
 

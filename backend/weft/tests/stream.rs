@@ -1,16 +1,14 @@
 //! `listen_stream` and `connect_stream` on real loopback sockets: async code on a byte
 //! stream gets the same registration, counters, events and close handling as protocols.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{connect, eventually, open_ids, spawn_reactor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft::testing::RecordingObserver;
 use weft::{InspectedStream, Reactor};
+use weft_test_support::{connect, eventually, open_ids, spawn_reactor};
 
 /// Echoes until end-of-stream, then closes.
 async fn echo(mut stream: InspectedStream) {

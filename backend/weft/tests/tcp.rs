@@ -1,24 +1,14 @@
 //! TCP on real loopback sockets: echo, chat-style writes from elsewhere, half-close,
 //! back-pressure with a slow reader, bad input, and what the observer sees.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{connect, eventually, open_ids, spawn_reactor};
 use weft::testing::RecordingObserver;
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
-
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        transport.write(data);
-    }
-}
+use weft_test_support::{Echo, connect, eventually, open_ids, spawn_reactor};
 
 fn listen_echo(reactor: &Reactor) -> SocketAddr {
     reactor

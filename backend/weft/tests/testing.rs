@@ -9,14 +9,7 @@ use weft::{
     ClientFactory, CloseReason, ConnectError, Factory, Protocol, PushProducer, Reactor,
     ReconnectingClientFactory, Transport, factory,
 };
-
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        transport.write(data);
-    }
-}
+use weft_test_support::Echo;
 
 /// Says hello, collects the answer, hangs up after three bytes.
 #[derive(Default)]

@@ -1,35 +1,14 @@
 //! UDP, Unix and TLS on real sockets, and client connections.
 
-mod support;
-
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
-use support::{eventually, spawn_reactor};
 use weft::testing::RecordingObserver;
-use weft::{
-    ClientFactory, ConnectError, Connector, DatagramProtocol, DatagramTransport, Protocol,
-    Transport, factory,
-};
-
-struct Echo;
-
-impl Protocol for Echo {
-    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        transport.write(data);
-    }
-}
-
-struct UdpEcho;
-
-impl DatagramProtocol for UdpEcho {
-    fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
-        transport.write(data, from);
-    }
-}
+use weft::{ClientFactory, ConnectError, Connector, Protocol, Transport, factory};
+use weft_test_support::{Echo, UdpEcho, eventually, spawn_reactor};
 
 #[test]
 fn udp_echo_counts_datagrams_and_drops_oversized_ones() {

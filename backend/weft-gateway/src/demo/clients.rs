@@ -67,6 +67,7 @@ pub(crate) fn connect(
 /// Writes one line and closes once as many bytes came back.
 pub(crate) struct Ping {
     line: Vec<u8>,
+    /// Bytes echoed back so far: the connection closes once the whole line returned.
     back: usize,
 }
 
@@ -99,8 +100,11 @@ pub(crate) struct Chat {
     chunk: Rc<[u8]>,
     every: Duration,
     lifetime: Duration,
+    /// The generator's count of its chats on this listener, lowered when this one ends.
     alive: Rc<Cell<usize>>,
+    /// The loop that writes `chunk`, with its Deferred, held so both stop when the connection ends.
     ticker: Option<(LoopingCall, Deferred<()>)>,
+    /// Hangs up once `lifetime` is over; cancelled if the peer closes first.
     end: Option<DelayedCall>,
 }
 
@@ -189,9 +193,11 @@ pub(crate) fn get(addr: SocketAddr, path: &str, label: &'static str) -> Deferred
 
 struct Get {
     request: String,
+    /// The answer so far, at most [`MAX_ANSWER`] bytes: parsed when the server closes.
     received: Vec<u8>,
     /// Fired with the answer's Deferred once connected.
     connected: Rc<RefCell<Option<Resolver<Deferred<Answer>>>>>,
+    /// Fires the answer's Deferred; taken by the first result, so it fires once.
     answered: Option<Resolver<Answer>>,
 }
 
@@ -280,7 +286,9 @@ type Waiting = Rc<RefCell<HashMap<u16, (SocketAddr, Resolver<DnsAnswer>)>>>;
 /// Asks DNS questions over one UDP port.
 pub(crate) struct DnsClient {
     port: UdpPort,
+    /// Questions out, by message id: an answer finds its Deferred here, shared with the port.
     waiting: Waiting,
+    /// Where the search for a free message id starts, so ids rotate instead of repeating.
     next_id: Cell<u16>,
 }
 

@@ -62,7 +62,9 @@ const LONGEST_BLOCK: Duration = Duration::from_secs(1);
 
 /// The demo running beside the services.
 pub struct Demo {
+    /// The generator's loops and timers, kept to stop them at shutdown.
     traffic: Rc<traffic::Traffic>,
+    /// What the demo prints at start: where to look, built once the ports are known.
     banner: String,
 }
 

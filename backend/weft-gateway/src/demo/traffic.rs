@@ -33,10 +33,12 @@ fn secs(s: f64) -> Duration {
 
 /// What the generator keeps running; [`stop`](Self::stop) ends it.
 pub(crate) struct Traffic {
+    /// Every activity, kept to stop them all.
     loops: RefCell<Vec<LoopingCall>>,
     /// Each loop's Deferred, which fires when it stops; kept so nothing is reported as
     /// unhandled at shutdown.
     done: Rc<RefCell<Vec<Deferred<()>>>>,
+    /// Each activity's first run, staggered; cancelled when the demo stops before it.
     starts: RefCell<Vec<DelayedCall>>,
 }
 
@@ -73,7 +75,9 @@ impl Traffic {
 /// The generator's state shared by its activities.
 struct Generator {
     targets: Targets,
+    /// One UDP port for every DNS question; `None` when the configuration has no DNS service.
     dns: Option<DnsClient>,
+    /// One UDP port for the echo datagrams; `None` without a UDP echo.
     udp: Option<UdpPinger>,
     /// Chats alive per echo listener, then per proxy.
     chats: Vec<Rc<Cell<usize>>>,

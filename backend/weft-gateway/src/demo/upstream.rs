@@ -80,10 +80,13 @@ pub(crate) fn start(reactor: &Reactor, slow: Duration) -> Result<(), GatewayErro
 
 /// One connection to `demo-api`.
 struct Api {
+    /// How late `/api/slow` is answered: past `stall_after`, so its chain stalls.
     slow: Duration,
     /// Requests answered so far, across connections.
     requests: Rc<Cell<u64>>,
+    /// The request being read; `None` until its first line is in.
     request_line: Option<String>,
+    /// Header lines read after it, bounded so a client cannot send them forever.
     headers: usize,
     /// The answer to `/api/slow`, due later; cancelled if the client goes first.
     answer_later: Option<DelayedCall>,

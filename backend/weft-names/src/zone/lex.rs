@@ -20,6 +20,7 @@ pub(crate) struct Entry {
     pub(crate) line: usize,
     /// It started with a blank: its owner is the previous entry's.
     pub(crate) inherits_owner: bool,
+    /// Its words, in order.
     pub(crate) words: Vec<Word>,
 }
 
@@ -37,27 +38,10 @@ pub(crate) fn entries(text: &str) -> Result<Vec<Entry>, LexError> {
     let mut paren: Option<usize> = None;
     let mut word: Option<Word> = None;
 
-    let flush_word = |word: &mut Option<Word>, current: &mut Option<Entry>| {
-        if let Some(w) = word.take() {
-            current
-                .as_mut()
-                .expect("a word belongs to an entry")
-                .words
-                .push(w);
-        }
-    };
-
     while let Some(c) = chars.next() {
         if at_line_start && paren.is_none() {
             at_line_start = false;
-            if current.as_ref().is_some_and(|e| !e.words.is_empty()) {
-                out.push(current.take().expect("checked"));
-            }
-            current = Some(Entry {
-                line,
-                inherits_owner: c == ' ' || c == '\t',
-                words: Vec::new(),
-            });
+            start_entry(&mut out, &mut current, line, c);
         }
         let entry = current.get_or_insert_with(|| Entry {
             line,
@@ -94,23 +78,7 @@ pub(crate) fn entries(text: &str) -> Result<Vec<Entry>, LexError> {
                 if word.is_some() {
                     return Err((line, "a quote in the middle of a word".into()));
                 }
-                let start = line;
-                let mut text = String::new();
-                loop {
-                    match chars.next() {
-                        None => return Err((start, "unterminated quoted string".into())),
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c) => text.push(c),
-                            None => return Err((start, "unterminated quoted string".into())),
-                        },
-                        Some('\n') => {
-                            line += 1;
-                            text.push('\n');
-                        }
-                        Some(c) => text.push(c),
-                    }
-                }
+                let text = quoted(&mut chars, &mut line)?;
                 entry.words.push(Word { text, quoted: true });
             }
             c => word
@@ -130,6 +98,53 @@ pub(crate) fn entries(text: &str) -> Result<Vec<Entry>, LexError> {
         out.push(entry);
     }
     Ok(out)
+}
+
+/// Ends the word being read, if any, adding it to its entry.
+fn flush_word(word: &mut Option<Word>, current: &mut Option<Entry>) {
+    if let Some(w) = word.take() {
+        current
+            .as_mut()
+            .expect("a word belongs to an entry")
+            .words
+            .push(w);
+    }
+}
+
+/// At the first character of a line outside parentheses: the previous entry is complete
+/// (kept if it has words), and a new one starts, with the previous owner when the line
+/// starts with a blank.
+fn start_entry(out: &mut Vec<Entry>, current: &mut Option<Entry>, line: usize, first: char) {
+    if current.as_ref().is_some_and(|e| !e.words.is_empty()) {
+        out.push(current.take().expect("checked"));
+    }
+    *current = Some(Entry {
+        line,
+        inherits_owner: first == ' ' || first == '\t',
+        words: Vec::new(),
+    });
+}
+
+/// The rest of a quoted string whose opening quote was just read, with `\"` and `\\`
+/// resolved; counts the lines it spans.
+fn quoted(chars: &mut impl Iterator<Item = char>, line: &mut usize) -> Result<String, LexError> {
+    let start = *line;
+    let mut text = String::new();
+    loop {
+        match chars.next() {
+            None => return Err((start, "unterminated quoted string".into())),
+            Some('"') => return Ok(text),
+            Some('\\') => match chars.next() {
+                Some(c) => text.push(c),
+                None => return Err((start, "unterminated quoted string".into())),
+            },
+            Some('\n') => {
+                *line += 1;
+                text.push('\n');
+            }
+            Some(c) => text.push(c),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub struct Zone {
     /// Owner names and every ancestor up to the origin, so an empty non-terminal
     /// (`b.example.test` when only `a.b.example.test` has records) is NODATA, not NXDOMAIN.
     names: HashSet<LowerName>,
+    /// Where it was read from, for errors that name the file (two zones for one origin).
     file: PathBuf,
 }
 

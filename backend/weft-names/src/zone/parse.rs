@@ -17,96 +17,141 @@ const SUPPORTED: &str = "SOA, NS, A, AAAA, CNAME, MX, TXT, PTR, SRV";
 /// Records of `entries`, in file order, each with its line.
 pub(crate) fn records(
     entries: &[Entry],
-    mut origin: Option<Name>,
+    origin: Option<Name>,
 ) -> Result<Vec<(usize, Record)>, ParseError> {
-    let mut default_ttl: Option<u32> = None;
-    let mut last_ttl: Option<u32> = None;
-    let mut owner: Option<Name> = None;
+    let mut state = State {
+        origin,
+        ..State::default()
+    };
     let mut out = Vec::new();
     for entry in entries {
-        let line = entry.line;
-        let err = |message: String| (line, message);
-        let mut words = entry.words.iter().peekable();
-        let first = words.peek().map(|w| w.text.as_str()).unwrap_or_default();
-        match first.to_ascii_uppercase().as_str() {
+        let err = |message: String| (entry.line, message);
+        if state.directive(&entry.words).map_err(err)? {
+            continue;
+        }
+        let record = state.record(entry).map_err(err)?;
+        out.push((entry.line, record));
+    }
+    Ok(out)
+}
+
+/// What earlier entries set for the ones after them.
+#[derive(Default)]
+struct State {
+    /// What relative names and `@` stand for: the zone's name, or the last `$ORIGIN`.
+    origin: Option<Name>,
+    /// The last `$TTL`, for records without a TTL of their own.
+    default_ttl: Option<u32>,
+    /// The TTL of the previous record: without a `$TTL`, the next record without one
+    /// takes it (RFC 1035 section 5.1).
+    last_ttl: Option<u32>,
+    /// The previous record's owner, for an entry that starts with a blank.
+    owner: Option<Name>,
+}
+
+impl State {
+    /// Applies a `$` directive; `false` when the entry is a record.
+    fn directive(&mut self, words: &[Word]) -> Result<bool, String> {
+        let Some((first, args)) = words.split_first() else {
+            return Ok(false);
+        };
+        let mut args = args.iter();
+        match first.text.to_ascii_uppercase().as_str() {
             "$ORIGIN" => {
-                words.next();
-                let name = one_arg(&mut words, "$ORIGIN", "a domain name").map_err(err)?;
-                let name = Name::parse(name, origin.as_ref())
-                    .map_err(|e| err(format!("$ORIGIN {name:?}: {e}")))?;
+                let name = one_arg(&mut args, "$ORIGIN", "a domain name")?;
+                let name = Name::parse(name, self.origin.as_ref())
+                    .map_err(|e| format!("$ORIGIN {name:?}: {e}"))?;
                 if !name.is_fqdn() {
-                    return Err(err(format!(
+                    return Err(format!(
                         "$ORIGIN {name} must be absolute: end it with a dot"
-                    )));
+                    ));
                 }
-                origin = Some(name);
-                continue;
+                self.origin = Some(name);
             }
             "$TTL" => {
-                words.next();
-                let ttl = one_arg(&mut words, "$TTL", "a TTL").map_err(err)?;
-                default_ttl = Some(parse_ttl(ttl).map_err(err)?);
-                continue;
+                let ttl = one_arg(&mut args, "$TTL", "a TTL")?;
+                self.default_ttl = Some(parse_ttl(ttl)?);
             }
             "$INCLUDE" => {
-                return Err(err(
-                    "$INCLUDE is not supported; list each zone file in `zones`".into(),
-                ));
+                return Err("$INCLUDE is not supported; list each zone file in `zones`".into());
             }
             d if d.starts_with('$') => {
-                return Err(err(format!("unknown directive {first:?}")));
+                return Err(format!("unknown directive {:?}", first.text));
             }
-            _ => {}
+            _ => return Ok(false),
         }
+        Ok(true)
+    }
+
+    /// The record of one entry: its owner (or the previous one's), TTL and class in
+    /// either order, the type, and the type's fields.
+    fn record(&mut self, entry: &Entry) -> Result<Record, String> {
+        let mut words = entry.words.iter();
         if !entry.inherits_owner {
             let word = words.next().expect("an entry has a word");
-            let named = name(&word.text, origin.as_ref()).map_err(err)?;
-            if named.is_wildcard() {
-                // Served as written, `*` would be a literal name that matches nothing a
-                // client asks (RFC 4592 synthesis is not implemented): refuse it.
-                return Err(err(format!(
-                    "{named} is a wildcard: wildcards are not supported yet; \
-                     list the names it should answer for one by one"
-                )));
-            }
-            owner = Some(named);
+            self.owner = Some(self.owner_name(&word.text)?);
         }
-        let Some(owner) = owner.clone() else {
-            return Err(err("the first record has no owner name".into()));
+        let Some(owner) = self.owner.clone() else {
+            return Err("the first record has no owner name".into());
         };
-        let mut ttl = None;
-        let rtype = loop {
-            let Some(word) = words.next() else {
-                return Err(err("missing the record type".into()));
-            };
-            let upper = word.text.to_ascii_uppercase();
-            if ttl.is_none() && upper.starts_with(|c: char| c.is_ascii_digit()) {
-                ttl = Some(parse_ttl(&word.text).map_err(err)?);
-            } else if upper == "IN" {
-                continue;
-            } else if matches!(upper.as_str(), "CH" | "HS" | "CS" | "NONE" | "ANY") {
-                return Err(err(format!("class {upper} is not supported; only IN")));
-            } else {
-                break upper;
-            }
-        };
+        let (ttl, rtype) = ttl_and_type(&mut words)?;
         let rest: Vec<&Word> = words.collect();
-        let rdata = rdata(&rtype, &rest, origin.as_ref()).map_err(err)?;
-        let ttl = match (ttl, default_ttl, last_ttl, &rdata) {
+        let rdata = rdata(&rtype, &rest, self.origin.as_ref())?;
+        let ttl = self.ttl(ttl, &rdata)?;
+        let mut record = Record::from_rdata(owner, ttl, rdata);
+        record.dns_class = DNSClass::IN;
+        Ok(record)
+    }
+
+    /// An owner name as written at the start of an entry.
+    fn owner_name(&self, text: &str) -> Result<Name, String> {
+        let named = name(text, self.origin.as_ref())?;
+        if named.is_wildcard() {
+            // Served as written, `*` would be a literal name that matches nothing a
+            // client asks (RFC 4592 synthesis is not implemented): refuse it.
+            return Err(format!(
+                "{named} is a wildcard: wildcards are not supported yet; \
+                 list the names it should answer for one by one"
+            ));
+        }
+        Ok(named)
+    }
+
+    /// The record's TTL: its own, else `$TTL`, else the previous record's, else (for the
+    /// SOA only) its minimum.
+    fn ttl(&mut self, own: Option<u32>, rdata: &RData) -> Result<u32, String> {
+        let ttl = match (own, self.default_ttl, self.last_ttl, rdata) {
             (Some(t), ..) | (None, Some(t), ..) | (None, None, Some(t), _) => t,
             (None, None, None, RData::SOA(soa)) => soa.minimum,
             _ => {
-                return Err(err(
-                    "no TTL: give one on the record or put `$TTL 3600` at the top".into(),
-                ));
+                return Err("no TTL: give one on the record or put `$TTL 3600` at the top".into());
             }
         };
-        last_ttl = Some(ttl);
-        let mut record = Record::from_rdata(owner, ttl, rdata);
-        record.dns_class = DNSClass::IN;
-        out.push((line, record));
+        self.last_ttl = Some(ttl);
+        Ok(ttl)
     }
-    Ok(out)
+}
+
+/// The optional TTL and class before the record type, and the type, upper-cased.
+fn ttl_and_type<'a>(
+    words: &mut impl Iterator<Item = &'a Word>,
+) -> Result<(Option<u32>, String), String> {
+    let mut ttl = None;
+    loop {
+        let Some(word) = words.next() else {
+            return Err("missing the record type".into());
+        };
+        let upper = word.text.to_ascii_uppercase();
+        if ttl.is_none() && upper.starts_with(|c: char| c.is_ascii_digit()) {
+            ttl = Some(parse_ttl(&word.text)?);
+        } else if upper == "IN" {
+            continue;
+        } else if matches!(upper.as_str(), "CH" | "HS" | "CS" | "NONE" | "ANY") {
+            return Err(format!("class {upper} is not supported; only IN"));
+        } else {
+            return Ok((ttl, upper));
+        }
+    }
 }
 
 fn one_arg<'a>(
@@ -175,97 +220,92 @@ pub(crate) fn parse_ttl(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is longer than the largest TTL (2^31 - 1 seconds)"))
 }
 
-fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Result<RData, String> {
-    let want = |n: usize, shape: &str| {
-        if args.len() == n {
+/// The fields after the record type, with the checks every type shares.
+struct Fields<'a> {
+    rtype: &'a str,
+    args: &'a [&'a Word],
+    /// What relative target names are relative to.
+    origin: Option<&'a Name>,
+}
+
+impl Fields<'_> {
+    /// Fails unless there are exactly `n` fields, naming their `shape`.
+    fn want(&self, n: usize, shape: &str) -> Result<(), String> {
+        if self.args.len() == n {
             Ok(())
         } else {
             Err(format!(
-                "{rtype} takes {n} field{}: {shape}; found {}",
+                "{} takes {n} field{}: {shape}; found {}",
+                self.rtype,
                 if n == 1 { "" } else { "s" },
-                args.len()
+                self.args.len()
             ))
         }
-    };
-    let text = |i: usize| args[i].text.as_str();
-    let number = |i: usize, what: &str| {
-        text(i).parse::<u16>().map_err(|_| {
+    }
+
+    fn text(&self, i: usize) -> &str {
+        self.args[i].text.as_str()
+    }
+
+    fn number(&self, i: usize, what: &str) -> Result<u16, String> {
+        self.text(i).parse::<u16>().map_err(|_| {
             format!(
-                "{rtype} {what} {:?} is not a number from 0 to 65535",
-                text(i)
+                "{} {what} {:?} is not a number from 0 to 65535",
+                self.rtype,
+                self.text(i)
             )
         })
+    }
+
+    fn target(&self, i: usize) -> Result<Name, String> {
+        name(self.text(i), self.origin)
+    }
+
+    /// The one field, an address of `family` (`IPv4`, `IPv6`).
+    fn address<T: std::str::FromStr>(&self, family: &str) -> Result<T, String> {
+        self.want(1, &format!("an {family} address"))?;
+        self.text(0)
+            .parse()
+            .map_err(|_| format!("{:?} is not an {family} address", self.text(0)))
+    }
+}
+
+fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Result<RData, String> {
+    let f = Fields {
+        rtype,
+        args,
+        origin,
     };
-    let target = |i: usize| name(text(i), origin);
     Ok(match rtype {
-        "A" => {
-            want(1, "an IPv4 address")?;
-            let ip: Ipv4Addr = text(0)
-                .parse()
-                .map_err(|_| format!("{:?} is not an IPv4 address", text(0)))?;
-            RData::A(A(ip))
-        }
-        "AAAA" => {
-            want(1, "an IPv6 address")?;
-            let ip: Ipv6Addr = text(0)
-                .parse()
-                .map_err(|_| format!("{:?} is not an IPv6 address", text(0)))?;
-            RData::AAAA(AAAA(ip))
-        }
+        "A" => RData::A(A(f.address::<Ipv4Addr>("IPv4")?)),
+        "AAAA" => RData::AAAA(AAAA(f.address::<Ipv6Addr>("IPv6")?)),
         "NS" => {
-            want(1, "a name server")?;
-            RData::NS(NS(target(0)?))
+            f.want(1, "a name server")?;
+            RData::NS(NS(f.target(0)?))
         }
         "CNAME" => {
-            want(1, "a target name")?;
-            RData::CNAME(CNAME(target(0)?))
+            f.want(1, "a target name")?;
+            RData::CNAME(CNAME(f.target(0)?))
         }
         "PTR" => {
-            want(1, "a target name")?;
-            RData::PTR(PTR(target(0)?))
+            f.want(1, "a target name")?;
+            RData::PTR(PTR(f.target(0)?))
         }
         "MX" => {
-            want(2, "a preference and a mail exchanger")?;
-            RData::MX(MX::new(number(0, "preference")?, target(1)?))
+            f.want(2, "a preference and a mail exchanger")?;
+            RData::MX(MX::new(f.number(0, "preference")?, f.target(1)?))
         }
         "SRV" => {
-            want(4, "priority, weight, port and target")?;
+            f.want(4, "priority, weight, port and target")?;
             RData::SRV(SRV::new(
-                number(0, "priority")?,
-                number(1, "weight")?,
-                number(2, "port")?,
-                target(3)?,
+                f.number(0, "priority")?,
+                f.number(1, "weight")?,
+                f.number(2, "port")?,
+                f.target(3)?,
             ))
         }
-        "TXT" => {
-            if args.is_empty() {
-                return Err("TXT needs at least one string".into());
-            }
-            if let Some(long) = args.iter().find(|w| w.text.len() > 255) {
-                return Err(format!(
-                    "a TXT string is at most 255 bytes; one has {}: split it into several quoted strings",
-                    long.text.len()
-                ));
-            }
-            RData::TXT(TXT::new(args.iter().map(|w| w.text.clone()).collect()))
-        }
-        "SOA" => {
-            want(7, "mname rname serial refresh retry expire minimum")?;
-            let serial = text(2)
-                .parse::<u32>()
-                .map_err(|_| format!("SOA serial {:?} is not a number", text(2)))?;
-            let time = |i: usize| parse_ttl(text(i));
-            let signed = |i: usize| time(i).map(|t| i32::try_from(t).unwrap_or(i32::MAX));
-            RData::SOA(SOA::new(
-                target(0)?,
-                target(1)?,
-                serial,
-                signed(3)?,
-                signed(4)?,
-                signed(5)?,
-                time(6)?,
-            ))
-        }
+        "TXT" => RData::TXT(txt(args)?),
+        "SOA" => RData::SOA(soa(&f)?),
         other => {
             return Err(match other.parse::<RecordType>() {
                 Ok(_) => format!("record type {other} is not supported; supported: {SUPPORTED}"),
@@ -273,6 +313,40 @@ fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Result<RData, St
             });
         }
     })
+}
+
+/// TXT: one or more strings of at most 255 bytes each.
+fn txt(args: &[&Word]) -> Result<TXT, String> {
+    if args.is_empty() {
+        return Err("TXT needs at least one string".into());
+    }
+    if let Some(long) = args.iter().find(|w| w.text.len() > 255) {
+        return Err(format!(
+            "a TXT string is at most 255 bytes; one has {}: split it into several quoted strings",
+            long.text.len()
+        ));
+    }
+    Ok(TXT::new(args.iter().map(|w| w.text.clone()).collect()))
+}
+
+/// SOA: two names, a serial, and four times (which may have units).
+fn soa(f: &Fields<'_>) -> Result<SOA, String> {
+    f.want(7, "mname rname serial refresh retry expire minimum")?;
+    let serial = f
+        .text(2)
+        .parse::<u32>()
+        .map_err(|_| format!("SOA serial {:?} is not a number", f.text(2)))?;
+    let time = |i: usize| parse_ttl(f.text(i));
+    let signed = |i: usize| time(i).map(|t| i32::try_from(t).unwrap_or(i32::MAX));
+    Ok(SOA::new(
+        f.target(0)?,
+        f.target(1)?,
+        serial,
+        signed(3)?,
+        signed(4)?,
+        signed(5)?,
+        time(6)?,
+    ))
 }
 
 #[cfg(test)]

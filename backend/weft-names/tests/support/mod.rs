@@ -83,20 +83,6 @@ pub fn a(message: &Message) -> Vec<String> {
         .collect()
 }
 
-/// Runs the reactor here and `client` on a thread; stops when the client is done.
-pub fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
-    let handle = reactor.handle();
-    let thread = std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
-        handle.stop();
-        result
-    });
-    reactor.run().unwrap();
-    if let Err(panic) = thread.join().unwrap() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
 pub fn addr(a: &weft::Address) -> SocketAddr {
     a.socket_addr().unwrap()
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_store::{ConnectionRecord, DeferredRecord, EventRecord, StepRecord, Store, StoreOptions};
 
@@ -86,18 +86,6 @@ pub fn step(deferred_id: i64, idx: i64, started_at_us: i64) -> StepRecord {
         duration_us: Some(120),
         outcome: "ok".into(),
         child_id: None,
-    }
-}
-
-/// Waits (polling, up to 10 s) until `cond` holds.
-pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -99,6 +99,7 @@ struct Shared {
     to_writer: Mutex<Option<Sender<Message>>>,
     /// Bytes of the lines sent and not yet taken by the writer (each with its newline).
     queued: Arc<AtomicUsize>,
+    /// Where lines that could not be queued are counted, by reason.
     losses: Arc<dyn LossRecorder>,
     /// Disconnected once the writer has ended.
     ended: Mutex<Receiver<()>>,
@@ -212,6 +213,7 @@ impl AccessLogFile {
 struct Writer {
     path: PathBuf,
     file: File,
+    /// Lines not written yet: written together once a second or when full.
     buffer: Vec<u8>,
     /// Lines in `buffer`.
     lines: u64,
@@ -220,6 +222,7 @@ struct Writer {
     /// A write failed and was logged; the next success is logged too.
     failing: bool,
     losses: Arc<dyn LossRecorder>,
+    /// Shared with the sender's `queued`: lowered as lines are taken, to bound the queue.
     queued: Arc<AtomicUsize>,
 }
 
@@ -302,6 +305,7 @@ impl Writer {
 /// SIGUSR1), and written out and closed together at exit. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLogFiles {
+    /// Every file opened through it, for the reopen on SIGUSR1 and the close at exit.
     files: Arc<Mutex<Vec<AccessLogFile>>>,
 }
 

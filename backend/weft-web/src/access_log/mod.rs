@@ -148,7 +148,9 @@ pub(crate) struct Pending {
 /// when it ends, or when it is dropped first (then the line says it was cut short).
 pub(crate) struct Logged {
     inner: Body,
+    /// The log line waiting for the body to end; taken when it is written, so once.
     pending: Option<Pending>,
+    /// Body bytes handed on so far: the line's byte count.
     sent: u64,
     /// A response to HEAD, or a status without content: hyper sends no body, and drops
     /// it unread.

@@ -9,10 +9,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use weft::{Reactor, ReactorConfig, ReactorHandle};
+use weft::{Reactor, ReactorHandle};
+use weft_test_support::{Running, spawn_reactor};
 use weft_web::{HttpService, MethodLabel, Recorder, Refusal, StatusClass, WebConfig};
 
 /// What the service recorded: `(method, class)` per request, upstream errors, and the
@@ -56,33 +56,24 @@ pub struct Server {
     pub addr: SocketAddr,
     pub handle: ReactorHandle,
     pub recorded: Arc<Recorded>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops the reactor and joins its thread when the server is dropped.
+    reactor: Running<SocketAddr>,
 }
 
 impl Server {
     pub fn start(config: WebConfig) -> Self {
         let recorded = Arc::new(Recorded::default());
         let shared = recorded.clone();
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let reactor = Reactor::with_config(ReactorConfig {
-                handle_signals: false,
-                shutdown_deadline: Duration::from_secs(2),
-                ..ReactorConfig::default()
-            })
-            .unwrap();
+        let reactor = spawn_reactor(move |reactor| {
             let web = HttpService::new("web", config, Rc::new(Shared(shared))).unwrap();
-            let port = web.listen(&reactor, "tcp:0:interface=127.0.0.1").unwrap();
-            tx.send((port.local_addr().unwrap(), reactor.handle()))
-                .unwrap();
-            reactor.run().unwrap();
+            let port = web.listen(reactor, "tcp:0:interface=127.0.0.1").unwrap();
+            port.local_addr().unwrap()
         });
-        let (addr, handle) = rx.recv().unwrap();
         Self {
-            addr,
-            handle,
+            addr: reactor.value,
+            handle: reactor.handle.clone(),
             recorded,
-            thread: Some(thread),
+            reactor,
         }
     }
 
@@ -108,15 +99,6 @@ impl Server {
     pub fn get(&self, path: &str) -> Reply {
         self.connect()
             .request(&format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.handle.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -226,17 +208,5 @@ impl Client {
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
-    }
-}
-
-/// Waits until `cond` holds, failing with `what` after five seconds.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
     }
 }

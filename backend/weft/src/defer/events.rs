@@ -270,6 +270,22 @@ impl StepOutcome {
             Self::Waiting { .. } => StepStatus::Waiting,
         }
     }
+
+    /// The failure the step returned or passed on.
+    pub fn failure(&self) -> Option<&FailureInfo> {
+        match self {
+            Self::Failed(f) => Some(f),
+            Self::Succeeded | Self::Skipped | Self::Chained { .. } | Self::Waiting { .. } => None,
+        }
+    }
+
+    /// The Deferred the step returned, whether it had its result or the chain waits on it.
+    pub fn child(&self) -> Option<DeferredId> {
+        match self {
+            Self::Chained { child } | Self::Waiting { child } => Some(*child),
+            Self::Succeeded | Self::Failed(_) | Self::Skipped => None,
+        }
+    }
 }
 
 /// How a Deferred (or its chain) ended.
@@ -282,6 +298,25 @@ pub enum Outcome {
     Failed(FailureInfo),
     /// Cancelled before it fired.
     Cancelled,
+}
+
+impl Outcome {
+    /// The state of a chain that ended so.
+    pub fn state(&self) -> DeferredState {
+        match self {
+            Self::Succeeded => DeferredState::Succeeded,
+            Self::Failed(_) => DeferredState::Failed,
+            Self::Cancelled => DeferredState::Cancelled,
+        }
+    }
+
+    /// The failure it ended with.
+    pub fn failure(&self) -> Option<&FailureInfo> {
+        match self {
+            Self::Failed(f) => Some(f),
+            Self::Succeeded | Self::Cancelled => None,
+        }
+    }
 }
 
 /// Something that happened to a Deferred, reported through [`observe::emit`](crate::observe::emit).

@@ -1,6 +1,8 @@
 use std::io::Read;
 use std::sync::atomic::AtomicU64;
 
+use weft_test_support::eventually;
+
 use super::*;
 
 #[derive(Default)]
@@ -27,14 +29,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -1,11 +1,11 @@
-//! Shared helpers for the socket tests: a reactor on its own thread.
-
-#![allow(dead_code, unreachable_pub)]
+//! A reactor beside the test: on a background thread ([`spawn_reactor`]) or on this one
+//! with the client on another ([`run_with_client`]).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use weft::observe::ConnectionId;
 use weft::{Reactor, ReactorConfig, ReactorHandle};
 
 /// A reactor running on a background thread; stopped and joined on drop.
@@ -14,6 +14,7 @@ pub struct Running<T> {
     pub handle: ReactorHandle,
     /// What the setup closure returned.
     pub value: T,
+    /// Taken by [`Running::stop`] so that drop does not join twice.
     thread: Option<JoinHandle<()>>,
 }
 
@@ -36,6 +37,16 @@ impl<T> Drop for Running<T> {
     }
 }
 
+/// The configuration [`spawn_reactor`] uses: no signal handlers (the test runner owns
+/// them) and a short shutdown deadline.
+pub fn test_config() -> ReactorConfig {
+    ReactorConfig {
+        handle_signals: false,
+        shutdown_deadline: Duration::from_secs(2),
+        ..ReactorConfig::default()
+    }
+}
+
 /// Starts a reactor on a new thread, runs `setup` on it before `run`, and hands back
 /// what `setup` returned.
 pub fn spawn_reactor<T, F>(setup: F) -> Running<T>
@@ -43,14 +54,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Reactor) -> T + Send + 'static,
 {
-    spawn_reactor_with(
-        ReactorConfig {
-            handle_signals: false,
-            shutdown_deadline: Duration::from_secs(2),
-            ..ReactorConfig::default()
-        },
-        setup,
-    )
+    spawn_reactor_with(test_config(), setup)
 }
 
 /// [`spawn_reactor`] with a configuration of the test's own.
@@ -74,25 +78,23 @@ where
     }
 }
 
-/// Waits until `cond` holds, failing with `what` after five seconds.
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
+/// Runs the reactor here and `client` on a thread; stops when the client is done, and
+/// fails with the client's panic if it panicked.
+pub fn run_with_client(reactor: &Reactor, client: impl FnOnce() + Send + 'static) {
+    let handle = reactor.handle();
+    let thread = std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(client));
+        handle.stop();
+        result
+    });
+    reactor.run().unwrap();
+    if let Err(panic) = thread.join().unwrap() {
+        std::panic::resume_unwind(panic);
     }
 }
 
-/// A blocking client with a read timeout, so a broken server fails the test instead of
-/// hanging it.
-pub fn connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
-    let s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
 /// The ids of the connections the reactor has open now.
-pub fn open_ids(handle: &ReactorHandle) -> Vec<weft::observe::ConnectionId> {
+pub fn open_ids(handle: &ReactorHandle) -> Vec<ConnectionId> {
     let (tx, rx) = mpsc::channel();
     handle.call_from_thread(move || {
         let ids = Reactor::current()

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use weft::defer::{DeferredState, StepStatus};
 use weft::observe::ConnectionId;
 use weft_store::{
-    ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
+    Column, ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
     ServiceRecord, StepRecord,
 };
 use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
@@ -84,7 +84,7 @@ impl From<ConnectionSnapshot> for ConnectionView {
         Self {
             id: c.id,
             service: c.service.to_string(),
-            transport: c.transport.as_str().to_owned(),
+            transport: c.transport.column(),
             peer: c.peer.to_string(),
             local: c.local.to_string(),
             state: "open",
@@ -297,7 +297,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         site: d.site.clone(),
         connection_id: d.connection.map(n),
         service: d.service.clone(),
-        state: d.state.as_str().to_owned(),
+        state: d.state.column(),
         created_at_ms: d.created_at_ms,
         fired_at_ms: d.fired_at_ms,
         current_step: d.current_step.clone(),
@@ -310,34 +310,31 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
     }
 }
 
-/// The `outcome` of a step added and not run yet (it has no duration; its start is when
-/// it was added).
-pub const QUEUED: &str = StepStatus::Queued.as_str();
-
 /// A live chain's steps as the store would keep them: those run, then those queued.
 pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let ran = d.steps.iter().map(|s| StepRecord {
         deferred_id: n(d.id),
         idx: i64::from(s.index),
-        kind: s.kind.as_str().to_owned(),
+        kind: s.kind.column(),
         site: s.site.clone(),
         started_at_us: s
             .at_ms
             .saturating_mul(1000)
             .saturating_sub(n(s.duration_us)),
         duration_us: Some(n(s.duration_us)),
-        outcome: s.outcome.as_str().to_owned(),
+        outcome: s.outcome.column(),
         child_id: s.child.map(n),
     });
     let queued = d.queued.iter().map(|q| StepRecord {
         deferred_id: n(d.id),
         idx: i64::from(q.index),
-        kind: q.kind.as_str().to_owned(),
+        kind: q.kind.column(),
         site: q.site.clone(),
         started_at_us: q.at_ms.saturating_mul(1000),
         duration_us: None,
-        outcome: QUEUED.to_owned(),
+        // Added and not run yet: no duration; its start is when it was added.
+        outcome: StepStatus::Queued.column(),
         child_id: None,
     });
     ran.chain(queued).collect()
@@ -347,16 +344,18 @@ pub fn step_records(d: &DeferredSnapshot) -> Vec<StepRecord> {
 /// returned the child; while it has not fired or is paused, the first step queued.
 /// `None` when it is running or has ended, or has no step to wait at.
 pub fn waiting_at(d: &DeferredDetail) -> Option<i64> {
-    match DeferredState::from_label(&d.deferred.state)? {
+    match d.deferred.deferred_state()? {
         DeferredState::Waiting => d
             .steps
             .iter()
             .rev()
-            .find(|s| s.outcome == StepStatus::Waiting.as_str())
+            .find(|s| s.status() == Some(StepStatus::Waiting))
             .map(|s| s.idx),
-        DeferredState::Pending | DeferredState::Paused => {
-            d.steps.iter().find(|s| s.outcome == QUEUED).map(|s| s.idx)
-        }
+        DeferredState::Pending | DeferredState::Paused => d
+            .steps
+            .iter()
+            .find(|s| s.status() == Some(StepStatus::Queued))
+            .map(|s| s.idx),
         _ => None,
     }
 }
@@ -366,7 +365,7 @@ fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
         None => true,
         Some(DeferredFilter::Pending) => d.is_pending(),
         Some(DeferredFilter::Stalled) => d.stalled,
-        Some(DeferredFilter::Failed) => d.state == DeferredState::Failed.as_str(),
+        Some(DeferredFilter::Failed) => d.deferred_state() == Some(DeferredState::Failed),
         Some(DeferredFilter::Unhandled) => d.unhandled,
         Some(DeferredFilter::Slow) => d.slow,
         Some(DeferredFilter::Leaked) => d.leaked,

@@ -7,7 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
-use weft::defer::DeferredState;
+use weft::defer::{DeferredState, StepStatus};
 use weft_store::{DeferredDetail, StepRecord};
 
 use crate::cards::Card;
@@ -358,7 +358,11 @@ impl StepBar {
 /// Lays the steps that ran out on one time axis from the first one's start to the last
 /// one's end; the queued ones follow, off the axis.
 fn waterfall(steps: Vec<StepRecord>, waiting_at: Option<i64>) -> Vec<StepBar> {
-    let ran = || steps.iter().filter(|s| s.outcome != data::QUEUED);
+    let ran = || {
+        steps
+            .iter()
+            .filter(|s| s.status() != Some(StepStatus::Queued))
+    };
     let start = ran().map(|s| s.started_at_us).min().unwrap_or(0);
     let end = ran()
         .map(|s| s.started_at_us + s.duration_us.unwrap_or(0))
@@ -368,7 +372,7 @@ fn waterfall(steps: Vec<StepRecord>, waiting_at: Option<i64>) -> Vec<StepBar> {
     steps
         .into_iter()
         .map(|step| {
-            let queued = step.outcome == data::QUEUED;
+            let queued = step.status() == Some(StepStatus::Queued);
             let offset = if queued {
                 0.0
             } else {
@@ -396,7 +400,7 @@ fn waiting_text(d: &DeferredDetail, at: i64) -> Option<String> {
         step.kind,
         step.site
     );
-    Some(match DeferredState::from_label(&d.deferred.state) {
+    Some(match d.deferred.deferred_state() {
         Some(DeferredState::Waiting) => match d.deferred.waiting_on {
             Some(child) => format!("Waiting on Deferred {child} at {place}"),
             None => format!("Waiting at {place}"),

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use weft::defer::{Deferred, Failure, Resolver};
 use weft::{Protocol, Reactor, ReactorConfig, Transport, factory};
-use weft_gateway::{Inspector, InspectorConfig};
+use weft_inspector::{Inspector, InspectorConfig};
 use weft_store::StoreOptions;
 
 /// A label with markup in it: the dashboard must show it as text.

@@ -3,11 +3,11 @@
 //! deadline; flush the store.
 
 use weft::{ListenError, Reactor, ReactorConfig, ReactorError};
+use weft_inspector::{Inspector, InspectorConfig, InspectorError};
 use weft_store::StoreOptions;
 use weft_telemetry::HubConfig;
 
 use crate::config::Config;
-use crate::inspector::{Inspector, InspectorConfig, InspectorError};
 use crate::notify;
 use crate::reload::{self, Hangups, Source};
 use crate::running::Running;
@@ -39,18 +39,18 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
     hub.sample = config.inspect.sample;
     let mut store = StoreOptions::new(&config.store.path);
     store.retention = config.store.retention;
-    InspectorConfig {
-        hub,
-        store: Some(store),
-        dashboard: Some(config.dashboard.listen.clone()),
-        token: config.dashboard.token.clone(),
-        allowed_hosts: config.dashboard.allowed_hosts.clone(),
-        max_live_clients: config.dashboard.max_live_clients,
-        max_connections: config.dashboard.max_connections,
-        max_connections_per_peer: config.dashboard.max_connections_per_peer,
-        history_connections_per_s: config.store.connections_per_second,
-        ..InspectorConfig::default()
-    }
+    // Field by field: the inspector's settings may grow (`#[non_exhaustive]`).
+    let mut inspector = InspectorConfig::default();
+    inspector.hub = hub;
+    inspector.store = Some(store);
+    inspector.dashboard = Some(config.dashboard.listen.clone());
+    inspector.token = config.dashboard.token.clone();
+    inspector.allowed_hosts = config.dashboard.allowed_hosts.clone();
+    inspector.max_live_clients = config.dashboard.max_live_clients;
+    inspector.max_connections = config.dashboard.max_connections;
+    inspector.max_connections_per_peer = config.dashboard.max_connections_per_peer;
+    inspector.history_connections_per_s = config.store.connections_per_second;
+    inspector
 }
 
 /// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly; reloads from `source`
@@ -65,13 +65,9 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     // First of what runs when the reactor starts: the inspector marks the process ready.
     let hangups = Hangups::catch(&reactor);
     let (reloader, requests) = weft_dashboard::Reloader::channel(reload::QUEUE);
-    let inspector = Inspector::start(
-        &reactor,
-        InspectorConfig {
-            reloader: Some(reloader),
-            ..inspector_config(config)
-        },
-    )?;
+    let mut settings = inspector_config(config);
+    settings.reloader = Some(reloader);
+    let inspector = Inspector::start(&reactor, settings)?;
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }

@@ -1,5 +1,5 @@
-//! The `weft` gateway as a library: configuration, services, the inspector and the wiring
-//! the binary runs.
+//! The `weft` gateway as a library: configuration, services and the wiring the binary
+//! runs; the inspector it starts is [`weft_inspector`].
 //!
 //! # Layout
 //!
@@ -7,8 +7,6 @@
 //!   name the file, line and key. The built-in demo configuration.
 //! - [`services`]: one module per service kind (echo, discard, tcp-proxy, http, dns), each
 //!   with its settings, how it starts and its tests; `limits` for what every kind bounds.
-//! - [`inspector`]: [`Inspector::start`], the one call that gives any program on a weft
-//!   reactor the telemetry hub, the SQLite history and the dashboard.
 //! - [`running`]: [`running::Running`], the services running now, and applying another
 //!   configuration to them: added, removed, changed (their sockets handed over) and
 //!   unchanged services.
@@ -30,7 +28,6 @@
 pub mod app;
 pub mod config;
 pub mod demo;
-pub mod inspector;
 pub mod logging;
 pub mod notify;
 pub mod reload;
@@ -38,4 +35,3 @@ pub mod running;
 pub mod services;
 
 pub use config::{Config, ConfigError, LogFormat};
-pub use inspector::{Inspector, InspectorConfig, InspectorError};

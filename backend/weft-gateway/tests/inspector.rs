@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weft::Reactor;
 use weft::defer::{Deferred, DeferredState, Detector, Failure};
-use weft_gateway::{Inspector, InspectorConfig};
+use weft_inspector::{Inspector, InspectorConfig};
 use weft_store::StoreOptions;
 use weft_telemetry::{EventKind, HubConfig};
 use weft_test_support::{eventually, run_with_client};

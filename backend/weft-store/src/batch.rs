@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr, Sqlite};
 
 use crate::catalog::CatalogSync;
+use crate::columns;
 use crate::records::{
     ConnectionRecord, DeferredRecord, EventRecord, Record, ServiceRecord, StepRecord,
 };
@@ -48,7 +49,7 @@ enum Merge {
     /// Once set (non-zero) it stays set: a detector's verdict is never taken back.
     Sticky,
     /// The stored value stays once it satisfies this condition (on the stored column).
-    KeepOnce(&'static str),
+    KeepOnce(fn() -> String),
 }
 
 impl Merge {
@@ -60,6 +61,7 @@ impl Merge {
             Self::Least => format!("{column} = min({stored}, {new})"),
             Self::Sticky => format!("{column} = max({stored}, {new})"),
             Self::KeepOnce(when) => {
+                let when = when();
                 format!("{column} = CASE WHEN {stored} {when} THEN {stored} ELSE {new} END")
             }
         }
@@ -158,10 +160,7 @@ impl Insert for DeferredRecord {
         ("label", Merge::KeepIfNull),
         ("connection_id", Merge::KeepIfNull),
         ("service", Merge::KeepIfNull),
-        (
-            "state",
-            Merge::KeepOnce("IN ('succeeded', 'failed', 'cancelled')"),
-        ),
+        ("state", Merge::KeepOnce(columns::ended_states_sql)),
         ("created_at_ms", Merge::Least),
         ("fired_at_ms", Merge::KeepIfNull),
         ("current_step", Merge::KeepIfNull),

@@ -1,7 +1,8 @@
 //! SQLite history for weft: migrations, a batched writer, retention and the dashboard's queries.
 //!
-//! The store knows nothing of the reactor or the hub. The inspector's history pipeline (in
-//! the gateway) turns the hub's events into the plain records of [`records`] and hands them
+//! The store knows nothing of the reactor or the hub; of weft it knows the vocabulary (close
+//! reasons, transports, Deferred states, step kinds and outcomes), which [`Column`] maps to
+//! and from its columns. The inspector's history pipeline (in `weft-inspector`) turns the hub's events into the plain records of [`records`] and hands them
 //! to a [`Writer`], which never blocks it; the dashboard reads them back through the query
 //! methods on [`Store`].
 //!
@@ -23,6 +24,7 @@
 //!
 //! - [`records`]: the row types ([`ServiceRecord`], [`ConnectionRecord`], [`DeferredRecord`],
 //!   [`StepRecord`], [`EventRecord`]) and the [`Record`] enum the writer accepts.
+//! - `columns`: [`Column`], each of weft's enums as the label its column holds and back.
 //! - `schema`: connection settings (WAL, `synchronous=NORMAL`, busy timeout), the embedded
 //!   migrations from the repository's `migrations/`, and the file identity used to notice deletion.
 //! - `writer`: the bounded queue and the task that drains it. Records flow
@@ -41,6 +43,7 @@
 
 mod batch;
 mod catalog;
+mod columns;
 mod error;
 mod interrupted;
 mod lock;
@@ -59,6 +62,7 @@ use sqlx::SqlitePool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use columns::Column;
 pub use error::StoreError;
 pub use interrupted::PROCESS_ENDED;
 pub use options::StoreOptions;

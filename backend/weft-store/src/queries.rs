@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use sqlx::{QueryBuilder, Sqlite};
+use weft::defer::DeferredState;
 
+use crate::columns::{self, Column};
 use crate::records::{
     ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, ServiceRecord, StepRecord,
 };
@@ -76,16 +78,16 @@ pub enum DeferredFilter {
 }
 
 impl DeferredFilter {
-    /// The SQL condition, a constant per variant; each is the `WHERE` of a partial index or
+    /// The SQL condition, one per variant; each is the `WHERE` of a partial index or
     /// leads with an indexed column.
-    fn condition(self) -> &'static str {
+    fn condition(self) -> String {
         match self {
-            Self::Pending => "state IN ('pending', 'running', 'paused', 'waiting')",
-            Self::Stalled => "stalled <> 0",
-            Self::Failed => "state = 'failed'",
-            Self::Unhandled => "unhandled <> 0",
-            Self::Slow => "slow <> 0",
-            Self::Leaked => "leaked <> 0",
+            Self::Pending => format!("state {}", columns::pending_states_sql()),
+            Self::Stalled => "stalled <> 0".into(),
+            Self::Failed => format!("state = '{}'", DeferredState::Failed.label()),
+            Self::Unhandled => "unhandled <> 0".into(),
+            Self::Slow => "slow <> 0".into(),
+            Self::Leaked => "leaked <> 0".into(),
         }
     }
 }
@@ -155,7 +157,7 @@ fn deferreds_query(filter: Option<DeferredFilter>, service: Option<&str>) -> Que
         q.push(" INDEXED BY deferreds_pending");
     }
     q.push(" WHERE ");
-    q.push(filter.map_or("1 = 1", DeferredFilter::condition));
+    q.push(filter.map_or_else(|| "1 = 1".to_owned(), DeferredFilter::condition));
     if let Some(service) = service {
         q.push(" AND service = ").push_bind(service.to_owned());
     }

@@ -1,12 +1,15 @@
 //! The plain rows the store keeps, and the [`Record`] the writer accepts.
 //!
-//! These types know nothing of the reactor: the telemetry hub converts its events into them.
-//! Strings that name a closed set (a transport, a Deferred state, a step outcome) stay strings
-//! here so the schema does not have to change when the library grows a new one.
+//! These types know nothing of the reactor: the inspector's history pipeline converts the
+//! hub's events into them. Strings that name a closed set (a transport, a Deferred state, a
+//! step outcome) stay strings here so the schema does not have to change when the library
+//! grows a new one; [`Column`](crate::Column) is the one place they are written from and
+//! read back into weft's enums.
 
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
+use weft::defer::DeferredState;
 
 /// A configured service, upserted by `name`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,10 +171,7 @@ impl DeferredRecord {
     /// Whether the Deferred has not fired yet (`pending`, `running`, `paused`, or `waiting`
     /// on a child).
     pub fn is_pending(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "pending" | "running" | "paused" | "waiting"
-        )
+        self.deferred_state().is_some_and(DeferredState::is_pending)
     }
 }
 

@@ -28,6 +28,8 @@
 //! - [`bus`]: [`TelemetryEvent`], the owned form of an event, and the bounded ring that
 //!   readers (the store writer, the dashboard's encoder) pull batches from through a
 //!   [`Feed`]; events a slow reader loses are counted per reader.
+//! - [`mod@fold`]: [`fold()`], how both readers fold a connection that opened and closed
+//!   within one batch into its closing.
 //! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
@@ -53,6 +55,7 @@ pub mod bus;
 pub mod chains;
 pub mod config;
 pub mod deferred;
+pub mod fold;
 pub mod hub;
 pub mod live;
 pub mod metrics;
@@ -64,6 +67,7 @@ pub mod reload;
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
 pub use chains::{DeferredSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
+pub use fold::{Folded, fold};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
 pub use process::VERSION;

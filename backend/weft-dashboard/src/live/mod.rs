@@ -34,14 +34,13 @@ mod handshake;
 pub mod session;
 mod ws;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
-use weft_telemetry::{EventKind, Hub, Missed, TelemetryEvent};
+use weft_telemetry::{Folded, Hub, Missed, TelemetryEvent, fold};
 
 use crate::data::{ConnectionView, now_ms};
 use crate::series::{Alerts, Series, ServiceStats};
@@ -218,39 +217,25 @@ fn is_zero(n: &usize) -> bool {
 }
 
 /// The events of `batch` a client is sent, and how many brief connections were left out:
-/// every event, except the opening of a connection whose closing is in the same batch,
-/// and the routine closings of such brief connections beyond the first [`MAX_BRIEF`].
+/// every event, except the opening of a connection whose closing is in the same batch
+/// ([`fold`]), and the routine closings of such brief connections beyond the first
+/// [`MAX_BRIEF`].
 fn deltas(batch: &[Arc<TelemetryEvent>]) -> (Vec<&TelemetryEvent>, usize) {
-    let opened: HashSet<u64> = batch
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::ConnectionOpened { connection } => Some(connection.id),
-            _ => None,
-        })
-        .collect();
-    let closed: HashSet<u64> = batch
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::ConnectionClosed { connection, .. } => Some(connection.id),
-            _ => None,
-        })
-        .collect();
     let (mut brief, mut omitted) = (0, 0);
-    let mut sent = Vec::with_capacity(batch.len() - opened.len().min(closed.len()));
-    for e in batch {
-        match &e.kind {
-            EventKind::ConnectionOpened { connection } if closed.contains(&connection.id) => {}
-            EventKind::ConnectionClosed {
-                connection, reason, ..
-            } if opened.contains(&connection.id) && reason.is_routine() => {
+    let mut sent = Vec::with_capacity(batch.len());
+    for folded in fold(batch) {
+        match folded {
+            Folded::Brief {
+                closing, reason, ..
+            } if reason.is_routine() => {
                 brief += 1;
                 if brief > MAX_BRIEF {
                     omitted += 1;
                 } else {
-                    sent.push(&**e);
+                    sent.push(closing);
                 }
             }
-            _ => sent.push(&**e),
+            Folded::Brief { closing: e, .. } | Folded::Event(e) => sent.push(e),
         }
     }
     (sent, omitted)
@@ -316,7 +301,7 @@ pub async fn encode(hub: Arc<Hub>, fanout: Arc<Fanout>) {
 
 /// Runs the sampler and the encoder until `stop` completes, then closes every client's
 /// feed with 1001 (going away) and waits, up to [`GOODBYE`], for them to leave. The
-/// gateway runs this next to the server; without it pages still render, but nothing is
+/// inspector runs this next to the server; without it pages still render, but nothing is
 /// live.
 pub async fn run(
     hub: Arc<Hub>,
@@ -341,7 +326,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use weft::observe::{CloseKind, TransportKind};
-    use weft_telemetry::ConnectionSnapshot;
+    use weft_telemetry::{ConnectionSnapshot, EventKind};
 
     use super::*;
 

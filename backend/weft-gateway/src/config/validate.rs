@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 use weft::endpoint::{ClientEndpoint, ServerEndpoint};
+use weft_inspector::DashboardEndpointError;
 
 use super::error::Locator;
 use super::preflight::{self, Listeners};
@@ -60,7 +61,7 @@ fn store(at: &Locator<'_>, raw: &RawConfig) -> Result<StoreConfig, ConfigError> 
         connections_per_second: raw
             .store
             .connections_per_second
-            .unwrap_or(crate::inspector::DEFAULT_HISTORY_CONNECTIONS_PER_S),
+            .unwrap_or(weft_inspector::DEFAULT_HISTORY_CONNECTIONS_PER_S),
     })
 }
 
@@ -387,20 +388,15 @@ fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, Confi
         None => ("tcp:9180:interface=127.0.0.1".to_owned(), None),
     };
     let err = |message: String| at.error(span.clone(), key("dashboard.listen"), message);
-    let addr = match listen.parse::<ServerEndpoint>() {
-        Ok(ServerEndpoint::Tcp { addr, .. }) => addr,
-        Ok(_) => {
+    match weft_inspector::dashboard_addr(&listen, token.as_deref()) {
+        Ok(_) => {}
+        Err(DashboardEndpointError::NeedsToken(_)) => {
             return Err(err(format!(
-                "{listen:?}: the dashboard listens on a tcp: endpoint"
+                "{listen:?} is reachable from other machines; set `token` (or `token_env`) in [dashboard] or listen on \
+                 a loopback interface (tcp:PORT:interface=127.0.0.1)"
             )));
         }
         Err(e) => return Err(err(e.to_string())),
-    };
-    if !addr.ip().is_loopback() && token.is_none() {
-        return Err(err(format!(
-            "{listen:?} is reachable from other machines; set `token` (or `token_env`) in [dashboard] or listen on \
-             a loopback interface (tcp:PORT:interface=127.0.0.1)"
-        )));
     }
     let mut allowed_hosts = Vec::new();
     for (i, host) in raw

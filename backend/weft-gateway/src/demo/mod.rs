@@ -29,12 +29,11 @@ use std::time::Duration;
 
 use weft::endpoint::ServerEndpoint;
 use weft::{Phase, Reactor};
-
+use weft_inspector::Inspector;
 use weft_store::ServiceRecord;
 
 use crate::app::GatewayError;
 use crate::config::Config;
-use crate::inspector::Inspector;
 use crate::services::ServiceKind;
 use clients::QType;
 

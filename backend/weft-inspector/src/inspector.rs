@@ -1,23 +1,8 @@
-//! [`Inspector`]: one call gives a program on a weft reactor the telemetry hub, SQLite
-//! history and the dashboard.
-//!
-//! ```no_run
-//! use weft_gateway::{Inspector, InspectorConfig};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let reactor = weft::Reactor::new()?;
-//! let inspector = Inspector::start(&reactor, InspectorConfig::default())?;
-//! // reactor.listen_as("my-service", "tcp:8000", my_factory)?;
-//! reactor.run()?;
-//! inspector.join();
-//! # Ok(()) }
-//! ```
+//! [`Inspector`]: what it runs ([`InspectorConfig`]), starting it and stopping it.
 //!
 //! The hub is installed on the reactor's thread. The store and the dashboard live on a
 //! tokio runtime of their own, on a background thread. At shutdown the reactor's last
 //! phase (after connections drained) stops the dashboard and flushes the store.
-
-mod history;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,13 +10,13 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
-use weft::endpoint::ServerEndpoint;
 use weft::{Phase, Reactor};
-use weft_dashboard::DashboardState;
 use weft_store::{Store, StoreOptions};
 use weft_telemetry::{Hub, HubConfig};
+
+use crate::background::Background;
+use crate::endpoint::{DashboardEndpointError, dashboard_addr};
 
 /// Clean short-lived connections kept in history per second by default.
 pub const DEFAULT_HISTORY_CONNECTIONS_PER_S: u32 = 1000;
@@ -98,6 +83,12 @@ pub enum InspectorError {
     /// The dashboard endpoint is not a `tcp:` endpoint.
     #[error("dashboard endpoint {0:?}: the dashboard listens on a tcp: endpoint")]
     Endpoint(String),
+    /// The dashboard endpoint is reachable from other machines and no token is set.
+    #[error(
+        "dashboard endpoint {0:?} is reachable from other machines; set a token \
+         (InspectorConfig::token) or listen on a loopback interface (tcp:PORT:interface=127.0.0.1)"
+    )]
+    NeedsToken(String),
     /// The dashboard could not bind.
     #[error("cannot listen on {endpoint} for the dashboard: {source}")]
     Bind {
@@ -122,24 +113,21 @@ pub struct Inspector {
     thread: Option<JoinHandle<()>>,
 }
 
-/// What the background thread reports once it is serving.
-struct Ready {
-    store: Option<Store>,
-    dashboard: Option<SocketAddr>,
-    /// The highest connection or Deferred id in the history (0 without one).
-    last_id: u64,
-    /// The highest event number in the history (0 without one).
-    last_seq: u64,
-}
-
 impl Inspector {
     /// Installs the hub on `reactor`, opens the store and serves the dashboard. Call it on
     /// the reactor's thread, before `run`.
+    ///
+    /// A dashboard listens on a `tcp:` endpoint, and on one reachable from other machines
+    /// only with a token ([`dashboard_addr`](crate::dashboard_addr)); nothing starts
+    /// otherwise.
     pub fn start(reactor: &Reactor, config: InspectorConfig) -> Result<Self, InspectorError> {
         let dashboard = match &config.dashboard {
-            Some(endpoint) => match endpoint.parse::<ServerEndpoint>() {
-                Ok(ServerEndpoint::Tcp { addr, .. }) => Some((endpoint.clone(), addr)),
-                _ => return Err(InspectorError::Endpoint(endpoint.clone())),
+            Some(endpoint) => match dashboard_addr(endpoint, config.token.as_deref()) {
+                Ok(addr) => Some((endpoint.clone(), addr)),
+                Err(DashboardEndpointError::NeedsToken(_)) => {
+                    return Err(InspectorError::NeedsToken(endpoint.clone()));
+                }
+                Err(_) => return Err(InspectorError::Endpoint(endpoint.clone())),
             },
             None => None,
         };
@@ -233,152 +221,5 @@ impl Inspector {
 impl Drop for Inspector {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-/// The background thread's work.
-struct Background {
-    hub: Arc<Hub>,
-    config: InspectorConfig,
-    dashboard: Option<(String, SocketAddr)>,
-    /// Where the dashboard's actions (close, cancel) are sent.
-    reactor: weft::ReactorHandle,
-    stop: CancellationToken,
-    done: CancellationToken,
-}
-
-impl Background {
-    async fn run(
-        self,
-        ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
-        events: Option<weft_telemetry::Feed>,
-    ) {
-        let done = self.done.clone();
-        self.serve(ready, events).await;
-        done.cancel();
-    }
-
-    async fn serve(
-        self,
-        ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
-        events: Option<weft_telemetry::Feed>,
-    ) {
-        let store = match &self.config.store {
-            Some(options) => match Store::open_with(options.clone()).await {
-                Ok(store) => Some(store),
-                Err(e) => {
-                    let _ = ready.send(Err(e.into()));
-                    return;
-                }
-            },
-            None => None,
-        };
-        let listener = match &self.dashboard {
-            Some((endpoint, addr)) => match weft_dashboard::bind(*addr) {
-                Ok(l) => Some(l),
-                Err(source) => {
-                    if let Some(store) = &store {
-                        let _ = store.shutdown().await;
-                    }
-                    let _ = ready.send(Err(InspectorError::Bind {
-                        endpoint: endpoint.clone(),
-                        source,
-                    }));
-                    return;
-                }
-            },
-            None => None,
-        };
-        let mut tasks = tokio::task::JoinSet::new();
-        let work = CancellationToken::new();
-        if let Some(store) = &store {
-            if let Err(e) = history::StoreCollector::new(store.clone())
-                .and_then(|c| self.hub.registry().register(Box::new(c)))
-            {
-                tracing::warn!(error = %e, "store metrics unavailable");
-            }
-            if let Some(events) = events {
-                let skipped = IntCounter::new(
-                    "weft_store_connections_skipped_total",
-                    "Short, cleanly closed connections left out of history over its per-second budget.",
-                )
-                .expect("a valid metric name");
-                if let Err(e) = self.hub.registry().register(Box::new(skipped.clone())) {
-                    tracing::warn!(error = %e, "history budget metric unavailable");
-                }
-                let budget = history::Budget::new(self.config.history_connections_per_s, skipped);
-                tasks.spawn(history::convert(
-                    events,
-                    store.writer(),
-                    budget,
-                    work.clone(),
-                ));
-            }
-            tasks.spawn(history::snapshots(
-                self.hub.clone(),
-                store.writer(),
-                self.config.snapshot_interval,
-                work.clone(),
-            ));
-        }
-        let dashboard = listener.as_ref().and_then(|l| l.local_addr().ok());
-        if let Some(listener) = listener {
-            let mut state = DashboardState::new(self.hub.clone())
-                .with_reactor(self.reactor.clone())
-                .with_allowed_hosts(self.config.allowed_hosts.iter().cloned())
-                .with_max_live_clients(self.config.max_live_clients)
-                .with_max_connections(
-                    self.config.max_connections,
-                    self.config.max_connections_per_peer,
-                );
-            if let Some(addr) = dashboard {
-                state = state.with_listen_addr(addr);
-            }
-            if let Some(store) = &store {
-                state = state.with_store(store.clone());
-            }
-            if let Some(token) = &self.config.token {
-                state = state.with_token(token.as_str());
-            }
-            if let Some(reloader) = &self.config.reloader {
-                state = state.with_reloader(reloader.clone());
-            }
-            tasks.spawn(weft_dashboard::background(
-                state.clone(),
-                work.clone().cancelled_owned(),
-            ));
-            tracing::info!(address = %dashboard.map(|a| a.to_string()).unwrap_or_default(), "dashboard serving");
-            tasks.spawn(weft_dashboard::serve(
-                listener,
-                state,
-                work.clone().cancelled_owned(),
-            ));
-        }
-        let (last_id, last_seq) = match &store {
-            Some(store) => store.last_ids().await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the history's last ids; numbering from 1");
-                (0, 0)
-            }),
-            None => (0, 0),
-        };
-        let positive = |n: i64| u64::try_from(n).unwrap_or(0);
-        let _ = ready.send(Ok(Ready {
-            store: store.clone(),
-            dashboard,
-            last_id: positive(last_id),
-            last_seq: positive(last_seq),
-        }));
-        self.stop.cancelled().await;
-        work.cancel();
-        // Browsers holding connections open must not hold up exit for long.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if let Some(store) = store
-            && let Err(e) = store.shutdown().await
-        {
-            tracing::warn!(error = %e, "history not fully flushed at exit");
-        }
     }
 }

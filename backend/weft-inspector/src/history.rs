@@ -1,17 +1,16 @@
-//! Between the hub and the store: events become rows off the reactor thread, open
-//! connections are written about once a second, and the store's counters become metrics.
+//! Between the hub and the store: events become rows off the reactor thread, and open
+//! connections and pending chains are written about once a second.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntGauge, Opts};
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use weft::observe::CloseKind;
-use weft_store::{ConnectionRecord, EventRecord, Record, Store, Writer};
-use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Hub, TelemetryEvent};
+use weft_store::{Column, ConnectionRecord, EventRecord, Record, Writer};
+use weft_telemetry::{
+    ConnectionSnapshot, DeferredSnapshot, EventKind, Feed, Folded, Hub, TelemetryEvent, fold,
+};
 
 /// How long [`convert`] lets events gather on the bus before taking them: the writer
 /// commits about once a second anyway, and the reactor wakes this task once per batch.
@@ -62,60 +61,43 @@ impl Budget {
 
 /// The rows a batch of events becomes. A connection is one row: its opening and closing
 /// are kept in it with their event numbers (the store rebuilds both events from it), and
-/// when both are in the batch the row is written once, if the [`Budget`] keeps it. Every
-/// other event is a row of the event log, plus the rows of the chain it carries.
+/// when both are in the batch ([`fold`]) the row is written once, if the [`Budget`] keeps
+/// it. Every other event is a row of the event log, plus the rows of the chain it carries.
 pub(crate) fn records(events: &[Arc<TelemetryEvent>], budget: &mut Budget) -> Vec<Record> {
-    let id = |c: &ConnectionSnapshot| i64::try_from(c.id).unwrap_or(i64::MAX);
     let seq = |e: &TelemetryEvent| i64::try_from(e.seq).unwrap_or(i64::MAX);
-    // Openings in this batch, by connection: their closing (if also here) writes the row.
-    let opened_here: HashMap<i64, i64> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::ConnectionOpened { connection } => Some((id(connection), seq(e))),
-            _ => None,
-        })
-        .collect();
-    let closed_here: HashSet<i64> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::ConnectionClosed { connection, .. } => Some(id(connection)),
-            _ => None,
-        })
-        .collect();
     let mut out = Vec::new();
-    for event in events {
+    for folded in fold(events) {
+        let (event, opened_seq) = match folded {
+            Folded::Event(event) => (event, None),
+            // Short-lived (nothing of it written yet) and over the budget: left out.
+            Folded::Brief { reason, .. } if !budget.keep(reason) => continue,
+            Folded::Brief {
+                closing,
+                opened_seq,
+                ..
+            } => (closing, Some(i64::try_from(opened_seq).unwrap_or(i64::MAX))),
+        };
         match &event.kind {
-            EventKind::ConnectionOpened { connection } => {
-                if !closed_here.contains(&id(connection)) {
-                    out.push(
-                        ConnectionRecord {
-                            opened_seq: Some(seq(event)),
-                            ..connection_record(connection, None)
-                        }
-                        .into(),
-                    );
+            EventKind::ConnectionOpened { connection } => out.push(
+                ConnectionRecord {
+                    opened_seq: Some(seq(event)),
+                    ..connection_record(connection, None)
                 }
-            }
+                .into(),
+            ),
             EventKind::ConnectionClosed {
                 connection,
                 reason,
                 detail,
-            } => {
-                let opened_seq = opened_here.get(&id(connection)).copied();
-                // Short-lived (nothing of it written yet) and over the budget: left out.
-                if opened_seq.is_some() && !budget.keep(*reason) {
-                    continue;
+            } => out.push(
+                ConnectionRecord {
+                    opened_seq,
+                    closed_seq: Some(seq(event)),
+                    close_detail: Some(detail.to_string()),
+                    ..connection_record(connection, Some((event.at_ms, *reason)))
                 }
-                out.push(
-                    ConnectionRecord {
-                        opened_seq,
-                        closed_seq: Some(seq(event)),
-                        close_detail: Some(detail.to_string()),
-                        ..connection_record(connection, Some((event.at_ms, *reason)))
-                    }
-                    .into(),
-                );
-            }
+                .into(),
+            ),
             kind => {
                 if let EventKind::DeferredDetected { deferred, .. }
                 | EventKind::DeferredEnded { deferred } = kind
@@ -146,7 +128,7 @@ pub(crate) fn connection_record(
     ConnectionRecord {
         id: n(c.id),
         service: c.service.to_string(),
-        transport: c.transport.as_str().to_owned(),
+        transport: c.transport.column(),
         peer: c.peer.to_string(),
         local: c.local.to_string(),
         opened_at_ms: c.opened_at_ms,
@@ -155,7 +137,7 @@ pub(crate) fn connection_record(
         bytes_out: n(c.bytes_out),
         reads: n(c.reads),
         writes: n(c.writes),
-        close_reason: closed.map(|(_, why)| why.as_str().to_owned()),
+        close_reason: closed.map(|(_, why)| why.column()),
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
@@ -234,85 +216,6 @@ pub(crate) async fn snapshots(
         for row in rows {
             writer.try_send(row);
         }
-    }
-}
-
-/// `weft_store_*`, read from the store's counters at scrape time.
-pub(crate) struct StoreCollector {
-    store: Store,
-    descs: Vec<Desc>,
-}
-
-const COUNTERS: [(&str, &str); 6] = [
-    (
-        "weft_store_records_queued_total",
-        "Records accepted into the history writer's queue.",
-    ),
-    (
-        "weft_store_records_written_total",
-        "Records committed to the history database.",
-    ),
-    (
-        "weft_store_events_dropped_total",
-        "Records lost: the queue was full, or their batch could not be written.",
-    ),
-    (
-        "weft_store_write_errors_total",
-        "Failed attempts to write history (locked, read-only, full or missing file).",
-    ),
-    (
-        "weft_store_reopens_total",
-        "Times the history file was found deleted or replaced and was recreated.",
-    ),
-    ("weft_store_pruned_rows_total", "Rows removed by retention."),
-];
-const QUEUE: (&str, &str) = (
-    "weft_store_queue_length",
-    "Records waiting in the history writer's queue.",
-);
-
-impl StoreCollector {
-    pub(crate) fn new(store: Store) -> Result<Self, prometheus::Error> {
-        let mut descs = Vec::new();
-        for (name, help) in COUNTERS.into_iter().chain([QUEUE]) {
-            descs.push(Desc::new(
-                name.into(),
-                help.into(),
-                vec![],
-                Default::default(),
-            )?);
-        }
-        Ok(Self { store, descs })
-    }
-}
-
-impl Collector for StoreCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let s = self.store.stats().snapshot();
-        let values = [
-            s.queued,
-            s.written,
-            s.dropped,
-            s.write_errors,
-            s.reopens,
-            s.pruned,
-        ];
-        let mut out = Vec::new();
-        for ((name, help), value) in COUNTERS.into_iter().zip(values) {
-            if let Ok(c) = IntCounter::with_opts(Opts::new(name, help)) {
-                c.inc_by(value);
-                out.extend(c.collect());
-            }
-        }
-        if let Ok(g) = IntGauge::with_opts(Opts::new(QUEUE.0, QUEUE.1)) {
-            g.set(i64::try_from(self.store.writer().queue_len()).unwrap_or(i64::MAX));
-            out.extend(g.collect());
-        }
-        out
     }
 }
 

@@ -9,6 +9,7 @@
 //! index = "index.html"         # optional
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
 //! [[service.route]]
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
@@ -85,7 +86,14 @@ pub(crate) struct RawLimits {
 }
 
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
-    ctx.only_keys(&["root", "route", "index", "limits", "access_log"])?;
+    ctx.only_keys(&[
+        "root",
+        "route",
+        "index",
+        "limits",
+        "access_log",
+        "hsts_max_age",
+    ])?;
     for (endpoint, span) in ctx.listen {
         if ServiceCtx::is_udp(endpoint) {
             return Err(ctx.error(
@@ -170,6 +178,10 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
         index,
         routes,
         limits,
+        hsts_max_age: match &raw.hsts_max_age {
+            Some(age) => Some(ctx.duration("hsts_max_age", Some(age), Duration::ZERO)?),
+            None => None,
+        },
     };
     // `run` serves through `HttpService::new`: refuse here whatever it would refuse there
     // (a root that cannot be opened or listed).

@@ -172,9 +172,9 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// Whether `err` is HTTP/2 ending the connection with GOAWAY for the client's protocol
-/// error or abuse of its limits (not the client going away).
-pub(crate) fn is_h2_abuse(err: &hyper::Error) -> Option<String> {
+/// If `err` is HTTP/2 ending the connection with GOAWAY for the client's protocol error
+/// or abuse of its limits (not the client going away), what it said.
+pub(crate) fn goaway_sent(err: &hyper::Error) -> Option<String> {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         if let Some(h2) = c.downcast_ref::<h2::Error>() {

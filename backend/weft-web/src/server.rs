@@ -290,7 +290,7 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
         let message = format!("malformed request: {err}");
         observe::report_error(&info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
-    } else if let Some(message) = protocol::is_h2_abuse(&err) {
+    } else if let Some(message) = protocol::goaway_sent(&err) {
         // HTTP/2 has sent GOAWAY (too many resets, a malformed frame, a broken limit).
         state.recorder.refused(Refusal::Protocol);
         observe::report_error(&info, ErrorKind::BadFrame, message.clone());

@@ -187,6 +187,9 @@ pub struct WebConfig {
     pub routes: Vec<Route>,
     /// Limits.
     pub limits: Limits,
+    /// HSTS: responses over TLS carry `Strict-Transport-Security: max-age=` this
+    /// (RFC 6797); `None` (the default) sends none.
+    pub hsts_max_age: Option<Duration>,
 }
 
 impl Default for WebConfig {
@@ -197,6 +200,7 @@ impl Default for WebConfig {
             index: "index.html".into(),
             routes: Vec::new(),
             limits: Limits::default(),
+            hsts_max_age: None,
         }
     }
 }

@@ -72,11 +72,14 @@ pub enum Refusal {
     Body,
     /// A request body over the limit (413).
     BodyTooLarge,
+    /// An HTTP/2 connection ended with GOAWAY for a protocol error or a broken limit,
+    /// such as streams reset faster than they are served (counted once per connection).
+    Protocol,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -84,6 +87,7 @@ impl Refusal {
         Self::Method,
         Self::Body,
         Self::BodyTooLarge,
+        Self::Protocol,
     ];
 
     /// The label value.
@@ -96,6 +100,7 @@ impl Refusal {
             Self::Method => "method",
             Self::Body => "body",
             Self::BodyTooLarge => "body_too_large",
+            Self::Protocol => "protocol",
         }
     }
 

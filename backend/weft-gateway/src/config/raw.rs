@@ -87,6 +87,8 @@ pub(crate) struct RawService {
     pub(crate) limits: Option<Spanned<crate::services::http::RawLimits>>,
     /// http: a file for the access log.
     pub(crate) access_log: Option<Spanned<String>>,
+    /// http: HSTS max-age for responses over TLS.
+    pub(crate) hsts_max_age: Option<Spanned<String>>,
     /// dns: zone files.
     pub(crate) zones: Option<Spanned<toml::Value>>,
     /// dns: upstream resolvers.

@@ -9,6 +9,7 @@
 //! index = "index.html"         # optional
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
 //! [[service.route]]
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
@@ -95,7 +96,14 @@ impl super::Kind for HttpKind {
     type Metrics = HttpFamilies;
 
     fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
-        ctx.only_keys(&["root", "route", "index", "limits", "access_log"])?;
+        ctx.only_keys(&[
+            "root",
+            "route",
+            "index",
+            "limits",
+            "access_log",
+            "hsts_max_age",
+        ])?;
         ctx.stream_only("an http service")?;
         let raw = ctx.raw;
         let root = root(ctx)?;
@@ -118,6 +126,10 @@ impl super::Kind for HttpKind {
             index,
             routes,
             limits,
+            hsts_max_age: match &raw.hsts_max_age {
+                Some(age) => Some(ctx.duration("hsts_max_age", Some(age), Duration::ZERO)?),
+                None => None,
+            },
         };
         // Checked here, once: `start` serves these and has nothing left to refuse.
         let files = StaticFiles::of(&web).map_err(|e| {

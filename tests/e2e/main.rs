@@ -23,6 +23,7 @@ mod http2;
 mod http_peers;
 mod http_rules;
 mod http_shutdown;
+mod http_tls;
 mod limits;
 mod live;
 mod load;

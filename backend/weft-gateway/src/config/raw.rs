@@ -89,6 +89,9 @@ pub(crate) struct RawService {
     pub(crate) access_log: Option<Spanned<String>>,
     /// http: HSTS max-age for responses over TLS.
     pub(crate) hsts_max_age: Option<Spanned<String>>,
+    /// http: further certificates of its `ssl:` listeners, chosen by SNI.
+    pub(crate) tls_certificates:
+        Option<Spanned<Vec<Spanned<crate::services::tls_certificates::RawTlsCertificate>>>>,
     /// dns: zone files.
     pub(crate) zones: Option<Spanned<toml::Value>>,
     /// dns: upstream resolvers.
@@ -117,6 +120,9 @@ impl RawService {
         }
         if let Some(v) = &self.access_log {
             keys.push(("access_log", v.span()));
+        }
+        if let Some(v) = &self.tls_certificates {
+            keys.push(("tls_certificates", v.span()));
         }
         for (name, value) in [
             ("root", &self.root),

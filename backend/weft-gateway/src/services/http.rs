@@ -10,6 +10,8 @@
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
+//! tls_certificates = [{ names = ["a.example"], cert = "a.pem", key = "a.key" }]  # optional:
+//!                              # chosen by SNI on ssl: listeners (see `tls_certificates`)
 //! [[service.route]]
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
@@ -49,6 +51,8 @@ pub struct HttpConfig {
     pub web: WebConfig,
     /// A file the access log is appended to; `None` logs requests through the process log.
     pub access_log: Option<PathBuf>,
+    /// Further certificates of the `ssl:` listeners, chosen by SNI.
+    pub tls_certificates: Vec<weft::net::SniCertificate>,
     /// The static files of `web` as checked with the configuration, so that starting has
     /// no root left to fail on.
     files: StaticFiles,
@@ -92,10 +96,10 @@ impl super::Kind for HttpKind {
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
     const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-    type Settings = HttpConfig;
+    type Settings = Box<HttpConfig>;
     type Metrics = HttpFamilies;
 
-    fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<Box<HttpConfig>, ConfigError> {
         ctx.only_keys(&[
             "root",
             "route",
@@ -103,6 +107,7 @@ impl super::Kind for HttpKind {
             "limits",
             "access_log",
             "hsts_max_age",
+            "tls_certificates",
         ])?;
         ctx.stream_only("an http service")?;
         let raw = ctx.raw;
@@ -136,11 +141,12 @@ impl super::Kind for HttpKind {
             let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
             ctx.error(span, "root", e.to_string())
         })?;
-        Ok(HttpConfig {
+        Ok(Box::new(HttpConfig {
             web,
             access_log: super::access_log::validate(ctx)?,
+            tls_certificates: super::tls_certificates::validate(ctx)?,
             files,
-        })
+        }))
     }
 
     fn metrics(registry: Option<&Registry>) -> HttpFamilies {
@@ -153,7 +159,7 @@ impl super::Kind for HttpKind {
 
     fn start(
         on: &super::Listeners<'_>,
-        config: &HttpConfig,
+        config: &Self::Settings,
         env: &super::ServiceEnv,
     ) -> Result<Vec<weft::Address>, ListenError> {
         let (name, endpoints) = (on.name, on.endpoints);
@@ -177,15 +183,19 @@ impl super::Kind for HttpKind {
             metrics.recorder(name),
         )
         .with_access_log(access_log);
+        let options = on
+            .options
+            .clone()
+            .sni_certificates(config.tls_certificates.clone());
         let mut bound = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let port = service.listen_with(on.reactor, endpoint, &on.options)?;
+            let port = service.listen_with(on.reactor, endpoint, &options)?;
             bound.push(port.local_address().clone());
         }
         Ok(bound)
     }
 
-    fn describe(config: &HttpConfig) -> serde_json::Value {
+    fn describe(config: &Self::Settings) -> serde_json::Value {
         let (web, access_log) = (&config.web, &config.access_log);
         let routes: Vec<_> = web
             .routes
@@ -198,6 +208,7 @@ impl super::Kind for HttpKind {
             "index": web.index,
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
+            "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
         })
     }
 }

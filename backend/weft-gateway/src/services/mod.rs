@@ -12,6 +12,7 @@
 
 pub(crate) mod access_log;
 pub mod limits;
+pub(crate) mod tls_certificates;
 
 pub use limits::ServiceLimits;
 
@@ -119,7 +120,7 @@ kinds! {
     /// Forwards TCP connections to an upstream.
     TcpProxy(tcp_proxy::TcpProxyConfig) => tcp_proxy::TcpProxyKind,
     /// Serves static files and proxies routes over HTTP.
-    Http(http::HttpConfig) => http::HttpKind,
+    Http(Box<http::HttpConfig>) => http::HttpKind,
     /// Answers DNS queries from zone files and forwards the rest.
     Dns(Box<dns::DnsSettings>) => dns::DnsKind,
 }

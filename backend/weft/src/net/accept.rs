@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::io::Io;
 use super::ports::StreamSocket;
-use super::tls;
+use super::tls::{self, SniCertificate};
 use crate::address::Address;
 use crate::observe::{
     self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused,
@@ -39,6 +39,8 @@ pub struct ListenOptions {
     peer_limit: Option<PeerLimit>,
     /// Offered in the TLS handshake of `ssl:` listeners (ALPN), most preferred first.
     alpn: Vec<Vec<u8>>,
+    /// Further certificates of `ssl:` listeners, chosen by SNI.
+    sni: Arc<[SniCertificate]>,
 }
 
 impl ListenOptions {
@@ -72,6 +74,18 @@ impl ListenOptions {
     pub fn alpn_protocols(mut self, protocols: &[&[u8]]) -> Self {
         self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
         self
+    }
+
+    /// Serves `certificates` on `ssl:` listeners to clients asking for one of their names
+    /// (SNI); the endpoint's own certificate remains the default. Plain listeners ignore it.
+    pub fn sni_certificates(mut self, certificates: Vec<SniCertificate>) -> Self {
+        self.sni = certificates.into();
+        self
+    }
+
+    /// The certificates chosen by SNI, if any.
+    pub fn get_sni_certificates(&self) -> &[SniCertificate] {
+        &self.sni
     }
 
     /// The ALPN protocols offered, if any.

@@ -308,12 +308,16 @@ pub(super) fn bind_stream(
             cert,
             ..
         } => {
-            let acceptor = tls::acceptor(cert, private_key, options.get_alpn_protocols()).map_err(
-                |source| ListenError::Tls {
-                    endpoint: endpoint.to_owned(),
-                    source,
-                },
-            )?;
+            let acceptor = tls::acceptor(
+                cert,
+                private_key,
+                options.get_alpn_protocols(),
+                options.get_sni_certificates(),
+            )
+            .map_err(|source| ListenError::Tls {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
             (TransportKind::Tls, Some(acceptor), *backlog)
         }
         ServerEndpoint::Unix { backlog, .. } => (TransportKind::Unix, None, *backlog),

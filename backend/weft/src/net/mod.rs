@@ -38,7 +38,7 @@ pub use listen::{ListenError, ListeningPort};
 pub use ports::Handover;
 pub use reconnect::ReconnectingClientFactory;
 pub use stream::InspectedStream;
-pub use tls::{TlsError, check_ca_certs, check_server_files};
+pub use tls::{SniCertificate, TlsError, check_ca_certs, check_server_files};
 pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort};
 
 use std::sync::Arc;

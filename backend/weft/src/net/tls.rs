@@ -1,9 +1,11 @@
 //! TLS with rustls (ring provider): PEM loading and handshakes for `ssl:` endpoints.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
@@ -53,18 +55,63 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// A TLS acceptor for a PEM certificate chain and private key, offering `alpn`.
+/// A further certificate of an `ssl:` listener, served to clients that ask for one of
+/// its names by SNI; clients that send no name or another one get the endpoint's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    /// DNS names, matched exactly and without regard to ASCII case.
+    pub names: Vec<String>,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// A certificate chain and its key, loaded and checked against each other.
+fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs = load_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    Ok(Arc::new(CertifiedKey::from_der(certs, key, &provider())?))
+}
+
+/// Picks the certificate by the name the client sent, the default one otherwise.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // rustls hands over the name already validated as a DNS name and lowercased.
+        let chosen = hello.server_name().and_then(|name| self.by_name.get(name));
+        Some(chosen.unwrap_or(&self.default).clone())
+    }
+}
+
+/// A TLS acceptor for a PEM certificate chain and private key, offering `alpn`, with
+/// `sni` chosen by the name the client asks for.
 pub(crate) fn acceptor(
     cert: &Path,
     key: &Path,
     alpn: &[Vec<u8>],
+    sni: &[SniCertificate],
 ) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let mut by_name = HashMap::new();
+    for extra in sni {
+        let loaded = certified_key(&extra.cert, &extra.key)?;
+        for name in &extra.names {
+            by_name.insert(name.to_ascii_lowercase(), loaded.clone());
+        }
+    }
+    let resolver = SniResolver {
+        default: certified_key(cert, key)?,
+        by_name,
+    };
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.to_vec();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
@@ -72,7 +119,7 @@ pub(crate) fn acceptor(
 /// Loads an `ssl:` server's certificate chain and private key exactly as listening does,
 /// binding nothing: a configuration can be checked before anything starts.
 pub fn check_server_files(cert: &Path, key: &Path) -> Result<(), TlsError> {
-    acceptor(cert, key, &[]).map(drop)
+    certified_key(cert, key).map(drop)
 }
 
 /// Loads an `ssl:` client's trusted roots (`caCerts=`) exactly as connecting does.

@@ -1,0 +1,213 @@
+//! TLS termination of the `http` kind: several certificates on one `ssl:` listener,
+//! chosen by the name the client sends (SNI), the endpoint's own for the rest; checked
+//! with curl verifying against one certificate at a time and with `openssl s_client`
+//! reading the served subject.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::{free_port, spawn_app_with, weft_bin};
+
+/// A self-signed certificate with `cn` as its subject and `names` as its alt names; PEM
+/// certificate and key.
+fn certificate(cn: &str, names: &[&str]) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn write_pair(dir: &Path, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = certificate(cn, names);
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    (cert_path, key_path)
+}
+
+/// The status curl got for `https://{host}:{port}/`, verifying against `ca` only; 0 when
+/// the handshake or verification failed.
+fn curl_as(host: &str, addr: SocketAddr, ca: &Path) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "10",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:127.0.0.1", addr.port()))
+        .arg("--cacert")
+        .arg(ca)
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .output()
+        .expect("curl must be installed (scripts/test installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The subject of the certificate served for `servername` (`None`: no SNI at all).
+fn served_subject(addr: SocketAddr, servername: Option<&str>) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string()]);
+    match servername {
+        Some(name) => cmd.args(["-servername", name]),
+        None => cmd.arg("-noservername"),
+    };
+    let hello = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl must be installed");
+    let mut x509 = Command::new("openssl")
+        .args(["x509", "-noout", "-subject"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    x509.stdin.take().unwrap().write_all(&hello.stdout).unwrap();
+    let out = x509.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn https_chooses_the_certificate_by_sni_and_serves_the_default_otherwise() {
+    let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        let (dc, dk) = write_pair(dir, "default", "weft default", &["localhost", "127.0.0.1"]);
+        let (ac, ak) = write_pair(dir, "a", "weft a", &["a.example"]);
+        let (bc, bk) = write_pair(dir, "b", "weft b", &["b.example", "www.b.example"]);
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "ssl:{port}:interface=127.0.0.1:privateKey={dk}:certKey={dc}"
+root = "{root}"
+tls_certificates = [
+    {{ names = ["a.example"], cert = "{ac}", key = "{ak}" }},
+    {{ names = ["B.example", "www.b.example"], cert = "{bc}", key = "{bk}" }},
+]
+"#,
+            port = tls.port(),
+            root = root.display(),
+            dc = dc.display(),
+            dk = dk.display(),
+            ac = ac.display(),
+            ak = ak.display(),
+            bc = bc.display(),
+            bk = bk.display(),
+        )
+    });
+    let dir = app.dir.path();
+    let (a, b, default) = (
+        dir.join("a.pem"),
+        dir.join("b.pem"),
+        dir.join("default.pem"),
+    );
+
+    assert_eq!(
+        curl_as("a.example", tls, &a),
+        200,
+        "a.example gets certificate A"
+    );
+    assert_eq!(
+        curl_as("a.example", tls, &default),
+        0,
+        "and not the default"
+    );
+    assert_eq!(
+        curl_as("b.example", tls, &b),
+        200,
+        "names match regardless of case"
+    );
+    assert_eq!(
+        curl_as("www.b.example", tls, &b),
+        200,
+        "every name of an entry"
+    );
+    assert_eq!(curl_as("b.example", tls, &a), 0);
+    assert_eq!(
+        curl_as("localhost", tls, &default),
+        200,
+        "an unlisted name: the default"
+    );
+
+    assert!(served_subject(tls, Some("a.example")).contains("weft a"));
+    assert!(served_subject(tls, Some("b.example")).contains("weft b"));
+    assert!(served_subject(tls, Some("c.example")).contains("weft default"));
+    let none = served_subject(tls, None);
+    assert!(
+        none.contains("weft default"),
+        "no SNI: the default, got {none:?}"
+    );
+}
+
+#[test]
+fn https_certificates_are_checked_like_listening_loads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dc, dk) = write_pair(dir.path(), "default", "weft default", &["localhost"]);
+    let (ac, _) = write_pair(dir.path(), "a", "weft a", &["a.example"]);
+    let config = |listen: &str, key: &Path| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"{listen}\"\nroot = \"{root}\"\n\
+             tls_certificates = [{{ names = [\"a.example\"], cert = \"{ac}\", key = \"{key}\" }}]\n",
+            root = dir.path().display(),
+            ac = ac.display(),
+            key = key.display(),
+        )
+    };
+    let ssl = format!(
+        "ssl:8443:privateKey={}:certKey={}",
+        dk.display(),
+        dc.display()
+    );
+    let check = |config: String| {
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new(weft_bin())
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The key of another certificate does not match A's.
+    let (code, err) = check(config(&ssl, &dk));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("service[0].tls_certificates[0].key: cannot load it"),
+        "{err}"
+    );
+    let (code, err) = check(config(&ssl, &dir.path().join("missing.key")));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("service[0].tls_certificates[0].key"), "{err}");
+    assert!(err.contains("missing.key"), "{err}");
+    let (code, err) = check(config("tcp:8080", &dk));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("service[0].tls_certificates: is served on ssl: listeners"),
+        "{err}"
+    );
+}

@@ -197,36 +197,10 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
     // client going away and drops the response in flight. It is told to finish instead.
     stream.keep_reading_when_closing();
     let transport = stream.transport().clone();
-    let info = stream.info().clone();
-    let client = match &info.peer {
-        Address::Ip(addr) => Some(addr.ip()),
-        _ => None,
-    };
-    let conn = Rc::new(Conn {
-        client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
-        client,
-        secure: info.transport == TransportKind::Tls,
-        info: info.clone(),
-        consumed: std::cell::Cell::new(0),
-    });
-    let limits = &state.config.limits;
+    let conn = Rc::new(Conn::new(stream.info().clone()));
     let started = Instant::now();
-    // Until the first bytes tell the version, a close request ends the connection at
-    // once (it is idle), and a client that says nothing is timed out like a slow head.
-    let detected = {
-        let mut detecting = pin!(tokio::time::timeout(
-            limits.request_timeout,
-            protocol::detect(&mut stream)
-        ));
-        poll_fn(|cx| {
-            if transport.is_disconnecting() {
-                return Poll::Ready(Ok(None));
-            }
-            detecting.as_mut().poll(cx)
-        })
-        .await
-    };
-    let (version, prefix) = match detected {
+    let request_timeout = state.config.limits.request_timeout;
+    let (version, prefix) = match detect_version(&mut stream, &transport, request_timeout).await {
         Ok(Some(detected)) => detected,
         Ok(None) => return,
         Err(_) => return transport.lose_connection_with(CloseReason::TimedOut),
@@ -236,6 +210,7 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
     let handler_conn = conn.clone();
     let service =
         service_fn(move |request| handle(handler_state.clone(), handler_conn.clone(), request));
+    let limits = &state.config.limits;
     // The handler is polled again whenever a close is requested (`listen_stream`). hyper
     // then finishes the exchanges in flight (HTTP/1.1 answers with `Connection: close`,
     // HTTP/2 sends GOAWAY) and closes; an idle connection closes at once.
@@ -257,9 +232,59 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
             until_closed(&transport, connection, |c| c.graceful_shutdown()).await
         }
     };
-    let Err(err) = served else {
-        return;
-    };
+    if let Err(err) = served {
+        connection_failed(&state, &conn, &transport, &err, started);
+    }
+}
+
+impl Conn {
+    fn new(info: Arc<ConnectionInfo>) -> Self {
+        let client = match &info.peer {
+            Address::Ip(addr) => Some(addr.ip()),
+            _ => None,
+        };
+        Self {
+            client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
+            client,
+            secure: info.transport == TransportKind::Tls,
+            info,
+            consumed: std::cell::Cell::new(0),
+        }
+    }
+}
+
+/// Reads until the first bytes tell the version (`None`: a close was requested first).
+/// Until then a close request ends the connection at once (it is idle), and a client
+/// that says nothing is timed out like a slow head.
+async fn detect_version(
+    stream: &mut InspectedStream,
+    transport: &Transport,
+    request_timeout: std::time::Duration,
+) -> Result<Option<(Speaks, Vec<u8>)>, tokio::time::error::Elapsed> {
+    let mut detecting = pin!(tokio::time::timeout(
+        request_timeout,
+        protocol::detect(stream)
+    ));
+    poll_fn(|cx| {
+        if transport.is_disconnecting() {
+            return Poll::Ready(Ok(None));
+        }
+        detecting.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A connection hyper gave up on: answered-and-counted malformed heads, a GOAWAY for a
+/// broken protocol, a slow head, or a client that went away.
+fn connection_failed(
+    state: &State,
+    conn: &Conn,
+    transport: &Transport,
+    err: &hyper::Error,
+    started: Instant,
+) {
+    let info = &conn.info;
+    let request_timeout = state.config.limits.request_timeout;
     if err.is_parse_too_large() || err.is_parse() {
         // hyper has answered 431 (too many header bytes or lines) or 400 and closes;
         // count and log it like a request.
@@ -288,20 +313,18 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
         }
         .log(&state.access_log);
         let message = format!("malformed request: {err}");
-        observe::report_error(&info, ErrorKind::BadFrame, message.clone());
+        observe::report_error(info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
-    } else if let Some(message) = protocol::goaway_sent(&err) {
+    } else if let Some(message) = protocol::goaway_sent(err) {
         // HTTP/2 has sent GOAWAY (too many resets, a malformed frame, a broken limit).
         state.recorder.refused(Refusal::Protocol);
-        observe::report_error(&info, ErrorKind::BadFrame, message.clone());
+        observe::report_error(info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
     } else if err.is_timeout() {
         if info.stats.bytes_in() > conn.consumed.get() {
-            let message = format!(
-                "client sent no complete request head within {:?}",
-                limits.request_timeout
-            );
-            observe::report_error(&info, ErrorKind::BadFrame, message);
+            let message =
+                format!("client sent no complete request head within {request_timeout:?}");
+            observe::report_error(info, ErrorKind::BadFrame, message);
         }
         transport.lose_connection_with(CloseReason::TimedOut);
     } else {

@@ -41,11 +41,14 @@ pub enum Refusal {
     Body,
     /// A request body over the limit (413).
     BodyTooLarge,
+    /// A `Range` with more ranges than served at once, or overlapping ones: the whole
+    /// file is sent instead (200).
+    Ranges,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -53,6 +56,7 @@ impl Refusal {
         Self::Method,
         Self::Body,
         Self::BodyTooLarge,
+        Self::Ranges,
     ];
 
     /// The label value.
@@ -65,6 +69,7 @@ impl Refusal {
             Self::Method => "method",
             Self::Body => "body",
             Self::BodyTooLarge => "body_too_large",
+            Self::Ranges => "ranges",
         }
     }
 

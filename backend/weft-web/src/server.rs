@@ -75,6 +75,7 @@ impl HttpService {
         config: WebConfig,
         recorder: Rc<dyn Recorder>,
     ) -> Result<Self, ConfigError> {
+        config.files.compression.check()?;
         let files = match (&config.root, &config.embedded) {
             (Some(_), Some(_)) => return Err(ConfigError::RootAndEmbedded),
             (Some(path), None) => {
@@ -374,9 +375,9 @@ async fn dispatch(
             files::serve(
                 source,
                 &config.index,
-                &parts.method,
-                &parts.uri,
-                &parts.headers,
+                &config.files,
+                &*state.recorder,
+                &parts,
             )
             .await
         }

@@ -9,6 +9,10 @@
 //! index = "index.html"         # optional
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//! listing = false              # optional: list directories without an index file
+//! cache_control = "public, max-age=3600"   # optional: sent with static files
+//! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
+//!                 max_bytes = 1048576 }                  # optional; the defaults
 //! [[service.route]]
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
@@ -32,7 +36,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
 use weft_web::{
-    AccessLog, HttpService, Limits, MethodLabel, Recorder, Refusal, Route, StatusClass, WebConfig,
+    AccessLog, Compression, FileOptions, HttpService, Limits, MethodLabel, Recorder, Refusal,
+    Route, StatusClass, WebConfig,
 };
 
 use crate::config::ConfigError;
@@ -84,8 +89,27 @@ pub(crate) struct RawLimits {
     upstream_timeout: Option<Spanned<String>>,
 }
 
+/// `compression = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompression {
+    precompressed: Option<Spanned<bool>>,
+    on_the_fly: Option<Spanned<bool>>,
+    min_bytes: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<u64>>,
+}
+
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
-    ctx.only_keys(&["root", "route", "index", "limits", "access_log"])?;
+    ctx.only_keys(&[
+        "root",
+        "route",
+        "index",
+        "limits",
+        "access_log",
+        "listing",
+        "cache_control",
+        "compression",
+    ])?;
     for (endpoint, span) in ctx.listen {
         if ServiceCtx::is_udp(endpoint) {
             return Err(ctx.error(
@@ -170,6 +194,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
         index,
         routes,
         limits,
+        files: file_options(ctx)?,
     };
     // `run` serves through `HttpService::new`: refuse here whatever it would refuse there
     // (a root that cannot be opened or listed).
@@ -184,6 +209,43 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> 
     Ok(HttpConfig {
         web: config,
         access_log: super::access_log::validate(ctx)?,
+    })
+}
+
+fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
+    let raw = ctx.raw;
+    let cache_control = match &raw.cache_control {
+        Some(v) => Some(
+            weft_web::config::cache_control(v.get_ref())
+                .map_err(|e| ctx.error(v.span(), "cache_control", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let d = Compression::default();
+    let compression = match &raw.compression {
+        Some(c) => {
+            let c = c.get_ref();
+            let made = Compression {
+                precompressed: c
+                    .precompressed
+                    .as_ref()
+                    .map_or(d.precompressed, |v| *v.get_ref()),
+                on_the_fly: c.on_the_fly.as_ref().map_or(d.on_the_fly, |v| *v.get_ref()),
+                min_bytes: c.min_bytes.as_ref().map_or(d.min_bytes, |v| *v.get_ref()),
+                max_bytes: c.max_bytes.as_ref().map_or(d.max_bytes, |v| *v.get_ref()),
+            };
+            if let Err(e) = made.check() {
+                let span = c.min_bytes.as_ref().map_or(raw.kind.span(), |v| v.span());
+                return Err(ctx.error(span, "compression.min_bytes", e.to_string()));
+            }
+            made
+        }
+        None => d,
+    };
+    Ok(FileOptions {
+        listing: raw.listing.as_ref().is_some_and(|v| *v.get_ref()),
+        cache_control,
+        compression,
     })
 }
 
@@ -236,6 +298,14 @@ pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
         "root": web.root.as_ref().map(|r| r.display().to_string()),
         "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
         "index": web.index,
+        "listing": web.files.listing,
+        "cache_control": web.files.cache_control.as_ref().and_then(|v| v.to_str().ok()),
+        "compression": {
+            "precompressed": web.files.compression.precompressed,
+            "on_the_fly": web.files.compression.on_the_fly,
+            "min_bytes": web.files.compression.min_bytes,
+            "max_bytes": web.files.compression.max_bytes,
+        },
         "routes": routes,
         "access_log": access_log.as_ref().map(|p| p.display().to_string()),
     })
@@ -478,6 +548,39 @@ mod tests {
         assert!(e.message.contains("needs `root`"), "{e}");
         let e = parse("upstream = \"tcp:h:1\"\nroot = \".\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service[0].upstream"), "{e}");
+    }
+
+    #[test]
+    fn file_options_are_read_with_defaults_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        let c = parse(&root).unwrap();
+        assert_eq!(http(&c).files, FileOptions::default());
+        let c = parse(&format!(
+            "{root}listing = true\ncache_control = \"public, max-age=60\"\n\
+             compression = {{ on_the_fly = false, min_bytes = 10 }}\n"
+        ))
+        .unwrap();
+        let files = &http(&c).files;
+        assert!(files.listing);
+        assert_eq!(files.cache_control.as_ref().unwrap(), "public, max-age=60");
+        assert!(!files.compression.on_the_fly && files.compression.precompressed);
+        assert_eq!(files.compression.min_bytes, 10);
+        let e = parse(&format!("{root}cache_control = \"a\\nb\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].cache_control"), "{e}");
+        let e = parse(&format!("{root}compression = {{ level = 9 }}\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "an unknown key in compression: {e}");
+        let e = parse(&format!(
+            "{root}compression = {{ min_bytes = 10, max_bytes = 5 }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].compression.min_bytes"),
+            "{e}"
+        );
+        let e = parse(&format!("{root}listing = \"yes\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]

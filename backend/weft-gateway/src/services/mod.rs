@@ -37,7 +37,7 @@ pub enum ServiceKind {
     /// Forwards TCP connections to an upstream.
     TcpProxy(tcp_proxy::TcpProxyConfig),
     /// Serves static files and proxies routes over HTTP.
-    Http(http::HttpConfig),
+    Http(Box<http::HttpConfig>),
     /// Answers DNS queries from zone files and forwards the rest.
     Dns(Box<dns::DnsSettings>),
 }
@@ -78,7 +78,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
         "echo" => echo::validate(ctx).map(|()| ServiceKind::Echo),
         "discard" => discard::validate(ctx).map(|()| ServiceKind::Discard),
         "tcp-proxy" => tcp_proxy::validate(ctx).map(ServiceKind::TcpProxy),
-        "http" => http::validate(ctx).map(ServiceKind::Http),
+        "http" => http::validate(ctx).map(|c| ServiceKind::Http(Box::new(c))),
         "dns" => dns::validate(ctx).map(|d| ServiceKind::Dns(Box::new(d))),
         other => Err(ctx.error(
             kind.span(),

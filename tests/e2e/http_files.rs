@@ -4,10 +4,10 @@
 //! file settings `weft run` refuses.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
+use crate::check::both_refuse;
 use crate::http::curl;
-use crate::support::{App, free_port, spawn_app_with, weft_bin};
+use crate::support::{App, free_port, spawn_app_with};
 
 fn css() -> String {
     (0..200)
@@ -106,19 +106,9 @@ fn http_file_settings_are_refused_by_check_and_run_alike() {
         free_port(),
         dir.path().display().to_string()
     );
-    let path = dir.path().join("weft.toml");
-    std::fs::write(&path, config).unwrap();
-    for command in ["check", "run"] {
-        let out = Command::new(weft_bin())
-            .arg(command)
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
-        assert!(
-            err.contains("service[0].compression.min_bytes"),
-            "{command}: {err}"
-        );
-    }
+    both_refuse(
+        dir.path(),
+        &config,
+        &["service[0].compression.min_bytes", "must not exceed"],
+    );
 }

@@ -161,3 +161,39 @@ fn the_proxy_closes_the_client_when_the_upstream_is_unreachable() {
         assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "the client is closed");
     });
 }
+
+/// An HTTP `root` is checked with the configuration: a missing one is a configuration
+/// error naming `service[N].root`, and a service whose root was checked starts from it
+/// without checking it again, so a root removed in between is never a listening error.
+#[test]
+fn an_http_root_is_a_configuration_error_never_a_listening_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    let text = format!(
+        "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:0:interface=127.0.0.1\"\n\
+         root = {:?}\n",
+        root.display().to_string()
+    );
+    let e = weft_gateway::Config::parse("weft.toml", &text).unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(5), Some("service[0].root")),
+        "{e}"
+    );
+
+    std::fs::create_dir(&root).unwrap();
+    let config = weft_gateway::Config::parse("weft.toml", &text).unwrap();
+    std::fs::remove_dir(&root).unwrap();
+    let reactor = Reactor::new().unwrap();
+    let bound = services::start(&reactor, &config.services[0])
+        .expect("a root checked with the configuration is not checked again when listening");
+    let web = addr(&bound[0]);
+    run_with_client(&reactor, move || {
+        let mut s = TcpStream::connect(web).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    });
+}

@@ -44,7 +44,8 @@
 //!   ends, with the bytes actually sent: a Combined Log Format line or fields through
 //!   `tracing`, or lines appended to an [`AccessLogFile`] by a writer thread (buffered,
 //!   reopened for logrotate, losses counted).
-//! - [`metrics`]: the [`Recorder`] the caller plugs in, and its bounded labels.
+//! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels, and the
+//!   Prometheus families that record it ([`HttpMetrics`], [`AccessLogLosses`]).
 //! - [`body`]: the response body type.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
@@ -68,6 +69,8 @@ pub mod server;
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{Compression, ConfigError, FileOptions, Limits, Route, Upstream, WebConfig};
 pub use embedded::EmbeddedFiles;
-pub use metrics::{MethodLabel, NoRecorder, Recorder, Refusal, StatusClass};
+pub use metrics::{
+    AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
+};
 pub use mime::content_type;
-pub use server::HttpService;
+pub use server::{HttpService, StaticFiles};

@@ -1,10 +1,41 @@
-//! What the service reports per request, through a [`Recorder`] the caller supplies (the
-//! gateway's turns it into Prometheus series), with the bounded labels it uses: method,
-//! status class, and the reason a request was refused.
+//! What the service reports per request, through a [`Recorder`] the caller supplies, with
+//! the bounded labels it uses: method, status class, and the reason a request was
+//! refused; and the Prometheus families a program registers to record them
+//! ([`HttpMetrics`], [`AccessLogLosses`]), one set of series per service.
+//!
+//! Requests are counted in `weft_http_requests_total{service,method,code}` (method is one
+//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class;
+//! GET, HEAD and POST with 2xx to 5xx are there at zero from the start), timed in
+//! `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
+//! `weft_http_upstream_errors_total{service}`, requests refused before they were served
+//! in `weft_http_requests_refused_total{service,reason}` (reason is one of [`Refusal`]'s
+//! labels), and access log lines a file could not take in
+//! `weft_http_access_log_dropped_total{service,reason}`.
 
+use std::cell::OnceCell;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::access_log::{LogLoss, LossRecorder};
+
+/// Request duration buckets, in seconds: half a millisecond to ten seconds.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The methods whose request series exist at zero from the start, by status class: what
+/// browsers and most API clients send. The others appear on first use.
+const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
+
+/// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
+const ZERO_CLASSES: [StatusClass; 4] = [
+    StatusClass::Success,
+    StatusClass::Redirection,
+    StatusClass::ClientError,
+    StatusClass::ServerError,
+];
 
 /// Receives one call per request and per failed upstream exchange. Called on the reactor
 /// thread, so it must be quick: bump counters, never block.
@@ -208,6 +239,139 @@ impl From<StatusCode> for StatusClass {
     }
 }
 
+/// One service's HTTP series; handles resolved once and kept. Every refusal reason and
+/// the `ZERO_METHODS` × `ZERO_CLASSES` request series exist at zero from the start,
+/// so `rate()` sees a service's first request and its first error.
+pub struct HttpMetrics {
+    /// The family, kept to resolve a method and class's series on first use.
+    requests: IntCounterVec,
+    /// By method, then status class.
+    handles: [[OnceCell<IntCounter>; 5]; 8],
+    duration: Histogram,
+    upstream_errors: IntCounter,
+    /// The family, kept to resolve a reason's series on first use.
+    refused: IntCounterVec,
+    /// By reason.
+    refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
+}
+
+impl HttpMetrics {
+    /// Registers `service`'s series; several services share each family through the
+    /// `service` label.
+    pub fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "weft_http_requests_total",
+                "HTTP requests answered, by method and status class.",
+            )
+            .const_label("service", service),
+            &["method", "code"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "weft_http_request_duration_seconds",
+                "Time from a request's arrival to its response head.",
+            )
+            .const_label("service", service)
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let upstream_errors = IntCounter::with_opts(
+            Opts::new(
+                "weft_http_upstream_errors_total",
+                "Proxied requests whose upstream refused, failed or timed out.",
+            )
+            .const_label("service", service),
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "weft_http_requests_refused_total",
+                "HTTP requests refused before they were served, by reason.",
+            )
+            .const_label("service", service),
+            &["reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        let metrics = Self {
+            requests,
+            handles: Default::default(),
+            duration,
+            upstream_errors,
+            refused,
+            refused_handles: Default::default(),
+        };
+        for method in ZERO_METHODS {
+            for class in ZERO_CLASSES {
+                metrics.request_handle(method, class);
+            }
+        }
+        for reason in Refusal::ALL {
+            metrics.refused_handle(reason);
+        }
+        Ok(metrics)
+    }
+
+    fn request_handle(&self, method: MethodLabel, status: StatusClass) -> &IntCounter {
+        self.handles[method.index()][status.index()].get_or_init(|| {
+            self.requests
+                .with_label_values(&[method.as_str(), status.as_str()])
+        })
+    }
+
+    fn refused_handle(&self, reason: Refusal) -> &IntCounter {
+        self.refused_handles[reason.index()]
+            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
+    }
+}
+
+impl Recorder for HttpMetrics {
+    fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
+        self.request_handle(method, status).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn upstream_error(&self) {
+        self.upstream_errors.inc();
+    }
+
+    fn refused(&self, reason: Refusal) {
+        self.refused_handle(reason).inc();
+    }
+}
+
+/// One service's `weft_http_access_log_dropped_total{service,reason}` series: the access
+/// log lines its file could not take, by [`LogLoss`] reason, all at zero from the start.
+pub struct AccessLogLosses([IntCounter; LogLoss::ALL.len()]);
+
+impl AccessLogLosses {
+    /// Registers `service`'s series; several services share the family through the
+    /// `service` label.
+    pub fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
+        let family = IntCounterVec::new(
+            Opts::new(
+                "weft_http_access_log_dropped_total",
+                "Access log lines not written to the file, by reason.",
+            )
+            .const_label("service", service),
+            &["reason"],
+        )?;
+        registry.register(Box::new(family.clone()))?;
+        Ok(Self(LogLoss::ALL.map(|reason| {
+            family.with_label_values(&[reason.as_str()])
+        })))
+    }
+}
+
+impl LossRecorder for AccessLogLosses {
+    fn lost(&self, reason: LogLoss, lines: u64) {
+        if let Some(i) = LogLoss::ALL.iter().position(|r| *r == reason) {
+            self.0[i].inc_by(lines);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +392,86 @@ mod tests {
         for (i, r) in Refusal::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+    }
+
+    #[test]
+    fn common_series_exist_at_zero_before_the_first_request() {
+        let registry = Registry::new();
+        HttpMetrics::register(&registry, "web").unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let samples = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        assert_eq!(samples("weft_http_requests_total"), 12, "{text}");
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="5xx",method="POST",service="web"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"method="PUT""#), "{text}");
+        assert_eq!(
+            samples("weft_http_requests_refused_total"),
+            Refusal::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn series_carry_the_service_and_bounded_labels() {
+        let registry = Registry::new();
+        let web = HttpMetrics::register(&registry, "web").unwrap();
+        let api = HttpMetrics::register(&registry, "api").unwrap();
+        web.request(
+            MethodLabel::Get,
+            StatusClass::Success,
+            Duration::from_millis(3),
+        );
+        web.request(
+            MethodLabel::Get,
+            StatusClass::Success,
+            Duration::from_millis(3),
+        );
+        api.request(
+            MethodLabel::Other,
+            StatusClass::ClientError,
+            Duration::from_millis(1),
+        );
+        api.upstream_error();
+        api.refused(Refusal::Host);
+        let families = registry.gather();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap();
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="2xx",method="GET",service="web"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="4xx",method="other",service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_requests_refused_total{reason="host",service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_request_duration_seconds_count{service="web"} 2"#),
+            "{text}"
+        );
+        assert!(
+            HttpMetrics::register(&registry, "web").is_err(),
+            "one registration per service"
+        );
     }
 }

@@ -42,6 +42,34 @@ use crate::{files, proxy};
 /// hyper's smallest read buffer; the header limit is enforced separately.
 const MIN_BUF: usize = 8192;
 
+/// The static files a [`WebConfig`] names, checked: its root canonicalized and listed
+/// once, or its embedded files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticFiles(Option<files::Source>);
+
+impl StaticFiles {
+    /// Checks that `config`'s root is a readable directory, that there are not both
+    /// a root and embedded files, and that the compression bounds leave some size.
+    pub fn of(config: &WebConfig) -> Result<Self, ConfigError> {
+        config.files.compression.check()?;
+        let source = match (&config.root, &config.embedded) {
+            (Some(_), Some(_)) => return Err(ConfigError::RootAndEmbedded),
+            (Some(path), None) => {
+                let err = |reason: String| ConfigError::Root {
+                    path: path.clone(),
+                    reason,
+                };
+                let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
+                std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
+                Some(files::Source::Dir(canonical))
+            }
+            (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
+            (None, None) => None,
+        };
+        Ok(Self(source))
+    }
+}
+
 /// An HTTP service: static files, proxy routes, limits, and where it reports.
 #[derive(Clone)]
 pub struct HttpService {
@@ -75,30 +103,28 @@ impl HttpService {
         config: WebConfig,
         recorder: Rc<dyn Recorder>,
     ) -> Result<Self, ConfigError> {
-        config.files.compression.check()?;
-        let files = match (&config.root, &config.embedded) {
-            (Some(_), Some(_)) => return Err(ConfigError::RootAndEmbedded),
-            (Some(path), None) => {
-                let err = |reason: String| ConfigError::Root {
-                    path: path.clone(),
-                    reason,
-                };
-                let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
-                std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
-                Some(files::Source::Dir(canonical))
-            }
-            (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
-            (None, None) => None,
-        };
-        Ok(Self {
+        let files = StaticFiles::of(&config)?;
+        Ok(Self::with_files(name, config, files, recorder))
+    }
+
+    /// A service named `name` serving the static files `files`, checked from `config`
+    /// earlier ([`StaticFiles::of`]): a program that checks its configuration before it
+    /// starts anything has nothing left to fail on here.
+    pub fn with_files(
+        name: &str,
+        config: WebConfig,
+        files: StaticFiles,
+        recorder: Rc<dyn Recorder>,
+    ) -> Self {
+        Self {
             state: Rc::new(State {
                 name: name.into(),
                 config,
-                files,
+                files: files.0,
                 recorder,
                 access_log: AccessLog::default(),
             }),
-        })
+        }
     }
 
     /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before

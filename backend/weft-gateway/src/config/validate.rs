@@ -27,12 +27,33 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let key = e.span().and_then(|span| keypath::at(text, &span));
         at.error(e.span(), key, e.message().trim())
     })?;
-
     let dashboard = dashboard(&at, &raw)?;
-    let store = StoreConfig {
-        path: store_path(&at, raw.store.path.as_ref())?,
+    let store = store(&at, &raw)?;
+    let inspect = inspect(&at, &raw)?;
+    let log = log(&at, &raw)?;
+    let mut bound = Listeners::default();
+    let parsed: ServerEndpoint = dashboard.listen.parse().expect("checked by `dashboard`");
+    bound
+        .claim(&dashboard.listen, &parsed, "dashboard.listen".into())
+        .expect("the first listener claimed");
+    let services = services(&at, &raw, &mut bound)?;
+    let demo = demo(&at, &raw, &mut bound)?;
+    Ok(Config {
+        dashboard,
+        store,
+        inspect,
+        log,
+        demo,
+        services,
+    })
+}
+
+/// `[store]`.
+fn store(at: &Locator<'_>, raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
+    Ok(StoreConfig {
+        path: store_path(at, raw.store.path.as_ref())?,
         retention: duration(
-            &at,
+            at,
             "store.retention",
             raw.store.retention.as_ref(),
             Duration::from_secs(24 * 3600),
@@ -41,16 +62,20 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             .store
             .connections_per_second
             .unwrap_or(weft_inspector::DEFAULT_HISTORY_CONNECTIONS_PER_S),
-    };
-    let inspect = InspectConfig {
+    })
+}
+
+/// `[inspect]`.
+fn inspect(at: &Locator<'_>, raw: &RawConfig) -> Result<InspectConfig, ConfigError> {
+    Ok(InspectConfig {
         stall_after: duration(
-            &at,
+            at,
             "inspect.stall_after",
             raw.inspect.stall_after.as_ref(),
             weft::ReactorConfig::DEFAULT_STALL_AFTER,
         )?,
         slow_callback: duration(
-            &at,
+            at,
             "inspect.slow_callback",
             raw.inspect.slow_callback.as_ref(),
             weft::ReactorConfig::DEFAULT_SLOW_CALLBACK,
@@ -66,9 +91,12 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(s) => *s.get_ref(),
             None => 0.1,
         },
-    };
+    })
+}
 
-    let log = LogConfig {
+/// `[log]`.
+fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
+    Ok(LogConfig {
         format: match &raw.log.format {
             Some(f) => f
                 .get_ref()
@@ -76,14 +104,17 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 .map_err(|message: String| at.error(Some(f.span()), key("log.format"), message))?,
             None => LogFormat::default(),
         },
-    };
+    })
+}
 
+/// Every `[[service]]`, in file order: unique names, endpoints that parse and do not
+/// overlap any listener claimed before (in `bound`), and each kind's keys.
+fn services(
+    at: &Locator<'_>,
+    raw: &RawConfig,
+    bound: &mut Listeners,
+) -> Result<Vec<ServiceConfig>, ConfigError> {
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut bound = Listeners::default();
-    let parsed: ServerEndpoint = dashboard.listen.parse().expect("checked by `dashboard`");
-    bound
-        .claim(&dashboard.listen, &parsed, "dashboard.listen".into())
-        .expect("the first listener claimed");
     let mut services = Vec::with_capacity(raw.service.len());
     for (i, svc) in raw.service.iter().enumerate() {
         let svc = svc.get_ref();
@@ -103,34 +134,54 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 format!("service name {name:?} is already used by service[{first}]; names must be unique"),
             ));
         }
-        let listen = endpoints(&at, &prefix, &svc.listen)?;
-        let ctx = ServiceCtx {
-            at: &at,
-            prefix: &prefix,
-            raw: svc,
-            listen: &listen,
-        };
-        let kind = services::validate(&ctx)?;
-        let limits = services::limits::validate(&ctx, &kind)?;
-        for (endpoint, span) in &listen {
-            let parsed: ServerEndpoint = endpoint.parse().expect("checked by `endpoints`");
-            preflight::check_server(endpoint, &parsed)
-                .and_then(|()| bound.claim(endpoint, &parsed, format!("{prefix} ({name})")))
-                .map_err(|message| {
-                    at.error(
-                        Some(span.clone()),
-                        key(&format!("{prefix}.listen")),
-                        message,
-                    )
-                })?;
-        }
-        services.push(ServiceConfig {
-            name: name.clone(),
-            listen: listen.into_iter().map(|(e, _)| e).collect(),
-            kind,
-            limits,
-        });
+        services.push(service(at, &prefix, svc, bound)?);
     }
+    Ok(services)
+}
+
+/// One `[[service]]` whose name is checked, `prefix` (`service[N]`) naming its keys.
+fn service(
+    at: &Locator<'_>,
+    prefix: &str,
+    svc: &RawService,
+    bound: &mut Listeners,
+) -> Result<ServiceConfig, ConfigError> {
+    let name = svc.name.get_ref();
+    let listen = endpoints(at, prefix, &svc.listen)?;
+    let ctx = ServiceCtx {
+        at,
+        prefix,
+        raw: svc,
+        listen: &listen,
+    };
+    let kind = services::validate(&ctx)?;
+    let limits = services::limits::validate(&ctx, &kind)?;
+    for (endpoint, span) in &listen {
+        let parsed: ServerEndpoint = endpoint.parse().expect("checked by `endpoints`");
+        preflight::check_server(endpoint, &parsed)
+            .and_then(|()| bound.claim(endpoint, &parsed, format!("{prefix} ({name})")))
+            .map_err(|message| {
+                at.error(
+                    Some(span.clone()),
+                    key(&format!("{prefix}.listen")),
+                    message,
+                )
+            })?;
+    }
+    Ok(ServiceConfig {
+        name: name.clone(),
+        listen: listen.into_iter().map(|(e, _)| e).collect(),
+        kind,
+        limits,
+    })
+}
+
+/// `[demo]`: `traffic = true` also claims the demo upstreams' listeners.
+fn demo(
+    at: &Locator<'_>,
+    raw: &RawConfig,
+    bound: &mut Listeners,
+) -> Result<DemoConfig, ConfigError> {
     let demo = DemoConfig {
         traffic: raw.demo.traffic.as_ref().is_some_and(|t| *t.get_ref()),
     };
@@ -149,21 +200,16 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 })?;
         }
     }
-    Ok(Config {
-        dashboard,
-        store,
-        inspect,
-        log,
-        demo,
-        services,
-    })
+    Ok(demo)
 }
 
 /// What a service module needs to validate its kind's keys.
 pub(crate) struct ServiceCtx<'a> {
+    /// The file and its text, to turn a key's span into a line and column.
     pub(crate) at: &'a Locator<'a>,
     /// `service[N]`, for error keys.
     pub(crate) prefix: &'a str,
+    /// The table as written, every key with its span.
     pub(crate) raw: &'a RawService,
     /// The endpoints, parsed as server endpoints, with their spans.
     pub(crate) listen: &'a [(String, Range<usize>)],
@@ -196,6 +242,22 @@ impl ServiceCtx<'_> {
             Some((k, span)) => {
                 Err(self.error(span, k, format!("`{k}` is not a setting of kind {kind:?}")))
             }
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses UDP endpoints in `listen`: `what` (such as "a tcp-proxy") serves streams.
+    pub(crate) fn stream_only(&self, what: &str) -> Result<(), ConfigError> {
+        match self
+            .listen
+            .iter()
+            .find(|(endpoint, _)| Self::is_udp(endpoint))
+        {
+            Some((endpoint, span)) => Err(self.error(
+                span.clone(),
+                "listen",
+                format!("{endpoint:?}: {what} listens on stream endpoints (tcp:, unix:, ssl:)"),
+            )),
             None => Ok(()),
         }
     }

@@ -47,7 +47,9 @@ pub(crate) fn upstream_zones() -> Catalog {
 pub(crate) fn add_to(config: &mut Config) {
     for service in &mut config.services {
         match (&mut service.kind, service.name.as_str()) {
-            (ServiceKind::Http(http), "web") => http.web.embedded = Some(site()),
+            (ServiceKind::Http(http), "web") => http
+                .serve_embedded(site())
+                .expect("the demo's web service has no root"),
             (ServiceKind::Dns(dns), "dns") => dns
                 .config
                 .zones

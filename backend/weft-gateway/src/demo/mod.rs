@@ -275,6 +275,9 @@ impl Targets {
                         forwarded,
                     });
                 }
+                // A kind the traffic generator has no client for gets no demo traffic.
+                #[allow(unreachable_patterns)]
+                _ => {}
             }
         }
         t

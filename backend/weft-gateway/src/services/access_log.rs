@@ -5,18 +5,18 @@
 //! Checked before anything runs, like every key: its directory exists, it is not a
 //! directory, and an existing file opens for appending. Lines the file could not take
 //! are counted in `weft_http_access_log_dropped_total{service,reason}` (reason
-//! `queue_full`, `write` or `closed`), at zero from the start.
+//! `queue_full`, `write` or `closed`), at zero from the start
+//! ([`weft_web::AccessLogLosses`]).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use weft::{Phase, Reactor};
-use weft_web::{AccessLogFile, AccessLogFiles, LogLoss, LossRecorder, NoRecorder};
+use weft_web::{AccessLogFile, AccessLogFiles, LossRecorder};
 
 use crate::config::ConfigError;
 use crate::config::preflight::directory_of;
@@ -57,19 +57,6 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigEr
             .map_err(|e| err(format!("cannot open {} for appending: {e}", path.display())))?;
     }
     Ok(Some(path))
-}
-
-/// Where `service` counts the lines its access log lost: its series on `registry`, or
-/// nowhere without one (or if they cannot be registered, which is logged).
-pub(crate) fn losses(registry: Option<&Registry>, service: &str) -> Arc<dyn LossRecorder> {
-    match registry.map(|r| Losses::register(r, service)) {
-        None => Arc::new(NoRecorder),
-        Some(Ok(losses)) => Arc::new(losses),
-        Some(Err(err)) => {
-            tracing::warn!(service, %err, "access log losses are not on /metrics");
-            Arc::new(NoRecorder)
-        }
-    }
 }
 
 /// Opens an access log at `path` among `files`, its losses counted by `losses`.
@@ -114,34 +101,6 @@ pub(crate) fn reopen_on_sigusr1(reactor: &Reactor, files: AccessLogFiles) {
             }
         }
     });
-}
-
-/// One service's loss counters, by reason in the order of [`LogLoss::ALL`].
-struct Losses([IntCounter; LogLoss::ALL.len()]);
-
-impl Losses {
-    fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
-        let family = IntCounterVec::new(
-            Opts::new(
-                "weft_http_access_log_dropped_total",
-                "Access log lines not written to the file, by reason.",
-            )
-            .const_label("service", service),
-            &["reason"],
-        )?;
-        registry.register(Box::new(family.clone()))?;
-        Ok(Self(LogLoss::ALL.map(|reason| {
-            family.with_label_values(&[reason.as_str()])
-        })))
-    }
-}
-
-impl LossRecorder for Losses {
-    fn lost(&self, reason: LogLoss, lines: u64) {
-        if let Some(i) = LogLoss::ALL.iter().position(|r| *r == reason) {
-            self.0[i].inc_by(lines);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,7 @@
 
 use std::net::SocketAddr;
 
-use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
-
-use crate::config::ConfigError;
-use crate::config::validate::ServiceCtx;
+use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 
 /// Discard over a stream.
 #[derive(Debug, Default)]
@@ -23,12 +20,13 @@ impl DatagramProtocol for UdpDiscard {
     fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-    ctx.only_keys(&[])
-}
+/// `kind = "discard"`: no keys of its own, over TCP and UDP.
+pub(crate) struct DiscardKind;
 
-pub(crate) fn start(on: &super::Listeners<'_>) -> Result<Vec<weft::Address>, ListenError> {
-    super::listen_both(on, || factory(|| Discard), || UdpDiscard)
+impl super::Plain for DiscardKind {
+    const NAME: &'static str = "discard";
+    type Stream = Discard;
+    type Datagram = UdpDiscard;
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::Spanned;
 use weft::ListenError;
@@ -30,7 +31,63 @@ pub struct DnsSettings {
     pub config: DnsConfig,
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
+/// `kind = "dns"`.
+pub(crate) struct DnsKind;
+
+impl super::Kind for DnsKind {
+    const NAME: &'static str = "dns";
+    /// RFC 7766 §6.2.3 suggests an idle DNS-over-TCP connection be closed after seconds.
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+    type Settings = Box<DnsSettings>;
+    /// The DNS families; `None` keeps DNS counters off `/metrics`.
+    type Metrics = Option<DnsMetrics>;
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<Box<DnsSettings>, ConfigError> {
+        validate(ctx).map(Box::new)
+    }
+
+    fn metrics(registry: Option<&prometheus::Registry>) -> Option<DnsMetrics> {
+        match DnsMetrics::register(registry?) {
+            Ok(m) => Some(m),
+            Err(error) => {
+                tracing::warn!(%error, "DNS metrics are not on /metrics");
+                None
+            }
+        }
+    }
+
+    fn start(
+        on: &super::Listeners<'_>,
+        settings: &Self::Settings,
+        env: &super::ServiceEnv,
+    ) -> Result<Vec<weft::Address>, ListenError> {
+        let (name, endpoints) = (on.name, on.endpoints);
+        let metrics = match &*env.metrics::<Self>() {
+            Some(m) => m.service(name),
+            None => ServiceMetrics::detached(name),
+        };
+        let config = settings.config.clone();
+        match weft_names::listen(on.reactor, name, endpoints, &on.options, config, metrics) {
+            Ok((_server, bound)) => Ok(bound),
+            Err(NamesError::Listen(e)) => Err(e),
+            Err(other) => Err(ListenError::Bind {
+                endpoint: endpoints.join(", "),
+                source: std::io::Error::other(other.to_string()),
+            }),
+        }
+    }
+
+    fn describe(d: &Self::Settings) -> serde_json::Value {
+        serde_json::json!({
+            "zones": d.zone_files,
+            "forward": d.config.forward,
+            "cache_size": d.config.cache_size,
+            "timeout_ms": d.config.timeout.as_millis() as u64,
+        })
+    }
+}
+
+fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
     ctx.only_keys(&["zones", "forward", "cache_size", "timeout"])?;
     let raw = ctx.raw;
     let mut zones = Catalog::default();
@@ -123,27 +180,6 @@ fn strings(
             })
             .collect(),
         _ => Err(shape()),
-    }
-}
-
-pub(crate) fn start(
-    on: &super::Listeners<'_>,
-    settings: &DnsSettings,
-    metrics: Option<&DnsMetrics>,
-) -> Result<Vec<weft::Address>, ListenError> {
-    let (name, endpoints) = (on.name, on.endpoints);
-    let metrics = match metrics {
-        Some(m) => m.service(name),
-        None => ServiceMetrics::detached(name),
-    };
-    let config = settings.config.clone();
-    match weft_names::listen(on.reactor, name, endpoints, &on.options, config, metrics) {
-        Ok((_server, bound)) => Ok(bound),
-        Err(NamesError::Listen(e)) => Err(e),
-        Err(other) => Err(ListenError::Bind {
-            endpoint: endpoints.join(", "),
-            source: std::io::Error::other(other.to_string()),
-        }),
     }
 }
 

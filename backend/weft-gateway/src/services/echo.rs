@@ -2,10 +2,7 @@
 
 use std::net::SocketAddr;
 
-use weft::{DatagramProtocol, DatagramTransport, ListenError, Protocol, Transport, factory};
-
-use crate::config::ConfigError;
-use crate::config::validate::ServiceCtx;
+use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 
 /// Echo over a stream.
 #[derive(Debug, Default)]
@@ -27,12 +24,13 @@ impl DatagramProtocol for UdpEcho {
     }
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-    ctx.only_keys(&[])
-}
+/// `kind = "echo"`: no keys of its own, over TCP and UDP.
+pub(crate) struct EchoKind;
 
-pub(crate) fn start(on: &super::Listeners<'_>) -> Result<Vec<weft::Address>, ListenError> {
-    super::listen_both(on, || factory(|| Echo), || UdpEcho)
+impl super::Plain for EchoKind {
+    const NAME: &'static str = "echo";
+    type Stream = Echo;
+    type Datagram = UdpEcho;
 }
 
 #[cfg(test)]

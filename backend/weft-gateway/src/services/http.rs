@@ -18,47 +18,31 @@
 //! upstream = "http://127.0.0.1:9000"
 //! ```
 //!
-//! Requests are counted in `weft_http_requests_total{service,method,code}` (method is one
-//! of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or `other`; code is the status class;
-//! GET, HEAD and POST with 2xx to 5xx are there at zero from the start),
-//! timed in `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
-//! `weft_http_upstream_errors_total{service}`, and requests refused before they were
-//! served in `weft_http_requests_refused_total{service,reason}` (reason is one of
-//! [`Refusal`]'s labels).
+//! The root is checked with the configuration, and a service starts from the root as
+//! checked ([`weft_web::StaticFiles`]): a root that cannot be served is a configuration
+//! error naming `service[N].root`, never a listening error. Each service's requests and
+//! lost access log lines are counted in the `weft_http_*` families of
+//! [`weft_web::metrics`], one set of series per service, registered on first start and
+//! kept across reloads.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::Registry;
 use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
 use weft_web::{
-    AccessLog, Compression, FileOptions, HttpService, Limits, MethodLabel, Recorder, Refusal,
-    Route, StatusClass, WebConfig,
+    AccessLog, AccessLogLosses, Compression, FileOptions, EmbeddedFiles, HttpMetrics, HttpService, Limits, LossRecorder,
+    Recorder, Route, StaticFiles, WebConfig,
 };
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
-
-/// Request duration buckets, in seconds: half a millisecond to ten seconds.
-const DURATION_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// The methods whose request series exist at zero from the start, by status class: what
-/// browsers and most API clients send. The others appear on first use.
-const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
-
-/// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
-const ZERO_CLASSES: [StatusClass; 4] = [
-    StatusClass::Success,
-    StatusClass::Redirection,
-    StatusClass::ClientError,
-    StatusClass::ServerError,
-];
 
 /// The settings of an http service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +52,20 @@ pub struct HttpConfig {
     pub web: WebConfig,
     /// A file the access log is appended to; `None` logs requests through the process log.
     pub access_log: Option<PathBuf>,
+    /// The static files of `web` as checked with the configuration, so that starting has
+    /// no root left to fail on.
+    files: StaticFiles,
+}
+
+impl HttpConfig {
+    /// Serves `files` from memory (the demo's built-in site) instead of a root.
+    pub fn serve_embedded(&mut self, files: EmbeddedFiles) -> Result<(), weft_web::ConfigError> {
+        let mut web = self.web.clone();
+        web.embedded = Some(files);
+        self.files = StaticFiles::of(&web)?;
+        self.web = web;
+        Ok(())
+    }
 }
 
 /// One `[[service.route]]` as written.
@@ -99,119 +97,132 @@ pub(crate) struct RawCompression {
     max_bytes: Option<Spanned<u64>>,
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<HttpConfig, ConfigError> {
-    ctx.only_keys(&[
-        "root",
-        "route",
-        "index",
-        "limits",
-        "access_log",
-        "listing",
-        "cache_control",
-        "compression",
-    ])?;
-    for (endpoint, span) in ctx.listen {
-        if ServiceCtx::is_udp(endpoint) {
-            return Err(ctx.error(
-                span.clone(),
-                "listen",
-                format!(
-                    "{endpoint:?}: an http service listens on stream endpoints (tcp:, unix:, ssl:)"
-                ),
-            ));
-        }
-    }
-    let raw = ctx.raw;
-    let root = match &raw.root {
-        Some(root) => {
-            let Some(path) = root.get_ref().as_str() else {
-                return Err(ctx.error(root.span(), "root", "must be a directory path"));
-            };
-            if !std::path::Path::new(path).is_dir() {
-                return Err(ctx.error(
-                    root.span(),
-                    "root",
-                    format!("{path:?} is not a directory (relative paths start at the working directory)"),
-                ));
-            }
-            Some(PathBuf::from(path))
-        }
-        None => None,
-    };
-    let mut routes = Vec::new();
-    for (i, route) in raw
-        .route
-        .iter()
-        .flat_map(|r| r.get_ref().iter())
-        .enumerate()
-    {
-        let route = route.get_ref();
-        let key = format!("route[{i}]");
-        let made = Route::new(route.prefix.get_ref(), route.upstream.get_ref());
-        match made {
-            Ok(r) => routes.push(r),
-            Err(weft_web::ConfigError::Prefix(_)) => {
-                return Err(ctx.error(
-                    route.prefix.span(),
-                    &format!("{key}.prefix"),
-                    "must start with '/', such as prefix = \"/api/\"",
-                ));
-            }
-            Err(e) => {
-                return Err(ctx.error(
-                    route.upstream.span(),
-                    &format!("{key}.upstream"),
-                    e.to_string(),
-                ));
-            }
-        }
-    }
-    if root.is_none() && routes.is_empty() {
-        return Err(ctx.error(
-            raw.kind.span(),
+/// `kind = "http"`.
+pub(crate) struct HttpKind;
+
+impl super::Kind for HttpKind {
+    const NAME: &'static str = "http";
+    /// An idle keep-alive connection waits `request_timeout` for its next request; this
+    /// bounds the rest.
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    type Settings = Box<HttpConfig>;
+    type Metrics = HttpFamilies;
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<Box<HttpConfig>, ConfigError> {
+        ctx.only_keys(&[
             "root",
-            "an http service needs `root` (static files), a [[service.route]], or both",
-        ));
-    }
-    let index = match &raw.index {
-        Some(i) if i.get_ref().is_empty() || i.get_ref().contains('/') => {
+            "route",
+            "index",
+            "limits",
+            "access_log",
+            "listing",
+            "cache_control",
+            "compression",
+        ])?;
+        ctx.stream_only("an http service")?;
+        let raw = ctx.raw;
+        let root = root(ctx)?;
+        let routes = routes(ctx)?;
+        if root.is_none() && routes.is_empty() {
             return Err(ctx.error(
-                i.span(),
-                "index",
-                "must be a file name, such as \"index.html\"",
+                raw.kind.span(),
+                "root",
+                "an http service needs `root` (static files), a [[service.route]], or both",
             ));
         }
-        Some(i) => i.get_ref().clone(),
-        None => "index.html".into(),
-    };
-    let limits = match &raw.limits {
-        Some(l) => limits(ctx, l.get_ref())?,
-        None => Limits::default(),
-    };
-    let config = WebConfig {
-        root,
-        embedded: None,
-        index,
-        routes,
-        limits,
-        files: file_options(ctx)?,
-    };
-    // `run` serves through `HttpService::new`: refuse here whatever it would refuse there
-    // (a root that cannot be opened or listed).
-    if let Err(e) = HttpService::new(
-        ctx.raw.name.get_ref(),
-        config.clone(),
-        Rc::new(weft_web::NoRecorder),
-    ) {
-        let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
-        return Err(ctx.error(span, "root", e.to_string()));
+        let index = index(ctx)?;
+        let limits = match &raw.limits {
+            Some(l) => limits(ctx, l.get_ref())?,
+            None => Limits::default(),
+        };
+        let web = WebConfig {
+            root,
+            embedded: None,
+            index,
+            routes,
+            limits,
+            files: file_options(ctx)?,
+        };
+        // Checked here, once: `start` serves these and has nothing left to refuse.
+        let files = StaticFiles::of(&web).map_err(|e| {
+            let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
+            ctx.error(span, "root", e.to_string())
+        })?;
+        Ok(Box::new(HttpConfig {
+            web,
+            access_log: super::access_log::validate(ctx)?,
+            files,
+        }))
     }
-    Ok(HttpConfig {
-        web: config,
-        access_log: super::access_log::validate(ctx)?,
-    })
+
+    fn metrics(registry: Option<&Registry>) -> HttpFamilies {
+        HttpFamilies {
+            registry: registry.cloned(),
+            recorders: PerService::default(),
+            losses: PerService::default(),
+        }
+    }
+
+    fn start(
+        on: &super::Listeners<'_>,
+        config: &Self::Settings,
+        env: &super::ServiceEnv,
+    ) -> Result<Vec<weft::Address>, ListenError> {
+        let (name, endpoints) = (on.name, on.endpoints);
+        let metrics = env.metrics::<Self>();
+        let access_log = match &config.access_log {
+            Some(path) => AccessLog::File(
+                super::access_log::open(&env.access_logs, metrics.losses(name), path).map_err(
+                    |source| ListenError::Bind {
+                        endpoint: endpoints.first().cloned().unwrap_or_default(),
+                        source,
+                    },
+                )?,
+            ),
+            None if env.access_log_fields => AccessLog::Fields,
+            None => AccessLog::Line,
+        };
+        let service = HttpService::with_files(
+            name,
+            config.web.clone(),
+            config.files.clone(),
+            metrics.recorder(name),
+        )
+        .with_access_log(access_log);
+        let mut bound = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let port = service.listen_with(on.reactor, endpoint, &on.options)?;
+            bound.push(port.local_address().clone());
+        }
+        Ok(bound)
+    }
+
+    fn describe(config: &Self::Settings) -> serde_json::Value {
+        let (web, access_log) = (&config.web, &config.access_log);
+        let routes: Vec<_> = web
+            .routes
+            .iter()
+            .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
+            .collect();
+        serde_json::json!({
+            "root": web.root.as_ref().map(|r| r.display().to_string()),
+            "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
+            "index": web.index,
+            "listing": web.files.listing,
+            "cache_control": web.files.cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            "compression": {
+                "precompressed": web.files.compression.precompressed,
+                "on_the_fly": web.files.compression.on_the_fly,
+                "min_bytes": web.files.compression.min_bytes,
+                "max_bytes": web.files.compression.max_bytes,
+            },
+            "routes": routes,
+            "access_log": access_log.as_ref().map(|p| p.display().to_string()),
+        })
+    }
 }
 
+/// `listing`, `cache_control` and `compression`.
 fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
     let raw = ctx.raw;
     let cache_control = match &raw.cache_control {
@@ -247,6 +258,70 @@ fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
         cache_control,
         compression,
     })
+}
+
+/// `root`: a directory path, if given.
+fn root(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(root) = &ctx.raw.root else {
+        return Ok(None);
+    };
+    let Some(path) = root.get_ref().as_str() else {
+        return Err(ctx.error(root.span(), "root", "must be a directory path"));
+    };
+    if !std::path::Path::new(path).is_dir() {
+        return Err(ctx.error(
+            root.span(),
+            "root",
+            format!("{path:?} is not a directory (relative paths start at the working directory)"),
+        ));
+    }
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// Every `[[service.route]]`, in order.
+fn routes(ctx: &ServiceCtx<'_>) -> Result<Vec<Route>, ConfigError> {
+    let mut routes = Vec::new();
+    for (i, route) in ctx
+        .raw
+        .route
+        .iter()
+        .flat_map(|r| r.get_ref().iter())
+        .enumerate()
+    {
+        let route = route.get_ref();
+        let key = format!("route[{i}]");
+        match Route::new(route.prefix.get_ref(), route.upstream.get_ref()) {
+            Ok(r) => routes.push(r),
+            Err(weft_web::ConfigError::Prefix(_)) => {
+                return Err(ctx.error(
+                    route.prefix.span(),
+                    &format!("{key}.prefix"),
+                    "must start with '/', such as prefix = \"/api/\"",
+                ));
+            }
+            Err(e) => {
+                return Err(ctx.error(
+                    route.upstream.span(),
+                    &format!("{key}.upstream"),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(routes)
+}
+
+/// `index`: a file name, `index.html` by default.
+fn index(ctx: &ServiceCtx<'_>) -> Result<String, ConfigError> {
+    match &ctx.raw.index {
+        Some(i) if i.get_ref().is_empty() || i.get_ref().contains('/') => Err(ctx.error(
+            i.span(),
+            "index",
+            "must be a file name, such as \"index.html\"",
+        )),
+        Some(i) => Ok(i.get_ref().clone()),
+        None => Ok("index.html".into()),
+    }
 }
 
 fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> {
@@ -286,175 +361,79 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
     })
 }
 
-/// The kind's settings as JSON, for the history store.
-pub(crate) fn settings_json(config: &HttpConfig) -> serde_json::Value {
-    let (web, access_log) = (&config.web, &config.access_log);
-    let routes: Vec<_> = web
-        .routes
-        .iter()
-        .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
-        .collect();
-    serde_json::json!({
-        "root": web.root.as_ref().map(|r| r.display().to_string()),
-        "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
-        "index": web.index,
-        "listing": web.files.listing,
-        "cache_control": web.files.cache_control.as_ref().and_then(|v| v.to_str().ok()),
-        "compression": {
-            "precompressed": web.files.compression.precompressed,
-            "on_the_fly": web.files.compression.on_the_fly,
-            "min_bytes": web.files.compression.min_bytes,
-            "max_bytes": web.files.compression.max_bytes,
-        },
-        "routes": routes,
-        "access_log": access_log.as_ref().map(|p| p.display().to_string()),
-    })
+/// What the HTTP services of one gateway share: the registry their series go on, and
+/// each service's series, registered once by name.
+pub(crate) struct HttpFamilies {
+    /// Where a service's series are registered when it first starts; `None` counts
+    /// nothing (a program that starts services without the hub).
+    registry: Option<Registry>,
+    /// Request series by service name: a reload's replacement counts on in them.
+    recorders: PerService<Rc<dyn Recorder>>,
+    /// Access log loss series by service name, kept for the same reason.
+    losses: PerService<Arc<dyn LossRecorder>>,
 }
 
-/// Where the HTTP service `name` records its requests: its series on `registry`, or
-/// nowhere without one (or if they cannot be registered, which is logged).
-pub(crate) fn recorder(registry: Option<&Registry>, name: &str) -> Rc<dyn Recorder> {
-    match registry.map(|r| HttpMetrics::register(r, name)) {
-        None => Rc::new(weft_web::NoRecorder),
-        Some(Ok(m)) => Rc::new(m),
-        Some(Err(err)) => {
-            tracing::warn!(service = name, %err, "HTTP metrics are unavailable");
-            Rc::new(weft_web::NoRecorder)
-        }
-    }
-}
-
-pub(crate) fn start(
-    on: &super::Listeners<'_>,
-    config: &HttpConfig,
-    recorder: Rc<dyn Recorder>,
-    env: &super::ServiceEnv,
-) -> Result<Vec<weft::Address>, ListenError> {
-    let (name, endpoints) = (on.name, on.endpoints);
-    let endpoint = || endpoints.first().cloned().unwrap_or_default();
-    let access_log = match &config.access_log {
-        Some(path) => AccessLog::File(
-            super::access_log::open(&env.access_logs, env.access_log_losses(name), path).map_err(
-                |source| ListenError::Bind {
-                    endpoint: endpoint(),
-                    source,
-                },
-            )?,
-        ),
-        None if env.access_log_fields => AccessLog::Fields,
-        None => AccessLog::Line,
-    };
-    let service = HttpService::new(name, config.web.clone(), recorder)
-        .map_err(|e| ListenError::Bind {
-            endpoint: endpoint(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .with_access_log(access_log);
-    let mut bound = Vec::with_capacity(endpoints.len());
-    for endpoint in endpoints {
-        let port = service.listen_with(on.reactor, endpoint, &on.options)?;
-        bound.push(port.local_address().clone());
-    }
-    Ok(bound)
-}
-
-/// One service's HTTP series; handles resolved once and kept. Every refusal reason and
-/// the [`ZERO_METHODS`] × [`ZERO_CLASSES`] request series exist at zero from the start,
-/// so `rate()` sees a service's first request and its first error.
-struct HttpMetrics {
-    requests: IntCounterVec,
-    /// By method, then status class.
-    handles: [[OnceCell<IntCounter>; 5]; 8],
-    duration: Histogram,
-    upstream_errors: IntCounter,
-    refused: IntCounterVec,
-    /// By reason.
-    refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
-}
-
-impl HttpMetrics {
-    /// Registers `service`'s series; several services share each family through the
-    /// `service` label.
-    fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "weft_http_requests_total",
-                "HTTP requests answered, by method and status class.",
-            )
-            .const_label("service", service),
-            &["method", "code"],
-        )?;
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "weft_http_request_duration_seconds",
-                "Time from a request's arrival to its response head.",
-            )
-            .const_label("service", service)
-            .buckets(DURATION_BUCKETS.to_vec()),
-        )?;
-        let upstream_errors = IntCounter::with_opts(
-            Opts::new(
-                "weft_http_upstream_errors_total",
-                "Proxied requests whose upstream refused, failed or timed out.",
-            )
-            .const_label("service", service),
-        )?;
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "weft_http_requests_refused_total",
-                "HTTP requests refused before they were served, by reason.",
-            )
-            .const_label("service", service),
-            &["reason"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
-        registry.register(Box::new(refused.clone()))?;
-        let metrics = Self {
-            requests,
-            handles: Default::default(),
-            duration,
-            upstream_errors,
-            refused,
-            refused_handles: Default::default(),
-        };
-        for method in ZERO_METHODS {
-            for class in ZERO_CLASSES {
-                metrics.request_handle(method, class);
+impl HttpFamilies {
+    /// Where the service `name` records its requests: its series, or nowhere without a
+    /// registry (or if they cannot be registered, which is logged).
+    fn recorder(&self, name: &str) -> Rc<dyn Recorder> {
+        self.recorders.get(name, || {
+            match self.register(name, "HTTP metrics are unavailable", HttpMetrics::register) {
+                Some(m) => Rc::new(m),
+                None => Rc::new(weft_web::NoRecorder),
             }
-        }
-        for reason in Refusal::ALL {
-            metrics.refused_handle(reason);
-        }
-        Ok(metrics)
-    }
-
-    fn request_handle(&self, method: MethodLabel, status: StatusClass) -> &IntCounter {
-        self.handles[method.index()][status.index()].get_or_init(|| {
-            self.requests
-                .with_label_values(&[method.as_str(), status.as_str()])
         })
     }
 
-    fn refused_handle(&self, reason: Refusal) -> &IntCounter {
-        self.refused_handles[reason.index()]
-            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
+    /// Where the service `name` counts the access log lines it lost, as
+    /// [`recorder`](Self::recorder).
+    fn losses(&self, name: &str) -> Arc<dyn LossRecorder> {
+        self.losses.get(name, || {
+            let unavailable = "access log losses are not on /metrics";
+            match self.register(name, unavailable, AccessLogLosses::register) {
+                Some(l) => Arc::new(l),
+                None => Arc::new(weft_web::NoRecorder),
+            }
+        })
+    }
+
+    /// `name`'s series made by `register` on the registry; `None` without one, or when
+    /// they cannot be registered (logged as `unavailable`).
+    fn register<T>(
+        &self,
+        name: &str,
+        unavailable: &str,
+        register: fn(&Registry, &str) -> prometheus::Result<T>,
+    ) -> Option<T> {
+        match register(self.registry.as_ref()?, name) {
+            Ok(series) => Some(series),
+            Err(err) => {
+                tracing::warn!(service = name, %err, "{unavailable}");
+                None
+            }
+        }
     }
 }
 
-impl Recorder for HttpMetrics {
-    fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
-        self.request_handle(method, status).inc();
-        self.duration.observe(elapsed.as_secs_f64());
-    }
+/// What each service registers once by name and keeps across reloads (a registry takes one
+/// registration of a name, and a service replaced by a reload counts on in the same
+/// series).
+struct PerService<T>(RefCell<HashMap<String, T>>);
 
-    fn upstream_error(&self) {
-        self.upstream_errors.inc();
+impl<T> Default for PerService<T> {
+    fn default() -> Self {
+        Self(RefCell::default())
     }
+}
 
-    fn refused(&self, reason: Refusal) {
-        self.refused_handle(reason).inc();
+impl<T: Clone> PerService<T> {
+    /// `name`'s value, made by `make` the first time.
+    fn get(&self, name: &str, make: impl FnOnce() -> T) -> T {
+        self.0
+            .borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(make)
+            .clone()
     }
 }
 
@@ -475,6 +454,39 @@ mod tests {
             ServiceKind::Http(c) => &c.web,
             other => panic!("not http: {other:?}"),
         }
+    }
+
+    #[test]
+    fn file_options_are_read_with_defaults_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        let c = parse(&root).unwrap();
+        assert_eq!(http(&c).files, FileOptions::default());
+        let c = parse(&format!(
+            "{root}listing = true\ncache_control = \"public, max-age=60\"\n\
+             compression = {{ on_the_fly = false, min_bytes = 10 }}\n"
+        ))
+        .unwrap();
+        let files = &http(&c).files;
+        assert!(files.listing);
+        assert_eq!(files.cache_control.as_ref().unwrap(), "public, max-age=60");
+        assert!(!files.compression.on_the_fly && files.compression.precompressed);
+        assert_eq!(files.compression.min_bytes, 10);
+        let e = parse(&format!("{root}cache_control = \"a\\nb\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].cache_control"), "{e}");
+        let e = parse(&format!("{root}compression = {{ level = 9 }}\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "an unknown key in compression: {e}");
+        let e = parse(&format!(
+            "{root}compression = {{ min_bytes = 10, max_bytes = 5 }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].compression.min_bytes"),
+            "{e}"
+        );
+        let e = parse(&format!("{root}listing = \"yes\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]
@@ -548,119 +560,5 @@ mod tests {
         assert!(e.message.contains("needs `root`"), "{e}");
         let e = parse("upstream = \"tcp:h:1\"\nroot = \".\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service[0].upstream"), "{e}");
-    }
-
-    #[test]
-    fn file_options_are_read_with_defaults_and_errors_name_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = format!("root = {:?}\n", dir.path().display().to_string());
-        let c = parse(&root).unwrap();
-        assert_eq!(http(&c).files, FileOptions::default());
-        let c = parse(&format!(
-            "{root}listing = true\ncache_control = \"public, max-age=60\"\n\
-             compression = {{ on_the_fly = false, min_bytes = 10 }}\n"
-        ))
-        .unwrap();
-        let files = &http(&c).files;
-        assert!(files.listing);
-        assert_eq!(files.cache_control.as_ref().unwrap(), "public, max-age=60");
-        assert!(!files.compression.on_the_fly && files.compression.precompressed);
-        assert_eq!(files.compression.min_bytes, 10);
-        let e = parse(&format!("{root}cache_control = \"a\\nb\"\n")).unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("service[0].cache_control"), "{e}");
-        let e = parse(&format!("{root}compression = {{ level = 9 }}\n")).unwrap_err();
-        assert_eq!(e.line, Some(6), "an unknown key in compression: {e}");
-        let e = parse(&format!(
-            "{root}compression = {{ min_bytes = 10, max_bytes = 5 }}\n"
-        ))
-        .unwrap_err();
-        assert_eq!(
-            e.key.as_deref(),
-            Some("service[0].compression.min_bytes"),
-            "{e}"
-        );
-        let e = parse(&format!("{root}listing = \"yes\"\n")).unwrap_err();
-        assert_eq!(e.line, Some(6), "{e}");
-    }
-
-    #[test]
-    fn common_series_exist_at_zero_before_the_first_request() {
-        let registry = Registry::new();
-        HttpMetrics::register(&registry, "web").unwrap();
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .unwrap();
-        let samples = |family: &str| {
-            text.lines()
-                .filter(|l| l.starts_with(&format!("{family}{{")))
-                .count()
-        };
-        assert_eq!(samples("weft_http_requests_total"), 12, "{text}");
-        assert!(
-            text.contains(r#"weft_http_requests_total{code="5xx",method="POST",service="web"} 0"#),
-            "{text}"
-        );
-        assert!(!text.contains(r#"method="PUT""#), "{text}");
-        assert_eq!(
-            samples("weft_http_requests_refused_total"),
-            Refusal::ALL.len(),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn series_carry_the_service_and_bounded_labels() {
-        let registry = Registry::new();
-        let web = HttpMetrics::register(&registry, "web").unwrap();
-        let api = HttpMetrics::register(&registry, "api").unwrap();
-        web.request(
-            MethodLabel::Get,
-            StatusClass::Success,
-            Duration::from_millis(3),
-        );
-        web.request(
-            MethodLabel::Get,
-            StatusClass::Success,
-            Duration::from_millis(3),
-        );
-        api.request(
-            MethodLabel::Other,
-            StatusClass::ClientError,
-            Duration::from_millis(1),
-        );
-        api.upstream_error();
-        api.refused(Refusal::Host);
-        let families = registry.gather();
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&families)
-            .unwrap();
-        assert!(
-            text.contains(r#"weft_http_requests_total{code="2xx",method="GET",service="web"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"weft_http_requests_total{code="4xx",method="other",service="api"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"weft_http_upstream_errors_total{service="api"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"weft_http_requests_refused_total{reason="host",service="api"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"weft_http_request_duration_seconds_count{service="web"} 2"#),
-            "{text}"
-        );
-        assert!(
-            HttpMetrics::register(&registry, "web").is_err(),
-            "one registration per service"
-        );
     }
 }

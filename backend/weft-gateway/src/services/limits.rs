@@ -14,6 +14,9 @@ use crate::config::validate::ServiceCtx;
 /// unless configured.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
 
+/// The default idle timeout of the byte-stream kinds (echo, discard, tcp-proxy).
+pub(crate) const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A service's bounds on the connections it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {
@@ -28,13 +31,7 @@ impl ServiceLimits {
     /// suggests seconds), HTTP after 60 s (its keep-alive wait is `request_timeout`),
     /// the byte-stream kinds after 5 minutes.
     pub fn default_for(kind: &ServiceKind) -> Self {
-        let idle = match kind {
-            ServiceKind::Dns(_) => Duration::from_secs(10),
-            ServiceKind::Http(_) => Duration::from_secs(60),
-            ServiceKind::Echo | ServiceKind::Discard | ServiceKind::TcpProxy(_) => {
-                Duration::from_secs(300)
-            }
-        };
+        let idle = kind.idle_timeout();
         Self {
             idle_timeout: Some(idle),
             max_connections_per_peer: Some(DEFAULT_MAX_CONNECTIONS_PER_PEER),

@@ -1,102 +1,202 @@
 //! The services a configuration can name; one module each, with its settings, its
-//! protocol and its tests. Adding one is a module, a [`ServiceKind`] variant with its arms
-//! here (`KINDS`, `as_str`, `settings_json`, `validate`, [`start_with_options`]), its
-//! default idle timeout in `limits`, and its keys in the config's `raw` module.
+//! protocol and its tests.
+//!
+//! A kind is a type implementing `Kind`: its `kind` string, its default idle timeout,
+//! how its keys are read and checked into its settings, the metrics its services share,
+//! how a service starts on a reactor and how it describes itself. `kinds!` registers
+//! every kind in one list, from which [`ServiceKind`] (a configured service's kind with
+//! its settings), the list of names, the kinds' `mod` declarations and every dispatch
+//! are made. Adding a kind is a module, one line in that list, and its keys in the
+//! config's `raw` module (one serde table for every kind, so a key of the wrong kind is
+//! named as such).
 
 pub(crate) mod access_log;
-pub mod discard;
-pub mod dns;
-pub mod echo;
-pub mod http;
 pub mod limits;
-pub mod tcp_proxy;
 
 pub use limits::ServiceLimits;
 
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::time::Duration;
 
 use weft::{Address, ListenError, ListenOptions, Reactor};
 
 use crate::config::validate::ServiceCtx;
 use crate::config::{ConfigError, ServiceConfig};
 
-/// Kinds this build runs.
-const KINDS: [&str; 5] = ["echo", "discard", "tcp-proxy", "http", "dns"];
+/// A service kind.
+///
+/// Reloading: a reload replaces a running service whose settings differ from the new
+/// ones (`Settings: PartialEq`, through [`ServiceConfig`]'s equality) by calling
+/// [`start`](Self::start) again with listener options that take over the old instance's
+/// sockets and per-peer counts; the kind's [`Metrics`](Self::Metrics) are made once per
+/// [`ServiceEnv`] and kept across reloads, so a replaced service counts on in the same
+/// series.
+pub(crate) trait Kind: 'static {
+    /// The `kind` string of the configuration.
+    const NAME: &'static str;
+    /// Connections idle this long are closed unless the service sets `idle_timeout`.
+    const IDLE_TIMEOUT: Duration;
+    /// Its settings, as validated.
+    type Settings;
+    /// What its services share: metric families registered once, per-service series.
+    type Metrics: 'static;
 
-/// What a service is, with its kind's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ServiceKind {
+    /// Reads and checks this kind's keys of one `[[service]]`; errors name the key.
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<Self::Settings, ConfigError>;
+
+    /// Its shared metrics, on `registry` (`None`: counted nowhere).
+    fn metrics(registry: Option<&prometheus::Registry>) -> Self::Metrics;
+
+    /// Listens on every endpoint of `on` with `settings`; returns the addresses bound.
+    fn start(
+        on: &Listeners<'_>,
+        settings: &Self::Settings,
+        env: &ServiceEnv,
+    ) -> Result<Vec<Address>, ListenError>;
+
+    /// Its settings as a JSON object, for `/api/services` and the history store.
+    fn describe(settings: &Self::Settings) -> serde_json::Value;
+}
+
+/// Makes the kinds' modules, [`ServiceKind`], [`KINDS`] and their dispatch from the one
+/// list of kinds: each entry is a variant, with the settings it carries if any, and the
+/// module and [`Kind`] it is.
+macro_rules! kinds {
+    (@pat $variant:ident ($settings:ty) $s:tt) => { Self::$variant($s) };
+    (@pat $variant:ident $s:tt) => { Self::$variant };
+    (@settings $s:ident ($settings:ty)) => { $s };
+    (@settings $s:ident) => { &() };
+    (@make $variant:ident ($settings:ty) $s:ident) => { Self::$variant($s) };
+    (@make $variant:ident $s:ident) => {{ let () = $s; Self::$variant }};
+    ($( $(#[$doc:meta])* $variant:ident $(($settings:ty))? => $module:ident::$kind:ident, )*) => {
+        $( pub mod $module; )*
+
+        /// What a service is, with its kind's settings.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum ServiceKind {
+            $( $(#[$doc])* $variant $(($settings))?, )*
+        }
+
+        /// The `kind` strings this build runs.
+        const KINDS: &[&str] = &[$( <$module::$kind as Kind>::NAME ),*];
+
+        impl ServiceKind {
+            /// The kind named `name` read from `ctx`, or `None` for no such kind.
+            fn read(name: &str, ctx: &ServiceCtx<'_>) -> Option<Result<Self, ConfigError>> {
+                $(
+                    if name == <$module::$kind as Kind>::NAME {
+                        return Some(
+                            <$module::$kind as Kind>::validate(ctx).map(|s| kinds!(@make $variant $(($settings))? s)),
+                        );
+                    }
+                )*
+                None
+            }
+
+            /// Calls `f` with this kind and its settings.
+            fn with<R>(&self, f: impl FnOnce(&dyn Configured) -> R) -> R {
+                match self {
+                    $(
+                        kinds!(@pat $variant $(($settings))? s) => {
+                            f(&Of::<$module::$kind>(kinds!(@settings s $(($settings))?)))
+                        }
+                    )*
+                }
+            }
+        }
+    };
+}
+
+kinds! {
     /// Sends back what it receives, over TCP and UDP.
-    Echo,
+    Echo => echo::EchoKind,
     /// Reads and throws away, over TCP and UDP.
-    Discard,
+    Discard => discard::DiscardKind,
     /// Forwards TCP connections to an upstream.
-    TcpProxy(tcp_proxy::TcpProxyConfig),
+    TcpProxy(tcp_proxy::TcpProxyConfig) => tcp_proxy::TcpProxyKind,
     /// Serves static files and proxies routes over HTTP.
-    Http(Box<http::HttpConfig>),
+    Http(Box<http::HttpConfig>) => http::HttpKind,
     /// Answers DNS queries from zone files and forwards the rest.
-    Dns(Box<dns::DnsSettings>),
+    Dns(Box<dns::DnsSettings>) => dns::DnsKind,
+}
+
+/// A kind with the settings of one service, as one object: what [`ServiceKind`]
+/// dispatches to.
+trait Configured {
+    fn name(&self) -> &'static str;
+    fn idle_timeout(&self) -> Duration;
+    fn prepare(&self, env: &ServiceEnv);
+    fn start(&self, on: &Listeners<'_>, env: &ServiceEnv) -> Result<Vec<Address>, ListenError>;
+    fn describe(&self) -> serde_json::Value;
+}
+
+/// The settings of a service of kind `K`.
+struct Of<'a, K: Kind>(&'a K::Settings);
+
+impl<K: Kind> Configured for Of<'_, K> {
+    fn name(&self) -> &'static str {
+        K::NAME
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        K::IDLE_TIMEOUT
+    }
+
+    fn prepare(&self, env: &ServiceEnv) {
+        env.metrics::<K>();
+    }
+
+    fn start(&self, on: &Listeners<'_>, env: &ServiceEnv) -> Result<Vec<Address>, ListenError> {
+        K::start(on, self.0, env)
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        K::describe(self.0)
+    }
 }
 
 impl ServiceKind {
     /// The `kind` string of the configuration.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Echo => "echo",
-            Self::Discard => "discard",
-            Self::TcpProxy(_) => "tcp-proxy",
-            Self::Http(_) => "http",
-            Self::Dns(_) => "dns",
-        }
+        self.with(|k| k.name())
     }
 
     /// The kind's settings as a JSON object, for the history store.
     pub fn settings_json(&self) -> String {
-        match self {
-            Self::Echo | Self::Discard => "{}".into(),
-            Self::TcpProxy(c) => serde_json::json!({ "upstream": c.upstream }).to_string(),
-            Self::Http(c) => http::settings_json(c).to_string(),
-            Self::Dns(d) => serde_json::json!({
-                "zones": d.zone_files,
-                "forward": d.config.forward,
-                "cache_size": d.config.cache_size,
-                "timeout_ms": d.config.timeout.as_millis() as u64,
-            })
-            .to_string(),
-        }
+        self.with(|k| k.describe()).to_string()
+    }
+
+    /// How long its connections may stay idle unless the service says otherwise.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.with(|k| k.idle_timeout())
     }
 }
 
 /// Checks a `[[service]]`'s kind and its kind's keys.
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError> {
     let kind = &ctx.raw.kind;
-    match kind.get_ref().as_str() {
-        "echo" => echo::validate(ctx).map(|()| ServiceKind::Echo),
-        "discard" => discard::validate(ctx).map(|()| ServiceKind::Discard),
-        "tcp-proxy" => tcp_proxy::validate(ctx).map(ServiceKind::TcpProxy),
-        "http" => http::validate(ctx).map(|c| ServiceKind::Http(Box::new(c))),
-        "dns" => dns::validate(ctx).map(|d| ServiceKind::Dns(Box::new(d))),
-        other => Err(ctx.error(
+    ServiceKind::read(kind.get_ref(), ctx).unwrap_or_else(|| {
+        Err(ctx.error(
             kind.span(),
             "kind",
             format!(
-                "unknown kind {other:?}; expected one of: {}",
+                "unknown kind {:?}; expected one of: {}",
+                kind.get_ref(),
                 KINDS.join(", ")
             ),
-        )),
-    }
+        ))
+    })
 }
 
 impl ServiceConfig {
     /// Its settings as a JSON object, for the services table: the kind's, with the limits
     /// every kind has.
     pub fn settings_json(&self) -> String {
-        let mut settings: serde_json::Value =
-            serde_json::from_str(&self.kind.settings_json()).unwrap_or_default();
+        let mut settings = self.kind.with(|k| k.describe());
         if let (Some(settings), serde_json::Value::Object(limits)) =
             (settings.as_object_mut(), self.limits.settings_json())
         {
@@ -106,21 +206,18 @@ impl ServiceConfig {
     }
 }
 
-/// What the services of one gateway share: the metric families kinds register on the
-/// hub's registry once, and each HTTP service's series (registered once per name, kept
-/// across reloads).
+/// What the services of one gateway share: each kind's metrics, made on the hub's
+/// registry once and kept across reloads, and the HTTP access log files.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ServiceEnv {
-    /// The DNS families; `None` keeps DNS counters off `/metrics`.
-    pub dns_metrics: Option<weft_names::DnsMetrics>,
-    /// Where HTTP services register their series (one set per service, told apart by the
-    /// `service` label); `None` keeps HTTP counters off `/metrics`.
-    pub http_registry: Option<prometheus::Registry>,
-    /// The registry families are registered on when a reload needs them.
+    /// The registry kinds register their families on; `None` keeps their counters off
+    /// `/metrics`.
     registry: Option<prometheus::Registry>,
-    http_recorders: PerService<Rc<dyn weft_web::Recorder>>,
-    access_log_losses: PerService<Arc<dyn weft_web::LossRecorder>>,
+    /// Each kind's [`Kind::Metrics`], by the kind's type, made on first use: a registry
+    /// takes one registration of a family, and a service replaced by a reload counts on
+    /// in the same series.
+    metrics: KindMetrics,
     /// The access log files HTTP services open, reopened together on SIGUSR1 and closed
     /// together at exit.
     pub access_logs: weft_web::AccessLogFiles,
@@ -129,32 +226,15 @@ pub struct ServiceEnv {
     pub access_log_fields: bool,
 }
 
-/// What each service registers once by name and keeps across reloads (a registry takes one
-/// registration of a name, and a service replaced by a reload counts on in the same
-/// series).
-#[derive(Clone)]
-struct PerService<T>(Rc<RefCell<HashMap<String, T>>>);
+/// [`Kind::Metrics`] of every kind used so far, by the kind's type.
+#[derive(Clone, Default)]
+struct KindMetrics(Rc<RefCell<HashMap<TypeId, Rc<dyn Any>>>>);
 
-impl<T> Default for PerService<T> {
-    fn default() -> Self {
-        Self(Rc::default())
-    }
-}
-
-impl<T: Clone> PerService<T> {
-    /// `name`'s value, made by `make` the first time.
-    fn get(&self, name: &str, make: impl FnOnce() -> T) -> T {
-        self.0
-            .borrow_mut()
-            .entry(name.to_owned())
-            .or_insert_with(make)
-            .clone()
-    }
-}
-
-impl<T> std::fmt::Debug for PerService<T> {
+impl std::fmt::Debug for KindMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.borrow().keys()).finish()
+        f.debug_struct("KindMetrics")
+            .field("kinds", &self.0.borrow().len())
+            .finish()
     }
 }
 
@@ -162,7 +242,7 @@ impl ServiceEnv {
     /// Registers the families `services` need on `registry`; a family that cannot be
     /// registered is logged and left off `/metrics`.
     pub fn register(registry: &prometheus::Registry, services: &[ServiceConfig]) -> Self {
-        let mut env = Self {
+        let env = Self {
             registry: Some(registry.clone()),
             ..Self::default()
         };
@@ -171,35 +251,23 @@ impl ServiceEnv {
     }
 
     /// Registers what `services` need and is not registered yet (a reload that adds the
-    /// first DNS or HTTP service).
-    pub fn extend(&mut self, services: &[ServiceConfig]) {
-        let Some(registry) = &self.registry else {
-            return;
-        };
-        let any = |f: fn(&ServiceKind) -> bool| services.iter().any(|s| f(&s.kind));
-        if self.dns_metrics.is_none() && any(|k| matches!(k, ServiceKind::Dns(_))) {
-            match weft_names::DnsMetrics::register(registry) {
-                Ok(m) => self.dns_metrics = Some(m),
-                Err(error) => tracing::warn!(%error, "DNS metrics are not on /metrics"),
-            }
-        }
-        if self.http_registry.is_none() && any(|k| matches!(k, ServiceKind::Http(_))) {
-            self.http_registry = Some(registry.clone());
+    /// first service of a kind).
+    pub fn extend(&self, services: &[ServiceConfig]) {
+        for service in services {
+            service.kind.with(|k| k.prepare(self));
         }
     }
 
-    /// The series of the HTTP service `name`, registered on first use.
-    pub(crate) fn http_recorder(&self, name: &str) -> Rc<dyn weft_web::Recorder> {
-        self.http_recorders
-            .get(name, || http::recorder(self.http_registry.as_ref(), name))
-    }
-
-    /// Where the HTTP service `name` counts access log lines it lost, registered on first
-    /// use.
-    pub(crate) fn access_log_losses(&self, name: &str) -> Arc<dyn weft_web::LossRecorder> {
-        self.access_log_losses.get(name, || {
-            access_log::losses(self.http_registry.as_ref(), name)
-        })
+    /// The metrics of kind `K`, made the first time.
+    pub(crate) fn metrics<K: Kind>(&self) -> Rc<K::Metrics> {
+        let made = self
+            .metrics
+            .0
+            .borrow_mut()
+            .entry(TypeId::of::<K>())
+            .or_insert_with(|| Rc::new(K::metrics(self.registry.as_ref())))
+            .clone();
+        made.downcast().expect("stored under its kind's type")
     }
 }
 
@@ -231,13 +299,7 @@ pub fn start_with_options(
         endpoints: &service.listen,
         options,
     };
-    match &service.kind {
-        ServiceKind::Echo => echo::start(&on),
-        ServiceKind::Discard => discard::start(&on),
-        ServiceKind::TcpProxy(c) => tcp_proxy::start(&on, c),
-        ServiceKind::Http(c) => http::start(&on, c, env.http_recorder(&service.name), env),
-        ServiceKind::Dns(d) => dns::start(&on, d, env.dns_metrics.as_ref()),
-    }
+    service.kind.with(|k| k.start(&on, env))
 }
 
 /// Where a service listens and how its listeners treat connections.
@@ -251,27 +313,49 @@ pub(crate) struct Listeners<'a> {
     pub(crate) options: ListenOptions,
 }
 
-/// Listens on stream and UDP endpoints with the protocols a kind gives.
-fn listen_both<F, D>(
-    on: &Listeners<'_>,
-    stream: impl Fn() -> F,
-    datagram: impl Fn() -> D,
-) -> Result<Vec<Address>, ListenError>
-where
-    F: weft::Factory,
-    D: weft::DatagramProtocol,
-{
-    let mut bound = Vec::with_capacity(on.endpoints.len());
-    for endpoint in on.endpoints {
-        if ServiceCtx::is_udp(endpoint) {
-            let port = on.reactor.listen_udp(on.name, endpoint, datagram())?;
-            bound.push(port.transport().host().clone());
-        } else {
-            let port = on
-                .reactor
-                .listen_with(on.name, endpoint, &on.options, stream())?;
-            bound.push(port.local_address().clone());
-        }
+/// A kind with no keys and no metrics of its own that answers with one protocol over
+/// streams and one over UDP (echo, discard): a [`Kind`] by the impl below.
+pub(crate) trait Plain: 'static {
+    /// The `kind` string of the configuration.
+    const NAME: &'static str;
+    /// What serves each stream connection.
+    type Stream: weft::Protocol + Default + 'static;
+    /// What serves each UDP endpoint.
+    type Datagram: weft::DatagramProtocol + Default + 'static;
+}
+
+impl<P: Plain> Kind for P {
+    const NAME: &'static str = <P as Plain>::NAME;
+    const IDLE_TIMEOUT: Duration = limits::STREAM_IDLE_TIMEOUT;
+    type Settings = ();
+    type Metrics = ();
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
+        ctx.only_keys(&[])
     }
-    Ok(bound)
+
+    fn metrics(_: Option<&prometheus::Registry>) {}
+
+    fn start(on: &Listeners<'_>, (): &(), _: &ServiceEnv) -> Result<Vec<Address>, ListenError> {
+        let mut bound = Vec::with_capacity(on.endpoints.len());
+        for endpoint in on.endpoints {
+            if ServiceCtx::is_udp(endpoint) {
+                let port = on
+                    .reactor
+                    .listen_udp(on.name, endpoint, P::Datagram::default())?;
+                bound.push(port.transport().host().clone());
+            } else {
+                let stream = weft::factory(P::Stream::default);
+                let port = on
+                    .reactor
+                    .listen_with(on.name, endpoint, &on.options, stream)?;
+                bound.push(port.local_address().clone());
+            }
+        }
+        Ok(bound)
+    }
+
+    fn describe((): &()) -> serde_json::Value {
+        serde_json::json!({})
+    }
 }

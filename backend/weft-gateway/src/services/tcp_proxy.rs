@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
@@ -30,55 +31,63 @@ pub struct TcpProxyConfig {
     pub upstream: String,
 }
 
-pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<TcpProxyConfig, ConfigError> {
-    ctx.only_keys(&["upstream"])?;
-    for (endpoint, span) in ctx.listen {
-        if ServiceCtx::is_udp(endpoint) {
-            return Err(ctx.error(
-                span.clone(),
-                "listen",
-                format!(
-                    "{endpoint:?}: a tcp-proxy listens on stream endpoints (tcp:, unix:, ssl:)"
-                ),
-            ));
-        }
-    }
-    let Some(upstream) = &ctx.raw.upstream else {
-        return Err(ctx.error(
-            ctx.raw.kind.span(),
-            "upstream",
-            "a tcp-proxy needs `upstream`, such as upstream = \"tcp:127.0.0.1:5432\"",
-        ));
-    };
-    ctx.client_endpoint("upstream", upstream)?;
-    Ok(TcpProxyConfig {
-        upstream: upstream.get_ref().clone(),
-    })
-}
+/// `kind = "tcp-proxy"`: `upstream`, stream endpoints only.
+pub(crate) struct TcpProxyKind;
 
-pub(crate) fn start(
-    on: &super::Listeners<'_>,
-    config: &TcpProxyConfig,
-) -> Result<Vec<weft::Address>, ListenError> {
-    let mut bound = Vec::with_capacity(on.endpoints.len());
-    for endpoint in on.endpoints {
-        let upstream: Rc<str> = config.upstream.as_str().into();
-        let port = on.reactor.listen_with(
-            on.name,
-            endpoint,
-            &on.options,
-            factory(move || Downstream {
-                upstream: upstream.clone(),
-                peer: Rc::default(),
-            }),
-        )?;
-        bound.push(port.local_address().clone());
+impl super::Kind for TcpProxyKind {
+    const NAME: &'static str = "tcp-proxy";
+    const IDLE_TIMEOUT: Duration = super::limits::STREAM_IDLE_TIMEOUT;
+    type Settings = TcpProxyConfig;
+    type Metrics = ();
+
+    fn validate(ctx: &ServiceCtx<'_>) -> Result<TcpProxyConfig, ConfigError> {
+        ctx.only_keys(&["upstream"])?;
+        ctx.stream_only("a tcp-proxy")?;
+        let Some(upstream) = &ctx.raw.upstream else {
+            return Err(ctx.error(
+                ctx.raw.kind.span(),
+                "upstream",
+                "a tcp-proxy needs `upstream`, such as upstream = \"tcp:127.0.0.1:5432\"",
+            ));
+        };
+        ctx.client_endpoint("upstream", upstream)?;
+        Ok(TcpProxyConfig {
+            upstream: upstream.get_ref().clone(),
+        })
     }
-    Ok(bound)
+
+    fn metrics(_: Option<&prometheus::Registry>) {}
+
+    fn start(
+        on: &super::Listeners<'_>,
+        config: &TcpProxyConfig,
+        _: &super::ServiceEnv,
+    ) -> Result<Vec<weft::Address>, ListenError> {
+        let mut bound = Vec::with_capacity(on.endpoints.len());
+        for endpoint in on.endpoints {
+            let upstream: Rc<str> = config.upstream.as_str().into();
+            let port = on.reactor.listen_with(
+                on.name,
+                endpoint,
+                &on.options,
+                factory(move || Downstream {
+                    upstream: upstream.clone(),
+                    peer: Rc::default(),
+                }),
+            )?;
+            bound.push(port.local_address().clone());
+        }
+        Ok(bound)
+    }
+
+    fn describe(config: &TcpProxyConfig) -> serde_json::Value {
+        serde_json::json!({ "upstream": config.upstream })
+    }
 }
 
 /// The client's side of a proxied connection.
 pub struct Downstream {
+    /// Where to connect, shared by every connection of the listener.
     upstream: Rc<str>,
     /// The upstream transport once connected; shared with the task that connects.
     peer: Rc<RefCell<Option<Transport>>>,
@@ -130,6 +139,7 @@ impl Protocol for Downstream {
 
 /// The upstream side: everything it receives goes to the client.
 struct Upstream {
+    /// The client's transport, which gets what the upstream sends.
     down: Transport,
 }
 

@@ -42,7 +42,7 @@ use ranges::{Multipart, Ranges, to_usize};
 const READ_WHOLE: u64 = 256 * 1024;
 
 /// Where a service's static files come from.
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
     /// A directory, canonicalized once, so per-request checks compare canonical paths.
     Dir(PathBuf),

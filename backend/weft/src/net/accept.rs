@@ -219,13 +219,15 @@ pub(super) trait Admit: 'static {
 
 /// Serves one connection, already registered with the reactor, until it ends.
 pub(super) trait Serve: 'static {
-    /// Serves `io`, whose registration is `transport`.
+    /// Serves `io`, whose registration is `transport`. What the future returns is the
+    /// adapter's business (the acceptor drops it); an adapter returns its serving future
+    /// itself rather than wrapping it, so no task carries a layer of copies it never uses.
     fn serve<S: Stream + Into<Io>>(
         self,
         reactor: &Reactor,
         io: S,
         transport: Transport,
-    ) -> impl Future<Output = ()>;
+    ) -> impl Future;
 }
 
 /// Admits a listener's connections and hands each, handshaken and registered, to its
@@ -290,13 +292,17 @@ impl<A: Admit> Acceptor<A> {
             (Accepted::Tcp(s), None) => self.reactor.spawn(async move {
                 let _slot = slot;
                 let local = admitted.local_of(&s);
-                admitted.serve(s, local).await;
+                let (reactor, conn, transport) = admitted.register(local);
+                conn.serve(&reactor, s, transport).await;
             }),
             (Accepted::Tcp(s), Some(acceptor)) => self.reactor.spawn(Box::pin(async move {
                 let _slot = slot;
                 let local = admitted.local_of(&s);
                 match tls::handshake(acceptor, s).await {
-                    Ok(s) => admitted.serve(s, local).await,
+                    Ok(s) => {
+                        let (reactor, conn, transport) = admitted.register(local);
+                        conn.serve(&reactor, s, transport).await;
+                    }
                     Err(err) => {
                         tls::report_handshake_failure(
                             &admitted.listener.service,
@@ -309,7 +315,8 @@ impl<A: Admit> Acceptor<A> {
             (Accepted::Unix(s), _) => self.reactor.spawn(async move {
                 let _slot = slot;
                 let local = admitted.listener.local.clone();
-                admitted.serve(s, local).await;
+                let (reactor, conn, transport) = admitted.register(local);
+                conn.serve(&reactor, s, transport).await;
             }),
         }
     }
@@ -332,8 +339,12 @@ impl<C: Serve> Admitted<C> {
             .map_or_else(|_| self.listener.local.clone(), Address::Ip)
     }
 
-    /// Registers the connection with the reactor and serves it until it ends.
-    async fn serve<S: Stream + Into<Io>>(self, io: S, local: Address) {
+    /// Registers the connection with the reactor, which hands back what serves it.
+    ///
+    /// Synchronous on purpose: every connection task lives as long as its connection, and
+    /// an `async` step here would keep a second copy of the admitted state and the socket
+    /// in each task's future for the connection's whole life.
+    fn register(self, local: Address) -> (Reactor, C, Transport) {
         let listener = &self.listener;
         let info = ConnectionInfo::new(
             listener.service.clone(),
@@ -343,7 +354,7 @@ impl<C: Serve> Admitted<C> {
         );
         let transport = super::open(&self.reactor, info);
         transport.set_idle_timeout(self.idle_timeout);
-        self.conn.serve(&self.reactor, io, transport).await;
+        (self.reactor, self.conn, transport)
     }
 }
 

@@ -426,7 +426,12 @@ impl Admit for ProtocolAdapter {
 }
 
 impl Serve for Box<dyn Protocol> {
-    async fn serve<S: Stream + Into<Io>>(self, reactor: &Reactor, io: S, transport: Transport) {
-        super::run(reactor, io, transport, self).await;
+    fn serve<S: Stream + Into<Io>>(
+        self,
+        reactor: &Reactor,
+        io: S,
+        transport: Transport,
+    ) -> impl Future {
+        super::run(reactor, io, transport, self)
     }
 }

@@ -333,8 +333,14 @@ where
     F: Future<Output = ()> + 'static,
 {
     /// Runs the handler until it returns, or until the connection is aborted (then the
-    /// handler is dropped); either way the close is reported then.
-    async fn serve<S: Stream + Into<Io>>(self, reactor: &Reactor, io: S, transport: Transport) {
+    /// handler is dropped); either way the close is reported then. The socket goes into
+    /// the handler's stream before the future is built, so the task holds it once.
+    fn serve<S: Stream + Into<Io>>(
+        self,
+        reactor: &Reactor,
+        io: S,
+        transport: Transport,
+    ) -> impl Future {
         let registration = Registration::new(reactor, transport.clone());
         let stream = InspectedStream {
             io: io.into(),
@@ -342,16 +348,19 @@ where
             eof_when_closing: true,
             _registration: None,
         };
-        let id = Some(transport.id());
-        let mut served = pin!((self.0)(stream));
-        poll_fn(|cx| {
-            transport.register_waker(cx.waker());
-            if transport.is_aborted() {
-                return Poll::Ready(());
-            }
-            observe::with_connection(id, || served.as_mut().poll(cx))
-        })
-        .await;
-        drop(registration);
+        let served = (self.0)(stream);
+        async move {
+            let id = Some(transport.id());
+            let mut served = pin!(served);
+            poll_fn(|cx| {
+                transport.register_waker(cx.waker());
+                if transport.is_aborted() {
+                    return Poll::Ready(());
+                }
+                observe::with_connection(id, || served.as_mut().poll(cx))
+            })
+            .await;
+            drop(registration);
+        }
     }
 }

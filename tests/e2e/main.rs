@@ -19,6 +19,7 @@ mod faults;
 mod gateway;
 mod history;
 mod http;
+mod http2;
 mod http_files;
 mod http_peers;
 mod http_rules;

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use weft::defer::{DeferredState, StepStatus};
-use weft_store::{DeferredDetail, StepRecord};
+use weft_store::{DeferredDetail, DeferredFilter, StepRecord};
 
 use crate::cards::Card;
 use crate::data::{
@@ -18,16 +18,6 @@ use crate::error::ApiError;
 use crate::fmt;
 use crate::sort::{ConnectionOrder, SortKey};
 use crate::state::DashboardState;
-
-/// The tabs of `/deferreds`, in order.
-pub(crate) const TABS: [&str; 6] = [
-    "pending",
-    "stalled",
-    "slow",
-    "failed",
-    "unhandled",
-    "leaked",
-];
 
 /// A service's configuration, indented.
 pub(crate) fn pretty(v: &serde_json::Value) -> String {
@@ -315,11 +305,14 @@ pub(crate) async fn deferreds(
     State(state): State<DashboardState>,
     Query(mut q): Query<DeferredQuery>,
 ) -> Response {
-    let tab = q.state.get_or_insert_with(|| "pending".into()).clone();
+    let tab = q
+        .state
+        .get_or_insert_with(|| DeferredFilter::Pending.as_str().into())
+        .clone();
     match data::deferreds(&state, &q).await {
         Ok(page) => html(&Deferreds {
             page: "deferreds",
-            tabs: TABS,
+            tabs: DeferredFilter::ALL.map(DeferredFilter::as_str),
             tab,
             service: q.service.unwrap_or_default(),
             deferreds: page.items,

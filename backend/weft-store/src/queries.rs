@@ -78,6 +78,28 @@ pub enum DeferredFilter {
 }
 
 impl DeferredFilter {
+    /// Every filter, in the order the dashboard shows them as tabs.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Stalled,
+        Self::Slow,
+        Self::Failed,
+        Self::Unhandled,
+        Self::Leaked,
+    ];
+
+    /// The name the API and pages use (`?state=`), which [`FromStr`] reads back.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Stalled => "stalled",
+            Self::Failed => "failed",
+            Self::Unhandled => "unhandled",
+            Self::Slow => "slow",
+            Self::Leaked => "leaked",
+        }
+    }
+
     /// The SQL condition, one per variant; each is the `WHERE` of a partial index or
     /// leads with an indexed column.
     fn condition(self) -> String {
@@ -96,34 +118,20 @@ impl FromStr for DeferredFilter {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "pending" => Self::Pending,
-            "stalled" => Self::Stalled,
-            "failed" => Self::Failed,
-            "unhandled" => Self::Unhandled,
-            "slow" => Self::Slow,
-            "leaked" => Self::Leaked,
-            _ => {
-                return Err(StoreError::BadFilter {
-                    what: "deferred state",
-                    value: s.to_owned(),
-                    expected: "pending, stalled, failed, unhandled, slow, leaked",
-                });
-            }
-        })
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| StoreError::BadFilter {
+                what: "deferred state",
+                value: s.to_owned(),
+                expected: "pending, stalled, failed, unhandled, slow, leaked",
+            })
     }
 }
 
 impl fmt::Display for DeferredFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Pending => "pending",
-            Self::Stalled => "stalled",
-            Self::Failed => "failed",
-            Self::Unhandled => "unhandled",
-            Self::Slow => "slow",
-            Self::Leaked => "leaked",
-        })
+        f.write_str(self.as_str())
     }
 }
 

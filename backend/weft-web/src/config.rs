@@ -264,6 +264,9 @@ pub struct WebConfig {
     pub limits: Limits,
     /// Listing, caching and compression of static files.
     pub files: FileOptions,
+    /// HSTS: responses over TLS carry `Strict-Transport-Security: max-age=` this
+    /// (RFC 6797); `None` (the default) sends none.
+    pub hsts_max_age: Option<Duration>,
 }
 
 impl Default for WebConfig {
@@ -275,6 +278,7 @@ impl Default for WebConfig {
             routes: Vec::new(),
             limits: Limits::default(),
             files: FileOptions::default(),
+            hsts_max_age: None,
         }
     }
 }

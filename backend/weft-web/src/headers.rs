@@ -37,8 +37,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Adds the client's address to `X-Forwarded-For` and `Forwarded`, and says which host
-/// and scheme it asked for.
-pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: Option<&HeaderValue>) {
+/// and scheme it asked for: `https` when it came over TLS (`secure`), else `http`.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    host: Option<&HeaderValue>,
+    secure: bool,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -65,10 +70,12 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: Opti
             headers.insert(HeaderName::from_static("x-forwarded-host"), v);
         }
     }
-    forwarded.push_str(";proto=http");
+    let proto = if secure { "https" } else { "http" };
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(proto),
     );
     let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {forwarded}"),
@@ -117,7 +124,12 @@ mod tests {
     fn forwarding_headers_extend_what_an_earlier_proxy_set() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
         let host = HeaderValue::from_static("example.test:8080");
-        add_forwarded(&mut h, Some("192.0.2.7".parse().unwrap()), Some(&host));
+        add_forwarded(
+            &mut h,
+            Some("192.0.2.7".parse().unwrap()),
+            Some(&host),
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-host"], "example.test:8080");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -128,8 +140,9 @@ mod tests {
 
         let mut h = HeaderMap::new();
         let odd = HeaderValue::from_static("evil\";for=1.2.3.4");
-        add_forwarded(&mut h, Some("::1".parse().unwrap()), Some(&odd));
-        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+        add_forwarded(&mut h, Some("::1".parse().unwrap()), Some(&odd), true);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert!(h.get("x-forwarded-host").is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! HTTP service for weft (twisted.web): static files, a reverse proxy and an access log,
-//! on hyper's HTTP/1.1, with every connection and request visible to the inspector.
+//! on hyper's HTTP/1.1 and HTTP/2, with every connection and request visible to the inspector.
 //!
 //! ```no_run
 //! use std::rc::Rc;
@@ -28,6 +28,8 @@
 //!   each connection (finishing the exchange in flight when asked to close), traces,
 //!   times, records and logs each request, and sends it to the proxy or to the static
 //!   files.
+//! - `protocol`: which HTTP a connection speaks (ALPN on TLS, the HTTP/2 preface on
+//!   plain connections) and hyper's HTTP/2 limits against abuse.
 //! - `rules`: the RFC 9112 / 9110 message rules checked before routing (`Host`,
 //!   `CONNECT`).
 //! - [`path`]: the request path's normal form (dot segments removed, unreserved
@@ -61,6 +63,7 @@ pub mod headers;
 pub mod metrics;
 mod mime;
 pub mod path;
+mod protocol;
 pub mod proxy;
 mod response;
 mod rules;

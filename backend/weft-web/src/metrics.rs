@@ -75,11 +75,14 @@ pub enum Refusal {
     /// A `Range` with more ranges than served at once, or overlapping ones: the whole
     /// file is sent instead (200).
     Ranges,
+    /// An HTTP/2 connection ended with GOAWAY for a protocol error or a broken limit,
+    /// such as streams reset faster than they are served (counted once per connection).
+    Protocol,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -88,6 +91,7 @@ impl Refusal {
         Self::Body,
         Self::BodyTooLarge,
         Self::Ranges,
+        Self::Protocol,
     ];
 
     /// The label value.
@@ -101,6 +105,7 @@ impl Refusal {
             Self::Body => "body",
             Self::BodyTooLarge => "body_too_large",
             Self::Ranges => "ranges",
+            Self::Protocol => "protocol",
         }
     }
 

@@ -105,6 +105,7 @@ pub(crate) async fn forward(
     route: &Route,
     limits: &Limits,
     client: Option<IpAddr>,
+    secure: bool,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, UpstreamError> {
     let upstream = &route.upstream;
@@ -123,7 +124,7 @@ pub(crate) async fn forward(
     parts.version = http::Version::HTTP_11;
     let host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client, host.as_ref());
+    add_forwarded(&mut parts.headers, client, host.as_ref(), secure);
     if host.is_none()
         && let Ok(v) = HeaderValue::from_str(&upstream.authority())
     {

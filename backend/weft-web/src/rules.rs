@@ -47,8 +47,15 @@ pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
         return Err(Refused::bad_host("more than one Host header"));
     }
     match host {
-        None if request.version() >= Version::HTTP_11 => {
+        None if request.version() == Version::HTTP_11 => {
             return Err(Refused::bad_host("an HTTP/1.1 request needs a Host header"));
+        }
+        // RFC 9113 §8.3.1: HTTP/2 names the host in `:authority` (the target's
+        // authority), or else in Host.
+        None if request.version() >= Version::HTTP_2 && request.uri().authority().is_none() => {
+            return Err(Refused::bad_host(
+                "an HTTP/2 request needs :authority or a Host header",
+            ));
         }
         // RFC 9110 §4.2.1: an http(s) URI never has an empty host, and the target URI is
         // rebuilt from Host, so an empty Host is an invalid value here too.

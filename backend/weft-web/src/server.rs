@@ -14,20 +14,22 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use http::header;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use weft::defer::{Deferred, Resolver};
-use weft::observe::{self, ConnectionInfo, ErrorKind};
+use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
+    Transport,
 };
 
 use crate::access_log::{AccessLog, Entry, Logged, Pending};
@@ -35,6 +37,7 @@ use crate::body::Body;
 use crate::config::{ConfigError, Route, WebConfig};
 use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::path::PathError;
+use crate::protocol::{self, Version as Speaks};
 use crate::response::error_page;
 use crate::rules::{self, Refused};
 use crate::{files, proxy};
@@ -92,6 +95,8 @@ struct State {
     files: Option<files::Source>,
     recorder: Rc<dyn Recorder>,
     access_log: AccessLog,
+    /// `Strict-Transport-Security`, built once, for responses over TLS.
+    hsts: Option<HeaderValue>,
 }
 
 impl HttpService {
@@ -116,6 +121,7 @@ impl HttpService {
         files: StaticFiles,
         recorder: Rc<dyn Recorder>,
     ) -> Self {
+        let hsts = hsts_header(&config.hsts_max_age);
         Self {
             state: Rc::new(State {
                 name: name.into(),
@@ -123,6 +129,7 @@ impl HttpService {
                 files: files.0,
                 recorder,
                 access_log: AccessLog::default(),
+                hsts,
             }),
         }
     }
@@ -139,6 +146,7 @@ impl HttpService {
                 files: state.files.clone(),
                 recorder: state.recorder.clone(),
                 access_log: to,
+                hsts: state.hsts.clone(),
             }),
         }
     }
@@ -157,15 +165,24 @@ impl HttpService {
         options: &ListenOptions,
     ) -> Result<ListeningPort, ListenError> {
         let state = self.state.clone();
-        reactor.listen_stream_with(&self.state.name, endpoint, options, move |stream| {
+        // Offered by `ssl:` listeners in the TLS handshake; plain ones ignore it.
+        let options = options.clone().alpn_protocols(&protocol::ALPN);
+        reactor.listen_stream_with(&self.state.name, endpoint, &options, move |stream| {
             serve_connection(state.clone(), stream)
         })
     }
 }
 
+/// `max-age` in seconds (RFC 6797 §6.1), or nothing when HSTS is off.
+fn hsts_header(max_age: &Option<std::time::Duration>) -> Option<HeaderValue> {
+    max_age.and_then(|age| HeaderValue::try_from(format!("max-age={}", age.as_secs())).ok())
+}
+
 /// What the requests of one connection share.
 struct Conn {
     info: Arc<ConnectionInfo>,
+    /// Whether the client came over TLS: proxied requests say `https`, and HSTS is sent.
+    secure: bool,
     /// The peer's address, as proxied requests pass it on (`X-Forwarded-For`).
     client: Option<IpAddr>,
     /// The same, formatted once for every access log line of the connection.
@@ -181,46 +198,94 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
     // client going away and drops the response in flight. It is told to finish instead.
     stream.keep_reading_when_closing();
     let transport = stream.transport().clone();
-    let info = stream.info().clone();
-    let client = match &info.peer {
-        Address::Ip(addr) => Some(addr.ip()),
-        _ => None,
+    let conn = Rc::new(Conn::new(stream.info().clone()));
+    let started = Instant::now();
+    let request_timeout = state.config.limits.request_timeout;
+    let (version, prefix) = match detect_version(&mut stream, &transport, request_timeout).await {
+        Ok(Some(detected)) => detected,
+        Ok(None) => return,
+        Err(_) => return transport.lose_connection_with(CloseReason::TimedOut),
     };
-    let conn = Rc::new(Conn {
-        client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
-        client,
-        info: info.clone(),
-        consumed: std::cell::Cell::new(0),
-    });
-    let limits = &state.config.limits;
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.request_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
-        .keep_alive(true);
+    let io = TokioIo::new(protocol::Prefixed::new(prefix, stream));
     let handler_state = state.clone();
     let handler_conn = conn.clone();
     let service =
         service_fn(move |request| handle(handler_state.clone(), handler_conn.clone(), request));
-    let started = Instant::now();
-    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
-    let mut draining = false;
-    let served = poll_fn(|cx| {
-        // The handler is polled again whenever a close is requested (`listen_stream`).
-        // hyper then finishes the exchange in flight, answers with `Connection: close`,
-        // and closes; an idle connection closes at once.
-        if !draining && transport.is_disconnecting() {
-            draining = true;
-            connection.as_mut().graceful_shutdown();
+    let limits = &state.config.limits;
+    // The handler is polled again whenever a close is requested (`listen_stream`). hyper
+    // then finishes the exchanges in flight (HTTP/1.1 answers with `Connection: close`,
+    // HTTP/2 sends GOAWAY) and closes; an idle connection closes at once.
+    let served = match version {
+        Speaks::H1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.request_timeout)
+                .max_header_size(limits.max_header_bytes)
+                .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
+                .keep_alive(true);
+            let connection = pin!(builder.serve_connection(io, service));
+            until_closed(&transport, connection, |c| c.graceful_shutdown()).await
         }
-        connection.as_mut().poll(cx)
-    })
-    .await;
-    let Err(err) = served else {
-        return;
+        Speaks::H2 => {
+            let builder = protocol::h2_builder(limits.max_header_bytes);
+            let connection = pin!(builder.serve_connection(io, service));
+            until_closed(&transport, connection, |c| c.graceful_shutdown()).await
+        }
     };
+    if let Err(err) = served {
+        connection_failed(&state, &conn, &transport, &err, started);
+    }
+}
+
+impl Conn {
+    fn new(info: Arc<ConnectionInfo>) -> Self {
+        let client = match &info.peer {
+            Address::Ip(addr) => Some(addr.ip()),
+            _ => None,
+        };
+        Self {
+            client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
+            client,
+            secure: info.transport == TransportKind::Tls,
+            info,
+            consumed: std::cell::Cell::new(0),
+        }
+    }
+}
+
+/// Reads until the first bytes tell the version (`None`: a close was requested first).
+/// Until then a close request ends the connection at once (it is idle), and a client
+/// that says nothing is timed out like a slow head.
+async fn detect_version(
+    stream: &mut InspectedStream,
+    transport: &Transport,
+    request_timeout: std::time::Duration,
+) -> Result<Option<(Speaks, Vec<u8>)>, tokio::time::error::Elapsed> {
+    let mut detecting = pin!(tokio::time::timeout(
+        request_timeout,
+        protocol::detect(stream)
+    ));
+    poll_fn(|cx| {
+        if transport.is_disconnecting() {
+            return Poll::Ready(Ok(None));
+        }
+        detecting.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A connection hyper gave up on: answered-and-counted malformed heads, a GOAWAY for a
+/// broken protocol, a slow head, or a client that went away.
+fn connection_failed(
+    state: &State,
+    conn: &Conn,
+    transport: &Transport,
+    err: &hyper::Error,
+    started: Instant,
+) {
+    let info = &conn.info;
+    let request_timeout = state.config.limits.request_timeout;
     if err.is_parse_too_large() || err.is_parse() {
         // hyper has answered 431 (too many header bytes or lines) or 400 and closes;
         // count and log it like a request.
@@ -249,20 +314,44 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
         }
         .log(&state.access_log);
         let message = format!("malformed request: {err}");
-        observe::report_error(&info, ErrorKind::BadFrame, message.clone());
+        observe::report_error(info, ErrorKind::BadFrame, message.clone());
+        transport.lose_connection_with(CloseReason::Protocol(message));
+    } else if let Some(message) = protocol::goaway_sent(err) {
+        // HTTP/2 has sent GOAWAY (too many resets, a malformed frame, a broken limit).
+        state.recorder.refused(Refusal::Protocol);
+        observe::report_error(info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
     } else if err.is_timeout() {
         if info.stats.bytes_in() > conn.consumed.get() {
-            let message = format!(
-                "client sent no complete request head within {:?}",
-                limits.request_timeout
-            );
-            observe::report_error(&info, ErrorKind::BadFrame, message);
+            let message =
+                format!("client sent no complete request head within {request_timeout:?}");
+            observe::report_error(info, ErrorKind::BadFrame, message);
         }
         transport.lose_connection_with(CloseReason::TimedOut);
     } else {
         tracing::debug!(connection = %info.id, %err, "HTTP connection ended with an error");
     }
+}
+
+/// Drives `connection` to its end, asking it to shut down gracefully (once) when the
+/// transport is asked to close.
+async fn until_closed<C>(
+    transport: &Transport,
+    mut connection: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    let mut draining = false;
+    poll_fn(|cx| {
+        if !draining && transport.is_disconnecting() {
+            draining = true;
+            shutdown(connection.as_mut());
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// Ends the request's traced Deferred: fired when a response is ready, cancelled (with
@@ -314,11 +403,18 @@ async fn handle(
     conn.consumed
         .set(conn.info.stats.bytes_in().saturating_add(declared));
     let method = request.method().clone();
-    let request_line = format!("{} {} {:?}", method, request.uri(), request.version());
+    // An HTTP/2 target always carries scheme and authority; the log shows the path, as
+    // the request line of HTTP/1.1 would.
+    let request_line = match request.uri().path_and_query() {
+        Some(target) if request.version() >= Version::HTTP_2 => {
+            format!("{method} {target} {:?}", request.version())
+        }
+        _ => format!("{} {} {:?}", method, request.uri(), request.version()),
+    };
     let referer = request.headers().get(header::REFERER).cloned();
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
 
-    let response = match admit(&state.config, &mut request) {
+    let mut response = match admit(&state.config, &mut request) {
         Ok(route) => dispatch(&state, &conn, route, request).await,
         Err(refused) => {
             state.recorder.refused(refused.reason);
@@ -326,6 +422,14 @@ async fn handle(
         }
     };
     trace.done();
+    if conn.secure
+        && let Some(hsts) = &state.hsts
+    {
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
 
     let status = response.status();
     state
@@ -380,7 +484,15 @@ async fn dispatch(
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
-        return match proxy::forward(&state.name, route, &config.limits, conn.client, request).await
+        return match proxy::forward(
+            &state.name,
+            route,
+            &config.limits,
+            conn.client,
+            conn.secure,
+            request,
+        )
+        .await
         {
             Ok(response) => response,
             Err(err) => {

@@ -93,6 +93,8 @@ pub(crate) struct RawService {
     pub(crate) cache_control: Option<Spanned<String>>,
     /// http: precompressed siblings and compression on the fly.
     pub(crate) compression: Option<Spanned<crate::services::http::RawCompression>>,
+    /// http: HSTS max-age for responses over TLS.
+    pub(crate) hsts_max_age: Option<Spanned<String>>,
     /// dns: zone files.
     pub(crate) zones: Option<Spanned<toml::Value>>,
     /// dns: upstream resolvers.

@@ -13,6 +13,7 @@
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
+//! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
 //! [[service.route]]
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
@@ -118,6 +119,7 @@ impl super::Kind for HttpKind {
             "listing",
             "cache_control",
             "compression",
+            "hsts_max_age",
         ])?;
         ctx.stream_only("an http service")?;
         let raw = ctx.raw;
@@ -142,6 +144,10 @@ impl super::Kind for HttpKind {
             routes,
             limits,
             files: file_options(ctx)?,
+            hsts_max_age: match &raw.hsts_max_age {
+                Some(age) => Some(ctx.duration("hsts_max_age", Some(age), Duration::ZERO)?),
+                None => None,
+            },
         };
         // Checked here, once: `start` serves these and has nothing left to refuse.
         let files = StaticFiles::of(&web).map_err(|e| {

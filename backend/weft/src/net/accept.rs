@@ -37,6 +37,8 @@ pub struct ListenOptions {
     idle_timeout: Option<Duration>,
     /// Shared by clones, so a service's listeners count a peer's connections across all of them.
     peer_limit: Option<PeerLimit>,
+    /// Offered in the TLS handshake of `ssl:` listeners (ALPN), most preferred first.
+    alpn: Vec<Vec<u8>>,
 }
 
 impl ListenOptions {
@@ -63,6 +65,18 @@ impl ListenOptions {
     pub fn peer_limit(mut self, limit: PeerLimit) -> Self {
         self.peer_limit = Some(limit);
         self
+    }
+
+    /// Offers `protocols` (such as `h2`, `http/1.1`) by ALPN in the TLS handshake of an
+    /// `ssl:` listener, most preferred first; plain listeners ignore it.
+    pub fn alpn_protocols(mut self, protocols: &[&[u8]]) -> Self {
+        self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+        self
+    }
+
+    /// The ALPN protocols offered, if any.
+    pub fn get_alpn_protocols(&self) -> &[Vec<u8>] {
+        &self.alpn
     }
 
     /// The idle timeout, if any.

@@ -236,7 +236,7 @@ impl Reactor {
             info,
             key,
             fresh,
-        } = bind_stream(self, service, endpoint, parsed, wrong_kind)?;
+        } = bind_stream(self, service, endpoint, parsed, options, wrong_kind)?;
         let stop = self.listening_token().child_token();
         let acceptor = Acceptor::new(self, info.clone(), tls, options, adapter);
         let starting = (acceptor.clone(), info.clone());
@@ -286,12 +286,14 @@ pub(super) struct BoundListener {
 
 /// Binds a stream endpoint at once (so "address in use" surfaces at the call, naming the
 /// endpoint), or takes the socket an open handover offers for its address, and loads its
-/// TLS key and certificate first; `wrong_kind` explains a `udp:` one.
+/// TLS key and certificate first (offering `options`' ALPN protocols); `wrong_kind`
+/// explains a `udp:` one.
 pub(super) fn bind_stream(
     reactor: &Reactor,
     service: &str,
     endpoint: &str,
     parsed: &ServerEndpoint,
+    options: &ListenOptions,
     wrong_kind: &'static str,
 ) -> Result<BoundListener, ListenError> {
     let bind_err = |source| ListenError::Bind {
@@ -306,10 +308,12 @@ pub(super) fn bind_stream(
             cert,
             ..
         } => {
-            let acceptor = tls::acceptor(cert, private_key).map_err(|source| ListenError::Tls {
-                endpoint: endpoint.to_owned(),
-                source,
-            })?;
+            let acceptor = tls::acceptor(cert, private_key, options.get_alpn_protocols()).map_err(
+                |source| ListenError::Tls {
+                    endpoint: endpoint.to_owned(),
+                    source,
+                },
+            )?;
             (TransportKind::Tls, Some(acceptor), *backlog)
         }
         ServerEndpoint::Unix { backlog, .. } => (TransportKind::Unix, None, *backlog),

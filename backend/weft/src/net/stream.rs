@@ -69,6 +69,15 @@ impl InspectedStream {
         self.transport.info()
     }
 
+    /// The protocol agreed by ALPN in the TLS handshake (such as `h2`), if any.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.io {
+            Io::TlsServer(s) => s.get_ref().1.alpn_protocol(),
+            Io::TlsClient(s) => s.get_ref().1.alpn_protocol(),
+            Io::Tcp(_) | Io::Unix(_) => None,
+        }
+    }
+
     /// Sets `TCP_NODELAY` (no effect on Unix sockets).
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         match &self.io {

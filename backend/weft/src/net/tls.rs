@@ -53,21 +53,26 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// A TLS acceptor for a PEM certificate chain and private key.
-pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+/// A TLS acceptor for a PEM certificate chain and private key, offering `alpn`.
+pub(crate) fn acceptor(
+    cert: &Path,
+    key: &Path,
+    alpn: &[Vec<u8>],
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let certs = load_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.to_vec();
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Loads an `ssl:` server's certificate chain and private key exactly as listening does,
 /// binding nothing: a configuration can be checked before anything starts.
 pub fn check_server_files(cert: &Path, key: &Path) -> Result<(), TlsError> {
-    acceptor(cert, key).map(drop)
+    acceptor(cert, key, &[]).map(drop)
 }
 
 /// Loads an `ssl:` client's trusted roots (`caCerts=`) exactly as connecting does.

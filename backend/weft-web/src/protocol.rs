@@ -1,0 +1,186 @@
+//! Which HTTP a connection speaks, and hyper's HTTP/2 server set up against abuse.
+//!
+//! On an `ssl:` listener the client chose in the TLS handshake (ALPN `h2` or
+//! `http/1.1`; no ALPN means HTTP/1.1, RFC 9113 §3.2). On a plain one, a client with
+//! prior knowledge opens with the HTTP/2 preface (`PRI * HTTP/2.0`, RFC 9113 §3.4),
+//! which no HTTP/1.1 request starts with: the first bytes are read once per connection
+//! to tell, and handed back to hyper in front of the stream.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioTimer;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use weft::InspectedStream;
+
+/// What the ALPN protocols of an `ssl:` listener offer, most preferred first.
+pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams the client may reset before the service has taken them up; one more ends
+/// the connection with GOAWAY ENHANCE_YOUR_CALM (the rapid-reset attack, CVE-2023-44487).
+pub(crate) const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the service may reset for the client's protocol errors before it ends the
+/// connection with GOAWAY.
+pub(crate) const H2_MAX_LOCAL_ERROR_RESETS: usize = 100;
+/// Flow-control window of one stream: request body bytes the client may send ahead.
+pub(crate) const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Flow-control window of the connection, across its streams.
+pub(crate) const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes buffered per stream before the handler waits for the client.
+pub(crate) const H2_MAX_SEND_BUF: usize = 256 * 1024;
+
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Version {
+    /// HTTP/1.1 (and 1.0).
+    H1,
+    /// HTTP/2.
+    H2,
+}
+
+/// The HTTP/2 connection preface's first bytes: enough to tell it from any HTTP/1 request.
+const PREFACE: &[u8] = b"PRI";
+
+/// Tells the version, reading the first bytes of a plain connection (kept in the
+/// returned prefix). `None`: the client closed, or the read failed, before saying.
+pub(crate) async fn detect(stream: &mut InspectedStream) -> Option<(Version, Vec<u8>)> {
+    if stream.info().transport == weft::observe::TransportKind::Tls {
+        let version = match stream.alpn_protocol() {
+            Some(b"h2") => Version::H2,
+            _ => Version::H1,
+        };
+        return Some((version, Vec::new()));
+    }
+    let mut prefix = Vec::with_capacity(PREFACE.len());
+    let mut buf = [0; 3];
+    while prefix.len() < PREFACE.len() && PREFACE.starts_with(&prefix) {
+        let n = stream
+            .read(&mut buf[..PREFACE.len() - prefix.len()])
+            .await
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        prefix.extend_from_slice(&buf[..n]);
+    }
+    let version = if prefix == PREFACE {
+        Version::H2
+    } else {
+        Version::H1
+    };
+    Some((version, prefix))
+}
+
+/// hyper's HTTP/2 server with the limits above; the header list is bounded like an
+/// HTTP/1.1 head (`max_header_bytes`).
+pub(crate) fn h2_builder(max_header_bytes: usize) -> hyper::server::conn::http2::Builder<Local> {
+    let mut builder = hyper::server::conn::http2::Builder::new(Local);
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .adaptive_window(false)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Runs each HTTP/2 stream's handler as a task on the reactor thread, tracked like its
+/// other tasks: the handlers share the service's `Rc` state, so they are not `Send`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Local;
+
+impl<F> hyper::rt::Executor<F> for Local
+where
+    F: Future<Output = ()> + 'static,
+{
+    fn execute(&self, future: F) {
+        weft::Reactor::current().spawn(future);
+    }
+}
+
+/// A stream with the bytes already read from it put back in front.
+pub(crate) struct Prefixed {
+    prefix: Vec<u8>,
+    /// How much of `prefix` has been handed on.
+    taken: usize,
+    stream: InspectedStream,
+}
+
+impl Prefixed {
+    pub(crate) fn new(prefix: Vec<u8>, stream: InspectedStream) -> Self {
+        Self {
+            prefix,
+            taken: 0,
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.taken < this.prefix.len() {
+            let rest = &this.prefix[this.taken..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.taken += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// If `err` is HTTP/2 ending the connection with GOAWAY for the client's protocol error
+/// or abuse of its limits (not the client going away), what it said.
+pub(crate) fn goaway_sent(err: &hyper::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            return (h2.is_go_away() && h2.is_library()).then(|| h2.to_string());
+        }
+        cause = c.source();
+    }
+    None
+}

@@ -1,0 +1,467 @@
+//! The `http` kind over HTTP/2 and TLS: h2 by ALPN on an `ssl:` listener (HTTP/1.1 when
+//! the client offers only that), h2c with prior knowledge on a plain one, driven with
+//! curl and with hyper's own h2 client; the scheme passed to upstreams, HSTS, and a
+//! client that opens and resets streams as fast as it can.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::assert_eventually;
+use crate::http_peers::Upstream;
+use crate::support::{App, free_port, spawn_app_with};
+
+struct Site {
+    app: App,
+    up: Upstream,
+    /// Plain listener (h2c by prior knowledge, or HTTP/1.1).
+    plain: SocketAddr,
+    /// `ssl:` listener of the service with HSTS.
+    tls: SocketAddr,
+    /// `ssl:` listener of a service without HSTS.
+    tls_default: SocketAddr,
+    /// The self-signed certificate both `ssl:` listeners serve, PEM.
+    cert: String,
+}
+
+fn start() -> Site {
+    let up = Upstream::start();
+    let up_addr = up.addr;
+    let plain: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let tls_default: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        std::fs::write(root.join("docs/guide.txt"), "read me\n").unwrap();
+        std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
+        let ssl = |port: u16| {
+            format!(
+                "ssl:{port}:interface=127.0.0.1:privateKey={}:certKey={}",
+                dir.join("key.pem").display(),
+                dir.join("cert.pem").display()
+            )
+        };
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = ["tcp:{plain}:interface=127.0.0.1", "{tls}"]
+root = "{root}"
+hsts_max_age = "365d"
+access_log = "{log}"
+[[service.route]]
+prefix = "/api/"
+upstream = "http://{up_addr}"
+
+[[service]]
+name = "plainweb"
+kind = "http"
+listen = "{tls_default}"
+root = "{root}"
+"#,
+            plain = plain.port(),
+            tls = ssl(tls.port()),
+            tls_default = ssl(tls_default.port()),
+            root = root.display(),
+            log = dir.join("access.log").display(),
+        )
+    });
+    Site {
+        app,
+        up,
+        plain,
+        tls,
+        tls_default,
+        cert: cert_pem,
+    }
+}
+
+/// What curl saw: status, HTTP version (`1.1`, `2`), the response head, the body.
+struct Seen {
+    code: u16,
+    version: String,
+    head: String,
+    body: String,
+}
+
+fn curl(site: &Site, args: &[&str], url: &str) -> Seen {
+    let head = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .arg("--cacert")
+        .arg(site.app.dir.path().join("cert.pem"))
+        .arg("-D")
+        .arg(head.path())
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl must be installed (scripts/test installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap();
+    let (code, version) = tail.split_once(' ').unwrap();
+    Seen {
+        code: code.parse().unwrap_or(0),
+        version: version.to_owned(),
+        head: std::fs::read_to_string(head.path())
+            .unwrap()
+            .to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+fn https(addr: SocketAddr, path: &str) -> String {
+    format!("https://localhost:{}{path}", addr.port())
+}
+
+fn resolve(addr: SocketAddr) -> String {
+    format!("localhost:{}:127.0.0.1", addr.port())
+}
+
+#[test]
+fn http2_by_alpn_and_by_prior_knowledge_serves_files_ranges_and_proxies() {
+    let site = start();
+    let tls = resolve(site.tls);
+
+    // TLS: h2 by ALPN, and HTTP/1.1 for a client that offers only that.
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &tls],
+        &https(site.tls, "/"),
+    );
+    assert_eq!(
+        (seen.code, seen.version.as_str(), seen.body.as_str()),
+        (200, "2", "<h1>weft</h1>\n"),
+        "{}",
+        site.app.log()
+    );
+    let seen = curl(
+        &site,
+        &["--http1.1", "--resolve", &tls],
+        &https(site.tls, "/"),
+    );
+    assert_eq!((seen.code, seen.version.as_str()), (200, "1.1"));
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &tls, "-r", "0-3"],
+        &https(site.tls, "/docs/guide.txt"),
+    );
+    assert_eq!(
+        (seen.code, seen.version.as_str(), seen.body.as_str()),
+        (206, "2", "read")
+    );
+    assert!(
+        seen.head.contains("content-range: bytes 0-3/8"),
+        "{}",
+        seen.head
+    );
+
+    // Proxied over h2 to an HTTP/1.1 upstream, which learns the client came over TLS.
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &tls],
+        &https(site.tls, "/api/items?id=7"),
+    );
+    assert_eq!(
+        (seen.code, seen.version.as_str(), seen.body.as_str()),
+        (
+            200,
+            "2",
+            "upstream: GET /api/items?id=7 HTTP/1.1 xff=127.0.0.1 body="
+        )
+    );
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &tls, "--data-binary", "payload"],
+        &https(site.tls, "/api/post"),
+    );
+    assert_eq!(
+        seen.body,
+        "upstream: POST /api/post HTTP/1.1 xff=127.0.0.1 body=payload"
+    );
+    let seen = curl(
+        &site,
+        &["--http1.1", "--resolve", &tls],
+        &https(site.tls, "/api/one"),
+    );
+    assert_eq!(seen.code, 200);
+    for i in 0..3 {
+        assert_eq!(
+            site.up.header(i, "x-forwarded-proto"),
+            ["https"],
+            "request {i}"
+        );
+        let forwarded = site.up.header(i, "forwarded");
+        assert!(forwarded[0].ends_with(";proto=https"), "{forwarded:?}");
+        assert_eq!(
+            site.up.header(i, "host"),
+            [format!("localhost:{}", site.tls.port())]
+        );
+    }
+
+    // Plain: h2c by prior knowledge; the upstream is told `http`.
+    let plain = |path: &str| format!("http://{}{path}", site.plain);
+    let seen = curl(
+        &site,
+        &["--http2-prior-knowledge"],
+        &plain("/docs/guide.txt"),
+    );
+    assert_eq!(
+        (seen.code, seen.version.as_str(), seen.body.as_str()),
+        (200, "2", "read me\n")
+    );
+    let seen = curl(&site, &["--http2-prior-knowledge"], &plain("/api/plain"));
+    assert_eq!(seen.code, 200);
+    assert_eq!(site.up.header(3, "x-forwarded-proto"), ["http"]);
+    assert!(site.up.header(3, "forwarded")[0].ends_with(";proto=http"));
+    assert_eq!(curl(&site, &[], &plain("/")).version, "1.1");
+
+    // Counted and logged like any request, with the protocol version.
+    assert_eventually!(
+        site.app
+            .metric(r#"weft_http_requests_total{code="2xx",method="GET",service="web"}"#)
+            == Some(8.0),
+        "{}",
+        site.app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(
+        site.app
+            .metric(r#"weft_http_requests_total{code="2xx",method="POST",service="web"}"#),
+        Some(1.0)
+    );
+    let access_log = site.app.dir.path().join("access.log");
+    let log = || std::fs::read_to_string(&access_log).unwrap_or_default();
+    assert_eventually!(
+        log().contains("\"POST /api/post HTTP/2.0\" 200"),
+        "{}",
+        log()
+    );
+    let log = log();
+    assert!(
+        log.contains("\"GET /docs/guide.txt HTTP/2.0\" 206 4"),
+        "{log}"
+    );
+    assert!(log.contains("\"GET / HTTP/1.1\" 200 14"), "{log}");
+}
+
+#[test]
+fn hsts_is_sent_over_tls_when_configured_and_never_over_plain_http() {
+    let site = start();
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &resolve(site.tls)],
+        &https(site.tls, "/"),
+    );
+    assert_eq!(seen.code, 200);
+    assert!(
+        seen.head
+            .contains("strict-transport-security: max-age=31536000\r\n"),
+        "{}",
+        seen.head
+    );
+    // RFC 6797 §7.2: not over plain HTTP.
+    let seen = curl(&site, &[], &format!("http://{}/", site.plain));
+    assert_eq!(seen.code, 200);
+    assert!(
+        !seen.head.contains("strict-transport-security"),
+        "{}",
+        seen.head
+    );
+    // Off by default.
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &resolve(site.tls_default)],
+        &https(site.tls_default, "/"),
+    );
+    assert_eq!((seen.code, seen.version.as_str()), (200, "2"));
+    assert!(
+        !seen.head.contains("strict-transport-security"),
+        "{}",
+        seen.head
+    );
+}
+
+/// One request on an h2 connection made by hyper's client: (status, version, body).
+async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    authority: &str,
+    scheme: &str,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, http::Version, String) {
+    let mut request = http::Request::get(format!("{scheme}://{authority}{path}"));
+    if let Some(range) = range {
+        request = request.header("range", range);
+    }
+    let response = sender
+        .send_request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let version = response.version();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, version, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn tls_client(cert_pem: &str) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[test]
+fn hyper_h2_client_gets_files_ranges_and_proxied_answers_over_tls_and_h2c() {
+    let site = start();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Over TLS, h2 chosen by ALPN, several streams on one connection.
+        let tcp = tokio::net::TcpStream::connect(site.tls).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tls_client(&site.cert).connect(name, tcp).await.unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let authority = format!("localhost:{}", site.tls.port());
+        let (mut s1, mut s2, mut s3) = (sender.clone(), sender.clone(), sender.clone());
+        let (a, b, c) = tokio::join!(
+            h2_get(&mut s1, &authority, "https", "/", None),
+            h2_get(
+                &mut s2,
+                &authority,
+                "https",
+                "/docs/guide.txt",
+                Some("bytes=5-")
+            ),
+            h2_get(&mut s3, &authority, "https", "/api/x", None),
+        );
+        assert_eq!(a, (200, http::Version::HTTP_2, "<h1>weft</h1>\n".into()));
+        assert_eq!(b, (206, http::Version::HTTP_2, "me\n".into()));
+        assert_eq!(
+            c,
+            (
+                200,
+                http::Version::HTTP_2,
+                "upstream: GET /api/x HTTP/1.1 xff=127.0.0.1 body=".into()
+            )
+        );
+
+        // h2c with prior knowledge.
+        let tcp = tokio::net::TcpStream::connect(site.plain).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let authority = site.plain.to_string();
+        let got = h2_get(&mut sender, &authority, "http", "/docs/guide.txt", None).await;
+        assert_eq!(got, (200, http::Version::HTTP_2, "read me\n".into()));
+        let got = h2_get(&mut sender, &authority, "http", "/api/y", None).await;
+        assert_eq!(got.0, 200);
+        assert_eq!(got.2, "upstream: GET /api/y HTTP/1.1 xff=127.0.0.1 body=");
+        let got = h2_get(&mut sender, &authority, "http", "/missing", None).await;
+        assert_eq!(got.0, 404);
+    });
+    assert_eq!(site.up.targets(), ["/api/x", "/api/y"]);
+}
+
+/// An HTTP/2 frame head: length, type, flags, stream.
+fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    out.extend_from_slice(&len[1..]);
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+#[test]
+fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
+    let site = start();
+    // A connection opened before the abuse, still served after it.
+    let bystander = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "--max-time", "10"])
+        .arg(format!("http://{}/docs/guide.txt", site.plain))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bystander.stdout), "read me\n");
+
+    let mut conn = TcpStream::connect(site.plain).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[]);
+    // GET / with :authority "localhost", from the HPACK static table.
+    let mut headers = vec![0x82, 0x86, 0x84, 0x41, 9];
+    headers.extend_from_slice(b"localhost");
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        frame(&mut out, 0x1, 0x5, stream, &headers);
+        frame(&mut out, 0x3, 0, stream, &8u32.to_be_bytes());
+    }
+    // The server may close before it has read everything.
+    let _ = conn.write_all(&out);
+    let mut seen = Vec::new();
+    let _ = conn.read_to_end(&mut seen);
+    let mut goaway = None;
+    let mut at = 0;
+    while at + 9 <= seen.len() {
+        let len = usize::from(seen[at]) << 16
+            | usize::from(seen[at + 1]) << 8
+            | usize::from(seen[at + 2]);
+        if seen[at + 3] == 0x7 && at + 9 + 8 <= seen.len() {
+            let code = &seen[at + 13..at + 17];
+            goaway = Some(u32::from_be_bytes(code.try_into().unwrap()));
+        }
+        at += 9 + len;
+    }
+    // ENHANCE_YOUR_CALM (RFC 9113 §7), and the connection closed.
+    assert_eq!(goaway, Some(0xb), "{} bytes from the server", seen.len());
+    assert_eventually!(
+        site.app
+            .metric(r#"weft_http_requests_refused_total{reason="protocol",service="web"}"#)
+            == Some(1.0),
+        "{}",
+        site.app.curl("/metrics").unwrap_or_default()
+    );
+    let seen = curl(
+        &site,
+        &["--http2-prior-knowledge"],
+        &format!("http://{}/", site.plain),
+    );
+    assert_eq!((seen.code, seen.version.as_str()), (200, "2"));
+}

@@ -100,7 +100,7 @@ fn reason_line(stderr: &str) -> Option<String> {
 /// `weft check FILE` and `weft run --config FILE` on `config` (written to `dir`): both
 /// must exit 1 with the same reason, containing each of `expected`; and `run` must fail
 /// before it listens anywhere or opens the history file. Returns the reason.
-fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String {
+pub(crate) fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String {
     let path = dir.join("weft.toml");
     std::fs::write(&path, config).unwrap();
     let checked = Command::new(weft_bin())

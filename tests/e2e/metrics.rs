@@ -236,6 +236,7 @@ zones = ["{zone}"]
         "method",
         "body",
         "body_too_large",
+        "ranges",
     ] {
         zero(&format!(
             "weft_http_requests_refused_total{{reason=\"{reason}\",service=\"web\"}}"

@@ -98,3 +98,59 @@ impl HttpBody for FileBody {
         SizeHint::with_exact(self.remaining)
     }
 }
+
+/// Several bodies sent one after the other, as one: the parts of a
+/// `multipart/byteranges` response with their framing.
+pub(crate) struct Chain {
+    /// What is still to send, next first.
+    parts: std::collections::VecDeque<Body>,
+}
+
+impl Chain {
+    pub(crate) fn body(parts: impl IntoIterator<Item = Body>) -> Body {
+        Self {
+            parts: parts.into_iter().collect(),
+        }
+        .boxed_unsync()
+    }
+}
+
+impl HttpBody for Chain {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        while let Some(part) = this.parts.front_mut() {
+            match Pin::new(part).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.parts.pop_front();
+                }
+                other => return other,
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.iter().all(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let mut hint = SizeHint::new();
+        let (mut lower, mut upper) = (0u64, Some(0u64));
+        for part in &self.parts {
+            let h = part.size_hint();
+            lower = lower.saturating_add(h.lower());
+            upper = upper.zip(h.upper()).map(|(a, b)| a.saturating_add(b));
+        }
+        hint.set_lower(lower);
+        if let Some(upper) = upper {
+            hint.set_upper(upper);
+        }
+        hint
+    }
+}

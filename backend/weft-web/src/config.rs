@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use crate::embedded::EmbeddedFiles;
 use crate::path::{self, PathError, Reading};
 
@@ -30,6 +32,17 @@ pub enum ConfigError {
         name: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A `Cache-Control` value that cannot be sent as a header.
+    #[error("cache_control {0:?} must be visible ASCII, such as \"public, max-age=3600\"")]
+    CacheControl(String),
+    /// Compression bounds that leave no file to compress.
+    #[error("compression: min_bytes ({min}) must not exceed max_bytes ({max})")]
+    CompressionBounds {
+        /// The smallest size compressed.
+        min: u64,
+        /// The largest size compressed.
+        max: u64,
     },
     /// Both `root` and `embedded` are set: a service serves files from one place.
     #[error("static files come from `root` or from embedded files, not both")]
@@ -173,6 +186,68 @@ impl Default for Limits {
     }
 }
 
+/// How static files are answered, beyond finding them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileOptions {
+    /// List a directory that has no index file (off: such a directory is 404).
+    pub listing: bool,
+    /// `Cache-Control` sent with every file, listing and 304 (none when `None`).
+    pub cache_control: Option<HeaderValue>,
+    /// Content codings.
+    pub compression: Compression,
+}
+
+/// Parses a `cache_control` setting into the header value it will be sent as.
+pub fn cache_control(value: &str) -> Result<HeaderValue, ConfigError> {
+    let bad = || ConfigError::CacheControl(value.to_owned());
+    if value.trim().is_empty() {
+        return Err(bad());
+    }
+    HeaderValue::from_str(value)
+        .ok()
+        .filter(|v| v.to_str().is_ok())
+        .ok_or_else(bad)
+}
+
+/// Content codings for compressible types (text, JSON, JavaScript, XML, SVG, wasm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    /// Send `NAME.br` or `NAME.gz` beside a file in its place to a client that accepts
+    /// that coding.
+    pub precompressed: bool,
+    /// Compress with gzip or brotli on the fly when there is no such sibling.
+    pub on_the_fly: bool,
+    /// Files smaller than this are sent as they are (compression would save little).
+    pub min_bytes: u64,
+    /// Files larger than this are not compressed on the fly (the work and memory grow
+    /// with the file).
+    pub max_bytes: u64,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            precompressed: true,
+            on_the_fly: true,
+            min_bytes: 1024,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Compression {
+    /// Checks that some size lies between the bounds.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.min_bytes > self.max_bytes {
+            return Err(ConfigError::CompressionBounds {
+                min: self.min_bytes,
+                max: self.max_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One HTTP service's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebConfig {
@@ -187,6 +262,8 @@ pub struct WebConfig {
     pub routes: Vec<Route>,
     /// Limits.
     pub limits: Limits,
+    /// Listing, caching and compression of static files.
+    pub files: FileOptions,
     /// HSTS: responses over TLS carry `Strict-Transport-Security: max-age=` this
     /// (RFC 6797); `None` (the default) sends none.
     pub hsts_max_age: Option<Duration>,
@@ -200,6 +277,7 @@ impl Default for WebConfig {
             index: "index.html".into(),
             routes: Vec::new(),
             limits: Limits::default(),
+            files: FileOptions::default(),
             hsts_max_age: None,
         }
     }

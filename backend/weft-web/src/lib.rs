@@ -35,8 +35,11 @@
 //! - [`path`]: the request path's normal form (dot segments removed, unreserved
 //!   characters decoded) that routing, forwarding and files share; request path → file
 //!   under the root, refusing traversal and symlink escapes.
-//! - `files`: GET/HEAD of files, index files, conditional requests, byte ranges, from a
-//!   root directory or from [`EmbeddedFiles`] held in memory; `mime`: content types.
+//! - `files`: GET/HEAD of files, index files, from a root directory or from
+//!   [`EmbeddedFiles`] held in memory: entity tags and preconditions
+//!   (`files::conditional`), byte ranges and `multipart/byteranges` (`files::ranges`),
+//!   precompressed siblings and gzip / brotli on the fly (`files::encoding`), directory
+//!   listings (`files::listing`); `mime`: content types and which are compressible.
 //! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
 //!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
 //! - [`access_log`]: one entry per response, escaped, written when the response body
@@ -67,7 +70,7 @@ mod rules;
 pub mod server;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
-pub use config::{ConfigError, Limits, Route, Upstream, WebConfig};
+pub use config::{Compression, ConfigError, FileOptions, Limits, Route, Upstream, WebConfig};
 pub use embedded::EmbeddedFiles;
 pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,

@@ -72,6 +72,9 @@ pub enum Refusal {
     Body,
     /// A request body over the limit (413).
     BodyTooLarge,
+    /// A `Range` with more ranges than served at once, or overlapping ones: the whole
+    /// file is sent instead (200).
+    Ranges,
     /// An HTTP/2 connection ended with GOAWAY for a protocol error or a broken limit,
     /// such as streams reset faster than they are served (counted once per connection).
     Protocol,
@@ -79,7 +82,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -87,6 +90,7 @@ impl Refusal {
         Self::Method,
         Self::Body,
         Self::BodyTooLarge,
+        Self::Ranges,
         Self::Protocol,
     ];
 
@@ -100,6 +104,7 @@ impl Refusal {
             Self::Method => "method",
             Self::Body => "body",
             Self::BodyTooLarge => "body_too_large",
+            Self::Ranges => "ranges",
             Self::Protocol => "protocol",
         }
     }

@@ -13,6 +13,16 @@ pub fn content_type(name: &str) -> &'static str {
         .map_or(DEFAULT, |(_, t)| t)
 }
 
+/// Whether a content type is worth compressing: text and the text-like formats. Images,
+/// fonts (woff is compressed already), archives and media are not.
+pub(crate) fn compressible(content_type: &str) -> bool {
+    content_type.starts_with("text/")
+        || content_type.starts_with("application/json")
+        || content_type.starts_with("application/xml")
+        || content_type.starts_with("image/svg+xml")
+        || content_type.starts_with("application/wasm")
+}
+
 const DEFAULT: &str = "application/octet-stream";
 
 const TYPES: &[(&str, &str)] = &[
@@ -61,5 +71,17 @@ mod tests {
         assert_eq!(content_type("app.min.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("Makefile"), "application/octet-stream");
         assert_eq!(content_type("x.unknown"), "application/octet-stream");
+    }
+
+    #[test]
+    fn text_like_types_are_compressible() {
+        for name in [
+            "a.html", "a.css", "a.js", "a.json", "a.svg", "a.xml", "a.wasm",
+        ] {
+            assert!(super::compressible(content_type(name)), "{name}");
+        }
+        for name in ["a.png", "a.woff2", "a.gz", "a.mp4", "a"] {
+            assert!(!super::compressible(content_type(name)), "{name}");
+        }
     }
 }

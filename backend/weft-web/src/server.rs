@@ -51,9 +51,10 @@ const MIN_BUF: usize = 8192;
 pub struct StaticFiles(Option<files::Source>);
 
 impl StaticFiles {
-    /// Checks that `config`'s root is a readable directory, and that there are not both
-    /// a root and embedded files.
+    /// Checks that `config`'s root is a readable directory, that there are not both
+    /// a root and embedded files, and that the compression bounds leave some size.
     pub fn of(config: &WebConfig) -> Result<Self, ConfigError> {
+        config.files.compression.check()?;
         let source = match (&config.root, &config.embedded) {
             (Some(_), Some(_)) => return Err(ConfigError::RootAndEmbedded),
             (Some(path), None) => {
@@ -512,9 +513,9 @@ async fn dispatch(
             files::serve(
                 source,
                 &config.index,
-                &parts.method,
-                &parts.uri,
-                &parts.headers,
+                &config.files,
+                &*state.recorder,
+                &parts,
             )
             .await
         }

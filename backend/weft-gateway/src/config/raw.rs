@@ -87,6 +87,12 @@ pub(crate) struct RawService {
     pub(crate) limits: Option<Spanned<crate::services::http::RawLimits>>,
     /// http: a file for the access log.
     pub(crate) access_log: Option<Spanned<String>>,
+    /// http: list directories that have no index file.
+    pub(crate) listing: Option<Spanned<bool>>,
+    /// http: the `Cache-Control` sent with static files.
+    pub(crate) cache_control: Option<Spanned<String>>,
+    /// http: precompressed siblings and compression on the fly.
+    pub(crate) compression: Option<Spanned<crate::services::http::RawCompression>>,
     /// http: HSTS max-age for responses over TLS.
     pub(crate) hsts_max_age: Option<Spanned<String>>,
     /// http: further certificates of its `ssl:` listeners, chosen by SNI.
@@ -123,6 +129,15 @@ impl RawService {
         }
         if let Some(v) = &self.tls_certificates {
             keys.push(("tls_certificates", v.span()));
+        }
+        if let Some(v) = &self.listing {
+            keys.push(("listing", v.span()));
+        }
+        if let Some(v) = &self.cache_control {
+            keys.push(("cache_control", v.span()));
+        }
+        if let Some(v) = &self.compression {
+            keys.push(("compression", v.span()));
         }
         for (name, value) in [
             ("root", &self.root),

@@ -9,6 +9,10 @@
 //! index = "index.html"         # optional
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//! listing = false              # optional: list directories without an index file
+//! cache_control = "public, max-age=3600"   # optional: sent with static files
+//! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
+//!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
 //! tls_certificates = [{ names = ["a.example"], cert = "a.pem", key = "a.key" }]  # optional:
 //!                              # chosen by SNI on ssl: listeners (see `tls_certificates`)
@@ -36,7 +40,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
 use weft_web::{
-    AccessLog, AccessLogLosses, EmbeddedFiles, HttpMetrics, HttpService, Limits, LossRecorder,
+    AccessLog, AccessLogLosses, Compression, FileOptions, EmbeddedFiles, HttpMetrics, HttpService, Limits, LossRecorder,
     Recorder, Route, StaticFiles, WebConfig,
 };
 
@@ -88,6 +92,16 @@ pub(crate) struct RawLimits {
     upstream_timeout: Option<Spanned<String>>,
 }
 
+/// `compression = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompression {
+    precompressed: Option<Spanned<bool>>,
+    on_the_fly: Option<Spanned<bool>>,
+    min_bytes: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<u64>>,
+}
+
 /// `kind = "http"`.
 pub(crate) struct HttpKind;
 
@@ -106,6 +120,9 @@ impl super::Kind for HttpKind {
             "index",
             "limits",
             "access_log",
+            "listing",
+            "cache_control",
+            "compression",
             "hsts_max_age",
             "tls_certificates",
         ])?;
@@ -131,6 +148,7 @@ impl super::Kind for HttpKind {
             index,
             routes,
             limits,
+            files: file_options(ctx)?,
             hsts_max_age: match &raw.hsts_max_age {
                 Some(age) => Some(ctx.duration("hsts_max_age", Some(age), Duration::ZERO)?),
                 None => None,
@@ -206,11 +224,57 @@ impl super::Kind for HttpKind {
             "root": web.root.as_ref().map(|r| r.display().to_string()),
             "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
             "index": web.index,
+            "listing": web.files.listing,
+            "cache_control": web.files.cache_control.as_ref().and_then(|v| v.to_str().ok()),
+            "compression": {
+                "precompressed": web.files.compression.precompressed,
+                "on_the_fly": web.files.compression.on_the_fly,
+                "min_bytes": web.files.compression.min_bytes,
+                "max_bytes": web.files.compression.max_bytes,
+            },
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `listing`, `cache_control` and `compression`.
+fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
+    let raw = ctx.raw;
+    let cache_control = match &raw.cache_control {
+        Some(v) => Some(
+            weft_web::config::cache_control(v.get_ref())
+                .map_err(|e| ctx.error(v.span(), "cache_control", e.to_string()))?,
+        ),
+        None => None,
+    };
+    let d = Compression::default();
+    let compression = match &raw.compression {
+        Some(c) => {
+            let c = c.get_ref();
+            let made = Compression {
+                precompressed: c
+                    .precompressed
+                    .as_ref()
+                    .map_or(d.precompressed, |v| *v.get_ref()),
+                on_the_fly: c.on_the_fly.as_ref().map_or(d.on_the_fly, |v| *v.get_ref()),
+                min_bytes: c.min_bytes.as_ref().map_or(d.min_bytes, |v| *v.get_ref()),
+                max_bytes: c.max_bytes.as_ref().map_or(d.max_bytes, |v| *v.get_ref()),
+            };
+            if let Err(e) = made.check() {
+                let span = c.min_bytes.as_ref().map_or(raw.kind.span(), |v| v.span());
+                return Err(ctx.error(span, "compression.min_bytes", e.to_string()));
+            }
+            made
+        }
+        None => d,
+    };
+    Ok(FileOptions {
+        listing: raw.listing.as_ref().is_some_and(|v| *v.get_ref()),
+        cache_control,
+        compression,
+    })
 }
 
 /// `root`: a directory path, if given.
@@ -407,6 +471,39 @@ mod tests {
             ServiceKind::Http(c) => &c.web,
             other => panic!("not http: {other:?}"),
         }
+    }
+
+    #[test]
+    fn file_options_are_read_with_defaults_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        let c = parse(&root).unwrap();
+        assert_eq!(http(&c).files, FileOptions::default());
+        let c = parse(&format!(
+            "{root}listing = true\ncache_control = \"public, max-age=60\"\n\
+             compression = {{ on_the_fly = false, min_bytes = 10 }}\n"
+        ))
+        .unwrap();
+        let files = &http(&c).files;
+        assert!(files.listing);
+        assert_eq!(files.cache_control.as_ref().unwrap(), "public, max-age=60");
+        assert!(!files.compression.on_the_fly && files.compression.precompressed);
+        assert_eq!(files.compression.min_bytes, 10);
+        let e = parse(&format!("{root}cache_control = \"a\\nb\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].cache_control"), "{e}");
+        let e = parse(&format!("{root}compression = {{ level = 9 }}\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "an unknown key in compression: {e}");
+        let e = parse(&format!(
+            "{root}compression = {{ min_bytes = 10, max_bytes = 5 }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].compression.min_bytes"),
+            "{e}"
+        );
+        let e = parse(&format!("{root}listing = \"yes\"\n")).unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
     }
 
     #[test]

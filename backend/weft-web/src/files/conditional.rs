@@ -1,0 +1,182 @@
+//! Validators and preconditions (RFC 9110 §8.8, §13).
+//!
+//! The entity tag of a file on disk is made from what the one `stat` of the request
+//! already returned: inode, size and modification time to the nanosecond. Hashing the
+//! content would cost a read of the whole file per request (or a cache to keep in step
+//! with the disk); the stat costs nothing more, and every way a file changes moves at
+//! least one of the three: a write moves the time, a replace by rename moves the inode.
+//! The tag is strong (§8.8.1): two files with the same three are the same bytes, as far
+//! as a filesystem can tell, which is what nginx and Apache rely on too.
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName};
+
+/// A strong entity tag, quotes included.
+pub(super) type Tag = String;
+
+/// The tag of a file on disk, from its metadata.
+pub(super) fn disk_tag(meta: &std::fs::Metadata) -> Tag {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "\"{:x}-{:x}-{:x}.{:x}\"",
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
+}
+
+/// The tag of a file held in memory: its set's time of creation and its length (the
+/// contents of a set never change while it exists).
+pub(super) fn memory_tag(len: u64, made: SystemTime) -> Tag {
+    let since = made
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "\"m{:x}-{:x}.{:x}\"",
+        len,
+        since.as_secs(),
+        since.subsec_nanos()
+    )
+}
+
+/// `tag` with `suffix` inside the quotes: the tag of the same file in a content coding,
+/// which is other bytes and so needs another strong tag (§8.8.3.3).
+pub(super) fn coded(tag: &str, suffix: &str) -> Tag {
+    let bare = tag.strip_suffix('"').unwrap_or(tag);
+    format!("{bare}-{suffix}\"")
+}
+
+/// What the preconditions say to do with a GET or HEAD.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Answer normally.
+    Proceed,
+    /// 304 Not Modified.
+    NotModified,
+    /// 412 Precondition Failed.
+    Failed,
+}
+
+/// Evaluates the preconditions of a GET or HEAD in the order of RFC 9110 §13.2.2
+/// against the selected representation's `tag` and modification time.
+pub(super) fn evaluate(headers: &HeaderMap, tag: &str, modified: Option<SystemTime>) -> Verdict {
+    // Step 1; step 2 only without If-Match (§13.1.4: a recipient MUST ignore
+    // If-Unmodified-Since when If-Match is present).
+    if let Some(matched) = list_matches(headers, &header::IF_MATCH, tag, Comparison::Strong) {
+        if !matched {
+            return Verdict::Failed;
+        }
+    } else if let (Some(since), Some(modified)) =
+        (date(headers, &header::IF_UNMODIFIED_SINCE), modified)
+        && modified > since
+    {
+        return Verdict::Failed;
+    }
+    // Step 3 with the weak comparison GET and HEAD use (§13.1.2); step 4 only without
+    // If-None-Match.
+    if let Some(matched) = list_matches(headers, &header::IF_NONE_MATCH, tag, Comparison::Weak) {
+        if matched {
+            return Verdict::NotModified;
+        }
+    } else if let (Some(since), Some(modified)) =
+        (date(headers, &header::IF_MODIFIED_SINCE), modified)
+        && modified <= since
+    {
+        return Verdict::NotModified;
+    }
+    Verdict::Proceed
+}
+
+/// Whether a `Range` applies under `If-Range` (§13.1.5): without one, always; with an
+/// entity tag, if it matches strongly; with a date, if it is exactly `last_modified`.
+pub(super) fn if_range_holds(headers: &HeaderMap, tag: &str, last_modified: Option<&str>) -> bool {
+    let Some(value) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let value = value.trim();
+    if value.starts_with('"') || value.starts_with("W/") {
+        return value == tag;
+    }
+    last_modified.is_some_and(|lm| value == lm)
+}
+
+#[derive(Clone, Copy)]
+enum Comparison {
+    Strong,
+    Weak,
+}
+
+/// Whether `tag` is in the entity-tag lists of `name` (`*` matches any current file);
+/// `None` when the field is absent.
+fn list_matches(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    tag: &str,
+    how: Comparison,
+) -> Option<bool> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    Some(values.any(|value| {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        if value.trim() == "*" {
+            return true;
+        }
+        entity_tags(value).any(|(weak, opaque)| match how {
+            Comparison::Strong => !weak && opaque == tag,
+            Comparison::Weak => opaque == tag,
+        })
+    }))
+}
+
+/// The entity tags of a list (`W/"a", "b"`), as (weak, opaque tag with quotes). A tag may
+/// hold a comma, so the list is read tag by tag rather than split; reading stops at the
+/// first thing that is not a tag.
+fn entity_tags(list: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        let (weak, after) = match rest.strip_prefix("W/") {
+            Some(after) => (true, after),
+            None => (false, rest),
+        };
+        let inner = after.strip_prefix('"')?;
+        let end = inner.find('"')?;
+        let opaque = &after[..end + 2];
+        rest = &inner[end + 1..];
+        Some((weak, opaque))
+    })
+}
+
+/// An HTTP date from `name`, ignored (`None`) when invalid (§13.1.3, §13.1.4).
+fn date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    let value = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_tag_lists_are_read_tag_by_tag() {
+        let tags: Vec<_> = entity_tags(r#"W/"a", "b,c" ,"d""#).collect();
+        assert_eq!(
+            tags,
+            [(true, "\"a\""), (false, "\"b,c\""), (false, "\"d\"")]
+        );
+        assert_eq!(entity_tags("junk").count(), 0);
+        assert_eq!(entity_tags(r#""open"#).count(), 0);
+    }
+
+    #[test]
+    fn a_coded_tag_keeps_its_quotes() {
+        assert_eq!(coded("\"1-2\"", "br"), "\"1-2-br\"");
+    }
+}

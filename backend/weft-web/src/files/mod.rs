@@ -1,0 +1,498 @@
+//! Static files: GET and HEAD, index files, from a root directory or from
+//! [`EmbeddedFiles`] in memory; both go through the same lookup rules and the same
+//! response code.
+//!
+//! A response is made in the order RFC 9110 gives: the representation is selected first
+//! (the file, a precompressed sibling, or the file compressed on the fly: `encoding`),
+//! its validators are compared with the preconditions (`conditional`), and only then is
+//! the body read, whole or in ranges (`ranges`). A directory without its index file is
+//! listed when the service says so (`listing`).
+//!
+//! Small files are read whole on the reactor thread: from the page cache that costs
+//! microseconds, less than a round trip to a blocking pool. Larger ones are streamed in
+//! chunks through tokio's file API, so a big download never blocks the reactor.
+//! Compression is CPU work proportional to the file and runs on the blocking pool.
+
+mod conditional;
+mod encoding;
+mod listing;
+mod ranges;
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use tokio::io::AsyncSeekExt;
+
+use crate::body::{self, Body, Chain, FileBody};
+use crate::config::{Compression, FileOptions};
+use crate::embedded::{EmbeddedFiles, Entry};
+use crate::metrics::{Recorder, Refusal};
+use crate::path::{PathError, directory_location, resolve, segments};
+use crate::response::{error_page, with_status};
+use conditional::{Tag, Verdict};
+use encoding::Coding;
+use ranges::{Multipart, Ranges, to_usize};
+
+/// Files up to this size are read in one go.
+const READ_WHOLE: u64 = 256 * 1024;
+
+/// Where a service's static files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A directory, canonicalized once, so per-request checks compare canonical paths.
+    Dir(PathBuf),
+    /// Files held in memory.
+    Memory(EmbeddedFiles),
+}
+
+/// What a request path leads to.
+enum Found {
+    /// A directory, with its path on disk when it has one (for a listing).
+    Dir(Option<PathBuf>),
+    File(File),
+}
+
+/// A file to answer with.
+struct File {
+    /// Its last path segment, for the content type.
+    name: String,
+    len: u64,
+    /// `Last-Modified`, and what conditional requests compare with.
+    modified: Option<SystemTime>,
+    /// Its strong entity tag.
+    tag: Tag,
+    content: Content,
+}
+
+enum Content {
+    Disk(PathBuf),
+    Memory(Bytes),
+}
+
+/// An error that names the file that could not be read.
+type ReadError = (PathBuf, std::io::Error);
+
+impl Source {
+    fn find(&self, raw: &str) -> Result<Found, PathError> {
+        match self {
+            Self::Dir(root) => {
+                let found = resolve(root, raw)?;
+                if found.meta.is_dir() {
+                    return Ok(Found::Dir(Some(found.path)));
+                }
+                if !found.meta.is_file() {
+                    return Err(PathError::NotFound);
+                }
+                Ok(Found::File(File {
+                    name: file_name(&found.path),
+                    len: found.meta.len(),
+                    modified: found.meta.modified().ok(),
+                    tag: conditional::disk_tag(&found.meta),
+                    content: Content::Disk(found.path),
+                }))
+            }
+            Self::Memory(files) => {
+                let segments = segments(raw)?;
+                match files.lookup(&segments).ok_or(PathError::NotFound)? {
+                    Entry::Dir => Ok(Found::Dir(None)),
+                    Entry::File(bytes) => Ok(Found::File(File {
+                        name: segments.last().cloned().unwrap_or_default(),
+                        len: bytes.len() as u64,
+                        modified: Some(files.modified()),
+                        tag: conditional::memory_tag(bytes.len() as u64, files.modified()),
+                        content: Content::Memory(bytes.clone()),
+                    })),
+                }
+            }
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Serves the request's path from `source`, with `index` for directories.
+pub(crate) async fn serve(
+    source: &Source,
+    index: &str,
+    options: &FileOptions,
+    recorder: &dyn Recorder,
+    request: &Parts,
+) -> Response<Body> {
+    let (method, uri) = (&request.method, &request.uri);
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "static files answer GET and HEAD",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let path = uri.path();
+    let found = match source.find(path) {
+        Ok(Found::File(file)) => file,
+        Ok(Found::Dir(dir)) => {
+            if !path.ends_with('/') {
+                let mut location = directory_location(path);
+                if let Some(query) = uri.query() {
+                    location.push('?');
+                    location.push_str(query);
+                }
+                return redirect(&location);
+            }
+            match source.find(&format!("{path}{index}")) {
+                Ok(Found::File(index)) => index,
+                _ => match dir {
+                    Some(dir) if options.listing => return listing(&dir, path, method, options),
+                    _ => return error_page(StatusCode::NOT_FOUND, "not found"),
+                },
+            }
+        }
+        Err(PathError::NotFound) => return error_page(StatusCode::NOT_FOUND, "not found"),
+        Err(_) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
+    };
+    match file(found, options, recorder, method, &request.headers).await {
+        Ok(response) => response,
+        Err((path, err)) => {
+            tracing::warn!(path = %path.display(), %err, "cannot read a static file");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the file could not be read",
+            )
+        }
+    }
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut response = error_page(StatusCode::MOVED_PERMANENTLY, "moved");
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+fn listing(dir: &Path, path: &str, method: &Method, options: &FileOptions) -> Response<Body> {
+    let page = match listing::page(dir, path) {
+        Ok(page) => page,
+        Err(err) => {
+            tracing::warn!(path = %dir.display(), %err, "cannot list a directory");
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the directory could not be listed",
+            );
+        }
+    };
+    let len = page.len();
+    let body = if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::full(page)
+    };
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(cc) = &options.cache_control {
+        h.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    response
+}
+
+/// Which representation of a file is sent.
+enum Selected {
+    /// The file as it is.
+    Identity(File),
+    /// A precompressed sibling in `Coding`, standing in for the file.
+    Sibling(Coding, File),
+    /// The file, compressed now.
+    OnTheFly(Coding, File),
+}
+
+/// The representation the client prefers among those there are (RFC 9110 §12.5.3).
+fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Selected {
+    for coding in encoding::preferred(headers) {
+        if compression.precompressed
+            && let Content::Disk(path) = &found.content
+        {
+            let mut sibling = path.clone().into_os_string();
+            sibling.push(".");
+            sibling.push(coding.extension());
+            let sibling = PathBuf::from(sibling);
+            // Beside a file under the (canonical) root, a regular file is under the root
+            // too; a symlink might lead anywhere, so it is not followed.
+            if let Ok(meta) = std::fs::symlink_metadata(&sibling)
+                && meta.is_file()
+            {
+                let tag = conditional::coded(&conditional::disk_tag(&meta), coding.extension());
+                return Selected::Sibling(
+                    coding,
+                    File {
+                        name: found.name,
+                        len: meta.len(),
+                        modified: meta.modified().ok(),
+                        tag,
+                        content: Content::Disk(sibling),
+                    },
+                );
+            }
+        }
+        if compression.on_the_fly
+            && (compression.min_bytes..=compression.max_bytes).contains(&found.len)
+        {
+            let tag = conditional::coded(&found.tag, coding.extension());
+            return Selected::OnTheFly(coding, File { tag, ..found });
+        }
+    }
+    Selected::Identity(found)
+}
+
+/// The response for `found`.
+async fn file(
+    found: File,
+    options: &FileOptions,
+    recorder: &dyn Recorder,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ReadError> {
+    let content_type = crate::mime::content_type(&found.name);
+    let compression = &options.compression;
+    let codable = crate::mime::compressible(content_type)
+        && (compression.precompressed || compression.on_the_fly);
+    // Ranges apply to GET only (RFC 9110 §14.2), and to the file as it is: a coding made
+    // on the fly has no stable bytes to take ranges of.
+    let range = headers
+        .get(header::RANGE)
+        .filter(|_| method == Method::GET)
+        .and_then(|v| v.to_str().ok());
+    let selected = if codable && range.is_none() {
+        select(found, compression, headers)
+    } else {
+        Selected::Identity(found)
+    };
+    let (file, coding, on_the_fly) = match selected {
+        Selected::Identity(f) => (f, None, false),
+        Selected::Sibling(c, f) => (f, Some(c), false),
+        Selected::OnTheFly(c, f) => (f, Some(c), true),
+    };
+
+    let modified = file.modified.map(whole_seconds);
+    let last_modified = modified.map(httpdate::fmt_http_date);
+    let mut response = Response::new(body::empty());
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if !on_the_fly {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    if let Some(lm) = &last_modified
+        && let Ok(value) = HeaderValue::from_str(lm)
+    {
+        h.insert(header::LAST_MODIFIED, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&file.tag) {
+        h.insert(header::ETAG, value);
+    }
+    if codable {
+        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if let Some(coding) = coding {
+        h.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.token()),
+        );
+    }
+    if let Some(cc) = &options.cache_control {
+        h.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    match conditional::evaluate(headers, &file.tag, modified) {
+        Verdict::Proceed => {}
+        Verdict::NotModified => {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return Ok(response);
+        }
+        Verdict::Failed => {
+            return Ok(error_page(
+                StatusCode::PRECONDITION_FAILED,
+                "a precondition did not hold",
+            ));
+        }
+    }
+
+    if let (true, Some(coding)) = (on_the_fly, coding) {
+        let coded = compress(file.content, file.name, coding).await?;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
+        if method != Method::HEAD {
+            *response.body_mut() = body::full(coded);
+        }
+        return Ok(response);
+    }
+
+    let len = file.len;
+    let ranges = match range {
+        Some(spec) if conditional::if_range_holds(headers, &file.tag, last_modified.as_deref()) => {
+            ranges::parse(spec, len)
+        }
+        _ => Ranges::Ignored,
+    };
+    let parts = match ranges {
+        Ranges::Ignored => None,
+        Ranges::Refused => {
+            recorder.refused(Refusal::Ranges);
+            None
+        }
+        Ranges::Unsatisfiable => {
+            let mut response = with_status(StatusCode::RANGE_NOT_SATISFIABLE, body::empty());
+            let value = format!("bytes */{len}");
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("digits and ASCII"),
+            );
+            return Ok(response);
+        }
+        Ranges::Parts(parts) => Some(parts),
+    };
+    match parts {
+        Some(parts) if parts.len() > 1 => {
+            multipart(response, file, content_type, &parts, method).await
+        }
+        Some(parts) => {
+            let (start, end) = parts[0];
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let value = format!("bytes {start}-{end}/{len}");
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("digits and ASCII"),
+            );
+            whole_or_slice(response, file.content, len, (start, end + 1), method).await
+        }
+        None => whole_or_slice(response, file.content, len, (0, len), method).await,
+    }
+}
+
+/// `response` with the bytes `start..end` of a file of `len` bytes.
+async fn whole_or_slice(
+    mut response: Response<Body>,
+    content: Content,
+    len: u64,
+    (start, end): (u64, u64),
+    method: &Method,
+) -> Result<Response<Body>, ReadError> {
+    let count = end - start;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if method == Method::HEAD || count == 0 {
+        return Ok(response);
+    }
+    let slice = |bytes: Bytes| {
+        let (s, e) = (to_usize(start), to_usize(end).min(bytes.len()));
+        body::full(bytes.slice(s.min(e)..e))
+    };
+    *response.body_mut() = match content {
+        Content::Memory(bytes) => slice(bytes),
+        Content::Disk(path) if len <= READ_WHOLE => match std::fs::read(&path) {
+            Ok(bytes) => slice(Bytes::from(bytes)),
+            Err(e) => return Err((path, e)),
+        },
+        Content::Disk(path) => match open_at(&path, start).await {
+            Ok(file) => FileBody::body(file, count),
+            Err(e) => return Err((path, e)),
+        },
+    };
+    Ok(response)
+}
+
+/// A 206 of several ranges as `multipart/byteranges` (RFC 9110 §14.6).
+async fn multipart(
+    mut response: Response<Body>,
+    file: File,
+    content_type: &str,
+    parts: &[(u64, u64)],
+    method: &Method,
+) -> Result<Response<Body>, ReadError> {
+    let framing = Multipart::new(parts, file.len, content_type);
+    *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    let h = response.headers_mut();
+    let ct = format!("multipart/byteranges; boundary={}", framing.boundary);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&ct).expect("ASCII"),
+    );
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(framing.len(parts)),
+    );
+    if method == Method::HEAD {
+        return Ok(response);
+    }
+    *response.body_mut() = match file.content {
+        Content::Memory(bytes) => body::full(framing.assemble(parts, &bytes)),
+        Content::Disk(path) if file.len <= READ_WHOLE => match std::fs::read(&path) {
+            Ok(bytes) => body::full(framing.assemble(parts, &Bytes::from(bytes))),
+            Err(e) => return Err((path, e)),
+        },
+        Content::Disk(path) => {
+            // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
+            let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
+            for (head, (start, end)) in framing.heads.iter().zip(parts) {
+                bodies.push(body::full(head.clone()));
+                match open_at(&path, *start).await {
+                    Ok(f) => bodies.push(FileBody::body(f, end - start + 1)),
+                    Err(e) => return Err((path, e)),
+                }
+            }
+            bodies.push(body::full(framing.tail.clone()));
+            Chain::body(bodies)
+        }
+    };
+    Ok(response)
+}
+
+async fn open_at(path: &Path, start: u64) -> std::io::Result<tokio::fs::File> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(SeekFrom::Start(start)).await?;
+    Ok(file)
+}
+
+/// The file's bytes in `coding`, read and compressed on the blocking pool.
+async fn compress(content: Content, name: String, coding: Coding) -> Result<Bytes, ReadError> {
+    let (path, work) = match content {
+        Content::Disk(path) => {
+            let read = path.clone();
+            (
+                path,
+                tokio::task::spawn_blocking(move || coding.compress(&std::fs::read(read)?)),
+            )
+        }
+        Content::Memory(bytes) => (
+            PathBuf::from(name),
+            tokio::task::spawn_blocking(move || coding.compress(&bytes)),
+        ),
+    };
+    match work.await {
+        Ok(Ok(coded)) => Ok(Bytes::from(coded)),
+        Ok(Err(e)) => Err((path, e)),
+        Err(e) => Err((path, std::io::Error::other(e))),
+    }
+}
+
+/// HTTP dates have whole seconds; compare and send modification times the same way.
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
+}

@@ -1,0 +1,178 @@
+//! Validators and preconditions over real sockets (RFC 9110 §8.8, §13): a strong `ETag`
+//! that changes with the file, and `If-Match`, `If-None-Match`, `If-Unmodified-Since`,
+//! `If-Modified-Since` and `If-Range` evaluated in the §13.2.2 order.
+
+mod support;
+
+use support::Server;
+use weft_web::WebConfig;
+
+fn site() -> (tempfile::TempDir, std::path::PathBuf, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("digits.txt"), "0123456789").unwrap();
+    let server = Server::start(WebConfig {
+        root: Some(root.clone()),
+        ..WebConfig::default()
+    });
+    (dir, root, server)
+}
+
+fn get(server: &Server, path: &str, extra: &str) -> support::Reply {
+    server
+        .connect()
+        .request(&format!("GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n"))
+}
+
+fn etag(server: &Server) -> String {
+    let reply = server.get("/digits.txt");
+    let tag = reply.header("etag").expect("an ETag").to_owned();
+    assert!(
+        tag.starts_with('"') && tag.ends_with('"') && tag.len() > 2,
+        "a strong entity tag: {tag}"
+    );
+    tag
+}
+
+#[test]
+fn a_file_has_a_strong_etag_that_changes_when_the_file_does() {
+    let (_dir, root, server) = site();
+    let first = etag(&server);
+    assert_eq!(etag(&server), first, "stable while the file is unchanged");
+    // Same size, rewritten in place: only the modification time tells.
+    std::fs::write(root.join("digits.txt"), "9876543210").unwrap();
+    let second = etag(&server);
+    assert_ne!(second, first);
+    // Replaced by rename with the same size and time: the inode tells.
+    let mtime = std::fs::metadata(root.join("digits.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::write(root.join("next.tmp"), "abcdefghij").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("next.tmp"))
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    std::fs::rename(root.join("next.tmp"), root.join("digits.txt")).unwrap();
+    assert_ne!(etag(&server), second);
+}
+
+#[test]
+fn if_none_match_gets_304_with_the_validators_and_star_matches_any_file() {
+    let (_dir, _root, server) = site();
+    let tag = etag(&server);
+    let hit = get(
+        &server,
+        "/digits.txt",
+        &format!("If-None-Match: \"x\", {tag}\r\n"),
+    );
+    assert_eq!(hit.status, 304);
+    assert_eq!(hit.header("etag"), Some(tag.as_str()));
+    assert!(hit.header("last-modified").is_some());
+    // Weak comparison for GET and HEAD (§13.1.2): W/ on the client's tag still matches.
+    let weak = get(
+        &server,
+        "/digits.txt",
+        &format!("If-None-Match: W/{tag}\r\n"),
+    );
+    assert_eq!(weak.status, 304);
+    let star = get(&server, "/digits.txt", "If-None-Match: *\r\n");
+    assert_eq!(star.status, 304);
+    let miss = get(&server, "/digits.txt", "If-None-Match: \"other\"\r\n");
+    assert_eq!((miss.status, miss.text().as_str()), (200, "0123456789"));
+}
+
+#[test]
+fn if_none_match_wins_over_if_modified_since() {
+    let (_dir, _root, server) = site();
+    let lm = server
+        .get("/digits.txt")
+        .header("last-modified")
+        .unwrap()
+        .to_owned();
+    // §13.2.2 step 4: If-Modified-Since is evaluated only without If-None-Match.
+    let reply = get(
+        &server,
+        "/digits.txt",
+        &format!("If-None-Match: \"other\"\r\nIf-Modified-Since: {lm}\r\n"),
+    );
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
+fn if_match_compares_strongly_and_fails_with_412() {
+    let (_dir, _root, server) = site();
+    let tag = etag(&server);
+    let ok = get(
+        &server,
+        "/digits.txt",
+        &format!("If-Match: \"a\", {tag}\r\n"),
+    );
+    assert_eq!(ok.status, 200);
+    assert_eq!(get(&server, "/digits.txt", "If-Match: *\r\n").status, 200);
+    let weak = get(&server, "/digits.txt", &format!("If-Match: W/{tag}\r\n"));
+    assert_eq!(weak.status, 412, "a weak tag never matches strongly");
+    let other = get(&server, "/digits.txt", "If-Match: \"other\"\r\n");
+    assert_eq!(other.status, 412);
+    // If-Match comes first: a failing one is 412 even when If-None-Match would say 304.
+    let both = get(
+        &server,
+        "/digits.txt",
+        &format!("If-Match: \"other\"\r\nIf-None-Match: {tag}\r\n"),
+    );
+    assert_eq!(both.status, 412);
+    assert_eq!(server.get("/missing").status, 404);
+    let absent = get(&server, "/missing.txt", "If-Match: *\r\n");
+    assert_eq!(absent.status, 404);
+}
+
+#[test]
+fn if_unmodified_since_fails_with_412_when_the_file_is_newer() {
+    let (_dir, _root, server) = site();
+    let lm = server
+        .get("/digits.txt")
+        .header("last-modified")
+        .unwrap()
+        .to_owned();
+    let old = "If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
+    assert_eq!(get(&server, "/digits.txt", old).status, 412);
+    let same = get(
+        &server,
+        "/digits.txt",
+        &format!("If-Unmodified-Since: {lm}\r\n"),
+    );
+    assert_eq!(same.status, 200);
+    // Ignored when If-Match is present (§13.1.4), and a bad date is ignored.
+    let tag = etag(&server);
+    let with_match = get(&server, "/digits.txt", &format!("If-Match: {tag}\r\n{old}"));
+    assert_eq!(with_match.status, 200);
+    let junk = get(&server, "/digits.txt", "If-Unmodified-Since: yesterday\r\n");
+    assert_eq!(junk.status, 200);
+}
+
+#[test]
+fn if_range_with_the_current_etag_gets_the_range_and_a_stale_one_the_whole_file() {
+    let (_dir, _root, server) = site();
+    let tag = etag(&server);
+    let fresh = get(
+        &server,
+        "/digits.txt",
+        &format!("Range: bytes=2-4\r\nIf-Range: {tag}\r\n"),
+    );
+    assert_eq!((fresh.status, fresh.text().as_str()), (206, "234"));
+    let stale = get(
+        &server,
+        "/digits.txt",
+        "Range: bytes=2-4\r\nIf-Range: \"old\"\r\n",
+    );
+    assert_eq!((stale.status, stale.text().as_str()), (200, "0123456789"));
+    let weak = get(
+        &server,
+        "/digits.txt",
+        &format!("Range: bytes=2-4\r\nIf-Range: W/{tag}\r\n"),
+    );
+    assert_eq!(weak.status, 200, "If-Range compares strongly");
+}

@@ -1,0 +1,114 @@
+//! Static files of the `http` kind through the real binary with curl: entity tags and
+//! preconditions, several ranges, gzip and brotli, a listing with hostile names, and
+//! `cache_control`, all set in the configuration file; and `weft check` refusing the
+//! file settings `weft run` refuses.
+
+use std::net::SocketAddr;
+
+use crate::check::both_refuse;
+use crate::http::curl;
+use crate::support::{App, free_port, spawn_app_with};
+
+fn css() -> String {
+    (0..200)
+        .map(|i| format!(".c{i}{{padding:{i}px}}\n"))
+        .collect()
+}
+
+fn start() -> (App, SocketAddr) {
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(root.join("dl")).unwrap();
+        std::fs::write(root.join("site.css"), css()).unwrap();
+        std::fs::write(root.join("digits.txt"), "0123456789").unwrap();
+        std::fs::write(root.join("dl/<b onmouseover=x>.txt"), "x").unwrap();
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+root = "{root}"
+listing = true
+cache_control = "public, max-age=600"
+compression = {{ min_bytes = 512 }}
+"#,
+            port = web.port(),
+            root = root.display()
+        )
+    });
+    (app, web)
+}
+
+/// The value of `name` in curl's dump of the response headers.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+#[test]
+fn http_files_have_validators_ranges_codings_and_a_listing() {
+    let (app, web) = start();
+
+    let (code, head) = curl(web, &["-I"], "/digits.txt");
+    assert_eq!(code, 200, "{}", app.log());
+    let tag = header(&head, "etag").expect("an ETag");
+    assert_eq!(
+        header(&head, "cache-control").as_deref(),
+        Some("public, max-age=600")
+    );
+    let (code, body) = curl(
+        web,
+        &["-H", &format!("If-None-Match: {tag}")],
+        "/digits.txt",
+    );
+    assert_eq!((code, body.as_str()), (304, ""));
+    let (code, _) = curl(web, &["-H", "If-Match: \"stale\""], "/digits.txt");
+    assert_eq!(code, 412);
+
+    let (code, body) = curl(web, &["-r", "0-1,8-9", "-D", "-"], "/digits.txt");
+    assert_eq!(code, 206);
+    assert!(
+        body.contains("multipart/byteranges; boundary=") && body.contains("bytes 8-9/10"),
+        "{body}"
+    );
+
+    let (code, body) = curl(web, &["--compressed", "-D", "-"], "/site.css");
+    assert_eq!(code, 200);
+    let (head, text) = body.split_once("\r\n\r\n").unwrap();
+    assert!(header(head, "content-encoding").is_some(), "{head}");
+    assert_eq!(
+        header(head, "vary").as_deref(),
+        Some("Accept-Encoding"),
+        "{head}"
+    );
+    assert_eq!(text, css());
+    let (_, head) = curl(web, &["-I", "-H", "Accept-Encoding: br"], "/site.css");
+    assert_eq!(header(&head, "content-encoding").as_deref(), Some("br"));
+
+    let (code, page) = curl(web, &[], "/dl/");
+    assert_eq!(code, 200);
+    assert!(page.contains("&lt;b onmouseover=x&gt;.txt"), "{page}");
+    assert!(!page.contains("<b "), "{page}");
+}
+
+#[test]
+fn http_file_settings_are_refused_by_check_and_run_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}\"\nroot = {:?}\n\
+         compression = {{ min_bytes = 4096, max_bytes = 1024 }}\n",
+        free_port(),
+        dir.path().display().to_string()
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &["service[0].compression.min_bytes", "must not exceed"],
+    );
+}

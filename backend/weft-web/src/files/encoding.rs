@@ -6,6 +6,7 @@
 //! and a peer must not make every request walk a header-sized list.
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::header::{self, HeaderMap};
 
@@ -17,6 +18,38 @@ pub(super) const MAX_CODINGS: usize = 16;
 const BROTLI_QUALITY: u32 = 5;
 /// Brotli window (log2 bytes).
 const BROTLI_WINDOW: u32 = 22;
+
+/// On-the-fly compressions running at once in the process. Each holds up to the service's
+/// `max_bytes` of input and its output on a blocking thread, so a burst of requests for
+/// large compressible files must not take the whole blocking pool and its memory: over
+/// the bound a file goes out as it is (still correct: `Vary` is sent either way).
+pub(super) const MAX_COMPRESSIONS: usize = 8;
+
+/// How many [`Slot`]s are held.
+static COMPRESSING: AtomicUsize = AtomicUsize::new(0);
+
+/// The right to run one compression on the fly, held until it is done (by the blocking
+/// task itself, so a client that leaves does not free it early).
+#[derive(Debug)]
+pub(super) struct Slot(());
+
+impl Slot {
+    /// A free slot, or `None` when [`MAX_COMPRESSIONS`] are running.
+    pub(super) fn take() -> Option<Self> {
+        COMPRESSING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_COMPRESSIONS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        COMPRESSING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// A content coding the service can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +167,15 @@ fn weight<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn compressions_on_the_fly_are_bounded_and_a_finished_one_frees_its_slot() {
+        let held: Vec<Slot> = std::iter::from_fn(Slot::take).take(100).collect();
+        assert_eq!(held.len(), MAX_COMPRESSIONS);
+        assert!(Slot::take().is_none());
+        drop(held);
+        assert!(Slot::take().is_some());
+    }
 
     fn accept(value: &str) -> Vec<Coding> {
         let mut h = HeaderMap::new();

@@ -218,8 +218,8 @@ enum Selected {
     Identity(File),
     /// A precompressed sibling in `Coding`, standing in for the file.
     Sibling(Coding, File),
-    /// The file, compressed now.
-    OnTheFly(Coding, File),
+    /// The file, compressed now, in the slot that bounds compressions running at once.
+    OnTheFly(Coding, File, encoding::Slot),
 }
 
 /// The representation the client prefers among those there are (RFC 9110 §12.5.3).
@@ -253,8 +253,12 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
         if compression.on_the_fly
             && (compression.min_bytes..=compression.max_bytes).contains(&found.len)
         {
+            let Some(slot) = encoding::Slot::take() else {
+                tracing::debug!(file = %found.name, "compressions busy: sending the file as it is");
+                break;
+            };
             let tag = conditional::coded(&found.tag, coding.extension());
-            return Selected::OnTheFly(coding, File { tag, ..found });
+            return Selected::OnTheFly(coding, File { tag, ..found }, slot);
         }
     }
     Selected::Identity(found)
@@ -283,11 +287,12 @@ async fn file(
     } else {
         Selected::Identity(found)
     };
-    let (file, coding, on_the_fly) = match selected {
-        Selected::Identity(f) => (f, None, false),
-        Selected::Sibling(c, f) => (f, Some(c), false),
-        Selected::OnTheFly(c, f) => (f, Some(c), true),
+    let (file, coding, slot) = match selected {
+        Selected::Identity(f) => (f, None, None),
+        Selected::Sibling(c, f) => (f, Some(c), None),
+        Selected::OnTheFly(c, f, slot) => (f, Some(c), Some(slot)),
     };
+    let on_the_fly = slot.is_some();
 
     let modified = file.modified.map(whole_seconds);
     let last_modified = modified.map(httpdate::fmt_http_date);
@@ -331,8 +336,8 @@ async fn file(
         }
     }
 
-    if let (true, Some(coding)) = (on_the_fly, coding) {
-        let coded = compress(file.content, file.name, coding).await?;
+    if let (Some(slot), Some(coding)) = (slot, coding) {
+        let coded = compress(file.content, file.name, coding, slot).await?;
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
@@ -469,19 +474,31 @@ async fn open_at(path: &Path, start: u64) -> std::io::Result<tokio::fs::File> {
     Ok(file)
 }
 
-/// The file's bytes in `coding`, read and compressed on the blocking pool.
-async fn compress(content: Content, name: String, coding: Coding) -> Result<Bytes, ReadError> {
+/// The file's bytes in `coding`, read and compressed on the blocking pool, which holds
+/// `slot` until it is done.
+async fn compress(
+    content: Content,
+    name: String,
+    coding: Coding,
+    slot: encoding::Slot,
+) -> Result<Bytes, ReadError> {
     let (path, work) = match content {
         Content::Disk(path) => {
             let read = path.clone();
             (
                 path,
-                tokio::task::spawn_blocking(move || coding.compress(&std::fs::read(read)?)),
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    coding.compress(&std::fs::read(read)?)
+                }),
             )
         }
         Content::Memory(bytes) => (
             PathBuf::from(name),
-            tokio::task::spawn_blocking(move || coding.compress(&bytes)),
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                coding.compress(&bytes)
+            }),
         ),
     };
     match work.await {

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use crate::assert_eventually;
 use crate::support::{free_port, spawn_app_with, weft_bin};
 
-fn check(config: &str) -> (Option<i32>, String, String) {
+/// `weft check` on `config`: its exit code, stdout and stderr.
+pub(crate) fn check(config: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).unwrap();

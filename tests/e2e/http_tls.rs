@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{free_port, spawn_app_with, weft_bin};
+use crate::support::{free_port, spawn_app_with};
 
 /// A self-signed certificate with `cn` as its subject and `names` as its alt names; PEM
 /// certificate and key.
@@ -181,17 +181,8 @@ fn https_certificates_are_checked_like_listening_loads_them() {
         dc.display()
     );
     let check = |config: String| {
-        let path = dir.path().join("weft.toml");
-        std::fs::write(&path, config).unwrap();
-        let out = Command::new(weft_bin())
-            .arg("check")
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, _, stderr) = crate::check::check(&config);
+        (code, stderr)
     };
     // The key of another certificate does not match A's.
     let (code, err) = check(config(&ssl, &dk));

@@ -111,7 +111,7 @@ pub enum ClientEndpoint {
         timeout: Duration,
         /// The local address to connect from (`bindAddress=`); the system picks if `None`.
         bind_address: Option<SocketAddr>,
-        /// PEM file of trusted roots (`caCerts=`); the system has none built in.
+        /// PEM file of trusted roots (`caCerts=`); the system's roots when absent.
         ca_certs: Option<PathBuf>,
     },
 }

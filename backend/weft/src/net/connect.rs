@@ -51,7 +51,15 @@ pub enum ConnectError {
         /// Where.
         endpoint: String,
     },
-    /// Any other failure: name resolution, TLS, an I/O error.
+    /// The TLS handshake failed: the peer's certificate did not verify, for one.
+    #[error("connecting to {endpoint}: TLS handshake failed: {reason}")]
+    Tls {
+        /// Where.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Any other failure: name resolution, an I/O error.
     #[error("connecting to {endpoint}: {reason}")]
     Failed {
         /// Where.
@@ -207,7 +215,15 @@ impl Dialed<'_> {
                         reason: e.to_string(),
                     })?;
                 let connecting = tls::connect(connector, host, stream);
-                Io::from(within(self.name, *timeout, self.cancel, connecting).await?)
+                let secured = within(self.name, *timeout, self.cancel, connecting)
+                    .await
+                    .map_err(|e| match e {
+                        ConnectError::Failed { endpoint, reason } => {
+                            ConnectError::Tls { endpoint, reason }
+                        }
+                        other => other,
+                    })?;
+                Io::from(secured)
             }
             (io, _) => io,
         };

@@ -127,19 +127,44 @@ pub fn check_ca_certs(ca_certs: &Path) -> Result<(), TlsError> {
     connector(Some(ca_certs)).map(drop)
 }
 
-/// A TLS connector trusting the roots in `ca_certs`.
+/// A TLS connector trusting the roots in `ca_certs`, or the system's roots without one.
 pub(crate) fn connector(ca_certs: Option<&Path>) -> Result<tokio_rustls::TlsConnector, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(path) = ca_certs {
-        for cert in load_certs(path)? {
-            roots.add(cert)?;
+    let roots = match ca_certs {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(path)? {
+                roots.add(cert)?;
+            }
+            Arc::new(roots)
         }
-    }
+        None => system_roots(),
+    };
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The system's trusted roots (the platform store; on Linux the CA bundle that
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR` or the distribution names), read once. Certificates
+/// that do not load are logged and skipped; none at all trusts nothing.
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for err in &found.errors {
+                tracing::warn!(%err, "a system root certificate could not be loaded");
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            if ignored > 0 || added == 0 {
+                tracing::warn!(added, ignored, "system root certificates loaded");
+            }
+            Arc::new(roots)
+        })
+        .clone()
 }
 
 /// The server side of a handshake, bounded in time.

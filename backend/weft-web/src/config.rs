@@ -1,8 +1,9 @@
 //! What an HTTP service serves: a static root (or embedded files), proxy routes, and its
 //! limits.
 
+mod upstreams;
+
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -10,17 +11,53 @@ use http::HeaderValue;
 use crate::embedded::EmbeddedFiles;
 use crate::path::{self, PathError, Reading};
 
+pub use upstreams::{
+    ActiveCheck, Balance, Health, MAX_FAILS, MAX_IDLE, MAX_PERIOD, MAX_UPSTREAMS, MIN_PERIOD,
+    PoolConfig, Upstream,
+};
+
 /// Why a setting is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// An upstream is not an `http://HOST:PORT[/PATH]` URL.
+    /// An upstream is not an `http[s]://HOST:PORT[/PATH]` URL.
     #[error("upstream {url:?}: {reason}")]
     Upstream {
         /// The URL as written.
         url: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A route names no upstream, or more than [`MAX_UPSTREAMS`].
+    #[error("a route needs between 1 and {MAX_UPSTREAMS} upstreams, got {0}")]
+    UpstreamCount(usize),
+    /// `balance` is not one of the ways to balance.
+    #[error("balance {0:?} must be \"round_robin\" or \"least_conn\"")]
+    Balance(String),
+    /// A health setting out of bounds (`key` is `max_fails`, `eject_for`, `health.path`
+    /// or `health.interval`).
+    #[error("{key} {reason}")]
+    Health {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A pool setting out of bounds (`key` is `max_idle` or `idle_timeout`).
+    #[error("{key} {reason}")]
+    Pool {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A route's `ca` does not load as a PEM file of certificates.
+    #[error("ca {path:?}: {reason}")]
+    Ca {
+        /// The file as configured.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
     },
     /// A route prefix does not start with `/`.
     #[error("route prefix {0:?} must start with '/'")]
@@ -57,85 +94,21 @@ pub enum ConfigError {
     },
 }
 
-/// Where a route forwards: an `http://` origin and an optional base path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// The URL as written, for logs.
-    pub url: String,
-    /// Host name or address.
-    pub host: String,
-    /// Port (80 unless given).
-    pub port: u16,
-    /// Replaces the route's prefix in forwarded paths; empty to forward paths unchanged.
-    pub base_path: String,
-}
-
-impl Upstream {
-    /// The `host:port` authority.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl FromStr for Upstream {
-    type Err = ConfigError;
-
-    fn from_str(url: &str) -> Result<Self, ConfigError> {
-        let err = |reason| ConfigError::Upstream {
-            url: url.to_owned(),
-            reason,
-        };
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            err("must start with http:// (TLS to upstreams is not supported yet)")
-        })?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if path.contains(['?', '#']) {
-            return Err(err("must not have a query or a fragment"));
-        }
-        if authority.contains('@') {
-            return Err(err("must not carry credentials"));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| err("unclosed '[' in host"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(err("has no host"));
-        }
-        let port = match port {
-            Some(p) => p.parse().map_err(|_| err("has a bad port"))?,
-            None => 80,
-        };
-        Ok(Self {
-            url: url.to_owned(),
-            host: host.to_owned(),
-            port,
-            base_path: path.trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-/// One reverse-proxy route: requests whose path starts with `prefix` go to `upstream`.
+/// One reverse-proxy route: requests whose path starts with `prefix` go to one of its
+/// upstreams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// A path prefix such as `/api/`; the longest matching prefix wins.
     pub prefix: String,
-    /// Where matching requests go.
-    pub upstream: Upstream,
+    /// Where matching requests go: one or several, balanced.
+    pub upstreams: Vec<Upstream>,
+    /// How a request's upstream is picked among several.
+    pub balance: Balance,
+    /// When an upstream that fails stops getting requests, and for how long.
+    pub health: Health,
+    /// PEM file of the roots `https://` upstreams are verified against; the system's
+    /// roots when `None`.
+    pub ca: Option<PathBuf>,
 }
 
 impl Route {
@@ -146,15 +119,42 @@ impl Route {
         })
     }
 
-    /// A route, checking that the prefix is a path.
+    /// A route to one upstream, checking that the prefix is a path and the URL parses.
     pub fn new(prefix: &str, upstream: &str) -> Result<Self, ConfigError> {
+        Self::balanced(prefix, &[upstream])
+    }
+
+    /// A route over several upstreams, round robin, with the default health settings.
+    pub fn balanced(prefix: &str, upstreams: &[&str]) -> Result<Self, ConfigError> {
         if !prefix.starts_with('/') {
             return Err(ConfigError::Prefix(prefix.to_owned()));
         }
+        if upstreams.is_empty() || upstreams.len() > MAX_UPSTREAMS {
+            return Err(ConfigError::UpstreamCount(upstreams.len()));
+        }
         Ok(Self {
             prefix: prefix.to_owned(),
-            upstream: upstream.parse()?,
+            upstreams: upstreams
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<_, _>>()?,
+            balance: Balance::default(),
+            health: Health::default(),
+            ca: None,
         })
+    }
+
+    /// Checks the settings a route may be given after [`new`](Self::new): its number of
+    /// upstreams, health bounds, and that its `ca` loads.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.upstreams.is_empty() || self.upstreams.len() > MAX_UPSTREAMS {
+            return Err(ConfigError::UpstreamCount(self.upstreams.len()));
+        }
+        upstreams::check_health(&self.health)?;
+        match &self.ca {
+            Some(ca) => upstreams::check_ca(ca),
+            None => Ok(()),
+        }
     }
 }
 
@@ -262,6 +262,8 @@ pub struct WebConfig {
     pub routes: Vec<Route>,
     /// Limits.
     pub limits: Limits,
+    /// Upstream connections kept for reuse.
+    pub pool: PoolConfig,
     /// Listing, caching and compression of static files.
     pub files: FileOptions,
     /// HSTS: responses over TLS carry `Strict-Transport-Security: max-age=` this
@@ -277,6 +279,7 @@ impl Default for WebConfig {
             index: "index.html".into(),
             routes: Vec::new(),
             limits: Limits::default(),
+            pool: PoolConfig::default(),
             files: FileOptions::default(),
             hsts_max_age: None,
         }
@@ -284,6 +287,12 @@ impl Default for WebConfig {
 }
 
 impl WebConfig {
+    /// Checks every route ([`Route::check`]) and the pool settings.
+    pub fn check_proxy(&self) -> Result<(), ConfigError> {
+        upstreams::check_pool(&self.pool)?;
+        self.routes.iter().try_for_each(Route::check)
+    }
+
     /// The route for `path` (in normal form): the one with the longest matching prefix.
     /// A prefix matches whole segments: `/api` matches `/api` and `/api/x`, not `/apix`.
     pub fn route_for(&self, path: &str) -> Option<&Route> {
@@ -336,12 +345,14 @@ mod tests {
         assert_eq!((u.port, u.base_path.as_str()), (80, "/v1"));
         let u: Upstream = "http://[::1]:8080".parse().unwrap();
         assert_eq!(u.authority(), "[::1]:8080");
+        let u: Upstream = "https://backend".parse().unwrap();
+        assert_eq!((u.tls, u.port), (true, 443));
     }
 
     #[test]
     fn bad_upstreams_say_why() {
         for (url, why) in [
-            ("https://x", "http://"),
+            ("ftp://x", "http://"),
             ("http://:80", "no host"),
             ("http://h:port", "bad port"),
             ("http://u@h", "credentials"),
@@ -362,7 +373,7 @@ mod tests {
             ],
             ..WebConfig::default()
         };
-        let host = |p: &str| config.route_for(p).map(|r| r.upstream.host.clone());
+        let host = |p: &str| config.route_for(p).map(|r| r.upstreams[0].host.clone());
         assert_eq!(host("/api/v2/users").as_deref(), Some("b"));
         assert_eq!(host("/api/v1").as_deref(), Some("a"));
         assert_eq!(host("/apix").as_deref(), Some("c"));

@@ -22,8 +22,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: [`WebConfig`] (root or embedded files, index, routes, [`Limits`]) and
-//!   upstream URLs.
+//! - [`config`]: [`WebConfig`] (root or embedded files, index, routes, [`Limits`]);
+//!   `config::upstreams`: upstream URLs (`http://`, `https://`), [`Balance`],
+//!   [`Health`], [`PoolConfig`] and their bounds.
 //! - [`server`]: [`HttpService`]: listens through weft's `listen_stream`, runs hyper on
 //!   each connection (finishing the exchange in flight when asked to close), traces,
 //!   times, records and logs each request, and sends it to the proxy or to the static
@@ -40,8 +41,12 @@
 //!   (`files::conditional`), byte ranges and `multipart/byteranges` (`files::ranges`),
 //!   precompressed siblings and gzip / brotli on the fly (`files::encoding`), directory
 //!   listings (`files::listing`); `mime`: content types and which are compressible.
-//! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
-//!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
+//! - [`proxy`]: forwarding to one of a route's upstreams; `proxy::upstreams` picks it
+//!   (round robin or least connections), ejects one that keeps failing, runs active
+//!   health checks and shares each upstream's state with other threads
+//!   ([`UpstreamsView`]); `proxy::pool` keeps HTTP/1.1 connections alive per upstream
+//!   (opened by the reactor, so listed under the service). [`headers`]: hop-by-hop
+//!   removal and `Forwarded` / `X-Forwarded-*`.
 //! - [`access_log`]: one entry per response, escaped, written when the response body
 //!   ends, with the bytes actually sent: a Combined Log Format line or fields through
 //!   `tracing`, or lines appended to an [`AccessLogFile`] by a writer thread (buffered,
@@ -70,10 +75,15 @@ mod rules;
 pub mod server;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
-pub use config::{Compression, ConfigError, FileOptions, Limits, Route, Upstream, WebConfig};
+pub use config::{
+    ActiveCheck, Balance, Compression, ConfigError, FileOptions, Health, Limits, PoolConfig, Route,
+    Upstream, WebConfig,
+};
 pub use embedded::EmbeddedFiles;
 pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
+    UpstreamFailure,
 };
 pub use mime::content_type;
+pub use proxy::{RecentError, UpstreamSnapshot, UpstreamsView};
 pub use server::{HttpService, StaticFiles};

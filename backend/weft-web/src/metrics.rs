@@ -10,7 +10,14 @@
 //! `weft_http_upstream_errors_total{service}`, requests refused before they were served
 //! in `weft_http_requests_refused_total{service,reason}` (reason is one of [`Refusal`]'s
 //! labels), and access log lines a file could not take in
-//! `weft_http_access_log_dropped_total{service,reason}`.
+//! `weft_http_access_log_dropped_total{service,reason}`. Per upstream (its URL as
+//! configured, so the label is bounded by the configuration): connections used, new or
+//! reused, in `weft_http_upstream_connections_total{service,upstream,reused}`, failures
+//! in `weft_http_upstream_failures_total{service,upstream,reason}` (reason is one of
+//! [`UpstreamFailure`]'s labels), ejections in
+//! `weft_http_upstream_ejections_total{service,upstream}`; and requests answered 503
+//! because every upstream of a route was ejected in
+//! `weft_http_upstream_unavailable_total{service,route}` (route is the prefix).
 
 use std::cell::OnceCell;
 use std::time::Duration;
@@ -46,6 +53,23 @@ pub trait Recorder {
     }
     /// An upstream could not be reached or did not answer in time.
     fn upstream_error(&self) {}
+    /// A connection to `upstream` (its URL as configured) was used for a request or a
+    /// health check: `reused` from the pool, or new.
+    fn upstream_connection(&self, upstream: &str, reused: bool) {
+        let _ = (upstream, reused);
+    }
+    /// `upstream` failed for `reason` (a request or a health check).
+    fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {
+        let _ = (upstream, reason);
+    }
+    /// `upstream` failed too many times in a row and gets no requests for a while.
+    fn upstream_ejected(&self, upstream: &str) {
+        let _ = upstream;
+    }
+    /// A request to `route` (its prefix) found every upstream ejected (503).
+    fn upstream_unavailable(&self, route: &str) {
+        let _ = route;
+    }
     /// A request was refused for `reason` (it is also counted by [`request`](Self::request)
     /// with its 4xx or 5xx status).
     fn refused(&self, reason: Refusal) {
@@ -112,6 +136,41 @@ impl Refusal {
     /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// How an upstream failed, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpstreamFailure {
+    /// Nothing listens there.
+    Refused,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// Connecting failed otherwise (name resolution, for one).
+    Connect,
+    /// The TLS handshake failed (a certificate that does not verify, for one).
+    Tls,
+    /// No response head within the upstream timeout.
+    Timeout,
+    /// The exchange broke: the upstream closed, or sent something that is not HTTP.
+    Exchange,
+    /// A health check was answered with an error status.
+    Unhealthy,
+}
+
+impl UpstreamFailure {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::Exchange => "exchange",
+            Self::Unhealthy => "unhealthy",
+        }
     }
 }
 
@@ -258,6 +317,10 @@ pub struct HttpMetrics {
     refused: IntCounterVec,
     /// By reason.
     refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
+    upstream_connections: IntCounterVec,
+    upstream_failures: IntCounterVec,
+    upstream_ejections: IntCounterVec,
+    upstream_unavailable: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -295,10 +358,40 @@ impl HttpMetrics {
             .const_label("service", service),
             &["reason"],
         )?;
+        let per_upstream = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(
+                Opts::new(name, help).const_label("service", service),
+                labels,
+            )
+        };
+        let upstream_connections = per_upstream(
+            "weft_http_upstream_connections_total",
+            "Upstream connections used for a request, new or reused from the pool.",
+            &["upstream", "reused"],
+        )?;
+        let upstream_failures = per_upstream(
+            "weft_http_upstream_failures_total",
+            "Upstream failures (requests and health checks), by upstream and reason.",
+            &["upstream", "reason"],
+        )?;
+        let upstream_ejections = per_upstream(
+            "weft_http_upstream_ejections_total",
+            "Upstreams ejected after failing too many times in a row.",
+            &["upstream"],
+        )?;
+        let upstream_unavailable = per_upstream(
+            "weft_http_upstream_unavailable_total",
+            "Requests answered 503 because every upstream of their route was ejected.",
+            &["route"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(upstream_connections.clone()))?;
+        registry.register(Box::new(upstream_failures.clone()))?;
+        registry.register(Box::new(upstream_ejections.clone()))?;
+        registry.register(Box::new(upstream_unavailable.clone()))?;
         let metrics = Self {
             requests,
             handles: Default::default(),
@@ -306,6 +399,10 @@ impl HttpMetrics {
             upstream_errors,
             refused,
             refused_handles: Default::default(),
+            upstream_connections,
+            upstream_failures,
+            upstream_ejections,
+            upstream_unavailable,
         };
         for method in ZERO_METHODS {
             for class in ZERO_CLASSES {
@@ -343,6 +440,27 @@ impl Recorder for HttpMetrics {
 
     fn refused(&self, reason: Refusal) {
         self.refused_handle(reason).inc();
+    }
+
+    fn upstream_connection(&self, upstream: &str, reused: bool) {
+        let reused = if reused { "true" } else { "false" };
+        self.upstream_connections
+            .with_label_values(&[upstream, reused])
+            .inc();
+    }
+
+    fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {
+        self.upstream_failures
+            .with_label_values(&[upstream, reason.as_str()])
+            .inc();
+    }
+
+    fn upstream_ejected(&self, upstream: &str) {
+        self.upstream_ejections.with_label_values(&[upstream]).inc();
+    }
+
+    fn upstream_unavailable(&self, route: &str) {
+        self.upstream_unavailable.with_label_values(&[route]).inc();
     }
 }
 

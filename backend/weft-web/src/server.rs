@@ -35,12 +35,13 @@ use weft::{
 use crate::access_log::{AccessLog, Entry, Logged, Pending};
 use crate::body::Body;
 use crate::config::{ConfigError, Route, WebConfig};
+use crate::files;
 use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::path::PathError;
 use crate::protocol::{self, Version as Speaks};
+use crate::proxy::{self, UpstreamsView};
 use crate::response::error_page;
 use crate::rules::{self, Refused};
-use crate::{files, proxy};
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
 const MIN_BUF: usize = 8192;
@@ -97,24 +98,28 @@ struct State {
     access_log: AccessLog,
     /// `Strict-Transport-Security`, built once, for responses over TLS.
     hsts: Option<HeaderValue>,
+    /// The routes' upstreams: pools and health.
+    proxy: Rc<proxy::Proxy>,
 }
 
 impl HttpService {
     /// A service named `name` (its connections, metrics and log lines carry it). Checks
-    /// that the root is a readable directory, and that there are not both a root and
-    /// embedded files.
+    /// that the root is a readable directory, that there are not both a root and
+    /// embedded files, and the routes' settings ([`WebConfig::check_proxy`]).
     pub fn new(
         name: &str,
         config: WebConfig,
         recorder: Rc<dyn Recorder>,
     ) -> Result<Self, ConfigError> {
+        config.check_proxy()?;
         let files = StaticFiles::of(&config)?;
         Ok(Self::with_files(name, config, files, recorder))
     }
 
     /// A service named `name` serving the static files `files`, checked from `config`
-    /// earlier ([`StaticFiles::of`]): a program that checks its configuration before it
-    /// starts anything has nothing left to fail on here.
+    /// earlier ([`StaticFiles::of`], [`WebConfig::check_proxy`]): a program that checks
+    /// its configuration before it starts anything has nothing left to fail on here.
+    /// Active health checks, if any route has them, start here (on the reactor thread).
     pub fn with_files(
         name: &str,
         config: WebConfig,
@@ -122,6 +127,7 @@ impl HttpService {
         recorder: Rc<dyn Recorder>,
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
+        let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
         Self {
             state: Rc::new(State {
                 name: name.into(),
@@ -130,8 +136,17 @@ impl HttpService {
                 recorder,
                 access_log: AccessLog::default(),
                 hsts,
+                proxy,
             }),
         }
+    }
+
+    /// The state of every upstream of every route, readable from any thread (for a
+    /// dashboard): health, pool connections, requests and recent errors. The handle
+    /// stays valid for the service's life; take a
+    /// [`snapshot`](UpstreamsView::snapshot) whenever it is needed.
+    pub fn upstreams(&self) -> UpstreamsView {
+        self.state.proxy.view().clone()
     }
 
     /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before
@@ -147,6 +162,7 @@ impl HttpService {
                 recorder: state.recorder.clone(),
                 access_log: to,
                 hsts: state.hsts.clone(),
+                proxy: state.proxy.clone(),
             }),
         }
     }
@@ -484,16 +500,19 @@ async fn dispatch(
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
-        return match proxy::forward(
-            &state.name,
+        let Some(upstreams) = state.proxy.upstreams(config, route) else {
+            return error_page(StatusCode::BAD_GATEWAY, "no upstream for this route");
+        };
+        let forwarded = proxy::forward(
             route,
+            upstreams,
             &config.limits,
+            &*state.recorder,
             conn.client,
             conn.secure,
             request,
-        )
-        .await
-        {
+        );
+        return match forwarded.await {
             Ok(response) => response,
             Err(err) => {
                 if let Some(reason) = err.refusal() {
@@ -503,7 +522,8 @@ async fn dispatch(
                     state.recorder.upstream_error();
                     tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 }
-                error_page(err.status(), &err.to_string())
+                // The client learns what kind of failure it was; the log has the rest.
+                error_page(err.status(), err.client_message())
             }
         };
     }

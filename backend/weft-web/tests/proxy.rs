@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use support::Server;
-use support::upstream::{Seen, ok, upstream};
+use support::upstream::{AfterResponse, KeepAlive, Seen, ok, upstream};
 use weft_test_support::eventually;
 use weft_web::{Limits, Route, WebConfig};
 
@@ -127,11 +127,7 @@ fn a_refused_upstream_is_a_502_that_says_so_and_is_counted() {
     let server = proxy_to(&[("/", port)], Limits::default());
     let reply = server.get("/x");
     assert_eq!(reply.status, 502);
-    assert!(
-        reply.text().contains("refused the connection"),
-        "{}",
-        reply.text()
-    );
+    assert_says_nothing_of_the_upstream(&reply, port);
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 1);
     assert_eq!(server.recorded.count("GET", "5xx"), 1);
 }
@@ -153,13 +149,67 @@ fn a_silent_upstream_is_a_504_and_its_connection_is_listed_meanwhile() {
     });
     let reply = client.read_reply(false);
     assert_eq!(reply.status, 504);
-    assert!(
-        reply.text().contains("did not answer within"),
-        "{}",
-        reply.text()
-    );
+    assert_says_nothing_of_the_upstream(&reply, silent);
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 1);
     eventually("upstream connection closed", || {
         server.connections().len() == 1
     });
+}
+
+/// A client is told what kind of failure it was, never where the upstream is or what the
+/// operating system said.
+fn assert_says_nothing_of_the_upstream(reply: &support::Reply, upstream: SocketAddr) {
+    let text = reply.text();
+    for leak in [
+        upstream.to_string(),
+        upstream.port().to_string(),
+        "127.0.0.1".to_owned(),
+        "refused".to_owned(),
+        "os error".to_owned(),
+        "within".to_owned(),
+    ] {
+        assert!(!text.contains(&leak), "{leak:?} in {text:?}");
+    }
+    assert!(
+        text.contains("upstream"),
+        "still says what failed: {text:?}"
+    );
+}
+
+#[test]
+fn sequential_requests_reuse_one_upstream_connection() {
+    let up = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let server = proxy_to(&[("/", up.addr)], Limits::default());
+    for i in 1..=5 {
+        // A new client connection each time: the pool is the service's, not the client's.
+        assert_eq!(server.get("/x").text(), format!("a #{i}"));
+    }
+    assert_eq!(
+        up.accepted(),
+        1,
+        "five requests over one upstream connection"
+    );
+    assert_eq!(server.recorded.upstream_connections(false), 1);
+    assert_eq!(server.recorded.upstream_connections(true), 4);
+    eventually(
+        "the idle upstream connection is listed under the service",
+        || server.connections() == ["web"],
+    );
+}
+
+#[test]
+fn an_upstream_that_closes_after_each_response_costs_no_request() {
+    let up = KeepAlive::start("a", AfterResponse::Close);
+    let server = proxy_to(&[("/", up.addr)], Limits::default());
+    let mut client = server.connect();
+    for i in 1..=5 {
+        let reply = client.request("GET /x HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((reply.status, reply.text()), (200, format!("a #{i}")));
+    }
+    assert_eq!(
+        up.accepted(),
+        5,
+        "a connection the upstream closed is never reused"
+    );
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
 }

@@ -80,7 +80,9 @@ pub(crate) struct RawService {
     /// http: static files.
     pub(crate) root: Option<Spanned<toml::Value>>,
     /// http: reverse-proxy routes (`[[service.route]]`).
-    pub(crate) route: Option<Spanned<Vec<Spanned<crate::services::http::RawRoute>>>>,
+    pub(crate) route: Option<Spanned<Vec<Spanned<crate::services::http_routes::RawRoute>>>>,
+    /// http: upstream connections kept for reuse.
+    pub(crate) upstream_pool: Option<Spanned<crate::services::http_routes::RawPool>>,
     /// http: the file served for a directory.
     pub(crate) index: Option<Spanned<String>>,
     /// http: request limits and timeouts.
@@ -117,6 +119,9 @@ impl RawService {
         }
         if let Some(v) = &self.route {
             keys.push(("route", v.span()));
+        }
+        if let Some(v) = &self.upstream_pool {
+            keys.push(("upstream_pool", v.span()));
         }
         if let Some(v) = &self.index {
             keys.push(("index", v.span()));

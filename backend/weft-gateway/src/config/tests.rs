@@ -41,7 +41,7 @@ fn the_demo_configuration_is_valid_and_on_loopback() {
     let web = &http.web;
     let site = web.embedded.as_ref().expect("the site is built in");
     assert!(site.names().any(|n| n == "index.html"), "{site:?}");
-    assert_eq!(web.routes[0].upstream.authority(), "127.0.0.1:8081");
+    assert_eq!(web.routes[0].upstreams[0].authority(), "127.0.0.1:8081");
     let ServiceKind::Dns(dns) = &demo.services[4].kind else {
         unreachable!()
     };

@@ -240,9 +240,9 @@ impl Targets {
                         .routes
                         .iter()
                         .find(|r| {
-                            r.upstream.port == api.port()
-                                && r.upstream.host.parse::<IpAddr>().ok() == Some(api.ip())
-                                && r.upstream.base_path.is_empty()
+                            r.upstreams[0].port == api.port()
+                                && r.upstreams[0].host.parse::<IpAddr>().ok() == Some(api.ip())
+                                && r.upstreams[0].base_path.is_empty()
                         })
                         .map(|r| r.prefix.clone())
                         .filter(|p| p.ends_with('/'));

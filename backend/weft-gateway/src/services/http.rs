@@ -16,7 +16,8 @@
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
 //! tls_certificates = [{ names = ["a.example"], cert = "a.pem", key = "a.key" }]  # optional:
 //!                              # chosen by SNI on ssl: listeners (see `tls_certificates`)
-//! [[service.route]]
+//! upstream_pool = { max_idle = 32, idle_timeout = "60s" }   # optional
+//! [[service.route]]              # see `http_routes` for every key of a route
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
 //! ```
@@ -41,7 +42,7 @@ use toml::Spanned;
 use weft::ListenError;
 use weft_web::{
     AccessLog, AccessLogLosses, Compression, FileOptions, EmbeddedFiles, HttpMetrics, HttpService, Limits, LossRecorder,
-    Recorder, Route, StaticFiles, WebConfig,
+    Recorder, StaticFiles, WebConfig,
 };
 
 use crate::config::ConfigError;
@@ -71,14 +72,6 @@ impl HttpConfig {
         self.web = web;
         Ok(())
     }
-}
-
-/// One `[[service.route]]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRoute {
-    prefix: Spanned<String>,
-    upstream: Spanned<String>,
 }
 
 /// `limits = { ... }` as written.
@@ -125,11 +118,12 @@ impl super::Kind for HttpKind {
             "compression",
             "hsts_max_age",
             "tls_certificates",
+            "upstream_pool",
         ])?;
         ctx.stream_only("an http service")?;
         let raw = ctx.raw;
         let root = root(ctx)?;
-        let routes = routes(ctx)?;
+        let routes = super::http_routes::routes(ctx)?;
         if root.is_none() && routes.is_empty() {
             return Err(ctx.error(
                 raw.kind.span(),
@@ -148,6 +142,7 @@ impl super::Kind for HttpKind {
             index,
             routes,
             limits,
+            pool: super::http_routes::pool(ctx)?,
             files: file_options(ctx)?,
             hsts_max_age: match &raw.hsts_max_age {
                 Some(age) => Some(ctx.duration("hsts_max_age", Some(age), Duration::ZERO)?),
@@ -218,7 +213,18 @@ impl super::Kind for HttpKind {
         let routes: Vec<_> = web
             .routes
             .iter()
-            .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
+            .map(|r| {
+                let urls: Vec<_> = r.upstreams.iter().map(|u| &u.url).collect();
+                serde_json::json!({
+                    "prefix": r.prefix,
+                    "upstream": urls[0],
+                    "upstreams": urls,
+                    "balance": match r.balance {
+                        weft_web::Balance::RoundRobin => "round_robin",
+                        weft_web::Balance::LeastConn => "least_conn",
+                    },
+                })
+            })
             .collect();
         serde_json::json!({
             "root": web.root.as_ref().map(|r| r.display().to_string()),
@@ -293,39 +299,6 @@ fn root(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigError> {
         ));
     }
     Ok(Some(PathBuf::from(path)))
-}
-
-/// Every `[[service.route]]`, in order.
-fn routes(ctx: &ServiceCtx<'_>) -> Result<Vec<Route>, ConfigError> {
-    let mut routes = Vec::new();
-    for (i, route) in ctx
-        .raw
-        .route
-        .iter()
-        .flat_map(|r| r.get_ref().iter())
-        .enumerate()
-    {
-        let route = route.get_ref();
-        let key = format!("route[{i}]");
-        match Route::new(route.prefix.get_ref(), route.upstream.get_ref()) {
-            Ok(r) => routes.push(r),
-            Err(weft_web::ConfigError::Prefix(_)) => {
-                return Err(ctx.error(
-                    route.prefix.span(),
-                    &format!("{key}.prefix"),
-                    "must start with '/', such as prefix = \"/api/\"",
-                ));
-            }
-            Err(e) => {
-                return Err(ctx.error(
-                    route.upstream.span(),
-                    &format!("{key}.upstream"),
-                    e.to_string(),
-                ));
-            }
-        }
-    }
-    Ok(routes)
 }
 
 /// `index`: a file name, `index.html` by default.
@@ -520,7 +493,7 @@ mod tests {
         assert_eq!(web.root.as_deref(), Some(dir.path()));
         assert_eq!(web.index, "home.html");
         assert_eq!(web.routes.len(), 2);
-        assert_eq!(web.routes[1].upstream.base_path, "/v2");
+        assert_eq!(web.routes[1].upstreams[0].base_path, "/v2");
         assert_eq!(web.limits.request_timeout, Duration::from_secs(2));
         assert_eq!(web.limits.max_body_bytes, 100);
         assert_eq!(

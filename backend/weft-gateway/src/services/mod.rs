@@ -11,6 +11,7 @@
 //! named as such).
 
 pub(crate) mod access_log;
+pub(crate) mod http_routes;
 pub mod limits;
 pub(crate) mod tls_certificates;
 

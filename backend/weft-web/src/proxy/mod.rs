@@ -1,21 +1,35 @@
-//! The reverse proxy: one upstream HTTP/1.1 exchange per request, over a connection the
-//! reactor opens (so it is registered, counted and listed under the service), with
-//! bodies streamed both ways.
+//! The reverse proxy: each request goes to one of its route's upstreams
+//! ([`upstreams`]: balancing, health, retries) over a kept-alive HTTP/1.1 connection
+//! ([`pool`]) that the reactor opened, so it is registered, counted and listed under the
+//! service, with bodies streamed both ways.
+//!
+//! A request is sent again to another upstream only when nothing of it can have reached
+//! the first: the connection could not be made, and the method is idempotent. On a
+//! reused connection that turns out to be closed, it is sent again on a new connection
+//! to the same upstream when none of it went out, or when it has no body and an
+//! idempotent method.
+
+mod pool;
+mod upstreams;
 
 use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use weft::{ConnectError, Reactor};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::{Body as _, Incoming};
 
+use self::pool::{ReqBody, SendError};
+pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
+use self::upstreams::{RouteUpstreams, Target};
 use crate::body::Body;
-use crate::config::{Limits, Route, Upstream};
+use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
-use crate::metrics::Refusal;
+use crate::metrics::{Recorder, Refusal, UpstreamFailure};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -30,12 +44,21 @@ pub enum UpstreamError {
     /// Connecting failed otherwise (name resolution, for one).
     #[error("cannot connect to upstream {0}: {1}")]
     Connect(String, String),
+    /// The TLS handshake failed: a certificate that does not verify, for one.
+    #[error("TLS with upstream {0} failed: {1}")]
+    Tls(String, String),
     /// No response head within the upstream timeout.
     #[error("upstream {0} did not answer within {1:?}")]
     Timeout(String, Duration),
     /// The exchange broke (the upstream closed, or sent something that is not HTTP).
     #[error("upstream {0} failed: {1}")]
     Exchange(String, String),
+    /// A health check was answered with an error status.
+    #[error("upstream {0} answered its health check with {1}")]
+    Unhealthy(String, StatusCode),
+    /// Every upstream of the route (named by its prefix) is ejected.
+    #[error("every upstream of route {0} is ejected after failing")]
+    Unavailable(String),
     /// The request body is larger than the limit.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
@@ -50,9 +73,47 @@ impl UpstreamError {
         match self {
             Self::ConnectTimeout(..) | Self::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
+    }
+
+    /// What the client is told: the kind of failure, never where the upstream is or
+    /// what the system said (that goes to the log).
+    pub fn client_message(&self) -> &'static str {
+        match self {
+            Self::ConnectTimeout(..) | Self::Timeout(..) => {
+                "the upstream server did not answer in time"
+            }
+            Self::Unavailable(_) => "no upstream server is available",
+            Self::BodyTooLarge(_) => "the request body is too large",
+            Self::RequestBody(_) => "the request body is malformed or incomplete",
+            _ => "the upstream server could not be reached or failed",
+        }
+    }
+
+    /// The upstream's failure as a bounded label; `None` when the client is at fault or
+    /// no upstream was tried.
+    pub fn failure(&self) -> Option<UpstreamFailure> {
+        Some(match self {
+            Self::Refused(_) => UpstreamFailure::Refused,
+            Self::ConnectTimeout(..) => UpstreamFailure::ConnectTimeout,
+            Self::Connect(..) => UpstreamFailure::Connect,
+            Self::Tls(..) => UpstreamFailure::Tls,
+            Self::Timeout(..) => UpstreamFailure::Timeout,
+            Self::Exchange(..) => UpstreamFailure::Exchange,
+            Self::Unhealthy(..) => UpstreamFailure::Unhealthy,
+            Self::Unavailable(_) | Self::BodyTooLarge(_) | Self::RequestBody(_) => return None,
+        })
+    }
+
+    /// Whether no connection could be made, so nothing of the request was sent.
+    fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused(_) | Self::ConnectTimeout(..) | Self::Connect(..) | Self::Tls(..)
+        )
     }
 
     /// Whether the upstream is at fault (and counted), rather than the client.
@@ -76,11 +137,11 @@ impl UpstreamError {
 #[error("{0}")]
 struct ClientBodyError(hyper::Error);
 
-/// The path and query to ask the upstream for: the request's, with the route's prefix
+/// The path and query to ask `upstream` for: the request's, with the route's prefix
 /// replaced by the upstream's base path when it has one.
-pub(crate) fn upstream_target(route: &Route, uri: &Uri) -> String {
+pub(crate) fn upstream_target(route: &Route, upstream: &Upstream, uri: &Uri) -> String {
     let path = uri.path();
-    let base = &route.upstream.base_path;
+    let base = &upstream.base_path;
     let mut target = if base.is_empty() {
         path.to_owned()
     } else {
@@ -99,16 +160,50 @@ pub(crate) fn upstream_target(route: &Route, uri: &Uri) -> String {
     target
 }
 
-/// Forwards `request` along `route`, reporting the upstream connection under `service`.
+/// Every route's upstreams, with their pools and health; made when the service is.
+pub(crate) struct Proxy {
+    /// By route, in the configuration's order.
+    routes: Vec<Rc<RouteUpstreams>>,
+    view: UpstreamsView,
+}
+
+impl Proxy {
+    /// The upstreams of `config`'s routes, connections reported under `service`.
+    pub(crate) fn start(service: &str, config: &WebConfig, recorder: &Rc<dyn Recorder>) -> Self {
+        let service: Arc<str> = service.into();
+        let routes: Vec<_> = config
+            .routes
+            .iter()
+            .map(|route| {
+                RouteUpstreams::start(&service, route, &config.pool, &config.limits, recorder)
+            })
+            .collect();
+        let view = UpstreamsView(Arc::new(routes.iter().flat_map(|r| r.states()).collect()));
+        Self { routes, view }
+    }
+
+    /// The upstreams of `route`, one of `config`'s routes.
+    pub(crate) fn upstreams(&self, config: &WebConfig, route: &Route) -> Option<&RouteUpstreams> {
+        let i = config.routes.iter().position(|r| std::ptr::eq(r, route))?;
+        self.routes.get(i).map(|r| &**r)
+    }
+
+    /// What other threads may read of the upstreams.
+    pub(crate) fn view(&self) -> &UpstreamsView {
+        &self.view
+    }
+}
+
+/// Forwards `request` along `route` to one of `upstreams`.
 pub(crate) async fn forward(
-    service: &str,
     route: &Route,
+    upstreams: &RouteUpstreams,
     limits: &Limits,
+    recorder: &dyn Recorder,
     client: Option<IpAddr>,
     secure: bool,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, UpstreamError> {
-    let upstream = &route.upstream;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -116,49 +211,219 @@ pub(crate) async fn forward(
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
     }
-    let (mut parts, body) = request.into_parts();
-    let target = upstream_target(route, &parts.uri);
-    parts.uri = target
-        .parse()
-        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), format!("bad target: {e}")))?;
-    parts.version = http::Version::HTTP_11;
-    let host = parts.headers.get(header::HOST).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client, host.as_ref(), secure);
-    if host.is_none()
-        && let Ok(v) = HeaderValue::from_str(&upstream.authority())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(body.map_err(ClientBodyError), max).boxed_unsync();
-    let request = Request::from_parts(parts, body);
-
-    let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
-    let exchange = |e: hyper::Error| UpstreamError::Exchange(upstream.url.clone(), e.to_string());
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(exchange)?;
-    let url = upstream.url.clone();
-    Reactor::current().spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(upstream = %url, %err, "upstream connection ended with an error");
+    let mut outgoing = Outgoing::new(request, limits.max_body_bytes, client, secure);
+    let mut tried = Vec::new();
+    let mut last = None;
+    let response = loop {
+        let Some(i) = upstreams.pick(&tried) else {
+            return Err(last.unwrap_or_else(|| {
+                recorder.upstream_unavailable(&route.prefix);
+                UpstreamError::Unavailable(route.prefix.clone())
+            }));
+        };
+        tried.push(i);
+        let target = &upstreams.targets[i];
+        match exchange(route, target, &mut outgoing, limits).await {
+            Ok(response) => {
+                upstreams.succeeded(i);
+                break response;
+            }
+            Err(err) => {
+                if err.is_upstream() {
+                    upstreams.failed(i, &err, recorder);
+                }
+                if !(err.is_connect() && outgoing.may_retry()) {
+                    return Err(err);
+                }
+                tracing::info!(%err, "trying another upstream");
+                last = Some(err);
+            }
         }
-    });
-    let response = tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
-        .await
-        .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
-        .map_err(|e| match client_fault(&e) {
-            Some(ClientFault::TooLarge) => UpstreamError::BodyTooLarge(limits.max_body_bytes),
-            Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
-            None => exchange(e),
-        })?;
+    };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(
         parts,
         body.map_err(Into::into).boxed_unsync(),
     ))
+}
+
+/// One upstream's part: a pooled connection, the request sent on it, the response head.
+/// A reused connection found closed is replaced by a new one when the request can go
+/// again.
+async fn exchange(
+    route: &Route,
+    target: &Target,
+    outgoing: &mut Outgoing,
+    limits: &Limits,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let url = || target.upstream.url.clone();
+    let _in_flight = InFlight::enter(&target.state.in_flight);
+    loop {
+        let conn = target
+            .pool
+            .checkout(limits.upstream_connect_timeout)
+            .await?;
+        let reused = conn.reused;
+        let request = outgoing.request(route, &target.upstream)?;
+        let copy = (reused && outgoing.may_replay()).then(|| outgoing.head.clone());
+        let sent = target
+            .pool
+            .send(conn, request, limits.upstream_timeout)
+            .await;
+        let err = match sent {
+            Err(_) => return Err(UpstreamError::Timeout(url(), limits.upstream_timeout)),
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(SendError::NotSent(request))) => {
+                outgoing.give_back(*request);
+                if reused {
+                    continue;
+                }
+                return Err(UpstreamError::Exchange(
+                    url(),
+                    "connection closed before the request was sent".into(),
+                ));
+            }
+            Ok(Err(SendError::Failed(err))) => err,
+        };
+        match client_fault(&err) {
+            Some(ClientFault::TooLarge) => {
+                return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
+            }
+            Some(ClientFault::Body(reason)) => return Err(UpstreamError::RequestBody(reason)),
+            None => {}
+        }
+        match copy {
+            Some(head) if err.is_incomplete_message() || err.is_canceled() => {
+                tracing::debug!(upstream = %target.upstream.url, %err, "a reused connection was closed; sending again");
+                outgoing.head = head;
+            }
+            _ => return Err(UpstreamError::Exchange(url(), err.to_string())),
+        }
+    }
+}
+
+/// Counts a request in flight to an upstream while it lives.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
+/// headers removed, `Forwarded` added), and the body until it is sent.
+struct Outgoing {
+    head: Head,
+    /// The client's body, until a request takes it.
+    body: Option<ReqBody>,
+    /// The client sent no body: the request can be made again with an empty one.
+    bodiless: bool,
+}
+
+/// A request head without its upstream-specific target.
+#[derive(Clone)]
+struct Head {
+    method: Method,
+    /// The client's path and query, in normal form.
+    uri: Uri,
+    headers: HeaderMap,
+    /// Whether the client named a host (otherwise each upstream's authority is sent).
+    client_host: bool,
+}
+
+impl Outgoing {
+    fn new(
+        request: Request<Incoming>,
+        max_body: u64,
+        client: Option<IpAddr>,
+        secure: bool,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        let mut headers = parts.headers;
+        let host = headers.get(header::HOST).cloned();
+        strip_hop_by_hop(&mut headers);
+        add_forwarded(&mut headers, client, host.as_ref(), secure);
+        let bodiless = body.is_end_stream();
+        let max = usize::try_from(max_body).unwrap_or(usize::MAX);
+        Self {
+            head: Head {
+                method: parts.method,
+                uri: parts.uri,
+                headers,
+                client_host: host.is_some(),
+            },
+            body: Some(Limited::new(body.map_err(ClientBodyError), max).boxed_unsync()),
+            bodiless,
+        }
+    }
+
+    /// Whether the method is idempotent and no part of the body is gone: the request
+    /// may go to another upstream when connecting to one failed.
+    fn may_retry(&self) -> bool {
+        is_idempotent(&self.head.method) && (self.body.is_some() || self.bodiless)
+    }
+
+    /// Whether the request may be sent again even after it went out: idempotent and
+    /// without a body.
+    fn may_replay(&self) -> bool {
+        is_idempotent(&self.head.method) && self.bodiless
+    }
+
+    /// The request for `upstream`, with the client's body or, when that is gone and
+    /// there was none, an empty one.
+    fn request(
+        &mut self,
+        route: &Route,
+        upstream: &Upstream,
+    ) -> Result<Request<ReqBody>, UpstreamError> {
+        let bad = |reason: String| UpstreamError::Exchange(upstream.url.clone(), reason);
+        let body = match self.body.take() {
+            Some(body) => body,
+            None if self.bodiless => Empty::new().map_err(|e| match e {}).boxed_unsync(),
+            None => return Err(bad("the request body was already sent".into())),
+        };
+        let target = upstream_target(route, upstream, &self.head.uri);
+        let mut request = Request::new(body);
+        *request.method_mut() = self.head.method.clone();
+        *request.uri_mut() = target
+            .parse()
+            .map_err(|e| bad(format!("bad target: {e}")))?;
+        // Taken, not copied: a request that is not sent comes back with them.
+        *request.headers_mut() = std::mem::take(&mut self.head.headers);
+        if !self.head.client_host
+            && let Ok(v) = HeaderValue::from_str(&upstream.authority())
+        {
+            request.headers_mut().insert(header::HOST, v);
+        }
+        Ok(request)
+    }
+
+    /// Takes back a request that was not sent: its body can go with the next attempt.
+    fn give_back(&mut self, request: Request<ReqBody>) {
+        let (parts, body) = request.into_parts();
+        self.head.headers = parts.headers;
+        if !self.head.client_host {
+            self.head.headers.remove(header::HOST);
+        }
+        self.body = Some(body);
+    }
+}
+
+/// RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE, OPTIONS and TRACE may be repeated.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 enum ClientFault {
@@ -182,40 +447,13 @@ fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
     None
 }
 
-async fn connect(
-    service: &str,
-    upstream: &Upstream,
-    timeout: Duration,
-) -> Result<weft::InspectedStream, UpstreamError> {
-    let host = upstream.host.replace(':', "\\:");
-    let endpoint = format!(
-        "tcp:{host}:{}:timeout={}",
-        upstream.port,
-        timeout.as_secs_f64()
-    );
-    let mut stream = Reactor::current()
-        .connect_stream(service, &endpoint)
-        .await
-        .map_err(|e| match e {
-            ConnectError::Refused { .. } => UpstreamError::Refused(upstream.url.clone()),
-            ConnectError::TimedOut { after, .. } => {
-                UpstreamError::ConnectTimeout(upstream.url.clone(), after)
-            }
-            other => UpstreamError::Connect(upstream.url.clone(), other.to_string()),
-        })?;
-    let _ = stream.set_nodelay(true);
-    // At shutdown the exchange in flight finishes; the connection ends with it.
-    stream.keep_reading_when_closing();
-    Ok(stream)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn target(prefix: &str, upstream: &str, uri: &str) -> String {
         let route = Route::new(prefix, upstream).unwrap();
-        upstream_target(&route, &uri.parse().unwrap())
+        upstream_target(&route, &route.upstreams[0], &uri.parse().unwrap())
     }
 
     #[test]

@@ -22,12 +22,19 @@ pub struct Recorded {
     pub requests: Mutex<Vec<(&'static str, &'static str)>>,
     pub upstream_errors: Mutex<u32>,
     pub refusals: Mutex<Vec<&'static str>>,
+    /// Upstream connections used, by whether they came from the pool.
+    pub upstream_connections: Mutex<Vec<bool>>,
 }
 
 impl Recorded {
     pub fn count(&self, method: &str, class: &str) -> usize {
         let requests = self.requests.lock().unwrap();
         requests.iter().filter(|r| **r == (method, class)).count()
+    }
+
+    pub fn upstream_connections(&self, reused: bool) -> usize {
+        let used = self.upstream_connections.lock().unwrap();
+        used.iter().filter(|r| **r == reused).count()
     }
 
     pub fn refused(&self, reason: &str) -> usize {
@@ -48,6 +55,9 @@ impl Recorder for Shared {
     }
     fn refused(&self, reason: Refusal) {
         self.0.refusals.lock().unwrap().push(reason.as_str());
+    }
+    fn upstream_connection(&self, _upstream: &str, reused: bool) {
+        self.0.upstream_connections.lock().unwrap().push(reused);
     }
 }
 

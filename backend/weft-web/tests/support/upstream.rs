@@ -102,3 +102,160 @@ pub fn targets(log: &Log) -> Vec<String> {
         .map(|s| s.target().to_owned())
         .collect()
 }
+
+/// How a [`KeepAlive`] upstream treats a connection after each response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AfterResponse {
+    /// Waits for the next request on the same connection.
+    KeepOpen,
+    /// Closes it, without saying so in the response (as a server whose keep-alive
+    /// timeout just ran out does).
+    Close,
+}
+
+/// An HTTP/1.1 upstream that serves many requests per connection and counts what it
+/// accepted: each response's body is `NAME #N` (its Nth request). `GET /slow` waits until
+/// [`release`](Self::release); `GET /healthz` says 200 like any other path. It can be
+/// killed (listener and connections closed) and revived on the same port.
+#[derive(Clone)]
+pub struct KeepAlive {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    state: Arc<KeepAliveState>,
+}
+
+#[derive(Default)]
+struct KeepAliveState {
+    accepted: std::sync::atomic::AtomicUsize,
+    requests: std::sync::atomic::AtomicUsize,
+    /// Bumped by `kill`: connections of an older generation stop answering.
+    generation: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicBool,
+    after: Mutex<Option<AfterResponse>>,
+}
+
+impl KeepAlive {
+    pub fn start(name: &'static str, after: AfterResponse) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = Self {
+            addr: listener.local_addr().unwrap(),
+            name,
+            state: Arc::default(),
+        };
+        *upstream.state.after.lock().unwrap() = Some(after);
+        upstream.serve(listener);
+        upstream
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.state
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.state
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lets every `GET /slow` answer.
+    pub fn release(&self) {
+        self.state
+            .released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops listening and closes every connection: connecting is refused from now on.
+    pub fn kill(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.generation.fetch_add(1, SeqCst);
+        // Wakes the accept loop so it sees the new generation and drops the listener.
+        let _ = std::net::TcpStream::connect(self.addr);
+        weft_test_support::eventually("the killed upstream refuses connections", || {
+            std::net::TcpStream::connect(self.addr).is_err()
+        });
+    }
+
+    /// Listens again on the same port.
+    pub fn revive(&self) {
+        let listener = TcpListener::bind(self.addr).unwrap();
+        self.serve(listener);
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let me = self.clone();
+        let generation = self.state.generation.load(SeqCst);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if me.state.generation.load(SeqCst) != generation {
+                    return;
+                }
+                let Ok(stream) = stream else { return };
+                me.state.accepted.fetch_add(1, SeqCst);
+                let me = me.clone();
+                std::thread::spawn(move || me.connection(stream, generation));
+            }
+        });
+    }
+
+    fn connection(&self, stream: std::net::TcpStream, generation: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(50)));
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut head = String::new();
+            loop {
+                if self.state.generation.load(SeqCst) != generation {
+                    return;
+                }
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        head.push_str(&line);
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+                head.push_str(&line);
+                if head.ends_with("\r\n\r\n") {
+                    break;
+                }
+            }
+            let seen = Seen {
+                head,
+                body: Vec::new(),
+            };
+            if seen.target() == "/slow" {
+                while !self.state.released.load(SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+            if self.state.generation.load(SeqCst) != generation {
+                return;
+            }
+            let n = self.state.requests.fetch_add(1, SeqCst) + 1;
+            let body = format!("{} #{n}", self.name);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if reader.get_mut().write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+            if *self.state.after.lock().unwrap() == Some(AfterResponse::Close) {
+                return;
+            }
+        }
+    }
+}

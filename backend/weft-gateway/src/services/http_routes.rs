@@ -1,0 +1,258 @@
+//! An http service's proxy routes and upstream pool as written, checked into
+//! [`weft_web::Route`]s and a [`weft_web::PoolConfig`]: every error names its key path
+//! (`service[N].route[M].upstreams[K]`), and `weft check` loads each route's `ca` as
+//! connecting would.
+//!
+//! ```toml
+//! upstream_pool = { max_idle = 32, idle_timeout = "60s" }   # optional; the defaults
+//! [[service.route]]
+//! prefix = "/api/"
+//! upstreams = ["http://10.0.0.1:9000", "https://api.internal"]  # or upstream = "..."
+//! balance = "round_robin"        # or "least_conn"
+//! max_fails = 3                  # failures in a row that eject an upstream
+//! eject_for = "10s"              # how long an ejected upstream gets no requests
+//! health = { path = "/healthz", interval = "5s" }   # optional active checks
+//! ca = "/etc/weft/upstream-ca.pem"   # optional: roots for https:// upstreams
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use weft_web::config::{MAX_FAILS, MAX_IDLE, MAX_PERIOD, MAX_UPSTREAMS, MIN_PERIOD};
+use weft_web::{ActiveCheck, Balance, Health, PoolConfig, Route};
+
+use crate::config::ConfigError;
+use crate::config::validate::ServiceCtx;
+
+/// The health check interval when `health` gives none.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// One `[[service.route]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    prefix: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    upstreams: Option<Spanned<Vec<Spanned<String>>>>,
+    balance: Option<Spanned<String>>,
+    max_fails: Option<Spanned<i64>>,
+    eject_for: Option<Spanned<String>>,
+    health: Option<Spanned<RawHealth>>,
+    ca: Option<Spanned<String>>,
+}
+
+/// `health = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    path: Spanned<String>,
+    interval: Option<Spanned<String>>,
+}
+
+/// `upstream_pool = { ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPool {
+    max_idle: Option<Spanned<i64>>,
+    idle_timeout: Option<Spanned<String>>,
+}
+
+/// Every `[[service.route]]`, in order.
+pub(crate) fn routes(ctx: &ServiceCtx<'_>) -> Result<Vec<Route>, ConfigError> {
+    ctx.raw
+        .route
+        .iter()
+        .flat_map(|r| r.get_ref().iter())
+        .enumerate()
+        .map(|(i, route)| self::route(ctx, &format!("route[{i}]"), route))
+        .collect()
+}
+
+fn route(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    spanned: &Spanned<RawRoute>,
+) -> Result<Route, ConfigError> {
+    let raw = spanned.get_ref();
+    let field = |name: &str| format!("{key}.{name}");
+    let urls: Vec<(&Spanned<String>, String)> = match (&raw.upstream, &raw.upstreams) {
+        (Some(one), None) => vec![(one, field("upstream"))],
+        (None, Some(list)) => {
+            let n = list.get_ref().len();
+            if n == 0 || n > MAX_UPSTREAMS {
+                return Err(ctx.error(
+                    list.span(),
+                    &field("upstreams"),
+                    format!("needs between 1 and {MAX_UPSTREAMS} upstream URLs, got {n}"),
+                ));
+            }
+            list.get_ref()
+                .iter()
+                .enumerate()
+                .map(|(j, u)| (u, format!("{key}.upstreams[{j}]")))
+                .collect()
+        }
+        (Some(_), Some(list)) => {
+            return Err(ctx.error(
+                list.span(),
+                &field("upstreams"),
+                "give `upstream` (one) or `upstreams` (several), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ctx.error(
+                spanned.span(),
+                &field("upstream"),
+                "a route needs `upstream = \"http://HOST:PORT\"` or `upstreams = [...]`",
+            ));
+        }
+    };
+    let first = urls
+        .first()
+        .map(|(u, _)| u.get_ref().as_str())
+        .unwrap_or_default();
+    let mut route = match Route::new(raw.prefix.get_ref(), first) {
+        Err(weft_web::ConfigError::Prefix(_)) => {
+            return Err(ctx.error(
+                raw.prefix.span(),
+                &field("prefix"),
+                "must start with '/', such as prefix = \"/api/\"",
+            ));
+        }
+        Err(e) => return Err(ctx.error(urls[0].0.span(), &urls[0].1, e.to_string())),
+        Ok(route) => route,
+    };
+    route.upstreams = urls
+        .iter()
+        .map(|(url, at)| {
+            url.get_ref()
+                .parse()
+                .map_err(|e: weft_web::ConfigError| ctx.error(url.span(), at, e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(b) = &raw.balance {
+        route.balance = b
+            .get_ref()
+            .parse::<Balance>()
+            .map_err(|e| ctx.error(b.span(), &field("balance"), e.to_string()))?;
+    }
+    route.health = health(ctx, key, raw)?;
+    if let Some(ca) = &raw.ca {
+        route.ca = Some(PathBuf::from(ca.get_ref()));
+    }
+    // What is left to check (the `ca` loading, the health path's syntax) is named by
+    // its key.
+    route.check().map_err(|e| {
+        let (span, name) = match (&e, &raw.ca, &raw.health) {
+            (weft_web::ConfigError::Ca { .. }, Some(ca), _) => (ca.span(), "ca".to_owned()),
+            (weft_web::ConfigError::Health { key, .. }, _, Some(h)) => {
+                (h.span(), (*key).to_owned())
+            }
+            (weft_web::ConfigError::Health { key, .. }, _, None) => {
+                (spanned.span(), (*key).to_owned())
+            }
+            _ => (spanned.span(), "upstreams".to_owned()),
+        };
+        ctx.error(span, &field(&name), e.to_string())
+    })?;
+    Ok(route)
+}
+
+/// `max_fails`, `eject_for` and `health` of one route.
+fn health(ctx: &ServiceCtx<'_>, key: &str, raw: &RawRoute) -> Result<Health, ConfigError> {
+    let d = Health::default();
+    let field = |name: &str| format!("{key}.{name}");
+    let period = |name: &str, value: Option<&Spanned<String>>, default: Duration| {
+        let d = ctx.duration(&field(name), value, default)?;
+        if !(MIN_PERIOD..=MAX_PERIOD).contains(&d) {
+            let span = value.map_or(0..0, Spanned::span);
+            return Err(ctx.error(
+                span,
+                &field(name),
+                format!("must be between {MIN_PERIOD:?} and {MAX_PERIOD:?}"),
+            ));
+        }
+        Ok(d)
+    };
+    let max_fails = match &raw.max_fails {
+        Some(n) => u32::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| (1..=MAX_FAILS).contains(n))
+            .ok_or_else(|| {
+                ctx.error(
+                    n.span(),
+                    &field("max_fails"),
+                    format!("must be between 1 and {MAX_FAILS}, got {}", n.get_ref()),
+                )
+            })?,
+        None => d.max_fails,
+    };
+    let check = match &raw.health {
+        Some(h) => {
+            let h = h.get_ref();
+            let path = h.path.get_ref();
+            if !path.starts_with('/') {
+                return Err(ctx.error(
+                    h.path.span(),
+                    &field("health.path"),
+                    "must be a path such as \"/healthz\"",
+                ));
+            }
+            Some(ActiveCheck {
+                path: path.clone(),
+                interval: period(
+                    "health.interval",
+                    h.interval.as_ref(),
+                    DEFAULT_CHECK_INTERVAL,
+                )?,
+            })
+        }
+        None => None,
+    };
+    Ok(Health {
+        max_fails,
+        eject_for: period("eject_for", raw.eject_for.as_ref(), d.eject_for)?,
+        check,
+    })
+}
+
+/// `upstream_pool`, the defaults when absent.
+pub(crate) fn pool(ctx: &ServiceCtx<'_>) -> Result<PoolConfig, ConfigError> {
+    let d = PoolConfig::default();
+    let Some(raw) = &ctx.raw.upstream_pool else {
+        return Ok(d);
+    };
+    let raw = raw.get_ref();
+    let max_idle = match &raw.max_idle {
+        Some(n) => usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|n| *n <= MAX_IDLE)
+            .ok_or_else(|| {
+                ctx.error(
+                    n.span(),
+                    "upstream_pool.max_idle",
+                    format!("must be between 0 and {MAX_IDLE}, got {}", n.get_ref()),
+                )
+            })?,
+        None => d.max_idle,
+    };
+    let idle_timeout = ctx.duration(
+        "upstream_pool.idle_timeout",
+        raw.idle_timeout.as_ref(),
+        d.idle_timeout,
+    )?;
+    if !(Duration::from_secs(1)..=MAX_PERIOD).contains(&idle_timeout) {
+        let span = raw.idle_timeout.as_ref().map_or(0..0, Spanned::span);
+        return Err(ctx.error(
+            span,
+            "upstream_pool.idle_timeout",
+            format!("must be between 1s and {MAX_PERIOD:?}"),
+        ));
+    }
+    Ok(PoolConfig {
+        max_idle,
+        idle_timeout,
+    })
+}

@@ -1,0 +1,344 @@
+//! Keep-alive connections to one upstream, reused across requests.
+//!
+//! Each connection is opened by the reactor (`connect_stream`), so it is registered,
+//! counted and listed under the service like any other, and a task drives hyper's
+//! HTTP/1.1 client on it for its whole life. A connection goes back to the pool when its
+//! response body has been read to the end and hyper says it can take another request; a
+//! connection the upstream closed, that failed, that was asked to close (by the dashboard
+//! or at shutdown) or that was left unused for `idle_timeout` leaves the pool and closes.
+//! The most recently used idle connection is reused first: it is the least likely to
+//! have been closed by the upstream meanwhile.
+
+use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::path::Path;
+use std::pin::pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use weft::{ConnectError, InspectedStream, Reactor, Transport};
+
+use super::UpstreamError;
+use super::upstreams::UpstreamState;
+use crate::config::{PoolConfig, Upstream};
+use crate::metrics::Recorder;
+
+/// A request body as sent upstream.
+pub(crate) type ReqBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The most of a health check's response body read (so its connection can be reused);
+/// a longer body closes the connection instead.
+const CHECK_BODY_BYTES: usize = 64 * 1024;
+
+/// The pool of one upstream of one route.
+pub(crate) struct Pool(Rc<Inner>);
+
+struct Inner {
+    service: Arc<str>,
+    /// The upstream's URL, naming it in errors and metric labels.
+    url: String,
+    /// `Host` of health checks.
+    authority: String,
+    /// The client endpoint, but for its timeout: `tcp:HOST:PORT` or `ssl:...`.
+    endpoint: String,
+    config: PoolConfig,
+    idle: RefCell<Vec<Idle>>,
+    state: Arc<UpstreamState>,
+    recorder: Rc<dyn Recorder>,
+}
+
+/// What the pool and a connection's driving task share.
+struct Link {
+    transport: Transport,
+    /// In the pool, waiting for a request: only then do idle timeouts and close requests
+    /// end the connection (a request in flight finishes first).
+    idle: Cell<bool>,
+    idle_since: Cell<Instant>,
+    /// The driving task, woken when the connection goes idle to arm its timer.
+    waker: RefCell<Option<Waker>>,
+}
+
+struct Idle {
+    sender: SendRequest<ReqBody>,
+    link: Rc<Link>,
+}
+
+/// A connection taken from the pool (or just opened) for one request.
+pub(crate) struct Pooled {
+    sender: SendRequest<ReqBody>,
+    link: Rc<Link>,
+    /// Whether it served a request before.
+    pub(crate) reused: bool,
+}
+
+/// How sending on a connection failed.
+pub(crate) enum SendError {
+    /// The connection was closed before the request went out: it is handed back, to be
+    /// sent on another connection.
+    NotSent(Box<Request<ReqBody>>),
+    /// The exchange failed after the request (or part of it) went out.
+    Failed(hyper::Error),
+}
+
+impl Pool {
+    pub(crate) fn new(
+        service: Arc<str>,
+        upstream: &Upstream,
+        ca: Option<&Path>,
+        config: &PoolConfig,
+        state: Arc<UpstreamState>,
+        recorder: Rc<dyn Recorder>,
+    ) -> Self {
+        let host = escape(&upstream.host);
+        let endpoint = match (upstream.tls, ca) {
+            (false, _) => format!("tcp:{host}:{}", upstream.port),
+            (true, None) => format!("ssl:{host}:{}", upstream.port),
+            (true, Some(ca)) => format!(
+                "ssl:{host}:{}:caCerts={}",
+                upstream.port,
+                escape(&ca.display().to_string())
+            ),
+        };
+        Self(Rc::new(Inner {
+            service,
+            url: upstream.url.clone(),
+            authority: upstream.authority(),
+            endpoint,
+            config: config.clone(),
+            idle: RefCell::default(),
+            state,
+            recorder,
+        }))
+    }
+
+    /// An idle connection if there is one that can take a request, a new one otherwise.
+    pub(crate) async fn checkout(
+        &self,
+        connect_timeout: Duration,
+    ) -> Result<Pooled, UpstreamError> {
+        let pooled = match self.0.take_idle() {
+            Some(pooled) => pooled,
+            None => self.connect(connect_timeout).await?,
+        };
+        self.0
+            .recorder
+            .upstream_connection(&self.0.url, pooled.reused);
+        self.0.state.busy.fetch_add(1, Relaxed);
+        Ok(pooled)
+    }
+
+    /// Opens a connection and starts the task that drives it.
+    async fn connect(&self, timeout: Duration) -> Result<Pooled, UpstreamError> {
+        let inner = &self.0;
+        let endpoint = format!("{}:timeout={}", inner.endpoint, timeout.as_secs_f64());
+        let url = || inner.url.clone();
+        let mut stream = Reactor::current()
+            .connect_stream(&inner.service, &endpoint)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Refused { .. } => UpstreamError::Refused(url()),
+                ConnectError::TimedOut { after, .. } => UpstreamError::ConnectTimeout(url(), after),
+                ConnectError::Tls { reason, .. } => UpstreamError::Tls(url(), reason),
+                other => UpstreamError::Connect(url(), other.to_string()),
+            })?;
+        let _ = stream.set_nodelay(true);
+        // At shutdown the exchange in flight finishes; the driving task then ends the
+        // connection, as it does at once for an idle one.
+        stream.keep_reading_when_closing();
+        let transport = stream.transport().clone();
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
+        let link = Rc::new(Link {
+            transport,
+            idle: Cell::new(false),
+            idle_since: Cell::new(Instant::now()),
+            waker: RefCell::default(),
+        });
+        Reactor::current().spawn(drive(
+            connection,
+            link.clone(),
+            Rc::downgrade(&self.0),
+            inner.config.idle_timeout,
+        ));
+        Ok(Pooled {
+            sender,
+            link,
+            reused: false,
+        })
+    }
+
+    /// Sends `request` on `conn`, waiting at most `timeout` for the response head. The
+    /// connection goes back to the pool when the response body has been read.
+    pub(crate) async fn send(
+        &self,
+        mut conn: Pooled,
+        request: Request<ReqBody>,
+        timeout: Duration,
+    ) -> Result<Result<Response<Incoming>, SendError>, tokio::time::error::Elapsed> {
+        self.0.state.requests.fetch_add(1, Relaxed);
+        let sent = tokio::time::timeout(timeout, conn.sender.try_send_request(request)).await;
+        let result = match sent {
+            Err(elapsed) => {
+                // The exchange is abandoned halfway: the connection cannot be reused.
+                self.0.state.busy.fetch_sub(1, Relaxed);
+                conn.link.transport.abort_connection();
+                return Err(elapsed);
+            }
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(mut err)) => match err.take_message() {
+                Some(request) => Err(SendError::NotSent(Box::new(request))),
+                None => Err(SendError::Failed(err.into_error())),
+            },
+        };
+        let pool = Rc::downgrade(&self.0);
+        let state = self.0.state.clone();
+        Reactor::current().spawn(async move {
+            let reusable = poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
+            state.busy.fetch_sub(1, Relaxed);
+            if let Some(pool) = pool.upgrade()
+                && reusable
+            {
+                pool.put_back(conn);
+            }
+        });
+        Ok(result)
+    }
+
+    /// `GET path`: `Ok` for a 2xx or 3xx within the connect and answer timeouts.
+    pub(crate) async fn check(
+        &self,
+        path: &str,
+        timeouts: (Duration, Duration),
+    ) -> Result<(), UpstreamError> {
+        let url = || self.0.url.clone();
+        let request = Request::get(path)
+            .header(header::HOST, &self.0.authority)
+            .header(header::USER_AGENT, "weft-health-check")
+            .body(Empty::new().map_err(|e| match e {}).boxed_unsync())
+            .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
+        let conn = self.checkout(timeouts.0).await?;
+        let response = match self.send(conn, request, timeouts.1).await {
+            Err(_) => return Err(UpstreamError::Timeout(url(), timeouts.1)),
+            Ok(Err(SendError::NotSent(_))) => {
+                return Err(UpstreamError::Exchange(url(), "connection closed".into()));
+            }
+            Ok(Err(SendError::Failed(e))) => {
+                return Err(UpstreamError::Exchange(url(), e.to_string()));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        // Read to the end, so the connection can serve again.
+        let _ = Limited::new(response.into_body(), CHECK_BODY_BYTES)
+            .collect()
+            .await;
+        if status.is_success() || status.is_redirection() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Unhealthy(url(), status))
+        }
+    }
+}
+
+impl Inner {
+    fn take_idle(&self) -> Option<Pooled> {
+        let mut idle = self.idle.borrow_mut();
+        let taken = loop {
+            let Some(conn) = idle.pop() else { break None };
+            // Dropping a stale one lets its driving task end it.
+            if conn.link.transport.is_disconnecting() || !conn.sender.is_ready() {
+                continue;
+            }
+            conn.link.idle.set(false);
+            break Some(Pooled {
+                sender: conn.sender,
+                link: conn.link,
+                reused: true,
+            });
+        };
+        self.state.idle.store(idle.len(), Relaxed);
+        taken
+    }
+
+    fn put_back(&self, conn: Pooled) {
+        let mut idle = self.idle.borrow_mut();
+        if conn.link.transport.is_disconnecting() || idle.len() >= self.config.max_idle {
+            // Dropping the sender ends the (idle) connection.
+            return;
+        }
+        conn.link.idle.set(true);
+        conn.link.idle_since.set(Instant::now());
+        if let Some(waker) = conn.link.waker.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+        idle.push(Idle {
+            sender: conn.sender,
+            link: conn.link,
+        });
+        self.state.idle.store(idle.len(), Relaxed);
+    }
+
+    /// Takes a connection whose task ended out of the pool.
+    fn forget(&self, link: &Rc<Link>) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|c| !Rc::ptr_eq(&c.link, link));
+        self.state.idle.store(idle.len(), Relaxed);
+    }
+}
+
+/// Drives one connection until hyper ends it (the upstream closed, an error, or no
+/// request can come any more), or until, idle, it is asked to close or times out.
+async fn drive(
+    connection: http1::Connection<TokioIo<InspectedStream>, ReqBody>,
+    link: Rc<Link>,
+    pool: Weak<Inner>,
+    idle_timeout: Duration,
+) {
+    let mut connection = pin!(connection);
+    let mut expiry = pin!(tokio::time::sleep(idle_timeout));
+    let ended = poll_fn(|cx| {
+        {
+            let mut waker = link.waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        if link.idle.get() {
+            if link.transport.is_disconnecting() {
+                return Poll::Ready(Ok(()));
+            }
+            let deadline = link.idle_since.get() + idle_timeout;
+            if expiry.deadline() != deadline {
+                expiry.as_mut().reset(deadline);
+            }
+            if expiry.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await;
+    if let Some(pool) = pool.upgrade() {
+        pool.forget(&link);
+    }
+    if let Err(err) = ended {
+        tracing::debug!(connection = %link.transport.id(), %err, "upstream connection ended with an error");
+    }
+}
+
+/// Escapes `:` and `\` in an endpoint string's field.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(':', "\\:")
+}

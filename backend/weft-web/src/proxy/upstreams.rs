@@ -1,0 +1,304 @@
+//! A route's upstreams: which one a request goes to (round robin or least connections,
+//! skipping ejected ones), passive health (failures in a row eject an upstream for a
+//! while), optional active checks, and the state each upstream shares with other threads
+//! ([`UpstreamsView`]) for a dashboard to read.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use weft::Reactor;
+
+use super::UpstreamError;
+use super::pool::Pool;
+use crate::config::{Balance, Health, Limits, PoolConfig, Route, Upstream};
+use crate::metrics::Recorder;
+
+/// Errors each upstream keeps for the dashboard; older ones are dropped.
+const RECENT_ERRORS: usize = 8;
+
+/// One upstream of one route: its pool, and its state as other threads see it.
+pub(crate) struct Target {
+    pub(crate) upstream: Upstream,
+    pub(crate) pool: Pool,
+    pub(crate) state: Arc<UpstreamState>,
+}
+
+/// A route's upstreams and how requests are spread over them.
+pub(crate) struct RouteUpstreams {
+    pub(crate) targets: Vec<Target>,
+    balance: Balance,
+    health: Health,
+    /// Where the next round robin (or least-connections tie) starts.
+    next: Cell<usize>,
+    /// Connect and answer timeouts of health checks: the service's.
+    timeouts: (Duration, Duration),
+}
+
+impl RouteUpstreams {
+    /// `route`'s upstreams, each with an empty pool whose connections are reported under
+    /// `service`; starts the active checks, which end when the route is dropped.
+    pub(crate) fn start(
+        service: &Arc<str>,
+        route: &Route,
+        pool: &PoolConfig,
+        limits: &Limits,
+        recorder: &Rc<dyn Recorder>,
+    ) -> Rc<Self> {
+        let targets = route
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let state = Arc::new(UpstreamState::new(&route.prefix, &upstream.url));
+                Target {
+                    pool: Pool::new(
+                        service.clone(),
+                        upstream,
+                        route.ca.as_deref(),
+                        pool,
+                        state.clone(),
+                        recorder.clone(),
+                    ),
+                    upstream: upstream.clone(),
+                    state,
+                }
+            })
+            .collect();
+        let upstreams = Rc::new(Self {
+            targets,
+            balance: route.balance,
+            health: route.health.clone(),
+            next: Cell::new(0),
+            timeouts: (limits.upstream_connect_timeout, limits.upstream_timeout),
+        });
+        if let Some(check) = &route.health.check {
+            for i in 0..upstreams.targets.len() {
+                schedule_check(
+                    Rc::downgrade(&upstreams),
+                    i,
+                    check.interval,
+                    recorder.clone(),
+                );
+            }
+        }
+        upstreams
+    }
+
+    /// The upstream for the next attempt: not ejected, not in `tried`; `None` when no
+    /// such upstream is left.
+    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let n = self.targets.len();
+        let start = self.next.get() % n;
+        let candidates = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !tried.contains(i) && !self.targets[*i].state.is_ejected(now));
+        let chosen = match self.balance {
+            Balance::RoundRobin => candidates.into_iter().next(),
+            // `min_by_key` keeps the first of equals: ties go in turn.
+            Balance::LeastConn => {
+                candidates.min_by_key(|i| self.targets[*i].state.in_flight.load(Relaxed))
+            }
+        }?;
+        self.next.set(chosen + 1);
+        Some(chosen)
+    }
+
+    /// Records that target `i` answered.
+    pub(crate) fn succeeded(&self, i: usize) {
+        self.targets[i].state.succeeded();
+    }
+
+    /// Records that target `i` failed with `err`; ejects it after `max_fails` in a row.
+    pub(crate) fn failed(&self, i: usize, err: &UpstreamError, recorder: &dyn Recorder) {
+        let target = &self.targets[i];
+        if let Some(reason) = err.failure() {
+            recorder.upstream_failed(&target.upstream.url, reason);
+        }
+        if target.state.failed(err, &self.health) {
+            recorder.upstream_ejected(&target.upstream.url);
+            tracing::warn!(
+                upstream = %target.upstream.url,
+                for_ = ?self.health.eject_for,
+                "upstream ejected after {} failures in a row",
+                self.health.max_fails
+            );
+        }
+    }
+
+    /// Each upstream's state, for [`UpstreamsView`].
+    pub(crate) fn states(&self) -> impl Iterator<Item = Arc<UpstreamState>> + '_ {
+        self.targets.iter().map(|t| t.state.clone())
+    }
+}
+
+/// Checks target `i` of `upstreams` every `interval`, for as long as the route exists.
+fn schedule_check(
+    upstreams: Weak<RouteUpstreams>,
+    i: usize,
+    interval: Duration,
+    recorder: Rc<dyn Recorder>,
+) {
+    let reactor = Reactor::current();
+    reactor.call_later(interval, move || {
+        let Some(route) = upstreams.upgrade() else {
+            return;
+        };
+        Reactor::current().spawn(async move {
+            let check = route.health.check.as_ref().map(|c| c.path.clone());
+            if let Some(path) = check {
+                match route.targets[i].pool.check(&path, route.timeouts).await {
+                    Ok(()) => route.succeeded(i),
+                    Err(err) => {
+                        tracing::info!(upstream = %route.targets[i].upstream.url, %err, "health check failed");
+                        route.failed(i, &err, &*recorder);
+                    }
+                }
+            }
+            let weak = Rc::downgrade(&route);
+            drop(route);
+            schedule_check(weak, i, interval, recorder);
+        });
+    });
+}
+
+/// An upstream's state, shared with other threads through [`UpstreamsView`].
+#[derive(Debug)]
+pub(crate) struct UpstreamState {
+    route: String,
+    url: String,
+    failures: AtomicU32,
+    /// Until when it gets no requests, by the monotonic clock and by the wall clock (for
+    /// display).
+    ejected_until: Mutex<Option<(Instant, SystemTime)>>,
+    pub(crate) idle: AtomicUsize,
+    pub(crate) busy: AtomicUsize,
+    /// Requests sent to it and not yet answered, counting those still connecting.
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) requests: AtomicU64,
+    errors: Mutex<VecDeque<RecentError>>,
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl UpstreamState {
+    fn new(route: &str, url: &str) -> Self {
+        Self {
+            route: route.to_owned(),
+            url: url.to_owned(),
+            failures: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+            idle: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            errors: Mutex::new(VecDeque::with_capacity(RECENT_ERRORS)),
+        }
+    }
+
+    fn is_ejected(&self, now: Instant) -> bool {
+        lock(&self.ejected_until).is_some_and(|(until, _)| now < until)
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Relaxed);
+        *lock(&self.ejected_until) = None;
+    }
+
+    /// Counts a failure; `true` if it ejects the upstream.
+    fn failed(&self, err: &UpstreamError, health: &Health) -> bool {
+        {
+            let mut errors = lock(&self.errors);
+            if errors.len() == RECENT_ERRORS {
+                errors.pop_front();
+            }
+            errors.push_back(RecentError {
+                at: SystemTime::now(),
+                message: err.to_string(),
+            });
+        }
+        let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
+        if failures < health.max_fails {
+            return false;
+        }
+        let now = Instant::now();
+        *lock(&self.ejected_until) =
+            Some((now + health.eject_for, SystemTime::now() + health.eject_for));
+        true
+    }
+
+    fn snapshot(&self) -> UpstreamSnapshot {
+        let now = Instant::now();
+        let ejected_until = lock(&self.ejected_until)
+            .filter(|(until, _)| now < *until)
+            .map(|(_, wall)| wall);
+        UpstreamSnapshot {
+            route: self.route.clone(),
+            url: self.url.clone(),
+            healthy: ejected_until.is_none(),
+            ejected_until,
+            consecutive_failures: self.failures.load(Relaxed),
+            idle_connections: self.idle.load(Relaxed),
+            busy_connections: self.busy.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            recent_errors: lock(&self.errors).iter().cloned().collect(),
+        }
+    }
+}
+
+/// A handle on the state of every upstream of an HTTP service, readable from any thread
+/// ([`HttpService::upstreams`](crate::HttpService::upstreams)): the service updates it
+/// as it proxies, with atomics and short locks, and a reader takes a [`snapshot`].
+///
+/// [`snapshot`]: Self::snapshot
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamsView(pub(crate) Arc<Vec<Arc<UpstreamState>>>);
+
+impl UpstreamsView {
+    /// Every upstream of every route, in configuration order.
+    pub fn snapshot(&self) -> Vec<UpstreamSnapshot> {
+        self.0.iter().map(|s| s.snapshot()).collect()
+    }
+}
+
+/// One upstream of one route, as it was when the snapshot was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamSnapshot {
+    /// The route's prefix.
+    pub route: String,
+    /// The upstream's URL as configured.
+    pub url: String,
+    /// Whether it gets requests (not ejected).
+    pub healthy: bool,
+    /// Until when it is ejected, when it is.
+    pub ejected_until: Option<SystemTime>,
+    /// Failures since its last success.
+    pub consecutive_failures: u32,
+    /// Pooled connections waiting for a request.
+    pub idle_connections: usize,
+    /// Connections carrying a request or its response.
+    pub busy_connections: usize,
+    /// Requests sent and not yet answered, including those still connecting.
+    pub in_flight: usize,
+    /// Requests sent to it (retries and health checks included).
+    pub requests: u64,
+    /// Its last few failures, oldest first (at most 8).
+    pub recent_errors: Vec<RecentError>,
+}
+
+/// A failure an upstream had, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentError {
+    /// When.
+    pub at: SystemTime,
+    /// What happened (names the upstream and the cause).
+    pub message: String,
+}

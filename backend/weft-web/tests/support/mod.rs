@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use weft::{Reactor, ReactorHandle};
 use weft_test_support::{Running, spawn_reactor};
-use weft_web::{HttpService, MethodLabel, Recorder, Refusal, StatusClass, WebConfig};
+use weft_web::{
+    HttpService, MethodLabel, Recorder, Refusal, StatusClass, UpstreamFailure, UpstreamSnapshot,
+    UpstreamsView, WebConfig,
+};
 
 /// What the service recorded: `(method, class)` per request, upstream errors, and the
 /// reason of each refusal.
@@ -24,6 +27,12 @@ pub struct Recorded {
     pub refusals: Mutex<Vec<&'static str>>,
     /// Upstream connections used, by whether they came from the pool.
     pub upstream_connections: Mutex<Vec<bool>>,
+    /// `(upstream, reason)` of each upstream failure.
+    pub upstream_failures: Mutex<Vec<(String, &'static str)>>,
+    /// The upstreams ejected, in order.
+    pub ejected: Mutex<Vec<String>>,
+    /// The routes that found every upstream ejected, once per request.
+    pub unavailable: Mutex<Vec<String>>,
 }
 
 impl Recorded {
@@ -35,6 +44,11 @@ impl Recorded {
     pub fn upstream_connections(&self, reused: bool) -> usize {
         let used = self.upstream_connections.lock().unwrap();
         used.iter().filter(|r| **r == reused).count()
+    }
+
+    pub fn failures(&self, reason: &str) -> usize {
+        let failures = self.upstream_failures.lock().unwrap();
+        failures.iter().filter(|(_, r)| *r == reason).count()
     }
 
     pub fn refused(&self, reason: &str) -> usize {
@@ -59,6 +73,16 @@ impl Recorder for Shared {
     fn upstream_connection(&self, _upstream: &str, reused: bool) {
         self.0.upstream_connections.lock().unwrap().push(reused);
     }
+    fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {
+        let mut failures = self.0.upstream_failures.lock().unwrap();
+        failures.push((upstream.to_owned(), reason.as_str()));
+    }
+    fn upstream_ejected(&self, upstream: &str) {
+        self.0.ejected.lock().unwrap().push(upstream.to_owned());
+    }
+    fn upstream_unavailable(&self, route: &str) {
+        self.0.unavailable.lock().unwrap().push(route.to_owned());
+    }
 }
 
 /// An HTTP service running on a reactor thread; stopped on drop.
@@ -66,25 +90,42 @@ pub struct Server {
     pub addr: SocketAddr,
     pub handle: ReactorHandle,
     pub recorded: Arc<Recorded>,
+    /// The service's upstreams, as a dashboard reads them.
+    pub upstreams: UpstreamsView,
     /// Stops the reactor and joins its thread when the server is dropped.
-    reactor: Running<SocketAddr>,
+    reactor: Running<(SocketAddr, UpstreamsView)>,
 }
 
 impl Server {
     pub fn start(config: WebConfig) -> Self {
+        Self::start_on(config, "tcp:0:interface=127.0.0.1")
+    }
+
+    /// The service listening on `endpoint` (an `ssl:` one, say).
+    pub fn start_on(config: WebConfig, endpoint: &str) -> Self {
         let recorded = Arc::new(Recorded::default());
         let shared = recorded.clone();
+        let endpoint = endpoint.to_owned();
         let reactor = spawn_reactor(move |reactor| {
             let web = HttpService::new("web", config, Rc::new(Shared(shared))).unwrap();
-            let port = web.listen(reactor, "tcp:0:interface=127.0.0.1").unwrap();
-            port.local_addr().unwrap()
+            let port = web.listen(reactor, &endpoint).unwrap();
+            (port.local_addr().unwrap(), web.upstreams())
         });
         Self {
-            addr: reactor.value,
+            addr: reactor.value.0,
+            upstreams: reactor.value.1.clone(),
             handle: reactor.handle.clone(),
             recorded,
             reactor,
         }
+    }
+
+    /// The snapshot of the upstream whose URL is `url`.
+    pub fn upstream(&self, url: &str) -> UpstreamSnapshot {
+        let all = self.upstreams.snapshot();
+        all.into_iter()
+            .find(|u| u.url == url)
+            .unwrap_or_else(|| panic!("no upstream {url}"))
     }
 
     /// Open connections, by service, as the reactor lists them.

@@ -1,0 +1,243 @@
+//! Routes over several upstreams: balancing, an upstream that dies and comes back,
+//! active health checks, every upstream ejected, a pooled connection closed from the
+//! dashboard, and `https://` upstreams verified against a CA made here.
+
+mod support;
+
+use std::time::Duration;
+
+use support::Server;
+use support::upstream::{AfterResponse, KeepAlive};
+use weft::Reactor;
+use weft_test_support::eventually;
+use weft_web::{ActiveCheck, Balance, Health, Route, WebConfig};
+
+fn url(up: &KeepAlive) -> String {
+    format!("http://{}", up.addr)
+}
+
+fn balanced(upstreams: &[&KeepAlive], balance: Balance, health: Health) -> Server {
+    let urls: Vec<String> = upstreams.iter().map(|u| url(u)).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let mut route = Route::balanced("/", &urls).unwrap();
+    route.balance = balance;
+    route.health = health;
+    Server::start(WebConfig {
+        routes: vec![route],
+        ..WebConfig::default()
+    })
+}
+
+/// Which upstream answered `GET path`, by name (`a #3` → `a`); panics on an error.
+fn served_by(server: &Server, path: &str) -> String {
+    let reply = server.get(path);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.text().split(' ').next().unwrap().to_owned()
+}
+
+#[test]
+fn round_robin_survives_a_dead_upstream_ejects_it_and_takes_it_back() {
+    let (a, b) = (
+        KeepAlive::start("a", AfterResponse::KeepOpen),
+        KeepAlive::start("b", AfterResponse::KeepOpen),
+    );
+    let health = Health {
+        max_fails: 1,
+        eject_for: Duration::from_millis(300),
+        check: None,
+    };
+    let server = balanced(&[&a, &b], Balance::RoundRobin, health);
+    let first: Vec<String> = (0..4).map(|_| served_by(&server, "/x")).collect();
+    assert_eq!(first, ["a", "b", "a", "b"]);
+
+    b.kill();
+    for _ in 0..6 {
+        assert_eq!(
+            served_by(&server, "/x"),
+            "a",
+            "b is dead: a answers everything"
+        );
+    }
+    let dead = server.upstream(&url(&b));
+    assert!(dead.consecutive_failures >= 1, "{dead:?}");
+    assert!(!dead.recent_errors.is_empty(), "{dead:?}");
+    assert!(
+        server.recorded.ejected.lock().unwrap().contains(&url(&b)),
+        "the ejection is counted"
+    );
+    assert!(server.recorded.failures("refused") >= 1);
+    assert!(server.upstream(&url(&a)).healthy);
+
+    b.revive();
+    eventually("b serves again after its ejection ran out", || {
+        served_by(&server, "/x") == "b"
+    });
+    assert!(server.upstream(&url(&b)).healthy);
+}
+
+#[test]
+fn an_active_check_brings_an_ejected_upstream_back_without_client_requests() {
+    let (a, b) = (
+        KeepAlive::start("a", AfterResponse::KeepOpen),
+        KeepAlive::start("b", AfterResponse::KeepOpen),
+    );
+    let health = Health {
+        max_fails: 1,
+        // Longer than the test: only the check can bring it back.
+        eject_for: Duration::from_secs(3600),
+        check: Some(ActiveCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_millis(100),
+        }),
+    };
+    let server = balanced(&[&a, &b], Balance::RoundRobin, health);
+    b.kill();
+    eventually("the check ejects the dead upstream", || {
+        !server.upstream(&url(&b)).healthy
+    });
+    assert!(server.upstream(&url(&b)).ejected_until.is_some());
+    for _ in 0..4 {
+        assert_eq!(served_by(&server, "/x"), "a");
+    }
+    b.revive();
+    eventually("the check finds it back", || {
+        server.upstream(&url(&b)).healthy
+    });
+    let served: Vec<String> = (0..4).map(|_| served_by(&server, "/x")).collect();
+    assert!(served.contains(&"b".to_owned()), "{served:?}");
+}
+
+#[test]
+fn with_every_upstream_ejected_the_client_gets_503_and_it_is_counted() {
+    let a = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let health = Health {
+        max_fails: 1,
+        eject_for: Duration::from_secs(3600),
+        check: None,
+    };
+    let server = balanced(&[&a], Balance::RoundRobin, health);
+    a.kill();
+    let reply = server.get("/x");
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let reply = server.get("/x");
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert!(reply.text().contains("no upstream server is available"));
+    assert!(!reply.text().contains(&a.addr.port().to_string()));
+    assert_eq!(*server.recorded.unavailable.lock().unwrap(), ["/"]);
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 2);
+}
+
+#[test]
+fn least_conn_sends_to_the_upstream_with_nothing_in_flight() {
+    let (a, b) = (
+        KeepAlive::start("a", AfterResponse::KeepOpen),
+        KeepAlive::start("b", AfterResponse::KeepOpen),
+    );
+    let server = balanced(&[&a, &b], Balance::LeastConn, Health::default());
+    let mut slow = server.connect();
+    slow.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    let busy = eventually("one upstream holds the slow request", || {
+        server
+            .upstreams
+            .snapshot()
+            .into_iter()
+            .find(|u| u.in_flight == 1)
+    });
+    let idle = if busy.url == url(&a) { "b" } else { "a" };
+    for _ in 0..4 {
+        assert_eq!(served_by(&server, "/x"), idle);
+    }
+    a.release();
+    b.release();
+    assert_eq!(slow.read_reply(false).status, 200);
+}
+
+#[test]
+fn a_pooled_connection_closed_from_the_dashboard_does_not_fail_the_next_request() {
+    let a = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let server = balanced(&[&a], Balance::RoundRobin, Health::default());
+    assert_eq!(served_by(&server, "/x"), "a");
+    eventually("only the pooled upstream connection is open", || {
+        server.upstream(&url(&a)).idle_connections == 1 && server.connections().len() == 1
+    });
+    server.handle.call_from_thread(|| {
+        let reactor = Reactor::current();
+        for t in reactor.connections() {
+            reactor.close_connection(t.id());
+        }
+    });
+    eventually("the closed connection leaves the pool", || {
+        server.upstream(&url(&a)).idle_connections == 0 && server.connections().is_empty()
+    });
+    assert_eq!(served_by(&server, "/x"), "a");
+    assert_eq!(a.accepted(), 2, "a new connection replaced the closed one");
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+}
+
+/// A self-signed certificate for `localhost` (its own CA), as PEM files in `dir`.
+fn certificate(dir: &std::path::Path, name: &str) -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    )
+}
+
+#[test]
+fn an_https_upstream_is_verified_against_the_route_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("site");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "over TLS").unwrap();
+    let (cert, key) = certificate(dir.path(), "upstream");
+    let (other_ca, _) = certificate(dir.path(), "other");
+    let upstream = Server::start_on(
+        WebConfig {
+            root: Some(root),
+            ..WebConfig::default()
+        },
+        &format!("ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"),
+    );
+    let https = format!("https://localhost:{}", upstream.addr.port());
+    let proxy_with = |ca: &str| {
+        let mut route = Route::new("/", &https).unwrap();
+        route.ca = Some(ca.into());
+        Server::start(WebConfig {
+            routes: vec![route],
+            ..WebConfig::default()
+        })
+    };
+
+    let trusted = proxy_with(&cert);
+    let reply = trusted.get("/hello.txt");
+    assert_eq!((reply.status, reply.text()), (200, "over TLS".to_owned()));
+    assert_eq!(trusted.get("/hello.txt").text(), "over TLS");
+    assert_eq!(
+        trusted.recorded.upstream_connections(true),
+        1,
+        "TLS connections are pooled too"
+    );
+
+    let untrusted = proxy_with(&other_ca);
+    let reply = untrusted.get("/hello.txt");
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let text = reply.text().to_lowercase();
+    for leak in [
+        "localhost",
+        &upstream.addr.port().to_string(),
+        "certificate",
+        "tls",
+        "os error",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} in {text:?}");
+    }
+    assert_eq!(untrusted.recorded.failures("tls"), 1);
+    let errors = untrusted.upstream(&https).recent_errors;
+    assert!(errors[0].message.contains("certificate"), "{errors:?}");
+}

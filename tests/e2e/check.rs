@@ -73,7 +73,7 @@ fn version_prints_the_crate_version() {
 
 /// A configuration that would bind the dashboard on a free loopback port and keep its
 /// history in `dir`, so `weft run` shows whether it got that far.
-fn preamble(dir: &Path) -> String {
+pub(crate) fn preamble(dir: &Path) -> String {
     format!(
         "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n",
         free_port(),

@@ -1,0 +1,136 @@
+//! Proxy routes of the real binary over several upstreams: connections pooled and
+//! counted on `/metrics`, balanced in turn, a client page that names no upstream, and
+//! `weft check` refusing route settings by their key path.
+
+use std::net::{SocketAddr, TcpListener};
+
+use crate::assert_eventually;
+use crate::check::{both_refuse, preamble};
+use crate::http::curl;
+use crate::http_peers::Upstream;
+use crate::support::{free_port, spawn_app_with};
+
+#[test]
+fn a_balanced_route_reuses_its_upstream_connections_and_counts_them() {
+    let (one, two) = (Upstream::start(), Upstream::start());
+    let closed: SocketAddr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+[[service.route]]
+prefix = "/api/"
+upstreams = ["http://{one}", "http://{two}"]
+[[service.route]]
+prefix = "/down/"
+upstream = "http://{closed}"
+"#,
+            port = web.port(),
+            one = one.addr,
+            two = two.addr,
+        )
+    });
+    for i in 0..6 {
+        // Each curl is a new client connection: the pool belongs to the service.
+        let (code, body) = curl(web, &[], &format!("/api/{i}"));
+        assert_eq!(code, 200, "{body}\n{}", app.log());
+    }
+    assert_eq!((one.received(), two.received()), (3, 3), "in turn");
+    let connections = |up: SocketAddr, reused: bool| {
+        app.metric(&format!(
+            r#"weft_http_upstream_connections_total{{reused="{reused}",service="web",upstream="http://{up}"}}"#
+        ))
+    };
+    assert_eventually!(
+        connections(one.addr, true) == Some(2.0),
+        "two requests reused the first connection\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(connections(one.addr, false), Some(1.0));
+    assert_eq!(connections(two.addr, false), Some(1.0));
+    assert_eq!(connections(two.addr, true), Some(2.0));
+
+    let (code, body) = curl(web, &[], "/down/x");
+    assert_eq!(code, 502);
+    for leak in [
+        closed.to_string(),
+        closed.port().to_string(),
+        "refused".into(),
+    ] {
+        assert!(
+            !body.contains(&leak),
+            "{leak:?} in the client's page: {body}"
+        );
+    }
+    assert!(
+        app.log().contains(&closed.to_string()),
+        "the log names the upstream\n{}",
+        app.log()
+    );
+    assert_eq!(
+        app.metric(&format!(
+            r#"weft_http_upstream_failures_total{{reason="refused",service="web",upstream="http://{closed}"}}"#
+        )),
+        Some(1.0)
+    );
+}
+
+/// An http service with one route whose keys are `route`.
+fn route_config(dir: &std::path::Path, route: &str) -> String {
+    format!(
+        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+         [[service.route]]\nprefix = \"/\"\n{route}\n",
+        preamble(dir),
+        free_port()
+    )
+}
+
+#[test]
+fn bad_route_settings_are_refused_by_check_and_run_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 6] = [
+        (
+            "upstream = \"http://127.0.0.1:1\"\nbalance = \"random\"",
+            &["service[0].route[0].balance", "round_robin"],
+        ),
+        (
+            "upstreams = []",
+            &["service[0].route[0].upstreams", "between 1 and 64"],
+        ),
+        (
+            "upstreams = [\"http://127.0.0.1:1\", \"ftp://h\"]",
+            &["service[0].route[0].upstreams[1]", "https://"],
+        ),
+        (
+            "upstreams = [\"https://localhost:1\"]\nca = \"/surely/not/ca.pem\"",
+            &["service[0].route[0].ca", "/surely/not/ca.pem"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:1\"\nhealth = { path = \"healthz\" }",
+            &["service[0].route[0].health.path"],
+        ),
+        (
+            "upstream = \"http://127.0.0.1:1\"\nmax_fails = 0",
+            &["service[0].route[0].max_fails", "between 1 and 1000"],
+        ),
+    ];
+    for (route, expected) in cases {
+        both_refuse(dir.path(), &route_config(dir.path(), route), expected);
+    }
+    let pool = route_config(dir.path(), "upstream = \"http://127.0.0.1:1\"").replace(
+        "[[service.route]]",
+        "upstream_pool = { max_idle = 5000 }\n[[service.route]]",
+    );
+    both_refuse(
+        dir.path(),
+        &pool,
+        &["service[0].upstream_pool.max_idle", "between 0 and 1024"],
+    );
+}

@@ -256,3 +256,126 @@ pub(crate) fn pool(ctx: &ServiceCtx<'_>) -> Result<PoolConfig, ConfigError> {
         idle_timeout,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_web::WebConfig;
+
+    use crate::config::Config;
+    use crate::services::ServiceKind;
+
+    fn parse(body: &str) -> Result<Config, ConfigError> {
+        let text =
+            format!("[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\n{body}");
+        Config::parse("weft.toml", &text)
+    }
+
+    use super::*;
+
+    fn web(config: &Config) -> &WebConfig {
+        match &config.services[0].kind {
+            ServiceKind::Http(c) => &c.web,
+            other => panic!("not http: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_route_key_is_read_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let c = parse(&format!(
+            "upstream_pool = {{ max_idle = 4, idle_timeout = \"2s\" }}\n\
+             [[service.route]]\nprefix = \"/a/\"\nupstream = \"http://h:1\"\n\
+             [[service.route]]\nprefix = \"/b/\"\n\
+             upstreams = [\"http://h:1\", \"https://h\"]\nbalance = \"least_conn\"\n\
+             max_fails = 5\neject_for = \"1m\"\nhealth = {{ path = \"/healthz\" }}\nca = {:?}\n",
+            ca.display().to_string()
+        ))
+        .unwrap();
+        let web = web(&c);
+        assert_eq!(
+            web.pool,
+            PoolConfig {
+                max_idle: 4,
+                idle_timeout: Duration::from_secs(2)
+            }
+        );
+        let (a, b) = (&web.routes[0], &web.routes[1]);
+        assert_eq!(a.upstreams.len(), 1);
+        assert_eq!(
+            (a.balance, &a.health, &a.ca),
+            (Balance::RoundRobin, &Health::default(), &None)
+        );
+        assert_eq!(b.upstreams[1].port, 443);
+        assert!(b.upstreams[1].tls);
+        assert_eq!(b.balance, Balance::LeastConn);
+        assert_eq!(
+            b.health,
+            Health {
+                max_fails: 5,
+                eject_for: Duration::from_secs(60),
+                check: Some(ActiveCheck {
+                    path: "/healthz".into(),
+                    interval: DEFAULT_CHECK_INTERVAL
+                }),
+            }
+        );
+        assert_eq!(b.ca.as_deref(), Some(ca.as_path()));
+    }
+
+    #[test]
+    fn route_errors_name_the_key() {
+        let route = |keys: &str| parse(&format!("[[service.route]]\nprefix = \"/\"\n{keys}\n"));
+        for (keys, key) in [
+            ("", "service[0].route[0].upstream"),
+            (
+                "upstream = \"http://h:1\"\nupstreams = [\"http://h:2\"]",
+                "service[0].route[0].upstreams",
+            ),
+            (
+                "upstreams = [\"http://h:1\", \"h:2\"]",
+                "service[0].route[0].upstreams[1]",
+            ),
+            (
+                "upstream = \"http://h:1\"\nbalance = \"fastest\"",
+                "service[0].route[0].balance",
+            ),
+            (
+                "upstream = \"http://h:1\"\neject_for = \"1ms\"",
+                "service[0].route[0].eject_for",
+            ),
+            (
+                "upstream = \"http://h:1\"\nhealth = { path = \"/h\", interval = \"2h\" }",
+                "service[0].route[0].health.interval",
+            ),
+            (
+                "upstream = \"http://h:1\"\nhealth = { path = \"/h h\" }",
+                "service[0].route[0].health.path",
+            ),
+            (
+                "upstream = \"https://h\"\nca = \"/surely/not/ca.pem\"",
+                "service[0].route[0].ca",
+            ),
+        ] {
+            let e = route(keys).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{keys}: {e}");
+        }
+        let e = parse(
+            "upstream_pool = { idle_timeout = \"0.5s\" }\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].upstream_pool.idle_timeout"),
+            "{e}"
+        );
+        let e = parse(
+            "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\nhealth = { path = \"/h\", every = \"1s\" }\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(8), "an unknown key in health: {e}");
+    }
+}

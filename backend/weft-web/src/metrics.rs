@@ -19,12 +19,16 @@
 //! because every upstream of a route was ejected in
 //! `weft_http_upstream_unavailable_total{service,route}` (route is the prefix).
 
+mod upstream;
+
 use std::cell::OnceCell;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
+pub use self::upstream::UpstreamFailure;
+use self::upstream::UpstreamSeries;
 use crate::access_log::{LogLoss, LossRecorder};
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
@@ -136,41 +140,6 @@ impl Refusal {
     /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
     pub fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// How an upstream failed, as a bounded label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UpstreamFailure {
-    /// Nothing listens there.
-    Refused,
-    /// No connection within the connect timeout.
-    ConnectTimeout,
-    /// Connecting failed otherwise (name resolution, for one).
-    Connect,
-    /// The TLS handshake failed (a certificate that does not verify, for one).
-    Tls,
-    /// No response head within the upstream timeout.
-    Timeout,
-    /// The exchange broke: the upstream closed, or sent something that is not HTTP.
-    Exchange,
-    /// A health check was answered with an error status.
-    Unhealthy,
-}
-
-impl UpstreamFailure {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Refused => "refused",
-            Self::ConnectTimeout => "connect_timeout",
-            Self::Connect => "connect",
-            Self::Tls => "tls",
-            Self::Timeout => "timeout",
-            Self::Exchange => "exchange",
-            Self::Unhealthy => "unhealthy",
-        }
     }
 }
 
@@ -317,10 +286,8 @@ pub struct HttpMetrics {
     refused: IntCounterVec,
     /// By reason.
     refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
-    upstream_connections: IntCounterVec,
-    upstream_failures: IntCounterVec,
-    upstream_ejections: IntCounterVec,
-    upstream_unavailable: IntCounterVec,
+    /// The per-upstream families.
+    upstreams: UpstreamSeries,
 }
 
 impl HttpMetrics {
@@ -358,40 +325,10 @@ impl HttpMetrics {
             .const_label("service", service),
             &["reason"],
         )?;
-        let per_upstream = |name: &str, help: &str, labels: &[&str]| {
-            IntCounterVec::new(
-                Opts::new(name, help).const_label("service", service),
-                labels,
-            )
-        };
-        let upstream_connections = per_upstream(
-            "weft_http_upstream_connections_total",
-            "Upstream connections used for a request, new or reused from the pool.",
-            &["upstream", "reused"],
-        )?;
-        let upstream_failures = per_upstream(
-            "weft_http_upstream_failures_total",
-            "Upstream failures (requests and health checks), by upstream and reason.",
-            &["upstream", "reason"],
-        )?;
-        let upstream_ejections = per_upstream(
-            "weft_http_upstream_ejections_total",
-            "Upstreams ejected after failing too many times in a row.",
-            &["upstream"],
-        )?;
-        let upstream_unavailable = per_upstream(
-            "weft_http_upstream_unavailable_total",
-            "Requests answered 503 because every upstream of their route was ejected.",
-            &["route"],
-        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
-        registry.register(Box::new(upstream_connections.clone()))?;
-        registry.register(Box::new(upstream_failures.clone()))?;
-        registry.register(Box::new(upstream_ejections.clone()))?;
-        registry.register(Box::new(upstream_unavailable.clone()))?;
         let metrics = Self {
             requests,
             handles: Default::default(),
@@ -399,10 +336,7 @@ impl HttpMetrics {
             upstream_errors,
             refused,
             refused_handles: Default::default(),
-            upstream_connections,
-            upstream_failures,
-            upstream_ejections,
-            upstream_unavailable,
+            upstreams: UpstreamSeries::register(registry, service)?,
         };
         for method in ZERO_METHODS {
             for class in ZERO_CLASSES {
@@ -443,24 +377,25 @@ impl Recorder for HttpMetrics {
     }
 
     fn upstream_connection(&self, upstream: &str, reused: bool) {
-        let reused = if reused { "true" } else { "false" };
-        self.upstream_connections
-            .with_label_values(&[upstream, reused])
-            .inc();
+        self.upstreams.connection(upstream, reused);
     }
 
     fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {
-        self.upstream_failures
+        self.upstreams
+            .failures
             .with_label_values(&[upstream, reason.as_str()])
             .inc();
     }
 
     fn upstream_ejected(&self, upstream: &str) {
-        self.upstream_ejections.with_label_values(&[upstream]).inc();
+        self.upstreams
+            .ejections
+            .with_label_values(&[upstream])
+            .inc();
     }
 
     fn upstream_unavailable(&self, route: &str) {
-        self.upstream_unavailable.with_label_values(&[route]).inc();
+        self.upstreams.unavailable.with_label_values(&[route]).inc();
     }
 }
 

@@ -10,7 +10,7 @@ use support::Server;
 use support::upstream::{AfterResponse, KeepAlive};
 use weft::Reactor;
 use weft_test_support::eventually;
-use weft_web::{ActiveCheck, Balance, Health, Route, WebConfig};
+use weft_web::{ActiveCheck, Balance, Health, PoolConfig, Route, WebConfig};
 
 fn url(up: &KeepAlive) -> String {
     format!("http://{}", up.addr)
@@ -240,4 +240,42 @@ fn an_https_upstream_is_verified_against_the_route_ca() {
     assert_eq!(untrusted.recorded.failures("tls"), 1);
     let errors = untrusted.upstream(&https).recent_errors;
     assert!(errors[0].message.contains("certificate"), "{errors:?}");
+}
+
+#[test]
+fn the_pool_keeps_at_most_max_idle_and_closes_what_idles_too_long() {
+    let a = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let with_pool = |pool: PoolConfig| {
+        Server::start(WebConfig {
+            routes: vec![Route::new("/", &url(&a)).unwrap()],
+            pool,
+            ..WebConfig::default()
+        })
+    };
+    let unpooled = with_pool(PoolConfig {
+        max_idle: 0,
+        ..PoolConfig::default()
+    });
+    for _ in 0..3 {
+        assert_eq!(served_by(&unpooled, "/x"), "a");
+    }
+    assert_eq!(a.accepted(), 3, "max_idle = 0: a connection per request");
+    eventually("no upstream connection is left open", || {
+        unpooled.connections().is_empty()
+    });
+    drop(unpooled);
+
+    let short = with_pool(PoolConfig {
+        max_idle: 8,
+        idle_timeout: Duration::from_secs(1),
+    });
+    assert_eq!(served_by(&short, "/x"), "a");
+    eventually("the connection is back in the pool", || {
+        short.upstream(&url(&a)).idle_connections == 1
+    });
+    eventually("the idle connection is closed after its timeout", || {
+        short.upstream(&url(&a)).idle_connections == 0 && short.connections().is_empty()
+    });
+    assert_eq!(served_by(&short, "/x"), "a");
+    assert_eq!(a.accepted(), 5, "the timed-out connection was not reused");
 }

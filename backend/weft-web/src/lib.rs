@@ -40,7 +40,8 @@
 //!   (`files::conditional`), byte ranges and `multipart/byteranges` (`files::ranges`),
 //!   precompressed siblings and gzip / brotli on the fly (`files::encoding`), directory
 //!   listings (`files::listing`); `mime`: content types and which are compressible.
-//! - [`proxy`]: forwarding to an upstream over a reactor connection; [`headers`]:
+//! - [`proxy`]: forwarding to an upstream over a reactor connection; `proxy::upgrade`:
+//!   requests that switch protocols (WebSocket), tunnelled after the 101; [`headers`]:
 //!   hop-by-hop removal and `Forwarded` / `X-Forwarded-*`.
 //! - [`access_log`]: one entry per response, escaped, written when the response body
 //!   ends, with the bytes actually sent: a Combined Log Format line or fields through
@@ -74,6 +75,7 @@ pub use config::{Compression, ConfigError, FileOptions, Limits, Route, Upstream,
 pub use embedded::EmbeddedFiles;
 pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
+    UpgradeOutcome,
 };
 pub use mime::content_type;
 pub use server::{HttpService, StaticFiles};

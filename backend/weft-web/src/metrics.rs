@@ -9,14 +9,16 @@
 //! `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
 //! `weft_http_upstream_errors_total{service}`, requests refused before they were served
 //! in `weft_http_requests_refused_total{service,reason}` (reason is one of [`Refusal`]'s
-//! labels), and access log lines a file could not take in
-//! `weft_http_access_log_dropped_total{service,reason}`.
+//! labels), requests that asked to switch protocols in
+//! `weft_http_upgrades_total{service,outcome}` (outcome is one of [`UpgradeOutcome`]'s
+//! labels), tunnels open after a 101 in `weft_http_tunnels_open{service}`, and access log
+//! lines a file could not take in `weft_http_access_log_dropped_total{service,reason}`.
 
 use std::cell::OnceCell;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::access_log::{LogLoss, LossRecorder};
 
@@ -50,6 +52,48 @@ pub trait Recorder {
     /// with its 4xx or 5xx status).
     fn refused(&self, reason: Refusal) {
         let _ = reason;
+    }
+    /// A request that asked to switch protocols was forwarded, with `outcome`.
+    fn upgrade(&self, outcome: UpgradeOutcome) {
+        let _ = outcome;
+    }
+    /// Tunnels open after a 101 changed by `change`: 1 when one opens, -1 when it ends.
+    fn tunnels(&self, change: i64) {
+        let _ = change;
+    }
+}
+
+/// What became of a request that asked to switch protocols, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpgradeOutcome {
+    /// The upstream switched: the 101 was passed on and the connections tunnelled.
+    Tunnelled,
+    /// The upstream answered without switching; the client got that answer.
+    Declined,
+    /// The upstream switched to a protocol the client did not offer, or named none (502).
+    Invalid,
+    /// The upstream could not be reached, or failed or timed out before answering.
+    Failed,
+}
+
+impl UpgradeOutcome {
+    /// Every outcome, in [`index`](Self::index) order.
+    pub const ALL: [Self; 4] = [Self::Tunnelled, Self::Declined, Self::Invalid, Self::Failed];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tunnelled => "tunnelled",
+            Self::Declined => "declined",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -258,6 +302,9 @@ pub struct HttpMetrics {
     refused: IntCounterVec,
     /// By reason.
     refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
+    /// Upgrade requests by outcome.
+    upgrades: [IntCounter; UpgradeOutcome::ALL.len()],
+    tunnels: IntGauge,
 }
 
 impl HttpMetrics {
@@ -295,10 +342,27 @@ impl HttpMetrics {
             .const_label("service", service),
             &["reason"],
         )?;
+        let upgrades = IntCounterVec::new(
+            Opts::new(
+                "weft_http_upgrades_total",
+                "Requests that asked to switch protocols, by outcome.",
+            )
+            .const_label("service", service),
+            &["outcome"],
+        )?;
+        let tunnels = IntGauge::with_opts(
+            Opts::new(
+                "weft_http_tunnels_open",
+                "Connections tunnelled to an upstream after a 101, open now.",
+            )
+            .const_label("service", service),
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(upgrades.clone()))?;
+        registry.register(Box::new(tunnels.clone()))?;
         let metrics = Self {
             requests,
             handles: Default::default(),
@@ -306,6 +370,8 @@ impl HttpMetrics {
             upstream_errors,
             refused,
             refused_handles: Default::default(),
+            upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
+            tunnels,
         };
         for method in ZERO_METHODS {
             for class in ZERO_CLASSES {
@@ -343,6 +409,14 @@ impl Recorder for HttpMetrics {
 
     fn refused(&self, reason: Refusal) {
         self.refused_handle(reason).inc();
+    }
+
+    fn upgrade(&self, outcome: UpgradeOutcome) {
+        self.upgrades[outcome.index()].inc();
+    }
+
+    fn tunnels(&self, change: i64) {
+        self.tunnels.add(change);
     }
 }
 
@@ -397,6 +471,9 @@ mod tests {
         for (i, r) in Refusal::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+        for (i, o) in UpgradeOutcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
     }
 
     #[test]
@@ -424,6 +501,15 @@ mod tests {
         );
         assert!(
             text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
+            "{text}"
+        );
+        assert_eq!(
+            samples("weft_http_upgrades_total"),
+            UpgradeOutcome::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_tunnels_open{service="web"} 0"#),
             "{text}"
         );
     }

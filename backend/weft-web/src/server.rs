@@ -10,6 +10,10 @@
 //!
 //! When the connection is asked to close (at shutdown), the exchange in flight finishes
 //! and the connection closes after it; an idle keep-alive connection closes at once.
+//!
+//! An HTTP/1.1 request that switches protocols through the proxy leaves the connection
+//! to a tunnel once hyper has written the 101 (`proxy::upgrade`): it stays this task's,
+//! so the connection is reported open, and closable, until the tunnel ends.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -190,6 +194,9 @@ struct Conn {
     /// Bytes received when the last request's head and declared body were in; more
     /// than that at a header timeout means a client stalled mid-request.
     consumed: std::cell::Cell<u64>,
+    /// The upstream end of a tunnel, once a 101 is answered: the connection is then the
+    /// tunnel's when hyper has written it.
+    tunnel: proxy::upgrade::Slot,
 }
 
 async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
@@ -224,8 +231,21 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
                 .keep_alive(true);
-            let connection = pin!(builder.serve_connection(io, service));
-            until_closed(&transport, connection, |c| c.graceful_shutdown()).await
+            let mut connection = builder.serve_connection(io, service);
+            let served = until_closed(&transport, Pin::new(&mut connection), |c| {
+                c.graceful_shutdown();
+            })
+            .await;
+            if served.is_ok()
+                && let Some(upstream) = conn.tunnel.take()
+            {
+                // hyper has written the 101 and hands the connection back, with any bytes
+                // of the new protocol it read behind the request.
+                let parts = connection.into_parts();
+                let client = parts.io.into_inner();
+                return proxy::upgrade::tunnel(client, parts.read_buf, &transport, upstream).await;
+            }
+            served
         }
         Speaks::H2 => {
             let builder = protocol::h2_builder(limits.max_header_bytes);
@@ -250,6 +270,7 @@ impl Conn {
             secure: info.transport == TransportKind::Tls,
             info,
             consumed: std::cell::Cell::new(0),
+            tunnel: proxy::upgrade::Slot::default(),
         }
     }
 }
@@ -484,16 +505,38 @@ async fn dispatch(
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
-        return match proxy::forward(
-            &state.name,
-            route,
-            &config.limits,
-            conn.client,
-            conn.secure,
-            request,
-        )
-        .await
-        {
+        let forwarded = match proxy::upgrade::asked(&request) {
+            Some(offered) => {
+                let client = proxy::upgrade::Client {
+                    addr: conn.client,
+                    secure: conn.secure,
+                    slot: &conn.tunnel,
+                };
+                let recorder = &state.recorder;
+                proxy::upgrade::forward(
+                    &state.name,
+                    route,
+                    &config.limits,
+                    client,
+                    offered,
+                    recorder,
+                    request,
+                )
+                .await
+            }
+            None => {
+                proxy::forward(
+                    &state.name,
+                    route,
+                    &config.limits,
+                    conn.client,
+                    conn.secure,
+                    request,
+                )
+                .await
+            }
+        };
+        return match forwarded {
             Ok(response) => response,
             Err(err) => {
                 if let Some(reason) = err.refusal() {

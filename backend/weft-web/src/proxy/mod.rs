@@ -1,6 +1,9 @@
 //! The reverse proxy: one upstream HTTP/1.1 exchange per request, over a connection the
 //! reactor opens (so it is registered, counted and listed under the service), with
 //! bodies streamed both ways.
+//!
+//! A request that asks to switch protocols (`Connection: upgrade` with `Upgrade`) goes
+//! through [`upgrade`] instead: its own upstream connection, and a tunnel after the 101.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -12,7 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use weft::{ConnectError, Reactor};
 
-use crate::body::Body;
+pub(crate) mod upgrade;
+
+use crate::body::{Body, BoxError};
 use crate::config::{Limits, Route, Upstream};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
 use crate::metrics::Refusal;
@@ -33,6 +38,10 @@ pub enum UpstreamError {
     /// No response head within the upstream timeout.
     #[error("upstream {0} did not answer within {1:?}")]
     Timeout(String, Duration),
+    /// The upstream switched protocols when it must not have: for a request that did not
+    /// ask to, to a protocol the request did not offer, or without naming one.
+    #[error("upstream {0} switched protocols {1}")]
+    Switch(String, String),
     /// The exchange broke (the upstream closed, or sent something that is not HTTP).
     #[error("upstream {0} failed: {1}")]
     Exchange(String, String),
@@ -109,6 +118,42 @@ pub(crate) async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, UpstreamError> {
     let upstream = &route.upstream;
+    let request = outgoing(route, limits, client, secure, request)?;
+    let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
+    let url = upstream.url.clone();
+    Reactor::current().spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(upstream = %url, %err, "upstream connection ended with an error");
+        }
+    });
+    let response = send(&mut sender, request, upstream, limits).await?;
+    // RFC 9110 §15.2.2: a server switches protocols only when the request asked to
+    // (requests that ask go through `upgrade`); the client could not follow.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(UpstreamError::Switch(
+            upstream.url.clone(),
+            "for a request that did not ask to".into(),
+        ));
+    }
+    Ok(respond(response))
+}
+
+/// The body sent upstream: the client's, cut off past the limit.
+type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// The request as it goes upstream: the size limit checked, the target rewritten for
+/// the upstream, hop-by-hop headers removed and the client named in `Forwarded`.
+fn outgoing(
+    route: &Route,
+    limits: &Limits,
+    client: Option<IpAddr>,
+    secure: bool,
+    request: Request<Incoming>,
+) -> Result<Request<UpstreamBody>, UpstreamError> {
+    let upstream = &route.upstream;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -132,33 +177,31 @@ pub(crate) async fn forward(
     }
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = Limited::new(body.map_err(ClientBodyError), max).boxed_unsync();
-    let request = Request::from_parts(parts, body);
+    Ok(Request::from_parts(parts, body))
+}
 
-    let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
-    let exchange = |e: hyper::Error| UpstreamError::Exchange(upstream.url.clone(), e.to_string());
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(exchange)?;
-    let url = upstream.url.clone();
-    Reactor::current().spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(upstream = %url, %err, "upstream connection ended with an error");
-        }
-    });
-    let response = tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
+/// Sends `request` and waits for the response head, up to the upstream timeout.
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<UpstreamBody>,
+    request: Request<UpstreamBody>,
+    upstream: &Upstream,
+    limits: &Limits,
+) -> Result<Response<Incoming>, UpstreamError> {
+    tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
         .await
         .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
         .map_err(|e| match client_fault(&e) {
             Some(ClientFault::TooLarge) => UpstreamError::BodyTooLarge(limits.max_body_bytes),
             Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
-            None => exchange(e),
-        })?;
+            None => UpstreamError::Exchange(upstream.url.clone(), e.to_string()),
+        })
+}
+
+/// The upstream's response as the client gets it: without its hop-by-hop headers.
+fn respond(response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 
 enum ClientFault {
@@ -182,7 +225,7 @@ fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
     None
 }
 
-async fn connect(
+pub(crate) async fn connect(
     service: &str,
     upstream: &Upstream,
     timeout: Duration,
@@ -257,6 +300,9 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert!(!UpstreamError::BodyTooLarge(1).is_upstream());
+        let unasked = UpstreamError::Switch("u".into(), "unasked".into());
+        assert_eq!(unasked.status(), StatusCode::BAD_GATEWAY);
+        assert!(unasked.is_upstream());
         let bad = UpstreamError::RequestBody("bad chunk".into());
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
         assert_eq!(bad.refusal(), Some(Refusal::Body));

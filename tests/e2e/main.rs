@@ -23,6 +23,7 @@ mod http2;
 mod http_abuse;
 mod http_files;
 mod http_peers;
+mod http_route_cache;
 mod http_rules;
 mod http_shutdown;
 mod http_tls;

@@ -136,6 +136,9 @@ pub struct Route {
     pub prefix: String,
     /// Where matching requests go.
     pub upstream: Upstream,
+    /// `Cache-Control` sent with the upstream's responses that carry none of their own
+    /// (none added when `None`).
+    pub cache_control: Option<HeaderValue>,
 }
 
 impl Route {
@@ -154,6 +157,7 @@ impl Route {
         Ok(Self {
             prefix: prefix.to_owned(),
             upstream: upstream.parse()?,
+            cache_control: None,
         })
     }
 }

@@ -11,6 +11,7 @@
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
 //! listing = false              # optional: list directories without an index file
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
+//!                              # (a route has its own, for proxied responses)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -19,6 +20,7 @@
 //! [[service.route]]
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
+//! cache_control = "no-store"   # optional: sent with its responses that have none
 //! ```
 //!
 //! The root is checked with the configuration, and a service starts from the root as
@@ -79,6 +81,7 @@ impl HttpConfig {
 pub(crate) struct RawRoute {
     prefix: Spanned<String>,
     upstream: Spanned<String>,
+    cache_control: Option<Spanned<String>>,
 }
 
 /// `limits = { ... }` as written.
@@ -218,7 +221,13 @@ impl super::Kind for HttpKind {
         let routes: Vec<_> = web
             .routes
             .iter()
-            .map(|r| serde_json::json!({ "prefix": r.prefix, "upstream": r.upstream.url }))
+            .map(|r| {
+                serde_json::json!({
+                    "prefix": r.prefix,
+                    "upstream": r.upstream.url,
+                    "cache_control": r.cache_control.as_ref().and_then(|v| v.to_str().ok()),
+                })
+            })
             .collect();
         serde_json::json!({
             "root": web.root.as_ref().map(|r| r.display().to_string()),
@@ -308,7 +317,15 @@ fn routes(ctx: &ServiceCtx<'_>) -> Result<Vec<Route>, ConfigError> {
         let route = route.get_ref();
         let key = format!("route[{i}]");
         match Route::new(route.prefix.get_ref(), route.upstream.get_ref()) {
-            Ok(r) => routes.push(r),
+            Ok(mut r) => {
+                if let Some(v) = &route.cache_control {
+                    let value = weft_web::config::cache_control(v.get_ref()).map_err(|e| {
+                        ctx.error(v.span(), &format!("{key}.cache_control"), e.to_string())
+                    })?;
+                    r.cache_control = Some(value);
+                }
+                routes.push(r);
+            }
             Err(weft_web::ConfigError::Prefix(_)) => {
                 return Err(ctx.error(
                     route.prefix.span(),
@@ -530,6 +547,24 @@ mod tests {
         let proxy_only =
             parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n").unwrap();
         assert!(http(&proxy_only).root.is_none());
+    }
+
+    #[test]
+    fn a_route_may_have_its_own_cache_control_and_a_bad_one_is_named() {
+        let route = "[[service.route]]\nprefix = \"/assets/\"\nupstream = \"http://h:1\"\n";
+        parse(&format!("{route}cache_control = \"public, max-age=600\"\n")).unwrap();
+        let e = parse(&format!("{route}{route}cache_control = \"a\\nb\"\n")).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(11), Some("service[0].route[1].cache_control")),
+            "{e}"
+        );
+        let e = parse(&format!("{route}cache_control = \" \"\n")).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].route[0].cache_control"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
-    Ok(respond(response))
+    Ok(respond(route, response))
 }
 
 /// The body sent upstream: the client's, cut off past the limit.
@@ -197,10 +197,17 @@ async fn send(
         })
 }
 
-/// The upstream's response as the client gets it: without its hop-by-hop headers.
-fn respond(response: Response<Incoming>) -> Response<Body> {
+/// The upstream's response as the client gets it: without its hop-by-hop headers, and
+/// with the route's `Cache-Control` when it has none of its own.
+fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(value) = &route.cache_control {
+        parts
+            .headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert_with(|| value.clone());
+    }
     Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 

@@ -157,7 +157,7 @@ async fn switch(
     });
     let response = send(&mut sender, request, upstream, limits).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(respond(response));
+        return Ok(respond(route, response));
     }
     let switch = |why: &str| UpstreamError::Switch(upstream.url.clone(), why.to_owned());
     let chosen = match response.headers().get(header::UPGRADE) {

@@ -64,6 +64,11 @@ impl WsEcho {
 /// The gateway with an http service whose `/chat/` route goes to `upstream`; returns the
 /// app and the service's address.
 fn gateway(upstream: SocketAddr) -> (App, SocketAddr) {
+    gateway_with(upstream, "")
+}
+
+/// Like [`gateway`], with `keys` added to the service.
+fn gateway_with(upstream: SocketAddr, keys: &str) -> (App, SocketAddr) {
     let port = free_port();
     let app = spawn_app_with(|_| {
         format!(
@@ -72,6 +77,7 @@ fn gateway(upstream: SocketAddr) -> (App, SocketAddr) {
 name = "web"
 kind = "http"
 listen = "tcp:{port}:interface=127.0.0.1"
+{keys}
 [[service.route]]
 prefix = "/chat/"
 upstream = "http://{upstream}"
@@ -365,4 +371,46 @@ fn a_101_the_client_did_not_ask_for_is_a_502_and_upgrade_alone_is_not_passed_on(
         app.metric(r#"weft_http_upgrades_total{outcome="declined",service="web"}"#),
         Some(1.0)
     );
+}
+
+#[test]
+fn a_tunnel_idle_past_the_services_idle_timeout_is_closed_at_both_ends() {
+    let (upstream, _) = raw_upstream(SWITCH);
+    let (app, web) = gateway_with(upstream, "idle_timeout = \"1s\"");
+    let stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(
+            b"GET /chat/idle HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\n\
+              Upgrade: shout\r\n\r\nping",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_head(&mut reader).0, 101, "{}", app.log());
+    let mut echoed = [0; 4];
+    reader.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"PING");
+    // Then nothing either way: the gateway closes the client's end, and the upstream's.
+    let idle = std::time::Instant::now();
+    reader
+        .read_to_end(&mut Vec::new())
+        .expect("closed, not timed out on this side");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}; the idle timeout is 1 s"
+    );
+    assert_eventually!(
+        open_connections(&app).is_empty(),
+        "{:?}",
+        open_connections(&app)
+    );
+    // Counted as timed out: the client's end, and the upstream's when the same check
+    // found it idle too.
+    let timed_out = app
+        .metric(r#"weft_connections_closed_total{reason="timeout",service="web",transport="tcp"}"#);
+    assert!(timed_out >= Some(1.0), "{timed_out:?}");
 }

@@ -200,8 +200,9 @@ impl Drop for Open {
     }
 }
 
-/// Copies between the client's end (`client`, with `early`, the bytes it sent right
-/// behind its request) and `upstream` until the tunnel ends (see the module's doc).
+/// Copies between the client's end (`client`, on the connection `transport`, with
+/// `early`, the bytes it sent right behind its request) and `upstream` until the tunnel
+/// ends (see the module's doc).
 pub(crate) async fn tunnel<C>(
     mut client: C,
     early: Bytes,
@@ -233,5 +234,54 @@ pub(crate) async fn tunnel<C>(
     .await;
     if let Some(Err(err)) = ended {
         tracing::debug!(connection = %transport.id(), upstream = %up_transport.id(), %err, "tunnel ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::get("/chat").version(version);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_an_http11_request_whose_connection_names_upgrade_asks_to_switch() {
+        let asks = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ];
+        assert_eq!(
+            asked(&request(Version::HTTP_11, &asks)).unwrap(),
+            "websocket"
+        );
+        let two = [
+            ("connection", "upgrade"),
+            ("upgrade", "h2c"),
+            ("upgrade", "shout/2"),
+        ];
+        assert_eq!(
+            asked(&request(Version::HTTP_11, &two)).unwrap(),
+            "h2c, shout/2"
+        );
+        assert!(asked(&request(Version::HTTP_11, &[("upgrade", "websocket")])).is_none());
+        assert!(asked(&request(Version::HTTP_11, &[("connection", "upgrade")])).is_none());
+        assert!(asked(&request(Version::HTTP_10, &asks)).is_none());
+        assert!(asked(&request(Version::HTTP_2, &asks)).is_none());
+    }
+
+    #[test]
+    fn a_server_may_switch_only_to_what_the_client_offered() {
+        let offered = HeaderValue::from_static("WebSocket, shout/2");
+        let ok = |chosen| offers(&offered, &HeaderValue::from_static(chosen));
+        assert!(ok("websocket"));
+        assert!(ok("shout/2, websocket"));
+        assert!(!ok("shout"));
+        assert!(!ok("h2c"));
+        assert!(!ok(""));
     }
 }

@@ -273,3 +273,65 @@ async fn http_page_in_a_browser() {
         serde_json::json!([])
     );
 }
+
+/// The services of an `/api/http` answer, by name.
+fn services(json: &Value) -> Vec<String> {
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["service"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_http_view_follows_reloads_and_ignores_those_that_fail() {
+    let up = Upstream::start();
+    let (app, web) = start(up.addr);
+    assert_eq!(curl(web, &[], "/api/a").0, 200);
+    assert_eq!(services(&api_http(&app)), ["web", HOSTILE_SERVICE]);
+
+    // A reload that fails on its second new service: the first one never shows.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (first, second) = (free_port(), busy.local_addr().unwrap().port());
+    app.edit_config(|text| {
+        format!(
+            "{text}\n[[service]]\nname = \"aaa\"\nkind = \"http\"\n\
+             listen = \"tcp:{first}:interface=127.0.0.1\"\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://{up}\"\n\
+             [[service]]\nname = \"bbb\"\nkind = \"http\"\n\
+             listen = \"tcp:{second}:interface=127.0.0.1\"\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://{up}\"\n",
+            up = up.addr
+        )
+    });
+    app.reload_by_signal("failed");
+    assert_eq!(services(&api_http(&app)), ["web", HOSTILE_SERVICE]);
+
+    // The hostile service removed, and `web` given one more route: it counts on in the
+    // same series.
+    app.edit_config(|text| {
+        let kept = &text[..text.find(&format!("name = {HOSTILE_SERVICE:?}")).unwrap()];
+        let kept = kept.trim_end().strip_suffix("[[service]]").unwrap();
+        format!(
+            "{kept}\n[[service.route]]\nprefix = \"/v2/\"\nupstream = \"http://{}\"\n",
+            up.addr
+        )
+    });
+    app.reload_by_signal("ok");
+    let json = api_http(&app);
+    assert_eq!(services(&json), ["web"], "{json:#}");
+    assert!(route(&json, "web", "/v2/").is_some(), "{json:#}");
+    assert_eq!(curl(web, &[], "/api/b").0, 200);
+    assert_eq!(curl(web, &[], "/v2/c").0, 200);
+    let json = api_http(&app);
+    assert_eq!(
+        route(&json, "web", "/api/").unwrap()["requests"],
+        2,
+        "{json:#}"
+    );
+    assert_eq!(
+        route(&json, "web", "/v2/").unwrap()["requests"],
+        1,
+        "{json:#}"
+    );
+}

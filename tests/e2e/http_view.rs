@@ -94,6 +94,8 @@ fn requests_are_counted_per_route_on_metrics_and_in_the_http_view() {
     assert_eq!(curl(web, &[], "/").0, 200);
     assert_eq!(curl(web, &[], "/missing").0, 404);
     assert_eq!(curl(web, &[], "/down/x").0, 502);
+    // Refused before it was routed, though its path names a route.
+    assert_eq!(curl(web, &["--path-as-is"], "/api/../../x").0, 400);
 
     let series = |route: &str, code: &str| {
         format!(r#"weft_http_route_requests_total{{code="{code}",route="{route}",service="web"}}"#)
@@ -106,6 +108,8 @@ fn requests_are_counted_per_route_on_metrics_and_in_the_http_view() {
     assert_eq!(app.metric(&series("files", "2xx")), Some(1.0));
     assert_eq!(app.metric(&series("files", "4xx")), Some(1.0));
     assert_eq!(app.metric(&series("/down/", "5xx")), Some(1.0));
+    assert_eq!(app.metric(&series("unrouted", "4xx")), Some(1.0));
+    assert_eq!(app.metric(&series("/api/", "4xx")), Some(0.0));
     assert_eq!(app.metric(&series("/down/", "2xx")), Some(0.0), "at zero");
     assert_eq!(
         app.metric(

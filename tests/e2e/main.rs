@@ -28,6 +28,7 @@ mod http_rules;
 mod http_shutdown;
 mod http_tls;
 mod http_upgrade;
+mod http_view;
 mod limits;
 mod live;
 mod load;

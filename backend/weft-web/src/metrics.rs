@@ -13,17 +13,22 @@
 //! `weft_http_upgrades_total{service,outcome}` (outcome is one of [`UpgradeOutcome`]'s
 //! labels), tunnels open after a 101 in `weft_http_tunnels_open{service}`, and access log
 //! lines a file could not take in `weft_http_access_log_dropped_total{service,reason}`.
+//! Each route's requests, latency and upstream errors have families of their own, with a
+//! `route` label ([`crate::routes`]).
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::access_log::{LogLoss, LossRecorder};
+use crate::routes::{RouteFamilies, RouteMetrics};
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
-const DURATION_BUCKETS: [f64; 14] = [
+pub(crate) const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -32,7 +37,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
 
 /// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
-const ZERO_CLASSES: [StatusClass; 4] = [
+pub(crate) const ZERO_CLASSES: [StatusClass; 4] = [
     StatusClass::Success,
     StatusClass::Redirection,
     StatusClass::ClientError,
@@ -60,6 +65,13 @@ pub trait Recorder {
     /// Tunnels open after a 101 changed by `change`: 1 when one opens, -1 when it ends.
     fn tunnels(&self, change: i64) {
         let _ = change;
+    }
+    /// The series of the route labelled `route` (a prefix, [`FILES`](crate::routes::FILES)
+    /// or [`UNROUTED`](crate::routes::UNROUTED)); asked once per route when a service is
+    /// made, and the same ones again for the same label. By default they count but are
+    /// registered nowhere.
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::detached(route))
     }
 }
 
@@ -305,6 +317,10 @@ pub struct HttpMetrics {
     /// Upgrade requests by outcome.
     upgrades: [IntCounter; UpgradeOutcome::ALL.len()],
     tunnels: IntGauge,
+    routes: RouteFamilies,
+    /// Each route's series by label, made on first use: the labels come from the
+    /// configuration, so there are as many as the configurations run name.
+    route_handles: RefCell<HashMap<String, Arc<RouteMetrics>>>,
 }
 
 impl HttpMetrics {
@@ -363,6 +379,7 @@ impl HttpMetrics {
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(upgrades.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
+        let routes = RouteFamilies::register(registry, service)?;
         let metrics = Self {
             requests,
             handles: Default::default(),
@@ -372,6 +389,8 @@ impl HttpMetrics {
             refused_handles: Default::default(),
             upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
             tunnels,
+            routes,
+            route_handles: RefCell::default(),
         };
         for method in ZERO_METHODS {
             for class in ZERO_CLASSES {
@@ -417,6 +436,14 @@ impl Recorder for HttpMetrics {
 
     fn tunnels(&self, change: i64) {
         self.tunnels.add(change);
+    }
+
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        self.route_handles
+            .borrow_mut()
+            .entry(route.to_owned())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(&self.routes, route)))
+            .clone()
     }
 }
 

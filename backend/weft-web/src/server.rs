@@ -10,10 +10,8 @@
 //!
 //! When the connection is asked to close (at shutdown), the exchange in flight finishes
 //! and the connection closes after it; an idle keep-alive connection closes at once.
-//!
-//! An HTTP/1.1 request that switches protocols through the proxy leaves the connection
-//! to a tunnel once hyper has written the 101 (`proxy::upgrade`): it stays this task's,
-//! so the connection is reported open, and closable, until the tunnel ends.
+//! After a 101 from the proxy the connection is a tunnel (`proxy::upgrade`), still this
+//! task's, so it stays listed, and closable, until the tunnel ends.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -574,38 +572,21 @@ async fn dispatch(
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
-        let forwarded = match proxy::upgrade::asked(&request) {
-            Some(offered) => {
-                let client = proxy::upgrade::Client {
-                    addr: conn.client,
-                    secure: conn.secure,
-                    slot: &conn.tunnel,
-                };
-                let recorder = &state.recorder;
-                proxy::upgrade::forward(
-                    &state.name,
-                    route,
-                    &config.limits,
-                    client,
-                    offered,
-                    recorder,
-                    request,
-                )
-                .await
-            }
-            None => {
-                proxy::forward(
-                    &state.name,
-                    route,
-                    &config.limits,
-                    conn.client,
-                    conn.secure,
-                    request,
-                )
-                .await
-            }
+        let client = proxy::Client {
+            addr: conn.client,
+            secure: conn.secure,
+            tunnel: &conn.tunnel,
         };
-        return match forwarded {
+        return match proxy::forward(
+            &state.name,
+            route,
+            &config.limits,
+            client,
+            &state.recorder,
+            request,
+        )
+        .await
+        {
             Ok(response) => response,
             Err(err) => {
                 if let Some(reason) = err.refusal() {

@@ -6,6 +6,7 @@
 //! through [`upgrade`] instead: its own upstream connection, and a tunnel after the 101.
 
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
@@ -20,7 +21,7 @@ pub(crate) mod upgrade;
 use crate::body::{Body, BoxError};
 use crate::config::{Limits, Route, Upstream};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
-use crate::metrics::Refusal;
+use crate::metrics::{Recorder, Refusal};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +114,16 @@ pub(crate) async fn forward(
     service: &str,
     route: &Route,
     limits: &Limits,
-    client: Option<IpAddr>,
-    secure: bool,
+    client: Client<'_>,
+    recorder: &Rc<dyn Recorder>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, UpstreamError> {
+    if let Some(offered) = upgrade::asked(&request) {
+        // Never pooled: after a 101 its upstream connection is the tunnel's.
+        return upgrade::forward(service, route, limits, client, offered, recorder, request).await;
+    }
     let upstream = &route.upstream;
-    let request = outgoing(route, limits, client, secure, request)?;
+    let request = outgoing(route, limits, client.addr, client.secure, request)?;
     let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -139,6 +144,16 @@ pub(crate) async fn forward(
         ));
     }
     Ok(respond(route, response))
+}
+
+/// What forwarding needs of the client's connection.
+pub(crate) struct Client<'a> {
+    /// Its address, for `Forwarded`.
+    pub(crate) addr: Option<IpAddr>,
+    /// Whether it came over TLS.
+    pub(crate) secure: bool,
+    /// Where the upstream end of a tunnel goes after a 101.
+    pub(crate) tunnel: &'a upgrade::Slot,
 }
 
 /// The body sent upstream: the client's, cut off past the limit.

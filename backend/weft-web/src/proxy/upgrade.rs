@@ -18,7 +18,6 @@
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
-use std::net::IpAddr;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -31,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use weft::{InspectedStream, Reactor, Transport};
 
-use super::{UpstreamError, connect, outgoing, respond, send};
+use super::{Client, UpstreamError, connect, outgoing, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
 use crate::headers::strip_hop_by_hop;
@@ -98,16 +97,6 @@ impl Slot {
     }
 }
 
-/// What [`forward`] needs of the client's connection.
-pub(crate) struct Client<'a> {
-    /// Its address, for `Forwarded`.
-    pub(crate) addr: Option<IpAddr>,
-    /// Whether it came over TLS.
-    pub(crate) secure: bool,
-    /// Where the upstream end goes after a 101.
-    pub(crate) slot: &'a Slot,
-}
-
 /// Forwards a request that asks to switch to `offered` over a connection of its own;
 /// on a 101, leaves the upstream end in the client's slot. Counts the outcome.
 pub(crate) async fn forward(
@@ -171,7 +160,7 @@ async fn switch(
         .and_then(Result::ok)
         .ok_or_else(|| switch("but its connection was not handed over"))?
         .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
-    *client.slot.0.borrow_mut() = Some(UpstreamEnd {
+    *client.tunnel.0.borrow_mut() = Some(UpstreamEnd {
         stream: parts.io.into_inner(),
         early: parts.read_buf,
         recorder: recorder.clone(),

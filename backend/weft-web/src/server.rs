@@ -64,7 +64,7 @@ impl StaticFiles {
                 };
                 let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
                 std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
-                Some(files::Source::Dir(canonical))
+                Some(files::Source::Dir(files::Root::new(canonical)))
             }
             (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
             (None, None) => None,

@@ -10,9 +10,13 @@
 //!
 //! Small files are read whole on the reactor thread: from the page cache that costs
 //! microseconds, less than a round trip to a blocking pool. Larger ones are streamed in
-//! chunks through tokio's file API, so a big download never blocks the reactor.
-//! Compression is CPU work proportional to the file and runs on the blocking pool.
+//! chunks through tokio's file API, so a big download never blocks the reactor, or, up
+//! to [`cache::HOLD_MAX`], read whole on the blocking pool. What a path led to, and a
+//! file's bytes up to that size, are kept (`cache`) and revalidated with one `stat` per
+//! request. Compression is CPU work proportional to the file and runs on the blocking
+//! pool.
 
+mod cache;
 mod conditional;
 mod encoding;
 mod listing;
@@ -20,6 +24,7 @@ mod ranges;
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,7 +37,7 @@ use crate::body::{self, Body, Chain, FileBody};
 use crate::config::{Compression, FileOptions};
 use crate::embedded::{EmbeddedFiles, Entry};
 use crate::metrics::{Recorder, Refusal};
-use crate::path::{PathError, directory_location, resolve, segments};
+use crate::path::{PathError, directory_location, segments};
 use crate::response::{error_page, with_status};
 use conditional::{Tag, Verdict};
 use encoding::Coding;
@@ -44,11 +49,39 @@ const READ_WHOLE: u64 = 256 * 1024;
 /// Where a service's static files come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
-    /// A directory, canonicalized once, so per-request checks compare canonical paths.
-    Dir(PathBuf),
+    /// A directory.
+    Dir(Root),
     /// Files held in memory.
     Memory(EmbeddedFiles),
 }
+
+/// A directory of files, canonicalized once, so per-request checks compare canonical
+/// paths; with what its paths led to lately.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    path: PathBuf,
+    cache: Arc<cache::Cache>,
+}
+
+impl Root {
+    /// `path`, which must be canonical.
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            cache: Arc::default(),
+        }
+    }
+}
+
+/// Two roots are the same when their directory is: what they keep is only an
+/// acceleration.
+impl PartialEq for Root {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Root {}
 
 /// What a request path leads to.
 enum Found {
@@ -70,8 +103,22 @@ struct File {
 }
 
 enum Content {
-    Disk(PathBuf),
+    /// A file on disk, with its bytes when the cache holds them, and where to keep
+    /// them once read.
+    Disk {
+        path: PathBuf,
+        held: Option<Bytes>,
+        keep: Option<Keep>,
+    },
     Memory(Bytes),
+}
+
+/// Where the bytes of a file read whole are kept: the cache, under the request path
+/// that led to it, for the version that was looked up.
+struct Keep {
+    cache: Arc<cache::Cache>,
+    raw: String,
+    stamp: cache::Stamp,
 }
 
 /// An error that names the file that could not be read.
@@ -81,19 +128,30 @@ impl Source {
     fn find(&self, raw: &str) -> Result<Found, PathError> {
         match self {
             Self::Dir(root) => {
-                let found = resolve(root, raw)?;
+                let known = root.cache.lookup(&root.path, raw)?;
+                let found = known.resolved;
                 if found.meta.is_dir() {
                     return Ok(Found::Dir(Some(found.path)));
                 }
                 if !found.meta.is_file() {
                     return Err(PathError::NotFound);
                 }
+                let keep =
+                    (known.held.is_none() && found.meta.len() <= cache::HOLD_MAX).then(|| Keep {
+                        cache: root.cache.clone(),
+                        raw: raw.to_owned(),
+                        stamp: known.stamp,
+                    });
                 Ok(Found::File(File {
                     name: file_name(&found.path),
                     len: found.meta.len(),
                     modified: found.meta.modified().ok(),
                     tag: conditional::disk_tag(&found.meta),
-                    content: Content::Disk(found.path),
+                    content: Content::Disk {
+                        path: found.path,
+                        held: known.held,
+                        keep,
+                    },
                 }))
             }
             Self::Memory(files) => {
@@ -226,7 +284,7 @@ enum Selected {
 fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Selected {
     for coding in encoding::preferred(headers) {
         if compression.precompressed
-            && let Content::Disk(path) = &found.content
+            && let Content::Disk { path, .. } = &found.content
         {
             let mut sibling = path.clone().into_os_string();
             sibling.push(".");
@@ -245,7 +303,11 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
                         len: meta.len(),
                         modified: meta.modified().ok(),
                         tag,
-                        content: Content::Disk(sibling),
+                        content: Content::Disk {
+                            path: sibling,
+                            held: None,
+                            keep: None,
+                        },
                     },
                 );
             }
@@ -409,12 +471,23 @@ async fn whole_or_slice(
         body::full(bytes.slice(s.min(e)..e))
     };
     *response.body_mut() = match content {
-        Content::Memory(bytes) => slice(bytes),
-        Content::Disk(path) if len <= READ_WHOLE => match std::fs::read(&path) {
-            Ok(bytes) => slice(Bytes::from(bytes)),
-            Err(e) => return Err((path, e)),
-        },
-        Content::Disk(path) => match open_at(&path, start).await {
+        Content::Memory(bytes)
+        | Content::Disk {
+            held: Some(bytes), ..
+        } => slice(bytes),
+        Content::Disk { path, keep, .. } if len <= READ_WHOLE || keep.is_some() => {
+            let read = if len <= READ_WHOLE {
+                std::fs::read(&path)
+            } else {
+                tokio::fs::read(&path).await
+            };
+            let bytes = Bytes::from(read.map_err(|e| (path, e))?);
+            if let Some(keep) = keep {
+                keep.cache.hold(&keep.raw, keep.stamp, &bytes);
+            }
+            slice(bytes)
+        }
+        Content::Disk { path, .. } => match open_at(&path, start).await {
             Ok(file) => FileBody::body(file, count),
             Err(e) => return Err((path, e)),
         },
@@ -446,12 +519,15 @@ async fn multipart(
         return Ok(response);
     }
     *response.body_mut() = match file.content {
-        Content::Memory(bytes) => body::full(framing.assemble(parts, &bytes)),
-        Content::Disk(path) if file.len <= READ_WHOLE => match std::fs::read(&path) {
+        Content::Memory(bytes)
+        | Content::Disk {
+            held: Some(bytes), ..
+        } => body::full(framing.assemble(parts, &bytes)),
+        Content::Disk { path, .. } if file.len <= READ_WHOLE => match std::fs::read(&path) {
             Ok(bytes) => body::full(framing.assemble(parts, &Bytes::from(bytes))),
             Err(e) => return Err((path, e)),
         },
-        Content::Disk(path) => {
+        Content::Disk { path, .. } => {
             // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
             let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
             for (head, (start, end)) in framing.heads.iter().zip(parts) {
@@ -483,7 +559,7 @@ async fn compress(
     slot: encoding::Slot,
 ) -> Result<Bytes, ReadError> {
     let (path, work) = match content {
-        Content::Disk(path) => {
+        Content::Disk { path, .. } => {
             let read = path.clone();
             (
                 path,

@@ -403,16 +403,24 @@ async fn handle(
     conn.consumed
         .set(conn.info.stats.bytes_in().saturating_add(declared));
     let method = request.method().clone();
-    // An HTTP/2 target always carries scheme and authority; the log shows the path, as
-    // the request line of HTTP/1.1 would.
-    let request_line = match request.uri().path_and_query() {
-        Some(target) if request.version() >= Version::HTTP_2 => {
-            format!("{method} {target} {:?}", request.version())
-        }
-        _ => format!("{} {} {:?}", method, request.uri(), request.version()),
-    };
-    let referer = request.headers().get(header::REFERER).cloned();
-    let user_agent = request.headers().get(header::USER_AGENT).cloned();
+    // What the log line says of the request, taken before it is routed; nothing when
+    // the log is off.
+    let logged = state.access_log.is_on().then(|| {
+        // An HTTP/2 target always carries scheme and authority; the log shows the path,
+        // as the request line of HTTP/1.1 would.
+        let request_line = match request.uri().path_and_query() {
+            Some(target) if request.version() >= Version::HTTP_2 => {
+                format!("{method} {target} {:?}", request.version())
+            }
+            _ => format!("{} {} {:?}", method, request.uri(), request.version()),
+        };
+        let headers = request.headers();
+        (
+            request_line,
+            headers.get(header::REFERER).cloned(),
+            headers.get(header::USER_AGENT).cloned(),
+        )
+    });
 
     let mut response = match admit(&state.config, &mut request) {
         Ok(route) => dispatch(&state, &conn, route, request).await,
@@ -439,16 +447,16 @@ async fn handle(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let pending = Pending {
+    let pending = logged.map(|(request, referer, user_agent)| Pending {
         to: state.access_log.clone(),
         service: state.name.clone(),
         client: conn.client_text.clone(),
-        request: request_line,
+        request,
         status: status.as_u16(),
         referer,
         user_agent,
         started,
-    };
+    });
     Ok(response.map(|body| Logged::new(body, pending, head_only)))
 }
 

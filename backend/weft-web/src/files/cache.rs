@@ -26,11 +26,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use super::Facts;
 use crate::path::{PathError, Resolved, resolve, segments};
 
 /// Entries kept at most, per service.
@@ -81,10 +82,12 @@ impl Stamp {
     }
 }
 
-/// What a lookup found: the canonical path, its metadata, and the file's bytes when
-/// they are kept.
+/// What a lookup found: the canonical path, its metadata, a file's header facts, and
+/// its bytes when they are kept.
 pub(crate) struct Known {
     pub(crate) resolved: Resolved,
+    /// `None` for a directory.
+    pub(crate) facts: Option<Arc<Facts>>,
     pub(crate) held: Option<Bytes>,
     /// What to give [`Cache::hold`] the bytes with, once read.
     pub(crate) stamp: Stamp,
@@ -124,6 +127,7 @@ struct Slot {
     path: PathBuf,
     meta: Metadata,
     stamp: Stamp,
+    facts: Option<Arc<Facts>>,
     held: Option<Bytes>,
     generation: u64,
 }
@@ -134,6 +138,7 @@ impl Slot {
             + self.joined.as_os_str().len()
             + self.path.as_os_str().len()
             + self.held.as_ref().map_or(0, Bytes::len)
+            + self.facts.as_ref().map_or(0, |f| f.size())
     }
 }
 
@@ -162,6 +167,7 @@ impl Cache {
                         path: slot.path.clone(),
                         meta: slot.meta.clone(),
                     },
+                    facts: slot.facts.clone(),
                     held: slot.held.clone(),
                     stamp,
                 });
@@ -171,17 +177,23 @@ impl Cache {
         let mut joined = root.to_path_buf();
         joined.extend(segments(raw)?);
         let stamp = Stamp::of(&resolved.meta);
+        let facts = resolved
+            .meta
+            .is_file()
+            .then(|| Arc::new(Facts::of_disk(&resolved.path, &resolved.meta)));
         let slot = Slot {
             joined,
             path: resolved.path.clone(),
             meta: resolved.meta.clone(),
             stamp,
+            facts: facts.clone(),
             held: None,
             generation: 0,
         };
         self.lock().insert(raw.to_owned(), slot);
         Ok(Known {
             resolved,
+            facts,
             held: None,
             stamp,
         })

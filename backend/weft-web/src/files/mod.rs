@@ -92,14 +92,53 @@ enum Found {
 
 /// A file to answer with.
 struct File {
+    facts: Arc<Facts>,
+    len: u64,
+    content: Content,
+}
+
+/// What a file's headers say of one version of it, made once: for a file on disk, once
+/// per version while the cache keeps it.
+pub(crate) struct Facts {
     /// Its last path segment, for the content type.
     name: String,
-    len: u64,
-    /// `Last-Modified`, and what conditional requests compare with.
+    /// Its modification time in whole seconds: `Last-Modified`, and what conditional
+    /// requests compare with.
     modified: Option<SystemTime>,
     /// Its strong entity tag.
     tag: Tag,
-    content: Content,
+    /// `tag` and `modified` as header values.
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Facts {
+    fn new(name: String, modified: Option<SystemTime>, tag: Tag) -> Self {
+        let modified = modified.map(whole_seconds);
+        Self {
+            etag: HeaderValue::from_str(&tag).ok(),
+            last_modified: modified
+                .and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
+            name,
+            modified,
+            tag,
+        }
+    }
+
+    /// Bytes held, about: what a cache counts against its bound.
+    pub(crate) fn size(&self) -> usize {
+        let value = |v: &Option<HeaderValue>| v.as_ref().map_or(0, HeaderValue::len);
+        self.name.len() + self.tag.len() + value(&self.etag) + value(&self.last_modified)
+    }
+
+    /// The facts of the file at `path` (canonical) as `meta` describes it.
+    pub(crate) fn of_disk(path: &Path, meta: &std::fs::Metadata) -> Self {
+        Self::new(
+            file_name(path),
+            meta.modified().ok(),
+            conditional::disk_tag(meta),
+        )
+    }
 }
 
 enum Content {
@@ -142,11 +181,12 @@ impl Source {
                         raw: raw.to_owned(),
                         stamp: known.stamp,
                     });
+                let facts = known
+                    .facts
+                    .unwrap_or_else(|| Arc::new(Facts::of_disk(&found.path, &found.meta)));
                 Ok(Found::File(File {
-                    name: file_name(&found.path),
+                    facts,
                     len: found.meta.len(),
-                    modified: found.meta.modified().ok(),
-                    tag: conditional::disk_tag(&found.meta),
                     content: Content::Disk {
                         path: found.path,
                         held: known.held,
@@ -159,10 +199,12 @@ impl Source {
                 match files.lookup(&segments).ok_or(PathError::NotFound)? {
                     Entry::Dir => Ok(Found::Dir(None)),
                     Entry::File(bytes) => Ok(Found::File(File {
-                        name: segments.last().cloned().unwrap_or_default(),
+                        facts: Arc::new(Facts::new(
+                            segments.last().cloned().unwrap_or_default(),
+                            Some(files.modified()),
+                            conditional::memory_tag(bytes.len() as u64, files.modified()),
+                        )),
                         len: bytes.len() as u64,
-                        modified: Some(files.modified()),
-                        tag: conditional::memory_tag(bytes.len() as u64, files.modified()),
                         content: Content::Memory(bytes.clone()),
                     })),
                 }
@@ -299,10 +341,12 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
                 return Selected::Sibling(
                     coding,
                     File {
-                        name: found.name,
+                        facts: Arc::new(Facts::new(
+                            found.facts.name.clone(),
+                            meta.modified().ok(),
+                            tag,
+                        )),
                         len: meta.len(),
-                        modified: meta.modified().ok(),
-                        tag,
                         content: Content::Disk {
                             path: sibling,
                             held: None,
@@ -316,11 +360,13 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
             && (compression.min_bytes..=compression.max_bytes).contains(&found.len)
         {
             let Some(slot) = encoding::Slot::take() else {
-                tracing::debug!(file = %found.name, "compressions busy: sending the file as it is");
+                tracing::debug!(file = %found.facts.name, "compressions busy: sending the file as it is");
                 break;
             };
-            let tag = conditional::coded(&found.tag, coding.extension());
-            return Selected::OnTheFly(coding, File { tag, ..found }, slot);
+            let facts = &found.facts;
+            let tag = conditional::coded(&facts.tag, coding.extension());
+            let facts = Arc::new(Facts::new(facts.name.clone(), facts.modified, tag));
+            return Selected::OnTheFly(coding, File { facts, ..found }, slot);
         }
     }
     Selected::Identity(found)
@@ -334,7 +380,7 @@ async fn file(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ReadError> {
-    let content_type = crate::mime::content_type(&found.name);
+    let content_type = crate::mime::content_type(&found.facts.name);
     let compression = &options.compression;
     let codable = crate::mime::compressible(content_type)
         && (compression.precompressed || compression.on_the_fly);
@@ -356,21 +402,18 @@ async fn file(
     };
     let on_the_fly = slot.is_some();
 
-    let modified = file.modified.map(whole_seconds);
-    let last_modified = modified.map(httpdate::fmt_http_date);
+    let facts = file.facts.clone();
     let mut response = Response::new(body::empty());
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if !on_the_fly {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    if let Some(lm) = &last_modified
-        && let Ok(value) = HeaderValue::from_str(lm)
-    {
-        h.insert(header::LAST_MODIFIED, value);
+    if let Some(value) = &facts.last_modified {
+        h.insert(header::LAST_MODIFIED, value.clone());
     }
-    if let Ok(value) = HeaderValue::from_str(&file.tag) {
-        h.insert(header::ETAG, value);
+    if let Some(value) = &facts.etag {
+        h.insert(header::ETAG, value.clone());
     }
     if codable {
         h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -384,7 +427,7 @@ async fn file(
     if let Some(cc) = &options.cache_control {
         h.insert(header::CACHE_CONTROL, cc.clone());
     }
-    match conditional::evaluate(headers, &file.tag, modified) {
+    match conditional::evaluate(headers, &facts.tag, facts.modified) {
         Verdict::Proceed => {}
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -399,7 +442,7 @@ async fn file(
     }
 
     if let (Some(slot), Some(coding)) = (slot, coding) {
-        let coded = compress(file.content, file.name, coding, slot).await?;
+        let coded = compress(file.content, facts.name.clone(), coding, slot).await?;
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
@@ -411,7 +454,13 @@ async fn file(
 
     let len = file.len;
     let ranges = match range {
-        Some(spec) if conditional::if_range_holds(headers, &file.tag, last_modified.as_deref()) => {
+        Some(spec)
+            if conditional::if_range_holds(
+                headers,
+                &facts.tag,
+                facts.last_modified.as_ref().and_then(|v| v.to_str().ok()),
+            ) =>
+        {
             ranges::parse(spec, len)
         }
         _ => Ranges::Ignored,

@@ -19,13 +19,13 @@
 mod cache;
 mod conditional;
 mod encoding;
+mod facts;
 mod listing;
 mod ranges;
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -39,8 +39,9 @@ use crate::embedded::{EmbeddedFiles, Entry};
 use crate::metrics::{Recorder, Refusal};
 use crate::path::{PathError, directory_location, segments};
 use crate::response::{error_page, with_status};
-use conditional::{Tag, Verdict};
+use conditional::Verdict;
 use encoding::Coding;
+pub(crate) use facts::Facts;
 use ranges::{Multipart, Ranges, to_usize};
 
 /// Files up to this size are read in one go.
@@ -95,50 +96,6 @@ struct File {
     facts: Arc<Facts>,
     len: u64,
     content: Content,
-}
-
-/// What a file's headers say of one version of it, made once: for a file on disk, once
-/// per version while the cache keeps it.
-pub(crate) struct Facts {
-    /// Its last path segment, for the content type.
-    name: String,
-    /// Its modification time in whole seconds: `Last-Modified`, and what conditional
-    /// requests compare with.
-    modified: Option<SystemTime>,
-    /// Its strong entity tag.
-    tag: Tag,
-    /// `tag` and `modified` as header values.
-    etag: Option<HeaderValue>,
-    last_modified: Option<HeaderValue>,
-}
-
-impl Facts {
-    fn new(name: String, modified: Option<SystemTime>, tag: Tag) -> Self {
-        let modified = modified.map(whole_seconds);
-        Self {
-            etag: HeaderValue::from_str(&tag).ok(),
-            last_modified: modified
-                .and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
-            name,
-            modified,
-            tag,
-        }
-    }
-
-    /// Bytes held, about: what a cache counts against its bound.
-    pub(crate) fn size(&self) -> usize {
-        let value = |v: &Option<HeaderValue>| v.as_ref().map_or(0, HeaderValue::len);
-        self.name.len() + self.tag.len() + value(&self.etag) + value(&self.last_modified)
-    }
-
-    /// The facts of the file at `path` (canonical) as `meta` describes it.
-    pub(crate) fn of_disk(path: &Path, meta: &std::fs::Metadata) -> Self {
-        Self::new(
-            file_name(path),
-            meta.modified().ok(),
-            conditional::disk_tag(meta),
-        )
-    }
 }
 
 enum Content {
@@ -211,13 +168,6 @@ impl Source {
             }
         }
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// Serves the request's path from `source`, with `index` for directories.
@@ -631,10 +581,4 @@ async fn compress(
         Ok(Err(e)) => Err((path, e)),
         Err(e) => Err((path, std::io::Error::other(e))),
     }
-}
-
-/// HTTP dates have whole seconds; compare and send modification times the same way.
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    UNIX_EPOCH + Duration::from_secs(secs)
 }

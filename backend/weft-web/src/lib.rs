@@ -48,6 +48,9 @@
 //!   reopened for logrotate, losses counted).
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels, and the
 //!   Prometheus families that record it ([`HttpMetrics`], [`AccessLogLosses`]).
+//! - [`routes`]: each route's series ([`RouteMetrics`]: requests by status class,
+//!   latency, upstream errors and the last few of them), readable from any thread, and a
+//!   service's routes as a view lists them ([`RouteFigures`]).
 //! - [`body`]: the response body type.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
@@ -66,6 +69,7 @@ pub mod path;
 mod protocol;
 pub mod proxy;
 mod response;
+pub mod routes;
 mod rules;
 pub mod server;
 
@@ -76,4 +80,5 @@ pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
 };
 pub use mime::content_type;
+pub use routes::{RouteFigures, RouteMetrics};
 pub use server::{HttpService, StaticFiles};

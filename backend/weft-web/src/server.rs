@@ -39,6 +39,7 @@ use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::path::PathError;
 use crate::protocol::{self, Version as Speaks};
 use crate::response::error_page;
+use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
 use crate::rules::{self, Refused};
 use crate::{files, proxy};
 
@@ -97,6 +98,38 @@ struct State {
     access_log: AccessLog,
     /// `Strict-Transport-Security`, built once, for responses over TLS.
     hsts: Option<HeaderValue>,
+    /// Each route's series, resolved once.
+    routes: RouteSlots,
+}
+
+/// Each route's series, in the order of the configuration's routes, and those of the
+/// requests no route matched and of those refused before routing.
+#[derive(Clone)]
+struct RouteSlots {
+    configured: Vec<Arc<RouteMetrics>>,
+    files: Arc<RouteMetrics>,
+    unrouted: Arc<RouteMetrics>,
+}
+
+impl RouteSlots {
+    fn new(config: &WebConfig, recorder: &dyn Recorder) -> Self {
+        Self {
+            configured: config
+                .routes
+                .iter()
+                .map(|r| recorder.route(&r.prefix))
+                .collect(),
+            files: recorder.route(route_series::FILES),
+            unrouted: recorder.route(route_series::UNROUTED),
+        }
+    }
+
+    /// The series of `route`, one of `config`'s routes, or of the files for none.
+    fn of(&self, config: &WebConfig, route: Option<&Route>) -> &Arc<RouteMetrics> {
+        route
+            .and_then(|route| config.routes.iter().position(|r| std::ptr::eq(r, route)))
+            .map_or(&self.files, |i| &self.configured[i])
+    }
 }
 
 impl HttpService {
@@ -122,6 +155,7 @@ impl HttpService {
         recorder: Rc<dyn Recorder>,
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
+        let routes = RouteSlots::new(&config, &*recorder);
         Self {
             state: Rc::new(State {
                 name: name.into(),
@@ -130,6 +164,7 @@ impl HttpService {
                 recorder,
                 access_log: AccessLog::default(),
                 hsts,
+                routes,
             }),
         }
     }
@@ -147,8 +182,30 @@ impl HttpService {
                 recorder: state.recorder.clone(),
                 access_log: to,
                 hsts: state.hsts.clone(),
+                routes: state.routes.clone(),
             }),
         }
+    }
+
+    /// Its routes with their series, for a view of the service on another thread.
+    pub fn routes(&self) -> RouteFigures {
+        let state = &self.state;
+        let configured = state
+            .config
+            .routes
+            .iter()
+            .zip(&state.routes.configured)
+            .map(|(route, metrics)| RouteEntry {
+                route: route.prefix.clone(),
+                upstream: Some(route.upstream.url.clone()),
+                metrics: metrics.clone(),
+            });
+        let others = [&state.routes.files, &state.routes.unrouted].map(|metrics| RouteEntry {
+            route: metrics.route().to_owned(),
+            upstream: None,
+            metrics: metrics.clone(),
+        });
+        RouteFigures(configured.chain(others).collect())
     }
 
     /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
@@ -422,11 +479,20 @@ async fn handle(
         )
     });
 
-    let mut response = match admit(&state.config, &mut request) {
-        Ok(route) => dispatch(&state, &conn, route, request).await,
+    let (route, mut response) = match admit(&state.config, &mut request) {
+        Ok(route) => {
+            let series = state.routes.of(&state.config, route);
+            (
+                series,
+                dispatch(&state, &conn, route, series, request).await,
+            )
+        }
         Err(refused) => {
             state.recorder.refused(refused.reason);
-            error_page(refused.status, refused.detail)
+            (
+                &state.routes.unrouted,
+                error_page(refused.status, refused.detail),
+            )
         }
     };
     trace.done();
@@ -440,9 +506,11 @@ async fn handle(
     }
 
     let status = response.status();
+    let elapsed = started.elapsed();
     state
         .recorder
-        .request(MethodLabel::from(&method), status.into(), started.elapsed());
+        .request(MethodLabel::from(&method), status.into(), elapsed);
+    route.request(status.into(), elapsed);
     let head_only = method == http::Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -488,6 +556,7 @@ async fn dispatch(
     state: &State,
     conn: &Conn,
     route: Option<&Route>,
+    series: &RouteMetrics,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &state.config;
@@ -509,6 +578,7 @@ async fn dispatch(
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
                 } else {
                     state.recorder.upstream_error();
+                    series.upstream_error(&err.to_string());
                     tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 }
                 error_page(err.status(), &err.to_string())

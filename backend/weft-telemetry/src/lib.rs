@@ -65,7 +65,7 @@ pub mod refusals;
 pub mod reload;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
-pub use chains::{DeferredSnapshot, StepSnapshot};
+pub use chains::{DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use fold::{Folded, fold};
 pub use hub::Hub;

@@ -25,7 +25,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use weft::defer::{Deferred, Resolver};
+use weft::defer::{Deferred, Resolver, StepDetail, Steps};
 use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
@@ -38,6 +38,7 @@ use crate::config::{ConfigError, Route, WebConfig};
 use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::path::PathError;
 use crate::protocol::{self, Version as Speaks};
+use crate::proxy::Marks;
 use crate::response::error_page;
 use crate::rules::{self, Refused};
 use crate::{files, proxy};
@@ -97,7 +98,19 @@ struct State {
     access_log: AccessLog,
     /// `Strict-Transport-Security`, built once, for responses over TLS.
     hsts: Option<HeaderValue>,
+    /// What each route's named steps say (its prefix, its upstream), built once, in the
+    /// order of `config.routes`.
+    route_details: Rc<[RouteDetails]>,
 }
+
+/// The details a route's requests give their named steps.
+struct RouteDetails {
+    prefix: StepDetail,
+    upstream: StepDetail,
+}
+
+/// The detail of the `route` step of a request for a static file.
+const FILES: StepDetail = StepDetail::from_static("files");
 
 impl HttpService {
     /// A service named `name` (its connections, metrics and log lines carry it). Checks
@@ -122,8 +135,17 @@ impl HttpService {
         recorder: Rc<dyn Recorder>,
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
+        let route_details = config
+            .routes
+            .iter()
+            .map(|r| RouteDetails {
+                prefix: StepDetail::new(&r.prefix),
+                upstream: StepDetail::new(&r.upstream.url),
+            })
+            .collect();
         Self {
             state: Rc::new(State {
+                route_details,
                 name: name.into(),
                 config,
                 files: files.0,
@@ -147,6 +169,7 @@ impl HttpService {
                 recorder: state.recorder.clone(),
                 access_log: to,
                 hsts: state.hsts.clone(),
+                route_details: state.route_details.clone(),
             }),
         }
     }
@@ -354,22 +377,46 @@ where
     .await
 }
 
-/// Ends the request's traced Deferred: fired when a response is ready, cancelled (with
-/// the failure consumed, so it is not reported unhandled) if the client goes away first.
+/// The request's traced Deferred: fired when a response is ready, cancelled (with the
+/// failure consumed, so it is not reported unhandled) if the client goes away first. Its
+/// named steps say where the request is (`route`, `connect upstream`, `response head`,
+/// `read file`); a cancel from the inspector abandons the exchange.
 struct Trace {
     /// Fires the request's Deferred when the response is ready; taken, so it fires once.
     resolver: Option<Resolver<()>>,
     /// The Deferred itself, cancelled if the client goes away first.
     deferred: Option<Deferred<()>>,
+    /// Marks its named steps.
+    steps: Steps,
 }
 
 impl Trace {
     fn start(info: &ConnectionInfo) -> Self {
         let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
         Self {
+            steps: deferred.steps(),
             resolver: Some(resolver),
             deferred: Some(deferred),
         }
+    }
+
+    /// Runs `work` unless the chain is cancelled first (from the inspector): then `None`,
+    /// and `work` is dropped with whatever it holds (an upstream connection mid-exchange
+    /// is closed, never reused).
+    async fn unless_cancelled<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            // Only a cancellation fires the chain before `done`; polling takes (consumes)
+            // its failure.
+            if let Some(d) = self.deferred.as_mut()
+                && Pin::new(d).poll(cx).is_ready()
+            {
+                self.deferred = None;
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx).map(Some)
+        })
+        .await
     }
 
     fn done(mut self) {
@@ -394,7 +441,7 @@ async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
-    let trace = Trace::start(&conn.info);
+    let mut trace = Trace::start(&conn.info);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -415,7 +462,18 @@ async fn handle(
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
 
     let mut response = match admit(&state.config, &mut request) {
-        Ok(route) => dispatch(&state, &conn, route, request).await,
+        Ok(route) => {
+            let steps = trace.steps.clone();
+            let dispatched = dispatch(&state, &conn, route, &steps, request);
+            match trace.unless_cancelled(dispatched).await {
+                Some(response) => response,
+                None => {
+                    state.recorder.refused(Refusal::Cancelled);
+                    tracing::info!(service = %state.name, connection = %conn.info.id, "a request was cancelled from the inspector");
+                    error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
+                }
+            }
+        }
         Err(refused) => {
             state.recorder.refused(refused.reason);
             error_page(refused.status, refused.detail)
@@ -480,10 +538,19 @@ async fn dispatch(
     state: &State,
     conn: &Conn,
     route: Option<&Route>,
+    steps: &Steps,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
+        let details = config
+            .routes
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .and_then(|i| state.route_details.get(i));
+        let upstream = details.map(|d| &d.upstream);
+        steps.step_with("route", None, details.map(|d| &d.prefix));
+        let marks = Marks { steps, upstream };
         return match proxy::forward(
             &state.name,
             route,
@@ -491,6 +558,7 @@ async fn dispatch(
             conn.client,
             conn.secure,
             request,
+            &marks,
         )
         .await
         {
@@ -509,6 +577,8 @@ async fn dispatch(
     }
     match &state.files {
         Some(source) => {
+            steps.step_with("route", None, Some(&FILES));
+            steps.step("read file");
             let (parts, _body) = request.into_parts();
             files::serve(
                 source,

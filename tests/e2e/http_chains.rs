@@ -147,6 +147,12 @@ stall_after = "300ms"
         page.body
     );
     assert!(page.body.contains("response head"), "{}", page.body);
+    let list = app.get("/deferreds?state=pending");
+    assert!(
+        list.body.contains("<strong>response head</strong>"),
+        "the list shows the step: {}",
+        list.body
+    );
 
     let host = app.dashboard.to_string();
     let cancel = http(

@@ -49,6 +49,9 @@
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels, and the
 //!   Prometheus families that record it ([`HttpMetrics`], [`AccessLogLosses`]).
 //! - [`body`]: the response body type.
+//! - `trace`: a request's traced Deferred and its named steps (`route`, `connect
+//!   upstream`, `response head`, `read file`); a cancel from the inspector ends the
+//!   request's work and answers 503.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
 //! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
@@ -68,6 +71,7 @@ pub mod proxy;
 mod response;
 mod rules;
 pub mod server;
+mod trace;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{Compression, ConfigError, FileOptions, Limits, Route, Upstream, WebConfig};

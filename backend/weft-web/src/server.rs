@@ -25,7 +25,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use weft::defer::{Deferred, Resolver, StepDetail, Steps};
+use weft::defer::{StepDetail, Steps};
 use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
@@ -41,6 +41,7 @@ use crate::protocol::{self, Version as Speaks};
 use crate::proxy::Marks;
 use crate::response::error_page;
 use crate::rules::{self, Refused};
+use crate::trace::Trace;
 use crate::{files, proxy};
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
@@ -375,64 +376,6 @@ where
         connection.as_mut().poll(cx)
     })
     .await
-}
-
-/// The request's traced Deferred: fired when a response is ready, cancelled (with the
-/// failure consumed, so it is not reported unhandled) if the client goes away first. Its
-/// named steps say where the request is (`route`, `connect upstream`, `response head`,
-/// `read file`); a cancel from the inspector abandons the exchange.
-struct Trace {
-    /// Fires the request's Deferred when the response is ready; taken, so it fires once.
-    resolver: Option<Resolver<()>>,
-    /// The Deferred itself, cancelled if the client goes away first.
-    deferred: Option<Deferred<()>>,
-    /// Marks its named steps.
-    steps: Steps,
-}
-
-impl Trace {
-    fn start(info: &ConnectionInfo) -> Self {
-        let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
-        Self {
-            steps: deferred.steps(),
-            resolver: Some(resolver),
-            deferred: Some(deferred),
-        }
-    }
-
-    /// Runs `work` unless the chain is cancelled first (from the inspector): then `None`,
-    /// and `work` is dropped with whatever it holds (an upstream connection mid-exchange
-    /// is closed, never reused).
-    async fn unless_cancelled<F: Future>(&mut self, work: F) -> Option<F::Output> {
-        let mut work = pin!(work);
-        poll_fn(|cx| {
-            // Only a cancellation fires the chain before `done`; polling takes (consumes)
-            // its failure.
-            if let Some(d) = self.deferred.as_mut()
-                && Pin::new(d).poll(cx).is_ready()
-            {
-                self.deferred = None;
-                return Poll::Ready(None);
-            }
-            work.as_mut().poll(cx).map(Some)
-        })
-        .await
-    }
-
-    fn done(mut self) {
-        if let Some(r) = self.resolver.take() {
-            r.callback(());
-        }
-    }
-}
-
-impl Drop for Trace {
-    fn drop(&mut self) {
-        if let (Some(_resolver), Some(mut d)) = (self.resolver.take(), self.deferred.take()) {
-            d.cancel();
-            let _ = d.try_take();
-        }
-    }
 }
 
 async fn handle(

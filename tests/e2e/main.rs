@@ -26,6 +26,7 @@ mod http_peers;
 mod http_rules;
 mod http_shutdown;
 mod http_tls;
+mod http_view;
 mod limits;
 mod live;
 mod load;

@@ -48,6 +48,9 @@
 //!   reopened for logrotate, losses counted).
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels, and the
 //!   Prometheus families that record it ([`HttpMetrics`], [`AccessLogLosses`]).
+//! - [`routes`]: each route's series ([`RouteMetrics`]: requests by status class,
+//!   latency, upstream errors and the last few of them), readable from any thread, and a
+//!   service's routes as a view lists them ([`RouteFigures`]).
 //! - [`body`]: the response body type.
 //! - `trace`: a request's traced Deferred and its named steps (`route`, `connect
 //!   upstream`, `response head`, `read file`); a cancel from the inspector ends the
@@ -69,6 +72,7 @@ pub mod path;
 mod protocol;
 pub mod proxy;
 mod response;
+pub mod routes;
 mod rules;
 pub mod server;
 mod trace;
@@ -80,4 +84,5 @@ pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
 };
 pub use mime::content_type;
+pub use routes::{RouteFigures, RouteMetrics};
 pub use server::{HttpService, StaticFiles};

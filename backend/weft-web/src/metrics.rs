@@ -10,18 +10,23 @@
 //! `weft_http_upstream_errors_total{service}`, requests refused before they were served
 //! in `weft_http_requests_refused_total{service,reason}` (reason is one of [`Refusal`]'s
 //! labels), and access log lines a file could not take in
-//! `weft_http_access_log_dropped_total{service,reason}`.
+//! `weft_http_access_log_dropped_total{service,reason}`. Each route's requests, latency
+//! and upstream errors have families of their own, with a `route` label
+//! ([`crate::routes`]).
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::access_log::{LogLoss, LossRecorder};
+use crate::routes::{RouteFamilies, RouteMetrics};
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
-const DURATION_BUCKETS: [f64; 14] = [
+pub(crate) const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -30,7 +35,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
 
 /// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
-const ZERO_CLASSES: [StatusClass; 4] = [
+pub(crate) const ZERO_CLASSES: [StatusClass; 4] = [
     StatusClass::Success,
     StatusClass::Redirection,
     StatusClass::ClientError,
@@ -50,6 +55,13 @@ pub trait Recorder {
     /// with its 4xx or 5xx status).
     fn refused(&self, reason: Refusal) {
         let _ = reason;
+    }
+    /// The series of the route labelled `route` (a prefix, [`FILES`](crate::routes::FILES)
+    /// or [`UNROUTED`](crate::routes::UNROUTED)); asked once per route when a service is
+    /// made, and the same ones again for the same label. By default they count but are
+    /// registered nowhere.
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::detached(route))
     }
 }
 
@@ -263,6 +275,10 @@ pub struct HttpMetrics {
     refused: IntCounterVec,
     /// By reason.
     refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
+    routes: RouteFamilies,
+    /// Each route's series by label, made on first use: the labels come from the
+    /// configuration, so there are as many as the configurations run name.
+    route_handles: RefCell<HashMap<String, Arc<RouteMetrics>>>,
 }
 
 impl HttpMetrics {
@@ -304,6 +320,7 @@ impl HttpMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        let routes = RouteFamilies::register(registry, service)?;
         let metrics = Self {
             requests,
             handles: Default::default(),
@@ -311,6 +328,8 @@ impl HttpMetrics {
             upstream_errors,
             refused,
             refused_handles: Default::default(),
+            routes,
+            route_handles: RefCell::default(),
         };
         for method in ZERO_METHODS {
             for class in ZERO_CLASSES {
@@ -348,6 +367,14 @@ impl Recorder for HttpMetrics {
 
     fn refused(&self, reason: Refusal) {
         self.refused_handle(reason).inc();
+    }
+
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        self.route_handles
+            .borrow_mut()
+            .entry(route.to_owned())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(&self.routes, route)))
+            .clone()
     }
 }
 

@@ -40,6 +40,7 @@ use crate::path::PathError;
 use crate::protocol::{self, Version as Speaks};
 use crate::proxy::Marks;
 use crate::response::error_page;
+use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
 use crate::rules::{self, Refused};
 use crate::trace::Trace;
 use crate::{files, proxy};
@@ -99,9 +100,44 @@ struct State {
     access_log: AccessLog,
     /// `Strict-Transport-Security`, built once, for responses over TLS.
     hsts: Option<HeaderValue>,
+    /// Each route's series, resolved once.
+    routes: RouteSlots,
     /// What each route's named steps say (its prefix, its upstream), built once, in the
     /// order of `config.routes`.
     route_details: Rc<[RouteDetails]>,
+}
+
+/// Each route's series, in the order of the configuration's routes, and those of the
+/// requests no route matched and of those refused before routing.
+#[derive(Clone)]
+struct RouteSlots {
+    configured: Vec<Arc<RouteMetrics>>,
+    files: Arc<RouteMetrics>,
+    unrouted: Arc<RouteMetrics>,
+}
+
+impl RouteSlots {
+    fn new(config: &WebConfig, recorder: &dyn Recorder) -> Self {
+        Self {
+            configured: config
+                .routes
+                .iter()
+                .map(|r| recorder.route(&r.prefix))
+                .collect(),
+            files: recorder.route(route_series::FILES),
+            unrouted: recorder.route(route_series::UNROUTED),
+        }
+    }
+
+    /// The series of `route`, one of `config`'s routes, or of the files for none.
+    fn of(&self, config: &WebConfig, route: Option<&Route>) -> &Arc<RouteMetrics> {
+        route_index(config, route).map_or(&self.files, |i| &self.configured[i])
+    }
+}
+
+/// The position of `route`, one of `config`'s routes, among them.
+fn route_index(config: &WebConfig, route: Option<&Route>) -> Option<usize> {
+    route.and_then(|route| config.routes.iter().position(|r| std::ptr::eq(r, route)))
 }
 
 /// The details a route's requests give their named steps.
@@ -136,6 +172,7 @@ impl HttpService {
         recorder: Rc<dyn Recorder>,
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
+        let routes = RouteSlots::new(&config, &*recorder);
         let route_details = config
             .routes
             .iter()
@@ -153,6 +190,7 @@ impl HttpService {
                 recorder,
                 access_log: AccessLog::default(),
                 hsts,
+                routes,
             }),
         }
     }
@@ -170,9 +208,31 @@ impl HttpService {
                 recorder: state.recorder.clone(),
                 access_log: to,
                 hsts: state.hsts.clone(),
+                routes: state.routes.clone(),
                 route_details: state.route_details.clone(),
             }),
         }
+    }
+
+    /// Its routes with their series, for a view of the service on another thread.
+    pub fn routes(&self) -> RouteFigures {
+        let state = &self.state;
+        let configured = state
+            .config
+            .routes
+            .iter()
+            .zip(&state.routes.configured)
+            .map(|(route, metrics)| RouteEntry {
+                route: route.prefix.clone(),
+                upstream: Some(route.upstream.url.clone()),
+                metrics: metrics.clone(),
+            });
+        let others = [&state.routes.files, &state.routes.unrouted].map(|metrics| RouteEntry {
+            route: metrics.route().to_owned(),
+            upstream: None,
+            metrics: metrics.clone(),
+        });
+        RouteFigures(configured.chain(others).collect())
     }
 
     /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
@@ -404,22 +464,27 @@ async fn handle(
     let referer = request.headers().get(header::REFERER).cloned();
     let user_agent = request.headers().get(header::USER_AGENT).cloned();
 
-    let mut response = match admit(&state.config, &mut request) {
+    let (route, mut response) = match admit(&state.config, &mut request) {
         Ok(route) => {
+            let series = state.routes.of(&state.config, route);
             let steps = trace.steps.clone();
-            let dispatched = dispatch(&state, &conn, route, &steps, request);
-            match trace.unless_cancelled(dispatched).await {
+            let dispatched = dispatch(&state, &conn, route, series, &steps, request);
+            let response = match trace.unless_cancelled(dispatched).await {
                 Some(response) => response,
                 None => {
                     state.recorder.refused(Refusal::Cancelled);
                     tracing::info!(service = %state.name, connection = %conn.info.id, "a request was cancelled from the inspector");
                     error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
                 }
-            }
+            };
+            (series, response)
         }
         Err(refused) => {
             state.recorder.refused(refused.reason);
-            error_page(refused.status, refused.detail)
+            (
+                &state.routes.unrouted,
+                error_page(refused.status, refused.detail),
+            )
         }
     };
     trace.done();
@@ -433,9 +498,11 @@ async fn handle(
     }
 
     let status = response.status();
+    let elapsed = started.elapsed();
     state
         .recorder
-        .request(MethodLabel::from(&method), status.into(), started.elapsed());
+        .request(MethodLabel::from(&method), status.into(), elapsed);
+    route.request(status.into(), elapsed);
     let head_only = method == http::Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -481,16 +548,13 @@ async fn dispatch(
     state: &State,
     conn: &Conn,
     route: Option<&Route>,
+    series: &RouteMetrics,
     steps: &Steps,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
-        let details = config
-            .routes
-            .iter()
-            .position(|r| std::ptr::eq(r, route))
-            .and_then(|i| state.route_details.get(i));
+        let details = route_index(config, Some(route)).and_then(|i| state.route_details.get(i));
         let upstream = details.map(|d| &d.upstream);
         steps.step_with("route", None, details.map(|d| &d.prefix));
         let marks = Marks { steps, upstream };
@@ -512,6 +576,7 @@ async fn dispatch(
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
                 } else {
                     state.recorder.upstream_error();
+                    series.upstream_error(&err.to_string());
                     tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 }
                 error_page(err.status(), &err.to_string())

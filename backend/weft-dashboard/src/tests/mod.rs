@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod chains;
 mod history;
+mod http;
 mod live;
 mod pages;
 mod security;

@@ -26,7 +26,8 @@
 //! error naming `service[N].root`, never a listening error. Each service's requests and
 //! lost access log lines are counted in the `weft_http_*` families of
 //! [`weft_web::metrics`], one set of series per service, registered on first start and
-//! kept across reloads.
+//! kept across reloads; its routes' figures are registered as its view for the
+//! dashboard's HTTP page ([`super::http_view`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -210,6 +211,8 @@ impl super::Kind for HttpKind {
             let port = service.listen_with(on.reactor, endpoint, &options)?;
             bound.push(port.local_address().clone());
         }
+        let view = super::http_view::HttpView(service.routes());
+        env.views.set(name, Self::NAME, Arc::new(view));
         Ok(bound)
     }
 

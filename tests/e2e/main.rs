@@ -20,6 +20,7 @@ mod gateway;
 mod history;
 mod http;
 mod http2;
+mod http_chains;
 mod http_files;
 mod http_peers;
 mod http_rules;

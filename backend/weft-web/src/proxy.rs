@@ -10,7 +10,8 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use weft::{ConnectError, Reactor};
+use weft::defer::{StepDetail, Steps, WaitsOn};
+use weft::{ConnectError, Reactor, Transport};
 
 use crate::body::Body;
 use crate::config::{Limits, Route, Upstream};
@@ -99,6 +100,26 @@ pub(crate) fn upstream_target(route: &Route, uri: &Uri) -> String {
     target
 }
 
+/// Where `forward` marks the request chain's named steps, and the upstream's name it
+/// gives them.
+pub(crate) struct Marks<'a> {
+    pub(crate) steps: &'a Steps,
+    pub(crate) upstream: Option<&'a StepDetail>,
+}
+
+/// Aborts the upstream connection if the exchange ends before its response head (dropped
+/// by a cancel from the inspector or by the client going away, or failed): it is
+/// mid-request and must not be reused.
+struct Abandon(Option<Transport>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(transport) = self.0.take() {
+            transport.abort_connection();
+        }
+    }
+}
+
 /// Forwards `request` along `route`, reporting the upstream connection under `service`.
 pub(crate) async fn forward(
     service: &str,
@@ -107,6 +128,7 @@ pub(crate) async fn forward(
     client: Option<IpAddr>,
     secure: bool,
     request: Request<Incoming>,
+    marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
     let upstream = &route.upstream;
     let declared = request
@@ -134,7 +156,12 @@ pub(crate) async fn forward(
     let body = Limited::new(body.map_err(ClientBodyError), max).boxed_unsync();
     let request = Request::from_parts(parts, body);
 
+    marks
+        .steps
+        .step_with("connect upstream", None, marks.upstream);
     let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
+    let on = WaitsOn::Connection(stream.info().id);
+    let mut abandon = Abandon(Some(stream.transport().clone()));
     let exchange = |e: hyper::Error| UpstreamError::Exchange(upstream.url.clone(), e.to_string());
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -145,6 +172,9 @@ pub(crate) async fn forward(
             tracing::debug!(upstream = %url, %err, "upstream connection ended with an error");
         }
     });
+    marks
+        .steps
+        .step_with("response head", Some(on), marks.upstream);
     let response = tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
         .await
         .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
@@ -153,6 +183,7 @@ pub(crate) async fn forward(
             Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
             None => exchange(e),
         })?;
+    abandon.0 = None;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(

@@ -21,6 +21,7 @@ mod history;
 mod http;
 mod http2;
 mod http_abuse;
+mod http_chains;
 mod http_files;
 mod http_peers;
 mod http_route_cache;

@@ -69,7 +69,7 @@ pub mod reload;
 pub mod views;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
-pub use chains::{DeferredSnapshot, StepSnapshot};
+pub use chains::{DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use fold::{Folded, fold};
 pub use hub::Hub;

@@ -53,6 +53,9 @@
 //!   latency, upstream errors and the last few of them), readable from any thread, and a
 //!   service's routes as a view lists them ([`RouteFigures`]).
 //! - [`body`]: the response body type.
+//! - `trace`: a request's traced Deferred and its named steps (`route`, `connect
+//!   upstream`, `response head`, `read file`); a cancel from the inspector ends the
+//!   request's work and answers 503.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
 //! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
@@ -73,6 +76,7 @@ mod response;
 pub mod routes;
 mod rules;
 pub mod server;
+mod trace;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{Compression, ConfigError, FileOptions, Limits, Route, Upstream, WebConfig};

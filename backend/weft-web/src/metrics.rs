@@ -134,11 +134,14 @@ pub enum Refusal {
     /// An HTTP/2 connection ended with GOAWAY for a protocol error or a broken limit,
     /// such as streams reset faster than they are served (counted once per connection).
     Protocol,
+    /// The request's chain was cancelled from the inspector (the dashboard's cancel on its
+    /// Deferred): the exchange was abandoned and the client answered 503.
+    Cancelled,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -148,6 +151,7 @@ impl Refusal {
         Self::BodyTooLarge,
         Self::Ranges,
         Self::Protocol,
+        Self::Cancelled,
     ];
 
     /// The label value.
@@ -162,6 +166,7 @@ impl Refusal {
             Self::BodyTooLarge => "body_too_large",
             Self::Ranges => "ranges",
             Self::Protocol => "protocol",
+            Self::Cancelled => "cancelled",
         }
     }
 

@@ -27,7 +27,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use weft::defer::{Deferred, Resolver};
+use weft::defer::{StepDetail, Steps};
 use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
@@ -40,9 +40,11 @@ use crate::config::{ConfigError, Route, WebConfig};
 use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::path::PathError;
 use crate::protocol::{self, Version as Speaks};
+use crate::proxy::Marks;
 use crate::response::error_page;
 use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
 use crate::rules::{self, Refused};
+use crate::trace::Trace;
 use crate::{files, proxy};
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
@@ -67,7 +69,7 @@ impl StaticFiles {
                 };
                 let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
                 std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
-                Some(files::Source::Dir(canonical))
+                Some(files::Source::Dir(files::Root::new(canonical)))
             }
             (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
             (None, None) => None,
@@ -102,6 +104,9 @@ struct State {
     hsts: Option<HeaderValue>,
     /// Each route's series, resolved once.
     routes: RouteSlots,
+    /// What each route's named steps say (its prefix, its upstream), built once, in the
+    /// order of `config.routes`.
+    route_details: Rc<[RouteDetails]>,
 }
 
 /// Each route's series, in the order of the configuration's routes, and those of the
@@ -128,11 +133,23 @@ impl RouteSlots {
 
     /// The series of `route`, one of `config`'s routes, or of the files for none.
     fn of(&self, config: &WebConfig, route: Option<&Route>) -> &Arc<RouteMetrics> {
-        route
-            .and_then(|route| config.routes.iter().position(|r| std::ptr::eq(r, route)))
-            .map_or(&self.files, |i| &self.configured[i])
+        route_index(config, route).map_or(&self.files, |i| &self.configured[i])
     }
 }
+
+/// The position of `route`, one of `config`'s routes, among them.
+fn route_index(config: &WebConfig, route: Option<&Route>) -> Option<usize> {
+    route.and_then(|route| config.routes.iter().position(|r| std::ptr::eq(r, route)))
+}
+
+/// The details a route's requests give their named steps.
+struct RouteDetails {
+    prefix: StepDetail,
+    upstream: StepDetail,
+}
+
+/// The detail of the `route` step of a request for a static file.
+const FILES: StepDetail = StepDetail::from_static("files");
 
 impl HttpService {
     /// A service named `name` (its connections, metrics and log lines carry it). Checks
@@ -158,8 +175,17 @@ impl HttpService {
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
         let routes = RouteSlots::new(&config, &*recorder);
+        let route_details = config
+            .routes
+            .iter()
+            .map(|r| RouteDetails {
+                prefix: StepDetail::new(&r.prefix),
+                upstream: StepDetail::new(&r.upstream.url),
+            })
+            .collect();
         Self {
             state: Rc::new(State {
+                route_details,
                 name: name.into(),
                 config,
                 files: files.0,
@@ -185,6 +211,7 @@ impl HttpService {
                 access_log: to,
                 hsts: state.hsts.clone(),
                 routes: state.routes.clone(),
+                route_details: state.route_details.clone(),
             }),
         }
     }
@@ -430,47 +457,13 @@ where
     .await
 }
 
-/// Ends the request's traced Deferred: fired when a response is ready, cancelled (with
-/// the failure consumed, so it is not reported unhandled) if the client goes away first.
-struct Trace {
-    /// Fires the request's Deferred when the response is ready; taken, so it fires once.
-    resolver: Option<Resolver<()>>,
-    /// The Deferred itself, cancelled if the client goes away first.
-    deferred: Option<Deferred<()>>,
-}
-
-impl Trace {
-    fn start(info: &ConnectionInfo) -> Self {
-        let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
-        Self {
-            resolver: Some(resolver),
-            deferred: Some(deferred),
-        }
-    }
-
-    fn done(mut self) {
-        if let Some(r) = self.resolver.take() {
-            r.callback(());
-        }
-    }
-}
-
-impl Drop for Trace {
-    fn drop(&mut self) {
-        if let (Some(_resolver), Some(mut d)) = (self.resolver.take(), self.deferred.take()) {
-            d.cancel();
-            let _ = d.try_take();
-        }
-    }
-}
-
 async fn handle(
     state: Rc<State>,
     conn: Rc<Conn>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
-    let trace = Trace::start(&conn.info);
+    let mut trace = Trace::start(&conn.info);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -479,24 +472,39 @@ async fn handle(
     conn.consumed
         .set(conn.info.stats.bytes_in().saturating_add(declared));
     let method = request.method().clone();
-    // An HTTP/2 target always carries scheme and authority; the log shows the path, as
-    // the request line of HTTP/1.1 would.
-    let request_line = match request.uri().path_and_query() {
-        Some(target) if request.version() >= Version::HTTP_2 => {
-            format!("{method} {target} {:?}", request.version())
-        }
-        _ => format!("{} {} {:?}", method, request.uri(), request.version()),
-    };
-    let referer = request.headers().get(header::REFERER).cloned();
-    let user_agent = request.headers().get(header::USER_AGENT).cloned();
+    // What the log line says of the request, taken before it is routed; nothing when
+    // the log is off.
+    let logged = state.access_log.is_on().then(|| {
+        // An HTTP/2 target always carries scheme and authority; the log shows the path,
+        // as the request line of HTTP/1.1 would.
+        let request_line = match request.uri().path_and_query() {
+            Some(target) if request.version() >= Version::HTTP_2 => {
+                format!("{method} {target} {:?}", request.version())
+            }
+            _ => format!("{} {} {:?}", method, request.uri(), request.version()),
+        };
+        let headers = request.headers();
+        (
+            request_line,
+            headers.get(header::REFERER).cloned(),
+            headers.get(header::USER_AGENT).cloned(),
+        )
+    });
 
     let (route, mut response) = match admit(&state.config, &mut request) {
         Ok(route) => {
             let series = state.routes.of(&state.config, route);
-            (
-                series,
-                dispatch(&state, &conn, route, series, request).await,
-            )
+            let steps = trace.steps.clone();
+            let dispatched = dispatch(&state, &conn, route, series, &steps, request);
+            let response = match trace.unless_cancelled(dispatched).await {
+                Some(response) => response,
+                None => {
+                    state.recorder.refused(Refusal::Cancelled);
+                    tracing::info!(service = %state.name, connection = %conn.info.id, "a request was cancelled from the inspector");
+                    error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
+                }
+            };
+            (series, response)
         }
         Err(refused) => {
             state.recorder.refused(refused.reason);
@@ -526,16 +534,16 @@ async fn handle(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let pending = Pending {
+    let pending = logged.map(|(request, referer, user_agent)| Pending {
         to: state.access_log.clone(),
         service: state.name.clone(),
         client: conn.client_text.clone(),
-        request: request_line,
+        request,
         status: status.as_u16(),
         referer,
         user_agent,
         started,
-    };
+    });
     Ok(response.map(|body| Logged::new(body, pending, head_only)))
 }
 
@@ -568,10 +576,15 @@ async fn dispatch(
     conn: &Conn,
     route: Option<&Route>,
     series: &RouteMetrics,
+    steps: &Steps,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &state.config;
     if let Some(route) = route {
+        let details = route_index(config, Some(route)).and_then(|i| state.route_details.get(i));
+        let upstream = details.map(|d| &d.upstream);
+        steps.step_with("route", None, details.map(|d| &d.prefix));
+        let marks = Marks { steps, upstream };
         let client = proxy::Client {
             addr: conn.client,
             secure: conn.secure,
@@ -584,6 +597,7 @@ async fn dispatch(
             client,
             &state.recorder,
             request,
+            &marks,
         )
         .await
         {
@@ -603,6 +617,8 @@ async fn dispatch(
     }
     match &state.files {
         Some(source) => {
+            steps.step_with("route", None, Some(&FILES));
+            steps.step("read file");
             let (parts, _body) = request.into_parts();
             files::serve(
                 source,

@@ -14,7 +14,8 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use weft::{ConnectError, Reactor};
+use weft::defer::{StepDetail, Steps, WaitsOn};
+use weft::{ConnectError, Reactor, Transport};
 
 pub(crate) mod upgrade;
 
@@ -109,6 +110,26 @@ pub(crate) fn upstream_target(route: &Route, uri: &Uri) -> String {
     target
 }
 
+/// Where `forward` marks the request chain's named steps, and the upstream's name it
+/// gives them.
+pub(crate) struct Marks<'a> {
+    pub(crate) steps: &'a Steps,
+    pub(crate) upstream: Option<&'a StepDetail>,
+}
+
+/// Aborts the upstream connection if the exchange ends before its response head (dropped
+/// by a cancel from the inspector or by the client going away, or failed): it is
+/// mid-request and must not be reused.
+struct Abandon(Option<Transport>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(transport) = self.0.take() {
+            transport.abort_connection();
+        }
+    }
+}
+
 /// Forwards `request` along `route`, reporting the upstream connection under `service`.
 pub(crate) async fn forward(
     service: &str,
@@ -117,14 +138,21 @@ pub(crate) async fn forward(
     client: Client<'_>,
     recorder: &Rc<dyn Recorder>,
     request: Request<Incoming>,
+    marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
     if let Some(offered) = upgrade::asked(&request) {
         // Never pooled: after a 101 its upstream connection is the tunnel's.
-        return upgrade::forward(service, route, limits, client, offered, recorder, request).await;
+        let asks = upgrade::Asks { client, offered };
+        return upgrade::forward(service, route, limits, asks, recorder, request, marks).await;
     }
     let upstream = &route.upstream;
     let request = outgoing(route, limits, client.addr, client.secure, request)?;
+    marks
+        .steps
+        .step_with("connect upstream", None, marks.upstream);
     let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
+    let on = WaitsOn::Connection(stream.info().id);
+    let mut abandon = Abandon(Some(stream.transport().clone()));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
@@ -134,7 +162,11 @@ pub(crate) async fn forward(
             tracing::debug!(upstream = %url, %err, "upstream connection ended with an error");
         }
     });
+    marks
+        .steps
+        .step_with("response head", Some(on), marks.upstream);
     let response = send(&mut sender, request, upstream, limits).await?;
+    abandon.0 = None;
     // RFC 9110 §15.2.2: a server switches protocols only when the request asked to
     // (requests that ask go through `upgrade`); the client could not follow.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

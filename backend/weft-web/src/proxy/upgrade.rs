@@ -28,9 +28,10 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use weft::defer::WaitsOn;
 use weft::{InspectedStream, Reactor, Transport};
 
-use super::{Client, UpstreamError, connect, outgoing, respond, send};
+use super::{Abandon, Client, Marks, UpstreamError, connect, outgoing, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
 use crate::headers::strip_hop_by_hop;
@@ -97,18 +98,26 @@ impl Slot {
     }
 }
 
-/// Forwards a request that asks to switch to `offered` over a connection of its own;
-/// on a 101, leaves the upstream end in the client's slot. Counts the outcome.
+/// A request that asks to switch protocols: from whom, and to what.
+pub(crate) struct Asks<'a> {
+    /// The client's connection.
+    pub(crate) client: Client<'a>,
+    /// What its `Upgrade` offers.
+    pub(crate) offered: HeaderValue,
+}
+
+/// Forwards a request that asks to switch protocols over a connection of its own; on a
+/// 101, leaves the upstream end in the client's tunnel slot. Counts the outcome.
 pub(crate) async fn forward(
     service: &str,
     route: &Route,
     limits: &Limits,
-    client: Client<'_>,
-    offered: HeaderValue,
+    asks: Asks<'_>,
     recorder: &Rc<dyn Recorder>,
     request: Request<Incoming>,
+    marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    let result = switch(service, route, limits, &client, offered, recorder, request).await;
+    let result = switch(service, route, limits, &asks, recorder, request, marks).await;
     let outcome = match &result {
         Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             UpgradeOutcome::Tunnelled
@@ -125,17 +134,23 @@ async fn switch(
     service: &str,
     route: &Route,
     limits: &Limits,
-    client: &Client<'_>,
-    offered: HeaderValue,
+    asks: &Asks<'_>,
     recorder: &Rc<dyn Recorder>,
     request: Request<Incoming>,
+    marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
+    let Asks { client, offered } = asks;
     let upstream = &route.upstream;
     let mut request = outgoing(route, limits, client.addr, client.secure, request)?;
     let headers = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, offered.clone());
+    marks
+        .steps
+        .step_with("connect upstream", None, marks.upstream);
     let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
+    let on = WaitsOn::Connection(stream.info().id);
+    let mut abandon = Abandon(Some(stream.transport().clone()));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
@@ -144,13 +159,17 @@ async fn switch(
     Reactor::current().spawn(async move {
         let _ = parts_tx.send(connection.without_shutdown().await);
     });
+    marks
+        .steps
+        .step_with("response head", Some(on), marks.upstream);
     let response = send(&mut sender, request, upstream, limits).await?;
+    abandon.0 = None;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(respond(route, response));
     }
     let switch = |why: &str| UpstreamError::Switch(upstream.url.clone(), why.to_owned());
     let chosen = match response.headers().get(header::UPGRADE) {
-        Some(chosen) if offers(&offered, chosen) => chosen.clone(),
+        Some(chosen) if offers(offered, chosen) => chosen.clone(),
         Some(_) => return Err(switch("to a protocol the client did not offer")),
         None => return Err(switch("without saying to what (no Upgrade)")),
     };

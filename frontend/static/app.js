@@ -4,6 +4,7 @@ import { Live, post } from "./live.js";
 import { OverviewView } from "./overview.js";
 import { ConnectionsView, ConnectionView } from "./connections.js";
 import { DeferredsView } from "./deferreds.js";
+import { HttpView } from "./http.js";
 
 const errors = [];
 window.addEventListener("error", (e) => errors.push(String(e.message)));
@@ -16,6 +17,7 @@ const views = {
   deferreds: DeferredsView,
   deferred: DeferredsView,
   services: OverviewView,
+  http: HttpView,
 };
 
 function start() {

@@ -56,7 +56,7 @@ function row(d) {
     el("td", { class: "mono" }, d.site),
     el("td", {}, d.service || ""),
     el("td", {}, d.connection_id != null ? el("a", { href: `/connections/${d.connection_id}` }, d.connection_id) : ""),
-    el("td", { class: "mono" }, d.current_step || ""),
+    el("td", { class: "mono" }, d.step_name ? el("strong", {}, d.step_name) : "", d.step_name && d.current_step ? " " : "", d.current_step || ""),
     el("td", {}, el("span", { class: `pill ${d.state}` }, d.state),
       ...flags.map((f) => el("span", { class: `pill ${f === "stalled" || f === "slow" ? "warn" : "bad"}` }, f))),
     el("td", {}, pending ? el("button", { type: "button", class: "btn small", "data-action": "cancel", "data-id": d.id }, "Cancel") : null));

@@ -24,6 +24,17 @@ export function clock(ms) {
   return `${p(Math.floor(d / 3600000))}:${p(Math.floor(d / 60000) % 60)}:${p(Math.floor(d / 1000) % 60)}.${p(d % 1000, 3)}`;
 }
 
+export function millis(ms) {
+  if (ms === null || ms === undefined) return "–";
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 100) return `${ms.toFixed(1)} ms`;
+  return `${ms.toFixed(0)} ms`;
+}
+
+export function maybe(n) {
+  return n === null || n === undefined ? "–" : String(n);
+}
+
 export function rate(v) {
   return v >= 100 ? v.toFixed(0) : v.toFixed(1);
 }

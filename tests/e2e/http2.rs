@@ -401,7 +401,7 @@ fn hyper_h2_client_gets_files_ranges_and_proxied_answers_over_tls_and_h2c() {
 }
 
 /// An HTTP/2 frame head: length, type, flags, stream.
-fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+pub(crate) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
     let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
     out.extend_from_slice(&len[1..]);
     out.extend_from_slice(&[kind, flags]);

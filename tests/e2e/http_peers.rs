@@ -18,6 +18,8 @@ pub(crate) struct Upstream {
 struct Shared {
     /// Each request's head, one line per entry.
     heads: Mutex<Vec<Vec<String>>>,
+    /// Connections accepted.
+    connections: std::sync::atomic::AtomicUsize,
     held: Mutex<bool>,
     released: Condvar,
 }
@@ -44,6 +46,9 @@ impl Upstream {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
+                serving
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let shared = serving.clone();
                 std::thread::spawn(move || serve(stream, &shared));
             }
@@ -60,6 +65,13 @@ impl Upstream {
     /// How many requests arrived.
     pub(crate) fn received(&self) -> usize {
         self.shared.heads.lock().unwrap().len()
+    }
+
+    /// How many connections it accepted.
+    pub(crate) fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The request target of each request, in order.

@@ -39,7 +39,7 @@ fn changed(
         .collect()
 }
 
-fn promtool_check(text: &str) -> String {
+pub(crate) fn promtool_check(text: &str) -> String {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -13,6 +13,7 @@ use crate::data::{
 use crate::error::ApiError;
 use crate::history;
 use crate::state::DashboardState;
+use crate::views::{self, ServiceFigures};
 
 /// The header that carries the note on answers whose JSON has no place for it (lists).
 pub const HISTORY_ERROR_HEADER: &str = "weft-history-error";
@@ -97,6 +98,11 @@ pub(crate) async fn deferred(
         detail,
         history_error,
     }))
+}
+
+/// `/api/http`: each HTTP service's routes and upstreams ([`crate::views`]).
+pub(crate) async fn http(State(state): State<DashboardState>) -> Json<Vec<ServiceFigures>> {
+    Json(views::http(&state))
 }
 
 /// `?after=SEQ&limit=N` of `/api/events`.

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Name, content type, bytes.
-const FILES: [(&str, &str, &str); 9] = [
+const FILES: [(&str, &str, &str); 10] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
@@ -41,6 +41,11 @@ const FILES: [(&str, &str, &str); 9] = [
         "deferreds.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../frontend/static/deferreds.js"),
+    ),
+    (
+        "http.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../frontend/static/http.js"),
     ),
     (
         "style.css",

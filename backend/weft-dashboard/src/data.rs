@@ -12,7 +12,7 @@ use weft::defer::{DeferredState, StepStatus};
 use weft::observe::ConnectionId;
 use weft_store::{
     Column, ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
-    ServiceRecord, StepRecord,
+    NamedStepRecord, ServiceRecord, StepRecord,
 };
 use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
 
@@ -307,7 +307,29 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         slow: d.slow,
         unhandled: d.unhandled,
         leaked: d.leaked,
+        step_name: d.named_step().map(|s| s.name.to_owned()),
+        step_detail: d.named_step().and_then(|s| s.detail.clone()),
+        waiting_on_connection: d.named_step().and_then(|s| s.waiting_on_connection).map(n),
+        named_steps_json: (!d.named_steps.is_empty())
+            .then(|| serde_json::to_string(&d.named_steps).ok())
+            .flatten(),
     }
+}
+
+/// A live chain's named steps as the store would keep them.
+pub fn named_step_records(d: &DeferredSnapshot) -> Vec<NamedStepRecord> {
+    d.named_steps
+        .iter()
+        .map(|s| NamedStepRecord {
+            index: s.index,
+            name: s.name.to_owned(),
+            detail: s.detail.clone(),
+            waiting_on_connection: s.waiting_on_connection,
+            waiting_on_deferred: s.waiting_on_deferred,
+            started_at_ms: s.started_at_ms,
+            duration_ms: s.duration_ms,
+        })
+        .collect()
 }
 
 /// A live chain's steps as the store would keep them: those run, then those queued.
@@ -443,6 +465,7 @@ pub async fn deferred(
     let detail = DeferredDetail {
         deferred: deferred_record(&live),
         steps: step_records(&live),
+        named_steps: named_step_records(&live),
         children,
     };
     Ok((Some(detail), history_error))

@@ -64,6 +64,22 @@ pub fn clock(ms: &i64) -> String {
     )
 }
 
+/// Milliseconds with a precision that suits them (`0.42 ms`, `12.5 ms`, `1200 ms`), or
+/// `–` for none.
+pub fn millis(ms: &Option<f64>) -> String {
+    match *ms {
+        None => "–".into(),
+        Some(ms) if ms < 1.0 => format!("{ms:.2} ms"),
+        Some(ms) if ms < 100.0 => format!("{ms:.1} ms"),
+        Some(ms) => format!("{ms:.0} ms"),
+    }
+}
+
+/// A count the service may not track: `–` for none.
+pub fn maybe(n: &Option<u64>) -> String {
+    n.map_or_else(|| "–".into(), |n| n.to_string())
+}
+
 /// Percent-encodes `s` for a query string value.
 pub fn url(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -93,5 +109,10 @@ mod tests {
         assert_eq!(rate(&1234.5), "1234");
         assert_eq!(clock(&(3_600_000 + 61_001)), "01:01:01.001");
         assert_eq!(url("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(millis(&Some(0.4219)), "0.42 ms");
+        assert_eq!(millis(&Some(12.54)), "12.5 ms");
+        assert_eq!(millis(&Some(1234.0)), "1234 ms");
+        assert_eq!(millis(&None), "–");
+        assert_eq!(maybe(&None), "–");
     }
 }

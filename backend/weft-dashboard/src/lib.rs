@@ -24,6 +24,10 @@
 //!   header links and the JSON API.
 //! - [`cards`]: the overview's service cards, their sparklines drawn on the server with a
 //!   title that reads out their figures.
+//! - [`views`]: the figures of the services' own views (`weft_telemetry::ServiceViews`)
+//!   for the HTTP page and `/api/http`: per route requests per second, status classes and
+//!   p50/p99 over a window, measured against readings kept while someone looks; each
+//!   service's upstreams.
 //! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
@@ -67,6 +71,7 @@ pub mod series;
 pub mod server;
 pub mod sort;
 pub mod state;
+pub mod views;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -101,6 +106,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/deferreds", get(pages::deferreds))
         .route("/deferreds/{id}", get(pages::deferred))
         .route("/services", get(pages::services))
+        .route("/http", get(pages::http))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/services", get(api::services))
         .route("/api/connections", get(api::connections))
@@ -108,6 +114,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/deferreds", get(api::deferreds))
         .route("/api/deferreds/{id}", get(api::deferred))
         .route("/api/events", get(api::events))
+        .route("/api/http", get(api::http))
         .route("/ws", get(live::ws))
         .route("/static/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::fmt;
 use crate::sort::{ConnectionOrder, SortKey};
 use crate::state::DashboardState;
+use crate::views::{self, ServiceFigures};
 
 /// A service's configuration, indented.
 pub(crate) fn pretty(v: &serde_json::Value) -> String {
@@ -458,6 +459,24 @@ pub(crate) async fn services(State(state): State<DashboardState>) -> Response {
         page: "services",
         services,
         history_error,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "http.html")]
+struct Http {
+    /// Which navigation link the layout marks as the current page.
+    page: &'static str,
+    services: Vec<ServiceFigures>,
+    /// The seconds rates and percentiles are measured over.
+    window_s: u64,
+}
+
+pub(crate) async fn http(State(state): State<DashboardState>) -> Response {
+    html(&Http {
+        page: "http",
+        services: views::http(&state),
+        window_s: views::WINDOW.as_secs(),
     })
 }
 

@@ -14,6 +14,7 @@ use crate::live::{DEFAULT_MAX_LIVE_CLIENTS, Fanout};
 use crate::metrics::DashboardMetrics;
 use crate::series::Series;
 use crate::server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER};
+use crate::views::ViewHistory;
 
 /// The dashboard's state: cheap to clone, shared by every request.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct DashboardState {
     /// Where `POST /api/reload` asks the program to reload its configuration; without
     /// one it answers `503`.
     pub reloader: Option<Reloader>,
+    /// The readings the HTTP view's rates and percentiles are measured against.
+    pub http: Arc<ViewHistory>,
 }
 
 /// One request to reload: the program answers it with the outcome.
@@ -109,6 +112,7 @@ impl DashboardState {
             max_connections_per_peer: DEFAULT_MAX_CONNECTIONS_PER_PEER,
             metrics,
             reloader: None,
+            http: Arc::new(ViewHistory::default()),
         }
     }
 

@@ -97,6 +97,7 @@ impl Running {
         let mut env = ServiceEnv::register(hub.registry(), &config.services);
         // How the process logs is read at start; a reload that changes it says restart.
         env.access_log_fields = config.log.format == LogFormat::Json;
+        env.views = hub.views().clone();
         services::access_log::reopen_on_sigusr1(reactor, env.access_logs.clone());
         // `/readyz` stays 503 until each of these is up and the reactor runs.
         for service in &config.services {
@@ -220,17 +221,27 @@ impl Running {
             .filter(|p| replaced(&p.info().service))
             .collect();
         let handover = self.reactor.handover(offered);
+        let views = self.env.views.saved();
         let mut started = Vec::new();
         for service in &new.services {
             if !applied.added.contains(&service.name) && !applied.changed.contains(&service.name) {
                 continue;
             }
             let options = successor_options(service, self.options.get(&service.name));
-            // An error here drops the handover: nothing started, nothing stopped.
-            self.start_one(service, &options)?;
+            // An error here drops the handover: nothing started, nothing stopped, and the
+            // views show the services that go on.
+            if let Err(e) = self.start_one(service, &options) {
+                self.env.views.restore(views);
+                return Err(e);
+            }
             started.push((service, options));
         }
         let kept = handover.commit();
+        self.env.views.retain(|name, kind| {
+            new.services
+                .iter()
+                .any(|s| s.name == name && s.kind.as_str() == kind)
+        });
 
         let deadline = self.reactor.config().shutdown_deadline;
         for port in kept {

@@ -147,6 +147,10 @@ impl Insert for DeferredRecord {
         "slow",
         "unhandled",
         "leaked",
+        "step_name",
+        "step_detail",
+        "waiting_on_connection",
+        "named_steps_json",
     ];
     const KEY: &'static [&'static str] = &["id"];
     /// Every write of a chain is a full picture except a detection the hub reports after it
@@ -169,6 +173,10 @@ impl Insert for DeferredRecord {
         ("slow", Merge::Sticky),
         ("unhandled", Merge::Sticky),
         ("leaked", Merge::Sticky),
+        ("step_name", Merge::KeepIfNull),
+        ("step_detail", Merge::KeepIfNull),
+        ("waiting_on_connection", Merge::KeepIfNull),
+        ("named_steps_json", Merge::KeepIfNull),
     ];
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
@@ -188,6 +196,10 @@ impl Insert for DeferredRecord {
             .bind(self.slow)
             .bind(self.unhandled)
             .bind(self.leaked)
+            .bind(self.step_name.as_deref())
+            .bind(self.step_detail.as_deref())
+            .bind(self.waiting_on_connection)
+            .bind(self.named_steps_json.as_deref())
     }
 }
 

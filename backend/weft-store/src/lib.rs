@@ -68,8 +68,8 @@ pub use interrupted::PROCESS_ENDED;
 pub use options::StoreOptions;
 pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
 pub use records::{
-    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, Record, ServiceRecord,
-    StepRecord,
+    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, NamedStepRecord, Record,
+    ServiceRecord, StepRecord,
 };
 pub use stats::{StatsSnapshot, StoreStats};
 pub use writer::Writer;

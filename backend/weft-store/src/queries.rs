@@ -23,7 +23,8 @@ const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, op
      FROM connections";
 
 const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
-     created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked \
+     created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked, \
+     step_name, step_detail, waiting_on_connection, named_steps_json \
      FROM deferreds";
 
 /// Which connections to list.
@@ -270,6 +271,7 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(children_sql());
         let children = sqlx::query_as(sql).bind(id).fetch_all(&pool).await?;
         Ok(Some(DeferredDetail {
+            named_steps: deferred.named_steps(),
             deferred,
             steps,
             children,

@@ -165,6 +165,22 @@ pub struct DeferredRecord {
     pub unhandled: bool,
     /// It was dropped without ever firing.
     pub leaked: bool,
+    // The named-step columns came with migration 3: files written before it are read
+    // (without migrating, as a backup tool would) with these empty.
+    /// The named step its code says it is at, or ended at ("response head").
+    #[sqlx(default)]
+    pub step_name: Option<String>,
+    /// What that step is about (an upstream's name), at most 128 bytes.
+    #[sqlx(default)]
+    pub step_detail: Option<String>,
+    /// The connection that step waits on.
+    #[sqlx(default)]
+    pub waiting_on_connection: Option<i64>,
+    /// Every named step so far, a JSON array of [`NamedStepRecord`]s; shown parsed, as
+    /// [`DeferredDetail::named_steps`].
+    #[serde(skip)]
+    #[sqlx(default)]
+    pub named_steps_json: Option<String>,
 }
 
 impl DeferredRecord {
@@ -195,6 +211,37 @@ pub struct StepRecord {
     pub outcome: String,
     /// The Deferred it returned, which the chain then waited on.
     pub child_id: Option<i64>,
+}
+
+/// A step a chain's own code named (`weft::defer::Steps`), as stored in
+/// [`DeferredRecord::named_steps_json`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedStepRecord {
+    /// Position among the chain's named steps, from 0.
+    pub index: u32,
+    /// Its name, such as `connect upstream`.
+    pub name: String,
+    /// What it is about (an upstream's name, a route's prefix), at most 128 bytes.
+    pub detail: Option<String>,
+    /// The connection it waits on.
+    pub waiting_on_connection: Option<u64>,
+    /// The Deferred it waits on.
+    pub waiting_on_deferred: Option<u64>,
+    /// When it began, unix milliseconds.
+    pub started_at_ms: i64,
+    /// How long it lasted, milliseconds; `None` while the chain is still at it.
+    pub duration_ms: Option<u64>,
+}
+
+impl DeferredRecord {
+    /// Its named steps, read from [`named_steps_json`](Self::named_steps_json); none when
+    /// the column is empty or unreadable.
+    pub fn named_steps(&self) -> Vec<NamedStepRecord> {
+        self.named_steps_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// An entry of the event log, keyed by the producer's monotonic sequence number.
@@ -264,6 +311,8 @@ pub struct DeferredDetail {
     pub deferred: DeferredRecord,
     /// Its steps in chain order.
     pub steps: Vec<StepRecord>,
+    /// The steps its code named, in order.
+    pub named_steps: Vec<NamedStepRecord>,
     /// Deferreds whose `parent_id` is this one, oldest first.
     pub children: Vec<DeferredRecord>,
 }

@@ -166,6 +166,11 @@ mod tests {
             "connection events",
             "577b1bb2afa2d9768947c95dee0be4e0b0bd6d29dc2e4616848d652d9c101d104e215e3d086f553e32ee6d2610e8bcaa",
         ),
+        (
+            3,
+            "named steps",
+            "85a668a6fa80dec58eaee70abeabf7650a886a339dae2da52768bad81fece5eec52be4625a9c1247a3976a1be81e840f",
+        ),
     ];
 
     fn hex(bytes: &[u8]) -> String {

@@ -259,6 +259,10 @@ async fn a_detection_written_after_its_chain_ended_adds_its_flag_and_keeps_the_r
         label: Some("upstream call".into()),
         connection_id: Some(3),
         current_step: Some("src/proxy.rs:88".into()),
+        step_name: Some("response head".into()),
+        step_detail: Some("http://backend-a".into()),
+        waiting_on_connection: Some(12),
+        named_steps_json: Some(r#"[{"index":0,"name":"response head","detail":"http://backend-a","waiting_on_connection":12,"waiting_on_deferred":null,"started_at_ms":1000,"duration_ms":null}]"#.into()),
         ..deferred(8, "failed", 1_000)
     };
     let detected = DeferredRecord {
@@ -270,6 +274,10 @@ async fn a_detection_written_after_its_chain_ended_adds_its_flag_and_keeps_the_r
         current_step: None,
         failure: Some("ConnectionLost: upstream refused".into()),
         unhandled: true,
+        step_name: None,
+        step_detail: None,
+        waiting_on_connection: None,
+        named_steps_json: None,
         ..ended.clone()
     };
     // A snapshot taken while it was still pending, written after its end.
@@ -295,6 +303,12 @@ async fn a_detection_written_after_its_chain_ended_adds_its_flag_and_keeps_the_r
         }
     );
     assert_eq!(stored.steps.len(), 1);
+    let named = &stored.named_steps;
+    assert_eq!(named.len(), 1, "the named steps are read back: {stored:?}");
+    assert_eq!(
+        (named[0].name.as_str(), named[0].waiting_on_connection),
+        ("response head", Some(12))
+    );
     let unhandled = store
         .deferreds(Some(DeferredFilter::Unhandled), None, 10)
         .await

@@ -45,6 +45,29 @@ pub struct StepSnapshot {
     pub child: Option<u64>,
 }
 
+/// Named steps kept per chain; later ones only move the current step.
+pub const MAX_NAMED_STEPS: usize = 32;
+
+/// A step the chain's own code named (`weft::defer::Steps`): where async code says it
+/// is, which the callback steps cannot show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedStepSnapshot {
+    /// Position among the chain's named steps, from 0.
+    pub index: u32,
+    /// Its name, such as `connect upstream`.
+    pub name: &'static str,
+    /// What it is about (an upstream's name, a route's prefix), at most 128 bytes.
+    pub detail: Option<String>,
+    /// The connection it waits on.
+    pub waiting_on_connection: Option<u64>,
+    /// The Deferred it waits on.
+    pub waiting_on_deferred: Option<u64>,
+    /// When it began, unix milliseconds.
+    pub started_at_ms: i64,
+    /// How long it lasted, milliseconds; `None` while the chain is at it.
+    pub duration_ms: Option<u64>,
+}
+
 /// A step added to a chain and not run yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueuedStep {
@@ -100,6 +123,9 @@ pub struct DeferredSnapshot {
     /// Steps added and not run yet, in the order they will run (at most [`MAX_STEPS`]);
     /// the first is the one a chain that has not fired or is paused waits before.
     pub queued: Vec<QueuedStep>,
+    /// The steps its code named, in order (at most [`MAX_NAMED_STEPS`]); the last is the
+    /// one it is at, or ended at.
+    pub named_steps: Vec<NamedStepSnapshot>,
 }
 
 impl DeferredSnapshot {
@@ -132,7 +158,13 @@ impl DeferredSnapshot {
             leaked: self.leaked,
             steps: Vec::new(),
             queued: Vec::new(),
+            named_steps: self.named_steps.clone(),
         }
+    }
+
+    /// The named step it is at, or ended at.
+    pub fn named_step(&self) -> Option<&NamedStepSnapshot> {
+        self.named_steps.last()
     }
 }
 
@@ -174,6 +206,35 @@ impl Chain {
         self.snapshot.queued.drain(..ran);
         if self.snapshot.steps.len() < MAX_STEPS {
             self.snapshot.steps.push(step);
+        }
+    }
+
+    /// Marks the named step `step` began at `at_ms`: a new one ends the current one; the
+    /// same index again says what the current one now waits on.
+    pub(crate) fn name_step(&mut self, step: NamedStepSnapshot) {
+        let named = &mut self.snapshot.named_steps;
+        if let Some(last) = named.last_mut() {
+            if last.index == step.index {
+                last.waiting_on_connection = step.waiting_on_connection;
+                last.waiting_on_deferred = step.waiting_on_deferred;
+                last.detail = step.detail;
+                return;
+            }
+            last.duration_ms
+                .get_or_insert(elapsed_ms(last.started_at_ms, step.started_at_ms));
+        }
+        if named.len() >= MAX_NAMED_STEPS {
+            // The first steps stay (where it began); the last slot follows the current one.
+            named.pop();
+        }
+        named.push(step);
+    }
+
+    /// The chain's work ended at `at_ms` (it fired): its current named step is over.
+    pub(crate) fn end_named_step(&mut self, at_ms: i64) {
+        if let Some(last) = self.snapshot.named_steps.last_mut() {
+            last.duration_ms
+                .get_or_insert(elapsed_ms(last.started_at_ms, at_ms));
         }
     }
 
@@ -277,6 +338,10 @@ impl Chains {
     pub(crate) fn get(&self, id: u64) -> Option<DeferredSnapshot> {
         self.lock().get(&id).map(Chain::snapshot_now)
     }
+}
+
+fn elapsed_ms(from_ms: i64, to_ms: i64) -> u64 {
+    u64::try_from(to_ms.saturating_sub(from_ms)).unwrap_or(0)
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -15,12 +15,14 @@ use prometheus::{
 };
 use weft::defer::{
     Created, DeferredEvent, DeferredId, DeferredState, Detector, FailureInfo, Leaked, Outcome,
-    Site, SlowCallback, Stalled, StepFinished, Subject,
+    Site, SlowCallback, Stalled, StepFinished, Subject, WaitsOn,
 };
 use weft::observe::ConnectionId;
 
 use crate::bus::EventKind;
-use crate::chains::{Chain, Chains, DeferredSnapshot, QueuedStep, StepSnapshot, now_ms};
+use crate::chains::{
+    Chain, Chains, DeferredSnapshot, NamedStepSnapshot, QueuedStep, StepSnapshot, now_ms,
+};
 use crate::live::{LiveRegistry, unix_ms};
 
 /// Buckets for callback durations, in seconds: ten microseconds to a few seconds.
@@ -218,7 +220,23 @@ impl DeferredTracker {
                 chain.snapshot.waiting_on = None;
                 chain.snapshot.state = DeferredState::Running;
             }),
+            DeferredEvent::Named(n) => self.update(n.id, |chain| {
+                chain.name_step(NamedStepSnapshot {
+                    index: n.step.index,
+                    name: n.step.name,
+                    detail: n.step.detail.as_ref().map(|d| d.as_str().to_owned()),
+                    waiting_on_connection: n
+                        .step
+                        .waits_on
+                        .and_then(WaitsOn::connection)
+                        .map(|c| c.0),
+                    waiting_on_deferred: n.step.waits_on.and_then(WaitsOn::deferred).map(|d| d.0),
+                    started_at_ms: unix_ms(n.at),
+                    duration_ms: None,
+                });
+            }),
             DeferredEvent::Fired(f) => self.update(f.id, |chain| {
+                chain.end_named_step(unix_ms(f.at));
                 chain.snapshot.fired_at_ms = Some(unix_ms(f.at));
                 chain.snapshot.state = DeferredState::Running;
                 if let Some(failure) = f.outcome.failure() {
@@ -431,13 +449,28 @@ fn blank_snapshot(
         leaked: false,
         steps: Vec::new(),
         queued: Vec::new(),
+        named_steps: Vec::new(),
     }
 }
 
-/// What the stall detector says about a chain: how long, in which state, where.
+/// What the stall detector says about a chain: how long, in which state, where; and the
+/// named step its code says it is at, with what that step waits on.
 fn stalled_detail(s: &Stalled) -> String {
+    let named = s.named.as_ref().map_or_else(String::new, |n| {
+        let about = n
+            .detail
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        let on = match n.waits_on {
+            Some(WaitsOn::Connection(c)) => format!(" on connection {c}"),
+            Some(WaitsOn::Deferred(d)) => format!(" on Deferred {d}"),
+            None => String::new(),
+        };
+        format!(", at \"{}\"{about}{on}", n.name)
+    });
     format!(
-        "{} for {:.1}s (threshold {:.1}s) at step {}{}{}",
+        "{} for {:.1}s (threshold {:.1}s) at step {}{}{}{named}",
         s.state.as_str(),
         s.stalled_for.as_secs_f64(),
         s.threshold.as_secs_f64(),

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::ready::{Readiness, ReadinessReport};
 use crate::refusals::RefusalGate;
 use crate::reload::{ReloadOutcome, Reloads};
+use crate::views::ServiceViews;
 
 /// The label of slow callbacks that ran outside any service (a timer, a hook).
 const NO_SERVICE: &str = "reactor";
@@ -42,6 +43,8 @@ pub struct Hub {
     /// [`set_expected_listeners`](Self::set_expected_listeners)). A std mutex: taken briefly,
     /// by a reload and by the dashboard's sampler, never across an await.
     retired: Mutex<BTreeSet<String>>,
+    /// What each service shows of itself beyond its connections, set by the program.
+    views: ServiceViews,
 }
 
 impl std::fmt::Debug for Hub {
@@ -76,6 +79,7 @@ impl Hub {
             no_service: NO_SERVICE.into(),
             reloads: OnceLock::new(),
             retired: Mutex::default(),
+            views: ServiceViews::default(),
         }))
     }
 
@@ -170,6 +174,11 @@ impl Hub {
     /// expected listener is up; if not, what is missing.
     pub fn readiness(&self) -> ReadinessReport {
         self.ready.report()
+    }
+
+    /// The views services register of themselves (routes, upstreams), for the dashboard.
+    pub fn views(&self) -> &ServiceViews {
+        &self.views
     }
 
     /// The settings it was built with.

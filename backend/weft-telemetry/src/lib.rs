@@ -45,6 +45,9 @@
 //! A service's connection series (opened, active, closed by reason, bytes) exist at zero
 //! from the moment one of its listeners starts, so `rate()` sees its first connection and
 //! an alert on their absence means the service is not there.
+//! - [`views`]: [`ServiceViews`], what each service shows of itself beyond its
+//!   connections (routes with their status classes and latency, upstreams), registered
+//!   by the program and asked for by the dashboard from any thread.
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
 //!   (each carrying how many were left out); the metric counts every one.
 //!
@@ -63,9 +66,10 @@ mod process;
 pub mod ready;
 pub mod refusals;
 pub mod reload;
+pub mod views;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
-pub use chains::{DeferredSnapshot, StepSnapshot};
+pub use chains::{DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use fold::{Folded, fold};
 pub use hub::Hub;
@@ -73,3 +77,4 @@ pub use live::ConnectionSnapshot;
 pub use process::VERSION;
 pub use ready::ReadinessReport;
 pub use reload::{ReloadOutcome, ReloadResult};
+pub use views::{ServiceSnapshot, ServiceView, ServiceViews};

@@ -1,10 +1,12 @@
 //! The hub's picture of a pending chain: the steps it ran and the ones it has not run yet,
-//! so an operator can see where a chain is stuck ("before step 3 of 5").
+//! so an operator can see where a chain is stuck ("before step 3 of 5"), and the steps
+//! its code named.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use weft::defer::{Deferred, DeferredState};
+use weft::defer::{Deferred, DeferredState, StepDetail, WaitsOn};
+use weft::observe::ConnectionId;
 use weft::{Reactor, ReactorConfig};
 use weft_telemetry::chains::QueuedStep;
 use weft_telemetry::{Hub, HubConfig};
@@ -213,4 +215,75 @@ fn only_the_last_chains_that_failed_are_kept_for_a_late_report() {
         "forgotten: only what the report knows"
     );
     assert!(last.fired_at_ms.is_some(), "kept: the record as it ended");
+}
+
+/// Async code names its steps: the hub lists them in order, each ended by the next, the
+/// current one with what it waits on; the stall report says where the chain is.
+#[test]
+fn named_steps_are_listed_in_order_and_a_stall_report_names_the_current_one() {
+    let reactor = Reactor::with_config(ReactorConfig {
+        stall_after: Duration::from_secs(5),
+        ..ReactorConfig::default()
+    })
+    .unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+    let clock = weft::testing::Clock::fake();
+    let _clock = clock.install();
+
+    let (resolver, d) = Deferred::<()>::traced(Some("http request"), None);
+    let id = d.id().0;
+    let steps = d.steps();
+    let upstream = StepDetail::new("http://backend-a");
+    steps.step_with("connect upstream", None, Some(&upstream));
+    steps.waits_on(WaitsOn::Connection(ConnectionId(12)));
+    steps.step_with(
+        "response head",
+        Some(WaitsOn::Connection(ConnectionId(12))),
+        Some(&upstream),
+    );
+    let chain = hub.deferred(id).expect("pending");
+    let named: Vec<_> = chain
+        .named_steps
+        .iter()
+        .map(|s| (s.index, s.name, s.duration_ms.is_some()))
+        .collect();
+    assert_eq!(
+        named,
+        [(0, "connect upstream", true), (1, "response head", false)]
+    );
+    assert_eq!(chain.named_steps[0].waiting_on_connection, Some(12));
+    let at = chain.named_step().expect("at a named step");
+    assert_eq!(at.detail.as_deref(), Some("http://backend-a"));
+    assert_eq!(at.waiting_on_connection, Some(12));
+
+    clock.advance(Duration::from_secs(6));
+    weft::defer::scan_for_stalls();
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let detail = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            weft_telemetry::EventKind::DeferredDetected { detail, .. } => Some(detail.clone()),
+            _ => None,
+        })
+        .expect("a stall report");
+    assert!(
+        detail.contains(r#"at "response head" (http://backend-a) on connection 12"#),
+        "{detail}"
+    );
+
+    // Steps beyond the bound move the last slot; the first ones stay.
+    for _ in 0..weft_telemetry::MAX_NAMED_STEPS {
+        steps.step("retry");
+    }
+    steps.step("answer");
+    let chain = hub.deferred(id).expect("pending");
+    assert_eq!(chain.named_steps.len(), weft_telemetry::MAX_NAMED_STEPS);
+    assert_eq!(chain.named_steps[0].name, "connect upstream");
+    assert_eq!(chain.named_step().map(|s| s.name), Some("answer"));
+
+    resolver.callback(());
+    drop(d);
+    assert!(hub.deferred(id).is_none());
 }

@@ -109,6 +109,9 @@ pub struct Route {
     /// PEM file of the roots `https://` upstreams are verified against; the system's
     /// roots when `None`.
     pub ca: Option<PathBuf>,
+    /// `Cache-Control` sent with the upstream's responses that carry none of their own
+    /// (none added when `None`).
+    pub cache_control: Option<HeaderValue>,
 }
 
 impl Route {
@@ -141,6 +144,7 @@ impl Route {
             balance: Balance::default(),
             health: Health::default(),
             ca: None,
+            cache_control: None,
         })
     }
 

@@ -18,7 +18,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names, and
-/// `Upgrade` (protocol upgrades are not proxied). `Connection` cannot name `Host` away:
+/// `Upgrade` (an exchange that really switches protocols sets it again for its next hop:
+/// `proxy::upgrade`). `Connection` cannot name `Host` away:
 /// the target's host is part of the request, not of the hop (RFC 9110 §7.6.1 forbids a
 /// sender to list such a field, and the upstream needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {

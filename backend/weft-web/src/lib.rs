@@ -45,7 +45,8 @@
 //!   (round robin or least connections), ejects one that keeps failing, runs active
 //!   health checks and shares each upstream's state with other threads
 //!   ([`UpstreamsView`]); `proxy::pool` keeps HTTP/1.1 connections alive per upstream
-//!   (opened by the reactor, so listed under the service). [`headers`]: hop-by-hop
+//!   (opened by the reactor, so listed under the service); `proxy::upgrade`: requests
+//!   that switch protocols (WebSocket), tunnelled after the 101. [`headers`]: hop-by-hop
 //!   removal and `Forwarded` / `X-Forwarded-*`.
 //! - [`access_log`]: one entry per response, escaped, written when the response body
 //!   ends, with the bytes actually sent: a Combined Log Format line or fields through
@@ -53,7 +54,13 @@
 //!   reopened for logrotate, losses counted).
 //! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels, and the
 //!   Prometheus families that record it ([`HttpMetrics`], [`AccessLogLosses`]).
+//! - [`routes`]: each route's series ([`RouteMetrics`]: requests by status class,
+//!   latency, upstream errors and the last few of them), readable from any thread, and a
+//!   service's routes as a view lists them ([`RouteFigures`]).
 //! - [`body`]: the response body type.
+//! - `trace`: a request's traced Deferred and its named steps (`route`, `connect
+//!   upstream`, `response head`, `read file`); a cancel from the inspector ends the
+//!   request's work and answers 503.
 //!
 //! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
 //! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
@@ -71,8 +78,10 @@ pub mod path;
 mod protocol;
 pub mod proxy;
 mod response;
+pub mod routes;
 mod rules;
 pub mod server;
+mod trace;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{
@@ -82,8 +91,9 @@ pub use config::{
 pub use embedded::EmbeddedFiles;
 pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
-    UpstreamFailure,
+    UpgradeOutcome, UpstreamFailure,
 };
 pub use mime::content_type;
 pub use proxy::{RecentError, UpstreamSnapshot, UpstreamsView};
+pub use routes::{RouteFigures, RouteMetrics};
 pub use server::{HttpService, StaticFiles};

@@ -9,11 +9,16 @@
 //! `weft_http_request_duration_seconds{service}`, failed upstream exchanges in
 //! `weft_http_upstream_errors_total{service}`, requests refused before they were served
 //! in `weft_http_requests_refused_total{service,reason}` (reason is one of [`Refusal`]'s
-//! labels), and access log lines a file could not take in
-//! `weft_http_access_log_dropped_total{service,reason}`. Per upstream (its URL as
-//! configured, so the label is bounded by the configuration): connections used, new or
-//! reused, in `weft_http_upstream_connections_total{service,upstream,reused}`, failures
-//! in `weft_http_upstream_failures_total{service,upstream,reason}` (reason is one of
+//! labels), requests that asked to switch protocols in
+//! `weft_http_upgrades_total{service,outcome}` (outcome is one of [`UpgradeOutcome`]'s
+//! labels), tunnels open after a 101 in `weft_http_tunnels_open{service}`, and access log
+//! lines a file could not take in `weft_http_access_log_dropped_total{service,reason}`.
+//! Each route's requests, latency and upstream errors have families of their own, with a
+//! `route` label ([`crate::routes`]).
+//! Per upstream (its URL as configured, so the label is bounded by the configuration):
+//! connections used, new or reused, in
+//! `weft_http_upstream_connections_total{service,upstream,reused}`, failures in
+//! `weft_http_upstream_failures_total{service,upstream,reason}` (reason is one of
 //! [`UpstreamFailure`]'s labels), ejections in
 //! `weft_http_upstream_ejections_total{service,upstream}`; and requests answered 503
 //! because every upstream of a route was ejected in
@@ -21,18 +26,21 @@
 
 mod upstream;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 pub use self::upstream::UpstreamFailure;
 use self::upstream::UpstreamSeries;
 use crate::access_log::{LogLoss, LossRecorder};
+use crate::routes::{RouteFamilies, RouteMetrics};
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
-const DURATION_BUCKETS: [f64; 14] = [
+pub(crate) const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -41,7 +49,7 @@ const DURATION_BUCKETS: [f64; 14] = [
 const ZERO_METHODS: [MethodLabel; 3] = [MethodLabel::Get, MethodLabel::Head, MethodLabel::Post];
 
 /// The status classes of [`ZERO_METHODS`]' series at zero (1xx is rare and hyper's own).
-const ZERO_CLASSES: [StatusClass; 4] = [
+pub(crate) const ZERO_CLASSES: [StatusClass; 4] = [
     StatusClass::Success,
     StatusClass::Redirection,
     StatusClass::ClientError,
@@ -79,6 +87,55 @@ pub trait Recorder {
     fn refused(&self, reason: Refusal) {
         let _ = reason;
     }
+    /// A request that asked to switch protocols was forwarded, with `outcome`.
+    fn upgrade(&self, outcome: UpgradeOutcome) {
+        let _ = outcome;
+    }
+    /// Tunnels open after a 101 changed by `change`: 1 when one opens, -1 when it ends.
+    fn tunnels(&self, change: i64) {
+        let _ = change;
+    }
+    /// The series of the route labelled `route` (a prefix, [`FILES`](crate::routes::FILES)
+    /// or [`UNROUTED`](crate::routes::UNROUTED)); asked once per route when a service is
+    /// made, and the same ones again for the same label. By default they count but are
+    /// registered nowhere.
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        Arc::new(RouteMetrics::detached(route))
+    }
+}
+
+/// What became of a request that asked to switch protocols, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpgradeOutcome {
+    /// The upstream switched: the 101 was passed on and the connections tunnelled.
+    Tunnelled,
+    /// The upstream answered without switching; the client got that answer.
+    Declined,
+    /// The upstream switched to a protocol the client did not offer, or named none (502).
+    Invalid,
+    /// The upstream could not be reached, or failed or timed out before answering.
+    Failed,
+}
+
+impl UpgradeOutcome {
+    /// Every outcome, in [`index`](Self::index) order.
+    pub const ALL: [Self; 4] = [Self::Tunnelled, Self::Declined, Self::Invalid, Self::Failed];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tunnelled => "tunnelled",
+            Self::Declined => "declined",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Why a request was refused, as a bounded label.
@@ -106,11 +163,14 @@ pub enum Refusal {
     /// An HTTP/2 connection ended with GOAWAY for a protocol error or a broken limit,
     /// such as streams reset faster than they are served (counted once per connection).
     Protocol,
+    /// The request's chain was cancelled from the inspector (the dashboard's cancel on its
+    /// Deferred): the exchange was abandoned and the client answered 503.
+    Cancelled,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -120,6 +180,7 @@ impl Refusal {
         Self::BodyTooLarge,
         Self::Ranges,
         Self::Protocol,
+        Self::Cancelled,
     ];
 
     /// The label value.
@@ -134,6 +195,7 @@ impl Refusal {
             Self::BodyTooLarge => "body_too_large",
             Self::Ranges => "ranges",
             Self::Protocol => "protocol",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -288,6 +350,13 @@ pub struct HttpMetrics {
     refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
     /// The per-upstream families.
     upstreams: UpstreamSeries,
+    /// Upgrade requests by outcome.
+    upgrades: [IntCounter; UpgradeOutcome::ALL.len()],
+    tunnels: IntGauge,
+    routes: RouteFamilies,
+    /// Each route's series by label, made on first use: the labels come from the
+    /// configuration, so there are as many as the configurations run name.
+    route_handles: RefCell<HashMap<String, Arc<RouteMetrics>>>,
 }
 
 impl HttpMetrics {
@@ -325,10 +394,28 @@ impl HttpMetrics {
             .const_label("service", service),
             &["reason"],
         )?;
+        let upgrades = IntCounterVec::new(
+            Opts::new(
+                "weft_http_upgrades_total",
+                "Requests that asked to switch protocols, by outcome.",
+            )
+            .const_label("service", service),
+            &["outcome"],
+        )?;
+        let tunnels = IntGauge::with_opts(
+            Opts::new(
+                "weft_http_tunnels_open",
+                "Connections tunnelled to an upstream after a 101, open now.",
+            )
+            .const_label("service", service),
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(upgrades.clone()))?;
+        registry.register(Box::new(tunnels.clone()))?;
+        let routes = RouteFamilies::register(registry, service)?;
         let metrics = Self {
             requests,
             handles: Default::default(),
@@ -337,6 +424,10 @@ impl HttpMetrics {
             refused,
             refused_handles: Default::default(),
             upstreams: UpstreamSeries::register(registry, service)?,
+            upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
+            tunnels,
+            routes,
+            route_handles: RefCell::default(),
         };
         for method in ZERO_METHODS {
             for class in ZERO_CLASSES {
@@ -397,6 +488,22 @@ impl Recorder for HttpMetrics {
     fn upstream_unavailable(&self, route: &str) {
         self.upstreams.unavailable.with_label_values(&[route]).inc();
     }
+
+    fn upgrade(&self, outcome: UpgradeOutcome) {
+        self.upgrades[outcome.index()].inc();
+    }
+
+    fn tunnels(&self, change: i64) {
+        self.tunnels.add(change);
+    }
+
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        self.route_handles
+            .borrow_mut()
+            .entry(route.to_owned())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(&self.routes, route)))
+            .clone()
+    }
 }
 
 /// One service's `weft_http_access_log_dropped_total{service,reason}` series: the access
@@ -450,6 +557,9 @@ mod tests {
         for (i, r) in Refusal::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+        for (i, o) in UpgradeOutcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
     }
 
     #[test]
@@ -477,6 +587,15 @@ mod tests {
         );
         assert!(
             text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
+            "{text}"
+        );
+        assert_eq!(
+            samples("weft_http_upgrades_total"),
+            UpgradeOutcome::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_tunnels_open{service="web"} 0"#),
             "{text}"
         );
     }

@@ -10,6 +10,8 @@
 //!
 //! When the connection is asked to close (at shutdown), the exchange in flight finishes
 //! and the connection closes after it; an idle keep-alive connection closes at once.
+//! After a 101 from the proxy the connection is a tunnel (`proxy::upgrade`), still this
+//! task's, so it stays listed, and closable, until the tunnel ends.
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
@@ -25,7 +27,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use weft::defer::{Deferred, Resolver};
+use weft::defer::{StepDetail, Steps};
 use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{
     Address, CloseReason, InspectedStream, ListenError, ListenOptions, ListeningPort, Reactor,
@@ -39,9 +41,11 @@ use crate::files;
 use crate::metrics::{MethodLabel, Recorder, Refusal};
 use crate::path::PathError;
 use crate::protocol::{self, Version as Speaks};
-use crate::proxy::{self, UpstreamsView};
+use crate::proxy::{self, Marks, UpstreamsView};
 use crate::response::error_page;
+use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
 use crate::rules::{self, Refused};
+use crate::trace::Trace;
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
 const MIN_BUF: usize = 8192;
@@ -65,7 +69,7 @@ impl StaticFiles {
                 };
                 let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
                 std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
-                Some(files::Source::Dir(canonical))
+                Some(files::Source::Dir(files::Root::new(canonical)))
             }
             (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
             (None, None) => None,
@@ -100,7 +104,55 @@ struct State {
     hsts: Option<HeaderValue>,
     /// The routes' upstreams: pools and health.
     proxy: Rc<proxy::Proxy>,
+    /// Each route's series, resolved once.
+    routes: RouteSlots,
+    /// What each route's named steps say (its prefix, its upstream), built once, in the
+    /// order of `config.routes`.
+    route_details: Rc<[RouteDetails]>,
 }
+
+/// Each route's series, in the order of the configuration's routes, and those of the
+/// requests no route matched and of those refused before routing.
+#[derive(Clone)]
+struct RouteSlots {
+    configured: Vec<Arc<RouteMetrics>>,
+    files: Arc<RouteMetrics>,
+    unrouted: Arc<RouteMetrics>,
+}
+
+impl RouteSlots {
+    fn new(config: &WebConfig, recorder: &dyn Recorder) -> Self {
+        Self {
+            configured: config
+                .routes
+                .iter()
+                .map(|r| recorder.route(&r.prefix))
+                .collect(),
+            files: recorder.route(route_series::FILES),
+            unrouted: recorder.route(route_series::UNROUTED),
+        }
+    }
+
+    /// The series of `route`, one of `config`'s routes, or of the files for none.
+    fn of(&self, config: &WebConfig, route: Option<&Route>) -> &Arc<RouteMetrics> {
+        route_index(config, route).map_or(&self.files, |i| &self.configured[i])
+    }
+}
+
+/// The position of `route`, one of `config`'s routes, among them.
+fn route_index(config: &WebConfig, route: Option<&Route>) -> Option<usize> {
+    route.and_then(|route| config.routes.iter().position(|r| std::ptr::eq(r, route)))
+}
+
+/// The details a route's requests give their named steps.
+struct RouteDetails {
+    prefix: StepDetail,
+    /// Each upstream's URL, in the route's order.
+    upstreams: Vec<StepDetail>,
+}
+
+/// The detail of the `route` step of a request for a static file.
+const FILES: StepDetail = StepDetail::from_static("files");
 
 impl HttpService {
     /// A service named `name` (its connections, metrics and log lines carry it). Checks
@@ -128,8 +180,22 @@ impl HttpService {
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
         let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
+        let routes = RouteSlots::new(&config, &*recorder);
+        let route_details = config
+            .routes
+            .iter()
+            .map(|r| RouteDetails {
+                prefix: StepDetail::new(&r.prefix),
+                upstreams: r
+                    .upstreams
+                    .iter()
+                    .map(|u| StepDetail::new(&u.url))
+                    .collect(),
+            })
+            .collect();
         Self {
             state: Rc::new(State {
+                route_details,
                 name: name.into(),
                 config,
                 files: files.0,
@@ -137,6 +203,7 @@ impl HttpService {
                 access_log: AccessLog::default(),
                 hsts,
                 proxy,
+                routes,
             }),
         }
     }
@@ -163,8 +230,31 @@ impl HttpService {
                 access_log: to,
                 hsts: state.hsts.clone(),
                 proxy: state.proxy.clone(),
+                routes: state.routes.clone(),
+                route_details: state.route_details.clone(),
             }),
         }
+    }
+
+    /// Its routes with their series, for a view of the service on another thread.
+    pub fn routes(&self) -> RouteFigures {
+        let state = &self.state;
+        let configured = state
+            .config
+            .routes
+            .iter()
+            .zip(&state.routes.configured)
+            .map(|(route, metrics)| RouteEntry {
+                route: route.prefix.clone(),
+                upstream: route.upstreams.first().map(|u| u.url.clone()),
+                metrics: metrics.clone(),
+            });
+        let others = [&state.routes.files, &state.routes.unrouted].map(|metrics| RouteEntry {
+            route: metrics.route().to_owned(),
+            upstream: None,
+            metrics: metrics.clone(),
+        });
+        RouteFigures(configured.chain(others).collect())
     }
 
     /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
@@ -206,6 +296,9 @@ struct Conn {
     /// Bytes received when the last request's head and declared body were in; more
     /// than that at a header timeout means a client stalled mid-request.
     consumed: std::cell::Cell<u64>,
+    /// The upstream end of a tunnel, once a 101 is answered: the connection is then the
+    /// tunnel's when hyper has written it.
+    tunnel: proxy::upgrade::Slot,
 }
 
 async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
@@ -240,8 +333,21 @@ async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
                 .keep_alive(true);
-            let connection = pin!(builder.serve_connection(io, service));
-            until_closed(&transport, connection, |c| c.graceful_shutdown()).await
+            let mut connection = builder.serve_connection(io, service);
+            let served = until_closed(&transport, Pin::new(&mut connection), |c| {
+                c.graceful_shutdown();
+            })
+            .await;
+            if served.is_ok()
+                && let Some(upstream) = conn.tunnel.take()
+            {
+                // hyper has written the 101 and hands the connection back, with any bytes
+                // of the new protocol it read behind the request.
+                let parts = connection.into_parts();
+                let client = parts.io.into_inner();
+                return proxy::upgrade::tunnel(client, parts.read_buf, &transport, upstream).await;
+            }
+            served
         }
         Speaks::H2 => {
             let builder = protocol::h2_builder(limits.max_header_bytes);
@@ -266,6 +372,7 @@ impl Conn {
             secure: info.transport == TransportKind::Tls,
             info,
             consumed: std::cell::Cell::new(0),
+            tunnel: proxy::upgrade::Slot::default(),
         }
     }
 }
@@ -370,47 +477,13 @@ where
     .await
 }
 
-/// Ends the request's traced Deferred: fired when a response is ready, cancelled (with
-/// the failure consumed, so it is not reported unhandled) if the client goes away first.
-struct Trace {
-    /// Fires the request's Deferred when the response is ready; taken, so it fires once.
-    resolver: Option<Resolver<()>>,
-    /// The Deferred itself, cancelled if the client goes away first.
-    deferred: Option<Deferred<()>>,
-}
-
-impl Trace {
-    fn start(info: &ConnectionInfo) -> Self {
-        let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
-        Self {
-            resolver: Some(resolver),
-            deferred: Some(deferred),
-        }
-    }
-
-    fn done(mut self) {
-        if let Some(r) = self.resolver.take() {
-            r.callback(());
-        }
-    }
-}
-
-impl Drop for Trace {
-    fn drop(&mut self) {
-        if let (Some(_resolver), Some(mut d)) = (self.resolver.take(), self.deferred.take()) {
-            d.cancel();
-            let _ = d.try_take();
-        }
-    }
-}
-
 async fn handle(
     state: Rc<State>,
     conn: Rc<Conn>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
-    let trace = Trace::start(&conn.info);
+    let mut trace = Trace::start(&conn.info);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -419,22 +492,46 @@ async fn handle(
     conn.consumed
         .set(conn.info.stats.bytes_in().saturating_add(declared));
     let method = request.method().clone();
-    // An HTTP/2 target always carries scheme and authority; the log shows the path, as
-    // the request line of HTTP/1.1 would.
-    let request_line = match request.uri().path_and_query() {
-        Some(target) if request.version() >= Version::HTTP_2 => {
-            format!("{method} {target} {:?}", request.version())
-        }
-        _ => format!("{} {} {:?}", method, request.uri(), request.version()),
-    };
-    let referer = request.headers().get(header::REFERER).cloned();
-    let user_agent = request.headers().get(header::USER_AGENT).cloned();
+    // What the log line says of the request, taken before it is routed; nothing when
+    // the log is off.
+    let logged = state.access_log.is_on().then(|| {
+        // An HTTP/2 target always carries scheme and authority; the log shows the path,
+        // as the request line of HTTP/1.1 would.
+        let request_line = match request.uri().path_and_query() {
+            Some(target) if request.version() >= Version::HTTP_2 => {
+                format!("{method} {target} {:?}", request.version())
+            }
+            _ => format!("{} {} {:?}", method, request.uri(), request.version()),
+        };
+        let headers = request.headers();
+        (
+            request_line,
+            headers.get(header::REFERER).cloned(),
+            headers.get(header::USER_AGENT).cloned(),
+        )
+    });
 
-    let mut response = match admit(&state.config, &mut request) {
-        Ok(route) => dispatch(&state, &conn, route, request).await,
+    let (route, mut response) = match admit(&state.config, &mut request) {
+        Ok(route) => {
+            let series = state.routes.of(&state.config, route);
+            let steps = trace.steps.clone();
+            let dispatched = dispatch(&state, &conn, route, series, &steps, request);
+            let response = match trace.unless_cancelled(dispatched).await {
+                Some(response) => response,
+                None => {
+                    state.recorder.refused(Refusal::Cancelled);
+                    tracing::info!(service = %state.name, connection = %conn.info.id, "a request was cancelled from the inspector");
+                    error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
+                }
+            };
+            (series, response)
+        }
         Err(refused) => {
             state.recorder.refused(refused.reason);
-            error_page(refused.status, refused.detail)
+            (
+                &state.routes.unrouted,
+                error_page(refused.status, refused.detail),
+            )
         }
     };
     trace.done();
@@ -448,23 +545,25 @@ async fn handle(
     }
 
     let status = response.status();
+    let elapsed = started.elapsed();
     state
         .recorder
-        .request(MethodLabel::from(&method), status.into(), started.elapsed());
+        .request(MethodLabel::from(&method), status.into(), elapsed);
+    route.request(status.into(), elapsed);
     let head_only = method == http::Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let pending = Pending {
+    let pending = logged.map(|(request, referer, user_agent)| Pending {
         to: state.access_log.clone(),
         service: state.name.clone(),
         client: conn.client_text.clone(),
-        request: request_line,
+        request,
         status: status.as_u16(),
         referer,
         user_agent,
         started,
-    };
+    });
     Ok(response.map(|body| Logged::new(body, pending, head_only)))
 }
 
@@ -496,6 +595,8 @@ async fn dispatch(
     state: &State,
     conn: &Conn,
     route: Option<&Route>,
+    series: &RouteMetrics,
+    steps: &Steps,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &state.config;
@@ -503,14 +604,27 @@ async fn dispatch(
         let Some(upstreams) = state.proxy.upstreams(config, route) else {
             return error_page(StatusCode::BAD_GATEWAY, "no upstream for this route");
         };
+        let details = route_index(config, Some(route)).and_then(|i| state.route_details.get(i));
+        steps.step_with("route", None, details.map(|d| &d.prefix));
+        let marks = Marks {
+            steps,
+            upstream: details.and_then(|d| d.upstreams.first()),
+            upstreams: details.map_or(&[], |d| &d.upstreams[..]),
+        };
+        let client = proxy::Client {
+            addr: conn.client,
+            secure: conn.secure,
+            tunnel: &conn.tunnel,
+        };
         let forwarded = proxy::forward(
+            &state.name,
             route,
             upstreams,
             &config.limits,
-            &*state.recorder,
-            conn.client,
-            conn.secure,
+            client,
+            &state.recorder,
             request,
+            &marks,
         );
         return match forwarded.await {
             Ok(response) => response,
@@ -520,6 +634,7 @@ async fn dispatch(
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
                 } else {
                     state.recorder.upstream_error();
+                    series.upstream_error(&err.to_string());
                     tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 }
                 // The client learns what kind of failure it was; the log has the rest.
@@ -529,6 +644,8 @@ async fn dispatch(
     }
     match &state.files {
         Some(source) => {
+            steps.step_with("route", None, Some(&FILES));
+            steps.step("read file");
             let (parts, _body) = request.into_parts();
             files::serve(
                 source,

@@ -1,6 +1,7 @@
 //! What a traced Deferred costs: create, add N callbacks, fire, take the result, for
 //! N = 1, 5, 20, with the observer off and on, against a plain chain of boxed closures
-//! and a tokio oneshot feeding the same closures.
+//! and a tokio oneshot feeding the same closures; and what one named step
+//! (`Steps::step_with`, as async code marks them) adds to a chain.
 //!
 //! Run with `cargo bench -p weft --bench deferred`. Before criterion's timings it
 //! prints allocations per run and per step, counted by `stats_alloc`'s instrumented
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
-use weft::defer::Deferred;
+use weft::defer::{Deferred, StepDetail};
 use weft::observe::{self, Event, Observer};
 
 #[global_allocator]
@@ -37,6 +38,18 @@ fn deferred_chain(n: usize) -> u64 {
     let (resolver, mut d) = Deferred::<u64>::new();
     for _ in 0..n {
         d = d.add_callback(|v| black_box(v + 1));
+    }
+    resolver.callback(black_box(1));
+    d.try_take().expect("fired").expect("succeeded")
+}
+
+/// A traced chain whose code marks `n` named steps, each with a detail, then fires.
+fn named_chain(n: usize) -> u64 {
+    const UPSTREAM: StepDetail = StepDetail::from_static("http://backend-a");
+    let (resolver, mut d) = Deferred::<u64>::traced(Some("request"), None);
+    let steps = d.steps();
+    for _ in 0..n {
+        steps.step_with(black_box("response head"), None, Some(&UPSTREAM));
     }
     resolver.callback(black_box(1));
     d.try_take().expect("fired").expect("succeeded")
@@ -97,6 +110,13 @@ fn print_allocations() {
         marginal(deferred_chain),
         marginal(boxed_chain)
     );
+    let named_off = marginal(named_chain);
+    observe::set_observer(Some(Arc::new(Counting(AtomicU64::new(0)))));
+    let named_on = marginal(named_chain);
+    observe::set_observer(None);
+    println!(
+        "  marginal per named step (N=1 -> 20): observer off {named_off:.2}, on {named_on:.2}"
+    );
 }
 
 /// Median nanoseconds per call of `f(n)` over several timed batches.
@@ -137,6 +157,13 @@ fn print_per_step() {
         on / boxed,
         on / oneshot
     );
+    observe::set_observer(None);
+    let named_off = step(named_chain);
+    observe::set_observer(Some(Arc::new(Counting(AtomicU64::new(0)))));
+    let named_on = step(named_chain);
+    observe::set_observer(None);
+    println!("  named step, observer off: {named_off:>4.1} ns");
+    println!("  named step, observer on:  {named_on:>4.1} ns");
     println!("  boxed closures:         {boxed:>6.1} ns");
     println!("  tokio oneshot + boxed:  {oneshot:>6.1} ns");
     println!("  target: <= 100 ns per traced step, <= 2 allocations per step\n");

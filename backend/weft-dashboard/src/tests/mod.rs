@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod chains;
 mod history;
+mod http;
 mod live;
 mod pages;
 mod security;
@@ -118,6 +119,10 @@ fn deferred(id: i64, state: &str) -> DeferredRecord {
         slow: false,
         unhandled: false,
         leaked: false,
+        step_name: None,
+        step_detail: None,
+        waiting_on_connection: None,
+        named_steps_json: None,
     }
 }
 

@@ -228,3 +228,38 @@ fn the_waterfall_lays_steps_on_one_axis() {
         ]
     );
 }
+
+#[tokio::test]
+async fn named_steps_show_where_a_chain_waits_with_a_link_to_its_connection() {
+    let mut d = deferred(11, "pending");
+    d.label = Some("http request".into());
+    d.step_name = Some("response head".into());
+    d.step_detail = Some(EVIL.into());
+    d.waiting_on_connection = Some(12);
+    d.named_steps_json = Some(
+        serde_json::json!([
+            { "index": 0, "name": "route", "detail": "/api/", "waiting_on_connection": null,
+              "waiting_on_deferred": null, "started_at_ms": 1_000, "duration_ms": 0 },
+            { "index": 1, "name": "response head", "detail": EVIL, "waiting_on_connection": 12,
+              "waiting_on_deferred": null, "started_at_ms": 1_000, "duration_ms": null },
+        ])
+        .to_string(),
+    );
+    let (_dir, store) = store_with(vec![d.into()]).await;
+    let app = router(state().with_store(store));
+    let page = get(app.clone(), "/deferreds/11").await.body;
+    assert_inert("/deferreds/11", &page);
+    assert!(page.contains(r#"href="/connections/12""#), "{page}");
+    let here = at(&page, r#"aria-current="step""#);
+    assert!(
+        here > at(&page, "<td>route</td>") && page[here..].contains("<td>response head</td>"),
+        "the current named step is marked:\n{page}"
+    );
+    let api = get(app, "/api/deferreds/11").await.json();
+    assert_eq!(api["step_name"], "response head");
+    assert_eq!(api["step_detail"], EVIL, "data, not markup");
+    assert_eq!(api["waiting_on_connection"], 12);
+    assert_eq!(api["named_steps"][1]["waiting_on_connection"], 12);
+    assert_eq!(api["named_steps"][0]["name"], "route");
+    assert!(api.get("named_steps_json").is_none());
+}

@@ -11,6 +11,7 @@
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
 //! listing = false              # optional: list directories without an index file
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
+//!                              # (a route has its own, for proxied responses)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -20,6 +21,7 @@
 //! [[service.route]]              # see `http_routes` for every key of a route
 //! prefix = "/api/"
 //! upstream = "http://127.0.0.1:9000"
+//! cache_control = "no-store"   # optional: sent with its responses that have none
 //! ```
 //!
 //! The root is checked with the configuration, and a service starts from the root as
@@ -27,7 +29,8 @@
 //! error naming `service[N].root`, never a listening error. Each service's requests and
 //! lost access log lines are counted in the `weft_http_*` families of
 //! [`weft_web::metrics`], one set of series per service, registered on first start and
-//! kept across reloads.
+//! kept across reloads; its routes' figures are registered as its view for the
+//! dashboard's HTTP page ([`super::http_view`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -205,6 +208,8 @@ impl super::Kind for HttpKind {
             let port = service.listen_with(on.reactor, endpoint, &options)?;
             bound.push(port.local_address().clone());
         }
+        let view = super::http_view::HttpView(service.routes());
+        env.views.set(name, Self::NAME, Arc::new(view));
         Ok(bound)
     }
 
@@ -223,6 +228,7 @@ impl super::Kind for HttpKind {
                         weft_web::Balance::RoundRobin => "round_robin",
                         weft_web::Balance::LeastConn => "least_conn",
                     },
+                    "cache_control": r.cache_control.as_ref().and_then(|v| v.to_str().ok()),
                 })
             })
             .collect();
@@ -503,6 +509,24 @@ mod tests {
         let proxy_only =
             parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n").unwrap();
         assert!(http(&proxy_only).root.is_none());
+    }
+
+    #[test]
+    fn a_route_may_have_its_own_cache_control_and_a_bad_one_is_named() {
+        let route = "[[service.route]]\nprefix = \"/assets/\"\nupstream = \"http://h:1\"\n";
+        parse(&format!("{route}cache_control = \"public, max-age=600\"\n")).unwrap();
+        let e = parse(&format!("{route}{route}cache_control = \"a\\nb\"\n")).unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(11), Some("service[0].route[1].cache_control")),
+            "{e}"
+        );
+        let e = parse(&format!("{route}cache_control = \" \"\n")).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].route[0].cache_control"),
+            "{e}"
+        );
     }
 
     #[test]

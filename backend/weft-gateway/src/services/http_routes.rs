@@ -13,6 +13,7 @@
 //! eject_for = "10s"              # how long an ejected upstream gets no requests
 //! health = { path = "/healthz", interval = "5s" }   # optional active checks
 //! ca = "/etc/weft/upstream-ca.pem"   # optional: roots for https:// upstreams
+//! cache_control = "no-store"     # optional: sent with its responses that have none
 //! ```
 
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub(crate) struct RawRoute {
     eject_for: Option<Spanned<String>>,
     health: Option<Spanned<RawHealth>>,
     ca: Option<Spanned<String>>,
+    cache_control: Option<Spanned<String>>,
 }
 
 /// `health = { ... }` as written.
@@ -141,6 +143,11 @@ fn route(
     route.health = health(ctx, key, raw)?;
     if let Some(ca) = &raw.ca {
         route.ca = Some(PathBuf::from(ca.get_ref()));
+    }
+    if let Some(v) = &raw.cache_control {
+        let value = weft_web::config::cache_control(v.get_ref())
+            .map_err(|e| ctx.error(v.span(), &field("cache_control"), e.to_string()))?;
+        route.cache_control = Some(value);
     }
     // What is left to check (the `ca` loading, the health path's syntax) is named by
     // its key.

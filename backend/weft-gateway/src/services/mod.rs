@@ -12,6 +12,7 @@
 
 pub(crate) mod access_log;
 pub(crate) mod http_routes;
+pub(crate) mod http_view;
 pub mod limits;
 pub(crate) mod tls_certificates;
 
@@ -226,6 +227,9 @@ pub struct ServiceEnv {
     /// HTTP services without a file log each request as fields rather than as a Combined
     /// Log Format message (for `[log] format = "json"`).
     pub access_log_fields: bool,
+    /// Where services register what the dashboard shows of them beyond their connections
+    /// (the hub's, in the gateway).
+    pub views: weft_telemetry::ServiceViews,
 }
 
 /// [`Kind::Metrics`] of every kind used so far, by the kind's type.

@@ -73,6 +73,10 @@ pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
         slow: false,
         unhandled: false,
         leaked: false,
+        step_name: None,
+        step_detail: None,
+        waiting_on_connection: None,
+        named_steps_json: None,
     }
 }
 

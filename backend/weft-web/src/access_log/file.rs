@@ -1,8 +1,10 @@
 //! [`AccessLogFile`]: Combined Log Format lines appended to a file by a writer thread of
 //! its own, so a slow or full disk never holds up the reactor.
 //!
-//! The reactor hands each finished line over a channel and goes on. The writer gathers
-//! lines in a buffer and writes it out when it holds 64 KiB, when its oldest line is
+//! The reactor appends each finished line to a shared batch and goes on; the writer is
+//! woken only when a batch starts and when it holds 64 KiB, not for every line (a wake
+//! per line would cost two context switches per request on a busy core). The writer
+//! takes the batch and writes it out when it holds 64 KiB, when its oldest line is
 //! [`FLUSH_EVERY`] old, before it reopens the file and when it stops. Nothing here is
 //! fatal; what cannot be written is counted through a [`LossRecorder`] by [`LogLoss`]:
 //! lines beyond [`QUEUE_BYTES`] waiting for the writer, lines whose write failed (logged
@@ -33,7 +35,7 @@ pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// The longest a line waits in the writer's buffer before it is written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// The buffer is written out when it holds this much.
+/// A batch is written out when it holds this much.
 const BUFFER_BYTES: usize = 64 * 1024;
 
 /// Why an access log line was not written: the `reason` label of its counter.
@@ -73,9 +75,17 @@ impl LossRecorder for NoRecorder {
     fn lost(&self, _: LogLoss, _: u64) {}
 }
 
+/// What wakes the writer.
 enum Message {
-    Line(String),
-    Reopen,
+    /// A batch has started: take it within [`FLUSH_EVERY`].
+    Lines,
+    /// The batch holds [`BUFFER_BYTES`]: take it now.
+    Full,
+    /// The lines handed over before the reopen, and how many: write them to the file
+    /// open until then, then open the path again.
+    Reopen(Vec<u8>, u64),
+    /// The last lines, from a file every handle of which is gone: write them.
+    Last(Vec<u8>, u64),
 }
 
 /// One access log file and its writer thread. Cheap to clone; the writer ends once it has
@@ -95,14 +105,50 @@ impl std::fmt::Debug for AccessLogFile {
 
 struct Shared {
     path: PathBuf,
-    /// `None` once stopped: the writer then ends after the lines already sent.
-    to_writer: Mutex<Option<Sender<Message>>>,
-    /// Bytes of the lines sent and not yet taken by the writer (each with its newline).
+    /// Lines not taken by the writer yet, and the way to wake it.
+    batch: Mutex<Batch>,
+    /// Bytes of the lines handed over and not yet written (each with its newline): in
+    /// the batch, or taken by the writer and being written.
     queued: Arc<AtomicUsize>,
     /// Where lines that could not be queued are counted, by reason.
     losses: Arc<dyn LossRecorder>,
     /// Disconnected once the writer has ended.
     ended: Mutex<Receiver<()>>,
+}
+
+/// Every handle is gone: the lines still in the batch go to the writer with the last
+/// message it gets.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let batch = self.batch.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(to) = batch.to_writer.take() {
+            let (bytes, lines) = batch.take(Vec::new());
+            let _ = to.send(Message::Last(bytes, lines));
+        }
+    }
+}
+
+/// The lines handed over since the writer last took them.
+struct Batch {
+    /// `None` once stopped: the writer then ends after the lines already handed over.
+    to_writer: Option<Sender<Message>>,
+    /// The lines, each with its newline.
+    bytes: Vec<u8>,
+    lines: u64,
+    /// Whether the writer has been told that this batch started, and that it is full.
+    started: bool,
+    full: bool,
+}
+
+impl Batch {
+    /// Takes the lines (leaving `spare`'s allocation in their place); the next line
+    /// starts a new batch.
+    fn take(&mut self, spare: Vec<u8>) -> (Vec<u8>, u64) {
+        self.started = false;
+        self.full = false;
+        let lines = std::mem::take(&mut self.lines);
+        (std::mem::replace(&mut self.bytes, spare), lines)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,15 +169,27 @@ impl AccessLogFile {
         let (to_writer, from_reactor) = mpsc::channel();
         let (writer_alive, ended) = mpsc::channel::<()>();
         let queued = Arc::new(AtomicUsize::new(0));
-        let writer = Writer {
+        let shared = Arc::new(Shared {
             path: path.clone(),
-            file,
-            buffer: Vec::with_capacity(BUFFER_BYTES),
-            lines: 0,
-            oldest: None,
-            failing: false,
-            losses: losses.clone(),
+            batch: Mutex::new(Batch {
+                to_writer: Some(to_writer),
+                bytes: Vec::with_capacity(BUFFER_BYTES),
+                lines: 0,
+                started: false,
+                full: false,
+            }),
             queued: queued.clone(),
+            losses: losses.clone(),
+            ended: Mutex::new(ended),
+        });
+        let writer = Writer {
+            path,
+            file,
+            shared: Arc::downgrade(&shared),
+            spare: Vec::with_capacity(BUFFER_BYTES),
+            failing: false,
+            losses,
+            queued,
         };
         std::thread::Builder::new()
             .name("weft-access-log".into())
@@ -139,15 +197,7 @@ impl AccessLogFile {
                 writer.run(&from_reactor);
                 drop(writer_alive);
             })?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                path,
-                to_writer: Mutex::new(Some(to_writer)),
-                queued,
-                losses,
-                ended: Mutex::new(ended),
-            }),
-        })
+        Ok(Self { shared })
     }
 
     /// The path it writes to.
@@ -164,12 +214,28 @@ impl AccessLogFile {
             shared.losses.lost(LogLoss::QueueFull, 1);
             return;
         }
-        let sent = lock(&shared.to_writer)
-            .as_ref()
-            .is_some_and(|to| to.send(Message::Line(line)).is_ok());
-        if !sent {
+        let mut batch = lock(&shared.batch);
+        let Some(to) = batch.to_writer.clone() else {
+            drop(batch);
             shared.queued.fetch_sub(bytes, Ordering::Relaxed);
             shared.losses.lost(LogLoss::Closed, 1);
+            return;
+        };
+        batch.bytes.extend_from_slice(line.as_bytes());
+        batch.bytes.push(b'\n');
+        batch.lines += 1;
+        let wake = if !batch.full && batch.bytes.len() >= BUFFER_BYTES {
+            batch.full = true;
+            Some(Message::Full)
+        } else if !batch.started {
+            batch.started = true;
+            Some(Message::Lines)
+        } else {
+            None
+        };
+        // The writer ends only once every sender is gone, and the batch holds one.
+        if let Some(message) = wake {
+            let _ = to.send(message);
         }
     }
 
@@ -177,14 +243,16 @@ impl AccessLogFile {
     /// then to open the path again (creating it if it was renamed away). If the path
     /// cannot be opened, that is logged and the file open before is kept.
     pub fn reopen(&self) {
-        if let Some(to) = lock(&self.shared.to_writer).as_ref() {
-            let _ = to.send(Message::Reopen);
+        let mut batch = lock(&self.shared.batch);
+        if let Some(to) = batch.to_writer.clone() {
+            let (bytes, lines) = batch.take(Vec::new());
+            let _ = to.send(Message::Reopen(bytes, lines));
         }
     }
 
     /// Lets the writer end once it has written what it was handed; does not wait.
     fn stop(&self) {
-        lock(&self.shared.to_writer).take();
+        lock(&self.shared.batch).to_writer.take();
     }
 
     fn ended(&self) -> bool {
@@ -213,63 +281,72 @@ impl AccessLogFile {
 struct Writer {
     path: PathBuf,
     file: File,
-    /// Lines not written yet: written together once a second or when full.
-    buffer: Vec<u8>,
-    /// Lines in `buffer`.
-    lines: u64,
-    /// When the oldest line in `buffer` arrived.
-    oldest: Option<Instant>,
+    /// Where batches are taken from; gone once every handle to the file is.
+    shared: std::sync::Weak<Shared>,
+    /// An emptied batch's allocation, handed back at the next take.
+    spare: Vec<u8>,
     /// A write failed and was logged; the next success is logged too.
     failing: bool,
     losses: Arc<dyn LossRecorder>,
-    /// Shared with the sender's `queued`: lowered as lines are taken, to bound the queue.
+    /// Shared with the sender's `queued`: lowered as lines are written, to bound what waits.
     queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
     fn run(mut self, from: &Receiver<Message>) {
+        // When the batch that has started must be written by.
+        let mut due: Option<Instant> = None;
         loop {
-            let message = match self.oldest {
+            let message = match due {
                 None => from.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(oldest) => from.recv_timeout(FLUSH_EVERY.saturating_sub(oldest.elapsed())),
+                Some(due) => from.recv_timeout(due.saturating_duration_since(Instant::now())),
             };
             match message {
-                Ok(Message::Line(line)) => {
-                    self.queued.fetch_sub(line.len() + 1, Ordering::Relaxed);
-                    self.buffer.extend_from_slice(line.as_bytes());
-                    self.buffer.push(b'\n');
-                    self.lines += 1;
-                    let oldest = *self.oldest.get_or_insert_with(Instant::now);
-                    if self.buffer.len() >= BUFFER_BYTES || oldest.elapsed() >= FLUSH_EVERY {
-                        self.flush();
-                    }
+                Ok(Message::Lines) => {
+                    due.get_or_insert_with(|| Instant::now() + FLUSH_EVERY);
                 }
-                Ok(Message::Reopen) => {
-                    self.flush();
+                Ok(Message::Full) | Err(RecvTimeoutError::Timeout) => {
+                    self.take_and_write();
+                    due = None;
+                }
+                Ok(Message::Reopen(bytes, lines)) => {
+                    self.write(bytes, lines);
                     self.reopen();
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(),
+                Ok(Message::Last(bytes, lines)) => self.write(bytes, lines),
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
+                    self.take_and_write();
                     return;
                 }
             }
         }
     }
 
-    fn flush(&mut self) {
-        if self.buffer.is_empty() {
+    /// Writes the lines of the batch so far.
+    fn take_and_write(&mut self) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let spare = std::mem::take(&mut self.spare);
+        let (bytes, lines) = lock(&shared.batch).take(spare);
+        drop(shared);
+        self.write(bytes, lines);
+    }
+
+    fn write(&mut self, mut bytes: Vec<u8>, lines: u64) {
+        if bytes.is_empty() {
+            self.spare = bytes;
             return;
         }
         let path = self.path.display();
-        match self.file.write_all(&self.buffer) {
+        match self.file.write_all(&bytes) {
             Ok(()) => {
                 if std::mem::take(&mut self.failing) {
                     tracing::info!(path = %path, "the access log {path} is written again");
                 }
             }
             Err(error) => {
-                self.losses.lost(LogLoss::Write, self.lines);
+                self.losses.lost(LogLoss::Write, lines);
                 if !std::mem::replace(&mut self.failing, true) {
                     tracing::error!(
                         path = %path,
@@ -280,9 +357,9 @@ impl Writer {
                 }
             }
         }
-        self.buffer.clear();
-        self.lines = 0;
-        self.oldest = None;
+        self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+        bytes.clear();
+        self.spare = bytes;
     }
 
     fn reopen(&mut self) {

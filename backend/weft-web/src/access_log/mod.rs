@@ -83,6 +83,17 @@ impl Cut {
     }
 }
 
+impl AccessLog {
+    /// Whether an entry written now would go anywhere: when it would not, a request
+    /// prepares no line (the tracing target is off, as it is at `RUST_LOG=warn`).
+    pub(crate) fn is_on(&self) -> bool {
+        match self {
+            Self::File(_) => true,
+            Self::Line | Self::Fields => tracing::enabled!(target: TARGET, tracing::Level::INFO),
+        }
+    }
+}
+
 impl Entry<'_> {
     /// Writes the entry where `to` says.
     pub(crate) fn log(&self, to: &AccessLog) {
@@ -112,7 +123,10 @@ impl Entry<'_> {
     /// ` (cut short: why)` for a response that did not end whole.
     pub(crate) fn line(&self, now: SystemTime) -> String {
         let mut out = String::with_capacity(160);
-        let _ = write!(out, "{} - - [{}] \"", self.client, clf_date(now));
+        out.push_str(self.client);
+        out.push_str(" - - [");
+        push_clf_date(&mut out, now);
+        out.push_str("] \"");
         escape_into(&mut out, self.request);
         let _ = write!(out, "\" {} ", self.status);
         if self.bytes == 0 {
@@ -158,10 +172,11 @@ pub(crate) struct Logged {
 }
 
 impl Logged {
-    pub(crate) fn new(inner: Body, pending: Pending, head_only: bool) -> Self {
+    /// `inner`, logged as `pending` says when it ends (not at all without it).
+    pub(crate) fn new(inner: Body, pending: Option<Pending>, head_only: bool) -> Self {
         Self {
             inner,
-            pending: Some(pending),
+            pending,
             sent: 0,
             head_only,
         }
@@ -229,6 +244,24 @@ impl Drop for Logged {
         let whole = self.head_only || self.inner.is_end_stream();
         self.finish((!whole).then_some(Cut::ConnectionClosed));
     }
+}
+
+/// Appends [`clf_date`] of `t`, made once a second: every line of that second has it.
+fn push_clf_date(out: &mut String, t: SystemTime) {
+    thread_local! {
+        static MADE: std::cell::RefCell<(u64, String)> =
+            const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    MADE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *text = clf_date(t);
+            *at = secs;
+        }
+        out.push_str(text);
+    });
 }
 
 /// `10/Oct/2000:13:55:36 +0000`, from the HTTP date `Tue, 10 Oct 2000 13:55:36 GMT`.

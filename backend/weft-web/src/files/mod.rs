@@ -10,17 +10,22 @@
 //!
 //! Small files are read whole on the reactor thread: from the page cache that costs
 //! microseconds, less than a round trip to a blocking pool. Larger ones are streamed in
-//! chunks through tokio's file API, so a big download never blocks the reactor.
-//! Compression is CPU work proportional to the file and runs on the blocking pool.
+//! chunks through tokio's file API, so a big download never blocks the reactor, or, up
+//! to [`cache::HOLD_MAX`], read whole on the blocking pool. What a path led to, and a
+//! file's bytes up to that size, are kept (`cache`) and revalidated with one `stat` per
+//! request. Compression is CPU work proportional to the file and runs on the blocking
+//! pool.
 
+mod cache;
 mod conditional;
 mod encoding;
+mod facts;
 mod listing;
 mod ranges;
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -32,10 +37,11 @@ use crate::body::{self, Body, Chain, FileBody};
 use crate::config::{Compression, FileOptions};
 use crate::embedded::{EmbeddedFiles, Entry};
 use crate::metrics::{Recorder, Refusal};
-use crate::path::{PathError, directory_location, resolve, segments};
+use crate::path::{PathError, directory_location, segments};
 use crate::response::{error_page, with_status};
-use conditional::{Tag, Verdict};
+use conditional::Verdict;
 use encoding::Coding;
+pub(crate) use facts::Facts;
 use ranges::{Multipart, Ranges, to_usize};
 
 /// Files up to this size are read in one go.
@@ -44,11 +50,39 @@ const READ_WHOLE: u64 = 256 * 1024;
 /// Where a service's static files come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Source {
-    /// A directory, canonicalized once, so per-request checks compare canonical paths.
-    Dir(PathBuf),
+    /// A directory.
+    Dir(Root),
     /// Files held in memory.
     Memory(EmbeddedFiles),
 }
+
+/// A directory of files, canonicalized once, so per-request checks compare canonical
+/// paths; with what its paths led to lately.
+#[derive(Debug, Clone)]
+pub(crate) struct Root {
+    path: PathBuf,
+    cache: Arc<cache::Cache>,
+}
+
+impl Root {
+    /// `path`, which must be canonical.
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            cache: Arc::default(),
+        }
+    }
+}
+
+/// Two roots are the same when their directory is: what they keep is only an
+/// acceleration.
+impl PartialEq for Root {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Root {}
 
 /// What a request path leads to.
 enum Found {
@@ -59,19 +93,28 @@ enum Found {
 
 /// A file to answer with.
 struct File {
-    /// Its last path segment, for the content type.
-    name: String,
+    facts: Arc<Facts>,
     len: u64,
-    /// `Last-Modified`, and what conditional requests compare with.
-    modified: Option<SystemTime>,
-    /// Its strong entity tag.
-    tag: Tag,
     content: Content,
 }
 
 enum Content {
-    Disk(PathBuf),
+    /// A file on disk, with its bytes when the cache holds them, and where to keep
+    /// them once read.
+    Disk {
+        path: PathBuf,
+        held: Option<Bytes>,
+        keep: Option<Keep>,
+    },
     Memory(Bytes),
+}
+
+/// Where the bytes of a file read whole are kept: the cache, under the request path
+/// that led to it, for the version that was looked up.
+struct Keep {
+    cache: Arc<cache::Cache>,
+    raw: String,
+    stamp: cache::Stamp,
 }
 
 /// An error that names the file that could not be read.
@@ -81,19 +124,31 @@ impl Source {
     fn find(&self, raw: &str) -> Result<Found, PathError> {
         match self {
             Self::Dir(root) => {
-                let found = resolve(root, raw)?;
+                let known = root.cache.lookup(&root.path, raw)?;
+                let found = known.resolved;
                 if found.meta.is_dir() {
                     return Ok(Found::Dir(Some(found.path)));
                 }
                 if !found.meta.is_file() {
                     return Err(PathError::NotFound);
                 }
+                let keep =
+                    (known.held.is_none() && found.meta.len() <= cache::HOLD_MAX).then(|| Keep {
+                        cache: root.cache.clone(),
+                        raw: raw.to_owned(),
+                        stamp: known.stamp,
+                    });
+                let facts = known
+                    .facts
+                    .unwrap_or_else(|| Arc::new(Facts::of_disk(&found.path, &found.meta)));
                 Ok(Found::File(File {
-                    name: file_name(&found.path),
+                    facts,
                     len: found.meta.len(),
-                    modified: found.meta.modified().ok(),
-                    tag: conditional::disk_tag(&found.meta),
-                    content: Content::Disk(found.path),
+                    content: Content::Disk {
+                        path: found.path,
+                        held: known.held,
+                        keep,
+                    },
                 }))
             }
             Self::Memory(files) => {
@@ -101,23 +156,18 @@ impl Source {
                 match files.lookup(&segments).ok_or(PathError::NotFound)? {
                     Entry::Dir => Ok(Found::Dir(None)),
                     Entry::File(bytes) => Ok(Found::File(File {
-                        name: segments.last().cloned().unwrap_or_default(),
+                        facts: Arc::new(Facts::new(
+                            segments.last().cloned().unwrap_or_default(),
+                            Some(files.modified()),
+                            conditional::memory_tag(bytes.len() as u64, files.modified()),
+                        )),
                         len: bytes.len() as u64,
-                        modified: Some(files.modified()),
-                        tag: conditional::memory_tag(bytes.len() as u64, files.modified()),
                         content: Content::Memory(bytes.clone()),
                     })),
                 }
             }
         }
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_owned()
 }
 
 /// Serves the request's path from `source`, with `index` for directories.
@@ -226,7 +276,7 @@ enum Selected {
 fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Selected {
     for coding in encoding::preferred(headers) {
         if compression.precompressed
-            && let Content::Disk(path) = &found.content
+            && let Content::Disk { path, .. } = &found.content
         {
             let mut sibling = path.clone().into_os_string();
             sibling.push(".");
@@ -241,11 +291,17 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
                 return Selected::Sibling(
                     coding,
                     File {
-                        name: found.name,
+                        facts: Arc::new(Facts::new(
+                            found.facts.name.clone(),
+                            meta.modified().ok(),
+                            tag,
+                        )),
                         len: meta.len(),
-                        modified: meta.modified().ok(),
-                        tag,
-                        content: Content::Disk(sibling),
+                        content: Content::Disk {
+                            path: sibling,
+                            held: None,
+                            keep: None,
+                        },
                     },
                 );
             }
@@ -254,11 +310,13 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
             && (compression.min_bytes..=compression.max_bytes).contains(&found.len)
         {
             let Some(slot) = encoding::Slot::take() else {
-                tracing::debug!(file = %found.name, "compressions busy: sending the file as it is");
+                tracing::debug!(file = %found.facts.name, "compressions busy: sending the file as it is");
                 break;
             };
-            let tag = conditional::coded(&found.tag, coding.extension());
-            return Selected::OnTheFly(coding, File { tag, ..found }, slot);
+            let facts = &found.facts;
+            let tag = conditional::coded(&facts.tag, coding.extension());
+            let facts = Arc::new(Facts::new(facts.name.clone(), facts.modified, tag));
+            return Selected::OnTheFly(coding, File { facts, ..found }, slot);
         }
     }
     Selected::Identity(found)
@@ -272,7 +330,7 @@ async fn file(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ReadError> {
-    let content_type = crate::mime::content_type(&found.name);
+    let content_type = crate::mime::content_type(&found.facts.name);
     let compression = &options.compression;
     let codable = crate::mime::compressible(content_type)
         && (compression.precompressed || compression.on_the_fly);
@@ -294,21 +352,18 @@ async fn file(
     };
     let on_the_fly = slot.is_some();
 
-    let modified = file.modified.map(whole_seconds);
-    let last_modified = modified.map(httpdate::fmt_http_date);
+    let facts = file.facts.clone();
     let mut response = Response::new(body::empty());
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if !on_the_fly {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    if let Some(lm) = &last_modified
-        && let Ok(value) = HeaderValue::from_str(lm)
-    {
-        h.insert(header::LAST_MODIFIED, value);
+    if let Some(value) = &facts.last_modified {
+        h.insert(header::LAST_MODIFIED, value.clone());
     }
-    if let Ok(value) = HeaderValue::from_str(&file.tag) {
-        h.insert(header::ETAG, value);
+    if let Some(value) = &facts.etag {
+        h.insert(header::ETAG, value.clone());
     }
     if codable {
         h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -322,7 +377,7 @@ async fn file(
     if let Some(cc) = &options.cache_control {
         h.insert(header::CACHE_CONTROL, cc.clone());
     }
-    match conditional::evaluate(headers, &file.tag, modified) {
+    match conditional::evaluate(headers, &facts.tag, facts.modified) {
         Verdict::Proceed => {}
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -337,7 +392,7 @@ async fn file(
     }
 
     if let (Some(slot), Some(coding)) = (slot, coding) {
-        let coded = compress(file.content, file.name, coding, slot).await?;
+        let coded = compress(file.content, facts.name.clone(), coding, slot).await?;
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
@@ -349,7 +404,13 @@ async fn file(
 
     let len = file.len;
     let ranges = match range {
-        Some(spec) if conditional::if_range_holds(headers, &file.tag, last_modified.as_deref()) => {
+        Some(spec)
+            if conditional::if_range_holds(
+                headers,
+                &facts.tag,
+                facts.last_modified.as_ref().and_then(|v| v.to_str().ok()),
+            ) =>
+        {
             ranges::parse(spec, len)
         }
         _ => Ranges::Ignored,
@@ -409,12 +470,23 @@ async fn whole_or_slice(
         body::full(bytes.slice(s.min(e)..e))
     };
     *response.body_mut() = match content {
-        Content::Memory(bytes) => slice(bytes),
-        Content::Disk(path) if len <= READ_WHOLE => match std::fs::read(&path) {
-            Ok(bytes) => slice(Bytes::from(bytes)),
-            Err(e) => return Err((path, e)),
-        },
-        Content::Disk(path) => match open_at(&path, start).await {
+        Content::Memory(bytes)
+        | Content::Disk {
+            held: Some(bytes), ..
+        } => slice(bytes),
+        Content::Disk { path, keep, .. } if len <= READ_WHOLE || keep.is_some() => {
+            let read = if len <= READ_WHOLE {
+                std::fs::read(&path)
+            } else {
+                tokio::fs::read(&path).await
+            };
+            let bytes = Bytes::from(read.map_err(|e| (path, e))?);
+            if let Some(keep) = keep {
+                keep.cache.hold(&keep.raw, keep.stamp, &bytes);
+            }
+            slice(bytes)
+        }
+        Content::Disk { path, .. } => match open_at(&path, start).await {
             Ok(file) => FileBody::body(file, count),
             Err(e) => return Err((path, e)),
         },
@@ -446,12 +518,15 @@ async fn multipart(
         return Ok(response);
     }
     *response.body_mut() = match file.content {
-        Content::Memory(bytes) => body::full(framing.assemble(parts, &bytes)),
-        Content::Disk(path) if file.len <= READ_WHOLE => match std::fs::read(&path) {
+        Content::Memory(bytes)
+        | Content::Disk {
+            held: Some(bytes), ..
+        } => body::full(framing.assemble(parts, &bytes)),
+        Content::Disk { path, .. } if file.len <= READ_WHOLE => match std::fs::read(&path) {
             Ok(bytes) => body::full(framing.assemble(parts, &Bytes::from(bytes))),
             Err(e) => return Err((path, e)),
         },
-        Content::Disk(path) => {
+        Content::Disk { path, .. } => {
             // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
             let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
             for (head, (start, end)) in framing.heads.iter().zip(parts) {
@@ -483,7 +558,7 @@ async fn compress(
     slot: encoding::Slot,
 ) -> Result<Bytes, ReadError> {
     let (path, work) = match content {
-        Content::Disk(path) => {
+        Content::Disk { path, .. } => {
             let read = path.clone();
             (
                 path,
@@ -506,10 +581,4 @@ async fn compress(
         Ok(Err(e)) => Err((path, e)),
         Err(e) => Err((path, std::io::Error::other(e))),
     }
-}
-
-/// HTTP dates have whole seconds; compare and send modification times the same way.
-fn whole_seconds(t: SystemTime) -> SystemTime {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    UNIX_EPOCH + Duration::from_secs(secs)
 }

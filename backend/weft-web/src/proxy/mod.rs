@@ -8,8 +8,12 @@
 //! reused connection that turns out to be closed, it is sent again on a new connection
 //! to the same upstream when none of it went out, or when it has no body and an
 //! idempotent method.
+//!
+//! A request that asks to switch protocols (`Connection: upgrade` with `Upgrade`) goes
+//! through [`upgrade`] instead: its own upstream connection, and a tunnel after the 101.
 
 mod pool;
+pub(crate) mod upgrade;
 mod upstreams;
 
 use std::net::IpAddr;
@@ -22,11 +26,13 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Body as _, Incoming};
+use weft::defer::{StepDetail, Steps, WaitsOn};
+use weft::{ConnectError, Reactor, Transport};
 
 use self::pool::{ReqBody, SendError};
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
 use self::upstreams::{RouteUpstreams, Target};
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{add_forwarded, strip_hop_by_hop};
 use crate::metrics::{Recorder, Refusal, UpstreamFailure};
@@ -50,6 +56,10 @@ pub enum UpstreamError {
     /// No response head within the upstream timeout.
     #[error("upstream {0} did not answer within {1:?}")]
     Timeout(String, Duration),
+    /// The upstream switched protocols when it must not have: for a request that did not
+    /// ask to, to a protocol the request did not offer, or without naming one.
+    #[error("upstream {0} switched protocols {1}")]
+    Switch(String, String),
     /// The exchange broke (the upstream closed, or sent something that is not HTTP).
     #[error("upstream {0} failed: {1}")]
     Exchange(String, String),
@@ -102,7 +112,7 @@ impl UpstreamError {
             Self::Connect(..) => UpstreamFailure::Connect,
             Self::Tls(..) => UpstreamFailure::Tls,
             Self::Timeout(..) => UpstreamFailure::Timeout,
-            Self::Exchange(..) => UpstreamFailure::Exchange,
+            Self::Exchange(..) | Self::Switch(..) => UpstreamFailure::Exchange,
             Self::Unhealthy(..) => UpstreamFailure::Unhealthy,
             Self::Unavailable(_) | Self::BodyTooLarge(_) | Self::RequestBody(_) => return None,
         })
@@ -194,16 +204,58 @@ impl Proxy {
     }
 }
 
-/// Forwards `request` along `route` to one of `upstreams`.
+/// Where `forward` marks the request chain's named steps, and the upstreams' names it
+/// gives them.
+pub(crate) struct Marks<'a> {
+    pub(crate) steps: &'a Steps,
+    /// The route's first upstream (the one an upgrade goes to).
+    pub(crate) upstream: Option<&'a StepDetail>,
+    /// Each upstream of the route, in order.
+    pub(crate) upstreams: &'a [StepDetail],
+}
+
+/// Aborts the upstream connection if the exchange ends before its response head (dropped
+/// by a cancel from the inspector or by the client going away, or failed): it is
+/// mid-request and must not be reused.
+pub(crate) struct Abandon(pub(crate) Option<Transport>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if let Some(transport) = self.0.take() {
+            transport.abort_connection();
+        }
+    }
+}
+
+/// What forwarding needs of the client's connection.
+pub(crate) struct Client<'a> {
+    /// Its address, for `Forwarded`.
+    pub(crate) addr: Option<IpAddr>,
+    /// Whether it came over TLS.
+    pub(crate) secure: bool,
+    /// Where the upstream end of a tunnel goes after a 101.
+    pub(crate) tunnel: &'a upgrade::Slot,
+}
+
+/// Forwards `request` along `route` to one of `upstreams`, reporting upstream
+/// connections under `service`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
+    service: &str,
     route: &Route,
     upstreams: &RouteUpstreams,
     limits: &Limits,
-    recorder: &dyn Recorder,
-    client: Option<IpAddr>,
-    secure: bool,
+    client: Client<'_>,
+    recorder: &Rc<dyn Recorder>,
     request: Request<Incoming>,
+    marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
+    if let Some(offered) = upgrade::asked(&request) {
+        // Never pooled: after a 101 its upstream connection is the tunnel's.
+        let asks = upgrade::Asks { client, offered };
+        return upgrade::forward(service, route, limits, asks, recorder, request, marks).await;
+    }
+    let (secure, client) = (client.secure, client.addr);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -223,14 +275,15 @@ pub(crate) async fn forward(
         };
         tried.push(i);
         let target = &upstreams.targets[i];
-        match exchange(route, target, &mut outgoing, limits).await {
+        let detail = marks.upstreams.get(i);
+        match exchange(route, target, &mut outgoing, limits, marks.steps, detail).await {
             Ok(response) => {
                 upstreams.succeeded(i);
                 break response;
             }
             Err(err) => {
                 if err.is_upstream() {
-                    upstreams.failed(i, &err, recorder);
+                    upstreams.failed(i, &err, &**recorder);
                 }
                 if !(err.is_connect() && outgoing.may_retry()) {
                     return Err(err);
@@ -240,12 +293,18 @@ pub(crate) async fn forward(
             }
         }
     };
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(Into::into).boxed_unsync(),
-    ))
+    // RFC 9110 §15.2.2: a server switches protocols only when the request asked to
+    // (requests that ask go through `upgrade`); the client could not follow.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(UpstreamError::Switch(
+            upstreams.targets[tried[tried.len() - 1]]
+                .upstream
+                .url
+                .clone(),
+            "for a request that did not ask to".into(),
+        ));
+    }
+    Ok(respond(route, response))
 }
 
 /// One upstream's part: a pooled connection, the request sent on it, the response head.
@@ -256,15 +315,20 @@ async fn exchange(
     target: &Target,
     outgoing: &mut Outgoing,
     limits: &Limits,
+    steps: &Steps,
+    detail: Option<&StepDetail>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     let url = || target.upstream.url.clone();
     let _in_flight = InFlight::enter(&target.state.in_flight);
     loop {
+        steps.step_with("connect upstream", None, detail);
         let conn = target
             .pool
             .checkout(limits.upstream_connect_timeout)
             .await?;
         let reused = conn.reused;
+        let on = WaitsOn::Connection(conn.connection());
+        steps.step_with("response head", Some(on), detail);
         let request = outgoing.request(route, &target.upstream)?;
         let copy = (reused && outgoing.may_replay()).then(|| outgoing.head.clone());
         let sent = target
@@ -426,6 +490,77 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// The body sent upstream: the client's, cut off past the limit.
+type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// The request as it goes upstream for an upgrade (to the route's first upstream): the
+/// size limit checked, the target rewritten for the upstream, hop-by-hop headers removed
+/// and the client named in `Forwarded`.
+fn outgoing(
+    route: &Route,
+    limits: &Limits,
+    client: Option<IpAddr>,
+    secure: bool,
+    request: Request<Incoming>,
+) -> Result<Request<UpstreamBody>, UpstreamError> {
+    let upstream = &route.upstreams[0];
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
+    }
+    let (mut parts, body) = request.into_parts();
+    let target = upstream_target(route, upstream, &parts.uri);
+    parts.uri = target
+        .parse()
+        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), format!("bad target: {e}")))?;
+    parts.version = http::Version::HTTP_11;
+    let host = parts.headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, client, host.as_ref(), secure);
+    if host.is_none()
+        && let Ok(v) = HeaderValue::from_str(&upstream.authority())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let body = Limited::new(body.map_err(ClientBodyError), max).boxed_unsync();
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Sends `request` and waits for the response head, up to the upstream timeout.
+async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<UpstreamBody>,
+    request: Request<UpstreamBody>,
+    upstream: &Upstream,
+    limits: &Limits,
+) -> Result<Response<Incoming>, UpstreamError> {
+    tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
+        .map_err(|e| match client_fault(&e) {
+            Some(ClientFault::TooLarge) => UpstreamError::BodyTooLarge(limits.max_body_bytes),
+            Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
+            None => UpstreamError::Exchange(upstream.url.clone(), e.to_string()),
+        })
+}
+
+/// The upstream's response as the client gets it: without its hop-by-hop headers, and
+/// with the route's `Cache-Control` when it has none of its own.
+fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(value) = &route.cache_control {
+        parts
+            .headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert_with(|| value.clone());
+    }
+    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+}
+
 enum ClientFault {
     TooLarge,
     Body(String),
@@ -445,6 +580,35 @@ fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
         cause = c.source();
     }
     None
+}
+
+/// A connection of its own to `upstream`, for an upgrade (plain TCP).
+pub(crate) async fn connect(
+    service: &str,
+    upstream: &Upstream,
+    timeout: Duration,
+) -> Result<weft::InspectedStream, UpstreamError> {
+    let host = upstream.host.replace(':', "\\:");
+    let endpoint = format!(
+        "tcp:{host}:{}:timeout={}",
+        upstream.port,
+        timeout.as_secs_f64()
+    );
+    let mut stream = Reactor::current()
+        .connect_stream(service, &endpoint)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Refused { .. } => UpstreamError::Refused(upstream.url.clone()),
+            ConnectError::TimedOut { after, .. } => {
+                UpstreamError::ConnectTimeout(upstream.url.clone(), after)
+            }
+            ConnectError::Tls { reason, .. } => UpstreamError::Tls(upstream.url.clone(), reason),
+            other => UpstreamError::Connect(upstream.url.clone(), other.to_string()),
+        })?;
+    let _ = stream.set_nodelay(true);
+    // At shutdown the exchange in flight finishes; the connection ends with it.
+    stream.keep_reading_when_closing();
+    Ok(stream)
 }
 
 #[cfg(test)]
@@ -495,6 +659,9 @@ mod tests {
             StatusCode::PAYLOAD_TOO_LARGE
         );
         assert!(!UpstreamError::BodyTooLarge(1).is_upstream());
+        let unasked = UpstreamError::Switch("u".into(), "unasked".into());
+        assert_eq!(unasked.status(), StatusCode::BAD_GATEWAY);
+        assert!(unasked.is_upstream());
         let bad = UpstreamError::RequestBody("bad chunk".into());
         assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
         assert_eq!(bad.refusal(), Some(Refusal::Body));

@@ -27,10 +27,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
+use weft::observe::ConnectionId;
 use weft::{ConnectError, InspectedStream, Reactor, Transport};
 
-use super::UpstreamError;
 use super::upstreams::UpstreamState;
+use super::{Abandon, UpstreamError};
 use crate::config::{PoolConfig, Upstream};
 use crate::metrics::Recorder;
 
@@ -80,6 +81,13 @@ pub(crate) struct Pooled {
     link: Rc<Link>,
     /// Whether it served a request before.
     pub(crate) reused: bool,
+}
+
+impl Pooled {
+    /// The connection's id, as the inspector lists it.
+    pub(crate) fn connection(&self) -> ConnectionId {
+        self.link.transport.id()
+    }
 }
 
 /// How sending on a connection failed.
@@ -188,7 +196,11 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Result<Response<Incoming>, SendError>, tokio::time::error::Elapsed> {
         self.0.state.requests.fetch_add(1, Relaxed);
+        // A cancel (or the client going away) before the response head leaves the
+        // connection mid-request: it is aborted, never reused.
+        let mut abandon = Abandon(Some(conn.link.transport.clone()));
         let sent = tokio::time::timeout(timeout, conn.sender.try_send_request(request)).await;
+        abandon.0 = None;
         let result = match sent {
             Err(elapsed) => {
                 // The exchange is abandoned halfway: the connection cannot be reused.

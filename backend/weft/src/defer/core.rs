@@ -72,6 +72,8 @@ pub(crate) struct Core {
     waker: RefCell<Option<Waker>>,
     /// Index in the live registry while pending.
     pub(crate) slot: Cell<Option<usize>>,
+    /// The named step its code says it is at ([`Steps`](super::Steps)).
+    pub(crate) named: RefCell<super::named::Current>,
 }
 
 impl Core {
@@ -101,6 +103,7 @@ impl Core {
             canceller: RefCell::new(None),
             waker: RefCell::new(None),
             slot: Cell::new(None),
+            named: RefCell::default(),
         });
         registry::register(&core);
         events::emit(|| {

@@ -167,6 +167,11 @@ impl<T: 'static> Deferred<T> {
         self.core().set_flag(super::core::LONG_WAIT, true);
     }
 
+    /// A handle that marks the named steps of this chain from async code.
+    pub fn steps(&self) -> super::Steps {
+        super::Steps::of(self.core())
+    }
+
     /// Something that can cancel it later, without holding the chain.
     pub fn cancel_handle(&self) -> CancelHandle {
         CancelHandle {
@@ -356,6 +361,11 @@ impl<T: 'static> Resolver<T> {
     /// Its Deferred's id.
     pub fn id(&self) -> DeferredId {
         self.core.as_ref().expect("live resolver").id
+    }
+
+    /// A handle that marks the named steps of its chain from async code.
+    pub fn steps(&self) -> super::Steps {
+        super::Steps::of(self.core.as_ref().expect("live resolver"))
     }
 
     /// Whether its Deferred already has a result: it was cancelled (or timed out), so

@@ -157,7 +157,7 @@ pub fn scan_for_stalls() {
         let snapshot = registry::snapshot(core, now);
         tracing::warn!(
             deferred = %core.id, created = %Site(core.site), state = snapshot.state.as_str(),
-            ?stuck, "a Deferred is stalled"
+            step = snapshot.named.as_ref().map(|n| n.name), ?stuck, "a Deferred is stalled"
         );
         events::emit(|| {
             DeferredEvent::Stalled(Stalled {
@@ -168,6 +168,7 @@ pub fn scan_for_stalls() {
                 step: snapshot.steps_run,
                 step_site: snapshot.step_site,
                 waiting_on: snapshot.waiting_on,
+                named: snapshot.named,
             })
         });
     });

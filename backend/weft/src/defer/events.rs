@@ -10,6 +10,7 @@ use std::panic::Location;
 use std::time::{Duration, SystemTime};
 
 use super::Failure;
+use super::named::NamedStep;
 use crate::observe::ConnectionId;
 
 /// Identifies one Deferred; drawn from the same sequence as connection ids.
@@ -334,6 +335,9 @@ pub enum DeferredEvent {
     Paused(Paused),
     /// Its chain went on after a pause or a child's result.
     Resumed(Resumed),
+    /// The code marked the named step its chain is at, or what that step waits on
+    /// ([`Steps`](super::Steps)); a step ends when the next one is marked or the chain ends.
+    Named(StepNamed),
     /// It got its first result (`callback`, `errback`, or a cancellation).
     Fired(Fired),
     /// Its chain ran out of steps with a result: it is no longer pending.
@@ -406,6 +410,17 @@ pub struct Paused {
     pub index: u32,
     /// The child it waits on; `None` for an explicit `pause`.
     pub waiting_on: Option<DeferredId>,
+}
+
+/// A chain is at a named step (a new one, or the same `index` now waiting on something).
+#[derive(Debug, Clone)]
+pub struct StepNamed {
+    /// The Deferred.
+    pub id: DeferredId,
+    /// The step.
+    pub step: NamedStep,
+    /// Wall-clock time of the mark.
+    pub at: SystemTime,
 }
 
 /// A chain went on.
@@ -482,6 +497,8 @@ pub struct Stalled {
     pub step_site: Option<Site>,
     /// The child it waits on.
     pub waiting_on: Option<DeferredId>,
+    /// The named step it is at, if its code names its steps ([`Steps`](super::Steps)).
+    pub named: Option<NamedStep>,
 }
 
 /// A step that held the reactor thread too long.

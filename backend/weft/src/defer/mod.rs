@@ -121,6 +121,7 @@
 //! - `registry.rs`: the live registry of pending Deferreds, [`pending()`], cross-thread listing.
 //! - `detect.rs`: the detectors' reports and the stall scan.
 //! - `future.rs`: `Future for Deferred`, [`Deferred::from_future`].
+//! - `named.rs`: [`Steps`], the named steps async code marks on its chain.
 //! - `list.rs`: [`DeferredList`], [`gather_results`], [`race`], [`maybe_deferred`].
 //! - `sync.rs`: [`DeferredLock`], [`DeferredSemaphore`], [`DeferredQueue`].
 //!
@@ -135,6 +136,7 @@ mod events;
 mod failure;
 mod future;
 mod list;
+mod named;
 mod registry;
 mod step;
 mod sync;
@@ -148,13 +150,14 @@ pub use detect::{
 pub use events::{
     Created, DeferredEvent, DeferredId, DeferredState, Detector, Dropped, FailureInfo, Fired,
     Leaked, Outcome, Paused, Resumed, Settled, Site, SlowCallback, Stalled, StepFinished, StepKind,
-    StepOutcome, StepQueued, StepStatus, Subject, Unhandled,
+    StepNamed, StepOutcome, StepQueued, StepStatus, Subject, Unhandled,
 };
 pub use failure::{
     AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, PanicError,
     QueueOverflow, QueueUnderflow, TimeoutError, debugging, set_debugging,
 };
 pub use list::{DeferredList, ListResult, gather_results, maybe_deferred, race};
+pub use named::{NamedStep, StepDetail, Steps, WaitsOn};
 pub(crate) use registry::Registry;
 pub use registry::{PendingDeferred, cancel, pending, pending_count};
 pub use step::{CallbackResult, Next};

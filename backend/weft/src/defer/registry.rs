@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::core::Core;
 use super::events::{DeferredId, DeferredState, Site};
+use super::named::NamedStep;
 use crate::observe::ConnectionId;
 
 /// The table behind the registry; one per thread, in the thread's context.
@@ -124,6 +125,10 @@ pub struct PendingDeferred {
     pub step_site: Option<Site>,
     /// The child it waits on.
     pub waiting_on: Option<DeferredId>,
+    /// The named step its code says it is at ([`Steps`](super::Steps)).
+    pub named: Option<NamedStep>,
+    /// Time at that named step.
+    pub named_for: Duration,
 }
 
 pub(crate) fn snapshot(core: &Core, now: Duration) -> PendingDeferred {
@@ -141,6 +146,11 @@ pub(crate) fn snapshot(core: &Core, now: Duration) -> PendingDeferred {
         DeferredState::Waiting | DeferredState::Running => core.step_site.get(),
         _ => core.next_step_site(),
     };
+    let (named, named_since) = core
+        .named
+        .try_borrow()
+        .map(|n| (n.step(), n.since()))
+        .unwrap_or_default();
     PendingDeferred {
         id: core.id,
         label: core.label,
@@ -153,6 +163,12 @@ pub(crate) fn snapshot(core: &Core, now: Duration) -> PendingDeferred {
         steps_run: core.steps_run.get(),
         step_site: step_site.map(Site),
         waiting_on,
+        named_for: if named.is_some() {
+            now.saturating_sub(named_since)
+        } else {
+            Duration::ZERO
+        },
+        named,
     }
 }
 

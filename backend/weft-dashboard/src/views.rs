@@ -1,0 +1,308 @@
+//! The figures of the services' views ([`weft_telemetry::ServiceViews`]) as the HTTP
+//! page and `/api/http` show them: per route, requests per second, status classes and
+//! p50/p99 latency over the last [`WINDOW`], with each service's upstreams.
+//!
+//! A view gives totals since the process started; rates and percentiles are differences
+//! against an earlier reading. [`ViewHistory`] keeps, per service, the readings taken
+//! when the figures were asked for (at most one a second, as many as cover the window),
+//! so nothing is read while nobody looks. The first reading is compared with zero at the
+//! dashboard's start: its figures are since then.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use weft_telemetry::ServiceViews;
+use weft_telemetry::views::{Histogram, RouteSnapshot, UpstreamSnapshot, UpstreamState};
+
+use crate::data::now_ms;
+use crate::state::DashboardState;
+
+/// The span rates and percentiles are measured over.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// Readings kept per service at most: one a second over the window, and one older.
+const KEEP: usize = WINDOW.as_secs() as usize + 2;
+
+/// Readings closer together than this are not kept.
+const MIN_GAP_MS: i64 = 1000;
+
+/// A service's figures for the page and the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceFigures {
+    /// The service.
+    pub service: String,
+    /// The seconds the rates and percentiles cover.
+    pub window_s: f64,
+    /// Its routes, in its configuration's order.
+    pub routes: Vec<RouteFigures>,
+    /// The upstreams it forwards to, as the service reports them.
+    pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// One route's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteFigures {
+    /// Its prefix, or `files` and `unrouted` for requests no route took.
+    pub route: String,
+    /// Where it forwards to.
+    pub upstream: Option<String>,
+    /// Requests answered since the process started.
+    pub requests: u64,
+    /// The same, by status class.
+    pub codes: BTreeMap<&'static str, u64>,
+    /// Requests answered per second over the window.
+    pub requests_per_s: f64,
+    /// Median time to the response head over the window, in milliseconds; `None` with no
+    /// request in it.
+    pub p50_ms: Option<f64>,
+    /// The 99th percentile of the same.
+    pub p99_ms: Option<f64>,
+    /// Failed upstream exchanges since the process started.
+    pub upstream_errors: u64,
+}
+
+/// One reading of a service's routes: (label, latency histogram).
+#[derive(Debug, Clone)]
+struct Reading {
+    at_ms: i64,
+    routes: Vec<(String, Histogram)>,
+}
+
+/// The readings the figures of one kind's services are measured against, per service.
+#[derive(Debug, Default)]
+pub struct ViewHistory {
+    /// A std mutex: held to pick a baseline and push a reading, never across an await.
+    inner: Mutex<BTreeMap<String, VecDeque<Reading>>>,
+}
+
+impl ViewHistory {
+    /// The figures of every service of kind `kind` in `views` at `now_ms`; `started_ms`
+    /// is when counting began, the baseline of a first reading.
+    pub fn figures(
+        &self,
+        views: &ServiceViews,
+        kind: &str,
+        now_ms: i64,
+        started_ms: i64,
+    ) -> Vec<ServiceFigures> {
+        let snapshots = views.snapshots(kind);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.retain(|name, _| snapshots.iter().any(|(n, _)| n == name));
+        snapshots
+            .into_iter()
+            .map(|(service, snapshot)| {
+                let ring = inner.entry(service.clone()).or_default();
+                let base = baseline(ring, now_ms);
+                let since = base.map_or(started_ms, |b| b.at_ms);
+                let secs = ((now_ms - since) as f64 / 1e3).max(1e-3);
+                let routes = snapshot
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let before = base.and_then(|b| {
+                            b.routes.iter().find(|(n, _)| *n == r.route).map(|(_, h)| h)
+                        });
+                        figures(r, before, secs)
+                    })
+                    .collect();
+                remember(ring, now_ms, &snapshot.routes);
+                ServiceFigures {
+                    service,
+                    window_s: secs,
+                    routes,
+                    upstreams: snapshot.upstreams,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The newest reading at least [`WINDOW`] old, else the oldest one.
+fn baseline(ring: &VecDeque<Reading>, now_ms: i64) -> Option<&Reading> {
+    let edge = now_ms - WINDOW.as_millis() as i64;
+    ring.iter()
+        .rev()
+        .find(|r| r.at_ms <= edge)
+        .or_else(|| ring.front())
+}
+
+/// Keeps a reading of `routes` at `now_ms`, unless the last one is too recent; drops
+/// those older than the one a baseline needs.
+fn remember(ring: &mut VecDeque<Reading>, now_ms: i64, routes: &[RouteSnapshot]) {
+    if ring.back().is_some_and(|r| now_ms - r.at_ms < MIN_GAP_MS) {
+        return;
+    }
+    ring.push_back(Reading {
+        at_ms: now_ms,
+        routes: routes
+            .iter()
+            .map(|r| (r.route.clone(), r.latency.clone()))
+            .collect(),
+    });
+    let edge = now_ms - WINDOW.as_millis() as i64;
+    while ring.len() > KEEP || ring.get(1).is_some_and(|r| r.at_ms <= edge) {
+        ring.pop_front();
+    }
+}
+
+fn figures(route: &RouteSnapshot, before: Option<&Histogram>, secs: f64) -> RouteFigures {
+    let now = &route.latency;
+    let count = now.count.saturating_sub(before.map_or(0, |b| b.count));
+    let cumulative: Vec<u64> = now
+        .cumulative
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let was = before
+                .and_then(|b| b.cumulative.get(i))
+                .copied()
+                .unwrap_or(0);
+            c.saturating_sub(was)
+        })
+        .collect();
+    let ms = |q| quantile(q, &now.bounds, &cumulative, count).map(|s| s * 1e3);
+    RouteFigures {
+        route: route.route.clone(),
+        upstream: route.upstream.clone(),
+        requests: route.codes.values().sum(),
+        codes: route.codes.clone(),
+        requests_per_s: count as f64 / secs,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        upstream_errors: route.upstream_errors,
+    }
+}
+
+/// The `q` quantile of `count` observations in cumulative buckets with upper `bounds`,
+/// interpolated within its bucket as Prometheus' `histogram_quantile` does; the highest
+/// bound when it lies above it.
+fn quantile(q: f64, bounds: &[f64], cumulative: &[u64], count: u64) -> Option<f64> {
+    if count == 0 {
+        return None;
+    }
+    let rank = q * count as f64;
+    for (i, (&bound, &upto)) in bounds.iter().zip(cumulative).enumerate() {
+        if (upto as f64) < rank {
+            continue;
+        }
+        let (lower, below) = match i {
+            0 => (0.0, 0),
+            _ => (bounds[i - 1], cumulative[i - 1]),
+        };
+        let inside = upto.saturating_sub(below);
+        if inside == 0 {
+            return Some(bound);
+        }
+        return Some(lower + (bound - lower) * (rank - below as f64) / inside as f64);
+    }
+    bounds.last().copied()
+}
+
+impl RouteFigures {
+    /// Requests answered with a status of `class` (`2xx`) since the process started.
+    pub fn code(&self, class: &str) -> u64 {
+        self.codes.get(class).copied().unwrap_or(0)
+    }
+}
+
+/// An upstream's state in words: `unchecked`, `healthy`, `ejected until 12:00:01.000`.
+pub fn state_label(u: &UpstreamSnapshot) -> String {
+    match u.state {
+        UpstreamState::Healthy => "healthy".into(),
+        UpstreamState::Ejected { until_ms } => {
+            format!("ejected until {}", crate::fmt::clock(&until_ms))
+        }
+        _ => "unchecked".into(),
+    }
+}
+
+/// The HTTP services' figures now, for the page and `/api/http`.
+pub(crate) fn http(state: &DashboardState) -> Vec<ServiceFigures> {
+    let now = now_ms();
+    let started = now - i64::try_from(state.started.elapsed().as_millis()).unwrap_or(0);
+    state.http.figures(state.hub.views(), "http", now, started)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use weft_telemetry::views::{ServiceSnapshot, ServiceView};
+
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_their_bucket() {
+        let bounds = [0.01, 0.1, 1.0];
+        // 90 under 10 ms, 10 between 100 ms and 1 s.
+        let cumulative = [90, 90, 100];
+        let p50 = quantile(0.5, &bounds, &cumulative, 100).unwrap();
+        assert!((p50 - 0.01 * 50.0 / 90.0).abs() < 1e-9, "{p50}");
+        let p99 = quantile(0.99, &bounds, &cumulative, 100).unwrap();
+        assert!((p99 - (0.1 + 0.9 * 9.0 / 10.0)).abs() < 1e-9, "{p99}");
+        assert_eq!(quantile(0.5, &bounds, &[0, 0, 0], 0), None);
+        assert_eq!(
+            quantile(0.99, &bounds, &[0, 0, 0], 3),
+            Some(1.0),
+            "all above the last bound"
+        );
+    }
+
+    /// A view whose one route has `count` requests, all under 10 ms.
+    struct Counted(Mutex<u64>);
+
+    impl ServiceView for Counted {
+        fn snapshot(&self) -> ServiceSnapshot {
+            let n = *self.0.lock().unwrap();
+            ServiceSnapshot {
+                routes: vec![RouteSnapshot {
+                    route: "/api/".into(),
+                    codes: [("2xx", n)].into_iter().collect(),
+                    latency: Histogram {
+                        bounds: vec![0.01, 0.1],
+                        cumulative: vec![n, n],
+                        count: n,
+                        sum_seconds: 0.0,
+                    },
+                    ..RouteSnapshot::default()
+                }],
+                upstreams: Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn rates_and_percentiles_cover_the_window_only() {
+        let views = ServiceViews::default();
+        let view = Arc::new(Counted(Mutex::new(20)));
+        views.set("web", "http", view.clone());
+        views.set("dns", "dns", Arc::new(Counted(Mutex::new(0))));
+        let history = ViewHistory::default();
+        // The first reading counts from the dashboard's start, 10 s before.
+        let first = history.figures(&views, "http", 10_000, 0);
+        assert_eq!(first.len(), 1, "only the kind asked for");
+        assert_eq!(first[0].routes[0].requests_per_s, 2.0);
+        assert!(first[0].routes[0].p50_ms.is_some());
+        // Nothing new in the next 10 s: no rate, no percentile; the totals stay.
+        for at in (11_000..=20_000).step_by(1000) {
+            history.figures(&views, "http", at, 0);
+        }
+        let idle = &history.figures(&views, "http", 20_500, 0)[0];
+        assert_eq!(idle.routes[0].requests_per_s, 0.0);
+        assert_eq!(idle.routes[0].p99_ms, None);
+        assert_eq!(idle.routes[0].requests, 20);
+        assert!((idle.window_s - 10.5).abs() < 1e-9, "{}", idle.window_s);
+        *view.0.lock().unwrap() = 40;
+        let busy = &history.figures(&views, "http", 21_000, 0)[0];
+        assert_eq!(busy.routes[0].requests_per_s, 2.0);
+        assert!(busy.routes[0].p99_ms.unwrap() <= 10.0);
+        let kept = history.inner.lock().unwrap()["web"].len();
+        assert!(kept <= KEEP, "{kept}");
+        // A service that no longer has a view goes with its readings.
+        views.retain(|_, kind| kind == "dns");
+        assert!(history.figures(&views, "http", 22_000, 0).is_empty());
+        assert!(history.inner.lock().unwrap().is_empty());
+    }
+}

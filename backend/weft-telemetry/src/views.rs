@@ -1,0 +1,227 @@
+//! [`ServiceViews`]: what a service shows of itself beyond its connections (an HTTP
+//! service's routes and upstreams), as a [`ServiceSnapshot`] any thread can ask for.
+//!
+//! The program registers one [`ServiceView`] per service ([`ServiceViews::set`]); the
+//! dashboard asks each for a snapshot when a page or the API is read. A view reads
+//! figures the service's thread shares (atomics, a short mutex), so asking never waits
+//! on the reactor and the reactor never waits on a reader. The types say nothing of a
+//! protocol: a route is any labelled stream of requests with status classes and a latency
+//! histogram, an upstream any peer the service forwards to.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// A service's figures, asked for from any thread.
+pub trait ServiceView: Send + Sync {
+    /// The figures now; totals since the process started.
+    fn snapshot(&self) -> ServiceSnapshot;
+}
+
+/// A service's routes and upstreams at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceSnapshot {
+    /// The ways its requests go, in its configuration's order.
+    pub routes: Vec<RouteSnapshot>,
+    /// The peers it forwards to.
+    pub upstreams: Vec<UpstreamSnapshot>,
+}
+
+/// One route's totals since the process started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteSnapshot {
+    /// Its label: a configured prefix, or a fixed name for requests no route took.
+    pub route: String,
+    /// Where it forwards to, if anywhere.
+    pub upstream: Option<String>,
+    /// Requests answered, by status class (`1xx` to `5xx`).
+    pub codes: BTreeMap<&'static str, u64>,
+    /// Time to the response head.
+    pub latency: Histogram,
+    /// Exchanges with its upstream that failed.
+    pub upstream_errors: u64,
+}
+
+/// A cumulative histogram, as Prometheus keeps one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Histogram {
+    /// Upper bounds in seconds, ascending, without `+Inf`.
+    pub bounds: Vec<f64>,
+    /// Observations at or under each bound.
+    pub cumulative: Vec<u64>,
+    /// Every observation, those over the last bound included.
+    pub count: u64,
+    /// Their sum, in seconds.
+    pub sum_seconds: f64,
+}
+
+/// Whether an upstream is taking requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+#[non_exhaustive]
+pub enum UpstreamState {
+    /// The service does not check its upstreams' health.
+    #[default]
+    Unchecked,
+    /// Taking requests.
+    Healthy,
+    /// Out of rotation after failures, until then.
+    Ejected {
+        /// Unix milliseconds.
+        until_ms: i64,
+    },
+}
+
+/// One upstream's figures; what the service does not track is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpstreamSnapshot {
+    /// How the configuration names it.
+    pub name: String,
+    /// Where it is.
+    pub url: String,
+    /// Whether it takes requests.
+    #[serde(flatten)]
+    pub state: UpstreamState,
+    /// Failures in a row, when health is tracked.
+    pub consecutive_failures: Option<u64>,
+    /// Idle pooled connections, when connections are pooled.
+    pub idle: Option<u64>,
+    /// Connections carrying a request now, when connections are pooled.
+    pub busy: Option<u64>,
+    /// Requests answered through it.
+    pub requests: u64,
+    /// Exchanges with it that failed.
+    pub errors: u64,
+    /// The last few failures, oldest first.
+    pub recent_errors: Vec<RecentError>,
+}
+
+/// One failure an upstream view keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RecentError {
+    /// When, unix milliseconds.
+    pub at_ms: i64,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A registered view with the service's kind.
+#[derive(Clone)]
+struct Registered {
+    kind: &'static str,
+    view: Arc<dyn ServiceView>,
+}
+
+/// The views of the services running now, by service name. Cheap to clone; every clone
+/// is the same registry.
+#[derive(Clone, Default)]
+pub struct ServiceViews {
+    /// A std mutex: taken to set a view when a service starts and to copy the list out
+    /// when one is read; views are asked outside it.
+    inner: Arc<Mutex<BTreeMap<String, Registered>>>,
+}
+
+impl std::fmt::Debug for ServiceViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.lock().keys()).finish()
+    }
+}
+
+/// What [`ServiceViews::saved`] took, for [`ServiceViews::restore`].
+pub struct SavedViews(BTreeMap<String, Registered>);
+
+impl ServiceViews {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Registered>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Shows `view` for the service `service` of kind `kind` (`http`), replacing what it
+    /// showed before.
+    pub fn set(&self, service: &str, kind: &'static str, view: Arc<dyn ServiceView>) {
+        self.lock()
+            .insert(service.to_owned(), Registered { kind, view });
+    }
+
+    /// Keeps the views of the services for which `keep(name, kind)` holds (after a
+    /// reload: the services that run, of the kind they are now).
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.lock().retain(|name, r| keep(name, r.kind));
+    }
+
+    /// The views as they are now, to [`restore`](Self::restore) if what changes them
+    /// is rolled back.
+    pub fn saved(&self) -> SavedViews {
+        SavedViews(self.lock().clone())
+    }
+
+    /// Puts back the views [`saved`](Self::saved) took.
+    pub fn restore(&self, saved: SavedViews) {
+        *self.lock() = saved.0;
+    }
+
+    /// Each service of kind `kind` with its snapshot, by name.
+    pub fn snapshots(&self, kind: &str) -> Vec<(String, ServiceSnapshot)> {
+        let views: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.kind == kind)
+            .map(|(name, r)| (name.clone(), r.view.clone()))
+            .collect();
+        views
+            .into_iter()
+            .map(|(name, view)| (name, view.snapshot()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(u64);
+
+    impl ServiceView for Fixed {
+        fn snapshot(&self) -> ServiceSnapshot {
+            ServiceSnapshot {
+                routes: vec![RouteSnapshot {
+                    route: "/".into(),
+                    upstream_errors: self.0,
+                    ..RouteSnapshot::default()
+                }],
+                upstreams: Vec::new(),
+            }
+        }
+    }
+
+    #[test]
+    fn views_are_listed_by_kind_replaced_by_name_and_restored() {
+        let views = ServiceViews::default();
+        views.set("web", "http", Arc::new(Fixed(1)));
+        views.set("dns", "dns", Arc::new(Fixed(2)));
+        let saved = views.saved();
+        views.set("web", "http", Arc::new(Fixed(3)));
+        let http = views.snapshots("http");
+        assert_eq!(http.len(), 1);
+        assert_eq!(http[0].0, "web");
+        assert_eq!(http[0].1.routes[0].upstream_errors, 3);
+        views.restore(saved);
+        assert_eq!(views.snapshots("http")[0].1.routes[0].upstream_errors, 1);
+        views.retain(|name, kind| name == "web" && kind == "http");
+        assert!(views.snapshots("dns").is_empty());
+        assert_eq!(views.snapshots("http").len(), 1);
+    }
+
+    #[test]
+    fn an_upstream_serializes_its_state_flat() {
+        let u = UpstreamSnapshot {
+            name: "a".into(),
+            state: UpstreamState::Ejected { until_ms: 5 },
+            ..UpstreamSnapshot::default()
+        };
+        let json = serde_json::to_value(&u).unwrap();
+        assert_eq!(json["state"], "ejected");
+        assert_eq!(json["until_ms"], 5);
+        assert_eq!(json["idle"], serde_json::Value::Null);
+    }
+}

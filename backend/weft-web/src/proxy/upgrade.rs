@@ -1,0 +1,296 @@
+//! Protocol upgrades through the proxy (RFC 9110 §7.8): a WebSocket, or any protocol an
+//! HTTP/1.1 client asks to switch to.
+//!
+//! A request asks only with both `Upgrade` and a `Connection` naming it; then, and only
+//! then, the two go upstream (else they stay on their hop, like any hop-by-hop header).
+//! It gets an upstream connection of its own, never shared: after a 101 that connection
+//! is the tunnel's. The upstream's 101 is passed to the client when it switches to a
+//! protocol the client offered (a 101 to anything else is a 502), and the upstream end
+//! waits in the client connection's [`Slot`] until hyper has written the 101 and hands
+//! back the client's end; [`tunnel`] then copies both ways, bytes already read on
+//! either side first, relaying a half-close, until both sides have finished, either one
+//! fails or is closed (from the dashboard, say), or either is asked to close (the
+//! service's idle timeout, which the upstream end takes from the client's, or a
+//! shutdown). Ending it closes both connections.
+//!
+//! HTTP/2's extended CONNECT (RFC 8441) is not served: an HTTP/2 request cannot carry
+//! `Upgrade` at all, so it is forwarded like any other.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use weft::defer::WaitsOn;
+use weft::{InspectedStream, Reactor, Transport};
+
+use super::{Abandon, Client, Marks, UpstreamError, connect, outgoing, respond, send};
+use crate::body::{self, Body};
+use crate::config::{Limits, Route};
+use crate::headers::strip_hop_by_hop;
+use crate::metrics::{Recorder, UpgradeOutcome};
+
+/// What the request offers to switch to (its `Upgrade`), when it asks to switch.
+pub(crate) fn asked<B>(request: &Request<B>) -> Option<HeaderValue> {
+    // RFC 9110 §7.8: Upgrade is a hop-by-hop field, so a sender lists it in Connection;
+    // HTTP/1.0 and HTTP/2 requests cannot switch.
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let headers = request.headers();
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let offered: Vec<&str> = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !named || offered.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&offered.join(", ")).ok()
+}
+
+/// Whether every protocol `chosen` names is one of `offered` (RFC 9110 §7.8: a server
+/// MUST NOT switch to a protocol the client did not indicate).
+fn offers(offered: &HeaderValue, chosen: &HeaderValue) -> bool {
+    let list = |v: &HeaderValue| -> Vec<String> {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect()
+    };
+    let offered = list(offered);
+    let chosen = list(chosen);
+    !chosen.is_empty() && chosen.iter().all(|p| offered.contains(p))
+}
+
+/// The upstream end of a tunnel, switched and waiting for the client's end.
+pub(crate) struct UpstreamEnd {
+    stream: InspectedStream,
+    /// What the upstream sent right behind its 101: the new protocol's first bytes.
+    early: Bytes,
+    recorder: Rc<dyn Recorder>,
+}
+
+/// Where a client connection keeps the upstream end of its tunnel between the 101 being
+/// answered and hyper handing the client's end back.
+#[derive(Default)]
+pub(crate) struct Slot(RefCell<Option<UpstreamEnd>>);
+
+impl Slot {
+    /// The upstream end, once a 101 has been answered on this connection.
+    pub(crate) fn take(&self) -> Option<UpstreamEnd> {
+        self.0.borrow_mut().take()
+    }
+}
+
+/// A request that asks to switch protocols: from whom, and to what.
+pub(crate) struct Asks<'a> {
+    /// The client's connection.
+    pub(crate) client: Client<'a>,
+    /// What its `Upgrade` offers.
+    pub(crate) offered: HeaderValue,
+}
+
+/// Forwards a request that asks to switch protocols over a connection of its own; on a
+/// 101, leaves the upstream end in the client's tunnel slot. Counts the outcome.
+pub(crate) async fn forward(
+    service: &str,
+    route: &Route,
+    limits: &Limits,
+    asks: Asks<'_>,
+    recorder: &Rc<dyn Recorder>,
+    request: Request<Incoming>,
+    marks: &Marks<'_>,
+) -> Result<Response<Body>, UpstreamError> {
+    let result = switch(service, route, limits, &asks, recorder, request, marks).await;
+    let outcome = match &result {
+        Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            UpgradeOutcome::Tunnelled
+        }
+        Ok(_) => UpgradeOutcome::Declined,
+        Err(UpstreamError::Switch(..)) => UpgradeOutcome::Invalid,
+        Err(_) => UpgradeOutcome::Failed,
+    };
+    recorder.upgrade(outcome);
+    result
+}
+
+async fn switch(
+    service: &str,
+    route: &Route,
+    limits: &Limits,
+    asks: &Asks<'_>,
+    recorder: &Rc<dyn Recorder>,
+    request: Request<Incoming>,
+    marks: &Marks<'_>,
+) -> Result<Response<Body>, UpstreamError> {
+    let Asks { client, offered } = asks;
+    // An upgrade goes to the route's first upstream.
+    let upstream = &route.upstreams[0];
+    let mut request = outgoing(route, limits, client.addr, client.secure, request)?;
+    let headers = request.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, offered.clone());
+    marks
+        .steps
+        .step_with("connect upstream", None, marks.upstream);
+    let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
+    let on = WaitsOn::Connection(stream.info().id);
+    let mut abandon = Abandon(Some(stream.transport().clone()));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
+    // The connection hands its stream back after a 101 instead of closing it.
+    let (parts_tx, parts_rx) = tokio::sync::oneshot::channel();
+    Reactor::current().spawn(async move {
+        let _ = parts_tx.send(connection.without_shutdown().await);
+    });
+    marks
+        .steps
+        .step_with("response head", Some(on), marks.upstream);
+    let response = send(&mut sender, request, upstream, limits).await?;
+    abandon.0 = None;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(respond(route, response));
+    }
+    let switch = |why: &str| UpstreamError::Switch(upstream.url.clone(), why.to_owned());
+    let chosen = match response.headers().get(header::UPGRADE) {
+        Some(chosen) if offers(offered, chosen) => chosen.clone(),
+        Some(_) => return Err(switch("to a protocol the client did not offer")),
+        None => return Err(switch("without saying to what (no Upgrade)")),
+    };
+    let parts = tokio::time::timeout(limits.upstream_timeout, parts_rx)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| switch("but its connection was not handed over"))?
+        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
+    *client.tunnel.0.borrow_mut() = Some(UpstreamEnd {
+        stream: parts.io.into_inner(),
+        early: parts.read_buf,
+        recorder: recorder.clone(),
+    });
+    let (mut head, _) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    head.headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    head.headers.insert(header::UPGRADE, chosen);
+    Ok(Response::from_parts(head, body::empty()))
+}
+
+/// Counts a tunnel open while it lives.
+struct Open(Rc<dyn Recorder>);
+
+impl Open {
+    fn new(recorder: Rc<dyn Recorder>) -> Self {
+        recorder.tunnels(1);
+        Self(recorder)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.tunnels(-1);
+    }
+}
+
+/// Copies between the client's end (`client`, on the connection `transport`, with
+/// `early`, the bytes it sent right behind its request) and `upstream` until the tunnel
+/// ends (see the module's doc).
+pub(crate) async fn tunnel<C>(
+    mut client: C,
+    early: Bytes,
+    transport: &Transport,
+    upstream: UpstreamEnd,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let UpstreamEnd {
+        stream: mut up,
+        early: up_early,
+        recorder,
+    } = upstream;
+    let _open = Open::new(recorder);
+    let up_transport = up.transport().clone();
+    up_transport.set_idle_timeout(transport.idle_timeout());
+    let started = async {
+        up.write_all(&early).await?;
+        client.write_all(&up_early).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut up).await
+    };
+    let mut copying = pin!(started);
+    let ended = poll_fn(|cx| {
+        if transport.is_disconnecting() || up_transport.is_disconnecting() {
+            return Poll::Ready(None);
+        }
+        copying.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    if let Some(Err(err)) = ended {
+        tracing::debug!(connection = %transport.id(), upstream = %up_transport.id(), %err, "tunnel ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::get("/chat").version(version);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_an_http11_request_whose_connection_names_upgrade_asks_to_switch() {
+        let asks = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ];
+        assert_eq!(
+            asked(&request(Version::HTTP_11, &asks)).unwrap(),
+            "websocket"
+        );
+        let two = [
+            ("connection", "upgrade"),
+            ("upgrade", "h2c"),
+            ("upgrade", "shout/2"),
+        ];
+        assert_eq!(
+            asked(&request(Version::HTTP_11, &two)).unwrap(),
+            "h2c, shout/2"
+        );
+        assert!(asked(&request(Version::HTTP_11, &[("upgrade", "websocket")])).is_none());
+        assert!(asked(&request(Version::HTTP_11, &[("connection", "upgrade")])).is_none());
+        assert!(asked(&request(Version::HTTP_10, &asks)).is_none());
+        assert!(asked(&request(Version::HTTP_2, &asks)).is_none());
+    }
+
+    #[test]
+    fn a_server_may_switch_only_to_what_the_client_offered() {
+        let offered = HeaderValue::from_static("WebSocket, shout/2");
+        let ok = |chosen| offers(&offered, &HeaderValue::from_static(chosen));
+        assert!(ok("websocket"));
+        assert!(ok("shout/2, websocket"));
+        assert!(!ok("shout"));
+        assert!(!ok("h2c"));
+        assert!(!ok(""));
+    }
+}

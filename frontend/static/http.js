@@ -1,0 +1,71 @@
+// The HTTP page: each service's routes and upstreams, refetched from /api/http once a
+// second while the live feed ticks, drawn as the server draws them (http.html).
+
+import { el, replace } from "./dom.js";
+import { clock, maybe, millis, rate } from "./fmt.js";
+
+const MIN_REFRESH_MS = 1000;
+const CLASSES = ["2xx", "3xx", "4xx", "5xx"];
+
+export class HttpView {
+  constructor() {
+    this.stale = true;
+    this.lastFetch = 0;
+  }
+
+  snapshot() { this.stale = true; }
+  stats() { this.stale = true; }
+  event() {}
+
+  async render() {
+    if (!this.stale) return;
+    if (performance.now() - this.lastFetch < MIN_REFRESH_MS) {
+      setTimeout(() => window.__weft.live?.schedule(), MIN_REFRESH_MS);
+      return;
+    }
+    this.stale = false;
+    this.lastFetch = performance.now();
+    const r = await fetch("/api/http");
+    if (!r.ok) return;
+    const services = await r.json();
+    const box = document.getElementById("http-services");
+    if (!box) return;
+    replace(box, services.length ? services.map(section)
+      : [el("p", { class: "empty", id: "no-http" }, "No HTTP service runs.")]);
+  }
+}
+
+const num = (v, bad = false) => el("td", { class: bad ? "num bad" : "num" }, v);
+const head = (names) => el("thead", {}, el("tr", {}, ...names.map(([n, isNum]) => el("th", isNum ? { class: "num" } : {}, n))));
+
+function section(s) {
+  const routes = el("table", { class: "grid routes" },
+    head([["route"], ["upstream"], ["req/s", 1], ["requests", 1], ...CLASSES.map((c) => [c, 1]), ["p50", 1], ["p99", 1], ["upstream errors", 1]]),
+    el("tbody", {}, ...s.routes.map((r) => el("tr", {},
+      el("td", { class: "mono" }, r.route),
+      el("td", { class: "mono" }, r.upstream ?? ""),
+      num(rate(r.requests_per_s)),
+      num(r.requests),
+      ...CLASSES.map((c) => num(r.codes[c] ?? 0, c === "5xx" && r.codes[c] > 0)),
+      num(millis(r.p50_ms)),
+      num(millis(r.p99_ms)),
+      num(r.upstream_errors, r.upstream_errors > 0)))));
+  const upstreams = s.upstreams.length === 0 ? null : el("table", { class: "grid upstreams" },
+    head([["upstream"], ["state"], ["idle", 1], ["busy", 1], ["requests", 1], ["errors", 1], ["recent errors"]]),
+    el("tbody", {}, ...s.upstreams.map((u) => el("tr", {},
+      el("td", { class: "mono" }, u.name === u.url ? u.name : `${u.name} (${u.url})`),
+      el("td", {}, state(u)),
+      num(maybe(u.idle)),
+      num(maybe(u.busy)),
+      num(u.requests),
+      num(u.errors, u.errors > 0),
+      el("td", {}, el("ul", { class: "errors" }, ...u.recent_errors.map((e) =>
+        el("li", {}, el("time", {}, clock(e.at_ms)), " ", el("span", { class: "mono" }, e.message)))))))));
+  return el("section", { class: "http-service", "data-service": s.service },
+    el("h2", {}, s.service), routes, upstreams);
+}
+
+function state(u) {
+  if (u.state === "ejected") return `ejected until ${clock(u.until_ms)}`;
+  return u.state;
+}

@@ -1,0 +1,416 @@
+//! `Upgrade` through an http service's proxy route: a WebSocket client and a WebSocket
+//! upstream talking through the gateway, closed from the dashboard from either end; a
+//! protocol of its own after 101, with a half-close; and a 101 the client never asked
+//! for, which is a 502.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::assert_eventually;
+use crate::support::{App, free_port, http, spawn_app_with};
+
+/// A WebSocket upstream: greets each client, then echoes its messages; counts the
+/// connections it has seen end.
+struct WsEcho {
+    addr: SocketAddr,
+    ended: Arc<AtomicUsize>,
+}
+
+impl WsEcho {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let counter = ended.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((socket, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let ended = counter.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await {
+                            let _ = ws.send(Message::text("welcome")).await;
+                            while let Some(Ok(message)) = ws.next().await {
+                                if (message.is_text() || message.is_binary())
+                                    && ws.send(message).await.is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        }
+                        ended.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            });
+        });
+        Self { addr, ended }
+    }
+}
+
+/// The gateway with an http service whose `/chat/` route goes to `upstream`; returns the
+/// app and the service's address.
+fn gateway(upstream: SocketAddr) -> (App, SocketAddr) {
+    gateway_with(upstream, "")
+}
+
+/// Like [`gateway`], with `keys` added to the service.
+fn gateway_with(upstream: SocketAddr, keys: &str) -> (App, SocketAddr) {
+    let port = free_port();
+    let app = spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+{keys}
+[[service.route]]
+prefix = "/chat/"
+upstream = "http://{upstream}"
+"#
+        )
+    });
+    (app, ([127, 0, 0, 1], port).into())
+}
+
+/// The open connections of the service `web`: (id, peer).
+fn open_connections(app: &App) -> Vec<(u64, String)> {
+    let body = app
+        .curl("/api/connections?state=open&service=web")
+        .unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    json["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|c| {
+                    (
+                        c["id"].as_u64().unwrap(),
+                        c["peer"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The dashboard's close action on connection `id`.
+fn close_from_dashboard(app: &App, id: u64) {
+    let host = app.dashboard.to_string();
+    let reply = http(
+        app.dashboard,
+        &format!(
+            "POST /api/connections/{id}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+        ),
+        "",
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+}
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket through the gateway that has been greeted and had messages echoed both
+/// ways.
+async fn talk(web: SocketAddr) -> Client {
+    let (mut ws, response) = tokio_tungstenite::connect_async(format!("ws://{web}/chat/room"))
+        .await
+        .expect("the WebSocket handshake goes through the proxy");
+    assert_eq!(response.status(), 101);
+    assert_eq!(next(&mut ws).await, Message::text("welcome"));
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("hello"));
+    let big: Vec<u8> = (0..256 * 1024).map(|i: u32| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::binary(big));
+    ws
+}
+
+/// The next message, within 10 s.
+async fn next(ws: &mut Client) -> Message {
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a message within 10 s")
+        .expect("the socket is open")
+        .expect("a message")
+}
+
+/// Whether the WebSocket ends (closed, reset, or end of stream) within 10 s.
+async fn ends(ws: &mut Client) -> bool {
+    let ended = async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .is_ok()
+}
+
+#[test]
+fn a_websocket_goes_through_the_proxy_and_the_dashboard_closes_it_from_either_end() {
+    let upstream = WsEcho::start();
+    let (app, web) = gateway(upstream.addr);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let echo_peer = upstream.addr.to_string();
+    runtime.block_on(async {
+        let mut ws = talk(web).await;
+        let tunnelled = r#"weft_http_upgrades_total{outcome="tunnelled",service="web"}"#;
+        assert_eq!(app.metric(tunnelled), Some(1.0), "{}", app.log());
+        assert_eq!(
+            app.metric(r#"weft_http_tunnels_open{service="web"}"#),
+            Some(1.0)
+        );
+        // Both ends are the service's connections: the client's and the upstream's.
+        let open = open_connections(&app);
+        assert_eq!(open.len(), 2, "{open:?}");
+        let (upstream_id, _) = open.iter().find(|(_, p)| *p == echo_peer).unwrap().clone();
+
+        // Closing the upstream end ends the client's too.
+        close_from_dashboard(&app, upstream_id);
+        assert!(ends(&mut ws).await, "the client's end was closed");
+        assert_eventually!(
+            upstream.ended.load(Ordering::SeqCst) == 1,
+            "the upstream saw its connection end"
+        );
+        assert_eventually!(
+            open_connections(&app).is_empty(),
+            "{:?}",
+            open_connections(&app)
+        );
+
+        // Closing the client's end ends the upstream's.
+        let mut ws = talk(web).await;
+        let open = open_connections(&app);
+        let (client_id, _) = open.iter().find(|(_, p)| *p != echo_peer).unwrap().clone();
+        close_from_dashboard(&app, client_id);
+        assert!(ends(&mut ws).await, "the client's end was closed");
+        assert_eventually!(
+            upstream.ended.load(Ordering::SeqCst) == 2,
+            "the upstream saw its connection end"
+        );
+        assert_eventually!(
+            open_connections(&app).is_empty(),
+            "{:?}",
+            open_connections(&app)
+        );
+    });
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="tunnelled",service="web"}"#),
+        Some(2.0)
+    );
+    assert_eventually!(
+        app.metric(r#"weft_http_tunnels_open{service="web"}"#) == Some(0.0),
+        "no tunnel left open"
+    );
+}
+
+/// Reads a response head off `reader`: the status and the lines.
+fn read_head(reader: &mut impl BufRead) -> (u16, Vec<String>) {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        lines.push(line.trim_end().to_ascii_lowercase());
+    }
+    let status = lines
+        .first()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, lines)
+}
+
+/// An upstream that switches every request to `answer`'s protocol (or answers it with
+/// `answer` as it is, when it is not a 101), then shouts back what it reads, upper-cased,
+/// and says `bye` when the client has finished; keeps each request head.
+fn raw_upstream(answer: &'static str) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Vec<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (_, head) = read_head(&mut reader);
+                seen.lock().unwrap().push(head);
+                let mut stream = stream;
+                if stream.write_all(answer.as_bytes()).is_err() {
+                    return;
+                }
+                let mut buf = [0; 4096];
+                while let Ok(n @ 1..) = reader.read(&mut buf) {
+                    let _ = stream.write_all(&buf[..n].to_ascii_uppercase());
+                }
+                let _ = stream.write_all(b"bye");
+            });
+        }
+    });
+    (addr, heads)
+}
+
+const SWITCH: &str =
+    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n";
+
+#[test]
+fn another_protocol_after_101_is_tunnelled_both_ways_and_a_half_close_is_relayed() {
+    let (upstream, heads) = raw_upstream(SWITCH);
+    let (app, web) = gateway(upstream);
+    let stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    // Bytes sent right behind the head belong to the new protocol.
+    writer
+        .write_all(
+            b"GET /chat/raw HTTP/1.1\r\nHost: site.test\r\nConnection: keep-alive, Upgrade\r\n\
+              Upgrade: shout\r\n\r\nearly ",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, head) = read_head(&mut reader);
+    assert_eq!(status, 101, "{head:?}\n{}", app.log());
+    assert!(head.contains(&"upgrade: shout".to_owned()), "{head:?}");
+    assert!(head.contains(&"connection: upgrade".to_owned()), "{head:?}");
+    writer.write_all(b"and late").unwrap();
+    writer.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    reader
+        .read_to_end(&mut back)
+        .expect("the tunnel ends cleanly");
+    assert_eq!(String::from_utf8_lossy(&back), "EARLY AND LATEbye");
+
+    let heads = heads.lock().unwrap();
+    let asked = &heads[0];
+    assert!(asked.contains(&"upgrade: shout".to_owned()), "{asked:?}");
+    assert!(
+        asked.contains(&"connection: upgrade".to_owned()),
+        "{asked:?}"
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="tunnelled",service="web"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_101_the_client_did_not_ask_for_is_a_502_and_upgrade_alone_is_not_passed_on() {
+    let (upstream, heads) = raw_upstream(SWITCH);
+    let (app, web) = gateway(upstream);
+    // No Upgrade at all, then Upgrade without `Connection: upgrade`: neither asks.
+    let plain = http(web, "GET /chat/a HTTP/1.1\r\nHost: site.test\r\n", "");
+    assert_eq!(plain.status, 502, "{plain:?}");
+    let alone = http(
+        web,
+        "GET /chat/b HTTP/1.1\r\nHost: site.test\r\nUpgrade: shout\r\n",
+        "",
+    );
+    assert_eq!(alone.status, 502, "{alone:?}");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    for head in &heads {
+        assert!(
+            !head.iter().any(|l| l.starts_with("upgrade:")),
+            "no Upgrade is passed on unasked: {head:?}"
+        );
+    }
+    // A protocol the client did not offer.
+    let other = http(
+        web,
+        "GET /chat/c HTTP/1.1\r\nHost: site.test\r\nConnection: upgrade\r\nUpgrade: websocket\r\n",
+        "",
+    );
+    assert_eq!(other.status, 502, "{other:?}");
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="invalid",service="web"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_upstream_errors_total{service="web"}"#),
+        Some(3.0)
+    );
+
+    // An upstream that declines answers the client as it is, and the connection goes on.
+    let (declining, _) =
+        raw_upstream("HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno");
+    let (app, web) = gateway(declining);
+    let declined = http(
+        web,
+        "GET /chat/d HTTP/1.1\r\nHost: site.test\r\nConnection: upgrade\r\nUpgrade: shout\r\n",
+        "",
+    );
+    assert_eq!((declined.status, declined.body.as_str()), (426, "no"));
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="declined",service="web"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_tunnel_idle_past_the_services_idle_timeout_is_closed_at_both_ends() {
+    let (upstream, _) = raw_upstream(SWITCH);
+    let (app, web) = gateway_with(upstream, "idle_timeout = \"1s\"");
+    let stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(
+            b"GET /chat/idle HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\n\
+              Upgrade: shout\r\n\r\nping",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_head(&mut reader).0, 101, "{}", app.log());
+    let mut echoed = [0; 4];
+    reader.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"PING");
+    // Then nothing either way: the gateway closes the client's end, and the upstream's.
+    let idle = std::time::Instant::now();
+    reader
+        .read_to_end(&mut Vec::new())
+        .expect("closed, not timed out on this side");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}; the idle timeout is 1 s"
+    );
+    assert_eventually!(
+        open_connections(&app).is_empty(),
+        "{:?}",
+        open_connections(&app)
+    );
+    // Counted as timed out: the client's end, and the upstream's when the same check
+    // found it idle too.
+    let timed_out = app
+        .metric(r#"weft_connections_closed_total{reason="timeout",service="web",transport="tcp"}"#);
+    assert!(timed_out >= Some(1.0), "{timed_out:?}");
+}

@@ -1,0 +1,341 @@
+//! The dashboard's HTTP view end to end: per-route series on `/metrics` (clean under
+//! promtool), `/api/http` after real requests on a proxy route and on the static files,
+//! and the `/http` page with a hostile service name and route prefix, escaped, served and
+//! kept live in headless Chromium.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::assert_eventually;
+use crate::chrome::Browser;
+use crate::http::curl;
+use crate::http_peers::Upstream;
+use crate::metrics::promtool_check;
+use crate::support::{App, free_port, spawn_app_with};
+
+/// A service name and a route prefix the page must show as text, never as markup.
+const HOSTILE_SERVICE: &str = "web<script>alert(1)</script>";
+const HOSTILE_PREFIX: &str = "/<img src=x onerror=alert(2)>/";
+
+/// The gateway with an http service `web` (files, `/api/` to `up`, `/down/` to a closed
+/// port) and a second one with a hostile name and prefix.
+fn start(up: SocketAddr) -> (App, SocketAddr) {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let hostile_port = free_port();
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+root = "{root}"
+[[service.route]]
+prefix = "/api/"
+upstream = "http://{up}"
+[[service.route]]
+prefix = "/down/"
+upstream = "http://{closed}"
+
+[[service]]
+name = {hostile_service:?}
+kind = "http"
+listen = "tcp:{hostile_port}:interface=127.0.0.1"
+[[service.route]]
+prefix = {hostile_prefix:?}
+upstream = "http://{up}"
+"#,
+            port = web.port(),
+            root = root.display(),
+            hostile_service = HOSTILE_SERVICE,
+            hostile_prefix = HOSTILE_PREFIX,
+        )
+    });
+    (app, web)
+}
+
+fn api_http(app: &App) -> Value {
+    let body = app.curl("/api/http").unwrap_or_default();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// The route `name` of service `service` in an `/api/http` answer.
+fn route<'a>(json: &'a Value, service: &str, name: &str) -> Option<&'a Value> {
+    json.as_array()?.iter().find(|s| s["service"] == service)?["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["route"] == name)
+}
+
+#[test]
+fn requests_are_counted_per_route_on_metrics_and_in_the_http_view() {
+    let up = Upstream::holding();
+    let (app, web) = start(up.addr);
+
+    // One proxied request held by the upstream for a while, so its latency is known to
+    // be at least that.
+    let held = std::thread::spawn(move || curl(web, &[], "/api/slow"));
+    assert_eventually!(up.received() == 1, "the upstream got the request");
+    std::thread::sleep(Duration::from_millis(150));
+    up.release();
+    assert_eq!(held.join().unwrap().0, 200);
+    for _ in 0..3 {
+        assert_eq!(curl(web, &[], "/api/items").0, 200);
+    }
+    assert_eq!(curl(web, &[], "/").0, 200);
+    assert_eq!(curl(web, &[], "/missing").0, 404);
+    assert_eq!(curl(web, &[], "/down/x").0, 502);
+    // Refused before it was routed, though its path names a route.
+    assert_eq!(curl(web, &["--path-as-is"], "/api/../../x").0, 400);
+
+    let series = |route: &str, code: &str| {
+        format!(r#"weft_http_route_requests_total{{code="{code}",route="{route}",service="web"}}"#)
+    };
+    assert_eventually!(
+        app.metric(&series("/api/", "2xx")) == Some(4.0),
+        "proxied requests counted under their route\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(app.metric(&series("files", "2xx")), Some(1.0));
+    assert_eq!(app.metric(&series("files", "4xx")), Some(1.0));
+    assert_eq!(app.metric(&series("/down/", "5xx")), Some(1.0));
+    assert_eq!(app.metric(&series("unrouted", "4xx")), Some(1.0));
+    assert_eq!(app.metric(&series("/api/", "4xx")), Some(0.0));
+    assert_eq!(app.metric(&series("/down/", "2xx")), Some(0.0), "at zero");
+    assert_eq!(
+        app.metric(
+            r#"weft_http_route_request_duration_seconds_count{route="/api/",service="web"}"#
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_route_upstream_errors_total{route="/down/",service="web"}"#),
+        Some(1.0)
+    );
+    let report = promtool_check(&app.curl("/metrics").unwrap());
+    assert!(report.trim().is_empty(), "promtool: {report}");
+
+    let json = api_http(&app);
+    let api = route(&json, "web", "/api/").unwrap_or_else(|| panic!("/api/ in {json:#}"));
+    assert_eq!(api["upstream"], format!("http://{}", up.addr), "{json:#}");
+    assert_eq!(api["requests"], 4, "{json:#}");
+    assert_eq!(api["codes"]["2xx"], 4, "{json:#}");
+    assert!(api["requests_per_s"].as_f64().unwrap() > 0.0, "{json:#}");
+    let p99 = api["p99_ms"].as_f64().unwrap();
+    let p50 = api["p50_ms"].as_f64().unwrap();
+    assert!(p99 >= 100.0, "the held request is the slowest: {json:#}");
+    assert!(p50 <= p99, "{json:#}");
+    let files = route(&json, "web", "files").unwrap();
+    assert_eq!(files["upstream"], Value::Null);
+    assert_eq!(
+        (
+            files["codes"]["2xx"].as_u64(),
+            files["codes"]["4xx"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{json:#}"
+    );
+    let down = route(&json, "web", "/down/").unwrap();
+    assert_eq!(down["upstream_errors"], 1, "{json:#}");
+    assert_eq!(down["codes"]["5xx"], 1, "{json:#}");
+
+    // Today each route's upstream is one upstream, with the errors of its routes.
+    let service = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "web")
+        .unwrap();
+    let upstreams = service["upstreams"].as_array().unwrap();
+    assert_eq!(upstreams.len(), 2, "{json:#}");
+    let closed = upstreams
+        .iter()
+        .find(|u| u["url"] != api["upstream"])
+        .unwrap();
+    assert_eq!(closed["errors"], 1, "{json:#}");
+    let recent = closed["recent_errors"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{json:#}");
+    assert!(
+        recent[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the connection"),
+        "{json:#}"
+    );
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["service"] != "echo"),
+        "only HTTP services: {json:#}"
+    );
+    drop(app);
+}
+
+#[test]
+fn the_http_page_lists_each_service_and_escapes_names_and_prefixes() {
+    let up = Upstream::start();
+    let (app, web) = start(up.addr);
+    assert_eq!(curl(web, &[], "/api/x").0, 200);
+    let page = app.curl("/http").expect("/http answers");
+    assert!(page.contains("aria-current=\"page\""), "{page}");
+    assert!(page.contains("/api/"), "{page}");
+    assert!(page.contains("http://"), "the upstream is shown: {page}");
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    assert!(!page.contains("<img src=x"), "{page}");
+    assert!(
+        page.contains("web&#60;script&#62;alert(1)&#60;/script&#62;")
+            || page.contains("web&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the hostile name shows as text: {page}"
+    );
+    assert!(
+        page.contains("&#60;img src=x onerror=alert(2)&#62;")
+            || page.contains("&lt;img src=x onerror=alert(2)&gt;"),
+        "the hostile prefix shows as text: {page}"
+    );
+    let json = api_http(&app);
+    assert!(
+        route(&json, HOSTILE_SERVICE, HOSTILE_PREFIX).is_some(),
+        "{json:#}"
+    );
+    let index = app.curl("/").unwrap();
+    assert!(index.contains("href=\"/http\""), "a link in the navigation");
+    drop(app);
+}
+
+/// One browser session: the page goes live, follows a request without a reload, and
+/// keeps the hostile name and prefix as text.
+#[test]
+fn the_http_page_follows_requests_live_in_a_browser() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(http_page_in_a_browser());
+}
+
+async fn http_page_in_a_browser() {
+    let up = Upstream::start();
+    let (app, web) = start(up.addr);
+    assert_eq!(curl(web, &[], "/api/first").0, 200);
+    let b = Browser::start().await;
+    b.open(app.dashboard, "/http").await;
+    b.until(
+        10,
+        "the page's feed is live",
+        "return document.getElementById('live-state').textContent === 'live'",
+    )
+    .await;
+    b.eval("window.__marker = 'same page'; return true").await;
+    let requests = "const row = [...document.querySelectorAll('section[data-service=\"web\"] table.routes tbody tr')]
+             .find(r => r.cells[0].textContent === '/api/');
+         return row ? row.cells[3].textContent : null";
+    assert_eq!(b.eval(requests).await, serde_json::json!("1"));
+    for _ in 0..2 {
+        assert_eq!(curl(web, &[], "/api/more").0, 200);
+    }
+    b.until(
+        10,
+        "the /api/ route counts the new requests without a reload",
+        &format!("return (() => {{ {requests} }})() === '3'"),
+    )
+    .await;
+    b.screenshot("http").await;
+    let headings = b
+        .eval("return [...document.querySelectorAll('section.http-service h2')].map(h => h.textContent)")
+        .await;
+    assert!(
+        headings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == HOSTILE_SERVICE),
+        "{headings}"
+    );
+    assert_eq!(
+        b.eval(
+            "return [window.__marker, document.querySelectorAll('main script, main img').length]"
+        )
+        .await,
+        serde_json::json!(["same page", 0]),
+        "live, and markup in names never runs"
+    );
+    let errors = b.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_eq!(
+        b.eval("return window.__weft.errors").await,
+        serde_json::json!([])
+    );
+}
+
+/// The services of an `/api/http` answer, by name.
+fn services(json: &Value) -> Vec<String> {
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["service"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_http_view_follows_reloads_and_ignores_those_that_fail() {
+    let up = Upstream::start();
+    let (app, web) = start(up.addr);
+    assert_eq!(curl(web, &[], "/api/a").0, 200);
+    assert_eq!(services(&api_http(&app)), ["web", HOSTILE_SERVICE]);
+
+    // A reload that fails on its second new service: the first one never shows.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (first, second) = (free_port(), busy.local_addr().unwrap().port());
+    app.edit_config(|text| {
+        format!(
+            "{text}\n[[service]]\nname = \"aaa\"\nkind = \"http\"\n\
+             listen = \"tcp:{first}:interface=127.0.0.1\"\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://{up}\"\n\
+             [[service]]\nname = \"bbb\"\nkind = \"http\"\n\
+             listen = \"tcp:{second}:interface=127.0.0.1\"\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://{up}\"\n",
+            up = up.addr
+        )
+    });
+    app.reload_by_signal("failed");
+    assert_eq!(services(&api_http(&app)), ["web", HOSTILE_SERVICE]);
+
+    // The hostile service removed, and `web` given one more route: it counts on in the
+    // same series.
+    app.edit_config(|text| {
+        let kept = &text[..text.find(&format!("name = {HOSTILE_SERVICE:?}")).unwrap()];
+        let kept = kept.trim_end().strip_suffix("[[service]]").unwrap();
+        format!(
+            "{kept}\n[[service.route]]\nprefix = \"/v2/\"\nupstream = \"http://{}\"\n",
+            up.addr
+        )
+    });
+    app.reload_by_signal("ok");
+    let json = api_http(&app);
+    assert_eq!(services(&json), ["web"], "{json:#}");
+    assert!(route(&json, "web", "/v2/").is_some(), "{json:#}");
+    assert_eq!(curl(web, &[], "/api/b").0, 200);
+    assert_eq!(curl(web, &[], "/v2/c").0, 200);
+    let json = api_http(&app);
+    assert_eq!(
+        route(&json, "web", "/api/").unwrap()["requests"],
+        2,
+        "{json:#}"
+    );
+    assert_eq!(
+        route(&json, "web", "/v2/").unwrap()["requests"],
+        1,
+        "{json:#}"
+    );
+}

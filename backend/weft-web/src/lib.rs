@@ -45,7 +45,8 @@
 //!   (round robin or least connections), ejects one that keeps failing, runs active
 //!   health checks and shares each upstream's state with other threads
 //!   ([`UpstreamsView`]); `proxy::pool` keeps HTTP/1.1 connections alive per upstream
-//!   (opened by the reactor, so listed under the service); `proxy::upgrade`: requests
+//!   (opened by the reactor, so listed under the service); `proxy::outgoing` keeps the
+//!   request across attempts; `proxy::upgrade`: requests
 //!   that switch protocols (WebSocket), tunnelled after the 101. [`headers`]: hop-by-hop
 //!   removal and `Forwarded` / `X-Forwarded-*`.
 //! - [`access_log`]: one entry per response, escaped, written when the response body

@@ -12,6 +12,7 @@
 //! A request that asks to switch protocols (`Connection: upgrade` with `Upgrade`) goes
 //! through [`upgrade`] instead: its own upstream connection, and a tunnel after the 101.
 
+mod outgoing;
 mod pool;
 pub(crate) mod upgrade;
 mod upstreams;
@@ -23,13 +24,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::{Body as _, Incoming};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use weft::defer::{StepDetail, Steps, WaitsOn};
 use weft::{ConnectError, Reactor, Transport};
 
-use self::pool::{ReqBody, SendError};
+use self::outgoing::Outgoing;
+use self::pool::SendError;
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
 use self::upstreams::{RouteUpstreams, Target};
 use crate::body::{Body, BoxError};
@@ -145,7 +147,7 @@ impl UpstreamError {
 /// when hyper reports either as the exchange failing.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct ClientBodyError(hyper::Error);
+pub(crate) struct ClientBodyError(hyper::Error);
 
 /// The path and query to ask `upstream` for: the request's, with the route's prefix
 /// replaced by the upstream's base path when it has one.
@@ -381,113 +383,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }
-}
-
-/// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
-/// headers removed, `Forwarded` added), and the body until it is sent.
-struct Outgoing {
-    head: Head,
-    /// The client's body, until a request takes it.
-    body: Option<ReqBody>,
-    /// The client sent no body: the request can be made again with an empty one.
-    bodiless: bool,
-}
-
-/// A request head without its upstream-specific target.
-#[derive(Clone)]
-struct Head {
-    method: Method,
-    /// The client's path and query, in normal form.
-    uri: Uri,
-    headers: HeaderMap,
-    /// Whether the client named a host (otherwise each upstream's authority is sent).
-    client_host: bool,
-}
-
-impl Outgoing {
-    fn new(
-        request: Request<Incoming>,
-        max_body: u64,
-        client: Option<IpAddr>,
-        secure: bool,
-    ) -> Self {
-        let (parts, body) = request.into_parts();
-        let mut headers = parts.headers;
-        let host = headers.get(header::HOST).cloned();
-        strip_hop_by_hop(&mut headers);
-        add_forwarded(&mut headers, client, host.as_ref(), secure);
-        let bodiless = body.is_end_stream();
-        let max = usize::try_from(max_body).unwrap_or(usize::MAX);
-        Self {
-            head: Head {
-                method: parts.method,
-                uri: parts.uri,
-                headers,
-                client_host: host.is_some(),
-            },
-            body: Some(Limited::new(body.map_err(ClientBodyError), max).boxed_unsync()),
-            bodiless,
-        }
-    }
-
-    /// Whether the method is idempotent and no part of the body is gone: the request
-    /// may go to another upstream when connecting to one failed.
-    fn may_retry(&self) -> bool {
-        is_idempotent(&self.head.method) && (self.body.is_some() || self.bodiless)
-    }
-
-    /// Whether the request may be sent again even after it went out: idempotent and
-    /// without a body.
-    fn may_replay(&self) -> bool {
-        is_idempotent(&self.head.method) && self.bodiless
-    }
-
-    /// The request for `upstream`, with the client's body or, when that is gone and
-    /// there was none, an empty one.
-    fn request(
-        &mut self,
-        route: &Route,
-        upstream: &Upstream,
-    ) -> Result<Request<ReqBody>, UpstreamError> {
-        let bad = |reason: String| UpstreamError::Exchange(upstream.url.clone(), reason);
-        let body = match self.body.take() {
-            Some(body) => body,
-            None if self.bodiless => Empty::new().map_err(|e| match e {}).boxed_unsync(),
-            None => return Err(bad("the request body was already sent".into())),
-        };
-        let target = upstream_target(route, upstream, &self.head.uri);
-        let mut request = Request::new(body);
-        *request.method_mut() = self.head.method.clone();
-        *request.uri_mut() = target
-            .parse()
-            .map_err(|e| bad(format!("bad target: {e}")))?;
-        // Taken, not copied: a request that is not sent comes back with them.
-        *request.headers_mut() = std::mem::take(&mut self.head.headers);
-        if !self.head.client_host
-            && let Ok(v) = HeaderValue::from_str(&upstream.authority())
-        {
-            request.headers_mut().insert(header::HOST, v);
-        }
-        Ok(request)
-    }
-
-    /// Takes back a request that was not sent: its body can go with the next attempt.
-    fn give_back(&mut self, request: Request<ReqBody>) {
-        let (parts, body) = request.into_parts();
-        self.head.headers = parts.headers;
-        if !self.head.client_host {
-            self.head.headers.remove(header::HOST);
-        }
-        self.body = Some(body);
-    }
-}
-
-/// RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE, OPTIONS and TRACE may be repeated.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    )
 }
 
 /// The body sent upstream: the client's, cut off past the limit.

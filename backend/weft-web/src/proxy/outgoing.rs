@@ -1,0 +1,121 @@
+//! The request as it goes upstream, kept across attempts: a request that did not reach
+//! one upstream can go to another, and one without a body can be sent again.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::{Body as _, Incoming};
+
+use super::pool::ReqBody;
+use super::{ClientBodyError, UpstreamError, upstream_target};
+use crate::config::{Route, Upstream};
+use crate::headers::{add_forwarded, strip_hop_by_hop};
+
+/// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
+/// headers removed, `Forwarded` added), and the body until it is sent.
+pub(super) struct Outgoing {
+    pub(super) head: Head,
+    /// The client's body, until a request takes it.
+    body: Option<ReqBody>,
+    /// The client sent no body: the request can be made again with an empty one.
+    bodiless: bool,
+}
+
+/// A request head without its upstream-specific target.
+#[derive(Clone)]
+pub(super) struct Head {
+    method: Method,
+    /// The client's path and query, in normal form.
+    uri: Uri,
+    headers: HeaderMap,
+    /// Whether the client named a host (otherwise each upstream's authority is sent).
+    client_host: bool,
+}
+
+impl Outgoing {
+    pub(super) fn new(
+        request: Request<Incoming>,
+        max_body: u64,
+        client: Option<IpAddr>,
+        secure: bool,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        let mut headers = parts.headers;
+        let host = headers.get(header::HOST).cloned();
+        strip_hop_by_hop(&mut headers);
+        add_forwarded(&mut headers, client, host.as_ref(), secure);
+        let bodiless = body.is_end_stream();
+        let max = usize::try_from(max_body).unwrap_or(usize::MAX);
+        Self {
+            head: Head {
+                method: parts.method,
+                uri: parts.uri,
+                headers,
+                client_host: host.is_some(),
+            },
+            body: Some(Limited::new(body.map_err(ClientBodyError), max).boxed_unsync()),
+            bodiless,
+        }
+    }
+
+    /// Whether the method is idempotent and no part of the body is gone: the request
+    /// may go to another upstream when connecting to one failed.
+    pub(super) fn may_retry(&self) -> bool {
+        is_idempotent(&self.head.method) && (self.body.is_some() || self.bodiless)
+    }
+
+    /// Whether the request may be sent again even after it went out: idempotent and
+    /// without a body.
+    pub(super) fn may_replay(&self) -> bool {
+        is_idempotent(&self.head.method) && self.bodiless
+    }
+
+    /// The request for `upstream`, with the client's body or, when that is gone and
+    /// there was none, an empty one.
+    pub(super) fn request(
+        &mut self,
+        route: &Route,
+        upstream: &Upstream,
+    ) -> Result<Request<ReqBody>, UpstreamError> {
+        let bad = |reason: String| UpstreamError::Exchange(upstream.url.clone(), reason);
+        let body = match self.body.take() {
+            Some(body) => body,
+            None if self.bodiless => Empty::new().map_err(|e| match e {}).boxed_unsync(),
+            None => return Err(bad("the request body was already sent".into())),
+        };
+        let target = upstream_target(route, upstream, &self.head.uri);
+        let mut request = Request::new(body);
+        *request.method_mut() = self.head.method.clone();
+        *request.uri_mut() = target
+            .parse()
+            .map_err(|e| bad(format!("bad target: {e}")))?;
+        // Taken, not copied: a request that is not sent comes back with them.
+        *request.headers_mut() = std::mem::take(&mut self.head.headers);
+        if !self.head.client_host
+            && let Ok(v) = HeaderValue::from_str(&upstream.authority())
+        {
+            request.headers_mut().insert(header::HOST, v);
+        }
+        Ok(request)
+    }
+
+    /// Takes back a request that was not sent: its body can go with the next attempt.
+    pub(super) fn give_back(&mut self, request: Request<ReqBody>) {
+        let (parts, body) = request.into_parts();
+        self.head.headers = parts.headers;
+        if !self.head.client_host {
+            self.head.headers.remove(header::HOST);
+        }
+        self.body = Some(body);
+    }
+}
+
+/// RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE, OPTIONS and TRACE may be repeated.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}

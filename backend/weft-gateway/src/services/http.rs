@@ -30,7 +30,7 @@
 //! lost access log lines are counted in the `weft_http_*` families of
 //! [`weft_web::metrics`], one set of series per service, registered on first start and
 //! kept across reloads; its routes' figures are registered as its view for the
-//! dashboard's HTTP page ([`super::http_view`]).
+//! dashboard's HTTP page (`services::http_view`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -148,7 +148,9 @@ impl Current {
     }
 }
 
-/// Marks the named steps of one chain from async code; see the [module](self).
+/// Marks the named steps of one chain from async code: each mark ends the previous one,
+/// writes a few cells of the chain and, only when an observer listens, emits
+/// [`DeferredEvent::Named`](super::DeferredEvent::Named); it allocates nothing.
 ///
 /// It does not keep the chain alive: once the chain is gone, marks do nothing. A mark
 /// after the chain fired is still reported (the work behind a fired chain may go on),

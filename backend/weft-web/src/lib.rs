@@ -25,8 +25,9 @@
 //! - [`config`]: [`WebConfig`] (root or embedded files, index, routes, [`Limits`]);
 //!   `config::upstreams`: upstream URLs (`http://`, `https://`), [`Balance`],
 //!   [`Health`], [`PoolConfig`] and their bounds.
-//! - [`server`]: [`HttpService`]: listens through weft's `listen_stream`, runs hyper on
-//!   each connection (finishing the exchange in flight when asked to close), traces,
+//! - [`server`]: [`HttpService`]: its state, built once, and its listeners through
+//!   weft's `listen_stream`; `server::connection` runs hyper on each connection
+//!   (finishing the exchange in flight when asked to close); `server::request` traces,
 //!   times, records and logs each request, and sends it to the proxy or to the static
 //!   files.
 //! - `protocol`: which HTTP a connection speaks (ALPN on TLS, the HTTP/2 preface on
@@ -53,8 +54,10 @@
 //!   ends, with the bytes actually sent: a Combined Log Format line or fields through
 //!   `tracing`, or lines appended to an [`AccessLogFile`] by a writer thread (buffered,
 //!   reopened for logrotate, losses counted).
-//! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels, and the
-//!   Prometheus families that record it ([`HttpMetrics`], [`AccessLogLosses`]).
+//! - [`metrics`]: the [`Recorder`] the caller plugs in, its bounded labels
+//!   (`metrics::labels`), and the Prometheus families that record it ([`HttpMetrics`]
+//!   in `metrics::service`, per upstream in `metrics::upstream`, [`AccessLogLosses`] in
+//!   `metrics::losses`).
 //! - [`routes`]: each route's series ([`RouteMetrics`]: requests by status class,
 //!   latency, upstream errors and the last few of them), readable from any thread, and a
 //!   service's routes as a view lists them ([`RouteFigures`]).
@@ -63,7 +66,7 @@
 //!   upstream`, `response head`, `read file`); a cancel from the inspector ends the
 //!   request's work and answers 503.
 //!
-//! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::handle`
+//! A request moves: socket → `InspectedStream` (counts bytes) → hyper → `server::request`
 //! (trace, rules, normal path, route) → `proxy` or `files` → response → recorder → hyper
 //! → socket, and the access log when the body has gone.
 

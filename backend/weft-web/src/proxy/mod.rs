@@ -1,6 +1,6 @@
 //! The reverse proxy: each request goes to one of its route's upstreams
-//! ([`upstreams`]: balancing, health, retries) over a kept-alive HTTP/1.1 connection
-//! ([`pool`]) that the reactor opened, so it is registered, counted and listed under the
+//! (`upstreams`: balancing, health, retries) over a kept-alive HTTP/1.1 connection
+//! (`pool`) that the reactor opened, so it is registered, counted and listed under the
 //! service, with bodies streamed both ways.
 //!
 //! A request is sent again to another upstream only when nothing of it can have reached
@@ -10,7 +10,7 @@
 //! idempotent method.
 //!
 //! A request that asks to switch protocols (`Connection: upgrade` with `Upgrade`) goes
-//! through [`upgrade`] instead: its own upstream connection, and a tunnel after the 101.
+//! through `upgrade` instead: its own upstream connection, and a tunnel after the 101.
 
 mod outgoing;
 mod pool;

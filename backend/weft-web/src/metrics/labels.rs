@@ -1,0 +1,254 @@
+//! The bounded labels the service's series use: a request's method and status class, why
+//! a request was refused, and what became of one that asked to switch protocols.
+
+use http::{Method, StatusCode};
+
+/// What became of a request that asked to switch protocols, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UpgradeOutcome {
+    /// The upstream switched: the 101 was passed on and the connections tunnelled.
+    Tunnelled,
+    /// The upstream answered without switching; the client got that answer.
+    Declined,
+    /// The upstream switched to a protocol the client did not offer, or named none (502).
+    Invalid,
+    /// The upstream could not be reached, or failed or timed out before answering.
+    Failed,
+}
+
+impl UpgradeOutcome {
+    /// Every outcome, in [`index`](Self::index) order.
+    pub const ALL: [Self; 4] = [Self::Tunnelled, Self::Declined, Self::Invalid, Self::Failed];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tunnelled => "tunnelled",
+            Self::Declined => "declined",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a request was refused, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The request head was not HTTP (400).
+    Malformed,
+    /// The request head had more bytes or more header lines than allowed (431).
+    HeadTooLarge,
+    /// No `Host` in an HTTP/1.1 request, several, or an invalid one (400).
+    Host,
+    /// A path that climbs above the root, or whose encoded dots or slashes change where it
+    /// leads (400).
+    Path,
+    /// A method the service does not serve at all: `CONNECT` (501).
+    Method,
+    /// A request body that broke off or was malformed, such as bad chunked framing (400).
+    Body,
+    /// A request body over the limit (413).
+    BodyTooLarge,
+    /// A `Range` with more ranges than served at once, or overlapping ones: the whole
+    /// file is sent instead (200).
+    Ranges,
+    /// An HTTP/2 connection ended with GOAWAY for a protocol error or a broken limit,
+    /// such as streams reset faster than they are served (counted once per connection).
+    Protocol,
+    /// The request's chain was cancelled from the inspector (the dashboard's cancel on its
+    /// Deferred): the exchange was abandoned and the client answered 503.
+    Cancelled,
+}
+
+impl Refusal {
+    /// Every reason, in [`index`](Self::index) order.
+    pub const ALL: [Self; 10] = [
+        Self::Malformed,
+        Self::HeadTooLarge,
+        Self::Host,
+        Self::Path,
+        Self::Method,
+        Self::Body,
+        Self::BodyTooLarge,
+        Self::Ranges,
+        Self::Protocol,
+        Self::Cancelled,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::HeadTooLarge => "head_too_large",
+            Self::Host => "host",
+            Self::Path => "path",
+            Self::Method => "method",
+            Self::Body => "body",
+            Self::BodyTooLarge => "body_too_large",
+            Self::Ranges => "ranges",
+            Self::Protocol => "protocol",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A request method as a bounded label: the common ones by name, the rest as `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MethodLabel {
+    /// GET.
+    Get,
+    /// HEAD.
+    Head,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+    /// PATCH.
+    Patch,
+    /// OPTIONS.
+    Options,
+    /// Anything else, and requests too malformed to have a method.
+    Other,
+}
+
+impl MethodLabel {
+    /// Every label, in [`index`](Self::index) order.
+    pub const ALL: [Self; 8] = [
+        Self::Get,
+        Self::Head,
+        Self::Post,
+        Self::Put,
+        Self::Delete,
+        Self::Patch,
+        Self::Options,
+        Self::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Head => "HEAD",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+            Self::Patch => "PATCH",
+            Self::Options => "OPTIONS",
+            Self::Other => "other",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<&Method> for MethodLabel {
+    fn from(m: &Method) -> Self {
+        match *m {
+            Method::GET => Self::Get,
+            Method::HEAD => Self::Head,
+            Method::POST => Self::Post,
+            Method::PUT => Self::Put,
+            Method::DELETE => Self::Delete,
+            Method::PATCH => Self::Patch,
+            Method::OPTIONS => Self::Options,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A status code's class (`2xx`), the bounded form of a status in labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusClass {
+    /// 1xx.
+    Informational,
+    /// 2xx.
+    Success,
+    /// 3xx.
+    Redirection,
+    /// 4xx.
+    ClientError,
+    /// 5xx.
+    ServerError,
+}
+
+impl StatusClass {
+    /// Every class, in [`index`](Self::index) order.
+    pub const ALL: [Self; 5] = [
+        Self::Informational,
+        Self::Success,
+        Self::Redirection,
+        Self::ClientError,
+        Self::ServerError,
+    ];
+
+    /// The label value: `1xx` to `5xx`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Informational => "1xx",
+            Self::Success => "2xx",
+            Self::Redirection => "3xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<StatusCode> for StatusClass {
+    fn from(s: StatusCode) -> Self {
+        match s.as_u16() {
+            100..=199 => Self::Informational,
+            200..=299 => Self::Success,
+            300..=399 => Self::Redirection,
+            400..=499 => Self::ClientError,
+            _ => Self::ServerError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(MethodLabel::from(&Method::GET).as_str(), "GET");
+        let odd = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(MethodLabel::from(&odd), MethodLabel::Other);
+        assert_eq!(StatusClass::from(StatusCode::NOT_FOUND).as_str(), "4xx");
+        assert_eq!(StatusClass::from(StatusCode::BAD_GATEWAY).as_str(), "5xx");
+        for (i, m) in MethodLabel::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i);
+        }
+        for (i, c) in StatusClass::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        for (i, o) in UpgradeOutcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+    }
+}

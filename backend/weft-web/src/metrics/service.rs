@@ -1,0 +1,284 @@
+//! [`HttpMetrics`]: one service's Prometheus families, registered once, its series'
+//! handles resolved once and kept, recording what the service reports through
+//! [`Recorder`].
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use super::upstream::UpstreamSeries;
+use super::{
+    DURATION_BUCKETS, MethodLabel, Recorder, Refusal, StatusClass, UpgradeOutcome, UpstreamFailure,
+    ZERO_CLASSES, ZERO_METHODS,
+};
+use crate::routes::{RouteFamilies, RouteMetrics};
+
+/// One service's HTTP series; handles resolved once and kept. Every refusal reason and
+/// the `ZERO_METHODS` × `ZERO_CLASSES` request series exist at zero from the start,
+/// so `rate()` sees a service's first request and its first error.
+pub struct HttpMetrics {
+    /// The family, kept to resolve a method and class's series on first use.
+    requests: IntCounterVec,
+    /// By method, then status class.
+    handles: [[OnceCell<IntCounter>; 5]; 8],
+    duration: Histogram,
+    upstream_errors: IntCounter,
+    /// The family, kept to resolve a reason's series on first use.
+    refused: IntCounterVec,
+    /// By reason.
+    refused_handles: [OnceCell<IntCounter>; Refusal::ALL.len()],
+    /// The per-upstream families.
+    upstreams: UpstreamSeries,
+    /// Upgrade requests by outcome.
+    upgrades: [IntCounter; UpgradeOutcome::ALL.len()],
+    tunnels: IntGauge,
+    routes: RouteFamilies,
+    /// Each route's series by label, made on first use: the labels come from the
+    /// configuration, so there are as many as the configurations run name.
+    route_handles: RefCell<HashMap<String, Arc<RouteMetrics>>>,
+}
+
+impl HttpMetrics {
+    /// Registers `service`'s series; several services share each family through the
+    /// `service` label.
+    pub fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "weft_http_requests_total",
+                "HTTP requests answered, by method and status class.",
+            )
+            .const_label("service", service),
+            &["method", "code"],
+        )?;
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "weft_http_request_duration_seconds",
+                "Time from a request's arrival to its response head.",
+            )
+            .const_label("service", service)
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let upstream_errors = IntCounter::with_opts(
+            Opts::new(
+                "weft_http_upstream_errors_total",
+                "Proxied requests whose upstream refused, failed or timed out.",
+            )
+            .const_label("service", service),
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "weft_http_requests_refused_total",
+                "HTTP requests refused before they were served, by reason.",
+            )
+            .const_label("service", service),
+            &["reason"],
+        )?;
+        let upgrades = IntCounterVec::new(
+            Opts::new(
+                "weft_http_upgrades_total",
+                "Requests that asked to switch protocols, by outcome.",
+            )
+            .const_label("service", service),
+            &["outcome"],
+        )?;
+        let tunnels = IntGauge::with_opts(
+            Opts::new(
+                "weft_http_tunnels_open",
+                "Connections tunnelled to an upstream after a 101, open now.",
+            )
+            .const_label("service", service),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(upgrades.clone()))?;
+        registry.register(Box::new(tunnels.clone()))?;
+        let routes = RouteFamilies::register(registry, service)?;
+        let metrics = Self {
+            requests,
+            handles: Default::default(),
+            duration,
+            upstream_errors,
+            refused,
+            refused_handles: Default::default(),
+            upstreams: UpstreamSeries::register(registry, service)?,
+            upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
+            tunnels,
+            routes,
+            route_handles: RefCell::default(),
+        };
+        for method in ZERO_METHODS {
+            for class in ZERO_CLASSES {
+                metrics.request_handle(method, class);
+            }
+        }
+        for reason in Refusal::ALL {
+            metrics.refused_handle(reason);
+        }
+        Ok(metrics)
+    }
+
+    fn request_handle(&self, method: MethodLabel, status: StatusClass) -> &IntCounter {
+        self.handles[method.index()][status.index()].get_or_init(|| {
+            self.requests
+                .with_label_values(&[method.as_str(), status.as_str()])
+        })
+    }
+
+    fn refused_handle(&self, reason: Refusal) -> &IntCounter {
+        self.refused_handles[reason.index()]
+            .get_or_init(|| self.refused.with_label_values(&[reason.as_str()]))
+    }
+}
+
+impl Recorder for HttpMetrics {
+    fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
+        self.request_handle(method, status).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn upstream_error(&self) {
+        self.upstream_errors.inc();
+    }
+
+    fn refused(&self, reason: Refusal) {
+        self.refused_handle(reason).inc();
+    }
+
+    fn upstream_connection(&self, upstream: &str, reused: bool) {
+        self.upstreams.connection(upstream, reused);
+    }
+
+    fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {
+        self.upstreams
+            .failures
+            .with_label_values(&[upstream, reason.as_str()])
+            .inc();
+    }
+
+    fn upstream_ejected(&self, upstream: &str) {
+        self.upstreams
+            .ejections
+            .with_label_values(&[upstream])
+            .inc();
+    }
+
+    fn upstream_unavailable(&self, route: &str) {
+        self.upstreams.unavailable.with_label_values(&[route]).inc();
+    }
+
+    fn upgrade(&self, outcome: UpgradeOutcome) {
+        self.upgrades[outcome.index()].inc();
+    }
+
+    fn tunnels(&self, change: i64) {
+        self.tunnels.add(change);
+    }
+
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        self.route_handles
+            .borrow_mut()
+            .entry(route.to_owned())
+            .or_insert_with(|| Arc::new(RouteMetrics::new(&self.routes, route)))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_series_exist_at_zero_before_the_first_request() {
+        let registry = Registry::new();
+        HttpMetrics::register(&registry, "web").unwrap();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let samples = |family: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .count()
+        };
+        assert_eq!(samples("weft_http_requests_total"), 12, "{text}");
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="5xx",method="POST",service="web"} 0"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"method="PUT""#), "{text}");
+        assert_eq!(
+            samples("weft_http_requests_refused_total"),
+            Refusal::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="web"} 0"#),
+            "{text}"
+        );
+        assert_eq!(
+            samples("weft_http_upgrades_total"),
+            UpgradeOutcome::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_tunnels_open{service="web"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn series_carry_the_service_and_bounded_labels() {
+        let registry = Registry::new();
+        let web = HttpMetrics::register(&registry, "web").unwrap();
+        let api = HttpMetrics::register(&registry, "api").unwrap();
+        web.request(
+            MethodLabel::Get,
+            StatusClass::Success,
+            Duration::from_millis(3),
+        );
+        web.request(
+            MethodLabel::Get,
+            StatusClass::Success,
+            Duration::from_millis(3),
+        );
+        api.request(
+            MethodLabel::Other,
+            StatusClass::ClientError,
+            Duration::from_millis(1),
+        );
+        api.upstream_error();
+        api.refused(Refusal::Host);
+        let families = registry.gather();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap();
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="2xx",method="GET",service="web"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_requests_total{code="4xx",method="other",service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_upstream_errors_total{service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_requests_refused_total{reason="host",service="api"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_http_request_duration_seconds_count{service="web"} 2"#),
+            "{text}"
+        );
+        assert!(
+            HttpMetrics::register(&registry, "web").is_err(),
+            "one registration per service"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! One accepted connection: which HTTP it speaks, hyper serving it under the service's
+//! limits, a graceful end when it is asked to close, the tunnel after a 101, and what a
+//! connection hyper gave up on is counted and logged as.
+
+use std::future::{Future, poll_fn};
+use std::net::IpAddr;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use http::StatusCode;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
+use weft::{Address, CloseReason, InspectedStream, Transport};
+
+use super::State;
+use super::request::handle;
+use crate::access_log::Entry;
+use crate::metrics::{MethodLabel, Refusal};
+use crate::protocol::{self, Version as Speaks};
+use crate::proxy;
+
+/// hyper's smallest read buffer; the header limit is enforced separately.
+const MIN_BUF: usize = 8192;
+
+/// What the requests of one connection share.
+pub(super) struct Conn {
+    pub(super) info: Arc<ConnectionInfo>,
+    /// Whether the client came over TLS: proxied requests say `https`, and HSTS is sent.
+    pub(super) secure: bool,
+    /// The peer's address, as proxied requests pass it on (`X-Forwarded-For`).
+    pub(super) client: Option<IpAddr>,
+    /// The same, formatted once for every access log line of the connection.
+    pub(super) client_text: Rc<str>,
+    /// Bytes received when the last request's head and declared body were in; more
+    /// than that at a header timeout means a client stalled mid-request.
+    pub(super) consumed: std::cell::Cell<u64>,
+    /// The upstream end of a tunnel, once a 101 is answered: the connection is then the
+    /// tunnel's when hyper has written it.
+    pub(super) tunnel: proxy::upgrade::Slot,
+}
+
+pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
+    let _ = stream.set_nodelay(true);
+    // A close request must not end reads: hyper takes an early end-of-stream for the
+    // client going away and drops the response in flight. It is told to finish instead.
+    stream.keep_reading_when_closing();
+    let transport = stream.transport().clone();
+    let conn = Rc::new(Conn::new(stream.info().clone()));
+    let started = Instant::now();
+    let request_timeout = state.config.limits.request_timeout;
+    let (version, prefix) = match detect_version(&mut stream, &transport, request_timeout).await {
+        Ok(Some(detected)) => detected,
+        Ok(None) => return,
+        Err(_) => return transport.lose_connection_with(CloseReason::TimedOut),
+    };
+    let io = TokioIo::new(protocol::Prefixed::new(prefix, stream));
+    let handler_state = state.clone();
+    let handler_conn = conn.clone();
+    let service =
+        service_fn(move |request| handle(handler_state.clone(), handler_conn.clone(), request));
+    let limits = &state.config.limits;
+    // The handler is polled again whenever a close is requested (`listen_stream`). hyper
+    // then finishes the exchanges in flight (HTTP/1.1 answers with `Connection: close`,
+    // HTTP/2 sends GOAWAY) and closes; an idle connection closes at once.
+    let served = match version {
+        Speaks::H1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.request_timeout)
+                .max_header_size(limits.max_header_bytes)
+                .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
+                .keep_alive(true);
+            let mut connection = builder.serve_connection(io, service);
+            let served = until_closed(&transport, Pin::new(&mut connection), |c| {
+                c.graceful_shutdown();
+            })
+            .await;
+            if served.is_ok()
+                && let Some(upstream) = conn.tunnel.take()
+            {
+                // hyper has written the 101 and hands the connection back, with any bytes
+                // of the new protocol it read behind the request.
+                let parts = connection.into_parts();
+                let client = parts.io.into_inner();
+                return proxy::upgrade::tunnel(client, parts.read_buf, &transport, upstream).await;
+            }
+            served
+        }
+        Speaks::H2 => {
+            let builder = protocol::h2_builder(limits.max_header_bytes);
+            let connection = pin!(builder.serve_connection(io, service));
+            until_closed(&transport, connection, |c| c.graceful_shutdown()).await
+        }
+    };
+    if let Err(err) = served {
+        connection_failed(&state, &conn, &transport, &err, started);
+    }
+}
+
+impl Conn {
+    fn new(info: Arc<ConnectionInfo>) -> Self {
+        let client = match &info.peer {
+            Address::Ip(addr) => Some(addr.ip()),
+            _ => None,
+        };
+        Self {
+            client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
+            client,
+            secure: info.transport == TransportKind::Tls,
+            info,
+            consumed: std::cell::Cell::new(0),
+            tunnel: proxy::upgrade::Slot::default(),
+        }
+    }
+}
+
+/// Reads until the first bytes tell the version (`None`: a close was requested first).
+/// Until then a close request ends the connection at once (it is idle), and a client
+/// that says nothing is timed out like a slow head.
+async fn detect_version(
+    stream: &mut InspectedStream,
+    transport: &Transport,
+    request_timeout: std::time::Duration,
+) -> Result<Option<(Speaks, Vec<u8>)>, tokio::time::error::Elapsed> {
+    let mut detecting = pin!(tokio::time::timeout(
+        request_timeout,
+        protocol::detect(stream)
+    ));
+    poll_fn(|cx| {
+        if transport.is_disconnecting() {
+            return Poll::Ready(Ok(None));
+        }
+        detecting.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A connection hyper gave up on: answered-and-counted malformed heads, a GOAWAY for a
+/// broken protocol, a slow head, or a client that went away.
+fn connection_failed(
+    state: &State,
+    conn: &Conn,
+    transport: &Transport,
+    err: &hyper::Error,
+    started: Instant,
+) {
+    let info = &conn.info;
+    let request_timeout = state.config.limits.request_timeout;
+    if err.is_parse_too_large() || err.is_parse() {
+        // hyper has answered 431 (too many header bytes or lines) or 400 and closes;
+        // count and log it like a request.
+        let (status, reason) = if err.is_parse_too_large() {
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                Refusal::HeadTooLarge,
+            )
+        } else {
+            (StatusCode::BAD_REQUEST, Refusal::Malformed)
+        };
+        state.recorder.refused(reason);
+        state
+            .recorder
+            .request(MethodLabel::Other, status.into(), started.elapsed());
+        Entry {
+            service: &state.name,
+            client: &conn.client_text,
+            request: b"-",
+            status: status.as_u16(),
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            elapsed: started.elapsed(),
+            cut: None,
+        }
+        .log(&state.access_log);
+        let message = format!("malformed request: {err}");
+        observe::report_error(info, ErrorKind::BadFrame, message.clone());
+        transport.lose_connection_with(CloseReason::Protocol(message));
+    } else if let Some(message) = protocol::goaway_sent(err) {
+        // HTTP/2 has sent GOAWAY (too many resets, a malformed frame, a broken limit).
+        state.recorder.refused(Refusal::Protocol);
+        observe::report_error(info, ErrorKind::BadFrame, message.clone());
+        transport.lose_connection_with(CloseReason::Protocol(message));
+    } else if err.is_timeout() {
+        if info.stats.bytes_in() > conn.consumed.get() {
+            let message =
+                format!("client sent no complete request head within {request_timeout:?}");
+            observe::report_error(info, ErrorKind::BadFrame, message);
+        }
+        transport.lose_connection_with(CloseReason::TimedOut);
+    } else {
+        tracing::debug!(connection = %info.id, %err, "HTTP connection ended with an error");
+    }
+}
+
+/// Drives `connection` to its end, asking it to shut down gracefully (once) when the
+/// transport is asked to close.
+async fn until_closed<C>(
+    transport: &Transport,
+    mut connection: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    let mut draining = false;
+    poll_fn(|cx| {
+        if !draining && transport.is_disconnecting() {
+            draining = true;
+            shutdown(connection.as_mut());
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await
+}

@@ -1,0 +1,267 @@
+//! [`HttpService`]: one service's state (its files, routes, proxy, recorder and access
+//! log, built once) and its listeners; the life of a connection is `connection`'s, that
+//! of a request `request`'s.
+//!
+//! Each accepted connection is an [`InspectedStream`](weft::InspectedStream) served by
+//! hyper's HTTP/1.1 server (keep-alive, header size, header count and header time limits)
+//! or its HTTP/2 server. Each request is checked against the message rules and its path
+//! put in normal form, once, before it is routed; it is a traced Deferred (label `http
+//! request`, tied to its connection) while it is being handled, so a slow handler or a
+//! stuck upstream shows in the inspector with its age; when the response head is ready it
+//! is timed and recorded, and when its body ends it is written to the access log with the
+//! bytes actually sent.
+//!
+//! When the connection is asked to close (at shutdown), the exchange in flight finishes
+//! and the connection closes after it; an idle keep-alive connection closes at once.
+//! After a 101 from the proxy the connection is a tunnel (`proxy::upgrade`), still this
+//! task's, so it stays listed, and closable, until the tunnel ends.
+
+mod connection;
+mod request;
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use weft::defer::StepDetail;
+use weft::{ListenError, ListenOptions, ListeningPort, Reactor};
+
+use self::connection::serve_connection;
+use crate::access_log::AccessLog;
+use crate::config::{ConfigError, Route, WebConfig};
+use crate::files;
+use crate::metrics::Recorder;
+use crate::protocol;
+use crate::proxy::{self, UpstreamsView};
+use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
+
+/// The static files a [`WebConfig`] names, checked: its root canonicalized and listed
+/// once, or its embedded files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticFiles(Option<files::Source>);
+
+impl StaticFiles {
+    /// Checks that `config`'s root is a readable directory, that there are not both
+    /// a root and embedded files, and that the compression bounds leave some size.
+    pub fn of(config: &WebConfig) -> Result<Self, ConfigError> {
+        config.files.compression.check()?;
+        let source = match (&config.root, &config.embedded) {
+            (Some(_), Some(_)) => return Err(ConfigError::RootAndEmbedded),
+            (Some(path), None) => {
+                let err = |reason: String| ConfigError::Root {
+                    path: path.clone(),
+                    reason,
+                };
+                let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
+                std::fs::read_dir(&canonical).map_err(|e| err(e.to_string()))?;
+                Some(files::Source::Dir(files::Root::new(canonical)))
+            }
+            (None, Some(embedded)) => Some(files::Source::Memory(embedded.clone())),
+            (None, None) => None,
+        };
+        Ok(Self(source))
+    }
+}
+
+/// An HTTP service: static files, proxy routes, limits, and where it reports.
+#[derive(Clone)]
+pub struct HttpService {
+    state: Rc<State>,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("name", &self.state.name)
+            .field("config", &self.state.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    name: Arc<str>,
+    config: WebConfig,
+    /// Where static files come from, if anywhere.
+    files: Option<files::Source>,
+    recorder: Rc<dyn Recorder>,
+    access_log: AccessLog,
+    /// `Strict-Transport-Security`, built once, for responses over TLS.
+    hsts: Option<HeaderValue>,
+    /// The routes' upstreams: pools and health.
+    proxy: Rc<proxy::Proxy>,
+    /// Each route's series, resolved once.
+    routes: RouteSlots,
+    /// What each route's named steps say (its prefix, its upstream), built once, in the
+    /// order of `config.routes`.
+    route_details: Rc<[RouteDetails]>,
+}
+
+/// Each route's series, in the order of the configuration's routes, and those of the
+/// requests no route matched and of those refused before routing.
+#[derive(Clone)]
+struct RouteSlots {
+    configured: Vec<Arc<RouteMetrics>>,
+    files: Arc<RouteMetrics>,
+    unrouted: Arc<RouteMetrics>,
+}
+
+impl RouteSlots {
+    fn new(config: &WebConfig, recorder: &dyn Recorder) -> Self {
+        Self {
+            configured: config
+                .routes
+                .iter()
+                .map(|r| recorder.route(&r.prefix))
+                .collect(),
+            files: recorder.route(route_series::FILES),
+            unrouted: recorder.route(route_series::UNROUTED),
+        }
+    }
+
+    /// The series of `route`, one of `config`'s routes, or of the files for none.
+    fn of(&self, config: &WebConfig, route: Option<&Route>) -> &Arc<RouteMetrics> {
+        route_index(config, route).map_or(&self.files, |i| &self.configured[i])
+    }
+}
+
+/// The position of `route`, one of `config`'s routes, among them.
+fn route_index(config: &WebConfig, route: Option<&Route>) -> Option<usize> {
+    route.and_then(|route| config.routes.iter().position(|r| std::ptr::eq(r, route)))
+}
+
+/// The details a route's requests give their named steps.
+struct RouteDetails {
+    prefix: StepDetail,
+    /// Each upstream's URL, in the route's order.
+    upstreams: Vec<StepDetail>,
+}
+
+impl HttpService {
+    /// A service named `name` (its connections, metrics and log lines carry it). Checks
+    /// that the root is a readable directory, that there are not both a root and
+    /// embedded files, and the routes' settings ([`WebConfig::check_proxy`]).
+    pub fn new(
+        name: &str,
+        config: WebConfig,
+        recorder: Rc<dyn Recorder>,
+    ) -> Result<Self, ConfigError> {
+        config.check_proxy()?;
+        let files = StaticFiles::of(&config)?;
+        Ok(Self::with_files(name, config, files, recorder))
+    }
+
+    /// A service named `name` serving the static files `files`, checked from `config`
+    /// earlier ([`StaticFiles::of`], [`WebConfig::check_proxy`]): a program that checks
+    /// its configuration before it starts anything has nothing left to fail on here.
+    /// Active health checks, if any route has them, start here (on the reactor thread).
+    pub fn with_files(
+        name: &str,
+        config: WebConfig,
+        files: StaticFiles,
+        recorder: Rc<dyn Recorder>,
+    ) -> Self {
+        let hsts = hsts_header(&config.hsts_max_age);
+        let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
+        let routes = RouteSlots::new(&config, &*recorder);
+        let route_details = config
+            .routes
+            .iter()
+            .map(|r| RouteDetails {
+                prefix: StepDetail::new(&r.prefix),
+                upstreams: r
+                    .upstreams
+                    .iter()
+                    .map(|u| StepDetail::new(&u.url))
+                    .collect(),
+            })
+            .collect();
+        Self {
+            state: Rc::new(State {
+                route_details,
+                name: name.into(),
+                config,
+                files: files.0,
+                recorder,
+                access_log: AccessLog::default(),
+                hsts,
+                proxy,
+                routes,
+            }),
+        }
+    }
+
+    /// The state of every upstream of every route, readable from any thread (for a
+    /// dashboard): health, pool connections, requests and recent errors. The handle
+    /// stays valid for the service's life; take a
+    /// [`snapshot`](UpstreamsView::snapshot) whenever it is needed.
+    pub fn upstreams(&self) -> UpstreamsView {
+        self.state.proxy.view().clone()
+    }
+
+    /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before
+    /// listening: connections accepted earlier keep the log they started with.
+    #[must_use]
+    pub fn with_access_log(self, to: AccessLog) -> Self {
+        let state = &self.state;
+        Self {
+            state: Rc::new(State {
+                name: state.name.clone(),
+                config: state.config.clone(),
+                files: state.files.clone(),
+                recorder: state.recorder.clone(),
+                access_log: to,
+                hsts: state.hsts.clone(),
+                proxy: state.proxy.clone(),
+                routes: state.routes.clone(),
+                route_details: state.route_details.clone(),
+            }),
+        }
+    }
+
+    /// Its routes with their series, for a view of the service on another thread.
+    pub fn routes(&self) -> RouteFigures {
+        let state = &self.state;
+        let configured = state
+            .config
+            .routes
+            .iter()
+            .zip(&state.routes.configured)
+            .map(|(route, metrics)| RouteEntry {
+                route: route.prefix.clone(),
+                upstream: route.upstreams.first().map(|u| u.url.clone()),
+                metrics: metrics.clone(),
+            });
+        let others = [&state.routes.files, &state.routes.unrouted].map(|metrics| RouteEntry {
+            route: metrics.route().to_owned(),
+            upstream: None,
+            metrics: metrics.clone(),
+        });
+        RouteFigures(configured.chain(others).collect())
+    }
+
+    /// Serves on a stream endpoint string (`tcp:8080:interface=127.0.0.1`, `unix:`, `ssl:`).
+    pub fn listen(&self, reactor: &Reactor, endpoint: &str) -> Result<ListeningPort, ListenError> {
+        self.listen_with(reactor, endpoint, &ListenOptions::default())
+    }
+
+    /// Like [`listen`](Self::listen), accepting connections under `options` (idle
+    /// timeout, per-peer cap).
+    pub fn listen_with(
+        &self,
+        reactor: &Reactor,
+        endpoint: &str,
+        options: &ListenOptions,
+    ) -> Result<ListeningPort, ListenError> {
+        let state = self.state.clone();
+        // Offered by `ssl:` listeners in the TLS handshake; plain ones ignore it.
+        let options = options.clone().alpn_protocols(&protocol::ALPN);
+        reactor.listen_stream_with(&self.state.name, endpoint, &options, move |stream| {
+            serve_connection(state.clone(), stream)
+        })
+    }
+}
+
+/// `max-age` in seconds (RFC 6797 §6.1), or nothing when HSTS is off.
+fn hsts_header(max_age: &Option<std::time::Duration>) -> Option<HeaderValue> {
+    max_age.and_then(|age| HeaderValue::try_from(format!("max-age={}", age.as_secs())).ok())
+}

@@ -1,0 +1,212 @@
+//! One request: its trace, the message rules and the normal path before routing, the
+//! proxy or the static files, then the response timed, recorded and handed to the access
+//! log.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::time::Instant;
+
+use http::header;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use weft::defer::{StepDetail, Steps};
+
+use super::connection::Conn;
+use super::{State, route_index};
+use crate::access_log::{Logged, Pending};
+use crate::body::Body;
+use crate::config::{Route, WebConfig};
+use crate::files;
+use crate::metrics::{MethodLabel, Refusal};
+use crate::path::PathError;
+use crate::proxy::{self, Marks};
+use crate::response::error_page;
+use crate::routes::RouteMetrics;
+use crate::rules::{self, Refused};
+use crate::trace::Trace;
+
+/// The detail of the `route` step of a request for a static file.
+const FILES: StepDetail = StepDetail::from_static("files");
+
+pub(super) async fn handle(
+    state: Rc<State>,
+    conn: Rc<Conn>,
+    mut request: Request<Incoming>,
+) -> Result<Response<Logged>, Infallible> {
+    let started = Instant::now();
+    let mut trace = Trace::start(&conn.info);
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    conn.consumed
+        .set(conn.info.stats.bytes_in().saturating_add(declared));
+    let method = request.method().clone();
+    // What the log line says of the request, taken before it is routed; nothing when
+    // the log is off.
+    let logged = state.access_log.is_on().then(|| {
+        // An HTTP/2 target always carries scheme and authority; the log shows the path,
+        // as the request line of HTTP/1.1 would.
+        let request_line = match request.uri().path_and_query() {
+            Some(target) if request.version() >= Version::HTTP_2 => {
+                format!("{method} {target} {:?}", request.version())
+            }
+            _ => format!("{} {} {:?}", method, request.uri(), request.version()),
+        };
+        let headers = request.headers();
+        (
+            request_line,
+            headers.get(header::REFERER).cloned(),
+            headers.get(header::USER_AGENT).cloned(),
+        )
+    });
+
+    let (route, mut response) = match admit(&state.config, &mut request) {
+        Ok(route) => {
+            let series = state.routes.of(&state.config, route);
+            let steps = trace.steps.clone();
+            let dispatched = dispatch(&state, &conn, route, series, &steps, request);
+            let response = match trace.unless_cancelled(dispatched).await {
+                Some(response) => response,
+                None => {
+                    state.recorder.refused(Refusal::Cancelled);
+                    tracing::info!(service = %state.name, connection = %conn.info.id, "a request was cancelled from the inspector");
+                    error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
+                }
+            };
+            (series, response)
+        }
+        Err(refused) => {
+            state.recorder.refused(refused.reason);
+            (
+                &state.routes.unrouted,
+                error_page(refused.status, refused.detail),
+            )
+        }
+    };
+    trace.done();
+    if conn.secure
+        && let Some(hsts) = &state.hsts
+    {
+        response
+            .headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
+
+    let status = response.status();
+    let elapsed = started.elapsed();
+    state
+        .recorder
+        .request(MethodLabel::from(&method), status.into(), elapsed);
+    route.request(status.into(), elapsed);
+    let head_only = method == http::Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let pending = logged.map(|(request, referer, user_agent)| Pending {
+        to: state.access_log.clone(),
+        service: state.name.clone(),
+        client: conn.client_text.clone(),
+        request,
+        status: status.as_u16(),
+        referer,
+        user_agent,
+        started,
+    });
+    Ok(response.map(|body| Logged::new(body, pending, head_only)))
+}
+
+/// Applies the message rules and puts the path in normal form (in the request, so the
+/// proxy and the files see only that form); returns the route it leads to.
+fn admit<'c, B>(
+    config: &'c WebConfig,
+    request: &mut Request<B>,
+) -> Result<Option<&'c Route>, Refused> {
+    rules::check(request)?;
+    let uri = request.uri();
+    let bad_path = |e: PathError| Refused {
+        status: StatusCode::BAD_REQUEST,
+        reason: Refusal::Path,
+        detail: e.message(),
+    };
+    let (path, route) = config.route_path(uri.path()).map_err(bad_path)?;
+    if path != uri.path() || uri.authority().is_some() {
+        let target = match uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        *request.uri_mut() = target.parse().map_err(|_| bad_path(PathError::Malformed))?;
+    }
+    Ok(route)
+}
+
+async fn dispatch(
+    state: &State,
+    conn: &Conn,
+    route: Option<&Route>,
+    series: &RouteMetrics,
+    steps: &Steps,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let config = &state.config;
+    if let Some(route) = route {
+        let Some(upstreams) = state.proxy.upstreams(config, route) else {
+            return error_page(StatusCode::BAD_GATEWAY, "no upstream for this route");
+        };
+        let details = route_index(config, Some(route)).and_then(|i| state.route_details.get(i));
+        steps.step_with("route", None, details.map(|d| &d.prefix));
+        let marks = Marks {
+            steps,
+            upstream: details.and_then(|d| d.upstreams.first()),
+            upstreams: details.map_or(&[], |d| &d.upstreams[..]),
+        };
+        let client = proxy::Client {
+            addr: conn.client,
+            secure: conn.secure,
+            tunnel: &conn.tunnel,
+        };
+        let forwarded = proxy::forward(
+            &state.name,
+            route,
+            upstreams,
+            &config.limits,
+            client,
+            &state.recorder,
+            request,
+            &marks,
+        );
+        return match forwarded.await {
+            Ok(response) => response,
+            Err(err) => {
+                if let Some(reason) = err.refusal() {
+                    state.recorder.refused(reason);
+                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                } else {
+                    state.recorder.upstream_error();
+                    series.upstream_error(&err.to_string());
+                    tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
+                }
+                // The client learns what kind of failure it was; the log has the rest.
+                error_page(err.status(), err.client_message())
+            }
+        };
+    }
+    match &state.files {
+        Some(source) => {
+            steps.step_with("route", None, Some(&FILES));
+            steps.step("read file");
+            let (parts, _body) = request.into_parts();
+            files::serve(
+                source,
+                &config.index,
+                &config.files,
+                &*state.recorder,
+                &parts,
+            )
+            .await
+        }
+        None => error_page(StatusCode::NOT_FOUND, "no route for this path"),
+    }
+}

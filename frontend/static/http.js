@@ -51,10 +51,12 @@ function section(s) {
       num(millis(r.p99_ms)),
       num(r.upstream_errors, r.upstream_errors > 0)))));
   const upstreams = s.upstreams.length === 0 ? null : el("table", { class: "grid upstreams" },
-    head([["upstream"], ["state"], ["idle", 1], ["busy", 1], ["requests", 1], ["errors", 1], ["recent errors"]]),
+    head([["route"], ["upstream"], ["state"], ["fails in a row", 1], ["idle", 1], ["busy", 1], ["requests", 1], ["errors", 1], ["recent errors"]]),
     el("tbody", {}, ...s.upstreams.map((u) => el("tr", {},
+      el("td", { class: "mono" }, u.route ?? ""),
       el("td", { class: "mono" }, u.name === u.url ? u.name : `${u.name} (${u.url})`),
       el("td", {}, state(u)),
+      num(maybe(u.consecutive_failures), u.consecutive_failures > 0),
       num(maybe(u.idle)),
       num(maybe(u.busy)),
       num(u.requests),

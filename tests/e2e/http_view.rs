@@ -148,7 +148,7 @@ fn requests_are_counted_per_route_on_metrics_and_in_the_http_view() {
     assert_eq!(down["upstream_errors"], 1, "{json:#}");
     assert_eq!(down["codes"]["5xx"], 1, "{json:#}");
 
-    // Today each route's upstream is one upstream, with the errors of its routes.
+    // Each route's upstream, with its own failures.
     let service = json
         .as_array()
         .unwrap()
@@ -210,6 +210,105 @@ fn the_http_page_lists_each_service_and_escapes_names_and_prefixes() {
     let index = app.curl("/").unwrap();
     assert!(index.contains("href=\"/http\""), "a link in the navigation");
     drop(app);
+}
+
+/// The upstreams of service `service` in an `/api/http` answer.
+fn upstreams<'a>(json: &'a Value, service: &str) -> &'a [Value] {
+    json.as_array()
+        .and_then(|all| all.iter().find(|s| s["service"] == service))
+        .and_then(|s| s["upstreams"].as_array())
+        .map_or(&[], Vec::as_slice)
+}
+
+/// A route over two upstreams, the second a port nothing listens on: the view lists
+/// both, the live one healthy with its connection back in the pool, the dead one
+/// ejected after its one allowed failure.
+#[test]
+fn the_http_view_shows_every_upstream_of_a_route_with_its_health_and_pool() {
+    let live = Upstream::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+[[service.route]]
+prefix = "/api/"
+upstreams = ["http://{live}", "http://{dead}"]
+max_fails = 1
+eject_for = "10m"
+"#,
+            port = web.port(),
+            live = live.addr,
+        )
+    });
+    // In turn: the second request finds the dead one refusing, and is retried on the
+    // live one; from then on the dead one is out of rotation.
+    for i in 0..4 {
+        let (code, body) = curl(web, &[], &format!("/api/{i}"));
+        assert_eq!(code, 200, "{body}\n{}", app.log());
+    }
+    let (live_url, dead_url) = (format!("http://{}", live.addr), format!("http://{dead}"));
+    let find = |json: &Value, url: &str| {
+        upstreams(json, "web")
+            .iter()
+            .find(|u| u["url"] == url)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eventually!(
+        find(&api_http(&app), &live_url)["idle"].as_u64() >= Some(1),
+        "the live upstream's connection is back in its pool: {:#}",
+        api_http(&app)
+    );
+    let json = api_http(&app);
+    assert_eq!(upstreams(&json, "web").len(), 2, "both listed: {json:#}");
+    let up = find(&json, &live_url);
+    assert_eq!(up["route"], "/api/", "{json:#}");
+    assert_eq!(up["state"], "healthy", "{json:#}");
+    assert_eq!(up["until_ms"], Value::Null, "{json:#}");
+    assert_eq!(up["consecutive_failures"], 0, "{json:#}");
+    assert_eq!(up["busy"], 0, "{json:#}");
+    assert_eq!(up["requests"], 4, "{json:#}");
+    assert_eq!(up["errors"], 0, "{json:#}");
+
+    let down = find(&json, &dead_url);
+    assert_eq!(down["route"], "/api/", "{json:#}");
+    assert_eq!(down["state"], "ejected", "{json:#}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let until = u128::from(down["until_ms"].as_u64().unwrap_or(0));
+    assert!(
+        until > now_ms + 500_000 && until <= now_ms + 600_000,
+        "ejected for eject_for from the failure: {json:#}"
+    );
+    assert_eq!(down["consecutive_failures"], 1, "{json:#}");
+    assert_eq!(down["idle"], 0, "{json:#}");
+    assert_eq!(down["busy"], 0, "{json:#}");
+    assert_eq!(down["errors"], 1, "{json:#}");
+    let recent = down["recent_errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recent.len(), 1, "{json:#}");
+    assert!(
+        recent[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused the connection")),
+        "{json:#}"
+    );
+
+    let page = app.curl("/http").expect("/http answers");
+    assert!(page.contains("ejected until"), "{page}");
+    assert!(page.contains("healthy"), "{page}");
 }
 
 /// One browser session: the page goes live, follows a request without a reload, and

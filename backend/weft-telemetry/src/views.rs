@@ -78,6 +78,9 @@ pub enum UpstreamState {
 pub struct UpstreamSnapshot {
     /// How the configuration names it.
     pub name: String,
+    /// The route it serves, when the service forwards by route (a route's upstreams
+    /// are its own: the same URL under two routes is two upstreams).
+    pub route: Option<String>,
     /// Where it is.
     pub url: String,
     /// Whether it takes requests.

@@ -208,7 +208,7 @@ impl super::Kind for HttpKind {
             let port = service.listen_with(on.reactor, endpoint, &options)?;
             bound.push(port.local_address().clone());
         }
-        let view = super::http_view::HttpView(service.routes());
+        let view = super::http_view::HttpView::of(&service);
         env.views.set(name, Self::NAME, Arc::new(view));
         Ok(bound)
     }

@@ -1,68 +1,89 @@
-//! What the dashboard's HTTP view shows of an http service: its routes' figures and its
-//! upstreams, read from the service's [`RouteFigures`] (atomics shared with the reactor
-//! thread) as the service-neutral [`ServiceSnapshot`] of `weft-telemetry`.
+//! What the dashboard's HTTP view shows of an http service, as the service-neutral
+//! [`ServiceSnapshot`] of `weft-telemetry`: its routes' figures, read from the service's
+//! [`RouteFigures`], and every upstream of every route, read from its [`UpstreamsView`].
+//! Both are shared with the reactor thread through atomics and short locks, so a reader
+//! never waits on the service.
 //!
-//! Each route forwards to one upstream, which has no health or pool of its own yet: an
-//! upstream's figures are those of the routes that forward to it, its state
-//! [`UpstreamState::Unchecked`] and its pool counts unknown.
+//! An upstream belongs to its route: one URL under two routes shows twice, each with
+//! its own health, pool and figures. Its state is `healthy` or `ejected` until a wall
+//! clock time; its `errors` count failures of requests and health checks alike, as its
+//! `requests` count both.
 
-use std::collections::BTreeMap;
-
+use weft_telemetry::live::unix_ms;
 use weft_telemetry::views::{
     Histogram, RecentError, RouteSnapshot, ServiceSnapshot, ServiceView, UpstreamSnapshot,
     UpstreamState,
 };
-use weft_web::RouteFigures;
 use weft_web::metrics::StatusClass;
 use weft_web::routes::RouteReading;
+use weft_web::{HttpService, RouteFigures, UpstreamsView};
 
-/// An http service's view: its routes as it serves them.
-pub(crate) struct HttpView(pub(crate) RouteFigures);
+/// An http service's view: its routes and upstreams as it serves them.
+pub(crate) struct HttpView {
+    routes: RouteFigures,
+    upstreams: UpstreamsView,
+}
+
+impl HttpView {
+    /// The view of `service`, valid for as long as the service runs.
+    pub(crate) fn of(service: &HttpService) -> Self {
+        Self {
+            routes: service.routes(),
+            upstreams: service.upstreams(),
+        }
+    }
+}
 
 impl ServiceView for HttpView {
     fn snapshot(&self) -> ServiceSnapshot {
-        let mut routes = Vec::with_capacity(self.0.0.len());
-        let mut upstreams: BTreeMap<&str, UpstreamSnapshot> = BTreeMap::new();
-        for entry in self.0.0.iter() {
-            let read = entry.metrics.read();
-            if let Some(url) = &entry.upstream {
-                add_to_upstream(
-                    upstreams
-                        .entry(url.as_str())
-                        .or_insert_with(|| UpstreamSnapshot {
-                            name: url.clone(),
-                            url: url.clone(),
-                            ..UpstreamSnapshot::default()
-                        }),
-                    &read,
-                );
-            }
-            routes.push(route(entry.route.clone(), entry.upstream.clone(), read));
-        }
-        let mut upstreams: Vec<_> = upstreams.into_values().collect();
-        for u in &mut upstreams {
-            u.recent_errors.sort_by_key(|e| e.at_ms);
-            let excess = u
-                .recent_errors
-                .len()
-                .saturating_sub(weft_web::routes::RECENT_ERRORS);
-            u.recent_errors.drain(..excess);
-        }
+        let routes = self
+            .routes
+            .0
+            .iter()
+            .map(|entry| {
+                route(
+                    entry.route.clone(),
+                    entry.upstream.clone(),
+                    entry.metrics.read(),
+                )
+            })
+            .collect();
+        let upstreams = self
+            .upstreams
+            .snapshot()
+            .into_iter()
+            .map(upstream)
+            .collect();
         ServiceSnapshot { routes, upstreams }
     }
 }
 
-/// Adds a route's figures to the upstream it forwards to.
-fn add_to_upstream(upstream: &mut UpstreamSnapshot, read: &RouteReading) {
-    upstream.requests += read.requests.iter().sum::<u64>();
-    upstream.errors += read.upstream_errors;
-    upstream
-        .recent_errors
-        .extend(read.recent_errors.iter().map(|e| RecentError {
-            at_ms: e.at_ms,
-            message: e.message.clone(),
-        }));
-    upstream.state = UpstreamState::Unchecked;
+fn upstream(u: weft_web::UpstreamSnapshot) -> UpstreamSnapshot {
+    let count = |n: usize| Some(u64::try_from(n).unwrap_or(u64::MAX));
+    UpstreamSnapshot {
+        name: u.url.clone(),
+        route: Some(u.route),
+        url: u.url,
+        state: match u.ejected_until {
+            Some(until) => UpstreamState::Ejected {
+                until_ms: unix_ms(until),
+            },
+            None => UpstreamState::Healthy,
+        },
+        consecutive_failures: Some(u64::from(u.consecutive_failures)),
+        idle: count(u.idle_connections),
+        busy: count(u.busy_connections),
+        requests: u.requests,
+        errors: u.failures,
+        recent_errors: u
+            .recent_errors
+            .into_iter()
+            .map(|e| RecentError {
+                at_ms: unix_ms(e.at),
+                message: e.message,
+            })
+            .collect(),
+    }
 }
 
 fn route(name: String, upstream: Option<String>, read: RouteReading) -> RouteSnapshot {
@@ -88,12 +109,12 @@ mod tests {
     use std::rc::Rc;
     use std::time::Duration;
 
-    use weft_web::{HttpMetrics, HttpService, Recorder, Route, WebConfig};
+    use weft_web::{HttpMetrics, Recorder, Route, WebConfig};
 
     use super::*;
 
     #[test]
-    fn routes_and_their_upstreams_are_read_from_the_series() {
+    fn routes_are_read_from_their_series_and_each_route_lists_its_upstreams() {
         let registry = prometheus::Registry::new();
         let recorder: Rc<dyn Recorder> = Rc::new(HttpMetrics::register(&registry, "web").unwrap());
         let config = WebConfig {
@@ -108,20 +129,33 @@ mod tests {
         let a = recorder.route("/a/");
         a.request(StatusClass::Success, Duration::from_millis(2));
         a.upstream_error("refused");
-        recorder
-            .route("/b/")
-            .request(StatusClass::ServerError, Duration::from_millis(2));
-        let view = HttpView(service.routes()).snapshot();
+        let view = HttpView::of(&service).snapshot();
         let names: Vec<_> = view.routes.iter().map(|r| r.route.as_str()).collect();
         assert_eq!(names, ["/a/", "/b/", "/c/", "files", "unrouted"]);
         assert_eq!(view.routes[0].codes["2xx"], 1);
         assert_eq!(view.routes[0].latency.count, 1);
         assert_eq!(view.routes[0].upstream_errors, 1);
-        assert_eq!(view.upstreams.len(), 2);
-        let shared = &view.upstreams[0];
-        assert_eq!(shared.url, "http://127.0.0.1:9000");
-        assert_eq!((shared.requests, shared.errors), (2, 1));
-        assert_eq!(shared.recent_errors[0].message, "refused");
-        assert_eq!(shared.idle, None, "no pool yet");
+        let upstreams: Vec<_> = view
+            .upstreams
+            .iter()
+            .map(|u| (u.route.as_deref(), u.url.as_str()))
+            .collect();
+        assert_eq!(
+            upstreams,
+            [
+                (Some("/a/"), "http://127.0.0.1:9000"),
+                (Some("/b/"), "http://127.0.0.1:9000"),
+                (Some("/c/"), "http://127.0.0.1:9001"),
+            ],
+            "one URL under two routes is two upstreams"
+        );
+        let first = &view.upstreams[0];
+        assert_eq!(first.state, UpstreamState::Healthy);
+        assert_eq!(
+            (first.consecutive_failures, first.idle, first.busy),
+            (Some(0), Some(0), Some(0)),
+            "health and pool are tracked"
+        );
+        assert_eq!((first.requests, first.errors), (0, 0));
     }
 }

@@ -171,6 +171,8 @@ pub(crate) struct UpstreamState {
     route: String,
     url: String,
     failures: AtomicU32,
+    /// Failures since the service started, for the dashboard.
+    failures_total: AtomicU64,
     /// Until when it gets no requests, by the monotonic clock and by the wall clock (for
     /// display).
     ejected_until: Mutex<Option<(Instant, SystemTime)>>,
@@ -193,6 +195,7 @@ impl UpstreamState {
             route: route.to_owned(),
             url: url.to_owned(),
             failures: AtomicU32::new(0),
+            failures_total: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
             idle: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
@@ -223,6 +226,7 @@ impl UpstreamState {
                 message: err.to_string(),
             });
         }
+        self.failures_total.fetch_add(1, Relaxed);
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
         if failures < health.max_fails {
             return false;
@@ -248,6 +252,7 @@ impl UpstreamState {
             busy_connections: self.busy.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             requests: self.requests.load(Relaxed),
+            failures: self.failures_total.load(Relaxed),
             recent_errors: lock(&self.errors).iter().cloned().collect(),
         }
     }
@@ -290,6 +295,8 @@ pub struct UpstreamSnapshot {
     pub in_flight: usize,
     /// Requests sent to it (retries and health checks included).
     pub requests: u64,
+    /// Its failures since the service started (requests and health checks).
+    pub failures: u64,
     /// Its last few failures, oldest first (at most 8).
     pub recent_errors: Vec<RecentError>,
 }

@@ -213,3 +213,57 @@ fn an_upstream_that_closes_after_each_response_costs_no_request() {
     );
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
 }
+
+/// An upstream that answers the first request of each connection, then resets the
+/// connection when the next one arrives (it closes with that request unread, so the
+/// kernel sends RST): a server restarting, or one whose keep-alive timeout ran out as the
+/// request crossed it. The proxy sees a connection reset, not a clean end.
+fn resets_every_second_request() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let n = count.fetch_add(1, SeqCst) + 1;
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let body = format!("conn #{n}");
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                stream
+                    .write_all(format!("{head}{body}").as_bytes())
+                    .unwrap();
+                // Wait for the next request and close with it unread.
+                let mut peek = [0u8; 1];
+                let _ = stream.peek(&mut peek);
+                drop(reader);
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_request() {
+    let (addr, accepted) = resets_every_second_request();
+    let server = proxy_to(&[("/", addr)], Limits::default());
+    assert_eq!(server.get("/x").text(), "conn #1");
+    eventually("the first connection is back in the pool", || {
+        server.recorded.upstream_connections(false) == 1 && server.connections() == ["web"]
+    });
+    let reply = server.get("/x");
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, "conn #2".to_owned()),
+        "the GET goes again on a new connection"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+}

@@ -5,9 +5,9 @@
 //!
 //! A request is sent again to another upstream only when nothing of it can have reached
 //! the first: the connection could not be made, and the method is idempotent. On a
-//! reused connection that turns out to be closed, it is sent again on a new connection
-//! to the same upstream when none of it went out, or when it has no body and an
-//! idempotent method.
+//! reused connection that turns out to be closed or reset, it is sent again on a new
+//! connection to the same upstream when none of it went out, or when it has no body and
+//! an idempotent method.
 //!
 //! A request that asks to switch protocols (`Connection: upgrade` with `Upgrade`) goes
 //! through `upgrade` instead: its own upstream connection, and a tunnel after the 101.
@@ -359,12 +359,15 @@ async fn exchange(
             Some(ClientFault::Body(reason)) => return Err(UpstreamError::RequestBody(reason)),
             None => {}
         }
+        // A kept-alive connection the upstream closed or reset as the request crossed
+        // it surfaces as an incomplete message or as a reset, depending on timing; an
+        // idempotent request without a body may go again either way (RFC 9110 §9.2.2).
         match copy {
-            Some(head) if err.is_incomplete_message() || err.is_canceled() => {
-                tracing::debug!(upstream = %target.upstream.url, %err, "a reused connection was closed; sending again");
+            Some(head) => {
+                tracing::debug!(upstream = %target.upstream.url, %err, "a reused connection failed before its response head; sending again");
                 outgoing.head = head;
             }
-            _ => return Err(UpstreamError::Exchange(url(), err.to_string())),
+            None => return Err(UpstreamError::Exchange(url(), err.to_string())),
         }
     }
 }

@@ -434,18 +434,20 @@ impl<T: Clone> PerService<T> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Config;
     use crate::services::ServiceKind;
 
-    fn parse(body: &str) -> Result<Config, ConfigError> {
+    /// A configuration of one http service named `web` with `body` added to it.
+    pub(crate) fn parse(body: &str) -> Result<Config, ConfigError> {
         let text =
             format!("[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\n{body}");
         Config::parse("weft.toml", &text)
     }
 
-    fn http(config: &Config) -> &WebConfig {
+    /// The first service's settings, which must be an http service's.
+    pub(crate) fn http(config: &Config) -> &WebConfig {
         match &config.services[0].kind {
             ServiceKind::Http(c) => &c.web,
             other => panic!("not http: {other:?}"),

@@ -266,25 +266,8 @@ pub(crate) fn pool(ctx: &ServiceCtx<'_>) -> Result<PoolConfig, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use weft_web::WebConfig;
-
-    use crate::config::Config;
-    use crate::services::ServiceKind;
-
-    fn parse(body: &str) -> Result<Config, ConfigError> {
-        let text =
-            format!("[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\n{body}");
-        Config::parse("weft.toml", &text)
-    }
-
     use super::*;
-
-    fn web(config: &Config) -> &WebConfig {
-        match &config.services[0].kind {
-            ServiceKind::Http(c) => &c.web,
-            other => panic!("not http: {other:?}"),
-        }
-    }
+    use crate::services::http::tests::{http as web, parse};
 
     #[test]
     fn every_route_key_is_read_with_defaults() {

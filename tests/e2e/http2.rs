@@ -409,32 +409,14 @@ pub(crate) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload
     out.extend_from_slice(payload);
 }
 
-#[test]
-fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
-    let site = start();
-    // A connection opened before the abuse, still served after it.
-    let bystander = Command::new("curl")
-        .args(["-s", "--http2-prior-knowledge", "--max-time", "10"])
-        .arg(format!("http://{}/docs/guide.txt", site.plain))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&bystander.stdout), "read me\n");
-
-    let mut conn = TcpStream::connect(site.plain).unwrap();
+/// Sends `bytes` on a fresh connection and reads until the server closes; the error code
+/// of the GOAWAY it sent, if any.
+pub(crate) fn goaway_for(web: SocketAddr, bytes: &[u8]) -> Option<u32> {
+    let mut conn = TcpStream::connect(web).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    frame(&mut out, 0x4, 0, 0, &[]);
-    // GET / with :authority "localhost", from the HPACK static table.
-    let mut headers = vec![0x82, 0x86, 0x84, 0x41, 9];
-    headers.extend_from_slice(b"localhost");
-    for i in 0..1000u32 {
-        let stream = 2 * i + 1;
-        frame(&mut out, 0x1, 0x5, stream, &headers);
-        frame(&mut out, 0x3, 0, stream, &8u32.to_be_bytes());
-    }
     // The server may close before it has read everything.
-    let _ = conn.write_all(&out);
+    let _ = conn.write_all(bytes);
     let mut seen = Vec::new();
     let _ = conn.read_to_end(&mut seen);
     let mut goaway = None;
@@ -449,8 +431,33 @@ fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
         }
         at += 9 + len;
     }
+    goaway
+}
+
+#[test]
+fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
+    let site = start();
+    // A connection opened before the abuse, still served after it.
+    let bystander = Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "--max-time", "10"])
+        .arg(format!("http://{}/docs/guide.txt", site.plain))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bystander.stdout), "read me\n");
+
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[]);
+    // GET / with :authority "localhost", from the HPACK static table.
+    let mut headers = vec![0x82, 0x86, 0x84, 0x41, 9];
+    headers.extend_from_slice(b"localhost");
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        frame(&mut out, 0x1, 0x5, stream, &headers);
+        frame(&mut out, 0x3, 0, stream, &8u32.to_be_bytes());
+    }
+    let goaway = goaway_for(site.plain, &out);
     // ENHANCE_YOUR_CALM (RFC 9113 §7), and the connection closed.
-    assert_eq!(goaway, Some(0xb), "{} bytes from the server", seen.len());
+    assert_eq!(goaway, Some(0xb), "the GOAWAY the server sent");
     assert_eventually!(
         site.app
             .metric(r#"weft_http_requests_refused_total{reason="protocol",service="web"}"#)

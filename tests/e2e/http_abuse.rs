@@ -16,7 +16,7 @@ use weft_test_support::wait::{poll_until, wait_for};
 
 use crate::assert_eventually;
 use crate::http_peers::{RawClient, Upstream};
-use crate::http2::frame;
+use crate::http2::{frame, goaway_for};
 use crate::support::{App, free_port, spawn_app_with};
 
 /// An upstream that answers every request with a body that never ends, as fast as the
@@ -207,31 +207,6 @@ fn preface() -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     frame(&mut out, 0x4, 0, 0, &[]);
     out
-}
-
-/// Sends `bytes` on a fresh connection and reads until the server closes; the error code
-/// of the GOAWAY it sent, if any.
-fn goaway_for(web: SocketAddr, bytes: &[u8]) -> Option<u32> {
-    let mut conn = TcpStream::connect(web).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // The server may close before it has read everything.
-    let _ = conn.write_all(bytes);
-    let mut seen = Vec::new();
-    let _ = conn.read_to_end(&mut seen);
-    let mut goaway = None;
-    let mut at = 0;
-    while at + 9 <= seen.len() {
-        let len = usize::from(seen[at]) << 16
-            | usize::from(seen[at + 1]) << 8
-            | usize::from(seen[at + 2]);
-        if seen[at + 3] == 0x7 && at + 9 + 8 <= seen.len() {
-            let code = &seen[at + 13..at + 17];
-            goaway = Some(u32::from_be_bytes(code.try_into().unwrap()));
-        }
-        at += 9 + len;
-    }
-    goaway
 }
 
 /// `GET :path` for `localhost`, from the HPACK static table.

@@ -14,6 +14,7 @@ mod dashboard_conns;
 mod demo;
 mod deploy;
 mod dns;
+mod dns_forward;
 mod dns_rules;
 mod faults;
 mod gateway;

@@ -1,9 +1,14 @@
 //! The forwarder's cache: upstream answers by question, kept for their TTL.
 //!
-//! Positive answers live for their smallest record TTL; NXDOMAIN and NODATA for the SOA's
-//! negative-caching time (RFC 2308). TTLs are counted down on the thread's clock, so a
-//! test moves them with a fake one. The cache holds at most `capacity` questions; when it
-//! is full, expired entries go first, then the oldest.
+//! Positive answers live for their smallest record TTL; NXDOMAIN and NODATA for the
+//! SOA's negative-caching time, the lower of the SOA record's TTL and its MINIMUM
+//! (RFC 2308 section 5). NODATA is kept for the question (name and type); an NXDOMAIN
+//! without a CNAME says the name has no records of any type, so it answers every type of
+//! that name. TTLs are raised to `min_ttl` and lowered to `max_ttl`, and counted down on
+//! the thread's clock, so a test moves them with a fake one. With `serve_stale`, an
+//! entry is kept that long past its TTL, to be served (TTL 30, RFC 8767 section 4) only
+//! when no upstream answers. The cache holds at most `capacity` questions; when it is
+//! full, expired entries go first, then the oldest.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -11,8 +16,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
 
-/// The longest time anything is cached, whatever its TTL says (one day).
-pub const MAX_TTL: u32 = 86_400;
+/// The TTL of a stale answer (RFC 8767 section 4).
+pub const STALE_TTL: u32 = 30;
 
 /// A question, case-insensitive.
 pub(crate) type Key = (LowerName, RecordType, DNSClass);
@@ -44,7 +49,7 @@ impl Answer {
         }
     }
 
-    /// How long it may be cached, if at all.
+    /// How long it may be cached, if at all, before `min_ttl` and `max_ttl`.
     fn ttl(&self) -> Option<u32> {
         let ttl = match self.rcode {
             ResponseCode::NoError if !self.answers.is_empty() => {
@@ -58,15 +63,61 @@ impl Answer {
             }
             _ => return None,
         };
-        (ttl > 0).then_some(ttl.min(MAX_TTL))
+        Some(ttl)
     }
+
+    /// Whether it says the name has no records at all: NXDOMAIN for the name asked,
+    /// not for the target of a CNAME in the answer (RFC 2308 section 5).
+    fn no_such_name(&self) -> bool {
+        self.rcode == ResponseCode::NXDomain && self.answers.is_empty()
+    }
+
+    fn records(&mut self) -> impl Iterator<Item = &mut Record> {
+        self.answers
+            .iter_mut()
+            .chain(&mut self.authorities)
+            .chain(&mut self.additionals)
+    }
+}
+
+/// The cache's TTL bounds and how long expired entries are kept to serve stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    pub(crate) min_ttl: u32,
+    pub(crate) max_ttl: u32,
+    pub(crate) serve_stale: Option<Duration>,
+}
+
+impl Policy {
+    /// `answer` with every TTL between `min_ttl` and `max_ttl`, as it is cached and
+    /// replayed.
+    pub(crate) fn clamp(&self, answer: &mut Answer) {
+        for record in answer.records() {
+            record.ttl = self.bound(record.ttl);
+        }
+    }
+
+    fn bound(&self, ttl: u32) -> u32 {
+        ttl.max(self.min_ttl).min(self.max_ttl)
+    }
+
+    /// How long past its TTL an entry is kept.
+    fn stale_secs(&self) -> u64 {
+        self.serve_stale.map_or(0, |d| d.as_secs())
+    }
+}
+
+/// The key an NXDOMAIN for a whole name is kept under: type 0 is reserved (RFC 6895
+/// section 3.1), so no answer to a real question is stored there.
+fn name_key(key: &Key) -> Key {
+    (key.0.clone(), RecordType::ZERO, key.2)
 }
 
 struct Entry {
     answer: Answer,
     /// When it was stored, on the reactor's clock: TTLs are lowered by the time since.
     stored: Duration,
-    /// How long it may be served: the answer's lowest TTL, at most `MAX_TTL`.
+    /// How long it may be served: the answer's lowest TTL, within `min_ttl..=max_ttl`.
     ttl: u32,
     /// Matches the eviction queue's copy, so a replaced entry's old slot is skipped.
     seq: u64,
@@ -76,6 +127,7 @@ struct Entry {
 pub(crate) struct Cache {
     /// Entries kept at most: the oldest is evicted first, so a flood of names cannot grow it.
     capacity: usize,
+    policy: Policy,
     entries: HashMap<Key, Entry>,
     /// Insertion order, for evicting the oldest.
     order: VecDeque<(Key, u64)>,
@@ -84,9 +136,10 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, policy: Policy) -> Self {
         Self {
             capacity,
+            policy,
             entries: HashMap::new(),
             order: VecDeque::new(),
             seq: 0,
@@ -97,34 +150,71 @@ impl Cache {
         self.entries.len()
     }
 
-    /// The answer to `key` at time `now`, TTLs lowered by the time it spent here.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The answer to `key` at time `now`, TTLs lowered by the time it spent here: the
+    /// question's own, or an NXDOMAIN for its name.
     pub(crate) fn get(&mut self, key: &Key, now: Duration) -> Option<Answer> {
+        self.fresh(key, now)
+            .or_else(|| self.fresh(&name_key(key), now))
+    }
+
+    fn fresh(&mut self, key: &Key, now: Duration) -> Option<Answer> {
         let entry = self.entries.get(key)?;
         let age = now.saturating_sub(entry.stored).as_secs();
         if age >= u64::from(entry.ttl) {
-            self.entries.remove(key);
+            if age >= u64::from(entry.ttl) + self.policy.stale_secs() {
+                self.entries.remove(key);
+            }
             return None;
         }
         let age = age as u32;
         let mut answer = entry.answer.clone();
-        for record in answer
-            .answers
-            .iter_mut()
-            .chain(&mut answer.authorities)
-            .chain(&mut answer.additionals)
-        {
+        for record in answer.records() {
             record.ttl = record.ttl.saturating_sub(age).min(entry.ttl - age);
         }
         Some(answer)
     }
 
-    /// Keeps `answer`, a whole one (never truncated), for its TTL if it may be cached.
+    /// An expired answer to `key` still within `serve_stale` of its TTL, every TTL
+    /// [`STALE_TTL`] (RFC 8767 section 4), for when no upstream answers.
+    pub(crate) fn stale(&mut self, key: &Key, now: Duration) -> Option<Answer> {
+        let window = self.policy.stale_secs();
+        if window == 0 {
+            return None;
+        }
+        let entry = [key.clone(), name_key(key)]
+            .into_iter()
+            .find_map(|k| self.entries.get(&k))?;
+        let age = now.saturating_sub(entry.stored).as_secs();
+        if age >= u64::from(entry.ttl) + window {
+            return None;
+        }
+        let mut answer = entry.answer.clone();
+        for record in answer.records() {
+            record.ttl = STALE_TTL;
+        }
+        Some(answer)
+    }
+
+    /// Keeps `answer`, a whole one (never truncated) with its TTLs clamped by
+    /// [`Policy::clamp`], for its TTL if it may be cached.
     pub(crate) fn insert(&mut self, key: Key, answer: Answer, now: Duration) {
         if self.capacity == 0 {
             return;
         }
-        let Some(ttl) = answer.ttl() else {
+        let Some(ttl) = answer.ttl().map(|t| self.policy.bound(t)) else {
             return;
+        };
+        if ttl == 0 {
+            return;
+        }
+        let key = if answer.no_such_name() {
+            name_key(&key)
+        } else {
+            key
         };
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             self.evict(now);
@@ -194,9 +284,160 @@ mod tests {
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 
+    const PLAIN: Policy = Policy {
+        min_ttl: 0,
+        max_ttl: 86_400,
+        serve_stale: None,
+    };
+
+    fn soa(ttl: u32, minimum: u32) -> Record {
+        let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, minimum);
+        Record::from_rdata(Name::from_ascii("test.").unwrap(), ttl, RData::SOA(soa))
+    }
+
+    fn negative(rcode: ResponseCode, soa_ttl: u32, minimum: u32) -> Answer {
+        Answer {
+            rcode,
+            answers: vec![],
+            authorities: vec![soa(soa_ttl, minimum)],
+            additionals: vec![],
+        }
+    }
+
+    fn typed(name: &str, rtype: RecordType) -> Key {
+        (key(name).0, rtype, DNSClass::IN)
+    }
+
+    #[test]
+    fn ttls_are_raised_to_min_ttl_and_lowered_to_max_ttl() {
+        let policy = Policy {
+            min_ttl: 60,
+            max_ttl: 300,
+            serve_stale: None,
+        };
+        let mut cache = Cache::new(10, policy);
+        for (name, ttl) in [("short.test.", 5), ("long.test.", 86_400)] {
+            let mut answer = a(name, ttl);
+            policy.clamp(&mut answer);
+            cache.insert(key(name), answer, S(0));
+        }
+        assert_eq!(
+            cache.get(&key("short.test."), S(10)).unwrap().answers[0].ttl,
+            50
+        );
+        assert!(
+            cache.get(&key("short.test."), S(60)).is_none(),
+            "kept min_ttl"
+        );
+        assert_eq!(
+            cache.get(&key("long.test."), S(0)).unwrap().answers[0].ttl,
+            300
+        );
+        assert!(
+            cache.get(&key("long.test."), S(300)).is_none(),
+            "kept max_ttl"
+        );
+        let mut zero = a("zero.test.", 0);
+        policy.clamp(&mut zero);
+        cache.insert(key("zero.test."), zero, S(0));
+        assert!(
+            cache.get(&key("zero.test."), S(59)).is_some(),
+            "min_ttl applies to TTL 0 too"
+        );
+    }
+
+    #[test]
+    fn nxdomain_answers_every_type_of_the_name_and_nodata_only_its_type() {
+        let mut cache = Cache::new(10, PLAIN);
+        cache.insert(
+            typed("gone.test.", RecordType::A),
+            negative(ResponseCode::NXDomain, 600, 120),
+            S(0),
+        );
+        let nx = cache
+            .get(&typed("GONE.test.", RecordType::MX), S(20))
+            .expect("NXDOMAIN covers every type");
+        assert_eq!(nx.rcode, ResponseCode::NXDomain);
+        assert_eq!(
+            nx.authorities[0].ttl, 100,
+            "min(SOA TTL, MINIMUM) counted down"
+        );
+        assert!(
+            cache
+                .get(&typed("gone.test.", RecordType::A), S(120))
+                .is_none()
+        );
+
+        cache.insert(
+            typed("some.test.", RecordType::AAAA),
+            negative(ResponseCode::NoError, 30, 600),
+            S(0),
+        );
+        assert!(
+            cache
+                .get(&typed("some.test.", RecordType::AAAA), S(29))
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&typed("some.test.", RecordType::A), S(0))
+                .is_none(),
+            "NODATA is per type"
+        );
+
+        let mut via_cname = negative(ResponseCode::NXDomain, 600, 600);
+        via_cname.answers = a("alias.test.", 60).answers;
+        cache.insert(typed("alias.test.", RecordType::A), via_cname, S(0));
+        assert!(
+            cache
+                .get(&typed("alias.test.", RecordType::TXT), S(0))
+                .is_none(),
+            "an NXDOMAIN for a CNAME's target says nothing of the name asked"
+        );
+        assert!(
+            cache
+                .get(&typed("alias.test.", RecordType::A), S(0))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn expired_answers_are_served_stale_within_the_window_with_ttl_30() {
+        let policy = Policy {
+            serve_stale: Some(S(3600)),
+            ..PLAIN
+        };
+        let mut cache = Cache::new(10, policy);
+        cache.insert(key("a.test."), a("a.test.", 60), S(0));
+        assert!(
+            cache
+                .stale(&key("a.test."), S(10))
+                .is_some_and(|s| s.answers[0].ttl == STALE_TTL)
+        );
+        assert!(
+            cache.get(&key("a.test."), S(61)).is_none(),
+            "expired for normal answers"
+        );
+        let stale = cache
+            .stale(&key("a.test."), S(61))
+            .expect("kept for serve-stale");
+        assert_eq!(stale.answers[0].ttl, STALE_TTL);
+        assert!(
+            cache.stale(&key("a.test."), S(3660)).is_none(),
+            "past the window"
+        );
+
+        let mut off = Cache::new(10, PLAIN);
+        off.insert(key("a.test."), a("a.test.", 60), S(0));
+        assert!(
+            off.stale(&key("a.test."), S(61)).is_none(),
+            "off by default"
+        );
+    }
+
     #[test]
     fn answers_live_for_their_ttl_counting_down() {
-        let mut cache = Cache::new(10);
+        let mut cache = Cache::new(10, PLAIN);
         cache.insert(key("a.test."), a("a.test.", 30), S(100));
         assert_eq!(
             cache.get(&key("A.TEST."), S(110)).unwrap().answers[0].ttl,
@@ -208,18 +449,8 @@ mod tests {
 
     #[test]
     fn negative_answers_use_the_soa_minimum_and_failures_are_not_kept() {
-        let mut cache = Cache::new(10);
-        let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 60);
-        let nx = Answer {
-            rcode: ResponseCode::NXDomain,
-            answers: vec![],
-            authorities: vec![Record::from_rdata(
-                Name::from_ascii("test.").unwrap(),
-                600,
-                RData::SOA(soa),
-            )],
-            additionals: vec![],
-        };
+        let mut cache = Cache::new(10, PLAIN);
+        let nx = negative(ResponseCode::NXDomain, 600, 60);
         cache.insert(key("nx.test."), nx, S(0));
         assert!(cache.get(&key("nx.test."), S(59)).is_some());
         assert!(cache.get(&key("nx.test."), S(60)).is_none());
@@ -233,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_full_cache_drops_expired_entries_first_then_the_oldest() {
-        let mut cache = Cache::new(2);
+        let mut cache = Cache::new(2, PLAIN);
         cache.insert(key("short.test."), a("short.test.", 5), S(0));
         cache.insert(key("long.test."), a("long.test.", 500), S(0));
         cache.insert(key("new.test."), a("new.test.", 500), S(10));

@@ -1,21 +1,27 @@
 //! Forwarding: questions outside the zones go to the upstream resolvers, answers come
 //! back through the cache.
 //!
-//! Each outstanding upstream query is one Deferred labelled `dns upstream query`, created
-//! here with a timeout, so an upstream that does not answer shows in the inspector as a
-//! pending (then stalled) Deferred created at this file's line, and its clients get
+//! Each outstanding question is one Deferred labelled `dns upstream query`, created here
+//! with the overall timeout, so an upstream that does not answer shows in the inspector
+//! as a pending (then stalled) Deferred created at this file's line, and its clients get
 //! SERVFAIL when the timeout fires. Clients asking the same question while it is out
-//! wait on the same query. The upstream query has its own random id; an answer is taken
-//! only from a configured upstream, with a known id and the same question.
+//! wait on the same query.
+//!
+//! Each upstream query (a "try") has its own random id and leaves from a random local
+//! port (RFC 5452 section 9.2; the link picks the port). An answer is taken only from
+//! the upstream the try went to, on the port it left from, with its id and the same
+//! question; anything else is dropped and counted by reason. [`Upstreams`] decides the
+//! order: one upstream after another by smoothed round-trip time, or all at once.
 //!
 //! An upstream answer truncated over UDP (TC) is not an answer: the same query goes to
 //! that upstream again over TCP (RFC 1035 section 4.2.1, RFC 7766 section 5), within the
 //! same Deferred and timeout. Only whole answers are cached and replayed, so a client
 //! over TCP gets the whole answer and one over UDP gets it truncated to its own size by
-//! `wire::encode`; when no whole answer comes, clients get SERVFAIL.
+//! `wire::encode`; when no whole answer comes, clients get SERVFAIL, or a stale answer
+//! when `serve_stale` allows one (RFC 8767).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -23,11 +29,16 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
 use weft::defer::{Deferred, Failure, Resolver, TimeoutError};
+use weft::time::DelayedCall;
 
-use crate::cache::{Answer, Cache, Key};
+use crate::cache::{Answer, Cache, Key, Policy};
+pub use crate::link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 use crate::metrics::{Busy, ServiceMetrics};
 use crate::server::{Outcome, Reply, Via, send};
+use crate::upstream::{ForwardOptions, Selection, Upstreams};
 use crate::wire::{EDNS_UDP_SIZE, Request};
+
+mod received;
 
 /// The inspector's label of an upstream query's Deferred.
 pub const UPSTREAM_LABEL: &str = "dns upstream query";
@@ -38,46 +49,11 @@ const MAX_WAITERS: usize = 256;
 /// Questions asked again over TCP at once (each holds a connection to an upstream for up
 /// to the timeout); a truncated answer beyond them is answered SERVFAIL.
 pub(crate) const MAX_OVER_TCP: usize = 64;
-
-/// Sends queries to upstream resolvers: sockets on the reactor, or a recorder in tests.
-pub trait UpstreamLink {
-    /// Sends `packet` to `to` over UDP; answers come back through
-    /// [`DnsServer::upstream_received`](crate::DnsServer::upstream_received).
-    fn send(&self, packet: &[u8], to: SocketAddr);
-
-    /// Sends `packet` to `to` over TCP (RFC 1035 section 4.2.2 framing) and calls
-    /// `answer` once, with the first message back or why none came. Dropping the
-    /// returned exchange abandons it: `answer` is not called and the connection closes.
-    fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange;
-}
-
-/// What an upstream TCP exchange came to: the answer's bytes, or why there is none.
-pub type TcpAnswer = Box<dyn FnOnce(Result<Vec<u8>, String>)>;
-
-/// An upstream TCP exchange in progress; dropping it abandons the exchange.
-#[must_use = "dropping the exchange abandons it"]
-pub struct TcpExchange(Option<Box<dyn FnOnce()>>);
-
-impl TcpExchange {
-    /// An exchange that `abandon` ends (closing its connection) when dropped.
-    pub fn new(abandon: impl FnOnce() + 'static) -> Self {
-        Self(Some(Box::new(abandon)))
-    }
-}
-
-impl Drop for TcpExchange {
-    fn drop(&mut self) {
-        if let Some(abandon) = self.0.take() {
-            abandon();
-        }
-    }
-}
-
-impl std::fmt::Debug for TcpExchange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TcpExchange")
-    }
-}
+/// Ids of finished tries remembered, so an answer arriving after its question was
+/// settled (the slower upstreams' in `parallel`) is counted as late, not as a wrong id.
+const RECENT_IDS: usize = 4096;
+/// Random ids drawn before a try gives up on finding one not in use.
+const ID_ATTEMPTS: usize = 64;
 
 /// A client waiting for an upstream answer.
 struct Waiter {
@@ -87,17 +63,37 @@ struct Waiter {
     reply: Reply,
 }
 
+/// One query sent to one upstream.
+struct Try {
+    /// The id it was sent with.
+    id: u16,
+    /// Its upstream, by index.
+    upstream: usize,
+    /// The local port it left from; dropping it lets the link close the port.
+    lease: UdpLease,
+    /// When it was sent, for the upstream's round-trip time.
+    sent: Duration,
+    /// Answered, or its upstream already penalised for letting it time out.
+    settled: bool,
+}
+
 struct InFlight {
     /// The question, to remove it from `by_question` when it ends.
     key: Key,
     /// The question as asked, to check an upstream answer is for it and to name it in logs.
     query: Query,
-    /// The query as sent, to send again over TCP.
-    packet: Rc<[u8]>,
+    /// The query as encoded; each try writes its own id into the first two bytes.
+    packet: Vec<u8>,
     /// Taken when the first whole answer arrives.
     resolver: Option<Resolver<Message>>,
     /// Everyone who asked this question while it was out (at most `MAX_WAITERS`).
     waiters: Vec<Waiter>,
+    /// The upstreams still to ask, the next one last.
+    pending: Vec<usize>,
+    /// The queries sent so far.
+    tries: Vec<Try>,
+    /// Asks the next upstream when the current try's timeout passes (sequential).
+    next_try: Option<DelayedCall>,
     /// Asking again over TCP: after the first truncated answer, it stays true (later
     /// truncated answers are ignored) and the exchange is kept here, so finishing the
     /// query abandons it and closes its connection.
@@ -108,27 +104,27 @@ struct InFlight {
 
 #[derive(Default)]
 struct State {
-    /// Questions out, by the message id sent upstream (at most `MAX_IN_FLIGHT`).
-    in_flight: HashMap<u16, InFlight>,
-    /// The id of each question out, so a second client asking it joins the first.
-    by_question: HashMap<Key, u16>,
+    /// Questions out, by number (at most `MAX_IN_FLIGHT`).
+    in_flight: HashMap<u64, InFlight>,
+    /// The number of each question out, so a second client asking it joins the first.
+    by_question: HashMap<Key, u64>,
+    /// The question of each try out, by the id it was sent with.
+    by_id: HashMap<u16, u64>,
+    /// Ids of the latest finished tries (at most `RECENT_IDS`).
+    recent: VecDeque<u16>,
     /// Questions in flight that are asked again over TCP (each holds a connection).
     over_tcp: usize,
-}
-
-/// What an upstream datagram leads to, decided under the state's borrow.
-enum Next {
-    /// A whole answer: fire the query's Deferred.
-    Answer(Resolver<Message>, Message),
-    /// A truncated answer: send the query again over TCP.
-    AskOverTcp(Rc<[u8]>),
-    /// A truncated answer, but [`MAX_OVER_TCP`] questions already hold a TCP connection.
-    Busy(Resolver<Message>),
+    /// The next question's number.
+    next: u64,
 }
 
 pub(crate) struct Forwarder {
-    upstreams: Vec<SocketAddr>,
-    /// How long an upstream has to answer, over UDP and TCP together.
+    /// The upstreams' addresses, in configuration order.
+    addrs: Vec<SocketAddr>,
+    /// Their round-trip times, which order them.
+    upstreams: RefCell<Upstreams>,
+    selection: Selection,
+    /// How long a question may take, over every try, UDP and TCP together.
     timeout: Duration,
     /// How queries reach upstreams: real sockets, or a test double.
     link: Rc<dyn UpstreamLink>,
@@ -144,26 +140,43 @@ fn now() -> Duration {
     weft::time::current_clock().now()
 }
 
+/// An id no try out uses, if one is found in a few draws.
+fn fresh_id(by_id: &HashMap<u16, u64>) -> Option<u16> {
+    (0..ID_ATTEMPTS)
+        .map(|_| crate::random::u16())
+        .find(|id| !by_id.contains_key(id))
+}
+
 impl Forwarder {
     pub(crate) fn new(
         upstreams: Vec<SocketAddr>,
         timeout: Duration,
         cache_size: usize,
+        options: ForwardOptions,
         link: Rc<dyn UpstreamLink>,
         metrics: ServiceMetrics,
     ) -> Rc<Self> {
+        let forwarding = metrics.forwarding();
+        let ranked = Upstreams::new(&upstreams, |a| forwarding.upstream(a));
+        let policy = Policy {
+            min_ttl: options.min_ttl,
+            max_ttl: options.max_ttl,
+            serve_stale: options.serve_stale,
+        };
         Rc::new(Self {
-            upstreams,
+            addrs: upstreams,
+            upstreams: RefCell::new(ranked),
+            selection: options.selection,
             timeout,
             link,
             metrics,
-            cache: RefCell::new(Cache::new(cache_size)),
+            cache: RefCell::new(Cache::new(cache_size, policy)),
             state: RefCell::default(),
         })
     }
 
     pub(crate) fn upstreams(&self) -> &[SocketAddr] {
-        &self.upstreams
+        &self.addrs
     }
 
     /// Upstream queries out now.
@@ -195,8 +208,8 @@ impl Forwarder {
         }
         self.metrics.cache_miss();
         let mut state = self.state.borrow_mut();
-        if let Some(id) = state.by_question.get(&key).copied() {
-            let entry = state.in_flight.get_mut(&id).expect("indexes agree");
+        if let Some(seq) = state.by_question.get(&key).copied() {
+            let entry = state.in_flight.get_mut(&seq).expect("indexes agree");
             if entry.waiters.len() < MAX_WAITERS {
                 entry.waiters.push(Waiter {
                     request,
@@ -218,21 +231,16 @@ impl Forwarder {
             send(&self.metrics, &request, via, busy, reply);
             return Outcome::Answered;
         }
-        let id = loop {
-            let id = fastrand::u16(..);
-            if !state.in_flight.contains_key(&id) {
-                break id;
-            }
-        };
-        let mut upstream = Message::new(id, MessageType::Query, OpCode::Query);
+        // The id is written by each try.
+        let mut upstream = Message::new(0, MessageType::Query, OpCode::Query);
         upstream.metadata.recursion_desired = true;
         upstream.metadata.checking_disabled = request.checking_disabled;
         upstream.queries.push(request.query.clone());
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_UDP_SIZE);
         upstream.edns = Some(edns);
-        let packet: Rc<[u8]> = match upstream.to_vec() {
-            Ok(p) => p.into(),
+        let packet = match upstream.to_vec() {
+            Ok(p) => p,
             Err(e) => {
                 drop(state);
                 tracing::warn!(error = %e, "an upstream query could not be encoded");
@@ -242,170 +250,190 @@ impl Forwarder {
             }
         };
 
+        let seq = state.next;
+        state.next += 1;
         let (resolver, answered) = Deferred::<Message>::labeled(UPSTREAM_LABEL);
         let weak: Weak<Self> = Rc::downgrade(self);
         // Nothing holds the end of the chain: the resolver in `in_flight` and the timer
         // keep it alive, and its last step answers the waiters whatever happens.
         drop(answered.add_timeout(self.timeout).add_both(move |result| {
             if let Some(forwarder) = weak.upgrade() {
-                forwarder.finish(id, result);
+                forwarder.finish(seq, result);
             }
             Ok::<(), Failure>(())
         }));
-        state.by_question.insert(key.clone(), id);
+        let mut pending = self.upstreams.borrow_mut().order();
+        pending.reverse();
+        state.by_question.insert(key.clone(), seq);
         state.in_flight.insert(
-            id,
+            seq,
             InFlight {
                 key,
                 query: request.query.clone(),
-                packet: packet.clone(),
+                packet,
                 resolver: Some(resolver),
                 waiters: vec![Waiter {
                     request,
                     via,
                     reply,
                 }],
+                pending,
+                tries: Vec::new(),
+                next_try: None,
                 over_tcp: false,
                 tcp: None,
             },
         );
         drop(state);
-        for upstream in &self.upstreams {
-            self.link.send(&packet, *upstream);
-        }
+        self.send_tries(seq);
         Outcome::Forwarded
     }
 
-    /// A datagram from an upstream port: fires the matching query's Deferred, or asks
-    /// again over TCP when the answer is truncated. Returns why it was ignored, if it was.
-    pub(crate) fn received(self: &Rc<Self>, packet: &[u8], from: SocketAddr) -> Result<(), String> {
-        if !self.upstreams.contains(&from) {
-            return Err(format!("a datagram from {from}, which is not an upstream"));
-        }
-        let message = Message::from_vec(packet)
-            .map_err(|e| format!("an undecodable answer from {from}: {e}"))?;
-        let id = message.metadata.id;
-        let next = {
+    /// Sends question `seq` to its next upstream (to all of them, in parallel), each with
+    /// a new random id; sequentially, arms the timer that asks the one after.
+    fn send_tries(self: &Rc<Self>, seq: u64) {
+        loop {
+            let (upstream, id, packet) = {
+                let mut state = self.state.borrow_mut();
+                let State {
+                    in_flight, by_id, ..
+                } = &mut *state;
+                let Some(entry) = in_flight.get_mut(&seq) else {
+                    return;
+                };
+                if entry.resolver.is_none() || entry.over_tcp {
+                    return;
+                }
+                let Some(upstream) = entry.pending.pop() else {
+                    return;
+                };
+                let Some(id) = fresh_id(by_id) else {
+                    tracing::warn!("every upstream id drawn is in use; skipping an upstream");
+                    continue;
+                };
+                entry.packet[..2].copy_from_slice(&id.to_be_bytes());
+                by_id.insert(id, seq);
+                (upstream, id, entry.packet.clone())
+            };
+            let lease = self.link.send(&packet, self.addrs[upstream]);
+            let try_timeout = {
+                let upstreams = self.upstreams.borrow();
+                upstreams.get(upstream).sent();
+                upstreams.get(upstream).try_timeout()
+            };
             let mut state = self.state.borrow_mut();
             let State {
-                in_flight,
-                over_tcp,
-                ..
+                in_flight, by_id, ..
             } = &mut *state;
-            let Some(entry) = in_flight.get_mut(&id) else {
-                return Err(format!(
-                    "an answer from {from} to no query out (late, or a duplicate)"
-                ));
+            let entry = in_flight.get_mut(&seq).expect("sending does not finish it");
+            let Some(lease) = lease else {
+                by_id.remove(&id);
+                continue;
             };
-            entry
-                .check(&message)
-                .map_err(|why| format!("{why} from {from}"))?;
-            if !message.metadata.truncation {
-                entry.resolver.take().map(|r| Next::Answer(r, message))
-            } else if entry.over_tcp {
-                None
-            } else if *over_tcp >= MAX_OVER_TCP {
-                entry.resolver.take().map(Next::Busy)
-            } else {
-                entry.over_tcp = true;
-                *over_tcp += 1;
-                Some(Next::AskOverTcp(entry.packet.clone()))
+            entry.tries.push(Try {
+                id,
+                upstream,
+                lease,
+                sent: now(),
+                settled: false,
+            });
+            if self.selection == Selection::Parallel {
+                continue;
             }
-        };
-        // Fired outside the borrow: the chain's last step takes it again.
-        match next {
-            None => {}
-            Some(Next::Answer(resolver, message)) => resolver.callback(message),
-            Some(Next::Busy(resolver)) => {
-                self.metrics.forward_refused(Busy::Tcp);
-                resolver.errback(Failure::msg(format!(
-                    "{from} truncated its answer and {MAX_OVER_TCP} questions are already \
-                     asked again over TCP, the most at once"
-                )));
-            }
-            Some(Next::AskOverTcp(packet)) => {
-                self.metrics.upstream_truncated();
+            if !entry.pending.is_empty() {
                 let weak = Rc::downgrade(self);
-                let answer: TcpAnswer = Box::new(move |result| {
+                entry.next_try = Some(weft::time::call_later(try_timeout, move || {
                     if let Some(forwarder) = weak.upgrade() {
-                        forwarder.received_tcp(id, from, result);
+                        forwarder.try_expired(seq, id);
                     }
-                });
-                let exchange = self.link.exchange_tcp(&packet, from, answer);
-                // Kept while the query is out; if it finished meanwhile, dropped: abandoned.
-                if let Some(entry) = self.state.borrow_mut().in_flight.get_mut(&id) {
-                    entry.tcp = Some(exchange);
-                }
+                }));
             }
+            return;
         }
-        Ok(())
     }
 
-    /// What the TCP exchange with `from` for query `id` came to: a whole answer fires the
-    /// query's Deferred; anything else fails it (SERVFAIL), since a truncated answer is
-    /// never replayed.
-    fn received_tcp(&self, id: u16, from: SocketAddr, result: Result<Vec<u8>, String>) {
-        let checked = {
-            let state = self.state.borrow();
-            let Some(entry) = state.in_flight.get(&id) else {
+    /// Try `id` of question `seq` got no answer in its time: its upstream is penalised
+    /// and the next one asked. A late answer to it is still taken.
+    fn try_expired(self: &Rc<Self>, seq: u64, id: u16) {
+        let upstream = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.in_flight.get_mut(&seq) else {
                 return;
             };
-            result.and_then(|bytes| {
-                let message =
-                    Message::from_vec(&bytes).map_err(|e| format!("an undecodable answer: {e}"))?;
-                entry.check(&message)?;
-                if message.metadata.id != id {
-                    return Err("an answer to another query".into());
-                }
-                if message.metadata.truncation {
-                    return Err("an answer truncated over TCP too".into());
-                }
-                Ok(message)
-            })
+            entry.next_try = None;
+            let Some(t) = entry.tries.iter_mut().find(|t| t.id == id && !t.settled) else {
+                return;
+            };
+            t.settled = true;
+            t.upstream
         };
-        let Some(resolver) = self
-            .state
-            .borrow_mut()
-            .in_flight
-            .get_mut(&id)
-            .and_then(|e| e.resolver.take())
-        else {
-            return;
-        };
-        match checked {
-            Ok(message) => resolver.callback(message),
-            Err(why) => resolver.errback(Failure::msg(format!(
-                "asking upstream {from} over TCP for the answer it truncated over UDP: {why}"
-            ))),
-        }
+        self.upstreams.borrow_mut().timed_out(upstream);
+        self.send_tries(seq);
     }
 
     /// The query's Deferred fired: cache the answer and answer every waiter, or tell
-    /// them SERVFAIL.
-    fn finish(&self, id: u16, result: Result<Message, Failure>) {
+    /// them SERVFAIL (or serve them a stale answer).
+    fn finish(&self, seq: u64, result: Result<Message, Failure>) {
         let Some(entry) = ({
             let mut state = self.state.borrow_mut();
-            let entry = state.in_flight.remove(&id);
+            let entry = state.in_flight.remove(&seq);
             if let Some(e) = &entry {
-                if state.by_question.get(&e.key) == Some(&id) {
+                if state.by_question.get(&e.key) == Some(&seq) {
                     state.by_question.remove(&e.key);
                 }
                 if e.over_tcp {
                     state.over_tcp -= 1;
+                }
+                for t in &e.tries {
+                    state.by_id.remove(&t.id);
+                    if state.recent.len() == RECENT_IDS {
+                        state.recent.pop_front();
+                    }
+                    state.recent.push_back(t.id);
                 }
             }
             entry
         }) else {
             return;
         };
+        if let Some(timer) = &entry.next_try {
+            let _ = timer.cancel();
+        }
+        let failed = match &result {
+            Err(_) => true,
+            Ok(m) => matches!(
+                m.metadata.response_code,
+                ResponseCode::ServFail | ResponseCode::Refused
+            ),
+        };
+        if result.is_err() {
+            let mut upstreams = self.upstreams.borrow_mut();
+            for t in entry.tries.iter().filter(|t| !t.settled) {
+                upstreams.timed_out(t.upstream);
+            }
+        }
+        // RFC 8767 section 4: when no upstream gives a usable answer, a stale one will do.
+        if failed {
+            let stale = self.cache.borrow_mut().stale(&entry.key, now());
+            if let Some(answer) = stale {
+                self.metrics.forwarding().stale().inc();
+                tracing::info!(name = ?entry.query.name().to_string(), "no upstream answered; serving a stale answer");
+                for w in entry.waiters {
+                    let m = response(&w.request, &answer);
+                    send(&self.metrics, &w.request, w.via, m, w.reply);
+                }
+                return;
+            }
+        }
         match result {
             Ok(message) => {
                 // Only whole answers fire the Deferred: truncated ones go to TCP instead.
                 debug_assert!(!message.metadata.truncation);
-                let answer = Answer::from_message(&message);
-                self.cache
-                    .borrow_mut()
-                    .insert(entry.key, answer.clone(), now());
+                let mut answer = Answer::from_message(&message);
+                let mut cache = self.cache.borrow_mut();
+                cache.policy().clamp(&mut answer);
+                cache.insert(entry.key, answer.clone(), now());
+                drop(cache);
                 for w in entry.waiters {
                     let m = response(&w.request, &answer);
                     send(&self.metrics, &w.request, w.via, m, w.reply);

@@ -47,16 +47,22 @@
 pub mod cache;
 pub mod error;
 pub mod forward;
+mod link;
 pub mod metrics;
+mod metrics_forward;
+mod outgoing;
+mod random;
 pub mod server;
 pub mod transport;
 mod tsig;
+pub mod upstream;
 pub mod wire;
 pub mod zone;
 
 pub use error::{NamesError, ZoneError};
-pub use forward::{TcpAnswer, TcpExchange, UpstreamLink};
-pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
+pub use link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
+pub use metrics::{Busy, DnsMetrics, Mismatch, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transport::{DnsTcp, DnsUdp, listen};
+pub use upstream::{ForwardOptions, Selection};
 pub use zone::{Catalog, Zone, ZoneAnswer};

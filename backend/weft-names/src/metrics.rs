@@ -10,6 +10,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
+pub use crate::metrics_forward::Mismatch;
+use crate::metrics_forward::{ForwardFamilies, ForwardMetrics};
+
 /// The query types with their own `qtype` label value, in label order.
 const QTYPES: [(RecordType, &str); 16] = [
     (RecordType::A, "A"),
@@ -81,6 +84,7 @@ pub struct DnsMetrics {
     upstream_truncated: IntCounterVec,
     forward_refused: IntCounterVec,
     dropped: IntCounterVec,
+    forwarding: ForwardFamilies,
 }
 
 impl DnsMetrics {
@@ -99,6 +103,7 @@ impl DnsMetrics {
         ] {
             registry.register(Box::new(family.clone()))?;
         }
+        metrics.forwarding.register(registry)?;
         Ok(metrics)
     }
 
@@ -148,6 +153,7 @@ impl DnsMetrics {
                 "Packets dropped unanswered: too short to answer, responses, or stray upstream answers.",
                 &["service"],
             )?,
+            forwarding: ForwardFamilies::new()?,
         })
     }
 
@@ -175,6 +181,7 @@ impl DnsMetrics {
                 .map(|b| self.forward_refused.with_label_values(&[name, b.as_str()]))
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
+            forwarding: self.forwarding.service(name),
         }))
     }
 }
@@ -194,6 +201,7 @@ struct Handles {
     /// In the order of [`Busy::ALL`].
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
+    forwarding: ForwardMetrics,
 }
 
 /// One service's counters. Cheap to clone.
@@ -265,6 +273,26 @@ impl ServiceMetrics {
     /// A packet was dropped unanswered.
     pub fn dropped(&self) {
         self.0.dropped.inc();
+    }
+
+    /// The forwarding handles.
+    pub(crate) fn forwarding(&self) -> &ForwardMetrics {
+        &self.0.forwarding
+    }
+
+    /// Upstream datagrams dropped for `why` so far.
+    pub fn mismatched(&self, why: Mismatch) -> u64 {
+        self.0.forwarding.mismatched(why).get()
+    }
+
+    /// Answers served stale so far.
+    pub fn stale_answers(&self) -> u64 {
+        self.0.forwarding.stale().get()
+    }
+
+    /// Upstream TCP exchanges on a reused connection so far.
+    pub fn tcp_reused(&self) -> u64 {
+        self.0.forwarding.tcp_reused().get()
     }
 
     /// Cache hits, misses, upstream timeouts and truncated answers, and dropped packets

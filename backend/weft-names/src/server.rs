@@ -15,6 +15,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::ServiceMetrics;
+use crate::upstream::ForwardOptions;
 use crate::wire::{self, Parsed, Request};
 use crate::zone::Catalog;
 
@@ -54,9 +55,11 @@ pub enum Outcome {
 pub struct DnsConfig {
     /// The zones it is authoritative for.
     pub zones: Catalog,
-    /// Upstream resolvers for names outside the zones; every query goes to all of them
-    /// and the first valid answer wins. Empty: such queries are REFUSED.
+    /// Upstream resolvers for names outside the zones, asked as `forwarding.selection`
+    /// says. Empty: such queries are REFUSED.
     pub forward: Vec<SocketAddr>,
+    /// How upstreams are picked and answers cached.
+    pub forwarding: ForwardOptions,
     /// Forwarded answers kept at most (questions).
     pub cache_size: usize,
     /// How long an upstream query may take before its clients get SERVFAIL.
@@ -83,6 +86,7 @@ impl Default for DnsConfig {
         Self {
             zones: Catalog::default(),
             forward: Vec::new(),
+            forwarding: ForwardOptions::default(),
             cache_size: Self::DEFAULT_CACHE_SIZE,
             timeout: Self::DEFAULT_TIMEOUT,
         }
@@ -123,6 +127,7 @@ impl DnsServer {
                 config.forward,
                 config.timeout,
                 config.cache_size,
+                config.forwarding,
                 link,
                 metrics.clone(),
             )
@@ -136,9 +141,23 @@ impl DnsServer {
         }
     }
 
+    /// A handle that does not keep the server alive (for the upstream ports, which the
+    /// server's own link opens).
+    pub(crate) fn downgrade(&self) -> WeakServer {
+        WeakServer(Rc::downgrade(&self.inner))
+    }
+
     /// Its counters.
     pub fn metrics(&self) -> &ServiceMetrics {
         &self.inner.metrics
+    }
+
+    /// The upstreams it forwards to.
+    pub(crate) fn upstreams(&self) -> Vec<SocketAddr> {
+        self.inner
+            .forwarder
+            .as_ref()
+            .map_or_else(Vec::new, |f| f.upstreams().to_vec())
     }
 
     /// Upstream queries out now.
@@ -197,17 +216,33 @@ impl DnsServer {
         }
     }
 
-    /// A datagram arrived on the upstream port. Returns why it was ignored, if it was
-    /// (the caller reports it; the server counts it as dropped).
-    pub fn upstream_received(&self, packet: &[u8], from: SocketAddr) -> Result<(), String> {
+    /// A datagram from `from` arrived on local port `port`, one upstream queries leave
+    /// from. Returns why it was ignored, if it was (the caller reports it; the server
+    /// counts it as dropped, and by reason as mismatched).
+    pub fn upstream_received(
+        &self,
+        packet: &[u8],
+        from: SocketAddr,
+        port: u16,
+    ) -> Result<(), String> {
         let result = match &self.inner.forwarder {
-            Some(forwarder) => forwarder.received(packet, from),
+            Some(forwarder) => forwarder.received(packet, from, port),
             None => Err(format!("a datagram from {from}, but nothing is forwarded")),
         };
         if result.is_err() {
             self.inner.metrics.dropped();
         }
         result
+    }
+}
+
+/// A [`DnsServer`] that may be gone.
+#[derive(Clone)]
+pub(crate) struct WeakServer(std::rc::Weak<Inner>);
+
+impl WeakServer {
+    pub(crate) fn upgrade(&self) -> Option<DnsServer> {
+        self.0.upgrade().map(|inner| DnsServer { inner })
     }
 }
 
@@ -227,5 +262,7 @@ pub(crate) fn send(
     reply(wire::encode(&message, Some(limit)));
 }
 
+#[cfg(test)]
+mod forward_tests;
 #[cfg(test)]
 mod tests;

@@ -108,6 +108,14 @@ pub(crate) struct RawService {
     pub(crate) cache_size: Option<Spanned<i64>>,
     /// dns: how long an upstream query may take.
     pub(crate) timeout: Option<Spanned<String>>,
+    /// dns: `sequential` or `parallel`.
+    pub(crate) upstream_selection: Option<Spanned<String>>,
+    /// dns: the least TTL of a cached answer.
+    pub(crate) min_ttl: Option<Spanned<String>>,
+    /// dns: the most TTL of a cached answer.
+    pub(crate) max_ttl: Option<Spanned<String>>,
+    /// dns: how long an expired answer may be served when no upstream answers.
+    pub(crate) serve_stale: Option<Spanned<String>>,
 }
 
 impl RawService {
@@ -156,8 +164,16 @@ impl RawService {
         if let Some(v) = &self.cache_size {
             keys.push(("cache_size", v.span()));
         }
-        if let Some(v) = &self.timeout {
-            keys.push(("timeout", v.span()));
+        for (name, value) in [
+            ("timeout", &self.timeout),
+            ("upstream_selection", &self.upstream_selection),
+            ("min_ttl", &self.min_ttl),
+            ("max_ttl", &self.max_ttl),
+            ("serve_stale", &self.serve_stale),
+        ] {
+            if let Some(v) = value {
+                keys.push((name, v.span()));
+            }
         }
         keys
     }

@@ -4,7 +4,8 @@
 //! Keys: `zones` (zone files, relative to the working directory unless absolute),
 //! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
 //! kept, default 10000; 0 turns the cache off) and `timeout` (how long an upstream may
-//! take before the client gets SERVFAIL, default `"2s"`). Zone files are read and checked
+//! take before the client gets SERVFAIL, default `"2s"`); the forwarding keys are
+//! `dns_forwarding`'s. Zone files are read and checked
 //! here, so `weft check` reports a bad record by the zone file's name and line.
 
 use std::net::{IpAddr, SocketAddr};
@@ -83,12 +84,14 @@ impl super::Kind for DnsKind {
             "forward": d.config.forward,
             "cache_size": d.config.cache_size,
             "timeout_ms": d.config.timeout.as_millis() as u64,
+            "forwarding": super::dns_forwarding::describe(&d.config.forwarding),
         })
     }
 }
 
 fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
-    ctx.only_keys(&["zones", "forward", "cache_size", "timeout"])?;
+    let keys = ["zones", "forward", "cache_size", "timeout"];
+    ctx.only_keys(&[&keys[..], &super::dns_forwarding::KEYS[..]].concat())?;
     let raw = ctx.raw;
     let mut zones = Catalog::default();
     let mut zone_files = Vec::new();
@@ -148,11 +151,13 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         None => DnsConfig::DEFAULT_CACHE_SIZE,
     };
     let timeout = ctx.duration("timeout", raw.timeout.as_ref(), DnsConfig::DEFAULT_TIMEOUT)?;
+    let forwarding = super::dns_forwarding::validate(ctx)?;
     Ok(DnsSettings {
         zone_files,
         config: DnsConfig {
             zones,
             forward,
+            forwarding,
             cache_size,
             timeout,
         },

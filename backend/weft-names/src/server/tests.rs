@@ -12,19 +12,26 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use weft::testing::Clock;
 
 use super::*;
-use crate::forward::{TcpAnswer, TcpExchange, UPSTREAM_LABEL};
+use crate::forward::{TcpAnswer, TcpExchange, UPSTREAM_LABEL, UdpLease};
 use crate::zone::Zone;
 
-const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
+pub(super) const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
 const UPSTREAM: &str = "127.0.0.1:5300";
 
-/// Records what would go upstream.
+/// Records what would go upstream: UDP queries with the local port each left from (a
+/// new one each), and TCP exchanges.
 #[derive(Default)]
-struct Wire(RefCell<Vec<(Vec<u8>, SocketAddr)>>, RefCell<Vec<TcpOut>>);
+pub(super) struct Wire(
+    pub(super) RefCell<Vec<(Vec<u8>, SocketAddr, u16)>>,
+    pub(super) RefCell<Vec<TcpOut>>,
+);
+
+/// The local port the first UDP query leaves from in tests.
+const FIRST_PORT: u16 = 40_000;
 
 /// A TCP exchange asked for: the query, where, the callback, and whether it was
 /// abandoned.
-struct TcpOut {
+pub(super) struct TcpOut {
     packet: Vec<u8>,
     to: SocketAddr,
     answer: Option<TcpAnswer>,
@@ -32,8 +39,10 @@ struct TcpOut {
 }
 
 impl UpstreamLink for Wire {
-    fn send(&self, packet: &[u8], to: SocketAddr) {
-        self.0.borrow_mut().push((packet.to_vec(), to));
+    fn send(&self, packet: &[u8], to: SocketAddr) -> Option<UdpLease> {
+        let port = FIRST_PORT + u16::try_from(self.0.borrow().len()).unwrap();
+        self.0.borrow_mut().push((packet.to_vec(), to, port));
+        Some(UdpLease::new(port, || {}))
     }
 
     fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange {
@@ -48,17 +57,27 @@ impl UpstreamLink for Wire {
     }
 }
 
-type Inbox = Rc<RefCell<Vec<Message>>>;
+pub(super) type Inbox = Rc<RefCell<Vec<Message>>>;
 
-struct Harness {
-    server: DnsServer,
-    wire: Rc<Wire>,
-    inbox: Inbox,
-    clock: Clock,
+pub(super) struct Harness {
+    pub(super) server: DnsServer,
+    pub(super) wire: Rc<Wire>,
+    pub(super) inbox: Inbox,
+    pub(super) clock: Clock,
     _installed: weft::time::ClockGuard,
 }
 
 fn harness(zone_text: &str, forward: bool) -> Harness {
+    let upstreams: &[&str] = if forward { &[UPSTREAM] } else { &[] };
+    harness_with(zone_text, upstreams, ForwardOptions::default())
+}
+
+/// A server for `zone_text` forwarding to `upstreams` with `forwarding`.
+pub(super) fn harness_with(
+    zone_text: &str,
+    upstreams: &[&str],
+    forwarding: ForwardOptions,
+) -> Harness {
     let clock = Clock::fake();
     let installed = clock.install();
     let mut zones = Catalog::default();
@@ -67,11 +86,8 @@ fn harness(zone_text: &str, forward: bool) -> Harness {
         .unwrap();
     let config = DnsConfig {
         zones,
-        forward: if forward {
-            vec![UPSTREAM.parse().unwrap()]
-        } else {
-            vec![]
-        },
+        forward: upstreams.iter().map(|u| u.parse().unwrap()).collect(),
+        forwarding,
         cache_size: 100,
         timeout: Duration::from_secs(2),
     };
@@ -86,7 +102,7 @@ fn harness(zone_text: &str, forward: bool) -> Harness {
     }
 }
 
-fn query(id: u16, name: &str, qtype: RecordType) -> Message {
+pub(super) fn query(id: u16, name: &str, qtype: RecordType) -> Message {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.queries
@@ -95,11 +111,11 @@ fn query(id: u16, name: &str, qtype: RecordType) -> Message {
 }
 
 impl Harness {
-    fn send(&self, message: &Message, via: Via) -> Outcome {
+    pub(super) fn send(&self, message: &Message, via: Via) -> Outcome {
         self.send_bytes(&message.to_vec().unwrap(), via)
     }
 
-    fn send_bytes(&self, packet: &[u8], via: Via) -> Outcome {
+    pub(super) fn send_bytes(&self, packet: &[u8], via: Via) -> Outcome {
         let inbox = self.inbox.clone();
         self.server.handle(
             packet,
@@ -108,7 +124,7 @@ impl Harness {
         )
     }
 
-    fn ask(&self, name: &str, qtype: RecordType) -> Message {
+    pub(super) fn ask(&self, name: &str, qtype: RecordType) -> Message {
         assert_eq!(
             self.send(&query(77, name, qtype), Via::Udp),
             Outcome::Answered
@@ -117,29 +133,40 @@ impl Harness {
     }
 
     /// The upstream query sent last, decoded.
-    fn upstream_query(&self) -> Message {
-        let (packet, to) = self.wire.0.borrow().last().cloned().expect("sent upstream");
+    pub(super) fn upstream_query(&self) -> Message {
+        let (packet, to, _) = self.wire.0.borrow().last().cloned().expect("sent upstream");
         assert_eq!(to, UPSTREAM.parse::<SocketAddr>().unwrap());
         Message::from_vec(&packet).unwrap()
     }
 
-    /// The upstream answers `question` with one A record of `ttl`.
-    fn upstream_answers(&self, question: &Message, ttl: u32) {
-        let answer = a_answer(question, ttl).to_vec().unwrap();
+    /// The local port the query with `id` left from.
+    pub(super) fn port_of(&self, id: u16) -> u16 {
+        let wire = self.wire.0.borrow();
+        let sent = wire.iter().rev().find(|(p, ..)| p[..2] == id.to_be_bytes());
+        sent.expect("a query with that id").2
+    }
+
+    /// `message` arrives from the upstream, on the port its id's query left from.
+    pub(super) fn upstream_sends(&self, message: &Message) -> Result<(), String> {
+        let port = self.port_of(message.metadata.id);
         self.server
-            .upstream_received(&answer, UPSTREAM.parse().unwrap())
-            .unwrap();
+            .upstream_received(&message.to_vec().unwrap(), UPSTREAM.parse().unwrap(), port)
+    }
+
+    /// The upstream answers `question` with one A record of `ttl`.
+    pub(super) fn upstream_answers(&self, question: &Message, ttl: u32) {
+        self.upstream_sends(&a_answer(question, ttl)).unwrap();
     }
 
     /// Completes the TCP exchange asked for last with `result`.
-    fn tcp_answers(&self, result: Result<Vec<u8>, String>) {
+    pub(super) fn tcp_answers(&self, result: Result<Vec<u8>, String>) {
         let answer = self.wire.1.borrow_mut().last_mut().unwrap().answer.take();
         answer.expect("not completed yet")(result);
     }
 }
 
 /// An answer to `question` with one A record of `ttl`.
-fn a_answer(question: &Message, ttl: u32) -> Message {
+pub(super) fn a_answer(question: &Message, ttl: u32) -> Message {
     let mut answer = Message::response(question.metadata.id, OpCode::Query);
     answer.queries = question.queries.clone();
     answer.answers.push(Record::from_rdata(
@@ -348,30 +375,36 @@ fn a_silent_upstream_is_a_pending_deferred_then_servfail_at_the_timeout() {
     let late = h.upstream_query();
     let mut answer = Message::response(late.metadata.id, OpCode::Query);
     answer.queries = late.queries.clone();
-    let err = h
-        .server
-        .upstream_received(&answer.to_vec().unwrap(), UPSTREAM.parse().unwrap());
-    assert!(err.is_err());
+    assert!(h.upstream_sends(&answer).is_err());
+    assert_eq!(h.server.metrics().mismatched(crate::Mismatch::Late), 1);
 }
 
 #[test]
-fn answers_from_strangers_wrong_ids_or_other_questions_are_ignored() {
+fn answers_from_strangers_wrong_ids_ports_or_other_questions_are_dropped_and_counted() {
     let h = harness(EXAMPLE, true);
     h.send(&query(1, "x.elsewhere.test.", RecordType::A), Via::Udp);
     let up = h.upstream_query();
+    let port = h.port_of(up.metadata.id);
     let mut answer = Message::response(up.metadata.id, OpCode::Query);
     answer.queries = up.queries.clone();
     let bytes = answer.to_vec().unwrap();
+    let upstream: SocketAddr = UPSTREAM.parse().unwrap();
     let stranger: SocketAddr = "127.0.0.1:9999".parse().unwrap();
-    assert!(h.server.upstream_received(&bytes, stranger).is_err());
+    assert!(h.server.upstream_received(&bytes, stranger, port).is_err());
 
     let mut wrong_id = answer.clone();
     wrong_id.metadata.id = up.metadata.id.wrapping_add(1);
-    let upstream = UPSTREAM.parse().unwrap();
+    let wrong_id = wrong_id.to_vec().unwrap();
     assert!(
         h.server
-            .upstream_received(&wrong_id.to_vec().unwrap(), upstream)
+            .upstream_received(&wrong_id, upstream, port)
             .is_err()
+    );
+    assert!(
+        h.server
+            .upstream_received(&bytes, upstream, port + 1)
+            .is_err(),
+        "the right id on another local port"
     );
 
     let mut other = answer.clone();
@@ -379,20 +412,46 @@ fn answers_from_strangers_wrong_ids_or_other_questions_are_ignored() {
         Name::from_ascii("evil.test.").unwrap(),
         RecordType::A,
     )];
-    assert!(
-        h.server
-            .upstream_received(&other.to_vec().unwrap(), upstream)
-            .is_err()
-    );
-    assert!(h.server.upstream_received(b"junk", upstream).is_err());
+    let other = other.to_vec().unwrap();
+    assert!(h.server.upstream_received(&other, upstream, port).is_err());
+    assert!(h.server.upstream_received(b"junk", upstream, port).is_err());
     assert!(
         h.inbox.borrow().is_empty(),
         "still waiting for the real answer"
     );
-    assert_eq!(h.server.metrics().counts().dropped, 4);
+    let m = h.server.metrics();
+    assert_eq!(m.counts().dropped, 5);
+    for why in [
+        crate::Mismatch::Source,
+        crate::Mismatch::Id,
+        crate::Mismatch::Port,
+        crate::Mismatch::Question,
+        crate::Mismatch::Malformed,
+    ] {
+        assert_eq!(m.mismatched(why), 1, "{why:?}");
+    }
 
-    h.server.upstream_received(&bytes, upstream).unwrap();
+    h.server.upstream_received(&bytes, upstream, port).unwrap();
     assert_eq!(h.inbox.borrow().len(), 1);
+}
+
+#[test]
+fn every_upstream_query_has_its_own_random_id() {
+    let h = harness(EXAMPLE, true);
+    for i in 0..200u16 {
+        h.send(
+            &query(i, &format!("n{i}.elsewhere.test."), RecordType::A),
+            Via::Udp,
+        );
+    }
+    let ids: std::collections::HashSet<[u8; 2]> = h
+        .wire
+        .0
+        .borrow()
+        .iter()
+        .map(|(p, ..)| [p[0], p[1]])
+        .collect();
+    assert!(ids.len() > 190, "{} distinct ids of 200", ids.len());
 }
 
 #[test]
@@ -405,9 +464,8 @@ fn a_truncated_upstream_answer_is_asked_again_over_tcp_and_only_the_whole_one_re
     truncated.queries = up.queries.clone();
     truncated.metadata.truncation = true;
     let upstream = UPSTREAM.parse().unwrap();
-    let bytes = truncated.to_vec().unwrap();
-    h.server.upstream_received(&bytes, upstream).unwrap();
-    h.server.upstream_received(&bytes, upstream).unwrap();
+    h.upstream_sends(&truncated).unwrap();
+    h.upstream_sends(&truncated).unwrap();
     assert!(
         h.inbox.borrow().is_empty(),
         "a truncated answer is not replayed"
@@ -447,9 +505,7 @@ fn when_tcp_brings_no_whole_answer_clients_get_servfail_and_nothing_is_cached() 
         let up = h.upstream_query();
         let mut truncated = a_answer(&up, 60);
         truncated.metadata.truncation = true;
-        h.server
-            .upstream_received(&truncated.to_vec().unwrap(), UPSTREAM.parse().unwrap())
-            .unwrap();
+        h.upstream_sends(&truncated).unwrap();
         up
     };
     let servfail = |h: &Harness, id: u16| {
@@ -494,7 +550,6 @@ fn when_tcp_brings_no_whole_answer_clients_get_servfail_and_nothing_is_cached() 
 #[test]
 fn questions_asked_again_over_tcp_at_once_are_bounded_and_the_refusals_counted() {
     let h = harness(EXAMPLE, true);
-    let upstream = UPSTREAM.parse().unwrap();
     for i in 0..=crate::forward::MAX_OVER_TCP {
         let id = u16::try_from(i).unwrap();
         h.send(
@@ -503,9 +558,7 @@ fn questions_asked_again_over_tcp_at_once_are_bounded_and_the_refusals_counted()
         );
         let mut truncated = a_answer(&h.upstream_query(), 60);
         truncated.metadata.truncation = true;
-        h.server
-            .upstream_received(&truncated.to_vec().unwrap(), upstream)
-            .unwrap();
+        h.upstream_sends(&truncated).unwrap();
     }
     assert_eq!(h.wire.1.borrow().len(), crate::forward::MAX_OVER_TCP);
     let r = h
@@ -528,9 +581,7 @@ fn questions_asked_again_over_tcp_at_once_are_bounded_and_the_refusals_counted()
     );
     let mut truncated = a_answer(&h.upstream_query(), 60);
     truncated.metadata.truncation = true;
-    h.server
-        .upstream_received(&truncated.to_vec().unwrap(), upstream)
-        .unwrap();
+    h.upstream_sends(&truncated).unwrap();
     assert_eq!(h.wire.1.borrow().len(), crate::forward::MAX_OVER_TCP + 1);
     assert!(h.inbox.borrow().is_empty());
 }

@@ -1,0 +1,183 @@
+//! Upstream answers: a datagram is matched to the try it answers (the upstream it went
+//! to, the local port it left from, its id and question) or dropped and counted by
+//! reason; a truncated one is asked again over TCP, and what TCP brings is checked the
+//! same way.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use hickory_proto::op::Message;
+use weft::defer::{Failure, Resolver};
+
+use super::{Forwarder, MAX_OVER_TCP, State, TcpAnswer, now};
+use crate::metrics::{Busy, Mismatch};
+
+/// What an upstream datagram leads to, decided under the state's borrow.
+enum Next {
+    /// A whole answer: fire the query's Deferred.
+    Answer(Resolver<Message>, Message),
+    /// A truncated answer: send the query (with this try's id) again over TCP.
+    AskOverTcp(Vec<u8>),
+    /// A truncated answer, but [`MAX_OVER_TCP`] questions already hold a TCP connection.
+    Busy(Resolver<Message>),
+}
+
+impl Forwarder {
+    /// Counts a dropped upstream datagram and says why it was dropped.
+    fn mismatch(&self, why: Mismatch, detail: String) -> Result<(), String> {
+        self.metrics.forwarding().mismatched(why).inc();
+        Err(detail)
+    }
+
+    /// A datagram from an upstream that arrived on local port `port`: fires the matching
+    /// query's Deferred, or asks again over TCP when the answer is truncated. Returns why
+    /// it was ignored, if it was.
+    pub(crate) fn received(
+        self: &Rc<Self>,
+        packet: &[u8],
+        from: SocketAddr,
+        port: u16,
+    ) -> Result<(), String> {
+        if !self.addrs.contains(&from) {
+            let why = format!("a datagram from {from}, which is not an upstream");
+            return self.mismatch(Mismatch::Source, why);
+        }
+        let message = match Message::from_vec(packet) {
+            Ok(m) => m,
+            Err(e) => {
+                let why = format!("an undecodable answer from {from}: {e}");
+                return self.mismatch(Mismatch::Malformed, why);
+            }
+        };
+        let id = message.metadata.id;
+        let (next, rtt) = {
+            let mut state = self.state.borrow_mut();
+            let State {
+                in_flight,
+                by_id,
+                recent,
+                over_tcp,
+                ..
+            } = &mut *state;
+            let Some(entry) = by_id.get(&id).and_then(|seq| in_flight.get_mut(seq)) else {
+                let late = recent.contains(&id);
+                drop(state);
+                let why = format!("an answer from {from} to no query out (id {id})");
+                let reason = if late { Mismatch::Late } else { Mismatch::Id };
+                return self.mismatch(reason, why);
+            };
+            let at = entry
+                .tries
+                .iter()
+                .position(|t| t.id == id)
+                .expect("indexes agree");
+            let t = &entry.tries[at];
+            if self.addrs[t.upstream] != from {
+                let why = format!(
+                    "an answer from {from} to a query sent to {}",
+                    self.addrs[t.upstream]
+                );
+                drop(state);
+                return self.mismatch(Mismatch::Source, why);
+            }
+            if t.lease.port() != port {
+                let why = format!(
+                    "an answer from {from} on local port {port}, not {} where its query left",
+                    t.lease.port()
+                );
+                drop(state);
+                return self.mismatch(Mismatch::Port, why);
+            }
+            if let Err(why) = entry.check(&message) {
+                drop(state);
+                return self.mismatch(Mismatch::Question, format!("{why} from {from}"));
+            }
+            let t = &mut entry.tries[at];
+            t.settled = true;
+            let rtt = (t.upstream, now().saturating_sub(t.sent));
+            let next = if !message.metadata.truncation {
+                entry.resolver.take().map(|r| Next::Answer(r, message))
+            } else if entry.over_tcp {
+                None
+            } else if *over_tcp >= MAX_OVER_TCP {
+                entry.resolver.take().map(Next::Busy)
+            } else {
+                entry.over_tcp = true;
+                entry.next_try = None;
+                *over_tcp += 1;
+                let mut packet = entry.packet.clone();
+                packet[..2].copy_from_slice(&id.to_be_bytes());
+                Some(Next::AskOverTcp(packet))
+            };
+            (next, rtt)
+        };
+        self.upstreams.borrow_mut().answered(rtt.0, rtt.1);
+        // Fired outside the borrow: the chain's last step takes it again.
+        match next {
+            None => {}
+            Some(Next::Answer(resolver, message)) => resolver.callback(message),
+            Some(Next::Busy(resolver)) => {
+                self.metrics.forward_refused(Busy::Tcp);
+                resolver.errback(Failure::msg(format!(
+                    "{from} truncated its answer and {MAX_OVER_TCP} questions are already \
+                     asked again over TCP, the most at once"
+                )));
+            }
+            Some(Next::AskOverTcp(packet)) => {
+                self.metrics.upstream_truncated();
+                let seq = *self.state.borrow().by_id.get(&id).expect("still out");
+                let weak = Rc::downgrade(self);
+                let answer: TcpAnswer = Box::new(move |result| {
+                    if let Some(forwarder) = weak.upgrade() {
+                        forwarder.received_tcp(seq, id, from, result);
+                    }
+                });
+                let exchange = self.link.exchange_tcp(&packet, from, answer);
+                // Kept while the query is out; if it finished meanwhile, dropped: abandoned.
+                if let Some(entry) = self.state.borrow_mut().in_flight.get_mut(&seq) {
+                    entry.tcp = Some(exchange);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the TCP exchange with `from` for try `id` of question `seq` came to: a whole
+    /// answer fires the query's Deferred; anything else fails it (SERVFAIL), since a
+    /// truncated answer is never replayed.
+    fn received_tcp(&self, seq: u64, id: u16, from: SocketAddr, result: Result<Vec<u8>, String>) {
+        let checked = {
+            let state = self.state.borrow();
+            let Some(entry) = state.in_flight.get(&seq) else {
+                return;
+            };
+            result.and_then(|bytes| {
+                let message =
+                    Message::from_vec(&bytes).map_err(|e| format!("an undecodable answer: {e}"))?;
+                entry.check(&message)?;
+                if message.metadata.id != id {
+                    return Err("an answer to another query".into());
+                }
+                if message.metadata.truncation {
+                    return Err("an answer truncated over TCP too".into());
+                }
+                Ok(message)
+            })
+        };
+        let Some(resolver) = self
+            .state
+            .borrow_mut()
+            .in_flight
+            .get_mut(&seq)
+            .and_then(|e| e.resolver.take())
+        else {
+            return;
+        };
+        match checked {
+            Ok(message) => resolver.callback(message),
+            Err(why) => resolver.errback(Failure::msg(format!(
+                "asking upstream {from} over TCP for the answer it truncated over UDP: {why}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Forwarding without sockets: which upstream is asked when, TTL bounds, negative
+//! caching and stale answers, on a fake clock.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::tests::{EXAMPLE, Harness, a_answer, harness_with, query};
+use super::*;
+use crate::upstream::Selection;
+
+const FIRST: &str = "127.0.0.1:5301";
+const SECOND: &str = "127.0.0.1:5302";
+
+impl Harness {
+    /// The upstreams the queries went to, in order.
+    fn sent_to(&self) -> Vec<SocketAddr> {
+        self.wire.0.borrow().iter().map(|(_, to, _)| *to).collect()
+    }
+
+    /// The query sent last, decoded, and where it went.
+    fn last_query(&self) -> (Message, SocketAddr) {
+        let (packet, to, _) = self.wire.0.borrow().last().cloned().unwrap();
+        (Message::from_vec(&packet).unwrap(), to)
+    }
+
+    /// `answer` arrives from `from` on the port its query left from.
+    fn answer_from(&self, answer: &Message, from: &str) {
+        let port = self.port_of(answer.metadata.id);
+        self.server
+            .upstream_received(&answer.to_vec().unwrap(), from.parse().unwrap(), port)
+            .unwrap();
+    }
+
+    fn pop(&self) -> Message {
+        self.inbox.borrow_mut().pop().expect("an answer")
+    }
+}
+
+fn addr(a: &str) -> SocketAddr {
+    a.parse().unwrap()
+}
+
+#[test]
+fn sequential_asks_the_next_upstream_when_the_first_is_silent_then_the_live_one_first() {
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], ForwardOptions::default());
+    h.send(&query(1, "a.elsewhere.test.", RecordType::A), Via::Udp);
+    assert_eq!(h.sent_to(), [addr(FIRST)], "one upstream at a time");
+    h.clock.advance(Duration::from_millis(399));
+    assert_eq!(h.sent_to().len(), 1);
+    h.clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        h.sent_to(),
+        [addr(FIRST), addr(SECOND)],
+        "the next on the try's timeout"
+    );
+    let (up, _) = h.last_query();
+    h.clock.advance(Duration::from_millis(20));
+    h.answer_from(&a_answer(&up, 60), SECOND);
+    assert_eq!(h.pop().metadata.response_code, ResponseCode::NoError);
+
+    for i in 0..20u16 {
+        h.send(
+            &query(i, &format!("n{i}.elsewhere.test."), RecordType::A),
+            Via::Udp,
+        );
+        let (up, to) = h.last_query();
+        assert_eq!(to, addr(SECOND), "the one that answers goes first now");
+        h.clock.advance(Duration::from_millis(5));
+        h.answer_from(&a_answer(&up, 60), SECOND);
+    }
+    let at_first = h.sent_to().iter().filter(|a| **a == addr(FIRST)).count();
+    assert_eq!(at_first, 1, "the silent upstream was asked once");
+}
+
+#[test]
+fn a_late_answer_from_the_first_upstream_is_still_taken() {
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], ForwardOptions::default());
+    h.send(&query(1, "slow.elsewhere.test.", RecordType::A), Via::Udp);
+    let (first, _) = h.last_query();
+    h.clock.advance(Duration::from_millis(400));
+    assert_eq!(h.sent_to().len(), 2);
+    h.answer_from(&a_answer(&first, 60), FIRST);
+    assert_eq!(h.pop().answers.len(), 1);
+    assert_eq!(h.server.upstream_in_flight(), 0);
+}
+
+#[test]
+fn parallel_asks_every_upstream_at_once_each_with_its_own_id() {
+    let options = ForwardOptions {
+        selection: Selection::Parallel,
+        ..ForwardOptions::default()
+    };
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], options);
+    h.send(&query(1, "p.elsewhere.test.", RecordType::A), Via::Udp);
+    assert_eq!(h.sent_to(), [addr(FIRST), addr(SECOND)]);
+    let wire = h.wire.0.borrow();
+    assert_ne!(
+        wire[0].0[..2],
+        wire[1].0[..2],
+        "a new id per upstream query"
+    );
+    assert_ne!(wire[0].2, wire[1].2, "and its own port");
+}
+
+#[test]
+fn answered_ttls_are_raised_to_min_ttl_and_lowered_to_max_ttl() {
+    let options = ForwardOptions {
+        min_ttl: 60,
+        max_ttl: 600,
+        ..ForwardOptions::default()
+    };
+    let h = harness_with(EXAMPLE, &[FIRST], options);
+    for (name, ttl, want) in [
+        ("low.elsewhere.test.", 5, 60),
+        ("high.elsewhere.test.", 86_400, 600),
+    ] {
+        h.send(&query(1, name, RecordType::A), Via::Udp);
+        let (up, _) = h.last_query();
+        h.answer_from(&a_answer(&up, ttl), FIRST);
+        assert_eq!(h.pop().answers[0].ttl, want, "{name}");
+        h.clock.advance(Duration::from_secs(10));
+        h.send(&query(2, name, RecordType::A), Via::Udp);
+        assert_eq!(h.pop().answers[0].ttl, want - 10, "{name} from the cache");
+    }
+}
+
+#[test]
+fn an_nxdomain_answers_every_type_of_the_name_from_the_cache() {
+    let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
+    h.send(&query(1, "gone.elsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    let mut nx = Message::response(up.metadata.id, OpCode::Query);
+    nx.metadata.response_code = ResponseCode::NXDomain;
+    nx.queries = up.queries.clone();
+    let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 300);
+    nx.authorities.push(Record::from_rdata(
+        Name::from_ascii("elsewhere.test.").unwrap(),
+        900,
+        RData::SOA(soa),
+    ));
+    h.answer_from(&nx, FIRST);
+    assert_eq!(h.pop().metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        h.send(&query(2, "gone.elsewhere.test.", RecordType::MX), Via::Udp),
+        Outcome::FromCache
+    );
+    let r = h.pop();
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(r.authorities[0].ttl, 300, "min(SOA TTL, SOA MINIMUM)");
+    assert_eq!(h.sent_to().len(), 1);
+}
+
+#[test]
+fn with_serve_stale_an_expired_answer_is_served_with_ttl_30_when_no_upstream_answers() {
+    let options = ForwardOptions {
+        serve_stale: Some(Duration::from_secs(86_400)),
+        ..ForwardOptions::default()
+    };
+    let h = harness_with(EXAMPLE, &[FIRST], options);
+    h.send(&query(1, "s.elsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    h.answer_from(&a_answer(&up, 60), FIRST);
+    h.pop();
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        h.send(&query(2, "s.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::Forwarded,
+        "expired: asked upstream first"
+    );
+    h.clock.advance(Duration::from_secs(2));
+    let r = h.pop();
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (2, ResponseCode::NoError)
+    );
+    assert_eq!(r.answers[0].ttl, 30);
+    assert_eq!(h.server.metrics().stale_answers(), 1);
+
+    let plain = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
+    plain.send(&query(1, "s.elsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = plain.last_query();
+    plain.answer_from(&a_answer(&up, 60), FIRST);
+    plain.pop();
+    plain.clock.advance(Duration::from_secs(61));
+    plain.send(&query(2, "s.elsewhere.test.", RecordType::A), Via::Udp);
+    plain.clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        plain.pop().metadata.response_code,
+        ResponseCode::ServFail,
+        "off by default"
+    );
+}

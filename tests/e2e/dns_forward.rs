@@ -1,0 +1,462 @@
+//! Forwarding that is safe and fast, against the real binary: random source ports and
+//! ids per upstream query, spoofed answers dropped and counted, truncated answers asked
+//! again over one kept TCP connection, sequential upstream selection, TTL bounds,
+//! negative caching and serve-stale. Upstreams are std sockets on threads; clients are
+//! `dig` and hickory messages over std sockets.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::assert_eventually;
+use crate::dns::dig;
+use crate::support::{App, free_port, spawn_app_with};
+
+/// What a test upstream saw and how it behaves, shared with its threads.
+#[derive(Default)]
+struct Upstream {
+    /// The source port and id of each UDP query, in order.
+    udp: Mutex<Vec<(u16, u16)>>,
+    /// TCP connections accepted, and queries over them.
+    tcp_connections: AtomicUsize,
+    tcp_queries: AtomicUsize,
+    /// Stops answering (still counting) while set.
+    silent: AtomicBool,
+}
+
+impl Upstream {
+    fn udp_queries(&self) -> usize {
+        self.udp.lock().unwrap().len()
+    }
+}
+
+/// The answer to `query`: NXDOMAIN with an SOA (TTL 600, MINIMUM 120) for names starting
+/// with `gone`; otherwise one A record, TTL 5 for names starting with `short`, 100000
+/// for `long`, 1 for `brief`, else 60.
+fn answer(query: &Message) -> Message {
+    let mut answer = Message::response(query.metadata.id, OpCode::Query);
+    answer.metadata.recursion_available = true;
+    answer.queries = query.queries.clone();
+    let Some(q) = query.queries.first() else {
+        return answer;
+    };
+    let name = q.name().to_ascii();
+    if name.starts_with("gone") {
+        answer.metadata.response_code = ResponseCode::NXDomain;
+        let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 120);
+        answer.authorities.push(Record::from_rdata(
+            Name::from_ascii("elsewhere.test.").unwrap(),
+            600,
+            RData::SOA(soa),
+        ));
+        return answer;
+    }
+    let ttl = match name.split('.').next().unwrap_or("") {
+        n if n.starts_with("short") => 5,
+        n if n.starts_with("long") => 100_000,
+        n if n.starts_with("brief") => 1,
+        _ => 60,
+    };
+    answer.answers.push(Record::from_rdata(
+        q.name().clone(),
+        ttl,
+        RData::A(A::new(198, 51, 100, 80)),
+    ));
+    answer
+}
+
+/// A DNS server on one loopback port (UDP, and TCP on the same port) answering with
+/// [`answer`]; over UDP with the header and question only and TC set when `truncate`.
+/// Over TCP each connection takes any number of framed queries.
+fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
+    let (udp, tcp) = loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        if let Ok(udp) = UdpSocket::bind(tcp.local_addr().unwrap()) {
+            break (udp, tcp);
+        }
+    };
+    let addr = udp.local_addr().unwrap();
+    let state = Arc::new(Upstream::default());
+    let seen = state.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            seen.udp
+                .lock()
+                .unwrap()
+                .push((from.port(), query.metadata.id));
+            if seen.silent.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut reply = answer(&query);
+            if truncate {
+                reply.answers.clear();
+                reply.authorities.clear();
+                reply.metadata.truncation = true;
+            }
+            let _ = udp.send_to(&reply.to_vec().unwrap(), from);
+        }
+    });
+    let seen = state.clone();
+    std::thread::spawn(move || {
+        for stream in tcp.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            seen.tcp_connections.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                loop {
+                    let mut len = [0; 2];
+                    if stream.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
+                    if stream.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let Ok(query) = Message::from_vec(&body) else {
+                        return;
+                    };
+                    seen.tcp_queries.fetch_add(1, Ordering::SeqCst);
+                    let reply = answer(&query).to_vec().unwrap();
+                    let _ = stream.write_all(&(reply.len() as u16).to_be_bytes());
+                    let _ = stream.write_all(&reply);
+                }
+            });
+        }
+    });
+    (addr, state)
+}
+
+/// A dns service on `port` forwarding to `upstreams`, with `keys` added.
+fn forwarder(port: u16, upstreams: &[SocketAddr], keys: &str) -> App {
+    let forward: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
+    let forward = forward.join(", ");
+    spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
+forward = [{forward}]
+{keys}
+"#
+        )
+    })
+}
+
+/// Asks `name`/`qtype` over UDP with a hickory message; the answer.
+fn ask(port: u16, id: u16, name: &str, qtype: RecordType) -> Message {
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query
+        .queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0; 4096];
+    let n = socket.recv(&mut buf).expect("an answer in time");
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(answer.metadata.id, id);
+    answer
+}
+
+fn addresses(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `dig +noall +answer`: the TTL of its first answer record.
+fn dig_ttl(port: u16, name: &str) -> u32 {
+    let out = dig(port, &[name, "A", "+noall", "+answer"]);
+    let line = out
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no answer\n{out}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn upstream_queries_leave_from_random_ports_with_random_ids() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let _app = forwarder(port, &[up], "");
+    let queries = 400;
+    for i in 0..queries {
+        let r = ask(port, i, &format!("n{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(addresses(&r), ["198.51.100.80"]);
+    }
+    assert!(
+        dig(port, &["dig.elsewhere.test", "A"]).contains("198.51.100.80"),
+        "dig gets forwarded answers too"
+    );
+    let udp = seen.udp.lock().unwrap();
+    assert_eq!(udp.len(), usize::from(queries) + 1);
+    let ports: HashSet<u16> = udp.iter().map(|(p, _)| *p).collect();
+    let ids: HashSet<u16> = udp.iter().map(|(_, id)| *id).collect();
+    // 16 ports take queries at once, each retired after 16: even if the last 16 stopped
+    // one short of it (240 queries), the other 161 retired at least 10 of them.
+    assert!(
+        ports.len() >= 26,
+        "{} distinct source ports for {} queries: {ports:?}",
+        ports.len(),
+        udp.len()
+    );
+    assert!(ids.len() >= 390, "{} distinct ids", ids.len());
+    let low = ports.iter().filter(|p| **p < 32_768).count();
+    assert!(
+        low > 0,
+        "ports from the whole range, not only the ephemeral one: {ports:?}"
+    );
+}
+
+#[test]
+fn spoofed_answers_are_dropped_and_counted_and_the_real_answer_gets_through() {
+    // Before the real answer, the upstream's address sends one with a wrong id, one for
+    // another question, and the right answer to the port the previous query left from;
+    // a second socket sends the right answer from another port.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        let mut previous: Option<SocketAddr> = None;
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let real = answer(&query);
+            let mut spoof = real.clone();
+            spoof.answers[0].data = RData::A(A::new(6, 6, 6, 6));
+            let mut wrong_id = spoof.clone();
+            wrong_id.metadata.id = query.metadata.id.wrapping_add(1);
+            let mut wrong_question = spoof.clone();
+            wrong_question.queries[0] =
+                Query::query(Name::from_ascii("evil.test.").unwrap(), RecordType::A);
+            for m in [&wrong_id, &wrong_question] {
+                let _ = socket.send_to(&m.to_vec().unwrap(), from);
+            }
+            let _ = other.send_to(&spoof.to_vec().unwrap(), from);
+            if let Some(p) = previous.filter(|p| *p != from) {
+                let _ = socket.send_to(&spoof.to_vec().unwrap(), p);
+            }
+            previous = Some(from);
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = socket.send_to(&real.to_vec().unwrap(), from);
+        }
+    });
+    let port = free_port();
+    let app = forwarder(port, &[up], "");
+    for i in 0..10 {
+        let r = ask(port, i, &format!("s{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(
+            addresses(&r),
+            ["198.51.100.80"],
+            "never the spoofed address"
+        );
+    }
+    let out = dig(port, &["s0.elsewhere.test", "A", "+short"]);
+    assert_eq!(out.trim(), "198.51.100.80");
+    let mismatched = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_dns_upstream_mismatched_total{{reason="{reason}",service="dns"}}"#
+        ))
+    };
+    assert_eventually!(
+        mismatched("source") == Some(10.0),
+        "{:?}",
+        mismatched("source")
+    );
+    assert_eq!(mismatched("question"), Some(10.0));
+    // A wrong id matches no query out, or (rarely) another one's id: then its port differs.
+    let id_or_port = mismatched("id").unwrap_or(0.0) + mismatched("port").unwrap_or(0.0);
+    assert!(id_or_port >= 10.0, "{id_or_port}");
+    assert!(
+        mismatched("port") >= Some(1.0),
+        "an answer on another of our ports"
+    );
+}
+
+#[test]
+fn truncated_answers_are_asked_again_over_one_kept_tcp_connection() {
+    let (up, seen) = upstream(true);
+    let port = free_port();
+    let app = forwarder(port, &[up], "");
+    for (i, name) in ["first.elsewhere.test.", "second.elsewhere.test."]
+        .iter()
+        .enumerate()
+    {
+        let r = ask(port, i as u16, name, RecordType::A);
+        assert_eq!(
+            addresses(&r),
+            ["198.51.100.80"],
+            "the whole answer, from TCP"
+        );
+        assert!(!r.metadata.truncation);
+    }
+    assert_eq!(seen.tcp_queries.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        seen.tcp_connections.load(Ordering::SeqCst),
+        1,
+        "the second question reused the first's connection"
+    );
+    assert_eq!(
+        app.metric(r#"weft_dns_upstream_tcp_reused_total{service="dns"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn sequential_selection_skips_a_silent_upstream_then_asks_the_live_one_first() {
+    let (silent, quiet) = upstream(false);
+    quiet.silent.store(true, Ordering::SeqCst);
+    let (live, _) = upstream(false);
+    let port = free_port();
+    let app = forwarder(port, &[silent, live], "timeout = \"3s\"");
+    let out = dig(port, &["first.elsewhere.test", "A", "+short"]);
+    assert_eq!(out.trim(), "198.51.100.80", "the second upstream answered");
+    for i in 0..10 {
+        let r = ask(port, i, &format!("q{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(addresses(&r), ["198.51.100.80"]);
+    }
+    assert_eq!(quiet.udp_queries(), 1, "the silent upstream was asked once");
+    let series = |name: &str, up: SocketAddr| {
+        app.metric(&format!(r#"{name}{{service="dns",upstream="{up}"}}"#))
+    };
+    assert_eq!(
+        series("weft_dns_upstream_try_timeouts_total", silent),
+        Some(1.0)
+    );
+    assert_eq!(series("weft_dns_upstream_queries_total", live), Some(11.0));
+    let srtt = series("weft_dns_upstream_srtt_seconds", live).unwrap();
+    assert!(srtt > 0.0 && srtt < 0.1, "{srtt}");
+    let penalised = series("weft_dns_upstream_srtt_seconds", silent).unwrap();
+    assert!(penalised > srtt, "{penalised} vs {srtt}");
+    assert!(series("weft_dns_upstream_try_timeout_seconds", live).unwrap() >= 0.1);
+}
+
+#[test]
+fn parallel_selection_asks_every_upstream_at_once() {
+    let (a, seen_a) = upstream(false);
+    let (b, seen_b) = upstream(false);
+    let port = free_port();
+    let _app = forwarder(port, &[a, b], "upstream_selection = \"parallel\"");
+    let r = ask(port, 1, "p.elsewhere.test.", RecordType::A);
+    assert_eq!(addresses(&r), ["198.51.100.80"]);
+    assert_eventually!(
+        seen_a.udp_queries() == 1 && seen_b.udp_queries() == 1,
+        "both asked"
+    );
+}
+
+#[test]
+fn answered_ttls_are_raised_to_min_ttl_and_lowered_to_max_ttl() {
+    let (up, _) = upstream(false);
+    let port = free_port();
+    let _app = forwarder(port, &[up], "min_ttl = \"1m\"\nmax_ttl = \"1h\"");
+    assert_eq!(dig_ttl(port, "short.elsewhere.test"), 60);
+    assert_eq!(dig_ttl(port, "long.elsewhere.test"), 3600);
+    assert_eq!(dig_ttl(port, "plain.elsewhere.test"), 60);
+    let r = ask(port, 1, "long.elsewhere.test.", RecordType::A);
+    assert!(
+        r.answers[0].ttl <= 3600 && r.answers[0].ttl >= 3598,
+        "from the cache"
+    );
+}
+
+#[test]
+fn an_nxdomain_is_cached_for_the_soa_minimum_and_answers_every_type_of_the_name() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let app = forwarder(port, &[up], "");
+    let out = dig(port, &["gone.elsewhere.test", "A"]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    for (id, qtype) in [
+        (1, RecordType::AAAA),
+        (2, RecordType::MX),
+        (3, RecordType::A),
+    ] {
+        let r = ask(port, id, "gone.elsewhere.test.", qtype);
+        assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+        let ttl = r.authorities[0].ttl;
+        assert!(
+            ttl <= 120 && ttl > 100,
+            "min(SOA TTL 600, MINIMUM 120): {ttl}"
+        );
+    }
+    assert_eq!(seen.udp_queries(), 1, "answered from the cache, every type");
+    assert_eq!(
+        app.metric(r#"weft_dns_cache_hits_total{service="dns"}"#),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn with_serve_stale_an_expired_answer_is_served_with_ttl_30_when_the_upstream_goes_silent() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let app = forwarder(port, &[up], "serve_stale = \"1h\"\ntimeout = \"300ms\"");
+    let r = ask(port, 1, "brief.elsewhere.test.", RecordType::A);
+    assert_eq!(r.answers[0].ttl, 1);
+    seen.silent.store(true, Ordering::SeqCst);
+    // The TTL is one second; nothing but waiting expires it in the real binary.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = ask(port, 2, "brief.elsewhere.test.", RecordType::A);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&r), ["198.51.100.80"]);
+    assert_eq!(r.answers[0].ttl, 30, "a stale answer's TTL (RFC 8767)");
+    assert_eq!(seen.udp_queries(), 2, "the upstream was asked first");
+    assert_eq!(
+        app.metric(r#"weft_dns_stale_answers_total{service="dns"}"#),
+        Some(1.0)
+    );
+    let out = dig(port, &["never.elsewhere.test", "A"]);
+    assert!(
+        out.contains("status: SERVFAIL"),
+        "nothing stale to serve\n{out}"
+    );
+}
+
+#[test]
+fn weft_check_refuses_bad_forwarding_keys_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weft.toml");
+    std::fs::write(
+        &config,
+        "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\nforward = \"127.0.0.1\"\nupstream_selection = \"random\"\nmin_ttl = \"2h\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::weft_bin())
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "weft.toml:6:22: service[0].upstream_selection: \"random\" is not a selection"
+        ),
+        "{err}"
+    );
+}

@@ -30,16 +30,24 @@
 //!   answer (the server holds no keys).
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
-//! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
-//!   timeout each), answers checked against source, id and question; an answer
-//!   truncated over UDP is asked again over TCP, and only whole answers are replayed.
-//! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
-//!   negative answers for the SOA minimum, bounded.
-//! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`weft::framing::Int16StringReceiver`] (the 2-byte
-//!   length framing of DNS over TCP), the upstream UDP port and TCP connections, and
-//!   [`listen`] which wires them on a reactor.
-//! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
-//!   per-service handles resolved once.
+//! - [`forward`]: questions out upstream (coalesced by question, a Deferred with a
+//!   timeout each), each upstream query with its own random id; `forward/received`
+//!   matches answers to the upstream, local port, id and question they answer (the rest
+//!   dropped and counted by reason); an answer truncated over UDP is asked again over
+//!   TCP, and only whole answers are replayed.
+//! - [`upstream`]: the forwarding options, and each upstream's smoothed round-trip time,
+//!   which orders them (`sequential`) and sets each try's timeout.
+//! - [`cache`]: forwarded answers by question for their TTL (within `min_ttl` and
+//!   `max_ttl`) on the thread's clock, negative answers per RFC 2308 (NXDOMAIN for the
+//!   whole name), expired ones kept for `serve_stale`, bounded.
+//! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`weft::framing::Int16StringReceiver`]
+//!   (the 2-byte length framing of DNS over TCP), and [`listen`] which wires them on a
+//!   reactor; `link` is the [`UpstreamLink`] the forwarder sends through, `outgoing` its
+//!   implementation on the reactor: random UDP ports, re-randomised as they are used,
+//!   and kept TCP connections to upstreams; `random` draws ids and ports from the
+//!   system's generator.
+//! - [`metrics`]: the `weft_dns_*` families (the forwarding ones in `metrics_forward`),
+//!   registered on a registry passed in, and per-service handles resolved once.
 //!
 //! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.

@@ -318,7 +318,9 @@ impl Forwarder {
             let lease = self.link.send(&packet, self.addrs[upstream]);
             let try_timeout = {
                 let upstreams = self.upstreams.borrow();
-                upstreams.get(upstream).sent();
+                if lease.is_some() {
+                    upstreams.get(upstream).sent();
+                }
                 upstreams.get(upstream).try_timeout()
             };
             let mut state = self.state.borrow_mut();

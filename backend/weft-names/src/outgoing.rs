@@ -40,6 +40,9 @@ pub(crate) const QUERIES_PER_PORT: u32 = 16;
 pub(crate) const MAX_PORTS: usize = 256;
 /// Ports a query tries to leave from before it is given up.
 const SEND_ATTEMPTS: usize = 3;
+/// Long enough for the reactor to have polled a new port: one that still cannot send
+/// after it is broken.
+const WARM_UP: Duration = Duration::from_secs(1);
 /// Random port numbers tried before the system picks one.
 const BIND_ATTEMPTS: usize = 8;
 /// Idle TCP connections kept per upstream.
@@ -69,6 +72,8 @@ struct Port {
     outstanding: u32,
     /// Takes no new queries; closes when `outstanding` is 0.
     retired: bool,
+    /// When it was opened, on the reactor's clock.
+    opened: Duration,
 }
 
 #[derive(Default)]
@@ -189,6 +194,7 @@ impl Link {
                             sent: 0,
                             outstanding: 0,
                             retired: false,
+                            opened: weft::time::current_clock().now(),
                         },
                     );
                     return Some(id);
@@ -231,12 +237,30 @@ impl UpstreamLink for Link {
         self.top_up(interface);
         // A port opened this turn cannot send yet: then the next candidate does.
         let candidates = self.candidates(interface);
+        let now = weft::time::current_clock().now();
         let mut ports = self.ports.borrow_mut();
-        let (id, port) = candidates
-            .into_iter()
-            .take(SEND_ATTEMPTS)
-            .find(|id| ports.open[id].transport.write(packet, to))
-            .and_then(|id| Some((id, ports.open.get_mut(&id)?)))?;
+        let mut sent_from = None;
+        for id in candidates.into_iter().take(SEND_ATTEMPTS) {
+            let Some(port) = ports.open.get_mut(&id) else {
+                continue;
+            };
+            if port.transport.write(packet, to) {
+                sent_from = Some(id);
+                break;
+            }
+            // One that has sent before, or had time to, was stopped (a reload ends the
+            // old service's ports) or its socket fails: it is replaced.
+            if port.sent > 0 || now.saturating_sub(port.opened) >= WARM_UP {
+                port.retired = true;
+                if port.outstanding == 0
+                    && let Some(gone) = ports.open.remove(&id)
+                {
+                    gone.transport.stop_listening();
+                }
+            }
+        }
+        let id = sent_from?;
+        let port = ports.open.get_mut(&id)?;
         port.sent += 1;
         port.outstanding += 1;
         if port.sent >= QUERIES_PER_PORT {

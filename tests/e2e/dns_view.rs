@@ -396,3 +396,95 @@ fn a_stuck_forward_is_a_pending_chain_whose_step_names_its_upstream() {
     assert_eq!(s["recent"][0]["rcode"], "SERVFAIL", "{s:#}");
     drop(silent);
 }
+
+#[test]
+fn a_query_log_budget_that_is_not_a_count_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\nqueries_per_second = -1\n",
+        free_port(),
+        dir.path().join("history.db").display()
+    );
+    crate::check::both_refuse(dir.path(), &config, &["store.queries_per_second"]);
+}
+
+/// One browser session: the page goes live, follows new queries without a reload, and
+/// keeps a hostile query name as text.
+#[test]
+fn the_dns_page_follows_queries_live_in_a_browser() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(dns_page_in_a_browser());
+}
+
+async fn dns_page_in_a_browser() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| dns_service("dns", port, &write_zone(dir)));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ask(
+        &client,
+        port,
+        &[b"www", b"example", b"test"],
+        RecordType::A,
+        true,
+    );
+    let b = crate::chrome::Browser::start().await;
+    b.open(app.dashboard, "/dns").await;
+    b.until(
+        10,
+        "the page's feed is live",
+        "return document.getElementById('live-state').textContent === 'live'",
+    )
+    .await;
+    b.eval("window.__marker = 'same page'; return true").await;
+    let queries = "const s = document.querySelector('section[data-service=\"dns\"] .queries');
+         return s ? s.textContent : null";
+    assert_eq!(b.eval(queries).await, serde_json::json!("1"));
+    ask(
+        &client,
+        port,
+        &[HOSTILE, b"example", b"test"],
+        RecordType::A,
+        true,
+    );
+    ask(
+        &client,
+        port,
+        &[b"www", b"example", b"test"],
+        RecordType::A,
+        true,
+    );
+    b.until(
+        10,
+        "the new queries show without a reload",
+        &format!("return (() => {{ {queries} }})() === '3'"),
+    )
+    .await;
+    b.screenshot("dns").await;
+    let names = b
+        .eval("return [...document.querySelectorAll('section.dns-service table.recent tbody tr')].map(r => r.cells[2].textContent)")
+        .await;
+    assert!(
+        names.as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .is_some_and(|n| n.contains("script") && n.contains('<'))),
+        "the hostile name shows as text: {names}"
+    );
+    assert_eq!(
+        b.eval(
+            "return [window.__marker, document.querySelectorAll('main script, main img').length]"
+        )
+        .await,
+        serde_json::json!(["same page", 0]),
+        "live, and markup in names never runs"
+    );
+    let errors = b.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_eq!(
+        b.eval("return window.__weft.errors").await,
+        serde_json::json!([])
+    );
+}

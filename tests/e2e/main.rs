@@ -16,6 +16,7 @@ mod deploy;
 mod dns;
 mod dns_forward;
 mod dns_rules;
+mod dns_view;
 mod faults;
 mod gateway;
 mod history;

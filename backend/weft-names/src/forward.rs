@@ -5,7 +5,9 @@
 //! with the overall timeout, so an upstream that does not answer shows in the inspector
 //! as a pending (then stalled) Deferred created at this file's line, and its clients get
 //! SERVFAIL when the timeout fires. Clients asking the same question while it is out
-//! wait on the same query.
+//! wait on the same query. Its named steps (`cache lookup`, then `upstream` naming the
+//! addresses it may wait on, `upstream over TCP` naming one) make the stall report say
+//! whom it waits on.
 //!
 //! Each upstream query (a "try") has its own random id and leaves from a random local
 //! port (RFC 5452 section 9.2; the link picks the port). An answer is taken only from
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
-use weft::defer::{Deferred, Failure, Resolver, TimeoutError};
+use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps, TimeoutError};
 use weft::time::DelayedCall;
 
 use crate::cache::{Answer, Cache, Key, Policy};
@@ -36,12 +38,21 @@ pub use crate::link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 use crate::metrics::{Busy, ServiceMetrics};
 use crate::server::{Outcome, Reply, Via, send};
 use crate::upstream::{ForwardOptions, Selection, Upstreams};
+use crate::view::Source;
 use crate::wire::{EDNS_UDP_SIZE, Request};
 
 mod received;
 
 /// The inspector's label of an upstream query's Deferred.
 pub const UPSTREAM_LABEL: &str = "dns upstream query";
+/// The named step a query's chain starts with: the cache did not have the answer.
+pub const STEP_CACHE: &str = "cache lookup";
+/// The named step of a query waiting on upstreams; its detail names them.
+pub const STEP_UPSTREAM: &str = "upstream";
+/// The named step of a query asked again over TCP; its detail names the upstream.
+pub const STEP_UPSTREAM_TCP: &str = "upstream over TCP";
+/// The detail of [`STEP_CACHE`]: the cache did not have it.
+const CACHE_MISS: StepDetail = StepDetail::from_static("miss");
 /// Distinct questions out at once; more are answered SERVFAIL at once.
 const MAX_IN_FLIGHT: usize = 4096;
 /// Clients waiting on one question; more are answered SERVFAIL at once.
@@ -100,6 +111,10 @@ struct InFlight {
     over_tcp: bool,
     /// The TCP exchange asking it again; dropping it closes the connection.
     tcp: Option<TcpExchange>,
+    /// The upstream whose whole answer fired it.
+    answered_by: Option<SocketAddr>,
+    /// Marks its chain's named steps.
+    steps: Steps,
 }
 
 #[derive(Default)]
@@ -134,6 +149,8 @@ pub(crate) struct Forwarder {
     /// The questions out; in a `RefCell` because the service's listeners and its timers
     /// share the forwarder.
     state: RefCell<State>,
+    /// The upstreams as a query's named step names them, made once.
+    upstreams_detail: StepDetail,
 }
 
 fn now() -> Duration {
@@ -163,7 +180,9 @@ impl Forwarder {
             max_ttl: options.max_ttl,
             serve_stale: options.serve_stale,
         };
+        let names: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
         Rc::new(Self {
+            upstreams_detail: StepDetail::new(&names.join(", ")),
             addrs: upstreams,
             upstreams: RefCell::new(ranked),
             selection: options.selection,
@@ -203,6 +222,7 @@ impl Forwarder {
                 via,
                 response(&request, &answer),
                 reply,
+                Source::Cache,
             );
             return Outcome::FromCache;
         }
@@ -228,7 +248,7 @@ impl Forwarder {
             drop(state);
             self.metrics.forward_refused(reason);
             let busy = request.response(ResponseCode::ServFail, true);
-            send(&self.metrics, &request, via, busy, reply);
+            send(&self.metrics, &request, via, busy, reply, Source::Busy);
             return Outcome::Answered;
         }
         // The id is written by each try.
@@ -245,7 +265,8 @@ impl Forwarder {
                 drop(state);
                 tracing::warn!(error = %e, "an upstream query could not be encoded");
                 let fail = request.response(ResponseCode::ServFail, true);
-                send(&self.metrics, &request, via, fail, reply);
+                let source = Source::UpstreamFailed;
+                send(&self.metrics, &request, via, fail, reply, source);
                 return Outcome::Answered;
             }
         };
@@ -253,6 +274,10 @@ impl Forwarder {
         let seq = state.next;
         state.next += 1;
         let (resolver, answered) = Deferred::<Message>::labeled(UPSTREAM_LABEL);
+        // The chain names where it is: past the cache (which missed), then at the
+        // upstreams, so a stall report says whom it waits on.
+        let steps = answered.steps();
+        steps.step_with(STEP_CACHE, None, Some(&CACHE_MISS));
         let weak: Weak<Self> = Rc::downgrade(self);
         // Nothing holds the end of the chain: the resolver in `in_flight` and the timer
         // keep it alive, and its last step answers the waiters whatever happens.
@@ -282,9 +307,12 @@ impl Forwarder {
                 next_try: None,
                 over_tcp: false,
                 tcp: None,
+                answered_by: None,
+                steps: steps.clone(),
             },
         );
         drop(state);
+        steps.step_with(STEP_UPSTREAM, None, Some(&self.upstreams_detail));
         self.send_tries(seq);
         Outcome::Forwarded
     }
@@ -412,6 +440,9 @@ impl Forwarder {
             let mut upstreams = self.upstreams.borrow_mut();
             for t in entry.tries.iter().filter(|t| !t.settled) {
                 upstreams.timed_out(t.upstream);
+                self.metrics
+                    .figures()
+                    .upstream_timed_out(self.addrs[t.upstream]);
             }
         }
         // RFC 8767 section 4: when no upstream gives a usable answer, a stale one will do.
@@ -422,7 +453,7 @@ impl Forwarder {
                 tracing::info!(name = ?entry.query.name().to_string(), "no upstream answered; serving a stale answer");
                 for w in entry.waiters {
                     let m = response(&w.request, &answer);
-                    send(&self.metrics, &w.request, w.via, m, w.reply);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, Source::Cache);
                 }
                 return;
             }
@@ -436,15 +467,20 @@ impl Forwarder {
                 cache.policy().clamp(&mut answer);
                 cache.insert(entry.key, answer.clone(), now());
                 drop(cache);
+                let source = entry
+                    .answered_by
+                    .map_or(Source::UpstreamFailed, Source::Upstream);
                 for w in entry.waiters {
                     let m = response(&w.request, &answer);
-                    send(&self.metrics, &w.request, w.via, m, w.reply);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
             }
             Err(failure) => {
                 let name = entry.query.name().to_string();
                 let qtype = entry.query.query_type();
+                let mut source = Source::UpstreamFailed;
                 if failure.check::<TimeoutError>() {
+                    source = Source::Timeout;
                     self.metrics.upstream_timeout();
                     tracing::info!(
                         name = ?name,
@@ -457,7 +493,7 @@ impl Forwarder {
                 }
                 for w in entry.waiters {
                     let m = w.request.response(ResponseCode::ServFail, true);
-                    send(&self.metrics, &w.request, w.via, m, w.reply);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
             }
         }

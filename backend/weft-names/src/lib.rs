@@ -31,7 +31,8 @@
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
 //! - [`forward`]: questions out upstream (coalesced by question, a Deferred with a
-//!   timeout each), each upstream query with its own random id; `forward/received`
+//!   timeout each, its named steps saying the cache missed and which upstreams it may
+//!   wait on), each upstream query with its own random id; `forward/received`
 //!   matches answers to the upstream, local port, id and question they answer (the rest
 //!   dropped and counted by reason); an answer truncated over UDP is asked again over
 //!   TCP, and only whole answers are replayed.
@@ -47,7 +48,11 @@
 //!   and kept TCP connections to upstreams; `random` draws ids and ports from the
 //!   system's generator.
 //! - [`metrics`]: the `weft_dns_*` families (the forwarding ones in `metrics_forward`),
-//!   registered on a registry passed in, and per-service handles resolved once.
+//!   registered on a registry passed in, and per-service handles resolved once; every
+//!   answer goes through `ServiceMetrics::answered`, which counts, times and records it.
+//! - [`view`]: what the dashboard shows of the queries (recent ones, top names, each
+//!   upstream's latency and timeouts), sampled under load and bounded, and the query log
+//!   handed to history under a per-second budget, failures always kept.
 //!
 //! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
@@ -64,6 +69,7 @@ pub mod server;
 pub mod transport;
 mod tsig;
 pub mod upstream;
+pub mod view;
 pub mod wire;
 pub mod zone;
 
@@ -73,4 +79,5 @@ pub use metrics::{Busy, DnsMetrics, Mismatch, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transport::{DnsTcp, DnsUdp, listen};
 pub use upstream::{ForwardOptions, Selection};
+pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};
 pub use zone::{Catalog, Zone, ZoneAnswer};

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use hickory_proto::op::Message;
-use weft::defer::{Failure, Resolver};
+use weft::defer::{Failure, Resolver, StepDetail};
 
-use super::{Forwarder, MAX_OVER_TCP, State, TcpAnswer, now};
+use super::{Forwarder, MAX_OVER_TCP, STEP_UPSTREAM_TCP, State, TcpAnswer, now};
 use crate::metrics::{Busy, Mismatch};
 
 /// What an upstream datagram leads to, decided under the state's borrow.
@@ -96,7 +96,12 @@ impl Forwarder {
             t.settled = true;
             let rtt = (t.upstream, now().saturating_sub(t.sent));
             let next = if !message.metadata.truncation {
-                entry.resolver.take().map(|r| Next::Answer(r, message))
+                let resolver = entry.resolver.take();
+                if resolver.is_some() {
+                    entry.answered_by = Some(from);
+                    self.metrics.figures().upstream_answered(from, rtt.1);
+                }
+                resolver.map(|r| Next::Answer(r, message))
             } else if entry.over_tcp {
                 None
             } else if *over_tcp >= MAX_OVER_TCP {
@@ -104,6 +109,10 @@ impl Forwarder {
             } else {
                 entry.over_tcp = true;
                 entry.next_try = None;
+                let detail = StepDetail::new(&from.to_string());
+                entry
+                    .steps
+                    .step_with(STEP_UPSTREAM_TCP, None, Some(&detail));
                 *over_tcp += 1;
                 let mut packet = entry.packet.clone();
                 packet[..2].copy_from_slice(&id.to_be_bytes());
@@ -169,7 +178,16 @@ impl Forwarder {
             .borrow_mut()
             .in_flight
             .get_mut(&seq)
-            .and_then(|e| e.resolver.take())
+            .and_then(|e| {
+                let resolver = e.resolver.take()?;
+                if checked.is_ok() {
+                    e.answered_by = Some(from);
+                    let sent = e.tries.iter().find(|t| t.id == id).map(|t| t.sent);
+                    let rtt = now().saturating_sub(sent.unwrap_or_default());
+                    self.metrics.figures().upstream_answered(from, rtt);
+                }
+                Some(resolver)
+            })
         else {
             return;
         };

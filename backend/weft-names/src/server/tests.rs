@@ -16,7 +16,7 @@ use crate::forward::{TcpAnswer, TcpExchange, UPSTREAM_LABEL, UdpLease};
 use crate::zone::Zone;
 
 pub(super) const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
-const UPSTREAM: &str = "127.0.0.1:5300";
+pub(super) const UPSTREAM: &str = "127.0.0.1:5300";
 
 /// Records what would go upstream: UDP queries with the local port each left from (a
 /// new one each), and TCP exchanges.
@@ -67,7 +67,7 @@ pub(super) struct Harness {
     _installed: weft::time::ClockGuard,
 }
 
-fn harness(zone_text: &str, forward: bool) -> Harness {
+pub(super) fn harness(zone_text: &str, forward: bool) -> Harness {
     let upstreams: &[&str] = if forward { &[UPSTREAM] } else { &[] };
     harness_with(zone_text, upstreams, ForwardOptions::default())
 }
@@ -120,6 +120,7 @@ impl Harness {
         self.server.handle(
             packet,
             via,
+            Some("127.0.0.1:40000".parse().unwrap()),
             Box::new(move |bytes| inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap())),
         )
     }

@@ -14,6 +14,8 @@ mod dashboard_conns;
 mod demo;
 mod deploy;
 mod dns;
+mod dns_auth;
+mod dns_nsd;
 mod dns_rules;
 mod faults;
 mod gateway;

@@ -181,9 +181,13 @@ impl DnsServer {
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
             let answer = zone.lookup(request.query.name(), qtype);
             let mut message = request.response(answer.rcode, recursion);
-            message.metadata.authoritative = true;
+            message.metadata.authoritative = answer.authoritative;
             message.answers = answer.answers;
             message.authorities = answer.authorities;
+            message.additionals = answer.additionals;
+            if via == Via::Udp && message.metadata.authoritative {
+                drop_additionals_beyond(&mut message, request.udp_limit());
+            }
             send(metrics, &request, via, message, reply);
             return Outcome::Answered;
         }
@@ -208,6 +212,15 @@ impl DnsServer {
             self.inner.metrics.dropped();
         }
         result
+    }
+}
+
+/// Leaves out the additional section of an answer when the answer does not fit in
+/// `limit` with it: the section is optional, and RFC 2181 section 9 sets TC only when
+/// the answer itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.)
+fn drop_additionals_beyond(message: &mut Message, limit: usize) {
+    if !message.additionals.is_empty() && message.to_vec().is_ok_and(|bytes| bytes.len() > limit) {
+        message.additionals.clear();
     }
 }
 

@@ -265,14 +265,15 @@ mod tests {
         );
         assert!(e.contains("named on line 5 of weft.toml"), "{e}");
 
-        let wild = dir.path().join("wild.zone");
-        std::fs::write(&wild, format!("{ZONE}*.apps A 192.0.2.8\n")).unwrap();
-        let e = err(&format!("zones = [{:?}]", wild.display()));
+        let included = dir.path().join("hosts.inc");
+        std::fs::write(&included, "www A 192.0.2.8\nmail A 300.0.0.1\n").unwrap();
+        let including = dir.path().join("including.zone");
+        std::fs::write(&including, format!("{ZONE}$INCLUDE hosts.inc\n")).unwrap();
+        let e = err(&format!("zones = [{:?}]", including.display()));
         assert!(
             e.starts_with(&format!(
-                "{}:5: service[0].zones: *.apps.example.test. is a wildcard: wildcards are not \
-                 supported yet",
-                wild.display()
+                "{}:2: service[0].zones: \"300.0.0.1\" is not an IPv4 address",
+                included.display()
             )),
             "{e}"
         );

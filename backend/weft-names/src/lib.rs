@@ -1,7 +1,8 @@
 //! DNS service for weft (twisted.names): authoritative zones, a forwarding cache, UDP and TCP.
 //!
 //! A [`DnsServer`] answers questions about names in its BIND zone files with the AA flag
-//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone, each once),
+//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone, each once,
+//! wildcards, referrals without it below a zone cut),
 //! forwards other names to upstream resolvers through a TTL cache, and REFUSES them when
 //! it has no upstream. Each upstream query is a labelled [`weft::defer::Deferred`] with a
 //! timeout, so a silent upstream is visible in the inspector and its clients get SERVFAIL.
@@ -20,9 +21,11 @@
 //!
 //! # Layout
 //!
-//! - [`zone`]: zone file text to [`Zone`]s (`lex` splits entries, `parse` builds records,
-//!   with line-numbered [`ZoneError`]s), [`Catalog`] picks the zone of a name, and
-//!   [`Zone::lookup`] gives the authoritative answer.
+//! - [`zone`]: zone file text to [`Zone`]s (`lex` splits entries, `parse` builds records
+//!   and reads `$INCLUDE`d files, `rdata` and `dnssec` read each type's fields, with
+//!   [`ZoneError`]s naming the file and line), [`Catalog`] picks the zone of a name, and
+//!   [`Zone::lookup`] (`answer`) gives the authoritative answer: wildcards, referrals at
+//!   zone cuts, the additional section, `ANY` as one RRset.
 //! - [`wire`]: packet to request (FORMERR, NOTIMP, BADVERS for an EDNS version above 0,
 //!   NOTAUTH for a TSIG-signed query, or nothing for what is not a query), response
 //!   headers and OPT (version 0, the DO bit copied), encoding with truncation (TC) to the

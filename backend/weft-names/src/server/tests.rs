@@ -534,3 +534,22 @@ fn questions_asked_again_over_tcp_at_once_are_bounded_and_the_refusals_counted()
     assert_eq!(h.wire.1.borrow().len(), crate::forward::MAX_OVER_TCP + 1);
     assert!(h.inbox.borrow().is_empty());
 }
+
+#[test]
+fn an_additional_section_that_does_not_fit_udp_is_left_out_without_tc() {
+    let mut zone = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n".to_owned();
+    for i in 0..12 {
+        zone.push_str(&format!(
+            "@ MX {i} mail{i}\nmail{i} A 192.0.2.{i}\nmail{i} AAAA 2001:db8::{i}\n"
+        ));
+    }
+    let h = harness(&zone, false);
+    let udp = h.ask("example.test.", RecordType::MX);
+    assert!(!udp.metadata.truncation, "the answer itself fits");
+    assert_eq!(udp.answers.len(), 12);
+    assert!(udp.additionals.is_empty());
+
+    h.send(&query(78, "example.test.", RecordType::MX), Via::Tcp);
+    let tcp = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(tcp.additionals.len(), 24, "A and AAAA of each exchange");
+}

@@ -195,3 +195,108 @@ fn a_record_without_any_ttl_takes_the_soa_minimum_only_for_the_soa() {
     let www = zone.lookup(&name("www.a.test."), RecordType::A);
     assert_eq!(www.answers[0].ttl, 5, "the previous record's TTL");
 }
+
+const EDGE: &str = include_str!("../../testdata/edge.test.zone");
+
+fn edge() -> Zone {
+    Zone::parse(Path::new("edge.test.zone"), EDGE).unwrap()
+}
+
+fn texts(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[test]
+fn wildcards_answer_missing_names_only_with_the_asked_name_as_owner() {
+    let zone = edge();
+    let x = zone.lookup(&name("X.edge.test."), RecordType::A);
+    assert_eq!(texts(&x.answers), ["X.edge.test. A 192.0.2.1"]);
+    let exists = zone.lookup(&name("www.edge.test."), RecordType::MX);
+    assert!(exists.answers.is_empty() && exists.rcode == ResponseCode::NoError);
+    let ent = zone.lookup(&name("b.edge.test."), RecordType::A);
+    assert!(ent.answers.is_empty() && ent.rcode == ResponseCode::NoError);
+    let under_ent = zone.lookup(&name("c.b.edge.test."), RecordType::A);
+    assert_eq!(under_ent.rcode, ResponseCode::NXDomain);
+    let nodata = zone.lookup(&name("q.empty.edge.test."), RecordType::A);
+    assert!(nodata.answers.is_empty() && nodata.rcode == ResponseCode::NoError);
+    assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
+}
+
+#[test]
+fn a_cut_refers_and_keeps_ds_for_the_parent() {
+    let zone = edge();
+    let referral = zone.lookup(&name("a.b.sub.edge.test."), RecordType::A);
+    assert!(!referral.authoritative);
+    assert_eq!(referral.authorities.len(), 3);
+    assert_eq!(
+        texts(&referral.additionals),
+        [
+            "ns1.sub.edge.test. A 192.0.2.200",
+            "ns.other.edge.test. A 192.0.2.201"
+        ]
+    );
+    let ds = zone.lookup(&name("sub.edge.test."), RecordType::DS);
+    assert!(ds.authoritative);
+    assert_eq!(ds.answers[0].record_type(), RecordType::DS);
+}
+
+#[test]
+fn includes_nest_to_a_bound_and_never_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: usize| dir.path().join(format!("f{n}.zone"));
+    for n in 0..12 {
+        std::fs::write(file(n), format!("$INCLUDE f{}.zone\n", n + 1)).unwrap();
+    }
+    std::fs::write(file(12), "www A 192.0.2.1\n").unwrap();
+    let deep = Zone::parse(
+        &dir.path().join("top.zone"),
+        &format!("{HEAD}$INCLUDE f0.zone\n"),
+    )
+    .unwrap_err();
+    assert!(deep.message.contains("nest deeper than 8"), "{deep}");
+
+    std::fs::write(file(0), "$INCLUDE f1.zone\n").unwrap();
+    std::fs::write(file(1), "\n$INCLUDE f0.zone\n").unwrap();
+    let looped = Zone::parse(
+        &dir.path().join("top.zone"),
+        &format!("{HEAD}$INCLUDE f0.zone\n"),
+    )
+    .unwrap_err();
+    assert_eq!((looped.file.clone(), looped.line), (file(1), 2), "{looped}");
+    assert!(looped.message.contains("include loop"), "{looped}");
+
+    std::fs::write(file(0), "www A 192.0.2.9\n").unwrap();
+    let origin = Zone::parse(
+        &dir.path().join("top.zone"),
+        &format!("{HEAD}$INCLUDE f0.zone sub.example.test.\nafter A 192.0.2.2\n"),
+    )
+    .unwrap();
+    let www = origin.lookup(&name("www.sub.example.test."), RecordType::A);
+    assert_eq!(www.answers.len(), 1);
+    let after = origin.lookup(&name("after.example.test."), RecordType::A);
+    assert_eq!(
+        after.answers.len(),
+        1,
+        "the origin is the including file's again"
+    );
+}
+
+#[test]
+fn the_generic_form_reads_known_types_as_themselves() {
+    let zone = Zone::parse(
+        Path::new("g.zone"),
+        &format!("{HEAD}a TYPE1 \\# 4 c0000201\nb A \\# 4 C0 00 02 02\nc TYPE999 \\# 0\n"),
+    )
+    .unwrap();
+    let a = zone.lookup(&name("a.example.test."), RecordType::A);
+    assert!(matches!(a.answers[0].data, RData::A(_)), "{:?}", a.answers);
+    let b = zone.lookup(&name("b.example.test."), RecordType::A);
+    assert_eq!(b.answers[0].data.to_string(), "192.0.2.2");
+    let (_, wrong) = error(&format!("{HEAD}a A \\# 3 c00002\n"));
+    assert!(wrong.contains("not a valid A"), "{wrong}");
+    let (_, length) = error(&format!("{HEAD}a A \\# 5 c0000201\n"));
+    assert!(length.contains("says 5 bytes"), "{length}");
+}

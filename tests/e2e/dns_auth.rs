@@ -395,10 +395,11 @@ $TTL 1h
 ns1     IN A   192.0.2.53
 $INCLUDE inc/hosts.zone hosts.example.test.
 after   IN A   192.0.2.60
+$GENERATE 1-3/2 host-$ IN A 192.0.2.${100}
 ";
 
 #[test]
-fn include_reads_a_file_beside_the_zone_with_its_own_origin() {
+fn include_reads_a_file_beside_the_zone_with_its_own_origin_and_generate_makes_records() {
     let port = free_port();
     let _app = spawn_app_with(|dir| {
         let zones = dir.join("zones");
@@ -427,6 +428,9 @@ zones = ["{}"]
         ["192.0.2.60"],
         "the including file's origin again after the include"
     );
+    assert_eq!(short(port, "host-3.example.test", "A"), ["192.0.2.103"]);
+    let skipped = ask(port, "host-2.example.test.", RecordType::A, false);
+    assert_eq!(skipped.metadata.response_code, ResponseCode::NXDomain);
     let www = ask(port, "www.hosts.example.test.", RecordType::A, false);
     assert!(www.metadata.authoritative);
 }

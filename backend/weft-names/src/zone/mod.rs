@@ -2,15 +2,17 @@
 //!
 //! A [`Catalog`] holds the zones of a service; [`Catalog::find`] picks the zone with the
 //! longest origin that contains a name, and [`Zone::lookup`] answers from it
-//! ([`answer`]): the records asked for or synthesized from a wildcard, CNAMEs followed
+//! (`answer`): the records asked for or synthesized from a wildcard, CNAMEs followed
 //! while they stay inside the zone (each once, at most eight), referrals at zone cuts,
 //! NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308).
 //!
 //! Files are read by `lex` (entries with their lines), `parse` (directives, owners, TTLs,
-//! `$INCLUDE`d files), `rdata` (each type's fields) and `dnssec` (the DNSSEC types).
+//! `$INCLUDE`d files), `generate` (`$GENERATE`), `rdata` (each type's fields) and
+//! `dnssec` (the DNSSEC types).
 
 mod answer;
 mod dnssec;
+mod generate;
 mod lex;
 mod parse;
 mod rdata;

@@ -1,11 +1,12 @@
-//! Entries to records: `$ORIGIN`, `$TTL`, `$INCLUDE`, owners, TTLs and classes; the
-//! RDATA of each type is read in [`super::rdata`].
+//! Entries to records: `$ORIGIN`, `$TTL`, `$INCLUDE`, `$GENERATE`, owners, TTLs and
+//! classes; the RDATA of each type is read in `rdata`.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use hickory_proto::rr::{DNSClass, Name, RData, Record};
 
+use super::generate;
 use super::lex::{self, Entry, Word};
 use super::rdata::rdata;
 use crate::error::ZoneError;
@@ -53,6 +54,23 @@ impl Reader<'_> {
         };
         let entries = lex::entries(text).map_err(|(l, m)| err(l, m))?;
         for entry in &entries {
+            if entry
+                .words
+                .first()
+                .is_some_and(|w| w.text.eq_ignore_ascii_case("$GENERATE"))
+            {
+                let generated = generate::entries(entry.line, &entry.words[1..])
+                    .map_err(|m| err(entry.line, m))?;
+                for made in &generated {
+                    let record = state.record(made).map_err(|m| err(entry.line, m))?;
+                    self.out.push(Located {
+                        file: file.clone(),
+                        line: entry.line,
+                        record,
+                    });
+                }
+                continue;
+            }
             let included = state
                 .directive(&entry.words)
                 .map_err(|m| err(entry.line, m))?;

@@ -1,7 +1,7 @@
 //! The RDATA of a record from its fields. The types of RFC 1035 and SRV are read here;
 //! the other types hickory-proto reads from text (CAA, CERT, CSYNC, HINFO, HTTPS, NAPTR,
 //! OPENPGPKEY, SMIMEA, SSHFP, SVCB, TLSA) go through its parser; the DNSSEC types, which
-//! it does not read, are built in [`super::dnssec`]; and any type may be written in the
+//! it does not read, are built in `dnssec`; and any type may be written in the
 //! generic form of RFC 3597 (`TYPE65534 \# 2 abcd`).
 
 use std::net::{Ipv4Addr, Ipv6Addr};

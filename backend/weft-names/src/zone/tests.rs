@@ -166,6 +166,22 @@ fn errors_name_the_line_and_what_to_do() {
     assert_eq!(at("www CNAME a\nwww A 192.0.2.1\n").0, 5);
     assert!(at("@ SOA a b 1 2 3 4 5\n").1.contains("second SOA"));
     assert!(at("x MX ten mail\n").1.contains("preference"));
+    assert!(at("*.w NS ns\n").1.contains("cannot hold NS"));
+    assert!(
+        at("$GENERATE 5-1 h$ A 192.0.2.$\n")
+            .1
+            .contains("must go up")
+    );
+    assert!(
+        at("$GENERATE 0-70000 h$ A 192.0.2.1\n")
+            .1
+            .contains("more than 65536")
+    );
+    assert_eq!(
+        at("$GENERATE 1-3 h$ A 192.0.2.${254}\n").0,
+        4,
+        "the line of the $GENERATE"
+    );
     assert!(at("x SRV 1 2 port t\n").1.contains("port"));
 
     assert!(error("www A 192.0.2.1\n").1.contains("no $ORIGIN"));

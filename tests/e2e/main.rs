@@ -17,6 +17,7 @@ mod dns;
 mod dns_auth;
 mod dns_nsd;
 mod dns_rules;
+mod dns_view;
 mod faults;
 mod gateway;
 mod history;

@@ -31,7 +31,7 @@ const QTYPES: [(RecordType, &str); 16] = [
 ];
 
 /// The response codes with their own `rcode` label value.
-const RCODES: [(ResponseCode, &str); 8] = [
+const RCODES: [(ResponseCode, &str); 9] = [
     (ResponseCode::NoError, "NOERROR"),
     (ResponseCode::FormErr, "FORMERR"),
     (ResponseCode::ServFail, "SERVFAIL"),
@@ -40,6 +40,7 @@ const RCODES: [(ResponseCode, &str); 8] = [
     (ResponseCode::Refused, "REFUSED"),
     (ResponseCode::NotAuth, "NOTAUTH"),
     (ResponseCode::BADVERS, "BADVERS"),
+    (ResponseCode::BADCOOKIE, "BADCOOKIE"),
 ];
 
 /// Why a forwarded question was answered SERVFAIL at once: a bound was reached. The
@@ -69,6 +70,29 @@ impl Busy {
     }
 }
 
+/// What became of a UDP answer over its client prefix's rate: the `action` label of
+/// `weft_dns_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limited {
+    /// Not sent.
+    Dropped,
+    /// Sent without records: truncated (TC), or BADCOOKIE to a client with a cookie.
+    Slipped,
+}
+
+impl Limited {
+    const ALL: [Self; 2] = [Self::Dropped, Self::Slipped];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dropped => "dropped",
+            Self::Slipped => "slipped",
+        }
+    }
+}
+
 /// The DNS families on one registry. Register once per registry and derive a
 /// [`ServiceMetrics`] per service with [`service`](Self::service).
 #[derive(Clone, Debug)]
@@ -81,6 +105,8 @@ pub struct DnsMetrics {
     upstream_truncated: IntCounterVec,
     forward_refused: IntCounterVec,
     dropped: IntCounterVec,
+    rate_limited: IntCounterVec,
+    rate_limit_evictions: IntCounterVec,
 }
 
 impl DnsMetrics {
@@ -96,6 +122,8 @@ impl DnsMetrics {
             &metrics.upstream_truncated,
             &metrics.forward_refused,
             &metrics.dropped,
+            &metrics.rate_limited,
+            &metrics.rate_limit_evictions,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -148,6 +176,16 @@ impl DnsMetrics {
                 "Packets dropped unanswered: too short to answer, responses, or stray upstream answers.",
                 &["service"],
             )?,
+            rate_limited: vec(
+                "weft_dns_rate_limited_total",
+                "UDP answers over their client prefix's rate_limit, by action: dropped, or slipped (sent truncated or BADCOOKIE).",
+                &["service", "action"],
+            )?,
+            rate_limit_evictions: vec(
+                "weft_dns_rate_limit_evictions_total",
+                "Client prefixes still over their rate forgotten to make room in the full rate-limit table.",
+                &["service"],
+            )?,
         })
     }
 
@@ -175,6 +213,11 @@ impl DnsMetrics {
                 .map(|b| self.forward_refused.with_label_values(&[name, b.as_str()]))
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
+            rate_limited: Limited::ALL
+                .iter()
+                .map(|l| self.rate_limited.with_label_values(&[name, l.as_str()]))
+                .collect(),
+            rate_limit_evictions: self.rate_limit_evictions.with_label_values(&[name]),
         }))
     }
 }
@@ -194,6 +237,9 @@ struct Handles {
     /// In the order of [`Busy::ALL`].
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
+    /// In the order of [`Limited::ALL`].
+    rate_limited: Vec<IntCounter>,
+    rate_limit_evictions: IntCounter,
 }
 
 /// One service's counters. Cheap to clone.
@@ -265,6 +311,21 @@ impl ServiceMetrics {
     /// A packet was dropped unanswered.
     pub fn dropped(&self) {
         self.0.dropped.inc();
+    }
+
+    /// A UDP answer was over its client prefix's rate.
+    pub fn rate_limited(&self, action: Limited) {
+        self.0.rate_limited[action as usize].inc();
+    }
+
+    /// The UDP answers over their rate so far that met `action`.
+    pub fn rate_limits(&self, action: Limited) -> u64 {
+        self.0.rate_limited[action as usize].get()
+    }
+
+    /// A prefix still over its rate was forgotten to make room in the table.
+    pub fn rate_limit_evicted(&self) {
+        self.0.rate_limit_evictions.inc();
     }
 
     /// Cache hits, misses, upstream timeouts and truncated answers, and dropped packets

@@ -5,7 +5,8 @@
 //! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
 //! the upstream answers.
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -13,8 +14,10 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
+use crate::edns::{self, CookieState, EdnsConfig};
 use crate::forward::{Forwarder, UpstreamLink};
-use crate::metrics::ServiceMetrics;
+use crate::metrics::{Limited, ServiceMetrics};
+use crate::rrl::{Limiter, RateLimit, Verdict};
 use crate::wire::{self, Parsed, Request};
 use crate::zone::Catalog;
 
@@ -47,6 +50,9 @@ pub enum Outcome {
     Malformed(String),
     /// Not answered: too short to answer, or a response; says why.
     Dropped(String),
+    /// Over the client prefix's `rate_limit`: dropped, or answered truncated or
+    /// BADCOOKIE (`slip`).
+    RateLimited,
 }
 
 /// A DNS service's settings.
@@ -61,6 +67,10 @@ pub struct DnsConfig {
     pub cache_size: usize,
     /// How long an upstream query may take before its clients get SERVFAIL.
     pub timeout: Duration,
+    /// NSID and DNS cookies.
+    pub edns: EdnsConfig,
+    /// Response rate limiting over UDP; `None`: off.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl DnsConfig {
@@ -85,6 +95,8 @@ impl Default for DnsConfig {
             forward: Vec::new(),
             cache_size: Self::DEFAULT_CACHE_SIZE,
             timeout: Self::DEFAULT_TIMEOUT,
+            edns: EdnsConfig::default(),
+            rate_limit: None,
         }
     }
 }
@@ -94,6 +106,9 @@ struct Inner {
     /// `None` without `forward` upstreams: a name outside the zones is REFUSED.
     forwarder: Option<Rc<Forwarder>>,
     metrics: ServiceMetrics,
+    edns: edns::Options,
+    /// `None` without `rate_limit`.
+    limiter: Option<RefCell<Limiter>>,
 }
 
 /// One DNS service's answering logic, shared by its UDP and TCP listeners. Cheap to
@@ -132,6 +147,8 @@ impl DnsServer {
                 catalog: config.zones,
                 forwarder,
                 metrics,
+                edns: edns::Options::new(&config.edns),
+                limiter: config.rate_limit.map(|r| RefCell::new(Limiter::new(r))),
             }),
         }
     }
@@ -151,18 +168,35 @@ impl DnsServer {
         self.inner.forwarder.as_ref().map_or(0, |f| f.cached())
     }
 
-    /// Answers one query packet through `reply`, now or later.
+    /// Answers one query packet through `reply`, now or later, as [`handle_from`]
+    /// does for a client at 0.0.0.0.
+    ///
+    /// [`handle_from`]: Self::handle_from
     pub fn handle(&self, packet: &[u8], via: Via, reply: Reply) -> Outcome {
+        self.handle_from(packet, via, IpAddr::V4(Ipv4Addr::UNSPECIFIED), reply)
+    }
+
+    /// Answers one query packet from `client` through `reply`, now or later. The
+    /// address keys its server cookie and, over UDP, its rate limit.
+    pub fn handle_from(&self, packet: &[u8], via: Via, client: IpAddr, reply: Reply) -> Outcome {
         let metrics = &self.inner.metrics;
-        let request = match wire::parse(packet) {
+        let mut request = match wire::parse(packet) {
             Parsed::Query(request) => request,
             Parsed::Error {
-                response,
+                mut response,
+                asked,
                 rcode,
                 why,
             } => {
+                if let (Some(asked), Some(opt)) = (asked, response.edns.as_mut()) {
+                    self.inner.edns.answer(&asked, client).0.add_to(opt);
+                }
+                // An error answer has no records: a slipped one goes out as it is.
+                if via == Via::Udp && self.rate_limit(client) == Verdict::Drop {
+                    return Outcome::RateLimited;
+                }
                 metrics.response(rcode);
-                reply(response);
+                reply(wire::encode(&response, None));
                 return Outcome::Malformed(why);
             }
             Parsed::Drop(why) => {
@@ -173,6 +207,35 @@ impl DnsServer {
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();
+        let cookie = match request.edns.as_mut() {
+            Some(edns) => {
+                let (answered, cookie) = self.inner.edns.answer(&edns.asked, client);
+                edns.answered = answered;
+                cookie
+            }
+            None => CookieState::Absent,
+        };
+        // A valid server cookie proves the client receives at its address, so its
+        // answers reflect at no one: it is not limited.
+        if via == Via::Udp && cookie != CookieState::Valid {
+            match self.rate_limit(client) {
+                Verdict::Send => {}
+                Verdict::Drop => return Outcome::RateLimited,
+                Verdict::Slip => {
+                    let slipped = if cookie == CookieState::Absent {
+                        let mut m = request.response(ResponseCode::NoError, recursion);
+                        m.metadata.truncation = true;
+                        m
+                    } else {
+                        // RFC 7873 section 5.2.3, choice 2: the client learns a server
+                        // cookie, which lifts the limit from its next query.
+                        request.response(ResponseCode::BADCOOKIE, recursion)
+                    };
+                    send(metrics, &request, via, slipped, reply);
+                    return Outcome::RateLimited;
+                }
+            }
+        }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
             let refused = request.response(ResponseCode::Refused, recursion);
             send(metrics, &request, via, refused, reply);
@@ -195,6 +258,25 @@ impl DnsServer {
                 Outcome::Refused
             }
         }
+    }
+
+    /// What `rate_limit` says of one more UDP answer to `client`, counted.
+    fn rate_limit(&self, client: IpAddr) -> Verdict {
+        let Some(limiter) = &self.inner.limiter else {
+            return Verdict::Send;
+        };
+        let now = weft::time::current_clock().now();
+        let (verdict, evicted) = limiter.borrow_mut().check(client, now);
+        let metrics = &self.inner.metrics;
+        if evicted {
+            metrics.rate_limit_evicted();
+        }
+        match verdict {
+            Verdict::Send => {}
+            Verdict::Drop => metrics.rate_limited(Limited::Dropped),
+            Verdict::Slip => metrics.rate_limited(Limited::Slipped),
+        }
+        verdict
     }
 
     /// A datagram arrived on the upstream port. Returns why it was ignored, if it was

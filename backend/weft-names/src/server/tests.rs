@@ -74,6 +74,7 @@ fn harness(zone_text: &str, forward: bool) -> Harness {
         },
         cache_size: 100,
         timeout: Duration::from_secs(2),
+        ..DnsConfig::default()
     };
     let wire = Rc::new(Wire::default());
     let server = DnsServer::new(config, ServiceMetrics::detached("dns"), wire.clone());

@@ -14,6 +14,8 @@ mod dashboard_conns;
 mod demo;
 mod deploy;
 mod dns;
+mod dns_abuse;
+mod dns_edns;
 mod dns_rules;
 mod faults;
 mod gateway;

@@ -99,14 +99,14 @@ pub(crate) struct Asked {
 
 impl Asked {
     /// Reads `edns`'s options, with why its COOKIE option is malformed, if it is (RFC
-    /// 7873 section 5.2.2: FORMERR).
-    pub(crate) fn read(edns: &Edns) -> (Self, Option<String>) {
+    /// 7873 section 5.2.2: FORMERR); without `cookies`, the COOKIE option is not read.
+    pub(crate) fn read(edns: &Edns, cookies: bool) -> (Self, Option<String>) {
         let mut asked = Self::default();
         let mut malformed = None;
         for (code, option) in edns.options().as_ref() {
             match (u16::from(*code), option) {
                 (NSID, _) => asked.nsid = true,
-                (COOKIE, EdnsOption::Unknown(_, data)) if asked.cookie.is_none() => {
+                (COOKIE, EdnsOption::Unknown(_, data)) if cookies && asked.cookie.is_none() => {
                     match Cookie::read(data) {
                         Ok(cookie) => asked.cookie = Some(cookie),
                         Err(why) => malformed = Some(why),
@@ -172,6 +172,11 @@ impl Options {
                 .cookies
                 .then(|| RefCell::new(Secrets::new(unix_now()))),
         }
+    }
+
+    /// Whether COOKIE options are read.
+    pub(crate) fn cookies(&self) -> bool {
+        self.secrets.is_some()
     }
 
     /// The options of the answer to `asked` from `client`, now; and what its cookie proved.

@@ -32,7 +32,7 @@ use crate::wire::{EDNS_UDP_SIZE, Request};
 /// The inspector's label of an upstream query's Deferred.
 pub const UPSTREAM_LABEL: &str = "dns upstream query";
 /// Distinct questions out at once; more are answered SERVFAIL at once.
-const MAX_IN_FLIGHT: usize = 4096;
+pub(crate) const MAX_IN_FLIGHT: usize = 4096;
 /// Clients waiting on one question; more are answered SERVFAIL at once.
 const MAX_WAITERS: usize = 256;
 /// Questions asked again over TCP at once (each holds a connection to an upstream for up

@@ -10,6 +10,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
+use crate::edns::CookieState;
+
 /// The query types with their own `qtype` label value, in label order.
 const QTYPES: [(RecordType, &str); 16] = [
     (RecordType::A, "A"),
@@ -93,6 +95,9 @@ impl Limited {
     }
 }
 
+/// The `result` label values of `weft_dns_cookies_total`.
+const COOKIE_RESULTS: [&str; 3] = ["client", "valid", "invalid"];
+
 /// The DNS families on one registry. Register once per registry and derive a
 /// [`ServiceMetrics`] per service with [`service`](Self::service).
 #[derive(Clone, Debug)]
@@ -107,6 +112,7 @@ pub struct DnsMetrics {
     dropped: IntCounterVec,
     rate_limited: IntCounterVec,
     rate_limit_evictions: IntCounterVec,
+    cookies: IntCounterVec,
 }
 
 impl DnsMetrics {
@@ -124,6 +130,7 @@ impl DnsMetrics {
             &metrics.dropped,
             &metrics.rate_limited,
             &metrics.rate_limit_evictions,
+            &metrics.cookies,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -186,6 +193,11 @@ impl DnsMetrics {
                 "Client prefixes still over their rate forgotten to make room in the full rate-limit table.",
                 &["service"],
             )?,
+            cookies: vec(
+                "weft_dns_cookies_total",
+                "Queries with a DNS cookie, by what it proved: client (a client cookie alone), valid (this server's cookie for the client), invalid (another, or an expired, server cookie).",
+                &["service", "result"],
+            )?,
         })
     }
 
@@ -218,6 +230,10 @@ impl DnsMetrics {
                 .map(|l| self.rate_limited.with_label_values(&[name, l.as_str()]))
                 .collect(),
             rate_limit_evictions: self.rate_limit_evictions.with_label_values(&[name]),
+            cookies: COOKIE_RESULTS
+                .iter()
+                .map(|r| self.cookies.with_label_values(&[name, r]))
+                .collect(),
         }))
     }
 }
@@ -240,6 +256,8 @@ struct Handles {
     /// In the order of [`Limited::ALL`].
     rate_limited: Vec<IntCounter>,
     rate_limit_evictions: IntCounter,
+    /// In the order of [`COOKIE_RESULTS`].
+    cookies: Vec<IntCounter>,
 }
 
 /// One service's counters. Cheap to clone.
@@ -326,6 +344,17 @@ impl ServiceMetrics {
     /// A prefix still over its rate was forgotten to make room in the table.
     pub fn rate_limit_evicted(&self) {
         self.0.rate_limit_evictions.inc();
+    }
+
+    /// A query carried a DNS cookie that proved `state`.
+    pub(crate) fn cookie(&self, state: CookieState) {
+        let i = match state {
+            CookieState::Absent => return,
+            CookieState::ClientOnly => 0,
+            CookieState::Valid => 1,
+            CookieState::Invalid => 2,
+        };
+        self.0.cookies[i].inc();
     }
 
     /// Cache hits, misses, upstream timeouts and truncated answers, and dropped packets

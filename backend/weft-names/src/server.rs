@@ -180,7 +180,7 @@ impl DnsServer {
     /// address keys its server cookie and, over UDP, its rate limit.
     pub fn handle_from(&self, packet: &[u8], via: Via, client: IpAddr, reply: Reply) -> Outcome {
         let metrics = &self.inner.metrics;
-        let mut request = match wire::parse(packet) {
+        let mut request = match wire::parse(packet, self.inner.edns.cookies()) {
             Parsed::Query(request) => request,
             Parsed::Error {
                 mut response,
@@ -215,6 +215,7 @@ impl DnsServer {
             }
             None => CookieState::Absent,
         };
+        metrics.cookie(cookie);
         // A valid server cookie proves the client receives at its address, so its
         // answers reflect at no one: it is not limited.
         if via == Via::Udp && cookie != CookieState::Valid {

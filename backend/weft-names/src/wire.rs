@@ -29,9 +29,10 @@ pub(crate) struct ClientEdns {
 }
 
 impl ClientEdns {
-    /// The client's OPT, with why its COOKIE option is malformed, if it is.
-    fn of(edns: &Edns) -> (Self, Option<String>) {
-        let (asked, malformed) = Asked::read(edns);
+    /// The client's OPT, with why its COOKIE option is malformed, if it is and `cookies`
+    /// are on.
+    fn of(edns: &Edns, cookies: bool) -> (Self, Option<String>) {
+        let (asked, malformed) = Asked::read(edns, cookies);
         let client = Self {
             max_payload: edns.max_payload(),
             dnssec_ok: edns.flags().dnssec_ok,
@@ -83,8 +84,9 @@ pub(crate) enum Parsed {
     Drop(String),
 }
 
-/// Checks `packet` and turns it into a request, an error response or nothing.
-pub(crate) fn parse(packet: &[u8]) -> Parsed {
+/// Checks `packet` and turns it into a request, an error response or nothing; with
+/// `cookies`, a malformed COOKIE option is an error (elsewhere options are not read).
+pub(crate) fn parse(packet: &[u8], cookies: bool) -> Parsed {
     if packet.len() < 12 {
         return Parsed::Drop(format!("{} bytes: shorter than a DNS header", packet.len()));
     }
@@ -120,7 +122,7 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
             };
         }
     };
-    let (edns, malformed) = match message.edns.as_ref().map(ClientEdns::of) {
+    let (edns, malformed) = match message.edns.as_ref().map(|e| ClientEdns::of(e, cookies)) {
         Some((edns, malformed)) => (Some(edns), malformed),
         None => (None, None),
     };
@@ -272,11 +274,11 @@ pub(crate) mod tests {
 
     #[test]
     fn malformed_packets_get_formerr_when_the_header_is_readable_else_nothing() {
-        assert!(matches!(parse(&[0; 5]), Parsed::Drop(_)));
+        assert!(matches!(parse(&[0; 5], false), Parsed::Drop(_)));
         let mut response = query(7, "a.test.", RecordType::A);
         response[2] |= 0x80;
         assert!(
-            matches!(parse(&response), Parsed::Drop(_)),
+            matches!(parse(&response, false), Parsed::Drop(_)),
             "never answer answers"
         );
 
@@ -284,7 +286,7 @@ pub(crate) mod tests {
         garbage.truncate(15);
         let Parsed::Error {
             response, rcode, ..
-        } = parse(&garbage)
+        } = parse(&garbage, false)
         else {
             panic!("FORMERR")
         };
@@ -304,7 +306,7 @@ pub(crate) mod tests {
             RecordType::A,
         ));
         assert!(matches!(
-            parse(&two.to_vec().unwrap()),
+            parse(&two.to_vec().unwrap(), false),
             Parsed::Error {
                 rcode: ResponseCode::FormErr,
                 ..
@@ -314,7 +316,7 @@ pub(crate) mod tests {
         let mut notify = query(3, "a.test.", RecordType::SOA);
         notify[2] |= 4 << 3;
         assert!(matches!(
-            parse(&notify),
+            parse(&notify, false),
             Parsed::Error {
                 rcode: ResponseCode::NotImp,
                 ..
@@ -324,7 +326,7 @@ pub(crate) mod tests {
 
     #[test]
     fn udp_limit_follows_edns_within_bounds() {
-        let Parsed::Query(mut req) = parse(&query(1, "a.test.", RecordType::A)) else {
+        let Parsed::Query(mut req) = parse(&query(1, "a.test.", RecordType::A), false) else {
             panic!()
         };
         assert_eq!(req.udp_limit(), 512);

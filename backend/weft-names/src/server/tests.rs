@@ -311,6 +311,32 @@ fn the_same_question_from_many_clients_goes_upstream_once() {
 }
 
 #[test]
+fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
+    let h = harness(EXAMPLE, true);
+    let max = crate::forward::MAX_IN_FLIGHT;
+    for i in 0..max {
+        let q = query(1, &format!("q{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+    }
+    assert_eq!(h.server.upstream_in_flight(), max);
+    let over = query(2, "one.more.test.", RecordType::A);
+    assert_eq!(h.send(&over, Via::Udp), Outcome::Answered);
+    let r = h.inbox.borrow_mut().pop().expect("SERVFAIL at once");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (2, ResponseCode::ServFail)
+    );
+    assert_eq!(
+        h.server.metrics().forward_refusals(crate::Busy::InFlight),
+        1
+    );
+    assert_eq!(h.wire.0.borrow().len(), max, "nothing more went upstream");
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(h.server.upstream_in_flight(), 0);
+    assert_eq!(h.send(&over, Via::Udp), Outcome::Forwarded, "room again");
+}
+
+#[test]
 fn a_silent_upstream_is_a_pending_deferred_then_servfail_at_the_timeout() {
     let h = harness(EXAMPLE, true);
     h.send(&query(42, "slow.elsewhere.test.", RecordType::A), Via::Udp);

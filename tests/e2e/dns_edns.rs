@@ -373,3 +373,30 @@ fn a_malformed_cookie_gets_formerr_with_an_opt() {
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     assert_eq!(cookie(&answer), None);
 }
+
+#[test]
+fn check_and_run_refuse_bad_nsid_cookies_and_rate_limit_values_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = |keys: &str| {
+        format!(
+            "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:{}\"\nforward = \"127.0.0.1\"\n{keys}\n",
+            free_port()
+        )
+    };
+    crate::check::both_refuse(
+        dir.path(),
+        &dns(&format!("nsid = \"{}\"", "n".repeat(129))),
+        &["weft.toml:6:8: service[0].nsid: must be 1 to 128 bytes, got 129"],
+    );
+    crate::check::both_refuse(
+        dir.path(),
+        &dns("rate_limit = { slip = 11 }"),
+        &["service[0].rate_limit.slip: must be between 0 and 10, got 11"],
+    );
+    crate::check::both_refuse(
+        dir.path(),
+        &dns("rate_limit = { responses_per_second = 0 }"),
+        &["service[0].rate_limit.responses_per_second: must be between 1 and 1000000"],
+    );
+    crate::check::both_refuse(dir.path(), &dns("cookies = 1"), &["service[0].cookies"]);
+}

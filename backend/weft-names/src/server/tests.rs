@@ -311,6 +311,38 @@ fn the_same_question_from_many_clients_goes_upstream_once() {
 }
 
 #[test]
+fn forwarded_queries_carry_do_and_a_client_without_it_gets_no_signatures() {
+    let h = harness(EXAMPLE, true);
+    let ask = |id, dnssec_ok| {
+        let mut q = query(id, "signed.elsewhere.test.", RecordType::A);
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(dnssec_ok);
+        q.edns = Some(edns);
+        h.send(&q, Via::Udp)
+    };
+    assert_eq!(ask(5, false), Outcome::Forwarded);
+    let up = h.upstream_query();
+    assert!(up.edns.as_ref().unwrap().flags().dnssec_ok, "DO upstream");
+    let mut answer = a_answer(&up, 60);
+    let rrsig = RData::Unknown {
+        code: RecordType::RRSIG,
+        rdata: hickory_proto::rr::rdata::NULL::with(vec![1; 24]),
+    };
+    let name = up.queries[0].name().clone();
+    answer.answers.push(Record::from_rdata(name, 60, rrsig));
+    let packet = answer.to_vec().unwrap();
+    h.server
+        .upstream_received(&packet, UPSTREAM.parse().unwrap())
+        .unwrap();
+    let plain = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(plain.answers.len(), 1, "RFC 4035 section 3.2.1");
+    assert_eq!(ask(6, true), Outcome::FromCache);
+    let signed = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(signed.answers.len(), 2);
+    assert!(signed.edns.unwrap().flags().dnssec_ok);
+}
+
+#[test]
 fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
     let h = harness(EXAMPLE, true);
     let max = crate::forward::MAX_IN_FLIGHT;

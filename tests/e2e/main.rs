@@ -17,6 +17,7 @@ mod dns;
 mod dns_abuse;
 mod dns_edns;
 mod dns_rules;
+mod dns_view;
 mod faults;
 mod gateway;
 mod history;

@@ -90,14 +90,14 @@ impl Cookie {
 
 /// The options of a client's OPT record that this server acts on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Asked {
+pub(crate) struct OptionsAsked {
     /// It carried an NSID option.
     pub(crate) nsid: bool,
     /// Its COOKIE option, if well-formed.
     pub(crate) cookie: Option<Cookie>,
 }
 
-impl Asked {
+impl OptionsAsked {
     /// Reads `edns`'s options, with why its COOKIE option is malformed, if it is (RFC
     /// 7873 section 5.2.2: FORMERR); without `cookies`, the COOKIE option is not read.
     pub(crate) fn read(edns: &Edns, cookies: bool) -> (Self, Option<String>) {
@@ -121,13 +121,13 @@ impl Asked {
 
 /// The options an answer carries besides size, version and DO.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Answered {
+pub(crate) struct OptionsAnswered {
     nsid: Option<Rc<[u8]>>,
     /// The client cookie and this server's cookie for it.
     cookie: Option<[u8; CLIENT_COOKIE + OUR_SERVER_COOKIE]>,
 }
 
-impl Answered {
+impl OptionsAnswered {
     /// Adds the options to a response's OPT record.
     pub(crate) fn add_to(&self, edns: &mut Edns) {
         if let Some(nsid) = &self.nsid
@@ -180,12 +180,21 @@ impl Options {
     }
 
     /// The options of the answer to `asked` from `client`, now; and what its cookie proved.
-    pub(crate) fn answer(&self, asked: &Asked, client: IpAddr) -> (Answered, CookieState) {
+    pub(crate) fn answer(
+        &self,
+        asked: &OptionsAsked,
+        client: IpAddr,
+    ) -> (OptionsAnswered, CookieState) {
         self.answer_at(asked, client, unix_now())
     }
 
-    fn answer_at(&self, asked: &Asked, client: IpAddr, now: u32) -> (Answered, CookieState) {
-        let mut answered = Answered {
+    fn answer_at(
+        &self,
+        asked: &OptionsAsked,
+        client: IpAddr,
+        now: u32,
+    ) -> (OptionsAnswered, CookieState) {
+        let mut answered = OptionsAnswered {
             nsid: asked.nsid.then(|| self.nsid.clone()).flatten(),
             cookie: None,
         };

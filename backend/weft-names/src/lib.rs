@@ -34,7 +34,8 @@
 //! - [`edns`]: the OPT options answered, NSID and DNS cookies (a server secret that
 //!   changes hourly); every other option is ignored.
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
-//!   timeout each), answers checked against source, id and question; an answer
+//!   timeout each, its named steps saying the cache missed and which upstreams it waits
+//!   on), answers checked against source, id and question; an answer
 //!   truncated over UDP is asked again over TCP, and only whole answers are replayed.
 //! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
 //!   negative answers for the SOA minimum, bounded.
@@ -42,7 +43,11 @@
 //!   length framing of DNS over TCP), the upstream UDP port and TCP connections, and
 //!   [`listen`] which wires them on a reactor.
 //! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
-//!   per-service handles resolved once.
+//!   per-service handles resolved once; every answer goes through
+//!   `ServiceMetrics::answered`, which counts, times and records it.
+//! - [`view`]: what the dashboard shows of the queries (recent ones, top names, each
+//!   upstream's latency and timeouts), sampled under load and bounded, and the query log
+//!   handed to history under a per-second budget, failures always kept.
 //!
 //! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
@@ -56,6 +61,7 @@ pub mod rrl;
 pub mod server;
 pub mod transport;
 mod tsig;
+pub mod view;
 pub mod wire;
 pub mod zone;
 
@@ -66,4 +72,5 @@ pub use metrics::{Busy, DnsMetrics, Limited, ServiceMetrics};
 pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transport::{DnsTcp, DnsUdp, listen};
+pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};
 pub use zone::{Catalog, Zone, ZoneAnswer};

@@ -18,6 +18,7 @@ use crate::edns::{self, CookieState, EdnsConfig};
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::{Limited, ServiceMetrics};
 use crate::rrl::{Limiter, RateLimit, Verdict};
+use crate::view::Source;
 use crate::wire::{self, Parsed, Request};
 use crate::zone::Catalog;
 
@@ -133,6 +134,7 @@ impl std::fmt::Debug for DnsServer {
 impl DnsServer {
     /// A server for `config`; upstream queries go out through `link`.
     pub fn new(config: DnsConfig, metrics: ServiceMetrics, link: Rc<dyn UpstreamLink>) -> Self {
+        metrics.figures().set_upstreams(&config.forward);
         let forwarder = (!config.forward.is_empty()).then(|| {
             Forwarder::new(
                 config.forward,
@@ -168,18 +170,19 @@ impl DnsServer {
         self.inner.forwarder.as_ref().map_or(0, |f| f.cached())
     }
 
-    /// Answers one query packet through `reply`, now or later, as [`handle_from`]
-    /// does for a client at 0.0.0.0.
-    ///
-    /// [`handle_from`]: Self::handle_from
-    pub fn handle(&self, packet: &[u8], via: Via, reply: Reply) -> Outcome {
-        self.handle_from(packet, via, IpAddr::V4(Ipv4Addr::UNSPECIFIED), reply)
-    }
-
-    /// Answers one query packet from `client` through `reply`, now or later. The
-    /// address keys its server cookie and, over UDP, its rate limit.
-    pub fn handle_from(&self, packet: &[u8], via: Via, client: IpAddr, reply: Reply) -> Outcome {
+    /// Answers one query packet from `client` (when the transport says) through `reply`,
+    /// now or later. The address keys its server cookie and, over UDP, its rate limit
+    /// (without one, both take 0.0.0.0).
+    pub fn handle(
+        &self,
+        packet: &[u8],
+        via: Via,
+        client: Option<SocketAddr>,
+        reply: Reply,
+    ) -> Outcome {
         let metrics = &self.inner.metrics;
+        let received = std::time::Instant::now();
+        let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let mut request = match wire::parse(packet, self.inner.edns.cookies()) {
             Parsed::Query(request) => request,
             Parsed::Error {
@@ -189,13 +192,13 @@ impl DnsServer {
                 why,
             } => {
                 if let (Some(asked), Some(opt)) = (asked, response.edns.as_mut()) {
-                    self.inner.edns.answer(&asked, client).0.add_to(opt);
+                    self.inner.edns.answer(&asked, ip).0.add_to(opt);
                 }
                 // An error answer has no records: a slipped one goes out as it is.
-                if via == Via::Udp && self.rate_limit(client) == Verdict::Drop {
+                if via == Via::Udp && self.rate_limit(ip) == Verdict::Drop {
                     return Outcome::RateLimited;
                 }
-                metrics.response(rcode);
+                metrics.answered(None, client, received, rcode, Source::Malformed);
                 reply(wire::encode(&response, None));
                 return Outcome::Malformed(why);
             }
@@ -204,12 +207,14 @@ impl DnsServer {
                 return Outcome::Dropped(why);
             }
         };
+        request.asked.client = client;
+        request.asked.received = received;
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();
         let cookie = match request.edns.as_mut() {
             Some(edns) => {
-                let (answered, cookie) = self.inner.edns.answer(&edns.asked, client);
+                let (answered, cookie) = self.inner.edns.answer(&edns.asked, ip);
                 edns.answered = answered;
                 cookie
             }
@@ -219,7 +224,7 @@ impl DnsServer {
         // A valid server cookie proves the client receives at its address, so its
         // answers reflect at no one: it is not limited.
         if via == Via::Udp && cookie != CookieState::Valid {
-            match self.rate_limit(client) {
+            match self.rate_limit(ip) {
                 Verdict::Send => {}
                 Verdict::Drop => return Outcome::RateLimited,
                 Verdict::Slip => {
@@ -232,14 +237,14 @@ impl DnsServer {
                         // cookie, which lifts the limit from its next query.
                         request.response(ResponseCode::BADCOOKIE, recursion)
                     };
-                    send(metrics, &request, via, slipped, reply);
+                    send(metrics, &request, via, slipped, reply, Source::RateLimited);
                     return Outcome::RateLimited;
                 }
             }
         }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
             let refused = request.response(ResponseCode::Refused, recursion);
-            send(metrics, &request, via, refused, reply);
+            send(metrics, &request, via, refused, reply, Source::Refused);
             return Outcome::Refused;
         }
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
@@ -248,14 +253,14 @@ impl DnsServer {
             message.metadata.authoritative = true;
             message.answers = answer.answers;
             message.authorities = answer.authorities;
-            send(metrics, &request, via, message, reply);
+            send(metrics, &request, via, message, reply, Source::Zone);
             return Outcome::Answered;
         }
         match &self.inner.forwarder {
             Some(forwarder) => forwarder.ask(request, via, reply),
             None => {
                 let refused = request.response(ResponseCode::Refused, false);
-                send(metrics, &request, via, refused, reply);
+                send(metrics, &request, via, refused, reply, Source::Refused);
                 Outcome::Refused
             }
         }
@@ -294,21 +299,33 @@ impl DnsServer {
     }
 }
 
-/// Encodes `message` for `via`, counts its rcode and hands it to `reply`.
+/// Encodes `message` for `via`, counts, times and records it as coming from `source`,
+/// and hands it to `reply`.
 pub(crate) fn send(
     metrics: &ServiceMetrics,
     request: &Request,
     via: Via,
     message: Message,
     reply: Reply,
+    source: Source,
 ) {
     let limit = match via {
         Via::Udp => request.udp_limit(),
         Via::Tcp => usize::from(u16::MAX),
     };
-    metrics.response(message.metadata.response_code);
-    reply(wire::encode(&message, Some(limit)));
+    let encoded = wire::encode(&message, Some(limit));
+    let asked = request.asked;
+    metrics.answered(
+        Some(&request.query),
+        asked.client,
+        asked.received,
+        message.metadata.response_code,
+        source,
+    );
+    reply(encoded);
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_tests;

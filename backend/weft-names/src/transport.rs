@@ -97,10 +97,10 @@ impl DnsUdp {
 impl DatagramProtocol for DnsUdp {
     fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
         let t = transport.clone();
-        let outcome = self.server.handle_from(
+        let outcome = self.server.handle(
             data,
             Via::Udp,
-            from.ip(),
+            Some(from),
             Box::new(move |answer| {
                 t.write(&answer, from);
             }),
@@ -131,15 +131,10 @@ impl DnsTcp {
 impl StringHandler for DnsTcp {
     fn string_received(&mut self, transport: &Transport, data: &[u8]) {
         let t = transport.clone();
-        // A unix socket has no address: its cookies are keyed as 0.0.0.0's.
-        let client = transport
-            .peer()
-            .socket_addr()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let outcome = self.server.handle_from(
+        let outcome = self.server.handle(
             data,
             Via::Tcp,
-            client,
+            transport.peer().socket_addr(),
             Box::new(move |answer| {
                 if !t.is_closed() {
                     send_int16_string(&t, &answer);

@@ -4,7 +4,7 @@
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::DNSClass;
 
-use crate::edns::{Answered, Asked};
+use crate::edns::{OptionsAnswered, OptionsAsked};
 use crate::tsig;
 
 /// What classic DNS over UDP allows without EDNS (RFC 1035 section 4.2.1).
@@ -23,21 +23,21 @@ pub(crate) struct ClientEdns {
     /// DNSSEC OK, which RFC 3225 section 3 has the response copy.
     pub(crate) dnssec_ok: bool,
     /// The options this server acts on (NSID, COOKIE).
-    pub(crate) asked: Asked,
+    pub(crate) asked: OptionsAsked,
     /// The options the answer carries, filled in by the server.
-    pub(crate) answered: Answered,
+    pub(crate) answered: OptionsAnswered,
 }
 
 impl ClientEdns {
     /// The client's OPT, with why its COOKIE option is malformed, if it is and `cookies`
     /// are on.
     fn of(edns: &Edns, cookies: bool) -> (Self, Option<String>) {
-        let (asked, malformed) = Asked::read(edns, cookies);
+        let (asked, malformed) = OptionsAsked::read(edns, cookies);
         let client = Self {
             max_payload: edns.max_payload(),
             dnssec_ok: edns.flags().dnssec_ok,
             asked,
-            answered: Answered::default(),
+            answered: OptionsAnswered::default(),
         };
         (client, malformed)
     }
@@ -64,6 +64,17 @@ pub(crate) struct Request {
     pub(crate) query: Query,
     /// What the client's OPT record asked, if it sent one.
     pub(crate) edns: Option<ClientEdns>,
+    /// Who asked and when, for the answer's latency and the query log.
+    pub(crate) asked: Asked,
+}
+
+/// Who asked a query and when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asked {
+    /// The client, when the transport says.
+    pub(crate) client: Option<std::net::SocketAddr>,
+    /// When the packet arrived.
+    pub(crate) received: std::time::Instant,
 }
 
 /// What to do with a packet.
@@ -76,7 +87,7 @@ pub(crate) enum Parsed {
     /// answers from `asked`.
     Error {
         response: Box<Message>,
-        asked: Option<Asked>,
+        asked: Option<OptionsAsked>,
         rcode: ResponseCode,
         why: String,
     },
@@ -184,6 +195,10 @@ pub(crate) fn parse(packet: &[u8], cookies: bool) -> Parsed {
         checking_disabled: message.metadata.checking_disabled,
         query,
         edns,
+        asked: Asked {
+            client: None,
+            received: std::time::Instant::now(),
+        },
     })
 }
 
@@ -334,8 +349,8 @@ pub(crate) mod tests {
             Some(ClientEdns {
                 max_payload,
                 dnssec_ok: false,
-                asked: Asked::default(),
-                answered: Answered::default(),
+                asked: OptionsAsked::default(),
+                answered: OptionsAnswered::default(),
             })
         };
         req.edns = edns(100);

@@ -47,6 +47,7 @@ pub(crate) struct RawStore {
     pub(crate) path: Option<Spanned<String>>,
     pub(crate) retention: Option<Spanned<String>>,
     pub(crate) connections_per_second: Option<u32>,
+    pub(crate) queries_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +56,7 @@ pub(crate) struct RawInspect {
     pub(crate) stall_after: Option<Spanned<String>>,
     pub(crate) slow_callback: Option<Spanned<String>>,
     pub(crate) sample: Option<Spanned<f64>>,
+    pub(crate) sample_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

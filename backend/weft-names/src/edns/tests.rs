@@ -10,8 +10,8 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-fn asked(cookie: &[u8]) -> Asked {
-    Asked {
+fn asked(cookie: &[u8]) -> OptionsAsked {
+    OptionsAsked {
         nsid: false,
         cookie: Some(Cookie::read(cookie).unwrap()),
     }
@@ -116,15 +116,18 @@ fn nsid_answers_only_queries_that_ask_and_nothing_without_a_setting() {
         cookies: false,
     });
     let here: IpAddr = "192.0.2.1".parse().unwrap();
-    let ask = Asked {
+    let ask = OptionsAsked {
         nsid: true,
         cookie: None,
     };
     let (answered, _) = with.answer(&ask, here);
     assert_eq!(answered.nsid.as_deref(), Some(&b"ns1.example"[..]));
-    assert_eq!(with.answer(&Asked::default(), here).0, Answered::default());
+    assert_eq!(
+        with.answer(&OptionsAsked::default(), here).0,
+        OptionsAnswered::default()
+    );
     let without = Options::new(&EdnsConfig::default());
-    assert_eq!(without.answer(&ask, here).0, Answered::default());
+    assert_eq!(without.answer(&ask, here).0, OptionsAnswered::default());
     // Cookies off: a client cookie is not answered.
     let (answered, state) = with.answer(&asked(&[1; 8]), here);
     assert_eq!((answered.cookie, state), (None, CookieState::Absent));

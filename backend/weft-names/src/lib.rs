@@ -32,7 +32,10 @@
 //!   client's UDP size; `tsig` reads the TSIG record of a query and builds the BADKEY
 //!   answer (the server holds no keys).
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
-//!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
+//!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED;
+//!   over UDP first past the client prefix's rate limit ([`rrl`]).
+//! - [`edns`]: the OPT options answered, NSID and DNS cookies (a server secret that
+//!   changes hourly); every other option is ignored.
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
 //!   timeout each, its named steps saying the cache missed and which upstreams it waits
 //!   on), answers checked against source, id and question; an answer
@@ -53,9 +56,11 @@
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
 
 pub mod cache;
+pub mod edns;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod rrl;
 pub mod server;
 pub mod transport;
 mod tsig;
@@ -63,9 +68,11 @@ pub mod view;
 pub mod wire;
 pub mod zone;
 
+pub use edns::EdnsConfig;
 pub use error::{NamesError, ZoneError};
 pub use forward::{TcpAnswer, TcpExchange, UpstreamLink};
-pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
+pub use metrics::{Busy, DnsMetrics, Limited, ServiceMetrics};
+pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transport::{DnsTcp, DnsUdp, listen};
 pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};

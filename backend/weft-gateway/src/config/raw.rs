@@ -110,6 +110,12 @@ pub(crate) struct RawService {
     pub(crate) cache_size: Option<Spanned<i64>>,
     /// dns: how long an upstream query may take.
     pub(crate) timeout: Option<Spanned<String>>,
+    /// dns: the server identifier answered to NSID.
+    pub(crate) nsid: Option<Spanned<String>>,
+    /// dns: answer DNS cookies.
+    pub(crate) cookies: Option<Spanned<bool>>,
+    /// dns: response rate limiting over UDP.
+    pub(crate) rate_limit: Option<Spanned<crate::services::dns_edns::RawRateLimit>>,
 }
 
 impl RawService {
@@ -160,6 +166,15 @@ impl RawService {
         }
         if let Some(v) = &self.timeout {
             keys.push(("timeout", v.span()));
+        }
+        if let Some(v) = &self.nsid {
+            keys.push(("nsid", v.span()));
+        }
+        if let Some(v) = &self.cookies {
+            keys.push(("cookies", v.span()));
+        }
+        if let Some(v) = &self.rate_limit {
+            keys.push(("rate_limit", v.span()));
         }
         keys
     }

@@ -4,7 +4,8 @@
 //! Keys: `zones` (zone files, relative to the working directory unless absolute),
 //! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
 //! kept, default 10000; 0 turns the cache off) and `timeout` (how long an upstream may
-//! take before the client gets SERVFAIL, default `"2s"`). Zone files are read and checked
+//! take before the client gets SERVFAIL, default `"2s"`); `nsid`, `cookies` and
+//! `rate_limit` are read in `dns_edns`. Zone files are read and checked
 //! here, so `weft check` reports a bad record by the zone file's name and line.
 
 use std::net::{IpAddr, SocketAddr};
@@ -90,12 +91,29 @@ impl super::Kind for DnsKind {
             "forward": d.config.forward,
             "cache_size": d.config.cache_size,
             "timeout_ms": d.config.timeout.as_millis() as u64,
+            "nsid": d.config.edns.nsid,
+            "cookies": d.config.edns.cookies,
+            "rate_limit": d.config.rate_limit.map(|r| serde_json::json!({
+                "responses_per_second": r.responses_per_second,
+                "burst": r.burst,
+                "slip": r.slip,
+                "ipv4_prefix": r.ipv4_prefix,
+                "ipv6_prefix": r.ipv6_prefix,
+            })),
         })
     }
 }
 
 fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
-    ctx.only_keys(&["zones", "forward", "cache_size", "timeout"])?;
+    ctx.only_keys(&[
+        "zones",
+        "forward",
+        "cache_size",
+        "timeout",
+        "nsid",
+        "cookies",
+        "rate_limit",
+    ])?;
     let raw = ctx.raw;
     let mut zones = Catalog::default();
     let mut zone_files = Vec::new();
@@ -162,6 +180,8 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             forward,
             cache_size,
             timeout,
+            edns: super::dns_edns::edns(ctx)?,
+            rate_limit: super::dns_edns::rate_limit(ctx)?,
         },
     })
 }

@@ -74,6 +74,7 @@ pub(super) fn harness(zone_text: &str, forward: bool) -> Harness {
         },
         cache_size: 100,
         timeout: Duration::from_secs(2),
+        ..DnsConfig::default()
     };
     let wire = Rc::new(Wire::default());
     let server = DnsServer::new(config, ServiceMetrics::detached("dns"), wire.clone());
@@ -308,6 +309,64 @@ fn the_same_question_from_many_clients_goes_upstream_once() {
     let ids: Vec<u16> = h.inbox.borrow().iter().map(|m| m.metadata.id).collect();
     assert_eq!(ids, [1, 2, 3]);
     assert_eq!(h.server.upstream_in_flight(), 0);
+}
+
+#[test]
+fn forwarded_queries_carry_do_and_a_client_without_it_gets_no_signatures() {
+    let h = harness(EXAMPLE, true);
+    let ask = |id, dnssec_ok| {
+        let mut q = query(id, "signed.elsewhere.test.", RecordType::A);
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(dnssec_ok);
+        q.edns = Some(edns);
+        h.send(&q, Via::Udp)
+    };
+    assert_eq!(ask(5, false), Outcome::Forwarded);
+    let up = h.upstream_query();
+    assert!(up.edns.as_ref().unwrap().flags().dnssec_ok, "DO upstream");
+    let mut answer = a_answer(&up, 60);
+    let rrsig = RData::Unknown {
+        code: RecordType::RRSIG,
+        rdata: hickory_proto::rr::rdata::NULL::with(vec![1; 24]),
+    };
+    let name = up.queries[0].name().clone();
+    answer.answers.push(Record::from_rdata(name, 60, rrsig));
+    let packet = answer.to_vec().unwrap();
+    h.server
+        .upstream_received(&packet, UPSTREAM.parse().unwrap())
+        .unwrap();
+    let plain = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(plain.answers.len(), 1, "RFC 4035 section 3.2.1");
+    assert_eq!(ask(6, true), Outcome::FromCache);
+    let signed = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(signed.answers.len(), 2);
+    assert!(signed.edns.unwrap().flags().dnssec_ok);
+}
+
+#[test]
+fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
+    let h = harness(EXAMPLE, true);
+    let max = crate::forward::MAX_IN_FLIGHT;
+    for i in 0..max {
+        let q = query(1, &format!("q{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+    }
+    assert_eq!(h.server.upstream_in_flight(), max);
+    let over = query(2, "one.more.test.", RecordType::A);
+    assert_eq!(h.send(&over, Via::Udp), Outcome::Answered);
+    let r = h.inbox.borrow_mut().pop().expect("SERVFAIL at once");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (2, ResponseCode::ServFail)
+    );
+    assert_eq!(
+        h.server.metrics().forward_refusals(crate::Busy::InFlight),
+        1
+    );
+    assert_eq!(h.wire.0.borrow().len(), max, "nothing more went upstream");
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(h.server.upstream_in_flight(), 0);
+    assert_eq!(h.send(&over, Via::Udp), Outcome::Forwarded, "room again");
 }
 
 #[test]

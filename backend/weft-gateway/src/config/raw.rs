@@ -118,6 +118,12 @@ pub(crate) struct RawService {
     pub(crate) max_ttl: Option<Spanned<String>>,
     /// dns: how long an expired answer may be served when no upstream answers.
     pub(crate) serve_stale: Option<Spanned<String>>,
+    /// dns: the server identifier answered to NSID.
+    pub(crate) nsid: Option<Spanned<String>>,
+    /// dns: answer DNS cookies.
+    pub(crate) cookies: Option<Spanned<bool>>,
+    /// dns: response rate limiting over UDP.
+    pub(crate) rate_limit: Option<Spanned<crate::services::dns_edns::RawRateLimit>>,
 }
 
 impl RawService {
@@ -176,6 +182,15 @@ impl RawService {
             if let Some(v) = value {
                 keys.push((name, v.span()));
             }
+        }
+        if let Some(v) = &self.nsid {
+            keys.push(("nsid", v.span()));
+        }
+        if let Some(v) = &self.cookies {
+            keys.push(("cookies", v.span()));
+        }
+        if let Some(v) = &self.rate_limit {
+            keys.push(("rate_limit", v.span()));
         }
         keys
     }

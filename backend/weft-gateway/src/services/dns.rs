@@ -4,8 +4,9 @@
 //! Keys: `zones` (zone files, relative to the working directory unless absolute),
 //! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
 //! kept, default 10000; 0 turns the cache off) and `timeout` (how long an upstream may
-//! take before the client gets SERVFAIL, default `"2s"`); the forwarding keys are
-//! `dns_forwarding`'s. Zone files are read and checked
+//! take before the client gets SERVFAIL, default `"2s"`); `nsid`, `cookies` and
+//! `rate_limit` are read in `dns_edns`, the forwarding keys in `dns_forwarding`. Zone
+//! files are read and checked
 //! here, so `weft check` reports a bad record by the zone file's name and line.
 
 use std::net::{IpAddr, SocketAddr};
@@ -92,12 +93,29 @@ impl super::Kind for DnsKind {
             "cache_size": d.config.cache_size,
             "timeout_ms": d.config.timeout.as_millis() as u64,
             "forwarding": super::dns_forwarding::describe(&d.config.forwarding),
+            "nsid": d.config.edns.nsid,
+            "cookies": d.config.edns.cookies,
+            "rate_limit": d.config.rate_limit.map(|r| serde_json::json!({
+                "responses_per_second": r.responses_per_second,
+                "burst": r.burst,
+                "slip": r.slip,
+                "ipv4_prefix": r.ipv4_prefix,
+                "ipv6_prefix": r.ipv6_prefix,
+            })),
         })
     }
 }
 
 fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
-    let keys = ["zones", "forward", "cache_size", "timeout"];
+    let keys = [
+        "zones",
+        "forward",
+        "cache_size",
+        "timeout",
+        "nsid",
+        "cookies",
+        "rate_limit",
+    ];
     ctx.only_keys(&[&keys[..], &super::dns_forwarding::KEYS[..]].concat())?;
     let raw = ctx.raw;
     let mut zones = Catalog::default();
@@ -167,6 +185,8 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             forwarding,
             cache_size,
             timeout,
+            edns: super::dns_edns::edns(ctx)?,
+            rate_limit: super::dns_edns::rate_limit(ctx)?,
         },
     })
 }
@@ -277,14 +297,15 @@ mod tests {
         );
         assert!(e.contains("named on line 5 of weft.toml"), "{e}");
 
-        let wild = dir.path().join("wild.zone");
-        std::fs::write(&wild, format!("{ZONE}*.apps A 192.0.2.8\n")).unwrap();
-        let e = err(&format!("zones = [{:?}]", wild.display()));
+        let included = dir.path().join("hosts.inc");
+        std::fs::write(&included, "www A 192.0.2.8\nmail A 300.0.0.1\n").unwrap();
+        let including = dir.path().join("including.zone");
+        std::fs::write(&including, format!("{ZONE}$INCLUDE hosts.inc\n")).unwrap();
+        let e = err(&format!("zones = [{:?}]", including.display()));
         assert!(
             e.starts_with(&format!(
-                "{}:5: service[0].zones: *.apps.example.test. is a wildcard: wildcards are not \
-                 supported yet",
-                wild.display()
+                "{}:2: service[0].zones: \"300.0.0.1\" is not an IPv4 address",
+                included.display()
             )),
             "{e}"
         );

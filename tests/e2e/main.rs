@@ -15,6 +15,7 @@ mod demo;
 mod deploy;
 mod dns;
 mod dns_rules;
+mod dns_transfer;
 mod faults;
 mod gateway;
 mod history;

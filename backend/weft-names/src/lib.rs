@@ -33,6 +33,9 @@
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
 //!   timeout each), answers checked against source, id and question; an answer
 //!   truncated over UDP is asked again over TCP, and only whole answers are replayed.
+//! - [`transfer`]: zone transfers out (AXFR, IXFR answered in full) to the peers of
+//!   `allow_transfer`, streamed under back-pressure over TCP; NOTIFY to the `notify`
+//!   peers when a reload changes a zone's serial, and REFUSED for a NOTIFY received.
 //! - [`cache`]: forwarded answers by question for their TTL on the thread's clock,
 //!   negative answers for the SOA minimum, bounded.
 //! - [`transport`]: [`DnsUdp`], [`DnsTcp`] under an [`weft::framing::Int16StringReceiver`] (the 2-byte
@@ -49,6 +52,7 @@ pub mod error;
 pub mod forward;
 pub mod metrics;
 pub mod server;
+pub mod transfer;
 pub mod transport;
 mod tsig;
 pub mod wire;
@@ -58,5 +62,6 @@ pub use error::{NamesError, ZoneError};
 pub use forward::{TcpAnswer, TcpExchange, UpstreamLink};
 pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
+pub use transfer::{Prefix, TransferConfig};
 pub use transport::{DnsTcp, DnsUdp, listen};
 pub use zone::{Catalog, Zone, ZoneAnswer};

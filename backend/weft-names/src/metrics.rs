@@ -81,6 +81,8 @@ pub struct DnsMetrics {
     upstream_truncated: IntCounterVec,
     forward_refused: IntCounterVec,
     dropped: IntCounterVec,
+    /// Zone transfers, NOTIFY and zone reloads.
+    transfer: crate::transfer::metrics::TransferFamilies,
 }
 
 impl DnsMetrics {
@@ -99,6 +101,7 @@ impl DnsMetrics {
         ] {
             registry.register(Box::new(family.clone()))?;
         }
+        metrics.transfer.register(registry)?;
         Ok(metrics)
     }
 
@@ -148,6 +151,7 @@ impl DnsMetrics {
                 "Packets dropped unanswered: too short to answer, responses, or stray upstream answers.",
                 &["service"],
             )?,
+            transfer: crate::transfer::metrics::TransferFamilies::new()?,
         })
     }
 
@@ -175,6 +179,7 @@ impl DnsMetrics {
                 .map(|b| self.forward_refused.with_label_values(&[name, b.as_str()]))
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
+            transfer: self.transfer.service(name),
         }))
     }
 }
@@ -194,6 +199,7 @@ struct Handles {
     /// In the order of [`Busy::ALL`].
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
+    transfer: crate::transfer::TransferCounters,
 }
 
 /// One service's counters. Cheap to clone.
@@ -265,6 +271,11 @@ impl ServiceMetrics {
     /// A packet was dropped unanswered.
     pub fn dropped(&self) {
         self.0.dropped.inc();
+    }
+
+    /// Its zone transfer, NOTIFY and zone reload counters.
+    pub fn transfer(&self) -> &crate::transfer::TransferCounters {
+        &self.0.transfer
     }
 
     /// Cache hits, misses, upstream timeouts and truncated answers, and dropped packets

@@ -5,7 +5,7 @@
 //! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
 //! the upstream answers.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::ServiceMetrics;
+use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
 use crate::wire::{self, Parsed, Request};
 use crate::zone::Catalog;
 
@@ -47,6 +48,9 @@ pub enum Outcome {
     Malformed(String),
     /// Not answered: too short to answer, or a response; says why.
     Dropped(String),
+    /// A zone transfer request (AXFR, IXFR), not answered yet: the transport answers it
+    /// through [`DnsServer::transfer`], knowing the peer and able to send many messages.
+    Transfer(Transfer),
 }
 
 /// A DNS service's settings.
@@ -61,6 +65,9 @@ pub struct DnsConfig {
     pub cache_size: usize,
     /// How long an upstream query may take before its clients get SERVFAIL.
     pub timeout: Duration,
+    /// Who may transfer the zones (`allow_transfer`) and whom a changed zone is
+    /// announced to (`notify`).
+    pub transfer: TransferConfig,
 }
 
 impl DnsConfig {
@@ -85,12 +92,15 @@ impl Default for DnsConfig {
             forward: Vec::new(),
             cache_size: Self::DEFAULT_CACHE_SIZE,
             timeout: Self::DEFAULT_TIMEOUT,
+            transfer: TransferConfig::default(),
         }
     }
 }
 
 struct Inner {
-    catalog: Catalog,
+    /// Shared with the zone transfers under way, which may outlive this server.
+    catalog: Rc<Catalog>,
+    transfer: TransferConfig,
     /// `None` without `forward` upstreams: a name outside the zones is REFUSED.
     forwarder: Option<Rc<Forwarder>>,
     metrics: ServiceMetrics,
@@ -129,7 +139,8 @@ impl DnsServer {
         });
         Self {
             inner: Rc::new(Inner {
-                catalog: config.zones,
+                catalog: Rc::new(config.zones),
+                transfer: config.transfer,
                 forwarder,
                 metrics,
             }),
@@ -154,6 +165,12 @@ impl DnsServer {
     /// Answers one query packet through `reply`, now or later.
     pub fn handle(&self, packet: &[u8], via: Via, reply: Reply) -> Outcome {
         let metrics = &self.inner.metrics;
+        if let Some(refused) = crate::transfer::notify_received(packet) {
+            metrics.transfer().notify(NotifyResult::Received);
+            metrics.response(ResponseCode::Refused);
+            reply(refused);
+            return Outcome::Refused;
+        }
         let request = match wire::parse(packet) {
             Parsed::Query(request) => request,
             Parsed::Error {
@@ -173,7 +190,10 @@ impl DnsServer {
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Outcome::Transfer(Transfer::new(request, packet));
+        }
+        if qtype == RecordType::OPT {
             let refused = request.response(ResponseCode::Refused, recursion);
             send(metrics, &request, via, refused, reply);
             return Outcome::Refused;
@@ -195,6 +215,22 @@ impl DnsServer {
                 Outcome::Refused
             }
         }
+    }
+
+    /// What the zone transfer request `asked`, from `peer` over `via`, gets (see
+    /// [`crate::transfer`]); what is answered at once is counted.
+    pub fn transfer(&self, asked: Transfer, peer: Option<IpAddr>, via: Via) -> Plan {
+        let inner = &self.inner;
+        let recursion = inner.forwarder.is_some();
+        crate::transfer::plan(
+            asked,
+            peer,
+            via,
+            &inner.catalog,
+            &inner.transfer,
+            recursion,
+            &inner.metrics,
+        )
     }
 
     /// A datagram arrived on the upstream port. Returns why it was ignored, if it was

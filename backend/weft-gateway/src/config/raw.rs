@@ -108,6 +108,10 @@ pub(crate) struct RawService {
     pub(crate) cache_size: Option<Spanned<i64>>,
     /// dns: how long an upstream query may take.
     pub(crate) timeout: Option<Spanned<String>>,
+    /// dns: the peers that may transfer the zones.
+    pub(crate) allow_transfer: Option<Spanned<toml::Value>>,
+    /// dns: the peers told of a changed zone.
+    pub(crate) notify: Option<Spanned<toml::Value>>,
 }
 
 impl RawService {
@@ -148,6 +152,8 @@ impl RawService {
             ("root", &self.root),
             ("zones", &self.zones),
             ("forward", &self.forward),
+            ("allow_transfer", &self.allow_transfer),
+            ("notify", &self.notify),
         ] {
             if let Some(v) = value {
                 keys.push((name, v.span()));

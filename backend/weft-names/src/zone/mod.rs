@@ -4,11 +4,12 @@
 //! longest origin that contains a name, and [`Zone::lookup`] answers from it: the
 //! records asked for, CNAMEs followed while they stay inside the zone (each once, at most
 //! eight), NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308).
-//! Delegations and zone transfers are not served, and a zone file with a wildcard owner
+//! Delegations are not served (zone transfers are, by [`crate::transfer`]), and a zone file with a wildcard owner
 //! (`*`) is refused until wildcards are.
 
 mod lex;
 mod parse;
+mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -178,3 +178,64 @@ stall_after = "300ms"
         app.log()
     );
 }
+
+#[test]
+fn a_busy_service_keeps_at_most_its_sample_cap_of_successful_chains_a_second() {
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        std::fs::create_dir(dir.join("www")).unwrap();
+        std::fs::write(dir.join("www/a.txt"), "a").unwrap();
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+root = "{root}"
+
+[inspect]
+sample = 1.0
+sample_per_second = 5
+"#,
+            port = web.port(),
+            root = dir.join("www").display(),
+        )
+    });
+    // 300 requests on one kept-alive connection (curl's URL range), in well under the
+    // few seconds it would take the cap to let them all through.
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-w", "%{http_code}\n"])
+        .arg(format!("http://{web}/a.txt?[1-300]"))
+        .output()
+        .unwrap();
+    let codes = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        codes.lines().filter(|c| *c == "200").count(),
+        300,
+        "{codes}"
+    );
+
+    // Every one of them was picked (sample = 1.0); what the cap left out is counted.
+    let skipped = || {
+        app.metric("weft_deferred_samples_skipped_total")
+            .unwrap_or(0.0)
+    };
+    assert_eventually!(skipped() >= 200.0, "skipped {}", skipped());
+    let stored = || {
+        crate::support::query(&app.db, async |c| {
+            sqlx::query_as::<_, (i64,)>(
+                "SELECT COUNT(*) FROM deferreds WHERE label = 'http request'",
+            )
+            .fetch_one(c)
+            .await
+            .unwrap()
+            .0
+        })
+    };
+    assert_eventually!(stored() + skipped() as i64 == 300, "stored {}", stored());
+    assert!(
+        stored() >= 5,
+        "the cap's worth of chains is kept: {}",
+        stored()
+    );
+}

@@ -37,6 +37,7 @@ pub enum GatewayError {
 pub fn inspector_config(config: &Config) -> InspectorConfig {
     let mut hub = HubConfig::default();
     hub.sample = config.inspect.sample;
+    hub.sample_per_second = config.inspect.sample_per_second;
     let mut store = StoreOptions::new(&config.store.path);
     store.retention = config.store.retention;
     // Field by field: the inspector's settings may grow (`#[non_exhaustive]`).

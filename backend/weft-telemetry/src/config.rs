@@ -10,6 +10,9 @@ pub struct HubConfig {
     /// The fraction (0.0 to 1.0) of successful Deferred chains kept in history; stalled,
     /// slow, failed, unhandled and leaked chains are always kept.
     pub sample: f64,
+    /// Successful chains kept in history per second at most, whatever `sample` picks
+    /// (0: no cap); the rest are counted in `weft_deferred_samples_skipped_total`.
+    pub sample_per_second: u32,
     /// Events the bus keeps for its slowest reader before that reader starts missing them.
     pub bus_capacity: usize,
 }
@@ -18,12 +21,16 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             sample: 0.1,
+            sample_per_second: Self::DEFAULT_SAMPLE_PER_SECOND,
             bus_capacity: 65_536,
         }
     }
 }
 
 impl HubConfig {
+    /// The default `sample_per_second`.
+    pub const DEFAULT_SAMPLE_PER_SECOND: u32 = 200;
+
     /// Checks the values make sense.
     pub fn validate(&self) -> Result<(), TelemetryError> {
         if !(0.0..=1.0).contains(&self.sample) {

@@ -7,8 +7,9 @@
 //! [`Sampler`] keeps it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -33,19 +34,34 @@ const CALLBACK_BUCKETS: [f64; 12] = [
 /// The `service` label of Deferreds created outside any connection.
 const NO_SERVICE: &str = "reactor";
 
-/// Decides which successful chains are kept in history.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Decides which successful chains are kept in history: each with probability `rate`,
+/// and at most `per_second` of them in any second, so a busy service's history costs the
+/// same at 1,000 requests a second as at 100,000.
+#[derive(Debug)]
 pub struct Sampler {
     /// Probability of keeping a successful chain; failed and flagged chains are kept without
     /// asking.
     rate: f64,
+    /// Successful chains kept in one second at most (0: no cap).
+    per_second: u32,
+    /// The second the budget is counted in (high 32 bits, seconds since `start`) and the
+    /// chains kept in it so far (low 32 bits): one word, so the check takes no lock.
+    window: AtomicU64,
+    start: Instant,
+    /// Chains the rate picked that the budget left out.
+    skipped: IntCounter,
 }
 
 impl Sampler {
-    /// Keeps each successful chain with probability `rate` (clamped to 0.0..=1.0).
-    pub fn new(rate: f64) -> Self {
+    /// Keeps each successful chain with probability `rate` (clamped to 0.0..=1.0), at most
+    /// `per_second` a second (0: no cap); the rest of those picked are counted in `skipped`.
+    pub fn new(rate: f64, per_second: u32, skipped: IntCounter) -> Self {
         Self {
             rate: rate.clamp(0.0, 1.0),
+            per_second,
+            window: AtomicU64::new(0),
+            start: Instant::now(),
+            skipped,
         }
     }
 
@@ -57,13 +73,33 @@ impl Sampler {
     /// Whether to keep a chain that ended well; a chain any detector flagged, or that
     /// failed, is kept without asking.
     pub fn keep_success(&self) -> bool {
-        if self.rate >= 1.0 {
-            return true;
+        let picked = self.rate >= 1.0 || (self.rate > 0.0 && fastrand::f64() < self.rate);
+        if !picked || self.per_second == 0 {
+            return picked;
         }
-        if self.rate <= 0.0 {
-            return false;
+        let second = self.start.elapsed().as_secs() & 0xffff_ffff;
+        let mut seen = self.window.load(Ordering::Relaxed);
+        loop {
+            let kept = if seen >> 32 == second {
+                seen & 0xffff_ffff
+            } else {
+                0
+            };
+            if kept >= u64::from(self.per_second) {
+                self.skipped.inc();
+                return false;
+            }
+            let next = (second << 32) | (kept + 1);
+            match self.window.compare_exchange_weak(
+                seen,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => seen = now,
+            }
         }
-        fastrand::f64() < self.rate
     }
 }
 
@@ -115,6 +151,7 @@ impl DeferredTracker {
     pub(crate) fn new(
         registry: &Registry,
         sample: f64,
+        sample_per_second: u32,
         live: Arc<LiveRegistry>,
     ) -> Result<Self, prometheus::Error> {
         let pending = IntGaugeVec::new(
@@ -149,12 +186,17 @@ impl DeferredTracker {
         registry.register(Box::new(stalled.clone()))?;
         registry.register(Box::new(detections.clone()))?;
         registry.register(Box::new(callback_duration.clone()))?;
+        let skipped = IntCounter::new(
+            "weft_deferred_samples_skipped_total",
+            "Successful chains the sample rate picked for history but its per-second cap left out.",
+        )?;
+        registry.register(Box::new(skipped.clone()))?;
         Ok(Self {
             pending,
             stalled,
             detections,
             callback_duration,
-            sampler: Sampler::new(sample),
+            sampler: Sampler::new(sample, sample_per_second, skipped),
             chains: Chains::default(),
             handles: Mutex::default(),
             live,
@@ -162,8 +204,8 @@ impl DeferredTracker {
     }
 
     /// The sampler of successful chains.
-    pub fn sampler(&self) -> Sampler {
-        self.sampler
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
     }
 
     /// Every pending chain now, oldest first.
@@ -526,17 +568,32 @@ fn detected(
 mod tests {
     use super::*;
 
+    fn sampler(rate: f64, per_second: u32) -> Sampler {
+        Sampler::new(rate, per_second, IntCounter::new("s", "s").unwrap())
+    }
+
     #[test]
     fn sampler_keeps_all_none_or_about_the_rate() {
-        assert!((0..1000).all(|_| Sampler::new(1.0).keep_success()));
-        assert!((0..1000).all(|_| !Sampler::new(0.0).keep_success()));
-        let kept = (0..20_000)
-            .filter(|_| Sampler::new(0.25).keep_success())
-            .count();
+        let all = sampler(1.0, 0);
+        assert!((0..1000).all(|_| all.keep_success()));
+        let none = sampler(0.0, 0);
+        assert!((0..1000).all(|_| !none.keep_success()));
+        let quarter = sampler(0.25, 0);
+        let kept = (0..20_000).filter(|_| quarter.keep_success()).count();
         assert!(
             (4_000..6_000).contains(&kept),
             "kept {kept} of 20000 at 0.25"
         );
-        assert_eq!(Sampler::new(7.0).rate(), 1.0);
+        assert_eq!(sampler(7.0, 0).rate(), 1.0);
+    }
+
+    #[test]
+    fn sampler_keeps_at_most_its_budget_a_second_and_counts_the_rest() {
+        let capped = sampler(1.0, 50);
+        // Within one second (the test runs far faster than that, and a second boundary
+        // crossed on the way only lets a few more through).
+        let kept = (0..1000).filter(|_| capped.keep_success()).count();
+        assert!((50..=100).contains(&kept), "kept {kept} of 1000 at 50/s");
+        assert_eq!(capped.skipped.get() as usize, 1000 - kept);
     }
 }

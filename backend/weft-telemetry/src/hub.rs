@@ -66,7 +66,12 @@ impl Hub {
         metrics
             .registry()
             .register(Box::new(ByteCollector::new(live.clone())?))?;
-        let deferreds = DeferredTracker::new(metrics.registry(), config.sample, live.clone())?;
+        let deferreds = DeferredTracker::new(
+            metrics.registry(),
+            config.sample,
+            config.sample_per_second,
+            live.clone(),
+        )?;
         let bus = Bus::new(config.bus_capacity);
         Ok(Arc::new(Self {
             config,

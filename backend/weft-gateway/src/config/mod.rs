@@ -151,6 +151,8 @@ pub struct InspectConfig {
     pub slow_callback: Duration,
     /// The fraction of successful Deferred chains kept in history.
     pub sample: f64,
+    /// Successful chains kept in history per second at most (0: no cap).
+    pub sample_per_second: u32,
 }
 
 /// `[log]`.

@@ -55,6 +55,7 @@ pub(crate) struct RawInspect {
     pub(crate) stall_after: Option<Spanned<String>>,
     pub(crate) slow_callback: Option<Spanned<String>>,
     pub(crate) sample: Option<Spanned<f64>>,
+    pub(crate) sample_per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -156,6 +156,23 @@ fn durations_take_the_usual_units() {
 }
 
 #[test]
+fn the_sample_cap_per_second_defaults_and_is_bounded() {
+    assert_eq!(
+        Config::parse("weft.toml", "")
+            .unwrap()
+            .inspect
+            .sample_per_second,
+        200
+    );
+    let c = Config::parse("weft.toml", "[inspect]\nsample_per_second = 0\n").unwrap();
+    assert_eq!(c.inspect.sample_per_second, 0);
+    for bad in ["-1", "1000001"] {
+        let e = err(&format!("[inspect]\nsample_per_second = {bad}\n"));
+        assert_eq!(at(&e), (Some(2), Some("inspect.sample_per_second")), "{e}");
+    }
+}
+
+#[test]
 fn an_unknown_kind_lists_the_kinds() {
     let e = err("[[service]]\nname = \"x\"\nkind = \"gopher\"\nlisten = \"tcp:70\"\n");
     assert!(e.message.contains("unknown kind \"gopher\""), "{e}");

@@ -91,8 +91,27 @@ fn inspect(at: &Locator<'_>, raw: &RawConfig) -> Result<InspectConfig, ConfigErr
             Some(s) => *s.get_ref(),
             None => 0.1,
         },
+        sample_per_second: match &raw.inspect.sample_per_second {
+            Some(n) => u32::try_from(*n.get_ref())
+                .ok()
+                .filter(|n| *n <= MAX_SAMPLE_PER_SECOND)
+                .ok_or_else(|| {
+                    at.error(
+                        Some(n.span()),
+                        key("inspect.sample_per_second"),
+                        format!(
+                            "must be between 0 and {MAX_SAMPLE_PER_SECOND} (0: no cap), got {}",
+                            n.get_ref()
+                        ),
+                    )
+                })?,
+            None => weft_telemetry::HubConfig::DEFAULT_SAMPLE_PER_SECOND,
+        },
     })
 }
+
+/// The highest `[inspect] sample_per_second` short of no cap.
+const MAX_SAMPLE_PER_SECOND: u32 = 1_000_000;
 
 /// `[log]`.
 fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {

@@ -479,3 +479,38 @@ fn a_zone_edited_to_garbage_keeps_its_old_answers_and_is_named_by_file_and_line_
         "192.0.2.12"
     );
 }
+
+#[test]
+fn weft_check_names_a_bad_allow_transfer_or_notify_entry_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (keys, expected) in [
+        (
+            r#"allow_transfer = ["10.0.0.0/40"]"#,
+            r#"service[0].allow_transfer: "10.0.0.0/40" is not an IP address or a CIDR block"#,
+        ),
+        (
+            r#"notify = "secondary.example""#,
+            r#"service[0].notify: "secondary.example" is not a peer address"#,
+        ),
+    ] {
+        let config = dir.path().join("weft.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\nforward = \"127.0.0.1\"\n{keys}\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(weft_bin())
+            .arg("check")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("weft.toml:6:") && err.contains(expected),
+            "{err}"
+        );
+    }
+}

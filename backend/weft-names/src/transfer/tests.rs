@@ -1,7 +1,9 @@
 //! Transfer decisions and the messages of a whole zone, without sockets.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
@@ -205,4 +207,106 @@ fn a_notify_received_is_refused_with_its_question() {
     assert_eq!(refused.queries.len(), 1);
     let query = transfer_query(12, "example.test.", RecordType::SOA, None);
     assert!(notify_received(&query).is_none(), "a query is not a NOTIFY");
+}
+
+/// The frames written on `wire` so far, decoded.
+fn frames(bytes: &[u8]) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        let len = usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+        out.push(Message::from_vec(&bytes[at + 2..at + 2 + len]).unwrap());
+        at += 2 + len;
+    }
+    out
+}
+
+#[test]
+fn a_reader_that_does_not_read_holds_the_high_water_mark_and_one_message_and_leaving_aborts() {
+    use weft::Address;
+    use weft::framing::Int16StringReceiver;
+    use weft::testing::{Clock, StringTransport};
+
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let mut text =
+        String::from("$ORIGIN big.test.\n$TTL 300\n@ SOA ns hostmaster 7 1h 15m 1w 5m\n");
+    for i in 0..20_000 {
+        writeln!(
+            text,
+            "host{i} A 10.{}.{}.{}",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        )
+        .unwrap();
+    }
+    let mut config = crate::DnsConfig::default();
+    config
+        .zones
+        .add(Zone::parse(Path::new("big.zone"), &text).unwrap())
+        .unwrap();
+    config.transfer = allowing("127.0.0.1");
+    struct NoUpstream;
+    impl crate::UpstreamLink for NoUpstream {
+        fn send(&self, _: &[u8], _: SocketAddr) {}
+        fn exchange_tcp(&self, _: &[u8], _: SocketAddr, _: crate::TcpAnswer) -> crate::TcpExchange {
+            crate::TcpExchange::new(|| {})
+        }
+    }
+    let metrics = ServiceMetrics::detached("dns");
+    let server = crate::DnsServer::new(config, metrics.clone(), Rc::new(NoUpstream));
+    let addr = |a: &str| Address::Ip(a.parse().unwrap());
+    let mut wire = StringTransport::with_addresses(addr("127.0.0.1:40000"), addr("127.0.0.1:53"));
+    let mut proto = Int16StringReceiver::new(crate::DnsTcp::new(server));
+    let frame = |packet: Vec<u8>| {
+        let mut framed = u16::try_from(packet.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&packet);
+        framed
+    };
+    wire.receive(
+        &mut proto,
+        &frame(transfer_query(1, "big.test.", RecordType::AXFR, None)),
+    );
+    clock.advance(Duration::ZERO);
+    let held = wire.transport().buffered();
+    let bound = weft::transport::DEFAULT_HIGH_WATER + MESSAGE_BUDGET + 1024;
+    assert!(
+        held > 0 && held <= bound,
+        "{held} bytes held, at most {bound}"
+    );
+    assert!(
+        wire.transport().is_reading_paused(),
+        "nothing else is read meanwhile"
+    );
+
+    // The reader reads: the rest comes, a turn at a time.
+    let mut seen = 0;
+    loop {
+        let now = wire.value().len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+        clock.advance(Duration::ZERO);
+    }
+    let messages = frames(wire.value());
+    let records: usize = messages.iter().map(|m| m.answers.len()).sum();
+    assert_eq!(records, 20_000 + 2);
+    assert!(
+        !wire.transport().is_reading_paused(),
+        "reading again once sent"
+    );
+    assert_eq!(metrics.transfer().transfers(TransferResult::Complete), 1);
+
+    // A second transfer whose reader leaves halfway is counted as aborted.
+    wire.receive(
+        &mut proto,
+        &frame(transfer_query(2, "big.test.", RecordType::AXFR, None)),
+    );
+    clock.advance(Duration::ZERO);
+    wire.lose(&mut proto, weft::CloseReason::Done);
+    clock.advance(Duration::ZERO);
+    assert_eq!(metrics.transfer().transfers(TransferResult::Aborted), 1);
+    assert_eq!(metrics.transfer().transfers(TransferResult::Complete), 1);
 }

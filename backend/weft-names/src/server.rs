@@ -3,7 +3,9 @@
 //! A packet is checked ([`crate::wire`]), counted, then answered from the zone that
 //! contains its name, or forwarded ([`crate::forward`]) when no zone does and upstreams
 //! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
-//! the upstream answers.
+//! the upstream answers. A zone transfer request (AXFR, IXFR) goes back to the transport
+//! as [`Outcome::Transfer`], to be answered through [`DnsServer::transfer`] with the peer's
+//! address; a NOTIFY received is REFUSED ([`crate::transfer`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

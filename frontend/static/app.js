@@ -5,6 +5,7 @@ import { OverviewView } from "./overview.js";
 import { ConnectionsView, ConnectionView } from "./connections.js";
 import { DeferredsView } from "./deferreds.js";
 import { HttpView } from "./http.js";
+import { DnsView } from "./dns.js";
 
 const errors = [];
 window.addEventListener("error", (e) => errors.push(String(e.message)));
@@ -18,6 +19,7 @@ const views = {
   deferred: DeferredsView,
   services: OverviewView,
   http: HttpView,
+  dns: DnsView,
 };
 
 function start() {

@@ -31,6 +31,10 @@ export function millis(ms) {
   return `${ms.toFixed(0)} ms`;
 }
 
+export function percent(share) {
+  return share === null || share === undefined ? "–" : `${Math.round(share * 100)}%`;
+}
+
 export function maybe(n) {
   return n === null || n === undefined ? "–" : String(n);
 }

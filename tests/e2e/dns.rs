@@ -24,7 +24,7 @@ chain   IN CNAME www
 
 /// A DNS server on a loopback UDP port answering every question with one A record
 /// (198.51.100.80, TTL 60), counting the queries it gets.
-fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));

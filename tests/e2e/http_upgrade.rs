@@ -24,6 +24,15 @@ struct WsEcho {
 
 impl WsEcho {
     fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// Over TLS with `tls`'s certificate.
+    fn start_tls(tls: tokio_rustls::TlsAcceptor) -> Self {
+        Self::serve(Some(tls))
+    }
+
+    fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -41,16 +50,15 @@ impl WsEcho {
                         return;
                     };
                     let ended = counter.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await {
-                            let _ = ws.send(Message::text("welcome")).await;
-                            while let Some(Ok(message)) = ws.next().await {
-                                if (message.is_text() || message.is_binary())
-                                    && ws.send(message).await.is_err()
-                                {
-                                    break;
+                        match tls {
+                            Some(tls) => {
+                                if let Ok(socket) = tls.accept(socket).await {
+                                    echo(socket).await;
                                 }
                             }
+                            None => echo(socket).await,
                         }
                         ended.fetch_add(1, Ordering::SeqCst);
                     });
@@ -58,6 +66,21 @@ impl WsEcho {
             });
         });
         Self { addr, ended }
+    }
+}
+
+/// Greets a WebSocket client on `socket`, then echoes its messages until it ends.
+async fn echo<S>(socket: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await {
+        let _ = ws.send(Message::text("welcome")).await;
+        while let Some(Ok(message)) = ws.next().await {
+            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                break;
+            }
+        }
     }
 }
 
@@ -69,8 +92,15 @@ fn gateway(upstream: SocketAddr) -> (App, SocketAddr) {
 
 /// Like [`gateway`], with `keys` added to the service.
 fn gateway_with(upstream: SocketAddr, keys: &str) -> (App, SocketAddr) {
+    gateway_routed(keys, |_| format!("upstream = \"http://{upstream}\""))
+}
+
+/// The gateway with an http service (with `keys`) whose `/chat/` route has the upstream
+/// keys `route` gives for the gateway's directory (where it may write files they name).
+fn gateway_routed(keys: &str, route: impl FnOnce(&std::path::Path) -> String) -> (App, SocketAddr) {
     let port = free_port();
-    let app = spawn_app_with(|_| {
+    let app = spawn_app_with(|dir| {
+        let route = route(dir);
         format!(
             r#"
 [[service]]
@@ -80,7 +110,7 @@ listen = "tcp:{port}:interface=127.0.0.1"
 {keys}
 [[service.route]]
 prefix = "/chat/"
-upstream = "http://{upstream}"
+{route}
 "#
         )
     });
@@ -413,4 +443,83 @@ fn a_tunnel_idle_past_the_services_idle_timeout_is_closed_at_both_ends() {
     let timed_out = app
         .metric(r#"weft_connections_closed_total{reason="timeout",service="web",transport="tcp"}"#);
     assert!(timed_out >= Some(1.0), "{timed_out:?}");
+}
+
+#[test]
+fn an_upgrade_on_a_balanced_route_passes_over_an_upstream_that_is_down() {
+    let upstream = WsEcho::start();
+    // A port nothing listens on: connections to it are refused.
+    let down = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let route = format!(
+        "upstreams = [\"http://{down}\", \"http://{}\"]\nbalance = \"round_robin\"",
+        upstream.addr
+    );
+    let (app, web) = gateway_routed("", |_| route);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // Round robin starts each one at the next upstream: both orders are tried.
+        for _ in 0..4 {
+            let mut ws = talk(web).await;
+            ws.close(None).await.unwrap();
+        }
+    });
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="tunnelled",service="web"}"#),
+        Some(4.0),
+        "{}",
+        app.log()
+    );
+    let refused = format!(
+        r#"weft_http_upstream_failures_total{{reason="refused",service="web",upstream="http://{down}"}}"#
+    );
+    assert!(app.metric(&refused).unwrap_or(0.0) >= 1.0, "{}", app.log());
+}
+
+#[test]
+fn a_websocket_goes_to_an_https_upstream_verified_against_the_route_ca() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let tls = {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    };
+    let upstream = WsEcho::start_tls(tls);
+    let pem = cert.cert.pem();
+    let (app, web) = gateway_routed("", |dir| {
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, &pem).unwrap();
+        format!(
+            "upstream = \"https://localhost:{}\"\nca = \"{}\"",
+            upstream.addr.port(),
+            ca.display()
+        )
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut ws = talk(web).await;
+        ws.close(None).await.unwrap();
+    });
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="tunnelled",service="web"}"#),
+        Some(1.0),
+        "{}",
+        app.log()
+    );
 }

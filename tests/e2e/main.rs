@@ -16,6 +16,7 @@ mod deploy;
 mod dns;
 mod dns_rules;
 mod dns_transfer;
+mod dns_view;
 mod faults;
 mod gateway;
 mod history;

@@ -128,6 +128,15 @@ pub fn spawn_app_configured(dashboard_keys: &str, extra: impl FnOnce(&Path) -> S
     spawn(&setup, |dir, _| extra(dir))
 }
 
+/// Like [`spawn_app_with`], with `store_keys` (TOML keys) added to the `[store]` table.
+pub fn spawn_app_stored(store_keys: &str, extra: impl FnOnce(&Path) -> String) -> App {
+    let setup = Setup {
+        store_keys,
+        ..Setup::default()
+    };
+    spawn(&setup, |dir, _| extra(dir))
+}
+
 /// Like [`spawn_app`], with no cap on the echo connections one peer holds, for tests that
 /// open thousands of them.
 pub fn spawn_app_uncapped() -> App {
@@ -155,6 +164,8 @@ struct Setup<'a> {
     args: &'a [&'a str],
     /// TOML keys added to the `[dashboard]` table.
     dashboard_keys: &'a str,
+    /// TOML keys added to the `[store]` table.
+    store_keys: &'a str,
     /// The open-files limit of the process: soft, hard.
     nofile: Option<(u64, u64)>,
     /// TOML keys added to the echo service.
@@ -164,6 +175,7 @@ struct Setup<'a> {
 fn spawn(setup: &Setup<'_>, extra: impl FnOnce(&Path, SocketAddr) -> String) -> App {
     let Setup {
         dashboard_keys,
+        store_keys,
         nofile,
         echo_keys,
         args,
@@ -178,6 +190,7 @@ listen = "tcp:{dashboard}:interface=127.0.0.1"
 
 [store]
 path = "{db}"
+{store_keys}
 
 [[service]]
 name = "echo"

@@ -105,6 +105,17 @@ pub(crate) async fn http(State(state): State<DashboardState>) -> Json<Vec<Servic
     Json(views::http(&state))
 }
 
+/// `/api/dns`: each DNS service's figures ([`crate::dns`]); with history unreadable, the
+/// recent queries the service holds and the note in [`HISTORY_ERROR_HEADER`].
+pub(crate) async fn dns(State(state): State<DashboardState>) -> Response {
+    let (services, note) = crate::dns::dns(&state).await;
+    let mut response = Json::<Vec<crate::dns::DnsFigures>>(services).into_response();
+    if let Some(value) = note.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(HISTORY_ERROR_HEADER, value);
+    }
+    response
+}
+
 /// `?after=SEQ&limit=N` of `/api/events`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventQuery {

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Name, content type, bytes.
-const FILES: [(&str, &str, &str); 10] = [
+const FILES: [(&str, &str, &str); 11] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
@@ -41,6 +41,11 @@ const FILES: [(&str, &str, &str); 10] = [
         "deferreds.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../frontend/static/deferreds.js"),
+    ),
+    (
+        "dns.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../frontend/static/dns.js"),
     ),
     (
         "http.js",

@@ -75,6 +75,19 @@ pub fn millis(ms: &Option<f64>) -> String {
     }
 }
 
+/// Milliseconds measured → as [`millis`] writes them.
+pub fn ms(v: &f64) -> String {
+    millis(&Some(*v))
+}
+
+/// A share → `75%`, `–` for none.
+pub fn percent(share: &Option<f64>) -> String {
+    match *share {
+        None => "–".into(),
+        Some(s) => format!("{:.0}%", s * 100.0),
+    }
+}
+
 /// A count the service may not track: `–` for none.
 pub fn maybe(n: &Option<u64>) -> String {
     n.map_or_else(|| "–".into(), |n| n.to_string())

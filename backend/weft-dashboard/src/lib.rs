@@ -28,6 +28,9 @@
 //!   for the HTTP page and `/api/http`: per route requests per second, status classes and
 //!   p50/p99 over a window, measured against readings kept while someone looks; each
 //!   service's upstreams.
+//! - [`dns`]: the DNS page and `/api/dns` from the same views measured over a minute:
+//!   queries per second by type and code, cache hit ratio, p50/p99, upstream latency and
+//!   timeouts, top names, and recent queries (from the query log after a restart).
 //! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
@@ -58,6 +61,7 @@ mod auth;
 pub mod cards;
 pub mod data;
 mod defer;
+pub mod dns;
 pub mod error;
 pub mod fmt;
 mod headers;
@@ -107,6 +111,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/deferreds/{id}", get(pages::deferred))
         .route("/services", get(pages::services))
         .route("/http", get(pages::http))
+        .route("/dns", get(pages::dns))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/services", get(api::services))
         .route("/api/connections", get(api::connections))
@@ -115,6 +120,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/deferreds/{id}", get(api::deferred))
         .route("/api/events", get(api::events))
         .route("/api/http", get(api::http))
+        .route("/api/dns", get(api::dns))
         .route("/ws", get(live::ws))
         .route("/static/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))

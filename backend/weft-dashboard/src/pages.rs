@@ -480,6 +480,27 @@ pub(crate) async fn http(State(state): State<DashboardState>) -> Response {
     })
 }
 
+#[derive(Template)]
+#[template(path = "dns.html")]
+struct Dns {
+    /// Which navigation link the layout marks as the current page.
+    page: &'static str,
+    services: Vec<crate::dns::DnsFigures>,
+    /// The seconds rates, ratios and percentiles are measured over.
+    window_s: u64,
+    history_error: Option<String>,
+}
+
+pub(crate) async fn dns(State(state): State<DashboardState>) -> Response {
+    let (services, history_error) = crate::dns::dns(&state).await;
+    html(&Dns {
+        page: "dns",
+        services,
+        window_s: crate::dns::WINDOW.as_secs(),
+        history_error,
+    })
+}
+
 /// The answer for any path no route matches: JSON under `/api/`, a page elsewhere.
 pub(crate) async fn not_found(uri: Uri) -> Response {
     if uri.path().starts_with("/api/") {

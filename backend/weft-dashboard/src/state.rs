@@ -50,6 +50,8 @@ pub struct DashboardState {
     pub reloader: Option<Reloader>,
     /// The readings the HTTP view's rates and percentiles are measured against.
     pub http: Arc<ViewHistory>,
+    /// The readings the DNS view's rates, ratios and percentiles are measured against.
+    pub dns: Arc<ViewHistory>,
 }
 
 /// One request to reload: the program answers it with the outcome.
@@ -113,6 +115,7 @@ impl DashboardState {
             metrics,
             reloader: None,
             http: Arc::new(ViewHistory::default()),
+            dns: Arc::new(ViewHistory::with_window(crate::dns::WINDOW)),
         }
     }
 

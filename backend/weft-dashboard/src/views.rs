@@ -4,9 +4,10 @@
 //!
 //! A view gives totals since the process started; rates and percentiles are differences
 //! against an earlier reading. [`ViewHistory`] keeps, per service, the readings taken
-//! when the figures were asked for (at most one a second, as many as cover the window),
+//! when the figures were asked for (at most one a second, as many as cover its window),
 //! so nothing is read while nobody looks. The first reading is compared with zero at the
-//! dashboard's start: its figures are since then.
+//! dashboard's start: its figures are since then. The DNS page (`crate::dns`) measures
+//! its figures the same way, over a minute.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -14,16 +15,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 use weft_telemetry::ServiceViews;
-use weft_telemetry::views::{Histogram, RouteSnapshot, UpstreamSnapshot, UpstreamState};
+use weft_telemetry::views::{
+    Histogram, RouteSnapshot, ServiceSnapshot, UpstreamSnapshot, UpstreamState,
+};
 
 use crate::data::now_ms;
 use crate::state::DashboardState;
 
 /// The span rates and percentiles are measured over.
 pub const WINDOW: Duration = Duration::from_secs(10);
-
-/// Readings kept per service at most: one a second over the window, and one older.
-const KEEP: usize = WINDOW.as_secs() as usize + 2;
 
 /// Readings closer together than this are not kept.
 const MIN_GAP_MS: i64 = 1000;
@@ -63,23 +63,95 @@ pub struct RouteFigures {
     pub upstream_errors: u64,
 }
 
-/// One reading of a service's routes: (label, latency histogram).
+/// One reading of a service's figures (without its recent requests and top keys, which
+/// are not measured against anything).
 #[derive(Debug, Clone)]
 struct Reading {
     at_ms: i64,
-    routes: Vec<(String, Histogram)>,
+    snapshot: ServiceSnapshot,
+}
+
+/// A service's snapshot now and the reading it is measured against.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The service.
+    pub service: String,
+    /// Its figures now.
+    pub now: ServiceSnapshot,
+    /// Its figures at the start of the window; `None`: zero, at the dashboard's start.
+    pub before: Option<ServiceSnapshot>,
+    /// The seconds between the two.
+    pub secs: f64,
 }
 
 /// The readings the figures of one kind's services are measured against, per service.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ViewHistory {
+    /// The span rates and percentiles cover.
+    window: Duration,
     /// A std mutex: held to pick a baseline and push a reading, never across an await.
     inner: Mutex<BTreeMap<String, VecDeque<Reading>>>,
 }
 
+impl Default for ViewHistory {
+    fn default() -> Self {
+        Self::with_window(WINDOW)
+    }
+}
+
 impl ViewHistory {
-    /// The figures of every service of kind `kind` in `views` at `now_ms`; `started_ms`
-    /// is when counting began, the baseline of a first reading.
+    /// Figures measured over `window`.
+    pub fn with_window(window: Duration) -> Self {
+        Self {
+            window,
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The span rates and percentiles cover.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Readings kept per service at most: one a second over the window, and one older.
+    fn keep(&self) -> usize {
+        self.window.as_secs() as usize + 2
+    }
+
+    /// Every service of kind `kind` in `views` at `now_ms`, with the reading its figures
+    /// are measured against; `started_ms` is when counting began, the baseline of a first
+    /// reading.
+    pub fn measure(
+        &self,
+        views: &ServiceViews,
+        kind: &str,
+        now_ms: i64,
+        started_ms: i64,
+    ) -> Vec<Measured> {
+        let snapshots = views.snapshots(kind);
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.retain(|name, _| snapshots.iter().any(|(n, _)| n == name));
+        snapshots
+            .into_iter()
+            .map(|(service, now)| {
+                let ring = inner.entry(service.clone()).or_default();
+                let base = self.baseline(ring, now_ms);
+                let since = base.map_or(started_ms, |b| b.at_ms);
+                let secs = ((now_ms - since) as f64 / 1e3).max(1e-3);
+                let before = base.map(|b| b.snapshot.clone());
+                self.remember(ring, now_ms, &now);
+                Measured {
+                    service,
+                    now,
+                    before,
+                    secs,
+                }
+            })
+            .collect()
+    }
+
+    /// The HTTP figures of every service of kind `kind` in `views` at `now_ms`;
+    /// `started_ms` is when counting began, the baseline of a first reading.
     pub fn figures(
         &self,
         views: &ServiceViews,
@@ -87,68 +159,69 @@ impl ViewHistory {
         now_ms: i64,
         started_ms: i64,
     ) -> Vec<ServiceFigures> {
-        let snapshots = views.snapshots(kind);
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.retain(|name, _| snapshots.iter().any(|(n, _)| n == name));
-        snapshots
+        self.measure(views, kind, now_ms, started_ms)
             .into_iter()
-            .map(|(service, snapshot)| {
-                let ring = inner.entry(service.clone()).or_default();
-                let base = baseline(ring, now_ms);
-                let since = base.map_or(started_ms, |b| b.at_ms);
-                let secs = ((now_ms - since) as f64 / 1e3).max(1e-3);
-                let routes = snapshot
+            .map(|m| {
+                let routes = m
+                    .now
                     .routes
                     .iter()
                     .map(|r| {
-                        let before = base.and_then(|b| {
-                            b.routes.iter().find(|(n, _)| *n == r.route).map(|(_, h)| h)
+                        let before = m.before.as_ref().and_then(|b| {
+                            b.routes
+                                .iter()
+                                .find(|o| o.route == r.route)
+                                .map(|o| &o.latency)
                         });
-                        figures(r, before, secs)
+                        figures(r, before, m.secs)
                     })
                     .collect();
-                remember(ring, now_ms, &snapshot.routes);
                 ServiceFigures {
-                    service,
-                    window_s: secs,
+                    service: m.service,
+                    window_s: m.secs,
                     routes,
-                    upstreams: snapshot.upstreams,
+                    upstreams: m.now.upstreams,
                 }
             })
             .collect()
     }
-}
 
-/// The newest reading at least [`WINDOW`] old, else the oldest one.
-fn baseline(ring: &VecDeque<Reading>, now_ms: i64) -> Option<&Reading> {
-    let edge = now_ms - WINDOW.as_millis() as i64;
-    ring.iter()
-        .rev()
-        .find(|r| r.at_ms <= edge)
-        .or_else(|| ring.front())
-}
-
-/// Keeps a reading of `routes` at `now_ms`, unless the last one is too recent; drops
-/// those older than the one a baseline needs.
-fn remember(ring: &mut VecDeque<Reading>, now_ms: i64, routes: &[RouteSnapshot]) {
-    if ring.back().is_some_and(|r| now_ms - r.at_ms < MIN_GAP_MS) {
-        return;
+    /// The newest reading at least a window old, else the oldest one.
+    fn baseline<'a>(&self, ring: &'a VecDeque<Reading>, now_ms: i64) -> Option<&'a Reading> {
+        let edge = now_ms - self.window.as_millis() as i64;
+        ring.iter()
+            .rev()
+            .find(|r| r.at_ms <= edge)
+            .or_else(|| ring.front())
     }
-    ring.push_back(Reading {
-        at_ms: now_ms,
-        routes: routes
-            .iter()
-            .map(|r| (r.route.clone(), r.latency.clone()))
-            .collect(),
-    });
-    let edge = now_ms - WINDOW.as_millis() as i64;
-    while ring.len() > KEEP || ring.get(1).is_some_and(|r| r.at_ms <= edge) {
-        ring.pop_front();
+
+    /// Keeps a reading of `snapshot` at `now_ms`, unless the last one is too recent;
+    /// drops those older than the one a baseline needs.
+    fn remember(&self, ring: &mut VecDeque<Reading>, now_ms: i64, snapshot: &ServiceSnapshot) {
+        if ring.back().is_some_and(|r| now_ms - r.at_ms < MIN_GAP_MS) {
+            return;
+        }
+        ring.push_back(Reading {
+            at_ms: now_ms,
+            snapshot: ServiceSnapshot {
+                top: Vec::new(),
+                recent: Vec::new(),
+                ..snapshot.clone()
+            },
+        });
+        let edge = now_ms - self.window.as_millis() as i64;
+        while ring.len() > self.keep() || ring.get(1).is_some_and(|r| r.at_ms <= edge) {
+            ring.pop_front();
+        }
     }
 }
 
-fn figures(route: &RouteSnapshot, before: Option<&Histogram>, secs: f64) -> RouteFigures {
-    let now = &route.latency;
+/// What a latency histogram observed over a window: how many, and the median and 99th
+/// percentile in milliseconds (`None` without an observation).
+pub fn window_latency(
+    now: &Histogram,
+    before: Option<&Histogram>,
+) -> (u64, Option<f64>, Option<f64>) {
     let count = now.count.saturating_sub(before.map_or(0, |b| b.count));
     let cumulative: Vec<u64> = now
         .cumulative
@@ -163,14 +236,19 @@ fn figures(route: &RouteSnapshot, before: Option<&Histogram>, secs: f64) -> Rout
         })
         .collect();
     let ms = |q| quantile(q, &now.bounds, &cumulative, count).map(|s| s * 1e3);
+    (count, ms(0.5), ms(0.99))
+}
+
+fn figures(route: &RouteSnapshot, before: Option<&Histogram>, secs: f64) -> RouteFigures {
+    let (count, p50_ms, p99_ms) = window_latency(&route.latency, before);
     RouteFigures {
         route: route.route.clone(),
         upstream: route.upstream.clone(),
         requests: route.codes.values().sum(),
         codes: route.codes.clone(),
         requests_per_s: count as f64 / secs,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
+        p50_ms,
+        p99_ms,
         upstream_errors: route.upstream_errors,
     }
 }
@@ -229,7 +307,7 @@ pub(crate) fn http(state: &DashboardState) -> Vec<ServiceFigures> {
 mod tests {
     use std::sync::Arc;
 
-    use weft_telemetry::views::{ServiceSnapshot, ServiceView};
+    use weft_telemetry::views::ServiceView;
 
     use super::*;
 
@@ -268,7 +346,7 @@ mod tests {
                     },
                     ..RouteSnapshot::default()
                 }],
-                upstreams: Vec::new(),
+                ..ServiceSnapshot::default()
             }
         }
     }
@@ -299,7 +377,7 @@ mod tests {
         assert_eq!(busy.routes[0].requests_per_s, 2.0);
         assert!(busy.routes[0].p99_ms.unwrap() <= 10.0);
         let kept = history.inner.lock().unwrap()["web"].len();
-        assert!(kept <= KEEP, "{kept}");
+        assert!(kept <= history.keep(), "{kept}");
         // A service that no longer has a view goes with its readings.
         views.retain(|_, kind| kind == "dns");
         assert!(history.figures(&views, "http", 22_000, 0).is_empty());

@@ -106,6 +106,9 @@ impl Running {
         // How the process logs is read at start; a reload that changes it says restart.
         env.access_log_fields = config.log.format == LogFormat::Json;
         env.views = hub.views().clone();
+        env.query_log = store
+            .as_ref()
+            .map(|s| (s.writer(), config.store.queries_per_second));
         services::access_log::reopen_on_sigusr1(reactor, env.access_logs.clone());
         // `/readyz` stays 503 until each of these is up and the reactor runs.
         for service in &config.services {

@@ -108,6 +108,7 @@ fn main() {
     server.handle(
         &query(1),
         Via::Udp,
+        None,
         Box::new(move |bytes| *out.borrow_mut() = bytes),
     );
     let answer = answer.borrow().clone();

@@ -4,7 +4,9 @@
 //! Each outstanding upstream query is one Deferred labelled `dns upstream query`, created
 //! here with a timeout, so an upstream that does not answer shows in the inspector as a
 //! pending (then stalled) Deferred created at this file's line, and its clients get
-//! SERVFAIL when the timeout fires. Clients asking the same question while it is out
+//! SERVFAIL when the timeout fires. Its named steps (`cache lookup`, then `upstream`
+//! naming the addresses it waits on, `upstream over TCP` naming one) make the stall
+//! report say whom it waits on. Clients asking the same question while it is out
 //! wait on the same query. The upstream query has its own random id; an answer is taken
 //! only from a configured upstream, with a known id and the same question.
 //!
@@ -18,19 +20,28 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
-use weft::defer::{Deferred, Failure, Resolver, TimeoutError};
+use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps, TimeoutError};
 
 use crate::cache::{Answer, Cache, Key};
 use crate::metrics::{Busy, ServiceMetrics};
 use crate::server::{Outcome, Reply, Via, send};
+use crate::view::Source;
 use crate::wire::{EDNS_UDP_SIZE, Request};
 
 /// The inspector's label of an upstream query's Deferred.
 pub const UPSTREAM_LABEL: &str = "dns upstream query";
+/// The named step a query's chain starts with: the cache did not have the answer.
+pub const STEP_CACHE: &str = "cache lookup";
+/// The named step of a query waiting on upstreams; its detail names them.
+pub const STEP_UPSTREAM: &str = "upstream";
+/// The named step of a query asked again over TCP; its detail names the upstream.
+pub const STEP_UPSTREAM_TCP: &str = "upstream over TCP";
+/// The detail of [`STEP_CACHE`]: the cache did not have it.
+const CACHE_MISS: StepDetail = StepDetail::from_static("miss");
 /// Distinct questions out at once; more are answered SERVFAIL at once.
 const MAX_IN_FLIGHT: usize = 4096;
 /// Clients waiting on one question; more are answered SERVFAIL at once.
@@ -104,6 +115,12 @@ struct InFlight {
     over_tcp: bool,
     /// The TCP exchange asking it again; dropping it closes the connection.
     tcp: Option<TcpExchange>,
+    /// When it went upstream, for each upstream's round-trip time.
+    sent_at: Instant,
+    /// The upstream whose whole answer fired it.
+    answered_by: Option<SocketAddr>,
+    /// Marks its chain's named steps.
+    steps: Steps,
 }
 
 #[derive(Default)]
@@ -138,6 +155,8 @@ pub(crate) struct Forwarder {
     /// The questions out; in a `RefCell` because the service's listeners and its timers
     /// share the forwarder.
     state: RefCell<State>,
+    /// The upstreams as a query's named step names them, made once.
+    upstreams_detail: StepDetail,
 }
 
 fn now() -> Duration {
@@ -152,7 +171,9 @@ impl Forwarder {
         link: Rc<dyn UpstreamLink>,
         metrics: ServiceMetrics,
     ) -> Rc<Self> {
+        let names: Vec<String> = upstreams.iter().map(SocketAddr::to_string).collect();
         Rc::new(Self {
+            upstreams_detail: StepDetail::new(&names.join(", ")),
             upstreams,
             timeout,
             link,
@@ -190,6 +211,7 @@ impl Forwarder {
                 via,
                 response(&request, &answer),
                 reply,
+                Source::Cache,
             );
             return Outcome::FromCache;
         }
@@ -215,7 +237,7 @@ impl Forwarder {
             drop(state);
             self.metrics.forward_refused(reason);
             let busy = request.response(ResponseCode::ServFail, true);
-            send(&self.metrics, &request, via, busy, reply);
+            send(&self.metrics, &request, via, busy, reply, Source::Busy);
             return Outcome::Answered;
         }
         let id = loop {
@@ -237,12 +259,23 @@ impl Forwarder {
                 drop(state);
                 tracing::warn!(error = %e, "an upstream query could not be encoded");
                 let fail = request.response(ResponseCode::ServFail, true);
-                send(&self.metrics, &request, via, fail, reply);
+                send(
+                    &self.metrics,
+                    &request,
+                    via,
+                    fail,
+                    reply,
+                    Source::UpstreamFailed,
+                );
                 return Outcome::Answered;
             }
         };
 
         let (resolver, answered) = Deferred::<Message>::labeled(UPSTREAM_LABEL);
+        // The chain names where it is: past the cache (which missed), then at the
+        // upstreams, so a stall report says whom it waits on.
+        let steps = answered.steps();
+        steps.step_with(STEP_CACHE, None, Some(&CACHE_MISS));
         let weak: Weak<Self> = Rc::downgrade(self);
         // Nothing holds the end of the chain: the resolver in `in_flight` and the timer
         // keep it alive, and its last step answers the waiters whatever happens.
@@ -267,9 +300,13 @@ impl Forwarder {
                 }],
                 over_tcp: false,
                 tcp: None,
+                sent_at: Instant::now(),
+                answered_by: None,
+                steps: steps.clone(),
             },
         );
         drop(state);
+        steps.step_with(STEP_UPSTREAM, None, Some(&self.upstreams_detail));
         for upstream in &self.upstreams {
             self.link.send(&packet, *upstream);
         }
@@ -301,7 +338,13 @@ impl Forwarder {
                 .check(&message)
                 .map_err(|why| format!("{why} from {from}"))?;
             if !message.metadata.truncation {
-                entry.resolver.take().map(|r| Next::Answer(r, message))
+                let resolver = entry.resolver.take();
+                if resolver.is_some() {
+                    entry.answered_by = Some(from);
+                    let rtt = entry.sent_at.elapsed();
+                    self.metrics.figures().upstream_answered(from, rtt);
+                }
+                resolver.map(|r| Next::Answer(r, message))
             } else if entry.over_tcp {
                 None
             } else if *over_tcp >= MAX_OVER_TCP {
@@ -309,6 +352,10 @@ impl Forwarder {
             } else {
                 entry.over_tcp = true;
                 *over_tcp += 1;
+                let detail = StepDetail::new(&from.to_string());
+                entry
+                    .steps
+                    .step_with(STEP_UPSTREAM_TCP, None, Some(&detail));
                 Some(Next::AskOverTcp(entry.packet.clone()))
             }
         };
@@ -368,7 +415,15 @@ impl Forwarder {
             .borrow_mut()
             .in_flight
             .get_mut(&id)
-            .and_then(|e| e.resolver.take())
+            .and_then(|e| {
+                let resolver = e.resolver.take()?;
+                if checked.is_ok() {
+                    e.answered_by = Some(from);
+                    let rtt = e.sent_at.elapsed();
+                    self.metrics.figures().upstream_answered(from, rtt);
+                }
+                Some(resolver)
+            })
         else {
             return;
         };
@@ -406,16 +461,24 @@ impl Forwarder {
                 self.cache
                     .borrow_mut()
                     .insert(entry.key, answer.clone(), now());
+                let source = entry
+                    .answered_by
+                    .map_or(Source::UpstreamFailed, Source::Upstream);
                 for w in entry.waiters {
                     let m = response(&w.request, &answer);
-                    send(&self.metrics, &w.request, w.via, m, w.reply);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
             }
             Err(failure) => {
                 let name = entry.query.name().to_string();
                 let qtype = entry.query.query_type();
+                let mut source = Source::UpstreamFailed;
                 if failure.check::<TimeoutError>() {
+                    source = Source::Timeout;
                     self.metrics.upstream_timeout();
+                    for upstream in &self.upstreams {
+                        self.metrics.figures().upstream_timed_out(*upstream);
+                    }
                     tracing::info!(
                         name = ?name,
                         %qtype,
@@ -427,7 +490,7 @@ impl Forwarder {
                 }
                 for w in entry.waiters {
                     let m = w.request.response(ResponseCode::ServFail, true);
-                    send(&self.metrics, &w.request, w.via, m, w.reply);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
             }
         }

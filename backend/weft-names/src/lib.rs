@@ -31,7 +31,8 @@
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
-//!   timeout each), answers checked against source, id and question; an answer
+//!   timeout each, its named steps saying the cache missed and which upstreams it waits
+//!   on), answers checked against source, id and question; an answer
 //!   truncated over UDP is asked again over TCP, and only whole answers are replayed.
 //! - [`transfer`]: zone transfers out (AXFR, IXFR answered in full) to the peers of
 //!   `allow_transfer`, streamed under back-pressure over TCP; NOTIFY to the `notify`
@@ -42,7 +43,11 @@
 //!   length framing of DNS over TCP), the upstream UDP port and TCP connections, and
 //!   [`listen`] which wires them on a reactor.
 //! - [`metrics`]: the `weft_dns_*` families, registered on a registry passed in, and
-//!   per-service handles resolved once.
+//!   per-service handles resolved once; every answer goes through
+//!   `ServiceMetrics::answered`, which counts, times and records it.
+//! - [`view`]: what the dashboard shows of the queries (recent ones, top names, each
+//!   upstream's latency and timeouts), sampled under load and bounded, and the query log
+//!   handed to history under a per-second budget, failures always kept.
 //!
 //! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
@@ -55,6 +60,7 @@ pub mod server;
 pub mod transfer;
 pub mod transport;
 mod tsig;
+pub mod view;
 pub mod wire;
 pub mod zone;
 
@@ -64,4 +70,5 @@ pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transfer::{Prefix, TransferConfig};
 pub use transport::{DnsTcp, DnsUdp, listen};
+pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};
 pub use zone::{Catalog, Zone, ZoneAnswer};

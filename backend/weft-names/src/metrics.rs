@@ -5,10 +5,15 @@
 //! `other`), so a client sending random types cannot grow the series.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::RecordType;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+};
+
+use crate::view::{Answered, LATENCY_BUCKETS, QueryFigures, Source};
 
 /// The query types with their own `qtype` label value, in label order.
 const QTYPES: [(RecordType, &str); 16] = [
@@ -83,6 +88,8 @@ pub struct DnsMetrics {
     dropped: IntCounterVec,
     /// Zone transfers, NOTIFY and zone reloads.
     transfer: crate::transfer::metrics::TransferFamilies,
+    duration: HistogramVec,
+    log_skipped: IntCounterVec,
 }
 
 impl DnsMetrics {
@@ -98,10 +105,12 @@ impl DnsMetrics {
             &metrics.upstream_truncated,
             &metrics.forward_refused,
             &metrics.dropped,
+            &metrics.log_skipped,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
         metrics.transfer.register(registry)?;
+        registry.register(Box::new(metrics.duration.clone()))?;
         Ok(metrics)
     }
 
@@ -152,6 +161,19 @@ impl DnsMetrics {
                 &["service"],
             )?,
             transfer: crate::transfer::metrics::TransferFamilies::new()?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "weft_dns_request_duration_seconds",
+                    "Time from a query's arrival to its answer, whatever answered it.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["service"],
+            )?,
+            log_skipped: vec(
+                "weft_dns_query_log_skipped_total",
+                "Routine answers left out of the query log past its per-second budget.",
+                &["service"],
+            )?,
         })
     }
 
@@ -180,7 +202,18 @@ impl DnsMetrics {
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
             transfer: self.transfer.service(name),
+            duration: self.duration.with_label_values(&[name]),
+            log_skipped: self.log_skipped.with_label_values(&[name]),
+            figures: Arc::default(),
         }))
+    }
+}
+
+/// The text of `rcode`: its label value (`NOERROR`), or its number for the uncommon ones.
+pub fn rcode_name(rcode: ResponseCode) -> String {
+    match RCODES.iter().find(|(c, _)| *c == rcode) {
+        Some((_, label)) => (*label).to_owned(),
+        None => format!("RCODE{}", u16::from(rcode)),
     }
 }
 
@@ -200,6 +233,10 @@ struct Handles {
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
     transfer: crate::transfer::TransferCounters,
+    duration: Histogram,
+    log_skipped: IntCounter,
+    /// The recent queries, top names and upstream figures the dashboard shows.
+    figures: Arc<QueryFigures>,
 }
 
 /// One service's counters. Cheap to clone.
@@ -222,12 +259,83 @@ impl ServiceMetrics {
         }
     }
 
+    /// An answer with `rcode` from `source` to `query` (`None`: no readable question)
+    /// from `client`, which arrived at `received`, is being sent: counted by code, timed,
+    /// and recorded for the dashboard and the query log.
+    pub(crate) fn answered(
+        &self,
+        query: Option<&Query>,
+        client: Option<std::net::SocketAddr>,
+        received: Instant,
+        rcode: ResponseCode,
+        source: Source,
+    ) {
+        self.response(rcode);
+        let latency = received.elapsed();
+        self.0.duration.observe(latency.as_secs_f64());
+        self.0.figures.record(&Answered {
+            client,
+            query,
+            rcode,
+            latency,
+            source,
+        });
+    }
+
+    /// What the dashboard shows of this service's queries, shared with the recording.
+    pub fn figures(&self) -> &Arc<QueryFigures> {
+        &self.0.figures
+    }
+
+    /// Sends logged queries to `sink` under a budget of `per_second` routine answers a
+    /// second (0: every answer), counting those left out in
+    /// `weft_dns_query_log_skipped_total`. Set once.
+    pub fn log_queries(&self, sink: crate::view::QueryLog, per_second: u32) {
+        self.0
+            .figures
+            .set_log(sink, per_second, self.0.log_skipped.clone());
+    }
+
     /// A response with `rcode` was sent.
     pub fn response(&self, rcode: ResponseCode) {
         match RCODES.iter().position(|(c, _)| *c == rcode) {
             Some(i) => self.0.rcodes[i].inc(),
             None => self.0.rcode_other.inc(),
         }
+    }
+
+    /// Queries so far by type, as labelled on `/metrics`.
+    pub fn qtype_counts(&self) -> Vec<(String, u64)> {
+        QTYPES
+            .iter()
+            .zip(&self.0.qtypes)
+            .map(|((_, label), c)| ((*label).to_owned(), c.get()))
+            .chain([("other".to_owned(), self.0.qtype_other.get())])
+            .collect()
+    }
+
+    /// Responses so far by code, as labelled on `/metrics`.
+    pub fn rcode_counts(&self) -> Vec<(String, u64)> {
+        RCODES
+            .iter()
+            .zip(&self.0.rcodes)
+            .map(|((_, label), c)| ((*label).to_owned(), c.get()))
+            .chain([("other".to_owned(), self.0.rcode_other.get())])
+            .collect()
+    }
+
+    /// The time-to-answer histogram so far: `(upper bound, cumulative count)` per
+    /// bucket, the count and the sum in seconds.
+    pub fn duration(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        use prometheus::core::Metric as _;
+        let m = self.0.duration.metric();
+        let h = m.get_histogram();
+        let buckets = h
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        (buckets, h.get_sample_count(), h.get_sample_sum())
     }
 
     /// The responses sent with `rcode` so far.

@@ -18,6 +18,7 @@ use hickory_proto::rr::RecordType;
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::ServiceMetrics;
 use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
+use crate::view::Source;
 use crate::wire::{self, Parsed, Request};
 use crate::zone::Catalog;
 
@@ -130,6 +131,7 @@ impl std::fmt::Debug for DnsServer {
 impl DnsServer {
     /// A server for `config`; upstream queries go out through `link`.
     pub fn new(config: DnsConfig, metrics: ServiceMetrics, link: Rc<dyn UpstreamLink>) -> Self {
+        metrics.figures().set_upstreams(&config.forward);
         let forwarder = (!config.forward.is_empty()).then(|| {
             Forwarder::new(
                 config.forward,
@@ -164,23 +166,37 @@ impl DnsServer {
         self.inner.forwarder.as_ref().map_or(0, |f| f.cached())
     }
 
-    /// Answers one query packet through `reply`, now or later.
-    pub fn handle(&self, packet: &[u8], via: Via, reply: Reply) -> Outcome {
+    /// Answers one query packet from `client` (when the transport says) through `reply`,
+    /// now or later.
+    pub fn handle(
+        &self,
+        packet: &[u8],
+        via: Via,
+        client: Option<SocketAddr>,
+        reply: Reply,
+    ) -> Outcome {
         let metrics = &self.inner.metrics;
+        let received = std::time::Instant::now();
         if let Some(refused) = crate::transfer::notify_received(packet) {
             metrics.transfer().notify(NotifyResult::Received);
-            metrics.response(ResponseCode::Refused);
+            metrics.answered(
+                None,
+                client,
+                received,
+                ResponseCode::Refused,
+                Source::Refused,
+            );
             reply(refused);
             return Outcome::Refused;
         }
-        let request = match wire::parse(packet) {
+        let mut request = match wire::parse(packet) {
             Parsed::Query(request) => request,
             Parsed::Error {
                 response,
                 rcode,
                 why,
             } => {
-                metrics.response(rcode);
+                metrics.answered(None, client, received, rcode, Source::Malformed);
                 reply(response);
                 return Outcome::Malformed(why);
             }
@@ -189,6 +205,8 @@ impl DnsServer {
                 return Outcome::Dropped(why);
             }
         };
+        request.asked.client = client;
+        request.asked.received = received;
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();
@@ -197,7 +215,7 @@ impl DnsServer {
         }
         if qtype == RecordType::OPT {
             let refused = request.response(ResponseCode::Refused, recursion);
-            send(metrics, &request, via, refused, reply);
+            send(metrics, &request, via, refused, reply, Source::Refused);
             return Outcome::Refused;
         }
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
@@ -206,14 +224,14 @@ impl DnsServer {
             message.metadata.authoritative = true;
             message.answers = answer.answers;
             message.authorities = answer.authorities;
-            send(metrics, &request, via, message, reply);
+            send(metrics, &request, via, message, reply, Source::Zone);
             return Outcome::Answered;
         }
         match &self.inner.forwarder {
             Some(forwarder) => forwarder.ask(request, via, reply),
             None => {
                 let refused = request.response(ResponseCode::Refused, false);
-                send(metrics, &request, via, refused, reply);
+                send(metrics, &request, via, refused, reply, Source::Refused);
                 Outcome::Refused
             }
         }
@@ -249,21 +267,33 @@ impl DnsServer {
     }
 }
 
-/// Encodes `message` for `via`, counts its rcode and hands it to `reply`.
+/// Encodes `message` for `via`, counts, times and records it as coming from `source`,
+/// and hands it to `reply`.
 pub(crate) fn send(
     metrics: &ServiceMetrics,
     request: &Request,
     via: Via,
     message: Message,
     reply: Reply,
+    source: Source,
 ) {
     let limit = match via {
         Via::Udp => request.udp_limit(),
         Via::Tcp => usize::from(u16::MAX),
     };
-    metrics.response(message.metadata.response_code);
-    reply(wire::encode(&message, Some(limit)));
+    let encoded = wire::encode(&message, Some(limit));
+    let asked = request.asked;
+    metrics.answered(
+        Some(&request.query),
+        asked.client,
+        asked.received,
+        message.metadata.response_code,
+        source,
+    );
+    reply(encoded);
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod view_tests;

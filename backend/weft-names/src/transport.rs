@@ -106,6 +106,7 @@ impl DatagramProtocol for DnsUdp {
         let outcome = self.server.handle(
             data,
             Via::Udp,
+            Some(from),
             Box::new(move |answer| {
                 t.write(&answer, from);
             }),
@@ -154,6 +155,7 @@ impl StringHandler for DnsTcp {
         let outcome = self.server.handle(
             data,
             Via::Tcp,
+            transport.peer().socket_addr(),
             Box::new(move |answer| {
                 if !t.is_closed() {
                     send_int16_string(&t, &answer);

@@ -51,6 +51,17 @@ pub(crate) struct Request {
     pub(crate) query: Query,
     /// What the client's OPT record asked, if it sent one.
     pub(crate) edns: Option<ClientEdns>,
+    /// Who asked and when, for the answer's latency and the query log.
+    pub(crate) asked: Asked,
+}
+
+/// Who asked a query and when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asked {
+    /// The client, when the transport says.
+    pub(crate) client: Option<std::net::SocketAddr>,
+    /// When the packet arrived.
+    pub(crate) received: std::time::Instant,
 }
 
 /// What to do with a packet.
@@ -152,6 +163,10 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
         checking_disabled: message.metadata.checking_disabled,
         query,
         edns,
+        asked: Asked {
+            client: None,
+            received: std::time::Instant::now(),
+        },
     })
 }
 

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr, Sqlite};
 use crate::catalog::CatalogSync;
 use crate::columns;
 use crate::records::{
-    ConnectionRecord, DeferredRecord, EventRecord, Record, ServiceRecord, StepRecord,
+    ConnectionRecord, DeferredRecord, EventRecord, QueryRecord, Record, ServiceRecord, StepRecord,
 };
 
 type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments>;
@@ -243,6 +243,38 @@ impl Insert for EventRecord {
     }
 }
 
+impl Insert for QueryRecord {
+    const TABLE: &'static str = "queries";
+    /// `id` is left to SQLite: each row is new.
+    const COLUMNS: &'static [&'static str] = &[
+        "service",
+        "at_ms",
+        "client",
+        "name",
+        "qtype",
+        "rcode",
+        "latency_us",
+        "source",
+        "failed",
+        "weight",
+    ];
+    const KEY: &'static [&'static str] = &["id"];
+    const UPSERT: bool = false;
+
+    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+        q.bind(self.service.as_str())
+            .bind(self.at_ms)
+            .bind(self.client.as_str())
+            .bind(self.name.as_str())
+            .bind(self.qtype.as_str())
+            .bind(self.rcode.as_str())
+            .bind(self.latency_us)
+            .bind(self.source.as_str())
+            .bind(self.failed)
+            .bind(self.weight)
+    }
+}
+
 /// The two statement shapes for one table.
 #[derive(Debug, Clone)]
 struct TableSql {
@@ -300,6 +332,7 @@ pub(crate) struct BatchSql {
     deferreds: TableSql,
     steps: TableSql,
     events: TableSql,
+    queries: TableSql,
 }
 
 impl BatchSql {
@@ -313,6 +346,7 @@ impl BatchSql {
             deferreds: TableSql::new::<DeferredRecord>(n),
             steps: TableSql::new::<StepRecord>(n),
             events: TableSql::new::<EventRecord>(n),
+            queries: TableSql::new::<QueryRecord>(n),
         }
     }
 
@@ -339,6 +373,7 @@ impl BatchSql {
         let mut deferreds = Vec::new();
         let mut steps = Vec::new();
         let mut events = Vec::with_capacity(records.len());
+        let mut queries = Vec::new();
         for record in records {
             match record {
                 Record::Service(_) if catalog.is_some() => {}
@@ -347,6 +382,7 @@ impl BatchSql {
                 Record::Deferred(r) => deferreds.push(r),
                 Record::Step(r) => steps.push(r),
                 Record::Event(r) => events.push(r),
+                Record::Query(r) => queries.push(r),
             }
         }
         if let Some(catalog) = catalog {
@@ -366,6 +402,7 @@ impl BatchSql {
             .await?;
         self.write_rows(&mut tx, &self.steps, &steps).await?;
         self.write_rows(&mut tx, &self.events, &events).await?;
+        self.write_rows(&mut tx, &self.queries, &queries).await?;
         tx.commit().await
     }
 

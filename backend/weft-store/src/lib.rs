@@ -23,7 +23,8 @@
 //! # Layout
 //!
 //! - [`records`]: the row types ([`ServiceRecord`], [`ConnectionRecord`], [`DeferredRecord`],
-//!   [`StepRecord`], [`EventRecord`]) and the [`Record`] enum the writer accepts.
+//!   [`StepRecord`], [`EventRecord`], the query log's [`QueryRecord`]) and the [`Record`] enum
+//!   the writer accepts.
 //! - `columns`: [`Column`], each of weft's enums as the label its column holds and back.
 //! - `schema`: connection settings (WAL, `synchronous=NORMAL`, busy timeout), the embedded
 //!   migrations from the repository's `migrations/`, and the file identity used to notice deletion.
@@ -68,8 +69,8 @@ pub use interrupted::PROCESS_ENDED;
 pub use options::StoreOptions;
 pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
 pub use records::{
-    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, NamedStepRecord, Record,
-    ServiceRecord, StepRecord,
+    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, NamedStepRecord, QueryRecord,
+    Record, ServiceRecord, StepRecord,
 };
 pub use stats::{StatsSnapshot, StoreStats};
 pub use writer::Writer;

@@ -11,7 +11,8 @@ use weft::defer::DeferredState;
 
 use crate::columns::{self, Column};
 use crate::records::{
-    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, ServiceRecord, StepRecord,
+    ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, QueryRecord, ServiceRecord,
+    StepRecord,
 };
 use crate::{Store, StoreError};
 
@@ -296,6 +297,26 @@ impl Store {
     /// (0 when empty): a new run continues above both, so its rows never overwrite old ones.
     pub async fn last_ids(&self) -> Result<(i64, i64), StoreError> {
         Ok(sqlx::query_as(LAST_IDS_SQL).fetch_one(&self.pool()).await?)
+    }
+
+    /// The last `max` answers of service `service`'s query log from before `before_ms`
+    /// (unix ms), newest first.
+    pub async fn recent_queries(
+        &self,
+        service: &str,
+        before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<QueryRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT service, at_ms, client, name, qtype, rcode, latency_us, source, failed, weight
+             FROM queries INDEXED BY queries_service_at
+             WHERE service = ?1 AND at_ms < ?2 ORDER BY at_ms DESC, id DESC LIMIT ?3",
+        )
+        .bind(service)
+        .bind(before_ms)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool())
+        .await?)
     }
 
     /// Events with a sequence number above `after`, in sequence order: the event log, with

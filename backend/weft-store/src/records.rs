@@ -257,6 +257,31 @@ pub struct EventRecord {
     pub payload_json: String,
 }
 
+/// One answer of the query log (a DNS service's), inserted once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, FromRow)]
+pub struct QueryRecord {
+    /// The service that answered.
+    pub service: String,
+    /// When, unix milliseconds.
+    pub at_ms: i64,
+    /// Who asked (`IP:port`), empty when unknown.
+    pub client: String,
+    /// The name asked, empty without a readable question.
+    pub name: String,
+    /// Its type (`A`).
+    pub qtype: String,
+    /// The answer's code (`NOERROR`).
+    pub rcode: String,
+    /// From arrival to answer, microseconds.
+    pub latency_us: i64,
+    /// Where the answer came from (`zone`, `cache`, `upstream 127.0.0.1:53`, ...).
+    pub source: String,
+    /// An error answer, kept whatever the budget.
+    pub failed: bool,
+    /// How many answers the row stands for: 1, or N when sampled one in N past the budget.
+    pub weight: i64,
+}
+
 /// Anything the writer stores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -271,6 +296,14 @@ pub enum Record {
     Step(StepRecord),
     /// An event, inserted once.
     Event(EventRecord),
+    /// An answer of the query log, inserted once.
+    Query(QueryRecord),
+}
+
+impl From<QueryRecord> for Record {
+    fn from(r: QueryRecord) -> Self {
+        Self::Query(r)
+    }
 }
 
 impl From<ServiceRecord> for Record {

@@ -1,6 +1,7 @@
 //! Retention: deleting finished rows older than the retention window, a chunk at a time.
 //!
-//! Only closed connections, fired or leaked Deferreds (with their steps) and events are ever
+//! Only closed connections, fired or leaked Deferreds (with their steps), events and the query
+//! log are ever
 //! deleted; an open connection or a pending Deferred stays however old it is, because it is still
 //! live. Each chunk is
 //! its own short transaction so the writer is never locked out for long, and freed pages are handed
@@ -42,6 +43,9 @@ const PRUNE_ORPHAN_STEPS: &str = "DELETE FROM deferred_steps WHERE rowid IN (
 const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN (
     SELECT seq FROM events WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)";
 
+const PRUNE_QUERIES: &str = "DELETE FROM queries WHERE id IN (
+    SELECT id FROM queries WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)";
+
 /// Deletes every finished row older than `cutoff_ms` (unix ms), `chunk` rows per transaction.
 /// Returns the number of rows deleted.
 pub(crate) async fn prune(
@@ -51,7 +55,7 @@ pub(crate) async fn prune(
 ) -> Result<u64, sqlx::Error> {
     let chunk = i64::from(chunk.max(1));
     let mut total = 0;
-    for sql in [PRUNE_CONNECTIONS, PRUNE_EVENTS] {
+    for sql in [PRUNE_CONNECTIONS, PRUNE_EVENTS, PRUNE_QUERIES] {
         total += prune_table(pool, sql, cutoff_ms, chunk).await?;
     }
     for finished in [FIRED, LEAKED] {

@@ -171,6 +171,11 @@ mod tests {
             "named steps",
             "85a668a6fa80dec58eaee70abeabf7650a886a339dae2da52768bad81fece5eec52be4625a9c1247a3976a1be81e840f",
         ),
+        (
+            4,
+            "query log",
+            "c00f8e8381ce7321b0169fea1c90df16a8ca725ee642dcc57aa5de7696ef57bf4fa506d49e520362f96fab554bfcce05",
+        ),
     ];
 
     fn hex(bytes: &[u8]) -> String {

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{connection, deferred, options, step};
-use weft_store::{EventRecord, Store};
+use weft_store::{EventRecord, QueryRecord, Store};
 use weft_test_support::eventually_async as eventually;
 
 fn now_ms() -> i64 {
@@ -119,5 +119,45 @@ async fn the_background_task_prunes_on_its_interval() {
     fill(&store).await;
     eventually("the background prune", || store.stats().pruned() == 53).await;
     assert_only_live_and_recent_rows_remain(&store).await;
+    store.shutdown().await.unwrap();
+}
+
+fn logged(service: &str, at_ms: i64, name: &str) -> QueryRecord {
+    QueryRecord {
+        service: service.into(),
+        at_ms,
+        client: "127.0.0.1:5000".into(),
+        name: name.into(),
+        qtype: "A".into(),
+        rcode: "NOERROR".into(),
+        latency_us: 40,
+        source: "zone".into(),
+        failed: false,
+        weight: 1,
+    }
+}
+
+#[tokio::test]
+async fn the_query_log_is_read_back_newest_first_and_pruned_with_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(options(dir.path())).await.unwrap();
+    let (old, recent) = (now_ms() - 2 * HOUR, now_ms() - 60_000);
+    for i in 0..5 {
+        store.try_send(logged("dns", old + i, &format!("old{i}.test.")));
+    }
+    store.try_send(logged("dns", recent, "a.test."));
+    store.try_send(logged("dns", recent + 1, "b.test."));
+    store.try_send(logged("other", recent + 2, "c.test."));
+    store.flush().await.unwrap();
+
+    let names = |rows: Vec<QueryRecord>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    let all = store.recent_queries("dns", now_ms(), 3).await.unwrap();
+    assert_eq!(names(all), ["b.test.", "a.test.", "old4.test."]);
+    let before = store.recent_queries("dns", recent + 1, 10).await.unwrap();
+    assert_eq!(before.len(), 6, "only those before the given time");
+
+    assert_eq!(store.prune_before(now_ms() - HOUR).await.unwrap(), 5);
+    let kept = store.recent_queries("dns", now_ms(), 10).await.unwrap();
+    assert_eq!(names(kept), ["b.test.", "a.test."]);
     store.shutdown().await.unwrap();
 }

@@ -6,7 +6,10 @@
 //! figures the service's thread shares (atomics, a short mutex), so asking never waits
 //! on the reactor and the reactor never waits on a reader. The types say nothing of a
 //! protocol: a route is any labelled stream of requests with status classes and a latency
-//! histogram, an upstream any peer the service forwards to.
+//! histogram, an upstream any peer the service forwards to; a service that answers many
+//! small requests (a DNS service's queries) adds tallies by a field of them (type, code),
+//! named counters, the latency of all its answers, the keys asked most and the last few
+//! requests.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +29,56 @@ pub struct ServiceSnapshot {
     pub routes: Vec<RouteSnapshot>,
     /// The peers it forwards to.
     pub upstreams: Vec<UpstreamSnapshot>,
+    /// Requests counted by a field of theirs (`qtype`, `rcode`), totals since start.
+    pub tallies: Vec<Tally>,
+    /// Named totals since start (`cache_hits`).
+    pub counters: Vec<(&'static str, u64)>,
+    /// Time to answer any request, when the service measures it as a whole.
+    pub latency: Option<Histogram>,
+    /// The keys asked most (names), with estimated counts, most first.
+    pub top: Vec<TopKey>,
+    /// Requests the top list and the recent list were taken from (sampled under load),
+    /// and all requests seen.
+    pub sampled: (u64, u64),
+    /// The last requests answered, newest first.
+    pub recent: Vec<RecentRequest>,
+}
+
+/// Requests counted by the values of one of their fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Tally {
+    /// The field (`qtype`).
+    pub name: &'static str,
+    /// Each value with its count, in the service's order.
+    pub counts: Vec<(String, u64)>,
+}
+
+/// A key asked often, with its estimated count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TopKey {
+    /// The key (a name).
+    pub key: String,
+    /// How often it was asked, estimated.
+    pub count: u64,
+}
+
+/// One request a service answered.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RecentRequest {
+    /// When it was answered, unix milliseconds.
+    pub at_ms: i64,
+    /// Who asked.
+    pub client: String,
+    /// What it asked for (a name).
+    pub name: String,
+    /// Its kind (a query type).
+    pub kind: String,
+    /// The answer's status (a response code).
+    pub status: String,
+    /// From arrival to answer, milliseconds.
+    pub latency_ms: f64,
+    /// Where the answer came from (`zone`, `cache`, `upstream 127.0.0.1:53`).
+    pub source: String,
 }
 
 /// One route's totals since the process started.
@@ -98,6 +151,10 @@ pub struct UpstreamSnapshot {
     pub errors: u64,
     /// The last few failures, oldest first.
     pub recent_errors: Vec<RecentError>,
+    /// Its answers' round-trip times, when the service times them.
+    pub latency: Option<Histogram>,
+    /// Requests to it that got no answer in time, when counted apart from errors.
+    pub timeouts: Option<u64>,
 }
 
 /// One failure an upstream view keeps.
@@ -192,7 +249,7 @@ mod tests {
                     upstream_errors: self.0,
                     ..RouteSnapshot::default()
                 }],
-                upstreams: Vec::new(),
+                ..ServiceSnapshot::default()
             }
         }
     }

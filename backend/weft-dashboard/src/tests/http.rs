@@ -39,6 +39,7 @@ impl ServiceView for Hostile {
                 }],
                 ..UpstreamSnapshot::default()
             }],
+            ..ServiceSnapshot::default()
         }
     }
 }

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod chains;
+mod dns;
 mod history;
 mod http;
 mod live;

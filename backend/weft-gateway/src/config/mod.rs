@@ -44,6 +44,8 @@ path = "weft.db"
 retention = "24h"
 # Short, cleanly closed connections kept per second; the rest are counted (0 keeps all).
 connections_per_second = 1000
+# Routine DNS answers logged per second and service; failures always (0 keeps all).
+queries_per_second = 1000
 
 [inspect]
 stall_after = "5s"
@@ -140,6 +142,14 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// Short, cleanly closed connections kept per second (0: every one).
     pub connections_per_second: u32,
+    /// Routine answers each DNS service writes to the query log per second (0: every
+    /// one); failures are always written, and past it one in 100.
+    pub queries_per_second: u32,
+}
+
+impl StoreConfig {
+    /// The default `queries_per_second`.
+    pub const DEFAULT_QUERIES_PER_SECOND: u32 = 1000;
 }
 
 /// `[inspect]`.

@@ -47,6 +47,7 @@ pub(crate) struct RawStore {
     pub(crate) path: Option<Spanned<String>>,
     pub(crate) retention: Option<Spanned<String>>,
     pub(crate) connections_per_second: Option<u32>,
+    pub(crate) queries_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -95,6 +95,7 @@ fn an_empty_file_gets_every_default() {
     let c = Config::parse("weft.toml", "").unwrap();
     assert_eq!(c.store.retention, Duration::from_secs(24 * 3600));
     assert_eq!(c.store.connections_per_second, 1000);
+    assert_eq!(c.store.queries_per_second, 1000);
     assert_eq!(c.inspect.stall_after, Duration::from_secs(5));
     assert_eq!(c.inspect.slow_callback, Duration::from_millis(100));
     assert!(c.services.is_empty());
@@ -144,11 +145,12 @@ fn a_bad_duration_names_its_line_and_key() {
 fn durations_take_the_usual_units() {
     let c = Config::parse(
         "weft.toml",
-        "[store]\nretention = \"1h 30m\"\nconnections_per_second = 0\n[inspect]\nstall_after = \"250ms\"\nsample = 1.0\n",
+        "[store]\nretention = \"1h 30m\"\nconnections_per_second = 0\nqueries_per_second = 7\n[inspect]\nstall_after = \"250ms\"\nsample = 1.0\n",
     )
     .unwrap();
     assert_eq!(c.store.retention, Duration::from_secs(5400));
     assert_eq!(c.store.connections_per_second, 0);
+    assert_eq!(c.store.queries_per_second, 7);
     assert_eq!(c.inspect.stall_after, Duration::from_millis(250));
     assert_eq!(c.inspect.sample, 1.0);
     let e = err("[inspect]\nsample = 1.5\n");

@@ -62,6 +62,10 @@ fn store(at: &Locator<'_>, raw: &RawConfig) -> Result<StoreConfig, ConfigError> 
             .store
             .connections_per_second
             .unwrap_or(weft_inspector::DEFAULT_HISTORY_CONNECTIONS_PER_S),
+        queries_per_second: raw
+            .store
+            .queries_per_second
+            .unwrap_or(StoreConfig::DEFAULT_QUERIES_PER_SECOND),
     })
 }
 

@@ -85,9 +85,16 @@ impl super::Kind for DnsKind {
             Some(m) => m.service(name),
             None => ServiceMetrics::detached(name),
         };
+        if let Some((writer, per_second)) = &env.query_log {
+            metrics.log_queries(super::dns_view::query_log(name, writer.clone()), *per_second);
+        }
+        let view = super::dns_view::DnsView::of(&metrics);
         let config = settings.config.clone();
         match weft_names::listen(on.reactor, name, endpoints, &on.options, config, metrics) {
-            Ok((_server, bound)) => Ok(bound),
+            Ok((_server, bound)) => {
+                env.views.set(name, Self::NAME, std::sync::Arc::new(view));
+                Ok(bound)
+            }
             Err(NamesError::Listen(e)) => Err(e),
             Err(other) => Err(ListenError::Bind {
                 endpoint: endpoints.join(", "),

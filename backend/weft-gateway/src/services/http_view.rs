@@ -54,7 +54,11 @@ impl ServiceView for HttpView {
             .into_iter()
             .map(upstream)
             .collect();
-        ServiceSnapshot { routes, upstreams }
+        ServiceSnapshot {
+            routes,
+            upstreams,
+            ..ServiceSnapshot::default()
+        }
     }
 }
 
@@ -83,6 +87,8 @@ fn upstream(u: weft_web::UpstreamSnapshot) -> UpstreamSnapshot {
                 message: e.message,
             })
             .collect(),
+        latency: None,
+        timeouts: None,
     }
 }
 

@@ -11,6 +11,7 @@
 //! named as such).
 
 pub(crate) mod access_log;
+pub(crate) mod dns_view;
 pub(crate) mod dns_zones;
 pub(crate) mod http_routes;
 pub(crate) mod http_view;
@@ -231,6 +232,9 @@ pub struct ServiceEnv {
     /// Where services register what the dashboard shows of them beyond their connections
     /// (the hub's, in the gateway).
     pub views: weft_telemetry::ServiceViews,
+    /// Where DNS services write their query log, with its budget of routine answers per
+    /// second (`[store] queries_per_second`); `None` without a store.
+    pub query_log: Option<(weft_store::Writer, u32)>,
 }
 
 /// [`Kind::Metrics`] of every kind used so far, by the kind's type.

@@ -15,8 +15,8 @@ use super::*;
 use crate::forward::{TcpAnswer, TcpExchange, UPSTREAM_LABEL};
 use crate::zone::Zone;
 
-const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
-const UPSTREAM: &str = "127.0.0.1:5300";
+pub(super) const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
+pub(super) const UPSTREAM: &str = "127.0.0.1:5300";
 
 /// Records what would go upstream.
 #[derive(Default)]
@@ -50,15 +50,15 @@ impl UpstreamLink for Wire {
 
 type Inbox = Rc<RefCell<Vec<Message>>>;
 
-struct Harness {
-    server: DnsServer,
+pub(super) struct Harness {
+    pub(super) server: DnsServer,
     wire: Rc<Wire>,
-    inbox: Inbox,
-    clock: Clock,
+    pub(super) inbox: Inbox,
+    pub(super) clock: Clock,
     _installed: weft::time::ClockGuard,
 }
 
-fn harness(zone_text: &str, forward: bool) -> Harness {
+pub(super) fn harness(zone_text: &str, forward: bool) -> Harness {
     let clock = Clock::fake();
     let installed = clock.install();
     let mut zones = Catalog::default();
@@ -87,7 +87,7 @@ fn harness(zone_text: &str, forward: bool) -> Harness {
     }
 }
 
-fn query(id: u16, name: &str, qtype: RecordType) -> Message {
+pub(super) fn query(id: u16, name: &str, qtype: RecordType) -> Message {
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.queries
@@ -96,7 +96,7 @@ fn query(id: u16, name: &str, qtype: RecordType) -> Message {
 }
 
 impl Harness {
-    fn send(&self, message: &Message, via: Via) -> Outcome {
+    pub(super) fn send(&self, message: &Message, via: Via) -> Outcome {
         self.send_bytes(&message.to_vec().unwrap(), via)
     }
 
@@ -105,6 +105,7 @@ impl Harness {
         self.server.handle(
             packet,
             via,
+            Some("127.0.0.1:40000".parse().unwrap()),
             Box::new(move |bytes| inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap())),
         )
     }
@@ -118,14 +119,14 @@ impl Harness {
     }
 
     /// The upstream query sent last, decoded.
-    fn upstream_query(&self) -> Message {
+    pub(super) fn upstream_query(&self) -> Message {
         let (packet, to) = self.wire.0.borrow().last().cloned().expect("sent upstream");
         assert_eq!(to, UPSTREAM.parse::<SocketAddr>().unwrap());
         Message::from_vec(&packet).unwrap()
     }
 
     /// The upstream answers `question` with one A record of `ttl`.
-    fn upstream_answers(&self, question: &Message, ttl: u32) {
+    pub(super) fn upstream_answers(&self, question: &Message, ttl: u32) {
         let answer = a_answer(question, ttl).to_vec().unwrap();
         self.server
             .upstream_received(&answer, UPSTREAM.parse().unwrap())

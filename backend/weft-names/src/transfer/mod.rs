@@ -40,6 +40,7 @@ pub(crate) use stream::Streamer;
 
 use crate::metrics::ServiceMetrics;
 use crate::server::Via;
+use crate::view::Source;
 use crate::wire::{self, Request};
 use crate::zone::{Catalog, Zone};
 
@@ -148,7 +149,19 @@ pub(crate) fn plan(
     let counters = metrics.transfer();
     let answer = |rcode: ResponseCode, result: TransferResult, records: Vec<Record>| {
         counters.transfer(result);
-        metrics.response(rcode);
+        let source = match rcode {
+            ResponseCode::NoError => Source::Zone,
+            ResponseCode::Refused => Source::Refused,
+            _ => Source::Malformed,
+        };
+        let asked = request.asked;
+        metrics.answered(
+            Some(&request.query),
+            asked.client,
+            asked.received,
+            rcode,
+            source,
+        );
         let mut message = request.response(rcode, recursion_available);
         message.metadata.authoritative = rcode == ResponseCode::NoError;
         message.metadata.truncation = result == TransferResult::Truncated;

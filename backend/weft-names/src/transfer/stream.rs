@@ -17,6 +17,7 @@ use weft::{PushProducer, Transport};
 
 use super::{Cursor, Job, TransferResult};
 use crate::metrics::ServiceMetrics;
+use crate::view::Source;
 
 /// Messages written per reactor turn at most: other connections run in between.
 const MESSAGES_PER_TURN: usize = 4;
@@ -113,7 +114,15 @@ impl Streamer {
                 return Some(message);
             }
             self.metrics.transfer().transfer(TransferResult::Complete);
-            self.metrics.response(ResponseCode::NoError);
+            let request = &cursor.job.request;
+            let asked = request.asked;
+            self.metrics.answered(
+                Some(&request.query),
+                asked.client,
+                asked.received,
+                ResponseCode::NoError,
+                Source::Zone,
+            );
             work.0 = work.1.pop_front().map(Cursor::new);
         }
     }

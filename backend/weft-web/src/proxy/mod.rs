@@ -27,8 +27,8 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
-use weft::{ConnectError, Reactor, Transport};
 
 use self::outgoing::Outgoing;
 use self::pool::SendError;
@@ -210,8 +210,6 @@ impl Proxy {
 /// gives them.
 pub(crate) struct Marks<'a> {
     pub(crate) steps: &'a Steps,
-    /// The route's first upstream (the one an upgrade goes to).
-    pub(crate) upstream: Option<&'a StepDetail>,
     /// Each upstream of the route, in order.
     pub(crate) upstreams: &'a [StepDetail],
 }
@@ -239,11 +237,9 @@ pub(crate) struct Client<'a> {
     pub(crate) tunnel: &'a upgrade::Slot,
 }
 
-/// Forwards `request` along `route` to one of `upstreams`, reporting upstream
-/// connections under `service`.
-#[allow(clippy::too_many_arguments)]
+/// Forwards `request` along `route` to one of `upstreams` (whose pools report their
+/// connections under the service).
 pub(crate) async fn forward(
-    service: &str,
     route: &Route,
     upstreams: &RouteUpstreams,
     limits: &Limits,
@@ -255,7 +251,8 @@ pub(crate) async fn forward(
     if let Some(offered) = upgrade::asked(&request) {
         // Never pooled: after a 101 its upstream connection is the tunnel's.
         let asks = upgrade::Asks { client, offered };
-        return upgrade::forward(service, route, limits, asks, recorder, request, marks).await;
+        let to = upgrade::To { route, upstreams };
+        return upgrade::forward(to, limits, asks, recorder, request, marks).await;
     }
     let (secure, client) = (client.secure, client.addr);
     let declared = request
@@ -391,17 +388,17 @@ impl Drop for InFlight<'_> {
 /// The body sent upstream: the client's, cut off past the limit.
 type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
-/// The request as it goes upstream for an upgrade (to the route's first upstream): the
-/// size limit checked, the target rewritten for the upstream, hop-by-hop headers removed
-/// and the client named in `Forwarded`.
+/// The request as it goes to `upstream` for an upgrade: the size limit checked, the
+/// target rewritten for the upstream, hop-by-hop headers removed and the client named in
+/// `Forwarded`.
 fn outgoing(
     route: &Route,
+    upstream: &Upstream,
     limits: &Limits,
     client: Option<IpAddr>,
     secure: bool,
     request: Request<Incoming>,
 ) -> Result<Request<UpstreamBody>, UpstreamError> {
-    let upstream = &route.upstreams[0];
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -478,35 +475,6 @@ fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
         cause = c.source();
     }
     None
-}
-
-/// A connection of its own to `upstream`, for an upgrade (plain TCP).
-pub(crate) async fn connect(
-    service: &str,
-    upstream: &Upstream,
-    timeout: Duration,
-) -> Result<weft::InspectedStream, UpstreamError> {
-    let host = upstream.host.replace(':', "\\:");
-    let endpoint = format!(
-        "tcp:{host}:{}:timeout={}",
-        upstream.port,
-        timeout.as_secs_f64()
-    );
-    let mut stream = Reactor::current()
-        .connect_stream(service, &endpoint)
-        .await
-        .map_err(|e| match e {
-            ConnectError::Refused { .. } => UpstreamError::Refused(upstream.url.clone()),
-            ConnectError::TimedOut { after, .. } => {
-                UpstreamError::ConnectTimeout(upstream.url.clone(), after)
-            }
-            ConnectError::Tls { reason, .. } => UpstreamError::Tls(upstream.url.clone(), reason),
-            other => UpstreamError::Connect(upstream.url.clone(), other.to_string()),
-        })?;
-    let _ = stream.set_nodelay(true);
-    // At shutdown the exchange in flight finishes; the connection ends with it.
-    stream.keep_reading_when_closing();
-    Ok(stream)
 }
 
 #[cfg(test)]

@@ -146,8 +146,9 @@ impl Pool {
         Ok(pooled)
     }
 
-    /// Opens a connection and starts the task that drives it.
-    async fn connect(&self, timeout: Duration) -> Result<Pooled, UpstreamError> {
+    /// A new connection to the upstream (TLS for `https://`), not pooled: the pool's own
+    /// connections start here, and so does an upgrade's, which becomes a tunnel.
+    pub(crate) async fn open(&self, timeout: Duration) -> Result<InspectedStream, UpstreamError> {
         let inner = &self.0;
         let endpoint = format!("{}:timeout={}", inner.endpoint, timeout.as_secs_f64());
         let url = || inner.url.clone();
@@ -161,9 +162,17 @@ impl Pool {
                 other => UpstreamError::Connect(url(), other.to_string()),
             })?;
         let _ = stream.set_nodelay(true);
-        // At shutdown the exchange in flight finishes; the driving task then ends the
-        // connection, as it does at once for an idle one.
+        // At shutdown the exchange in flight finishes; the connection ends with it (a
+        // pooled one by its driving task, as it does at once for an idle one).
         stream.keep_reading_when_closing();
+        Ok(stream)
+    }
+
+    /// Opens a connection and starts the task that drives it.
+    async fn connect(&self, timeout: Duration) -> Result<Pooled, UpstreamError> {
+        let inner = &self.0;
+        let url = || inner.url.clone();
+        let stream = self.open(timeout).await?;
         let transport = stream.transport().clone();
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await

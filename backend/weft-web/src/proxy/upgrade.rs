@@ -3,8 +3,10 @@
 //!
 //! A request asks only with both `Upgrade` and a `Connection` naming it; then, and only
 //! then, the two go upstream (else they stay on their hop, like any hop-by-hop header).
-//! It gets an upstream connection of its own, never shared: after a 101 that connection
-//! is the tunnel's. The upstream's 101 is passed to the client when it switches to a
+//! It gets an upstream connection of its own, never shared: to an upstream of the route
+//! picked as for any request (its `balance`, ejected ones passed over, the next one when
+//! one cannot be reached), over TLS to an `https://` upstream; after a 101 that
+//! connection is the tunnel's. The upstream's 101 is passed to the client when it switches to a
 //! protocol the client offered (a 101 to anything else is a 502), and the upstream end
 //! waits in the client connection's [`Slot`] until hyper has written the 101 and hands
 //! back the client's end; [`tunnel`] then copies both ways, bytes already read on
@@ -31,7 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use weft::defer::WaitsOn;
 use weft::{InspectedStream, Reactor, Transport};
 
-use super::{Abandon, Client, Marks, UpstreamError, connect, outgoing, respond, send};
+use super::upstreams::RouteUpstreams;
+use super::{Abandon, Client, Marks, UpstreamError, outgoing, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
 use crate::headers::strip_hop_by_hop;
@@ -106,18 +109,23 @@ pub(crate) struct Asks<'a> {
     pub(crate) offered: HeaderValue,
 }
 
+/// Where an upgrade may go: the route and its upstreams.
+pub(crate) struct To<'a> {
+    pub(crate) route: &'a Route,
+    pub(crate) upstreams: &'a RouteUpstreams,
+}
+
 /// Forwards a request that asks to switch protocols over a connection of its own; on a
 /// 101, leaves the upstream end in the client's tunnel slot. Counts the outcome.
 pub(crate) async fn forward(
-    service: &str,
-    route: &Route,
+    to: To<'_>,
     limits: &Limits,
     asks: Asks<'_>,
     recorder: &Rc<dyn Recorder>,
     request: Request<Incoming>,
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    let result = switch(service, route, limits, &asks, recorder, request, marks).await;
+    let result = switch(&to, limits, &asks, recorder, request, marks).await;
     let outcome = match &result {
         Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             UpgradeOutcome::Tunnelled
@@ -130,9 +138,67 @@ pub(crate) async fn forward(
     result
 }
 
+/// A connection of its own to one of the route's upstreams, chosen as for any request
+/// (balance, ejections); one that cannot be reached is passed over for the next, as an
+/// idempotent request's would be (nothing of the request has gone out yet).
+async fn open(
+    to: &To<'_>,
+    limits: &Limits,
+    recorder: &Rc<dyn Recorder>,
+    marks: &Marks<'_>,
+) -> Result<(usize, InspectedStream), UpstreamError> {
+    let upstreams = to.upstreams;
+    let mut tried = Vec::new();
+    let mut last = None;
+    loop {
+        let Some(i) = upstreams.pick(&tried) else {
+            return Err(last.unwrap_or_else(|| {
+                recorder.upstream_unavailable(&to.route.prefix);
+                UpstreamError::Unavailable(to.route.prefix.clone())
+            }));
+        };
+        tried.push(i);
+        let detail = marks.upstreams.get(i);
+        marks.steps.step_with("connect upstream", None, detail);
+        match upstreams.targets[i]
+            .pool
+            .open(limits.upstream_connect_timeout)
+            .await
+        {
+            Ok(stream) => return Ok((i, stream)),
+            Err(err) => {
+                upstreams.failed(i, &err, &**recorder);
+                tracing::info!(%err, "trying another upstream for an upgrade");
+                last = Some(err);
+            }
+        }
+    }
+}
+
 async fn switch(
-    service: &str,
-    route: &Route,
+    to: &To<'_>,
+    limits: &Limits,
+    asks: &Asks<'_>,
+    recorder: &Rc<dyn Recorder>,
+    request: Request<Incoming>,
+    marks: &Marks<'_>,
+) -> Result<Response<Body>, UpstreamError> {
+    let (i, stream) = open(to, limits, recorder, marks).await?;
+    let result = exchange(to, i, stream, limits, asks, recorder, request, marks).await;
+    match &result {
+        Ok(_) => to.upstreams.succeeded(i),
+        Err(err) if err.is_upstream() => to.upstreams.failed(i, err, &**recorder),
+        Err(_) => {}
+    }
+    result
+}
+
+/// The request and the upstream's answer on the connection `stream` to upstream `i`.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    to: &To<'_>,
+    i: usize,
+    stream: InspectedStream,
     limits: &Limits,
     asks: &Asks<'_>,
     recorder: &Rc<dyn Recorder>,
@@ -140,16 +206,12 @@ async fn switch(
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
     let Asks { client, offered } = asks;
-    // An upgrade goes to the route's first upstream.
-    let upstream = &route.upstreams[0];
-    let mut request = outgoing(route, limits, client.addr, client.secure, request)?;
+    let (route, upstream) = (to.route, &to.upstreams.targets[i].upstream);
+    let detail = marks.upstreams.get(i);
+    let mut request = outgoing(route, upstream, limits, client.addr, client.secure, request)?;
     let headers = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, offered.clone());
-    marks
-        .steps
-        .step_with("connect upstream", None, marks.upstream);
-    let stream = connect(service, upstream, limits.upstream_connect_timeout).await?;
     let on = WaitsOn::Connection(stream.info().id);
     let mut abandon = Abandon(Some(stream.transport().clone()));
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -160,9 +222,7 @@ async fn switch(
     Reactor::current().spawn(async move {
         let _ = parts_tx.send(connection.without_shutdown().await);
     });
-    marks
-        .steps
-        .step_with("response head", Some(on), marks.upstream);
+    marks.steps.step_with("response head", Some(on), detail);
     let response = send(&mut sender, request, upstream, limits).await?;
     abandon.0 = None;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {

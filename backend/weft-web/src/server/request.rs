@@ -159,7 +159,6 @@ async fn dispatch(
         steps.step_with("route", None, details.map(|d| &d.prefix));
         let marks = Marks {
             steps,
-            upstream: details.and_then(|d| d.upstreams.first()),
             upstreams: details.map_or(&[], |d| &d.upstreams[..]),
         };
         let client = proxy::Client {
@@ -168,7 +167,6 @@ async fn dispatch(
             tunnel: &conn.tunnel,
         };
         let forwarded = proxy::forward(
-            &state.name,
             route,
             upstreams,
             &config.limits,

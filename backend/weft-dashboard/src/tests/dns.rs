@@ -1,0 +1,106 @@
+//! The DNS page and `/api/dns` over a DNS view whose every name is markup.
+
+use std::sync::Arc;
+
+use weft_telemetry::views::{
+    Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
+};
+
+use super::*;
+
+/// A DNS service whose query names, clients and upstream are markup.
+struct Hostile;
+
+impl ServiceView for Hostile {
+    fn snapshot(&self) -> ServiceSnapshot {
+        ServiceSnapshot {
+            tallies: vec![
+                Tally {
+                    name: "qtype",
+                    counts: vec![("A".into(), 2)],
+                },
+                Tally {
+                    name: "rcode",
+                    counts: vec![("NOERROR".into(), 2)],
+                },
+            ],
+            counters: vec![("cache_hits", 1), ("cache_misses", 1)],
+            latency: Some(Histogram {
+                bounds: vec![0.001, 0.01],
+                cumulative: vec![1, 2],
+                count: 2,
+                sum_seconds: 0.005,
+            }),
+            upstreams: vec![UpstreamSnapshot {
+                name: format!("up {EVIL}"),
+                url: "127.0.0.1:53".into(),
+                requests: 1,
+                timeouts: Some(0),
+                ..UpstreamSnapshot::default()
+            }],
+            top: vec![TopKey {
+                key: format!("{EVIL}.test."),
+                count: 2,
+            }],
+            sampled: (2, 2),
+            recent: vec![RecentRequest {
+                at_ms: 1000,
+                client: "127.0.0.1:5000".into(),
+                name: format!("{EVIL}.test."),
+                kind: "A".into(),
+                status: "NOERROR".into(),
+                latency_ms: 0.05,
+                source: "cache".into(),
+            }],
+            ..ServiceSnapshot::default()
+        }
+    }
+}
+
+fn with_views() -> DashboardState {
+    let state = state();
+    state
+        .hub
+        .views()
+        .set(&format!("dns {EVIL}"), "dns", Arc::new(Hostile));
+    state
+}
+
+#[tokio::test]
+async fn the_dns_page_shows_each_service_with_every_name_escaped() {
+    let a = get(router(with_views()), "/dns").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(!a.body.contains("<script>"), "{}", a.body);
+    assert_eq!(
+        a.body.matches("alert(").count(),
+        5,
+        "the service (attribute and heading), upstream, top name and recent name, all \
+         shown as text: {}",
+        a.body
+    );
+    assert!(a.body.contains(r#"href="/dns" aria-current="page""#));
+    assert!(a.body.contains("50%"), "the hit ratio: {}", a.body);
+    let empty = get(router(state()), "/dns").await;
+    assert!(
+        empty.body.contains("No DNS service runs."),
+        "{}",
+        empty.body
+    );
+}
+
+#[tokio::test]
+async fn api_dns_lists_rates_the_cache_upstreams_top_names_and_recent_queries() {
+    let a = get(router(with_views()), "/api/dns").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let json = a.json();
+    let dns = &json[0];
+    assert_eq!(dns["service"], format!("dns {EVIL}"));
+    assert_eq!(dns["queries"], 2);
+    assert_eq!(dns["qtypes"][0]["name"], "A");
+    assert_eq!(dns["cache"]["hit_ratio"], 0.5);
+    assert!(dns["p99_ms"].as_f64().unwrap() <= 10.0, "{json:#}");
+    assert_eq!(dns["upstreams"][0]["answers"], 1);
+    assert_eq!(dns["top_names"][0]["key"], format!("{EVIL}.test."));
+    assert_eq!(dns["recent"][0]["source"], "cache");
+    assert_eq!(dns["recent"][0]["from_history"], false);
+}

@@ -1,0 +1,134 @@
+//! What the dashboard's DNS view shows of a dns service, as the service-neutral
+//! [`ServiceSnapshot`] of `weft-telemetry`: queries by type and answers by code (from
+//! the service's counters), cache hits and misses, the time to answer any query, each
+//! upstream's answers, timeouts and round-trip times, the names asked most and the
+//! recent queries (from its [`QueryFigures`]). Counters are atomics and the figures sit
+//! behind a short lock, so a reader never waits on the service.
+//!
+//! Also the query log's way into history: each logged answer becomes a row of the
+//! store's `queries` table, queued without waiting (a full queue is counted by the
+//! store).
+
+use std::sync::Arc;
+
+use weft_names::view::{LoggedQuery, QueryLog};
+use weft_names::{QueryFigures, ServiceMetrics};
+use weft_store::{QueryRecord, Writer};
+use weft_telemetry::views::{
+    Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
+};
+
+/// The names listed at most, of the up to 1,000 the service tracks.
+const TOP_SHOWN: usize = 50;
+
+/// A dns service's view, valid for as long as the service runs.
+pub(crate) struct DnsView {
+    metrics: ServiceMetrics,
+    figures: Arc<QueryFigures>,
+}
+
+impl DnsView {
+    /// The view of the service counting into `metrics`.
+    pub(crate) fn of(metrics: &ServiceMetrics) -> Self {
+        Self {
+            metrics: metrics.clone(),
+            figures: metrics.figures().clone(),
+        }
+    }
+}
+
+fn histogram(buckets: &[(f64, u64)], sum_seconds: f64) -> Histogram {
+    let (bounds, cumulative): (Vec<f64>, Vec<u64>) = buckets.iter().copied().unzip();
+    Histogram {
+        count: cumulative.last().copied().unwrap_or(0),
+        bounds,
+        cumulative,
+        sum_seconds,
+    }
+}
+
+impl ServiceView for DnsView {
+    fn snapshot(&self) -> ServiceSnapshot {
+        let read = self.figures.read();
+        let counts = self.metrics.counts();
+        let (buckets, count, sum) = self.metrics.duration();
+        let mut latency = histogram(&buckets, sum);
+        latency.count = count;
+        let upstreams = read
+            .upstreams
+            .iter()
+            .map(|u| {
+                let mut latency = histogram(&u.buckets, u.sum_seconds);
+                latency.count = u.answers;
+                UpstreamSnapshot {
+                    name: u.addr.to_string(),
+                    url: u.addr.to_string(),
+                    requests: u.answers,
+                    errors: u.timeouts,
+                    latency: Some(latency),
+                    timeouts: Some(u.timeouts),
+                    ..UpstreamSnapshot::default()
+                }
+            })
+            .collect();
+        ServiceSnapshot {
+            tallies: vec![
+                Tally {
+                    name: "qtype",
+                    counts: self.metrics.qtype_counts(),
+                },
+                Tally {
+                    name: "rcode",
+                    counts: self.metrics.rcode_counts(),
+                },
+            ],
+            counters: vec![
+                ("cache_hits", counts.cache_hits),
+                ("cache_misses", counts.cache_misses),
+                ("upstream_timeouts", counts.upstream_timeouts),
+            ],
+            latency: Some(latency),
+            upstreams,
+            top: read
+                .top
+                .into_iter()
+                .take(TOP_SHOWN)
+                .map(|(key, count)| TopKey { key, count })
+                .collect(),
+            sampled: (read.sampled, read.seen),
+            recent: read
+                .recent
+                .into_iter()
+                .map(|q| RecentRequest {
+                    at_ms: q.at_ms,
+                    client: q.client.map(|c| c.to_string()).unwrap_or_default(),
+                    name: q.name,
+                    kind: q.qtype.map(|t| t.to_string()).unwrap_or_default(),
+                    status: weft_names::metrics::rcode_name(q.rcode),
+                    latency_ms: q.latency.as_secs_f64() * 1e3,
+                    source: q.source.to_string(),
+                })
+                .collect(),
+            ..ServiceSnapshot::default()
+        }
+    }
+}
+
+/// The query log of service `service` into `writer`'s `queries` table.
+pub(crate) fn query_log(service: &str, writer: Writer) -> QueryLog {
+    let service: Arc<str> = service.into();
+    Arc::new(move |q: LoggedQuery| {
+        writer.try_send(QueryRecord {
+            service: service.to_string(),
+            at_ms: q.at_ms,
+            client: q.client.map(|c| c.to_string()).unwrap_or_default(),
+            name: q.name,
+            qtype: q.qtype,
+            rcode: q.rcode,
+            latency_us: i64::try_from(q.latency.as_micros()).unwrap_or(i64::MAX),
+            source: q.source,
+            failed: q.failed,
+            weight: i64::from(q.weight),
+        });
+    })
+}

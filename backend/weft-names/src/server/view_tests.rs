@@ -1,0 +1,120 @@
+//! What the dashboard's DNS view records of each answer, and the named steps of a
+//! forwarded query's chain, without sockets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use super::tests::{EXAMPLE, UPSTREAM, harness, query};
+use super::*;
+use crate::forward::{STEP_CACHE, STEP_UPSTREAM, UPSTREAM_LABEL};
+
+#[test]
+fn every_answer_is_recorded_with_its_client_code_and_source() {
+    let h = harness(EXAMPLE, true);
+    let upstream: SocketAddr = UPSTREAM.parse().unwrap();
+    h.send(&query(1, "www.example.test.", RecordType::A), Via::Udp);
+    h.send(&query(2, "nope.example.test.", RecordType::A), Via::Udp);
+    h.send(&query(3, "api.elsewhere.test.", RecordType::A), Via::Udp);
+    h.upstream_answers(&h.upstream_query(), 30);
+    h.send(&query(4, "API.elsewhere.test.", RecordType::A), Via::Udp);
+    h.send(
+        &query(5, "slow.elsewhere.test.", RecordType::AAAA),
+        Via::Udp,
+    );
+    h.clock.advance(Duration::from_secs(2));
+    h.send(&query(6, "x.example.test.", RecordType::OPT), Via::Tcp);
+    assert_eq!(h.inbox.borrow().len(), 6, "every query answered");
+
+    let read = h.server.metrics().figures().read();
+    let seen: Vec<_> = read
+        .recent
+        .iter()
+        .rev()
+        .map(|q| (q.name.as_str(), q.qtype, q.rcode, q.source))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "www.example.test.",
+                Some(RecordType::A),
+                ResponseCode::NoError,
+                Source::Zone
+            ),
+            (
+                "nope.example.test.",
+                Some(RecordType::A),
+                ResponseCode::NXDomain,
+                Source::Zone
+            ),
+            (
+                "api.elsewhere.test.",
+                Some(RecordType::A),
+                ResponseCode::NoError,
+                Source::Upstream(upstream)
+            ),
+            (
+                "API.elsewhere.test.",
+                Some(RecordType::A),
+                ResponseCode::NoError,
+                Source::Cache
+            ),
+            (
+                "slow.elsewhere.test.",
+                Some(RecordType::AAAA),
+                ResponseCode::ServFail,
+                Source::Timeout
+            ),
+            (
+                "x.example.test.",
+                Some(RecordType::OPT),
+                ResponseCode::Refused,
+                Source::Refused
+            ),
+        ]
+    );
+    assert!(
+        read.recent
+            .iter()
+            .all(|q| q.client == Some("127.0.0.1:40000".parse().unwrap()))
+    );
+    assert_eq!(
+        read.top.first(),
+        Some(&("api.elsewhere.test.".to_owned(), 2)),
+        "names are counted case-insensitively: {:?}",
+        read.top
+    );
+    let u = &read.upstreams[0];
+    assert_eq!((u.addr, u.answers, u.timeouts), (upstream, 1, 1));
+    assert_eq!(
+        u.buckets.last().map(|b| b.1),
+        Some(1),
+        "its answer is timed"
+    );
+}
+
+#[test]
+fn a_forwarded_query_names_the_cache_lookup_then_the_upstream_it_waits_on() {
+    let h = harness(EXAMPLE, true);
+    h.send(&query(9, "stuck.elsewhere.test.", RecordType::A), Via::Udp);
+    let pending: Vec<_> = weft::defer::pending()
+        .into_iter()
+        .filter(|p| p.label == Some(UPSTREAM_LABEL))
+        .collect();
+    assert_eq!(pending.len(), 1);
+    let step = pending[0].named.clone().expect("a named step");
+    assert_eq!(
+        (step.index, step.name),
+        (1, STEP_UPSTREAM),
+        "after {STEP_CACHE}"
+    );
+    assert_eq!(
+        step.detail.map(|d| d.as_str().to_owned()),
+        Some(UPSTREAM.into())
+    );
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(h.server.upstream_in_flight(), 0);
+}

@@ -1,0 +1,697 @@
+//! What a DNS service shows of its queries beyond its counters: the last queries
+//! answered, the names asked most, each upstream's latency and timeouts, and the query
+//! log handed to history under a per-second budget.
+//!
+//! Recording runs on the reactor thread for every answer; readers (the dashboard) copy
+//! the figures out from another thread. So the per-query part is cheap and bounded
+//! whatever a peer sends: every answer bumps a few atomics; the first
+//! [`FULL_PER_SECOND`] answers of each second, then one in [`SAMPLE_EVERY`], also take a
+//! short lock to fill a preallocated slot of the recent ring and to count the name in a
+//! space-saving top list of at most [`TOP_NAMES`] names (each counted with the weight
+//! its sampling gave it). A name's text is written into a slot's kept buffer, so once
+//! the ring and the list are full nothing is allocated.
+//!
+//! The query log ([`QueryLog`]) gets every failure (an rcode other than NOERROR and
+//! NXDOMAIN, which takes in SERVFAIL after an upstream timeout), the other answers up to
+//! its budget per second, then one in [`LOG_SAMPLE_EVERY`] marked with that weight; the
+//! rest are counted as skipped.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::rr::RecordType;
+use prometheus::core::Metric as _;
+use prometheus::{Histogram, HistogramOpts, IntCounter};
+
+/// Answers recorded in full each second (ring and top names) before sampling starts.
+pub const FULL_PER_SECOND: u64 = 200;
+/// Past [`FULL_PER_SECOND`], one answer in this many is recorded (its name counted with
+/// this weight).
+pub const SAMPLE_EVERY: u64 = 64;
+/// The recent queries kept.
+pub const RECENT: usize = 64;
+/// The names the top list tracks at most.
+pub const TOP_NAMES: usize = 1000;
+/// Past the query log's budget, one routine answer in this many is logged.
+pub const LOG_SAMPLE_EVERY: u64 = 100;
+/// Upper bounds of the latency buckets, in seconds: a zone answer takes microseconds,
+/// an upstream up to its timeout.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
+
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A zone this service is authoritative for.
+    Zone,
+    /// The forwarding cache.
+    Cache,
+    /// This upstream's answer.
+    Upstream(SocketAddr),
+    /// REFUSED: outside the zones with nowhere to forward, or a type not served.
+    Refused,
+    /// An error answer to a packet that was not a query this server takes.
+    Malformed,
+    /// SERVFAIL at once: a forwarding bound was reached.
+    Busy,
+    /// SERVFAIL: no upstream answered in time.
+    Timeout,
+    /// SERVFAIL: the upstream exchange failed otherwise.
+    UpstreamFailed,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Zone => f.write_str("zone"),
+            Self::Cache => f.write_str("cache"),
+            Self::Upstream(addr) => write!(f, "upstream {addr}"),
+            Self::Refused => f.write_str("refused"),
+            Self::Malformed => f.write_str("malformed"),
+            Self::Busy => f.write_str("busy"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::UpstreamFailed => f.write_str("upstream failed"),
+        }
+    }
+}
+
+/// One answered query, as the log gets it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedQuery {
+    /// When it was answered, unix milliseconds.
+    pub at_ms: i64,
+    /// Who asked (`None` when the transport did not say).
+    pub client: Option<SocketAddr>,
+    /// The name asked, empty for a packet without a readable question.
+    pub name: String,
+    /// Its type (`A`), empty without a question.
+    pub qtype: String,
+    /// The answer's code (`NOERROR`).
+    pub rcode: String,
+    /// From arrival to the answer.
+    pub latency: Duration,
+    /// Where the answer came from ([`Source`]'s text).
+    pub source: String,
+    /// Kept whatever the budget: an error answer.
+    pub failed: bool,
+    /// How many answers this entry stands for: 1, or [`LOG_SAMPLE_EVERY`] when it was
+    /// sampled past the budget.
+    pub weight: u32,
+}
+
+/// Where logged queries go (the history store's writer, in the gateway). Called on the
+/// reactor thread: it must not block.
+pub type QueryLog = Arc<dyn Fn(LoggedQuery) + Send + Sync>;
+
+/// One recent query, as a reader copies it out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentQuery {
+    /// When it was answered, unix milliseconds.
+    pub at_ms: i64,
+    /// Who asked.
+    pub client: Option<SocketAddr>,
+    /// The name asked (empty without a readable question).
+    pub name: String,
+    /// Its type, `None` without a question.
+    pub qtype: Option<RecordType>,
+    /// The answer's code.
+    pub rcode: ResponseCode,
+    /// From arrival to the answer.
+    pub latency: Duration,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+/// One upstream's figures since the service started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamReading {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whole answers it gave.
+    pub answers: u64,
+    /// Queries sent to it that got no answer in time.
+    pub timeouts: u64,
+    /// Its answers' round-trip times: `(upper bound, cumulative count)` per bucket.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of its round-trip times, seconds.
+    pub sum_seconds: f64,
+}
+
+/// A service's recorded queries: what [`QueryFigures::read`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueriesReading {
+    /// The last queries, newest first.
+    pub recent: Vec<RecentQuery>,
+    /// The names asked most (lower case) with their estimated counts, most first.
+    pub top: Vec<(String, u64)>,
+    /// Each upstream, in configuration order.
+    pub upstreams: Vec<UpstreamReading>,
+    /// Answers recorded in the ring and the top list (sampled under load).
+    pub sampled: u64,
+    /// Answers seen.
+    pub seen: u64,
+}
+
+struct UpstreamFigures {
+    addr: SocketAddr,
+    answers: AtomicU64,
+    timeouts: AtomicU64,
+    latency: Histogram,
+}
+
+/// The per-second window of a sampler: how many it saw in the current second.
+#[derive(Default)]
+struct Window {
+    second: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Window {
+    /// Counts one more in second `second`, returning how many came before it in it.
+    fn count(&self, second: u64) -> u64 {
+        if self.second.load(Ordering::Relaxed) != second {
+            self.second.store(second, Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The query log's sink with its budget.
+struct Log {
+    sink: QueryLog,
+    per_second: u64,
+    window: Window,
+    /// Routine answers past the budget, to sample one in [`LOG_SAMPLE_EVERY`].
+    over: AtomicU64,
+    skipped: IntCounter,
+}
+
+/// A DNS service's recorded queries, shared between the reactor thread that records and
+/// the readers that copy them out.
+pub struct QueryFigures {
+    /// When the service started: sampling windows are seconds since then.
+    started: Instant,
+    window: Window,
+    seen: AtomicU64,
+    sampled: AtomicU64,
+    /// A std mutex, taken for a sampled answer on the reactor thread and by a reader
+    /// copying the figures out; never across anything that waits.
+    kept: Mutex<Kept>,
+    upstreams: OnceLock<Vec<UpstreamFigures>>,
+    log: OnceLock<Log>,
+}
+
+impl std::fmt::Debug for QueryFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryFigures")
+            .field("seen", &self.seen.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for QueryFigures {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            window: Window::default(),
+            seen: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
+            kept: Mutex::new(Kept::default()),
+            upstreams: OnceLock::new(),
+            log: OnceLock::new(),
+        }
+    }
+}
+
+/// One answer to record.
+pub(crate) struct Answered<'a> {
+    pub(crate) client: Option<SocketAddr>,
+    pub(crate) query: Option<&'a Query>,
+    pub(crate) rcode: ResponseCode,
+    pub(crate) latency: Duration,
+    pub(crate) source: Source,
+}
+
+impl QueryFigures {
+    /// Tracks `upstreams` (once; later calls change nothing).
+    pub(crate) fn set_upstreams(&self, upstreams: &[SocketAddr]) {
+        let _ = self.upstreams.set(
+            upstreams
+                .iter()
+                .map(|&addr| UpstreamFigures {
+                    addr,
+                    answers: AtomicU64::new(0),
+                    timeouts: AtomicU64::new(0),
+                    latency: Histogram::with_opts(
+                        HistogramOpts::new("upstream_rtt_seconds", "upstream round trips")
+                            .buckets(LATENCY_BUCKETS.to_vec()),
+                    )
+                    .expect("valid buckets"),
+                })
+                .collect(),
+        );
+    }
+
+    /// Logs answers to `sink`: every failure, the others up to `per_second` a second
+    /// (0: all of them), then one in [`LOG_SAMPLE_EVERY`]; `skipped` counts the rest.
+    /// Set once; later calls change nothing.
+    pub fn set_log(&self, sink: QueryLog, per_second: u32, skipped: IntCounter) {
+        let _ = self.log.set(Log {
+            sink,
+            per_second: u64::from(per_second),
+            window: Window::default(),
+            over: AtomicU64::new(0),
+            skipped,
+        });
+    }
+
+    fn upstream(&self, addr: SocketAddr) -> Option<&UpstreamFigures> {
+        self.upstreams.get()?.iter().find(|u| u.addr == addr)
+    }
+
+    /// `addr` gave a whole answer `rtt` after the query went out.
+    pub(crate) fn upstream_answered(&self, addr: SocketAddr, rtt: Duration) {
+        if let Some(u) = self.upstream(addr) {
+            u.answers.fetch_add(1, Ordering::Relaxed);
+            u.latency.observe(rtt.as_secs_f64());
+        }
+    }
+
+    /// A query sent to `addr` got no answer in time.
+    pub(crate) fn upstream_timed_out(&self, addr: SocketAddr) {
+        if let Some(u) = self.upstream(addr) {
+            u.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records one answer.
+    pub(crate) fn record(&self, a: &Answered<'_>) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        let second = self.started.elapsed().as_secs();
+        let before = self.window.count(second);
+        let weight = if before < FULL_PER_SECOND {
+            1
+        } else if (before - FULL_PER_SECOND).is_multiple_of(SAMPLE_EVERY) {
+            SAMPLE_EVERY
+        } else {
+            0
+        };
+        let failed = !matches!(a.rcode, ResponseCode::NoError | ResponseCode::NXDomain);
+        if let Some(log) = self.log.get() {
+            log.offer(a, second, failed);
+        }
+        if weight == 0 {
+            return;
+        }
+        self.sampled.fetch_add(1, Ordering::Relaxed);
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.record(a, weight);
+    }
+
+    /// The figures now.
+    pub fn read(&self) -> QueriesReading {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = kept.recent();
+        let top = kept.top.top();
+        drop(kept);
+        let upstreams = self
+            .upstreams
+            .get()
+            .map(|all| {
+                all.iter()
+                    .map(|u| {
+                        let h = u.latency.metric();
+                        let h = h.get_histogram();
+                        UpstreamReading {
+                            addr: u.addr,
+                            answers: u.answers.load(Ordering::Relaxed),
+                            timeouts: u.timeouts.load(Ordering::Relaxed),
+                            buckets: h
+                                .get_bucket()
+                                .iter()
+                                .map(|b| (b.upper_bound(), b.cumulative_count()))
+                                .collect(),
+                            sum_seconds: h.get_sample_sum(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        QueriesReading {
+            recent,
+            top,
+            upstreams,
+            sampled: self.sampled.load(Ordering::Relaxed),
+            seen: self.seen.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Log {
+    fn offer(&self, a: &Answered<'_>, second: u64, failed: bool) {
+        let before = self.window.count(second);
+        let weight = if failed || self.per_second == 0 || before < self.per_second {
+            1
+        } else if self
+            .over
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(LOG_SAMPLE_EVERY)
+        {
+            LOG_SAMPLE_EVERY as u32
+        } else {
+            self.skipped.inc();
+            return;
+        };
+        let (name, qtype) = match a.query {
+            Some(q) => (q.name().to_string(), q.query_type().to_string()),
+            None => (String::new(), String::new()),
+        };
+        (self.sink)(LoggedQuery {
+            at_ms: now_ms(),
+            client: a.client,
+            name,
+            qtype,
+            rcode: crate::metrics::rcode_name(a.rcode),
+            latency: a.latency,
+            source: a.source.to_string(),
+            failed,
+            weight,
+        });
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A preallocated recent-query slot; its name buffer is reused.
+struct Slot {
+    at_ms: i64,
+    client: Option<SocketAddr>,
+    name: String,
+    qtype: Option<RecordType>,
+    rcode: ResponseCode,
+    latency: Duration,
+    source: Source,
+}
+
+/// The sampled answers: the recent ring and the top names.
+struct Kept {
+    ring: Vec<Slot>,
+    /// The slot the next answer goes to.
+    next: usize,
+    /// Slots written so far, up to [`RECENT`].
+    filled: usize,
+    top: TopNames,
+    /// The lower-cased name of the answer being recorded.
+    scratch: String,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Self {
+            ring: (0..RECENT)
+                .map(|_| Slot {
+                    at_ms: 0,
+                    client: None,
+                    name: String::with_capacity(64),
+                    qtype: None,
+                    rcode: ResponseCode::NoError,
+                    latency: Duration::ZERO,
+                    source: Source::Zone,
+                })
+                .collect(),
+            next: 0,
+            filled: 0,
+            top: TopNames::default(),
+            scratch: String::with_capacity(256),
+        }
+    }
+}
+
+impl Kept {
+    fn record(&mut self, a: &Answered<'_>, weight: u64) {
+        let slot = &mut self.ring[self.next];
+        self.next = (self.next + 1) % RECENT;
+        self.filled = (self.filled + 1).min(RECENT);
+        slot.at_ms = now_ms();
+        slot.client = a.client;
+        slot.name.clear();
+        slot.qtype = a.query.map(Query::query_type);
+        slot.rcode = a.rcode;
+        slot.latency = a.latency;
+        slot.source = a.source;
+        if let Some(q) = a.query {
+            // Writing into a kept buffer: no allocation once it is long enough.
+            let _ = write!(slot.name, "{}", q.name());
+            self.scratch.clear();
+            self.scratch.push_str(&slot.name);
+            self.scratch.make_ascii_lowercase();
+            self.top.count(&self.scratch, weight);
+        }
+    }
+
+    /// Newest first.
+    fn recent(&self) -> Vec<RecentQuery> {
+        (1..=self.filled)
+            .map(|back| &self.ring[(self.next + RECENT - back) % RECENT])
+            .map(|s| RecentQuery {
+                at_ms: s.at_ms,
+                client: s.client,
+                name: s.name.clone(),
+                qtype: s.qtype,
+                rcode: s.rcode,
+                latency: s.latency,
+                source: s.source,
+            })
+            .collect()
+    }
+}
+
+/// A tracked name: its text, estimated count, and how much of that may belong to the
+/// names it replaced (space-saving's error bound).
+struct Tracked {
+    name: String,
+    count: u64,
+}
+
+/// The names asked most, by the space-saving algorithm (Metwally et al.): at most
+/// [`TOP_NAMES`] names are tracked; a new one takes the place of the least counted, and
+/// inherits its count, so a name asked more than 1/[`TOP_NAMES`] of the time is always
+/// in the list. The least counted is found through a min-heap of the tracked names.
+struct TopNames {
+    tracked: Vec<Tracked>,
+    /// Tracked names by the hash of their text.
+    index: HashMap<u64, usize>,
+    hasher: RandomState,
+    /// Indexes of `tracked`, a min-heap by count.
+    heap: Vec<usize>,
+    /// Where each tracked name is in `heap`.
+    position: Vec<usize>,
+}
+
+impl Default for TopNames {
+    fn default() -> Self {
+        Self {
+            tracked: Vec::with_capacity(TOP_NAMES),
+            index: HashMap::with_capacity(TOP_NAMES),
+            hasher: RandomState::new(),
+            heap: Vec::with_capacity(TOP_NAMES),
+            position: Vec::with_capacity(TOP_NAMES),
+        }
+    }
+}
+
+impl TopNames {
+    fn count(&mut self, name: &str, weight: u64) {
+        let hash = self.hasher.hash_one(name);
+        if let Some(&i) = self.index.get(&hash) {
+            self.tracked[i].count += weight;
+            self.sift_down(self.position[i]);
+            return;
+        }
+        if self.tracked.len() < TOP_NAMES {
+            let i = self.tracked.len();
+            self.tracked.push(Tracked {
+                name: name.to_owned(),
+                count: weight,
+            });
+            self.index.insert(hash, i);
+            self.heap.push(i);
+            self.position.push(self.heap.len() - 1);
+            self.sift_up(self.heap.len() - 1);
+            return;
+        }
+        // Full: the least counted name gives its place (and its count) to this one.
+        let i = self.heap[0];
+        let old = self.hasher.hash_one(self.tracked[i].name.as_str());
+        self.index.remove(&old);
+        let t = &mut self.tracked[i];
+        t.name.clear();
+        t.name.push_str(name);
+        t.count += weight;
+        self.index.insert(hash, i);
+        self.sift_down(0);
+    }
+
+    fn key(&self, at: usize) -> u64 {
+        self.tracked[self.heap[at]].count
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.position[self.heap[a]] = a;
+        self.position[self.heap[b]] = b;
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.key(parent) <= self.key(at) {
+                break;
+            }
+            self.swap(parent, at);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            if l < self.heap.len() && self.key(l) < self.key(least) {
+                least = l;
+            }
+            if r < self.heap.len() && self.key(r) < self.key(least) {
+                least = r;
+            }
+            if least == at {
+                return;
+            }
+            self.swap(at, least);
+            at = least;
+        }
+    }
+
+    /// The tracked names, most counted first (ties by name).
+    fn top(&self) -> Vec<(String, u64)> {
+        let mut all: Vec<_> = self
+            .tracked
+            .iter()
+            .map(|t| (t.name.clone(), t.count))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::Name;
+
+    use super::*;
+
+    fn answered(q: &Query, rcode: ResponseCode) -> Answered<'_> {
+        Answered {
+            client: Some("127.0.0.1:5000".parse().unwrap()),
+            query: Some(q),
+            rcode,
+            latency: Duration::from_micros(30),
+            source: Source::Zone,
+        }
+    }
+
+    fn q(name: &str) -> Query {
+        Query::query(Name::from_ascii(name).unwrap(), RecordType::A)
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_queries_newest_first() {
+        let figures = QueryFigures::default();
+        for i in 0..(RECENT + 5) {
+            figures.record(&answered(&q(&format!("n{i}.test.")), ResponseCode::NoError));
+        }
+        let read = figures.read();
+        assert_eq!(read.recent.len(), RECENT);
+        assert_eq!(read.recent[0].name, format!("n{}.test.", RECENT + 4));
+        assert_eq!(read.recent[RECENT - 1].name, "n5.test.");
+    }
+
+    #[test]
+    fn the_top_list_is_bounded_and_keeps_the_heavy_names_whatever_else_comes() {
+        let mut top = TopNames::default();
+        for i in 0..(TOP_NAMES * 5) {
+            top.count("heavy.test.", 1);
+            top.count(&format!("once{i}.test."), 1);
+            if i % 2 == 0 {
+                top.count("medium.test.", 1);
+            }
+        }
+        assert_eq!(top.tracked.len(), TOP_NAMES, "bounded");
+        assert_eq!(top.index.len(), TOP_NAMES, "the index follows");
+        let list = top.top();
+        assert_eq!(list[0], ("heavy.test.".to_owned(), (TOP_NAMES * 5) as u64));
+        assert_eq!(list[1].0, "medium.test.");
+        assert!(list[1].1 >= (TOP_NAMES * 5 / 2) as u64, "{:?}", list[1]);
+    }
+
+    #[test]
+    fn the_log_keeps_failures_and_samples_past_its_budget_counting_the_rest() {
+        let figures = QueryFigures::default();
+        let logged = Arc::new(Mutex::new(Vec::new()));
+        let sink = logged.clone();
+        let skipped = IntCounter::new("skipped", "skipped").unwrap();
+        figures.set_log(
+            Arc::new(move |q| sink.lock().unwrap().push(q)),
+            10,
+            skipped.clone(),
+        );
+        let query = q("Www.Example.test.");
+        for _ in 0..210 {
+            figures.record(&answered(&query, ResponseCode::NoError));
+        }
+        for _ in 0..50 {
+            figures.record(&answered(&query, ResponseCode::ServFail));
+        }
+        let logged = logged.lock().unwrap();
+        let routine = logged.iter().filter(|q| !q.failed).count();
+        let failed = logged.iter().filter(|q| q.failed).count();
+        // All within one second: 10 within the budget, then 1 in 100 of the other 200.
+        assert_eq!((routine, failed), (12, 50), "every failure is kept");
+        assert_eq!(skipped.get(), 198);
+        let sampled: Vec<_> = logged.iter().filter(|q| q.weight > 1).collect();
+        assert_eq!(sampled.len(), 2);
+        assert_eq!(sampled[0].weight, LOG_SAMPLE_EVERY as u32);
+        assert_eq!(logged[0].name, "Www.Example.test.");
+        assert_eq!(
+            (logged[0].qtype.as_str(), logged[0].rcode.as_str()),
+            ("A", "NOERROR")
+        );
+    }
+
+    #[test]
+    fn past_the_full_rate_answers_are_sampled_and_weighted() {
+        let figures = QueryFigures::default();
+        let query = q("a.test.");
+        let n = FULL_PER_SECOND + 10 * SAMPLE_EVERY;
+        for _ in 0..n {
+            figures.record(&answered(&query, ResponseCode::NoError));
+        }
+        let read = figures.read();
+        assert_eq!(read.seen, n);
+        assert_eq!(read.sampled, FULL_PER_SECOND + 10);
+        assert_eq!(read.top[0].1, n, "weights make up for the sampling");
+    }
+}

@@ -1,0 +1,66 @@
+// The DNS page: each service's queries, cache, upstreams, top names and recent queries,
+// refetched from /api/dns once a second while the live feed ticks, drawn as the server
+// draws them (dns.html). Names are peer-controlled: they go in as text, never as markup.
+
+import { el, replace } from "./dom.js";
+import { clock, millis, percent, rate } from "./fmt.js";
+
+const MIN_REFRESH_MS = 1000;
+
+export class DnsView {
+  constructor() {
+    this.stale = true;
+    this.lastFetch = 0;
+  }
+
+  snapshot() { this.stale = true; }
+  stats() { this.stale = true; }
+  event() {}
+
+  async render() {
+    if (!this.stale) return;
+    if (performance.now() - this.lastFetch < MIN_REFRESH_MS) {
+      setTimeout(() => window.__weft.live?.schedule(), MIN_REFRESH_MS);
+      return;
+    }
+    this.stale = false;
+    this.lastFetch = performance.now();
+    const r = await fetch("/api/dns");
+    if (!r.ok) return;
+    const services = await r.json();
+    const box = document.getElementById("dns-services");
+    if (!box) return;
+    replace(box, services.length ? services.map(section)
+      : [el("p", { class: "empty", id: "no-dns" }, "No DNS service runs.")]);
+  }
+}
+
+const num = (v, bad = false) => el("td", { class: bad ? "num bad" : "num" }, String(v));
+const mono = (v) => el("td", { class: "mono" }, v);
+const head = (names) => el("thead", {}, el("tr", {}, ...names.map(([n, isNum]) => el("th", isNum ? { class: "num" } : {}, n))));
+const table = (cls, names, rows) => el("table", { class: `grid ${cls}` }, head(names), el("tbody", {}, ...rows));
+
+function section(s) {
+  const summary = el("div", { class: "summary" },
+    el("span", {}, "queries ", el("b", { class: "queries" }, String(s.queries))),
+    el("span", {}, "q/s ", el("b", { class: "qps" }, rate(s.queries_per_s))),
+    el("span", {}, "cache hit ratio ", el("b", { class: "hit-ratio" }, percent(s.cache.hit_ratio)),
+      ` (${s.cache.hits} hits, ${s.cache.misses} misses since start)`),
+    el("span", {}, "p50 ", el("b", {}, millis(s.p50_ms))),
+    el("span", {}, "p99 ", el("b", {}, millis(s.p99_ms))));
+  const rates = (cls, title, unit, list) => table(cls, [[title], [unit, 1], [cls === "qtypes" ? "queries" : "answers", 1]],
+    list.map((r) => el("tr", {}, mono(r.name), num(rate(r.per_s)), num(r.total))));
+  const upstreams = s.upstreams.length === 0 ? null : table("upstreams",
+    [["upstream"], ["answers", 1], ["timeouts", 1], ["p50", 1], ["p99", 1]],
+    s.upstreams.map((u) => el("tr", {}, mono(u.name), num(u.answers), num(u.timeouts, u.timeouts > 0),
+      num(millis(u.p50_ms)), num(millis(u.p99_ms)))));
+  const top = table("top-names", [["top names"], ["queries", 1]],
+    s.top_names.map((t) => el("tr", {}, mono(t.key), num(t.count))));
+  const recent = table("recent", [["time"], ["client"], ["name"], ["type"], ["rcode"], ["latency", 1], ["source"]],
+    s.recent.map((q) => el("tr", q.from_history ? { class: "history" } : {},
+      el("td", {}, el("time", {}, clock(q.at_ms))), mono(q.client), mono(q.name), mono(q.qtype),
+      mono(q.rcode), num(millis(q.latency_ms)), mono(q.source))));
+  return el("section", { class: "dns-service", "data-service": s.service },
+    el("h2", {}, s.service), summary, rates("qtypes", "type", "q/s", s.qtypes),
+    rates("rcodes", "rcode", "/s", s.rcodes), upstreams, top, recent);
+}

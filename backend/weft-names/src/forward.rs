@@ -43,7 +43,7 @@ pub const STEP_UPSTREAM_TCP: &str = "upstream over TCP";
 /// The detail of [`STEP_CACHE`]: the cache did not have it.
 const CACHE_MISS: StepDetail = StepDetail::from_static("miss");
 /// Distinct questions out at once; more are answered SERVFAIL at once.
-const MAX_IN_FLIGHT: usize = 4096;
+pub(crate) const MAX_IN_FLIGHT: usize = 4096;
 /// Clients waiting on one question; more are answered SERVFAIL at once.
 const MAX_WAITERS: usize = 256;
 /// Questions asked again over TCP at once (each holds a connection to an upstream for up
@@ -250,8 +250,10 @@ impl Forwarder {
         upstream.metadata.recursion_desired = true;
         upstream.metadata.checking_disabled = request.checking_disabled;
         upstream.queries.push(request.query.clone());
+        // DO always: the answer is cached for clients that set it too; the others get it
+        // without the DNSSEC records they did not ask for (`response`).
         let mut edns = Edns::new();
-        edns.set_max_payload(EDNS_UDP_SIZE);
+        edns.set_max_payload(EDNS_UDP_SIZE).set_dnssec_ok(true);
         upstream.edns = Some(edns);
         let packet: Rc<[u8]> = match upstream.to_vec() {
             Ok(p) => p.into(),
@@ -528,11 +530,14 @@ impl InFlight {
     }
 }
 
-/// A response to `request` replaying `answer` (not authoritative; recursion available).
+/// A response to `request` replaying `answer` (not authoritative; recursion available),
+/// without DNSSEC records other than of the type asked unless the client set DO (RFC
+/// 4035 section 3.2.1).
 fn response(request: &Request, answer: &Answer) -> Message {
     let mut message = request.response(answer.rcode, true);
     message.answers = answer.answers.clone();
     message.authorities = answer.authorities.clone();
     message.additionals = answer.additionals.clone();
-    message
+    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.dnssec_ok);
+    message.maybe_strip_dnssec_records(dnssec_ok)
 }

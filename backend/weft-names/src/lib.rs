@@ -1,7 +1,8 @@
 //! DNS service for weft (twisted.names): authoritative zones, a forwarding cache, UDP and TCP.
 //!
 //! A [`DnsServer`] answers questions about names in its BIND zone files with the AA flag
-//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone, each once),
+//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone, each once,
+//! wildcards, referrals without it below a zone cut),
 //! forwards other names to upstream resolvers through a TTL cache, and REFUSES them when
 //! it has no upstream. Each upstream query is a labelled [`weft::defer::Deferred`] with a
 //! timeout, so a silent upstream is visible in the inspector and its clients get SERVFAIL.
@@ -20,16 +21,21 @@
 //!
 //! # Layout
 //!
-//! - [`zone`]: zone file text to [`Zone`]s (`lex` splits entries, `parse` builds records,
-//!   with line-numbered [`ZoneError`]s), [`Catalog`] picks the zone of a name, and
-//!   [`Zone::lookup`] gives the authoritative answer.
+//! - [`zone`]: zone file text to [`Zone`]s (`lex` splits entries, `parse` builds records
+//!   and reads `$INCLUDE`d files, `rdata` and `dnssec` read each type's fields, with
+//!   [`ZoneError`]s naming the file and line), [`Catalog`] picks the zone of a name, and
+//!   [`Zone::lookup`] (`answer`) gives the authoritative answer: wildcards, referrals at
+//!   zone cuts, the additional section, `ANY` as one RRset.
 //! - [`wire`]: packet to request (FORMERR, NOTIMP, BADVERS for an EDNS version above 0,
 //!   NOTAUTH for a TSIG-signed query, or nothing for what is not a query), response
 //!   headers and OPT (version 0, the DO bit copied), encoding with truncation (TC) to the
 //!   client's UDP size; `tsig` reads the TSIG record of a query and builds the BADKEY
 //!   answer (the server holds no keys).
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
-//!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED.
+//!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED;
+//!   over UDP first past the client prefix's rate limit ([`rrl`]).
+//! - [`edns`]: the OPT options answered, NSID and DNS cookies (a server secret that
+//!   changes hourly); every other option is ignored.
 //! - [`forward`]: upstream queries (own ids, coalesced by question, a Deferred with a
 //!   timeout each, its named steps saying the cache missed and which upstreams it waits
 //!   on), answers checked against source, id and question; an answer
@@ -53,9 +59,11 @@
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
 
 pub mod cache;
+pub mod edns;
 pub mod error;
 pub mod forward;
 pub mod metrics;
+pub mod rrl;
 pub mod server;
 pub mod transfer;
 pub mod transport;
@@ -64,9 +72,11 @@ pub mod view;
 pub mod wire;
 pub mod zone;
 
+pub use edns::EdnsConfig;
 pub use error::{NamesError, ZoneError};
 pub use forward::{TcpAnswer, TcpExchange, UpstreamLink};
-pub use metrics::{Busy, DnsMetrics, ServiceMetrics};
+pub use metrics::{Busy, DnsMetrics, Limited, ServiceMetrics};
+pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
 pub use transfer::{Prefix, TransferConfig};
 pub use transport::{DnsTcp, DnsUdp, listen};

@@ -15,6 +15,8 @@ use prometheus::{
 
 use crate::view::{Answered, LATENCY_BUCKETS, QueryFigures, Source};
 
+use crate::edns::CookieState;
+
 /// The query types with their own `qtype` label value, in label order.
 const QTYPES: [(RecordType, &str); 16] = [
     (RecordType::A, "A"),
@@ -36,7 +38,7 @@ const QTYPES: [(RecordType, &str); 16] = [
 ];
 
 /// The response codes with their own `rcode` label value.
-const RCODES: [(ResponseCode, &str); 8] = [
+const RCODES: [(ResponseCode, &str); 9] = [
     (ResponseCode::NoError, "NOERROR"),
     (ResponseCode::FormErr, "FORMERR"),
     (ResponseCode::ServFail, "SERVFAIL"),
@@ -45,6 +47,7 @@ const RCODES: [(ResponseCode, &str); 8] = [
     (ResponseCode::Refused, "REFUSED"),
     (ResponseCode::NotAuth, "NOTAUTH"),
     (ResponseCode::BADVERS, "BADVERS"),
+    (ResponseCode::BADCOOKIE, "BADCOOKIE"),
 ];
 
 /// Why a forwarded question was answered SERVFAIL at once: a bound was reached. The
@@ -74,6 +77,32 @@ impl Busy {
     }
 }
 
+/// What became of a UDP answer over its client prefix's rate: the `action` label of
+/// `weft_dns_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limited {
+    /// Not sent.
+    Dropped,
+    /// Sent without records: truncated (TC), or BADCOOKIE to a client with a cookie.
+    Slipped,
+}
+
+impl Limited {
+    const ALL: [Self; 2] = [Self::Dropped, Self::Slipped];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dropped => "dropped",
+            Self::Slipped => "slipped",
+        }
+    }
+}
+
+/// The `result` label values of `weft_dns_cookies_total`.
+const COOKIE_RESULTS: [&str; 3] = ["client", "valid", "invalid"];
+
 /// The DNS families on one registry. Register once per registry and derive a
 /// [`ServiceMetrics`] per service with [`service`](Self::service).
 #[derive(Clone, Debug)]
@@ -88,6 +117,9 @@ pub struct DnsMetrics {
     dropped: IntCounterVec,
     /// Zone transfers, NOTIFY and zone reloads.
     transfer: crate::transfer::metrics::TransferFamilies,
+    rate_limited: IntCounterVec,
+    rate_limit_evictions: IntCounterVec,
+    cookies: IntCounterVec,
     duration: HistogramVec,
     log_skipped: IntCounterVec,
 }
@@ -105,6 +137,9 @@ impl DnsMetrics {
             &metrics.upstream_truncated,
             &metrics.forward_refused,
             &metrics.dropped,
+            &metrics.rate_limited,
+            &metrics.rate_limit_evictions,
+            &metrics.cookies,
             &metrics.log_skipped,
         ] {
             registry.register(Box::new(family.clone()))?;
@@ -161,6 +196,21 @@ impl DnsMetrics {
                 &["service"],
             )?,
             transfer: crate::transfer::metrics::TransferFamilies::new()?,
+            rate_limited: vec(
+                "weft_dns_rate_limited_total",
+                "UDP answers over their client prefix's rate_limit, by action: dropped, or slipped (sent truncated or BADCOOKIE).",
+                &["service", "action"],
+            )?,
+            rate_limit_evictions: vec(
+                "weft_dns_rate_limit_evictions_total",
+                "Client prefixes still over their rate forgotten to make room in the full rate-limit table.",
+                &["service"],
+            )?,
+            cookies: vec(
+                "weft_dns_cookies_total",
+                "Queries with a DNS cookie, by what it proved: client (a client cookie alone), valid (this server's cookie for the client), invalid (another, or an expired, server cookie).",
+                &["service", "result"],
+            )?,
             duration: HistogramVec::new(
                 HistogramOpts::new(
                     "weft_dns_request_duration_seconds",
@@ -202,6 +252,15 @@ impl DnsMetrics {
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
             transfer: self.transfer.service(name),
+            rate_limited: Limited::ALL
+                .iter()
+                .map(|l| self.rate_limited.with_label_values(&[name, l.as_str()]))
+                .collect(),
+            rate_limit_evictions: self.rate_limit_evictions.with_label_values(&[name]),
+            cookies: COOKIE_RESULTS
+                .iter()
+                .map(|r| self.cookies.with_label_values(&[name, r]))
+                .collect(),
             duration: self.duration.with_label_values(&[name]),
             log_skipped: self.log_skipped.with_label_values(&[name]),
             figures: Arc::default(),
@@ -233,6 +292,11 @@ struct Handles {
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
     transfer: crate::transfer::TransferCounters,
+    /// In the order of [`Limited::ALL`].
+    rate_limited: Vec<IntCounter>,
+    rate_limit_evictions: IntCounter,
+    /// In the order of [`COOKIE_RESULTS`].
+    cookies: Vec<IntCounter>,
     duration: Histogram,
     log_skipped: IntCounter,
     /// The recent queries, top names and upstream figures the dashboard shows.
@@ -384,6 +448,32 @@ impl ServiceMetrics {
     /// Its zone transfer, NOTIFY and zone reload counters.
     pub fn transfer(&self) -> &crate::transfer::TransferCounters {
         &self.0.transfer
+    }
+
+    /// A UDP answer was over its client prefix's rate.
+    pub fn rate_limited(&self, action: Limited) {
+        self.0.rate_limited[action as usize].inc();
+    }
+
+    /// The UDP answers over their rate so far that met `action`.
+    pub fn rate_limits(&self, action: Limited) -> u64 {
+        self.0.rate_limited[action as usize].get()
+    }
+
+    /// A prefix still over its rate was forgotten to make room in the table.
+    pub fn rate_limit_evicted(&self) {
+        self.0.rate_limit_evictions.inc();
+    }
+
+    /// A query carried a DNS cookie that proved `state`.
+    pub(crate) fn cookie(&self, state: CookieState) {
+        let i = match state {
+            CookieState::Absent => return,
+            CookieState::ClientOnly => 0,
+            CookieState::Valid => 1,
+            CookieState::Invalid => 2,
+        };
+        self.0.cookies[i].inc();
     }
 
     /// Cache hits, misses, upstream timeouts and truncated answers, and dropped packets

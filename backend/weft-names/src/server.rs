@@ -7,7 +7,8 @@
 //! as [`Outcome::Transfer`], to be answered through [`DnsServer::transfer`] with the peer's
 //! address; a NOTIFY received is REFUSED ([`crate::transfer`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -15,8 +16,10 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
+use crate::edns::{self, CookieState, EdnsConfig};
 use crate::forward::{Forwarder, UpstreamLink};
-use crate::metrics::ServiceMetrics;
+use crate::metrics::{Limited, ServiceMetrics};
+use crate::rrl::{Limiter, RateLimit, Verdict};
 use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
 use crate::view::Source;
 use crate::wire::{self, Parsed, Request};
@@ -53,7 +56,10 @@ pub enum Outcome {
     Dropped(String),
     /// A zone transfer request (AXFR, IXFR), not answered yet: the transport answers it
     /// through [`DnsServer::transfer`], knowing the peer and able to send many messages.
-    Transfer(Transfer),
+    Transfer(Box<Transfer>),
+    /// Over the client prefix's `rate_limit`: dropped, or answered truncated or
+    /// BADCOOKIE (`slip`).
+    RateLimited,
 }
 
 /// A DNS service's settings.
@@ -71,6 +77,10 @@ pub struct DnsConfig {
     /// Who may transfer the zones (`allow_transfer`) and whom a changed zone is
     /// announced to (`notify`).
     pub transfer: TransferConfig,
+    /// NSID and DNS cookies.
+    pub edns: EdnsConfig,
+    /// Response rate limiting over UDP; `None`: off.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl DnsConfig {
@@ -96,6 +106,8 @@ impl Default for DnsConfig {
             cache_size: Self::DEFAULT_CACHE_SIZE,
             timeout: Self::DEFAULT_TIMEOUT,
             transfer: TransferConfig::default(),
+            edns: EdnsConfig::default(),
+            rate_limit: None,
         }
     }
 }
@@ -107,6 +119,9 @@ struct Inner {
     /// `None` without `forward` upstreams: a name outside the zones is REFUSED.
     forwarder: Option<Rc<Forwarder>>,
     metrics: ServiceMetrics,
+    edns: edns::Options,
+    /// `None` without `rate_limit`.
+    limiter: Option<RefCell<Limiter>>,
 }
 
 /// One DNS service's answering logic, shared by its UDP and TCP listeners. Cheap to
@@ -147,6 +162,8 @@ impl DnsServer {
                 transfer: config.transfer,
                 forwarder,
                 metrics,
+                edns: edns::Options::new(&config.edns),
+                limiter: config.rate_limit.map(|r| RefCell::new(Limiter::new(r))),
             }),
         }
     }
@@ -167,7 +184,8 @@ impl DnsServer {
     }
 
     /// Answers one query packet from `client` (when the transport says) through `reply`,
-    /// now or later.
+    /// now or later. The address keys its server cookie and, over UDP, its rate limit
+    /// (without one, both take 0.0.0.0).
     pub fn handle(
         &self,
         packet: &[u8],
@@ -189,15 +207,24 @@ impl DnsServer {
             reply(refused);
             return Outcome::Refused;
         }
-        let mut request = match wire::parse(packet) {
+        let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let mut request = match wire::parse(packet, self.inner.edns.cookies()) {
             Parsed::Query(request) => request,
             Parsed::Error {
-                response,
+                mut response,
+                asked,
                 rcode,
                 why,
             } => {
+                if let (Some(asked), Some(opt)) = (asked, response.edns.as_mut()) {
+                    self.inner.edns.answer(&asked, ip).0.add_to(opt);
+                }
+                // An error answer has no records: a slipped one goes out as it is.
+                if via == Via::Udp && self.rate_limit(ip) == Verdict::Drop {
+                    return Outcome::RateLimited;
+                }
                 metrics.answered(None, client, received, rcode, Source::Malformed);
-                reply(response);
+                reply(wire::encode(&response, None));
                 return Outcome::Malformed(why);
             }
             Parsed::Drop(why) => {
@@ -210,8 +237,38 @@ impl DnsServer {
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();
+        let cookie = match request.edns.as_mut() {
+            Some(edns) => {
+                let (answered, cookie) = self.inner.edns.answer(&edns.asked, ip);
+                edns.answered = answered;
+                cookie
+            }
+            None => CookieState::Absent,
+        };
+        metrics.cookie(cookie);
+        // A valid server cookie proves the client receives at its address, so its
+        // answers reflect at no one: it is not limited.
+        if via == Via::Udp && cookie != CookieState::Valid {
+            match self.rate_limit(ip) {
+                Verdict::Send => {}
+                Verdict::Drop => return Outcome::RateLimited,
+                Verdict::Slip => {
+                    let slipped = if cookie == CookieState::Absent {
+                        let mut m = request.response(ResponseCode::NoError, recursion);
+                        m.metadata.truncation = true;
+                        m
+                    } else {
+                        // RFC 7873 section 5.2.3, choice 2: the client learns a server
+                        // cookie, which lifts the limit from its next query.
+                        request.response(ResponseCode::BADCOOKIE, recursion)
+                    };
+                    send(metrics, &request, via, slipped, reply, Source::RateLimited);
+                    return Outcome::RateLimited;
+                }
+            }
+        }
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            return Outcome::Transfer(Transfer::new(request, packet));
+            return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
         }
         if qtype == RecordType::OPT {
             let refused = request.response(ResponseCode::Refused, recursion);
@@ -221,9 +278,13 @@ impl DnsServer {
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
             let answer = zone.lookup(request.query.name(), qtype);
             let mut message = request.response(answer.rcode, recursion);
-            message.metadata.authoritative = true;
+            message.metadata.authoritative = answer.authoritative;
             message.answers = answer.answers;
             message.authorities = answer.authorities;
+            message.additionals = answer.additionals;
+            if via == Via::Udp && message.metadata.authoritative {
+                drop_additionals_beyond(&mut message, request.udp_limit());
+            }
             send(metrics, &request, via, message, reply, Source::Zone);
             return Outcome::Answered;
         }
@@ -253,6 +314,25 @@ impl DnsServer {
         )
     }
 
+    /// What `rate_limit` says of one more UDP answer to `client`, counted.
+    fn rate_limit(&self, client: IpAddr) -> Verdict {
+        let Some(limiter) = &self.inner.limiter else {
+            return Verdict::Send;
+        };
+        let now = weft::time::current_clock().now();
+        let (verdict, evicted) = limiter.borrow_mut().check(client, now);
+        let metrics = &self.inner.metrics;
+        if evicted {
+            metrics.rate_limit_evicted();
+        }
+        match verdict {
+            Verdict::Send => {}
+            Verdict::Drop => metrics.rate_limited(Limited::Dropped),
+            Verdict::Slip => metrics.rate_limited(Limited::Slipped),
+        }
+        verdict
+    }
+
     /// A datagram arrived on the upstream port. Returns why it was ignored, if it was
     /// (the caller reports it; the server counts it as dropped).
     pub fn upstream_received(&self, packet: &[u8], from: SocketAddr) -> Result<(), String> {
@@ -264,6 +344,15 @@ impl DnsServer {
             self.inner.metrics.dropped();
         }
         result
+    }
+}
+
+/// Leaves out the additional section of an answer when the answer does not fit in
+/// `limit` with it: the section is optional, and RFC 2181 section 9 sets TC only when
+/// the answer itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.)
+fn drop_additionals_beyond(message: &mut Message, limit: usize) {
+    if !message.additionals.is_empty() && message.to_vec().is_ok_and(|bytes| bytes.len() > limit) {
+        message.additionals.clear();
     }
 }
 

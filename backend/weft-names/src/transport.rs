@@ -121,7 +121,8 @@ impl DatagramProtocol for DnsUdp {
             }
             Outcome::Transfer(asked) => {
                 // Over UDP a transfer request gets one message (NOTIMP, REFUSED, an SOA).
-                if let Plan::Answer(answer) = self.server.transfer(asked, Some(from.ip()), Via::Udp)
+                if let Plan::Answer(answer) =
+                    self.server.transfer(*asked, Some(from.ip()), Via::Udp)
                 {
                     transport.write(&answer, from);
                 }
@@ -173,10 +174,10 @@ impl StringHandler for DnsTcp {
             }
             Outcome::Transfer(asked) => {
                 let peer = transport.peer().socket_addr().map(|a| a.ip());
-                match self.server.transfer(asked, peer, Via::Tcp) {
+                match self.server.transfer(*asked, peer, Via::Tcp) {
                     Plan::Answer(answer) => send_int16_string(transport, &answer),
                     Plan::Stream(job) => {
-                        Streamer::send(&mut self.transfers, transport, job, self.server.metrics());
+                        Streamer::send(&mut self.transfers, transport, *job, self.server.metrics());
                     }
                 }
             }

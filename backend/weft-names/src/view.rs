@@ -67,6 +67,8 @@ pub enum Source {
     Timeout,
     /// SERVFAIL: the upstream exchange failed otherwise.
     UpstreamFailed,
+    /// Over the client prefix's `rate_limit`: slipped (truncated, or BADCOOKIE).
+    RateLimited,
 }
 
 impl std::fmt::Display for Source {
@@ -80,6 +82,7 @@ impl std::fmt::Display for Source {
             Self::Busy => f.write_str("busy"),
             Self::Timeout => f.write_str("timeout"),
             Self::UpstreamFailed => f.write_str("upstream failed"),
+            Self::RateLimited => f.write_str("rate limited"),
         }
     }
 }

@@ -4,6 +4,7 @@
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::DNSClass;
 
+use crate::edns::{OptionsAnswered, OptionsAsked};
 use crate::tsig;
 
 /// What classic DNS over UDP allows without EDNS (RFC 1035 section 4.2.1).
@@ -15,29 +16,41 @@ pub const EDNS_UDP_SIZE: u16 = 1232;
 const EDNS_VERSION: u8 = 0;
 
 /// What a client's OPT record asks of the response (RFC 6891).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClientEdns {
     /// The largest UDP payload the client takes.
     pub(crate) max_payload: u16,
     /// DNSSEC OK, which RFC 3225 section 3 has the response copy.
     pub(crate) dnssec_ok: bool,
+    /// The options this server acts on (NSID, COOKIE).
+    pub(crate) asked: OptionsAsked,
+    /// The options the answer carries, filled in by the server.
+    pub(crate) answered: OptionsAnswered,
 }
 
 impl ClientEdns {
-    fn of(edns: &Edns) -> Self {
-        Self {
+    /// The client's OPT, with why its COOKIE option is malformed, if it is and `cookies`
+    /// are on.
+    fn of(edns: &Edns, cookies: bool) -> (Self, Option<String>) {
+        let (asked, malformed) = OptionsAsked::read(edns, cookies);
+        let client = Self {
             max_payload: edns.max_payload(),
             dnssec_ok: edns.flags().dnssec_ok,
-        }
+            asked,
+            answered: OptionsAnswered::default(),
+        };
+        (client, malformed)
     }
 
     /// The OPT record of a response to it. RFC 6891 section 6.1.1: a query with an OPT
-    /// gets a response with one; section 6.1.3: its version is the one this server speaks.
-    fn response_opt(self) -> Edns {
+    /// gets a response with one; section 6.1.3: its version is the one this server speaks;
+    /// section 6.1.2: the options are this server's (NSID, COOKIE), never echoed ones.
+    fn response_opt(&self) -> Edns {
         let mut edns = Edns::new();
         edns.set_max_payload(EDNS_UDP_SIZE)
             .set_version(EDNS_VERSION)
             .set_dnssec_ok(self.dnssec_ok);
+        self.answered.add_to(&mut edns);
         edns
     }
 }
@@ -70,9 +83,11 @@ pub(crate) enum Parsed {
     /// A query to answer.
     Query(Request),
     /// A packet that only gets an error response (FORMERR, NOTIMP, BADVERS, NOTAUTH,
-    /// REFUSED), already encoded.
+    /// REFUSED), with an OPT when the query had one; the server adds the options it
+    /// answers from `asked`.
     Error {
-        response: Vec<u8>,
+        response: Box<Message>,
+        asked: Option<OptionsAsked>,
         rcode: ResponseCode,
         why: String,
     },
@@ -80,8 +95,9 @@ pub(crate) enum Parsed {
     Drop(String),
 }
 
-/// Checks `packet` and turns it into a request, an error response or nothing.
-pub(crate) fn parse(packet: &[u8]) -> Parsed {
+/// Checks `packet` and turns it into a request, an error response or nothing; with
+/// `cookies`, a malformed COOKIE option is an error (elsewhere options are not read).
+pub(crate) fn parse(packet: &[u8], cookies: bool) -> Parsed {
     if packet.len() < 12 {
         return Parsed::Drop(format!("{} bytes: shorter than a DNS header", packet.len()));
     }
@@ -98,7 +114,8 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
         // NSD too checks the opcode before reading the rest and answers with no sections.
         let response = Message::error_msg(id, op_code, ResponseCode::NotImp);
         return Parsed::Error {
-            response: encode(&response, None),
+            response: Box::new(response),
+            asked: None,
             rcode: ResponseCode::NotImp,
             why: format!("opcode {op_code:?} is not served"),
         };
@@ -109,18 +126,23 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
         Err(e) => {
             let response = error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
             return Parsed::Error {
-                response: encode(&response, None),
+                response: Box::new(response),
+                asked: None,
                 rcode: ResponseCode::FormErr,
                 why: format!("undecodable: {e}"),
             };
         }
     };
-    let edns = message.edns.as_ref().map(ClientEdns::of);
+    let (edns, malformed) = match message.edns.as_ref().map(|e| ClientEdns::of(e, cookies)) {
+        Some((edns, malformed)) => (Some(edns), malformed),
+        None => (None, None),
+    };
     let question = (message.queries.len() == 1).then(|| message.queries[0].clone());
     let error = |rcode: ResponseCode, why: String, question: Option<Query>| {
-        let response = error_response(id, recursion_desired, rcode, question, edns);
+        let response = error_response(id, recursion_desired, rcode, question, edns.as_ref());
         Parsed::Error {
-            response: encode(&response, None),
+            response: Box::new(response),
+            asked: edns.as_ref().map(|e| e.asked),
             rcode,
             why,
         }
@@ -132,14 +154,24 @@ pub(crate) fn parse(packet: &[u8]) -> Parsed {
         let why = format!("EDNS version {version}; this server speaks version {EDNS_VERSION}");
         return error(ResponseCode::BADVERS, why, question);
     }
+    if let Some(why) = malformed {
+        // RFC 7873 section 5.2.2.
+        return error(ResponseCode::FormErr, why, question);
+    }
     match tsig::of_query(&message, packet) {
         Ok(None) => {}
         Ok(Some(signed)) => {
-            let mut response =
-                error_response(id, recursion_desired, ResponseCode::NotAuth, question, edns);
+            let mut response = error_response(
+                id,
+                recursion_desired,
+                ResponseCode::NotAuth,
+                question,
+                edns.as_ref(),
+            );
             response.signature = Some(Box::new(signed.unknown_key_response()));
             return Parsed::Error {
-                response: encode(&response, None),
+                response: Box::new(response),
+                asked: edns.as_ref().map(|e| e.asked),
                 rcode: ResponseCode::NotAuth,
                 why: format!(
                     "signed with TSIG key {}, which this server does not know",
@@ -177,7 +209,7 @@ fn error_response(
     recursion_desired: bool,
     rcode: ResponseCode,
     question: Option<Query>,
-    edns: Option<ClientEdns>,
+    edns: Option<&ClientEdns>,
 ) -> Message {
     let mut message = Message::error_msg(id, OpCode::Query, rcode);
     message.metadata.recursion_desired = recursion_desired;
@@ -189,7 +221,7 @@ fn error_response(
 impl Request {
     /// The largest UDP response the client takes.
     pub(crate) fn udp_limit(&self) -> usize {
-        match self.edns {
+        match &self.edns {
             Some(edns) => usize::from(
                 edns.max_payload
                     .clamp(CLASSIC_UDP_SIZE as u16, EDNS_UDP_SIZE),
@@ -208,7 +240,7 @@ impl Request {
         meta.checking_disabled = self.checking_disabled;
         meta.recursion_available = recursion_available;
         message.queries.push(self.query.clone());
-        message.edns = self.edns.map(ClientEdns::response_opt);
+        message.edns = self.edns.as_ref().map(ClientEdns::response_opt);
         message
     }
 }
@@ -226,6 +258,7 @@ pub(crate) fn encode(message: &Message, limit: Option<usize>) -> Vec<u8> {
                 ResponseCode::ServFail,
             );
             fail.queries = message.queries.clone();
+            fail.edns = message.edns.clone();
             return fail.to_vec().unwrap_or_default();
         }
     };
@@ -256,11 +289,11 @@ pub(crate) mod tests {
 
     #[test]
     fn malformed_packets_get_formerr_when_the_header_is_readable_else_nothing() {
-        assert!(matches!(parse(&[0; 5]), Parsed::Drop(_)));
+        assert!(matches!(parse(&[0; 5], false), Parsed::Drop(_)));
         let mut response = query(7, "a.test.", RecordType::A);
         response[2] |= 0x80;
         assert!(
-            matches!(parse(&response), Parsed::Drop(_)),
+            matches!(parse(&response, false), Parsed::Drop(_)),
             "never answer answers"
         );
 
@@ -268,12 +301,12 @@ pub(crate) mod tests {
         garbage.truncate(15);
         let Parsed::Error {
             response, rcode, ..
-        } = parse(&garbage)
+        } = parse(&garbage, false)
         else {
             panic!("FORMERR")
         };
         assert_eq!(rcode, ResponseCode::FormErr);
-        let decoded = Message::from_vec(&response).unwrap();
+        let decoded = Message::from_vec(&encode(&response, None)).unwrap();
         assert_eq!(decoded.metadata.id, 0x1234);
         assert_eq!(decoded.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(decoded.metadata.message_type, MessageType::Response);
@@ -288,7 +321,7 @@ pub(crate) mod tests {
             RecordType::A,
         ));
         assert!(matches!(
-            parse(&two.to_vec().unwrap()),
+            parse(&two.to_vec().unwrap(), false),
             Parsed::Error {
                 rcode: ResponseCode::FormErr,
                 ..
@@ -298,7 +331,7 @@ pub(crate) mod tests {
         let mut notify = query(3, "a.test.", RecordType::SOA);
         notify[2] |= 4 << 3;
         assert!(matches!(
-            parse(&notify),
+            parse(&notify, false),
             Parsed::Error {
                 rcode: ResponseCode::NotImp,
                 ..
@@ -308,7 +341,7 @@ pub(crate) mod tests {
 
     #[test]
     fn udp_limit_follows_edns_within_bounds() {
-        let Parsed::Query(mut req) = parse(&query(1, "a.test.", RecordType::A)) else {
+        let Parsed::Query(mut req) = parse(&query(1, "a.test.", RecordType::A), false) else {
             panic!()
         };
         assert_eq!(req.udp_limit(), 512);
@@ -316,6 +349,8 @@ pub(crate) mod tests {
             Some(ClientEdns {
                 max_payload,
                 dnssec_ok: false,
+                asked: OptionsAsked::default(),
+                answered: OptionsAnswered::default(),
             })
         };
         req.edns = edns(100);

@@ -114,6 +114,12 @@ pub(crate) struct RawService {
     pub(crate) allow_transfer: Option<Spanned<toml::Value>>,
     /// dns: the peers told of a changed zone.
     pub(crate) notify: Option<Spanned<toml::Value>>,
+    /// dns: the server identifier answered to NSID.
+    pub(crate) nsid: Option<Spanned<String>>,
+    /// dns: answer DNS cookies.
+    pub(crate) cookies: Option<Spanned<bool>>,
+    /// dns: response rate limiting over UDP.
+    pub(crate) rate_limit: Option<Spanned<crate::services::dns_edns::RawRateLimit>>,
 }
 
 impl RawService {
@@ -166,6 +172,15 @@ impl RawService {
         }
         if let Some(v) = &self.timeout {
             keys.push(("timeout", v.span()));
+        }
+        if let Some(v) = &self.nsid {
+            keys.push(("nsid", v.span()));
+        }
+        if let Some(v) = &self.cookies {
+            keys.push(("cookies", v.span()));
+        }
+        if let Some(v) = &self.rate_limit {
+            keys.push(("rate_limit", v.span()));
         }
         keys
     }

@@ -7,9 +7,9 @@
 //! take before the client gets SERVFAIL, default `"2s"`), `allow_transfer` (the peers that
 //! may AXFR and IXFR the zones: addresses and CIDR blocks, default none) and `notify`
 //! (where a NOTIFY goes when a reload changes a zone's serial: `IP` or `IP:PORT`, port 53
-//! by default). Zone files are read and checked here, so `weft check` reports a bad record
-//! by the zone file's name and line; a reload keeps the running zone of a file that no
-//! longer loads (see `dns_zones`).
+//! by default); `nsid`, `cookies` and `rate_limit` are read in `dns_edns`. Zone files are
+//! read and checked here, so `weft check` reports a bad record by the zone file's name and
+//! line; a reload keeps the running zone of a file that no longer loads (see `dns_zones`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -111,6 +111,15 @@ impl super::Kind for DnsKind {
             "timeout_ms": d.config.timeout.as_millis() as u64,
             "allow_transfer": d.config.transfer.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "notify": d.config.transfer.notify,
+            "nsid": d.config.edns.nsid,
+            "cookies": d.config.edns.cookies,
+            "rate_limit": d.config.rate_limit.map(|r| serde_json::json!({
+                "responses_per_second": r.responses_per_second,
+                "burst": r.burst,
+                "slip": r.slip,
+                "ipv4_prefix": r.ipv4_prefix,
+                "ipv6_prefix": r.ipv6_prefix,
+            })),
         })
     }
 }
@@ -123,6 +132,9 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         "timeout",
         "allow_transfer",
         "notify",
+        "nsid",
+        "cookies",
+        "rate_limit",
     ])?;
     let raw = ctx.raw;
     let mut zones = Catalog::default();
@@ -204,6 +216,8 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             cache_size,
             timeout,
             transfer,
+            edns: super::dns_edns::edns(ctx)?,
+            rate_limit: super::dns_edns::rate_limit(ctx)?,
         },
         failed,
     })
@@ -381,14 +395,15 @@ mod tests {
         );
         assert!(e.contains("named on line 5 of weft.toml"), "{e}");
 
-        let wild = dir.path().join("wild.zone");
-        std::fs::write(&wild, format!("{ZONE}*.apps A 192.0.2.8\n")).unwrap();
-        let e = err(&format!("zones = [{:?}]", wild.display()));
+        let included = dir.path().join("hosts.inc");
+        std::fs::write(&included, "www A 192.0.2.8\nmail A 300.0.0.1\n").unwrap();
+        let including = dir.path().join("including.zone");
+        std::fs::write(&including, format!("{ZONE}$INCLUDE hosts.inc\n")).unwrap();
+        let e = err(&format!("zones = [{:?}]", including.display()));
         assert!(
             e.starts_with(&format!(
-                "{}:5: service[0].zones: *.apps.example.test. is a wildcard: wildcards are not \
-                 supported yet",
-                wild.display()
+                "{}:2: service[0].zones: \"300.0.0.1\" is not an IPv4 address",
+                included.display()
             )),
             "{e}"
         );

@@ -11,6 +11,7 @@
 //! named as such).
 
 pub(crate) mod access_log;
+pub(crate) mod dns_edns;
 pub(crate) mod dns_view;
 pub(crate) mod dns_zones;
 pub(crate) mod http_routes;

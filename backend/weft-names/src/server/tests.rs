@@ -315,6 +315,64 @@ fn the_same_question_from_many_clients_goes_upstream_once() {
 }
 
 #[test]
+fn forwarded_queries_carry_do_and_a_client_without_it_gets_no_signatures() {
+    let h = harness(EXAMPLE, true);
+    let ask = |id, dnssec_ok| {
+        let mut q = query(id, "signed.elsewhere.test.", RecordType::A);
+        let mut edns = Edns::new();
+        edns.set_dnssec_ok(dnssec_ok);
+        q.edns = Some(edns);
+        h.send(&q, Via::Udp)
+    };
+    assert_eq!(ask(5, false), Outcome::Forwarded);
+    let up = h.upstream_query();
+    assert!(up.edns.as_ref().unwrap().flags().dnssec_ok, "DO upstream");
+    let mut answer = a_answer(&up, 60);
+    let rrsig = RData::Unknown {
+        code: RecordType::RRSIG,
+        rdata: hickory_proto::rr::rdata::NULL::with(vec![1; 24]),
+    };
+    let name = up.queries[0].name().clone();
+    answer.answers.push(Record::from_rdata(name, 60, rrsig));
+    let packet = answer.to_vec().unwrap();
+    h.server
+        .upstream_received(&packet, UPSTREAM.parse().unwrap())
+        .unwrap();
+    let plain = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(plain.answers.len(), 1, "RFC 4035 section 3.2.1");
+    assert_eq!(ask(6, true), Outcome::FromCache);
+    let signed = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(signed.answers.len(), 2);
+    assert!(signed.edns.unwrap().flags().dnssec_ok);
+}
+
+#[test]
+fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
+    let h = harness(EXAMPLE, true);
+    let max = crate::forward::MAX_IN_FLIGHT;
+    for i in 0..max {
+        let q = query(1, &format!("q{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+    }
+    assert_eq!(h.server.upstream_in_flight(), max);
+    let over = query(2, "one.more.test.", RecordType::A);
+    assert_eq!(h.send(&over, Via::Udp), Outcome::Answered);
+    let r = h.inbox.borrow_mut().pop().expect("SERVFAIL at once");
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (2, ResponseCode::ServFail)
+    );
+    assert_eq!(
+        h.server.metrics().forward_refusals(crate::Busy::InFlight),
+        1
+    );
+    assert_eq!(h.wire.0.borrow().len(), max, "nothing more went upstream");
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(h.server.upstream_in_flight(), 0);
+    assert_eq!(h.send(&over, Via::Udp), Outcome::Forwarded, "room again");
+}
+
+#[test]
 fn a_silent_upstream_is_a_pending_deferred_then_servfail_at_the_timeout() {
     let h = harness(EXAMPLE, true);
     h.send(&query(42, "slow.elsewhere.test.", RecordType::A), Via::Udp);
@@ -538,4 +596,23 @@ fn questions_asked_again_over_tcp_at_once_are_bounded_and_the_refusals_counted()
         .unwrap();
     assert_eq!(h.wire.1.borrow().len(), crate::forward::MAX_OVER_TCP + 1);
     assert!(h.inbox.borrow().is_empty());
+}
+
+#[test]
+fn an_additional_section_that_does_not_fit_udp_is_left_out_without_tc() {
+    let mut zone = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n".to_owned();
+    for i in 0..12 {
+        zone.push_str(&format!(
+            "@ MX {i} mail{i}\nmail{i} A 192.0.2.{i}\nmail{i} AAAA 2001:db8::{i}\n"
+        ));
+    }
+    let h = harness(&zone, false);
+    let udp = h.ask("example.test.", RecordType::MX);
+    assert!(!udp.metadata.truncation, "the answer itself fits");
+    assert_eq!(udp.answers.len(), 12);
+    assert!(udp.additionals.is_empty());
+
+    h.send(&query(78, "example.test.", RecordType::MX), Via::Tcp);
+    let tcp = h.inbox.borrow_mut().pop().unwrap();
+    assert_eq!(tcp.additionals.len(), 24, "A and AAAA of each exchange");
 }

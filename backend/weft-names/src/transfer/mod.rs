@@ -114,7 +114,7 @@ pub enum Plan {
     /// One message (an error, or the SOA alone), encoded.
     Answer(Vec<u8>),
     /// The whole zone, sent in pieces over the TCP connection ([`stream`]).
-    Stream(Job),
+    Stream(Box<Job>),
 }
 
 /// A zone to send whole, in answer to one request.
@@ -197,12 +197,12 @@ pub(crate) fn plan(
             return answer(ResponseCode::NoError, TransferResult::Truncated, soa);
         }
     }
-    Plan::Stream(Job {
+    Plan::Stream(Box::new(Job {
         catalog: catalog.clone(),
         zone,
         request,
         recursion_available,
-    })
+    }))
 }
 
 /// The answer to a NOTIFY (RFC 1996) that came to us: REFUSED, the question echoed. `None`

@@ -29,7 +29,7 @@ fn allowing(prefix: &str) -> TransferConfig {
 }
 
 fn asked(packet: &[u8]) -> Transfer {
-    let Parsed::Query(request) = crate::wire::parse(packet) else {
+    let Parsed::Query(request) = crate::wire::parse(packet, false) else {
         panic!("a query")
     };
     Transfer::new(request, packet)
@@ -113,7 +113,7 @@ fn ixfr_gets_the_soa_when_current_soa_and_tc_over_udp_when_behind_and_the_zone_o
     let Plan::Stream(job) = plan_for(&behind, Via::Tcp, &allowed, &metrics) else {
         panic!("the whole zone over TCP")
     };
-    let records: usize = all_messages(job)
+    let records: usize = all_messages(*job)
         .iter()
         .map(|m| Message::from_vec(m).unwrap().answers.len())
         .sum();
@@ -163,7 +163,7 @@ fn a_large_zone_goes_in_many_messages_soa_first_and_last_each_record_once() {
     ) else {
         panic!("streamed")
     };
-    let messages = all_messages(job);
+    let messages = all_messages(*job);
     assert!(messages.len() > 10, "{} messages", messages.len());
     let mut records: Vec<Record> = Vec::new();
     for (i, bytes) in messages.iter().enumerate() {

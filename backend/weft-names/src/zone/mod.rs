@@ -1,21 +1,28 @@
 //! Authoritative data: BIND zone files parsed into [`Zone`]s, and the answers they give.
 //!
 //! A [`Catalog`] holds the zones of a service; [`Catalog::find`] picks the zone with the
-//! longest origin that contains a name, and [`Zone::lookup`] answers from it: the
-//! records asked for, CNAMEs followed while they stay inside the zone (each once, at most
-//! eight), NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308).
-//! Delegations are not served (zone transfers are, by [`crate::transfer`]), and a zone file with a wildcard owner
-//! (`*`) is refused until wildcards are.
+//! longest origin that contains a name, and [`Zone::lookup`] answers from it
+//! (`answer`): the records asked for or synthesized from a wildcard, CNAMEs followed
+//! while they stay inside the zone (each once, at most eight), referrals at zone cuts,
+//! NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308).
+//!
+//! Files are read by `lex` (entries with their lines), `parse` (directives, owners, TTLs,
+//! `$INCLUDE`d files), `generate` (`$GENERATE`), `rdata` (each type's fields) and
+//! `dnssec` (the DNSSEC types).
 
+mod answer;
+mod dnssec;
+mod generate;
 mod lex;
 mod parse;
+mod rdata;
 mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 
 use crate::error::{NamesError, ZoneError};
 
@@ -32,6 +39,12 @@ pub struct Zone {
     /// Owner names and every ancestor up to the origin, so an empty non-terminal
     /// (`b.example.test` when only `a.b.example.test` has records) is NODATA, not NXDOMAIN.
     names: HashSet<LowerName>,
+    /// The wildcard owner (`*.apps.example.test`) below each name that has one.
+    wildcards: HashMap<LowerName, LowerName>,
+    /// The zone cuts: names below the origin with NS records, delegated to other servers.
+    cuts: HashSet<LowerName>,
+    /// The origin, lower-cased, for comparisons.
+    lower_origin: LowerName,
     /// Where it was read from, for errors that name the file (two zones for one origin).
     file: PathBuf,
 }
@@ -39,12 +52,16 @@ pub struct Zone {
 /// What a zone says about a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneAnswer {
-    /// NOERROR (with answers, or NODATA) or NXDOMAIN.
+    /// NOERROR (with answers, NODATA or a referral) or NXDOMAIN.
     pub rcode: ResponseCode,
+    /// Whether the answer is the zone's own data (AA): not for a referral.
+    pub authoritative: bool,
     /// The answer section: the records asked for, after the CNAMEs leading to them.
     pub answers: Vec<Record>,
-    /// The authority section: the SOA for a negative answer.
+    /// The authority section: the SOA for a negative answer, the NS set of a referral.
     pub authorities: Vec<Record>,
+    /// The additional section: addresses of NS, MX and SRV targets, and glue.
+    pub additionals: Vec<Record>,
 }
 
 impl Zone {
@@ -58,75 +75,103 @@ impl Zone {
         Self::parse(path, &text)
     }
 
-    /// Parses zone file `text`, naming `file` in errors. Names are relative to the
-    /// `$ORIGIN` in force; the zone's origin is the owner of its one SOA record.
+    /// Parses zone file `text`, naming `file` in errors; `$INCLUDE`d files are read
+    /// relative to its directory. Names are relative to the `$ORIGIN` in force; the
+    /// zone's origin is the owner of its one SOA record.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ZoneError> {
-        let err = |line: usize, message: String| ZoneError {
-            file: file.to_owned(),
-            line,
+        let records = parse::records(file, text)?;
+        let err = |at: &parse::Located, message: String| ZoneError {
+            file: at.file.to_path_buf(),
+            line: at.line,
             message,
         };
-        let entries = lex::entries(text).map_err(|(l, m)| err(l, m))?;
-        let records = parse::records(&entries, None).map_err(|(l, m)| err(l, m))?;
-        let mut soa: Option<(usize, Record)> = None;
-        for (line, record) in &records {
-            if record.record_type() == RecordType::SOA {
-                if let Some((first, _)) = &soa {
+        let mut soa: Option<&parse::Located> = None;
+        for at in &records {
+            if at.record.record_type() == RecordType::SOA {
+                if let Some(first) = soa {
                     return Err(err(
-                        *line,
+                        at,
                         format!(
-                            "a second SOA record; a zone has one (the first is on line {first})"
+                            "a second SOA record; a zone has one (the first is on line {} of {})",
+                            first.line,
+                            first.file.display()
                         ),
                     ));
                 }
-                soa = Some((*line, record.clone()));
+                soa = Some(at);
             }
         }
-        let Some((soa_line, soa)) = soa else {
-            return Err(err(0, "no SOA record; a zone starts with one, such as `@ IN SOA ns1 hostmaster 1 3600 600 86400 300`".into()));
+        let Some(soa) = soa else {
+            return Err(ZoneError {
+                file: file.to_owned(),
+                line: 0,
+                message: "no SOA record; a zone starts with one, such as `@ IN SOA ns1 hostmaster 1 3600 600 86400 300`".into(),
+            });
         };
-        let origin = soa.name.clone();
+        if let Some(first) = records.first()
+            && first.record.record_type() != RecordType::SOA
+        {
+            return Err(err(
+                first,
+                format!("the SOA record (line {}) must come first", soa.line),
+            ));
+        }
+        let origin = soa.record.name.clone();
         let lower_origin = LowerName::new(&origin);
         let mut zone = Self {
             origin,
-            soa,
+            soa: soa.record.clone(),
             records: HashMap::new(),
             names: HashSet::new(),
+            wildcards: HashMap::new(),
+            cuts: HashSet::new(),
+            lower_origin: lower_origin.clone(),
             file: file.to_owned(),
         };
-        if let Some((line, first)) = records.first()
-            && first.record_type() != RecordType::SOA
-        {
-            return Err(err(
-                *line,
-                format!("the SOA record (line {soa_line}) must come first"),
-            ));
-        }
-        for (line, record) in records {
+        for at in &records {
+            let record = &at.record;
             let owner = LowerName::new(&record.name);
             if !lower_origin.zone_of(&owner) {
                 return Err(err(
-                    line,
+                    at,
                     format!("{} is outside the zone {}", record.name, zone.origin),
                 ));
             }
+            let rtype = record.record_type();
+            if owner.is_wildcard() && matches!(rtype, RecordType::NS | RecordType::SOA) {
+                // RFC 4592 section 4.2: a wildcard NS set delegates nothing a resolver
+                // can follow; BIND and NSD refuse it too.
+                return Err(err(
+                    at,
+                    format!(
+                        "{} is a wildcard: it cannot hold {rtype} records",
+                        record.name
+                    ),
+                ));
+            }
             let at_owner = zone.records.entry(owner.clone()).or_default();
-            let is_cname = record.record_type() == RecordType::CNAME;
+            let is_cname = rtype == RecordType::CNAME;
             if at_owner
                 .iter()
                 .any(|r| (r.record_type() == RecordType::CNAME) != is_cname)
                 || (is_cname && !at_owner.is_empty())
             {
                 return Err(err(
-                    line,
+                    at,
                     format!(
                         "{} has a CNAME and other records; a CNAME must be alone at its name",
                         record.name
                     ),
                 ));
             }
-            if !at_owner.contains(&record) {
-                at_owner.push(record);
+            if !at_owner.contains(record) {
+                at_owner.push(record.clone());
+            }
+            if rtype == RecordType::NS && owner != lower_origin {
+                zone.cuts.insert(owner.clone());
+            }
+            if owner.is_wildcard() {
+                zone.wildcards.insert(owner.base_name(), owner.clone());
             }
             let mut name = owner;
             while zone.names.insert(name.clone()) && name != lower_origin {
@@ -154,75 +199,6 @@ impl Zone {
     /// Whether it holds no records (never true for a parsed zone: it has its SOA).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
-    }
-
-    /// The answer to `qname`/`qtype`, which must be inside the zone.
-    pub fn lookup(&self, qname: &Name, qtype: RecordType) -> ZoneAnswer {
-        let origin = LowerName::new(&self.origin);
-        let mut answers = Vec::new();
-        let mut name = LowerName::new(qname);
-        // The names whose CNAMEs are in the answer: a loop ends when it comes back to one,
-        // so each record is in the answer once.
-        let mut followed = HashSet::new();
-        loop {
-            let Some(records) = self.records.get(&name) else {
-                let rcode = if self.names.contains(&name) {
-                    ResponseCode::NoError
-                } else {
-                    ResponseCode::NXDomain
-                };
-                return self.negative(rcode, answers);
-            };
-            let matching: Vec<Record> = records
-                .iter()
-                .filter(|r| qtype == RecordType::ANY || r.record_type() == qtype)
-                .cloned()
-                .collect();
-            if !matching.is_empty() {
-                answers.extend(matching);
-                return self.positive(answers);
-            }
-            let Some(RData::CNAME(target)) = records
-                .iter()
-                .find(|r| r.record_type() == RecordType::CNAME)
-                .map(|r| &r.data)
-            else {
-                return self.negative(ResponseCode::NoError, answers);
-            };
-            answers.extend(records.iter().cloned());
-            followed.insert(name);
-            let next = LowerName::new(&target.0);
-            if !origin.zone_of(&next)
-                || followed.contains(&next)
-                || followed.len() >= MAX_CNAME_CHAIN
-            {
-                // Someone else's target (the client's resolver follows it), a loop, or a
-                // chain too long to follow: the CNAMEs so far are the answer.
-                return self.positive(answers);
-            }
-            name = next;
-        }
-    }
-
-    fn positive(&self, answers: Vec<Record>) -> ZoneAnswer {
-        ZoneAnswer {
-            rcode: ResponseCode::NoError,
-            answers,
-            authorities: Vec::new(),
-        }
-    }
-
-    /// NXDOMAIN or NODATA, with the SOA whose TTL is the negative-caching time.
-    fn negative(&self, rcode: ResponseCode, answers: Vec<Record>) -> ZoneAnswer {
-        let mut soa = self.soa.clone();
-        if let RData::SOA(data) = &soa.data {
-            soa.ttl = soa.ttl.min(data.minimum);
-        }
-        ZoneAnswer {
-            rcode,
-            answers,
-            authorities: vec![soa],
-        }
     }
 }
 

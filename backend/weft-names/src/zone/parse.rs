@@ -1,38 +1,153 @@
-//! Entries to records: `$ORIGIN`, `$TTL`, owners, TTLs, classes and the RDATA of the
-//! common types (SOA, NS, A, AAAA, CNAME, MX, TXT, PTR, SRV).
+//! Entries to records: `$ORIGIN`, `$TTL`, `$INCLUDE`, `$GENERATE`, owners, TTLs and
+//! classes; the RDATA of each type is read in `rdata`.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record};
 
-use super::lex::{Entry, Word};
+use super::generate;
+use super::lex::{self, Entry, Word};
+use super::rdata::rdata;
+use crate::error::ZoneError;
 
-/// A parse error: the line and what is wrong.
-pub(crate) type ParseError = (usize, String);
+/// How deep `$INCLUDE`s nest at most: deeper is a mistake, such as a file that includes
+/// itself through others.
+pub(crate) const MAX_INCLUDE_DEPTH: usize = 8;
 
-/// The record types a zone file may hold.
-const SUPPORTED: &str = "SOA, NS, A, AAAA, CNAME, MX, TXT, PTR, SRV";
+/// A record and where it was written.
+#[derive(Debug)]
+pub(crate) struct Located {
+    /// The file: the zone file, or one it includes.
+    pub(crate) file: Rc<Path>,
+    /// 1-based line of its entry.
+    pub(crate) line: usize,
+    /// The record.
+    pub(crate) record: Record,
+}
 
-/// Records of `entries`, in file order, each with its line.
-pub(crate) fn records(
-    entries: &[Entry],
-    origin: Option<Name>,
-) -> Result<Vec<(usize, Record)>, ParseError> {
-    let mut state = State {
-        origin,
-        ..State::default()
-    };
+/// Records of the zone file `file` whose text is `text`, and of the files it includes,
+/// in file order.
+pub(crate) fn records(file: &Path, text: &str) -> Result<Vec<Located>, ZoneError> {
     let mut out = Vec::new();
-    for entry in entries {
-        let err = |message: String| (entry.line, message);
-        if state.directive(&entry.words).map_err(err)? {
-            continue;
-        }
-        let record = state.record(entry).map_err(err)?;
-        out.push((entry.line, record));
-    }
+    let mut reader = Reader {
+        out: &mut out,
+        open: vec![file.canonicalize().unwrap_or_else(|_| file.to_owned())],
+    };
+    reader.read(Rc::from(file), text, State::default())?;
     Ok(out)
+}
+
+/// Reads a file and the files it includes.
+struct Reader<'a> {
+    out: &'a mut Vec<Located>,
+    /// The files being read, outermost first, to refuse an include loop.
+    open: Vec<PathBuf>,
+}
+
+impl Reader<'_> {
+    fn read(&mut self, file: Rc<Path>, text: &str, mut state: State) -> Result<(), ZoneError> {
+        let err = |line: usize, message: String| ZoneError {
+            file: file.to_path_buf(),
+            line,
+            message,
+        };
+        let entries = lex::entries(text).map_err(|(l, m)| err(l, m))?;
+        for entry in &entries {
+            if entry
+                .words
+                .first()
+                .is_some_and(|w| w.text.eq_ignore_ascii_case("$GENERATE"))
+            {
+                let generated = generate::entries(entry.line, &entry.words[1..])
+                    .map_err(|m| err(entry.line, m))?;
+                for made in &generated {
+                    let record = state.record(made).map_err(|m| err(entry.line, m))?;
+                    self.out.push(Located {
+                        file: file.clone(),
+                        line: entry.line,
+                        record,
+                    });
+                }
+                continue;
+            }
+            let included = state
+                .directive(&entry.words)
+                .map_err(|m| err(entry.line, m))?;
+            match included {
+                Directive::None => {}
+                Directive::Applied => continue,
+                Directive::Include { path, origin } => {
+                    self.include(&file, entry.line, &path, origin, &state)?;
+                    continue;
+                }
+            }
+            let record = state.record(entry).map_err(|m| err(entry.line, m))?;
+            self.out.push(Located {
+                file: file.clone(),
+                line: entry.line,
+                record,
+            });
+        }
+        Ok(())
+    }
+
+    /// `$INCLUDE path [origin]` on `line` of `from`: the path is relative to the
+    /// directory of `from`; the included file starts with `origin` (else the origin in
+    /// force) and the current `$TTL`, and what it sets stays in it (RFC 1035 section 5.1).
+    fn include(
+        &mut self,
+        from: &Path,
+        line: usize,
+        path: &str,
+        origin: Option<Name>,
+        state: &State,
+    ) -> Result<(), ZoneError> {
+        let err = |message: String| ZoneError {
+            file: from.to_owned(),
+            line,
+            message,
+        };
+        let target = from.parent().unwrap_or(Path::new("")).join(path);
+        if self.open.len() > MAX_INCLUDE_DEPTH {
+            return Err(err(format!(
+                "$INCLUDE {path}: includes nest deeper than {MAX_INCLUDE_DEPTH} files"
+            )));
+        }
+        let canonical = target.canonicalize().unwrap_or_else(|_| target.clone());
+        if self.open.contains(&canonical) {
+            return Err(err(format!(
+                "$INCLUDE {path}: {} is already being read (an include loop)",
+                target.display()
+            )));
+        }
+        let text = std::fs::read_to_string(&target).map_err(|e| {
+            err(format!(
+                "$INCLUDE {path}: cannot read {}: {e}",
+                target.display()
+            ))
+        })?;
+        let inner = State {
+            origin: origin.or_else(|| state.origin.clone()),
+            default_ttl: state.default_ttl,
+            last_ttl: state.last_ttl,
+            owner: None,
+        };
+        self.open.push(canonical);
+        let result = self.read(Rc::from(target.as_path()), &text, inner);
+        self.open.pop();
+        result
+    }
+}
+
+/// What a `$` directive asks.
+enum Directive {
+    /// Not a directive: a record.
+    None,
+    /// `$ORIGIN` or `$TTL`, applied.
+    Applied,
+    /// `$INCLUDE`: read that file here.
+    Include { path: String, origin: Option<Name> },
 }
 
 /// What earlier entries set for the ones after them.
@@ -50,10 +165,10 @@ struct State {
 }
 
 impl State {
-    /// Applies a `$` directive; `false` when the entry is a record.
-    fn directive(&mut self, words: &[Word]) -> Result<bool, String> {
+    /// Applies a `$` directive, or says the entry is a record.
+    fn directive(&mut self, words: &[Word]) -> Result<Directive, String> {
         let Some((first, args)) = words.split_first() else {
-            return Ok(false);
+            return Ok(Directive::None);
         };
         let mut args = args.iter();
         match first.text.to_ascii_uppercase().as_str() {
@@ -73,14 +188,23 @@ impl State {
                 self.default_ttl = Some(parse_ttl(ttl)?);
             }
             "$INCLUDE" => {
-                return Err("$INCLUDE is not supported; list each zone file in `zones`".into());
+                let (Some(path), origin, None) = (args.next(), args.next(), args.next()) else {
+                    return Err("$INCLUDE takes a file name and an optional origin".into());
+                };
+                let origin = origin
+                    .map(|o| name(&o.text, self.origin.as_ref()))
+                    .transpose()?;
+                return Ok(Directive::Include {
+                    path: path.text.clone(),
+                    origin,
+                });
             }
             d if d.starts_with('$') => {
                 return Err(format!("unknown directive {:?}", first.text));
             }
-            _ => return Ok(false),
+            _ => return Ok(Directive::None),
         }
-        Ok(true)
+        Ok(Directive::Applied)
     }
 
     /// The record of one entry: its owner (or the previous one's), TTL and class in
@@ -89,7 +213,7 @@ impl State {
         let mut words = entry.words.iter();
         if !entry.inherits_owner {
             let word = words.next().expect("an entry has a word");
-            self.owner = Some(self.owner_name(&word.text)?);
+            self.owner = Some(name(&word.text, self.origin.as_ref())?);
         }
         let Some(owner) = self.owner.clone() else {
             return Err("the first record has no owner name".into());
@@ -101,20 +225,6 @@ impl State {
         let mut record = Record::from_rdata(owner, ttl, rdata);
         record.dns_class = DNSClass::IN;
         Ok(record)
-    }
-
-    /// An owner name as written at the start of an entry.
-    fn owner_name(&self, text: &str) -> Result<Name, String> {
-        let named = name(text, self.origin.as_ref())?;
-        if named.is_wildcard() {
-            // Served as written, `*` would be a literal name that matches nothing a
-            // client asks (RFC 4592 synthesis is not implemented): refuse it.
-            return Err(format!(
-                "{named} is a wildcard: wildcards are not supported yet; \
-                 list the names it should answer for one by one"
-            ));
-        }
-        Ok(named)
     }
 
     /// The record's TTL: its own, else `$TTL`, else the previous record's, else (for the
@@ -170,7 +280,7 @@ fn one_arg<'a>(
 }
 
 /// A domain name: `@` is the origin, a name without a final dot is relative to it.
-fn name(text: &str, origin: Option<&Name>) -> Result<Name, String> {
+pub(super) fn name(text: &str, origin: Option<&Name>) -> Result<Name, String> {
     if text == "@" {
         return origin
             .cloned()
@@ -218,135 +328,6 @@ pub(crate) fn parse_ttl(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|t| *t <= i32::MAX as u32)
         .ok_or_else(|| format!("{text:?} is longer than the largest TTL (2^31 - 1 seconds)"))
-}
-
-/// The fields after the record type, with the checks every type shares.
-struct Fields<'a> {
-    rtype: &'a str,
-    args: &'a [&'a Word],
-    /// What relative target names are relative to.
-    origin: Option<&'a Name>,
-}
-
-impl Fields<'_> {
-    /// Fails unless there are exactly `n` fields, naming their `shape`.
-    fn want(&self, n: usize, shape: &str) -> Result<(), String> {
-        if self.args.len() == n {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} takes {n} field{}: {shape}; found {}",
-                self.rtype,
-                if n == 1 { "" } else { "s" },
-                self.args.len()
-            ))
-        }
-    }
-
-    fn text(&self, i: usize) -> &str {
-        self.args[i].text.as_str()
-    }
-
-    fn number(&self, i: usize, what: &str) -> Result<u16, String> {
-        self.text(i).parse::<u16>().map_err(|_| {
-            format!(
-                "{} {what} {:?} is not a number from 0 to 65535",
-                self.rtype,
-                self.text(i)
-            )
-        })
-    }
-
-    fn target(&self, i: usize) -> Result<Name, String> {
-        name(self.text(i), self.origin)
-    }
-
-    /// The one field, an address of `family` (`IPv4`, `IPv6`).
-    fn address<T: std::str::FromStr>(&self, family: &str) -> Result<T, String> {
-        self.want(1, &format!("an {family} address"))?;
-        self.text(0)
-            .parse()
-            .map_err(|_| format!("{:?} is not an {family} address", self.text(0)))
-    }
-}
-
-fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Result<RData, String> {
-    let f = Fields {
-        rtype,
-        args,
-        origin,
-    };
-    Ok(match rtype {
-        "A" => RData::A(A(f.address::<Ipv4Addr>("IPv4")?)),
-        "AAAA" => RData::AAAA(AAAA(f.address::<Ipv6Addr>("IPv6")?)),
-        "NS" => {
-            f.want(1, "a name server")?;
-            RData::NS(NS(f.target(0)?))
-        }
-        "CNAME" => {
-            f.want(1, "a target name")?;
-            RData::CNAME(CNAME(f.target(0)?))
-        }
-        "PTR" => {
-            f.want(1, "a target name")?;
-            RData::PTR(PTR(f.target(0)?))
-        }
-        "MX" => {
-            f.want(2, "a preference and a mail exchanger")?;
-            RData::MX(MX::new(f.number(0, "preference")?, f.target(1)?))
-        }
-        "SRV" => {
-            f.want(4, "priority, weight, port and target")?;
-            RData::SRV(SRV::new(
-                f.number(0, "priority")?,
-                f.number(1, "weight")?,
-                f.number(2, "port")?,
-                f.target(3)?,
-            ))
-        }
-        "TXT" => RData::TXT(txt(args)?),
-        "SOA" => RData::SOA(soa(&f)?),
-        other => {
-            return Err(match other.parse::<RecordType>() {
-                Ok(_) => format!("record type {other} is not supported; supported: {SUPPORTED}"),
-                Err(_) => format!("{other:?} is not a record type, TTL or class"),
-            });
-        }
-    })
-}
-
-/// TXT: one or more strings of at most 255 bytes each.
-fn txt(args: &[&Word]) -> Result<TXT, String> {
-    if args.is_empty() {
-        return Err("TXT needs at least one string".into());
-    }
-    if let Some(long) = args.iter().find(|w| w.text.len() > 255) {
-        return Err(format!(
-            "a TXT string is at most 255 bytes; one has {}: split it into several quoted strings",
-            long.text.len()
-        ));
-    }
-    Ok(TXT::new(args.iter().map(|w| w.text.clone()).collect()))
-}
-
-/// SOA: two names, a serial, and four times (which may have units).
-fn soa(f: &Fields<'_>) -> Result<SOA, String> {
-    f.want(7, "mname rname serial refresh retry expire minimum")?;
-    let serial = f
-        .text(2)
-        .parse::<u32>()
-        .map_err(|_| format!("SOA serial {:?} is not a number", f.text(2)))?;
-    let time = |i: usize| parse_ttl(f.text(i));
-    let signed = |i: usize| time(i).map(|t| i32::try_from(t).unwrap_or(i32::MAX));
-    Ok(SOA::new(
-        f.target(0)?,
-        f.target(1)?,
-        serial,
-        signed(3)?,
-        signed(4)?,
-        signed(5)?,
-        time(6)?,
-    ))
 }
 
 #[cfg(test)]

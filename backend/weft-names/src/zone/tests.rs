@@ -150,7 +150,7 @@ fn errors_name_the_line_and_what_to_do() {
     assert_eq!(at("www A 300.1.1.1\n").0, 4);
     assert!(at("www A 300.1.1.1\n").1.contains("not an IPv4 address"));
     assert!(at("www A\n").1.contains("takes 1 field"));
-    assert!(at("www HINFO a b\n").1.contains("not supported"));
+    assert!(at("www NULL \"x\"\n").1.contains("not supported"));
     assert!(at("www BOGUS x\n").1.contains("not a record type"));
     assert!(at("www CH A 192.0.2.1\n").1.contains("only IN"));
     assert!(
@@ -165,8 +165,23 @@ fn errors_name_the_line_and_what_to_do() {
     );
     assert_eq!(at("www CNAME a\nwww A 192.0.2.1\n").0, 5);
     assert!(at("@ SOA a b 1 2 3 4 5\n").1.contains("second SOA"));
-    assert!(at("$INCLUDE other.zone\n").1.contains("not supported"));
     assert!(at("x MX ten mail\n").1.contains("preference"));
+    assert!(at("*.w NS ns\n").1.contains("cannot hold NS"));
+    assert!(
+        at("$GENERATE 5-1 h$ A 192.0.2.$\n")
+            .1
+            .contains("must go up")
+    );
+    assert!(
+        at("$GENERATE 0-70000 h$ A 192.0.2.1\n")
+            .1
+            .contains("more than 65536")
+    );
+    assert_eq!(
+        at("$GENERATE 1-3 h$ A 192.0.2.${254}\n").0,
+        4,
+        "the line of the $GENERATE"
+    );
     assert!(at("x SRV 1 2 port t\n").1.contains("port"));
 
     assert!(error("www A 192.0.2.1\n").1.contains("no $ORIGIN"));
@@ -184,32 +199,6 @@ fn errors_name_the_line_and_what_to_do() {
 }
 
 #[test]
-fn a_wildcard_owner_is_refused_until_wildcards_are_served() {
-    for (owner, expected) in [
-        ("*", "*.example.test."),
-        ("*.apps", "*.apps.example.test."),
-        ("*.example.test.", "*.example.test."),
-    ] {
-        let (line, message) = error(&format!("{HEAD}www A 192.0.2.1\n{owner} A 192.0.2.2\n"));
-        assert_eq!(line, 5, "{owner}");
-        assert_eq!(
-            message,
-            format!(
-                "{expected} is a wildcard: wildcards are not supported yet; list the names it \
-                 should answer for one by one"
-            )
-        );
-    }
-    let (line, _) = error("$ORIGIN *.example.test.\n@ 60 SOA ns hostmaster 1 2 3 4 5\n");
-    assert_eq!(line, 2, "an owner that is a wildcard through $ORIGIN");
-    let literal = format!("{HEAD}a.*.b CNAME www\nstar CNAME *.elsewhere.test.\n");
-    assert!(
-        Zone::parse(Path::new("ok.zone"), &literal).is_ok(),
-        "only a leftmost `*` owner is a wildcard"
-    );
-}
-
-#[test]
 fn a_record_without_any_ttl_takes_the_soa_minimum_only_for_the_soa() {
     let (line, message) = error("$ORIGIN a.test.\nwww A 192.0.2.1\n@ SOA a b 1 2 3 4 5\n");
     assert_eq!(line, 2);
@@ -221,4 +210,109 @@ fn a_record_without_any_ttl_takes_the_soa_minimum_only_for_the_soa() {
     .unwrap();
     let www = zone.lookup(&name("www.a.test."), RecordType::A);
     assert_eq!(www.answers[0].ttl, 5, "the previous record's TTL");
+}
+
+const EDGE: &str = include_str!("../../testdata/edge.test.zone");
+
+fn edge() -> Zone {
+    Zone::parse(Path::new("edge.test.zone"), EDGE).unwrap()
+}
+
+fn texts(records: &[hickory_proto::rr::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
+#[test]
+fn wildcards_answer_missing_names_only_with_the_asked_name_as_owner() {
+    let zone = edge();
+    let x = zone.lookup(&name("X.edge.test."), RecordType::A);
+    assert_eq!(texts(&x.answers), ["X.edge.test. A 192.0.2.1"]);
+    let exists = zone.lookup(&name("www.edge.test."), RecordType::MX);
+    assert!(exists.answers.is_empty() && exists.rcode == ResponseCode::NoError);
+    let ent = zone.lookup(&name("b.edge.test."), RecordType::A);
+    assert!(ent.answers.is_empty() && ent.rcode == ResponseCode::NoError);
+    let under_ent = zone.lookup(&name("c.b.edge.test."), RecordType::A);
+    assert_eq!(under_ent.rcode, ResponseCode::NXDomain);
+    let nodata = zone.lookup(&name("q.empty.edge.test."), RecordType::A);
+    assert!(nodata.answers.is_empty() && nodata.rcode == ResponseCode::NoError);
+    assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
+}
+
+#[test]
+fn a_cut_refers_and_keeps_ds_for_the_parent() {
+    let zone = edge();
+    let referral = zone.lookup(&name("a.b.sub.edge.test."), RecordType::A);
+    assert!(!referral.authoritative);
+    assert_eq!(referral.authorities.len(), 3);
+    assert_eq!(
+        texts(&referral.additionals),
+        [
+            "ns1.sub.edge.test. A 192.0.2.200",
+            "ns.other.edge.test. A 192.0.2.201"
+        ]
+    );
+    let ds = zone.lookup(&name("sub.edge.test."), RecordType::DS);
+    assert!(ds.authoritative);
+    assert_eq!(ds.answers[0].record_type(), RecordType::DS);
+}
+
+#[test]
+fn includes_nest_to_a_bound_and_never_in_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |n: usize| dir.path().join(format!("f{n}.zone"));
+    for n in 0..12 {
+        std::fs::write(file(n), format!("$INCLUDE f{}.zone\n", n + 1)).unwrap();
+    }
+    std::fs::write(file(12), "www A 192.0.2.1\n").unwrap();
+    let deep = Zone::parse(
+        &dir.path().join("top.zone"),
+        &format!("{HEAD}$INCLUDE f0.zone\n"),
+    )
+    .unwrap_err();
+    assert!(deep.message.contains("nest deeper than 8"), "{deep}");
+
+    std::fs::write(file(0), "$INCLUDE f1.zone\n").unwrap();
+    std::fs::write(file(1), "\n$INCLUDE f0.zone\n").unwrap();
+    let looped = Zone::parse(
+        &dir.path().join("top.zone"),
+        &format!("{HEAD}$INCLUDE f0.zone\n"),
+    )
+    .unwrap_err();
+    assert_eq!((looped.file.clone(), looped.line), (file(1), 2), "{looped}");
+    assert!(looped.message.contains("include loop"), "{looped}");
+
+    std::fs::write(file(0), "www A 192.0.2.9\n").unwrap();
+    let origin = Zone::parse(
+        &dir.path().join("top.zone"),
+        &format!("{HEAD}$INCLUDE f0.zone sub.example.test.\nafter A 192.0.2.2\n"),
+    )
+    .unwrap();
+    let www = origin.lookup(&name("www.sub.example.test."), RecordType::A);
+    assert_eq!(www.answers.len(), 1);
+    let after = origin.lookup(&name("after.example.test."), RecordType::A);
+    assert_eq!(
+        after.answers.len(),
+        1,
+        "the origin is the including file's again"
+    );
+}
+
+#[test]
+fn the_generic_form_reads_known_types_as_themselves() {
+    let zone = Zone::parse(
+        Path::new("g.zone"),
+        &format!("{HEAD}a TYPE1 \\# 4 c0000201\nb A \\# 4 C0 00 02 02\nc TYPE999 \\# 0\n"),
+    )
+    .unwrap();
+    let a = zone.lookup(&name("a.example.test."), RecordType::A);
+    assert!(matches!(a.answers[0].data, RData::A(_)), "{:?}", a.answers);
+    let b = zone.lookup(&name("b.example.test."), RecordType::A);
+    assert_eq!(b.answers[0].data.to_string(), "192.0.2.2");
+    let (_, wrong) = error(&format!("{HEAD}a A \\# 3 c00002\n"));
+    assert!(wrong.contains("not a valid A"), "{wrong}");
+    let (_, length) = error(&format!("{HEAD}a A \\# 5 c0000201\n"));
+    assert!(length.contains("says 5 bytes"), "{length}");
 }

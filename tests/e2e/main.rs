@@ -20,6 +20,7 @@ mod dns_edns;
 mod dns_forward;
 mod dns_nsd;
 mod dns_rules;
+mod dns_transfer;
 mod dns_view;
 mod faults;
 mod gateway;

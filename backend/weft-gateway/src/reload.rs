@@ -17,7 +17,8 @@
 //! `weft_config_reloads_total{result}`, kept as the dashboard banner's last reload and
 //! published as a `config_reloaded` event:
 //!
-//! - `ok`: applied (possibly nothing: the file did not change);
+//! - `ok`: applied (possibly nothing: the file did not change); a zone file that no
+//!   longer loads keeps its zone in service and is named, with its line, in the message;
 //! - `invalid`: the file does not validate; nothing changed;
 //! - `failed`: the file cannot be read, or the new services cannot all start (an address in
 //!   use); nothing changed.
@@ -171,7 +172,7 @@ async fn read(source: &Source) -> Result<Config, (ReloadResult, String)> {
     };
     let checked = tokio::task::spawn_blocking(move || {
         let text = Config::read(&path).map_err(|e| (ReloadResult::Failed, e.to_string()))?;
-        Config::parse(&path.display().to_string(), &text)
+        Config::parse_for_reload(&path.display().to_string(), &text)
             .map_err(|e| (ReloadResult::Invalid, e.to_string()))
     })
     .await;
@@ -195,6 +196,7 @@ fn ok(applied: &Applied) -> ReloadOutcome {
         }
     }
     parts.push(format!("{} unchanged", applied.unchanged));
+    parts.extend(applied.notes.iter().cloned());
     for section in &applied.need_restart {
         parts.push(format!("{section} changed: restart to apply it"));
     }

@@ -17,6 +17,11 @@
 //!   `service_stopped`). Sockets that are not configured endpoints (a DNS service's
 //!   upstream ports) stop after that deadline too, so answers still on their way arrive.
 //!
+//! A DNS zone file that no longer loads does not stop the rest: the new settings take the
+//! zone the running service has from that file (`services::dns_zones`), and the failure
+//! is in [`Applied::notes`]; once applied, zones whose serial changed are announced to
+//! the service's `notify` peers.
+//!
 //! Everything that can fail (binding an address in use, loading a certificate) happens
 //! before anything running is touched: the handover rolls back, the old services go on
 //! serving, and the error names the service and the endpoint. Then the history store, the
@@ -82,6 +87,9 @@ pub struct Applied {
     pub unchanged: usize,
     /// Sections that changed but apply only at the next start (`[dashboard]`, ...).
     pub need_restart: Vec<&'static str>,
+    /// What else the reload reports: zone files that did not load, by file and line,
+    /// and the zones they keep serving.
+    pub notes: Vec<String>,
 }
 
 impl Running {
@@ -171,10 +179,14 @@ impl Running {
 
     /// Changes what runs to `config`'s services (see the [module documentation](self)).
     /// On an error nothing changed.
-    pub fn apply(&mut self, config: Config) -> Result<Applied, StartError> {
+    pub fn apply(&mut self, mut config: Config) -> Result<Applied, StartError> {
         let old = std::mem::take(&mut self.config.services);
+        let notes = services::dns_zones::carry_over(&old, &mut config.services, &self.env);
         let by_name = |list: &[ServiceConfig], name: &str| list.iter().position(|s| s.name == name);
-        let mut applied = Applied::default();
+        let mut applied = Applied {
+            notes,
+            ..Applied::default()
+        };
         for service in &config.services {
             match by_name(&old, &service.name) {
                 None => applied.added.push(service.name.clone()),
@@ -188,6 +200,9 @@ impl Running {
             .map(|s| s.name.clone())
             .collect();
         let result = self.switch(&old, &config, &applied);
+        if result.is_ok() {
+            services::dns_zones::announce_changes(&self.reactor, &self.env, &old, &config.services);
+        }
         self.config.services = match result {
             Ok(()) => config.services.clone(),
             Err(_) => old,

@@ -42,6 +42,9 @@
 //!   matches answers to the upstream, local port, id and question they answer (the rest
 //!   dropped and counted by reason); an answer truncated over UDP is asked again over
 //!   TCP, and only whole answers are replayed.
+//! - [`transfer`]: zone transfers out (AXFR, IXFR answered in full) to the peers of
+//!   `allow_transfer`, streamed under back-pressure over TCP; NOTIFY to the `notify`
+//!   peers when a reload changes a zone's serial, and REFUSED for a NOTIFY received.
 //! - [`upstream`]: the forwarding options, and each upstream's smoothed round-trip time,
 //!   which orders them (`sequential`) and sets each try's timeout.
 //! - [`cache`]: forwarded answers by question for their TTL (within `min_ttl` and
@@ -74,6 +77,7 @@ mod outgoing;
 mod random;
 pub mod rrl;
 pub mod server;
+pub mod transfer;
 pub mod transport;
 mod tsig;
 pub mod upstream;
@@ -87,6 +91,7 @@ pub use link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 pub use metrics::{Busy, DnsMetrics, Limited, Mismatch, ServiceMetrics};
 pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
+pub use transfer::{Prefix, TransferConfig};
 pub use transport::{DnsTcp, DnsUdp, listen};
 pub use upstream::{ForwardOptions, Selection};
 pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};

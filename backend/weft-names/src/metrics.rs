@@ -118,6 +118,8 @@ pub struct DnsMetrics {
     forward_refused: IntCounterVec,
     dropped: IntCounterVec,
     forwarding: ForwardFamilies,
+    /// Zone transfers, NOTIFY and zone reloads.
+    transfer: crate::transfer::metrics::TransferFamilies,
     rate_limited: IntCounterVec,
     rate_limit_evictions: IntCounterVec,
     cookies: IntCounterVec,
@@ -146,6 +148,7 @@ impl DnsMetrics {
             registry.register(Box::new(family.clone()))?;
         }
         metrics.forwarding.register(registry)?;
+        metrics.transfer.register(registry)?;
         registry.register(Box::new(metrics.duration.clone()))?;
         Ok(metrics)
     }
@@ -197,6 +200,7 @@ impl DnsMetrics {
                 &["service"],
             )?,
             forwarding: ForwardFamilies::new()?,
+            transfer: crate::transfer::metrics::TransferFamilies::new()?,
             rate_limited: vec(
                 "weft_dns_rate_limited_total",
                 "UDP answers over their client prefix's rate_limit, by action: dropped, or slipped (sent truncated or BADCOOKIE).",
@@ -253,6 +257,7 @@ impl DnsMetrics {
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
             forwarding: self.forwarding.service(name),
+            transfer: self.transfer.service(name),
             rate_limited: Limited::ALL
                 .iter()
                 .map(|l| self.rate_limited.with_label_values(&[name, l.as_str()]))
@@ -293,6 +298,7 @@ struct Handles {
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
     forwarding: ForwardMetrics,
+    transfer: crate::transfer::TransferCounters,
     /// In the order of [`Limited::ALL`].
     rate_limited: Vec<IntCounter>,
     rate_limit_evictions: IntCounter,
@@ -464,6 +470,11 @@ impl ServiceMetrics {
     /// Upstream TCP exchanges on a reused connection so far.
     pub fn tcp_reused(&self) -> u64 {
         self.0.forwarding.tcp_reused().get()
+    }
+
+    /// Its zone transfer, NOTIFY and zone reload counters.
+    pub fn transfer(&self) -> &crate::transfer::TransferCounters {
+        &self.0.transfer
     }
 
     /// A UDP answer was over its client prefix's rate.

@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use weft::{DatagramProtocol, DatagramTransport, Reactor, Transport};
 use crate::link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 use crate::metrics::ServiceMetrics;
 use crate::server::WeakServer;
+use crate::transport::local_for;
 
 /// Ports per local address that new queries go out of.
 pub(crate) const ACTIVE_PORTS: usize = 16;
@@ -80,16 +81,6 @@ struct Port {
 struct Ports {
     open: HashMap<u64, Port>,
     next: u64,
-}
-
-/// The local address queries to `ip` leave from: loopback for loopback upstreams.
-pub(crate) fn interface_for(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    }
 }
 
 impl Link {
@@ -233,7 +224,7 @@ fn release(ports: &Weak<RefCell<Ports>>, id: u64) {
 
 impl UpstreamLink for Link {
     fn send(&self, packet: &[u8], to: SocketAddr) -> Option<UdpLease> {
-        let interface = interface_for(to.ip());
+        let interface = local_for(to.ip());
         self.top_up(interface);
         // A port opened this turn cannot send yet: then the next candidate does.
         let candidates = self.candidates(interface);

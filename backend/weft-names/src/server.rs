@@ -3,7 +3,9 @@
 //! A packet is checked ([`crate::wire`]), counted, then answered from the zone that
 //! contains its name, or forwarded ([`crate::forward`]) when no zone does and upstreams
 //! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
-//! the upstream answers.
+//! the upstream answers. A zone transfer request (AXFR, IXFR) goes back to the transport
+//! as [`Outcome::Transfer`], to be answered through [`DnsServer::transfer`] with the peer's
+//! address; a NOTIFY received is REFUSED ([`crate::transfer`]).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,6 +20,7 @@ use crate::edns::{self, CookieState, EdnsConfig};
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::{Limited, ServiceMetrics};
 use crate::rrl::{Limiter, RateLimit, Verdict};
+use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
 use crate::upstream::ForwardOptions;
 use crate::view::Source;
 use crate::wire::{self, Parsed, Request};
@@ -52,6 +55,9 @@ pub enum Outcome {
     Malformed(String),
     /// Not answered: too short to answer, or a response; says why.
     Dropped(String),
+    /// A zone transfer request (AXFR, IXFR), not answered yet: the transport answers it
+    /// through [`DnsServer::transfer`], knowing the peer and able to send many messages.
+    Transfer(Box<Transfer>),
     /// Over the client prefix's `rate_limit`: dropped, or answered truncated or
     /// BADCOOKIE (`slip`).
     RateLimited,
@@ -71,6 +77,9 @@ pub struct DnsConfig {
     pub cache_size: usize,
     /// How long an upstream query may take before its clients get SERVFAIL.
     pub timeout: Duration,
+    /// Who may transfer the zones (`allow_transfer`) and whom a changed zone is
+    /// announced to (`notify`).
+    pub transfer: TransferConfig,
     /// NSID and DNS cookies.
     pub edns: EdnsConfig,
     /// Response rate limiting over UDP; `None`: off.
@@ -100,6 +109,7 @@ impl Default for DnsConfig {
             forwarding: ForwardOptions::default(),
             cache_size: Self::DEFAULT_CACHE_SIZE,
             timeout: Self::DEFAULT_TIMEOUT,
+            transfer: TransferConfig::default(),
             edns: EdnsConfig::default(),
             rate_limit: None,
         }
@@ -107,7 +117,9 @@ impl Default for DnsConfig {
 }
 
 struct Inner {
-    catalog: Catalog,
+    /// Shared with the zone transfers under way, which may outlive this server.
+    catalog: Rc<Catalog>,
+    transfer: TransferConfig,
     /// `None` without `forward` upstreams: a name outside the zones is REFUSED.
     forwarder: Option<Rc<Forwarder>>,
     metrics: ServiceMetrics,
@@ -151,7 +163,8 @@ impl DnsServer {
         });
         Self {
             inner: Rc::new(Inner {
-                catalog: config.zones,
+                catalog: Rc::new(config.zones),
+                transfer: config.transfer,
                 forwarder,
                 metrics,
                 edns: edns::Options::new(&config.edns),
@@ -201,6 +214,18 @@ impl DnsServer {
     ) -> Outcome {
         let metrics = &self.inner.metrics;
         let received = std::time::Instant::now();
+        if let Some(refused) = crate::transfer::notify_received(packet) {
+            metrics.transfer().notify(NotifyResult::Received);
+            metrics.answered(
+                None,
+                client,
+                received,
+                ResponseCode::Refused,
+                Source::Refused,
+            );
+            reply(refused);
+            return Outcome::Refused;
+        }
         let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let mut request = match wire::parse(packet, self.inner.edns.cookies()) {
             Parsed::Query(request) => request,
@@ -261,7 +286,10 @@ impl DnsServer {
                 }
             }
         }
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
+        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
+        }
+        if qtype == RecordType::OPT {
             let refused = request.response(ResponseCode::Refused, recursion);
             send(metrics, &request, via, refused, reply, Source::Refused);
             return Outcome::Refused;
@@ -287,6 +315,22 @@ impl DnsServer {
                 Outcome::Refused
             }
         }
+    }
+
+    /// What the zone transfer request `asked`, from `peer` over `via`, gets (see
+    /// [`crate::transfer`]); what is answered at once is counted.
+    pub fn transfer(&self, asked: Transfer, peer: Option<IpAddr>, via: Via) -> Plan {
+        let inner = &self.inner;
+        let recursion = inner.forwarder.is_some();
+        crate::transfer::plan(
+            asked,
+            peer,
+            via,
+            &inner.catalog,
+            &inner.transfer,
+            recursion,
+            &inner.metrics,
+        )
     }
 
     /// What `rate_limit` says of one more UDP answer to `client`, counted.

@@ -2,7 +2,7 @@
 //! framer and a [`weft::Protocol`] for TCP (RFC 1035 section 4.2.2); the upstream side
 //! (ports and connections) is `outgoing`'s.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 use weft::endpoint::ServerEndpoint;
@@ -16,6 +16,7 @@ use crate::error::NamesError;
 use crate::metrics::ServiceMetrics;
 use crate::outgoing::Link;
 use crate::server::{DnsConfig, DnsServer, Outcome, Via};
+use crate::transfer::{Plan, Streamer};
 
 /// Runs `config` as service `name` on `endpoints` (`udp:` ones get [`DnsUdp`], the
 /// others [`DnsTcp`], accepted under `options`: idle timeout, per-peer cap); upstream
@@ -33,7 +34,7 @@ pub fn listen(
     let server = DnsServer::new(config, metrics, link.clone());
     link.serve(server.downgrade());
     for upstream in server.upstreams() {
-        link.top_up(crate::outgoing::interface_for(upstream.ip()));
+        link.top_up(local_for(upstream.ip()));
     }
     let mut bound = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
@@ -52,6 +53,17 @@ pub fn listen(
         }
     }
     Ok((server, bound))
+}
+
+/// The address a socket talking to `peer` binds: loopback for a loopback peer, any
+/// address of its family otherwise.
+pub(crate) fn local_for(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(v4) if v4.is_loopback() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(v6) if v6.is_loopback() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
 }
 
 /// DNS over UDP: each datagram is a query; its answer goes back to the sender.
@@ -77,26 +89,42 @@ impl DatagramProtocol for DnsUdp {
                 t.write(&answer, from);
             }),
         );
-        if let Outcome::Malformed(why) | Outcome::Dropped(why) = outcome {
-            observe::report_error(
-                transport.info(),
-                ErrorKind::BadFrame,
-                format!("DNS query from {from}: {why}"),
-            );
+        match outcome {
+            Outcome::Malformed(why) | Outcome::Dropped(why) => {
+                observe::report_error(
+                    transport.info(),
+                    ErrorKind::BadFrame,
+                    format!("DNS query from {from}: {why}"),
+                );
+            }
+            Outcome::Transfer(asked) => {
+                // Over UDP a transfer request gets one message (NOTIMP, REFUSED, an SOA).
+                if let Plan::Answer(answer) =
+                    self.server.transfer(*asked, Some(from.ip()), Via::Udp)
+                {
+                    transport.write(&answer, from);
+                }
+            }
+            _ => {}
         }
     }
 }
 
 /// DNS over TCP, under an [`Int16StringReceiver`]: each frame is a query; answers are
-/// framed back, in the order they are ready.
+/// framed back, in the order they are ready; a zone transfer streams its messages.
 pub struct DnsTcp {
     server: DnsServer,
+    /// The connection's zone transfers, once one was asked for.
+    transfers: Option<Rc<Streamer>>,
 }
 
 impl DnsTcp {
     /// Serves `server`'s answers.
     pub fn new(server: DnsServer) -> Self {
-        Self { server }
+        Self {
+            server,
+            transfers: None,
+        }
     }
 }
 
@@ -121,6 +149,15 @@ impl StringHandler for DnsTcp {
                 observe::report_error(transport.info(), ErrorKind::BadFrame, why.clone());
                 transport
                     .lose_connection_with(CloseReason::Protocol(format!("not a DNS query: {why}")));
+            }
+            Outcome::Transfer(asked) => {
+                let peer = transport.peer().socket_addr().map(|a| a.ip());
+                match self.server.transfer(*asked, peer, Via::Tcp) {
+                    Plan::Answer(answer) => send_int16_string(transport, &answer),
+                    Plan::Stream(job) => {
+                        Streamer::send(&mut self.transfers, transport, *job, self.server.metrics());
+                    }
+                }
             }
             _ => {}
         }

@@ -235,6 +235,17 @@ impl Config {
 
     /// Validates `text`, naming `file` in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let config = validate::parse(file, text)?;
+        match crate::services::dns_zones::first_failure(&config.services) {
+            Some(error) => Err(error),
+            None => Ok(config),
+        }
+    }
+
+    /// Like [`parse`](Self::parse), for a reload: a zone file that does not load does not
+    /// refuse the file; its service's settings list it (`failed`), and the reload keeps
+    /// the zone it had in service (see `services::dns_zones`).
+    pub fn parse_for_reload(file: &str, text: &str) -> Result<Self, ConfigError> {
         validate::parse(file, text)
     }
 

@@ -118,6 +118,10 @@ pub(crate) struct RawService {
     pub(crate) max_ttl: Option<Spanned<String>>,
     /// dns: how long an expired answer may be served when no upstream answers.
     pub(crate) serve_stale: Option<Spanned<String>>,
+    /// dns: the peers that may transfer the zones.
+    pub(crate) allow_transfer: Option<Spanned<toml::Value>>,
+    /// dns: the peers told of a changed zone.
+    pub(crate) notify: Option<Spanned<toml::Value>>,
     /// dns: the server identifier answered to NSID.
     pub(crate) nsid: Option<Spanned<String>>,
     /// dns: answer DNS cookies.
@@ -164,6 +168,8 @@ impl RawService {
             ("root", &self.root),
             ("zones", &self.zones),
             ("forward", &self.forward),
+            ("allow_transfer", &self.allow_transfer),
+            ("notify", &self.notify),
         ] {
             if let Some(v) = value {
                 keys.push((name, v.span()));

@@ -4,10 +4,13 @@
 //! Keys: `zones` (zone files, relative to the working directory unless absolute),
 //! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
 //! kept, default 10000; 0 turns the cache off) and `timeout` (how long an upstream may
-//! take before the client gets SERVFAIL, default `"2s"`); `nsid`, `cookies` and
-//! `rate_limit` are read in `dns_edns`, the forwarding keys in `dns_forwarding`. Zone
-//! files are read and checked
-//! here, so `weft check` reports a bad record by the zone file's name and line.
+//! take before the client gets SERVFAIL, default `"2s"`), `allow_transfer` (the peers that
+//! may AXFR and IXFR the zones: addresses and CIDR blocks, default none) and `notify`
+//! (where a NOTIFY goes when a reload changes a zone's serial: `IP` or `IP:PORT`, port 53
+//! by default); `nsid`, `cookies` and `rate_limit` are read in `dns_edns`, the forwarding keys in
+//! `dns_forwarding`. Zone files are
+//! read and checked here, so `weft check` reports a bad record by the zone file's name and
+//! line; a reload keeps the running zone of a file that no longer loads (see `dns_zones`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -16,7 +19,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 use weft::ListenError;
-use weft_names::{Catalog, DnsConfig, DnsMetrics, NamesError, ServiceMetrics, Zone};
+use weft_names::{
+    Catalog, DnsConfig, DnsMetrics, NamesError, Prefix, ServiceMetrics, TransferConfig, Zone,
+};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
@@ -31,6 +36,19 @@ pub struct DnsSettings {
     pub zone_files: Vec<PathBuf>,
     /// The zones loaded from them, and the forwarding settings.
     pub config: DnsConfig,
+    /// The zone files that did not load, in file order, each with the error `weft check`
+    /// reports: [`crate::config::Config::parse`] refuses the configuration for the first,
+    /// and a reload keeps the zone each had in service.
+    pub failed: Vec<FailedZone>,
+}
+
+/// A zone file that did not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedZone {
+    /// The file, as configured.
+    pub file: PathBuf,
+    /// Why, naming the file and its line.
+    pub error: ConfigError,
 }
 
 /// `kind = "dns"`.
@@ -93,6 +111,8 @@ impl super::Kind for DnsKind {
             "cache_size": d.config.cache_size,
             "timeout_ms": d.config.timeout.as_millis() as u64,
             "forwarding": super::dns_forwarding::describe(&d.config.forwarding),
+            "allow_transfer": d.config.transfer.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "notify": d.config.transfer.notify,
             "nsid": d.config.edns.nsid,
             "cookies": d.config.edns.cookies,
             "rate_limit": d.config.rate_limit.map(|r| serde_json::json!({
@@ -112,6 +132,8 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         "forward",
         "cache_size",
         "timeout",
+        "allow_transfer",
+        "notify",
         "nsid",
         "cookies",
         "rate_limit",
@@ -120,9 +142,10 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
     let raw = ctx.raw;
     let mut zones = Catalog::default();
     let mut zone_files = Vec::new();
+    let mut failed = Vec::new();
     for (file, span) in strings(ctx, "zones", &raw.zones)? {
         let path = PathBuf::from(&file);
-        let zone = Zone::load(&path).map_err(|e| ConfigError {
+        let loaded = Zone::load(&path).map_err(|e| ConfigError {
             file: e.file.display().to_string(),
             line: (e.line > 0).then_some(e.line),
             column: None,
@@ -133,7 +156,18 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             } else {
                 e.message
             },
-        })?;
+        });
+        let zone = match loaded {
+            Ok(zone) => zone,
+            Err(error) => {
+                failed.push(FailedZone {
+                    file: path.clone(),
+                    error,
+                });
+                zone_files.push(path);
+                continue;
+            }
+        };
         zones.add(zone).map_err(|e| match e {
             NamesError::DuplicateZone { .. } => ctx.error(span.clone(), "zones", e.to_string()),
             other => ctx.error(span.clone(), "zones", other.to_string()),
@@ -154,6 +188,7 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             })?;
         forward.push(addr);
     }
+    let transfer = transfer(ctx)?;
     if zone_files.is_empty() && forward.is_empty() {
         return Err(ctx.error(
             raw.kind.span(),
@@ -185,10 +220,39 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             forwarding,
             cache_size,
             timeout,
+            transfer,
             edns: super::dns_edns::edns(ctx)?,
             rate_limit: super::dns_edns::rate_limit(ctx)?,
         },
+        failed,
     })
+}
+
+/// `allow_transfer` and `notify`.
+fn transfer(ctx: &ServiceCtx<'_>) -> Result<TransferConfig, ConfigError> {
+    let raw = ctx.raw;
+    let mut allow = Vec::new();
+    for (text, span) in strings(ctx, "allow_transfer", &raw.allow_transfer)? {
+        let prefix: Prefix = text
+            .parse()
+            .map_err(|e: weft_names::transfer::PrefixError| ctx.error(span, "allow_transfer", e.to_string()))?;
+        allow.push(prefix);
+    }
+    let mut notify = Vec::new();
+    for (text, span) in strings(ctx, "notify", &raw.notify)? {
+        let addr = text
+            .parse::<SocketAddr>()
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                ctx.error(
+                    span,
+                    "notify",
+                    format!("{text:?} is not a peer address; write it like \"192.0.2.2\" or \"192.0.2.2:5353\""),
+                )
+            })?;
+        notify.push(addr);
+    }
+    Ok(TransferConfig { allow, notify })
 }
 
 /// A key holding a string or a list of strings, each with the key's span.
@@ -272,6 +336,45 @@ mod tests {
                 .settings_json()
                 .contains("\"timeout_ms\":500")
         );
+        let c = config(
+            "forward = \"127.0.0.1\"\nallow_transfer = [\"192.0.2.7\", \"2001:db8::/32\"]\nnotify = [\"192.0.2.8\", \"192.0.2.9:5300\"]",
+        )
+        .unwrap();
+        let transfer = &settings(&c).config.transfer;
+        assert_eq!(transfer.allow, ["192.0.2.7".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
+        assert_eq!(
+            transfer.notify,
+            ["192.0.2.8:53".parse().unwrap(), "192.0.2.9:5300".parse().unwrap()]
+        );
+        let json = c.services[0].kind.settings_json();
+        assert!(json.contains("\"allow_transfer\":[\"192.0.2.7/32\",\"2001:db8::/32\"]"), "{json}");
+        assert!(settings(&config("forward = \"127.0.0.1\"").unwrap()).config.transfer.allow.is_empty(), "nobody by default");
+    }
+
+    #[test]
+    fn a_bad_transfer_peer_is_named_by_its_key_and_a_bad_zone_is_refused_but_kept_for_a_reload() {
+        let e = config("forward = \"127.0.0.1\"\nallow_transfer = [\"10.0.0.0/40\"]").unwrap_err();
+        assert!(e.contains("service[0].allow_transfer: \"10.0.0.0/40\" is not an IP address or a CIDR block"), "{e}");
+        let e = config("forward = \"127.0.0.1\"\nnotify = \"secondary\"").unwrap_err();
+        assert!(e.contains("service[0].notify: \"secondary\" is not a peer address"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.zone");
+        std::fs::write(&good, ZONE).unwrap();
+        let bad = dir.path().join("bad.zone");
+        std::fs::write(&bad, ZONE.replace("example.test.", "bad.test.") + "mail MX ten mail\n").unwrap();
+        let keys = format!("zones = [{:?}, {:?}]", good.display(), bad.display());
+        let e = config(&keys).unwrap_err();
+        assert!(e.starts_with(&format!("{}:5: service[0].zones:", bad.display())), "{e}");
+        let text = format!(
+            "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\n{keys}\n"
+        );
+        let reloaded = Config::parse_for_reload("weft.toml", &text).unwrap();
+        let d = settings(&reloaded);
+        assert_eq!(d.config.zones.zones().len(), 1, "the zone that loads");
+        assert_eq!(d.failed.len(), 1);
+        assert_eq!(d.failed[0].file, bad);
+        assert_eq!(d.failed[0].error.line, Some(5));
     }
 
     #[test]

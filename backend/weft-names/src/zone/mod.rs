@@ -16,6 +16,7 @@ mod generate;
 mod lex;
 mod parse;
 mod rdata;
+mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,143 @@
+//! DNS zones across a reload, one zone at a time.
+//!
+//! A reload re-reads every zone file. A file that loads replaces its zone; one that does
+//! not (unreadable, or a bad record) leaves the zone it had in service, and the failure is
+//! logged, reported in the reload's message with the file and line, and counted in
+//! `weft_dns_zone_reloads_total{result="failed"}`; the other zones and the rest of the
+//! configuration apply. `weft check` and `weft run` refuse such a file outright
+//! ([`first_failure`]). When a reload is applied, each zone whose serial changed is
+//! announced to the service's `notify` peers (RFC 1996); an unchanged serial sends nothing.
+
+use weft::Reactor;
+use weft_names::transfer::{ZoneReload, notify};
+use weft_names::{Catalog, ServiceMetrics, Zone};
+
+use super::ServiceEnv;
+use super::ServiceKind;
+use super::dns::{DnsKind, DnsSettings};
+use crate::config::{ConfigError, ServiceConfig};
+
+/// The first zone file of `services` that did not load.
+pub(crate) fn first_failure(services: &[ServiceConfig]) -> Option<ConfigError> {
+    services.iter().find_map(|s| match &s.kind {
+        ServiceKind::Dns(d) => d.failed.first().map(|f| f.error.clone()),
+        _ => None,
+    })
+}
+
+fn dns(service: &ServiceConfig) -> Option<&DnsSettings> {
+    match &service.kind {
+        ServiceKind::Dns(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
+    match &*env.metrics::<DnsKind>() {
+        Some(m) => m.service(name),
+        None => ServiceMetrics::detached(name),
+    }
+}
+
+/// Gives each DNS service of `new` whose zone file did not load the zone that file gave
+/// the running service of the same name in `old`, counts every zone file re-read, and
+/// returns a line for each failure, naming the file and its line.
+pub(crate) fn carry_over(
+    old: &[ServiceConfig],
+    new: &mut [ServiceConfig],
+    env: &ServiceEnv,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for service in new.iter_mut() {
+        let name = service.name.clone();
+        let running = old.iter().find(|s| s.name == name).and_then(dns);
+        let ServiceKind::Dns(settings) = &mut service.kind else {
+            continue;
+        };
+        let counters = metrics(env, &name);
+        let before = running.map(|r| r.config.zones.zones());
+        let old_zone =
+            |file: &std::path::Path| -> Option<&Zone> { before?.iter().find(|z| z.file() == file) };
+        let mut zones = Catalog::default();
+        for file in &settings.zone_files {
+            let zone = match settings.failed.iter().find(|f| f.file == *file) {
+                Some(failure) => {
+                    counters.transfer().zone_reload(ZoneReload::Failed);
+                    let kept = old_zone(file);
+                    let outcome = match kept {
+                        Some(z) => format!(
+                            "the zone {} keeps serving serial {}",
+                            z.origin(),
+                            z.serial()
+                        ),
+                        None => "it is not served".to_owned(),
+                    };
+                    tracing::warn!(service = %name, error = %failure.error, "a zone file did not load; {outcome}");
+                    notes.push(format!("service {name:?}: {}; {outcome}", failure.error));
+                    kept
+                }
+                None => {
+                    let loaded = settings
+                        .config
+                        .zones
+                        .zones()
+                        .iter()
+                        .find(|z| z.file() == file);
+                    let result = match (loaded, old_zone(file)) {
+                        (Some(new), Some(old)) if new == old => ZoneReload::Unchanged,
+                        _ => ZoneReload::Changed,
+                    };
+                    counters.transfer().zone_reload(result);
+                    loaded
+                }
+            };
+            if let Some(zone) = zone
+                && let Err(e) = zones.add(zone.clone())
+            {
+                notes.push(format!("service {name:?}: {e}"));
+            }
+        }
+        settings.config.zones = zones;
+    }
+    notes
+}
+
+/// After a reload applied `new` in place of `old`: sends a NOTIFY to the `notify` peers of
+/// each DNS service for each zone whose serial changed.
+pub(crate) fn announce_changes(
+    reactor: &Reactor,
+    env: &ServiceEnv,
+    old: &[ServiceConfig],
+    new: &[ServiceConfig],
+) {
+    for service in new {
+        let Some(settings) = dns(service) else {
+            continue;
+        };
+        let peers = &settings.config.transfer.notify;
+        let Some(running) = old.iter().find(|s| s.name == service.name).and_then(dns) else {
+            continue;
+        };
+        if peers.is_empty() {
+            continue;
+        }
+        let counters = metrics(env, &service.name);
+        for zone in settings.config.zones.zones() {
+            let before = running
+                .config
+                .zones
+                .zones()
+                .iter()
+                .find(|z| z.origin() == zone.origin());
+            let Some(before) = before.filter(|b| b.serial() != zone.serial()) else {
+                continue;
+            };
+            tracing::info!(service = %service.name, zone = %zone.origin(), from = before.serial(), to = zone.serial(), peers = peers.len(), "zone serial changed; sending NOTIFY");
+            if let Err(error) =
+                notify::announce(reactor, &service.name, zone.soa(), peers, &counters)
+            {
+                tracing::warn!(service = %service.name, zone = %zone.origin(), %error, "NOTIFY could not be sent");
+            }
+        }
+    }
+}

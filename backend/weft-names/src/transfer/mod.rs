@@ -1,0 +1,342 @@
+//! Zone transfers out and NOTIFY: what a primary does for its secondaries.
+//!
+//! - AXFR (RFC 5936) over TCP to the peers of `allow_transfer`: the zone's SOA first, every
+//!   other record, the SOA last, over as many messages as it takes (each well under 64 KiB),
+//!   written a few messages per reactor turn and paused while the connection's buffer is
+//!   above its high-water mark ([`stream`]), so a big zone never blocks the reactor and a
+//!   slow reader never makes more than about one buffer and one message wait in memory.
+//!   Everyone else gets REFUSED, a name that is not the origin of a zone served here
+//!   NOTAUTH (as NSD answers both), and AXFR over UDP, which RFC 5936 section 4.2 does not
+//!   define, NOTIMP (as NSD answers it).
+//! - IXFR (RFC 1995), from the same peers: no zone history is kept, so a client whose
+//!   serial is current gets the SOA alone (section 2), and one behind gets the whole zone
+//!   as AXFR would send it (section 4). Over UDP an answer is the SOA alone, with TC when
+//!   the client is behind (section 2: "the query is responded to with a single SOA record
+//!   of the server's current version to inform the client that a TCP query should be
+//!   initiated"; NSD sets TC too).
+//! - NOTIFY (RFC 1996) out ([`notify`]): when a reload changes a zone's serial, each peer
+//!   of `notify` gets a NOTIFY with the new SOA over UDP, again until it answers, a few
+//!   times. A NOTIFY in gets REFUSED: this server is a primary only (NSD answers so for a
+//!   zone without `allow-notify`).
+//!
+//! Every request is counted by how it ended in `weft_dns_transfers_total{result}`
+//! ([`TransferResult`]), every NOTIFY in `weft_dns_notifies_total{result}`.
+
+pub(crate) mod metrics;
+pub mod notify;
+mod prefix;
+mod stream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
+
+pub use metrics::{NotifyResult, TransferCounters, TransferResult, ZoneReload};
+pub use prefix::{Prefix, PrefixError};
+pub(crate) use stream::Streamer;
+
+use crate::metrics::ServiceMetrics;
+use crate::server::Via;
+use crate::view::Source;
+use crate::wire::{self, Request};
+use crate::zone::{Catalog, Zone};
+
+/// Record bytes (uncompressed) packed into one transfer message at most: well under the
+/// 65,535 bytes a TCP frame holds, and small enough that each message is quick to encode.
+const MESSAGE_BUDGET: usize = 16 * 1024;
+
+/// Who may transfer the zones, and whom to tell when they change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// `allow_transfer`: the peers that may AXFR or IXFR the zones. Empty: nobody.
+    pub allow: Vec<Prefix>,
+    /// `notify`: where a NOTIFY goes when a reload changes a zone's serial.
+    pub notify: Vec<SocketAddr>,
+}
+
+impl TransferConfig {
+    /// Whether `peer` may transfer a zone.
+    pub fn allows(&self, peer: Option<IpAddr>) -> bool {
+        peer.is_some_and(|ip| self.allow.iter().any(|p| p.contains(ip)))
+    }
+}
+
+/// An AXFR or IXFR query, handed back by [`crate::DnsServer::handle`] to the transport it
+/// came by, which knows the peer and can send more than one message.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    request: Request,
+    /// IXFR: the serial of the SOA in the query's authority section, the version the
+    /// client has (RFC 1995 section 3).
+    client_serial: Option<u32>,
+}
+
+impl PartialEq for Transfer {
+    fn eq(&self, other: &Self) -> bool {
+        self.request.id == other.request.id
+            && self.request.query == other.request.query
+            && self.client_serial == other.client_serial
+    }
+}
+
+impl Eq for Transfer {}
+
+impl Transfer {
+    pub(crate) fn new(request: Request, packet: &[u8]) -> Self {
+        let client_serial = if request.query.query_type() == RecordType::IXFR {
+            Message::from_vec(packet).ok().and_then(|m| {
+                m.authorities.iter().find_map(|r| match &r.data {
+                    RData::SOA(soa) => Some(soa.serial),
+                    _ => None,
+                })
+            })
+        } else {
+            None
+        };
+        Self {
+            request,
+            client_serial,
+        }
+    }
+
+    /// AXFR or IXFR.
+    pub fn qtype(&self) -> RecordType {
+        self.request.query.query_type()
+    }
+}
+
+/// What a transfer request gets.
+#[derive(Debug)]
+pub enum Plan {
+    /// One message (an error, or the SOA alone), encoded.
+    Answer(Vec<u8>),
+    /// The whole zone, sent in pieces over the TCP connection ([`stream`]).
+    Stream(Box<Job>),
+}
+
+/// A zone to send whole, in answer to one request.
+#[derive(Debug)]
+pub struct Job {
+    catalog: Rc<Catalog>,
+    /// Its index in `catalog`.
+    zone: usize,
+    request: Request,
+    recursion_available: bool,
+}
+
+/// Serial `a` is `b` or newer, in RFC 1982 serial number arithmetic.
+fn serial_at_least(a: u32, b: u32) -> bool {
+    a == b || (a.wrapping_sub(b) as i32) > 0
+}
+
+/// Decides what `asked` from `peer` over `via` gets, and counts the ones answered at once.
+pub(crate) fn plan(
+    asked: Transfer,
+    peer: Option<IpAddr>,
+    via: Via,
+    catalog: &Rc<Catalog>,
+    config: &TransferConfig,
+    recursion_available: bool,
+    metrics: &ServiceMetrics,
+) -> Plan {
+    let Transfer {
+        request,
+        client_serial,
+    } = asked;
+    let counters = metrics.transfer();
+    let answer = |rcode: ResponseCode, result: TransferResult, records: Vec<Record>| {
+        counters.transfer(result);
+        let source = match rcode {
+            ResponseCode::NoError => Source::Zone,
+            ResponseCode::Refused => Source::Refused,
+            _ => Source::Malformed,
+        };
+        let asked = request.asked;
+        metrics.answered(
+            Some(&request.query),
+            asked.client,
+            asked.received,
+            rcode,
+            source,
+        );
+        let mut message = request.response(rcode, recursion_available);
+        message.metadata.authoritative = rcode == ResponseCode::NoError;
+        message.metadata.truncation = result == TransferResult::Truncated;
+        message.answers = records;
+        Plan::Answer(wire::encode(&message, None))
+    };
+    let axfr = request.query.query_type() == RecordType::AXFR;
+    if axfr && via == Via::Udp {
+        return answer(ResponseCode::NotImp, TransferResult::Udp, Vec::new());
+    }
+    let qname = LowerName::new(request.query.name());
+    let Some(zone) = catalog
+        .zones()
+        .iter()
+        .position(|z| LowerName::new(z.origin()) == qname)
+    else {
+        return answer(ResponseCode::NotAuth, TransferResult::NotAuth, Vec::new());
+    };
+    if !config.allows(peer) {
+        return answer(ResponseCode::Refused, TransferResult::Refused, Vec::new());
+    }
+    let current = &catalog.zones()[zone];
+    if !axfr {
+        let Some(serial) = client_serial else {
+            return answer(ResponseCode::FormErr, TransferResult::Malformed, Vec::new());
+        };
+        if serial_at_least(serial, current.serial()) {
+            let soa = vec![current.soa().clone()];
+            return answer(ResponseCode::NoError, TransferResult::UpToDate, soa);
+        }
+        if via == Via::Udp {
+            let soa = vec![current.soa().clone()];
+            return answer(ResponseCode::NoError, TransferResult::Truncated, soa);
+        }
+    }
+    Plan::Stream(Box::new(Job {
+        catalog: catalog.clone(),
+        zone,
+        request,
+        recursion_available,
+    }))
+}
+
+/// The answer to a NOTIFY (RFC 1996) that came to us: REFUSED, the question echoed. `None`
+/// for a packet that is not a NOTIFY request.
+pub(crate) fn notify_received(packet: &[u8]) -> Option<Vec<u8>> {
+    let flags = *packet.get(2)?;
+    if packet.len() < 12
+        || flags & 0x80 != 0
+        || OpCode::from_u8((flags >> 3) & 0x0f) != OpCode::Notify
+    {
+        return None;
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let mut response = Message::error_msg(id, OpCode::Notify, ResponseCode::Refused);
+    if let Ok(message) = Message::from_vec(packet) {
+        response.queries = message.queries;
+    }
+    Some(wire::encode(&response, None))
+}
+
+/// Where a transfer is in its zone: the next record to send, kept across messages.
+struct Cursor {
+    job: Job,
+    /// Every owner name of the zone, the origin first.
+    owners: Vec<LowerName>,
+    owner: usize,
+    /// The next record of `owners[owner]`.
+    record: usize,
+    /// The opening SOA went out (with the question, in the first message).
+    started: bool,
+    /// The closing SOA went out.
+    finished: bool,
+}
+
+impl Cursor {
+    fn new(job: Job) -> Self {
+        let owners = job.catalog.zones()[job.zone].owners();
+        Self {
+            job,
+            owners,
+            owner: 0,
+            record: 0,
+            started: false,
+            finished: false,
+        }
+    }
+
+    /// The next message of the transfer, encoded; `None` once the closing SOA is sent.
+    fn next_message(&mut self) -> Option<Vec<u8>> {
+        if self.finished {
+            return None;
+        }
+        let catalog = self.job.catalog.clone();
+        let zone: &Zone = &catalog.zones()[self.job.zone];
+        let mut records = Vec::new();
+        let mut size = 0;
+        if !self.started {
+            records.push(zone.soa().clone());
+            size += encoded_len(zone.soa());
+        }
+        while let Some(owner) = self.owners.get(self.owner) {
+            let Some(record) = zone.records_at(owner).get(self.record) else {
+                self.owner += 1;
+                self.record = 0;
+                continue;
+            };
+            // The SOA opens and closes the transfer, and nowhere else (RFC 5936 section 2.2).
+            if record.record_type() != RecordType::SOA {
+                let len = encoded_len(record);
+                if size + len > MESSAGE_BUDGET && !records.is_empty() {
+                    break;
+                }
+                records.push(record.clone());
+                size += len;
+            }
+            self.record += 1;
+        }
+        if self.owner >= self.owners.len()
+            && (records.is_empty() || size + encoded_len(zone.soa()) <= MESSAGE_BUDGET)
+        {
+            records.push(zone.soa().clone());
+            self.finished = true;
+        }
+        let mut message = self
+            .job
+            .request
+            .response(ResponseCode::NoError, self.job.recursion_available);
+        message.metadata.authoritative = true;
+        if self.started {
+            // RFC 5936 section 2.2.1: the question is in the first message; later ones
+            // may leave it out.
+            message.queries.clear();
+        }
+        self.started = true;
+        message.answers = records;
+        Some(wire::encode(&message, None))
+    }
+}
+
+/// A record's size on the wire without name compression: an upper bound of what it takes
+/// in a message.
+fn encoded_len(record: &Record) -> usize {
+    record.to_bytes().map_or(usize::from(u16::MAX), |b| b.len())
+}
+
+/// The messages of a whole transfer of `job`, for tests.
+#[cfg(test)]
+fn all_messages(job: Job) -> Vec<Vec<u8>> {
+    let mut cursor = Cursor::new(job);
+    std::iter::from_fn(|| cursor.next_message()).collect()
+}
+
+/// A query for `qtype` of `zone`, as a client sends it (IXFR with `serial` in authority).
+#[cfg(test)]
+pub(crate) fn transfer_query(
+    id: u16,
+    zone: &str,
+    qtype: RecordType,
+    serial: Option<u32>,
+) -> Vec<u8> {
+    use hickory_proto::op::{MessageType, Query};
+    use hickory_proto::rr::Name;
+    use hickory_proto::rr::rdata::SOA;
+    let name = Name::from_ascii(zone).unwrap();
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.queries.push(Query::query(name.clone(), qtype));
+    if let Some(serial) = serial {
+        let soa = SOA::new(name.clone(), name.clone(), serial, 0, 0, 0, 0);
+        message
+            .authorities
+            .push(Record::from_rdata(name, 0, RData::SOA(soa)));
+    }
+    message.to_vec().unwrap()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! Sending a whole zone over one TCP connection without blocking the reactor: a
+//! [`PushProducer`] that writes a few messages per reactor turn, stops while the
+//! transport's buffer is above its high-water mark and goes on when it drains.
+//!
+//! While a zone is being sent the connection reads nothing more: further transfers already
+//! read wait in a queue and go next, and other queries wait in the socket, so a client
+//! cannot make the server buffer answers it does not read.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use weft::framing::send_int16_string;
+use weft::{PushProducer, Transport};
+
+use super::{Cursor, Job, TransferResult};
+use crate::metrics::ServiceMetrics;
+use crate::view::Source;
+
+/// Messages written per reactor turn at most: other connections run in between.
+const MESSAGES_PER_TURN: usize = 4;
+
+/// The transfers of one connection.
+pub(crate) struct Streamer {
+    transport: Transport,
+    metrics: ServiceMetrics,
+    /// The transfer being sent, and those asked for after it.
+    work: RefCell<(Option<Cursor>, VecDeque<Job>)>,
+    /// Back-pressure: the buffer is above its high-water mark.
+    paused: Cell<bool>,
+    /// A turn is scheduled on the clock.
+    scheduled: Cell<bool>,
+    /// The connection is gone.
+    stopped: Cell<bool>,
+}
+
+impl Streamer {
+    /// Sends `job` on `transport`: now, or after the transfers `slot` is sending.
+    pub(crate) fn send(
+        slot: &mut Option<Rc<Streamer>>,
+        transport: &Transport,
+        job: Job,
+        metrics: &ServiceMetrics,
+    ) {
+        if let Some(streamer) = slot.as_ref().filter(|s| s.is_busy()) {
+            streamer.work.borrow_mut().1.push_back(job);
+            return;
+        }
+        let streamer = Rc::new(Streamer {
+            transport: transport.clone(),
+            metrics: metrics.clone(),
+            work: RefCell::new((Some(Cursor::new(job)), VecDeque::new())),
+            paused: Cell::new(false),
+            scheduled: Cell::new(false),
+            stopped: Cell::new(false),
+        });
+        transport.pause_reading();
+        transport.register_producer(Rc::new(Producer(streamer.clone())));
+        streamer.schedule();
+        *slot = Some(streamer);
+    }
+
+    fn is_busy(&self) -> bool {
+        self.work.borrow().0.is_some()
+    }
+
+    fn schedule(self: &Rc<Self>) {
+        if self.scheduled.get() || self.stopped.get() || self.paused.get() {
+            return;
+        }
+        self.scheduled.set(true);
+        let this = self.clone();
+        weft::call_later(Duration::ZERO, move || this.turn());
+    }
+
+    /// Writes up to [`MESSAGES_PER_TURN`] messages, then schedules the next turn unless
+    /// back-pressure paused it or everything is sent.
+    fn turn(self: &Rc<Self>) {
+        self.scheduled.set(false);
+        for _ in 0..MESSAGES_PER_TURN {
+            if self.paused.get() || self.stopped.get() {
+                return;
+            }
+            if self.transport.is_disconnecting() {
+                self.stop();
+                return;
+            }
+            let next = self.next_message();
+            let Some(message) = next else {
+                self.transport.unregister_producer();
+                self.transport.resume_reading();
+                return;
+            };
+            if message.len() > usize::from(u16::MAX) {
+                // A record too large for any message: the zone cannot be sent.
+                self.transport.lose_connection();
+                self.stop();
+                return;
+            }
+            send_int16_string(&self.transport, &message);
+        }
+        self.schedule();
+    }
+
+    /// The next message of the current transfer; when it is done, counts it and starts
+    /// the next one queued. `None` when nothing is left.
+    fn next_message(&self) -> Option<Vec<u8>> {
+        let mut work = self.work.borrow_mut();
+        loop {
+            let cursor = work.0.as_mut()?;
+            if let Some(message) = cursor.next_message() {
+                return Some(message);
+            }
+            self.metrics.transfer().transfer(TransferResult::Complete);
+            let request = &cursor.job.request;
+            let asked = request.asked;
+            self.metrics.answered(
+                Some(&request.query),
+                asked.client,
+                asked.received,
+                ResponseCode::NoError,
+                Source::Zone,
+            );
+            work.0 = work.1.pop_front().map(Cursor::new);
+        }
+    }
+
+    /// The connection is gone: what was not sent is counted as aborted.
+    fn stop(&self) {
+        if self.stopped.replace(true) {
+            return;
+        }
+        let mut work = self.work.borrow_mut();
+        let unsent = usize::from(work.0.take().is_some()) + work.1.len();
+        work.1.clear();
+        for _ in 0..unsent {
+            self.metrics.transfer().transfer(TransferResult::Aborted);
+        }
+    }
+}
+
+/// What the transport pauses and resumes: the [`Streamer`] of its connection.
+struct Producer(Rc<Streamer>);
+
+impl PushProducer for Producer {
+    fn pause_producing(&self) {
+        self.0.paused.set(true);
+    }
+
+    fn resume_producing(&self) {
+        self.0.paused.set(false);
+        self.0.schedule();
+    }
+
+    fn stop_producing(&self) {
+        self.0.stop();
+    }
+}

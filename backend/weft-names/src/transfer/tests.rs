@@ -1,0 +1,314 @@
+//! Transfer decisions and the messages of a whole zone, without sockets.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+
+use super::*;
+use crate::wire::Parsed;
+
+const EXAMPLE: &str = include_str!("../../testdata/example.test.zone");
+
+fn catalog(text: &str) -> Rc<Catalog> {
+    let mut catalog = Catalog::default();
+    catalog
+        .add(Zone::parse(Path::new("example.test.zone"), text).unwrap())
+        .unwrap();
+    Rc::new(catalog)
+}
+
+fn allowing(prefix: &str) -> TransferConfig {
+    TransferConfig {
+        allow: vec![prefix.parse().unwrap()],
+        notify: Vec::new(),
+    }
+}
+
+fn asked(packet: &[u8]) -> Transfer {
+    let Parsed::Query(request) = crate::wire::parse(packet, false) else {
+        panic!("a query")
+    };
+    Transfer::new(request, packet)
+}
+
+/// What `packet` from 127.0.0.1 over `via` gets, with `config`.
+fn plan_for(packet: &[u8], via: Via, config: &TransferConfig, metrics: &ServiceMetrics) -> Plan {
+    let peer = Some("127.0.0.1".parse().unwrap());
+    plan(
+        asked(packet),
+        peer,
+        via,
+        &catalog(EXAMPLE),
+        config,
+        false,
+        metrics,
+    )
+}
+
+fn answer(plan: Plan) -> Message {
+    match plan {
+        Plan::Answer(bytes) => Message::from_vec(&bytes).unwrap(),
+        Plan::Stream(_) => panic!("one message expected"),
+    }
+}
+
+#[test]
+fn a_transfer_is_refused_to_peers_not_allowed_notauth_outside_the_zones_and_notimp_over_udp() {
+    let metrics = ServiceMetrics::detached("dns");
+    let axfr = transfer_query(1, "example.test.", RecordType::AXFR, None);
+    let elsewhere = allowing("127.0.0.2");
+    let refused = answer(plan_for(&axfr, Via::Tcp, &elsewhere, &metrics));
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    assert!(refused.answers.is_empty());
+    let nobody = TransferConfig::default();
+    let refused = answer(plan_for(&axfr, Via::Tcp, &nobody, &metrics));
+    assert_eq!(
+        refused.metadata.response_code,
+        ResponseCode::Refused,
+        "none by default"
+    );
+
+    let below_apex = transfer_query(2, "www.example.test.", RecordType::AXFR, None);
+    let allowed = allowing("127.0.0.0/8");
+    let notauth = answer(plan_for(&below_apex, Via::Tcp, &allowed, &metrics));
+    assert_eq!(notauth.metadata.response_code, ResponseCode::NotAuth);
+
+    let over_udp = answer(plan_for(&axfr, Via::Udp, &allowed, &metrics));
+    assert_eq!(over_udp.metadata.response_code, ResponseCode::NotImp);
+    assert!(matches!(
+        plan_for(&axfr, Via::Tcp, &allowed, &metrics),
+        Plan::Stream(_)
+    ));
+
+    let counted = metrics.transfer();
+    assert_eq!(counted.transfers(TransferResult::Refused), 2);
+    assert_eq!(counted.transfers(TransferResult::NotAuth), 1);
+    assert_eq!(counted.transfers(TransferResult::Udp), 1);
+    assert_eq!(metrics.responses(ResponseCode::Refused), 2);
+}
+
+#[test]
+fn ixfr_gets_the_soa_when_current_soa_and_tc_over_udp_when_behind_and_the_zone_over_tcp() {
+    let metrics = ServiceMetrics::detached("dns");
+    let allowed = allowing("127.0.0.1");
+    let current = 2024010101;
+    for newer in [current, current + 5] {
+        let ixfr = transfer_query(3, "example.test.", RecordType::IXFR, Some(newer));
+        for via in [Via::Udp, Via::Tcp] {
+            let soa = answer(plan_for(&ixfr, via, &allowed, &metrics));
+            assert_eq!(soa.metadata.response_code, ResponseCode::NoError);
+            assert!(soa.metadata.authoritative && !soa.metadata.truncation);
+            assert_eq!(soa.answers.len(), 1);
+            assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
+        }
+    }
+    let behind = transfer_query(4, "example.test.", RecordType::IXFR, Some(current - 1));
+    let soa = answer(plan_for(&behind, Via::Udp, &allowed, &metrics));
+    assert!(soa.metadata.truncation, "TC: ask again over TCP");
+    assert_eq!(soa.answers.len(), 1);
+    let Plan::Stream(job) = plan_for(&behind, Via::Tcp, &allowed, &metrics) else {
+        panic!("the whole zone over TCP")
+    };
+    let records: usize = all_messages(*job)
+        .iter()
+        .map(|m| Message::from_vec(m).unwrap().answers.len())
+        .sum();
+    assert_eq!(records, catalog(EXAMPLE).zones()[0].len() + 1, "AXFR-style");
+
+    // Serial arithmetic (RFC 1982): a serial that wrapped is newer.
+    assert!(serial_at_least(3, u32::MAX - 2));
+    assert!(!serial_at_least(u32::MAX - 2, 3));
+
+    let without_soa = transfer_query(5, "example.test.", RecordType::IXFR, None);
+    let formerr = answer(plan_for(&without_soa, Via::Tcp, &allowed, &metrics));
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(metrics.transfer().transfers(TransferResult::UpToDate), 4);
+    assert_eq!(metrics.transfer().transfers(TransferResult::Truncated), 1);
+}
+
+#[test]
+fn a_large_zone_goes_in_many_messages_soa_first_and_last_each_record_once() {
+    let mut text =
+        String::from("$ORIGIN big.test.\n$TTL 300\n@ SOA ns hostmaster 7 1h 15m 1w 5m\n@ NS ns\n");
+    for i in 0..20_000 {
+        writeln!(
+            text,
+            "host{i} A 10.{}.{}.{}",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        )
+        .unwrap();
+    }
+    let mut catalog = Catalog::default();
+    catalog
+        .add(Zone::parse(Path::new("big.zone"), &text).unwrap())
+        .unwrap();
+    let catalog = Rc::new(catalog);
+    let packet = transfer_query(9, "big.test.", RecordType::AXFR, None);
+    let peer = Some("127.0.0.1".parse().unwrap());
+    let metrics = ServiceMetrics::detached("dns");
+    let Plan::Stream(job) = plan(
+        asked(&packet),
+        peer,
+        Via::Tcp,
+        &catalog,
+        &allowing("127.0.0.1"),
+        false,
+        &metrics,
+    ) else {
+        panic!("streamed")
+    };
+    let messages = all_messages(*job);
+    assert!(messages.len() > 10, "{} messages", messages.len());
+    let mut records: Vec<Record> = Vec::new();
+    for (i, bytes) in messages.iter().enumerate() {
+        assert!(
+            bytes.len() <= usize::from(u16::MAX),
+            "message {i}: {} bytes",
+            bytes.len()
+        );
+        let message = Message::from_vec(bytes).unwrap();
+        assert_eq!(message.metadata.id, 9);
+        assert!(message.metadata.authoritative);
+        assert_eq!(
+            message.queries.len(),
+            usize::from(i == 0),
+            "the question in the first only"
+        );
+        records.extend(message.answers);
+    }
+    assert_eq!(records.len(), 20_000 + 3);
+    assert_eq!(records.first().unwrap().record_type(), RecordType::SOA);
+    assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
+    let soas = records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::SOA)
+        .count();
+    assert_eq!(soas, 2, "the SOA opens and closes, nowhere else");
+    let mut names: Vec<String> = records.iter().map(|r| r.name.to_string()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 20_000 + 1, "every name once");
+}
+
+#[test]
+fn a_notify_received_is_refused_with_its_question() {
+    let mut notify = transfer_query(11, "example.test.", RecordType::SOA, None);
+    notify[2] |= 4 << 3;
+    let refused = Message::from_vec(&notify_received(&notify).unwrap()).unwrap();
+    assert_eq!(refused.metadata.id, 11);
+    assert_eq!(refused.metadata.op_code, OpCode::Notify);
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(refused.queries.len(), 1);
+    let query = transfer_query(12, "example.test.", RecordType::SOA, None);
+    assert!(notify_received(&query).is_none(), "a query is not a NOTIFY");
+}
+
+/// The frames written on `wire` so far, decoded.
+fn frames(bytes: &[u8]) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        let len = usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+        out.push(Message::from_vec(&bytes[at + 2..at + 2 + len]).unwrap());
+        at += 2 + len;
+    }
+    out
+}
+
+#[test]
+fn a_reader_that_does_not_read_holds_the_high_water_mark_and_one_message_and_leaving_aborts() {
+    use weft::Address;
+    use weft::framing::Int16StringReceiver;
+    use weft::testing::{Clock, StringTransport};
+
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let mut text =
+        String::from("$ORIGIN big.test.\n$TTL 300\n@ SOA ns hostmaster 7 1h 15m 1w 5m\n");
+    for i in 0..20_000 {
+        writeln!(
+            text,
+            "host{i} A 10.{}.{}.{}",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        )
+        .unwrap();
+    }
+    let mut config = crate::DnsConfig::default();
+    config
+        .zones
+        .add(Zone::parse(Path::new("big.zone"), &text).unwrap())
+        .unwrap();
+    config.transfer = allowing("127.0.0.1");
+    struct NoUpstream;
+    impl crate::UpstreamLink for NoUpstream {
+        fn send(&self, _: &[u8], _: SocketAddr) -> Option<crate::UdpLease> {
+            None
+        }
+        fn exchange_tcp(&self, _: &[u8], _: SocketAddr, _: crate::TcpAnswer) -> crate::TcpExchange {
+            crate::TcpExchange::new(|| {})
+        }
+    }
+    let metrics = ServiceMetrics::detached("dns");
+    let server = crate::DnsServer::new(config, metrics.clone(), Rc::new(NoUpstream));
+    let addr = |a: &str| Address::Ip(a.parse().unwrap());
+    let mut wire = StringTransport::with_addresses(addr("127.0.0.1:40000"), addr("127.0.0.1:53"));
+    let mut proto = Int16StringReceiver::new(crate::DnsTcp::new(server));
+    let frame = |packet: Vec<u8>| {
+        let mut framed = u16::try_from(packet.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend_from_slice(&packet);
+        framed
+    };
+    wire.receive(
+        &mut proto,
+        &frame(transfer_query(1, "big.test.", RecordType::AXFR, None)),
+    );
+    clock.advance(Duration::ZERO);
+    let held = wire.transport().buffered();
+    let bound = weft::transport::DEFAULT_HIGH_WATER + MESSAGE_BUDGET + 1024;
+    assert!(
+        held > 0 && held <= bound,
+        "{held} bytes held, at most {bound}"
+    );
+    assert!(
+        wire.transport().is_reading_paused(),
+        "nothing else is read meanwhile"
+    );
+
+    // The reader reads: the rest comes, a turn at a time.
+    let mut seen = 0;
+    loop {
+        let now = wire.value().len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+        clock.advance(Duration::ZERO);
+    }
+    let messages = frames(wire.value());
+    let records: usize = messages.iter().map(|m| m.answers.len()).sum();
+    assert_eq!(records, 20_000 + 2);
+    assert!(
+        !wire.transport().is_reading_paused(),
+        "reading again once sent"
+    );
+    assert_eq!(metrics.transfer().transfers(TransferResult::Complete), 1);
+
+    // A second transfer whose reader leaves halfway is counted as aborted.
+    wire.receive(
+        &mut proto,
+        &frame(transfer_query(2, "big.test.", RecordType::AXFR, None)),
+    );
+    clock.advance(Duration::ZERO);
+    wire.lose(&mut proto, weft::CloseReason::Done);
+    clock.advance(Duration::ZERO);
+    assert_eq!(metrics.transfer().transfers(TransferResult::Aborted), 1);
+    assert_eq!(metrics.transfer().transfers(TransferResult::Complete), 1);
+}

@@ -1,0 +1,516 @@
+//! Zone transfers, NOTIFY and zone reloads of the `dns` kind against the real binary, with
+//! `dig` and with hickory messages over std sockets: AXFR to an allowed peer and REFUSED to
+//! the others (counted, while other clients go on getting answers), a 20,000-record zone
+//! over many messages to a reader that pauses, IXFR, NOTIFY after a reload that changes a
+//! serial, and a zone file edited to garbage that keeps its old zone while another zone
+//! reloads.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::assert_eventually;
+use crate::dns::dig;
+use crate::support::{App, free_port, spawn_app_with, weft_bin};
+
+const ZONE: &str = "$ORIGIN example.test.
+$TTL 1h
+@       IN SOA ns1 hostmaster ( 1 2h 15m 2w 5m )
+        IN NS  ns1
+ns1     IN A   192.0.2.53
+www     IN A   192.0.2.10
+mail    IN MX  10 www
+";
+
+/// weft serving the zone files `zones` (name, text) on `port`, with `keys` added to the
+/// service.
+fn dns_app(port: u16, zones: &[(&str, String)], keys: &str) -> App {
+    spawn_app_with(|dir| {
+        let files: Vec<String> = zones
+            .iter()
+            .map(|(name, text)| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).unwrap();
+                format!("{:?}", path.display().to_string())
+            })
+            .collect();
+        format!(
+            r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
+zones = [{files}]
+{keys}
+"#,
+            files = files.join(", ")
+        )
+    })
+}
+
+/// A query for `name`/`qtype`; an IXFR carries `serial` in its authority section.
+fn query(id: u16, name: &str, qtype: RecordType, serial: Option<u32>) -> Vec<u8> {
+    let name = Name::from_ascii(name).unwrap();
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.queries.push(Query::query(name.clone(), qtype));
+    if let Some(serial) = serial {
+        let soa = SOA::new(name.clone(), name.clone(), serial, 0, 0, 0, 0);
+        m.authorities
+            .push(Record::from_rdata(name, 0, RData::SOA(soa)));
+    }
+    m.to_vec().unwrap()
+}
+
+fn udp_exchange(port: u16, packet: &[u8]) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.send_to(packet, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0; 65_535];
+    let n = socket.recv(&mut buf).expect("a UDP answer");
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn tcp_connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn send_frame(s: &mut TcpStream, packet: &[u8]) {
+    let mut framed = u16::try_from(packet.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
+    s.write_all(&framed).unwrap();
+}
+
+/// One DNS message off a TCP stream, with its size.
+fn read_frame(s: &mut TcpStream) -> (Message, usize) {
+    let mut len = [0; 2];
+    s.read_exact(&mut len).expect("a framed message");
+    let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut body).unwrap();
+    (Message::from_vec(&body).unwrap(), body.len())
+}
+
+/// The messages of a transfer over TCP until the closing SOA (the second SOA seen).
+fn transfer(s: &mut TcpStream) -> Vec<Message> {
+    transfer_rest(s, 0)
+}
+
+/// The rest of a transfer over TCP whose messages read so far held `soas` SOA records.
+fn transfer_rest(s: &mut TcpStream, mut soas: usize) -> Vec<Message> {
+    let mut messages = Vec::new();
+    while soas < 2 {
+        let (m, len) = read_frame(s);
+        assert!(len <= 65_535);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        soas += m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SOA)
+            .count();
+        messages.push(m);
+    }
+    messages
+}
+
+/// The records of dig's AXFR output, in order, as (owner, type).
+fn dig_records(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_owned(), f[3].to_owned())
+        })
+        .collect()
+}
+
+fn transfers(app: &App, result: &str) -> Option<f64> {
+    app.metric(&format!(
+        "weft_dns_transfers_total{{result=\"{result}\",service=\"dns\"}}"
+    ))
+}
+
+#[test]
+fn axfr_goes_whole_to_an_allowed_peer_and_is_refused_and_counted_for_the_others() {
+    let port = free_port();
+    let app = dns_app(
+        port,
+        &[("example.test.zone", ZONE.to_owned())],
+        r#"allow_transfer = ["127.0.0.1", "198.51.100.0/24"]"#,
+    );
+
+    let out = dig(port, &["example.test", "AXFR"]);
+    let records = dig_records(&out);
+    assert_eq!(records.len(), 6, "SOA, NS, 3 more, SOA\n{out}");
+    assert_eq!(records[0], ("example.test.".into(), "SOA".into()), "{out}");
+    assert_eq!(records[5], ("example.test.".into(), "SOA".into()), "{out}");
+    let mut middle: Vec<String> = records[1..5]
+        .iter()
+        .map(|(n, t)| format!("{n} {t}"))
+        .collect();
+    middle.sort();
+    assert_eq!(
+        middle,
+        [
+            "example.test. NS",
+            "mail.example.test. MX",
+            "ns1.example.test. A",
+            "www.example.test. A"
+        ]
+    );
+    assert_eventually!(transfers(&app, "complete") == Some(1.0), "counted");
+
+    // From 127.0.0.2, which is not listed: REFUSED, counted, and nothing of the zone.
+    let refused = Command::new("dig")
+        .args(["@127.0.0.1", "-b", "127.0.0.2", "-p", &port.to_string()])
+        .args(["+time=3", "+tries=1", "example.test", "AXFR"])
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&refused.stdout);
+    assert!(refused.contains("Transfer failed"), "{refused}");
+    assert!(!refused.contains("192.0.2.10"), "{refused}");
+    assert_eventually!(
+        transfers(&app, "refused") == Some(1.0),
+        "the refusal counted"
+    );
+    assert_eq!(
+        app.metric(r#"weft_dns_responses_total{rcode="REFUSED",service="dns"}"#),
+        Some(1.0)
+    );
+    // Other clients keep getting answers.
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.10"
+    );
+
+    // A second client library: AXFR over UDP is not defined (RFC 5936 section 4.2): NOTIMP.
+    let udp = udp_exchange(port, &query(7, "example.test.", RecordType::AXFR, None));
+    assert_eq!(udp.metadata.response_code, ResponseCode::NotImp);
+    assert!(udp.answers.is_empty());
+    // A name that is not a zone's origin: NOTAUTH.
+    let mut s = tcp_connect(port);
+    send_frame(
+        &mut s,
+        &query(8, "www.example.test.", RecordType::AXFR, None),
+    );
+    assert_eq!(
+        read_frame(&mut s).0.metadata.response_code,
+        ResponseCode::NotAuth
+    );
+    // The zone over TCP, then an ordinary query on the same connection.
+    send_frame(&mut s, &query(9, "example.test.", RecordType::AXFR, None));
+    let messages = transfer(&mut s);
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.metadata.id == 9 && m.metadata.authoritative)
+    );
+    send_frame(&mut s, &query(10, "www.example.test.", RecordType::A, None));
+    let (answer, _) = read_frame(&mut s);
+    assert_eq!((answer.metadata.id, answer.answers.len()), (10, 1));
+    // A NOTIFY to a primary-only server: REFUSED (as NSD answers one it takes no NOTIFY
+    // for), counted.
+    let out = dig(port, &["+opcode=notify", "example.test", "SOA"]);
+    assert!(out.contains("opcode: NOTIFY, status: REFUSED"), "{out}");
+    let mut notify = Message::new(11, MessageType::Query, OpCode::Notify);
+    notify.queries.push(Query::query(
+        Name::from_ascii("example.test.").unwrap(),
+        RecordType::SOA,
+    ));
+    let refused = udp_exchange(port, &notify.to_vec().unwrap());
+    assert_eq!(
+        (refused.metadata.op_code, refused.metadata.response_code),
+        (OpCode::Notify, ResponseCode::Refused)
+    );
+    assert_eventually!(
+        app.metric(r#"weft_dns_notifies_total{result="received_refused",service="dns"}"#)
+            == Some(2.0),
+        "both NOTIFYs counted"
+    );
+    assert_eq!(transfers(&app, "udp"), Some(1.0));
+    assert_eq!(transfers(&app, "not_authoritative"), Some(1.0));
+    assert_eq!(transfers(&app, "complete"), Some(2.0));
+}
+
+#[test]
+fn ixfr_gets_the_soa_when_current_and_the_whole_zone_when_behind() {
+    let port = free_port();
+    let app = dns_app(
+        port,
+        &[("example.test.zone", ZONE.to_owned())],
+        r#"allow_transfer = "127.0.0.1""#,
+    );
+    // dig's IXFR=N puts serial N in the query's authority section.
+    let current = dig_records(&dig(port, &["example.test", "IXFR=1"]));
+    assert_eq!(
+        current,
+        [("example.test.".into(), "SOA".into())],
+        "up to date: the SOA alone"
+    );
+    let behind = dig(port, &["example.test", "IXFR=0"]);
+    let records = dig_records(&behind);
+    assert_eq!(records.len(), 6, "the whole zone, as AXFR\n{behind}");
+    assert_eq!((&*records[0].1, &*records[5].1), ("SOA", "SOA"));
+
+    // Over UDP: the SOA alone, with TC when the client is behind (RFC 1995 section 2).
+    let soa = udp_exchange(port, &query(3, "example.test.", RecordType::IXFR, Some(0)));
+    assert!(soa.metadata.truncation, "{soa:?}");
+    assert_eq!(soa.answers.len(), 1);
+    let soa = udp_exchange(port, &query(4, "example.test.", RecordType::IXFR, Some(1)));
+    assert!(!soa.metadata.truncation);
+    assert_eq!(soa.answers[0].record_type(), RecordType::SOA);
+    assert_eventually!(transfers(&app, "up_to_date") == Some(2.0), "counted");
+    assert_eq!(transfers(&app, "truncated"), Some(1.0));
+    assert_eq!(transfers(&app, "complete"), Some(1.0));
+}
+
+/// A zone of `n` A records besides its SOA and NS, with `serial`.
+fn big_zone(n: usize, serial: u32) -> String {
+    let mut text = format!(
+        "$ORIGIN big.test.\n$TTL 300\n@ SOA ns hostmaster {serial} 1h 15m 1w 5m\n@ NS ns\n"
+    );
+    for i in 0..n {
+        writeln!(
+            text,
+            "host{i} A 10.{}.{}.{}",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        )
+        .unwrap();
+    }
+    text
+}
+
+#[test]
+fn a_20000_record_zone_goes_over_many_messages_to_a_reader_that_pauses_while_others_get_answers() {
+    let port = free_port();
+    let app = dns_app(
+        port,
+        &[("big.test.zone", big_zone(20_000, 7))],
+        r#"allow_transfer = ["127.0.0.0/8"]"#,
+    );
+    let mut slow = tcp_connect(port);
+    send_frame(&mut slow, &query(1, "big.test.", RecordType::AXFR, None));
+    let (first, _) = read_frame(&mut slow);
+    assert_eq!(first.answers[0].record_type(), RecordType::SOA);
+    // The reader pauses: the server waits on it and serves everyone else meanwhile.
+    for _ in 0..3 {
+        assert_eq!(
+            dig(port, &["host19999.big.test", "A", "+short"]).trim(),
+            "10.0.78.31"
+        );
+    }
+    let mut messages = vec![first];
+    messages.extend(transfer_rest(&mut slow, 1));
+    assert!(messages.len() > 10, "{} messages", messages.len());
+    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    assert_eq!(records.len(), 20_000 + 3, "every record, the SOA twice");
+    assert_eq!(records.last().unwrap().record_type(), RecordType::SOA);
+
+    // dig agrees, and says how many messages.
+    let out = dig(port, &["big.test", "AXFR"]);
+    let size = out
+        .lines()
+        .find(|l| l.starts_with(";; XFR size:"))
+        .unwrap_or_else(|| panic!("{}", &out[out.len().saturating_sub(500)..]));
+    assert!(size.contains("20003 records"), "{size}");
+    assert_eventually!(transfers(&app, "complete") == Some(2.0), "both counted");
+}
+
+/// A DNS server's side of NOTIFY in the test: a UDP socket.
+fn next_notify(socket: &UdpSocket) -> (Message, SocketAddr) {
+    let mut buf = [0; 4096];
+    let (n, from) = socket.recv_from(&mut buf).expect("a NOTIFY");
+    (Message::from_vec(&buf[..n]).unwrap(), from)
+}
+
+fn serial_of(m: &Message) -> u32 {
+    match m.answers.first().map(|r| &r.data) {
+        Some(RData::SOA(soa)) => soa.serial,
+        other => panic!("no SOA in the NOTIFY: {other:?}"),
+    }
+}
+
+#[test]
+fn a_reload_that_changes_a_serial_sends_notify_again_until_acknowledged_and_one_that_does_not_sends_none()
+ {
+    let secondary = UdpSocket::bind("127.0.0.1:0").unwrap();
+    secondary
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let peer = secondary.local_addr().unwrap();
+    let port = free_port();
+    let app = dns_app(
+        port,
+        &[("example.test.zone", ZONE.to_owned())],
+        &format!("notify = [\"{peer}\"]"),
+    );
+    let zone = app.dir.path().join("example.test.zone");
+
+    // The same serial (the file rewritten as it was): nothing is sent.
+    std::fs::write(&zone, ZONE).unwrap();
+    app.reload_by_signal("ok");
+    // A new serial.
+    std::fs::write(
+        &zone,
+        ZONE.replace("( 1 ", "( 2 ")
+            .replace("192.0.2.10", "192.0.2.11"),
+    )
+    .unwrap();
+    app.reload_by_signal("ok");
+    let (notify, from) = next_notify(&secondary);
+    assert_eq!(
+        serial_of(&notify),
+        2,
+        "the first NOTIFY is for the changed serial"
+    );
+    assert_eq!(notify.metadata.op_code, OpCode::Notify);
+    assert!(notify.metadata.authoritative);
+    assert_eq!(notify.queries[0].name().to_ascii(), "example.test.");
+    assert_eq!(notify.queries[0].query_type(), RecordType::SOA);
+    // Unanswered, it comes again; answered, it stops and is counted.
+    let (again, again_from) = next_notify(&secondary);
+    assert_eq!((again.metadata.id, again_from), (notify.metadata.id, from));
+    let mut ack = Message::new(notify.metadata.id, MessageType::Response, OpCode::Notify);
+    ack.queries = notify.queries.clone();
+    secondary.send_to(&ack.to_vec().unwrap(), from).unwrap();
+    assert_eventually!(
+        app.metric(r#"weft_dns_notifies_total{result="acknowledged",service="dns"}"#) == Some(1.0),
+        "acknowledged\n{}",
+        app.log()
+    );
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.11"
+    );
+    assert_eq!(
+        app.metric(r#"weft_dns_zone_reloads_total{result="unchanged",service="dns"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        app.metric(r#"weft_dns_zone_reloads_total{result="changed",service="dns"}"#),
+        Some(1.0)
+    );
+}
+
+const OTHER: &str = "$ORIGIN other.test.
+$TTL 1h
+@       IN SOA ns1 hostmaster ( 1 2h 15m 2w 5m )
+        IN NS  ns1
+ns1     IN A   192.0.2.53
+www     IN A   192.0.2.20
+";
+
+#[test]
+fn a_zone_edited_to_garbage_keeps_its_old_answers_and_is_named_by_file_and_line_while_another_zone_reloads()
+ {
+    let port = free_port();
+    let app = dns_app(
+        port,
+        &[
+            ("example.test.zone", ZONE.to_owned()),
+            ("other.test.zone", OTHER.to_owned()),
+        ],
+        "",
+    );
+    let broken = app.dir.path().join("example.test.zone");
+    std::fs::write(&broken, ZONE.replace("192.0.2.10", "192.0.2.999")).unwrap();
+    let other = app.dir.path().join("other.test.zone");
+    std::fs::write(&other, OTHER.replace("192.0.2.20", "192.0.2.21")).unwrap();
+
+    app.reload_by_signal("ok");
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.10",
+        "the broken zone keeps serving its old version"
+    );
+    assert_eq!(
+        dig(port, &["www.other.test", "A", "+short", "+tcp"]).trim(),
+        "192.0.2.21",
+        "the other zone is reloaded"
+    );
+    let at = format!("{}:6:", broken.display());
+    assert!(
+        app.log().contains(&at),
+        "the log names the file and line\n{}",
+        app.log()
+    );
+    assert_eventually!(
+        app.metric(r#"weft_dns_zone_reloads_total{result="failed",service="dns"}"#) == Some(1.0),
+        "counted"
+    );
+
+    // The reload action says the same in its answer.
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains(&at) && message.contains("keeps serving serial 1"),
+        "{message}"
+    );
+
+    // `weft check` refuses the file outright.
+    let check = Command::new(weft_bin())
+        .arg("check")
+        .arg(app.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains(&at),
+        "{check:?}"
+    );
+
+    // Fixed, it is served new.
+    std::fs::write(&broken, ZONE.replace("192.0.2.10", "192.0.2.12")).unwrap();
+    app.reload_by_signal("ok");
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.12"
+    );
+}
+
+#[test]
+fn weft_check_names_a_bad_allow_transfer_or_notify_entry_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (keys, expected) in [
+        (
+            r#"allow_transfer = ["10.0.0.0/40"]"#,
+            r#"service[0].allow_transfer: "10.0.0.0/40" is not an IP address or a CIDR block"#,
+        ),
+        (
+            r#"notify = "secondary.example""#,
+            r#"service[0].notify: "secondary.example" is not a peer address"#,
+        ),
+    ] {
+        let config = dir.path().join("weft.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\nforward = \"127.0.0.1\"\n{keys}\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(weft_bin())
+            .arg("check")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("weft.toml:6:") && err.contains(expected),
+            "{err}"
+        );
+    }
+}

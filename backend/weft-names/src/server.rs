@@ -422,4 +422,6 @@ mod forward_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod upstream_tests;
+#[cfg(test)]
 mod view_tests;

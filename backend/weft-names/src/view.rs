@@ -16,9 +16,7 @@
 //! its budget per second, then one in [`LOG_SAMPLE_EVERY`] marked with that weight; the
 //! rest are counted as skipped.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,6 +26,9 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::RecordType;
 use prometheus::core::Metric as _;
 use prometheus::{Histogram, HistogramOpts, IntCounter};
+
+mod top_names;
+use top_names::TopNames;
 
 /// Answers recorded in full each second (ring and top names) before sampling starts.
 pub const FULL_PER_SECOND: u64 = 200;
@@ -483,218 +484,5 @@ impl Kept {
     }
 }
 
-/// A tracked name: its text, estimated count, and how much of that may belong to the
-/// names it replaced (space-saving's error bound).
-struct Tracked {
-    name: String,
-    count: u64,
-}
-
-/// The names asked most, by the space-saving algorithm (Metwally et al.): at most
-/// [`TOP_NAMES`] names are tracked; a new one takes the place of the least counted, and
-/// inherits its count, so a name asked more than 1/[`TOP_NAMES`] of the time is always
-/// in the list. The least counted is found through a min-heap of the tracked names.
-struct TopNames {
-    tracked: Vec<Tracked>,
-    /// Tracked names by the hash of their text.
-    index: HashMap<u64, usize>,
-    hasher: RandomState,
-    /// Indexes of `tracked`, a min-heap by count.
-    heap: Vec<usize>,
-    /// Where each tracked name is in `heap`.
-    position: Vec<usize>,
-}
-
-impl Default for TopNames {
-    fn default() -> Self {
-        Self {
-            tracked: Vec::with_capacity(TOP_NAMES),
-            index: HashMap::with_capacity(TOP_NAMES),
-            hasher: RandomState::new(),
-            heap: Vec::with_capacity(TOP_NAMES),
-            position: Vec::with_capacity(TOP_NAMES),
-        }
-    }
-}
-
-impl TopNames {
-    fn count(&mut self, name: &str, weight: u64) {
-        let hash = self.hasher.hash_one(name);
-        if let Some(&i) = self.index.get(&hash) {
-            self.tracked[i].count += weight;
-            self.sift_down(self.position[i]);
-            return;
-        }
-        if self.tracked.len() < TOP_NAMES {
-            let i = self.tracked.len();
-            self.tracked.push(Tracked {
-                name: name.to_owned(),
-                count: weight,
-            });
-            self.index.insert(hash, i);
-            self.heap.push(i);
-            self.position.push(self.heap.len() - 1);
-            self.sift_up(self.heap.len() - 1);
-            return;
-        }
-        // Full: the least counted name gives its place (and its count) to this one.
-        let i = self.heap[0];
-        let old = self.hasher.hash_one(self.tracked[i].name.as_str());
-        self.index.remove(&old);
-        let t = &mut self.tracked[i];
-        t.name.clear();
-        t.name.push_str(name);
-        t.count += weight;
-        self.index.insert(hash, i);
-        self.sift_down(0);
-    }
-
-    fn key(&self, at: usize) -> u64 {
-        self.tracked[self.heap[at]].count
-    }
-
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        self.position[self.heap[a]] = a;
-        self.position[self.heap[b]] = b;
-    }
-
-    fn sift_up(&mut self, mut at: usize) {
-        while at > 0 {
-            let parent = (at - 1) / 2;
-            if self.key(parent) <= self.key(at) {
-                break;
-            }
-            self.swap(parent, at);
-            at = parent;
-        }
-    }
-
-    fn sift_down(&mut self, mut at: usize) {
-        loop {
-            let (l, r) = (2 * at + 1, 2 * at + 2);
-            let mut least = at;
-            if l < self.heap.len() && self.key(l) < self.key(least) {
-                least = l;
-            }
-            if r < self.heap.len() && self.key(r) < self.key(least) {
-                least = r;
-            }
-            if least == at {
-                return;
-            }
-            self.swap(at, least);
-            at = least;
-        }
-    }
-
-    /// The tracked names, most counted first (ties by name).
-    fn top(&self) -> Vec<(String, u64)> {
-        let mut all: Vec<_> = self
-            .tracked
-            .iter()
-            .map(|t| (t.name.clone(), t.count))
-            .collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use hickory_proto::rr::Name;
-
-    use super::*;
-
-    fn answered(q: &Query, rcode: ResponseCode) -> Answered<'_> {
-        Answered {
-            client: Some("127.0.0.1:5000".parse().unwrap()),
-            query: Some(q),
-            rcode,
-            latency: Duration::from_micros(30),
-            source: Source::Zone,
-        }
-    }
-
-    fn q(name: &str) -> Query {
-        Query::query(Name::from_ascii(name).unwrap(), RecordType::A)
-    }
-
-    #[test]
-    fn the_ring_keeps_the_last_queries_newest_first() {
-        let figures = QueryFigures::default();
-        for i in 0..(RECENT + 5) {
-            figures.record(&answered(&q(&format!("n{i}.test.")), ResponseCode::NoError));
-        }
-        let read = figures.read();
-        assert_eq!(read.recent.len(), RECENT);
-        assert_eq!(read.recent[0].name, format!("n{}.test.", RECENT + 4));
-        assert_eq!(read.recent[RECENT - 1].name, "n5.test.");
-    }
-
-    #[test]
-    fn the_top_list_is_bounded_and_keeps_the_heavy_names_whatever_else_comes() {
-        let mut top = TopNames::default();
-        for i in 0..(TOP_NAMES * 5) {
-            top.count("heavy.test.", 1);
-            top.count(&format!("once{i}.test."), 1);
-            if i % 2 == 0 {
-                top.count("medium.test.", 1);
-            }
-        }
-        assert_eq!(top.tracked.len(), TOP_NAMES, "bounded");
-        assert_eq!(top.index.len(), TOP_NAMES, "the index follows");
-        let list = top.top();
-        assert_eq!(list[0], ("heavy.test.".to_owned(), (TOP_NAMES * 5) as u64));
-        assert_eq!(list[1].0, "medium.test.");
-        assert!(list[1].1 >= (TOP_NAMES * 5 / 2) as u64, "{:?}", list[1]);
-    }
-
-    #[test]
-    fn the_log_keeps_failures_and_samples_past_its_budget_counting_the_rest() {
-        let figures = QueryFigures::default();
-        let logged = Arc::new(Mutex::new(Vec::new()));
-        let sink = logged.clone();
-        let skipped = IntCounter::new("skipped", "skipped").unwrap();
-        figures.set_log(
-            Arc::new(move |q| sink.lock().unwrap().push(q)),
-            10,
-            skipped.clone(),
-        );
-        let query = q("Www.Example.test.");
-        for _ in 0..210 {
-            figures.record(&answered(&query, ResponseCode::NoError));
-        }
-        for _ in 0..50 {
-            figures.record(&answered(&query, ResponseCode::ServFail));
-        }
-        let logged = logged.lock().unwrap();
-        let routine = logged.iter().filter(|q| !q.failed).count();
-        let failed = logged.iter().filter(|q| q.failed).count();
-        // All within one second: 10 within the budget, then 1 in 100 of the other 200.
-        assert_eq!((routine, failed), (12, 50), "every failure is kept");
-        assert_eq!(skipped.get(), 198);
-        let sampled: Vec<_> = logged.iter().filter(|q| q.weight > 1).collect();
-        assert_eq!(sampled.len(), 2);
-        assert_eq!(sampled[0].weight, LOG_SAMPLE_EVERY as u32);
-        assert_eq!(logged[0].name, "Www.Example.test.");
-        assert_eq!(
-            (logged[0].qtype.as_str(), logged[0].rcode.as_str()),
-            ("A", "NOERROR")
-        );
-    }
-
-    #[test]
-    fn past_the_full_rate_answers_are_sampled_and_weighted() {
-        let figures = QueryFigures::default();
-        let query = q("a.test.");
-        let n = FULL_PER_SECOND + 10 * SAMPLE_EVERY;
-        for _ in 0..n {
-            figures.record(&answered(&query, ResponseCode::NoError));
-        }
-        let read = figures.read();
-        assert_eq!(read.seen, n);
-        assert_eq!(read.sampled, FULL_PER_SECOND + 10);
-        assert_eq!(read.top[0].1, n, "weights make up for the sampling");
-    }
-}
+mod tests;

@@ -12,7 +12,7 @@
 //! Each upstream query (a "try") has its own random id and leaves from a random local
 //! port (RFC 5452 section 9.2; the link picks the port). An answer is taken only from
 //! the upstream the try went to, on the port it left from, with its id and the same
-//! question; anything else is dropped and counted by reason. [`Upstreams`] decides the
+//! question; anything else is dropped and counted by reason. `Upstreams` decides the
 //! order: one upstream after another by smoothed round-trip time, or all at once.
 //!
 //! An upstream answer truncated over UDP (TC) is not an answer: the same query goes to

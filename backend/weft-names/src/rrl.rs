@@ -5,7 +5,7 @@
 //! rate of answers reflected at its victim, each no larger than the query.
 //!
 //! The table is a fixed number of slots allocated once: a prefix hashes (with a random
-//! key, so an attacker cannot aim at a slot) to a group of [`WAYS`] slots; a new prefix
+//! key, so an attacker cannot aim at a slot) to a group of `WAYS` slots; a new prefix
 //! takes a free or idle slot there, else the least recently seen one, an eviction that
 //! is counted.
 

@@ -3,7 +3,7 @@
 //! - AXFR (RFC 5936) over TCP to the peers of `allow_transfer`: the zone's SOA first, every
 //!   other record, the SOA last, over as many messages as it takes (each well under 64 KiB),
 //!   written a few messages per reactor turn and paused while the connection's buffer is
-//!   above its high-water mark ([`stream`]), so a big zone never blocks the reactor and a
+//!   above its high-water mark (`stream`), so a big zone never blocks the reactor and a
 //!   slow reader never makes more than about one buffer and one message wait in memory.
 //!   Everyone else gets REFUSED, a name that is not the origin of a zone served here
 //!   NOTAUTH (as NSD answers both), and AXFR over UDP, which RFC 5936 section 4.2 does not
@@ -113,7 +113,7 @@ impl Transfer {
 pub enum Plan {
     /// One message (an error, or the SOA alone), encoded.
     Answer(Vec<u8>),
-    /// The whole zone, sent in pieces over the TCP connection ([`stream`]).
+    /// The whole zone, sent in pieces over the TCP connection (`stream`).
     Stream(Box<Job>),
 }
 

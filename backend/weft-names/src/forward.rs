@@ -57,6 +57,10 @@ const CACHE_MISS: StepDetail = StepDetail::from_static("miss");
 pub(crate) const MAX_IN_FLIGHT: usize = 4096;
 /// Clients waiting on one question; more are answered SERVFAIL at once.
 const MAX_WAITERS: usize = 256;
+/// Clients waiting on upstream answers at once, all questions together (each holds its
+/// request and reply until the answer or the timeout); more are answered SERVFAIL at once
+/// and counted as `waiters`. Without it the two bounds above would allow about a million.
+pub(crate) const MAX_WAITING: usize = 16_384;
 /// Questions asked again over TCP at once (each holds a connection to an upstream for up
 /// to the timeout); a truncated answer beyond them is answered SERVFAIL.
 pub(crate) const MAX_OVER_TCP: usize = 64;
@@ -115,6 +119,10 @@ struct InFlight {
     answered_by: Option<SocketAddr>,
     /// Marks its chain's named steps.
     steps: Steps,
+    /// Asked with checking disabled (CD): its answer may be data a validating upstream
+    /// would have refused, so it is neither cached nor shared with clients that did not
+    /// ask for that (RFC 4035 §3.2.2, RFC 6840 §5.9).
+    unchecked: bool,
 }
 
 #[derive(Default)]
@@ -129,6 +137,8 @@ struct State {
     recent: VecDeque<u16>,
     /// Questions in flight that are asked again over TCP (each holds a connection).
     over_tcp: usize,
+    /// Clients waiting, over every question out (at most `MAX_WAITING`).
+    waiting: usize,
     /// The next question's number.
     next: u64,
 }
@@ -227,8 +237,12 @@ impl Forwarder {
             return Outcome::FromCache;
         }
         self.metrics.cache_miss();
+        let unchecked = request.checking_disabled;
         let mut state = self.state.borrow_mut();
-        if let Some(seq) = state.by_question.get(&key).copied() {
+        // A question asked with CD goes out on its own: no one joins it, and it joins no one.
+        let joined = (!unchecked).then(|| state.by_question.get(&key).copied());
+        let room = state.waiting < MAX_WAITING;
+        if let (Some(Some(seq)), true) = (joined, room) {
             let entry = state.in_flight.get_mut(&seq).expect("indexes agree");
             if entry.waiters.len() < MAX_WAITERS {
                 entry.waiters.push(Waiter {
@@ -236,10 +250,11 @@ impl Forwarder {
                     via,
                     reply,
                 });
+                state.waiting += 1;
                 return Outcome::Forwarded;
             }
         }
-        let full = if state.by_question.contains_key(&key) {
+        let full = if !room || (!unchecked && state.by_question.contains_key(&key)) {
             Some(Busy::Waiters)
         } else {
             (state.in_flight.len() >= MAX_IN_FLIGHT).then_some(Busy::InFlight)
@@ -291,7 +306,10 @@ impl Forwarder {
         }));
         let mut pending = self.upstreams.borrow_mut().order();
         pending.reverse();
-        state.by_question.insert(key.clone(), seq);
+        if !unchecked {
+            state.by_question.insert(key.clone(), seq);
+        }
+        state.waiting += 1;
         state.in_flight.insert(
             seq,
             InFlight {
@@ -311,6 +329,7 @@ impl Forwarder {
                 tcp: None,
                 answered_by: None,
                 steps: steps.clone(),
+                unchecked,
             },
         );
         drop(state);
@@ -410,6 +429,7 @@ impl Forwarder {
             let mut state = self.state.borrow_mut();
             let entry = state.in_flight.remove(&seq);
             if let Some(e) = &entry {
+                state.waiting -= e.waiters.len();
                 if state.by_question.get(&e.key) == Some(&seq) {
                     state.by_question.remove(&e.key);
                 }
@@ -467,7 +487,9 @@ impl Forwarder {
                 let mut answer = Answer::from_message(&message);
                 let mut cache = self.cache.borrow_mut();
                 cache.policy().clamp(&mut answer);
-                cache.insert(entry.key, answer.clone(), now());
+                if !entry.unchecked {
+                    cache.insert(entry.key, answer.clone(), now());
+                }
                 drop(cache);
                 let source = entry
                     .answered_by

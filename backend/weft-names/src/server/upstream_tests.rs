@@ -41,6 +41,45 @@ fn forwarded_answers_are_cached_for_their_ttl_on_the_clock() {
 }
 
 #[test]
+fn an_answer_asked_with_checking_disabled_is_neither_cached_nor_shared() {
+    let h = harness(EXAMPLE, true);
+    let mut unchecked = query(1, "signed.elsewhere.test.", RecordType::A);
+    unchecked.metadata.checking_disabled = true;
+    assert_eq!(h.send(&unchecked, Via::Udp), Outcome::Forwarded);
+    // A client that wants checked data asks the same while the CD query is out: it is
+    // not joined to it.
+    let checked = query(2, "signed.elsewhere.test.", RecordType::A);
+    assert_eq!(h.send(&checked, Via::Udp), Outcome::Forwarded);
+    assert_eq!(h.wire.0.borrow().len(), 2, "each went upstream on its own");
+    let sent: Vec<Message> = h
+        .wire
+        .0
+        .borrow()
+        .iter()
+        .map(|(p, ..)| Message::from_vec(p).unwrap())
+        .collect();
+    assert!(sent[0].metadata.checking_disabled && !sent[1].metadata.checking_disabled);
+    h.upstream_answers(&sent[0], 60);
+    assert_eq!(h.inbox.borrow_mut().pop().unwrap().metadata.id, 1);
+    // The CD answer was not cached: the checked client's own query is still out, and a
+    // new checked question goes upstream too.
+    assert_eq!(
+        h.send(&query(3, "signed.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::Forwarded
+    );
+    h.upstream_answers(&sent[1], 60);
+    assert_eq!(
+        h.inbox
+            .borrow()
+            .iter()
+            .map(|m| m.metadata.id)
+            .collect::<Vec<_>>(),
+        [2, 3],
+        "the checked answer goes to both checked clients"
+    );
+}
+
+#[test]
 fn the_same_question_from_many_clients_goes_upstream_once() {
     let h = harness(EXAMPLE, true);
     for id in 1..=3 {
@@ -110,6 +149,35 @@ fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
     h.clock.advance(Duration::from_secs(2));
     assert_eq!(h.server.upstream_in_flight(), 0);
     assert_eq!(h.send(&over, Via::Udp), Outcome::Forwarded, "room again");
+}
+
+#[test]
+fn clients_waiting_on_upstreams_are_bounded_over_all_questions() {
+    let h = harness(EXAMPLE, true);
+    let (max, per_question) = (crate::forward::MAX_WAITING, 256);
+    for i in 0..max / per_question {
+        for id in 0..per_question {
+            let q = query(id as u16, &format!("w{i}.elsewhere.test."), RecordType::A);
+            assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+        }
+    }
+    // Room for another question and for another client on one of these, but not for
+    // another client in all.
+    for name in ["w0.elsewhere.test.", "fresh.elsewhere.test."] {
+        assert_eq!(
+            h.send(&query(7, name, RecordType::A), Via::Udp),
+            Outcome::Answered
+        );
+        let r = h.inbox.borrow_mut().pop().expect("SERVFAIL at once");
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    }
+    assert_eq!(h.server.metrics().forward_refusals(crate::Busy::Waiters), 2);
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        h.send(&query(8, "fresh.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::Forwarded,
+        "room again once they are answered"
+    );
 }
 
 #[test]

@@ -133,6 +133,10 @@ pub(crate) struct Cache {
     order: VecDeque<(Key, u64)>,
     /// The next entry's number, to tell a replaced entry's stale slot in `order`.
     seq: u64,
+    /// When a full cache last swept out its expired entries: a sweep scans every entry,
+    /// so it runs at most once a second, and a flood of new names in between costs one
+    /// eviction of the oldest each.
+    swept: Option<Duration>,
 }
 
 impl Cache {
@@ -143,6 +147,7 @@ impl Cache {
             entries: HashMap::new(),
             order: VecDeque::new(),
             seq: 0,
+            swept: None,
         }
     }
 
@@ -240,11 +245,17 @@ impl Cache {
 
     /// Makes room for one entry: every expired one, or else the oldest.
     fn evict(&mut self, now: Duration) {
-        let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now.saturating_sub(e.stored).as_secs() < u64::from(e.ttl));
-        if self.entries.len() < before {
-            return;
+        if self
+            .swept
+            .is_none_or(|at| now.saturating_sub(at) >= Duration::from_secs(1))
+        {
+            self.swept = Some(now);
+            let before = self.entries.len();
+            self.entries
+                .retain(|_, e| now.saturating_sub(e.stored).as_secs() < u64::from(e.ttl));
+            if self.entries.len() < before {
+                return;
+            }
         }
         while let Some((key, seq)) = self.order.pop_front() {
             if self.entries.get(&key).is_some_and(|e| e.seq == seq) {

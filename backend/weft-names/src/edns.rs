@@ -273,8 +273,19 @@ impl Secrets {
         [Some(self.current), self.previous]
             .into_iter()
             .flatten()
-            .any(|secret| server_cookie(&secret, &cookie.client, client, made) == server)
+            .any(|secret| {
+                same(
+                    &server_cookie(&secret, &cookie.client, client, made),
+                    server,
+                )
+            })
     }
+}
+
+/// Whether `a` and `b` are equal, in a time that does not depend on where they differ
+/// (a cookie guessed byte by byte learns nothing from how fast it is refused).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A server cookie for `client_cookie` from `client`, made at `made`. RFC 9018 section

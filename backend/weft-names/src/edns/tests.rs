@@ -132,3 +132,11 @@ fn nsid_answers_only_queries_that_ask_and_nothing_without_a_setting() {
     let (answered, state) = with.answer(&asked(&[1; 8]), here);
     assert_eq!((answered.cookie, state), (None, CookieState::Absent));
 }
+
+#[test]
+fn server_cookies_are_compared_whole() {
+    assert!(same(&[1, 2, 3, 4], &[1, 2, 3, 4]));
+    assert!(!same(&[1, 2, 3, 4], &[1, 2, 3, 5]));
+    assert!(!same(&[9, 2, 3, 4], &[1, 2, 3, 4]));
+    assert!(!same(&[1, 2, 3], &[1, 2, 3, 4]));
+}

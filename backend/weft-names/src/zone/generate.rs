@@ -57,7 +57,11 @@ pub(crate) fn entries(line: usize, args: &[Word]) -> Result<Vec<Entry>, String> 
             inherits_owner: false,
             words,
         });
-        i += step;
+        // A range ending at the top of u64 ends here rather than wrapping round.
+        let Some(next) = i.checked_add(step) else {
+            break;
+        };
+        i = next;
     }
     Ok(out)
 }
@@ -94,7 +98,10 @@ fn modified(spec: &str, i: u64) -> Result<String, String> {
     if parts.next().is_some() || width > 255 {
         return Err(bad());
     }
-    let value = i64::try_from(i).map_err(|_| bad())? + offset;
+    let value = i64::try_from(i)
+        .ok()
+        .and_then(|i| i.checked_add(offset))
+        .ok_or_else(bad)?;
     if value < 0 {
         return Err(format!("$GENERATE modifier ${{{spec}}} makes {i} negative"));
     }
@@ -119,5 +126,23 @@ mod tests {
         assert_eq!(substitute("a\\$b", 1).unwrap(), "a$b");
         assert!(substitute("${x}", 1).is_err());
         assert!(substitute("${-5}", 1).is_err());
+    }
+
+    #[test]
+    fn a_range_at_the_top_of_u64_ends_there_and_an_offset_past_it_is_an_error() {
+        let word = |t: &str| Word {
+            text: t.into(),
+            quoted: false,
+        };
+        let top = u64::MAX;
+        let args = [
+            word(&format!("{}-{top}", top - 1)),
+            word("h$"),
+            word("A"),
+            word("192.0.2.1"),
+        ];
+        let made = entries(1, &args).expect("two records");
+        assert_eq!(made.len(), 2);
+        assert!(substitute("${1}", u64::try_from(i64::MAX).unwrap()).is_err());
     }
 }

@@ -21,6 +21,11 @@
 //! over TCP gets the whole answer and one over UDP gets it truncated to its own size by
 //! `wire::encode`; when no whole answer comes, clients get SERVFAIL, or a stale answer
 //! when `serve_stale` allows one (RFC 8767).
+//!
+//! Nor is a failure (SERVFAIL, REFUSED, NOTIMP, FORMERR) an answer: it settles its try
+//! as a timeout would, the next upstream is asked at once (sequential) or the others
+//! still awaited (parallel), and only when none is left do the clients get SERVFAIL,
+//! whichever failure the last one sent: the upstreams' refusal is not the client's.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -69,6 +74,17 @@ pub(crate) const MAX_OVER_TCP: usize = 64;
 const RECENT_IDS: usize = 4096;
 /// Random ids drawn before a try gives up on finding one not in use.
 const ID_ATTEMPTS: usize = 64;
+
+/// Whether an upstream answering `rcode` failed the try rather than answered it.
+fn upstream_failure(rcode: ResponseCode) -> bool {
+    matches!(
+        rcode,
+        ResponseCode::ServFail
+            | ResponseCode::Refused
+            | ResponseCode::NotImp
+            | ResponseCode::FormErr
+    )
+}
 
 /// A client waiting for an upstream answer.
 struct Waiter {
@@ -451,13 +467,6 @@ impl Forwarder {
         if let Some(timer) = &entry.next_try {
             let _ = timer.cancel();
         }
-        let failed = match &result {
-            Err(_) => true,
-            Ok(m) => matches!(
-                m.metadata.response_code,
-                ResponseCode::ServFail | ResponseCode::Refused
-            ),
-        };
         if result.is_err() {
             let mut upstreams = self.upstreams.borrow_mut();
             for t in entry.tries.iter().filter(|t| !t.settled) {
@@ -467,8 +476,17 @@ impl Forwarder {
                     .upstream_timed_out(self.addrs[t.upstream]);
             }
         }
+        // A failure fires the Deferred only over TCP, where no other upstream is asked.
+        let result = match result {
+            Ok(m) if upstream_failure(m.metadata.response_code) => {
+                let by = entry.answered_by.map(|a| a.to_string()).unwrap_or_default();
+                let rcode = m.metadata.response_code;
+                Err(Failure::msg(format!("upstream {by} answered {rcode}")))
+            }
+            result => result,
+        };
         // RFC 8767 section 4: when no upstream gives a usable answer, a stale one will do.
-        if failed {
+        if result.is_err() {
             let stale = self.cache.borrow_mut().stale(&entry.key, now());
             if let Some(answer) = stale {
                 self.metrics.forwarding().stale().inc();

@@ -5,7 +5,8 @@
 //! first, and to the next one when the first has not answered within its try's timeout
 //! (derived from its SRTT and variance as TCP does, RFC 6298, at least
 //! [`MIN_TRY`]), all within the query's overall timeout. An upstream that lets a try
-//! time out has its SRTT doubled, so it goes to the back; every upstream not picked first
+//! time out, or answers it with a failure (SERVFAIL, REFUSED, NOTIMP, FORMERR), has its
+//! SRTT doubled, so it goes to the back; every upstream not picked first
 //! has its SRTT lowered a little (as BIND does), so a penalised one is tried first again
 //! now and then and can recover. [`Selection::Parallel`] asks every upstream at once.
 
@@ -137,8 +138,15 @@ impl Upstreams {
 
     /// Upstream `i` let a try time out: back off (RFC 6298 section 5.5).
     pub(crate) fn timed_out(&mut self, i: usize) {
+        self.list[i].metrics.try_timeouts.inc();
+        self.failed(i);
+    }
+
+    /// Upstream `i` answered a try with a failure (SERVFAIL, REFUSED, NOTIMP, FORMERR):
+    /// no more use than silence, so it backs off the same way; measuring the failure's
+    /// round trip instead would rank first an upstream that refuses fast.
+    pub(crate) fn failed(&mut self, i: usize) {
         let u = &mut self.list[i];
-        u.metrics.try_timeouts.inc();
         let base = u.srtt.unwrap_or(FIRST_TRY / 2).max(MIN_TRY / 2);
         u.srtt = Some((base * 2).min(MAX_SRTT));
         u.publish();

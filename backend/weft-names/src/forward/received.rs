@@ -1,7 +1,8 @@
 //! Upstream answers: a datagram is matched to the try it answers (the upstream it went
 //! to, the local port it left from, its id and question) or dropped and counted by
 //! reason; a truncated one is asked again over TCP, and what TCP brings is checked the
-//! same way.
+//! same way. A failure (SERVFAIL, REFUSED, NOTIMP, FORMERR) settles its try and the
+//! question goes on with the other upstreams.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -9,7 +10,7 @@ use std::rc::Rc;
 use hickory_proto::op::Message;
 use weft::defer::{Failure, Resolver, StepDetail};
 
-use super::{Forwarder, MAX_OVER_TCP, STEP_UPSTREAM_TCP, State, TcpAnswer, now};
+use super::{Forwarder, MAX_OVER_TCP, STEP_UPSTREAM_TCP, State, TcpAnswer, now, upstream_failure};
 use crate::metrics::{Busy, Mismatch};
 
 /// What an upstream datagram leads to, decided under the state's borrow.
@@ -20,6 +21,8 @@ enum Next {
     AskOverTcp(Vec<u8>),
     /// A truncated answer, but [`MAX_OVER_TCP`] questions already hold a TCP connection.
     Busy(Resolver<Message>),
+    /// A failure: ask the next upstream, or give up if none is left or awaited.
+    Failed(u64),
 }
 
 impl Forwarder {
@@ -50,7 +53,9 @@ impl Forwarder {
             }
         };
         let id = message.metadata.id;
-        let (next, rtt) = {
+        let rcode = message.metadata.response_code;
+        let failure = !message.metadata.truncation && upstream_failure(rcode);
+        let (next, rtt, penalise) = {
             let mut state = self.state.borrow_mut();
             let State {
                 in_flight,
@@ -93,9 +98,17 @@ impl Forwarder {
                 return self.mismatch(Mismatch::Question, format!("{why} from {from}"));
             }
             let t = &mut entry.tries[at];
-            t.settled = true;
+            // A try that already timed out was penalised then, and the next one asked.
+            let penalise = failure && !std::mem::replace(&mut t.settled, true);
             let rtt = (t.upstream, now().saturating_sub(t.sent));
-            let next = if !message.metadata.truncation {
+            let next = if failure {
+                // Over TCP the question waits on that exchange alone.
+                let out = penalise && entry.resolver.is_some() && !entry.over_tcp;
+                if out && let Some(timer) = entry.next_try.take() {
+                    let _ = timer.cancel();
+                }
+                out.then(|| Next::Failed(by_id[&id]))
+            } else if !message.metadata.truncation {
                 let resolver = entry.resolver.take();
                 if resolver.is_some() {
                     entry.answered_by = Some(from);
@@ -118,13 +131,22 @@ impl Forwarder {
                 packet[..2].copy_from_slice(&id.to_be_bytes());
                 Some(Next::AskOverTcp(packet))
             };
-            (next, rtt)
+            (next, rtt, penalise)
         };
-        self.upstreams.borrow_mut().answered(rtt.0, rtt.1);
+        if penalise {
+            self.upstreams.borrow_mut().failed(rtt.0);
+        } else if !failure {
+            self.upstreams.borrow_mut().answered(rtt.0, rtt.1);
+        }
         // Fired outside the borrow: the chain's last step takes it again.
         match next {
             None => {}
             Some(Next::Answer(resolver, message)) => resolver.callback(message),
+            Some(Next::Failed(seq)) => {
+                tracing::debug!(%from, %rcode, "an upstream failed a query; asking the next");
+                self.send_tries(seq);
+                self.give_up_if_exhausted(seq, format!("the last, {from}, answered {rcode}"));
+            }
             Some(Next::Busy(resolver)) => {
                 self.metrics.forward_refused(Busy::Tcp);
                 resolver.errback(Failure::msg(format!(
@@ -149,6 +171,27 @@ impl Forwarder {
             }
         }
         Ok(())
+    }
+
+    /// Fails question `seq` when no upstream is left to ask and none is awaited: every
+    /// one failed, the last with `why`.
+    fn give_up_if_exhausted(&self, seq: u64, why: String) {
+        let resolver = {
+            let mut state = self.state.borrow_mut();
+            let Some(entry) = state.in_flight.get_mut(&seq) else {
+                return;
+            };
+            let awaited = entry.over_tcp
+                || !entry.pending.is_empty()
+                || entry.tries.iter().any(|t| !t.settled);
+            if awaited {
+                return;
+            }
+            entry.resolver.take()
+        };
+        if let Some(resolver) = resolver {
+            resolver.errback(Failure::msg(format!("no upstream is left to ask: {why}")));
+        }
     }
 
     /// What the TCP exchange with `from` for try `id` of question `seq` came to: a whole
@@ -182,6 +225,11 @@ impl Forwarder {
                 let resolver = e.resolver.take()?;
                 if checked.is_ok() {
                     e.answered_by = Some(from);
+                }
+                if checked
+                    .as_ref()
+                    .is_ok_and(|m| !upstream_failure(m.metadata.response_code))
+                {
                     let sent = e.tries.iter().find(|t| t.id == id).map(|t| t.sent);
                     let rtt = now().saturating_sub(sent.unwrap_or_default());
                     self.metrics.figures().upstream_answered(from, rtt);

@@ -194,3 +194,94 @@ fn with_serve_stale_an_expired_answer_is_served_with_ttl_30_when_no_upstream_ans
         "off by default"
     );
 }
+
+/// An answer to `question` with no records and `rcode`.
+fn failure(question: &Message, rcode: ResponseCode) -> Message {
+    let mut answer = Message::response(question.metadata.id, OpCode::Query);
+    answer.metadata.response_code = rcode;
+    answer.queries = question.queries.clone();
+    answer
+}
+
+#[test]
+fn sequential_asks_the_next_upstream_at_once_when_one_refuses_and_does_not_prefer_it() {
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], ForwardOptions::default());
+    h.send(&query(1, "r.elsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    h.clock.advance(Duration::from_millis(1));
+    h.answer_from(&failure(&up, ResponseCode::Refused), FIRST);
+    assert!(h.inbox.borrow().is_empty(), "a refusal is not an answer");
+    assert_eq!(
+        h.sent_to(),
+        [addr(FIRST), addr(SECOND)],
+        "the next asked at once, not on the try's timeout"
+    );
+    let (up, _) = h.last_query();
+    h.clock.advance(Duration::from_millis(30));
+    h.answer_from(&a_answer(&up, 60), SECOND);
+    let r = h.pop();
+    assert_eq!(
+        (r.metadata.response_code, r.answers.len()),
+        (ResponseCode::NoError, 1)
+    );
+
+    h.send(&query(2, "r2.elsewhere.test.", RecordType::A), Via::Udp);
+    assert_eq!(
+        h.last_query().1,
+        addr(SECOND),
+        "the fast refusal did not rank the refusing upstream first"
+    );
+}
+
+#[test]
+fn parallel_waits_past_a_refusal_for_a_real_answer() {
+    let options = ForwardOptions {
+        selection: Selection::Parallel,
+        ..ForwardOptions::default()
+    };
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], options);
+    h.send(&query(1, "pr.elsewhere.test.", RecordType::A), Via::Udp);
+    let (to_first, to_second) = {
+        let wire = h.wire.0.borrow();
+        let decode = |i: usize| Message::from_vec(&wire[i].0).unwrap();
+        (decode(0), decode(1))
+    };
+    h.clock.advance(Duration::from_millis(1));
+    h.answer_from(&failure(&to_first, ResponseCode::Refused), FIRST);
+    assert!(
+        h.inbox.borrow().is_empty(),
+        "the fastest failure does not win"
+    );
+    h.clock.advance(Duration::from_millis(20));
+    h.answer_from(&a_answer(&to_second, 60), SECOND);
+    let r = h.pop();
+    assert_eq!(
+        (r.metadata.response_code, r.answers.len()),
+        (ResponseCode::NoError, 1)
+    );
+    assert_eq!(h.server.upstream_in_flight(), 0);
+}
+
+#[test]
+fn when_every_upstream_fails_clients_get_servfail_and_nothing_is_cached() {
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], ForwardOptions::default());
+    h.send(&query(1, "f.elsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    h.answer_from(&failure(&up, ResponseCode::ServFail), FIRST);
+    assert!(h.inbox.borrow().is_empty(), "the second is still to ask");
+    let (up, to) = h.last_query();
+    assert_eq!(to, addr(SECOND));
+    h.answer_from(&failure(&up, ResponseCode::Refused), SECOND);
+    let r = h.pop();
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (1, ResponseCode::ServFail),
+        "SERVFAIL, not the upstream's REFUSED"
+    );
+    assert_eq!(h.server.upstream_in_flight(), 0);
+    assert_eq!(
+        h.send(&query(2, "f.elsewhere.test.", RecordType::A), Via::Udp),
+        Outcome::Forwarded,
+        "a failure is not cached"
+    );
+}

@@ -128,6 +128,14 @@ pub(crate) struct OptionsAnswered {
 }
 
 impl OptionsAnswered {
+    /// These options without the NSID: the cookie alone.
+    pub(crate) fn cookie_only(&self) -> Self {
+        Self {
+            nsid: None,
+            cookie: self.cookie,
+        }
+    }
+
     /// Adds the options to a response's OPT record.
     pub(crate) fn add_to(&self, edns: &mut Edns) {
         if let Some(nsid) = &self.nsid

@@ -323,12 +323,7 @@ fn server_cookie(
 /// A secret from the system's random source.
 fn fresh_secret() -> [u8; 16] {
     let mut secret = [0; 16];
-    if let Err(error) = getrandom::fill(&mut secret) {
-        // Never expected on the supported systems; a weaker secret still makes cookies
-        // that only this process can verify.
-        tracing::warn!(%error, "no system randomness for the DNS cookie secret");
-        secret = fastrand::u128(..).to_le_bytes();
-    }
+    crate::random::fill(&mut secret);
     secret
 }
 

@@ -90,7 +90,11 @@ impl Limiter {
         Self {
             config,
             slots: vec![Slot::default(); TABLE_SLOTS].into_boxed_slice(),
-            key: fastrand::u128(..).to_le_bytes(),
+            key: {
+                let mut key = [0; 16];
+                crate::random::fill(&mut key);
+                key
+            },
         }
     }
 

@@ -128,6 +128,14 @@ pub(crate) struct OptionsAnswered {
 }
 
 impl OptionsAnswered {
+    /// These options without the NSID: the cookie alone.
+    pub(crate) fn cookie_only(&self) -> Self {
+        Self {
+            nsid: None,
+            cookie: self.cookie,
+        }
+    }
+
     /// Adds the options to a response's OPT record.
     pub(crate) fn add_to(&self, edns: &mut Edns) {
         if let Some(nsid) = &self.nsid
@@ -315,12 +323,7 @@ fn server_cookie(
 /// A secret from the system's random source.
 fn fresh_secret() -> [u8; 16] {
     let mut secret = [0; 16];
-    if let Err(error) = getrandom::fill(&mut secret) {
-        // Never expected on the supported systems; a weaker secret still makes cookies
-        // that only this process can verify.
-        tracing::warn!(%error, "no system randomness for the DNS cookie secret");
-        secret = fastrand::u128(..).to_le_bytes();
-    }
+    crate::random::fill(&mut secret);
     secret
 }
 

@@ -467,7 +467,12 @@ impl Forwarder {
         if let Some(timer) = &entry.next_try {
             let _ = timer.cancel();
         }
-        if result.is_err() {
+        // Only a timeout says the upstreams still out were slow; a TCP failure, too many
+        // retries or the service stopping says nothing of them.
+        if result
+            .as_ref()
+            .is_err_and(|failure| failure.check::<TimeoutError>())
+        {
             let mut upstreams = self.upstreams.borrow_mut();
             for t in entry.tries.iter().filter(|t| !t.settled) {
                 upstreams.timed_out(t.upstream);

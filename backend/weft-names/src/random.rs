@@ -1,6 +1,6 @@
-//! Unpredictable numbers for upstream queries: ids and source ports (RFC 5452 section
+//! Unpredictable numbers: ids and source ports of upstream queries (RFC 5452 section
 //! 9.2 asks for both, from a cryptographically strong generator, so that an off-path
-//! attacker must guess 16 bits of id and the port).
+//! attacker must guess 16 bits of id and the port), NOTIFY ids, and secret keys.
 //!
 //! Bytes come from the operating system's generator (`getrandom`), fetched in blocks so
 //! a query costs no system call of its own.
@@ -20,18 +20,23 @@ thread_local! {
     static POOL: RefCell<Pool> = const { RefCell::new(Pool { bytes: [0; BLOCK], next: BLOCK }) };
 }
 
+/// Fills `bytes` from the operating system's generator.
+pub(crate) fn fill(bytes: &mut [u8]) {
+    if let Err(error) = getrandom::fill(bytes) {
+        // Not expected on any supported system; fastrand is not a CSPRNG, so say so.
+        tracing::error!(%error, "the system's random generator failed; random numbers are weaker");
+        for b in bytes {
+            *b = fastrand::u8(..);
+        }
+    }
+}
+
 /// A random `u16` from the operating system's generator.
 pub(crate) fn u16() -> u16 {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.next + 2 > BLOCK {
-            if let Err(error) = getrandom::fill(&mut pool.bytes) {
-                // Not expected on any supported system; fastrand is not a CSPRNG, so say so.
-                tracing::error!(%error, "the system's random generator failed; upstream ids and ports are weaker");
-                for b in &mut pool.bytes {
-                    *b = fastrand::u8(..);
-                }
-            }
+            fill(&mut pool.bytes);
             pool.next = 0;
         }
         let i = pool.next;

@@ -1,8 +1,9 @@
 //! Response rate limiting over UDP: each client prefix (a /24 or /56 by default) gets
 //! `responses_per_second` answers, with a `burst`, and beyond it its answers are dropped,
-//! except every `slip`th one, sent truncated (TC, no records) so that a real client asks
-//! again over TCP, which is never limited. A forged source address gets at most its
-//! rate of answers reflected at its victim, each no larger than the query.
+//! except every `slip`th one, sent truncated (TC, no records, a bare OPT) so that a real
+//! client asks again over TCP, which is never limited, or BADCOOKIE to a client with a
+//! cookie. A forged source address gets at most its rate of answers reflected at its
+//! victim, each no larger than the query but for a BADCOOKIE's 16-byte server cookie.
 //!
 //! The table is a fixed number of slots allocated once: a prefix hashes (with a random
 //! key, so an attacker cannot aim at a slot) to a group of `WAYS` slots; a new prefix
@@ -89,7 +90,11 @@ impl Limiter {
         Self {
             config,
             slots: vec![Slot::default(); TABLE_SLOTS].into_boxed_slice(),
-            key: fastrand::u128(..).to_le_bytes(),
+            key: {
+                let mut key = [0; 16];
+                crate::random::fill(&mut key);
+                key
+            },
         }
     }
 

@@ -214,8 +214,13 @@ impl DnsServer {
     ) -> Outcome {
         let metrics = &self.inner.metrics;
         let received = std::time::Instant::now();
+        let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         if let Some(refused) = crate::transfer::notify_received(packet) {
             metrics.transfer().notify(NotifyResult::Received);
+            // The REFUSED answer is the header and question: a slipped one goes out as it is.
+            if via == Via::Udp && self.rate_limit(ip) == Verdict::Drop {
+                return Outcome::RateLimited;
+            }
             metrics.answered(
                 None,
                 client,
@@ -226,7 +231,6 @@ impl DnsServer {
             reply(refused);
             return Outcome::Refused;
         }
-        let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let mut request = match wire::parse(packet, self.inner.edns.cookies()) {
             Parsed::Query(request) => request,
             Parsed::Error {
@@ -235,12 +239,19 @@ impl DnsServer {
                 rcode,
                 why,
             } => {
-                if let (Some(asked), Some(opt)) = (asked, response.edns.as_mut()) {
-                    self.inner.edns.answer(&asked, ip).0.add_to(opt);
-                }
-                // An error answer has no records: a slipped one goes out as it is.
-                if via == Via::Udp && self.rate_limit(ip) == Verdict::Drop {
+                // An error answer has no records: a slipped one goes out as it is, with a
+                // bare OPT so that it is no larger than the query.
+                let verdict = match via {
+                    Via::Udp => self.rate_limit(ip),
+                    Via::Tcp => Verdict::Send,
+                };
+                if verdict == Verdict::Drop {
                     return Outcome::RateLimited;
+                }
+                if let (Verdict::Send, Some(asked), Some(opt)) =
+                    (verdict, asked, response.edns.as_mut())
+                {
+                    self.inner.edns.answer(&asked, ip).0.add_to(opt);
                 }
                 metrics.answered(None, client, received, rcode, Source::Malformed);
                 reply(wire::encode(&response, None));
@@ -272,15 +283,7 @@ impl DnsServer {
                 Verdict::Send => {}
                 Verdict::Drop => return Outcome::RateLimited,
                 Verdict::Slip => {
-                    let slipped = if cookie == CookieState::Absent {
-                        let mut m = request.response(ResponseCode::NoError, recursion);
-                        m.metadata.truncation = true;
-                        m
-                    } else {
-                        // RFC 7873 section 5.2.3, choice 2: the client learns a server
-                        // cookie, which lifts the limit from its next query.
-                        request.response(ResponseCode::BADCOOKIE, recursion)
-                    };
+                    let slipped = slipped(&mut request, cookie, recursion);
                     send(metrics, &request, via, slipped, reply, Source::RateLimited);
                     return Outcome::RateLimited;
                 }
@@ -382,6 +385,22 @@ impl WeakServer {
     }
 }
 
+/// The answer a rate-limited `request` slips, with no options but the cookie, so that a
+/// forged source gains next to nothing by it: truncated, or, to a query with a cookie,
+/// BADCOOKIE (RFC 7873 section 5.2.3, choice 2: the client learns a server cookie, which
+/// lifts the limit from its next query), at most the server cookie's 16 bytes larger.
+fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Message {
+    if let Some(edns) = request.edns.as_mut() {
+        edns.answered = edns.answered.cookie_only();
+    }
+    if cookie != CookieState::Absent {
+        return request.response(ResponseCode::BADCOOKIE, recursion);
+    }
+    let mut truncated = request.response(ResponseCode::NoError, recursion);
+    truncated.metadata.truncation = true;
+    truncated
+}
+
 /// Leaves out the additional section of an answer when the answer does not fit in
 /// `limit` with it: the section is optional, and RFC 2181 section 9 sets TC only when
 /// the answer itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.)
@@ -419,6 +438,8 @@ pub(crate) fn send(
 
 #[cfg(test)]
 mod forward_tests;
+#[cfg(test)]
+mod slip_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

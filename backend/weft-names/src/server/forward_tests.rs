@@ -285,3 +285,34 @@ fn when_every_upstream_fails_clients_get_servfail_and_nothing_is_cached() {
         "a failure is not cached"
     );
 }
+
+#[test]
+fn a_failure_other_than_a_timeout_counts_no_upstream_still_out_as_timed_out() {
+    let options = ForwardOptions {
+        selection: Selection::Parallel,
+        ..ForwardOptions::default()
+    };
+    let h = harness_with(EXAMPLE, &[FIRST, SECOND], options);
+    h.send(&query(1, "t.elsewhere.test.", RecordType::A), Via::Udp);
+    let to_first = Message::from_vec(&h.wire.0.borrow()[0].0).unwrap();
+    let mut truncated = a_answer(&to_first, 60);
+    truncated.metadata.truncation = true;
+    h.answer_from(&truncated, FIRST);
+    h.tcp_answers(Err("connection refused".into()));
+    assert_eq!(h.pop().metadata.response_code, ResponseCode::ServFail);
+
+    let timeouts: Vec<(SocketAddr, u64)> = h
+        .server
+        .metrics()
+        .figures()
+        .read()
+        .upstreams
+        .iter()
+        .map(|u| (u.addr, u.timeouts))
+        .collect();
+    assert_eq!(
+        timeouts,
+        [(addr(FIRST), 0), (addr(SECOND), 0)],
+        "the second upstream, not yet answered when TCP failed, did not time out"
+    );
+}

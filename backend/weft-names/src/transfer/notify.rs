@@ -37,7 +37,7 @@ pub fn announce(
     metrics: &ServiceMetrics,
 ) -> Result<(), NamesError> {
     for &peer in peers {
-        let id = fastrand::u16(..);
+        let id = crate::random::u16();
         let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
         message.metadata.authoritative = true;
         let mut question = Query::query(soa.name.clone(), RecordType::SOA);

@@ -2,42 +2,14 @@
 // refetched from /api/dns once a second while the live feed ticks, drawn as the server
 // draws them (dns.html). Names are peer-controlled: they go in as text, never as markup.
 
-import { el, replace } from "./dom.js";
+import { el } from "./dom.js";
+import { head, polledView } from "./polled.js";
 import { clock, millis, percent, rate } from "./fmt.js";
 
-const MIN_REFRESH_MS = 1000;
-
-export class DnsView {
-  constructor() {
-    this.stale = true;
-    this.lastFetch = 0;
-  }
-
-  snapshot() { this.stale = true; }
-  stats() { this.stale = true; }
-  event() {}
-
-  async render() {
-    if (!this.stale) return;
-    if (performance.now() - this.lastFetch < MIN_REFRESH_MS) {
-      setTimeout(() => window.__weft.live?.schedule(), MIN_REFRESH_MS);
-      return;
-    }
-    this.stale = false;
-    this.lastFetch = performance.now();
-    const r = await fetch("/api/dns");
-    if (!r.ok) return;
-    const services = await r.json();
-    const box = document.getElementById("dns-services");
-    if (!box) return;
-    replace(box, services.length ? services.map(section)
-      : [el("p", { class: "empty", id: "no-dns" }, "No DNS service runs.")]);
-  }
-}
+export const DnsView = polledView("/api/dns", "dns-services", ["no-dns", "No DNS service runs."], section);
 
 const num = (v, bad = false) => el("td", { class: bad ? "num bad" : "num" }, String(v));
 const mono = (v) => el("td", { class: "mono" }, v);
-const head = (names) => el("thead", {}, el("tr", {}, ...names.map(([n, isNum]) => el("th", isNum ? { class: "num" } : {}, n))));
 const table = (cls, names, rows) => el("table", { class: `grid ${cls}` }, head(names), el("tbody", {}, ...rows));
 
 function section(s) {

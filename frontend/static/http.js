@@ -1,42 +1,15 @@
 // The HTTP page: each service's routes and upstreams, refetched from /api/http once a
 // second while the live feed ticks, drawn as the server draws them (http.html).
 
-import { el, replace } from "./dom.js";
+import { el } from "./dom.js";
+import { head, polledView } from "./polled.js";
 import { clock, maybe, millis, rate } from "./fmt.js";
 
-const MIN_REFRESH_MS = 1000;
 const CLASSES = ["2xx", "3xx", "4xx", "5xx"];
 
-export class HttpView {
-  constructor() {
-    this.stale = true;
-    this.lastFetch = 0;
-  }
-
-  snapshot() { this.stale = true; }
-  stats() { this.stale = true; }
-  event() {}
-
-  async render() {
-    if (!this.stale) return;
-    if (performance.now() - this.lastFetch < MIN_REFRESH_MS) {
-      setTimeout(() => window.__weft.live?.schedule(), MIN_REFRESH_MS);
-      return;
-    }
-    this.stale = false;
-    this.lastFetch = performance.now();
-    const r = await fetch("/api/http");
-    if (!r.ok) return;
-    const services = await r.json();
-    const box = document.getElementById("http-services");
-    if (!box) return;
-    replace(box, services.length ? services.map(section)
-      : [el("p", { class: "empty", id: "no-http" }, "No HTTP service runs.")]);
-  }
-}
+export const HttpView = polledView("/api/http", "http-services", ["no-http", "No HTTP service runs."], section);
 
 const num = (v, bad = false) => el("td", { class: bad ? "num bad" : "num" }, v);
-const head = (names) => el("thead", {}, el("tr", {}, ...names.map(([n, isNum]) => el("th", isNum ? { class: "num" } : {}, n))));
 
 function section(s) {
   const routes = el("table", { class: "grid routes" },

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Name, content type, bytes.
-const FILES: [(&str, &str, &str); 11] = [
+const FILES: [(&str, &str, &str); 12] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
@@ -51,6 +51,11 @@ const FILES: [(&str, &str, &str); 11] = [
         "http.js",
         "text/javascript; charset=utf-8",
         include_str!("../../../frontend/static/http.js"),
+    ),
+    (
+        "polled.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../frontend/static/polled.js"),
     ),
     (
         "style.css",

@@ -176,6 +176,11 @@ mod tests {
             "query log",
             "c00f8e8381ce7321b0169fea1c90df16a8ca725ee642dcc57aa5de7696ef57bf4fa506d49e520362f96fab554bfcce05",
         ),
+        (
+            5,
+            "tasks",
+            "97a904ef18109df0a81f1a07b693bb22118f61a27f92a6e0a21c1a98d977c10e6cec886d02a9c1089e83a4c44e15e9e8",
+        ),
     ];
 
     fn hex(bytes: &[u8]) -> String {

@@ -126,6 +126,8 @@ pub struct DeferredSnapshot {
     /// The steps its code named, in order (at most [`MAX_NAMED_STEPS`]); the last is the
     /// one it is at, or ended at.
     pub named_steps: Vec<NamedStepSnapshot>,
+    /// Set when this is an async task rather than a chain: its figures.
+    pub task: Option<crate::tasks::TaskSnapshot>,
 }
 
 impl DeferredSnapshot {
@@ -159,6 +161,7 @@ impl DeferredSnapshot {
             steps: Vec::new(),
             queued: Vec::new(),
             named_steps: self.named_steps.clone(),
+            task: self.task.clone(),
         }
     }
 
@@ -173,12 +176,17 @@ pub(crate) struct Chain {
     pub(crate) created: Instant,
     /// Per-service metric handles, resolved once when the chain was created.
     pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
+    /// An async task's cell, read when a snapshot is taken.
+    pub(crate) task: Option<std::sync::Weak<weft::tasks::TaskCell>>,
 }
 
 impl Chain {
     pub(crate) fn snapshot_now(&self) -> DeferredSnapshot {
         let mut snapshot = self.snapshot.clone();
         snapshot.age_ms = self.age_ms();
+        if let Some(cell) = &self.task {
+            crate::tasks::refresh(cell, &mut snapshot);
+        }
         snapshot
     }
 

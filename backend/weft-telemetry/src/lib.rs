@@ -33,6 +33,8 @@
 //! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
+//! - [`tasks`]: async tasks kept beside the chains, their figures read from each task's
+//!   own cell when a snapshot is taken ([`TaskSnapshot`]).
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`ready`]: which expected listeners are up and whether the reactor serves, for
 //!   `/readyz` ([`ReadinessReport`]); after a reload, the new set of listeners and the
@@ -66,6 +68,7 @@ mod process;
 pub mod ready;
 pub mod refusals;
 pub mod reload;
+pub mod tasks;
 pub mod views;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
@@ -77,4 +80,5 @@ pub use live::ConnectionSnapshot;
 pub use process::VERSION;
 pub use ready::ReadinessReport;
 pub use reload::{ReloadOutcome, ReloadResult};
+pub use tasks::TaskSnapshot;
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};

@@ -265,7 +265,7 @@ impl Reactor {
         let port = ListeningPort::new(info.clone(), stop.clone(), opened.id());
         let options = options.clone();
         // A listener waits on its peers: idle there is not a stall.
-        self.spawn(crate::tasks::waiting_on_peers(async move {
+        self.spawn(crate::tasks::awaiting_outside_events(async move {
             if !opened.started(&stop).await {
                 return opened.close(false);
             }

@@ -218,7 +218,7 @@ impl Reactor {
         );
         let t = transport.clone();
         // A UDP port waits on its peers: idle there is not a stall.
-        self.spawn(crate::tasks::waiting_on_peers(async move {
+        self.spawn(crate::tasks::awaiting_outside_events(async move {
             if !opened.started(&stop).await {
                 t.shared.closed.set(true);
                 return opened.close(false);

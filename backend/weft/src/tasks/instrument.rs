@@ -85,7 +85,12 @@ pub(crate) fn note_waiting_on_peer() {
 /// Now on the thread's clock (a fake clock in tests), in nanoseconds.
 #[inline]
 fn now_ns() -> u64 {
-    let now = crate::context::with(|cx| cx.clock.borrow().as_ref().map(crate::Clock::now));
+    crate::context::with(clock_ns)
+}
+
+#[inline]
+fn clock_ns(cx: &crate::context::Context) -> u64 {
+    let now = cx.clock.borrow().as_ref().map(crate::Clock::now);
     ns(now.unwrap_or_else(crate::defer::clock_now))
 }
 
@@ -172,20 +177,21 @@ fn poll_task<F: Future>(
     cx: &mut Context<'_>,
 ) -> Poll<F::Output> {
     cell.remember_waker(cx.waker());
-    let start = now_ns();
-    cell.begin(start);
-    let wakes = cell.wakes();
-    let outer = crate::context::with(|c| {
-        c.task.swap(Saved {
+    // One thread-local access on each side of the poll: the clock and the scope together.
+    let (start, outer) = crate::context::with(|c| {
+        let outer = c.task.swap(Saved {
             running: Some(cell.id()),
             awaiting: None,
             connection: None,
             on_peer: false,
-        })
+        });
+        (clock_ns(c), outer)
     });
+    cell.begin(start);
+    let wakes = cell.wakes();
     let out = future.poll(&mut Context::from_waker(waker));
-    let end = now_ns();
-    let inner = crate::context::with(|c| c.task.swap(outer));
+    let (end, inner, threshold) =
+        crate::context::with(|c| (clock_ns(c), c.task.swap(outer), c.slow_callback.get()));
     cell.end(
         start,
         end,
@@ -194,12 +200,16 @@ fn poll_task<F: Future>(
         inner.awaiting,
         inner.on_peer,
     );
-    if let Some(c) = inner.connection {
-        if cell.connection().is_none() {
-            cell.set_connection(c);
-        }
+    if let Some(c) = inner.connection
+        && cell.connection().is_none()
+    {
+        cell.set_connection(c);
     }
-    polled(cell, Duration::from_nanos(end.saturating_sub(start)));
+    polled(
+        cell,
+        Duration::from_nanos(end.saturating_sub(start)),
+        threshold,
+    );
     if out.is_pending() && cell.wakes() == wakes {
         detect::check_leaked(cell, 0);
     }
@@ -209,16 +219,16 @@ fn poll_task<F: Future>(
 /// Where each poll's duration goes: the slow detector now, a reactor profile by spawn
 /// site later (one call here).
 #[inline]
-fn polled(cell: &TaskCell, took: Duration) {
-    let threshold = observe::slow_threshold();
+fn polled(cell: &TaskCell, took: Duration, threshold: Duration) {
     if took >= threshold {
         detect::report_slow(cell, took, threshold);
     }
 }
 
-/// Runs `future` noting, whenever it is pending, that its task waits on its peers (a
-/// listener's accept loop, a UDP port's receive loop): idle there is not a stall.
-pub(crate) async fn waiting_on_peers<F: Future>(future: F) -> F::Output {
+/// Runs `future` noting, whenever it is pending, that its task waits on events from
+/// outside (a listener's peers, a signal, a request from another thread): idle there for
+/// any time is not a stall. Wrap a task's whole body in it when that is all it does.
+pub async fn awaiting_outside_events<F: Future>(future: F) -> F::Output {
     let mut future = pin!(future);
     poll_fn(|cx| {
         let out = future.as_mut().poll(cx);

@@ -31,8 +31,9 @@ pub use cell::{TaskCell, TaskFigures, TaskKind, TaskState};
 pub use detect::{PendingTask, pending_tasks};
 pub(crate) use detect::{TaskSlots, scan_for_stalls};
 pub use events::{TaskEnded, TaskSpawned};
+pub use instrument::awaiting_outside_events;
 pub(crate) use instrument::{
-    Scope, instrument, note_awaiting, note_connection, note_waiting_on_peer, waiting_on_peers,
+    Scope, instrument, note_awaiting, note_connection, note_waiting_on_peer,
 };
 
 #[cfg(test)]

@@ -86,19 +86,24 @@ impl Recent {
         out
     }
 
-    /// Each chain the ring knows, as last seen, with every flag any of its events carried
-    /// (a detection reported after a chain ended may carry only what the report knew).
+    /// Each chain the ring knows, as last seen (see [`merge`]).
     pub fn deferreds(&self) -> Vec<DeferredSnapshot> {
-        self.chains(|_| true).into_values().collect()
+        self.chains(|_| true)
+            .into_values()
+            .map(|(c, _)| c)
+            .collect()
     }
 
     /// One chain as last seen, if the ring still holds it.
     pub fn deferred(&self, id: u64) -> Option<DeferredSnapshot> {
-        self.chains(|c| c.id == id).remove(&id)
+        self.chains(|c| c.id == id).remove(&id).map(|(c, _)| c)
     }
 
-    /// The chains `wanted` picks, each its newest record with the flags of all of them.
-    fn chains(&self, wanted: impl Fn(&DeferredSnapshot) -> bool) -> HashMap<u64, DeferredSnapshot> {
+    /// The chains `wanted` picks, each its events merged in order, and whether it ended.
+    fn chains(
+        &self,
+        wanted: impl Fn(&DeferredSnapshot) -> bool,
+    ) -> HashMap<u64, (DeferredSnapshot, bool)> {
         let mut events: Vec<_> = self
             .lock()
             .iter()
@@ -106,16 +111,49 @@ impl Recent {
             .cloned()
             .collect();
         events.sort_unstable_by_key(|e| e.seq);
-        let mut latest: HashMap<u64, DeferredSnapshot> = HashMap::new();
-        for chain in events.iter().filter_map(|e| chain_of(e)) {
-            let mut newest = chain.clone();
-            if let Some(before) = latest.get(&chain.id) {
-                merge_flags(&mut newest, before);
-            }
-            latest.insert(chain.id, newest);
+        let mut chains: HashMap<u64, (DeferredSnapshot, bool)> = HashMap::new();
+        for event in &events {
+            let Some(chain) = chain_of(event) else {
+                continue;
+            };
+            let ended = matches!(event.kind, EventKind::DeferredEnded { .. });
+            let merged = match chains.remove(&chain.id) {
+                Some(before) => merge(before, chain, ended),
+                None => (chain.clone(), ended),
+            };
+            chains.insert(chain.id, merged);
         }
-        latest
+        chains
     }
+}
+
+/// A chain's record after `newer`, as history merges it: a detection reported after the
+/// chain ended (an unhandled failure at drop time) adds its flags and failure to the
+/// record the chain ended with, which has its steps; otherwise the newer record wins,
+/// keeping every flag and the steps it was published without.
+fn merge(
+    (older, older_ended): (DeferredSnapshot, bool),
+    newer: &DeferredSnapshot,
+    newer_ended: bool,
+) -> (DeferredSnapshot, bool) {
+    if older_ended && !newer_ended {
+        let mut chain = older;
+        merge_flags(&mut chain, newer);
+        if newer.failure.is_some() {
+            chain.failure.clone_from(&newer.failure);
+        }
+        return (chain, true);
+    }
+    let mut chain = newer.clone();
+    merge_flags(&mut chain, &older);
+    if chain.steps.is_empty() && chain.queued.is_empty() {
+        chain.steps = older.steps;
+        chain.queued = older.queued;
+    }
+    if chain.named_steps.is_empty() {
+        chain.named_steps = older.named_steps;
+    }
+    (chain, older_ended || newer_ended)
 }
 
 fn chain_of(event: &TelemetryEvent) -> Option<&DeferredSnapshot> {
@@ -213,6 +251,37 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0], got);
         assert!(recent.deferred(8).is_none());
+    }
+
+    #[test]
+    fn a_late_detection_keeps_the_steps_the_chain_ended_with() {
+        let recent = Recent::default();
+        let mut ended = chain(9);
+        ended.steps.push(crate::StepSnapshot {
+            index: 0,
+            kind: weft::defer::StepKind::Callback,
+            site: "here.rs:2".into(),
+            at_ms: 1,
+            duration_us: 1,
+            outcome: weft::defer::StepStatus::Err,
+            failure: None,
+            child: None,
+        });
+        recent.keep(event(3, EventKind::DeferredEnded { deferred: ended }));
+        let mut late = chain(9);
+        late.unhandled = true;
+        late.created_at_ms = 99;
+        recent.keep(event(
+            4,
+            EventKind::DeferredDetected {
+                detector: Detector::Unhandled,
+                deferred: late,
+                detail: String::new(),
+            },
+        ));
+        let got = recent.deferred(9).unwrap();
+        assert!(got.unhandled);
+        assert_eq!((got.steps.len(), got.created_at_ms), (1, 1));
     }
 
     #[test]

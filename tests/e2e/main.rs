@@ -44,6 +44,7 @@ mod load;
 mod logs;
 mod metrics;
 mod proxy;
+mod proxy_steps;
 mod ready;
 mod reload;
 mod reload_storm;

@@ -43,6 +43,7 @@ mod live;
 mod load;
 mod logs;
 mod metrics;
+mod notify;
 mod proxy;
 mod proxy_steps;
 mod ready;

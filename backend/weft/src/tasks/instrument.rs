@@ -126,7 +126,7 @@ pub(crate) fn instrument<F: Future>(
     label: Option<&'static str>,
     site: &'static Location<'static>,
     resolves: Option<DeferredId>,
-) -> impl Future<Output = F::Output> {
+) -> Instrumented<F> {
     let now = crate::defer::clock_now();
     let cell = Arc::new(TaskCell::new(
         DeferredId(observe::next_id()),
@@ -159,12 +159,31 @@ pub(crate) fn instrument<F: Future>(
             at: SystemTime::now(),
         })
     });
-    let guard = Guard { cell, slot };
-    async move {
-        let guard = guard;
-        let waker = Waker::from(guard.cell.clone());
-        let mut future = pin!(future);
-        poll_fn(|cx| poll_task(&guard.cell, &waker, future.as_mut(), cx)).await
+    let waker = Waker::from(cell.clone());
+    Instrumented {
+        future,
+        guard: Guard { cell, slot },
+        waker,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task's future with its inspection, polled in place: wrapping adds its guard and
+    /// waker (three words) to the task, not a second copy of the future.
+    pub(crate) struct Instrumented<F> {
+        #[pin]
+        future: F,
+        guard: Guard,
+        waker: Waker,
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        poll_task(&this.guard.cell, this.waker, this.future, cx)
     }
 }
 

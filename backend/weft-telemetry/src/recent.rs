@@ -201,6 +201,7 @@ mod tests {
             steps: Vec::new(),
             queued: Vec::new(),
             named_steps: Vec::new(),
+            task: None,
         }
     }
 

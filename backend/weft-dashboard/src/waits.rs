@@ -135,7 +135,7 @@ fn layout(graph: &WaitsSnapshot) -> WaitsPage {
     let mut order: Vec<u64> = Vec::new();
     let mut titles: HashMap<u64, (String, String)> = HashMap::new();
     let mut add = |p: &weft_telemetry::waits::PartySnapshot| {
-        if !titles.contains_key(&p.chain) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = titles.entry(p.chain) {
             order.push(p.chain);
             let title = match &p.label {
                 Some(l) => format!("{} {l}", p.chain),
@@ -145,7 +145,7 @@ fn layout(graph: &WaitsSnapshot) -> WaitsPage {
                 .site
                 .clone()
                 .unwrap_or_else(|| format!("(ended) {}", p.at));
-            titles.insert(p.chain, (cut(&title), cut_site(&site)));
+            slot.insert((cut(&title), cut_site(&site)));
         }
     };
     for l in &graph.locks {

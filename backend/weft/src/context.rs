@@ -10,7 +10,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::defer::{DeferredId, Registry, StallConfig};
+use crate::defer::{DeferredId, Registry, StallConfig, WaitTable};
 use crate::observe::{ConnectionId, Observer};
 use crate::reactor::{Inner, ReactorConfig};
 use crate::tasks::{Scope, TaskSlots};
@@ -40,6 +40,8 @@ pub(crate) struct Context {
     pub(crate) task: Scope,
     /// Live tasks, listable and scanned for stalls at any time.
     pub(crate) tasks: RefCell<TaskSlots>,
+    /// Locks, semaphores and queues someone waits on: the wait-for graph.
+    pub(crate) waits: RefCell<WaitTable>,
     /// Time origin when no clock is installed (a Deferred used outside any reactor); set
     /// on first use.
     pub(crate) origin: Cell<Option<Instant>>,
@@ -61,6 +63,7 @@ impl Context {
             deferreds: RefCell::new(Registry::new()),
             task: Scope::new(),
             tasks: RefCell::new(TaskSlots::new()),
+            waits: RefCell::new(WaitTable::new()),
             origin: Cell::new(None),
             read_buf: RefCell::new(None),
         }

@@ -29,12 +29,12 @@ const READ_BUDGET: u32 = 16;
 /// A drained write buffer keeps at most this much capacity while idle.
 const KEEP_CAPACITY: usize = 4 * 1024;
 
-pub(crate) fn take_read_buf() -> Box<[u8]> {
+fn take_read_buf() -> Box<[u8]> {
     crate::context::with(|cx| cx.read_buf.borrow_mut().take())
         .unwrap_or_else(|| vec![0; READ_BUFFER].into_boxed_slice())
 }
 
-pub(crate) fn put_read_buf(buf: Box<[u8]>) {
+fn put_read_buf(buf: Box<[u8]>) {
     crate::context::with(|cx| *cx.read_buf.borrow_mut() = Some(buf));
 }
 

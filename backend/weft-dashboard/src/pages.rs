@@ -26,7 +26,7 @@ pub(crate) fn pretty(v: &serde_json::Value) -> String {
 }
 
 /// Renders `t`, or a plain 500 (logged) if the template fails.
-fn html(t: &impl Template) -> Response {
+pub(crate) fn html(t: &impl Template) -> Response {
     match t.render() {
         Ok(body) => Html(body).into_response(),
         Err(e) => {

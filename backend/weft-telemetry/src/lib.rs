@@ -48,6 +48,9 @@
 //! - [`views`]: [`ServiceViews`], what each service shows of itself beyond its
 //!   connections (routes with their status classes and latency, upstreams), registered
 //!   by the program and asked for by the dashboard from any thread.
+//! - [`profile`]: reactor-lag spikes with the call that held the reactor ([`LagSpike`]),
+//!   the recent ones kept in a small ring; the per-site profile itself is the reactor's
+//!   ([`weft::reactor::profile`]).
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
 //!   (each carrying how many were left out); the metric counts every one.
 //!
@@ -63,6 +66,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 mod process;
+pub mod profile;
 pub mod ready;
 pub mod refusals;
 pub mod reload;
@@ -75,6 +79,7 @@ pub use fold::{Folded, fold};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
 pub use process::VERSION;
+pub use profile::LagSpike;
 pub use ready::ReadinessReport;
 pub use reload::{ReloadOutcome, ReloadResult};
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};

@@ -138,6 +138,7 @@ mod future;
 mod list;
 mod named;
 mod registry;
+mod slot;
 mod step;
 mod sync;
 

@@ -100,11 +100,20 @@ pub(crate) fn guarded_call(
     method: &'static str,
     f: impl FnOnce(),
 ) -> Result<(), String> {
+    let span = crate::reactor::profile::enter();
     let started = Instant::now();
     let outcome = observe::with_connection(Some(info.id), || {
         std::panic::catch_unwind(AssertUnwindSafe(f))
     });
     let took = started.elapsed();
+    span.exit(
+        crate::reactor::profile::Site::Method {
+            type_name: name,
+            method,
+        },
+        crate::reactor::profile::SiteKind::Protocol,
+        took,
+    );
     if took >= observe::slow_threshold() {
         let callback = format!("{name}::{method}");
         tracing::warn!(connection = %info.id, %callback, ?took, "a callback blocked the reactor");

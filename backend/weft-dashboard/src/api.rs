@@ -144,10 +144,14 @@ pub(crate) async fn events(
     let store = state.store.as_ref().ok_or(ApiError::Unavailable(
         "no history store: events are not kept",
     ))?;
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(data::DEFAULT_LIMIT));
     let rows = store
-        .events_after(q.after.unwrap_or(0), q.limit.unwrap_or(data::DEFAULT_LIMIT))
+        .events_after(after, limit)
         .await
         .map_err(|e| ApiError::HistoryUnavailable(history::unavailable(&state, &e)))?;
+    // Chains that ended or were flagged lately, before history has committed them.
+    let limit = limit.min(weft_store::MAX_LIMIT) as usize;
+    let rows = crate::recent::events(&state.hub, rows, after, limit);
     Ok(Json(
         rows.into_iter()
             .map(|r| EventView {

@@ -394,8 +394,9 @@ fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
     }
 }
 
-/// The Deferreds `q` asks for: pending chains live from the hub, the others (and chains
-/// flagged earlier) from history; a live chain replaces its older row.
+/// The Deferreds `q` asks for: pending chains live from the hub, those that ended or were
+/// flagged lately from the hub's ring of them, the rest from history; a live chain
+/// replaces its older rows.
 pub async fn deferreds(
     state: &DashboardState,
     q: &DeferredQuery,
@@ -412,18 +413,19 @@ pub async fn deferreds(
         .filter(|d| matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s)))
         .collect();
     // A pending row in history that is not live belongs to a run that has ended.
-    if filter != Some(DeferredFilter::Pending)
-        && let Some(store) = &state.store
-    {
-        let live: std::collections::HashSet<i64> = rows.iter().map(|d| d.id).collect();
-        let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
-        let (stored, error) = history::or_note(
-            state,
-            store.deferreds(filter, service, want).await,
-            Vec::new(),
-        );
-        history_error = error;
-        rows.extend(stored.into_iter().filter(|d| !live.contains(&d.id)));
+    if filter != Some(DeferredFilter::Pending) {
+        let mut stored = Vec::new();
+        if let Some(store) = &state.store {
+            let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
+            (stored, history_error) = history::or_note(
+                state,
+                store.deferreds(filter, service, want).await,
+                Vec::new(),
+            );
+        }
+        crate::recent::add_ended(&state.hub, &mut rows, stored, |d| {
+            matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s))
+        });
     }
     rows.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
     let hidden = rows.len().saturating_sub(limit);
@@ -439,13 +441,17 @@ pub async fn deferreds(
     })
 }
 
-/// One Deferred with its steps and children: live while pending, else from history; and
+/// One Deferred with its steps and children: live while pending or lately ended, else
+/// from history; and
 /// the note when history could not be read (`503` if it was all there was to show).
 pub async fn deferred(
     state: &DashboardState,
     id: i64,
 ) -> Result<(Option<DeferredDetail>, Option<String>), ApiError> {
-    let live = u64::try_from(id).ok().and_then(|id| state.hub.deferred(id));
+    // Pending, or ended so recently that history may not have it yet.
+    let live = u64::try_from(id)
+        .ok()
+        .and_then(|id| (state.hub.deferred(id)).or_else(|| state.hub.recent().deferred(id)));
     let (stored, history_error) = match &state.store {
         Some(store) => history::or_note(state, store.deferred(id).await, None),
         None => (None, None),
@@ -456,6 +462,10 @@ pub async fn deferred(
             None => Ok((stored, None)),
         };
     };
+    let mut record = deferred_record(&live);
+    if let Some(stored) = &stored {
+        crate::recent::keep_flags(&mut record, &stored.deferred);
+    }
     let mut children: Vec<DeferredRecord> = stored.map(|d| d.children).unwrap_or_default();
     for child in state.hub.pending_deferreds() {
         if child.parent == Some(live.id) && !children.iter().any(|c| c.id as u64 == child.id) {
@@ -463,7 +473,7 @@ pub async fn deferred(
         }
     }
     let detail = DeferredDetail {
-        deferred: deferred_record(&live),
+        deferred: record,
         steps: step_records(&live),
         named_steps: named_step_records(&live),
         children,

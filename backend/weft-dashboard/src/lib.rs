@@ -20,6 +20,8 @@
 //! - [`data`]: live figures from the hub merged with history from the store, as the rows
 //!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
 //!   `frontend/templates/` (auto-escaped).
+//! - `recent`: the hub's ring of chains that ended or were flagged lately, merged into the
+//!   Deferred lists and `/api/events` ahead of history, so a detection is listed at once.
 //! - [`sort`]: the order of the connections list (`?sort=&dir=`), shared by the page's
 //!   header links and the JSON API.
 //! - [`cards`]: the overview's service cards, their sparklines drawn on the server with a
@@ -71,6 +73,7 @@ pub mod host;
 pub mod live;
 mod metrics;
 mod pages;
+mod recent;
 pub mod series;
 pub mod server;
 pub mod sort;

@@ -15,6 +15,7 @@ use weft_telemetry::{Feed, Hub};
 
 use crate::history;
 use crate::inspector::{InspectorConfig, InspectorError};
+use crate::notify;
 use crate::store_metrics::StoreCollector;
 
 /// How long exit waits for the tasks: browsers holding connections open must not hold it
@@ -39,6 +40,8 @@ pub(crate) struct Background {
     pub(crate) dashboard: Option<(String, SocketAddr)>,
     /// Where the dashboard's actions (close, cancel) are sent.
     pub(crate) reactor: weft::ReactorHandle,
+    /// The bus reader `notify`, when detections are posted.
+    pub(crate) notify: Option<Feed>,
     /// Cancelled by [`Inspector`](crate::Inspector) to stop everything here.
     pub(crate) stop: CancellationToken,
     /// Cancelled here once everything is stopped and flushed.
@@ -59,7 +62,7 @@ impl Background {
     /// Starts everything, reports to `ready`, serves until `stop`, then drains and
     /// flushes. What fails to start is reported and nothing is left running.
     async fn serve(
-        self,
+        mut self,
         ready: std_mpsc::Sender<Result<Ready, InspectorError>>,
         events: Option<Feed>,
     ) {
@@ -75,6 +78,7 @@ impl Background {
         if let Some(store) = &store {
             self.spawn_history(store, events, &mut tasks, &work);
         }
+        self.spawn_notify(&mut tasks, &work);
         let dashboard = listener.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(listener) = listener {
             self.spawn_dashboard(listener, dashboard, store.as_ref(), &mut tasks, &work);
@@ -161,6 +165,19 @@ impl Background {
             self.config.snapshot_interval,
             work.clone(),
         ));
+    }
+
+    /// The sender of notifications, when `[inspect] notify` is set.
+    fn spawn_notify(&mut self, tasks: &mut JoinSet<()>, work: &CancellationToken) {
+        let (Some(feed), Some(config)) = (self.notify.take(), self.config.notify.clone()) else {
+            return;
+        };
+        match notify::NotifyMetrics::register(self.hub.registry()) {
+            Ok(metrics) => {
+                tasks.spawn(notify::run(feed, config, metrics, work.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "notifications are off: their metrics clash"),
+        }
     }
 
     /// The dashboard's server and its background work (sampler, live feed).

@@ -49,6 +49,8 @@ pub struct InspectorConfig {
     pub history_connections_per_s: u32,
     /// Where the dashboard's `POST /api/reload` goes; `None` answers it `503`.
     pub reloader: Option<weft_dashboard::Reloader>,
+    /// Where detections worth a page are posted; `None` posts nothing.
+    pub notify: Option<crate::NotifyConfig>,
 }
 
 impl Default for InspectorConfig {
@@ -66,6 +68,7 @@ impl Default for InspectorConfig {
             snapshot_interval: Duration::from_secs(1),
             history_connections_per_s: DEFAULT_HISTORY_CONNECTIONS_PER_S,
             reloader: None,
+            notify: None,
         }
     }
 }
@@ -144,11 +147,13 @@ impl Inspector {
         let (ready_tx, ready_rx) = std_mpsc::channel();
         // Subscribed before the hub is installed, so history starts with the first event.
         let events = config.store.is_some().then(|| hub.subscribe("store"));
+        let notify = config.notify.is_some().then(|| hub.subscribe("notify"));
         let background = Background {
             hub: hub.clone(),
             config,
             dashboard,
             reactor: reactor.handle(),
+            notify,
             stop: stop.clone(),
             done: done.clone(),
         };

@@ -28,6 +28,9 @@
 //!   connection opened and closed within one batch is one row, folded by
 //!   [`weft_telemetry::fold()`]; routine ones past the per-second budget are skipped and
 //!   counted), and open connections and pending chains are written every second.
+//! - `notify`: [`NotifyConfig`]: the bus reader `notify` posts each detection worth a page
+//!   (all but `slow`) as JSON to a URL, rate-limited, through a bounded queue, drops and
+//!   failures counted (`weft_notifications_*`).
 //! - `store_metrics`: the `weft_store_*` families, read from the store at scrape time.
 //! - `endpoint`: [`dashboard_addr`], where a dashboard may listen: a `tcp:` endpoint, off
 //!   loopback only with a token. The gateway's configuration check asks the same function.
@@ -39,11 +42,15 @@ mod background;
 mod endpoint;
 mod history;
 mod inspector;
+mod notify;
 mod store_metrics;
 
 pub use endpoint::{DashboardEndpointError, dashboard_addr};
 pub use inspector::{
     DEFAULT_HISTORY_CONNECTIONS_PER_S, Inspector, InspectorConfig, InspectorError,
+};
+pub use notify::{
+    DEFAULT_NOTIFY_PER_MINUTE, DEFAULT_NOTIFY_QUEUE, MAX_NOTIFY, NotifyConfig, NotifyError,
 };
 pub use weft_dashboard::{self, AllowedHost, Reloader};
 pub use weft_store::{self, StoreOptions};

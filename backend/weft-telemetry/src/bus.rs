@@ -257,11 +257,21 @@ impl Bus {
 
     /// Stamps `kind` and appends it for every reader.
     pub(crate) fn publish(&self, kind: EventKind) {
+        self.append(kind, false);
+    }
+
+    /// Like [`publish`](Self::publish), and returns the event (always `Some`) even when
+    /// nobody reads the bus, for the hub to keep beside it.
+    pub(crate) fn publish_kept(&self, kind: EventKind) -> Option<Arc<TelemetryEvent>> {
+        self.append(kind, true)
+    }
+
+    fn append(&self, kind: EventKind, always: bool) -> Option<Arc<TelemetryEvent>> {
         let at_ms = unix_ms(SystemTime::now());
-        let wake = {
+        let (event, wake) = {
             let mut ring = self.shared.lock();
-            if ring.readers.is_empty() {
-                return;
+            if ring.readers.is_empty() && !always {
+                return None;
             }
             // Numbered under the lock, so the ring is in sequence order.
             let event = Arc::new(TelemetryEvent {
@@ -269,17 +279,21 @@ impl Bus {
                 at_ms,
                 kind,
             });
-            ring.events.push_back(event);
+            if ring.readers.is_empty() {
+                return Some(event);
+            }
+            ring.events.push_back(event.clone());
             if ring.events.len() > self.shared.capacity {
                 // The slowest reader loses the oldest event; it learns so on its next read.
                 ring.events.pop_front();
                 ring.start += 1;
             }
-            std::mem::take(&mut ring.waiting)
+            (event, std::mem::take(&mut ring.waiting))
         };
         if wake {
             self.shared.arrived.notify_waiters();
         }
+        Some(event)
     }
 
     /// A new reader, whose drops are counted on `dropped`.

@@ -14,6 +14,7 @@ use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
 use crate::metrics::Metrics;
 use crate::ready::{Readiness, ReadinessReport};
+use crate::recent::Recent;
 use crate::refusals::RefusalGate;
 use crate::reload::{ReloadOutcome, Reloads};
 use crate::views::ServiceViews;
@@ -30,6 +31,9 @@ pub struct Hub {
     /// hub.
     bus: Bus,
     deferreds: DeferredTracker,
+    /// The last chains that ended or were flagged, for the API to list before history has
+    /// them.
+    recent: Recent,
     /// What `/readyz` answers: the listeners expected, those up, and the reactor's phase.
     ready: Readiness,
     /// Which refusals go on the bus: a flood must not fill it.
@@ -79,6 +83,7 @@ impl Hub {
             live,
             bus,
             deferreds,
+            recent: Recent::default(),
             ready: Readiness::default(),
             refusals: RefusalGate::default(),
             no_service: NO_SERVICE.into(),
@@ -232,6 +237,11 @@ impl Hub {
         &self.deferreds
     }
 
+    /// The last chains that ended or were flagged, as published, before history has them.
+    pub fn recent(&self) -> &Recent {
+        &self.recent
+    }
+
     /// A reader of every event from now on. `name` is a short, fixed label: events this
     /// reader loses by falling behind are counted under `weft_events_dropped_total{consumer}`.
     pub fn subscribe(&self, name: &'static str) -> Feed {
@@ -347,8 +357,10 @@ impl Observer for Hub {
                 self.publish(|| Self::listener(info, false));
             }
             Event::Deferred(event) => {
-                if let Some(kind) = self.deferreds.on_event(event) {
-                    self.publish(|| kind);
+                if let Some(kind) = self.deferreds.on_event(event)
+                    && let Some(published) = self.bus.publish_kept(kind)
+                {
+                    self.recent.keep(published);
                 }
             }
             // A kind of event this version does not know yet: nothing to count.

@@ -34,6 +34,8 @@
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
+//! - [`recent`]: [`Recent`], the last chains that ended or were flagged, kept as published
+//!   so the API lists a detection at once, before history has committed it.
 //! - [`ready`]: which expected listeners are up and whether the reactor serves, for
 //!   `/readyz` ([`ReadinessReport`]); after a reload, the new set of listeners and the
 //!   services retired.
@@ -64,6 +66,7 @@ pub mod live;
 pub mod metrics;
 mod process;
 pub mod ready;
+pub mod recent;
 pub mod refusals;
 pub mod reload;
 pub mod views;
@@ -76,5 +79,6 @@ pub use hub::Hub;
 pub use live::ConnectionSnapshot;
 pub use process::VERSION;
 pub use ready::ReadinessReport;
+pub use recent::{RECENT_CAPACITY, Recent};
 pub use reload::{ReloadOutcome, ReloadResult};
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};

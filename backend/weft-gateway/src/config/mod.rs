@@ -15,6 +15,7 @@
 
 mod error;
 mod keypath;
+mod notify;
 pub(crate) mod preflight;
 mod raw;
 pub(crate) mod validate;
@@ -163,6 +164,8 @@ pub struct InspectConfig {
     pub sample: f64,
     /// Successful chains kept in history per second at most (0: no cap).
     pub sample_per_second: u32,
+    /// Where detections worth a page are posted, how often and how many wait at most.
+    pub notify: Option<weft_inspector::NotifyConfig>,
 }
 
 /// `[log]`.

@@ -111,6 +111,7 @@ fn inspect(at: &Locator<'_>, raw: &RawConfig) -> Result<InspectConfig, ConfigErr
                 })?,
             None => weft_telemetry::HubConfig::DEFAULT_SAMPLE_PER_SECOND,
         },
+        notify: super::notify::notify(at, &raw.inspect)?,
     })
 }
 
@@ -323,7 +324,7 @@ impl ServiceCtx<'_> {
     }
 }
 
-fn key(k: &str) -> Option<String> {
+pub(super) fn key(k: &str) -> Option<String> {
     Some(k.to_owned())
 }
 

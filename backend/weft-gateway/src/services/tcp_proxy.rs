@@ -14,11 +14,18 @@
 //!   reading cannot hold the pair);
 //! - a side that is reset, times out or fails has the other aborted at once: what is
 //!   buffered for a peer that is gone has nowhere to go.
+//!
+//! Each client connection has a traced chain (`tcp-proxy`) whose named steps say where it
+//! is: `connect upstream` (about the upstream endpoint; then with the upstream connection),
+//! and `relay` once both sides are up, when the chain ends. A connection stuck connecting
+//! is listed pending (and stalled) at that step, naming the upstream; one that could not
+//! connect ends failed, with the reason.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use weft::defer::{Deferred, Failure, StepDetail, WaitsOn};
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
 use crate::config::ConfigError;
@@ -66,12 +73,15 @@ impl super::Kind for TcpProxyKind {
         let mut bound = Vec::with_capacity(on.endpoints.len());
         for endpoint in on.endpoints {
             let upstream: Rc<str> = config.upstream.as_str().into();
+            // Built once: each connection's steps share the text.
+            let detail = StepDetail::new(&config.upstream);
             let port = on.reactor.listen_with(
                 on.name,
                 endpoint,
                 &on.options,
                 factory(move || Downstream {
                     upstream: upstream.clone(),
+                    detail: detail.clone(),
                     peer: Rc::default(),
                 }),
             )?;
@@ -85,10 +95,15 @@ impl super::Kind for TcpProxyKind {
     }
 }
 
+/// The label of each client connection's chain.
+const CHAIN: &str = "tcp-proxy";
+
 /// The client's side of a proxied connection.
 pub struct Downstream {
     /// Where to connect, shared by every connection of the listener.
     upstream: Rc<str>,
+    /// The upstream as its chain's steps name it.
+    detail: StepDetail,
     /// The upstream transport once connected; shared with the task that connects.
     peer: Rc<RefCell<Option<Transport>>>,
 }
@@ -98,19 +113,33 @@ impl Protocol for Downstream {
         transport.pause_reading();
         let reactor = Reactor::current();
         let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
+        let (resolver, mut chain) = Deferred::<()>::traced(Some(CHAIN), Some(transport.id()));
+        let (steps, detail) = (chain.steps(), self.detail.clone());
+        steps.step_with("connect upstream", None, Some(&detail));
         reactor.clone().spawn(async move {
             let service = down.info().service.clone();
             match reactor.connect_as(&service, &endpoint, Upstream { down: down.clone() }).await {
-                Ok(up) if down.is_closed() || down.is_disconnecting() => up.lose_connection(),
+                Ok(up) if down.is_closed() || down.is_disconnecting() => {
+                    up.lose_connection();
+                    resolver.callback(());
+                }
                 Ok(up) => {
+                    let on = WaitsOn::Connection(up.id());
+                    steps.waits_on(on);
+                    steps.step_with("relay", Some(on), Some(&detail));
                     down.register_producer(Rc::new(up.clone()));
                     up.register_producer(Rc::new(down.clone()));
                     *peer.borrow_mut() = Some(up);
                     down.resume_reading();
+                    resolver.callback(());
                 }
                 Err(error) => {
                     tracing::info!(%endpoint, %error, peer = %down.peer(), "upstream unreachable; closing the client");
-                    down.lose_connection_with(CloseReason::Error(format!("upstream {endpoint}: {error}")));
+                    let why = format!("upstream {endpoint}: {error}");
+                    resolver.errback(Failure::msg(why.clone()));
+                    // Handled here: the chain ends failed, and is not reported unhandled.
+                    let _ = chain.try_take();
+                    down.lose_connection_with(CloseReason::Error(why));
                 }
             }
         });

@@ -48,7 +48,7 @@ export class DeferredsView {
 
 function row(d) {
   const pending = ["pending", "running", "paused"].includes(d.state);
-  const flags = ["stalled", "slow", "unhandled", "leaked"].filter((f) => d[f]);
+  const flags = ["stalled", "slow", "unhandled", "leaked", "deadlock"].filter((f) => d[f]);
   return el("tr", { "data-id": d.id },
     el("td", {}, el("a", { href: `/deferreds/${d.id}` }, d.id)),
     el("td", {}, age(d.age_ms)),

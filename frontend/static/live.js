@@ -144,7 +144,7 @@ export class Live {
       parts.push(el("a", { href: "/deferreds?state=stalled", id: "banner-stalled" },
         stalled > 0 ? `${stalled} Deferred${stalled === 1 ? "" : "s"} stalled now` : `${d.stalled} stalled since start`));
     }
-    for (const [k, label] of [["slow", "slow callback"], ["unhandled", "unhandled failure"], ["leaked", "leaked Deferred"]]) {
+    for (const [k, label] of [["deadlock", "deadlocked Deferred"], ["slow", "slow callback"], ["unhandled", "unhandled failure"], ["leaked", "leaked Deferred"]]) {
       if (d[k] > 0) parts.push(el("a", { href: `/deferreds?state=${k}`, id: `banner-${k}` }, `${d[k]} ${label}${d[k] === 1 ? "" : "s"}`));
     }
     const dropped = Object.values(this.alerts.dropped || {}).reduce((a, b) => a + b, 0);

@@ -17,22 +17,7 @@ use crate::support::{free_port, spawn_app};
 /// The `stalled` example of weft-gateway, built once.
 fn stalled_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "weft-gateway", "--example", "stalled"]);
-        build.arg("--target-dir").arg(profile_dir.parent().unwrap());
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
-            build.arg("--release");
-        }
-        assert!(
-            build.status().unwrap().success(),
-            "building the example failed"
-        );
-        profile_dir.join("examples").join("stalled")
-    })
+    BIN.get_or_init(|| crate::deadlock::example_bin("stalled"))
 }
 
 /// The example running with a one-second stall threshold.

@@ -11,6 +11,7 @@ mod chrome;
 mod check;
 mod dashboard;
 mod dashboard_conns;
+mod deadlock;
 mod demo;
 mod deploy;
 mod dns;

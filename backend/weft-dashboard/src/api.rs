@@ -80,6 +80,10 @@ pub struct DeferredChain {
     pub detail: DeferredDetail,
     /// The `idx` of the step the chain waits at ([`data::waiting_at`]).
     pub waiting_at: Option<i64>,
+    /// The locks it waits on (with their holders) or holds, while it is in the wait-for
+    /// graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits: Option<weft_telemetry::ChainWaits>,
     /// Set when history could not be read (the chain is live; its finished children may
     /// be missing), saying why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +99,7 @@ pub(crate) async fn deferred(
     let detail = detail.ok_or(ApiError::NotFound("deferred"))?;
     Ok(Json(DeferredChain {
         waiting_at: data::waiting_at(&detail),
+        waits: data::chain_waits(&state, &detail),
         detail,
         history_error,
     }))

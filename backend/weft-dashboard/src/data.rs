@@ -272,7 +272,7 @@ impl DeferredView {
 /// `?state=&service=&limit=` of the Deferred lists.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DeferredQuery {
-    /// `pending`, `stalled`, `slow`, `failed`, `unhandled`, `leaked`.
+    /// `pending`, `stalled`, `slow`, `failed`, `unhandled`, `leaked`, `deadlock`.
     pub state: Option<String>,
     /// Only this service.
     pub service: Option<String>,
@@ -307,6 +307,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         slow: d.slow,
         unhandled: d.unhandled,
         leaked: d.leaked,
+        deadlock: d.deadlock,
         step_name: d.named_step().map(|s| s.name.to_owned()),
         step_detail: d.named_step().and_then(|s| s.detail.clone()),
         waiting_on_connection: d.named_step().and_then(|s| s.waiting_on_connection).map(n),
@@ -391,6 +392,7 @@ fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
         Some(DeferredFilter::Unhandled) => d.unhandled,
         Some(DeferredFilter::Slow) => d.slow,
         Some(DeferredFilter::Leaked) => d.leaked,
+        Some(DeferredFilter::Deadlock) => d.deadlock,
     }
 }
 
@@ -479,6 +481,18 @@ pub async fn deferred(
         children,
     };
     Ok((Some(detail), history_error))
+}
+
+/// What the wait-for graph says about a chain: only a pending one can be in it.
+pub fn chain_waits(
+    state: &DashboardState,
+    d: &DeferredDetail,
+) -> Option<weft_telemetry::ChainWaits> {
+    if !d.deferred.is_pending() {
+        return None;
+    }
+    let id = u64::try_from(d.deferred.id).ok()?;
+    state.hub.deferreds().waits().chain(id)
 }
 
 /// The Deferreds of one connection (from history), newest first, and the note when

@@ -79,6 +79,7 @@ pub mod server;
 pub mod sort;
 pub mod state;
 pub mod views;
+pub mod waits;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,6 +116,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/services", get(pages::services))
         .route("/http", get(pages::http))
         .route("/dns", get(pages::dns))
+        .route("/waits", get(waits::page))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/services", get(api::services))
         .route("/api/connections", get(api::connections))
@@ -124,6 +126,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/events", get(api::events))
         .route("/api/http", get(api::http))
         .route("/api/dns", get(api::dns))
+        .route("/api/waits", get(waits::api))
         .route("/ws", get(live::ws))
         .route("/static/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use weft::defer::{DeferredState, StepStatus};
 use weft_store::{DeferredDetail, DeferredFilter, StepRecord};
+use weft_telemetry::ChainWaits;
 
 use crate::cards::Card;
 use crate::data::{
@@ -26,7 +27,7 @@ pub(crate) fn pretty(v: &serde_json::Value) -> String {
 }
 
 /// Renders `t`, or a plain 500 (logged) if the template fails.
-fn html(t: &impl Template) -> Response {
+pub(crate) fn html(t: &impl Template) -> Response {
     match t.render() {
         Ok(body) => Html(body).into_response(),
         Err(e) => {
@@ -287,7 +288,7 @@ pub(crate) async fn connection(
 struct Deferreds {
     /// Which navigation link the layout marks as the current page.
     page: &'static str,
-    tabs: [&'static str; 6],
+    tabs: [&'static str; DeferredFilter::ALL.len()],
     tab: String,
     service: String,
     deferreds: Vec<DeferredView>,
@@ -413,6 +414,8 @@ struct Deferred {
     steps: Vec<StepBar>,
     /// Where the chain stands, when it waits at a step.
     waiting: Option<String>,
+    /// The locks it waits on or holds, from the wait-for graph.
+    waits: Option<ChainWaits>,
     d: DeferredDetail,
     history_error: Option<String>,
 }
@@ -435,6 +438,7 @@ pub(crate) async fn deferred(
                 age_ms,
                 steps,
                 waiting,
+                waits: data::chain_waits(&state, &d),
                 d,
                 history_error,
             })

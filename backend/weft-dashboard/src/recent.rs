@@ -43,6 +43,7 @@ pub(crate) fn keep_flags(record: &mut DeferredRecord, older: &DeferredRecord) {
     record.slow |= older.slow;
     record.unhandled |= older.unhandled;
     record.leaked |= older.leaked;
+    record.deadlock |= older.deadlock;
 }
 
 /// The events numbered above `after`, at most `limit`, in order: `stored` (history's,

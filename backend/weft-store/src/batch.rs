@@ -147,6 +147,7 @@ impl Insert for DeferredRecord {
         "slow",
         "unhandled",
         "leaked",
+        "deadlock",
         "step_name",
         "step_detail",
         "waiting_on_connection",
@@ -173,6 +174,7 @@ impl Insert for DeferredRecord {
         ("slow", Merge::Sticky),
         ("unhandled", Merge::Sticky),
         ("leaked", Merge::Sticky),
+        ("deadlock", Merge::Sticky),
         ("step_name", Merge::KeepIfNull),
         ("step_detail", Merge::KeepIfNull),
         ("waiting_on_connection", Merge::KeepIfNull),
@@ -196,6 +198,7 @@ impl Insert for DeferredRecord {
             .bind(self.slow)
             .bind(self.unhandled)
             .bind(self.leaked)
+            .bind(self.deadlock)
             .bind(self.step_name.as_deref())
             .bind(self.step_detail.as_deref())
             .bind(self.waiting_on_connection)

@@ -25,7 +25,7 @@ const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, op
 
 const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
      created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked, \
-     step_name, step_detail, waiting_on_connection, named_steps_json \
+     deadlock, step_name, step_detail, waiting_on_connection, named_steps_json \
      FROM deferreds";
 
 /// Which connections to list.
@@ -77,17 +77,20 @@ pub enum DeferredFilter {
     Slow,
     /// Dropped without firing.
     Leaked,
+    /// Waited, through locks, on chains that waited on it.
+    Deadlock,
 }
 
 impl DeferredFilter {
     /// Every filter, in the order the dashboard shows them as tabs.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Pending,
         Self::Stalled,
         Self::Slow,
         Self::Failed,
         Self::Unhandled,
         Self::Leaked,
+        Self::Deadlock,
     ];
 
     /// The name the API and pages use (`?state=`), which [`FromStr`] reads back.
@@ -99,6 +102,7 @@ impl DeferredFilter {
             Self::Unhandled => "unhandled",
             Self::Slow => "slow",
             Self::Leaked => "leaked",
+            Self::Deadlock => "deadlock",
         }
     }
 
@@ -112,6 +116,7 @@ impl DeferredFilter {
             Self::Unhandled => "unhandled <> 0".into(),
             Self::Slow => "slow <> 0".into(),
             Self::Leaked => "leaked <> 0".into(),
+            Self::Deadlock => "deadlock <> 0".into(),
         }
     }
 }
@@ -126,7 +131,7 @@ impl FromStr for DeferredFilter {
             .ok_or_else(|| StoreError::BadFilter {
                 what: "deferred state",
                 value: s.to_owned(),
-                expected: "pending, stalled, failed, unhandled, slow, leaked",
+                expected: "pending, stalled, failed, unhandled, slow, leaked, deadlock",
             })
     }
 }

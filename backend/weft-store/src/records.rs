@@ -165,6 +165,10 @@ pub struct DeferredRecord {
     pub unhandled: bool,
     /// It was dropped without ever firing.
     pub leaked: bool,
+    /// It waited, through locks, on chains that waited on it (migration 6; files written
+    /// before it read as `false`).
+    #[sqlx(default)]
+    pub deadlock: bool,
     // The named-step columns came with migration 3: files written before it are read
     // (without migrating, as a backup tool would) with these empty.
     /// The named step its code says it is at, or ended at ("response head").

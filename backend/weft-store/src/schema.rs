@@ -176,6 +176,11 @@ mod tests {
             "query log",
             "c00f8e8381ce7321b0169fea1c90df16a8ca725ee642dcc57aa5de7696ef57bf4fa506d49e520362f96fab554bfcce05",
         ),
+        (
+            6,
+            "deadlock",
+            "adeb9442b884813e2909879db1704cf2029458d90d8c0d0bf7e26ba82924c0c7a0bed67bf2f3fc30d0a5e2743abb5cf2",
+        ),
     ];
 
     fn hex(bytes: &[u8]) -> String {

@@ -118,6 +118,8 @@ pub struct DeferredSnapshot {
     pub unhandled: bool,
     /// Its firing side was dropped unfired.
     pub leaked: bool,
+    /// It was found waiting, through locks, on chains that wait on it.
+    pub deadlock: bool,
     /// Steps run so far (at most [`MAX_STEPS`]).
     pub steps: Vec<StepSnapshot>,
     /// Steps added and not run yet, in the order they will run (at most [`MAX_STEPS`]);
@@ -131,7 +133,7 @@ pub struct DeferredSnapshot {
 impl DeferredSnapshot {
     /// Whether any detector flagged it.
     pub fn flagged(&self) -> bool {
-        self.stalled || self.slow || self.unhandled || self.leaked
+        self.stalled || self.slow || self.unhandled || self.leaked || self.deadlock
     }
 
     /// A copy without its steps, run or queued: built field by field, since copying the
@@ -156,6 +158,7 @@ impl DeferredSnapshot {
             slow: self.slow,
             unhandled: self.unhandled,
             leaked: self.leaked,
+            deadlock: self.deadlock,
             steps: Vec::new(),
             queued: Vec::new(),
             named_steps: self.named_steps.clone(),

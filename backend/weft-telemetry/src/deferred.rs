@@ -1,7 +1,7 @@
 //! Deferred chains: their metrics, the detections, and the sampling of successful chains.
 //!
 //! `DeferredTracker::on_event` is the one place a [`DeferredEvent`] is handled. Each
-//! detection (stalled, slow, unhandled, leaked) is one event on the bus, one increment of
+//! detection (stalled, slow, unhandled, leaked, deadlock: one per member) is one event on the bus, one increment of
 //! `weft_deferred_detections_total{service,detector}` and, through the store consumer, one
 //! row; a chain that ends is published (and so stored) when it failed, was flagged, or the
 //! [`Sampler`] keeps it.
@@ -108,7 +108,7 @@ pub(crate) struct ServiceHandles {
     pending: IntGauge,
     stalled: IntGauge,
     /// One counter per detector, indexed by [`Detector::index`].
-    detections: [IntCounter; 4],
+    detections: [IntCounter; Detector::ALL.len()],
 }
 
 /// The Deferred families, the live chains and the sampler.
@@ -129,6 +129,8 @@ pub struct DeferredTracker {
     handles: Mutex<HashMap<Arc<str>, Arc<ServiceHandles>>>,
     /// Where a chain's connection is looked up to label it with the connection's service.
     live: Arc<LiveRegistry>,
+    /// The latest wait-for graph of locks, semaphores and queues.
+    waits: crate::waits::Waits,
 }
 
 impl std::fmt::Debug for DeferredTracker {
@@ -171,7 +173,7 @@ impl DeferredTracker {
         let detections = IntCounterVec::new(
             Opts::new(
                 "weft_deferred_detections_total",
-                "Deferreds a detector flagged (stalled, slow, unhandled, leaked), by service.",
+                "Deferreds a detector flagged (stalled, slow, unhandled, leaked, deadlock), by service.",
             ),
             &["service", "detector"],
         )?;
@@ -200,6 +202,7 @@ impl DeferredTracker {
             chains: Chains::default(),
             handles: Mutex::default(),
             live,
+            waits: crate::waits::Waits::default(),
         })
     }
 
@@ -216,6 +219,11 @@ impl DeferredTracker {
     /// One pending chain now.
     pub fn chain(&self, id: u64) -> Option<DeferredSnapshot> {
         self.chains.get(id)
+    }
+
+    /// The wait-for graph, as the reactor's last scan that saw it change handed it over.
+    pub fn waits(&self) -> Arc<crate::waits::WaitsSnapshot> {
+        self.waits.get()
     }
 
     fn handles(&self, service: &Arc<str>) -> Arc<ServiceHandles> {
@@ -310,6 +318,16 @@ impl DeferredTracker {
                 self.detect(&l.subject, Detector::Leaked, leaked_detail(l), |snap| {
                     snap.leaked = true
                 })
+            }
+            DeferredEvent::Deadlock(d) => self.detect(
+                &d.subject,
+                Detector::Deadlock,
+                crate::waits::deadlock_detail(d),
+                |snap| snap.deadlock = true,
+            ),
+            DeferredEvent::Waits(graph) => {
+                self.waits.set(graph);
+                None
             }
             _ => None,
         }
@@ -489,6 +507,7 @@ fn blank_snapshot(
         slow: false,
         unhandled: false,
         leaked: false,
+        deadlock: false,
         steps: Vec::new(),
         queued: Vec::new(),
         named_steps: Vec::new(),

@@ -50,6 +50,8 @@
 //! - [`views`]: [`ServiceViews`], what each service shows of itself beyond its
 //!   connections (routes with their status classes and latency, upstreams), registered
 //!   by the program and asked for by the dashboard from any thread.
+//! - [`waits`]: the wait-for graph of locks, semaphores and queues the reactor's scan
+//!   hands over when it changes, and what it says about one chain.
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
 //!   (each carrying how many were left out); the metric counts every one.
 //!
@@ -70,6 +72,7 @@ pub mod recent;
 pub mod refusals;
 pub mod reload;
 pub mod views;
+pub mod waits;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
 pub use chains::{DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
@@ -82,3 +85,4 @@ pub use ready::ReadinessReport;
 pub use recent::{RECENT_CAPACITY, Recent};
 pub use reload::{ReloadOutcome, ReloadResult};
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};
+pub use waits::{ChainWaits, WaitsSnapshot};

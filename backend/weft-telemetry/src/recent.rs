@@ -171,6 +171,7 @@ fn merge_flags(into: &mut DeferredSnapshot, from: &DeferredSnapshot) {
     into.slow |= from.slow;
     into.unhandled |= from.unhandled;
     into.leaked |= from.leaked;
+    into.deadlock |= from.deadlock;
 }
 
 #[cfg(test)]
@@ -198,6 +199,7 @@ mod tests {
             slow: false,
             unhandled: false,
             leaked: false,
+            deadlock: false,
             steps: Vec::new(),
             queued: Vec::new(),
             named_steps: Vec::new(),

@@ -10,7 +10,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::defer::{DeferredId, Registry, StallConfig};
+use crate::defer::{DeferredId, Registry, StallConfig, WaitTable};
 use crate::observe::{ConnectionId, Observer};
 use crate::reactor::{Inner, ReactorConfig};
 use crate::time::Clock;
@@ -35,6 +35,8 @@ pub(crate) struct Context {
     pub(crate) stall: RefCell<StallConfig>,
     /// Pending Deferreds, listable at any time.
     pub(crate) deferreds: RefCell<Registry>,
+    /// Locks, semaphores and queues someone waits on: the wait-for graph.
+    pub(crate) waits: RefCell<WaitTable>,
     /// Time origin when no clock is installed (a Deferred used outside any reactor); set
     /// on first use.
     pub(crate) origin: Cell<Option<Instant>>,
@@ -54,6 +56,7 @@ impl Context {
             slow_callback: Cell::new(ReactorConfig::DEFAULT_SLOW_CALLBACK),
             stall: RefCell::new(StallConfig::new(ReactorConfig::DEFAULT_STALL_AFTER)),
             deferreds: RefCell::new(Registry::new()),
+            waits: RefCell::new(WaitTable::new()),
             origin: Cell::new(None),
             read_buf: RefCell::new(None),
         }

@@ -120,6 +120,7 @@ fn deferred(id: i64, state: &str) -> DeferredRecord {
         slow: false,
         unhandled: false,
         leaked: false,
+        deadlock: false,
         step_name: None,
         step_detail: None,
         waiting_on_connection: None,

@@ -73,6 +73,7 @@ pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
         slow: false,
         unhandled: false,
         leaked: false,
+        deadlock: false,
         step_name: None,
         step_detail: None,
         waiting_on_connection: None,

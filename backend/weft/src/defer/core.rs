@@ -38,6 +38,8 @@ const UNHANDLED_REPORTED: u16 = 1 << 5;
 const LEAKED: u16 = 1 << 6;
 /// Expected to stay pending for long (a loop's completion): the stall scan skips it.
 pub(crate) const LONG_WAIT: u16 = 1 << 7;
+/// Reported as a member of a deadlock.
+pub(crate) const DEADLOCK_REPORTED: u16 = 1 << 8;
 
 pub(crate) struct Core {
     pub(crate) id: DeferredId,

@@ -363,6 +363,10 @@ impl<T: 'static> Resolver<T> {
         self.core.as_ref().expect("live resolver").id
     }
 
+    pub(crate) fn core(&self) -> &Rc<Core> {
+        self.core.as_ref().expect("live resolver")
+    }
+
     /// A handle that marks the named steps of its chain from async code.
     pub fn steps(&self) -> super::Steps {
         super::Steps::of(self.core.as_ref().expect("live resolver"))

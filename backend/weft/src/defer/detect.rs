@@ -1,4 +1,5 @@
-//! The detectors: stalled, slow callback, unhandled failure, leaked.
+//! The detectors: stalled, slow callback, unhandled failure, leaked (and deadlock, in
+//! `waits.rs`, run by the same scan).
 //!
 //! Slow, unhandled and leaked are noticed inline, at the moment they happen (a step
 //! returns, the last handle drops, the firing side drops). Stalls need time to pass, so
@@ -172,6 +173,7 @@ pub fn scan_for_stalls() {
             })
         });
     });
+    super::waits::scan_for_deadlocks();
 }
 
 /// Keeps the stall scan running on this thread's clock until dropped.

@@ -171,11 +171,19 @@ pub enum Detector {
     Unhandled,
     /// Its firing side was dropped unfired.
     Leaked,
+    /// It waits, through locks, on chains that wait on it.
+    Deadlock,
 }
 
 impl Detector {
     /// Every detector, so counters by detector can exist at zero before the first detection.
-    pub const ALL: [Self; 4] = [Self::Stalled, Self::Slow, Self::Unhandled, Self::Leaked];
+    pub const ALL: [Self; 5] = [
+        Self::Stalled,
+        Self::Slow,
+        Self::Unhandled,
+        Self::Leaked,
+        Self::Deadlock,
+    ];
 
     /// The label, as serialised.
     pub fn as_str(self) -> &'static str {
@@ -184,6 +192,7 @@ impl Detector {
             Self::Slow => "slow",
             Self::Unhandled => "unhandled",
             Self::Leaked => "leaked",
+            Self::Deadlock => "deadlock",
         }
     }
 
@@ -194,6 +203,7 @@ impl Detector {
             Self::Slow => 1,
             Self::Unhandled => 2,
             Self::Leaked => 3,
+            Self::Deadlock => 4,
         }
     }
 }
@@ -352,6 +362,11 @@ pub enum DeferredEvent {
     Unhandled(Unhandled),
     /// Detector: the firing side was dropped unfired; the chain can never complete.
     Leaked(Leaked),
+    /// Detector: chains wait on each other through locks; one per member of the cycle.
+    Deadlock(super::Deadlock),
+    /// The wait-for graph changed ([`wait_graph`](super::wait_graph)); sent by the stall
+    /// scan, at most once per scan.
+    Waits(std::sync::Arc<super::WaitGraph>),
 }
 
 /// A Deferred was created.

@@ -104,7 +104,10 @@
 //!   [`observe::slow_threshold`](crate::observe::slow_threshold), naming the step's site;
 //! - **unhandled**: the chain ends in a failure and its last handle is dropped —
 //!   reported at that moment, not at some garbage collection;
-//! - **leaked**: the [`Resolver`] is dropped unfired; the chain can never complete.
+//! - **leaked**: the [`Resolver`] is dropped unfired; the chain can never complete;
+//! - **deadlock**: chains wait, through [`DeferredLock`]s, [`DeferredSemaphore`]s or
+//!   [`DeferredQueue`]s, on each other in a cycle (found by the stall scan, so within
+//!   a quarter of the stall threshold); each member is reported with the whole cycle.
 //!
 //! A chain waiting on a child and the child's callback refer to each other until the
 //! child fires or leaks; a child whose resolver is kept alive inside its own parent's
@@ -124,12 +127,15 @@
 //! - `named.rs`: [`Steps`], the named steps async code marks on its chain.
 //! - `list.rs`: [`DeferredList`], [`gather_results`], [`race`], [`maybe_deferred`].
 //! - `sync.rs`: [`DeferredLock`], [`DeferredSemaphore`], [`DeferredQueue`].
+//! - `waits.rs`: who holds and who waits on each of them, [`wait_graph()`], and the
+//!   deadlock scan; `deadlock.rs`: the search for cycles in that graph.
 //!
 //! A value moves: `Resolver::callback` → a holder at the head of the chain → each step's
 //! box in turn (`core.rs` drives, `step.rs` moves) → the consumer (`try_take`, `await`,
 //! or the last step's box until the handle drops). Events flow out at each move.
 
 mod core;
+mod deadlock;
 mod deferred;
 mod detect;
 mod events;
@@ -140,7 +146,9 @@ mod named;
 mod registry;
 mod step;
 mod sync;
+mod waits;
 
+pub use deadlock::{Deadlock, DeadlockMember, describe_member};
 pub use deferred::{CancelHandle, Deferred, Resolver};
 pub(crate) use detect::{StallConfig, start_detectors};
 pub use detect::{
@@ -162,6 +170,8 @@ pub(crate) use registry::Registry;
 pub use registry::{PendingDeferred, cancel, pending, pending_count};
 pub use step::{CallbackResult, Next};
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, LockGuard, SemaphoreGuard};
+pub(crate) use waits::WaitTable;
+pub use waits::{LockKind, LockWaits, MAX_HOLDERS, Party, WaitGraph, wait_graph};
 
 #[cfg(test)]
 mod tests;

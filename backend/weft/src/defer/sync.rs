@@ -1,7 +1,8 @@
 //! Coordination through Deferreds: `DeferredLock`, `DeferredSemaphore`, `DeferredQueue`.
 //!
 //! Waiters are Deferreds in a FIFO; cancelling one removes it from the line. A guard
-//! releases its token when dropped, so a token cannot be released twice.
+//! releases its token when dropped, so a token cannot be released twice. Each records who
+//! holds and who waits for the wait-for graph ([`waits`](super::waits)).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -12,6 +13,7 @@ use std::rc::{Rc, Weak};
 use super::core::Core;
 use super::deferred::pair_from;
 use super::events::DeferredId;
+use super::waits::{self, Cores, LockKind, LockWaits, Waitable, Watched};
 use super::{CallbackResult, Deferred, QueueOverflow, QueueUnderflow, Resolver, maybe_deferred};
 
 /// Creates a waiter whose cancellation takes it out of `line`.
@@ -32,6 +34,7 @@ fn waiter<T: 'static>(
                 out
             };
             drop(removed); // cancelling: not a leak
+            waits::changed();
         }
     }));
     pair_from(core)
@@ -48,6 +51,8 @@ fn next_waiter<T: 'static>(line: &RefCell<VecDeque<Resolver<T>>>) -> Option<Reso
 }
 
 struct SemaphoreInner {
+    /// Its identity and holders, for the wait-for graph.
+    watched: Watched,
     /// Tokens free now; an acquire waits when it is zero.
     tokens: Cell<usize>,
     /// The tokens a semaphore starts with, reported by `limit()`.
@@ -79,6 +84,8 @@ pub struct DeferredSemaphore {
 #[must_use = "the token is released when the guard drops"]
 pub struct SemaphoreGuard {
     inner: Rc<SemaphoreInner>,
+    /// Its holder record in the wait-for graph.
+    token: u64,
 }
 
 /// The guard of a [`DeferredLock`].
@@ -89,15 +96,40 @@ impl DeferredSemaphore {
     ///
     /// # Panics
     /// When `tokens` is zero: nobody could ever acquire it.
+    #[track_caller]
     pub fn new(tokens: usize) -> Self {
+        Self::with(tokens, LockKind::Semaphore, None, Location::caller())
+    }
+
+    /// A semaphore named `label` in the wait-for graph.
+    ///
+    /// # Panics
+    /// When `tokens` is zero.
+    #[track_caller]
+    pub fn labeled(tokens: usize, label: &'static str) -> Self {
+        Self::with(tokens, LockKind::Semaphore, Some(label), Location::caller())
+    }
+
+    fn with(
+        tokens: usize,
+        kind: LockKind,
+        label: Option<&'static str>,
+        site: &'static Location<'static>,
+    ) -> Self {
         assert!(tokens > 0, "a DeferredSemaphore needs at least one token");
         Self {
             inner: Rc::new(SemaphoreInner {
+                watched: Watched::new(kind, label, site, tokens),
                 tokens: Cell::new(tokens),
                 limit: tokens,
                 waiting: Rc::default(),
             }),
         }
+    }
+
+    /// Its id in the wait-for graph.
+    pub fn id(&self) -> u64 {
+        self.inner.watched.id()
     }
 
     /// Tokens free now.
@@ -123,14 +155,21 @@ impl DeferredSemaphore {
         let free = self.inner.tokens.get();
         if free > 0 {
             self.inner.tokens.set(free - 1);
-            let (r, d) = pair_from(Core::new(site, None, None));
+            let core = Core::new(site, None, None);
+            let token = self.inner.watched.held_by(&core);
+            let (r, d) = pair_from(core);
             r.callback(SemaphoreGuard {
                 inner: self.inner.clone(),
+                token,
             });
             return d;
         }
         let (r, d) = waiter(site, Rc::downgrade(&self.inner.waiting));
         self.inner.waiting.borrow_mut().push_back(r);
+        let weak = Rc::downgrade(&self.inner);
+        self.inner
+            .watched
+            .contended(move || weak as Weak<dyn Waitable>);
         d
     }
 
@@ -152,13 +191,43 @@ impl DeferredSemaphore {
 
 impl Drop for SemaphoreGuard {
     fn drop(&mut self) {
+        self.inner.watched.released(self.token);
         match next_waiter(&self.inner.waiting) {
-            Some(next) => next.callback(SemaphoreGuard {
-                inner: self.inner.clone(),
-            }),
+            Some(next) => {
+                let token = self.inner.watched.held_by(next.core());
+                next.callback(SemaphoreGuard {
+                    inner: self.inner.clone(),
+                    token,
+                });
+            }
             None => self.inner.tokens.set(self.inner.tokens.get() + 1),
         }
     }
+}
+
+impl Waitable for SemaphoreInner {
+    fn watched(&self) -> &Watched {
+        &self.watched
+    }
+
+    fn has_waiters(&self) -> bool {
+        !self.waiting.borrow().is_empty()
+    }
+
+    fn describe(&self, cores: &Cores) -> LockWaits {
+        let waiters = line(&self.waiting, cores);
+        self.watched.describe(Some(self.limit), waiters, cores)
+    }
+}
+
+/// The parties waiting in a line, first first.
+fn line<T: 'static>(waiting: &RefCell<VecDeque<Resolver<T>>>, cores: &Cores) -> Vec<waits::Party> {
+    waiting
+        .borrow()
+        .iter()
+        .filter(|r| !r.is_called())
+        .map(|r| waits::waiter_party(r.core(), cores))
+        .collect()
 }
 
 impl fmt::Debug for DeferredSemaphore {
@@ -184,6 +253,7 @@ pub struct DeferredLock {
 }
 
 impl Default for DeferredLock {
+    #[track_caller]
     fn default() -> Self {
         Self::new()
     }
@@ -191,10 +261,24 @@ impl Default for DeferredLock {
 
 impl DeferredLock {
     /// An unlocked lock.
+    #[track_caller]
     pub fn new() -> Self {
         Self {
-            sem: DeferredSemaphore::new(1),
+            sem: DeferredSemaphore::with(1, LockKind::Lock, None, Location::caller()),
         }
+    }
+
+    /// An unlocked lock named `label` in the wait-for graph.
+    #[track_caller]
+    pub fn labeled(label: &'static str) -> Self {
+        Self {
+            sem: DeferredSemaphore::with(1, LockKind::Lock, Some(label), Location::caller()),
+        }
+    }
+
+    /// Its id in the wait-for graph.
+    pub fn id(&self) -> u64 {
+        self.sem.id()
     }
 
     /// Whether someone holds it.
@@ -219,6 +303,8 @@ impl DeferredLock {
 }
 
 struct QueueInner<T: 'static> {
+    /// Its identity, for the wait-for graph (a queue has no holders).
+    watched: Watched,
     /// At most this many items queued; a `put` beyond fails with an overflow.
     size: Option<usize>,
     /// At most this many `get`s waiting; one beyond fails with an underflow.
@@ -258,15 +344,37 @@ impl<T: 'static> Clone for DeferredQueue<T> {
 
 impl<T: 'static> DeferredQueue<T> {
     /// A queue holding at most `size` items with at most `backlog` waiting gets.
+    #[track_caller]
     pub fn new(size: Option<usize>, backlog: Option<usize>) -> Self {
+        Self::with(size, backlog, None, Location::caller())
+    }
+
+    /// A queue named `label` in the wait-for graph.
+    #[track_caller]
+    pub fn labeled(size: Option<usize>, backlog: Option<usize>, label: &'static str) -> Self {
+        Self::with(size, backlog, Some(label), Location::caller())
+    }
+
+    fn with(
+        size: Option<usize>,
+        backlog: Option<usize>,
+        label: Option<&'static str>,
+        site: &'static Location<'static>,
+    ) -> Self {
         Self {
             inner: Rc::new(QueueInner {
+                watched: Watched::new(LockKind::Queue, label, site, 0),
                 size,
                 backlog,
                 items: RefCell::default(),
                 waiting: Rc::default(),
             }),
         }
+    }
+
+    /// Its id in the wait-for graph.
+    pub fn id(&self) -> u64 {
+        self.inner.watched.id()
     }
 
     /// Items held.
@@ -289,6 +397,7 @@ impl<T: 'static> DeferredQueue<T> {
     pub fn put(&self, item: T) -> Result<(), QueueOverflow> {
         if let Some(waiter) = next_waiter(&self.inner.waiting) {
             waiter.callback(item);
+            self.inner.watched.changed();
             return Ok(());
         }
         let mut items = self.inner.items.borrow_mut();
@@ -319,7 +428,26 @@ impl<T: 'static> DeferredQueue<T> {
         }
         let (r, d) = waiter(site, Rc::downgrade(&self.inner.waiting));
         self.inner.waiting.borrow_mut().push_back(r);
+        let weak = Rc::downgrade(&self.inner);
+        self.inner
+            .watched
+            .contended(move || weak as Weak<dyn Waitable>);
         Ok(d)
+    }
+}
+
+impl<T: 'static> Waitable for QueueInner<T> {
+    fn watched(&self) -> &Watched {
+        &self.watched
+    }
+
+    fn has_waiters(&self) -> bool {
+        !self.waiting.borrow().is_empty()
+    }
+
+    fn describe(&self, cores: &Cores) -> LockWaits {
+        let waiters = line(&self.waiting, cores);
+        self.watched.describe(None, waiters, cores)
     }
 }
 

@@ -16,6 +16,7 @@ mod demo;
 mod deploy;
 mod dns;
 mod dns_abuse;
+mod dns_answers;
 mod dns_auth;
 mod dns_edns;
 mod dns_forward;

@@ -131,7 +131,8 @@ pub(crate) struct EventQuery {
 /// One entry of `/api/events`.
 #[derive(Debug, Serialize)]
 pub struct EventView {
-    /// Its sequence number; pass the last one as `after` to page on.
+    /// Its sequence number; pass the last one not [`pending`](Self::pending) as `after`
+    /// to page on.
     pub seq: i64,
     /// When it happened, unix milliseconds.
     pub at_ms: i64,
@@ -140,6 +141,11 @@ pub struct EventView {
     pub kind: String,
     /// Its fields.
     pub data: serde_json::Value,
+    /// Listed ahead of history: events numbered below it may not be committed yet, so a
+    /// client pages on from before it, and it is listed again (not pending) once history
+    /// is complete up to it. Left out when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 pub(crate) async fn events(
@@ -150,6 +156,8 @@ pub(crate) async fn events(
         "no history store: events are not kept",
     ))?;
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(data::DEFAULT_LIMIT));
+    // Read before history: whatever the query finds at or below it is final.
+    let complete = i64::try_from(store.complete_through()).unwrap_or(i64::MAX);
     let rows = store
         .events_after(after, limit)
         .await
@@ -164,6 +172,7 @@ pub(crate) async fn events(
                 at_ms: r.at_ms,
                 kind: r.kind,
                 data: serde_json::from_str(&r.payload_json).unwrap_or_default(),
+                pending: r.seq > complete,
             })
             .collect(),
     ))

@@ -33,6 +33,9 @@
 //! - [`dns`]: the DNS page and `/api/dns` from the same views measured over a minute:
 //!   queries per second by type and code, cache hit ratio, p50/p99, upstream latency and
 //!   timeouts, top names, and recent queries (from the query log after a restart).
+//! - [`profile`]: `/profile` and `/api/profile`: reactor time per callback site over the
+//!   last fifteen minutes (a stacked chart drawn on the server) and the reactor-lag
+//!   spikes with the call that held the reactor.
 //! - [`series`]: the last minutes of per-service figures, sampled from the hub's registry.
 //! - [`live`]: `/ws`: one encoder batching the hub's events into shared frames, and a
 //!   session per client (snapshot, deltas, resync when it lags), generic over
@@ -73,6 +76,7 @@ pub mod host;
 pub mod live;
 mod metrics;
 mod pages;
+pub mod profile;
 mod recent;
 pub mod series;
 pub mod server;
@@ -117,6 +121,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/http", get(pages::http))
         .route("/dns", get(pages::dns))
         .route("/waits", get(waits::page))
+        .route("/profile", get(profile::page))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/api/services", get(api::services))
         .route("/api/connections", get(api::connections))
@@ -127,6 +132,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/http", get(api::http))
         .route("/api/dns", get(api::dns))
         .route("/api/waits", get(waits::api))
+        .route("/api/profile", get(profile::api))
         .route("/ws", get(live::ws))
         .route("/static/{name}", get(assets::file))
         .route("/metrics", get(metrics::metrics))

@@ -47,7 +47,9 @@ pub(crate) fn keep_flags(record: &mut DeferredRecord, older: &DeferredRecord) {
 }
 
 /// The events numbered above `after`, at most `limit`, in order: `stored` (history's,
-/// already so limited) with the ring's events history has not committed yet.
+/// already so limited) with the ring's events history has not committed yet. Those above
+/// where history is complete are listed as pending by the caller, so a client paging on
+/// the last event that is not pending misses none history commits later.
 pub(crate) fn events(
     hub: &Hub,
     stored: Vec<EventRecord>,

@@ -84,6 +84,10 @@ impl Background {
             self.spawn_dashboard(listener, dashboard, store.as_ref(), &mut tasks, &work);
         }
         let (last_id, last_seq) = last_ids(store.as_ref()).await;
+        if let Some(store) = &store {
+            // Numbering continues above it: history is complete up to here.
+            store.writer().mark(last_seq);
+        }
         let _ = ready.send(Ok(Ready {
             store: store.clone(),
             dashboard,

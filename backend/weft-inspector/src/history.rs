@@ -157,6 +157,11 @@ pub(crate) fn deferred_records(d: &DeferredSnapshot, out: &mut Vec<Record>) {
 /// Turns the hub's events (read as the bus reader `store`) into rows until `stop`, then
 /// takes what is left. Events lost by falling behind are counted by the hub under
 /// `weft_events_dropped_total{consumer="store"}`.
+///
+/// The bus delivers events in sequence order, so after each batch every event up to its
+/// last is queued, left out or lost: the batch's last number is marked
+/// ([`Writer::mark`]), which tells `/api/events` up to where history is complete. A mark
+/// the full queue refuses is owed and tried again until taken.
 pub(crate) async fn convert(
     mut feed: Feed,
     writer: Writer,
@@ -164,10 +169,16 @@ pub(crate) async fn convert(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::new();
-    let mut write = |batch: &mut Vec<Arc<TelemetryEvent>>| {
+    let mut owed: Option<u64> = None;
+    let mut write = |batch: &mut Vec<Arc<TelemetryEvent>>, owed: &mut Option<u64>| {
         for record in records(batch, &mut budget) {
             // A full store queue is counted by the store (weft_store_events_dropped_total).
             writer.try_send(record);
+        }
+        let last = batch.iter().map(|e| e.seq).max();
+        *owed = (*owed).max(last);
+        if owed.is_some_and(|seq| writer.mark(seq)) {
+            *owed = None;
         }
         batch.clear();
     };
@@ -177,6 +188,11 @@ pub(crate) async fn convert(
             taken = feed.recv_many(&mut batch, usize::MAX) => if taken == Ok(0) {
                 return;
             },
+            // A refused mark, tried again though no event comes.
+            () = tokio::time::sleep(GATHER), if owed.is_some() => {
+                write(&mut batch, &mut owed);
+                continue;
+            }
             () = stop.cancelled() => break,
         }
         // Let the rest of a burst gather: one wake-up per batch, not per event.
@@ -185,10 +201,10 @@ pub(crate) async fn convert(
             () = stop.cancelled() => {}
         }
         let _ = feed.try_recv_many(&mut batch, usize::MAX);
-        write(&mut batch);
+        write(&mut batch, &mut owed);
     }
     while !matches!(feed.try_recv_many(&mut batch, usize::MAX), Ok(0)) {}
-    write(&mut batch);
+    write(&mut batch, &mut owed);
 }
 
 /// Writes every open connection with its counters, and every pending Deferred chain with

@@ -66,6 +66,7 @@
 //! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
 
+mod answers;
 pub mod cache;
 pub mod edns;
 pub mod error;

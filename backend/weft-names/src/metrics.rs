@@ -117,6 +117,7 @@ pub struct DnsMetrics {
     upstream_truncated: IntCounterVec,
     forward_refused: IntCounterVec,
     dropped: IntCounterVec,
+    reused: IntCounterVec,
     forwarding: ForwardFamilies,
     /// Zone transfers, NOTIFY and zone reloads.
     transfer: crate::transfer::metrics::TransferFamilies,
@@ -140,6 +141,7 @@ impl DnsMetrics {
             &metrics.upstream_truncated,
             &metrics.forward_refused,
             &metrics.dropped,
+            &metrics.reused,
             &metrics.rate_limited,
             &metrics.rate_limit_evictions,
             &metrics.cookies,
@@ -199,6 +201,11 @@ impl DnsMetrics {
                 "Packets dropped unanswered: too short to answer, responses, or stray upstream answers.",
                 &["service"],
             )?,
+            reused: vec(
+                "weft_dns_answers_reused_total",
+                "UDP answers from the zones sent as encoded for an earlier identical question, with its id set.",
+                &["service"],
+            )?,
             forwarding: ForwardFamilies::new()?,
             transfer: crate::transfer::metrics::TransferFamilies::new()?,
             rate_limited: vec(
@@ -256,6 +263,7 @@ impl DnsMetrics {
                 .map(|b| self.forward_refused.with_label_values(&[name, b.as_str()]))
                 .collect(),
             dropped: self.dropped.with_label_values(&[name]),
+            reused: self.reused.with_label_values(&[name]),
             forwarding: self.forwarding.service(name),
             transfer: self.transfer.service(name),
             rate_limited: Limited::ALL
@@ -297,6 +305,7 @@ struct Handles {
     /// In the order of [`Busy::ALL`].
     forward_refused: Vec<IntCounter>,
     dropped: IntCounter,
+    reused: IntCounter,
     forwarding: ForwardMetrics,
     transfer: crate::transfer::TransferCounters,
     /// In the order of [`Limited::ALL`].
@@ -450,6 +459,11 @@ impl ServiceMetrics {
     /// A packet was dropped unanswered.
     pub fn dropped(&self) {
         self.0.dropped.inc();
+    }
+
+    /// An answer kept from an earlier identical question was sent.
+    pub(crate) fn reused(&self) {
+        self.0.reused.inc();
     }
 
     /// The forwarding handles.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
+use crate::answers::{self, Answers, Kept};
 use crate::edns::{self, CookieState, EdnsConfig};
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::{Limited, ServiceMetrics};
@@ -126,6 +127,8 @@ struct Inner {
     edns: edns::Options,
     /// `None` without `rate_limit`.
     limiter: Option<RefCell<Limiter>>,
+    /// Encoded answers from the zones to plain UDP queries, by question.
+    answers: RefCell<Answers>,
 }
 
 /// One DNS service's answering logic, shared by its UDP and TCP listeners. Cheap to
@@ -169,6 +172,7 @@ impl DnsServer {
                 metrics,
                 edns: edns::Options::new(&config.edns),
                 limiter: config.rate_limit.map(|r| RefCell::new(Limiter::new(r))),
+                answers: RefCell::default(),
             }),
         }
     }
@@ -215,6 +219,13 @@ impl DnsServer {
         let metrics = &self.inner.metrics;
         let received = std::time::Instant::now();
         let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let reply = match via {
+            Via::Udp => match self.answer_kept(packet, client, ip, received, reply) {
+                Ok(outcome) => return outcome,
+                Err(reply) => reply,
+            },
+            Via::Tcp => reply,
+        };
         if let Some(refused) = crate::transfer::notify_received(packet) {
             metrics.transfer().notify(NotifyResult::Received);
             // The REFUSED answer is the header and question: a slipped one goes out as it is.
@@ -231,7 +242,7 @@ impl DnsServer {
             reply(refused);
             return Outcome::Refused;
         }
-        let mut request = match wire::parse(packet, self.inner.edns.cookies()) {
+        let mut request = match wire::parse_received(packet, self.inner.edns.cookies(), received) {
             Parsed::Query(request) => request,
             Parsed::Error {
                 mut response,
@@ -263,7 +274,6 @@ impl DnsServer {
             }
         };
         request.asked.client = client;
-        request.asked.received = received;
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();
@@ -304,10 +314,20 @@ impl DnsServer {
             message.answers = answer.answers;
             message.authorities = answer.authorities;
             message.additionals = answer.additionals;
-            if via == Via::Udp && message.metadata.authoritative {
-                drop_additionals_beyond(&mut message, request.udp_limit());
-            }
-            send(metrics, &request, via, message, reply, Source::Zone);
+            let rcode = message.metadata.response_code;
+            let encoded = match via {
+                Via::Udp => {
+                    let encoded = encode_udp(message, request.udp_limit());
+                    self.inner.answers.borrow_mut().keep(Kept {
+                        bytes: encoded.clone().into_boxed_slice(),
+                        query: request.query.clone(),
+                        rcode,
+                    });
+                    encoded
+                }
+                Via::Tcp => wire::encode(&message, Some(usize::from(u16::MAX))),
+            };
+            deliver(metrics, &request, rcode, encoded, reply, Source::Zone);
             return Outcome::Answered;
         }
         match &self.inner.forwarder {
@@ -334,6 +354,63 @@ impl DnsServer {
             recursion,
             &inner.metrics,
         )
+    }
+
+    /// Answers a plain UDP query (see [`crate::answers`]) from the answers kept, or gives
+    /// `reply` back; an answer kept is rate limited and counted as one from the zone.
+    fn answer_kept(
+        &self,
+        packet: &[u8],
+        client: Option<SocketAddr>,
+        ip: IpAddr,
+        received: std::time::Instant,
+        reply: Reply,
+    ) -> Result<Outcome, Reply> {
+        let mut answers = self.inner.answers.borrow_mut();
+        if !answers.prepare(packet) {
+            return Err(reply);
+        }
+        let Some(kept) = answers.get() else {
+            return Err(reply);
+        };
+        let metrics = &self.inner.metrics;
+        metrics.query(kept.query.query_type());
+        match self.rate_limit(ip) {
+            Verdict::Send => {
+                let bytes = answers::patched(kept, packet);
+                metrics.answered(
+                    Some(&kept.query),
+                    client,
+                    received,
+                    kept.rcode,
+                    Source::Zone,
+                );
+                metrics.reused();
+                drop(answers);
+                reply(bytes);
+                Ok(Outcome::Answered)
+            }
+            Verdict::Drop => Ok(Outcome::RateLimited),
+            Verdict::Slip => {
+                drop(answers);
+                let cookies = self.inner.edns.cookies();
+                if let Parsed::Query(mut request) = wire::parse_received(packet, cookies, received)
+                {
+                    request.asked.client = client;
+                    let recursion = self.inner.forwarder.is_some();
+                    let slipped = slipped(&mut request, CookieState::Absent, recursion);
+                    send(
+                        metrics,
+                        &request,
+                        Via::Udp,
+                        slipped,
+                        reply,
+                        Source::RateLimited,
+                    );
+                }
+                Ok(Outcome::RateLimited)
+            }
+        }
     }
 
     /// What `rate_limit` says of one more UDP answer to `client`, counted.
@@ -401,12 +478,18 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
     truncated
 }
 
-/// Leaves out the additional section of an answer when the answer does not fit in
-/// `limit` with it: the section is optional, and RFC 2181 section 9 sets TC only when
-/// the answer itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.)
-fn drop_additionals_beyond(message: &mut Message, limit: usize) {
-    if !message.additionals.is_empty() && message.to_vec().is_ok_and(|bytes| bytes.len() > limit) {
-        message.additionals.clear();
+/// Encodes an answer from a zone for a UDP client that takes `limit` bytes, leaving out
+/// the additional section of an authoritative answer that does not fit in `limit` with
+/// it: the section is optional, and RFC 2181 section 9 sets TC only when the answer
+/// itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.)
+fn encode_udp(mut message: Message, limit: usize) -> Vec<u8> {
+    match message.to_vec() {
+        Ok(bytes) if bytes.len() <= limit => bytes,
+        Ok(_) if message.metadata.authoritative && !message.additionals.is_empty() => {
+            message.additionals.clear();
+            wire::encode(&message, Some(limit))
+        }
+        _ => wire::encode(&message, Some(limit)),
     }
 }
 
@@ -425,12 +508,32 @@ pub(crate) fn send(
         Via::Tcp => usize::from(u16::MAX),
     };
     let encoded = wire::encode(&message, Some(limit));
+    deliver(
+        metrics,
+        request,
+        message.metadata.response_code,
+        encoded,
+        reply,
+        source,
+    );
+}
+
+/// Counts, times and records the answer `encoded` to `request` as coming from `source`,
+/// and hands it to `reply`.
+fn deliver(
+    metrics: &ServiceMetrics,
+    request: &Request,
+    rcode: ResponseCode,
+    encoded: Vec<u8>,
+    reply: Reply,
+    source: Source,
+) {
     let asked = request.asked;
     metrics.answered(
         Some(&request.query),
         asked.client,
         asked.received,
-        message.metadata.response_code,
+        rcode,
         source,
     );
     reply(encoded);

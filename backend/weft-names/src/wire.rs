@@ -95,9 +95,16 @@ pub(crate) enum Parsed {
     Drop(String),
 }
 
-/// Checks `packet` and turns it into a request, an error response or nothing; with
-/// `cookies`, a malformed COOKIE option is an error (elsewhere options are not read).
+/// [`parse_received`] of a packet that arrived now.
+#[cfg(test)]
 pub(crate) fn parse(packet: &[u8], cookies: bool) -> Parsed {
+    parse_received(packet, cookies, std::time::Instant::now())
+}
+
+/// Checks `packet`, which arrived at `received`, and turns it into a request, an error
+/// response or nothing; with `cookies`, a malformed COOKIE option is an error (elsewhere
+/// options are not read).
+pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::Instant) -> Parsed {
     if packet.len() < 12 {
         return Parsed::Drop(format!("{} bytes: shorter than a DNS header", packet.len()));
     }
@@ -197,7 +204,7 @@ pub(crate) fn parse(packet: &[u8], cookies: bool) -> Parsed {
         edns,
         asked: Asked {
             client: None,
-            received: std::time::Instant::now(),
+            received,
         },
     })
 }

@@ -180,6 +180,12 @@ impl Store {
         &self.inner.stats
     }
 
+    /// The highest event number up to which history is complete (see
+    /// [`Writer::complete_through`]): 0 until the producer marks one.
+    pub fn complete_through(&self) -> u64 {
+        self.inner.writer.complete_through()
+    }
+
     /// The read pool, for queries this crate does not provide. It changes if the file is
     /// recreated, so take it per use rather than keeping it.
     pub fn pool(&self) -> SqlitePool {

@@ -193,6 +193,10 @@ fn connection_deferreds_sql() -> String {
 const EVENTS_AFTER_SQL: &str =
     "SELECT seq, at_ms, kind, payload_json FROM events WHERE seq > ? ORDER BY seq LIMIT ?";
 
+/// Walks the event log from its newest end; a kind the log holds often is found at once.
+const RECENT_OF_KIND_SQL: &str =
+    "SELECT seq, at_ms, kind, payload_json FROM events WHERE kind = ? ORDER BY seq DESC LIMIT ?";
+
 /// Each `max` reads one end of an index (or the rowid b-tree).
 const LAST_IDS_SQL: &str = "SELECT max(coalesce((SELECT max(id) FROM connections), 0), \
      coalesce((SELECT max(id) FROM deferreds), 0)), \
@@ -323,6 +327,19 @@ impl Store {
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&self.pool())
         .await?)
+    }
+
+    /// The newest `max` events of `kind` (such as `reactor_lag`), newest first.
+    pub async fn recent_events(
+        &self,
+        kind: &str,
+        max: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(sqlx::query_as(RECENT_OF_KIND_SQL)
+            .bind(kind)
+            .bind(limit(max))
+            .fetch_all(&self.pool())
+            .await?)
     }
 
     /// Events with a sequence number above `after`, in sequence order: the event log, with

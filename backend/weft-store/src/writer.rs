@@ -8,9 +8,14 @@
 //! checks that the path still names the file it opened; if the file was deleted or replaced it
 //! recreates and migrates it, and writes into it again every service it was given (the
 //! [`Catalog`]): services are described once, at start.
+//!
+//! A producer that numbers its records (the hub's events) queues a mark after the records
+//! of each run of numbers ([`Writer::mark`]); once every record queued before a mark is
+//! committed or dropped, history is complete up to it ([`Writer::complete_through`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -36,6 +41,8 @@ pub(crate) enum Command {
     Record(Record),
     /// The service catalog changed and the file must follow (a removal): wakes the task.
     Catalog,
+    /// Every event numbered up to this was queued before (or is known lost).
+    Mark(u64),
     /// Commit everything queued before this, then answer; with `stop`, also end the task.
     Flush {
         done: oneshot::Sender<()>,
@@ -52,6 +59,8 @@ pub struct Writer {
     /// Services are kept here as well as queued, so a service whose record was dropped still
     /// reaches the file.
     catalog: Arc<Catalog>,
+    /// The highest event number up to which history is complete, raised by the task.
+    complete: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -78,6 +87,21 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// Says that every event numbered up to `seq` has had its records queued (or was lost
+    /// before reaching the queue): once those are committed or dropped, history is complete
+    /// up to `seq`. Never waits; `false` if the queue is full (mark again later: a later
+    /// mark covers this one).
+    pub fn mark(&self, seq: u64) -> bool {
+        self.tx.try_send(Command::Mark(seq)).is_ok()
+    }
+
+    /// The highest event number up to which history is complete: each event numbered up to
+    /// it is committed, or will never be (dropped, or left out). Read it before querying,
+    /// and what the query finds at or below it is final.
+    pub fn complete_through(&self) -> u64 {
+        self.complete.load(Ordering::Acquire)
     }
 
     /// Forgets the service `name`: it is no longer listed, and its row is deleted with the
@@ -141,6 +165,10 @@ pub(crate) struct WriterTask {
     pools: Arc<PoolCell>,
     /// Written again into a recreated file.
     catalog: Arc<Catalog>,
+    /// The highest mark received: every record queued before it is committed or pending.
+    marked: u64,
+    /// Raised to `marked` once pending is committed (or dropped).
+    complete: Arc<AtomicU64>,
     /// `None` after a failure: the next batch opens a fresh connection.
     conn: Option<SqliteConnection>,
     /// The file `conn` and the read pool were opened on.
@@ -162,6 +190,7 @@ pub(crate) async fn create(
     let conn = schema::open_writer_connection(&options.path, options.busy_timeout).await?;
     let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
     let catalog = Arc::new(Catalog::default());
+    let complete = Arc::new(AtomicU64::new(0));
     let task = WriterTask {
         rx,
         path: options.path.clone(),
@@ -173,12 +202,22 @@ pub(crate) async fn create(
         stats: stats.clone(),
         pools,
         catalog: catalog.clone(),
+        marked: 0,
+        complete: complete.clone(),
         conn: Some(conn),
         file: FileId::of(&options.path),
         failing: false,
         _lock: lock,
     };
-    Ok((Writer { tx, stats, catalog }, task))
+    Ok((
+        Writer {
+            tx,
+            stats,
+            catalog,
+            complete,
+        },
+        task,
+    ))
 }
 
 impl WriterTask {
@@ -222,6 +261,7 @@ impl WriterTask {
                         let _ = done.send(());
                     }
                     Command::Flush { done, stop: true } => stop = Some(done),
+                    Command::Mark(seq) => self.mark(seq, &pending),
                     Command::Catalog => {}
                 }
             }
@@ -253,10 +293,24 @@ impl WriterTask {
                     self.commit(pending).await;
                     let _ = done.send(());
                 }
+                Command::Mark(seq) => self.mark(seq, pending),
                 Command::Catalog => {}
             }
         }
         self.commit(pending).await;
+    }
+
+    /// Takes a mark: with nothing pending, what it covers is already settled.
+    fn mark(&mut self, seq: u64, pending: &[Record]) {
+        self.marked = self.marked.max(seq);
+        if pending.is_empty() {
+            self.settle();
+        }
+    }
+
+    /// Everything queued before the last mark is committed or dropped.
+    fn settle(&self) {
+        self.complete.fetch_max(self.marked, Ordering::Release);
     }
 
     /// When to try again to write a catalog the file may not hold (the last batch failed),
@@ -278,6 +332,7 @@ impl WriterTask {
     async fn commit(&mut self, pending: &mut Vec<Record>) {
         let catalog = self.catalog.take_unsynced();
         if pending.is_empty() && catalog.is_none() {
+            self.settle();
             return;
         }
         let n = pending.len() as u64;
@@ -298,6 +353,8 @@ impl WriterTask {
             self.catalog.mark_unsynced();
         }
         pending.clear();
+        // Committed or dropped, what the last mark covers is settled either way.
+        self.settle();
         match result {
             Ok(()) => {
                 self.stats.add_written(n);

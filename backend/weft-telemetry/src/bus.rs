@@ -132,6 +132,12 @@ pub enum EventKind {
         /// The chain with its steps.
         deferred: DeferredSnapshot,
     },
+    /// The reactor fell behind by at least the slow-callback threshold.
+    ReactorLag {
+        /// How late, and the call that held it.
+        #[serde(flatten)]
+        spike: crate::profile::LagSpike,
+    },
     /// The configuration was reloaded, or a reload changed nothing; says why.
     ConfigReloaded {
         /// `ok`, `invalid` or `failed`.
@@ -161,6 +167,7 @@ impl EventKind {
             Self::DeferredDetected { .. } => "deferred_detected",
             Self::DeferredEnded { .. } => "deferred_ended",
             Self::ConfigReloaded { .. } => "config_reloaded",
+            Self::ReactorLag { .. } => "reactor_lag",
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use weft::defer::{DeferredState, StepKind, StepStatus};
+use weft::defer::{DeferredState, Site, StepKind, StepStatus};
 
 use crate::live::unix_ms;
 
@@ -175,7 +175,9 @@ impl DeferredSnapshot {
 }
 
 pub(crate) struct Chain {
+    /// Its record, without the texts `origin` gives it when it is taken.
     pub(crate) snapshot: DeferredSnapshot,
+    pub(crate) origin: Origin,
     pub(crate) created: Instant,
     /// Per-service metric handles, resolved once when the chain was created.
     pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
@@ -183,9 +185,27 @@ pub(crate) struct Chain {
     pub(crate) task: Option<std::sync::Weak<weft::tasks::TaskCell>>,
 }
 
+/// Where a chain comes from, kept as the event gave it and written into its snapshot only
+/// when one is taken: most chains end unseen, and unkept, without it ever being formatted.
+pub(crate) struct Origin {
+    pub(crate) label: Option<&'static str>,
+    pub(crate) site: Site,
+    pub(crate) service: Option<Arc<str>>,
+}
+
+impl Origin {
+    /// Writes the label, site and service into `snapshot`.
+    pub(crate) fn fill(&self, snapshot: &mut DeferredSnapshot) {
+        snapshot.label = self.label.map(str::to_owned);
+        snapshot.site = self.site.to_string();
+        snapshot.service = self.service.as_deref().map(str::to_owned);
+    }
+}
+
 impl Chain {
     pub(crate) fn snapshot_now(&self) -> DeferredSnapshot {
         let mut snapshot = self.snapshot.clone();
+        self.origin.fill(&mut snapshot);
         snapshot.age_ms = self.age_ms();
         if let Some(cell) = &self.task {
             crate::tasks::refresh(cell, &mut snapshot);
@@ -197,6 +217,7 @@ impl Chain {
     pub(crate) fn into_snapshot(self) -> DeferredSnapshot {
         let age_ms = self.age_ms();
         let mut snapshot = self.snapshot;
+        self.origin.fill(&mut snapshot);
         snapshot.age_ms = age_ms;
         snapshot
     }

@@ -16,13 +16,13 @@ use prometheus::{
 };
 use weft::defer::{
     Created, DeferredEvent, DeferredId, DeferredState, Detector, FailureInfo, Leaked, Outcome,
-    Site, SlowCallback, Stalled, StepFinished, Subject, WaitsOn,
+    SlowCallback, Stalled, StepFinished, Subject, WaitsOn,
 };
 use weft::observe::ConnectionId;
 
 use crate::bus::EventKind;
 use crate::chains::{
-    Chain, Chains, DeferredSnapshot, NamedStepSnapshot, QueuedStep, StepSnapshot, now_ms,
+    Chain, Chains, DeferredSnapshot, NamedStepSnapshot, Origin, QueuedStep, StepSnapshot, now_ms,
 };
 use crate::live::{LiveRegistry, unix_ms};
 
@@ -367,18 +367,16 @@ impl DeferredTracker {
         let service = c.connection.and_then(|id| self.live.service_of(id));
         let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
         metrics.pending.inc();
-        let mut snapshot = blank_snapshot(
-            c.id,
-            c.label,
-            c.site,
-            c.connection,
-            service,
-            unix_ms(c.at),
-            DeferredState::Pending,
-        );
+        let mut snapshot =
+            blank_snapshot(c.id, c.connection, unix_ms(c.at), DeferredState::Pending);
         snapshot.parent = c.parent.map(|p| p.0);
         let chain = Chain {
             snapshot,
+            origin: Origin {
+                label: c.label,
+                site: c.site,
+                service,
+            },
             created: std::time::Instant::now(),
             metrics,
             task: None,
@@ -413,38 +411,41 @@ impl DeferredTracker {
     /// is sampled; a failed one is remembered for an unhandled report that may follow.
     fn settled(&self, id: DeferredId, outcome: &Outcome) -> Option<EventKind> {
         let chain = self.chains.lock().remove(&id.0)?;
+        let failed = outcome.state() != DeferredState::Succeeded;
+        if !(failed || chain.snapshot.flagged() || self.sampler.keep_success()) {
+            // Neither published nor remembered: its record is never made.
+            uncount(&chain);
+            return None;
+        }
         let (mut snapshot, metrics) = self.end(chain);
         snapshot.state = outcome.state();
         if let Some(f) = outcome.failure() {
             snapshot.failure = Some(failure_text(f));
         }
-        let failed = snapshot.state != DeferredState::Succeeded;
         snapshot.waiting_on = None;
         if failed {
             // Its failure may yet be reported unhandled, when its last handle goes.
             self.chains.remember_ended(&snapshot, metrics);
         }
-        (failed || snapshot.flagged() || self.sampler.keep_success())
-            .then_some(EventKind::DeferredEnded { deferred: snapshot })
+        Some(EventKind::DeferredEnded { deferred: snapshot })
     }
 
     /// Ends a chain freed while pending.
     fn dropped(&self, id: DeferredId) -> Option<EventKind> {
         let chain = self.chains.lock().remove(&id.0)?;
-        let (snapshot, _) = self.end(chain);
         // A Deferred freed while pending is kept when something flagged it
         // (leaked, stalled); otherwise nobody is waiting on it any more.
-        snapshot
-            .flagged()
-            .then_some(EventKind::DeferredEnded { deferred: snapshot })
+        if !chain.snapshot.flagged() {
+            uncount(&chain);
+            return None;
+        }
+        let (snapshot, _) = self.end(chain);
+        Some(EventKind::DeferredEnded { deferred: snapshot })
     }
 
     /// Uncounts a chain that left the pending set, and takes its snapshot.
     fn end(&self, chain: Chain) -> (DeferredSnapshot, Arc<ServiceHandles>) {
-        chain.metrics.pending.dec();
-        if chain.snapshot.stalled {
-            chain.metrics.stalled.dec();
-        }
+        uncount(&chain);
         let metrics = chain.metrics.clone();
         (chain.into_snapshot(), metrics)
     }
@@ -496,13 +497,16 @@ impl DeferredTracker {
                 metrics.detections[detector.index()].inc();
                 let mut snapshot = blank_snapshot(
                     subject.id,
-                    subject.label,
-                    subject.site,
                     subject.connection,
-                    service,
                     now_ms(),
                     DeferredState::Failed,
                 );
+                let origin = Origin {
+                    label: subject.label,
+                    site: subject.site,
+                    service,
+                };
+                origin.fill(&mut snapshot);
                 flag(&mut snapshot);
                 snapshot
             }
@@ -511,22 +515,28 @@ impl DeferredTracker {
     }
 }
 
-/// A chain's record before anything happened to it.
+/// Uncounts a chain that left the pending set.
+fn uncount(chain: &Chain) {
+    chain.metrics.pending.dec();
+    if chain.snapshot.stalled {
+        chain.metrics.stalled.dec();
+    }
+}
+
+/// A chain's record before anything happened to it, without the texts its [`Origin`]
+/// fills in.
 pub(crate) fn blank_snapshot(
     id: DeferredId,
-    label: Option<&str>,
-    site: Site,
     connection: Option<ConnectionId>,
-    service: Option<Arc<str>>,
     created_at_ms: i64,
     state: DeferredState,
 ) -> DeferredSnapshot {
     DeferredSnapshot {
         id: id.0,
-        label: label.map(str::to_owned),
-        site: site.to_string(),
+        label: None,
+        site: String::new(),
         connection: connection.map(|c| c.0),
-        service: service.map(|s| s.to_string()),
+        service: None,
         parent: None,
         created_at_ms,
         age_ms: 0,

@@ -13,6 +13,7 @@ use crate::config::{HubConfig, TelemetryError};
 use crate::deferred::DeferredTracker;
 use crate::live::{ByteCollector, ConnectionSnapshot, LiveRegistry};
 use crate::metrics::Metrics;
+use crate::profile::{LagSpike, RecentSpikes};
 use crate::ready::{Readiness, ReadinessReport};
 use crate::recent::Recent;
 use crate::refusals::RefusalGate;
@@ -49,6 +50,8 @@ pub struct Hub {
     retired: Mutex<BTreeSet<String>>,
     /// What each service shows of itself beyond its connections, set by the program.
     views: ServiceViews,
+    /// The latest reactor-lag spikes, for the profile page without a store.
+    spikes: RecentSpikes,
 }
 
 impl std::fmt::Debug for Hub {
@@ -90,7 +93,13 @@ impl Hub {
             reloads: OnceLock::new(),
             retired: Mutex::default(),
             views: ServiceViews::default(),
+            spikes: RecentSpikes::default(),
         }))
+    }
+
+    /// The latest reactor-lag spikes, newest first, each with what was running.
+    pub fn lag_spikes(&self) -> Vec<LagSpike> {
+        self.spikes.list()
     }
 
     /// Starts event sequence numbers at `seq` (for example one above the highest number a
@@ -345,7 +354,14 @@ impl Observer for Hub {
                     duration_ms: slow.duration.as_secs_f64() * 1e3,
                 });
             }
-            Event::ReactorLag(lag) => self.metrics.observe_lag(lag.lag),
+            Event::ReactorLag(lag) => {
+                self.metrics.observe_lag(lag.lag);
+                // The observer runs on the reactor's thread: its slow-callback threshold.
+                if let Some(spike) = LagSpike::of(lag, weft::observe::slow_threshold()) {
+                    self.spikes.push(spike.clone());
+                    self.publish(|| EventKind::ReactorLag { spike });
+                }
+            }
             Event::ListenerStarted(info) => {
                 self.metrics.declare(&info.service, info.transport);
                 self.live.declare(&info.service, info.transport);

@@ -54,6 +54,9 @@
 //!   by the program and asked for by the dashboard from any thread.
 //! - [`waits`]: the wait-for graph of locks, semaphores and queues the reactor's scan
 //!   hands over when it changes, and what it says about one chain.
+//! - [`profile`]: reactor-lag spikes with the call that held the reactor ([`LagSpike`]),
+//!   the recent ones kept in a small ring; the per-site profile itself is the reactor's
+//!   ([`weft::reactor::profile`]).
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
 //!   (each carrying how many were left out); the metric counts every one.
 //!
@@ -69,6 +72,7 @@ pub mod hub;
 pub mod live;
 pub mod metrics;
 mod process;
+pub mod profile;
 pub mod ready;
 pub mod recent;
 pub mod refusals;
@@ -84,6 +88,7 @@ pub use fold::{Folded, fold};
 pub use hub::Hub;
 pub use live::ConnectionSnapshot;
 pub use process::VERSION;
+pub use profile::LagSpike;
 pub use ready::ReadinessReport;
 pub use recent::{RECENT_CAPACITY, Recent};
 pub use reload::{ReloadOutcome, ReloadResult};

@@ -14,7 +14,7 @@ use weft::defer::DeferredState;
 use weft::tasks::{TaskCell, TaskEnded, TaskFigures, TaskKind, TaskSpawned, TaskState};
 
 use crate::bus::EventKind;
-use crate::chains::{Chain, DeferredSnapshot};
+use crate::chains::{Chain, DeferredSnapshot, Origin};
 use crate::deferred::{DeferredTracker, blank_snapshot};
 use crate::live::unix_ms;
 
@@ -107,19 +107,17 @@ impl DeferredTracker {
     pub(crate) fn task_spawned(&self, t: &TaskSpawned) -> Option<EventKind> {
         let service = t.connection.and_then(|id| self.live().service_of(id));
         let metrics = self.service_handles(service.clone());
-        let mut snapshot = blank_snapshot(
-            t.id,
-            t.label,
-            t.site,
-            t.connection,
-            service,
-            unix_ms(t.at),
-            DeferredState::Pending,
-        );
+        let mut snapshot =
+            blank_snapshot(t.id, t.connection, unix_ms(t.at), DeferredState::Pending);
         snapshot.parent = t.parent.map(|p| p.0);
         snapshot.task = Some(TaskSnapshot::new(t.kind, t.resolves.map(|d| d.0)));
         let chain = Chain {
             snapshot,
+            origin: Origin {
+                label: t.label,
+                site: t.site,
+                service,
+            },
             created: Instant::now(),
             metrics,
             task: Some(t.cell.clone()),

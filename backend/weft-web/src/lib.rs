@@ -93,6 +93,7 @@ pub use config::{
     Upstream, WebConfig,
 };
 pub use embedded::EmbeddedFiles;
+pub use files::{HOT_REQUESTS, REVALIDATE_EVERY};
 pub use metrics::{
     AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
     UpgradeOutcome, UpstreamFailure,

@@ -1,11 +1,13 @@
-//! Hot files are kept in memory and revalidated with one `stat` per request: a file
-//! changed on disk is served fresh by the very next request, however it was changed.
+//! Hot files are kept in memory and revalidated with one `stat` per request, or once per
+//! `REVALIDATE_EVERY` while requests for them come fast: a file changed on disk is served
+//! fresh by the very next request, however it was changed, or, under load, by every
+//! request that starts that long after the change.
 
 mod support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::Server;
 use weft_web::WebConfig;
@@ -90,4 +92,43 @@ fn a_kept_file_changed_on_disk_is_served_fresh_by_the_next_request() {
         .request("GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\n\r\n");
     assert_eq!(range.status, 206);
     assert_eq!(range.body, [2, 2, 2, 2]);
+}
+
+#[test]
+fn a_hot_file_changed_on_disk_is_served_fresh_within_the_revalidation_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(&root).unwrap();
+    let page = root.join("page.html");
+    std::fs::write(&page, "version 1").unwrap();
+    let server = Server::start(WebConfig {
+        root: Some(root.clone()),
+        ..WebConfig::default()
+    });
+    settle(&server, &page, "/page.html", b"version 1");
+
+    let mut client = server.connect();
+    let mut get = || client.request("GET /page.html HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Hot: far more requests than HOT_REQUESTS within an interval.
+    for _ in 0..20 * weft_web::HOT_REQUESTS {
+        assert_eq!(get().text(), "version 1");
+    }
+    std::fs::write(&page, "version 2, longer").unwrap();
+    let changed = Instant::now();
+    loop {
+        let sent = Instant::now();
+        let reply = get();
+        if reply.text() == "version 2, longer" {
+            break;
+        }
+        assert_eq!(reply.text(), "version 1", "{reply:?}");
+        assert!(
+            sent.duration_since(changed) < weft_web::REVALIDATE_EVERY,
+            "a request sent {:?} after the change was answered with the old version",
+            sent.duration_since(changed)
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(get().text(), "version 2, longer");
+    }
 }

@@ -1,15 +1,23 @@
-//! What a request path led to, kept so a hot file costs one `stat` instead of the
-//! path walk, the open and the read.
+//! What a request path led to, kept so a hot file costs at most one `stat` instead of
+//! the path walk, the open and the read.
 //!
 //! A lookup that found a file or a directory under the root is kept under the request
-//! path, with the file's bytes once they have been read (files up to [`HOLD_MAX`]). Every
+//! path, with the file's bytes once they have been read (files up to [`HOLD_MAX`]). A
 //! later request for that path revalidates it with one `stat` of the same joined path:
 //! when the file's identity and version (device, inode, size, and modification and
 //! status-change times to the nanosecond) are what they were, the kept path, metadata and
 //! bytes are used; anything else (a write, a rename over it, a symlink changed to lead
 //! elsewhere, a removal) and the path is resolved afresh, as it would have been without
-//! the cache. So a change on disk is seen by the next request: the revalidation window
-//! is zero.
+//! the cache.
+//!
+//! A path is revalidated by every request unless it is hot: requested at least
+//! [`HOT_REQUESTS`] times within the last [`REVALIDATE_EVERY`], and its answer whole in
+//! memory (a directory, or a file whose bytes are kept). A hot path is
+//! revalidated once per [`REVALIDATE_EVERY`], by the first request after that much time
+//! since the last `stat`: under load a change on disk is seen by every request that
+//! starts that long after it, and a path asked for now and then (a page being edited and
+//! reloaded) sees a change by the very next request. The `stat` that would otherwise be
+//! made per request is most of the cost of a kept 1 KiB file.
 //!
 //! The status-change time (ctime) is set by the kernel on every write and cannot be set
 //! back, so a file rewritten in place with its size and modification time restored (`cp
@@ -27,7 +35,7 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -45,6 +53,13 @@ pub(crate) const HOLD_MAX: u64 = 1024 * 1024;
 
 /// How long ago a file's last change must be for its bytes to be kept.
 pub(crate) const SETTLED: Duration = Duration::from_secs(1);
+
+/// How long a hot path goes without a `stat`: a change on disk is seen by every request
+/// that starts this long after it.
+pub const REVALIDATE_EVERY: Duration = Duration::from_millis(10);
+
+/// Requests within one [`REVALIDATE_EVERY`] that make a path hot.
+pub const HOT_REQUESTS: u32 = 16;
 
 /// A file's identity and version: when any of it changes, the file did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,9 +145,47 @@ struct Slot {
     facts: Option<Arc<Facts>>,
     held: Option<Bytes>,
     generation: u64,
+    /// When the path was last found to be what the slot says (its last `stat`).
+    checked: Instant,
+    /// Requests are counted in windows of [`REVALIDATE_EVERY`]: when the current one
+    /// began, and how many it has had.
+    window_start: Instant,
+    in_window: u32,
+    /// Whether the window before the current one had [`HOT_REQUESTS`].
+    hot: bool,
 }
 
 impl Slot {
+    /// Whether this lookup, at `now`, may use the slot without a `stat`: the path is hot,
+    /// its last check recent, and the answer whole in memory (bytes read from disk now
+    /// could be of a newer version than the kept length and tags). Counts the request.
+    fn fresh_enough(&mut self, now: Instant) -> bool {
+        let window = now.saturating_duration_since(self.window_start);
+        if window >= REVALIDATE_EVERY {
+            // A window that stretched (no request for a while) says nothing of the rate.
+            self.hot = self.in_window >= HOT_REQUESTS && window < 2 * REVALIDATE_EVERY;
+            self.window_start = now;
+            self.in_window = 0;
+        }
+        self.in_window = self.in_window.saturating_add(1);
+        let hot = self.hot || self.in_window >= HOT_REQUESTS;
+        let recent = now.saturating_duration_since(self.checked) < REVALIDATE_EVERY;
+        let whole = self.held.is_some() || self.facts.is_none();
+        hot && recent && whole
+    }
+
+    fn known(&self) -> Known {
+        Known {
+            resolved: Resolved {
+                path: self.path.clone(),
+                meta: self.meta.clone(),
+            },
+            facts: self.facts.clone(),
+            held: self.held.clone(),
+            stamp: self.stamp,
+        }
+    }
+
     fn size(&self, key: &str) -> usize {
         key.len()
             + self.joined.as_os_str().len()
@@ -150,27 +203,28 @@ impl Cache {
     /// What `raw` leads to under the canonical `root`: from memory when a `stat` says the
     /// file is the one kept, else resolved (and kept) as [`resolve`] does.
     pub(crate) fn lookup(&self, root: &Path, raw: &str) -> Result<Known, PathError> {
-        let kept = self
-            .lock()
-            .map
-            .get(raw)
-            .map(|slot| (slot.joined.clone(), slot.stamp));
+        let now = Instant::now();
+        let kept = {
+            let mut inner = self.lock();
+            match inner.map.get_mut(raw) {
+                Some(slot) => {
+                    if slot.fresh_enough(now) {
+                        return Ok(slot.known());
+                    }
+                    Some((slot.joined.clone(), slot.stamp))
+                }
+                None => None,
+            }
+        };
         if let Some((joined, stamp)) = kept {
             // Outside the lock: a stat may wait on the disk.
             if let Ok(meta) = std::fs::metadata(&joined)
                 && Stamp::of(&meta) == stamp
-                && let Some(slot) = self.lock().map.get(raw)
+                && let Some(slot) = self.lock().map.get_mut(raw)
                 && slot.stamp == stamp
             {
-                return Ok(Known {
-                    resolved: Resolved {
-                        path: slot.path.clone(),
-                        meta: slot.meta.clone(),
-                    },
-                    facts: slot.facts.clone(),
-                    held: slot.held.clone(),
-                    stamp,
-                });
+                slot.checked = now;
+                return Ok(slot.known());
             }
         }
         let resolved = resolve(root, raw)?;
@@ -189,6 +243,10 @@ impl Cache {
             facts: facts.clone(),
             held: None,
             generation: 0,
+            checked: now,
+            window_start: now,
+            in_window: 0,
+            hot: false,
         };
         self.lock().insert(raw.to_owned(), slot);
         Ok(Known {
@@ -202,8 +260,13 @@ impl Cache {
     /// Keeps `bytes` as the contents of what `raw` led to, if that is still the version
     /// `stamp` names, it is small enough, and it has settled.
     pub(crate) fn hold(&self, raw: &str, stamp: Stamp, bytes: &Bytes) {
+        self.hold_at(raw, stamp, bytes, SystemTime::now());
+    }
+
+    /// [`hold`](Self::hold), with the time it is now.
+    fn hold_at(&self, raw: &str, stamp: Stamp, bytes: &Bytes, now: SystemTime) {
         let len = bytes.len() as u64;
-        if len > HOLD_MAX || len != stamp.len || !stamp.settled(SystemTime::now()) {
+        if len > HOLD_MAX || len != stamp.len || !stamp.settled(now) {
             return;
         }
         let mut inner = self.lock();
@@ -296,6 +359,71 @@ mod tests {
         assert_eq!(
             cache.lookup(&root, "/a.txt").err(),
             Some(PathError::NotFound)
+        );
+    }
+
+    /// Keeps `bytes` for `raw`, as it will be once the file has settled.
+    fn hold_settled(cache: &Cache, root: &Path, raw: &str, bytes: &'static [u8]) {
+        let known = cache.lookup(root, raw).unwrap();
+        let later = SystemTime::now() + 2 * SETTLED;
+        cache.hold_at(raw, known.stamp, &Bytes::from_static(bytes), later);
+        assert!(cache.lock().map[raw].held.is_some());
+    }
+
+    /// As if `time` went by since `raw` was last looked up.
+    fn go_by(cache: &Cache, raw: &str, time: Duration) {
+        let mut inner = cache.lock();
+        let slot = inner.map.get_mut(raw).unwrap();
+        slot.checked -= time;
+        slot.window_start -= time;
+    }
+
+    #[test]
+    fn a_hot_path_is_revalidated_once_per_interval() {
+        let (_dir, root) = root();
+        std::fs::write(root.join("a.txt"), "one").unwrap();
+        let cache = Cache::default();
+        hold_settled(&cache, &root, "/a.txt", b"one");
+        // Hot: its requests come faster than HOT_REQUESTS an interval.
+        for _ in 0..HOT_REQUESTS {
+            cache.lookup(&root, "/a.txt").unwrap();
+        }
+        std::fs::write(root.join("a.txt"), "three").unwrap();
+        let within = cache.lookup(&root, "/a.txt").unwrap();
+        assert_eq!(
+            within.held.as_deref(),
+            Some(&b"one"[..]),
+            "within the interval the kept answer stands"
+        );
+        // The interval has gone by since the last check: the next lookup sees the change.
+        go_by(&cache, "/a.txt", REVALIDATE_EVERY);
+        let after = cache.lookup(&root, "/a.txt").unwrap();
+        assert!(after.held.is_none(), "a changed file is read again");
+        assert_eq!(after.resolved.meta.len(), 5);
+    }
+
+    #[test]
+    fn a_path_asked_for_now_and_then_is_revalidated_by_every_request() {
+        let (_dir, root) = root();
+        std::fs::write(root.join("a.txt"), "one").unwrap();
+        let cache = Cache::default();
+        hold_settled(&cache, &root, "/a.txt", b"one");
+        for _ in 0..3 * HOT_REQUESTS {
+            // Each request comes an interval after the one before.
+            go_by(&cache, "/a.txt", 2 * REVALIDATE_EVERY);
+            assert!(cache.lookup(&root, "/a.txt").unwrap().held.is_some());
+        }
+        std::fs::write(root.join("a.txt"), "three").unwrap();
+        assert!(cache.lookup(&root, "/a.txt").unwrap().held.is_none());
+
+        // A hot file whose bytes are not kept (changed just now) is checked every time.
+        for _ in 0..2 * HOT_REQUESTS {
+            cache.lookup(&root, "/a.txt").unwrap();
+        }
+        std::fs::write(root.join("a.txt"), "four!!").unwrap();
+        assert_eq!(
+            cache.lookup(&root, "/a.txt").unwrap().resolved.meta.len(),
+            6
         );
     }
 

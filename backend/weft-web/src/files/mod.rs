@@ -13,7 +13,7 @@
 //! chunks through tokio's file API, so a big download never blocks the reactor, or, up
 //! to [`cache::HOLD_MAX`], read whole on the blocking pool. What a path led to, and a
 //! file's bytes up to that size, are kept (`cache`) and revalidated with one `stat` per
-//! request. Compression is CPU work proportional to the file and runs on the blocking
+//! request, or once per [`REVALIDATE_EVERY`] for a path that is hot. Compression is CPU work proportional to the file and runs on the blocking
 //! pool.
 
 mod cache;
@@ -39,6 +39,7 @@ use crate::embedded::{EmbeddedFiles, Entry};
 use crate::metrics::{Recorder, Refusal};
 use crate::path::{PathError, directory_location, segments};
 use crate::response::{error_page, with_status};
+pub use cache::{HOT_REQUESTS, REVALIDATE_EVERY};
 use conditional::Verdict;
 use encoding::Coding;
 pub(crate) use facts::Facts;
@@ -392,7 +393,8 @@ async fn file(
     }
 
     if let (Some(slot), Some(coding)) = (slot, coding) {
-        let coded = compress(file.content, facts.name.clone(), coding, slot).await?;
+        // Boxed, as the other rare paths' futures are: the common one stays small to move.
+        let coded = Box::pin(compress(file.content, facts.name.clone(), coding, slot)).await?;
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
@@ -434,7 +436,7 @@ async fn file(
     };
     match parts {
         Some(parts) if parts.len() > 1 => {
-            multipart(response, file, content_type, &parts, method).await
+            Box::pin(multipart(response, file, content_type, &parts, method)).await
         }
         Some(parts) => {
             let (start, end) = parts[0];
@@ -478,7 +480,7 @@ async fn whole_or_slice(
             let read = if len <= READ_WHOLE {
                 std::fs::read(&path)
             } else {
-                tokio::fs::read(&path).await
+                Box::pin(tokio::fs::read(&path)).await
             };
             let bytes = Bytes::from(read.map_err(|e| (path, e))?);
             if let Some(keep) = keep {
@@ -486,7 +488,7 @@ async fn whole_or_slice(
             }
             slice(bytes)
         }
-        Content::Disk { path, .. } => match open_at(&path, start).await {
+        Content::Disk { path, .. } => match Box::pin(open_at(&path, start)).await {
             Ok(file) => FileBody::body(file, count),
             Err(e) => return Err((path, e)),
         },

@@ -175,7 +175,8 @@ async fn dispatch(
             request,
             &marks,
         );
-        return match forwarded.await {
+        // Boxed: a request for a file need not carry (and move) the proxy's larger state.
+        return match Box::pin(forwarded).await {
             Ok(response) => response,
             Err(err) => {
                 if let Some(reason) = err.refusal() {

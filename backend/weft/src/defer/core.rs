@@ -6,16 +6,18 @@ use std::collections::VecDeque;
 use std::panic::Location;
 use std::rc::Rc;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::events;
 use super::events::{
     Created, DeferredEvent, DeferredId, DeferredState, Dropped, FailureInfo, Fired, Outcome,
     Paused, Resumed, Settled, StepFinished, StepOutcome, StepQueued,
 };
+use super::slot::LinkSlot;
 use super::step::{Did, Holder, Link, Ran, take_result};
 use super::{CancelledError, Failure, detect, registry};
 use crate::observe::{self, ConnectionId};
+use crate::reactor::profile::{self, Site, SiteKind};
 
 /// How the Deferred was first fired.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,9 +61,9 @@ pub(crate) struct Core {
     /// When the chain last stopped (pause or child), on the clock's timeline.
     pub(crate) paused_since: Cell<Duration>,
     /// Callbacks added and not run yet, in order.
-    steps: RefCell<VecDeque<Box<dyn Link>>>,
+    steps: RefCell<VecDeque<LinkSlot>>,
     /// The chain's current result: the last step that ran, or the fired value.
-    result: RefCell<Option<Box<dyn Link>>>,
+    result: RefCell<Option<LinkSlot>>,
     pub(crate) steps_run: Cell<u32>,
     /// Traced steps added so far: the index the next one will run at.
     steps_added: Cell<u32>,
@@ -171,7 +173,7 @@ impl Core {
     }
 
     /// Gives the chain its first result and runs it.
-    pub(crate) fn fire(self: &Rc<Self>, holder: Box<dyn Link>, how: Fire) {
+    pub(crate) fn fire(self: &Rc<Self>, holder: LinkSlot, how: Fire) {
         debug_assert_eq!(self.fired.get(), Fire::Not, "fired twice");
         self.fired.set(how);
         events::emit(|| {
@@ -200,7 +202,7 @@ impl Core {
     }
 
     /// Appends a step; runs it at once if the chain has a result and is idle.
-    pub(crate) fn push_step(self: &Rc<Self>, step: Box<dyn Link>) {
+    pub(crate) fn push_step(self: &Rc<Self>, step: LinkSlot) {
         if let Some(kind) = step.kind() {
             let index = self.steps_added.get();
             self.steps_added.set(index.saturating_add(1));
@@ -244,7 +246,9 @@ impl Core {
         // Read once per run, not per step: neither changes while a chain runs.
         let observed = observe::enabled();
         let outer = crate::context::with(|cx| cx.running_deferred.replace(Some(self.id)));
-        let mut started = Instant::now();
+        // quanta reads the TSC where it is invariant: a few nanoseconds a step where the
+        // system clock costs tens.
+        let mut started = quanta::Instant::now();
         loop {
             let Some(mut step) = self.steps.borrow_mut().pop_front() else {
                 break;
@@ -262,10 +266,12 @@ impl Core {
             if kind.is_some() {
                 self.step_site.set(Some(step.site()));
             }
+            let span = profile::enter();
             let ran = step.run(self);
-            let finished = Instant::now();
+            let finished = quanta::Instant::now();
             let took = finished - started;
             started = finished;
+            span.exit(Site::Line(step.site()), SiteKind::Callback, took);
             let waiting = match &ran {
                 Ran::Waiting(child) => Some(child.clone()),
                 Ran::Done(_) => None,

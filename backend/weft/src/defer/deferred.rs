@@ -179,7 +179,7 @@ impl<T: 'static> Deferred<T> {
         }
     }
 
-    fn push<U: 'static>(mut self, step: Box<dyn super::step::Link>) -> Deferred<U> {
+    fn push<U: 'static>(mut self, step: super::slot::LinkSlot) -> Deferred<U> {
         // The new handle takes over as consumer; the old one must not report on drop.
         let core = self
             .core

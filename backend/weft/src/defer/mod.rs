@@ -144,6 +144,7 @@ mod future;
 mod list;
 mod named;
 mod registry;
+mod slot;
 mod step;
 mod sync;
 mod waits;

@@ -1,8 +1,9 @@
 //! The links of a chain: typed steps behind one object-safe trait.
 //!
-//! A chain is a queue of boxed [`Link`]s. Each step owns its input, its function and
-//! its output, so a value moves from one step straight into the next one's box: one
-//! allocation per step, none per value. The erased driver in `core.rs` never knows
+//! A chain is a queue of [`Link`]s, each held inline when small ([`LinkSlot`]). Each
+//! step owns its input, its function and its output, so a value moves from one step
+//! straight into the next one's slot: no allocation per value, and none per step that
+//! fits its slot. The erased driver in `core.rs` never knows
 //! the types; each step downcasts its predecessor's output slot to the type it was
 //! built for, which the typed `Deferred<T>` API guarantees.
 
@@ -12,6 +13,7 @@ use std::rc::Rc;
 
 use super::core::Core;
 use super::events::{DeferredId, StepKind};
+use super::slot::LinkSlot;
 use super::{Deferred, Failure, PanicError};
 
 /// What a callback hands on: a result now, or a Deferred whose result comes later.
@@ -109,12 +111,16 @@ pub(crate) struct Holder<T> {
 }
 
 impl<T: 'static> Holder<T> {
-    pub(crate) fn boxed(result: Result<T, Failure>, site: &'static Location<'static>) -> Box<Self> {
+    pub(crate) fn new(result: Result<T, Failure>, site: &'static Location<'static>) -> Self {
         let (ok, err) = match result {
             Ok(v) => (Some(v), None),
             Err(f) => (None, Some(f)),
         };
-        Box::new(Self { ok, err, site })
+        Self { ok, err, site }
+    }
+
+    pub(crate) fn boxed(result: Result<T, Failure>, site: &'static Location<'static>) -> LinkSlot {
+        LinkSlot::new(Self::new(result, site))
     }
 }
 
@@ -250,8 +256,8 @@ pub(crate) struct Step<T, U, H> {
 }
 
 impl<T: 'static, U: 'static, H: Handler<T, U>> Step<T, U, H> {
-    pub(crate) fn boxed(handler: H, site: &'static Location<'static>) -> Box<Self> {
-        Box::new(Self {
+    pub(crate) fn boxed(handler: H, site: &'static Location<'static>) -> LinkSlot {
+        LinkSlot::new(Self {
             input: None,
             kind: handler.kind(),
             handler: Some(handler),
@@ -318,7 +324,7 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
                     self.set(result);
                     return Ran::Done(Did::Chained(child.id));
                 }
-                child.push_step(Box::new(Forward::<U> {
+                child.push_step(LinkSlot::new(Forward::<U> {
                     input: None,
                     parent: Some(core.clone()),
                     done: None,

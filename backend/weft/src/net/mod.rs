@@ -18,7 +18,8 @@
 //! - The adapters: `listen` and `client` (with `reconnect`) run protocols through the
 //!   shared driver (`run`); `stream` wraps the socket in an [`InspectedStream`] for
 //!   [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
-//! - `udp`: datagram ports, which have no connections.
+//! - `udp`: datagram ports, which have no connections; `udp_batch` receives and sends
+//!   their datagrams many a system call.
 
 pub(crate) mod accept;
 pub(crate) mod client;
@@ -30,6 +31,7 @@ pub(crate) mod reconnect;
 pub(crate) mod stream;
 pub(crate) mod tls;
 pub(crate) mod udp;
+mod udp_batch;
 
 pub use accept::ListenOptions;
 pub use client::{ClientFactory, Connector};

@@ -2,14 +2,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::ListenError;
 use super::ports::{PortOpening, PortSocket, SocketKey};
+use super::udp_batch::{Inbox, Outbox, Sent};
 use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
 use crate::observe::{
@@ -17,7 +20,7 @@ use crate::observe::{
     TransportKind,
 };
 use crate::reactor::Reactor;
-use crate::transport::{guarded_call, put_read_buf, take_read_buf};
+use crate::transport::guarded_call;
 
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -47,6 +50,8 @@ struct Shared {
     closed: Cell<bool>,
     /// Cancels the port's receive loop.
     stop: CancellationToken,
+    /// What is written while a batch of received datagrams is handled.
+    outbox: RefCell<Outbox>,
 }
 
 /// Sends datagrams from a UDP port. Cheap to clone.
@@ -64,12 +69,24 @@ impl std::fmt::Debug for DatagramTransport {
 }
 
 impl DatagramTransport {
-    /// Sends `data` to `addr` now. A datagram the socket cannot take at once is dropped
-    /// and counted, as UDP would drop it anyway; the port's memory stays bounded.
+    /// Sends `data` to `addr`: now, or, from within
+    /// [`DatagramProtocol::datagram_received`], with the other answers to the batch of
+    /// datagrams the port received, in one system call when the batch is handled (then
+    /// `true` means queued). A datagram the socket cannot take at once is dropped and
+    /// counted, as UDP would drop it anyway; the port's memory stays bounded.
     pub fn write(&self, data: &[u8], addr: SocketAddr) -> bool {
         if self.shared.closed.get() {
             return false;
         }
+        let mut outbox = self.shared.outbox.borrow_mut();
+        if outbox.open {
+            if outbox.is_full() {
+                self.flush(&mut outbox);
+            }
+            outbox.push(data, addr);
+            return true;
+        }
+        drop(outbox);
         match self.shared.socket.try_send_to(data, addr) {
             Ok(n) => {
                 let info = &self.shared.info;
@@ -77,14 +94,27 @@ impl DatagramTransport {
                 true
             }
             Err(err) => {
-                observe::report_error(
-                    &self.shared.info,
-                    ErrorKind::DatagramDropped,
-                    format!("sending to {addr}: {err}"),
-                );
+                self.dropped(addr, &err);
                 false
             }
         }
+    }
+
+    /// Sends what the batch being handled wrote.
+    fn flush(&self, outbox: &mut Outbox) {
+        let info = &self.shared.info;
+        outbox.flush(self.shared.socket.as_raw_fd(), |sent| match sent {
+            Sent::Sent(n) => info.stats.record_write(n, ns_since(info)),
+            Sent::Failed(addr, err) => self.dropped(addr, &err),
+        });
+    }
+
+    fn dropped(&self, addr: SocketAddr, err: &std::io::Error) {
+        observe::report_error(
+            &self.shared.info,
+            ErrorKind::DatagramDropped,
+            format!("sending to {addr}: {err}"),
+        );
     }
 
     /// The local address.
@@ -191,6 +221,7 @@ impl Reactor {
                 info: info.clone(),
                 closed: Cell::new(false),
                 stop: stop.clone(),
+                outbox: RefCell::new(Outbox::new()),
             }),
         };
         let name = protocol.name();
@@ -246,6 +277,9 @@ impl Reactor {
     }
 }
 
+/// Datagrams handled before the receive loop lets other tasks run.
+const RECEIVE_BUDGET: usize = 64;
+
 async fn receive_loop(
     transport: &DatagramTransport,
     protocol: &RefCell<impl DatagramProtocol>,
@@ -255,6 +289,8 @@ async fn receive_loop(
 ) -> CloseReason {
     let info = transport.shared.info.clone();
     let socket = &transport.shared.socket;
+    // One byte more than allowed reveals a datagram that was cut short.
+    let mut inbox = Inbox::new((max_datagram + 1).min(MAX_DATAGRAM + 1));
     loop {
         tokio::select! {
             biased;
@@ -265,14 +301,25 @@ async fn receive_loop(
                 }
             }
         }
-        // Drain what is queued, then wait again.
-        for _ in 0..64 {
-            let mut buf = take_read_buf();
-            // One byte more than allowed reveals a datagram that was cut short.
-            let limit = (max_datagram + 1).min(buf.len());
-            match socket.try_recv_from(&mut buf[..limit]) {
-                Ok((n, from)) if n > max_datagram => {
-                    put_read_buf(buf);
+        // Drain what is queued, a batch a system call, then wait again.
+        let mut handled = 0;
+        while handled < RECEIVE_BUDGET {
+            let fd = socket.as_raw_fd();
+            match socket.try_io(Interest::READABLE, || inbox.receive(fd)) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    // ICMP errors from an earlier send surface here; they are not fatal.
+                    tracing::debug!(%err, "UDP receive error");
+                    handled += 1;
+                    continue;
+                }
+            }
+            transport.shared.outbox.borrow_mut().open = true;
+            for (got, data) in inbox.received() {
+                handled += 1;
+                if got.truncated || got.len > max_datagram {
+                    let from = got.from;
                     observe::report_error(
                         &info,
                         ErrorKind::DatagramTruncated,
@@ -280,26 +327,18 @@ async fn receive_loop(
                             "datagram from {from} is larger than {max_datagram} bytes; dropped"
                         ),
                     );
+                    continue;
                 }
-                Ok((n, from)) => {
-                    info.stats.record_read(n, ns_since(&info));
-                    let _ = guarded_call(&info, name, "datagram_received", || {
-                        protocol
-                            .borrow_mut()
-                            .datagram_received(transport, &buf[..n], from)
-                    });
-                    put_read_buf(buf);
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    put_read_buf(buf);
-                    break;
-                }
-                Err(err) => {
-                    // ICMP errors from an earlier send surface here; they are not fatal.
-                    put_read_buf(buf);
-                    tracing::debug!(%err, "UDP receive error");
-                }
+                info.stats.record_read(got.len, ns_since(&info));
+                let _ = guarded_call(&info, name, "datagram_received", || {
+                    protocol
+                        .borrow_mut()
+                        .datagram_received(transport, data, got.from)
+                });
             }
+            let mut outbox = transport.shared.outbox.borrow_mut();
+            outbox.open = false;
+            transport.flush(&mut outbox);
         }
     }
 }

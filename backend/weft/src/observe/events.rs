@@ -328,6 +328,8 @@ pub struct SlowCallback {
 pub struct ReactorLag {
     /// How late the probe timer fired.
     pub lag: Duration,
+    /// The longest callback or poll since the previous probe: what held the reactor.
+    pub longest: Option<crate::reactor::profile::Longest>,
 }
 
 #[cfg(test)]

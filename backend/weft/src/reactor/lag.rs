@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::profile;
 use crate::observe::{self, Event, ReactorLag};
 
 /// Lag figures, readable from any thread.
@@ -51,6 +52,10 @@ pub(super) async fn probe(stats: std::sync::Arc<LagStats>, interval: Duration) {
         tokio::time::sleep_until(due).await;
         let lag = tokio::time::Instant::now().saturating_duration_since(due);
         stats.record(lag);
-        observe::emit(|| Event::ReactorLag(ReactorLag { lag }));
+        profile::tick(std::time::SystemTime::now());
+        // Whatever kept the timer late ran since the last probe: the longest call since
+        // then is the one to blame.
+        let longest = profile::take_longest();
+        observe::emit(|| Event::ReactorLag(ReactorLag { lag, longest }));
     }
 }

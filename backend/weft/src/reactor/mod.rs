@@ -11,6 +11,7 @@
 
 mod handle;
 mod lag;
+pub mod profile;
 mod shutdown;
 mod sweep;
 
@@ -186,6 +187,7 @@ impl Reactor {
             lag: Arc::default(),
         };
         apply_thresholds(&config);
+        profile::install();
         let sweep_every = sweep::interval_for(config.close_timeout);
         let inner = Rc::new(Inner {
             runtime_handle: runtime.handle().clone(),

@@ -208,6 +208,7 @@ fn poll_task<F: Future>(
     });
     cell.begin(start);
     let wakes = cell.wakes();
+    let span = crate::reactor::profile::enter();
     let out = future.poll(&mut Context::from_waker(waker));
     let (end, inner, threshold) =
         crate::context::with(|c| (clock_ns(c), c.task.swap(outer), c.slow_callback.get()));
@@ -224,19 +225,21 @@ fn poll_task<F: Future>(
     {
         cell.set_connection(c);
     }
-    polled(
-        cell,
-        Duration::from_nanos(end.saturating_sub(start)),
-        threshold,
+    let took = Duration::from_nanos(end.saturating_sub(start));
+    span.exit(
+        crate::reactor::profile::Site::Line(cell.site().0),
+        crate::reactor::profile::SiteKind::Poll,
+        took,
     );
+    polled(cell, took, threshold);
     if out.is_pending() && cell.wakes() == wakes {
         detect::check_leaked(cell, 0);
     }
     out
 }
 
-/// Where each poll's duration goes: the slow detector now, a reactor profile by spawn
-/// site later (one call here).
+/// What a poll's duration says to the slow detector (the reactor profile has it from the
+/// poll's span, by spawn site).
 #[inline]
 fn polled(cell: &TaskCell, took: Duration, threshold: Duration) {
     if took >= threshold {

@@ -293,11 +293,17 @@ impl Clock {
 /// Runs one delayed call: a panic is logged and contained, a call that blocks the
 /// reactor is reported by the line that scheduled it.
 fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static>) {
+    let span = crate::reactor::profile::enter();
     let started = std::time::Instant::now();
     if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func)) {
         tracing::error!(panic = %panic_message(&panic), %site, "a delayed call panicked");
     }
     let took = started.elapsed();
+    span.exit(
+        crate::reactor::profile::Site::Line(site),
+        crate::reactor::profile::SiteKind::Timer,
+        took,
+    );
     if took >= crate::observe::slow_threshold() {
         let callback = format!("delayed call scheduled at {site}");
         tracing::warn!(%callback, ?took, "a callback blocked the reactor");

@@ -29,12 +29,12 @@ const READ_BUDGET: u32 = 16;
 /// A drained write buffer keeps at most this much capacity while idle.
 const KEEP_CAPACITY: usize = 4 * 1024;
 
-pub(crate) fn take_read_buf() -> Box<[u8]> {
+fn take_read_buf() -> Box<[u8]> {
     crate::context::with(|cx| cx.read_buf.borrow_mut().take())
         .unwrap_or_else(|| vec![0; READ_BUFFER].into_boxed_slice())
 }
 
-pub(crate) fn put_read_buf(buf: Box<[u8]>) {
+fn put_read_buf(buf: Box<[u8]>) {
     crate::context::with(|cx| *cx.read_buf.borrow_mut() = Some(buf));
 }
 
@@ -100,11 +100,20 @@ pub(crate) fn guarded_call(
     method: &'static str,
     f: impl FnOnce(),
 ) -> Result<(), String> {
+    let span = crate::reactor::profile::enter();
     let started = Instant::now();
     let outcome = observe::with_connection(Some(info.id), || {
         std::panic::catch_unwind(AssertUnwindSafe(f))
     });
     let took = started.elapsed();
+    span.exit(
+        crate::reactor::profile::Site::Method {
+            type_name: name,
+            method,
+        },
+        crate::reactor::profile::SiteKind::Protocol,
+        took,
+    );
     if took >= observe::slow_threshold() {
         let callback = format!("{name}::{method}");
         tracing::warn!(connection = %info.id, %callback, ?took, "a callback blocked the reactor");

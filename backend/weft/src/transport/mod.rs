@@ -9,7 +9,7 @@
 mod driver;
 mod producer;
 
-pub(crate) use driver::{Stream, drive, guarded, guarded_call, put_read_buf, take_read_buf};
+pub(crate) use driver::{Stream, drive, guarded, guarded_call};
 pub use producer::PushProducer;
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,209 @@
+//! Encoded answers from the zones, kept by question, so that a question asked again over
+//! UDP is answered by copying the bytes and setting the id.
+//!
+//! Only a plain query is looked up or kept: opcode QUERY, one question of class IN, no
+//! other records but an OPT of version 0 without options. Such a query has no cookie,
+//! NSID request or TSIG, so its answer depends on the question (as sent: the case of the
+//! name is part of the key, and the answer echoes it), RD, CD, DO and the size the client
+//! takes, and on nothing of the client; the zones are the server's own, so a reload,
+//! which builds a new server, starts an empty cache. Rate limiting is the caller's, for
+//! every answer, kept or not.
+
+use std::collections::HashMap;
+
+use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use crate::wire::{CLASSIC_UDP_SIZE, EDNS_UDP_SIZE};
+
+/// Answers kept at most; when full, the cache starts again empty, which bounds it without
+/// bookkeeping per hit.
+pub(crate) const CAPACITY: usize = 4096;
+
+/// A kept answer.
+pub(crate) struct Kept {
+    /// The encoded answer, with the id of the query that first asked.
+    pub(crate) bytes: Box<[u8]>,
+    /// The question, for the counters and the query log.
+    pub(crate) query: Query,
+    /// Its response code.
+    pub(crate) rcode: ResponseCode,
+}
+
+/// The cache, with the key of the query being answered.
+#[derive(Default)]
+pub(crate) struct Answers {
+    kept: HashMap<Box<[u8]>, Kept>,
+    /// The key of the last query [`Answers::prepare`]d; empty when it has none.
+    key: Vec<u8>,
+}
+
+impl Answers {
+    /// Takes the key of `packet`, if it is a plain query; returns whether it is.
+    pub(crate) fn prepare(&mut self, packet: &[u8]) -> bool {
+        self.key.clear();
+        if !key_of(packet, &mut self.key) {
+            self.key.clear();
+            return false;
+        }
+        true
+    }
+
+    /// The answer kept for the query prepared last.
+    pub(crate) fn get(&self) -> Option<&Kept> {
+        if self.key.is_empty() {
+            return None;
+        }
+        self.kept.get(self.key.as_slice())
+    }
+
+    /// Keeps `answer` for the query prepared last, if it was a plain one.
+    pub(crate) fn keep(&mut self, answer: Kept) {
+        if self.key.is_empty() {
+            return;
+        }
+        if self.kept.len() >= CAPACITY {
+            self.kept.clear();
+        }
+        let key = std::mem::take(&mut self.key).into_boxed_slice();
+        self.kept.insert(key, answer);
+    }
+}
+
+/// `packet` answered from the kept `answer`: its bytes with the query's id.
+pub(crate) fn patched(answer: &Kept, packet: &[u8]) -> Vec<u8> {
+    let mut bytes = answer.bytes.to_vec();
+    bytes[..2].copy_from_slice(&packet[..2]);
+    bytes
+}
+
+/// Writes the key of `packet` to `key` when it is a plain query (see the module): the
+/// flags an answer copies (RD, CD), whether there is an OPT and then its DO bit and the
+/// size the answer may take, and the question as sent.
+fn key_of(packet: &[u8], key: &mut Vec<u8>) -> bool {
+    let Some(header) = packet.get(..12) else {
+        return false;
+    };
+    let field = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
+    // QR, opcode, AA and TC clear; RD is copied; AD is not looked at; Z and the rcode clear.
+    if header[2] & 0xFE != 0 || header[3] & 0xCF != 0 {
+        return false;
+    }
+    let (questions, answers, authority, additional) = (field(4), field(6), field(8), field(10));
+    if questions != 1 || answers != 0 || authority != 0 || additional > 1 {
+        return false;
+    }
+    let mut at = 12;
+    loop {
+        let Some(&len) = packet.get(at) else {
+            return false;
+        };
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        // A pointer or an extended label type is left to the full parser.
+        if len > 63 {
+            return false;
+        }
+        at += usize::from(len);
+        if at - 12 > 255 {
+            return false;
+        }
+    }
+    let Some(tail) = packet.get(at..at + 4) else {
+        return false;
+    };
+    let qtype = RecordType::from(u16::from_be_bytes([tail[0], tail[1]]));
+    let class = u16::from_be_bytes([tail[2], tail[3]]);
+    if class != 1 || matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
+        return false;
+    }
+    let question = &packet[12..at + 4];
+    let rest = &packet[at + 4..];
+    key.push(header[2] & 0x01);
+    key.push(header[3] & 0x10);
+    match (additional, rest) {
+        (0, []) => key.push(0),
+        // The root name, OPT, the size, extended rcode 0, version 0, flags, no options.
+        (1, [0, 0, 41, size_hi, size_lo, 0, 0, flags_hi, flags_lo, 0, 0]) => {
+            if flags_hi & 0x7F != 0 || *flags_lo != 0 {
+                return false;
+            }
+            let size = u16::from_be_bytes([*size_hi, *size_lo])
+                .clamp(CLASSIC_UDP_SIZE as u16, EDNS_UDP_SIZE);
+            key.push(1 | (flags_hi & 0x80));
+            key.extend_from_slice(&size.to_be_bytes());
+        }
+        _ => return false,
+    }
+    key.extend_from_slice(question);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::tests::query;
+
+    fn key(packet: &[u8]) -> Option<Vec<u8>> {
+        let mut k = Vec::new();
+        key_of(packet, &mut k).then_some(k)
+    }
+
+    #[test]
+    fn only_plain_queries_have_a_key_and_it_follows_what_the_answer_copies() {
+        let q = query(1, "www.example.test.", RecordType::A);
+        let k = key(&q).expect("a plain query");
+        assert_eq!(
+            key(&query(2, "www.example.test.", RecordType::A)),
+            Some(k.clone())
+        );
+        assert_ne!(
+            key(&query(1, "WWW.example.test.", RecordType::A)),
+            Some(k.clone())
+        );
+        assert_ne!(
+            key(&query(1, "www.example.test.", RecordType::AAAA)),
+            Some(k.clone())
+        );
+        let mut no_rd = q.clone();
+        no_rd[2] &= !0x01;
+        assert_ne!(key(&no_rd), Some(k.clone()));
+        let mut response = q.clone();
+        response[2] |= 0x80;
+        assert_eq!(key(&response), None);
+        let mut notify = q.clone();
+        notify[2] |= 4 << 3;
+        assert_eq!(key(&notify), None);
+        assert_eq!(key(&query(1, "example.test.", RecordType::AXFR)), None);
+        let mut trailing = q.clone();
+        trailing.push(0);
+        assert_eq!(key(&trailing), None);
+        assert_eq!(key(&q[..q.len() - 1]), None);
+
+        let mut opt = q.clone();
+        opt[11] = 1;
+        opt.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0]);
+        let with_do = key(&opt).expect("an OPT without options");
+        assert_ne!(with_do, k);
+        let mut big = opt.clone();
+        big[q.len() + 3] = 0x20;
+        assert_eq!(
+            key(&big),
+            Some(with_do.clone()),
+            "4096 and 8192 take 1232 alike"
+        );
+        let mut option = opt.clone();
+        option[q.len() + 10] = 4;
+        option.extend_from_slice(&[0, 10, 0, 0]);
+        assert_eq!(
+            key(&option),
+            None,
+            "an option (a cookie, NSID) is not plain"
+        );
+        let mut v1 = opt;
+        v1[q.len() + 6] = 1;
+        assert_eq!(key(&v1), None);
+    }
+}

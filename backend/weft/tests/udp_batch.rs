@@ -1,0 +1,139 @@
+//! UDP ports receive and answer datagrams a batch at a time, on real sockets: every
+//! answer reaches the peer that asked, whichever batch its question came in.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use weft::{DatagramProtocol, DatagramTransport};
+use weft_test_support::{eventually, spawn_reactor};
+
+/// Echoes each datagram to its sender. The first one holds the reactor until the test
+/// says so (everything the clients send meanwhile queues in the socket); for each
+/// datagram it notes how many answers had left the port when it arrived.
+struct HeldEcho {
+    release: Option<Receiver<()>>,
+    handled: u64,
+    seen: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+impl DatagramProtocol for HeldEcho {
+    fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((self.handled, t.info().stats.writes()));
+        if let Some(release) = self.release.take() {
+            release.recv().unwrap();
+        }
+        self.handled += 1;
+        assert!(
+            t.write(data, from),
+            "an answer to a datagram is queued or sent"
+        );
+    }
+}
+
+struct Served {
+    addr: SocketAddr,
+    release: Sender<()>,
+    seen: Arc<Mutex<Vec<(u64, u64)>>>,
+}
+
+fn serve(interface: &'static str) -> (weft_test_support::Running<SocketAddr>, Served) {
+    let (release, held) = channel();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let running = spawn_reactor(move |r| {
+        let protocol = HeldEcho {
+            release: Some(held),
+            handled: 0,
+            seen: log,
+        };
+        let port = r
+            .listen_udp(
+                "udp-echo",
+                &format!("udp:0:interface={interface}"),
+                protocol,
+            )
+            .unwrap();
+        port.local_addr().unwrap()
+    });
+    let addr = running.value;
+    (
+        running,
+        Served {
+            addr,
+            release,
+            seen,
+        },
+    )
+}
+
+/// `clients` sockets bound on `local` send `each` datagrams apiece, interleaved, while
+/// the port is held; then each must get back exactly its own datagrams.
+fn answers_reach_their_askers(local: &str, served: &Served, clients: usize, each: usize) {
+    let sockets: Vec<UdpSocket> = (0..clients)
+        .map(|_| {
+            let s = UdpSocket::bind(local).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .collect();
+    sockets[0].send_to(b"hold", served.addr).unwrap();
+    eventually("the port holds on its first datagram", || {
+        !served.seen.lock().unwrap().is_empty()
+    });
+    for j in 0..each {
+        for (i, s) in sockets.iter().enumerate() {
+            s.send_to(format!("{i}:{j}").as_bytes(), served.addr)
+                .unwrap();
+        }
+    }
+    served.release.send(()).unwrap();
+
+    let mut buf = [0u8; 64];
+    let (n, _) = sockets[0].recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hold");
+    let mut got: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (i, s) in sockets.iter().enumerate() {
+        for _ in 0..each {
+            let (n, from) = s.recv_from(&mut buf).unwrap();
+            assert_eq!(from, served.addr, "answers come from the port asked");
+            got.entry(i)
+                .or_default()
+                .push(String::from_utf8(buf[..n].to_vec()).unwrap());
+        }
+    }
+    for (i, answers) in got {
+        let own: Vec<String> = (0..each).map(|j| format!("{i}:{j}")).collect();
+        assert_eq!(answers, own, "client {i} gets its own datagrams, in order");
+    }
+}
+
+#[test]
+fn a_batch_of_datagrams_from_several_clients_is_answered_to_each_sender() {
+    let (_running, served) = serve("127.0.0.1");
+    answers_reach_their_askers("127.0.0.1:0", &served, 6, 12);
+    // The datagrams queued while the port was held were taken a batch a system call,
+    // and the answers to a batch left together after it: some datagram was handled
+    // before the answers to those ahead of it in its batch had gone.
+    let seen = served.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1 + 6 * 12);
+    assert!(
+        seen.iter().any(|&(handled, written)| written < handled),
+        "every answer left before the next datagram was handled: {seen:?}"
+    );
+}
+
+#[test]
+fn a_batch_over_ipv6_is_answered_to_each_sender() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let (_running, served) = serve("\\:\\:1");
+    answers_reach_their_askers("[::1]:0", &served, 3, 8);
+}

@@ -1,0 +1,211 @@
+//! Answers kept by question against the real binary: a question asked again over UDP gets
+//! the answer encoded the first time with its own id (hickory and dig alike), a reload
+//! that changes the zone is answered anew, and kept answers are rate limited like any.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::assert_eventually;
+use crate::dns::dig;
+use crate::support::{App, free_port, spawn_app_with};
+
+const ZONE: &str = "$ORIGIN example.test.
+$TTL 1h
+@       IN SOA ns1 hostmaster ( 1 2h 15m 2w 5m )
+        IN NS  ns1
+ns1     IN A   192.0.2.53
+www     IN A   192.0.2.10
+*.wild  IN A   192.0.2.30
+";
+
+fn dns_app(port: u16, keys: &str) -> App {
+    spawn_app_with(|dir| {
+        let zone = dir.join("example.test.zone");
+        std::fs::write(&zone, ZONE).unwrap();
+        format!(
+            r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
+zones = ["{zone}"]
+{keys}
+"#,
+            zone = zone.display()
+        )
+    })
+}
+
+/// A query for `name`/A, RD set; with an OPT (DO set) when `dnssec_ok`.
+fn query(id: u16, name: &str, edns: Option<bool>) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    if let Some(dnssec_ok) = edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(1232);
+        opt.set_dnssec_ok(dnssec_ok);
+        m.edns = Some(opt);
+    }
+    m.to_vec().unwrap()
+}
+
+fn ask(socket: &UdpSocket, port: u16, packet: &[u8]) -> Message {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket.send_to(packet, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0; 4096];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn addresses(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reused(app: &App) -> f64 {
+    app.metric(r#"weft_dns_answers_reused_total{service="dns"}"#)
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_question_asked_again_gets_the_kept_answer_with_its_own_id_until_a_reload_changes_the_zone() {
+    let port = free_port();
+    let app = dns_app(port, "");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    for (id, edns) in [
+        (100, None),
+        (200, None),
+        (300, Some(true)),
+        (400, Some(true)),
+    ] {
+        let answer = ask(&socket, port, &query(id, "www.example.test.", edns));
+        assert_eq!(answer.metadata.id, id, "each answer carries its query's id");
+        assert_eq!(answer.metadata.message_type, MessageType::Response);
+        assert!(answer.metadata.authoritative && answer.metadata.recursion_desired);
+        assert_eq!(addresses(&answer), ["192.0.2.10"]);
+        assert_eq!(answer.queries[0].name().to_ascii(), "www.example.test.");
+        assert_eq!(
+            answer.edns.as_ref().map(|e| e.flags().dnssec_ok),
+            edns,
+            "an OPT, with DO copied, only to a query with one"
+        );
+    }
+    // The question's case is echoed, a wildcard's too; each spelling is its own question.
+    for (id, name) in [(500, "WwW.example.test."), (501, "WwW.example.test.")] {
+        let answer = ask(&socket, port, &query(id, name, None));
+        assert_eq!(
+            (answer.metadata.id, answer.queries[0].name().to_ascii()),
+            (id, name.into())
+        );
+    }
+    for id in [600, 601] {
+        let answer = ask(&socket, port, &query(id, "A.Wild.example.test.", None));
+        assert_eq!(answer.metadata.id, id);
+        assert_eq!(answer.answers[0].name.to_ascii(), "A.Wild.example.test.");
+        assert_eq!(addresses(&answer), ["192.0.2.30"]);
+    }
+    // dig, without its cookie (a cookie is answered per client, so never kept).
+    for _ in 0..2 {
+        let short = dig(port, &["www.example.test", "A", "+nocookie", "+short"]);
+        assert_eq!(short.trim(), "192.0.2.10");
+    }
+    assert_eventually!(
+        reused(&app) >= 5.0,
+        "the questions asked again were answered from the kept answers\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+
+    let zone = app.dir.path().join("example.test.zone");
+    std::fs::write(
+        &zone,
+        ZONE.replace("( 1 ", "( 2 ")
+            .replace("192.0.2.10", "192.0.2.11"),
+    )
+    .unwrap();
+    app.reload_by_signal("ok");
+    let answer = ask(&socket, port, &query(700, "www.example.test.", None));
+    assert_eq!(answer.metadata.id, 700);
+    assert_eq!(
+        addresses(&answer),
+        ["192.0.2.11"],
+        "the reloaded zone answers"
+    );
+    let answer = ask(&socket, port, &query(701, "www.example.test.", Some(true)));
+    assert_eq!(addresses(&answer), ["192.0.2.11"]);
+    let short = dig(port, &["www.example.test", "A", "+nocookie", "+short"]);
+    assert_eq!(short.trim(), "192.0.2.11");
+}
+
+#[test]
+fn kept_answers_are_rate_limited_and_slipped_like_any_other() {
+    let port = free_port();
+    let app = dns_app(
+        port,
+        "rate_limit = { responses_per_second = 5, burst = 10, slip = 2 }",
+    );
+    let flooder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    flooder
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let packet = query(1, "www.example.test.", None);
+    let started = Instant::now();
+    let (mut sent, mut full, mut truncated) = (0usize, 0usize, 0usize);
+    let mut buf = [0; 4096];
+    for _ in 0..5 {
+        for _ in 0..20 {
+            flooder.send_to(&packet, ("127.0.0.1", port)).unwrap();
+            sent += 1;
+        }
+        while let Ok((n, _)) = flooder.recv_from(&mut buf) {
+            let answer = Message::from_vec(&buf[..n]).unwrap();
+            if answer.metadata.truncation && answer.answers.is_empty() {
+                truncated += 1;
+            } else if addresses(&answer) == ["192.0.2.10"] {
+                full += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed = 10 + (5.0 * elapsed).ceil() as usize + 1;
+    assert!(
+        (10..=allowed).contains(&full),
+        "{full} of {sent} answered in {elapsed:.2}s: the burst, then at most 5 a second"
+    );
+    let limited = sent - full;
+    assert!(
+        truncated.abs_diff(limited / 2) <= 1,
+        "every second limited answer slips truncated: {truncated} of {limited}"
+    );
+    // Another /24 keeps its answers, from the same kept answer.
+    let other = UdpSocket::bind("127.0.1.1:0").expect("all of 127/8 is loopback");
+    let answer = ask(&other, port, &query(9, "www.example.test.", None));
+    assert_eq!(
+        (answer.metadata.id, addresses(&answer)),
+        (9, vec!["192.0.2.10".to_owned()])
+    );
+
+    let metric = |action: &str| {
+        app.metric(&format!(
+            r#"weft_dns_rate_limited_total{{action="{action}",service="dns"}}"#
+        ))
+        .unwrap_or(0.0) as usize
+    };
+    assert_eventually!(
+        metric("dropped") + metric("slipped") == limited && reused(&app) >= 9.0,
+        "every limited answer counted, and the others came from the kept answer\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}

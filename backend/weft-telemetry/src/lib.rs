@@ -33,6 +33,8 @@
 //! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
+//! - [`tasks`]: async tasks kept beside the chains, their figures read from each task's
+//!   own cell when a snapshot is taken ([`TaskSnapshot`]).
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`recent`]: [`Recent`], the last chains that ended or were flagged, kept as published
 //!   so the API lists a detection at once, before history has committed it.
@@ -75,6 +77,7 @@ pub mod ready;
 pub mod recent;
 pub mod refusals;
 pub mod reload;
+pub mod tasks;
 pub mod views;
 pub mod waits;
 
@@ -89,5 +92,6 @@ pub use profile::LagSpike;
 pub use ready::ReadinessReport;
 pub use recent::{RECENT_CAPACITY, Recent};
 pub use reload::{ReloadOutcome, ReloadResult};
+pub use tasks::TaskSnapshot;
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};
 pub use waits::{ChainWaits, WaitsSnapshot};

@@ -203,6 +203,7 @@ mod tests {
             steps: Vec::new(),
             queued: Vec::new(),
             named_steps: Vec::new(),
+            task: None,
         }
     }
 

@@ -317,6 +317,7 @@ impl<S: Stream> Driver<'_, S> {
         match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
             Poll::Pending => {
                 put_read_buf(buf);
+                crate::tasks::note_waiting_on_peer();
                 ControlFlow::Break(Poll::Pending)
             }
             Poll::Ready(Err(err)) => {

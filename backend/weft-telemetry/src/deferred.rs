@@ -493,7 +493,7 @@ fn uncount(chain: &Chain) {
 
 /// A chain's record before anything happened to it, without the texts its [`Origin`]
 /// fills in.
-fn blank_snapshot(
+pub(crate) fn blank_snapshot(
     id: DeferredId,
     connection: Option<ConnectionId>,
     created_at_ms: i64,

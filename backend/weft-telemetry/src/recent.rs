@@ -86,7 +86,7 @@ impl Recent {
         out
     }
 
-    /// Each chain the ring knows, as last seen (see [`merge`]).
+    /// Each chain the ring knows, as last seen (see `merge`).
     pub fn deferreds(&self) -> Vec<DeferredSnapshot> {
         self.chains(|_| true)
             .into_values()

@@ -15,7 +15,7 @@
 //! call is charged its own time only: a [`Span`] opened before the call collects the
 //! time of the calls inside it, and [`Span::exit`] subtracts it. The table also keeps
 //! the call with the most own time since the lag probe last looked, so a lag spike
-//! names what was running when the reactor fell behind ([`take_longest`]).
+//! names what was running when the reactor fell behind (`take_longest`).
 
 use std::cell::{Cell, OnceCell};
 use std::panic::Location;

@@ -11,7 +11,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record};
 
 use crate::assert_eventually;
-use crate::support::{free_port, spawn_app_with, weft_bin};
+use crate::support::{free_port, spawn_app_with, spawn_dns_app, weft_bin};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -73,22 +73,12 @@ fn short(port: u16, args: &[&str]) -> Vec<String> {
 fn dig_gets_zone_answers_over_udp_and_tcp_and_forwarded_answers_once_upstream() {
     let (upstream, upstream_queries) = upstream();
     let port = free_port();
-    let app = spawn_app_with(|dir| {
-        let zone = dir.join("example.test.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = ["{zone}"]
-forward = ["{upstream}"]
-timeout = "1s"
-"#,
-            zone = zone.display()
-        )
-    });
+    let app = spawn_dns_app(
+        port,
+        "example.test.zone",
+        ZONE,
+        &format!("forward = [\"{upstream}\"]\ntimeout = \"1s\""),
+    );
 
     assert_eq!(short(port, &["www.example.test", "A"]), ["192.0.2.10"]);
     assert_eq!(

@@ -10,7 +10,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, free_port, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -22,21 +22,7 @@ www     IN A   192.0.2.10
 ";
 
 fn dns_app(port: u16, keys: &str) -> App {
-    spawn_app_with(|dir| {
-        let zone = dir.join("example.test.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = ["{zone}"]
-{keys}
-"#,
-            zone = zone.display()
-        )
-    })
+    spawn_dns_app(port, "example.test.zone", ZONE, keys)
 }
 
 /// A query for `name`/A, RD set; with an OPT (DO set) when `dnssec_ok`.

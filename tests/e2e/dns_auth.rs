@@ -13,27 +13,14 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with, weft_bin};
+use crate::support::{App, free_port, spawn_app_with, spawn_dns_app, weft_bin};
 
 /// The zone of edge cases, shared with the unit tests and the comparison with NSD.
 pub(crate) const EDGE: &str = include_str!("../../backend/weft-names/testdata/edge.test.zone");
 
 /// weft serving [`EDGE`] on `port`, UDP and TCP.
 pub(crate) fn edge_app(port: u16) -> App {
-    spawn_app_with(|dir| {
-        let zone = dir.join("edge.test.zone");
-        std::fs::write(&zone, EDGE).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = ["{zone}"]
-"#,
-            zone = zone.display()
-        )
-    })
+    spawn_dns_app(port, "edge.test.zone", EDGE, "")
 }
 
 /// The query packet for `name`/`qtype`, id 0x4242, without RD.

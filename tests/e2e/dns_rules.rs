@@ -13,7 +13,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{RData, Record};
 
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, free_port, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -27,22 +27,13 @@ loop2   IN CNAME loop1
 
 /// weft serving [`ZONE`] on `port` (UDP and TCP), forwarding to `forward` if given.
 fn dns_app(port: u16, forward: Option<SocketAddr>) -> App {
-    spawn_app_with(|dir| {
-        let zone = dir.join("example.test.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        let forward = forward.map_or(String::new(), |f| format!("forward = [\"{f}\"]\n"));
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = ["{zone}"]
-timeout = "3s"
-{forward}"#,
-            zone = zone.display()
-        )
-    })
+    let forward = forward.map_or(String::new(), |f| format!("forward = [\"{f}\"]\n"));
+    spawn_dns_app(
+        port,
+        "example.test.zone",
+        ZONE,
+        &format!("timeout = \"3s\"\n{forward}"),
+    )
 }
 
 /// The `;; flags: ...;` part of dig's header line, e.g. `qr aa rd`.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::assert_eventually;
 use crate::check::check;
 use crate::proxy_steps::unanswering;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, free_port, proxy_service, spawn_app_with};
 
 /// One request the receiver got: its request line, its headers (lowercased names) and its
 /// body.
@@ -84,13 +84,8 @@ fn notifying_app(notify: &str, keys: &str, upstream: SocketAddr) -> (App, Socket
 stall_after = "300ms"
 notify = "{notify}"
 {keys}
-
-[[service]]
-name = "proxy"
-kind = "tcp-proxy"
-listen = "tcp:{port}:interface=127.0.0.1"
-upstream = "tcp:{upstream}"
-"#
+{proxy}"#,
+            proxy = proxy_service(port, upstream)
         )
     });
     (app, ([127, 0, 0, 1], port).into())

@@ -6,22 +6,12 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::assert_eventually;
-use crate::support::{App, free_port, spawn_app_beside_echo};
+use crate::support::{App, free_port, proxy_service, spawn_app_beside_echo};
 
 /// The gateway with a tcp-proxy in front of its own echo service.
 fn proxy_app() -> (App, SocketAddr) {
     let port = free_port();
-    let app = spawn_app_beside_echo(|_, echo| {
-        format!(
-            r#"
-[[service]]
-name = "proxy"
-kind = "tcp-proxy"
-listen = "tcp:{port}:interface=127.0.0.1"
-upstream = "tcp:{echo}"
-"#
-        )
-    });
+    let app = spawn_app_beside_echo(|_, echo| proxy_service(port, echo));
     (app, ([127, 0, 0, 1], port).into())
 }
 

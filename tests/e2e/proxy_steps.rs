@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
-use crate::support::{App, Locked, free_port, spawn_app_with};
+use crate::support::{App, Locked, free_port, proxy_service, spawn_app_with};
 
 /// A listener whose accept queue is full and never drained: the kernel drops a further
 /// SYN to it, so a connect hangs (retrying) rather than failing.
@@ -41,17 +41,7 @@ pub(crate) fn unanswering() -> Unanswering {
 /// The gateway with a tcp-proxy in front of `upstream`; returns it and the proxy's address.
 fn proxy_to(upstream: SocketAddr) -> (App, SocketAddr) {
     let port = free_port();
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "proxy"
-kind = "tcp-proxy"
-listen = "tcp:{port}:interface=127.0.0.1"
-upstream = "tcp:{upstream}"
-"#
-        )
-    });
+    let app = spawn_app_with(|_| proxy_service(port, upstream));
     (app, ([127, 0, 0, 1], port).into())
 }
 

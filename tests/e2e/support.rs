@@ -96,6 +96,40 @@ pub fn spawn_app_beside_echo(extra: impl FnOnce(&Path, SocketAddr) -> String) ->
     spawn(&Setup::default(), extra)
 }
 
+/// weft with one `dns` service on `port` (UDP and TCP) serving `zone`, the text of a zone
+/// file written as `file` in the app's directory; `keys` are added to the service's table.
+pub fn spawn_dns_app(port: u16, file: &str, zone: &str, keys: &str) -> App {
+    spawn_app_with(|dir| {
+        let path = dir.join(file);
+        std::fs::write(&path, zone).unwrap();
+        format!(
+            r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
+zones = ["{zone}"]
+{keys}
+"#,
+            zone = path.display()
+        )
+    })
+}
+
+/// The `[[service]]` table of a tcp-proxy named `proxy` on loopback `port`, in front of
+/// `upstream`.
+pub fn proxy_service(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[[service]]
+name = "proxy"
+kind = "tcp-proxy"
+listen = "tcp:{port}:interface=127.0.0.1"
+upstream = "tcp:{upstream}"
+"#
+    )
+}
+
 /// Like [`spawn_app_beside_echo`], with the process's open-files limit (soft and hard, so
 /// the gateway cannot raise it) set to `nofile`.
 pub fn spawn_app_limited(

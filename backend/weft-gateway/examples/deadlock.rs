@@ -10,16 +10,16 @@
 //! Each `deadlock` line starts one pair and answers `deadlocked ID1 ID2` with the two
 //! chains' ids; anything else is echoed.
 
-use std::time::Duration;
-
 use weft::defer::{Deferred, DeferredLock, LockGuard};
-use weft::{Protocol, Reactor, ReactorConfig, Transport, factory};
-use weft_inspector::{Inspector, InspectorConfig};
-use weft_store::StoreOptions;
+use weft::{Protocol, Transport};
+
+use common::{Defaults, Lines};
+
+mod common;
 
 #[derive(Default)]
 struct Bank {
-    line: Vec<u8>,
+    lines: Lines,
     /// Kept so the dashboard can show them; they never finish.
     transfers: Vec<Deferred<()>>,
 }
@@ -74,42 +74,21 @@ impl Bank {
 
 impl Protocol for Bank {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        for &b in data {
-            if b == b'\n' {
-                let line = String::from_utf8_lossy(&self.line).trim().to_owned();
-                self.line.clear();
-                self.command(transport, &line);
-            } else {
-                self.line.push(b);
-            }
+        for line in self.lines.feed(data) {
+            self.command(transport, &line);
         }
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let port = args.next().unwrap_or_else(|| "7001".into());
-    let dashboard = args.next().unwrap_or_else(|| "9181".into());
-    let db = args.next().unwrap_or_else(|| "deadlock.db".into());
-    let stall_ms: u64 = args.next().map_or(Ok(5000), |s| s.parse())?;
-
-    let reactor = Reactor::with_config(ReactorConfig {
-        stall_after: Duration::from_millis(stall_ms),
-        ..ReactorConfig::default()
-    })?;
-    let mut config = InspectorConfig::default();
-    config.store = Some(StoreOptions::new(db));
-    config.dashboard = Some(format!("tcp:{dashboard}:interface=127.0.0.1"));
-    let inspector = Inspector::start(&reactor, config)?;
-    reactor.listen_as(
+    common::serve(
         "bank",
-        &format!("tcp:{port}:interface=127.0.0.1"),
-        factory(Bank::default),
-    )?;
-    if let Some(addr) = inspector.dashboard_addr() {
-        println!("bank on 127.0.0.1:{port}; dashboard on http://{addr}/");
-    }
-    reactor.run()?;
-    inspector.join();
-    Ok(())
+        Defaults {
+            port: "7001",
+            dashboard: "9181",
+            db: "deadlock.db",
+            stall_ms: 5000,
+        },
+        Bank::default,
+    )
 }

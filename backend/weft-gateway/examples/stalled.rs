@@ -9,19 +9,19 @@
 //! Commands, one per line: `wait` (a Deferred that never fires), `fail TEXT` (a Deferred
 //! that fails with TEXT and is dropped unhandled), anything else is echoed.
 
-use std::time::Duration;
-
 use weft::defer::{Deferred, Failure, Resolver};
-use weft::{Protocol, Reactor, ReactorConfig, Transport, factory};
-use weft_inspector::{Inspector, InspectorConfig};
-use weft_store::StoreOptions;
+use weft::{Protocol, Transport};
+
+use common::{Defaults, Lines};
+
+mod common;
 
 /// A label with markup in it: the dashboard must show it as text.
 const LABEL: &str = "lookup <script>alert('label')</script>";
 
 #[derive(Default)]
 struct Lookup {
-    line: Vec<u8>,
+    lines: Lines,
     /// Kept, never fired: the chain stays pending and stalls.
     waiting: Vec<(Resolver<String>, Deferred<()>)>,
 }
@@ -49,42 +49,21 @@ impl Lookup {
 
 impl Protocol for Lookup {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        for &b in data {
-            if b == b'\n' {
-                let line = String::from_utf8_lossy(&self.line).trim().to_owned();
-                self.line.clear();
-                self.command(transport, &line);
-            } else {
-                self.line.push(b);
-            }
+        for line in self.lines.feed(data) {
+            self.command(transport, &line);
         }
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let port = args.next().unwrap_or_else(|| "7000".into());
-    let dashboard = args.next().unwrap_or_else(|| "9180".into());
-    let db = args.next().unwrap_or_else(|| "stalled.db".into());
-    let stall_ms: u64 = args.next().map_or(Ok(1000), |s| s.parse())?;
-
-    let reactor = Reactor::with_config(ReactorConfig {
-        stall_after: Duration::from_millis(stall_ms),
-        ..ReactorConfig::default()
-    })?;
-    let mut config = InspectorConfig::default();
-    config.store = Some(StoreOptions::new(db));
-    config.dashboard = Some(format!("tcp:{dashboard}:interface=127.0.0.1"));
-    let inspector = Inspector::start(&reactor, config)?;
-    reactor.listen_as(
+    common::serve(
         "lookup",
-        &format!("tcp:{port}:interface=127.0.0.1"),
-        factory(Lookup::default),
-    )?;
-    if let Some(addr) = inspector.dashboard_addr() {
-        println!("lookup on 127.0.0.1:{port}; dashboard on http://{addr}/");
-    }
-    reactor.run()?;
-    inspector.join();
-    Ok(())
+        Defaults {
+            port: "7000",
+            dashboard: "9180",
+            db: "stalled.db",
+            stall_ms: 1000,
+        },
+        Lookup::default,
+    )
 }

@@ -5,31 +5,24 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
-use std::time::Duration;
 
 use serde_json::Value;
 use weft::defer::{Deferred, Failure};
 use weft::{Address, Reactor};
 use weft_gateway::config::ServiceConfig;
 use weft_gateway::services::{self, ServiceKind, ServiceLimits};
-use weft_inspector::{Inspector, InspectorConfig};
-use weft_store::{Store, StoreOptions};
-use weft_telemetry::HubConfig;
+use weft_inspector::Inspector;
+use weft_store::Store;
 use weft_test_support::{eventually, run_with_client};
+
+use common::{get, slow_history};
+
+mod common;
 
 /// An inspector whose history commits only when flushed (once an hour otherwise), with an
 /// echo service to connect to.
 fn start(dir: &std::path::Path, reactor: &Reactor) -> (Inspector, SocketAddr, SocketAddr) {
-    let mut hub = HubConfig::default();
-    hub.sample = 0.0;
-    let mut store = StoreOptions::new(dir.join("history.db"));
-    store.flush_interval = Duration::from_secs(3600);
-    store.batch_size = 100_000;
-    let mut config = InspectorConfig::default();
-    config.hub = hub;
-    config.store = Some(store);
-    config.dashboard = Some("tcp:0:interface=127.0.0.1".into());
-    let inspector = Inspector::start(reactor, config).unwrap();
+    let inspector = Inspector::start(reactor, slow_history(dir)).unwrap();
     let kind = ServiceKind::Echo;
     let echo = services::start(
         reactor,
@@ -45,25 +38,17 @@ fn start(dir: &std::path::Path, reactor: &Reactor) -> (Inspector, SocketAddr, So
     (inspector, dashboard, addr(&echo[0]))
 }
 
-fn addr(a: &Address) -> SocketAddr {
-    a.socket_addr().expect("an IP listener")
+/// A connection to the echo service at `echo` that has had one message echoed.
+fn echoed(echo: SocketAddr) -> TcpStream {
+    let mut client = TcpStream::connect(echo).unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0; 5];
+    client.read_exact(&mut buf).unwrap();
+    client
 }
 
-/// `GET path` on the dashboard: the JSON body of a 200 answer.
-fn get(addr: SocketAddr, path: &str) -> Option<Value> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| serde_json::from_str(body).ok())
-        .flatten()
+fn addr(a: &Address) -> SocketAddr {
+    a.socket_addr().expect("an IP listener")
 }
 
 /// A client following README's rule: it takes the events that are not pending, and asks
@@ -141,10 +126,7 @@ fn a_detection_listed_before_history_commits_does_not_hide_an_older_connection_e
 
     run_with_client(&reactor, move || {
         let mut pager = Pager::default();
-        let mut client = TcpStream::connect(echo).unwrap();
-        client.write_all(b"hello").unwrap();
-        let mut buf = [0; 5];
-        client.read_exact(&mut buf).unwrap();
+        let client = echoed(echo);
         let (injected, done) = mpsc::channel();
         handle.call_from_thread(move || {
             let (resolver, d) = Deferred::<u8>::labeled("parse request");
@@ -190,10 +172,7 @@ fn without_a_detection_events_page_as_history_commits_them() {
 
     run_with_client(&reactor, move || {
         let mut pager = Pager::default();
-        let mut client = TcpStream::connect(echo).unwrap();
-        client.write_all(b"hello").unwrap();
-        let mut buf = [0; 5];
-        client.read_exact(&mut buf).unwrap();
+        let client = echoed(echo);
         pager.page(dashboard);
         assert!(
             pager.taken.is_empty(),

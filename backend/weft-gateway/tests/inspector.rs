@@ -2,48 +2,23 @@
 //! dashboard's JSON API on a loopback port.
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde_json::Value;
 use weft::Reactor;
 use weft::defer::{Deferred, DeferredState, Detector, Failure};
 use weft_inspector::{Inspector, InspectorConfig};
-use weft_store::StoreOptions;
-use weft_telemetry::{EventKind, HubConfig};
+use weft_telemetry::EventKind;
 use weft_test_support::{eventually, run_with_client};
+
+use common::get;
+
+mod common;
 
 /// An inspector with every chain kept, history in `dir` committed quickly, and the dashboard
 /// on a free loopback port.
 fn inspector_config(dir: &std::path::Path) -> InspectorConfig {
-    let mut hub = HubConfig::default();
-    hub.sample = 1.0;
-    let mut store = StoreOptions::new(dir.join("history.db"));
-    store.flush_interval = Duration::from_millis(20);
-    let mut config = InspectorConfig::default();
-    config.hub = hub;
-    config.store = Some(store);
-    config.dashboard = Some("tcp:0:interface=127.0.0.1".into());
-    config
-}
-
-/// `GET path` on the dashboard: the JSON body of a 200 answer, `None` otherwise.
-fn get(addr: SocketAddr, path: &str) -> Option<Value> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| serde_json::from_str(body).ok())
-        .flatten()
+    common::inspector_config(dir, 1.0, Duration::from_millis(20))
 }
 
 /// An unhandled failure is reported when the chain's last handle goes, after the chain

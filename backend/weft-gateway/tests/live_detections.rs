@@ -1,55 +1,22 @@
 //! Detections reach the JSON API at once, from the hub's memory, while history has not
 //! committed them: the store here commits only once an hour.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft::Reactor;
 use weft::defer::{Deferred, Failure};
-use weft_inspector::{Inspector, InspectorConfig};
-use weft_store::StoreOptions;
-use weft_telemetry::HubConfig;
+use weft_inspector::Inspector;
 use weft_test_support::{poll_until, run_with_client};
+
+use common::{get, get_text, slow_history};
+
+mod common;
 
 /// How soon after a detection the API must list it.
 const WITHIN: Duration = Duration::from_millis(100);
-
-/// An inspector whose history commits only once an hour (or 100,000 records), and whose
-/// sampler keeps no successful chain: anything the API lists came from the hub.
-fn slow_history(dir: &std::path::Path) -> InspectorConfig {
-    let mut hub = HubConfig::default();
-    hub.sample = 0.0;
-    let mut store = StoreOptions::new(dir.join("history.db"));
-    store.flush_interval = Duration::from_secs(3600);
-    store.batch_size = 100_000;
-    let mut config = InspectorConfig::default();
-    config.hub = hub;
-    config.store = Some(store);
-    config.dashboard = Some("tcp:0:interface=127.0.0.1".into());
-    config
-}
-
-/// `GET path` on the dashboard: the body of a 200 answer.
-fn get_text(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-fn get(addr: SocketAddr, path: &str) -> Option<Value> {
-    serde_json::from_str(&get_text(addr, path)?).ok()
-}
 
 /// The chain labelled `label` in the list at `path`.
 fn listed(addr: SocketAddr, path: &str, label: &str) -> Option<Value> {

@@ -176,35 +176,15 @@ fn merge_flags(into: &mut DeferredSnapshot, from: &DeferredSnapshot) {
 
 #[cfg(test)]
 mod tests {
-    use weft::defer::{DeferredState, Detector};
+    use weft::defer::{DeferredId, DeferredState, Detector};
 
     use super::*;
+    use crate::deferred::blank_snapshot;
 
     fn chain(id: u64) -> DeferredSnapshot {
-        DeferredSnapshot {
-            id,
-            label: None,
-            site: "here.rs:1".into(),
-            connection: None,
-            service: None,
-            parent: None,
-            created_at_ms: 1,
-            age_ms: 0,
-            state: DeferredState::Failed,
-            fired_at_ms: None,
-            failure: None,
-            waiting_on: None,
-            current_step: None,
-            stalled: false,
-            slow: false,
-            unhandled: false,
-            leaked: false,
-            deadlock: false,
-            steps: Vec::new(),
-            queued: Vec::new(),
-            named_steps: Vec::new(),
-            task: None,
-        }
+        let mut chain = blank_snapshot(DeferredId(id), None, 1, DeferredState::Failed);
+        chain.site = "here.rs:1".into();
+        chain
     }
 
     fn event(seq: u64, kind: EventKind) -> Arc<TelemetryEvent> {

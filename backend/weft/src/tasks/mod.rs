@@ -3,7 +3,7 @@
 //! Every future weft runs for a program — [`Reactor::spawn`](crate::Reactor::spawn), the
 //! per-connection tasks of listeners (`listen`, `listen_stream`) and connectors, and
 //! [`Deferred::from_future`](crate::defer::Deferred::from_future) — is wrapped once, at
-//! spawn, in an instrumented future ([`instrument`]) with a [`TaskCell`]: its id, label,
+//! spawn, in an instrumented future (`instrument`) with a [`TaskCell`]: its id, label,
 //! spawn site, connection, state, poll count, busy and idle time, when it last ran and
 //! the Deferred it awaits. The cell is the task's one allocation; each poll costs two
 //! clock reads and a few relaxed stores into it, no lock and no allocation.

@@ -36,6 +36,7 @@ pub(crate) fn report_slow(
     took: Duration,
     threshold: Duration,
 ) {
+    crate::tasks::note_slow_inside();
     tracing::warn!(
         deferred = %core.id, callback = %Site(site), ?took,
         "a Deferred callback blocked the reactor"

@@ -26,6 +26,8 @@ pub(crate) struct Scope {
     connection: Cell<Option<ConnectionId>>,
     /// Whether the poll ended waiting for its own peer's input.
     on_peer: Cell<bool>,
+    /// Whether a callback inside the poll was reported slow already.
+    slow_inside: Cell<bool>,
 }
 
 /// What a poll left in the scope, and what was there before it.
@@ -35,6 +37,7 @@ struct Saved {
     awaiting: Option<DeferredId>,
     connection: Option<ConnectionId>,
     on_peer: bool,
+    slow_inside: bool,
 }
 
 impl Scope {
@@ -44,6 +47,7 @@ impl Scope {
             awaiting: Cell::new(None),
             connection: Cell::new(None),
             on_peer: Cell::new(false),
+            slow_inside: Cell::new(false),
         }
     }
 
@@ -53,6 +57,7 @@ impl Scope {
             awaiting: self.awaiting.replace(to.awaiting),
             connection: self.connection.replace(to.connection),
             on_peer: self.on_peer.replace(to.on_peer),
+            slow_inside: self.slow_inside.replace(to.slow_inside),
         }
     }
 }
@@ -74,6 +79,12 @@ pub(crate) fn note_connection(id: ConnectionId) {
             cx.task.connection.set(Some(id));
         }
     });
+}
+
+/// A callback the running task's poll ran (a protocol method, a delayed call, a Deferred
+/// step) was reported slow: the poll is not reported again for the same blocking.
+pub(crate) fn note_slow_inside() {
+    crate::context::with(|cx| cx.task.slow_inside.set(true));
 }
 
 /// The running task waits for its own peer's input now: idle there is not a stall.
@@ -203,6 +214,7 @@ fn poll_task<F: Future>(
             awaiting: None,
             connection: None,
             on_peer: false,
+            slow_inside: false,
         });
         (clock_ns(c), outer)
     });
@@ -231,7 +243,9 @@ fn poll_task<F: Future>(
         crate::reactor::profile::SiteKind::Poll,
         took,
     );
-    polled(cell, took, threshold);
+    if !inner.slow_inside {
+        polled(cell, took, threshold);
+    }
     if out.is_pending() && cell.wakes() == wakes {
         detect::check_leaked(cell, 0);
     }

@@ -33,7 +33,7 @@ pub(crate) use detect::{TaskSlots, scan_for_stalls};
 pub use events::{TaskEnded, TaskSpawned};
 pub use instrument::awaiting_outside_events;
 pub(crate) use instrument::{
-    Scope, instrument, note_awaiting, note_connection, note_waiting_on_peer,
+    Scope, instrument, note_awaiting, note_connection, note_slow_inside, note_waiting_on_peer,
 };
 
 #[cfg(test)]

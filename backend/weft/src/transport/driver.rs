@@ -115,6 +115,7 @@ pub(crate) fn guarded_call(
         took,
     );
     if took >= observe::slow_threshold() {
+        crate::tasks::note_slow_inside();
         let callback = format!("{name}::{method}");
         tracing::warn!(connection = %info.id, %callback, ?took, "a callback blocked the reactor");
         observe::emit(|| {

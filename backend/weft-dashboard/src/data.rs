@@ -253,8 +253,6 @@ pub struct DeferredView {
     pub record: DeferredRecord,
     /// Milliseconds from creation to firing, or to now while pending.
     pub age_ms: u64,
-    /// Its figures, when it is an async task.
-    pub task: Option<weft_store::TaskRecord>,
 }
 
 impl DeferredView {
@@ -266,7 +264,6 @@ impl DeferredView {
             .unwrap_or(now_ms);
         Self {
             age_ms: u64::try_from(end - record.created_at_ms).unwrap_or(0),
-            task: record.task(),
             record,
         }
     }
@@ -317,8 +314,6 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         named_steps_json: (!d.named_steps.is_empty())
             .then(|| serde_json::to_string(&d.named_steps).ok())
             .flatten(),
-        kind: Some(if d.task.is_some() { "task" } else { "chain" }.to_owned()),
-        task_json: d.task.as_ref().and_then(|t| serde_json::to_string(t).ok()),
     }
 }
 
@@ -480,7 +475,6 @@ pub async fn deferred(
         }
     }
     let detail = DeferredDetail {
-        task: record.task(),
         deferred: record,
         steps: step_records(&live),
         named_steps: named_step_records(&live),

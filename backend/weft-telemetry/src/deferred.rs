@@ -106,7 +106,7 @@ impl Sampler {
 /// One service's Deferred metric handles, resolved once.
 pub(crate) struct ServiceHandles {
     pending: IntGauge,
-    pub(crate) stalled: IntGauge,
+    stalled: IntGauge,
     /// One counter per detector, indexed by [`Detector::index`].
     detections: [IntCounter; Detector::ALL.len()],
 }
@@ -211,33 +211,14 @@ impl DeferredTracker {
         &self.sampler
     }
 
-    /// Every pending chain and live task now, oldest first.
+    /// Every pending chain now, oldest first.
     pub fn pending_chains(&self) -> Vec<DeferredSnapshot> {
-        let mut all = self.chains.pending();
-        for snapshot in &mut all {
-            crate::tasks::with_service(snapshot, |c| self.live.service_of(ConnectionId(c)));
-        }
-        all
+        self.chains.pending()
     }
 
-    /// One pending chain or live task now.
+    /// One pending chain now.
     pub fn chain(&self, id: u64) -> Option<DeferredSnapshot> {
-        let mut snapshot = self.chains.get(id)?;
-        crate::tasks::with_service(&mut snapshot, |c| self.live.service_of(ConnectionId(c)));
-        Some(snapshot)
-    }
-
-    pub(crate) fn live(&self) -> &LiveRegistry {
-        &self.live
-    }
-
-    pub(crate) fn chains(&self) -> &Chains {
-        &self.chains
-    }
-
-    /// The handles of `service`, or of Deferreds outside any connection.
-    pub(crate) fn service_handles(&self, service: Option<Arc<str>>) -> Arc<ServiceHandles> {
-        self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)))
+        self.chains.get(id)
     }
 
     /// The wait-for graph, as the reactor's last scan that saw it change handed it over.
@@ -338,8 +319,6 @@ impl DeferredTracker {
                     snap.leaked = true
                 })
             }
-            DeferredEvent::TaskSpawned(t) => self.task_spawned(t),
-            DeferredEvent::TaskEnded(t) => self.task_ended(t),
             DeferredEvent::Deadlock(d) => self.detect(
                 &d.subject,
                 Detector::Deadlock,
@@ -379,7 +358,6 @@ impl DeferredTracker {
             },
             created: std::time::Instant::now(),
             metrics,
-            task: None,
         };
         self.chains.lock().insert(c.id.0, chain);
         None
@@ -455,23 +433,13 @@ impl DeferredTracker {
         &self,
         subject: &Subject,
         detector: Detector,
-        mut detail: String,
+        detail: String,
         flag: impl FnOnce(&mut DeferredSnapshot),
     ) -> Option<EventKind> {
         let mut chains = self.chains.lock();
         let snapshot = match chains.get_mut(&subject.id.0) {
             Some(chain) => {
                 let was_stalled = chain.snapshot.stalled;
-                if chain.task.is_some() {
-                    // A task learns its connection at its first poll.
-                    if chain.snapshot.connection.is_none() {
-                        chain.snapshot.connection = subject.connection.map(|c| c.0);
-                    }
-                    crate::tasks::with_service(&mut chain.snapshot, |c| {
-                        self.live.service_of(ConnectionId(c))
-                    });
-                    detail = format!("task spawned at {}: {detail}", subject.site);
-                }
                 flag(&mut chain.snapshot);
                 chain.metrics.detections[detector.index()].inc();
                 if chain.snapshot.stalled && !was_stalled {
@@ -553,7 +521,6 @@ pub(crate) fn blank_snapshot(
         steps: Vec::new(),
         queued: Vec::new(),
         named_steps: Vec::new(),
-        task: None,
     }
 }
 

@@ -33,8 +33,6 @@
 //! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
-//! - [`tasks`]: async tasks kept beside the chains, their figures read from each task's
-//!   own cell when a snapshot is taken ([`TaskSnapshot`]).
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`recent`]: [`Recent`], the last chains that ended or were flagged, kept as published
 //!   so the API lists a detection at once, before history has committed it.
@@ -77,7 +75,6 @@ pub mod ready;
 pub mod recent;
 pub mod refusals;
 pub mod reload;
-pub mod tasks;
 pub mod views;
 pub mod waits;
 
@@ -92,6 +89,5 @@ pub use profile::LagSpike;
 pub use ready::ReadinessReport;
 pub use recent::{RECENT_CAPACITY, Recent};
 pub use reload::{ReloadOutcome, ReloadResult};
-pub use tasks::TaskSnapshot;
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};
 pub use waits::{ChainWaits, WaitsSnapshot};

@@ -125,8 +125,6 @@ fn deferred(id: i64, state: &str) -> DeferredRecord {
         step_detail: None,
         waiting_on_connection: None,
         named_steps_json: None,
-        kind: None,
-        task_json: None,
     }
 }
 

@@ -80,8 +80,7 @@ pub(crate) fn reopen_on_sigusr1(reactor: &Reactor, files: AccessLogFiles) {
     let stop = CancellationToken::new();
     let stopping = stop.clone();
     reactor.add_shutdown_hook(Phase::Before, move || stopping.cancel());
-    // It waits for SIGUSR1 for as long as the gateway runs: not a stall.
-    reactor.spawn(weft::tasks::awaiting_outside_events(async move {
+    reactor.spawn(async move {
         let mut usr1 = match signal(SignalKind::user_defined1()) {
             Ok(usr1) => usr1,
             Err(error) => {
@@ -101,7 +100,7 @@ pub(crate) fn reopen_on_sigusr1(reactor: &Reactor, files: AccessLogFiles) {
                 }
             }
         }
-    }));
+    });
 }
 
 #[cfg(test)]

@@ -248,8 +248,7 @@ impl Reactor {
             },
         );
         let t = transport.clone();
-        // A UDP port waits on its peers: idle there is not a stall.
-        self.spawn(crate::tasks::awaiting_outside_events(async move {
+        self.spawn(async move {
             if !opened.started(&stop).await {
                 t.shared.closed.set(true);
                 return opened.close(false);
@@ -272,7 +271,7 @@ impl Reactor {
             });
             observe::emit(|| Event::ListenerStopped(&listener));
             opened.close(true);
-        }));
+        });
         Ok(UdpPort { transport })
     }
 }

@@ -1,7 +1,7 @@
 // The Deferred tabs: refreshed from the JSON API when the figures say something changed.
 
 import { el, replace, text } from "./dom.js";
-import { age } from "./fmt.js";
+import { age, millis } from "./fmt.js";
 
 const MIN_REFRESH_MS = 1000;
 
@@ -52,12 +52,12 @@ function row(d) {
   return el("tr", { "data-id": d.id },
     el("td", {}, el("a", { href: `/deferreds/${d.id}` }, d.id)),
     el("td", {}, age(d.age_ms)),
-    el("td", {}, d.label || ""),
+    el("td", {}, d.task ? el("span", { class: "pill task" }, "task") : "", d.task ? " " : "", d.label || ""),
     el("td", { class: "mono" }, d.site),
     el("td", {}, d.service || ""),
     el("td", {}, d.connection_id != null ? el("a", { href: `/connections/${d.connection_id}` }, d.connection_id) : ""),
-    el("td", { class: "mono" }, d.step_name ? el("strong", {}, d.step_name) : "", d.step_name && d.current_step ? " " : "", d.current_step || ""),
+    el("td", { class: "mono" }, d.task ? `${d.task.polls} polls, busy ${millis(d.task.busy_us / 1000)}` : "", d.step_name ? el("strong", {}, d.step_name) : "", d.step_name && d.current_step ? " " : "", d.current_step || ""),
     el("td", {}, el("span", { class: `pill ${d.state}` }, d.state),
       ...flags.map((f) => el("span", { class: `pill ${f === "stalled" || f === "slow" ? "warn" : "bad"}` }, f))),
-    el("td", {}, pending ? el("button", { type: "button", class: "btn small", "data-action": "cancel", "data-id": d.id }, "Cancel") : null));
+    el("td", {}, pending && !d.task ? el("button", { type: "button", class: "btn small", "data-action": "cancel", "data-id": d.id }, "Cancel") : null));
 }

@@ -253,6 +253,8 @@ pub struct DeferredView {
     pub record: DeferredRecord,
     /// Milliseconds from creation to firing, or to now while pending.
     pub age_ms: u64,
+    /// Its figures, when it is an async task.
+    pub task: Option<weft_store::TaskRecord>,
 }
 
 impl DeferredView {
@@ -264,6 +266,7 @@ impl DeferredView {
             .unwrap_or(now_ms);
         Self {
             age_ms: u64::try_from(end - record.created_at_ms).unwrap_or(0),
+            task: record.task(),
             record,
         }
     }
@@ -314,6 +317,8 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         named_steps_json: (!d.named_steps.is_empty())
             .then(|| serde_json::to_string(&d.named_steps).ok())
             .flatten(),
+        kind: Some(if d.task.is_some() { "task" } else { "chain" }.to_owned()),
+        task_json: d.task.as_ref().and_then(|t| serde_json::to_string(t).ok()),
     }
 }
 
@@ -475,6 +480,7 @@ pub async fn deferred(
         }
     }
     let detail = DeferredDetail {
+        task: record.task(),
         deferred: record,
         steps: step_records(&live),
         named_steps: named_step_records(&live),
@@ -578,6 +584,6 @@ pub fn live_service_names(state: &DashboardState) -> Vec<String> {
 /// the next sample.
 fn live_stats(state: &DashboardState) -> Vec<ServiceStats> {
     let mut stats = state.series.stats();
-    stats.retain(|s| !state.hub.is_retired(&s.service));
+    stats.retain(|s| s.service != weft_telemetry::NO_SERVICE && !state.hub.is_retired(&s.service));
     stats
 }

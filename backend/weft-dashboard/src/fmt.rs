@@ -52,6 +52,11 @@ pub fn micros(us: &i64) -> String {
     }
 }
 
+/// [`micros`] of an unsigned count (a task's busy and idle time).
+pub fn micros_u64(us: &u64) -> String {
+    micros(&i64::try_from(*us).unwrap_or(i64::MAX))
+}
+
 /// Unix milliseconds → `HH:MM:SS.mmm` UTC, the time of day a log line would show.
 pub fn clock(ms: &i64) -> String {
     let ms = ms.rem_euclid(86_400_000);

@@ -90,7 +90,8 @@ pub fn serve(
     let stop = CancellationToken::new();
     let stopping = stop.clone();
     reactor.add_shutdown_hook(Phase::Before, move || stopping.cancel());
-    reactor.spawn(async move {
+    // It waits for SIGHUP or a request for as long as the gateway runs: not a stall.
+    reactor.spawn(weft::tasks::awaiting_outside_events(async move {
         let mut signal = hangups.0.borrow_mut().take();
         loop {
             let hangup = async {
@@ -121,7 +122,7 @@ pub fn serve(
                 },
             }
         }
-    });
+    }));
 }
 
 /// Re-reads and applies the configuration once; logs, counts and returns the outcome.

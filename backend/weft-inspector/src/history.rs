@@ -226,8 +226,12 @@ pub(crate) async fn snapshots(
             writer.try_send(connection_record(&c, None));
         }
         let mut rows = Vec::new();
+        // A live task is kept once a detector flags it: one per connection would double
+        // what every snapshot writes, for rows that say little.
         for d in hub.pending_deferreds() {
-            deferred_records(&d, &mut rows);
+            if d.task.is_none() || d.flagged() {
+                deferred_records(&d, &mut rows);
+            }
         }
         for row in rows {
             writer.try_send(row);

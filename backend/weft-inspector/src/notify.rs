@@ -131,7 +131,9 @@ impl<'a> Notification<'a> {
         else {
             return None;
         };
-        if !pages(*detector) {
+        // A task's detection is not paged: a stuck task is stuck on a chain, a connection or
+        // a peer whose own detection pages, and one page per stuck thing is the contract.
+        if !pages(*detector) || d.task.is_some() {
             return None;
         }
         let step = d.named_step();

@@ -152,6 +152,8 @@ impl Insert for DeferredRecord {
         "step_detail",
         "waiting_on_connection",
         "named_steps_json",
+        "kind",
+        "task_json",
     ];
     const KEY: &'static [&'static str] = &["id"];
     /// Every write of a chain is a full picture except a detection the hub reports after it
@@ -179,6 +181,8 @@ impl Insert for DeferredRecord {
         ("step_detail", Merge::KeepIfNull),
         ("waiting_on_connection", Merge::KeepIfNull),
         ("named_steps_json", Merge::KeepIfNull),
+        ("kind", Merge::KeepIfNull),
+        ("task_json", Merge::KeepIfNull),
     ];
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
@@ -203,6 +207,8 @@ impl Insert for DeferredRecord {
             .bind(self.step_detail.as_deref())
             .bind(self.waiting_on_connection)
             .bind(self.named_steps_json.as_deref())
+            .bind(self.kind.as_deref())
+            .bind(self.task_json.as_deref())
     }
 }
 

@@ -70,7 +70,7 @@ pub use options::StoreOptions;
 pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
 pub use records::{
     ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, NamedStepRecord, QueryRecord,
-    Record, ServiceRecord, StepRecord,
+    Record, ServiceRecord, StepRecord, TaskRecord,
 };
 pub use stats::{StatsSnapshot, StoreStats};
 pub use writer::Writer;

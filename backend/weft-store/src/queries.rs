@@ -25,7 +25,7 @@ const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, op
 
 const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
      created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked, \
-     deadlock, step_name, step_detail, waiting_on_connection, named_steps_json \
+     deadlock, step_name, step_detail, waiting_on_connection, named_steps_json, kind, task_json \
      FROM deferreds";
 
 /// Which connections to list.
@@ -282,6 +282,7 @@ impl Store {
         let children = sqlx::query_as(sql).bind(id).fetch_all(&pool).await?;
         Ok(Some(DeferredDetail {
             named_steps: deferred.named_steps(),
+            task: deferred.task(),
             deferred,
             steps,
             children,

@@ -185,6 +185,14 @@ pub struct DeferredRecord {
     #[serde(skip)]
     #[sqlx(default)]
     pub named_steps_json: Option<String>,
+    // The task columns came with migration 7.
+    /// `chain`, or `task` for an async task (`None` in rows written before tasks were kept).
+    #[sqlx(default)]
+    pub kind: Option<String>,
+    /// An async task's figures, a JSON [`TaskRecord`]; shown parsed, as `task`.
+    #[serde(skip)]
+    #[sqlx(default)]
+    pub task_json: Option<String>,
 }
 
 impl DeferredRecord {
@@ -245,6 +253,40 @@ impl DeferredRecord {
             .as_deref()
             .and_then(|json| serde_json::from_str(json).ok())
             .unwrap_or_default()
+    }
+}
+
+/// An async task's figures, as stored in [`DeferredRecord::task_json`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// `spawned`, `connection` or `from_future`.
+    pub kind: String,
+    /// `idle`, `running` or `done`.
+    pub state: String,
+    /// Polls so far.
+    pub polls: u64,
+    /// Time spent in its polls, microseconds.
+    pub busy_us: u64,
+    /// Time spent pending between polls, microseconds.
+    pub idle_us: u64,
+    /// Milliseconds since it was last woken (its last poll began).
+    pub since_wake_ms: u64,
+    /// Times it was woken.
+    pub wakes: u64,
+    /// The Deferred its last poll left it awaiting.
+    pub awaiting: Option<u64>,
+    /// The Deferred it fires (`Deferred::from_future`).
+    pub resolves: Option<u64>,
+    /// Whether it waits for its own peer's input.
+    pub waiting_on_peer: bool,
+}
+
+impl DeferredRecord {
+    /// Its task figures, read from [`task_json`](Self::task_json); `None` for a chain.
+    pub fn task(&self) -> Option<TaskRecord> {
+        self.task_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok())
     }
 }
 
@@ -350,6 +392,8 @@ pub struct DeferredDetail {
     pub steps: Vec<StepRecord>,
     /// The steps its code named, in order.
     pub named_steps: Vec<NamedStepRecord>,
+    /// Its figures, when it is an async task.
+    pub task: Option<TaskRecord>,
     /// Deferreds whose `parent_id` is this one, oldest first.
     pub children: Vec<DeferredRecord>,
 }

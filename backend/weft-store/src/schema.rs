@@ -181,6 +181,11 @@ mod tests {
             "deadlock",
             "adeb9442b884813e2909879db1704cf2029458d90d8c0d0bf7e26ba82924c0c7a0bed67bf2f3fc30d0a5e2743abb5cf2",
         ),
+        (
+            7,
+            "tasks",
+            "97a904ef18109df0a81f1a07b693bb22118f61a27f92a6e0a21c1a98d977c10e6cec886d02a9c1089e83a4c44e15e9e8",
+        ),
     ];
 
     fn hex(bytes: &[u8]) -> String {

@@ -263,6 +263,8 @@ async fn a_detection_written_after_its_chain_ended_adds_its_flag_and_keeps_the_r
         step_detail: Some("http://backend-a".into()),
         waiting_on_connection: Some(12),
         named_steps_json: Some(r#"[{"index":0,"name":"response head","detail":"http://backend-a","waiting_on_connection":12,"waiting_on_deferred":null,"started_at_ms":1000,"duration_ms":null}]"#.into()),
+        kind: None,
+        task_json: None,
         ..deferred(8, "failed", 1_000)
     };
     let detected = DeferredRecord {
@@ -278,6 +280,8 @@ async fn a_detection_written_after_its_chain_ended_adds_its_flag_and_keeps_the_r
         step_detail: None,
         waiting_on_connection: None,
         named_steps_json: None,
+        kind: None,
+        task_json: None,
         ..ended.clone()
     };
     // A snapshot taken while it was still pending, written after its end.

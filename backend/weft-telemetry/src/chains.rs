@@ -128,6 +128,8 @@ pub struct DeferredSnapshot {
     /// The steps its code named, in order (at most [`MAX_NAMED_STEPS`]); the last is the
     /// one it is at, or ended at.
     pub named_steps: Vec<NamedStepSnapshot>,
+    /// Set when this is an async task rather than a chain: its figures.
+    pub task: Option<crate::tasks::TaskSnapshot>,
 }
 
 impl DeferredSnapshot {
@@ -162,6 +164,7 @@ impl DeferredSnapshot {
             steps: Vec::new(),
             queued: Vec::new(),
             named_steps: self.named_steps.clone(),
+            task: self.task.clone(),
         }
     }
 
@@ -178,6 +181,8 @@ pub(crate) struct Chain {
     pub(crate) created: Instant,
     /// Per-service metric handles, resolved once when the chain was created.
     pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
+    /// An async task's cell, read when a snapshot is taken.
+    pub(crate) task: Option<std::sync::Weak<weft::tasks::TaskCell>>,
 }
 
 /// Where a chain comes from, kept as the event gave it and written into its snapshot only
@@ -202,6 +207,9 @@ impl Chain {
         let mut snapshot = self.snapshot.clone();
         self.origin.fill(&mut snapshot);
         snapshot.age_ms = self.age_ms();
+        if let Some(cell) = &self.task {
+            crate::tasks::refresh(cell, &mut snapshot);
+        }
         snapshot
     }
 

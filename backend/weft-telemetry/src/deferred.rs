@@ -20,6 +20,7 @@ use weft::defer::{
 };
 use weft::observe::ConnectionId;
 
+use crate::NO_SERVICE;
 use crate::bus::EventKind;
 use crate::chains::{
     Chain, Chains, DeferredSnapshot, NamedStepSnapshot, Origin, QueuedStep, StepSnapshot, now_ms,
@@ -30,9 +31,6 @@ use crate::live::{LiveRegistry, unix_ms};
 const CALLBACK_BUCKETS: [f64; 12] = [
     0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
-
-/// The `service` label of Deferreds created outside any connection.
-const NO_SERVICE: &str = "reactor";
 
 /// Decides which successful chains are kept in history: each with probability `rate`,
 /// and at most `per_second` of them in any second, so a busy service's history costs the
@@ -106,7 +104,7 @@ impl Sampler {
 /// One service's Deferred metric handles, resolved once.
 pub(crate) struct ServiceHandles {
     pending: IntGauge,
-    stalled: IntGauge,
+    pub(crate) stalled: IntGauge,
     /// One counter per detector, indexed by [`Detector::index`].
     detections: [IntCounter; Detector::ALL.len()],
 }
@@ -211,14 +209,33 @@ impl DeferredTracker {
         &self.sampler
     }
 
-    /// Every pending chain now, oldest first.
+    /// Every pending chain and live task now, oldest first.
     pub fn pending_chains(&self) -> Vec<DeferredSnapshot> {
-        self.chains.pending()
+        let mut all = self.chains.pending();
+        for snapshot in &mut all {
+            crate::tasks::with_service(snapshot, |c| self.live.service_of(ConnectionId(c)));
+        }
+        all
     }
 
-    /// One pending chain now.
+    /// One pending chain or live task now.
     pub fn chain(&self, id: u64) -> Option<DeferredSnapshot> {
-        self.chains.get(id)
+        let mut snapshot = self.chains.get(id)?;
+        crate::tasks::with_service(&mut snapshot, |c| self.live.service_of(ConnectionId(c)));
+        Some(snapshot)
+    }
+
+    pub(crate) fn live(&self) -> &LiveRegistry {
+        &self.live
+    }
+
+    pub(crate) fn chains(&self) -> &Chains {
+        &self.chains
+    }
+
+    /// The handles of `service`, or of Deferreds outside any connection.
+    pub(crate) fn service_handles(&self, service: Option<Arc<str>>) -> Arc<ServiceHandles> {
+        self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)))
     }
 
     /// The wait-for graph, as the reactor's last scan that saw it change handed it over.
@@ -319,6 +336,8 @@ impl DeferredTracker {
                     snap.leaked = true
                 })
             }
+            DeferredEvent::TaskSpawned(t) => self.task_spawned(t),
+            DeferredEvent::TaskEnded(t) => self.task_ended(t),
             DeferredEvent::Deadlock(d) => self.detect(
                 &d.subject,
                 Detector::Deadlock,
@@ -358,6 +377,7 @@ impl DeferredTracker {
             },
             created: std::time::Instant::now(),
             metrics,
+            task: None,
         };
         self.chains.lock().insert(c.id.0, chain);
         None
@@ -433,13 +453,23 @@ impl DeferredTracker {
         &self,
         subject: &Subject,
         detector: Detector,
-        detail: String,
+        mut detail: String,
         flag: impl FnOnce(&mut DeferredSnapshot),
     ) -> Option<EventKind> {
         let mut chains = self.chains.lock();
         let snapshot = match chains.get_mut(&subject.id.0) {
             Some(chain) => {
                 let was_stalled = chain.snapshot.stalled;
+                if chain.task.is_some() {
+                    // A task learns its connection at its first poll.
+                    if chain.snapshot.connection.is_none() {
+                        chain.snapshot.connection = subject.connection.map(|c| c.0);
+                    }
+                    crate::tasks::with_service(&mut chain.snapshot, |c| {
+                        self.live.service_of(ConnectionId(c))
+                    });
+                    detail = format!("task spawned at {}: {detail}", subject.site);
+                }
                 flag(&mut chain.snapshot);
                 chain.metrics.detections[detector.index()].inc();
                 if chain.snapshot.stalled && !was_stalled {
@@ -521,6 +551,7 @@ pub(crate) fn blank_snapshot(
         steps: Vec::new(),
         queued: Vec::new(),
         named_steps: Vec::new(),
+        task: None,
     }
 }
 

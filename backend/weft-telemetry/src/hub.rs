@@ -8,6 +8,7 @@ use prometheus::Registry;
 use weft::observe::{ConnectionId, Event, ListenerInfo, Observer};
 use weft::{Phase, Reactor};
 
+use crate::NO_SERVICE;
 use crate::bus::{Bus, EventKind, Feed};
 use crate::config::{HubConfig, TelemetryError};
 use crate::deferred::DeferredTracker;
@@ -19,9 +20,6 @@ use crate::recent::Recent;
 use crate::refusals::RefusalGate;
 use crate::reload::{ReloadOutcome, Reloads};
 use crate::views::ServiceViews;
-
-/// The label of slow callbacks that ran outside any service (a timer, a hook).
-const NO_SERVICE: &str = "reactor";
 
 /// The telemetry hub. Install it on a reactor; read it from any thread.
 pub struct Hub {

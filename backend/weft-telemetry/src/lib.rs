@@ -33,6 +33,8 @@
 //! - [`deferred`]: Deferred chain events: their metrics, detections and the sampling of
 //!   successful chains.
 //! - [`chains`]: the pending chains with their steps so far, and [`DeferredSnapshot`].
+//! - [`tasks`]: async tasks kept beside the chains, their figures read from each task's
+//!   own cell when a snapshot is taken ([`TaskSnapshot`]).
 //! - [`config`]: [`HubConfig`], the `[inspect]` thresholds and the sample rate.
 //! - [`recent`]: [`Recent`], the last chains that ended or were flagged, kept as published
 //!   so the API lists a detection at once, before history has committed it.
@@ -75,10 +77,16 @@ pub mod ready;
 pub mod recent;
 pub mod refusals;
 pub mod reload;
+pub mod tasks;
 pub mod views;
 pub mod waits;
 
 pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
+
+/// The `service` label of work done outside any service: a chain, task or callback no
+/// connection of a service owns (a timer, a reload, a hook). Not a service: the dashboard
+/// does not list it, and no service may take the name.
+pub const NO_SERVICE: &str = "reactor";
 pub use chains::{DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use fold::{Folded, fold};
@@ -89,5 +97,6 @@ pub use profile::LagSpike;
 pub use ready::ReadinessReport;
 pub use recent::{RECENT_CAPACITY, Recent};
 pub use reload::{ReloadOutcome, ReloadResult};
+pub use tasks::TaskSnapshot;
 pub use views::{ServiceSnapshot, ServiceView, ServiceViews};
 pub use waits::{ChainWaits, WaitsSnapshot};

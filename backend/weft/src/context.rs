@@ -1,7 +1,7 @@
 //! What weft keeps per thread (the reactor's thread): one struct, one thread-local.
 //!
-//! The reactor, the observer, the clock, the detector thresholds, the Deferred registry
-//! and the connection and Deferred running now all live on the reactor's thread; each
+//! The reactor, the observer, the clock, the detector thresholds, the Deferred and task
+//! registries and the connection, Deferred and task running now all live on the reactor's thread; each
 //! module reaches its part through [`with`], so there is one place that says what a
 //! thread carries and how it starts out.
 
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::defer::{DeferredId, Registry, StallConfig, WaitTable};
 use crate::observe::{ConnectionId, Observer};
 use crate::reactor::{Inner, ReactorConfig};
+use crate::tasks::{Scope, TaskSlots};
 use crate::time::Clock;
 
 /// The state of one thread; every field starts empty or at its default.
@@ -35,6 +36,10 @@ pub(crate) struct Context {
     pub(crate) stall: RefCell<StallConfig>,
     /// Pending Deferreds, listable at any time.
     pub(crate) deferreds: RefCell<Registry>,
+    /// What the task being polled now was told during its poll.
+    pub(crate) task: Scope,
+    /// Live tasks, listable and scanned for stalls at any time.
+    pub(crate) tasks: RefCell<TaskSlots>,
     /// Locks, semaphores and queues someone waits on: the wait-for graph.
     pub(crate) waits: RefCell<WaitTable>,
     /// Time origin when no clock is installed (a Deferred used outside any reactor); set
@@ -56,6 +61,8 @@ impl Context {
             slow_callback: Cell::new(ReactorConfig::DEFAULT_SLOW_CALLBACK),
             stall: RefCell::new(StallConfig::new(ReactorConfig::DEFAULT_STALL_AFTER)),
             deferreds: RefCell::new(Registry::new()),
+            task: Scope::new(),
+            tasks: RefCell::new(TaskSlots::new()),
             waits: RefCell::new(WaitTable::new()),
             origin: Cell::new(None),
             read_buf: RefCell::new(None),

@@ -34,6 +34,8 @@
 //! - [`policies`]: idle timeouts, connection limits, throttling.
 //! - [`defer`]: `Deferred` chains and `Failure`s, traced.
 //! - [`task`]: `LoopingCall`, `defer_later`, `defer_to_thread`.
+//! - [`tasks`]: every future the reactor runs, inspected like a chain (polls, busy and
+//!   idle time, what it awaits; slow, stalled and leaked).
 //! - [`observe`]: typed events and the [`Observer`](observe::Observer) trait.
 //! - [`testing`]: `StringTransport`, a fake clock, in-memory loopback, a recording observer.
 //! - `context`: what weft keeps per thread (the reactor, observer, clock, thresholds,
@@ -53,6 +55,7 @@ pub mod policies;
 pub mod protocol;
 pub mod reactor;
 pub mod task;
+pub mod tasks;
 pub mod testing;
 pub mod time;
 pub mod transport;

@@ -125,6 +125,8 @@ fn deferred(id: i64, state: &str) -> DeferredRecord {
         step_detail: None,
         waiting_on_connection: None,
         named_steps_json: None,
+        kind: None,
+        task_json: None,
     }
 }
 

@@ -304,6 +304,13 @@ fn service_names_are_unique() {
 }
 
 #[test]
+fn the_label_of_work_outside_any_service_is_not_a_service_name() {
+    let e = err("[[service]]\nname = \"reactor\"\nkind = \"echo\"\nlisten = \"tcp:1\"\n");
+    assert_eq!(at(&e), (Some(2), Some("service[0].name")));
+    assert!(e.message.contains("reserved"), "{e}");
+}
+
+#[test]
 fn a_tcp_proxy_needs_a_stream_listener_and_an_upstream() {
     let ok = Config::parse(
         "weft.toml",

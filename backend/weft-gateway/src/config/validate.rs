@@ -151,6 +151,13 @@ fn services(
                 "must not be empty",
             ));
         }
+        if name == weft_telemetry::NO_SERVICE {
+            return Err(at.error(
+                Some(svc.name.span()),
+                key(&format!("{prefix}.name")),
+                format!("service name {name:?} is reserved: metrics label work outside any service with it"),
+            ));
+        }
         if let Some(first) = names.insert(name, i) {
             return Err(at.error(
                 Some(svc.name.span()),

@@ -80,7 +80,8 @@ pub(crate) fn reopen_on_sigusr1(reactor: &Reactor, files: AccessLogFiles) {
     let stop = CancellationToken::new();
     let stopping = stop.clone();
     reactor.add_shutdown_hook(Phase::Before, move || stopping.cancel());
-    reactor.spawn(async move {
+    // It waits for SIGUSR1 for as long as the gateway runs: not a stall.
+    reactor.spawn(weft::tasks::awaiting_outside_events(async move {
         let mut usr1 = match signal(SignalKind::user_defined1()) {
             Ok(usr1) => usr1,
             Err(error) => {
@@ -100,7 +101,7 @@ pub(crate) fn reopen_on_sigusr1(reactor: &Reactor, files: AccessLogFiles) {
                 }
             }
         }
-    });
+    }));
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
         step_detail: None,
         waiting_on_connection: None,
         named_steps_json: None,
+        kind: None,
+        task_json: None,
     }
 }
 

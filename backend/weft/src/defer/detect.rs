@@ -36,6 +36,7 @@ pub(crate) fn report_slow(
     took: Duration,
     threshold: Duration,
 ) {
+    crate::tasks::note_slow_inside();
     tracing::warn!(
         deferred = %core.id, callback = %Site(site), ?took,
         "a Deferred callback blocked the reactor"
@@ -137,8 +138,10 @@ fn scan_interval() -> Duration {
     (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// Looks at every pending Deferred once and reports those stuck past their threshold.
+/// Looks at every pending Deferred and live task once and reports those stuck past their
+/// threshold (and tasks nothing can wake).
 pub fn scan_for_stalls() {
+    crate::tasks::scan_for_stalls();
     let now = registry::clock_now();
     registry::for_each_pending(|core| {
         if core.flags_has(LONG_WAIT) {

@@ -362,6 +362,11 @@ pub enum DeferredEvent {
     Unhandled(Unhandled),
     /// Detector: the firing side was dropped unfired; the chain can never complete.
     Leaked(Leaked),
+    /// An async task was spawned ([`crate::tasks`]); its detections are the variants
+    /// above with the task as their subject.
+    TaskSpawned(crate::tasks::TaskSpawned),
+    /// An async task returned or was dropped.
+    TaskEnded(crate::tasks::TaskEnded),
     /// Detector: chains wait on each other through locks; one per member of the cycle.
     Deadlock(super::Deadlock),
     /// The wait-for graph changed ([`wait_graph`](super::wait_graph)); sent by the stall

@@ -16,9 +16,13 @@ impl<T: 'static> Future for Deferred<T> {
     type Output = Result<T, Failure>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut().poll_result(cx) {
+        let this = self.get_mut();
+        match this.poll_result(cx) {
             Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
+            None => {
+                crate::tasks::note_awaiting(this.id());
+                Poll::Pending
+            }
         }
     }
 }
@@ -46,6 +50,7 @@ impl<T: 'static> Deferred<T> {
         core.set_canceller(Box::new(move || {
             let _ = stop_tx.send(());
         }));
+        let id = core.id;
         let (resolver, deferred) = super::deferred::pair_from(core);
         let task = async move {
             tokio::select! {
@@ -54,6 +59,13 @@ impl<T: 'static> Deferred<T> {
                 _ = stop_rx => {}
             }
         };
+        let task = crate::tasks::instrument(
+            task,
+            crate::tasks::TaskKind::FromFuture,
+            None,
+            site,
+            Some(id),
+        );
         match crate::Reactor::try_current() {
             Some(reactor) => reactor.spawn_untracked(task),
             None => {

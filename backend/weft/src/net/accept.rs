@@ -11,6 +11,7 @@
 //! until it ends. Everything but the adapter's two steps is the same for both APIs.
 
 use std::io;
+use std::panic::Location;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::observe::{
 };
 use crate::policies::{PeerLimit, PeerSlot};
 use crate::reactor::Reactor;
+use crate::tasks::TaskKind;
 use crate::transport::{Stream, Transport};
 
 /// How a listener treats the connections it accepts; the default applies no limits.
@@ -268,9 +270,12 @@ pub(super) struct Acceptor<A> {
     /// Set on each connection's transport; the reactor's sweep enforces it.
     idle_timeout: Option<Duration>,
     adapter: A,
+    /// The line that asked to listen: each connection's task's spawn site.
+    site: &'static Location<'static>,
 }
 
 impl<A: Admit> Acceptor<A> {
+    #[track_caller]
     pub(super) fn new(
         reactor: &Reactor,
         info: Arc<ListenerInfo>,
@@ -284,11 +289,18 @@ impl<A: Admit> Acceptor<A> {
             tls,
             idle_timeout: options.idle_timeout,
             adapter,
+            site: Location::caller(),
         })
     }
 
     pub(super) fn start(&self) {
         self.adapter.start();
+    }
+
+    /// Spawns a connection's task, inspected with the listener's site.
+    fn spawn(&self, future: impl std::future::Future<Output = ()> + 'static) {
+        self.reactor
+            .spawn_task(TaskKind::Connection, None, self.site, future);
     }
 
     pub(super) fn stop(&self) {
@@ -317,13 +329,13 @@ impl<A: Admit> Acceptor<A> {
         // TLS states (a rustls connection) must not be paid for by every plain connection.
         // Each task holds the peer's slot until the connection is gone.
         match (stream, self.tls.clone()) {
-            (Accepted::Tcp(s), None) => self.reactor.spawn(async move {
+            (Accepted::Tcp(s), None) => self.spawn(async move {
                 let _slot = slot;
                 let local = admitted.local_of(&s);
                 let (reactor, conn, transport) = admitted.register(local);
                 conn.serve(&reactor, s, transport).await;
             }),
-            (Accepted::Tcp(s), Some(acceptor)) => self.reactor.spawn(Box::pin(async move {
+            (Accepted::Tcp(s), Some(acceptor)) => self.spawn(Box::pin(async move {
                 let _slot = slot;
                 let local = admitted.local_of(&s);
                 match tls::handshake(acceptor, s).await {
@@ -340,7 +352,7 @@ impl<A: Admit> Acceptor<A> {
                     }
                 }
             })),
-            (Accepted::Unix(s), _) => self.reactor.spawn(async move {
+            (Accepted::Unix(s), _) => self.spawn(async move {
                 let _slot = slot;
                 let local = admitted.listener.local.clone();
                 let (reactor, conn, transport) = admitted.register(local);

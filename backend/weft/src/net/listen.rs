@@ -153,6 +153,7 @@ pub(super) fn bind_unix(
 impl Reactor {
     /// Listens on a stream endpoint string (`tcp:`, `tcp6:`, `unix:`, `ssl:`); connections
     /// are reported under the service named by the endpoint string.
+    #[track_caller]
     pub fn listen(
         &self,
         endpoint: &str,
@@ -162,6 +163,7 @@ impl Reactor {
     }
 
     /// Like [`listen`](Self::listen), reporting connections under `service`.
+    #[track_caller]
     pub fn listen_as(
         &self,
         service: &str,
@@ -173,6 +175,7 @@ impl Reactor {
 
     /// Like [`listen_as`](Self::listen_as), applying `options` (idle timeout, per-peer
     /// cap) to every connection accepted.
+    #[track_caller]
     pub fn listen_with(
         &self,
         service: &str,
@@ -185,6 +188,7 @@ impl Reactor {
     }
 
     /// Listens for TCP connections on `addr` (Twisted's `listenTCP`).
+    #[track_caller]
     pub fn listen_tcp(
         &self,
         addr: SocketAddr,
@@ -199,6 +203,7 @@ impl Reactor {
         self.listen_endpoint(&name, &name, &endpoint, &options, Rc::new(factory))
     }
 
+    #[track_caller]
     pub(crate) fn listen_endpoint(
         &self,
         service: &str,
@@ -221,6 +226,7 @@ impl Reactor {
     /// offers for its address) and accepts on it in a task, once the port may start,
     /// handing each connection `options` admits to `adapter` through the shared
     /// [`Acceptor`].
+    #[track_caller]
     pub(super) fn serve_stream<A: Admit>(
         &self,
         service: &str,
@@ -258,7 +264,8 @@ impl Reactor {
         );
         let port = ListeningPort::new(info.clone(), stop.clone(), opened.id());
         let options = options.clone();
-        self.spawn(async move {
+        // A listener waits on its peers: idle there is not a stall.
+        self.spawn(crate::tasks::awaiting_outside_events(async move {
             if !opened.started(&stop).await {
                 return opened.close(false);
             }
@@ -269,7 +276,7 @@ impl Reactor {
             acceptor.stop();
             observe::emit(|| Event::ListenerStopped(&info));
             opened.close(true);
-        });
+        }));
         Ok(port)
     }
 }

@@ -59,6 +59,7 @@ pub(crate) fn open(reactor: &Reactor, info: Arc<ConnectionInfo>) -> Transport {
         .borrow_mut()
         .insert(info.id, transport.clone());
     observe::emit(|| Event::ConnectionOpened(&info));
+    crate::tasks::note_connection(info.id);
     tracing::debug!(connection = %info.id, service = %info.service, peer = %info.peer, "connection opened");
     transport
 }

@@ -134,6 +134,9 @@ impl AsyncRead for InspectedStream {
         }
         let before = buf.filled().len();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
+        if result.is_pending() {
+            crate::tasks::note_waiting_on_peer();
+        }
         if let Poll::Ready(Ok(())) = result {
             match buf.filled().len() - before {
                 0 => this.transport.note_reason(CloseReason::PeerClosed),
@@ -241,6 +244,7 @@ impl Reactor {
     /// up to its deadline); the connection is reported closed when the handler returns.
     /// When a close is requested (`lose_connection`, or shutdown) the handler is polled
     /// again; if the connection is aborted, the handler is dropped.
+    #[track_caller]
     pub fn listen_stream<H, F>(
         &self,
         service: &str,
@@ -256,6 +260,7 @@ impl Reactor {
 
     /// Like [`listen_stream`](Self::listen_stream), applying `options` (idle timeout,
     /// per-peer cap) to every connection accepted.
+    #[track_caller]
     pub fn listen_stream_with<H, F>(
         &self,
         service: &str,

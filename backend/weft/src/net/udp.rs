@@ -248,7 +248,8 @@ impl Reactor {
             },
         );
         let t = transport.clone();
-        self.spawn(async move {
+        // A UDP port waits on its peers: idle there is not a stall.
+        self.spawn(crate::tasks::awaiting_outside_events(async move {
             if !opened.started(&stop).await {
                 t.shared.closed.set(true);
                 return opened.close(false);
@@ -271,7 +272,7 @@ impl Reactor {
             });
             observe::emit(|| Event::ListenerStopped(&listener));
             opened.close(true);
-        });
+        }));
         Ok(UdpPort { transport })
     }
 }

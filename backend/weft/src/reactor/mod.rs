@@ -22,6 +22,7 @@ pub use shutdown::Phase;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::observe::{self, ConnectionId, Observer};
+use crate::tasks::TaskKind;
 use crate::time::{Clock, ClockGuard, DelayedCall};
 use crate::transport::Transport;
 
@@ -280,13 +282,41 @@ impl Reactor {
     }
 
     /// Spawns a task on the reactor thread; shutdown waits for it (up to the deadline).
+    ///
+    /// The task is inspected ([`crate::tasks`]) with this call's line as its spawn site.
+    #[track_caller]
     pub fn spawn<F>(&self, future: F)
     where
         F: Future<Output = ()> + 'static,
     {
+        self.spawn_task(TaskKind::Spawned, None, Location::caller(), future);
+    }
+
+    /// [`spawn`](Self::spawn) with a label: the inspector shows it, and
+    /// [`set_stall_threshold_for`](crate::defer::set_stall_threshold_for) the label sets
+    /// when the task counts as stalled.
+    #[track_caller]
+    pub fn spawn_labeled<F>(&self, label: &'static str, future: F)
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        self.spawn_task(TaskKind::Spawned, Some(label), Location::caller(), future);
+    }
+
+    /// Spawns an inspected, tracked task of `kind`.
+    pub(crate) fn spawn_task<F>(
+        &self,
+        kind: TaskKind,
+        label: Option<&'static str>,
+        site: &'static Location<'static>,
+        future: F,
+    ) where
+        F: Future<Output = ()> + 'static,
+    {
+        let task = crate::tasks::instrument(future, kind, label, site, None);
         self.inner
             .local
-            .spawn_local(self.inner.tracker.track_future(future));
+            .spawn_local(self.inner.tracker.track_future(task));
     }
 
     /// Spawns a task the reactor does not wait for at shutdown (a background loop).

@@ -305,6 +305,7 @@ fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static
         took,
     );
     if took >= crate::observe::slow_threshold() {
+        crate::tasks::note_slow_inside();
         let callback = format!("delayed call scheduled at {site}");
         tracing::warn!(%callback, ?took, "a callback blocked the reactor");
         crate::observe::emit(|| {

@@ -115,6 +115,7 @@ pub(crate) fn guarded_call(
         took,
     );
     if took >= observe::slow_threshold() {
+        crate::tasks::note_slow_inside();
         let callback = format!("{name}::{method}");
         tracing::warn!(connection = %info.id, %callback, ?took, "a callback blocked the reactor");
         observe::emit(|| {
@@ -317,6 +318,7 @@ impl<S: Stream> Driver<'_, S> {
         match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
             Poll::Pending => {
                 put_read_buf(buf);
+                crate::tasks::note_waiting_on_peer();
                 ControlFlow::Break(Poll::Pending)
             }
             Poll::Ready(Err(err)) => {

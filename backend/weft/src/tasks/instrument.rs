@@ -1,0 +1,277 @@
+//! The wrapper every task runs in, and the per-poll path: two clock reads, a few
+//! relaxed stores into the task's own cell, no lock and no allocation.
+
+use std::cell::Cell;
+use std::future::{Future, poll_fn};
+use std::panic::Location;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use super::cell::{TaskCell, TaskKind, ns};
+use super::detect;
+use super::events::{TaskEnded, TaskSpawned};
+use crate::defer::{DeferredEvent, DeferredId, Site};
+use crate::observe::{self, ConnectionId};
+
+/// What the code inside a poll tells its task, kept per thread while the poll runs.
+#[derive(Default)]
+pub(crate) struct Scope {
+    /// The task being polled.
+    running: Cell<Option<DeferredId>>,
+    /// The last pending Deferred the poll awaited.
+    awaiting: Cell<Option<DeferredId>>,
+    /// The first connection the poll opened.
+    connection: Cell<Option<ConnectionId>>,
+    /// Whether the poll ended waiting for its own peer's input.
+    on_peer: Cell<bool>,
+    /// Whether a callback inside the poll was reported slow already.
+    slow_inside: Cell<bool>,
+}
+
+/// What a poll left in the scope, and what was there before it.
+#[derive(Clone, Copy)]
+struct Saved {
+    running: Option<DeferredId>,
+    awaiting: Option<DeferredId>,
+    connection: Option<ConnectionId>,
+    on_peer: bool,
+    slow_inside: bool,
+}
+
+impl Scope {
+    pub(crate) const fn new() -> Self {
+        Self {
+            running: Cell::new(None),
+            awaiting: Cell::new(None),
+            connection: Cell::new(None),
+            on_peer: Cell::new(false),
+            slow_inside: Cell::new(false),
+        }
+    }
+
+    fn swap(&self, to: Saved) -> Saved {
+        Saved {
+            running: self.running.replace(to.running),
+            awaiting: self.awaiting.replace(to.awaiting),
+            connection: self.connection.replace(to.connection),
+            on_peer: self.on_peer.replace(to.on_peer),
+            slow_inside: self.slow_inside.replace(to.slow_inside),
+        }
+    }
+}
+
+/// A pending Deferred the running task awaits (called when a Deferred's poll is pending).
+#[inline]
+pub(crate) fn note_awaiting(id: DeferredId) {
+    crate::context::with(|cx| {
+        if cx.task.running.get().is_some() {
+            cx.task.awaiting.set(Some(id));
+        }
+    });
+}
+
+/// A connection the running task opened: its first becomes the task's connection.
+pub(crate) fn note_connection(id: ConnectionId) {
+    crate::context::with(|cx| {
+        if cx.task.running.get().is_some() && cx.task.connection.get().is_none() {
+            cx.task.connection.set(Some(id));
+        }
+    });
+}
+
+/// A callback the running task's poll ran (a protocol method, a delayed call, a Deferred
+/// step) was reported slow: the poll is not reported again for the same blocking.
+pub(crate) fn note_slow_inside() {
+    crate::context::with(|cx| cx.task.slow_inside.set(true));
+}
+
+/// The running task waits for its own peer's input now: idle there is not a stall.
+#[inline]
+pub(crate) fn note_waiting_on_peer() {
+    crate::context::with(|cx| cx.task.on_peer.set(true));
+}
+
+/// Now on the thread's clock (a fake clock in tests), in nanoseconds.
+#[inline]
+fn now_ns() -> u64 {
+    crate::context::with(clock_ns)
+}
+
+#[inline]
+fn clock_ns(cx: &crate::context::Context) -> u64 {
+    let now = cx.clock.borrow().as_ref().map(crate::Clock::now);
+    ns(now.unwrap_or_else(crate::defer::clock_now))
+}
+
+/// Holds the task's cell for its life; ends it however the task goes (returns, is
+/// cancelled, or dropped unpolled at shutdown).
+struct Guard {
+    cell: Arc<TaskCell>,
+    slot: usize,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let completed = self.cell.is_done();
+        self.cell.finish();
+        detect::unregister(self.slot);
+        // `try_with` inside: a task dropped as the thread exits finds no observer.
+        let _ = crate::context::try_with(|_| {
+            detect::emit(|| {
+                DeferredEvent::TaskEnded(TaskEnded {
+                    id: self.cell.id(),
+                    figures: self.cell.figures_at(now_ns()),
+                    completed,
+                })
+            });
+        });
+    }
+}
+
+/// Wraps `future` as an inspected task spawned at `site`; see the module docs.
+pub(crate) fn instrument<F: Future>(
+    future: F,
+    kind: TaskKind,
+    label: Option<&'static str>,
+    site: &'static Location<'static>,
+    resolves: Option<DeferredId>,
+) -> Instrumented<F> {
+    let now = crate::defer::clock_now();
+    let cell = Arc::new(TaskCell::new(
+        DeferredId(observe::next_id()),
+        label,
+        Site(site),
+        kind,
+        resolves,
+        now,
+    ));
+    let (connection, parent) = crate::context::with(|cx| {
+        (
+            cx.connection.get(),
+            cx.running_deferred.get().or(cx.task.running.get()),
+        )
+    });
+    if let Some(c) = connection {
+        cell.set_connection(c);
+    }
+    let slot = detect::register(&cell);
+    detect::emit(|| {
+        DeferredEvent::TaskSpawned(TaskSpawned {
+            id: cell.id(),
+            cell: Arc::downgrade(&cell),
+            label,
+            site: Site(site),
+            kind,
+            connection,
+            parent,
+            resolves,
+            at: SystemTime::now(),
+        })
+    });
+    let waker = Waker::from(cell.clone());
+    Instrumented {
+        future,
+        guard: Guard { cell, slot },
+        waker,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task's future with its inspection, polled in place: wrapping adds its guard and
+    /// waker (three words) to the task, not a second copy of the future.
+    pub(crate) struct Instrumented<F> {
+        #[pin]
+        future: F,
+        guard: Guard,
+        waker: Waker,
+    }
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        poll_task(&this.guard.cell, this.waker, this.future, cx)
+    }
+}
+
+/// One poll of a task.
+#[inline]
+fn poll_task<F: Future>(
+    cell: &Arc<TaskCell>,
+    waker: &Waker,
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    cell.remember_waker(cx.waker());
+    // One thread-local access on each side of the poll: the clock and the scope together.
+    let (start, outer) = crate::context::with(|c| {
+        let outer = c.task.swap(Saved {
+            running: Some(cell.id()),
+            awaiting: None,
+            connection: None,
+            on_peer: false,
+            slow_inside: false,
+        });
+        (clock_ns(c), outer)
+    });
+    cell.begin(start);
+    let wakes = cell.wakes();
+    let span = crate::reactor::profile::enter();
+    let out = future.poll(&mut Context::from_waker(waker));
+    let (end, inner, threshold) =
+        crate::context::with(|c| (clock_ns(c), c.task.swap(outer), c.slow_callback.get()));
+    cell.end(
+        start,
+        end,
+        out.is_ready(),
+        wakes,
+        inner.awaiting,
+        inner.on_peer,
+    );
+    if let Some(c) = inner.connection
+        && cell.connection().is_none()
+    {
+        cell.set_connection(c);
+    }
+    let took = Duration::from_nanos(end.saturating_sub(start));
+    span.exit(
+        crate::reactor::profile::Site::Line(cell.site().0),
+        crate::reactor::profile::SiteKind::Poll,
+        took,
+    );
+    if !inner.slow_inside {
+        polled(cell, took, threshold);
+    }
+    if out.is_pending() && cell.wakes() == wakes {
+        detect::check_leaked(cell, 0);
+    }
+    out
+}
+
+/// What a poll's duration says to the slow detector (the reactor profile has it from the
+/// poll's span, by spawn site).
+#[inline]
+fn polled(cell: &TaskCell, took: Duration, threshold: Duration) {
+    if took >= threshold {
+        detect::report_slow(cell, took, threshold);
+    }
+}
+
+/// Runs `future` noting, whenever it is pending, that its task waits on events from
+/// outside (a listener's peers, a signal, a request from another thread): idle there for
+/// any time is not a stall. Wrap a task's whole body in it when that is all it does.
+pub async fn awaiting_outside_events<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        let out = future.as_mut().poll(cx);
+        if out.is_pending() {
+            note_waiting_on_peer();
+        }
+        out
+    })
+    .await
+}

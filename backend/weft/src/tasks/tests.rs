@@ -1,0 +1,298 @@
+//! Tasks polled by hand on a fake clock: figures, and each detector.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::panic::Location;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use super::*;
+use crate::defer::{Deferred, DeferredEvent, set_stall_threshold, set_stall_threshold_for};
+use crate::observe::{self, Event, Observer};
+use crate::testing::Clock;
+
+/// Keeps every Deferred event (tasks report through them).
+#[derive(Default)]
+struct Capture(Mutex<Vec<DeferredEvent>>);
+
+impl Observer for Capture {
+    fn on_event(&self, event: &Event<'_>) {
+        if let Event::Deferred(d) = event {
+            self.0.lock().unwrap().push((*d).clone());
+        }
+    }
+}
+
+impl Capture {
+    fn install() -> Arc<Self> {
+        let capture = Arc::new(Self::default());
+        observe::set_observer(Some(capture.clone()));
+        capture
+    }
+
+    fn events(&self) -> Vec<DeferredEvent> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn poll<F: Future + ?Sized>(f: Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn site() -> &'static Location<'static> {
+    Location::caller()
+}
+
+#[test]
+fn polls_busy_and_idle_time_are_counted_in_the_tasks_cell() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::install();
+    let step = clock.clone();
+    let mut polls = 0;
+    let task = instrument(
+        poll_fn(move |cx| {
+            polls += 1;
+            step.advance(Duration::from_millis(10));
+            if polls < 3 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }),
+        TaskKind::Spawned,
+        Some("counter"),
+        site(),
+        None,
+    );
+    let mut task = Box::pin(task);
+    assert!(poll(task.as_mut()).is_pending());
+    clock.advance(Duration::from_millis(5));
+    assert!(poll(task.as_mut()).is_pending());
+    clock.advance(Duration::from_millis(5));
+    let listed = pending_tasks();
+    let [mine] = &listed[..] else {
+        panic!("one live task: {listed:?}")
+    };
+    assert_eq!(mine.label, Some("counter"));
+    assert_eq!(mine.figures.polls, 2);
+    assert_eq!(mine.figures.busy, Duration::from_millis(20));
+    assert_eq!(mine.figures.idle, Duration::from_millis(10));
+    assert_eq!(mine.figures.state, TaskState::Idle);
+    assert_eq!(mine.figures.wakes, 2);
+    assert!(poll(task.as_mut()).is_ready());
+    drop(task);
+    assert!(pending_tasks().is_empty(), "an ended task leaves the table");
+    let ended = capture
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            DeferredEvent::TaskEnded(e) => Some(e),
+            _ => None,
+        })
+        .expect("its end is reported");
+    assert!(ended.completed);
+    assert_eq!(ended.figures.polls, 3);
+    assert_eq!(ended.figures.busy, Duration::from_millis(30));
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_poll_longer_than_slow_callback_is_slow_naming_the_spawn_site_and_label() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::install();
+    observe::set_slow_threshold(Duration::from_millis(100));
+    let spawned_at = site();
+    let busy = clock.clone();
+    let mut task = Box::pin(instrument(
+        async move {
+            // Blocks the thread past the threshold, as a CPU-bound poll would.
+            busy.advance(Duration::from_millis(250));
+        },
+        TaskKind::Spawned,
+        Some("cruncher"),
+        spawned_at,
+        None,
+    ));
+    assert!(poll(task.as_mut()).is_ready());
+    let slow: Vec<_> = capture
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            DeferredEvent::SlowCallback(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let [slow] = &slow[..] else {
+        panic!("one slow report: {slow:?}")
+    };
+    assert_eq!(slow.subject.site.0, spawned_at);
+    assert_eq!(slow.subject.label, Some("cruncher"));
+    assert_eq!(slow.duration, Duration::from_millis(250));
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_task_pending_past_stall_after_is_stalled_once_with_the_deferred_it_awaits() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::install();
+    set_stall_threshold(Duration::from_secs(1));
+    set_stall_threshold_for("patient", Duration::from_secs(60));
+    let (resolver, d) = Deferred::<()>::new();
+    let awaited = d.id();
+    let mut stuck = Box::pin(instrument(
+        async move {
+            let _ = d.await;
+        },
+        TaskKind::Spawned,
+        Some("stuck"),
+        site(),
+        None,
+    ));
+    let (_keep, never) = Deferred::<()>::new();
+    let mut patient = Box::pin(instrument(
+        async move {
+            let _ = never.await;
+        },
+        TaskKind::Spawned,
+        Some("patient"),
+        site(),
+        None,
+    ));
+    assert!(poll(stuck.as_mut()).is_pending());
+    assert!(poll(patient.as_mut()).is_pending());
+    clock.advance(Duration::from_millis(900));
+    crate::defer::scan_for_stalls();
+    let stalled = || {
+        capture
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                // The Deferreds themselves stall too; only the tasks are labelled here.
+                DeferredEvent::Stalled(s) if s.subject.label.is_some() => Some(s),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(stalled().is_empty(), "not stalled before its threshold");
+    clock.advance(Duration::from_millis(200));
+    crate::defer::scan_for_stalls();
+    crate::defer::scan_for_stalls();
+    let reports = stalled();
+    let [report] = &reports[..] else {
+        panic!("the stuck task, once, and not the patient one: {reports:?}")
+    };
+    assert_eq!(report.subject.label, Some("stuck"));
+    assert_eq!(report.waiting_on, Some(awaited));
+    assert!(report.stalled_for >= Duration::from_secs(1));
+    resolver.callback(());
+    assert!(poll(stuck.as_mut()).is_ready());
+    set_stall_threshold(crate::ReactorConfig::DEFAULT_STALL_AFTER);
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_task_waiting_on_its_peer_is_not_stalled() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::install();
+    set_stall_threshold(Duration::from_secs(1));
+    let waker = Rc::new(RefCell::new(None::<Waker>));
+    let kept = waker.clone();
+    let mut reading = Box::pin(instrument(
+        poll_fn(move |cx| {
+            *kept.borrow_mut() = Some(cx.waker().clone());
+            note_waiting_on_peer();
+            Poll::<()>::Pending
+        }),
+        TaskKind::Connection,
+        None,
+        site(),
+        None,
+    ));
+    assert!(poll(reading.as_mut()).is_pending());
+    clock.advance(Duration::from_secs(5));
+    crate::defer::scan_for_stalls();
+    assert!(
+        !capture
+            .events()
+            .iter()
+            .any(|e| matches!(e, DeferredEvent::Stalled(_) | DeferredEvent::Leaked(_))),
+        "{:?}",
+        capture.events()
+    );
+    set_stall_threshold(crate::ReactorConfig::DEFAULT_STALL_AFTER);
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_task_whose_waker_is_dropped_while_pending_is_leaked() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::install();
+    let leaked = || {
+        capture
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                DeferredEvent::Leaked(l) => Some(l.subject.label),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Pending without keeping its waker anywhere: noticed as the poll returns.
+    let mut forgetful = Box::pin(instrument(
+        poll_fn(|_| Poll::<()>::Pending),
+        TaskKind::Spawned,
+        Some("forgetful"),
+        site(),
+        None,
+    ));
+    assert!(poll(forgetful.as_mut()).is_pending());
+    assert_eq!(leaked(), vec![Some("forgetful")]);
+
+    // Keeps its waker, until whoever held it drops it unwoken: noticed by the scan.
+    let held = Rc::new(RefCell::new(None::<Waker>));
+    let keep = held.clone();
+    let mut dropped_later = Box::pin(instrument(
+        poll_fn(move |cx| {
+            *keep.borrow_mut() = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        }),
+        TaskKind::Spawned,
+        Some("dropped later"),
+        site(),
+        None,
+    ));
+    assert!(poll(dropped_later.as_mut()).is_pending());
+    crate::defer::scan_for_stalls();
+    assert_eq!(leaked().len(), 1, "held: not leaked");
+    held.borrow_mut().take();
+    crate::defer::scan_for_stalls();
+    assert_eq!(leaked(), vec![Some("forgetful"), Some("dropped later")]);
+
+    // Woken and dropped (the waker consumed): about to run, not leaked.
+    let woken = Rc::new(RefCell::new(None::<Waker>));
+    let keep = woken.clone();
+    let mut about_to_run = Box::pin(instrument(
+        poll_fn(move |cx| {
+            *keep.borrow_mut() = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        }),
+        TaskKind::Spawned,
+        Some("woken"),
+        site(),
+        None,
+    ));
+    assert!(poll(about_to_run.as_mut()).is_pending());
+    woken.borrow_mut().take().unwrap().wake();
+    crate::defer::scan_for_stalls();
+    assert_eq!(leaked().len(), 2);
+    observe::set_observer(None);
+}

@@ -163,7 +163,7 @@ impl DnsServer {
     }
 
     /// [`DnsServer::new`], taking over from `previous` (the same service before a reload)
-    /// what must survive it: see [`carry`].
+    /// what must survive it (see `server/carry`).
     pub fn succeeding(
         config: DnsConfig,
         metrics: ServiceMetrics,
@@ -386,10 +386,13 @@ impl DnsServer {
             Err(outcome) => return outcome,
         };
         match &self.inner.forwarder {
-            Some(forwarder) => match self.answer_cached(forwarder, &request, reply) {
-                Ok(outcome) => outcome,
-                Err(reply) => forwarder.ask(request, via, reply),
-            },
+            Some(forwarder) if via == Via::Udp => {
+                match self.answer_cached(forwarder, &request, reply) {
+                    Ok(outcome) => outcome,
+                    Err(reply) => forwarder.ask(request, via, reply),
+                }
+            }
+            Some(forwarder) => forwarder.ask(request, via, reply),
             None => {
                 let mut refused = request.response(ResponseCode::Refused, false);
                 ExtendedError::NotAuthoritative.add_to(&mut refused);

@@ -80,8 +80,10 @@ impl DnsServer {
         }
     }
 
-    /// Answers a plain UDP `request` (one whose answer may be kept) from the forwarding
-    /// cache, keeping the encoded answer for the next time, or gives `reply` back.
+    /// Answers a plain UDP `request` (one whose answer may be kept: the question
+    /// [`answer_kept`](Self::answer_kept) prepared last, so over UDP only) from the
+    /// forwarding cache, keeping the encoded answer for the next time, or gives `reply`
+    /// back.
     pub(super) fn answer_cached(
         &self,
         forwarder: &Rc<Forwarder>,

@@ -1,8 +1,10 @@
 //! Answers kept by question against the real binary: a question asked again over UDP gets
 //! the answer encoded the first time with its own id (hickory and dig alike), a reload
-//! that changes the zone is answered anew, and kept answers are rate limited like any.
+//! that changes the zone is answered anew, and kept answers are rate limited like any; a
+//! forwarded answer is kept too, its TTLs counting down, for its own question only.
 
 use std::net::UdpSocket;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -10,7 +12,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_dns_app};
+use crate::support::{App, free_port, spawn_app_with, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -194,4 +196,51 @@ fn kept_answers_are_rate_limited_and_slipped_like_any_other() {
         "every limited answer counted, and the others came from the kept answer\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
+}
+
+#[test]
+fn a_forwarded_answer_is_kept_for_its_own_question_with_its_ttl_counting_down() {
+    let port = free_port();
+    let (upstream, asked) = crate::dns::upstream();
+    let app = spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
+forward = ["{upstream}"]
+"#
+        )
+    });
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let name_of = |m: &Message| m.queries[0].name().to_ascii();
+    for id in [1, 2, 3] {
+        let answer = ask(&socket, port, &query(id, "a.example.", None));
+        assert_eq!(
+            (answer.metadata.id, name_of(&answer)),
+            (id, "a.example.".into())
+        );
+        assert_eq!(addresses(&answer), ["198.51.100.80"]);
+        assert!(!answer.metadata.authoritative && answer.metadata.recursion_available);
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "asked upstream once");
+    assert_eventually!(reused(&app) >= 1.0, "the third came from the kept answer");
+    // The TTL counts down from the upstream's 60 as the kept bytes age.
+    assert_eventually!(
+        ask(&socket, port, &query(4, "a.example.", None)).answers[0].ttl < 60,
+        "the kept answer's TTL counts down"
+    );
+    // A question over TCP is neither answered from nor kept under the key of the last
+    // question over UDP.
+    let b = ask(&socket, port, &query(5, "b.example.", None));
+    assert_eq!(name_of(&b), "b.example.");
+    for _ in 0..2 {
+        let out = dig(port, &["c.example", "A", "+tcp", "+short"]);
+        assert_eq!(out.trim(), "198.51.100.80");
+    }
+    for id in [6, 7] {
+        let b = ask(&socket, port, &query(id, "b.example.", None));
+        assert_eq!((b.metadata.id, name_of(&b)), (id, "b.example.".into()));
+    }
 }

@@ -430,11 +430,17 @@ fn with_serve_stale_an_expired_answer_is_served_with_ttl_30_when_the_upstream_go
         app.metric(r#"weft_dns_stale_answers_total{service="dns"}"#),
         Some(1.0)
     );
+    let out = dig(port, &["brief.elsewhere.test", "A"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("EDE: 3 (Stale Answer)"),
+        "a stale answer says so in an Extended DNS Error (RFC 8914)\n{out}"
+    );
     let out = dig(port, &["never.elsewhere.test", "A"]);
     assert!(
         out.contains("status: SERVFAIL"),
         "nothing stale to serve\n{out}"
     );
+    assert!(out.contains("EDE: 22 (No Reachable Authority)"), "{out}");
 }
 
 #[test]

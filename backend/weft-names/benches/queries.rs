@@ -105,12 +105,9 @@ fn main() {
     // The baseline's bytes are the zone's own answer, so both send the same size.
     let answer = Rc::new(RefCell::new(Vec::new()));
     let out = answer.clone();
-    server.handle(
-        &query(1),
-        Via::Udp,
-        None,
-        Box::new(move |bytes| *out.borrow_mut() = bytes),
-    );
+    server.handle(&query(1), Via::Udp, None, move |bytes: Vec<u8>| {
+        *out.borrow_mut() = bytes
+    });
     let answer = answer.borrow().clone();
     let baseline = reactor
         .listen_udp("static", "udp:0:interface=127.0.0.1", Static(answer))

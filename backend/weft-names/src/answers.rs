@@ -1,15 +1,19 @@
-//! Encoded answers from the zones, kept by question, so that a question asked again over
-//! UDP is answered by copying the bytes and setting the id.
+//! Encoded answers from the zones and from the forwarding cache, kept by question, so
+//! that a question asked again over UDP is answered by copying the bytes and setting the
+//! id; a forwarded answer's TTLs are lowered by the time it has been kept ([`Aging`]),
+//! and it is kept only until the first of them runs out (then the cache answers, or the
+//! upstream).
 //!
 //! Only a plain query is looked up or kept: opcode QUERY, one question of class IN, no
 //! other records but an OPT of version 0 without options. Such a query has no cookie,
 //! NSID request or TSIG, so its answer depends on the question (as sent: the case of the
 //! name is part of the key, and the answer echoes it), RD, CD, DO and the size the client
-//! takes, and on nothing of the client; the zones are the server's own, so a reload,
-//! which builds a new server, starts an empty cache. Rate limiting is the caller's, for
+//! takes, and on nothing of the client. A reload hands the answers of the zones that did
+//! not change to the new server (`server::carry`). Rate limiting is the caller's, for
 //! every answer, kept or not.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -28,6 +32,73 @@ pub(crate) struct Kept {
     pub(crate) query: Query,
     /// Its response code.
     pub(crate) rcode: ResponseCode,
+    /// `None` for an answer from a zone; a forwarded one's TTLs count down.
+    pub(crate) aging: Option<Aging>,
+}
+
+/// How a kept forwarded answer ages.
+pub(crate) struct Aging {
+    /// When it was kept, on the thread's clock.
+    kept: Duration,
+    /// Seconds it may be served: its lowest TTL when kept.
+    lifetime: u32,
+    /// Where each record's TTL is in the bytes (OPT's is not a TTL).
+    ttls: Box<[u16]>,
+}
+
+impl Aging {
+    /// How `bytes`, an encoded forwarded answer, ages from `now`; `None` when it is
+    /// truncated, has no record, or cannot be walked.
+    pub(crate) fn of(bytes: &[u8], now: Duration) -> Option<Self> {
+        if bytes.get(2)? & 0x02 != 0 {
+            return None;
+        }
+        let ttls = ttl_offsets(bytes)?;
+        let lifetime = ttls.iter().map(|&at| ttl_at(bytes, at)).min()?;
+        Some(Self {
+            kept: now,
+            lifetime,
+            ttls: ttls.into_boxed_slice(),
+        })
+    }
+}
+
+fn ttl_at(bytes: &[u8], at: u16) -> u32 {
+    let at = usize::from(at);
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// The offset of each record's TTL in the encoded message `bytes`, but the OPT's.
+fn ttl_offsets(bytes: &[u8]) -> Option<Vec<u16>> {
+    let count = |i: usize| usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
+    if bytes.len() < 12 || count(4) != 1 {
+        return None;
+    }
+    let records = count(6) + count(8) + count(10);
+    let mut at = skip_name(bytes, 12)? + 4;
+    let mut offsets = Vec::with_capacity(records);
+    for _ in 0..records {
+        at = skip_name(bytes, at)?;
+        let fixed = bytes.get(at..at + 10)?;
+        if u16::from_be_bytes([fixed[0], fixed[1]]) != u16::from(RecordType::OPT) {
+            offsets.push(u16::try_from(at + 4).ok()?);
+        }
+        at += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+    (at == bytes.len()).then_some(offsets)
+}
+
+/// The offset past the (possibly compressed) name at `at`.
+fn skip_name(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *bytes.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l if l <= 63 => at += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
 }
 
 /// The cache, with the key of the query being answered.
@@ -49,12 +120,25 @@ impl Answers {
         true
     }
 
-    /// The answer kept for the query prepared last.
-    pub(crate) fn get(&self) -> Option<&Kept> {
+    /// The answer kept for the query prepared last, at `now` (read only when a
+    /// forwarded answer is found): one whose TTL ran out is forgotten.
+    pub(crate) fn get(&mut self, now: impl FnOnce() -> Duration) -> Option<&Kept> {
         if self.key.is_empty() {
             return None;
         }
+        let kept = self.kept.get(self.key.as_slice())?;
+        if let Some(aging) = &kept.aging
+            && now().saturating_sub(aging.kept).as_secs() >= u64::from(aging.lifetime)
+        {
+            self.kept.remove(self.key.as_slice());
+            return None;
+        }
         self.kept.get(self.key.as_slice())
+    }
+
+    /// Whether the last query prepared was a plain one (its answer may be kept).
+    pub(crate) fn prepared(&self) -> bool {
+        !self.key.is_empty()
     }
 
     /// Keeps `answer` for the query prepared last, if it was a plain one.
@@ -70,10 +154,37 @@ impl Answers {
     }
 }
 
-/// `packet` answered from the kept `answer`: its bytes with the query's id.
-pub(crate) fn patched(answer: &Kept, packet: &[u8]) -> Vec<u8> {
+impl Answers {
+    /// Every answer kept, leaving none.
+    pub(crate) fn take(&mut self) -> HashMap<Box<[u8]>, Kept> {
+        std::mem::take(&mut self.kept)
+    }
+
+    /// Keeps those of `answers` whose name `keep` accepts.
+    pub(crate) fn adopt(
+        &mut self,
+        mut answers: HashMap<Box<[u8]>, Kept>,
+        keep: impl Fn(&hickory_proto::rr::Name) -> bool,
+    ) {
+        answers.retain(|_, kept| keep(kept.query.name()));
+        self.kept = answers;
+    }
+}
+
+/// `packet` answered from the kept `answer` at `now`: its bytes with the query's id,
+/// and a forwarded answer's TTLs lowered by the whole seconds it has been kept.
+pub(crate) fn patched(answer: &Kept, packet: &[u8], now: Duration) -> Vec<u8> {
     let mut bytes = answer.bytes.to_vec();
     bytes[..2].copy_from_slice(&packet[..2]);
+    if let Some(aging) = &answer.aging {
+        let age = now.saturating_sub(aging.kept).as_secs();
+        let age = u32::try_from(age).unwrap_or(u32::MAX);
+        for &at in &aging.ttls {
+            let ttl = ttl_at(&bytes, at).saturating_sub(age);
+            let at = usize::from(at);
+            bytes[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
+        }
+    }
     bytes
 }
 

@@ -7,17 +7,24 @@
 //! that name. TTLs are raised to `min_ttl` and lowered to `max_ttl`, and counted down on
 //! the thread's clock, so a test moves them with a fake one. With `serve_stale`, an
 //! entry is kept that long past its TTL, to be served (TTL 30, RFC 8767 section 4) only
-//! when no upstream answers. The cache holds at most `capacity` questions; when it is
-//! full, expired entries go first, then the oldest.
+//! when no upstream answers. The cache holds at most `capacity` questions and at most
+//! `max_bytes` of answers (each entry costs its records as encoded, their in-memory
+//! headers and a fixed overhead for the entry, which is what a flood of large answers
+//! grows); when it is full, expired entries go first, then the oldest, each counted as
+//! evicted.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 
 /// The TTL of a stale answer (RFC 8767 section 4).
 pub const STALE_TTL: u32 = 30;
+/// What an entry costs besides its name and records: its slot in the map and the
+/// eviction queue, its key and its bookkeeping.
+const ENTRY_OVERHEAD: usize = 160;
 
 /// A question, case-insensitive.
 pub(crate) type Key = (LowerName, RecordType, DNSClass);
@@ -72,6 +79,19 @@ impl Answer {
         self.rcode == ResponseCode::NXDomain && self.answers.is_empty()
     }
 
+    /// What it costs the cache kept under `key`: each record as encoded with its
+    /// in-memory header, the name, and [`ENTRY_OVERHEAD`].
+    fn cost(&self, key: &Key) -> usize {
+        let records = self
+            .answers
+            .iter()
+            .chain(&self.authorities)
+            .chain(&self.additionals)
+            .map(|r| std::mem::size_of::<Record>() + r.to_bytes().map_or(0, |b| b.len()))
+            .sum::<usize>();
+        ENTRY_OVERHEAD + key.0.len() + records
+    }
+
     fn records(&mut self) -> impl Iterator<Item = &mut Record> {
         self.answers
             .iter_mut()
@@ -121,12 +141,20 @@ struct Entry {
     ttl: u32,
     /// Matches the eviction queue's copy, so a replaced entry's old slot is skipped.
     seq: u64,
+    /// What it counts against `max_bytes`.
+    cost: usize,
 }
 
 /// A bounded TTL cache of answers.
 pub(crate) struct Cache {
     /// Entries kept at most: the oldest is evicted first, so a flood of names cannot grow it.
     capacity: usize,
+    /// Bytes kept at most (see [`Answer::cost`]), so a flood of large answers cannot grow it.
+    max_bytes: usize,
+    /// Bytes kept now.
+    bytes: usize,
+    /// Entries evicted to make room so far (expired ones swept out are not counted).
+    evicted: u64,
     policy: Policy,
     entries: HashMap<Key, Entry>,
     /// Insertion order, for evicting the oldest.
@@ -143,6 +171,9 @@ impl Cache {
     pub(crate) fn new(capacity: usize, policy: Policy) -> Self {
         Self {
             capacity,
+            max_bytes: usize::MAX,
+            bytes: 0,
+            evicted: 0,
             policy,
             entries: HashMap::new(),
             order: VecDeque::new(),
@@ -151,12 +182,34 @@ impl Cache {
         }
     }
 
+    /// This cache, holding at most `max_bytes` of answers.
+    pub(crate) fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Bytes held now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Entries evicted to make room so far.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
     pub(crate) fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Whether `other` has the same bound and policy: what it holds would be held here.
+    pub(crate) fn same_settings(&self, other: &Cache) -> bool {
+        (self.capacity, self.max_bytes, self.policy)
+            == (other.capacity, other.max_bytes, other.policy)
     }
 
     /// The answer to `key` at time `now`, TTLs lowered by the time it spent here: the
@@ -171,7 +224,7 @@ impl Cache {
         let age = now.saturating_sub(entry.stored).as_secs();
         if age >= u64::from(entry.ttl) {
             if age >= u64::from(entry.ttl) + self.policy.stale_secs() {
-                self.entries.remove(key);
+                self.remove(key);
             }
             return None;
         }
@@ -221,9 +274,17 @@ impl Cache {
         } else {
             key
         };
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
-            self.evict(now);
+        let cost = answer.cost(&key);
+        if cost > self.max_bytes {
+            return;
         }
+        self.remove(&key);
+        while self.entries.len() >= self.capacity || self.bytes + cost > self.max_bytes {
+            if !self.evict(now) {
+                break;
+            }
+        }
+        self.bytes += cost;
         self.seq += 1;
         self.order.push_back((key.clone(), self.seq));
         self.entries.insert(
@@ -233,6 +294,7 @@ impl Cache {
                 stored: now,
                 ttl,
                 seq: self.seq,
+                cost,
             },
         );
         // Replaced entries leave stale slots; compact when they dominate.
@@ -243,26 +305,54 @@ impl Cache {
         }
     }
 
-    /// Makes room for one entry: every expired one, or else the oldest.
-    fn evict(&mut self, now: Duration) {
+    /// Drops every entry for a name at or below one of `origins` (zones that changed).
+    pub(crate) fn forget_under(&mut self, origins: &[LowerName]) {
+        if !origins.is_empty() {
+            self.retain(|key, _| !origins.iter().any(|o| o.zone_of(&key.0)));
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.bytes -= entry.cost;
+        }
+    }
+
+    /// Keeps the entries `keep` accepts, and their bytes.
+    fn retain(&mut self, mut keep: impl FnMut(&Key, &Entry) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|key, entry| {
+            let kept = keep(key, entry);
+            if !kept {
+                freed += entry.cost;
+            }
+            kept
+        });
+        self.bytes -= freed;
+    }
+
+    /// Makes room for one entry: every expired one, or else the oldest (counted).
+    /// Returns false when there was nothing to remove.
+    fn evict(&mut self, now: Duration) -> bool {
         if self
             .swept
             .is_none_or(|at| now.saturating_sub(at) >= Duration::from_secs(1))
         {
             self.swept = Some(now);
             let before = self.entries.len();
-            self.entries
-                .retain(|_, e| now.saturating_sub(e.stored).as_secs() < u64::from(e.ttl));
+            self.retain(|_, e| now.saturating_sub(e.stored).as_secs() < u64::from(e.ttl));
             if self.entries.len() < before {
-                return;
+                return true;
             }
         }
         while let Some((key, seq)) = self.order.pop_front() {
             if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                self.entries.remove(&key);
-                return;
+                self.remove(&key);
+                self.evicted += 1;
+                return true;
             }
         }
+        false
     }
 }
 

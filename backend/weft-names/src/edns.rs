@@ -1,7 +1,8 @@
 //! The EDNS options this server answers: NSID (RFC 5001) when `nsid` is set, and DNS
 //! cookies (RFC 7873) when `cookies` is on, with server cookies in the interoperable
 //! format of RFC 9018. Every other option is ignored and never echoed (RFC 6891 section
-//! 6.1.2).
+//! 6.1.2). An answer that refuses, fails or is stale says why in an Extended DNS Error
+//! ([`ExtendedError`], RFC 8914), to a query with an OPT only.
 //!
 //! A server cookie is version 1, three reserved bytes, the time it was made (seconds
 //! since the epoch, serial arithmetic) and SipHash-2-4 over the client cookie, those
@@ -38,6 +39,8 @@ const LIFETIME: u32 = 3600;
 /// How far ahead of this server's clock a cookie's time may be (RFC 9018 section 4.3:
 /// five minutes).
 const SKEW: u32 = 300;
+/// The Extended DNS Error option code (RFC 8914).
+const EDE: u16 = 15;
 /// The longest `nsid` accepted, in bytes.
 pub const MAX_NSID: usize = 128;
 
@@ -150,6 +153,32 @@ impl OptionsAnswered {
     }
 }
 
+/// Why an answer refuses, fails or is stale: the INFO-CODE of an Extended DNS Error
+/// (RFC 8914 section 4), as NSD, Knot and BIND send them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExtendedError {
+    /// 3: served from an expired cache entry (`serve_stale`, RFC 8767).
+    StaleAnswer = 3,
+    /// 18: the client is not allowed this (a zone transfer outside `allow_transfer`).
+    Prohibited = 18,
+    /// 20: the name is in none of the zones, and nothing is forwarded.
+    NotAuthoritative = 20,
+    /// 22: no upstream gave an answer.
+    NoReachableAuthority = 22,
+}
+
+impl ExtendedError {
+    /// Adds the option to `message`'s OPT; a response without one (to a query without
+    /// EDNS) gets nothing: RFC 8914 section 3 puts it in the OPT record only.
+    pub(crate) fn add_to(self, message: &mut hickory_proto::op::Message) {
+        if let Some(edns) = message.edns.as_mut() {
+            let info = (self as u16).to_be_bytes().to_vec();
+            edns.options_mut().insert(EdnsOption::Unknown(EDE, info));
+        }
+    }
+}
+
 /// What a query's COOKIE option proved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CookieState {
@@ -168,8 +197,9 @@ pub(crate) enum CookieState {
 /// A service's EDNS answers: its NSID and its cookie secrets.
 pub(crate) struct Options {
     nsid: Option<Rc<[u8]>>,
-    /// `None` when cookies are off.
-    secrets: Option<RefCell<Secrets>>,
+    /// `None` when cookies are off; shared with the server this one succeeds (see
+    /// [`Options::keep_secrets_of`]).
+    secrets: Option<Rc<RefCell<Secrets>>>,
 }
 
 impl Options {
@@ -178,7 +208,15 @@ impl Options {
             nsid: config.nsid.as_deref().map(|s| Rc::from(s.as_bytes())),
             secrets: config
                 .cookies
-                .then(|| RefCell::new(Secrets::new(unix_now()))),
+                .then(|| Rc::new(RefCell::new(Secrets::new(unix_now())))),
+        }
+    }
+
+    /// Takes `previous`'s cookie secrets when both answer cookies, so the server cookies
+    /// it handed out stay valid.
+    pub(crate) fn keep_secrets_of(&mut self, previous: &Options) {
+        if let (Some(secrets), Some(kept)) = (&mut self.secrets, &previous.secrets) {
+            *secrets = kept.clone();
         }
     }
 

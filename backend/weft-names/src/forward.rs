@@ -35,10 +35,10 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
-use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps, TimeoutError};
+use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps};
 use weft::time::DelayedCall;
 
-use crate::cache::{Answer, Cache, Key, Policy};
+use crate::cache::{Cache, Key, Policy};
 pub use crate::link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 use crate::metrics::{Busy, ServiceMetrics};
 use crate::server::{Outcome, Reply, Via, send};
@@ -46,7 +46,10 @@ use crate::upstream::{ForwardOptions, Selection, Upstreams};
 use crate::view::Source;
 use crate::wire::{EDNS_UDP_SIZE, Request};
 
+mod finish;
 mod received;
+
+use finish::response;
 
 /// The inspector's label of an upstream query's Deferred.
 pub const UPSTREAM_LABEL: &str = "dns upstream query";
@@ -170,8 +173,10 @@ pub(crate) struct Forwarder {
     /// How queries reach upstreams: real sockets, or a test double.
     link: Rc<dyn UpstreamLink>,
     metrics: ServiceMetrics,
-    /// Upstream answers, served until their TTL runs out (at most `cache_size` of them).
-    cache: RefCell<Cache>,
+    /// Upstream answers, served until their TTL runs out (at most `cache_size` of them,
+    /// and `cache_bytes`);
+    /// shared with the server this one succeeds when its settings are the same.
+    cache: Rc<RefCell<Cache>>,
     /// The questions out; in a `RefCell` because the service's listeners and its timers
     /// share the forwarder.
     state: RefCell<State>,
@@ -194,7 +199,7 @@ impl Forwarder {
     pub(crate) fn new(
         upstreams: Vec<SocketAddr>,
         timeout: Duration,
-        cache_size: usize,
+        (cache_size, cache_bytes): (usize, usize),
         options: ForwardOptions,
         link: Rc<dyn UpstreamLink>,
         metrics: ServiceMetrics,
@@ -215,9 +220,30 @@ impl Forwarder {
             timeout,
             link,
             metrics,
-            cache: RefCell::new(Cache::new(cache_size, policy)),
+            cache: Rc::new(RefCell::new(
+                Cache::new(cache_size, policy).with_max_bytes(cache_bytes),
+            )),
             state: RefCell::default(),
         })
+    }
+
+    /// Takes over `previous`'s cache, when the upstreams and the cache's settings are
+    /// the same, less what it holds for names inside the zones `changed`; and each
+    /// upstream's round-trip time, by address.
+    pub(crate) fn take_over(&mut self, previous: &Forwarder, changed: &[LowerName]) {
+        let upstreams = self.upstreams.get_mut();
+        let before = previous.upstreams.borrow();
+        for (i, addr) in self.addrs.iter().enumerate() {
+            if let Some(j) = previous.addrs.iter().position(|a| a == addr) {
+                upstreams.measured_as(i, before.get(j));
+            }
+        }
+        let same = self.addrs == previous.addrs
+            && self.cache.borrow().same_settings(&previous.cache.borrow());
+        if same {
+            previous.cache.borrow_mut().forget_under(changed);
+            self.cache = previous.cache.clone();
+        }
     }
 
     pub(crate) fn upstreams(&self) -> &[SocketAddr] {
@@ -232,6 +258,17 @@ impl Forwarder {
     /// Questions in the cache.
     pub(crate) fn cached(&self) -> usize {
         self.cache.borrow().len()
+    }
+
+    /// The cached answer to `request` encoded for UDP, with its code, if the cache has
+    /// one (counted as a hit); else nothing is counted.
+    pub(crate) fn cached_udp(&self, request: &Request) -> Option<(Vec<u8>, ResponseCode)> {
+        let q = &request.query;
+        let key: Key = (LowerName::new(q.name()), q.query_type(), q.query_class());
+        let answer = self.cache.borrow_mut().get(&key, now())?;
+        self.metrics.cache_hit();
+        let encoded = crate::wire::encode(&response(request, &answer), Some(request.udp_limit()));
+        Some((encoded, answer.rcode))
     }
 
     /// Answers `request` from the cache, or sends it upstream (or joins the same
@@ -437,114 +474,6 @@ impl Forwarder {
         self.upstreams.borrow_mut().timed_out(upstream);
         self.send_tries(seq);
     }
-
-    /// The query's Deferred fired: cache the answer and answer every waiter, or tell
-    /// them SERVFAIL (or serve them a stale answer).
-    fn finish(&self, seq: u64, result: Result<Message, Failure>) {
-        let Some(entry) = ({
-            let mut state = self.state.borrow_mut();
-            let entry = state.in_flight.remove(&seq);
-            if let Some(e) = &entry {
-                state.waiting -= e.waiters.len();
-                if state.by_question.get(&e.key) == Some(&seq) {
-                    state.by_question.remove(&e.key);
-                }
-                if e.over_tcp {
-                    state.over_tcp -= 1;
-                }
-                for t in &e.tries {
-                    state.by_id.remove(&t.id);
-                    if state.recent.len() == RECENT_IDS {
-                        state.recent.pop_front();
-                    }
-                    state.recent.push_back(t.id);
-                }
-            }
-            entry
-        }) else {
-            return;
-        };
-        if let Some(timer) = &entry.next_try {
-            let _ = timer.cancel();
-        }
-        // Only a timeout says the upstreams still out were slow; a TCP failure, too many
-        // retries or the service stopping says nothing of them.
-        if result
-            .as_ref()
-            .is_err_and(|failure| failure.check::<TimeoutError>())
-        {
-            let mut upstreams = self.upstreams.borrow_mut();
-            for t in entry.tries.iter().filter(|t| !t.settled) {
-                upstreams.timed_out(t.upstream);
-                self.metrics
-                    .figures()
-                    .upstream_timed_out(self.addrs[t.upstream]);
-            }
-        }
-        // A failure fires the Deferred only over TCP, where no other upstream is asked.
-        let result = match result {
-            Ok(m) if upstream_failure(m.metadata.response_code) => {
-                let by = entry.answered_by.map(|a| a.to_string()).unwrap_or_default();
-                let rcode = m.metadata.response_code;
-                Err(Failure::msg(format!("upstream {by} answered {rcode}")))
-            }
-            result => result,
-        };
-        // RFC 8767 section 4: when no upstream gives a usable answer, a stale one will do.
-        if result.is_err() {
-            let stale = self.cache.borrow_mut().stale(&entry.key, now());
-            if let Some(answer) = stale {
-                self.metrics.forwarding().stale().inc();
-                tracing::info!(name = ?entry.query.name().to_string(), "no upstream answered; serving a stale answer");
-                for w in entry.waiters {
-                    let m = response(&w.request, &answer);
-                    send(&self.metrics, &w.request, w.via, m, w.reply, Source::Cache);
-                }
-                return;
-            }
-        }
-        match result {
-            Ok(message) => {
-                // Only whole answers fire the Deferred: truncated ones go to TCP instead.
-                debug_assert!(!message.metadata.truncation);
-                let mut answer = Answer::from_message(&message);
-                let mut cache = self.cache.borrow_mut();
-                cache.policy().clamp(&mut answer);
-                if !entry.unchecked {
-                    cache.insert(entry.key, answer.clone(), now());
-                }
-                drop(cache);
-                let source = entry
-                    .answered_by
-                    .map_or(Source::UpstreamFailed, Source::Upstream);
-                for w in entry.waiters {
-                    let m = response(&w.request, &answer);
-                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
-                }
-            }
-            Err(failure) => {
-                let name = entry.query.name().to_string();
-                let qtype = entry.query.query_type();
-                let mut source = Source::UpstreamFailed;
-                if failure.check::<TimeoutError>() {
-                    source = Source::Timeout;
-                    self.metrics.upstream_timeout();
-                    tracing::info!(
-                        name = ?name,
-                        %qtype,
-                        after = ?self.timeout,
-                        "no upstream answered in time; answering SERVFAIL"
-                    );
-                } else {
-                    tracing::info!(name = ?name, %qtype, error = %failure, "answering SERVFAIL");
-                }
-                for w in entry.waiters {
-                    let m = w.request.response(ResponseCode::ServFail, true);
-                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
-                }
-            }
-        }
-    }
 }
 
 impl Drop for Forwarder {
@@ -576,16 +505,4 @@ impl InFlight {
         }
         Ok(())
     }
-}
-
-/// A response to `request` replaying `answer` (not authoritative; recursion available),
-/// without DNSSEC records other than of the type asked unless the client set DO (RFC
-/// 4035 section 3.2.1).
-fn response(request: &Request, answer: &Answer) -> Message {
-    let mut message = request.response(answer.rcode, true);
-    message.answers = answer.answers.clone();
-    message.authorities = answer.authorities.clone();
-    message.additionals = answer.additionals.clone();
-    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.dnssec_ok);
-    message.maybe_strip_dnssec_records(dnssec_ok)
 }

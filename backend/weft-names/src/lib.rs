@@ -33,14 +33,18 @@
 //!   answer (the server holds no keys).
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED;
-//!   over UDP first past the client prefix's rate limit ([`rrl`]).
+//!   over UDP past the client prefix's rate limit for that kind of answer ([`rrl`]);
+//!   `server/kept` answers plain UDP questions asked again from the encoded answers
+//!   kept (`answers`: the zones', and the forwarding cache's with their TTLs counted
+//!   down), `server/carry` hands what must survive a reload to the next server.
 //! - [`edns`]: the OPT options answered, NSID and DNS cookies (a server secret that
-//!   changes hourly); every other option is ignored.
+//!   changes hourly), Extended DNS Errors; every other option is ignored.
 //! - [`forward`]: questions out upstream (coalesced by question, a Deferred with a
 //!   timeout each, its named steps saying the cache missed and which upstreams it may
 //!   wait on), each upstream query with its own random id; `forward/received`
 //!   matches answers to the upstream, local port, id and question they answer (the rest
-//!   dropped and counted by reason); an answer truncated over UDP is asked again over
+//!   dropped and counted by reason), `forward/finish` caches and replays the answer;
+//!   an answer truncated over UDP is asked again over
 //!   TCP, and only whole answers are replayed.
 //! - [`transfer`]: zone transfers out (AXFR, IXFR answered in full) to the peers of
 //!   `allow_transfer`, streamed under back-pressure over TCP; NOTIFY to the `notify`
@@ -61,7 +65,7 @@
 //!   answer goes through `ServiceMetrics::answered`, which counts, times and records it.
 //! - [`view`]: what the dashboard shows of the queries (recent ones, top names, each
 //!   upstream's latency and timeouts), sampled under load and bounded, and the query log
-//!   handed to history under a per-second budget, failures always kept.
+//!   handed to history under a per-second budget, failures under one of their own.
 //!
 //! Data flows `transport` -> `server` (-> `wire`, `zone` | `forward` -> `cache`) ->
 //! `Reply` -> `transport`; nothing blocks the reactor and nothing waits on a lock.
@@ -91,9 +95,9 @@ pub use error::{NamesError, ZoneError};
 pub use link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 pub use metrics::{Busy, DnsMetrics, Limited, Mismatch, ServiceMetrics};
 pub use rrl::RateLimit;
-pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via};
+pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via, WeakServer};
 pub use transfer::{Prefix, TransferConfig};
-pub use transport::{DnsTcp, DnsUdp, listen};
+pub use transport::{DnsTcp, DnsUdp, listen, listen_after};
 pub use upstream::{ForwardOptions, Selection};
 pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};
 pub use zone::{Catalog, Zone, ZoneAnswer};

@@ -79,28 +79,8 @@ impl Busy {
     }
 }
 
-/// What became of a UDP answer over its client prefix's rate: the `action` label of
-/// `weft_dns_rate_limited_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Limited {
-    /// Not sent.
-    Dropped,
-    /// Sent without records: truncated (TC), or BADCOOKIE to a client with a cookie.
-    Slipped,
-}
-
-impl Limited {
-    const ALL: [Self; 2] = [Self::Dropped, Self::Slipped];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dropped => "dropped",
-            Self::Slipped => "slipped",
-        }
-    }
-}
+use crate::rrl::Kind;
+pub use crate::rrl::Limited;
 
 /// The `result` label values of `weft_dns_cookies_total`.
 const COOKIE_RESULTS: [&str; 3] = ["client", "valid", "invalid"];
@@ -122,10 +102,12 @@ pub struct DnsMetrics {
     /// Zone transfers, NOTIFY and zone reloads.
     transfer: crate::transfer::metrics::TransferFamilies,
     rate_limited: IntCounterVec,
+    rate_limited_kinds: IntCounterVec,
     rate_limit_evictions: IntCounterVec,
     cookies: IntCounterVec,
     duration: HistogramVec,
     log_skipped: IntCounterVec,
+    log_failures_skipped: IntCounterVec,
 }
 
 impl DnsMetrics {
@@ -143,9 +125,11 @@ impl DnsMetrics {
             &metrics.dropped,
             &metrics.reused,
             &metrics.rate_limited,
+            &metrics.rate_limited_kinds,
             &metrics.rate_limit_evictions,
             &metrics.cookies,
             &metrics.log_skipped,
+            &metrics.log_failures_skipped,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -213,6 +197,11 @@ impl DnsMetrics {
                 "UDP answers over their client prefix's rate_limit, by action: dropped, or slipped (sent truncated or BADCOOKIE).",
                 &["service", "action"],
             )?,
+            rate_limited_kinds: vec(
+                "weft_dns_rate_limited_kinds_total",
+                "UDP answers over their client prefix's rate, dropped or slipped, by the kind of answer each was (each kind has its own budget).",
+                &["service", "kind"],
+            )?,
             rate_limit_evictions: vec(
                 "weft_dns_rate_limit_evictions_total",
                 "Client prefixes still over their rate forgotten to make room in the full rate-limit table.",
@@ -234,6 +223,11 @@ impl DnsMetrics {
             log_skipped: vec(
                 "weft_dns_query_log_skipped_total",
                 "Routine answers left out of the query log past its per-second budget.",
+                &["service"],
+            )?,
+            log_failures_skipped: vec(
+                "weft_dns_query_log_failures_skipped_total",
+                "Failed answers left out of the query log past its per-second budget of failures.",
                 &["service"],
             )?,
         })
@@ -270,13 +264,23 @@ impl DnsMetrics {
                 .iter()
                 .map(|l| self.rate_limited.with_label_values(&[name, l.as_str()]))
                 .collect(),
+            rate_limited_kinds: Kind::ALL
+                .iter()
+                .map(|k| {
+                    self.rate_limited_kinds
+                        .with_label_values(&[name, k.as_str()])
+                })
+                .collect(),
             rate_limit_evictions: self.rate_limit_evictions.with_label_values(&[name]),
             cookies: COOKIE_RESULTS
                 .iter()
                 .map(|r| self.cookies.with_label_values(&[name, r]))
                 .collect(),
             duration: self.duration.with_label_values(&[name]),
-            log_skipped: self.log_skipped.with_label_values(&[name]),
+            log_skipped: [
+                self.log_skipped.with_label_values(&[name]),
+                self.log_failures_skipped.with_label_values(&[name]),
+            ],
             figures: Arc::default(),
         }))
     }
@@ -310,11 +314,14 @@ struct Handles {
     transfer: crate::transfer::TransferCounters,
     /// In the order of [`Limited::ALL`].
     rate_limited: Vec<IntCounter>,
+    /// In the order of [`Kind::ALL`].
+    rate_limited_kinds: Vec<IntCounter>,
     rate_limit_evictions: IntCounter,
     /// In the order of [`COOKIE_RESULTS`].
     cookies: Vec<IntCounter>,
     duration: Histogram,
-    log_skipped: IntCounter,
+    /// Routine answers, then failures, left out of the query log.
+    log_skipped: [IntCounter; 2],
     /// The recent queries, top names and upstream figures the dashboard shows.
     figures: Arc<QueryFigures>,
 }
@@ -354,6 +361,7 @@ impl ServiceMetrics {
         let latency = received.elapsed();
         self.0.duration.observe(latency.as_secs_f64());
         self.0.figures.record(&Answered {
+            at: received + latency,
             client,
             query,
             rcode,
@@ -369,7 +377,8 @@ impl ServiceMetrics {
 
     /// Sends logged queries to `sink` under a budget of `per_second` routine answers a
     /// second (0: every answer), counting those left out in
-    /// `weft_dns_query_log_skipped_total`. Set once.
+    /// `weft_dns_query_log_skipped_total`, and one of failures (see [`crate::view`]),
+    /// counting those left out in `weft_dns_query_log_failures_skipped_total`. Set once.
     pub fn log_queries(&self, sink: crate::view::QueryLog, per_second: u32) {
         self.0
             .figures
@@ -492,8 +501,9 @@ impl ServiceMetrics {
     }
 
     /// A UDP answer was over its client prefix's rate.
-    pub fn rate_limited(&self, action: Limited) {
+    pub fn rate_limited(&self, action: Limited, kind: Kind) {
         self.0.rate_limited[action as usize].inc();
+        self.0.rate_limited_kinds[kind as usize].inc();
     }
 
     /// The UDP answers over their rate so far that met `action`.

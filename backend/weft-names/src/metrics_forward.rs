@@ -1,12 +1,18 @@
 //! The forwarding families: answers dropped as spoofed or stray (by reason), the
 //! outgoing port pool, per-upstream queries, per-try timeouts and smoothed round-trip
-//! times, upstream TCP connection reuse and stale answers.
+//! times, failure answers by code, upstream TCP connection reuse and stale answers, and
+//! the forwarding cache's
+//! bytes and evictions.
 //!
 //! The `upstream` label is an upstream address from the configuration, so it is bounded.
 
 use std::net::SocketAddr;
 
-use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
+use hickory_proto::op::ResponseCode;
+
+use prometheus::{
+    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Why an upstream datagram was dropped: the `reason` label of
 /// `weft_dns_upstream_mismatched_total`.
@@ -62,6 +68,9 @@ pub(crate) struct ForwardFamilies {
     try_timeouts: IntCounterVec,
     srtt: GaugeVec,
     try_timeout: GaugeVec,
+    cache_evictions: IntCounterVec,
+    cache_bytes: IntGaugeVec,
+    failures: IntCounterVec,
 }
 
 impl ForwardFamilies {
@@ -110,6 +119,23 @@ impl ForwardFamilies {
                 "weft_dns_upstream_try_timeout_seconds",
                 "How long the next query to an upstream waits before the next upstream is asked.",
             )?,
+            failures: counter(
+                "weft_dns_upstream_failures_total",
+                "Upstream answers that failed their query (SERVFAIL, REFUSED, NOTIMP, FORMERR), by upstream and code.",
+                &["service", "upstream", "rcode"],
+            )?,
+            cache_evictions: counter(
+                "weft_dns_cache_evictions_total",
+                "Forwarded answers evicted from the cache before their TTL ran out, to make room (cache_size, cache_bytes).",
+                &["service"],
+            )?,
+            cache_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "weft_dns_cache_bytes",
+                    "Bytes the forwarding cache holds, as counted against cache_bytes.",
+                ),
+                &["service"],
+            )?,
         })
     }
 
@@ -121,10 +147,13 @@ impl ForwardFamilies {
             &self.stale,
             &self.queries,
             &self.try_timeouts,
+            &self.cache_evictions,
+            &self.failures,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
         registry.register(Box::new(self.srtt.clone()))?;
+        registry.register(Box::new(self.cache_bytes.clone()))?;
         registry.register(Box::new(self.try_timeout.clone()))
     }
 
@@ -138,6 +167,8 @@ impl ForwardFamilies {
             ports_exhausted: self.ports_exhausted.with_label_values(&[name]),
             tcp_reused: self.tcp_reused.with_label_values(&[name]),
             stale: self.stale.with_label_values(&[name]),
+            cache_evictions: self.cache_evictions.with_label_values(&[name]),
+            cache_bytes: self.cache_bytes.with_label_values(&[name]),
             families: self.clone(),
         }
     }
@@ -152,6 +183,8 @@ pub(crate) struct ForwardMetrics {
     ports_exhausted: IntCounter,
     tcp_reused: IntCounter,
     stale: IntCounter,
+    cache_evictions: IntCounter,
+    cache_bytes: IntGauge,
     /// To resolve the per-upstream handles when a forwarder starts.
     families: ForwardFamilies,
 }
@@ -173,6 +206,13 @@ impl ForwardMetrics {
         &self.stale
     }
 
+    /// The cache now holds `bytes`, having evicted `evicted` more entries.
+    pub(crate) fn cache_changed(&self, bytes: usize, evicted: u64) {
+        self.cache_evictions.inc_by(evicted);
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
     /// The handles of one configured upstream.
     pub(crate) fn upstream(&self, addr: SocketAddr) -> UpstreamMetrics {
         let labels = [&*self.service, &addr.to_string()];
@@ -182,6 +222,8 @@ impl ForwardMetrics {
             try_timeouts: f.try_timeouts.with_label_values(&labels),
             srtt: f.srtt.with_label_values(&labels),
             try_timeout: f.try_timeout.with_label_values(&labels),
+            failures: FAILURES
+                .map(|(_, rcode)| f.failures.with_label_values(&[labels[0], labels[1], rcode])),
         }
     }
 }
@@ -193,4 +235,23 @@ pub(crate) struct UpstreamMetrics {
     pub(crate) try_timeouts: IntCounter,
     pub(crate) srtt: Gauge,
     pub(crate) try_timeout: Gauge,
+    /// In the order of [`FAILURES`].
+    failures: [IntCounter; 4],
+}
+
+/// The failure codes an upstream may answer, with their label values.
+const FAILURES: [(ResponseCode, &str); 4] = [
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::Refused, "REFUSED"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::FormErr, "FORMERR"),
+];
+
+impl UpstreamMetrics {
+    /// The upstream answered a query with `rcode`, a failure.
+    pub(crate) fn failure_answered(&self, rcode: ResponseCode) {
+        if let Some(i) = FAILURES.iter().position(|(code, _)| *code == rcode) {
+            self.failures[i].inc();
+        }
+    }
 }

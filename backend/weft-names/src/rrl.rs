@@ -1,5 +1,7 @@
 //! Response rate limiting over UDP: each client prefix (a /24 or /56 by default) gets
-//! `responses_per_second` answers, with a `burst`, and beyond it its answers are dropped,
+//! `responses_per_second` answers of each [`Kind`] (answers, NXDOMAIN, referrals and
+//! errors are accounted apart, as NSD, Knot and BIND do, so a flood of one kind does not
+//! starve the prefix's answers of another), with a `burst`, and beyond it its answers are dropped,
 //! except every `slip`th one, sent truncated (TC, no records, a bare OPT) so that a real
 //! client asks again over TCP, which is never limited, or BADCOOKIE to a client with a
 //! cookie. A forged source address gets at most its rate of answers reflected at its
@@ -47,6 +49,69 @@ impl RateLimit {
     pub const DEFAULT_IPV6_PREFIX: u8 = 56;
 }
 
+/// What kind of response an account is kept for (BIND's and Knot's classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// An answer: records, or NODATA.
+    Answer,
+    /// NXDOMAIN.
+    NxDomain,
+    /// A referral to a child zone (AA clear, NS in authority).
+    Referral,
+    /// An error code: SERVFAIL, REFUSED, FORMERR, NOTIMP, ...
+    Error,
+}
+
+impl Kind {
+    /// Every kind, in label order.
+    pub const ALL: [Self; 4] = [Self::Answer, Self::NxDomain, Self::Referral, Self::Error];
+
+    /// The kind of a response with `rcode`, authoritative or not.
+    pub(crate) fn of(rcode: hickory_proto::op::ResponseCode, authoritative: bool) -> Self {
+        use hickory_proto::op::ResponseCode;
+        match rcode {
+            ResponseCode::NXDomain => Self::NxDomain,
+            ResponseCode::NoError if authoritative => Self::Answer,
+            ResponseCode::NoError => Self::Referral,
+            _ => Self::Error,
+        }
+    }
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "answer",
+            Self::NxDomain => "nxdomain",
+            Self::Referral => "referral",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// What became of a UDP answer over its client prefix's rate: the `action` label of
+/// `weft_dns_rate_limited_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limited {
+    /// Not sent.
+    Dropped,
+    /// Sent without records: truncated (TC), or BADCOOKIE to a client with a cookie.
+    Slipped,
+}
+
+impl Limited {
+    pub(crate) const ALL: [Self; 2] = [Self::Dropped, Self::Slipped];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dropped => "dropped",
+            Self::Slipped => "slipped",
+        }
+    }
+}
+
 /// What to do with a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -62,6 +127,8 @@ pub(crate) enum Verdict {
 struct Slot {
     /// The prefix, as an IPv6 address (IPv4 mapped); meaningful when `seen` is not 0.
     prefix: u128,
+    /// The kind of responses it accounts for.
+    kind: u8,
     /// When it last sent (milliseconds on the clock, plus one so 0 means free).
     seen: u64,
     /// Responses it may still send, in thousandths.
@@ -98,17 +165,24 @@ impl Limiter {
         }
     }
 
-    /// Whether a response to `client` may go out `now` (the thread's clock), and whether
-    /// a prefix still limiting was evicted to make room for it.
-    pub(crate) fn check(&mut self, client: IpAddr, now: Duration) -> (Verdict, bool) {
+    /// Its settings.
+    pub(crate) fn config(&self) -> &RateLimit {
+        &self.config
+    }
+
+    /// Whether a response of `kind` to `client` may go out `now` (the thread's clock),
+    /// and whether a prefix still limiting was evicted to make room for it.
+    pub(crate) fn check(&mut self, client: IpAddr, kind: Kind, now: Duration) -> (Verdict, bool) {
         let prefix = self.prefix(client);
+        let kind = kind as u8;
         let now_ms = now.as_millis() as u64 + 1;
         let burst = u64::from(self.config.burst.max(1)) * UNIT;
         let rate = u64::from(self.config.responses_per_second);
-        let group = self.group(prefix);
+        let group = self.group(prefix, kind);
         let slots = &mut self.slots[group..group + WAYS];
         let mut evicted = false;
-        let slot = match slots.iter().position(|s| s.seen != 0 && s.prefix == prefix) {
+        let own = |s: &Slot| s.seen != 0 && s.prefix == prefix && s.kind == kind;
+        let slot = match slots.iter().position(own) {
             Some(i) => &mut slots[i],
             None => {
                 let idle = |s: &Slot| s.seen == 0 || refill(s, now_ms, rate, burst) >= burst;
@@ -121,6 +195,7 @@ impl Limiter {
                 };
                 slots[i] = Slot {
                     prefix,
+                    kind,
                     seen: now_ms,
                     tokens: burst,
                     limited: 0,
@@ -160,10 +235,11 @@ impl Limiter {
         }
     }
 
-    /// The first slot of `prefix`'s group.
-    fn group(&self, prefix: u128) -> usize {
+    /// The first slot of the group of `prefix`'s account for `kind`.
+    fn group(&self, prefix: u128, kind: u8) -> usize {
         let mut hasher = SipHasher13::new_with_key(&self.key);
         hasher.write_u128(prefix);
+        hasher.write_u8(kind);
         (hasher.finish() as usize % (TABLE_SLOTS / WAYS)) * WAYS
     }
 }
@@ -193,7 +269,7 @@ mod tests {
 
     fn verdicts(l: &mut Limiter, client: &str, n: usize, now: Duration) -> Vec<Verdict> {
         (0..n)
-            .map(|_| l.check(client.parse().unwrap(), now).0)
+            .map(|_| l.check(client.parse().unwrap(), Kind::Answer, now).0)
             .collect()
     }
 
@@ -235,7 +311,7 @@ mod tests {
         // prefix that finds its group full of limiting ones evicts one.
         for i in 0..(2 * TABLE_SLOTS as u32) {
             let ip = IpAddr::V4((i << 8).into());
-            let (verdict, evicted) = l.check(ip, t);
+            let (verdict, evicted) = l.check(ip, Kind::Answer, t);
             assert_eq!(verdict, Verdict::Send);
             evictions += usize::from(evicted);
         }
@@ -243,6 +319,20 @@ mod tests {
         assert!(evictions >= TABLE_SLOTS / 2, "{evictions}");
         // Idle prefixes are replaced without counting.
         let later = t + Duration::from_secs(2);
-        assert!(!l.check("10.0.0.1".parse().unwrap(), later).1);
+        assert!(!l.check("10.0.0.1".parse().unwrap(), Kind::Answer, later).1);
+    }
+
+    #[test]
+    fn each_kind_of_response_has_its_own_budget() {
+        use Verdict::{Drop, Send};
+        let mut l = limiter(1, 2, 0);
+        let t = Duration::from_secs(10);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut check = |kind| l.check(ip, kind, t).0;
+        assert_eq!([check(Kind::NxDomain), check(Kind::NxDomain)], [Send, Send]);
+        assert_eq!(check(Kind::NxDomain), Drop, "an NXDOMAIN flood is limited");
+        assert_eq!([check(Kind::Answer), check(Kind::Answer)], [Send, Send]);
+        assert_eq!([check(Kind::Referral), check(Kind::Error)], [Send, Send]);
+        assert_eq!(check(Kind::Answer), Drop);
     }
 }

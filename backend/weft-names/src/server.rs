@@ -16,11 +16,11 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use crate::answers::{self, Answers, Kept};
-use crate::edns::{self, CookieState, EdnsConfig};
+use crate::answers::{Answers, Kept};
+use crate::edns::{self, CookieState, EdnsConfig, ExtendedError};
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::{Limited, ServiceMetrics};
-use crate::rrl::{Limiter, RateLimit, Verdict};
+use crate::rrl::{Kind, Limiter, RateLimit, Verdict};
 use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
 use crate::upstream::ForwardOptions;
 use crate::view::Source;
@@ -76,6 +76,8 @@ pub struct DnsConfig {
     pub forwarding: ForwardOptions,
     /// Forwarded answers kept at most (questions).
     pub cache_size: usize,
+    /// Forwarded answers kept at most, in bytes (see [`crate::cache`]).
+    pub cache_bytes: usize,
     /// How long an upstream query may take before its clients get SERVFAIL.
     pub timeout: Duration,
     /// Who may transfer the zones (`allow_transfer`) and whom a changed zone is
@@ -90,6 +92,8 @@ pub struct DnsConfig {
 impl DnsConfig {
     /// The default `cache_size`.
     pub const DEFAULT_CACHE_SIZE: usize = 10_000;
+    /// The default `cache_bytes`: 16 MiB.
+    pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
     /// The default `timeout`.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -109,6 +113,7 @@ impl Default for DnsConfig {
             forward: Vec::new(),
             forwarding: ForwardOptions::default(),
             cache_size: Self::DEFAULT_CACHE_SIZE,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
             timeout: Self::DEFAULT_TIMEOUT,
             transfer: TransferConfig::default(),
             edns: EdnsConfig::default(),
@@ -125,8 +130,9 @@ struct Inner {
     forwarder: Option<Rc<Forwarder>>,
     metrics: ServiceMetrics,
     edns: edns::Options,
-    /// `None` without `rate_limit`.
-    limiter: Option<RefCell<Limiter>>,
+    /// `None` without `rate_limit`; shared with the server it succeeds when the setting
+    /// is the same, so a flood gets no fresh budget from a reload.
+    limiter: Option<Rc<RefCell<Limiter>>>,
     /// Encoded answers from the zones to plain UDP queries, by question.
     answers: RefCell<Answers>,
 }
@@ -153,33 +159,50 @@ impl std::fmt::Debug for DnsServer {
 impl DnsServer {
     /// A server for `config`; upstream queries go out through `link`.
     pub fn new(config: DnsConfig, metrics: ServiceMetrics, link: Rc<dyn UpstreamLink>) -> Self {
+        Self::succeeding(config, metrics, link, None)
+    }
+
+    /// [`DnsServer::new`], taking over from `previous` (the same service before a reload)
+    /// what must survive it (see `server/carry`).
+    pub fn succeeding(
+        config: DnsConfig,
+        metrics: ServiceMetrics,
+        link: Rc<dyn UpstreamLink>,
+        previous: Option<&DnsServer>,
+    ) -> Self {
         metrics.figures().set_upstreams(&config.forward);
         let forwarder = (!config.forward.is_empty()).then(|| {
             Forwarder::new(
                 config.forward,
                 config.timeout,
-                config.cache_size,
+                (config.cache_size, config.cache_bytes),
                 config.forwarding,
                 link,
                 metrics.clone(),
             )
         });
+        let mut inner = Inner {
+            catalog: Rc::new(config.zones),
+            transfer: config.transfer,
+            forwarder,
+            metrics,
+            edns: edns::Options::new(&config.edns),
+            limiter: config
+                .rate_limit
+                .map(|r| Rc::new(RefCell::new(Limiter::new(r)))),
+            answers: RefCell::default(),
+        };
+        if let Some(previous) = previous {
+            carry::take_over(&mut inner, &previous.inner);
+        }
         Self {
-            inner: Rc::new(Inner {
-                catalog: Rc::new(config.zones),
-                transfer: config.transfer,
-                forwarder,
-                metrics,
-                edns: edns::Options::new(&config.edns),
-                limiter: config.rate_limit.map(|r| RefCell::new(Limiter::new(r))),
-                answers: RefCell::default(),
-            }),
+            inner: Rc::new(inner),
         }
     }
 
     /// A handle that does not keep the server alive (for the upstream ports, which the
-    /// server's own link opens).
-    pub(crate) fn downgrade(&self) -> WeakServer {
+    /// server's own link opens, and for the service's successor after a reload).
+    pub fn downgrade(&self) -> WeakServer {
         WeakServer(Rc::downgrade(&self.inner))
     }
 
@@ -214,22 +237,24 @@ impl DnsServer {
         packet: &[u8],
         via: Via,
         client: Option<SocketAddr>,
-        reply: Reply,
+        reply: impl FnOnce(Vec<u8>) + 'static,
     ) -> Outcome {
         let metrics = &self.inner.metrics;
         let received = std::time::Instant::now();
         let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let reply = match via {
+        // Boxed only past the kept answers: a question asked again costs no allocation
+        // but its answer's bytes.
+        let reply: Reply = match via {
             Via::Udp => match self.answer_kept(packet, client, ip, received, reply) {
                 Ok(outcome) => return outcome,
-                Err(reply) => reply,
+                Err(reply) => Box::new(reply),
             },
-            Via::Tcp => reply,
+            Via::Tcp => Box::new(reply),
         };
         if let Some(refused) = crate::transfer::notify_received(packet) {
             metrics.transfer().notify(NotifyResult::Received);
             // The REFUSED answer is the header and question: a slipped one goes out as it is.
-            if via == Via::Udp && self.rate_limit(ip) == Verdict::Drop {
+            if via == Via::Udp && self.rate_limit(ip, Kind::Error) == Verdict::Drop {
                 return Outcome::RateLimited;
             }
             metrics.answered(
@@ -253,7 +278,7 @@ impl DnsServer {
                 // An error answer has no records: a slipped one goes out as it is, with a
                 // bare OPT so that it is no larger than the query.
                 let verdict = match via {
-                    Via::Udp => self.rate_limit(ip),
+                    Via::Udp => self.rate_limit(ip, Kind::Error),
                     Via::Tcp => Verdict::Send,
                 };
                 if verdict == Verdict::Drop {
@@ -264,6 +289,9 @@ impl DnsServer {
                 {
                     self.inner.edns.answer(&asked, ip).0.add_to(opt);
                 }
+                // RA says what the server offers, whatever the question (RFC 1035
+                // section 4.1.1): set on every answer of a server that forwards.
+                response.metadata.recursion_available = self.inner.forwarder.is_some();
                 metrics.answered(None, client, received, rcode, Source::Malformed);
                 reply(wire::encode(&response, None));
                 return Outcome::Malformed(why);
@@ -288,27 +316,45 @@ impl DnsServer {
         metrics.cookie(cookie);
         // A valid server cookie proves the client receives at its address, so its
         // answers reflect at no one: it is not limited.
-        if via == Via::Udp && cookie != CookieState::Valid {
-            match self.rate_limit(ip) {
-                Verdict::Send => {}
-                Verdict::Drop => return Outcome::RateLimited,
+        let limited = via == Via::Udp && cookie != CookieState::Valid;
+        // Each answer is limited by its kind; a question sent upstream counts as an
+        // answer when it is asked, so a flood gets no more upstream queries than answers.
+        let limit = |request: &mut Request, kind, reply: Reply| -> Result<Reply, Outcome> {
+            if !limited {
+                return Ok(reply);
+            }
+            match self.rate_limit(ip, kind) {
+                Verdict::Send => Ok(reply),
+                Verdict::Drop => Err(Outcome::RateLimited),
                 Verdict::Slip => {
-                    let slipped = slipped(&mut request, cookie, recursion);
-                    send(metrics, &request, via, slipped, reply, Source::RateLimited);
-                    return Outcome::RateLimited;
+                    let slipped = slipped(request, cookie, recursion);
+                    send(metrics, request, via, slipped, reply, Source::RateLimited);
+                    Err(Outcome::RateLimited)
                 }
             }
-        }
+        };
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+            if let Err(outcome) = limit(&mut request, Kind::Error, reply) {
+                return outcome;
+            }
             return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
         }
         if qtype == RecordType::OPT {
+            let reply = match limit(&mut request, Kind::Error, reply) {
+                Ok(reply) => reply,
+                Err(outcome) => return outcome,
+            };
             let refused = request.response(ResponseCode::Refused, recursion);
             send(metrics, &request, via, refused, reply, Source::Refused);
             return Outcome::Refused;
         }
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
             let answer = zone.lookup(request.query.name(), qtype);
+            let kind = Kind::of(answer.rcode, answer.authoritative);
+            let reply = match limit(&mut request, kind, reply) {
+                Ok(reply) => reply,
+                Err(outcome) => return outcome,
+            };
             let mut message = request.response(answer.rcode, recursion);
             message.metadata.authoritative = answer.authoritative;
             message.answers = answer.answers;
@@ -322,6 +368,7 @@ impl DnsServer {
                         bytes: encoded.clone().into_boxed_slice(),
                         query: request.query.clone(),
                         rcode,
+                        aging: None,
                     });
                     encoded
                 }
@@ -330,10 +377,25 @@ impl DnsServer {
             deliver(metrics, &request, rcode, encoded, reply, Source::Zone);
             return Outcome::Answered;
         }
+        let kind = match self.inner.forwarder {
+            Some(_) => Kind::Answer,
+            None => Kind::Error,
+        };
+        let reply = match limit(&mut request, kind, reply) {
+            Ok(reply) => reply,
+            Err(outcome) => return outcome,
+        };
         match &self.inner.forwarder {
+            Some(forwarder) if via == Via::Udp => {
+                match self.answer_cached(forwarder, &request, reply) {
+                    Ok(outcome) => outcome,
+                    Err(reply) => forwarder.ask(request, via, reply),
+                }
+            }
             Some(forwarder) => forwarder.ask(request, via, reply),
             None => {
-                let refused = request.response(ResponseCode::Refused, false);
+                let mut refused = request.response(ResponseCode::Refused, false);
+                ExtendedError::NotAuthoritative.add_to(&mut refused);
                 send(metrics, &request, via, refused, reply, Source::Refused);
                 Outcome::Refused
             }
@@ -356,78 +418,21 @@ impl DnsServer {
         )
     }
 
-    /// Answers a plain UDP query (see [`crate::answers`]) from the answers kept, or gives
-    /// `reply` back; an answer kept is rate limited and counted as one from the zone.
-    fn answer_kept(
-        &self,
-        packet: &[u8],
-        client: Option<SocketAddr>,
-        ip: IpAddr,
-        received: std::time::Instant,
-        reply: Reply,
-    ) -> Result<Outcome, Reply> {
-        let mut answers = self.inner.answers.borrow_mut();
-        if !answers.prepare(packet) {
-            return Err(reply);
-        }
-        let Some(kept) = answers.get() else {
-            return Err(reply);
-        };
-        let metrics = &self.inner.metrics;
-        metrics.query(kept.query.query_type());
-        match self.rate_limit(ip) {
-            Verdict::Send => {
-                let bytes = answers::patched(kept, packet);
-                metrics.answered(
-                    Some(&kept.query),
-                    client,
-                    received,
-                    kept.rcode,
-                    Source::Zone,
-                );
-                metrics.reused();
-                drop(answers);
-                reply(bytes);
-                Ok(Outcome::Answered)
-            }
-            Verdict::Drop => Ok(Outcome::RateLimited),
-            Verdict::Slip => {
-                drop(answers);
-                let cookies = self.inner.edns.cookies();
-                if let Parsed::Query(mut request) = wire::parse_received(packet, cookies, received)
-                {
-                    request.asked.client = client;
-                    let recursion = self.inner.forwarder.is_some();
-                    let slipped = slipped(&mut request, CookieState::Absent, recursion);
-                    send(
-                        metrics,
-                        &request,
-                        Via::Udp,
-                        slipped,
-                        reply,
-                        Source::RateLimited,
-                    );
-                }
-                Ok(Outcome::RateLimited)
-            }
-        }
-    }
-
-    /// What `rate_limit` says of one more UDP answer to `client`, counted.
-    fn rate_limit(&self, client: IpAddr) -> Verdict {
+    /// What `rate_limit` says of one more UDP answer of `kind` to `client`, counted.
+    fn rate_limit(&self, client: IpAddr, kind: Kind) -> Verdict {
         let Some(limiter) = &self.inner.limiter else {
             return Verdict::Send;
         };
         let now = weft::time::current_clock().now();
-        let (verdict, evicted) = limiter.borrow_mut().check(client, now);
+        let (verdict, evicted) = limiter.borrow_mut().check(client, kind, now);
         let metrics = &self.inner.metrics;
         if evicted {
             metrics.rate_limit_evicted();
         }
         match verdict {
             Verdict::Send => {}
-            Verdict::Drop => metrics.rate_limited(Limited::Dropped),
-            Verdict::Slip => metrics.rate_limited(Limited::Slipped),
+            Verdict::Drop => metrics.rate_limited(Limited::Dropped, kind),
+            Verdict::Slip => metrics.rate_limited(Limited::Slipped, kind),
         }
         verdict
     }
@@ -452,12 +457,22 @@ impl DnsServer {
     }
 }
 
-/// A [`DnsServer`] that may be gone.
+/// A [`DnsServer`] that may be gone: what a service keeps of the server it ran last, to
+/// hand it to its successor after a reload without keeping it alive.
 #[derive(Clone)]
-pub(crate) struct WeakServer(std::rc::Weak<Inner>);
+pub struct WeakServer(std::rc::Weak<Inner>);
+
+impl std::fmt::Debug for WeakServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakServer")
+            .field("alive", &(self.0.strong_count() > 0))
+            .finish()
+    }
+}
 
 impl WeakServer {
-    pub(crate) fn upgrade(&self) -> Option<DnsServer> {
+    /// The server, if something still holds it (a listener, an open connection).
+    pub fn upgrade(&self) -> Option<DnsServer> {
         self.0.upgrade().map(|inner| DnsServer { inner })
     }
 }
@@ -539,8 +554,10 @@ fn deliver(
     reply(encoded);
 }
 
+mod carry;
 #[cfg(test)]
 mod forward_tests;
+mod kept;
 #[cfg(test)]
 mod slip_tests;
 #[cfg(test)]

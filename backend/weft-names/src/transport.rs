@@ -30,8 +30,22 @@ pub fn listen(
     config: DnsConfig,
     metrics: ServiceMetrics,
 ) -> Result<(DnsServer, Vec<Address>), NamesError> {
+    listen_after(reactor, name, endpoints, options, config, metrics, None)
+}
+
+/// [`listen`] for a service replacing `previous` (the same service before a reload),
+/// whose server takes over what must survive it ([`DnsServer::succeeding`]).
+pub fn listen_after(
+    reactor: &Reactor,
+    name: &str,
+    endpoints: &[String],
+    options: &ListenOptions,
+    config: DnsConfig,
+    metrics: ServiceMetrics,
+    previous: Option<&DnsServer>,
+) -> Result<(DnsServer, Vec<Address>), NamesError> {
     let link = Rc::new(Link::new(name, config.timeout, metrics.clone()));
-    let server = DnsServer::new(config, metrics, link.clone());
+    let server = DnsServer::succeeding(config, metrics, link.clone(), previous);
     link.serve(server.downgrade());
     for upstream in server.upstreams() {
         link.top_up(local_for(upstream.ip()));
@@ -81,14 +95,11 @@ impl DnsUdp {
 impl DatagramProtocol for DnsUdp {
     fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
         let t = transport.clone();
-        let outcome = self.server.handle(
-            data,
-            Via::Udp,
-            Some(from),
-            Box::new(move |answer| {
+        let outcome = self
+            .server
+            .handle(data, Via::Udp, Some(from), move |answer: Vec<u8>| {
                 t.write(&answer, from);
-            }),
-        );
+            });
         match outcome {
             Outcome::Malformed(why) | Outcome::Dropped(why) => {
                 observe::report_error(
@@ -135,11 +146,11 @@ impl StringHandler for DnsTcp {
             data,
             Via::Tcp,
             transport.peer().socket_addr(),
-            Box::new(move |answer| {
+            move |answer: Vec<u8>| {
                 if !t.is_closed() {
                     send_int16_string(&t, &answer);
                 }
-            }),
+            },
         );
         match outcome {
             Outcome::Malformed(why) => {

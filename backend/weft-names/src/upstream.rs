@@ -101,6 +101,14 @@ impl Upstreams {
         Self { list }
     }
 
+    /// Takes upstream `i`'s round-trip estimate from `previous` (the same address, in
+    /// the server this one succeeds).
+    pub(crate) fn measured_as(&mut self, i: usize, previous: &Upstream) {
+        let u = &mut self.list[i];
+        (u.srtt, u.rttvar) = (previous.srtt, previous.rttvar);
+        u.publish();
+    }
+
     pub(crate) fn get(&self, i: usize) -> &Upstream {
         &self.list[i]
     }
@@ -160,6 +168,11 @@ impl Upstream {
             None => FIRST_TRY,
             Some(srtt) => (srtt + 4 * self.rttvar).max(MIN_TRY),
         }
+    }
+
+    /// It answered a query with `rcode`, a failure.
+    pub(crate) fn failure_answered(&self, rcode: hickory_proto::op::ResponseCode) {
+        self.metrics.failure_answered(rcode);
     }
 
     pub(crate) fn sent(&self) {

@@ -11,10 +11,13 @@
 //! its sampling gave it). A name's text is written into a slot's kept buffer, so once
 //! the ring and the list are full nothing is allocated.
 //!
-//! The query log ([`QueryLog`]) gets every failure (an rcode other than NOERROR and
-//! NXDOMAIN, which takes in SERVFAIL after an upstream timeout), the other answers up to
-//! its budget per second, then one in [`LOG_SAMPLE_EVERY`] marked with that weight; the
-//! rest are counted as skipped.
+//! The query log ([`QueryLog`]) gets the routine answers up to its budget per second,
+//! then one in [`LOG_SAMPLE_EVERY`] marked with that weight; the rest are counted as
+//! skipped. Failures (an rcode other than NOERROR and NXDOMAIN, which takes in SERVFAIL
+//! after an upstream timeout) have a budget of their own, never below
+//! [`MIN_FAILURES_PER_SECOND`], so that routine traffic never crowds them out; past it
+//! they are sampled the same way and the rest counted apart, so a flood of bad queries
+//! cannot flood history either.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -41,6 +44,9 @@ pub const RECENT: usize = 64;
 pub const TOP_NAMES: usize = 1000;
 /// Past the query log's budget, one routine answer in this many is logged.
 pub const LOG_SAMPLE_EVERY: u64 = 100;
+/// The query log's budget of failures per second is its budget of routine answers, but
+/// never below this.
+pub const MIN_FAILURES_PER_SECOND: u64 = 100;
 /// Upper bounds of the latency buckets, in seconds: a zone answer takes microseconds,
 /// an upstream up to its timeout.
 pub const LATENCY_BUCKETS: [f64; 15] = [
@@ -190,14 +196,48 @@ impl Window {
     }
 }
 
-/// The query log's sink with its budget.
+/// The query log's sink with its budgets.
 struct Log {
     sink: QueryLog,
+    /// Routine answers, then failures.
+    budgets: [Budget; 2],
+}
+
+/// A budget of the query log: so many entries a second (0: all), then one in
+/// [`LOG_SAMPLE_EVERY`], the rest counted in `skipped`.
+struct Budget {
     per_second: u64,
     window: Window,
-    /// Routine answers past the budget, to sample one in [`LOG_SAMPLE_EVERY`].
+    /// Answers past the budget, to sample one in [`LOG_SAMPLE_EVERY`].
     over: AtomicU64,
     skipped: IntCounter,
+}
+
+impl Budget {
+    fn new(per_second: u64, skipped: IntCounter) -> Self {
+        Self {
+            per_second,
+            window: Window::default(),
+            over: AtomicU64::new(0),
+            skipped,
+        }
+    }
+
+    /// The weight of one more entry in second `second`, or `None` (counted) to skip it.
+    fn weigh(&self, second: u64) -> Option<u32> {
+        if self.per_second == 0 || self.window.count(second) < self.per_second {
+            Some(1)
+        } else if self
+            .over
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(LOG_SAMPLE_EVERY)
+        {
+            Some(LOG_SAMPLE_EVERY as u32)
+        } else {
+            self.skipped.inc();
+            None
+        }
+    }
 }
 
 /// A DNS service's recorded queries, shared between the reactor thread that records and
@@ -239,6 +279,8 @@ impl Default for QueryFigures {
 
 /// One answer to record.
 pub(crate) struct Answered<'a> {
+    /// When it was answered (the arrival plus the latency: no clock is read again).
+    pub(crate) at: Instant,
     pub(crate) client: Option<SocketAddr>,
     pub(crate) query: Option<&'a Query>,
     pub(crate) rcode: ResponseCode,
@@ -266,16 +308,24 @@ impl QueryFigures {
         );
     }
 
-    /// Logs answers to `sink`: every failure, the others up to `per_second` a second
-    /// (0: all of them), then one in [`LOG_SAMPLE_EVERY`]; `skipped` counts the rest.
-    /// Set once; later calls change nothing.
-    pub fn set_log(&self, sink: QueryLog, per_second: u32, skipped: IntCounter) {
+    /// Logs answers to `sink`: routine ones up to `per_second` a second (0: all of
+    /// them), then one in [`LOG_SAMPLE_EVERY`], `skipped[0]` counting the rest; failures
+    /// likewise up to `per_second` or [`MIN_FAILURES_PER_SECOND`], whichever is more,
+    /// `skipped[1]` counting the rest. Set once; later calls change nothing.
+    pub fn set_log(&self, sink: QueryLog, per_second: u32, skipped: [IntCounter; 2]) {
+        let routine = u64::from(per_second);
+        let failures = if routine == 0 {
+            0
+        } else {
+            routine.max(MIN_FAILURES_PER_SECOND)
+        };
+        let [routine_skipped, failures_skipped] = skipped;
         let _ = self.log.set(Log {
             sink,
-            per_second: u64::from(per_second),
-            window: Window::default(),
-            over: AtomicU64::new(0),
-            skipped,
+            budgets: [
+                Budget::new(routine, routine_skipped),
+                Budget::new(failures, failures_skipped),
+            ],
         });
     }
 
@@ -301,7 +351,7 @@ impl QueryFigures {
     /// Records one answer.
     pub(crate) fn record(&self, a: &Answered<'_>) {
         self.seen.fetch_add(1, Ordering::Relaxed);
-        let second = self.started.elapsed().as_secs();
+        let second = a.at.saturating_duration_since(self.started).as_secs();
         let before = self.window.count(second);
         let weight = if before < FULL_PER_SECOND {
             1
@@ -363,17 +413,7 @@ impl QueryFigures {
 
 impl Log {
     fn offer(&self, a: &Answered<'_>, second: u64, failed: bool) {
-        let before = self.window.count(second);
-        let weight = if failed || self.per_second == 0 || before < self.per_second {
-            1
-        } else if self
-            .over
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(LOG_SAMPLE_EVERY)
-        {
-            LOG_SAMPLE_EVERY as u32
-        } else {
-            self.skipped.inc();
+        let Some(weight) = self.budgets[usize::from(failed)].weigh(second) else {
             return;
         };
         let (name, qtype) = match a.query {

@@ -45,7 +45,7 @@ path = "weft.db"
 retention = "24h"
 # Short, cleanly closed connections kept per second; the rest are counted (0 keeps all).
 connections_per_second = 1000
-# Routine DNS answers logged per second and service; failures always (0 keeps all).
+# Routine DNS answers logged per second and service, failures apart (0 keeps all).
 queries_per_second = 1000
 
 [inspect]
@@ -144,7 +144,8 @@ pub struct StoreConfig {
     /// Short, cleanly closed connections kept per second (0: every one).
     pub connections_per_second: u32,
     /// Routine answers each DNS service writes to the query log per second (0: every
-    /// one); failures are always written, and past it one in 100.
+    /// one), past it one in 100; failures under a budget of their own, as many but at
+    /// least 100 a second.
     pub queries_per_second: u32,
 }
 

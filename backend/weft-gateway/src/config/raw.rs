@@ -111,6 +111,8 @@ pub(crate) struct RawService {
     pub(crate) forward: Option<Spanned<toml::Value>>,
     /// dns: forwarded answers cached at most.
     pub(crate) cache_size: Option<Spanned<i64>>,
+    /// dns: bytes of forwarded answers cached at most.
+    pub(crate) cache_bytes: Option<Spanned<i64>>,
     /// dns: how long an upstream query may take.
     pub(crate) timeout: Option<Spanned<String>>,
     /// dns: `sequential` or `parallel`.
@@ -180,6 +182,9 @@ impl RawService {
         }
         if let Some(v) = &self.cache_size {
             keys.push(("cache_size", v.span()));
+        }
+        if let Some(v) = &self.cache_bytes {
+            keys.push(("cache_bytes", v.span()));
         }
         for (name, value) in [
             ("timeout", &self.timeout),

@@ -3,7 +3,8 @@
 //!
 //! Keys: `zones` (zone files, relative to the working directory unless absolute),
 //! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
-//! kept, default 10000; 0 turns the cache off) and `timeout` (how long an upstream may
+//! kept, default 10000; 0 turns the cache off), `cache_bytes` (the bytes they may take,
+//! default 16 MiB) and `timeout` (how long an upstream may
 //! take before the client gets SERVFAIL, default `"2s"`), `allow_transfer` (the peers that
 //! may AXFR and IXFR the zones: addresses and CIDR blocks, default none) and `notify`
 //! (where a NOTIFY goes when a reload changes a zone's serial: `IP` or `IP:PORT`, port 53
@@ -12,6 +13,8 @@
 //! read and checked here, so `weft check` reports a bad record by the zone file's name and
 //! line; a reload keeps the running zone of a file that no longer loads (see `dns_zones`).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -20,7 +23,8 @@ use std::time::Duration;
 use toml::Spanned;
 use weft::ListenError;
 use weft_names::{
-    Catalog, DnsConfig, DnsMetrics, NamesError, Prefix, ServiceMetrics, TransferConfig, Zone,
+    Catalog, DnsConfig, DnsMetrics, DnsServer, NamesError, Prefix, ServiceMetrics,
+    TransferConfig, WeakServer, Zone,
 };
 
 use crate::config::ConfigError;
@@ -28,6 +32,8 @@ use crate::config::validate::ServiceCtx;
 
 /// The largest `cache_size` accepted.
 const MAX_CACHE_SIZE: i64 = 10_000_000;
+/// The largest `cache_bytes` accepted: 4 GiB.
+const MAX_CACHE_BYTES: i64 = 4 << 30;
 
 /// The settings of a dns service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,25 +60,57 @@ pub struct FailedZone {
 /// `kind = "dns"`.
 pub(crate) struct DnsKind;
 
+/// What the dns services of a gateway share, made once and kept across reloads.
+#[derive(Debug, Default)]
+pub(crate) struct DnsShared {
+    /// The DNS families; `None` keeps DNS counters off `/metrics`.
+    pub(crate) families: Option<DnsMetrics>,
+    /// Each service's servers as last started, by name, newest first: a service started
+    /// again by a reload takes over what must survive from the one that still runs
+    /// (the newest may be gone, if the reload that made it failed and was rolled back).
+    /// Weak, so a removed service's server is freed once it has drained.
+    servers: RefCell<HashMap<String, [Option<WeakServer>; 2]>>,
+}
+
+impl DnsShared {
+    /// The server service `name` runs now, if any.
+    fn running(&self, name: &str) -> Option<DnsServer> {
+        let servers = self.servers.borrow();
+        servers.get(name)?.iter().flatten().find_map(WeakServer::upgrade)
+    }
+
+    /// `server` is service `name`'s newest.
+    fn started(&self, name: &str, server: &DnsServer) {
+        let mut servers = self.servers.borrow_mut();
+        let slots = servers.entry(name.to_owned()).or_default();
+        slots[1] = slots[0].take();
+        slots[0] = Some(server.downgrade());
+    }
+}
+
 impl super::Kind for DnsKind {
     const NAME: &'static str = "dns";
     /// RFC 7766 §6.2.3 suggests an idle DNS-over-TCP connection be closed after seconds.
     const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
     type Settings = Box<DnsSettings>;
-    /// The DNS families; `None` keeps DNS counters off `/metrics`.
-    type Metrics = Option<DnsMetrics>;
+    /// The DNS families, and the servers running.
+    type Metrics = DnsShared;
 
     fn validate(ctx: &ServiceCtx<'_>) -> Result<Box<DnsSettings>, ConfigError> {
         validate(ctx).map(Box::new)
     }
 
-    fn metrics(registry: Option<&prometheus::Registry>) -> Option<DnsMetrics> {
-        match DnsMetrics::register(registry?) {
+    fn metrics(registry: Option<&prometheus::Registry>) -> DnsShared {
+        let families = registry.and_then(|r| match DnsMetrics::register(r) {
             Ok(m) => Some(m),
             Err(error) => {
                 tracing::warn!(%error, "DNS metrics are not on /metrics");
                 None
             }
+        });
+        DnsShared {
+            families,
+            ..DnsShared::default()
         }
     }
 
@@ -82,7 +120,8 @@ impl super::Kind for DnsKind {
         env: &super::ServiceEnv,
     ) -> Result<Vec<weft::Address>, ListenError> {
         let (name, endpoints) = (on.name, on.endpoints);
-        let metrics = match &*env.metrics::<Self>() {
+        let shared = env.metrics::<Self>();
+        let metrics = match &shared.families {
             Some(m) => m.service(name),
             None => ServiceMetrics::detached(name),
         };
@@ -91,8 +130,21 @@ impl super::Kind for DnsKind {
         }
         let view = super::dns_view::DnsView::of(&metrics);
         let config = settings.config.clone();
-        match weft_names::listen(on.reactor, name, endpoints, &on.options, config, metrics) {
-            Ok((_server, bound)) => {
+        // After a reload, the server that still runs hands over what must survive it.
+        let previous = shared.running(name);
+        let (reactor, options) = (on.reactor, &on.options);
+        let listening = weft_names::listen_after(
+            reactor,
+            name,
+            endpoints,
+            options,
+            config,
+            metrics,
+            previous.as_ref(),
+        );
+        match listening {
+            Ok((server, bound)) => {
+                shared.started(name, &server);
                 env.views.set(name, Self::NAME, std::sync::Arc::new(view));
                 Ok(bound)
             }
@@ -109,6 +161,7 @@ impl super::Kind for DnsKind {
             "zones": d.zone_files,
             "forward": d.config.forward,
             "cache_size": d.config.cache_size,
+            "cache_bytes": d.config.cache_bytes,
             "timeout_ms": d.config.timeout.as_millis() as u64,
             "forwarding": super::dns_forwarding::describe(&d.config.forwarding),
             "allow_transfer": d.config.transfer.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -131,6 +184,7 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         "zones",
         "forward",
         "cache_size",
+        "cache_bytes",
         "timeout",
         "allow_transfer",
         "notify",
@@ -210,6 +264,20 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         Some(n) => usize::try_from(*n.get_ref()).expect("checked range"),
         None => DnsConfig::DEFAULT_CACHE_SIZE,
     };
+    let cache_bytes = match &raw.cache_bytes {
+        Some(n) if !(0..=MAX_CACHE_BYTES).contains(n.get_ref()) => {
+            return Err(ctx.error(
+                n.span(),
+                "cache_bytes",
+                format!(
+                    "must be between 0 (no cache) and {MAX_CACHE_BYTES} (4 GiB), got {}",
+                    n.get_ref()
+                ),
+            ));
+        }
+        Some(n) => usize::try_from(*n.get_ref()).expect("checked range"),
+        None => DnsConfig::DEFAULT_CACHE_BYTES,
+    };
     let timeout = ctx.duration("timeout", raw.timeout.as_ref(), DnsConfig::DEFAULT_TIMEOUT)?;
     let forwarding = super::dns_forwarding::validate(ctx)?;
     Ok(DnsSettings {
@@ -219,6 +287,7 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             forward,
             forwarding,
             cache_size,
+            cache_bytes,
             timeout,
             transfer,
             edns: super::dns_edns::edns(ctx)?,
@@ -313,6 +382,7 @@ mod tests {
         assert_eq!(d.config.zones.zones().len(), 1);
         assert!(d.config.forward.is_empty());
         assert_eq!(d.config.cache_size, 10_000);
+        assert_eq!(d.config.cache_bytes, 16 << 20);
         assert_eq!(d.config.timeout, Duration::from_secs(2));
 
         let c =
@@ -388,6 +458,8 @@ mod tests {
             err("forward = \"127.0.0.1\"\ncache_size = -1")
                 .contains("service[0].cache_size: must be between")
         );
+        let e = err("forward = \"127.0.0.1\"\ncache_bytes = 5000000000");
+        assert!(e.starts_with("weft.toml:6:15: service[0].cache_bytes: must be between 0"), "{e}");
         assert!(err("forward = \"127.0.0.1\"\ntimeout = \"soon\"").contains("service[0].timeout:"));
         assert!(
             err("forward = \"127.0.0.1\"\nupstream = \"x\"")

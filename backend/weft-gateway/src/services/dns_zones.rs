@@ -33,7 +33,7 @@ fn dns(service: &ServiceConfig) -> Option<&DnsSettings> {
 }
 
 fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
-    match &*env.metrics::<DnsKind>() {
+    match &env.metrics::<DnsKind>().families {
         Some(m) => m.service(name),
         None => ServiceMetrics::detached(name),
     }

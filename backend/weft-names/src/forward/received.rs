@@ -133,6 +133,9 @@ impl Forwarder {
             };
             (next, rtt, penalise)
         };
+        if failure {
+            self.upstreams.borrow().get(rtt.0).failure_answered(rcode);
+        }
         if penalise {
             self.upstreams.borrow_mut().failed(rtt.0);
         } else if !failure {
@@ -225,6 +228,15 @@ impl Forwarder {
                 let resolver = e.resolver.take()?;
                 if checked.is_ok() {
                     e.answered_by = Some(from);
+                }
+                if let Ok(m) = &checked
+                    && upstream_failure(m.metadata.response_code)
+                    && let Some(t) = e.tries.iter().find(|t| t.id == id)
+                {
+                    let upstreams = self.upstreams.borrow();
+                    upstreams
+                        .get(t.upstream)
+                        .failure_answered(m.metadata.response_code);
                 }
                 if checked
                     .as_ref()

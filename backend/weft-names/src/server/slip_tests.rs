@@ -58,7 +58,7 @@ fn send(server: &DnsServer, packet: &[u8]) -> (Outcome, Vec<Vec<u8>>) {
         packet,
         Via::Udp,
         Some("127.0.0.1:40000".parse().unwrap()),
-        Box::new(move |bytes| inbox.borrow_mut().push(bytes)),
+        move |bytes: Vec<u8>| inbox.borrow_mut().push(bytes),
     );
     let sent = sent.borrow().clone();
     (outcome, sent)

@@ -122,7 +122,7 @@ impl Harness {
             packet,
             via,
             Some("127.0.0.1:40000".parse().unwrap()),
-            Box::new(move |bytes| inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap())),
+            move |bytes: Vec<u8>| inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap()),
         )
     }
 

@@ -166,6 +166,9 @@ pub(crate) fn plan(
         message.metadata.authoritative = rcode == ResponseCode::NoError;
         message.metadata.truncation = result == TransferResult::Truncated;
         message.answers = records;
+        if result == TransferResult::Refused {
+            crate::edns::ExtendedError::Prohibited.add_to(&mut message);
+        }
         Plan::Answer(wire::encode(&message, None))
     };
     let axfr = request.query.query_type() == RecordType::AXFR;

@@ -4,6 +4,7 @@ use super::*;
 
 fn answered(q: &Query, rcode: ResponseCode) -> Answered<'_> {
     Answered {
+        at: Instant::now(),
         client: Some("127.0.0.1:5000".parse().unwrap()),
         query: Some(q),
         rcode,
@@ -52,10 +53,11 @@ fn the_log_keeps_failures_and_samples_past_its_budget_counting_the_rest() {
     let logged = Arc::new(Mutex::new(Vec::new()));
     let sink = logged.clone();
     let skipped = IntCounter::new("skipped", "skipped").unwrap();
+    let failures_skipped = IntCounter::new("failures_skipped", "skipped").unwrap();
     figures.set_log(
         Arc::new(move |q| sink.lock().unwrap().push(q)),
         10,
-        skipped.clone(),
+        [skipped.clone(), failures_skipped.clone()],
     );
     let query = q("Www.Example.test.");
     for _ in 0..210 {
@@ -64,6 +66,7 @@ fn the_log_keeps_failures_and_samples_past_its_budget_counting_the_rest() {
     for _ in 0..50 {
         figures.record(&answered(&query, ResponseCode::ServFail));
     }
+    let log = logged.clone();
     let logged = logged.lock().unwrap();
     let routine = logged.iter().filter(|q| !q.failed).count();
     let failed = logged.iter().filter(|q| q.failed).count();
@@ -78,6 +81,17 @@ fn the_log_keeps_failures_and_samples_past_its_budget_counting_the_rest() {
         (logged[0].qtype.as_str(), logged[0].rcode.as_str()),
         ("A", "NOERROR")
     );
+    assert_eq!(failures_skipped.get(), 0);
+    drop(logged);
+
+    // A flood of failures: its own budget of 100 a second, then 1 in 100.
+    for _ in 0..1050 {
+        figures.record(&answered(&query, ResponseCode::Refused));
+    }
+    let failed = log.lock().unwrap().iter().filter(|q| q.failed).count();
+    // 50 before and 50 more within the budget, then 10 of the other 1000 sampled.
+    assert_eq!((failed, failures_skipped.get()), (50 + 50 + 10, 990));
+    assert_eq!(skipped.get(), 198, "routine answers are counted apart");
 }
 
 #[test]

@@ -1,0 +1,140 @@
+//! The end of a forwarded question: its Deferred fired with an upstream's whole answer,
+//! which is cached and replayed to every client waiting on it, or with a failure, which
+//! gets them a stale answer (`serve_stale`) or SERVFAIL.
+
+use hickory_proto::op::{Message, ResponseCode};
+use weft::defer::{Failure, TimeoutError};
+
+use super::{Forwarder, RECENT_IDS, now, upstream_failure};
+use crate::cache::Answer;
+use crate::edns::ExtendedError;
+use crate::server::send;
+use crate::view::Source;
+use crate::wire::Request;
+
+impl Forwarder {
+    /// The query's Deferred fired: cache the answer and answer every waiter, or tell
+    /// them SERVFAIL (or serve them a stale answer).
+    pub(super) fn finish(&self, seq: u64, result: Result<Message, Failure>) {
+        let Some(entry) = ({
+            let mut state = self.state.borrow_mut();
+            let entry = state.in_flight.remove(&seq);
+            if let Some(e) = &entry {
+                state.waiting -= e.waiters.len();
+                if state.by_question.get(&e.key) == Some(&seq) {
+                    state.by_question.remove(&e.key);
+                }
+                if e.over_tcp {
+                    state.over_tcp -= 1;
+                }
+                for t in &e.tries {
+                    state.by_id.remove(&t.id);
+                    if state.recent.len() == RECENT_IDS {
+                        state.recent.pop_front();
+                    }
+                    state.recent.push_back(t.id);
+                }
+            }
+            entry
+        }) else {
+            return;
+        };
+        if let Some(timer) = &entry.next_try {
+            let _ = timer.cancel();
+        }
+        // Only a timeout says the upstreams still out were slow; a TCP failure, too many
+        // retries or the service stopping says nothing of them.
+        if result
+            .as_ref()
+            .is_err_and(|failure| failure.check::<TimeoutError>())
+        {
+            let mut upstreams = self.upstreams.borrow_mut();
+            for t in entry.tries.iter().filter(|t| !t.settled) {
+                upstreams.timed_out(t.upstream);
+                self.metrics
+                    .figures()
+                    .upstream_timed_out(self.addrs[t.upstream]);
+            }
+        }
+        // A failure fires the Deferred only over TCP, where no other upstream is asked.
+        let result = match result {
+            Ok(m) if upstream_failure(m.metadata.response_code) => {
+                let by = entry.answered_by.map(|a| a.to_string()).unwrap_or_default();
+                let rcode = m.metadata.response_code;
+                Err(Failure::msg(format!("upstream {by} answered {rcode}")))
+            }
+            result => result,
+        };
+        // RFC 8767 section 4: when no upstream gives a usable answer, a stale one will do.
+        if result.is_err() {
+            let stale = self.cache.borrow_mut().stale(&entry.key, now());
+            if let Some(answer) = stale {
+                self.metrics.forwarding().stale().inc();
+                tracing::info!(name = ?entry.query.name().to_string(), "no upstream answered; serving a stale answer");
+                for w in entry.waiters {
+                    let mut m = response(&w.request, &answer);
+                    ExtendedError::StaleAnswer.add_to(&mut m);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, Source::Cache);
+                }
+                return;
+            }
+        }
+        match result {
+            Ok(message) => {
+                // Only whole answers fire the Deferred: truncated ones go to TCP instead.
+                debug_assert!(!message.metadata.truncation);
+                let mut answer = Answer::from_message(&message);
+                let mut cache = self.cache.borrow_mut();
+                cache.policy().clamp(&mut answer);
+                if !entry.unchecked {
+                    let evicted = cache.evicted();
+                    cache.insert(entry.key, answer.clone(), now());
+                    let forwarding = self.metrics.forwarding();
+                    forwarding.cache_changed(cache.bytes(), cache.evicted() - evicted);
+                }
+                drop(cache);
+                let source = entry
+                    .answered_by
+                    .map_or(Source::UpstreamFailed, Source::Upstream);
+                for w in entry.waiters {
+                    let m = response(&w.request, &answer);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
+                }
+            }
+            Err(failure) => {
+                let name = entry.query.name().to_string();
+                let qtype = entry.query.query_type();
+                let mut source = Source::UpstreamFailed;
+                if failure.check::<TimeoutError>() {
+                    source = Source::Timeout;
+                    self.metrics.upstream_timeout();
+                    tracing::info!(
+                        name = ?name,
+                        %qtype,
+                        after = ?self.timeout,
+                        "no upstream answered in time; answering SERVFAIL"
+                    );
+                } else {
+                    tracing::info!(name = ?name, %qtype, error = %failure, "answering SERVFAIL");
+                }
+                for w in entry.waiters {
+                    let mut m = w.request.response(ResponseCode::ServFail, true);
+                    ExtendedError::NoReachableAuthority.add_to(&mut m);
+                    send(&self.metrics, &w.request, w.via, m, w.reply, source);
+                }
+            }
+        }
+    }
+}
+
+/// A response to `request` replaying `answer` (not authoritative; recursion available),
+/// without DNSSEC records other than of the type asked unless the client set DO (RFC
+/// 4035 section 3.2.1).
+pub(super) fn response(request: &Request, answer: &Answer) -> Message {
+    let mut message = request.response(answer.rcode, true);
+    message.answers = answer.answers.clone();
+    message.authorities = answer.authorities.clone();
+    message.additionals = answer.additionals.clone();
+    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.dnssec_ok);
+    message.maybe_strip_dnssec_records(dnssec_ok)
+}

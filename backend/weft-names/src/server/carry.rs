@@ -1,0 +1,62 @@
+//! What a reload must not lose: a service whose settings changed is started again as a
+//! new [`DnsServer`](super::DnsServer), which takes over from the one it replaces
+//!
+//! - the cookie secrets, when both answer cookies: a server cookie handed out before
+//!   stays valid (else every client's next query would be BADCOOKIE or rate limited);
+//! - the rate limiter, when `rate_limit` is the same: a flood gets no fresh budget;
+//! - the forwarding cache, when the upstreams and the cache's settings are the same, and
+//!   each upstream's round-trip time, by address;
+//! - the answers kept from the zones, when the RA flag they carry is the same.
+//!
+//! Nothing of a zone that changed survives: its kept answers are dropped, and so are
+//! cached forwarded answers for names inside it (or inside a zone added or removed), so
+//! no answer after the reload comes from the zone as it was.
+
+use hickory_proto::rr::{LowerName, Name};
+
+use super::Inner;
+use crate::zone::Catalog;
+
+/// Gives `new`, not serving yet, what `old` holds that must survive (see the module).
+pub(super) fn take_over(new: &mut Inner, old: &Inner) {
+    new.edns.keep_secrets_of(&old.edns);
+    if let (Some(limiter), Some(previous)) = (&mut new.limiter, &old.limiter)
+        && limiter.borrow().config() == previous.borrow().config()
+    {
+        *limiter = previous.clone();
+    }
+    let changed = changed_origins(&old.catalog, &new.catalog);
+    if let (Some(forwarder), Some(previous)) = (&mut new.forwarder, &old.forwarder) {
+        let forwarder = std::rc::Rc::get_mut(forwarder).expect("not serving yet");
+        forwarder.take_over(previous, &changed);
+    }
+    if new.forwarder.is_some() == old.forwarder.is_some() {
+        let kept = old.answers.borrow_mut().take();
+        let unchanged = |name: &Name| {
+            new.catalog
+                .find(name)
+                .is_some_and(|zone| !changed.contains(&LowerName::new(zone.origin())))
+        };
+        new.answers.borrow_mut().adopt(kept, unchanged);
+    }
+}
+
+/// The origins of the zones that are not in both catalogs alike: changed, added or
+/// removed.
+fn changed_origins(old: &Catalog, new: &Catalog) -> Vec<LowerName> {
+    let differs = |zones: &Catalog, others: &Catalog| -> Vec<LowerName> {
+        zones
+            .zones()
+            .iter()
+            .filter(|z| !others.zones().contains(z))
+            .map(|z| LowerName::new(z.origin()))
+            .collect()
+    };
+    let mut origins = differs(old, new);
+    for origin in differs(new, old) {
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    origins
+}

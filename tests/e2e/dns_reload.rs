@@ -1,0 +1,215 @@
+//! What a DNS service keeps across a reload that changes one of its zones, against the
+//! real binary: the cookie secret (a server cookie learnt before is still valid), the
+//! rate limiter's budgets (a flood gets no fresh burst), the forwarding cache and each
+//! upstream's round-trip time, and the answers kept for the zones that did not change;
+//! a zone that changed is answered anew, never from what was kept of it.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::assert_eventually;
+use crate::dns::{dig, upstream};
+use crate::dns_edns::{ask, cookie, cookie_option, exchange, query};
+use crate::support::{App, free_port, spawn_app_with};
+
+fn zone(origin: &str, serial: u32, www: &str) -> String {
+    format!(
+        "$ORIGIN {origin}.\n$TTL 1h\n@ IN SOA ns1 hostmaster ( {serial} 2h 15m 2w 5m )\n\
+         @ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A {www}\n"
+    )
+}
+
+struct Setup {
+    app: App,
+    /// Zones `a.test` and `b.test`, forwarding, cookies.
+    dns: u16,
+    /// Zone `b.test`, rate limited.
+    rrl: u16,
+    upstream: SocketAddr,
+    asked: Arc<AtomicUsize>,
+}
+
+fn setup() -> Setup {
+    let (dns, rrl) = (free_port(), free_port());
+    let (upstream, asked) = upstream();
+    let app = spawn_app_with(|dir| {
+        let a = dir.join("a.test.zone");
+        let b = dir.join("b.test.zone");
+        std::fs::write(&a, zone("a.test", 1, "192.0.2.1")).unwrap();
+        std::fs::write(&b, zone("b.test", 1, "192.0.2.2")).unwrap();
+        format!(
+            r#"
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{dns}:interface=127.0.0.1"]
+zones = ["{a}", "{b}"]
+forward = ["{upstream}"]
+cookies = true
+
+[[service]]
+name = "rrl"
+kind = "dns"
+listen = ["udp:{rrl}:interface=127.0.0.1"]
+zones = ["{b}"]
+rate_limit = {{ responses_per_second = 1, burst = 5, slip = 0 }}
+"#,
+            a = a.display(),
+            b = b.display()
+        )
+    });
+    Setup {
+        app,
+        dns,
+        rrl,
+        upstream,
+        asked,
+    }
+}
+
+/// A plain query (no OPT), the kind whose answers are kept.
+fn plain(id: u16, name: &str) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.to_vec().unwrap()
+}
+
+fn address(m: &Message) -> Option<String> {
+    m.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0.to_string()),
+        _ => None,
+    })
+}
+
+/// Sends `count` queries from one socket at once; how many were answered within half a
+/// second of the last.
+fn flood(port: u16, count: u16) -> usize {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for id in 0..count {
+        socket
+            .send_to(&plain(id, "www.b.test."), ("127.0.0.1", port))
+            .unwrap();
+    }
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0; 1024];
+    let mut answered = 0;
+    while socket.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    answered
+}
+
+fn counter(app: &App, series: &str) -> f64 {
+    app.metric(series).unwrap_or(0.0)
+}
+
+fn srtt(app: &App, upstream: SocketAddr) -> f64 {
+    let series =
+        format!(r#"weft_dns_upstream_srtt_seconds{{service="dns",upstream="{upstream}"}}"#);
+    counter(app, &series)
+}
+
+#[test]
+fn a_reload_that_changes_a_zone_keeps_cookies_rate_limits_the_cache_and_the_other_zones_answers() {
+    let s = setup();
+    let app = &s.app;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+
+    // A server cookie, learnt before the reload.
+    let client = [7u8; 8];
+    let first = ask(
+        s.dns,
+        &query(1, "www.a.test.", RecordType::A, &[cookie_option(&client)]),
+    );
+    let server_cookie = cookie(&first).expect("a server cookie");
+    // A forwarded answer cached, and the upstream measured.
+    let fwd = ask(s.dns, &query(2, "name.example.", RecordType::A, &[]));
+    assert_eq!(address(&fwd).as_deref(), Some("198.51.100.80"));
+    assert_eq!(s.asked.load(Ordering::SeqCst), 1);
+    let measured = srtt(app, s.upstream);
+    assert!(measured > 0.0, "the upstream's round trip is measured");
+    // Answers kept for both zones.
+    for id in [3, 4] {
+        for name in ["www.a.test.", "www.b.test."] {
+            exchange(&socket, s.dns, &plain(id, name)).expect("an answer");
+        }
+    }
+    // A flood spends the limited service's burst.
+    let answered = flood(s.rrl, 20);
+    assert!((1..=7).contains(&answered), "{answered} of 20 answered");
+
+    std::fs::write(
+        app.dir.path().join("b.test.zone"),
+        zone("b.test", 2, "192.0.2.22"),
+    )
+    .unwrap();
+    app.reload_by_signal("ok");
+
+    // The flood goes on where it was: no fresh burst.
+    let answered = flood(s.rrl, 5);
+    assert!(
+        answered <= 2,
+        "a reload gave the flood a fresh budget: {answered} of 5 answered"
+    );
+    assert_eq!(
+        srtt(app, s.upstream),
+        measured,
+        "the upstream's round-trip time is kept"
+    );
+    let valid = r#"weft_dns_cookies_total{result="valid",service="dns"}"#;
+    let before = counter(app, valid);
+    let mut presented = client.to_vec();
+    presented.extend_from_slice(&server_cookie[8..]);
+    let again = ask(
+        s.dns,
+        &query(
+            5,
+            "www.a.test.",
+            RecordType::A,
+            &[cookie_option(&presented)],
+        ),
+    );
+    assert_eq!(again.metadata.response_code, ResponseCode::NoError);
+    assert_eventually!(
+        counter(app, valid) == before + 1.0,
+        "the server cookie made before the reload is still valid\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    let fwd = ask(s.dns, &query(6, "name.example.", RecordType::A, &[]));
+    assert_eq!(address(&fwd).as_deref(), Some("198.51.100.80"));
+    assert_eq!(
+        s.asked.load(Ordering::SeqCst),
+        1,
+        "the forwarded answer came from the kept cache"
+    );
+
+    let reused = r#"weft_dns_answers_reused_total{service="dns"}"#;
+    let before = counter(app, reused);
+    let a = exchange(&socket, s.dns, &plain(7, "www.a.test.")).expect("an answer");
+    assert_eq!(
+        (a.metadata.id, address(&a).as_deref()),
+        (7, Some("192.0.2.1"))
+    );
+    assert_eventually!(
+        counter(app, reused) == before + 1.0,
+        "the unchanged zone's answer was kept across the reload"
+    );
+    // The changed zone is never answered from what was kept of it, by hickory or dig.
+    for id in [8, 9] {
+        let b = exchange(&socket, s.dns, &plain(id, "www.b.test.")).expect("an answer");
+        assert_eq!(
+            (b.metadata.id, address(&b).as_deref()),
+            (id, Some("192.0.2.22"))
+        );
+    }
+    let short = dig(s.dns, &["www.b.test", "A", "+nocookie", "+short"]);
+    assert_eq!(short.trim(), "192.0.2.22");
+}

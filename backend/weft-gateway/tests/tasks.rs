@@ -3,7 +3,7 @@
 //! each detected, and shown by the JSON API and the page with their spawn site, label and
 //! connection, within their threshold plus a second.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -15,32 +15,17 @@ use weft_inspector::{Inspector, InspectorConfig};
 use weft_store::StoreOptions;
 use weft_test_support::{eventually, run_with_client};
 
+use common::{get, get_text};
+
+mod common;
+
 const SLOW: Duration = Duration::from_millis(100);
 const STALL: Duration = Duration::from_millis(1000);
 const BLOCK: Duration = Duration::from_millis(300);
 
-/// `GET path` on the dashboard: the body of a 200 answer.
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-fn json(addr: SocketAddr, path: &str) -> Option<Value> {
-    serde_json::from_str(&get(addr, path)?).ok()
-}
-
 /// The item labelled `label` in the `/api/deferreds?state=` list.
 fn listed(addr: SocketAddr, state: &str, label: &str) -> Option<Value> {
-    json(addr, &format!("/api/deferreds?state={state}"))?["items"]
+    get(addr, &format!("/api/deferreds?state={state}"))?["items"]
         .as_array()?
         .iter()
         .find(|d| d["label"] == label)
@@ -99,7 +84,7 @@ fn a_blocking_poll_and_a_stalled_task_are_detected_with_site_label_and_connectio
         client.write_all(b"block\nstall\n").unwrap();
 
         let connection = eventually("the client's connection is listed", || {
-            json(dashboard, "/api/connections?state=open")?["items"]
+            get(dashboard, "/api/connections?state=open")?["items"]
                 .as_array()?
                 .iter()
                 .find(|c| c["peer"] == local.as_str())?["id"]
@@ -147,7 +132,7 @@ fn a_blocking_poll_and_a_stalled_task_are_detected_with_site_label_and_connectio
         assert_eq!(stalled["waiting_on"], awaited["id"], "{stalled}");
 
         // The connection's own task waits on its peer: listed, never stalled.
-        let own = json(dashboard, "/api/deferreds?state=pending").unwrap()["items"]
+        let own = get(dashboard, "/api/deferreds?state=pending").unwrap()["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -159,7 +144,7 @@ fn a_blocking_poll_and_a_stalled_task_are_detected_with_site_label_and_connectio
 
         // The page shows the task, where it was spawned and what it awaits.
         let id = stalled["id"].as_i64().unwrap();
-        let page = get(dashboard, &format!("/deferreds/{id}")).expect("the task's page");
+        let page = get_text(dashboard, &format!("/deferreds/{id}")).expect("the task's page");
         assert!(page.contains(&format!("Task {id}")), "{page}");
         assert!(page.contains("spawned at"), "{page}");
         assert!(page.contains("tests/tasks.rs"), "{page}");
@@ -167,7 +152,7 @@ fn a_blocking_poll_and_a_stalled_task_are_detected_with_site_label_and_connectio
             page.contains(&format!("href=\"/deferreds/{}\"", awaited["id"])),
             "{page}"
         );
-        let list = get(dashboard, "/deferreds?state=stalled").unwrap();
+        let list = get_text(dashboard, "/deferreds?state=stalled").unwrap();
         assert!(
             list.contains("stuck") && list.contains("pill task"),
             "{list}"

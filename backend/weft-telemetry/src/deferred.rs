@@ -392,10 +392,15 @@ impl DeferredTracker {
                 chain.snapshot.failure.clone_from(&failure);
             }
             chain.snapshot.state = DeferredState::Running;
+            // A step reported queued has its site written out already: reuse it.
+            let site = match chain.snapshot.queued.first_mut() {
+                Some(queued) if queued.index == step.index => std::mem::take(&mut queued.site),
+                _ => step.site.to_string(),
+            };
             chain.push_step(StepSnapshot {
                 index: step.index,
                 kind: step.kind,
-                site: step.site.to_string(),
+                site,
                 at_ms: now_ms(),
                 duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
                 outcome: step.outcome.status(),

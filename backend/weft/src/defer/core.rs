@@ -16,6 +16,7 @@ use super::events::{
 use super::slot::LinkSlot;
 use super::step::{Did, Holder, Link, Ran, take_result};
 use super::{CancelledError, Failure, detect, registry};
+use crate::observe::stopwatch::Tick;
 use crate::observe::{self, ConnectionId};
 use crate::reactor::profile::{self, Site, SiteKind};
 
@@ -209,14 +210,17 @@ impl Core {
             // A step that runs at once is reported once, when it has run; one that waits
             // is reported now too, so "stuck before step N" can be seen. With nobody
             // listening this is the one thread-local read.
-            events::emit_if(observe::enabled() && !self.runs_at_once(), || {
-                DeferredEvent::Queued(StepQueued {
+            if let Some(observer) = observe::current()
+                && !self.runs_at_once()
+            {
+                let event = DeferredEvent::Queued(StepQueued {
                     id: self.id,
                     index,
                     kind,
                     site: super::Site(step.site()),
-                })
-            });
+                });
+                observer.on_event(&observe::Event::Deferred(&event));
+            }
         }
         self.steps.borrow_mut().push_back(step);
         if self.fired.get() != Fire::Not && !self.flags_has(RUNNING) {
@@ -242,43 +246,53 @@ impl Core {
             return;
         }
         self.set_flag(RUNNING, true);
-        let slow = observe::slow_threshold();
-        // Read once per run, not per step: neither changes while a chain runs.
-        let observed = observe::enabled();
         let outer = crate::context::with(|cx| cx.running_deferred.replace(Some(self.id)));
-        // quanta reads the TSC where it is invariant: a few nanoseconds a step where the
-        // system clock costs tens.
-        let mut started = quanta::Instant::now();
+        let waiting = profile::with_thread(|thread| self.run_steps(thread));
+        crate::context::with(|cx| cx.running_deferred.set(outer));
+        if let Some(child) = waiting {
+            self.wait_on(child);
+        }
+        self.set_flag(RUNNING, false);
+        if self.at_rest() {
+            self.settle();
+        }
+    }
+
+    /// The loop of `run`: what a step costs is here. The observer, the slow threshold and
+    /// the thread's profile are looked up once for all the steps (none of them changes while
+    /// a chain runs), and the chain's result stays in a local until the loop stops.
+    fn run_steps(self: &Rc<Self>, thread: Option<&profile::Thread<'_>>) -> Option<Rc<Core>> {
+        let observer = observe::current();
+        let slow = observe::slow_threshold();
+        let mut result = self
+            .result
+            .borrow_mut()
+            .take()
+            .expect("a fired chain holds a result");
+        let mut started = Tick::now();
+        let mut waiting = None;
         loop {
             let Some(mut step) = self.steps.borrow_mut().pop_front() else {
                 break;
             };
-            {
-                let mut previous = self
-                    .result
-                    .borrow_mut()
-                    .take()
-                    .expect("a fired chain holds a result");
-                step.accept(&mut *previous);
-            }
             let kind = step.kind();
+            let site = step.site();
             let index = self.steps_run.get();
             if kind.is_some() {
-                self.step_site.set(Some(step.site()));
+                self.step_site.set(Some(site));
             }
-            let span = profile::enter();
-            let ran = step.run(self);
-            let finished = quanta::Instant::now();
-            let took = finished - started;
+            let span = thread.map(profile::Thread::enter);
+            let ran = step.run(&mut *result, self);
+            let finished = Tick::now();
+            let nanos = finished.nanos_since(started);
             started = finished;
-            span.exit(Site::Line(step.site()), SiteKind::Callback, took);
-            let waiting = match &ran {
-                Ran::Waiting(child) => Some(child.clone()),
-                Ran::Done(_) => None,
-            };
+            if let (Some(thread), Some(span)) = (thread, span) {
+                thread.exit(span, Site::Line(site), SiteKind::Callback, nanos);
+            }
             if let Some(kind) = kind {
                 self.steps_run.set(index + 1);
-                events::emit_if(observed, || {
+                let took = Duration::from_nanos(nanos);
+                if let Some(observer) = &observer {
                     let outcome = match &ran {
                         Ran::Done(Did::Succeeded) => StepOutcome::Succeeded,
                         Ran::Done(Did::Skipped) => StepOutcome::Skipped,
@@ -289,34 +303,32 @@ impl Core {
                         },
                         Ran::Waiting(child) => StepOutcome::Waiting { child: child.id },
                     };
-                    DeferredEvent::Step(StepFinished {
+                    let event = DeferredEvent::Step(StepFinished {
                         id: self.id,
                         index,
                         kind,
-                        site: super::Site(step.site()),
+                        site: super::Site(site),
                         duration: took,
                         outcome,
-                    })
-                });
+                    });
+                    observer.on_event(&observe::Event::Deferred(&event));
+                }
                 if took >= slow && !self.flags_has(SLOW_REPORTED) {
                     self.set_flag(SLOW_REPORTED, true);
-                    detect::report_slow(self, index, step.site(), took, slow);
+                    detect::report_slow(self, index, site, took, slow);
                 }
             }
-            *self.result.borrow_mut() = Some(step);
-            if let Some(child) = waiting {
-                self.wait_on(child);
+            result = step;
+            if let Ran::Waiting(child) = ran {
+                waiting = Some(child);
                 break;
             }
             if self.pauses.get() > 0 {
                 break;
             }
         }
-        crate::context::with(|cx| cx.running_deferred.set(outer));
-        self.set_flag(RUNNING, false);
-        if self.at_rest() {
-            self.settle();
-        }
+        *self.result.borrow_mut() = Some(result);
+        waiting
     }
 
     fn wait_on(self: &Rc<Self>, child: Rc<Core>) {

@@ -9,8 +9,9 @@ use std::ops::{Deref, DerefMut};
 use super::step::Link;
 
 /// Words of the inline slot, one of which holds the vtable pointer: room for a step
-/// with a `u64` result, a site, and a closure capturing several words.
-const WORDS: usize = 12;
+/// with a `u64` result, a site, and a closure capturing several words. Every link is
+/// moved a few times on its way through the queue, so the slot is no larger than that.
+const WORDS: usize = 10;
 
 type Inline = stack_dst::Value<dyn Link, stack_dst::buffers::ConstArrayBuf<usize, WORDS>>;
 

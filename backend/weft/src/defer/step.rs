@@ -1,11 +1,11 @@
 //! The links of a chain: typed steps behind one object-safe trait.
 //!
 //! A chain is a queue of [`Link`]s, each held inline when small ([`LinkSlot`]). Each
-//! step owns its input, its function and its output, so a value moves from one step
-//! straight into the next one's slot: no allocation per value, and none per step that
-//! fits its slot. The erased driver in `core.rs` never knows
-//! the types; each step downcasts its predecessor's output slot to the type it was
-//! built for, which the typed `Deferred<T>` API guarantees.
+//! step owns its function and its output, and takes its input out of the link before it
+//! as it runs, so a value moves from one step straight into the next one's slot: no
+//! allocation per value, and none per step that fits its slot. The erased driver in
+//! `core.rs` never knows the types; each step downcasts its predecessor's output slot to
+//! the type it was built for, which the typed `Deferred<T>` API guarantees.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, Location};
@@ -70,18 +70,17 @@ pub(crate) enum Ran {
 
 /// One link of a chain, with its types erased.
 pub(crate) trait Link {
-    /// Takes `from`'s result as this step's input.
-    fn accept(&mut self, from: &mut dyn Link);
     /// The success output, as `&mut Option<U>`.
     fn output_slot(&mut self) -> &mut dyn Any;
-    /// Takes the failure output, if there is one.
-    fn take_failure(&mut self) -> Option<Failure>;
+    /// Takes the failure output, or gives the success output as `output_slot` does: one
+    /// call where the driver would otherwise make two.
+    fn take_output(&mut self) -> Result<&mut dyn Any, Failure>;
     /// Sets the failure output (a child failed).
     fn set_failure(&mut self, failure: Failure);
     /// The failure output, if any.
     fn failure(&self) -> Option<&Failure>;
-    /// Runs the step on its input.
-    fn run(&mut self, core: &Rc<Core>) -> Ran;
+    /// Runs the step on `from`'s result: the previous link, or the fired value.
+    fn run(&mut self, from: &mut dyn Link, core: &Rc<Core>) -> Ran;
     /// `None` for internal links that are not traced.
     fn kind(&self) -> Option<StepKind>;
     /// The line that added the step.
@@ -89,12 +88,10 @@ pub(crate) trait Link {
 }
 
 /// Takes a `Result<T, Failure>` out of `from`'s output.
+#[inline]
 pub(crate) fn take_result<T: 'static>(from: &mut dyn Link) -> Result<T, Failure> {
-    if let Some(failure) = from.take_failure() {
-        return Err(failure);
-    }
     let value = from
-        .output_slot()
+        .take_output()?
         .downcast_mut::<Option<T>>()
         .expect("the typed API lines chain types up")
         .take()
@@ -125,14 +122,14 @@ impl<T: 'static> Holder<T> {
 }
 
 impl<T: 'static> Link for Holder<T> {
-    fn accept(&mut self, _from: &mut dyn Link) {
-        unreachable!("a holder is never queued as a step")
-    }
     fn output_slot(&mut self) -> &mut dyn Any {
         &mut self.ok
     }
-    fn take_failure(&mut self) -> Option<Failure> {
-        self.err.take()
+    fn take_output(&mut self) -> Result<&mut dyn Any, Failure> {
+        match self.err.take() {
+            Some(failure) => Err(failure),
+            None => Ok(&mut self.ok),
+        }
     }
     fn set_failure(&mut self, failure: Failure) {
         self.err = Some(failure);
@@ -140,7 +137,7 @@ impl<T: 'static> Link for Holder<T> {
     fn failure(&self) -> Option<&Failure> {
         self.err.as_ref()
     }
-    fn run(&mut self, _core: &Rc<Core>) -> Ran {
+    fn run(&mut self, _from: &mut dyn Link, _core: &Rc<Core>) -> Ran {
         unreachable!("a holder is never queued as a step")
     }
     fn kind(&self) -> Option<StepKind> {
@@ -243,8 +240,6 @@ where
 
 /// A user step: input, function, output, and the line that added it.
 pub(crate) struct Step<T, U, H> {
-    /// Filled by the previous link just before the step runs, taken when it runs.
-    input: Option<Result<T, Failure>>,
     /// Taken when the step runs: a handler runs at most once.
     handler: Option<H>,
     ok: Option<U>,
@@ -253,17 +248,19 @@ pub(crate) struct Step<T, U, H> {
     /// runs.
     kind: StepKind,
     site: &'static Location<'static>,
+    /// The input's type: a step owns no `T`, it takes one from the link before it.
+    _input: std::marker::PhantomData<fn(T)>,
 }
 
 impl<T: 'static, U: 'static, H: Handler<T, U>> Step<T, U, H> {
     pub(crate) fn boxed(handler: H, site: &'static Location<'static>) -> LinkSlot {
         LinkSlot::new(Self {
-            input: None,
             kind: handler.kind(),
             handler: Some(handler),
             ok: None,
             err: None,
             site,
+            _input: std::marker::PhantomData,
         })
     }
 
@@ -282,15 +279,14 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Step<T, U, H> {
 }
 
 impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
-    #[inline]
-    fn accept(&mut self, from: &mut dyn Link) {
-        self.input = Some(take_result(from));
-    }
     fn output_slot(&mut self) -> &mut dyn Any {
         &mut self.ok
     }
-    fn take_failure(&mut self) -> Option<Failure> {
-        self.err.take()
+    fn take_output(&mut self) -> Result<&mut dyn Any, Failure> {
+        match self.err.take() {
+            Some(failure) => Err(failure),
+            None => Ok(&mut self.ok),
+        }
     }
     fn set_failure(&mut self, failure: Failure) {
         self.err = Some(failure);
@@ -299,8 +295,8 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
         self.err.as_ref()
     }
 
-    fn run(&mut self, core: &Rc<Core>) -> Ran {
-        let input = self.input.take().expect("a step runs after accepting");
+    fn run(&mut self, from: &mut dyn Link, core: &Rc<Core>) -> Ran {
+        let input = take_result(from);
         let handler = self.handler.take().expect("a step runs once");
         let next = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(input))) {
             Ok(Ok(next)) => next,
@@ -325,10 +321,10 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
                     return Ran::Done(Did::Chained(child.id));
                 }
                 child.push_step(LinkSlot::new(Forward::<U> {
-                    input: None,
                     parent: Some(core.clone()),
                     done: None,
                     site: self.site,
+                    _input: std::marker::PhantomData,
                 }));
                 Ran::Waiting(child)
             }
@@ -345,7 +341,6 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
 
 /// The last link of a child chain: hands the child's result to the waiting parent.
 struct Forward<U> {
-    input: Option<Result<U, Failure>>,
     /// Strong, so a parent nobody else holds still finishes (and reports an unhandled
     /// failure) when its child fires; the cycle parent → child → this → parent ends
     /// when the child fires or its firing side is dropped.
@@ -353,25 +348,23 @@ struct Forward<U> {
     /// The output slot a `Link` must expose; a forwarder's output carries nothing.
     done: Option<()>,
     site: &'static Location<'static>,
+    _input: std::marker::PhantomData<fn(U)>,
 }
 
 impl<U: 'static> Link for Forward<U> {
-    fn accept(&mut self, from: &mut dyn Link) {
-        self.input = Some(take_result(from));
-    }
     fn output_slot(&mut self) -> &mut dyn Any {
         &mut self.done
     }
-    fn take_failure(&mut self) -> Option<Failure> {
-        None
+    fn take_output(&mut self) -> Result<&mut dyn Any, Failure> {
+        Ok(&mut self.done)
     }
     fn set_failure(&mut self, _failure: Failure) {}
     fn failure(&self) -> Option<&Failure> {
         None
     }
 
-    fn run(&mut self, _core: &Rc<Core>) -> Ran {
-        let result = self.input.take().expect("a step runs after accepting");
+    fn run(&mut self, from: &mut dyn Link, _core: &Rc<Core>) -> Ran {
+        let result = take_result::<U>(from);
         self.done = Some(());
         if let Some(parent) = self.parent.take() {
             parent.resume_with(|holder| match result {

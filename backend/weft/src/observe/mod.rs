@@ -9,6 +9,7 @@
 mod context;
 mod events;
 mod stats;
+pub(crate) mod stopwatch;
 
 pub use context::{current_connection, with_connection};
 pub use events::{
@@ -43,6 +44,14 @@ pub fn observer() -> Option<Arc<dyn Observer>> {
 #[inline]
 pub fn enabled() -> bool {
     crate::context::with(|cx| cx.observer.borrow().is_some())
+}
+
+/// The observer installed on this thread, for a caller that sends several events in a row
+/// (a chain's steps): one thread-local lookup for all of them. A cheap clone, so the
+/// observer may replace itself while one of its calls runs.
+#[inline]
+pub(crate) fn current() -> Option<Rc<Arc<dyn Observer>>> {
+    crate::context::with(|cx| cx.observer.borrow().clone())
 }
 
 /// Sends one event to this thread's observer, if there is one.

@@ -397,8 +397,9 @@ pub struct Span {
 /// Opens a span for a call about to run, so calls inside it are not charged to it too.
 #[inline]
 pub fn enter() -> Span {
-    let outer_inner = LOCAL.try_with(|l| l.inner.replace(0)).unwrap_or(0);
-    Span { outer_inner }
+    LOCAL
+        .try_with(|l| Thread(l).enter())
+        .unwrap_or(Span { outer_inner: 0 })
 }
 
 impl Span {
@@ -411,12 +412,40 @@ impl Span {
     #[inline]
     pub fn exit(self, site: Site, kind: SiteKind, elapsed: Duration) {
         let nanos = nanos_of(elapsed);
-        let _ = LOCAL.try_with(|l| {
-            let inner = l.inner.replace(self.outer_inner.saturating_add(nanos));
-            if let Some(table) = l.table.get() {
-                table.record_nanos(site, kind, nanos.saturating_sub(inner));
-            }
-        });
+        let _ = LOCAL.try_with(|l| Thread(l).exit(self, site, kind, nanos));
+    }
+}
+
+/// This thread's profile, looked up once for calls made in a row (a chain's steps):
+/// `None` while the thread exits.
+#[inline]
+pub(crate) fn with_thread<R>(f: impl FnOnce(Option<&Thread>) -> R) -> R {
+    let mut f = Some(f);
+    match LOCAL.try_with(|l| (f.take().expect("called once"))(Some(&Thread(l)))) {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called"))(None),
+    }
+}
+
+/// [`enter`] and [`Span::exit`] on a thread's profile already at hand.
+pub(crate) struct Thread<'a>(&'a Local);
+
+impl Thread<'_> {
+    /// [`enter`].
+    #[inline]
+    pub(crate) fn enter(&self) -> Span {
+        Span {
+            outer_inner: self.0.inner.replace(0),
+        }
+    }
+
+    /// [`Span::exit`], for a call that ran `nanos`.
+    #[inline]
+    pub(crate) fn exit(&self, span: Span, site: Site, kind: SiteKind, nanos: u64) {
+        let inner = self.0.inner.replace(span.outer_inner.saturating_add(nanos));
+        if let Some(table) = self.0.table.get() {
+            table.record_nanos(site, kind, nanos.saturating_sub(inner));
+        }
     }
 }
 

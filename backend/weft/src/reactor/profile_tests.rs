@@ -161,3 +161,35 @@ fn a_call_is_charged_its_own_time_not_that_of_the_calls_inside_it() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn calls_timed_on_the_thread_profile_at_hand_nest_as_spans_do() {
+    std::thread::spawn(|| {
+        install();
+        let (outer_site, inner_site) = (here(), here());
+        with_thread(|thread| {
+            let thread = thread.expect("the thread is running");
+            let outer = thread.enter();
+            // A call inside, timed the other way: both ways share the thread's state.
+            let inner = enter();
+            inner.exit(Site::Line(inner_site), SiteKind::Callback, ms(40));
+            thread.exit(
+                outer,
+                Site::Line(outer_site),
+                SiteKind::Callback,
+                45_000_000,
+            );
+        });
+        let snap = snapshot();
+        let busy = |site: &'static Location<'static>| {
+            snap.sites
+                .iter()
+                .find(|p| matches!(p.site, Site::Line(l) if std::ptr::eq(l, site)))
+                .map(|p| p.busy)
+        };
+        assert_eq!(busy(inner_site), Some(ms(40)));
+        assert_eq!(busy(outer_site), Some(ms(5)), "charged only its own time");
+    })
+    .join()
+    .unwrap();
+}

@@ -1,6 +1,7 @@
 //! Header rules for proxying: hop-by-hop headers stay on their hop, and the upstream
 //! learns who the client was (`X-Forwarded-*` and RFC 7239 `Forwarded`).
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -51,45 +52,107 @@ pub fn add_forwarded(
     host: Option<&HeaderValue>,
     secure: bool,
 ) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-    let chain = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(xff, v);
-    }
-    let mut forwarded = match client {
-        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
-        Some(IpAddr::V4(v4)) => format!("for={v4}"),
-        None => "for=unknown".to_owned(),
-    };
-    // Only a host made of plain authority characters goes into the quoted string.
-    let host = host.and_then(|h| h.to_str().ok()).filter(|h| {
-        !h.is_empty()
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-    });
-    if let Some(host) = host {
-        forwarded.push_str(&format!(";host=\"{host}\""));
-        if let Ok(v) = HeaderValue::from_str(host) {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    Forwarding::new(client, secure).add(headers, host);
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What one client connection's requests tell upstreams of their client, made once per
+/// connection rather than per request: its `X-Forwarded-For` entry, its `Forwarded`
+/// element, and the element made last with the host it named (the requests of one
+/// connection nearly always name the same host).
+#[derive(Debug)]
+pub struct Forwarding {
+    /// The client's address (`unknown` without one): an `X-Forwarded-For` entry.
+    ip: HeaderValue,
+    /// `for=192.0.2.7`, `for="[::1]"` or `for=unknown`.
+    for_param: String,
+    /// `http`, or `https` when the client came over TLS.
+    proto: &'static str,
+    /// The host the last element named (copied: a slice of the request would keep hyper's
+    /// read buffer from being reused) and that element.
+    last: RefCell<Option<(Box<[u8]>, HeaderValue)>>,
+}
+
+impl Forwarding {
+    /// The forwarding values of a client at `client` (over TLS when `secure`).
+    pub fn new(client: Option<IpAddr>, secure: bool) -> Self {
+        let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        let for_param = match client {
+            Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\""),
+            Some(IpAddr::V4(v4)) => format!("for={v4}"),
+            None => "for=unknown".to_owned(),
+        };
+        Self {
+            ip: HeaderValue::from_str(&ip).expect("an address is a header value"),
+            for_param,
+            proto: if secure { "https" } else { "http" },
+            last: RefCell::default(),
         }
     }
-    let proto = if secure { "https" } else { "http" };
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
-    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {forwarded}"),
-        None => forwarded,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(header::FORWARDED, v);
+
+    /// Adds the client to `X-Forwarded-For` and `Forwarded` (after what an earlier proxy
+    /// put there), and `X-Forwarded-Host` and `X-Forwarded-Proto`, for a request that
+    /// named `host`.
+    pub fn add(&self, headers: &mut HeaderMap, host: Option<&HeaderValue>) {
+        match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) => {
+                let ip = self.ip.to_str().unwrap_or("unknown");
+                if let Ok(v) = HeaderValue::from_str(&format!("{prior}, {ip}")) {
+                    headers.insert(X_FORWARDED_FOR, v);
+                }
+            }
+            None => {
+                headers.insert(X_FORWARDED_FOR, self.ip.clone());
+            }
+        }
+        // Only a host made of plain authority characters goes into the quoted string.
+        let host = host.filter(|h| {
+            !h.is_empty()
+                && h.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
+        });
+        if let Some(host) = host {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(self.proto),
+        );
+        let element = self.element(host);
+        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            Some(prior) => {
+                let element = element.to_str().unwrap_or_default();
+                HeaderValue::from_str(&format!("{prior}, {element}")).ok()
+            }
+            None => Some(element),
+        };
+        if let Some(v) = value {
+            headers.insert(header::FORWARDED, v);
+        }
+    }
+
+    /// This client's `Forwarded` element for a request that named `host` (checked to be
+    /// plain authority characters): the last one made when it named the same host.
+    fn element(&self, host: Option<&HeaderValue>) -> HeaderValue {
+        let named = host.map_or(&[][..], HeaderValue::as_bytes);
+        if let Some((last_host, element)) = &*self.last.borrow()
+            && **last_host == *named
+        {
+            return element.clone();
+        }
+        let mut text = self.for_param.clone();
+        if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+            text.push_str(";host=\"");
+            text.push_str(host);
+            text.push('"');
+        }
+        text.push_str(";proto=");
+        text.push_str(self.proto);
+        let element = HeaderValue::from_str(&text).expect("checked characters");
+        *self.last.borrow_mut() = Some((named.into(), element.clone()));
+        element
     }
 }
 
@@ -151,5 +214,23 @@ mod tests {
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn a_connection_names_each_request_s_own_host() {
+        let forwarding = Forwarding::new(Some("192.0.2.7".parse().unwrap()), false);
+        for host in ["a.test", "b.test", "b.test", "a.test"] {
+            let mut h = HeaderMap::new();
+            forwarding.add(&mut h, Some(&HeaderValue::from_static(host)));
+            assert_eq!(
+                h["forwarded"],
+                format!("for=192.0.2.7;host=\"{host}\";proto=http")
+            );
+            assert_eq!(h["x-forwarded-host"], host);
+        }
+        let mut h = map(&[("forwarded", "for=10.0.0.1")]);
+        forwarding.add(&mut h, None);
+        assert_eq!(h["forwarded"], "for=10.0.0.1, for=192.0.2.7;proto=http");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     }
 }

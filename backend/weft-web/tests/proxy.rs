@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use support::Server;
 use support::upstream::{AfterResponse, KeepAlive, Seen, ok, upstream};
+use weft::testing::RecordingObserver;
 use weft_test_support::eventually;
 use weft_web::{Limits, Route, WebConfig};
 
@@ -194,6 +195,49 @@ fn sequential_requests_reuse_one_upstream_connection() {
     eventually(
         "the idle upstream connection is listed under the service",
         || server.connections() == ["web"],
+    );
+}
+
+#[test]
+fn a_pooled_exchange_spawns_no_task_of_its_own() {
+    let up = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let observer = RecordingObserver::new();
+    let config = WebConfig {
+        routes: vec![Route::new("/", &format!("http://{}", up.addr)).unwrap()],
+        ..WebConfig::default()
+    };
+    let server = Server::start_observed(config, observer.clone());
+    let mut client = server.connect();
+    let get = "GET /x HTTP/1.1\r\nHost: test\r\n\r\n";
+    assert_eq!(client.request(get).text(), "a #1");
+    // The first exchange opened the upstream connection and its driving task.
+    eventually("the upstream connection is back in the pool", || {
+        server
+            .upstream(&format!("http://{}", up.addr))
+            .idle_connections
+            == 1
+    });
+    let spawned = observer.count("TaskSpawned");
+    for i in 2..=11 {
+        assert_eq!(client.request(get).text(), format!("a #{i}"));
+        eventually("the upstream connection is back in the pool", || {
+            server
+                .upstream(&format!("http://{}", up.addr))
+                .idle_connections
+                == 1
+        });
+    }
+    assert_eq!(up.accepted(), 1, "every request on one upstream connection");
+    assert_eq!(
+        observer.count("TaskSpawned") - spawned,
+        0,
+        "ten pooled exchanges on kept-alive connections spawn no task"
+    );
+    assert_eq!(
+        server
+            .upstream(&format!("http://{}", up.addr))
+            .busy_connections,
+        0
     );
 }
 

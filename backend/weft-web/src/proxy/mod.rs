@@ -17,7 +17,6 @@ mod pool;
 pub(crate) mod upgrade;
 mod upstreams;
 
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,10 +32,10 @@ use weft::defer::{StepDetail, Steps, WaitsOn};
 use self::outgoing::Outgoing;
 use self::pool::SendError;
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
-use self::upstreams::{RouteUpstreams, Target};
+use self::upstreams::{RouteUpstreams, Target, Tried};
 use crate::body::{Body, BoxError};
 use crate::config::{Limits, Route, Upstream, WebConfig};
-use crate::headers::{add_forwarded, strip_hop_by_hop};
+use crate::headers::{Forwarding, strip_hop_by_hop};
 use crate::metrics::{Recorder, Refusal, UpstreamFailure};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
@@ -172,6 +171,22 @@ pub(crate) fn upstream_target(route: &Route, upstream: &Upstream, uri: &Uri) -> 
     target
 }
 
+/// The target to ask `upstream` for, as a URI: the request's own (shared, not parsed
+/// again) when the upstream has no base path to put in place of the route's prefix.
+pub(crate) fn upstream_uri(
+    route: &Route,
+    upstream: &Upstream,
+    uri: &Uri,
+) -> Result<Uri, UpstreamError> {
+    // The request's URI is in normal form, origin-form only (`admit`).
+    if upstream.base_path.is_empty() && uri.authority().is_none() {
+        return Ok(uri.clone());
+    }
+    upstream_target(route, upstream, uri)
+        .parse()
+        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), format!("bad target: {e}")))
+}
+
 /// Every route's upstreams, with their pools and health; made when the service is.
 pub(crate) struct Proxy {
     /// By route, in the configuration's order.
@@ -229,10 +244,8 @@ impl Drop for Abandon {
 
 /// What forwarding needs of the client's connection.
 pub(crate) struct Client<'a> {
-    /// Its address, for `Forwarded`.
-    pub(crate) addr: Option<IpAddr>,
-    /// Whether it came over TLS.
-    pub(crate) secure: bool,
+    /// What upstreams are told of it (`X-Forwarded-For`, `Forwarded`).
+    pub(crate) forwarding: &'a Forwarding,
     /// Where the upstream end of a tunnel goes after a 101.
     pub(crate) tunnel: &'a upgrade::Slot,
 }
@@ -254,7 +267,6 @@ pub(crate) async fn forward(
         let to = upgrade::To { route, upstreams };
         return upgrade::forward(to, limits, asks, recorder, request, marks).await;
     }
-    let (secure, client) = (client.secure, client.addr);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -262,23 +274,23 @@ pub(crate) async fn forward(
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
     }
-    let mut outgoing = Outgoing::new(request, limits.max_body_bytes, client, secure);
-    let mut tried = Vec::new();
+    let mut outgoing = Outgoing::new(request, limits.max_body_bytes, client.forwarding);
+    let mut tried = Tried::default();
     let mut last = None;
-    let response = loop {
-        let Some(i) = upstreams.pick(&tried) else {
+    let (i, response) = loop {
+        let Some(i) = upstreams.pick(tried) else {
             return Err(last.unwrap_or_else(|| {
                 recorder.upstream_unavailable(&route.prefix);
                 UpstreamError::Unavailable(route.prefix.clone())
             }));
         };
-        tried.push(i);
+        tried.insert(i);
         let target = &upstreams.targets[i];
         let detail = marks.upstreams.get(i);
         match exchange(route, target, &mut outgoing, limits, marks.steps, detail).await {
             Ok(response) => {
                 upstreams.succeeded(i);
-                break response;
+                break (i, response);
             }
             Err(err) => {
                 if err.is_upstream() {
@@ -296,10 +308,7 @@ pub(crate) async fn forward(
     // (requests that ask go through `upgrade`); the client could not follow.
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Err(UpstreamError::Switch(
-            upstreams.targets[tried[tried.len() - 1]]
-                .upstream
-                .url
-                .clone(),
+            upstreams.targets[i].upstream.url.clone(),
             "for a request that did not ask to".into(),
         ));
     }
@@ -395,8 +404,7 @@ fn outgoing(
     route: &Route,
     upstream: &Upstream,
     limits: &Limits,
-    client: Option<IpAddr>,
-    secure: bool,
+    forwarding: &Forwarding,
     request: Request<Incoming>,
 ) -> Result<Request<UpstreamBody>, UpstreamError> {
     let declared = request
@@ -407,14 +415,11 @@ fn outgoing(
         return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
     }
     let (mut parts, body) = request.into_parts();
-    let target = upstream_target(route, upstream, &parts.uri);
-    parts.uri = target
-        .parse()
-        .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), format!("bad target: {e}")))?;
+    parts.uri = upstream_uri(route, upstream, &parts.uri)?;
     parts.version = http::Version::HTTP_11;
     let host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, client, host.as_ref(), secure);
+    forwarding.add(&mut parts.headers, host.as_ref());
     if host.is_none()
         && let Ok(v) = HeaderValue::from_str(&upstream.authority())
     {
@@ -492,6 +497,17 @@ mod tests {
             target("/api/", "http://u:1", "/api/users?id=3"),
             "/api/users?id=3"
         );
+    }
+
+    #[test]
+    fn without_a_base_path_the_request_s_target_goes_as_it_is() {
+        let route = Route::new("/api/", "http://u:1").unwrap();
+        let uri: Uri = "/api/users?id=3".parse().unwrap();
+        let sent = upstream_uri(&route, &route.upstreams[0], &uri).unwrap();
+        assert_eq!(sent, uri);
+        let based = Route::new("/api/", "http://u:1/v1").unwrap();
+        let sent = upstream_uri(&based, &based.upstreams[0], &uri).unwrap();
+        assert_eq!(sent, "/v1/users?id=3");
     }
 
     #[test]

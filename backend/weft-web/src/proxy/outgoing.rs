@@ -1,17 +1,15 @@
 //! The request as it goes upstream, kept across attempts: a request that did not reach
 //! one upstream can go to another, and one without a body can be sent again.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Body as _, Incoming};
 
 use super::pool::ReqBody;
-use super::{ClientBodyError, UpstreamError, upstream_target};
+use super::{ClientBodyError, UpstreamError, upstream_uri};
 use crate::config::{Route, Upstream};
-use crate::headers::{add_forwarded, strip_hop_by_hop};
+use crate::headers::{Forwarding, strip_hop_by_hop};
 
 /// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
 /// headers removed, `Forwarded` added), and the body until it is sent.
@@ -35,17 +33,12 @@ pub(super) struct Head {
 }
 
 impl Outgoing {
-    pub(super) fn new(
-        request: Request<Incoming>,
-        max_body: u64,
-        client: Option<IpAddr>,
-        secure: bool,
-    ) -> Self {
+    pub(super) fn new(request: Request<Incoming>, max_body: u64, forwarding: &Forwarding) -> Self {
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
         let host = headers.get(header::HOST).cloned();
         strip_hop_by_hop(&mut headers);
-        add_forwarded(&mut headers, client, host.as_ref(), secure);
+        forwarding.add(&mut headers, host.as_ref());
         let bodiless = body.is_end_stream();
         let max = usize::try_from(max_body).unwrap_or(usize::MAX);
         Self {
@@ -85,12 +78,9 @@ impl Outgoing {
             None if self.bodiless => Empty::new().map_err(|e| match e {}).boxed_unsync(),
             None => return Err(bad("the request body was already sent".into())),
         };
-        let target = upstream_target(route, upstream, &self.head.uri);
         let mut request = Request::new(body);
         *request.method_mut() = self.head.method.clone();
-        *request.uri_mut() = target
-            .parse()
-            .map_err(|e| bad(format!("bad target: {e}")))?;
+        *request.uri_mut() = upstream_uri(route, upstream, &self.head.uri)?;
         // Taken, not copied: a request that is not sent comes back with them.
         *request.headers_mut() = std::mem::take(&mut self.head.headers);
         if !self.head.client_host

@@ -2,21 +2,25 @@
 //!
 //! Each connection is opened by the reactor (`connect_stream`), so it is registered,
 //! counted and listed under the service like any other, and a task drives hyper's
-//! HTTP/1.1 client on it for its whole life. A connection goes back to the pool when its
-//! response body has been read to the end and hyper says it can take another request; a
-//! connection the upstream closed, that failed, that was asked to close (by the dashboard
-//! or at shutdown) or that was left unused for `idle_timeout` leaves the pool and closes.
+//! HTTP/1.1 client on it for its whole life. Until the response head, the task waiting
+//! for it drives the connection too: the request is written and the head read in its
+//! own turn, not one task hop away each way.
+//! A connection goes back to the pool when its response body has been read to the end
+//! and hyper says it can take another request (the driving task sees it: an exchange
+//! spawns no task of its own); a connection the upstream closed, that failed, that was
+//! asked to close (by the dashboard or at shutdown) or that was left unused for
+//! `idle_timeout` leaves the pool and closes.
 //! The most recently used idle connection is reused first: it is the least likely to
 //! have been closed by the upstream meanwhile.
 
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::path::Path;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,15 +63,77 @@ struct Inner {
     recorder: Rc<dyn Recorder>,
 }
 
-/// What the pool and a connection's driving task share.
+/// hyper's side of one upstream connection: what reads and writes it.
+type Connection = http1::Connection<TokioIo<InspectedStream>, ReqBody>;
+
+/// What the pool, a connection's driving task and the exchange on it share.
 struct Link {
     transport: Transport,
+    /// The connection, polled by its driving task and, while an exchange is on it, by
+    /// the task waiting for that exchange (`Driving`): the request is written and the
+    /// response read in the waiting task's own turn, not one hop through the driving
+    /// task each way. `None` once it has ended.
+    connection: RefCell<Option<Pin<Box<Connection>>>>,
     /// In the pool, waiting for a request: only then do idle timeouts and close requests
     /// end the connection (a request in flight finishes first).
     idle: Cell<bool>,
     idle_since: Cell<Instant>,
-    /// The driving task, woken when the connection goes idle to arm its timer.
+    /// The driving task, woken when the connection goes idle to arm its timer, and when
+    /// a request's sender is handed back to it.
     waker: RefCell<Option<Waker>>,
+    /// The sender of a request whose response head has come: the driving task puts it
+    /// back in the pool once hyper can take another request on the connection (the
+    /// response body read to its end), or drops it if the connection cannot.
+    returning: RefCell<Option<SendRequest<ReqBody>>>,
+}
+
+impl Link {
+    /// Wakes the driving task.
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow().as_ref() {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Polls the connection for whichever task is running; `Ready` once it has ended (the
+    /// driving task is then woken to end too).
+    fn poll_connection(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Never taken twice: both pollers run on this thread, one at a time.
+        let Ok(mut slot) = self.connection.try_borrow_mut() else {
+            return Poll::Pending;
+        };
+        let Some(connection) = slot.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(ended) = connection.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        *slot = None;
+        drop(slot);
+        if let Err(err) = ended {
+            tracing::debug!(connection = %self.transport.id(), %err, "upstream connection ended with an error");
+        }
+        self.wake();
+        Poll::Ready(())
+    }
+}
+
+/// An exchange's part in driving its connection until the response head: polled with
+/// the exchange, and, when dropped, it wakes the driving task, which polls the connection
+/// again so that it is watched from then on (that task reads the body: a response body
+/// must be `Send`, and the connection's state is not).
+struct Driving(Rc<Link>);
+
+impl Driving {
+    fn poll(&self, cx: &mut Context<'_>) {
+        let _ = self.0.poll_connection(cx);
+    }
+}
+
+impl Drop for Driving {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
 }
 
 struct Idle {
@@ -179,12 +245,13 @@ impl Pool {
             .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
         let link = Rc::new(Link {
             transport,
+            connection: RefCell::new(Some(Box::pin(connection))),
             idle: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             waker: RefCell::default(),
+            returning: RefCell::default(),
         });
         Reactor::current().spawn(drive(
-            connection,
             link.clone(),
             Rc::downgrade(&self.0),
             inner.config.idle_timeout,
@@ -208,7 +275,18 @@ impl Pool {
         // A cancel (or the client going away) before the response head leaves the
         // connection mid-request: it is aborted, never reused.
         let mut abandon = Abandon(Some(conn.link.transport.clone()));
-        let sent = tokio::time::timeout(timeout, conn.sender.try_send_request(request)).await;
+        let driving = Driving(conn.link.clone());
+        let sent = {
+            let mut exchange = pin!(conn.sender.try_send_request(request));
+            let inline = poll_fn(|cx| {
+                if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(sent);
+                }
+                driving.poll(cx);
+                exchange.as_mut().poll(cx)
+            });
+            tokio::time::timeout(timeout, inline).await
+        };
         abandon.0 = None;
         let result = match sent {
             Err(elapsed) => {
@@ -223,17 +301,10 @@ impl Pool {
                 None => Err(SendError::Failed(err.into_error())),
             },
         };
-        let pool = Rc::downgrade(&self.0);
-        let state = self.0.state.clone();
-        Reactor::current().spawn(async move {
-            let reusable = poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok();
-            state.busy.fetch_sub(1, Relaxed);
-            if let Some(pool) = pool.upgrade()
-                && reusable
-            {
-                pool.put_back(conn);
-            }
-        });
+        // The connection's own task waits for it to take another request: a task spawned
+        // here would cost one per exchange. Letting go of the connection wakes that task.
+        *conn.link.returning.borrow_mut() = Some(conn.sender);
+        drop(driving);
         Ok(result)
     }
 
@@ -301,14 +372,35 @@ impl Inner {
         }
         conn.link.idle.set(true);
         conn.link.idle_since.set(Instant::now());
-        if let Some(waker) = conn.link.waker.borrow().as_ref() {
-            waker.wake_by_ref();
-        }
+        conn.link.wake();
         idle.push(Idle {
             sender: conn.sender,
             link: conn.link,
         });
         self.state.idle.store(idle.len(), Relaxed);
+    }
+
+    /// Puts the sender `link` has been handed back in the pool once the connection can
+    /// take another request; drops it when it cannot (hyper then ends the connection).
+    fn take_back(&self, link: &Rc<Link>, cx: &mut Context<'_>) {
+        let mut returning = link.returning.borrow_mut();
+        let Some(sender) = returning.as_mut() else {
+            return;
+        };
+        let ready = match sender.poll_ready(cx) {
+            Poll::Pending => return,
+            Poll::Ready(ready) => ready.is_ok(),
+        };
+        let sender = returning.take().expect("checked above");
+        drop(returning);
+        self.state.busy.fetch_sub(1, Relaxed);
+        if ready {
+            self.put_back(Pooled {
+                sender,
+                link: link.clone(),
+                reused: true,
+            });
+        }
     }
 
     /// Takes a connection whose task ended out of the pool.
@@ -321,41 +413,46 @@ impl Inner {
 
 /// Drives one connection until hyper ends it (the upstream closed, an error, or no
 /// request can come any more), or until, idle, it is asked to close or times out.
-async fn drive(
-    connection: http1::Connection<TokioIo<InspectedStream>, ReqBody>,
-    link: Rc<Link>,
-    pool: Weak<Inner>,
-    idle_timeout: Duration,
-) {
-    let mut connection = pin!(connection);
+async fn drive(link: Rc<Link>, pool: Weak<Inner>, idle_timeout: Duration) {
     let mut expiry = pin!(tokio::time::sleep(idle_timeout));
-    let ended = poll_fn(|cx| {
+    poll_fn(|cx| {
         {
             let mut waker = link.waker.borrow_mut();
             if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *waker = Some(cx.waker().clone());
             }
         }
+        if link.poll_connection(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        match pool.upgrade() {
+            Some(pool) => pool.take_back(&link, cx),
+            // The service is gone: the connection ends after the exchange in flight.
+            None => drop(link.returning.borrow_mut().take()),
+        }
         if link.idle.get() {
             if link.transport.is_disconnecting() {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(());
             }
             let deadline = link.idle_since.get() + idle_timeout;
             if expiry.deadline() != deadline {
                 expiry.as_mut().reset(deadline);
             }
             if expiry.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(());
             }
         }
-        connection.as_mut().poll(cx)
+        Poll::Pending
     })
     .await;
+    // Ends the connection if it has not ended (idle and timed out, or asked to close).
+    link.connection.borrow_mut().take();
+    let unreturned = link.returning.borrow_mut().take().is_some();
     if let Some(pool) = pool.upgrade() {
+        if unreturned {
+            pool.state.busy.fetch_sub(1, Relaxed);
+        }
         pool.forget(&link);
-    }
-    if let Err(err) = ended {
-        tracing::debug!(connection = %link.transport.id(), %err, "upstream connection ended with an error");
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use weft::defer::WaitsOn;
 use weft::{InspectedStream, Reactor, Transport};
 
-use super::upstreams::RouteUpstreams;
+use super::upstreams::{RouteUpstreams, Tried};
 use super::{Abandon, Client, Marks, UpstreamError, outgoing, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
@@ -148,16 +148,16 @@ async fn open(
     marks: &Marks<'_>,
 ) -> Result<(usize, InspectedStream), UpstreamError> {
     let upstreams = to.upstreams;
-    let mut tried = Vec::new();
+    let mut tried = Tried::default();
     let mut last = None;
     loop {
-        let Some(i) = upstreams.pick(&tried) else {
+        let Some(i) = upstreams.pick(tried) else {
             return Err(last.unwrap_or_else(|| {
                 recorder.upstream_unavailable(&to.route.prefix);
                 UpstreamError::Unavailable(to.route.prefix.clone())
             }));
         };
-        tried.push(i);
+        tried.insert(i);
         let detail = marks.upstreams.get(i);
         marks.steps.step_with("connect upstream", None, detail);
         match upstreams.targets[i]
@@ -208,7 +208,7 @@ async fn exchange(
     let Asks { client, offered } = asks;
     let (route, upstream) = (to.route, &to.upstreams.targets[i].upstream);
     let detail = marks.upstreams.get(i);
-    let mut request = outgoing(route, upstream, limits, client.addr, client.secure, request)?;
+    let mut request = outgoing(route, upstream, limits, client.forwarding, request)?;
     let headers = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, offered.clone());

@@ -38,6 +38,24 @@ pub(crate) struct RouteUpstreams {
     timeouts: (Duration, Duration),
 }
 
+/// The upstreams of a route a request has tried, by position: a word, not a list a
+/// request would allocate (a route has at most
+/// [`MAX_UPSTREAMS`](crate::config::MAX_UPSTREAMS) of them).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tried(u64);
+
+const _: () = assert!(crate::config::MAX_UPSTREAMS <= u64::BITS as usize);
+
+impl Tried {
+    pub(crate) fn insert(&mut self, i: usize) {
+        self.0 |= 1 << i;
+    }
+
+    fn contains(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+}
+
 impl RouteUpstreams {
     /// `route`'s upstreams, each with an empty pool whose connections are reported under
     /// `service`; starts the active checks, which end when the route is dropped.
@@ -89,13 +107,13 @@ impl RouteUpstreams {
 
     /// The upstream for the next attempt: not ejected, not in `tried`; `None` when no
     /// such upstream is left.
-    pub(crate) fn pick(&self, tried: &[usize]) -> Option<usize> {
+    pub(crate) fn pick(&self, tried: Tried) -> Option<usize> {
         let now = Instant::now();
         let n = self.targets.len();
         let start = self.next.get() % n;
         let candidates = (0..n)
             .map(|k| (start + k) % n)
-            .filter(|i| !tried.contains(i) && !self.targets[*i].state.is_ejected(now));
+            .filter(|i| !tried.contains(*i) && !self.targets[*i].state.is_ejected(now));
         let chosen = match self.balance {
             Balance::RoundRobin => candidates.into_iter().next(),
             // `min_by_key` keeps the first of equals: ties go in turn.

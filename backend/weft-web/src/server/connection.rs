@@ -3,7 +3,6 @@
 //! connection hyper gave up on is counted and logged as.
 
 use std::future::{Future, poll_fn};
-use std::net::IpAddr;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use weft::{Address, CloseReason, InspectedStream, Transport};
 use super::State;
 use super::request::handle;
 use crate::access_log::Entry;
+use crate::headers::Forwarding;
 use crate::metrics::{MethodLabel, Refusal};
 use crate::protocol::{self, Version as Speaks};
 use crate::proxy;
@@ -31,9 +31,10 @@ pub(super) struct Conn {
     pub(super) info: Arc<ConnectionInfo>,
     /// Whether the client came over TLS: proxied requests say `https`, and HSTS is sent.
     pub(super) secure: bool,
-    /// The peer's address, as proxied requests pass it on (`X-Forwarded-For`).
-    pub(super) client: Option<IpAddr>,
-    /// The same, formatted once for every access log line of the connection.
+    /// What proxied requests tell upstreams of the peer (`X-Forwarded-For`,
+    /// `Forwarded`), made once for the connection's requests.
+    pub(super) forwarding: Forwarding,
+    /// The peer's address, formatted once for every access log line of the connection.
     pub(super) client_text: Rc<str>,
     /// Bytes received when the last request's head and declared body were in; more
     /// than that at a header timeout means a client stalled mid-request.
@@ -108,10 +109,11 @@ impl Conn {
             Address::Ip(addr) => Some(addr.ip()),
             _ => None,
         };
+        let secure = info.transport == TransportKind::Tls;
         Self {
             client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
-            client,
-            secure: info.transport == TransportKind::Tls,
+            forwarding: Forwarding::new(client, secure),
+            secure,
             info,
             consumed: std::cell::Cell::new(0),
             tunnel: proxy::upgrade::Slot::default(),

@@ -162,8 +162,7 @@ async fn dispatch(
             upstreams: details.map_or(&[], |d| &d.upstreams[..]),
         };
         let client = proxy::Client {
-            addr: conn.client,
-            secure: conn.secure,
+            forwarding: &conn.forwarding,
             tunnel: &conn.tunnel,
         };
         let forwarded = proxy::forward(

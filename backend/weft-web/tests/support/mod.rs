@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use weft::testing::RecordingObserver;
 use weft::{Reactor, ReactorHandle};
 use weft_test_support::{Running, spawn_reactor};
 use weft_web::{
@@ -103,10 +104,26 @@ impl Server {
 
     /// The service listening on `endpoint` (an `ssl:` one, say).
     pub fn start_on(config: WebConfig, endpoint: &str) -> Self {
+        Self::start_with(config, endpoint, None)
+    }
+
+    /// The service with `observer` receiving its reactor's events (tasks spawned, chains).
+    pub fn start_observed(config: WebConfig, observer: Arc<RecordingObserver>) -> Self {
+        Self::start_with(config, "tcp:0:interface=127.0.0.1", Some(observer))
+    }
+
+    fn start_with(
+        config: WebConfig,
+        endpoint: &str,
+        observer: Option<Arc<RecordingObserver>>,
+    ) -> Self {
         let recorded = Arc::new(Recorded::default());
         let shared = recorded.clone();
         let endpoint = endpoint.to_owned();
         let reactor = spawn_reactor(move |reactor| {
+            if let Some(observer) = observer {
+                reactor.set_observer(observer);
+            }
             let web = HttpService::new("web", config, Rc::new(Shared(shared))).unwrap();
             let port = web.listen(reactor, &endpoint).unwrap();
             (port.local_addr().unwrap(), web.upstreams())

@@ -277,7 +277,6 @@ impl ReactorPool {
                 tracing::error!("a reactor's thread panicked");
             }
         }
-        group::install(None);
         result
     }
 }
@@ -296,5 +295,7 @@ fn link(reactor: &Reactor, all: Vec<ReactorHandle>) {
 impl Drop for ReactorPool {
     fn drop(&mut self) {
         self.abandon();
+        // A reactor made later on this thread is one of its own again.
+        group::install(None);
     }
 }

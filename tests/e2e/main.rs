@@ -52,6 +52,7 @@ mod metrics;
 mod notify;
 mod proxy;
 mod proxy_steps;
+mod reactors;
 mod ready;
 mod reload;
 mod reload_storm;

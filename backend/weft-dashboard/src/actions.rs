@@ -1,6 +1,6 @@
 //! What an operator can do from the dashboard: `POST /api/connections/{id}/close` and
-//! `POST /api/deferreds/{id}/cancel`, queued to the reactor thread through its
-//! [`ReactorHandle`](weft::ReactorHandle) and answered `202 Accepted` at once (the effect
+//! `POST /api/deferreds/{id}/cancel`, queued to the thread of the reactor that owns the
+//! connection or chain through its [`ReactorHandle`](weft::ReactorHandle) and answered `202 Accepted` at once (the effect
 //! shows on `/ws` as the usual events); and `POST /api/reload`, sent to the program's
 //! [`Reloader`](crate::state::Reloader) and answered with the outcome once the reload is
 //! done: `200` applied, `422` the configuration does not validate, `409` it could not be
@@ -32,10 +32,25 @@ pub struct Accepted {
     pub message: String,
 }
 
-fn reactor(state: &DashboardState) -> Result<&weft::ReactorHandle, ApiError> {
-    state.reactor.as_ref().ok_or(ApiError::Unavailable(
-        "this dashboard is not attached to a reactor",
-    ))
+const DETACHED: ApiError = ApiError::Unavailable("this dashboard is not attached to a reactor");
+
+/// Whether the dashboard has a reactor to act on at all.
+fn attached(state: &DashboardState) -> Result<(), ApiError> {
+    if state.reactor.is_some() || state.hub.reactor_count() > 0 {
+        Ok(())
+    } else {
+        Err(DETACHED)
+    }
+}
+
+/// The reactor that owns what an action is about: the one of `index` the hub is
+/// installed on, or the dashboard's own reactor.
+fn reactor(state: &DashboardState, index: u16) -> Result<weft::ReactorHandle, ApiError> {
+    state
+        .hub
+        .reactor(index)
+        .or_else(|| state.reactor.clone())
+        .ok_or(DETACHED)
 }
 
 fn accepted(message: String) -> (StatusCode, Json<Accepted>) {
@@ -53,10 +68,11 @@ pub(crate) async fn close_connection(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let id: u64 = crate::data::api_id(&id, "connection")?;
-    let reactor = reactor(&state)?;
-    if state.hub.connection(ConnectionId(id)).is_none() {
+    attached(&state)?;
+    let Some(connection) = state.hub.connection(ConnectionId(id)) else {
         return Err(ApiError::NotFound("open connection"));
-    }
+    };
+    let reactor = reactor(&state, connection.reactor)?;
     if !reactor.close_connection(ConnectionId(id)) {
         return Err(ApiError::Unavailable("the reactor has stopped"));
     }
@@ -68,11 +84,12 @@ pub(crate) async fn cancel_deferred(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let id: u64 = crate::data::api_id(&id, "deferred")?;
-    let reactor = reactor(&state)?;
-    if state.hub.deferred(id).is_none() {
+    attached(&state)?;
+    let Some(chain) = state.hub.deferred(id) else {
         return Err(ApiError::NotFound("pending Deferred"));
-    }
-    if !crate::defer::cancel(reactor, id) {
+    };
+    let reactor = reactor(&state, chain.reactor)?;
+    if !crate::defer::cancel(&reactor, id) {
         return Err(ApiError::Unavailable("the reactor has stopped"));
     }
     Ok(accepted(format!("Deferred {id} is being cancelled")))

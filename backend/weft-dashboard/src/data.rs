@@ -77,6 +77,8 @@ pub struct ConnectionView {
     pub writes: u64,
     /// Why it closed.
     pub close_reason: Option<String>,
+    /// The index of the reactor that owns it; history does not keep it.
+    pub reactor: Option<u16>,
 }
 
 impl From<ConnectionSnapshot> for ConnectionView {
@@ -96,6 +98,7 @@ impl From<ConnectionSnapshot> for ConnectionView {
             reads: c.reads,
             writes: c.writes,
             close_reason: None,
+            reactor: Some(c.reactor),
         }
     }
 }
@@ -120,11 +123,12 @@ impl ConnectionView {
             reads: u(r.reads),
             writes: u(r.writes),
             close_reason: r.close_reason,
+            reactor: None,
         }
     }
 }
 
-/// `?state=&service=&peer=&sort=&dir=&limit=` of the connection lists.
+/// `?state=&service=&peer=&reactor=&sort=&dir=&limit=` of the connection lists.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConnectionQuery {
     /// `open`, `closed`, or empty for both.
@@ -133,6 +137,8 @@ pub struct ConnectionQuery {
     pub service: Option<String>,
     /// Only peers containing this text.
     pub peer: Option<String>,
+    /// Only connections of this reactor (open ones: history does not keep the reactor).
+    pub reactor: Option<u16>,
     /// The column to sort by ([`SortKey`](crate::sort::SortKey)); the id when empty.
     pub sort: Option<String>,
     /// `asc` or `desc` (the default).
@@ -181,7 +187,9 @@ pub async fn connections(
     let peer = non_empty(&q.peer);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
     let keep = |c: &ConnectionView| {
-        service.is_none_or(|s| c.service == s) && peer.is_none_or(|p| c.peer.contains(p))
+        service.is_none_or(|s| c.service == s)
+            && peer.is_none_or(|p| c.peer.contains(p))
+            && q.reactor.is_none_or(|r| c.reactor == Some(r))
     };
     let mut rows: Vec<ConnectionView> = Vec::new();
     let mut history_error = None;

@@ -92,7 +92,7 @@ impl Series {
 
     /// Reads `hub`'s registry now and appends a point per service.
     pub fn sample(&self, hub: &Hub, at_ms: i64) {
-        let families = hub.registry().gather();
+        let families = hub.gather();
         let (points, alerts) = read(&families, at_ms);
         let mut inner = self.lock();
         // A service the program no longer serves leaves the overview with its series.

@@ -2,7 +2,7 @@
 //! the dashboard's request; run until SIGINT or SIGTERM; drain connections with a
 //! deadline; flush the store.
 
-use weft::{ListenError, Reactor, ReactorConfig, ReactorError};
+use weft::{ListenError, PoolError, ReactorConfig, ReactorError, ReactorPool};
 use weft_inspector::{Inspector, InspectorConfig, InspectorError};
 use weft_store::StoreOptions;
 use weft_telemetry::HubConfig;
@@ -10,7 +10,7 @@ use weft_telemetry::HubConfig;
 use crate::config::Config;
 use crate::notify;
 use crate::reload::{self, Hangups, Source};
-use crate::running::Running;
+use crate::running::{Running, StartError};
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,9 @@ pub enum GatewayError {
     /// The inspector (store or dashboard) could not start.
     #[error(transparent)]
     Inspector(#[from] InspectorError),
+    /// A reactor after the first could not start, or start its services.
+    #[error(transparent)]
+    Replica(#[from] PoolError<StartError>),
     /// A service could not listen.
     #[error("service {service:?}: {source}")]
     Listen {
@@ -59,11 +62,15 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
 /// on SIGHUP and `POST /api/reload`.
 pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     raise_open_files_limit();
-    let reactor = Reactor::with_config(ReactorConfig {
-        slow_callback: config.inspect.slow_callback,
-        stall_after: config.inspect.stall_after,
-        ..ReactorConfig::default()
-    })?;
+    let mut pool = ReactorPool::new(
+        config.gateway.reactors,
+        ReactorConfig {
+            slow_callback: config.inspect.slow_callback,
+            stall_after: config.inspect.stall_after,
+            ..ReactorConfig::default()
+        },
+    )?;
+    let reactor = pool.first().clone();
     // First of what runs when the reactor starts: the inspector marks the process ready.
     let hangups = Hangups::catch(&reactor);
     let (reloader, requests) = weft_dashboard::Reloader::channel(reload::QUEUE);
@@ -73,7 +80,7 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
     }
-    let running = Running::start(
+    let mut running = Running::start(
         &reactor,
         inspector.hub().clone(),
         inspector.store().cloned(),
@@ -84,6 +91,19 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         source: e.source,
     })?;
     let access_logs = running.access_logs().clone();
+    if pool.size() > 1 {
+        let (hub, store, others) = (
+            inspector.hub().clone(),
+            inspector.store().cloned(),
+            config.clone(),
+        );
+        let logs = access_logs.clone();
+        pool.start_others(move |reactor| {
+            crate::replicas::start(reactor, hub.clone(), store.clone(), &others, logs.clone())
+        })?;
+        tracing::info!(reactors = pool.size(), "every service runs on each reactor");
+        running.set_replicas(crate::replicas::Replicas::new(pool.handles()));
+    }
     let notifier = notify::install(&reactor, inspector.hub());
     reload::serve(&reactor, running, source, hangups, Some(requests), notifier);
     // `[demo] traffic`: the demo's upstreams and traffic, once the services listen.
@@ -95,7 +115,7 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     if let Some(demo) = &demo {
         println!("{}", demo.banner());
     }
-    reactor.run()?;
+    pool.run()?;
     if !access_logs.close(reactor.config().shutdown_deadline) {
         tracing::warn!("an access log file was still being written at exit");
     }

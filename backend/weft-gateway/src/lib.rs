@@ -10,6 +10,8 @@
 //! - [`running`]: [`running::Running`], the services running now, and applying another
 //!   configuration to them: added, removed, changed (their sockets handed over) and
 //!   unchanged services.
+//! - [`replicas`]: the services of reactors 1 to N-1 (`[gateway] reactors`), each
+//!   reactor's kept on its thread, following what reactor 0 applies.
 //! - [`reload`]: SIGHUP and `POST /api/reload`: re-read and validate the file as
 //!   `weft check` does, apply it, report the outcome.
 //! - [`demo`]: what `[demo] traffic = true` adds (the built-in demo sets it): the
@@ -21,7 +23,8 @@
 //! - [`notify`]: tells systemd (`Type=notify`) when every service listens and when
 //!   shutdown begins.
 //!
-//! Threads: the reactor (and every service) runs on the calling thread; the dashboard and
+//! Threads: reactor 0 runs on the calling thread, and with `[gateway] reactors = N` each
+//! other reactor on a thread of its own, every one serving every service; the dashboard and
 //! the store writer run on the inspector's own tokio runtime on a background thread, so a
 //! slow browser or a locked database never stalls a service.
 
@@ -31,6 +34,7 @@ pub mod demo;
 pub mod logging;
 pub mod notify;
 pub mod reload;
+pub mod replicas;
 pub mod running;
 pub mod services;
 

@@ -134,7 +134,10 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
     let outcome = match read(source).await {
         Err((result, message)) => ReloadOutcome::new(result, message),
         Ok(config) => match running.apply(config) {
-            Ok(applied) => ok(&applied),
+            Ok(mut applied) => {
+                applied.notes.extend(running.follow().await);
+                ok(&applied)
+            }
             Err(e) => ReloadOutcome::new(ReloadResult::Failed, format!("{e}; nothing changed")),
         },
     };

@@ -53,6 +53,11 @@ pub struct Running {
     /// Each running service's listener options, by name: a service that replaces it goes
     /// on counting its peers' connections in them.
     options: HashMap<String, ListenOptions>,
+    /// The other reactors, which follow what this one applies (reactor 0's only).
+    replicas: crate::replicas::Replicas,
+    /// Whether this is reactor 0's, which also keeps the store, `/readyz` and the live
+    /// views up to date and announces zone changes; the other reactors' only serve.
+    primary: bool,
 }
 
 impl std::fmt::Debug for Running {
@@ -103,12 +108,7 @@ impl Running {
     ) -> Result<Self, StartError> {
         hub.track_reloads();
         let mut env = ServiceEnv::register(hub.registry(), &config.services);
-        // How the process logs is read at start; a reload that changes it says restart.
-        env.access_log_fields = config.log.format == LogFormat::Json;
         env.views = hub.views().clone();
-        env.query_log = store
-            .as_ref()
-            .map(|s| (s.writer(), config.store.queries_per_second));
         services::access_log::reopen_on_sigusr1(reactor, env.access_logs.clone());
         // `/readyz` stays 503 until each of these is up and the reactor runs.
         for service in &config.services {
@@ -116,13 +116,50 @@ impl Running {
                 hub.expect_listener(&service.name, endpoint);
             }
         }
+        Self::serve(reactor, hub, store, env, config, true)
+    }
+
+    /// Starts every service of `config` on `reactor`, one more reactor beside the one
+    /// [`start`](Self::start) started them on first: the same services on the same
+    /// addresses, writing to the same `access_logs`. Their counters go on a registry of
+    /// this reactor's that `/metrics` sums with the others'; the store, `/readyz` and the
+    /// dashboard's service views are kept by the first reactor's.
+    pub fn start_replica(
+        reactor: &Reactor,
+        hub: Arc<Hub>,
+        store: Option<Store>,
+        config: &Config,
+        access_logs: weft_web::AccessLogFiles,
+    ) -> Result<Self, StartError> {
+        let registry = prometheus::Registry::new();
+        hub.sum_registry(registry.clone());
+        let mut env = ServiceEnv::register(&registry, &config.services);
+        env.access_logs = access_logs;
+        Self::serve(reactor, hub, store, env, config, false)
+    }
+
+    fn serve(
+        reactor: &Reactor,
+        hub: Arc<Hub>,
+        store: Option<Store>,
+        mut env: ServiceEnv,
+        config: &Config,
+        primary: bool,
+    ) -> Result<Self, StartError> {
+        // How the process logs is read at start; a reload that changes it says restart.
+        env.access_log_fields = config.log.format == LogFormat::Json;
+        env.query_log = store
+            .as_ref()
+            .map(|s| (s.writer(), config.store.queries_per_second));
         let mut running = Self {
             reactor: reactor.clone(),
             hub,
-            store,
+            store: store.filter(|_| primary),
             env,
             config: config.clone(),
             options: HashMap::new(),
+            replicas: Default::default(),
+            primary,
         };
         for service in &config.services {
             let options = service.limits.listen_options();
@@ -131,6 +168,18 @@ impl Running {
             running.record(service);
         }
         Ok(running)
+    }
+
+    /// Makes the reactors of `replicas` follow what [`apply`](Self::apply) applies here,
+    /// through [`follow`](Self::follow).
+    pub fn set_replicas(&mut self, replicas: crate::replicas::Replicas) {
+        self.replicas = replicas;
+    }
+
+    /// Applies on the other reactors what this one runs now (after an
+    /// [`apply`](Self::apply)); returns what failed there.
+    pub async fn follow(&self) -> Vec<String> {
+        self.replicas.apply(&self.config).await
     }
 
     /// The configuration running now.
@@ -179,9 +228,16 @@ impl Running {
 
     /// Changes what runs to `config`'s services (see the [module documentation](self)).
     /// On an error nothing changed.
+    ///
+    /// On a replica ([`start_replica`](Self::start_replica)), `config` is what the first
+    /// reactor's applied (with the zones it carried over).
     pub fn apply(&mut self, mut config: Config) -> Result<Applied, StartError> {
         let old = std::mem::take(&mut self.config.services);
-        let notes = services::dns_zones::carry_over(&old, &mut config.services, &self.env);
+        let notes = if self.primary {
+            services::dns_zones::carry_over(&old, &mut config.services, &self.env)
+        } else {
+            Vec::new()
+        };
         let by_name = |list: &[ServiceConfig], name: &str| list.iter().position(|s| s.name == name);
         let mut applied = Applied {
             notes,
@@ -200,7 +256,7 @@ impl Running {
             .map(|s| s.name.clone())
             .collect();
         let result = self.switch(&old, &config, &applied);
-        if result.is_ok() {
+        if result.is_ok() && self.primary {
             services::dns_zones::announce_changes(&self.reactor, &self.env, &old, &config.services);
         }
         self.config.services = match result {
@@ -212,6 +268,7 @@ impl Running {
             ("[dashboard]", self.config.dashboard == config.dashboard),
             ("[store]", self.config.store == config.store),
             ("[inspect]", self.config.inspect == config.inspect),
+            ("[gateway]", self.config.gateway == config.gateway),
         ] {
             if !same {
                 applied.need_restart.push(section);
@@ -289,11 +346,13 @@ impl Running {
             self.options.insert(service.name.clone(), options);
             self.record(service);
         }
-        self.hub.set_expected_listeners(
-            new.services
-                .iter()
-                .flat_map(|s| s.listen.iter().map(|e| (s.name.clone(), e.clone()))),
-        );
+        if self.primary {
+            self.hub.set_expected_listeners(
+                new.services
+                    .iter()
+                    .flat_map(|s| s.listen.iter().map(|e| (s.name.clone(), e.clone()))),
+            );
+        }
         Ok(())
     }
 }

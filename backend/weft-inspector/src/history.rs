@@ -257,6 +257,7 @@ mod tests {
             bytes_out: 4,
             reads: 1,
             writes: 1,
+            reactor: 0,
         }
     }
 

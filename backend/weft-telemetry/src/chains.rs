@@ -130,6 +130,8 @@ pub struct DeferredSnapshot {
     pub named_steps: Vec<NamedStepSnapshot>,
     /// Set when this is an async task rather than a chain: its figures.
     pub task: Option<crate::tasks::TaskSnapshot>,
+    /// The index of the reactor it runs on.
+    pub reactor: u16,
 }
 
 impl DeferredSnapshot {
@@ -165,6 +167,7 @@ impl DeferredSnapshot {
             queued: Vec::new(),
             named_steps: self.named_steps.clone(),
             task: self.task.clone(),
+            reactor: self.reactor,
         }
     }
 

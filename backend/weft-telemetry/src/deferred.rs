@@ -557,6 +557,8 @@ pub(crate) fn blank_snapshot(
         queued: Vec::new(),
         named_steps: Vec::new(),
         task: None,
+        // Chains are created on their reactor's thread.
+        reactor: weft::reactor::current_index(),
     }
 }
 

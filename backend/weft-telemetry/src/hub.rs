@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use prometheus::Registry;
 use weft::observe::{ConnectionId, Event, ListenerInfo, Observer};
-use weft::{Phase, Reactor};
+use weft::{Phase, Reactor, ReactorHandle};
 
 use crate::NO_SERVICE;
 use crate::bus::{Bus, EventKind, Feed};
@@ -50,6 +50,10 @@ pub struct Hub {
     views: ServiceViews,
     /// The latest reactor-lag spikes, for the profile page without a store.
     spikes: RecentSpikes,
+    /// The handle of every reactor the hub is installed on, by index, so an action on a
+    /// connection or chain goes to the reactor that owns it. Taken by an action, not per
+    /// event.
+    reactors: Mutex<Vec<Option<ReactorHandle>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -92,6 +96,7 @@ impl Hub {
             retired: Mutex::default(),
             views: ServiceViews::default(),
             spikes: RecentSpikes::default(),
+            reactors: Mutex::default(),
         }))
     }
 
@@ -111,12 +116,50 @@ impl Hub {
     /// counts use the reactor's thresholds ([`ReactorConfig`](weft::ReactorConfig)). Call it
     /// on the reactor's thread. From then on the hub's [`readiness`](Self::readiness)
     /// follows the reactor: starting until it runs, stopping once it shuts down.
+    ///
+    /// Several reactors of a [`ReactorPool`](weft::ReactorPool) share one hub: install it
+    /// on each, on its thread.
     pub fn install(self: &Arc<Self>, reactor: &Reactor) {
         reactor.set_observer(self.clone());
+        {
+            let index = usize::from(reactor.index());
+            let mut reactors = self.reactors.lock().unwrap_or_else(|p| p.into_inner());
+            if reactors.len() <= index {
+                reactors.resize(index + 1, None);
+            }
+            reactors[index] = Some(reactor.handle());
+        }
         let hub = self.clone();
         reactor.call_when_running(move || hub.ready.serving());
         let hub = self.clone();
         reactor.add_shutdown_hook(Phase::Before, move || hub.ready.stopping());
+    }
+
+    /// The handle of reactor `index`, if the hub is installed on it.
+    pub fn reactor(&self, index: u16) -> Option<ReactorHandle> {
+        let reactors = self.reactors.lock().unwrap_or_else(|p| p.into_inner());
+        reactors.get(usize::from(index)).cloned().flatten()
+    }
+
+    /// How many reactors the hub is installed on (the highest index, plus one).
+    pub fn reactor_count(&self) -> usize {
+        self.reactors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Renders `registry`'s families on `/metrics` too, each series added to the one of
+    /// the same name and labels: a program running several reactors registers what it
+    /// makes once per reactor (a service's counters) on a registry of that reactor's, and
+    /// scrapes see one series as with one reactor.
+    pub fn sum_registry(&self, registry: Registry) {
+        self.metrics.sum_registry(registry);
+    }
+
+    /// Every metric family, with the summed registries' series added in.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.metrics.gather()
     }
 
     /// Declares a listener the program is about to start (`endpoint` as it will be asked
@@ -293,6 +336,7 @@ impl Observer for Hub {
                 let m = self.metrics.conn(&info.service, info.transport);
                 m.opened.inc();
                 m.active.inc();
+                self.metrics.reactor(info.reactor).connections.inc();
                 self.live.insert(info);
                 self.publish(|| EventKind::ConnectionOpened {
                     connection: ConnectionSnapshot::of(info),
@@ -302,6 +346,7 @@ impl Observer for Hub {
                 let info = &closed.info;
                 let m = self.metrics.conn(&info.service, info.transport);
                 m.active.dec();
+                self.metrics.reactor(info.reactor).connections.dec();
                 m.closed.get(closed.reason.label()).inc();
                 self.live.remove(info);
                 self.publish(|| EventKind::ConnectionClosed {
@@ -353,7 +398,9 @@ impl Observer for Hub {
                 });
             }
             Event::ReactorLag(lag) => {
-                self.metrics.observe_lag(lag.lag);
+                // The probe runs on the reactor it measures.
+                self.metrics
+                    .observe_lag(weft::reactor::current_index(), lag.lag);
                 // The observer runs on the reactor's thread: its slow-callback threshold.
                 if let Some(spike) = LagSpike::of(lag, weft::observe::slow_threshold()) {
                     self.spikes.push(spike.clone());

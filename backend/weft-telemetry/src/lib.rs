@@ -57,6 +57,8 @@
 //! - [`profile`]: reactor-lag spikes with the call that held the reactor ([`LagSpike`]),
 //!   the recent ones kept in a small ring; the per-site profile itself is the reactor's
 //!   ([`weft::reactor::profile`]).
+//! - `sum`: families a service kind makes once per reactor, summed into one series per
+//!   label set when metrics are rendered.
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
 //!   (each carrying how many were left out); the metric counts every one.
 //!
@@ -77,6 +79,7 @@ pub mod ready;
 pub mod recent;
 pub mod refusals;
 pub mod reload;
+mod sum;
 pub mod tasks;
 pub mod views;
 pub mod waits;

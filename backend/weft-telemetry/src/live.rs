@@ -56,6 +56,8 @@ pub struct ConnectionSnapshot {
     pub reads: u64,
     /// Writes (datagrams sent, for UDP) so far.
     pub writes: u64,
+    /// The index of the reactor that owns it.
+    pub reactor: u16,
 }
 
 impl ConnectionSnapshot {
@@ -76,6 +78,7 @@ impl ConnectionSnapshot {
             bytes_out: info.stats.bytes_out(),
             reads: info.stats.reads(),
             writes: info.stats.writes(),
+            reactor: info.reactor,
         }
     }
 }

@@ -5,11 +5,13 @@
 //! lock (only the reactor thread takes it) and an atomic increment, not a label hash.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use weft::observe::{CloseKind, TransportKind};
 
@@ -70,6 +72,12 @@ pub(crate) struct ServiceMetrics {
     pub(crate) slow_callbacks: IntCounter,
 }
 
+/// One reactor's series.
+pub(crate) struct ReactorSeries {
+    pub(crate) lag: Histogram,
+    pub(crate) connections: IntGauge,
+}
+
 /// Every family the hub reports, and the caches of their handles.
 pub struct Metrics {
     registry: Registry,
@@ -80,7 +88,13 @@ pub struct Metrics {
     refused: IntCounterVec,
     slow_callbacks: IntCounterVec,
     dropped: IntCounterVec,
-    lag: Histogram,
+    lag: HistogramVec,
+    reactor_connections: IntGaugeVec,
+    /// Each reactor's lag and connection series, by index, resolved on first use.
+    reactors: Box<[OnceLock<ReactorSeries>]>,
+    /// Registries of per-reactor families (a service kind's, made once per reactor), summed
+    /// into the main registry's families when metrics are rendered.
+    summed: Mutex<Vec<Registry>>,
     /// Handles per service and transport, resolved once and shared by every connection of that
     /// pair.
     conns: Mutex<HashMap<ConnKey, Arc<ConnMetrics>>>,
@@ -118,15 +132,24 @@ impl Metrics {
             &["service", "transport"],
         )?;
         registry.register(Box::new(active.clone()))?;
-        let lag = Histogram::with_opts(
+        let lag = HistogramVec::new(
             HistogramOpts::new(
                 "weft_reactor_lag_seconds",
-                "How late the reactor's probe timer fired: time the event loop was busy.",
+                "How late the reactor's probe timer fired: time the event loop was busy, by reactor.",
             )
             .buckets(LAG_BUCKETS.to_vec()),
+            &["reactor"],
         )?;
         registry.register(Box::new(lag.clone()))?;
-        Ok(Self {
+        let reactor_connections = IntGaugeVec::new(
+            Opts::new(
+                "weft_reactor_connections",
+                "Connections (and UDP endpoints) open now, by the reactor that owns them.",
+            ),
+            &["reactor"],
+        )?;
+        registry.register(Box::new(reactor_connections.clone()))?;
+        let metrics = Self {
             opened: counter_vec(
                 r,
                 "weft_connections_opened_total",
@@ -165,10 +188,18 @@ impl Metrics {
             )?,
             active,
             lag,
+            reactor_connections,
+            reactors: (0..weft::ReactorPool::MAX)
+                .map(|_| OnceLock::new())
+                .collect(),
+            summed: Mutex::default(),
             registry,
             conns: Mutex::default(),
             services: Mutex::default(),
-        })
+        };
+        // Reactor 0's series exist at zero from the start, as with one reactor.
+        metrics.reactor(0);
+        Ok(metrics)
     }
 
     /// The registry everything is registered on; add your own collectors to it.
@@ -223,9 +254,41 @@ impl Metrics {
         m
     }
 
-    /// Records one reactor-lag measurement.
-    pub(crate) fn observe_lag(&self, lag: Duration) {
-        self.lag.observe(lag.as_secs_f64());
+    /// The series of reactor `index` (indexes past [`weft::ReactorPool::MAX`] share the
+    /// last one's, so the label stays bounded).
+    pub(crate) fn reactor(&self, index: u16) -> &ReactorSeries {
+        let i = usize::from(index).min(self.reactors.len() - 1);
+        self.reactors[i].get_or_init(|| {
+            let label = i.to_string();
+            ReactorSeries {
+                lag: self.lag.with_label_values(&[&label]),
+                connections: self.reactor_connections.with_label_values(&[&label]),
+            }
+        })
+    }
+
+    /// Records one reactor-lag measurement of reactor `index`.
+    pub(crate) fn observe_lag(&self, index: u16, lag: Duration) {
+        self.reactor(index).lag.observe(lag.as_secs_f64());
+    }
+
+    /// Adds `registry`'s families to what is rendered, each series summed with the series
+    /// of the same name and labels on the main registry (or on another registry added).
+    pub(crate) fn sum_registry(&self, registry: Registry) {
+        self.summed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(registry);
+    }
+
+    /// Every family: the main registry's, with the summed registries' added in.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        let summed = self.summed.lock().unwrap_or_else(|p| p.into_inner());
+        for registry in summed.iter() {
+            crate::sum::add_families(&mut families, registry.gather());
+        }
+        families
     }
 
     /// The drop counter of `consumer`, created at zero so it shows before the first drop.
@@ -238,7 +301,7 @@ impl Metrics {
         use prometheus::Encoder;
         let mut out = Vec::new();
         let encoder = prometheus::TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut out) {
+        if let Err(e) = encoder.encode(&self.gather(), &mut out) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()

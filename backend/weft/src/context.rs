@@ -48,6 +48,11 @@ pub(crate) struct Context {
     /// The read buffer every connection of the thread shares, so an idle connection holds
     /// none; `None` while a read has it.
     pub(crate) read_buf: RefCell<Option<Box<[u8]>>>,
+    /// The index of this thread's reactor in its pool (0 outside one).
+    pub(crate) reactor_index: Cell<u16>,
+    /// The pool's shared listening addresses while this thread's reactor is one of
+    /// several: its listeners bind with `SO_REUSEPORT`.
+    pub(crate) port_group: RefCell<Option<Arc<crate::net::group::PortGroup>>>,
 }
 
 impl Context {
@@ -66,6 +71,8 @@ impl Context {
             waits: RefCell::new(WaitTable::new()),
             origin: Cell::new(None),
             read_buf: RefCell::new(None),
+            reactor_index: Cell::new(0),
+            port_group: RefCell::new(None),
         }
     }
 }

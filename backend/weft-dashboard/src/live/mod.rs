@@ -344,6 +344,7 @@ mod tests {
             bytes_out: 0,
             reads: 0,
             writes: 0,
+            reactor: 0,
         }
     }
 

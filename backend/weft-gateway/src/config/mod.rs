@@ -14,6 +14,7 @@
 //! for TOML's own errors), `error` ([`ConfigError`] and locating spans).
 
 mod error;
+mod gateway;
 mod keypath;
 mod notify;
 pub(crate) mod preflight;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use gateway::GatewayConfig;
 
 use crate::services::{ServiceKind, ServiceLimits};
 
@@ -104,6 +106,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The demo's parts (`[demo]`).
     pub demo: DemoConfig,
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }

@@ -20,7 +20,16 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) demo: RawDemo,
     #[serde(default)]
+    pub(crate) gateway: RawGateway,
+    #[serde(default)]
     pub(crate) service: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    /// A number, or `"auto"`.
+    pub(crate) reactors: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

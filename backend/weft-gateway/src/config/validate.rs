@@ -31,6 +31,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let store = store(&at, &raw)?;
     let inspect = inspect(&at, &raw)?;
     let log = log(&at, &raw)?;
+    let gateway = super::gateway::gateway(&at, &raw)?;
     let mut bound = Listeners::default();
     let parsed: ServerEndpoint = dashboard.listen.parse().expect("checked by `dashboard`");
     bound
@@ -44,6 +45,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         inspect,
         log,
         demo,
+        gateway,
         services,
     })
 }

@@ -97,13 +97,20 @@ impl ListeningPort {
     }
 }
 
-pub(super) fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+pub(super) fn bind_tcp(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -343,13 +350,28 @@ pub(super) fn bind_stream(
         }
         _ => {
             let _runtime = reactor.runtime_context();
+            // One of several reactors: its own socket on the address the others use.
+            let group = super::group::current();
             let socket = match parsed {
                 ServerEndpoint::Unix { path, mode, .. } => {
-                    let l = bind_unix(path, *mode, backlog).map_err(bind_err)?;
+                    let l = match group.as_ref().and_then(|g| g.unix(path)) {
+                        Some(shared) => shared.map_err(bind_err)?,
+                        None => {
+                            let l = bind_unix(path, *mode, backlog).map_err(bind_err)?;
+                            if let Some(group) = &group {
+                                group.record_unix(path, &l).map_err(bind_err)?;
+                            }
+                            l
+                        }
+                    };
                     StreamSocket::Unix(tokio::net::UnixListener::from_std(l).map_err(bind_err)?)
                 }
                 ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
-                    let l = bind_tcp(*addr, backlog).map_err(bind_err)?;
+                    let at = group.as_ref().map_or(*addr, |g| g.resolve(false, *addr));
+                    let l = bind_tcp(at, backlog, group.is_some()).map_err(bind_err)?;
+                    if let Some(group) = &group {
+                        group.record(false, *addr, l.local_addr().map_err(bind_err)?);
+                    }
                     StreamSocket::Tcp(tokio::net::TcpListener::from_std(l).map_err(bind_err)?)
                 }
                 _ => unreachable!("checked above"),

@@ -24,6 +24,7 @@
 pub(crate) mod accept;
 pub(crate) mod client;
 pub(crate) mod connect;
+pub(crate) mod group;
 mod io;
 pub(crate) mod listen;
 pub(crate) mod ports;

@@ -193,7 +193,12 @@ impl Reactor {
         let (socket, fresh) = match self.inner.ports.claim(key.as_ref()) {
             Some(PortSocket::Datagram(socket)) => (socket, false),
             _ => {
-                let std_socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+                let group = super::group::current();
+                let at = group.as_ref().map_or(addr, |g| g.resolve(true, addr));
+                let std_socket = super::group::bind_udp(at, group.is_some()).map_err(bind_err)?;
+                if let Some(group) = &group {
+                    group.record(true, addr, std_socket.local_addr().map_err(bind_err)?);
+                }
                 std_socket.set_nonblocking(true).map_err(bind_err)?;
                 let _enter = self.runtime_context();
                 let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;

@@ -97,6 +97,9 @@ pub struct ConnectionInfo {
     pub opened: Instant,
     /// Counters the reactor updates while the connection is open.
     pub stats: ConnectionStats,
+    /// The index of the reactor that owns it (0 unless a
+    /// [`ReactorPool`](crate::reactor::ReactorPool) runs several).
+    pub reactor: u16,
 }
 
 impl ConnectionInfo {
@@ -116,6 +119,7 @@ impl ConnectionInfo {
             opened_at: SystemTime::now(),
             opened: Instant::now(),
             stats: ConnectionStats::default(),
+            reactor: crate::reactor::current_index(),
         })
     }
 }

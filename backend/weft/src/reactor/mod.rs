@@ -11,12 +11,14 @@
 
 mod handle;
 mod lag;
+mod pool;
 pub mod profile;
 mod shutdown;
 mod sweep;
 
 pub use handle::ReactorHandle;
 pub use lag::LagStats;
+pub use pool::{PoolError, ReactorPool};
 pub use shutdown::Phase;
 
 use std::cell::{Cell, RefCell};
@@ -91,6 +93,18 @@ impl Default for ReactorConfig {
 fn apply_thresholds(config: &ReactorConfig) {
     observe::set_slow_threshold(config.slow_callback);
     crate::defer::set_stall_threshold(config.stall_after);
+}
+
+/// The index of this thread's reactor in its [`ReactorPool`] (0 for a reactor of its own,
+/// and on a thread without one). Connections, chains and tasks record it.
+#[inline]
+pub fn current_index() -> u16 {
+    crate::context::try_with(|cx| cx.reactor_index.get()).unwrap_or(0)
+}
+
+/// Sets this thread's reactor index; the pool calls it before building the reactor.
+fn set_current_index(index: u16) {
+    crate::context::with(|cx| cx.reactor_index.set(index));
 }
 
 /// Why the reactor could not start or run.
@@ -223,6 +237,11 @@ impl Reactor {
     /// When no reactor exists on this thread.
     pub fn current() -> Self {
         Self::try_current().expect("no weft reactor on this thread: create one with Reactor::new()")
+    }
+
+    /// Its index in its [`ReactorPool`] (0 for a reactor of its own).
+    pub fn index(&self) -> u16 {
+        current_index()
     }
 
     /// A `Send + Sync` handle for other threads.

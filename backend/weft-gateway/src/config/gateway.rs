@@ -1,0 +1,52 @@
+//! `[gateway]`: how the process runs its services.
+
+use toml::Spanned;
+
+use super::ConfigError;
+use super::error::Locator;
+use super::raw::RawConfig;
+
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GatewayConfig {
+    /// How many reactors run the services (`reactors`: a number, or `"auto"` for one per
+    /// core this process may use), each on its own thread with its own listening sockets
+    /// on the same addresses.
+    pub reactors: u16,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { reactors: 1 }
+    }
+}
+
+/// Reads `[gateway]`.
+pub(super) fn gateway(at: &Locator<'_>, raw: &RawConfig) -> Result<GatewayConfig, ConfigError> {
+    let reactors = match &raw.gateway.reactors {
+        None => 1,
+        Some(value) => reactors(at, value)?,
+    };
+    Ok(GatewayConfig { reactors })
+}
+
+fn reactors(at: &Locator<'_>, value: &Spanned<toml::Value>) -> Result<u16, ConfigError> {
+    let max = weft::ReactorPool::MAX;
+    let wrong =
+        |message: String| at.error(Some(value.span()), Some("gateway.reactors".into()), message);
+    match value.get_ref() {
+        toml::Value::String(s) if s == "auto" => Ok(weft::ReactorPool::available()),
+        toml::Value::Integer(n) => u16::try_from(*n)
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| wrong(format!("must be between 1 and {max}, or \"auto\"; got {n}"))),
+        toml::Value::String(s) => Err(wrong(format!(
+            "must be a number of reactors (1 to {max}) or \"auto\"; got {s:?}"
+        ))),
+        other => Err(wrong(format!(
+            "must be a number of reactors (1 to {max}) or \"auto\"; got a {}",
+            other.type_str()
+        ))),
+    }
+}

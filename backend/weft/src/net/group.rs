@@ -1,0 +1,113 @@
+//! Listening on one address from several reactors: each reactor of a
+//! [`ReactorPool`](crate::reactor::ReactorPool) binds its own socket with `SO_REUSEPORT`,
+//! so the kernel spreads connections and datagrams over them and no socket is shared
+//! between threads.
+//!
+//! An endpoint asking for port 0 gets the port the first reactor was given, so every
+//! reactor listens on the same address. A unix socket cannot be bound twice: the reactors
+//! after the first accept on a duplicate of the first one's descriptor.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What the reactors of one pool bound, so the next binds the same.
+#[derive(Debug, Default)]
+pub(crate) struct PortGroup {
+    state: Mutex<GroupState>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    /// The address each (udp?, address asked for) was bound at by the first reactor.
+    bound: HashMap<(bool, SocketAddr), SocketAddr>,
+    /// The first reactor's unix listeners, by path.
+    unix: HashMap<PathBuf, UnixListener>,
+}
+
+impl PortGroup {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The address to bind for `asked`: the one an earlier reactor got for it, if any.
+    pub(crate) fn resolve(&self, udp: bool, asked: SocketAddr) -> SocketAddr {
+        if asked.port() != 0 {
+            return asked;
+        }
+        self.lock()
+            .bound
+            .get(&(udp, asked))
+            .copied()
+            .unwrap_or(asked)
+    }
+
+    /// Records that `asked` was bound at `local`.
+    pub(crate) fn record(&self, udp: bool, asked: SocketAddr, local: SocketAddr) {
+        if asked.port() == 0 {
+            self.lock().bound.entry((udp, asked)).or_insert(local);
+        }
+    }
+
+    /// A duplicate of the listener an earlier reactor bound at `path`.
+    pub(crate) fn unix(&self, path: &Path) -> Option<io::Result<UnixListener>> {
+        self.lock().unix.get(path).map(UnixListener::try_clone)
+    }
+
+    /// Keeps a duplicate of `listener`, bound at `path`, for the reactors after this one.
+    pub(crate) fn record_unix(&self, path: &Path, listener: &UnixListener) -> io::Result<()> {
+        let copy = listener.try_clone()?;
+        self.lock().unix.entry(path.to_owned()).or_insert(copy);
+        Ok(())
+    }
+}
+
+/// This thread's port group, when its reactor is one of several.
+pub(crate) fn current() -> Option<Arc<PortGroup>> {
+    crate::context::with(|cx| cx.port_group.borrow().clone())
+}
+
+/// Makes `group` this thread's (the pool calls it before the thread's reactor exists).
+pub(crate) fn install(group: Option<Arc<PortGroup>>) {
+    crate::context::with(|cx| *cx.port_group.borrow_mut() = group);
+}
+
+/// A UDP socket on `addr`, with `SO_REUSEPORT` when `reuse_port`.
+pub(crate) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
+    if !reuse_port {
+        return std::net::UdpSocket::bind(addr);
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_resolves_to_the_first_reactors_port() {
+        let group = PortGroup::default();
+        let asked: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let got: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(group.resolve(false, asked), asked);
+        group.record(false, asked, got);
+        assert_eq!(group.resolve(false, asked), got);
+        // UDP and TCP ports are separate.
+        assert_eq!(group.resolve(true, asked), asked);
+        let fixed: SocketAddr = "127.0.0.1:53".parse().unwrap();
+        assert_eq!(group.resolve(false, fixed), fixed);
+    }
+}

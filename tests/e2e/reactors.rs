@@ -1,0 +1,309 @@
+//! `[gateway] reactors = 2`: both reactors accept on every port (SO_REUSEPORT), each
+//! answers echo, HTTP and DNS, the dashboard closes a connection the second reactor owns,
+//! and a reload and the shutdown reach both.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::assert_eventually;
+use crate::support::{App, free_port, http, spawn_app_with};
+
+/// Connections opened per port: the kernel hashes each over the two reactors, so all of
+/// them landing on one reactor has a chance of 2^-31.
+const SPREAD: usize = 32;
+
+const ZONE: &str = "$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 300
+@ IN NS ns1
+ns1 IN A 192.0.2.1
+www IN A 192.0.2.10
+";
+
+/// Two reactors, with an HTTP service serving `dir/site` and a DNS service.
+fn spawn_two(web: u16, dns: u16) -> App {
+    spawn_app_with(|dir| {
+        let site = dir.join("site");
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::write(site.join("index.html"), "hello from weft\n").unwrap();
+        let zone = dir.join("example.test.zone");
+        std::fs::write(&zone, ZONE).unwrap();
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{web}:interface=127.0.0.1"
+root = "{site}"
+
+[[service]]
+name = "dns"
+kind = "dns"
+listen = ["udp:{dns}:interface=127.0.0.1", "tcp:{dns}:interface=127.0.0.1"]
+zones = ["{zone}"]
+
+[gateway]
+reactors = 2
+"#,
+            site = site.display(),
+            zone = zone.display()
+        )
+    })
+}
+
+fn echo_once(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping\n");
+    s
+}
+
+/// The open connections of `service`, as `/api/connections` lists them.
+fn open_connections(app: &App, service: &str, reactor: Option<u16>) -> Vec<Value> {
+    let filter = reactor.map_or_else(String::new, |r| format!("&reactor={r}"));
+    let body = app
+        .curl(&format!(
+            "/api/connections?state=open&service={service}&limit=1000{filter}"
+        ))
+        .expect("/api/connections answers");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+fn reactors_of(items: &[Value]) -> BTreeSet<u64> {
+    items
+        .iter()
+        .map(|c| {
+            c["reactor"]
+                .as_u64()
+                .expect("a live connection names its reactor")
+        })
+        .collect()
+}
+
+fn dig_short(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("dig")
+        .arg("@127.0.0.1")
+        .args(["-p", &port.to_string(), "+time=3", "+tries=1", "+short"])
+        .args(args)
+        .output()
+        .expect("dig must be installed (scripts/test installs dnsutils)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn connections_to_one_port_spread_over_both_reactors_and_each_answers() {
+    let (web, dns) = (free_port(), free_port());
+    let app = spawn_two(web, dns);
+
+    let held: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(app.echo)).collect();
+    assert_eventually!(
+        open_connections(&app, "echo", None)
+            .iter()
+            .filter(|c| c["transport"] == "tcp")
+            .count()
+            >= SPREAD,
+        "every echo connection listed"
+    );
+    let tcp: Vec<Value> = open_connections(&app, "echo", None)
+        .into_iter()
+        .filter(|c| c["transport"] == "tcp")
+        .collect();
+    assert_eq!(
+        reactors_of(&tcp),
+        BTreeSet::from([0, 1]),
+        "both reactors accept on the echo port: {tcp:?}"
+    );
+    // The API filters by reactor, and the per-reactor gauge counts the same.
+    let on_one = open_connections(&app, "echo", Some(1));
+    assert!(!on_one.is_empty() && on_one.iter().all(|c| c["reactor"] == 1));
+    for reactor in ["0", "1"] {
+        let gauge = app.metric(&format!(
+            "weft_reactor_connections{{reactor=\"{reactor}\"}}"
+        ));
+        assert!(gauge >= Some(1.0), "reactor {reactor}: {gauge:?}");
+        let lag = app.metric(&format!(
+            "weft_reactor_lag_seconds_count{{reactor=\"{reactor}\"}}"
+        ));
+        assert!(lag.is_some(), "reactor {reactor} measures its lag");
+    }
+    // The UDP port is bound once per reactor: one endpoint each.
+    let udp: Vec<Value> = open_connections(&app, "echo", None)
+        .into_iter()
+        .filter(|c| c["transport"] == "udp")
+        .collect();
+    assert_eq!(reactors_of(&udp), BTreeSet::from([0, 1]), "{udp:?}");
+    drop(held);
+
+    // HTTP on fresh connections, answered whichever reactor takes each.
+    let web_addr: SocketAddr = ([127, 0, 0, 1], web).into();
+    for _ in 0..SPREAD {
+        let reply = http(web_addr, "GET / HTTP/1.1\r\nHost: example\r\n", "");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body, "hello from weft\n");
+    }
+    // One series per label set, summed over the reactors.
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_total{code="2xx",method="GET",service="web"}"#)
+            == Some(SPREAD as f64),
+        "{:?}",
+        app.curl("/metrics")
+    );
+
+    // DNS over UDP and TCP from many source ports.
+    for i in 0..8 {
+        let tcp = if i % 2 == 0 { "+notcp" } else { "+tcp" };
+        assert_eq!(
+            dig_short(dns, &["www.example.test", "A", tcp]),
+            "192.0.2.10"
+        );
+    }
+    let metrics = app.curl("/metrics").unwrap();
+    assert!(!metrics.contains("reactor=\"2\""), "{metrics}");
+}
+
+#[test]
+fn the_dashboard_closes_a_connection_the_second_reactor_owns() {
+    let (web, dns) = (free_port(), free_port());
+    let app = spawn_two(web, dns);
+    let mut held: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(app.echo)).collect();
+    let on_one = open_connections(&app, "echo", Some(1));
+    let target = on_one
+        .iter()
+        .find(|c| c["transport"] == "tcp")
+        .unwrap_or_else(|| panic!("a TCP connection on reactor 1: {on_one:?}"));
+    let (id, peer) = (
+        target["id"].as_u64().unwrap(),
+        target["peer"].as_str().unwrap().to_owned(),
+    );
+    let index = held
+        .iter()
+        .position(|s| s.local_addr().unwrap().to_string() == peer)
+        .expect("the listed peer is one of ours");
+    let mut conn = held.swap_remove(index);
+
+    let host = app.dashboard.to_string();
+    let reply = http(
+        app.dashboard,
+        &format!(
+            "POST /api/connections/{id}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/json\r\n"
+        ),
+        "{}",
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let mut buf = [0u8; 1];
+    let read = conn.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the connection on reactor 1 was closed: {read:?}"
+    );
+    assert_eventually!(
+        app.curl(&format!("/api/connections/{id}"))
+            .is_some_and(|b| b.contains("\"closed\"")),
+        "listed as closed"
+    );
+    // The others, on both reactors, still echo.
+    for s in &mut held {
+        s.write_all(b"more\n").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"more\n");
+    }
+}
+
+#[test]
+fn a_reload_and_the_shutdown_reach_both_reactors() {
+    let (web, dns) = (free_port(), free_port());
+    let mut app = spawn_two(web, dns);
+    let held: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(app.echo)).collect();
+
+    // A reload that adds a service: both reactors start it.
+    let added = free_port();
+    let path = app.dir.path().join("weft.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let config = config.replace(
+        "[gateway]",
+        &format!(
+            "[[service]]\nname = \"echo2\"\nkind = \"echo\"\nlisten = \"tcp:{added}:interface=127.0.0.1\"\n\n[gateway]"
+        ),
+    );
+    std::fs::write(&path, config).unwrap();
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", app.log());
+    let added_addr: SocketAddr = ([127, 0, 0, 1], added).into();
+    let more: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(added_addr)).collect();
+    assert_eventually!(
+        reactors_of(&open_connections(&app, "echo2", None)) == BTreeSet::from([0, 1]),
+        "both reactors serve the service the reload added"
+    );
+
+    // SIGTERM: every connection, on both reactors, is closed, and the process exits.
+    let status = app.signal_and_wait("TERM");
+    assert!(status.success(), "{status:?}\n{}", app.log());
+    for mut s in held.into_iter().chain(more) {
+        let mut buf = [0u8; 1];
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    }
+    assert!(app.log().contains("stopped"), "{}", app.log());
+}
+
+#[test]
+fn weft_check_refuses_a_bad_reactor_count_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, says) in [
+        ("0", "between 1 and 256"),
+        ("300", "between 1 and 256"),
+        ("\"many\"", "\"auto\""),
+        ("1.5", "\"auto\""),
+    ] {
+        let file = write_config(dir.path(), &format!("[gateway]\nreactors = {value}\n"));
+        let out = std::process::Command::new(crate::support::weft_bin())
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{value}: {err}");
+        assert!(
+            err.contains("gateway.reactors") && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+    for value in ["1", "2", "\"auto\""] {
+        let file = write_config(dir.path(), &format!("[gateway]\nreactors = {value}\n"));
+        let out = std::process::Command::new(crate::support::weft_bin())
+            .arg("check")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn write_config(dir: &Path, gateway: &str) -> std::path::PathBuf {
+    let file = dir.join("weft.toml");
+    let (echo, dashboard) = (free_port(), free_port());
+    std::fs::write(
+        &file,
+        format!(
+            "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n\
+             [[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = \"tcp:{echo}:interface=127.0.0.1\"\n\n{gateway}",
+            dir.join("h.db").display()
+        ),
+    )
+    .unwrap();
+    file
+}

@@ -9,6 +9,7 @@
 mod context;
 mod events;
 mod stats;
+pub mod trace;
 
 pub use context::{current_connection, with_connection};
 pub use events::{

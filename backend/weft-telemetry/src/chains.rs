@@ -130,6 +130,19 @@ pub struct DeferredSnapshot {
     pub named_steps: Vec<NamedStepSnapshot>,
     /// Set when this is an async task rather than a chain: its figures.
     pub task: Option<crate::tasks::TaskSnapshot>,
+    /// The trace it belongs to, when an exporter runs and it is not a trace's root of its
+    /// own (`None`: it roots one); not shown or stored.
+    #[serde(skip)]
+    pub trace: Option<ChainTrace>,
+}
+
+/// Which trace a chain's span belongs to ([`weft::observe::trace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTrace {
+    /// The chain whose span roots the trace in this process.
+    pub root: u64,
+    /// The caller's trace that root continues, if its request carried one.
+    pub remote: Option<Arc<weft::observe::trace::TraceContext>>,
 }
 
 impl DeferredSnapshot {
@@ -165,6 +178,7 @@ impl DeferredSnapshot {
             queued: Vec::new(),
             named_steps: self.named_steps.clone(),
             task: self.task.clone(),
+            trace: self.trace.clone(),
         }
     }
 

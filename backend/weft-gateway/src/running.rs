@@ -212,6 +212,7 @@ impl Running {
             ("[dashboard]", self.config.dashboard == config.dashboard),
             ("[store]", self.config.store == config.store),
             ("[inspect]", self.config.inspect == config.inspect),
+            ("[otlp]", self.config.otlp == config.otlp),
         ] {
             if !same {
                 applied.need_restart.push(section);

@@ -16,6 +16,7 @@
 mod error;
 mod keypath;
 mod notify;
+mod otlp;
 pub(crate) mod preflight;
 mod raw;
 pub(crate) mod validate;
@@ -104,6 +105,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The demo's parts (`[demo]`).
     pub demo: DemoConfig,
+    /// Where chains are exported as spans (`[otlp]`); `None` exports nothing.
+    pub otlp: Option<weft_inspector::OtlpConfig>,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }

@@ -38,12 +38,14 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .expect("the first listener claimed");
     let services = services(&at, &raw, &mut bound)?;
     let demo = demo(&at, &raw, &mut bound)?;
+    let otlp = super::otlp::otlp(&at, raw.otlp.as_ref())?;
     Ok(Config {
         dashboard,
         store,
         inspect,
         log,
         demo,
+        otlp,
         services,
     })
 }

@@ -46,6 +46,7 @@ mod load;
 mod logs;
 mod metrics;
 mod notify;
+mod otlp;
 mod proxy;
 mod proxy_steps;
 mod ready;

@@ -50,6 +50,7 @@ mod load;
 mod logs;
 mod metrics;
 mod notify;
+mod otlp;
 mod proxy;
 mod proxy_steps;
 mod reactors;

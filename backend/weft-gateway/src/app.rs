@@ -55,6 +55,7 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
     inspector.max_connections_per_peer = config.dashboard.max_connections_per_peer;
     inspector.history_connections_per_s = config.store.connections_per_second;
     inspector.notify = config.inspect.notify.clone();
+    inspector.otlp = config.otlp.clone();
     inspector
 }
 

@@ -269,6 +269,7 @@ impl Running {
             ("[store]", self.config.store == config.store),
             ("[inspect]", self.config.inspect == config.inspect),
             ("[gateway]", self.config.gateway == config.gateway),
+            ("[otlp]", self.config.otlp == config.otlp),
         ] {
             if !same {
                 applied.need_restart.push(section);

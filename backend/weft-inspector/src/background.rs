@@ -16,6 +16,7 @@ use weft_telemetry::{Feed, Hub};
 use crate::history;
 use crate::inspector::{InspectorConfig, InspectorError};
 use crate::notify;
+use crate::otlp;
 use crate::store_metrics::StoreCollector;
 
 /// How long exit waits for the tasks: browsers holding connections open must not hold it
@@ -42,6 +43,8 @@ pub(crate) struct Background {
     pub(crate) reactor: weft::ReactorHandle,
     /// The bus reader `notify`, when detections are posted.
     pub(crate) notify: Option<Feed>,
+    /// The bus reader `otlp`, when spans are exported.
+    pub(crate) otlp: Option<Feed>,
     /// Cancelled by [`Inspector`](crate::Inspector) to stop everything here.
     pub(crate) stop: CancellationToken,
     /// Cancelled here once everything is stopped and flushed.
@@ -79,6 +82,7 @@ impl Background {
             self.spawn_history(store, events, &mut tasks, &work);
         }
         self.spawn_notify(&mut tasks, &work);
+        self.spawn_otlp(&mut tasks, &work);
         let dashboard = listener.as_ref().and_then(|l| l.local_addr().ok());
         if let Some(listener) = listener {
             self.spawn_dashboard(listener, dashboard, store.as_ref(), &mut tasks, &work);
@@ -181,6 +185,19 @@ impl Background {
                 tasks.spawn(notify::run(feed, config, metrics, work.clone()));
             }
             Err(e) => tracing::warn!(error = %e, "notifications are off: their metrics clash"),
+        }
+    }
+
+    /// The span exporter, when `[otlp]` is set.
+    fn spawn_otlp(&mut self, tasks: &mut JoinSet<()>, work: &CancellationToken) {
+        let (Some(feed), Some(config)) = (self.otlp.take(), self.config.otlp.clone()) else {
+            return;
+        };
+        match otlp::OtlpMetrics::register(self.hub.registry()) {
+            Ok(metrics) => {
+                tasks.spawn(otlp::run(feed, config, metrics, work.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "span export is off: its metrics clash"),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct InspectorConfig {
     pub reloader: Option<weft_dashboard::Reloader>,
     /// Where detections worth a page are posted; `None` posts nothing.
     pub notify: Option<crate::NotifyConfig>,
+    /// Where chains are exported as OpenTelemetry spans; `None` builds no spans.
+    pub otlp: Option<crate::OtlpConfig>,
 }
 
 impl Default for InspectorConfig {
@@ -69,6 +71,7 @@ impl Default for InspectorConfig {
             history_connections_per_s: DEFAULT_HISTORY_CONNECTIONS_PER_S,
             reloader: None,
             notify: None,
+            otlp: None,
         }
     }
 }
@@ -148,12 +151,18 @@ impl Inspector {
         // Subscribed before the hub is installed, so history starts with the first event.
         let events = config.store.is_some().then(|| hub.subscribe("store"));
         let notify = config.notify.is_some().then(|| hub.subscribe("notify"));
+        let otlp = config.otlp.is_some().then(|| {
+            // Before the hub is installed: the first request already carries its trace.
+            weft::observe::trace::enable();
+            hub.subscribe("otlp")
+        });
         let background = Background {
             hub: hub.clone(),
             config,
             dashboard,
             reactor: reactor.handle(),
             notify,
+            otlp,
             stop: stop.clone(),
             done: done.clone(),
         };

@@ -31,6 +31,11 @@
 //! - `notify`: [`NotifyConfig`]: the bus reader `notify` posts each detection worth a page
 //!   (all but `slow`) as JSON to a URL, rate-limited, through a bounded queue, drops and
 //!   failures counted (`weft_notifications_*`).
+//! - `otlp`: [`OtlpConfig`]: the bus reader `otlp` exports the chains history keeps as
+//!   OpenTelemetry spans over OTLP/HTTP (protobuf), through a bounded queue, drops and
+//!   failures counted (`weft_otlp_*`); starting it turns on W3C trace context
+//!   ([`weft::observe::trace`]).
+//! - `post`: one `POST` to a receiver outside, shared by `notify` and `otlp`.
 //! - `store_metrics`: the `weft_store_*` families, read from the store at scrape time.
 //! - `endpoint`: [`dashboard_addr`], where a dashboard may listen: a `tcp:` endpoint, off
 //!   loopback only with a token. The gateway's configuration check asks the same function.
@@ -43,6 +48,8 @@ mod endpoint;
 mod history;
 mod inspector;
 mod notify;
+mod otlp;
+mod post;
 mod store_metrics;
 
 pub use endpoint::{DashboardEndpointError, dashboard_addr};
@@ -52,6 +59,7 @@ pub use inspector::{
 pub use notify::{
     DEFAULT_NOTIFY_PER_MINUTE, DEFAULT_NOTIFY_QUEUE, MAX_NOTIFY, NotifyConfig, NotifyError,
 };
+pub use otlp::{BATCH as OTLP_BATCH, DEFAULT_OTLP_QUEUE, MAX_OTLP_QUEUE, OtlpConfig, OtlpError};
 pub use weft_dashboard::{self, AllowedHost, Reloader};
 pub use weft_store::{self, StoreOptions};
 pub use weft_telemetry::{self, HubConfig};

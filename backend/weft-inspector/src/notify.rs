@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::Uri;
-use hyper_util::rt::TokioIo;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft::defer::Detector;
 use weft_telemetry::{EventKind, Feed, TelemetryEvent};
+
+use crate::post::{UrlProblem, http_url, post};
 
 /// Notifications sent a minute at most by default.
 pub const DEFAULT_NOTIFY_PER_MINUTE: u32 = 60;
@@ -67,13 +67,11 @@ pub enum NotifyError {
 impl NotifyConfig {
     /// Posts to `url` with the default limits.
     pub fn new(url: &str) -> Result<Self, NotifyError> {
-        let url: Uri = url.parse().map_err(|e| NotifyError::Url(format!("{e}")))?;
-        if url.scheme_str() != Some("http") {
-            return Err(NotifyError::Scheme);
-        }
-        if url.host().is_none_or(str::is_empty) {
-            return Err(NotifyError::Host);
-        }
+        let url = http_url(url).map_err(|p| match p {
+            UrlProblem::Malformed(e) => NotifyError::Url(e),
+            UrlProblem::Scheme => NotifyError::Scheme,
+            UrlProblem::Host => NotifyError::Host,
+        })?;
         Ok(Self {
             url,
             per_minute: DEFAULT_NOTIFY_PER_MINUTE,
@@ -278,7 +276,7 @@ pub(crate) async fn run(
 /// Posts each queued notification in turn.
 async fn send_all(mut queued: mpsc::Receiver<Bytes>, url: Uri, metrics: NotifyMetrics) {
     while let Some(body) = queued.recv().await {
-        match tokio::time::timeout(POST_TIMEOUT, post(&url, body)).await {
+        match tokio::time::timeout(POST_TIMEOUT, post(&url, "application/json", body)).await {
             Ok(Ok(())) => metrics.sent.inc(),
             Ok(Err(reason)) => {
                 tracing::warn!(%url, reason, "a notification was not delivered");
@@ -289,38 +287,6 @@ async fn send_all(mut queued: mpsc::Receiver<Bytes>, url: Uri, metrics: NotifyMe
                 metrics.failed.with_label_values(&["timeout"]).inc();
             }
         }
-    }
-}
-
-/// One `POST` on a connection of its own; the failure's reason label.
-async fn post(url: &Uri, body: Bytes) -> Result<(), &'static str> {
-    let host = url.host().unwrap_or_default();
-    let port = url.port_u16().unwrap_or(80);
-    // An IPv6 literal comes bracketed in a URL; the socket wants it bare.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let stream = tokio::net::TcpStream::connect((bare, port))
-        .await
-        .map_err(|_| "connect")?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| "connect")?;
-    let connection = tokio::spawn(connection);
-    let authority = url
-        .authority()
-        .map_or_else(|| host.to_owned(), |a| a.as_str().to_owned());
-    let path = url.path_and_query().map_or("/", |p| p.as_str());
-    let request = hyper::Request::post(path)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::USER_AGENT, "weft")
-        .body(Full::new(body))
-        .map_err(|_| "status")?;
-    let response = sender.send_request(request).await.map_err(|_| "status");
-    connection.abort();
-    if response?.status().is_success() {
-        Ok(())
-    } else {
-        Err("status")
     }
 }
 

@@ -132,6 +132,19 @@ pub struct DeferredSnapshot {
     pub task: Option<crate::tasks::TaskSnapshot>,
     /// The index of the reactor it runs on.
     pub reactor: u16,
+    /// The trace it belongs to, when an exporter runs and it is not a trace's root of its
+    /// own (`None`: it roots one); not shown or stored.
+    #[serde(skip)]
+    pub trace: Option<ChainTrace>,
+}
+
+/// Which trace a chain's span belongs to ([`weft::observe::trace`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTrace {
+    /// The chain whose span roots the trace in this process.
+    pub root: u64,
+    /// The caller's trace that root continues, if its request carried one.
+    pub remote: Option<Arc<weft::observe::trace::TraceContext>>,
 }
 
 impl DeferredSnapshot {
@@ -168,6 +181,7 @@ impl DeferredSnapshot {
             named_steps: self.named_steps.clone(),
             task: self.task.clone(),
             reactor: self.reactor,
+            trace: self.trace.clone(),
         }
     }
 

@@ -23,7 +23,8 @@ use weft::observe::ConnectionId;
 use crate::NO_SERVICE;
 use crate::bus::EventKind;
 use crate::chains::{
-    Chain, Chains, DeferredSnapshot, NamedStepSnapshot, Origin, QueuedStep, StepSnapshot, now_ms,
+    Chain, ChainTrace, Chains, DeferredSnapshot, NamedStepSnapshot, Origin, QueuedStep,
+    StepSnapshot, now_ms,
 };
 use crate::live::{LiveRegistry, unix_ms};
 
@@ -344,6 +345,12 @@ impl DeferredTracker {
                 crate::waits::deadlock_detail(d),
                 |snap| snap.deadlock = true,
             ),
+            DeferredEvent::Traced(t) => self.update(t.id, |chain| {
+                chain.snapshot.trace = Some(ChainTrace {
+                    root: t.id.0,
+                    remote: Some(t.context.clone()),
+                });
+            }),
             DeferredEvent::Waits(graph) => {
                 self.waits.set(graph);
                 None
@@ -368,6 +375,19 @@ impl DeferredTracker {
         let mut snapshot =
             blank_snapshot(c.id, c.connection, unix_ms(c.at), DeferredState::Pending);
         snapshot.parent = c.parent.map(|p| p.0);
+        let mut chains = self.chains.lock();
+        if let Some(parent) = c.parent
+            && weft::observe::trace::enabled()
+        {
+            // A child's span joins its parent's trace; a parent already gone leaves it
+            // rooting its own.
+            snapshot.trace = chains.get(&parent.0).map(|p| {
+                p.snapshot.trace.clone().unwrap_or(ChainTrace {
+                    root: parent.0,
+                    remote: None,
+                })
+            });
+        }
         let chain = Chain {
             snapshot,
             origin: Origin {
@@ -379,7 +399,7 @@ impl DeferredTracker {
             metrics,
             task: None,
         };
-        self.chains.lock().insert(c.id.0, chain);
+        chains.insert(c.id.0, chain);
         None
     }
 
@@ -559,6 +579,7 @@ pub(crate) fn blank_snapshot(
         task: None,
         // Chains are created on their reactor's thread.
         reactor: weft::reactor::current_index(),
+        trace: None,
     }
 }
 

@@ -90,7 +90,7 @@ pub use bus::{EventKind, Feed, Missed, TelemetryEvent};
 /// connection of a service owns (a timer, a reload, a hook). Not a service: the dashboard
 /// does not list it, and no service may take the name.
 pub const NO_SERVICE: &str = "reactor";
-pub use chains::{DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
+pub use chains::{ChainTrace, DeferredSnapshot, MAX_NAMED_STEPS, NamedStepSnapshot, StepSnapshot};
 pub use config::{HubConfig, TelemetryError};
 pub use fold::{Folded, fold};
 pub use hub::Hub;

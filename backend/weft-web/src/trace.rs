@@ -1,12 +1,19 @@
 //! [`Trace`]: a request's traced Deferred, with its named steps, and the inspector's
-//! cancel reaching the request's handler.
+//! cancel reaching the request's handler; while spans are exported, the W3C trace
+//! context the request came with and the one it takes upstream.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
 
-use weft::defer::{Deferred, Resolver, Steps};
-use weft::observe::ConnectionInfo;
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use weft::defer::{Deferred, DeferredId, Resolver, Steps};
+use weft::observe::trace::{self, TraceContext};
+use weft::observe::{ConnectionId, ConnectionInfo};
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The request's traced Deferred: fired when a response is ready, cancelled (with the
 /// failure consumed, so it is not reported unhandled) if the client goes away first. Its
@@ -22,8 +29,14 @@ pub(crate) struct Trace {
 }
 
 impl Trace {
-    pub(crate) fn start(info: &ConnectionInfo) -> Self {
+    /// Starts the request's chain. While spans are exported, the chain continues the
+    /// trace of a valid `traceparent` in `headers`, and `headers` are rewritten to name
+    /// the chain's span as the parent of whatever the request goes on to (the upstream).
+    pub(crate) fn start(info: &ConnectionInfo, headers: &mut HeaderMap) -> Self {
         let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
+        if trace::enabled() {
+            propagate(deferred.id(), info.id, headers);
+        }
         Self {
             steps: deferred.steps(),
             resolver: Some(resolver),
@@ -53,6 +66,48 @@ impl Trace {
     pub(crate) fn done(mut self) {
         if let Some(r) = self.resolver.take() {
             r.callback(());
+        }
+    }
+}
+
+/// Continues the caller's trace (W3C Trace Context) if `headers` carry a valid one, and
+/// puts the chain `id`'s span in their place. Several `traceparent` fields, or an invalid
+/// one, start a new trace, and the `tracestate` that came with them is dropped, as the
+/// spec asks.
+fn propagate(id: DeferredId, connection: ConnectionId, headers: &mut HeaderMap) {
+    let mut parents = headers.get_all(TRACEPARENT).iter();
+    let incoming = match (parents.next(), parents.next()) {
+        (Some(parent), None) => {
+            // Several tracestate fields are one list, joined by commas.
+            let state = headers
+                .get_all(TRACESTATE)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect::<Vec<_>>()
+                .join(&b","[..]);
+            TraceContext::parse(parent.as_bytes(), (!state.is_empty()).then_some(&state[..]))
+        }
+        _ => None,
+    };
+    let (trace_id, flags, state) = match incoming {
+        Some(context) => {
+            let kept = (context.trace_id, context.flags, context.state.clone());
+            trace::continue_trace(id, Some(connection), context);
+            kept
+        }
+        // Sampled: whether history keeps the chain is known only at its end.
+        None => (trace::trace_id(id), 1, None),
+    };
+    let parent = trace::traceparent(&trace_id, &trace::span_id(id), flags);
+    if let Ok(v) = HeaderValue::from_str(&parent) {
+        headers.insert(TRACEPARENT, v);
+    }
+    match state.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        Some(v) => {
+            headers.insert(TRACESTATE, v);
+        }
+        None => {
+            headers.remove(TRACESTATE);
         }
     }
 }

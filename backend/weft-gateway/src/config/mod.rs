@@ -17,6 +17,7 @@ mod error;
 mod gateway;
 mod keypath;
 mod notify;
+mod otlp;
 pub(crate) mod preflight;
 mod raw;
 pub(crate) mod validate;
@@ -108,6 +109,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// `[gateway]`.
     pub gateway: GatewayConfig,
+    /// Where chains are exported as spans (`[otlp]`); `None` exports nothing.
+    pub otlp: Option<weft_inspector::OtlpConfig>,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
 }

@@ -19,6 +19,7 @@ pub(crate) struct RawConfig {
     pub(crate) log: RawLog,
     #[serde(default)]
     pub(crate) demo: RawDemo,
+    pub(crate) otlp: Option<Spanned<RawOtlp>>,
     #[serde(default)]
     pub(crate) gateway: RawGateway,
     #[serde(default)]
@@ -69,6 +70,14 @@ pub(crate) struct RawInspect {
     pub(crate) notify: Option<Spanned<String>>,
     pub(crate) notify_per_minute: Option<Spanned<i64>>,
     pub(crate) notify_queue: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOtlp {
+    pub(crate) endpoint: Option<Spanned<String>>,
+    pub(crate) service_name: Option<Spanned<String>>,
+    pub(crate) queue: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -39,6 +39,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .expect("the first listener claimed");
     let services = services(&at, &raw, &mut bound)?;
     let demo = demo(&at, &raw, &mut bound)?;
+    let otlp = super::otlp::otlp(&at, raw.otlp.as_ref())?;
     Ok(Config {
         dashboard,
         store,
@@ -46,6 +47,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         log,
         demo,
         gateway,
+        otlp,
         services,
     })
 }

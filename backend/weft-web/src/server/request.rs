@@ -34,7 +34,7 @@ pub(super) async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
-    let mut trace = Trace::start(&conn.info);
+    let mut trace = Trace::start(&conn.info, request.headers_mut());
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)

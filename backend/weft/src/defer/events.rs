@@ -372,6 +372,8 @@ pub enum DeferredEvent {
     /// The wait-for graph changed ([`wait_graph`](super::wait_graph)); sent by the stall
     /// scan, at most once per scan.
     Waits(std::sync::Arc<super::WaitGraph>),
+    /// The chain continues a caller's trace ([`observe::trace`](crate::observe::trace)).
+    Traced(crate::observe::trace::Traced),
 }
 
 /// A Deferred was created.

@@ -138,7 +138,7 @@ mod core;
 mod deadlock;
 mod deferred;
 mod detect;
-mod events;
+pub(crate) mod events;
 mod failure;
 mod future;
 mod list;

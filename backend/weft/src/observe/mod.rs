@@ -10,6 +10,7 @@ mod context;
 mod events;
 mod stats;
 pub(crate) mod stopwatch;
+pub mod trace;
 
 pub use context::{current_connection, with_connection};
 pub use events::{

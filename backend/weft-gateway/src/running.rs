@@ -210,6 +210,7 @@ impl Running {
         result?;
         for (section, same) in [
             ("[dashboard]", self.config.dashboard == config.dashboard),
+            ("[gateway]", self.config.gateway == config.gateway),
             ("[store]", self.config.store == config.store),
             ("[inspect]", self.config.inspect == config.inspect),
         ] {

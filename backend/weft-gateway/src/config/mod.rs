@@ -14,6 +14,7 @@
 //! for TOML's own errors), `error` ([`ConfigError`] and locating spans).
 
 mod error;
+mod fleet;
 mod keypath;
 mod notify;
 pub(crate) mod preflight;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use fleet::MAX_INSTANCE_LEN;
 
 use crate::services::{ServiceKind, ServiceLimits};
 
@@ -96,6 +98,8 @@ timeout = "2s"
 pub struct Config {
     /// The dashboard listener.
     pub dashboard: DashboardConfig,
+    /// The gateway itself (`[gateway]`).
+    pub gateway: GatewayConfig,
     /// The history store.
     pub store: StoreConfig,
     /// Detector thresholds and sampling.
@@ -134,11 +138,22 @@ pub struct DashboardConfig {
     pub max_connections_per_peer: usize,
 }
 
+/// `[gateway]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The name this gateway's history rows carry (default: the host name), by which the
+    /// dashboard filters a history a fleet shares.
+    pub instance: String,
+}
+
 /// `[store]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// The SQLite file, relative to the working directory unless absolute.
     pub path: PathBuf,
+    /// A `postgres://` URL: history in that database, shared with the other gateways
+    /// writing there, instead of the file.
+    pub url: Option<String>,
     /// How long finished rows are kept.
     pub retention: Duration,
     /// Short, cleanly closed connections kept per second (0: every one).

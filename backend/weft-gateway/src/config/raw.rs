@@ -12,6 +12,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) dashboard: RawDashboard,
     #[serde(default)]
+    pub(crate) gateway: RawGateway,
+    #[serde(default)]
     pub(crate) store: RawStore,
     #[serde(default)]
     pub(crate) inspect: RawInspect,
@@ -43,8 +45,15 @@ pub(crate) struct RawDashboard {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub(crate) instance: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub(crate) path: Option<Spanned<String>>,
+    pub(crate) url: Option<Spanned<String>>,
     pub(crate) retention: Option<Spanned<String>>,
     pub(crate) connections_per_second: Option<u32>,
     pub(crate) queries_per_second: Option<u32>,

@@ -28,6 +28,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         at.error(e.span(), key, e.message().trim())
     })?;
     let dashboard = dashboard(&at, &raw)?;
+    let gateway = super::fleet::gateway(&at, &raw)?;
     let store = store(&at, &raw)?;
     let inspect = inspect(&at, &raw)?;
     let log = log(&at, &raw)?;
@@ -40,6 +41,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let demo = demo(&at, &raw, &mut bound)?;
     Ok(Config {
         dashboard,
+        gateway,
         store,
         inspect,
         log,
@@ -50,8 +52,14 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 
 /// `[store]`.
 fn store(at: &Locator<'_>, raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
+    let url = super::fleet::store_url(at, raw)?;
     Ok(StoreConfig {
-        path: store_path(at, raw.store.path.as_ref())?,
+        // With a URL the file is not used, nor checked.
+        path: match url {
+            Some(_) => "weft.db".into(),
+            None => store_path(at, raw.store.path.as_ref())?,
+        },
+        url,
         retention: duration(
             at,
             "store.retention",

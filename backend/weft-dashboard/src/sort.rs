@@ -191,6 +191,7 @@ mod tests {
             reads: 0,
             writes: 0,
             close_reason: None,
+            instance: String::new(),
         }
     }
 

@@ -230,9 +230,12 @@ fn spawn(setup: &Setup<'_>, extra: impl FnOnce(&Path, SocketAddr) -> String) -> 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
-    let store = match postgres {
-        Some((url, instance)) => format!("url = \"{url}\"\n\n[gateway]\ninstance = \"{instance}\""),
-        None => format!("path = \"{}\"", db.display()),
+    let (store, gateway) = match postgres {
+        Some((url, instance)) => (
+            format!("url = \"{url}\""),
+            format!("[gateway]\ninstance = \"{instance}\"\n"),
+        ),
+        None => (format!("path = \"{}\"", db.display()), String::new()),
     };
     let config = format!(
         r#"[dashboard]
@@ -240,9 +243,9 @@ listen = "tcp:{dashboard}:interface=127.0.0.1"
 {dashboard_keys}
 
 [store]
-{store_keys}
 {store}
-
+{store_keys}
+{gateway}
 [[service]]
 name = "echo"
 kind = "echo"

@@ -15,6 +15,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection};
 use sqlx::{AssertSqlSafe, Connection, Postgres, SqlSafeStr, SqlStr, Sqlite};
 
 use crate::backend::{Conn, Dialect};
+use crate::batch_rounds::{Tables, by_table, one_round, rounds};
 use crate::catalog::CatalogSync;
 use crate::columns;
 use crate::records::{
@@ -41,7 +42,7 @@ macro_rules! binds {
 }
 
 /// A row type that knows its table and how to bind itself.
-trait Insert {
+pub(crate) trait Insert {
     /// Table name.
     const TABLE: &'static str;
     /// Columns in bind order (the instance, bound last, is not among them).
@@ -58,11 +59,20 @@ trait Insert {
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q>;
 
     fn bind_pg<'q>(&self, q: PgQuery<'q>) -> PgQuery<'q>;
+
+    /// The row's key, hashed; `None` for rows that never meet another (the query log's).
+    fn key_hash(&self) -> Option<u64>;
+}
+
+/// `value`'s hash, for [`Insert::key_hash`].
+fn hash_of(value: impl std::hash::Hash) -> Option<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    Some(BuildHasherDefault::<DefaultHasher>::default().hash_one(value))
 }
 
 /// How an upsert combines a column's stored value with the one a record brings.
 #[derive(Debug, Clone, Copy)]
-enum Merge {
+pub(crate) enum Merge {
     /// The stored value stays when the record brings NULL (it did not know it).
     KeepIfNull,
     /// The smaller value stays: a time a partial record can only report later than it was.
@@ -101,6 +111,10 @@ impl Insert for ServiceRecord {
     const KEY: &'static [&'static str] = &["name"];
 
     binds!(r => r.name.as_str(), r.kind.as_str(), endpoints_json(r), r.config_json.as_str());
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(&self.name)
+    }
 }
 
 impl Insert for ConnectionRecord {
@@ -146,6 +160,10 @@ impl Insert for ConnectionRecord {
         r.opened_seq,
         r.closed_seq,
     );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(self.id)
+    }
 }
 
 impl Insert for DeferredRecord {
@@ -230,6 +248,10 @@ impl Insert for DeferredRecord {
         r.kind.as_deref(),
         r.task_json.as_deref(),
     );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(self.id)
+    }
 }
 
 impl Insert for StepRecord {
@@ -256,6 +278,10 @@ impl Insert for StepRecord {
         r.outcome.as_str(),
         r.child_id,
     );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of((self.deferred_id, self.idx))
+    }
 }
 
 impl Insert for EventRecord {
@@ -270,6 +296,10 @@ impl Insert for EventRecord {
         r.kind.as_str(),
         r.payload_json.as_str(),
     );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(self.seq)
+    }
 }
 
 impl Insert for QueryRecord {
@@ -302,6 +332,10 @@ impl Insert for QueryRecord {
         r.failed,
         r.weight,
     );
+
+    fn key_hash(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The two statement shapes for one table.
@@ -384,9 +418,9 @@ pub(crate) struct BatchSql {
 }
 
 /// The body of one batch, the same for each driver: `$bind` is the `Insert` method binding
-/// a row for that driver.
+/// a row for that driver, `$rounds` splits a table's rows into the statements' rounds.
 macro_rules! write_batch {
-    ($self:ident, $conn:ident, $bind:ident, $removed:expr, $tables:expr) => {{
+    ($self:ident, $conn:ident, $bind:ident, $rounds:ident, $removed:expr, $tables:expr) => {{
         let (services, connections, deferreds, steps, events, queries) = $tables;
         let mut tx = $conn.begin().await?;
         for name in $removed {
@@ -396,12 +430,24 @@ macro_rules! write_batch {
                 .execute(&mut *tx)
                 .await?;
         }
-        write_rows!($self, tx, $bind, services, &$self.services);
-        write_rows!($self, tx, $bind, connections, &$self.connections);
-        write_rows!($self, tx, $bind, deferreds, &$self.deferreds);
-        write_rows!($self, tx, $bind, steps, &$self.steps);
-        write_rows!($self, tx, $bind, events, &$self.events);
-        write_rows!($self, tx, $bind, queries, &$self.queries);
+        for rows in $rounds(services) {
+            write_rows!($self, tx, $bind, rows, &$self.services);
+        }
+        for rows in $rounds(connections) {
+            write_rows!($self, tx, $bind, rows, &$self.connections);
+        }
+        for rows in $rounds(deferreds) {
+            write_rows!($self, tx, $bind, rows, &$self.deferreds);
+        }
+        for rows in $rounds(steps) {
+            write_rows!($self, tx, $bind, rows, &$self.steps);
+        }
+        for rows in $rounds(events) {
+            write_rows!($self, tx, $bind, rows, &$self.events);
+        }
+        for rows in $rounds(queries) {
+            write_rows!($self, tx, $bind, rows, &$self.queries);
+        }
         tx.commit().await
     }};
 }
@@ -433,16 +479,6 @@ macro_rules! write_rows {
         }
     }};
 }
-
-/// A batch's records by table, in their order within each.
-type Tables<'a> = (
-    Vec<&'a ServiceRecord>,
-    Vec<&'a ConnectionRecord>,
-    Vec<&'a DeferredRecord>,
-    Vec<&'a StepRecord>,
-    Vec<&'a EventRecord>,
-    Vec<&'a QueryRecord>,
-);
 
 impl BatchSql {
     /// Statements in `dialect` inserting up to `rows_per_statement` rows each (at least 1),
@@ -495,7 +531,7 @@ impl BatchSql {
         removed: impl Iterator<Item = &String>,
         tables: Tables<'_>,
     ) -> Result<(), sqlx::Error> {
-        write_batch!(self, conn, bind, removed, tables)
+        write_batch!(self, conn, bind, one_round, removed, tables)
     }
 
     async fn write_pg(
@@ -504,33 +540,8 @@ impl BatchSql {
         removed: impl Iterator<Item = &String>,
         tables: Tables<'_>,
     ) -> Result<(), sqlx::Error> {
-        write_batch!(self, conn, bind_pg, removed, tables)
+        write_batch!(self, conn, bind_pg, rounds, removed, tables)
     }
-}
-
-/// `records` by table; the catalog's services in place of those among them when given.
-fn by_table<'a>(records: &'a [Record], catalog: Option<&'a CatalogSync>) -> Tables<'a> {
-    let mut services = Vec::new();
-    let mut connections = Vec::new();
-    let mut deferreds = Vec::new();
-    let mut steps = Vec::new();
-    let mut events = Vec::with_capacity(records.len());
-    let mut queries = Vec::new();
-    for record in records {
-        match record {
-            Record::Service(_) if catalog.is_some() => {}
-            Record::Service(r) => services.push(r),
-            Record::Connection(r) => connections.push(r),
-            Record::Deferred(r) => deferreds.push(r),
-            Record::Step(r) => steps.push(r),
-            Record::Event(r) => events.push(r),
-            Record::Query(r) => queries.push(r),
-        }
-    }
-    if let Some(catalog) = catalog {
-        services.extend(catalog.services.iter());
-    }
-    (services, connections, deferreds, steps, events, queries)
 }
 
 #[cfg(test)]

@@ -34,7 +34,8 @@
 //!   migrations from the repository's `migrations/`, and the file identity used to notice deletion.
 //! - `writer`: the bounded queue and the task that drains it. Records flow
 //!   `Writer::try_send` → queue → batch (by count or age) → `batch` → one transaction.
-//! - `batch`: the prepared multi-row upserts that write one batch.
+//! - `batch`: the prepared multi-row upserts that write one batch; `batch_rounds`: a
+//!   batch's records by table, and in rounds where PostgreSQL needs them.
 //! - `catalog`: the services the writer was given, kept to be listed before they are
 //!   committed and written again into a recreated file.
 //! - `lock`: one writer per file: the advisory lock on `PATH.lock` a store takes before it
@@ -49,6 +50,7 @@
 
 mod backend;
 mod batch;
+mod batch_rounds;
 mod catalog;
 mod columns;
 mod error;

@@ -37,6 +37,9 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
         });
         store.try_send(connection(1, service, 1_000, Some(1_500)));
         store.try_send(connection(2, service, 2_000, None));
+        // Opened and closed within one batch: one row, written twice in its transaction.
+        store.try_send(connection(9, service, 3_000, None));
+        store.try_send(connection(9, service, 3_000, Some(3_100)));
         store.try_send(deferred(7, "failed", 1_100));
         store.try_send(step(7, 0, 1_100_000));
         store.try_send(step(7, 1, 1_100_500));
@@ -54,8 +57,17 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
     rows.sort_unstable();
     assert_eq!(
         rows,
-        [("edge-1", 1), ("edge-1", 2), ("edge-2", 1), ("edge-2", 2)]
+        [
+            ("edge-1", 1),
+            ("edge-1", 2),
+            ("edge-1", 9),
+            ("edge-2", 1),
+            ("edge-2", 2),
+            ("edge-2", 9)
+        ]
     );
+    let nine = one.connection(9).await.unwrap().unwrap();
+    assert_eq!(nine.closed_at_ms, Some(3_100), "the later write wins");
     let only = |instance| ListFilter {
         service: None,
         instance: Some(instance),
@@ -101,7 +113,7 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
     );
 
     // What each gateway continues from, its services and its event log are its own.
-    assert_eq!(one.last_ids().await.unwrap(), (7, 3));
+    assert_eq!(one.last_ids().await.unwrap(), (9, 3));
     assert_eq!(
         one.services()
             .await

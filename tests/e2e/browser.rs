@@ -1,6 +1,7 @@
 //! The dashboard in real headless Chromium: live connections, the close action, a stalled
-//! Deferred followed from the banner to its creation site, text from peers kept inert, no
-//! console errors, a screenshot of each page, and event-to-DOM latency and render rate.
+//! Deferred and a slow async task followed from the banner to where they were created, text
+//! from peers kept inert, no console errors, a screenshot of each page, and event-to-DOM
+//! latency and render rate.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -295,6 +296,32 @@ async fn dashboard_in_a_real_browser() {
         serde_json::json!([null, 0]),
         "markup from peers and programs never runs"
     );
+    // A task whose poll blocked the reactor: the banner leads to it, its page names where
+    // it was spawned.
+    client.write_all(b"crunch\n").unwrap();
+    b.until(
+        10,
+        "the banner reports the slow task",
+        "const a = document.getElementById('banner-slow'); return !!a && !document.getElementById('banner').hidden",
+    )
+    .await;
+    b.eval("document.getElementById('banner-slow').click(); return true")
+        .await;
+    b.until(
+        10,
+        "the slow tab lists the task",
+        "return location.search === '?state=slow' && [...document.querySelectorAll('#deferreds tbody tr[data-id]')].some(r => r.textContent.includes('cruncher'))",
+    )
+    .await;
+    b.eval("[...document.querySelectorAll('#deferreds tbody tr[data-id]')].find(r => r.textContent.includes('cruncher')).querySelector('a').click(); return true")
+        .await;
+    b.until(
+        10,
+        "the task's page shows its spawn site",
+        "const s = document.getElementById('creation-site'); return !!s && s.textContent.includes('examples/stalled.rs:') && document.querySelector('h1 .label').textContent === 'cruncher'",
+    )
+    .await;
+    b.screenshot("task-slow").await;
     let errors = b.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     let in_page = b.eval("return window.__weft.errors").await;

@@ -2,8 +2,8 @@
 //! at (`connect upstream`, then `relay`) and the upstream, so a client stuck behind an
 //! upstream that does not answer shows where and on what.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,9 +14,21 @@ use crate::support::{App, Locked, free_port, proxy_service, spawn_app_with};
 /// A listener whose accept queue is full and never drained: the kernel drops a further
 /// SYN to it, so a connect hangs (retrying) rather than failing.
 pub(crate) struct Unanswering {
-    _listener: Socket,
-    _queued: Vec<TcpStream>,
+    listener: Socket,
+    queued: Vec<TcpStream>,
     pub(crate) addr: SocketAddr,
+}
+
+impl Unanswering {
+    /// Starts answering: empties the accept queue, so the next SYN to it (a connect
+    /// retrying) is taken; returns the listener, non-blocking.
+    fn answer(self) -> Socket {
+        for _ in &self.queued {
+            self.listener.accept().unwrap();
+        }
+        self.listener.set_nonblocking(true).unwrap();
+        self.listener
+    }
 }
 
 pub(crate) fn unanswering() -> Unanswering {
@@ -32,10 +44,33 @@ pub(crate) fn unanswering() -> Unanswering {
         assert!(queued.len() < 16, "the accept queue never filled");
     }
     Unanswering {
-        _listener: listener,
-        _queued: queued,
+        listener,
+        queued,
         addr,
     }
+}
+
+/// Sockets of this machine still connecting (SYN sent, no answer) to `to`, an IPv4
+/// address, read from /proc/net/tcp (state 02 is SYN_SENT).
+fn connecting_to(to: SocketAddr) -> usize {
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    // The kernel prints the address as the u32 it holds, in host byte order.
+    let remote = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(to.ip().octets()),
+        to.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"02")
+        })
+        .count()
 }
 
 /// The gateway with a tcp-proxy in front of `upstream`; returns it and the proxy's address.
@@ -82,6 +117,92 @@ fn a_connection_stuck_connecting_upstream_names_the_step_and_the_upstream() {
     let clients = json(&app, "/api/connections?state=open&service=proxy").unwrap();
     let client = &clients["items"][0];
     assert_eq!(chain["connection_id"], client["id"], "{chain}\n{clients}");
+}
+
+#[test]
+fn a_client_that_leaves_while_the_upstream_is_connecting_ends_its_chain_at_once() {
+    let upstream = unanswering();
+    let (app, proxy) = proxy_to(upstream.addr);
+    let client = TcpStream::connect(proxy).unwrap();
+    crate::assert_eventually!(
+        proxy_chain(&app, "/api/deferreds?state=pending&service=proxy"),
+        "the client's chain is pending\n{}",
+        app.log()
+    );
+    assert_eq!(connecting_to(upstream.addr), 1, "the proxy is connecting");
+    // An abortive close (RST): the client is gone, not merely done sending.
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let since = Instant::now();
+    let failed = crate::assert_eventually!(
+        proxy_chain(&app, "/api/deferreds?state=failed&service=proxy"),
+        "the chain ends when the client leaves\n{}",
+        app.log()
+    );
+    assert!(
+        since.elapsed() < Duration::from_secs(2),
+        "ended {:?} after the client left",
+        since.elapsed()
+    );
+    assert_eq!(failed["step_name"], "connect upstream", "{failed}");
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("the client left before upstream")),
+        "{failed}"
+    );
+    assert!(
+        proxy_chain(&app, "/api/deferreds?state=pending&service=proxy").is_none(),
+        "nothing left pending"
+    );
+    crate::assert_eventually!(
+        (connecting_to(upstream.addr) == 0).then_some(()),
+        "the abandoned connect's socket is closed"
+    );
+}
+
+#[test]
+fn what_a_client_sends_and_its_half_close_before_the_upstream_answers_reach_the_upstream() {
+    let upstream = unanswering();
+    let addr = upstream.addr;
+    let (app, proxy) = proxy_to(addr);
+    let mut client = TcpStream::connect(proxy).unwrap();
+    client.write_all(b"sent early").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    crate::assert_eventually!(
+        proxy_chain(&app, "/api/deferreds?state=pending&service=proxy"),
+        "the client's chain is pending\n{}",
+        app.log()
+    );
+    assert_eq!(
+        connecting_to(addr),
+        1,
+        "the half-closed client's connect goes on"
+    );
+
+    let listener = upstream.answer();
+    let (conn, _) = crate::assert_eventually!(
+        listener.accept().ok(),
+        "the proxy's connect, retried, is accepted\n{}",
+        app.log()
+    );
+    let mut conn = TcpStream::from(conn);
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"sent early", "the bytes, then the end of stream");
+    conn.write_all(b"the answer").unwrap();
+    drop(conn);
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"the answer");
 }
 
 #[test]

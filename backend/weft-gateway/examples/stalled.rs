@@ -7,10 +7,13 @@
 //! ```
 //!
 //! Commands, one per line: `wait` (a Deferred that never fires), `fail TEXT` (a Deferred
-//! that fails with TEXT and is dropped unhandled), anything else is echoed.
+//! that fails with TEXT and is dropped unhandled), `crunch` (an async task whose poll blocks
+//! the reactor for 300 ms: a slow task), anything else is echoed.
+
+use std::time::Duration;
 
 use weft::defer::{Deferred, Failure, Resolver};
-use weft::{Protocol, Transport};
+use weft::{Protocol, Reactor, Transport};
 
 use common::{Defaults, Lines};
 
@@ -40,6 +43,12 @@ impl Lookup {
             // Dropped holding its failure: reported as unhandled.
             drop(d);
             transport.write(b"failed\n");
+        } else if line == "crunch" {
+            Reactor::current().spawn_labeled("cruncher", async {
+                // CPU-bound work done on the reactor thread, longer than `slow_callback`.
+                std::thread::sleep(Duration::from_millis(300));
+            });
+            transport.write(b"crunching\n");
         } else {
             transport.write(line.as_bytes());
             transport.write(b"\n");

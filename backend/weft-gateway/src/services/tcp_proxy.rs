@@ -1,8 +1,10 @@
 //! `kind = "tcp-proxy"`: forwards each TCP connection to `upstream` (Twisted's portforward).
 //!
-//! Reading from the client is paused until the upstream connection is up. Then each side's
-//! transport is registered as the other's producer, so when one peer reads slowly the
-//! proxy stops reading from the other instead of buffering without bound.
+//! What the client sends before the upstream connection is up is held for it (up to 64 KiB;
+//! then reading pauses), and reading goes on meanwhile so a client that resets is noticed.
+//! Once both are up, each side's transport is registered as the other's producer, so when
+//! one peer reads slowly the proxy stops reading from the other instead of buffering
+//! without bound.
 //!
 //! Closing follows TCP's own rules, per direction:
 //! - a side that shuts its write half (end of stream) has the other side's write half shut
@@ -19,12 +21,17 @@
 //! is: `connect upstream` (about the upstream endpoint; then with the upstream connection),
 //! and `relay` once both sides are up, when the chain ends. A connection stuck connecting
 //! is listed pending (and stalled) at that step, naming the upstream; one that could not
-//! connect ends failed, with the reason.
+//! connect ends failed, with the reason. A client whose connection ends (reset, timed out,
+//! closed by the dashboard) while the upstream is still being connected abandons the
+//! attempt: the half-open upstream socket is closed and the chain ends failed, saying so,
+//! rather than pending until the connect gives up. A client that only shuts its write half
+//! still gets the answer: what it sent and its end of stream reach the upstream once up.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use weft::defer::{Deferred, Failure, StepDetail, WaitsOn};
 use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
 
@@ -79,11 +86,7 @@ impl super::Kind for TcpProxyKind {
                 on.name,
                 endpoint,
                 &on.options,
-                factory(move || Downstream {
-                    upstream: upstream.clone(),
-                    detail: detail.clone(),
-                    peer: Rc::default(),
-                }),
+                factory(move || Downstream::new(upstream.clone(), detail.clone())),
             )?;
             bound.push(port.local_address().clone());
         }
@@ -98,27 +101,77 @@ impl super::Kind for TcpProxyKind {
 /// The label of each client connection's chain.
 const CHAIN: &str = "tcp-proxy";
 
+/// What the client sent before the upstream connection was up, held for it: at most this
+/// many bytes, then reading from the client pauses until the upstream takes them.
+const EARLY_BYTES: usize = 64 * 1024;
+
 /// The client's side of a proxied connection.
 pub struct Downstream {
     /// Where to connect, shared by every connection of the listener.
     upstream: Rc<str>,
     /// The upstream as its chain's steps name it.
     detail: StepDetail,
-    /// The upstream transport once connected; shared with the task that connects.
-    peer: Rc<RefCell<Option<Transport>>>,
+    /// The upstream, or what waits for it; shared with the task that connects.
+    peer: Rc<RefCell<Peer>>,
+    /// Dropped when the client leaves: an upstream connect still under way is abandoned.
+    connecting: Option<oneshot::Sender<()>>,
+}
+
+/// The client's upstream, as far as it got.
+enum Peer {
+    /// Still connecting: what the client sent meanwhile, and whether it has shut its
+    /// write half, both passed on once the upstream is up.
+    Connecting { early: Vec<u8>, write_shut: bool },
+    /// Connected: each side relays to the other.
+    Up(Transport),
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Peer::Connecting {
+            early: Vec::new(),
+            write_shut: false,
+        }
+    }
+}
+
+impl Downstream {
+    /// A client connection's side, to relay to `upstream`.
+    fn new(upstream: Rc<str>, detail: StepDetail) -> Self {
+        Self {
+            upstream,
+            detail,
+            peer: Rc::default(),
+            connecting: None,
+        }
+    }
 }
 
 impl Protocol for Downstream {
     fn connection_made(&mut self, transport: &Transport) {
-        transport.pause_reading();
         let reactor = Reactor::current();
         let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
         let (resolver, mut chain) = Deferred::<()>::traced(Some(CHAIN), Some(transport.id()));
         let (steps, detail) = (chain.steps(), self.detail.clone());
         steps.step_with("connect upstream", None, Some(&detail));
+        let (connecting, client_left) = oneshot::channel();
+        self.connecting = Some(connecting);
         reactor.clone().spawn(async move {
             let service = down.info().service.clone();
-            match reactor.connect_as(&service, &endpoint, Upstream { down: down.clone() }).await {
+            let connect = reactor.connect_as(&service, &endpoint, Upstream { down: down.clone() });
+            let connected = tokio::select! {
+                connected = connect => connected,
+                _ = client_left => {
+                    tracing::debug!(%endpoint, peer = %down.peer(), "the client left while connecting upstream");
+                    resolver.errback(Failure::msg(format!(
+                        "the client left before upstream {endpoint} answered"
+                    )));
+                    // Handled here: the chain ends failed, and is not reported unhandled.
+                    let _ = chain.try_take();
+                    return;
+                }
+            };
+            match connected {
                 Ok(up) if down.is_closed() || down.is_disconnecting() => {
                     up.lose_connection();
                     resolver.callback(());
@@ -129,7 +182,14 @@ impl Protocol for Downstream {
                     steps.step_with("relay", Some(on), Some(&detail));
                     down.register_producer(Rc::new(up.clone()));
                     up.register_producer(Rc::new(down.clone()));
-                    *peer.borrow_mut() = Some(up);
+                    if let Peer::Connecting { early, write_shut } =
+                        std::mem::replace(&mut *peer.borrow_mut(), Peer::Up(up.clone()))
+                    {
+                        up.write(&early);
+                        if write_shut {
+                            up.lose_write_connection();
+                        }
+                    }
                     down.resume_reading();
                     resolver.callback(());
                 }
@@ -145,22 +205,31 @@ impl Protocol for Downstream {
         });
     }
 
-    fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
-        if let Some(up) = &*self.peer.borrow() {
-            up.write(data);
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        // Reading goes on while connecting, so a client that resets is seen at once.
+        match &mut *self.peer.borrow_mut() {
+            Peer::Up(up) => up.write(data),
+            Peer::Connecting { early, .. } => {
+                early.extend_from_slice(data);
+                if early.len() >= EARLY_BYTES {
+                    transport.pause_reading();
+                }
+            }
         }
     }
 
     fn read_connection_lost(&mut self, _transport: &Transport) -> HalfClose {
-        // Reading resumes only once the upstream is connected, so it is there.
-        if let Some(up) = &*self.peer.borrow() {
-            up.lose_write_connection();
+        // A half-close is not a client leaving: it may still want every byte of the answer.
+        match &mut *self.peer.borrow_mut() {
+            Peer::Up(up) => up.lose_write_connection(),
+            Peer::Connecting { write_shut, .. } => *write_shut = true,
         }
         HalfClose::KeepWriting
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
-        if let Some(up) = self.peer.borrow_mut().take() {
+        self.connecting = None;
+        if let Peer::Up(up) = std::mem::take(&mut *self.peer.borrow_mut()) {
             close_partner(&up, reason, "client");
         }
     }

@@ -261,6 +261,10 @@ impl Reactor {
 
     /// Like [`connect`](Self::connect), reporting the connection under `service` (a
     /// proxy names its upstream connections after itself).
+    ///
+    /// Dropping the future before it resolves abandons the attempt: the connect is
+    /// cancelled (its socket closed, nothing reported as failed), and a connection made
+    /// just as the caller gave up is closed, since nobody would own it.
     pub async fn connect_as(
         &self,
         service: &str,
@@ -273,9 +277,10 @@ impl Reactor {
         let reactor = self.clone();
         let name = endpoint.to_owned();
         let service: Arc<str> = service.into();
+        let cancel = self.listening_token().child_token();
+        let abandon = cancel.clone().drop_guard();
         self.spawn(async move {
             let mut tx = Some(tx);
-            let cancel = reactor.listening_token();
             let result = open(
                 &reactor,
                 &parsed,
@@ -284,22 +289,30 @@ impl Reactor {
                 &once,
                 &cancel,
                 |t| {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(t.clone()));
+                    if let Some(tx) = tx.take()
+                        && tx.send(Ok(t.clone())).is_err()
+                    {
+                        t.lose_connection();
                     }
                 },
             )
             .await;
             if let (Err(err), Some(tx)) = (result, tx.take()) {
-                report_connect_failure(&service, &err);
-                let _ = tx.send(Err(err));
+                if tx.is_closed() {
+                    tracing::debug!(%service, %err, "connection attempt abandoned by its caller");
+                } else {
+                    report_connect_failure(&service, &err);
+                    let _ = tx.send(Err(err));
+                }
             }
         });
-        rx.await.unwrap_or_else(|_| {
+        let connected = rx.await.unwrap_or_else(|_| {
             Err(ConnectError::Cancelled {
                 endpoint: endpoint.to_owned(),
             })
-        })
+        });
+        abandon.disarm();
+        connected
     }
 }
 

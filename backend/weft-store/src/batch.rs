@@ -380,6 +380,13 @@ fn insert_sql<T: Insert>(dialect: Dialect, rows: usize) -> String {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // In a file the key is the id alone: the row takes the name of its latest writer
+        // (a renamed host, a file moved to another).
+        let set = if dialect.shared() {
+            set
+        } else {
+            format!("{set}, instance = excluded.instance")
+        };
         match T::FINAL_WHEN {
             Some(stored) => format!("DO UPDATE SET {set} WHERE NOT ({}.{stored})", T::TABLE),
             None => format!("DO UPDATE SET {set}"),
@@ -485,7 +492,11 @@ impl BatchSql {
     /// every row carrying `instance`.
     pub(crate) fn new(dialect: Dialect, rows_per_statement: usize, instance: &str) -> Self {
         let n = rows_per_statement.max(1);
-        let delete_service = "DELETE FROM services WHERE name = $1 AND instance = $2";
+        let delete_service = match dialect {
+            // One writer per file: the name is the key (`$2` is bound and unused).
+            Dialect::Sqlite => "DELETE FROM services WHERE name = $1 AND $2 IS NOT NULL",
+            Dialect::Postgres => "DELETE FROM services WHERE name = $1 AND instance = $2",
+        };
         Self {
             rows_per_statement: n,
             instance: instance.to_owned(),

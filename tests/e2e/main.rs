@@ -29,6 +29,7 @@ mod dns_rules;
 mod dns_transfer;
 mod dns_view;
 mod faults;
+mod fleet;
 mod gateway;
 mod history;
 mod http;

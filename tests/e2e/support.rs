@@ -171,6 +171,16 @@ pub fn spawn_app_stored(store_keys: &str, extra: impl FnOnce(&Path) -> String) -
     spawn(&setup, |dir, _| extra(dir))
 }
 
+/// Like [`spawn_app`], with history in the PostgreSQL database at `url` (`[store] url`)
+/// under the name `instance` (`[gateway] instance`) instead of a file.
+pub fn spawn_app_on_postgres(url: &str, instance: &str) -> App {
+    let setup = Setup {
+        postgres: Some((url, instance)),
+        ..Setup::default()
+    };
+    spawn(&setup, |_, _| String::new())
+}
+
 /// Like [`spawn_app`], with no cap on the echo connections one peer holds, for tests that
 /// open thousands of them.
 pub fn spawn_app_uncapped() -> App {
@@ -204,6 +214,8 @@ struct Setup<'a> {
     nofile: Option<(u64, u64)>,
     /// TOML keys added to the echo service.
     echo_keys: &'a str,
+    /// History in this PostgreSQL database, as this instance, instead of the file.
+    postgres: Option<(&'a str, &'a str)>,
 }
 
 fn spawn(setup: &Setup<'_>, extra: impl FnOnce(&Path, SocketAddr) -> String) -> App {
@@ -213,26 +225,33 @@ fn spawn(setup: &Setup<'_>, extra: impl FnOnce(&Path, SocketAddr) -> String) -> 
         nofile,
         echo_keys,
         args,
+        postgres,
     } = *setup;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let (echo, dashboard) = (free_port(), free_port());
+    let (store, gateway) = match postgres {
+        Some((url, instance)) => (
+            format!("url = \"{url}\""),
+            format!("[gateway]\ninstance = \"{instance}\"\n"),
+        ),
+        None => (format!("path = \"{}\"", db.display()), String::new()),
+    };
     let config = format!(
         r#"[dashboard]
 listen = "tcp:{dashboard}:interface=127.0.0.1"
 {dashboard_keys}
 
 [store]
-path = "{db}"
+{store}
 {store_keys}
-
+{gateway}
 [[service]]
 name = "echo"
 kind = "echo"
 listen = ["tcp:{echo}:interface=127.0.0.1", "udp:{echo}:interface=127.0.0.1"]
 {echo_keys}
-"#,
-        db = db.display()
+"#
     ) + &extra(dir.path(), ([127, 0, 0, 1], echo).into());
     std::fs::write(dir.path().join("weft.toml"), config).unwrap();
     let child = run_in(dir.path(), nofile, args);

@@ -12,7 +12,7 @@ use weft::defer::{DeferredState, StepStatus};
 use weft::observe::ConnectionId;
 use weft_store::{
     Column, ConnectionRecord, ConnectionState, DeferredDetail, DeferredFilter, DeferredRecord,
-    NamedStepRecord, ServiceRecord, StepRecord,
+    ListFilter, NamedStepRecord, ServiceRecord, StepRecord,
 };
 use weft_telemetry::{ConnectionSnapshot, DeferredSnapshot};
 
@@ -79,6 +79,8 @@ pub struct ConnectionView {
     pub close_reason: Option<String>,
     /// The index of the reactor that owns it; history does not keep it.
     pub reactor: Option<u16>,
+    /// The gateway that served it (`[gateway] instance`).
+    pub instance: String,
 }
 
 impl From<ConnectionSnapshot> for ConnectionView {
@@ -99,6 +101,7 @@ impl From<ConnectionSnapshot> for ConnectionView {
             writes: c.writes,
             close_reason: None,
             reactor: Some(c.reactor),
+            instance: String::new(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl ConnectionView {
             writes: u(r.writes),
             close_reason: r.close_reason,
             reactor: None,
+            instance: r.instance,
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct ConnectionQuery {
     pub peer: Option<String>,
     /// Only connections of this reactor (open ones: history does not keep the reactor).
     pub reactor: Option<u16>,
+    /// Only those of this gateway (`[gateway] instance`) of a fleet sharing history.
+    pub instance: Option<String>,
     /// The column to sort by ([`SortKey`](crate::sort::SortKey)); the id when empty.
     pub sort: Option<String>,
     /// `asc` or `desc` (the default).
@@ -185,6 +191,8 @@ pub async fn connections(
     let order = q.order()?;
     let service = non_empty(&q.service);
     let peer = non_empty(&q.peer);
+    let instance = non_empty(&q.instance);
+    let own = history::own_instance(state);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
     let keep = |c: &ConnectionView| {
         service.is_none_or(|s| c.service == s)
@@ -193,13 +201,17 @@ pub async fn connections(
     };
     let mut rows: Vec<ConnectionView> = Vec::new();
     let mut history_error = None;
-    if which != Some(ConnectionState::Closed) {
+    // Live connections are this gateway's own.
+    if which != Some(ConnectionState::Closed) && instance.is_none_or(|i| i == own) {
         rows.extend(
             state
                 .hub
                 .connections()
                 .into_iter()
-                .map(ConnectionView::from)
+                .map(|c| ConnectionView {
+                    instance: own.to_owned(),
+                    ..ConnectionView::from(c)
+                })
                 .filter(keep),
         );
     }
@@ -212,7 +224,11 @@ pub async fn connections(
         let (closed, error) = history::or_note(
             state,
             store
-                .connections(Some(ConnectionState::Closed), service, want)
+                .connections_where(
+                    Some(ConnectionState::Closed),
+                    ListFilter { service, instance },
+                    want,
+                )
                 .await,
             Vec::new(),
         );
@@ -287,6 +303,8 @@ pub struct DeferredQuery {
     pub state: Option<String>,
     /// Only this service.
     pub service: Option<String>,
+    /// Only those of this gateway (`[gateway] instance`) of a fleet sharing history.
+    pub instance: Option<String>,
     /// At most this many rows.
     pub limit: Option<u32>,
 }
@@ -327,6 +345,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
             .flatten(),
         kind: Some(if d.task.is_some() { "task" } else { "chain" }.to_owned()),
         task_json: d.task.as_ref().and_then(|t| serde_json::to_string(t).ok()),
+        instance: String::new(),
     }
 }
 
@@ -418,13 +437,18 @@ pub async fn deferreds(
 ) -> Result<Page<DeferredView>, ApiError> {
     let filter = deferred_filter(non_empty(&q.state))?;
     let service = non_empty(&q.service);
+    let instance = non_empty(&q.instance);
+    let own = history::own_instance(state);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;
     let mut history_error = None;
+    // Live chains are this gateway's own.
+    let live = instance.is_none_or(|i| i == own);
     let mut rows: Vec<DeferredRecord> = state
         .hub
         .pending_deferreds()
         .iter()
-        .map(deferred_record)
+        .filter(|_| live)
+        .map(|d| history::own_record(deferred_record(d), own))
         .filter(|d| matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s)))
         .collect();
     // A pending row in history that is not live belongs to a run that has ended.
@@ -434,12 +458,14 @@ pub async fn deferreds(
             let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
             (stored, history_error) = history::or_note(
                 state,
-                store.deferreds(filter, service, want).await,
+                store
+                    .deferreds_where(filter, ListFilter { service, instance }, want)
+                    .await,
                 Vec::new(),
             );
         }
-        crate::recent::add_ended(&state.hub, &mut rows, stored, |d| {
-            matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s))
+        crate::recent::add_ended(&state.hub, own, &mut rows, stored, |d| {
+            live && matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s))
         });
     }
     rows.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));

@@ -45,3 +45,22 @@ pub(crate) fn or_note<T>(
         Err(e) => (fallback, Some(unavailable(state, &e))),
     }
 }
+
+/// The instance this gateway writes history as (`[gateway] instance`); empty without a store.
+pub(crate) fn own_instance(state: &DashboardState) -> &str {
+    state.store.as_ref().map_or("", |s| s.instance())
+}
+
+/// A live record, marked as this gateway's.
+pub(crate) fn own_record(
+    mut record: weft_store::DeferredRecord,
+    own: &str,
+) -> weft_store::DeferredRecord {
+    own.clone_into(&mut record.instance);
+    record
+}
+
+/// Whether history is a database a fleet of gateways shares (rather than this one's file).
+pub(crate) fn shared(state: &DashboardState) -> bool {
+    state.store.as_ref().is_some_and(|s| s.pg_pool().is_some())
+}

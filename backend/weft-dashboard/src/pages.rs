@@ -91,6 +91,10 @@ struct Connections {
     service: String,
     state: String,
     peer: String,
+    /// The `instance` filter: this gateway's own or another's of a fleet sharing history.
+    instance: String,
+    /// History is shared by a fleet: rows show the instance that served them.
+    fleet: bool,
     /// Each column's sort link, built by the server so sorting works without the script.
     headers: Vec<SortHeader>,
     /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
@@ -135,6 +139,7 @@ fn connections_href(q: &ConnectionQuery, order: ConnectionOrder) -> String {
         ("service", q.service.as_deref()),
         ("state", q.state.as_deref()),
         ("peer", q.peer.as_deref()),
+        ("instance", q.instance.as_deref()),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?)))
@@ -203,6 +208,8 @@ pub(crate) async fn connections(
             service: q.service.unwrap_or_default(),
             state: q.state.unwrap_or_default(),
             peer: q.peer.unwrap_or_default(),
+            instance: q.instance.unwrap_or_default(),
+            fleet: crate::history::shared(&state),
         }),
         Err(e) => error_page("connections", e),
     }

@@ -13,8 +13,12 @@ use crate::data::deferred_record;
 /// Adds to `rows` (the live chains) those of the hub's ring that are not live, then those of
 /// `stored` in neither; `keep` is the list's filter, applied to what the ring adds (history
 /// was filtered by its query). A stored row's flags are kept on the ring's newer record.
+///
+/// Live and ring records are this gateway's (`own`); history shared by a fleet also holds
+/// other gateways' chains under the same ids, which are always kept.
 pub(crate) fn add_ended(
     hub: &Hub,
+    own: &str,
     rows: &mut Vec<DeferredRecord>,
     stored: Vec<DeferredRecord>,
     keep: impl Fn(&DeferredRecord) -> bool,
@@ -24,17 +28,24 @@ pub(crate) fn add_ended(
         .recent()
         .deferreds()
         .iter()
-        .map(deferred_record)
+        .map(|d| crate::history::own_record(deferred_record(d), own))
         .filter(|d| !seen.contains(&d.id))
         .collect();
     for record in &mut recent {
-        if let Some(older) = stored.iter().find(|s| s.id == record.id) {
+        if let Some(older) = stored
+            .iter()
+            .find(|s| s.id == record.id && s.instance == own)
+        {
             keep_flags(record, older);
         }
     }
     seen.extend(recent.iter().map(|d| d.id));
     rows.extend(recent.into_iter().filter(|d| keep(d)));
-    rows.extend(stored.into_iter().filter(|d| !seen.contains(&d.id)));
+    rows.extend(
+        stored
+            .into_iter()
+            .filter(|d| d.instance != own || !seen.contains(&d.id)),
+    );
 }
 
 /// Flags stick: what `older` was flagged with, `record` is too.

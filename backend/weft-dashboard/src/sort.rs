@@ -192,6 +192,7 @@ mod tests {
             writes: 0,
             close_reason: None,
             reactor: None,
+            instance: String::new(),
         }
     }
 

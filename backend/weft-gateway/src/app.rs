@@ -42,6 +42,8 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
     hub.sample = config.inspect.sample;
     hub.sample_per_second = config.inspect.sample_per_second;
     let mut store = StoreOptions::new(&config.store.path);
+    store.url = config.store.url.clone();
+    store.instance = config.gateway.instance.clone();
     store.retention = config.store.retention;
     // Field by field: the inspector's settings may grow (`#[non_exhaustive]`).
     let mut inspector = InspectorConfig::default();

@@ -86,7 +86,13 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     // Only a hint, read without the lock: taking it, even for a moment, could refuse a
     // `weft run` starting at that moment.
-    if let Some(pid) = weft_store::Store::writer_pid(&config.store.path) {
+    if let Some(pid) = config
+        .store
+        .url
+        .is_none()
+        .then(|| weft_store::Store::writer_pid(&config.store.path))
+        .flatten()
+    {
         eprintln!(
             "weft: note: the history database {} is in use by process {pid}; `weft run` with \
              this file is refused while that process runs",

@@ -28,8 +28,8 @@
 //! expected listeners of `/readyz` and the live views follow the new set. None of it waits
 //! on the store: a history file locked by another process holds nothing up.
 //!
-//! Only `[[service]]` tables are applied; a changed `[dashboard]`, `[store]` or `[inspect]`
-//! is reported as needing a restart.
+//! Only `[[service]]` tables are applied; a changed `[dashboard]`, `[gateway]`, `[store]`,
+//! `[inspect]` or `[otlp]` is reported as needing a restart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -266,9 +266,9 @@ impl Running {
         result?;
         for (section, same) in [
             ("[dashboard]", self.config.dashboard == config.dashboard),
+            ("[gateway]", self.config.gateway == config.gateway),
             ("[store]", self.config.store == config.store),
             ("[inspect]", self.config.inspect == config.inspect),
-            ("[gateway]", self.config.gateway == config.gateway),
             ("[otlp]", self.config.otlp == config.otlp),
         ] {
             if !same {

@@ -141,6 +141,8 @@ pub(crate) fn connection_record(
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
+        // The writer stores its own instance.
+        instance: String::new(),
     }
 }
 

@@ -9,10 +9,13 @@
 //! row ([`Merge`]): a detection reported after its chain ended carries the flag and little else,
 //! and must add the flag without wiping when the chain was created, fired and where it stopped.
 
+use sqlx::postgres::{PgArguments, PgConnection};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection};
-use sqlx::{AssertSqlSafe, Connection, SqlSafeStr, SqlStr, Sqlite};
+use sqlx::{AssertSqlSafe, Connection, Postgres, SqlSafeStr, SqlStr, Sqlite};
 
+use crate::backend::{Conn, Dialect};
+use crate::batch_rounds::{Tables, by_table, one_round, rounds};
 use crate::catalog::CatalogSync;
 use crate::columns;
 use crate::records::{
@@ -20,12 +23,29 @@ use crate::records::{
 };
 
 type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments>;
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+/// The two `bind`s of an [`Insert`], one per driver, from one list of values (`$r` is the
+/// record); the writer binds the instance after them.
+macro_rules! binds {
+    ($r:ident => $($value:expr),+ $(,)?) => {
+        fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
+            let $r = self;
+            q$(.bind($value))+
+        }
+
+        fn bind_pg<'q>(&self, q: PgQuery<'q>) -> PgQuery<'q> {
+            let $r = self;
+            q$(.bind($value))+
+        }
+    };
+}
 
 /// A row type that knows its table and how to bind itself.
-trait Insert {
+pub(crate) trait Insert {
     /// Table name.
     const TABLE: &'static str;
-    /// Columns in bind order.
+    /// Columns in bind order (the instance, bound last, is not among them).
     const COLUMNS: &'static [&'static str];
     /// The columns of the primary key.
     const KEY: &'static [&'static str];
@@ -37,11 +57,22 @@ trait Insert {
     const FINAL_WHEN: Option<&'static str> = None;
 
     fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q>;
+
+    fn bind_pg<'q>(&self, q: PgQuery<'q>) -> PgQuery<'q>;
+
+    /// The row's key, hashed; `None` for rows that never meet another (the query log's).
+    fn key_hash(&self) -> Option<u64>;
+}
+
+/// `value`'s hash, for [`Insert::key_hash`].
+fn hash_of(value: impl std::hash::Hash) -> Option<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    Some(BuildHasherDefault::<DefaultHasher>::default().hash_one(value))
 }
 
 /// How an upsert combines a column's stored value with the one a record brings.
 #[derive(Debug, Clone, Copy)]
-enum Merge {
+pub(crate) enum Merge {
     /// The stored value stays when the record brings NULL (it did not know it).
     KeepIfNull,
     /// The smaller value stays: a time a partial record can only report later than it was.
@@ -54,12 +85,12 @@ enum Merge {
 
 impl Merge {
     /// The `SET` expression for `column` of `table`.
-    fn set(self, table: &str, column: &str) -> String {
+    fn set(self, dialect: Dialect, table: &str, column: &str) -> String {
         let (stored, new) = (format!("{table}.{column}"), format!("excluded.{column}"));
         match self {
             Self::KeepIfNull => format!("{column} = coalesce({new}, {stored})"),
-            Self::Least => format!("{column} = min({stored}, {new})"),
-            Self::Sticky => format!("{column} = max({stored}, {new})"),
+            Self::Least => format!("{column} = {}({stored}, {new})", dialect.least()),
+            Self::Sticky => format!("{column} = {}({stored}, {new})", dialect.greatest()),
             Self::KeepOnce(when) => {
                 let when = when();
                 format!("{column} = CASE WHEN {stored} {when} THEN {stored} ELSE {new} END")
@@ -68,18 +99,21 @@ impl Merge {
     }
 }
 
+/// A service's endpoints as the JSON array its column holds.
+fn endpoints_json(r: &ServiceRecord) -> String {
+    // A Vec<String> always serializes.
+    serde_json::to_string(&r.endpoints).unwrap_or_else(|_| "[]".into())
+}
+
 impl Insert for ServiceRecord {
     const TABLE: &'static str = "services";
     const COLUMNS: &'static [&'static str] = &["name", "kind", "endpoints_json", "config_json"];
     const KEY: &'static [&'static str] = &["name"];
 
-    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
-        // A Vec<String> always serializes.
-        let endpoints = serde_json::to_string(&self.endpoints).unwrap_or_else(|_| "[]".into());
-        q.bind(self.name.as_str())
-            .bind(self.kind.as_str())
-            .bind(endpoints)
-            .bind(self.config_json.as_str())
+    binds!(r => r.name.as_str(), r.kind.as_str(), endpoints_json(r), r.config_json.as_str());
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(&self.name)
     }
 }
 
@@ -109,22 +143,26 @@ impl Insert for ConnectionRecord {
     ];
     const FINAL_WHEN: Option<&'static str> = Some("closed_at_ms IS NOT NULL");
 
-    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
-        q.bind(self.id)
-            .bind(self.service.as_str())
-            .bind(self.transport.as_str())
-            .bind(self.peer.as_str())
-            .bind(self.local.as_str())
-            .bind(self.opened_at_ms)
-            .bind(self.closed_at_ms)
-            .bind(self.bytes_in)
-            .bind(self.bytes_out)
-            .bind(self.reads)
-            .bind(self.writes)
-            .bind(self.close_reason.as_deref())
-            .bind(self.close_detail.as_deref())
-            .bind(self.opened_seq)
-            .bind(self.closed_seq)
+    binds!(r =>
+        r.id,
+        r.service.as_str(),
+        r.transport.as_str(),
+        r.peer.as_str(),
+        r.local.as_str(),
+        r.opened_at_ms,
+        r.closed_at_ms,
+        r.bytes_in,
+        r.bytes_out,
+        r.reads,
+        r.writes,
+        r.close_reason.as_deref(),
+        r.close_detail.as_deref(),
+        r.opened_seq,
+        r.closed_seq,
+    );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(self.id)
     }
 }
 
@@ -185,30 +223,34 @@ impl Insert for DeferredRecord {
         ("task_json", Merge::KeepIfNull),
     ];
 
-    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
-        q.bind(self.id)
-            .bind(self.parent_id)
-            .bind(self.label.as_deref())
-            .bind(self.site.as_str())
-            .bind(self.connection_id)
-            .bind(self.service.as_deref())
-            .bind(self.state.as_str())
-            .bind(self.created_at_ms)
-            .bind(self.fired_at_ms)
-            .bind(self.current_step.as_deref())
-            .bind(self.waiting_on)
-            .bind(self.failure.as_deref())
-            .bind(self.stalled)
-            .bind(self.slow)
-            .bind(self.unhandled)
-            .bind(self.leaked)
-            .bind(self.deadlock)
-            .bind(self.step_name.as_deref())
-            .bind(self.step_detail.as_deref())
-            .bind(self.waiting_on_connection)
-            .bind(self.named_steps_json.as_deref())
-            .bind(self.kind.as_deref())
-            .bind(self.task_json.as_deref())
+    binds!(r =>
+        r.id,
+        r.parent_id,
+        r.label.as_deref(),
+        r.site.as_str(),
+        r.connection_id,
+        r.service.as_deref(),
+        r.state.as_str(),
+        r.created_at_ms,
+        r.fired_at_ms,
+        r.current_step.as_deref(),
+        r.waiting_on,
+        r.failure.as_deref(),
+        r.stalled,
+        r.slow,
+        r.unhandled,
+        r.leaked,
+        r.deadlock,
+        r.step_name.as_deref(),
+        r.step_detail.as_deref(),
+        r.waiting_on_connection,
+        r.named_steps_json.as_deref(),
+        r.kind.as_deref(),
+        r.task_json.as_deref(),
+    );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(self.id)
     }
 }
 
@@ -226,15 +268,19 @@ impl Insert for StepRecord {
     ];
     const KEY: &'static [&'static str] = &["deferred_id", "idx"];
 
-    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
-        q.bind(self.deferred_id)
-            .bind(self.idx)
-            .bind(self.kind.as_str())
-            .bind(self.site.as_str())
-            .bind(self.started_at_us)
-            .bind(self.duration_us)
-            .bind(self.outcome.as_str())
-            .bind(self.child_id)
+    binds!(r =>
+        r.deferred_id,
+        r.idx,
+        r.kind.as_str(),
+        r.site.as_str(),
+        r.started_at_us,
+        r.duration_us,
+        r.outcome.as_str(),
+        r.child_id,
+    );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of((self.deferred_id, self.idx))
     }
 }
 
@@ -244,11 +290,15 @@ impl Insert for EventRecord {
     const KEY: &'static [&'static str] = &["seq"];
     const UPSERT: bool = false;
 
-    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
-        q.bind(self.seq)
-            .bind(self.at_ms)
-            .bind(self.kind.as_str())
-            .bind(self.payload_json.as_str())
+    binds!(r =>
+        r.seq,
+        r.at_ms,
+        r.kind.as_str(),
+        r.payload_json.as_str(),
+    );
+
+    fn key_hash(&self) -> Option<u64> {
+        hash_of(self.seq)
     }
 }
 
@@ -270,17 +320,21 @@ impl Insert for QueryRecord {
     const KEY: &'static [&'static str] = &["id"];
     const UPSERT: bool = false;
 
-    fn bind<'q>(&self, q: SqliteQuery<'q>) -> SqliteQuery<'q> {
-        q.bind(self.service.as_str())
-            .bind(self.at_ms)
-            .bind(self.client.as_str())
-            .bind(self.name.as_str())
-            .bind(self.qtype.as_str())
-            .bind(self.rcode.as_str())
-            .bind(self.latency_us)
-            .bind(self.source.as_str())
-            .bind(self.failed)
-            .bind(self.weight)
+    binds!(r =>
+        r.service.as_str(),
+        r.at_ms,
+        r.client.as_str(),
+        r.name.as_str(),
+        r.qtype.as_str(),
+        r.rcode.as_str(),
+        r.latency_us,
+        r.source.as_str(),
+        r.failed,
+        r.weight,
+    );
+
+    fn key_hash(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -294,28 +348,45 @@ struct TableSql {
 }
 
 impl TableSql {
-    fn new<T: Insert>(rows_per_statement: usize) -> Self {
+    fn new<T: Insert>(dialect: Dialect, rows_per_statement: usize) -> Self {
         Self {
-            many: AssertSqlSafe(insert_sql::<T>(rows_per_statement)).into_sql_str(),
-            one: AssertSqlSafe(insert_sql::<T>(1)).into_sql_str(),
+            many: AssertSqlSafe(insert_sql::<T>(dialect, rows_per_statement)).into_sql_str(),
+            one: AssertSqlSafe(insert_sql::<T>(dialect, 1)).into_sql_str(),
         }
     }
 }
 
-/// `INSERT INTO t (cols) VALUES (?,..),(?,..) ON CONFLICT (key) DO UPDATE SET c = excluded.c, ...`
-fn insert_sql<T: Insert>(rows: usize) -> String {
-    let placeholders = format!("({})", vec!["?"; T::COLUMNS.len()].join(", "));
-    let values = vec![placeholders; rows].join(", ");
+/// `INSERT INTO t (cols, instance) VALUES (?,..),(?,..) ON CONFLICT (key) DO UPDATE SET c =
+/// excluded.c, ...`. In a shared database the key leads with the instance: each gateway
+/// numbers its own rows.
+fn insert_sql<T: Insert>(dialect: Dialect, rows: usize) -> String {
+    let width = T::COLUMNS.len() + 1;
+    let values = (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=width)
+                .map(|i| dialect.placeholder(row * width + i))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let conflict = if T::UPSERT {
         let set = T::COLUMNS
             .iter()
             .filter(|c| !T::KEY.contains(c))
             .map(|c| match T::MERGE.iter().find(|(m, _)| m == c) {
-                Some((_, merge)) => merge.set(T::TABLE, c),
+                Some((_, merge)) => merge.set(dialect, T::TABLE, c),
                 None => format!("{c} = excluded.{c}"),
             })
             .collect::<Vec<_>>()
             .join(", ");
+        // In a file the key is the id alone: the row takes the name of its latest writer
+        // (a renamed host, a file moved to another).
+        let set = if dialect.shared() {
+            set
+        } else {
+            format!("{set}, instance = excluded.instance")
+        };
         match T::FINAL_WHEN {
             Some(stored) => format!("DO UPDATE SET {set} WHERE NOT ({}.{stored})", T::TABLE),
             None => format!("DO UPDATE SET {set}"),
@@ -323,11 +394,16 @@ fn insert_sql<T: Insert>(rows: usize) -> String {
     } else {
         "DO NOTHING".to_owned()
     };
+    let key = T::KEY.join(", ");
+    let key = if dialect.shared() {
+        format!("instance, {key}")
+    } else {
+        key
+    };
     format!(
-        "INSERT INTO {} ({}) VALUES {values} ON CONFLICT ({}) {conflict}",
+        "INSERT INTO {} ({}, instance) VALUES {values} ON CONFLICT ({key}) {conflict}",
         T::TABLE,
         T::COLUMNS.join(", "),
-        T::KEY.join(", "),
     )
 }
 
@@ -336,6 +412,10 @@ fn insert_sql<T: Insert>(rows: usize) -> String {
 pub(crate) struct BatchSql {
     /// Rows per multi-row insert: fewer statements per batch; 1 writes each row on its own.
     rows_per_statement: usize,
+    /// Bound into every row.
+    instance: String,
+    /// Deletes a removed service (of this instance, in a shared database).
+    delete_service: SqlStr,
     services: TableSql,
     connections: TableSql,
     deferreds: TableSql,
@@ -344,25 +424,96 @@ pub(crate) struct BatchSql {
     queries: TableSql,
 }
 
+/// The body of one batch, the same for each driver: `$bind` is the `Insert` method binding
+/// a row for that driver, `$rounds` splits a table's rows into the statements' rounds.
+macro_rules! write_batch {
+    ($self:ident, $conn:ident, $bind:ident, $rounds:ident, $removed:expr, $tables:expr) => {{
+        let (services, connections, deferreds, steps, events, queries) = $tables;
+        let mut tx = $conn.begin().await?;
+        for name in $removed {
+            sqlx::query($self.delete_service.clone())
+                .bind(name)
+                .bind($self.instance.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for rows in $rounds(services) {
+            write_rows!($self, tx, $bind, rows, &$self.services);
+        }
+        for rows in $rounds(connections) {
+            write_rows!($self, tx, $bind, rows, &$self.connections);
+        }
+        for rows in $rounds(deferreds) {
+            write_rows!($self, tx, $bind, rows, &$self.deferreds);
+        }
+        for rows in $rounds(steps) {
+            write_rows!($self, tx, $bind, rows, &$self.steps);
+        }
+        for rows in $rounds(events) {
+            write_rows!($self, tx, $bind, rows, &$self.events);
+        }
+        for rows in $rounds(queries) {
+            write_rows!($self, tx, $bind, rows, &$self.queries);
+        }
+        tx.commit().await
+    }};
+}
+
+/// Writes `$rows` in full chunks of the multi-row statement, then the rest one by one.
+macro_rules! write_rows {
+    ($self:ident, $tx:ident, $bind:ident, $rows:expr, $sql:expr) => {{
+        let (rows, sql) = ($rows, $sql);
+        let mut chunks = rows.chunks_exact($self.rows_per_statement);
+        if $self.rows_per_statement > 1 {
+            for chunk in &mut chunks {
+                let mut q = sqlx::query(sql.many.clone());
+                for row in chunk {
+                    q = row.$bind(q).bind($self.instance.as_str());
+                }
+                q.execute(&mut *$tx).await?;
+            }
+        }
+        let rest = if $self.rows_per_statement > 1 {
+            chunks.remainder()
+        } else {
+            &rows[..]
+        };
+        for row in rest {
+            row.$bind(sqlx::query(sql.one.clone()))
+                .bind($self.instance.as_str())
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
 impl BatchSql {
-    /// Statements inserting up to `rows_per_statement` rows each (at least 1).
-    pub(crate) fn new(rows_per_statement: usize) -> Self {
+    /// Statements in `dialect` inserting up to `rows_per_statement` rows each (at least 1),
+    /// every row carrying `instance`.
+    pub(crate) fn new(dialect: Dialect, rows_per_statement: usize, instance: &str) -> Self {
         let n = rows_per_statement.max(1);
+        let delete_service = match dialect {
+            // One writer per file: the name is the key (`$2` is bound and unused).
+            Dialect::Sqlite => "DELETE FROM services WHERE name = $1 AND $2 IS NOT NULL",
+            Dialect::Postgres => "DELETE FROM services WHERE name = $1 AND instance = $2",
+        };
         Self {
             rows_per_statement: n,
-            services: TableSql::new::<ServiceRecord>(n),
-            connections: TableSql::new::<ConnectionRecord>(n),
-            deferreds: TableSql::new::<DeferredRecord>(n),
-            steps: TableSql::new::<StepRecord>(n),
-            events: TableSql::new::<EventRecord>(n),
-            queries: TableSql::new::<QueryRecord>(n),
+            instance: instance.to_owned(),
+            delete_service: delete_service.into_sql_str(),
+            services: TableSql::new::<ServiceRecord>(dialect, n),
+            connections: TableSql::new::<ConnectionRecord>(dialect, n),
+            deferreds: TableSql::new::<DeferredRecord>(dialect, n),
+            steps: TableSql::new::<StepRecord>(dialect, n),
+            events: TableSql::new::<EventRecord>(dialect, n),
+            queries: TableSql::new::<QueryRecord>(dialect, n),
         }
     }
 
     /// Writes `records` in one transaction: all of them, or none.
     pub(crate) async fn write(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         records: &[Record],
     ) -> Result<(), sqlx::Error> {
         self.write_with(conn, records, None).await
@@ -373,75 +524,34 @@ impl BatchSql {
     /// has the latest of each), and the services it names as removed are deleted.
     pub(crate) async fn write_with(
         &self,
-        conn: &mut SqliteConnection,
+        conn: &mut Conn,
         records: &[Record],
         catalog: Option<&CatalogSync>,
     ) -> Result<(), sqlx::Error> {
-        let mut services = Vec::new();
-        let mut connections = Vec::new();
-        let mut deferreds = Vec::new();
-        let mut steps = Vec::new();
-        let mut events = Vec::with_capacity(records.len());
-        let mut queries = Vec::new();
-        for record in records {
-            match record {
-                Record::Service(_) if catalog.is_some() => {}
-                Record::Service(r) => services.push(r),
-                Record::Connection(r) => connections.push(r),
-                Record::Deferred(r) => deferreds.push(r),
-                Record::Step(r) => steps.push(r),
-                Record::Event(r) => events.push(r),
-                Record::Query(r) => queries.push(r),
-            }
+        let tables = by_table(records, catalog);
+        let removed = catalog.iter().flat_map(|c| c.removed.iter());
+        match conn {
+            Conn::Sqlite(conn) => self.write_sqlite(conn, removed, tables).await,
+            Conn::Postgres(conn) => self.write_pg(conn, removed, tables).await,
         }
-        if let Some(catalog) = catalog {
-            services.extend(catalog.services.iter());
-        }
-        let mut tx = conn.begin().await?;
-        for name in catalog.iter().flat_map(|c| c.removed.iter()) {
-            sqlx::query("DELETE FROM services WHERE name = ?")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        self.write_rows(&mut tx, &self.services, &services).await?;
-        self.write_rows(&mut tx, &self.connections, &connections)
-            .await?;
-        self.write_rows(&mut tx, &self.deferreds, &deferreds)
-            .await?;
-        self.write_rows(&mut tx, &self.steps, &steps).await?;
-        self.write_rows(&mut tx, &self.events, &events).await?;
-        self.write_rows(&mut tx, &self.queries, &queries).await?;
-        tx.commit().await
     }
 
-    async fn write_rows<T: Insert>(
+    async fn write_sqlite(
         &self,
         conn: &mut SqliteConnection,
-        sql: &TableSql,
-        rows: &[&T],
+        removed: impl Iterator<Item = &String>,
+        tables: Tables<'_>,
     ) -> Result<(), sqlx::Error> {
-        let mut chunks = rows.chunks_exact(self.rows_per_statement);
-        if self.rows_per_statement > 1 {
-            for chunk in &mut chunks {
-                let mut q = sqlx::query(sql.many.clone());
-                for row in chunk {
-                    q = row.bind(q);
-                }
-                q.execute(&mut *conn).await?;
-            }
-        }
-        let rest = if self.rows_per_statement > 1 {
-            chunks.remainder()
-        } else {
-            rows
-        };
-        for row in rest {
-            row.bind(sqlx::query(sql.one.clone()))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
+        write_batch!(self, conn, bind, one_round, removed, tables)
+    }
+
+    async fn write_pg(
+        &self,
+        conn: &mut PgConnection,
+        removed: impl Iterator<Item = &String>,
+        tables: Tables<'_>,
+    ) -> Result<(), sqlx::Error> {
+        write_batch!(self, conn, bind_pg, rounds, removed, tables)
     }
 }
 
@@ -451,15 +561,15 @@ mod tests {
 
     #[test]
     fn upsert_sql_updates_every_column_but_the_key() {
-        let sql = insert_sql::<StepRecord>(2);
+        let sql = insert_sql::<StepRecord>(Dialect::Sqlite, 2);
         assert!(sql.starts_with("INSERT INTO deferred_steps (deferred_id, idx, kind,"));
-        assert!(sql.contains("VALUES (?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deferred_id, idx) DO UPDATE SET kind = excluded.kind"));
+        assert!(sql.contains("VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (deferred_id, idx) DO UPDATE SET kind = excluded.kind"));
         assert!(!sql.contains("idx = excluded.idx"));
     }
 
     #[test]
     fn a_deferred_upsert_merges_what_a_partial_record_does_not_know() {
-        let sql = insert_sql::<DeferredRecord>(1);
+        let sql = insert_sql::<DeferredRecord>(Dialect::Sqlite, 1);
         for set in [
             "parent_id = coalesce(excluded.parent_id, deferreds.parent_id)",
             "created_at_ms = min(deferreds.created_at_ms, excluded.created_at_ms)",
@@ -473,8 +583,23 @@ mod tests {
     }
 
     #[test]
+    fn in_a_shared_database_keys_lead_with_the_instance() {
+        let sql = insert_sql::<StepRecord>(Dialect::Postgres, 2);
+        assert!(
+            sql.contains("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9), ($10,"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ON CONFLICT (instance, deferred_id, idx) DO UPDATE"),
+            "{sql}"
+        );
+        let sql = insert_sql::<DeferredRecord>(Dialect::Postgres, 1);
+        assert!(sql.contains("unhandled = GREATEST(deferreds.unhandled, excluded.unhandled)"));
+    }
+
+    #[test]
     fn events_keep_the_first_row() {
-        let sql = insert_sql::<EventRecord>(1);
+        let sql = insert_sql::<EventRecord>(Dialect::Sqlite, 1);
         assert!(sql.ends_with("ON CONFLICT (seq) DO NOTHING"), "{sql}");
     }
 }

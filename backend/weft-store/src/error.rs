@@ -26,6 +26,36 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// A `[store] url` that is not a PostgreSQL URL sqlx can read.
+    #[error("cannot read the history database URL {url}: {source}")]
+    Url {
+        /// The URL, without its password.
+        url: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL server could not be reached or refused the login.
+    #[error(
+        "cannot connect to the history database {url}: {source} (check that the server runs \
+         and accepts this user)"
+    )]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// What the driver said.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The PostgreSQL schema could not be brought up to date.
+    #[error("cannot migrate the history database {url}: {source}")]
+    MigrateUrl {
+        /// The URL, without its password.
+        url: String,
+        /// What the migrator said.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
     /// Another store, in this process or another, writes the file: a file takes one
     /// writer at a time.
     #[error(

@@ -8,7 +8,9 @@
 //! `lock`), so every row still open then belongs to a process that is gone: it is closed
 //! with [`PROCESS_ENDED`] at the last moment the history shows that process alive.
 
-use sqlx::SqlitePool;
+use sqlx::{AssertSqlSafe, SqlSafeStr};
+
+use crate::backend::{Dialect, Pool, on_pool};
 
 /// The close reason of a connection whose process ended without closing it.
 pub const PROCESS_ENDED: &str = "process_ended";
@@ -19,29 +21,64 @@ const CONNECTION_DETAIL: &str = "the process ended without closing it (killed or
 const CHAIN_FAILURE: &str = "ProcessEnded: the process ended before this chain did (killed or \
      crashed); ended at the last activity its history recorded";
 
-/// Reads the two partial indexes of open and pending rows only.
-const ANY_LEFT_OPEN: &str = "SELECT EXISTS (SELECT 1 FROM connections WHERE closed_at_ms IS NULL) \
-     OR EXISTS (SELECT 1 FROM deferreds INDEXED BY deferreds_pending \
-     WHERE state IN ('pending', 'running', 'paused', 'waiting'))";
+/// Reads the two partial indexes of open and pending rows only; `$1` is the instance, which
+/// scopes the search in a shared database.
+fn any_left_open_sql(d: Dialect) -> String {
+    let mine = own_rows(d);
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM connections WHERE closed_at_ms IS NULL{mine}) \
+         OR EXISTS (SELECT 1 FROM deferreds{} \
+         WHERE state IN ('pending', 'running', 'paused', 'waiting'){mine})",
+        d.indexed_by("deferreds_pending")
+    )
+}
 
-/// The latest time any row records, unix ms: when the previous process was last seen alive.
-const LAST_SEEN: &str = "SELECT max( \
-     coalesce((SELECT max(at_ms) FROM events), 0), \
-     coalesce((SELECT max(opened_at_ms) FROM connections), 0), \
-     coalesce((SELECT max(closed_at_ms) FROM connections), 0), \
-     coalesce((SELECT max(created_at_ms) FROM deferreds), 0), \
-     coalesce((SELECT max(fired_at_ms) FROM deferreds), 0), \
-     coalesce((SELECT max(started_at_us) / 1000 FROM deferred_steps), 0))";
+/// `AND instance = $1` in a shared database, where other instances' open rows are live;
+/// nothing in a file, which has one writer.
+fn own_rows(d: Dialect) -> &'static str {
+    if d.shared() {
+        " AND instance = $1"
+    } else {
+        " AND $1 IS NOT NULL"
+    }
+}
 
-const CLOSE_CONNECTIONS: &str = "UPDATE connections \
-     SET closed_at_ms = max(opened_at_ms, ?1), close_reason = ?2, close_detail = ?3 \
-     WHERE closed_at_ms IS NULL";
+/// The latest time any of the instance's rows records, unix ms: when the previous process
+/// was last seen alive.
+fn last_seen_sql(d: Dialect) -> String {
+    let (max, mine) = (d.greatest(), own_rows(d).replacen(" AND", " WHERE", 1));
+    format!(
+        "SELECT {max}( \
+         coalesce((SELECT max(at_ms) FROM events{mine}), 0), \
+         coalesce((SELECT max(opened_at_ms) FROM connections{mine}), 0), \
+         coalesce((SELECT max(closed_at_ms) FROM connections{mine}), 0), \
+         coalesce((SELECT max(created_at_ms) FROM deferreds{mine}), 0), \
+         coalesce((SELECT max(fired_at_ms) FROM deferreds{mine}), 0), \
+         coalesce((SELECT max(started_at_us) / 1000 FROM deferred_steps{mine}), 0))"
+    )
+}
+
+fn close_connections_sql(d: Dialect) -> String {
+    format!(
+        "UPDATE connections \
+         SET closed_at_ms = {}(opened_at_ms, $2), close_reason = $3, close_detail = $4 \
+         WHERE closed_at_ms IS NULL{}",
+        d.greatest(),
+        own_rows(d)
+    )
+}
 
 /// `cancelled` with a fired time: ended for the views and for retention alike.
-const END_CHAINS: &str = "UPDATE deferreds \
-     SET state = 'cancelled', fired_at_ms = coalesce(fired_at_ms, max(created_at_ms, ?1)), \
-     waiting_on = NULL, failure = ?2 \
-     WHERE state IN ('pending', 'running', 'paused', 'waiting')";
+fn end_chains_sql(d: Dialect) -> String {
+    format!(
+        "UPDATE deferreds \
+         SET state = 'cancelled', fired_at_ms = coalesce(fired_at_ms, {}(created_at_ms, $2)), \
+         waiting_on = NULL, failure = $3 \
+         WHERE state IN ('pending', 'running', 'paused', 'waiting'){}",
+        d.greatest(),
+        own_rows(d)
+    )
+}
 
 /// What [`close_left_open`] closed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,31 +87,43 @@ pub(crate) struct Closed {
     pub(crate) chains: u64,
 }
 
-/// Closes every connection left open and ends every chain left pending, in one transaction.
-/// Reads only, and takes no write lock, when there are none.
-pub(crate) async fn close_left_open(pool: &SqlitePool) -> Result<Closed, sqlx::Error> {
-    let (any,): (bool,) = sqlx::query_as(ANY_LEFT_OPEN).fetch_one(pool).await?;
-    if !any {
-        return Ok(Closed::default());
-    }
-    let mut tx = pool.begin().await?;
-    let (last_seen,): (i64,) = sqlx::query_as(LAST_SEEN).fetch_one(&mut *tx).await?;
-    let connections = sqlx::query(CLOSE_CONNECTIONS)
-        .bind(last_seen)
-        .bind(PROCESS_ENDED)
-        .bind(CONNECTION_DETAIL)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    let chains = sqlx::query(END_CHAINS)
-        .bind(last_seen)
-        .bind(CHAIN_FAILURE)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    tx.commit().await?;
-    Ok(Closed {
-        connections,
-        chains,
+/// Closes every connection of `instance` left open and ends every chain it left pending, in
+/// one transaction. Reads only, and takes no write lock, when there are none.
+pub(crate) async fn close_left_open(pool: &Pool, instance: &str) -> Result<Closed, sqlx::Error> {
+    let d = pool.dialect();
+    let sql = |text: String| AssertSqlSafe(text).into_sql_str();
+    on_pool!(pool, pool => {
+        let (any,): (bool,) = sqlx::query_as(sql(any_left_open_sql(d)))
+            .bind(instance)
+            .fetch_one(pool)
+            .await?;
+        if !any {
+            return Ok(Closed::default());
+        }
+        let mut tx = pool.begin().await?;
+        let (last_seen,): (i64,) = sqlx::query_as(sql(last_seen_sql(d)))
+            .bind(instance)
+            .fetch_one(&mut *tx)
+            .await?;
+        let connections = sqlx::query(sql(close_connections_sql(d)))
+            .bind(instance)
+            .bind(last_seen)
+            .bind(PROCESS_ENDED)
+            .bind(CONNECTION_DETAIL)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let chains = sqlx::query(sql(end_chains_sql(d)))
+            .bind(instance)
+            .bind(last_seen)
+            .bind(CHAIN_FAILURE)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Closed {
+            connections,
+            chains,
+        })
     })
 }

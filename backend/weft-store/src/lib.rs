@@ -1,4 +1,5 @@
-//! SQLite history for weft: migrations, a batched writer, retention and the dashboard's queries.
+//! History for weft, in a SQLite file or a PostgreSQL database a fleet of gateways shares:
+//! migrations, a batched writer, retention and the dashboard's queries.
 //!
 //! The store knows nothing of the reactor or the hub; of weft it knows the vocabulary (close
 //! reasons, transports, Deferred states, step kinds and outcomes), which [`Column`] maps to
@@ -26,23 +27,30 @@
 //!   [`StepRecord`], [`EventRecord`], the query log's [`QueryRecord`]) and the [`Record`] enum
 //!   the writer accepts.
 //! - `columns`: [`Column`], each of weft's enums as the label its column holds and back.
+//! - `backend`: the two databases: a pool or connection on either, and where their SQL
+//!   differs ([`StoreOptions::url`] picks PostgreSQL; every row carries
+//!   [`StoreOptions::instance`]).
 //! - `schema`: connection settings (WAL, `synchronous=NORMAL`, busy timeout), the embedded
 //!   migrations from the repository's `migrations/`, and the file identity used to notice deletion.
 //! - `writer`: the bounded queue and the task that drains it. Records flow
 //!   `Writer::try_send` → queue → batch (by count or age) → `batch` → one transaction.
-//! - `batch`: the prepared multi-row upserts that write one batch.
+//! - `batch`: the prepared multi-row upserts that write one batch; `batch_rounds`: a
+//!   batch's records by table, and in rounds where PostgreSQL needs them.
 //! - `catalog`: the services the writer was given, kept to be listed before they are
 //!   committed and written again into a recreated file.
 //! - `lock`: one writer per file: the advisory lock on `PATH.lock` a store takes before it
 //!   touches a row, and holds while its writer runs.
 //! - `interrupted`: at open, closing the rows a killed process left open ([`PROCESS_ENDED`]).
 //! - `retention`: the background task deleting finished rows older than the window, in chunks.
-//! - `queries`: the read side, on a connection pool separate from the writer's connection.
+//! - `queries`: the read side, on a connection pool separate from the writer's connection;
+//!   `query_sql`: its statements.
 //! - `stats`: the counters (queued, written, dropped, errors) producers and the writer bump.
 //! - `options`: [`StoreOptions`], the file, queue, batching and retention settings.
 //! - `error`: [`StoreError`].
 
+mod backend;
 mod batch;
+mod batch_rounds;
 mod catalog;
 mod columns;
 mod error;
@@ -50,6 +58,7 @@ mod interrupted;
 mod lock;
 mod options;
 mod queries;
+mod query_sql;
 pub mod records;
 mod retention;
 mod schema;
@@ -59,15 +68,16 @@ mod writer;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use columns::Column;
 pub use error::StoreError;
 pub use interrupted::PROCESS_ENDED;
-pub use options::StoreOptions;
+pub use options::{StoreOptions, default_instance};
 pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
+pub use query_sql::ListFilter;
 pub use records::{
     ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, NamedStepRecord, QueryRecord,
     Record, ServiceRecord, StepRecord, TaskRecord,
@@ -75,6 +85,7 @@ pub use records::{
 pub use stats::{StatsSnapshot, StoreStats};
 pub use writer::Writer;
 
+use backend::Pool;
 use schema::PoolCell;
 
 /// An open history database: a writer for producers and queries for readers.
@@ -106,7 +117,8 @@ impl Store {
         Self::open_with(StoreOptions::new(path.as_ref())).await
     }
 
-    /// Opens (creating and migrating if needed) the database described by `options`.
+    /// Opens (creating and migrating if needed) the database described by `options`: the
+    /// file, or the PostgreSQL database at [`StoreOptions::url`].
     ///
     /// The store is the file's only writer: it first takes the lock beside the file
     /// (`PATH.lock`), and fails with [`StoreError::InUse`] if another store, in this
@@ -114,14 +126,27 @@ impl Store {
     /// ([`shutdown`](Self::shutdown), or every handle dropped). Readers do not need it.
     /// Connections still open in the file and chains still pending were then left by a
     /// process that ended without stopping cleanly, and are closed now with the reason
-    /// [`PROCESS_ENDED`], so they show as closed and retention can prune them.
+    /// [`PROCESS_ENDED`], so they show as closed and retention can prune them. In a shared
+    /// database only this instance's rows are closed so: instance names must be unique in a
+    /// fleet.
     pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
-        let lock = lock::WriterLock::acquire(&options.path)?;
-        let pool =
-            schema::open_pool(&options.path, options.busy_timeout, options.max_readers).await?;
-        match interrupted::close_left_open(&pool).await {
+        let (lock, pool) = match &options.url {
+            Some(url) => {
+                let pool =
+                    backend::open_pg_pool(url, options.busy_timeout, options.max_readers).await?;
+                (None, Pool::Postgres(pool))
+            }
+            None => {
+                let lock = lock::WriterLock::acquire(&options.path)?;
+                let pool =
+                    schema::open_pool(&options.path, options.busy_timeout, options.max_readers)
+                        .await?;
+                (Some(lock), Pool::Sqlite(pool))
+            }
+        };
+        match interrupted::close_left_open(&pool, &options.instance).await {
             Ok(closed) if closed != interrupted::Closed::default() => tracing::warn!(
-                path = %options.path.display(),
+                path = %options.location(),
                 connections = closed.connections,
                 chains = closed.chains,
                 "the previous process did not stop cleanly; closed what it left open"
@@ -129,7 +154,7 @@ impl Store {
             Ok(_) => {}
             // History still works; those rows stay open until a later start closes them.
             Err(error) => tracing::warn!(
-                path = %options.path.display(),
+                path = %options.location(),
                 %error,
                 "cannot close the rows the previous process left open"
             ),
@@ -186,9 +211,31 @@ impl Store {
         self.inner.writer.complete_through()
     }
 
-    /// The read pool, for queries this crate does not provide. It changes if the file is
-    /// recreated, so take it per use rather than keeping it.
-    pub fn pool(&self) -> SqlitePool {
+    /// The read pool of a history file, for queries this crate does not provide. It changes
+    /// if the file is recreated, so take it per use rather than keeping it. `None` when
+    /// history is in PostgreSQL.
+    pub fn sqlite_pool(&self) -> Option<SqlitePool> {
+        match self.pool() {
+            Pool::Sqlite(pool) => Some(pool),
+            Pool::Postgres(_) => None,
+        }
+    }
+
+    /// The read pool of a shared PostgreSQL database; `None` when history is in a file.
+    pub fn pg_pool(&self) -> Option<PgPool> {
+        match self.pool() {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
+    /// The instance this store's rows carry.
+    pub fn instance(&self) -> &str {
+        &self.inner.options.instance
+    }
+
+    /// The read pool now.
+    fn pool(&self) -> Pool {
         self.inner.pools.get()
     }
 

@@ -1,4 +1,4 @@
-//! How a store is opened: file, queue, batching, retention.
+//! How a store is opened: file or database, instance, queue, batching, retention.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,8 +7,15 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// The SQLite file; created with its schema if missing.
+    /// The SQLite file; created with its schema if missing. Unused when `url` is set.
     pub path: PathBuf,
+    /// A `postgres://` URL: history goes to that PostgreSQL database (its schema created or
+    /// brought up to date at open) instead of the file, shared with the other gateways
+    /// writing there. Default none.
+    pub url: Option<String>,
+    /// The name this store's rows carry, which the dashboard filters history by when many
+    /// gateways share a database. Default: the host name.
+    pub instance: String,
     /// Records the queue holds before `try_send` starts dropping them. Default 65 536.
     pub queue_capacity: usize,
     /// Records per transaction at most. Default 512.
@@ -37,6 +44,8 @@ impl StoreOptions {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            url: None,
+            instance: default_instance(),
             queue_capacity: 65_536,
             batch_size: 512,
             flush_interval: Duration::from_millis(1000),
@@ -47,5 +56,39 @@ impl StoreOptions {
             prune_chunk: 2_000,
             max_readers: 4,
         }
+    }
+
+    /// The defaults, for the PostgreSQL database at `url` (`postgres://user:password@host/db`).
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            ..Self::new("")
+        }
+    }
+
+    /// Whether `url` is a PostgreSQL URL the driver reads (it does not connect); the error
+    /// says why not, without the password.
+    pub fn check_url(url: &str) -> Result<(), crate::StoreError> {
+        crate::backend::pg_options(url).map(|_| ())
+    }
+
+    /// Where history goes, for messages: the file, or the URL without its password.
+    pub fn location(&self) -> String {
+        match &self.url {
+            Some(url) => crate::backend::redacted(url),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// The host name, the instance a store writes as unless told otherwise (`localhost` if the
+/// system has none).
+pub fn default_instance() -> String {
+    let name = rustix::system::uname();
+    let name = name.nodename().to_string_lossy();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name.into_owned()
     }
 }

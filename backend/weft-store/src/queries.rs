@@ -2,13 +2,23 @@
 //!
 //! Every list is newest first (events: in sequence order) and capped at [`MAX_LIMIT`] rows.
 //! Queries run on the read pool, which in WAL mode never waits for the writer.
+//!
+//! In a database a fleet shares, the lists (connections, chains) show every instance's rows
+//! unless asked for one; what follows one row (a chain's steps and children, a connection's
+//! chains) stays within its instance; the event log, the query log and the services are this
+//! gateway's own.
 
 use std::fmt;
 use std::str::FromStr;
 
-use sqlx::{QueryBuilder, Sqlite};
+use crate::query_sql::{
+    ListFilter, children_sql, connection_deferreds_sql, connections_by_seq_sql, connections_query,
+    deferreds_query, events_after_sql, last_ids_sql, one_connection_sql, one_deferred_sql,
+    recent_of_kind_sql, recent_queries_sql, services_sql, sql, steps_sql,
+};
 use weft::defer::DeferredState;
 
+use crate::backend::{Dialect, on_pool};
 use crate::columns::{self, Column};
 use crate::records::{
     ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, QueryRecord, ServiceRecord,
@@ -18,15 +28,6 @@ use crate::{Store, StoreError};
 
 /// The most rows one list query returns, whatever limit is asked for.
 pub const MAX_LIMIT: u32 = 10_000;
-
-const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, opened_at_ms, closed_at_ms, \
-     bytes_in, bytes_out, reads, writes, close_reason, close_detail, opened_seq, closed_seq \
-     FROM connections";
-
-const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
-     created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked, \
-     deadlock, step_name, step_detail, waiting_on_connection, named_steps_json, kind, task_json \
-     FROM deferreds";
 
 /// Which connections to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,15 +109,15 @@ impl DeferredFilter {
 
     /// The SQL condition, one per variant; each is the `WHERE` of a partial index or
     /// leads with an indexed column.
-    fn condition(self) -> String {
+    pub(crate) fn condition(self, d: Dialect) -> String {
         match self {
             Self::Pending => format!("state {}", columns::pending_states_sql()),
-            Self::Stalled => "stalled <> 0".into(),
+            Self::Stalled => d.flag("stalled"),
             Self::Failed => format!("state = '{}'", DeferredState::Failed.label()),
-            Self::Unhandled => "unhandled <> 0".into(),
-            Self::Slow => "slow <> 0".into(),
-            Self::Leaked => "leaked <> 0".into(),
-            Self::Deadlock => "deadlock <> 0".into(),
+            Self::Unhandled => d.flag("unhandled"),
+            Self::Slow => d.flag("slow"),
+            Self::Leaked => d.flag("leaked"),
+            Self::Deadlock => d.flag("deadlock"),
         }
     }
 }
@@ -142,144 +143,156 @@ impl fmt::Display for DeferredFilter {
     }
 }
 
-/// The connections list up to its `LIMIT`; the caller binds the limit.
-fn connections_query(
-    state: Option<ConnectionState>,
-    service: Option<&str>,
-) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(CONNECTION_COLUMNS);
-    q.push(match state {
-        None => " WHERE 1 = 1",
-        Some(ConnectionState::Open) => " WHERE closed_at_ms IS NULL",
-        Some(ConnectionState::Closed) => " WHERE closed_at_ms IS NOT NULL",
-    });
-    if let Some(service) = service {
-        q.push(" AND service = ").push_bind(service.to_owned());
-    }
-    // Each order matches an index, so a page is read without sorting the table.
-    q.push(match state {
-        Some(ConnectionState::Closed) => " ORDER BY closed_at_ms DESC, id DESC LIMIT ",
-        _ => " ORDER BY opened_at_ms DESC, id DESC LIMIT ",
-    });
-    q
-}
-
-/// The Deferreds list up to its `LIMIT`; the caller binds the limit.
-fn deferreds_query(filter: Option<DeferredFilter>, service: Option<&str>) -> QueryBuilder<Sqlite> {
-    let mut q = QueryBuilder::<Sqlite>::new(DEFERRED_COLUMNS);
-    if filter == Some(DeferredFilter::Pending) {
-        // Without statistics the planner prefers the state index and sorts every pending row.
-        q.push(" INDEXED BY deferreds_pending");
-    }
-    q.push(" WHERE ");
-    q.push(filter.map_or_else(|| "1 = 1".to_owned(), DeferredFilter::condition));
-    if let Some(service) = service {
-        q.push(" AND service = ").push_bind(service.to_owned());
-    }
-    q.push(" ORDER BY created_at_ms DESC, id DESC LIMIT ");
-    q
-}
-
-fn children_sql() -> String {
-    format!("{DEFERRED_COLUMNS} WHERE parent_id = ? ORDER BY created_at_ms, id LIMIT {MAX_LIMIT}")
-}
-
-fn connection_deferreds_sql() -> String {
-    format!(
-        "{DEFERRED_COLUMNS} WHERE connection_id = ? ORDER BY created_at_ms DESC, id DESC LIMIT ?"
-    )
-}
-
-const EVENTS_AFTER_SQL: &str =
-    "SELECT seq, at_ms, kind, payload_json FROM events WHERE seq > ? ORDER BY seq LIMIT ?";
-
-/// Walks the event log from its newest end; a kind the log holds often is found at once.
-const RECENT_OF_KIND_SQL: &str =
-    "SELECT seq, at_ms, kind, payload_json FROM events WHERE kind = ? ORDER BY seq DESC LIMIT ?";
-
-/// Each `max` reads one end of an index (or the rowid b-tree).
-const LAST_IDS_SQL: &str = "SELECT max(coalesce((SELECT max(id) FROM connections), 0), \
-     coalesce((SELECT max(id) FROM deferreds), 0)), \
-     max(coalesce((SELECT max(seq) FROM events), 0), \
-     coalesce((SELECT max(opened_seq) FROM connections), 0), \
-     coalesce((SELECT max(closed_seq) FROM connections), 0))";
-
-/// Connections opened (closed) after an event number, in event order: the
-/// `connection_opened` (`connection_closed`) events kept in their rows.
-fn connections_by_seq_sql(column: &str) -> String {
-    format!("{CONNECTION_COLUMNS} WHERE {column} > ? ORDER BY {column} LIMIT ?")
-}
-
 fn limit(n: u32) -> i64 {
     i64::from(n.min(MAX_LIMIT))
 }
 
 impl Store {
+    /// The instance the store's own rows are scoped to: this one in a shared database; none
+    /// in a file, whose rows are all its own (whatever name wrote them).
+    fn own(&self) -> Option<&str> {
+        self.pool()
+            .dialect()
+            .shared()
+            .then_some(self.inner.options.instance.as_str())
+    }
+
+    /// Rows that follow `instance`'s row: of that instance in a shared database.
+    fn same_instance<'a>(&self, instance: &'a str) -> Option<&'a str> {
+        self.pool().dialect().shared().then_some(instance)
+    }
+
     /// Every service, by name: those the file records, with the ones given to this store's
     /// writer in place of theirs (listed from the moment they are given, committed or not).
     pub async fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
-        let rows = sqlx::query_as(
-            "SELECT name, kind, endpoints_json, config_json FROM services ORDER BY name",
-        )
-        .fetch_all(&self.pool())
-        .await?;
+        let own = self.own();
+        let rows = on_pool!(self.pool(), p => sqlx::query_as(sql(services_sql()))
+            .bind(own)
+            .fetch_all(&p)
+            .await?);
         Ok(self.inner.writer.catalog().overlay(rows))
     }
 
     /// Connections newest first (closed ones by close time), optionally only open or closed ones
-    /// and only of one service.
+    /// and only of one service; of every instance.
     pub async fn connections(
         &self,
         state: Option<ConnectionState>,
         service: Option<&str>,
         max: u32,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
-        let mut q = connections_query(state, service);
-        q.push_bind(limit(max));
-        Ok(q.build_query_as().fetch_all(&self.pool()).await?)
+        let filter = ListFilter {
+            service,
+            instance: None,
+        };
+        self.connections_where(state, filter, max).await
     }
 
-    /// One connection by id.
+    /// Connections newest first (closed ones by close time), optionally only open or closed ones,
+    /// of one service and of one instance.
+    pub async fn connections_where(
+        &self,
+        state: Option<ConnectionState>,
+        filter: ListFilter<'_>,
+        max: u32,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        Ok(on_pool!(self.pool(), p => {
+            let mut q = connections_query(state, filter);
+            q.push_bind(limit(max));
+            q.build_query_as().fetch_all(&p).await?
+        }))
+    }
+
+    /// One connection of this gateway by id.
     pub async fn connection(&self, id: i64) -> Result<Option<ConnectionRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!("{CONNECTION_COLUMNS} WHERE id = ?"));
-        Ok(sqlx::query_as(sql)
-            .bind(id)
-            .fetch_optional(&self.pool())
-            .await?)
+        self.connection_of(id, None).await
     }
 
-    /// Deferreds, newest first, optionally filtered by state or flag and by service.
+    /// One connection by id: of `instance`, or of this gateway when `None`.
+    pub async fn connection_of(
+        &self,
+        id: i64,
+        instance: Option<&str>,
+    ) -> Result<Option<ConnectionRecord>, StoreError> {
+        let scope = instance.or(self.own());
+        Ok(
+            on_pool!(self.pool(), p => sqlx::query_as(sql(one_connection_sql()))
+            .bind(id)
+            .bind(scope)
+            .fetch_optional(&p)
+            .await?),
+        )
+    }
+
+    /// Deferreds of every instance, newest first, optionally filtered by state or flag and
+    /// by service.
     pub async fn deferreds(
         &self,
-        filter: Option<DeferredFilter>,
+        state: Option<DeferredFilter>,
         service: Option<&str>,
         max: u32,
     ) -> Result<Vec<DeferredRecord>, StoreError> {
-        let mut q = deferreds_query(filter, service);
-        q.push_bind(limit(max));
-        Ok(q.build_query_as().fetch_all(&self.pool()).await?)
+        let filter = ListFilter {
+            service,
+            instance: None,
+        };
+        self.deferreds_where(state, filter, max).await
     }
 
-    /// One Deferred with its steps (in chain order) and its children (oldest first).
-    pub async fn deferred(&self, id: i64) -> Result<Option<DeferredDetail>, StoreError> {
+    /// Deferreds, newest first, optionally filtered by state or flag, service and instance.
+    pub async fn deferreds_where(
+        &self,
+        state: Option<DeferredFilter>,
+        filter: ListFilter<'_>,
+        max: u32,
+    ) -> Result<Vec<DeferredRecord>, StoreError> {
         let pool = self.pool();
-        let sql = sqlx::AssertSqlSafe(format!("{DEFERRED_COLUMNS} WHERE id = ?"));
-        let Some(deferred) = sqlx::query_as::<_, DeferredRecord>(sql)
-            .bind(id)
-            .fetch_optional(&pool)
-            .await?
-        else {
+        let d = pool.dialect();
+        Ok(on_pool!(pool, p => {
+            let mut q = deferreds_query(d, state, filter);
+            q.push_bind(limit(max));
+            q.build_query_as().fetch_all(&p).await?
+        }))
+    }
+
+    /// One Deferred of this gateway with its steps (in chain order) and its children
+    /// (oldest first).
+    pub async fn deferred(&self, id: i64) -> Result<Option<DeferredDetail>, StoreError> {
+        self.deferred_of(id, None).await
+    }
+
+    /// One Deferred with its steps (in chain order) and its children (oldest first): of
+    /// `instance`, or of this gateway when `None`.
+    pub async fn deferred_of(
+        &self,
+        id: i64,
+        instance: Option<&str>,
+    ) -> Result<Option<DeferredDetail>, StoreError> {
+        let scope = instance.or(self.own());
+        let found: Option<DeferredRecord> = on_pool!(self.pool(), p => {
+            sqlx::query_as(sql(one_deferred_sql()))
+                .bind(id)
+                .bind(scope)
+                .fetch_optional(&p)
+                .await?
+        });
+        let Some(deferred) = found else {
             return Ok(None);
         };
-        let steps = sqlx::query_as::<_, StepRecord>(
-            "SELECT deferred_id, idx, kind, site, started_at_us, duration_us, outcome, child_id \
-             FROM deferred_steps WHERE deferred_id = ? ORDER BY idx",
-        )
-        .bind(id)
-        .fetch_all(&pool)
-        .await?;
-        let sql = sqlx::AssertSqlSafe(children_sql());
-        let children = sqlx::query_as(sql).bind(id).fetch_all(&pool).await?;
+        let scope = self.same_instance(&deferred.instance);
+        let (steps, children) = on_pool!(self.pool(), p => {
+            let steps: Vec<StepRecord> = sqlx::query_as(sql(steps_sql()))
+                .bind(id)
+                .bind(scope)
+                .fetch_all(&p)
+                .await?;
+            let children: Vec<DeferredRecord> = sqlx::query_as(sql(children_sql()))
+                .bind(id)
+                .bind(scope)
+                .fetch_all(&p)
+                .await?;
+            (steps, children)
+        });
         Ok(Some(DeferredDetail {
             named_steps: deferred.named_steps(),
             task: deferred.task(),
@@ -289,24 +302,49 @@ impl Store {
         }))
     }
 
-    /// The Deferreds of one connection, newest first.
+    /// The Deferreds of one connection of this gateway, newest first.
     pub async fn connection_deferreds(
         &self,
         connection_id: i64,
         max: u32,
     ) -> Result<Vec<DeferredRecord>, StoreError> {
-        let sql = sqlx::AssertSqlSafe(connection_deferreds_sql());
-        Ok(sqlx::query_as(sql)
+        self.connection_deferreds_of(connection_id, None, max).await
+    }
+
+    /// The Deferreds of one connection, newest first: of `instance`'s connection, or of this
+    /// gateway's when `None`.
+    pub async fn connection_deferreds_of(
+        &self,
+        connection_id: i64,
+        instance: Option<&str>,
+        max: u32,
+    ) -> Result<Vec<DeferredRecord>, StoreError> {
+        let scope = instance.or(self.own());
+        Ok(
+            on_pool!(self.pool(), p => sqlx::query_as(sql(connection_deferreds_sql()))
             .bind(connection_id)
+            .bind(scope)
             .bind(limit(max))
-            .fetch_all(&self.pool())
-            .await?)
+            .fetch_all(&p)
+            .await?),
+        )
     }
 
     /// The highest connection or Deferred id and the highest event number the history holds
-    /// (0 when empty): a new run continues above both, so its rows never overwrite old ones.
+    /// (0 when empty), of this instance in a shared database: a new run continues above
+    /// both, so its rows never overwrite old ones.
     pub async fn last_ids(&self) -> Result<(i64, i64), StoreError> {
-        Ok(sqlx::query_as(LAST_IDS_SQL).fetch_one(&self.pool()).await?)
+        let pool = self.pool();
+        let d = pool.dialect();
+        let own = self.own();
+        Ok(on_pool!(pool, p => {
+            let q = sqlx::query_as(sql(last_ids_sql(d)));
+            let q = match own {
+                Some(instance) => q.bind(instance),
+                None => q,
+            };
+            q.fetch_one(&p).await?
+        }))
     }
 
     /// The last `max` answers of service `service`'s query log from before `before_ms`
@@ -317,16 +355,18 @@ impl Store {
         before_ms: i64,
         max: usize,
     ) -> Result<Vec<QueryRecord>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT service, at_ms, client, name, qtype, rcode, latency_us, source, failed, weight
-             FROM queries INDEXED BY queries_service_at
-             WHERE service = ?1 AND at_ms < ?2 ORDER BY at_ms DESC, id DESC LIMIT ?3",
+        let pool = self.pool();
+        let d = pool.dialect();
+        let own = self.own();
+        Ok(
+            on_pool!(pool, p => sqlx::query_as(sql(recent_queries_sql(d)))
+            .bind(service)
+            .bind(before_ms)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .bind(own)
+            .fetch_all(&p)
+            .await?),
         )
-        .bind(service)
-        .bind(before_ms)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool())
-        .await?)
     }
 
     /// The newest `max` events of `kind` (such as `reactor_lag`), newest first.
@@ -335,29 +375,37 @@ impl Store {
         kind: &str,
         max: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        Ok(sqlx::query_as(RECENT_OF_KIND_SQL)
+        let own = self.own();
+        Ok(
+            on_pool!(self.pool(), p => sqlx::query_as(sql(recent_of_kind_sql()))
             .bind(kind)
+            .bind(own)
             .bind(limit(max))
-            .fetch_all(&self.pool())
-            .await?)
+            .fetch_all(&p)
+            .await?),
+        )
     }
 
     /// Events with a sequence number above `after`, in sequence order: the event log, with
     /// each connection's opening and closing rebuilt from its row (where they are kept).
     pub async fn events_after(&self, after: i64, max: u32) -> Result<Vec<EventRecord>, StoreError> {
         let n = limit(max);
-        let mut events: Vec<EventRecord> = sqlx::query_as(EVENTS_AFTER_SQL)
+        let own = self.own();
+        let pool = self.pool();
+        let mut events: Vec<EventRecord> = on_pool!(&pool, p => sqlx::query_as(sql(events_after_sql()))
             .bind(after)
+            .bind(own)
             .bind(n)
-            .fetch_all(&self.pool())
-            .await?;
+            .fetch_all(p)
+            .await?);
         for (column, opened) in [("opened_seq", true), ("closed_seq", false)] {
-            let sql = sqlx::AssertSqlSafe(connections_by_seq_sql(column));
-            let rows: Vec<ConnectionRecord> = sqlx::query_as(sql)
+            let text = connections_by_seq_sql(column);
+            let rows: Vec<ConnectionRecord> = on_pool!(&pool, p => sqlx::query_as(sql(text.clone()))
                 .bind(after)
+                .bind(own)
                 .bind(n)
-                .fetch_all(&self.pool())
-                .await?;
+                .fetch_all(p)
+                .await?);
             events.extend(rows.iter().filter_map(|c| c.event(opened)));
         }
         events.sort_unstable_by_key(|e| e.seq);
@@ -370,6 +418,22 @@ impl Store {
 mod tests {
     use super::*;
     use crate::schema;
+
+    fn filters_to_plan() -> [ListFilter<'static>; 4] {
+        let (service, instance) = (Some("echo"), Some("edge-1"));
+        [
+            ListFilter::default(),
+            ListFilter {
+                service,
+                instance: None,
+            },
+            ListFilter {
+                service: None,
+                instance,
+            },
+            ListFilter { service, instance },
+        ]
+    }
 
     /// Every list the dashboard pages through is read in index order: no table scan, no sort.
     #[tokio::test]
@@ -388,10 +452,12 @@ mod tests {
             Some(ConnectionState::Open),
             Some(ConnectionState::Closed),
         ] {
-            for service in [None, Some("echo")] {
+            for filter in filters_to_plan() {
                 lists.push(format!(
                     "{}?",
-                    connections_query(state, service).sql().as_str()
+                    connections_query::<sqlx::Sqlite>(state, filter)
+                        .sql()
+                        .as_str()
                 ));
             }
         }
@@ -404,17 +470,19 @@ mod tests {
             DeferredFilter::Leaked,
         ];
         for filter in filters.into_iter().map(Some).chain([None]) {
-            for service in [None, Some("echo")] {
+            for list in filters_to_plan() {
                 lists.push(format!(
                     "{}?",
-                    deferreds_query(filter, service).sql().as_str()
+                    deferreds_query::<sqlx::Sqlite>(Dialect::Sqlite, filter, list)
+                        .sql()
+                        .as_str()
                 ));
             }
         }
         lists.extend([
             children_sql(),
             connection_deferreds_sql(),
-            EVENTS_AFTER_SQL.to_owned(),
+            events_after_sql(),
             connections_by_seq_sql("opened_seq"),
             connections_by_seq_sql("closed_seq"),
         ]);

@@ -7,8 +7,7 @@
 //! read back into weft's enums.
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Row};
+use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 use weft::defer::DeferredState;
 
 /// A configured service, upserted by `name`.
@@ -25,8 +24,12 @@ pub struct ServiceRecord {
 }
 
 // Endpoints are kept as a JSON array in one column, so the row is decoded by hand.
-impl<'r> FromRow<'r, SqliteRow> for ServiceRecord {
-    fn from_row(row: &'r SqliteRow) -> Result<Self, sqlx::Error> {
+impl<'r, R: Row> FromRow<'r, R> for ServiceRecord
+where
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         let endpoints_json: String = row.try_get("endpoints_json")?;
         let endpoints =
             serde_json::from_str(&endpoints_json).map_err(|e| sqlx::Error::ColumnDecode {
@@ -78,6 +81,11 @@ pub struct ConnectionRecord {
     pub opened_seq: Option<i64>,
     /// The number of its `connection_closed` event, likewise.
     pub closed_seq: Option<i64>,
+    /// The gateway that wrote it (`[gateway] instance`), as read back; the writer stores
+    /// its own name whatever a record says.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub instance: String,
 }
 
 impl ConnectionRecord {
@@ -193,6 +201,11 @@ pub struct DeferredRecord {
     #[serde(skip)]
     #[sqlx(default)]
     pub task_json: Option<String>,
+    /// The gateway that wrote it (`[gateway] instance`), as read back; the writer stores
+    /// its own name whatever a record says.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub instance: String,
 }
 
 impl DeferredRecord {

@@ -10,59 +10,111 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::SqlitePool;
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 use tokio::sync::watch;
 
+use crate::backend::{Dialect, Pool, on_pool};
 use crate::schema::PoolCell;
 use crate::stats::StoreStats;
 
-/// Each statement deletes at most `?2` rows finished before `?1` (unix ms).
-const PRUNE_CONNECTIONS: &str = "DELETE FROM connections WHERE id IN (
-    SELECT id FROM connections
-    WHERE closed_at_ms IS NOT NULL AND closed_at_ms < ?1
-    ORDER BY closed_at_ms LIMIT ?2)";
+/// Each statement deletes at most `$2` rows finished before `$1` (unix ms). In a shared
+/// database every gateway prunes every instance's finished rows by its own window: give the
+/// fleet one retention.
+fn prune_connections_sql(d: Dialect) -> String {
+    format!(
+        "DELETE FROM connections WHERE {} IN (
+    SELECT {} FROM connections
+    WHERE closed_at_ms IS NOT NULL AND closed_at_ms < $1
+    ORDER BY closed_at_ms LIMIT $2)",
+        d.key("id"),
+        d.key_columns("id")
+    )
+}
 
-const FIRED: &str = "SELECT id FROM deferreds INDEXED BY deferreds_fired
-    WHERE fired_at_ms IS NOT NULL AND fired_at_ms < ?1
+fn prune_events_sql(d: Dialect) -> String {
+    format!(
+        "DELETE FROM events WHERE {} IN (
+    SELECT {} FROM events WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
+        d.key("seq"),
+        d.key_columns("seq")
+    )
+}
+
+fn prune_queries_sql(d: Dialect) -> String {
+    format!(
+        "DELETE FROM queries WHERE {} IN (
+    SELECT {} FROM queries WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
+        d.key("id"),
+        d.key_columns("id")
+    )
+}
+
+/// Fired chains (`$1`, `$2` as above), by key.
+fn fired_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {} FROM deferreds{}
+    WHERE fired_at_ms IS NOT NULL AND fired_at_ms < $1
       AND state IN ('succeeded', 'failed', 'cancelled')
-    ORDER BY fired_at_ms LIMIT ?2";
+    ORDER BY fired_at_ms LIMIT $2",
+        d.key_columns("id"),
+        d.indexed_by("deferreds_fired")
+    )
+}
 
 /// A leaked Deferred was dropped without firing: it is finished even though its state never
 /// left `pending`, and would otherwise be kept forever.
-const LEAKED: &str = "SELECT id FROM deferreds
-    WHERE leaked <> 0 AND created_at_ms < ?1
-    ORDER BY created_at_ms LIMIT ?2";
+fn leaked_sql(d: Dialect) -> String {
+    format!(
+        "SELECT {} FROM deferreds
+    WHERE {} AND created_at_ms < $1
+    ORDER BY created_at_ms LIMIT $2",
+        d.key_columns("id"),
+        d.flag("leaked")
+    )
+}
 
 /// Steps whose Deferred was never stored (dropped under load) would otherwise stay forever.
-const PRUNE_ORPHAN_STEPS: &str = "DELETE FROM deferred_steps WHERE rowid IN (
-    SELECT s.rowid FROM deferred_steps s
-    WHERE s.started_at_us < ?1 * 1000
-      AND NOT EXISTS (SELECT 1 FROM deferreds d WHERE d.id = s.deferred_id)
-    LIMIT ?2)";
+fn orphan_steps_sql(d: Dialect) -> String {
+    let row = match d {
+        Dialect::Sqlite => "rowid",
+        Dialect::Postgres => "ctid",
+    };
+    format!(
+        "DELETE FROM deferred_steps WHERE {row} IN (
+    SELECT s.{row} FROM deferred_steps s
+    WHERE s.started_at_us < $1 * 1000
+      AND NOT EXISTS (SELECT 1 FROM deferreds d WHERE d.id = s.deferred_id{})
+    LIMIT $2)",
+        if d.shared() {
+            " AND d.instance = s.instance"
+        } else {
+            ""
+        }
+    )
+}
 
-const PRUNE_EVENTS: &str = "DELETE FROM events WHERE seq IN (
-    SELECT seq FROM events WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)";
-
-const PRUNE_QUERIES: &str = "DELETE FROM queries WHERE id IN (
-    SELECT id FROM queries WHERE at_ms < ?1 ORDER BY at_ms LIMIT ?2)";
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(text).into_sql_str()
+}
 
 /// Deletes every finished row older than `cutoff_ms` (unix ms), `chunk` rows per transaction.
 /// Returns the number of rows deleted.
-pub(crate) async fn prune(
-    pool: &SqlitePool,
-    cutoff_ms: i64,
-    chunk: u32,
-) -> Result<u64, sqlx::Error> {
+pub(crate) async fn prune(pool: &Pool, cutoff_ms: i64, chunk: u32) -> Result<u64, sqlx::Error> {
+    let d = pool.dialect();
     let chunk = i64::from(chunk.max(1));
     let mut total = 0;
-    for sql in [PRUNE_CONNECTIONS, PRUNE_EVENTS, PRUNE_QUERIES] {
-        total += prune_table(pool, sql, cutoff_ms, chunk).await?;
+    for text in [
+        prune_connections_sql(d),
+        prune_events_sql(d),
+        prune_queries_sql(d),
+    ] {
+        total += prune_table(pool, sql(text), cutoff_ms, chunk).await?;
     }
-    for finished in [FIRED, LEAKED] {
-        total += prune_deferreds(pool, finished, cutoff_ms, chunk).await?;
+    for finished in [fired_sql(d), leaked_sql(d)] {
+        total += prune_deferreds(pool, d, &finished, cutoff_ms, chunk).await?;
     }
-    total += prune_table(pool, PRUNE_ORPHAN_STEPS, cutoff_ms, chunk).await?;
-    if total > 0 {
+    total += prune_table(pool, sql(orphan_steps_sql(d)), cutoff_ms, chunk).await?;
+    if let (Pool::Sqlite(pool), true) = (pool, total > 0) {
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(pool)
             .await?;
@@ -71,19 +123,19 @@ pub(crate) async fn prune(
 }
 
 async fn prune_table(
-    pool: &SqlitePool,
-    sql: &'static str,
+    pool: &Pool,
+    text: SqlStr,
     cutoff_ms: i64,
     chunk: i64,
 ) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
-        let n = sqlx::query(sql)
+        let n = on_pool!(pool, p => sqlx::query(text.clone())
             .bind(cutoff_ms)
             .bind(chunk)
-            .execute(pool)
+            .execute(p)
             .await?
-            .rows_affected();
+            .rows_affected());
         total += n;
         if n < chunk as u64 {
             return Ok(total);
@@ -94,36 +146,40 @@ async fn prune_table(
 
 /// Deferreds chosen by `finished` and their steps go together, in one transaction per chunk.
 async fn prune_deferreds(
-    pool: &SqlitePool,
-    finished: &'static str,
+    pool: &Pool,
+    d: Dialect,
+    finished: &str,
     cutoff_ms: i64,
     chunk: i64,
 ) -> Result<u64, sqlx::Error> {
-    let steps = sqlx::AssertSqlSafe(format!(
-        "DELETE FROM deferred_steps WHERE deferred_id IN ({finished})"
+    let steps = sql(format!(
+        "DELETE FROM deferred_steps WHERE {} IN ({finished})",
+        d.key("deferred_id")
     ));
-    let deferreds = sqlx::AssertSqlSafe(format!("DELETE FROM deferreds WHERE id IN ({finished})"));
-    let (steps, deferreds) = (
-        sqlx::SqlSafeStr::into_sql_str(steps),
-        sqlx::SqlSafeStr::into_sql_str(deferreds),
-    );
+    let deferreds = sql(format!(
+        "DELETE FROM deferreds WHERE {} IN ({finished})",
+        d.key("id")
+    ));
     let mut total = 0;
     loop {
-        let mut tx = pool.begin().await?;
-        // Same subquery, same snapshot: both statements see the same chunk of Deferreds.
-        let s = sqlx::query(steps.clone())
-            .bind(cutoff_ms)
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let d = sqlx::query(deferreds.clone())
-            .bind(cutoff_ms)
-            .bind(chunk)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+        let (s, d) = on_pool!(pool, p => {
+            let mut tx = p.begin().await?;
+            // Same subquery, same snapshot: both statements see the same chunk of Deferreds.
+            let s = sqlx::query(steps.clone())
+                .bind(cutoff_ms)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let d = sqlx::query(deferreds.clone())
+                .bind(cutoff_ms)
+                .bind(chunk)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            (s, d)
+        });
         total += s + d;
         if d < chunk as u64 {
             return Ok(total);

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 
 use crate::StoreError;
+use crate::backend::Pool;
 
 /// The one schema, embedded from the repository's `migrations/`.
 pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
@@ -125,14 +126,14 @@ pub(crate) fn sidecar_paths(path: &Path) -> [PathBuf; 2] {
 /// The current read pool. The writer swaps in a new one when it recreates a deleted file; readers
 /// take a clone (an `Arc` bump) per query.
 #[derive(Debug)]
-pub(crate) struct PoolCell(std::sync::RwLock<SqlitePool>);
+pub(crate) struct PoolCell(std::sync::RwLock<Pool>);
 
 impl PoolCell {
-    pub(crate) fn new(pool: SqlitePool) -> Self {
+    pub(crate) fn new(pool: Pool) -> Self {
         Self(std::sync::RwLock::new(pool))
     }
 
-    pub(crate) fn get(&self) -> SqlitePool {
+    pub(crate) fn get(&self) -> Pool {
         self.0
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -140,7 +141,7 @@ impl PoolCell {
     }
 
     /// Installs `pool` and returns the one it replaces.
-    pub(crate) fn replace(&self, pool: SqlitePool) -> SqlitePool {
+    pub(crate) fn replace(&self, pool: Pool) -> Pool {
         let mut guard = self
             .0
             .write()
@@ -186,7 +187,19 @@ mod tests {
             "tasks",
             "97a904ef18109df0a81f1a07b693bb22118f61a27f92a6e0a21c1a98d977c10e6cec886d02a9c1089e83a4c44e15e9e8",
         ),
+        (
+            8,
+            "instance",
+            "56b67d58ebfe622ca7f46c6e6549299d69dc56d87233b1abef54043993f57a0b3bcfde82b74542776b42b8b704e50577",
+        ),
     ];
+
+    /// The same, for the PostgreSQL schema in `migrations/postgres/`.
+    const LANDED_POSTGRES: &[(i64, &str, &str)] = &[(
+        1,
+        "initial",
+        "574d5c83761acf30782455b6c4c310b0da5dbdcdcd10e4c4dcc5ac35dd6d02dc7f2daed90a324153239379cae0853fd3",
+    )];
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -196,8 +209,13 @@ mod tests {
     /// landed migration would strand every user's history.
     #[test]
     fn landed_migrations_are_never_edited() {
-        let embedded: Vec<_> = MIGRATOR.iter().collect();
-        for &(version, description, checksum) in LANDED {
+        assert_pinned(&MIGRATOR, LANDED);
+        assert_pinned(&crate::backend::PG_MIGRATOR, LANDED_POSTGRES);
+    }
+
+    fn assert_pinned(migrator: &Migrator, landed: &[(i64, &str, &str)]) {
+        let embedded: Vec<_> = migrator.iter().collect();
+        for &(version, description, checksum) in landed {
             let Some(m) = embedded.iter().find(|m| m.version == version) else {
                 panic!(
                     "migration {version} ({description}) is gone: history files that applied it can no longer be opened"
@@ -213,7 +231,7 @@ mod tests {
         }
         for m in embedded {
             assert!(
-                LANDED.iter().any(|&(version, ..)| version == m.version),
+                landed.iter().any(|&(version, ..)| version == m.version),
                 "migration {} ({}) is not pinned: add its version, description and checksum \
                  ({}) to LANDED when it lands",
                 m.version,

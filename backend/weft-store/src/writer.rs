@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::Connection;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
+use crate::backend::{self, Conn, Dialect};
 use crate::batch::BatchSql;
 use crate::catalog::Catalog;
 use crate::lock::WriterLock;
@@ -151,6 +151,10 @@ impl Writer {
 pub(crate) struct WriterTask {
     rx: mpsc::Receiver<Command>,
     path: PathBuf,
+    /// Where history goes, for logs: the file, or the URL without its password.
+    location: String,
+    /// The shared database's URL and settings, when history goes there instead of the file.
+    postgres: Option<(String, PgConnectOptions)>,
     /// Used again when the writer opens a fresh connection or read pool after a failure.
     busy_timeout: Duration,
     /// Size of the read pool the writer opens when it recreates a deleted file.
@@ -170,14 +174,14 @@ pub(crate) struct WriterTask {
     /// Raised to `marked` once pending is committed (or dropped).
     complete: Arc<AtomicU64>,
     /// `None` after a failure: the next batch opens a fresh connection.
-    conn: Option<SqliteConnection>,
+    conn: Option<Conn>,
     /// The file `conn` and the read pool were opened on.
     file: Option<FileId>,
     /// Set by the first error of a burst, cleared by the next success; errors are logged only
     /// when it flips, so a broken disk produces two log lines, not thousands.
     failing: bool,
-    /// The file's one-writer lock, let go when the task ends.
-    _lock: WriterLock,
+    /// The file's one-writer lock, let go when the task ends (none for a shared database).
+    _lock: Option<WriterLock>,
 }
 
 /// Creates the queue and the task (not yet spawned) on an already migrated file.
@@ -185,20 +189,37 @@ pub(crate) async fn create(
     options: &StoreOptions,
     stats: Arc<StoreStats>,
     pools: Arc<PoolCell>,
-    lock: WriterLock,
+    lock: Option<WriterLock>,
 ) -> Result<(Writer, WriterTask), StoreError> {
-    let conn = schema::open_writer_connection(&options.path, options.busy_timeout).await?;
+    let postgres = match &options.url {
+        Some(url) => Some((url.clone(), backend::pg_options(url)?)),
+        None => None,
+    };
+    let (conn, dialect) = match &postgres {
+        Some((url, pg)) => (
+            Conn::Postgres(backend::open_pg_connection(pg, url, options.busy_timeout).await?),
+            Dialect::Postgres,
+        ),
+        None => (
+            Conn::Sqlite(
+                schema::open_writer_connection(&options.path, options.busy_timeout).await?,
+            ),
+            Dialect::Sqlite,
+        ),
+    };
     let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
     let catalog = Arc::new(Catalog::default());
     let complete = Arc::new(AtomicU64::new(0));
     let task = WriterTask {
         rx,
         path: options.path.clone(),
+        location: options.location(),
+        postgres,
         busy_timeout: options.busy_timeout,
         max_readers: options.max_readers,
         batch_size: options.batch_size.max(1),
         flush_interval: options.flush_interval,
-        sql: BatchSql::new(options.rows_per_statement),
+        sql: BatchSql::new(dialect, options.rows_per_statement, &options.instance),
         stats: stats.clone(),
         pools,
         catalog: catalog.clone(),
@@ -323,7 +344,7 @@ impl WriterTask {
 
     async fn close(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let _ = conn.close().await;
+            conn.close().await;
         }
     }
 
@@ -360,7 +381,7 @@ impl WriterTask {
                 self.stats.add_written(n);
                 if self.failing {
                     self.failing = false;
-                    tracing::info!(path = %self.path.display(), "history writes resumed");
+                    tracing::info!(path = %self.location, "history writes resumed");
                 }
             }
             Err(error) => {
@@ -369,14 +390,15 @@ impl WriterTask {
                 if !self.failing {
                     self.failing = true;
                     tracing::warn!(
-                        path = %self.path.display(),
+                        path = %self.location,
                         %error,
                         "cannot write history; dropping records until writes succeed again"
                     );
                 }
-                // The connection may be left mid-transaction or holding a stale file; start over.
+                // The connection may be left mid-transaction, holding a stale file, or
+                // cut by a server that went away; start over.
                 if let Some(conn) = self.conn.take() {
-                    let _ = conn.close().await;
+                    conn.close().await;
                 }
             }
         }
@@ -384,12 +406,20 @@ impl WriterTask {
 
     /// The connection to write on, recreating the file first if it was deleted or replaced.
     async fn ready_connection(&mut self) -> Result<(), StoreError> {
+        if let Some((url, options)) = &self.postgres {
+            if self.conn.is_none() {
+                let conn = backend::open_pg_connection(options, url, self.busy_timeout).await?;
+                self.conn = Some(Conn::Postgres(conn));
+            }
+            return Ok(());
+        }
         let now = FileId::of(&self.path);
         if now.is_none() || now != self.file {
             self.recreate().await?;
         }
         if self.conn.is_none() {
-            self.conn = Some(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
+            let conn = schema::open_writer_connection(&self.path, self.busy_timeout).await?;
+            self.conn = Some(Conn::Sqlite(conn));
         }
         Ok(())
     }
@@ -405,7 +435,7 @@ impl WriterTask {
             self.file = None;
         }
         if let Some(conn) = self.conn.take() {
-            let _ = conn.close().await;
+            conn.close().await;
         }
         // Closing the last connection to a deleted file removes its WAL; anything left beside a
         // missing file is stale and must not be replayed into the new one.
@@ -417,8 +447,9 @@ impl WriterTask {
             }
         }
         let pool = schema::open_pool(&self.path, self.busy_timeout, self.max_readers).await?;
-        self.pools.replace(pool);
-        let mut conn = schema::open_writer_connection(&self.path, self.busy_timeout).await?;
+        self.pools.replace(crate::backend::Pool::Sqlite(pool));
+        let mut conn =
+            Conn::Sqlite(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
         let services: Vec<Record> = self
             .catalog
             .all()

@@ -105,7 +105,7 @@ async fn a_query_waits_for_a_busy_reader_no_longer_than_the_busy_timeout() {
     let mut opts = options(dir.path());
     opts.max_readers = 1;
     let store = Store::open_with(opts).await.unwrap();
-    let held = store.pool().acquire().await.unwrap();
+    let held = store.sqlite_pool().unwrap().acquire().await.unwrap();
     let asked = Instant::now();
     let e = store.services().await.unwrap_err();
     let waited = asked.elapsed();

@@ -83,7 +83,7 @@ async fn assert_only_live_and_recent_rows_remain(store: &Store) {
         .collect();
     assert_eq!(events, [200]);
     let (steps,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deferred_steps")
-        .fetch_one(&store.pool())
+        .fetch_one(&store.sqlite_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(

@@ -16,6 +16,7 @@
 //! - [`protocols`]: [`Echo`] and [`UdpEcho`], the servers most tests talk to.
 
 pub mod net;
+pub mod postgres;
 pub mod protocols;
 pub mod reactor;
 pub mod wait;

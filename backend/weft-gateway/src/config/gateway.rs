@@ -14,11 +14,17 @@ pub struct GatewayConfig {
     /// core this process may use), each on its own thread with its own listening sockets
     /// on the same addresses.
     pub reactors: u16,
+    /// The name this gateway's history rows carry (`instance`; default: the host name), by
+    /// which the dashboard filters a history a fleet shares.
+    pub instance: String,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { reactors: 1 }
+        Self {
+            reactors: 1,
+            instance: weft_store::default_instance(),
+        }
     }
 }
 
@@ -28,7 +34,8 @@ pub(super) fn gateway(at: &Locator<'_>, raw: &RawConfig) -> Result<GatewayConfig
         None => 1,
         Some(value) => reactors(at, value)?,
     };
-    Ok(GatewayConfig { reactors })
+    let instance = super::fleet::instance(at, raw)?;
+    Ok(GatewayConfig { reactors, instance })
 }
 
 fn reactors(at: &Locator<'_>, value: &Spanned<toml::Value>) -> Result<u16, ConfigError> {

@@ -14,6 +14,7 @@
 //! for TOML's own errors), `error` ([`ConfigError`] and locating spans).
 
 mod error;
+mod fleet;
 mod gateway;
 mod keypath;
 mod notify;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::ConfigError;
+pub use fleet::MAX_INSTANCE_LEN;
 pub use gateway::GatewayConfig;
 
 use crate::services::{ServiceKind, ServiceLimits};
@@ -146,6 +148,9 @@ pub struct DashboardConfig {
 pub struct StoreConfig {
     /// The SQLite file, relative to the working directory unless absolute.
     pub path: PathBuf,
+    /// A `postgres://` URL: history in that database, shared with the other gateways
+    /// writing there, instead of the file.
+    pub url: Option<String>,
     /// How long finished rows are kept.
     pub retention: Duration,
     /// Short, cleanly closed connections kept per second (0: every one).

@@ -12,6 +12,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) dashboard: RawDashboard,
     #[serde(default)]
+    pub(crate) gateway: RawGateway,
+    #[serde(default)]
     pub(crate) store: RawStore,
     #[serde(default)]
     pub(crate) inspect: RawInspect,
@@ -21,8 +23,6 @@ pub(crate) struct RawConfig {
     pub(crate) demo: RawDemo,
     pub(crate) otlp: Option<Spanned<RawOtlp>>,
     #[serde(default)]
-    pub(crate) gateway: RawGateway,
-    #[serde(default)]
     pub(crate) service: Vec<Spanned<RawService>>,
 }
 
@@ -31,6 +31,7 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawGateway {
     /// A number, or `"auto"`.
     pub(crate) reactors: Option<Spanned<toml::Value>>,
+    pub(crate) instance: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +56,7 @@ pub(crate) struct RawDashboard {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub(crate) path: Option<Spanned<String>>,
+    pub(crate) url: Option<Spanned<String>>,
     pub(crate) retention: Option<Spanned<String>>,
     pub(crate) connections_per_second: Option<u32>,
     pub(crate) queries_per_second: Option<u32>,

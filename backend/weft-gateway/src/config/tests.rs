@@ -554,3 +554,43 @@ fn the_log_format_is_text_or_json() {
     let e = err("[log]\nlevel = \"debug\"\n");
     assert_eq!(at(&e), (Some(2), Some("log.level")), "{e}");
 }
+
+#[test]
+fn a_fleet_gateway_names_its_instance_and_the_shared_database() {
+    let c = Config::parse(
+        "weft.toml",
+        "[gateway]\ninstance = \"edge-1.eu\"\n[store]\nurl = \"postgres://weft:pw@db:5432/weft\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.gateway.instance, "edge-1.eu");
+    assert_eq!(
+        c.store.url.as_deref(),
+        Some("postgres://weft:pw@db:5432/weft")
+    );
+    let plain = Config::parse("weft.toml", "").unwrap();
+    assert_eq!(plain.gateway.instance, weft_store::default_instance());
+    assert_eq!(plain.store.url, None);
+
+    for (text, key) in [
+        ("[gateway]\ninstance = \"\"\n", "gateway.instance"),
+        ("[gateway]\ninstance = \"edge 1\"\n", "gateway.instance"),
+        ("[gateway]\nname = \"x\"\n", "gateway.name"),
+        ("[store]\nurl = \"mysql://db/weft\"\n", "store.url"),
+        (
+            "[store]\nurl = \"postgres://db:notaport/weft\"\n",
+            "store.url",
+        ),
+        (
+            "[store]\npath = \"weft.db\"\nurl = \"postgres://db/weft\"\n",
+            "store.url",
+        ),
+    ] {
+        let e = err(text);
+        assert_eq!(at(&e).1, Some(key), "{text}: {e}");
+    }
+    let long = format!(
+        "[gateway]\ninstance = \"{}\"\n",
+        "a".repeat(MAX_INSTANCE_LEN + 1)
+    );
+    assert_eq!(at(&err(&long)).1, Some("gateway.instance"));
+}

@@ -54,8 +54,14 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 
 /// `[store]`.
 fn store(at: &Locator<'_>, raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
+    let url = super::fleet::store_url(at, raw)?;
     Ok(StoreConfig {
-        path: store_path(at, raw.store.path.as_ref())?,
+        // With a URL the file is not used, nor checked.
+        path: match url {
+            Some(_) => "weft.db".into(),
+            None => store_path(at, raw.store.path.as_ref())?,
+        },
+        url,
         retention: duration(
             at,
             "store.retention",

@@ -36,8 +36,8 @@ pub(crate) use spans::Spans;
 pub const DEFAULT_OTLP_QUEUE: usize = 2048;
 /// The most `queue` may be.
 pub const MAX_OTLP_QUEUE: usize = 1_000_000;
-/// Spans in one export at most: a batch is sent when it has this many, or after
-/// [`FLUSH`], whichever comes first.
+/// Spans in one export at most: a batch is sent when it has this many, or a second
+/// after its first span, whichever comes first.
 pub const BATCH: usize = 512;
 /// How long a span waits for its batch to fill at most.
 const FLUSH: Duration = Duration::from_secs(1);

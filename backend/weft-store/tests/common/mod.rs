@@ -51,6 +51,7 @@ pub fn connection(
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
+        instance: weft_store::default_instance(),
     }
 }
 
@@ -80,6 +81,7 @@ pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
         named_steps_json: None,
         kind: None,
         task_json: None,
+        instance: weft_store::default_instance(),
     }
 }
 
@@ -110,4 +112,15 @@ pub async fn integrity(path: &Path) -> String {
         .expect("integrity_check runs");
     conn.close().await.ok();
     result
+}
+
+/// Options for a store of `instance` in the PostgreSQL database at `url`, flushing quickly
+/// and never pruning on its own.
+pub fn pg_options(url: &str, instance: &str) -> StoreOptions {
+    let mut options = StoreOptions::postgres(url);
+    options.instance = instance.into();
+    options.flush_interval = Duration::from_millis(20);
+    options.busy_timeout = Duration::from_millis(500);
+    options.prune_interval = Duration::from_secs(3600);
+    options
 }

@@ -78,8 +78,10 @@ struct Worker {
     drained: CancellationToken,
 }
 
-/// Several reactors, each on its own thread (reactor 0 on the caller's). See the
-/// [module documentation](self).
+/// Several reactors, each on its own thread (reactor 0 on the caller's), each with its own
+/// listening sockets on the same addresses (`SO_REUSEPORT`). Nothing serves until every
+/// reactor is set up; stopping any stops them all, and reactor 0's shutdown waits for the
+/// others to drain before its last phase.
 ///
 /// ```no_run
 /// use weft::reactor::{ReactorPool, ReactorConfig};

@@ -1,0 +1,236 @@
+//! The two databases history can live in: a SQLite file (embedded, the default) or a
+//! PostgreSQL database a fleet of gateways shares.
+//!
+//! Every statement is written once. Where the two dialects differ (the scalar `max`, how a
+//! flag column is tested, SQLite's `INDEXED BY`, placeholders, and the key an upsert meets
+//! on), [`Dialect`] spells the difference, and [`on_pool!`] runs the same code on whichever
+//! pool the store has: each arm is compiled for its own driver, so SQLite pays nothing for
+//! the second backend.
+
+use std::time::Duration;
+
+use sqlx::ConnectOptions;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+
+use crate::StoreError;
+
+/// The PostgreSQL schema, embedded from the repository's `migrations/postgres/`.
+pub(crate) static PG_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How the SQL of one backend differs from the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite: one writer per file, so ids are the file's alone.
+    Sqlite,
+    /// PostgreSQL: many gateways write, so every key leads with the instance.
+    Postgres,
+}
+
+impl Dialect {
+    /// The two-argument function giving the larger value.
+    pub(crate) fn greatest(self) -> &'static str {
+        match self {
+            Self::Sqlite => "max",
+            Self::Postgres => "GREATEST",
+        }
+    }
+
+    /// The two-argument function giving the smaller value.
+    pub(crate) fn least(self) -> &'static str {
+        match self {
+            Self::Sqlite => "min",
+            Self::Postgres => "LEAST",
+        }
+    }
+
+    /// The condition that the flag `column` is set: SQLite keeps 0/1 integers (and its
+    /// partial indexes say `<> 0`, which a query must repeat to use them), PostgreSQL booleans.
+    pub(crate) fn flag(self, column: &str) -> String {
+        match self {
+            Self::Sqlite => format!("{column} <> 0"),
+            Self::Postgres => column.to_owned(),
+        }
+    }
+
+    /// SQLite's index hint (its planner has no statistics); PostgreSQL plans by its own.
+    pub(crate) fn indexed_by(self, index: &str) -> String {
+        match self {
+            Self::Sqlite => format!(" INDEXED BY {index}"),
+            Self::Postgres => String::new(),
+        }
+    }
+
+    /// The `n`th (from 1) bind parameter of a statement built row by row.
+    pub(crate) fn placeholder(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
+        }
+    }
+
+    /// A row's key in `IN` lists and subqueries, `key` of `table`'s column (or `(instance,
+    /// key)` in a shared database): SQLite then still reads its rowid b-tree.
+    pub(crate) fn key(self, key: &str) -> String {
+        match self {
+            Self::Sqlite => key.to_owned(),
+            Self::Postgres => format!("(instance, {key})"),
+        }
+    }
+
+    /// The select list of a row's key, as [`key`](Self::key) compares it.
+    pub(crate) fn key_columns(self, key: &str) -> String {
+        match self {
+            Self::Sqlite => key.to_owned(),
+            Self::Postgres => format!("instance, {key}"),
+        }
+    }
+
+    /// Whether keys lead with the instance (rows of many gateways share the tables).
+    pub(crate) fn shared(self) -> bool {
+        self == Self::Postgres
+    }
+}
+
+/// A read pool on either backend. Cloning is an `Arc` bump.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    /// The history file.
+    Sqlite(SqlitePool),
+    /// The shared database.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the pool (or connection) of either backend: the same
+/// code, compiled once per driver.
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            $crate::backend::Pool::Sqlite($p) => $body,
+            $crate::backend::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Pool {
+    /// The dialect its statements are written in.
+    pub(crate) fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite(_) => Dialect::Sqlite,
+            Self::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Closes every connection of the pool.
+    pub(crate) async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+/// The writer's own connection on either backend.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    /// On the history file.
+    Sqlite(SqliteConnection),
+    /// On the shared database.
+    Postgres(PgConnection),
+}
+
+impl Conn {
+    /// Closes it, ignoring errors: it is dropped either way.
+    pub(crate) async fn close(self) {
+        use sqlx::Connection;
+        let _ = match self {
+            Self::Sqlite(c) => c.close().await,
+            Self::Postgres(c) => c.close().await,
+        };
+    }
+}
+
+/// `url` without its password, for messages and logs.
+pub(crate) fn redacted(url: &str) -> String {
+    match url.parse::<PgConnectOptions>() {
+        Ok(_) => match url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((user, host)) => {
+                    let user = user.split(':').next().unwrap_or_default();
+                    format!("{scheme}://{user}@{host}")
+                }
+                None => url.to_owned(),
+            },
+            None => url.to_owned(),
+        },
+        Err(_) => "(an unreadable postgres URL)".to_owned(),
+    }
+}
+
+/// The connection settings `url` describes, with statement logging off as for SQLite.
+pub(crate) fn pg_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    url.parse::<PgConnectOptions>()
+        .map(|o| o.disable_statement_logging())
+        .map_err(|source| StoreError::Url {
+            url: redacted(url),
+            source,
+        })
+}
+
+/// Connects to the database at `url`, brings its schema up to date (PostgreSQL's migrator
+/// takes an advisory lock, so gateways starting together migrate once) and returns a read pool.
+pub(crate) async fn open_pg_pool(
+    url: &str,
+    timeout: Duration,
+    max_readers: u32,
+) -> Result<PgPool, StoreError> {
+    let options = pg_options(url)?;
+    let open_error = |source| StoreError::Connect {
+        url: redacted(url),
+        source,
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(max_readers.max(1))
+        .min_connections(0)
+        .acquire_timeout(timeout)
+        .connect_with(options)
+        .await
+        .map_err(open_error)?;
+    PG_MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|source| StoreError::MigrateUrl {
+            url: redacted(url),
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// Opens the writer's own connection to the database at `url`, giving up after `timeout`.
+pub(crate) async fn open_pg_connection(
+    options: &PgConnectOptions,
+    url: &str,
+    timeout: Duration,
+) -> Result<PgConnection, StoreError> {
+    let failed = |source| StoreError::Connect {
+        url: redacted(url),
+        source,
+    };
+    match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(connected) => connected.map_err(failed),
+        Err(_) => Err(failed(sqlx::Error::PoolTimedOut)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            redacted("postgres://weft:secret@db.example:5432/weft"),
+            "postgres://weft@db.example:5432/weft"
+        );
+        assert_eq!(redacted("postgres://db/weft"), "postgres://db/weft");
+    }
+}

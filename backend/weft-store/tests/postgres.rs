@@ -1,0 +1,218 @@
+//! History in a PostgreSQL database shared by several gateways, against a real server
+//! (a throwaway cluster, see `weft_test_support::postgres`): the same queries as on a file,
+//! each gateway's rows kept apart by their instance, and the server going away mid-run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connection, deferred, event, pg_options, step};
+use weft_store::{
+    ConnectionState, DeferredFilter, EventRecord, ListFilter, PROCESS_ENDED, ServiceRecord, Store,
+};
+use weft_test_support::postgres::Postgres;
+
+async fn open(url: &str, instance: &str) -> Store {
+    Store::open_with(pg_options(url, instance))
+        .await
+        .expect("store opens on PostgreSQL")
+}
+
+fn seqs(events: &[EventRecord]) -> Vec<i64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// Two gateways number their rows alike; each keeps its own, the lists show both.
+#[tokio::test]
+async fn two_instances_share_one_database_each_with_its_own_ids() {
+    let pg = Postgres::start();
+    let url = pg.create_database("fleet");
+    let (one, two) = (open(&url, "edge-1").await, open(&url, "edge-2").await);
+    for (store, service) in [(&one, "echo"), (&two, "web")] {
+        store.try_send(ServiceRecord {
+            name: service.into(),
+            kind: service.into(),
+            endpoints: vec!["tcp:8000".into()],
+            config_json: "{}".into(),
+        });
+        store.try_send(connection(1, service, 1_000, Some(1_500)));
+        store.try_send(connection(2, service, 2_000, None));
+        // Opened and closed within one batch: one row, written twice in its transaction.
+        store.try_send(connection(9, service, 3_000, None));
+        store.try_send(connection(9, service, 3_000, Some(3_100)));
+        store.try_send(deferred(7, "failed", 1_100));
+        store.try_send(step(7, 0, 1_100_000));
+        store.try_send(step(7, 1, 1_100_500));
+        store.try_send(event(3));
+        store.flush().await.unwrap();
+    }
+    // A detection reported after the chain ended merges into edge-2's row only.
+    let mut late = deferred(7, "pending", 1_100);
+    late.unhandled = true;
+    two.try_send(late);
+    two.flush().await.unwrap();
+
+    let all = one.connections(None, None, 100).await.unwrap();
+    let mut rows: Vec<_> = all.iter().map(|c| (c.instance.as_str(), c.id)).collect();
+    rows.sort_unstable();
+    assert_eq!(
+        rows,
+        [
+            ("edge-1", 1),
+            ("edge-1", 2),
+            ("edge-1", 9),
+            ("edge-2", 1),
+            ("edge-2", 2),
+            ("edge-2", 9)
+        ]
+    );
+    let nine = one.connection(9).await.unwrap().unwrap();
+    assert_eq!(nine.closed_at_ms, Some(3_100), "the later write wins");
+    let only = |instance| ListFilter {
+        service: None,
+        instance: Some(instance),
+    };
+    let open_two = one
+        .connections_where(Some(ConnectionState::Open), only("edge-2"), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        open_two
+            .iter()
+            .map(|c| (c.instance.as_str(), c.id, c.service.as_str()))
+            .collect::<Vec<_>>(),
+        [("edge-2", 2, "web")]
+    );
+
+    let failed = two
+        .deferreds_where(Some(DeferredFilter::Failed), ListFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2, "each instance's chain 7: {failed:?}");
+    let unhandled = one
+        .deferreds(Some(DeferredFilter::Unhandled), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        unhandled
+            .iter()
+            .map(|d| (d.instance.as_str(), d.state.as_str()))
+            .collect::<Vec<_>>(),
+        [("edge-2", "failed")],
+        "the flag is added, the ended state kept"
+    );
+    let detail = one.deferred_of(7, Some("edge-2")).await.unwrap().unwrap();
+    assert_eq!(
+        (detail.deferred.instance.as_str(), detail.steps.len()),
+        ("edge-2", 2)
+    );
+    assert_eq!(
+        one.deferred(7).await.unwrap().unwrap().deferred.instance,
+        "edge-1",
+        "without an instance a detail is this gateway's"
+    );
+
+    // What each gateway continues from, its services and its event log are its own.
+    assert_eq!(one.last_ids().await.unwrap(), (9, 3));
+    assert_eq!(
+        one.services()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["echo"]
+    );
+    assert_eq!(seqs(&two.events_after(0, 100).await.unwrap()), [3]);
+
+    // edge-1 stops without closing what it had open; its next start closes only its own.
+    drop(one);
+    let again = open(&url, "edge-1").await;
+    let closed = again
+        .connections_where(Some(ConnectionState::Closed), ListFilter::default(), 100)
+        .await
+        .unwrap();
+    let reasons: Vec<_> = closed
+        .iter()
+        .map(|c| (c.instance.as_str(), c.id, c.close_reason.as_deref()))
+        .collect();
+    assert!(
+        reasons.contains(&("edge-1", 2, Some(PROCESS_ENDED))),
+        "{reasons:?}"
+    );
+    assert!(
+        !reasons
+            .iter()
+            .any(|&(instance, id, _)| (instance, id) == ("edge-2", 2)),
+        "another instance's open connection is live: {reasons:?}"
+    );
+
+    // Retention deletes finished rows of every instance; open ones stay.
+    let pruned = two.prune_before(2_000_000_000_000).await.unwrap();
+    assert!(pruned > 0);
+    let left = two.connections(None, None, 100).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|c| (c.instance.as_str(), c.id))
+            .collect::<Vec<_>>(),
+        [("edge-2", 2)]
+    );
+    again.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}
+
+/// Sends `range` and asserts no send waited, whatever state the server is in.
+fn send_all(store: &Store, range: std::ops::RangeInclusive<i64>) {
+    let start = Instant::now();
+    for seq in range {
+        store.try_send(event(seq));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "try_send must never wait"
+    );
+}
+
+#[tokio::test]
+async fn a_server_stopped_mid_run_drops_and_counts_then_writing_resumes() {
+    let pg = Postgres::start();
+    let url = pg.create_database("faults");
+    let store = open(&url, "edge-1").await;
+    send_all(&store, 1..=10);
+    store.flush().await.unwrap();
+    assert_eq!(store.stats().written(), 10);
+
+    pg.stop();
+    send_all(&store, 11..=20);
+    store.flush().await.unwrap();
+    let stats = store.stats().snapshot();
+    assert_eq!(
+        (stats.written, stats.dropped),
+        (10, 10),
+        "the batch written while the server was down is counted as dropped"
+    );
+    assert!(stats.write_errors >= 1 && stats.last_error.is_some());
+
+    pg.start_again();
+    send_all(&store, 21..=30);
+    store.flush().await.unwrap();
+    let stats = store.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped), (20, 10), "writes resume");
+    let expected: Vec<i64> = (1..=10).chain(21..=30).collect();
+    assert_eq!(seqs(&store.events_after(0, 100).await.unwrap()), expected);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_refused_at_open_naming_it_without_the_password() {
+    let pg = Postgres::start();
+    let url = format!("postgres://weft:secret@127.0.0.1:{}/missing", pg.port());
+    let error = Store::open_with(pg_options(&url, "edge-1"))
+        .await
+        .expect_err("no such database");
+    let text = error.to_string();
+    assert!(
+        text.contains("postgres://weft@127.0.0.1") && !text.contains("secret"),
+        "{text}"
+    );
+}

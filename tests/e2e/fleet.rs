@@ -1,0 +1,132 @@
+//! A fleet: two gateways keeping their history in one PostgreSQL (a throwaway cluster of
+//! Debian's server, see `weft_test_support::postgres`), each dashboard listing both,
+//! filtered by instance; and the server stopped mid-run, then back.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use serde_json::Value;
+use weft_test_support::postgres::Postgres;
+
+use crate::assert_eventually;
+use crate::support::{App, spawn_app_on_postgres};
+
+/// One echo round trip on a connection that is then closed.
+fn echo_once(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"fleet").unwrap();
+    let mut buf = [0; 5];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"fleet");
+}
+
+/// `(instance, id)` of the closed connections `app`'s dashboard lists at `query`.
+fn closed(app: &App, query: &str) -> BTreeSet<(String, i64)> {
+    let path = format!("/api/connections?state=closed&limit=1000{query}");
+    let Some(body) = app.curl(&path) else {
+        return BTreeSet::new();
+    };
+    let page: Value = serde_json::from_str(&body).unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["instance"].as_str().unwrap().to_owned(),
+                c["id"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn instances(rows: &BTreeSet<(String, i64)>) -> BTreeSet<&str> {
+    rows.iter().map(|(i, _)| i.as_str()).collect()
+}
+
+#[test]
+fn two_gateways_share_history_and_each_dashboard_filters_it_by_instance() {
+    let pg = Postgres::start();
+    let url = pg.create_database("fleet");
+    let a = spawn_app_on_postgres(&url, "edge-a");
+    let b = spawn_app_on_postgres(&url, "edge-b");
+    echo_once(a.echo);
+    echo_once(b.echo);
+
+    assert_eventually!(
+        instances(&closed(&a, "")) == BTreeSet::from(["edge-a", "edge-b"]),
+        "edge-a's dashboard lists both gateways' connections: {:?}\n{}",
+        closed(&a, ""),
+        a.log()
+    );
+    let only_b = closed(&a, "&instance=edge-b");
+    assert_eq!(instances(&only_b), BTreeSet::from(["edge-b"]), "{only_b:?}");
+    let from_b = closed(&b, "&instance=edge-a");
+    assert_eq!(instances(&from_b), BTreeSet::from(["edge-a"]), "{from_b:?}");
+    // Both number their connections alike: the rows are told apart by instance alone.
+    let ids = |rows: &BTreeSet<(String, i64)>| rows.iter().map(|r| r.1).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&only_b), ids(&from_b));
+
+    // Live data stays per gateway: an open connection on edge-b is listed by edge-b, as
+    // its own, and never by edge-a.
+    let held = TcpStream::connect(b.echo).unwrap();
+    let open = |app: &App, query: &str| -> Vec<String> {
+        let body = app
+            .curl(&format!("/api/connections?state=open{query}"))
+            .unwrap_or_default();
+        let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["instance"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eventually!(
+        open(&b, "").contains(&"edge-b".to_owned()),
+        "edge-b lists its open connection: {:?}",
+        open(&b, "")
+    );
+    assert!(!open(&a, "").contains(&"edge-b".to_owned()));
+    assert!(open(&a, "&instance=edge-b").is_empty());
+    drop(held);
+}
+
+#[test]
+fn a_postgres_stopped_mid_run_drops_and_counts_then_history_resumes() {
+    let pg = Postgres::start();
+    let url = pg.create_database("faults");
+    let app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+
+    pg.stop();
+    echo_once(app.echo);
+    assert_eventually!(
+        app.metric("weft_store_write_errors_total").unwrap_or(0.0) >= 1.0
+            && app.metric("weft_store_events_dropped_total").unwrap_or(0.0) >= 1.0,
+        "a failed write is counted, its records as dropped\n{}",
+        app.log()
+    );
+    // History cannot be read either: the list says so and still answers.
+    let body = app.curl("/api/connections?state=closed").unwrap();
+    assert!(body.contains("history_error"), "{body}");
+    let written = app.metric("weft_store_records_written_total").unwrap();
+
+    pg.start_again();
+    echo_once(app.echo);
+    // The connection closed while the server was down may be among the dropped records.
+    assert_eventually!(
+        closed(&app, "").len() >= 2,
+        "writes resume once the server is back: {:?}\n{}",
+        closed(&app, ""),
+        app.log()
+    );
+    assert!(app.metric("weft_store_records_written_total").unwrap() > written);
+    assert!(
+        app.log().contains("history writes resumed"),
+        "{}",
+        app.log()
+    );
+}

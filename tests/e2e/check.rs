@@ -33,6 +33,21 @@ fn a_valid_configuration_checks_ok() {
     assert!(out.contains(": ok (1 service)"), "{out}");
 }
 
+/// The configuration the README shows first passes as it is written there.
+#[test]
+fn the_readmes_configuration_example_checks_ok() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let fence = "```toml\n[gateway]";
+    let start = readme
+        .find(fence)
+        .expect("the README's configuration example")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let (code, out, err) = check(&readme[start..end]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
 #[test]
 fn an_invalid_configuration_exits_1_naming_file_line_and_key() {
     let (code, _, err) =

@@ -87,7 +87,7 @@ struct Worker {
 /// use weft::reactor::{ReactorPool, ReactorConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = ReactorPool::new(ReactorPool::available(), ReactorConfig::default())?;
+/// let mut pool = ReactorPool::new(ReactorPool::available(), ReactorConfig::default())?;
 /// let listen = |reactor: &weft::Reactor| {
 ///     reactor
 ///         .listen_as("echo", "tcp:8000", weft::factory(|| MyEcho))
@@ -98,7 +98,11 @@ struct Worker {
 /// pool.run()?;
 /// # Ok(()) }
 /// # struct MyEcho;
-/// # impl weft::Protocol for MyEcho {}
+/// # impl weft::Protocol for MyEcho {
+/// #     fn data_received(&mut self, transport: &weft::Transport, data: &[u8]) {
+/// #         transport.write(data);
+/// #     }
+/// # }
 /// ```
 pub struct ReactorPool {
     first: Reactor,

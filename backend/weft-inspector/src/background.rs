@@ -17,6 +17,7 @@ use crate::history;
 use crate::inspector::{InspectorConfig, InspectorError};
 use crate::notify;
 use crate::otlp;
+use crate::post::PostMetrics;
 use crate::store_metrics::StoreCollector;
 
 /// How long exit waits for the tasks: browsers holding connections open must not hold it
@@ -180,7 +181,7 @@ impl Background {
         let (Some(feed), Some(config)) = (self.notify.take(), self.config.notify.clone()) else {
             return;
         };
-        match notify::NotifyMetrics::register(self.hub.registry()) {
+        match PostMetrics::register(self.hub.registry(), &notify::FAMILIES) {
             Ok(metrics) => {
                 tasks.spawn(notify::run(feed, config, metrics, work.clone()));
             }
@@ -193,7 +194,7 @@ impl Background {
         let (Some(feed), Some(config)) = (self.otlp.take(), self.config.otlp.clone()) else {
             return;
         };
-        match otlp::OtlpMetrics::register(self.hub.registry()) {
+        match PostMetrics::register(self.hub.registry(), &otlp::FAMILIES) {
             Ok(metrics) => {
                 tasks.spawn(otlp::run(feed, config, metrics, work.clone()));
             }

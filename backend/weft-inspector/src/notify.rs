@@ -14,14 +14,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::Uri;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft::defer::Detector;
 use weft_telemetry::{EventKind, Feed, TelemetryEvent};
 
-use crate::post::{UrlProblem, http_url, post};
+use crate::post::{Families, PostMetrics, UrlProblem, http_url, post};
 
 /// Notifications sent a minute at most by default.
 pub const DEFAULT_NOTIFY_PER_MINUTE: u32 = 60;
@@ -159,54 +158,21 @@ impl<'a> Notification<'a> {
 }
 
 /// `weft_notifications_*`.
-#[derive(Clone)]
-pub(crate) struct NotifyMetrics {
-    sent: IntCounter,
-    dropped: IntCounterVec,
-    failed: IntCounterVec,
-}
-
-/// Why a notification was not queued.
-const DROP_REASONS: [&str; 2] = ["rate_limited", "queue_full"];
-/// Why a post failed.
-const FAIL_REASONS: [&str; 3] = ["connect", "timeout", "status"];
-
-impl NotifyMetrics {
-    pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let sent = IntCounter::new(
-            "weft_notifications_sent_total",
-            "Detections posted to [inspect] notify and answered 2xx.",
-        )?;
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "weft_notifications_dropped_total",
-                "Detections not posted: over the rate limit, or the queue was full.",
-            ),
-            &["reason"],
-        )?;
-        let failed = IntCounterVec::new(
-            Opts::new(
-                "weft_notifications_failed_total",
-                "Posts that failed: no connection, no answer in time, or not 2xx.",
-            ),
-            &["reason"],
-        )?;
-        for reason in DROP_REASONS {
-            dropped.with_label_values(&[reason]);
-        }
-        for reason in FAIL_REASONS {
-            failed.with_label_values(&[reason]);
-        }
-        registry.register(Box::new(sent.clone()))?;
-        registry.register(Box::new(dropped.clone()))?;
-        registry.register(Box::new(failed.clone()))?;
-        Ok(Self {
-            sent,
-            dropped,
-            failed,
-        })
-    }
-}
+pub(crate) const FAMILIES: Families = Families {
+    sent: (
+        "weft_notifications_sent_total",
+        "Detections posted to [inspect] notify and answered 2xx.",
+    ),
+    dropped: (
+        "weft_notifications_dropped_total",
+        "Detections not posted: over the rate limit, or the queue was full.",
+        &["rate_limited", "queue_full"],
+    ),
+    failed: (
+        "weft_notifications_failed_total",
+        "Posts that failed: no connection, no answer in time, or not 2xx.",
+    ),
+};
 
 /// A token bucket: `per_minute` at once, refilled evenly over the minute.
 struct RateLimit {
@@ -241,7 +207,7 @@ impl RateLimit {
 pub(crate) async fn run(
     mut feed: Feed,
     config: NotifyConfig,
-    metrics: NotifyMetrics,
+    metrics: PostMetrics,
     stop: CancellationToken,
 ) {
     let (queue, queued) = mpsc::channel(config.queue);
@@ -274,7 +240,7 @@ pub(crate) async fn run(
 }
 
 /// Posts each queued notification in turn.
-async fn send_all(mut queued: mpsc::Receiver<Bytes>, url: Uri, metrics: NotifyMetrics) {
+async fn send_all(mut queued: mpsc::Receiver<Bytes>, url: Uri, metrics: PostMetrics) {
     while let Some(body) = queued.recv().await {
         match tokio::time::timeout(POST_TIMEOUT, post(&url, "application/json", body)).await {
             Ok(Ok(())) => metrics.sent.inc(),

@@ -5,6 +5,54 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Uri;
 use hyper_util::rt::TokioIo;
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+/// Why a post failed: no connection, no answer in time, or not 2xx.
+const FAIL_REASONS: [&str; 3] = ["connect", "timeout", "status"];
+
+/// The names and help of a poster's three families.
+pub(crate) struct Families {
+    /// Posted and answered 2xx.
+    pub(crate) sent: (&'static str, &'static str),
+    /// Not posted, by reason (each reason listed at 0 from the start).
+    pub(crate) dropped: (&'static str, &'static str, &'static [&'static str]),
+    /// Posts that failed, by reason (`connect`, `timeout`, `status`).
+    pub(crate) failed: (&'static str, &'static str),
+}
+
+/// What a poster counts: what it sent, what it dropped and what failed, by reason.
+#[derive(Clone)]
+pub(crate) struct PostMetrics {
+    pub(crate) sent: IntCounter,
+    pub(crate) dropped: IntCounterVec,
+    pub(crate) failed: IntCounterVec,
+}
+
+impl PostMetrics {
+    pub(crate) fn register(
+        registry: &Registry,
+        names: &Families,
+    ) -> Result<Self, prometheus::Error> {
+        let sent = IntCounter::new(names.sent.0, names.sent.1)?;
+        let (dropped, help, reasons) = names.dropped;
+        let dropped = IntCounterVec::new(Opts::new(dropped, help), &["reason"])?;
+        let failed = IntCounterVec::new(Opts::new(names.failed.0, names.failed.1), &["reason"])?;
+        for reason in reasons {
+            dropped.with_label_values(&[reason]);
+        }
+        for reason in FAIL_REASONS {
+            failed.with_label_values(&[reason]);
+        }
+        registry.register(Box::new(sent.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(failed.clone()))?;
+        Ok(Self {
+            sent,
+            dropped,
+            failed,
+        })
+    }
+}
 
 /// What is wrong with a receiver's URL.
 pub(crate) enum UrlProblem {

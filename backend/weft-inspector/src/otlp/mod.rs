@@ -22,13 +22,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::Uri;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft_telemetry::{Feed, TelemetryEvent};
 
-use crate::post::{UrlProblem, http_url, post};
+use crate::post::{Families, PostMetrics, UrlProblem, http_url, post};
 
 pub(crate) use spans::Spans;
 
@@ -129,60 +128,27 @@ impl OtlpConfig {
 }
 
 /// `weft_otlp_*`.
-#[derive(Clone)]
-pub(crate) struct OtlpMetrics {
-    exported: IntCounter,
-    dropped: IntCounterVec,
-    failed: IntCounterVec,
-}
-
-/// Why spans were not exported.
-const DROP_REASONS: [&str; 2] = ["queue_full", "export_failed"];
-/// Why an export failed.
-const FAIL_REASONS: [&str; 3] = ["connect", "timeout", "status"];
-
-impl OtlpMetrics {
-    pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let exported = IntCounter::new(
-            "weft_otlp_spans_exported_total",
-            "Spans exported to [otlp] endpoint and answered 2xx.",
-        )?;
-        let dropped = IntCounterVec::new(
-            Opts::new(
-                "weft_otlp_spans_dropped_total",
-                "Spans not exported: the export queue was full, or their export failed.",
-            ),
-            &["reason"],
-        )?;
-        let failed = IntCounterVec::new(
-            Opts::new(
-                "weft_otlp_exports_failed_total",
-                "Exports that failed: no connection, no answer in time, or not 2xx.",
-            ),
-            &["reason"],
-        )?;
-        for reason in DROP_REASONS {
-            dropped.with_label_values(&[reason]);
-        }
-        for reason in FAIL_REASONS {
-            failed.with_label_values(&[reason]);
-        }
-        registry.register(Box::new(exported.clone()))?;
-        registry.register(Box::new(dropped.clone()))?;
-        registry.register(Box::new(failed.clone()))?;
-        Ok(Self {
-            exported,
-            dropped,
-            failed,
-        })
-    }
-}
+pub(crate) const FAMILIES: Families = Families {
+    sent: (
+        "weft_otlp_spans_exported_total",
+        "Spans exported to [otlp] endpoint and answered 2xx.",
+    ),
+    dropped: (
+        "weft_otlp_spans_dropped_total",
+        "Spans not exported: the export queue was full, or their export failed.",
+        &["queue_full", "export_failed"],
+    ),
+    failed: (
+        "weft_otlp_exports_failed_total",
+        "Exports that failed: no connection, no answer in time, or not 2xx.",
+    ),
+};
 
 /// Takes chains from `feed` and exports them as spans to `config` until `stop`.
 pub(crate) async fn run(
     mut feed: Feed,
     config: OtlpConfig,
-    metrics: OtlpMetrics,
+    metrics: PostMetrics,
     stop: CancellationToken,
 ) {
     // Counts spans handed to the sender and not yet exported, so the queue is bounded in
@@ -232,7 +198,7 @@ fn hand_over(
     batch: &mut Vec<Span>,
     queue: &mpsc::UnboundedSender<Vec<Span>>,
     config: &OtlpConfig,
-    metrics: &OtlpMetrics,
+    metrics: &PostMetrics,
     waiting: &AtomicUsize,
 ) {
     let spans = std::mem::take(batch);
@@ -251,7 +217,7 @@ fn hand_over(
 async fn send_all(
     mut queued: mpsc::UnboundedReceiver<Vec<Span>>,
     config: OtlpConfig,
-    metrics: OtlpMetrics,
+    metrics: PostMetrics,
     waiting: Arc<AtomicUsize>,
 ) {
     let resource = spans::resource(&config.service_name);
@@ -263,7 +229,7 @@ async fn send_all(
         waiting.fetch_sub(n, Ordering::Relaxed);
         let reason = match result {
             Ok(Ok(())) => {
-                metrics.exported.inc_by(n as u64);
+                metrics.sent.inc_by(n as u64);
                 continue;
             }
             Ok(Err(reason)) => reason,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::chrome::{Browser, artifacts};
-use crate::support::{free_port, spawn_app};
+use crate::support::{echo_once, free_port, spawn_app};
 
 /// The `stalled` example of weft-gateway, built once.
 fn stalled_bin() -> &'static Path {
@@ -61,15 +61,6 @@ impl Drop for Stalled {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn echo_once(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"hello\n").unwrap();
-    let mut buf = [0; 6];
-    s.read_exact(&mut buf).unwrap();
-    s
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -6,9 +6,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hickory_proto::op::{Message, OpCode};
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{RData, Record};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
 use crate::support::{free_port, spawn_app_with, spawn_dns_app, weft_bin};
@@ -50,6 +50,34 @@ pub(crate) fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, count)
+}
+
+/// A plain query (no EDNS) for `name`'s A records, encoded.
+pub(crate) fn plain(id: u16, name: &str) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.to_vec().unwrap()
+}
+
+/// Sends a plain query for each of `names` from one socket at once; how many were
+/// answered before half a second passed without an answer.
+pub(crate) fn burst<'a>(port: u16, names: impl IntoIterator<Item = &'a str>) -> usize {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (id, name) in names.into_iter().enumerate() {
+        socket
+            .send_to(&plain(id as u16, name), ("127.0.0.1", port))
+            .unwrap();
+    }
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0; 1024];
+    let mut answered = 0;
+    while socket.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    answered
 }
 
 /// `dig @127.0.0.1 -p PORT ARGS`, its standard output.

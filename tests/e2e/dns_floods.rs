@@ -7,11 +7,8 @@ use std::net::UdpSocket;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
-
 use crate::assert_eventually;
-use crate::dns::{dig, upstream};
+use crate::dns::{dig, plain, upstream};
 use crate::support::{App, free_port, query, spawn_app_stored, spawn_app_with};
 
 const ZONE: &str = "$ORIGIN example.test.
@@ -42,11 +39,8 @@ fn flood(port: u16, name: &str, count: u16) -> (usize, Duration) {
         (answered, last - start)
     });
     for id in 0..count {
-        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-        m.queries
-            .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
         socket
-            .send_to(&m.to_vec().unwrap(), ("127.0.0.1", port))
+            .send_to(&plain(id, name), ("127.0.0.1", port))
             .unwrap();
     }
     answers.join().unwrap()

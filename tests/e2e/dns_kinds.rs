@@ -3,12 +3,10 @@
 //! upstream's failure answers are counted by upstream and code.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, OpCode, ResponseCode};
 
-use crate::dns::dig;
+use crate::dns::{burst, dig};
 use crate::support::{free_port, spawn_app_with, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
@@ -19,39 +17,17 @@ ns1     IN A   192.0.2.53
 www     IN A   192.0.2.10
 ";
 
-/// Sends a query for each of `names` from one socket at once; how many were answered.
-fn flood(port: u16, names: &[String]) -> usize {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for (id, name) in names.iter().enumerate() {
-        let mut m = Message::new(id as u16, MessageType::Query, OpCode::Query);
-        m.queries
-            .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-        socket
-            .send_to(&m.to_vec().unwrap(), ("127.0.0.1", port))
-            .unwrap();
-    }
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut buf = [0; 1024];
-    let mut answered = 0;
-    while socket.recv_from(&mut buf).is_ok() {
-        answered += 1;
-    }
-    answered
-}
-
 #[test]
 fn an_nxdomain_flood_spends_its_own_budget_not_the_prefixes_answers() {
     let port = free_port();
     let keys = "rate_limit = { responses_per_second = 1, burst = 3, slip = 0 }";
     let app = spawn_dns_app(port, "example.test.zone", ZONE, keys);
     let missing: Vec<String> = (0..20).map(|i| format!("n{i}.example.test.")).collect();
-    let answered = flood(port, &missing);
+    let answered = burst(port, missing.iter().map(String::as_str));
     assert!(answered <= 4, "{answered} of 20 NXDOMAIN answered");
     let www = vec!["www.example.test.".to_owned(); 3];
     assert_eq!(
-        flood(port, &www),
+        burst(port, www.iter().map(String::as_str)),
         3,
         "the prefix's answers have a budget of their own"
     );

@@ -7,13 +7,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 
 use crate::assert_eventually;
-use crate::dns::{dig, upstream};
+use crate::dns::{burst, dig, plain, upstream};
 use crate::dns_edns::{ask, cookie, cookie_option, exchange, query};
 use crate::support::{App, free_port, spawn_app_with};
 
@@ -72,39 +71,11 @@ rate_limit = {{ responses_per_second = 1, burst = 5, slip = 0 }}
     }
 }
 
-/// A plain query (no OPT), the kind whose answers are kept.
-fn plain(id: u16, name: &str) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.queries
-        .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    m.to_vec().unwrap()
-}
-
 fn address(m: &Message) -> Option<String> {
     m.answers.iter().find_map(|r| match &r.data {
         RData::A(a) => Some(a.0.to_string()),
         _ => None,
     })
-}
-
-/// Sends `count` queries from one socket at once; how many were answered within half a
-/// second of the last.
-fn flood(port: u16, count: u16) -> usize {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for id in 0..count {
-        socket
-            .send_to(&plain(id, "www.b.test."), ("127.0.0.1", port))
-            .unwrap();
-    }
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let mut buf = [0; 1024];
-    let mut answered = 0;
-    while socket.recv_from(&mut buf).is_ok() {
-        answered += 1;
-    }
-    answered
 }
 
 fn counter(app: &App, series: &str) -> f64 {
@@ -143,7 +114,7 @@ fn a_reload_that_changes_a_zone_keeps_cookies_rate_limits_the_cache_and_the_othe
         }
     }
     // A flood spends the limited service's burst.
-    let answered = flood(s.rrl, 20);
+    let answered = burst(s.rrl, ["www.b.test."; 20]);
     assert!((1..=7).contains(&answered), "{answered} of 20 answered");
 
     std::fs::write(
@@ -154,7 +125,7 @@ fn a_reload_that_changes_a_zone_keeps_cookies_rate_limits_the_cache_and_the_othe
     app.reload_by_signal("ok");
 
     // The flood goes on where it was: no fresh burst.
-    let answered = flood(s.rrl, 5);
+    let answered = burst(s.rrl, ["www.b.test."; 5]);
     assert!(
         answered <= 2,
         "a reload gave the flood a fresh budget: {answered} of 5 answered"

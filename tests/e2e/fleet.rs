@@ -3,23 +3,13 @@
 //! filtered by instance; and the server stopped mid-run, then back.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 
 use serde_json::Value;
 use weft_test_support::postgres::Postgres;
 
 use crate::assert_eventually;
-use crate::support::{App, spawn_app_on_postgres};
-
-/// One echo round trip on a connection that is then closed.
-fn echo_once(addr: SocketAddr) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"fleet").unwrap();
-    let mut buf = [0; 5];
-    s.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"fleet");
-}
+use crate::support::{App, echo_once, spawn_app_on_postgres};
 
 /// `(instance, id)` of the closed connections `app`'s dashboard lists at `query`.
 fn closed(app: &App, query: &str) -> BTreeSet<(String, i64)> {

@@ -6,12 +6,11 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::assert_eventually;
-use crate::support::{App, free_port, http, spawn_app_with};
+use crate::support::{App, echo_once, free_port, http, spawn_app_with};
 
 /// Connections opened per port: the kernel hashes each over the two reactors, so all of
 /// them landing on one reactor has a chance of 2^-31.
@@ -54,16 +53,6 @@ reactors = 2
             zone = zone.display()
         )
     })
-}
-
-fn echo_once(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"ping\n").unwrap();
-    let mut buf = [0u8; 5];
-    s.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ping\n");
-    s
 }
 
 /// The open connections of `service`, as `/api/connections` lists them.

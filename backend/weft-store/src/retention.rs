@@ -1,11 +1,10 @@
 //! Retention: deleting finished rows older than the retention window, a chunk at a time.
 //!
 //! Only closed connections, fired or leaked Deferreds (with their steps), events and the query
-//! log are ever
-//! deleted; an open connection or a pending Deferred stays however old it is, because it is still
-//! live. Each chunk is
-//! its own short transaction so the writer is never locked out for long, and freed pages are handed
-//! back with `incremental_vacuum` so the file shrinks as well as stops growing.
+//! log are ever deleted; an open connection or a pending Deferred stays however old it is,
+//! because it is still live. Each chunk is its own short transaction so the writer is never
+//! locked out for long, and freed pages are handed back with `incremental_vacuum` so the file
+//! shrinks as well as stops growing.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,21 +30,13 @@ fn prune_connections_sql(d: Dialect) -> String {
     )
 }
 
-fn prune_events_sql(d: Dialect) -> String {
+/// Rows of `table` (keyed by `key`) stamped at `at_ms` before `$1`, the oldest `$2`.
+fn prune_by_time_sql(d: Dialect, table: &str, key: &str) -> String {
     format!(
-        "DELETE FROM events WHERE {} IN (
-    SELECT {} FROM events WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
-        d.key("seq"),
-        d.key_columns("seq")
-    )
-}
-
-fn prune_queries_sql(d: Dialect) -> String {
-    format!(
-        "DELETE FROM queries WHERE {} IN (
-    SELECT {} FROM queries WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
-        d.key("id"),
-        d.key_columns("id")
+        "DELETE FROM {table} WHERE {} IN (
+    SELECT {} FROM {table} WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
+        d.key(key),
+        d.key_columns(key)
     )
 }
 
@@ -105,8 +96,8 @@ pub(crate) async fn prune(pool: &Pool, cutoff_ms: i64, chunk: u32) -> Result<u64
     let mut total = 0;
     for text in [
         prune_connections_sql(d),
-        prune_events_sql(d),
-        prune_queries_sql(d),
+        prune_by_time_sql(d, "events", "seq"),
+        prune_by_time_sql(d, "queries", "id"),
     ] {
         total += prune_table(pool, sql(text), cutoff_ms, chunk).await?;
     }

@@ -9,24 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{event, integrity, open, options};
+use common::{event, integrity, open, options, send_all};
 use sqlx::{ConnectOptions, Connection};
 use weft_store::Store;
 
 fn seqs(events: &[weft_store::EventRecord]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
-}
-
-/// Sends `range` and asserts no send waited, whatever state the database is in.
-fn send_all(store: &Store, range: std::ops::RangeInclusive<i64>) {
-    let start = Instant::now();
-    for seq in range {
-        store.try_send(event(seq));
-    }
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "try_send must never wait"
-    );
 }
 
 #[tokio::test]

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{connection, deferred, event, pg_options, step};
+use common::{connection, deferred, event, pg_options, send_all, step};
 use weft_store::{
     ConnectionState, DeferredFilter, EventRecord, ListFilter, PROCESS_ENDED, ServiceRecord, Store,
 };
@@ -159,18 +157,6 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
     );
     again.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
-}
-
-/// Sends `range` and asserts no send waited, whatever state the server is in.
-fn send_all(store: &Store, range: std::ops::RangeInclusive<i64>) {
-    let start = Instant::now();
-    for seq in range {
-        store.try_send(event(seq));
-    }
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "try_send must never wait"
-    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weft_store::{ConnectionRecord, DeferredRecord, EventRecord, StepRecord, Store, StoreOptions};
 
@@ -123,4 +123,16 @@ pub fn pg_options(url: &str, instance: &str) -> StoreOptions {
     options.busy_timeout = Duration::from_millis(500);
     options.prune_interval = Duration::from_secs(3600);
     options
+}
+
+/// Sends `range` and asserts no send waited, whatever state the database is in.
+pub fn send_all(store: &Store, range: std::ops::RangeInclusive<i64>) {
+    let start = Instant::now();
+    for seq in range {
+        store.try_send(event(seq));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "try_send must never wait"
+    );
 }

@@ -1,6 +1,6 @@
 // The connections table (live, filtered, sortable, capped) and one connection's page.
 
-import { el, replace, text } from "./dom.js";
+import { el, reactorsShown, replace, text } from "./dom.js";
 import { age, bytes } from "./fmt.js";
 
 export const ROW_CAP = 500;
@@ -11,6 +11,7 @@ function params() {
     service: p.get("service") || "",
     state: p.get("state") || "",
     peer: p.get("peer") || "",
+    reactor: p.get("reactor") || "",
     sort: p.get("sort") || "id",
     dir: p.get("dir") || "desc",
   };
@@ -48,9 +49,10 @@ export class ConnectionsView {
 
   readForm(form) {
     const data = new FormData(form);
-    const before = this.f.state + "|" + this.f.service;
-    for (const k of ["service", "state", "peer"]) this.f[k] = String(data.get(k) || "");
-    if (before !== this.f.state + "|" + this.f.service) this.loadClosed();
+    const key = () => `${this.f.state}|${this.f.service}|${this.f.reactor}`;
+    const before = key();
+    for (const k of ["service", "state", "peer", "reactor"]) this.f[k] = String(data.get(k) || "");
+    if (before !== key()) this.loadClosed();
     this.pushUrl();
   }
 
@@ -66,6 +68,7 @@ export class ConnectionsView {
     if (this.f.state === "open") return;
     const q = new URLSearchParams({ state: "closed", limit: String(ROW_CAP) });
     if (this.f.service) q.set("service", this.f.service);
+    if (this.f.reactor) q.set("reactor", this.f.reactor);
     const r = await fetch(`/api/connections?${q}`);
     if (!r.ok) return;
     const page = await r.json();
@@ -103,11 +106,12 @@ export class ConnectionsView {
   }
 
   rows() {
-    const { service, state, peer, sort, dir } = this.f;
+    const { service, state, peer, reactor, sort, dir } = this.f;
     let all = [];
     if (state !== "closed") all.push(...this.open.values());
     if (state !== "open") all.push(...this.closed.values());
-    all = all.filter((c) => (!service || c.service === service) && (!peer || c.peer.includes(peer)));
+    all = all.filter((c) => (!service || c.service === service) && (!peer || c.peer.includes(peer))
+      && (!reactor || String(c.reactor) === reactor));
     const sign = dir === "asc" ? 1 : -1;
     // The server's order (sort.rs): numbers as numbers, text by code point, ties newest first.
     all.sort((a, b) => {
@@ -151,7 +155,7 @@ function toggled(f, key) {
 // The list's URL for filters and sort `f`, leaving out the defaults (as the server does).
 function href(f) {
   const p = new URLSearchParams();
-  for (const k of ["service", "state", "peer", "sort", "dir"]) {
+  for (const k of ["service", "state", "peer", "reactor", "sort", "dir"]) {
     const v = f[k];
     if (v && !(k === "sort" && v === "id") && !(k === "dir" && v === "desc")) p.set(k, v);
   }
@@ -170,6 +174,7 @@ function row(c) {
     el("td", { class: "num" }, bytes(c.bytes_in)),
     el("td", { class: "num" }, bytes(c.bytes_out)),
     el("td", {}, el("span", { class: `pill ${c.state}` }, open ? "open" : c.close_reason || "closed")),
+    reactorsShown("connections") ? el("td", { class: "reactor" }, c.reactor ?? "") : null,
     el("td", {}, open ? el("button", { type: "button", class: "btn small", "data-action": "close", "data-id": c.id }, "Close") : null));
 }
 

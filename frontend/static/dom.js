@@ -36,3 +36,8 @@ export function text(node, value) {
   const s = String(value);
   if (node && node.textContent !== s) node.textContent = s;
 }
+
+// Whether table `id` has a reactor column (the server shows one with several reactors).
+export function reactorsShown(id) {
+  return document.getElementById(id)?.hasAttribute("data-reactors") ?? false;
+}

@@ -20,6 +20,8 @@
 //! - [`data`]: live figures from the hub merged with history from the store, as the rows
 //!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
 //!   `frontend/templates/` (auto-escaped).
+//! - `reactors`: the reactor column and filter of the connection and Deferred lists,
+//!   shown when there is more than one reactor to tell apart.
 //! - `recent`: the hub's ring of chains that ended or were flagged lately, merged into the
 //!   Deferred lists and `/api/events` ahead of history, so a detection is listed at once.
 //! - [`sort`]: the order of the connections list (`?sort=&dir=`), shared by the page's
@@ -77,6 +79,7 @@ pub mod live;
 mod metrics;
 mod pages;
 pub mod profile;
+mod reactors;
 mod recent;
 pub mod series;
 pub mod server;

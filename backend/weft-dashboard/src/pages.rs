@@ -17,6 +17,7 @@ use crate::data::{
 };
 use crate::error::ApiError;
 use crate::fmt;
+use crate::reactors::{self, ReactorColumn};
 use crate::sort::{ConnectionOrder, SortKey};
 use crate::state::DashboardState;
 use crate::views::{self, ServiceFigures};
@@ -95,6 +96,8 @@ struct Connections {
     instance: String,
     /// History is shared by a fleet: rows show the instance that served them.
     fleet: bool,
+    /// The reactor column and filter.
+    reactors: ReactorColumn,
     /// Each column's sort link, built by the server so sorting works without the script.
     headers: Vec<SortHeader>,
     /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
@@ -144,6 +147,10 @@ fn connections_href(q: &ConnectionQuery, order: ConnectionOrder) -> String {
     .into_iter()
     .filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?)))
     .collect();
+    let reactor = q.reactor.map(|r| r.to_string());
+    if let Some(r) = &reactor {
+        pairs.push(("reactor", r));
+    }
     for (k, v) in order.query_pairs() {
         pairs.push((k, v));
     }
@@ -200,6 +207,11 @@ pub(crate) async fn connections(
     match result.await {
         Ok((order, mut rows, service_names)) => html(&Connections {
             page: "connections",
+            reactors: ReactorColumn::new(
+                &state.hub,
+                rows.items.iter().map(|c| c.reactor),
+                q.reactor,
+            ),
             history_error: rows.history_error.take(),
             rows,
             service_names,
@@ -231,6 +243,8 @@ struct Connection {
     c: ConnectionView,
     timeline: Vec<Moment>,
     deferreds: Vec<DeferredView>,
+    /// Its chains run on its reactor: no column of their own.
+    reactors: ReactorColumn,
     history_error: Option<String>,
 }
 
@@ -282,6 +296,7 @@ pub(crate) async fn connection(
         Ok((c, deferreds, history_error)) => html(&Connection {
             page: "connection",
             timeline: timeline(&c, &deferreds),
+            reactors: ReactorColumn::default(),
             c,
             deferreds,
             history_error,
@@ -298,6 +313,8 @@ struct Deferreds {
     tabs: [&'static str; DeferredFilter::ALL.len()],
     tab: String,
     service: String,
+    /// The reactor column and filter.
+    reactors: ReactorColumn,
     deferreds: Vec<DeferredView>,
     /// Rows the limit left out, shown as "N more not shown".
     hidden: usize,
@@ -324,6 +341,13 @@ pub(crate) async fn deferreds(
             tabs: DeferredFilter::ALL.map(DeferredFilter::as_str),
             tab,
             service: q.service.unwrap_or_default(),
+            reactors: ReactorColumn::new(
+                &state.hub,
+                page.items
+                    .iter()
+                    .map(|d| reactors::of_record(d.record.reactor)),
+                q.reactor,
+            ),
             deferreds: page.items,
             hidden: page.hidden,
             history_error: page.history_error,

@@ -183,13 +183,13 @@ impl Store {
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         let filter = ListFilter {
             service,
-            instance: None,
+            ..ListFilter::default()
         };
         self.connections_where(state, filter, max).await
     }
 
     /// Connections newest first (closed ones by close time), optionally only open or closed ones,
-    /// of one service and of one instance.
+    /// of one service, of one instance and of one reactor.
     pub async fn connections_where(
         &self,
         state: Option<ConnectionState>,
@@ -234,12 +234,13 @@ impl Store {
     ) -> Result<Vec<DeferredRecord>, StoreError> {
         let filter = ListFilter {
             service,
-            instance: None,
+            ..ListFilter::default()
         };
         self.deferreds_where(state, filter, max).await
     }
 
-    /// Deferreds, newest first, optionally filtered by state or flag, service and instance.
+    /// Deferreds, newest first, optionally filtered by state or flag, service, instance and
+    /// reactor.
     pub async fn deferreds_where(
         &self,
         state: Option<DeferredFilter>,
@@ -419,19 +420,32 @@ mod tests {
     use super::*;
     use crate::schema;
 
-    fn filters_to_plan() -> [ListFilter<'static>; 4] {
-        let (service, instance) = (Some("echo"), Some("edge-1"));
+    fn filters_to_plan() -> [ListFilter<'static>; 6] {
+        let (service, instance, reactor) = (Some("echo"), Some("edge-1"), Some(1));
         [
             ListFilter::default(),
             ListFilter {
                 service,
-                instance: None,
+                ..ListFilter::default()
             },
             ListFilter {
-                service: None,
                 instance,
+                ..ListFilter::default()
             },
-            ListFilter { service, instance },
+            ListFilter {
+                service,
+                instance,
+                reactor: None,
+            },
+            ListFilter {
+                reactor,
+                ..ListFilter::default()
+            },
+            ListFilter {
+                service,
+                instance,
+                reactor,
+            },
         ]
     }
 

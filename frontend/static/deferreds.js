@@ -1,6 +1,6 @@
 // The Deferred tabs: refreshed from the JSON API when the figures say something changed.
 
-import { el, reactorsShown, replace, text } from "./dom.js";
+import { el, instanceQuery, reactorsShown, replace, text } from "./dom.js";
 import { age, millis } from "./fmt.js";
 
 const MIN_REFRESH_MS = 1000;
@@ -12,6 +12,7 @@ export class DeferredsView {
     this.tab = p.get("state") || "pending";
     this.service = p.get("service") || "";
     this.reactor = p.get("reactor") || "";
+    this.instance = p.get("instance") || "";
     this.key = "";
     this.lastFetch = 0;
     this.rows = null;
@@ -39,6 +40,7 @@ export class DeferredsView {
     const q = new URLSearchParams({ state: this.tab, limit: "500" });
     if (this.service) q.set("service", this.service);
     if (this.reactor) q.set("reactor", this.reactor);
+    if (this.instance) q.set("instance", this.instance);
     const r = await fetch(`/api/deferreds?${q}`);
     if (!r.ok) return;
     const page = await r.json();
@@ -53,7 +55,7 @@ function row(d) {
   const pending = ["pending", "running", "paused"].includes(d.state);
   const flags = ["stalled", "slow", "unhandled", "leaked", "deadlock"].filter((f) => d[f]);
   return el("tr", { "data-id": d.id },
-    el("td", {}, el("a", { href: `/deferreds/${d.id}` }, d.id)),
+    el("td", {}, el("a", { href: `/deferreds/${d.id}${instanceQuery(d.instance)}` }, d.id)),
     el("td", {}, age(d.age_ms)),
     el("td", {}, d.task ? el("span", { class: "pill task" }, "task") : "", d.task ? " " : "", d.label || ""),
     el("td", { class: "mono" }, d.site),

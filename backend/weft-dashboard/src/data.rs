@@ -256,20 +256,36 @@ pub async fn connections(
     })
 }
 
-/// One connection, live if open, else from history (`503` if history cannot be read).
+/// `?instance=` of a detail page: the gateway whose row of that id it shows (this one's
+/// when empty).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DetailQuery {
+    /// The instance (`[gateway] instance`) that wrote the row.
+    pub instance: Option<String>,
+}
+
+/// One connection of this gateway, live if open, else from history, or of `instance`
+/// from history (`503` if history cannot be read).
 pub async fn connection(
     state: &DashboardState,
     id: u64,
+    instance: Option<&str>,
 ) -> Result<Option<ConnectionView>, ApiError> {
-    if let Some(c) = state.hub.connection(ConnectionId(id)) {
-        return Ok(Some(c.into()));
+    let other = crate::instances::other(state, instance);
+    if other.is_none()
+        && let Some(c) = state.hub.connection(ConnectionId(id))
+    {
+        return Ok(Some(ConnectionView {
+            instance: history::own_instance(state).to_owned(),
+            ..c.into()
+        }));
     }
     let Some(store) = &state.store else {
         return Ok(None);
     };
     let id = i64::try_from(id).map_err(|_| ApiError::NotFound("connection"))?;
     let record = store
-        .connection(id)
+        .connection_of(id, other)
         .await
         .map_err(|e| ApiError::HistoryUnavailable(history::unavailable(state, &e)))?;
     Ok(record.map(|r| ConnectionView::from_record(r, now_ms())))
@@ -504,13 +520,16 @@ pub async fn deferreds(
 pub async fn deferred(
     state: &DashboardState,
     id: i64,
+    instance: Option<&str>,
 ) -> Result<(Option<DeferredDetail>, Option<String>), ApiError> {
+    let other = crate::instances::other(state, instance);
     // Pending, or ended so recently that history may not have it yet.
     let live = u64::try_from(id)
         .ok()
+        .filter(|_| other.is_none())
         .and_then(|id| (state.hub.deferred(id)).or_else(|| state.hub.recent().deferred(id)));
     let (stored, history_error) = match &state.store {
-        Some(store) => history::or_note(state, store.deferred(id).await, None),
+        Some(store) => history::or_note(state, store.deferred_of(id, other).await, None),
         None => (None, None),
     };
     let Some(live) = live else {
@@ -519,7 +538,7 @@ pub async fn deferred(
             None => Ok((stored, None)),
         };
     };
-    let mut record = deferred_record(&live);
+    let mut record = history::own_record(deferred_record(&live), history::own_instance(state));
     if let Some(stored) = &stored {
         crate::recent::keep_flags(&mut record, &stored.deferred);
     }
@@ -551,18 +570,20 @@ pub fn chain_waits(
     state.hub.deferreds().waits().chain(id)
 }
 
-/// The Deferreds of one connection (from history), newest first, and the note when
-/// history could not be read.
+/// The Deferreds of one connection (from history; of `instance`'s connection, or this
+/// gateway's), newest first, and the note when history could not be read.
 pub async fn connection_deferreds(
     state: &DashboardState,
     id: u64,
+    instance: Option<&str>,
 ) -> (Vec<DeferredView>, Option<String>) {
     let (Some(store), Ok(id)) = (&state.store, i64::try_from(id)) else {
         return (Vec::new(), None);
     };
     let now = now_ms();
-    let (records, note) =
-        history::or_note(state, store.connection_deferreds(id, 200).await, Vec::new());
+    let other = crate::instances::other(state, instance);
+    let found = store.connection_deferreds_of(id, other, 200).await;
+    let (records, note) = history::or_note(state, found, Vec::new());
     let views = records
         .into_iter()
         .map(|r| DeferredView::new(r, now))

@@ -20,6 +20,8 @@
 //! - [`data`]: live figures from the hub merged with history from the store, as the rows
 //!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
 //!   `frontend/templates/` (auto-escaped).
+//! - `instances`: the instance filter of the list pages and the instance a history row
+//!   names, where history holds more than one gateway's rows.
 //! - `reactors`: the reactor column and filter of the connection and Deferred lists,
 //!   shown when there is more than one reactor to tell apart.
 //! - `recent`: the hub's ring of chains that ended or were flagged lately, merged into the
@@ -75,6 +77,7 @@ mod headers;
 mod health;
 mod history;
 pub mod host;
+mod instances;
 pub mod live;
 mod metrics;
 mod pages;

@@ -13,8 +13,8 @@ use std::str::FromStr;
 
 use crate::query_sql::{
     ListFilter, children_sql, connection_deferreds_sql, connections_by_seq_sql, connections_query,
-    deferreds_query, events_after_sql, last_ids_sql, one_connection_sql, one_deferred_sql,
-    recent_of_kind_sql, recent_queries_sql, services_sql, sql, steps_sql,
+    deferreds_query, events_after_sql, instances_sql, last_ids_sql, one_connection_sql,
+    one_deferred_sql, recent_of_kind_sql, recent_queries_sql, services_sql, sql, steps_sql,
 };
 use weft::defer::DeferredState;
 
@@ -171,6 +171,16 @@ impl Store {
             .fetch_all(&p)
             .await?);
         Ok(self.inner.writer.catalog().overlay(rows))
+    }
+
+    /// The gateways (`[gateway] instance`) whose services history holds, by name (at most
+    /// 1 000): more than one in a database a fleet shares, or in a file a renamed host
+    /// wrote under both names.
+    pub async fn instances(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self.pool(), p => sqlx::query_as(sql(instances_sql()))
+            .fetch_all(&p)
+            .await?);
+        Ok(rows.into_iter().map(|(i,)| i).collect())
     }
 
     /// Connections newest first (closed ones by close time), optionally only open or closed ones

@@ -183,6 +183,18 @@ pub(crate) fn recent_queries_sql(d: Dialect) -> String {
     )
 }
 
+/// The most instances [`instances_sql`] names.
+const MAX_INSTANCES: u32 = 1_000;
+
+/// Every instance whose services history holds (each gateway records its own), by name;
+/// rows written before instances were kept have none.
+pub(crate) fn instances_sql() -> String {
+    format!(
+        "SELECT DISTINCT instance FROM services WHERE instance <> '' \
+         ORDER BY instance LIMIT {MAX_INSTANCES}"
+    )
+}
+
 pub(crate) fn services_sql() -> String {
     format!(
         "SELECT name, kind, endpoints_json, config_json FROM services WHERE 1 = 1{} ORDER BY name",

@@ -112,6 +112,8 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
         "without an instance a detail is this gateway's"
     );
 
+    assert_eq!(two.instances().await.unwrap(), ["edge-1", "edge-2"]);
+
     // What each gateway continues from, its services and its event log are its own.
     assert_eq!(one.last_ids().await.unwrap(), (9, 3));
     assert_eq!(

@@ -204,7 +204,7 @@ impl Core {
 
     /// Appends a step; runs it at once if the chain has a result and is idle.
     pub(crate) fn push_step(self: &Rc<Self>, step: LinkSlot) {
-        if let Some(kind) = step.kind() {
+        if let Some(kind) = step.kind {
             let index = self.steps_added.get();
             self.steps_added.set(index.saturating_add(1));
             // A step that runs at once is reported once, when it has run; one that waits
@@ -217,7 +217,7 @@ impl Core {
                     id: self.id,
                     index,
                     kind,
-                    site: super::Site(step.site()),
+                    site: super::Site(step.site),
                 });
                 observer.on_event(&observe::Event::Deferred(&event));
             }
@@ -275,14 +275,13 @@ impl Core {
             let Some(mut step) = self.steps.borrow_mut().pop_front() else {
                 break;
             };
-            let kind = step.kind();
-            let site = step.site();
+            let (kind, site) = (step.kind, step.site);
             let index = self.steps_run.get();
             if kind.is_some() {
                 self.step_site.set(Some(site));
             }
             let span = thread.map(profile::Thread::enter);
-            let ran = step.run(&mut *result, self);
+            let ran = step.run(&mut *result, self, site);
             let finished = Tick::now();
             let nanos = finished.nanos_since(started);
             started = finished;
@@ -462,7 +461,7 @@ impl Core {
     }
 
     pub(crate) fn next_step_site(&self) -> Option<&'static Location<'static>> {
-        self.steps.try_borrow().ok()?.front().map(|s| s.site())
+        self.steps.try_borrow().ok()?.front().map(|s| s.site)
     }
 
     pub(crate) fn unpause(self: &Rc<Self>) {

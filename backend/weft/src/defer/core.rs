@@ -209,10 +209,10 @@ impl Core {
             let index = self.steps_added.get();
             self.steps_added.set(index.saturating_add(1));
             // A step that runs at once is reported once, when it has run; one that waits
-            // is reported now too, so "stuck before step N" can be seen. With nobody
-            // listening this is the one thread-local read.
-            if let Some(observer) = observe::current()
-                && !self.runs_at_once()
+            // is reported now too, so "stuck before step N" can be seen. Only then is the
+            // observer looked up.
+            if !self.runs_at_once()
+                && let Some(observer) = observe::current()
             {
                 let event = DeferredEvent::Queued(StepQueued {
                     id: self.id,

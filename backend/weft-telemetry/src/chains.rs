@@ -200,6 +200,9 @@ pub(crate) struct Chain {
     pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
     /// An async task's cell, read when a snapshot is taken.
     pub(crate) task: Option<std::sync::Weak<weft::tasks::TaskCell>>,
+    /// The site of the step it is at, written out as the snapshot's `current_step` only
+    /// when a snapshot is taken, not once per step.
+    pub(crate) current_step: Option<Site>,
 }
 
 /// Where a chain comes from, kept as the event gave it and written into its snapshot only
@@ -223,6 +226,7 @@ impl Chain {
     pub(crate) fn snapshot_now(&self) -> DeferredSnapshot {
         let mut snapshot = self.snapshot.clone();
         self.origin.fill(&mut snapshot);
+        snapshot.current_step = self.current_step.map(|site| site.to_string());
         snapshot.age_ms = self.age_ms();
         if let Some(cell) = &self.task {
             crate::tasks::refresh(cell, &mut snapshot);
@@ -235,6 +239,7 @@ impl Chain {
         let age_ms = self.age_ms();
         let mut snapshot = self.snapshot;
         self.origin.fill(&mut snapshot);
+        snapshot.current_step = self.current_step.map(|site| site.to_string());
         snapshot.age_ms = age_ms;
         snapshot
     }
@@ -243,8 +248,8 @@ impl Chain {
         u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn push_step(&mut self, step: StepSnapshot) {
-        self.snapshot.current_step = Some(step.site.clone());
+    pub(crate) fn push_step(&mut self, step: StepSnapshot, site: Site) {
+        self.current_step = Some(site);
         // Steps run in the order they were added: the ones queued up to this one are done.
         let ran = self
             .snapshot

@@ -13,6 +13,7 @@
 //! extend the chain's record, not replace it with a blank one.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -350,13 +351,13 @@ impl Ended {
 pub(crate) struct Chains {
     /// Locked once per Deferred event; readers (`pending_chains`, `chain`) clone snapshots out of
     /// it.
-    map: Mutex<HashMap<u64, Chain>>,
+    map: Mutex<ById<Chain>>,
     /// Failed chains kept after they ended, so a later unhandled-failure report still finds them.
     ended: Mutex<Ended>,
 }
 
 impl Chains {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, Chain>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ById<Chain>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -391,6 +392,35 @@ impl Chains {
     /// One pending chain now.
     pub(crate) fn get(&self, id: u64) -> Option<DeferredSnapshot> {
         self.lock().get(&id).map(Chain::snapshot_now)
+    }
+}
+
+/// A map keyed by Deferred id.
+pub(crate) type ById<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a Deferred id with one multiplication (Fibonacci hashing) where the standard
+/// hasher runs SipHash, twice per step. SipHash resists keys chosen to collide; an id is
+/// drawn from the process's own sequence, which no peer chooses.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        // 2^64 / the golden ratio: consecutive ids land far apart in both the low bits
+        // (the bucket) and the high bits (the tag the table compares first).
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

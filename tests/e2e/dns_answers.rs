@@ -1,7 +1,8 @@
 //! Answers kept by question against the real binary: a question asked again over UDP gets
 //! the answer encoded the first time with its own id (hickory and dig alike), a reload
 //! that changes the zone is answered anew, and kept answers are rate limited like any; a
-//! forwarded answer is kept too, its TTLs counting down, for its own question only.
+//! forwarded answer is kept too, its TTLs counting down, for its own question only; dig's
+//! cookie is answered from the kept answer, with a server cookie made for it.
 
 use std::net::UdpSocket;
 use std::sync::atomic::Ordering;
@@ -105,7 +106,7 @@ fn a_question_asked_again_gets_the_kept_answer_with_its_own_id_until_a_reload_ch
         assert_eq!(answer.answers[0].name.to_ascii(), "A.Wild.example.test.");
         assert_eq!(addresses(&answer), ["192.0.2.30"]);
     }
-    // dig, without its cookie (a cookie is answered per client, so never kept).
+    // dig, without its cookie.
     for _ in 0..2 {
         let short = dig(port, &["www.example.test", "A", "+nocookie", "+short"]);
         assert_eq!(short.trim(), "192.0.2.10");
@@ -243,4 +244,83 @@ forward = ["{upstream}"]
         let b = ask(&socket, port, &query(id, "b.example.", None));
         assert_eq!((b.metadata.id, name_of(&b)), (id, "b.example.".into()));
     }
+}
+
+/// The COOKIE of dig's output, in hex, if dig found it good.
+fn good_cookie(out: &str) -> Option<String> {
+    let line = out.lines().find(|l| l.starts_with("; COOKIE: "))?;
+    let hex = line["; COOKIE: ".len()..].split_whitespace().next()?;
+    line.contains("(good)").then(|| hex.to_owned())
+}
+
+#[test]
+fn dig_with_its_cookie_gets_the_kept_answer_with_a_server_cookie_that_is_valid() {
+    let port = free_port();
+    let app = dns_app(port, "cookies = true");
+    let cookies = |result: &str| {
+        app.metric(&format!(
+            r#"weft_dns_cookies_total{{result="{result}",service="dns"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    let ask = |args: &[&str]| {
+        let mut all = vec!["www.example.test", "A"];
+        all.extend_from_slice(args);
+        let out = dig(port, &all);
+        assert!(
+            out.contains("status: NOERROR") && out.contains("192.0.2.10"),
+            "{out}"
+        );
+        out
+    };
+    // The first is answered in full and kept; each next dig (a client cookie of its own)
+    // gets the kept answer with its cookie echoed and a server cookie.
+    let first = good_cookie(&ask(&["+cookie"])).expect("a good cookie");
+    assert_eventually!(cookies("client") == 1.0, "the first cookie counted");
+    let before = reused(&app);
+    let second = good_cookie(&ask(&["+cookie"])).expect("a good cookie");
+    assert_eq!(
+        second.len(),
+        48,
+        "client cookie and a 16-byte server cookie"
+    );
+    assert_ne!(
+        first[..16],
+        second[..16],
+        "each dig makes its own client cookie"
+    );
+    assert_eventually!(
+        reused(&app) == before + 1.0 && cookies("client") == 2.0,
+        "the second came from the kept answer\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    // The server cookie of a kept answer is this server's: presented back, it is valid.
+    let out = ask(&[&format!("+cookie={second}")]);
+    assert_eq!(
+        good_cookie(&out).map(|c| c[..16].to_owned()),
+        Some(second[..16].to_owned()),
+        "{out}"
+    );
+    assert_eventually!(
+        reused(&app) == before + 2.0 && cookies("valid") == 1.0,
+        "presented back from a kept answer, and valid\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    // Without a cookie: the same kept answer, no COOKIE.
+    let out = ask(&["+nocookie"]);
+    assert!(!out.contains("; COOKIE:"), "{out}");
+    // DO is part of the question kept: the first +dnssec is answered in full, the next
+    // from its own kept answer, both with DO.
+    for _ in 0..2 {
+        let out = ask(&["+dnssec"]);
+        assert!(
+            out.contains("flags: do;") && good_cookie(&out).is_some(),
+            "{out}"
+        );
+    }
+    assert_eventually!(
+        reused(&app) == before + 4.0,
+        "+nocookie and the second +dnssec came from kept answers\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
 }

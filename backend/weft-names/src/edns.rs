@@ -23,6 +23,8 @@ use siphasher::sip::SipHasher24;
 
 /// The NSID option code (RFC 5001).
 const NSID: u16 = 3;
+/// The Client Subnet option code (RFC 7871).
+const SUBNET: u16 = 8;
 /// The COOKIE option code (RFC 7873).
 const COOKIE: u16 = 10;
 /// A client cookie's length (RFC 7873 section 4).
@@ -104,22 +106,79 @@ impl OptionsAsked {
     /// Reads `edns`'s options, with why its COOKIE option is malformed, if it is (RFC
     /// 7873 section 5.2.2: FORMERR); without `cookies`, the COOKIE option is not read.
     pub(crate) fn read(edns: &Edns, cookies: bool) -> (Self, Option<String>) {
+        // hickory reads a COOKIE option as an unknown one, its bytes as they came.
+        let options = edns.options().as_ref().iter().map(|(code, option)| {
+            let data = match option {
+                EdnsOption::Unknown(_, data) => data.as_slice(),
+                _ => &[],
+            };
+            (u16::from(*code), data)
+        });
+        Self::read_each(options, cookies)
+    }
+
+    /// [`OptionsAsked::read`] of the options as sent, `rdata` the OPT record's data; an
+    /// option that runs past the end ends them (the caller has checked their lengths).
+    pub(crate) fn read_wire(rdata: &[u8], cookies: bool) -> (Self, Option<String>) {
+        Self::read_each(WireOptions(rdata), cookies)
+    }
+
+    fn read_each<'a>(
+        options: impl Iterator<Item = (u16, &'a [u8])>,
+        cookies: bool,
+    ) -> (Self, Option<String>) {
         let mut asked = Self::default();
         let mut malformed = None;
-        for (code, option) in edns.options().as_ref() {
-            match (u16::from(*code), option) {
-                (NSID, _) => asked.nsid = true,
-                (COOKIE, EdnsOption::Unknown(_, data)) if cookies && asked.cookie.is_none() => {
-                    match Cookie::read(data) {
-                        Ok(cookie) => asked.cookie = Some(cookie),
-                        Err(why) => malformed = Some(why),
-                    }
-                }
+        for (code, data) in options {
+            match code {
+                NSID => asked.nsid = true,
+                COOKIE if cookies && asked.cookie.is_none() => match Cookie::read(data) {
+                    Ok(cookie) => asked.cookie = Some(cookie),
+                    Err(why) => malformed = Some(why),
+                },
                 _ => {}
             }
         }
         (asked, malformed)
     }
+}
+
+/// The options of an OPT record's data as sent: code, data.
+pub(crate) struct WireOptions<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Iterator for WireOptions<'a> {
+    type Item = (u16, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let [c0, c1, l0, l1, rest @ ..] = self.0 else {
+            return None;
+        };
+        let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        let data = rest.get(..len)?;
+        self.0 = &rest[len..];
+        Some((u16::from_be_bytes([*c0, *c1]), data))
+    }
+}
+
+/// Appends the option `code` with `data` as sent: code, length, data.
+pub(crate) fn write_option(out: &mut Vec<u8>, code: u16, data: &[u8]) {
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Whether a query's option with `code` may be answered from an answer kept for the
+/// query without it: NSID and COOKIE, whose answers [`OptionsAnswered::write_to`] adds
+/// to each copy, and every option this server ignores, but the Client Subnet, whose
+/// data hickory reads and may refuse (FORMERR, which the full path answers).
+pub(crate) fn keeps_answer(code: u16) -> bool {
+    code != SUBNET
+}
+
+/// Whether an answer's option with `code` is one [`OptionsAnswered`] makes for each
+/// query, not part of the answer kept.
+pub(crate) fn made_per_query(code: u16) -> bool {
+    matches!(code, NSID | COOKIE)
 }
 
 /// The options an answer carries besides size, version and DO.
@@ -137,6 +196,23 @@ impl OptionsAnswered {
             nsid: None,
             cookie: self.cookie,
         }
+    }
+
+    /// The options as sent, appended to `out`, in the order of
+    /// [`OptionsAnswered::add_to`].
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        if let Some(nsid) = &self.nsid {
+            write_option(out, NSID, nsid);
+        }
+        if let Some(cookie) = &self.cookie {
+            write_option(out, COOKIE, cookie);
+        }
+    }
+
+    /// The length of [`OptionsAnswered::write_to`]'s bytes.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.nsid.as_ref().map_or(0, |n| 4 + n.len())
+            + self.cookie.as_ref().map_or(0, |c| 4 + c.len())
     }
 
     /// Adds the options to a response's OPT record.

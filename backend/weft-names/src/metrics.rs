@@ -475,6 +475,12 @@ impl ServiceMetrics {
         self.0.reused.inc();
     }
 
+    /// Answers sent from the answers kept so far.
+    #[cfg(test)]
+    pub(crate) fn reuses(&self) -> u64 {
+        self.0.reused.get()
+    }
+
     /// The forwarding handles.
     pub(crate) fn forwarding(&self) -> &ForwardMetrics {
         &self.0.forwarding

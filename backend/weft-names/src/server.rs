@@ -363,13 +363,14 @@ impl DnsServer {
             let rcode = message.metadata.response_code;
             let encoded = match via {
                 Via::Udp => {
-                    let encoded = encode_udp(message, request.udp_limit());
-                    self.inner.answers.borrow_mut().keep(Kept {
-                        bytes: encoded.clone().into_boxed_slice(),
-                        query: request.query.clone(),
-                        rcode,
-                        aging: None,
-                    });
+                    let (encoded, shrunk) = encode_udp(message, request.udp_limit());
+                    let mut answers = self.inner.answers.borrow_mut();
+                    let query = request.query.clone();
+                    if answers.prepared()
+                        && let Some(kept) = Kept::new(&encoded, query, rcode, None, shrunk)
+                    {
+                        answers.keep(kept);
+                    }
                     encoded
                 }
                 Via::Tcp => wire::encode(&message, Some(usize::from(u16::MAX))),
@@ -496,15 +497,16 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
 /// Encodes an answer from a zone for a UDP client that takes `limit` bytes, leaving out
 /// the additional section of an authoritative answer that does not fit in `limit` with
 /// it: the section is optional, and RFC 2181 section 9 sets TC only when the answer
-/// itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.)
-fn encode_udp(mut message: Message, limit: usize) -> Vec<u8> {
+/// itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.) Says
+/// whether it was shrunk so (or could not be encoded).
+fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
     match message.to_vec() {
-        Ok(bytes) if bytes.len() <= limit => bytes,
+        Ok(bytes) if bytes.len() <= limit => (bytes, false),
         Ok(_) if message.metadata.authoritative && !message.additionals.is_empty() => {
             message.additionals.clear();
-            wire::encode(&message, Some(limit))
+            (wire::encode(&message, Some(limit)), true)
         }
-        _ => wire::encode(&message, Some(limit)),
+        _ => (wire::encode(&message, Some(limit)), true),
     }
 }
 
@@ -558,6 +560,8 @@ mod carry;
 #[cfg(test)]
 mod forward_tests;
 mod kept;
+#[cfg(test)]
+mod kept_tests;
 #[cfg(test)]
 mod slip_tests;
 #[cfg(test)]

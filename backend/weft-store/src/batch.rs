@@ -418,8 +418,9 @@ fn insert_sql<T: Insert>(dialect: Dialect, rows: usize) -> String {
 pub(crate) struct BatchSql {
     /// Rows per multi-row insert: fewer statements per batch; 1 writes each row on its own.
     rows_per_statement: usize,
-    /// Bound into every row.
-    instance: String,
+    /// Bound into every row: shared, not copied (a `&str` would be copied into a new
+    /// `String` for each row).
+    instance: std::sync::Arc<str>,
     /// Deletes a removed service (of this instance, in a shared database).
     delete_service: SqlStr,
     services: TableSql,
@@ -439,7 +440,7 @@ macro_rules! write_batch {
         for name in $removed {
             sqlx::query($self.delete_service.clone())
                 .bind(name)
-                .bind($self.instance.as_str())
+                .bind($self.instance.clone())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -474,7 +475,7 @@ macro_rules! write_rows {
             for chunk in &mut chunks {
                 let mut q = sqlx::query(sql.many.clone());
                 for row in chunk {
-                    q = row.$bind(q).bind($self.instance.as_str());
+                    q = row.$bind(q).bind($self.instance.clone());
                 }
                 q.execute(&mut *$tx).await?;
             }
@@ -486,7 +487,7 @@ macro_rules! write_rows {
         };
         for row in rest {
             row.$bind(sqlx::query(sql.one.clone()))
-                .bind($self.instance.as_str())
+                .bind($self.instance.clone())
                 .execute(&mut *$tx)
                 .await?;
         }
@@ -505,7 +506,7 @@ impl BatchSql {
         };
         Self {
             rows_per_statement: n,
-            instance: instance.to_owned(),
+            instance: instance.into(),
             delete_service: delete_service.into_sql_str(),
             services: TableSql::new::<ServiceRecord>(dialect, n),
             connections: TableSql::new::<ConnectionRecord>(dialect, n),

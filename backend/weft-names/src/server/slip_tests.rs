@@ -3,7 +3,6 @@
 //! any other answer.
 
 use std::cell::RefCell;
-use std::path::Path;
 use std::rc::Rc;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -11,9 +10,8 @@ use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use weft::testing::Clock;
 
-use super::tests::{EXAMPLE, Wire, query};
+use super::tests::{EXAMPLE, Wire, catalog, query};
 use super::*;
-use crate::zone::Zone;
 
 /// An NSID longer than any query here, so that echoing it would show.
 const NSID: &str = "a-server-identifier-long-enough-to-outweigh-any-query-in-these-tests";
@@ -23,10 +21,7 @@ const NSID: &str = "a-server-identifier-long-enough-to-outweigh-any-query-in-the
 fn limited(cookies: bool, slip: u32) -> (DnsServer, (Clock, weft::time::ClockGuard)) {
     let clock = Clock::fake();
     let installed = clock.install();
-    let mut zones = Catalog::default();
-    zones
-        .add(Zone::parse(Path::new("example.test.zone"), EXAMPLE).unwrap())
-        .unwrap();
+    let zones = catalog(EXAMPLE);
     let config = DnsConfig {
         zones,
         edns: EdnsConfig {

@@ -80,10 +80,7 @@ pub(super) fn harness_with(
 ) -> Harness {
     let clock = Clock::fake();
     let installed = clock.install();
-    let mut zones = Catalog::default();
-    zones
-        .add(Zone::parse(Path::new("example.test.zone"), zone_text).unwrap())
-        .unwrap();
+    let zones = catalog(zone_text);
     let config = DnsConfig {
         zones,
         forward: upstreams.iter().map(|u| u.parse().unwrap()).collect(),
@@ -101,6 +98,15 @@ pub(super) fn harness_with(
         clock,
         _installed: installed,
     }
+}
+
+/// A catalog of one zone, `example.test.` as `zone_text` says.
+pub(super) fn catalog(zone_text: &str) -> Catalog {
+    let mut zones = Catalog::default();
+    zones
+        .add(Zone::parse(Path::new("example.test.zone"), zone_text).unwrap())
+        .unwrap();
+    zones
 }
 
 pub(super) fn query(id: u16, name: &str, qtype: RecordType) -> Message {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use prometheus::Registry;
+use weft::observe::exemplar::ExemplarIndex;
 use weft::observe::{ConnectionId, Event, ListenerInfo, Observer};
 use weft::{Phase, Reactor, ReactorHandle};
 
@@ -54,6 +55,8 @@ pub struct Hub {
     /// connection or chain goes to the reactor that owns it. Taken by an action, not per
     /// event.
     reactors: Mutex<Vec<Option<ReactorHandle>>>,
+    /// Where latency histograms list their exemplars, for the OpenMetrics exposition.
+    exemplars: ExemplarIndex,
 }
 
 impl std::fmt::Debug for Hub {
@@ -97,6 +100,7 @@ impl Hub {
             views: ServiceViews::default(),
             spikes: RecentSpikes::default(),
             reactors: Mutex::default(),
+            exemplars: ExemplarIndex::default(),
         }))
     }
 
@@ -255,6 +259,19 @@ impl Hub {
     /// Every metric in Prometheus' text format.
     pub fn encode_metrics(&self) -> String {
         self.metrics.encode()
+    }
+
+    /// Every metric in the OpenMetrics text format, latency buckets with their exemplars
+    /// ([`openmetrics::CONTENT_TYPE`](crate::openmetrics::CONTENT_TYPE)).
+    pub fn encode_openmetrics(&self) -> String {
+        crate::openmetrics::encode(&self.gather(), &self.exemplars)
+    }
+
+    /// Where a program lists the exemplars of the latency histograms it registers on
+    /// [`registry`](Self::registry) (or on a summed one), so the OpenMetrics exposition
+    /// carries them.
+    pub fn exemplars(&self) -> &ExemplarIndex {
+        &self.exemplars
     }
 
     /// The open connections now, oldest first.

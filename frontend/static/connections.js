@@ -1,6 +1,6 @@
 // The connections table (live, filtered, sortable, capped) and one connection's page.
 
-import { el, replace, text } from "./dom.js";
+import { el, instanceQuery, ownInstance, reactorsShown, replace, text } from "./dom.js";
 import { age, bytes } from "./fmt.js";
 
 export const ROW_CAP = 500;
@@ -11,6 +11,8 @@ function params() {
     service: p.get("service") || "",
     state: p.get("state") || "",
     peer: p.get("peer") || "",
+    reactor: p.get("reactor") || "",
+    instance: p.get("instance") || "",
     sort: p.get("sort") || "id",
     dir: p.get("dir") || "desc",
   };
@@ -48,9 +50,10 @@ export class ConnectionsView {
 
   readForm(form) {
     const data = new FormData(form);
-    const before = this.f.state + "|" + this.f.service;
-    for (const k of ["service", "state", "peer"]) this.f[k] = String(data.get(k) || "");
-    if (before !== this.f.state + "|" + this.f.service) this.loadClosed();
+    const key = () => `${this.f.state}|${this.f.service}|${this.f.reactor}|${this.f.instance}`;
+    const before = key();
+    for (const k of ["service", "state", "peer", "reactor", "instance"]) this.f[k] = String(data.get(k) || "");
+    if (before !== key()) this.loadClosed();
     this.pushUrl();
   }
 
@@ -66,10 +69,12 @@ export class ConnectionsView {
     if (this.f.state === "open") return;
     const q = new URLSearchParams({ state: "closed", limit: String(ROW_CAP) });
     if (this.f.service) q.set("service", this.f.service);
+    if (this.f.reactor) q.set("reactor", this.f.reactor);
+    if (this.f.instance) q.set("instance", this.f.instance);
     const r = await fetch(`/api/connections?${q}`);
     if (!r.ok) return;
     const page = await r.json();
-    for (const c of page.items) if (!this.open.has(c.id)) this.closed.set(c.id, c);
+    for (const c of page.items) if (!this.open.has(rowKey(c))) this.closed.set(rowKey(c), c);
     this.dirty = true;
     window.__weft.live?.schedule();
   }
@@ -103,11 +108,14 @@ export class ConnectionsView {
   }
 
   rows() {
-    const { service, state, peer, sort, dir } = this.f;
+    const { service, state, peer, reactor, instance, sort, dir } = this.f;
     let all = [];
-    if (state !== "closed") all.push(...this.open.values());
+    // Open connections are this gateway's own.
+    if (state !== "closed" && (!instance || instance === ownInstance())) all.push(...this.open.values());
     if (state !== "open") all.push(...this.closed.values());
-    all = all.filter((c) => (!service || c.service === service) && (!peer || c.peer.includes(peer)));
+    all = all.filter((c) => (!service || c.service === service) && (!peer || c.peer.includes(peer))
+      && (!reactor || String(c.reactor) === reactor)
+      && (!instance || (c.instance || ownInstance()) === instance));
     const sign = dir === "asc" ? 1 : -1;
     // The server's order (sort.rs): numbers as numbers, text by code point, ties newest first.
     all.sort((a, b) => {
@@ -151,7 +159,7 @@ function toggled(f, key) {
 // The list's URL for filters and sort `f`, leaving out the defaults (as the server does).
 function href(f) {
   const p = new URLSearchParams();
-  for (const k of ["service", "state", "peer", "sort", "dir"]) {
+  for (const k of ["service", "state", "peer", "reactor", "instance", "sort", "dir"]) {
     const v = f[k];
     if (v && !(k === "sort" && v === "id") && !(k === "dir" && v === "desc")) p.set(k, v);
   }
@@ -159,10 +167,15 @@ function href(f) {
   return qs ? `${location.pathname}?${qs}` : location.pathname;
 }
 
+// A row's key: its id, and for another gateway's row (history a fleet shares) its instance.
+function rowKey(c) {
+  return c.instance && c.instance !== ownInstance() ? `${c.instance}/${c.id}` : c.id;
+}
+
 function row(c) {
   const open = c.state === "open";
   return el("tr", { "data-id": c.id, class: open ? "" : "closed" },
-    el("td", {}, el("a", { href: `/connections/${c.id}` }, c.id)),
+    el("td", {}, el("a", { href: `/connections/${c.id}${instanceQuery(c.instance)}` }, c.id)),
     el("td", {}, c.service),
     el("td", {}, c.transport),
     el("td", { class: "mono" }, c.peer),
@@ -170,6 +183,7 @@ function row(c) {
     el("td", { class: "num" }, bytes(c.bytes_in)),
     el("td", { class: "num" }, bytes(c.bytes_out)),
     el("td", {}, el("span", { class: `pill ${c.state}` }, open ? "open" : c.close_reason || "closed")),
+    reactorsShown("connections") ? el("td", { class: "reactor" }, c.reactor ?? "") : null,
     el("td", {}, open ? el("button", { type: "button", class: "btn small", "data-action": "close", "data-id": c.id }, "Close") : null));
 }
 

@@ -1,6 +1,6 @@
 // The Deferred tabs: refreshed from the JSON API when the figures say something changed.
 
-import { el, replace, text } from "./dom.js";
+import { el, instanceQuery, reactorsShown, replace, text } from "./dom.js";
 import { age, millis } from "./fmt.js";
 
 const MIN_REFRESH_MS = 1000;
@@ -11,6 +11,8 @@ export class DeferredsView {
     const p = new URLSearchParams(location.search);
     this.tab = p.get("state") || "pending";
     this.service = p.get("service") || "";
+    this.reactor = p.get("reactor") || "";
+    this.instance = p.get("instance") || "";
     this.key = "";
     this.lastFetch = 0;
     this.rows = null;
@@ -37,11 +39,14 @@ export class DeferredsView {
     this.lastFetch = performance.now();
     const q = new URLSearchParams({ state: this.tab, limit: "500" });
     if (this.service) q.set("service", this.service);
+    if (this.reactor) q.set("reactor", this.reactor);
+    if (this.instance) q.set("instance", this.instance);
     const r = await fetch(`/api/deferreds?${q}`);
     if (!r.ok) return;
     const page = await r.json();
     const body = document.querySelector("#deferreds tbody");
-    replace(body, page.items.length ? page.items.map(row) : [el("tr", { class: "empty" }, el("td", { colspan: 9 }, "None."))]);
+    const colspan = reactorsShown("deferreds") ? 10 : 9;
+    replace(body, page.items.length ? page.items.map(row) : [el("tr", { class: "empty" }, el("td", { colspan }, "None."))]);
     text(document.getElementById("hidden-count"), page.hidden > 0 ? `${page.hidden} more not shown` : "");
   }
 }
@@ -50,7 +55,7 @@ function row(d) {
   const pending = ["pending", "running", "paused"].includes(d.state);
   const flags = ["stalled", "slow", "unhandled", "leaked", "deadlock"].filter((f) => d[f]);
   return el("tr", { "data-id": d.id },
-    el("td", {}, el("a", { href: `/deferreds/${d.id}` }, d.id)),
+    el("td", {}, el("a", { href: `/deferreds/${d.id}${instanceQuery(d.instance)}` }, d.id)),
     el("td", {}, age(d.age_ms)),
     el("td", {}, d.task ? el("span", { class: "pill task" }, "task") : "", d.task ? " " : "", d.label || ""),
     el("td", { class: "mono" }, d.site),
@@ -59,5 +64,6 @@ function row(d) {
     el("td", { class: "mono" }, d.task ? `${d.task.polls} polls, busy ${millis(d.task.busy_us / 1000)}` : "", d.step_name ? el("strong", {}, d.step_name) : "", d.step_name && d.current_step ? " " : "", d.current_step || ""),
     el("td", {}, el("span", { class: `pill ${d.state}` }, d.state),
       ...flags.map((f) => el("span", { class: `pill ${f === "stalled" || f === "slow" ? "warn" : "bad"}` }, f))),
+    reactorsShown("deferreds") ? el("td", { class: "reactor" }, d.reactor ?? "") : null,
     el("td", {}, pending && !d.task ? el("button", { type: "button", class: "btn small", "data-action": "cancel", "data-id": d.id }, "Cancel") : null));
 }

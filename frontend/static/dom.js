@@ -36,3 +36,18 @@ export function text(node, value) {
   const s = String(value);
   if (node && node.textContent !== s) node.textContent = s;
 }
+
+// The instance this gateway writes history as (`[gateway] instance`), as the page says.
+export function ownInstance() {
+  return document.querySelector("[data-own-instance]")?.dataset.ownInstance || "";
+}
+
+// What a link to the page of a row `instance` wrote adds: nothing for this gateway's.
+export function instanceQuery(instance) {
+  return instance && instance !== ownInstance() ? `?instance=${encodeURIComponent(instance)}` : "";
+}
+
+// Whether table `id` has a reactor column (the server shows one with several reactors).
+export function reactorsShown(id) {
+  return document.getElementById(id)?.hasAttribute("data-reactors") ?? false;
+}

@@ -81,6 +81,45 @@ fn two_gateways_share_history_and_each_dashboard_filters_it_by_instance() {
     assert!(!open(&a, "").contains(&"edge-b".to_owned()));
     assert!(open(&a, "&instance=edge-b").is_empty());
     drop(held);
+    pages_offer_the_instances_and_name_each_rows(&a, &only_b);
+}
+
+/// The list pages offer each instance as a filter; a row of another gateway links to its
+/// page with its instance, and that page (and its JSON) names it.
+fn pages_offer_the_instances_and_name_each_rows(a: &App, of_b: &BTreeSet<(String, i64)>) {
+    let offered = |html: &str| {
+        html.contains("<select name=\"instance\">")
+            && html.contains("<option value=\"edge-a\" >edge-a</option>")
+            && html.contains("<option value=\"edge-b\" >edge-b</option>")
+    };
+    for path in ["/connections?state=closed", "/deferreds?state=failed"] {
+        let html = a.curl(path).unwrap();
+        assert!(offered(&html), "{path}: {html}");
+    }
+    let html = a.curl("/connections?state=closed&instance=edge-b").unwrap();
+    assert!(
+        html.contains("<option value=\"edge-b\" selected>edge-b</option>"),
+        "{html}"
+    );
+    let (_, id) = of_b.first().expect("a connection of edge-b");
+    let link = format!("href=\"/connections/{id}?instance=edge-b\"");
+    assert!(html.contains(&link), "{link} in {html}");
+    let page = a
+        .curl(&format!("/connections/{id}?instance=edge-b"))
+        .unwrap();
+    assert!(page.contains("<dd id=\"instance\">edge-b</dd>"), "{page}");
+    let api = a
+        .curl(&format!("/api/connections/{id}?instance=edge-b"))
+        .unwrap();
+    let detail: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(detail["instance"], "edge-b", "{detail}");
+    let own = a
+        .curl(&format!("/api/connections/{id}"))
+        .unwrap_or_default();
+    assert!(
+        !own.contains("\"edge-b\""),
+        "without an instance, edge-a's own: {own}"
+    );
 }
 
 #[test]

@@ -472,3 +472,74 @@ fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
     );
     assert_eq!((seen.code, seen.version.as_str()), (200, "2"));
 }
+
+#[test]
+fn an_http2_request_head_left_unfinished_is_ended_within_the_request_timeout() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| {
+        std::fs::write(dir.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
+             limits = {{ request_timeout = \"1s\" }}\n",
+            dir.display()
+        )
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let preface = || {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        frame(&mut out, 0x4, 0, 0, &[]);
+        out
+    };
+    // GET / with :authority "localhost", from the HPACK static table.
+    let mut head = vec![0x82, 0x86, 0x84, 0x41, 9];
+    head.extend_from_slice(b"localhost");
+
+    // A complete request on a connection then kept open: the bound is on heads, not on
+    // connections.
+    let mut patient = TcpStream::connect(web).unwrap();
+    let mut out = preface();
+    frame(&mut out, 0x1, 0x5, 1, &head);
+    patient.write_all(&out).unwrap();
+
+    // HEADERS without END_HEADERS, and the CONTINUATION that would end it never sent.
+    let mut out = preface();
+    frame(&mut out, 0x1, 0x1, 1, &head[..3]);
+    let started = std::time::Instant::now();
+    let goaway = goaway_for(web, &out);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}; request_timeout is 1 s"
+    );
+    assert_eq!(goaway, Some(0), "told GOAWAY before the close");
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="head_timeout",service="web"}"#)
+            == Some(1.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+
+    patient
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0; 4096];
+    let still_open = loop {
+        match patient.read(&mut buf) {
+            Ok(0) => break false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        still_open,
+        "a connection whose heads were complete stays open past the timeout"
+    );
+    assert!(
+        seen.windows(b"<h1>weft</h1>".len())
+            .any(|w| w == b"<h1>weft</h1>"),
+        "and was answered"
+    );
+}

@@ -316,3 +316,148 @@ fn the_soft_open_files_limit_is_raised_to_the_hard_one_and_logged() {
     let figures: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&figures[3..5], ["4096", "4096"], "{line}");
 }
+
+/// Whether the server ends a fresh connection to `addr` at once without a word: a
+/// connection refused at a cap (accepted and reset).
+fn turned_away(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return true;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    match s.read(&mut [0; 1]) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == ErrorKind::ConnectionReset,
+    }
+}
+
+fn refused_total(app: &App, service: &str) -> f64 {
+    app.metric(&format!(
+        r#"weft_refused_total{{reason="limit_total",service="{service}"}}"#
+    ))
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_service_at_its_total_cap_refuses_the_next_connection_and_serves_the_ones_it_holds() {
+    let port = free_port();
+    let app = spawn_app_with(|_| service("capped", "echo", port, "max_connections = 5"));
+    let mut held: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(local(port)).unwrap())
+        .collect();
+    assert_eventually!(
+        app.metric(r#"weft_connections_active{service="capped",transport="tcp"}"#) == Some(5.0),
+        "five idle connections held"
+    );
+    assert!(turned_away(local(port)), "the sixth is refused");
+    assert_eventually!(
+        refused_total(&app, "capped") == 1.0,
+        "the refusal is counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert!(
+        app.log().contains("at its connection cap"),
+        "and logged\n{}",
+        app.log()
+    );
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0; 4];
+        s.write_all(b"ping").unwrap();
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping", "the held connections go on");
+    }
+    assert!(echoes(app.echo), "another service is not affected");
+    held.pop();
+    assert_eventually!(
+        echoes(local(port)),
+        "a place frees when a connection closes"
+    );
+}
+
+#[test]
+fn every_stream_kind_has_a_total_cap_and_a_reload_applies_a_new_one() {
+    let [web, dns, proxy] = [free_port(), free_port(), free_port()];
+    let app = crate::support::spawn_app_beside_echo(|dir, echo| {
+        let cap = "max_connections = 1";
+        dns_service(dir, dns, cap)
+            + &service(
+                "web",
+                "http",
+                web,
+                // Its held connection must outlive the test, not wait for a head 10 s.
+                &format!(
+                    "{cap}\nroot = \"{}\"\nlimits = {{ request_timeout = \"60s\" }}",
+                    dir.display()
+                ),
+            )
+            + &service(
+                "proxy",
+                "tcp-proxy",
+                proxy,
+                &format!("{cap}\nupstream = \"tcp:{echo}\""),
+            )
+    });
+    let held: Vec<TcpStream> = [web, dns, proxy]
+        .into_iter()
+        .map(|port| TcpStream::connect(local(port)).unwrap())
+        .collect();
+    for name in ["web", "dns", "proxy"] {
+        assert_eventually!(
+            app.metric(&format!(
+                r#"weft_connections_active{{service="{name}",transport="tcp"}}"#
+            ))
+            .is_some_and(|n| n >= 1.0),
+            "{name}: one held"
+        );
+    }
+    for (name, port) in [("web", web), ("dns", dns), ("proxy", proxy)] {
+        assert!(turned_away(local(port)), "{name}: the second is refused");
+        assert_eventually!(
+            refused_total(&app, name) == 1.0,
+            "{name}: counted\n{}",
+            app.curl("/metrics").unwrap_or_default()
+        );
+    }
+
+    app.edit_config(|text| {
+        text.replacen("max_connections = 1\nroot", "max_connections = 2\nroot", 1)
+    });
+    app.reload_by_signal("ok");
+    // The connection held since before the reload counts against the new cap.
+    let _second = TcpStream::connect(local(web)).unwrap();
+    assert_eventually!(
+        app.metric(r#"weft_connections_active{service="web",transport="tcp"}"#) == Some(2.0),
+        "web: a second served under the new cap"
+    );
+    assert!(turned_away(local(web)), "web: the third is refused");
+    assert_eventually!(refused_total(&app, "web") == 2.0, "web: counted");
+    drop(held);
+}
+
+#[test]
+fn a_total_cap_of_zero_or_past_a_million_is_refused_by_check_and_run() {
+    for bad in ["0", "1000001"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::check::preamble(dir.path())
+            + &service(
+                "capped",
+                "echo",
+                free_port(),
+                &format!("max_connections = {bad}"),
+            );
+        let line = config
+            .lines()
+            .position(|l| l.contains("max_connections"))
+            .unwrap()
+            + 1;
+        crate::check::both_refuse(
+            dir.path(),
+            &config,
+            &[
+                &format!("weft.toml:{line}:"),
+                "service[0].max_connections: ",
+                "between 1 and 1000000",
+            ],
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! `[gateway] reactors = 2`: both reactors accept on every port (SO_REUSEPORT), each
 //! answers echo, HTTP and DNS, the dashboard closes a connection the second reactor owns,
-//! and a reload and the shutdown reach both.
+//! history keeps each connection's and chain's reactor (listed, filtered and shown in a
+//! column), and a reload and the shutdown reach both.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -24,7 +25,8 @@ ns1 IN A 192.0.2.1
 www IN A 192.0.2.10
 ";
 
-/// Two reactors, with an HTTP service serving `dir/site` and a DNS service.
+/// Two reactors, with an HTTP service serving `dir/site` and a DNS service; every chain
+/// that succeeds is kept in history.
 fn spawn_two(web: u16, dns: u16) -> App {
     spawn_app_with(|dir| {
         let site = dir.join("site");
@@ -48,6 +50,9 @@ zones = ["{zone}"]
 
 [gateway]
 reactors = 2
+
+[inspect]
+sample = 1.0
 "#,
             site = site.display(),
             zone = zone.display()
@@ -159,25 +164,27 @@ fn connections_to_one_port_spread_over_both_reactors_and_each_answers() {
     assert!(!metrics.contains("reactor=\"2\""), "{metrics}");
 }
 
+/// Takes out of `held` an echo TCP connection reactor 1 owns: its id and its stream.
+fn one_on_reactor_1(app: &App, held: &mut Vec<TcpStream>) -> (u64, TcpStream) {
+    let on_one = open_connections(app, "echo", Some(1));
+    let target = on_one
+        .iter()
+        .find(|c| c["transport"] == "tcp")
+        .unwrap_or_else(|| panic!("a TCP connection on reactor 1: {on_one:?}"));
+    let peer = target["peer"].as_str().unwrap();
+    let index = held
+        .iter()
+        .position(|s| s.local_addr().unwrap().to_string() == peer)
+        .expect("the listed peer is one of ours");
+    (target["id"].as_u64().unwrap(), held.swap_remove(index))
+}
+
 #[test]
 fn the_dashboard_closes_a_connection_the_second_reactor_owns() {
     let (web, dns) = (free_port(), free_port());
     let app = spawn_two(web, dns);
     let mut held: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(app.echo)).collect();
-    let on_one = open_connections(&app, "echo", Some(1));
-    let target = on_one
-        .iter()
-        .find(|c| c["transport"] == "tcp")
-        .unwrap_or_else(|| panic!("a TCP connection on reactor 1: {on_one:?}"));
-    let (id, peer) = (
-        target["id"].as_u64().unwrap(),
-        target["peer"].as_str().unwrap().to_owned(),
-    );
-    let index = held
-        .iter()
-        .position(|s| s.local_addr().unwrap().to_string() == peer)
-        .expect("the listed peer is one of ours");
-    let mut conn = held.swap_remove(index);
+    let (id, mut conn) = one_on_reactor_1(&app, &mut held);
 
     let host = app.dashboard.to_string();
     let reply = http(
@@ -207,6 +214,128 @@ fn the_dashboard_closes_a_connection_the_second_reactor_owns() {
         s.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"more\n");
     }
+}
+
+fn json(app: &App, path: &str) -> Value {
+    let body = app.curl(path).unwrap_or_else(|| panic!("{path} answers"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// The ids and reactors of a list's items.
+fn listed(page: &Value) -> Vec<(u64, u64)> {
+    let items = page["items"].as_array().expect("a list");
+    let pair = |v: &Value| {
+        (
+            v["id"].as_u64().unwrap(),
+            v["reactor"].as_u64().unwrap_or(99),
+        )
+    };
+    items.iter().map(pair).collect()
+}
+
+/// The table row of the connection `id` in a list page.
+fn page_row(html: &str, id: u64) -> &str {
+    let start = html
+        .find(&format!("<tr data-id=\"{id}\""))
+        .unwrap_or_else(|| panic!("row {id} listed: {html}"));
+    let len = html[start..].find("</tr>").expect("the row ends");
+    &html[start..start + len]
+}
+
+#[test]
+fn history_keeps_the_reactor_of_each_connection_and_chain_and_the_lists_filter_by_it() {
+    let (web, dns) = (free_port(), free_port());
+    let app = spawn_two(web, dns);
+    let mut held: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(app.echo)).collect();
+    let (id, conn) = one_on_reactor_1(&app, &mut held);
+    // Closed by the client: from then on it is history's.
+    drop(conn);
+
+    let path = format!("/api/connections/{id}");
+    assert_eventually!(
+        app.curl(&path)
+            .is_some_and(|b| b.contains("\"closed\"") && b.contains("\"reactor\":1")),
+        "closed, from history, on reactor 1: {:?}",
+        app.curl(&path)
+    );
+    let closed_on_one = listed(&json(&app, "/api/connections?state=closed&reactor=1"));
+    assert!(closed_on_one.contains(&(id, 1)), "{closed_on_one:?}");
+    assert!(
+        closed_on_one.iter().all(|&(_, r)| r == 1),
+        "{closed_on_one:?}"
+    );
+    let closed_on_zero = listed(&json(&app, "/api/connections?state=closed&reactor=0"));
+    assert!(closed_on_zero.iter().all(|&(i, r)| r == 0 && i != id));
+    let stored: Option<i64> = crate::support::query(&app.db, async |c| {
+        let (r,): (Option<i64>,) = sqlx::query_as("SELECT reactor FROM connections WHERE id = ?")
+            .bind(id as i64)
+            .fetch_one(c)
+            .await
+            .unwrap();
+        r
+    });
+    assert_eq!(stored, Some(1), "the history file keeps the reactor");
+
+    // The list page: a reactor column and filter, with two reactors.
+    let html = app.curl("/connections?state=closed&reactor=1").unwrap();
+    assert!(
+        html.contains("<th>reactor</th>") && html.contains(" data-reactors"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<option value=\"1\" selected>1</option>"),
+        "{html}"
+    );
+    assert!(
+        page_row(&html, id).contains("<td class=\"reactor\">1</td>"),
+        "{html}"
+    );
+
+    // HTTP on fresh connections: the kernel spreads them, every chain is kept.
+    let web_addr: SocketAddr = ([127, 0, 0, 1], web).into();
+    for _ in 0..SPREAD {
+        let reply = http(web_addr, "GET / HTTP/1.1\r\nHost: example\r\n", "");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let chain_reactors = || -> BTreeSet<Option<i64>> {
+        crate::support::query(&app.db, async |c| {
+            let rows: Vec<(Option<i64>,)> = sqlx::query_as(
+                "SELECT DISTINCT reactor FROM deferreds WHERE label = 'http request'",
+            )
+            .fetch_all(c)
+            .await
+            .unwrap();
+            rows.into_iter().map(|(r,)| r).collect()
+        })
+    };
+    assert_eventually!(
+        chain_reactors() == BTreeSet::from([Some(0), Some(1)]),
+        "the requests' chains in history, with the reactor of each: {:?}",
+        chain_reactors()
+    );
+    for reactor in [0, 1] {
+        let chains = listed(&json(
+            &app,
+            &format!("/api/deferreds?reactor={reactor}&limit=1000"),
+        ));
+        assert!(!chains.is_empty(), "reactor {reactor}'s chains listed");
+        assert!(chains.iter().all(|&(_, r)| r == reactor), "{chains:?}");
+        let html = app.curl(&format!("/deferreds?reactor={reactor}")).unwrap();
+        assert!(html.contains("<th>reactor</th>"), "{html}");
+    }
+    let html = app.curl("/deferreds").unwrap();
+    assert!(html.contains("<select name=\"reactor\">"), "{html}");
+    // A reactor that is not a number is refused, naming the parameter.
+    let reply = http(
+        app.dashboard,
+        &format!(
+            "GET /api/connections?reactor=one HTTP/1.1\r\nHost: {}\r\n",
+            app.dashboard
+        ),
+        "",
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.body.contains("reactor"), "{reply:?}");
 }
 
 #[test]

@@ -63,6 +63,10 @@ fn accepted(message: String) -> (StatusCode, Json<Accepted>) {
     )
 }
 
+/// Why an action was not queued to its reactor: the handle never waits, so a reactor that
+/// is blocked with its queue full turns the action away rather than stall this thread.
+const NOT_QUEUED: &str = "the reactor has stopped, or is blocked with its queue of calls full";
+
 pub(crate) async fn close_connection(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
@@ -74,7 +78,7 @@ pub(crate) async fn close_connection(
     };
     let reactor = reactor(&state, connection.reactor)?;
     if !reactor.close_connection(ConnectionId(id)) {
-        return Err(ApiError::Unavailable("the reactor has stopped"));
+        return Err(ApiError::Unavailable(NOT_QUEUED));
     }
     Ok(accepted(format!("connection {id} is being closed")))
 }
@@ -90,7 +94,7 @@ pub(crate) async fn cancel_deferred(
     };
     let reactor = reactor(&state, chain.reactor)?;
     if !crate::defer::cancel(&reactor, id) {
-        return Err(ApiError::Unavailable("the reactor has stopped"));
+        return Err(ApiError::Unavailable(NOT_QUEUED));
     }
     Ok(accepted(format!("Deferred {id} is being cancelled")))
 }

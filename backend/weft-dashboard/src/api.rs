@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use weft_store::DeferredDetail;
 
 use crate::data::{
-    self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
+    self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, DetailQuery, Page,
+    ServiceView,
 };
 use crate::error::ApiError;
 use crate::history;
@@ -52,12 +53,14 @@ pub(crate) async fn connections(
 pub(crate) async fn connection(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
 ) -> Result<Json<ConnectionDetail>, ApiError> {
     let id = data::api_id(&id, "connection")?;
-    let connection = data::connection(&state, id)
+    let instance = q.instance.as_deref();
+    let connection = data::connection(&state, id, instance)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
-    let (deferreds, history_error) = data::connection_deferreds(&state, id).await;
+    let (deferreds, history_error) = data::connection_deferreds(&state, id, instance).await;
     Ok(Json(ConnectionDetail {
         connection,
         deferreds,
@@ -93,9 +96,10 @@ pub struct DeferredChain {
 pub(crate) async fn deferred(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
 ) -> Result<Json<DeferredChain>, ApiError> {
     let id = data::api_id(&id, "deferred")?;
-    let (detail, history_error) = data::deferred(&state, id).await?;
+    let (detail, history_error) = data::deferred(&state, id, q.instance.as_deref()).await?;
     let detail = detail.ok_or(ApiError::NotFound("deferred"))?;
     Ok(Json(DeferredChain {
         waiting_at: data::waiting_at(&detail),

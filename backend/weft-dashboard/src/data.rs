@@ -77,7 +77,8 @@ pub struct ConnectionView {
     pub writes: u64,
     /// Why it closed.
     pub close_reason: Option<String>,
-    /// The index of the reactor that owns it; history does not keep it.
+    /// The index of the reactor that owns (or owned) it; `None` in history written before
+    /// the reactor was kept.
     pub reactor: Option<u16>,
     /// The gateway that served it (`[gateway] instance`).
     pub instance: String,
@@ -126,7 +127,7 @@ impl ConnectionView {
             reads: u(r.reads),
             writes: u(r.writes),
             close_reason: r.close_reason,
-            reactor: None,
+            reactor: crate::reactors::of_record(r.reactor),
             instance: r.instance,
         }
     }
@@ -141,7 +142,8 @@ pub struct ConnectionQuery {
     pub service: Option<String>,
     /// Only peers containing this text.
     pub peer: Option<String>,
-    /// Only connections of this reactor (open ones: history does not keep the reactor).
+    /// Only connections of this reactor.
+    #[serde(default, deserialize_with = "crate::reactors::param")]
     pub reactor: Option<u16>,
     /// Only those of this gateway (`[gateway] instance`) of a fleet sharing history.
     pub instance: Option<String>,
@@ -226,7 +228,11 @@ pub async fn connections(
             store
                 .connections_where(
                     Some(ConnectionState::Closed),
-                    ListFilter { service, instance },
+                    ListFilter {
+                        service,
+                        instance,
+                        reactor: q.reactor,
+                    },
                     want,
                 )
                 .await,
@@ -250,20 +256,36 @@ pub async fn connections(
     })
 }
 
-/// One connection, live if open, else from history (`503` if history cannot be read).
+/// `?instance=` of a detail page: the gateway whose row of that id it shows (this one's
+/// when empty).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DetailQuery {
+    /// The instance (`[gateway] instance`) that wrote the row.
+    pub instance: Option<String>,
+}
+
+/// One connection of this gateway, live if open, else from history, or of `instance`
+/// from history (`503` if history cannot be read).
 pub async fn connection(
     state: &DashboardState,
     id: u64,
+    instance: Option<&str>,
 ) -> Result<Option<ConnectionView>, ApiError> {
-    if let Some(c) = state.hub.connection(ConnectionId(id)) {
-        return Ok(Some(c.into()));
+    let other = crate::instances::other(state, instance);
+    if other.is_none()
+        && let Some(c) = state.hub.connection(ConnectionId(id))
+    {
+        return Ok(Some(ConnectionView {
+            instance: history::own_instance(state).to_owned(),
+            ..c.into()
+        }));
     }
     let Some(store) = &state.store else {
         return Ok(None);
     };
     let id = i64::try_from(id).map_err(|_| ApiError::NotFound("connection"))?;
     let record = store
-        .connection(id)
+        .connection_of(id, other)
         .await
         .map_err(|e| ApiError::HistoryUnavailable(history::unavailable(state, &e)))?;
     Ok(record.map(|r| ConnectionView::from_record(r, now_ms())))
@@ -296,13 +318,16 @@ impl DeferredView {
     }
 }
 
-/// `?state=&service=&limit=` of the Deferred lists.
+/// `?state=&service=&reactor=&instance=&limit=` of the Deferred lists.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DeferredQuery {
     /// `pending`, `stalled`, `slow`, `failed`, `unhandled`, `leaked`, `deadlock`.
     pub state: Option<String>,
     /// Only this service.
     pub service: Option<String>,
+    /// Only chains and tasks of this reactor.
+    #[serde(default, deserialize_with = "crate::reactors::param")]
+    pub reactor: Option<u16>,
     /// Only those of this gateway (`[gateway] instance`) of a fleet sharing history.
     pub instance: Option<String>,
     /// At most this many rows.
@@ -345,6 +370,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
             .flatten(),
         kind: Some(if d.task.is_some() { "task" } else { "chain" }.to_owned()),
         task_json: d.task.as_ref().and_then(|t| serde_json::to_string(t).ok()),
+        reactor: Some(i64::from(d.reactor)),
         instance: String::new(),
     }
 }
@@ -443,30 +469,36 @@ pub async fn deferreds(
     let mut history_error = None;
     // Live chains are this gateway's own.
     let live = instance.is_none_or(|i| i == own);
+    let wanted = |d: &DeferredRecord| {
+        matches(filter, d)
+            && service.is_none_or(|s| d.service.as_deref() == Some(s))
+            && q.reactor.is_none_or(|r| d.reactor == Some(i64::from(r)))
+    };
     let mut rows: Vec<DeferredRecord> = state
         .hub
         .pending_deferreds()
         .iter()
         .filter(|_| live)
         .map(|d| history::own_record(deferred_record(d), own))
-        .filter(|d| matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s)))
+        .filter(|d| wanted(d))
         .collect();
     // A pending row in history that is not live belongs to a run that has ended.
     if filter != Some(DeferredFilter::Pending) {
         let mut stored = Vec::new();
         if let Some(store) = &state.store {
             let want = u32::try_from(limit + 1).unwrap_or(u32::MAX);
+            let list = ListFilter {
+                service,
+                instance,
+                reactor: q.reactor,
+            };
             (stored, history_error) = history::or_note(
                 state,
-                store
-                    .deferreds_where(filter, ListFilter { service, instance }, want)
-                    .await,
+                store.deferreds_where(filter, list, want).await,
                 Vec::new(),
             );
         }
-        crate::recent::add_ended(&state.hub, own, &mut rows, stored, |d| {
-            live && matches(filter, d) && service.is_none_or(|s| d.service.as_deref() == Some(s))
-        });
+        crate::recent::add_ended(&state.hub, own, &mut rows, stored, |d| live && wanted(d));
     }
     rows.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
     let hidden = rows.len().saturating_sub(limit);
@@ -488,13 +520,16 @@ pub async fn deferreds(
 pub async fn deferred(
     state: &DashboardState,
     id: i64,
+    instance: Option<&str>,
 ) -> Result<(Option<DeferredDetail>, Option<String>), ApiError> {
+    let other = crate::instances::other(state, instance);
     // Pending, or ended so recently that history may not have it yet.
     let live = u64::try_from(id)
         .ok()
+        .filter(|_| other.is_none())
         .and_then(|id| (state.hub.deferred(id)).or_else(|| state.hub.recent().deferred(id)));
     let (stored, history_error) = match &state.store {
-        Some(store) => history::or_note(state, store.deferred(id).await, None),
+        Some(store) => history::or_note(state, store.deferred_of(id, other).await, None),
         None => (None, None),
     };
     let Some(live) = live else {
@@ -503,7 +538,7 @@ pub async fn deferred(
             None => Ok((stored, None)),
         };
     };
-    let mut record = deferred_record(&live);
+    let mut record = history::own_record(deferred_record(&live), history::own_instance(state));
     if let Some(stored) = &stored {
         crate::recent::keep_flags(&mut record, &stored.deferred);
     }
@@ -535,18 +570,20 @@ pub fn chain_waits(
     state.hub.deferreds().waits().chain(id)
 }
 
-/// The Deferreds of one connection (from history), newest first, and the note when
-/// history could not be read.
+/// The Deferreds of one connection (from history; of `instance`'s connection, or this
+/// gateway's), newest first, and the note when history could not be read.
 pub async fn connection_deferreds(
     state: &DashboardState,
     id: u64,
+    instance: Option<&str>,
 ) -> (Vec<DeferredView>, Option<String>) {
     let (Some(store), Ok(id)) = (&state.store, i64::try_from(id)) else {
         return (Vec::new(), None);
     };
     let now = now_ms();
-    let (records, note) =
-        history::or_note(state, store.connection_deferreds(id, 200).await, Vec::new());
+    let other = crate::instances::other(state, instance);
+    let found = store.connection_deferreds_of(id, other, 200).await;
+    let (records, note) = history::or_note(state, found, Vec::new());
     let views = records
         .into_iter()
         .map(|r| DeferredView::new(r, now))

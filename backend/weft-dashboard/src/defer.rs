@@ -3,7 +3,8 @@
 use weft::ReactorHandle;
 use weft::defer::DeferredId;
 
-/// Queues the cancellation of Deferred `id` to `reactor`; `false` if the reactor has gone.
+/// Queues the cancellation of Deferred `id` to `reactor`; `false` if the reactor has gone
+/// or its queue is full.
 pub(crate) fn cancel(reactor: &ReactorHandle, id: u64) -> bool {
     reactor.cancel_deferred(DeferredId(id))
 }

@@ -20,6 +20,10 @@
 //! - [`data`]: live figures from the hub merged with history from the store, as the rows
 //!   every view shows; [`api`] serves them as JSON and `pages` as askama templates from
 //!   `frontend/templates/` (auto-escaped).
+//! - `instances`: the instance filter of the list pages and the instance a history row
+//!   names, where history holds more than one gateway's rows.
+//! - `reactors`: the reactor column and filter of the connection and Deferred lists,
+//!   shown when there is more than one reactor to tell apart.
 //! - `recent`: the hub's ring of chains that ended or were flagged lately, merged into the
 //!   Deferred lists and `/api/events` ahead of history, so a detection is listed at once.
 //! - [`sort`]: the order of the connections list (`?sort=&dir=`), shared by the page's
@@ -76,10 +80,12 @@ mod headers;
 mod health;
 mod history;
 pub mod host;
+mod instances;
 pub mod live;
 mod metrics;
 mod pages;
 pub mod profile;
+mod reactors;
 mod recent;
 pub mod series;
 pub mod server;

@@ -13,10 +13,13 @@ use weft_telemetry::ChainWaits;
 
 use crate::cards::Card;
 use crate::data::{
-    self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, Page, ServiceView,
+    self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, DetailQuery, Page,
+    ServiceView,
 };
 use crate::error::ApiError;
 use crate::fmt;
+use crate::instances::InstanceFilter;
+use crate::reactors::{self, ReactorColumn};
 use crate::sort::{ConnectionOrder, SortKey};
 use crate::state::DashboardState;
 use crate::views::{self, ServiceFigures};
@@ -91,10 +94,12 @@ struct Connections {
     service: String,
     state: String,
     peer: String,
-    /// The `instance` filter: this gateway's own or another's of a fleet sharing history.
-    instance: String,
+    /// The `instance` filter, offered when history holds more than one gateway's rows.
+    instances: InstanceFilter,
     /// History is shared by a fleet: rows show the instance that served them.
     fleet: bool,
+    /// The reactor column and filter.
+    reactors: ReactorColumn,
     /// Each column's sort link, built by the server so sorting works without the script.
     headers: Vec<SortHeader>,
     /// `sort` and `dir` as hidden form fields, so filtering keeps the order.
@@ -144,6 +149,10 @@ fn connections_href(q: &ConnectionQuery, order: ConnectionOrder) -> String {
     .into_iter()
     .filter_map(|(k, v)| Some((k, v.filter(|v| !v.is_empty())?)))
     .collect();
+    let reactor = q.reactor.map(|r| r.to_string());
+    if let Some(r) = &reactor {
+        pairs.push(("reactor", r));
+    }
     for (k, v) in order.query_pairs() {
         pairs.push((k, v));
     }
@@ -188,18 +197,32 @@ pub(crate) async fn connections(
         let order = q.order()?;
         let mut rows = data::connections(&state, &q).await?;
         // Open connections alone are live: the filter's names must not wait on history.
-        let service_names = if q.state.as_deref().map(str::trim) == Some("open") {
+        let live = q.state.as_deref().map(str::trim) == Some("open");
+        let service_names = if live {
             data::live_service_names(&state)
         } else {
             let (services, note) = data::services(&state).await;
             rows.history_error = rows.history_error.take().or(note);
             services.into_iter().map(|s| s.name).collect()
         };
-        Ok::<_, ApiError>((order, rows, service_names))
+        let instance = q.instance.as_deref();
+        let instances = if live {
+            InstanceFilter::asked(&state, instance)
+        } else {
+            let (instances, note) = InstanceFilter::new(&state, instance).await;
+            rows.history_error = rows.history_error.take().or(note);
+            instances
+        };
+        Ok::<_, ApiError>((order, rows, service_names, instances))
     };
     match result.await {
-        Ok((order, mut rows, service_names)) => html(&Connections {
+        Ok((order, mut rows, service_names, instances)) => html(&Connections {
             page: "connections",
+            reactors: ReactorColumn::new(
+                &state.hub,
+                rows.items.iter().map(|c| c.reactor),
+                q.reactor,
+            ),
             history_error: rows.history_error.take(),
             rows,
             service_names,
@@ -208,7 +231,7 @@ pub(crate) async fn connections(
             service: q.service.unwrap_or_default(),
             state: q.state.unwrap_or_default(),
             peer: q.peer.unwrap_or_default(),
-            instance: q.instance.unwrap_or_default(),
+            instances,
             fleet: crate::history::shared(&state),
         }),
         Err(e) => error_page("connections", e),
@@ -231,6 +254,10 @@ struct Connection {
     c: ConnectionView,
     timeline: Vec<Moment>,
     deferreds: Vec<DeferredView>,
+    /// Its chains run on its reactor: no column of their own.
+    reactors: ReactorColumn,
+    /// How its chains link to their pages: as its instance's.
+    instances: InstanceFilter,
     history_error: Option<String>,
 }
 
@@ -269,19 +296,23 @@ fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
 pub(crate) async fn connection(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
 ) -> Response {
     let result = async {
         let id = data::parse_id(&id).ok_or(ApiError::NotFound("connection"))?;
-        let c = data::connection(&state, id)
+        let instance = q.instance.as_deref();
+        let c = data::connection(&state, id, instance)
             .await?
             .ok_or(ApiError::NotFound("connection"))?;
-        let (deferreds, history_error) = data::connection_deferreds(&state, id).await;
+        let (deferreds, history_error) = data::connection_deferreds(&state, id, instance).await;
         Ok::<_, ApiError>((c, deferreds, history_error))
     };
     match result.await {
         Ok((c, deferreds, history_error)) => html(&Connection {
             page: "connection",
             timeline: timeline(&c, &deferreds),
+            reactors: ReactorColumn::default(),
+            instances: InstanceFilter::asked(&state, None),
             c,
             deferreds,
             history_error,
@@ -298,6 +329,10 @@ struct Deferreds {
     tabs: [&'static str; DeferredFilter::ALL.len()],
     tab: String,
     service: String,
+    /// The reactor column and filter.
+    reactors: ReactorColumn,
+    /// The `instance` filter, offered when history holds more than one gateway's rows.
+    instances: InstanceFilter,
     deferreds: Vec<DeferredView>,
     /// Rows the limit left out, shown as "N more not shown".
     hidden: usize,
@@ -318,15 +353,24 @@ pub(crate) async fn deferreds(
         .state
         .get_or_insert_with(|| DeferredFilter::Pending.as_str().into())
         .clone();
+    let (instances, note) = InstanceFilter::new(&state, q.instance.as_deref()).await;
     match data::deferreds(&state, &q).await {
         Ok(page) => html(&Deferreds {
+            instances,
             page: "deferreds",
             tabs: DeferredFilter::ALL.map(DeferredFilter::as_str),
             tab,
             service: q.service.unwrap_or_default(),
+            reactors: ReactorColumn::new(
+                &state.hub,
+                page.items
+                    .iter()
+                    .map(|d| reactors::of_record(d.record.reactor)),
+                q.reactor,
+            ),
             deferreds: page.items,
             hidden: page.hidden,
-            history_error: page.history_error,
+            history_error: page.history_error.or(note),
         }),
         Err(e) => error_page("deferreds", e),
     }
@@ -423,6 +467,9 @@ struct Deferred {
     waiting: Option<String>,
     /// The locks it waits on or holds, from the wait-for graph.
     waits: Option<ChainWaits>,
+    /// What its links to the chains and connections of its instance add (`?instance=`
+    /// for another gateway's).
+    scope: String,
     d: DeferredDetail,
     history_error: Option<String>,
 }
@@ -430,11 +477,12 @@ struct Deferred {
 pub(crate) async fn deferred(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
 ) -> Response {
     let Some(id) = data::parse_id(&id) else {
         return error_page("deferred", ApiError::NotFound("deferred"));
     };
-    match data::deferred(&state, id).await {
+    match data::deferred(&state, id, q.instance.as_deref()).await {
         Ok((Some(mut d), history_error)) => {
             let at = data::waiting_at(&d);
             let waiting = at.and_then(|at| waiting_text(&d, at));
@@ -446,6 +494,7 @@ pub(crate) async fn deferred(
                 steps,
                 waiting,
                 waits: data::chain_waits(&state, &d),
+                scope: InstanceFilter::asked(&state, None).query(&d.deferred.instance),
                 d,
                 history_error,
             })

@@ -330,6 +330,7 @@ mod tests {
             holders: vec![holder],
             unrecorded_holders: 0,
             waiters: vec![waiter],
+            reactor: 0,
         }
     }
 

@@ -55,16 +55,17 @@ impl Replicas {
             let index = i + 1;
             let (tx, rx) = tokio::sync::oneshot::channel();
             let config = config.clone();
-            let queued = handle.call_from_thread(move || {
+            let queued = handle.try_call_from_thread(move || {
                 let result = RUNNING.with(|r| match r.borrow_mut().as_mut() {
                     Some(running) => running.apply(config).map(drop).map_err(|e| e.to_string()),
                     None => Err("its services have stopped".into()),
                 });
                 let _ = tx.send(result);
             });
-            let result = match rx.await {
-                Ok(result) if queued => result,
-                _ => Err("the reactor has stopped".into()),
+            let result = match (queued, rx.await) {
+                (Err(refused), _) => Err(refused.to_string()),
+                (Ok(()), Ok(result)) => result,
+                (Ok(()), Err(_)) => Err("the reactor has stopped".into()),
             };
             if let Err(error) = result {
                 tracing::error!(reactor = index, %error, "reactor {index} did not apply the reload");

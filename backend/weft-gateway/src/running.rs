@@ -359,16 +359,19 @@ impl Running {
 }
 
 /// The listener options of `service` replacing a service that had `previous`: its own
-/// limits, with a per-peer cap that goes on counting the connections the old one admitted.
+/// limits, with caps per peer and in total that go on counting the connections the old
+/// one admitted (a lowered cap refuses new ones until enough of those have closed).
 fn successor_options(service: &ServiceConfig, previous: Option<&ListenOptions>) -> ListenOptions {
     let limits = &service.limits;
-    match (
+    let mut options = limits.listen_options();
+    if let (Some(counted), Some(max)) = (
         previous.and_then(ListenOptions::get_peer_limit),
         limits.max_connections_per_peer,
     ) {
-        (Some(counted), Some(max)) => ListenOptions::new()
-            .idle_timeout(limits.idle_timeout)
-            .peer_limit(counted.with_max(max)),
-        _ => limits.listen_options(),
+        options = options.peer_limit(counted.with_max(max));
     }
+    if let Some(counted) = previous.and_then(ListenOptions::get_total_limit) {
+        options = options.total_limit(counted.with_max(limits.max_connections));
+    }
+    options
 }

@@ -141,6 +141,7 @@ pub(crate) fn connection_record(
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
+        reactor: Some(i64::from(c.reactor)),
         // The writer stores its own instance.
         instance: String::new(),
     }
@@ -307,6 +308,12 @@ mod tests {
         assert_eq!((row.opened_seq, row.closed_seq), (Some(10), Some(11)));
         assert_eq!(row.closed_at_ms, Some(1_500));
         assert_eq!(row.close_detail.as_deref(), Some("done in words"));
+        assert_eq!(row.reactor, Some(0));
+        let on_one = ConnectionSnapshot {
+            reactor: 1,
+            ..connection(2)
+        };
+        assert_eq!(connection_record(&on_one, None).reactor, Some(1));
     }
 
     #[test]

@@ -135,11 +135,13 @@ impl Insert for ConnectionRecord {
         "close_detail",
         "opened_seq",
         "closed_seq",
+        "reactor",
     ];
     const KEY: &'static [&'static str] = &["id"];
     const MERGE: &'static [(&'static str, Merge)] = &[
         ("opened_seq", Merge::KeepIfNull),
         ("closed_seq", Merge::KeepIfNull),
+        ("reactor", Merge::KeepIfNull),
     ];
     const FINAL_WHEN: Option<&'static str> = Some("closed_at_ms IS NOT NULL");
 
@@ -159,6 +161,7 @@ impl Insert for ConnectionRecord {
         r.close_detail.as_deref(),
         r.opened_seq,
         r.closed_seq,
+        r.reactor,
     );
 
     fn key_hash(&self) -> Option<u64> {
@@ -192,6 +195,7 @@ impl Insert for DeferredRecord {
         "named_steps_json",
         "kind",
         "task_json",
+        "reactor",
     ];
     const KEY: &'static [&'static str] = &["id"];
     /// Every write of a chain is a full picture except a detection the hub reports after it
@@ -221,6 +225,7 @@ impl Insert for DeferredRecord {
         ("named_steps_json", Merge::KeepIfNull),
         ("kind", Merge::KeepIfNull),
         ("task_json", Merge::KeepIfNull),
+        ("reactor", Merge::KeepIfNull),
     ];
 
     binds!(r =>
@@ -247,6 +252,7 @@ impl Insert for DeferredRecord {
         r.named_steps_json.as_deref(),
         r.kind.as_deref(),
         r.task_json.as_deref(),
+        r.reactor,
     );
 
     fn key_hash(&self) -> Option<u64> {

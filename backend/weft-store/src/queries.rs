@@ -13,8 +13,8 @@ use std::str::FromStr;
 
 use crate::query_sql::{
     ListFilter, children_sql, connection_deferreds_sql, connections_by_seq_sql, connections_query,
-    deferreds_query, events_after_sql, last_ids_sql, one_connection_sql, one_deferred_sql,
-    recent_of_kind_sql, recent_queries_sql, services_sql, sql, steps_sql,
+    deferreds_query, events_after_sql, instances_sql, last_ids_sql, one_connection_sql,
+    one_deferred_sql, recent_of_kind_sql, recent_queries_sql, services_sql, sql, steps_sql,
 };
 use weft::defer::DeferredState;
 
@@ -173,6 +173,16 @@ impl Store {
         Ok(self.inner.writer.catalog().overlay(rows))
     }
 
+    /// The gateways (`[gateway] instance`) whose services history holds, by name (at most
+    /// 1 000): more than one in a database a fleet shares, or in a file a renamed host
+    /// wrote under both names.
+    pub async fn instances(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self.pool(), p => sqlx::query_as(sql(instances_sql()))
+            .fetch_all(&p)
+            .await?);
+        Ok(rows.into_iter().map(|(i,)| i).collect())
+    }
+
     /// Connections newest first (closed ones by close time), optionally only open or closed ones
     /// and only of one service; of every instance.
     pub async fn connections(
@@ -183,13 +193,13 @@ impl Store {
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
         let filter = ListFilter {
             service,
-            instance: None,
+            ..ListFilter::default()
         };
         self.connections_where(state, filter, max).await
     }
 
     /// Connections newest first (closed ones by close time), optionally only open or closed ones,
-    /// of one service and of one instance.
+    /// of one service, of one instance and of one reactor.
     pub async fn connections_where(
         &self,
         state: Option<ConnectionState>,
@@ -234,12 +244,13 @@ impl Store {
     ) -> Result<Vec<DeferredRecord>, StoreError> {
         let filter = ListFilter {
             service,
-            instance: None,
+            ..ListFilter::default()
         };
         self.deferreds_where(state, filter, max).await
     }
 
-    /// Deferreds, newest first, optionally filtered by state or flag, service and instance.
+    /// Deferreds, newest first, optionally filtered by state or flag, service, instance and
+    /// reactor.
     pub async fn deferreds_where(
         &self,
         state: Option<DeferredFilter>,
@@ -419,19 +430,32 @@ mod tests {
     use super::*;
     use crate::schema;
 
-    fn filters_to_plan() -> [ListFilter<'static>; 4] {
-        let (service, instance) = (Some("echo"), Some("edge-1"));
+    fn filters_to_plan() -> [ListFilter<'static>; 6] {
+        let (service, instance, reactor) = (Some("echo"), Some("edge-1"), Some(1));
         [
             ListFilter::default(),
             ListFilter {
                 service,
-                instance: None,
+                ..ListFilter::default()
             },
             ListFilter {
-                service: None,
                 instance,
+                ..ListFilter::default()
             },
-            ListFilter { service, instance },
+            ListFilter {
+                service,
+                instance,
+                reactor: None,
+            },
+            ListFilter {
+                reactor,
+                ..ListFilter::default()
+            },
+            ListFilter {
+                service,
+                instance,
+                reactor,
+            },
         ]
     }
 

@@ -8,32 +8,39 @@ use crate::queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
 
 const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, opened_at_ms, closed_at_ms, \
      bytes_in, bytes_out, reads, writes, close_reason, close_detail, opened_seq, closed_seq, \
-     instance FROM connections";
+     reactor, instance FROM connections";
 
 const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
      created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked, \
      deadlock, step_name, step_detail, waiting_on_connection, named_steps_json, kind, task_json, \
-     instance FROM deferreds";
+     reactor, instance FROM deferreds";
 
-/// Which rows a list shows: of one service, of one instance (both optional).
+/// Which rows a list shows: of one service, of one instance, of one reactor (each optional).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListFilter<'a> {
     /// Only rows of this service.
     pub service: Option<&'a str>,
     /// Only rows this instance wrote (`[gateway] instance`); every instance's when `None`.
     pub instance: Option<&'a str>,
+    /// Only rows of this reactor (`[gateway] reactors`); rows that do not know theirs
+    /// (written before history kept it) match no reactor.
+    pub reactor: Option<u16>,
 }
 
 /// Appends the filter's conditions to a query that has its `WHERE`.
 fn push_filter<DB: Database>(q: &mut QueryBuilder<DB>, filter: ListFilter<'_>)
 where
     for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     if let Some(service) = filter.service {
         q.push(" AND service = ").push_bind(service.to_owned());
     }
     if let Some(instance) = filter.instance {
         q.push(" AND instance = ").push_bind(instance.to_owned());
+    }
+    if let Some(reactor) = filter.reactor {
+        q.push(" AND reactor = ").push_bind(i64::from(reactor));
     }
 }
 
@@ -45,6 +52,7 @@ pub(crate) fn connections_query<DB: Database>(
 where
     DB::Arguments: Default,
     for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::<DB>::new(CONNECTION_COLUMNS);
     q.push(match state {
@@ -70,6 +78,7 @@ pub(crate) fn deferreds_query<DB: Database>(
 where
     DB::Arguments: Default,
     for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     let mut q = QueryBuilder::<DB>::new(DEFERRED_COLUMNS);
     if state == Some(DeferredFilter::Pending) {
@@ -171,6 +180,18 @@ pub(crate) fn recent_queries_sql(d: Dialect) -> String {
          ORDER BY at_ms DESC, id DESC LIMIT $3",
         d.indexed_by("queries_service_at"),
         scoped(4)
+    )
+}
+
+/// The most instances [`instances_sql`] names.
+const MAX_INSTANCES: u32 = 1_000;
+
+/// Every instance whose services history holds (each gateway records its own), by name;
+/// rows written before instances were kept have none.
+pub(crate) fn instances_sql() -> String {
+    format!(
+        "SELECT DISTINCT instance FROM services WHERE instance <> '' \
+         ORDER BY instance LIMIT {MAX_INSTANCES}"
     )
 }
 

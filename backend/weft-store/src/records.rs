@@ -81,6 +81,11 @@ pub struct ConnectionRecord {
     pub opened_seq: Option<i64>,
     /// The number of its `connection_closed` event, likewise.
     pub closed_seq: Option<i64>,
+    /// The reactor that owned it (0 to `[gateway] reactors` - 1); `None` in rows written
+    /// before history kept it (migration 9).
+    #[serde(default)]
+    #[sqlx(default)]
+    pub reactor: Option<i64>,
     /// The gateway that wrote it (`[gateway] instance`), as read back; the writer stores
     /// its own name whatever a record says.
     #[serde(default)]
@@ -123,6 +128,7 @@ impl ConnectionRecord {
                 "bytes_out": bytes_out,
                 "reads": reads,
                 "writes": writes,
+                "reactor": self.reactor,
             },
         });
         if !opened {
@@ -201,6 +207,11 @@ pub struct DeferredRecord {
     #[serde(skip)]
     #[sqlx(default)]
     pub task_json: Option<String>,
+    /// The reactor that ran it (0 to `[gateway] reactors` - 1); `None` in rows written
+    /// before history kept it (migration 9).
+    #[serde(default)]
+    #[sqlx(default)]
+    pub reactor: Option<i64>,
     /// The gateway that wrote it (`[gateway] instance`), as read back; the writer stores
     /// its own name whatever a record says.
     #[serde(default)]

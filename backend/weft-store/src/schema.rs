@@ -192,14 +192,26 @@ mod tests {
             "instance",
             "56b67d58ebfe622ca7f46c6e6549299d69dc56d87233b1abef54043993f57a0b3bcfde82b74542776b42b8b704e50577",
         ),
+        (
+            9,
+            "reactor",
+            "e6e3a701997b97817a8d110a79edafc922bd10edae2fac775f0abe78a53f5dff36d18dbb7a257d04a780cdead2ce3c0a",
+        ),
     ];
 
     /// The same, for the PostgreSQL schema in `migrations/postgres/`.
-    const LANDED_POSTGRES: &[(i64, &str, &str)] = &[(
-        1,
-        "initial",
-        "574d5c83761acf30782455b6c4c310b0da5dbdcdcd10e4c4dcc5ac35dd6d02dc7f2daed90a324153239379cae0853fd3",
-    )];
+    const LANDED_POSTGRES: &[(i64, &str, &str)] = &[
+        (
+            1,
+            "initial",
+            "574d5c83761acf30782455b6c4c310b0da5dbdcdcd10e4c4dcc5ac35dd6d02dc7f2daed90a324153239379cae0853fd3",
+        ),
+        (
+            2,
+            "reactor",
+            "9758cffcd99385d578f36b4b92c0073a90e18ce2730ed0bf006c20b2381c2e3f565ff2310febe578bac17ae8d0f91f16",
+        ),
+    ];
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

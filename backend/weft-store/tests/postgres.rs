@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{connection, deferred, event, pg_options, send_all, step};
+use common::{
+    connection, deferred, event, pg_options, reactors_are_kept_and_filtered, send_all, step,
+};
 use weft_store::{
     ConnectionState, DeferredFilter, EventRecord, ListFilter, PROCESS_ENDED, ServiceRecord, Store,
 };
@@ -67,8 +69,8 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
     let nine = one.connection(9).await.unwrap().unwrap();
     assert_eq!(nine.closed_at_ms, Some(3_100), "the later write wins");
     let only = |instance| ListFilter {
-        service: None,
         instance: Some(instance),
+        ..ListFilter::default()
     };
     let open_two = one
         .connections_where(Some(ConnectionState::Open), only("edge-2"), 100)
@@ -109,6 +111,8 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
         "edge-1",
         "without an instance a detail is this gateway's"
     );
+
+    assert_eq!(two.instances().await.unwrap(), ["edge-1", "edge-2"]);
 
     // What each gateway continues from, its services and its event log are its own.
     assert_eq!(one.last_ids().await.unwrap(), (9, 3));
@@ -157,6 +161,15 @@ async fn two_instances_share_one_database_each_with_its_own_ids() {
     );
     again.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_row_keeps_its_reactor_and_lists_filter_by_it() {
+    let pg = Postgres::start();
+    let url = pg.create_database("reactors");
+    let store = open(&url, "edge-1").await;
+    reactors_are_kept_and_filtered(&store).await;
+    store.shutdown().await.unwrap();
 }
 
 #[tokio::test]

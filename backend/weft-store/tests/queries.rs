@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{connection, deferred, event, open, step};
+use common::{connection, deferred, event, open, reactors_are_kept_and_filtered, step};
 use weft_store::{
     ConnectionRecord, ConnectionState, DeferredFilter, DeferredRecord, ServiceRecord, StoreError,
 };
@@ -426,4 +426,12 @@ fn filters_parse_the_api_words_and_name_bad_ones() {
     assert!(matches!(err, StoreError::BadFilter { .. }));
     assert!(err.to_string().contains("\"zombie\""), "{err}");
     assert!(err.to_string().contains("stalled"), "{err}");
+}
+
+#[tokio::test]
+async fn each_row_keeps_its_reactor_and_lists_filter_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    reactors_are_kept_and_filtered(&store).await;
+    store.shutdown().await.unwrap();
 }

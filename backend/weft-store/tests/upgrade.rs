@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use weft_store::{
-    ConnectionRecord, DeferredRecord, EventRecord, MAX_LIMIT, ServiceRecord, StepRecord, Store,
+    ConnectionRecord, DeferredRecord, EventRecord, ListFilter, MAX_LIMIT, ServiceRecord,
+    StepRecord, Store,
 };
 
 /// The file `weft 0.1.0` wrote (see `tests/data/README.md`).
@@ -98,6 +99,18 @@ async fn a_history_file_written_by_0_1_0_opens_and_serves_every_row() {
     let mut deferreds = store.deferreds(None, None, MAX_LIMIT).await.unwrap();
     deferreds.sort_by_key(|d| d.id);
     assert_eq!(deferreds, released.deferreds);
+    // 0.1.0 did not keep the reactor: its rows read as of no known reactor, and a list of
+    // one reactor's rows holds none of them.
+    assert!(connections.iter().all(|c| c.reactor.is_none()));
+    assert!(deferreds.iter().all(|d| d.reactor.is_none()));
+    let reactor_zero = ListFilter {
+        reactor: Some(0),
+        ..ListFilter::default()
+    };
+    let of_zero = store.connections_where(None, reactor_zero, MAX_LIMIT);
+    assert_eq!(of_zero.await.unwrap(), []);
+    let of_zero = store.deferreds_where(None, reactor_zero, MAX_LIMIT);
+    assert_eq!(of_zero.await.unwrap(), []);
     let stalled = store
         .deferreds(Some("stalled".parse().unwrap()), None, MAX_LIMIT)
         .await
@@ -136,9 +149,19 @@ async fn a_history_file_written_by_0_1_0_opens_and_serves_every_row() {
         1_800_000_000_000,
         Some(1_800_000_000_500),
     );
+    let next = ConnectionRecord {
+        reactor: Some(1),
+        ..next
+    };
     store.try_send(next.clone());
     store.flush().await.unwrap();
     assert_eq!(store.connection(next.id).await.unwrap(), Some(next));
+    let of_one = ListFilter {
+        reactor: Some(1),
+        ..ListFilter::default()
+    };
+    let of_one = store.connections_where(None, of_one, MAX_LIMIT).await;
+    assert_eq!(of_one.unwrap().len(), 1, "the new row keeps its reactor");
     store.shutdown().await.unwrap();
     assert_eq!(common::integrity(&options.path).await, "ok");
 }

@@ -13,6 +13,7 @@
 //! extend the chain's record, not replace it with a blank one.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -200,6 +201,9 @@ pub(crate) struct Chain {
     pub(crate) metrics: Arc<crate::deferred::ServiceHandles>,
     /// An async task's cell, read when a snapshot is taken.
     pub(crate) task: Option<std::sync::Weak<weft::tasks::TaskCell>>,
+    /// The site of the step it is at, written out as the snapshot's `current_step` only
+    /// when a snapshot is taken, not once per step.
+    pub(crate) current_step: Option<Site>,
 }
 
 /// Where a chain comes from, kept as the event gave it and written into its snapshot only
@@ -223,6 +227,7 @@ impl Chain {
     pub(crate) fn snapshot_now(&self) -> DeferredSnapshot {
         let mut snapshot = self.snapshot.clone();
         self.origin.fill(&mut snapshot);
+        snapshot.current_step = self.current_step.map(|site| site.to_string());
         snapshot.age_ms = self.age_ms();
         if let Some(cell) = &self.task {
             crate::tasks::refresh(cell, &mut snapshot);
@@ -235,6 +240,7 @@ impl Chain {
         let age_ms = self.age_ms();
         let mut snapshot = self.snapshot;
         self.origin.fill(&mut snapshot);
+        snapshot.current_step = self.current_step.map(|site| site.to_string());
         snapshot.age_ms = age_ms;
         snapshot
     }
@@ -243,8 +249,8 @@ impl Chain {
         u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn push_step(&mut self, step: StepSnapshot) {
-        self.snapshot.current_step = Some(step.site.clone());
+    pub(crate) fn push_step(&mut self, step: StepSnapshot, site: Site) {
+        self.current_step = Some(site);
         // Steps run in the order they were added: the ones queued up to this one are done.
         let ran = self
             .snapshot
@@ -345,13 +351,13 @@ impl Ended {
 pub(crate) struct Chains {
     /// Locked once per Deferred event; readers (`pending_chains`, `chain`) clone snapshots out of
     /// it.
-    map: Mutex<HashMap<u64, Chain>>,
+    map: Mutex<ById<Chain>>,
     /// Failed chains kept after they ended, so a later unhandled-failure report still finds them.
     ended: Mutex<Ended>,
 }
 
 impl Chains {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, Chain>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ById<Chain>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -386,6 +392,35 @@ impl Chains {
     /// One pending chain now.
     pub(crate) fn get(&self, id: u64) -> Option<DeferredSnapshot> {
         self.lock().get(&id).map(Chain::snapshot_now)
+    }
+}
+
+/// A map keyed by Deferred id.
+pub(crate) type ById<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a Deferred id with one multiplication (Fibonacci hashing) where the standard
+/// hasher runs SipHash, twice per step. SipHash resists keys chosen to collide; an id is
+/// drawn from the process's own sequence, which no peer chooses.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        // 2^64 / the golden ratio: consecutive ids land far apart in both the low bits
+        // (the bucket) and the high bits (the tag the table compares first).
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -398,6 +398,7 @@ impl DeferredTracker {
             created: std::time::Instant::now(),
             metrics,
             task: None,
+            current_step: None,
         };
         chains.insert(c.id.0, chain);
         None
@@ -417,16 +418,19 @@ impl DeferredTracker {
                 Some(queued) if queued.index == step.index => std::mem::take(&mut queued.site),
                 _ => step.site.to_string(),
             };
-            chain.push_step(StepSnapshot {
-                index: step.index,
-                kind: step.kind,
-                site,
-                at_ms: now_ms(),
-                duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
-                outcome: step.outcome.status(),
-                failure,
-                child: step.outcome.child().map(|c| c.0),
-            });
+            chain.push_step(
+                StepSnapshot {
+                    index: step.index,
+                    kind: step.kind,
+                    site,
+                    at_ms: now_ms(),
+                    duration_us: u64::try_from(step.duration.as_micros()).unwrap_or(u64::MAX),
+                    outcome: step.outcome.status(),
+                    failure,
+                    child: step.outcome.child().map(|c| c.0),
+                },
+                step.site,
+            );
         })
     }
 

@@ -54,7 +54,8 @@ pub struct Hub {
     /// The handle of every reactor the hub is installed on, by index, so an action on a
     /// connection or chain goes to the reactor that owns it. Taken by an action, not per
     /// event.
-    reactors: Mutex<Vec<Option<ReactorHandle>>>,
+    /// Shared with the collector of `weft_reactor_calls_refused_total`.
+    reactors: crate::calls::Handles,
     /// Where latency histograms list their exemplars, for the OpenMetrics exposition.
     exemplars: ExemplarIndex,
 }
@@ -78,6 +79,12 @@ impl Hub {
         metrics
             .registry()
             .register(Box::new(ByteCollector::new(live.clone())?))?;
+        let reactors = crate::calls::Handles::default();
+        metrics
+            .registry()
+            .register(Box::new(crate::calls::CallsCollector::new(
+                reactors.clone(),
+            )?))?;
         let deferreds = DeferredTracker::new(
             metrics.registry(),
             config.sample,
@@ -99,7 +106,7 @@ impl Hub {
             retired: Mutex::default(),
             views: ServiceViews::default(),
             spikes: RecentSpikes::default(),
-            reactors: Mutex::default(),
+            reactors,
             exemplars: ExemplarIndex::default(),
         }))
     }

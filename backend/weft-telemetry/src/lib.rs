@@ -22,6 +22,8 @@
 //!   event to the modules below and never blocks (atomics, short map updates, an append).
 //! - [`metrics`]: the Prometheus families on an owned registry, with labelled handles resolved
 //!   once per service and cached.
+//! - `calls`: `weft_reactor_calls_refused_total`, read from each reactor's handle at
+//!   scrape time.
 //! - [`live`]: the registry of open connections and the byte totals of closed ones; the
 //!   byte counters are derived from it at scrape time by a custom collector, so the data path
 //!   does nothing for them.
@@ -69,6 +71,7 @@
 //! (a scrape, the dashboard) take snapshots from any thread.
 
 pub mod bus;
+mod calls;
 pub mod chains;
 pub mod config;
 pub mod deferred;

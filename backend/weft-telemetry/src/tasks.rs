@@ -121,6 +121,7 @@ impl DeferredTracker {
             created: Instant::now(),
             metrics,
             task: Some(t.cell.clone()),
+            current_step: None,
         };
         let mut chains = self.chains().lock();
         chains.insert(t.id.0, chain);

@@ -1,8 +1,9 @@
-//! The wait-for graph as the dashboard shows it: the latest [`WaitGraph`] the reactor's
-//! scan handed over (only when it changed), in owned form, and what it says about one chain.
+//! The wait-for graph as the dashboard shows it: the latest [`WaitGraph`] each reactor's
+//! scan handed over (only when it changed), in owned form and merged into one, and what it
+//! says about one chain.
 //!
-//! The reactor thread replaces the snapshot under a short lock at most once per stall
-//! scan; readers clone an `Arc`.
+//! A reactor thread replaces its snapshot, and rebuilds the union, under a short lock at
+//! most once per stall scan; readers clone an `Arc`.
 
 use std::sync::{Arc, Mutex};
 
@@ -75,6 +76,8 @@ pub struct LockSnapshot {
     pub unrecorded_holders: u64,
     /// Who waits, first in line first.
     pub waiters: Vec<PartySnapshot>,
+    /// The reactor whose chains hold and wait on it.
+    pub reactor: u16,
 }
 
 impl LockSnapshot {
@@ -90,6 +93,7 @@ impl LockSnapshot {
             holders: l.holders.iter().map(PartySnapshot::of).collect(),
             unrecorded_holders: l.unrecorded_holders as u64,
             waiters: l.waiters.iter().map(PartySnapshot::of).collect(),
+            reactor: 0,
         }
     }
 }
@@ -249,26 +253,66 @@ impl WaitsSnapshot {
     }
 }
 
-/// The latest graph the reactor handed over.
+/// The latest graph each reactor handed over, and their union: each reactor of a
+/// [`ReactorPool`](weft::ReactorPool) scans its own chains and locks, and hands over its
+/// graph when it changes, so one reactor's empty graph must not hide another's deadlock.
 #[derive(Debug, Default)]
 pub struct Waits {
-    latest: Mutex<Arc<WaitsSnapshot>>,
+    latest: Mutex<ByReactor>,
+}
+
+#[derive(Debug, Default)]
+struct ByReactor {
+    /// Each reactor's latest graph, by index: one entry per reactor the hub heard from.
+    graphs: Vec<WaitsSnapshot>,
+    /// Their union, rebuilt when one of them is replaced.
+    union: Arc<WaitsSnapshot>,
 }
 
 impl Waits {
-    /// Replaces the graph.
+    /// Replaces the graph of the reactor this thread runs.
     pub(crate) fn set(&self, graph: &WaitGraph) {
-        let snapshot = Arc::new(WaitsSnapshot::of(graph));
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        self.put(weft::reactor::current_index(), WaitsSnapshot::of(graph));
     }
 
-    /// The graph now.
+    /// Replaces reactor `reactor`'s graph with `graph`.
+    pub(crate) fn put(&self, reactor: u16, mut graph: WaitsSnapshot) {
+        for lock in &mut graph.locks {
+            lock.reactor = reactor;
+        }
+        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        let index = usize::from(reactor);
+        if latest.graphs.len() <= index {
+            latest.graphs.resize_with(index + 1, WaitsSnapshot::default);
+        }
+        latest.graphs[index] = graph;
+        latest.union = Arc::new(union(&latest.graphs));
+    }
+
+    /// The graph now: every reactor's.
     pub fn get(&self) -> Arc<WaitsSnapshot> {
         self.latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .union
             .clone()
     }
+}
+
+/// One graph of several reactors' (ids are process-wide, so none is in two of them): the
+/// locks and deadlocks of each, as of the latest hand-over.
+fn union(graphs: &[WaitsSnapshot]) -> WaitsSnapshot {
+    let mut out = WaitsSnapshot::default();
+    for g in graphs {
+        out.at_ms = out.at_ms.max(g.at_ms);
+        for lock in &g.locks {
+            if !out.locks.iter().any(|l| l.lock.id == lock.lock.id) {
+                out.locks.push(lock.clone());
+            }
+        }
+        out.deadlocks.extend(g.deadlocks.iter().cloned());
+    }
+    out
 }
 
 /// What the deadlock detector says: every member, where it was created, where it waits,
@@ -280,4 +324,86 @@ pub(crate) fn deadlock_detail(d: &Deadlock) -> String {
         d.cycle.len(),
         members.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use weft::defer::LockKind;
+
+    use super::*;
+
+    fn party(chain: u64) -> PartySnapshot {
+        PartySnapshot {
+            chain,
+            label: None,
+            site: Some("src/bank.rs:10".into()),
+            connection: None,
+            at: "src/bank.rs:12".into(),
+        }
+    }
+
+    fn lock_ref(id: u64) -> LockRef {
+        LockRef {
+            id,
+            kind: LockKind::Lock,
+            label: None,
+            site: "src/bank.rs:5".into(),
+        }
+    }
+
+    fn lock(id: u64, holder: u64, waiter: u64) -> LockSnapshot {
+        LockSnapshot {
+            lock: lock_ref(id),
+            limit: Some(1),
+            holders: vec![party(holder)],
+            unrecorded_holders: 0,
+            waiters: vec![party(waiter)],
+            reactor: 0,
+        }
+    }
+
+    /// Chains `a` and `b` each hold one of locks `l` and `m` and wait on the other.
+    fn deadlock(a: u64, b: u64, l: u64, m: u64) -> WaitsSnapshot {
+        let member = |chain, on, held_by| MemberSnapshot {
+            chain: party(chain),
+            lock: lock_ref(on),
+            held_by: vec![held_by],
+        };
+        WaitsSnapshot {
+            at_ms: now_ms(),
+            locks: vec![lock(l, a, b), lock(m, b, a)],
+            deadlocks: vec![vec![member(a, m, b), member(b, l, a)]],
+        }
+    }
+
+    fn locks(waits: &Waits) -> Vec<(u64, u16)> {
+        let graph = waits.get();
+        graph.locks.iter().map(|l| (l.lock.id, l.reactor)).collect()
+    }
+
+    #[test]
+    fn a_deadlock_on_reactor_1_stays_in_the_graph_while_reactor_0_hands_over_an_empty_one() {
+        let waits = Waits::default();
+        waits.put(1, deadlock(10, 11, 1, 2));
+        let empty = WaitsSnapshot {
+            at_ms: now_ms(),
+            ..WaitsSnapshot::default()
+        };
+        waits.put(0, empty.clone());
+        assert_eq!(locks(&waits), [(1, 1), (2, 1)]);
+        let graph = waits.get();
+        assert!(graph.deadlocked(10) && graph.deadlocked(11));
+        assert!(graph.chain(10).is_some_and(|c| c.deadlock.is_some()));
+        assert_eq!(graph.edges().len(), 2);
+
+        // Reactor 0's own locks join reactor 1's.
+        waits.put(0, deadlock(20, 21, 3, 4));
+        assert_eq!(locks(&waits), [(3, 0), (4, 0), (1, 1), (2, 1)]);
+        assert_eq!(waits.get().deadlocks.len(), 2);
+
+        // Reactor 1's graph empties: only reactor 0's is left.
+        waits.put(1, empty);
+        assert_eq!(locks(&waits), [(3, 0), (4, 0)]);
+        assert!(!waits.get().deadlocked(10));
+    }
 }

@@ -27,7 +27,8 @@
 //!   [`Health`], [`PoolConfig`] and their bounds.
 //! - [`server`]: [`HttpService`]: its state, built once, and its listeners through
 //!   weft's `listen_stream`; `server::connection` runs hyper on each connection
-//!   (finishing the exchange in flight when asked to close); `server::request` traces,
+//!   (finishing the exchange in flight when asked to close), with HTTP/2 request heads
+//!   timed by `server::heads`, which hyper does not do; `server::request` traces,
 //!   times, records and logs each request, and sends it to the proxy or to the static
 //!   files.
 //! - `protocol`: which HTTP a connection speaks (ALPN on TLS, the HTTP/2 preface on

@@ -15,6 +15,8 @@ use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use weft::InspectedStream;
 
+use crate::server::heads::Scan;
+
 /// What the ALPN protocols of an `ssl:` listener offer, most preferred first.
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
@@ -112,6 +114,8 @@ pub(crate) struct Prefixed {
     /// How much of `prefix` has been handed on.
     taken: usize,
     stream: InspectedStream,
+    /// HTTP/2: follows the frames read, to time request heads.
+    heads: Option<Scan>,
 }
 
 impl Prefixed {
@@ -120,7 +124,14 @@ impl Prefixed {
             prefix,
             taken: 0,
             stream,
+            heads: None,
         }
+    }
+
+    /// Feeds every byte read, the prefix included, to `scan`.
+    pub(crate) fn watching_heads(mut self, scan: Scan) -> Self {
+        self.heads = Some(scan);
+        self
     }
 }
 
@@ -131,14 +142,20 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.taken < this.prefix.len() {
+        let before = buf.filled().len();
+        let polled = if this.taken < this.prefix.len() {
             let rest = &this.prefix[this.taken..];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
             this.taken += n;
-            return Poll::Ready(Ok(()));
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        };
+        if let (Poll::Ready(Ok(())), Some(scan)) = (&polled, &mut this.heads) {
+            scan.feed(&buf.filled()[before..], tokio::time::Instant::now());
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        polled
     }
 }
 

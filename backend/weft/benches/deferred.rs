@@ -3,45 +3,28 @@
 //! and a tokio oneshot feeding the same closures; and what one named step
 //! (`Steps::step_with`, as async code marks them) adds to a chain.
 //!
+//! The observer here is the cheapest one (it counts events): the figure is what the
+//! reactor side costs. The same chain with the telemetry hub as observer is
+//! `cargo bench -p weft-telemetry --bench deferred_hub`.
+//!
 //! Run with `cargo bench -p weft --bench deferred`. Before criterion's timings it
 //! prints allocations per run and per step, counted by `stats_alloc`'s instrumented
-//! system allocator (so this file needs no `unsafe`).
+//! system allocator (so this file needs no `unsafe`). The chain, the counting observer
+//! and the timing are in `chain/mod.rs`, shared with the hub's bench.
 
-use std::alloc::System;
+mod chain;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use chain::{Counting, allocations, deferred_chain, nanos};
 use criterion::{BenchmarkId, Criterion};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use weft::defer::{Deferred, StepDetail};
-use weft::observe::{self, Event, Observer};
-
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+use weft::observe;
 
 const SIZES: [usize; 3] = [1, 5, 20];
-
-/// The cheapest real observer: looks at each event and counts it.
-struct Counting(AtomicU64);
-
-impl Observer for Counting {
-    fn on_event(&self, event: &Event<'_>) {
-        if let Event::Deferred(_) = event {
-            self.0.fetch_add(1, Relaxed);
-        }
-    }
-}
-
-fn deferred_chain(n: usize) -> u64 {
-    let (resolver, mut d) = Deferred::<u64>::new();
-    for _ in 0..n {
-        d = d.add_callback(|v| black_box(v + 1));
-    }
-    resolver.callback(black_box(1));
-    d.try_take().expect("fired").expect("succeeded")
-}
 
 /// A traced chain whose code marks `n` named steps, each with a detail, then fires.
 fn named_chain(n: usize) -> u64 {
@@ -72,16 +55,6 @@ fn oneshot_chain(n: usize) -> u64 {
     tx.send(black_box(1)).expect("receiver alive");
     let v = rx.try_recv().expect("sent");
     steps.into_iter().fold(v, |v, f| f(v))
-}
-
-fn allocations(f: impl Fn(usize) -> u64, n: usize) -> f64 {
-    const RUNS: usize = 1000;
-    f(n); // warm thread-locals (registry slab, observer cell)
-    let region = Region::new(GLOBAL);
-    for _ in 0..RUNS {
-        black_box(f(n));
-    }
-    region.change().allocations as f64 / RUNS as f64
 }
 
 fn print_allocations() {
@@ -117,22 +90,6 @@ fn print_allocations() {
     println!(
         "  marginal per named step (N=1 -> 20): observer off {named_off:.2}, on {named_on:.2}"
     );
-}
-
-/// Median nanoseconds per call of `f(n)` over several timed batches.
-fn nanos(f: fn(usize) -> u64, n: usize) -> f64 {
-    const BATCH: u32 = 20_000;
-    let mut samples: Vec<f64> = (0..9)
-        .map(|_| {
-            let started = std::time::Instant::now();
-            for _ in 0..BATCH {
-                black_box(f(black_box(n)));
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(BATCH)
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
 }
 
 /// The figure the target is about: what one more traced step costs, and the ratio to

@@ -68,7 +68,8 @@ pub use net::{
 pub use observe::{CloseKind, CloseReason};
 pub use protocol::{Factory, HalfClose, Protocol, factory};
 pub use reactor::{
-    Phase, PoolError, Reactor, ReactorConfig, ReactorError, ReactorHandle, ReactorPool,
+    CALL_QUEUE, CallError, Phase, PoolError, Reactor, ReactorConfig, ReactorError, ReactorHandle,
+    ReactorPool,
 };
 pub use time::{Clock, DelayedCall, call_later};
 pub use transport::{PushProducer, Transport};

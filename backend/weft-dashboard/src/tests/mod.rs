@@ -99,6 +99,7 @@ fn closed_connection(id: i64, service: &str, peer: &str) -> ConnectionRecord {
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
+        reactor: Some(0),
         instance: String::new(),
     }
 }
@@ -128,6 +129,7 @@ fn deferred(id: i64, state: &str) -> DeferredRecord {
         named_steps_json: None,
         kind: None,
         task_json: None,
+        reactor: Some(0),
         instance: String::new(),
     }
 }

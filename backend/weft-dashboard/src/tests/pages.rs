@@ -263,3 +263,94 @@ async fn named_steps_show_where_a_chain_waits_with_a_link_to_its_connection() {
     assert_eq!(api["named_steps"][0]["name"], "route");
     assert!(api.get("named_steps_json").is_none());
 }
+
+/// The table row of `id` in a list page.
+fn row_of(page: &str, id: i64) -> &str {
+    let start = at(page, &format!(r#"<tr data-id="{id}""#));
+    let len = page[start..].find("</tr>").expect("the row ends");
+    &page[start..start + len]
+}
+
+#[tokio::test]
+async fn the_lists_show_and_filter_by_reactor_once_there_is_more_than_one() {
+    let on = |id, reactor| {
+        let mut c = closed_connection(id, "echo", &format!("10.0.0.{id}:5000"));
+        c.reactor = reactor;
+        c.into()
+    };
+    let chain = |id, reactor| {
+        let mut d = deferred(id, "failed");
+        d.reactor = reactor;
+        d.into()
+    };
+    // One reactor: the lists look as they always did.
+    let (_one, store) = store_with(vec![on(1, Some(0)), on(2, None), chain(8, Some(0))]).await;
+    let app = router(state().with_store(store));
+    for path in ["/connections", "/deferreds?state=failed"] {
+        let page = get(app.clone(), path).await.body;
+        assert!(!page.contains("<th>reactor</th>"), "{path}: {page}");
+        assert!(!page.contains(r#"name="reactor""#), "{path}: {page}");
+    }
+
+    // History of a run with two reactors, and a row from before history kept them.
+    let (_two, store) = store_with(vec![
+        on(1, Some(0)),
+        on(2, Some(1)),
+        on(3, None),
+        chain(8, Some(0)),
+        chain(9, Some(1)),
+    ])
+    .await;
+    let app = router(state().with_store(store));
+    let page = get(app.clone(), "/connections").await.body;
+    assert!(page.contains("<th>reactor</th>"), "{page}");
+    assert!(row_of(&page, 2).contains(r#"<td class="reactor">1</td>"#));
+    assert!(row_of(&page, 3).contains(r#"<td class="reactor"></td>"#));
+    let page = get(app.clone(), "/connections?reactor=1").await.body;
+    assert!(page.contains(r#"<tr data-id="2""#) && !page.contains(r#"<tr data-id="1""#));
+    assert!(
+        !page.contains(r#"<tr data-id="3""#),
+        "an unknown reactor is none of them"
+    );
+    assert!(
+        page.contains(r#"<option value="1" selected>1</option>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<a href="/connections?reactor=1&#38;dir=asc">id</a>"#),
+        "sorting keeps the filter: {page}"
+    );
+    // The form's "all" sends an empty value: no filter.
+    let page = get(app.clone(), "/connections?reactor=").await.body;
+    for id in [1, 2, 3] {
+        row_of(&page, id);
+    }
+
+    let page = get(app.clone(), "/deferreds?state=failed&reactor=1")
+        .await
+        .body;
+    assert!(row_of(&page, 9).contains(r#"<td class="reactor">1</td>"#));
+    assert!(!page.contains(r#"<tr data-id="8""#), "{page}");
+    assert!(
+        page.contains(r#"href="/deferreds?state=pending&amp;reactor=1""#),
+        "the tabs keep the filter: {page}"
+    );
+    let detail = get(app.clone(), "/deferreds/9").await.body;
+    assert!(
+        detail.contains(
+            r#"<dd id="reactor"><a href="/deferreds?state=pending&amp;reactor=1">1</a></dd>"#
+        ),
+        "the chain's page names its reactor: {detail}"
+    );
+    let api = get(app.clone(), "/api/deferreds?state=failed&reactor=0").await;
+    let items = api.json()["items"].clone();
+    assert_eq!(items.as_array().map(Vec::len), Some(1), "{items}");
+    assert_eq!(
+        (items[0]["id"].clone(), items[0]["reactor"].clone()),
+        (8.into(), 0.into())
+    );
+
+    let bad = get(app, "/api/connections?reactor=first").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("reactor"), "{}", bad.body);
+}

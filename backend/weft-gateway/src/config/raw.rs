@@ -100,6 +100,8 @@ pub(crate) struct RawService {
     pub(crate) idle_timeout: Option<Spanned<String>>,
     /// Every kind: connections one peer may hold at once (0: no cap).
     pub(crate) max_connections_per_peer: Option<Spanned<i64>>,
+    /// Every kind: connections the service holds at once (1 to 1,000,000).
+    pub(crate) max_connections: Option<Spanned<i64>>,
     /// tcp-proxy: where to forward.
     pub(crate) upstream: Option<Spanned<String>>,
     /// http: static files.

@@ -1,6 +1,6 @@
-//! What every service kind bounds per connection and per peer: `idle_timeout` and
-//! `max_connections_per_peer`, with a default for each kind that is safe without
-//! configuration.
+//! What every service kind bounds per connection, per peer and in total: `idle_timeout`,
+//! `max_connections_per_peer` and `max_connections`, with a default for each kind that is
+//! safe without configuration.
 
 use std::time::Duration;
 
@@ -14,6 +14,16 @@ use crate::config::validate::ServiceCtx;
 /// unless configured.
 pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
 
+/// Connections a service holds at once (on each reactor), unless configured: room for
+/// forty peers at their default cap, far below the descriptors a production host allows
+/// (a tcp-proxy connection takes two), yet a bound on the memory a flood of idle
+/// connections from many addresses can pin (a few KiB each, more with buffered output).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The largest `max_connections`: a cap is always set, and beyond this it would bound
+/// nothing a host could serve.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
 /// The default idle timeout of the byte-stream kinds (echo, discard, tcp-proxy).
 pub(crate) const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -24,6 +34,8 @@ pub struct ServiceLimits {
     pub idle_timeout: Option<Duration>,
     /// Refuse a connection from a peer holding this many (`None`: no cap).
     pub max_connections_per_peer: Option<usize>,
+    /// Refuse a connection while this many are open (always set: no service is unbounded).
+    pub max_connections: usize,
 }
 
 impl ServiceLimits {
@@ -35,6 +47,7 @@ impl ServiceLimits {
         Self {
             idle_timeout: Some(idle),
             max_connections_per_peer: Some(DEFAULT_MAX_CONNECTIONS_PER_PEER),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -44,6 +57,7 @@ impl ServiceLimits {
         ListenOptions::new()
             .idle_timeout(self.idle_timeout)
             .max_connections_per_peer(self.max_connections_per_peer)
+            .max_connections(Some(self.max_connections))
     }
 
     /// The limits as a JSON object, for the services table.
@@ -51,12 +65,14 @@ impl ServiceLimits {
         serde_json::json!({
             "idle_timeout_ms": self.idle_timeout.map(|d| d.as_millis() as u64),
             "max_connections_per_peer": self.max_connections_per_peer,
+            "max_connections": self.max_connections,
         })
     }
 }
 
-/// Reads `idle_timeout` (`"0s"` turns it off) and `max_connections_per_peer` (`0` turns
-/// it off), over the defaults of `kind`.
+/// Reads `idle_timeout` (`"0s"` turns it off), `max_connections_per_peer` (`0` turns it
+/// off) and `max_connections` (1 to [`MAX_MAX_CONNECTIONS`]: it cannot be turned off),
+/// over the defaults of `kind`.
 pub(crate) fn validate(
     ctx: &ServiceCtx<'_>,
     kind: &ServiceKind,
@@ -81,6 +97,22 @@ pub(crate) fn validate(
         })?;
         limits.max_connections_per_peer = (n > 0).then_some(n);
     }
+    if let Some(value) = &ctx.raw.max_connections {
+        let n = *value.get_ref();
+        limits.max_connections = usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_MAX_CONNECTIONS).contains(n))
+            .ok_or_else(|| {
+                ctx.error(
+                    value.span(),
+                    "max_connections",
+                    format!(
+                        "must be between 1 and {MAX_MAX_CONNECTIONS} (a service always has \
+                         a total cap), got {n}"
+                    ),
+                )
+            })?;
+    }
     Ok(limits)
 }
 
@@ -88,7 +120,7 @@ pub(crate) fn validate(
 mod tests {
     use std::time::Duration;
 
-    use super::{DEFAULT_MAX_CONNECTIONS_PER_PEER, ServiceLimits};
+    use super::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_PEER, ServiceLimits};
     use crate::config::Config;
 
     fn limits(kind: &str, keys: &str) -> Result<ServiceLimits, String> {
@@ -119,6 +151,7 @@ mod tests {
                 l.max_connections_per_peer,
                 Some(DEFAULT_MAX_CONNECTIONS_PER_PEER)
             );
+            assert_eq!(l.max_connections, DEFAULT_MAX_CONNECTIONS);
         }
     }
 
@@ -148,5 +181,24 @@ mod tests {
         assert!(e.contains("too long"), "{e}");
         let e = limits("echo", "max_connections_per_peer = -1").unwrap_err();
         assert!(e.contains("service[0].max_connections_per_peer"), "{e}");
+    }
+
+    #[test]
+    fn the_total_cap_is_read_for_every_kind_and_zero_or_past_a_million_is_rejected() {
+        for kind in ["echo", "discard", "tcp-proxy", "http"] {
+            let l = limits(kind, "max_connections = 5").unwrap();
+            assert_eq!(l.max_connections, 5, "{kind}");
+        }
+        assert_eq!(
+            limits("echo", "max_connections = 1000000")
+                .unwrap()
+                .max_connections,
+            1_000_000
+        );
+        for bad in ["0", "-1", "1000001"] {
+            let e = limits("echo", &format!("max_connections = {bad}")).unwrap_err();
+            assert!(e.contains("service[0].max_connections"), "{e}");
+            assert!(e.contains("between 1 and 1000000"), "{e}");
+        }
     }
 }

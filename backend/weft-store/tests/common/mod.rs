@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use weft_store::{ConnectionRecord, DeferredRecord, EventRecord, StepRecord, Store, StoreOptions};
+use weft_store::{
+    ConnectionRecord, ConnectionState, DeferredFilter, DeferredRecord, EventRecord, ListFilter,
+    StepRecord, Store, StoreOptions,
+};
 
 /// Options for a store in `dir` that flushes quickly and never prunes on its own.
 pub fn options(dir: &Path) -> StoreOptions {
@@ -51,6 +54,7 @@ pub fn connection(
         close_detail: None,
         opened_seq: None,
         closed_seq: None,
+        reactor: Some(0),
         instance: weft_store::default_instance(),
     }
 }
@@ -81,6 +85,7 @@ pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
         named_steps_json: None,
         kind: None,
         task_json: None,
+        reactor: Some(0),
         instance: weft_store::default_instance(),
     }
 }
@@ -135,4 +140,66 @@ pub fn send_all(store: &Store, range: std::ops::RangeInclusive<i64>) {
         start.elapsed() < Duration::from_millis(100),
         "try_send must never wait"
     );
+}
+
+/// Rows of reactors 0 and 1 and a row that does not know its reactor (as written before
+/// history kept it): each reads back with its reactor, `reactor` filters the lists (of
+/// connections, and of chains and tasks), and a later write that does not know the reactor
+/// keeps the stored one.
+pub async fn reactors_are_kept_and_filtered(store: &Store) {
+    let on = |reactor: Option<i64>, c: ConnectionRecord| ConnectionRecord { reactor, ..c };
+    store.try_send(on(Some(0), connection(1, "echo", 1_000, Some(1_100))));
+    store.try_send(on(Some(1), connection(2, "echo", 1_200, Some(1_300))));
+    store.try_send(on(None, connection(3, "echo", 1_400, Some(1_500))));
+    store.try_send(on(Some(1), connection(4, "web", 1_600, None)));
+    for (id, reactor) in [(5, Some(0)), (6, Some(1)), (7, None)] {
+        store.try_send(DeferredRecord {
+            reactor,
+            ..deferred(id, "failed", 2_000 + id)
+        });
+    }
+    store.try_send(DeferredRecord {
+        reactor: Some(1),
+        kind: Some("task".into()),
+        ..deferred(8, "pending", 2_100)
+    });
+    store.flush().await.unwrap();
+    // A snapshot that does not know the reactor (a detection after the chain was forgotten).
+    store.try_send(DeferredRecord {
+        reactor: None,
+        unhandled: true,
+        ..deferred(6, "failed", 2_006)
+    });
+    store.flush().await.unwrap();
+
+    let of = |reactor| ListFilter {
+        reactor: Some(reactor),
+        ..ListFilter::default()
+    };
+    let ids = |rows: Vec<ConnectionRecord>| rows.iter().map(|c| (c.id, c.reactor)).collect();
+    let closed = Some(ConnectionState::Closed);
+    let on_one: Vec<_> = ids(store.connections_where(closed, of(1), 100).await.unwrap());
+    assert_eq!(on_one, [(2, Some(1))]);
+    let all_on_one: Vec<_> = ids(store.connections_where(None, of(1), 100).await.unwrap());
+    assert_eq!(all_on_one, [(4, Some(1)), (2, Some(1))]);
+    let on_zero: Vec<_> = ids(store.connections_where(closed, of(0), 100).await.unwrap());
+    assert_eq!(on_zero, [(1, Some(0))]);
+    let unknown = store.connection(3).await.unwrap().expect("connection 3");
+    assert_eq!(
+        unknown.reactor, None,
+        "a row without a reactor reads as unknown"
+    );
+
+    let chains = |rows: Vec<DeferredRecord>| -> Vec<(i64, Option<i64>)> {
+        rows.iter().map(|d| (d.id, d.reactor)).collect()
+    };
+    let failed = Some(DeferredFilter::Failed);
+    let on_one = chains(store.deferreds_where(failed, of(1), 100).await.unwrap());
+    assert_eq!(on_one, [(6, Some(1))], "the stored reactor stays");
+    let on_one = chains(store.deferreds_where(None, of(1), 100).await.unwrap());
+    assert_eq!(on_one, [(8, Some(1)), (6, Some(1))], "tasks too");
+    let on_zero = chains(store.deferreds_where(None, of(0), 100).await.unwrap());
+    assert_eq!(on_zero, [(5, Some(0))]);
+    let seven = store.deferred(7).await.unwrap().expect("chain 7");
+    assert_eq!(seven.deferred.reactor, None);
 }

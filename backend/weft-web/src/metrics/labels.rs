@@ -65,11 +65,15 @@ pub enum Refusal {
     /// The request's chain was cancelled from the inspector (the dashboard's cancel on its
     /// Deferred): the exchange was abandoned and the client answered 503.
     Cancelled,
+    /// A request head begun but not finished within `request_timeout` (an HTTP/1.1 head
+    /// sent too slowly, an HTTP/2 HEADERS frame whose CONTINUATION never ends it): the
+    /// connection was closed.
+    HeadTimeout,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -80,6 +84,7 @@ impl Refusal {
         Self::Ranges,
         Self::Protocol,
         Self::Cancelled,
+        Self::HeadTimeout,
     ];
 
     /// The label value.
@@ -95,6 +100,7 @@ impl Refusal {
             Self::Ranges => "ranges",
             Self::Protocol => "protocol",
             Self::Cancelled => "cancelled",
+            Self::HeadTimeout => "head_timeout",
         }
     }
 

@@ -1,12 +1,13 @@
 //! One accepted connection: which HTTP it speaks, hyper serving it under the service's
-//! limits, a graceful end when it is asked to close, the tunnel after a 101, and what a
+//! limits (and HTTP/2 heads under `request_timeout`, which hyper does not bound: `heads`),
+//! a graceful end when it is asked to close, the tunnel after a 101, and what a
 //! connection hyper gave up on is counted and logged as.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::StatusCode;
@@ -16,6 +17,7 @@ use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{Address, CloseReason, InspectedStream, Transport};
 
 use super::State;
+use super::heads;
 use super::request::handle;
 use crate::access_log::Entry;
 use crate::headers::Forwarding;
@@ -58,7 +60,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         Ok(None) => return,
         Err(_) => return transport.lose_connection_with(CloseReason::TimedOut),
     };
-    let io = TokioIo::new(protocol::Prefixed::new(prefix, stream));
+    let io = protocol::Prefixed::new(prefix, stream);
     let handler_state = state.clone();
     let handler_conn = conn.clone();
     let service =
@@ -67,7 +69,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     // The handler is polled again whenever a close is requested (`listen_stream`). hyper
     // then finishes the exchanges in flight (HTTP/1.1 answers with `Connection: close`,
     // HTTP/2 sends GOAWAY) and closes; an idle connection closes at once.
-    let served = match version {
+    let ended = match version {
         Speaks::H1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
@@ -76,12 +78,15 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
                 .keep_alive(true);
-            let mut connection = builder.serve_connection(io, service);
-            let served = until_closed(&transport, Pin::new(&mut connection), |c| {
-                c.graceful_shutdown();
-            })
+            let mut connection = builder.serve_connection(TokioIo::new(io), service);
+            let ended = until_closed(
+                &transport,
+                Pin::new(&mut connection),
+                |c| c.graceful_shutdown(),
+                |_| false,
+            )
             .await;
-            if served.is_ok()
+            if matches!(ended, Ended::Served(Ok(())))
                 && let Some(upstream) = conn.tunnel.take()
             {
                 // hyper has written the 101 and hands the connection back, with any bytes
@@ -90,17 +95,49 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 let client = parts.io.into_inner();
                 return proxy::upgrade::tunnel(client, parts.read_buf, &transport, upstream).await;
             }
-            served
+            ended
         }
         Speaks::H2 => {
+            let (scan, mut deadline) = heads::watch(request_timeout);
+            let io = io.watching_heads(scan);
             let builder = protocol::h2_builder(limits.max_header_bytes);
-            let connection = pin!(builder.serve_connection(io, service));
-            until_closed(&transport, connection, |c| c.graceful_shutdown()).await
+            let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
+            until_closed(
+                &transport,
+                connection,
+                |c| c.graceful_shutdown(),
+                |cx| deadline.poll_late(cx),
+            )
+            .await
         }
     };
-    if let Err(err) = served {
-        connection_failed(&state, &conn, &transport, &err, started);
+    match ended {
+        Ended::Served(Ok(())) => {}
+        Ended::Served(Err(err)) => connection_failed(&state, &conn, &transport, &err, started),
+        Ended::HeadTimedOut => head_timed_out(&state, &conn, &transport),
     }
+}
+
+/// How [`until_closed`] ended.
+enum Ended {
+    /// hyper finished the connection (or gave up on it).
+    Served(hyper::Result<()>),
+    /// An HTTP/2 head was not complete within `request_timeout`: the connection has been
+    /// told GOAWAY and is to be closed.
+    HeadTimedOut,
+}
+
+/// An HTTP/2 client that left a request head unfinished past `request_timeout`: closed
+/// and counted like an HTTP/1.1 client that sends its head too slowly.
+fn head_timed_out(state: &State, conn: &Conn, transport: &Transport) {
+    let timeout = state.config.limits.request_timeout;
+    state.recorder.refused(Refusal::HeadTimeout);
+    let message = format!(
+        "client sent no complete HTTP/2 request head (HEADERS and CONTINUATION up to \
+         END_HEADERS) within {timeout:?}"
+    );
+    observe::report_error(&conn.info, ErrorKind::BadFrame, message);
+    transport.lose_connection_with(CloseReason::TimedOut);
 }
 
 impl Conn {
@@ -190,6 +227,7 @@ fn connection_failed(
         transport.lose_connection_with(CloseReason::Protocol(message));
     } else if err.is_timeout() {
         if info.stats.bytes_in() > conn.consumed.get() {
+            state.recorder.refused(Refusal::HeadTimeout);
             let message =
                 format!("client sent no complete request head within {request_timeout:?}");
             observe::report_error(info, ErrorKind::BadFrame, message);
@@ -201,12 +239,15 @@ fn connection_failed(
 }
 
 /// Drives `connection` to its end, asking it to shut down gracefully (once) when the
-/// transport is asked to close.
+/// transport is asked to close. When `head_late` says a request head took too long, the
+/// connection is asked to shut down (HTTP/2 sends GOAWAY), polled once more to send it,
+/// and left.
 async fn until_closed<C>(
     transport: &Transport,
     mut connection: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
-) -> hyper::Result<()>
+    mut head_late: impl FnMut(&mut Context<'_>) -> bool,
+) -> Ended
 where
     C: Future<Output = hyper::Result<()>>,
 {
@@ -216,7 +257,17 @@ where
             draining = true;
             shutdown(connection.as_mut());
         }
-        connection.as_mut().poll(cx)
+        if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Ended::Served(served));
+        }
+        if head_late(cx) {
+            shutdown(connection.as_mut());
+            if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Served(served));
+            }
+            return Poll::Ready(Ended::HeadTimedOut);
+        }
+        Poll::Pending
     })
     .await
 }

@@ -4,8 +4,9 @@
 //!
 //! Each accepted connection is an [`InspectedStream`](weft::InspectedStream) served by
 //! hyper's HTTP/1.1 server (keep-alive, header size, header count and header time limits)
-//! or its HTTP/2 server. Each request is checked against the message rules and its path
-//! put in normal form, once, before it is routed; it is a traced Deferred (label `http
+//! or its HTTP/2 server, whose request heads `heads` times as hyper does not. Each
+//! request is checked against the message rules and its path put in normal form, once,
+//! before it is routed; it is a traced Deferred (label `http
 //! request`, tied to its connection) while it is being handled, so a slow handler or a
 //! stuck upstream shows in the inspector with its age; when the response head is ready it
 //! is timed and recorded, and when its body ends it is written to the access log with the
@@ -17,6 +18,7 @@
 //! task's, so it stays listed, and closable, until the tunnel ends.
 
 mod connection;
+pub(crate) mod heads;
 mod request;
 
 use std::rc::Rc;

@@ -1,8 +1,10 @@
 //! The untyped heart of a Deferred: its identity, its queue of steps, the driver that
-//! runs them, pausing, cancellation, and the moments the detectors look at.
+//! runs them (its loop in `drive.rs`), pausing, cancellation, and the moments the
+//! detectors look at.
+
+mod drive;
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::panic::Location;
 use std::rc::Rc;
 use std::task::Waker;
@@ -11,14 +13,13 @@ use std::time::Duration;
 use super::events;
 use super::events::{
     Created, DeferredEvent, DeferredId, DeferredState, Dropped, FailureInfo, Fired, Outcome,
-    Paused, Resumed, Settled, StepFinished, StepOutcome, StepQueued,
+    Paused, Resumed, Settled, StepQueued,
 };
 use super::slot::LinkSlot;
-use super::step::{Did, Holder, Link, Ran, take_result};
+use super::step::{Holder, Link, take_result};
 use super::{CancelledError, Failure, detect, registry};
-use crate::observe::stopwatch::Tick;
 use crate::observe::{self, ConnectionId};
-use crate::reactor::profile::{self, Site, SiteKind};
+use crate::reactor::profile;
 
 /// How the Deferred was first fired.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -61,8 +62,8 @@ pub(crate) struct Core {
     pauses: Cell<u32>,
     /// When the chain last stopped (pause or child), on the clock's timeline.
     pub(crate) paused_since: Cell<Duration>,
-    /// Callbacks added and not run yet, in order.
-    steps: RefCell<VecDeque<LinkSlot>>,
+    /// Callbacks added and not run yet, in order (a `Vec`: a run takes them all at once).
+    steps: RefCell<Vec<LinkSlot>>,
     /// The chain's current result: the last step that ran, or the fired value.
     result: RefCell<Option<LinkSlot>>,
     pub(crate) steps_run: Cell<u32>,
@@ -99,7 +100,7 @@ impl Core {
             flags: Cell::new(CONSUMER),
             pauses: Cell::new(0),
             paused_since: Cell::new(Duration::ZERO),
-            steps: RefCell::new(VecDeque::new()),
+            steps: RefCell::new(Vec::new()),
             result: RefCell::new(None),
             steps_run: Cell::new(0),
             steps_added: Cell::new(0),
@@ -204,25 +205,25 @@ impl Core {
 
     /// Appends a step; runs it at once if the chain has a result and is idle.
     pub(crate) fn push_step(self: &Rc<Self>, step: LinkSlot) {
-        if let Some(kind) = step.kind() {
+        if let Some(kind) = step.kind {
             let index = self.steps_added.get();
             self.steps_added.set(index.saturating_add(1));
             // A step that runs at once is reported once, when it has run; one that waits
-            // is reported now too, so "stuck before step N" can be seen. With nobody
-            // listening this is the one thread-local read.
-            if let Some(observer) = observe::current()
-                && !self.runs_at_once()
+            // is reported now too, so "stuck before step N" can be seen. Only then is the
+            // observer looked up.
+            if !self.runs_at_once()
+                && let Some(observer) = observe::current()
             {
                 let event = DeferredEvent::Queued(StepQueued {
                     id: self.id,
                     index,
                     kind,
-                    site: super::Site(step.site()),
+                    site: super::Site(step.site),
                 });
                 observer.on_event(&observe::Event::Deferred(&event));
             }
         }
-        self.steps.borrow_mut().push_back(step);
+        self.steps.borrow_mut().push(step);
         if self.fired.get() != Fire::Not && !self.flags_has(RUNNING) {
             self.run();
         }
@@ -256,79 +257,6 @@ impl Core {
         if self.at_rest() {
             self.settle();
         }
-    }
-
-    /// The loop of `run`: what a step costs is here. The observer, the slow threshold and
-    /// the thread's profile are looked up once for all the steps (none of them changes while
-    /// a chain runs), and the chain's result stays in a local until the loop stops.
-    fn run_steps(self: &Rc<Self>, thread: Option<&profile::Thread<'_>>) -> Option<Rc<Core>> {
-        let observer = observe::current();
-        let slow = observe::slow_threshold();
-        let mut result = self
-            .result
-            .borrow_mut()
-            .take()
-            .expect("a fired chain holds a result");
-        let mut started = Tick::now();
-        let mut waiting = None;
-        loop {
-            let Some(mut step) = self.steps.borrow_mut().pop_front() else {
-                break;
-            };
-            let kind = step.kind();
-            let site = step.site();
-            let index = self.steps_run.get();
-            if kind.is_some() {
-                self.step_site.set(Some(site));
-            }
-            let span = thread.map(profile::Thread::enter);
-            let ran = step.run(&mut *result, self);
-            let finished = Tick::now();
-            let nanos = finished.nanos_since(started);
-            started = finished;
-            if let (Some(thread), Some(span)) = (thread, span) {
-                thread.exit(span, Site::Line(site), SiteKind::Callback, nanos);
-            }
-            if let Some(kind) = kind {
-                self.steps_run.set(index + 1);
-                let took = Duration::from_nanos(nanos);
-                if let Some(observer) = &observer {
-                    let outcome = match &ran {
-                        Ran::Done(Did::Succeeded) => StepOutcome::Succeeded,
-                        Ran::Done(Did::Skipped) => StepOutcome::Skipped,
-                        Ran::Done(Did::Chained(child)) => StepOutcome::Chained { child: *child },
-                        Ran::Done(Did::Failed) => match step.failure() {
-                            Some(f) => StepOutcome::Failed(FailureInfo::of(f)),
-                            None => StepOutcome::Succeeded,
-                        },
-                        Ran::Waiting(child) => StepOutcome::Waiting { child: child.id },
-                    };
-                    let event = DeferredEvent::Step(StepFinished {
-                        id: self.id,
-                        index,
-                        kind,
-                        site: super::Site(site),
-                        duration: took,
-                        outcome,
-                    });
-                    observer.on_event(&observe::Event::Deferred(&event));
-                }
-                if took >= slow && !self.flags_has(SLOW_REPORTED) {
-                    self.set_flag(SLOW_REPORTED, true);
-                    detect::report_slow(self, index, site, took, slow);
-                }
-            }
-            result = step;
-            if let Ran::Waiting(child) = ran {
-                waiting = Some(child);
-                break;
-            }
-            if self.pauses.get() > 0 {
-                break;
-            }
-        }
-        *self.result.borrow_mut() = Some(result);
-        waiting
     }
 
     fn wait_on(self: &Rc<Self>, child: Rc<Core>) {
@@ -462,7 +390,7 @@ impl Core {
     }
 
     pub(crate) fn next_step_site(&self) -> Option<&'static Location<'static>> {
-        self.steps.try_borrow().ok()?.front().map(|s| s.site())
+        self.steps.try_borrow().ok()?.first().map(|s| s.site)
     }
 
     pub(crate) fn unpause(self: &Rc<Self>) {

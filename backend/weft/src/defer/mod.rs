@@ -95,8 +95,8 @@
 //!
 //! # Tracing and detectors
 //!
-//! Always on, and cheap (see `benches/deferred.rs`): a step costs one allocation and one
-//! clock read. The detectors report each Deferred at most once per kind, as events and
+//! Always on, and cheap (see `benches/deferred.rs`): a step costs no allocation of its own
+//! and one clock read. The detectors report each Deferred at most once per kind, as events and
 //! log lines naming the site and the connection:
 //! - **stalled**: pending or paused longer than [`stall_threshold`] (the reactor scans;
 //!   per-label overrides with [`set_stall_threshold_for`]);
@@ -117,8 +117,10 @@
 //!
 //! - `deferred.rs`: the typed handles [`Deferred`], [`Resolver`], [`CancelHandle`].
 //! - `step.rs`: typed steps behind the object-safe `Link` trait; [`CallbackResult`].
-//! - `core.rs`: the untyped chain: queue, driver loop, pause, cancel, child links; the
-//!   points where the inline detectors look.
+//! - `core.rs`: the untyped chain: queue, pause, cancel, child links; the points where the
+//!   inline detectors look. `core/drive.rs`: the driver's loop, which runs the queued
+//!   steps in place, times and reports each one.
+//! - `slot.rs`: where the chain keeps a link (inline when small), with its kind and site.
 //! - `failure.rs`: [`Failure`] and the typed errors.
 //! - `events.rs`: [`DeferredEvent`] and its parts, what the observer receives.
 //! - `registry.rs`: the live registry of pending Deferreds, [`pending()`], cross-thread listing.

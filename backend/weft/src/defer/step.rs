@@ -1,6 +1,7 @@
 //! The links of a chain: typed steps behind one object-safe trait.
 //!
-//! A chain is a queue of [`Link`]s, each held inline when small ([`LinkSlot`]). Each
+//! A chain is a queue of [`Link`]s, each held inline when small ([`LinkSlot`], which also
+//! keeps the step's kind and site, so a link is only its behaviour and its output). Each
 //! step owns its function and its output, and takes its input out of the link before it
 //! as it runs, so a value moves from one step straight into the next one's slot: no
 //! allocation per value, and none per step that fits its slot. The erased driver in
@@ -79,12 +80,14 @@ pub(crate) trait Link {
     fn set_failure(&mut self, failure: Failure);
     /// The failure output, if any.
     fn failure(&self) -> Option<&Failure>;
-    /// Runs the step on `from`'s result: the previous link, or the fired value.
-    fn run(&mut self, from: &mut dyn Link, core: &Rc<Core>) -> Ran;
-    /// `None` for internal links that are not traced.
-    fn kind(&self) -> Option<StepKind>;
-    /// The line that added the step.
-    fn site(&self) -> &'static Location<'static>;
+    /// Runs the step added at `site` on `from`'s result: the previous link, or the fired
+    /// value.
+    fn run(
+        &mut self,
+        from: &mut dyn Link,
+        core: &Rc<Core>,
+        site: &'static Location<'static>,
+    ) -> Ran;
 }
 
 /// Takes a `Result<T, Failure>` out of `from`'s output.
@@ -104,20 +107,16 @@ pub(crate) struct Holder<T> {
     /// `Option`s because a chain moves results between type-erased links by taking them out.
     ok: Option<T>,
     err: Option<Failure>,
-    site: &'static Location<'static>,
 }
 
 impl<T: 'static> Holder<T> {
-    pub(crate) fn new(result: Result<T, Failure>, site: &'static Location<'static>) -> Self {
+    /// The slot of a chain's first result, fired at `site`.
+    pub(crate) fn boxed(result: Result<T, Failure>, site: &'static Location<'static>) -> LinkSlot {
         let (ok, err) = match result {
             Ok(v) => (Some(v), None),
             Err(f) => (None, Some(f)),
         };
-        Self { ok, err, site }
-    }
-
-    pub(crate) fn boxed(result: Result<T, Failure>, site: &'static Location<'static>) -> LinkSlot {
-        LinkSlot::new(Self::new(result, site))
+        LinkSlot::new(Self { ok, err }, None, site)
     }
 }
 
@@ -137,14 +136,8 @@ impl<T: 'static> Link for Holder<T> {
     fn failure(&self) -> Option<&Failure> {
         self.err.as_ref()
     }
-    fn run(&mut self, _from: &mut dyn Link, _core: &Rc<Core>) -> Ran {
+    fn run(&mut self, _: &mut dyn Link, _: &Rc<Core>, _: &'static Location<'static>) -> Ran {
         unreachable!("a holder is never queued as a step")
-    }
-    fn kind(&self) -> Option<StepKind> {
-        None
-    }
-    fn site(&self) -> &'static Location<'static> {
-        self.site
     }
 }
 
@@ -238,30 +231,28 @@ where
     }
 }
 
-/// A user step: input, function, output, and the line that added it.
+/// A user step: function and output; its slot keeps its kind and the line that added it.
 pub(crate) struct Step<T, U, H> {
     /// Taken when the step runs: a handler runs at most once.
     handler: Option<H>,
     ok: Option<U>,
     err: Option<Failure>,
-    /// Callback, errback or both, as the step's trace reports it; the handler itself decides what
-    /// runs.
-    kind: StepKind,
-    site: &'static Location<'static>,
     /// The input's type: a step owns no `T`, it takes one from the link before it.
     _input: std::marker::PhantomData<fn(T)>,
 }
 
 impl<T: 'static, U: 'static, H: Handler<T, U>> Step<T, U, H> {
     pub(crate) fn boxed(handler: H, site: &'static Location<'static>) -> LinkSlot {
-        LinkSlot::new(Self {
-            kind: handler.kind(),
+        // Callback, errback or both, as the step's trace reports it; the handler itself
+        // decides what runs.
+        let kind = handler.kind();
+        let step = Self {
             handler: Some(handler),
             ok: None,
             err: None,
-            site,
             _input: std::marker::PhantomData,
-        })
+        };
+        LinkSlot::new(step, Some(kind), site)
     }
 
     fn set(&mut self, result: Result<U, Failure>) -> Did {
@@ -295,7 +286,12 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
         self.err.as_ref()
     }
 
-    fn run(&mut self, from: &mut dyn Link, core: &Rc<Core>) -> Ran {
+    fn run(
+        &mut self,
+        from: &mut dyn Link,
+        core: &Rc<Core>,
+        site: &'static Location<'static>,
+    ) -> Ran {
         let input = take_result(from);
         let handler = self.handler.take().expect("a step runs once");
         let next = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(input))) {
@@ -306,7 +302,7 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
             }
             Err(panic) => {
                 let message = crate::time::panic_message(&panic);
-                self.err = Some(Failure::with_site(PanicError { message }, self.site));
+                self.err = Some(Failure::with_site(PanicError { message }, site));
                 return Ran::Done(Did::Failed);
             }
         };
@@ -320,22 +316,15 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
                     self.set(result);
                     return Ran::Done(Did::Chained(child.id));
                 }
-                child.push_step(LinkSlot::new(Forward::<U> {
+                let forward = Forward::<U> {
                     parent: Some(core.clone()),
                     done: None,
-                    site: self.site,
                     _input: std::marker::PhantomData,
-                }));
+                };
+                child.push_step(LinkSlot::new(forward, None, site));
                 Ran::Waiting(child)
             }
         }
-    }
-
-    fn kind(&self) -> Option<StepKind> {
-        Some(self.kind)
-    }
-    fn site(&self) -> &'static Location<'static> {
-        self.site
     }
 }
 
@@ -347,7 +336,6 @@ struct Forward<U> {
     parent: Option<Rc<Core>>,
     /// The output slot a `Link` must expose; a forwarder's output carries nothing.
     done: Option<()>,
-    site: &'static Location<'static>,
     _input: std::marker::PhantomData<fn(U)>,
 }
 
@@ -363,7 +351,7 @@ impl<U: 'static> Link for Forward<U> {
         None
     }
 
-    fn run(&mut self, from: &mut dyn Link, _core: &Rc<Core>) -> Ran {
+    fn run(&mut self, from: &mut dyn Link, _: &Rc<Core>, _: &'static Location<'static>) -> Ran {
         let result = take_result::<U>(from);
         self.done = Some(());
         if let Some(parent) = self.parent.take() {
@@ -378,12 +366,5 @@ impl<U: 'static> Link for Forward<U> {
             });
         }
         Ran::Done(Did::Succeeded)
-    }
-
-    fn kind(&self) -> Option<StepKind> {
-        None
-    }
-    fn site(&self) -> &'static Location<'static> {
-        self.site
     }
 }

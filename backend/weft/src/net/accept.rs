@@ -1,7 +1,9 @@
 //! Accepting, for every stream listener, protocol and async-stream alike.
 //!
-//! The accept loop applies the listener's [`ListenOptions`] before anything runs: a peer
-//! over its connection cap is refused (reset, so no state lingers here) and counted; when
+//! The accept loop applies the listener's [`ListenOptions`] before anything runs: a
+//! connection past the total cap, or from a peer over its own, is refused (accepted and
+//! reset at once, so no state lingers here and the kernel's queue does not fill) and
+//! counted; when
 //! the process runs out of file descriptors or memory, accepting backs off instead of
 //! spinning, says so once per episode, and counts each failure.
 //!
@@ -14,7 +16,7 @@ use std::io;
 use std::panic::Location;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -25,20 +27,23 @@ use crate::address::Address;
 use crate::observe::{
     self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused,
 };
-use crate::policies::{PeerLimit, PeerSlot};
+use crate::policies::{PeerLimit, PeerSlot, TotalLimit, TotalSlot};
 use crate::reactor::Reactor;
 use crate::tasks::TaskKind;
 use crate::transport::{Stream, Transport};
 
 /// How a listener treats the connections it accepts; the default applies no limits.
 ///
-/// Clones share one [`PeerLimit`], so the listeners of one service given clones of the
-/// same options count a peer's connections across all of them.
+/// Clones share one [`PeerLimit`] and one [`TotalLimit`], so the listeners of one service
+/// given clones of the same options count its connections (a peer's, and all of them)
+/// across all of them.
 #[derive(Debug, Clone, Default)]
 pub struct ListenOptions {
     idle_timeout: Option<Duration>,
     /// Shared by clones, so a service's listeners count a peer's connections across all of them.
     peer_limit: Option<PeerLimit>,
+    /// Shared by clones, so a service's listeners count all its connections together.
+    total_limit: Option<TotalLimit>,
     /// Offered in the TLS handshake of `ssl:` listeners (ALPN), most preferred first.
     alpn: Vec<Vec<u8>>,
     /// Further certificates of `ssl:` listeners, chosen by SNI.
@@ -46,7 +51,7 @@ pub struct ListenOptions {
 }
 
 impl ListenOptions {
-    /// No idle timeout, no per-peer cap.
+    /// No idle timeout, no cap per peer or in total.
     pub fn new() -> Self {
         Self::default()
     }
@@ -68,6 +73,21 @@ impl ListenOptions {
     /// Counts peers in `limit`, which may be shared with other listeners.
     pub fn peer_limit(mut self, limit: PeerLimit) -> Self {
         self.peer_limit = Some(limit);
+        self
+    }
+
+    /// Refuses a connection while `max` are open through the listeners sharing these
+    /// options (`None` or 0: no cap): it is accepted and reset at once, so the kernel's
+    /// accept queue never holds connections waiting for a place, and reported with reason
+    /// `limit_total`. Connections already open are not touched.
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        self.total_limit = max.filter(|&m| m > 0).map(TotalLimit::new);
+        self
+    }
+
+    /// Counts connections in `limit`, which may be shared with other listeners.
+    pub fn total_limit(mut self, limit: TotalLimit) -> Self {
+        self.total_limit = Some(limit);
         self
     }
 
@@ -104,6 +124,64 @@ impl ListenOptions {
     pub fn get_peer_limit(&self) -> Option<&PeerLimit> {
         self.peer_limit.as_ref()
     }
+
+    /// The total cap, if any.
+    pub fn get_total_limit(&self) -> Option<&TotalLimit> {
+        self.total_limit.as_ref()
+    }
+
+    /// A place for a connection from `peer` under both caps, or why it is refused.
+    fn admit(&self, peer: &Address) -> Result<Slots, (&'static str, usize)> {
+        let total = match &self.total_limit {
+            Some(limit) => Some(limit.admit().ok_or(("limit_total", limit.max()))?),
+            None => None,
+        };
+        let peer = match &self.peer_limit {
+            Some(limit) => limit.admit(peer).ok_or(("limit_peer", limit.max()))?,
+            None => PeerSlot::unlimited(),
+        };
+        Ok(Slots {
+            _total: total,
+            _peer: peer,
+        })
+    }
+}
+
+/// A connection's places under its listener's caps, held for the connection's life.
+pub(super) struct Slots {
+    _total: Option<TotalSlot>,
+    _peer: PeerSlot,
+}
+
+/// Says, at most every [`CAP_WARNING_INTERVAL`], that a listener is refusing connections
+/// for being at its total cap: a flood against the cap is one log line every few seconds.
+#[derive(Default)]
+struct CapWarning {
+    last: Option<Instant>,
+    /// Refusals since the last line.
+    unsaid: u64,
+}
+
+/// The least time between two "at its connection cap" lines of one listener.
+const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+impl CapWarning {
+    fn refused(&mut self, info: &ListenerInfo, max: usize) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < CAP_WARNING_INTERVAL)
+        {
+            self.unsaid += 1;
+            return;
+        }
+        self.last = Some(now);
+        let before = std::mem::take(&mut self.unsaid);
+        tracing::warn!(
+            service = %info.service, endpoint = %info.endpoint, max, refused_before = before,
+            "at its connection cap (max_connections); refusing new connections"
+        );
+    }
 }
 
 /// A connection just accepted.
@@ -119,7 +197,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Accepts on `socket` until `stop`, handing each admitted connection, its peer and its
-/// per-peer slot (to be held for the connection's life) to `admit`. The socket may be
+/// places under the caps (to be held for the connection's life) to `admit`. The socket may be
 /// shared with a listener taking it over: once `stop` is cancelled this loop accepts no
 /// more, so every connection after a handover gets the new listener's settings.
 pub(super) async fn accept_loop(
@@ -127,9 +205,10 @@ pub(super) async fn accept_loop(
     info: &Arc<ListenerInfo>,
     options: &ListenOptions,
     stop: CancellationToken,
-    mut admit: impl FnMut(Accepted, Address, PeerSlot),
+    mut admit: impl FnMut(Accepted, Address, Slots),
 ) {
     let mut backoff = None::<Duration>;
+    let mut warning = CapWarning::default();
     loop {
         let next = async {
             match socket {
@@ -156,17 +235,15 @@ pub(super) async fn accept_loop(
                 if backoff.take().is_some() {
                     tracing::info!(endpoint = %info.endpoint, "accepting again");
                 }
-                let slot = match &options.peer_limit {
-                    Some(limit) => match limit.admit(&peer) {
-                        Some(slot) => slot,
-                        None => {
-                            refuse(info, stream, peer, limit.max());
-                            continue;
+                match options.admit(&peer) {
+                    Ok(slots) => admit(stream, peer, slots),
+                    Err((reason, max)) => {
+                        if reason == "limit_total" {
+                            warning.refused(info, max);
                         }
-                    },
-                    None => PeerSlot::unlimited(),
-                };
-                admit(stream, peer, slot);
+                        refuse(info, stream, peer, reason, max);
+                    }
+                }
             }
             Err(err) => {
                 observe::emit(|| {
@@ -212,15 +289,15 @@ fn is_exhaustion(err: &io::Error) -> bool {
     ) || err.kind() == io::ErrorKind::OutOfMemory
 }
 
-/// Turns away a connection from a peer over its cap: reset at once (no lingering state
-/// for a flood to pile up), reported and counted.
-fn refuse(info: &ListenerInfo, stream: Accepted, peer: Address, max: usize) {
+/// Turns away a connection over a cap: reset at once (no lingering state for a flood to
+/// pile up), reported and counted under `reason`.
+fn refuse(info: &ListenerInfo, stream: Accepted, peer: Address, reason: &'static str, max: usize) {
     if let Accepted::Tcp(s) = &stream {
         let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
     }
     drop(stream);
-    tracing::debug!(service = %info.service, %peer, max, "connection refused: peer over its cap");
-    emit_refused(info, peer, "limit_peer");
+    tracing::debug!(service = %info.service, %peer, max, reason, "connection refused: over a cap");
+    emit_refused(info, peer, reason);
 }
 
 fn emit_refused(info: &ListenerInfo, peer: Address, reason: &'static str) {
@@ -308,8 +385,8 @@ impl<A: Admit> Acceptor<A> {
     }
 
     /// Builds the connection's server (the adapter may refuse) and serves it in its own
-    /// task, which holds the peer's slot for the connection's life.
-    pub(super) fn admit(&self, stream: Accepted, peer: Address, slot: PeerSlot) {
+    /// task, which holds the connection's places under the caps for its life.
+    pub(super) fn admit(&self, stream: Accepted, peer: Address, slot: Slots) {
         let listener = &self.info;
         let conn = match self.adapter.build(listener, &peer) {
             Ok(conn) => conn,
@@ -327,7 +404,7 @@ impl<A: Admit> Acceptor<A> {
         };
         // One spawn per kind: a task's future is as large as its largest state, and the
         // TLS states (a rustls connection) must not be paid for by every plain connection.
-        // Each task holds the peer's slot until the connection is gone.
+        // Each task holds the connection's places until it is gone.
         match (stream, self.tls.clone()) {
             (Accepted::Tcp(s), None) => self.spawn(async move {
                 let _slot = slot;
@@ -408,13 +485,17 @@ mod tests {
     fn a_zero_timeout_or_cap_means_none_rather_than_closing_or_refusing_everything() {
         let options = ListenOptions::new()
             .idle_timeout(Some(Duration::ZERO))
-            .max_connections_per_peer(Some(0));
+            .max_connections_per_peer(Some(0))
+            .max_connections(Some(0));
         assert_eq!(options.idle_timeout, None);
         assert!(options.peer_limit.is_none());
+        assert!(options.total_limit.is_none());
         let options = ListenOptions::new()
             .idle_timeout(Some(Duration::from_secs(1)))
-            .max_connections_per_peer(Some(1));
+            .max_connections_per_peer(Some(1))
+            .max_connections(Some(1));
         assert_eq!(options.idle_timeout, Some(Duration::from_secs(1)));
         assert!(options.peer_limit.is_some());
+        assert!(options.total_limit.is_some());
     }
 }

@@ -14,21 +14,34 @@ fn clock() -> &'static quanta::Clock {
     CLOCK.get_or_init(quanta::Clock::new)
 }
 
-/// A raw reading of the process clock.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Tick(u64);
+/// Times calls made one after another: each reading ends one call and starts the next,
+/// so N calls in a row read the clock N + 1 times.
+#[derive(Debug)]
+pub(crate) struct Laps {
+    clock: &'static quanta::Clock,
+    /// The raw reading the current call started at.
+    last: u64,
+}
 
-impl Tick {
-    /// Reads the clock.
+impl Laps {
+    /// Reads the clock: the first call starts now.
     #[inline]
-    pub(crate) fn now() -> Self {
-        Self(clock().raw())
+    pub(crate) fn start() -> Self {
+        let clock = clock();
+        Self {
+            clock,
+            last: clock.raw(),
+        }
     }
 
-    /// Nanoseconds from `earlier` to this reading (zero if the clock went backwards).
+    /// Reads the clock: nanoseconds since the previous reading (zero if the clock went
+    /// backwards), and the next call starts now.
     #[inline]
-    pub(crate) fn nanos_since(self, earlier: Tick) -> u64 {
-        clock().delta_as_nanos(earlier.0, self.0)
+    pub(crate) fn lap(&mut self) -> u64 {
+        let now = self.clock.raw();
+        let nanos = self.clock.delta_as_nanos(self.last, now);
+        self.last = now;
+        nanos
     }
 }
 
@@ -37,13 +50,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reading_after_a_sleep_is_that_much_later() {
-        let before = Tick::now();
+    fn a_lap_after_a_sleep_is_that_long_and_the_next_starts_at_its_end() {
+        let mut laps = Laps::start();
         std::thread::sleep(std::time::Duration::from_millis(5));
-        let after = Tick::now();
-        let nanos = after.nanos_since(before);
+        let nanos = laps.lap();
         assert!(nanos >= 5_000_000, "{nanos}");
         assert!(nanos < 5_000_000_000, "{nanos}");
-        assert_eq!(before.nanos_since(after), 0);
+        let next = laps.lap();
+        assert!(next < 5_000_000, "{next}");
+    }
+
+    #[test]
+    fn a_clock_gone_backwards_gives_a_zero_lap() {
+        let mut laps = Laps::start();
+        laps.last = u64::MAX;
+        assert_eq!(laps.lap(), 0);
     }
 }

@@ -1,9 +1,9 @@
 //! Connection limits in total and per peer (Twisted's `LimitTotalConnectionsFactory`,
 //! `LimitConnectionsByPeer`).
 //!
-//! [`PeerLimit`] counts connections per host and is what listeners apply before any
-//! protocol runs ([`ListenOptions`](crate::net::ListenOptions)); [`ConnectionLimits`]
-//! wraps a factory with the same per-host count and a total.
+//! [`PeerLimit`] counts connections per host and [`TotalLimit`] all of them; both are what
+//! listeners apply before any protocol runs ([`ListenOptions`](crate::net::ListenOptions)).
+//! [`ConnectionLimits`] wraps a factory with the same per-host count and a total.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -138,6 +138,82 @@ impl Drop for PeerSlot {
                 }
             }
         }
+    }
+}
+
+/// At most `max` connections open at once in all, counted across every listener given a
+/// clone of it (Twisted's `LimitTotalConnectionsFactory`, applied as the listener accepts).
+#[derive(Clone)]
+pub struct TotalLimit {
+    max: usize,
+    /// Shared by the limit's clones and by each connection's slot, which gives its place
+    /// back when dropped.
+    open: Rc<Cell<usize>>,
+}
+
+impl std::fmt::Debug for TotalLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotalLimit")
+            .field("max", &self.max)
+            .field("open", &self.open.get())
+            .finish()
+    }
+}
+
+impl TotalLimit {
+    /// A limit of `max` connections in all.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Rc::default(),
+        }
+    }
+
+    /// A limit of `max` that counts the same connections as this one, so a listener that
+    /// replaces another (a reload changing the cap) keeps counting those the old one
+    /// admitted.
+    pub fn with_max(&self, max: usize) -> Self {
+        Self {
+            max,
+            open: self.open.clone(),
+        }
+    }
+
+    /// The most connections open at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
+    /// Takes a place for one more connection, or `None` when `max` are open. The place is
+    /// given back when the returned guard is dropped.
+    pub fn admit(&self) -> Option<TotalSlot> {
+        let n = self.open.get();
+        if n >= self.max {
+            return None;
+        }
+        self.open.set(n + 1);
+        Some(TotalSlot(self.open.clone()))
+    }
+}
+
+/// One connection's place in a [`TotalLimit`]; dropping it frees the place.
+#[must_use = "the slot is freed when dropped"]
+pub struct TotalSlot(Rc<Cell<usize>>);
+
+impl std::fmt::Debug for TotalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotalSlot")
+    }
+}
+
+impl Drop for TotalSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
@@ -306,6 +382,22 @@ mod tests {
         drop(a);
         assert_eq!(limit.open_from(&peer("10.0.0.1:9")), 0);
         assert!(limit.admit(&peer("10.0.0.1:2000")).is_some());
+    }
+
+    #[test]
+    fn a_total_limit_refuses_past_its_max_frees_on_drop_and_keeps_counting_with_a_new_max() {
+        let limit = TotalLimit::new(2);
+        let a = limit.admit().unwrap();
+        let _b = limit.admit().unwrap();
+        assert!(limit.admit().is_none());
+        drop(a);
+        assert_eq!(limit.open(), 1);
+        let _c = limit.admit().unwrap();
+        let lower = limit.with_max(1);
+        assert!(lower.admit().is_none(), "the old limit's two count");
+        let higher = limit.with_max(3);
+        let _d = higher.admit().unwrap();
+        assert_eq!((limit.open(), higher.open()), (3, 3));
     }
 
     #[test]

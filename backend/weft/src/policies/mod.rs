@@ -7,6 +7,6 @@ mod limits;
 mod throttle;
 mod timeout;
 
-pub use limits::{ConnectionLimits, PeerKey, PeerLimit, PeerSlot};
+pub use limits::{ConnectionLimits, PeerKey, PeerLimit, PeerSlot, TotalLimit, TotalSlot};
 pub use throttle::Throttled;
 pub use timeout::IdleTimeout;

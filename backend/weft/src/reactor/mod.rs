@@ -16,7 +16,7 @@ pub mod profile;
 mod shutdown;
 mod sweep;
 
-pub use handle::ReactorHandle;
+pub use handle::{CALL_QUEUE, CallError, ReactorHandle};
 pub use lag::LagStats;
 pub use pool::{PoolError, ReactorPool};
 pub use shutdown::Phase;
@@ -136,7 +136,7 @@ pub(crate) struct Inner {
     _clock_guard: ClockGuard,
     handle: ReactorHandle,
     /// Work sent from other threads through the handle; taken once when `run` starts draining it.
-    jobs: RefCell<Option<mpsc::UnboundedReceiver<handle::Job>>>,
+    jobs: RefCell<Option<mpsc::Receiver<handle::Job>>>,
     /// A `Cell` because the thresholds in it may change after start ([`Reactor::set_thresholds`]);
     /// it always says what is in effect.
     config: Cell<ReactorConfig>,
@@ -194,12 +194,7 @@ impl Reactor {
             let _enter = runtime.enter();
             Clock::real()
         };
-        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-        let handle = ReactorHandle {
-            jobs: jobs_tx,
-            stop: CancellationToken::new(),
-            lag: Arc::default(),
-        };
+        let (handle, jobs_rx) = ReactorHandle::new(CancellationToken::new());
         apply_thresholds(&config);
         profile::install();
         let sweep_every = sweep::interval_for(config.close_timeout);

@@ -1,0 +1,200 @@
+//! The bound hyper's HTTP/2 server lacks: a request head must be complete within
+//! `request_timeout`, as an HTTP/1.1 head must.
+//!
+//! A head is a HEADERS frame and the CONTINUATION frames after it, up to the one flagged
+//! END_HEADERS (RFC 9113 §4.3), and no other frame may come in between (§6.10): a client
+//! that opens a head and never ends it holds the whole connection, and hyper waits for it
+//! forever with what it has buffered. A [`Scan`], fed what the client sends as hyper
+//! reads it (`protocol::Prefixed`), follows the frame headers without copying or
+//! buffering anything and notes when the head being received began; [`Deadline`] tells
+//! the connection's driver when that head is `request_timeout` old.
+
+use std::cell::Cell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Context;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// The client connection preface (RFC 9113 §3.4), which comes before the first frame.
+const PREFACE_LEN: usize = 24;
+/// A frame header: length (24 bits), type, flags, stream (RFC 9113 §4.1).
+const FRAME_HEADER_LEN: usize = 9;
+const HEADERS: u8 = 0x1;
+const PUSH_PROMISE: u8 = 0x5;
+const CONTINUATION: u8 = 0x9;
+const END_HEADERS: u8 = 0x4;
+
+/// Follows the frames of the client's byte stream.
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// Preface bytes still to pass.
+    preface_left: usize,
+    /// The frame header being read.
+    header: [u8; FRAME_HEADER_LEN],
+    header_len: usize,
+    /// Payload bytes of the current frame still to pass.
+    payload_left: usize,
+    /// Whether the current frame ends a head (it carries END_HEADERS).
+    ends_head: bool,
+    /// When the head being received began; shared with the [`Deadline`].
+    open_since: Rc<Cell<Option<Instant>>>,
+}
+
+impl Scan {
+    fn new(open_since: Rc<Cell<Option<Instant>>>) -> Self {
+        Self {
+            preface_left: PREFACE_LEN,
+            header: [0; FRAME_HEADER_LEN],
+            header_len: 0,
+            payload_left: 0,
+            ends_head: false,
+            open_since,
+        }
+    }
+
+    /// Follows `bytes`, the next the client sent, received at `now`.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], now: Instant) {
+        while !bytes.is_empty() {
+            let n = if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                n
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                if self.payload_left == 0 {
+                    self.frame_ended();
+                }
+                n
+            } else {
+                let n = (FRAME_HEADER_LEN - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                self.header_len += n;
+                if self.header_len == FRAME_HEADER_LEN {
+                    self.header_len = 0;
+                    self.frame_began(now);
+                }
+                n
+            };
+            bytes = &bytes[n..];
+        }
+    }
+
+    fn frame_began(&mut self, now: Instant) {
+        let [l0, l1, l2, kind, flags, ..] = self.header;
+        self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+        self.ends_head = false;
+        match kind {
+            HEADERS | PUSH_PROMISE => {
+                self.open_since.set(Some(now));
+                self.ends_head = flags & END_HEADERS != 0;
+            }
+            CONTINUATION => self.ends_head = flags & END_HEADERS != 0,
+            _ => {}
+        }
+        if self.payload_left == 0 {
+            self.frame_ended();
+        }
+    }
+
+    fn frame_ended(&mut self) {
+        if self.ends_head {
+            self.open_since.set(None);
+        }
+    }
+}
+
+/// A scan for the byte stream of an HTTP/2 connection from its preface on, and the
+/// [`Deadline`] that tells when a head it follows is `timeout` old.
+pub(crate) fn watch(timeout: Duration) -> (Scan, Deadline) {
+    let open_since = Rc::new(Cell::new(None));
+    let deadline = Deadline {
+        open_since: open_since.clone(),
+        timeout,
+        sleep: None,
+    };
+    (Scan::new(open_since), deadline)
+}
+
+/// When the head a [`Scan`] is following has taken too long.
+pub(crate) struct Deadline {
+    open_since: Rc<Cell<Option<Instant>>>,
+    timeout: Duration,
+    /// Set at the first head, and moved to each head's deadline: a connection that never
+    /// sends a head never allocates it.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    /// Whether the head being received is `timeout` old; when it is not yet, `cx` is woken
+    /// when it will be. Call it after the connection was polled (which reads).
+    pub(crate) fn poll_late(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(since) = self.open_since.get() else {
+            return false;
+        };
+        let at = since + self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if sleep.deadline() != at {
+            sleep.as_mut().reset(at);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, payload_len: usize) -> Vec<u8> {
+        let len = u32::try_from(payload_len).unwrap().to_be_bytes();
+        let mut out = len[1..].to_vec();
+        out.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        out.resize(FRAME_HEADER_LEN + payload_len, 0xab);
+        out
+    }
+
+    /// Feeds `bytes` after a preface, `chunk` bytes at a time; when the open head began.
+    fn scan(bytes: &[u8], chunk: usize) -> Option<Instant> {
+        let open = Rc::new(Cell::new(None));
+        let mut scan = Scan::new(open.clone());
+        let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        all.extend_from_slice(bytes);
+        for piece in all.chunks(chunk) {
+            scan.feed(piece, Instant::now());
+        }
+        open.get()
+    }
+
+    #[test]
+    fn a_head_is_open_from_its_headers_frame_until_the_end_of_the_frame_flagged_end_headers() {
+        let settings = frame(0x4, 0, 6);
+        let complete = [settings.clone(), frame(HEADERS, END_HEADERS | 0x1, 20)].concat();
+        let unfinished = [
+            settings.clone(),
+            frame(HEADERS, 0, 20),
+            frame(CONTINUATION, 0, 3),
+        ]
+        .concat();
+        let finished = [unfinished.clone(), frame(CONTINUATION, END_HEADERS, 0)].concat();
+        let cut_short = frame(HEADERS, END_HEADERS, 20)[..15].to_vec();
+        for chunk in [1, 2, 7, 9, 64, 4096] {
+            assert_eq!(scan(&complete, chunk), None, "{chunk}");
+            assert!(scan(&unfinished, chunk).is_some(), "{chunk}");
+            assert_eq!(scan(&finished, chunk), None, "{chunk}");
+            assert!(
+                scan(&cut_short, chunk).is_some(),
+                "{chunk}: a head frame not all in"
+            );
+            let data_after = [complete.clone(), frame(0x0, 0x1, 100)].concat();
+            assert_eq!(
+                scan(&data_after, chunk),
+                None,
+                "{chunk}: a body is not a head"
+            );
+        }
+    }
+}

@@ -25,14 +25,14 @@ use crate::support::{App, free_port, http, spawn_app_with};
 
 /// One span as received, with its resource's `service.name`.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     service: String,
     span: Span,
 }
 
 /// An OTLP/HTTP collector on loopback: decodes each `POST /v1/traces` and keeps its spans.
 /// One that does not `answer` reads each request and never responds.
-struct Collector {
+pub(crate) struct Collector {
     addr: SocketAddr,
     spans: Arc<Mutex<Vec<Received>>>,
     /// Requests that were not an OTLP/HTTP protobuf export of traces.
@@ -40,7 +40,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(answer: bool) -> Self {
+    pub(crate) fn start(answer: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -79,16 +79,16 @@ impl Collector {
         Self { addr, spans, wrong }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn spans(&self) -> Vec<Received> {
+    pub(crate) fn spans(&self) -> Vec<Received> {
         self.spans.lock().unwrap().clone()
     }
 
     /// The spans named `name` from the service `service`.
-    fn named(&self, service: &str, name: &str) -> Vec<Span> {
+    pub(crate) fn named(&self, service: &str, name: &str) -> Vec<Span> {
         self.spans()
             .into_iter()
             .filter(|r| r.service == service && r.span.name == name)
@@ -157,7 +157,7 @@ fn int(attributes: &[KeyValue], key: &str) -> Option<i64> {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -255,6 +255,9 @@ fn a_request_continues_its_callers_trace_and_is_exported_with_its_attributes() {
         "{a:?}"
     );
     assert_eq!(text(a, "weft.state").as_deref(), Some("succeeded"));
+    assert_eq!(text(a, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(text(a, "http.route").as_deref(), Some("files"));
+    assert_eq!(int(a, "http.response.status_code"), Some(200));
     assert!(text(a, "weft.site").is_some_and(|s| s.contains("trace.rs")));
     assert!(
         continued.events.iter().any(|e| e.name == "route"
@@ -276,6 +279,11 @@ fn a_request_continues_its_callers_trace_and_is_exported_with_its_attributes() {
     assert!(
         app.metric("weft_otlp_spans_exported_total")
             .is_some_and(|n| n >= 2.0)
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_traceparent_invalid_total{service="web"}"#),
+        Some(1.0),
+        "the invalid traceparent is counted, the valid one not"
     );
 }
 

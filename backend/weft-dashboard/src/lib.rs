@@ -53,8 +53,10 @@
 //! - `history`: a view whose history cannot be read answers with its live part and a
 //!   note, and the failure is counted.
 //! - `assets`: `frontend/static/` (ES modules and CSS, no build step), compiled in.
-//! - `metrics`, `health`: `/metrics`, `/healthz` and `/readyz`; [`DashboardMetrics`], the
-//!   dashboard's own counters (refusals, live clients, history errors).
+//! - `exposition`, `health`: `/metrics` (Prometheus text, or OpenMetrics with exemplars
+//!   when the scraper asks for it), `/healthz` and `/readyz`.
+//! - `metrics`: [`DashboardMetrics`], the dashboard's own counters (refusals, live
+//!   clients, history errors).
 //! - [`server`]: [`serve`], the listener: [`router`] on hyper's HTTP/1.1 with a deadline
 //!   for request heads and idle keep-alive, and caps on connections per peer and in all.
 //!
@@ -72,6 +74,7 @@ pub mod data;
 mod defer;
 pub mod dns;
 pub mod error;
+mod exposition;
 pub mod fmt;
 mod headers;
 mod health;
@@ -141,7 +144,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/api/profile", get(profile::api))
         .route("/ws", get(live::ws))
         .route("/static/{name}", get(assets::file))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(exposition::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(actions)

@@ -1,23 +1,8 @@
-//! `/metrics`: everything on the hub's registry, in Prometheus' text format; and the
-//! dashboard's own counters, registered there: what it refused, its live clients and why
-//! they left, and history it could not read.
+//! The dashboard's own counters, registered on the hub's registry (so `/metrics` has
+//! them): what it refused, its live clients and why they left, and history it could not
+//! read.
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-
-use crate::DashboardState;
-
-/// The text exposition format's content type.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-pub(crate) async fn metrics(State(state): State<DashboardState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, TEXT_FORMAT)],
-        state.hub.encode_metrics(),
-    )
-}
 
 /// Why a request was refused (the `reason` of `weft_dashboard_refused_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

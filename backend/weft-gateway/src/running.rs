@@ -107,7 +107,7 @@ impl Running {
         config: &Config,
     ) -> Result<Self, StartError> {
         hub.track_reloads();
-        let mut env = ServiceEnv::register(hub.registry(), &config.services);
+        let mut env = ServiceEnv::register(hub.registry(), hub.exemplars(), &config.services);
         env.views = hub.views().clone();
         services::access_log::reopen_on_sigusr1(reactor, env.access_logs.clone());
         // `/readyz` stays 503 until each of these is up and the reactor runs.
@@ -133,7 +133,7 @@ impl Running {
     ) -> Result<Self, StartError> {
         let registry = prometheus::Registry::new();
         hub.sum_registry(registry.clone());
-        let mut env = ServiceEnv::register(&registry, &config.services);
+        let mut env = ServiceEnv::register(&registry, hub.exemplars(), &config.services);
         env.access_logs = access_logs;
         Self::serve(reactor, hub, store, env, config, false)
     }

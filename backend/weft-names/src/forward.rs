@@ -35,7 +35,9 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
-use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps};
+use weft::defer::{Deferred, DeferredId, Failure, Resolver, StepDetail, Steps};
+use weft::observe::exemplar::SpanRef;
+use weft::observe::trace;
 use weft::time::DelayedCall;
 
 use crate::cache::{Cache, Key, Policy};
@@ -120,6 +122,9 @@ struct InFlight {
     packet: Vec<u8>,
     /// Taken when the first whole answer arrives.
     resolver: Option<Resolver<Message>>,
+    /// The upstream query's span, while spans are exported: each waiter's answer latency
+    /// names it as its exemplar.
+    span: Option<SpanRef>,
     /// Everyone who asked this question while it was out (at most `MAX_WAITERS`).
     waiters: Vec<Waiter>,
     /// The upstreams still to ask, the next one last.
@@ -347,6 +352,7 @@ impl Forwarder {
         // The chain names where it is: past the cache (which missed), then at the
         // upstreams, so a stall report says whom it waits on.
         let steps = answered.steps();
+        let answered_id = answered.id();
         steps.step_with(STEP_CACHE, None, Some(&CACHE_MISS));
         let weak: Weak<Self> = Rc::downgrade(self);
         // Nothing holds the end of the chain: the resolver in `in_flight` and the timer
@@ -370,6 +376,7 @@ impl Forwarder {
                 query: request.query.clone(),
                 packet,
                 resolver: Some(resolver),
+                span: trace::enabled().then(|| span_of(answered_id)),
                 waiters: vec![Waiter {
                     request,
                     via,
@@ -504,5 +511,14 @@ impl InFlight {
             return Err("an answer to another question".into());
         }
         Ok(())
+    }
+}
+
+/// The span of the upstream query chain `id`, which roots its own trace (it is created
+/// on a packet, not in another chain's callback).
+fn span_of(id: DeferredId) -> SpanRef {
+    SpanRef {
+        trace_id: trace::trace_id(id),
+        span_id: trace::span_id(id),
     }
 }

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
+
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::RecordType;
 use prometheus::{
@@ -108,12 +110,27 @@ pub struct DnsMetrics {
     duration: HistogramVec,
     log_skipped: IntCounterVec,
     log_failures_skipped: IntCounterVec,
+    /// Where each service's latency exemplars are listed.
+    exemplars: ExemplarIndex,
 }
+
+/// The latency histogram's name, under which its exemplars are listed.
+const DURATION: &str = "weft_dns_request_duration_seconds";
 
 impl DnsMetrics {
     /// Creates the families and registers them on `registry`.
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let metrics = Self::unregistered()?;
+        Self::register_with_exemplars(registry, &ExemplarIndex::default())
+    }
+
+    /// Creates the families and registers them on `registry`; each service's latency
+    /// exemplars (forwarded answers, while spans are exported) are listed in `exemplars`.
+    pub fn register_with_exemplars(
+        registry: &Registry,
+        exemplars: &ExemplarIndex,
+    ) -> Result<Self, prometheus::Error> {
+        let mut metrics = Self::unregistered()?;
+        metrics.exemplars = exemplars.clone();
         for family in [
             &metrics.queries,
             &metrics.responses,
@@ -214,7 +231,7 @@ impl DnsMetrics {
             )?,
             duration: HistogramVec::new(
                 HistogramOpts::new(
-                    "weft_dns_request_duration_seconds",
+                    DURATION,
                     "Time from a query's arrival to its answer, whatever answered it.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
@@ -230,6 +247,7 @@ impl DnsMetrics {
                 "Failed answers left out of the query log past its per-second budget of failures.",
                 &["service"],
             )?,
+            exemplars: ExemplarIndex::default(),
         })
     }
 
@@ -277,6 +295,9 @@ impl DnsMetrics {
                 .map(|r| self.cookies.with_label_values(&[name, r]))
                 .collect(),
             duration: self.duration.with_label_values(&[name]),
+            exemplars: self
+                .exemplars
+                .series(DURATION, [("service", name)], &LATENCY_BUCKETS),
             log_skipped: [
                 self.log_skipped.with_label_values(&[name]),
                 self.log_failures_skipped.with_label_values(&[name]),
@@ -320,6 +341,8 @@ struct Handles {
     /// In the order of [`COOKIE_RESULTS`].
     cookies: Vec<IntCounter>,
     duration: Histogram,
+    /// The latest traced answer of each `duration` bucket.
+    exemplars: Arc<Exemplars>,
     /// Routine answers, then failures, left out of the query log.
     log_skipped: [IntCounter; 2],
     /// The recent queries, top names and upstream figures the dashboard shows.
@@ -348,7 +371,9 @@ impl ServiceMetrics {
 
     /// An answer with `rcode` from `source` to `query` (`None`: no readable question)
     /// from `client`, which arrived at `received`, is being sent: counted by code, timed,
-    /// and recorded for the dashboard and the query log.
+    /// and recorded for the dashboard and the query log. An answer that belongs to `span`
+    /// (a forwarded question's upstream query, while spans are exported) leaves its
+    /// latency as its bucket's exemplar.
     pub(crate) fn answered(
         &self,
         query: Option<&Query>,
@@ -356,10 +381,15 @@ impl ServiceMetrics {
         received: Instant,
         rcode: ResponseCode,
         source: Source,
+        span: Option<SpanRef>,
     ) {
         self.response(rcode);
         let latency = received.elapsed();
-        self.0.duration.observe(latency.as_secs_f64());
+        let seconds = latency.as_secs_f64();
+        self.0.duration.observe(seconds);
+        if let Some(span) = span {
+            self.0.exemplars.record(seconds, span);
+        }
         self.0.figures.record(&Answered {
             at: received + latency,
             client,

@@ -263,6 +263,7 @@ impl DnsServer {
                 received,
                 ResponseCode::Refused,
                 Source::Refused,
+                None,
             );
             reply(refused);
             return Outcome::Refused;
@@ -292,7 +293,7 @@ impl DnsServer {
                 // RA says what the server offers, whatever the question (RFC 1035
                 // section 4.1.1): set on every answer of a server that forwards.
                 response.metadata.recursion_available = self.inner.forwarder.is_some();
-                metrics.answered(None, client, received, rcode, Source::Malformed);
+                metrics.answered(None, client, received, rcode, Source::Malformed, None);
                 reply(wire::encode(&response, None));
                 return Outcome::Malformed(why);
             }
@@ -552,6 +553,7 @@ fn deliver(
         asked.received,
         rcode,
         source,
+        asked.span,
     );
     reply(encoded);
 }

@@ -75,6 +75,9 @@ pub(crate) struct Asked {
     pub(crate) client: Option<std::net::SocketAddr>,
     /// When the packet arrived.
     pub(crate) received: std::time::Instant,
+    /// The span its answer belongs to (a forwarded question's upstream query, while spans
+    /// are exported): the exemplar of its latency.
+    pub(crate) span: Option<weft::observe::exemplar::SpanRef>,
 }
 
 /// What to do with a packet.
@@ -205,6 +208,7 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
         asked: Asked {
             client: None,
             received,
+            span: None,
         },
     })
 }

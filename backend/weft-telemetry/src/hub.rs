@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use prometheus::Registry;
+use weft::observe::exemplar::ExemplarIndex;
 use weft::observe::{ConnectionId, Event, ListenerInfo, Observer};
 use weft::{Phase, Reactor, ReactorHandle};
 
@@ -55,6 +56,8 @@ pub struct Hub {
     /// event.
     /// Shared with the collector of `weft_reactor_calls_refused_total`.
     reactors: crate::calls::Handles,
+    /// Where latency histograms list their exemplars, for the OpenMetrics exposition.
+    exemplars: ExemplarIndex,
 }
 
 impl std::fmt::Debug for Hub {
@@ -104,6 +107,7 @@ impl Hub {
             views: ServiceViews::default(),
             spikes: RecentSpikes::default(),
             reactors,
+            exemplars: ExemplarIndex::default(),
         }))
     }
 
@@ -262,6 +266,19 @@ impl Hub {
     /// Every metric in Prometheus' text format.
     pub fn encode_metrics(&self) -> String {
         self.metrics.encode()
+    }
+
+    /// Every metric in the OpenMetrics text format, latency buckets with their exemplars
+    /// ([`openmetrics::CONTENT_TYPE`](crate::openmetrics::CONTENT_TYPE)).
+    pub fn encode_openmetrics(&self) -> String {
+        crate::openmetrics::encode(&self.gather(), &self.exemplars)
+    }
+
+    /// Where a program lists the exemplars of the latency histograms it registers on
+    /// [`registry`](Self::registry) (or on a summed one), so the OpenMetrics exposition
+    /// carries them.
+    pub fn exemplars(&self) -> &ExemplarIndex {
+        &self.exemplars
     }
 
     /// The open connections now, oldest first.

@@ -59,6 +59,9 @@
 //! - [`profile`]: reactor-lag spikes with the call that held the reactor ([`LagSpike`]),
 //!   the recent ones kept in a small ring; the per-site profile itself is the reactor's
 //!   ([`weft::reactor::profile`]).
+//! - [`openmetrics`]: the OpenMetrics text exposition of the same families, with the
+//!   exemplars latency histograms keep beside them
+//!   ([`ExemplarIndex`](weft::observe::exemplar::ExemplarIndex)), for a scraper that asks.
 //! - `sum`: families a service kind makes once per reactor, summed into one series per
 //!   label set when metrics are rendered.
 //! - [`refusals`]: refusals reach the bus at most once a second per service and reason
@@ -76,6 +79,7 @@ pub mod fold;
 pub mod hub;
 pub mod live;
 pub mod metrics;
+pub mod openmetrics;
 mod process;
 pub mod profile;
 pub mod ready;

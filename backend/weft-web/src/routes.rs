@@ -21,7 +21,9 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
-use crate::metrics::{DURATION_BUCKETS, StatusClass, ZERO_CLASSES};
+use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
+
+use crate::metrics::{DURATION_BUCKETS, StatusClass, ZERO_CLASSES, exemplars_of};
 
 /// The `route` of requests no configured route matched.
 pub const FILES: &str = "files";
@@ -41,12 +43,20 @@ pub(crate) struct RouteFamilies {
     requests: IntCounterVec,
     duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    /// Where each route's latency exemplars are listed.
+    exemplars: ExemplarIndex,
 }
 
 impl RouteFamilies {
-    /// Registers `service`'s route families on `registry`.
-    pub(crate) fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
-        let families = Self::new(service)?;
+    /// Registers `service`'s route families on `registry`; their exemplars are listed in
+    /// `exemplars`.
+    pub(crate) fn register(
+        registry: &Registry,
+        exemplars: &ExemplarIndex,
+        service: &str,
+    ) -> prometheus::Result<Self> {
+        let mut families = Self::new(service)?;
+        families.exemplars = exemplars.clone();
         registry.register(Box::new(families.requests.clone()))?;
         registry.register(Box::new(families.duration.clone()))?;
         registry.register(Box::new(families.upstream_errors.clone()))?;
@@ -80,6 +90,7 @@ impl RouteFamilies {
                 .const_label("service", service),
                 &["route"],
             )?,
+            exemplars: ExemplarIndex::default(),
         })
     }
 }
@@ -102,6 +113,8 @@ pub struct RouteMetrics {
     /// By status class.
     requests: [OnceLock<IntCounter>; StatusClass::ALL.len()],
     duration: Histogram,
+    /// The latest traced request of each `duration` bucket.
+    exemplars: Arc<Exemplars>,
     upstream_errors: IntCounter,
     recent: Mutex<VecDeque<UpstreamError>>,
 }
@@ -118,11 +131,13 @@ impl RouteMetrics {
     /// `route`'s series in `families`; the common status classes exist at zero from the
     /// start.
     pub(crate) fn new(families: &RouteFamilies, route: &str) -> Self {
+        let duration = families.duration.with_label_values(&[route]);
         let metrics = Self {
             route: route.into(),
             family: families.requests.clone(),
             requests: Default::default(),
-            duration: families.duration.with_label_values(&[route]),
+            exemplars: exemplars_of(&duration, &families.exemplars),
+            duration,
             upstream_errors: families.upstream_errors.with_label_values(&[route]),
             recent: Mutex::default(),
         };
@@ -151,10 +166,15 @@ impl RouteMetrics {
         })
     }
 
-    /// A request answered with `status` after `elapsed` (to the response head).
-    pub fn request(&self, status: StatusClass, elapsed: Duration) {
+    /// A request answered with `status` after `elapsed` (to the response head);
+    /// `span` is its span while spans are exported (the latency's exemplar).
+    pub fn request(&self, status: StatusClass, elapsed: Duration, span: Option<SpanRef>) {
         self.requests_of(status).inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        self.duration.observe(seconds);
+        if let Some(span) = span {
+            self.exemplars.record(seconds, span);
+        }
     }
 
     /// An upstream exchange of this route failed with `message`; the last
@@ -257,10 +277,11 @@ mod tests {
     #[test]
     fn a_route_counts_times_and_keeps_its_last_errors() {
         let registry = Registry::new();
-        let families = RouteFamilies::register(&registry, "web").unwrap();
+        let families =
+            RouteFamilies::register(&registry, &ExemplarIndex::default(), "web").unwrap();
         let api = RouteMetrics::new(&families, "/api/");
-        api.request(StatusClass::Success, Duration::from_millis(3));
-        api.request(StatusClass::ServerError, Duration::from_millis(300));
+        api.request(StatusClass::Success, Duration::from_millis(3), None);
+        api.request(StatusClass::ServerError, Duration::from_millis(300), None);
         for i in 0..RECENT_ERRORS + 2 {
             api.upstream_error(&format!("failure {i}"));
         }

@@ -6,13 +6,20 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
 
-use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
-use weft::defer::{Deferred, DeferredId, Resolver, Steps};
+use http::{HeaderMap, StatusCode};
+use weft::defer::{Deferred, DeferredId, Resolver, StepDetail, Steps};
+use weft::observe::exemplar::SpanRef;
 use weft::observe::trace::{self, TraceContext};
 use weft::observe::{ConnectionId, ConnectionInfo};
 
+use crate::metrics::MethodLabel;
+
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// The named step of a traced request that says its method.
+const REQUEST_STEP: &str = "request";
+/// The named step of a traced request that says its response's status.
+const RESPONSE_STEP: &str = "response";
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The request's traced Deferred: fired when a response is ready, cancelled (with the
@@ -26,6 +33,11 @@ pub(crate) struct Trace {
     deferred: Option<Deferred<()>>,
     /// Marks its named steps.
     pub(crate) steps: Steps,
+    /// The request's span, while spans are exported: what its latency's exemplar names.
+    pub(crate) span: Option<SpanRef>,
+    /// The request came with a `traceparent` that could not be continued (invalid, or
+    /// several), while spans are exported.
+    pub(crate) invalid_parent: bool,
 }
 
 impl Trace {
@@ -34,11 +46,17 @@ impl Trace {
     /// the chain's span as the parent of whatever the request goes on to (the upstream).
     pub(crate) fn start(info: &ConnectionInfo, headers: &mut HeaderMap) -> Self {
         let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
-        if trace::enabled() {
-            propagate(deferred.id(), info.id, headers);
-        }
+        let (span, invalid_parent) = match trace::enabled() {
+            true => {
+                let (span, invalid) = propagate(deferred.id(), info.id, headers);
+                (Some(span), invalid)
+            }
+            false => (None, false),
+        };
         Self {
             steps: deferred.steps(),
+            span,
+            invalid_parent,
             resolver: Some(resolver),
             deferred: Some(deferred),
         }
@@ -63,6 +81,24 @@ impl Trace {
         .await
     }
 
+    /// While spans are exported, names the request's method as its first step
+    /// (`request`), which the span's `http.request.method` is read from.
+    pub(crate) fn method(&self, method: MethodLabel) {
+        if self.span.is_some() {
+            let detail = StepDetail::from_static(method.as_str());
+            self.steps.step_with(REQUEST_STEP, None, Some(&detail));
+        }
+    }
+
+    /// While spans are exported, names the response's status as the request's last step
+    /// (`response`), which the span's `http.response.status_code` is read from.
+    pub(crate) fn responded(&self, status: StatusCode) {
+        if self.span.is_some() {
+            let detail = StepDetail::new(status.as_str());
+            self.steps.step_with(RESPONSE_STEP, None, Some(&detail));
+        }
+    }
+
     pub(crate) fn done(mut self) {
         if let Some(r) = self.resolver.take() {
             r.callback(());
@@ -73,9 +109,11 @@ impl Trace {
 /// Continues the caller's trace (W3C Trace Context) if `headers` carry a valid one, and
 /// puts the chain `id`'s span in their place. Several `traceparent` fields, or an invalid
 /// one, start a new trace, and the `tracestate` that came with them is dropped, as the
-/// spec asks.
-fn propagate(id: DeferredId, connection: ConnectionId, headers: &mut HeaderMap) {
+/// spec asks. Returns the chain's span, and whether a `traceparent` came and was not
+/// continued.
+fn propagate(id: DeferredId, connection: ConnectionId, headers: &mut HeaderMap) -> (SpanRef, bool) {
     let mut parents = headers.get_all(TRACEPARENT).iter();
+    let came = headers.contains_key(TRACEPARENT);
     let incoming = match (parents.next(), parents.next()) {
         (Some(parent), None) => {
             // Several tracestate fields are one list, joined by commas.
@@ -89,6 +127,7 @@ fn propagate(id: DeferredId, connection: ConnectionId, headers: &mut HeaderMap) 
         }
         _ => None,
     };
+    let invalid = came && incoming.is_none();
     let (trace_id, flags, state) = match incoming {
         Some(context) => {
             let kept = (context.trace_id, context.flags, context.state.clone());
@@ -98,7 +137,8 @@ fn propagate(id: DeferredId, connection: ConnectionId, headers: &mut HeaderMap) 
         // Sampled: whether history keeps the chain is known only at its end.
         None => (trace::trace_id(id), 1, None),
     };
-    let parent = trace::traceparent(&trace_id, &trace::span_id(id), flags);
+    let span_id = trace::span_id(id);
+    let parent = trace::traceparent(&trace_id, &span_id, flags);
     if let Ok(v) = HeaderValue::from_str(&parent) {
         headers.insert(TRACEPARENT, v);
     }
@@ -110,6 +150,7 @@ fn propagate(id: DeferredId, connection: ConnectionId, headers: &mut HeaderMap) 
             headers.remove(TRACESTATE);
         }
     }
+    (SpanRef { trace_id, span_id }, invalid)
 }
 
 impl Drop for Trace {

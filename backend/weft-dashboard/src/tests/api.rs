@@ -270,3 +270,29 @@ async fn static_assets_are_compiled_in() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn metrics_are_served_as_openmetrics_when_the_scraper_asks() {
+    let request = Request::get("/metrics")
+        .header(
+            header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let a = send(router(state()), request).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.kind,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(a.headers[header::VARY], "accept");
+    assert!(a.body.contains("# TYPE weft_reactor_lag_seconds histogram"));
+    assert!(
+        a.body
+            .contains("# TYPE weft_dashboard_history_errors counter\n"),
+        "{}",
+        a.body
+    );
+    assert!(a.body.ends_with("# EOF\n"));
+}

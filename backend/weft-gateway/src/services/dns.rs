@@ -100,8 +100,11 @@ impl super::Kind for DnsKind {
         validate(ctx).map(Box::new)
     }
 
-    fn metrics(registry: Option<&prometheus::Registry>) -> DnsShared {
-        let families = registry.and_then(|r| match DnsMetrics::register(r) {
+    fn metrics(
+        registry: Option<&prometheus::Registry>,
+        exemplars: &weft::observe::exemplar::ExemplarIndex,
+    ) -> DnsShared {
+        let families = registry.and_then(|r| match DnsMetrics::register_with_exemplars(r, exemplars) {
             Ok(m) => Some(m),
             Err(error) => {
                 tracing::warn!(%error, "DNS metrics are not on /metrics");

@@ -43,6 +43,7 @@ use prometheus::Registry;
 use serde::Deserialize;
 use toml::Spanned;
 use weft::ListenError;
+use weft::observe::exemplar::ExemplarIndex;
 use weft_web::{
     AccessLog, AccessLogLosses, Compression, FileOptions, EmbeddedFiles, HttpMetrics, HttpService, Limits, LossRecorder,
     Recorder, StaticFiles, WebConfig,
@@ -165,9 +166,10 @@ impl super::Kind for HttpKind {
         }))
     }
 
-    fn metrics(registry: Option<&Registry>) -> HttpFamilies {
+    fn metrics(registry: Option<&Registry>, exemplars: &ExemplarIndex) -> HttpFamilies {
         HttpFamilies {
             registry: registry.cloned(),
+            exemplars: exemplars.clone(),
             recorders: PerService::default(),
             losses: PerService::default(),
         }
@@ -363,6 +365,8 @@ pub(crate) struct HttpFamilies {
     /// Where a service's series are registered when it first starts; `None` counts
     /// nothing (a program that starts services without the hub).
     registry: Option<Registry>,
+    /// Where the request latency histograms list their exemplars.
+    exemplars: ExemplarIndex,
     /// Request series by service name: a reload's replacement counts on in them.
     recorders: PerService<Rc<dyn Recorder>>,
     /// Access log loss series by service name, kept for the same reason.
@@ -374,7 +378,9 @@ impl HttpFamilies {
     /// registry (or if they cannot be registered, which is logged).
     fn recorder(&self, name: &str) -> Rc<dyn Recorder> {
         self.recorders.get(name, || {
-            match self.register(name, "HTTP metrics are unavailable", HttpMetrics::register) {
+            let register =
+                |r: &Registry, name: &str| HttpMetrics::register_with_exemplars(r, &self.exemplars, name);
+            match self.register(name, "HTTP metrics are unavailable", register) {
                 Some(m) => Rc::new(m),
                 None => Rc::new(weft_web::NoRecorder),
             }
@@ -399,7 +405,7 @@ impl HttpFamilies {
         &self,
         name: &str,
         unavailable: &str,
-        register: fn(&Registry, &str) -> prometheus::Result<T>,
+        register: impl FnOnce(&Registry, &str) -> prometheus::Result<T>,
     ) -> Option<T> {
         match register(self.registry.as_ref()?, name) {
             Ok(series) => Some(series),

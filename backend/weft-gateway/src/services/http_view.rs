@@ -133,7 +133,7 @@ mod tests {
         };
         let service = HttpService::new("web", config, recorder.clone()).unwrap();
         let a = recorder.route("/a/");
-        a.request(StatusClass::Success, Duration::from_millis(2));
+        a.request(StatusClass::Success, Duration::from_millis(2), None);
         a.upstream_error("refused");
         let view = HttpView::of(&service).snapshot();
         let names: Vec<_> = view.routes.iter().map(|r| r.route.as_str()).collect();

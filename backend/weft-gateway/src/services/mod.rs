@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
+use weft::observe::exemplar::ExemplarIndex;
 use weft::{Address, ListenError, ListenOptions, Reactor};
 
 use crate::config::validate::ServiceCtx;
@@ -54,8 +55,10 @@ pub(crate) trait Kind: 'static {
     /// Reads and checks this kind's keys of one `[[service]]`; errors name the key.
     fn validate(ctx: &ServiceCtx<'_>) -> Result<Self::Settings, ConfigError>;
 
-    /// Its shared metrics, on `registry` (`None`: counted nowhere).
-    fn metrics(registry: Option<&prometheus::Registry>) -> Self::Metrics;
+    /// Its shared metrics, on `registry` (`None`: counted nowhere), with the exemplars of
+    /// its latency histograms listed in `exemplars`.
+    fn metrics(registry: Option<&prometheus::Registry>, exemplars: &ExemplarIndex)
+    -> Self::Metrics;
 
     /// Listens on every endpoint of `on` with `settings`; returns the addresses bound.
     fn start(
@@ -221,6 +224,9 @@ pub struct ServiceEnv {
     /// The registry kinds register their families on; `None` keeps their counters off
     /// `/metrics`.
     registry: Option<prometheus::Registry>,
+    /// Where latency histograms list their exemplars for the OpenMetrics exposition (the
+    /// hub's, in the gateway).
+    exemplars: ExemplarIndex,
     /// Each kind's [`Kind::Metrics`], by the kind's type, made on first use: a registry
     /// takes one registration of a family, and a service replaced by a reload counts on
     /// in the same series.
@@ -252,11 +258,16 @@ impl std::fmt::Debug for KindMetrics {
 }
 
 impl ServiceEnv {
-    /// Registers the families `services` need on `registry`; a family that cannot be
-    /// registered is logged and left off `/metrics`.
-    pub fn register(registry: &prometheus::Registry, services: &[ServiceConfig]) -> Self {
+    /// Registers the families `services` need on `registry`, their exemplars listed in
+    /// `exemplars`; a family that cannot be registered is logged and left off `/metrics`.
+    pub fn register(
+        registry: &prometheus::Registry,
+        exemplars: &ExemplarIndex,
+        services: &[ServiceConfig],
+    ) -> Self {
         let env = Self {
             registry: Some(registry.clone()),
+            exemplars: exemplars.clone(),
             ..Self::default()
         };
         env.extend(services);
@@ -278,7 +289,7 @@ impl ServiceEnv {
             .0
             .borrow_mut()
             .entry(TypeId::of::<K>())
-            .or_insert_with(|| Rc::new(K::metrics(self.registry.as_ref())))
+            .or_insert_with(|| Rc::new(K::metrics(self.registry.as_ref(), &self.exemplars)))
             .clone();
         made.downcast().expect("stored under its kind's type")
     }
@@ -347,7 +358,7 @@ impl<P: Plain> Kind for P {
         ctx.only_keys(&[])
     }
 
-    fn metrics(_: Option<&prometheus::Registry>) {}
+    fn metrics(_: Option<&prometheus::Registry>, _: &ExemplarIndex) {}
 
     fn start(on: &Listeners<'_>, (): &(), _: &ServiceEnv) -> Result<Vec<Address>, ListenError> {
         let mut bound = Vec::with_capacity(on.endpoints.len());

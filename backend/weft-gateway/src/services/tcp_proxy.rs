@@ -70,7 +70,7 @@ impl super::Kind for TcpProxyKind {
         })
     }
 
-    fn metrics(_: Option<&prometheus::Registry>) {}
+    fn metrics(_: Option<&prometheus::Registry>, _: &weft::observe::exemplar::ExemplarIndex) {}
 
     fn start(
         on: &super::Listeners<'_>,

@@ -160,8 +160,36 @@ impl Spans {
         {
             a.push(text("weft.step.detail", detail));
         }
+        if d.label.as_deref() == Some(HTTP_REQUEST) {
+            a.extend(http_attributes(d));
+        }
         a
     }
+}
+
+/// An HTTP request's semantic-convention attributes, from the steps weft-web names while
+/// spans are exported: `request` (its method), `route` (the route's prefix, or `files`)
+/// and `response` (its status).
+fn http_attributes(d: &DeferredSnapshot) -> Vec<KeyValue> {
+    let mut a = Vec::new();
+    for step in &d.named_steps {
+        let Some(detail) = step.detail.as_deref() else {
+            continue;
+        };
+        match step.name {
+            // The semantic conventions' name for a method outside the known set.
+            "request" if detail == "other" => a.push(text("http.request.method", "_OTHER")),
+            "request" => a.push(text("http.request.method", detail)),
+            "route" => a.push(text("http.route", detail)),
+            "response" => {
+                if let Ok(code) = detail.parse() {
+                    a.push(int("http.response.status_code", code));
+                }
+            }
+            _ => {}
+        }
+    }
+    a
 }
 
 /// A bounded name: the chain's label, else what it is (a task of which kind, a Deferred);
@@ -303,18 +331,24 @@ mod tests {
 
     const CALLER: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    /// A chain created by another's callback is that chain's child, in its trace; the
-    /// outer chain continues its caller's trace, so both are in the caller's.
-    #[test]
-    fn a_chain_created_in_a_callback_is_its_parents_child_in_the_callers_trace() {
-        trace::enable();
+    /// A hub keeping every chain, installed on a reactor, and its `otlp` feed.
+    fn hub() -> (weft::Reactor, std::sync::Arc<Hub>, weft_telemetry::Feed) {
         let reactor = weft::Reactor::new().unwrap();
         let mut config = HubConfig::default();
         config.sample = 1.0;
         config.sample_per_second = 0;
         let hub = Hub::new(config).unwrap();
-        let mut feed = hub.subscribe("otlp");
+        let feed = hub.subscribe("otlp");
         hub.install(&reactor);
+        (reactor, hub, feed)
+    }
+
+    /// A chain created by another's callback is that chain's child, in its trace; the
+    /// outer chain continues its caller's trace, so both are in the caller's.
+    #[test]
+    fn a_chain_created_in_a_callback_is_its_parents_child_in_the_callers_trace() {
+        trace::enable();
+        let (_reactor, _hub, mut feed) = hub();
 
         let caller = TraceContext::parse(CALLER, Some(b"k=v")).unwrap();
         let (resolver, outer) = Deferred::<u32>::labeled("outer");
@@ -357,5 +391,52 @@ mod tests {
         assert_eq!(inner.flags, HAS_IS_REMOTE);
         let service = inner.attributes.iter().find(|kv| kv.key == "weft.service");
         assert!(service.is_some());
+    }
+
+    /// An HTTP request's span carries the method, route and status its chain named.
+    #[test]
+    fn an_http_requests_span_has_its_method_route_and_status() {
+        use weft::defer::StepDetail;
+
+        let (_reactor, _hub, mut feed) = hub();
+
+        let (resolver, request) = Deferred::<()>::labeled(HTTP_REQUEST);
+        let steps = request.steps();
+        for (name, detail) in [
+            ("request", "other"),
+            ("route", "/api/"),
+            ("response", "404"),
+        ] {
+            steps.step_with(name, None, Some(&StepDetail::new(detail)));
+        }
+        resolver.callback(());
+        drop(request);
+
+        let mut events = Vec::new();
+        feed.try_recv_many(&mut events, usize::MAX).unwrap();
+        let mut spans = Spans::default();
+        let span = events
+            .iter()
+            .filter_map(|e| spans.of(e))
+            .find(|s| s.name == HTTP_REQUEST)
+            .expect("the request's span");
+        let attribute = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.clone()?.value)
+        };
+        assert_eq!(
+            attribute("http.request.method"),
+            Some(Value::StringValue("_OTHER".into()))
+        );
+        assert_eq!(
+            attribute("http.route"),
+            Some(Value::StringValue("/api/".into()))
+        );
+        assert_eq!(
+            attribute("http.response.status_code"),
+            Some(Value::IntValue(404))
+        );
     }
 }

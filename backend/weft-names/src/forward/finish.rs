@@ -16,7 +16,7 @@ impl Forwarder {
     /// The query's Deferred fired: cache the answer and answer every waiter, or tell
     /// them SERVFAIL (or serve them a stale answer).
     pub(super) fn finish(&self, seq: u64, result: Result<Message, Failure>) {
-        let Some(entry) = ({
+        let Some(mut entry) = ({
             let mut state = self.state.borrow_mut();
             let entry = state.in_flight.remove(&seq);
             if let Some(e) = &entry {
@@ -41,6 +41,9 @@ impl Forwarder {
         };
         if let Some(timer) = &entry.next_try {
             let _ = timer.cancel();
+        }
+        for w in &mut entry.waiters {
+            w.request.asked.span = entry.span;
         }
         // Only a timeout says the upstreams still out were slow; a TCP failure, too many
         // retries or the service stopping says nothing of them.

@@ -65,7 +65,14 @@ impl DnsServer {
                 };
                 let now = now.unwrap_or_default();
                 let bytes = answers::patched(kept, packet, now, &options);
-                metrics.answered(Some(&kept.query), client, received, kept.rcode, source);
+                metrics.answered(
+                    Some(&kept.query),
+                    client,
+                    received,
+                    kept.rcode,
+                    source,
+                    None,
+                );
                 metrics.reused();
                 drop(answers);
                 reply(bytes);

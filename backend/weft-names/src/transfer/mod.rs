@@ -161,6 +161,7 @@ pub(crate) fn plan(
             asked.received,
             rcode,
             source,
+            None,
         );
         let mut message = request.response(rcode, recursion_available);
         message.metadata.authoritative = rcode == ResponseCode::NoError;

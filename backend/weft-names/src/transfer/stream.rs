@@ -122,6 +122,7 @@ impl Streamer {
                 asked.received,
                 ResponseCode::NoError,
                 Source::Zone,
+                None,
             );
             work.0 = work.1.pop_front().map(Cursor::new);
         }

@@ -11,7 +11,9 @@
 //! in `weft_http_requests_refused_total{service,reason}` (reason is one of [`Refusal`]'s
 //! labels), requests that asked to switch protocols in
 //! `weft_http_upgrades_total{service,outcome}` (outcome is one of [`UpgradeOutcome`]'s
-//! labels), tunnels open after a 101 in `weft_http_tunnels_open{service}`, and access log
+//! labels), tunnels open after a 101 in `weft_http_tunnels_open{service}`, requests whose
+//! `traceparent` could not be continued (while spans are exported) in
+//! `weft_http_traceparent_invalid_total{service}`, and access log
 //! lines a file could not take in `weft_http_access_log_dropped_total{service,reason}`.
 //! Each route's requests, latency and upstream errors have families of their own, with a
 //! `route` label ([`crate::routes`]).
@@ -34,6 +36,10 @@ mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use prometheus::Histogram;
+use prometheus::core::{Collector, Metric};
+use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 
 pub use self::labels::{MethodLabel, Refusal, StatusClass, UpgradeOutcome};
 pub use self::losses::AccessLogLosses;
@@ -61,9 +67,16 @@ pub(crate) const ZERO_CLASSES: [StatusClass; 4] = [
 /// Receives one call per request and per failed upstream exchange. Called on the reactor
 /// thread, so it must be quick: bump counters, never block.
 pub trait Recorder {
-    /// A request was answered with `status` after `elapsed` (to the response head).
-    fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
-        let _ = (method, status, elapsed);
+    /// A request was answered with `status` after `elapsed` (to the response head);
+    /// `span` is its span while spans are exported (the latency's exemplar).
+    fn request(
+        &self,
+        method: MethodLabel,
+        status: StatusClass,
+        elapsed: Duration,
+        span: Option<SpanRef>,
+    ) {
+        let _ = (method, status, elapsed, span);
     }
     /// An upstream could not be reached or did not answer in time.
     fn upstream_error(&self) {}
@@ -93,6 +106,9 @@ pub trait Recorder {
     fn upgrade(&self, outcome: UpgradeOutcome) {
         let _ = outcome;
     }
+    /// A request came, while spans are exported, with a `traceparent` that could not be
+    /// continued (invalid, or several): a new trace began.
+    fn traceparent_invalid(&self) {}
     /// Tunnels open after a 101 changed by `change`: 1 when one opens, -1 when it ends.
     fn tunnels(&self, change: i64) {
         let _ = change;
@@ -104,6 +120,15 @@ pub trait Recorder {
     fn route(&self, route: &str) -> Arc<RouteMetrics> {
         Arc::new(RouteMetrics::detached(route))
     }
+}
+
+/// The exemplars of `histogram` (one slot per bucket), listed in `index` under its name
+/// and labels, so the OpenMetrics encoder attaches them to its bucket lines.
+pub(crate) fn exemplars_of(histogram: &Histogram, index: &ExemplarIndex) -> Arc<Exemplars> {
+    let metric = histogram.metric();
+    let labels = metric.get_label().iter().map(|l| (l.name(), l.value()));
+    let name = histogram.desc().first().map_or("", |d| d.fq_name.as_str());
+    index.series(name, labels, &DURATION_BUCKETS)
 }
 
 /// A recorder that records nothing.

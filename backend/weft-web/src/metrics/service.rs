@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 
 use super::upstream::UpstreamSeries;
 use super::{
@@ -25,6 +26,8 @@ pub struct HttpMetrics {
     /// By method, then status class.
     handles: [[OnceCell<IntCounter>; 5]; 8],
     duration: Histogram,
+    /// The latest traced request of each `duration` bucket.
+    exemplars: Arc<Exemplars>,
     upstream_errors: IntCounter,
     /// The family, kept to resolve a reason's series on first use.
     refused: IntCounterVec,
@@ -35,6 +38,7 @@ pub struct HttpMetrics {
     /// Upgrade requests by outcome.
     upgrades: [IntCounter; UpgradeOutcome::ALL.len()],
     tunnels: IntGauge,
+    traceparent_invalid: IntCounter,
     routes: RouteFamilies,
     /// Each route's series by label, made on first use: the labels come from the
     /// configuration, so there are as many as the configurations run name.
@@ -43,8 +47,19 @@ pub struct HttpMetrics {
 
 impl HttpMetrics {
     /// Registers `service`'s series; several services share each family through the
-    /// `service` label.
+    /// `service` label. Their exemplars are listed nowhere (see
+    /// [`register_with_exemplars`](Self::register_with_exemplars)).
     pub fn register(registry: &Registry, service: &str) -> prometheus::Result<Self> {
+        Self::register_with_exemplars(registry, &ExemplarIndex::default(), service)
+    }
+
+    /// Registers `service`'s series, and lists its latency histograms' exemplars in
+    /// `exemplars`, where the OpenMetrics encoder finds them.
+    pub fn register_with_exemplars(
+        registry: &Registry,
+        exemplars: &ExemplarIndex,
+        service: &str,
+    ) -> prometheus::Result<Self> {
         let requests = IntCounterVec::new(
             Opts::new(
                 "weft_http_requests_total",
@@ -91,16 +106,25 @@ impl HttpMetrics {
             )
             .const_label("service", service),
         )?;
+        let traceparent_invalid = IntCounter::with_opts(
+            Opts::new(
+                "weft_http_traceparent_invalid_total",
+                "Requests whose traceparent header was invalid (or repeated) while spans are exported; each began a new trace.",
+            )
+            .const_label("service", service),
+        )?;
+        registry.register(Box::new(traceparent_invalid.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(upgrades.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
-        let routes = RouteFamilies::register(registry, service)?;
+        let routes = RouteFamilies::register(registry, exemplars, service)?;
         let metrics = Self {
             requests,
             handles: Default::default(),
+            exemplars: super::exemplars_of(&duration, exemplars),
             duration,
             upstream_errors,
             refused,
@@ -108,6 +132,7 @@ impl HttpMetrics {
             upstreams: UpstreamSeries::register(registry, service)?,
             upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
             tunnels,
+            traceparent_invalid,
             routes,
             route_handles: RefCell::default(),
         };
@@ -136,9 +161,19 @@ impl HttpMetrics {
 }
 
 impl Recorder for HttpMetrics {
-    fn request(&self, method: MethodLabel, status: StatusClass, elapsed: Duration) {
+    fn request(
+        &self,
+        method: MethodLabel,
+        status: StatusClass,
+        elapsed: Duration,
+        span: Option<SpanRef>,
+    ) {
         self.request_handle(method, status).inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        self.duration.observe(seconds);
+        if let Some(span) = span {
+            self.exemplars.record(seconds, span);
+        }
     }
 
     fn upstream_error(&self) {
@@ -177,6 +212,10 @@ impl Recorder for HttpMetrics {
 
     fn tunnels(&self, change: i64) {
         self.tunnels.add(change);
+    }
+
+    fn traceparent_invalid(&self) {
+        self.traceparent_invalid.inc();
     }
 
     fn route(&self, route: &str) -> Arc<RouteMetrics> {
@@ -228,6 +267,10 @@ mod tests {
             text.contains(r#"weft_http_tunnels_open{service="web"} 0"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#"weft_http_traceparent_invalid_total{service="web"} 0"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -239,16 +282,19 @@ mod tests {
             MethodLabel::Get,
             StatusClass::Success,
             Duration::from_millis(3),
+            None,
         );
         web.request(
             MethodLabel::Get,
             StatusClass::Success,
             Duration::from_millis(3),
+            None,
         );
         api.request(
             MethodLabel::Other,
             StatusClass::ClientError,
             Duration::from_millis(1),
+            None,
         );
         api.upstream_error();
         api.refused(Refusal::Host);
@@ -280,5 +326,36 @@ mod tests {
             HttpMetrics::register(&registry, "web").is_err(),
             "one registration per service"
         );
+    }
+
+    #[test]
+    fn traced_requests_leave_exemplars_on_the_service_and_route_histograms() {
+        let (registry, index) = (Registry::new(), ExemplarIndex::default());
+        let web = HttpMetrics::register_with_exemplars(&registry, &index, "web").unwrap();
+        let api = web.route("/api/");
+        let span = SpanRef {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+        };
+        let elapsed = Duration::from_millis(3);
+        web.request(MethodLabel::Get, StatusClass::Success, elapsed, Some(span));
+        api.request(StatusClass::Success, elapsed, Some(span));
+        web.request(MethodLabel::Get, StatusClass::Success, elapsed * 100, None);
+        let of = |name, labels: &[(&'static str, &'static str)]| {
+            index.find(name, labels.iter().copied()).unwrap()
+        };
+        let service = of("weft_http_request_duration_seconds", &[("service", "web")]);
+        let route = of(
+            "weft_http_route_request_duration_seconds",
+            &[("route", "/api/"), ("service", "web")],
+        );
+        for found in [service, route] {
+            assert_eq!(found.len(), DURATION_BUCKETS.len() + 1);
+            let kept: Vec<_> = found.iter().flatten().collect();
+            assert_eq!(kept.len(), 1, "only the traced request: {found:?}");
+            assert_eq!(kept[0].span, span);
+            assert_eq!(kept[0].value, 0.003);
+            assert!(found[DURATION_BUCKETS.iter().position(|b| *b == 0.005).unwrap()].is_some());
+        }
     }
 }

@@ -204,7 +204,7 @@ fn connection_failed(
         state.recorder.refused(reason);
         state
             .recorder
-            .request(MethodLabel::Other, status.into(), started.elapsed());
+            .request(MethodLabel::Other, status.into(), started.elapsed(), None);
         Entry {
             service: &state.name,
             client: &conn.client_text,

@@ -35,6 +35,10 @@ pub(super) async fn handle(
 ) -> Result<Response<Logged>, Infallible> {
     let started = Instant::now();
     let mut trace = Trace::start(&conn.info, request.headers_mut());
+    if trace.invalid_parent {
+        state.recorder.traceparent_invalid();
+    }
+    trace.method(MethodLabel::from(request.method()));
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -85,6 +89,8 @@ pub(super) async fn handle(
             )
         }
     };
+    let span = trace.span;
+    trace.responded(response.status());
     trace.done();
     if conn.secure
         && let Some(hsts) = &state.hsts
@@ -99,8 +105,8 @@ pub(super) async fn handle(
     let elapsed = started.elapsed();
     state
         .recorder
-        .request(MethodLabel::from(&method), status.into(), elapsed);
-    route.request(status.into(), elapsed);
+        .request(MethodLabel::from(&method), status.into(), elapsed, span);
+    route.request(status.into(), elapsed, span);
     let head_only = method == http::Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT

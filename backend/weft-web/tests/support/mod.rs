@@ -61,7 +61,13 @@ impl Recorded {
 struct Shared(Arc<Recorded>);
 
 impl Recorder for Shared {
-    fn request(&self, method: MethodLabel, status: StatusClass, _elapsed: Duration) {
+    fn request(
+        &self,
+        method: MethodLabel,
+        status: StatusClass,
+        _elapsed: Duration,
+        _span: Option<weft::observe::exemplar::SpanRef>,
+    ) {
         let mut requests = self.0.requests.lock().unwrap();
         requests.push((method.as_str(), status.as_str()));
     }

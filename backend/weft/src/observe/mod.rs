@@ -8,6 +8,7 @@
 
 mod context;
 mod events;
+pub mod exemplar;
 mod stats;
 pub(crate) mod stopwatch;
 pub mod trace;

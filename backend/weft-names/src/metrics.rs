@@ -397,6 +397,7 @@ impl ServiceMetrics {
             rcode,
             latency,
             source,
+            span,
         });
     }
 

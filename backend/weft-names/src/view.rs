@@ -29,6 +29,7 @@ use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::RecordType;
 use prometheus::core::Metric as _;
 use prometheus::{Histogram, HistogramOpts, IntCounter};
+use weft::observe::exemplar::SpanRef;
 
 mod top_names;
 use top_names::TopNames;
@@ -116,10 +117,13 @@ pub struct LoggedQuery {
     /// How many answers this entry stands for: 1, or [`LOG_SAMPLE_EVERY`] when it was
     /// sampled past the budget.
     pub weight: u32,
+    /// The span of the upstream query that answered it, while spans are exported (a
+    /// forwarded question's Deferred chain, shared by everyone who asked it meanwhile).
+    pub upstream_span: Option<SpanRef>,
 }
 
-/// Where logged queries go (the history store's writer, in the gateway). Called on the
-/// reactor thread: it must not block.
+/// Where logged queries go (in the gateway: the history store's writer, and the span
+/// exporter with `[otlp]`). Called on the reactor thread: it must not block.
 pub type QueryLog = Arc<dyn Fn(LoggedQuery) + Send + Sync>;
 
 /// One recent query, as a reader copies it out.
@@ -286,6 +290,8 @@ pub(crate) struct Answered<'a> {
     pub(crate) rcode: ResponseCode,
     pub(crate) latency: Duration,
     pub(crate) source: Source,
+    /// The upstream query's span, while spans are exported.
+    pub(crate) span: Option<SpanRef>,
 }
 
 impl QueryFigures {
@@ -430,6 +436,7 @@ impl Log {
             source: a.source.to_string(),
             failed,
             weight,
+            upstream_span: a.span,
         });
     }
 }

@@ -44,8 +44,8 @@ pub(crate) struct Background {
     pub(crate) reactor: weft::ReactorHandle,
     /// The bus reader `notify`, when detections are posted.
     pub(crate) notify: Option<Feed>,
-    /// The bus reader `otlp`, when spans are exported.
-    pub(crate) otlp: Option<Feed>,
+    /// The bus reader `otlp` and the DNS services' queries, when spans are exported.
+    pub(crate) otlp: Option<(Feed, otlp::Queries)>,
     /// Cancelled by [`Inspector`](crate::Inspector) to stop everything here.
     pub(crate) stop: CancellationToken,
     /// Cancelled here once everything is stopped and flushed.
@@ -191,12 +191,19 @@ impl Background {
 
     /// The span exporter, when `[otlp]` is set.
     fn spawn_otlp(&mut self, tasks: &mut JoinSet<()>, work: &CancellationToken) {
-        let (Some(feed), Some(config)) = (self.otlp.take(), self.config.otlp.clone()) else {
+        let (Some((feed, queries)), Some(config)) = (self.otlp.take(), self.config.otlp.clone())
+        else {
             return;
         };
         match PostMetrics::register(self.hub.registry(), &otlp::FAMILIES) {
             Ok(metrics) => {
-                tasks.spawn(otlp::run(feed, config, metrics, work.clone()));
+                tasks.spawn(otlp::run(
+                    feed,
+                    Some(queries),
+                    config,
+                    metrics,
+                    work.clone(),
+                ));
             }
             Err(e) => tracing::warn!(error = %e, "span export is off: its metrics clash"),
         }

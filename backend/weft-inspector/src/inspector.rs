@@ -115,6 +115,7 @@ pub struct Inspector {
     hub: Arc<Hub>,
     store: Option<Store>,
     dashboard: Option<SocketAddr>,
+    query_spans: Option<crate::QuerySpans>,
     stop: CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
@@ -151,11 +152,15 @@ impl Inspector {
         // Subscribed before the hub is installed, so history starts with the first event.
         let events = config.store.is_some().then(|| hub.subscribe("store"));
         let notify = config.notify.is_some().then(|| hub.subscribe("notify"));
-        let otlp = config.otlp.is_some().then(|| {
-            // Before the hub is installed: the first request already carries its trace.
-            weft::observe::trace::enable();
-            hub.subscribe("otlp")
-        });
+        let (otlp, query_spans) = match &config.otlp {
+            Some(otlp) => {
+                // Before the hub is installed: the first request already carries its trace.
+                weft::observe::trace::enable();
+                let (spans, queries) = crate::QuerySpans::channel(otlp.queue);
+                (Some((hub.subscribe("otlp"), queries)), Some(spans))
+            }
+            None => (None, None),
+        };
         let background = Background {
             hub: hub.clone(),
             config,
@@ -196,6 +201,7 @@ impl Inspector {
             hub,
             store: ready.store,
             dashboard: ready.dashboard,
+            query_spans,
             stop,
             thread: Some(thread),
         })
@@ -209,6 +215,12 @@ impl Inspector {
     /// The history store, when one is open.
     pub fn store(&self) -> Option<&Store> {
         self.store.as_ref()
+    }
+
+    /// Where a DNS service hands the answers its query log keeps, to be exported as
+    /// `dns query` spans, when spans are exported (`otlp`).
+    pub fn query_spans(&self) -> Option<&crate::QuerySpans> {
+        self.query_spans.as_ref()
     }
 
     /// The dashboard's bound address, when it serves.

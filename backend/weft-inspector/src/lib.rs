@@ -34,7 +34,8 @@
 //! - `otlp`: [`OtlpConfig`]: the bus reader `otlp` exports the chains history keeps as
 //!   OpenTelemetry spans over OTLP/HTTP (protobuf), through a bounded queue, drops and
 //!   failures counted (`weft_otlp_*`); starting it turns on W3C trace context
-//!   ([`weft::observe::trace`]).
+//!   ([`weft::observe::trace`]). DNS services hand it the answers their query logs keep
+//!   through [`QuerySpans`] ([`Inspector::query_spans`]).
 //! - `post`: one `POST` to a receiver outside, shared by `notify` and `otlp`.
 //! - `store_metrics`: the `weft_store_*` families, read from the store at scrape time.
 //! - `endpoint`: [`dashboard_addr`], where a dashboard may listen: a `tcp:` endpoint, off
@@ -59,7 +60,10 @@ pub use inspector::{
 pub use notify::{
     DEFAULT_NOTIFY_PER_MINUTE, DEFAULT_NOTIFY_QUEUE, MAX_NOTIFY, NotifyConfig, NotifyError,
 };
-pub use otlp::{BATCH as OTLP_BATCH, DEFAULT_OTLP_QUEUE, MAX_OTLP_QUEUE, OtlpConfig, OtlpError};
+pub use otlp::{
+    BATCH as OTLP_BATCH, DEFAULT_OTLP_QUEUE, DNS_QUERY, MAX_OTLP_QUEUE, OtlpConfig, OtlpError,
+    QuerySpans,
+};
 pub use weft_dashboard::{self, AllowedHost, Reloader};
 pub use weft_store::{self, StoreOptions};
 pub use weft_telemetry::{self, HubConfig};

@@ -4,15 +4,19 @@
 //!
 //! The bus reader `otlp` takes each `deferred_ended` event, turns its chain into a span
 //! (`spans`: trace and parent as the waterfall links them, attributes, steps as span
-//! events) and gathers spans into a batch, sent every second or at [`BATCH`] spans. At
-//! most `queue` spans wait to be sent; what would overflow it, and what a failed export
-//! loses, is counted (`weft_otlp_spans_dropped_total{reason}`), so a collector that is
+//! events); DNS services hand it the answers their query logs keep through
+//! [`QuerySpans`] (`queries`: a zone's or the cache's answer has no chain), each a
+//! `dns query` span. It gathers spans into a batch, sent every second or at [`BATCH`]
+//! spans. At
+//! most `queue` spans wait to be sent (and at most `queue` DNS answers wait to become
+//! spans); what would overflow either, and what a failed export loses, is counted (`weft_otlp_spans_dropped_total{reason}`), so a collector that is
 //! down or slow costs the services nothing. Events the reader itself lost are counted by
 //! the hub (`weft_events_dropped_total{consumer="otlp"}`).
 //!
 //! Starting the exporter turns [`weft::observe::trace`] on: the HTTP service then
 //! continues a caller's `traceparent` and sends its own upstream.
 
+mod queries;
 mod spans;
 
 use std::sync::Arc;
@@ -29,6 +33,8 @@ use weft_telemetry::{Feed, TelemetryEvent};
 
 use crate::post::{Families, PostMetrics, UrlProblem, http_url, post};
 
+pub(crate) use queries::Queries;
+pub use queries::{DNS_QUERY, QuerySpans};
 pub(crate) use spans::Spans;
 
 /// Spans waiting to be exported at most by default.
@@ -144,9 +150,21 @@ pub(crate) const FAMILIES: Families = Families {
     ),
 };
 
-/// Takes chains from `feed` and exports them as spans to `config` until `stop`.
+/// What woke the exporter.
+enum Woke {
+    /// Bus events were taken (`false`: the bus is gone).
+    Events(bool),
+    /// DNS query spans were taken (`false`: every sender is gone).
+    Queries(bool),
+    /// A second passed: time to send what waits.
+    Tick,
+}
+
+/// Takes chains from `feed`, and DNS queries from `queries` when given, and exports them
+/// as spans to `config` until `stop`.
 pub(crate) async fn run(
     mut feed: Feed,
+    mut queries: Option<Queries>,
     config: OtlpConfig,
     metrics: PostMetrics,
     stop: CancellationToken,
@@ -167,16 +185,25 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(FLUSH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let flush = tokio::select! {
-            taken = feed.recv_many(&mut events, usize::MAX) => {
-                if taken == Ok(0) {
-                    break;
-                }
-                false
-            }
-            _ = tick.tick() => true,
+        let woke = tokio::select! {
+            taken = feed.recv_many(&mut events, usize::MAX) => Woke::Events(taken != Ok(0)),
+            n = recv_queries(queries.as_mut(), &mut batch) => Woke::Queries(n > 0),
+            _ = tick.tick() => Woke::Tick,
             () = stop.cancelled() => break,
         };
+        match woke {
+            Woke::Events(false) => break,
+            Woke::Queries(false) => queries = None,
+            Woke::Events(true) | Woke::Queries(true) | Woke::Tick => {}
+        }
+        if let Some(lost) = queries.as_ref().map(Queries::take_dropped)
+            && lost > 0
+        {
+            metrics
+                .dropped
+                .with_label_values(&["queue_full"])
+                .inc_by(lost);
+        }
         for event in events.drain(..) {
             if let Some(span) = spans.of(&event) {
                 batch.push(span);
@@ -185,12 +212,24 @@ pub(crate) async fn run(
                 }
             }
         }
-        if flush && !batch.is_empty() {
+        if batch.len() >= BATCH || (matches!(woke, Woke::Tick) && !batch.is_empty()) {
             hand_over(&mut batch, &queue, &config, &metrics, &waiting);
         }
     }
     // What is queued is not waited for: the process is stopping.
     sender.abort();
+}
+
+/// Turns DNS queries waiting in `queries` into spans at the end of `batch`, no more than
+/// fill it; never returns without `queries`.
+async fn recv_queries(queries: Option<&mut Queries>, batch: &mut Vec<Span>) -> usize {
+    match queries {
+        Some(q) => {
+            let room = BATCH.saturating_sub(batch.len()).max(1);
+            q.recv_many(batch, room).await
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Queues `batch` for export if the queue has room for it, or drops it and counts.

@@ -32,7 +32,7 @@ const CLOSED_PEERS: usize = 4096;
 /// The label of an HTTP request's chain (weft-web's `Trace`): a server span.
 const HTTP_REQUEST: &str = "http request";
 /// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: the flags say whether the parent is remote.
-const HAS_IS_REMOTE: u32 = 0x100;
+pub(super) const HAS_IS_REMOTE: u32 = 0x100;
 /// `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`: the parent span is another process's.
 const IS_REMOTE: u32 = 0x200;
 
@@ -294,11 +294,11 @@ pub(crate) fn request(resource: Resource, spans: Vec<Span>) -> ExportTraceServic
     }
 }
 
-fn nanos(ms: i64) -> u64 {
+pub(super) fn nanos(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
 }
 
-fn text(key: &str, value: &str) -> KeyValue {
+pub(super) fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -308,7 +308,7 @@ fn text(key: &str, value: &str) -> KeyValue {
     }
 }
 
-fn int(key: &str, value: u64) -> KeyValue {
+pub(super) fn int(key: &str, value: u64) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {

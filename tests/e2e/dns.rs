@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use crate::assert_eventually;
 use crate::support::{free_port, spawn_app_with, spawn_dns_app, weft_bin};
 
-const ZONE: &str = "$ORIGIN example.test.
+pub(crate) const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
 @       IN SOA ns1 hostmaster ( 1 2h 15m 2w 5m )
         IN NS  ns1

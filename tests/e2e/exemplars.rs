@@ -50,18 +50,8 @@ fn gateway(port: u16, dns_port: u16, otlp: Option<&Collector>) -> App {
         let root = dir.join("site");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("index.html"), "hello").unwrap();
-        let otlp = otlp.map_or(String::new(), |c| {
-            format!(
-                "[otlp]\nendpoint = \"{}\"\nservice_name = \"edge\"\n",
-                c.endpoint()
-            )
-        });
         format!(
-            r#"
-[inspect]
-sample = 1.0
-
-{otlp}
+            r#"{traced}
 [[service]]
 name = "web"
 kind = "http"
@@ -74,7 +64,8 @@ kind = "dns"
 listen = "udp:{dns_port}:interface=127.0.0.1"
 forward = ["{forward}"]
 "#,
-            root.display()
+            root.display(),
+            traced = crate::otlp::traced(otlp),
         )
     })
 }

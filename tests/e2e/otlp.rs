@@ -1,8 +1,9 @@
 //! `[otlp]`: chains exported as OpenTelemetry spans over OTLP/HTTP (protobuf), received by
 //! a collector in the test that decodes them with the official protobuf definitions; W3C
 //! `traceparent` continued by the HTTP service and sent on by its proxy, so a request
-//! through two gateways is one trace; a collector that is down or never answers costs
-//! the services nothing, and what it loses is counted.
+//! through two gateways is one trace; DNS answers (from a zone, refused, forwarded) as
+//! `dns query` spans, a forwarded one in its upstream query's trace; a collector that is
+//! down or never answers costs the services nothing, and what it loses is counted.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -392,4 +393,152 @@ fn without_otlp_no_traceparent_is_added_upstream() {
     let head = seen.lock().unwrap().to_ascii_lowercase();
     assert!(head.starts_with("get /"), "{head}");
     assert!(!head.contains("traceparent"), "{head}");
+}
+
+/// `[inspect]` keeping every chain and, with a `collector`, `[otlp]` exporting to it as
+/// `edge`.
+pub(crate) fn traced(collector: Option<&Collector>) -> String {
+    let otlp = collector.map_or(String::new(), |c| {
+        format!(
+            "[otlp]\nendpoint = \"{}\"\nservice_name = \"edge\"\n",
+            c.endpoint()
+        )
+    });
+    format!("[inspect]\nsample = 1.0\n\n{otlp}")
+}
+
+/// A gateway exporting to `collector` (when given) with two dns services: `names`,
+/// authoritative for `example.test` and nothing else, and `resolver`, forwarding to
+/// `upstream`.
+fn dns_gateway(
+    collector: Option<&Collector>,
+    names: u16,
+    resolver: u16,
+    upstream: SocketAddr,
+) -> App {
+    spawn_app_with(|dir| {
+        let zone = dir.join("example.test.zone");
+        std::fs::write(&zone, crate::dns::ZONE).unwrap();
+        format!(
+            r#"{traced}
+[[service]]
+name = "names"
+kind = "dns"
+listen = "udp:{names}:interface=127.0.0.1"
+zones = ["{zone}"]
+
+[[service]]
+name = "resolver"
+kind = "dns"
+listen = "udp:{resolver}:interface=127.0.0.1"
+forward = ["{upstream}"]
+"#,
+            traced = traced(collector),
+            zone = zone.display()
+        )
+    })
+}
+
+/// The `dns query` span of the question for `name`.
+fn dns_span(collector: &Collector, name: &str) -> Option<Span> {
+    collector
+        .named("edge", "dns query")
+        .into_iter()
+        .find(|s| text(&s.attributes, "dns.question.name").as_deref() == Some(name))
+}
+
+#[test]
+fn dns_answers_from_a_zone_or_refused_are_spans_and_forwarded_ones_join_their_upstream_query() {
+    let collector = Collector::start(true);
+    let (upstream, _) = crate::dns::upstream();
+    let (names, resolver) = (free_port(), free_port());
+    let app = dns_gateway(Some(&collector), names, resolver, upstream);
+
+    let out = crate::dns::dig(names, &["www.example.test", "A"]);
+    assert!(out.contains("status: NOERROR"), "{out}");
+    let out = crate::dns::dig(names, &["nope.example.test", "AAAA"]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    let out = crate::dns::dig(names, &["www.elsewhere.test", "A"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+    let out = crate::dns::dig(resolver, &["fwd.elsewhere.test", "A"]);
+    assert!(out.contains("status: NOERROR"), "{out}");
+
+    let asked = [
+        "www.example.test.",
+        "nope.example.test.",
+        "www.elsewhere.test.",
+        "fwd.elsewhere.test.",
+    ];
+    assert_eventually!(
+        asked.iter().all(|n| dns_span(&collector, n).is_some())
+            && !collector.named("edge", "dns upstream query").is_empty(),
+        "every answer exported: {:?}\n{}",
+        collector.spans(),
+        app.log()
+    );
+    let zone = dns_span(&collector, "www.example.test.").unwrap();
+    let a = &zone.attributes;
+    assert_eq!(zone.kind, SpanKind::Server as i32);
+    assert!(zone.parent_span_id.is_empty(), "it roots its own trace");
+    assert_eq!((zone.trace_id.len(), zone.span_id.len()), (16, 8));
+    assert!(zone.end_time_unix_nano >= zone.start_time_unix_nano);
+    assert_eq!(text(a, "weft.service").as_deref(), Some("names"));
+    assert_eq!(text(a, "dns.question.type").as_deref(), Some("A"));
+    assert_eq!(text(a, "dns.response_code").as_deref(), Some("NOERROR"));
+    assert_eq!(text(a, "weft.dns.source").as_deref(), Some("zone"));
+    assert_eq!(text(a, "client.address").as_deref(), Some("127.0.0.1"));
+    assert!(int(a, "client.port").is_some_and(|p| p > 0), "{a:?}");
+    assert!(text(a, "network.peer.address").is_some_and(|p| p.starts_with("127.0.0.1:")));
+    assert_eq!(zone.status.as_ref().map(|s| s.code), Some(0), "unset");
+
+    let nx = dns_span(&collector, "nope.example.test.").unwrap();
+    let attr = |span: &Span, key: &str| text(&span.attributes, key);
+    assert_eq!(attr(&nx, "dns.question.type").as_deref(), Some("AAAA"));
+    assert_eq!(attr(&nx, "dns.response_code").as_deref(), Some("NXDOMAIN"));
+    assert_eq!(nx.status.as_ref().map(|s| s.code), Some(0), "not a failure");
+
+    let refused = dns_span(&collector, "www.elsewhere.test.").unwrap();
+    let status = refused.status.clone().unwrap();
+    assert_eq!((status.code, &*status.message), (2, "REFUSED"), "an error");
+    assert_eq!(attr(&refused, "error.type").as_deref(), Some("REFUSED"));
+    assert_eq!(
+        attr(&refused, "weft.dns.source").as_deref(),
+        Some("refused")
+    );
+
+    let forwarded = dns_span(&collector, "fwd.elsewhere.test.").unwrap();
+    let source = attr(&forwarded, "weft.dns.source");
+    assert_eq!(source, Some(format!("upstream {upstream}")));
+    let chain = collector
+        .named("edge", "dns upstream query")
+        .into_iter()
+        .find(|s| s.span_id == forwarded.parent_span_id)
+        .unwrap_or_else(|| panic!("the upstream query's span is its parent: {forwarded:?}"));
+    assert_eq!(forwarded.trace_id, chain.trace_id, "in its trace");
+    assert_eq!(
+        collector
+            .spans()
+            .iter()
+            .filter(|r| r.span.name == "dns query")
+            .count(),
+        4,
+        "one span per answer: {:?}",
+        collector.spans()
+    );
+}
+
+#[test]
+fn without_otlp_dns_answers_make_no_spans_and_no_exporter_runs() {
+    let (upstream, _) = crate::dns::upstream();
+    let (names, resolver) = (free_port(), free_port());
+    let app = dns_gateway(None, names, resolver, upstream);
+    let out = crate::dns::dig(names, &["www.elsewhere.test", "A"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+    assert_eventually!(
+        app.metric(r#"weft_dns_responses_total{rcode="REFUSED",service="names"}"#) == Some(1.0),
+        "the answer counted\n{}",
+        app.log()
+    );
+    let metrics = app.curl("/metrics").unwrap_or_default();
+    assert!(!metrics.contains("weft_otlp_"), "{metrics}");
 }

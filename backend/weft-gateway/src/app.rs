@@ -87,6 +87,7 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         &reactor,
         inspector.hub().clone(),
         inspector.store().cloned(),
+        inspector.query_spans().cloned(),
         config,
     )
     .map_err(|e| GatewayError::Listen {
@@ -95,14 +96,16 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     })?;
     let access_logs = running.access_logs().clone();
     if pool.size() > 1 {
-        let (hub, store, others) = (
+        let (hub, store, spans, others) = (
             inspector.hub().clone(),
             inspector.store().cloned(),
+            inspector.query_spans().cloned(),
             config.clone(),
         );
         let logs = access_logs.clone();
         pool.start_others(move |reactor| {
-            crate::replicas::start(reactor, hub.clone(), store.clone(), &others, logs.clone())
+            let (store, spans) = (store.clone(), spans.clone());
+            crate::replicas::start(reactor, hub.clone(), store, spans, &others, logs.clone())
         })?;
         tracing::info!(reactors = pool.size(), "every service runs on each reactor");
         running.set_replicas(crate::replicas::Replicas::new(pool.handles()));

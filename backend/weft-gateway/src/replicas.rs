@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use weft::{Phase, Reactor, ReactorHandle};
+use weft_inspector::QuerySpans;
 use weft_store::Store;
 use weft_telemetry::Hub;
 
@@ -19,16 +20,18 @@ thread_local! {
     static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
 }
 
-/// Serves every service of `config` on `reactor` (not reactor 0), reporting to `hub`.
+/// Serves every service of `config` on `reactor` (not reactor 0), reporting to `hub`;
+/// DNS query logs go to `store` and `query_spans`.
 pub fn start(
     reactor: &Reactor,
     hub: Arc<Hub>,
     store: Option<Store>,
+    query_spans: Option<QuerySpans>,
     config: &Config,
     access_logs: weft_web::AccessLogFiles,
 ) -> Result<(), StartError> {
     hub.install(reactor);
-    let running = Running::start_replica(reactor, hub, store, config, access_logs)?;
+    let running = Running::start_replica(reactor, hub, store, query_spans, config, access_logs)?;
     RUNNING.with(|r| *r.borrow_mut() = Some(running));
     // Let the services go with the reactor, not with the thread's last destructors.
     reactor.add_shutdown_hook(Phase::After, || {

@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use weft::{CloseReason, ListenError, ListenOptions, Reactor};
+use weft_inspector::QuerySpans;
 use weft_store::{ServiceRecord, Store};
 use weft_telemetry::Hub;
 
@@ -104,6 +105,7 @@ impl Running {
         reactor: &Reactor,
         hub: Arc<Hub>,
         store: Option<Store>,
+        query_spans: Option<QuerySpans>,
         config: &Config,
     ) -> Result<Self, StartError> {
         hub.track_reloads();
@@ -116,6 +118,7 @@ impl Running {
                 hub.expect_listener(&service.name, endpoint);
             }
         }
+        env.query_log = query_log_to(store.as_ref(), query_spans, config);
         Self::serve(reactor, hub, store, env, config, true)
     }
 
@@ -128,6 +131,7 @@ impl Running {
         reactor: &Reactor,
         hub: Arc<Hub>,
         store: Option<Store>,
+        query_spans: Option<QuerySpans>,
         config: &Config,
         access_logs: weft_web::AccessLogFiles,
     ) -> Result<Self, StartError> {
@@ -135,6 +139,7 @@ impl Running {
         hub.sum_registry(registry.clone());
         let mut env = ServiceEnv::register(&registry, hub.exemplars(), &config.services);
         env.access_logs = access_logs;
+        env.query_log = query_log_to(store.as_ref(), query_spans, config);
         Self::serve(reactor, hub, store, env, config, false)
     }
 
@@ -148,9 +153,6 @@ impl Running {
     ) -> Result<Self, StartError> {
         // How the process logs is read at start; a reload that changes it says restart.
         env.access_log_fields = config.log.format == LogFormat::Json;
-        env.query_log = store
-            .as_ref()
-            .map(|s| (s.writer(), config.store.queries_per_second));
         let mut running = Self {
             reactor: reactor.clone(),
             hub,
@@ -374,4 +376,19 @@ fn successor_options(service: &ServiceConfig, previous: Option<&ListenOptions>) 
         options = options.total_limit(counted.with_max(limits.max_connections));
     }
     options
+}
+
+/// Where DNS services' query logs go: the store's `queries` table, `dns query` spans, or
+/// both; nowhere (no log at all) without a store and `[otlp]`.
+fn query_log_to(
+    store: Option<&Store>,
+    spans: Option<QuerySpans>,
+    config: &Config,
+) -> Option<services::QueryLogTo> {
+    let writer = store.map(Store::writer);
+    (writer.is_some() || spans.is_some()).then(|| services::QueryLogTo {
+        writer,
+        spans,
+        per_second: config.store.queries_per_second,
+    })
 }

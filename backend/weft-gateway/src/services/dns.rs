@@ -23,8 +23,8 @@ use std::time::Duration;
 use toml::Spanned;
 use weft::ListenError;
 use weft_names::{
-    Catalog, DnsConfig, DnsMetrics, DnsServer, NamesError, Prefix, ServiceMetrics,
-    TransferConfig, WeakServer, Zone,
+    Catalog, DnsConfig, DnsMetrics, DnsServer, NamesError, Prefix, ServiceMetrics, TransferConfig,
+    WeakServer, Zone,
 };
 
 use crate::config::ConfigError;
@@ -76,7 +76,11 @@ impl DnsShared {
     /// The server service `name` runs now, if any.
     fn running(&self, name: &str) -> Option<DnsServer> {
         let servers = self.servers.borrow();
-        servers.get(name)?.iter().flatten().find_map(WeakServer::upgrade)
+        servers
+            .get(name)?
+            .iter()
+            .flatten()
+            .find_map(WeakServer::upgrade)
     }
 
     /// `server` is service `name`'s newest.
@@ -104,13 +108,16 @@ impl super::Kind for DnsKind {
         registry: Option<&prometheus::Registry>,
         exemplars: &weft::observe::exemplar::ExemplarIndex,
     ) -> DnsShared {
-        let families = registry.and_then(|r| match DnsMetrics::register_with_exemplars(r, exemplars) {
-            Ok(m) => Some(m),
-            Err(error) => {
-                tracing::warn!(%error, "DNS metrics are not on /metrics");
-                None
-            }
-        });
+        let families =
+            registry.and_then(
+                |r| match DnsMetrics::register_with_exemplars(r, exemplars) {
+                    Ok(m) => Some(m),
+                    Err(error) => {
+                        tracing::warn!(%error, "DNS metrics are not on /metrics");
+                        None
+                    }
+                },
+            );
         DnsShared {
             families,
             ..DnsShared::default()
@@ -128,8 +135,8 @@ impl super::Kind for DnsKind {
             Some(m) => m.service(name),
             None => ServiceMetrics::detached(name),
         };
-        if let Some((writer, per_second)) = &env.query_log {
-            metrics.log_queries(super::dns_view::query_log(name, writer.clone()), *per_second);
+        if let Some(to) = &env.query_log {
+            metrics.log_queries(super::dns_view::query_log(name, to), to.per_second);
         }
         let view = super::dns_view::DnsView::of(&metrics);
         let config = settings.config.clone();
@@ -307,7 +314,9 @@ fn transfer(ctx: &ServiceCtx<'_>) -> Result<TransferConfig, ConfigError> {
     for (text, span) in strings(ctx, "allow_transfer", &raw.allow_transfer)? {
         let prefix: Prefix = text
             .parse()
-            .map_err(|e: weft_names::transfer::PrefixError| ctx.error(span, "allow_transfer", e.to_string()))?;
+            .map_err(|e: weft_names::transfer::PrefixError| {
+                ctx.error(span, "allow_transfer", e.to_string())
+            })?;
         allow.push(prefix);
     }
     let mut notify = Vec::new();
@@ -414,34 +423,67 @@ mod tests {
         )
         .unwrap();
         let transfer = &settings(&c).config.transfer;
-        assert_eq!(transfer.allow, ["192.0.2.7".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
+        assert_eq!(
+            transfer.allow,
+            [
+                "192.0.2.7".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap()
+            ]
+        );
         assert_eq!(
             transfer.notify,
-            ["192.0.2.8:53".parse().unwrap(), "192.0.2.9:5300".parse().unwrap()]
+            [
+                "192.0.2.8:53".parse().unwrap(),
+                "192.0.2.9:5300".parse().unwrap()
+            ]
         );
         let json = c.services[0].kind.settings_json();
-        assert!(json.contains("\"allow_transfer\":[\"192.0.2.7/32\",\"2001:db8::/32\"]"), "{json}");
-        assert!(settings(&config("forward = \"127.0.0.1\"").unwrap()).config.transfer.allow.is_empty(), "nobody by default");
+        assert!(
+            json.contains("\"allow_transfer\":[\"192.0.2.7/32\",\"2001:db8::/32\"]"),
+            "{json}"
+        );
+        assert!(
+            settings(&config("forward = \"127.0.0.1\"").unwrap())
+                .config
+                .transfer
+                .allow
+                .is_empty(),
+            "nobody by default"
+        );
     }
 
     #[test]
     fn a_bad_transfer_peer_is_named_by_its_key_and_a_bad_zone_is_refused_but_kept_for_a_reload() {
         let e = config("forward = \"127.0.0.1\"\nallow_transfer = [\"10.0.0.0/40\"]").unwrap_err();
-        assert!(e.contains("service[0].allow_transfer: \"10.0.0.0/40\" is not an IP address or a CIDR block"), "{e}");
+        assert!(
+            e.contains(
+                "service[0].allow_transfer: \"10.0.0.0/40\" is not an IP address or a CIDR block"
+            ),
+            "{e}"
+        );
         let e = config("forward = \"127.0.0.1\"\nnotify = \"secondary\"").unwrap_err();
-        assert!(e.contains("service[0].notify: \"secondary\" is not a peer address"), "{e}");
+        assert!(
+            e.contains("service[0].notify: \"secondary\" is not a peer address"),
+            "{e}"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.zone");
         std::fs::write(&good, ZONE).unwrap();
         let bad = dir.path().join("bad.zone");
-        std::fs::write(&bad, ZONE.replace("example.test.", "bad.test.") + "mail MX ten mail\n").unwrap();
+        std::fs::write(
+            &bad,
+            ZONE.replace("example.test.", "bad.test.") + "mail MX ten mail\n",
+        )
+        .unwrap();
         let keys = format!("zones = [{:?}, {:?}]", good.display(), bad.display());
         let e = config(&keys).unwrap_err();
-        assert!(e.starts_with(&format!("{}:5: service[0].zones:", bad.display())), "{e}");
-        let text = format!(
-            "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\n{keys}\n"
+        assert!(
+            e.starts_with(&format!("{}:5: service[0].zones:", bad.display())),
+            "{e}"
         );
+        let text =
+            format!("[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\n{keys}\n");
         let reloaded = Config::parse_for_reload("weft.toml", &text).unwrap();
         let d = settings(&reloaded);
         assert_eq!(d.config.zones.zones().len(), 1, "the zone that loads");
@@ -462,7 +504,10 @@ mod tests {
                 .contains("service[0].cache_size: must be between")
         );
         let e = err("forward = \"127.0.0.1\"\ncache_bytes = 5000000000");
-        assert!(e.starts_with("weft.toml:6:15: service[0].cache_bytes: must be between 0"), "{e}");
+        assert!(
+            e.starts_with("weft.toml:6:15: service[0].cache_bytes: must be between 0"),
+            "{e}"
+        );
         assert!(err("forward = \"127.0.0.1\"\ntimeout = \"soon\"").contains("service[0].timeout:"));
         assert!(
             err("forward = \"127.0.0.1\"\nupstream = \"x\"")

@@ -5,18 +5,20 @@
 //! recent queries (from its [`QueryFigures`]). Counters are atomics and the figures sit
 //! behind a short lock, so a reader never waits on the service.
 //!
-//! Also the query log's way into history: each logged answer becomes a row of the
-//! store's `queries` table, queued without waiting (a full queue is counted by the
-//! store).
+//! Also the query log's way into history and traces: each logged answer becomes a row of
+//! the store's `queries` table and, with `[otlp]`, a `dns query` span, each queued
+//! without waiting (a full queue is counted by the store, and by the exporter).
 
 use std::sync::Arc;
 
 use weft_names::view::{LoggedQuery, QueryLog};
 use weft_names::{QueryFigures, ServiceMetrics};
-use weft_store::{QueryRecord, Writer};
+use weft_store::QueryRecord;
 use weft_telemetry::views::{
     Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
 };
+
+use super::QueryLogTo;
 
 /// The names listed at most, of the up to 1,000 the service tracks.
 const TOP_SHOWN: usize = 50;
@@ -114,11 +116,14 @@ impl ServiceView for DnsView {
     }
 }
 
-/// The query log of service `service` into `writer`'s `queries` table.
-pub(crate) fn query_log(service: &str, writer: Writer) -> QueryLog {
+/// The query log of service `service` into `to`: the store's `queries` table and the
+/// span exporter, whichever are there.
+pub(crate) fn query_log(service: &str, to: &QueryLogTo) -> QueryLog {
     let service: Arc<str> = service.into();
+    let (writer, spans) = (to.writer.clone(), to.spans.clone());
     Arc::new(move |q: LoggedQuery| {
-        writer.try_send(QueryRecord {
+        let upstream = q.upstream_span;
+        let record = QueryRecord {
             service: service.to_string(),
             at_ms: q.at_ms,
             client: q.client.map(|c| c.to_string()).unwrap_or_default(),
@@ -129,6 +134,17 @@ pub(crate) fn query_log(service: &str, writer: Writer) -> QueryLog {
             source: q.source,
             failed: q.failed,
             weight: i64::from(q.weight),
-        });
+        };
+        match (&writer, &spans) {
+            (Some(writer), Some(spans)) => {
+                spans.offer(record.clone(), upstream);
+                writer.try_send(record);
+            }
+            (Some(writer), None) => {
+                writer.try_send(record);
+            }
+            (None, Some(spans)) => spans.offer(record, upstream),
+            (None, None) => {}
+        }
     })
 }

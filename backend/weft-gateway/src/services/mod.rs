@@ -240,9 +240,20 @@ pub struct ServiceEnv {
     /// Where services register what the dashboard shows of them beyond their connections
     /// (the hub's, in the gateway).
     pub views: weft_telemetry::ServiceViews,
-    /// Where DNS services write their query log, with its budget of routine answers per
-    /// second (`[store] queries_per_second`); `None` without a store.
-    pub query_log: Option<(weft_store::Writer, u32)>,
+    /// Where DNS services write their query log; `None` without a store and `[otlp]`.
+    pub query_log: Option<QueryLogTo>,
+}
+
+/// Where DNS services write their query log: the store's `queries` table, `dns query`
+/// spans (`[otlp]`), or both.
+#[derive(Debug, Clone)]
+pub struct QueryLogTo {
+    /// The store's writer, with a store.
+    pub writer: Option<weft_store::Writer>,
+    /// The span exporter's queue, with `[otlp]`.
+    pub spans: Option<weft_inspector::QuerySpans>,
+    /// Routine answers logged per second (`[store] queries_per_second`).
+    pub per_second: u32,
 }
 
 /// [`Kind::Metrics`] of every kind used so far, by the kind's type.

@@ -153,7 +153,7 @@ impl AsyncRead for Prefixed {
             Pin::new(&mut this.stream).poll_read(cx, buf)
         };
         if let (Poll::Ready(Ok(())), Some(scan)) = (&polled, &mut this.heads) {
-            scan.feed(&buf.filled()[before..], tokio::time::Instant::now());
+            scan.feed(&buf.filled()[before..]);
         }
         polled
     }

@@ -54,8 +54,9 @@ impl Scan {
         }
     }
 
-    /// Follows `bytes`, the next the client sent, received at `now`.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8], now: Instant) {
+    /// Follows `bytes`, the next the client sent (just received: a head that begins in
+    /// them began now).
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let n = if self.preface_left > 0 {
                 let n = self.preface_left.min(bytes.len());
@@ -74,7 +75,7 @@ impl Scan {
                 self.header_len += n;
                 if self.header_len == FRAME_HEADER_LEN {
                     self.header_len = 0;
-                    self.frame_began(now);
+                    self.frame_began();
                 }
                 n
             };
@@ -82,13 +83,14 @@ impl Scan {
         }
     }
 
-    fn frame_began(&mut self, now: Instant) {
+    fn frame_began(&mut self) {
         let [l0, l1, l2, kind, flags, ..] = self.header;
         self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
         self.ends_head = false;
         match kind {
             HEADERS | PUSH_PROMISE => {
-                self.open_since.set(Some(now));
+                // The clock is read only here, not per read.
+                self.open_since.set(Some(Instant::now()));
                 self.ends_head = flags & END_HEADERS != 0;
             }
             CONTINUATION => self.ends_head = flags & END_HEADERS != 0,
@@ -164,7 +166,7 @@ mod tests {
         let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         all.extend_from_slice(bytes);
         for piece in all.chunks(chunk) {
-            scan.feed(piece, Instant::now());
+            scan.feed(piece);
         }
         open.get()
     }

@@ -17,7 +17,9 @@
 //! after an upstream timeout) have a budget of their own, never below
 //! [`MIN_FAILURES_PER_SECOND`], so that routine traffic never crowds them out; past it
 //! they are sampled the same way and the rest counted apart, so a flood of bad queries
-//! cannot flood history either.
+//! cannot flood history either. Logged entries are held on the reactor thread and handed
+//! to the sink together, at most [`HOLD`] later, so that the history writer is woken a
+//! few times a second rather than once an entry.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -31,7 +33,10 @@ use prometheus::core::Metric as _;
 use prometheus::{Histogram, HistogramOpts, IntCounter};
 use weft::observe::exemplar::SpanRef;
 
+mod log;
 mod top_names;
+use log::{Budget, Log};
+pub use log::{HELD_AT_MOST, HOLD};
 use top_names::TopNames;
 
 /// Answers recorded in full each second (ring and top names) before sampling starts.
@@ -200,50 +205,6 @@ impl Window {
     }
 }
 
-/// The query log's sink with its budgets.
-struct Log {
-    sink: QueryLog,
-    /// Routine answers, then failures.
-    budgets: [Budget; 2],
-}
-
-/// A budget of the query log: so many entries a second (0: all), then one in
-/// [`LOG_SAMPLE_EVERY`], the rest counted in `skipped`.
-struct Budget {
-    per_second: u64,
-    window: Window,
-    /// Answers past the budget, to sample one in [`LOG_SAMPLE_EVERY`].
-    over: AtomicU64,
-    skipped: IntCounter,
-}
-
-impl Budget {
-    fn new(per_second: u64, skipped: IntCounter) -> Self {
-        Self {
-            per_second,
-            window: Window::default(),
-            over: AtomicU64::new(0),
-            skipped,
-        }
-    }
-
-    /// The weight of one more entry in second `second`, or `None` (counted) to skip it.
-    fn weigh(&self, second: u64) -> Option<u32> {
-        if self.per_second == 0 || self.window.count(second) < self.per_second {
-            Some(1)
-        } else if self
-            .over
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(LOG_SAMPLE_EVERY)
-        {
-            Some(LOG_SAMPLE_EVERY as u32)
-        } else {
-            self.skipped.inc();
-            None
-        }
-    }
-}
-
 /// A DNS service's recorded queries, shared between the reactor thread that records and
 /// the readers that copy them out.
 pub struct QueryFigures {
@@ -326,13 +287,13 @@ impl QueryFigures {
             routine.max(MIN_FAILURES_PER_SECOND)
         };
         let [routine_skipped, failures_skipped] = skipped;
-        let _ = self.log.set(Log {
+        let _ = self.log.set(Log::new(
             sink,
-            budgets: [
+            [
                 Budget::new(routine, routine_skipped),
                 Budget::new(failures, failures_skipped),
             ],
-        });
+        ));
     }
 
     fn upstream(&self, addr: SocketAddr) -> Option<&UpstreamFigures> {
@@ -414,30 +375,6 @@ impl QueryFigures {
             sampled: self.sampled.load(Ordering::Relaxed),
             seen: self.seen.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl Log {
-    fn offer(&self, a: &Answered<'_>, second: u64, failed: bool) {
-        let Some(weight) = self.budgets[usize::from(failed)].weigh(second) else {
-            return;
-        };
-        let (name, qtype) = match a.query {
-            Some(q) => (q.name().to_string(), q.query_type().to_string()),
-            None => (String::new(), String::new()),
-        };
-        (self.sink)(LoggedQuery {
-            at_ms: now_ms(),
-            client: a.client,
-            name,
-            qtype,
-            rcode: crate::metrics::rcode_name(a.rcode),
-            latency: a.latency,
-            source: a.source.to_string(),
-            failed,
-            weight,
-            upstream_span: a.span,
-        });
     }
 }
 

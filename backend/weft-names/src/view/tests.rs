@@ -108,3 +108,42 @@ fn past_the_full_rate_answers_are_sampled_and_weighted() {
     assert_eq!(read.sampled, FULL_PER_SECOND + 10);
     assert_eq!(read.top[0].1, n, "weights make up for the sampling");
 }
+
+#[test]
+fn logged_entries_are_held_until_the_hold_passes_or_enough_of_them_wait() {
+    let clock = weft::time::Clock::fake();
+    let _installed = clock.install();
+    let figures = QueryFigures::default();
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = logged.clone();
+    let skipped = || IntCounter::new("skipped", "skipped").unwrap();
+    figures.set_log(
+        Arc::new(move |q: LoggedQuery| sink.lock().unwrap().push(q)),
+        0,
+        [skipped(), skipped()],
+    );
+    let query = q("www.example.test.");
+    let count = || logged.lock().unwrap().len();
+    figures.record(&answered(&query, ResponseCode::NoError));
+    figures.record(&answered(&query, ResponseCode::ServFail));
+    assert_eq!(count(), 0, "held");
+    clock.advance(HOLD / 2);
+    assert_eq!(count(), 0, "held until the hold passes");
+    clock.advance(HOLD / 2);
+    assert_eq!(count(), 2, "handed over together");
+    assert!(logged.lock().unwrap()[1].failed, "in the order they came");
+
+    // Many at once go without waiting; what is left waits for its own hold.
+    for _ in 0..HELD_AT_MOST + 1 {
+        figures.record(&answered(&query, ResponseCode::NoError));
+    }
+    assert_eq!(count(), 2 + HELD_AT_MOST);
+    clock.advance(HOLD);
+    assert_eq!(count(), 3 + HELD_AT_MOST);
+
+    // What is held when the figures go is handed over then.
+    figures.record(&answered(&query, ResponseCode::NoError));
+    drop(figures);
+    clock.advance(HOLD);
+    assert_eq!(count(), 4 + HELD_AT_MOST);
+}

@@ -1,7 +1,7 @@
 //! Encoded answers from the zones and from the forwarding cache, kept by question, so
 //! that a question asked again over UDP is answered by copying the bytes and setting the
 //! id; a forwarded answer's TTLs are lowered by the time it has been kept ([`Aging`]),
-//! and it is kept only until the first of them runs out (then the cache answers, or the
+//! and it is served only until the first of them runs out (then the cache answers, or the
 //! upstream).
 //!
 //! Only a plain query is looked up or kept: opcode QUERY, one question of class IN, no
@@ -205,19 +205,22 @@ impl Answers {
     }
 
     /// The answer kept for the query prepared last, at `now` (read only when a
-    /// forwarded answer is found): one whose TTL ran out is forgotten.
-    pub(crate) fn get(&mut self, now: impl FnOnce() -> Duration) -> Option<&Kept> {
+    /// forwarded answer is found); `None` for a forwarded one whose TTL ran out. That one
+    /// stays until the fresh answer from the cache takes its place (or the cache starts
+    /// again empty): one lookup a query, not two.
+    pub(crate) fn get(&self, now: impl FnOnce() -> Duration) -> Option<&Kept> {
         if self.key.is_empty() {
             return None;
         }
         let kept = self.kept.get(self.key.as_slice())?;
-        if let Some(aging) = &kept.aging
-            && now().saturating_sub(aging.kept).as_secs() >= u64::from(aging.lifetime)
-        {
-            self.kept.remove(self.key.as_slice());
-            return None;
+        match &kept.aging {
+            Some(aging)
+                if now().saturating_sub(aging.kept).as_secs() >= u64::from(aging.lifetime) =>
+            {
+                None
+            }
+            _ => Some(kept),
         }
-        self.kept.get(self.key.as_slice())
     }
 
     /// Whether the last query prepared was a plain one (its answer may be kept).

@@ -112,7 +112,12 @@ fn an_http2_request_body_that_stops_coming_is_408_for_its_stream_and_the_connect
 
         let response = tokio::time::timeout(Duration::from_secs(10), slow)
             .await
-            .expect("the stalled stream is answered within the request timeout")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the stalled stream is not answered within the request timeout\n{}",
+                    app.log()
+                )
+            })
             .unwrap()
             .unwrap();
         let took = started.elapsed();
@@ -156,7 +161,11 @@ fn an_http1_request_body_that_stops_coming_is_408_within_the_request_timeout() {
         match conn.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("no answer after {:?}: {e}", started.elapsed()),
+            Err(e) => panic!(
+                "no answer after {:?}: {e}\n{}",
+                started.elapsed(),
+                app.log()
+            ),
         }
     }
     let took = started.elapsed();

@@ -35,6 +35,7 @@ mod gateway;
 mod history;
 mod http;
 mod http2;
+mod http2_bodies;
 mod http_abuse;
 mod http_chains;
 mod http_files;

@@ -236,7 +236,7 @@ impl DeferredTracker {
 
     /// The handles of `service`, or of Deferreds outside any connection.
     pub(crate) fn service_handles(&self, service: Option<Arc<str>>) -> Arc<ServiceHandles> {
-        self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)))
+        self.handles(service.as_ref())
     }
 
     /// The wait-for graph, as the reactor's last scan that saw it change handed it over.
@@ -244,20 +244,24 @@ impl DeferredTracker {
         self.waits.get()
     }
 
-    fn handles(&self, service: &Arc<str>) -> Arc<ServiceHandles> {
+    /// The handles of `service`, or of Deferreds outside any connection. Looked up by
+    /// name, so the usual case (the service is known) takes no allocation and no
+    /// reference count.
+    fn handles(&self, service: Option<&Arc<str>>) -> Arc<ServiceHandles> {
+        let name = service.map_or(NO_SERVICE, |s| &**s);
         let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-        handles
-            .entry(service.clone())
-            .or_insert_with(|| {
-                let s = &**service;
-                Arc::new(ServiceHandles {
-                    pending: self.pending.with_label_values(&[s]),
-                    stalled: self.stalled.with_label_values(&[s]),
-                    detections: Detector::ALL
-                        .map(|d| self.detections.with_label_values(&[s, d.as_str()])),
-                })
-            })
-            .clone()
+        if let Some(kept) = handles.get(name) {
+            return kept.clone();
+        }
+        let made = Arc::new(ServiceHandles {
+            pending: self.pending.with_label_values(&[name]),
+            stalled: self.stalled.with_label_values(&[name]),
+            detections: Detector::ALL
+                .map(|d| self.detections.with_label_values(&[name, d.as_str()])),
+        });
+        let key = service.cloned().unwrap_or_else(|| Arc::from(NO_SERVICE));
+        handles.insert(key, made.clone());
+        made
     }
 
     /// Handles one Deferred event; returns what to publish on the bus, if anything.
@@ -370,7 +374,7 @@ impl DeferredTracker {
     /// Starts tracking a new chain and counts it pending under its connection's service.
     fn created(&self, c: &Created) -> Option<EventKind> {
         let service = c.connection.and_then(|id| self.live.service_of(id));
-        let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
+        let metrics = self.handles(service.as_ref());
         metrics.pending.inc();
         let mut snapshot =
             blank_snapshot(c.id, c.connection, unix_ms(c.at), DeferredState::Pending);
@@ -520,7 +524,7 @@ impl DeferredTracker {
                 // merges this into the chain's stored record (it keeps the creation time,
                 // parent and the rest that these blanks stand in for).
                 let service = subject.connection.and_then(|id| self.live.service_of(id));
-                let metrics = self.handles(service.as_ref().unwrap_or(&Arc::from(NO_SERVICE)));
+                let metrics = self.handles(service.as_ref());
                 metrics.detections[detector.index()].inc();
                 let mut snapshot = blank_snapshot(
                     subject.id,

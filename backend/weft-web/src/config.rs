@@ -168,7 +168,8 @@ pub struct Limits {
     /// Largest request head (request line and headers); larger gets 431.
     pub max_header_bytes: usize,
     /// Time a client has to send a request head; also how long an idle keep-alive
-    /// connection is kept. A client slower than this is disconnected.
+    /// connection is kept. A client slower than this is disconnected. A proxied request
+    /// body of which nothing comes for this long is answered 408.
     pub request_timeout: Duration,
     /// Largest request body forwarded to an upstream; larger gets 413.
     pub max_body_bytes: u64,

@@ -62,7 +62,9 @@
 //! - [`routes`]: each route's series ([`RouteMetrics`]: requests by status class,
 //!   latency, upstream errors and the last few of them), readable from any thread, and a
 //!   service's routes as a view lists them ([`RouteFigures`]).
-//! - [`body`]: the response body type.
+//! - [`body`]: the response body type. `client_body`: the request body as the proxy
+//!   reads it, each piece due within `request_timeout` of the one before (408 and
+//!   `body_timeout` otherwise, one HTTP/2 stream and not its connection).
 //! - `trace`: a request's traced Deferred and its named steps (`route`, `connect
 //!   upstream`, `response head`, `read file`); a cancel from the inspector ends the
 //!   request's work and answers 503.
@@ -73,6 +75,7 @@
 
 pub mod access_log;
 pub mod body;
+mod client_body;
 pub mod config;
 mod embedded;
 mod files;

@@ -3,13 +3,13 @@
 
 /// The `Content-Type` for a file name.
 pub fn content_type(name: &str) -> &'static str {
-    let ext = match name.rsplit_once('.') {
-        Some((_, ext)) => ext.to_ascii_lowercase(),
-        None => return DEFAULT,
+    let Some((_, ext)) = name.rsplit_once('.') else {
+        return DEFAULT;
     };
+    // Compared as it is, without a lowered copy: this runs for every file served.
     TYPES
         .iter()
-        .find(|(e, _)| *e == ext)
+        .find(|(e, _)| e.eq_ignore_ascii_case(ext))
         .map_or(DEFAULT, |(_, t)| t)
 }
 

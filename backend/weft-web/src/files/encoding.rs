@@ -127,6 +127,10 @@ pub(super) fn preferred(headers: &HeaderMap) -> Vec<Coding> {
     }
     let br = br.or(star).unwrap_or(0);
     let gzip = gzip.or(star).unwrap_or(0);
+    if br == 0 && gzip == 0 {
+        // Most requests accept no coding (or send no Accept-Encoding): nothing allocated.
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(2);
     match (br > 0, gzip > 0) {
         (true, true) if gzip > br => out.extend([Coding::Gzip, Coding::Br]),

@@ -32,6 +32,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use tokio::io::AsyncSeekExt;
+use weft::defer::Steps;
 
 use crate::body::{self, Body, Chain, FileBody};
 use crate::config::{Compression, FileOptions};
@@ -44,6 +45,9 @@ use conditional::Verdict;
 use encoding::Coding;
 pub(crate) use facts::Facts;
 use ranges::{Multipart, Ranges, to_usize};
+
+/// The named step of a request whose file is being read (or compressed).
+const READ_FILE: &str = "read file";
 
 /// Files up to this size are read in one go.
 const READ_WHOLE: u64 = 256 * 1024;
@@ -97,6 +101,16 @@ struct File {
     facts: Arc<Facts>,
     len: u64,
     content: Content,
+}
+
+impl File {
+    /// Whether its bytes are at hand: the answer is made without reading anything.
+    fn in_memory(&self) -> bool {
+        matches!(
+            self.content,
+            Content::Memory(_) | Content::Disk { held: Some(_), .. }
+        )
+    }
 }
 
 enum Content {
@@ -171,14 +185,26 @@ impl Source {
     }
 }
 
-/// Serves the request's path from `source`, with `index` for directories.
-pub(crate) async fn serve(
-    source: &Source,
-    index: &str,
-    options: &FileOptions,
-    recorder: &dyn Recorder,
-    request: &Parts,
-) -> Response<Body> {
+/// What a request for a file is served with, beside the file.
+pub(crate) struct Serving<'a> {
+    /// The file a directory is answered with.
+    pub(crate) index: &'a str,
+    pub(crate) options: &'a FileOptions,
+    pub(crate) recorder: &'a dyn Recorder,
+    /// The request's named steps: `read file` is marked when the answer has to be read
+    /// (from disk, or compressed on the blocking pool) and may wait; a file whose bytes
+    /// are in memory is answered at once, with no step to show.
+    pub(crate) steps: &'a Steps,
+}
+
+/// Serves the request's path from `source`, with `to.index` for directories.
+pub(crate) async fn serve(source: &Source, to: &Serving<'_>, request: &Parts) -> Response<Body> {
+    let Serving {
+        index,
+        options,
+        recorder,
+        steps,
+    } = *to;
     let (method, uri) = (&request.method, &request.uri);
     if method != Method::GET && method != Method::HEAD {
         let mut response = error_page(
@@ -205,7 +231,10 @@ pub(crate) async fn serve(
             match source.find(&format!("{path}{index}")) {
                 Ok(Found::File(index)) => index,
                 _ => match dir {
-                    Some(dir) if options.listing => return listing(&dir, path, method, options),
+                    Some(dir) if options.listing => {
+                        steps.step(READ_FILE);
+                        return listing(&dir, path, method, options);
+                    }
                     _ => return error_page(StatusCode::NOT_FOUND, "not found"),
                 },
             }
@@ -213,7 +242,7 @@ pub(crate) async fn serve(
         Err(PathError::NotFound) => return error_page(StatusCode::NOT_FOUND, "not found"),
         Err(_) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
     };
-    match file(found, options, recorder, method, &request.headers).await {
+    match file(found, options, (recorder, steps), method, &request.headers).await {
         Ok(response) => response,
         Err((path, err)) => {
             tracing::warn!(path = %path.display(), %err, "cannot read a static file");
@@ -327,7 +356,7 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
 async fn file(
     found: File,
     options: &FileOptions,
-    recorder: &dyn Recorder,
+    (recorder, steps): (&dyn Recorder, &Steps),
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ReadError> {
@@ -352,6 +381,10 @@ async fn file(
         Selected::OnTheFly(c, f, slot) => (f, Some(c), Some(slot)),
     };
     let on_the_fly = slot.is_some();
+    if on_the_fly || !file.in_memory() {
+        // Read from disk, or compressed on the blocking pool: the request may wait.
+        steps.step(READ_FILE);
+    }
 
     let facts = file.facts.clone();
     let mut response = Response::new(body::empty());

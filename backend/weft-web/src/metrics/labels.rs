@@ -69,11 +69,14 @@ pub enum Refusal {
     /// sent too slowly, an HTTP/2 HEADERS frame whose CONTINUATION never ends it): the
     /// connection was closed.
     HeadTimeout,
+    /// A request body of which nothing came for `request_timeout` (the head, or the last
+    /// piece, came longer ago): answered 408, and over HTTP/2 only that stream is reset.
+    BodyTimeout,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -85,6 +88,7 @@ impl Refusal {
         Self::Protocol,
         Self::Cancelled,
         Self::HeadTimeout,
+        Self::BodyTimeout,
     ];
 
     /// The label value.
@@ -101,6 +105,7 @@ impl Refusal {
             Self::Protocol => "protocol",
             Self::Cancelled => "cancelled",
             Self::HeadTimeout => "head_timeout",
+            Self::BodyTimeout => "body_timeout",
         }
     }
 

@@ -34,6 +34,7 @@ use self::pool::SendError;
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
 use self::upstreams::{RouteUpstreams, Target, Tried};
 use crate::body::{Body, BoxError};
+use crate::client_body::{ClientBodyError, Paced};
 use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{Forwarding, strip_hop_by_hop};
 use crate::metrics::{Recorder, Refusal, UpstreamFailure};
@@ -76,6 +77,9 @@ pub enum UpstreamError {
     /// The client's request body broke off or was malformed (bad chunked framing, say).
     #[error("the request body is malformed or incomplete: {0}")]
     RequestBody(String),
+    /// The client sent nothing of its request body for this long.
+    #[error("no part of the request body came within {0:?}")]
+    BodyTimeout(Duration),
 }
 
 impl UpstreamError {
@@ -86,6 +90,8 @@ impl UpstreamError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
+            // RFC 9110 §15.5.9: the server would not wait longer for the request.
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -100,6 +106,7 @@ impl UpstreamError {
             Self::Unavailable(_) => "no upstream server is available",
             Self::BodyTooLarge(_) => "the request body is too large",
             Self::RequestBody(_) => "the request body is malformed or incomplete",
+            Self::BodyTimeout(_) => "the request body did not come in time",
             _ => "the upstream server could not be reached or failed",
         }
     }
@@ -115,7 +122,10 @@ impl UpstreamError {
             Self::Timeout(..) => UpstreamFailure::Timeout,
             Self::Exchange(..) | Self::Switch(..) => UpstreamFailure::Exchange,
             Self::Unhealthy(..) => UpstreamFailure::Unhealthy,
-            Self::Unavailable(_) | Self::BodyTooLarge(_) | Self::RequestBody(_) => return None,
+            Self::Unavailable(_)
+            | Self::BodyTooLarge(_)
+            | Self::RequestBody(_)
+            | Self::BodyTimeout(_) => return None,
         })
     }
 
@@ -137,16 +147,11 @@ impl UpstreamError {
         match self {
             Self::BodyTooLarge(_) => Some(Refusal::BodyTooLarge),
             Self::RequestBody(_) => Some(Refusal::Body),
+            Self::BodyTimeout(_) => Some(Refusal::BodyTimeout),
             _ => None,
         }
     }
 }
-
-/// A failure reading the client's request body, kept apart from the upstream's failures
-/// when hyper reports either as the exchange failing.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct ClientBodyError(hyper::Error);
 
 /// The path and query to ask `upstream` for: the request's, with the route's prefix
 /// replaced by the upstream's base path when it has one.
@@ -274,7 +279,7 @@ pub(crate) async fn forward(
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
     }
-    let mut outgoing = Outgoing::new(request, limits.max_body_bytes, client.forwarding);
+    let mut outgoing = Outgoing::new(request, limits, client.forwarding);
     let mut tried = Tried::default();
     let mut last = None;
     let (i, response) = loop {
@@ -363,6 +368,7 @@ async fn exchange(
                 return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
             }
             Some(ClientFault::Body(reason)) => return Err(UpstreamError::RequestBody(reason)),
+            Some(ClientFault::TimedOut(after)) => return Err(UpstreamError::BodyTimeout(after)),
             None => {}
         }
         // A kept-alive connection the upstream closed or reset as the request crossed
@@ -426,7 +432,7 @@ fn outgoing(
         parts.headers.insert(header::HOST, v);
     }
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(body.map_err(ClientBodyError), max).boxed_unsync();
+    let body = Limited::new(Paced::new(body, limits.request_timeout), max).boxed_unsync();
     Ok(Request::from_parts(parts, body))
 }
 
@@ -443,6 +449,7 @@ async fn send(
         .map_err(|e| match client_fault(&e) {
             Some(ClientFault::TooLarge) => UpstreamError::BodyTooLarge(limits.max_body_bytes),
             Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
+            Some(ClientFault::TimedOut(after)) => UpstreamError::BodyTimeout(after),
             None => UpstreamError::Exchange(upstream.url.clone(), e.to_string()),
         })
 }
@@ -464,6 +471,7 @@ fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
 enum ClientFault {
     TooLarge,
     Body(String),
+    TimedOut(Duration),
 }
 
 /// The client's part in a failed exchange: the request body it sent surfaces here as the
@@ -474,8 +482,10 @@ fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
         if c.is::<http_body_util::LengthLimitError>() {
             return Some(ClientFault::TooLarge);
         }
-        if let Some(ClientBodyError(e)) = c.downcast_ref() {
-            return Some(ClientFault::Body(e.to_string()));
+        match c.downcast_ref() {
+            Some(ClientBodyError::Broken(e)) => return Some(ClientFault::Body(e.to_string())),
+            Some(ClientBodyError::TimedOut(after)) => return Some(ClientFault::TimedOut(*after)),
+            None => {}
         }
         cause = c.source();
     }

@@ -7,8 +7,9 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Body as _, Incoming};
 
 use super::pool::ReqBody;
-use super::{ClientBodyError, UpstreamError, upstream_uri};
-use crate::config::{Route, Upstream};
+use super::{UpstreamError, upstream_uri};
+use crate::client_body::Paced;
+use crate::config::{Limits, Route, Upstream};
 use crate::headers::{Forwarding, strip_hop_by_hop};
 
 /// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
@@ -33,14 +34,21 @@ pub(super) struct Head {
 }
 
 impl Outgoing {
-    pub(super) fn new(request: Request<Incoming>, max_body: u64, forwarding: &Forwarding) -> Self {
+    /// The client's body is cut off past `limits.max_body_bytes`, and fails when nothing of
+    /// it comes for `limits.request_timeout`.
+    pub(super) fn new(
+        request: Request<Incoming>,
+        limits: &Limits,
+        forwarding: &Forwarding,
+    ) -> Self {
         let (parts, body) = request.into_parts();
         let mut headers = parts.headers;
         let host = headers.get(header::HOST).cloned();
         strip_hop_by_hop(&mut headers);
         forwarding.add(&mut headers, host.as_ref());
         let bodiless = body.is_end_stream();
-        let max = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let body = Paced::new(body, limits.request_timeout);
         Self {
             head: Head {
                 method: parts.method,
@@ -48,7 +56,7 @@ impl Outgoing {
                 headers,
                 client_host: host.is_some(),
             },
-            body: Some(Limited::new(body.map_err(ClientBodyError), max).boxed_unsync()),
+            body: Some(Limited::new(body, max).boxed_unsync()),
             bodiless,
         }
     }

@@ -38,7 +38,8 @@ pub(super) async fn handle(
     if trace.invalid_parent {
         state.recorder.traceparent_invalid();
     }
-    trace.method(MethodLabel::from(request.method()));
+    let method_label = MethodLabel::from(request.method());
+    trace.method(method_label);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -105,7 +106,7 @@ pub(super) async fn handle(
     let elapsed = started.elapsed();
     state
         .recorder
-        .request(MethodLabel::from(&method), status.into(), elapsed, span);
+        .request(method_label, status.into(), elapsed, span);
     route.request(status.into(), elapsed, span);
     let head_only = method == http::Method::HEAD
         || status.is_informational()
@@ -200,16 +201,14 @@ async fn dispatch(
     match &state.files {
         Some(source) => {
             steps.step_with("route", None, Some(&FILES));
-            steps.step("read file");
             let (parts, _body) = request.into_parts();
-            files::serve(
-                source,
-                &config.index,
-                &config.files,
-                &*state.recorder,
-                &parts,
-            )
-            .await
+            let to = files::Serving {
+                index: &config.index,
+                options: &config.files,
+                recorder: &*state.recorder,
+                steps,
+            };
+            files::serve(source, &to, &parts).await
         }
         None => error_page(StatusCode::NOT_FOUND, "no route for this path"),
     }

@@ -11,7 +11,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
-use crate::support::{free_port, spawn_app_with, spawn_dns_app, weft_bin};
+use crate::support::{dns_service, free_port, spawn_dns_app, weft_bin};
 
 pub(crate) const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -102,10 +102,11 @@ fn dig_gets_zone_answers_over_udp_and_tcp_and_forwarded_answers_once_upstream() 
     let (upstream, upstream_queries) = upstream();
     let port = free_port();
     let app = spawn_dns_app(
-        port,
-        "example.test.zone",
-        ZONE,
-        &format!("forward = [\"{upstream}\"]\ntimeout = \"1s\""),
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .forward(upstream)
+            .timeout("1s"),
     );
 
     assert_eq!(short(port, &["www.example.test", "A"]), ["192.0.2.10"]);
@@ -170,18 +171,11 @@ fn a_silent_upstream_gets_the_client_servfail_at_the_timeout() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
     let port = free_port();
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "resolver"
-kind = "dns"
-listen = "udp:{port}:interface=127.0.0.1"
-forward = ["{silent_addr}"]
-timeout = "300ms"
-"#
-        )
-    });
+    let app = spawn_dns_app(
+        dns_service("resolver", port)
+            .forward(silent_addr)
+            .timeout("300ms"),
+    );
     let out = dig(port, &["stuck.elsewhere.test", "A"]);
     assert!(out.contains("status: SERVFAIL"), "{out}");
     assert_eventually!(

@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -16,7 +15,7 @@ use socket2::{Domain, Socket, Type};
 use crate::assert_eventually;
 use crate::dns::dig;
 use crate::dns_edns::{cookie, cookie_option, exchange, query, zone};
-use crate::support::{free_port, spawn_app_with};
+use crate::support::{DnsService, dns_service, free_port, spawn_app_with, spawn_dns_app};
 
 /// What a flood brought back.
 #[derive(Debug, Default)]
@@ -73,34 +72,21 @@ fn bound(ip: &str) -> UdpSocket {
     UdpSocket::bind((ip, 0)).expect("all of 127/8 is loopback")
 }
 
-/// A dns service named `name` on `port` (UDP and TCP) serving [`zone`], with `keys`.
-fn service(dir: &Path, name: &str, port: u16, keys: &str) -> String {
-    let file = dir.join("example.test.zone");
-    std::fs::write(&file, zone()).unwrap();
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = ["{zone}"]
-{keys}
-"#,
-        zone = file.display()
-    )
+/// A dns service named `name` on `port` (UDP and TCP) serving [`zone`].
+fn service(name: &str, port: u16) -> DnsService {
+    dns_service(name, port)
+        .tcp()
+        .zone("example.test.zone", zone())
 }
 
 #[test]
 fn a_flood_from_one_prefix_is_limited_and_slipped_while_other_clients_keep_their_answers() {
     let port = free_port();
-    let app = spawn_app_with(|dir| {
-        service(
-            dir,
-            "dns",
-            port,
-            "cookies = true\nrate_limit = { responses_per_second = 5, burst = 10, slip = 2 }",
-        )
-    });
+    let app = spawn_dns_app(
+        service("dns", port)
+            .cookies()
+            .rate_limit("responses_per_second = 5, burst = 10, slip = 2"),
+    );
 
     // A client learns its server cookie before the flood (one of the prefix's burst).
     let holder = bound("127.0.0.1");
@@ -180,14 +166,8 @@ fn a_flood_from_one_prefix_is_limited_and_slipped_while_other_clients_keep_their
 fn amplification_of_a_large_txt_flood_with_and_without_the_rate_limit() {
     let (open, limited) = (free_port(), free_port());
     let _app = spawn_app_with(|dir| {
-        let open = service(dir, "open", open, "");
-        let limited = service(
-            dir,
-            "limited",
-            limited,
-            "rate_limit = { responses_per_second = 10 }",
-        );
-        format!("{open}\n{limited}")
+        let limited = service("limited", limited).rate_limit("responses_per_second = 10");
+        service("open", open).toml(dir) + &limited.toml(dir)
     });
     let txt = query(1, "txt.example.test.", RecordType::TXT, &[])
         .to_vec()
@@ -227,7 +207,7 @@ fn tcp_query(stream: &mut TcpStream) -> Option<Message> {
 #[test]
 fn dns_tcp_connections_per_peer_are_capped_and_counted() {
     let port = free_port();
-    let app = spawn_app_with(|dir| service(dir, "dns", port, "max_connections_per_peer = 2"));
+    let app = spawn_dns_app(service("dns", port).key("max_connections_per_peer", "2"));
     let server: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut held: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(server).unwrap())

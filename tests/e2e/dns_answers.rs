@@ -13,7 +13,7 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with, spawn_dns_app};
+use crate::support::{App, DnsService, dns_service, free_port, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -24,8 +24,11 @@ www     IN A   192.0.2.10
 *.wild  IN A   192.0.2.30
 ";
 
-fn dns_app(port: u16, keys: &str) -> App {
-    spawn_dns_app(port, "example.test.zone", ZONE, keys)
+/// A dns service on `port` (UDP and TCP) serving [`ZONE`].
+fn served(port: u16) -> DnsService {
+    dns_service("dns", port)
+        .tcp()
+        .zone("example.test.zone", ZONE)
 }
 
 /// A query for `name`/A, RD set; with an OPT (DO set) when `dnssec_ok`.
@@ -71,7 +74,7 @@ fn reused(app: &App) -> f64 {
 #[test]
 fn a_question_asked_again_gets_the_kept_answer_with_its_own_id_until_a_reload_changes_the_zone() {
     let port = free_port();
-    let app = dns_app(port, "");
+    let app = spawn_dns_app(served(port));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
 
     for (id, edns) in [
@@ -141,10 +144,8 @@ fn a_question_asked_again_gets_the_kept_answer_with_its_own_id_until_a_reload_ch
 #[test]
 fn kept_answers_are_rate_limited_and_slipped_like_any_other() {
     let port = free_port();
-    let app = dns_app(
-        port,
-        "rate_limit = { responses_per_second = 5, burst = 10, slip = 2 }",
-    );
+    let app =
+        spawn_dns_app(served(port).rate_limit("responses_per_second = 5, burst = 10, slip = 2"));
     let flooder = UdpSocket::bind("127.0.0.1:0").unwrap();
     flooder
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -203,17 +204,7 @@ fn kept_answers_are_rate_limited_and_slipped_like_any_other() {
 fn a_forwarded_answer_is_kept_for_its_own_question_with_its_ttl_counting_down() {
     let port = free_port();
     let (upstream, asked) = crate::dns::upstream();
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-forward = ["{upstream}"]
-"#
-        )
-    });
+    let app = spawn_dns_app(dns_service("dns", port).tcp().forward(upstream));
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let name_of = |m: &Message| m.queries[0].name().to_ascii();
     for id in [1, 2, 3] {
@@ -256,7 +247,7 @@ fn good_cookie(out: &str) -> Option<String> {
 #[test]
 fn dig_with_its_cookie_gets_the_kept_answer_with_a_server_cookie_that_is_valid() {
     let port = free_port();
-    let app = dns_app(port, "cookies = true");
+    let app = spawn_dns_app(served(port).cookies());
     let cookies = |result: &str| {
         app.metric(&format!(
             r#"weft_dns_cookies_total{{result="{result}",service="dns"}}"#

@@ -13,14 +13,14 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with, spawn_dns_app, weft_bin};
+use crate::support::{App, dns_service, free_port, spawn_app_with, spawn_dns_app, weft_bin};
 
 /// The zone of edge cases, shared with the unit tests and the comparison with NSD.
 pub(crate) const EDGE: &str = include_str!("../../backend/weft-names/testdata/edge.test.zone");
 
 /// weft serving [`EDGE`] on `port`, UDP and TCP.
 pub(crate) fn edge_app(port: u16) -> App {
-    spawn_dns_app(port, "edge.test.zone", EDGE, "")
+    spawn_dns_app(dns_service("dns", port).tcp().zone("edge.test.zone", EDGE))
 }
 
 /// The query packet for `name`/`qtype`, id 0x4242, without RD.
@@ -397,16 +397,9 @@ fn include_reads_a_file_beside_the_zone_with_its_own_origin_and_generate_makes_r
             "www IN A 192.0.2.77\n@ IN TXT \"hosts\"\n",
         )
         .unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1"]
-zones = ["{}"]
-"#,
-            zones.join("example.test.zone").display()
-        )
+        dns_service("dns", port)
+            .zone_file(&zones.join("example.test.zone"))
+            .toml(dir)
     });
     assert_eq!(short(port, "www.hosts.example.test", "A"), ["192.0.2.77"]);
     assert_eq!(short(port, "hosts.example.test", "TXT"), ["\"hosts\""]);

@@ -13,7 +13,7 @@ use hickory_proto::rr::rdata::opt::EdnsOption;
 
 use crate::dns::dig;
 use crate::dns_edns::{exchange, query};
-use crate::support::{free_port, spawn_app_with};
+use crate::support::{dns_service, free_port, spawn_app_with};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -53,26 +53,12 @@ fn refusals_and_failures_carry_an_extended_dns_error_to_edns_queries_only() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let upstream = silent.local_addr().unwrap();
     let _app = spawn_app_with(|dir| {
-        let zone = dir.join("example.test.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "auth"
-kind = "dns"
-listen = ["udp:{auth}:interface=127.0.0.1", "tcp:{auth}:interface=127.0.0.1"]
-zones = ["{zone}"]
-allow_transfer = ["192.0.2.1"]
-
-[[service]]
-name = "fwd"
-kind = "dns"
-listen = ["udp:{fwd}:interface=127.0.0.1"]
-forward = ["{upstream}"]
-timeout = "300ms"
-"#,
-            zone = zone.display()
-        )
+        let auth = dns_service("auth", auth)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .key("allow_transfer", r#"["192.0.2.1"]"#);
+        let fwd = dns_service("fwd", fwd).forward(upstream).timeout("300ms");
+        auth.toml(dir) + &fwd.toml(dir)
     });
 
     // Outside the zones, nothing forwarded: 20, Not Authoritative.
@@ -136,26 +122,12 @@ fn a_forwarding_server_sets_ra_on_every_answer_and_an_authoritative_one_on_none(
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let upstream = silent.local_addr().unwrap();
     let _app = spawn_app_with(|dir| {
-        let zone = dir.join("example.test.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "auth"
-kind = "dns"
-listen = ["udp:{auth}:interface=127.0.0.1"]
-zones = ["{zone}"]
-
-[[service]]
-name = "both"
-kind = "dns"
-listen = ["udp:{fwd}:interface=127.0.0.1"]
-zones = ["{zone}"]
-forward = ["{upstream}"]
-timeout = "300ms"
-"#,
-            zone = zone.display()
-        )
+        let auth = dns_service("auth", auth).zone("example.test.zone", ZONE);
+        let both = dns_service("both", fwd)
+            .zone("example.test.zone", ZONE)
+            .forward(upstream)
+            .timeout("300ms");
+        auth.toml(dir) + &both.toml(dir)
     });
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let www = query(1, "www.example.test.", RecordType::A, &[])

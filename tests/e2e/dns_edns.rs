@@ -14,7 +14,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, dns_service, free_port, spawn_app_with};
 
 /// The zone of these tests: `big` holds about 2.9 KB of TXT, `txt` about 1.1 KB.
 pub(crate) fn zone() -> String {
@@ -123,27 +123,13 @@ fn servers() -> Servers {
     let (auth, fwd) = (free_port(), free_port());
     let (upstream, upstream_do) = upstream();
     let app = spawn_app_with(|dir| {
-        let file = dir.join("example.test.zone");
-        std::fs::write(&file, zone()).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "auth"
-kind = "dns"
-listen = ["udp:{auth}:interface=127.0.0.1", "tcp:{auth}:interface=127.0.0.1"]
-zones = ["{zone}"]
-nsid = "weft-ns-1"
-cookies = true
-
-[[service]]
-name = "fwd"
-kind = "dns"
-listen = ["udp:{fwd}:interface=127.0.0.1"]
-forward = ["{upstream}"]
-timeout = "300ms"
-"#,
-            zone = file.display()
-        )
+        let auth = dns_service("auth", auth)
+            .tcp()
+            .zone("example.test.zone", zone())
+            .key("nsid", r#""weft-ns-1""#)
+            .cookies();
+        let fwd = dns_service("fwd", fwd).forward(upstream).timeout("300ms");
+        auth.toml(dir) + &fwd.toml(dir)
     });
     Servers {
         app,

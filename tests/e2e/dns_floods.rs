@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::assert_eventually;
 use crate::dns::{dig, plain, upstream};
-use crate::support::{App, free_port, query, spawn_app_stored, spawn_app_with};
+use crate::support::{App, dns_service, free_port, query, spawn_app_stored, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -60,18 +60,9 @@ fn logged(app: &App) -> Vec<(bool, i64)> {
 fn a_flood_of_refused_queries_is_logged_under_its_own_budget_and_the_rest_counted() {
     let port = free_port();
     let app = spawn_app_stored("queries_per_second = 5", |dir| {
-        let zone = dir.join("example.test.zone");
-        std::fs::write(&zone, ZONE).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1"]
-zones = ["{}"]
-"#,
-            zone.display()
-        )
+        dns_service("dns", port)
+            .zone("example.test.zone", ZONE)
+            .toml(dir)
     });
     // Outside the zone and nothing to forward to: REFUSED, a failure.
     let (answered, took) = flood(port, "x.elsewhere.test.", 2000);
@@ -108,18 +99,11 @@ zones = ["{}"]
 fn the_forwarding_cache_holds_at_most_cache_bytes_evicting_the_oldest_and_counting() {
     let port = free_port();
     let (upstream, asked) = upstream();
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "fwd"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1"]
-forward = ["{upstream}"]
-cache_bytes = 2000
-"#
-        )
-    });
+    let app = spawn_dns_app(
+        dns_service("fwd", port)
+            .forward(upstream)
+            .key("cache_bytes", "2000"),
+    );
     for i in 0..20 {
         let name = format!("n{i}.example");
         assert_eq!(dig(port, &[&name, "A", "+short"]).trim(), "198.51.100.80");

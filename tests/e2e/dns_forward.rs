@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{DnsService, dns_service, free_port, spawn_dns_app};
 
 /// What a test upstream saw and how it behaves, shared with its threads.
 #[derive(Default)]
@@ -137,22 +137,10 @@ fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
     (addr, state)
 }
 
-/// A dns service on `port` forwarding to `upstreams`, with `keys` added.
-fn forwarder(port: u16, upstreams: &[SocketAddr], keys: &str) -> App {
-    let forward: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
-    let forward = forward.join(", ");
-    spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-forward = [{forward}]
-{keys}
-"#
-        )
-    })
+/// A dns service on `port` (UDP and TCP) forwarding to `upstreams`.
+fn forwarder(port: u16, upstreams: &[SocketAddr]) -> DnsService {
+    let service = dns_service("dns", port).tcp();
+    upstreams.iter().copied().fold(service, DnsService::forward)
 }
 
 /// Asks `name`/`qtype` over UDP with a hickory message; the answer.
@@ -200,7 +188,7 @@ fn dig_ttl(port: u16, name: &str) -> u32 {
 fn upstream_queries_leave_from_random_ports_with_random_ids() {
     let (up, seen) = upstream(false);
     let port = free_port();
-    let _app = forwarder(port, &[up], "");
+    let _app = spawn_dns_app(forwarder(port, &[up]));
     let queries = 400;
     for i in 0..queries {
         let r = ask(port, i, &format!("n{i}.elsewhere.test."), RecordType::A);
@@ -266,7 +254,7 @@ fn spoofed_answers_are_dropped_and_counted_and_the_real_answer_gets_through() {
         }
     });
     let port = free_port();
-    let app = forwarder(port, &[up], "");
+    let app = spawn_dns_app(forwarder(port, &[up]));
     for i in 0..10 {
         let r = ask(port, i, &format!("s{i}.elsewhere.test."), RecordType::A);
         assert_eq!(
@@ -301,7 +289,7 @@ fn spoofed_answers_are_dropped_and_counted_and_the_real_answer_gets_through() {
 fn truncated_answers_are_asked_again_over_one_kept_tcp_connection() {
     let (up, seen) = upstream(true);
     let port = free_port();
-    let app = forwarder(port, &[up], "");
+    let app = spawn_dns_app(forwarder(port, &[up]));
     for (i, name) in ["first.elsewhere.test.", "second.elsewhere.test."]
         .iter()
         .enumerate()
@@ -332,7 +320,7 @@ fn sequential_selection_skips_a_silent_upstream_then_asks_the_live_one_first() {
     quiet.silent.store(true, Ordering::SeqCst);
     let (live, _) = upstream(false);
     let port = free_port();
-    let app = forwarder(port, &[silent, live], "timeout = \"3s\"");
+    let app = spawn_dns_app(forwarder(port, &[silent, live]).timeout("3s"));
     let out = dig(port, &["first.elsewhere.test", "A", "+short"]);
     assert_eq!(out.trim(), "198.51.100.80", "the second upstream answered");
     for i in 0..10 {
@@ -360,7 +348,7 @@ fn parallel_selection_asks_every_upstream_at_once() {
     let (a, seen_a) = upstream(false);
     let (b, seen_b) = upstream(false);
     let port = free_port();
-    let _app = forwarder(port, &[a, b], "upstream_selection = \"parallel\"");
+    let _app = spawn_dns_app(forwarder(port, &[a, b]).key("upstream_selection", r#""parallel""#));
     let r = ask(port, 1, "p.elsewhere.test.", RecordType::A);
     assert_eq!(addresses(&r), ["198.51.100.80"]);
     assert_eventually!(
@@ -373,7 +361,11 @@ fn parallel_selection_asks_every_upstream_at_once() {
 fn answered_ttls_are_raised_to_min_ttl_and_lowered_to_max_ttl() {
     let (up, _) = upstream(false);
     let port = free_port();
-    let _app = forwarder(port, &[up], "min_ttl = \"1m\"\nmax_ttl = \"1h\"");
+    let _app = spawn_dns_app(
+        forwarder(port, &[up])
+            .key("min_ttl", r#""1m""#)
+            .key("max_ttl", r#""1h""#),
+    );
     assert_eq!(dig_ttl(port, "short.elsewhere.test"), 60);
     assert_eq!(dig_ttl(port, "long.elsewhere.test"), 3600);
     assert_eq!(dig_ttl(port, "plain.elsewhere.test"), 60);
@@ -388,7 +380,7 @@ fn answered_ttls_are_raised_to_min_ttl_and_lowered_to_max_ttl() {
 fn an_nxdomain_is_cached_for_the_soa_minimum_and_answers_every_type_of_the_name() {
     let (up, seen) = upstream(false);
     let port = free_port();
-    let app = forwarder(port, &[up], "");
+    let app = spawn_dns_app(forwarder(port, &[up]));
     let out = dig(port, &["gone.elsewhere.test", "A"]);
     assert!(out.contains("status: NXDOMAIN"), "{out}");
     for (id, qtype) in [
@@ -415,7 +407,11 @@ fn an_nxdomain_is_cached_for_the_soa_minimum_and_answers_every_type_of_the_name(
 fn with_serve_stale_an_expired_answer_is_served_with_ttl_30_when_the_upstream_goes_silent() {
     let (up, seen) = upstream(false);
     let port = free_port();
-    let app = forwarder(port, &[up], "serve_stale = \"1h\"\ntimeout = \"300ms\"");
+    let app = spawn_dns_app(
+        forwarder(port, &[up])
+            .key("serve_stale", r#""1h""#)
+            .timeout("300ms"),
+    );
     let r = ask(port, 1, "brief.elsewhere.test.", RecordType::A);
     assert_eq!(r.answers[0].ttl, 1);
     seen.silent.store(true, Ordering::SeqCst);

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 
 use crate::dns::{burst, dig};
-use crate::support::{free_port, spawn_app_with, spawn_dns_app};
+use crate::support::{dns_service, free_port, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -20,8 +20,12 @@ www     IN A   192.0.2.10
 #[test]
 fn an_nxdomain_flood_spends_its_own_budget_not_the_prefixes_answers() {
     let port = free_port();
-    let keys = "rate_limit = { responses_per_second = 1, burst = 3, slip = 0 }";
-    let app = spawn_dns_app(port, "example.test.zone", ZONE, keys);
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .rate_limit("responses_per_second = 1, burst = 3, slip = 0"),
+    );
     let missing: Vec<String> = (0..20).map(|i| format!("n{i}.example.test.")).collect();
     let answered = burst(port, missing.iter().map(String::as_str));
     assert!(answered <= 4, "{answered} of 20 NXDOMAIN answered");
@@ -65,17 +69,7 @@ fn upstream_failure_answers_are_counted_by_upstream_and_code() {
     let port = free_port();
     let refusing = failing_upstream(ResponseCode::Refused);
     let failing = failing_upstream(ResponseCode::ServFail);
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "fwd"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1"]
-forward = ["{refusing}", "{failing}"]
-"#
-        )
-    });
+    let app = spawn_dns_app(dns_service("fwd", port).forward(refusing).forward(failing));
     let out = dig(port, &["name.example", "A"]);
     assert!(out.contains("status: SERVFAIL"), "{out}");
     let count = |upstream: SocketAddr, rcode: &str| {

@@ -14,7 +14,7 @@ use hickory_proto::rr::{RData, RecordType};
 use crate::assert_eventually;
 use crate::dns::{burst, dig, plain, upstream};
 use crate::dns_edns::{ask, cookie, cookie_option, exchange, query};
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, dns_service, free_port, spawn_app_with};
 
 fn zone(origin: &str, serial: u32, www: &str) -> String {
     format!(
@@ -37,30 +37,16 @@ fn setup() -> Setup {
     let (dns, rrl) = (free_port(), free_port());
     let (upstream, asked) = upstream();
     let app = spawn_app_with(|dir| {
-        let a = dir.join("a.test.zone");
-        let b = dir.join("b.test.zone");
-        std::fs::write(&a, zone("a.test", 1, "192.0.2.1")).unwrap();
-        std::fs::write(&b, zone("b.test", 1, "192.0.2.2")).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{dns}:interface=127.0.0.1"]
-zones = ["{a}", "{b}"]
-forward = ["{upstream}"]
-cookies = true
-
-[[service]]
-name = "rrl"
-kind = "dns"
-listen = ["udp:{rrl}:interface=127.0.0.1"]
-zones = ["{b}"]
-rate_limit = {{ responses_per_second = 1, burst = 5, slip = 0 }}
-"#,
-            a = a.display(),
-            b = b.display()
-        )
+        let b = zone("b.test", 1, "192.0.2.2");
+        let both = dns_service("dns", dns)
+            .zone("a.test.zone", zone("a.test", 1, "192.0.2.1"))
+            .zone("b.test.zone", b.clone())
+            .forward(upstream)
+            .cookies();
+        let limited = dns_service("rrl", rrl)
+            .zone("b.test.zone", b)
+            .rate_limit("responses_per_second = 1, burst = 5, slip = 0");
+        both.toml(dir) + &limited.toml(dir)
     });
     Setup {
         app,

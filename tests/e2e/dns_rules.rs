@@ -13,7 +13,7 @@ use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{RData, Record};
 
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_dns_app};
+use crate::support::{App, DnsService, dns_service, free_port, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -27,13 +27,11 @@ loop2   IN CNAME loop1
 
 /// weft serving [`ZONE`] on `port` (UDP and TCP), forwarding to `forward` if given.
 fn dns_app(port: u16, forward: Option<SocketAddr>) -> App {
-    let forward = forward.map_or(String::new(), |f| format!("forward = [\"{f}\"]\n"));
-    spawn_dns_app(
-        port,
-        "example.test.zone",
-        ZONE,
-        &format!("timeout = \"3s\"\n{forward}"),
-    )
+    let service = dns_service("dns", port)
+        .tcp()
+        .zone("example.test.zone", ZONE)
+        .timeout("3s");
+    spawn_dns_app(forward.into_iter().fold(service, DnsService::forward))
 }
 
 /// The `;; flags: ...;` part of dig's header line, e.g. `qr aa rd`.

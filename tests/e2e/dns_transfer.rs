@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, free_port, spawn_app_with, weft_bin};
+use crate::support::{App, dns_service, free_port, spawn_dns_app, weft_bin};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -27,32 +27,6 @@ ns1     IN A   192.0.2.53
 www     IN A   192.0.2.10
 mail    IN MX  10 www
 ";
-
-/// weft serving the zone files `zones` (name, text) on `port`, with `keys` added to the
-/// service.
-fn dns_app(port: u16, zones: &[(&str, String)], keys: &str) -> App {
-    spawn_app_with(|dir| {
-        let files: Vec<String> = zones
-            .iter()
-            .map(|(name, text)| {
-                let path = dir.join(name);
-                std::fs::write(&path, text).unwrap();
-                format!("{:?}", path.display().to_string())
-            })
-            .collect();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = [{files}]
-{keys}
-"#,
-            files = files.join(", ")
-        )
-    })
-}
 
 /// A query for `name`/`qtype`; an IXFR carries `serial` in its authority section.
 fn query(id: u16, name: &str, qtype: RecordType, serial: Option<u32>) -> Vec<u8> {
@@ -141,10 +115,11 @@ fn transfers(app: &App, result: &str) -> Option<f64> {
 #[test]
 fn axfr_goes_whole_to_an_allowed_peer_and_is_refused_and_counted_for_the_others() {
     let port = free_port();
-    let app = dns_app(
-        port,
-        &[("example.test.zone", ZONE.to_owned())],
-        r#"allow_transfer = ["127.0.0.1", "198.51.100.0/24"]"#,
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .key("allow_transfer", r#"["127.0.0.1", "198.51.100.0/24"]"#),
     );
 
     let out = dig(port, &["example.test", "AXFR"]);
@@ -243,10 +218,11 @@ fn axfr_goes_whole_to_an_allowed_peer_and_is_refused_and_counted_for_the_others(
 #[test]
 fn ixfr_gets_the_soa_when_current_and_the_whole_zone_when_behind() {
     let port = free_port();
-    let app = dns_app(
-        port,
-        &[("example.test.zone", ZONE.to_owned())],
-        r#"allow_transfer = "127.0.0.1""#,
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .key("allow_transfer", r#""127.0.0.1""#),
     );
     // dig's IXFR=N puts serial N in the query's authority section.
     let current = dig_records(&dig(port, &["example.test", "IXFR=1"]));
@@ -293,10 +269,11 @@ fn big_zone(n: usize, serial: u32) -> String {
 #[test]
 fn a_20000_record_zone_goes_over_many_messages_to_a_reader_that_pauses_while_others_get_answers() {
     let port = free_port();
-    let app = dns_app(
-        port,
-        &[("big.test.zone", big_zone(20_000, 7))],
-        r#"allow_transfer = ["127.0.0.0/8"]"#,
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("big.test.zone", big_zone(20_000, 7))
+            .key("allow_transfer", r#"["127.0.0.0/8"]"#),
     );
     let mut slow = tcp_connect(port);
     send_frame(&mut slow, &query(1, "big.test.", RecordType::AXFR, None));
@@ -349,10 +326,11 @@ fn a_reload_that_changes_a_serial_sends_notify_again_until_acknowledged_and_one_
         .unwrap();
     let peer = secondary.local_addr().unwrap();
     let port = free_port();
-    let app = dns_app(
-        port,
-        &[("example.test.zone", ZONE.to_owned())],
-        &format!("notify = [\"{peer}\"]"),
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .key("notify", &format!(r#"["{peer}"]"#)),
     );
     let zone = app.dir.path().join("example.test.zone");
 
@@ -414,13 +392,11 @@ www     IN A   192.0.2.20
 fn a_zone_edited_to_garbage_keeps_its_old_answers_and_is_named_by_file_and_line_while_another_zone_reloads()
  {
     let port = free_port();
-    let app = dns_app(
-        port,
-        &[
-            ("example.test.zone", ZONE.to_owned()),
-            ("other.test.zone", OTHER.to_owned()),
-        ],
-        "",
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", ZONE)
+            .zone("other.test.zone", OTHER),
     );
     let broken = app.dir.path().join("example.test.zone");
     std::fs::write(&broken, ZONE.replace("192.0.2.10", "192.0.2.999")).unwrap();

@@ -15,7 +15,9 @@ use serde_json::Value;
 use crate::assert_eventually;
 use crate::dns::{dig, upstream};
 use crate::metrics::promtool_check;
-use crate::support::{App, free_port, query, spawn_app_stored, spawn_app_with};
+use crate::support::{
+    App, DnsService, dns_service, free_port, query, spawn_app_stored, spawn_dns_app,
+};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -29,23 +31,11 @@ mail    IN MX  10 www
 /// A query name a peer controls, with markup and quotes in its first label.
 const HOSTILE: &[u8] = b"<script>alert(\"x\")</script>'q";
 
-/// `zones` and `forward` lines of a dns service named `name` on `port`, UDP and TCP.
-fn dns_service(name: &str, port: u16, keys: &str) -> String {
-    format!(
-        r#"
-[[service]]
-name = "{name}"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-{keys}
-"#
-    )
-}
-
-fn write_zone(dir: &std::path::Path) -> String {
-    let zone = dir.join("example.test.zone");
-    std::fs::write(&zone, ZONE).unwrap();
-    format!("zones = [{:?}]", zone.display().to_string())
+/// A dns service named `name` on `port` (UDP and TCP) serving [`ZONE`].
+fn served(name: &str, port: u16) -> DnsService {
+    dns_service(name, port)
+        .tcp()
+        .zone("example.test.zone", ZONE)
 }
 
 /// Sends a query for `name` (its labels) of `qtype` over UDP from `socket`, and waits
@@ -100,14 +90,7 @@ fn total(s: &Value, list: &str, name: &str) -> u64 {
 fn the_dns_view_shows_types_codes_cache_upstreams_top_names_and_recent_queries() {
     let (up, _) = upstream();
     let port = free_port();
-    let app = spawn_app_with(|dir| {
-        let zones = write_zone(dir);
-        dns_service(
-            "dns",
-            port,
-            &format!("{zones}\nforward = [\"{up}\"]\ntimeout = \"1s\""),
-        )
-    });
+    let app = spawn_dns_app(served("dns", port).forward(up).timeout("1s"));
     for _ in 0..3 {
         assert!(dig(port, &["www.example.test", "A"]).contains("192.0.2.10"));
     }
@@ -198,7 +181,7 @@ fn the_dns_view_shows_types_codes_cache_upstreams_top_names_and_recent_queries()
 #[test]
 fn the_dns_page_shows_a_hostile_query_name_as_text() {
     let port = free_port();
-    let app = spawn_app_with(|dir| dns_service("dns", port, &write_zone(dir)));
+    let app = spawn_dns_app(served("dns", port));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     ask(
         &client,
@@ -244,7 +227,7 @@ fn the_dns_page_shows_a_hostile_query_name_as_text() {
 fn the_query_log_lands_in_history_under_its_budget_with_failures_kept() {
     let port = free_port();
     let mut app = spawn_app_stored("queries_per_second = 2", |dir| {
-        dns_service("auth", port, &write_zone(dir))
+        served("auth", port).toml(dir)
     });
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     // No upstream: names outside the zone are REFUSED, a failure the log always keeps.
@@ -341,13 +324,12 @@ fn a_stuck_forward_is_a_pending_chain_whose_step_names_its_upstream() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent_addr: SocketAddr = silent.local_addr().unwrap();
     let port = free_port();
-    let app = spawn_app_with(|_| {
-        dns_service(
-            "resolver",
-            port,
-            &format!("forward = [\"{silent_addr}\"]\ntimeout = \"3s\""),
-        )
-    });
+    let app = spawn_dns_app(
+        dns_service("resolver", port)
+            .tcp()
+            .forward(silent_addr)
+            .timeout("3s"),
+    );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     ask(
         &client,
@@ -422,7 +404,7 @@ fn the_dns_page_follows_queries_live_in_a_browser() {
 
 async fn dns_page_in_a_browser() {
     let port = free_port();
-    let app = spawn_app_with(|dir| dns_service("dns", port, &write_zone(dir)));
+    let app = spawn_dns_app(served("dns", port));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     ask(
         &client,

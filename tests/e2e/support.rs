@@ -1,5 +1,5 @@
 //! `spawn_app()`: the `weft` binary with a configuration on free ports, and helpers to
-//! talk to it.
+//! talk to it; `dns_service()` (dns.rs) builds the table of a `dns` service.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use weft_test_support::assert_eventually;
 pub use weft_test_support::free_port;
+
+mod dns;
+pub use dns::{DnsService, dns_service, spawn_dns_app};
 
 /// The repository's top directory (where `docker-compose.yml` and `deploy/` are).
 pub fn repo_root() -> &'static Path {
@@ -95,26 +98,6 @@ pub fn spawn_app_with(extra: impl FnOnce(&Path) -> String) -> App {
 /// that point at it (a proxy in front of it).
 pub fn spawn_app_beside_echo(extra: impl FnOnce(&Path, SocketAddr) -> String) -> App {
     spawn(&Setup::default(), extra)
-}
-
-/// weft with one `dns` service on `port` (UDP and TCP) serving `zone`, the text of a zone
-/// file written as `file` in the app's directory; `keys` are added to the service's table.
-pub fn spawn_dns_app(port: u16, file: &str, zone: &str, keys: &str) -> App {
-    spawn_app_with(|dir| {
-        let path = dir.join(file);
-        std::fs::write(&path, zone).unwrap();
-        format!(
-            r#"
-[[service]]
-name = "dns"
-kind = "dns"
-listen = ["udp:{port}:interface=127.0.0.1", "tcp:{port}:interface=127.0.0.1"]
-zones = ["{zone}"]
-{keys}
-"#,
-            zone = path.display()
-        )
-    })
 }
 
 /// The `[[service]]` table of a tcp-proxy named `proxy` on loopback `port`, in front of

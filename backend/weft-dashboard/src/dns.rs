@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use weft_telemetry::views::{RecentRequest, ServiceSnapshot, Tally, TopKey};
+use weft_telemetry::views::{Histogram, RecentRequest, ServiceSnapshot, Tally, TopKey};
 
 use crate::data::now_ms;
 use crate::state::DashboardState;
@@ -151,12 +151,6 @@ fn service(m: Measured) -> DnsFigures {
         secs,
     } = m;
     let before = before.unwrap_or_default();
-    let counter = |s: &ServiceSnapshot, name: &str| {
-        s.counters
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |(_, v)| *v)
-    };
     let rates = |name: &str| rates(&now.tallies, &before.tallies, name, secs);
     let qtypes = rates("qtype");
     let queries: u64 = qtypes.iter().map(|r| r.total).sum();
@@ -166,21 +160,61 @@ fn service(m: Measured) -> DnsFigures {
         .filter(|t| t.name == "qtype")
         .flat_map(|t| t.counts.iter().map(|(_, n)| n))
         .sum();
-    let (hits, misses) = (counter(&now, "cache_hits"), counter(&now, "cache_misses"));
-    let (window_hits, window_misses) = (
-        hits.saturating_sub(counter(&before, "cache_hits")),
-        misses.saturating_sub(counter(&before, "cache_misses")),
-    );
-    let lookups = window_hits + window_misses;
-    let (p50_ms, p99_ms) = match &now.latency {
+    let (p50_ms, p99_ms) = percentiles(now.latency.as_ref(), before.latency.as_ref());
+    DnsFigures {
+        service,
+        window_s: secs,
+        queries,
+        queries_per_s: queries.saturating_sub(asked_before) as f64 / secs,
+        qtypes,
+        rcodes: rates("rcode"),
+        cache: cache(&now, &before),
+        p50_ms,
+        p99_ms,
+        upstreams: upstreams(&now, &before),
+        top_names: now.top,
+        sampled: now.sampled.0,
+        seen: now.sampled.1,
+        recent: now.recent.into_iter().map(RecentQuery::from).collect(),
+    }
+}
+
+/// p50 and p99 of the answers recorded between `before` and `now`; none without `now`.
+fn percentiles(now: Option<&Histogram>, before: Option<&Histogram>) -> (Option<f64>, Option<f64>) {
+    match now {
         Some(h) => {
-            let (_, p50, p99) = window_latency(h, before.latency.as_ref());
+            let (_, p50, p99) = window_latency(h, before);
             (p50, p99)
         }
         None => (None, None),
+    }
+}
+
+/// The cache's lookups since start, and its hit ratio between `before` and `now`.
+fn cache(now: &ServiceSnapshot, before: &ServiceSnapshot) -> Cache {
+    let counter = |s: &ServiceSnapshot, name: &str| {
+        s.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
     };
-    let upstreams = now
-        .upstreams
+    let (hits, misses) = (counter(now, "cache_hits"), counter(now, "cache_misses"));
+    let (window_hits, window_misses) = (
+        hits.saturating_sub(counter(before, "cache_hits")),
+        misses.saturating_sub(counter(before, "cache_misses")),
+    );
+    let lookups = window_hits + window_misses;
+    Cache {
+        hits,
+        misses,
+        hit_ratio: (lookups > 0).then(|| window_hits as f64 / lookups as f64),
+    }
+}
+
+/// Each upstream's answers and timeouts since start, and its latency between `before`
+/// and `now`.
+fn upstreams(now: &ServiceSnapshot, before: &ServiceSnapshot) -> Vec<Upstream> {
+    now.upstreams
         .iter()
         .map(|u| {
             let was = before
@@ -188,13 +222,7 @@ fn service(m: Measured) -> DnsFigures {
                 .iter()
                 .find(|b| b.url == u.url)
                 .and_then(|b| b.latency.as_ref());
-            let (p50_ms, p99_ms) = match &u.latency {
-                Some(h) => {
-                    let (_, p50, p99) = window_latency(h, was);
-                    (p50, p99)
-                }
-                None => (None, None),
-            };
+            let (p50_ms, p99_ms) = percentiles(u.latency.as_ref(), was);
             Upstream {
                 name: u.name.clone(),
                 answers: u.requests,
@@ -203,27 +231,7 @@ fn service(m: Measured) -> DnsFigures {
                 p99_ms,
             }
         })
-        .collect();
-    DnsFigures {
-        service,
-        window_s: secs,
-        queries,
-        queries_per_s: queries.saturating_sub(asked_before) as f64 / secs,
-        qtypes,
-        rcodes: rates("rcode"),
-        cache: Cache {
-            hits,
-            misses,
-            hit_ratio: (lookups > 0).then(|| window_hits as f64 / lookups as f64),
-        },
-        p50_ms,
-        p99_ms,
-        upstreams,
-        top_names: now.top,
-        sampled: now.sampled.0,
-        seen: now.sampled.1,
-        recent: now.recent.into_iter().map(RecentQuery::from).collect(),
-    }
+        .collect()
 }
 
 /// Each value of tally `name` seen since start, with its rate over the window, busiest

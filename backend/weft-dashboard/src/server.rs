@@ -112,41 +112,44 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|r: Request<Incoming>| r.map(Body::new)),
-        );
-        let io = TokioIo::new(Placed {
+        let placed = Placed {
             stream,
             _place: place,
-        });
-        let draining = draining.clone();
-        connections.spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .keep_alive(true);
-            let connection = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = draining.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = served {
-                // A client going away or timing out is routine.
-                tracing::debug!(%error, "dashboard connection ended");
-            }
-        });
+        };
+        connections.spawn(connection(placed, app.clone(), draining.clone()));
     }
     drop(listener);
     draining.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// Serves `app` on one accepted connection until the client is done, or, once `draining`
+/// is cancelled, until the exchange in flight is.
+async fn connection(placed: Placed, app: axum::Router, draining: CancellationToken) {
+    let service =
+        TowerToHyperService::new(app.map_request(|r: Request<Incoming>| r.map(Body::new)));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true);
+    let connection = builder
+        .serve_connection(TokioIo::new(placed), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = draining.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
+        // A client going away or timing out is routine.
+        tracing::debug!(%error, "dashboard connection ended");
+    }
 }
 
 /// Errors of one connection that `accept` reports; the listener is fine.

@@ -5,7 +5,7 @@
 //! Labels and sites are the program's data: the template escapes them like any other
 //! text, and the layout only computes coordinates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use askama::Template;
@@ -131,12 +131,51 @@ fn cut_site(s: &str) -> String {
 /// Places the chains on a circle (a cycle reads as one) and draws each wait as a curve,
 /// bent to its left so the two directions between a pair do not overlap.
 fn layout(graph: &WaitsSnapshot) -> WaitsPage {
-    let deadlocked = |c: u64| graph.deadlocked(c);
-    let mut order: Vec<u64> = Vec::new();
-    let mut titles: HashMap<u64, (String, String)> = HashMap::new();
-    let mut add = |p: &weft_telemetry::waits::PartySnapshot| {
-        if let std::collections::hash_map::Entry::Vacant(slot) = titles.entry(p.chain) {
-            order.push(p.chain);
+    let mut nodes = chain_nodes(graph);
+    let chain_node: HashMap<u64, usize> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((n.chain?, i)))
+        .collect();
+    // Locks nobody holds get a node of their own, so their waiters have an edge.
+    let mut lock_node: HashMap<u64, usize> = HashMap::new();
+    for l in graph.locks.iter().filter(|l| l.holders.is_empty()) {
+        lock_node.insert(l.lock.id, nodes.len());
+        nodes.push(Node {
+            chain: None,
+            title: cut(&l.lock.name()),
+            site: cut_site(&l.lock.site),
+            x: 0.0,
+            y: 0.0,
+            deadlocked: false,
+        });
+    }
+    let circle = Circle::of(nodes.len());
+    for (i, node) in nodes.iter_mut().enumerate() {
+        (node.x, node.y) = circle.place(i);
+    }
+    let edges = edges(graph, &nodes, &chain_node, &lock_node);
+    WaitsPage {
+        page: "waits",
+        width: num(2.0 * circle.cx),
+        height: num(circle.cy + circle.radius + NODE_H / 2.0 + 30.0),
+        nodes,
+        edges,
+        locks: graph.locks.clone(),
+        deadlocks: graph.deadlocks.clone(),
+    }
+}
+
+/// A node for each chain that holds or waits on a lock, in the order first met, not
+/// placed yet.
+fn chain_nodes(graph: &WaitsSnapshot) -> Vec<Node> {
+    let mut seen = HashSet::new();
+    graph
+        .locks
+        .iter()
+        .flat_map(|l| l.holders.iter().chain(&l.waiters))
+        .filter(|p| seen.insert(p.chain))
+        .map(|p| {
             let title = match &p.label {
                 Some(l) => format!("{} {l}", p.chain),
                 None => format!("Deferred {}", p.chain),
@@ -145,61 +184,62 @@ fn layout(graph: &WaitsSnapshot) -> WaitsPage {
                 .site
                 .clone()
                 .unwrap_or_else(|| format!("(ended) {}", p.at));
-            slot.insert((cut(&title), cut_site(&site)));
-        }
-    };
-    for l in &graph.locks {
-        for p in l.holders.iter().chain(&l.waiters) {
-            add(p);
-        }
-    }
-    // Locks nobody holds get a node of their own, so their waiters have an edge.
-    let unheld: Vec<&LockSnapshot> = graph
-        .locks
-        .iter()
-        .filter(|l| l.holders.is_empty())
-        .collect();
-    let count = order.len() + unheld.len();
-    let radius = if count <= 1 {
-        0.0
-    } else {
-        (count as f64 * (NODE_W * 0.75) / std::f64::consts::TAU).max(NODE_W * 0.8)
-    };
-    let (cx, cy) = (radius + NODE_W / 2.0 + 20.0, radius + NODE_H / 2.0 + 50.0);
-    let place = |i: usize| {
-        let angle = -std::f64::consts::FRAC_PI_2 + i as f64 * std::f64::consts::TAU / count as f64;
-        (cx + radius * angle.cos(), cy + radius * angle.sin())
-    };
-    let mut nodes: Vec<Node> = order
-        .iter()
-        .enumerate()
-        .map(|(i, &chain)| {
-            let (x, y) = place(i);
-            let (title, site) = titles[&chain].clone();
             Node {
-                chain: Some(chain),
-                title,
-                site,
-                x,
-                y,
-                deadlocked: deadlocked(chain),
+                chain: Some(p.chain),
+                title: cut(&title),
+                site: cut_site(&site),
+                x: 0.0,
+                y: 0.0,
+                deadlocked: graph.deadlocked(p.chain),
             }
         })
-        .collect();
-    let mut lock_node: HashMap<u64, usize> = HashMap::new();
-    for (j, l) in unheld.iter().enumerate() {
-        let (x, y) = place(order.len() + j);
-        lock_node.insert(l.lock.id, nodes.len());
-        nodes.push(Node {
-            chain: None,
-            title: cut(&l.lock.name()),
-            site: cut_site(&l.lock.site),
-            x,
-            y,
-            deadlocked: false,
-        });
+        .collect()
+}
+
+/// `count` places spread evenly on a circle, the first at the top, wide enough for the
+/// boxes not to overlap.
+struct Circle {
+    count: usize,
+    radius: f64,
+    cx: f64,
+    cy: f64,
+}
+
+impl Circle {
+    fn of(count: usize) -> Self {
+        let radius = if count <= 1 {
+            0.0
+        } else {
+            (count as f64 * (NODE_W * 0.75) / std::f64::consts::TAU).max(NODE_W * 0.8)
+        };
+        Self {
+            count,
+            radius,
+            cx: radius + NODE_W / 2.0 + 20.0,
+            cy: radius + NODE_H / 2.0 + 50.0,
+        }
     }
-    let index: HashMap<u64, usize> = order.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+
+    /// The centre of the `i`-th place.
+    fn place(&self, i: usize) -> (f64, f64) {
+        let angle =
+            -std::f64::consts::FRAC_PI_2 + i as f64 * std::f64::consts::TAU / self.count as f64;
+        (
+            self.cx + self.radius * angle.cos(),
+            self.cy + self.radius * angle.sin(),
+        )
+    }
+}
+
+/// Each wait as a curve from its waiter's node to its holder's, or to its lock's when
+/// nobody holds it (their indices in `nodes` by chain and by lock), labelled by the lock
+/// and marked where it closes a deadlock.
+fn edges(
+    graph: &WaitsSnapshot,
+    nodes: &[Node],
+    chain_node: &HashMap<u64, usize>,
+    lock_node: &HashMap<u64, usize>,
+) -> Vec<Edge> {
     let names: HashMap<u64, String> = graph
         .locks
         .iter()
@@ -211,16 +251,15 @@ fn layout(graph: &WaitsSnapshot) -> WaitsPage {
             .iter()
             .any(|c| c.iter().any(|m| m.chain.chain == w && m.lock.id == lock))
     };
-    let edges = graph
+    graph
         .edges()
         .iter()
         .map(|e| {
-            let from = &nodes[index[&e.waiter]];
             let to = match e.holder {
-                Some(h) => &nodes[index[&h]],
-                None => &nodes[lock_node[&e.lock]],
+                Some(holder) => chain_node[&holder],
+                None => lock_node[&e.lock],
             };
-            let (path, lx, ly) = curve(from, to);
+            let (path, lx, ly) = curve(&nodes[chain_node[&e.waiter]], &nodes[to]);
             Edge {
                 path,
                 label: names.get(&e.lock).cloned().unwrap_or_default(),
@@ -230,16 +269,7 @@ fn layout(graph: &WaitsSnapshot) -> WaitsPage {
                 deadlocked: in_cycle(e.waiter, e.lock),
             }
         })
-        .collect();
-    WaitsPage {
-        page: "waits",
-        width: num(2.0 * cx),
-        height: num(cy + radius + NODE_H / 2.0 + 30.0),
-        nodes,
-        edges,
-        locks: graph.locks.clone(),
-        deadlocks: graph.deadlocks.clone(),
-    }
+        .collect()
 }
 
 /// Where the ray from a node's centre towards `(dx, dy)` leaves its box.

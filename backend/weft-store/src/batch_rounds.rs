@@ -1,8 +1,8 @@
 //! How a batch's records reach their statements: grouped by table, and, where the database
 //! demands it, in rounds that write no key twice.
 
-use crate::batch::Insert;
 use crate::catalog::CatalogSync;
+use crate::insert::Insert;
 use crate::records::{
     ConnectionRecord, DeferredRecord, EventRecord, QueryRecord, Record, ServiceRecord, StepRecord,
 };

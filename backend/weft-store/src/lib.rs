@@ -34,8 +34,9 @@
 //!   migrations from the repository's `migrations/`, and the file identity used to notice deletion.
 //! - `writer`: the bounded queue and the task that drains it. Records flow
 //!   `Writer::try_send` → queue → batch (by count or age) → `batch` → one transaction.
-//! - `batch`: the prepared multi-row upserts that write one batch; `batch_rounds`: a
-//!   batch's records by table, and in rounds where PostgreSQL needs them.
+//! - `batch`: the prepared multi-row upserts that write one batch; `insert`: each record
+//!   as a row of its table (columns, key, what an upsert merges, its binds);
+//!   `batch_rounds`: a batch's records by table, and in rounds where PostgreSQL needs them.
 //! - `catalog`: the services the writer was given, kept to be listed before they are
 //!   committed and written again into a recreated file.
 //! - `lock`: one writer per file: the advisory lock on `PATH.lock` a store takes before it
@@ -54,6 +55,7 @@ mod batch_rounds;
 mod catalog;
 mod columns;
 mod error;
+mod insert;
 mod interrupted;
 mod lock;
 mod options;

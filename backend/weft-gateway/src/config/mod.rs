@@ -10,9 +10,12 @@
 //! take them is refused here rather than at start.
 //!
 //! Layout: `raw` (the file as written, with spans), `validate` (meaning and defaults),
-//! `preflight` (what binding or connecting would refuse), `keypath` (the key at a span,
-//! for TOML's own errors), `error` ([`ConfigError`] and locating spans).
+//! with the sections that need more in files of their own (`dashboard`, `gateway`,
+//! `notify`, `otlp`, `fleet`), `preflight` (what binding or connecting would refuse),
+//! `keypath` (the key at a span, for TOML's own errors), `error` ([`ConfigError`] and
+//! locating spans).
 
+mod dashboard;
 mod error;
 mod fleet;
 mod gateway;

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 use weft::endpoint::{ClientEndpoint, ServerEndpoint};
-use weft_inspector::DashboardEndpointError;
 
 use super::error::Locator;
 use super::preflight::{self, Listeners};
 use super::raw::{RawConfig, RawService};
 use super::{
-    Config, ConfigError, DashboardConfig, DemoConfig, InspectConfig, LogConfig, LogFormat,
-    MAX_DURATION, ServiceConfig, StoreConfig, keypath,
+    Config, ConfigError, DemoConfig, InspectConfig, LogConfig, LogFormat, MAX_DURATION,
+    ServiceConfig, StoreConfig, keypath,
 };
 use crate::services;
 
@@ -27,7 +26,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let key = e.span().and_then(|span| keypath::at(text, &span));
         at.error(e.span(), key, e.message().trim())
     })?;
-    let dashboard = dashboard(&at, &raw)?;
+    let dashboard = super::dashboard::dashboard(&at, &raw.dashboard)?;
     let store = store(&at, &raw)?;
     let inspect = inspect(&at, &raw)?;
     let log = log(&at, &raw)?;
@@ -388,117 +387,6 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
     }
     Ok(path)
 }
-
-fn dashboard(at: &Locator<'_>, raw: &RawConfig) -> Result<DashboardConfig, ConfigError> {
-    let token = match &raw.dashboard.token {
-        Some(t) if t.get_ref().trim().is_empty() => {
-            return Err(at.error(
-                Some(t.span()),
-                key("dashboard.token"),
-                "must not be empty; remove it for no token",
-            ));
-        }
-        Some(t) => Some(t.get_ref().clone()),
-        None => None,
-    };
-    let token = match (&raw.dashboard.token_env, token) {
-        (Some(var), Some(_)) => {
-            return Err(at.error(
-                Some(var.span()),
-                key("dashboard.token_env"),
-                "set either `token` or `token_env`, not both",
-            ));
-        }
-        (Some(var), None) => match std::env::var(var.get_ref()) {
-            Ok(value) if !value.trim().is_empty() => Some(value),
-            _ => {
-                return Err(at.error(
-                    Some(var.span()),
-                    key("dashboard.token_env"),
-                    format!(
-                        "the environment variable {:?} is not set (or empty)",
-                        var.get_ref()
-                    ),
-                ));
-            }
-        },
-        (None, token) => token,
-    };
-    let (listen, span) = match &raw.dashboard.listen {
-        Some(l) => (l.get_ref().clone(), Some(l.span())),
-        None => ("tcp:9180:interface=127.0.0.1".to_owned(), None),
-    };
-    let err = |message: String| at.error(span.clone(), key("dashboard.listen"), message);
-    match weft_inspector::dashboard_addr(&listen, token.as_deref()) {
-        Ok(_) => {}
-        Err(DashboardEndpointError::NeedsToken(_)) => {
-            return Err(err(format!(
-                "{listen:?} is reachable from other machines; set `token` (or `token_env`) in [dashboard] or listen on \
-                 a loopback interface (tcp:PORT:interface=127.0.0.1)"
-            )));
-        }
-        Err(e) => return Err(err(e.to_string())),
-    }
-    let mut allowed_hosts = Vec::new();
-    for (i, host) in raw
-        .dashboard
-        .allowed_hosts
-        .iter()
-        .flat_map(|h| h.get_ref().iter())
-        .enumerate()
-    {
-        let parsed = host
-            .get_ref()
-            .parse()
-            .map_err(|e: weft_dashboard::HostError| {
-                at.error(
-                    Some(host.span()),
-                    key(&format!("dashboard.allowed_hosts[{i}]")),
-                    e.to_string(),
-                )
-            })?;
-        allowed_hosts.push(parsed);
-    }
-    let count = |name: &str, value: &Option<Spanned<i64>>, least: i64, default: usize| match value {
-        Some(n) if !(least..=MAX_DASHBOARD_CONNECTIONS).contains(n.get_ref()) => Err(at.error(
-            Some(n.span()),
-            key(&format!("dashboard.{name}")),
-            format!(
-                "must be between {least} and {MAX_DASHBOARD_CONNECTIONS}, got {}",
-                n.get_ref()
-            ),
-        )),
-        Some(n) => Ok(usize::try_from(*n.get_ref()).expect("checked to be in range")),
-        None => Ok(default),
-    };
-    let dashboard = &raw.dashboard;
-    Ok(DashboardConfig {
-        listen,
-        token,
-        allowed_hosts,
-        max_live_clients: count(
-            "max_live_clients",
-            &dashboard.max_live_clients,
-            1,
-            weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
-        )?,
-        max_connections: count(
-            "max_connections",
-            &dashboard.max_connections,
-            1,
-            weft_dashboard::server::DEFAULT_MAX_CONNECTIONS,
-        )?,
-        max_connections_per_peer: count(
-            "max_connections_per_peer",
-            &dashboard.max_connections_per_peer,
-            0,
-            weft_dashboard::server::DEFAULT_MAX_CONNECTIONS_PER_PEER,
-        )?,
-    })
-}
-
-/// The most `/ws` clients or connections the dashboard's caps may allow.
-const MAX_DASHBOARD_CONNECTIONS: i64 = 100_000;
 
 /// Every duration key: `default` when absent; otherwise longer than zero and at most
 /// [`MAX_DURATION`], so that adding it to the clock cannot overflow.

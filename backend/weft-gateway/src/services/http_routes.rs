@@ -79,38 +79,7 @@ fn route(
 ) -> Result<Route, ConfigError> {
     let raw = spanned.get_ref();
     let field = |name: &str| format!("{key}.{name}");
-    let urls: Vec<(&Spanned<String>, String)> = match (&raw.upstream, &raw.upstreams) {
-        (Some(one), None) => vec![(one, field("upstream"))],
-        (None, Some(list)) => {
-            let n = list.get_ref().len();
-            if n == 0 || n > MAX_UPSTREAMS {
-                return Err(ctx.error(
-                    list.span(),
-                    &field("upstreams"),
-                    format!("needs between 1 and {MAX_UPSTREAMS} upstream URLs, got {n}"),
-                ));
-            }
-            list.get_ref()
-                .iter()
-                .enumerate()
-                .map(|(j, u)| (u, format!("{key}.upstreams[{j}]")))
-                .collect()
-        }
-        (Some(_), Some(list)) => {
-            return Err(ctx.error(
-                list.span(),
-                &field("upstreams"),
-                "give `upstream` (one) or `upstreams` (several), not both",
-            ));
-        }
-        (None, None) => {
-            return Err(ctx.error(
-                spanned.span(),
-                &field("upstream"),
-                "a route needs `upstream = \"http://HOST:PORT\"` or `upstreams = [...]`",
-            ));
-        }
-    };
+    let urls = upstream_urls(ctx, key, spanned)?;
     let first = urls
         .first()
         .map(|(u, _)| u.get_ref().as_str())
@@ -165,6 +134,46 @@ fn route(
         ctx.error(span, &field(&name), e.to_string())
     })?;
     Ok(route)
+}
+
+/// The route's upstream URLs, from `upstream` (one) or `upstreams` (several), each with
+/// the key that names it in errors.
+fn upstream_urls<'r>(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    spanned: &'r Spanned<RawRoute>,
+) -> Result<Vec<(&'r Spanned<String>, String)>, ConfigError> {
+    let raw = spanned.get_ref();
+    let field = |name: &str| format!("{key}.{name}");
+    match (&raw.upstream, &raw.upstreams) {
+        (Some(one), None) => Ok(vec![(one, field("upstream"))]),
+        (None, Some(list)) => {
+            let n = list.get_ref().len();
+            if n == 0 || n > MAX_UPSTREAMS {
+                return Err(ctx.error(
+                    list.span(),
+                    &field("upstreams"),
+                    format!("needs between 1 and {MAX_UPSTREAMS} upstream URLs, got {n}"),
+                ));
+            }
+            Ok(list
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(j, u)| (u, format!("{key}.upstreams[{j}]")))
+                .collect())
+        }
+        (Some(_), Some(list)) => Err(ctx.error(
+            list.span(),
+            &field("upstreams"),
+            "give `upstream` (one) or `upstreams` (several), not both",
+        )),
+        (None, None) => Err(ctx.error(
+            spanned.span(),
+            &field("upstream"),
+            "a route needs `upstream = \"http://HOST:PORT\"` or `upstreams = [...]`",
+        )),
+    }
 }
 
 /// `max_fails`, `eject_for` and `health` of one route.

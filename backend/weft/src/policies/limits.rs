@@ -1,9 +1,10 @@
 //! Connection limits in total and per peer (Twisted's `LimitTotalConnectionsFactory`,
 //! `LimitConnectionsByPeer`).
 //!
-//! [`PeerLimit`] counts connections per host and [`TotalLimit`] all of them; both are what
-//! listeners apply before any protocol runs ([`ListenOptions`](crate::net::ListenOptions)).
-//! [`ConnectionLimits`] wraps a factory with the same per-host count and a total.
+//! A [`Limit`] caps connections open at once under what its [`Tally`] counts them by:
+//! [`PeerLimit`] per host, [`TotalLimit`] all of them; both are what listeners apply before
+//! any protocol runs ([`ListenOptions`](crate::net::ListenOptions)).
+//! [`ConnectionLimits`] wraps a factory with the same two limits.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -39,41 +40,36 @@ impl PeerKey {
     }
 }
 
-/// Connections open per peer, shared by a limit, its clones and its slots.
-type OpenPerPeer = Rc<RefCell<HashMap<PeerKey, usize>>>;
-
-/// At most `max` connections open at once from one peer (an IPv4 address or an IPv6
-/// /64), counted across every listener given a clone of it. Unix-socket peers are not
-/// counted.
-#[derive(Clone)]
-pub struct PeerLimit {
+/// A cap of `max` connections open at once, counted by `T`: [`TotalLimit`] counts them
+/// all, [`PeerLimit`] those of each peer. Clones, and the limits [`with_max`](Self::with_max)
+/// makes, share one count, so the listeners given them count together.
+pub struct Limit<T> {
     max: usize,
-    /// Shared by the limit's clones and by each connection's slot, which gives its place back when
-    /// dropped.
-    open: OpenPerPeer,
+    /// Shared by the limit's clones and by each connection's slot, which gives its place
+    /// back when dropped.
+    open: Rc<T>,
 }
 
-impl std::fmt::Debug for PeerLimit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerLimit")
-            .field("max", &self.max)
-            .field("peers", &self.open.borrow().len())
-            .finish()
+/// What a [`Limit`] counts connections under, and how many each key holds now.
+pub trait Tally: Default {
+    /// What one connection is counted under: `()` for a total, its [`PeerKey`] per peer.
+    type Key: Copy;
+    /// Takes a place under `key`, or says `false` when `max` are held there already.
+    fn take(&self, key: Self::Key, max: usize) -> bool;
+    /// Gives back a place taken under `key`.
+    fn give_back(&self, key: Self::Key);
+}
+
+impl<T> Clone for Limit<T> {
+    fn clone(&self) -> Self {
+        self.with_max(self.max)
     }
 }
 
-impl PeerLimit {
-    /// A limit of `max` connections per peer.
-    pub fn new(max: usize) -> Self {
-        Self {
-            max,
-            open: Rc::default(),
-        }
-    }
-
+impl<T> Limit<T> {
     /// A limit of `max` that counts the same connections as this one: what either admits
-    /// counts against both. A listener that replaces another keeps counting the
-    /// connections the old one admitted.
+    /// counts against both. A listener that replaces another (a reload changing the cap)
+    /// keeps counting the connections the old one admitted.
     pub fn with_max(&self, max: usize) -> Self {
         Self {
             max,
@@ -81,129 +77,83 @@ impl PeerLimit {
         }
     }
 
-    /// The most connections one peer may hold.
+    /// The most connections it lets be open at once (per peer, for a [`PeerLimit`]).
     pub fn max(&self) -> usize {
         self.max
     }
+}
 
-    /// Connections open now from `peer`.
-    pub fn open_from(&self, peer: &Address) -> usize {
-        PeerKey::of(peer).map_or(0, |key| self.open.borrow().get(&key).copied().unwrap_or(0))
-    }
-
-    /// Takes a slot for a connection from `peer`, or `None` when the peer already holds
-    /// `max`. The slot is given back when the returned guard is dropped.
-    pub fn admit(&self, peer: &Address) -> Option<PeerSlot> {
-        let Some(key) = PeerKey::of(peer) else {
-            return Some(PeerSlot::unlimited());
-        };
-        let mut open = self.open.borrow_mut();
-        let n = open.entry(key).or_default();
-        if *n >= self.max {
-            if *n == 0 {
-                open.remove(&key);
-            }
-            return None;
+impl<T: Tally> Limit<T> {
+    /// A limit of `max` connections.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Rc::default(),
         }
-        *n += 1;
-        Some(PeerSlot(Some((self.open.clone(), key))))
+    }
+
+    /// Takes a place under `key`, given back when the returned guard is dropped.
+    fn take(&self, key: T::Key) -> Option<Slot<T>> {
+        self.open
+            .take(key, self.max)
+            .then(|| Slot(Some((self.open.clone(), key))))
     }
 }
 
-/// One connection's place in a [`PeerLimit`]; dropping it frees the place.
+/// One connection's place in a [`Limit`]; dropping it frees the place.
 #[must_use = "the slot is freed when dropped"]
-pub struct PeerSlot(Option<(OpenPerPeer, PeerKey)>);
+pub struct Slot<T: Tally>(Option<(Rc<T>, T::Key)>);
 
-impl std::fmt::Debug for PeerSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PeerSlot")
-    }
-}
-
-impl PeerSlot {
+impl<T: Tally> Slot<T> {
     /// A slot that counts nothing, for listeners without a cap.
     pub(crate) fn unlimited() -> Self {
         Self(None)
     }
 }
 
-impl Drop for PeerSlot {
+impl<T: Tally> Drop for Slot<T> {
     fn drop(&mut self) {
         if let Some((open, key)) = self.0.take() {
-            let mut open = open.borrow_mut();
-            if let Some(n) = open.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&key);
-                }
-            }
+            open.give_back(key);
         }
     }
 }
 
 /// At most `max` connections open at once in all, counted across every listener given a
 /// clone of it (Twisted's `LimitTotalConnectionsFactory`, applied as the listener accepts).
-#[derive(Clone)]
-pub struct TotalLimit {
-    max: usize,
-    /// Shared by the limit's clones and by each connection's slot, which gives its place
-    /// back when dropped.
-    open: Rc<Cell<usize>>,
+pub type TotalLimit = Limit<Total>;
+/// One connection's place in a [`TotalLimit`].
+pub type TotalSlot = Slot<Total>;
+
+/// The count of a [`TotalLimit`]: connections open now.
+#[derive(Debug, Default)]
+pub struct Total(Cell<usize>);
+
+impl Tally for Total {
+    type Key = ();
+
+    fn take(&self, (): (), max: usize) -> bool {
+        let n = self.0.get();
+        if n >= max {
+            return false;
+        }
+        self.0.set(n + 1);
+        true
+    }
+
+    fn give_back(&self, (): ()) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl std::fmt::Debug for TotalLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TotalLimit")
             .field("max", &self.max)
-            .field("open", &self.open.get())
+            .field("open", &self.open())
             .finish()
     }
 }
-
-impl TotalLimit {
-    /// A limit of `max` connections in all.
-    pub fn new(max: usize) -> Self {
-        Self {
-            max,
-            open: Rc::default(),
-        }
-    }
-
-    /// A limit of `max` that counts the same connections as this one, so a listener that
-    /// replaces another (a reload changing the cap) keeps counting those the old one
-    /// admitted.
-    pub fn with_max(&self, max: usize) -> Self {
-        Self {
-            max,
-            open: self.open.clone(),
-        }
-    }
-
-    /// The most connections open at once.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.get()
-    }
-
-    /// Takes a place for one more connection, or `None` when `max` are open. The place is
-    /// given back when the returned guard is dropped.
-    pub fn admit(&self) -> Option<TotalSlot> {
-        let n = self.open.get();
-        if n >= self.max {
-            return None;
-        }
-        self.open.set(n + 1);
-        Some(TotalSlot(self.open.clone()))
-    }
-}
-
-/// One connection's place in a [`TotalLimit`]; dropping it frees the place.
-#[must_use = "the slot is freed when dropped"]
-pub struct TotalSlot(Rc<Cell<usize>>);
 
 impl std::fmt::Debug for TotalSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,27 +161,104 @@ impl std::fmt::Debug for TotalSlot {
     }
 }
 
-impl Drop for TotalSlot {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
+impl TotalLimit {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.0.get()
+    }
+
+    /// Takes a place for one more connection, or `None` when `max` are open. The place is
+    /// given back when the returned guard is dropped.
+    pub fn admit(&self) -> Option<TotalSlot> {
+        self.take(())
     }
 }
 
+/// At most `max` connections open at once from one peer (an IPv4 address or an IPv6
+/// /64), counted across every listener given a clone of it. Unix-socket peers are not
+/// counted.
+pub type PeerLimit = Limit<PerPeer>;
+/// One connection's place in a [`PeerLimit`].
+pub type PeerSlot = Slot<PerPeer>;
+
+/// The count of a [`PeerLimit`]: connections open now from each peer that has one.
 #[derive(Default)]
-struct Counts {
-    /// Connections open through this factory now, given back by each connection when it ends.
-    total: Cell<usize>,
-    /// Why the last connection was refused, so the listener counts the refusal under that reason.
-    last_refusal: Cell<&'static str>,
+pub struct PerPeer(RefCell<HashMap<PeerKey, usize>>);
+
+impl std::fmt::Debug for PerPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} peers", self.0.borrow().len())
+    }
+}
+
+impl std::fmt::Debug for PeerLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLimit")
+            .field("max", &self.max)
+            .field("peers", &self.open.0.borrow().len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PeerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerSlot")
+    }
+}
+
+impl Tally for PerPeer {
+    type Key = PeerKey;
+
+    fn take(&self, key: PeerKey, max: usize) -> bool {
+        let mut open = self.0.borrow_mut();
+        let n = open.entry(key).or_default();
+        if *n >= max {
+            if *n == 0 {
+                open.remove(&key);
+            }
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn give_back(&self, key: PeerKey) {
+        let mut open = self.0.borrow_mut();
+        if let Some(n) = open.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&key);
+            }
+        }
+    }
+}
+
+impl PeerLimit {
+    /// Connections open now from `peer`.
+    pub fn open_from(&self, peer: &Address) -> usize {
+        PeerKey::of(peer).map_or(0, |key| {
+            self.open.0.borrow().get(&key).copied().unwrap_or(0)
+        })
+    }
+
+    /// Takes a slot for a connection from `peer`, or `None` when the peer already holds
+    /// `max`. The slot is given back when the returned guard is dropped.
+    pub fn admit(&self, peer: &Address) -> Option<PeerSlot> {
+        match PeerKey::of(peer) {
+            Some(key) => self.take(key),
+            None => Some(PeerSlot::unlimited()),
+        }
+    }
 }
 
 /// Refuses connections beyond `max_total` open, or `max_per_peer` from one host.
 pub struct ConnectionLimits<F> {
     inner: F,
-    max_total: Option<usize>,
+    /// Every connection this factory admitted, capped at `max_total` (uncapped until set).
+    total: TotalLimit,
     per_peer: Option<PeerLimit>,
-    /// Shared with every connection it admitted, which decrements `total` when it ends.
-    counts: Rc<Counts>,
+    /// Why the last connection was refused, so the listener counts the refusal under that reason.
+    last_refusal: Cell<&'static str>,
 }
 
 impl<F: Factory> ConnectionLimits<F> {
@@ -239,15 +266,15 @@ impl<F: Factory> ConnectionLimits<F> {
     pub fn new(inner: F) -> Self {
         Self {
             inner,
-            max_total: None,
+            total: TotalLimit::new(usize::MAX),
             per_peer: None,
-            counts: Rc::default(),
+            last_refusal: Cell::new(""),
         }
     }
 
     /// At most `n` connections open at once.
     pub fn max_total(mut self, n: usize) -> Self {
-        self.max_total = Some(n);
+        self.total = self.total.with_max(n);
         self
     }
 
@@ -259,41 +286,36 @@ impl<F: Factory> ConnectionLimits<F> {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.counts.total.get()
+        self.total.open()
     }
 }
 
 impl<F: Factory> Factory for ConnectionLimits<F> {
     fn build_protocol(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
-        let counts = &self.counts;
-        if self.max_total.is_some_and(|max| counts.total.get() >= max) {
-            counts.last_refusal.set("limit_total");
+        let Some(total) = self.total.admit() else {
+            self.last_refusal.set("limit_total");
             return None;
-        }
-        let slot = match &self.per_peer {
-            Some(limit) => match limit.admit(peer) {
-                Some(slot) => Some(slot),
-                None => {
-                    counts.last_refusal.set("limit_peer");
-                    return None;
-                }
-            },
-            None => None,
+        };
+        let per_peer = match &self.per_peer {
+            Some(limit) => limit.admit(peer),
+            None => Some(PeerSlot::unlimited()),
+        };
+        let Some(per_peer) = per_peer else {
+            self.last_refusal.set("limit_peer");
+            return None;
         };
         let Some(inner) = self.inner.build_protocol(peer) else {
-            counts.last_refusal.set(self.inner.refusal_reason());
+            self.last_refusal.set(self.inner.refusal_reason());
             return None;
         };
-        counts.total.set(counts.total.get() + 1);
         Some(Box::new(Counted {
             inner,
-            counts: counts.clone(),
-            _slot: slot,
+            _slots: (total, per_peer),
         }))
     }
 
     fn refusal_reason(&self) -> &'static str {
-        self.counts.last_refusal.get()
+        self.last_refusal.get()
     }
 
     fn start_factory(&self) {
@@ -308,16 +330,8 @@ impl<F: Factory> Factory for ConnectionLimits<F> {
 /// A protocol that gives its places back when the connection ends.
 struct Counted {
     inner: Box<dyn Protocol>,
-    /// Where this connection gives its place in the total back when it is dropped.
-    counts: Rc<Counts>,
-    /// Held only for its drop, which gives the peer's place back.
-    _slot: Option<PeerSlot>,
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.counts.total.set(self.counts.total.get() - 1);
-    }
+    /// Held only for their drop, which gives the places in the total and the peer's back.
+    _slots: (TotalSlot, PeerSlot),
 }
 
 impl Protocol for Counted {

@@ -7,6 +7,9 @@ mod limits;
 mod throttle;
 mod timeout;
 
-pub use limits::{ConnectionLimits, PeerKey, PeerLimit, PeerSlot, TotalLimit, TotalSlot};
+pub use limits::{
+    ConnectionLimits, Limit, PeerKey, PeerLimit, PeerSlot, PerPeer, Slot, Tally, Total, TotalLimit,
+    TotalSlot,
+};
 pub use throttle::Throttled;
 pub use timeout::IdleTimeout;

@@ -1,0 +1,180 @@
+//! The syntax of an endpoint string: fields split at unescaped colons, the kind first,
+//! positional fields before `key=value` options; each field is taken once by what reads
+//! the kind, and [`Fields::done`] names whatever is left over.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{DEFAULT_CONNECT_TIMEOUT, EndpointError};
+
+/// An endpoint string split into its fields, each taken once by what reads its kind.
+pub(super) struct Fields<'a> {
+    input: &'a str,
+    /// The first field: `tcp`, `unix`, ...
+    pub(super) kind: String,
+    positional: Vec<String>,
+    options: Vec<(String, String)>,
+}
+
+impl<'a> Fields<'a> {
+    /// Splits `input`; fails on a lone backslash, no kind, or a positional field after an
+    /// option.
+    pub(super) fn parse(input: &'a str) -> Result<Self, EndpointError> {
+        let mut fields = Vec::new();
+        let mut current = String::new();
+        let mut chars = input.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(next) => current.push(next),
+                    None => return Err(error(input, input, "ends with a lone backslash")),
+                },
+                ':' => fields.push(std::mem::take(&mut current)),
+                c => current.push(c),
+            }
+        }
+        fields.push(current);
+        let mut iter = fields.into_iter();
+        let kind = iter.next().unwrap_or_default();
+        if kind.is_empty() {
+            return Err(error(
+                input,
+                "",
+                "has no endpoint type (tcp, tcp6, udp, unix, ssl)",
+            ));
+        }
+        let mut positional = Vec::new();
+        let mut options = Vec::new();
+        for field in iter {
+            match field.split_once('=') {
+                Some((key, value)) => options.push((key.to_owned(), value.to_owned())),
+                None if options.is_empty() => positional.push(field),
+                None => {
+                    return Err(error(
+                        input,
+                        &field,
+                        "is positional but follows key=value options",
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            input,
+            kind,
+            positional,
+            options,
+        })
+    }
+
+    /// The error naming `part` of this string.
+    pub(super) fn err(&self, part: &str, reason: &str) -> EndpointError {
+        error(self.input, part, reason)
+    }
+
+    /// Takes the option `key`, or the next positional field.
+    pub(super) fn take(&mut self, key: &str, positional: bool) -> Option<String> {
+        if let Some(i) = self.options.iter().position(|(k, _)| k == key) {
+            return Some(self.options.remove(i).1);
+        }
+        if positional && !self.positional.is_empty() {
+            return Some(self.positional.remove(0));
+        }
+        None
+    }
+
+    /// Like [`take`](Self::take), failing with what the kind needs when it is absent.
+    pub(super) fn required(
+        &mut self,
+        key: &str,
+        positional: bool,
+    ) -> Result<String, EndpointError> {
+        self.take(key, positional)
+            .ok_or_else(|| self.err(&self.kind.clone(), &format!("needs {key}")))
+    }
+
+    /// The next positional field (or `port=`) as a port number.
+    pub(super) fn port(&mut self) -> Result<u16, EndpointError> {
+        let port = self.required("port", true)?;
+        port.parse()
+            .map_err(|_| self.err(&port, "is not a port number (0-65535)"))
+    }
+
+    /// The option `key` parsed as `what`, if given.
+    pub(super) fn parsed<T: FromStr>(
+        &mut self,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<T>, EndpointError> {
+        match self.take(key, false) {
+            None => Ok(None),
+            Some(value) => value
+                .parse()
+                .map(Some)
+                .map_err(|_| self.err(&format!("{key}={value}"), &format!("is not {what}"))),
+        }
+    }
+
+    /// `interface=`, or `default`.
+    pub(super) fn interface(&mut self, default: IpAddr) -> Result<IpAddr, EndpointError> {
+        Ok(self
+            .parsed("interface", "an IP address")?
+            .unwrap_or(default))
+    }
+
+    /// `timeout=` in seconds (positive), or [`DEFAULT_CONNECT_TIMEOUT`].
+    pub(super) fn timeout(&mut self) -> Result<Duration, EndpointError> {
+        match self.parsed::<f64>("timeout", "a number of seconds")? {
+            None => Ok(DEFAULT_CONNECT_TIMEOUT),
+            Some(secs)
+                if secs > 0.0
+                    && let Ok(timeout) = Duration::try_from_secs_f64(secs) =>
+            {
+                Ok(timeout)
+            }
+            Some(secs) => Err(self.err(
+                &format!("timeout={secs}"),
+                "must be a positive number of seconds",
+            )),
+        }
+    }
+
+    /// `bindAddress=IP` (any port) or `bindAddress=IP\:PORT`.
+    pub(super) fn bind_address(&mut self) -> Result<Option<SocketAddr>, EndpointError> {
+        let Some(value) = self.take("bindAddress", false) else {
+            return Ok(None);
+        };
+        value
+            .parse::<SocketAddr>()
+            .or_else(|_| value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+            .map(Some)
+            .map_err(|_| {
+                self.err(
+                    &format!("bindAddress={value}"),
+                    "is not an IP address (or IP\\:PORT, the colon escaped)",
+                )
+            })
+    }
+
+    /// Fails on anything left over, naming it.
+    pub(super) fn done(self) -> Result<(), EndpointError> {
+        if let Some(extra) = self.positional.first() {
+            return Err(self.err(extra, "is an unexpected extra field"));
+        }
+        if let Some((key, value)) = self.options.first() {
+            return Err(self.err(
+                &format!("{key}={value}"),
+                &format!("is not an option of {}:", self.kind),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn error(input: &str, part: &str, reason: &str) -> EndpointError {
+    EndpointError {
+        input: input.to_owned(),
+        part: part.to_owned(),
+        reason: reason.to_owned(),
+    }
+}

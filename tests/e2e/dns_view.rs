@@ -2,7 +2,8 @@
 //! hickory-proto messages over UDP) answered from a zone, the cache and an upstream;
 //! `weft_dns_request_duration_seconds` on `/metrics` (clean under promtool); the `/dns`
 //! page with a hostile query name, escaped; the query log in the SQLite file under its
-//! budget with failures kept, shown again after a restart; and a stuck upstream named by
+//! budget with failures kept, shown again after a restart, and kept when the gateway
+//! stops right after answering; and a stuck upstream named by
 //! the pending chain's step in `/api/deferreds`.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -317,6 +318,34 @@ fn the_query_log_lands_in_history_under_its_budget_with_failures_kept() {
     assert_eq!(recent[0]["rcode"], "REFUSED", "newest first: {json:#}");
     let page = app.curl("/dns").unwrap();
     assert!(page.contains("x.elsewhere.test."), "{page}");
+}
+
+#[test]
+fn queries_answered_just_before_a_shutdown_still_reach_history() {
+    let port = free_port();
+    let mut app = spawn_app_stored("", |dir| served("auth", port).toml(dir));
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Failures, which the log always keeps; the last answered right before the signal.
+    for _ in 0..5 {
+        ask(
+            &client,
+            port,
+            &[b"x", b"elsewhere", b"test"],
+            RecordType::A,
+            true,
+        );
+    }
+    app.signal_and_wait("TERM");
+    let kept = query(&app.db, async |c| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM queries WHERE service = 'auth'")
+            .fetch_one(c)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        kept, 5,
+        "every answered query is in the history file after shutdown"
+    );
 }
 
 #[test]

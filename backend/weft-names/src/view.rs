@@ -287,13 +287,16 @@ impl QueryFigures {
             routine.max(MIN_FAILURES_PER_SECOND)
         };
         let [routine_skipped, failures_skipped] = skipped;
-        let _ = self.log.set(Log::new(
-            sink,
-            [
-                Budget::new(routine, routine_skipped),
-                Budget::new(failures, failures_skipped),
-            ],
-        ));
+        // Built only the first time (a reload calls this again): it registers a hook.
+        self.log.get_or_init(|| {
+            Log::new(
+                sink,
+                [
+                    Budget::new(routine, routine_skipped),
+                    Budget::new(failures, failures_skipped),
+                ],
+            )
+        });
     }
 
     fn upstream(&self, addr: SocketAddr) -> Option<&UpstreamFigures> {

@@ -2,6 +2,7 @@
 //! and handed to the sink together, at most [`HOLD`] after the first of them (or once
 //! [`HELD_AT_MOST`] are held), because each hand-over may wake the history writer's
 //! thread, a system call and a switch of threads that cost more than answering a query.
+//! When the reactor stops, what is held is handed over before history is closed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,13 +26,22 @@ pub(super) struct Log {
 
 impl Log {
     pub(super) fn new(sink: QueryLog, budgets: [Budget; 2]) -> Self {
-        Self {
-            held: Arc::new(Held {
-                sink,
-                entries: Mutex::new(Vec::new()),
-            }),
-            budgets,
+        let held = Arc::new(Held {
+            sink,
+            entries: Mutex::new(Vec::new()),
+        });
+        // A reactor that stops hands over what is held when its connections have closed,
+        // before history is written out for the last time (the inspector's own hook in
+        // that phase waits; this one runs first).
+        if let Some(reactor) = weft::Reactor::try_current() {
+            let held = Arc::downgrade(&held);
+            reactor.add_shutdown_hook(weft::Phase::After, move || {
+                if let Some(held) = held.upgrade() {
+                    held.hand_over();
+                }
+            });
         }
+        Self { held, budgets }
     }
 
     /// Logs the answer `a` of second `second` if its budget lets it.

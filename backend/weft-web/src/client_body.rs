@@ -133,10 +133,14 @@ mod tests {
     async fn a_body_that_keeps_coming_is_read_and_one_that_stalls_past_the_timeout_fails() {
         let (tx, body) = channel();
         let mut paced = Paced::new(body, Duration::from_secs(10));
+        // Each piece comes 9 s after the body is waited on, while the timer runs: 45 s in
+        // all, past one timeout, so only a timer moved by each piece lets them through.
         for _ in 0..5 {
-            tokio::time::sleep(Duration::from_secs(9)).await;
-            tx.send(Bytes::from_static(b"piece")).unwrap();
-            let frame = poll_fn(|cx| Pin::new(&mut paced).poll_frame(cx)).await;
+            let (frame, ()) =
+                tokio::join!(poll_fn(|cx| Pin::new(&mut paced).poll_frame(cx)), async {
+                    tokio::time::sleep(Duration::from_secs(9)).await;
+                    tx.send(Bytes::from_static(b"piece")).unwrap();
+                });
             assert_eq!(frame.unwrap().unwrap().into_data().unwrap(), "piece");
         }
         let started = Instant::now();

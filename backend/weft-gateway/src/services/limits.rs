@@ -127,6 +127,7 @@ mod tests {
         let needs = match kind {
             "tcp-proxy" => "upstream = \"tcp:127.0.0.1:1\"\n",
             "http" => "[[service.route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n",
+            "dns" => "forward = [\"127.0.0.1:1\"]\n",
             _ => "",
         };
         let text = format!(
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn the_total_cap_is_read_for_every_kind_and_zero_or_past_a_million_is_rejected() {
-        for kind in ["echo", "discard", "tcp-proxy", "http"] {
+        for kind in ["echo", "discard", "tcp-proxy", "http", "dns"] {
             let l = limits(kind, "max_connections = 5").unwrap();
             assert_eq!(l.max_connections, 5, "{kind}");
         }

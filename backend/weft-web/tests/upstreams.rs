@@ -174,6 +174,20 @@ fn a_pooled_connection_closed_from_the_dashboard_does_not_fail_the_next_request(
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
 }
 
+#[test]
+fn a_pooled_connection_the_upstream_closes_leaves_the_pool() {
+    let a = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let server = balanced(&[&a], Balance::RoundRobin, Health::default());
+    assert_eq!(served_by(&server, "/x"), "a");
+    eventually("the connection is back in the pool", || {
+        server.upstream(&url(&a)).idle_connections == 1 && server.connections().len() == 1
+    });
+    a.kill();
+    eventually("the connection the upstream closed leaves the pool", || {
+        server.upstream(&url(&a)).idle_connections == 0 && server.connections().is_empty()
+    });
+}
+
 /// A self-signed certificate for `localhost` (its own CA), as PEM files in `dir`.
 fn certificate(dir: &std::path::Path, name: &str) -> (String, String) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();

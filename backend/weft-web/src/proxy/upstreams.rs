@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -108,12 +108,13 @@ impl RouteUpstreams {
     /// The upstream for the next attempt: not ejected, not in `tried`; `None` when no
     /// such upstream is left.
     pub(crate) fn pick(&self, tried: Tried) -> Option<usize> {
-        let now = Instant::now();
+        // Read only when an upstream is ejected.
+        let mut now = None;
         let n = self.targets.len();
         let start = self.next.get() % n;
         let candidates = (0..n)
             .map(|k| (start + k) % n)
-            .filter(|i| !tried.contains(*i) && !self.targets[*i].state.is_ejected(now));
+            .filter(|i| !tried.contains(*i) && !self.targets[*i].state.is_ejected(&mut now));
         let chosen = match self.balance {
             Balance::RoundRobin => candidates.into_iter().next(),
             // `min_by_key` keeps the first of equals: ties go in turn.
@@ -194,6 +195,9 @@ pub(crate) struct UpstreamState {
     /// Until when it gets no requests, by the monotonic clock and by the wall clock (for
     /// display).
     ejected_until: Mutex<Option<(Instant, SystemTime)>>,
+    /// Whether `ejected_until` is set: a request to a healthy upstream reads this, not
+    /// the lock and the clock.
+    ejected: AtomicBool,
     pub(crate) idle: AtomicUsize,
     pub(crate) busy: AtomicUsize,
     /// Requests sent to it and not yet answered, counting those still connecting.
@@ -215,6 +219,7 @@ impl UpstreamState {
             failures: AtomicU32::new(0),
             failures_total: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
+            ejected: AtomicBool::new(false),
             idle: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -223,13 +228,22 @@ impl UpstreamState {
         }
     }
 
-    fn is_ejected(&self, now: Instant) -> bool {
+    /// Whether it is ejected at `now` (read once, when first needed).
+    fn is_ejected(&self, now: &mut Option<Instant>) -> bool {
+        if !self.ejected.load(Relaxed) {
+            return false;
+        }
+        let now = *now.get_or_insert_with(Instant::now);
         lock(&self.ejected_until).is_some_and(|(until, _)| now < until)
     }
 
     fn succeeded(&self) {
-        self.failures.store(0, Relaxed);
-        *lock(&self.ejected_until) = None;
+        if self.failures.load(Relaxed) != 0 {
+            self.failures.store(0, Relaxed);
+        }
+        if self.ejected.swap(false, Relaxed) {
+            *lock(&self.ejected_until) = None;
+        }
     }
 
     /// Counts a failure; `true` if it ejects the upstream.
@@ -252,6 +266,7 @@ impl UpstreamState {
         let now = Instant::now();
         *lock(&self.ejected_until) =
             Some((now + health.eject_for, SystemTime::now() + health.eject_for));
+        self.ejected.store(true, Relaxed);
         true
     }
 

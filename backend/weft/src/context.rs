@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::defer::{DeferredId, Registry, StallConfig, WaitTable};
 use crate::observe::{ConnectionId, Observer};
 use crate::reactor::{Inner, ReactorConfig};
-use crate::tasks::{Scope, TaskSlots};
+use crate::tasks::{PollClock, Scope, TaskSlots};
 use crate::time::Clock;
 
 /// The state of one thread; every field starts empty or at its default.
@@ -26,6 +26,8 @@ pub(crate) struct Context {
     pub(crate) observer: RefCell<Option<Rc<Arc<dyn Observer>>>>,
     /// The clock `call_later` uses (the reactor's, or a fake one in tests).
     pub(crate) clock: RefCell<Option<Clock>>,
+    /// `clock`'s time as task polls read it: from the process stopwatch, anchored on it.
+    pub(crate) poll_clock: PollClock,
     /// The connection whose callback is running, so a Deferred created inside knows it.
     pub(crate) connection: Cell<Option<ConnectionId>>,
     /// The Deferred whose step is running, so a Deferred created inside knows its parent.
@@ -61,6 +63,7 @@ impl Context {
             reactor: RefCell::new(Weak::new()),
             observer: RefCell::new(None),
             clock: RefCell::new(None),
+            poll_clock: PollClock::new(),
             connection: Cell::new(None),
             running_deferred: Cell::new(None),
             slow_callback: Cell::new(ReactorConfig::DEFAULT_SLOW_CALLBACK),

@@ -1,4 +1,5 @@
-//! The stopwatch that times each Deferred step: one clock for the process, read raw.
+//! The stopwatch that times each Deferred step and each task poll: one clock for the
+//! process, read raw.
 //!
 //! quanta's `Instant::now` looks up a per-thread override clock and a global one on
 //! every call; a step is timed on every run, so the clock is resolved once here and read
@@ -12,6 +13,18 @@ static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
 #[inline]
 fn clock() -> &'static quanta::Clock {
     CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// A raw reading of the process clock, for [`nanos_between`].
+#[inline]
+pub(crate) fn raw() -> u64 {
+    clock().raw()
+}
+
+/// Nanoseconds between two raw readings (zero if the clock went backwards).
+#[inline]
+pub(crate) fn nanos_between(start: u64, end: u64) -> u64 {
+    clock().delta_as_nanos(start, end)
 }
 
 /// Times calls made one after another: each reading ends one call and starts the next,

@@ -1,4 +1,4 @@
-//! The wrapper every task runs in, and the per-poll path: two clock reads, a few
+//! The wrapper every task runs in, and the per-poll path: two stopwatch reads, a few
 //! relaxed stores into the task's own cell, no lock and no allocation.
 
 use std::cell::Cell;
@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
-use super::cell::{TaskCell, TaskKind, ns};
+use super::cell::{TaskCell, TaskKind};
 use super::detect;
 use super::events::{TaskEnded, TaskSpawned};
 use crate::defer::{DeferredEvent, DeferredId, Site};
 use crate::observe::{self, ConnectionId};
+use crate::reactor::profile;
 
 /// What the code inside a poll tells its task, kept per thread while the poll runs.
 #[derive(Default)]
@@ -96,13 +97,7 @@ pub(crate) fn note_waiting_on_peer() {
 /// Now on the thread's clock (a fake clock in tests), in nanoseconds.
 #[inline]
 fn now_ns() -> u64 {
-    crate::context::with(clock_ns)
-}
-
-#[inline]
-fn clock_ns(cx: &crate::context::Context) -> u64 {
-    let now = cx.clock.borrow().as_ref().map(crate::Clock::now);
-    ns(now.unwrap_or_else(crate::defer::clock_now))
+    crate::context::with(|cx| cx.poll_clock.now_ns(&cx.clock))
 }
 
 /// Holds the task's cell for its life; ends it however the task goes (returns, is
@@ -138,7 +133,7 @@ pub(crate) fn instrument<F: Future>(
     site: &'static Location<'static>,
     resolves: Option<DeferredId>,
 ) -> Instrumented<F> {
-    let now = crate::defer::clock_now();
+    let now = Duration::from_nanos(now_ns());
     let cell = Arc::new(TaskCell::new(
         DeferredId(observe::next_id()),
         label,
@@ -199,6 +194,9 @@ impl<F: Future> Future for Instrumented<F> {
 }
 
 /// One poll of a task.
+///
+/// Every future weft runs goes through here on every poll, so it reaches the thread's
+/// context and profile once each and reads the time from the stopwatch (`clock.rs`).
 #[inline]
 fn poll_task<F: Future>(
     cell: &Arc<TaskCell>,
@@ -207,49 +205,49 @@ fn poll_task<F: Future>(
     cx: &mut Context<'_>,
 ) -> Poll<F::Output> {
     cell.remember_waker(cx.waker());
-    // One thread-local access on each side of the poll: the clock and the scope together.
-    let (start, outer) = crate::context::with(|c| {
-        let outer = c.task.swap(Saved {
-            running: Some(cell.id()),
-            awaiting: None,
-            connection: None,
-            on_peer: false,
-            slow_inside: false,
-        });
-        (clock_ns(c), outer)
-    });
-    cell.begin(start);
-    let wakes = cell.wakes();
-    let span = crate::reactor::profile::enter();
-    let out = future.poll(&mut Context::from_waker(waker));
-    let (end, inner, threshold) =
-        crate::context::with(|c| (clock_ns(c), c.task.swap(outer), c.slow_callback.get()));
-    cell.end(
-        start,
-        end,
-        out.is_ready(),
-        wakes,
-        inner.awaiting,
-        inner.on_peer,
-    );
-    if let Some(c) = inner.connection
-        && cell.connection().is_none()
-    {
-        cell.set_connection(c);
-    }
-    let took = Duration::from_nanos(end.saturating_sub(start));
-    span.exit(
-        crate::reactor::profile::Site::Line(cell.site().0),
-        crate::reactor::profile::SiteKind::Poll,
-        took,
-    );
-    if !inner.slow_inside {
-        polled(cell, took, threshold);
-    }
-    if out.is_pending() && cell.wakes() == wakes {
-        detect::check_leaked(cell, 0);
-    }
-    out
+    crate::context::with(|c| {
+        profile::with_thread(|thread| {
+            let outer = c.task.swap(Saved {
+                running: Some(cell.id()),
+                awaiting: None,
+                connection: None,
+                on_peer: false,
+                slow_inside: false,
+            });
+            let start = c.poll_clock.now_ns(&c.clock);
+            cell.begin(start);
+            let wakes = cell.wakes();
+            let span = thread.map(profile::Thread::enter);
+            let out = future.poll(&mut Context::from_waker(waker));
+            let end = c.poll_clock.now_ns(&c.clock);
+            let inner = c.task.swap(outer);
+            cell.end(
+                start,
+                end,
+                out.is_ready(),
+                wakes,
+                inner.awaiting,
+                inner.on_peer,
+            );
+            if let Some(conn) = inner.connection
+                && cell.connection().is_none()
+            {
+                cell.set_connection(conn);
+            }
+            let took = end.saturating_sub(start);
+            if let (Some(thread), Some(span)) = (thread, span) {
+                let site = profile::Site::Line(cell.site().0);
+                thread.exit(span, site, profile::SiteKind::Poll, took);
+            }
+            if !inner.slow_inside {
+                polled(cell, Duration::from_nanos(took), c.slow_callback.get());
+            }
+            if out.is_pending() && cell.wakes() == wakes {
+                detect::check_leaked(cell, 0);
+            }
+            out
+        })
+    })
 }
 
 /// What a poll's duration says to the slow detector (the reactor profile has it from the

@@ -6,7 +6,7 @@
 //! spawn, in an instrumented future (`instrument`) with a [`TaskCell`]: its id, label,
 //! spawn site, connection, state, poll count, busy and idle time, when it last ran and
 //! the Deferred it awaits. The cell is the task's one allocation; each poll costs two
-//! clock reads and a few relaxed stores into it, no lock and no allocation.
+//! stopwatch reads and a few relaxed stores into it, no lock and no allocation.
 //!
 //! The same detectors as for chains apply, reported through the Deferred event path
 //! (so the hub, history, `/api/deferreds` and `/ws` show tasks beside chains):
@@ -19,15 +19,19 @@
 //! # Layout
 //! - `cell.rs`: [`TaskCell`], the header every poll writes and any thread reads.
 //! - `instrument.rs`: the wrapper future and the per-poll path.
+//! - `clock.rs`: the time polls are measured in (the stopwatch, on the thread clock's
+//!   timeline).
 //! - `events.rs`: [`TaskSpawned`] and [`TaskEnded`], carried as Deferred events.
 //! - `detect.rs`: the stall and leak scan, run with the Deferred stall scan.
 
 mod cell;
+mod clock;
 mod detect;
 mod events;
 mod instrument;
 
 pub use cell::{TaskCell, TaskFigures, TaskKind, TaskState};
+pub(crate) use clock::PollClock;
 pub use detect::{PendingTask, pending_tasks};
 pub(crate) use detect::{TaskSlots, scan_for_stalls};
 pub use events::{TaskEnded, TaskSpawned};

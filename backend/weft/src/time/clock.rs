@@ -183,6 +183,11 @@ impl Clock {
         self.inner.now()
     }
 
+    /// Whether it is a fake clock, moving only when told to.
+    pub(crate) fn is_fake(&self) -> bool {
+        matches!(self.inner.source, Source::Fake { .. })
+    }
+
     /// Runs `f` once, `delay` from now.
     #[track_caller]
     pub fn call_later(&self, delay: Duration, f: impl FnOnce() + 'static) -> DelayedCall {
@@ -285,7 +290,10 @@ impl Clock {
 
     /// Makes this the clock [`call_later`] uses on this thread until the guard drops.
     pub fn install(&self) -> ClockGuard {
-        let previous = crate::context::with(|cx| cx.clock.replace(Some(self.clone())));
+        let previous = crate::context::with(|cx| {
+            cx.poll_clock.forget();
+            cx.clock.replace(Some(self.clone()))
+        });
         ClockGuard { previous }
     }
 }
@@ -339,7 +347,10 @@ pub struct ClockGuard {
 impl Drop for ClockGuard {
     fn drop(&mut self) {
         let previous = self.previous.take();
-        crate::context::with(|cx| *cx.clock.borrow_mut() = previous);
+        crate::context::with(|cx| {
+            cx.poll_clock.forget();
+            *cx.clock.borrow_mut() = previous;
+        });
     }
 }
 

@@ -59,6 +59,20 @@ fn ask(socket: &UdpSocket, port: u16, labels: &[&[u8]], qtype: RecordType, wait:
     }
 }
 
+/// Asks `n` times, one after another, for a name outside the zone: with no upstream, a
+/// REFUSED each, a failure the query log always keeps.
+fn ask_outside_the_zone(socket: &UdpSocket, port: u16, n: usize) {
+    for _ in 0..n {
+        ask(
+            socket,
+            port,
+            &[b"x", b"elsewhere", b"test"],
+            RecordType::A,
+            true,
+        );
+    }
+}
+
 fn fastrand_id() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(1);
@@ -241,15 +255,7 @@ fn the_query_log_lands_in_history_under_its_budget_with_failures_kept() {
             true,
         );
     }
-    for _ in 0..10 {
-        ask(
-            &client,
-            port,
-            &[b"x", b"elsewhere", b"test"],
-            RecordType::A,
-            true,
-        );
-    }
+    ask_outside_the_zone(&client, port, 10);
     let rows = || {
         query(&app.db, async |c| {
             sqlx::query_as::<_, (String, String, String, bool, i64, String, String)>(
@@ -326,15 +332,7 @@ fn queries_answered_just_before_a_shutdown_still_reach_history() {
     let mut app = spawn_app_stored("", |dir| served("auth", port).toml(dir));
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Failures, which the log always keeps; the last answered right before the signal.
-    for _ in 0..5 {
-        ask(
-            &client,
-            port,
-            &[b"x", b"elsewhere", b"test"],
-            RecordType::A,
-            true,
-        );
-    }
+    ask_outside_the_zone(&client, port, 5);
     app.signal_and_wait("TERM");
     let kept = query(&app.db, async |c| {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM queries WHERE service = 'auth'")

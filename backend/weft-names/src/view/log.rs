@@ -108,10 +108,7 @@ impl Held {
 impl Drop for Held {
     /// What is held when the service goes still goes to the sink.
     fn drop(&mut self) {
-        let entries = std::mem::take(self.entries.get_mut().unwrap_or_else(|p| p.into_inner()));
-        for entry in entries {
-            (self.sink)(entry);
-        }
+        self.hand_over();
     }
 }
 

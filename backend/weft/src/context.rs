@@ -55,6 +55,8 @@ pub(crate) struct Context {
     /// The pool's shared listening addresses while this thread's reactor is one of
     /// several: its listeners bind with `SO_REUSEPORT`.
     pub(crate) port_group: RefCell<Option<Arc<crate::net::group::PortGroup>>>,
+    /// The reactor profile's table and open span (`reactor/profile.rs`).
+    pub(crate) profile: crate::reactor::profile::Local,
 }
 
 impl Context {
@@ -76,6 +78,7 @@ impl Context {
             read_buf: RefCell::new(None),
             reactor_index: Cell::new(0),
             port_group: RefCell::new(None),
+            profile: crate::reactor::profile::Local::new(),
         }
     }
 }

@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::panic::Location;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -183,6 +183,23 @@ impl Table {
         self.epoch.store(epoch_of(now), Relaxed);
     }
 
+    /// The row for `site` when `hint` (a row number plus one, 0 for none) names it,
+    /// else as [`row`](Self::row) finds it, kept in `hint` for next time. A caller that
+    /// records the same site again and again (a task's polls) skips the probe.
+    #[inline]
+    fn row_hinted(&self, site: &Site, kind: SiteKind, hint: &AtomicU32) -> Option<usize> {
+        let i = (hint.load(Relaxed) as usize).wrapping_sub(1);
+        if let Some(row) = self.rows.get(i)
+            && row.key.load(Relaxed) == site.key()
+            && row.site.get().is_some_and(|(s, _)| s.same(site))
+        {
+            return Some(i);
+        }
+        let i = self.row(site, kind)?;
+        hint.store(i as u32 + 1, Relaxed);
+        Some(i)
+    }
+
     /// The row for `site`, claimed on first use; `None` when the table is full.
     #[inline]
     fn row(&self, site: &Site, kind: SiteKind) -> Option<usize> {
@@ -214,9 +231,16 @@ impl Table {
 
     #[inline]
     fn record_nanos(&self, site: Site, kind: SiteKind, nanos: u64) {
+        let row = self.row(&site, kind);
+        self.record_in(row, nanos);
+    }
+
+    /// Adds a call of `nanos` to `row` (`None`: to the overflow).
+    #[inline]
+    fn record_in(&self, row: Option<usize>, nanos: u64) {
         let epoch = self.epoch.load(Relaxed);
         let slot = (epoch % BUCKETS as u64) as usize;
-        match self.row(&site, kind) {
+        match row {
             Some(i) => {
                 self.rows[i].buckets[slot].add(epoch, nanos);
                 if nanos > self.longest_nanos.load(Relaxed) {
@@ -350,26 +374,33 @@ pub struct ProfileSnapshot {
 static TABLES: Mutex<Vec<Weak<Table>>> = Mutex::new(Vec::new());
 
 /// What a reactor thread keeps: its table, and the time of the calls inside the one
-/// running now.
-struct Local {
+/// running now. A field of the thread's [`Context`](crate::context::Context), so a task's
+/// poll reaches both with one thread-local access.
+pub(crate) struct Local {
     table: OnceCell<Arc<Table>>,
     /// Nanoseconds of calls that ran inside the current span.
     inner: Cell<u64>,
 }
 
-thread_local! {
-    static LOCAL: Local = const {
-        Local {
+impl Local {
+    pub(crate) const fn new() -> Self {
+        Self {
             table: OnceCell::new(),
             inner: Cell::new(0),
         }
-    };
+    }
+}
+
+/// This thread's profile; `None` once the thread is exiting.
+#[inline]
+fn try_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    crate::context::try_with(|c| f(&c.profile))
 }
 
 /// Gives this thread a table; the reactor calls it when it is created.
 pub(crate) fn install() {
-    LOCAL.with(|l| {
-        l.table.get_or_init(|| {
+    crate::context::with(|c| {
+        c.profile.table.get_or_init(|| {
             let table = Arc::new(Table::new(SystemTime::now()));
             let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
             tables.retain(|w| w.strong_count() > 0);
@@ -380,10 +411,7 @@ pub(crate) fn install() {
 }
 
 fn with_table<R>(f: impl FnOnce(&Table) -> R) -> Option<R> {
-    LOCAL
-        .try_with(|l| l.table.get().map(|t| f(t)))
-        .ok()
-        .flatten()
+    try_local(|l| l.table.get().map(|t| f(t))).flatten()
 }
 
 /// A call being timed: opened before it runs, closed with [`exit`](Self::exit).
@@ -397,9 +425,7 @@ pub struct Span {
 /// Opens a span for a call about to run, so calls inside it are not charged to it too.
 #[inline]
 pub fn enter() -> Span {
-    LOCAL
-        .try_with(|l| Thread(l).enter())
-        .unwrap_or(Span { outer_inner: 0 })
+    try_local(|l| Thread(l).enter()).unwrap_or(Span { outer_inner: 0 })
 }
 
 impl Span {
@@ -412,7 +438,7 @@ impl Span {
     #[inline]
     pub fn exit(self, site: Site, kind: SiteKind, elapsed: Duration) {
         let nanos = nanos_of(elapsed);
-        let _ = LOCAL.try_with(|l| Thread(l).exit(self, site, kind, nanos));
+        let _ = try_local(|l| Thread(l).exit(self, site, kind, nanos));
     }
 }
 
@@ -421,14 +447,14 @@ impl Span {
 #[inline]
 pub(crate) fn with_thread<R>(f: impl FnOnce(Option<&Thread>) -> R) -> R {
     let mut f = Some(f);
-    match LOCAL.try_with(|l| (f.take().expect("called once"))(Some(&Thread(l)))) {
-        Ok(r) => r,
-        Err(_) => (f.take().expect("not called"))(None),
+    match try_local(|l| (f.take().expect("called once"))(Some(&Thread(l)))) {
+        Some(r) => r,
+        None => (f.take().expect("not called"))(None),
     }
 }
 
 /// [`enter`] and [`Span::exit`] on a thread's profile already at hand.
-pub(crate) struct Thread<'a>(&'a Local);
+pub(crate) struct Thread<'a>(pub(crate) &'a Local);
 
 impl Thread<'_> {
     /// [`enter`].
@@ -445,6 +471,26 @@ impl Thread<'_> {
         let inner = self.0.inner.replace(span.outer_inner.saturating_add(nanos));
         if let Some(table) = self.0.table.get() {
             table.record_nanos(site, kind, nanos.saturating_sub(inner));
+        }
+    }
+}
+
+impl Thread<'_> {
+    /// [`exit`](Self::exit) for a caller that keeps `hint` for the site's row (see
+    /// `Table::row_hinted`).
+    #[inline]
+    pub(crate) fn exit_hinted(
+        &self,
+        span: Span,
+        site: Site,
+        kind: SiteKind,
+        nanos: u64,
+        hint: &AtomicU32,
+    ) {
+        let inner = self.0.inner.replace(span.outer_inner.saturating_add(nanos));
+        if let Some(table) = self.0.table.get() {
+            let row = table.row_hinted(&site, kind, hint);
+            table.record_in(row, nanos.saturating_sub(inner));
         }
     }
 }

@@ -195,8 +195,12 @@ impl<F: Future> Future for Instrumented<F> {
 
 /// One poll of a task.
 ///
-/// Every future weft runs goes through here on every poll, so it reaches the thread's
-/// context and profile once each and reads the time from the stopwatch (`clock.rs`).
+/// Every future weft runs goes through here on every poll. The generic part is only the
+/// future's own poll between two calls shared by every task: the future is polled as
+/// it would be bare (the wrapper's bookkeeping inlined around it made the compiler
+/// inline less of the future itself), and the bookkeeping reaches the thread's context
+/// once on each side, reads the stopwatch (`clock.rs`) and finds the profile row from
+/// the hint the task keeps.
 #[inline]
 fn poll_task<F: Future>(
     cell: &Arc<TaskCell>,
@@ -204,50 +208,74 @@ fn poll_task<F: Future>(
     future: Pin<&mut F>,
     cx: &mut Context<'_>,
 ) -> Poll<F::Output> {
-    cell.remember_waker(cx.waker());
+    let polling = begin_poll(cell, cx.waker());
+    let out = future.poll(&mut Context::from_waker(waker));
+    end_poll(cell, polling, out.is_ready());
+    out
+}
+
+/// What a poll's start hands to its end.
+struct Polling {
+    outer: Saved,
+    start: u64,
+    wakes: u64,
+    span: profile::Span,
+}
+
+#[inline(never)]
+fn begin_poll(cell: &Arc<TaskCell>, executor: &Waker) -> Polling {
+    cell.remember_waker(executor);
     crate::context::with(|c| {
-        profile::with_thread(|thread| {
-            let outer = c.task.swap(Saved {
-                running: Some(cell.id()),
-                awaiting: None,
-                connection: None,
-                on_peer: false,
-                slow_inside: false,
-            });
-            let start = c.poll_clock.now_ns(&c.clock);
-            cell.begin(start);
-            let wakes = cell.wakes();
-            let span = thread.map(profile::Thread::enter);
-            let out = future.poll(&mut Context::from_waker(waker));
-            let end = c.poll_clock.now_ns(&c.clock);
-            let inner = c.task.swap(outer);
-            cell.end(
-                start,
-                end,
-                out.is_ready(),
-                wakes,
-                inner.awaiting,
-                inner.on_peer,
-            );
-            if let Some(conn) = inner.connection
-                && cell.connection().is_none()
-            {
-                cell.set_connection(conn);
-            }
-            let took = end.saturating_sub(start);
-            if let (Some(thread), Some(span)) = (thread, span) {
-                let site = profile::Site::Line(cell.site().0);
-                thread.exit(span, site, profile::SiteKind::Poll, took);
-            }
-            if !inner.slow_inside {
-                polled(cell, Duration::from_nanos(took), c.slow_callback.get());
-            }
-            if out.is_pending() && cell.wakes() == wakes {
-                detect::check_leaked(cell, 0);
-            }
-            out
-        })
+        let outer = c.task.swap(Saved {
+            running: Some(cell.id()),
+            awaiting: None,
+            connection: None,
+            on_peer: false,
+            slow_inside: false,
+        });
+        let start = c.poll_clock.now_ns(&c.clock);
+        cell.begin(start);
+        Polling {
+            outer,
+            start,
+            wakes: cell.wakes(),
+            span: profile::Thread(&c.profile).enter(),
+        }
     })
+}
+
+#[inline(never)]
+fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
+    let Polling {
+        outer,
+        start,
+        wakes,
+        span,
+    } = polling;
+    crate::context::with(|c| {
+        let end = c.poll_clock.now_ns(&c.clock);
+        let inner = c.task.swap(outer);
+        cell.end(start, end, ready, wakes, inner.awaiting, inner.on_peer);
+        if let Some(conn) = inner.connection
+            && cell.connection().is_none()
+        {
+            cell.set_connection(conn);
+        }
+        let took = end.saturating_sub(start);
+        profile::Thread(&c.profile).exit_hinted(
+            span,
+            profile::Site::Line(cell.site().0),
+            profile::SiteKind::Poll,
+            took,
+            cell.profile_row(),
+        );
+        if !inner.slow_inside {
+            polled(cell, Duration::from_nanos(took), c.slow_callback.get());
+        }
+        if !ready && cell.wakes() == wakes {
+            detect::check_leaked(cell, 0);
+        }
+    });
 }
 
 /// What a poll's duration says to the slow detector (the reactor profile has it from the

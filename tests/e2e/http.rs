@@ -149,3 +149,50 @@ fn http_serves_files_proxies_counts_and_stops_cleanly() {
     let status = app.signal_and_wait("TERM");
     assert!(status.success(), "{status:?}\n{}", app.log());
 }
+
+/// A keep-alive request costs its connection's task one poll, not two: the request's
+/// chain, watched for a cancel from the dashboard while the answer is made, wakes nothing
+/// when it fires at the end (the task is running then; a wake polled the whole
+/// connection again for nothing, once a request).
+#[test]
+fn a_keep_alive_request_polls_its_connection_task_once() {
+    let (app, web) = start();
+    let mut s = TcpStream::connect(web).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    const REQUESTS: u64 = 40;
+    let mut answer = Vec::new();
+    for _ in 0..REQUESTS {
+        s.write_all(b"GET /docs/guide.txt HTTP/1.1\r\nHost: web\r\n\r\n")
+            .unwrap();
+        answer.clear();
+        let mut buf = [0u8; 1024];
+        // The answer is whole when its body ("read me\n") has come.
+        while !answer.ends_with(b"read me\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the connection closed mid-answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let body = app
+        .curl("/api/deferreds?service=web")
+        .expect("/api/deferreds answers");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let task = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["task"]["kind"] == "connection")
+        .unwrap_or_else(|| panic!("the connection's task is listed: {body}"));
+    let polls = task["task"]["polls"].as_u64().unwrap();
+    // One poll a request, and a few for the connection's start and its reads that found
+    // nothing more; two a request would be 80.
+    assert!(
+        (REQUESTS..REQUESTS + 10).contains(&polls),
+        "{polls} polls for {REQUESTS} requests: {task}"
+    );
+}

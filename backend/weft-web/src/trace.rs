@@ -99,7 +99,12 @@ impl Trace {
         }
     }
 
+    /// Fires the chain: the response is ready. Its handle goes first: it was polled with
+    /// the connection task's waker (watching for a cancel), so firing it with the handle
+    /// still held would wake the task that is running now, and the whole connection would
+    /// be polled again for nothing, once a request.
     pub(crate) fn done(mut self) {
+        drop(self.deferred.take());
         if let Some(r) = self.resolver.take() {
             r.callback(());
         }

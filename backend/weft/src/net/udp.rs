@@ -103,8 +103,12 @@ impl DatagramTransport {
     /// Sends what the batch being handled wrote.
     fn flush(&self, outbox: &mut Outbox) {
         let info = &self.shared.info;
+        // One reading of the clock for the datagrams of one send.
+        let mut at = None;
         outbox.flush(self.shared.socket.as_raw_fd(), |sent| match sent {
-            Sent::Sent(n) => info.stats.record_write(n, ns_since(info)),
+            Sent::Sent(n) => info
+                .stats
+                .record_write(n, *at.get_or_insert_with(|| ns_since(info))),
             Sent::Failed(addr, err) => self.dropped(addr, &err),
         });
     }
@@ -321,6 +325,8 @@ async fn receive_loop(
                 }
             }
             transport.shared.outbox.borrow_mut().open = true;
+            // The datagrams of a batch arrived by the time it was taken: one reading.
+            let at = ns_since(&info);
             for (got, data) in inbox.received() {
                 handled += 1;
                 if got.truncated || got.len > max_datagram {
@@ -334,7 +340,7 @@ async fn receive_loop(
                     );
                     continue;
                 }
-                info.stats.record_read(got.len, ns_since(&info));
+                info.stats.record_read(got.len, at);
                 let _ = guarded_call(&info, name, "datagram_received", || {
                     protocol
                         .borrow_mut()

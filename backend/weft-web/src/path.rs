@@ -81,6 +81,10 @@ impl Reading {
 
     /// Whether `raw` could read differently this way than in normal form.
     pub fn may_differ(self, raw: &str) -> bool {
+        // Every other reading differs only in what it makes of `%` and `\`.
+        if !raw.bytes().any(|b| b == b'%' || b == b'\\') {
+            return false;
+        }
         match self {
             Self::Normal => false,
             Self::EncodedDotsKept => raw.contains("%2e") || raw.contains("%2E"),
@@ -107,7 +111,7 @@ pub fn read(raw: &str, reading: Reading) -> Result<String, PathError> {
     }
     // Most paths have nothing to decode and no segment starting with a dot: they are
     // already in normal form, and every reading of them is the same.
-    if !raw.contains('%') && !raw.contains("/.") && !raw.contains('\\') {
+    if is_plain(raw) {
         return Ok(raw.to_owned());
     }
     let bytes = raw.as_bytes();
@@ -148,6 +152,17 @@ pub fn read(raw: &str, reading: Reading) -> Result<String, PathError> {
     // Only whole UTF-8 sequences were copied and only ASCII was added.
     let decoded = String::from_utf8(out).map_err(|_| PathError::Malformed)?;
     remove_dot_segments(&decoded)
+}
+
+/// Whether `raw` has no `%`, no `\\` and no segment starting with a dot: one pass over
+/// its bytes, as every request's path is checked.
+fn is_plain(raw: &str) -> bool {
+    let mut after_slash = false;
+    raw.bytes().all(|b| {
+        let plain = b != b'%' && b != b'\\' && !(after_slash && b == b'.');
+        after_slash = b == b'/';
+        plain
+    })
 }
 
 /// RFC 3986 §3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`, which §6.2.2.2 says should be

@@ -352,6 +352,36 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
     Selected::Identity(found)
 }
 
+/// Which of the fields a file's answer depends on (beside its path) a request carries,
+/// found in one pass over its field names: most requests carry none of them, and looking
+/// each up costs a hash and a probe.
+#[derive(Default)]
+struct Asks {
+    range: bool,
+    coding: bool,
+    preconditions: bool,
+}
+
+impl Asks {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut asks = Self::default();
+        for name in headers.keys() {
+            if name == header::RANGE {
+                asks.range = true;
+            } else if name == header::ACCEPT_ENCODING {
+                asks.coding = true;
+            } else if name == header::IF_MATCH
+                || name == header::IF_NONE_MATCH
+                || name == header::IF_MODIFIED_SINCE
+                || name == header::IF_UNMODIFIED_SINCE
+            {
+                asks.preconditions = true;
+            }
+        }
+        asks
+    }
+}
+
 /// The response for `found`.
 async fn file(
     found: File,
@@ -364,13 +394,14 @@ async fn file(
     let compression = &options.compression;
     let codable = crate::mime::compressible(content_type)
         && (compression.precompressed || compression.on_the_fly);
+    let asks = Asks::of(headers);
     // Ranges apply to GET only (RFC 9110 §14.2), and to the file as it is: a coding made
     // on the fly has no stable bytes to take ranges of.
-    let range = headers
-        .get(header::RANGE)
-        .filter(|_| method == Method::GET)
-        .and_then(|v| v.to_str().ok());
-    let selected = if codable && range.is_none() {
+    let range = match asks.range && method == Method::GET {
+        true => headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        false => None,
+    };
+    let selected = if codable && asks.coding && range.is_none() {
         select(found, compression, headers)
     } else {
         Selected::Identity(found)
@@ -411,7 +442,11 @@ async fn file(
     if let Some(cc) = &options.cache_control {
         h.insert(header::CACHE_CONTROL, cc.clone());
     }
-    match conditional::evaluate(headers, &facts.tag, facts.modified) {
+    let verdict = match asks.preconditions {
+        true => conditional::evaluate(headers, &facts.tag, facts.modified),
+        false => Verdict::Proceed,
+    };
+    match verdict {
         Verdict::Proceed => {}
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;

@@ -3,6 +3,7 @@
 
 mod upstreams;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -311,7 +312,10 @@ impl WebConfig {
     /// static files). A path whose encoded dots or slashes would lead elsewhere when
     /// read another way (by an upstream that decodes them, or a matcher that does not)
     /// is refused, so no reader can be led out of the route this one chose.
-    pub fn route_path(&self, raw: &str) -> Result<(String, Option<&Route>), PathError> {
+    pub fn route_path<'r>(
+        &self,
+        raw: &'r str,
+    ) -> Result<(Cow<'r, str>, Option<&Route>), PathError> {
         let normal = path::normalize(raw)?;
         let route = self.route_for(&normal);
         for reading in Reading::OTHERS {

@@ -16,6 +16,7 @@
 //! allowed). The joined path is then canonicalized and must still lie under the canonical
 //! root, so a symlink cannot lead out of it.
 
+use std::borrow::Cow;
 use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,10 @@ impl Reading {
 
     /// Whether `raw` could read differently this way than in normal form.
     pub fn may_differ(self, raw: &str) -> bool {
+        // Every other reading differs only in what it makes of `%` and `\`.
+        if !raw.bytes().any(|b| b == b'%' || b == b'\\') {
+            return false;
+        }
         match self {
             Self::Normal => false,
             Self::EncodedDotsKept => raw.contains("%2e") || raw.contains("%2E"),
@@ -91,24 +96,25 @@ impl Reading {
     }
 }
 
-/// `raw` (the path of a request target) in normal form (RFC 3986 §6.2.2).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// `raw` (the path of a request target) in normal form (RFC 3986 §6.2.2): `raw` itself
+/// when it is in that form already, as most paths are.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     read(raw, Reading::Normal)
 }
 
 /// `raw` read the `reading` way, with dot segments removed (RFC 3986 §5.2.4). The
 /// asterisk-form `*` (for `OPTIONS`) is kept; any other path must start with `/`.
-pub fn read(raw: &str, reading: Reading) -> Result<String, PathError> {
+pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
     if raw == "*" {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     if !raw.starts_with('/') {
         return Err(PathError::Malformed);
     }
     // Most paths have nothing to decode and no segment starting with a dot: they are
     // already in normal form, and every reading of them is the same.
-    if !raw.contains('%') && !raw.contains("/.") && !raw.contains('\\') {
-        return Ok(raw.to_owned());
+    if is_plain(raw) {
+        return Ok(Cow::Borrowed(raw));
     }
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -147,7 +153,18 @@ pub fn read(raw: &str, reading: Reading) -> Result<String, PathError> {
     }
     // Only whole UTF-8 sequences were copied and only ASCII was added.
     let decoded = String::from_utf8(out).map_err(|_| PathError::Malformed)?;
-    remove_dot_segments(&decoded)
+    remove_dot_segments(&decoded).map(Cow::Owned)
+}
+
+/// Whether `raw` has no `%`, no `\\` and no segment starting with a dot: one pass over
+/// its bytes, as every request's path is checked.
+fn is_plain(raw: &str) -> bool {
+    let mut after_slash = false;
+    raw.bytes().all(|b| {
+        let plain = b != b'%' && b != b'\\' && !(after_slash && b == b'.');
+        after_slash = b == b'/';
+        plain
+    })
 }
 
 /// RFC 3986 §3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`, which §6.2.2.2 says should be

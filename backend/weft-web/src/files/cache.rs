@@ -97,10 +97,11 @@ impl Stamp {
     }
 }
 
-/// What a lookup found: the canonical path, its metadata, a file's header facts, and
-/// its bytes when they are kept.
+/// What a lookup found: the canonical path (shared with the cache, not copied), its
+/// metadata, a file's header facts, and its bytes when they are kept.
 pub(crate) struct Known {
-    pub(crate) resolved: Resolved,
+    pub(crate) path: Arc<Path>,
+    pub(crate) meta: Metadata,
     /// `None` for a directory.
     pub(crate) facts: Option<Arc<Facts>>,
     pub(crate) held: Option<Bytes>,
@@ -139,7 +140,7 @@ struct Slot {
     /// The root joined with the request path's segments, not canonicalized: what a
     /// revalidation `stat`s, so a symlink on the way is followed as the request would.
     joined: PathBuf,
-    path: PathBuf,
+    path: Arc<Path>,
     meta: Metadata,
     stamp: Stamp,
     facts: Option<Arc<Facts>>,
@@ -176,10 +177,8 @@ impl Slot {
 
     fn known(&self) -> Known {
         Known {
-            resolved: Resolved {
-                path: self.path.clone(),
-                meta: self.meta.clone(),
-            },
+            path: self.path.clone(),
+            meta: self.meta.clone(),
             facts: self.facts.clone(),
             held: self.held.clone(),
             stamp: self.stamp,
@@ -227,18 +226,18 @@ impl Cache {
                 return Ok(slot.known());
             }
         }
-        let resolved = resolve(root, raw)?;
+        let Resolved { path, meta } = resolve(root, raw)?;
+        let path: Arc<Path> = path.into();
         let mut joined = root.to_path_buf();
         joined.extend(segments(raw)?);
-        let stamp = Stamp::of(&resolved.meta);
-        let facts = resolved
-            .meta
+        let stamp = Stamp::of(&meta);
+        let facts = meta
             .is_file()
-            .then(|| Arc::new(Facts::of_disk(&resolved.path, &resolved.meta)));
+            .then(|| Arc::new(Facts::of_disk(&path, &meta)));
         let slot = Slot {
             joined,
-            path: resolved.path.clone(),
-            meta: resolved.meta.clone(),
+            path: path.clone(),
+            meta: meta.clone(),
             stamp,
             facts: facts.clone(),
             held: None,
@@ -250,7 +249,8 @@ impl Cache {
         };
         self.lock().insert(raw.to_owned(), slot);
         Ok(Known {
-            resolved,
+            path,
+            meta,
             facts,
             held: None,
             stamp,
@@ -354,7 +354,7 @@ mod tests {
         std::fs::write(root.join("a.txt"), "three").unwrap();
         let fresh = cache.lookup(&root, "/a.txt").unwrap();
         assert!(fresh.held.is_none(), "a changed file is read again");
-        assert_eq!(fresh.resolved.meta.len(), 5);
+        assert_eq!(fresh.meta.len(), 5);
         std::fs::remove_file(root.join("a.txt")).unwrap();
         assert_eq!(
             cache.lookup(&root, "/a.txt").err(),
@@ -399,7 +399,7 @@ mod tests {
         go_by(&cache, "/a.txt", REVALIDATE_EVERY);
         let after = cache.lookup(&root, "/a.txt").unwrap();
         assert!(after.held.is_none(), "a changed file is read again");
-        assert_eq!(after.resolved.meta.len(), 5);
+        assert_eq!(after.meta.len(), 5);
     }
 
     #[test]
@@ -421,10 +421,7 @@ mod tests {
             cache.lookup(&root, "/a.txt").unwrap();
         }
         std::fs::write(root.join("a.txt"), "four!!").unwrap();
-        assert_eq!(
-            cache.lookup(&root, "/a.txt").unwrap().resolved.meta.len(),
-            6
-        );
+        assert_eq!(cache.lookup(&root, "/a.txt").unwrap().meta.len(), 6);
     }
 
     #[test]

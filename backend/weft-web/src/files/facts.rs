@@ -21,12 +21,21 @@ pub(crate) struct Facts {
     /// `tag` and `modified` as header values.
     pub(super) etag: Option<HeaderValue>,
     pub(super) last_modified: Option<HeaderValue>,
+    /// The length of the whole representation and its `Content-Length` value; `None` for
+    /// a coding made on the fly, whose length is known only once it is made.
+    pub(super) length: Option<(u64, HeaderValue)>,
 }
 
 impl Facts {
-    pub(super) fn new(name: String, modified: Option<SystemTime>, tag: Tag) -> Self {
+    pub(super) fn new(
+        name: String,
+        modified: Option<SystemTime>,
+        tag: Tag,
+        len: Option<u64>,
+    ) -> Self {
         let modified = modified.map(whole_seconds);
         Self {
+            length: len.map(|len| (len, HeaderValue::from(len))),
             etag: HeaderValue::from_str(&tag).ok(),
             last_modified: modified
                 .and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
@@ -39,7 +48,8 @@ impl Facts {
     /// Bytes held, about: what a cache counts against its bound.
     pub(crate) fn size(&self) -> usize {
         let value = |v: &Option<HeaderValue>| v.as_ref().map_or(0, HeaderValue::len);
-        self.name.len() + self.tag.len() + value(&self.etag) + value(&self.last_modified)
+        let length = self.length.as_ref().map_or(0, |(_, v)| v.len());
+        self.name.len() + self.tag.len() + value(&self.etag) + value(&self.last_modified) + length
     }
 
     /// The facts of the file at `path` (canonical) as `meta` describes it.
@@ -48,6 +58,7 @@ impl Facts {
             file_name(path),
             meta.modified().ok(),
             conditional::disk_tag(meta),
+            Some(meta.len()),
         )
     }
 }

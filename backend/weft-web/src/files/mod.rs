@@ -92,7 +92,7 @@ impl Eq for Root {}
 /// What a request path leads to.
 enum Found {
     /// A directory, with its path on disk when it has one (for a listing).
-    Dir(Option<PathBuf>),
+    Dir(Option<Arc<Path>>),
     File(File),
 }
 
@@ -117,7 +117,7 @@ enum Content {
     /// A file on disk, with its bytes when the cache holds them, and where to keep
     /// them once read.
     Disk {
-        path: PathBuf,
+        path: Arc<Path>,
         held: Option<Bytes>,
         keep: Option<Keep>,
     },
@@ -133,14 +133,13 @@ struct Keep {
 }
 
 /// An error that names the file that could not be read.
-type ReadError = (PathBuf, std::io::Error);
+type ReadError = (Arc<Path>, std::io::Error);
 
 impl Source {
     fn find(&self, raw: &str) -> Result<Found, PathError> {
         match self {
             Self::Dir(root) => {
-                let known = root.cache.lookup(&root.path, raw)?;
-                let found = known.resolved;
+                let found = root.cache.lookup(&root.path, raw)?;
                 if found.meta.is_dir() {
                     return Ok(Found::Dir(Some(found.path)));
                 }
@@ -148,12 +147,12 @@ impl Source {
                     return Err(PathError::NotFound);
                 }
                 let keep =
-                    (known.held.is_none() && found.meta.len() <= cache::HOLD_MAX).then(|| Keep {
+                    (found.held.is_none() && found.meta.len() <= cache::HOLD_MAX).then(|| Keep {
                         cache: root.cache.clone(),
                         raw: raw.to_owned(),
-                        stamp: known.stamp,
+                        stamp: found.stamp,
                     });
-                let facts = known
+                let facts = found
                     .facts
                     .unwrap_or_else(|| Arc::new(Facts::of_disk(&found.path, &found.meta)));
                 Ok(Found::File(File {
@@ -161,7 +160,7 @@ impl Source {
                     len: found.meta.len(),
                     content: Content::Disk {
                         path: found.path,
-                        held: known.held,
+                        held: found.held,
                         keep,
                     },
                 }))
@@ -175,6 +174,7 @@ impl Source {
                             segments.last().cloned().unwrap_or_default(),
                             Some(files.modified()),
                             conditional::memory_tag(bytes.len() as u64, files.modified()),
+                            Some(bytes.len() as u64),
                         )),
                         len: bytes.len() as u64,
                         content: Content::Memory(bytes.clone()),
@@ -308,7 +308,7 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
         if compression.precompressed
             && let Content::Disk { path, .. } = &found.content
         {
-            let mut sibling = path.clone().into_os_string();
+            let mut sibling = path.as_os_str().to_owned();
             sibling.push(".");
             sibling.push(coding.extension());
             let sibling = PathBuf::from(sibling);
@@ -325,10 +325,11 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
                             found.facts.name.clone(),
                             meta.modified().ok(),
                             tag,
+                            Some(meta.len()),
                         )),
                         len: meta.len(),
                         content: Content::Disk {
-                            path: sibling,
+                            path: sibling.into(),
                             held: None,
                             keep: None,
                         },
@@ -345,11 +346,41 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
             };
             let facts = &found.facts;
             let tag = conditional::coded(&facts.tag, coding.extension());
-            let facts = Arc::new(Facts::new(facts.name.clone(), facts.modified, tag));
+            let facts = Arc::new(Facts::new(facts.name.clone(), facts.modified, tag, None));
             return Selected::OnTheFly(coding, File { facts, ..found }, slot);
         }
     }
     Selected::Identity(found)
+}
+
+/// Which of the fields a file's answer depends on (beside its path) a request carries,
+/// found in one pass over its field names: most requests carry none of them, and looking
+/// each up costs a hash and a probe.
+#[derive(Default)]
+struct Asks {
+    range: bool,
+    coding: bool,
+    preconditions: bool,
+}
+
+impl Asks {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut asks = Self::default();
+        for name in headers.keys() {
+            if name == header::RANGE {
+                asks.range = true;
+            } else if name == header::ACCEPT_ENCODING {
+                asks.coding = true;
+            } else if name == header::IF_MATCH
+                || name == header::IF_NONE_MATCH
+                || name == header::IF_MODIFIED_SINCE
+                || name == header::IF_UNMODIFIED_SINCE
+            {
+                asks.preconditions = true;
+            }
+        }
+        asks
+    }
 }
 
 /// The response for `found`.
@@ -364,13 +395,14 @@ async fn file(
     let compression = &options.compression;
     let codable = crate::mime::compressible(content_type)
         && (compression.precompressed || compression.on_the_fly);
+    let asks = Asks::of(headers);
     // Ranges apply to GET only (RFC 9110 §14.2), and to the file as it is: a coding made
     // on the fly has no stable bytes to take ranges of.
-    let range = headers
-        .get(header::RANGE)
-        .filter(|_| method == Method::GET)
-        .and_then(|v| v.to_str().ok());
-    let selected = if codable && range.is_none() {
+    let range = match asks.range && method == Method::GET {
+        true => headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        false => None,
+    };
+    let selected = if codable && asks.coding && range.is_none() {
         select(found, compression, headers)
     } else {
         Selected::Identity(found)
@@ -411,7 +443,11 @@ async fn file(
     if let Some(cc) = &options.cache_control {
         h.insert(header::CACHE_CONTROL, cc.clone());
     }
-    match conditional::evaluate(headers, &facts.tag, facts.modified) {
+    let verdict = match asks.preconditions {
+        true => conditional::evaluate(headers, &facts.tag, facts.modified),
+        false => Verdict::Proceed,
+    };
+    match verdict {
         Verdict::Proceed => {}
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -479,24 +515,31 @@ async fn file(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&value).expect("digits and ASCII"),
             );
-            whole_or_slice(response, file.content, len, (start, end + 1), method).await
+            let slice = (start, end + 1);
+            whole_or_slice(response, file.content, (len, &facts), slice, method).await
         }
-        None => whole_or_slice(response, file.content, len, (0, len), method).await,
+        None => whole_or_slice(response, file.content, (len, &facts), (0, len), method).await,
     }
 }
 
-/// `response` with the bytes `start..end` of a file of `len` bytes.
+/// `response` with the bytes `start..end` of a file of `len` bytes, which `facts`
+/// describe.
 async fn whole_or_slice(
     mut response: Response<Body>,
     content: Content,
-    len: u64,
+    (len, facts): (u64, &Facts),
     (start, end): (u64, u64),
     method: &Method,
 ) -> Result<Response<Body>, ReadError> {
     let count = end - start;
+    let length = match &facts.length {
+        // The whole file, most often: its value was made with its facts.
+        Some((whole, value)) if *whole == count => value.clone(),
+        _ => HeaderValue::from(count),
+    };
     response
         .headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+        .insert(header::CONTENT_LENGTH, length);
     if method == Method::HEAD || count == 0 {
         return Ok(response);
     }
@@ -604,7 +647,7 @@ async fn compress(
             )
         }
         Content::Memory(bytes) => (
-            PathBuf::from(name),
+            Path::new(&name).into(),
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 coding.compress(&bytes)

@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use http::StatusCode;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use weft::observe::{self, ConnectionInfo, ErrorKind, TransportKind};
 use weft::{Address, CloseReason, InspectedStream, Transport};
 
 use super::State;
+use super::head_timer::HeadTimer;
 use super::heads;
 use super::request::handle;
 use crate::access_log::Entry;
@@ -73,7 +74,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         Speaks::H1 => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
-                .timer(TokioTimer::new())
+                .timer(HeadTimer::default())
                 .header_read_timeout(limits.request_timeout)
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))

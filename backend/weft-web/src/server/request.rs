@@ -142,7 +142,7 @@ fn admit<'c, B>(
     if path != uri.path() || uri.authority().is_some() {
         let target = match uri.query() {
             Some(query) => format!("{path}?{query}"),
-            None => path,
+            None => path.into_owned(),
         };
         *request.uri_mut() = target.parse().map_err(|_| bad_path(PathError::Malformed))?;
     }

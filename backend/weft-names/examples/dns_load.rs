@@ -19,7 +19,9 @@ use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::{Name, RecordType};
 use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
 };
@@ -98,40 +100,18 @@ fn options() -> Options {
 
 /// `name type` encoded as a query with id 0 and RD set, with an OPT carrying `option`.
 fn encode(name: &str, qtype: RecordType, option: Option<&(u16, Vec<u8>)>) -> Option<Vec<u8>> {
-    let mut q = vec![
-        0,
-        0,
-        0x01,
-        0,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-        u8::from(option.is_some()),
-    ];
-    for label in name.trim_end_matches('.').split('.') {
-        let len = u8::try_from(label.len())
-            .ok()
-            .filter(|&l| (1..64).contains(&l))?;
-        q.push(len);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&u16::from(qtype).to_be_bytes());
-    q.extend_from_slice(&1u16.to_be_bytes());
+    let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.queries
+        .push(Query::query(Name::from_ascii(name).ok()?, qtype));
     if let Some((code, value)) = option {
-        // Root, OPT, 4096 bytes, no extended rcode or flags, one option.
-        q.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0]);
-        let rdlen = u16::try_from(4 + value.len()).ok()?;
-        q.extend_from_slice(&rdlen.to_be_bytes());
-        q.extend_from_slice(&code.to_be_bytes());
-        q.extend_from_slice(&u16::try_from(value.len()).ok()?.to_be_bytes());
-        q.extend_from_slice(value);
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(*code, value.clone()));
+        m.edns = Some(edns);
     }
-    Some(q)
+    m.to_vec().ok()
 }
 
 fn read_queries(options: &Options) -> Vec<Vec<u8>> {

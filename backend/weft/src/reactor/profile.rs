@@ -19,7 +19,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::panic::Location;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -183,23 +183,6 @@ impl Table {
         self.epoch.store(epoch_of(now), Relaxed);
     }
 
-    /// The row for `site` when `hint` (a row number plus one, 0 for none) names it,
-    /// else as [`row`](Self::row) finds it, kept in `hint` for next time. A caller that
-    /// records the same site again and again (a task's polls) skips the probe.
-    #[inline]
-    fn row_hinted(&self, site: &Site, kind: SiteKind, hint: &AtomicU32) -> Option<usize> {
-        let i = (hint.load(Relaxed) as usize).wrapping_sub(1);
-        if let Some(row) = self.rows.get(i)
-            && row.key.load(Relaxed) == site.key()
-            && row.site.get().is_some_and(|(s, _)| s.same(site))
-        {
-            return Some(i);
-        }
-        let i = self.row(site, kind)?;
-        hint.store(i as u32 + 1, Relaxed);
-        Some(i)
-    }
-
     /// The row for `site`, claimed on first use; `None` when the table is full.
     #[inline]
     fn row(&self, site: &Site, kind: SiteKind) -> Option<usize> {
@@ -231,16 +214,9 @@ impl Table {
 
     #[inline]
     fn record_nanos(&self, site: Site, kind: SiteKind, nanos: u64) {
-        let row = self.row(&site, kind);
-        self.record_in(row, nanos);
-    }
-
-    /// Adds a call of `nanos` to `row` (`None`: to the overflow).
-    #[inline]
-    fn record_in(&self, row: Option<usize>, nanos: u64) {
         let epoch = self.epoch.load(Relaxed);
         let slot = (epoch % BUCKETS as u64) as usize;
-        match row {
+        match self.row(&site, kind) {
             Some(i) => {
                 self.rows[i].buckets[slot].add(epoch, nanos);
                 if nanos > self.longest_nanos.load(Relaxed) {
@@ -471,26 +447,6 @@ impl Thread<'_> {
         let inner = self.0.inner.replace(span.outer_inner.saturating_add(nanos));
         if let Some(table) = self.0.table.get() {
             table.record_nanos(site, kind, nanos.saturating_sub(inner));
-        }
-    }
-}
-
-impl Thread<'_> {
-    /// [`exit`](Self::exit) for a caller that keeps `hint` for the site's row (see
-    /// `Table::row_hinted`).
-    #[inline]
-    pub(crate) fn exit_hinted(
-        &self,
-        span: Span,
-        site: Site,
-        kind: SiteKind,
-        nanos: u64,
-        hint: &AtomicU32,
-    ) {
-        let inner = self.0.inner.replace(span.outer_inner.saturating_add(nanos));
-        if let Some(table) = self.0.table.get() {
-            let row = table.row_hinted(&site, kind, hint);
-            table.record_in(row, nanos.saturating_sub(inner));
         }
     }
 }

@@ -193,32 +193,3 @@ fn calls_timed_on_the_thread_profile_at_hand_nest_as_spans_do() {
     .join()
     .unwrap();
 }
-
-#[test]
-fn a_hinted_row_is_the_sites_own_and_a_stale_hint_is_corrected() {
-    let table = Arc::new(Table::new(at(0)));
-    let (a, b) = (Site::Line(here()), Site::Line(here()));
-    let hint = AtomicU32::new(0);
-    let row_a = table.row_hinted(&a, SiteKind::Poll, &hint).expect("a row");
-    assert_eq!(hint.load(Relaxed), row_a as u32 + 1);
-    assert_eq!(table.row(&a, SiteKind::Poll), Some(row_a));
-
-    // The hint another site left (a task polled on a second thread's table, say) is
-    // not trusted: b gets its own row, and the hint follows it.
-    let row_b = table.row_hinted(&b, SiteKind::Poll, &hint).expect("a row");
-    assert_ne!(row_a, row_b);
-    assert_eq!(hint.load(Relaxed), row_b as u32 + 1);
-
-    // Out of range: probed as if there were none.
-    hint.store(u32::MAX, Relaxed);
-    assert_eq!(table.row_hinted(&a, SiteKind::Poll, &hint), Some(row_a));
-
-    table.record_in(Some(row_a), 5);
-    table.record_in(table.row_hinted(&a, SiteKind::Poll, &hint), 7);
-    let snap = snapshot_of(&[table], at(1));
-    let p = snap
-        .sites
-        .iter()
-        .find(|p| p.busy == Duration::from_nanos(12));
-    assert!(p.is_some_and(|p| p.count == 2), "{:?}", snap.sites);
-}

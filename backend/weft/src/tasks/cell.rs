@@ -7,7 +7,7 @@
 //! and how many wakers exist is the `Arc`'s strong count, which is how a task nobody
 //! can wake is noticed.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
@@ -129,9 +129,6 @@ pub struct TaskCell {
     awaiting: AtomicU64,
     state: AtomicU8,
     pub(crate) flags: AtomicU8,
-    /// Its site's row in the reactor profile plus one (0: not found yet), so a poll
-    /// records its time without probing for the row.
-    profile_row: AtomicU32,
     polls: AtomicU64,
     busy_ns: AtomicU64,
     idle_ns: AtomicU64,
@@ -173,7 +170,6 @@ impl TaskCell {
             awaiting: AtomicU64::new(0),
             state: AtomicU8::new(IDLE),
             flags: AtomicU8::new(0),
-            profile_row: AtomicU32::new(0),
             polls: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             idle_ns: AtomicU64::new(0),
@@ -257,10 +253,6 @@ impl TaskCell {
     /// Sets `flag`; `false` if it was set already.
     pub(crate) fn mark(&self, flag: u8) -> bool {
         self.flags.fetch_or(flag, Relaxed) & flag == 0
-    }
-
-    pub(crate) fn profile_row(&self) -> &AtomicU32 {
-        &self.profile_row
     }
 
     pub(crate) fn wakes(&self) -> u64 {

@@ -196,11 +196,10 @@ impl<F: Future> Future for Instrumented<F> {
 /// One poll of a task.
 ///
 /// Every future weft runs goes through here on every poll. The generic part is only the
-/// future's own poll between two calls shared by every task: the future is polled as
-/// it would be bare (the wrapper's bookkeeping inlined around it made the compiler
-/// inline less of the future itself), and the bookkeeping reaches the thread's context
-/// once on each side, reads the stopwatch (`clock.rs`) and finds the profile row from
-/// the hint the task keeps.
+/// future's own poll between two calls shared by every task, so the bookkeeping is
+/// compiled once rather than into each task's future; it reaches the thread's context
+/// (the reactor profile is a field of it) once on each side and reads the stopwatch
+/// (`clock.rs`).
 #[inline]
 fn poll_task<F: Future>(
     cell: &Arc<TaskCell>,
@@ -262,13 +261,8 @@ fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
             cell.set_connection(conn);
         }
         let took = end.saturating_sub(start);
-        profile::Thread(&c.profile).exit_hinted(
-            span,
-            profile::Site::Line(cell.site().0),
-            profile::SiteKind::Poll,
-            took,
-            cell.profile_row(),
-        );
+        let site = profile::Site::Line(cell.site().0);
+        profile::Thread(&c.profile).exit(span, site, profile::SiteKind::Poll, took);
         if !inner.slow_inside {
             polled(cell, Duration::from_nanos(took), c.slow_callback.get());
         }

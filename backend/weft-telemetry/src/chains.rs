@@ -204,6 +204,8 @@ pub(crate) struct Chain {
     /// The site of the step it is at, written out as the snapshot's `current_step` only
     /// when a snapshot is taken, not once per step.
     pub(crate) current_step: Option<Site>,
+    /// The sampler picked it when it was created: kept in history even if it ends well.
+    pub(crate) sampled: bool,
 }
 
 /// Where a chain comes from, kept as the event gave it and written into its snapshot only

@@ -4,7 +4,7 @@
 //! detection (stalled, slow, unhandled, leaked, deadlock: one per member) is one event on the bus, one increment of
 //! `weft_deferred_detections_total{service,detector}` and, through the store consumer, one
 //! row; a chain that ends is published (and so stored) when it failed, was flagged, or the
-//! [`Sampler`] keeps it.
+//! [`Sampler`] picked it when it was made.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +35,9 @@ const CALLBACK_BUCKETS: [f64; 12] = [
 
 /// Decides which successful chains are kept in history: each with probability `rate`,
 /// and at most `per_second` of them in any second, so a busy service's history costs the
-/// same at 1,000 requests a second as at 100,000.
+/// same at 1,000 requests a second as at 100,000. It is asked as each chain is made
+/// (through [`Observer::sample_chain`](weft::observe::Observer::sample_chain)), so a chain
+/// it passes over that ends well within one task poll is never even reported.
 #[derive(Debug)]
 pub struct Sampler {
     /// Probability of keeping a successful chain; failed and flagged chains are kept without
@@ -69,8 +71,8 @@ impl Sampler {
         self.rate
     }
 
-    /// Whether to keep a chain that ended well; a chain any detector flagged, or that
-    /// failed, is kept without asking.
+    /// Whether to keep a chain if it ends well; a chain any detector flagged, or that
+    /// failed, is kept whatever this said.
     pub fn keep_success(&self) -> bool {
         let picked = self.rate >= 1.0 || (self.rate > 0.0 && fastrand::f64() < self.rate);
         if !picked || self.per_second == 0 {
@@ -403,6 +405,7 @@ impl DeferredTracker {
             metrics,
             task: None,
             current_step: None,
+            sampled: c.sampled,
         };
         chains.insert(c.id.0, chain);
         None
@@ -443,7 +446,7 @@ impl DeferredTracker {
     fn settled(&self, id: DeferredId, outcome: &Outcome) -> Option<EventKind> {
         let chain = self.chains.lock().remove(&id.0)?;
         let failed = outcome.state() != DeferredState::Succeeded;
-        if !(failed || chain.snapshot.flagged() || self.sampler.keep_success()) {
+        if !(failed || chain.snapshot.flagged() || chain.sampled) {
             // Neither published nor remembered: its record is never made.
             uncount(&chain);
             return None;

@@ -122,6 +122,7 @@ impl DeferredTracker {
             metrics,
             task: Some(t.cell.clone()),
             current_step: None,
+            sampled: false,
         };
         let mut chains = self.chains().lock();
         chains.insert(t.id.0, chain);

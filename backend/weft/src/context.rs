@@ -10,7 +10,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::defer::{DeferredId, Registry, StallConfig, WaitTable};
+use crate::defer::{DeferredId, Registry, StallConfig, Unannounced, WaitTable};
 use crate::observe::{ConnectionId, Observer};
 use crate::reactor::{Inner, ReactorConfig};
 use crate::tasks::{PollClock, Scope, TaskSlots};
@@ -38,6 +38,8 @@ pub(crate) struct Context {
     pub(crate) stall: RefCell<StallConfig>,
     /// Pending Deferreds, listable at any time.
     pub(crate) deferreds: RefCell<Registry>,
+    /// Deferreds created during the running task poll and not reported yet.
+    pub(crate) unannounced: Unannounced,
     /// What the task being polled now was told during its poll.
     pub(crate) task: Scope,
     /// Live tasks, listable and scanned for stalls at any time.
@@ -71,6 +73,7 @@ impl Context {
             slow_callback: Cell::new(ReactorConfig::DEFAULT_SLOW_CALLBACK),
             stall: RefCell::new(StallConfig::new(ReactorConfig::DEFAULT_STALL_AFTER)),
             deferreds: RefCell::new(Registry::new()),
+            unannounced: Unannounced::new(),
             task: Scope::new(),
             tasks: RefCell::new(TaskSlots::new()),
             waits: RefCell::new(WaitTable::new()),

@@ -6,9 +6,9 @@ mod drive;
 
 use std::cell::{Cell, RefCell};
 use std::panic::Location;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::events;
 use super::events::{
@@ -44,6 +44,52 @@ const LEAKED: u16 = 1 << 6;
 pub(crate) const LONG_WAIT: u16 = 1 << 7;
 /// Reported as a member of a deadlock.
 pub(crate) const DEADLOCK_REPORTED: u16 = 1 << 8;
+/// Not reported to the observer yet: see [`Unannounced`].
+const UNANNOUNCED: u16 = 1 << 9;
+
+/// Chains the observer passed over ([`Observer::sample_chain`](observe::Observer::sample_chain))
+/// that were created during the running task poll, kept until the poll ends.
+///
+/// Most chains a busy service makes (one per HTTP request) are created, fired and settled
+/// inside one poll of their connection's task, and end well: the observer would only
+/// count them pending and then not, and drop them. Such a chain reports nothing. It is
+/// announced (`Created`, dated when it was made, then its named step and, if fired, that
+/// it was) the moment it needs to be seen: when the poll ends with it still pending, or
+/// before anything but a clean end is reported (it stops, runs a traced step, fails, is
+/// cancelled or flagged, or is dropped unfired). Nothing that can be observed is lost: the
+/// reactor's thread runs nothing else in between, so no listing or scan can find a chain
+/// that has not been announced.
+pub(crate) struct Unannounced(RefCell<Vec<Weak<Core>>>);
+
+impl Unannounced {
+    pub(crate) const fn new() -> Self {
+        Self(RefCell::new(Vec::new()))
+    }
+
+    /// Announces each chain still pending; the task poll that made them has ended.
+    #[inline]
+    pub(crate) fn announce_pending(&self) {
+        if self.0.borrow().is_empty() {
+            return;
+        }
+        self.announce_all();
+    }
+
+    #[inline(never)]
+    fn announce_all(&self) {
+        let mut chains = std::mem::take(&mut *self.0.borrow_mut());
+        for core in chains.drain(..).filter_map(|c| c.upgrade()) {
+            if core.slot.get().is_some() {
+                core.announce();
+            }
+        }
+        // Keep the buffer for the next poll, unless an announcement made a new one.
+        let mut kept = self.0.borrow_mut();
+        if kept.capacity() == 0 {
+            *kept = chains;
+        }
+    }
+}
 
 pub(crate) struct Core {
     pub(crate) id: DeferredId,
@@ -89,12 +135,19 @@ impl Core {
         connection: Option<ConnectionId>,
     ) -> Rc<Self> {
         let connection = connection.or_else(observe::current_connection);
+        let (parent, observer, polling) = crate::context::with(|cx| {
+            (
+                cx.running_deferred.get(),
+                cx.observer.borrow().clone(),
+                cx.task.polling(),
+            )
+        });
         let core = Rc::new(Self {
             id: DeferredId(observe::next_id()),
             site,
             label,
             connection,
-            parent: crate::context::with(|cx| cx.running_deferred.get()),
+            parent,
             created: registry::clock_now(),
             fired: Cell::new(Fire::Not),
             flags: Cell::new(CONSUMER),
@@ -112,17 +165,73 @@ impl Core {
             named: RefCell::default(),
         });
         registry::register(&core);
-        events::emit(|| {
-            DeferredEvent::Created(Created {
-                id: core.id,
-                label: core.label,
-                site: super::Site(core.site),
-                connection: core.connection,
-                parent: core.parent,
-                at: std::time::SystemTime::now(),
-            })
-        });
+        if let Some(observer) = observer {
+            let sampled = observer.sample_chain();
+            if !sampled && polling && !observe::trace::enabled() {
+                core.set_flag(UNANNOUNCED, true);
+                crate::context::with(|cx| cx.unannounced.0.borrow_mut().push(Rc::downgrade(&core)));
+            } else {
+                let event = core.created_event(SystemTime::now(), sampled);
+                observer.on_event(&observe::Event::Deferred(&event));
+            }
+        }
         core
+    }
+
+    fn created_event(&self, at: SystemTime, sampled: bool) -> DeferredEvent {
+        DeferredEvent::Created(Created {
+            id: self.id,
+            label: self.label,
+            site: super::Site(self.site),
+            connection: self.connection,
+            parent: self.parent,
+            at,
+            sampled,
+        })
+    }
+
+    /// Reports a chain the observer has not heard of yet ([`Unannounced`]) from its
+    /// creation: made, at its named step, fired if it was. Does nothing otherwise.
+    pub(crate) fn announce(&self) {
+        if !self.flags_has(UNANNOUNCED) {
+            return;
+        }
+        self.set_flag(UNANNOUNCED, false);
+        let Some(observer) = observe::current() else {
+            return;
+        };
+        let now = registry::clock_now();
+        let wall = SystemTime::now();
+        let dated = |since: Duration| wall.checked_sub(now.saturating_sub(since)).unwrap_or(wall);
+        let send = |event: DeferredEvent| observer.on_event(&observe::Event::Deferred(&event));
+        send(self.created_event(dated(self.created), false));
+        let named = self
+            .named
+            .try_borrow()
+            .ok()
+            .and_then(|n| Some((n.step()?, n.since())));
+        if let Some((step, since)) = named {
+            send(DeferredEvent::Named(super::events::StepNamed {
+                id: self.id,
+                step,
+                at: dated(since),
+            }));
+        }
+        // A failure or a cancel announces the chain before it is recorded as fired.
+        if self.fired.get() != Fire::Not {
+            send(DeferredEvent::Fired(Fired {
+                id: self.id,
+                outcome: Outcome::Succeeded,
+                age: now.saturating_sub(self.created),
+                at: wall,
+            }));
+        }
+    }
+
+    /// Whether the observer has heard of this chain (or there is none to hear).
+    #[inline]
+    pub(crate) fn announced(&self) -> bool {
+        !self.flags_has(UNANNOUNCED)
     }
 
     #[inline]
@@ -177,8 +286,11 @@ impl Core {
     /// Gives the chain its first result and runs it.
     pub(crate) fn fire(self: &Rc<Self>, holder: LinkSlot, how: Fire) {
         debug_assert_eq!(self.fired.get(), Fire::Not, "fired twice");
+        if !self.announced() && (how != Fire::Value || holder.failure().is_some()) {
+            self.announce();
+        }
         self.fired.set(how);
-        events::emit(|| {
+        events::emit_if(self.announced() && observe::enabled(), || {
             let outcome = match (how, holder.failure()) {
                 (Fire::Cancelled, _) => Outcome::Cancelled,
                 (_, Some(f)) => Outcome::Failed(FailureInfo::of(f)),
@@ -214,6 +326,7 @@ impl Core {
             if !self.runs_at_once()
                 && let Some(observer) = observe::current()
             {
+                self.announce();
                 let event = DeferredEvent::Queued(StepQueued {
                     id: self.id,
                     index,
@@ -270,6 +383,7 @@ impl Core {
         if self.slot.get().is_none() {
             registry::register(self);
         }
+        self.announce();
         events::emit(|| {
             DeferredEvent::Paused(Paused {
                 id: self.id,
@@ -303,7 +417,16 @@ impl Core {
     fn settle(&self) {
         if let Some(slot) = self.slot.take() {
             registry::unregister(slot);
-            events::emit(|| {
+            let failed = self
+                .result
+                .borrow()
+                .as_ref()
+                .is_some_and(|h| h.failure().is_some());
+            if failed {
+                self.announce();
+            }
+            // An unannounced chain that ended well is never reported.
+            events::emit_if(self.announced() && observe::enabled(), || {
                 let outcome = match self.result.borrow().as_ref().and_then(|h| h.failure()) {
                     Some(f)
                         if self.fired.get() == Fire::Cancelled && f.check::<CancelledError>() =>
@@ -431,6 +554,7 @@ impl Drop for Core {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
             registry::unregister(slot);
+            self.announce();
             events::emit(|| {
                 DeferredEvent::Dropped(Dropped {
                     id: self.id,

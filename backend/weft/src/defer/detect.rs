@@ -37,6 +37,7 @@ pub(crate) fn report_slow(
     threshold: Duration,
 ) {
     crate::tasks::note_slow_inside();
+    core.announce();
     tracing::warn!(
         deferred = %core.id, callback = %Site(site), ?took,
         "a Deferred callback blocked the reactor"
@@ -53,6 +54,7 @@ pub(crate) fn report_slow(
 }
 
 pub(crate) fn report_unhandled(core: &Core, failure: &Failure) {
+    core.announce();
     tracing::error!(
         deferred = %core.id, created = %Site(core.site), "Unhandled error in Deferred: {failure}"
     );
@@ -65,6 +67,7 @@ pub(crate) fn report_unhandled(core: &Core, failure: &Failure) {
 }
 
 pub(crate) fn report_leaked(core: &Core) {
+    core.announce();
     tracing::warn!(
         deferred = %core.id, created = %Site(core.site),
         "a Deferred's firing side was dropped without firing; its chain can never complete"
@@ -158,6 +161,7 @@ pub fn scan_for_stalls() {
             return;
         }
         core.set_flag(STALL_REPORTED, true);
+        core.announce();
         let snapshot = registry::snapshot(core, now);
         tracing::warn!(
             deferred = %core.id, created = %Site(core.site), state = snapshot.state.as_str(),

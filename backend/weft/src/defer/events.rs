@@ -391,6 +391,9 @@ pub struct Created {
     pub parent: Option<DeferredId>,
     /// Wall-clock creation time.
     pub at: SystemTime,
+    /// What [`Observer::sample_chain`](crate::observe::Observer::sample_chain) answered
+    /// when it was created: whether its record is wanted even if it ends well.
+    pub sampled: bool,
 }
 
 /// A step was added to a chain that cannot run it yet.

@@ -151,6 +151,7 @@ mod step;
 mod sync;
 mod waits;
 
+pub(crate) use core::Unannounced;
 pub use deadlock::{Deadlock, DeadlockMember, describe_member};
 pub use deferred::{CancelHandle, Deferred, Resolver};
 pub(crate) use detect::{StallConfig, start_detectors};

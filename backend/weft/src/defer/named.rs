@@ -214,6 +214,11 @@ impl Steps {
         let Some(core) = self.core.upgrade() else {
             return;
         };
+        // An unannounced chain keeps only the step it is at: before it moves on, the
+        // observer hears of it, so the steps it went through are all reported.
+        if !core.announced() && core.named.borrow().count > 0 {
+            core.announce();
+        }
         let mut current = core.named.borrow_mut();
         current.count = current.count.saturating_add(1);
         current.name = Some(name);
@@ -226,7 +231,8 @@ impl Steps {
 
 /// Emits `current` as `core`'s named step, when an observer listens.
 fn report(core: &Core, current: &Current) {
-    if !crate::observe::enabled() {
+    // An unannounced chain reports its step when it is announced, if it ever is.
+    if !core.announced() || !crate::observe::enabled() {
         return;
     }
     if let Some(step) = current.step() {

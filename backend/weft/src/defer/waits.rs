@@ -368,6 +368,7 @@ pub(crate) fn scan_for_deadlocks() {
         }
         for core in &members {
             core.set_flag(DEADLOCK_REPORTED, true);
+            core.announce();
         }
         tracing::warn!(
             members = %cycle.iter().map(describe_member).collect::<Vec<_>>().join("; "),

@@ -30,6 +30,16 @@ use std::sync::Arc;
 pub trait Observer: Send + Sync + 'static {
     /// One event. Borrowed data lives only for the call; clone what you keep.
     fn on_event(&self, event: &Event<'_>);
+
+    /// Asked once as each Deferred is created: whether its record is wanted even if it
+    /// ends well (`Created::sampled` carries the answer). A chain passed over that is
+    /// created, fired and settled inside one task poll, with no traced step, failure or
+    /// detection, is never reported: it costs no event at all. One still pending when
+    /// that poll ends, or that stops, fails or is flagged, is reported from its creation
+    /// as usual. Observers that want every chain keep the default.
+    fn sample_chain(&self) -> bool {
+        true
+    }
 }
 
 /// Installs `observer` for the current thread (the reactor's), replacing any other.

@@ -52,6 +52,12 @@ impl Scope {
         }
     }
 
+    /// Whether a task is being polled now.
+    #[inline]
+    pub(crate) fn polling(&self) -> bool {
+        self.running.get().is_some()
+    }
+
     fn swap(&self, to: Saved) -> Saved {
         Saved {
             running: self.running.replace(to.running),
@@ -269,6 +275,7 @@ fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
         if !ready && cell.wakes() == wakes {
             detect::check_leaked(cell, 0);
         }
+        c.unannounced.announce_pending();
     });
 }
 

@@ -10,31 +10,71 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use super::*;
-use crate::defer::{Deferred, DeferredEvent, set_stall_threshold, set_stall_threshold_for};
+use crate::defer::{
+    Deferred, DeferredEvent, DeferredId, set_stall_threshold, set_stall_threshold_for,
+};
 use crate::observe::{self, Event, Observer};
 use crate::testing::Clock;
 
 /// Keeps every Deferred event (tasks report through them).
 #[derive(Default)]
-struct Capture(Mutex<Vec<DeferredEvent>>);
+struct Capture {
+    events: Mutex<Vec<DeferredEvent>>,
+    /// Passes every chain over (`sample_chain` says no), as a sampling hub does mostly.
+    passes_over: bool,
+}
 
 impl Observer for Capture {
     fn on_event(&self, event: &Event<'_>) {
         if let Event::Deferred(d) = event {
-            self.0.lock().unwrap().push((*d).clone());
+            self.events.lock().unwrap().push((*d).clone());
         }
+    }
+
+    fn sample_chain(&self) -> bool {
+        !self.passes_over
     }
 }
 
 impl Capture {
     fn install() -> Arc<Self> {
-        let capture = Arc::new(Self::default());
+        Self::installed(Self::default())
+    }
+
+    /// Installed, passing every chain over.
+    fn passing_over() -> Arc<Self> {
+        Self::installed(Self {
+            passes_over: true,
+            ..Self::default()
+        })
+    }
+
+    fn installed(capture: Self) -> Arc<Self> {
+        let capture = Arc::new(capture);
         observe::set_observer(Some(capture.clone()));
         capture
     }
 
     fn events(&self) -> Vec<DeferredEvent> {
-        self.0.lock().unwrap().clone()
+        self.events.lock().unwrap().clone()
+    }
+
+    /// What was reported of the chain `id`, by event name.
+    fn of_chain(&self, id: DeferredId) -> Vec<&'static str> {
+        self.events()
+            .iter()
+            .filter_map(|e| match e {
+                DeferredEvent::Created(c) if c.id == id => Some("created"),
+                DeferredEvent::Named(n) if n.id == id => Some(n.step.name),
+                DeferredEvent::Fired(f) if f.id == id => Some(match f.outcome {
+                    crate::defer::Outcome::Succeeded => "fired",
+                    _ => "failed",
+                }),
+                DeferredEvent::Settled(s) if s.id == id => Some("settled"),
+                DeferredEvent::Paused(p) if p.id == id => Some("paused"),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -294,5 +334,167 @@ fn a_task_whose_waker_is_dropped_while_pending_is_leaked() {
     woken.borrow_mut().take().unwrap().wake();
     crate::defer::scan_for_stalls();
     assert_eq!(leaked().len(), 2);
+    observe::set_observer(None);
+}
+
+/// Runs `body` as one poll of an instrumented task.
+fn one_poll<T>(body: impl FnOnce() -> T) -> T {
+    let mut body = Some(body);
+    let task = instrument(
+        poll_fn(move |_| Poll::Ready(body.take().expect("polled once")())),
+        TaskKind::Spawned,
+        Some("connection"),
+        site(),
+        None,
+    );
+    match poll(std::pin::pin!(task)) {
+        Poll::Ready(out) => out,
+        Poll::Pending => unreachable!("the body is ready at once"),
+    }
+}
+
+/// A request's chain made, taken through `steps` and ended well, in one task poll.
+fn served(steps: &[&'static str]) -> DeferredId {
+    one_poll(|| {
+        let (resolver, d) = Deferred::<()>::traced(Some("request"), None);
+        let marks = d.steps();
+        for step in steps {
+            marks.step(step);
+        }
+        let id = d.id();
+        drop(d);
+        resolver.callback(());
+        id
+    })
+}
+
+#[test]
+fn a_chain_passed_over_that_ends_well_inside_one_poll_reports_nothing() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let id = served(&["route"]);
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+    assert!(crate::defer::pending().is_empty());
+
+    // Sampled, the same chain is reported from start to end.
+    let capture = Capture::install();
+    let id = served(&["route"]);
+    assert_eq!(
+        capture.of_chain(id),
+        ["created", "route", "fired", "settled"]
+    );
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_chain_passed_over_still_pending_when_its_poll_ends_is_announced_from_its_creation() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let step_clock = clock.clone();
+    let (resolver, d) = one_poll(|| {
+        let made = Deferred::<()>::traced(Some("request"), None);
+        made.1.steps().step("response head");
+        step_clock.advance(Duration::from_millis(250));
+        made
+    });
+    let id = d.id();
+    assert_eq!(capture.of_chain(id), ["created", "response head"]);
+    let created = capture
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            DeferredEvent::Created(c) if c.id == id => Some(c),
+            _ => None,
+        })
+        .expect("created");
+    assert!(!created.sampled);
+    let age = std::time::SystemTime::now()
+        .duration_since(created.at)
+        .expect("dated in the past");
+    assert!(
+        age >= Duration::from_millis(250),
+        "dated at its creation: {age:?}"
+    );
+    let listed = crate::defer::pending();
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(
+        listed[0].named.as_ref().map(|n| n.name),
+        Some("response head")
+    );
+
+    drop(d);
+    resolver.callback(());
+    assert_eq!(
+        capture.of_chain(id),
+        ["created", "response head", "fired", "settled"]
+    );
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_chain_passed_over_is_announced_before_a_failure_or_a_leak_is_reported() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let failed = one_poll(|| {
+        let (resolver, mut d) = Deferred::<()>::traced(Some("request"), None);
+        let id = d.id();
+        resolver.errback(crate::defer::Failure::new(std::io::Error::other("refused")));
+        let _ = d.try_take();
+        id
+    });
+    assert_eq!(capture.of_chain(failed), ["created", "failed", "settled"]);
+
+    let leaked = one_poll(|| {
+        let (resolver, d) = Deferred::<()>::traced(Some("request"), None);
+        let id = d.id();
+        drop(resolver);
+        id
+    });
+    let events = capture.events();
+    let reported: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            DeferredEvent::Created(c) if c.id == leaked => Some("created"),
+            DeferredEvent::Leaked(l) if l.subject.id == leaked => Some("leaked"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, ["created", "leaked"]);
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_chain_passed_over_outside_a_task_poll_is_reported_at_once() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let (resolver, d) = Deferred::<()>::traced(Some("callback"), None);
+    let id = d.id();
+    drop(d);
+    resolver.callback(());
+    assert_eq!(capture.of_chain(id), ["created", "fired", "settled"]);
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_chain_passed_over_that_moves_past_its_first_named_step_reports_every_step() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let id = served(&["route", "connect upstream", "response head"]);
+    assert_eq!(
+        capture.of_chain(id),
+        [
+            "created",
+            "route",
+            "connect upstream",
+            "response head",
+            "fired",
+            "settled"
+        ]
+    );
     observe::set_observer(None);
 }

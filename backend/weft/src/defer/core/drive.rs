@@ -133,6 +133,7 @@ impl Core {
             self.steps_run.set(index + 1);
             let took = Duration::from_nanos(nanos);
             if let Some(observer) = &driver.observer {
+                self.announce();
                 let event = self.step_finished(step, &ran, index, kind, took);
                 observer.on_event(&observe::Event::Deferred(&event));
             }

@@ -55,8 +55,8 @@ const UNANNOUNCED: u16 = 1 << 9;
 /// count them pending and then not, and drop them. Such a chain reports nothing. It is
 /// announced (`Created`, dated when it was made, then its named step and, if fired, that
 /// it was) the moment it needs to be seen: when the poll ends with it still pending, or
-/// before anything but a clean end is reported (it stops, runs a traced step, fails, is
-/// cancelled or flagged, or is dropped unfired). Nothing that can be observed is lost: the
+/// before anything but a clean end is reported (it stops, runs a traced step, moves past
+/// its first named step, fails, is cancelled or flagged, or is dropped unfired). Nothing that can be observed is lost: the
 /// reactor's thread runs nothing else in between, so no listing or scan can find a chain
 /// that has not been announced.
 pub(crate) struct Unannounced(RefCell<Vec<Weak<Core>>>);

@@ -191,7 +191,7 @@ impl DeferredTracker {
         registry.register(Box::new(callback_duration.clone()))?;
         let skipped = IntCounter::new(
             "weft_deferred_samples_skipped_total",
-            "Successful chains the sample rate picked for history but its per-second cap left out.",
+            "Chains the sample rate picked, as they were made, for history should they end well, but its per-second cap left out.",
         )?;
         registry.register(Box::new(skipped.clone()))?;
         Ok(Self {

@@ -73,7 +73,7 @@ impl Scope {
 #[inline]
 pub(crate) fn note_awaiting(id: DeferredId) {
     crate::context::with(|cx| {
-        if cx.task.running.get().is_some() {
+        if cx.task.polling() {
             cx.task.awaiting.set(Some(id));
         }
     });

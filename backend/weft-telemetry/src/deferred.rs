@@ -37,7 +37,7 @@ const CALLBACK_BUCKETS: [f64; 12] = [
 /// and at most `per_second` of them in any second, so a busy service's history costs the
 /// same at 1,000 requests a second as at 100,000. It is asked as each chain is made
 /// (through [`Observer::sample_chain`](weft::observe::Observer::sample_chain)), so a chain
-/// it passes over that ends well within one task poll is never even reported.
+/// it passes over that ends well within 100 ms is never even reported.
 #[derive(Debug)]
 pub struct Sampler {
     /// Probability of keeping a successful chain; failed and flagged chains are kept without
@@ -401,7 +401,13 @@ impl DeferredTracker {
                 site: c.site,
                 service,
             },
-            created: std::time::Instant::now(),
+            // As old as the event says: a chain the sampler passed over is announced
+            // only once it has been pending a while, dated at its creation.
+            created: std::time::SystemTime::now()
+                .duration_since(c.at)
+                .ok()
+                .and_then(|age| std::time::Instant::now().checked_sub(age))
+                .unwrap_or_else(std::time::Instant::now),
             metrics,
             task: None,
             current_step: None,

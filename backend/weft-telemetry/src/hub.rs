@@ -355,7 +355,7 @@ impl Hub {
 
 impl Observer for Hub {
     /// The sampler decides as a chain is made whether history keeps it if it ends well;
-    /// one it passes over and that ends well inside one task poll is never reported.
+    /// one it passes over and that ends well within 100 ms is never reported.
     fn sample_chain(&self) -> bool {
         self.deferreds.sampler().keep_success()
     }

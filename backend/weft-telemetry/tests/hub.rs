@@ -547,3 +547,25 @@ fn deferred_chains_are_tracked_flagged_and_kept_when_they_end() {
     assert!(detail.contains("upstream refused"), "{detail}");
     assert!(deferred.site.contains("tests/hub.rs"), "{}", deferred.site);
 }
+
+#[test]
+fn a_chain_reported_late_is_as_old_as_its_creation_says() {
+    use weft::defer::{Created, DeferredEvent, DeferredId, Site};
+    use weft::observe::{Event, Observer};
+
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    // Announced now, made two seconds ago (a chain the sampler passed over, held).
+    let created = Created {
+        id: DeferredId(7),
+        label: Some("held"),
+        site: Site(std::panic::Location::caller()),
+        connection: None,
+        parent: None,
+        at: std::time::SystemTime::now() - Duration::from_secs(2),
+        sampled: false,
+    };
+    hub.on_event(&Event::Deferred(&DeferredEvent::Created(created)));
+    let listed = hub.deferred(7).expect("tracked");
+    assert!(listed.age_ms >= 2_000, "age {} ms", listed.age_ms);
+    assert!(listed.age_ms < 60_000, "age {} ms", listed.age_ms);
+}

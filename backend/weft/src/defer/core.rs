@@ -20,6 +20,7 @@ use super::step::{Holder, Link, take_result};
 use super::{CancelledError, Failure, detect, registry};
 use crate::observe::{self, ConnectionId};
 use crate::reactor::profile;
+use crate::time::DelayedCall;
 
 /// How the Deferred was first fired.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,48 +48,108 @@ pub(crate) const DEADLOCK_REPORTED: u16 = 1 << 8;
 /// Not reported to the observer yet: see [`Unannounced`].
 const UNANNOUNCED: u16 = 1 << 9;
 
+/// How long a chain the observer passed over may stay pending unreported: one that ends
+/// well sooner (an HTTP request answered by its upstream, say) is never reported.
+pub(crate) const HOLD: Duration = Duration::from_millis(100);
+
 /// Chains the observer passed over ([`Observer::sample_chain`](observe::Observer::sample_chain))
-/// that were created during the running task poll, kept until the poll ends.
+/// that were created during the running task poll, and whether any pending one is held
+/// back beyond its poll.
 ///
-/// Most chains a busy service makes (one per HTTP request) are created, fired and settled
-/// inside one poll of their connection's task, and end well: the observer would only
-/// count them pending and then not, and drop them. Such a chain reports nothing. It is
-/// announced (`Created`, dated when it was made, then its named step and, if fired, that
-/// it was) the moment it needs to be seen: when the poll ends with it still pending, or
-/// before anything but a clean end is reported (it stops, runs a traced step, moves past
-/// its first named step, fails, is cancelled or flagged, or is dropped unfired). Nothing that can be observed is lost: the
-/// reactor's thread runs nothing else in between, so no listing or scan can find a chain
-/// that has not been announced.
-pub(crate) struct Unannounced(RefCell<Vec<Weak<Core>>>);
+/// Most chains a busy service makes (one per HTTP request) end well soon after they are
+/// made: the observer would only count them pending and then not, and drop them. Such a
+/// chain reports nothing. It is announced (`Created`, dated when it was made, then every
+/// named step it went through and, if fired, that it was) the moment it needs to be seen:
+/// when it has been pending for [`HOLD`] (a sweep on the thread's clock, scheduled while
+/// such chains exist, looks for them), or before anything but a clean end is reported
+/// (it stops, runs a traced step, fails, is cancelled or flagged, or is dropped unfired).
+/// Until then it is listed by the thread's own [`pending`](super::pending), not by the
+/// observer. A chain made outside a task poll is announced at once; on a thread without
+/// a clock to sweep on, when its poll ends.
+pub(crate) struct Unannounced {
+    /// Made during the running poll.
+    made: RefCell<Vec<Weak<Core>>>,
+    /// The sweep due next, while chains are held.
+    sweep: RefCell<Option<DelayedCall>>,
+}
 
 impl Unannounced {
     pub(crate) const fn new() -> Self {
-        Self(RefCell::new(Vec::new()))
+        Self {
+            made: RefCell::new(Vec::new()),
+            sweep: RefCell::new(None),
+        }
     }
 
-    /// Announces each chain still pending; the task poll that made them has ended.
+    /// The task poll that made the chains has ended: those still pending are held until
+    /// a sweep finds them pending for [`HOLD`].
     #[inline]
-    pub(crate) fn announce_pending(&self) {
-        if self.0.borrow().is_empty() {
+    pub(crate) fn hold_pending(&self) {
+        if self.made.borrow().is_empty() {
             return;
         }
-        self.announce_all();
+        self.hold_all();
     }
 
     #[inline(never)]
-    fn announce_all(&self) {
-        let mut chains = std::mem::take(&mut *self.0.borrow_mut());
+    fn hold_all(&self) {
+        let mut chains = std::mem::take(&mut *self.made.borrow_mut());
+        let mut swept = None;
         for core in chains.drain(..).filter_map(|c| c.upgrade()) {
-            if core.slot.get().is_some() {
+            if core.slot.get().is_none() || core.announced() {
+                continue;
+            }
+            // Without a clock to sweep on, it is announced now.
+            if !*swept.get_or_insert_with(|| self.schedule_sweep()) {
                 core.announce();
             }
         }
         // Keep the buffer for the next poll, unless an announcement made a new one.
-        let mut kept = self.0.borrow_mut();
+        let mut kept = self.made.borrow_mut();
         if kept.capacity() == 0 {
             *kept = chains;
         }
     }
+
+    /// Makes sure a sweep is due on this thread's clock; `false` when there is no clock.
+    fn schedule_sweep(&self) -> bool {
+        if self
+            .sweep
+            .borrow()
+            .as_ref()
+            .is_some_and(DelayedCall::will_run)
+        {
+            return true;
+        }
+        let Some(clock) = crate::time::try_current_clock() else {
+            return false;
+        };
+        *self.sweep.borrow_mut() = Some(clock.call_later(HOLD, sweep));
+        true
+    }
+}
+
+/// Announces the held chains pending for [`HOLD`] or longer; comes back while younger
+/// ones are held.
+fn sweep() {
+    let now = registry::clock_now();
+    let mut younger = false;
+    registry::for_each_pending(|core| {
+        if core.announced() {
+            return;
+        }
+        if now.saturating_sub(core.created) >= HOLD {
+            core.announce();
+        } else {
+            younger = true;
+        }
+    });
+    crate::context::with(|cx| {
+        cx.unannounced.sweep.borrow_mut().take();
+        if younger {
+            cx.unannounced.schedule_sweep();
+        }
+    });
 }
 
 pub(crate) struct Core {
@@ -169,7 +230,9 @@ impl Core {
             let sampled = observer.sample_chain();
             if !sampled && polling && !observe::trace::enabled() {
                 core.set_flag(UNANNOUNCED, true);
-                crate::context::with(|cx| cx.unannounced.0.borrow_mut().push(Rc::downgrade(&core)));
+                crate::context::with(|cx| {
+                    cx.unannounced.made.borrow_mut().push(Rc::downgrade(&core));
+                });
             } else {
                 let event = core.created_event(SystemTime::now(), sampled);
                 observer.on_event(&observe::Event::Deferred(&event));
@@ -191,7 +254,8 @@ impl Core {
     }
 
     /// Reports a chain the observer has not heard of yet ([`Unannounced`]) from its
-    /// creation: made, at its named step, fired if it was. Does nothing otherwise.
+    /// creation: made, each named step it went through, fired if it was. Does nothing
+    /// otherwise.
     pub(crate) fn announce(&self) {
         if !self.flags_has(UNANNOUNCED) {
             return;
@@ -205,12 +269,11 @@ impl Core {
         let dated = |since: Duration| wall.checked_sub(now.saturating_sub(since)).unwrap_or(wall);
         let send = |event: DeferredEvent| observer.on_event(&observe::Event::Deferred(&event));
         send(self.created_event(dated(self.created), false));
-        let named = self
-            .named
-            .try_borrow()
-            .ok()
-            .and_then(|n| Some((n.step()?, n.since())));
-        if let Some((step, since)) = named {
+        let steps: Vec<_> = match self.named.try_borrow_mut() {
+            Ok(mut named) => named.take_all().collect(),
+            Err(_) => Vec::new(),
+        };
+        for (step, since) in steps {
             send(DeferredEvent::Named(super::events::StepNamed {
                 id: self.id,
                 step,

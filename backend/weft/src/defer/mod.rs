@@ -151,6 +151,8 @@ mod step;
 mod sync;
 mod waits;
 
+#[cfg(test)]
+pub(crate) use core::HOLD;
 pub(crate) use core::Unannounced;
 pub use deadlock::{Deadlock, DeadlockMember, describe_member};
 pub use deferred::{CancelHandle, Deferred, Resolver};

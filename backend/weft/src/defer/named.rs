@@ -6,7 +6,9 @@
 //! [`Resolver`](super::Resolver), marks steps; each one ends the previous. A mark writes
 //! a few cells of the chain (its name, what it waits on, its detail, the clock) and, only
 //! when an observer listens, emits [`DeferredEvent::Named`](super::DeferredEvent::Named):
-//! no allocation, whether anyone watches or not. Names are `&'static str`, so they are a
+//! no allocation, whether anyone watches or not, but for a chain the observer has not
+//! heard of yet, which keeps the steps it passed (in one small vector) to report them if
+//! it is ever announced. Names are `&'static str`, so they are a
 //! bounded set; the detail is a [`StepDetail`], at most [`StepDetail::MAX`] bytes, built
 //! once (from configuration, say) and shared by reference count.
 
@@ -129,6 +131,9 @@ pub(crate) struct Current {
     detail: Option<StepDetail>,
     /// When it began, on the thread clock's timeline.
     since: Duration,
+    /// The steps before it, with when each began, while the chain is unannounced: they
+    /// are reported when it is announced.
+    passed: Vec<(NamedStep, Duration)>,
 }
 
 impl Current {
@@ -146,11 +151,18 @@ impl Current {
     pub(crate) fn since(&self) -> Duration {
         self.since
     }
+
+    /// Every step marked so far, oldest first, with when each began; empties the record
+    /// of those before the current one.
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = (NamedStep, Duration)> {
+        let current = self.step().map(|s| (s, self.since));
+        std::mem::take(&mut self.passed).into_iter().chain(current)
+    }
 }
 
 /// Marks the named steps of one chain from async code: each mark ends the previous one,
 /// writes a few cells of the chain and, only when an observer listens, emits
-/// [`DeferredEvent::Named`](super::DeferredEvent::Named); it allocates nothing.
+/// [`DeferredEvent::Named`](super::DeferredEvent::Named).
 ///
 /// It does not keep the chain alive: once the chain is gone, marks do nothing. A mark
 /// after the chain fired is still reported (the work behind a fired chain may go on),
@@ -214,12 +226,15 @@ impl Steps {
         let Some(core) = self.core.upgrade() else {
             return;
         };
-        // An unannounced chain keeps only the step it is at: before it moves on, the
-        // observer hears of it, so the steps it went through are all reported.
-        if !core.announced() && core.named.borrow().count > 0 {
-            core.announce();
-        }
         let mut current = core.named.borrow_mut();
+        // An unannounced chain keeps the steps it went through, to report them all if it
+        // is announced.
+        if !core.announced()
+            && let Some(step) = current.step()
+        {
+            let since = current.since;
+            current.passed.push((step, since));
+        }
         current.count = current.count.saturating_add(1);
         current.name = Some(name);
         current.waits_on = waits_on;

@@ -33,10 +33,11 @@ pub trait Observer: Send + Sync + 'static {
 
     /// Asked once as each Deferred is created: whether its record is wanted even if it
     /// ends well (`Created::sampled` carries the answer). A chain passed over that is
-    /// created, fired and settled inside one task poll, with no traced step, second named
-    /// step, failure or detection, is never reported: it costs no event at all. One still
-    /// pending when that poll ends, or that stops, moves on, fails or is flagged, is
-    /// reported from its creation as usual. Observers that want every chain keep the default.
+    /// created inside a task poll and ends well within 100 ms, with no traced step,
+    /// failure or detection, is never reported: it costs no event at all. One still
+    /// pending after that, or that stops, fails or is flagged, is reported from its
+    /// creation as usual, with every named step it went through. Observers that want every
+    /// chain keep the default.
     fn sample_chain(&self) -> bool {
         true
     }

@@ -275,7 +275,7 @@ fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
         if !ready && cell.wakes() == wakes {
             detect::check_leaked(cell, 0);
         }
-        c.unannounced.announce_pending();
+        c.unannounced.hold_pending();
     });
 }
 

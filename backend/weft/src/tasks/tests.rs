@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::defer::{
-    Deferred, DeferredEvent, DeferredId, set_stall_threshold, set_stall_threshold_for,
+    Deferred, DeferredEvent, DeferredId, HOLD, set_stall_threshold, set_stall_threshold_for,
 };
 use crate::observe::{self, Event, Observer};
 use crate::testing::Clock;
@@ -388,48 +388,94 @@ fn a_chain_passed_over_that_ends_well_inside_one_poll_reports_nothing() {
 }
 
 #[test]
-fn a_chain_passed_over_still_pending_when_its_poll_ends_is_announced_from_its_creation() {
+fn a_chain_passed_over_is_announced_once_pending_for_the_hold_with_every_step_dated() {
     let clock = Clock::fake();
     let _installed = clock.install();
     let capture = Capture::passing_over();
     let step_clock = clock.clone();
     let (resolver, d) = one_poll(|| {
         let made = Deferred::<()>::traced(Some("request"), None);
+        made.1.steps().step("route");
+        step_clock.advance(Duration::from_millis(30));
         made.1.steps().step("response head");
-        step_clock.advance(Duration::from_millis(250));
         made
     });
     let id = d.id();
-    assert_eq!(capture.of_chain(id), ["created", "response head"]);
-    let created = capture
-        .events()
-        .into_iter()
+    // Pending past its poll, it is listed on its thread but not reported yet.
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+    let listed = crate::defer::pending();
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(
+        listed[0].named.as_ref().map(|n| (n.index, n.name)),
+        Some((1, "response head"))
+    );
+
+    clock.advance(HOLD);
+    assert_eq!(
+        capture.of_chain(id),
+        ["created", "route", "response head"],
+        "announced with every step it went through"
+    );
+    let events = capture.events();
+    let created = events
+        .iter()
         .find_map(|e| match e {
-            DeferredEvent::Created(c) if c.id == id => Some(c),
+            DeferredEvent::Created(c) if c.id == id => Some(c.clone()),
             _ => None,
         })
         .expect("created");
     assert!(!created.sampled);
-    let age = std::time::SystemTime::now()
-        .duration_since(created.at)
-        .expect("dated in the past");
+    let head = events
+        .iter()
+        .find_map(|e| match e {
+            DeferredEvent::Named(n) if n.id == id && n.step.index == 1 => Some(n.clone()),
+            _ => None,
+        })
+        .expect("the second step");
+    let age = |at: std::time::SystemTime| {
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .expect("dated in the past")
+    };
     assert!(
-        age >= Duration::from_millis(250),
-        "dated at its creation: {age:?}"
+        age(created.at) >= HOLD + Duration::from_millis(30),
+        "dated at its creation: {:?}",
+        age(created.at)
     );
-    let listed = crate::defer::pending();
-    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), [id]);
-    assert_eq!(
-        listed[0].named.as_ref().map(|n| n.name),
-        Some("response head")
+    assert!(
+        age(head.at) >= HOLD && age(head.at) < HOLD + Duration::from_millis(30),
+        "each step dated at its start: {:?}",
+        age(head.at)
     );
 
     drop(d);
     resolver.callback(());
     assert_eq!(
         capture.of_chain(id),
-        ["created", "response head", "fired", "settled"]
+        ["created", "route", "response head", "fired", "settled"]
     );
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_chain_passed_over_that_ends_well_within_the_hold_reports_nothing() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let (resolver, d) = one_poll(|| {
+        let made = Deferred::<()>::traced(Some("request"), None);
+        made.1.steps().step("route");
+        made
+    });
+    let id = d.id();
+    clock.advance(HOLD - Duration::from_millis(1));
+    let steps = d.steps();
+    one_poll(|| steps.step("response head"));
+    drop(d);
+    resolver.callback(());
+    clock.advance(HOLD * 3);
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+    assert!(crate::defer::pending().is_empty());
     observe::set_observer(None);
 }
 
@@ -480,21 +526,26 @@ fn a_chain_passed_over_outside_a_task_poll_is_reported_at_once() {
 }
 
 #[test]
-fn a_chain_passed_over_that_moves_past_its_first_named_step_reports_every_step() {
+fn a_chain_passed_over_that_goes_through_several_steps_in_one_poll_reports_nothing() {
     let clock = Clock::fake();
     let _installed = clock.install();
     let capture = Capture::passing_over();
     let id = served(&["route", "connect upstream", "response head"]);
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+
+    // Failing after them, it reports every one.
+    let failed = one_poll(|| {
+        let (resolver, mut d) = Deferred::<()>::traced(Some("request"), None);
+        let id = d.id();
+        d.steps().step("route");
+        d.steps().step("connect upstream");
+        resolver.errback(crate::defer::Failure::new(std::io::Error::other("refused")));
+        let _ = d.try_take();
+        id
+    });
     assert_eq!(
-        capture.of_chain(id),
-        [
-            "created",
-            "route",
-            "connect upstream",
-            "response head",
-            "fired",
-            "settled"
-        ]
+        capture.of_chain(failed),
+        ["created", "route", "connect upstream", "failed", "settled"]
     );
     observe::set_observer(None);
 }

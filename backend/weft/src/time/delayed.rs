@@ -61,6 +61,11 @@ impl DelayedCall {
         self.entry.state.get() == CallState::Pending
     }
 
+    /// Whether the call is pending on a clock that still exists.
+    pub(crate) fn will_run(&self) -> bool {
+        self.active() && self.entry.clock.strong_count() > 0
+    }
+
     /// Whether the call ran.
     pub fn called(&self) -> bool {
         self.entry.state.get() == CallState::Called

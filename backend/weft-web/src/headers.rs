@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// The headers always removed: those that describe one connection, not the message
+/// (RFC 9110 §7.6.1), and `Upgrade`. `Connection` comes first.
+const STRIPPED: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -16,6 +17,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names, and
@@ -24,24 +26,48 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// the target's host is part of the request, not of the hop (RFC 9110 §7.6.1 forbids a
 /// sender to list such a field, and the upstream needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests have none: one pass over their few names spares a removal (a hash
-    // lookup) per hop-by-hop name.
-    let hop = |name: &HeaderName| HOP_BY_HOP.contains(name) || name == header::UPGRADE;
-    if !headers.keys().any(hop) {
+    // One pass over the message's few names finds which of the always-removed ones it
+    // has (most have `Connection` at most): only those cost a removal.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = STRIPPED.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| name != header::HOST)
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    // `Connection` names something else than `close`, `keep-alive` and the like (which
+    // go anyway): those names are parsed and removed too.
+    let tokens = || {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    };
+    let stripped_anyway = |token: &str| {
+        token.eq_ignore_ascii_case("close")
+            || STRIPPED
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+    };
+    if present & 1 != 0 && !tokens().all(stripped_anyway) {
+        let named: Vec<HeaderName> = tokens()
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| name != header::HOST)
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::UPGRADE);
+    for (i, name) in STRIPPED.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Adds the client's address to `X-Forwarded-For` and `Forwarded`, and says which host
@@ -188,6 +214,24 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "content-length", "host"]);
+    }
+
+    #[test]
+    fn a_connection_header_naming_only_hop_by_hop_headers_removes_just_those_present() {
+        let mut h = map(&[
+            ("server", "up"),
+            ("connection", "Keep-Alive, close"),
+            ("keep-alive", "timeout=5"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "server"]);
+
+        let mut h = map(&[("te", "trailers"), ("upgrade", "h2c"), ("date", "now")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["date"]);
     }
 
     #[test]

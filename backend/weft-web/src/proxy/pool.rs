@@ -74,6 +74,10 @@ struct Link {
     /// response read in the waiting task's own turn, not one hop through the driving
     /// task each way. `None` once it has ended.
     connection: RefCell<Option<Pin<Box<Connection>>>>,
+    /// An exchange drives the connection (`Driving`): the driving task leaves it alone,
+    /// so the connection's wake-ups (the upstream's answer) go to the exchange's task
+    /// rather than to a task that would then have to hand the head over.
+    driven: Cell<bool>,
     /// In the pool, waiting for a request: only then do idle timeouts and close requests
     /// end the connection (a request in flight finishes first).
     idle: Cell<bool>,
@@ -125,6 +129,11 @@ impl Link {
 struct Driving(Rc<Link>);
 
 impl Driving {
+    fn new(link: Rc<Link>) -> Self {
+        link.driven.set(true);
+        Self(link)
+    }
+
     fn poll(&self, cx: &mut Context<'_>) {
         let _ = self.0.poll_connection(cx);
     }
@@ -132,6 +141,7 @@ impl Driving {
 
 impl Drop for Driving {
     fn drop(&mut self) {
+        self.0.driven.set(false);
         self.0.wake();
     }
 }
@@ -246,6 +256,7 @@ impl Pool {
         let link = Rc::new(Link {
             transport,
             connection: RefCell::new(Some(Box::pin(connection))),
+            driven: Cell::new(false),
             idle: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             waker: RefCell::default(),
@@ -275,7 +286,7 @@ impl Pool {
         // A cancel (or the client going away) before the response head leaves the
         // connection mid-request: it is aborted, never reused.
         let mut abandon = Abandon(Some(conn.link.transport.clone()));
-        let driving = Driving(conn.link.clone());
+        let driving = Driving::new(conn.link.clone());
         let sent = {
             let mut exchange = pin!(conn.sender.try_send_request(request));
             let inline = poll_fn(|cx| {
@@ -422,7 +433,9 @@ async fn drive(link: Rc<Link>, pool: Weak<Inner>, idle_timeout: Duration) {
                 *waker = Some(cx.waker().clone());
             }
         }
-        if link.poll_connection(cx).is_ready() {
+        // Woken meanwhile (hyper's request channel wakes it as a request is sent), it
+        // leaves the connection to the exchange driving it.
+        if !link.driven.get() && link.poll_connection(cx).is_ready() {
             return Poll::Ready(());
         }
         match pool.upgrade() {

@@ -3,7 +3,7 @@
 //! context the request came with and the one it takes upstream.
 
 use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::Poll;
 
 use http::header::{HeaderName, HeaderValue};
@@ -63,10 +63,15 @@ impl Trace {
     }
 
     /// Runs `work` unless the chain is cancelled first (from the inspector): then `None`,
-    /// and `work` is dropped with whatever it holds (an upstream connection mid-exchange
-    /// is closed, never reused).
-    pub(crate) async fn unless_cancelled<F: Future>(&mut self, work: F) -> Option<F::Output> {
-        let mut work = pin!(work);
+    /// and the caller drops `work` with whatever it holds (an upstream connection
+    /// mid-exchange is closed, never reused).
+    ///
+    /// `work` is pinned where the caller made it: a request's work is a large future, and
+    /// moving it in here would copy it once more for each request.
+    pub(crate) async fn unless_cancelled<F: Future>(
+        &mut self,
+        mut work: Pin<&mut F>,
+    ) -> Option<F::Output> {
         poll_fn(|cx| {
             // Only a cancellation fires the chain before `done`; polling takes (consumes)
             // its failure.

@@ -3,6 +3,7 @@
 //! log.
 
 use std::convert::Infallible;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -71,7 +72,7 @@ pub(super) async fn handle(
         Ok(route) => {
             let series = state.routes.of(&state.config, route);
             let steps = trace.steps.clone();
-            let dispatched = dispatch(&state, &conn, route, series, &steps, request);
+            let dispatched = pin!(dispatch(&state, &conn, route, series, &steps, request));
             let response = match trace.unless_cancelled(dispatched).await {
                 Some(response) => response,
                 None => {

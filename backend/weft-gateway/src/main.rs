@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use weft_gateway::reload::Source;
 use weft_gateway::{Config, LogFormat, app, logging};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Twisted's event-driven networking on tokio, with an inspector built in.
 ///
 /// With no command, weft runs its built-in demo (as `weft run` does without --config):

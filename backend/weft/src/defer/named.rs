@@ -121,6 +121,11 @@ pub struct NamedStep {
     pub detail: Option<StepDetail>,
 }
 
+/// The most steps before the current one an unannounced chain keeps: a chain that
+/// marks steps in a loop must not grow without bound before anyone hears of it. The hub
+/// keeps the first 31 and the current one; the steps in between are not reported.
+const KEPT_PASSED: usize = 31;
+
 /// The named step a chain is at, kept in its core.
 #[derive(Default)]
 pub(crate) struct Current {
@@ -227,9 +232,10 @@ impl Steps {
             return;
         };
         let mut current = core.named.borrow_mut();
-        // An unannounced chain keeps the steps it went through, to report them all if it
-        // is announced.
+        // An unannounced chain keeps the steps it went through, to report them if it is
+        // announced: the first ones, as many as an observer keeps.
         if !core.announced()
+            && current.passed.len() < KEPT_PASSED
             && let Some(step) = current.step()
         {
             let since = current.since;

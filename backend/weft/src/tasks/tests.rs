@@ -549,3 +549,38 @@ fn a_chain_passed_over_that_goes_through_several_steps_in_one_poll_reports_nothi
     );
     observe::set_observer(None);
 }
+
+#[test]
+fn a_chain_passed_over_that_marks_steps_in_a_loop_keeps_only_the_first_ones() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    const NAMES: [&str; 4] = ["read", "parse", "write", "flush"];
+    let (resolver, d) = one_poll(|| {
+        let made = Deferred::<()>::traced(Some("stream"), None);
+        for i in 0..10_000 {
+            made.1.steps().step(NAMES[i % NAMES.len()]);
+        }
+        made
+    });
+    let id = d.id();
+    clock.advance(HOLD);
+    let reported = capture.of_chain(id);
+    assert_eq!(
+        reported.len(),
+        1 + 32,
+        "created, 31 first steps and the current one"
+    );
+    let last = capture
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            DeferredEvent::Named(n) if n.id == id => Some(n.step.index),
+            _ => None,
+        })
+        .last();
+    assert_eq!(last, Some(9_999), "the current step keeps its place");
+    drop(d);
+    resolver.callback(());
+    observe::set_observer(None);
+}

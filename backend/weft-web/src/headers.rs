@@ -20,6 +20,21 @@ const STRIPPED: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// `Connection`'s bit in a mask of [`STRIPPED`] names.
+const CONNECTION_BIT: u16 = 1;
+
+/// The members of a list-valued header (RFC 9110 §5.6.1) over all its lines, trimmed,
+/// empty ones left out; a line that is not text is skipped.
+pub(crate) fn list_members(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names, and
 /// `Upgrade` (an exchange that really switches protocols sets it again for its next hop:
 /// `proxy::upgrade`). `Connection` cannot name `Host` away:
@@ -39,22 +54,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `Connection` names something else than `close`, `keep-alive` and the like (which
     // go anyway): those names are parsed and removed too.
-    let tokens = || {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-    };
+    let tokens = || list_members(headers, header::CONNECTION);
     let stripped_anyway = |token: &str| {
         token.eq_ignore_ascii_case("close")
             || STRIPPED
                 .iter()
                 .any(|h| token.eq_ignore_ascii_case(h.as_str()))
     };
-    if present & 1 != 0 && !tokens().all(stripped_anyway) {
+    if present & CONNECTION_BIT != 0 && !tokens().all(stripped_anyway) {
         let named: Vec<HeaderName> = tokens()
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .filter(|name| name != header::HOST)

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::header::{self, HeaderMap};
 
+use crate::headers::list_members;
+
 /// List members of `Accept-Encoding` read at most, over all its lines.
 pub(super) const MAX_CODINGS: usize = 16;
 
@@ -103,14 +105,7 @@ impl Coding {
 pub(super) fn preferred(headers: &HeaderMap) -> Vec<Coding> {
     // Weights in thousandths (§12.4.2); `None` until named, then `*` fills in.
     let (mut br, mut gzip, mut star) = (None, None, None);
-    let members = headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .take(MAX_CODINGS);
+    let members = list_members(headers, header::ACCEPT_ENCODING).take(MAX_CODINGS);
     for member in members {
         let mut params = member.split(';');
         let name = params.next().unwrap_or("").trim();

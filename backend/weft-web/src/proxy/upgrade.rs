@@ -37,7 +37,7 @@ use super::upstreams::{RouteUpstreams, Tried};
 use super::{Abandon, Client, Marks, UpstreamError, outgoing, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{list_members, strip_hop_by_hop};
 use crate::metrics::{Recorder, UpgradeOutcome};
 
 /// What the request offers to switch to (its `Upgrade`), when it asks to switch.
@@ -48,12 +48,8 @@ pub(crate) fn asked<B>(request: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     let headers = request.headers();
-    let named = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let named = list_members(headers, header::CONNECTION)
+        .any(|token| token.eq_ignore_ascii_case("upgrade"));
     let offered: Vec<&str> = headers
         .get_all(header::UPGRADE)
         .iter()

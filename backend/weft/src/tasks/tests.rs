@@ -368,6 +368,21 @@ fn served(steps: &[&'static str]) -> DeferredId {
     })
 }
 
+/// A request's chain made, taken through `steps` and failed, in one task poll.
+fn failed(steps: &[&'static str]) -> DeferredId {
+    one_poll(|| {
+        let (resolver, mut d) = Deferred::<()>::traced(Some("request"), None);
+        let id = d.id();
+        let marks = d.steps();
+        for step in steps {
+            marks.step(step);
+        }
+        resolver.errback(crate::defer::Failure::new(std::io::Error::other("refused")));
+        let _ = d.try_take();
+        id
+    })
+}
+
 #[test]
 fn a_chain_passed_over_that_ends_well_inside_one_poll_reports_nothing() {
     let clock = Clock::fake();
@@ -484,13 +499,7 @@ fn a_chain_passed_over_is_announced_before_a_failure_or_a_leak_is_reported() {
     let clock = Clock::fake();
     let _installed = clock.install();
     let capture = Capture::passing_over();
-    let failed = one_poll(|| {
-        let (resolver, mut d) = Deferred::<()>::traced(Some("request"), None);
-        let id = d.id();
-        resolver.errback(crate::defer::Failure::new(std::io::Error::other("refused")));
-        let _ = d.try_take();
-        id
-    });
+    let failed = failed(&[]);
     assert_eq!(capture.of_chain(failed), ["created", "failed", "settled"]);
 
     let leaked = one_poll(|| {
@@ -534,15 +543,7 @@ fn a_chain_passed_over_that_goes_through_several_steps_in_one_poll_reports_nothi
     assert_eq!(capture.of_chain(id), Vec::<&str>::new());
 
     // Failing after them, it reports every one.
-    let failed = one_poll(|| {
-        let (resolver, mut d) = Deferred::<()>::traced(Some("request"), None);
-        let id = d.id();
-        d.steps().step("route");
-        d.steps().step("connect upstream");
-        resolver.errback(crate::defer::Failure::new(std::io::Error::other("refused")));
-        let _ = d.try_take();
-        id
-    });
+    let failed = failed(&["route", "connect upstream"]);
     assert_eq!(
         capture.of_chain(failed),
         ["created", "route", "connect upstream", "failed", "settled"]

@@ -128,6 +128,55 @@ fn small_files_binary_types_and_ranges_are_not_compressed() {
 }
 
 #[test]
+fn each_representation_carries_its_own_length_and_only_a_file_as_it_is_takes_ranges() {
+    let (_dir, server) = site();
+    let sibling = get(&server, "/app.js", "br");
+    assert_eq!(sibling.header("content-length"), Some("14"));
+    assert_eq!(sibling.header("accept-ranges"), Some("bytes"));
+    let on_the_fly = get(&server, "/site.css", "gzip");
+    assert_eq!(
+        on_the_fly.header("content-length"),
+        Some(on_the_fly.body.len().to_string().as_str())
+    );
+    assert_eq!(on_the_fly.header("accept-ranges"), None);
+    let plain = get(&server, "/site.css", "identity");
+    assert_eq!(
+        plain.header("content-length"),
+        Some(css().len().to_string().as_str())
+    );
+    assert_eq!(plain.header("accept-ranges"), Some("bytes"));
+    let tag = plain.header("etag").unwrap().to_owned();
+    let not_modified = server.connect().request(&format!(
+        "GET /site.css HTTP/1.1\r\nHost: t\r\nIf-None-Match: {tag}\r\n\r\n"
+    ));
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("content-length"), None);
+    assert_eq!(not_modified.header("etag"), Some(tag.as_str()));
+}
+
+#[test]
+fn with_compression_off_no_answer_varies_with_accept_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.css"), css()).unwrap();
+    std::fs::write(dir.path().join("site.css.gz"), "GZIP-SIBLING").unwrap();
+    let mut config = WebConfig {
+        root: Some(dir.path().to_owned()),
+        ..WebConfig::default()
+    };
+    config.files.compression.precompressed = false;
+    config.files.compression.on_the_fly = false;
+    let server = Server::start(config);
+    let reply = get(&server, "/site.css", "gzip, br");
+    assert_eq!(reply.text(), css());
+    assert_eq!(reply.header("content-encoding"), None);
+    assert_eq!(reply.header("vary"), None);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+}
+
+#[test]
 fn a_huge_accept_encoding_is_read_only_so_far() {
     let (_dir, server) = site();
     // Thousands of unknown codings before gzip: the service stops reading the list.

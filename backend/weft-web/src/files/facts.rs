@@ -1,10 +1,11 @@
 //! What a file's response headers say of one version of it: its name (for the content
-//! type), modification time and entity tag, and those two as header values, made once.
+//! type), modification time and entity tag, and the header fields of its answer, made
+//! once.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderValue;
+use http::header::{self, HeaderMap, HeaderValue};
 
 use super::conditional::{self, Tag};
 
@@ -18,12 +19,22 @@ pub(crate) struct Facts {
     pub(super) modified: Option<SystemTime>,
     /// Its strong entity tag.
     pub(super) tag: Tag,
-    /// `tag` and `modified` as header values.
-    pub(super) etag: Option<HeaderValue>,
+    /// `modified` as a header value, which `If-Range` compares with.
     pub(super) last_modified: Option<HeaderValue>,
-    /// The length of the whole representation and its `Content-Length` value; `None` for
-    /// a coding made on the fly, whose length is known only once it is made.
-    pub(super) length: Option<(u64, HeaderValue)>,
+    /// The length of the whole representation; `None` for a coding made on the fly,
+    /// whose length is known only once it is made.
+    pub(super) length: Option<u64>,
+    /// Its content type, by its name.
+    pub(super) content_type: &'static str,
+    /// Whether that type is worth compressing.
+    pub(super) compressible: bool,
+    /// The fields of a whole answer with it, as it would be sent with compression on:
+    /// `Content-Type`, `Last-Modified`, `ETag`, `Vary: Accept-Encoding` for a
+    /// compressible type, and, when its length is known, `Accept-Ranges` and
+    /// `Content-Length`. A response starts as a copy: cloning a map of shared values
+    /// costs a fraction of hashing each field in, which every request for a small file
+    /// would do.
+    pub(super) head: HeaderMap,
 }
 
 impl Facts {
@@ -34,11 +45,33 @@ impl Facts {
         len: Option<u64>,
     ) -> Self {
         let modified = modified.map(whole_seconds);
+        let content_type = crate::mime::content_type(&name);
+        let compressible = crate::mime::compressible(content_type);
+        let last_modified =
+            modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok());
+        let mut head = HeaderMap::with_capacity(6);
+        head.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if len.is_some() {
+            head.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+        if let Some(value) = &last_modified {
+            head.insert(header::LAST_MODIFIED, value.clone());
+        }
+        if let Ok(value) = HeaderValue::from_str(&tag) {
+            head.insert(header::ETAG, value);
+        }
+        if compressible {
+            head.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        }
+        if let Some(len) = len {
+            head.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
         Self {
-            length: len.map(|len| (len, HeaderValue::from(len))),
-            etag: HeaderValue::from_str(&tag).ok(),
-            last_modified: modified
-                .and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok()),
+            length: len,
+            last_modified,
+            content_type,
+            compressible,
+            head,
             name,
             modified,
             tag,
@@ -47,9 +80,10 @@ impl Facts {
 
     /// Bytes held, about: what a cache counts against its bound.
     pub(crate) fn size(&self) -> usize {
-        let value = |v: &Option<HeaderValue>| v.as_ref().map_or(0, HeaderValue::len);
-        let length = self.length.as_ref().map_or(0, |(_, v)| v.len());
-        self.name.len() + self.tag.len() + value(&self.etag) + value(&self.last_modified) + length
+        // Each field of the head: its value and the map's entry and index for it.
+        const FIELD: usize = 80;
+        let fields: usize = self.head.values().map(|v| v.len() + FIELD).sum();
+        self.name.len() + self.tag.len() + fields
     }
 
     /// The facts of the file at `path` (canonical) as `meta` describes it.

@@ -391,10 +391,9 @@ async fn file(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ReadError> {
-    let content_type = crate::mime::content_type(&found.facts.name);
+    let content_type = found.facts.content_type;
     let compression = &options.compression;
-    let codable = crate::mime::compressible(content_type)
-        && (compression.precompressed || compression.on_the_fly);
+    let codable = found.facts.compressible && (compression.precompressed || compression.on_the_fly);
     let asks = Asks::of(headers);
     // Ranges apply to GET only (RFC 9110 §14.2), and to the file as it is: a coding made
     // on the fly has no stable bytes to take ranges of.
@@ -419,20 +418,14 @@ async fn file(
     }
 
     let facts = file.facts.clone();
+    // The representation's own fields, made with its facts: a sibling's and a coding's
+    // facts carry the original's name, so its type, and a coding's no length.
     let mut response = Response::new(body::empty());
+    *response.headers_mut() = facts.head.clone();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if !on_the_fly {
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    }
-    if let Some(value) = &facts.last_modified {
-        h.insert(header::LAST_MODIFIED, value.clone());
-    }
-    if let Some(value) = &facts.etag {
-        h.insert(header::ETAG, value.clone());
-    }
-    if codable {
-        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if !codable && facts.compressible {
+        // Compression is off: the answer does not vary with `Accept-Encoding`.
+        h.remove(header::VARY);
     }
     if let Some(coding) = coding {
         h.insert(
@@ -451,6 +444,7 @@ async fn file(
         Verdict::Proceed => {}
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
+            response.headers_mut().remove(header::CONTENT_LENGTH);
             return Ok(response);
         }
         Verdict::Failed => {
@@ -532,14 +526,12 @@ async fn whole_or_slice(
     method: &Method,
 ) -> Result<Response<Body>, ReadError> {
     let count = end - start;
-    let length = match &facts.length {
-        // The whole file, most often: its value was made with its facts.
-        Some((whole, value)) if *whole == count => value.clone(),
-        _ => HeaderValue::from(count),
-    };
-    response
-        .headers_mut()
-        .insert(header::CONTENT_LENGTH, length);
+    // The whole file, most often: its length came with its facts' fields.
+    if facts.length != Some(count) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    }
     if method == Method::HEAD || count == 0 {
         return Ok(response);
     }

@@ -64,7 +64,6 @@ impl ConnectionSnapshot {
     /// Reads `info`'s counters now.
     pub fn of(info: &ConnectionInfo) -> Self {
         let age = info.opened.elapsed();
-        let last = info.stats.last_activity();
         Self {
             id: info.id.0,
             service: info.service.clone(),
@@ -73,7 +72,7 @@ impl ConnectionSnapshot {
             local: info.local.clone(),
             opened_at_ms: unix_ms(info.opened_at),
             age_ms: millis(age),
-            idle_ms: millis(age.saturating_sub(last)),
+            idle_ms: millis(info.stats.idle().min(age)),
             bytes_in: info.stats.bytes_in(),
             bytes_out: info.stats.bytes_out(),
             reads: info.stats.reads(),

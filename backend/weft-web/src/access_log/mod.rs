@@ -18,11 +18,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderValue;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use weft::observe::Stopwatch;
 
 use crate::body::{Body, BoxError};
 
@@ -155,7 +156,7 @@ pub(crate) struct Pending {
     pub(crate) status: u16,
     pub(crate) referer: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) started: Instant,
+    pub(crate) started: Stopwatch,
 }
 
 /// A response body that counts the bytes it hands on and writes the request's log line

@@ -5,12 +5,12 @@
 use std::convert::Infallible;
 use std::pin::pin;
 use std::rc::Rc;
-use std::time::Instant;
 
 use http::header;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use weft::defer::{StepDetail, Steps};
+use weft::observe::Stopwatch;
 
 use super::connection::Conn;
 use super::{State, route_index};
@@ -34,7 +34,7 @@ pub(super) async fn handle(
     conn: Rc<Conn>,
     mut request: Request<Incoming>,
 ) -> Result<Response<Logged>, Infallible> {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let mut trace = Trace::start(&conn.info, request.headers_mut());
     if trace.invalid_parent {
         state.recorder.traceparent_invalid();

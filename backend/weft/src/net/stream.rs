@@ -31,7 +31,7 @@ use super::io::{Io, with_io};
 use super::listen::{ListenError, ListeningPort};
 use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
-use crate::observe::{self, CloseReason, ConnectionInfo, ListenerInfo};
+use crate::observe::{self, Activity, CloseReason, ConnectionInfo, ListenerInfo};
 use crate::reactor::{Inner, Reactor};
 use crate::transport::{Stream, Transport};
 
@@ -105,10 +105,6 @@ impl InspectedStream {
         )
     }
 
-    fn since_open_ns(&self) -> u64 {
-        u64::try_from(self.info().opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
     fn check<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(err)) = &result {
             self.transport.note_reason(CloseReason::from_io(err));
@@ -140,7 +136,7 @@ impl AsyncRead for InspectedStream {
         if let Poll::Ready(Ok(())) = result {
             match buf.filled().len() - before {
                 0 => this.transport.note_reason(CloseReason::PeerClosed),
-                n => this.info().stats.record_read(n, this.since_open_ns()),
+                n => this.info().stats.record_read(n, Activity::now()),
             }
         }
         this.check(result)
@@ -161,7 +157,7 @@ impl AsyncWrite for InspectedStream {
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write(cx, data));
         this.transport.set_write_blocked(result.is_pending());
         if let Poll::Ready(Ok(n)) = result {
-            this.info().stats.record_write(n, this.since_open_ns());
+            this.info().stats.record_write(n, Activity::now());
         }
         this.check(result)
     }
@@ -179,7 +175,7 @@ impl AsyncWrite for InspectedStream {
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
         this.transport.set_write_blocked(result.is_pending());
         if let Poll::Ready(Ok(n)) = result {
-            this.info().stats.record_write(n, this.since_open_ns());
+            this.info().stats.record_write(n, Activity::now());
         }
         this.check(result)
     }

@@ -16,7 +16,7 @@ use super::udp_batch::{Inbox, Outbox, Sent};
 use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
 use crate::observe::{
-    self, CloseReason, ConnectionClosed, ConnectionInfo, ErrorKind, Event, ListenerInfo,
+    self, Activity, CloseReason, ConnectionClosed, ConnectionInfo, ErrorKind, Event, ListenerInfo,
     TransportKind,
 };
 use crate::reactor::Reactor;
@@ -90,7 +90,7 @@ impl DatagramTransport {
         match self.shared.socket.try_send_to(data, addr) {
             Ok(n) => {
                 let info = &self.shared.info;
-                info.stats.record_write(n, ns_since(info));
+                info.stats.record_write(n, Activity::now());
                 true
             }
             Err(err) => {
@@ -103,12 +103,10 @@ impl DatagramTransport {
     /// Sends what the batch being handled wrote.
     fn flush(&self, outbox: &mut Outbox) {
         let info = &self.shared.info;
-        // One reading of the clock for the datagrams of one send.
-        let mut at = None;
+        // One reading of the stopwatch for the datagrams of one send.
+        let at = Activity::now();
         outbox.flush(self.shared.socket.as_raw_fd(), |sent| match sent {
-            Sent::Sent(n) => info
-                .stats
-                .record_write(n, *at.get_or_insert_with(|| ns_since(info))),
+            Sent::Sent(n) => info.stats.record_write(n, at),
             Sent::Failed(addr, err) => self.dropped(addr, &err),
         });
     }
@@ -135,10 +133,6 @@ impl DatagramTransport {
     pub fn stop_listening(&self) {
         self.shared.stop.cancel();
     }
-}
-
-fn ns_since(info: &ConnectionInfo) -> u64 {
-    u64::try_from(info.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A listening UDP port (Twisted's `IListeningPort` for UDP).
@@ -326,7 +320,7 @@ async fn receive_loop(
             }
             transport.shared.outbox.borrow_mut().open = true;
             // The datagrams of a batch arrived by the time it was taken: one reading.
-            let at = ns_since(&info);
+            let at = Activity::now();
             for (got, data) in inbox.received() {
                 handled += 1;
                 if got.truncated || got.len > max_datagram {

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::stopwatch;
 use crate::address::Address;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -122,21 +123,53 @@ impl ConnectionInfo {
             reactor: crate::reactor::current_index(),
         })
     }
+
+    /// Time after opening of the last read or write (zero before any).
+    pub fn last_activity(&self) -> Duration {
+        self.opened.elapsed().saturating_sub(self.stats.idle())
+    }
 }
 
 /// Byte and call counters of one connection.
 ///
 /// Only the reactor thread writes them, so an increment is a relaxed load and store
 /// (no locked instruction); any thread may read them at any time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionStats {
     /// Atomics only so other threads can read; the reactor thread is the sole writer.
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
-    /// Nanoseconds after `opened` of the last read or write.
-    last_activity_ns: AtomicU64,
+    /// The stopwatch's reading at the last read or write (at the opening, before any).
+    /// What is asked of it is how long ago that was, a span the stopwatch measures well,
+    /// and a read or a write stamps it with a counter read instead of a clock call.
+    last_activity: AtomicU64,
+}
+
+impl Default for ConnectionStats {
+    fn default() -> Self {
+        Self {
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            last_activity: AtomicU64::new(stopwatch::raw()),
+        }
+    }
+}
+
+/// When a read or a write happened: one reading can stamp several made together (the
+/// datagrams of one batch).
+#[derive(Debug, Clone, Copy)]
+pub struct Activity(u64);
+
+impl Activity {
+    /// Now.
+    #[inline]
+    pub fn now() -> Self {
+        Self(stopwatch::raw())
+    }
 }
 
 #[inline]
@@ -147,18 +180,24 @@ fn bump(counter: &AtomicU64, by: u64) {
 impl ConnectionStats {
     /// Records `n` bytes received in one read.
     #[inline]
-    pub fn record_read(&self, n: usize, since_open_ns: u64) {
+    pub fn record_read(&self, n: usize, at: Activity) {
         bump(&self.bytes_in, n as u64);
         bump(&self.reads, 1);
-        self.last_activity_ns.store(since_open_ns, Relaxed);
+        self.last_activity.store(at.0, Relaxed);
     }
 
     /// Records `n` bytes sent in one write.
     #[inline]
-    pub fn record_write(&self, n: usize, since_open_ns: u64) {
+    pub fn record_write(&self, n: usize, at: Activity) {
         bump(&self.bytes_out, n as u64);
         bump(&self.writes, 1);
-        self.last_activity_ns.store(since_open_ns, Relaxed);
+        self.last_activity.store(at.0, Relaxed);
+    }
+
+    /// Time since the last read or write (since the opening, before any).
+    pub fn idle(&self) -> Duration {
+        let last = self.last_activity.load(Relaxed);
+        Duration::from_nanos(stopwatch::nanos_between(last, stopwatch::raw()))
     }
 
     /// Bytes received so far.
@@ -177,8 +216,34 @@ impl ConnectionStats {
     pub fn writes(&self) -> u64 {
         self.writes.load(Relaxed)
     }
-    /// Time after opening of the last read or write.
-    pub fn last_activity(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.last_activity_ns.load(Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_read_or_write_ends_the_idle_time_and_dates_the_last_activity() {
+        let info = ConnectionInfo::new(
+            "s".into(),
+            TransportKind::Tcp,
+            Address::Memory("a".into()),
+            Address::Memory("b".into()),
+        );
+        std::thread::sleep(Duration::from_millis(30));
+        // Before any read or write, idle since the opening.
+        assert!(info.stats.idle() >= Duration::from_millis(29));
+        assert!(info.last_activity() < Duration::from_millis(5));
+        info.stats.record_read(10, Activity::now());
+        assert!(info.stats.idle() < Duration::from_millis(5));
+        let at = info.last_activity();
+        assert!(at >= Duration::from_millis(29), "{at:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        info.stats.record_write(4, Activity::now());
+        assert!(info.last_activity() >= at + Duration::from_millis(19));
+        assert_eq!((info.stats.bytes_in(), info.stats.bytes_out()), (10, 4));
+        assert_eq!((info.stats.reads(), info.stats.writes()), (1, 1));
     }
 }

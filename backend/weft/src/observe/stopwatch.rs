@@ -7,6 +7,7 @@
 //! a difference is scaled to nanoseconds.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
 
@@ -25,6 +26,28 @@ pub(crate) fn raw() -> u64 {
 #[inline]
 pub(crate) fn nanos_between(start: u64, end: u64) -> u64 {
     clock().delta_as_nanos(start, end)
+}
+
+/// A moment read from the process stopwatch, to time a span on a hot path (an HTTP
+/// request's latency, say): a counter read where `Instant::now` is a clock call.
+///
+/// Its scale is calibrated against the monotonic clock once per process, so it suits
+/// spans of milliseconds to minutes; an age of hours is [`Instant`](std::time::Instant)'s.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(u64);
+
+impl Stopwatch {
+    /// Now.
+    #[inline]
+    pub fn start() -> Self {
+        Self(raw())
+    }
+
+    /// The time since it was started (zero if the clock went backwards).
+    #[inline]
+    pub fn elapsed(self) -> Duration {
+        Duration::from_nanos(nanos_between(self.0, raw()))
+    }
 }
 
 /// Times calls made one after another: each reading ends one call and starts the next,

@@ -76,7 +76,10 @@ impl StringTransport {
 
     /// Delivers `data` to `protocol` as if the peer had sent it.
     pub fn receive(&mut self, protocol: &mut dyn Protocol, data: &[u8]) {
-        self.transport.info().stats.record_read(data.len(), 0);
+        self.transport
+            .info()
+            .stats
+            .record_read(data.len(), crate::observe::Activity::now());
         crate::observe::with_connection(Some(self.transport.id()), || {
             protocol.data_received(&self.transport, data);
         });

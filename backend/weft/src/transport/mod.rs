@@ -305,7 +305,7 @@ impl Transport {
         }
         let info = &self.shared.info;
         let now = now.saturating_duration_since(info.opened);
-        let last = info.stats.last_activity();
+        let last = info.last_activity();
         if flags.closing {
             // A close waits for the exchange in flight (an HTTP response still being made,
             // say) as long as it takes; only output the peer will not take is given up.

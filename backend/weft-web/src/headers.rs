@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// The headers always removed: those that describe one connection, not the message
 /// (RFC 9110 §7.6.1), and `Upgrade`. `Connection` comes first.
@@ -89,6 +89,8 @@ pub fn add_forwarded(
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// What one client connection's requests tell upstreams of their client, made once per
 /// connection rather than per request: its `X-Forwarded-For` entry, its `Forwarded`
@@ -128,15 +130,24 @@ impl Forwarding {
     /// put there), and `X-Forwarded-Host` and `X-Forwarded-Proto`, for a request that
     /// named `host`.
     pub fn add(&self, headers: &mut HeaderMap, host: Option<&HeaderValue>) {
-        match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => {
-                let ip = self.ip.to_str().unwrap_or("unknown");
-                if let Ok(v) = HeaderValue::from_str(&format!("{prior}, {ip}")) {
-                    headers.insert(X_FORWARDED_FOR, v);
+        // Room for the four fields at once: a map from the parser has none to spare, and
+        // each growth moves every field.
+        headers.reserve(4);
+        match headers.entry(X_FORWARDED_FOR) {
+            Entry::Occupied(mut prior) => match joined(prior.iter()) {
+                Some(text) => {
+                    let ip = self.ip.to_str().unwrap_or("unknown");
+                    if let Ok(v) = HeaderValue::from_str(&format!("{text}, {ip}")) {
+                        prior.insert(v);
+                    }
                 }
-            }
-            None => {
-                headers.insert(X_FORWARDED_FOR, self.ip.clone());
+                // Not text: nothing to add to.
+                None => {
+                    prior.insert(self.ip.clone());
+                }
+            },
+            Entry::Vacant(none) => {
+                none.insert(self.ip.clone());
             }
         }
         // Only a host made of plain authority characters goes into the quoted string.
@@ -147,22 +158,25 @@ impl Forwarding {
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
         });
         if let Some(host) = host {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+            headers.insert(X_FORWARDED_HOST, host.clone());
         }
-        headers.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(self.proto),
-        );
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
         let element = self.element(host);
-        let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-            Some(prior) => {
-                let element = element.to_str().unwrap_or_default();
-                HeaderValue::from_str(&format!("{prior}, {element}")).ok()
+        match headers.entry(header::FORWARDED) {
+            Entry::Occupied(mut prior) => match joined(prior.iter()) {
+                Some(text) => {
+                    let element = element.to_str().unwrap_or_default();
+                    if let Ok(v) = HeaderValue::from_str(&format!("{text}, {element}")) {
+                        prior.insert(v);
+                    }
+                }
+                None => {
+                    prior.insert(element);
+                }
+            },
+            Entry::Vacant(none) => {
+                none.insert(element);
             }
-            None => Some(element),
-        };
-        if let Some(v) = value {
-            headers.insert(header::FORWARDED, v);
         }
     }
 
@@ -187,6 +201,17 @@ impl Forwarding {
         *self.last.borrow_mut() = Some((named.into(), element.clone()));
         element
     }
+}
+
+/// The lines of a list-valued field as one list (RFC 9110 §5.3), or `None` if one is not
+/// text.
+fn joined<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
+    let mut text = lines.next()?.to_str().ok()?.to_owned();
+    for line in lines {
+        text.push_str(", ");
+        text.push_str(line.to_str().ok()?);
+    }
+    Some(text)
 }
 
 #[cfg(test)]
@@ -283,5 +308,31 @@ mod tests {
         forwarding.add(&mut h, None);
         assert_eq!(h["forwarded"], "for=10.0.0.1, for=192.0.2.7;proto=http");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn every_line_an_earlier_proxy_set_is_kept_and_a_line_that_is_not_text_is_replaced() {
+        let forwarding = Forwarding::new(Some("192.0.2.7".parse().unwrap()), false);
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("forwarded", "for=10.0.0.1"),
+            ("forwarded", "for=10.0.0.2"),
+        ]);
+        forwarding.add(&mut h, None);
+        let all = |name| h.get_all(name).iter().collect::<Vec<_>>();
+        assert_eq!(all("x-forwarded-for"), ["10.0.0.1, 10.0.0.2, 192.0.2.7"]);
+        assert_eq!(
+            all("forwarded"),
+            ["for=10.0.0.1, for=10.0.0.2, for=192.0.2.7;proto=http"]
+        );
+
+        let mut h = HeaderMap::new();
+        let binary = HeaderValue::from_bytes(b"\xff").unwrap();
+        h.insert(X_FORWARDED_FOR, binary.clone());
+        h.insert(header::FORWARDED, binary);
+        forwarding.add(&mut h, None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
     }
 }

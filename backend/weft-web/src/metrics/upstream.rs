@@ -91,13 +91,13 @@ impl UpstreamSeries {
 
     pub(super) fn connection(&self, upstream: &str, reused: bool) {
         let mut handles = self.connection_handles.borrow_mut();
-        if !handles.contains_key(upstream) {
-            let series =
-                ["false", "true"].map(|r| self.connections.with_label_values(&[upstream, r]));
-            handles.insert(upstream.to_owned(), series);
-        }
+        // Looked up once: the key is hashed on every proxied request.
         if let Some(series) = handles.get(upstream) {
             series[usize::from(reused)].inc();
+            return;
         }
+        let series = ["false", "true"].map(|r| self.connections.with_label_values(&[upstream, r]));
+        series[usize::from(reused)].inc();
+        handles.insert(upstream.to_owned(), series);
     }
 }

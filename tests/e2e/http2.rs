@@ -228,6 +228,27 @@ fn http2_by_alpn_and_by_prior_knowledge_serves_files_ranges_and_proxies() {
         (seen.code, seen.version.as_str(), seen.body.as_str()),
         (200, "2", "read me\n")
     );
+    // A 304 carries the validators and no length: over h2 hyper sends the fields it is
+    // given, where over HTTP/1.1 it would drop a Content-Length itself.
+    let tag = seen
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an etag")
+        .trim()
+        .to_owned();
+    let seen = curl(
+        &site,
+        &[
+            "--http2-prior-knowledge",
+            "-H",
+            &format!("If-None-Match: {tag}"),
+        ],
+        &plain("/docs/guide.txt"),
+    );
+    assert_eq!((seen.code, seen.version.as_str()), (304, "2"));
+    assert!(seen.head.contains("etag: "), "{}", seen.head);
+    assert!(!seen.head.contains("content-length"), "{}", seen.head);
     let seen = curl(&site, &["--http2-prior-knowledge"], &plain("/api/plain"));
     assert_eq!(seen.code, 200);
     assert_eq!(site.up.header(3, "x-forwarded-proto"), ["http"]);

@@ -173,8 +173,8 @@ pub use failure::{
 pub use list::{DeferredList, ListResult, gather_results, maybe_deferred, race};
 pub use named::{NamedStep, StepDetail, Steps, WaitsOn};
 pub(crate) use registry::Registry;
-pub(crate) use registry::clock_now;
 pub use registry::{PendingDeferred, cancel, pending, pending_count};
+pub(crate) use registry::{clock_now, clock_now_exact};
 pub use step::{CallbackResult, Next};
 pub use sync::{DeferredLock, DeferredQueue, DeferredSemaphore, LockGuard, SemaphoreGuard};
 pub(crate) use waits::WaitTable;

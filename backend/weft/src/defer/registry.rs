@@ -37,7 +37,19 @@ fn registry<R>(f: impl FnOnce(&RefCell<Registry>) -> R) -> R {
 }
 
 /// Now, on the thread clock's timeline (a fake clock in tests), else since first use.
+///
+/// Read through the thread's [`PollClock`](crate::tasks::PollClock): a chain made, a
+/// step named, a chain fired each ask the time, and there a reading is a counter read
+/// rather than a clock call. Under tokio's paused time it follows the stopwatch between
+/// anchors, as task polls do; ages are tested on a fake clock.
+#[inline]
 pub(crate) fn clock_now() -> Duration {
+    Duration::from_nanos(crate::context::with(|cx| cx.poll_clock.now_ns(&cx.clock)))
+}
+
+/// Now, read from the thread's clock itself (else the time since first use): what
+/// [`clock_now`] is anchored on.
+pub(crate) fn clock_now_exact() -> Duration {
     match crate::time::try_current_clock() {
         Some(clock) => clock.now(),
         None => crate::context::with(|cx| {

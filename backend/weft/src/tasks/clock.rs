@@ -1,7 +1,8 @@
-//! The time task polls are measured in: nanoseconds on the thread clock's timeline,
-//! read from the process stopwatch.
+//! The time task polls and Deferreds are measured in: nanoseconds on the thread clock's
+//! timeline, read from the process stopwatch.
 //!
-//! Every poll of every task reads the time twice. Through the thread's clock a reading
+//! Every poll of every task reads the time twice, and every chain made, step named and
+//! chain fired once. Through the thread's clock a reading
 //! is a `RefCell` borrow, an `Rc` and a `clock_gettime`; through the stopwatch
 //! ([`crate::observe::stopwatch`], the TSC where it is trusted) it is a counter read and
 //! a multiply. Its readings are put on the thread clock's timeline by an anchor, one
@@ -68,7 +69,7 @@ impl PollClock {
         let raw = stopwatch::raw();
         let (now, fake) = match clock.borrow().as_ref() {
             Some(clock) => (clock.now(), clock.is_fake()),
-            None => (crate::defer::clock_now(), false),
+            None => (crate::defer::clock_now_exact(), false),
         };
         let now = ns(now);
         self.anchor.set(if fake {

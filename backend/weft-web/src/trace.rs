@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
-use weft::defer::{Deferred, DeferredId, Resolver, StepDetail, Steps};
+use weft::defer::{Deferred, DeferredId, Held, Resolver, StepDetail, Steps};
 use weft::observe::exemplar::SpanRef;
 use weft::observe::trace::{self, TraceContext};
 use weft::observe::{ConnectionId, ConnectionInfo};
@@ -26,7 +26,14 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// failure consumed, so it is not reported unhandled) if the client goes away first. Its
 /// named steps say where the request is (`route`, `connect upstream`, `response head`,
 /// `read file`); a cancel from the inspector abandons the exchange.
+///
+/// Most requests (a file kept in memory) are answered within the poll they arrive in,
+/// where nobody could list, cancel or be told of their chain unless the sampler keeps it;
+/// such a chain is [`Held`] and never made. It is made (dated when the request came, with
+/// the steps marked so far) the moment the request has to wait.
 pub(crate) struct Trace {
+    /// The chain while it is held: until the request's work first has to wait.
+    held: Option<Held<()>>,
     /// Fires the request's Deferred when the response is ready; taken, so it fires once.
     resolver: Option<Resolver<()>>,
     /// The Deferred itself, cancelled if the client goes away first.
@@ -45,21 +52,33 @@ impl Trace {
     /// trace of a valid `traceparent` in `headers`, and `headers` are rewritten to name
     /// the chain's span as the parent of whatever the request goes on to (the upstream).
     pub(crate) fn start(info: &ConnectionInfo, headers: &mut HeaderMap) -> Self {
-        let (resolver, deferred) = Deferred::traced(Some("http request"), Some(info.id));
-        let (span, invalid_parent) = match trace::enabled() {
-            true => {
-                let (span, invalid) = propagate(deferred.id(), info.id, headers);
-                (Some(span), invalid)
-            }
-            false => (None, false),
+        let held = Held::new(Some("http request"), Some(info.id));
+        let id = held.id();
+        let mut trace = Self {
+            steps: held.steps(),
+            held: None,
+            span: None,
+            invalid_parent: false,
+            resolver: None,
+            deferred: None,
         };
-        Self {
-            steps: deferred.steps(),
-            span,
-            invalid_parent,
-            resolver: Some(resolver),
-            deferred: Some(deferred),
+        // Wanted whenever spans are exported: made before its trace is continued.
+        match held.wanted() {
+            true => trace.make(held),
+            false => trace.held = Some(held),
         }
+        if trace::enabled() {
+            let (span, invalid) = propagate(id, info.id, headers);
+            trace.span = Some(span);
+            trace.invalid_parent = invalid;
+        }
+        trace
+    }
+
+    fn make(&mut self, held: Held<()>) {
+        let (resolver, deferred) = held.make();
+        self.resolver = Some(resolver);
+        self.deferred = Some(deferred);
     }
 
     /// Runs `work` unless the chain is cancelled first (from the inspector): then `None`,
@@ -81,7 +100,17 @@ impl Trace {
                 self.deferred = None;
                 return Poll::Ready(None);
             }
-            work.as_mut().poll(cx).map(Some)
+            let polled = work.as_mut().poll(cx);
+            if polled.is_pending()
+                && let Some(held) = self.held.take()
+            {
+                // The request waits: from now on its chain is listed and can be cancelled.
+                self.make(held);
+                if let Some(d) = self.deferred.as_mut() {
+                    let _unfired = Pin::new(d).poll(cx);
+                }
+            }
+            polled.map(Some)
         })
         .await
     }
@@ -109,6 +138,8 @@ impl Trace {
     /// still held would wake the task that is running now, and the whole connection would
     /// be polled again for nothing, once a request.
     pub(crate) fn done(mut self) {
+        // Held, it ends unmade: answered within the poll it came in.
+        drop(self.held.take());
         drop(self.deferred.take());
         if let Some(r) = self.resolver.take() {
             r.callback(());

@@ -190,20 +190,29 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// A chain, registered and reported (or held back) as [`register`](Self::register)
+    /// says.
     pub(crate) fn new(
         site: &'static Location<'static>,
         label: Option<&'static str>,
         connection: Option<ConnectionId>,
     ) -> Rc<Self> {
+        let core = Self::unregistered(site, label, connection);
+        core.register(None);
+        core
+    }
+
+    /// A chain listed nowhere and reported to no one yet, dated now: what a
+    /// [`Held`](super::Held) chain is until it is made. Its named steps are kept as an
+    /// unannounced chain keeps them.
+    pub(crate) fn unregistered(
+        site: &'static Location<'static>,
+        label: Option<&'static str>,
+        connection: Option<ConnectionId>,
+    ) -> Rc<Self> {
         let connection = connection.or_else(observe::current_connection);
-        let (parent, observer, polling) = crate::context::with(|cx| {
-            (
-                cx.running_deferred.get(),
-                cx.observer.borrow().clone(),
-                cx.task.polling(),
-            )
-        });
-        let core = Rc::new(Self {
+        let parent = crate::context::with(|cx| cx.running_deferred.get());
+        Rc::new(Self {
             id: DeferredId(observe::next_id()),
             site,
             label,
@@ -211,7 +220,7 @@ impl Core {
             parent,
             created: registry::clock_now(),
             fired: Cell::new(Fire::Not),
-            flags: Cell::new(CONSUMER),
+            flags: Cell::new(CONSUMER | UNANNOUNCED),
             pauses: Cell::new(0),
             paused_since: Cell::new(Duration::ZERO),
             steps: RefCell::new(Vec::new()),
@@ -224,21 +233,30 @@ impl Core {
             waker: RefCell::new(None),
             slot: Cell::new(None),
             named: RefCell::default(),
-        });
-        registry::register(&core);
-        if let Some(observer) = observer {
-            let sampled = observer.sample_chain();
-            if !sampled && polling && !observe::trace::enabled() {
-                core.set_flag(UNANNOUNCED, true);
-                crate::context::with(|cx| {
-                    cx.unannounced.made.borrow_mut().push(Rc::downgrade(&core));
-                });
-            } else {
-                let event = core.created_event(SystemTime::now(), sampled);
-                observer.on_event(&observe::Event::Deferred(&event));
-            }
+        })
+    }
+
+    /// Lists the chain and tells the observer of it: at once (dated when it was made,
+    /// with the named steps it went through) when the observer samples it, spans are
+    /// exported, or it was made outside a task poll; else it is held back as
+    /// [`Unannounced`]. `sampled` is the sampler's answer when it was asked already.
+    pub(crate) fn register(self: &Rc<Self>, sampled: Option<bool>) {
+        registry::register(self);
+        let (observer, polling) =
+            crate::context::with(|cx| (cx.observer.borrow().clone(), cx.task.polling()));
+        let Some(observer) = observer else {
+            self.set_flag(UNANNOUNCED, false);
+            return;
+        };
+        let sampled = sampled.unwrap_or_else(|| observer.sample_chain());
+        if !sampled && polling && !observe::trace::enabled() {
+            crate::context::with(|cx| {
+                cx.unannounced.made.borrow_mut().push(Rc::downgrade(self));
+            });
+        } else {
+            // Dated when it was made, with any steps it went through while held.
+            self.announce_as(&**observer, sampled);
         }
-        core
     }
 
     fn created_event(&self, at: SystemTime, sampled: bool) -> DeferredEvent {
@@ -260,15 +278,20 @@ impl Core {
         if !self.flags_has(UNANNOUNCED) {
             return;
         }
+        if let Some(observer) = observe::current() {
+            self.announce_as(&**observer, false);
+        } else {
+            self.set_flag(UNANNOUNCED, false);
+        }
+    }
+
+    fn announce_as(&self, observer: &dyn observe::Observer, sampled: bool) {
         self.set_flag(UNANNOUNCED, false);
-        let Some(observer) = observe::current() else {
-            return;
-        };
         let now = registry::clock_now();
         let wall = SystemTime::now();
         let dated = |since: Duration| wall.checked_sub(now.saturating_sub(since)).unwrap_or(wall);
         let send = |event: DeferredEvent| observer.on_event(&observe::Event::Deferred(&event));
-        send(self.created_event(dated(self.created), false));
+        send(self.created_event(dated(self.created), sampled));
         let steps: Vec<_> = match self.named.try_borrow_mut() {
             Ok(mut named) => named.take_all().collect(),
             Err(_) => Vec::new(),

@@ -126,6 +126,7 @@
 //! - `registry.rs`: the live registry of pending Deferreds, [`pending()`], cross-thread listing.
 //! - `detect.rs`: the detectors' reports and the stall scan.
 //! - `future.rs`: `Future for Deferred`, [`Deferred::from_future`].
+//! - `held.rs`: [`Held`], a traced chain made only if its work has to wait.
 //! - `named.rs`: [`Steps`], the named steps async code marks on its chain.
 //! - `list.rs`: [`DeferredList`], [`gather_results`], [`race`], [`maybe_deferred`].
 //! - `sync.rs`: [`DeferredLock`], [`DeferredSemaphore`], [`DeferredQueue`].
@@ -143,6 +144,7 @@ mod detect;
 pub(crate) mod events;
 mod failure;
 mod future;
+mod held;
 mod list;
 mod named;
 mod registry;
@@ -170,6 +172,7 @@ pub use failure::{
     AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, PanicError,
     QueueOverflow, QueueUnderflow, TimeoutError, debugging, set_debugging,
 };
+pub use held::Held;
 pub use list::{DeferredList, ListResult, gather_results, maybe_deferred, race};
 pub use named::{NamedStep, StepDetail, Steps, WaitsOn};
 pub(crate) use registry::Registry;

@@ -585,3 +585,88 @@ fn a_chain_passed_over_that_marks_steps_in_a_loop_keeps_only_the_first_ones() {
     resolver.callback(());
     observe::set_observer(None);
 }
+
+#[test]
+fn a_held_chain_whose_work_ends_in_its_poll_is_never_made_listed_or_reported() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let id = one_poll(|| {
+        let held = crate::defer::Held::<()>::new(Some("request"), None);
+        assert!(!held.wanted(), "passed over, with no spans exported");
+        held.steps().step("route");
+        assert!(crate::defer::pending().is_empty(), "held: listed nowhere");
+        held.id()
+    });
+    clock.advance(HOLD * 2);
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+    assert!(crate::defer::pending().is_empty());
+
+    // Sampled, it is wanted: its maker makes it at once, and it is reported as made.
+    let capture = Capture::install();
+    let (id, resolver, d) = one_poll(|| {
+        let held = crate::defer::Held::<()>::new(Some("request"), None);
+        assert!(held.wanted());
+        let id = held.id();
+        let (resolver, d) = held.make();
+        (id, resolver, d)
+    });
+    assert_eq!(d.id(), id);
+    assert_eq!(capture.of_chain(id), ["created"]);
+    let sampled = capture.events().iter().any(|e| match e {
+        DeferredEvent::Created(c) => c.id == id && c.sampled,
+        _ => false,
+    });
+    assert!(sampled, "made with the sampler's answer, not asked twice");
+    drop(d);
+    resolver.callback(());
+    observe::set_observer(None);
+}
+
+#[test]
+fn a_held_chain_made_when_its_work_waits_is_dated_when_held_with_its_steps() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let step_clock = clock.clone();
+    let (resolver, d) = one_poll(|| {
+        let held = crate::defer::Held::<()>::new(Some("request"), None);
+        held.steps().step("route");
+        step_clock.advance(Duration::from_millis(30));
+        held.steps().step("read file");
+        // The work has to wait: the chain is made, and held back as any passed over.
+        held.make()
+    });
+    let id = d.id();
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+    let listed = crate::defer::pending();
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(listed[0].age, Duration::from_millis(30), "dated when held");
+    assert_eq!(
+        listed[0].named.as_ref().map(|n| (n.index, n.name)),
+        Some((1, "read file"))
+    );
+
+    clock.advance(HOLD);
+    assert_eq!(
+        capture.of_chain(id),
+        ["created", "route", "read file"],
+        "announced with every step it went through while held"
+    );
+    drop(d);
+    resolver.callback(());
+    assert_eq!(
+        capture.of_chain(id),
+        ["created", "route", "read file", "fired", "settled"]
+    );
+
+    // Made outside any task poll, it is reported at once, from when it was held.
+    let held = crate::defer::Held::<()>::new(Some("request"), None);
+    held.steps().step("route");
+    let (resolver, d) = held.make();
+    let id = d.id();
+    assert_eq!(capture.of_chain(id), ["created", "route"]);
+    drop(d);
+    resolver.callback(());
+    observe::set_observer(None);
+}

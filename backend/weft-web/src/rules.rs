@@ -110,6 +110,21 @@ fn is_valid_host(value: &[u8]) -> bool {
     host_ok && port_ok
 }
 
+/// The bytes a reg-name may hold as they are (RFC 3986 §3.2.2): unreserved and
+/// sub-delims; `%` starts an escape and is checked apart.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8,
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+            | b'-' | b'.' | b'_' | b'~'
+            | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        b += 1;
+    }
+    table
+};
+
 fn is_reg_name(name: &[u8]) -> bool {
     let mut i = 0;
     while i < name.len() {
@@ -120,14 +135,10 @@ fn is_reg_name(name: &[u8]) -> bool {
                     return false;
                 }
                 i += 3;
-                continue;
             }
-            b if b.is_ascii_alphanumeric() => {}
-            b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            b if REG_NAME[usize::from(b)] => i += 1,
             _ => return false,
         }
-        i += 1;
     }
     true
 }
@@ -174,6 +185,7 @@ mod tests {
             "[2001:db8::1]",
             "xn--caf-dma.test",
             "a%2Db",
+            "-._~!$&'()*+,;=",
             "",
             "h:",
         ] {
@@ -190,6 +202,10 @@ mod tests {
             "[::1]x",
             "a/b",
             "a%zz",
+            "a%4",
+            "caf\u{e9}.test",
+            "a\\b",
+            "a\tb",
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
         }

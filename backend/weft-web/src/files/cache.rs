@@ -127,7 +127,11 @@ impl std::fmt::Debug for Cache {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Slot>,
+    /// Keyed by request path, hashed with foldhash rather than SipHash (a lookup a
+    /// request): only paths that lead to a file or directory are kept, as many as the
+    /// cache's size allows, and the hasher is seeded at random per map, so a client can
+    /// neither grow the map at will nor choose keys that collide.
+    map: HashMap<String, Slot, foldhash::fast::RandomState>,
     /// Keys in the order they were (re)filled, with the generation they were filled
     /// at: an item whose generation is no longer its slot's is stale and skipped.
     order: VecDeque<(String, u64)>,

@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use http::header;
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use weft::defer::{StepDetail, Steps};
 use weft::observe::Stopwatch;
 
@@ -41,11 +41,9 @@ pub(super) async fn handle(
     }
     let method_label = MethodLabel::from(request.method());
     trace.method(method_label);
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    // The body's declared length as hyper parsed it (`Content-Length`), without a
+    // second lookup of the field: nothing for a chunked or absent body.
+    let declared = request.body().size_hint().exact().unwrap_or(0);
     conn.consumed
         .set(conn.info.stats.bytes_in().saturating_add(declared));
     let method = request.method().clone();

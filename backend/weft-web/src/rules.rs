@@ -1,6 +1,7 @@
 //! The request rules of RFC 9112 and RFC 9110 that hyper leaves to the server, checked
 //! once for every request before it is routed, whichever way it then goes.
 
+use std::cell::RefCell;
 use std::net::Ipv6Addr;
 
 use http::header::{self, HeaderValue};
@@ -29,7 +30,7 @@ impl Refused {
 
 /// Checks `request` against the message rules, and makes its `Host` the one the target
 /// names when the two differ.
-pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
+pub(crate) fn check<B>(request: &mut Request<B>, last_host: &LastHost) -> Result<(), Refused> {
     // RFC 9110 §9.3.6: CONNECT asks for a tunnel, which only a forward proxy makes. This
     // service is an origin (and a reverse proxy) for every path, so it never forwards it.
     if request.method() == Method::CONNECT {
@@ -62,7 +63,7 @@ pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
         Some(value) if value.is_empty() => {
             return Err(Refused::bad_host("the Host header is empty"));
         }
-        Some(value) if !is_valid_host(value.as_bytes()) => {
+        Some(value) if !last_host.holds(value.as_bytes()) => {
             return Err(Refused::bad_host("the Host header is not a host[:port]"));
         }
         _ => {}
@@ -83,6 +84,30 @@ pub(crate) fn check<B>(request: &mut Request<B>) -> Result<(), Refused> {
         request.headers_mut().insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// The last `Host` value one connection's requests carried that held: the requests of a
+/// connection nearly always name the same host, and comparing its bytes costs less than
+/// checking each character again. Copied, not shared (a slice of the request would keep
+/// hyper's read buffer from being reused), and only up to [`LastHost::MAX`] bytes.
+#[derive(Debug, Default)]
+pub(crate) struct LastHost(RefCell<Option<Box<[u8]>>>);
+
+impl LastHost {
+    /// The longest value kept.
+    const MAX: usize = 255;
+
+    /// Whether `value` is a valid Host value: the last one that was, or checked now.
+    fn holds(&self, value: &[u8]) -> bool {
+        if self.0.borrow().as_deref() == Some(value) {
+            return true;
+        }
+        let valid = is_valid_host(value);
+        if valid && value.len() <= Self::MAX {
+            *self.0.borrow_mut() = Some(value.into());
+        }
+        valid
+    }
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets,
@@ -156,7 +181,7 @@ mod tests {
     }
 
     fn reason(r: &mut Request<()>) -> Option<Refusal> {
-        check(r).err().map(|e| e.reason)
+        check(r, &LastHost::default()).err().map(|e| e.reason)
     }
 
     #[test]
@@ -224,10 +249,34 @@ mod tests {
             .header(header::HOST, "example.test:443")
             .body(())
             .unwrap();
-        let refused = check(&mut r).unwrap_err();
+        let refused = check(&mut r, &LastHost::default()).unwrap_err();
         assert_eq!(
             (refused.status, refused.reason),
             (StatusCode::NOT_IMPLEMENTED, Refusal::Method)
         );
+    }
+
+    #[test]
+    fn a_connection_keeps_its_last_valid_host_and_checks_any_other_value() {
+        let last = LastHost::default();
+        assert!(last.holds(b"example.test:8080"));
+        assert!(last.holds(b"example.test:8080"), "the same value again");
+        for bad in [&b"example.test:80:80"[..], b"a b", b"example.test:8080 "] {
+            assert!(!last.holds(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(last.holds(b"other.test"));
+        // Refused after a valid one, in a request as alone.
+        let v11 = Version::HTTP_11;
+        let mut good = request("/", v11, &["example.test"]);
+        let mut bad = request("/", v11, &["exa mple.test"]);
+        assert_eq!(check(&mut good, &last), Ok(()));
+        assert_eq!(
+            check(&mut bad, &last).err().map(|e| e.reason),
+            Some(Refusal::Host)
+        );
+        // A value too long to keep is still checked each time.
+        let long = "a".repeat(LastHost::MAX + 1);
+        assert!(last.holds(long.as_bytes()));
+        assert_eq!(last.0.borrow().as_deref(), Some(&b"example.test"[..]));
     }
 }

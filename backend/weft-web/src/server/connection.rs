@@ -25,6 +25,7 @@ use crate::headers::Forwarding;
 use crate::metrics::{MethodLabel, Refusal};
 use crate::protocol::{self, Version as Speaks};
 use crate::proxy;
+use crate::rules;
 
 /// hyper's smallest read buffer; the header limit is enforced separately.
 const MIN_BUF: usize = 8192;
@@ -45,6 +46,8 @@ pub(super) struct Conn {
     /// The upstream end of a tunnel, once a 101 is answered: the connection is then the
     /// tunnel's when hyper has written it.
     pub(super) tunnel: proxy::upgrade::Slot,
+    /// The `Host` value its last request carried, found valid.
+    pub(super) last_host: rules::LastHost,
 }
 
 pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
@@ -154,6 +157,7 @@ impl Conn {
             secure,
             info,
             consumed: std::cell::Cell::new(0),
+            last_host: rules::LastHost::default(),
             tunnel: proxy::upgrade::Slot::default(),
         }
     }

@@ -66,7 +66,7 @@ pub(super) async fn handle(
         )
     });
 
-    let (route, mut response) = match admit(&state.config, &mut request) {
+    let (route, mut response) = match admit(&state.config, &conn.last_host, &mut request) {
         Ok(route) => {
             let series = state.routes.of(&state.config, route);
             let steps = trace.steps.clone();
@@ -128,9 +128,10 @@ pub(super) async fn handle(
 /// proxy and the files see only that form); returns the route it leads to.
 fn admit<'c, B>(
     config: &'c WebConfig,
+    last_host: &rules::LastHost,
     request: &mut Request<B>,
 ) -> Result<Option<&'c Route>, Refused> {
-    rules::check(request)?;
+    rules::check(request, last_host)?;
     let uri = request.uri();
     let bad_path = |e: PathError| Refused {
         status: StatusCode::BAD_REQUEST,

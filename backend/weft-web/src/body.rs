@@ -5,95 +5,30 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Any error a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every response body: bytes in memory (a file kept in the cache, an error page,
-/// nothing) sent as one frame, or a stream behind a box (a file being read, an
-/// upstream's body, the parts of a multipart answer). Most answers are the former, which
-/// costs no allocation and no dynamic call.
-#[derive(Default)]
-pub struct Body(Kind);
-
-enum Kind {
-    /// Sent as one frame; `None` once sent, or when there was nothing.
-    Bytes(Option<Bytes>),
-    Stream(UnsyncBoxBody<Bytes, BoxError>),
-}
-
-impl Default for Kind {
-    fn default() -> Self {
-        Self::Bytes(None)
-    }
-}
-
-impl Body {
-    /// A body streamed from `body`.
-    pub fn stream(body: impl HttpBody<Data = Bytes, Error = BoxError> + Send + 'static) -> Self {
-        Self(Kind::Stream(body.boxed_unsync()))
-    }
-}
-
-impl std::fmt::Debug for Body {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Kind::Bytes(bytes) => f
-                .debug_tuple("Body")
-                .field(&bytes.as_ref().map_or(0, Bytes::len))
-                .finish(),
-            Kind::Stream(_) => f.write_str("Body(stream)"),
-        }
-    }
-}
-
-impl HttpBody for Body {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().0 {
-            Kind::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Stream(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Kind::Bytes(bytes) => bytes.is_none(),
-            Kind::Stream(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Bytes(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            Kind::Stream(body) => body.size_hint(),
-        }
-    }
-}
+/// Every response body: static bytes, a file being read, an upstream's stream.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Chunk size when streaming a file.
 const CHUNK: usize = 64 * 1024;
 
 /// A body of `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    let bytes: Bytes = bytes.into();
-    Body(Kind::Bytes((!bytes.is_empty()).then_some(bytes)))
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An empty body.
 pub fn empty() -> Body {
-    Body::default()
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 /// Streams `len` bytes of an open file (already positioned), one chunk per frame.
@@ -108,11 +43,12 @@ pub(crate) struct FileBody {
 
 impl FileBody {
     pub(crate) fn body(file: tokio::fs::File, len: u64) -> Body {
-        Body::stream(Self {
+        Self {
             file,
             remaining: len,
             buf: BytesMut::new(),
-        })
+        }
+        .boxed_unsync()
     }
 }
 
@@ -172,9 +108,10 @@ pub(crate) struct Chain {
 
 impl Chain {
     pub(crate) fn body(parts: impl IntoIterator<Item = Body>) -> Body {
-        Body::stream(Self {
+        Self {
             parts: parts.into_iter().collect(),
-        })
+        }
+        .boxed_unsync()
     }
 }
 

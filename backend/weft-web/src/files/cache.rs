@@ -75,6 +75,16 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    /// The length it was found with.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is a directory.
+    pub(crate) fn is_dir(&self) -> bool {
+        self.dir
+    }
+
     fn of(meta: &Metadata) -> Self {
         Self {
             dev: meta.dev(),
@@ -101,8 +111,7 @@ impl Stamp {
 /// metadata, a file's header facts, and its bytes when they are kept.
 pub(crate) struct Known {
     pub(crate) path: Arc<Path>,
-    pub(crate) meta: Metadata,
-    /// `None` for a directory.
+    /// `None` for anything but a regular file.
     pub(crate) facts: Option<Arc<Facts>>,
     pub(crate) held: Option<Bytes>,
     /// What to give [`Cache::hold`] the bytes with, once read.
@@ -145,7 +154,6 @@ struct Slot {
     /// revalidation `stat`s, so a symlink on the way is followed as the request would.
     joined: PathBuf,
     path: Arc<Path>,
-    meta: Metadata,
     stamp: Stamp,
     facts: Option<Arc<Facts>>,
     held: Option<Bytes>,
@@ -182,7 +190,6 @@ impl Slot {
     fn known(&self) -> Known {
         Known {
             path: self.path.clone(),
-            meta: self.meta.clone(),
             facts: self.facts.clone(),
             held: self.held.clone(),
             stamp: self.stamp,
@@ -241,7 +248,6 @@ impl Cache {
         let slot = Slot {
             joined,
             path: path.clone(),
-            meta: meta.clone(),
             stamp,
             facts: facts.clone(),
             held: None,
@@ -254,7 +260,6 @@ impl Cache {
         self.lock().insert(raw.to_owned(), slot);
         Ok(Known {
             path,
-            meta,
             facts,
             held: None,
             stamp,
@@ -358,7 +363,7 @@ mod tests {
         std::fs::write(root.join("a.txt"), "three").unwrap();
         let fresh = cache.lookup(&root, "/a.txt").unwrap();
         assert!(fresh.held.is_none(), "a changed file is read again");
-        assert_eq!(fresh.meta.len(), 5);
+        assert_eq!(fresh.stamp.len(), 5);
         std::fs::remove_file(root.join("a.txt")).unwrap();
         assert_eq!(
             cache.lookup(&root, "/a.txt").err(),
@@ -403,7 +408,7 @@ mod tests {
         go_by(&cache, "/a.txt", REVALIDATE_EVERY);
         let after = cache.lookup(&root, "/a.txt").unwrap();
         assert!(after.held.is_none(), "a changed file is read again");
-        assert_eq!(after.meta.len(), 5);
+        assert_eq!(after.stamp.len(), 5);
     }
 
     #[test]
@@ -425,7 +430,7 @@ mod tests {
             cache.lookup(&root, "/a.txt").unwrap();
         }
         std::fs::write(root.join("a.txt"), "four!!").unwrap();
-        assert_eq!(cache.lookup(&root, "/a.txt").unwrap().meta.len(), 6);
+        assert_eq!(cache.lookup(&root, "/a.txt").unwrap().stamp.len(), 6);
     }
 
     #[test]

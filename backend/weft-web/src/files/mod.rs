@@ -140,24 +140,22 @@ impl Source {
         match self {
             Self::Dir(root) => {
                 let found = root.cache.lookup(&root.path, raw)?;
-                if found.meta.is_dir() {
+                if found.stamp.is_dir() {
                     return Ok(Found::Dir(Some(found.path)));
                 }
-                if !found.meta.is_file() {
+                // Facts are made for regular files only.
+                let Some(facts) = found.facts else {
                     return Err(PathError::NotFound);
-                }
-                let keep =
-                    (found.held.is_none() && found.meta.len() <= cache::HOLD_MAX).then(|| Keep {
-                        cache: root.cache.clone(),
-                        raw: raw.to_owned(),
-                        stamp: found.stamp,
-                    });
-                let facts = found
-                    .facts
-                    .unwrap_or_else(|| Arc::new(Facts::of_disk(&found.path, &found.meta)));
+                };
+                let len = found.stamp.len();
+                let keep = (found.held.is_none() && len <= cache::HOLD_MAX).then(|| Keep {
+                    cache: root.cache.clone(),
+                    raw: raw.to_owned(),
+                    stamp: found.stamp,
+                });
                 Ok(Found::File(File {
                     facts,
-                    len: found.meta.len(),
+                    len,
                     content: Content::Disk {
                         path: found.path,
                         held: found.held,

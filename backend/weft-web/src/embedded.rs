@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::config::ConfigError;
+use crate::files::{self, Facts};
 
 /// A set of files by path (`index.html`, `css/site.css`), all modified when the set was
 /// made. Cheap to clone: the files are shared.
@@ -18,18 +19,24 @@ pub struct EmbeddedFiles {
 }
 
 struct Inner {
-    files: BTreeMap<String, Bytes>,
+    files: BTreeMap<String, File>,
     /// `Last-Modified` of every file: a program's files change only when it is rebuilt,
     /// and a new process is a new build as far as a browser's cache can tell.
     modified: SystemTime,
+}
+
+/// One file of the set: its contents, and the fields of its answer, made once.
+pub(crate) struct File {
+    pub(crate) bytes: Bytes,
+    pub(crate) facts: Arc<Facts>,
 }
 
 /// What a path names in the set.
 pub(crate) enum Entry<'a> {
     /// A directory: a prefix of some file's path, or the root.
     Dir,
-    /// A file, with its contents.
-    File(&'a Bytes),
+    /// A file.
+    File(&'a File),
 }
 
 impl EmbeddedFiles {
@@ -43,11 +50,14 @@ impl EmbeddedFiles {
         N: Into<String>,
         B: Into<Bytes>,
     {
+        let modified = SystemTime::now();
         let mut map = BTreeMap::new();
         for (name, contents) in files {
-            let name = name.into();
+            let name: String = name.into();
             check_name(&name)?;
-            map.insert(name, contents.into());
+            let bytes: Bytes = contents.into();
+            let facts = Arc::new(files::embedded_facts(&name, &bytes, modified));
+            map.insert(name, File { bytes, facts });
         }
         for name in map.keys() {
             let dir = format!("{name}/");
@@ -65,7 +75,7 @@ impl EmbeddedFiles {
         Ok(Self {
             inner: Arc::new(Inner {
                 files: map,
-                modified: SystemTime::now(),
+                modified,
             }),
         })
     }
@@ -96,8 +106,8 @@ impl EmbeddedFiles {
             return Some(Entry::Dir);
         }
         let key = segments.join("/");
-        if let Some(bytes) = self.inner.files.get(&key) {
-            return Some(Entry::File(bytes));
+        if let Some(file) = self.inner.files.get(&key) {
+            return Some(Entry::File(file));
         }
         let dir = key + "/";
         self.inner
@@ -135,7 +145,16 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
 
 impl PartialEq for EmbeddedFiles {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.files == other.inner.files
+        let same =
+            |(a, x): (&String, &File), (b, y): (&String, &File)| a == b && x.bytes == y.bytes;
+        Arc::ptr_eq(&self.inner, &other.inner)
+            || (self.inner.files.len() == other.inner.files.len()
+                && self
+                    .inner
+                    .files
+                    .iter()
+                    .zip(&other.inner.files)
+                    .all(|(l, r)| same(l, r)))
     }
 }
 

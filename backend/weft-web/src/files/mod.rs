@@ -26,6 +26,7 @@ mod ranges;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -167,20 +168,28 @@ impl Source {
                 let segments = segments(raw)?;
                 match files.lookup(&segments).ok_or(PathError::NotFound)? {
                     Entry::Dir => Ok(Found::Dir(None)),
-                    Entry::File(bytes) => Ok(Found::File(File {
-                        facts: Arc::new(Facts::new(
-                            segments.last().cloned().unwrap_or_default(),
-                            Some(files.modified()),
-                            conditional::memory_tag(bytes.len() as u64, files.modified()),
-                            Some(bytes.len() as u64),
-                        )),
-                        len: bytes.len() as u64,
-                        content: Content::Memory(bytes.clone()),
+                    Entry::File(file) => Ok(Found::File(File {
+                        facts: file.facts.clone(),
+                        len: file.bytes.len() as u64,
+                        content: Content::Memory(file.bytes.clone()),
                     })),
                 }
             }
         }
     }
+}
+
+/// The fields of the answer for the embedded file at `path` (relative to its set's root),
+/// of `bytes`, made when the set was, at `modified`: made once, with the set.
+pub(crate) fn embedded_facts(path: &str, bytes: &Bytes, modified: SystemTime) -> Facts {
+    let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+    let len = bytes.len() as u64;
+    Facts::new(
+        name,
+        Some(modified),
+        conditional::memory_tag(len, modified),
+        Some(len),
+    )
 }
 
 /// What a request for a file is served with, beside the file.
@@ -651,5 +660,30 @@ async fn compress(
         Ok(Ok(coded)) => Ok(Bytes::from(coded)),
         Ok(Err(e)) => Err((path, e)),
         Err(e) => Err((path, std::io::Error::other(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_embedded_files_answer_fields_are_made_once_with_its_set() {
+        let set = EmbeddedFiles::new([("css/site.css", &b"body {}"[..])]).unwrap();
+        let source = Source::Memory(set.clone());
+        let facts = |raw: &str| match source.find(raw) {
+            Ok(Found::File(file)) => file.facts,
+            _ => panic!("{raw} is a file"),
+        };
+        let (first, again) = (facts("/css/site.css"), facts("/css/site.css"));
+        assert!(Arc::ptr_eq(&first, &again), "shared, not made per request");
+        assert_eq!(first.name, "site.css");
+        assert_eq!(first.content_type, crate::mime::content_type("site.css"));
+        assert_eq!(first.length, Some(7));
+        assert_eq!(
+            first.tag,
+            conditional::memory_tag(7, set.modified()),
+            "tagged as before"
+        );
     }
 }

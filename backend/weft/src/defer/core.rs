@@ -203,15 +203,16 @@ impl Core {
     }
 
     /// A chain listed nowhere and reported to no one yet, dated now: what a
-    /// [`Held`](super::Held) chain is until it is made. Its named steps are kept as an
-    /// unannounced chain keeps them.
+    /// [`Held`](super::Held) chain is until it is made. While an observer listens, its
+    /// named steps are kept as an unannounced chain keeps them.
     pub(crate) fn unregistered(
         site: &'static Location<'static>,
         label: Option<&'static str>,
         connection: Option<ConnectionId>,
     ) -> Rc<Self> {
         let connection = connection.or_else(observe::current_connection);
-        let parent = crate::context::with(|cx| cx.running_deferred.get());
+        let (parent, observed) =
+            crate::context::with(|cx| (cx.running_deferred.get(), cx.observer.borrow().is_some()));
         Rc::new(Self {
             id: DeferredId(observe::next_id()),
             site,
@@ -220,7 +221,11 @@ impl Core {
             parent,
             created: registry::clock_now(),
             fired: Cell::new(Fire::Not),
-            flags: Cell::new(CONSUMER | UNANNOUNCED),
+            flags: Cell::new(if observed {
+                CONSUMER | UNANNOUNCED
+            } else {
+                CONSUMER
+            }),
             pauses: Cell::new(0),
             paused_since: Cell::new(Duration::ZERO),
             steps: RefCell::new(Vec::new()),
@@ -250,6 +255,7 @@ impl Core {
         };
         let sampled = sampled.unwrap_or_else(|| observer.sample_chain());
         if !sampled && polling && !observe::trace::enabled() {
+            self.set_flag(UNANNOUNCED, true);
             crate::context::with(|cx| {
                 cx.unannounced.made.borrow_mut().push(Rc::downgrade(self));
             });

@@ -8,7 +8,7 @@
 //! a multiply. Its readings are put on the thread clock's timeline by an anchor, one
 //! reading of each taken together, renewed every [`RESYNC_NS`] so the two cannot drift
 //! apart by more than the counter's error over that span (the stall scan compares a
-//! task's last poll with the thread clock's now). A fake clock (tests) is read as it
+//! task's last poll, and a chain's creation, with a reading of its own). A fake clock (tests) is read as it
 //! is: its time moves only when the test moves it. Under tokio's paused time
 //! (`tokio::time::pause`) the reactor's clock jumps where the stopwatch does not, so
 //! between anchors task figures follow the stopwatch; test them on a fake clock.

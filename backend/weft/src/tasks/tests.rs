@@ -22,6 +22,8 @@ struct Capture {
     events: Mutex<Vec<DeferredEvent>>,
     /// Passes every chain over (`sample_chain` says no), as a sampling hub does mostly.
     passes_over: bool,
+    /// How many times `sample_chain` was asked.
+    asked: std::sync::atomic::AtomicUsize,
 }
 
 impl Observer for Capture {
@@ -32,6 +34,8 @@ impl Observer for Capture {
     }
 
     fn sample_chain(&self) -> bool {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         !self.passes_over
     }
 }
@@ -617,7 +621,12 @@ fn a_held_chain_whose_work_ends_in_its_poll_is_never_made_listed_or_reported() {
         DeferredEvent::Created(c) => c.id == id && c.sampled,
         _ => false,
     });
-    assert!(sampled, "made with the sampler's answer, not asked twice");
+    assert!(sampled, "made with the sampler's answer");
+    let asked = capture.asked.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        asked, 1,
+        "the sampler is asked once, when the chain is held"
+    );
     drop(d);
     resolver.callback(());
     observe::set_observer(None);

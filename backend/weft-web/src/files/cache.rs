@@ -5,7 +5,7 @@
 //! path, with the file's bytes once they have been read (files up to [`HOLD_MAX`]). A
 //! later request for that path revalidates it with one `stat` of the same joined path:
 //! when the file's identity and version (device, inode, size, and modification and
-//! status-change times to the nanosecond) are what they were, the kept path, metadata and
+//! status-change times to the nanosecond) are what they were, the kept path, facts and
 //! bytes are used; anything else (a write, a rename over it, a symlink changed to lead
 //! elsewhere, a removal) and the path is resolved afresh, as it would have been without
 //! the cache.
@@ -108,7 +108,8 @@ impl Stamp {
 }
 
 /// What a lookup found: the canonical path (shared with the cache, not copied), its
-/// metadata, a file's header facts, and its bytes when they are kept.
+/// stamp (whether it is a directory, its length), a file's header facts, and its bytes
+/// when they are kept.
 pub(crate) struct Known {
     pub(crate) path: Arc<Path>,
     /// `None` for anything but a regular file.

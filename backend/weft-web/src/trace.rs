@@ -202,3 +202,53 @@ impl Drop for Trace {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::pending;
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use weft::Address;
+    use weft::observe::TransportKind;
+
+    use super::*;
+
+    #[test]
+    fn a_requests_chain_is_made_only_once_its_work_waits() {
+        let info = ConnectionInfo::new(
+            "web".into(),
+            TransportKind::Tcp,
+            Address::Memory("client".into()),
+            Address::Memory("server".into()),
+        );
+        let listed = || weft::defer::pending().len();
+        let mut cx = Context::from_waker(Waker::noop());
+
+        // Answered at once: no chain is ever listed.
+        let mut trace = Trace::start(&info, &mut HeaderMap::new());
+        trace.steps.step("route");
+        assert_eq!(listed(), 0, "held while the work has not waited");
+        {
+            let work = pin!(std::future::ready(()));
+            let answered = pin!(trace.unless_cancelled(work));
+            assert_eq!(answered.poll(&mut cx), Poll::Ready(Some(())));
+        }
+        trace.done();
+        assert_eq!(listed(), 0);
+
+        // Waiting: listed from then on, with the step it was at.
+        let mut trace = Trace::start(&info, &mut HeaderMap::new());
+        trace.steps.step("route");
+        {
+            let work = pin!(pending::<()>());
+            let mut waiting = pin!(trace.unless_cancelled(work));
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        }
+        let chains = weft::defer::pending();
+        assert_eq!(chains.len(), 1, "made when its work waited");
+        assert_eq!(chains[0].named.as_ref().map(|s| s.name), Some("route"));
+        trace.done();
+        assert_eq!(listed(), 0, "fired when answered");
+    }
+}

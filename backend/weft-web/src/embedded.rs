@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 use crate::config::ConfigError;
-use crate::files::{self, Facts};
+use crate::files::Facts;
 
 /// A set of files by path (`index.html`, `css/site.css`), all modified when the set was
 /// made. Cheap to clone: the files are shared.
@@ -56,7 +56,7 @@ impl EmbeddedFiles {
             let name: String = name.into();
             check_name(&name)?;
             let bytes: Bytes = contents.into();
-            let facts = Arc::new(files::embedded_facts(&name, &bytes, modified));
+            let facts = Arc::new(Facts::of_embedded(&name, bytes.len() as u64, modified));
             map.insert(name, File { bytes, facts });
         }
         for name in map.keys() {

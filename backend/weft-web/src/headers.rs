@@ -133,23 +133,7 @@ impl Forwarding {
         // Room for the four fields at once: a map from the parser has none to spare, and
         // each growth moves every field.
         headers.reserve(4);
-        match headers.entry(X_FORWARDED_FOR) {
-            Entry::Occupied(mut prior) => match joined(prior.iter()) {
-                Some(text) => {
-                    let ip = self.ip.to_str().unwrap_or("unknown");
-                    if let Ok(v) = HeaderValue::from_str(&format!("{text}, {ip}")) {
-                        prior.insert(v);
-                    }
-                }
-                // Not text: nothing to add to.
-                None => {
-                    prior.insert(self.ip.clone());
-                }
-            },
-            Entry::Vacant(none) => {
-                none.insert(self.ip.clone());
-            }
-        }
+        append_member(headers, X_FORWARDED_FOR, self.ip.clone());
         // Only a host made of plain authority characters goes into the quoted string.
         let host = host.filter(|h| {
             !h.is_empty()
@@ -162,22 +146,7 @@ impl Forwarding {
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
         let element = self.element(host);
-        match headers.entry(header::FORWARDED) {
-            Entry::Occupied(mut prior) => match joined(prior.iter()) {
-                Some(text) => {
-                    let element = element.to_str().unwrap_or_default();
-                    if let Ok(v) = HeaderValue::from_str(&format!("{text}, {element}")) {
-                        prior.insert(v);
-                    }
-                }
-                None => {
-                    prior.insert(element);
-                }
-            },
-            Entry::Vacant(none) => {
-                none.insert(element);
-            }
-        }
+        append_member(headers, header::FORWARDED, element);
     }
 
     /// This client's `Forwarded` element for a request that named `host` (checked to be
@@ -200,6 +169,28 @@ impl Forwarding {
         let element = HeaderValue::from_str(&text).expect("checked characters");
         *self.last.borrow_mut() = Some((named.into(), element.clone()));
         element
+    }
+}
+
+/// Adds `member` at the end of the list-valued field `name`: after every line an earlier
+/// proxy set, as one line; in place of lines that are not text.
+fn append_member(headers: &mut HeaderMap, name: HeaderName, member: HeaderValue) {
+    match headers.entry(name) {
+        Entry::Occupied(mut prior) => match joined(prior.iter()) {
+            Some(text) => {
+                let member = member.to_str().unwrap_or_default();
+                if let Ok(v) = HeaderValue::from_str(&format!("{text}, {member}")) {
+                    prior.insert(v);
+                }
+            }
+            // Not text: nothing to add to.
+            None => {
+                prior.insert(member);
+            }
+        },
+        Entry::Vacant(none) => {
+            none.insert(member);
+        }
     }
 }
 

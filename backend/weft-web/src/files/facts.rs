@@ -95,6 +95,18 @@ impl Facts {
             Some(meta.len()),
         )
     }
+
+    /// The facts of the embedded file at `path` (relative to its set's root), of `len`
+    /// bytes, in a set made at `modified`.
+    pub(crate) fn of_embedded(path: &str, len: u64, modified: SystemTime) -> Self {
+        let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+        Self::new(
+            name,
+            Some(modified),
+            conditional::memory_tag(len, modified),
+            Some(len),
+        )
+    }
 }
 
 fn file_name(path: &Path) -> String {

@@ -26,7 +26,6 @@ mod ranges;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -177,19 +176,6 @@ impl Source {
             }
         }
     }
-}
-
-/// The fields of the answer for the embedded file at `path` (relative to its set's root),
-/// of `bytes`, made when the set was, at `modified`: made once, with the set.
-pub(crate) fn embedded_facts(path: &str, bytes: &Bytes, modified: SystemTime) -> Facts {
-    let name = path.rsplit('/').next().unwrap_or(path).to_owned();
-    let len = bytes.len() as u64;
-    Facts::new(
-        name,
-        Some(modified),
-        conditional::memory_tag(len, modified),
-        Some(len),
-    )
 }
 
 /// What a request for a file is served with, beside the file.

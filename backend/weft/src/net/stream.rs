@@ -31,7 +31,7 @@ use super::io::{Io, with_io};
 use super::listen::{ListenError, ListeningPort};
 use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
-use crate::observe::{self, Activity, CloseReason, ConnectionInfo, ListenerInfo};
+use crate::observe::{self, CloseReason, ConnectionInfo, ListenerInfo, Stopwatch};
 use crate::reactor::{Inner, Reactor};
 use crate::transport::{Stream, Transport};
 
@@ -136,7 +136,7 @@ impl AsyncRead for InspectedStream {
         if let Poll::Ready(Ok(())) = result {
             match buf.filled().len() - before {
                 0 => this.transport.note_reason(CloseReason::PeerClosed),
-                n => this.info().stats.record_read(n, Activity::now()),
+                n => this.info().stats.record_read(n, Stopwatch::start()),
             }
         }
         this.check(result)
@@ -157,7 +157,7 @@ impl AsyncWrite for InspectedStream {
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write(cx, data));
         this.transport.set_write_blocked(result.is_pending());
         if let Poll::Ready(Ok(n)) = result {
-            this.info().stats.record_write(n, Activity::now());
+            this.info().stats.record_write(n, Stopwatch::start());
         }
         this.check(result)
     }
@@ -175,7 +175,7 @@ impl AsyncWrite for InspectedStream {
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
         this.transport.set_write_blocked(result.is_pending());
         if let Poll::Ready(Ok(n)) = result {
-            this.info().stats.record_write(n, Activity::now());
+            this.info().stats.record_write(n, Stopwatch::start());
         }
         this.check(result)
     }

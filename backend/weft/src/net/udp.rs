@@ -16,7 +16,7 @@ use super::udp_batch::{Inbox, Outbox, Sent};
 use crate::address::Address;
 use crate::endpoint::ServerEndpoint;
 use crate::observe::{
-    self, Activity, CloseReason, ConnectionClosed, ConnectionInfo, ErrorKind, Event, ListenerInfo,
+    self, CloseReason, ConnectionClosed, ConnectionInfo, ErrorKind, Event, ListenerInfo, Stopwatch,
     TransportKind,
 };
 use crate::reactor::Reactor;
@@ -90,7 +90,7 @@ impl DatagramTransport {
         match self.shared.socket.try_send_to(data, addr) {
             Ok(n) => {
                 let info = &self.shared.info;
-                info.stats.record_write(n, Activity::now());
+                info.stats.record_write(n, Stopwatch::start());
                 true
             }
             Err(err) => {
@@ -104,7 +104,7 @@ impl DatagramTransport {
     fn flush(&self, outbox: &mut Outbox) {
         let info = &self.shared.info;
         // One reading of the stopwatch for the datagrams of one send.
-        let at = Activity::now();
+        let at = Stopwatch::start();
         outbox.flush(self.shared.socket.as_raw_fd(), |sent| match sent {
             Sent::Sent(n) => info.stats.record_write(n, at),
             Sent::Failed(addr, err) => self.dropped(addr, &err),
@@ -320,7 +320,7 @@ async fn receive_loop(
             }
             transport.shared.outbox.borrow_mut().open = true;
             // The datagrams of a batch arrived by the time it was taken: one reading.
-            let at = Activity::now();
+            let at = Stopwatch::start();
             for (got, data) in inbox.received() {
                 handled += 1;
                 if got.truncated || got.len > max_datagram {

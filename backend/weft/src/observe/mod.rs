@@ -18,9 +18,7 @@ pub use events::{
     CloseKind, CloseReason, ConnectionClosed, Direction, ErrorKind, Event, ListenerInfo,
     ProtocolError, ReactorLag, Refused, SlowCallback,
 };
-pub use stats::{
-    Activity, ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id,
-};
+pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id};
 pub use stopwatch::Stopwatch;
 
 use std::rc::Rc;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::stopwatch;
+use super::stopwatch::{self, Stopwatch};
 use crate::address::Address;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -159,39 +159,27 @@ impl Default for ConnectionStats {
     }
 }
 
-/// When a read or a write happened: one reading can stamp several made together (the
-/// datagrams of one batch).
-#[derive(Debug, Clone, Copy)]
-pub struct Activity(u64);
-
-impl Activity {
-    /// Now.
-    #[inline]
-    pub fn now() -> Self {
-        Self(stopwatch::raw())
-    }
-}
-
 #[inline]
 fn bump(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
 impl ConnectionStats {
-    /// Records `n` bytes received in one read.
+    /// Records `n` bytes received in one read, made `at` (one reading may stamp several
+    /// made together: the datagrams of one batch).
     #[inline]
-    pub fn record_read(&self, n: usize, at: Activity) {
+    pub fn record_read(&self, n: usize, at: Stopwatch) {
         bump(&self.bytes_in, n as u64);
         bump(&self.reads, 1);
-        self.last_activity.store(at.0, Relaxed);
+        self.last_activity.store(at.reading(), Relaxed);
     }
 
-    /// Records `n` bytes sent in one write.
+    /// Records `n` bytes sent in one write, made `at`.
     #[inline]
-    pub fn record_write(&self, n: usize, at: Activity) {
+    pub fn record_write(&self, n: usize, at: Stopwatch) {
         bump(&self.bytes_out, n as u64);
         bump(&self.writes, 1);
-        self.last_activity.store(at.0, Relaxed);
+        self.last_activity.store(at.reading(), Relaxed);
     }
 
     /// Time since the last read or write (since the opening, before any).
@@ -237,12 +225,12 @@ mod tests {
         // Before any read or write, idle since the opening.
         assert!(info.stats.idle() >= Duration::from_millis(99));
         assert!(info.last_activity() < Duration::from_millis(50));
-        info.stats.record_read(10, Activity::now());
+        info.stats.record_read(10, Stopwatch::start());
         assert!(info.stats.idle() < Duration::from_millis(50));
         let at = info.last_activity();
         assert!(at >= Duration::from_millis(99), "{at:?}");
         std::thread::sleep(Duration::from_millis(60));
-        info.stats.record_write(4, Activity::now());
+        info.stats.record_write(4, Stopwatch::start());
         assert!(info.last_activity() >= at + Duration::from_millis(59));
         assert_eq!((info.stats.bytes_in(), info.stats.bytes_out()), (10, 4));
         assert_eq!((info.stats.reads(), info.stats.writes()), (1, 1));

@@ -43,6 +43,12 @@ impl Stopwatch {
         Self(raw())
     }
 
+    /// Its raw reading, for [`nanos_between`].
+    #[inline]
+    pub(crate) fn reading(self) -> u64 {
+        self.0
+    }
+
     /// The time since it was started (zero if the clock went backwards).
     #[inline]
     pub fn elapsed(self) -> Duration {

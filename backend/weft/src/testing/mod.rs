@@ -79,7 +79,7 @@ impl StringTransport {
         self.transport
             .info()
             .stats
-            .record_read(data.len(), crate::observe::Activity::now());
+            .record_read(data.len(), crate::observe::Stopwatch::start());
         crate::observe::with_connection(Some(self.transport.id()), || {
             protocol.data_received(&self.transport, data);
         });

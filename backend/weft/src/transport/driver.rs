@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Flags, Transport};
 use crate::observe::{
-    self, Activity, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, SlowCallback,
+    self, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, SlowCallback, Stopwatch,
 };
 use crate::protocol::{HalfClose, Protocol};
 
@@ -263,7 +263,7 @@ impl<S: Stream> Driver<'_, S> {
                 Poll::Ready(Ok(n)) => {
                     let _ = out.split_to(n);
                     drop(out);
-                    info.stats.record_write(n, Activity::now());
+                    info.stats.record_write(n, Stopwatch::start());
                     self.transport.release_back_pressure();
                 }
                 Poll::Ready(Err(err)) => return Err(CloseReason::from_io(&err)),
@@ -332,7 +332,7 @@ impl<S: Stream> Driver<'_, S> {
                     self.peer_ended();
                 } else {
                     let info = self.transport.info();
-                    info.stats.record_read(n, Activity::now());
+                    info.stats.record_read(n, Stopwatch::start());
                     let (transport, protocol) = (&self.transport, &mut *self.protocol);
                     guarded(transport, self.name, "data_received", || {
                         protocol.data_received(transport, &buf[..n])

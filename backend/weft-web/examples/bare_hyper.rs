@@ -1,24 +1,33 @@
 //! hyper alone: the files of one directory, read once into memory, served over HTTP/1.1
 //! keep-alive on a tokio current-thread runtime, with the header fields weft's answer
 //! for a file carries (type, length, validators, `Accept-Ranges`) made once per file.
-//! No routing, no path checks, no ranges or conditionals, no inspector, no metrics, no
-//! log: the floor under weft's HTTP/1.1 path, measured beside it by `scripts/bench-http`
-//! (`BENCH_SERVERS` with `hyper`).
+//! With an upstream, requests under `/proxy/` go to it instead, over one keep-alive
+//! hyper client connection per client connection (made at its first such request), with
+//! the forwarding fields weft sends (`X-Forwarded-For`, `X-Forwarded-Host`,
+//! `X-Forwarded-Proto`, `Forwarded`; the client's `Host` kept) and the answer's body
+//! streamed back as it comes.
+//! No routing, no path checks, no ranges or conditionals, no pool, no inspector, no
+//! metrics, no log: the floor under weft's HTTP/1.1 path, measured beside it by
+//! `scripts/bench-http` (`BENCH_SERVERS` with `hyper`).
 //!
-//! `cargo run --release -p weft-web --example bare_hyper -- 127.0.0.1:8080 DIR`
+//! `cargo run --release -p weft-web --example bare_hyper -- 127.0.0.1:8080 DIR [UPSTREAM]`
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+
+/// An answer from memory, or an upstream's streamed through.
+type Answer = Response<Either<Full<Bytes>, Incoming>>;
 
 /// A file's bytes and the head of its answer.
 struct File {
@@ -55,30 +64,104 @@ fn files(dir: &str) -> std::io::Result<HashMap<String, File>> {
     Ok(files)
 }
 
-fn answer(files: &HashMap<String, File>, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(files: &HashMap<String, File>, request: &Request<Incoming>) -> Answer {
     match files.get(request.uri().path()) {
         Some(file) => {
-            let mut response = Response::new(Full::new(file.bytes.clone()));
+            let mut response = Response::new(Either::Left(Full::new(file.bytes.clone())));
             *response.headers_mut() = file.head.clone();
             response
         }
-        None => {
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            response
+        None => status(StatusCode::NOT_FOUND),
+    }
+}
+
+fn status(status: StatusCode) -> Answer {
+    let mut response = Response::new(Either::Left(Full::new(Bytes::new())));
+    *response.status_mut() = status;
+    response
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// One client connection's way to the upstream: its address, the client's (made into
+/// its field values once, as weft does), and the connection to it once made.
+struct Link {
+    upstream: SocketAddr,
+    /// `X-Forwarded-For`'s entry.
+    client: HeaderValue,
+    /// `for=ADDRESS;`, the start of the `Forwarded` element.
+    for_client: String,
+    sender: RefCell<Option<SendRequest<Incoming>>>,
+}
+
+impl Link {
+    async fn forward(&self, mut request: Request<Incoming>) -> Answer {
+        let headers = request.headers_mut();
+        headers.remove(header::CONNECTION);
+        let host = headers.get(header::HOST).cloned();
+        headers.append(X_FORWARDED_FOR, self.client.clone());
+        let mut forwarded = String::with_capacity(64);
+        forwarded.push_str(&self.for_client);
+        if let Some(host) = &host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+            if let Ok(host) = host.to_str() {
+                forwarded.push_str("host=\"");
+                forwarded.push_str(host);
+                forwarded.push_str("\";");
+            }
         }
+        forwarded.push_str("proto=http");
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.append(
+            FORWARDED,
+            HeaderValue::from_str(&forwarded).expect("printable"),
+        );
+        // Taken out while the exchange runs (one at a time on an HTTP/1.1 connection)
+        // and put back once the answer's head is in.
+        let sender = self.sender.borrow_mut().take();
+        let mut sender = match sender {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => match self.connect().await {
+                Ok(sender) => sender,
+                Err(_) => return status(StatusCode::BAD_GATEWAY),
+            },
+        };
+        if sender.ready().await.is_err() {
+            return status(StatusCode::BAD_GATEWAY);
+        }
+        let answer = sender.send_request(request).await;
+        *self.sender.borrow_mut() = Some(sender);
+        match answer {
+            Ok(response) => response.map(Either::Right),
+            Err(_) => status(StatusCode::BAD_GATEWAY),
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, Box<dyn std::error::Error>> {
+        let stream = tokio::net::TcpStream::connect(self.upstream).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::task::spawn_local(connection);
+        Ok(sender)
     }
 }
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(addr), Some(dir)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_hyper ADDR DIR");
+        eprintln!("usage: bare_hyper ADDR DIR [UPSTREAM]");
         std::process::exit(2);
     };
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let address = |text: String| {
+        text.parse::<SocketAddr>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let addr = address(addr)?;
+    let upstream = args.next().map(address).transpose()?;
     let files = Rc::new(files(&dir)?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -87,13 +170,42 @@ fn main() -> std::io::Result<()> {
     local.block_on(&runtime, async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         loop {
-            let (stream, _) = listener.accept().await?;
+            let (stream, peer) = listener.accept().await?;
             stream.set_nodelay(true)?;
             let files = files.clone();
+            let link = upstream.map(|upstream| {
+                let client = peer.ip().to_string();
+                let for_client = match peer.ip() {
+                    IpAddr::V4(_) => format!("for={client};"),
+                    IpAddr::V6(_) => format!("for=\"[{client}]\";"),
+                };
+                Rc::new(Link {
+                    upstream,
+                    client: HeaderValue::from_str(&client).expect("an address"),
+                    for_client,
+                    sender: RefCell::new(None),
+                })
+            });
             tokio::task::spawn_local(async move {
-                let service = service_fn(move |request| {
-                    let response = answer(&files, &request);
-                    async move { Ok::<_, Infallible>(response) }
+                let service = service_fn(move |request: Request<Incoming>| {
+                    // A file is answered here, before the future: the request goes at
+                    // once, as in a handler that needs nothing of it once answered.
+                    let link = match &link {
+                        Some(link) if request.uri().path().starts_with("/proxy/") => {
+                            Some(link.clone())
+                        }
+                        _ => None,
+                    };
+                    let response = match link {
+                        None => Ok(answer(&files, &request)),
+                        Some(link) => Err((link, request)),
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(match response {
+                            Ok(response) => response,
+                            Err((link, request)) => link.forward(request).await,
+                        })
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)

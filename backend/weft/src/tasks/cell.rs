@@ -259,9 +259,10 @@ impl TaskCell {
         self.wakes.load(Relaxed)
     }
 
-    /// Whether nothing woke it since its last poll began.
+    /// Whether nothing woke it since its last poll began. A task not polled yet is not:
+    /// its executor has it queued to run, and holds no waker for that.
     pub(crate) fn unwoken(&self) -> bool {
-        self.wakes.load(Relaxed) == self.wakes_seen.load(Relaxed)
+        self.polls.load(Relaxed) > 0 && self.wakes.load(Relaxed) == self.wakes_seen.load(Relaxed)
     }
 
     pub(crate) fn is_done(&self) -> bool {

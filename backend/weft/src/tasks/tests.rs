@@ -341,6 +341,38 @@ fn a_task_whose_waker_is_dropped_while_pending_is_leaked() {
     observe::set_observer(None);
 }
 
+#[test]
+fn a_task_spawned_and_not_yet_polled_is_neither_leaked_nor_stalled() {
+    // Its executor has it queued: nothing holds its waker, and nothing needs to. A scan
+    // between the spawn and the first poll (hyper spawning HTTP/2 streams under load)
+    // once reported such tasks leaked.
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::install();
+    set_stall_threshold(Duration::from_secs(1));
+    let mut queued = Box::pin(instrument(
+        poll_fn(|_| Poll::Ready(())),
+        TaskKind::Spawned,
+        Some("queued"),
+        site(),
+        None,
+    ));
+    crate::defer::scan_for_stalls();
+    clock.advance(Duration::from_secs(5));
+    crate::defer::scan_for_stalls();
+    let reported = |events: Vec<DeferredEvent>| {
+        events
+            .into_iter()
+            .filter(|e| matches!(e, DeferredEvent::Leaked(_) | DeferredEvent::Stalled(_)))
+            .count()
+    };
+    assert_eq!(reported(capture.events()), 0, "queued, not stuck");
+    assert!(poll(queued.as_mut()).is_ready());
+    assert_eq!(reported(capture.events()), 0);
+    set_stall_threshold(crate::ReactorConfig::DEFAULT_STALL_AFTER);
+    observe::set_observer(None);
+}
+
 /// Runs `body` as one poll of an instrumented task.
 fn one_poll<T>(body: impl FnOnce() -> T) -> T {
     let mut body = Some(body);

@@ -157,6 +157,42 @@ fn a_silent_upstream_is_a_504_and_its_connection_is_listed_meanwhile() {
     });
 }
 
+#[test]
+fn a_reused_upstream_connection_times_out_each_exchange_on_its_own_deadline() {
+    let up = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let timeout = Duration::from_millis(400);
+    let server = proxy_to(
+        &[("/", up.addr)],
+        Limits {
+            upstream_timeout: timeout,
+            ..Limits::default()
+        },
+    );
+    assert_eq!(server.get("/x").text(), "a #1");
+    // Past the first exchange's deadline with the connection idle: the next exchange on
+    // it is timed from its own start.
+    std::thread::sleep(timeout + Duration::from_millis(200));
+    assert_eq!(server.get("/x").text(), "a #2");
+    assert_eq!(up.accepted(), 1, "the same upstream connection");
+
+    let started = std::time::Instant::now();
+    let reply = server.get("/slow");
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 504);
+    assert!(
+        waited >= timeout - Duration::from_millis(50) && waited < Duration::from_secs(5),
+        "timed out after {waited:?}, the limit is {timeout:?}"
+    );
+    // The timed-out connection is closed, never reused: the next request opens another.
+    assert_eq!(
+        server.get("/x").text(),
+        "a #3",
+        "the slow one was never answered"
+    );
+    assert_eq!(up.accepted(), 2);
+    up.release();
+}
+
 /// A client is told what kind of failure it was, never where the upstream is or what the
 /// operating system said.
 fn assert_says_nothing_of_the_upstream(reply: &support::Reply, upstream: SocketAddr) {

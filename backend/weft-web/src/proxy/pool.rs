@@ -30,7 +30,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use weft::observe::ConnectionId;
 use weft::{ConnectError, InspectedStream, Reactor, Transport};
 
@@ -89,6 +89,10 @@ struct Link {
     /// back in the pool once hyper can take another request on the connection (the
     /// response body read to its end), or drops it if the connection cannot.
     returning: RefCell<Option<SendRequest<ReqBody>>>,
+    /// When the response head of the exchange on it is due: one timer for the
+    /// connection's life, moved later for each request (tokio extends a registered timer
+    /// in place), rather than a timer registered and cancelled a request.
+    answer_by: RefCell<Pin<Box<Sleep>>>,
 }
 
 impl Link {
@@ -165,6 +169,10 @@ impl Pooled {
         self.link.transport.id()
     }
 }
+
+/// No response head came within the time given.
+#[derive(Debug)]
+pub(crate) struct TimedOut;
 
 /// How sending on a connection failed.
 pub(crate) enum SendError {
@@ -261,6 +269,7 @@ impl Pool {
             idle_since: Cell::new(Instant::now()),
             waker: RefCell::default(),
             returning: RefCell::default(),
+            answer_by: RefCell::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
         });
         Reactor::current().spawn(drive(
             link.clone(),
@@ -281,33 +290,47 @@ impl Pool {
         mut conn: Pooled,
         request: Request<ReqBody>,
         timeout: Duration,
-    ) -> Result<Result<Response<Incoming>, SendError>, tokio::time::error::Elapsed> {
+    ) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
         self.0.state.requests.fetch_add(1, Relaxed);
         // A cancel (or the client going away) before the response head leaves the
         // connection mid-request: it is aborted, never reused.
         let mut abandon = Abandon(Some(conn.link.transport.clone()));
         let driving = Driving::new(conn.link.clone());
+        let link = &driving.0;
+        link.answer_by
+            .borrow_mut()
+            .as_mut()
+            .reset(Instant::now() + timeout);
         let sent = {
             let mut exchange = pin!(conn.sender.try_send_request(request));
-            let inline = poll_fn(|cx| {
+            poll_fn(|cx| {
                 if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
-                    return Poll::Ready(sent);
+                    return Poll::Ready(Some(sent));
                 }
                 driving.poll(cx);
-                exchange.as_mut().poll(cx)
-            });
-            tokio::time::timeout(timeout, inline).await
+                if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(Some(sent));
+                }
+                // Unconstrained, as tokio's `timeout` polls its timer once the exchange
+                // has spent the task's budget: an exchange that keeps making progress
+                // (a request body streaming up) still times out.
+                let mut answer_by = link.answer_by.borrow_mut();
+                pin!(tokio::task::unconstrained(answer_by.as_mut()))
+                    .poll(cx)
+                    .map(|()| None)
+            })
+            .await
         };
         abandon.0 = None;
         let result = match sent {
-            Err(elapsed) => {
+            None => {
                 // The exchange is abandoned halfway: the connection cannot be reused.
                 self.0.state.busy.fetch_sub(1, Relaxed);
                 conn.link.transport.abort_connection();
-                return Err(elapsed);
+                return Err(TimedOut);
             }
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(mut err)) => match err.take_message() {
+            Some(Ok(response)) => Ok(response),
+            Some(Err(mut err)) => match err.take_message() {
                 Some(request) => Err(SendError::NotSent(Box::new(request))),
                 None => Err(SendError::Failed(err.into_error())),
             },

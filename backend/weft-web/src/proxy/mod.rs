@@ -270,7 +270,9 @@ pub(crate) async fn forward(
         // Never pooled: after a 101 its upstream connection is the tunnel's.
         let asks = upgrade::Asks { client, offered };
         let to = upgrade::To { route, upstreams };
-        return upgrade::forward(to, limits, asks, recorder, request, marks).await;
+        // Boxed, as a rare path: its state (a connection opened for the tunnel) is
+        // kilobytes that every proxied request's future would otherwise carry.
+        return Box::pin(upgrade::forward(to, limits, asks, recorder, request, marks)).await;
     }
     let declared = request
         .headers()

@@ -193,6 +193,31 @@ fn a_reused_upstream_connection_times_out_each_exchange_on_its_own_deadline() {
     up.release();
 }
 
+#[test]
+fn a_request_its_client_abandons_mid_exchange_leaves_no_connection_busy() {
+    let up = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let server = proxy_to(&[("/", up.addr)], Limits::default());
+    let url = format!("http://{}", up.addr);
+    let mut client = server.connect();
+    client.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    eventually("the request is on an upstream connection", || {
+        up.accepted() == 1 && server.upstream(&url).busy_connections == 1
+    });
+    // The client goes away before the answer: the exchange is dropped, its upstream
+    // connection aborted (never reused), and the pool counts it busy no more.
+    drop(client);
+    eventually("the abandoned connection is no longer counted busy", || {
+        server.upstream(&url).busy_connections == 0
+    });
+    assert_eq!(server.get("/x").text(), "a #1");
+    assert_eq!(up.accepted(), 2, "the abandoned connection was not reused");
+    eventually("the second connection is back in the pool", || {
+        let pool = server.upstream(&url);
+        (pool.busy_connections, pool.idle_connections) == (0, 1)
+    });
+    up.release();
+}
+
 /// A client is told what kind of failure it was, never where the upstream is or what the
 /// operating system said.
 fn assert_says_nothing_of_the_upstream(reply: &support::Reply, upstream: SocketAddr) {

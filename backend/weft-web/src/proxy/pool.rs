@@ -100,6 +100,14 @@ impl Link {
             waker.wake_by_ref();
         }
     }
+
+    /// Gives the connection's sender back to the driving task, which puts it in the pool
+    /// once hyper can take another request on the connection, or lets it go (and counts
+    /// the connection busy no more) when it cannot.
+    fn hand_back(&self, sender: SendRequest<ReqBody>) {
+        *self.returning.borrow_mut() = Some(sender);
+        self.wake();
+    }
 }
 
 struct Idle {
@@ -107,9 +115,13 @@ struct Idle {
     link: Rc<Link>,
 }
 
-/// A connection taken from the pool (or just opened) for one request.
+/// A connection taken from the pool (or just opened) for one request. However the
+/// request ends (answered, failed, or dropped with its client), the connection's sender
+/// goes back to its driving task, so it is counted busy exactly until it is idle again
+/// or closed.
 pub(crate) struct Pooled {
-    sender: SendRequest<ReqBody>,
+    /// Taken when the request is sent: handed back at once (see `Pool::send`).
+    sender: Option<SendRequest<ReqBody>>,
     link: Rc<Link>,
     /// Whether it served a request before.
     pub(crate) reused: bool,
@@ -119,6 +131,15 @@ impl Pooled {
     /// The connection's id, as the inspector lists it.
     pub(crate) fn connection(&self) -> ConnectionId {
         self.link.transport.id()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        // Let go before a request was sent on it (the request could not be made).
+        if let Some(sender) = self.sender.take() {
+            self.link.hand_back(sender);
+        }
     }
 }
 
@@ -228,7 +249,7 @@ impl Pool {
             inner.config.idle_timeout,
         ));
         Ok(Pooled {
-            sender,
+            sender: Some(sender),
             link,
             reused: false,
         })
@@ -251,8 +272,16 @@ impl Pool {
             .borrow_mut()
             .as_mut()
             .reset(Instant::now() + timeout);
+        let mut sender = conn.sender.take().expect("a connection is sent on once");
+        let exchange = sender.try_send_request(request);
+        // The sender goes back to the connection's own task at once, before the answer:
+        // that task (which hyper's request channel has just woken to write the request)
+        // is then already waiting to put the connection back in the pool as soon as its
+        // response has been read, rather than woken once more for it afterwards; and a
+        // connection whose exchange times out or is dropped is ended and uncounted there.
+        link.hand_back(sender);
         let sent = {
-            let mut exchange = pin!(conn.sender.try_send_request(request));
+            let mut exchange = pin!(exchange);
             poll_fn(|cx| {
                 if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
                     return Poll::Ready(Some(sent));
@@ -270,8 +299,8 @@ impl Pool {
         abandon.0 = None;
         let result = match sent {
             None => {
-                // The exchange is abandoned halfway: the connection cannot be reused.
-                self.0.state.busy.fetch_sub(1, Relaxed);
+                // The exchange is abandoned halfway: the connection cannot be reused (its
+                // task sees it fail and ends it).
                 conn.link.transport.abort_connection();
                 return Err(TimedOut);
             }
@@ -281,10 +310,6 @@ impl Pool {
                 None => Err(SendError::Failed(err.into_error())),
             },
         };
-        // The connection's own task waits for it to take another request: a task spawned
-        // here would cost one per exchange.
-        *conn.link.returning.borrow_mut() = Some(conn.sender);
-        conn.link.wake();
         Ok(result)
     }
 
@@ -335,7 +360,7 @@ impl Inner {
             }
             conn.link.idle.set(false);
             break Some(Pooled {
-                sender: conn.sender,
+                sender: Some(conn.sender),
                 link: conn.link,
                 reused: true,
             });
@@ -344,19 +369,16 @@ impl Inner {
         taken
     }
 
-    fn put_back(&self, conn: Pooled) {
+    fn put_back(&self, sender: SendRequest<ReqBody>, link: Rc<Link>) {
         let mut idle = self.idle.borrow_mut();
-        if conn.link.transport.is_disconnecting() || idle.len() >= self.config.max_idle {
+        if link.transport.is_disconnecting() || idle.len() >= self.config.max_idle {
             // Dropping the sender ends the (idle) connection.
             return;
         }
-        conn.link.idle.set(true);
-        conn.link.idle_since.set(Instant::now());
-        conn.link.wake();
-        idle.push(Idle {
-            sender: conn.sender,
-            link: conn.link,
-        });
+        link.idle.set(true);
+        link.idle_since.set(Instant::now());
+        link.wake();
+        idle.push(Idle { sender, link });
         self.state.idle.store(idle.len(), Relaxed);
     }
 
@@ -375,11 +397,7 @@ impl Inner {
         drop(returning);
         self.state.busy.fetch_sub(1, Relaxed);
         if ready {
-            self.put_back(Pooled {
-                sender,
-                link: link.clone(),
-                reused: true,
-            });
+            self.put_back(sender, link.clone());
         }
     }
 

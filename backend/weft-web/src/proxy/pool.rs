@@ -83,9 +83,10 @@ struct Link {
     /// The driving task, woken when the connection goes idle to arm its timer, and when
     /// a request's sender is handed back to it.
     waker: RefCell<Option<Waker>>,
-    /// The sender of a request whose response head has come: the driving task puts it
-    /// back in the pool once hyper can take another request on the connection (the
-    /// response body read to its end), or drops it if the connection cannot.
+    /// The connection's sender, handed back as its request was sent (or unused): the
+    /// driving task puts it back in the pool once hyper can take another request on the
+    /// connection (the response body read to its end), or drops it if the connection
+    /// cannot.
     returning: RefCell<Option<SendRequest<ReqBody>>>,
     /// When the response head of the exchange on it is due: one timer for the
     /// connection's life, moved later for each request (tokio extends a registered timer
@@ -286,9 +287,8 @@ impl Pool {
                 if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
                     return Poll::Ready(Some(sent));
                 }
-                // Unconstrained, as tokio's `timeout` polls its timer once the exchange
-                // has spent the task's budget: an exchange that keeps making progress
-                // (a request body streaming up) still times out.
+                // Unconstrained, as tokio's `timeout` polls its timer: the deadline is seen
+                // even in a turn whose budget the task has spent.
                 let mut answer_by = link.answer_by.borrow_mut();
                 pin!(tokio::task::unconstrained(answer_by.as_mut()))
                     .poll(cx)
@@ -296,21 +296,15 @@ impl Pool {
             })
             .await
         };
-        abandon.0 = None;
-        let result = match sent {
-            None => {
-                // The exchange is abandoned halfway: the connection cannot be reused (its
-                // task sees it fail and ends it).
-                conn.link.transport.abort_connection();
-                return Err(TimedOut);
-            }
-            Some(Ok(response)) => Ok(response),
-            Some(Err(mut err)) => match err.take_message() {
-                Some(request) => Err(SendError::NotSent(Box::new(request))),
-                None => Err(SendError::Failed(err.into_error())),
-            },
+        // Timed out halfway: `abandon` aborts the connection, which its task then ends.
+        let Some(sent) = sent else {
+            return Err(TimedOut);
         };
-        Ok(result)
+        abandon.0 = None;
+        Ok(sent.map_err(|mut err| match err.take_message() {
+            Some(request) => SendError::NotSent(Box::new(request)),
+            None => SendError::Failed(err.into_error()),
+        }))
     }
 
     /// `GET path`: `Ok` for a 2xx or 3xx within the connect and answer timeouts.

@@ -195,7 +195,10 @@ impl Pool {
     ) -> Result<Pooled, UpstreamError> {
         let pooled = match self.0.take_idle() {
             Some(pooled) => pooled,
-            None => self.connect(connect_timeout).await?,
+            // Boxed: a connection being opened (TCP, TLS, the handshake) takes kilobytes
+            // of state that a request on a pooled one would otherwise carry, and copy
+            // each time its future moves.
+            None => Box::pin(self.connect(connect_timeout)).await?,
         };
         self.0
             .recorder

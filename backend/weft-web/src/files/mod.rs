@@ -25,6 +25,7 @@ mod ranges;
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -191,7 +192,38 @@ pub(crate) struct Serving<'a> {
 }
 
 /// Serves the request's path from `source`, with `to.index` for directories.
+///
+/// The answer is made at once when the file's bytes are at hand (or small enough to read
+/// in place); only one that must be read from disk as it streams, or compressed on the
+/// blocking pool, waits, in a future of its own. So this future holds nothing across its
+/// one await but that future's box: a request for a hot file moves a few words, not
+/// the kilobyte of state every path of the answer would otherwise reserve.
 pub(crate) async fn serve(source: &Source, to: &Serving<'_>, request: &Parts) -> Response<Body> {
+    let answered = match answer(source, to, request) {
+        Ok(Answer::Now(response)) => return response,
+        Ok(Answer::Later(reading)) => reading.await,
+        Err(failed) => Err(failed),
+    };
+    answered.unwrap_or_else(|(path, err)| {
+        tracing::warn!(path = %path.display(), %err, "cannot read a static file");
+        error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the file could not be read",
+        )
+    })
+}
+
+/// A file's answer: made, or to be made once the file is read or compressed.
+enum Answer {
+    Now(Response<Body>),
+    Later(Reading),
+}
+
+/// An answer that waits for the disk or the blocking pool.
+type Reading = Pin<Box<dyn Future<Output = Result<Response<Body>, ReadError>>>>;
+
+/// What [`serve`] answers, without waiting.
+fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, ReadError> {
     let Serving {
         index,
         options,
@@ -207,7 +239,7 @@ pub(crate) async fn serve(source: &Source, to: &Serving<'_>, request: &Parts) ->
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+        return Ok(Answer::Now(response));
     }
     let path = uri.path();
     let found = match source.find(path) {
@@ -219,32 +251,28 @@ pub(crate) async fn serve(source: &Source, to: &Serving<'_>, request: &Parts) ->
                     location.push('?');
                     location.push_str(query);
                 }
-                return redirect(&location);
+                return Ok(Answer::Now(redirect(&location)));
             }
             match source.find(&format!("{path}{index}")) {
                 Ok(Found::File(index)) => index,
-                _ => match dir {
-                    Some(dir) if options.listing => {
-                        steps.step(READ_FILE);
-                        return listing(&dir, path, method, options);
-                    }
-                    _ => return error_page(StatusCode::NOT_FOUND, "not found"),
-                },
+                _ => {
+                    let response = match dir {
+                        Some(dir) if options.listing => {
+                            steps.step(READ_FILE);
+                            listing(&dir, path, method, options)
+                        }
+                        _ => error_page(StatusCode::NOT_FOUND, "not found"),
+                    };
+                    return Ok(Answer::Now(response));
+                }
             }
         }
-        Err(PathError::NotFound) => return error_page(StatusCode::NOT_FOUND, "not found"),
-        Err(_) => return error_page(StatusCode::BAD_REQUEST, "bad path"),
-    };
-    match file(found, options, (recorder, steps), method, &request.headers).await {
-        Ok(response) => response,
-        Err((path, err)) => {
-            tracing::warn!(path = %path.display(), %err, "cannot read a static file");
-            error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the file could not be read",
-            )
+        Err(PathError::NotFound) => {
+            return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found")));
         }
-    }
+        Err(_) => return Ok(Answer::Now(error_page(StatusCode::BAD_REQUEST, "bad path"))),
+    };
+    file(found, options, (recorder, steps), method, &request.headers)
 }
 
 fn redirect(location: &str) -> Response<Body> {
@@ -377,13 +405,13 @@ impl Asks {
 }
 
 /// The response for `found`.
-async fn file(
+fn file(
     found: File,
     options: &FileOptions,
     (recorder, steps): (&dyn Recorder, &Steps),
     method: &Method,
     headers: &HeaderMap,
-) -> Result<Response<Body>, ReadError> {
+) -> Result<Answer, ReadError> {
     let content_type = found.facts.content_type;
     let compression = &options.compression;
     let codable = found.facts.compressible && (compression.precompressed || compression.on_the_fly);
@@ -438,26 +466,29 @@ async fn file(
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response.headers_mut().remove(header::CONTENT_LENGTH);
-            return Ok(response);
+            return Ok(Answer::Now(response));
         }
         Verdict::Failed => {
-            return Ok(error_page(
+            return Ok(Answer::Now(error_page(
                 StatusCode::PRECONDITION_FAILED,
                 "a precondition did not hold",
-            ));
+            )));
         }
     }
+    let head = method == Method::HEAD;
 
     if let (Some(slot), Some(coding)) = (slot, coding) {
-        // Boxed, as the other rare paths' futures are: the common one stays small to move.
-        let coded = Box::pin(compress(file.content, facts.name.clone(), coding, slot)).await?;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
-        if method != Method::HEAD {
-            *response.body_mut() = body::full(coded);
-        }
-        return Ok(response);
+        let name = facts.name.clone();
+        return Ok(Answer::Later(Box::pin(async move {
+            let coded = compress(file.content, name, coding, slot).await?;
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(coded.len()));
+            if !head {
+                *response.body_mut() = body::full(coded);
+            }
+            Ok(response)
+        })));
     }
 
     let len = file.len;
@@ -486,14 +517,12 @@ async fn file(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&value).expect("digits and ASCII"),
             );
-            return Ok(response);
+            return Ok(Answer::Now(response));
         }
         Ranges::Parts(parts) => Some(parts),
     };
     match parts {
-        Some(parts) if parts.len() > 1 => {
-            Box::pin(multipart(response, file, content_type, &parts, method)).await
-        }
+        Some(parts) if parts.len() > 1 => multipart(response, file, content_type, parts, head),
         Some(parts) => {
             let (start, end) = parts[0];
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -503,21 +532,21 @@ async fn file(
                 HeaderValue::from_str(&value).expect("digits and ASCII"),
             );
             let slice = (start, end + 1);
-            whole_or_slice(response, file.content, (len, &facts), slice, method).await
+            whole_or_slice(response, file.content, (len, &facts), slice, head)
         }
-        None => whole_or_slice(response, file.content, (len, &facts), (0, len), method).await,
+        None => whole_or_slice(response, file.content, (len, &facts), (0, len), head),
     }
 }
 
 /// `response` with the bytes `start..end` of a file of `len` bytes, which `facts`
-/// describe.
-async fn whole_or_slice(
+/// describe: at once when they are in memory or small enough to read in place.
+fn whole_or_slice(
     mut response: Response<Body>,
     content: Content,
     (len, facts): (u64, &Facts),
     (start, end): (u64, u64),
-    method: &Method,
-) -> Result<Response<Body>, ReadError> {
+    head: bool,
+) -> Result<Answer, ReadError> {
     let count = end - start;
     // The whole file, most often: its length came with its facts' fields.
     if facts.length != Some(count) {
@@ -525,50 +554,62 @@ async fn whole_or_slice(
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     }
-    if method == Method::HEAD || count == 0 {
-        return Ok(response);
+    if head || count == 0 {
+        return Ok(Answer::Now(response));
     }
     // Cut in place: the bytes are this answer's own handle, so no second one is made.
-    let slice = |mut bytes: Bytes| {
+    let slice = move |mut bytes: Bytes| {
         let end = to_usize(end).min(bytes.len());
         bytes.truncate(end);
         bytes.advance(to_usize(start).min(end));
         body::full(bytes)
     };
-    *response.body_mut() = match content {
+    let body = match content {
         Content::Memory(bytes)
         | Content::Disk {
             held: Some(bytes), ..
         } => slice(bytes),
-        Content::Disk { path, keep, .. } if len <= READ_WHOLE || keep.is_some() => {
-            let read = if len <= READ_WHOLE {
-                std::fs::read(&path)
-            } else {
-                Box::pin(tokio::fs::read(&path)).await
-            };
-            let bytes = Bytes::from(read.map_err(|e| (path, e))?);
+        Content::Disk { path, keep, .. } if len <= READ_WHOLE => {
+            let bytes = Bytes::from(std::fs::read(&path).map_err(|e| (path, e))?);
             if let Some(keep) = keep {
                 keep.cache.hold(&keep.raw, keep.stamp, &bytes);
             }
             slice(bytes)
         }
-        Content::Disk { path, .. } => match Box::pin(open_at(&path, start)).await {
-            Ok(file) => FileBody::body(file, count),
-            Err(e) => return Err((path, e)),
-        },
+        Content::Disk {
+            path,
+            keep: Some(keep),
+            ..
+        } => {
+            return Ok(Answer::Later(Box::pin(async move {
+                let read = tokio::fs::read(&path).await;
+                let bytes = Bytes::from(read.map_err(|e| (path, e))?);
+                keep.cache.hold(&keep.raw, keep.stamp, &bytes);
+                *response.body_mut() = slice(bytes);
+                Ok(response)
+            })));
+        }
+        Content::Disk { path, .. } => {
+            return Ok(Answer::Later(Box::pin(async move {
+                let file = open_at(&path, start).await.map_err(|e| (path, e))?;
+                *response.body_mut() = FileBody::body(file, count);
+                Ok(response)
+            })));
+        }
     };
-    Ok(response)
+    *response.body_mut() = body;
+    Ok(Answer::Now(response))
 }
 
 /// A 206 of several ranges as `multipart/byteranges` (RFC 9110 §14.6).
-async fn multipart(
+fn multipart(
     mut response: Response<Body>,
     file: File,
     content_type: &str,
-    parts: &[(u64, u64)],
-    method: &Method,
-) -> Result<Response<Body>, ReadError> {
-    let framing = Multipart::new(parts, file.len, content_type);
+    parts: Vec<(u64, u64)>,
+    head: bool,
+) -> Result<Answer, ReadError> {
+    let framing = Multipart::new(&parts, file.len, content_type);
     *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = response.headers_mut();
     let ct = format!("multipart/byteranges; boundary={}", framing.boundary);
@@ -578,35 +619,38 @@ async fn multipart(
     );
     h.insert(
         header::CONTENT_LENGTH,
-        HeaderValue::from(framing.len(parts)),
+        HeaderValue::from(framing.len(&parts)),
     );
-    if method == Method::HEAD {
-        return Ok(response);
+    if head {
+        return Ok(Answer::Now(response));
     }
     *response.body_mut() = match file.content {
         Content::Memory(bytes)
         | Content::Disk {
             held: Some(bytes), ..
-        } => body::full(framing.assemble(parts, &bytes)),
+        } => body::full(framing.assemble(&parts, &bytes)),
         Content::Disk { path, .. } if file.len <= READ_WHOLE => match std::fs::read(&path) {
-            Ok(bytes) => body::full(framing.assemble(parts, &Bytes::from(bytes))),
+            Ok(bytes) => body::full(framing.assemble(&parts, &Bytes::from(bytes))),
             Err(e) => return Err((path, e)),
         },
         Content::Disk { path, .. } => {
-            // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
-            let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
-            for (head, (start, end)) in framing.heads.iter().zip(parts) {
-                bodies.push(body::full(head.clone()));
-                match open_at(&path, *start).await {
-                    Ok(f) => bodies.push(FileBody::body(f, end - start + 1)),
-                    Err(e) => return Err((path, e)),
+            return Ok(Answer::Later(Box::pin(async move {
+                // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
+                let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
+                for (head, (start, end)) in framing.heads.iter().zip(&parts) {
+                    bodies.push(body::full(head.clone()));
+                    match open_at(&path, *start).await {
+                        Ok(f) => bodies.push(FileBody::body(f, end - start + 1)),
+                        Err(e) => return Err((path, e)),
+                    }
                 }
-            }
-            bodies.push(body::full(framing.tail.clone()));
-            Chain::body(bodies)
+                bodies.push(body::full(framing.tail.clone()));
+                *response.body_mut() = Chain::body(bodies);
+                Ok(response)
+            })));
         }
     };
-    Ok(response)
+    Ok(Answer::Now(response))
 }
 
 async fn open_at(path: &Path, start: u64) -> std::io::Result<tokio::fs::File> {

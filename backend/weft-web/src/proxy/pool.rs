@@ -105,6 +105,11 @@ impl Link {
     /// Gives the connection's sender back to the driving task, which puts it in the pool
     /// once hyper can take another request on the connection, or lets it go (and counts
     /// the connection busy no more) when it cannot.
+    ///
+    /// The task is still there to take it: a sender is handed back in the same poll that
+    /// checked its connection out (`Pool::send` does before its first await, and a
+    /// `Pooled` can only be dropped unsent there too), and a connection leaves the idle
+    /// list before its task ends, so none is checked out after.
     fn hand_back(&self, sender: SendRequest<ReqBody>) {
         *self.returning.borrow_mut() = Some(sender);
         self.wake();

@@ -323,23 +323,33 @@ fn an_upstream_that_closes_after_each_response_costs_no_request() {
 /// connection when the next one arrives (it closes with that request unread, so the
 /// kernel sends RST): a server restarting, or one whose keep-alive timeout ran out as the
 /// request crossed it. The proxy sees a connection reset, not a clean end.
-fn resets_every_second_request() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// The heads of the requests it answered are kept, in order.
+fn resets_every_second_request() -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (count, answered) = (accepted.clone(), heads.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             let n = count.fetch_add(1, SeqCst) + 1;
+            let answered = answered.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
                 let mut line = String::new();
                 while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    head.push_str(&line);
                     line.clear();
                 }
+                answered.lock().unwrap().push(head);
                 let body = format!("conn #{n}");
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
                 stream
@@ -352,12 +362,12 @@ fn resets_every_second_request() -> (SocketAddr, std::sync::Arc<std::sync::atomi
             });
         }
     });
-    (addr, accepted)
+    (addr, accepted, heads)
 }
 
 #[test]
 fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_request() {
-    let (addr, accepted) = resets_every_second_request();
+    let (addr, accepted, _) = resets_every_second_request();
     let server = proxy_to(&[("/", addr)], Limits::default());
     assert_eq!(server.get("/x").text(), "conn #1");
     eventually("the first connection is back in the pool", || {
@@ -371,4 +381,28 @@ fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_reque
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+}
+
+#[test]
+fn a_request_sent_again_after_a_reset_goes_with_all_its_header_fields() {
+    let (addr, _, heads) = resets_every_second_request();
+    let server = proxy_to(&[("/", addr)], Limits::default());
+    let ask = "GET /x HTTP/1.1\r\nHost: t\r\nX-Asked: again\r\n\r\n";
+    assert_eq!(server.connect().request(ask).text(), "conn #1");
+    eventually("the first connection is back in the pool", || {
+        server.recorded.upstream_connections(false) == 1 && server.connections() == ["web"]
+    });
+    let reply = server.connect().request(ask);
+    assert_eq!((reply.status, reply.text()), (200, "conn #2".to_owned()));
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    let (first, again) = (heads[0].to_ascii_lowercase(), heads[1].to_ascii_lowercase());
+    for field in [
+        "host: t\r\n",
+        "x-asked: again\r\n",
+        "x-forwarded-for: 127.0.0.1\r\n",
+    ] {
+        assert!(first.contains(field), "{field:?} in the first: {first}");
+        assert!(again.contains(field), "{field:?} sent again: {again}");
+    }
 }

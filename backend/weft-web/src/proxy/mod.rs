@@ -344,8 +344,9 @@ async fn exchange(
         let reused = conn.reused;
         let on = WaitsOn::Connection(conn.connection());
         steps.step_with("response head", Some(on), detail);
+        // Copied before the request takes the header fields: a replay goes with them.
+        let copy = if reused { outgoing.replay_copy() } else { None };
         let request = outgoing.request(route, &target.upstream)?;
-        let copy = (reused && outgoing.may_replay()).then(|| outgoing.head.clone());
         let sent = target
             .pool
             .send(conn, request, limits.upstream_timeout)
@@ -377,9 +378,9 @@ async fn exchange(
         // it surfaces as an incomplete message or as a reset, depending on timing; an
         // idempotent request without a body may go again either way (RFC 9110 §9.2.2).
         match copy {
-            Some(head) => {
+            Some(copy) => {
                 tracing::debug!(upstream = %target.upstream.url, %err, "a reused connection failed before its response head; sending again");
-                outgoing.head = head;
+                outgoing.replay(copy);
             }
             None => return Err(UpstreamError::Exchange(url(), err.to_string())),
         }

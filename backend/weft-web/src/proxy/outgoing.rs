@@ -15,7 +15,7 @@ use crate::headers::{Forwarding, strip_hop_by_hop};
 /// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
 /// headers removed, `Forwarded` added), and the body until it is sent.
 pub(super) struct Outgoing {
-    pub(super) head: Head,
+    head: Head,
     /// The client's body, until a request takes it.
     body: Option<ReqBody>,
     /// The client sent no body: the request can be made again with an empty one.
@@ -23,8 +23,7 @@ pub(super) struct Outgoing {
 }
 
 /// A request head without its upstream-specific target.
-#[derive(Clone)]
-pub(super) struct Head {
+struct Head {
     method: Method,
     /// The client's path and query, in normal form.
     uri: Uri,
@@ -69,8 +68,22 @@ impl Outgoing {
 
     /// Whether the request may be sent again even after it went out: idempotent and
     /// without a body.
-    pub(super) fn may_replay(&self) -> bool {
+    fn may_replay(&self) -> bool {
         is_idempotent(&self.head.method) && self.bodiless
+    }
+
+    /// What the request needs to go again if the connection it is sent on fails before
+    /// its answer, when it may (see `may_replay`): its header fields, which
+    /// [`request`](Self::request) moves into the request (the method and target stay
+    /// here). Made before that.
+    pub(super) fn replay_copy(&self) -> Option<Replay> {
+        self.may_replay().then(|| Replay(self.head.headers.clone()))
+    }
+
+    /// Puts back the header fields of a request that went out on a connection that failed
+    /// before its answer, to make it again.
+    pub(super) fn replay(&mut self, copy: Replay) {
+        self.head.headers = copy.0;
     }
 
     /// The request for `upstream`, with the client's body or, when that is gone and
@@ -111,6 +124,9 @@ impl Outgoing {
 }
 
 /// RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE, OPTIONS and TRACE may be repeated.
+/// A request's header fields, kept to send it again (`Outgoing::replay_copy`).
+pub(super) struct Replay(HeaderMap);
+
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,

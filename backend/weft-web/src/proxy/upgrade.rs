@@ -48,14 +48,16 @@ pub(crate) fn asked<B>(request: &Request<B>) -> Option<HeaderValue> {
         return None;
     }
     let headers = request.headers();
-    let named = list_members(headers, header::CONNECTION)
-        .any(|token| token.eq_ignore_ascii_case("upgrade"));
+    // `Upgrade` first: most requests have none, and then `Connection` is not read.
     let offered: Vec<&str> = headers
         .get_all(header::UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    if !named || offered.is_empty() {
+    if offered.is_empty()
+        || !list_members(headers, header::CONNECTION)
+            .any(|token| token.eq_ignore_ascii_case("upgrade"))
+    {
         return None;
     }
     HeaderValue::from_str(&offered.join(", ")).ok()

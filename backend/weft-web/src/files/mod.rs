@@ -194,23 +194,27 @@ pub(crate) struct Serving<'a> {
 /// Serves the request's path from `source`, with `to.index` for directories.
 ///
 /// The answer is made at once when the file's bytes are at hand (or small enough to read
-/// in place); only one that must be read from disk as it streams, or compressed on the
-/// blocking pool, waits, in a future of its own. So this future holds nothing across its
-/// one await but that future's box: a request for a hot file moves a few words, not
-/// the kilobyte of state every path of the answer would otherwise reserve.
+/// in place); only one that must wait, in a future of its own, does: a large file read
+/// from disk as it streams (whole or in ranges), a kept file over [`READ_WHOLE`] read
+/// whole on tokio's blocking pool, or a compression on that pool. So this future holds
+/// nothing across its one await but that future's box: a request for a hot file moves a
+/// few words, not the kilobyte of state every path of the answer would otherwise reserve.
 pub(crate) async fn serve(source: &Source, to: &Serving<'_>, request: &Parts) -> Response<Body> {
-    let answered = match answer(source, to, request) {
+    let reading = match answer(source, to, request) {
         Ok(Answer::Now(response)) => return response,
-        Ok(Answer::Later(reading)) => reading.await,
-        Err(failed) => Err(failed),
+        Ok(Answer::Later(reading)) => reading,
+        Err(failed) => return read_failed(failed),
     };
-    answered.unwrap_or_else(|(path, err)| {
-        tracing::warn!(path = %path.display(), %err, "cannot read a static file");
-        error_page(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the file could not be read",
-        )
-    })
+    reading.await.unwrap_or_else(read_failed)
+}
+
+/// The answer to a request whose file could not be read; the log names the file.
+fn read_failed((path, err): ReadError) -> Response<Body> {
+    tracing::warn!(path = %path.display(), %err, "cannot read a static file");
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the file could not be read",
+    )
 }
 
 /// A file's answer: made, or to be made once the file is read or compressed.

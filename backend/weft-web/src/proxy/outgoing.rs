@@ -123,10 +123,10 @@ impl Outgoing {
     }
 }
 
-/// RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE, OPTIONS and TRACE may be repeated.
 /// A request's header fields, kept to send it again (`Outgoing::replay_copy`).
 pub(super) struct Replay(HeaderMap);
 
+/// RFC 9110 §9.2.2: GET, HEAD, PUT, DELETE, OPTIONS and TRACE may be repeated.
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,

@@ -10,7 +10,7 @@ use weft_gateway::reload::Source;
 use weft_gateway::{Config, LogFormat, app, logging};
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: weft_alloc::Allocator = weft_alloc::Allocator;
 
 /// Twisted's event-driven networking on tokio, with an inspector built in.
 ///

@@ -41,12 +41,18 @@ pub(crate) fn list_members(headers: &HeaderMap, name: HeaderName) -> impl Iterat
 /// the target's host is part of the request, not of the hop (RFC 9110 §7.6.1 forbids a
 /// sender to list such a field, and the upstream needs it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the message's few names finds which of the always-removed ones it
-    // has (most have `Connection` at most): only those cost a removal.
+    // One pass over the message's few fields finds which of the always-removed ones it
+    // has (most have `Connection` at most, saying `keep-alive` or `close`): only those
+    // cost a removal, and only a `Connection` that names other fields costs parsing.
     let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(i) = STRIPPED.iter().position(|h| h == name) {
-            present |= 1 << i;
+    let mut names_others = false;
+    for (name, value) in headers.iter() {
+        let bit = stripped_bit(name);
+        present |= bit;
+        if bit == CONNECTION_BIT {
+            let v = value.as_bytes();
+            names_others |=
+                !(v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close"));
         }
     }
     if present == 0 {
@@ -61,7 +67,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .iter()
                 .any(|h| token.eq_ignore_ascii_case(h.as_str()))
     };
-    if present & CONNECTION_BIT != 0 && !tokens().all(stripped_anyway) {
+    if names_others && !tokens().all(stripped_anyway) {
         let named: Vec<HeaderName> = tokens()
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             .filter(|name| name != header::HOST)
@@ -75,6 +81,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// `name`'s bit in a mask of [`STRIPPED`] names, or 0. Most fields a message carries have
+/// a name of a length no stripped name has, which one comparison settles.
+#[inline]
+fn stripped_bit(name: &HeaderName) -> u16 {
+    if !matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) {
+        return 0;
+    }
+    STRIPPED
+        .iter()
+        .position(|h| h == name)
+        .map_or(0, |i| 1 << i)
 }
 
 /// Adds the client's address to `X-Forwarded-For` and `Forwarded`, and says which host
@@ -104,9 +123,8 @@ pub struct Forwarding {
     for_param: String,
     /// `http`, or `https` when the client came over TLS.
     proto: &'static str,
-    /// The host the last element named (copied: a slice of the request would keep hyper's
-    /// read buffer from being reused) and that element.
-    last: RefCell<Option<(Box<[u8]>, HeaderValue)>>,
+    /// The element made last, and the host it named.
+    last: RefCell<Option<LastElement>>,
 }
 
 impl Forwarding {
@@ -134,30 +152,31 @@ impl Forwarding {
         // each growth moves every field.
         headers.reserve(4);
         append_member(headers, X_FORWARDED_FOR, self.ip.clone());
-        // Only a host made of plain authority characters goes into the quoted string.
+        let (host, element) = self.element(host);
+        if let Some(host) = host {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        append_member(headers, header::FORWARDED, element);
+    }
+
+    /// This client's `Forwarded` element for a request that named `host`, and `host` if
+    /// it may be forwarded: only a host made of plain authority characters goes into the
+    /// element's quoted string, or into `X-Forwarded-Host`. A request naming the host the
+    /// last one named reuses what was made and checked for that one.
+    fn element<'h>(&self, host: Option<&'h HeaderValue>) -> (Option<&'h HeaderValue>, HeaderValue) {
+        let named = host.map_or(&[][..], HeaderValue::as_bytes);
+        if let Some(last) = &*self.last.borrow()
+            && *last.host == *named
+        {
+            return (host.filter(|_| last.plain), last.element.clone());
+        }
         let host = host.filter(|h| {
             !h.is_empty()
                 && h.as_bytes()
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
         });
-        if let Some(host) = host {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
-        let element = self.element(host);
-        append_member(headers, header::FORWARDED, element);
-    }
-
-    /// This client's `Forwarded` element for a request that named `host` (checked to be
-    /// plain authority characters): the last one made when it named the same host.
-    fn element(&self, host: Option<&HeaderValue>) -> HeaderValue {
-        let named = host.map_or(&[][..], HeaderValue::as_bytes);
-        if let Some((last_host, element)) = &*self.last.borrow()
-            && **last_host == *named
-        {
-            return element.clone();
-        }
         let mut text = self.for_param.clone();
         if let Some(host) = host.and_then(|h| h.to_str().ok()) {
             text.push_str(";host=\"");
@@ -167,9 +186,24 @@ impl Forwarding {
         text.push_str(";proto=");
         text.push_str(self.proto);
         let element = HeaderValue::from_str(&text).expect("checked characters");
-        *self.last.borrow_mut() = Some((named.into(), element.clone()));
-        element
+        *self.last.borrow_mut() = Some(LastElement {
+            host: named.into(),
+            plain: host.is_some(),
+            element: element.clone(),
+        });
+        (host, element)
     }
+}
+
+/// The `Forwarded` element made last, for the host it was made for.
+#[derive(Debug)]
+struct LastElement {
+    /// The host the request named, as it named it (copied: a slice of the request would
+    /// keep hyper's read buffer from being reused); empty for none.
+    host: Box<[u8]>,
+    /// Whether that host was plain authority characters, so forwarded.
+    plain: bool,
+    element: HeaderValue,
 }
 
 /// Adds `member` at the end of the list-valued field `name`: after every line an earlier
@@ -258,6 +292,33 @@ mod tests {
     }
 
     #[test]
+    fn every_always_removed_name_is_found_whatever_its_length() {
+        for (i, name) in STRIPPED.iter().enumerate() {
+            assert_eq!(stripped_bit(name), 1 << i, "{name}");
+        }
+        for name in [
+            header::HOST,
+            header::USER_AGENT,
+            header::EXPIRES,
+            header::SERVER,
+        ] {
+            assert_eq!(stripped_bit(&name), 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_connection_line_naming_a_field_is_read_beside_one_saying_close() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("date", "now"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["date"]);
+    }
+
+    #[test]
     fn forwarding_headers_extend_what_an_earlier_proxy_set() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
         let host = HeaderValue::from_static("example.test:8080");
@@ -294,6 +355,14 @@ mod tests {
                 format!("for=192.0.2.7;host=\"{host}\";proto=http")
             );
             assert_eq!(h["x-forwarded-host"], host);
+        }
+        // A host that is not plain authority characters is left out each time, the
+        // element made for it reused or not.
+        for _ in 0..2 {
+            let mut h = HeaderMap::new();
+            forwarding.add(&mut h, Some(&HeaderValue::from_static("a\";for=1.2.3.4")));
+            assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
+            assert!(h.get("x-forwarded-host").is_none());
         }
         let mut h = map(&[("forwarded", "for=10.0.0.1")]);
         forwarding.add(&mut h, None);

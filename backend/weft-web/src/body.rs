@@ -5,30 +5,90 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Any error a body can end with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every response body: static bytes, a file being read, an upstream's stream.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+/// Every response body: bytes in memory, or anything else (a file read from disk, a
+/// compressed or multipart one, an upstream's stream) boxed.
+///
+/// Bytes in memory (a file kept in the cache, an error page) are held as they are:
+/// boxing them would allocate once a response, and each poll of the body would be a call
+/// through a pointer. The body stays two words and a half: a response is moved whole
+/// several times on its way to hyper, so holding a larger body inline (an upstream's)
+/// would cost more in copies than its box does.
+pub struct Body(Kind);
+
+enum Kind {
+    /// Bytes in memory until they are sent: empty once sent, or for an empty body.
+    Full(Bytes),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
 
 /// Chunk size when streaming a file.
 const CHUNK: usize = 64 * 1024;
 
 /// A body of `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Body(Kind::Full(bytes.into()))
 }
 
 /// An empty body.
 pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
+    Body(Kind::Full(Bytes::new()))
+}
+
+impl Body {
+    /// Any other body, boxed.
+    pub(crate) fn boxed<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        Self(Kind::Boxed(body.boxed_unsync()))
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(bytes) if bytes.is_empty() => Poll::Ready(None),
+            Kind::Full(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
+            Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Full(bytes) => bytes.is_empty(),
+            Kind::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            Kind::Boxed(body) => body.size_hint(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Kind::Full(bytes) => f.debug_tuple("Body").field(&bytes.len()).finish(),
+            Kind::Boxed(_) => f.debug_tuple("Body").field(&"boxed").finish(),
+        }
+    }
 }
 
 /// Streams `len` bytes of an open file (already positioned), one chunk per frame.
@@ -43,12 +103,11 @@ pub(crate) struct FileBody {
 
 impl FileBody {
     pub(crate) fn body(file: tokio::fs::File, len: u64) -> Body {
-        Self {
+        Body::boxed(Self {
             file,
             remaining: len,
             buf: BytesMut::new(),
-        }
-        .boxed_unsync()
+        })
     }
 }
 
@@ -108,10 +167,9 @@ pub(crate) struct Chain {
 
 impl Chain {
     pub(crate) fn body(parts: impl IntoIterator<Item = Body>) -> Body {
-        Self {
+        Body::boxed(Self {
             parts: parts.into_iter().collect(),
-        }
-        .boxed_unsync()
+        })
     }
 }
 
@@ -152,5 +210,35 @@ impl HttpBody for Chain {
             hint.set_upper(upper);
         }
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_no_larger_than_its_bytes() {
+        // A response is moved whole several times on its way to hyper (see `Body`).
+        assert_eq!(size_of::<Body>(), size_of::<Bytes>());
+    }
+
+    #[test]
+    fn bytes_in_memory_are_one_frame_then_the_end() {
+        let mut body = full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert!(!body.is_end_stream());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("one frame");
+        };
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from("hello")));
+        assert!(body.is_end_stream());
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert!(empty().is_end_stream());
+        assert_eq!(empty().size_hint().exact(), Some(0));
     }
 }

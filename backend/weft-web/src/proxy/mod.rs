@@ -468,7 +468,7 @@ fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
             .entry(header::CACHE_CONTROL)
             .or_insert_with(|| value.clone());
     }
-    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+    Response::from_parts(parts, Body::boxed(body.map_err(Into::into)))
 }
 
 enum ClientFault {

@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 
 use super::pool::ReqBody;
@@ -46,8 +46,14 @@ impl Outgoing {
         strip_hop_by_hop(&mut headers);
         forwarding.add(&mut headers, host.as_ref());
         let bodiless = body.is_end_stream();
-        let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-        let body = Paced::new(body, limits.request_timeout);
+        // Nothing to read of a body that has ended (none came): sent as none.
+        let body = if bodiless {
+            ReqBody::Empty
+        } else {
+            let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+            let paced = Paced::new(body, limits.request_timeout);
+            ReqBody::Client(Box::new(Limited::new(paced, max)))
+        };
         Self {
             head: Head {
                 method: parts.method,
@@ -55,7 +61,7 @@ impl Outgoing {
                 headers,
                 client_host: host.is_some(),
             },
-            body: Some(Limited::new(body, max).boxed_unsync()),
+            body: Some(body),
             bodiless,
         }
     }
@@ -96,7 +102,7 @@ impl Outgoing {
         let bad = |reason: String| UpstreamError::Exchange(upstream.url.clone(), reason);
         let body = match self.body.take() {
             Some(body) => body,
-            None if self.bodiless => Empty::new().map_err(|e| match e {}).boxed_unsync(),
+            None if self.bodiless => ReqBody::Empty,
             None => return Err(bad("the request body was already sent".into())),
         };
         let mut request = Request::new(body);
@@ -132,4 +138,16 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_s_body_is_one_word() {
+        // A request is moved whole several times on its way to the upstream connection's
+        // task (see `ReqBody`).
+        assert_eq!(size_of::<ReqBody>(), size_of::<usize>());
+    }
 }

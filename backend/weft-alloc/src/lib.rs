@@ -9,11 +9,12 @@
 //! 11.6 allocations, ≈ 73 instructions each through the aligned entry, against ≈ 20
 //! through `mi_malloc`.
 //!
-//! mimalloc's own rule (`mi_malloc_is_naturally_aligned`, `alloc-aligned.c`) is that a
-//! plain block of `size` bytes is aligned to any `align` with `align <= size` and
-//! `align <= MI_MAX_ALIGN_SIZE` (16): its size classes above 16 bytes are 16-byte
-//! multiples, and every page's blocks start 16-aligned. Any other layout (a larger
-//! alignment, or one larger than the size) goes to the aligned entry as before.
+//! By mimalloc's own rule (`mi_malloc_is_naturally_aligned`, `alloc-aligned.c`; this is
+//! its part for small alignments) a plain block of `size` bytes is aligned to any `align`
+//! with `align <= size` and `align <= MI_MAX_ALIGN_SIZE` (16): its size classes above 16
+//! bytes are 16-byte multiples, and every page's blocks start 16-aligned. Any other
+//! layout (a larger alignment, or one larger than the size) goes to the aligned entry as
+//! before.
 //!
 //! This is the workspace's one crate with unsafe code (`unsafe_code` is forbidden in the
 //! others): a global allocator can only be written with it.
@@ -36,21 +37,33 @@ const fn plain_is_aligned(size: usize, align: usize) -> bool {
     align <= MAX_ALIGN_SIZE && align <= size
 }
 
-// SAFETY: every pointer returned comes from mimalloc, aligned to the layout (by the rule
-// above, or by mimalloc's aligned entry), or is null on failure; `dealloc` and `realloc`
-// are only given pointers this allocator returned, which `mi_free` and `mi_realloc*`
-// accept whichever entry made them.
+/// Whether `p` is aligned to `align` (a power of two); a null pointer is.
+#[inline]
+fn aligned(p: *mut c_void, align: usize) -> bool {
+    p.addr() & (align - 1) == 0
+}
+
+// SAFETY: every pointer returned comes from mimalloc, aligned to the layout (checked
+// after a plain entry, as mimalloc's own aligned entry does on its way to one: a build of
+// mimalloc with guarded blocks, its debug builds with `MIMALLOC_GUARDED_*` set, may end a
+// plain block at a guard page, off the rule above), or is null on failure; `dealloc` and
+// `realloc` are only given pointers this allocator returned, which `mi_free` and
+// `mi_realloc*` accept whichever entry made them.
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let (size, align) = (layout.size(), layout.align());
-        // SAFETY: plain calls into mimalloc with a size and a power-of-two alignment.
+        // SAFETY: plain calls into mimalloc with a size and a power-of-two alignment; a
+        // block freed here was just made.
         unsafe {
             if plain_is_aligned(size, align) {
-                mi::mi_malloc(size).cast()
-            } else {
-                mi::mi_malloc_aligned(size, align).cast()
+                let p = mi::mi_malloc(size);
+                if aligned(p, align) {
+                    return p.cast();
+                }
+                mi::mi_free(p);
             }
+            mi::mi_malloc_aligned(size, align).cast()
         }
     }
 
@@ -60,10 +73,13 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: as in `alloc`.
         unsafe {
             if plain_is_aligned(size, align) {
-                mi::mi_zalloc(size).cast()
-            } else {
-                mi::mi_zalloc_aligned(size, align).cast()
+                let p = mi::mi_zalloc(size);
+                if aligned(p, align) {
+                    return p.cast();
+                }
+                mi::mi_free(p);
             }
+            mi::mi_zalloc_aligned(size, align).cast()
         }
     }
 
@@ -77,13 +93,17 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
         // SAFETY: `ptr` was returned by this allocator with `layout` (the caller's
-        // contract); the new block is aligned as the old one had to be.
+        // contract). On failure (null) the block is left as it was, as `realloc` must.
         unsafe {
+            let mut p = ptr.cast::<c_void>();
             if plain_is_aligned(new_size, align) {
-                mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
-            } else {
-                mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, align).cast()
+                p = mi::mi_realloc(p, new_size);
+                if aligned(p, align) {
+                    return p.cast();
+                }
+                // The bytes are in the new block now; the aligned entry moves them on.
             }
+            mi::mi_realloc_aligned(p, new_size, align).cast()
         }
     }
 }
@@ -135,8 +155,18 @@ mod tests {
     fn a_zeroed_block_is_zero_and_aligned() {
         let a = Allocator;
         for layout in layouts().step_by(7) {
+            // A block of the same layout written and freed first, so the zeroed one is
+            // likely its memory, not a fresh page that is zero anyway.
+            // SAFETY: a non-zero size; freed right after with the same layout.
+            unsafe {
+                let dirty = a.alloc(layout);
+                assert!(!dirty.is_null(), "{layout:?}");
+                dirty.write_bytes(0xa5, layout.size());
+                a.dealloc(dirty, layout);
+            }
             // SAFETY: a non-zero size; freed below with the same layout.
             let p = unsafe { a.alloc_zeroed(layout) };
+            assert!(!p.is_null(), "{layout:?}");
             assert_eq!(p as usize % layout.align(), 0, "{layout:?}");
             // SAFETY: the block is `layout.size()` initialised bytes.
             let bytes = unsafe { std::slice::from_raw_parts(p, layout.size()) };
@@ -149,22 +179,27 @@ mod tests {
     #[test]
     fn a_block_grown_or_shrunk_keeps_its_bytes_and_its_alignment() {
         let a = Allocator;
-        for align in [1, 8, 16, 32, 64, 4096] {
-            let mut layout = Layout::from_size_align(align, align).unwrap();
+        // Each alignment from a block of its own size, through sizes on both entries:
+        // 8 bytes aligned to 16 is the aligned entry's, 32 or more the plain one's.
+        let starts = [1, 8, 16, 32, 64, 4096].map(|align| (align, align));
+        for (size, align) in starts.into_iter().chain([(8, 16), (32, 16)]) {
+            let mut layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: a non-zero size.
             let mut p = unsafe { a.alloc(layout) };
+            assert!(!p.is_null(), "{layout:?}");
             // SAFETY: the block is `layout.size()` bytes long.
             unsafe { p.write_bytes(7, layout.size()) };
             for new_size in [
                 align * 3,
                 align * 100,
                 70_000 / align * align + align,
+                8,
                 align,
             ] {
                 let kept = layout.size().min(new_size);
-                // SAFETY: `p` came from this allocator with `layout`; the new size is a
-                // non-zero multiple of the alignment.
+                // SAFETY: `p` came from this allocator with `layout`; a non-zero size.
                 p = unsafe { a.realloc(p, layout, new_size) };
+                assert!(!p.is_null(), "align {align}, size {new_size}");
                 assert_eq!(p as usize % align, 0, "align {align}, size {new_size}");
                 // SAFETY: at least `kept` bytes were written before.
                 let bytes = unsafe { std::slice::from_raw_parts(p, kept) };

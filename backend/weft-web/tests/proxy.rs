@@ -387,7 +387,7 @@ fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_reque
 fn a_request_sent_again_after_a_reset_goes_with_all_its_header_fields() {
     let (addr, _, heads) = resets_every_second_request();
     let server = proxy_to(&[("/", addr)], Limits::default());
-    let ask = "GET /x HTTP/1.1\r\nHost: t\r\nX-Asked: again\r\n\r\n";
+    let ask = "GET /x HTTP/1.1\r\nHost: t\r\nX-Asked: again\r\nX-Two: 1\r\nX-Two: 2\r\n\r\n";
     assert_eq!(server.connect().request(ask).text(), "conn #1");
     eventually("the first connection is back in the pool", || {
         server.recorded.upstream_connections(false) == 1 && server.connections() == ["web"]
@@ -405,4 +405,7 @@ fn a_request_sent_again_after_a_reset_goes_with_all_its_header_fields() {
         assert!(first.contains(field), "{field:?} in the first: {first}");
         assert!(again.contains(field), "{field:?} sent again: {again}");
     }
+    // Every field, in the same order, a repeated one's lines too.
+    assert!(first.contains("x-two: 1\r\nx-two: 2\r\n"), "{first}");
+    assert_eq!(again, first);
 }

@@ -234,12 +234,14 @@ impl Steps {
         let mut current = core.named.borrow_mut();
         // An unannounced chain keeps the steps it went through, to report them if it is
         // announced: the first ones, as many as an observer keeps.
-        if !core.announced()
-            && current.passed.len() < KEPT_PASSED
-            && let Some(step) = current.step()
-        {
-            let since = current.since;
-            current.passed.push((step, since));
+        if !core.announced() && current.passed.len() < KEPT_PASSED {
+            // The step ends here: its detail moves into the list rather than being
+            // counted once more and once less.
+            let detail = current.detail.take();
+            if let Some(step) = current.step() {
+                let since = current.since;
+                current.passed.push((NamedStep { detail, ..step }, since));
+            }
         }
         current.count = current.count.saturating_add(1);
         current.name = Some(name);

@@ -446,7 +446,8 @@ fn a_chain_passed_over_is_announced_once_pending_for_the_hold_with_every_step_da
     let step_clock = clock.clone();
     let (resolver, d) = one_poll(|| {
         let made = Deferred::<()>::traced(Some("request"), None);
-        made.1.steps().step("route");
+        let prefix = crate::defer::StepDetail::from_static("/api/");
+        made.1.steps().step_with("route", None, Some(&prefix));
         step_clock.advance(Duration::from_millis(30));
         made.1.steps().step("response head");
         made
@@ -483,6 +484,18 @@ fn a_chain_passed_over_is_announced_once_pending_for_the_hold_with_every_step_da
             _ => None,
         })
         .expect("the second step");
+    let route = events
+        .iter()
+        .find_map(|e| match e {
+            DeferredEvent::Named(n) if n.id == id && n.step.index == 0 => Some(n.clone()),
+            _ => None,
+        })
+        .expect("the first step");
+    assert_eq!(
+        route.step.detail.as_ref().map(|d| d.as_str()),
+        Some("/api/"),
+        "a step passed keeps its detail"
+    );
     let age = |at: std::time::SystemTime| {
         std::time::SystemTime::now()
             .duration_since(at)

@@ -477,20 +477,16 @@ fn a_chain_passed_over_is_announced_once_pending_for_the_hold_with_every_step_da
         })
         .expect("created");
     assert!(!created.sampled);
-    let head = events
-        .iter()
-        .find_map(|e| match e {
-            DeferredEvent::Named(n) if n.id == id && n.step.index == 1 => Some(n.clone()),
-            _ => None,
-        })
-        .expect("the second step");
-    let route = events
-        .iter()
-        .find_map(|e| match e {
-            DeferredEvent::Named(n) if n.id == id && n.step.index == 0 => Some(n.clone()),
-            _ => None,
-        })
-        .expect("the first step");
+    let step = |index| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                DeferredEvent::Named(n) if n.id == id && n.step.index == index => Some(n.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("step {index}"))
+    };
+    let (route, head) = (step(0), step(1));
     assert_eq!(
         route.step.detail.as_ref().map(|d| d.as_str()),
         Some("/api/"),

@@ -19,7 +19,7 @@
 //! This is the workspace's one crate with unsafe code (`unsafe_code` is forbidden in the
 //! others): a global allocator can only be written with it.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, handle_alloc_error};
 use std::ffi::c_void;
 
 use libmimalloc_sys as mi;
@@ -52,35 +52,14 @@ fn aligned(p: *mut c_void, align: usize) -> bool {
 unsafe impl GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        // SAFETY: plain calls into mimalloc with a size and a power-of-two alignment; a
-        // block freed here was just made.
-        unsafe {
-            if plain_is_aligned(size, align) {
-                let p = mi::mi_malloc(size);
-                if aligned(p, align) {
-                    return p.cast();
-                }
-                mi::mi_free(p);
-            }
-            mi::mi_malloc_aligned(size, align).cast()
-        }
+        // SAFETY: mimalloc's allocating entry points, the plain one and its aligned twin.
+        unsafe { allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (size, align) = (layout.size(), layout.align());
-        // SAFETY: as in `alloc`.
-        unsafe {
-            if plain_is_aligned(size, align) {
-                let p = mi::mi_zalloc(size);
-                if aligned(p, align) {
-                    return p.cast();
-                }
-                mi::mi_free(p);
-            }
-            mi::mi_zalloc_aligned(size, align).cast()
-        }
+        // SAFETY: as in `alloc`, zeroing.
+        unsafe { allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
@@ -95,16 +74,50 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: `ptr` was returned by this allocator with `layout` (the caller's
         // contract). On failure (null) the block is left as it was, as `realloc` must.
         unsafe {
-            let mut p = ptr.cast::<c_void>();
             if plain_is_aligned(new_size, align) {
-                p = mi::mi_realloc(p, new_size);
+                let p = mi::mi_realloc(ptr.cast(), new_size);
                 if aligned(p, align) {
                     return p.cast();
                 }
-                // The bytes are in the new block now; the aligned entry moves them on.
+                // Only a guarded build gets here. The bytes are in the new block and the
+                // old one is gone, so a failure to move them on could not leave it as
+                // `realloc` must: that aborts.
+                let moved = mi::mi_realloc_aligned(p, new_size, align);
+                if moved.is_null() {
+                    handle_alloc_error(Layout::from_size_align_unchecked(new_size, align));
+                }
+                return moved.cast();
             }
-            mi::mi_realloc_aligned(p, new_size, align).cast()
+            mi::mi_realloc_aligned(ptr.cast(), new_size, align).cast()
         }
+    }
+}
+
+/// A block for `layout` from `plain` when mimalloc's rule says it is aligned enough and it
+/// is (see the SAFETY note above `GlobalAlloc`), else from `aligned_entry`.
+///
+/// # Safety
+///
+/// `plain` and `aligned_entry` are mimalloc's allocating entry points (`mi_malloc` and
+/// `mi_malloc_aligned`, or their zeroing twins).
+#[inline(always)]
+unsafe fn allocate(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_entry: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    let (size, align) = (layout.size(), layout.align());
+    // SAFETY: calls into mimalloc with a size and a power-of-two alignment (the caller's
+    // contract); a block freed here was just made.
+    unsafe {
+        if plain_is_aligned(size, align) {
+            let p = plain(size);
+            if aligned(p, align) {
+                return p.cast();
+            }
+            mi::mi_free(p);
+        }
+        aligned_entry(size, align).cast()
     }
 }
 

@@ -99,8 +99,8 @@ pub use config::{
 pub use embedded::EmbeddedFiles;
 pub use files::{HOT_REQUESTS, REVALIDATE_EVERY};
 pub use metrics::{
-    AccessLogLosses, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal, StatusClass,
-    UpgradeOutcome, UpstreamFailure,
+    AccessLogLosses, ConnectionsUsed, HttpMetrics, MethodLabel, NoRecorder, Recorder, Refusal,
+    StatusClass, UpgradeOutcome, UpstreamFailure,
 };
 pub use mime::content_type;
 pub use proxy::{RecentError, UpstreamSnapshot, UpstreamsView};

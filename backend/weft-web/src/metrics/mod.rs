@@ -44,7 +44,7 @@ use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 pub use self::labels::{MethodLabel, Refusal, StatusClass, UpgradeOutcome};
 pub use self::losses::AccessLogLosses;
 pub use self::service::HttpMetrics;
-pub use self::upstream::UpstreamFailure;
+pub use self::upstream::{ConnectionsUsed, UpstreamFailure};
 use crate::routes::RouteMetrics;
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
@@ -80,10 +80,13 @@ pub trait Recorder {
     }
     /// An upstream could not be reached or did not answer in time.
     fn upstream_error(&self) {}
-    /// A connection to `upstream` (its URL as configured) was used for a request or a
-    /// health check: `reused` from the pool, or new.
-    fn upstream_connection(&self, upstream: &str, reused: bool) {
-        let _ = (upstream, reused);
+    /// The counters of connections to `upstream` (its URL as configured) used for a
+    /// request or a health check, new or reused from the pool. Asked once per pool, as
+    /// they count every proxied request; by default they count but are registered
+    /// nowhere.
+    fn upstream_connections(&self, upstream: &str) -> ConnectionsUsed {
+        let _ = upstream;
+        ConnectionsUsed::detached()
     }
     /// `upstream` failed for `reason` (a request or a health check).
     fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 
-use super::upstream::UpstreamSeries;
+use super::upstream::{ConnectionsUsed, UpstreamSeries};
 use super::{
     DURATION_BUCKETS, MethodLabel, Recorder, Refusal, StatusClass, UpgradeOutcome, UpstreamFailure,
     ZERO_CLASSES, ZERO_METHODS,
@@ -184,8 +184,8 @@ impl Recorder for HttpMetrics {
         self.refused_handle(reason).inc();
     }
 
-    fn upstream_connection(&self, upstream: &str, reused: bool) {
-        self.upstreams.connection(upstream, reused);
+    fn upstream_connections(&self, upstream: &str) -> ConnectionsUsed {
+        self.upstreams.connections_of(upstream)
     }
 
     fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {

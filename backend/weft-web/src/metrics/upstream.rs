@@ -3,9 +3,6 @@
 //! their route ejected. Upstream labels are URLs from the configuration, route labels its
 //! prefixes: both bounded by it.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 /// How an upstream failed, as a bounded label.
@@ -46,9 +43,6 @@ impl UpstreamFailure {
 /// One service's per-upstream families.
 pub(super) struct UpstreamSeries {
     connections: IntCounterVec,
-    /// `connections` by upstream, then new / reused: resolved once, as this is counted on
-    /// every proxied request.
-    connection_handles: RefCell<HashMap<String, [IntCounter; 2]>>,
     pub(super) failures: IntCounterVec,
     pub(super) ejections: IntCounterVec,
     pub(super) unavailable: IntCounterVec,
@@ -70,7 +64,6 @@ impl UpstreamSeries {
                 "Upstream connections used for a request, new or reused from the pool.",
                 &["upstream", "reused"],
             )?,
-            connection_handles: RefCell::default(),
             failures: family(
                 "weft_http_upstream_failures_total",
                 "Upstream failures (requests and health checks), by upstream and reason.",
@@ -89,15 +82,50 @@ impl UpstreamSeries {
         })
     }
 
-    pub(super) fn connection(&self, upstream: &str, reused: bool) {
-        let mut handles = self.connection_handles.borrow_mut();
-        // Looked up once: the key is hashed on every proxied request.
-        if let Some(series) = handles.get(upstream) {
-            series[usize::from(reused)].inc();
-            return;
+    pub(super) fn connections_of(&self, upstream: &str) -> ConnectionsUsed {
+        let [new, reused] =
+            ["false", "true"].map(|r| self.connections.with_label_values(&[upstream, r]));
+        ConnectionsUsed { new, reused }
+    }
+}
+
+/// One upstream's series of connections used, new and reused: resolved once per pool
+/// ([`Recorder::upstream_connections`](super::Recorder::upstream_connections)), so a
+/// proxied request bumps a counter it holds rather than finding its series by the
+/// upstream's name. Clones count into the same series.
+#[derive(Clone)]
+pub struct ConnectionsUsed {
+    new: IntCounter,
+    reused: IntCounter,
+}
+
+impl Default for ConnectionsUsed {
+    fn default() -> Self {
+        Self::detached()
+    }
+}
+
+impl ConnectionsUsed {
+    /// Counters registered nowhere.
+    pub fn detached() -> Self {
+        let counter = || IntCounter::new("upstream_connections", "-").expect("a valid name");
+        Self {
+            new: counter(),
+            reused: counter(),
         }
-        let series = ["false", "true"].map(|r| self.connections.with_label_values(&[upstream, r]));
-        series[usize::from(reused)].inc();
-        handles.insert(upstream.to_owned(), series);
+    }
+
+    /// A connection was used: `reused` from the pool, or new.
+    pub fn count(&self, reused: bool) {
+        self.series(reused).inc();
+    }
+
+    /// How many were used, new or reused.
+    pub fn get(&self, reused: bool) -> u64 {
+        self.series(reused).get()
+    }
+
+    fn series(&self, reused: bool) -> &IntCounter {
+        if reused { &self.reused } else { &self.new }
     }
 }

@@ -45,7 +45,7 @@ use super::{Abandon, UpstreamError};
 use crate::body::BoxError;
 use crate::client_body::Paced;
 use crate::config::{PoolConfig, Upstream};
-use crate::metrics::Recorder;
+use crate::metrics::ConnectionsUsed;
 
 /// A request body as sent upstream: none, or the client's, paced and cut off past the
 /// limit. Most requests have none, which costs no allocation; a body is boxed, as the
@@ -103,7 +103,8 @@ struct Inner {
     config: PoolConfig,
     idle: RefCell<Vec<Idle>>,
     state: Arc<UpstreamState>,
-    recorder: Rc<dyn Recorder>,
+    /// Connections used for requests and health checks, new or reused.
+    used: ConnectionsUsed,
 }
 
 /// hyper's side of one upstream connection: what reads and writes it.
@@ -205,7 +206,7 @@ impl Pool {
         ca: Option<&Path>,
         config: &PoolConfig,
         state: Arc<UpstreamState>,
-        recorder: Rc<dyn Recorder>,
+        used: ConnectionsUsed,
     ) -> Self {
         let host = escape(&upstream.host);
         let endpoint = match (upstream.tls, ca) {
@@ -225,7 +226,7 @@ impl Pool {
             config: config.clone(),
             idle: RefCell::default(),
             state,
-            recorder,
+            used,
         }))
     }
 
@@ -241,9 +242,7 @@ impl Pool {
             // each time its future moves.
             None => Box::pin(self.connect(connect_timeout)).await?,
         };
-        self.0
-            .recorder
-            .upstream_connection(&self.0.url, pooled.reused);
+        self.0.used.count(pooled.reused);
         self.0.state.busy.fetch_add(1, Relaxed);
         Ok(pooled)
     }

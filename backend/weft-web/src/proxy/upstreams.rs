@@ -78,7 +78,7 @@ impl RouteUpstreams {
                         route.ca.as_deref(),
                         pool,
                         state.clone(),
-                        recorder.clone(),
+                        recorder.upstream_connections(&upstream.url),
                     ),
                     upstream: upstream.clone(),
                     state,

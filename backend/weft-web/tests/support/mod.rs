@@ -15,8 +15,8 @@ use weft::testing::RecordingObserver;
 use weft::{Reactor, ReactorHandle};
 use weft_test_support::{Running, spawn_reactor};
 use weft_web::{
-    HttpService, MethodLabel, Recorder, Refusal, StatusClass, UpstreamFailure, UpstreamSnapshot,
-    UpstreamsView, WebConfig,
+    ConnectionsUsed, HttpService, MethodLabel, Recorder, Refusal, StatusClass, UpstreamFailure,
+    UpstreamSnapshot, UpstreamsView, WebConfig,
 };
 
 /// What the service recorded: `(method, class)` per request, upstream errors, and the
@@ -27,7 +27,7 @@ pub struct Recorded {
     pub upstream_errors: Mutex<u32>,
     pub refusals: Mutex<Vec<&'static str>>,
     /// Upstream connections used, by whether they came from the pool.
-    pub upstream_connections: Mutex<Vec<bool>>,
+    pub upstream_connections: ConnectionsUsed,
     /// `(upstream, reason)` of each upstream failure.
     pub upstream_failures: Mutex<Vec<(String, &'static str)>>,
     /// The upstreams ejected, in order.
@@ -42,9 +42,8 @@ impl Recorded {
         requests.iter().filter(|r| **r == (method, class)).count()
     }
 
-    pub fn upstream_connections(&self, reused: bool) -> usize {
-        let used = self.upstream_connections.lock().unwrap();
-        used.iter().filter(|r| **r == reused).count()
+    pub fn upstream_connections(&self, reused: bool) -> u64 {
+        self.upstream_connections.get(reused)
     }
 
     pub fn failures(&self, reason: &str) -> usize {
@@ -77,8 +76,8 @@ impl Recorder for Shared {
     fn refused(&self, reason: Refusal) {
         self.0.refusals.lock().unwrap().push(reason.as_str());
     }
-    fn upstream_connection(&self, _upstream: &str, reused: bool) {
-        self.0.upstream_connections.lock().unwrap().push(reused);
+    fn upstream_connections(&self, _upstream: &str) -> ConnectionsUsed {
+        self.0.upstream_connections.clone()
     }
     fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {
         let mut failures = self.0.upstream_failures.lock().unwrap();

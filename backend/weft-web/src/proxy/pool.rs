@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, Sleep};
@@ -144,7 +145,7 @@ impl Link {
     /// the connection busy no more) when it cannot.
     ///
     /// The task is still there to take it: a sender is handed back in the same poll that
-    /// checked its connection out (`Pool::send` does before its first await, and a
+    /// checked its connection out (`Pool::send` does in the call, before anything waits, and a
     /// `Pooled` can only be dropped unsent there too), and a connection leaves the idle
     /// list before its task ends, so none is checked out after.
     fn hand_back(&self, sender: SendRequest<ReqBody>) {
@@ -299,20 +300,26 @@ impl Pool {
         })
     }
 
-    /// Sends `request` on `conn`, waiting at most `timeout` for the response head. The
-    /// connection goes back to the pool when the response body has been read.
-    pub(crate) async fn send(
+    /// Sends `request` on `conn` now (hyper's request channel takes it); the future waits
+    /// at most `timeout` for the response head. The connection goes back to the pool when
+    /// the response body has been read.
+    ///
+    /// Not an `async fn`: the request goes to hyper in the call, so the future that waits
+    /// does not carry it (a quarter of a kilobyte, copied once more a request).
+    pub(crate) fn send(
         &self,
         mut conn: Pooled,
         request: Request<ReqBody>,
         timeout: Duration,
-    ) -> Result<Result<Response<Incoming>, SendError>, TimedOut> {
+    ) -> Answer<
+        impl Future<Output = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>> + use<>,
+    > {
         self.0.state.requests.fetch_add(1, Relaxed);
         // A cancel (or the client going away) before the response head leaves the
         // connection mid-request: it is aborted, never reused.
-        let mut abandon = Abandon(Some(conn.link.transport.clone()));
-        let link = &conn.link;
-        link.answer_by
+        let abandon = Abandon(Some(conn.link.transport.clone()));
+        conn.link
+            .answer_by
             .borrow_mut()
             .as_mut()
             .reset(Instant::now() + timeout);
@@ -323,31 +330,12 @@ impl Pool {
         // is then already waiting to put the connection back in the pool as soon as its
         // response has been read, rather than woken once more for it afterwards; and a
         // connection whose exchange times out or is dropped is ended and uncounted there.
-        link.hand_back(sender);
-        let sent = {
-            let mut exchange = pin!(exchange);
-            poll_fn(|cx| {
-                if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
-                    return Poll::Ready(Some(sent));
-                }
-                // Unconstrained, as tokio's `timeout` polls its timer: the deadline is seen
-                // even in a turn whose budget the task has spent.
-                let mut answer_by = link.answer_by.borrow_mut();
-                pin!(tokio::task::unconstrained(answer_by.as_mut()))
-                    .poll(cx)
-                    .map(|()| None)
-            })
-            .await
-        };
-        // Timed out halfway: `abandon` aborts the connection, which its task then ends.
-        let Some(sent) = sent else {
-            return Err(TimedOut);
-        };
-        abandon.0 = None;
-        Ok(sent.map_err(|mut err| match err.take_message() {
-            Some(request) => SendError::NotSent(Box::new(request)),
-            None => SendError::Failed(err.into_error()),
-        }))
+        conn.link.hand_back(sender);
+        Answer {
+            exchange,
+            conn,
+            abandon,
+        }
     }
 
     /// `GET path`: `Ok` for a 2xx or 3xx within the connect and answer timeouts.
@@ -383,6 +371,51 @@ impl Pool {
         } else {
             Err(UpstreamError::Unhealthy(url(), status))
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response head to a request sent on `conn`, or `TimedOut` at the connection's
+    /// deadline; `abandon` aborts the connection if this ends (or is dropped) first.
+    ///
+    /// A future of its own rather than an `async fn`: hyper's exchange is polled where it
+    /// lies, where an `async fn` would keep it as an argument and again as the pinned
+    /// local it polls (a quarter of a kilobyte each, in every proxied request's future).
+    pub(crate) struct Answer<F> {
+        #[pin]
+        exchange: F,
+        conn: Pooled,
+        abandon: Abandon,
+    }
+}
+
+impl<F> Future for Answer<F>
+where
+    F: Future<Output = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>>,
+{
+    type Output = Result<Result<Response<Incoming>, SendError>, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let sent = match this.exchange.poll(cx) {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => {
+                // Unconstrained, as tokio's `timeout` polls its timer: the deadline is
+                // seen even in a turn whose budget the task has spent.
+                let mut answer_by = this.conn.link.answer_by.borrow_mut();
+                return match pin!(tokio::task::unconstrained(answer_by.as_mut())).poll(cx) {
+                    // Timed out halfway: `abandon` aborts the connection (when this is
+                    // dropped), which its task then ends.
+                    Poll::Ready(()) => Poll::Ready(Err(TimedOut)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        };
+        this.abandon.0 = None;
+        Poll::Ready(Ok(sent.map_err(|mut err| match err.take_message() {
+            Some(request) => SendError::NotSent(Box::new(request)),
+            None => SendError::Failed(err.into_error()),
+        })))
     }
 }
 

@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use std::net::Ipv6Addr;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, StatusCode, Version};
+use http::request::Parts;
+use http::{Method, StatusCode, Version};
 
 use crate::metrics::Refusal;
 
@@ -28,19 +29,19 @@ impl Refused {
     }
 }
 
-/// Checks `request` against the message rules, and makes its `Host` the one the target
-/// names when the two differ.
-pub(crate) fn check<B>(request: &mut Request<B>, last_host: &LastHost) -> Result<(), Refused> {
+/// Checks a request's head against the message rules, and makes its `Host` the one the
+/// target names when the two differ.
+pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refused> {
     // RFC 9110 §9.3.6: CONNECT asks for a tunnel, which only a forward proxy makes. This
     // service is an origin (and a reverse proxy) for every path, so it never forwards it.
-    if request.method() == Method::CONNECT {
+    if head.method == Method::CONNECT {
         return Err(Refused {
             status: StatusCode::NOT_IMPLEMENTED,
             reason: Refusal::Method,
             detail: "CONNECT is not served: this is not a forward proxy",
         });
     }
-    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let mut hosts = head.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and
     // to any request with more than one Host line or an invalid Host value.
@@ -48,12 +49,12 @@ pub(crate) fn check<B>(request: &mut Request<B>, last_host: &LastHost) -> Result
         return Err(Refused::bad_host("more than one Host header"));
     }
     match host {
-        None if request.version() == Version::HTTP_11 => {
+        None if head.version == Version::HTTP_11 => {
             return Err(Refused::bad_host("an HTTP/1.1 request needs a Host header"));
         }
         // RFC 9113 §8.3.1: HTTP/2 names the host in `:authority` (the target's
         // authority), or else in Host.
-        None if request.version() >= Version::HTTP_2 && request.uri().authority().is_none() => {
+        None if head.version >= Version::HTTP_2 && head.uri.authority().is_none() => {
             return Err(Refused::bad_host(
                 "an HTTP/2 request needs :authority or a Host header",
             ));
@@ -70,7 +71,7 @@ pub(crate) fn check<B>(request: &mut Request<B>, last_host: &LastHost) -> Result
     }
     // RFC 9112 §3.2.2: with an absolute-form target, the host is the target's authority
     // and Host is ignored; replace it, so what is forwarded names the same host.
-    if let Some(authority) = request.uri().authority() {
+    if let Some(authority) = head.uri.authority() {
         let named = match authority.port() {
             Some(port) => format!("{}:{port}", authority.host()),
             None => authority.host().to_owned(),
@@ -81,7 +82,7 @@ pub(crate) fn check<B>(request: &mut Request<B>, last_host: &LastHost) -> Result
             .ok_or(Refused::bad_host(
                 "the target's authority is not a host[:port]",
             ))?;
-        request.headers_mut().insert(header::HOST, value);
+        head.headers.insert(header::HOST, value);
     }
     Ok(())
 }
@@ -172,15 +173,17 @@ fn is_reg_name(name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn request(raw_target: &str, version: Version, hosts: &[&str]) -> Request<()> {
+    use http::Request;
+
+    fn request(raw_target: &str, version: Version, hosts: &[&str]) -> Parts {
         let mut builder = Request::get(raw_target).version(version);
         for host in hosts {
             builder = builder.header(header::HOST, *host);
         }
-        builder.body(()).unwrap()
+        builder.body(()).unwrap().into_parts().0
     }
 
-    fn reason(r: &mut Request<()>) -> Option<Refusal> {
+    fn reason(r: &mut Parts) -> Option<Refusal> {
         check(r, &LastHost::default()).err().map(|e| e.reason)
     }
 
@@ -240,15 +243,16 @@ mod tests {
     fn an_absolute_form_target_sets_the_host_rfc9112_3_2_2() {
         let mut r = request("http://site.test:81/x", Version::HTTP_11, &["other"]);
         assert_eq!(reason(&mut r), None);
-        assert_eq!(r.headers()[header::HOST], "site.test:81");
+        assert_eq!(r.headers[header::HOST], "site.test:81");
     }
 
     #[test]
     fn connect_is_not_implemented_rfc9110_9_3_6() {
-        let mut r = Request::connect("example.test:443")
+        let (mut r, ()) = Request::connect("example.test:443")
             .header(header::HOST, "example.test:443")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts();
         let refused = check(&mut r, &LastHost::default()).unwrap_err();
         assert_eq!(
             (refused.status, refused.reason),

@@ -23,6 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -255,33 +256,35 @@ pub(crate) struct Client<'a> {
     pub(crate) tunnel: &'a upgrade::Slot,
 }
 
-/// Forwards `request` along `route` to one of `upstreams` (whose pools report their
-/// connections under the service).
+/// Forwards a request (its head, whose header fields become the upstream's, and its body)
+/// along `route` to one of `upstreams` (whose pools report their connections under the
+/// service).
 pub(crate) async fn forward(
     route: &Route,
     upstreams: &RouteUpstreams,
     limits: &Limits,
     client: Client<'_>,
     recorder: &Rc<dyn Recorder>,
-    request: Request<Incoming>,
+    (head, body): (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    if let Some(offered) = upgrade::asked(&request) {
+    if let Some(offered) = upgrade::asked(head) {
         // Never pooled: after a 101 its upstream connection is the tunnel's.
         let asks = upgrade::Asks { client, offered };
         let to = upgrade::To { route, upstreams };
+        let request = taken(head, body);
         // Boxed, as a rare path: its state (a connection opened for the tunnel) is
         // kilobytes that every proxied request's future would otherwise carry.
         return Box::pin(upgrade::forward(to, limits, asks, recorder, request, marks)).await;
     }
-    let declared = request
-        .headers()
+    let declared = head
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
     }
-    let mut outgoing = Outgoing::new(request, limits, client.forwarding);
+    let mut outgoing = Outgoing::new(head, body, limits, client.forwarding);
     let mut tried = Tried::default();
     let mut last = None;
     let (i, response) = loop {
@@ -322,13 +325,25 @@ pub(crate) async fn forward(
     Ok(respond(route, response))
 }
 
+/// The request whole again, its head's header fields, target and extensions (hyper's
+/// upgrade among them) taken out, the method copied.
+fn taken(head: &mut Parts, body: Incoming) -> Request<Incoming> {
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = std::mem::take(&mut head.uri);
+    *request.version_mut() = head.version;
+    *request.headers_mut() = std::mem::take(&mut head.headers);
+    *request.extensions_mut() = std::mem::take(&mut head.extensions);
+    request
+}
+
 /// One upstream's part: a pooled connection, the request sent on it, the response head.
 /// A reused connection found closed is replaced by a new one when the request can go
 /// again.
 async fn exchange(
     route: &Route,
     target: &Target,
-    outgoing: &mut Outgoing,
+    outgoing: &mut Outgoing<'_>,
     limits: &Limits,
     steps: &Steps,
     detail: Option<&StepDetail>,

@@ -2,7 +2,8 @@
 //! one upstream can go to another, and one without a body can be sent again.
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Uri};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request};
 use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 
@@ -12,39 +13,34 @@ use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
 use crate::headers::{Forwarding, strip_hop_by_hop};
 
-/// What goes upstream, kept across attempts: the head as the client sent it (hop-by-hop
-/// headers removed, `Forwarded` added), and the body until it is sent.
-pub(super) struct Outgoing {
-    head: Head,
+/// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
+/// removed, `Forwarded` added), where it lies in the request's future, and the body until
+/// it is sent. Borrowed rather than moved here: moved, it would be copied and held twice.
+pub(super) struct Outgoing<'h> {
+    /// The method, the client's path and query in normal form, and the header fields
+    /// (taken out by a request, and put back if it is not sent).
+    head: &'h mut Parts,
+    /// Whether the client named a host (otherwise each upstream's authority is sent).
+    client_host: bool,
     /// The client's body, until a request takes it.
     body: Option<ReqBody>,
     /// The client sent no body: the request can be made again with an empty one.
     bodiless: bool,
 }
 
-/// A request head without its upstream-specific target.
-struct Head {
-    method: Method,
-    /// The client's path and query, in normal form.
-    uri: Uri,
-    headers: HeaderMap,
-    /// Whether the client named a host (otherwise each upstream's authority is sent).
-    client_host: bool,
-}
-
-impl Outgoing {
-    /// The client's body is cut off past `limits.max_body_bytes`, and fails when nothing of
-    /// it comes for `limits.request_timeout`.
+impl<'h> Outgoing<'h> {
+    /// The client's body is cut off past `limits.max_body_bytes`, and fails when nothing
+    /// of it comes for `limits.request_timeout`.
     pub(super) fn new(
-        request: Request<Incoming>,
+        head: &'h mut Parts,
+        body: Incoming,
         limits: &Limits,
         forwarding: &Forwarding,
     ) -> Self {
-        let (parts, body) = request.into_parts();
-        let mut headers = parts.headers;
+        let headers = &mut head.headers;
         let host = headers.get(header::HOST).cloned();
-        strip_hop_by_hop(&mut headers);
-        forwarding.add(&mut headers, host.as_ref());
+        strip_hop_by_hop(headers);
+        forwarding.add(headers, host.as_ref());
         let bodiless = body.is_end_stream();
         // Nothing to read of a body that has ended (none came): sent as none.
         let body = if bodiless {
@@ -55,12 +51,8 @@ impl Outgoing {
             ReqBody::Client(Box::new(Limited::new(paced, max)))
         };
         Self {
-            head: Head {
-                method: parts.method,
-                uri: parts.uri,
-                headers,
-                client_host: host.is_some(),
-            },
+            head,
+            client_host: host.is_some(),
             body: Some(body),
             bodiless,
         }
@@ -123,7 +115,7 @@ impl Outgoing {
         *request.uri_mut() = upstream_uri(route, upstream, &self.head.uri)?;
         // Taken, not copied: a request that is not sent comes back with them.
         *request.headers_mut() = std::mem::take(&mut self.head.headers);
-        if !self.head.client_host
+        if !self.client_host
             && let Ok(v) = HeaderValue::from_str(&upstream.authority())
         {
             request.headers_mut().insert(header::HOST, v);
@@ -135,7 +127,7 @@ impl Outgoing {
     pub(super) fn give_back(&mut self, request: Request<ReqBody>) {
         let (parts, body) = request.into_parts();
         self.head.headers = parts.headers;
-        if !self.head.client_host {
+        if !self.client_host {
             self.head.headers.remove(header::HOST);
         }
         self.body = Some(body);

@@ -26,6 +26,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -41,13 +42,13 @@ use crate::headers::{list_members, strip_hop_by_hop};
 use crate::metrics::{Recorder, UpgradeOutcome};
 
 /// What the request offers to switch to (its `Upgrade`), when it asks to switch.
-pub(crate) fn asked<B>(request: &Request<B>) -> Option<HeaderValue> {
+pub(crate) fn asked(head: &Parts) -> Option<HeaderValue> {
     // RFC 9110 §7.8: Upgrade is a hop-by-hop field, so a sender lists it in Connection;
     // HTTP/1.0 and HTTP/2 requests cannot switch.
-    if request.version() != Version::HTTP_11 {
+    if head.version != Version::HTTP_11 {
         return None;
     }
-    let headers = request.headers();
+    let headers = &head.headers;
     // `Upgrade` first: most requests have none, and then `Connection` is not read.
     let offered: Vec<&str> = headers
         .get_all(header::UPGRADE)
@@ -308,12 +309,12 @@ pub(crate) async fn tunnel<C>(
 mod tests {
     use super::*;
 
-    fn request(version: Version, headers: &[(&str, &str)]) -> Request<()> {
+    fn request(version: Version, headers: &[(&str, &str)]) -> Parts {
         let mut builder = Request::get("/chat").version(version);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        builder.body(()).unwrap()
+        builder.body(()).unwrap().into_parts().0
     }
 
     #[test]

@@ -274,6 +274,36 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_s_connection_series_are_at_zero_once_its_pool_asks_and_count_by_reuse() {
+        let registry = Registry::new();
+        let web = HttpMetrics::register(&registry, "web").unwrap();
+        let a = web.upstream_connections("http://a:1");
+        let _b = web.upstream_connections("http://b:2");
+        a.count(false);
+        a.count(true);
+        a.count(true);
+        // The same upstream asked again (another route's pool) counts into the same series.
+        web.upstream_connections("http://a:1").count(true);
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let series = |upstream: &str, reused: &str, n: u64| {
+            format!(
+                r#"weft_http_upstream_connections_total{{reused="{reused}",service="web",upstream="{upstream}"}} {n}"#
+            )
+        };
+        for line in [
+            series("http://a:1", "false", 1),
+            series("http://a:1", "true", 3),
+            series("http://b:2", "false", 0),
+            series("http://b:2", "true", 0),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert_eq!((a.get(false), a.get(true)), (1, 3));
+    }
+
+    #[test]
     fn series_carry_the_service_and_bounded_labels() {
         let registry = Registry::new();
         let web = HttpMetrics::register(&registry, "web").unwrap();

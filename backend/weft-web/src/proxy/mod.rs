@@ -325,8 +325,9 @@ pub(crate) async fn forward(
     Ok(respond(route, response))
 }
 
-/// The request whole again, its head's header fields, target and extensions (hyper's
-/// upgrade among them) taken out, the method copied.
+/// The request whole again for the upgrade's path, which sends it on as it is sent
+/// without one: the head's header fields, target and extensions taken out, the method
+/// copied.
 fn taken(head: &mut Parts, body: Incoming) -> Request<Incoming> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();

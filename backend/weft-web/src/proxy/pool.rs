@@ -145,9 +145,9 @@ impl Link {
     /// the connection busy no more) when it cannot.
     ///
     /// The task is still there to take it: a sender is handed back in the same poll that
-    /// checked its connection out (`Pool::send` does in the call, before anything waits, and a
-    /// `Pooled` can only be dropped unsent there too), and a connection leaves the idle
-    /// list before its task ends, so none is checked out after.
+    /// checked its connection out (`Pool::send` does in the call, before anything waits,
+    /// and a `Pooled` can only be dropped unsent there too), and a connection leaves the
+    /// idle list before its task ends, so none is checked out after.
     fn hand_back(&self, sender: SendRequest<ReqBody>) {
         *self.returning.borrow_mut() = Some(sender);
         self.wake();
@@ -333,7 +333,7 @@ impl Pool {
         conn.link.hand_back(sender);
         Answer {
             exchange,
-            conn,
+            link: conn.link.clone(),
             abandon,
         }
     }
@@ -375,16 +375,18 @@ impl Pool {
 }
 
 pin_project_lite::pin_project! {
-    /// The response head to a request sent on `conn`, or `TimedOut` at the connection's
-    /// deadline; `abandon` aborts the connection if this ends (or is dropped) first.
+    /// The response head to a request sent on a connection (`link`), or `TimedOut` at the
+    /// connection's deadline; dropped before the head came (timed out, or the request
+    /// cancelled), it aborts the connection through `abandon`.
     ///
     /// A future of its own rather than an `async fn`: hyper's exchange is polled where it
-    /// lies, where an `async fn` would keep it as an argument and again as the pinned
-    /// local it polls (a quarter of a kilobyte each, in every proxied request's future).
+    /// lies, where an `async fn` kept it twice, as the local it was made in and the pinned
+    /// one it polled (a quarter of a kilobyte each, in every proxied request's future).
+    #[must_use = "the request is sent already; dropping its answer aborts the connection"]
     pub(crate) struct Answer<F> {
         #[pin]
         exchange: F,
-        conn: Pooled,
+        link: Rc<Link>,
         abandon: Abandon,
     }
 }
@@ -402,7 +404,7 @@ where
             Poll::Pending => {
                 // Unconstrained, as tokio's `timeout` polls its timer: the deadline is
                 // seen even in a turn whose budget the task has spent.
-                let mut answer_by = this.conn.link.answer_by.borrow_mut();
+                let mut answer_by = this.link.answer_by.borrow_mut();
                 return match pin!(tokio::task::unconstrained(answer_by.as_mut())).poll(cx) {
                     // Timed out halfway: `abandon` aborts the connection (when this is
                     // dropped), which its task then ends.

@@ -248,7 +248,7 @@ mod tests {
         // of them adds kilobytes here. Nor is anything held twice: the request is split
         // once and its head borrowed, not passed on by value into each callee's future,
         // and the exchange with the upstream is polled where it lies. A request's future
-        // is 1,480 bytes in both the test and the release profile (2,320 before the
+        // is 1,448 bytes in both the test and the release profile (2,320 before the
         // request was split once, 6 KB before the boxes); a file's answer 48 (1.8 KB
         // before its box).
         let files = future_size(files::serve);

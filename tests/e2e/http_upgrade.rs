@@ -404,6 +404,30 @@ fn a_101_the_client_did_not_ask_for_is_a_502_and_upgrade_alone_is_not_passed_on(
 }
 
 #[test]
+fn an_upgrade_with_a_body_over_the_limit_is_refused_before_any_upstream_is_dialled() {
+    let (upstream, heads) = raw_upstream(SWITCH);
+    let (app, web) = gateway_with(upstream, "limits = { max_body_bytes = 16 }");
+    let refused = http(
+        web,
+        "POST /chat/big HTTP/1.1\r\nHost: site.test\r\nConnection: upgrade\r\nUpgrade: shout\r\n",
+        &"x".repeat(64),
+    );
+    assert_eq!(refused.status, 413, "{refused:?}");
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="failed",service="web"}"#),
+        Some(1.0)
+    );
+    // The upstream records every connection it accepts, with whatever head came (none,
+    // when the connection closes first); give one a moment to show up.
+    std::thread::sleep(Duration::from_millis(300));
+    let heads = heads.lock().unwrap();
+    assert!(
+        heads.is_empty(),
+        "no upstream connection was opened: {heads:?}"
+    );
+}
+
+#[test]
 fn a_tunnel_idle_past_the_services_idle_timeout_is_closed_at_both_ends() {
     let (upstream, _) = raw_upstream(SWITCH);
     let (app, web) = gateway_with(upstream, "idle_timeout = \"1s\"");

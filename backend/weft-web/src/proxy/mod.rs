@@ -22,20 +22,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
 
 use self::outgoing::Outgoing;
-use self::pool::SendError;
+use self::pool::{ReqBody, SendError};
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
 use self::upstreams::{RouteUpstreams, Target, Tried};
-use crate::body::{Body, BoxError};
-use crate::client_body::{ClientBodyError, Paced};
+use crate::body::Body;
+use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{Forwarding, strip_hop_by_hop};
 use crate::metrics::{Recorder, Refusal, UpstreamFailure};
@@ -272,18 +272,19 @@ pub(crate) async fn forward(
         // Never pooled: after a 101 its upstream connection is the tunnel's.
         let asks = upgrade::Asks { client, offered };
         let to = upgrade::To { route, upstreams };
-        let request = taken(head, body);
         // Boxed, as a rare path: its state (a connection opened for the tunnel) is
         // kilobytes that every proxied request's future would otherwise carry.
-        return Box::pin(upgrade::forward(to, limits, asks, recorder, request, marks)).await;
+        return Box::pin(upgrade::forward(
+            to,
+            limits,
+            asks,
+            recorder,
+            (head, body),
+            marks,
+        ))
+        .await;
     }
-    let declared = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
-    }
+    within_limit(head, limits)?;
     let mut outgoing = Outgoing::new(head, body, limits, client.forwarding);
     let mut tried = Tried::default();
     let mut last = None;
@@ -325,17 +326,20 @@ pub(crate) async fn forward(
     Ok(respond(route, response))
 }
 
-/// The request whole again for the upgrade's path, which sends it on as it is sent
-/// without one: the head's header fields, target and extensions taken out, the method
-/// copied.
-fn taken(head: &mut Parts, body: Incoming) -> Request<Incoming> {
-    let mut request = Request::new(body);
-    *request.method_mut() = head.method.clone();
-    *request.uri_mut() = std::mem::take(&mut head.uri);
-    *request.version_mut() = head.version;
-    *request.headers_mut() = std::mem::take(&mut head.headers);
-    *request.extensions_mut() = std::mem::take(&mut head.extensions);
-    request
+/// Refuses a request whose declared body is over the limit before anything is sent or
+/// any upstream dialled (a body that comes longer than it declared is cut off as it is
+/// read: `Outgoing`).
+fn within_limit(head: &Parts, limits: &Limits) -> Result<(), UpstreamError> {
+    let declared = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limits.max_body_bytes => {
+            Err(UpstreamError::BodyTooLarge(limits.max_body_bytes))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One upstream's part: a pooled connection, the request sent on it, the response head.
@@ -419,46 +423,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The body sent upstream: the client's, cut off past the limit.
-type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
-
-/// The request as it goes to `upstream` for an upgrade: the size limit checked, the
-/// target rewritten for the upstream, hop-by-hop headers removed and the client named in
-/// `Forwarded`.
-fn outgoing(
-    route: &Route,
-    upstream: &Upstream,
-    limits: &Limits,
-    forwarding: &Forwarding,
-    request: Request<Incoming>,
-) -> Result<Request<UpstreamBody>, UpstreamError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
-    }
-    let (mut parts, body) = request.into_parts();
-    parts.uri = upstream_uri(route, upstream, &parts.uri)?;
-    parts.version = http::Version::HTTP_11;
-    let host = parts.headers.get(header::HOST).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    forwarding.add(&mut parts.headers, host.as_ref());
-    if host.is_none()
-        && let Ok(v) = HeaderValue::from_str(&upstream.authority())
-    {
-        parts.headers.insert(header::HOST, v);
-    }
-    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Limited::new(Paced::new(body, limits.request_timeout), max).boxed_unsync();
-    Ok(Request::from_parts(parts, body))
-}
-
 /// Sends `request` and waits for the response head, up to the upstream timeout.
 async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<UpstreamBody>,
-    request: Request<UpstreamBody>,
+    sender: &mut hyper::client::conn::http1::SendRequest<ReqBody>,
+    request: Request<ReqBody>,
     upstream: &Upstream,
     limits: &Limits,
 ) -> Result<Response<Incoming>, UpstreamError> {

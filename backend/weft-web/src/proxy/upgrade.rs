@@ -27,15 +27,16 @@ use std::task::Poll;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use weft::defer::WaitsOn;
 use weft::{InspectedStream, Reactor, Transport};
 
+use super::outgoing::Outgoing;
 use super::upstreams::{RouteUpstreams, Tried};
-use super::{Abandon, Client, Marks, UpstreamError, outgoing, respond, send};
+use super::{Abandon, Client, Marks, UpstreamError, respond, send, within_limit};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
 use crate::headers::{list_members, strip_hop_by_hop};
@@ -114,14 +115,15 @@ pub(crate) struct To<'a> {
     pub(crate) upstreams: &'a RouteUpstreams,
 }
 
-/// Forwards a request that asks to switch protocols over a connection of its own; on a
-/// 101, leaves the upstream end in the client's tunnel slot. Counts the outcome.
+/// Forwards a request (its head and body) that asks to switch protocols over a
+/// connection of its own; on a 101, leaves the upstream end in the client's tunnel slot.
+/// Counts the outcome.
 pub(crate) async fn forward(
     to: To<'_>,
     limits: &Limits,
     asks: Asks<'_>,
     recorder: &Rc<dyn Recorder>,
-    request: Request<Incoming>,
+    request: (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
     let result = switch(&to, limits, &asks, recorder, request, marks).await;
@@ -174,16 +176,21 @@ async fn open(
     }
 }
 
+/// The request prepared as any proxied request is (`Outgoing`), refused before any
+/// upstream is dialled if its declared body is over the limit; then sent on a connection
+/// of its own.
 async fn switch(
     to: &To<'_>,
     limits: &Limits,
     asks: &Asks<'_>,
     recorder: &Rc<dyn Recorder>,
-    request: Request<Incoming>,
+    (head, body): (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
+    within_limit(head, limits)?;
+    let mut outgoing = Outgoing::new(head, body, limits, asks.client.forwarding);
     let (i, stream) = open(to, limits, recorder, marks).await?;
-    let result = exchange(to, i, stream, limits, asks, recorder, request, marks).await;
+    let result = exchange(to, i, stream, limits, asks, recorder, &mut outgoing, marks).await;
     match &result {
         Ok(_) => to.upstreams.succeeded(i),
         Err(err) if err.is_upstream() => to.upstreams.failed(i, err, &**recorder),
@@ -201,13 +208,13 @@ async fn exchange(
     limits: &Limits,
     asks: &Asks<'_>,
     recorder: &Rc<dyn Recorder>,
-    request: Request<Incoming>,
+    outgoing: &mut Outgoing<'_>,
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
     let Asks { client, offered } = asks;
     let (route, upstream) = (to.route, &to.upstreams.targets[i].upstream);
     let detail = marks.upstreams.get(i);
-    let mut request = outgoing(route, upstream, limits, client.forwarding, request)?;
+    let mut request = outgoing.request(route, upstream)?;
     let headers = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, offered.clone());
@@ -307,6 +314,8 @@ pub(crate) async fn tunnel<C>(
 
 #[cfg(test)]
 mod tests {
+    use http::Request;
+
     use super::*;
 
     fn request(version: Version, headers: &[(&str, &str)]) -> Parts {

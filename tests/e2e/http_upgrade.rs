@@ -417,8 +417,14 @@ fn an_upgrade_with_a_body_over_the_limit_is_refused_before_any_upstream_is_diall
         app.metric(r#"weft_http_upgrades_total{outcome="failed",service="web"}"#),
         Some(1.0)
     );
-    // The upstream records every connection it accepts, with whatever head came (none,
-    // when the connection closes first); give one a moment to show up.
+    // Upstream connections are the service's too: only the client's was opened. (An
+    // upstream connection would have been counted before the 413 was sent.)
+    assert_eq!(
+        app.metric(r#"weft_connections_opened_total{service="web",transport="tcp"}"#),
+        Some(1.0)
+    );
+    // And the upstream, which records every connection it accepts with whatever head
+    // came (none, when the connection closes first), saw none.
     std::thread::sleep(Duration::from_millis(300));
     let heads = heads.lock().unwrap();
     assert!(

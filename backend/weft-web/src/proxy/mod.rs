@@ -327,8 +327,8 @@ pub(crate) async fn forward(
 }
 
 /// Refuses a request whose declared body is over the limit before anything is sent or
-/// any upstream dialled (a body that comes longer than it declared is cut off as it is
-/// read: `Outgoing`).
+/// any upstream dialled (a body that declares no length is cut off past the limit as it
+/// is read: `Outgoing`).
 fn within_limit(head: &Parts, limits: &Limits) -> Result<(), UpstreamError> {
     let declared = head
         .headers

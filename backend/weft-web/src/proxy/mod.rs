@@ -284,8 +284,7 @@ pub(crate) async fn forward(
         ))
         .await;
     }
-    within_limit(head, limits)?;
-    let mut outgoing = Outgoing::new(head, body, limits, client.forwarding);
+    let mut outgoing = Outgoing::new(head, body, limits, client.forwarding)?;
     let mut tried = Tried::default();
     let mut last = None;
     let (i, response) = loop {
@@ -324,22 +323,6 @@ pub(crate) async fn forward(
         ));
     }
     Ok(respond(route, response))
-}
-
-/// Refuses a request whose declared body is over the limit before anything is sent or
-/// any upstream dialled (a body that declares no length is cut off past the limit as it
-/// is read: `Outgoing`).
-fn within_limit(head: &Parts, limits: &Limits) -> Result<(), UpstreamError> {
-    let declared = head
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limits.max_body_bytes => {
-            Err(UpstreamError::BodyTooLarge(limits.max_body_bytes))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// One upstream's part: a pooled connection, the request sent on it, the response head.

@@ -29,14 +29,22 @@ pub(super) struct Outgoing<'h> {
 }
 
 impl<'h> Outgoing<'h> {
-    /// The client's body is cut off past `limits.max_body_bytes`, and fails when nothing
-    /// of it comes for `limits.request_timeout`.
+    /// A request whose declared body is over `limits.max_body_bytes` is refused here,
+    /// before any upstream is dialled; a body that declares no length is cut off past it
+    /// as it is read, and fails when nothing of it comes for `limits.request_timeout`.
     pub(super) fn new(
         head: &'h mut Parts,
         body: Incoming,
         limits: &Limits,
         forwarding: &Forwarding,
-    ) -> Self {
+    ) -> Result<Self, UpstreamError> {
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
+        }
         let headers = &mut head.headers;
         let host = headers.get(header::HOST).cloned();
         strip_hop_by_hop(headers);
@@ -50,12 +58,12 @@ impl<'h> Outgoing<'h> {
             let paced = Paced::new(body, limits.request_timeout);
             ReqBody::Client(Box::new(Limited::new(paced, max)))
         };
-        Self {
+        Ok(Self {
             head,
             client_host: host.is_some(),
             body: Some(body),
             bodiless,
-        }
+        })
     }
 
     /// Whether the method is idempotent and no part of the body is gone: the request

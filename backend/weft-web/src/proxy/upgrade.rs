@@ -36,7 +36,7 @@ use weft::{InspectedStream, Reactor, Transport};
 
 use super::outgoing::Outgoing;
 use super::upstreams::{RouteUpstreams, Tried};
-use super::{Abandon, Client, Marks, UpstreamError, respond, send, within_limit};
+use super::{Abandon, Client, Marks, UpstreamError, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
 use crate::headers::{list_members, strip_hop_by_hop};
@@ -187,8 +187,7 @@ async fn switch(
     (head, body): (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    within_limit(head, limits)?;
-    let mut outgoing = Outgoing::new(head, body, limits, asks.client.forwarding);
+    let mut outgoing = Outgoing::new(head, body, limits, asks.client.forwarding)?;
     let (i, stream) = open(to, limits, recorder, marks).await?;
     let result = exchange(to, i, stream, limits, asks, recorder, &mut outgoing, marks).await;
     match &result {

@@ -77,6 +77,7 @@ pub mod access_log;
 pub mod body;
 mod client_body;
 pub mod config;
+mod deadline;
 mod embedded;
 mod files;
 pub mod headers;

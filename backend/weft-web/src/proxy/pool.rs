@@ -126,9 +126,11 @@ struct Link {
     /// connection (the response body read to its end), or drops it if the connection
     /// cannot.
     returning: RefCell<Option<SendRequest<ReqBody>>>,
-    /// When the response head of the exchange on it is due: one timer for the
-    /// connection's life, moved later for each request (tokio extends a registered timer
-    /// in place), rather than a timer registered and cancelled a request.
+    /// When the response head of the exchange on it is due, and the sleep that waits for
+    /// it: one for the connection's life, moved only when it goes off before the deadline
+    /// of the moment (`crate::deadline`), rather than a timer registered and cancelled, or
+    /// moved, a request.
+    answer_due: Cell<Instant>,
     answer_by: RefCell<Pin<Box<Sleep>>>,
 }
 
@@ -285,6 +287,7 @@ impl Pool {
             idle_since: Cell::new(Instant::now()),
             waker: RefCell::default(),
             returning: RefCell::default(),
+            answer_due: Cell::new(Instant::now()),
             answer_by: RefCell::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
         });
         Reactor::current().spawn(drive(
@@ -318,11 +321,7 @@ impl Pool {
         // A cancel (or the client going away) before the response head leaves the
         // connection mid-request: it is aborted, never reused.
         let abandon = Abandon(Some(conn.link.transport.clone()));
-        conn.link
-            .answer_by
-            .borrow_mut()
-            .as_mut()
-            .reset(Instant::now() + timeout);
+        conn.link.answer_due.set(Instant::now() + timeout);
         let mut sender = conn.sender.take().expect("a connection is sent on once");
         let exchange = sender.try_send_request(request);
         // The sender goes back to the connection's own task at once, before the answer:
@@ -402,10 +401,9 @@ where
         let sent = match this.exchange.poll(cx) {
             Poll::Ready(sent) => sent,
             Poll::Pending => {
-                // Unconstrained, as tokio's `timeout` polls its timer: the deadline is
-                // seen even in a turn whose budget the task has spent.
                 let mut answer_by = this.link.answer_by.borrow_mut();
-                return match pin!(tokio::task::unconstrained(answer_by.as_mut())).poll(cx) {
+                let due = this.link.answer_due.get();
+                return match crate::deadline::poll_due(answer_by.as_mut(), due, cx) {
                     // Timed out halfway: `abandon` aborts the connection (when this is
                     // dropped), which its task then ends.
                     Poll::Ready(()) => Poll::Ready(Err(TimedOut)),
@@ -513,10 +511,7 @@ async fn drive(link: Rc<Link>, connection: Connection, pool: Weak<Inner>, idle_t
                     return Poll::Ready(());
                 }
                 let deadline = link.idle_since.get() + idle_timeout;
-                if expiry.deadline() != deadline {
-                    expiry.as_mut().reset(deadline);
-                }
-                if expiry.as_mut().poll(cx).is_ready() {
+                if crate::deadline::poll_due(expiry.as_mut(), deadline, cx).is_ready() {
                     return Poll::Ready(());
                 }
             }

@@ -5,8 +5,8 @@
 //! head is in, nearly always long before it was due. A tokio sleep per head enters the
 //! runtime's timer wheel on its first poll and leaves it when dropped, on every request.
 //! Here the connection keeps one tokio sleep, armed at a deadline no later than the one
-//! hyper waits for and moved only when it goes off early: when it wakes the connection
-//! before the head's own deadline, it is moved to that deadline. A head then costs a clock
+//! hyper waits for and moved only when it goes off early (`crate::deadline`): when it
+//! wakes the connection before the head's own deadline, it is moved to that deadline. A head then costs a clock
 //! read and a small allocation; a head that does not come in time ends the connection at
 //! its deadline, as with tokio's timer.
 
@@ -56,16 +56,7 @@ impl Future for HeadSleep {
         let deadline = self.deadline;
         let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let sleep = shared.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() > deadline {
-            sleep.as_mut().reset(deadline);
-        }
-        loop {
-            match sleep.as_mut().poll(cx) {
-                // Armed for an earlier head, which came in time: this one's is later.
-                Poll::Ready(()) if sleep.deadline() < deadline => sleep.as_mut().reset(deadline),
-                other => return other,
-            }
-        }
+        crate::deadline::poll_due(sleep.as_mut(), deadline, cx)
     }
 }
 

@@ -105,11 +105,29 @@ impl InspectedStream {
         )
     }
 
-    fn check<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if let Poll::Ready(Err(err)) = &result {
-            self.transport.note_reason(CloseReason::from_io(err));
+    /// Whether the reactor ended the connection (abort, or closed under it): reads and
+    /// writes fail at once.
+    #[inline]
+    fn gone(&self) -> bool {
+        self.transport.is_aborted() || self.transport.is_closed()
+    }
+
+    /// Records why the connection fails, if no reason is known yet.
+    #[cold]
+    fn failed(&self, err: &io::Error) {
+        self.transport.note_reason(CloseReason::from_io(err));
+    }
+
+    /// Counts a write of `n` bytes, or records why it failed; notes whether the socket
+    /// took nothing (the peer does not read).
+    #[inline]
+    fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        self.transport.set_write_blocked(result.is_pending());
+        match result {
+            Poll::Ready(Ok(n)) => self.info().stats.record_write(*n, Stopwatch::start()),
+            Poll::Ready(Err(err)) => self.failed(err),
+            Poll::Pending => {}
         }
-        result
     }
 }
 
@@ -121,7 +139,7 @@ impl AsyncRead for InspectedStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.transport.register_waker(cx.waker());
-        if this.transport.is_aborted() || this.transport.is_closed() {
+        if this.gone() {
             return Poll::Ready(Err(this.aborted()));
         }
         if this.eof_when_closing && this.transport.is_disconnecting() {
@@ -130,16 +148,15 @@ impl AsyncRead for InspectedStream {
         }
         let before = buf.filled().len();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
-        if result.is_pending() {
-            crate::tasks::note_waiting_on_peer();
-        }
-        if let Poll::Ready(Ok(())) = result {
-            match buf.filled().len() - before {
+        match &result {
+            Poll::Pending => crate::tasks::note_waiting_on_peer(),
+            Poll::Ready(Ok(())) => match buf.filled().len() - before {
                 0 => this.transport.note_reason(CloseReason::PeerClosed),
                 n => this.info().stats.record_read(n, Stopwatch::start()),
-            }
+            },
+            Poll::Ready(Err(err)) => this.failed(err),
         }
-        this.check(result)
+        result
     }
 }
 
@@ -151,15 +168,12 @@ impl AsyncWrite for InspectedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.transport.register_waker(cx.waker());
-        if this.transport.is_aborted() || this.transport.is_closed() {
+        if this.gone() {
             return Poll::Ready(Err(this.aborted()));
         }
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write(cx, data));
-        this.transport.set_write_blocked(result.is_pending());
-        if let Poll::Ready(Ok(n)) = result {
-            this.info().stats.record_write(n, Stopwatch::start());
-        }
-        this.check(result)
+        this.wrote(&result);
+        result
     }
 
     fn poll_write_vectored(
@@ -169,15 +183,12 @@ impl AsyncWrite for InspectedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.transport.register_waker(cx.waker());
-        if this.transport.is_aborted() || this.transport.is_closed() {
+        if this.gone() {
             return Poll::Ready(Err(this.aborted()));
         }
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_write_vectored(cx, bufs));
-        this.transport.set_write_blocked(result.is_pending());
-        if let Poll::Ready(Ok(n)) = result {
-            this.info().stats.record_write(n, Stopwatch::start());
-        }
-        this.check(result)
+        this.wrote(&result);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -188,14 +199,20 @@ impl AsyncWrite for InspectedStream {
         let this = self.get_mut();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_flush(cx));
         this.transport.set_write_blocked(result.is_pending());
-        this.check(result)
+        if let Poll::Ready(Err(err)) = &result {
+            this.failed(err);
+        }
+        result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_shutdown(cx));
         this.transport.set_write_blocked(result.is_pending());
-        this.check(result)
+        if let Poll::Ready(Err(err)) = &result {
+            this.failed(err);
+        }
+        result
     }
 }
 

@@ -186,6 +186,14 @@ impl RawClient {
         self.reader.get_mut().write_all(raw).unwrap();
     }
 
+    /// Ends what it sends (a half-close); it can still read.
+    pub(crate) fn shut_write(&mut self) {
+        self.reader
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+    }
+
     /// The status line and headers of the next response (empty status 0 if the server
     /// closed instead).
     pub(crate) fn read_head(&mut self) -> Reply {

@@ -40,6 +40,7 @@ mod http_abuse;
 mod http_chains;
 mod http_files;
 mod http_peers;
+mod http_request_bodies;
 mod http_route_cache;
 mod http_rules;
 mod http_shutdown;

@@ -3,8 +3,9 @@
 //!
 //! hyper bounds neither. Over HTTP/1.1 a client that stops sending its body at least
 //! leaves its connection idle; over HTTP/2 the other streams of the connection keep it
-//! busy, so a stream whose body never ends would hold its slot, and the upstream
-//! connection its request went to, for as long as the upstream waits. [`Paced`] ends such
+//! busy, so a stream whose body never ends would hold its slot (and, past what is read
+//! ahead of the upstream, `proxy::body`, the upstream connection its request went to)
+//! for as long as the upstream waits. [`Paced`] ends such
 //! a body with [`ClientBodyError::TimedOut`]: the proxy answers 408 (RFC 9110 §15.5.9)
 //! and counts it as `body_timeout`, and over HTTP/2 only that stream ends (reset with
 //! NO_ERROR once its answer is sent, RFC 9113 §8.1); the connection's other streams go on.

@@ -174,6 +174,13 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Largest request body forwarded to an upstream; larger gets 413.
     pub max_body_bytes: u64,
+    /// The most of a proxied request's body read before an upstream is contacted: a body
+    /// no larger reaches its upstream whole, and a slow client holds no upstream
+    /// connection while it sends it. 0 streams every body as it comes.
+    pub body_buffer_bytes: u64,
+    /// The most the service holds in such buffers at once (on each reactor); past it,
+    /// bodies stream as they come.
+    pub body_buffer_total_bytes: u64,
     /// Time to connect to an upstream; slower gets 504.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to answer with its response head; slower gets 504.
@@ -186,6 +193,8 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 10 * 1024 * 1024,
+            body_buffer_bytes: 64 * 1024,
+            body_buffer_total_bytes: 64 * 1024 * 1024,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
         }

@@ -8,6 +8,7 @@
 //! root = "./public"            # optional: omit for a proxy-only service
 //! index = "index.html"         # optional
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
+//!            body_buffer_bytes = 65536, body_buffer_total_bytes = 67108864,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
 //! listing = false              # optional: list directories without an index file
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
@@ -85,6 +86,8 @@ pub(crate) struct RawLimits {
     max_header_bytes: Option<Spanned<u64>>,
     request_timeout: Option<Spanned<String>>,
     max_body_bytes: Option<Spanned<u64>>,
+    body_buffer_bytes: Option<Spanned<u64>>,
+    body_buffer_total_bytes: Option<Spanned<u64>>,
     upstream_connect_timeout: Option<Spanned<String>>,
     upstream_timeout: Option<Spanned<String>>,
 }
@@ -339,6 +342,22 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
         Some(n) => *n.get_ref(),
         None => d.max_body_bytes,
     };
+    let buffer = raw
+        .body_buffer_bytes
+        .as_ref()
+        .map_or(d.body_buffer_bytes, |n| *n.get_ref());
+    let buffers = match &raw.body_buffer_total_bytes {
+        Some(n) if *n.get_ref() < buffer => {
+            return Err(ctx.error(
+                n.span(),
+                "limits.body_buffer_total_bytes",
+                format!("must be at least limits.body_buffer_bytes ({buffer}), got {}", n.get_ref()),
+            ));
+        }
+        Some(n) => *n.get_ref(),
+        // A larger buffer than the default raises the default total with it.
+        None => d.body_buffer_total_bytes.max(buffer),
+    };
     let duration = |name: &str, value: &Option<Spanned<String>>, default: Duration| {
         ctx.duration(&format!("limits.{name}"), value.as_ref(), default)
     };
@@ -346,6 +365,8 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
         max_header_bytes: header,
         request_timeout: duration("request_timeout", &raw.request_timeout, d.request_timeout)?,
         max_body_bytes: body,
+        body_buffer_bytes: buffer,
+        body_buffer_total_bytes: buffers,
         upstream_connect_timeout: duration(
             "upstream_connect_timeout",
             &raw.upstream_connect_timeout,
@@ -517,6 +538,32 @@ pub(crate) mod tests {
         let proxy_only =
             parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n").unwrap();
         assert!(http(&proxy_only).root.is_none());
+    }
+
+    #[test]
+    fn body_buffers_are_read_and_a_total_below_one_buffer_is_named() {
+        let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
+        let limits = |text: &str| {
+            parse(&format!("limits = {{ {text} }}\n{route}")).map(|c| http(&c).limits.clone())
+        };
+        let d = Limits::default();
+        let l = limits("max_body_bytes = 100").unwrap();
+        assert_eq!(
+            (l.body_buffer_bytes, l.body_buffer_total_bytes),
+            (d.body_buffer_bytes, d.body_buffer_total_bytes)
+        );
+        let l = limits("body_buffer_bytes = 0").unwrap();
+        assert_eq!(l.body_buffer_bytes, 0, "buffering off");
+        // A buffer larger than the default total raises the total with it.
+        let l = limits("body_buffer_bytes = 134217728").unwrap();
+        assert_eq!(l.body_buffer_total_bytes, 134_217_728);
+        let e = limits("body_buffer_bytes = 1000, body_buffer_total_bytes = 999").unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].limits.body_buffer_total_bytes"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("at least"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The bounded labels the service's series use: a request's method and status class, why
-//! a request was refused, and what became of one that asked to switch protocols.
+//! a request was refused, what became of one that asked to switch protocols, and how
+//! much of a proxied body was read before its upstream was contacted.
 
 use http::{Method, StatusCode};
 
@@ -28,6 +29,39 @@ impl UpgradeOutcome {
             Self::Declined => "declined",
             Self::Invalid => "invalid",
             Self::Failed => "failed",
+        }
+    }
+
+    /// Its position in [`ALL`](Self::ALL), for array-indexed caches.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How much of a proxied request's body was read before an upstream was contacted, as a
+/// bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BodyBuffered {
+    /// All of it: the upstream got the request whole.
+    Whole,
+    /// The first part (it was longer than `body_buffer_bytes`, or the service's buffers
+    /// filled meanwhile); the rest was streamed as it came.
+    Part,
+    /// None: streamed as it came (the service's buffers were full, or buffering is off).
+    None,
+}
+
+impl BodyBuffered {
+    /// Every value, in [`index`](Self::index) order.
+    pub const ALL: [Self; 3] = [Self::Whole, Self::Part, Self::None];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Whole => "whole",
+            Self::Part => "part",
+            Self::None => "none",
         }
     }
 
@@ -260,6 +294,9 @@ mod tests {
         }
         for (i, o) in UpgradeOutcome::ALL.iter().enumerate() {
             assert_eq!(o.index(), i);
+        }
+        for (i, b) in BodyBuffered::ALL.iter().enumerate() {
+            assert_eq!(b.index(), i);
         }
     }
 }

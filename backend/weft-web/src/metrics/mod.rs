@@ -41,7 +41,7 @@ use prometheus::Histogram;
 use prometheus::core::{Collector, Metric};
 use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 
-pub use self::labels::{MethodLabel, Refusal, StatusClass, UpgradeOutcome};
+pub use self::labels::{BodyBuffered, MethodLabel, Refusal, StatusClass, UpgradeOutcome};
 pub use self::losses::AccessLogLosses;
 pub use self::service::HttpMetrics;
 pub use self::upstream::{ConnectionsUsed, UpstreamFailure};
@@ -108,6 +108,10 @@ pub trait Recorder {
     /// A request that asked to switch protocols was forwarded, with `outcome`.
     fn upgrade(&self, outcome: UpgradeOutcome) {
         let _ = outcome;
+    }
+    /// A proxied request's body was read ahead of its upstream as `buffered` says.
+    fn request_body(&self, buffered: BodyBuffered) {
+        let _ = buffered;
     }
     /// A request came, while spans are exported, with a `traceparent` that could not be
     /// continued (invalid, or several): a new trace began.

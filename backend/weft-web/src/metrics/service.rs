@@ -12,8 +12,8 @@ use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 
 use super::upstream::{ConnectionsUsed, UpstreamSeries};
 use super::{
-    DURATION_BUCKETS, MethodLabel, Recorder, Refusal, StatusClass, UpgradeOutcome, UpstreamFailure,
-    ZERO_CLASSES, ZERO_METHODS,
+    BodyBuffered, DURATION_BUCKETS, MethodLabel, Recorder, Refusal, StatusClass, UpgradeOutcome,
+    UpstreamFailure, ZERO_CLASSES, ZERO_METHODS,
 };
 use crate::routes::{RouteFamilies, RouteMetrics};
 
@@ -37,6 +37,8 @@ pub struct HttpMetrics {
     upstreams: UpstreamSeries,
     /// Upgrade requests by outcome.
     upgrades: [IntCounter; UpgradeOutcome::ALL.len()],
+    /// Proxied request bodies by how much was read ahead.
+    bodies: [IntCounter; BodyBuffered::ALL.len()],
     tunnels: IntGauge,
     traceparent_invalid: IntCounter,
     routes: RouteFamilies,
@@ -99,6 +101,14 @@ impl HttpMetrics {
             .const_label("service", service),
             &["outcome"],
         )?;
+        let bodies = IntCounterVec::new(
+            Opts::new(
+                "weft_http_request_bodies_total",
+                "Proxied request bodies, by how much of each was read before an upstream was contacted.",
+            )
+            .const_label("service", service),
+            &["buffered"],
+        )?;
         let tunnels = IntGauge::with_opts(
             Opts::new(
                 "weft_http_tunnels_open",
@@ -119,6 +129,7 @@ impl HttpMetrics {
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(upgrades.clone()))?;
+        registry.register(Box::new(bodies.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
         let routes = RouteFamilies::register(registry, exemplars, service)?;
         let metrics = Self {
@@ -131,6 +142,7 @@ impl HttpMetrics {
             refused_handles: Default::default(),
             upstreams: UpstreamSeries::register(registry, service)?,
             upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
+            bodies: BodyBuffered::ALL.map(|b| bodies.with_label_values(&[b.as_str()])),
             tunnels,
             traceparent_invalid,
             routes,
@@ -210,6 +222,10 @@ impl Recorder for HttpMetrics {
         self.upgrades[outcome.index()].inc();
     }
 
+    fn request_body(&self, buffered: BodyBuffered) {
+        self.bodies[buffered.index()].inc();
+    }
+
     fn tunnels(&self, change: i64) {
         self.tunnels.add(change);
     }
@@ -261,6 +277,11 @@ mod tests {
         assert_eq!(
             samples("weft_http_upgrades_total"),
             UpgradeOutcome::ALL.len(),
+            "{text}"
+        );
+        assert_eq!(
+            samples("weft_http_request_bodies_total"),
+            BodyBuffered::ALL.len(),
             "{text}"
         );
         assert!(

@@ -3,15 +3,19 @@
 //! (`pool`) that the reactor opened, so it is registered, counted and listed under the
 //! service, with bodies streamed both ways.
 //!
+//! A request's body is read ahead before any upstream is contacted, whole when it is
+//! small enough (`body`), so a slow client holds no upstream connection while it sends it.
+//!
 //! A request is sent again to another upstream only when nothing of it can have reached
 //! the first: the connection could not be made, and the method is idempotent. On a
 //! reused connection that turns out to be closed or reset, it is sent again on a new
-//! connection to the same upstream when none of it went out, or when it has no body and
-//! an idempotent method.
+//! connection to the same upstream when none of it went out, or when it has an
+//! idempotent method and no body or one read whole.
 //!
 //! A request that asks to switch protocols (`Connection: upgrade` with `Upgrade`) goes
 //! through `upgrade` instead: its own upstream connection, and a tunnel after the 101.
 
+mod body;
 mod outgoing;
 mod pool;
 pub(crate) mod upgrade;
@@ -29,9 +33,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
+use weft::observe::ConnectionId;
 
+use self::body::{BodyBuffers, ReqBody};
 use self::outgoing::Outgoing;
-use self::pool::{ReqBody, SendError};
+use self::pool::SendError;
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
 use self::upstreams::{RouteUpstreams, Target, Tried};
 use crate::body::Body;
@@ -204,11 +210,19 @@ impl Proxy {
     /// The upstreams of `config`'s routes, connections reported under `service`.
     pub(crate) fn start(service: &str, config: &WebConfig, recorder: &Rc<dyn Recorder>) -> Self {
         let service: Arc<str> = service.into();
+        let body_buffers = BodyBuffers::new(config.limits.body_buffer_total_bytes);
         let routes: Vec<_> = config
             .routes
             .iter()
             .map(|route| {
-                RouteUpstreams::start(&service, route, &config.pool, &config.limits, recorder)
+                RouteUpstreams::start(
+                    &service,
+                    route,
+                    &config.pool,
+                    &config.limits,
+                    recorder,
+                    &body_buffers,
+                )
             })
             .collect();
         let view = UpstreamsView(Arc::new(routes.iter().flat_map(|r| r.states()).collect()));
@@ -250,6 +264,8 @@ impl Drop for Abandon {
 
 /// What forwarding needs of the client's connection.
 pub(crate) struct Client<'a> {
+    /// Its id: what a request waits on while its body is read.
+    pub(crate) connection: ConnectionId,
     /// What upstreams are told of it (`X-Forwarded-For`, `Forwarded`).
     pub(crate) forwarding: &'a Forwarding,
     /// Where the upstream end of a tunnel goes after a 101.
@@ -285,6 +301,13 @@ pub(crate) async fn forward(
         .await;
     }
     let mut outgoing = Outgoing::new(head, body, limits, client.forwarding)?;
+    if !outgoing.bodiless() {
+        let waits_on = Some(WaitsOn::Connection(client.connection));
+        marks.steps.step_with("request body", waits_on, None);
+        // Boxed, as only requests with a body take this path.
+        let ahead = outgoing.read_ahead(limits.body_buffer_bytes, &upstreams.body_buffers, limits);
+        recorder.request_body(Box::pin(ahead).await?);
+    }
     let mut tried = Tried::default();
     let mut last = None;
     let (i, response) = loop {
@@ -369,13 +392,8 @@ async fn exchange(
             }
             Ok(Err(SendError::Failed(err))) => err,
         };
-        match client_fault(&err) {
-            Some(ClientFault::TooLarge) => {
-                return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
-            }
-            Some(ClientFault::Body(reason)) => return Err(UpstreamError::RequestBody(reason)),
-            Some(ClientFault::TimedOut(after)) => return Err(UpstreamError::BodyTimeout(after)),
-            None => {}
+        if let Some(fault) = client_fault(&err) {
+            return Err(fault.error(limits));
         }
         // A kept-alive connection the upstream closed or reset as the request crossed
         // it surfaces as an incomplete message or as a reset, depending on timing; an
@@ -417,9 +435,7 @@ async fn send(
         .await
         .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
         .map_err(|e| match client_fault(&e) {
-            Some(ClientFault::TooLarge) => UpstreamError::BodyTooLarge(limits.max_body_bytes),
-            Some(ClientFault::Body(reason)) => UpstreamError::RequestBody(reason),
-            Some(ClientFault::TimedOut(after)) => UpstreamError::BodyTimeout(after),
+            Some(fault) => fault.error(limits),
             None => UpstreamError::Exchange(upstream.url.clone(), e.to_string()),
         })
 }
@@ -438,16 +454,40 @@ fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, Body::boxed(body.map_err(Into::into)))
 }
 
+/// How the client's request body failed.
 enum ClientFault {
     TooLarge,
     Body(String),
     TimedOut(Duration),
 }
 
+impl ClientFault {
+    fn error(self, limits: &Limits) -> UpstreamError {
+        match self {
+            Self::TooLarge => UpstreamError::BodyTooLarge(limits.max_body_bytes),
+            Self::Body(reason) => UpstreamError::RequestBody(reason),
+            Self::TimedOut(after) => UpstreamError::BodyTimeout(after),
+        }
+    }
+}
+
 /// The client's part in a failed exchange: the request body it sent surfaces here as the
 /// cause of hyper's error.
 fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
-    let mut cause = std::error::Error::source(err);
+    fault_in(std::error::Error::source(err))
+}
+
+/// What went wrong with a request body read ahead (`Outgoing::read_ahead`): always the
+/// client's fault.
+fn body_error(err: &(dyn std::error::Error + 'static), limits: &Limits) -> UpstreamError {
+    match fault_in(Some(err)) {
+        Some(fault) => fault.error(limits),
+        None => UpstreamError::RequestBody(err.to_string()),
+    }
+}
+
+/// The client's body failing, at `cause` or further down its chain of causes.
+fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<ClientFault> {
     while let Some(c) = cause {
         if c.is::<http_body_util::LengthLimitError>() {
             return Some(ClientFault::TooLarge);

@@ -1,5 +1,8 @@
 //! The request as it goes upstream, kept across attempts: a request that did not reach
-//! one upstream can go to another, and one without a body can be sent again.
+//! one upstream can go to another, and one without a body, or with one read whole, can be
+//! sent again.
+
+use std::rc::Rc;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -7,11 +10,12 @@ use http::{HeaderMap, Method, Request};
 use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 
-use super::pool::ReqBody;
+use super::body::{self, Ahead, BodyBuffers, ClientBody, Held, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
 use crate::headers::{Forwarding, strip_hop_by_hop};
+use crate::metrics::BodyBuffered;
 
 /// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
 /// removed, `Forwarded` added), where it lies in the request's future, and the body until
@@ -26,6 +30,11 @@ pub(super) struct Outgoing<'h> {
     body: Option<ReqBody>,
     /// The client sent no body: the request can be made again with an empty one.
     bodiless: bool,
+    /// The client's body read whole before any upstream was contacted: the request can
+    /// be made again with it.
+    whole: Option<Whole>,
+    /// The share of the service's body buffers it holds, until the request is done.
+    _held: Option<Held>,
 }
 
 impl<'h> Outgoing<'h> {
@@ -56,26 +65,69 @@ impl<'h> Outgoing<'h> {
         } else {
             let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
             let paced = Paced::new(body, limits.request_timeout);
-            ReqBody::Client(Box::new(Limited::new(paced, max)))
+            ReqBody::Client(Box::new(ClientBody::streamed(Limited::new(paced, max))))
         };
         Ok(Self {
             head,
             client_host: host.is_some(),
             body: Some(body),
             bodiless,
+            whole: None,
+            _held: None,
         })
+    }
+
+    /// Reads the client's body ahead of any upstream, up to `limit` bytes while
+    /// `buffers` have room (`proxy::body`); says how much it read. A body that fails as
+    /// it is read (too large, paced out, broken off) fails the request here, before any
+    /// upstream is contacted.
+    pub(super) async fn read_ahead(
+        &mut self,
+        limit: u64,
+        buffers: &Rc<BodyBuffers>,
+        limits: &Limits,
+    ) -> Result<BodyBuffered, UpstreamError> {
+        if limit == 0 {
+            return Ok(BodyBuffered::None);
+        }
+        let Some(reading) = self.body.as_mut().and_then(ReqBody::reading) else {
+            return Ok(BodyBuffered::None);
+        };
+        let (ahead, held, buffered) = body::read_ahead(reading, limit, buffers)
+            .await
+            .map_err(|e| super::body_error(&*e, limits))?;
+        self._held = Some(held);
+        self.body = Some(match ahead {
+            Ahead::Whole(whole) => {
+                let body = whole.body();
+                self.whole = Some(whole);
+                body
+            }
+            Ahead::Part(part) => ReqBody::Client(Box::new(part)),
+        });
+        Ok(buffered)
+    }
+
+    /// Whether the client sent no body.
+    pub(super) fn bodiless(&self) -> bool {
+        self.bodiless
     }
 
     /// Whether the method is idempotent and no part of the body is gone: the request
     /// may go to another upstream when connecting to one failed.
     pub(super) fn may_retry(&self) -> bool {
-        is_idempotent(&self.head.method) && (self.body.is_some() || self.bodiless)
+        is_idempotent(&self.head.method) && (self.body.is_some() || self.may_resend_body())
     }
 
-    /// Whether the request may be sent again even after it went out: idempotent and
-    /// without a body.
+    /// Whether the request may be sent again even after it went out: idempotent, and
+    /// without a body or with one read whole.
     fn may_replay(&self) -> bool {
-        is_idempotent(&self.head.method) && self.bodiless
+        is_idempotent(&self.head.method) && self.may_resend_body()
+    }
+
+    /// Whether the body can be sent again once sent: there is none, or it was read whole.
+    fn may_resend_body(&self) -> bool {
+        self.bodiless || self.whole.is_some()
     }
 
     /// What the request needs to go again if the connection it is sent on fails before
@@ -105,18 +157,19 @@ impl<'h> Outgoing<'h> {
         self.head.headers = headers;
     }
 
-    /// The request for `upstream`, with the client's body or, when that is gone and
-    /// there was none, an empty one.
+    /// The request for `upstream`, with the client's body or, when that is gone, the
+    /// body read whole again, or an empty one when there was none.
     pub(super) fn request(
         &mut self,
         route: &Route,
         upstream: &Upstream,
     ) -> Result<Request<ReqBody>, UpstreamError> {
         let bad = |reason: String| UpstreamError::Exchange(upstream.url.clone(), reason);
-        let body = match self.body.take() {
-            Some(body) => body,
-            None if self.bodiless => ReqBody::Empty,
-            None => return Err(bad("the request body was already sent".into())),
+        let body = match (self.body.take(), &self.whole) {
+            (Some(body), _) => body,
+            (None, Some(whole)) => whole.body(),
+            (None, None) if self.bodiless => ReqBody::Empty,
+            (None, None) => return Err(bad("the request body was already sent".into())),
         };
         let mut request = Request::new(body);
         *request.method_mut() = self.head.method.clone();
@@ -154,16 +207,4 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_s_body_is_one_word() {
-        // A request is moved whole several times on its way to the upstream connection's
-        // task (see `ReqBody`).
-        assert_eq!(size_of::<ReqBody>(), size_of::<usize>());
-    }
 }

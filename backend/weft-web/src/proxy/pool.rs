@@ -30,10 +30,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -41,50 +40,11 @@ use tokio::time::{Instant, Sleep};
 use weft::observe::ConnectionId;
 use weft::{ConnectError, InspectedStream, Reactor, Transport};
 
+use super::body::ReqBody;
 use super::upstreams::UpstreamState;
 use super::{Abandon, UpstreamError};
-use crate::body::BoxError;
-use crate::client_body::Paced;
 use crate::config::{PoolConfig, Upstream};
 use crate::metrics::ConnectionsUsed;
-
-/// A request body as sent upstream: none, or the client's, paced and cut off past the
-/// limit. Most requests have none, which costs no allocation; a body is boxed, as the
-/// request is moved whole several times on its way to the connection's task (a body held
-/// inline would be copied each time).
-pub(crate) enum ReqBody {
-    Empty,
-    Client(Box<Limited<Paced<Incoming>>>),
-}
-
-impl HttpBody for ReqBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Client(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Empty => true,
-            ReqBody::Client(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Client(body) => body.size_hint(),
-        }
-    }
-}
 
 /// The most of a health check's response body read (so its connection can be reused);
 /// a longer body closes the connection instead.

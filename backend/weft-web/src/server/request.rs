@@ -181,6 +181,7 @@ async fn dispatch(
             upstreams: details.map_or(&[], |d| &d.upstreams[..]),
         };
         let client = proxy::Client {
+            connection: conn.info.id,
             forwarding: &conn.forwarding,
             tunnel: &conn.tunnel,
         };

@@ -186,6 +186,11 @@ impl RawClient {
         self.reader.get_mut().write_all(raw).unwrap();
     }
 
+    /// Its socket, to write from another thread.
+    pub(crate) fn try_clone_stream(&self) -> TcpStream {
+        self.reader.get_ref().try_clone().unwrap()
+    }
+
     /// Ends what it sends (a half-close); it can still read.
     pub(crate) fn shut_write(&mut self) {
         self.reader

@@ -4,8 +4,10 @@
 //! with its length; a longer body streams after its first part, and once the service's
 //! buffers are full bodies stream as they come. Each is counted.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -53,11 +55,11 @@ fn a_slow_body_holds_no_upstream_connection_and_goes_up_whole_once_it_is_in() {
 
     // While the body comes, the request waits on its client, not on an upstream.
     let chain = assert_eventually!(
+        pending_request(&app).filter(|c| c["step_name"] == "request body"),
+        "the request's chain is pending at its body\n{:?}\n{}",
         pending_request(&app),
-        "the request's chain is pending\n{}",
         app.log()
     );
-    assert_eq!(chain["step_name"], "request body", "{chain}");
     assert_eq!(
         chain["waiting_on_connection"], chain["connection_id"],
         "it waits on its client's connection: {chain}"
@@ -121,23 +123,15 @@ fn a_chunked_body_read_whole_goes_upstream_with_its_length() {
     assert_eq!(up.header(0, "content-length"), ["11"]);
     assert!(up.header(0, "transfer-encoding").is_empty());
 
-    // And over HTTP/2 with curl, which sends no length for data it reads from stdin.
+    // And over HTTP/2 with curl, which sends no length for an upload from stdin.
     let url = format!("http://{web}/api/h2");
     let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--http2-prior-knowledge",
-            "--data-binary",
-            "@-",
-            "-H",
-        ])
-        .arg("Content-Type: application/octet-stream")
+        .args(["-sS", "--http2-prior-knowledge", "-X", "POST", "-T", "-"])
         .arg(&url)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut child| {
-            use std::io::Write;
             child.stdin.take().unwrap().write_all(b"from curl")?;
             child.wait_with_output()
         })
@@ -153,50 +147,184 @@ fn a_chunked_body_read_whole_goes_upstream_with_its_length() {
 }
 
 #[test]
-fn a_longer_body_streams_after_its_first_part_and_full_buffers_stream_from_the_start() {
+fn full_buffers_stream_a_body_from_its_start_and_a_longer_body_streams_after_its_first_part() {
     let up = Upstream::start();
     let (app, web) = start(
         &up,
         r#"request_timeout = "5s", body_buffer_bytes = 1024, body_buffer_total_bytes = 1024"#,
     );
-    // 1 KiB of a 2 KiB body: its first part fills its buffer (and the service's), so it
-    // goes upstream and the rest streams as it comes.
-    let mut long = RawClient::connect(web);
-    long.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2048\r\n\r\n");
-    long.send(&[b'a'; 1024]);
+    // A body of 1 KiB coming slowly reserves all of the service's buffers while it comes.
+    let mut slow = RawClient::connect(web);
+    slow.send(b"POST /api/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1024\r\n\r\n");
+    slow.send(&[b'a'; 1000]);
     assert_eventually!(
-        up.connections() == 1,
-        "the long body's request went upstream after its first part\n{}",
+        pending_request(&app).is_some_and(|c| c["step_name"] == "request body"),
+        "the slow body is being read\n{}",
         app.log()
     );
 
-    // Meanwhile another body finds the buffers full: it streams from its first byte.
+    // Meanwhile another body finds no room: it streams from its first byte.
     let mut short = RawClient::connect(web);
     short.send(b"POST /api/short HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello");
     let reply = short.read_reply();
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(reply.text().ends_with("body=hello"), "{}", reply.text());
+    assert_eq!(up.connections(), 1, "only the streamed one went upstream");
 
-    long.send(&[b'b'; 1024]);
+    slow.send(&[b'b'; 24]);
+    let reply = slow.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply
+            .text()
+            .ends_with(&format!("body={}{}", "a".repeat(1000), "b".repeat(24)))
+    );
+
+    // With the buffers free again, a body longer than one has its first part read ahead
+    // and the rest streamed; nothing is lost.
+    let mut long = RawClient::connect(web);
+    long.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3000\r\n\r\n");
+    long.send(&[b'c'; 3000]);
     let reply = long.read_reply();
     assert_eq!(reply.status, 200, "{reply:?}");
     let body = reply.text();
-    let sent = body.split("body=").nth(1).unwrap_or("");
-    assert_eq!(sent.len(), 2048, "nothing lost");
-    assert!(sent.starts_with(&"a".repeat(1024)) && sent.ends_with(&"b".repeat(1024)));
+    assert_eq!(
+        body.split("body=").nth(1).map(str::len),
+        Some(3000),
+        "nothing lost"
+    );
     assert_eventually!(
-        bodies(&app, "part") == Some(1.0) && bodies(&app, "none") == Some(1.0),
-        "counted: one read in part, one streamed\n{}",
+        bodies(&app, "none") == Some(1.0)
+            && bodies(&app, "whole") == Some(1.0)
+            && bodies(&app, "part") == Some(1.0),
+        "counted: one streamed, one read whole, one in part\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
+}
 
-    // With the long one done, the buffers are free again.
-    let mut again = RawClient::connect(web);
-    again.send(b"POST /api/again HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc");
-    assert_eq!(again.read_reply().status, 200);
+#[test]
+fn a_body_of_exactly_the_buffer_is_read_whole_and_one_past_the_body_limit_is_413() {
+    let up = Upstream::start();
+    let (app, web) = start(
+        &up,
+        "max_body_bytes = 1024, body_buffer_bytes = 1024, body_buffer_total_bytes = 4096",
+    );
+    // Chunked, so only its end says it is whole.
+    let mut client = RawClient::connect(web);
+    client.send(
+        b"POST /api/exact HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n",
+    );
+    client.send(&[b'x'; 1024]);
+    client.send(b"\r\n0\r\n\r\n");
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(up.header(0, "content-length"), ["1024"]);
     assert_eventually!(
         bodies(&app, "whole") == Some(1.0),
         "read whole\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
+
+    // One byte more than the body limit, in chunks: refused, never cut short and sent.
+    let mut client = RawClient::connect(web);
+    client.send(
+        b"POST /api/over HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n",
+    );
+    client.send(&[b'y'; 1024]);
+    client.send(b"\r\n1\r\nz\r\n0\r\n\r\n");
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(up.received(), 1, "nothing of it reached the upstream");
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="body_too_large",service="web"}"#)
+            == Some(1.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_body_dribbled_slower_than_the_request_timeout_in_all_is_408_and_frees_its_buffer() {
+    let up = Upstream::start();
+    let (app, web) = start(
+        &up,
+        r#"request_timeout = "1s", body_buffer_bytes = 1024, body_buffer_total_bytes = 1024"#,
+    );
+    let mut client = RawClient::connect(web);
+    client.send(b"POST /api/drip HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n");
+    // A byte every 300 ms: each piece in time, the whole not.
+    let started = Instant::now();
+    let mut writer = client.try_clone_stream();
+    let dripper = std::thread::spawn(move || {
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(300));
+            if writer.write_all(b"x").is_err() {
+                return;
+            }
+        }
+    });
+    let reply = client.read_reply();
+    let took = started.elapsed();
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "answered after {took:?}; request_timeout is 1 s"
+    );
+    assert_eq!(up.connections(), 0);
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="body_timeout",service="web"}"#)
+            == Some(1.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    // Its buffer is free again: the next body is read whole.
+    let mut next = RawClient::connect(web);
+    next.send(b"POST /api/next HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n");
+    next.send(&[b'n'; 1000]);
+    assert_eq!(next.read_reply().status, 200);
+    assert_eventually!(
+        bodies(&app, "whole") == Some(1.0),
+        "read whole\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    dripper.join().unwrap();
+}
+
+#[test]
+fn an_http2_stream_declaring_more_than_it_sends_is_refused_before_any_upstream() {
+    let up = Upstream::start();
+    let (app, web) = start(&up, "");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        // hyper's client sends what it is told to, a length it does not keep to too.
+        let request = http::Request::post(format!("http://{web}/api/lie"))
+            .header("content-length", "100")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"0123456789",
+            )))
+            .unwrap();
+        match sender.send_request(request).await {
+            Ok(response) => response.status().as_u16(),
+            // Reset rather than answered: refused all the same.
+            Err(_) => 0,
+        }
+    });
+    assert!(status == 400 || status == 0, "status {status}");
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="body",service="web"}"#) == Some(1.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(up.connections(), 0, "no upstream was dialled for it");
 }

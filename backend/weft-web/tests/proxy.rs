@@ -323,7 +323,8 @@ fn an_upstream_that_closes_after_each_response_costs_no_request() {
 /// connection when the next one arrives (it closes with that request unread, so the
 /// kernel sends RST): a server restarting, or one whose keep-alive timeout ran out as the
 /// request crossed it. The proxy sees a connection reset, not a clean end.
-/// The heads of the requests it answered are kept, in order.
+/// The requests it answered are kept, in order: each head, then its body (read by
+/// `Content-Length`).
 fn resets_every_second_request() -> (
     SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -349,6 +350,17 @@ fn resets_every_second_request() -> (
                     head.push_str(&line);
                     line.clear();
                 }
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                head.push_str(&String::from_utf8_lossy(&body));
                 answered.lock().unwrap().push(head);
                 let body = format!("conn #{n}");
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
@@ -381,6 +393,32 @@ fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_reque
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 0);
+}
+
+#[test]
+fn a_put_whose_body_was_read_whole_goes_again_with_it_after_a_reset() {
+    let (addr, accepted, heads) = resets_every_second_request();
+    let server = proxy_to(&[("/", addr)], Limits::default());
+    let put = "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+               4\r\nsome\r\n5\r\n body\r\n0\r\n\r\n";
+    assert_eq!(server.connect().request(put).text(), "conn #1");
+    eventually("the first connection is back in the pool", || {
+        server.recorded.upstream_connections(false) == 1 && server.connections() == ["web"]
+    });
+    let reply = server.connect().request(put);
+    assert_eq!(
+        (reply.status, reply.text()),
+        (200, "conn #2".to_owned()),
+        "the PUT goes again on a new connection, its body read whole"
+    );
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let heads = heads.lock().unwrap();
+    let again = heads[1].to_ascii_lowercase();
+    assert!(
+        again.contains("content-length: 9\r\n") && again.ends_with("\r\nsome body"),
+        "sent again with its body and length: {again:?}"
+    );
+    assert_eq!(heads[1], heads[0]);
 }
 
 #[test]

@@ -6,27 +6,35 @@
 //! `http-buffer-request`). A client that sends its body slowly, stops halfway, or declares
 //! a length it does not send then holds its own connection and a buffer, never a
 //! connection to an upstream (which has far fewer to give than weft has for clients), and
-//! the upstream gets the request at once, whole. A body read whole can also go again, as
-//! one without a body can. A larger body has its first `body_buffer_bytes` read ahead
-//! and the rest streamed as it comes.
+//! the upstream gets the request at once, whole, with its length. A request with an
+//! idempotent method whose body was read whole can also go again, as one without a body
+//! can. A larger body has its first `body_buffer_bytes` read ahead and the rest streamed
+//! as it comes.
 //!
-//! The buffers of a service hold at most `limits.body_buffer_total_bytes` at once (on each
-//! reactor), give or take the last piece each request read: once they are full, bodies
-//! stream as they come, from their first byte, until buffers are freed. Each body is
-//! counted by how much of it was read ahead (`weft_http_request_bodies_total{buffered}`).
+//! What is read ahead must come within `request_timeout` in all (each piece within it
+//! too, as for any body: `Paced`), or the request is answered 408. The buffers of a
+//! service hold at most `limits.body_buffer_total_bytes` at once (on each reactor), and
+//! those of one peer at most a sixteenth of that (or one buffer, if more): a request
+//! reserves its share as it begins reading (its body's length, or the whole buffer when
+//! that is not known), and when there is no room for it, its body streams as it comes,
+//! from its first byte. It gives its share back once what it read ahead is sent, or, when
+//! the request may be sent again, once it is done with its upstream. Each body is counted
+//! by how much of it was read ahead (`weft_http_request_bodies_total{buffered}`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::body::BoxError;
-use crate::client_body::Paced;
+use crate::client_body::{ClientBodyError, Paced};
 use crate::metrics::BodyBuffered;
 
 /// The client's body as it is read: paced (`request_timeout` a piece) and cut off past
@@ -45,10 +53,11 @@ pub(crate) enum ReqBody {
 pub(crate) struct ClientBody {
     /// Read before the request was sent; empty once sent, or when nothing was.
     ahead: Bytes,
+    /// The share of the service's buffers `ahead` holds, given back once it is sent
+    /// (unless a copy is kept to send it again).
+    held: Option<Rc<Held>>,
     /// What is still to come; `None` once the body was read whole.
     rest: Option<Reading>,
-    /// The trailer fields of a body read whole, sent after its data.
-    trailers: Option<HeaderMap>,
 }
 
 impl ClientBody {
@@ -56,8 +65,8 @@ impl ClientBody {
     pub(crate) fn streamed(reading: Reading) -> Self {
         Self {
             ahead: Bytes::new(),
+            held: None,
             rest: Some(reading),
-            trailers: None,
         }
     }
 }
@@ -66,9 +75,7 @@ impl ReqBody {
     /// The client's body not read from yet, taken out to be read ahead.
     pub(crate) fn reading(&mut self) -> Option<Reading> {
         match self {
-            ReqBody::Client(body) if body.ahead.is_empty() && body.trailers.is_none() => {
-                body.rest.take()
-            }
+            ReqBody::Client(body) if body.ahead.is_empty() => body.rest.take(),
             _ => None,
         }
     }
@@ -87,21 +94,20 @@ impl HttpBody for ReqBody {
             ReqBody::Client(body) => &mut **body,
         };
         if !body.ahead.is_empty() {
+            body.held = None;
             return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut body.ahead)))));
         }
-        if let Some(rest) = &mut body.rest {
-            return Pin::new(rest).poll_frame(cx);
+        match &mut body.rest {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
         }
-        Poll::Ready(body.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
             ReqBody::Client(body) => {
-                body.ahead.is_empty()
-                    && body.trailers.is_none()
-                    && body.rest.as_ref().is_none_or(HttpBody::is_end_stream)
+                body.ahead.is_empty() && body.rest.as_ref().is_none_or(HttpBody::is_end_stream)
             }
         }
     }
@@ -112,42 +118,45 @@ impl HttpBody for ReqBody {
             ReqBody::Client(body) => body,
         };
         let ahead = body.ahead.len() as u64;
-        match &body.rest {
-            // Exact: sent with its length, though the client sent it in chunks.
-            None if body.trailers.is_none() => SizeHint::with_exact(ahead),
-            None => {
-                let mut hint = SizeHint::new();
-                hint.set_lower(ahead);
-                hint
-            }
-            Some(rest) => {
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower().saturating_add(ahead));
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper.saturating_add(ahead));
-                }
-                hint
-            }
+        let Some(rest) = &body.rest else {
+            return SizeHint::with_exact(ahead);
+        };
+        let inner = rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(ahead));
+        // A limit reached says "exactly 0 more" of a body that has not ended (it fails on
+        // its next piece): sent as that, it would be cut short as if it were whole.
+        let exhausted = inner.upper() == Some(0) && !rest.is_end_stream();
+        if let Some(upper) = inner.upper().filter(|_| !exhausted) {
+            hint.set_upper(upper.saturating_add(ahead));
         }
+        hint
     }
 }
 
 /// A body read whole, kept to send the request again.
-#[derive(Clone)]
 pub(crate) struct Whole {
     data: Bytes,
-    trailers: Option<HeaderMap>,
+    held: Rc<Held>,
 }
 
 impl Whole {
     /// The body to send.
     pub(crate) fn body(&self) -> ReqBody {
-        ReqBody::Client(Box::new(ClientBody {
+        ReqBody::Client(Box::new(self.part()))
+    }
+
+    fn part(&self) -> ClientBody {
+        ClientBody {
             ahead: self.data.clone(),
+            held: Some(self.held.clone()),
             rest: None,
-            trailers: self.trailers.clone(),
-        }))
+        }
+    }
+
+    /// Its length.
+    pub(crate) fn len(&self) -> u64 {
+        self.data.len() as u64
     }
 }
 
@@ -159,113 +168,149 @@ pub(crate) enum Ahead {
     Part(ClientBody),
 }
 
-/// Request bodies read ahead of their upstreams, in bytes, and how many they may be.
+/// Request bodies read ahead of their upstreams, in bytes, in all and by peer, and how
+/// many they may be.
 pub(crate) struct BodyBuffers {
     held: Cell<u64>,
     cap: u64,
+    /// By peer address (`None`: a peer without one, over a unix socket), while it holds
+    /// some.
+    peers: RefCell<HashMap<Option<IpAddr>, u64>>,
+    peer_cap: u64,
 }
 
 impl BodyBuffers {
-    pub(crate) fn new(cap: u64) -> Rc<Self> {
+    /// Buffers of at most `cap` bytes in all, and for one peer a sixteenth of that or
+    /// `buffer` (one request's), whichever is more.
+    pub(crate) fn new(cap: u64, buffer: u64) -> Rc<Self> {
         Rc::new(Self {
             held: Cell::new(0),
             cap,
+            peers: RefCell::default(),
+            peer_cap: (cap / 16).max(buffer),
         })
+    }
+
+    /// A share of `bytes` for a request of `peer`, if the buffers, and the peer's share
+    /// of them, have that much room.
+    fn reserve(self: &Rc<Self>, peer: Option<IpAddr>, bytes: u64) -> Option<Held> {
+        let peer_held = self.peers.borrow().get(&peer).copied().unwrap_or(0);
+        if self.held.get() + bytes > self.cap || peer_held + bytes > self.peer_cap {
+            return None;
+        }
+        let held = Held {
+            buffers: self.clone(),
+            peer,
+            bytes: Cell::new(0),
+        };
+        held.set(bytes);
+        Some(held)
     }
 }
 
-/// A request's share of its service's [`BodyBuffers`], given back when dropped (when the
-/// request is done with its upstream).
+/// A request's share of its service's [`BodyBuffers`], given back when dropped.
 pub(crate) struct Held {
     buffers: Rc<BodyBuffers>,
-    bytes: u64,
+    peer: Option<IpAddr>,
+    bytes: Cell<u64>,
 }
 
 impl Held {
-    fn add(&mut self, n: u64) {
-        self.bytes += n;
-        self.buffers.held.set(self.buffers.held.get() + n);
-    }
-
-    /// Whether the service's buffers have room for more.
-    fn room(&self) -> bool {
-        self.buffers.held.get() < self.buffers.cap
+    /// Holds `bytes` now, rather than what it held.
+    fn set(&self, bytes: u64) {
+        let before = self.bytes.replace(bytes);
+        let buffers = &self.buffers;
+        buffers.held.set(buffers.held.get() - before + bytes);
+        let mut peers = buffers.peers.borrow_mut();
+        let peer = peers.entry(self.peer).or_default();
+        *peer = *peer - before + bytes;
+        if *peer == 0 {
+            peers.remove(&self.peer);
+        }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.buffers
-            .held
-            .set(self.buffers.held.get().saturating_sub(self.bytes));
+        self.set(0);
     }
 }
 
-/// Reads `reading` ahead, until its end or `limit` bytes, while `buffers` have room.
-/// Fails as reading the body fails: cut off past its limit, paced out, or broken off.
+/// How to read a body ahead: at most `limit` bytes (give or take its last piece), all of
+/// them within `deadline`, if the `buffers` have room for that much for `peer`.
+pub(crate) struct ReadAhead<'a> {
+    pub(crate) limit: u64,
+    pub(crate) deadline: Duration,
+    pub(crate) buffers: &'a Rc<BodyBuffers>,
+    pub(crate) peer: Option<IpAddr>,
+}
+
+/// Reads `reading` ahead as `how` says. Fails as reading the body fails (cut off past its
+/// limit, paced out, broken off), or when `how.deadline` passes first.
+///
+/// The buffers are reserved when reading begins: the body's length when it is known and
+/// within the limit, the limit otherwise. Without room for that, nothing is read ahead.
 pub(crate) async fn read_ahead(
     mut reading: Reading,
-    limit: u64,
-    buffers: &Rc<BodyBuffers>,
-) -> Result<(Ahead, Held, BodyBuffered), BoxError> {
-    let mut held = Held {
-        buffers: buffers.clone(),
-        bytes: 0,
+    how: ReadAhead<'_>,
+) -> Result<(Ahead, BodyBuffered), BoxError> {
+    let hint = reading.size_hint();
+    let expected = hint.exact().unwrap_or(how.limit).min(how.limit);
+    let Some(held) = how.buffers.reserve(how.peer, expected) else {
+        return Ok((
+            Ahead::Part(ClientBody::streamed(reading)),
+            BodyBuffered::None,
+        ));
     };
-    // One piece is kept as it came (a small body nearly always comes in one); a second
-    // joins it in one buffer.
-    let mut first = Bytes::new();
-    let mut joined = BytesMut::new();
-    let mut trailers = None;
-    let ended = loop {
-        if held.bytes >= limit || !held.room() {
-            break false;
-        }
-        let Some(frame) = reading.frame().await.transpose()? else {
-            break true;
-        };
-        match frame.into_data() {
-            Ok(data) => {
-                held.add(data.len() as u64);
-                if first.is_empty() && joined.is_empty() {
-                    first = data;
-                } else {
-                    if joined.is_empty() {
-                        joined.extend_from_slice(&first);
-                        first = Bytes::new();
-                    }
-                    joined.extend_from_slice(&data);
-                }
-            }
-            // Trailer fields end a body.
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                break true;
-            }
-        }
-    };
-    let data = if joined.is_empty() {
-        first
+    // Copied into a buffer of its own: a piece kept as it came would hold on to the
+    // whole buffer it was read into, more than is counted. Of the size of the body when
+    // that is known; else grown as pieces come.
+    let known = hint.exact().is_some();
+    let first = if known {
+        expected
     } else {
-        joined.freeze()
+        expected.min(16 * 1024)
     };
-    let buffered = match (ended, held.bytes >= limit) {
-        (true, _) => BodyBuffered::Whole,
-        (false, true) => BodyBuffered::Part,
-        // Stopped by the service's buffers being full, with the rest to come.
-        (false, false) if data.is_empty() => BodyBuffered::None,
-        (false, false) => BodyBuffered::Part,
+    let mut data = BytesMut::with_capacity(usize::try_from(first).unwrap_or(0));
+    let read = async {
+        // Until the body ends or goes past the limit: a body of exactly the limit is read
+        // to its end.
+        while data.len() as u64 <= how.limit {
+            let Some(frame) = reading.frame().await.transpose()? else {
+                return Ok::<_, BoxError>(true);
+            };
+            // Trailer fields end a body; like those of a body streamed, they are not
+            // passed on (`Trailer` is hop-by-hop).
+            let Ok(piece) = frame.into_data() else {
+                return Ok(true);
+            };
+            data.extend_from_slice(&piece);
+        }
+        Ok(false)
     };
-    let ahead = if ended {
-        Ahead::Whole(Whole { data, trailers })
+    let ended = match tokio::time::timeout(how.deadline, read).await {
+        Ok(ended) => ended?,
+        Err(_) => return Err(Box::new(ClientBodyError::TimedOut(how.deadline))),
+    };
+    // Kept in a buffer of its size (grown, it may be up to twice that), and counted as
+    // that: less than the reservation, or the last piece past it.
+    let data = if data.capacity() - data.len() > data.len() / 4 {
+        Bytes::copy_from_slice(&data)
     } else {
-        Ahead::Part(ClientBody {
+        data.freeze()
+    };
+    held.set(data.len() as u64);
+    let held = Rc::new(held);
+    Ok(if ended {
+        (Ahead::Whole(Whole { data, held }), BodyBuffered::Whole)
+    } else {
+        let part = ClientBody {
             ahead: data,
+            held: Some(held),
             rest: Some(reading),
-            trailers: None,
-        })
-    };
-    Ok((ahead, held, buffered))
+        };
+        (Ahead::Part(part), BodyBuffered::Part)
+    })
 }
 
 #[cfg(test)]
@@ -280,18 +325,31 @@ mod tests {
     }
 
     #[test]
-    fn a_share_of_the_buffers_is_given_back_when_dropped() {
-        let buffers = BodyBuffers::new(10);
-        let mut held = Held {
-            buffers: buffers.clone(),
-            bytes: 0,
-        };
-        held.add(6);
-        assert!(held.room());
-        held.add(6);
-        assert!(!held.room(), "12 of 10");
-        assert_eq!(buffers.held.get(), 12);
-        drop(held);
+    fn shares_are_reserved_in_all_and_by_peer_and_given_back_when_dropped() {
+        let buffers = BodyBuffers::new(64, 2);
+        assert_eq!(buffers.peer_cap, 4, "a sixteenth");
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let first = buffers.reserve(a, 3).expect("room");
+        assert!(buffers.reserve(a, 2).is_none(), "past the peer's share");
+        let second = buffers.reserve(a, 1).expect("the rest of the peer's share");
+        let b = buffers.reserve(Some(IpAddr::from([10, 0, 0, 2])), 4);
+        assert!(b.is_some(), "another peer has its own");
+        assert_eq!(buffers.held.get(), 8);
+        drop(first);
+        assert!(buffers.reserve(a, 3).is_some(), "given back");
+        drop((second, b));
+        assert_eq!(buffers.held.get(), 0);
+        assert!(buffers.peers.borrow().is_empty(), "no peer left listed");
+        // And the total.
+        let all: Vec<Held> = (0..16)
+            .map(|i| {
+                buffers
+                    .reserve(Some(IpAddr::from([10, 0, 1, i])), 4)
+                    .unwrap()
+            })
+            .collect();
+        assert!(buffers.reserve(None, 1).is_none(), "64 of 64");
+        drop(all);
         assert_eq!(buffers.held.get(), 0);
     }
 }

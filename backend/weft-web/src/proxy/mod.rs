@@ -1,7 +1,7 @@
 //! The reverse proxy: each request goes to one of its route's upstreams
 //! (`upstreams`: balancing, health, retries) over a kept-alive HTTP/1.1 connection
 //! (`pool`) that the reactor opened, so it is registered, counted and listed under the
-//! service, with bodies streamed both ways.
+//! service, with response bodies streamed.
 //!
 //! A request's body is read ahead before any upstream is contacted, whole when it is
 //! small enough (`body`), so a slow client holds no upstream connection while it sends it.
@@ -35,7 +35,7 @@ use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
 use weft::observe::ConnectionId;
 
-use self::body::{BodyBuffers, ReqBody};
+use self::body::{BodyBuffers, ReadAhead, ReqBody};
 use self::outgoing::Outgoing;
 use self::pool::SendError;
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
@@ -210,7 +210,9 @@ impl Proxy {
     /// The upstreams of `config`'s routes, connections reported under `service`.
     pub(crate) fn start(service: &str, config: &WebConfig, recorder: &Rc<dyn Recorder>) -> Self {
         let service: Arc<str> = service.into();
-        let body_buffers = BodyBuffers::new(config.limits.body_buffer_total_bytes);
+        let limits = &config.limits;
+        let body_buffers =
+            BodyBuffers::new(limits.body_buffer_total_bytes, limits.body_buffer_bytes);
         let routes: Vec<_> = config
             .routes
             .iter()
@@ -266,6 +268,8 @@ impl Drop for Abandon {
 pub(crate) struct Client<'a> {
     /// Its id: what a request waits on while its body is read.
     pub(crate) connection: ConnectionId,
+    /// The peer's address, whose share of the body buffers its requests use.
+    pub(crate) peer: Option<std::net::IpAddr>,
     /// What upstreams are told of it (`X-Forwarded-For`, `Forwarded`).
     pub(crate) forwarding: &'a Forwarding,
     /// Where the upstream end of a tunnel goes after a 101.
@@ -302,11 +306,18 @@ pub(crate) async fn forward(
     }
     let mut outgoing = Outgoing::new(head, body, limits, client.forwarding)?;
     if !outgoing.bodiless() {
-        let waits_on = Some(WaitsOn::Connection(client.connection));
-        marks.steps.step_with("request body", waits_on, None);
+        if limits.body_buffer_bytes > 0 {
+            let waits_on = Some(WaitsOn::Connection(client.connection));
+            marks.steps.step_with("request body", waits_on, None);
+        }
+        let how = ReadAhead {
+            limit: limits.body_buffer_bytes,
+            deadline: limits.request_timeout,
+            buffers: &upstreams.body_buffers,
+            peer: client.peer,
+        };
         // Boxed, as only requests with a body take this path.
-        let ahead = outgoing.read_ahead(limits.body_buffer_bytes, &upstreams.body_buffers, limits);
-        recorder.request_body(Box::pin(ahead).await?);
+        recorder.request_body(Box::pin(outgoing.read_ahead(how, limits)).await?);
     }
     let mut tried = Tried::default();
     let mut last = None;

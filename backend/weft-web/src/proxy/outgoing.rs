@@ -2,15 +2,13 @@
 //! one upstream can go to another, and one without a body, or with one read whole, can be
 //! sent again.
 
-use std::rc::Rc;
-
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request};
 use http_body_util::Limited;
 use hyper::body::{Body as _, Incoming};
 
-use super::body::{self, Ahead, BodyBuffers, ClientBody, Held, ReqBody, Whole};
+use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
@@ -30,11 +28,9 @@ pub(super) struct Outgoing<'h> {
     body: Option<ReqBody>,
     /// The client sent no body: the request can be made again with an empty one.
     bodiless: bool,
-    /// The client's body read whole before any upstream was contacted: the request can
-    /// be made again with it.
+    /// The client's body read whole before any upstream was contacted, kept when the
+    /// request may be made again with it (its method is idempotent).
     whole: Option<Whole>,
-    /// The share of the service's body buffers it holds, until the request is done.
-    _held: Option<Held>,
 }
 
 impl<'h> Outgoing<'h> {
@@ -73,34 +69,39 @@ impl<'h> Outgoing<'h> {
             body: Some(body),
             bodiless,
             whole: None,
-            _held: None,
         })
     }
 
-    /// Reads the client's body ahead of any upstream, up to `limit` bytes while
-    /// `buffers` have room (`proxy::body`); says how much it read. A body that fails as
-    /// it is read (too large, paced out, broken off) fails the request here, before any
-    /// upstream is contacted.
+    /// Reads the client's body ahead of any upstream (`proxy::body`) as `how` says;
+    /// says how much it read. A body that fails as it is read (too large, paced out,
+    /// broken off, or not in within the deadline) fails the request here, before any
+    /// upstream is contacted. A body read whole is sent with its length, and kept to send
+    /// again when the request may go again.
     pub(super) async fn read_ahead(
         &mut self,
-        limit: u64,
-        buffers: &Rc<BodyBuffers>,
+        how: ReadAhead<'_>,
         limits: &Limits,
     ) -> Result<BodyBuffered, UpstreamError> {
-        if limit == 0 {
+        if how.limit == 0 {
             return Ok(BodyBuffered::None);
         }
         let Some(reading) = self.body.as_mut().and_then(ReqBody::reading) else {
             return Ok(BodyBuffered::None);
         };
-        let (ahead, held, buffered) = body::read_ahead(reading, limit, buffers)
+        let (ahead, buffered) = body::read_ahead(reading, how)
             .await
             .map_err(|e| super::body_error(&*e, limits))?;
-        self._held = Some(held);
         self.body = Some(match ahead {
             Ahead::Whole(whole) => {
+                // Its length, when the client sent it in chunks or, over HTTP/2, without one.
+                self.head
+                    .headers
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(whole.len()));
                 let body = whole.body();
-                self.whole = Some(whole);
+                if is_idempotent(&self.head.method) {
+                    self.whole = Some(whole);
+                }
                 body
             }
             Ahead::Part(part) => ReqBody::Client(Box::new(part)),

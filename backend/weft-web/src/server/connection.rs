@@ -33,6 +33,8 @@ const MIN_BUF: usize = 8192;
 /// What the requests of one connection share.
 pub(super) struct Conn {
     pub(super) info: Arc<ConnectionInfo>,
+    /// The peer's address (none over a unix socket).
+    pub(super) peer: Option<std::net::IpAddr>,
     /// Whether the client came over TLS: proxied requests say `https`, and HSTS is sent.
     pub(super) secure: bool,
     /// What proxied requests tell upstreams of the peer (`X-Forwarded-For`,
@@ -154,6 +156,7 @@ impl Conn {
         Self {
             client_text: client.map_or_else(|| "-".into(), |ip| ip.to_string().into()),
             forwarding: Forwarding::new(client, secure),
+            peer: client,
             secure,
             info,
             consumed: std::cell::Cell::new(0),

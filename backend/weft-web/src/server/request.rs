@@ -182,6 +182,7 @@ async fn dispatch(
         };
         let client = proxy::Client {
             connection: conn.info.id,
+            peer: conn.peer,
             forwarding: &conn.forwarding,
             tunnel: &conn.tunnel,
         };

@@ -8,7 +8,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// An HTTP upstream on threads. Each request is answered with
-/// `upstream: <request line> xff=<X-Forwarded-For> body=<body>`, on keep-alive connections.
+/// `upstream: <request line> xff=<X-Forwarded-For> body=<body>`, on keep-alive connections;
+/// a body is read by its `Content-Length`, or chunked.
 pub(crate) struct Upstream {
     pub(crate) addr: SocketAddr,
     shared: Arc<Shared>,
@@ -122,6 +123,12 @@ fn serve(stream: TcpStream, shared: &Shared) {
         let mut body = vec![0; len];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        if header_values(&head[1..], "transfer-encoding") == ["chunked"] {
+            match weft_test_support::net::read_chunked(&mut reader) {
+                Some(chunked) => body = chunked,
+                None => return,
+            }
         }
         let xff = header_values(&head[1..], "x-forwarded-for")
             .pop()

@@ -122,6 +122,10 @@ fn a_chunked_body_read_whole_goes_upstream_with_its_length() {
     );
     assert_eq!(up.header(0, "content-length"), ["11"]);
     assert!(up.header(0, "transfer-encoding").is_empty());
+    // An empty one says so.
+    client.send(b"POST /api/empty HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(client.read_reply().status, 200);
+    assert_eq!(up.header(1, "content-length"), ["0"]);
 
     // And over HTTP/2 with curl, which sends no length for an upload from stdin.
     let url = format!("http://{web}/api/h2");
@@ -138,10 +142,10 @@ fn a_chunked_body_read_whole_goes_upstream_with_its_length() {
         .expect("curl runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.ends_with("body=from curl"), "{text}");
-    assert_eq!(up.header(1, "content-length"), ["9"]);
+    assert_eq!(up.header(2, "content-length"), ["9"]);
     assert_eventually!(
-        bodies(&app, "whole") == Some(2.0),
-        "both counted as read whole\n{}",
+        bodies(&app, "whole") == Some(3.0),
+        "each counted as read whole\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
 }
@@ -225,7 +229,8 @@ fn a_body_of_exactly_the_buffer_is_read_whole_and_one_past_the_body_limit_is_413
         app.curl("/metrics").unwrap_or_default()
     );
 
-    // One byte more than the body limit, in chunks: refused, never cut short and sent.
+    // One byte more than the body limit, in chunks: refused, never cut short and sent
+    // (whatever part of it the buffer held).
     let mut client = RawClient::connect(web);
     client.send(
         b"POST /api/over HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n",
@@ -327,4 +332,34 @@ fn an_http2_stream_declaring_more_than_it_sends_is_refused_before_any_upstream()
         app.curl("/metrics").unwrap_or_default()
     );
     assert_eq!(up.connections(), 0, "no upstream was dialled for it");
+}
+
+#[test]
+fn a_body_read_ahead_to_its_limit_with_more_to_come_is_413_not_cut_short() {
+    let up = Upstream::start();
+    // The body limit one byte past the buffer: a piece of 1025 bytes fills both.
+    let (app, web) = start(
+        &up,
+        "max_body_bytes = 1025, body_buffer_bytes = 1024, body_buffer_total_bytes = 4096",
+    );
+    let mut client = RawClient::connect(web);
+    let mut first =
+        b"POST /api/cut HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n401\r\n"
+            .to_vec();
+    first.extend_from_slice(&[b'x'; 1025]);
+    first.extend_from_slice(b"\r\n");
+    client.send(&first);
+    std::thread::sleep(Duration::from_millis(200));
+    client.send(b"1\r\nz\r\n0\r\n\r\n");
+    let reply = client.read_reply();
+    assert_eq!(
+        reply.status, 413,
+        "never sent upstream as if whole: {reply:?}"
+    );
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="body_too_large",service="web"}"#)
+            == Some(1.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
 }

@@ -41,3 +41,20 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
 }
+
+/// A chunked HTTP/1.1 body (without trailer fields) read from `reader` and decoded, for a
+/// test's upstream; `None` if it breaks off or is malformed.
+pub fn read_chunked(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).ok()?;
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}

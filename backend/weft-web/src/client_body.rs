@@ -27,6 +27,9 @@ pub(crate) enum ClientBodyError {
     /// No piece of the body came within the timeout.
     #[error("no part of the request body came within {0:?}")]
     TimedOut(Duration),
+    /// What was read ahead of the upstream did not all come within the timeout.
+    #[error("the request body did not come within {0:?}")]
+    TooSlow(Duration),
 }
 
 /// A request body that fails when the client lets `timeout` pass without sending any of

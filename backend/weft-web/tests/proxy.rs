@@ -101,6 +101,30 @@ fn bodies_stream_both_ways() {
 }
 
 #[test]
+fn a_get_s_body_of_unknown_length_streamed_past_the_buffer_reaches_the_upstream() {
+    let (echo, seen) = upstream(echo_body);
+    let server = proxy_to(
+        &[("/", echo)],
+        Limits {
+            body_buffer_bytes: 4,
+            ..Limits::default()
+        },
+    );
+    // hyper's client sends a GET whose body has no length as bodiless unless told it is
+    // chunked.
+    let reply = server.connect().request(
+        "GET /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n6\r\n proxy\r\n0\r\n\r\n",
+    );
+    assert_eq!(reply.text(), "hello proxy");
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[0].header("transfer-encoding").as_deref(),
+        Some("chunked")
+    );
+}
+
+#[test]
 fn a_body_over_the_limit_gets_413_without_bothering_the_upstream() {
     let (echo, seen) = upstream(echo_body);
     let server = proxy_to(

@@ -45,10 +45,11 @@ impl UpgradeOutcome {
 pub enum BodyBuffered {
     /// All of it: the upstream got the request whole.
     Whole,
-    /// The first part (it was longer than `body_buffer_bytes`, or the service's buffers
-    /// filled meanwhile); the rest was streamed as it came.
+    /// The first part (it was longer than `body_buffer_bytes`); the rest was streamed as
+    /// it came.
     Part,
-    /// None: streamed as it came (the service's buffers were full, or buffering is off).
+    /// None: streamed as it came (no room in the service's buffers or in the peer's share
+    /// of them, or buffering is off).
     None,
 }
 

@@ -194,8 +194,11 @@ impl BodyBuffers {
     /// A share of `bytes` for a request of `peer`, if the buffers, and the peer's share
     /// of them, have that much room.
     fn reserve(self: &Rc<Self>, peer: Option<IpAddr>, bytes: u64) -> Option<Held> {
+        let peer = peer.map(peer_of);
         let peer_held = self.peers.borrow().get(&peer).copied().unwrap_or(0);
-        if self.held.get() + bytes > self.cap || peer_held + bytes > self.peer_cap {
+        if self.held.get().saturating_add(bytes) > self.cap
+            || peer_held.saturating_add(bytes) > self.peer_cap
+        {
             return None;
         }
         let held = Held {
@@ -205,6 +208,18 @@ impl BodyBuffers {
         };
         held.set(bytes);
         Some(held)
+    }
+}
+
+/// Whose share a client at `ip` uses: its address, but for IPv6 its /64, which one host
+/// is commonly given whole (an IPv4 address mapped into IPv6 is that IPv4 address).
+fn peer_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        },
     }
 }
 
@@ -220,10 +235,14 @@ impl Held {
     fn set(&self, bytes: u64) {
         let before = self.bytes.replace(bytes);
         let buffers = &self.buffers;
-        buffers.held.set(buffers.held.get() - before + bytes);
+        // What is held includes `before`; only programmatic limits near u64::MAX could
+        // overflow the sum.
+        buffers
+            .held
+            .set((buffers.held.get() - before).saturating_add(bytes));
         let mut peers = buffers.peers.borrow_mut();
         let peer = peers.entry(self.peer).or_default();
-        *peer = *peer - before + bytes;
+        *peer = (*peer - before).saturating_add(bytes);
         if *peer == 0 {
             peers.remove(&self.peer);
         }
@@ -290,7 +309,7 @@ pub(crate) async fn read_ahead(
     };
     let ended = match tokio::time::timeout(how.deadline, read).await {
         Ok(ended) => ended?,
-        Err(_) => return Err(Box::new(ClientBodyError::TimedOut(how.deadline))),
+        Err(_) => return Err(Box::new(ClientBodyError::TooSlow(how.deadline))),
     };
     // Kept in a buffer of its size (grown, it may be up to twice that), and counted as
     // that: less than the reservation, or the last piece past it.
@@ -322,6 +341,22 @@ mod tests {
         // A request is moved whole several times on its way to the upstream connection's
         // task (see `ReqBody`).
         assert_eq!(size_of::<ReqBody>(), size_of::<usize>());
+    }
+
+    #[test]
+    fn an_ipv6_client_s_share_is_its_slash_64_s() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(peer_of(a), peer_of(b));
+        assert_ne!(peer_of(a), peer_of("2001:db8:1:3::1".parse().unwrap()));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(peer_of(mapped), IpAddr::from([192, 0, 2, 7]));
+        let buffers = BodyBuffers::new(64, 4);
+        let _first = buffers.reserve(Some(a), 4).unwrap();
+        assert!(
+            buffers.reserve(Some(b), 1).is_none(),
+            "one share for the /64"
+        );
     }
 
     #[test]

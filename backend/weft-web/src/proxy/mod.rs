@@ -84,8 +84,9 @@ pub enum UpstreamError {
     /// The client's request body broke off or was malformed (bad chunked framing, say).
     #[error("the request body is malformed or incomplete: {0}")]
     RequestBody(String),
-    /// The client sent nothing of its request body for this long.
-    #[error("no part of the request body came within {0:?}")]
+    /// The client sent nothing of its request body for this long, or not all that was
+    /// read ahead of the upstream in this long.
+    #[error("the request body stopped coming, or did not all come, within {0:?}")]
     BodyTimeout(Duration),
 }
 
@@ -505,7 +506,9 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Cli
         }
         match c.downcast_ref() {
             Some(ClientBodyError::Broken(e)) => return Some(ClientFault::Body(e.to_string())),
-            Some(ClientBodyError::TimedOut(after)) => return Some(ClientFault::TimedOut(*after)),
+            Some(ClientBodyError::TimedOut(after) | ClientBodyError::TooSlow(after)) => {
+                return Some(ClientFault::TimedOut(*after));
+            }
             None => {}
         }
         cause = c.source();

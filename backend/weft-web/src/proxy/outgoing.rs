@@ -182,6 +182,18 @@ impl<'h> Outgoing<'h> {
         {
             request.headers_mut().insert(header::HOST, v);
         }
+        // A body of unknown length goes chunked: hyper's client would send it with a GET,
+        // HEAD or CONNECT as no body at all, dropping it, unless told so.
+        let body = request.body();
+        if !body.is_end_stream()
+            && body.size_hint().exact().is_none()
+            && !request.headers().contains_key(header::CONTENT_LENGTH)
+        {
+            request.headers_mut().insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         Ok(request)
     }
 

@@ -75,6 +75,11 @@ pub fn upstream(respond: Respond) -> (SocketAddr, Log) {
                         return;
                     }
                     seen.body = body;
+                } else if seen.header("transfer-encoding").as_deref() == Some("chunked") {
+                    match weft_test_support::net::read_chunked(&mut reader) {
+                        Some(body) => seen.body = body,
+                        None => return,
+                    }
                 }
                 log.lock().unwrap().push(seen.clone());
                 let _ = reader.get_mut().write_all(&respond(&seen));

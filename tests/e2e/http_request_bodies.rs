@@ -69,6 +69,8 @@ fn a_slow_body_holds_no_upstream_connection_and_goes_up_whole_once_it_is_in() {
         0,
         "no upstream connection while the body comes"
     );
+    let held = r#"weft_http_request_body_buffer_bytes{service="web"}"#;
+    assert_eq!(app.metric(held), Some(10.0), "its length reserved");
 
     client.send(b"56789");
     let reply = client.read_reply();
@@ -80,8 +82,8 @@ fn a_slow_body_holds_no_upstream_connection_and_goes_up_whole_once_it_is_in() {
     );
     assert_eq!(up.connections(), 1);
     assert_eventually!(
-        bodies(&app, "whole") == Some(1.0),
-        "counted as read whole\n{}",
+        bodies(&app, "whole") == Some(1.0) && app.metric(held) == Some(0.0),
+        "counted as read whole, its buffer given back\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
 }

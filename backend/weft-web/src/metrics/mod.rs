@@ -120,6 +120,10 @@ pub trait Recorder {
     fn tunnels(&self, change: i64) {
         let _ = change;
     }
+    /// The bytes the service's request body buffers hold changed by `change`.
+    fn body_buffers(&self, change: i64) {
+        let _ = change;
+    }
     /// The series of the route labelled `route` (a prefix, [`FILES`](crate::routes::FILES)
     /// or [`UNROUTED`](crate::routes::UNROUTED)); asked once per route when a service is
     /// made, and the same ones again for the same label. By default they count but are

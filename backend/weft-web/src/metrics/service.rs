@@ -40,6 +40,7 @@ pub struct HttpMetrics {
     /// Proxied request bodies by how much was read ahead.
     bodies: [IntCounter; BodyBuffered::ALL.len()],
     tunnels: IntGauge,
+    body_buffers: IntGauge,
     traceparent_invalid: IntCounter,
     routes: RouteFamilies,
     /// Each route's series by label, made on first use: the labels come from the
@@ -116,6 +117,13 @@ impl HttpMetrics {
             )
             .const_label("service", service),
         )?;
+        let body_buffers = IntGauge::with_opts(
+            Opts::new(
+                "weft_http_request_body_buffer_bytes",
+                "Bytes of proxied request bodies read ahead of their upstreams (reserved), held now.",
+            )
+            .const_label("service", service),
+        )?;
         let traceparent_invalid = IntCounter::with_opts(
             Opts::new(
                 "weft_http_traceparent_invalid_total",
@@ -131,6 +139,7 @@ impl HttpMetrics {
         registry.register(Box::new(upgrades.clone()))?;
         registry.register(Box::new(bodies.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
+        registry.register(Box::new(body_buffers.clone()))?;
         let routes = RouteFamilies::register(registry, exemplars, service)?;
         let metrics = Self {
             requests,
@@ -144,6 +153,7 @@ impl HttpMetrics {
             upgrades: UpgradeOutcome::ALL.map(|o| upgrades.with_label_values(&[o.as_str()])),
             bodies: BodyBuffered::ALL.map(|b| bodies.with_label_values(&[b.as_str()])),
             tunnels,
+            body_buffers,
             traceparent_invalid,
             routes,
             route_handles: RefCell::default(),
@@ -230,6 +240,10 @@ impl Recorder for HttpMetrics {
         self.tunnels.add(change);
     }
 
+    fn body_buffers(&self, change: i64) {
+        self.body_buffers.add(change);
+    }
+
     fn traceparent_invalid(&self) {
         self.traceparent_invalid.inc();
     }
@@ -285,7 +299,8 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"weft_http_tunnels_open{service="web"} 0"#),
+            text.contains(r#"weft_http_tunnels_open{service="web"} 0"#)
+                && text.contains(r#"weft_http_request_body_buffer_bytes{service="web"} 0"#),
             "{text}"
         );
         assert!(

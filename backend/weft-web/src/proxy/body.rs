@@ -35,7 +35,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::body::BoxError;
 use crate::client_body::{ClientBodyError, Paced};
-use crate::metrics::BodyBuffered;
+use crate::metrics::{BodyBuffered, Recorder};
 
 /// The client's body as it is read: paced (`request_timeout` a piece) and cut off past
 /// `max_body_bytes`.
@@ -178,17 +178,20 @@ pub(crate) struct BodyBuffers {
     /// body, at a third of the cost).
     peers: RefCell<HashMap<Option<IpAddr>, u64, foldhash::fast::RandomState>>,
     peer_cap: u64,
+    /// Where what they hold is reported (`weft_http_request_body_buffer_bytes`).
+    recorder: Rc<dyn Recorder>,
 }
 
 impl BodyBuffers {
     /// Buffers of at most `cap` bytes in all, and for one peer a sixteenth of that or
-    /// `buffer` (one request's), whichever is more.
-    pub(crate) fn new(cap: u64, buffer: u64) -> Rc<Self> {
+    /// `buffer` (one request's), whichever is more; what they hold goes to `recorder`.
+    pub(crate) fn new(cap: u64, buffer: u64, recorder: Rc<dyn Recorder>) -> Rc<Self> {
         Rc::new(Self {
             held: Cell::new(0),
             cap,
             peers: RefCell::default(),
             peer_cap: (cap / 16).max(buffer),
+            recorder,
         })
     }
 
@@ -250,6 +253,10 @@ impl Held {
         if *peer == 0 {
             peers.remove(&self.peer);
         }
+        let change = i128::from(bytes) - i128::from(before);
+        buffers
+            .recorder
+            .body_buffers(i64::try_from(change).unwrap_or(i64::MAX));
     }
 }
 
@@ -355,7 +362,7 @@ mod tests {
         assert_ne!(peer_of(a), peer_of("2001:db8:1:3::1".parse().unwrap()));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(peer_of(mapped), IpAddr::from([192, 0, 2, 7]));
-        let buffers = BodyBuffers::new(64, 4);
+        let buffers = BodyBuffers::new(64, 4, Rc::new(crate::metrics::NoRecorder));
         let _first = buffers.reserve(Some(a), 4).unwrap();
         assert!(
             buffers.reserve(Some(b), 1).is_none(),
@@ -365,7 +372,7 @@ mod tests {
 
     #[test]
     fn shares_are_reserved_in_all_and_by_peer_and_given_back_when_dropped() {
-        let buffers = BodyBuffers::new(64, 2);
+        let buffers = BodyBuffers::new(64, 2, Rc::new(crate::metrics::NoRecorder));
         assert_eq!(buffers.peer_cap, 4, "a sixteenth");
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let first = buffers.reserve(a, 3).expect("room");

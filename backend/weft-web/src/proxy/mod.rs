@@ -212,8 +212,11 @@ impl Proxy {
     pub(crate) fn start(service: &str, config: &WebConfig, recorder: &Rc<dyn Recorder>) -> Self {
         let service: Arc<str> = service.into();
         let limits = &config.limits;
-        let body_buffers =
-            BodyBuffers::new(limits.body_buffer_total_bytes, limits.body_buffer_bytes);
+        let body_buffers = BodyBuffers::new(
+            limits.body_buffer_total_bytes,
+            limits.body_buffer_bytes,
+            recorder.clone(),
+        );
         let routes: Vec<_> = config
             .routes
             .iter()

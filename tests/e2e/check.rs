@@ -225,6 +225,27 @@ fn durations_longer_than_the_clock_can_hold_are_refused_by_check_and_run() {
 }
 
 #[test]
+fn body_buffers_smaller_in_all_than_one_request_s_are_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+         limits = {{ body_buffer_bytes = 4096, body_buffer_total_bytes = 1024 }}\n\
+         [[service.route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n",
+        preamble(dir.path()),
+        free_port(),
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("weft.toml:{}:", line_of(&config, "body_buffer_total_bytes")),
+            "service[0].limits.body_buffer_total_bytes: ",
+            "at least limits.body_buffer_bytes (4096)",
+        ],
+    );
+}
+
+#[test]
 fn overlapping_stream_listeners_are_refused_naming_both() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();

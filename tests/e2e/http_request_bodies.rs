@@ -36,6 +36,12 @@ fn bodies(app: &App, buffered: &str) -> Option<f64> {
     ))
 }
 
+fn refused(app: &App, reason: &str) -> Option<f64> {
+    app.metric(&format!(
+        r#"weft_http_requests_refused_total{{reason="{reason}",service="web"}}"#
+    ))
+}
+
 /// The pending `http request` chain, if there is one.
 fn pending_request(app: &App) -> Option<Value> {
     let list: Value = serde_json::from_str(&app.curl("/api/deferreds?state=pending")?).ok()?;
@@ -98,7 +104,7 @@ fn a_body_shorter_than_it_declares_is_refused_before_any_upstream_is_contacted()
     let reply = client.read_reply();
     assert_eq!(reply.status, 400, "{reply:?}");
     assert_eventually!(
-        app.metric(r#"weft_http_requests_refused_total{reason="body",service="web"}"#) == Some(1.0),
+        refused(&app, "body") == Some(1.0),
         "counted as a broken body\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
@@ -243,8 +249,7 @@ fn a_body_of_exactly_the_buffer_is_read_whole_and_one_past_the_body_limit_is_413
     assert_eq!(reply.status, 413, "{reply:?}");
     assert_eq!(up.received(), 1, "nothing of it reached the upstream");
     assert_eventually!(
-        app.metric(r#"weft_http_requests_refused_total{reason="body_too_large",service="web"}"#)
-            == Some(1.0),
+        refused(&app, "body_too_large") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
@@ -279,8 +284,7 @@ fn a_body_dribbled_slower_than_the_request_timeout_in_all_is_408_and_frees_its_b
     );
     assert_eq!(up.connections(), 0);
     assert_eventually!(
-        app.metric(r#"weft_http_requests_refused_total{reason="body_timeout",service="web"}"#)
-            == Some(1.0),
+        refused(&app, "body_timeout") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
@@ -329,7 +333,7 @@ fn an_http2_stream_declaring_more_than_it_sends_is_refused_before_any_upstream()
     });
     assert!(status == 400 || status == 0, "status {status}");
     assert_eventually!(
-        app.metric(r#"weft_http_requests_refused_total{reason="body",service="web"}"#) == Some(1.0),
+        refused(&app, "body") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
@@ -359,8 +363,7 @@ fn a_body_read_ahead_to_its_limit_with_more_to_come_is_413_not_cut_short() {
         "never sent upstream as if whole: {reply:?}"
     );
     assert_eventually!(
-        app.metric(r#"weft_http_requests_refused_total{reason="body_too_large",service="web"}"#)
-            == Some(1.0),
+        refused(&app, "body_too_large") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );

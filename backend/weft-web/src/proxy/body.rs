@@ -143,15 +143,11 @@ pub(crate) struct Whole {
 impl Whole {
     /// The body to send.
     pub(crate) fn body(&self) -> ReqBody {
-        ReqBody::Client(Box::new(self.part()))
-    }
-
-    fn part(&self) -> ClientBody {
-        ClientBody {
+        ReqBody::Client(Box::new(ClientBody {
             ahead: self.data.clone(),
             held: Some(self.held.clone()),
             rest: None,
-        }
+        }))
     }
 
     /// Its length.
@@ -254,9 +250,8 @@ impl Held {
             peers.remove(&self.peer);
         }
         let change = i128::from(bytes) - i128::from(before);
-        buffers
-            .recorder
-            .body_buffers(i64::try_from(change).unwrap_or(i64::MAX));
+        let change = change.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+        buffers.recorder.body_buffers(change);
     }
 }
 
@@ -284,8 +279,8 @@ pub(crate) async fn read_ahead(
     mut reading: Reading,
     how: ReadAhead<'_>,
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
-    let hint = reading.size_hint();
-    let expected = hint.exact().unwrap_or(how.limit).min(how.limit);
+    let known = reading.size_hint().exact();
+    let expected = known.unwrap_or(how.limit).min(how.limit);
     let Some(held) = how.buffers.reserve(how.peer, expected) else {
         return Ok((
             Ahead::Part(ClientBody::streamed(reading)),
@@ -295,8 +290,7 @@ pub(crate) async fn read_ahead(
     // Copied into a buffer of its own: a piece kept as it came would hold on to the
     // whole buffer it was read into, more than is counted. Of the size of the body when
     // that is known; else grown as pieces come.
-    let known = hint.exact().is_some();
-    let first = if known {
+    let first = if known.is_some() {
         expected
     } else {
         expected.min(16 * 1024)

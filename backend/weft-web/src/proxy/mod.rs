@@ -44,7 +44,7 @@ use crate::body::Body;
 use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{Forwarding, strip_hop_by_hop};
-use crate::metrics::{Recorder, Refusal, UpstreamFailure};
+use crate::metrics::{BodyBuffered, Recorder, Refusal, UpstreamFailure};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +225,7 @@ impl Proxy {
                     &service,
                     route,
                     &config.pool,
-                    &config.limits,
+                    limits,
                     recorder,
                     &body_buffers,
                 )
@@ -310,18 +310,21 @@ pub(crate) async fn forward(
     }
     let mut outgoing = Outgoing::new(head, body, limits, client.forwarding)?;
     if !outgoing.bodiless() {
-        if limits.body_buffer_bytes > 0 {
+        let buffered = if limits.body_buffer_bytes == 0 {
+            BodyBuffered::None
+        } else {
             let waits_on = Some(WaitsOn::Connection(client.connection));
             marks.steps.step_with("request body", waits_on, None);
-        }
-        let how = ReadAhead {
-            limit: limits.body_buffer_bytes,
-            deadline: limits.request_timeout,
-            buffers: &upstreams.body_buffers,
-            peer: client.peer,
+            let how = ReadAhead {
+                limit: limits.body_buffer_bytes,
+                deadline: limits.request_timeout,
+                buffers: &upstreams.body_buffers,
+                peer: client.peer,
+            };
+            // Boxed, as only requests with a body take this path.
+            Box::pin(outgoing.read_ahead(how, limits)).await?
         };
-        // Boxed, as only requests with a body take this path.
-        recorder.request_body(Box::pin(outgoing.read_ahead(how, limits)).await?);
+        recorder.request_body(buffered);
     }
     let mut tried = Tried::default();
     let mut last = None;

@@ -72,8 +72,8 @@ impl<'h> Outgoing<'h> {
         })
     }
 
-    /// Reads the client's body ahead of any upstream (`proxy::body`) as `how` says;
-    /// says how much it read. A body that fails as it is read (too large, paced out,
+    /// Reads the client's body ahead of any upstream (`proxy::body`) as `how` says (a
+    /// limit above 0); says how much it read. A body that fails as it is read (too large, paced out,
     /// broken off, or not in within the deadline) fails the request here, before any
     /// upstream is contacted. A body read whole is sent with its length, and kept to send
     /// again when the request may go again.
@@ -82,9 +82,6 @@ impl<'h> Outgoing<'h> {
         how: ReadAhead<'_>,
         limits: &Limits,
     ) -> Result<BodyBuffered, UpstreamError> {
-        if how.limit == 0 {
-            return Ok(BodyBuffered::None);
-        }
         let Some(reading) = self.body.as_mut().and_then(ReqBody::reading) else {
             return Ok(BodyBuffered::None);
         };

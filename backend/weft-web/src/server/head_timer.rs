@@ -6,9 +6,9 @@
 //! runtime's timer wheel on its first poll and leaves it when dropped, on every request.
 //! Here the connection keeps one tokio sleep, armed at a deadline no later than the one
 //! hyper waits for and moved only when it goes off early (`crate::deadline`): when it
-//! wakes the connection before the head's own deadline, it is moved to that deadline. A head then costs a clock
-//! read and a small allocation; a head that does not come in time ends the connection at
-//! its deadline, as with tokio's timer.
+//! wakes the connection before the head's own deadline, it is moved to that deadline. A
+//! head then costs a clock read and a small allocation; a head that does not come in
+//! time ends the connection at its deadline, as with tokio's timer.
 
 use std::future::Future;
 use std::pin::Pin;

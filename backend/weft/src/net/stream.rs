@@ -118,6 +118,16 @@ impl InspectedStream {
         self.transport.note_reason(CloseReason::from_io(err));
     }
 
+    /// Notes whether the socket took nothing (the peer does not read) and, if it failed,
+    /// why: for a flush or a shutdown.
+    #[inline]
+    fn settled(&self, result: &Poll<io::Result<()>>) {
+        self.transport.set_write_blocked(result.is_pending());
+        if let Poll::Ready(Err(err)) = result {
+            self.failed(err);
+        }
+    }
+
     /// Counts a write of `n` bytes, or records why it failed; notes whether the socket
     /// took nothing (the peer does not read).
     #[inline]
@@ -198,20 +208,14 @@ impl AsyncWrite for InspectedStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_flush(cx));
-        this.transport.set_write_blocked(result.is_pending());
-        if let Poll::Ready(Err(err)) = &result {
-            this.failed(err);
-        }
+        this.settled(&result);
         result
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_shutdown(cx));
-        this.transport.set_write_blocked(result.is_pending());
-        if let Poll::Ready(Err(err)) = &result {
-            this.failed(err);
-        }
+        this.settled(&result);
         result
     }
 }

@@ -60,6 +60,14 @@ pub enum ConfigError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// Request bodies are to be written to files, and none can be made in the directory.
+    #[error("body_file_dir {path:?}: cannot make a temporary file in it: {reason}")]
+    BodyFileDir {
+        /// The directory as configured.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// A route prefix does not start with `/`.
     #[error("route prefix {0:?} must start with '/'")]
     Prefix(String),
@@ -181,6 +189,11 @@ pub struct Limits {
     /// The most the service holds in such buffers at once (on each reactor); past it,
     /// bodies stream as they come.
     pub body_buffer_total_bytes: u64,
+    /// The most the service holds at once (on each reactor) in temporary files of
+    /// proxied request bodies longer than `body_buffer_bytes`, read on into a file before
+    /// an upstream is contacted; past it, the rest of a body streams as it comes. 0
+    /// streams the rest of every such body.
+    pub body_file_total_bytes: u64,
     /// Time to connect to an upstream; slower gets 504.
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to answer with its response head; slower gets 504.
@@ -195,6 +208,7 @@ impl Default for Limits {
             max_body_bytes: 10 * 1024 * 1024,
             body_buffer_bytes: 64 * 1024,
             body_buffer_total_bytes: 64 * 1024 * 1024,
+            body_file_total_bytes: 256 * 1024 * 1024,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
         }
@@ -284,6 +298,9 @@ pub struct WebConfig {
     /// HSTS: responses over TLS carry `Strict-Transport-Security: max-age=` this
     /// (RFC 6797); `None` (the default) sends none.
     pub hsts_max_age: Option<Duration>,
+    /// Where proxied request bodies longer than `limits.body_buffer_bytes` are written
+    /// (anonymous files, gone once closed); the system's temporary directory by default.
+    pub body_file_dir: PathBuf,
 }
 
 impl Default for WebConfig {
@@ -297,15 +314,40 @@ impl Default for WebConfig {
             pool: PoolConfig::default(),
             files: FileOptions::default(),
             hsts_max_age: None,
+            body_file_dir: std::env::temp_dir(),
         }
     }
 }
 
 impl WebConfig {
-    /// Checks every route ([`Route::check`]) and the pool settings.
+    /// Checks every route ([`Route::check`]), the pool settings, and that request bodies
+    /// can be written to `body_file_dir` when they are to be ([`check_body_files`](Self::check_body_files)).
     pub fn check_proxy(&self) -> Result<(), ConfigError> {
         upstreams::check_pool(&self.pool)?;
-        self.routes.iter().try_for_each(Route::check)
+        self.routes.iter().try_for_each(Route::check)?;
+        self.check_body_files()
+    }
+
+    /// Whether proxied request bodies are written to files: there are routes, bodies are
+    /// read ahead, and files may hold some.
+    pub fn body_files(&self) -> bool {
+        !self.routes.is_empty()
+            && self.limits.body_buffer_bytes > 0
+            && self.limits.body_file_total_bytes > 0
+    }
+
+    /// When request bodies are written to files ([`body_files`](Self::body_files)), that
+    /// one can be made in `body_file_dir` (it is, and removed at once).
+    pub fn check_body_files(&self) -> Result<(), ConfigError> {
+        if !self.body_files() {
+            return Ok(());
+        }
+        tempfile::tempfile_in(&self.body_file_dir)
+            .map(drop)
+            .map_err(|e| ConfigError::BodyFileDir {
+                path: self.body_file_dir.clone(),
+                reason: e.to_string(),
+            })
     }
 
     /// The route for `path` (in normal form): the one with the longest matching prefix.

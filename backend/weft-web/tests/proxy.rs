@@ -107,6 +107,7 @@ fn a_get_s_body_of_unknown_length_streamed_past_the_buffer_reaches_the_upstream(
         &[("/", echo)],
         Limits {
             body_buffer_bytes: 4,
+            body_file_total_bytes: 0,
             ..Limits::default()
         },
     );
@@ -421,8 +422,21 @@ fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_reque
 
 #[test]
 fn a_put_whose_body_was_read_whole_goes_again_with_it_after_a_reset() {
+    put_goes_again_after_a_reset(Limits::default());
+}
+
+#[test]
+fn a_put_whose_body_went_into_a_file_goes_again_with_it_after_a_reset() {
+    // Longer than the buffer: read on into a file, and read from it again.
+    put_goes_again_after_a_reset(Limits {
+        body_buffer_bytes: 4,
+        ..Limits::default()
+    });
+}
+
+fn put_goes_again_after_a_reset(limits: Limits) {
     let (addr, accepted, heads) = resets_every_second_request();
-    let server = proxy_to(&[("/", addr)], Limits::default());
+    let server = proxy_to(&[("/", addr)], limits);
     let put = "PUT /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
                4\r\nsome\r\n5\r\n body\r\n0\r\n\r\n";
     assert_eq!(server.connect().request(put).text(), "conn #1");

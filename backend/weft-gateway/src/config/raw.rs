@@ -124,6 +124,8 @@ pub(crate) struct RawService {
     pub(crate) compression: Option<Spanned<crate::services::http::RawCompression>>,
     /// http: HSTS max-age for responses over TLS.
     pub(crate) hsts_max_age: Option<Spanned<String>>,
+    /// http: where request bodies too long for a buffer are written.
+    pub(crate) body_file_dir: Option<Spanned<String>>,
     /// http: further certificates of its `ssl:` listeners, chosen by SNI.
     pub(crate) tls_certificates:
         Option<Spanned<Vec<Spanned<crate::services::tls_certificates::RawTlsCertificate>>>>,
@@ -209,6 +211,8 @@ impl RawService {
             keys.push(("cache_bytes", v.span()));
         }
         for (name, value) in [
+            ("hsts_max_age", &self.hsts_max_age),
+            ("body_file_dir", &self.body_file_dir),
             ("timeout", &self.timeout),
             ("upstream_selection", &self.upstream_selection),
             ("min_ttl", &self.min_ttl),

@@ -9,7 +9,11 @@
 //! index = "index.html"         # optional
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            body_buffer_bytes = 65536, body_buffer_total_bytes = 67108864,
+//!            body_file_total_bytes = 268435456,
 //!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//! body_file_dir = "/var/tmp"   # optional: where proxied request bodies longer than
+//!                              # body_buffer_bytes are written (default: the system's
+//!                              # temporary directory, $TMPDIR or /tmp)
 //! listing = false              # optional: list directories without an index file
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
 //!                              # (a route has its own, for proxied responses)
@@ -88,6 +92,7 @@ pub(crate) struct RawLimits {
     max_body_bytes: Option<Spanned<u64>>,
     body_buffer_bytes: Option<Spanned<u64>>,
     body_buffer_total_bytes: Option<Spanned<u64>>,
+    body_file_total_bytes: Option<Spanned<u64>>,
     upstream_connect_timeout: Option<Spanned<String>>,
     upstream_timeout: Option<Spanned<String>>,
 }
@@ -124,6 +129,7 @@ impl super::Kind for HttpKind {
             "cache_control",
             "compression",
             "hsts_max_age",
+            "body_file_dir",
             "tls_certificates",
             "upstream_pool",
         ])?;
@@ -155,7 +161,25 @@ impl super::Kind for HttpKind {
                 Some(age) => Some(ctx.duration("hsts_max_age", Some(age), Duration::ZERO)?),
                 None => None,
             },
+            body_file_dir: match &raw.body_file_dir {
+                Some(dir) if dir.get_ref().is_empty() => {
+                    return Err(ctx.error(dir.span(), "body_file_dir", "must be a directory path"));
+                }
+                Some(dir) => PathBuf::from(dir.get_ref()),
+                None => std::env::temp_dir(),
+            },
         };
+        // Where bodies go is checked as they would be written: `weft check` refuses a
+        // directory `weft run` could not use.
+        web.check_body_files().map_err(|e| {
+            let span = raw.body_file_dir.as_ref().map_or(raw.kind.span(), |d| d.span());
+            let hint = if raw.body_file_dir.is_none() {
+                " (the default; set body_file_dir, or limits.body_file_total_bytes = 0 to stream long bodies)"
+            } else {
+                ""
+            };
+            ctx.error(span, "body_file_dir", format!("{e}{hint}"))
+        })?;
         // Checked here, once: `start` serves these and has nothing left to refuse.
         let files = StaticFiles::of(&web).map_err(|e| {
             let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
@@ -367,6 +391,10 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
         max_body_bytes: body,
         body_buffer_bytes: buffer,
         body_buffer_total_bytes: buffers,
+        body_file_total_bytes: raw
+            .body_file_total_bytes
+            .as_ref()
+            .map_or(d.body_file_total_bytes, |n| *n.get_ref()),
         upstream_connect_timeout: duration(
             "upstream_connect_timeout",
             &raw.upstream_connect_timeout,
@@ -564,6 +592,45 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("at least"), "{e}");
+    }
+
+    #[test]
+    fn body_files_are_read_and_a_directory_without_room_for_one_is_named() {
+        let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
+        let d = Limits::default();
+        let c = parse(route).unwrap();
+        assert_eq!(http(&c).limits.body_file_total_bytes, d.body_file_total_bytes);
+        assert_eq!(http(&c).body_file_dir, std::env::temp_dir());
+        let dir = tempfile::tempdir().unwrap();
+        let at = format!("body_file_dir = {:?}\n", dir.path().display().to_string());
+        let c = parse(&format!(
+            "{at}limits = {{ body_file_total_bytes = 0 }}\n{route}"
+        ))
+        .unwrap();
+        assert_eq!(http(&c).body_file_dir, dir.path());
+        assert_eq!(http(&c).limits.body_file_total_bytes, 0, "files off");
+        // A directory no file can be made in: named, with the cause.
+        let missing = dir.path().join("missing");
+        let at = format!("body_file_dir = {:?}\n", missing.display().to_string());
+        let e = parse(&format!("{at}{route}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].body_file_dir"), "{e}");
+        assert!(e.to_string().contains("No such file"), "{e}");
+        // Not checked when nothing is written there: files off, or no routes.
+        let off = format!("{at}limits = {{ body_file_total_bytes = 0 }}\n{route}");
+        assert!(parse(&off).is_ok());
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        assert!(parse(&format!("{at}{root}")).is_ok());
+        // A setting of http services only.
+        let echo = Config::parse(
+            "weft.toml",
+            "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:1\"\nbody_file_dir = \"/tmp\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            echo.contains("`body_file_dir` is not a setting of kind \"echo\""),
+            "{echo}"
+        );
     }
 
     #[test]

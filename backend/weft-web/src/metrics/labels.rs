@@ -43,10 +43,13 @@ impl UpgradeOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum BodyBuffered {
-    /// All of it: the upstream got the request whole.
+    /// All of it, into memory: the upstream got the request whole.
     Whole,
-    /// The first part (it was longer than `body_buffer_bytes`); the rest was streamed as
-    /// it came.
+    /// All of it, the part past `body_buffer_bytes` into a temporary file: the upstream
+    /// got the request whole.
+    File,
+    /// The first part (it was longer than `body_buffer_bytes`, and there were no files or
+    /// no room in them for all of it); the rest was streamed as it came.
     Part,
     /// None: streamed as it came (no room in the service's buffers or in the peer's share
     /// of them, or buffering is off).
@@ -55,12 +58,13 @@ pub enum BodyBuffered {
 
 impl BodyBuffered {
     /// Every value, in [`index`](Self::index) order.
-    pub const ALL: [Self; 3] = [Self::Whole, Self::Part, Self::None];
+    pub const ALL: [Self; 4] = [Self::Whole, Self::File, Self::Part, Self::None];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Whole => "whole",
+            Self::File => "file",
             Self::Part => "part",
             Self::None => "none",
         }

@@ -124,6 +124,12 @@ pub trait Recorder {
     fn body_buffers(&self, change: i64) {
         let _ = change;
     }
+    /// The bytes the service's request body files hold changed by `change`.
+    fn body_files(&self, change: i64) {
+        let _ = change;
+    }
+    /// A request body's file could not be made or written (the body streamed on).
+    fn body_file_error(&self) {}
     /// The series of the route labelled `route` (a prefix, [`FILES`](crate::routes::FILES)
     /// or [`UNROUTED`](crate::routes::UNROUTED)); asked once per route when a service is
     /// made, and the same ones again for the same label. By default they count but are

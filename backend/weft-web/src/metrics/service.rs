@@ -41,6 +41,8 @@ pub struct HttpMetrics {
     bodies: [IntCounter; BodyBuffered::ALL.len()],
     tunnels: IntGauge,
     body_buffers: IntGauge,
+    body_files: IntGauge,
+    body_file_errors: IntCounter,
     traceparent_invalid: IntCounter,
     routes: RouteFamilies,
     /// Each route's series by label, made on first use: the labels come from the
@@ -124,6 +126,20 @@ impl HttpMetrics {
             )
             .const_label("service", service),
         )?;
+        let body_files = IntGauge::with_opts(
+            Opts::new(
+                "weft_http_request_body_file_bytes",
+                "Bytes of proxied request bodies written to temporary files ahead of their upstreams (reserved), held now.",
+            )
+            .const_label("service", service),
+        )?;
+        let body_file_errors = IntCounter::with_opts(
+            Opts::new(
+                "weft_http_request_body_file_errors_total",
+                "Temporary files for proxied request bodies that could not be made or written; each such body streamed on.",
+            )
+            .const_label("service", service),
+        )?;
         let traceparent_invalid = IntCounter::with_opts(
             Opts::new(
                 "weft_http_traceparent_invalid_total",
@@ -140,6 +156,8 @@ impl HttpMetrics {
         registry.register(Box::new(bodies.clone()))?;
         registry.register(Box::new(tunnels.clone()))?;
         registry.register(Box::new(body_buffers.clone()))?;
+        registry.register(Box::new(body_files.clone()))?;
+        registry.register(Box::new(body_file_errors.clone()))?;
         let routes = RouteFamilies::register(registry, exemplars, service)?;
         let metrics = Self {
             requests,
@@ -154,6 +172,8 @@ impl HttpMetrics {
             bodies: BodyBuffered::ALL.map(|b| bodies.with_label_values(&[b.as_str()])),
             tunnels,
             body_buffers,
+            body_files,
+            body_file_errors,
             traceparent_invalid,
             routes,
             route_handles: RefCell::default(),
@@ -244,6 +264,14 @@ impl Recorder for HttpMetrics {
         self.body_buffers.add(change);
     }
 
+    fn body_files(&self, change: i64) {
+        self.body_files.add(change);
+    }
+
+    fn body_file_error(&self) {
+        self.body_file_errors.inc();
+    }
+
     fn traceparent_invalid(&self) {
         self.traceparent_invalid.inc();
     }
@@ -300,7 +328,9 @@ mod tests {
         );
         assert!(
             text.contains(r#"weft_http_tunnels_open{service="web"} 0"#)
-                && text.contains(r#"weft_http_request_body_buffer_bytes{service="web"} 0"#),
+                && text.contains(r#"weft_http_request_body_buffer_bytes{service="web"} 0"#)
+                && text.contains(r#"weft_http_request_body_file_bytes{service="web"} 0"#)
+                && text.contains(r#"weft_http_request_body_file_errors_total{service="web"} 0"#),
             "{text}"
         );
         assert!(

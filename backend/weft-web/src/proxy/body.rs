@@ -8,11 +8,23 @@
 //! connection to an upstream (which has far fewer to give than weft has for clients), and
 //! the upstream gets the request at once, whole, with its length. A request with an
 //! idempotent method whose body was read whole can also go again, as one without a body
-//! can. A larger body has its first `body_buffer_bytes` read ahead and the rest streamed
-//! as it comes.
+//! can.
 //!
-//! What is read ahead must come within `request_timeout` in all (each piece within it
-//! too, as for any body: `Paced`), or the request is answered 408. The buffers of a
+//! A larger body is read on into a temporary file (`BodyFiles`, in `body_file_dir`), as
+//! nginx does: its first `body_buffer_bytes` and then the rest as it comes, to its end, and
+//! sent from there. A client that sends a large body slowly holds a file and its share of
+//! the disk, again never an upstream connection. The files are anonymous (gone once
+//! closed, and with the process), written and read on the blocking pool, and hold at most
+//! `limits.body_file_total_bytes` at once (on each reactor), one peer's at most a
+//! sixteenth of that (or one largest body, `max_body_bytes`, if more). Without room for
+//! the next part, or when a file cannot be made or written (logged with its cause, and
+//! counted), what was read so far is sent and the rest streams as it comes: nothing is
+//! lost. With files off (`body_file_total_bytes = 0`) a larger body has its first
+//! `body_buffer_bytes` read ahead and the rest streamed.
+//!
+//! What is read ahead into memory must come within `request_timeout` in all (each piece
+//! within it too, as for any body: `Paced`), or the request is answered 408; what goes on
+//! into a file, piece by piece. The buffers of a
 //! service hold at most `limits.body_buffer_total_bytes` at once (on each reactor), and
 //! those of one peer at most a sixteenth of that (or one buffer, if more): a request
 //! reserves its share as it begins reading (its body's length, or the whole buffer when
@@ -23,15 +35,21 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::fs::File;
+use std::io;
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tokio::task::JoinHandle;
 
 use crate::body::BoxError;
 use crate::client_body::{ClientBodyError, Paced};
@@ -49,9 +67,13 @@ pub(crate) enum ReqBody {
     Client(Box<ClientBody>),
 }
 
-/// The client's body: what was read of it ahead, then the rest as it comes, if any.
+/// The client's body: what was read of it ahead (into a file, then into memory), then the
+/// rest as it comes, if any.
 pub(crate) struct ClientBody {
-    /// Read before the request was sent; empty once sent, or when nothing was.
+    /// Written to a file before the request was sent; `None` once sent (its file and
+    /// share go with it, unless a copy is kept to send it again), or when nothing was.
+    file: Option<FilePart>,
+    /// Read into memory before the request was sent; empty once sent, or when nothing was.
     ahead: Bytes,
     /// The share of the service's buffers `ahead` holds, given back once it is sent
     /// (unless a copy is kept to send it again).
@@ -64,6 +86,7 @@ impl ClientBody {
     /// A body that streams as it comes, from its first byte.
     pub(crate) fn streamed(reading: Reading) -> Self {
         Self {
+            file: None,
             ahead: Bytes::new(),
             held: None,
             rest: Some(reading),
@@ -75,7 +98,9 @@ impl ReqBody {
     /// The client's body not read from yet, taken out to be read ahead.
     pub(crate) fn reading(&mut self) -> Option<Reading> {
         match self {
-            ReqBody::Client(body) if body.ahead.is_empty() => body.rest.take(),
+            ReqBody::Client(body) if body.file.is_none() && body.ahead.is_empty() => {
+                body.rest.take()
+            }
             _ => None,
         }
     }
@@ -93,6 +118,14 @@ impl HttpBody for ReqBody {
             ReqBody::Empty => return Poll::Ready(None),
             ReqBody::Client(body) => &mut **body,
         };
+        if let Some(file) = &mut body.file {
+            match ready!(file.poll_chunk(cx)) {
+                Some(chunk) => {
+                    return Poll::Ready(Some(chunk.map(Frame::data).map_err(Into::into)));
+                }
+                None => body.file = None,
+            }
+        }
         if !body.ahead.is_empty() {
             body.held = None;
             return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut body.ahead)))));
@@ -107,7 +140,9 @@ impl HttpBody for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Client(body) => {
-                body.ahead.is_empty() && body.rest.as_ref().is_none_or(HttpBody::is_end_stream)
+                body.file.is_none()
+                    && body.ahead.is_empty()
+                    && body.rest.as_ref().is_none_or(HttpBody::is_end_stream)
             }
         }
     }
@@ -117,7 +152,8 @@ impl HttpBody for ReqBody {
             ReqBody::Empty => return SizeHint::with_exact(0),
             ReqBody::Client(body) => body,
         };
-        let ahead = body.ahead.len() as u64;
+        let file = body.file.as_ref().map_or(0, FilePart::left);
+        let ahead = body.ahead.len() as u64 + file;
         let Some(rest) = &body.rest else {
             return SizeHint::with_exact(ahead);
         };
@@ -135,24 +171,39 @@ impl HttpBody for ReqBody {
 }
 
 /// A body read whole, kept to send the request again.
-pub(crate) struct Whole {
-    data: Bytes,
-    held: Rc<Held>,
+pub(crate) enum Whole {
+    /// In memory, holding its share of the buffers.
+    Memory { data: Bytes, held: Rc<Held> },
+    /// In a file.
+    File(Spilled),
 }
 
 impl Whole {
     /// The body to send.
     pub(crate) fn body(&self) -> ReqBody {
-        ReqBody::Client(Box::new(ClientBody {
-            ahead: self.data.clone(),
-            held: Some(self.held.clone()),
-            rest: None,
-        }))
+        let body = match self {
+            Whole::Memory { data, held } => ClientBody {
+                file: None,
+                ahead: data.clone(),
+                held: Some(held.clone()),
+                rest: None,
+            },
+            Whole::File(spilled) => ClientBody {
+                file: Some(FilePart::new(spilled.clone())),
+                ahead: Bytes::new(),
+                held: None,
+                rest: None,
+            },
+        };
+        ReqBody::Client(Box::new(body))
     }
 
     /// Its length.
     pub(crate) fn len(&self) -> u64 {
-        self.data.len() as u64
+        match self {
+            Whole::Memory { data, .. } => data.len() as u64,
+            Whole::File(spilled) => spilled.len,
+        }
     }
 }
 
@@ -165,7 +216,7 @@ pub(crate) enum Ahead {
 }
 
 /// Request bodies read ahead of their upstreams, in bytes, in all and by peer, and how
-/// many they may be.
+/// many they may be: in memory, or in files.
 pub(crate) struct BodyBuffers {
     held: Cell<u64>,
     cap: u64,
@@ -174,40 +225,41 @@ pub(crate) struct BodyBuffers {
     /// body, at a third of the cost).
     peers: RefCell<HashMap<Option<IpAddr>, u64, foldhash::fast::RandomState>>,
     peer_cap: u64,
-    /// Where what they hold is reported (`weft_http_request_body_buffer_bytes`).
+    /// Where what they hold is reported (`weft_http_request_body_buffer_bytes`, or
+    /// `weft_http_request_body_file_bytes` for files).
     recorder: Rc<dyn Recorder>,
+    files: bool,
 }
 
 impl BodyBuffers {
     /// Buffers of at most `cap` bytes in all, and for one peer a sixteenth of that or
-    /// `buffer` (one request's), whichever is more; what they hold goes to `recorder`.
-    pub(crate) fn new(cap: u64, buffer: u64, recorder: Rc<dyn Recorder>) -> Rc<Self> {
+    /// `one` (one request's, at most `cap`), whichever is more; what they hold goes to
+    /// `recorder`.
+    pub(crate) fn new(cap: u64, one: u64, recorder: Rc<dyn Recorder>) -> Rc<Self> {
+        Self::of(cap, one, recorder, false)
+    }
+
+    /// The same, of files (and so reported as that).
+    fn of(cap: u64, one: u64, recorder: Rc<dyn Recorder>, files: bool) -> Rc<Self> {
         Rc::new(Self {
             held: Cell::new(0),
             cap,
             peers: RefCell::default(),
-            peer_cap: (cap / 16).max(buffer),
+            peer_cap: (cap / 16).max(one.min(cap)),
             recorder,
+            files,
         })
     }
 
     /// A share of `bytes` for a request of `peer`, if the buffers, and the peer's share
     /// of them, have that much room.
     fn reserve(self: &Rc<Self>, peer: Option<IpAddr>, bytes: u64) -> Option<Held> {
-        let peer = peer.map(peer_of);
-        let peer_held = self.peers.borrow().get(&peer).copied().unwrap_or(0);
-        if self.held.get().saturating_add(bytes) > self.cap
-            || peer_held.saturating_add(bytes) > self.peer_cap
-        {
-            return None;
-        }
         let held = Held {
             buffers: self.clone(),
-            peer,
+            peer: peer.map(peer_of),
             bytes: Cell::new(0),
         };
-        held.set(bytes);
-        Some(held)
+        held.grow_to(bytes).then_some(held)
     }
 }
 
@@ -231,6 +283,21 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    /// Holds `bytes` now, if it held less and the buffers, and the peer's share of them,
+    /// have room for the difference; says whether it does.
+    fn grow_to(&self, bytes: u64) -> bool {
+        let buffers = &self.buffers;
+        let more = bytes.saturating_sub(self.bytes.get());
+        let peer_held = buffers.peers.borrow().get(&self.peer).copied().unwrap_or(0);
+        if buffers.held.get().saturating_add(more) > buffers.cap
+            || peer_held.saturating_add(more) > buffers.peer_cap
+        {
+            return false;
+        }
+        self.set(bytes.max(self.bytes.get()));
+        true
+    }
+
     /// Holds `bytes` now, rather than what it held.
     fn set(&self, bytes: u64) {
         let before = self.bytes.replace(bytes);
@@ -251,7 +318,11 @@ impl Held {
         }
         let change = i128::from(bytes) - i128::from(before);
         let change = change.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
-        buffers.recorder.body_buffers(change);
+        if buffers.files {
+            buffers.recorder.body_files(change);
+        } else {
+            buffers.recorder.body_buffers(change);
+        }
     }
 }
 
@@ -261,12 +332,139 @@ impl Drop for Held {
     }
 }
 
-/// How to read a body ahead: at most `limit` bytes (give or take its last piece), all of
-/// them within `deadline`, if the `buffers` have room for that much for `peer`.
+/// Where the rest of a body longer than its buffer is written before its upstream is
+/// contacted: anonymous temporary files in a directory, in a budget of [`BodyBuffers`].
+pub(crate) struct BodyFiles {
+    dir: Arc<Path>,
+    budget: Rc<BodyBuffers>,
+}
+
+impl BodyFiles {
+    /// Files in `dir`, holding at most `cap` bytes in all, and for one peer a sixteenth
+    /// of that or `one` (the largest body), whichever is more.
+    pub(crate) fn new(dir: &Path, cap: u64, one: u64, recorder: Rc<dyn Recorder>) -> Self {
+        Self {
+            dir: dir.into(),
+            budget: BodyBuffers::of(cap, one, recorder, true),
+        }
+    }
+
+    /// An anonymous file in the directory, made on the blocking pool.
+    async fn create(&self) -> io::Result<File> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || tempfile::tempfile_in(dir))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// A file could not be made or written: logged with the cause, and counted. The body
+    /// streams on from where it was.
+    fn failed(&self, doing: &str, error: &io::Error) {
+        tracing::warn!(
+            dir = %self.dir.display(),
+            %error,
+            "could not {doing} a request body's temporary file; the rest of the body streams to the upstream as it comes"
+        );
+        self.budget.recorder.body_file_error();
+    }
+}
+
+/// The most of a body read ahead of its file: while one part is written, the next is read
+/// (up to about this much), then written at once.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// The pieces a body is read back from its file in (the next is read while one is sent).
+const READ_CHUNK: usize = 128 * 1024;
+
+/// The first `len` bytes of a body, in a file, holding their share of the disk.
+#[derive(Clone)]
+pub(crate) struct Spilled {
+    file: Arc<File>,
+    len: u64,
+    held: Rc<Held>,
+}
+
+/// A body's part in a file as it is sent: read back in pieces on the blocking pool, the
+/// next read while the last piece is sent.
+struct FilePart {
+    spilled: Spilled,
+    /// Bytes read, or being read.
+    asked: u64,
+    /// Bytes handed on.
+    sent: u64,
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FilePart {
+    fn new(spilled: Spilled) -> Self {
+        Self {
+            spilled,
+            asked: 0,
+            sent: 0,
+            reading: None,
+        }
+    }
+
+    /// Bytes not yet handed on.
+    fn left(&self) -> u64 {
+        self.spilled.len - self.sent
+    }
+
+    /// Starts reading the next piece, if there is one.
+    fn read_next(&mut self) {
+        let at = self.asked;
+        let Some(n) = usize::try_from(self.spilled.len - at)
+            .map_or(Some(READ_CHUNK), |n| (n > 0).then(|| n.min(READ_CHUNK)))
+        else {
+            return;
+        };
+        self.asked += n as u64;
+        let file = self.spilled.file.clone();
+        self.reading = Some(tokio::task::spawn_blocking(move || {
+            let mut piece = vec![0; n];
+            file.read_exact_at(&mut piece, at)?;
+            Ok(Bytes::from(piece))
+        }));
+    }
+
+    /// The next piece, `None` once all is handed on.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.reading.is_none() {
+            self.read_next();
+        }
+        let Some(reading) = &mut self.reading else {
+            return Poll::Ready(None);
+        };
+        let read = ready!(Pin::new(reading).poll(cx));
+        self.reading = None;
+        let piece = match read.map_err(io::Error::other).and_then(|piece| piece) {
+            Ok(piece) => piece,
+            Err(e) => {
+                // Asked again, the same piece is read again.
+                self.asked = self.sent;
+                return Poll::Ready(Some(Err(e)));
+            }
+        };
+        self.sent += piece.len() as u64;
+        self.read_next();
+        Poll::Ready(Some(Ok(piece)))
+    }
+}
+
+/// A service's room for request bodies read ahead (on one reactor), shared by its routes:
+/// buffers, and files if bodies go on into them.
+pub(crate) struct BodyRoom {
+    pub(crate) buffers: Rc<BodyBuffers>,
+    pub(crate) files: Option<BodyFiles>,
+}
+
+/// How to read a body ahead: at most `limit` bytes (give or take its last piece) into
+/// memory, all of them within `deadline`, if the `room`'s buffers have that much for
+/// `peer`; then the rest into its files, if any.
 pub(crate) struct ReadAhead<'a> {
     pub(crate) limit: u64,
     pub(crate) deadline: Duration,
-    pub(crate) buffers: &'a Rc<BodyBuffers>,
+    pub(crate) room: &'a BodyRoom,
     pub(crate) peer: Option<IpAddr>,
 }
 
@@ -281,7 +479,7 @@ pub(crate) async fn read_ahead(
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
     let known = reading.size_hint().exact();
     let expected = known.unwrap_or(how.limit).min(how.limit);
-    let Some(held) = how.buffers.reserve(how.peer, expected) else {
+    let Some(held) = how.room.buffers.reserve(how.peer, expected) else {
         return Ok((
             Ahead::Part(ClientBody::streamed(reading)),
             BodyBuffered::None,
@@ -324,17 +522,178 @@ pub(crate) async fn read_ahead(
         data.freeze()
     };
     held.set(data.len() as u64);
-    let held = Rc::new(held);
-    Ok(if ended {
-        (Ahead::Whole(Whole { data, held }), BodyBuffered::Whole)
-    } else {
-        let part = ClientBody {
-            ahead: data,
-            held: Some(held),
-            rest: Some(reading),
-        };
-        (Ahead::Part(part), BodyBuffered::Part)
-    })
+    if ended {
+        let held = Rc::new(held);
+        return Ok((
+            Ahead::Whole(Whole::Memory { data, held }),
+            BodyBuffered::Whole,
+        ));
+    }
+    match &how.room.files {
+        Some(files) => spill(files, how.peer, (data, held), reading).await,
+        None => part(None, data, Some(held), reading),
+    }
+}
+
+/// A body read ahead in part: what is in `file`, then `ahead` (holding `held` of the
+/// memory buffers), then the rest as it comes.
+fn part(
+    file: Option<Spilled>,
+    ahead: Bytes,
+    held: Option<Held>,
+    rest: Reading,
+) -> Result<(Ahead, BodyBuffered), BoxError> {
+    let body = ClientBody {
+        file: file.filter(|f| f.len > 0).map(FilePart::new),
+        ahead,
+        held: held.map(Rc::new),
+        rest: Some(rest),
+    };
+    Ok((Ahead::Part(body), BodyBuffered::Part))
+}
+
+/// Writes a body read ahead in part into memory (`first`, holding its share of the
+/// buffers), and then the rest of it as it comes, into a file of `files`, while they have
+/// room for it. Fails as reading the body fails.
+async fn spill(
+    files: &BodyFiles,
+    peer: Option<IpAddr>,
+    (first, memory): (Bytes, Held),
+    mut reading: Reading,
+) -> Result<(Ahead, BodyBuffered), BoxError> {
+    let Some(share) = files.budget.reserve(peer, first.len() as u64) else {
+        return part(None, first, Some(memory), reading);
+    };
+    let file = match files.create().await {
+        Ok(file) => Arc::new(file),
+        Err(e) => {
+            files.failed("make", &e);
+            return part(None, first, Some(memory), reading);
+        }
+    };
+    let mut spilled = Spilled {
+        file,
+        len: 0,
+        held: Rc::new(share),
+    };
+    // The first part keeps its share of the memory buffers until it is written; later
+    // parts are read while the one before is written, at most about `FILE_CHUNK` ahead.
+    let mut memory = Some(memory);
+    let mut writing = Some(Writing::start(&spilled.file, Batch::of(first), 0));
+    let (mut next, mut ended) = (Batch::default(), false);
+    loop {
+        // Room for what is being written and for the next part.
+        let in_flight = writing.as_ref().map_or(0, |w| w.batch.len);
+        let room = spilled
+            .held
+            .grow_to(spilled.len + (in_flight + FILE_CHUNK) as u64);
+        let written = std::future::poll_fn(|cx| {
+            if let Some(w) = &mut writing
+                && let Poll::Ready(done) = Pin::new(&mut w.handle).poll(cx)
+            {
+                return Poll::Ready(Ok(Some(done.map_err(io::Error::other).and_then(|r| r))));
+            }
+            while room && !ended && next.len < FILE_CHUNK {
+                match Pin::new(&mut reading).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(piece) => next.push(piece),
+                        // Trailer fields end a body (see `read_ahead`).
+                        Err(_) => ended = true,
+                    },
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                    Poll::Ready(None) => ended = true,
+                    Poll::Pending => break,
+                }
+            }
+            if writing.is_none() && (next.len > 0 || ended || !room) {
+                return Poll::Ready(Ok(None));
+            }
+            Poll::Pending
+        })
+        .await?;
+        if let (Some(done), Some(w)) = (written, writing.take()) {
+            if let Err(e) = done {
+                files.failed("write", &e);
+                spilled.held.set(spilled.len);
+                let mut unwritten = w.batch;
+                unwritten.append(next);
+                return part(Some(spilled), unwritten.joined(), memory, reading);
+            }
+            spilled.len += w.batch.len as u64;
+            memory = None;
+        }
+        if writing.is_some() {
+            continue;
+        }
+        if !room {
+            // What was read since goes from memory; the rest streams.
+            spilled.held.set(spilled.len);
+            return part(Some(spilled), next.joined(), None, reading);
+        }
+        if next.len > 0 {
+            let batch = std::mem::take(&mut next);
+            writing = Some(Writing::start(&spilled.file, batch, spilled.len));
+        } else if ended {
+            break;
+        }
+    }
+    spilled.held.set(spilled.len);
+    Ok((Ahead::Whole(Whole::File(spilled)), BodyBuffered::File))
+}
+
+/// A batch being written to a body's file, on the blocking pool.
+struct Writing {
+    handle: JoinHandle<io::Result<()>>,
+    batch: Batch,
+}
+
+impl Writing {
+    /// Writes `batch` at `at` in `file`.
+    fn start(file: &Arc<File>, batch: Batch, at: u64) -> Self {
+        let (file, pieces) = (file.clone(), batch.pieces.clone());
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut at = at;
+            for piece in &pieces {
+                file.write_all_at(piece, at)?;
+                at += piece.len() as u64;
+            }
+            Ok(())
+        });
+        Self { handle, batch }
+    }
+}
+
+/// Pieces of a body to write at once, as they came (not copied together).
+#[derive(Default)]
+struct Batch {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    fn of(piece: Bytes) -> Self {
+        let mut batch = Self::default();
+        batch.push(piece);
+        batch
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        self.pieces.push(piece);
+    }
+
+    fn append(&mut self, other: Batch) {
+        self.len += other.len;
+        self.pieces.extend(other.pieces);
+    }
+
+    /// The pieces in one buffer, to send when they could not be written.
+    fn joined(self) -> Bytes {
+        match <[Bytes; 1]>::try_from(self.pieces) {
+            Ok([one]) => one,
+            Err(pieces) => pieces.concat().into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -362,6 +721,23 @@ mod tests {
             buffers.reserve(Some(b), 1).is_none(),
             "one share for the /64"
         );
+    }
+
+    #[test]
+    fn a_share_grows_while_there_is_room_and_never_shrinks_by_growing() {
+        // One request's share may be all of it (here more than a sixteenth).
+        let files = BodyBuffers::new(64, 1000, Rc::new(crate::metrics::NoRecorder));
+        assert_eq!(files.peer_cap, 64, "at most all of it");
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let held = files.reserve(a, 10).unwrap();
+        assert!(held.grow_to(60));
+        assert_eq!(files.held.get(), 60);
+        assert!(!held.grow_to(65), "past the total");
+        assert_eq!(files.held.get(), 60, "unchanged when refused");
+        assert!(held.grow_to(20));
+        assert_eq!(files.held.get(), 60, "growing to less keeps what it holds");
+        drop(held);
+        assert_eq!(files.held.get(), 0);
     }
 
     #[test]

@@ -35,7 +35,7 @@ use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
 use weft::observe::ConnectionId;
 
-use self::body::{BodyBuffers, ReadAhead, ReqBody};
+use self::body::{BodyBuffers, BodyFiles, BodyRoom, ReadAhead, ReqBody};
 use self::outgoing::Outgoing;
 use self::pool::SendError;
 pub use self::upstreams::{RecentError, UpstreamSnapshot, UpstreamsView};
@@ -212,23 +212,26 @@ impl Proxy {
     pub(crate) fn start(service: &str, config: &WebConfig, recorder: &Rc<dyn Recorder>) -> Self {
         let service: Arc<str> = service.into();
         let limits = &config.limits;
-        let body_buffers = BodyBuffers::new(
-            limits.body_buffer_total_bytes,
-            limits.body_buffer_bytes,
-            recorder.clone(),
-        );
+        let bodies = Rc::new(BodyRoom {
+            buffers: BodyBuffers::new(
+                limits.body_buffer_total_bytes,
+                limits.body_buffer_bytes,
+                recorder.clone(),
+            ),
+            files: config.body_files().then(|| {
+                BodyFiles::new(
+                    &config.body_file_dir,
+                    limits.body_file_total_bytes,
+                    limits.max_body_bytes,
+                    recorder.clone(),
+                )
+            }),
+        });
         let routes: Vec<_> = config
             .routes
             .iter()
             .map(|route| {
-                RouteUpstreams::start(
-                    &service,
-                    route,
-                    &config.pool,
-                    limits,
-                    recorder,
-                    &body_buffers,
-                )
+                RouteUpstreams::start(&service, route, &config.pool, limits, recorder, &bodies)
             })
             .collect();
         let view = UpstreamsView(Arc::new(routes.iter().flat_map(|r| r.states()).collect()));
@@ -318,7 +321,7 @@ pub(crate) async fn forward(
             let how = ReadAhead {
                 limit: limits.body_buffer_bytes,
                 deadline: limits.request_timeout,
-                buffers: &upstreams.body_buffers,
+                room: &upstreams.bodies,
                 peer: client.peer,
             };
             // Boxed, as only requests with a body take this path.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use weft::Reactor;
 
 use super::UpstreamError;
-use super::body::BodyBuffers;
+use super::body::BodyRoom;
 use super::pool::Pool;
 use crate::config::{Balance, Health, Limits, PoolConfig, Route, Upstream};
 use crate::metrics::Recorder;
@@ -37,8 +37,8 @@ pub(crate) struct RouteUpstreams {
     next: Cell<usize>,
     /// Connect and answer timeouts of health checks: the service's.
     timeouts: (Duration, Duration),
-    /// The service's buffers of request bodies read ahead, shared by its routes.
-    pub(crate) body_buffers: Rc<BodyBuffers>,
+    /// The service's room for request bodies read ahead, shared by its routes.
+    pub(crate) bodies: Rc<BodyRoom>,
 }
 
 /// The upstreams of a route a request has tried, by position: a word, not a list a
@@ -68,7 +68,7 @@ impl RouteUpstreams {
         pool: &PoolConfig,
         limits: &Limits,
         recorder: &Rc<dyn Recorder>,
-        body_buffers: &Rc<BodyBuffers>,
+        bodies: &Rc<BodyRoom>,
     ) -> Rc<Self> {
         let targets = route
             .upstreams
@@ -95,7 +95,7 @@ impl RouteUpstreams {
             health: route.health.clone(),
             next: Cell::new(0),
             timeouts: (limits.upstream_connect_timeout, limits.upstream_timeout),
-            body_buffers: body_buffers.clone(),
+            bodies: bodies.clone(),
         });
         if let Some(check) = &route.health.check {
             for i in 0..upstreams.targets.len() {

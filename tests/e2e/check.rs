@@ -246,6 +246,30 @@ fn body_buffers_smaller_in_all_than_one_request_s_are_refused_by_check_and_run()
 }
 
 #[test]
+fn a_body_file_dir_no_file_can_be_made_in_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let config = format!(
+        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+         body_file_dir = {:?}\n\
+         [[service.route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n",
+        preamble(dir.path()),
+        free_port(),
+        missing.display().to_string(),
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("weft.toml:{}:", line_of(&config, "body_file_dir")),
+            "service[0].body_file_dir: ",
+            "cannot make a temporary file in it",
+            "No such file or directory",
+        ],
+    );
+}
+
+#[test]
 fn overlapping_stream_listeners_are_refused_naming_both() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! Proxied request bodies are read before any upstream is contacted (up to
 //! `limits.body_buffer_bytes`): a client that sends its body slowly, or declares more
 //! than it sends, holds no upstream connection; a chunked body read whole goes upstream
-//! with its length; a longer body streams after its first part, and once the service's
+//! with its length. A longer body is read on into a temporary file and goes up whole from
+//! there; without files, or room in them, its rest streams, and once the service's
 //! buffers are full bodies stream as they come. Each is counted.
 
 use std::io::Write;
@@ -17,17 +18,55 @@ use crate::support::{App, free_port, spawn_app_with};
 
 /// A service proxying `/api/` to `up`, with `limits` (TOML inline-table keys).
 fn start(up: &Upstream, limits: &str) -> (App, SocketAddr) {
+    start_with(up, limits, "")
+}
+
+/// The same, with further service keys (`keys`, TOML lines).
+fn start_with(up: &Upstream, limits: &str, keys: &str) -> (App, SocketAddr) {
     let port = free_port();
     let up_addr = up.addr;
     let app = spawn_app_with(|_| {
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\n\
-             limits = {{ {limits} }}\n\
+             limits = {{ {limits} }}\n{keys}\
              [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{up_addr}\"\n"
         )
     });
     (app, ([127, 0, 0, 1], port).into())
+}
+
+/// A body of `n` bytes in which a piece lost or repeated shows.
+fn counted(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 23) as u8).collect()
+}
+
+/// What the upstream says it got as the body.
+fn echoed(reply: &crate::http_peers::Reply) -> Vec<u8> {
+    let text = reply.text();
+    text.split_once("body=")
+        .map_or_else(Vec::new, |(_, b)| b.as_bytes().to_vec())
+}
+
+/// POSTs `body` to `/api/h2` over HTTP/2 with curl, which sends no length for an upload
+/// from stdin; what came back.
+fn h2_upload(web: SocketAddr, body: &[u8]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-X", "POST", "-T", "-"])
+        .arg(format!("http://{web}/api/h2"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(body)?;
+            child.wait_with_output()
+        })
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn file_bytes(app: &App) -> Option<f64> {
+    app.metric(r#"weft_http_request_body_file_bytes{service="web"}"#)
 }
 
 fn bodies(app: &App, buffered: &str) -> Option<f64> {
@@ -135,20 +174,8 @@ fn a_chunked_body_read_whole_goes_upstream_with_its_length() {
     assert_eq!(client.read_reply().status, 200);
     assert_eq!(up.header(1, "content-length"), ["0"]);
 
-    // And over HTTP/2 with curl, which sends no length for an upload from stdin.
-    let url = format!("http://{web}/api/h2");
-    let out = Command::new("curl")
-        .args(["-sS", "--http2-prior-knowledge", "-X", "POST", "-T", "-"])
-        .arg(&url)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().unwrap().write_all(b"from curl")?;
-            child.wait_with_output()
-        })
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    // And over HTTP/2.
+    let text = h2_upload(web, b"from curl");
     assert!(text.ends_with("body=from curl"), "{text}");
     assert_eq!(up.header(2, "content-length"), ["9"]);
     assert_eventually!(
@@ -163,7 +190,8 @@ fn full_buffers_stream_a_body_from_its_start_and_a_longer_body_streams_after_its
     let up = Upstream::start();
     let (app, web) = start(
         &up,
-        r#"request_timeout = "5s", body_buffer_bytes = 1024, body_buffer_total_bytes = 1024"#,
+        r#"request_timeout = "5s", body_buffer_bytes = 1024, body_buffer_total_bytes = 1024,
+           body_file_total_bytes = 0"#,
     );
     // A body of 1 KiB coming slowly reserves all of the service's buffers while it comes.
     let mut slow = RawClient::connect(web);
@@ -193,7 +221,7 @@ fn full_buffers_stream_a_body_from_its_start_and_a_longer_body_streams_after_its
     );
 
     // With the buffers free again, a body longer than one has its first part read ahead
-    // and the rest streamed; nothing is lost.
+    // and, without files, the rest streamed; nothing is lost.
     let mut long = RawClient::connect(web);
     long.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3000\r\n\r\n");
     long.send(&[b'c'; 3000]);
@@ -366,5 +394,125 @@ fn a_body_read_ahead_to_its_limit_with_more_to_come_is_413_not_cut_short() {
         refused(&app, "body_too_large") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_long_body_sent_slowly_goes_into_a_file_and_holds_no_upstream_connection() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (app, web) = start_with(
+        &up,
+        r#"request_timeout = "5s", body_buffer_bytes = 1024"#,
+        &format!("body_file_dir = {:?}\n", dir.path().display().to_string()),
+    );
+    // Longer than the buffer and than several pieces of the file.
+    let body = counted(200_000);
+    let mut client = RawClient::connect(web);
+    client.send(b"POST /api/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200000\r\n\r\n");
+    client.send(&body[..150_000]);
+    assert_eventually!(
+        file_bytes(&app).is_some_and(|n| n >= 150_000.0)
+            && pending_request(&app).is_some_and(|c| c["step_name"] == "request body"),
+        "the body goes into a file while it comes\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(up.connections(), 0, "no upstream connection while it comes");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(names.is_empty(), "the file has no name: {names:?}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    client.send(&body[150_000..]);
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        echoed(&reply) == body,
+        "the body went up whole, byte for byte"
+    );
+    assert_eq!(up.header(0, "content-length"), ["200000"]);
+    assert_eq!(up.connections(), 1);
+
+    // A chunked body of unknown length goes up with its length too.
+    let mut chunked =
+        b"POST /api/chunks HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    let long = counted(100_000);
+    for piece in long.chunks(7_000) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    client.send(&chunked);
+    let reply = client.read_reply();
+    assert!(echoed(&reply) == long, "{reply:?}");
+    assert_eq!(up.header(1, "content-length"), ["100000"]);
+    assert!(up.header(1, "transfer-encoding").is_empty());
+
+    // And one over HTTP/2.
+    let text = h2_upload(web, &long);
+    assert!(text.ends_with(&format!("body={}", String::from_utf8_lossy(&long))));
+    assert_eq!(up.header(2, "content-length"), ["100000"]);
+    assert_eventually!(
+        bodies(&app, "file") == Some(3.0) && file_bytes(&app) == Some(0.0),
+        "counted, and the files' room given back\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn with_no_room_in_the_files_the_rest_of_a_body_streams_and_nothing_is_lost() {
+    let up = Upstream::start();
+    // Room for the first KiB in a file, not for the next piece.
+    let (app, web) = start(
+        &up,
+        "body_buffer_bytes = 1024, body_file_total_bytes = 2048",
+    );
+    let body = counted(100_000);
+    let mut client = RawClient::connect(web);
+    client.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+    client.send(&body);
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(echoed(&reply) == body, "nothing lost");
+    assert_eventually!(
+        bodies(&app, "part") == Some(1.0) && file_bytes(&app) == Some(0.0),
+        "counted as read in part\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_file_that_cannot_be_made_is_logged_and_counted_and_the_body_streams() {
+    let up = Upstream::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bodies_dir = dir.path().join("bodies");
+    std::fs::create_dir(&bodies_dir).unwrap();
+    let (app, web) = start_with(
+        &up,
+        "body_buffer_bytes = 1024",
+        &format!("body_file_dir = {:?}\n", bodies_dir.display().to_string()),
+    );
+    // Gone after the service checked it.
+    std::fs::remove_dir(&bodies_dir).unwrap();
+    let body = counted(50_000);
+    let mut client = RawClient::connect(web);
+    client.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000\r\n\r\n");
+    client.send(&body);
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(echoed(&reply) == body, "nothing lost");
+    assert_eventually!(
+        app.metric(r#"weft_http_request_body_file_errors_total{service="web"}"#) == Some(1.0)
+            && bodies(&app, "part") == Some(1.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eventually!(
+        app.log()
+            .contains("could not make a request body's temporary file")
+            && app.log().contains("bodies"),
+        "logged with the directory and cause\n{}",
+        app.log()
     );
 }

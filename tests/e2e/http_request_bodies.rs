@@ -65,6 +65,20 @@ fn h2_upload(web: SocketAddr, body: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// POSTs `body` to `path` with its length, and checks that it came back whole.
+fn post_intact(web: SocketAddr, path: &str, body: &[u8]) {
+    let mut client = RawClient::connect(web);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    client.send(head.as_bytes());
+    client.send(body);
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(echoed(&reply) == body, "nothing lost");
+}
+
 fn file_bytes(app: &App) -> Option<f64> {
     app.metric(r#"weft_http_request_body_file_bytes{service="web"}"#)
 }
@@ -469,12 +483,7 @@ fn with_no_room_in_the_files_the_rest_of_a_body_streams_and_nothing_is_lost() {
         "body_buffer_bytes = 1024, body_file_total_bytes = 2048",
     );
     let body = counted(100_000);
-    let mut client = RawClient::connect(web);
-    client.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
-    client.send(&body);
-    let reply = client.read_reply();
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert!(echoed(&reply) == body, "nothing lost");
+    post_intact(web, "/api/long", &body);
     assert_eventually!(
         bodies(&app, "part") == Some(1.0) && file_bytes(&app) == Some(0.0),
         "counted as read in part\n{}",
@@ -496,12 +505,7 @@ fn a_file_that_cannot_be_made_is_logged_and_counted_and_the_body_streams() {
     // Gone after the service checked it.
     std::fs::remove_dir(&bodies_dir).unwrap();
     let body = counted(50_000);
-    let mut client = RawClient::connect(web);
-    client.send(b"POST /api/long HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50000\r\n\r\n");
-    client.send(&body);
-    let reply = client.read_reply();
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert!(echoed(&reply) == body, "nothing lost");
+    post_intact(web, "/api/long", &body);
     assert_eventually!(
         app.metric(r#"weft_http_request_body_file_errors_total{service="web"}"#) == Some(1.0)
             && bodies(&app, "part") == Some(1.0),
@@ -514,5 +518,22 @@ fn a_file_that_cannot_be_made_is_logged_and_counted_and_the_body_streams() {
             && app.log().contains("bodies"),
         "logged with the directory and cause\n{}",
         app.log()
+    );
+}
+
+#[test]
+fn a_body_of_the_largest_size_fits_in_a_peer_s_share_of_the_files_whole() {
+    let up = Upstream::start();
+    // One peer's share is one largest body: room is never asked for past its end.
+    let (app, web) = start(
+        &up,
+        "max_body_bytes = 300000, body_buffer_bytes = 1024, body_file_total_bytes = 300000",
+    );
+    let body = counted(300_000);
+    post_intact(web, "/api/max", &body);
+    assert_eventually!(
+        bodies(&app, "file") == Some(1.0) && file_bytes(&app) == Some(0.0),
+        "read whole into a file, not in part\n{}",
+        app.curl("/metrics").unwrap_or_default()
     );
 }

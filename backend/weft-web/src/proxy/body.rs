@@ -14,7 +14,9 @@
 //! nginx does: its first `body_buffer_bytes` and then the rest as it comes, to its end, and
 //! sent from there. A client that sends a large body slowly holds a file and its share of
 //! the disk, again never an upstream connection. The files are anonymous (gone once
-//! closed, and with the process), written and read on the blocking pool, and hold at most
+//! closed, and with the process), written, read and closed on the blocking pool (room
+//! for each part is reserved before it is read, and a write cut off by its request
+//! ending keeps what it holds counted until it is done), and hold at most
 //! `limits.body_file_total_bytes` at once (on each reactor), one peer's at most a
 //! sixteenth of that (or one largest body, `max_body_bytes`, if more). Without room for
 //! the next part, or when a file cannot be made or written (logged with its cause, and
@@ -140,7 +142,7 @@ impl HttpBody for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Client(body) => {
-                body.file.is_none()
+                body.file.as_ref().is_none_or(|f| f.left() == 0)
                     && body.ahead.is_empty()
                     && body.rest.as_ref().is_none_or(HttpBody::is_end_stream)
             }
@@ -379,7 +381,7 @@ const READ_CHUNK: usize = 128 * 1024;
 /// The first `len` bytes of a body, in a file, holding their share of the disk.
 #[derive(Clone)]
 pub(crate) struct Spilled {
-    file: Arc<File>,
+    file: Arc<TempFile>,
     len: u64,
     held: Rc<Held>,
 }
@@ -422,7 +424,7 @@ impl FilePart {
         let file = self.spilled.file.clone();
         self.reading = Some(tokio::task::spawn_blocking(move || {
             let mut piece = vec![0; n];
-            file.read_exact_at(&mut piece, at)?;
+            file.get()?.read_exact_at(&mut piece, at)?;
             Ok(Bytes::from(piece))
         }));
     }
@@ -451,6 +453,14 @@ impl FilePart {
     }
 }
 
+impl Drop for FilePart {
+    fn drop(&mut self) {
+        if let Some(reading) = self.reading.take() {
+            linger(reading, self.spilled.held.clone());
+        }
+    }
+}
+
 /// A service's room for request bodies read ahead (on one reactor), shared by its routes:
 /// buffers, and files if bodies go on into them.
 pub(crate) struct BodyRoom {
@@ -463,6 +473,8 @@ pub(crate) struct BodyRoom {
 /// `peer`; then the rest into its files, if any.
 pub(crate) struct ReadAhead<'a> {
     pub(crate) limit: u64,
+    /// The largest body (`max_body_bytes`).
+    pub(crate) max_body: u64,
     pub(crate) deadline: Duration,
     pub(crate) room: &'a BodyRoom,
     pub(crate) peer: Option<IpAddr>,
@@ -530,45 +542,49 @@ pub(crate) async fn read_ahead(
         ));
     }
     match &how.room.files {
-        Some(files) => spill(files, how.peer, (data, held), reading).await,
-        None => part(None, data, Some(held), reading),
+        Some(files) => {
+            let most = known.map_or(how.max_body, |n| n.min(how.max_body));
+            spill(files, (how.peer, most), (data, held), reading).await
+        }
+        None => part(None, data, Some(held), Some(reading)),
     }
 }
 
 /// A body read ahead in part: what is in `file`, then `ahead` (holding `held` of the
-/// memory buffers), then the rest as it comes.
+/// memory buffers), then the rest as it comes, if it has not ended.
 fn part(
     file: Option<Spilled>,
     ahead: Bytes,
     held: Option<Held>,
-    rest: Reading,
+    rest: Option<Reading>,
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
     let body = ClientBody {
         file: file.filter(|f| f.len > 0).map(FilePart::new),
         ahead,
         held: held.map(Rc::new),
-        rest: Some(rest),
+        rest,
     };
     Ok((Ahead::Part(body), BodyBuffered::Part))
 }
 
 /// Writes a body read ahead in part into memory (`first`, holding its share of the
 /// buffers), and then the rest of it as it comes, into a file of `files`, while they have
-/// room for it. Fails as reading the body fails.
+/// room for it; the body is at most `most` bytes (its length, or the limit). Fails as
+/// reading the body fails.
 async fn spill(
     files: &BodyFiles,
-    peer: Option<IpAddr>,
+    (peer, most): (Option<IpAddr>, u64),
     (first, memory): (Bytes, Held),
     mut reading: Reading,
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
     let Some(share) = files.budget.reserve(peer, first.len() as u64) else {
-        return part(None, first, Some(memory), reading);
+        return part(None, first, Some(memory), Some(reading));
     };
     let file = match files.create().await {
-        Ok(file) => Arc::new(file),
+        Ok(file) => Arc::new(TempFile(Some(file))),
         Err(e) => {
             files.failed("make", &e);
-            return part(None, first, Some(memory), reading);
+            return part(None, first, Some(memory), Some(reading));
         }
     };
     let mut spilled = Spilled {
@@ -577,21 +593,28 @@ async fn spill(
         held: Rc::new(share),
     };
     // The first part keeps its share of the memory buffers until it is written; later
-    // parts are read while the one before is written, at most about `FILE_CHUNK` ahead.
-    let mut memory = Some(memory);
-    let mut writing = Some(Writing::start(&spilled.file, Batch::of(first), 0));
+    // parts are read while the one before is written, at most about `FILE_CHUNK` ahead,
+    // in room reserved for them in the files.
+    let mut writing = Some(Writing::start(&spilled, Batch::of(first), Some(memory)));
     let (mut next, mut ended) = (Batch::default(), false);
     loop {
-        // Room for what is being written and for the next part.
         let in_flight = writing.as_ref().map_or(0, |w| w.batch.len);
-        let room = spilled
-            .held
-            .grow_to(spilled.len + (in_flight + FILE_CHUNK) as u64);
+        let room = if ended {
+            // All of it is here, and is written whatever the room (`most` bounds it).
+            spilled
+                .held
+                .set(spilled.len + (in_flight + next.len) as u64);
+            true
+        } else {
+            // Room for what is being written and for the next part, never past `most`.
+            let want = spilled.len + (in_flight + FILE_CHUNK) as u64;
+            spilled.held.grow_to(want.min(most.max(spilled.len)))
+        };
         let written = std::future::poll_fn(|cx| {
             if let Some(w) = &mut writing
-                && let Poll::Ready(done) = Pin::new(&mut w.handle).poll(cx)
+                && let Poll::Ready(done) = w.poll(cx)
             {
-                return Poll::Ready(Ok(Some(done.map_err(io::Error::other).and_then(|r| r))));
+                return Poll::Ready(Ok(Some(done)));
             }
             while room && !ended && next.len < FILE_CHUNK {
                 match Pin::new(&mut reading).poll_frame(cx) {
@@ -611,16 +634,20 @@ async fn spill(
             Poll::Pending
         })
         .await?;
-        if let (Some(done), Some(w)) = (written, writing.take()) {
+        // What is still to come, if anything.
+        let rest = (!ended).then_some(());
+        if let (Some(done), Some(mut w)) = (written, writing.take()) {
+            let batch = std::mem::take(&mut w.batch);
             if let Err(e) = done {
                 files.failed("write", &e);
                 spilled.held.set(spilled.len);
-                let mut unwritten = w.batch;
+                let memory = w.memory.take();
+                let mut unwritten = batch;
                 unwritten.append(next);
-                return part(Some(spilled), unwritten.joined(), memory, reading);
+                let rest = rest.map(|()| reading);
+                return part(Some(spilled), unwritten.joined(), memory, rest);
             }
-            spilled.len += w.batch.len as u64;
-            memory = None;
+            spilled.len += batch.len as u64;
         }
         if writing.is_some() {
             continue;
@@ -628,11 +655,11 @@ async fn spill(
         if !room {
             // What was read since goes from memory; the rest streams.
             spilled.held.set(spilled.len);
-            return part(Some(spilled), next.joined(), None, reading);
+            return part(Some(spilled), next.joined(), None, Some(reading));
         }
         if next.len > 0 {
             let batch = std::mem::take(&mut next);
-            writing = Some(Writing::start(&spilled.file, batch, spilled.len));
+            writing = Some(Writing::start(&spilled, batch, None));
         } else if ended {
             break;
         }
@@ -641,25 +668,83 @@ async fn spill(
     Ok((Ahead::Whole(Whole::File(spilled)), BodyBuffered::File))
 }
 
-/// A batch being written to a body's file, on the blocking pool.
+/// A batch being written at the end of a body's file, on the blocking pool. Dropped
+/// before the write is done (the request cancelled, the client gone, its body failed),
+/// the write goes on, and what it holds stays counted until it is done.
 struct Writing {
-    handle: JoinHandle<io::Result<()>>,
+    handle: Option<JoinHandle<io::Result<()>>>,
     batch: Batch,
+    /// The files' share, and the first part's share of the memory buffers.
+    held: Rc<Held>,
+    memory: Option<Held>,
 }
 
 impl Writing {
-    /// Writes `batch` at `at` in `file`.
-    fn start(file: &Arc<File>, batch: Batch, at: u64) -> Self {
-        let (file, pieces) = (file.clone(), batch.pieces.clone());
+    /// Writes `batch` after what `spilled` holds, keeping `memory` until it is written.
+    fn start(spilled: &Spilled, batch: Batch, memory: Option<Held>) -> Self {
+        let (file, pieces, mut at) = (spilled.file.clone(), batch.pieces.clone(), spilled.len);
         let handle = tokio::task::spawn_blocking(move || {
-            let mut at = at;
+            let file = file.get()?;
             for piece in &pieces {
                 file.write_all_at(piece, at)?;
                 at += piece.len() as u64;
             }
             Ok(())
         });
-        Self { handle, batch }
+        Self {
+            handle: Some(handle),
+            batch,
+            held: spilled.held.clone(),
+            memory,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(handle) = &mut self.handle else {
+            return Poll::Ready(Ok(()));
+        };
+        let done = ready!(Pin::new(handle).poll(cx));
+        self.handle = None;
+        Poll::Ready(done.map_err(io::Error::other).and_then(|r| r))
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            linger(handle, (self.held.clone(), self.memory.take()));
+        }
+    }
+}
+
+/// Keeps `held` until `work` is done: blocking work cut loose from the request that
+/// waited for it still runs, with what it holds.
+fn linger<T: 'static, H: 'static>(work: JoinHandle<T>, held: H) {
+    if let Some(reactor) = weft::Reactor::try_current() {
+        reactor.spawn_labeled("request body file", async move {
+            let _ = work.await;
+            drop(held);
+        });
+    }
+}
+
+/// A body's file, closed on the blocking pool: closing it frees its blocks, which is
+/// disk work.
+struct TempFile(Option<File>);
+
+impl TempFile {
+    fn get(&self) -> io::Result<&File> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the body's file is closed"))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let (Some(file), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn_blocking(move || drop(file));
+        }
     }
 }
 

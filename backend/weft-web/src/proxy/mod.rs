@@ -321,6 +321,7 @@ pub(crate) async fn forward(
             let how = ReadAhead {
                 limit: limits.body_buffer_bytes,
                 deadline: limits.request_timeout,
+                max_body: limits.max_body_bytes,
                 room: &upstreams.bodies,
                 peer: client.peer,
             };

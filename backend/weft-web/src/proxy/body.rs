@@ -230,6 +230,7 @@ pub(crate) struct BodyBuffers {
     /// Where what they hold is reported (`weft_http_request_body_buffer_bytes`, or
     /// `weft_http_request_body_file_bytes` for files).
     recorder: Rc<dyn Recorder>,
+    /// Whether they are files (reported as such).
     files: bool,
 }
 
@@ -414,12 +415,11 @@ impl FilePart {
 
     /// Starts reading the next piece, if there is one.
     fn read_next(&mut self) {
-        let at = self.asked;
-        let Some(n) = usize::try_from(self.spilled.len - at)
-            .map_or(Some(READ_CHUNK), |n| (n > 0).then(|| n.min(READ_CHUNK)))
-        else {
+        let (at, left) = (self.asked, self.spilled.len - self.asked);
+        if left == 0 {
             return;
-        };
+        }
+        let n = usize::try_from(left).map_or(READ_CHUNK, |n| n.min(READ_CHUNK));
         self.asked += n as u64;
         let file = self.spilled.file.clone();
         self.reading = Some(tokio::task::spawn_blocking(move || {
@@ -634,8 +634,6 @@ async fn spill(
             Poll::Pending
         })
         .await?;
-        // What is still to come, if anything.
-        let rest = (!ended).then_some(());
         if let (Some(done), Some(mut w)) = (written, writing.take()) {
             let batch = std::mem::take(&mut w.batch);
             if let Err(e) = done {
@@ -644,7 +642,8 @@ async fn spill(
                 let memory = w.memory.take();
                 let mut unwritten = batch;
                 unwritten.append(next);
-                let rest = rest.map(|()| reading);
+                // What is still to come, if anything.
+                let rest = (!ended).then_some(reading);
                 return part(Some(spilled), unwritten.joined(), memory, rest);
             }
             spilled.len += batch.len as u64;

@@ -128,7 +128,8 @@ pub trait Recorder {
     fn body_files(&self, change: i64) {
         let _ = change;
     }
-    /// A request body's file could not be made or written (the body streamed on).
+    /// A request body's file could not be made or written (the body streamed on), or read
+    /// back (its request failed with 500).
     fn body_file_error(&self) {}
     /// The series of the route labelled `route` (a prefix, [`FILES`](crate::routes::FILES)
     /// or [`UNROUTED`](crate::routes::UNROUTED)); asked once per route when a service is

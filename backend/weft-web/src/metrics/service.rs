@@ -136,7 +136,7 @@ impl HttpMetrics {
         let body_file_errors = IntCounter::with_opts(
             Opts::new(
                 "weft_http_request_body_file_errors_total",
-                "Temporary files for proxied request bodies that could not be made or written; each such body streamed on.",
+                "Temporary files for proxied request bodies that could not be made, written or read back: a body not written streamed on, one not read back failed its request (500).",
             )
             .const_label("service", service),
         )?;

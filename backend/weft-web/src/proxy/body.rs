@@ -22,7 +22,8 @@
 //! the next part, or when a file cannot be made or written (logged with its cause, and
 //! counted), what was read so far is sent and the rest streams as it comes: nothing is
 //! lost. With files off (`body_file_total_bytes = 0`) a larger body has its first
-//! `body_buffer_bytes` read ahead and the rest streamed.
+//! `body_buffer_bytes` read ahead and the rest streamed. A file that cannot be read back
+//! fails its request as weft's own fault (`ReadBack`: 500, and not the upstream's).
 //!
 //! What is read ahead into memory must come within `request_timeout` in all (each piece
 //! within it too, as for any body: `Paced`), or the request is answered 408; what goes on
@@ -123,7 +124,8 @@ impl HttpBody for ReqBody {
         if let Some(file) = &mut body.file {
             match ready!(file.poll_chunk(cx)) {
                 Some(chunk) => {
-                    return Poll::Ready(Some(chunk.map(Frame::data).map_err(Into::into)));
+                    let frame = chunk.map(Frame::data).map_err(|e| ReadBack(e).into());
+                    return Poll::Ready(Some(frame));
                 }
                 None => body.file = None,
             }
@@ -171,6 +173,12 @@ impl HttpBody for ReqBody {
         hint
     }
 }
+
+/// A body's file could not be read back as it was sent: the gateway's failure, neither
+/// the client's nor the upstream's (the exchange it breaks says so: `UpstreamError::BodyFile`).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the request body back from its temporary file: {0}")]
+pub(crate) struct ReadBack(pub(crate) io::Error);
 
 /// A body read whole, kept to send the request again.
 pub(crate) enum Whole {
@@ -781,8 +789,44 @@ impl Batch {
 }
 
 #[cfg(test)]
+impl ReqBody {
+    /// A body of `len` bytes gone into a file that holds none of them: reading it back
+    /// fails.
+    pub(crate) fn unreadable(len: u64) -> Self {
+        let files = BodyBuffers::of(len, len, Rc::new(crate::metrics::NoRecorder), true);
+        let spilled = Spilled {
+            file: Arc::new(TempFile(Some(
+                tempfile::tempfile().expect("a temporary file"),
+            ))),
+            len,
+            held: Rc::new(files.reserve(None, len).expect("room")),
+        };
+        ReqBody::Client(Box::new(ClientBody {
+            file: Some(FilePart::new(spilled)),
+            ahead: Bytes::new(),
+            held: None,
+            rest: None,
+        }))
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_read_back_fails_as_its_own_error() {
+        let mut body = ReqBody::unreadable(1000);
+        assert_eq!(body.size_hint().exact(), Some(1000));
+        let err = body.frame().await.expect("a frame").unwrap_err();
+        let read_back = err.downcast_ref::<ReadBack>().expect("ReadBack");
+        assert_eq!(read_back.0.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(
+            err.to_string()
+                .starts_with("cannot read the request body back from its temporary file"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_request_s_body_is_one_word() {

@@ -88,6 +88,10 @@ pub enum UpstreamError {
     /// read ahead of the upstream in this long.
     #[error("the request body stopped coming, or did not all come, within {0:?}")]
     BodyTimeout(Duration),
+    /// The request body's temporary file could not be read back as it was sent: weft's
+    /// own failure (a disk error), neither the client's nor the upstream's.
+    #[error("{0}")]
+    BodyFile(String),
 }
 
 impl UpstreamError {
@@ -100,6 +104,7 @@ impl UpstreamError {
             Self::RequestBody(_) => StatusCode::BAD_REQUEST,
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -115,6 +120,7 @@ impl UpstreamError {
             Self::BodyTooLarge(_) => "the request body is too large",
             Self::RequestBody(_) => "the request body is malformed or incomplete",
             Self::BodyTimeout(_) => "the request body did not come in time",
+            Self::BodyFile(_) => "the server could not read the request body back",
             _ => "the upstream server could not be reached or failed",
         }
     }
@@ -133,7 +139,8 @@ impl UpstreamError {
             Self::Unavailable(_)
             | Self::BodyTooLarge(_)
             | Self::RequestBody(_)
-            | Self::BodyTimeout(_) => return None,
+            | Self::BodyTimeout(_)
+            | Self::BodyFile(_) => return None,
         })
     }
 
@@ -145,9 +152,9 @@ impl UpstreamError {
         )
     }
 
-    /// Whether the upstream is at fault (and counted), rather than the client.
+    /// Whether the upstream is at fault (and counted), rather than the client or weft.
     pub fn is_upstream(&self) -> bool {
-        self.refusal().is_none()
+        self.refusal().is_none() && !matches!(self, Self::BodyFile(_))
     }
 
     /// Why the client's request was refused, when the client is at fault.
@@ -414,7 +421,7 @@ async fn exchange(
             }
             Ok(Err(SendError::Failed(err))) => err,
         };
-        if let Some(fault) = client_fault(&err) {
+        if let Some(fault) = body_fault(&err) {
             return Err(fault.error(limits));
         }
         // A kept-alive connection the upstream closed or reset as the request crossed
@@ -456,7 +463,7 @@ async fn send(
     tokio::time::timeout(limits.upstream_timeout, sender.send_request(request))
         .await
         .map_err(|_| UpstreamError::Timeout(upstream.url.clone(), limits.upstream_timeout))?
-        .map_err(|e| match client_fault(&e) {
+        .map_err(|e| match body_fault(&e) {
             Some(fault) => fault.error(limits),
             None => UpstreamError::Exchange(upstream.url.clone(), e.to_string()),
         })
@@ -476,26 +483,29 @@ fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, Body::boxed(body.map_err(Into::into)))
 }
 
-/// How the client's request body failed.
-enum ClientFault {
+/// How the request body failed: the client's (all but `File`) or its file's.
+enum BodyFault {
     TooLarge,
     Body(String),
     TimedOut(Duration),
+    File(String),
 }
 
-impl ClientFault {
+impl BodyFault {
     fn error(self, limits: &Limits) -> UpstreamError {
         match self {
             Self::TooLarge => UpstreamError::BodyTooLarge(limits.max_body_bytes),
             Self::Body(reason) => UpstreamError::RequestBody(reason),
             Self::TimedOut(after) => UpstreamError::BodyTimeout(after),
+            Self::File(reason) => UpstreamError::BodyFile(reason),
         }
     }
 }
 
-/// The client's part in a failed exchange: the request body it sent surfaces here as the
-/// cause of hyper's error.
-fn client_fault(err: &hyper::Error) -> Option<ClientFault> {
+/// The request body's part in a failed exchange: a body that failed as it was sent
+/// surfaces here as the cause of hyper's error. Such an exchange is neither the
+/// upstream's failure nor sent again.
+fn body_fault(err: &hyper::Error) -> Option<BodyFault> {
     fault_in(std::error::Error::source(err))
 }
 
@@ -508,16 +518,19 @@ fn body_error(err: &(dyn std::error::Error + 'static), limits: &Limits) -> Upstr
     }
 }
 
-/// The client's body failing, at `cause` or further down its chain of causes.
-fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<ClientFault> {
+/// The request body failing, at `cause` or further down its chain of causes.
+fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<BodyFault> {
     while let Some(c) = cause {
         if c.is::<http_body_util::LengthLimitError>() {
-            return Some(ClientFault::TooLarge);
+            return Some(BodyFault::TooLarge);
+        }
+        if let Some(e) = c.downcast_ref::<body::ReadBack>() {
+            return Some(BodyFault::File(e.to_string()));
         }
         match c.downcast_ref() {
-            Some(ClientBodyError::Broken(e)) => return Some(ClientFault::Body(e.to_string())),
+            Some(ClientBodyError::Broken(e)) => return Some(BodyFault::Body(e.to_string())),
             Some(ClientBodyError::TimedOut(after) | ClientBodyError::TooSlow(after)) => {
-                return Some(ClientFault::TimedOut(*after));
+                return Some(BodyFault::TimedOut(*after));
             }
             None => {}
         }
@@ -563,6 +576,44 @@ mod tests {
         );
         assert_eq!(target("/api", "http://u:1/v1", "/api"), "/v1");
         assert_eq!(target("/api/", "http://u:1/v1", "/api/"), "/v1/");
+    }
+
+    #[tokio::test]
+    async fn a_body_file_that_cannot_be_read_back_is_weft_s_failure_not_the_upstream_s() {
+        // An upstream that takes the request and never answers: the exchange breaks on
+        // the body, as hyper sends it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut sink).await;
+        });
+        let stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        let route = Route::new("/", &url).unwrap();
+        let request = Request::post("/upload")
+            .header(header::CONTENT_LENGTH, 1000)
+            .body(ReqBody::unreadable(1000))
+            .unwrap();
+        let limits = Limits::default();
+        // The connection is driven here: the body (an `Rc` inside) does not leave the
+        // thread.
+        let sent = send(&mut sender, request, &route.upstreams[0], &limits);
+        let (sent, _) = tokio::join!(sent, connection);
+        let err = sent.unwrap_err();
+        assert!(matches!(err, UpstreamError::BodyFile(_)), "{err:?}");
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!err.is_upstream(), "not counted against the upstream");
+        assert_eq!(err.failure(), None);
+        assert_eq!(err.refusal(), None);
+        assert!(!err.client_message().contains("upstream"));
+        accepted.abort();
     }
 
     #[test]

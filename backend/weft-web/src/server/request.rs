@@ -207,6 +207,10 @@ async fn dispatch(
                 if let Some(reason) = err.refusal() {
                     state.recorder.refused(reason);
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                } else if !err.is_upstream() {
+                    // The body's file failed: weft's own fault, not the upstream's.
+                    state.recorder.body_file_error();
+                    tracing::error!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 } else {
                     state.recorder.upstream_error();
                     series.upstream_error(&err.to_string());

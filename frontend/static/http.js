@@ -3,7 +3,7 @@
 
 import { el } from "./dom.js";
 import { head, polledView } from "./polled.js";
-import { clock, maybe, millis, rate } from "./fmt.js";
+import { bytes, clock, maybe, millis, rate } from "./fmt.js";
 
 const CLASSES = ["2xx", "3xx", "4xx", "5xx"];
 
@@ -36,8 +36,21 @@ function section(s) {
       num(u.errors, u.errors > 0),
       el("td", {}, el("ul", { class: "errors" }, ...u.recent_errors.map((e) =>
         el("li", {}, el("time", {}, clock(e.at_ms)), " ", el("span", { class: "mono" }, e.message)))))))));
+  const held = s.held.length === 0 ? null : el("p", { class: "held" },
+    ...s.held.map((h) => el("span", heldBad(h) ? { class: "bad", "data-held": h.name } : { "data-held": h.name }, `${h.label} `, el("b", {}, heldText(h)))));
   return el("section", { class: "http-service", "data-service": s.service },
-    el("h2", {}, s.service), routes, upstreams);
+    el("h2", {}, s.service), held, routes, upstreams);
+}
+
+// As views.rs' Held::text and Held::bad.
+function heldText(h) {
+  const size = (n) => (h.name.endsWith("_bytes") ? bytes(n) : String(n));
+  return h.limit == null ? size(h.held) : `${size(h.held)} of ${size(h.limit)}`;
+}
+
+function heldBad(h) {
+  if (h.limit == null) return h.name.endsWith("_errors") && h.held > 0;
+  return h.limit > 0 && h.held * 10 >= h.limit * 9;
 }
 
 function state(u) {

@@ -83,6 +83,17 @@ fn file_bytes(app: &App) -> Option<f64> {
     app.metric(r#"weft_http_request_body_file_bytes{service="web"}"#)
 }
 
+/// What the HTTP view (`/api/http`) says service `web` holds of `name`: `(held, limit)`.
+fn held(app: &App, name: &str) -> Option<(u64, Option<u64>)> {
+    let services: Value = serde_json::from_str(&app.curl("/api/http")?).ok()?;
+    let web = services
+        .as_array()?
+        .iter()
+        .find(|s| s["service"] == "web")?;
+    let entry = web["held"].as_array()?.iter().find(|h| h["name"] == name)?;
+    Some((entry["held"].as_u64()?, entry["limit"].as_u64()))
+}
+
 fn bodies(app: &App, buffered: &str) -> Option<f64> {
     app.metric(&format!(
         r#"weft_http_request_bodies_total{{buffered="{buffered}",service="web"}}"#
@@ -432,6 +443,9 @@ fn a_long_body_sent_slowly_goes_into_a_file_and_holds_no_upstream_connection() {
         app.curl("/metrics").unwrap_or_default()
     );
     assert_eq!(up.connections(), 0, "no upstream connection while it comes");
+    let (in_files, limit) = held(&app, "request_body_file_bytes").expect("in the HTTP view");
+    assert!(in_files >= 150_000, "{in_files}");
+    assert_eq!(limit, Some(256 << 20), "against the default total");
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(names.is_empty(), "the file has no name: {names:?}");
 
@@ -472,6 +486,11 @@ fn a_long_body_sent_slowly_goes_into_a_file_and_holds_no_upstream_connection() {
         "counted, and the files' room given back\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
+    assert_eq!(
+        held(&app, "request_body_file_bytes"),
+        Some((0, Some(256 << 20)))
+    );
+    assert_eq!(held(&app, "request_body_file_errors"), Some((0, None)));
 }
 
 #[test]
@@ -511,6 +530,11 @@ fn a_file_that_cannot_be_made_is_logged_and_counted_and_the_body_streams() {
             && bodies(&app, "part") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(
+        held(&app, "request_body_file_errors"),
+        Some((1, None)),
+        "and shown"
     );
     assert_eventually!(
         app.log()

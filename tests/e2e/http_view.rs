@@ -350,6 +350,22 @@ async fn http_page_in_a_browser() {
     )
     .await;
     b.screenshot("http").await;
+    // Drawn by the page's script since the refresh, as the server drew it.
+    let held = b
+        .eval(
+            "return [...document.querySelectorAll('section[data-service=\"web\"] p.held span')]
+                 .map(s => s.textContent)",
+        )
+        .await;
+    assert_eq!(
+        held,
+        serde_json::json!([
+            "request bodies in memory 0 B of 64.0 MiB",
+            "request bodies in files 0 B of 256.0 MiB",
+            "body files failed 0"
+        ]),
+        "what request bodies hold, against their totals"
+    );
     let headings = b
         .eval("return [...document.querySelectorAll('section.http-service h2')].map(h => h.textContent)")
         .await;

@@ -39,6 +39,75 @@ pub struct ServiceFigures {
     pub routes: Vec<RouteFigures>,
     /// The upstreams it forwards to, as the service reports them.
     pub upstreams: Vec<UpstreamSnapshot>,
+    /// What it holds now against its limits (request bodies read ahead), and its named
+    /// totals since start (files that failed), in words for the page.
+    pub held: Vec<Held>,
+}
+
+/// Something a service holds now (`held` of `limit`, a level) or has counted since
+/// start (`held` alone, a counter), with its name in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// The service's name for it (`request_body_memory_bytes`).
+    pub name: &'static str,
+    /// The same in words (`request bodies in memory`).
+    pub label: &'static str,
+    /// How much now, or counted.
+    pub held: u64,
+    /// The most there may be, for a level (in bytes, for those named `..._bytes`).
+    pub limit: Option<u64>,
+}
+
+impl Held {
+    /// How it reads: `1.5 KiB of 64.0 MiB` for a level in bytes, `3` for a counter.
+    pub fn text(&self) -> String {
+        let size = |n: u64| {
+            if self.name.ends_with("_bytes") {
+                crate::fmt::bytes(&n)
+            } else {
+                n.to_string()
+            }
+        };
+        match self.limit {
+            Some(limit) => format!("{} of {}", size(self.held), size(limit)),
+            None => size(self.held),
+        }
+    }
+
+    /// Worth a look: a level at nine tenths of its limit or more, or failures counted.
+    pub fn bad(&self) -> bool {
+        match self.limit {
+            Some(limit) => limit > 0 && u128::from(self.held) * 10 >= u128::from(limit) * 9,
+            None => self.name.ends_with("_errors") && self.held > 0,
+        }
+    }
+}
+
+/// What a service's named levels and counters are called on the page.
+fn label(name: &str) -> &'static str {
+    match name {
+        "request_body_memory_bytes" => "request bodies in memory",
+        "request_body_file_bytes" => "request bodies in files",
+        "request_body_file_errors" => "body files failed",
+        _ => "other",
+    }
+}
+
+/// `snapshot`'s levels, then its counters, named in words.
+fn held(snapshot: &ServiceSnapshot) -> Vec<Held> {
+    let levels = snapshot.levels.iter().map(|l| Held {
+        name: l.name,
+        label: label(l.name),
+        held: l.held,
+        limit: Some(l.limit),
+    });
+    let counters = snapshot.counters.iter().map(|&(name, n)| Held {
+        name,
+        label: label(name),
+        held: n,
+        limit: None,
+    });
+    levels.chain(counters).collect()
 }
 
 /// One route's figures.
@@ -180,6 +249,7 @@ impl ViewHistory {
                     service: m.service,
                     window_s: m.secs,
                     routes,
+                    held: held(&m.now),
                     upstreams: m.now.upstreams,
                 }
             })

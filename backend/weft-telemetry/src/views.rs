@@ -33,6 +33,8 @@ pub struct ServiceSnapshot {
     pub tallies: Vec<Tally>,
     /// Named totals since start (`cache_hits`).
     pub counters: Vec<(&'static str, u64)>,
+    /// What it holds now against its limits (bytes of request bodies read ahead).
+    pub levels: Vec<Level>,
     /// Time to answer any request, when the service measures it as a whole.
     pub latency: Option<Histogram>,
     /// The keys asked most (names), with estimated counts, most first.
@@ -42,6 +44,17 @@ pub struct ServiceSnapshot {
     pub sampled: (u64, u64),
     /// The last requests answered, newest first.
     pub recent: Vec<RecentRequest>,
+}
+
+/// Something a service holds now, and the most it may.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Level {
+    /// What it is (`request_body_memory_bytes`).
+    pub name: &'static str,
+    /// How much is held now.
+    pub held: u64,
+    /// The most there may be.
+    pub limit: u64,
 }
 
 /// Requests counted by the values of one of their fields.

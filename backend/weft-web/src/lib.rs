@@ -104,6 +104,6 @@ pub use metrics::{
     StatusClass, UpgradeOutcome, UpstreamFailure,
 };
 pub use mime::content_type;
-pub use proxy::{RecentError, UpstreamSnapshot, UpstreamsView};
+pub use proxy::{BodiesSnapshot, BodiesView, RecentError, UpstreamSnapshot, UpstreamsView};
 pub use routes::{RouteFigures, RouteMetrics};
 pub use server::{HttpService, StaticFiles};

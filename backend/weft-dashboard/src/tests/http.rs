@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use weft_telemetry::views::{
-    Histogram, RecentError, RouteSnapshot, ServiceSnapshot, ServiceView, UpstreamSnapshot,
+    Histogram, Level, RecentError, RouteSnapshot, ServiceSnapshot, ServiceView, UpstreamSnapshot,
     UpstreamState,
 };
 
@@ -109,5 +109,56 @@ async fn api_http_lists_routes_with_rates_percentiles_and_upstreams() {
     assert_eq!(
         upstream["recent_errors"][0]["message"],
         format!("refused {EVIL}")
+    );
+}
+
+/// An HTTP service holding request bodies: some in memory, its files nearly full, and
+/// one file failed.
+struct Holding;
+
+impl ServiceView for Holding {
+    fn snapshot(&self) -> ServiceSnapshot {
+        let level = |name, held, limit| Level { name, held, limit };
+        ServiceSnapshot {
+            levels: vec![
+                level("request_body_memory_bytes", 1536, 64 << 20),
+                level("request_body_file_bytes", 250 << 20, 256 << 20),
+            ],
+            counters: vec![("request_body_file_errors", 1)],
+            ..ServiceSnapshot::default()
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_http_view_shows_what_request_bodies_hold_against_their_limits() {
+    let state = state();
+    state.hub.views().set("web", "http", Arc::new(Holding));
+    let app = router(state);
+    let api = get(app.clone(), "/api/http").await;
+    let json = api.json();
+    let held = &json[0]["held"];
+    assert_eq!(held[0]["name"], "request_body_memory_bytes");
+    assert_eq!(held[0]["held"], 1536);
+    assert_eq!(held[0]["limit"], 64 << 20);
+    assert_eq!(held[1]["label"], "request bodies in files");
+    assert_eq!(held[2]["name"], "request_body_file_errors");
+    assert_eq!(held[2]["held"], 1);
+    assert_eq!(held[2]["limit"], serde_json::Value::Null, "{json:#}");
+
+    let page = get(app, "/http").await.body;
+    assert!(
+        page.contains(
+            r#"<span data-held="request_body_memory_bytes">request bodies in memory <b>1.5 KiB of 64.0 MiB</b></span>"#
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<span class="bad" data-held="request_body_file_bytes">request bodies in files <b>250.0 MiB of 256.0 MiB</b></span>"#),
+        "nine tenths full or more is flagged: {page}"
+    );
+    assert!(
+        page.contains(r#"<span class="bad" data-held="request_body_file_errors">body files failed <b>1</b></span>"#),
+        "{page}"
     );
 }

@@ -8,20 +8,25 @@
 //! its own health, pool and figures. Its state is `healthy` or `ejected` until a wall
 //! clock time; its `errors` count failures of requests and health checks alike, as its
 //! `requests` count both.
+//!
+//! With routes, the service's request bodies read ahead of their upstreams are its
+//! levels (bytes in memory and in files against their totals) and its files' failures a
+//! counter, from its [`BodiesView`].
 
 use weft_telemetry::live::unix_ms;
 use weft_telemetry::views::{
-    Histogram, RecentError, RouteSnapshot, ServiceSnapshot, ServiceView, UpstreamSnapshot,
+    Histogram, Level, RecentError, RouteSnapshot, ServiceSnapshot, ServiceView, UpstreamSnapshot,
     UpstreamState,
 };
 use weft_web::metrics::StatusClass;
 use weft_web::routes::RouteReading;
-use weft_web::{HttpService, RouteFigures, UpstreamsView};
+use weft_web::{BodiesView, HttpService, RouteFigures, UpstreamsView};
 
 /// An http service's view: its routes and upstreams as it serves them.
 pub(crate) struct HttpView {
     routes: RouteFigures,
     upstreams: UpstreamsView,
+    bodies: Option<BodiesView>,
 }
 
 impl HttpView {
@@ -30,6 +35,7 @@ impl HttpView {
         Self {
             routes: service.routes(),
             upstreams: service.upstreams(),
+            bodies: service.bodies(),
         }
     }
 }
@@ -54,11 +60,25 @@ impl ServiceView for HttpView {
             .into_iter()
             .map(upstream)
             .collect();
-        ServiceSnapshot {
+        let mut snapshot = ServiceSnapshot {
             routes,
             upstreams,
             ..ServiceSnapshot::default()
+        };
+        if let Some(bodies) = &self.bodies {
+            let now = bodies.snapshot();
+            let level = |name, (held, limit)| Level { name, held, limit };
+            snapshot
+                .levels
+                .push(level("request_body_memory_bytes", now.memory));
+            if let Some((held, limit, errors)) = now.files {
+                snapshot
+                    .levels
+                    .push(level("request_body_file_bytes", (held, limit)));
+                snapshot.counters.push(("request_body_file_errors", errors));
+            }
         }
+        snapshot
     }
 }
 
@@ -163,5 +183,30 @@ mod tests {
             "health and pool are tracked"
         );
         assert_eq!((first.requests, first.errors), (0, 0));
+        let levels: Vec<_> = view
+            .levels
+            .iter()
+            .map(|l| (l.name, l.held, l.limit))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                ("request_body_memory_bytes", 0, 64 << 20),
+                ("request_body_file_bytes", 0, 256 << 20)
+            ],
+            "request bodies against their default totals"
+        );
+        assert_eq!(view.counters, [("request_body_file_errors", 0)]);
+    }
+
+    #[test]
+    fn without_routes_no_request_body_is_held_and_none_is_shown() {
+        let service =
+            HttpService::new("web", WebConfig::default(), Rc::new(weft_web::NoRecorder)).unwrap();
+        let view = HttpView::of(&service).snapshot();
+        assert!(
+            view.levels.is_empty() && view.counters.is_empty(),
+            "{view:?}"
+        );
     }
 }

@@ -46,6 +46,8 @@ use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -230,6 +232,8 @@ pub(crate) enum Ahead {
 pub(crate) struct BodyBuffers {
     held: Cell<u64>,
     cap: u64,
+    /// What other threads may read of them ([`BodiesView`]).
+    level: Arc<Level>,
     /// By peer address (`None`: a peer without one, over a unix socket), while it holds
     /// some; hashed with foldhash rather than SipHash (three lookups a request with a
     /// body, at a third of the cost).
@@ -255,11 +259,21 @@ impl BodyBuffers {
         Rc::new(Self {
             held: Cell::new(0),
             cap,
+            level: Arc::new(Level {
+                cap,
+                ..Level::default()
+            }),
             peers: RefCell::default(),
             peer_cap: (cap / 16).max(one.min(cap)),
             recorder,
             files,
         })
+    }
+
+    /// One of their files failed: counted.
+    fn failed(&self) {
+        self.level.errors.fetch_add(1, Relaxed);
+        self.recorder.body_file_error();
     }
 
     /// A share of `bytes` for a request of `peer`, if the buffers, and the peer's share
@@ -318,9 +332,9 @@ impl Held {
         let buffers = &self.buffers;
         // What is held includes `before`; only programmatic limits near u64::MAX could
         // overflow the sum.
-        buffers
-            .held
-            .set((buffers.held.get() - before).saturating_add(bytes));
+        let held = (buffers.held.get() - before).saturating_add(bytes);
+        buffers.held.set(held);
+        buffers.level.held.store(held, Relaxed);
         let mut peers = buffers.peers.borrow_mut();
         let peer = peers.entry(self.peer).or_default();
         *peer = (*peer - before).saturating_add(bytes);
@@ -376,7 +390,7 @@ impl BodyFiles {
             %error,
             "could not {doing} a request body's temporary file; the rest of the body streams to the upstream as it comes"
         );
-        self.budget.recorder.body_file_error();
+        self.budget.failed();
     }
 }
 
@@ -450,6 +464,8 @@ impl FilePart {
         let piece = match read.map_err(io::Error::other).and_then(|piece| piece) {
             Ok(piece) => piece,
             Err(e) => {
+                // Counted here, logged with its request (`UpstreamError::BodyFile`).
+                self.spilled.held.buffers.failed();
                 // Asked again, the same piece is read again.
                 self.asked = self.sent;
                 return Poll::Ready(Some(Err(e)));
@@ -474,6 +490,62 @@ impl Drop for FilePart {
 pub(crate) struct BodyRoom {
     pub(crate) buffers: Rc<BodyBuffers>,
     pub(crate) files: Option<BodyFiles>,
+}
+
+impl BodyRoom {
+    /// What other threads may read of it.
+    pub(crate) fn view(&self) -> BodiesView {
+        BodiesView {
+            memory: self.buffers.level.clone(),
+            files: self.files.as_ref().map(|f| f.budget.level.clone()),
+        }
+    }
+}
+
+/// What one of a service's [`BodyBuffers`] holds, for other threads: updated as shares
+/// change.
+#[derive(Debug, Default)]
+struct Level {
+    held: AtomicU64,
+    cap: u64,
+    /// Files that could not be made, written or read back.
+    errors: AtomicU64,
+}
+
+/// What other threads (the dashboard's) may read of a service's request bodies read
+/// ahead of their upstreams, on one reactor: the bytes its buffers and its files hold
+/// against their totals. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct BodiesView {
+    memory: Arc<Level>,
+    /// `None` when bodies do not go into files.
+    files: Option<Arc<Level>>,
+}
+
+/// A [`BodiesView`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodiesSnapshot {
+    /// Bytes of request bodies in memory, and the most there may be
+    /// (`limits.body_buffer_total_bytes`).
+    pub memory: (u64, u64),
+    /// Bytes of request bodies in files and the most there may be
+    /// (`limits.body_file_total_bytes`), with the files that could not be made, written or
+    /// read back since the service started; `None` when bodies do not go into files.
+    pub files: Option<(u64, u64, u64)>,
+}
+
+impl BodiesView {
+    /// What the buffers and files hold now.
+    pub fn snapshot(&self) -> BodiesSnapshot {
+        let level = |l: &Level| (l.held.load(Relaxed), l.cap);
+        BodiesSnapshot {
+            memory: level(&self.memory),
+            files: self.files.as_deref().map(|f| {
+                let (held, cap) = level(f);
+                (held, cap, f.errors.load(Relaxed))
+            }),
+        }
+    }
 }
 
 /// How to read a body ahead: at most `limit` bytes (give or take its last piece) into

@@ -35,6 +35,7 @@ use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
 use weft::observe::ConnectionId;
 
+pub use self::body::{BodiesSnapshot, BodiesView};
 use self::body::{BodyBuffers, BodyFiles, BodyRoom, ReadAhead, ReqBody};
 use self::outgoing::Outgoing;
 use self::pool::SendError;
@@ -212,6 +213,8 @@ pub(crate) struct Proxy {
     /// By route, in the configuration's order.
     routes: Vec<Rc<RouteUpstreams>>,
     view: UpstreamsView,
+    /// `None` without routes: no body is read ahead.
+    bodies: Option<BodiesView>,
 }
 
 impl Proxy {
@@ -242,7 +245,12 @@ impl Proxy {
             })
             .collect();
         let view = UpstreamsView(Arc::new(routes.iter().flat_map(|r| r.states()).collect()));
-        Self { routes, view }
+        let bodies = (!routes.is_empty()).then(|| bodies.view());
+        Self {
+            routes,
+            view,
+            bodies,
+        }
     }
 
     /// The upstreams of `route`, one of `config`'s routes.
@@ -254,6 +262,12 @@ impl Proxy {
     /// What other threads may read of the upstreams.
     pub(crate) fn view(&self) -> &UpstreamsView {
         &self.view
+    }
+
+    /// What other threads may read of the request bodies read ahead; `None` without
+    /// routes.
+    pub(crate) fn bodies(&self) -> Option<&BodiesView> {
+        self.bodies.as_ref()
     }
 }
 

@@ -35,7 +35,7 @@ use crate::config::{ConfigError, Route, WebConfig};
 use crate::files;
 use crate::metrics::Recorder;
 use crate::protocol;
-use crate::proxy::{self, UpstreamsView};
+use crate::proxy::{self, BodiesView, UpstreamsView};
 use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
 
 /// The static files a [`WebConfig`] names, checked: its root canonicalized and listed
@@ -199,6 +199,13 @@ impl HttpService {
     /// [`snapshot`](UpstreamsView::snapshot) whenever it is needed.
     pub fn upstreams(&self) -> UpstreamsView {
         self.state.proxy.view().clone()
+    }
+
+    /// What other threads (a dashboard) may read of the request bodies its proxy routes
+    /// read ahead of their upstreams: buffers and files against their totals. `None`
+    /// without routes.
+    pub fn bodies(&self) -> Option<BodiesView> {
+        self.state.proxy.bodies().cloned()
     }
 
     /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before

@@ -208,8 +208,8 @@ async fn dispatch(
                     state.recorder.refused(reason);
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
                 } else if !err.is_upstream() {
-                    // The body's file failed: weft's own fault, not the upstream's.
-                    state.recorder.body_file_error();
+                    // The body's file failed (counted where it did): weft's own fault,
+                    // not the upstream's.
                     tracing::error!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
                 } else {
                     state.recorder.upstream_error();

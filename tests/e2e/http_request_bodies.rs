@@ -493,6 +493,45 @@ fn a_long_body_sent_slowly_goes_into_a_file_and_holds_no_upstream_connection() {
     assert_eq!(held(&app, "request_body_file_errors"), Some((0, None)));
 }
 
+/// The write system calls the process has made (`syscw` in `/proc/PID/io`: `write`,
+/// `pwrite64`, `writev` and their kind).
+fn writes(app: &App) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", app.child.id())).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("syscw in /proc/PID/io")
+}
+
+#[test]
+fn a_body_sent_a_byte_a_chunk_goes_into_its_file_in_a_few_writes() {
+    let up = Upstream::start();
+    let (app, web) = start(&up, "body_buffer_bytes = 1024");
+    let body = counted(200_000);
+    let mut chunked =
+        b"POST /api/bytes HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for byte in &body {
+        chunked.extend_from_slice(b"1\r\n");
+        chunked.push(*byte);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut client = RawClient::connect(web);
+    let before = writes(&app);
+    client.send(&chunked);
+    let reply = client.read_reply();
+    let made = writes(&app) - before;
+    assert!(echoed(&reply) == body, "{reply:?}");
+    assert_eq!(bodies(&app, "file"), Some(1.0));
+    // One write a chunk would be 200,000 (the log, the history and the sockets make a
+    // few hundred of their own).
+    assert!(
+        made < 5_000,
+        "{made} write calls for a body of 200,000 one-byte chunks"
+    );
+}
+
 #[test]
 fn with_no_room_in_the_files_the_rest_of_a_body_streams_and_nothing_is_lost() {
     let up = Upstream::start();

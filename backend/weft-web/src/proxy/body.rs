@@ -708,7 +708,7 @@ async fn spill(
                     Poll::Pending => break,
                 }
             }
-            if writing.is_none() && (next.len > 0 || ended || !room) {
+            if writing.is_none() && (next.len >= MIN_WRITE || ended || !room) {
                 return Poll::Ready(Ok(None));
             }
             Poll::Pending
@@ -736,7 +736,7 @@ async fn spill(
             spilled.held.set(spilled.len);
             return part(Some(spilled), next.joined(), None, Some(reading));
         }
-        if next.len > 0 {
+        if next.len >= MIN_WRITE || (ended && next.len > 0) {
             let batch = std::mem::take(&mut next);
             writing = Some(Writing::start(&spilled, batch, None));
         } else if ended {
@@ -760,7 +760,8 @@ struct Writing {
 
 impl Writing {
     /// Writes `batch` after what `spilled` holds, keeping `memory` until it is written.
-    fn start(spilled: &Spilled, batch: Batch, memory: Option<Held>) -> Self {
+    fn start(spilled: &Spilled, mut batch: Batch, memory: Option<Held>) -> Self {
+        batch.seal();
         let (file, pieces, mut at) = (spilled.file.clone(), batch.pieces.clone(), spilled.len);
         let handle = tokio::task::spawn_blocking(move || {
             let file = file.get()?;
@@ -827,10 +828,26 @@ impl Drop for TempFile {
     }
 }
 
-/// Pieces of a body to write at once, as they came (not copied together).
+/// The least of a body written at once, but for its end: a body that comes a few bytes
+/// at a time is written in parts of this, not in a write for each few bytes.
+const MIN_WRITE: usize = 64 * 1024;
+
+/// Pieces shorter than this are copied together into a batch's `tail` rather than kept
+/// one by one: a body sent in many small pieces (chunks of a byte, say) would otherwise
+/// cost a write each, and each piece could keep a larger read buffer of hyper's alive.
+const SMALL_PIECE: usize = 16 * 1024;
+
+/// What small pieces are copied into, at a time.
+const TAIL: usize = 64 * 1024;
+
+/// Pieces of a body to write at once: large ones as they came (not copied together),
+/// small ones copied together.
 #[derive(Default)]
 struct Batch {
     pieces: Vec<Bytes>,
+    /// Small pieces since the last large one, copied together; `seal` moves them to
+    /// `pieces`.
+    tail: BytesMut,
     len: usize,
 }
 
@@ -843,16 +860,35 @@ impl Batch {
 
     fn push(&mut self, piece: Bytes) {
         self.len += piece.len();
-        self.pieces.push(piece);
+        if piece.len() >= SMALL_PIECE {
+            self.seal();
+            self.pieces.push(piece);
+            return;
+        }
+        if self.tail.capacity() - self.tail.len() < piece.len() {
+            self.seal();
+            self.tail.reserve(TAIL);
+        }
+        self.tail.extend_from_slice(&piece);
     }
 
-    fn append(&mut self, other: Batch) {
+    /// Moves the small pieces copied together into `pieces`, after those before them.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.pieces.push(self.tail.split().freeze());
+        }
+    }
+
+    fn append(&mut self, mut other: Batch) {
+        self.seal();
+        other.seal();
         self.len += other.len;
         self.pieces.extend(other.pieces);
     }
 
     /// The pieces in one buffer, to send when they could not be written.
-    fn joined(self) -> Bytes {
+    fn joined(mut self) -> Bytes {
+        self.seal();
         match <[Bytes; 1]>::try_from(self.pieces) {
             Ok([one]) => one,
             Err(pieces) => pieces.concat().into(),
@@ -885,6 +921,39 @@ impl ReqBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_pieces_are_copied_together_and_large_ones_kept_as_they_came() {
+        let mut batch = Batch::default();
+        for _ in 0..300_000 {
+            batch.push(Bytes::from_static(b"x"));
+        }
+        let large = Bytes::from(vec![b'y'; SMALL_PIECE]);
+        batch.push(large.clone());
+        batch.push(Bytes::from_static(b"z"));
+        batch.seal();
+        assert_eq!(batch.len, 300_000 + SMALL_PIECE + 1);
+        let lens: Vec<_> = batch.pieces.iter().map(Bytes::len).collect();
+        // 300,000 bytes in pieces of at most a tail's, then the large piece itself (not
+        // copied), then the last byte.
+        assert_eq!(lens.len(), 300_000_usize.div_ceil(TAIL) + 2, "{lens:?}");
+        assert!(lens.iter().all(|&n| n <= TAIL.max(SMALL_PIECE)));
+        let kept = &batch.pieces[lens.len() - 2];
+        assert_eq!(
+            kept.as_ptr(),
+            large.as_ptr(),
+            "the large piece is not copied"
+        );
+        let joined = batch.joined();
+        assert_eq!(joined.len(), 300_000 + SMALL_PIECE + 1);
+        assert!(joined[..300_000].iter().all(|&b| b == b'x'));
+        assert!(
+            joined[300_000..300_000 + SMALL_PIECE]
+                .iter()
+                .all(|&b| b == b'y')
+        );
+        assert_eq!(joined[joined.len() - 1], b'z');
+    }
 
     #[tokio::test]
     async fn a_file_that_cannot_be_read_back_fails_as_its_own_error() {

@@ -404,7 +404,8 @@ fn a_101_the_client_did_not_ask_for_is_a_502_and_upgrade_alone_is_not_passed_on(
 }
 
 #[test]
-fn an_upgrade_with_a_body_over_the_limit_is_refused_before_any_upstream_is_dialled() {
+fn an_upgrade_asked_with_a_body_is_ignored_and_the_body_over_the_limit_refused_before_any_upstream()
+{
     let (upstream, heads) = raw_upstream(SWITCH);
     let (app, web) = gateway_with(upstream, "limits = { max_body_bytes = 16 }");
     let refused = http(
@@ -413,8 +414,14 @@ fn an_upgrade_with_a_body_over_the_limit_is_refused_before_any_upstream_is_diall
         &"x".repeat(64),
     );
     assert_eq!(refused.status, 413, "{refused:?}");
+    // A request with a body goes as any other (its body read ahead, so a slow one holds
+    // no upstream connection): its Upgrade is ignored.
     assert_eq!(
         app.metric(r#"weft_http_upgrades_total{outcome="failed",service="web"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_requests_refused_total{reason="body_too_large",service="web"}"#),
         Some(1.0)
     );
     // Upstream connections are the service's too: only the client's was opened. (An

@@ -62,6 +62,17 @@ pub(crate) fn asked(head: &Parts) -> Option<HeaderValue> {
     {
         return None;
     }
+    // A request with content would have its body go up through the tunnel as it comes,
+    // never read ahead: a client sending it slowly would hold an upstream connection. Its
+    // Upgrade is ignored (RFC 9110 §7.8 lets a server), and it goes as any other request,
+    // without the field (hop-by-hop).
+    let content = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|n| n.as_bytes() != b"0");
+    if content {
+        return None;
+    }
     HeaderValue::from_str(&offered.join(", ")).ok()
 }
 
@@ -348,6 +359,15 @@ mod tests {
         assert!(asked(&request(Version::HTTP_11, &[("connection", "upgrade")])).is_none());
         assert!(asked(&request(Version::HTTP_10, &asks)).is_none());
         assert!(asked(&request(Version::HTTP_2, &asks)).is_none());
+        // With a body, the request goes as any other (its body read ahead).
+        let with = |field, value| {
+            let mut fields = asks.to_vec();
+            fields.push((field, value));
+            asked(&request(Version::HTTP_11, &fields))
+        };
+        assert!(with("content-length", "2000000").is_none());
+        assert!(with("transfer-encoding", "chunked").is_none());
+        assert_eq!(with("content-length", "0").unwrap(), "websocket");
     }
 
     #[test]

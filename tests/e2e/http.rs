@@ -196,23 +196,3 @@ fn a_keep_alive_request_polls_its_connection_task_once() {
         "{polls} polls for {REQUESTS} requests: {task}"
     );
 }
-
-#[test]
-fn a_client_that_shuts_its_side_after_its_request_still_gets_the_answer() {
-    let (app, web) = start();
-    for path in ["/index.html", "/api/half"] {
-        let mut stream = TcpStream::connect(web).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-        stream.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).unwrap();
-        assert!(
-            reply.starts_with("HTTP/1.1 200 OK\r\n"),
-            "{path}: {reply:?}\n{}",
-            app.log()
-        );
-    }
-}

@@ -83,10 +83,6 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 .header_read_timeout(limits.request_timeout)
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
-                // A client may shut its side once it has sent its request (`nc -N`,
-                // scripts) and still wait for the answer: it gets it, and the connection
-                // then closes (RFC 9112 §9.6 leaves the reading side open).
-                .half_close(true)
                 .keep_alive(true);
             let mut connection = builder.serve_connection(TokioIo::new(io), service);
             let ended = until_closed(

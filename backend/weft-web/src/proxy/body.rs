@@ -230,9 +230,8 @@ pub(crate) enum Ahead {
 /// Request bodies read ahead of their upstreams, in bytes, in all and by peer, and how
 /// many they may be: in memory, or in files.
 pub(crate) struct BodyBuffers {
-    held: Cell<u64>,
-    cap: u64,
-    /// What other threads may read of them ([`BodiesView`]).
+    /// What they hold in all and may hold, shared with other threads ([`BodiesView`]);
+    /// only this reactor changes it.
     level: Arc<Level>,
     /// By peer address (`None`: a peer without one, over a unix socket), while it holds
     /// some; hashed with foldhash rather than SipHash (three lookups a request with a
@@ -257,8 +256,6 @@ impl BodyBuffers {
     /// The same, of files (and so reported as that).
     fn of(cap: u64, one: u64, recorder: Rc<dyn Recorder>, files: bool) -> Rc<Self> {
         Rc::new(Self {
-            held: Cell::new(0),
-            cap,
             level: Arc::new(Level {
                 cap,
                 ..Level::default()
@@ -268,6 +265,11 @@ impl BodyBuffers {
             recorder,
             files,
         })
+    }
+
+    /// What they hold in all.
+    fn held(&self) -> u64 {
+        self.level.held.load(Relaxed)
     }
 
     /// One of their files failed: counted.
@@ -314,7 +316,7 @@ impl Held {
         let buffers = &self.buffers;
         let more = bytes.saturating_sub(self.bytes.get());
         let peer_held = buffers.peers.borrow().get(&self.peer).copied().unwrap_or(0);
-        if buffers.held.get().saturating_add(more) > buffers.cap
+        if buffers.held().saturating_add(more) > buffers.level.cap
             || peer_held.saturating_add(more) > buffers.peer_cap
         {
             return false;
@@ -332,8 +334,7 @@ impl Held {
         let buffers = &self.buffers;
         // What is held includes `before`; only programmatic limits near u64::MAX could
         // overflow the sum.
-        let held = (buffers.held.get() - before).saturating_add(bytes);
-        buffers.held.set(held);
+        let held = (buffers.held() - before).saturating_add(bytes);
         buffers.level.held.store(held, Relaxed);
         let mut peers = buffers.peers.borrow_mut();
         let peer = peers.entry(self.peer).or_default();
@@ -1000,13 +1001,13 @@ mod tests {
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let held = files.reserve(a, 10).unwrap();
         assert!(held.grow_to(60));
-        assert_eq!(files.held.get(), 60);
+        assert_eq!(files.held(), 60);
         assert!(!held.grow_to(65), "past the total");
-        assert_eq!(files.held.get(), 60, "unchanged when refused");
+        assert_eq!(files.held(), 60, "unchanged when refused");
         assert!(held.grow_to(20));
-        assert_eq!(files.held.get(), 60, "growing to less keeps what it holds");
+        assert_eq!(files.held(), 60, "growing to less keeps what it holds");
         drop(held);
-        assert_eq!(files.held.get(), 0);
+        assert_eq!(files.held(), 0);
     }
 
     #[test]
@@ -1019,11 +1020,11 @@ mod tests {
         let second = buffers.reserve(a, 1).expect("the rest of the peer's share");
         let b = buffers.reserve(Some(IpAddr::from([10, 0, 0, 2])), 4);
         assert!(b.is_some(), "another peer has its own");
-        assert_eq!(buffers.held.get(), 8);
+        assert_eq!(buffers.held(), 8);
         drop(first);
         assert!(buffers.reserve(a, 3).is_some(), "given back");
         drop((second, b));
-        assert_eq!(buffers.held.get(), 0);
+        assert_eq!(buffers.held(), 0);
         assert!(buffers.peers.borrow().is_empty(), "no peer left listed");
         // And the total.
         let all: Vec<Held> = (0..16)
@@ -1035,6 +1036,6 @@ mod tests {
             .collect();
         assert!(buffers.reserve(None, 1).is_none(), "64 of 64");
         drop(all);
-        assert_eq!(buffers.held.get(), 0);
+        assert_eq!(buffers.held(), 0);
     }
 }

@@ -9,7 +9,8 @@
 //! histogram, an upstream any peer the service forwards to; a service that answers many
 //! small requests (a DNS service's queries) adds tallies by a field of them (type, code),
 //! named counters, the latency of all its answers, the keys asked most and the last few
-//! requests.
+//! requests; and any service what it holds now against its limits (levels: an HTTP
+//! service's request bodies in memory and in files).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

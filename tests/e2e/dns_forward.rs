@@ -188,7 +188,7 @@ fn dig_ttl(port: u16, name: &str) -> u32 {
 fn upstream_queries_leave_from_random_ports_with_random_ids() {
     let (up, seen) = upstream(false);
     let port = free_port();
-    let _app = spawn_dns_app(forwarder(port, &[up]));
+    let app = spawn_dns_app(forwarder(port, &[up]));
     let queries = 400;
     for i in 0..queries {
         let r = ask(port, i, &format!("n{i}.elsewhere.test."), RecordType::A);
@@ -216,6 +216,27 @@ fn upstream_queries_leave_from_random_ports_with_random_ids() {
         low > 0,
         "ports from the whole range, not only the ephemeral one: {ports:?}"
     );
+    // The ports are the service's own client sockets, not listeners: the log announces the
+    // service's UDP and TCP listeners on its port, and so do the live feed and history.
+    let log = app.log();
+    let announced: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" listening ") && l.contains("service=dns"))
+        .collect();
+    let own = format!("local=127.0.0.1:{port}");
+    assert!(
+        announced.len() == 2 && announced.iter().all(|l| l.ends_with(&own)),
+        "{announced:#?}"
+    );
+    let events: serde_json::Value =
+        serde_json::from_str(&app.curl("/api/events?limit=1000").expect("/api/events")).unwrap();
+    let started: Vec<&serde_json::Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "listener_started" && e["data"]["service"] == "dns")
+        .collect();
+    assert_eq!(started.len(), 2, "{started:#?}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, dns_service, free_port, spawn_dns_app, weft_bin};
+use crate::support::{App, dns_service, free_port, spawn_app_with, spawn_dns_app, weft_bin};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -377,6 +377,81 @@ fn a_reload_that_changes_a_serial_sends_notify_again_until_acknowledged_and_one_
     assert_eq!(
         app.metric(r#"weft_dns_zone_reloads_total{result="changed",service="dns"}"#),
         Some(1.0)
+    );
+}
+
+/// With two reactors, a NOTIFY to each of several peers at once leaves from a port of its
+/// own, so each acknowledgement reaches the NOTIFY it answers. (Bound with the reactors'
+/// `SO_REUSEPORT`, every NOTIFY port would share the one port the first got, and the kernel
+/// would hand each peer's answer to whichever of those sockets its address hashes to.)
+#[test]
+fn notifies_to_several_peers_from_two_reactors_are_each_acknowledged() {
+    const PEERS: usize = 6;
+    let secondaries: Vec<UdpSocket> = (0..PEERS)
+        .map(|_| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            s
+        })
+        .collect();
+    let peers: Vec<String> = secondaries
+        .iter()
+        .map(|s| format!("\"{}\"", s.local_addr().unwrap()))
+        .collect();
+    let port = free_port();
+    let service = dns_service("dns", port)
+        .zone("example.test.zone", ZONE)
+        .key("notify", &format!("[{}]", peers.join(", ")));
+    let app = spawn_app_with(|dir| format!("{}\n[gateway]\nreactors = 2\n", service.toml(dir)));
+    std::fs::write(
+        app.dir.path().join("example.test.zone"),
+        ZONE.replace("( 1 ", "( 2 "),
+    )
+    .unwrap();
+    app.reload_by_signal("ok");
+    // Each secondary acknowledges every NOTIFY it gets, for three seconds.
+    let acked: Vec<usize> = std::thread::scope(|scope| {
+        let threads: Vec<_> = secondaries
+            .iter()
+            .map(|socket| {
+                scope.spawn(move || {
+                    let mut seen = std::collections::BTreeSet::new();
+                    let until = std::time::Instant::now() + Duration::from_secs(3);
+                    let mut buf = [0; 4096];
+                    while std::time::Instant::now() < until {
+                        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                            continue;
+                        };
+                        let notify = Message::from_vec(&buf[..n]).unwrap();
+                        let mut ack =
+                            Message::new(notify.metadata.id, MessageType::Response, OpCode::Notify);
+                        ack.queries = notify.queries.clone();
+                        socket.send_to(&ack.to_vec().unwrap(), from).unwrap();
+                        seen.insert((notify.metadata.id, from));
+                    }
+                    seen.len()
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert!(
+        acked.iter().all(|&n| n >= 1),
+        "every peer got a NOTIFY: {acked:?}"
+    );
+    let sent: usize = acked.iter().sum();
+    assert_eventually!(
+        app.metric(r#"weft_dns_notifies_total{result="acknowledged",service="dns"}"#)
+            == Some(sent as f64),
+        "each of the {sent} NOTIFYs acknowledged: {:?}\n{}",
+        app.metric(r#"weft_dns_notifies_total{result="acknowledged",service="dns"}"#),
+        app.log()
+    );
+    assert!(
+        !app.log().contains("does not answer the NOTIFY"),
+        "no answer reached another NOTIFY's port\n{}",
+        app.log()
     );
 }
 

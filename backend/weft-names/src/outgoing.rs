@@ -169,7 +169,7 @@ impl Link {
             let protocol = UpstreamPort {
                 server: server.clone(),
             };
-            match reactor.listen_udp(&self.service, &endpoint, protocol) {
+            match reactor.open_udp(&self.service, &endpoint, protocol) {
                 Ok(port) => {
                     let transport = port.transport().clone();
                     let number = port.local_addr().map_or(number, |a| a.port());

@@ -126,3 +126,45 @@ fn a_setup_that_fails_stops_the_pool_before_anything_serves() {
     let error = result.expect_err("the port is taken by a socket without SO_REUSEPORT");
     assert!(error.to_string().starts_with("reactor 1: "), "{error}");
 }
+
+/// Takes nothing in: a client's port in these tests only needs to exist.
+struct Quiet;
+
+impl DatagramProtocol for Quiet {
+    fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
+}
+
+#[test]
+fn a_client_s_udp_ports_share_their_port_with_no_other_socket_of_the_pool() {
+    let pool = ReactorPool::new(2, config()).unwrap();
+    let reactor = pool.first().clone();
+    let listener = reactor
+        .listen_udp("who", "udp:0:interface=127.0.0.1", WhoAmIUdp)
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Ports of a client's own asked at port 0 are each the system's pick, not the port
+    // the pool's first `udp:0` got (which a listener on another reactor joins).
+    let ports: Vec<SocketAddr> = (0..4)
+        .map(|_| {
+            reactor
+                .open_udp("client", "udp:0:interface=127.0.0.1", Quiet)
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        })
+        .collect();
+    let distinct: BTreeSet<SocketAddr> = ports.iter().copied().chain([listener]).collect();
+    assert_eq!(distinct.len(), 5, "listener {listener}, clients {ports:?}");
+    // Nor is a port a listener holds given to a client that asks for it by number (a
+    // resolver drawing a random port), as it would be with SO_REUSEPORT: the kernel
+    // would then hand part of the listener's datagrams to the client's socket.
+    let taken = reactor.open_udp(
+        "client",
+        &format!("udp:{}:interface=127.0.0.1", listener.port()),
+        Quiet,
+    );
+    let error = taken.expect_err("the listener's port is not shared with a client");
+    assert!(error.to_string().contains("in use"), "{error}");
+    drop(pool);
+}

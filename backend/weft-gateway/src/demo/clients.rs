@@ -296,7 +296,7 @@ impl DnsClient {
     /// A client on a fresh loopback UDP port.
     pub(crate) fn listen(reactor: &Reactor) -> Result<Self, ListenError> {
         let waiting = Waiting::default();
-        let port = reactor.listen_udp(
+        let port = reactor.open_udp(
             TRAFFIC_SERVICE,
             "udp:0:interface=127.0.0.1",
             Answers(waiting.clone()),
@@ -391,7 +391,7 @@ pub(crate) struct UdpPinger {
 impl UdpPinger {
     /// A pinger on a fresh loopback UDP port.
     pub(crate) fn listen(reactor: &Reactor) -> Result<Self, ListenError> {
-        let port = reactor.listen_udp(TRAFFIC_SERVICE, "udp:0:interface=127.0.0.1", Echoes)?;
+        let port = reactor.open_udp(TRAFFIC_SERVICE, "udp:0:interface=127.0.0.1", Echoes)?;
         Ok(Self { port })
     }
 

@@ -55,7 +55,7 @@ pub fn announce(
             addr: SocketAddr::new(crate::transport::local_for(peer.ip()), 0),
         }
         .to_string();
-        let port = reactor.listen_udp(service, &endpoint, Answers(pending.clone()))?;
+        let port = reactor.open_udp(service, &endpoint, Answers(pending.clone()))?;
         attempt(pending, port.transport().clone(), packet, 1);
     }
     Ok(())

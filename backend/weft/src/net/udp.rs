@@ -176,6 +176,41 @@ impl Reactor {
         protocol: impl DatagramProtocol,
         max_datagram: usize,
     ) -> Result<UdpPort, ListenError> {
+        self.udp_port(service, endpoint, protocol, max_datagram, Role::Listener)
+    }
+
+    /// Opens a UDP port of a client's own on a `udp:` endpoint, reporting under
+    /// `service`: the port its queries leave from and their answers come back to (what
+    /// Twisted's `listenUDP(0, protocol)` is on a client). It works as a
+    /// [`listen_udp`](Self::listen_udp) port and shows as one of `service`'s connections,
+    /// but it is nobody's listener:
+    ///
+    /// - it is bound on its own, never with `SO_REUSEPORT` nor onto a port another reactor
+    ///   of a [`ReactorPool`](crate::ReactorPool) got for the same endpoint, so no other
+    ///   socket (a listener's, another client's) shares its port and takes its answers;
+    /// - it is not announced as a listener: its opening is logged at debug level, it
+    ///   sends no listener events and is not among the reactor's listening ports (a
+    ///   reload's handover never offers it), so a client that opens many (a resolver
+    ///   drawing a new random port every few queries) floods neither the log nor the
+    ///   live feed and history;
+    /// - it starts at once, even while a handover is open.
+    pub fn open_udp(
+        &self,
+        service: &str,
+        endpoint: &str,
+        protocol: impl DatagramProtocol,
+    ) -> Result<UdpPort, ListenError> {
+        self.udp_port(service, endpoint, protocol, MAX_DATAGRAM, Role::Client)
+    }
+
+    fn udp_port(
+        &self,
+        service: &str,
+        endpoint: &str,
+        protocol: impl DatagramProtocol,
+        max_datagram: usize,
+        role: Role,
+    ) -> Result<UdpPort, ListenError> {
         let parsed: ServerEndpoint = endpoint.parse()?;
         let ServerEndpoint::Udp { addr } = parsed else {
             return Err(ListenError::WrongKind {
@@ -188,10 +223,17 @@ impl Reactor {
             source,
         };
         let key = SocketKey::of(&parsed);
-        let (socket, fresh) = match self.inner.ports.claim(key.as_ref()) {
+        let claimed = match role {
+            Role::Listener => self.inner.ports.claim(key.as_ref()),
+            Role::Client => None,
+        };
+        let (socket, fresh) = match claimed {
             Some(PortSocket::Datagram(socket)) => (socket, false),
             _ => {
-                let group = super::group::current();
+                let group = match role {
+                    Role::Listener => super::group::current(),
+                    Role::Client => None,
+                };
                 let at = group.as_ref().map_or(addr, |g| g.resolve(true, addr));
                 let std_socket = super::group::bind_udp(at, group.is_some()).map_err(bind_err)?;
                 if let Some(group) = &group {
@@ -230,37 +272,58 @@ impl Reactor {
         let name = protocol.name();
         let protocol = Rc::new(RefCell::new(protocol));
         let starting = (transport.clone(), protocol.clone(), listener.clone());
-        let opened = self.inner.ports.open(
-            self,
-            PortOpening {
-                info: listener.clone(),
-                key,
-                socket: PortSocket::Datagram(socket),
-                stop: stop.clone(),
-                fresh,
-            },
-            move || {
-                let (t, protocol, listener) = starting;
-                let info = &t.shared.info;
+        let start = move || {
+            let (t, protocol, listener) = starting;
+            let info = &t.shared.info;
+            if role == Role::Listener {
                 observe::emit(|| Event::ListenerStarted(&listener));
-                observe::emit(|| Event::ConnectionOpened(info));
-                tracing::info!(service = %listener.service, endpoint = %listener.endpoint, local = %listener.local, "listening");
-                let _ = guarded_call(info, name, "start_protocol", || {
-                    protocol.borrow_mut().start_protocol(&t)
-                });
-            },
-        );
+            }
+            observe::emit(|| Event::ConnectionOpened(info));
+            let (service, endpoint, local) =
+                (&listener.service, &listener.endpoint, &listener.local);
+            match role {
+                Role::Listener => tracing::info!(%service, %endpoint, %local, "listening"),
+                Role::Client => {
+                    tracing::debug!(%service, %endpoint, %local, "client UDP port open")
+                }
+            }
+            let _ = guarded_call(info, name, "start_protocol", || {
+                protocol.borrow_mut().start_protocol(&t)
+            });
+        };
+        let opened = match role {
+            Role::Listener => Some(self.inner.ports.open(
+                self,
+                PortOpening {
+                    info: listener.clone(),
+                    key,
+                    socket: PortSocket::Datagram(socket),
+                    stop: stop.clone(),
+                    fresh,
+                },
+                start,
+            )),
+            Role::Client => {
+                start();
+                None
+            }
+        };
         let t = transport.clone();
         // A UDP port waits on its peers: idle there is not a stall.
         self.spawn(crate::tasks::awaiting_outside_events(async move {
-            if !opened.started(&stop).await {
+            if let Some(o) = &opened
+                && !o.started(&stop).await
+            {
                 t.shared.closed.set(true);
-                return opened.close(false);
+                if let Some(opened) = opened {
+                    opened.close(false);
+                }
+                return;
             }
             let reason = receive_loop(&t, &*protocol, name, max_datagram, &stop).await;
             // A port that took the socket over answers from now on; what this one still
             // sends (answers that were waiting on an upstream) goes out on the same socket.
-            if !opened.handed_over() {
+            if !opened.as_ref().is_some_and(|o| o.handed_over()) {
                 t.shared.closed.set(true);
             }
             let _ = guarded_call(&info, name, "stop_protocol", || {
@@ -273,11 +336,23 @@ impl Reactor {
                     duration: info.opened.elapsed(),
                 })
             });
-            observe::emit(|| Event::ListenerStopped(&listener));
-            opened.close(true);
+            if let Some(opened) = opened {
+                observe::emit(|| Event::ListenerStopped(&listener));
+                opened.close(true);
+            }
         }));
         Ok(UdpPort { transport })
     }
+}
+
+/// What a UDP port is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A service's port that peers send to: bound with the reactors' port group, announced,
+    /// among the listening ports.
+    Listener,
+    /// A client's own port (`Reactor::open_udp`).
+    Client,
 }
 
 /// Datagrams handled before the receive loop lets other tasks run.

@@ -137,3 +137,73 @@ fn a_batch_over_ipv6_is_answered_to_each_sender() {
     let (_running, served) = serve("\\:\\:1");
     answers_reach_their_askers("[::1]:0", &served, 3, 8);
 }
+
+/// Echoes each datagram to its sender, and the first one, from the test, also sends a few
+/// from the port to itself: they go round for ever, so the port is always readable (as
+/// with one datagram forged to come from the port's own address to an echo service).
+struct SelfLoop(Arc<std::sync::atomic::AtomicU64>);
+
+impl DatagramProtocol for SelfLoop {
+    fn datagram_received(&mut self, t: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        if self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            let own = t.host().socket_addr().expect("an IP port");
+            for _ in 0..8 {
+                t.write(data, own);
+            }
+        }
+        t.write(data, from);
+    }
+}
+
+#[test]
+fn a_port_that_is_always_readable_leaves_the_reactor_to_its_other_connections() {
+    let rounds = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = rounds.clone();
+    let running = weft_test_support::spawn_reactor(move |r| {
+        let port = r
+            .listen_udp("loop", "udp:0:interface=127.0.0.1", SelfLoop(counted))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let tcp = r
+            .listen_as(
+                "echo",
+                "tcp:0:interface=127.0.0.1",
+                weft::factory(|| weft_test_support::Echo),
+            )
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        (port, tcp)
+    });
+    let (port, tcp) = running.value;
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"round", port)
+        .unwrap();
+    eventually("the datagrams go round", || {
+        rounds.load(std::sync::atomic::Ordering::Relaxed) > 1_000
+    });
+    let answered = (|| {
+        let mut client = std::net::TcpStream::connect(tcp).ok()?;
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        std::io::Write::write_all(&mut client, b"still there?").ok()?;
+        let mut buf = [0; 12];
+        std::io::Read::read_exact(&mut client, &mut buf).ok()?;
+        Some(buf)
+    })();
+    if answered != Some(*b"still there?") {
+        // The reactor is stuck in the port's loop: it would never stop to be joined.
+        std::mem::forget(running);
+        panic!("a TCP connection on the same reactor got no echo within 3 s");
+    }
+    // And it stops when asked, the loop still going round.
+    let went_round = rounds.load(std::sync::atomic::Ordering::Relaxed);
+    running.stop();
+    assert!(
+        went_round > 1_000,
+        "the datagrams went round {went_round} times"
+    );
+}

@@ -379,7 +379,10 @@ async fn receive_loop(
                 }
             }
         }
-        // Drain what is queued, a batch a system call, then wait again.
+        // Drain what is queued, a batch a system call, then wait again; after a full budget,
+        // only once every other task had its turn. A socket that is readable again at once
+        // (a flood, or a datagram that echoes back to its own port) must not keep the
+        // reactor from its other connections, timers and shutdown.
         let mut handled = 0;
         while handled < RECEIVE_BUDGET {
             let fd = socket.as_raw_fd();
@@ -419,6 +422,9 @@ async fn receive_loop(
             let mut outbox = transport.shared.outbox.borrow_mut();
             outbox.open = false;
             transport.flush(&mut outbox);
+        }
+        if handled >= RECEIVE_BUDGET {
+            tokio::task::yield_now().await;
         }
     }
 }

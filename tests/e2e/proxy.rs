@@ -145,3 +145,57 @@ fn sigterm_is_not_held_up_by_pairs_whose_clients_left() {
         app.log()
     );
 }
+
+/// An upstream that resets its connection after part of what it sends reaches the client
+/// as a reset: the client learns that what it got was cut short, rather than taking it
+/// for the whole (a clean end of stream). And a client that resets reaches the upstream as
+/// a reset.
+#[test]
+fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let port = free_port();
+    let app = spawn_app_beside_echo(|_, _| proxy_service(port, up));
+    let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
+
+    let mut client = TcpStream::connect(proxy).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut served, _) = upstream.accept().unwrap();
+    served.write_all(&[1u8; 10_000]).unwrap();
+    // Read by the client before the reset, so what is cut short is the stream, not them.
+    let mut first = [0u8; 10_000];
+    client.read_exact(&mut first).unwrap();
+    socket2::SockRef::from(&served)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(served);
+    let mut rest = Vec::new();
+    let error = client
+        .read_to_end(&mut rest)
+        .expect_err("the upstream's reset is passed on, not an end of stream");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+
+    // The other way: a client's reset reaches the upstream as one.
+    let client = TcpStream::connect(proxy).unwrap();
+    let (mut served, _) = upstream.accept().unwrap();
+    served
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Once the pair is made: its upstream connected.
+    assert_eventually!(
+        open_proxy_connections(&app) == 2,
+        "the client and its upstream"
+    );
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let mut rest = Vec::new();
+    let error = served
+        .read_to_end(&mut rest)
+        .expect_err("the client's reset is passed on, not an end of stream");
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+    drop(app);
+}

@@ -494,3 +494,31 @@ fn a_connection_over_the_limit_is_refused_with_the_limit_as_reason() {
     first.read_exact(&mut one).unwrap();
     assert_eq!(&one, b"2");
 }
+
+/// Aborts its connection on the first bytes it gets.
+struct Aborter;
+
+impl Protocol for Aborter {
+    fn data_received(&mut self, transport: &Transport, _: &[u8]) {
+        transport.write(b"never sent");
+        transport.abort_connection();
+    }
+}
+
+#[test]
+fn an_aborted_connection_is_reset_not_closed_in_order() {
+    let server = spawn_reactor(|r| {
+        r.listen("tcp:0:interface=127.0.0.1", factory(|| Aborter))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let mut client = connect(server.value);
+    client.write_all(b"go").unwrap();
+    let mut got = Vec::new();
+    let error = client
+        .read_to_end(&mut got)
+        .expect_err("a reset, not the end of the stream");
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    assert!(got.is_empty(), "what was buffered is dropped: {got:?}");
+}

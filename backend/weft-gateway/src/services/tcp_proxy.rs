@@ -14,8 +14,9 @@
 //! - a side that closes cleanly has the other closed once its buffer is sent (the reactor
 //!   aborts a close that makes no progress for its close timeout, so a peer that stopped
 //!   reading cannot hold the pair);
-//! - a side that is reset, times out or fails has the other aborted at once: what is
-//!   buffered for a peer that is gone has nowhere to go.
+//! - a side that is reset, times out or fails has the other aborted at once (reset, so
+//!   its peer knows the stream was cut short): what is buffered for a peer that is gone
+//!   has nowhere to go.
 //!
 //! Each client connection has a traced chain (`tcp-proxy`) whose named steps say where it
 //! is: `connect upstream` (about the upstream endpoint; then with the upstream connection),

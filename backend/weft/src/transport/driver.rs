@@ -48,6 +48,11 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {
     fn set_keepalive(&self, _on: bool) -> io::Result<()> {
         Ok(())
     }
+    /// Makes closing the socket reset the connection (`SO_LINGER` 0: a TCP RST, and what
+    /// was not sent yet is dropped), where it means something.
+    fn reset_on_close(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream for tokio::net::TcpStream {
@@ -56,6 +61,9 @@ impl Stream for tokio::net::TcpStream {
     }
     fn set_keepalive(&self, on: bool) -> io::Result<()> {
         socket2::SockRef::from(self).set_keepalive(on)
+    }
+    fn reset_on_close(&self) -> io::Result<()> {
+        socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
     }
 }
 
@@ -68,6 +76,9 @@ impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
     fn set_keepalive(&self, on: bool) -> io::Result<()> {
         self.get_ref().0.set_keepalive(on)
     }
+    fn reset_on_close(&self) -> io::Result<()> {
+        self.get_ref().0.reset_on_close()
+    }
 }
 
 impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
@@ -76,6 +87,9 @@ impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
     }
     fn set_keepalive(&self, on: bool) -> io::Result<()> {
         self.get_ref().0.set_keepalive(on)
+    }
+    fn reset_on_close(&self) -> io::Result<()> {
+        self.get_ref().0.reset_on_close()
     }
 }
 
@@ -209,6 +223,10 @@ impl<S: Stream> Driver<'_, S> {
         loop {
             let flags = self.transport.flags();
             if flags.aborted {
+                // Aborted, the connection is reset rather than closed in order (as Twisted's
+                // `abortConnection` does), so the peer learns it was cut off: a proxy passes
+                // on a reset as a reset, not as the end of what it relayed.
+                let _ = self.io.reset_on_close();
                 return Poll::Ready(self.transport.take_reason(CloseReason::Aborted));
             }
             self.apply_socket_options(flags);

@@ -188,7 +188,8 @@ impl Transport {
         self.wake();
     }
 
-    /// Closes the connection now, discarding anything buffered.
+    /// Closes the connection now, discarding anything buffered; a TCP connection is reset
+    /// (`SO_LINGER` 0), as Twisted's `abortConnection` does, so the peer sees it was cut off.
     pub fn abort_connection(&self) {
         self.abort_with(CloseReason::Aborted);
     }

@@ -109,6 +109,46 @@ fn a_close_whose_peer_never_reads_is_aborted_after_the_close_timeout() {
     drop(client);
 }
 
+/// Writes 16 MiB as soon as it connects, then shuts its write side (a proxy passing on
+/// its upstream's end of stream), reading on.
+struct FloodThenHalfClose;
+
+impl Protocol for FloodThenHalfClose {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.write(&vec![0; 16 << 20]);
+        transport.lose_write_connection();
+    }
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+#[test]
+fn a_half_close_whose_peer_never_reads_is_aborted_after_the_close_timeout() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let config = ReactorConfig {
+        handle_signals: false,
+        close_timeout: Duration::from_millis(300),
+        ..ReactorConfig::default()
+    };
+    let server = spawn_reactor_with(config, move |r| {
+        r.set_observer(obs);
+        listen(r, &ListenOptions::new(), factory(|| FloodThenHalfClose))
+    });
+    let client = connect(server.value);
+    let start = Instant::now();
+    eventually("the stuck end of output is given up", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let closed = closed_event(&observer);
+    assert!(closed.contains("SendTimeout"), "{closed}");
+    drop(client);
+}
+
 #[test]
 fn a_close_that_waits_on_its_own_exchange_is_not_given_up() {
     let config = ReactorConfig {

@@ -72,8 +72,8 @@ pub(crate) struct Shared {
     /// Close after this long with nothing read or written; the reactor's sweep enforces it
     /// from the connection's own activity stamp, so reads and writes pay nothing for it.
     idle_timeout: Cell<Option<Duration>>,
-    /// When a close was first asked for, as time after opening: the close timeout runs
-    /// from the later of this and the last activity.
+    /// When a close (or the end of our side's output) was first asked for, as time after
+    /// opening: the close timeout runs from the later of this and the last activity.
     close_requested: Cell<Duration>,
     /// Why the connection is closing, when something other than the default says so.
     pub(crate) reason: RefCell<Option<CloseReason>>,
@@ -217,8 +217,19 @@ impl Transport {
         self.wake();
     }
 
-    /// Shuts down the write side once the buffer drains; reading goes on (half-close).
+    /// Shuts down the write side once the buffer drains; reading goes on (half-close). As
+    /// with a close, output the peer does not take for the reactor's `close_timeout` is
+    /// given up: the connection is aborted (`send_timeout`).
     pub fn lose_write_connection(&self) {
+        let flags = self.flags();
+        if flags.closed || flags.write_shutdown {
+            return;
+        }
+        if !flags.closing {
+            self.shared
+                .close_requested
+                .set(self.shared.info.opened.elapsed());
+        }
         self.update(|f| f.write_shutdown = true);
         self.wake();
     }
@@ -298,7 +309,8 @@ impl Transport {
     }
 
     /// Which deadline, if any, the connection has outlived at `now`: idle for its idle
-    /// timeout, or closing with output blocked on the peer for `close_timeout`.
+    /// timeout, or closing (or shutting its write side) with output blocked on the peer
+    /// for `close_timeout`.
     pub(crate) fn expired(&self, now: Instant, close_timeout: Duration) -> Option<Expired> {
         let flags = self.flags();
         if flags.closed || flags.aborted {
@@ -313,6 +325,14 @@ impl Transport {
             let since = last.max(self.shared.close_requested.get());
             let stuck = flags.write_blocked && now.saturating_sub(since) >= close_timeout;
             return stuck.then_some(Expired::Stuck);
+        }
+        // The same for the end of our side's output: a peer that half-closed and stopped
+        // reading would otherwise hold the connection until it is idle.
+        if flags.write_shutdown && flags.write_blocked {
+            let since = last.max(self.shared.close_requested.get());
+            if now.saturating_sub(since) >= close_timeout {
+                return Some(Expired::Stuck);
+            }
         }
         let idle = now.saturating_sub(last);
         let timeout = self.shared.idle_timeout.get()?;

@@ -206,3 +206,42 @@ fn after_kill_9_the_history_opens_clean_and_kept_the_open_connection() {
         "{events}"
     );
 }
+
+/// UDP echo does not answer a datagram from a port whose service would answer the echo in
+/// turn (chargen, here): one forged datagram would otherwise start a loop between them.
+/// It is counted, and other senders are echoed as ever. Binding port 19 takes root (as
+/// the test command runs); without it that half is skipped.
+#[test]
+fn udp_echo_does_not_answer_a_service_that_would_answer_back() {
+    let app = spawn_app();
+    let dropped = || {
+        app.metric(r#"weft_errors_total{kind="datagram_dropped",service="echo"}"#)
+            .unwrap_or(0.0)
+    };
+    match UdpSocket::bind("127.0.0.7:19") {
+        Ok(chargen) => {
+            chargen
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            chargen.send_to(b"loop?", app.echo).unwrap();
+            let mut buf = [0; 64];
+            assert!(
+                chargen.recv_from(&mut buf).is_err(),
+                "nothing goes back to port 19"
+            );
+            assert_eventually!(dropped() == 1.0, "counted once: {}", dropped());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!("skipped the port-19 half: binding it takes root");
+        }
+        Err(e) => panic!("binding 127.0.0.7:19: {e}"),
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"hello", app.echo).unwrap();
+    let mut buf = [0; 64];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+}

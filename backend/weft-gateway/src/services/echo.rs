@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use weft::observe::{self, ErrorKind};
 use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 
 /// Echo over a stream.
@@ -14,12 +15,32 @@ impl Protocol for Echo {
     }
 }
 
-/// Echo over UDP: each datagram goes back to its sender.
+/// Echo over UDP: each datagram goes back to its sender, unless the sender is one that
+/// would answer the echo in turn.
 #[derive(Debug, Default)]
 pub struct UdpEcho;
 
+/// Ports of services that answer any datagram (echo, daytime, quote of the day, chargen,
+/// time): a datagram forged to come from one of them would go back and forth between
+/// it and this echo for ever, as inetd's echo knows.
+const ANSWERING_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
+
+/// Whether echoing a datagram from `from` to `from` on a port bound at `own` could start a
+/// loop: it comes from the port itself, or from a service that answers datagrams.
+fn loops(from: SocketAddr, own: Option<SocketAddr>) -> bool {
+    own == Some(from) || from.port() == 0 || ANSWERING_PORTS.contains(&from.port())
+}
+
 impl DatagramProtocol for UdpEcho {
     fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
+        if loops(from, transport.host().socket_addr()) {
+            observe::report_error(
+                transport.info(),
+                ErrorKind::DatagramDropped,
+                format!("not echoed: a datagram from {from} would be answered back (a loop)"),
+            );
+            return;
+        }
         transport.write(data, from);
     }
 }
@@ -37,6 +58,19 @@ impl super::Plain for EchoKind {
 mod tests {
     use super::*;
     use weft::testing::StringTransport;
+
+    #[test]
+    fn datagrams_that_would_be_answered_back_are_not_echoed() {
+        let own: SocketAddr = "192.0.2.1:7000".parse().unwrap();
+        assert!(loops(own, Some(own)), "from the port itself");
+        for port in [0, 7, 13, 17, 19, 37] {
+            let from = SocketAddr::from(([198, 51, 100, 1], port));
+            assert!(loops(from, Some(own)), "{from}");
+        }
+        let client: SocketAddr = "198.51.100.1:40000".parse().unwrap();
+        assert!(!loops(client, Some(own)));
+        assert!(!loops("192.0.2.1:7001".parse().unwrap(), Some(own)));
+    }
 
     #[test]
     fn echoes_every_chunk() {

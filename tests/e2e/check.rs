@@ -76,6 +76,40 @@ fn a_missing_file_or_argument_fails() {
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
 
+/// `weft check` takes the file as `weft run` does, too.
+#[test]
+fn check_takes_the_file_with_config_as_run_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:7\"\n",
+    )
+    .unwrap();
+    for flag in ["--config", "-c"] {
+        let out = Command::new(weft_bin())
+            .args(["check", flag])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {said}");
+        assert!(said.contains(": ok (1 service)"), "{said}");
+    }
+    std::fs::write(&path, "[inspect]\nstall_after = \"soon\"\n").unwrap();
+    let out = Command::new(weft_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("weft.toml:2:15: inspect.stall_after"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn version_prints_the_crate_version() {
     let out = Command::new(weft_bin()).arg("--version").output().unwrap();

@@ -43,7 +43,11 @@ enum Command {
     /// valid, 1 with the reason if not.
     Check {
         /// The configuration file.
-        file: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The configuration file, named as `run` takes it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -51,9 +55,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run { config: None }) {
         Command::Run { config } => run(config, cli.log_format),
-        Command::Check { file } => {
+        Command::Check { file, config } => {
             logging::init(cli.log_format.unwrap_or_default());
-            check(&file)
+            // Clap makes sure one of the two is there.
+            check(&file.or(config).unwrap_or_default())
         }
     };
     match result {

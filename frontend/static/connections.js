@@ -184,7 +184,8 @@ function row(c) {
     el("td", { class: "num" }, bytes(c.bytes_out)),
     el("td", {}, el("span", { class: `pill ${c.state}` }, open ? "open" : c.close_reason || "closed")),
     reactorsShown("connections") ? el("td", { class: "reactor" }, c.reactor ?? "") : null,
-    el("td", {}, open ? el("button", { type: "button", class: "btn small", "data-action": "close", "data-id": c.id }, "Close") : null));
+    // A UDP endpoint is its service's port, not a connection: it is not closed from here.
+    el("td", {}, open && c.transport !== "udp" ? el("button", { type: "button", class: "btn small", "data-action": "close", "data-id": c.id }, "Close") : null));
 }
 
 // One connection's page: counters follow the stats; the state follows its close event.

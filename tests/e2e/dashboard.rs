@@ -336,3 +336,51 @@ fn a_history_file_locked_by_another_process_leaves_every_view_answering() {
     assert!(still_echoes(&mut conn));
     drop(lock);
 }
+
+/// A UDP endpoint is listed with the connections, but it is its service's port: closing it
+/// is refused with 409 and says why (it went on answering while the dashboard said 202),
+/// and its pages offer no close button.
+#[test]
+fn closing_a_udp_endpoint_is_refused_and_it_goes_on_answering() {
+    let app = spawn_app();
+    let list: Value = json(&app.get("/api/connections?state=open&service=echo"));
+    let udp = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["transport"] == "udp")
+        .expect("the UDP echo endpoint is listed")["id"]
+        .as_u64()
+        .unwrap();
+    let host = app.dashboard.to_string();
+    let action = http(
+        app.dashboard,
+        &format!(
+            "POST /api/connections/{udp}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+        ),
+        "",
+    );
+    assert_eq!(action.status, 409, "{action:?}");
+    assert!(
+        json(&action)["error"]
+            .as_str()
+            .unwrap()
+            .contains("UDP endpoint is its service's port"),
+        "{action:?}"
+    );
+    let page = app.get(&format!("/connections/{udp}"));
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains(r#"data-action="close""#),
+        "{}",
+        page.body
+    );
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.send_to(b"still", app.echo).unwrap();
+    let mut buf = [0; 8];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still");
+}

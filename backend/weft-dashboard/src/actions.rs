@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
-use weft::observe::ConnectionId;
+use weft::observe::{ConnectionId, TransportKind};
 use weft_telemetry::{ReloadOutcome, ReloadResult};
 
 use crate::error::ApiError;
@@ -67,6 +67,9 @@ fn accepted(message: String) -> (StatusCode, Json<Accepted>) {
 /// is blocked with its queue full turns the action away rather than stall this thread.
 const NOT_QUEUED: &str = "the reactor has stopped, or is blocked with its queue of calls full";
 
+/// Why a UDP endpoint is not closed: it is a port, not a connection to one peer.
+const UDP_PORT: &str = "a UDP endpoint is its service's port, shared by every peer, not a connection: it closes with its service (remove the endpoint from the configuration and reload)";
+
 pub(crate) async fn close_connection(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
@@ -76,6 +79,9 @@ pub(crate) async fn close_connection(
     let Some(connection) = state.hub.connection(ConnectionId(id)) else {
         return Err(ApiError::NotFound("open connection"));
     };
+    if connection.transport == TransportKind::Udp {
+        return Err(ApiError::Conflict(UDP_PORT));
+    }
     let reactor = reactor(&state, connection.reactor)?;
     if !reactor.close_connection(ConnectionId(id)) {
         return Err(ApiError::Unavailable(NOT_QUEUED));

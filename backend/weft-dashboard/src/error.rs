@@ -28,6 +28,9 @@ pub enum ApiError {
     /// `/ws` asked for without a WebSocket handshake this server speaks.
     #[error("{0}")]
     UpgradeRequired(&'static str),
+    /// The action does not apply to what it names; the text says why.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// History is needed and cannot be read right now; the text says why (the cause is
     /// logged and counted where it happened).
     #[error("{0}")]
@@ -47,6 +50,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -265,6 +265,24 @@ fn a_bad_id_gets_a_not_found_page_and_the_api_a_json_error() {
     );
     assert_eq!(action.status, 400, "{action:?}");
     json(&action);
+    // A query parameter that does not parse is named in a JSON error, as everything the
+    // API answers is JSON.
+    for path in [
+        "/api/connections?limit=-1",
+        "/api/deferreds?limit=abc",
+        "/api/events?after=18446744073709551616",
+        "/api/profile?limit=1.5",
+    ] {
+        let r = app.get(path);
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{path}: {r:?}"
+        );
+        let error = json(&r)["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("query string"), "{path}: {error}");
+    }
     let nowhere = app.get("/api/nowhere");
     assert_eq!(nowhere.status, 404, "{nowhere:?}");
     assert_eq!(json(&nowhere)["error"], "page not found");

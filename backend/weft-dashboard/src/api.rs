@@ -1,7 +1,7 @@
 //! The JSON API: one handler per view, each a thin wrapper over [`crate::data`].
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use crate::data::{
     self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, DetailQuery, Page,
     ServiceView,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, Query};
 use crate::history;
 use crate::state::DashboardState;
 use crate::views::{self, ServiceFigures};

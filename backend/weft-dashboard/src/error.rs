@@ -76,3 +76,26 @@ impl IntoResponse for ApiError {
         (self.status(), Json(Body { error })).into_response()
     }
 }
+
+/// A query string deserialized into `T`, as axum's `Query`, but refused as an [`ApiError`]
+/// (400 with a JSON `error` naming the parameter) rather than axum's plain-text rejection,
+/// so every answer of the API is JSON.
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Self(q))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}

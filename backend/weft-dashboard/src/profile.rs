@@ -153,7 +153,7 @@ async fn view(state: &DashboardState, limit: usize) -> ProfileView {
 
 pub(crate) async fn api(
     State(state): State<DashboardState>,
-    Query(q): Query<ProfileQuery>,
+    crate::error::Query(q): crate::error::Query<ProfileQuery>,
 ) -> Json<ProfileView> {
     Json(view(&state, q.limit.unwrap_or(DEFAULT_SITES)).await)
 }

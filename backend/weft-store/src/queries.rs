@@ -445,7 +445,7 @@ mod tests {
             ListFilter {
                 service,
                 instance,
-                reactor: None,
+                ..ListFilter::default()
             },
             ListFilter {
                 reactor,
@@ -455,6 +455,7 @@ mod tests {
                 service,
                 instance,
                 reactor,
+                peer: None,
             },
         ]
     }

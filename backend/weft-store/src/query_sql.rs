@@ -25,6 +25,9 @@ pub struct ListFilter<'a> {
     /// Only rows of this reactor (`[gateway] reactors`); rows that do not know theirs
     /// (written before history kept it) match no reactor.
     pub reactor: Option<u16>,
+    /// Only connections whose peer address contains this text (the Deferreds list has no
+    /// peer and ignores it).
+    pub peer: Option<&'a str>,
 }
 
 /// Appends the filter's conditions to a query that has its `WHERE`.
@@ -61,12 +64,32 @@ where
         Some(ConnectionState::Closed) => " WHERE closed_at_ms IS NOT NULL",
     });
     push_filter(&mut q, filter);
+    if let Some(peer) = filter.peer {
+        q.push(" AND peer LIKE ")
+            .push_bind(contains_pattern(peer))
+            .push(" ESCAPE '\\'");
+    }
     // Each order matches an index, so a page is read without sorting the table.
     q.push(match state {
         Some(ConnectionState::Closed) => " ORDER BY closed_at_ms DESC, id DESC LIMIT ",
         _ => " ORDER BY opened_at_ms DESC, id DESC LIMIT ",
     });
     q
+}
+
+/// A `LIKE` pattern matching text that contains `needle` as it is (its `%`, `_` and `\`
+/// escaped with `\`).
+fn contains_pattern(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// The Deferreds list up to its `LIMIT`; the caller binds the limit.

@@ -173,6 +173,15 @@ async fn each_row_keeps_its_reactor_and_lists_filter_by_it() {
 }
 
 #[tokio::test]
+async fn closed_connections_are_filtered_by_peer_in_the_query() {
+    let pg = Postgres::start();
+    let url = pg.create_database("peers");
+    let store = open(&url, "edge-1").await;
+    common::closed_connections_filter_by_peer(&store).await;
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_server_stopped_mid_run_drops_and_counts_then_writing_resumes() {
     let pg = Postgres::start();
     let url = pg.create_database("faults");

@@ -435,3 +435,11 @@ async fn each_row_keeps_its_reactor_and_lists_filter_by_it() {
     reactors_are_kept_and_filtered(&store).await;
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn closed_connections_are_filtered_by_peer_in_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    common::closed_connections_filter_by_peer(&store).await;
+    store.shutdown().await.unwrap();
+}

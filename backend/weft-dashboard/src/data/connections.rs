@@ -181,6 +181,7 @@ pub async fn connections(
                         service,
                         instance,
                         reactor: q.reactor,
+                        peer,
                     },
                     want,
                 )

@@ -215,6 +215,7 @@ pub async fn deferreds(
                 service,
                 instance,
                 reactor: q.reactor,
+                peer: None,
             };
             (stored, history_error) = history::or_note(
                 state,

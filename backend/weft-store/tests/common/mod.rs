@@ -203,3 +203,42 @@ pub async fn reactors_are_kept_and_filtered(store: &Store) {
     let seven = store.deferred(7).await.unwrap().expect("chain 7");
     assert_eq!(seven.deferred.reactor, None);
 }
+
+/// `peer` filters the connections list in the query, so an old closed connection of a
+/// peer is found however many others closed since, and the text is matched as it is (`_`
+/// and `%` are not wildcards).
+pub async fn closed_connections_filter_by_peer(store: &Store) {
+    let from = |peer: &str, c: ConnectionRecord| ConnectionRecord {
+        peer: peer.into(),
+        ..c
+    };
+    store.try_send(from(
+        "192.0.2.7:4000",
+        connection(1, "echo", 1_000, Some(1_100)),
+    ));
+    for id in 2..50 {
+        store.try_send(from(
+            "198.51.100.1:5000",
+            connection(id, "echo", 1_000 + id, Some(2_000 + id)),
+        ));
+    }
+    store.try_send(from("a_b%c", connection(50, "echo", 3_000, Some(3_100))));
+    store.flush().await.unwrap();
+    let ids = |peer| async move {
+        let filter = ListFilter {
+            peer: Some(peer),
+            ..ListFilter::default()
+        };
+        store
+            .connections_where(Some(ConnectionState::Closed), filter, 5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("192.0.2.7").await, [1], "the oldest row, 49 rows back");
+    assert_eq!(ids("_b%").await, [50]);
+    assert_eq!(ids("%").await, [50], "% is matched as it is");
+    assert_eq!(ids("198.51.100.1:5000").await.len(), 5, "the limit holds");
+}

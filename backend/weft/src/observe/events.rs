@@ -250,7 +250,7 @@ pub struct Refused {
 }
 
 /// The kind of a handled error; a bounded metric label, serialised as [`as_str`](Self::as_str).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {

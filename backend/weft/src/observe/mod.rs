@@ -21,6 +21,7 @@ pub use events::{
 pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id};
 pub use stopwatch::Stopwatch;
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -79,9 +80,22 @@ pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
     }
 }
 
-/// Reports a handled error on a connection: logged once here, counted by observers.
+/// Reports a handled error on a connection: logged here, counted by observers.
+///
+/// Every error is counted, but the log takes at most [`LOG_BURST`] lines a second for one
+/// service and kind on a thread: a flood of bad datagrams (one each) would otherwise cost
+/// a log line each. The first line after some were left out says how many
+/// (`suppressed`).
 pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
-    tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), "{message}");
+    match log_budget(&info.service, kind) {
+        Some(0) => {
+            tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), "{message}");
+        }
+        Some(suppressed) => {
+            tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), suppressed, "{message}");
+        }
+        None => {}
+    }
     emit(|| {
         Event::ProtocolError(ProtocolError {
             service: info.service.clone(),
@@ -90,6 +104,44 @@ pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
             message,
         })
     });
+}
+
+/// Log lines a second for one service's errors of one kind on a thread
+/// ([`report_error`]).
+pub const LOG_BURST: u32 = 20;
+
+/// Whether an error of `kind` on `service` is logged now: `Some(n)` with the number left
+/// out since the last one logged, `None` when this second's lines are spent.
+fn log_budget(service: &Arc<str>, kind: ErrorKind) -> Option<u64> {
+    struct Window {
+        started: std::time::Instant,
+        logged: u32,
+        suppressed: u64,
+    }
+    thread_local! {
+        static WINDOWS: std::cell::RefCell<HashMap<(Arc<str>, ErrorKind), Window>> =
+            std::cell::RefCell::default();
+    }
+    let now = std::time::Instant::now();
+    WINDOWS.with_borrow_mut(|windows| {
+        let window = windows
+            .entry((service.clone(), kind))
+            .or_insert_with(|| Window {
+                started: now,
+                logged: 0,
+                suppressed: 0,
+            });
+        if now.duration_since(window.started) >= std::time::Duration::from_secs(1) {
+            window.started = now;
+            window.logged = 0;
+        }
+        if window.logged >= LOG_BURST {
+            window.suppressed += 1;
+            return None;
+        }
+        window.logged += 1;
+        Some(std::mem::take(&mut window.suppressed))
+    })
 }
 
 /// Sets how long a callback may run on this thread before it is reported as slow.
@@ -105,4 +157,32 @@ pub fn set_slow_threshold(threshold: std::time::Duration) {
 #[inline]
 pub fn slow_threshold() -> std::time::Duration {
     crate::context::with(|cx| cx.slow_callback.get())
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_one_kind_is_logged_a_burst_a_second_and_the_rest_counted_on_the_next_line() {
+        let service: Arc<str> = "flooded".into();
+        let logged: Vec<Option<u64>> = (0..100)
+            .map(|_| log_budget(&service, ErrorKind::DatagramDropped))
+            .collect();
+        assert!(logged[..20].iter().all(|l| *l == Some(0)), "{logged:?}");
+        assert!(logged[20..].iter().all(Option::is_none), "{logged:?}");
+        // Another kind, or another service, has its own budget.
+        assert_eq!(log_budget(&service, ErrorKind::BadFrame), Some(0));
+        assert_eq!(
+            log_budget(&"other".into(), ErrorKind::DatagramDropped),
+            Some(0)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1_050));
+        assert_eq!(
+            log_budget(&service, ErrorKind::DatagramDropped),
+            Some(80),
+            "the next second's first line says how many were left out"
+        );
+        assert_eq!(log_budget(&service, ErrorKind::DatagramDropped), Some(0));
+    }
 }

@@ -564,3 +564,93 @@ fn an_http2_request_head_left_unfinished_is_ended_within_the_request_timeout() {
         "and was answered"
     );
 }
+
+/// An HTTP/2 client that stops cooperating is let go of: asked to close once idle (GOAWAY
+/// and a PING), a connection that then moves nothing either way for the close timeout
+/// (10 s), with no request waiting on a file or an upstream, is dropped and counted as
+/// `send_timeout`, as an HTTP/1.1 client that stops reading is. Here one client never
+/// answers the server's SETTINGS or PING, and another asks for a file with a window of 0
+/// it never opens.
+#[test]
+fn an_http2_client_that_stops_cooperating_is_dropped_after_the_close_timeout() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| {
+        std::fs::write(dir.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
+             idle_timeout = \"1s\"\n",
+            dir.display()
+        )
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let silent = {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        frame(&mut out, 0x4, 0, 0, &[]);
+        out
+    };
+    let stalled = {
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send a byte of its body.
+        frame(&mut out, 0x4, 0, 0, &[0, 4, 0, 0, 0, 0]);
+        // GET /big.bin with :authority "localhost".
+        let mut head = vec![0x82, 0x86, 0x44, 8];
+        head.extend_from_slice(b"/big.bin");
+        head.extend_from_slice(&[0x41, 9]);
+        head.extend_from_slice(b"localhost");
+        frame(&mut out, 0x1, 0x5, 1, &head);
+        out
+    };
+    let closes = |bytes: Vec<u8>| {
+        std::thread::spawn(move || {
+            let mut conn = TcpStream::connect(web).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            conn.write_all(&bytes).unwrap();
+            let started = std::time::Instant::now();
+            let mut buf = [0; 4096];
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) => return Ok(started.elapsed()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                        return Ok(started.elapsed());
+                    }
+                    Err(e) => return Err(format!("still open after {:?}: {e}", started.elapsed())),
+                }
+            }
+        })
+    };
+    let (silent, stalled) = (closes(silent), closes(stalled));
+    for (what, client) in [("silent", silent), ("stalled", stalled)] {
+        let took = client
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            took < Duration::from_secs(20),
+            "{what}: closed after {took:?} (idle 1 s, then 10 s of nothing)"
+        );
+    }
+    assert_eventually!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="send_timeout",service="web",transport="tcp"}"#
+        ) == Some(2.0),
+        "both counted\n{}",
+        app.log()
+    );
+    // A client that does its part is served as ever.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{web}/big.bin"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}

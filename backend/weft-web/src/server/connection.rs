@@ -50,6 +50,9 @@ pub(super) struct Conn {
     pub(super) tunnel: proxy::upgrade::Slot,
     /// The `Host` value its last request carried, found valid.
     pub(super) last_host: rules::LastHost,
+    /// Its requests whose response head is still being made (waiting on a file or an
+    /// upstream): an HTTP/2 connection closing with none is waiting only on its client.
+    pub(super) answering: std::cell::Cell<u32>,
 }
 
 pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
@@ -90,6 +93,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 Pin::new(&mut connection),
                 |c| c.graceful_shutdown(),
                 |_| false,
+                None,
             )
             .await;
             if matches!(ended, Ended::Served(Ok(())))
@@ -113,6 +117,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 connection,
                 |c| c.graceful_shutdown(),
                 |cx| deadline.poll_late(cx),
+                Some(&conn.answering),
             )
             .await
         }
@@ -121,6 +126,14 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         Ended::Served(Ok(())) => {}
         Ended::Served(Err(err)) => connection_failed(&state, &conn, &transport, &err, started),
         Ended::HeadTimedOut => head_timed_out(&state, &conn, &transport),
+        Ended::ClientStalled(after) => {
+            let message = format!(
+                "the HTTP/2 client took nothing and sent nothing for {after:?} after it was \
+                 told to go away (GOAWAY); closing gave up"
+            );
+            tracing::info!(connection = %conn.info.id, service = %state.name, "{message}");
+            transport.abort_connection_with(CloseReason::SendTimeout);
+        }
     }
 }
 
@@ -131,6 +144,11 @@ enum Ended {
     /// An HTTP/2 head was not complete within `request_timeout`: the connection has been
     /// told GOAWAY and is to be closed.
     HeadTimedOut,
+    /// An HTTP/2 connection asked to close (GOAWAY sent) moved no byte either way for the
+    /// reactor's close timeout with no request waiting on a file or an upstream: what is
+    /// left waits on the client alone (its preface, a PING's answer, windows it never
+    /// opens), which will not come.
+    ClientStalled(std::time::Duration),
 }
 
 /// An HTTP/2 client that left a request head unfinished past `request_timeout`: closed
@@ -162,6 +180,7 @@ impl Conn {
             consumed: std::cell::Cell::new(0),
             last_host: rules::LastHost::default(),
             tunnel: proxy::upgrade::Slot::default(),
+            answering: std::cell::Cell::new(0),
         }
     }
 }
@@ -249,21 +268,31 @@ fn connection_failed(
 /// Drives `connection` to its end, asking it to shut down gracefully (once) when the
 /// transport is asked to close. When `head_late` says a request head took too long, the
 /// connection is asked to shut down (HTTP/2 sends GOAWAY), polled once more to send it,
-/// and left.
+/// and left. With `answering` (HTTP/2), a connection shutting down that has no request
+/// waiting on a file or an upstream and moves no byte for the reactor's close timeout is
+/// given up: hyper would wait on the client for ever.
 async fn until_closed<C>(
     transport: &Transport,
     mut connection: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
     mut head_late: impl FnMut(&mut Context<'_>) -> bool,
+    answering: Option<&std::cell::Cell<u32>>,
 ) -> Ended
 where
     C: Future<Output = hyper::Result<()>>,
 {
     let mut draining = false;
+    let grace = weft::Reactor::try_current()
+        .map_or(weft::ReactorConfig::DEFAULT_CLOSE_TIMEOUT, |r| {
+            r.config().close_timeout
+        });
+    let mut check = pin!(tokio::time::sleep(grace));
+    let info = transport.info().clone();
     poll_fn(|cx| {
         if !draining && transport.is_disconnecting() {
             draining = true;
             shutdown(connection.as_mut());
+            check.as_mut().reset(tokio::time::Instant::now() + grace);
         }
         if let Poll::Ready(served) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ended::Served(served));
@@ -274,6 +303,19 @@ where
                 return Poll::Ready(Ended::Served(served));
             }
             return Poll::Ready(Ended::HeadTimedOut);
+        }
+        if draining
+            && let Some(answering) = answering
+            && check.as_mut().poll(cx).is_ready()
+        {
+            let idle = info.stats.idle();
+            if answering.get() == 0 && idle >= grace {
+                return Poll::Ready(Ended::ClientStalled(idle));
+            }
+            // Look again once the connection has been still for the whole grace.
+            let wait = grace.saturating_sub(idle).max(grace / 10);
+            check.as_mut().reset(tokio::time::Instant::now() + wait);
+            let _ = check.as_mut().poll(cx);
         }
         Poll::Pending
     })

@@ -81,7 +81,10 @@ pub(super) fn handle(
                 let steps = trace.steps.clone();
                 let request = (&mut head, body);
                 let dispatched = pin!(dispatch(&state, &conn, route, series, &steps, request));
-                let response = match trace.unless_cancelled(dispatched).await {
+                let answering = Answering::begin(&conn.answering);
+                let response = trace.unless_cancelled(dispatched).await;
+                drop(answering);
+                let response = match response {
                     Some(response) => response,
                     None => {
                         state.recorder.refused(Refusal::Cancelled);
@@ -133,6 +136,23 @@ pub(super) fn handle(
             started,
         });
         Ok(response.map(|body| Logged::new(body, pending, head_only)))
+    }
+}
+
+/// A request of a connection whose response head is being made (routed, a file read, an
+/// upstream asked), counted in `Conn::answering` until it is dropped.
+struct Answering<'a>(&'a std::cell::Cell<u32>);
+
+impl<'a> Answering<'a> {
+    fn begin(count: &'a std::cell::Cell<u32>) -> Self {
+        count.set(count.get() + 1);
+        Self(count)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 

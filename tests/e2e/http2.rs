@@ -654,3 +654,74 @@ fn an_http2_client_that_stops_cooperating_is_dropped_after_the_close_timeout() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
+
+/// A peer's HTTP/2 requests in flight, over all its connections, are capped at its
+/// connection cap: streams that would hold more files (or upstream connections) at once
+/// than as many HTTP/1.1 connections could get 503, counted as `limit_peer`, and the places
+/// come back as the responses end.
+#[test]
+fn a_peer_s_http2_requests_in_flight_are_capped_at_its_connection_cap() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| {
+        std::fs::write(dir.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
+             max_connections_per_peer = 4\n",
+            dir.display()
+        )
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // A window of 0: no response body moves, so every answered stream stays in flight.
+    frame(&mut out, 0x4, 0, 0, &[0, 4, 0, 0, 0, 0]);
+    let mut head = vec![0x82, 0x86, 0x44, 8];
+    head.extend_from_slice(b"/big.bin");
+    head.extend_from_slice(&[0x41, 9]);
+    head.extend_from_slice(b"localhost");
+    for i in 0..10u32 {
+        frame(&mut out, 0x1, 0x5, 2 * i + 1, &head);
+    }
+    let mut greedy = TcpStream::connect(web).unwrap();
+    greedy.write_all(&out).unwrap();
+    let refused = || {
+        app.metric(r#"weft_http_requests_refused_total{reason="limit_peer",service="web"}"#)
+            .unwrap_or(0.0)
+    };
+    assert_eventually!(refused() == 6.0, "six of ten refused: {}", refused());
+    // Another connection of the same peer is held to the same count.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+        ])
+        .arg(format!("http://{web}/big.bin"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        said.starts_with("http/2 503") && said.contains("retry-after: 1"),
+        "{said}"
+    );
+    // Once the greedy connection goes, its places come back.
+    drop(greedy);
+    assert_eventually!(
+        Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}"
+            ])
+            .arg(format!("http://{web}/big.bin"))
+            .output()
+            .is_ok_and(|o| o.stdout == b"200"),
+        "served again"
+    );
+}

@@ -170,6 +170,9 @@ pub(crate) struct Logged {
     /// A response to HEAD, or a status without content: hyper sends no body, and drops
     /// it unread.
     head_only: bool,
+    /// The request's place in its peer's count of HTTP/2 requests in flight, given back
+    /// when the body is done with.
+    slot: Option<weft::policies::PeerSlot>,
 }
 
 impl Logged {
@@ -180,7 +183,14 @@ impl Logged {
             pending,
             sent: 0,
             head_only,
+            slot: None,
         }
+    }
+
+    /// Holds `slot` until the body is done with.
+    pub(crate) fn holding(mut self, slot: Option<weft::policies::PeerSlot>) -> Self {
+        self.slot = slot;
+        self
     }
 
     fn finish(&mut self, cut: Option<Cut>) {

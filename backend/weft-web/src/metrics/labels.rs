@@ -111,11 +111,14 @@ pub enum Refusal {
     /// A request body of which nothing came for `request_timeout` (the head, or the last
     /// piece, came longer ago): answered 408, and over HTTP/2 only that stream is reset.
     BodyTimeout,
+    /// An HTTP/2 request from a peer that already has as many requests in flight, over all
+    /// its connections, as it may hold connections (`max_connections_per_peer`): 503.
+    LimitPeer,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -128,6 +131,7 @@ impl Refusal {
         Self::Cancelled,
         Self::HeadTimeout,
         Self::BodyTimeout,
+        Self::LimitPeer,
     ];
 
     /// The label value.
@@ -145,6 +149,7 @@ impl Refusal {
             Self::Cancelled => "cancelled",
             Self::HeadTimeout => "head_timeout",
             Self::BodyTimeout => "body_timeout",
+            Self::LimitPeer => "limit_peer",
         }
     }
 

@@ -53,6 +53,8 @@ pub(super) struct Conn {
     /// Its requests whose response head is still being made (waiting on a file or an
     /// upstream): an HTTP/2 connection closing with none is waiting only on its client.
     pub(super) answering: std::cell::Cell<u32>,
+    /// Whether it speaks HTTP/2: its requests are counted against the peer's cap.
+    pub(super) multiplexed: std::cell::Cell<bool>,
 }
 
 pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
@@ -108,6 +110,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             ended
         }
         Speaks::H2 => {
+            conn.multiplexed.set(true);
             let (scan, mut deadline) = heads::watch(request_timeout);
             let io = io.watching_heads(scan);
             let builder = protocol::h2_builder(limits.max_header_bytes);
@@ -181,6 +184,7 @@ impl Conn {
             last_host: rules::LastHost::default(),
             tunnel: proxy::upgrade::Slot::default(),
             answering: std::cell::Cell::new(0),
+            multiplexed: std::cell::Cell::new(false),
         }
     }
 }

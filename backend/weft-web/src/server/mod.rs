@@ -97,6 +97,12 @@ struct State {
     /// What each route's named steps say (its prefix, its upstream), built once, in the
     /// order of `config.routes`.
     route_details: Rc<[RouteDetails]>,
+    /// HTTP/2 requests in flight by peer, over all the service's connections on this
+    /// reactor (until their response bodies end), capped at the listeners' per-peer
+    /// connection cap: a peer's streams give it no more files and upstream connections
+    /// at once than as many HTTP/1.1 connections would. Set by the first listener with a
+    /// per-peer cap.
+    h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
 }
 
 /// Each route's series, in the order of the configuration's routes, and those of the
@@ -189,6 +195,7 @@ impl HttpService {
                 hsts,
                 proxy,
                 routes,
+                h2_requests: std::cell::OnceCell::new(),
             }),
         }
     }
@@ -224,6 +231,7 @@ impl HttpService {
                 proxy: state.proxy.clone(),
                 routes: state.routes.clone(),
                 route_details: state.route_details.clone(),
+                h2_requests: state.h2_requests.clone(),
             }),
         }
     }
@@ -263,6 +271,11 @@ impl HttpService {
         options: &ListenOptions,
     ) -> Result<ListeningPort, ListenError> {
         let state = self.state.clone();
+        if let Some(per_peer) = options.get_peer_limit() {
+            state
+                .h2_requests
+                .get_or_init(|| weft::policies::PeerLimit::new(per_peer.max()));
+        }
         // Offered by `ssl:` listeners in the TLS handshake; plain ones ignore it.
         let options = options.clone().alpn_protocols(&protocol::ALPN);
         reactor.listen_stream_with(&self.state.name, endpoint, &options, move |stream| {

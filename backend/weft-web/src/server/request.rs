@@ -75,7 +75,26 @@ pub(super) fn handle(
             )
         });
 
-        let (route, mut response) = match admit(&state.config, &conn.last_host, &mut head) {
+        // An HTTP/2 request holds its place in the peer's count until its body has gone.
+        let mut slot = None;
+        let admitted = if conn.multiplexed.get()
+            && let Some(limit) = state.h2_requests.get()
+        {
+            match limit.admit(&conn.info.peer) {
+                Some(place) => {
+                    slot = Some(place);
+                    admit(&state.config, &conn.last_host, &mut head)
+                }
+                None => Err(rules::Refused {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    reason: Refusal::LimitPeer,
+                    detail: "too many requests from this client at once",
+                }),
+            }
+        } else {
+            admit(&state.config, &conn.last_host, &mut head)
+        };
+        let (route, mut response) = match admitted {
             Ok(route) => {
                 let series = state.routes.of(&state.config, route);
                 let steps = trace.steps.clone();
@@ -96,10 +115,12 @@ pub(super) fn handle(
             }
             Err(refused) => {
                 state.recorder.refused(refused.reason);
-                (
-                    &state.routes.unrouted,
-                    error_page(refused.status, refused.detail),
-                )
+                let mut page = error_page(refused.status, refused.detail);
+                if refused.reason == Refusal::LimitPeer {
+                    page.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                }
+                (&state.routes.unrouted, page)
             }
         };
         let span = trace.span;
@@ -135,7 +156,7 @@ pub(super) fn handle(
             user_agent,
             started,
         });
-        Ok(response.map(|body| Logged::new(body, pending, head_only)))
+        Ok(response.map(|body| Logged::new(body, pending, head_only).holding(slot)))
     }
 }
 

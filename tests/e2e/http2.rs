@@ -342,7 +342,7 @@ async fn h2_get(
     (status, version, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn tls_client(cert_pem: &str) -> tokio_rustls::TlsConnector {
+fn tls_client(cert_pem: &str, alpn: &[u8]) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -356,7 +356,7 @@ fn tls_client(cert_pem: &str) -> tokio_rustls::TlsConnector {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -371,7 +371,10 @@ fn hyper_h2_client_gets_files_ranges_and_proxied_answers_over_tls_and_h2c() {
         // Over TLS, h2 chosen by ALPN, several streams on one connection.
         let tcp = tokio::net::TcpStream::connect(site.tls).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let stream = tls_client(&site.cert).connect(name, tcp).await.unwrap();
+        let stream = tls_client(&site.cert, b"h2")
+            .connect(name, tcp)
+            .await
+            .unwrap();
         assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -724,4 +727,47 @@ fn a_peer_s_http2_requests_in_flight_are_capped_at_its_connection_cap() {
             .is_ok_and(|o| o.stdout == b"200"),
         "served again"
     );
+}
+
+/// A TLS client that ends its connection without a `close_notify` (as curl does after an
+/// HTTP/2 exchange) has closed the connection, not failed: counted as `peer_closed`, not
+/// as an `error`.
+#[test]
+fn a_tls_client_closing_without_close_notify_is_counted_as_closed_not_failed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = start();
+    let closed = |reason: &str| {
+        site.app
+            .metric(&format!(
+                r#"weft_connections_closed_total{{reason="{reason}",service="web",transport="tls"}}"#
+            ))
+            .unwrap_or(0.0)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(site.tls).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tls_client(&site.cert, b"http/1.1")
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /docs/guide.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0; 4096];
+        while !seen.ends_with(b"read me\n") {
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        // The TCP connection closed under the TLS session: no close_notify.
+        let (tcp, _) = tls.into_inner();
+        drop(tcp);
+    });
+    assert_eventually!(closed("peer_closed") == 1.0, "counted as closed");
+    assert_eq!(closed("error"), 0.0, "{}", site.app.log());
 }

@@ -196,6 +196,9 @@ impl CloseReason {
         match err.kind() {
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Self::Reset,
             K::TimedOut => Self::TimedOut,
+            // A TLS peer that closed its connection without a `close_notify` (many do
+            // after their last exchange; the protocols on top frame their own ends).
+            K::UnexpectedEof => Self::PeerClosed,
             _ => Self::Error(err.to_string()),
         }
     }

@@ -771,3 +771,41 @@ fn a_tls_client_closing_without_close_notify_is_counted_as_closed_not_failed() {
     assert_eventually!(closed("peer_closed") == 1.0, "counted as closed");
     assert_eq!(closed("error"), 0.0, "{}", site.app.log());
 }
+
+/// A client that cancels its HTTP/2 request (RST_STREAM CANCEL) while its body is being
+/// read has gone away: logged as 499 (nginx's "client closed request"), not refused as a
+/// broken body with a 400 nobody receives.
+#[test]
+fn a_request_cancelled_mid_body_is_logged_as_the_client_gone_not_as_a_bad_body() {
+    let site = start();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[]);
+    // POST /api/cancelled with :authority "localhost", its body to come.
+    let mut head = vec![0x83, 0x86, 0x44, 14];
+    head.extend_from_slice(b"/api/cancelled");
+    head.extend_from_slice(&[0x41, 9]);
+    head.extend_from_slice(b"localhost");
+    frame(&mut out, 0x1, 0x4, 1, &head);
+    frame(&mut out, 0x0, 0, 1, b"the first part");
+    let mut client = TcpStream::connect(site.plain).unwrap();
+    client.write_all(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut cancel = Vec::new();
+    frame(&mut cancel, 0x3, 0, 1, &8u32.to_be_bytes());
+    client.write_all(&cancel).unwrap();
+    let log = site.app.dir.path().join("access.log");
+    assert_eventually!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"POST /api/cancelled HTTP/2.0\" 499"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        site.app
+            .metric(r#"weft_http_requests_refused_total{reason="body",service="web"}"#)
+            .unwrap_or(0.0),
+        0.0
+    );
+    assert!(site.up.targets().is_empty(), "nothing went upstream");
+}

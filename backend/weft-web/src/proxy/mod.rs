@@ -93,7 +93,16 @@ pub enum UpstreamError {
     /// own failure (a disk error), neither the client's nor the upstream's.
     #[error("{0}")]
     BodyFile(String),
+    /// The client's HTTP/2 stream was reset while its body was read (it cancelled the
+    /// request, or broke the stream's rules): nobody is left to answer. Neither a refusal
+    /// of a bad body nor the upstream's failure; logged as 499, as nginx does.
+    #[error("the client reset its stream: {0}")]
+    ClientGone(String),
 }
+
+/// The status logged for a request whose client went away before its answer (nginx's
+/// "client closed request"); nothing is sent.
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl UpstreamError {
     /// The status the client is answered with.
@@ -106,6 +115,9 @@ impl UpstreamError {
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ClientGone(_) => {
+                StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -122,6 +134,7 @@ impl UpstreamError {
             Self::RequestBody(_) => "the request body is malformed or incomplete",
             Self::BodyTimeout(_) => "the request body did not come in time",
             Self::BodyFile(_) => "the server could not read the request body back",
+            Self::ClientGone(_) => "the client went away",
             _ => "the upstream server could not be reached or failed",
         }
     }
@@ -141,7 +154,8 @@ impl UpstreamError {
             | Self::BodyTooLarge(_)
             | Self::RequestBody(_)
             | Self::BodyTimeout(_)
-            | Self::BodyFile(_) => return None,
+            | Self::BodyFile(_)
+            | Self::ClientGone(_) => return None,
         })
     }
 
@@ -155,7 +169,7 @@ impl UpstreamError {
 
     /// Whether the upstream is at fault (and counted), rather than the client or weft.
     pub fn is_upstream(&self) -> bool {
-        self.refusal().is_none() && !matches!(self, Self::BodyFile(_))
+        self.refusal().is_none() && !matches!(self, Self::BodyFile(_) | Self::ClientGone(_))
     }
 
     /// Why the client's request was refused, when the client is at fault.
@@ -503,6 +517,7 @@ enum BodyFault {
     Body(String),
     TimedOut(Duration),
     File(String),
+    Gone(String),
 }
 
 impl BodyFault {
@@ -512,6 +527,7 @@ impl BodyFault {
             Self::Body(reason) => UpstreamError::RequestBody(reason),
             Self::TimedOut(after) => UpstreamError::BodyTimeout(after),
             Self::File(reason) => UpstreamError::BodyFile(reason),
+            Self::Gone(reason) => UpstreamError::ClientGone(reason),
         }
     }
 }
@@ -542,11 +558,29 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Bod
             return Some(BodyFault::File(e.to_string()));
         }
         match c.downcast_ref() {
-            Some(ClientBodyError::Broken(e)) => return Some(BodyFault::Body(e.to_string())),
+            Some(ClientBodyError::Broken(e)) => {
+                return Some(match stream_reset(e) {
+                    Some(reason) => BodyFault::Gone(reason),
+                    None => BodyFault::Body(e.to_string()),
+                });
+            }
             Some(ClientBodyError::TimedOut(after) | ClientBodyError::TooSlow(after)) => {
                 return Some(BodyFault::TimedOut(*after));
             }
             None => {}
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// If `err` is the client's HTTP/2 stream being reset (by the client, or by the server for
+/// its breaking the stream's rules), the reason.
+fn stream_reset(err: &hyper::Error) -> Option<String> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            return h2.is_reset().then(|| h2.to_string());
         }
         cause = c.source();
     }

@@ -171,8 +171,9 @@ pub(crate) struct Logged {
     /// it unread.
     head_only: bool,
     /// The request's place in its peer's count of HTTP/2 requests in flight, given back
-    /// when the body is done with.
-    slot: Option<weft::policies::PeerSlot>,
+    /// when the body is done with; boxed, as most requests (HTTP/1.1) have none and the
+    /// body is moved whole several times on its way.
+    slot: Option<Box<weft::policies::PeerSlot>>,
 }
 
 impl Logged {
@@ -188,7 +189,7 @@ impl Logged {
     }
 
     /// Holds `slot` until the body is done with.
-    pub(crate) fn holding(mut self, slot: Option<weft::policies::PeerSlot>) -> Self {
+    pub(crate) fn holding(mut self, slot: Option<Box<weft::policies::PeerSlot>>) -> Self {
         self.slot = slot;
         self
     }

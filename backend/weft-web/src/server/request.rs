@@ -82,7 +82,8 @@ pub(super) fn handle(
         {
             match limit.admit(&conn.info.peer) {
                 Some(place) => {
-                    slot = Some(place);
+                    // Boxed: held across the request's awaits, and most requests have none.
+                    slot = Some(Box::new(place));
                     admit(&state.config, &conn.last_host, &mut head)
                 }
                 None => Err(rules::Refused {

@@ -574,13 +574,14 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Bod
     None
 }
 
-/// If `err` is the client's HTTP/2 stream being reset (by the client, or by the server for
-/// its breaking the stream's rules), the reason.
+/// If `err` is the client resetting its HTTP/2 stream (RST_STREAM, such as CANCEL), the
+/// reason. A stream the server reset for breaking its rules (a body shorter than its
+/// `content-length`, say) is a bad body, not this.
 fn stream_reset(err: &hyper::Error) -> Option<String> {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         if let Some(h2) = c.downcast_ref::<h2::Error>() {
-            return h2.is_reset().then(|| h2.to_string());
+            return (h2.is_reset() && h2.is_remote()).then(|| h2.to_string());
         }
         cause = c.source();
     }

@@ -560,3 +560,35 @@ fn a_websocket_goes_to_an_https_upstream_verified_against_the_route_ca() {
         app.log()
     );
 }
+
+/// `Upgrade: h2c` is never passed on: an upstream that switched would have the client
+/// speak HTTP/2 to it straight through the tunnel, past the proxy's routes and rules (h2c
+/// smuggling). The request goes as any other, without the field, and an upstream's 101
+/// to it is refused as unasked for.
+#[test]
+fn an_h2c_upgrade_is_not_passed_on_to_the_upstream() {
+    let switch_h2c =
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
+    let (upstream, heads) = raw_upstream(switch_h2c);
+    let (app, web) = gateway(upstream);
+    let smuggled = http(
+        web,
+        "GET /chat/h2c HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+        "",
+    );
+    assert_eq!(smuggled.status, 502, "{smuggled:?}");
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        !heads[0]
+            .iter()
+            .any(|l| l.starts_with("upgrade:") || l.starts_with("http2-settings:")),
+        "{:?}",
+        heads[0]
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_upgrades_total{outcome="tunnelled",service="web"}"#),
+        Some(0.0)
+    );
+}

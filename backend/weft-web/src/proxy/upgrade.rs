@@ -50,11 +50,17 @@ pub(crate) fn asked(head: &Parts) -> Option<HeaderValue> {
         return None;
     }
     let headers = &head.headers;
-    // `Upgrade` first: most requests have none, and then `Connection` is not read.
+    // `Upgrade` first: most requests have none, and then `Connection` is not read. `h2c`
+    // is never passed on: an upstream that switched to it would have the client speak
+    // HTTP/2 to it straight through the tunnel, past this proxy's routes and rules (h2c
+    // smuggling); a client wanting HTTP/2 speaks it to weft.
     let offered: Vec<&str> = headers
         .get_all(header::UPGRADE)
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.eq_ignore_ascii_case("h2c"))
         .collect();
     if offered.is_empty()
         || !list_members(headers, header::CONNECTION)
@@ -351,9 +357,17 @@ mod tests {
             ("upgrade", "h2c"),
             ("upgrade", "shout/2"),
         ];
+        // h2c is never passed on (it would tunnel HTTP/2 past the routes): the rest is.
+        assert_eq!(asked(&request(Version::HTTP_11, &two)).unwrap(), "shout/2");
+        let h2c = [
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "H2C"),
+        ];
+        assert!(asked(&request(Version::HTTP_11, &h2c)).is_none());
+        let listed = [("connection", "upgrade"), ("upgrade", "h2c, websocket")];
         assert_eq!(
-            asked(&request(Version::HTTP_11, &two)).unwrap(),
-            "h2c, shout/2"
+            asked(&request(Version::HTTP_11, &listed)).unwrap(),
+            "websocket"
         );
         assert!(asked(&request(Version::HTTP_11, &[("upgrade", "websocket")])).is_none());
         assert!(asked(&request(Version::HTTP_11, &[("connection", "upgrade")])).is_none());

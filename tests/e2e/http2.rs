@@ -433,6 +433,26 @@ pub(crate) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload
     out.extend_from_slice(payload);
 }
 
+/// The client preface and a SETTINGS frame with `settings` (6-byte entries).
+fn preface(settings: &[u8]) -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, settings);
+    out
+}
+
+/// SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send a byte of its body.
+const NO_WINDOW: [u8; 6] = [0, 4, 0, 0, 0, 0];
+
+/// The HPACK block of a request for `path` over http with `:authority` "localhost", its
+/// method from the static table (`0x82` GET, `0x83` POST).
+fn request_head(method: u8, path: &str) -> Vec<u8> {
+    let mut head = vec![method, 0x86, 0x44, u8::try_from(path.len()).unwrap()];
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(&[0x41, 9]);
+    head.extend_from_slice(b"localhost");
+    head
+}
+
 /// Sends `bytes` on a fresh connection and reads until the server closes; the error code
 /// of the GOAWAY it sent, if any.
 pub(crate) fn goaway_for(web: SocketAddr, bytes: &[u8]) -> Option<u32> {
@@ -587,21 +607,10 @@ fn an_http2_client_that_stops_cooperating_is_dropped_after_the_close_timeout() {
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
-    let silent = {
-        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        frame(&mut out, 0x4, 0, 0, &[]);
-        out
-    };
+    let silent = preface(&[]);
     let stalled = {
-        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        // SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send a byte of its body.
-        frame(&mut out, 0x4, 0, 0, &[0, 4, 0, 0, 0, 0]);
-        // GET /big.bin with :authority "localhost".
-        let mut head = vec![0x82, 0x86, 0x44, 8];
-        head.extend_from_slice(b"/big.bin");
-        head.extend_from_slice(&[0x41, 9]);
-        head.extend_from_slice(b"localhost");
-        frame(&mut out, 0x1, 0x5, 1, &head);
+        let mut out = preface(&NO_WINDOW);
+        frame(&mut out, 0x1, 0x5, 1, &request_head(0x82, "/big.bin"));
         out
     };
     let closes = |bytes: Vec<u8>| {
@@ -675,13 +684,9 @@ fn a_peer_s_http2_requests_in_flight_are_capped_at_its_connection_cap() {
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     // A window of 0: no response body moves, so every answered stream stays in flight.
-    frame(&mut out, 0x4, 0, 0, &[0, 4, 0, 0, 0, 0]);
-    let mut head = vec![0x82, 0x86, 0x44, 8];
-    head.extend_from_slice(b"/big.bin");
-    head.extend_from_slice(&[0x41, 9]);
-    head.extend_from_slice(b"localhost");
+    let mut out = preface(&NO_WINDOW);
+    let head = request_head(0x82, "/big.bin");
     for i in 0..10u32 {
         frame(&mut out, 0x1, 0x5, 2 * i + 1, &head);
     }
@@ -778,14 +783,9 @@ fn a_tls_client_closing_without_close_notify_is_counted_as_closed_not_failed() {
 #[test]
 fn a_request_cancelled_mid_body_is_logged_as_the_client_gone_not_as_a_bad_body() {
     let site = start();
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    frame(&mut out, 0x4, 0, 0, &[]);
-    // POST /api/cancelled with :authority "localhost", its body to come.
-    let mut head = vec![0x83, 0x86, 0x44, 14];
-    head.extend_from_slice(b"/api/cancelled");
-    head.extend_from_slice(&[0x41, 9]);
-    head.extend_from_slice(b"localhost");
-    frame(&mut out, 0x1, 0x4, 1, &head);
+    let mut out = preface(&[]);
+    // POST /api/cancelled, its body to come.
+    frame(&mut out, 0x1, 0x4, 1, &request_head(0x83, "/api/cancelled"));
     frame(&mut out, 0x0, 0, 1, b"the first part");
     let mut client = TcpStream::connect(site.plain).unwrap();
     client.write_all(&out).unwrap();

@@ -167,19 +167,15 @@ fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
     // Read by the client before the reset, so what is cut short is the stream, not them.
     let mut first = [0u8; 10_000];
     client.read_exact(&mut first).unwrap();
-    socket2::SockRef::from(&served)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(served);
-    let mut rest = Vec::new();
-    let error = client
-        .read_to_end(&mut rest)
-        .expect_err("the upstream's reset is passed on, not an end of stream");
-    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+    reset(served);
+    assert_reset(
+        client,
+        "the upstream's reset is passed on, not an end of stream",
+    );
 
     // The other way: a client's reset reaches the upstream as one.
     let client = TcpStream::connect(proxy).unwrap();
-    let (mut served, _) = upstream.accept().unwrap();
+    let (served, _) = upstream.accept().unwrap();
     served
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -188,14 +184,24 @@ fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
         open_proxy_connections(&app) == 2,
         "the client and its upstream"
     );
-    socket2::SockRef::from(&client)
+    reset(client);
+    assert_reset(
+        served,
+        "the client's reset is passed on, not an end of stream",
+    );
+    drop(app);
+}
+
+/// Closes `stream` with a reset (`SO_LINGER` 0).
+fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
-    drop(client);
+}
+
+/// Reads `stream` to its end, which must be a reset.
+fn assert_reset(mut stream: TcpStream, what: &str) {
     let mut rest = Vec::new();
-    let error = served
-        .read_to_end(&mut rest)
-        .expect_err("the client's reset is passed on, not an end of stream");
-    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
-    drop(app);
+    let error = stream.read_to_end(&mut rest).expect_err(what);
+    assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{what}: {error}");
 }

@@ -10,23 +10,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use weft::observe::Burst;
+
 /// At most one refusal event per service and reason in this long.
 pub const REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// When the last event of one service and reason went out, and how many were held back
-/// since.
-struct Window {
-    published: Instant,
-    /// Refusals held back since `published`, reported with the next event that goes out.
-    suppressed: u64,
-}
 
 /// Which refusals are published. Its map holds one entry per service and reason ever
 /// refused: both sets are bounded (the configuration's services, the reactor's reasons).
 #[derive(Default)]
 pub(crate) struct RefusalGate {
     /// Taken once per refusal, for a lookup and two field updates.
-    windows: Mutex<HashMap<(Arc<str>, &'static str), Window>>,
+    windows: Mutex<HashMap<(Arc<str>, &'static str), Burst>>,
 }
 
 impl RefusalGate {
@@ -39,22 +33,10 @@ impl RefusalGate {
         now: Instant,
     ) -> Option<u64> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(window) = windows.get_mut(&(service.clone(), reason)) else {
-            windows.insert(
-                (service.clone(), reason),
-                Window {
-                    published: now,
-                    suppressed: 0,
-                },
-            );
-            return Some(0);
-        };
-        if now.saturating_duration_since(window.published) < REFUSAL_EVENT_INTERVAL {
-            window.suppressed += 1;
-            return None;
-        }
-        window.published = now;
-        Some(std::mem::take(&mut window.suppressed))
+        windows
+            .entry((service.clone(), reason))
+            .or_insert_with(|| Burst::new(now))
+            .admit(now, 1, REFUSAL_EVENT_INTERVAL)
     }
 }
 

@@ -70,83 +70,65 @@ fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
     );
 }
 
-/// Writes 16 MiB as soon as it connects, then closes.
-struct Flood;
+/// Writes 16 MiB as soon as it connects, then closes, or only shuts its write side (a
+/// proxy passing on its upstream's end of stream), reading on.
+struct Flood {
+    half_close: bool,
+}
 
 impl Protocol for Flood {
     fn connection_made(&mut self, transport: &Transport) {
         transport.write(&vec![0; 16 << 20]);
-        transport.lose_connection();
+        if self.half_close {
+            transport.lose_write_connection();
+        } else {
+            transport.lose_connection();
+        }
     }
     fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+/// A [`Flood`] to a client that never reads is given up within 2 s with a close timeout of
+/// 300 ms, and reported as a send timeout.
+fn flood_is_given_up(half_close: bool) {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let config = ReactorConfig {
+        handle_signals: false,
+        close_timeout: Duration::from_millis(300),
+        ..ReactorConfig::default()
+    };
+    let server = spawn_reactor_with(config, move |r| {
+        r.set_observer(obs);
+        listen(
+            r,
+            &ListenOptions::new(),
+            factory(move || Flood { half_close }),
+        )
+    });
+    let client = connect(server.value);
+    let start = Instant::now();
+    eventually("the stuck output is given up", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let closed = closed_event(&observer);
+    assert!(closed.contains("SendTimeout"), "{closed}");
+    drop(client);
 }
 
 #[test]
 fn a_close_whose_peer_never_reads_is_aborted_after_the_close_timeout() {
-    let observer = RecordingObserver::new();
-    let obs = observer.clone();
-    let config = ReactorConfig {
-        handle_signals: false,
-        close_timeout: Duration::from_millis(300),
-        ..ReactorConfig::default()
-    };
-    let server = spawn_reactor_with(config, move |r| {
-        r.set_observer(obs);
-        listen(r, &ListenOptions::new(), factory(|| Flood))
-    });
-    let client = connect(server.value);
-    let start = Instant::now();
-    eventually("the stuck close is given up", || {
-        observer.count("ConnectionClosed") == 1
-    });
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    let closed = closed_event(&observer);
-    assert!(closed.contains("SendTimeout"), "{closed}");
-    drop(client);
-}
-
-/// Writes 16 MiB as soon as it connects, then shuts its write side (a proxy passing on
-/// its upstream's end of stream), reading on.
-struct FloodThenHalfClose;
-
-impl Protocol for FloodThenHalfClose {
-    fn connection_made(&mut self, transport: &Transport) {
-        transport.write(&vec![0; 16 << 20]);
-        transport.lose_write_connection();
-    }
-    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+    flood_is_given_up(false);
 }
 
 #[test]
 fn a_half_close_whose_peer_never_reads_is_aborted_after_the_close_timeout() {
-    let observer = RecordingObserver::new();
-    let obs = observer.clone();
-    let config = ReactorConfig {
-        handle_signals: false,
-        close_timeout: Duration::from_millis(300),
-        ..ReactorConfig::default()
-    };
-    let server = spawn_reactor_with(config, move |r| {
-        r.set_observer(obs);
-        listen(r, &ListenOptions::new(), factory(|| FloodThenHalfClose))
-    });
-    let client = connect(server.value);
-    let start = Instant::now();
-    eventually("the stuck end of output is given up", || {
-        observer.count("ConnectionClosed") == 1
-    });
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    let closed = closed_event(&observer);
-    assert!(closed.contains("SendTimeout"), "{closed}");
-    drop(client);
+    flood_is_given_up(true);
 }
 
 #[test]

@@ -93,9 +93,9 @@ pub enum UpstreamError {
     /// own failure (a disk error), neither the client's nor the upstream's.
     #[error("{0}")]
     BodyFile(String),
-    /// The client's HTTP/2 stream was reset while its body was read (it cancelled the
-    /// request, or broke the stream's rules): nobody is left to answer. Neither a refusal
-    /// of a bad body nor the upstream's failure; logged as 499, as nginx does.
+    /// The client reset its HTTP/2 stream while its body was read (it cancelled the
+    /// request): nobody is left to answer. Neither a refusal of a bad body nor the
+    /// upstream's failure; logged as 499, as nginx does.
     #[error("the client reset its stream: {0}")]
     ClientGone(String),
 }

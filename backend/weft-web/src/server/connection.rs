@@ -291,7 +291,6 @@ where
             r.config().close_timeout
         });
     let mut check = pin!(tokio::time::sleep(grace));
-    let info = transport.info().clone();
     poll_fn(|cx| {
         if !draining && transport.is_disconnecting() {
             draining = true;
@@ -312,7 +311,7 @@ where
             && let Some(answering) = answering
             && check.as_mut().poll(cx).is_ready()
         {
-            let idle = info.stats.idle();
+            let idle = transport.info().stats.idle();
             if answering.get() == 0 && idle >= grace {
                 return Poll::Ready(Ended::ClientStalled(idle));
             }

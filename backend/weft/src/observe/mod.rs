@@ -6,6 +6,7 @@
 //! whenever it likes. Events are emitted on one path, [`emit`], which costs one
 //! thread-local read when no observer is installed.
 
+mod burst;
 mod context;
 mod events;
 pub mod exemplar;
@@ -13,6 +14,7 @@ mod stats;
 pub(crate) mod stopwatch;
 pub mod trace;
 
+pub use burst::Burst;
 pub use context::{current_connection, with_connection};
 pub use events::{
     CloseKind, CloseReason, ConnectionClosed, Direction, ErrorKind, Event, ListenerInfo,
@@ -113,34 +115,16 @@ pub const LOG_BURST: u32 = 20;
 /// Whether an error of `kind` on `service` is logged now: `Some(n)` with the number left
 /// out since the last one logged, `None` when this second's lines are spent.
 fn log_budget(service: &Arc<str>, kind: ErrorKind) -> Option<u64> {
-    struct Window {
-        started: std::time::Instant,
-        logged: u32,
-        suppressed: u64,
-    }
     thread_local! {
-        static WINDOWS: std::cell::RefCell<HashMap<(Arc<str>, ErrorKind), Window>> =
+        static WINDOWS: std::cell::RefCell<HashMap<(Arc<str>, ErrorKind), Burst>> =
             std::cell::RefCell::default();
     }
     let now = std::time::Instant::now();
     WINDOWS.with_borrow_mut(|windows| {
-        let window = windows
+        windows
             .entry((service.clone(), kind))
-            .or_insert_with(|| Window {
-                started: now,
-                logged: 0,
-                suppressed: 0,
-            });
-        if now.duration_since(window.started) >= std::time::Duration::from_secs(1) {
-            window.started = now;
-            window.logged = 0;
-        }
-        if window.logged >= LOG_BURST {
-            window.suppressed += 1;
-            return None;
-        }
-        window.logged += 1;
-        Some(std::mem::take(&mut window.suppressed))
+            .or_insert_with(|| Burst::new(now))
+            .admit(now, LOG_BURST, std::time::Duration::from_secs(1))
     })
 }
 

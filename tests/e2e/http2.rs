@@ -734,6 +734,110 @@ fn a_peer_s_http2_requests_in_flight_are_capped_at_its_connection_cap() {
     );
 }
 
+/// A connection that has made `limits.max_requests_per_connection` requests is told
+/// GOAWAY, as nginx's `keepalive_requests` does: a client that heeds it goes on over a
+/// new connection; one that goes on opening streams on the old one is cut off.
+#[test]
+fn an_http2_connection_is_told_goaway_at_its_request_cap_and_closed_if_it_goes_on() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| {
+        std::fs::write(dir.join("ok.txt"), "ok").unwrap();
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
+             limits = {{ max_requests_per_connection = 5 }}\n",
+            dir.display()
+        )
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        let connection = tokio::spawn(connection);
+        let authority = web.to_string();
+        for _ in 0..5 {
+            let got = h2_get(&mut sender, &authority, "http", "/ok.txt", None).await;
+            assert_eq!(got, (200, http::Version::HTTP_2, "ok".into()));
+        }
+        // The fifth was its last: the server says GOAWAY and closes once it is answered.
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+        assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+        let request = http::Request::get(format!("http://{authority}/ok.txt"))
+            .body(Empty::new())
+            .unwrap();
+        assert!(sender.send_request(request).await.is_err());
+    });
+
+    // A client that reads what it gets (GOAWAY too) and goes on opening streams, a few at
+    // a time, never answering the PING that follows the GOAWAY.
+    let mut conn = TcpStream::connect(web).unwrap();
+    let mut reader = conn.try_clone().unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let seen = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 16384];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let head = request_head(0x82, "/ok.txt");
+    let mut sent = 0u32;
+    let _ = conn.write_all(&preface(&[]));
+    'opening: for _ in 0..100 {
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            frame(&mut out, 0x1, 0x5, 2 * sent + 1, &head);
+            sent += 1;
+        }
+        if conn.write_all(&out).is_err() {
+            break 'opening;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen = seen.join().unwrap();
+    let (mut goaway, mut answered, mut at) = (None, 0, 0);
+    while at + 9 <= seen.len() {
+        let len = usize::from(seen[at]) << 16
+            | usize::from(seen[at + 1]) << 8
+            | usize::from(seen[at + 2]);
+        match seen[at + 3] {
+            0x7 if goaway.is_none() && at + 17 <= seen.len() => {
+                goaway = Some(u32::from_be_bytes(
+                    seen[at + 13..at + 17].try_into().unwrap(),
+                ));
+            }
+            0x1 => answered += 1,
+            _ => {}
+        }
+        at += 9 + len;
+    }
+    assert_eq!(
+        goaway,
+        Some(0),
+        "told GOAWAY (NO_ERROR) after its fifth request"
+    );
+    assert!(
+        (5..=300).contains(&answered) && sent < 1000,
+        "{answered} answered of {sent} opened before the connection was cut"
+    );
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="protocol",service="web"}"#)
+            == Some(1.0),
+        "{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
 /// A TLS client that ends its connection without a `close_notify` (as curl does after an
 /// HTTP/2 exchange) has closed the connection, not failed: counted as `peer_closed`, not
 /// as an `error`.

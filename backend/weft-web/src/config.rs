@@ -198,6 +198,10 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     /// Time for an upstream to answer with its response head; slower gets 504.
     pub upstream_timeout: Duration,
+    /// Requests one connection may make (nginx's `keepalive_requests`): the last one's
+    /// response closes an HTTP/1.1 connection (`Connection: close`), and an HTTP/2
+    /// connection is told GOAWAY once its last stream is taken. 0: no cap.
+    pub max_requests_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -211,6 +215,7 @@ impl Default for Limits {
             body_file_total_bytes: 256 * 1024 * 1024,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
+            max_requests_per_connection: 1000,
         }
     }
 }

@@ -82,3 +82,45 @@ fn an_idle_keep_alive_connection_is_closed_after_the_request_timeout() {
     assert!(client.is_closed());
     eventually("unregistered", || server.connections().is_empty());
 }
+
+#[test]
+fn a_keep_alive_connection_closes_after_its_last_request_saying_so() {
+    let (_dir, capped) = server(Limits {
+        max_requests_per_connection: 3,
+        ..Limits::default()
+    });
+    let mut client = capped.connect();
+    for _ in 0..2 {
+        let reply = client.request("GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((reply.status, reply.header("connection")), (200, None));
+    }
+    let last = client.request("GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(
+        (last.status, last.header("connection")),
+        (200, Some("close"))
+    );
+    assert!(client.is_closed(), "closed after its third request");
+
+    // Pipelined: three answered, the fourth left for the client to send again.
+    let mut client = capped.connect();
+    client.send(
+        "GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+            .repeat(4)
+            .as_bytes(),
+    );
+    let statuses: Vec<_> = (0..3).map(|_| client.read_reply(false).status).collect();
+    assert_eq!(statuses, [200, 200, 200]);
+    assert!(client.is_closed(), "the fourth request is not answered");
+    assert_eq!(capped.recorded.count("GET", "2xx"), 6);
+
+    // 0: no cap.
+    let (_dir, uncapped) = server(Limits {
+        max_requests_per_connection: 0,
+        ..Limits::default()
+    });
+    let mut client = uncapped.connect();
+    for _ in 0..1001 {
+        let reply = client.request("GET /ok.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!((reply.status, reply.header("connection")), (200, None));
+    }
+}

@@ -10,7 +10,8 @@
 //! limits = { max_header_bytes = 16384, request_timeout = "10s", max_body_bytes = 10485760,
 //!            body_buffer_bytes = 65536, body_buffer_total_bytes = 67108864,
 //!            body_file_total_bytes = 268435456,
-//!            upstream_connect_timeout = "5s", upstream_timeout = "30s" }   # optional
+//!            upstream_connect_timeout = "5s", upstream_timeout = "30s",
+//!            max_requests_per_connection = 1000 }   # optional
 //! body_file_dir = "/var/tmp"   # optional: where proxied request bodies longer than
 //!                              # body_buffer_bytes are written (default: the system's
 //!                              # temporary directory, $TMPDIR or /tmp)
@@ -95,6 +96,7 @@ pub(crate) struct RawLimits {
     body_file_total_bytes: Option<Spanned<u64>>,
     upstream_connect_timeout: Option<Spanned<String>>,
     upstream_timeout: Option<Spanned<String>>,
+    max_requests_per_connection: Option<Spanned<u32>>,
 }
 
 /// `compression = { ... }` as written.
@@ -405,6 +407,10 @@ fn limits(ctx: &ServiceCtx<'_>, raw: &RawLimits) -> Result<Limits, ConfigError> 
             &raw.upstream_timeout,
             d.upstream_timeout,
         )?,
+        max_requests_per_connection: raw
+            .max_requests_per_connection
+            .as_ref()
+            .map_or(d.max_requests_per_connection, |n| *n.get_ref()),
     })
 }
 
@@ -592,6 +598,23 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("at least"), "{e}");
+    }
+
+    #[test]
+    fn the_request_cap_of_a_connection_is_read_and_a_negative_one_is_named() {
+        let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
+        let limits = |text: &str| {
+            parse(&format!("limits = {{ {text} }}\n{route}")).map(|c| http(&c).limits.clone())
+        };
+        let d = limits("").unwrap();
+        assert_eq!(d.max_requests_per_connection, 1000, "nginx's default");
+        let l = limits("max_requests_per_connection = 0").unwrap();
+        assert_eq!(l.max_requests_per_connection, 0, "no cap");
+        let e = limits("max_requests_per_connection = -1").unwrap_err();
+        assert!(
+            e.to_string().contains("max_requests_per_connection"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -55,7 +55,15 @@ pub(super) struct Conn {
     pub(super) answering: std::cell::Cell<u32>,
     /// Whether it speaks HTTP/2: its requests are counted against the peer's cap.
     pub(super) multiplexed: std::cell::Cell<bool>,
+    /// Requests it has made, counted as hyper takes them up (for HTTP/2, while the
+    /// connection is polled), against `limits.max_requests_per_connection`.
+    pub(super) requests: std::cell::Cell<u32>,
 }
+
+/// Streams an HTTP/2 client may go on opening after it was told GOAWAY for its request
+/// cap: those already on their way when the GOAWAY left. Past them it is ignoring the
+/// GOAWAY, and the connection is closed.
+const STREAMS_AFTER_GOAWAY: u32 = 2 * protocol::H2_MAX_CONCURRENT_STREAMS;
 
 pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStream) {
     let _ = stream.set_nodelay(true);
@@ -90,6 +98,8 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
                 .keep_alive(true);
             let mut connection = builder.serve_connection(TokioIo::new(io), service);
+            // Its request cap is kept by `handle`: the last response says
+            // `Connection: close`.
             let ended = until_closed(
                 &transport,
                 Pin::new(&mut connection),
@@ -115,12 +125,17 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             let io = io.watching_heads(scan);
             let builder = protocol::h2_builder(limits.max_header_bytes);
             let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
+            let streams = Streams {
+                answering: &conn.answering,
+                taken: &conn.requests,
+                cap: limits.max_requests_per_connection,
+            };
             until_closed(
                 &transport,
                 connection,
                 |c| c.graceful_shutdown(),
                 |cx| deadline.poll_late(cx),
-                Some(&conn.answering),
+                Some(streams),
             )
             .await
         }
@@ -137,6 +152,16 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             tracing::info!(connection = %conn.info.id, service = %state.name, "{message}");
             transport.abort_connection_with(CloseReason::SendTimeout);
         }
+        Ended::GoawayIgnored(taken) => {
+            let cap = limits.max_requests_per_connection;
+            state.recorder.refused(Refusal::Protocol);
+            let message = format!(
+                "the HTTP/2 client went on opening streams after it was told to go away \
+                 (GOAWAY) at its cap of {cap} requests: {taken} taken"
+            );
+            observe::report_error(&conn.info, ErrorKind::BadFrame, message.clone());
+            transport.abort_connection_with(CloseReason::Protocol(message));
+        }
     }
 }
 
@@ -152,6 +177,31 @@ enum Ended {
     /// left waits on the client alone (its preface, a PING's answer, windows it never
     /// opens), which will not come.
     ClientStalled(std::time::Duration),
+    /// An HTTP/2 client told GOAWAY at its request cap opened more streams than could
+    /// have been on their way (this many taken in all).
+    GoawayIgnored(u32),
+}
+
+/// What [`until_closed`] follows of an HTTP/2 connection's streams.
+struct Streams<'a> {
+    /// Requests waiting on a file or an upstream (`Conn::answering`).
+    answering: &'a std::cell::Cell<u32>,
+    /// Requests taken up so far (`Conn::requests`).
+    taken: &'a std::cell::Cell<u32>,
+    /// `limits.max_requests_per_connection` (0: none).
+    cap: u32,
+}
+
+impl Streams<'_> {
+    /// Whether the connection has taken its last request.
+    fn spent(&self) -> bool {
+        self.cap != 0 && self.taken.get() >= self.cap
+    }
+
+    /// Whether it has taken more than a client heeding GOAWAY could have sent.
+    fn goaway_ignored(&self) -> bool {
+        self.cap != 0 && self.taken.get() > self.cap.saturating_add(STREAMS_AFTER_GOAWAY)
+    }
 }
 
 /// An HTTP/2 client that left a request head unfinished past `request_timeout`: closed
@@ -185,6 +235,7 @@ impl Conn {
             tunnel: proxy::upgrade::Slot::default(),
             answering: std::cell::Cell::new(0),
             multiplexed: std::cell::Cell::new(false),
+            requests: std::cell::Cell::new(0),
         }
     }
 }
@@ -272,15 +323,17 @@ fn connection_failed(
 /// Drives `connection` to its end, asking it to shut down gracefully (once) when the
 /// transport is asked to close. When `head_late` says a request head took too long, the
 /// connection is asked to shut down (HTTP/2 sends GOAWAY), polled once more to send it,
-/// and left. With `answering` (HTTP/2), a connection shutting down that has no request
-/// waiting on a file or an upstream and moves no byte for the reactor's close timeout is
-/// given up: hyper would wait on the client for ever.
+/// and left. With `streams` (HTTP/2), the connection is asked to shut down too once it
+/// has taken its last request, and closed if the client goes on opening streams; and a
+/// connection shutting down that has no request waiting on a file or an upstream and
+/// moves no byte for the reactor's close timeout is given up: hyper would wait on the
+/// client for ever.
 async fn until_closed<C>(
     transport: &Transport,
     mut connection: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
     mut head_late: impl FnMut(&mut Context<'_>) -> bool,
-    answering: Option<&std::cell::Cell<u32>>,
+    streams: Option<Streams<'_>>,
 ) -> Ended
 where
     C: Future<Output = hyper::Result<()>>,
@@ -291,14 +344,26 @@ where
             r.config().close_timeout
         });
     let mut check = pin!(tokio::time::sleep(grace));
+    let spent = || streams.as_ref().is_some_and(Streams::spent);
     poll_fn(|cx| {
-        if !draining && transport.is_disconnecting() {
-            draining = true;
-            shutdown(connection.as_mut());
-            check.as_mut().reset(tokio::time::Instant::now() + grace);
+        loop {
+            if !draining && (transport.is_disconnecting() || spent()) {
+                draining = true;
+                shutdown(connection.as_mut());
+                check.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            if let Poll::Ready(served) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Served(served));
+            }
+            // A poll that took the last request is followed by one that sends GOAWAY.
+            if draining || !spent() {
+                break;
+            }
         }
-        if let Poll::Ready(served) = connection.as_mut().poll(cx) {
-            return Poll::Ready(Ended::Served(served));
+        if let Some(streams) = &streams
+            && streams.goaway_ignored()
+        {
+            return Poll::Ready(Ended::GoawayIgnored(streams.taken.get()));
         }
         if head_late(cx) {
             shutdown(connection.as_mut());
@@ -308,11 +373,11 @@ where
             return Poll::Ready(Ended::HeadTimedOut);
         }
         if draining
-            && let Some(answering) = answering
+            && let Some(streams) = &streams
             && check.as_mut().poll(cx).is_ready()
         {
             let idle = transport.info().stats.idle();
-            if answering.get() == 0 && idle >= grace {
+            if streams.answering.get() == 0 && idle >= grace {
                 return Poll::Ready(Ended::ClientStalled(idle));
             }
             // Look again once the connection has been still for the whole grace.

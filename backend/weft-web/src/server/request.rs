@@ -43,6 +43,13 @@ pub(super) fn handle(
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Logged>, Infallible>> {
     let (mut head, body) = request.into_parts();
+    // Counted here, as hyper takes the request up: an HTTP/2 connection is told GOAWAY
+    // at its cap by the task polling it (`connection::until_closed`), an HTTP/1.1 one
+    // by its last response.
+    let taken = conn.requests.get().saturating_add(1);
+    conn.requests.set(taken);
+    let cap = state.config.limits.max_requests_per_connection;
+    let last = cap != 0 && taken >= cap && !conn.multiplexed.get();
     async move {
         let started = Stopwatch::start();
         let mut trace = Trace::start(&conn.info, &mut head.headers);
@@ -134,6 +141,13 @@ pub(super) fn handle(
                 .headers_mut()
                 .entry(header::STRICT_TRANSPORT_SECURITY)
                 .or_insert_with(|| hsts.clone());
+        }
+
+        if last && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // hyper closes the connection once it has written a response saying so.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
         }
 
         let status = response.status();

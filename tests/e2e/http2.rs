@@ -838,6 +838,69 @@ fn an_http2_connection_is_told_goaway_at_its_request_cap_and_closed_if_it_goes_o
     );
 }
 
+/// A stream still under way when its connection reaches its request cap is left to
+/// finish, however quiet it is (a long poll, server-sent events): only a connection asked
+/// to close is given up for its silence.
+#[test]
+fn a_quiet_stream_outlives_the_goaway_of_its_connection_s_request_cap() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut conn, _) = upstream.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+            .unwrap();
+        // Quieter than the close timeout (10 s).
+        std::thread::sleep(Duration::from_secs(13));
+        let _ = conn.write_all(b"cd");
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let port = free_port();
+    let app = spawn_app_with(|dir| {
+        std::fs::write(dir.join("ok.txt"), "ok").unwrap();
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
+             limits = {{ max_requests_per_connection = 2 }}\n\
+             [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{up_addr}\"\n",
+            dir.display()
+        )
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(web).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://{web}/api/slow"))
+            .body(Empty::new())
+            .unwrap();
+        let slow = sender.send_request(request).await.unwrap();
+        assert_eq!(slow.status(), 200);
+        let got = h2_get(&mut sender, &web.to_string(), "http", "/ok.txt", None).await;
+        assert_eq!(got.0, 200, "its last request");
+        let body = tokio::time::timeout(Duration::from_secs(30), slow.into_body().collect())
+            .await
+            .expect("the quiet stream ends");
+        assert_eq!(body.unwrap().to_bytes(), "abcd");
+    });
+    assert_eq!(
+        app.metric(r#"weft_connections_closed_total{reason="send_timeout",service="web"}"#)
+            .unwrap_or(0.0),
+        0.0
+    );
+}
+
 /// A TLS client that ends its connection without a `close_notify` (as curl does after an
 /// HTTP/2 exchange) has closed the connection, not failed: counted as `peer_closed`, not
 /// as an `error`.

@@ -325,7 +325,7 @@ fn connection_failed(
 /// connection is asked to shut down (HTTP/2 sends GOAWAY), polled once more to send it,
 /// and left. With `streams` (HTTP/2), the connection is asked to shut down too once it
 /// has taken its last request, and closed if the client goes on opening streams; and a
-/// connection shutting down that has no request waiting on a file or an upstream and
+/// connection asked to close that has no request waiting on a file or an upstream and
 /// moves no byte for the reactor's close timeout is given up: hyper would wait on the
 /// client for ever.
 async fn until_closed<C>(
@@ -338,7 +338,9 @@ async fn until_closed<C>(
 where
     C: Future<Output = hyper::Result<()>>,
 {
-    let mut draining = false;
+    // Told to shut down (GOAWAY sent, for HTTP/2), and why: the transport asked to
+    // close (shutdown, an idle timeout, the dashboard), or the last request taken.
+    let (mut draining, mut closing) = (false, false);
     let grace = weft::Reactor::try_current()
         .map_or(weft::ReactorConfig::DEFAULT_CLOSE_TIMEOUT, |r| {
             r.config().close_timeout
@@ -347,10 +349,13 @@ where
     let spent = || streams.as_ref().is_some_and(Streams::spent);
     poll_fn(|cx| {
         loop {
-            if !draining && (transport.is_disconnecting() || spent()) {
+            if !closing && transport.is_disconnecting() {
+                closing = true;
+                check.as_mut().reset(tokio::time::Instant::now() + grace);
+            }
+            if !draining && (closing || spent()) {
                 draining = true;
                 shutdown(connection.as_mut());
-                check.as_mut().reset(tokio::time::Instant::now() + grace);
             }
             if let Poll::Ready(served) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Ended::Served(served));
@@ -372,7 +377,9 @@ where
             }
             return Poll::Ready(Ended::HeadTimedOut);
         }
-        if draining
+        // Only once asked to close: after GOAWAY for its request cap, a stream that is
+        // quiet for a while (a long poll, server-sent events) is left to finish.
+        if closing
             && let Some(streams) = &streams
             && check.as_mut().poll(cx).is_ready()
         {

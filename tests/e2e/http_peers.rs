@@ -234,9 +234,15 @@ impl RawClient {
         }
     }
 
-    /// The next response, its body read by `Content-Length` (or to the end).
+    /// The next response, its body read by `Content-Length`, or its chunks (decoded), or
+    /// to the end.
     pub(crate) fn read_reply(&mut self) -> Reply {
         let mut reply = self.read_head();
+        if reply.header("transfer-encoding") == Some("chunked") {
+            reply.body = weft_test_support::net::read_chunked(&mut self.reader)
+                .expect("a well-formed chunked body");
+            return reply;
+        }
         match reply.header("content-length").map(|l| l.parse().unwrap()) {
             Some(len) => {
                 reply.body = vec![0; len];

@@ -9,10 +9,15 @@ use crate::http::curl;
 use crate::http_peers::{RawClient, Upstream, exchange};
 use crate::support::{App, free_port, spawn_app_with};
 
-/// `/api/` forwards to `api` unchanged, `/v1/` to `v1` under `/base`; other paths are
-/// files from `public/`, beside a `secret.txt` that must never be served.
+/// `/api/` forwards to `api` unchanged, `/v1/` to `v1` under `/base`, `/framed/` to an
+/// upstream framing its answers both by length and by chunks; other paths are files
+/// from `public/`, beside a `secret.txt` that must never be served.
 fn start() -> (App, SocketAddr, Upstream, Upstream) {
     let (api, v1) = (Upstream::start(), Upstream::start());
+    let framed = canned_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+          1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
+    );
     let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let app = spawn_app_with(|dir| {
         let root = dir.join("public");
@@ -32,6 +37,9 @@ upstream = "http://{api}"
 [[service.route]]
 prefix = "/v1/"
 upstream = "http://{v1}/base"
+[[service.route]]
+prefix = "/framed/"
+upstream = "http://{framed}"
 "#,
             port = web.port(),
             root = root.display(),
@@ -100,6 +108,28 @@ fn http_message_rules_hold() {
     assert_eq!(api.header(0, "host"), ["site.test"]);
     assert_eq!(api.header(0, "x-forwarded-host"), ["site.test"]);
 
+    // A client's own `X-Forwarded-Host` never reaches the upstream as the gateway's
+    // word: the field names the request's host, or is absent when the request names
+    // none fit to forward.
+    for (raw, forwarded) in [
+        (
+            "GET /api/h HTTP/1.1\r\nHost: app_1.internal\r\nX-Forwarded-Host: victim.example\r\n\r\n",
+            vec!["app_1.internal"],
+        ),
+        (
+            "GET /api/h HTTP/1.1\r\nHost: site.test;x\r\nX-Forwarded-Host: victim.example\r\n\r\n",
+            vec![],
+        ),
+        (
+            "GET /api/h HTTP/1.0\r\nX-Forwarded-Host: victim.example\r\n\r\n",
+            vec![],
+        ),
+    ] {
+        assert_eq!(exchange(web, raw).status, 200, "{raw:?}");
+        let last = api.received() - 1;
+        assert_eq!(api.header(last, "x-forwarded-host"), forwarded, "{raw:?}");
+    }
+
     // CONNECT is not served, and never forwarded.
     let before = api.received();
     for raw in [
@@ -152,4 +182,36 @@ fn http_message_rules_hold() {
         Some(0.0)
     );
     assert!(!app.log().contains("proxying failed"), "{}", app.log());
+}
+
+/// An upstream that answers each connection's first request with `response`, then
+/// closes.
+fn canned_upstream(response: &'static [u8]) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = [0; 4096];
+            let _ = stream.read(&mut head);
+            let _ = stream.write_all(response);
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_response_framed_both_ways_reaches_the_client_by_its_chunks() {
+    // RFC 9112 §6.3: `Transfer-Encoding` frames the message, and a proxy MUST remove
+    // the `Content-Length` beside it; kept, it would cut the body short.
+    let (_app, web, _api, _v1) = start();
+    let mut client = RawClient::connect(web);
+    for _ in 0..2 {
+        client.send(b"GET /framed/twice HTTP/1.1\r\nHost: t\r\n\r\n");
+        let reply = client.read_reply();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.text(), "abcdefghijklmnopqrstuvwxyz");
+        assert_ne!(reply.header("content-length"), Some("5"), "{reply:?}");
+    }
 }

@@ -22,6 +22,8 @@ const STRIPPED: [HeaderName; 9] = [
 
 /// `Connection`'s bit in a mask of [`STRIPPED`] names.
 const CONNECTION_BIT: u16 = 1;
+/// `Transfer-Encoding`'s bit in a mask of [`STRIPPED`] names.
+const TRANSFER_ENCODING_BIT: u16 = 1 << 7;
 
 /// The members of a list-valued header (RFC 9110 §5.6.1) over all its lines, trimmed,
 /// empty ones left out; a line that is not text is skipped.
@@ -39,7 +41,9 @@ pub(crate) fn list_members(headers: &HeaderMap, name: HeaderName) -> impl Iterat
 /// `Upgrade` (an exchange that really switches protocols sets it again for its next hop:
 /// `proxy::upgrade`). `Connection` cannot name `Host` away:
 /// the target's host is part of the request, not of the hop (RFC 9110 §7.6.1 forbids a
-/// sender to list such a field, and the upstream needs it).
+/// sender to list such a field, and the upstream needs it). A message that came with
+/// both `Transfer-Encoding` and `Content-Length` was framed by the former, and loses the
+/// latter too: its next hop is framed anew (RFC 9112 §6.3 says a sender MUST remove it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the message's few fields finds which of the always-removed ones it
     // has (most have `Connection` at most, saying `keep-alive` or `close`): only those
@@ -80,6 +84,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
+    }
+    if present & TRANSFER_ENCODING_BIT != 0 {
+        headers.remove(header::CONTENT_LENGTH);
     }
 }
 
@@ -155,15 +162,19 @@ impl Forwarding {
         headers.reserve(4);
         append_member(headers, X_FORWARDED_FOR, self.ip.clone());
         let (host, element) = self.element(host);
-        if let Some(host) = host {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
+        // What the client sent as `X-Forwarded-Host` never reaches the upstream as if
+        // this proxy had said it: the field is this request's host or absent.
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
         append_member(headers, header::FORWARDED, element);
     }
 
     /// This client's `Forwarded` element for a request that named `host`, and `host` if
-    /// it may be forwarded: only a host made of plain authority characters goes into the
+    /// it may be forwarded: only a host made of plain authority characters (RFC 3986
+    /// `reg-name` unreserved characters, a port, an IPv6 literal) goes into the
     /// element's quoted string, or into `X-Forwarded-Host`. A request naming the host the
     /// last one named reuses what was made and checked for that one.
     fn element<'h>(&self, host: Option<&'h HeaderValue>) -> (Option<&'h HeaderValue>, HeaderValue) {
@@ -177,7 +188,7 @@ impl Forwarding {
             !h.is_empty()
                 && h.as_bytes()
                     .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(b))
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_~:[]".contains(b))
         });
         let mut text = self.for_param.clone();
         if let Some(host) = host.and_then(|h| h.to_str().ok()) {
@@ -272,7 +283,8 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
-        assert_eq!(left, ["accept", "content-length", "host"]);
+        // Framed by its `Transfer-Encoding`, the message's `Content-Length` is void.
+        assert_eq!(left, ["accept", "host"]);
     }
 
     #[test]
@@ -298,6 +310,10 @@ mod tests {
         for (i, name) in STRIPPED.iter().enumerate() {
             assert_eq!(stripped_bit(name), 1 << i, "{name}");
         }
+        assert_eq!(
+            stripped_bit(&header::TRANSFER_ENCODING),
+            TRANSFER_ENCODING_BIT
+        );
         for name in [
             header::HOST,
             header::USER_AGENT,
@@ -338,7 +354,7 @@ mod tests {
             "for=192.0.2.7;host=\"example.test:8080\";proto=http"
         );
 
-        let mut h = HeaderMap::new();
+        let mut h = map(&[("x-forwarded-host", "victim.example")]);
         let odd = HeaderValue::from_static("evil\";for=1.2.3.4");
         add_forwarded(&mut h, Some("::1".parse().unwrap()), Some(&odd), true);
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=https");
@@ -349,7 +365,7 @@ mod tests {
     #[test]
     fn a_connection_names_each_request_s_own_host() {
         let forwarding = Forwarding::new(Some("192.0.2.7".parse().unwrap()), false);
-        for host in ["a.test", "b.test", "b.test", "a.test"] {
+        for host in ["a.test", "b.test", "b.test", "app_1.internal", "a.test"] {
             let mut h = HeaderMap::new();
             forwarding.add(&mut h, Some(&HeaderValue::from_static(host)));
             assert_eq!(
@@ -366,8 +382,12 @@ mod tests {
             assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
             assert!(h.get("x-forwarded-host").is_none());
         }
-        let mut h = map(&[("forwarded", "for=10.0.0.1")]);
+        let mut h = map(&[
+            ("forwarded", "for=10.0.0.1"),
+            ("x-forwarded-host", "victim.example"),
+        ]);
         forwarding.add(&mut h, None);
+        assert!(h.get("x-forwarded-host").is_none());
         assert_eq!(h["forwarded"], "for=10.0.0.1, for=192.0.2.7;proto=http");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     }

@@ -501,7 +501,7 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
 /// itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.) Says
 /// whether it was shrunk so (or could not be encoded).
 fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
-    match message.to_vec() {
+    match wire::to_wire(&message) {
         Ok(bytes) if bytes.len() <= limit => (bytes, false),
         Ok(_) if message.metadata.authoritative && !message.additionals.is_empty() => {
             message.additionals.clear();

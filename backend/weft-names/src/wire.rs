@@ -1,8 +1,14 @@
 //! Packets to requests and responses to packets: the checks every query passes, the
 //! header bits of answers, and truncation to what a UDP client can take.
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::DNSClass;
+use hickory_proto::ProtoError;
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, OpCode, Query, ResponseCode,
+};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordData};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+type ProtoResult<T> = Result<T, ProtoError>;
 
 use crate::edns::{OptionsAnswered, OptionsAsked};
 use crate::tsig;
@@ -259,7 +265,7 @@ impl Request {
 /// Encodes `message`; with a `limit`, a response that does not fit is sent as its
 /// header and question with the TC bit set, so the client retries over TCP.
 pub(crate) fn encode(message: &Message, limit: Option<usize>) -> Vec<u8> {
-    let bytes = match message.to_vec() {
+    let bytes = match to_wire(message) {
         Ok(bytes) => bytes,
         Err(e) => {
             tracing::warn!(error = %e, "a response could not be encoded; sending SERVFAIL");
@@ -281,6 +287,138 @@ pub(crate) fn encode(message: &Message, limit: Option<usize>) -> Vec<u8> {
         }
         _ => bytes,
     }
+}
+
+/// `message` in at most 65,535 bytes, every owner name after the first written as a
+/// pointer to an earlier one (RFC 1035 §4.1.4). hickory's own encoding compresses only a
+/// message's first 120 names, so a large answer (hundreds of records of one RRset)
+/// would grow by its owner name's length per record, past what a TCP message can hold.
+/// Records that do not fit are left out whole, counted out of the header, with TC set
+/// (RFC 2181 §9); hickory's would leave the last one's bytes after the message.
+pub(crate) fn to_wire(message: &Message) -> Result<Vec<u8>, ProtoError> {
+    let mut buffer = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buffer);
+    encoder.set_max_size(u16::MAX);
+    let header = encoder.place::<Header>()?;
+    let mut counts = HeaderCounts {
+        queries: u16::try_from(message.queries.len())
+            .map_err(|_| ProtoError::Message("too many questions"))?,
+        ..HeaderCounts::default()
+    };
+    encoder.emit_all(message.queries.iter())?;
+    // Room kept for the OPT and TSIG records, which close a message even when it is
+    // truncated.
+    if message.edns.is_some() || message.signature.is_some() {
+        encoder.set_max_size(u16::MAX - TRAILER_ROOM);
+    }
+    let mut owners = Vec::new();
+    let mut full = true;
+    for (records, count) in [
+        (&message.answers, &mut counts.answers),
+        (&message.authorities, &mut counts.authorities),
+        (&message.additionals, &mut counts.additionals),
+    ] {
+        if full {
+            (*count, full) = emit_section(records, &mut owners, &mut encoder)?;
+        }
+    }
+    encoder.set_max_size(u16::MAX);
+    let opt = message.edns.as_ref().map(|edns| {
+        let mut edns = edns.clone();
+        edns.set_rcode_high(message.metadata.response_code.high());
+        Record::from(&edns)
+    });
+    let mut truncated = !full;
+    let (count, fit) = emit_section(opt.as_slice(), &mut owners, &mut encoder)?;
+    counts.additionals += count;
+    truncated |= !fit;
+    if let Some(signature) = &message.signature {
+        match emit_whole(&mut encoder, |e| signature.emit(e))? {
+            true => counts.additionals += 1,
+            false => truncated = true,
+        }
+    }
+    let mut metadata = message.metadata;
+    metadata.truncation |= truncated;
+    header.replace(&mut encoder, Header { metadata, counts })?;
+    Ok(buffer)
+}
+
+/// Writes as many of `records` as fit, whole: how many, and whether all did.
+fn emit_section<'m>(
+    records: &'m [Record],
+    owners: &mut Vec<(&'m Name, u16)>,
+    encoder: &mut BinEncoder<'_>,
+) -> ProtoResult<(u16, bool)> {
+    for (count, record) in records.iter().enumerate() {
+        let known = owners.len();
+        if !emit_whole(encoder, |e| emit_record(record, owners, e))? {
+            owners.truncate(known);
+            return Ok((u16::try_from(count).unwrap_or(u16::MAX), false));
+        }
+    }
+    let count =
+        u16::try_from(records.len()).map_err(|_| ProtoError::Message("too many records"))?;
+    Ok((count, true))
+}
+
+/// Runs `emit`; if what it writes does not fit, takes it all back: whether it fit.
+fn emit_whole(
+    encoder: &mut BinEncoder<'_>,
+    emit: impl FnOnce(&mut BinEncoder<'_>) -> ProtoResult<()>,
+) -> ProtoResult<bool> {
+    let start = encoder.offset();
+    match emit(encoder) {
+        Ok(()) => Ok(true),
+        Err(ProtoError::MaxBufferSizeExceeded(_)) => {
+            encoder.set_offset(start);
+            encoder.trim();
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Bytes a message's sections leave for its OPT and TSIG records.
+const TRAILER_ROOM: u16 = 512;
+
+/// The owner names written in full so far, and where: at most this many are looked up.
+const OWNERS_KEPT: usize = 32;
+
+/// Writes `record` as hickory does, its owner a pointer when an earlier record had it.
+fn emit_record<'m>(
+    record: &'m Record,
+    owners: &mut Vec<(&'m Name, u16)>,
+    encoder: &mut BinEncoder<'_>,
+) -> ProtoResult<()> {
+    match owners.iter().find(|(name, _)| **name == record.name) {
+        Some(&(_, at)) => encoder.emit_u16(0xC000 | at)?,
+        None => {
+            let at = encoder.offset();
+            record.name.emit(encoder)?;
+            // Where the name's labels are: hickory may have written it as a pointer.
+            let written = encoder.slice_of(at, encoder.offset());
+            let target = match written {
+                [hi, lo] if hi & 0xC0 == 0xC0 => usize::from(u16::from_be_bytes([hi & 0x3F, *lo])),
+                _ => at,
+            };
+            if owners.len() < OWNERS_KEPT
+                && let Ok(target) = u16::try_from(target)
+                && target <= 0x3FFF
+            {
+                owners.push((&record.name, target));
+            }
+        }
+    }
+    record.record_type().emit(encoder)?;
+    record.dns_class.emit(encoder)?;
+    encoder.emit_u32(record.ttl)?;
+    let length = encoder.place::<u16>()?;
+    if !record.data.is_update() {
+        record.data.emit(encoder)?;
+    }
+    let len = encoder.len_since_place(&length);
+    length.replace(encoder, u16::try_from(len).unwrap_or(u16::MAX))
 }
 
 #[cfg(test)]
@@ -368,5 +506,56 @@ pub(crate) mod tests {
         assert_eq!(req.udp_limit(), 512);
         req.edns = edns(4096);
         assert_eq!(req.udp_limit(), 1232);
+    }
+
+    /// An answer to `big.example.test./TXT` with `n` records of 60 bytes.
+    fn txt_answer(n: usize) -> Message {
+        use hickory_proto::rr::rdata::TXT;
+        use hickory_proto::rr::{RData, Record};
+        let name = Name::from_ascii("big.example.test.").unwrap();
+        let mut m = Message::response(9, OpCode::Query);
+        m.queries.push(Query::query(name.clone(), RecordType::TXT));
+        for i in 0..n {
+            let text = format!("{i:04} {}", "t".repeat(55));
+            m.answers.push(Record::from_rdata(
+                name.clone(),
+                300,
+                RData::TXT(TXT::new(vec![text])),
+            ));
+        }
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        m.edns = Some(edns);
+        m
+    }
+
+    #[test]
+    fn every_record_of_a_large_rrset_has_its_owner_compressed() {
+        // 800 records of 73 bytes each: 58 KB, where hickory's encoding (which stops
+        // compressing after 120 names) needs more than 65,535 bytes.
+        let answer = txt_answer(800);
+        let bytes = encode(&answer, Some(usize::from(u16::MAX)));
+        assert!(bytes.len() < 60_000, "{} bytes", bytes.len());
+        let decoded = Message::from_vec(&bytes).unwrap();
+        assert_eq!(decoded.answers.len(), 800);
+        assert!(!decoded.metadata.truncation);
+        assert_eq!(decoded.answers, answer.answers);
+        assert!(decoded.edns.is_some());
+    }
+
+    #[test]
+    fn records_past_65535_bytes_are_left_out_whole_with_tc_set() {
+        let answer = txt_answer(1000);
+        let bytes = encode(&answer, Some(usize::from(u16::MAX)));
+        assert!(bytes.len() <= usize::from(u16::MAX));
+        let decoded = Message::from_vec(&bytes).unwrap();
+        assert!(decoded.metadata.truncation);
+        let fit = decoded.answers.len();
+        assert!((800..1000).contains(&fit), "{fit} records");
+        assert_eq!(decoded.answers[..], answer.answers[..fit]);
+        assert!(decoded.edns.is_some(), "the OPT record closes it still");
+        // Nothing of the record left out follows the message: encoding what was
+        // decoded gives the same bytes.
+        assert_eq!(to_wire(&decoded).unwrap(), bytes);
     }
 }

@@ -236,3 +236,60 @@ fn dns_tcp_connections_per_peer_are_capped_and_counted() {
         "a slot frees when a connection closes"
     );
 }
+
+#[test]
+fn pipelined_tcp_queries_for_large_answers_wait_for_the_client_to_read() {
+    // 800 TXT records of 60 bytes: an answer of about 58 KB per 35-byte question.
+    let mut text = zone();
+    for i in 0..800 {
+        text.push_str(&format!("huge IN TXT \"{i:03} {}\"\n", "z".repeat(56)));
+    }
+    let port = free_port();
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", text),
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let asked = 1000u16;
+    let mut questions = Vec::new();
+    for id in 0..asked {
+        let packet = query(id, "huge.example.test.", RecordType::TXT, &[])
+            .to_vec()
+            .unwrap();
+        questions.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+        questions.extend_from_slice(&packet);
+    }
+    let before = app.rss_kib();
+    stream.write_all(&questions).unwrap();
+    // Answered all at once, the questions would hold about 58 MB of answers for a
+    // client that is not reading; they wait for it instead.
+    let mut grown = 0;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        grown = grown.max(app.rss_kib().saturating_sub(before));
+    }
+    assert!(grown < 24 * 1024, "{grown} KiB held for one connection");
+    // Nothing is lost: every question gets its whole answer, in order.
+    for id in 0..asked {
+        let mut len = [0; 2];
+        stream.read_exact(&mut len).unwrap();
+        let mut answer = vec![0; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut answer).unwrap();
+        // The header says it all: the id, no TC, every record (decoding 800 records a
+        // thousand times would be this test's whole time).
+        assert_eq!(u16::from_be_bytes([answer[0], answer[1]]), id);
+        assert_eq!(answer[2] & 0x02, 0, "answer {id} truncated");
+        assert_eq!(
+            u16::from_be_bytes([answer[6], answer[7]]),
+            800,
+            "answer {id}"
+        );
+        if id + 1 == asked {
+            assert_eq!(Message::from_vec(&answer).unwrap().answers.len(), 800);
+        }
+    }
+}

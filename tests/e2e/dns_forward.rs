@@ -73,7 +73,8 @@ fn answer(query: &Message) -> Message {
 }
 
 /// A DNS server on one loopback port (UDP, and TCP on the same port) answering with
-/// [`answer`]; over UDP with the header and question only and TC set when `truncate`.
+/// [`answer`]; over UDP with the header and question only and TC set when `truncate`,
+/// never for names starting with `hang`, and 200 ms late for names starting with `slow`.
 /// Over TCP each connection takes any number of framed queries.
 fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
     let (udp, tcp) = loop {
@@ -95,7 +96,12 @@ fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
                 .lock()
                 .unwrap()
                 .push((from.port(), query.metadata.id));
-            if seen.silent.load(Ordering::SeqCst) {
+            let name = query
+                .queries
+                .first()
+                .map(|q| q.name().to_ascii())
+                .unwrap_or_default();
+            if seen.silent.load(Ordering::SeqCst) || name.starts_with("hang") {
                 continue;
             }
             let mut reply = answer(&query);
@@ -104,7 +110,16 @@ fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
                 reply.authorities.clear();
                 reply.metadata.truncation = true;
             }
-            let _ = udp.send_to(&reply.to_vec().unwrap(), from);
+            let reply = reply.to_vec().unwrap();
+            if name.starts_with("slow") {
+                let udp = udp.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let _ = udp.send_to(&reply, from);
+                });
+                continue;
+            }
+            let _ = udp.send_to(&reply, from);
         }
     });
     let seen = state.clone();
@@ -486,4 +501,83 @@ fn weft_check_refuses_bad_forwarding_keys_naming_them() {
         ),
         "{err}"
     );
+}
+
+/// `query` framed for TCP.
+fn framed(query: &Message) -> Vec<u8> {
+    let packet = query.to_vec().unwrap();
+    let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&packet);
+    out
+}
+
+/// A query for `name`/A with id `id`.
+fn question(id: u16, name: &str) -> Message {
+    let mut query = Message::new(id, MessageType::Query, OpCode::Query);
+    query.metadata.recursion_desired = true;
+    query
+        .queries
+        .push(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    query
+}
+
+#[test]
+fn a_tcp_client_that_half_closes_after_asking_still_gets_its_answers() {
+    let (up, _seen) = upstream(false);
+    let port = free_port();
+    let _app = spawn_dns_app(forwarder(port, &[up]));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut asked = Vec::new();
+    for id in 1..=3 {
+        asked.extend(framed(&question(id, &format!("slow{id}.test."))));
+    }
+    stream.write_all(&asked).unwrap();
+    // RFC 7766 §6.2.4: the client is done asking, not done listening.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut ids = Vec::new();
+    for _ in 1..=3 {
+        let mut len = [0; 2];
+        stream
+            .read_exact(&mut len)
+            .expect("an answer after the half-close");
+        let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut body).unwrap();
+        let answer = Message::from_vec(&body).unwrap();
+        assert_eq!(addresses(&answer), ["198.51.100.80"], "{answer:?}");
+        ids.push(answer.metadata.id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3]);
+    // Then the server closes its side too.
+    assert_eq!(stream.read(&mut [0; 16]).unwrap(), 0);
+}
+
+#[test]
+fn one_pipelining_tcp_connection_cannot_take_every_forwarding_slot() {
+    let (up, _seen) = upstream(false);
+    let port = free_port();
+    let _app = spawn_dns_app(forwarder(port, &[up]));
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // More questions than the service has forwarding slots (4096), none ever answered
+    // upstream, written from a thread (the server stops reading them).
+    let mut writer = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for id in 0..5000u16 {
+            if writer
+                .write_all(&framed(&question(id, &format!("hang{id}.test."))))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // Another client's question is forwarded and answered all the same.
+    let answer = ask(port, 7, "bystander.test.", RecordType::A);
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&answer), ["198.51.100.80"], "{answer:?}");
+    drop(stream);
 }

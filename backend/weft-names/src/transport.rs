@@ -2,6 +2,7 @@
 //! framer and a [`weft::Protocol`] for TCP (RFC 1035 section 4.2.2); the upstream side
 //! (ports and connections) is `outgoing`'s.
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
@@ -9,7 +10,8 @@ use weft::endpoint::ServerEndpoint;
 use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
 use weft::observe::{self, CloseReason, ErrorKind};
 use weft::{
-    Address, DatagramProtocol, DatagramTransport, ListenOptions, Reactor, Transport, factory,
+    Address, DatagramProtocol, DatagramTransport, HalfClose, ListenOptions, Reactor, Transport,
+    factory,
 };
 
 use crate::error::NamesError;
@@ -127,6 +129,64 @@ pub struct DnsTcp {
     server: DnsServer,
     /// The connection's zone transfers, once one was asked for.
     transfers: Option<Rc<Streamer>>,
+    /// Its questions whose answers are still to come.
+    waiting: Rc<Waiting>,
+}
+
+/// The most questions one connection may have waiting on upstreams: past it, its
+/// reading pauses until an answer goes out, so one pipelining client cannot take every
+/// forwarding slot of the service (RFC 7766 §6.2.1.1 lets a server bound this).
+pub const MAX_WAITING_PER_CONNECTION: usize = 64;
+
+/// A connection's questions still to be answered, and whether its peer is done asking.
+#[derive(Debug, Default)]
+struct Waiting {
+    count: Cell<usize>,
+    /// Reading paused at [`MAX_WAITING_PER_CONNECTION`].
+    paused: Cell<bool>,
+    /// The peer half-closed: the connection closes after the last answer.
+    peer_done: Cell<bool>,
+}
+
+/// One question waiting for its answer: counted while it lives, and given back when the
+/// answer is sent or the question is given up (its reply dropped unsent).
+struct Question {
+    waiting: Rc<Waiting>,
+    transport: Transport,
+}
+
+impl Question {
+    fn new(waiting: &Rc<Waiting>, transport: &Transport) -> Self {
+        let count = waiting.count.get() + 1;
+        waiting.count.set(count);
+        if count >= MAX_WAITING_PER_CONNECTION && !waiting.paused.replace(true) {
+            transport.pause_reading();
+        }
+        Self {
+            waiting: waiting.clone(),
+            transport: transport.clone(),
+        }
+    }
+
+    fn answer(&self, answer: &[u8]) {
+        if !self.transport.is_closed() {
+            send_int16_string(&self.transport, answer);
+        }
+    }
+}
+
+impl Drop for Question {
+    fn drop(&mut self) {
+        let w = &self.waiting;
+        let left = w.count.get() - 1;
+        w.count.set(left);
+        if left < MAX_WAITING_PER_CONNECTION && w.paused.replace(false) {
+            self.transport.resume_reading();
+        }
+        if left == 0 && w.peer_done.get() {
+            self.transport.lose_connection_with(CloseReason::PeerClosed);
+        }
+    }
 }
 
 impl DnsTcp {
@@ -135,22 +195,19 @@ impl DnsTcp {
         Self {
             server,
             transfers: None,
+            waiting: Rc::default(),
         }
     }
 }
 
 impl StringHandler for DnsTcp {
     fn string_received(&mut self, transport: &Transport, data: &[u8]) {
-        let t = transport.clone();
+        let question = Question::new(&self.waiting, transport);
         let outcome = self.server.handle(
             data,
             Via::Tcp,
             transport.peer().socket_addr(),
-            move |answer: Vec<u8>| {
-                if !t.is_closed() {
-                    send_int16_string(&t, &answer);
-                }
-            },
+            move |answer: Vec<u8>| question.answer(&answer),
         );
         match outcome {
             Outcome::Malformed(why) => {
@@ -172,6 +229,16 @@ impl StringHandler for DnsTcp {
             }
             _ => {}
         }
+    }
+
+    /// A client that half-closes after its questions still gets their answers: the
+    /// connection closes after the last one (RFC 7766 §6.2.4), or at once with none due.
+    fn read_connection_lost(&mut self, _transport: &Transport) -> HalfClose {
+        if self.waiting.count.get() == 0 {
+            return HalfClose::Close;
+        }
+        self.waiting.peer_done.set(true);
+        HalfClose::KeepWriting
     }
 }
 

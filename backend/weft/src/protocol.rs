@@ -30,6 +30,13 @@ pub trait Protocol: 'static {
     /// Some bytes arrived. Message boundaries are not preserved: use a framer.
     fn data_received(&mut self, transport: &Transport, data: &[u8]);
 
+    /// Reading resumed after a pause: the protocol's own ([`Transport::pause_reading`]) or
+    /// back-pressure from output the peer has not taken. A framer that stopped at the
+    /// pause, with messages of an earlier chunk still buffered, goes on with them here.
+    fn reading_resumed(&mut self, transport: &Transport) {
+        let _ = transport;
+    }
+
     /// The peer sent EOF. Return [`HalfClose::KeepWriting`] to keep writing.
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
         let _ = transport;

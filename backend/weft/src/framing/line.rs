@@ -64,6 +64,10 @@ pub struct LineReceiver<H> {
     buffer: Vec<u8>,
     /// Raw mode: bytes go to the handler as they come, unsplit, until it switches back.
     raw: bool,
+    /// Reading paused with whole lines still in `buffer`: they wait for
+    /// [`reading_resumed`](Protocol::reading_resumed), and the next search starts at the
+    /// buffer's beginning.
+    held: bool,
 }
 
 impl<H: LineHandler> LineReceiver<H> {
@@ -78,6 +82,7 @@ impl<H: LineHandler> LineReceiver<H> {
             max_length: Self::MAX_LENGTH,
             buffer: Vec::new(),
             raw: false,
+            held: false,
         }
     }
 
@@ -105,11 +110,15 @@ impl<H: LineHandler> LineReceiver<H> {
     }
 
     /// Delivers the lines (or raw data) in `bytes`, the first delimiter searched for
-    /// from `scan_from`; returns how many bytes were used. Unused bytes are a partial
-    /// line.
+    /// from `scan_from`, until reading pauses; returns how many bytes were used. Unused
+    /// bytes are a partial line, or lines held for when reading resumes.
     fn split(&mut self, transport: &Transport, bytes: &[u8], mut scan_from: usize) -> usize {
         let mut at = 0;
         while at < bytes.len() && !transport.is_disconnecting() {
+            if transport.is_reading_paused() {
+                self.held = true;
+                return at;
+            }
             let rest = &bytes[at..];
             if self.raw {
                 let mut ctx = LineContext {
@@ -169,6 +178,10 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     }
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        if std::mem::take(&mut self.held) {
+            self.buffer.extend_from_slice(data);
+            return self.reading_resumed(transport);
+        }
         if self.buffer.is_empty() {
             let used = self.split(transport, data, 0);
             if used < data.len() {
@@ -183,6 +196,16 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.extend_from_slice(data);
         let used = self.split(transport, &buffer, scan_from);
+        if used < buffer.len() {
+            buffer.drain(..used);
+            self.buffer = buffer;
+        }
+    }
+
+    fn reading_resumed(&mut self, transport: &Transport) {
+        self.held = false;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let used = self.split(transport, &buffer, 0);
         if used < buffer.len() {
             buffer.drain(..used);
             self.buffer = buffer;
@@ -291,5 +314,24 @@ mod tests {
         wire.receive(&mut proto, b"toolong\r\n");
         assert!(wire.disconnecting());
         assert!(proto.handler().lines.is_empty());
+    }
+
+    #[test]
+    fn lines_after_a_pause_wait_for_reading_to_resume_and_are_found_again() {
+        let mut wire = StringTransport::new();
+        wire.transport().set_water_marks(4, 0);
+        let mut proto = LineReceiver::new(Lines::default());
+        wire.receive(&mut proto, b"one\r\ntwo\r\nthr");
+        assert_eq!(proto.handler().lines, [b"one"]);
+        // More bytes while lines are held (a framer fed by hand) find them all the same.
+        wire.receive(&mut proto, b"ee\r\n");
+        assert_eq!(proto.handler().lines, [b"one"]);
+        let _ = wire.value();
+        wire.resume(&mut proto);
+        assert_eq!(proto.handler().lines, [&b"one"[..], b"two"]);
+        let _ = wire.value();
+        wire.resume(&mut proto);
+        assert_eq!(proto.handler().lines, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(wire.value(), b"ONE\r\nTWO\r\nTHREE\r\n");
     }
 }

@@ -23,6 +23,7 @@ pub use prefixed::{
 };
 
 use crate::observe::{self, CloseReason, ErrorKind};
+use crate::protocol::HalfClose;
 use crate::transport::Transport;
 
 /// Handles the strings a length-prefixed framer decodes.
@@ -33,6 +34,12 @@ pub trait StringHandler: 'static {
     }
     /// One complete string arrived.
     fn string_received(&mut self, transport: &Transport, data: &[u8]);
+    /// The peer sent EOF after its last string: [`HalfClose::KeepWriting`] to go on
+    /// writing (answers still to come), as for a [`Protocol`](crate::Protocol).
+    fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
+        let _ = transport;
+        HalfClose::Close
+    }
     /// The connection is gone.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;

@@ -2,7 +2,7 @@
 
 use super::{StringHandler, reject};
 use crate::observe::{CloseReason, ErrorKind};
-use crate::protocol::Protocol;
+use crate::protocol::{HalfClose, Protocol};
 use crate::transport::Transport;
 
 /// Writes `data` as a netstring (Twisted's `sendString`).
@@ -104,8 +104,33 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         let mut buffer = std::mem::take(&mut self.buffer);
         buffer.extend_from_slice(data);
+        self.deliver(transport, buffer);
+    }
+
+    fn reading_resumed(&mut self, transport: &Transport) {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.deliver(transport, buffer);
+    }
+
+    fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
+        self.handler.read_connection_lost(transport)
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.handler.connection_lost(reason);
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<H>()
+    }
+}
+
+impl<H: StringHandler> NetstringReceiver<H> {
+    /// Hands the handler each whole netstring in `buffer` until reading pauses or the
+    /// connection is closing; keeps the rest.
+    fn deliver(&mut self, transport: &Transport, mut buffer: Vec<u8>) {
         let mut at = 0;
-        while at < buffer.len() && !transport.is_disconnecting() {
+        while at < buffer.len() && !transport.is_disconnecting() && !transport.is_reading_paused() {
             match self.parse(&buffer[at..]) {
                 Ok(Some((body, used))) => {
                     self.handler.string_received(transport, body);
@@ -120,14 +145,6 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
             buffer.drain(..at);
             self.buffer = buffer;
         }
-    }
-
-    fn connection_lost(&mut self, reason: &CloseReason) {
-        self.handler.connection_lost(reason);
-    }
-
-    fn name(&self) -> &'static str {
-        std::any::type_name::<H>()
     }
 }
 
@@ -174,5 +191,21 @@ mod tests {
             let reason = wire.close_reason().unwrap().to_string();
             assert!(reason.contains(expect), "{input:?}: {reason}");
         }
+    }
+
+    #[test]
+    fn netstrings_after_a_pause_wait_for_reading_to_resume() {
+        let mut wire = StringTransport::new();
+        wire.transport().set_water_marks(4, 0);
+        let mut proto = NetstringReceiver::new(Strings::default());
+        wire.receive(&mut proto, b"3:one,3:two,5:three,");
+        assert_eq!(proto.handler().0, [b"one"]);
+        let _ = wire.value();
+        wire.resume(&mut proto);
+        assert_eq!(proto.handler().0, [&b"one"[..], b"two"]);
+        let _ = wire.value();
+        wire.resume(&mut proto);
+        assert_eq!(proto.handler().0, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(wire.value(), b"3:one,3:two,5:three,");
     }
 }

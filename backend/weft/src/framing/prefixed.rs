@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use super::{StringHandler, reject};
 use crate::observe::{CloseReason, ErrorKind};
-use crate::protocol::Protocol;
+use crate::protocol::{HalfClose, Protocol};
 use crate::transport::Transport;
 
 /// The width of a length prefix.
@@ -125,8 +125,34 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         self.buffer.extend_from_slice(data);
+        self.deliver(transport);
+    }
+
+    fn reading_resumed(&mut self, transport: &Transport) {
+        self.deliver(transport);
+    }
+
+    fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
+        self.handler.read_connection_lost(transport)
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.handler.connection_lost(reason);
+    }
+
+    fn name(&self) -> &'static str {
+        std::any::type_name::<H>()
+    }
+}
+
+impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
+    /// Hands the handler each whole string buffered, until reading pauses (its answers
+    /// wait on the peer, say: the strings after wait with them, for
+    /// [`reading_resumed`](Protocol::reading_resumed), rather than pile up answers) or
+    /// the connection is closing.
+    fn deliver(&mut self, transport: &Transport) {
         let mut at = 0;
-        while !transport.is_disconnecting() {
+        while !transport.is_disconnecting() && !transport.is_reading_paused() {
             let rest = &self.buffer[at..];
             let Some(prefix) = rest.get(..P::WIDTH) else {
                 break;
@@ -154,14 +180,6 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
         } else {
             self.buffer.drain(..at);
         }
-    }
-
-    fn connection_lost(&mut self, reason: &CloseReason) {
-        self.handler.connection_lost(reason);
-    }
-
-    fn name(&self) -> &'static str {
-        std::any::type_name::<H>()
     }
 }
 
@@ -231,5 +249,32 @@ mod tests {
                 .to_string()
                 .contains("1000 bytes exceeds the limit of 10")
         );
+    }
+
+    #[test]
+    fn strings_after_a_pause_wait_for_reading_to_resume() {
+        let mut wire = StringTransport::new();
+        // Each answer alone is over the high-water mark: reading pauses after it.
+        wire.transport().set_water_marks(8, 0);
+        let mut proto = Int32StringReceiver::new(Strings::default());
+        let mut stream = Vec::new();
+        for s in [b"first", b"other", b"third"] {
+            stream.extend_from_slice(&5u32.to_be_bytes());
+            stream.extend_from_slice(s);
+        }
+        wire.receive(&mut proto, &stream);
+        assert_eq!(proto.handler().0, [b"first"]);
+        wire.resume(&mut proto);
+        assert_eq!(
+            proto.handler().0.len(),
+            1,
+            "still paused: its answer is unsent"
+        );
+        for taken in 2..=3 {
+            let _ = wire.value();
+            wire.resume(&mut proto);
+            assert_eq!(proto.handler().0.len(), taken);
+        }
+        assert_eq!(wire.value(), &stream[..]);
     }
 }

@@ -341,6 +341,9 @@ impl Protocol for Counted {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         self.inner.data_received(transport, data);
     }
+    fn reading_resumed(&mut self, transport: &Transport) {
+        self.inner.reading_resumed(transport);
+    }
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
         self.inner.read_connection_lost(transport)
     }

@@ -96,6 +96,10 @@ impl<P: Protocol> Protocol for Throttled<P> {
         }
     }
 
+    fn reading_resumed(&mut self, transport: &Transport) {
+        self.inner.reading_resumed(transport);
+    }
+
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
         self.inner.read_connection_lost(transport)
     }

@@ -55,6 +55,10 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
         self.inner.data_received(transport, data);
     }
 
+    fn reading_resumed(&mut self, transport: &Transport) {
+        self.inner.reading_resumed(transport);
+    }
+
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
         self.inner.read_connection_lost(transport)
     }

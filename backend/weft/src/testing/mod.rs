@@ -85,6 +85,16 @@ impl StringTransport {
         });
     }
 
+    /// Tells `protocol` reading resumed, as the reactor does when a pause ends (its output
+    /// taken by [`value`](Self::value), say); nothing while reading is still paused.
+    pub fn resume(&mut self, protocol: &mut dyn Protocol) {
+        if !self.transport.is_reading_paused() && self.transport.take_resume_owed() {
+            crate::observe::with_connection(Some(self.transport.id()), || {
+                protocol.reading_resumed(&self.transport);
+            });
+        }
+    }
+
     /// Tells `protocol` the peer half-closed; returns its choice.
     pub fn receive_eof(&mut self, protocol: &mut dyn Protocol) -> HalfClose {
         protocol.read_connection_lost(&self.transport)

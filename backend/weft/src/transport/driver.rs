@@ -323,7 +323,10 @@ impl<S: Stream> Driver<'_, S> {
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut u32) -> Step {
         // Flushing may have lifted a pause.
         let flags = self.transport.flags();
-        if self.read_eof || flags.read_paused || flags.self_paused || flags.closing {
+        if self.read_eof || flags.closing {
+            return ControlFlow::Break(Poll::Pending);
+        }
+        if flags.read_paused || flags.self_paused {
             return ControlFlow::Break(Poll::Pending);
         }
         if *budget == 0 {
@@ -331,6 +334,15 @@ impl<S: Stream> Driver<'_, S> {
             return ControlFlow::Break(Poll::Pending);
         }
         *budget -= 1;
+        if self.transport.take_resume_owed() {
+            // What the protocol kept from before the pause comes first, as a read would;
+            // what it writes is flushed, and may pause it again, before the next read.
+            let (transport, protocol) = (&self.transport, &mut *self.protocol);
+            guarded(transport, self.name, "reading_resumed", || {
+                protocol.reading_resumed(transport)
+            });
+            return ControlFlow::Continue(());
+        }
         let mut buf = take_read_buf();
         let mut read_buf = ReadBuf::new(&mut buf);
         match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {

@@ -40,6 +40,9 @@ struct Flags {
     read_paused: bool,
     /// Reading paused by back-pressure because no producer is registered.
     self_paused: bool,
+    /// Reading was paused (either way) since the protocol last heard it resumed: it
+    /// hears so before the next read, however short the pause was.
+    resume_owed: bool,
     /// The registered producer was paused by back-pressure.
     producer_paused: bool,
     /// The connection is gone; writes are discarded.
@@ -236,13 +239,26 @@ impl Transport {
 
     /// Stops reading from the peer until [`resume_reading`](Self::resume_reading).
     pub fn pause_reading(&self) {
-        self.update(|f| f.read_paused = true);
+        self.update(|f| {
+            f.read_paused = true;
+            f.resume_owed = true;
+        });
     }
 
     /// Resumes reading after [`pause_reading`](Self::pause_reading).
     pub fn resume_reading(&self) {
         self.update(|f| f.read_paused = false);
         self.wake();
+    }
+
+    /// Whether reading was paused since the protocol last heard it resumed, which it is
+    /// now to hear; clears that.
+    pub(crate) fn take_resume_owed(&self) -> bool {
+        let owed = self.flags().resume_owed;
+        if owed {
+            self.update(|f| f.resume_owed = false);
+        }
+        owed
     }
 
     /// Whether the protocol paused reading.
@@ -383,7 +399,10 @@ impl Transport {
                 p.pause_producing();
             }
             Some(_) => {}
-            None => self.update(|f| f.self_paused = true),
+            None => self.update(|f| {
+                f.self_paused = true;
+                f.resume_owed = true;
+            }),
         }
     }
 

@@ -207,3 +207,27 @@ fn a_port_that_is_always_readable_leaves_the_reactor_to_its_other_connections() 
         "the datagrams went round {went_round} times"
     );
 }
+
+/// Sends nothing of its own.
+struct Quiet;
+
+impl DatagramProtocol for Quiet {
+    fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
+}
+
+#[test]
+fn the_first_datagram_of_a_port_just_opened_goes_out() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let to = peer.local_addr().unwrap();
+    // Written before the reactor ever polled the new socket: its readiness is not known
+    // yet, but the socket can take the datagram.
+    let running = spawn_reactor(move |r| {
+        let port = r.open_udp("client", "udp:0:interface=127.0.0.1", Quiet).unwrap();
+        port.transport().write(b"first", to)
+    });
+    assert!(running.value, "the datagram was sent");
+    let mut buf = [0; 16];
+    let (n, _) = peer.recv_from(&mut buf).expect("the datagram arrives");
+    assert_eq!(&buf[..n], b"first");
+}

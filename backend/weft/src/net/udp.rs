@@ -72,8 +72,9 @@ impl DatagramTransport {
     /// Sends `data` to `addr`: now, or, from within
     /// [`DatagramProtocol::datagram_received`], with the other answers to the batch of
     /// datagrams the port received, in one system call when the batch is handled (then
-    /// `true` means queued). A datagram the socket cannot take at once is dropped and
-    /// counted, as UDP would drop it anyway; the port's memory stays bounded.
+    /// `true` means queued). A datagram the socket cannot take at once (its send buffer
+    /// full) is dropped and counted, as UDP would drop it anyway; the port's memory stays
+    /// bounded.
     pub fn write(&self, data: &[u8], addr: SocketAddr) -> bool {
         if self.shared.closed.get() {
             return false;
@@ -87,7 +88,11 @@ impl DatagramTransport {
             return true;
         }
         drop(outbox);
-        match self.shared.socket.try_send_to(data, addr) {
+        // Straight to the socket, as the batch's `sendmmsg` goes: tokio's `try_send_to`
+        // answers from the readiness it last saw, and a socket it has not polled yet
+        // (a port just opened) would refuse its first datagram without trying.
+        let socket = socket2::SockRef::from(&*self.shared.socket);
+        match socket.send_to(data, &addr.into()) {
             Ok(n) => {
                 let info = &self.shared.info;
                 info.stats.record_write(n, Stopwatch::start());

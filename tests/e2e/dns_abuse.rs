@@ -293,3 +293,42 @@ fn pipelined_tcp_queries_for_large_answers_wait_for_the_client_to_read() {
         }
     }
 }
+
+#[test]
+fn a_question_trickled_a_byte_at_a_time_is_cut_off_at_the_idle_timeout() {
+    let port = free_port();
+    let app = spawn_dns_app(service("dns", port).key("idle_timeout", "\"1s\""));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let question = www(&[]);
+    let mut framed = (question.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&question);
+    // A byte every 400 ms: always in time for the idle timeout, never a whole question.
+    let started = Instant::now();
+    let mut sent = 0;
+    for byte in &framed {
+        if stream.write_all(std::slice::from_ref(byte)).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(400));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    assert!(sent < framed.len(), "the whole question went in");
+    let mut rest = Vec::new();
+    let closed = stream.read_to_end(&mut rest);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the trickle went on for {:?} ({closed:?})",
+        started.elapsed()
+    );
+    assert_eventually!(
+        app.metric(r#"weft_errors_total{kind="bad_frame",service="dns"}"#) >= Some(1.0),
+        "the cut is counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}

@@ -59,11 +59,15 @@ pub fn listen_after(
             bound.push(port.transport().host().clone());
         } else {
             let s = server.clone();
+            // A question must arrive whole within the idle timeout of its first byte.
+            let whole_within = options.idle();
             let port = reactor.listen_with(
                 name,
                 endpoint,
                 options,
-                factory(move || Int16StringReceiver::new(DnsTcp::new(s.clone()))),
+                factory(move || {
+                    Int16StringReceiver::new(DnsTcp::new(s.clone())).message_timeout(whole_within)
+                }),
             )?;
             bound.push(port.local_address().clone());
         }

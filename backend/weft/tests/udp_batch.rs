@@ -223,7 +223,9 @@ fn the_first_datagram_of_a_port_just_opened_goes_out() {
     // Written before the reactor ever polled the new socket: its readiness is not known
     // yet, but the socket can take the datagram.
     let running = spawn_reactor(move |r| {
-        let port = r.open_udp("client", "udp:0:interface=127.0.0.1", Quiet).unwrap();
+        let port = r
+            .open_udp("client", "udp:0:interface=127.0.0.1", Quiet)
+            .unwrap();
         port.transport().write(b"first", to)
     });
     assert!(running.value, "the datagram was sent");

@@ -2,6 +2,7 @@
 //! one receiver, generic over the width of its big-endian length prefix.
 
 use std::marker::PhantomData;
+use std::time::{Duration, Instant};
 
 use super::{StringHandler, reject};
 use crate::observe::{CloseReason, ErrorKind};
@@ -91,6 +92,10 @@ pub struct PrefixedReceiver<H, P> {
     max_length: usize,
     /// Bytes of an incomplete message, kept until the rest arrives.
     buffer: Vec<u8>,
+    /// A string must arrive whole within this of its first byte.
+    message_timeout: Option<Duration>,
+    /// When the first byte of the incomplete string buffered arrived.
+    begun: Option<Instant>,
     /// Selects the prefix width (`P`) at compile time; holds no data.
     prefix: PhantomData<P>,
 }
@@ -102,8 +107,18 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
             handler,
             max_length: P::MAX_LENGTH,
             buffer: Vec::new(),
+            message_timeout: None,
+            begun: None,
             prefix: PhantomData,
         }
+    }
+
+    /// Closes connections whose strings take longer than `timeout` to arrive whole, from
+    /// their first byte: a peer trickling a byte at a time, each in time for the idle
+    /// timeout, would otherwise hold its connection as long as it likes.
+    pub fn message_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.message_timeout = timeout;
+        self
     }
 
     /// Closes connections announcing a string longer than `max_length` bytes.
@@ -125,11 +140,14 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         self.buffer.extend_from_slice(data);
-        self.deliver(transport);
+        let delivered = self.deliver(transport);
+        if let Some(timeout) = self.message_timeout {
+            self.time_message(transport, delivered, timeout);
+        }
     }
 
     fn reading_resumed(&mut self, transport: &Transport) {
-        self.deliver(transport);
+        let _ = self.deliver(transport);
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
@@ -149,8 +167,9 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
     /// Hands the handler each whole string buffered, until reading pauses (its answers
     /// wait on the peer, say: the strings after wait with them, for
     /// [`reading_resumed`](Protocol::reading_resumed), rather than pile up answers) or
-    /// the connection is closing.
-    fn deliver(&mut self, transport: &Transport) {
+    /// the connection is closing; returns how many it delivered.
+    fn deliver(&mut self, transport: &Transport) -> usize {
+        let mut delivered = 0;
         let mut at = 0;
         while !transport.is_disconnecting() && !transport.is_reading_paused() {
             let rest = &self.buffer[at..];
@@ -160,7 +179,7 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
             let len = P::read(prefix);
             if len > self.max_length {
                 self.buffer = Vec::new();
-                return reject(
+                reject(
                     transport,
                     ErrorKind::FrameTooLong,
                     format!(
@@ -168,17 +187,45 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
                         self.max_length
                     ),
                 );
+                return delivered;
             }
             let Some(body) = rest.get(P::WIDTH..P::WIDTH + len) else {
                 break;
             };
             self.handler.string_received(transport, body);
+            delivered += 1;
             at += P::WIDTH + len;
         }
         if at >= self.buffer.len() {
             self.buffer = Vec::new();
         } else {
             self.buffer.drain(..at);
+        }
+        delivered
+    }
+
+    /// Notes when the string now incomplete began, and closes the connection if that is
+    /// longer ago than `timeout`. Strings held whole while reading is paused wait on this
+    /// side, not the peer: they are not timed.
+    fn time_message(&mut self, transport: &Transport, delivered: usize, timeout: Duration) {
+        if self.buffer.is_empty() || transport.is_reading_paused() {
+            self.begun = None;
+            return;
+        }
+        let now = Instant::now();
+        let begun = match self.begun {
+            Some(begun) if delivered == 0 => begun,
+            _ => *self.begun.insert(now),
+        };
+        if now.duration_since(begun) > timeout {
+            let so_far = std::mem::take(&mut self.buffer).len();
+            reject(
+                transport,
+                ErrorKind::BadFrame,
+                format!(
+                    "a string took more than {timeout:?} to arrive whole ({so_far} bytes so far)"
+                ),
+            );
         }
     }
 }
@@ -276,5 +323,35 @@ mod tests {
             assert_eq!(proto.handler().0.len(), taken);
         }
         assert_eq!(wire.value(), &stream[..]);
+    }
+
+    #[test]
+    fn a_string_trickled_past_its_message_timeout_closes_the_connection() {
+        let mut wire = StringTransport::new();
+        let timeout = Duration::from_millis(200);
+        let mut proto = Int16StringReceiver::new(Strings::default()).message_timeout(Some(timeout));
+        // Whole strings, each begun and ended in time, are never timed out however long
+        // the connection lives.
+        for _ in 0..3 {
+            wire.receive(&mut proto, b"\x00\x02h");
+            std::thread::sleep(timeout / 10);
+            wire.receive(&mut proto, b"i");
+            std::thread::sleep(timeout / 2);
+        }
+        assert_eq!(proto.handler().0.len(), 3);
+        assert!(!wire.disconnecting());
+        // One begun in the same chunk as the end of the last is timed from then.
+        wire.receive(&mut proto, b"\x00\x05o");
+        for byte in [b"n", b"e"] {
+            std::thread::sleep(timeout / 2 + Duration::from_millis(10));
+            wire.receive(&mut proto, byte);
+        }
+        assert!(wire.disconnecting(), "the third byte came too late");
+        let reason = wire.close_reason().unwrap().to_string();
+        assert!(
+            reason.contains("to arrive whole (5 bytes so far)"),
+            "{reason}"
+        );
+        assert_eq!(proto.handler().0.len(), 3);
     }
 }

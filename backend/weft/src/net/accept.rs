@@ -63,6 +63,11 @@ impl ListenOptions {
         self
     }
 
+    /// The idle timeout set, if any.
+    pub fn idle(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
     /// Refuses a connection from a peer that already holds `max` open ones (`None` or 0: no
     /// cap); refusals are reported with reason `limit_peer`.
     pub fn max_connections_per_peer(mut self, max: Option<usize>) -> Self {

@@ -81,8 +81,11 @@ fn proxy_routes_never_lead_out_of_their_prefix() {
     }
     assert_eq!(api.targets(), ["/api/a/c", "/api/~user"]);
     assert_eq!(v1.targets(), ["/base/y"]);
+    // A file path no file can have is refused, and counted, the same way.
+    let reply = exchange(web, "GET /sub/a%00b HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(reply.status, 400, "{}", reply.text());
     assert_eventually!(
-        refused(&app, "path") == Some(5.0),
+        refused(&app, "path") == Some(6.0),
         "path refusals counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
@@ -214,4 +217,29 @@ fn an_upstream_response_framed_both_ways_reaches_the_client_by_its_chunks() {
         assert_eq!(reply.text(), "abcdefghijklmnopqrstuvwxyz");
         assert_ne!(reply.header("content-length"), Some("5"), "{reply:?}");
     }
+}
+
+#[test]
+fn a_target_too_long_is_414_and_counted_as_such_not_as_a_head_too_large() {
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        std::fs::create_dir_all(dir.join("public")).unwrap();
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{root}\"\n\
+             limits = {{ max_header_bytes = 131072 }}\n",
+            port = web.port(),
+            root = dir.join("public").display(),
+        )
+    });
+    let long = format!("/{}", "a".repeat(70_000));
+    let reply = exchange(web, &format!("GET {long} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    assert_eq!(reply.status, 414);
+    assert_eventually!(
+        refused(&app, "uri_too_long") == Some(1.0),
+        "counted as a target too long\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(refused(&app, "head_too_large"), Some(0.0));
+    assert!(app.log().contains("\" 414 "), "{}", app.log());
 }

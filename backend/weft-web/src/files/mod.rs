@@ -274,7 +274,14 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
         Err(PathError::NotFound) => {
             return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found")));
         }
-        Err(_) => return Ok(Answer::Now(error_page(StatusCode::BAD_REQUEST, "bad path"))),
+        Err(e) => {
+            // Refused as the admission rules refuse a path, and counted with them.
+            recorder.refused(Refusal::Path);
+            return Ok(Answer::Now(error_page(
+                StatusCode::BAD_REQUEST,
+                e.message(),
+            )));
+        }
     };
     file(found, options, (recorder, steps), method, &request.headers)
 }

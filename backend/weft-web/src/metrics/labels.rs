@@ -114,11 +114,14 @@ pub enum Refusal {
     /// An HTTP/2 request from a peer that already has as many requests in flight, over all
     /// its connections, as it may hold connections (`max_connections_per_peer`): 503.
     LimitPeer,
+    /// A request target longer than hyper takes (65,534 bytes), in a head within
+    /// `max_header_bytes` (414).
+    UriTooLong,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -132,6 +135,7 @@ impl Refusal {
         Self::HeadTimeout,
         Self::BodyTimeout,
         Self::LimitPeer,
+        Self::UriTooLong,
     ];
 
     /// The label value.
@@ -150,6 +154,7 @@ impl Refusal {
             Self::HeadTimeout => "head_timeout",
             Self::BodyTimeout => "body_timeout",
             Self::LimitPeer => "limit_peer",
+            Self::UriTooLong => "uri_too_long",
         }
     }
 

@@ -273,13 +273,18 @@ fn connection_failed(
     let info = &conn.info;
     let request_timeout = state.config.limits.request_timeout;
     if err.is_parse_too_large() || err.is_parse() {
-        // hyper has answered 431 (too many header bytes or lines) or 400 and closes;
-        // count and log it like a request.
+        // hyper has answered 431 (too many header bytes or lines), 414 (a target too
+        // long) or 400 and closes; count and log it like a request. hyper tells the two
+        // kinds of too large apart only in its message.
         let (status, reason) = if err.is_parse_too_large() {
-            (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                Refusal::HeadTooLarge,
-            )
+            if err.to_string().contains("URI too long") {
+                (StatusCode::URI_TOO_LONG, Refusal::UriTooLong)
+            } else {
+                (
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    Refusal::HeadTooLarge,
+                )
+            }
         } else {
             (StatusCode::BAD_REQUEST, Refusal::Malformed)
         };

@@ -90,6 +90,9 @@ fn http_files_have_validators_ranges_codings_and_a_listing() {
     assert_eq!(text, css());
     let (_, head) = curl(web, &["-I", "-H", "Accept-Encoding: br"], "/site.css");
     assert_eq!(header(&head, "content-encoding").as_deref(), Some("br"));
+    // Not compressed for HEAD only to count its bytes: no length is said.
+    assert_eq!(header(&head, "content-length"), None, "{head}");
+    assert!(header(&head, "etag").is_some(), "{head}");
 
     let (code, page) = curl(web, &[], "/dl/");
     assert_eq!(code, 200);

@@ -133,11 +133,22 @@ fn http_message_rules_hold() {
         assert_eq!(api.header(last, "x-forwarded-host"), forwarded, "{raw:?}");
     }
 
-    // CONNECT is not served, and never forwarded.
+    // A field named with underscores does not pass for the one named with dashes.
+    let spoofed = exchange(
+        web,
+        "GET /api/u HTTP/1.1\r\nHost: t\r\nX_Forwarded_For: 6.6.6.6\r\n\r\n",
+    );
+    assert_eq!(spoofed.status, 200);
+    let last = api.received() - 1;
+    assert!(api.header(last, "x_forwarded_for").is_empty());
+    assert_eq!(api.header(last, "x-forwarded-for"), ["127.0.0.1"]);
+
+    // CONNECT and TRACE are not served, and never forwarded.
     let before = api.received();
     for raw in [
         "CONNECT /api/x HTTP/1.1\r\nHost: t\r\n\r\n",
         "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+        "TRACE /api/x HTTP/1.1\r\nHost: t\r\nCookie: secret=1\r\n\r\n",
     ] {
         let connect = exchange(web, raw);
         assert_eq!(connect.status, 501, "{raw:?}: {}", connect.text());
@@ -172,7 +183,7 @@ fn http_message_rules_hold() {
     );
     assert_eq!(refused(&app, "host"), Some(2.0));
     assert_eq!(refused(&app, "body"), Some(1.0));
-    assert_eq!(refused(&app, "method"), Some(2.0));
+    assert_eq!(refused(&app, "method"), Some(3.0));
     let requests = |method: &str, code: &str| {
         app.metric(&format!(
             r#"weft_http_requests_total{{code="{code}",method="{method}",service="web"}}"#

@@ -90,6 +90,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the fields whose names have an underscore, as nginx does by default
+/// (`underscores_in_headers off`): CGI-style upstreams read `X_Forwarded_For` and
+/// `X-Forwarded-For` as one variable, so a client could pass its own off as what this
+/// proxy says. Returns how many names went.
+pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
+    if !headers.keys().any(|n| n.as_str().contains('_')) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in &names {
+        headers.remove(name);
+    }
+    names.len()
+}
+
 /// `name`'s bit in a mask of [`STRIPPED`] names, or 0. Most of the fields a response
 /// carries (`date`, `server`, `content-type`, `content-length`, `etag`,
 /// `last-modified`) have names of a length no stripped name has, which one comparison
@@ -416,5 +435,20 @@ mod tests {
         forwarding.add(&mut h, None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
+    }
+
+    #[test]
+    fn fields_with_underscored_names_are_dropped_and_counted() {
+        let mut h = map(&[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x_real_ip", "6.6.6.6"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(drop_underscored(&mut h), 2);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-forwarded-for"]);
+        assert_eq!(drop_underscored(&mut h), 0);
     }
 }

@@ -41,6 +41,15 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
             detail: "CONNECT is not served: this is not a forward proxy",
         });
     }
+    // RFC 9110 §9.3.8: TRACE echoes the request back, credentials and all, from whichever
+    // upstream it reaches (cross-site tracing); nginx does not serve it either.
+    if head.method == Method::TRACE {
+        return Err(Refused {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: Refusal::Method,
+            detail: "TRACE is not served",
+        });
+    }
     let mut hosts = head.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and

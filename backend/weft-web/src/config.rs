@@ -71,6 +71,27 @@ pub enum ConfigError {
     /// A route prefix does not start with `/`.
     #[error("route prefix {0:?} must start with '/'")]
     Prefix(String),
+    /// A route prefix that no request path, put in normal form before it is matched,
+    /// can start with.
+    #[error(
+        "route prefix {prefix:?} would never match: request paths are matched in normal form, so write {normal:?}"
+    )]
+    PrefixNotNormal {
+        /// The prefix as given.
+        prefix: String,
+        /// What it would have to be.
+        normal: String,
+    },
+    /// Compression on the fly of files larger than allowed.
+    #[error(
+        "compression: max_bytes must be at most {max} (a file compressed on the fly is read whole into memory), got {got}"
+    )]
+    CompressionTooLarge {
+        /// The largest allowed.
+        max: u64,
+        /// The value given.
+        got: u64,
+    },
     /// An embedded file's path could never be requested.
     #[error("embedded file {name:?} {reason}")]
     Embedded {
@@ -140,6 +161,15 @@ impl Route {
     pub fn balanced(prefix: &str, upstreams: &[&str]) -> Result<Self, ConfigError> {
         if !prefix.starts_with('/') {
             return Err(ConfigError::Prefix(prefix.to_owned()));
+        }
+        match path::normalize(prefix) {
+            Ok(normal) if normal == prefix => {}
+            normal => {
+                return Err(ConfigError::PrefixNotNormal {
+                    prefix: prefix.to_owned(),
+                    normal: normal.map_or_else(|_| "/".to_owned(), Cow::into_owned),
+                });
+            }
         }
         if upstreams.is_empty() || upstreams.len() > MAX_UPSTREAMS {
             return Err(ConfigError::UpstreamCount(upstreams.len()));
@@ -270,8 +300,17 @@ impl Default for Compression {
 }
 
 impl Compression {
-    /// Checks that some size lies between the bounds.
+    /// The largest `max_bytes`: each compression reads its file whole.
+    pub const MAX_BYTES_LIMIT: u64 = 64 * 1024 * 1024;
+
+    /// Checks that some size lies between the bounds, and the upper one is bounded.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.max_bytes > Self::MAX_BYTES_LIMIT {
+            return Err(ConfigError::CompressionTooLarge {
+                max: Self::MAX_BYTES_LIMIT,
+                got: self.max_bytes,
+            });
+        }
         if self.min_bytes > self.max_bytes {
             return Err(ConfigError::CompressionBounds {
                 min: self.min_bytes,
@@ -422,10 +461,46 @@ mod tests {
             ("http://h:port", "bad port"),
             ("http://u@h", "credentials"),
             ("http://h/p?q", "query"),
+            ("http://bad host/", "bad host"),
+            ("http://victim.test;x:80", "bad host"),
+            ("http://[not-v6]:80", "bad host"),
+            ("http://h:0", "port 0"),
+            ("http://h:99999", "bad port"),
+            ("http://h/a b", "bad path"),
         ] {
             let err = url.parse::<Upstream>().unwrap_err().to_string();
             assert!(err.contains(why), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn a_prefix_no_normal_path_can_start_with_is_refused_naming_the_one_to_write() {
+        for (prefix, normal) in [
+            ("/a/../b/", "/b/"),
+            ("/./api/", "/api/"),
+            ("/%61pi/", "/api/"),
+        ] {
+            let err = Route::new(prefix, "http://h:1").unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::PrefixNotNormal { normal: n, .. } if n == normal),
+                "{prefix}: {err}"
+            );
+        }
+        for prefix in ["/", "/api", "/api/", "/a-b/c_d/"] {
+            assert!(Route::new(prefix, "http://h:1").is_ok(), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn compression_on_the_fly_is_bounded() {
+        let c = Compression {
+            max_bytes: 10 << 30,
+            ..Compression::default()
+        };
+        assert!(matches!(
+            c.check(),
+            Err(ConfigError::CompressionTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .claim(&dashboard.listen, &parsed, "dashboard.listen".into())
         .expect("the first listener claimed");
     let services = services(&at, &raw, &mut bound)?;
+    if store.url.is_none() {
+        access_logs_apart_from(&at, &raw, &store.path)?;
+    }
     let demo = demo(&at, &raw, &mut bound)?;
     let otlp = super::otlp::otlp(&at, raw.otlp.as_ref())?;
     Ok(Config {
@@ -142,6 +145,53 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
 
 /// Every `[[service]]`, in file order: unique names, endpoints that parse and do not
 /// overlap any listener claimed before (in `bound`), and each kind's keys.
+/// Refuses an access log that is the history file (or its journal): log lines would be
+/// written into the database.
+fn access_logs_apart_from(
+    at: &Locator<'_>,
+    raw: &RawConfig,
+    store: &std::path::Path,
+) -> Result<(), ConfigError> {
+    let store = resolved(store);
+    let taken: Vec<PathBuf> = ["", "-wal", "-shm", "-journal"]
+        .iter()
+        .map(|suffix| {
+            let mut name = store.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+        .collect();
+    for (i, svc) in raw.service.iter().enumerate() {
+        let Some(log) = &svc.get_ref().access_log else {
+            continue;
+        };
+        let path = resolved(std::path::Path::new(log.get_ref()));
+        if let Some(file) = taken.iter().find(|t| **t == path) {
+            return Err(at.error(
+                Some(log.span()),
+                key(&format!("service[{i}].access_log")),
+                format!(
+                    "{} is the history store's file; name another file, such as \"access.log\"",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute, its directory's symlinks resolved, for comparing paths of files
+/// that may not exist yet.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| absolute.clone(), |dir| dir.join(name)),
+        _ => absolute,
+    }
+}
+
 fn services(
     at: &Locator<'_>,
     raw: &RawConfig,

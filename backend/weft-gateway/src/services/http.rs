@@ -306,8 +306,14 @@ fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
                 max_bytes: c.max_bytes.as_ref().map_or(d.max_bytes, |v| *v.get_ref()),
             };
             if let Err(e) = made.check() {
-                let span = c.min_bytes.as_ref().map_or(raw.kind.span(), |v| v.span());
-                return Err(ctx.error(span, "compression.min_bytes", e.to_string()));
+                let (value, key) = match e {
+                    weft_web::ConfigError::CompressionTooLarge { .. } => {
+                        (&c.max_bytes, "compression.max_bytes")
+                    }
+                    _ => (&c.min_bytes, "compression.min_bytes"),
+                };
+                let span = value.as_ref().map_or(raw.kind.span(), |v| v.span());
+                return Err(ctx.error(span, key, e.to_string()));
             }
             made
         }
@@ -544,6 +550,13 @@ pub(crate) mod tests {
             Some("service[0].compression.min_bytes"),
             "{e}"
         );
+        let e = parse(&format!("{root}compression = {{ max_bytes = 10737418240 }}\n"))
+            .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("service[0].compression.max_bytes"),
+            "{e}"
+        );
         let e = parse(&format!("{root}listing = \"yes\"\n")).unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
     }
@@ -675,6 +688,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_access_log_that_is_the_history_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weft.db");
+        let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
+        for log in [db.clone(), dir.path().join("./weft.db-wal")] {
+            let e = parse(&format!(
+                "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
+                log.display(),
+                db.display()
+            ))
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("service[0].access_log"), "{e}");
+            assert!(e.message.contains("history store's file"), "{e}");
+        }
+        let log = dir.path().join("access.log");
+        assert!(
+            parse(&format!(
+                "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
+                log.display(),
+                db.display()
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_key() {
         let e = parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n[[service.route]]\nprefix = \"/a\"\nupstream = \"ftp://h\"\n").unwrap_err();
         assert_eq!(
@@ -686,6 +725,22 @@ pub(crate) mod tests {
         let e =
             parse("[[service.route]]\nprefix = \"api\"\nupstream = \"http://h:1\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service[0].route[0].prefix"), "{e}");
+        // A prefix no request can match, and one given twice, are named.
+        let e = parse("[[service.route]]\nprefix = \"/a/../b/\"\nupstream = \"http://h:1\"\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].route[0].prefix"), "{e}");
+        assert!(e.message.contains("\"/b/\""), "{e}");
+        let e = parse(
+            "[[service.route]]\nprefix = \"/a/\"\nupstream = \"http://h:1\"\n\
+             [[service.route]]\nprefix = \"/a/\"\nupstream = \"http://h:2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(9), Some("service[0].route[1].prefix")),
+            "{e}"
+        );
+        assert!(e.message.contains("route[0]'s prefix already"), "{e}");
         let e = parse("root = \"/surely/not/a/dir\"\n").unwrap_err();
         assert_eq!(
             (e.line, e.key.as_deref()),

@@ -61,15 +61,32 @@ pub(crate) struct RawPool {
     idle_timeout: Option<Spanned<String>>,
 }
 
-/// Every `[[service.route]]`, in order.
+/// Every `[[service.route]]`, in order; two with one prefix are refused (the second
+/// would never be used).
 pub(crate) fn routes(ctx: &ServiceCtx<'_>) -> Result<Vec<Route>, ConfigError> {
-    ctx.raw
+    let raw: Vec<&Spanned<RawRoute>> = ctx
+        .raw
         .route
         .iter()
         .flat_map(|r| r.get_ref().iter())
-        .enumerate()
-        .map(|(i, route)| self::route(ctx, &format!("route[{i}]"), route))
-        .collect()
+        .collect();
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
+    for (i, spanned) in raw.iter().enumerate() {
+        let route = self::route(ctx, &format!("route[{i}]"), spanned)?;
+        if let Some(first) = routes.iter().position(|r| r.prefix == route.prefix) {
+            let prefix = &spanned.get_ref().prefix;
+            return Err(ctx.error(
+                prefix.span(),
+                &format!("route[{i}].prefix"),
+                format!(
+                    "{:?} is route[{first}]'s prefix already: this route would never be used",
+                    route.prefix
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    Ok(routes)
 }
 
 fn route(
@@ -91,6 +108,9 @@ fn route(
                 &field("prefix"),
                 "must start with '/', such as prefix = \"/api/\"",
             ));
+        }
+        Err(e @ weft_web::ConfigError::PrefixNotNormal { .. }) => {
+            return Err(ctx.error(raw.prefix.span(), &field("prefix"), e.to_string()));
         }
         Err(e) => return Err(ctx.error(urls[0].0.span(), &urls[0].1, e.to_string())),
         Ok(route) => route,

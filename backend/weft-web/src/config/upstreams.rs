@@ -85,11 +85,27 @@ impl FromStr for Upstream {
         if host.is_empty() {
             return Err(err("has no host"));
         }
+        let bracketed = authority.starts_with('[');
+        let plain = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+        if bracketed && host.parse::<std::net::Ipv6Addr>().is_err()
+            || !bracketed && !host.chars().all(plain)
+        {
+            return Err(err(
+                "has a bad host: a name, an IPv4 address or a bracketed IPv6 one",
+            ));
+        }
         let port = match port {
-            Some(p) => p.parse().map_err(|_| err("has a bad port"))?,
+            Some(p) => match p.parse() {
+                Ok(0) => return Err(err("has port 0, where no server listens")),
+                Ok(port) => port,
+                Err(_) => return Err(err("has a bad port")),
+            },
             None if tls => 443,
             None => 80,
         };
+        if !path.is_empty() && path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(err("has a bad path"));
+        }
         Ok(Self {
             url: url.to_owned(),
             tls,

@@ -10,14 +10,20 @@ use crate::http_peers::{RawClient, Upstream, exchange};
 use crate::support::{App, free_port, spawn_app_with};
 
 /// `/api/` forwards to `api` unchanged, `/v1/` to `v1` under `/base`, `/framed/` to an
-/// upstream framing its answers both by length and by chunks; other paths are files
-/// from `public/`, beside a `secret.txt` that must never be served.
+/// upstream framing its answers both by length and by chunks, `/app/` to one under
+/// `/base` that redirects to its own address; other paths are files from `public/`,
+/// beside a `secret.txt` that must never be served.
 fn start() -> (App, SocketAddr, Upstream, Upstream) {
     let (api, v1) = (Upstream::start(), Upstream::start());
-    let framed = canned_upstream(
+    let framed = canned_upstream(|_| {
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
-          1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
-    );
+          1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n"
+            .to_vec()
+    });
+    let moved = canned_upstream(|at| {
+        format!("HTTP/1.1 302 Found\r\nLocation: http://{at}/base/login?next=1\r\nContent-Length: 0\r\n\r\n")
+            .into_bytes()
+    });
     let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let app = spawn_app_with(|dir| {
         let root = dir.join("public");
@@ -40,6 +46,9 @@ upstream = "http://{v1}/base"
 [[service.route]]
 prefix = "/framed/"
 upstream = "http://{framed}"
+[[service.route]]
+prefix = "/app/"
+upstream = "http://{moved}/base"
 "#,
             port = web.port(),
             root = root.display(),
@@ -198,18 +207,19 @@ fn http_message_rules_hold() {
     assert!(!app.log().contains("proxying failed"), "{}", app.log());
 }
 
-/// An upstream that answers each connection's first request with `response`, then
-/// closes.
-fn canned_upstream(response: &'static [u8]) -> SocketAddr {
+/// An upstream that answers each connection's first request with what `response` makes
+/// of its address, then closes.
+fn canned_upstream(response: impl FnOnce(SocketAddr) -> Vec<u8>) -> SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let response = response(addr);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             let mut head = [0; 4096];
             let _ = stream.read(&mut head);
-            let _ = stream.write_all(response);
+            let _ = stream.write_all(&response);
         }
     });
     addr
@@ -253,4 +263,18 @@ fn a_target_too_long_is_414_and_counted_as_such_not_as_a_head_too_large() {
     );
     assert_eq!(refused(&app, "head_too_large"), Some(0.0));
     assert!(app.log().contains("\" 414 "), "{}", app.log());
+}
+
+#[test]
+fn a_redirect_to_the_upstream_s_own_address_leads_the_client_through_the_route() {
+    let (_app, web, _api, _v1) = start();
+    let reply = exchange(web, "GET /app/account HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(reply.status, 302);
+    // As nginx's `proxy_redirect default`: the client never learns the upstream's
+    // address, and lands on a path this gateway serves.
+    assert_eq!(
+        reply.header("location"),
+        Some("/app/login?next=1"),
+        "{reply:?}"
+    );
 }

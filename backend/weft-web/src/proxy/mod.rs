@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http::header;
+use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
@@ -204,6 +204,54 @@ pub(crate) fn upstream_target(route: &Route, upstream: &Upstream, uri: &Uri) -> 
         target.push_str(q);
     }
     target
+}
+
+/// Where a redirect of `upstream`'s that names the upstream itself leads the client, in
+/// the route's own paths (nginx's `proxy_redirect default`): the client cannot reach
+/// the upstream's address, and should not learn it. `None` for a location elsewhere.
+fn client_location(route: &Route, upstream: &Upstream, location: &str) -> Option<String> {
+    let scheme = if upstream.tls { "https://" } else { "http://" };
+    let rest = location.get(..scheme.len())?;
+    if !rest.eq_ignore_ascii_case(scheme) {
+        return None;
+    }
+    let rest = &location[scheme.len()..];
+    let default_port = if upstream.tls { 443 } else { 80 };
+    let authority = upstream.authority();
+    let bare = match upstream.host.contains(':') {
+        true => format!("[{}]", upstream.host),
+        false => upstream.host.clone(),
+    };
+    let path = [
+        Some(authority.as_str()),
+        (upstream.port == default_port).then_some(&*bare),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|a| {
+        let head = rest.get(..a.len())?;
+        let after = &rest[a.len()..];
+        (head.eq_ignore_ascii_case(a) && (after.is_empty() || after.starts_with(['/', '?'])))
+            .then_some(after)
+    })?;
+    let base = &upstream.base_path;
+    if base.is_empty() {
+        // Paths go upstream unchanged: the upstream's path is the client's.
+        return Some(match path.starts_with('/') {
+            true => path.to_owned(),
+            false => format!("/{path}"),
+        });
+    }
+    let after = path.strip_prefix(base.as_str())?;
+    if !(after.is_empty() || after.starts_with(['/', '?'])) {
+        return None;
+    }
+    // The base path stands for the prefix (without its last slash: `upstream_target`).
+    let joined = format!("{}{after}", route.prefix.trim_end_matches('/'));
+    Some(match joined.starts_with('/') {
+        true => joined,
+        false => format!("/{joined}"),
+    })
 }
 
 /// The target to ask `upstream` for, as a URI: the request's own (shared, not parsed
@@ -402,7 +450,7 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
-    Ok(respond(route, response))
+    Ok(respond(route, &upstreams.targets[i].upstream, response))
 }
 
 /// One upstream's part: a pooled connection, the request sent on it, the response head.
@@ -499,9 +547,18 @@ async fn send(
 
 /// The upstream's response as the client gets it: without its hop-by-hop headers, and
 /// with the route's `Cache-Control` when it has none of its own.
-fn respond(route: &Route, response: Response<Incoming>) -> Response<Body> {
+fn respond(route: &Route, upstream: &Upstream, response: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(location) = parts.headers.get_mut(header::LOCATION)
+        && let Some(ours) = location
+            .to_str()
+            .ok()
+            .and_then(|l| client_location(route, upstream, l))
+        && let Ok(value) = HeaderValue::from_str(&ours)
+    {
+        *location = value;
+    }
     if let Some(value) = &route.cache_control {
         parts
             .headers
@@ -625,6 +682,53 @@ mod tests {
         );
         assert_eq!(target("/api", "http://u:1/v1", "/api"), "/v1");
         assert_eq!(target("/api/", "http://u:1/v1", "/api/"), "/v1/");
+    }
+
+    #[test]
+    fn a_redirect_to_the_upstream_itself_leads_the_client_through_the_route() {
+        let location = |prefix: &str, upstream: &str, l: &str| {
+            let route = Route::new(prefix, upstream).unwrap();
+            client_location(&route, &route.upstreams[0], l)
+        };
+        // Paths forwarded unchanged come back unchanged, without the upstream's origin.
+        let up = "http://127.0.0.1:9000";
+        for (l, ours) in [
+            (
+                "http://127.0.0.1:9000/api/login?next=/",
+                "/api/login?next=/",
+            ),
+            ("HTTP://127.0.0.1:9000", "/"),
+            ("http://127.0.0.1:9000?x", "/?x"),
+        ] {
+            assert_eq!(location("/api/", up, l).as_deref(), Some(ours), "{l}");
+        }
+        // A base path stands for the prefix.
+        let up = "http://app.internal/base";
+        for (l, ours) in [
+            ("http://app.internal/base/login", "/app/login"),
+            ("http://app.internal:80/base", "/app"),
+            ("http://app.internal/base/", "/app/"),
+            ("http://app.internal/base?x=1", "/app?x=1"),
+        ] {
+            assert_eq!(location("/app/", up, l).as_deref(), Some(ours), "{l}");
+        }
+        // Anywhere else is left as it is.
+        for l in [
+            "/relative",
+            "http://elsewhere.test/base/x",
+            "http://app.internal/basement",
+            "http://app.internal/other",
+            "https://app.internal/base/x",
+            "http://app.internal:8080/base/x",
+            "http://app.internal.evil/base/x",
+        ] {
+            assert_eq!(location("/app/", up, l), None, "{l}");
+        }
+        let v6 = "http://[::1]:8080";
+        assert_eq!(
+            location("/", v6, "http://[::1]:8080/x").as_deref(),
+            Some("/x")
+        );
     }
 
     #[tokio::test]

@@ -317,6 +317,21 @@ fn dig_cookie_learns_a_server_cookie_and_presenting_it_is_valid() {
     );
     assert_ne!(cookie(&answer).unwrap(), forged);
     assert_eventually!(metric("invalid") == Some(1.0), "the forged cookie counted");
+
+    // RFC 7873 §5.4: a COOKIE option and no question asks for a server cookie alone,
+    // and gets one with NOERROR.
+    let mut only = query(
+        7,
+        "www.example.test.",
+        RecordType::A,
+        &[cookie_option(&client)],
+    );
+    only.queries.clear();
+    let answer = ask(s.auth, &only);
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(answer.queries.is_empty() && answer.answers.is_empty());
+    let given = cookie(&answer).expect("a server cookie");
+    assert_eq!((given.len(), &given[..8]), (24, &client[..]));
 }
 
 #[test]

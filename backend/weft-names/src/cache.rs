@@ -117,7 +117,10 @@ impl Policy {
         }
     }
 
+    /// `ttl` within the bounds; one with its top bit set is 0 first (RFC 2181 §8: such a
+    /// TTL is a negative number to some, and must not be read as 68 years).
     fn bound(&self, ttl: u32) -> u32 {
+        let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
         ttl.max(self.min_ttl).min(self.max_ttl)
     }
 
@@ -438,6 +441,10 @@ mod tests {
             cache.get(&key("long.test."), S(300)).is_none(),
             "kept max_ttl"
         );
+        // A TTL with its top bit set is read as 0 (RFC 2181 §8), then raised.
+        let mut top = a("top.test.", 0x8000_0001);
+        policy.clamp(&mut top);
+        assert_eq!(top.answers[0].ttl, 60);
         let mut zero = a("zero.test.", 0);
         policy.clamp(&mut zero);
         cache.insert(key("zero.test."), zero, S(0));

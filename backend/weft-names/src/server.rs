@@ -295,6 +295,10 @@ impl DnsServer {
                 response.metadata.recursion_available = self.inner.forwarder.is_some();
                 metrics.answered(None, client, received, rcode, Source::Malformed, None);
                 reply(wire::encode(&response, None));
+                if rcode == ResponseCode::NoError {
+                    // Only a cookie was asked for, and it was given.
+                    return Outcome::Answered;
+                }
                 return Outcome::Malformed(why);
             }
             Parsed::Drop(why) => {

@@ -198,6 +198,12 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
         Err(why) => return error(ResponseCode::FormErr, why, question),
     }
     let Some(query) = question else {
+        if message.queries.is_empty() && edns.as_ref().is_some_and(|e| e.asked.cookie.is_some()) {
+            // RFC 7873 §5.4: a client may ask for a server cookie alone; it gets one,
+            // with NOERROR.
+            let why = "a COOKIE option and no question".to_owned();
+            return error(ResponseCode::NoError, why, None);
+        }
         let why = format!("{} questions; a query has one", message.queries.len());
         return error(ResponseCode::FormErr, why, None);
     };

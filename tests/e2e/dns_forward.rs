@@ -74,7 +74,8 @@ fn answer(query: &Message) -> Message {
 
 /// A DNS server on one loopback port (UDP, and TCP on the same port) answering with
 /// [`answer`]; over UDP with the header and question only and TC set when `truncate`,
-/// never for names starting with `hang`, and 200 ms late for names starting with `slow`.
+/// never for names starting with `hang`, 200 ms late for names starting with `slow` and
+/// 2 s late for those starting with `late`.
 /// Over TCP each connection takes any number of framed queries.
 fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
     let (udp, tcp) = loop {
@@ -111,10 +112,15 @@ fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
                 reply.metadata.truncation = true;
             }
             let reply = reply.to_vec().unwrap();
-            if name.starts_with("slow") {
+            let delay = match &name {
+                n if n.starts_with("slow") => Some(Duration::from_millis(200)),
+                n if n.starts_with("late") => Some(Duration::from_secs(2)),
+                _ => None,
+            };
+            if let Some(delay) = delay {
                 let udp = udp.try_clone().unwrap();
                 std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(delay);
                     let _ = udp.send_to(&reply, from);
                 });
                 continue;
@@ -580,4 +586,39 @@ fn one_pipelining_tcp_connection_cannot_take_every_forwarding_slot() {
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     assert_eq!(addresses(&answer), ["198.51.100.80"], "{answer:?}");
     drop(stream);
+}
+
+#[test]
+fn a_tcp_client_waiting_on_a_slow_upstream_is_not_idle() {
+    let (up, _seen) = upstream(false);
+    let port = free_port();
+    let _app = spawn_dns_app(
+        forwarder(port, &[up])
+            .timeout("5s")
+            .key("idle_timeout", "\"1s\""),
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(&framed(&question(9, "late.test.")))
+        .unwrap();
+    // The answer comes 2 s later, past the idle timeout: the question was pending.
+    let mut len = [0; 2];
+    stream
+        .read_exact(&mut len)
+        .expect("the answer, not a close");
+    let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut body).unwrap();
+    let answer = Message::from_vec(&body).unwrap();
+    assert_eq!(addresses(&answer), ["198.51.100.80"]);
+    // With nothing pending, the idle timeout holds again.
+    let idle = std::time::Instant::now();
+    assert_eq!(stream.read(&mut [0; 16]).unwrap(), 0);
+    assert!(
+        idle.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        idle.elapsed()
+    );
 }

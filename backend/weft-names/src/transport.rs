@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
+use std::time::Duration;
 
 use weft::endpoint::ServerEndpoint;
 use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
@@ -150,6 +151,21 @@ struct Waiting {
     paused: Cell<bool>,
     /// The peer half-closed: the connection closes after the last answer.
     peer_done: Cell<bool>,
+    /// The connection's idle timeout, set aside while questions wait on upstreams
+    /// (`Some` then): a client waiting on one slower than the idle timeout is not idle
+    /// (RFC 7766 §6.2.3 times out connections with no query pending).
+    idle: Cell<Option<Option<Duration>>>,
+}
+
+impl Waiting {
+    /// Sets the idle timeout aside while questions are left waiting (not for those
+    /// answered at once).
+    fn hold_idle(&self, transport: &Transport) {
+        if self.count.get() > 0 && self.idle.get().is_none() {
+            self.idle.set(Some(transport.idle_timeout()));
+            transport.set_idle_timeout(None);
+        }
+    }
 }
 
 /// One question waiting for its answer: counted while it lives, and given back when the
@@ -187,8 +203,13 @@ impl Drop for Question {
         if left < MAX_WAITING_PER_CONNECTION && w.paused.replace(false) {
             self.transport.resume_reading();
         }
-        if left == 0 && w.peer_done.get() {
-            self.transport.lose_connection_with(CloseReason::PeerClosed);
+        if left == 0 {
+            if let Some(idle) = w.idle.take() {
+                self.transport.set_idle_timeout(idle);
+            }
+            if w.peer_done.get() {
+                self.transport.lose_connection_with(CloseReason::PeerClosed);
+            }
         }
     }
 }
@@ -213,6 +234,7 @@ impl StringHandler for DnsTcp {
             transport.peer().socket_addr(),
             move |answer: Vec<u8>| question.answer(&answer),
         );
+        self.waiting.hold_idle(transport);
         match outcome {
             Outcome::Malformed(why) => {
                 observe::report_error(transport.info(), ErrorKind::BadFrame, why);

@@ -563,6 +563,21 @@ fn an_http2_request_head_left_unfinished_is_ended_within_the_request_timeout() {
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
+    // An HTTP/1.1 head sent too slowly is ended the same way; each is logged and counted
+    // as a request, 408 (as nginx logs a `client_header_timeout`).
+    let mut slow = TcpStream::connect(web).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = slow.read(&mut [0; 64]);
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="head_timeout",service="web"}"#)
+            == Some(2.0)
+            && app.metric(r#"weft_http_requests_total{code="4xx",method="other",service="web"}"#)
+                == Some(2.0),
+        "counted as requests\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(app.log().matches("\"-\" 408 -").count(), 2, "{}", app.log());
 
     patient
         .set_read_timeout(Some(Duration::from_millis(500)))

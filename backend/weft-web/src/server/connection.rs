@@ -143,7 +143,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     match ended {
         Ended::Served(Ok(())) => {}
         Ended::Served(Err(err)) => connection_failed(&state, &conn, &transport, &err, started),
-        Ended::HeadTimedOut => head_timed_out(&state, &conn, &transport),
+        Ended::HeadTimedOut => head_timed_out(&state, &conn, &transport, started),
         Ended::ClientStalled(after) => {
             let message = format!(
                 "the HTTP/2 client took nothing and sent nothing for {after:?} after it was \
@@ -206,9 +206,10 @@ impl Streams<'_> {
 
 /// An HTTP/2 client that left a request head unfinished past `request_timeout`: closed
 /// and counted like an HTTP/1.1 client that sends its head too slowly.
-fn head_timed_out(state: &State, conn: &Conn, transport: &Transport) {
+fn head_timed_out(state: &State, conn: &Conn, transport: &Transport, started: Instant) {
     let timeout = state.config.limits.request_timeout;
     state.recorder.refused(Refusal::HeadTimeout);
+    log_headless(state, conn, StatusCode::REQUEST_TIMEOUT, started);
     let message = format!(
         "client sent no complete HTTP/2 request head (HEADERS and CONTINUATION up to \
          END_HEADERS) within {timeout:?}"
@@ -289,21 +290,7 @@ fn connection_failed(
             (StatusCode::BAD_REQUEST, Refusal::Malformed)
         };
         state.recorder.refused(reason);
-        state
-            .recorder
-            .request(MethodLabel::Other, status.into(), started.elapsed(), None);
-        Entry {
-            service: &state.name,
-            client: &conn.client_text,
-            request: b"-",
-            status: status.as_u16(),
-            bytes: 0,
-            referer: None,
-            user_agent: None,
-            elapsed: started.elapsed(),
-            cut: None,
-        }
-        .log(&state.access_log);
+        log_headless(state, conn, status, started);
         let message = format!("malformed request: {err}");
         observe::report_error(info, ErrorKind::BadFrame, message.clone());
         transport.lose_connection_with(CloseReason::Protocol(message));
@@ -315,6 +302,9 @@ fn connection_failed(
     } else if err.is_timeout() {
         if info.stats.bytes_in() > conn.consumed.get() {
             state.recorder.refused(Refusal::HeadTimeout);
+            // Logged and counted as nginx does a `client_header_timeout`; nothing is
+            // sent (the client is not reading a response it has not finished asking).
+            log_headless(state, conn, StatusCode::REQUEST_TIMEOUT, started);
             let message =
                 format!("client sent no complete request head within {request_timeout:?}");
             observe::report_error(info, ErrorKind::BadFrame, message);
@@ -323,6 +313,26 @@ fn connection_failed(
     } else {
         tracing::debug!(connection = %info.id, %err, "HTTP connection ended with an error");
     }
+}
+
+/// Counts and logs, like a request, one that ended before its head was whole (no
+/// method, no target).
+fn log_headless(state: &State, conn: &Conn, status: StatusCode, started: Instant) {
+    state
+        .recorder
+        .request(MethodLabel::Other, status.into(), started.elapsed(), None);
+    Entry {
+        service: &state.name,
+        client: &conn.client_text,
+        request: b"-",
+        status: status.as_u16(),
+        bytes: 0,
+        referer: None,
+        user_agent: None,
+        elapsed: started.elapsed(),
+        cut: None,
+    }
+    .log(&state.access_log);
 }
 
 /// Drives `connection` to its end, asking it to shut down gracefully (once) when the

@@ -11,14 +11,18 @@ use crate::support::{App, free_port, spawn_app_with};
 
 /// `/api/` forwards to `api` unchanged, `/v1/` to `v1` under `/base`, `/framed/` to an
 /// upstream framing its answers both by length and by chunks, `/app/` to one under
-/// `/base` that redirects to its own address; other paths are files from `public/`,
-/// beside a `secret.txt` that must never be served.
+/// `/base` that redirects to its own address, `/short/` to one whose bodies break off;
+/// other paths are files from `public/`, beside a `secret.txt` that must never be
+/// served.
 fn start() -> (App, SocketAddr, Upstream, Upstream) {
     let (api, v1) = (Upstream::start(), Upstream::start());
     let framed = canned_upstream(|_| {
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
           1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n"
             .to_vec()
+    });
+    let short = canned_upstream(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this much".to_vec()
     });
     let moved = canned_upstream(|at| {
         format!("HTTP/1.1 302 Found\r\nLocation: http://{at}/base/login?next=1\r\nContent-Length: 0\r\n\r\n")
@@ -49,6 +53,9 @@ upstream = "http://{framed}"
 [[service.route]]
 prefix = "/app/"
 upstream = "http://{moved}/base"
+[[service.route]]
+prefix = "/short/"
+upstream = "http://{short}"
 "#,
             port = web.port(),
             root = root.display(),
@@ -276,5 +283,44 @@ fn a_redirect_to_the_upstream_s_own_address_leads_the_client_through_the_route()
         reply.header("location"),
         Some("/app/login?next=1"),
         "{reply:?}"
+    );
+}
+
+#[test]
+fn an_upstream_body_that_breaks_off_is_counted_against_the_upstream() {
+    use std::io::{Read, Write};
+    let (app, web, _api, _v1) = start();
+    let mut client = std::net::TcpStream::connect(web).unwrap();
+    client
+        .write_all(b"GET /short/x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("only this much"),
+        "{got}"
+    );
+    assert_eventually!(
+        app.metric(r#"weft_http_upstream_errors_total{service="web"}"#) == Some(1.0),
+        "the upstream error counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    let upstream = app
+        .curl("/metrics")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| {
+            l.starts_with("weft_http_upstream_failures_total") && l.contains("reason=\"exchange\"")
+        })
+        .map(str::to_owned);
+    assert!(
+        upstream.as_deref().is_some_and(|l| l.ends_with(" 1")),
+        "{upstream:?}"
+    );
+    assert!(
+        app.log().contains("response body broke off"),
+        "{}",
+        app.log()
     );
 }

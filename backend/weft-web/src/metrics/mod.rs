@@ -44,7 +44,7 @@ use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 pub use self::labels::{BodyBuffered, MethodLabel, Refusal, StatusClass, UpgradeOutcome};
 pub use self::losses::AccessLogLosses;
 pub use self::service::HttpMetrics;
-pub use self::upstream::{ConnectionsUsed, UpstreamFailure};
+pub use self::upstream::{BrokeOff, ConnectionsUsed, UpstreamFailure};
 use crate::routes::RouteMetrics;
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
@@ -87,6 +87,12 @@ pub trait Recorder {
     fn upstream_connections(&self, upstream: &str) -> ConnectionsUsed {
         let _ = upstream;
         ConnectionsUsed::detached()
+    }
+    /// The counters a response body from `upstream` that breaks off bumps; asked once
+    /// per upstream. By default they count but are registered nowhere.
+    fn upstream_broke_off(&self, upstream: &str) -> BrokeOff {
+        let _ = upstream;
+        BrokeOff::detached()
     }
     /// `upstream` failed for `reason` (a request or a health check).
     fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {

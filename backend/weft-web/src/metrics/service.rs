@@ -10,7 +10,7 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use weft::observe::exemplar::{ExemplarIndex, Exemplars, SpanRef};
 
-use super::upstream::{ConnectionsUsed, UpstreamSeries};
+use super::upstream::{BrokeOff, ConnectionsUsed, UpstreamSeries};
 use super::{
     BodyBuffered, DURATION_BUCKETS, MethodLabel, Recorder, Refusal, StatusClass, UpgradeOutcome,
     UpstreamFailure, ZERO_CLASSES, ZERO_METHODS,
@@ -228,6 +228,10 @@ impl Recorder for HttpMetrics {
 
     fn upstream_connections(&self, upstream: &str) -> ConnectionsUsed {
         self.upstreams.connections_of(upstream)
+    }
+
+    fn upstream_broke_off(&self, upstream: &str) -> BrokeOff {
+        self.upstreams.broke_off(&self.upstream_errors, upstream)
     }
 
     fn upstream_failed(&self, upstream: &str, reason: UpstreamFailure) {

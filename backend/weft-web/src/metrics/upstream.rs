@@ -82,6 +82,14 @@ impl UpstreamSeries {
         })
     }
 
+    pub(super) fn broke_off(&self, errors: &IntCounter, upstream: &str) -> BrokeOff {
+        BrokeOff {
+            errors: errors.clone(),
+            failures: self.failures.clone(),
+            upstream: upstream.to_owned(),
+        }
+    }
+
     pub(super) fn connections_of(&self, upstream: &str) -> ConnectionsUsed {
         let [new, reused] =
             ["false", "true"].map(|r| self.connections.with_label_values(&[upstream, r]));
@@ -127,5 +135,40 @@ impl ConnectionsUsed {
 
     fn series(&self, reused: bool) -> &IntCounter {
         if reused { &self.reused } else { &self.new }
+    }
+}
+
+/// What a response body of one upstream that breaks off counts: the service's upstream
+/// errors, and the upstream's `exchange` failures (that series made on first use).
+/// Resolved once per upstream
+/// ([`Recorder::upstream_broke_off`](super::Recorder::upstream_broke_off)) and held by
+/// the body, which hyper may poll where the recorder cannot go.
+#[derive(Clone, Debug)]
+pub struct BrokeOff {
+    errors: IntCounter,
+    failures: IntCounterVec,
+    upstream: String,
+}
+
+impl BrokeOff {
+    /// Counters registered nowhere.
+    pub fn detached() -> Self {
+        Self {
+            errors: IntCounter::new("upstream_errors", "-").expect("a valid name"),
+            failures: IntCounterVec::new(
+                Opts::new("upstream_failures", "-"),
+                &["upstream", "reason"],
+            )
+            .expect("a valid family"),
+            upstream: String::new(),
+        }
+    }
+
+    /// A body broke off.
+    pub fn count(&self) {
+        self.errors.inc();
+        self.failures
+            .with_label_values(&[self.upstream.as_str(), UpstreamFailure::Exchange.as_str()])
+            .inc();
     }
 }

@@ -450,7 +450,7 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
-    Ok(respond(route, &upstreams.targets[i].upstream, response))
+    Ok(respond(route, &upstreams.targets[i], response))
 }
 
 /// One upstream's part: a pooled connection, the request sent on it, the response head.
@@ -547,7 +547,11 @@ async fn send(
 
 /// The upstream's response as the client gets it: without its hop-by-hop headers, and
 /// with the route's `Cache-Control` when it has none of its own.
-fn respond(route: &Route, upstream: &Upstream, response: Response<Incoming>) -> Response<Body> {
+/// The client's response from `target`'s: hop-by-hop fields out, a redirect to the
+/// upstream's own address made the route's, the route's `Cache-Control` added; a body
+/// that breaks off is counted against the upstream.
+fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Response<Body> {
+    let upstream = &target.upstream;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(location) = parts.headers.get_mut(header::LOCATION)
@@ -565,7 +569,12 @@ fn respond(route: &Route, upstream: &Upstream, response: Response<Incoming>) -> 
             .entry(header::CACHE_CONTROL)
             .or_insert_with(|| value.clone());
     }
-    Response::from_parts(parts, Body::boxed(body.map_err(Into::into)))
+    let state = target.state.clone();
+    let body = body.map_err(move |err| {
+        state.body_broke_off(&err);
+        err.into()
+    });
+    Response::from_parts(parts, Body::boxed(body))
 }
 
 /// How the request body failed: the client's (all but `File`) or its file's.

@@ -16,7 +16,7 @@ use super::UpstreamError;
 use super::body::BodyRoom;
 use super::pool::Pool;
 use crate::config::{Balance, Health, Limits, PoolConfig, Route, Upstream};
-use crate::metrics::Recorder;
+use crate::metrics::{BrokeOff, Recorder};
 
 /// Errors each upstream keeps for the dashboard; older ones are dropped.
 const RECENT_ERRORS: usize = 8;
@@ -74,7 +74,11 @@ impl RouteUpstreams {
             .upstreams
             .iter()
             .map(|upstream| {
-                let state = Arc::new(UpstreamState::new(&route.prefix, &upstream.url));
+                let state = Arc::new(UpstreamState::new(
+                    &route.prefix,
+                    &upstream.url,
+                    recorder.upstream_broke_off(&upstream.url),
+                ));
                 Target {
                     pool: Pool::new(
                         service.clone(),
@@ -192,6 +196,8 @@ fn schedule_check(
 /// An upstream's state, shared with other threads through [`UpstreamsView`].
 #[derive(Debug)]
 pub(crate) struct UpstreamState {
+    /// What a response body that breaks off counts.
+    broke_off: BrokeOff,
     route: String,
     url: String,
     failures: AtomicU32,
@@ -217,8 +223,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl UpstreamState {
-    fn new(route: &str, url: &str) -> Self {
+    fn new(route: &str, url: &str, broke_off: BrokeOff) -> Self {
         Self {
+            broke_off,
             route: route.to_owned(),
             url: url.to_owned(),
             failures: AtomicU32::new(0),
@@ -253,17 +260,7 @@ impl UpstreamState {
 
     /// Counts a failure; `true` if it ejects the upstream.
     fn failed(&self, err: &UpstreamError, health: &Health) -> bool {
-        {
-            let mut errors = lock(&self.errors);
-            if errors.len() == RECENT_ERRORS {
-                errors.pop_front();
-            }
-            errors.push_back(RecentError {
-                at: SystemTime::now(),
-                message: err.to_string(),
-            });
-        }
-        self.failures_total.fetch_add(1, Relaxed);
+        self.note_failure(err.to_string());
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
         if failures < health.max_fails {
             return false;
@@ -273,6 +270,31 @@ impl UpstreamState {
             Some((now + health.eject_for, SystemTime::now() + health.eject_for));
         self.ejected.store(true, Relaxed);
         true
+    }
+
+    /// Keeps `message` among the recent errors, and counts it in the failures shown.
+    fn note_failure(&self, message: String) {
+        {
+            let mut errors = lock(&self.errors);
+            if errors.len() == RECENT_ERRORS {
+                errors.pop_front();
+            }
+            errors.push_back(RecentError {
+                at: SystemTime::now(),
+                message,
+            });
+        }
+        self.failures_total.fetch_add(1, Relaxed);
+    }
+
+    /// A response body that broke off after its head came: counted and shown like a
+    /// failed exchange, and logged, but not a failure in a row toward ejection (the
+    /// upstream answered).
+    pub(crate) fn body_broke_off(&self, err: &hyper::Error) {
+        let message = format!("{}: the response body broke off: {err}", self.url);
+        tracing::warn!(upstream = %self.url, %err, "an upstream's response body broke off");
+        self.broke_off.count();
+        self.note_failure(message);
     }
 
     fn snapshot(&self) -> UpstreamSnapshot {

@@ -80,12 +80,20 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
     }
     // RFC 9112 §3.2.2: with an absolute-form target, the host is the target's authority
     // and Host is ignored; replace it, so what is forwarded names the same host.
+    // Over HTTP/1.1 only an http or https target is served (RFC 9112 §3.2.2), without
+    // credentials (RFC 9110 §4.2.4: userinfo in an http URI is an error) and with a port
+    // that is one.
     if let Some(authority) = head.uri.authority() {
-        let named = match authority.port() {
-            Some(port) => format!("{}:{port}", authority.host()),
-            None => authority.host().to_owned(),
-        };
-        let value = HeaderValue::from_str(&named)
+        if head.version < Version::HTTP_2
+            && !matches!(head.uri.scheme_str(), Some("http" | "https"))
+        {
+            return Err(Refused::bad_host("the target's scheme is not http or https"));
+        }
+        let named = authority.as_str();
+        if named.contains('@') {
+            return Err(Refused::bad_host("the target's authority carries credentials"));
+        }
+        let value = HeaderValue::from_str(named)
             .ok()
             .filter(|v| is_valid_host(v.as_bytes()))
             .ok_or(Refused::bad_host(
@@ -137,9 +145,14 @@ fn is_valid_host(value: &[u8]) -> bool {
             (is_reg_name(&value[..end]), &value[end..])
         }
     };
+    // Digits that make a port: at most 65535 (an empty port is allowed, RFC 3986 §3.2.3).
     let port_ok = match port.split_first() {
         None => true,
-        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some((b':', [])) => true,
+        Some((b':', digits)) => {
+            digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits).is_ok_and(|d| d.parse::<u16>().is_ok())
+        }
         Some(_) => false,
     };
     host_ok && port_ok
@@ -243,6 +256,8 @@ mod tests {
             "caf\u{e9}.test",
             "a\\b",
             "a\tb",
+            "a:99999",
+            "a:65536",
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
         }
@@ -253,6 +268,15 @@ mod tests {
         let mut r = request("http://site.test:81/x", Version::HTTP_11, &["other"]);
         assert_eq!(reason(&mut r), None);
         assert_eq!(r.headers[header::HOST], "site.test:81");
+        // Only http and https targets, without credentials, with a port that is one.
+        for bad in [
+            "ftp://site.test/x",
+            "http://user:pw@site.test/x",
+            "http://site.test:99999/x",
+        ] {
+            let mut r = request(bad, Version::HTTP_11, &["site.test"]);
+            assert_eq!(reason(&mut r), Some(Refusal::Host), "{bad}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ fn http_files_have_validators_ranges_codings_and_a_listing() {
 
     let (code, head) = curl(web, &["-I"], "/digits.txt");
     assert_eq!(code, 200, "{}", app.log());
+    // A file is not a directory.
+    assert_eq!(curl(web, &[], "/digits.txt/").0, 404);
     let tag = header(&head, "etag").expect("an ETag");
     assert_eq!(
         header(&head, "cache-control").as_deref(),

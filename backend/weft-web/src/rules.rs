@@ -87,11 +87,15 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
         if head.version < Version::HTTP_2
             && !matches!(head.uri.scheme_str(), Some("http" | "https"))
         {
-            return Err(Refused::bad_host("the target's scheme is not http or https"));
+            return Err(Refused::bad_host(
+                "the target's scheme is not http or https",
+            ));
         }
         let named = authority.as_str();
         if named.contains('@') {
-            return Err(Refused::bad_host("the target's authority carries credentials"));
+            return Err(Refused::bad_host(
+                "the target's authority carries credentials",
+            ));
         }
         let value = HeaderValue::from_str(named)
             .ok()

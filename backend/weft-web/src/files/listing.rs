@@ -22,8 +22,10 @@ const LINK: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'!')
     .remove(b'*');
 
-/// The listing page of `dir`, which the request path `path` names.
-pub(super) fn page(dir: &Path, path: &str) -> std::io::Result<String> {
+/// The listing page of `dir`, which the request path `path` names, under `root`: a
+/// symlink is listed only when it leads to something under the root (nothing else is
+/// served, and its name should not say what lies outside).
+pub(super) fn page(dir: &Path, path: &str, root: &Path) -> std::io::Result<String> {
     let mut names = Vec::new();
     let mut left_out = 0usize;
     for entry in std::fs::read_dir(dir)? {
@@ -39,7 +41,17 @@ pub(super) fn page(dir: &Path, path: &str) -> std::io::Result<String> {
             left_out += 1;
             continue;
         }
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let is_dir = if kind.is_symlink() {
+            match entry.path().canonicalize() {
+                Ok(target) if target.starts_with(root) => target.is_dir(),
+                _ => continue,
+            }
+        } else {
+            kind.is_dir()
+        };
         names.push((name, is_dir));
     }
     names.sort_unstable();
@@ -85,7 +97,7 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, page};
 
     #[test]
     fn html_characters_are_escaped() {
@@ -93,5 +105,30 @@ mod tests {
             escape("<a href='x'>&\"</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn symlinks_are_listed_only_when_they_lead_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("a.txt"), "a").unwrap();
+        let link = |target: &std::path::Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        link(&root.join("a.txt"), "to-a");
+        link(&root.join("sub"), "to-sub");
+        link(&outside, "to-outside");
+        link(&root.join("missing"), "to-nothing");
+        let root = root.canonicalize().unwrap();
+        let html = page(&root, "/", &root).unwrap();
+        for listed in ["a.txt\"", "sub/\"", "to-a\"", "to-sub/\""] {
+            assert!(html.contains(listed), "{listed} in {html}");
+        }
+        for hidden in ["to-outside", "to-nothing"] {
+            assert!(!html.contains(hidden), "{hidden} in {html}");
+        }
     }
 }

@@ -144,6 +144,10 @@ impl Source {
                 if found.stamp.is_dir() {
                     return Ok(Found::Dir(Some(found.path)));
                 }
+                // A file is not a directory: `/a.txt/` names nothing.
+                if raw.ends_with('/') {
+                    return Err(PathError::NotFound);
+                }
                 // Facts are made for regular files only.
                 let Some(facts) = found.facts else {
                     return Err(PathError::NotFound);
@@ -168,6 +172,7 @@ impl Source {
                 let segments = segments(raw)?;
                 match files.lookup(&segments).ok_or(PathError::NotFound)? {
                     Entry::Dir => Ok(Found::Dir(None)),
+                    Entry::File(_) if raw.ends_with('/') => Err(PathError::NotFound),
                     Entry::File(file) => Ok(Found::File(File {
                         facts: file.facts.clone(),
                         len: file.bytes.len() as u64,
@@ -263,7 +268,7 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
                     let response = match dir {
                         Some(dir) if options.listing => {
                             steps.step(READ_FILE);
-                            listing(&dir, path, method, options)
+                            listing(source, &dir, path, method, options)
                         }
                         _ => error_page(StatusCode::NOT_FOUND, "not found"),
                     };
@@ -294,8 +299,18 @@ fn redirect(location: &str) -> Response<Body> {
     response
 }
 
-fn listing(dir: &Path, path: &str, method: &Method, options: &FileOptions) -> Response<Body> {
-    let page = match listing::page(dir, path) {
+fn listing(
+    source: &Source,
+    dir: &Path,
+    path: &str,
+    method: &Method,
+    options: &FileOptions,
+) -> Response<Body> {
+    let root = match source {
+        Source::Dir(root) => root.path.as_path(),
+        Source::Memory(_) => dir,
+    };
+    let page = match listing::page(dir, path, root) {
         Ok(page) => page,
         Err(err) => {
             tracing::warn!(path = %dir.display(), %err, "cannot list a directory");

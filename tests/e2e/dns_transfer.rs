@@ -337,6 +337,16 @@ fn a_reload_that_changes_a_serial_sends_notify_again_until_acknowledged_and_one_
     // The same serial (the file rewritten as it was): nothing is sent.
     std::fs::write(&zone, ZONE).unwrap();
     app.reload_by_signal("ok");
+    // Changed under the same serial: nothing is sent either (a secondary asking would
+    // find nothing new), but the log says the serial should have been raised.
+    std::fs::write(&zone, ZONE.replace("192.0.2.10", "192.0.2.12")).unwrap();
+    app.reload_by_signal("ok");
+    assert!(
+        app.log()
+            .contains("the zone changed but its serial did not"),
+        "{}",
+        app.log()
+    );
     // A new serial.
     std::fs::write(
         &zone,
@@ -376,7 +386,7 @@ fn a_reload_that_changes_a_serial_sends_notify_again_until_acknowledged_and_one_
     );
     assert_eq!(
         app.metric(r#"weft_dns_zone_reloads_total{result="changed",service="dns"}"#),
-        Some(1.0)
+        Some(2.0)
     );
 }
 

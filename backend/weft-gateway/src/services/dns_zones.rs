@@ -103,7 +103,8 @@ pub(crate) fn carry_over(
 }
 
 /// After a reload applied `new` in place of `old`: sends a NOTIFY to the `notify` peers of
-/// each DNS service for each zone whose serial changed.
+/// each DNS service for each zone whose serial changed, and warns of a zone that changed
+/// with its serial the same where secondaries may transfer it (they would not see it).
 pub(crate) fn announce_changes(
     reactor: &Reactor,
     env: &ServiceEnv,
@@ -114,11 +115,12 @@ pub(crate) fn announce_changes(
         let Some(settings) = dns(service) else {
             continue;
         };
-        let peers = &settings.config.transfer.notify;
+        let transfer = &settings.config.transfer;
+        let peers = &transfer.notify;
         let Some(running) = old.iter().find(|s| s.name == service.name).and_then(dns) else {
             continue;
         };
-        if peers.is_empty() {
+        if peers.is_empty() && transfer.allow.is_empty() {
             continue;
         }
         let counters = metrics(env, &service.name);
@@ -129,7 +131,12 @@ pub(crate) fn announce_changes(
                 .zones()
                 .iter()
                 .find(|z| z.origin() == zone.origin());
-            let Some(before) = before.filter(|b| b.serial() != zone.serial()) else {
+            if let Some(before) = before.filter(|b| b.serial() == zone.serial() && *b != zone) {
+                tracing::warn!(service = %service.name, zone = %zone.origin(), serial = before.serial(), "the zone changed but its serial did not: secondaries will not transfer the change; raise the serial");
+                continue;
+            }
+            let Some(before) = before.filter(|b| b.serial() != zone.serial() && !peers.is_empty())
+            else {
                 continue;
             };
             tracing::info!(service = %service.name, zone = %zone.origin(), from = before.serial(), to = zone.serial(), peers = peers.len(), "zone serial changed; sending NOTIFY");

@@ -7,6 +7,8 @@ use super::lex::{Entry, Word};
 
 /// How many records one `$GENERATE` makes at most (BIND's bound too).
 pub(crate) const MAX_GENERATED: u64 = 65_536;
+/// How many records the `$GENERATE` lines of one zone make at most, together.
+pub(crate) const MAX_GENERATED_PER_ZONE: usize = 4 * MAX_GENERATED as usize;
 
 /// The entries `$GENERATE` with `args` on `line` stands for, in order.
 pub(crate) fn entries(line: usize, args: &[Word]) -> Result<Vec<Entry>, String> {

@@ -33,6 +33,7 @@ pub(crate) fn records(file: &Path, text: &str) -> Result<Vec<Located>, ZoneError
     let mut reader = Reader {
         out: &mut out,
         open: vec![file.canonicalize().unwrap_or_else(|_| file.to_owned())],
+        generated: 0,
     };
     reader.read(Rc::from(file), text, State::default())?;
     Ok(out)
@@ -43,6 +44,8 @@ struct Reader<'a> {
     out: &'a mut Vec<Located>,
     /// The files being read, outermost first, to refuse an include loop.
     open: Vec<PathBuf>,
+    /// Records `$GENERATE` made so far, over every file of the zone.
+    generated: usize,
 }
 
 impl Reader<'_> {
@@ -61,6 +64,18 @@ impl Reader<'_> {
             {
                 let generated = generate::entries(entry.line, &entry.words[1..])
                     .map_err(|m| err(entry.line, m))?;
+                // Each line is bounded; so are all of a zone's together, since a line
+                // of a few bytes makes tens of thousands of records in memory.
+                self.generated += generated.len();
+                if self.generated > generate::MAX_GENERATED_PER_ZONE {
+                    return Err(err(
+                        entry.line,
+                        format!(
+                            "$GENERATE lines make more than {} records in this zone",
+                            generate::MAX_GENERATED_PER_ZONE
+                        ),
+                    ));
+                }
                 for made in &generated {
                     let record = state.record(made).map_err(|m| err(entry.line, m))?;
                     self.out.push(Located {

@@ -182,6 +182,16 @@ fn errors_name_the_line_and_what_to_do() {
         4,
         "the line of the $GENERATE"
     );
+    // Each line within its bound, five of them are past the zone's.
+    let five: String = (0..5)
+        .map(|i| format!("$GENERATE 0-65535 h{i}-$ A 192.0.2.1\n"))
+        .collect();
+    let (line, message) = at(&five);
+    assert_eq!(line, 8, "the line that went past: {message}");
+    assert!(
+        message.contains("more than 262144 records in this zone"),
+        "{message}"
+    );
     assert!(at("x SRV 1 2 port t\n").1.contains("port"));
 
     assert!(error("www A 192.0.2.1\n").1.contains("no $ORIGIN"));

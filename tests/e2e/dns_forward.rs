@@ -622,3 +622,53 @@ fn a_tcp_client_waiting_on_a_slow_upstream_is_not_idle() {
         idle.elapsed()
     );
 }
+
+#[test]
+fn sigterm_answers_the_questions_waiting_on_an_upstream_before_exiting() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let mut app = spawn_dns_app(forwarder(port, &[up]).timeout("5s"));
+    // One question over UDP, one over TCP, both answered by the upstream 2 s late.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    udp.send_to(
+        &question(4, "late4.test.").to_vec().unwrap(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    tcp.write_all(&framed(&question(5, "late5.test."))).unwrap();
+    assert_eventually!(seen.udp_queries() == 2, "both questions are upstream");
+
+    let sent = std::time::Instant::now();
+    app.signal("TERM");
+    let mut buf = [0; 4096];
+    let n = udp
+        .recv(&mut buf)
+        .expect("the UDP answer, sent during the drain");
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        (answer.metadata.id, addresses(&answer)),
+        (4, vec!["198.51.100.80".to_owned()])
+    );
+    let mut len = [0; 2];
+    tcp.read_exact(&mut len)
+        .expect("the TCP answer, not a close");
+    let mut body = vec![0; usize::from(u16::from_be_bytes(len))];
+    tcp.read_exact(&mut body).unwrap();
+    let answer = Message::from_vec(&body).unwrap();
+    assert_eq!(
+        (answer.metadata.id, addresses(&answer)),
+        (5, vec!["198.51.100.80".to_owned()])
+    );
+    // Then the connection closes, and weft exits once nothing is owed.
+    assert_eq!(tcp.read(&mut [0; 16]).unwrap(), 0);
+    let status = app.wait_exit();
+    assert!(status.success(), "{status:?}\n{}", app.log());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}: the drain waited on nothing else",
+        sent.elapsed()
+    );
+}

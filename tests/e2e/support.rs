@@ -344,6 +344,11 @@ impl App {
     /// Sends `signal` (e.g. `TERM`, `KILL`) and waits for the exit, up to 20 s.
     pub fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
         self.signal(signal);
+        self.wait_exit()
+    }
+
+    /// Waits for the exit, up to 20 s.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -147,6 +147,8 @@ struct InFlight {
     /// would have refused, so it is neither cached nor shared with clients that did not
     /// ask for that (RFC 4035 §3.2.2, RFC 6840 §5.9).
     unchecked: bool,
+    /// Keeps a shutdown draining until the question ends, so its waiters get the answer.
+    _hold: Option<weft::ShutdownHold>,
 }
 
 #[derive(Default)]
@@ -390,6 +392,7 @@ impl Forwarder {
                 answered_by: None,
                 steps: steps.clone(),
                 unchecked,
+                _hold: weft::Reactor::try_current().map(|r| r.hold_shutdown()),
             },
         );
         drop(state);

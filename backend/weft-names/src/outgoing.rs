@@ -400,6 +400,7 @@ impl TcpPool {
         let protocol = Int16StringReceiver::new(UpstreamTcp {
             conn: conn.clone(),
             pool: Rc::downgrade(self),
+            draining: false,
         });
         let service = self.service.clone();
         reactor.clone().spawn(async move {
@@ -460,6 +461,8 @@ impl TcpPool {
 struct UpstreamTcp {
     conn: Rc<RefCell<Conn>>,
     pool: Weak<TcpPool>,
+    /// Asked to drain: the exchange it carries finishes, then it closes, never kept.
+    draining: bool,
 }
 
 impl StringHandler for UpstreamTcp {
@@ -488,10 +491,24 @@ impl StringHandler for UpstreamTcp {
             e.conn = None;
             e.answer.take()
         };
-        pool.keep(&self.conn);
+        if self.draining {
+            transport.lose_connection();
+        } else {
+            pool.keep(&self.conn);
+        }
         if let Some(answer) = answer {
             answer(Ok(data.to_vec()));
         }
+    }
+
+    /// At shutdown, the question it carries may be owed to a client: it waits for the
+    /// answer (the question's timeout bounds it), then closes.
+    fn drain(&mut self, transport: &Transport) {
+        if self.conn.borrow().current.is_none() {
+            transport.lose_connection();
+            return;
+        }
+        self.draining = true;
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {

@@ -151,6 +151,9 @@ struct Waiting {
     paused: Cell<bool>,
     /// The peer half-closed: the connection closes after the last answer.
     peer_done: Cell<bool>,
+    /// Asked to drain (shutdown, the service removed): reading stopped for good, and the
+    /// connection closes after the last answer.
+    draining: Cell<bool>,
     /// The connection's idle timeout, set aside while questions wait on upstreams
     /// (`Some` then): a client waiting on one slower than the idle timeout is not idle
     /// (RFC 7766 §6.2.3 times out connections with no query pending).
@@ -200,14 +203,16 @@ impl Drop for Question {
         let w = &self.waiting;
         let left = w.count.get() - 1;
         w.count.set(left);
-        if left < MAX_WAITING_PER_CONNECTION && w.paused.replace(false) {
+        if left < MAX_WAITING_PER_CONNECTION && !w.draining.get() && w.paused.replace(false) {
             self.transport.resume_reading();
         }
         if left == 0 {
             if let Some(idle) = w.idle.take() {
                 self.transport.set_idle_timeout(idle);
             }
-            if w.peer_done.get() {
+            if w.draining.get() {
+                self.transport.lose_connection();
+            } else if w.peer_done.get() {
                 self.transport.lose_connection_with(CloseReason::PeerClosed);
             }
         }
@@ -255,6 +260,19 @@ impl StringHandler for DnsTcp {
             }
             _ => {}
         }
+    }
+
+    /// Asked to end (shutdown, or the service removed), the connection reads no more
+    /// questions and closes after answering those it took, which may wait on upstreams;
+    /// the drain's deadline bounds them. A zone transfer being sent is cut: the
+    /// secondary asks again.
+    fn drain(&mut self, transport: &Transport) {
+        if self.waiting.count.get() == 0 {
+            transport.lose_connection();
+            return;
+        }
+        self.waiting.draining.set(true);
+        transport.pause_reading();
     }
 
     /// A client that half-closes after its questions still gets their answers: the

@@ -69,7 +69,7 @@ pub use observe::{CloseKind, CloseReason};
 pub use protocol::{Factory, HalfClose, Protocol, factory};
 pub use reactor::{
     CALL_QUEUE, CallError, Phase, PoolError, Reactor, ReactorConfig, ReactorError, ReactorHandle,
-    ReactorPool,
+    ReactorPool, ShutdownHold,
 };
 pub use time::{Clock, DelayedCall, call_later};
 pub use transport::{PushProducer, Transport};

@@ -43,6 +43,14 @@ pub trait Protocol: 'static {
         HalfClose::Close
     }
 
+    /// The connection is asked to end gracefully: the reactor is shutting down, or its
+    /// service was removed. The default closes it once what is buffered is sent; a
+    /// protocol with answers still owed (requests in flight) stops taking new ones and
+    /// closes after the last, within the drain's deadline, past which the reactor aborts it.
+    fn drain(&mut self, transport: &Transport) {
+        transport.lose_connection();
+    }
+
     /// The connection is gone; called exactly once.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;

@@ -403,6 +403,43 @@ fn shutdown_flushes_and_closes_connections_and_runs_hooks() {
     assert_eq!(reader.join().unwrap().unwrap(), BURST);
 }
 
+#[test]
+fn shutdown_lets_a_protocol_send_what_it_owes_before_closing() {
+    let server = spawn_reactor(|r| {
+        r.listen("tcp:0:interface=127.0.0.1", factory(|| Owing))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    });
+    let mut client = connect(server.value);
+    client.write_all(b"ask").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).map(|_| all)
+    });
+    server.stop();
+    assert_eq!(
+        reader.join().unwrap().unwrap(),
+        b"answer after the drain began"
+    );
+}
+
+/// Owes an answer to what it reads; asked to drain, it sends it 200 ms later, then closes.
+struct Owing;
+
+impl Protocol for Owing {
+    fn data_received(&mut self, _transport: &Transport, _data: &[u8]) {}
+    fn drain(&mut self, transport: &Transport) {
+        transport.pause_reading();
+        let transport = transport.clone();
+        weft::call_later(Duration::from_millis(200), move || {
+            transport.write(b"answer after the drain began");
+            transport.lose_connection();
+        });
+    }
+}
+
 const BURST: usize = 32 << 20;
 
 /// Writes 32 MiB as soon as a client connects.

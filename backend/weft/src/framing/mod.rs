@@ -40,6 +40,12 @@ pub trait StringHandler: 'static {
         let _ = transport;
         HalfClose::Close
     }
+    /// The connection is asked to end gracefully (see
+    /// [`Protocol::drain`](crate::Protocol::drain)): by default it closes once what is
+    /// buffered is sent.
+    fn drain(&mut self, transport: &Transport) {
+        transport.lose_connection();
+    }
     /// The connection is gone.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;

@@ -116,6 +116,10 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
         self.handler.read_connection_lost(transport)
     }
 
+    fn drain(&mut self, transport: &Transport) {
+        self.handler.drain(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.handler.connection_lost(reason);
     }

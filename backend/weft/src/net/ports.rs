@@ -236,11 +236,6 @@ impl Opened {
         }
     }
 
-    /// Whether a listener that replaced this one took its socket.
-    pub(crate) fn handed_over(&self) -> bool {
-        self.handed_over.get()
-    }
-
     /// The port stopped: it leaves the table, and a unix socket's file goes with it unless
     /// the socket lives on in another listener (it was handed over, or this one never
     /// started on a socket it took).

@@ -3,6 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::panic::Location;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use crate::observe::{
     TransportKind,
 };
 use crate::reactor::Reactor;
+use crate::tasks::TaskKind;
 use crate::transport::guarded_call;
 
 /// The largest UDP payload over IPv4.
@@ -33,7 +35,7 @@ pub trait DatagramProtocol: 'static {
     }
     /// One datagram arrived from `from`.
     fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr);
-    /// The port closed.
+    /// The port stopped receiving (it may still send what is owed).
     fn stop_protocol(&mut self) {}
     /// The name used when this protocol's callbacks are reported.
     fn name(&self) -> &'static str {
@@ -45,8 +47,8 @@ struct Shared {
     /// Shared with a port that takes it over; this transport may still send on it.
     socket: Rc<UdpSocket>,
     info: Arc<ConnectionInfo>,
-    /// Set when the port stops, so later sends are refused instead of going out of a port reported
-    /// closed.
+    /// Set when the port never started (its handover rolled back), so sends are refused.
+    /// A port that stopped receiving still sends: answers owed when it stopped go out.
     closed: Cell<bool>,
     /// Cancels the port's receive loop.
     stop: CancellationToken,
@@ -264,7 +266,12 @@ impl Reactor {
             transport: TransportKind::Udp,
             local,
         });
-        let stop = self.listening_token().child_token();
+        // A listener stops with the others at shutdown; a client port lives on through the
+        // drain, since answers owed to clients may still come back to it.
+        let stop = match role {
+            Role::Listener => self.listening_token().child_token(),
+            Role::Client => self.clients_token().child_token(),
+        };
         let transport = DatagramTransport {
             shared: Rc::new(Shared {
                 socket: socket.clone(),
@@ -315,7 +322,7 @@ impl Reactor {
         };
         let t = transport.clone();
         // A UDP port waits on its peers: idle there is not a stall.
-        self.spawn(crate::tasks::awaiting_outside_events(async move {
+        let serve = crate::tasks::awaiting_outside_events(async move {
             if let Some(o) = &opened
                 && !o.started(&stop).await
             {
@@ -326,11 +333,9 @@ impl Reactor {
                 return;
             }
             let reason = receive_loop(&t, &*protocol, name, max_datagram, &stop).await;
-            // A port that took the socket over answers from now on; what this one still
-            // sends (answers that were waiting on an upstream) goes out on the same socket.
-            if !opened.as_ref().is_some_and(|o| o.handed_over()) {
-                t.shared.closed.set(true);
-            }
+            // Nothing more is received; what the port still sends (answers that were
+            // waiting on an upstream, to be drained at shutdown or after a reload) goes
+            // out on its socket, which lives as long as something holds the transport.
             let _ = guarded_call(&info, name, "stop_protocol", || {
                 protocol.borrow_mut().stop_protocol()
             });
@@ -345,7 +350,12 @@ impl Reactor {
                 observe::emit(|| Event::ListenerStopped(&listener));
                 opened.close(true);
             }
-        }));
+        });
+        match role {
+            Role::Listener => self.spawn_task(TaskKind::Spawned, None, Location::caller(), serve),
+            // Stopped after the drain, which must not wait for it.
+            Role::Client => self.spawn_task_untracked(TaskKind::Spawned, Location::caller(), serve),
+        }
         Ok(UdpPort { transport })
     }
 }

@@ -347,6 +347,9 @@ impl Protocol for Counted {
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
         self.inner.read_connection_lost(transport)
     }
+    fn drain(&mut self, transport: &Transport) {
+        self.inner.drain(transport);
+    }
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.inner.connection_lost(reason);
     }

@@ -104,6 +104,10 @@ impl<P: Protocol> Protocol for Throttled<P> {
         self.inner.read_connection_lost(transport)
     }
 
+    fn drain(&mut self, transport: &Transport) {
+        self.inner.drain(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         if let Some(tick) = self.tick.take() {
             let _ = tick.cancel();

@@ -63,6 +63,10 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
         self.inner.read_connection_lost(transport)
     }
 
+    fn drain(&mut self, transport: &Transport) {
+        self.inner.drain(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         if let Some(call) = self.call.take() {
             let _ = call.cancel();

@@ -19,7 +19,7 @@ mod sweep;
 pub use handle::{CALL_QUEUE, CallError, ReactorHandle};
 pub use lag::LagStats;
 pub use pool::{PoolError, ReactorPool};
-pub use shutdown::Phase;
+pub use shutdown::{Phase, ShutdownHold};
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -150,6 +150,9 @@ pub(crate) struct Inner {
     tracker: TaskTracker,
     /// Cancelled when listeners must stop accepting.
     listening: CancellationToken,
+    /// Cancelled once connections drained at shutdown: stops the client ports
+    /// ([`Reactor::open_udp`]), which the drain may need for upstream answers.
+    clients: CancellationToken,
     pub(crate) connections: RefCell<HashMap<ConnectionId, Transport>>,
     /// Every listening port, and the handover open now.
     pub(crate) ports: crate::net::ports::Ports,
@@ -212,6 +215,7 @@ impl Reactor {
             hooks: shutdown::Hooks::default(),
             tracker: TaskTracker::new(),
             listening: CancellationToken::new(),
+            clients: CancellationToken::new(),
             connections: RefCell::default(),
             ports: crate::net::ports::Ports::default(),
             sweep_every: Cell::new(sweep_every),
@@ -333,6 +337,20 @@ impl Reactor {
             .spawn_local(self.inner.tracker.track_future(task));
     }
 
+    /// Spawns an inspected task of `kind` that shutdown does not wait for (it ends by
+    /// other means, such as a client port at the end of the drain).
+    pub(crate) fn spawn_task_untracked<F>(
+        &self,
+        kind: TaskKind,
+        site: &'static Location<'static>,
+        future: F,
+    ) where
+        F: Future<Output = ()> + 'static,
+    {
+        let task = crate::tasks::instrument(future, kind, None, site, None);
+        self.inner.local.spawn_local(task);
+    }
+
     /// Spawns a task the reactor does not wait for at shutdown (a background loop).
     pub(crate) fn spawn_untracked<F>(&self, future: F)
     where
@@ -349,6 +367,11 @@ impl Reactor {
     /// Cancelled when the reactor stops listening, at shutdown.
     pub(crate) fn listening_token(&self) -> CancellationToken {
         self.inner.listening.clone()
+    }
+
+    /// Cancelled when client ports stop, at shutdown once connections drained.
+    pub(crate) fn clients_token(&self) -> CancellationToken {
+        self.inner.clients.clone()
     }
 
     /// Makes the deadline sweep run often enough for a deadline of `timeout`.

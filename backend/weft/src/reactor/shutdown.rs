@@ -9,6 +9,14 @@ use crate::observe::CloseReason;
 
 use super::Reactor;
 
+/// Work in flight shutdown waits for ([`Reactor::hold_shutdown`]); dropping it says the
+/// work is done.
+#[derive(Debug)]
+#[must_use = "shutdown waits only while the hold lives"]
+pub struct ShutdownHold {
+    _token: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
 /// When a shutdown hook runs (Twisted's system event trigger phases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -80,14 +88,18 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
 pub(super) async fn run(reactor: &Reactor) {
     run_phase(reactor, Phase::Before, None).await;
     reactor.inner.listening.cancel();
-    // Close every connection cleanly (buffered data is flushed first).
+    // Every connection ends gracefully: its protocol sends what it owes (answers waiting on
+    // an upstream), then it closes, buffered data flushed first.
     for transport in reactor.connections() {
-        transport.lose_connection_with(CloseReason::Shutdown);
+        transport.drain_with(CloseReason::Shutdown);
     }
     let tracker = reactor.inner.tracker.clone();
     tracker.close();
     let drained: HookFuture = Box::pin(async move { tracker.wait().await });
     run_phase(reactor, Phase::During, Some(drained)).await;
+    // Client ports (where upstream answers come back) outlive the drain.
+    reactor.inner.clients.cancel();
+    tokio::time::sleep(Duration::ZERO).await;
     let stuck = reactor.connections();
     if !stuck.is_empty() {
         tracing::warn!(
@@ -103,9 +115,18 @@ pub(super) async fn run(reactor: &Reactor) {
 }
 
 impl Reactor {
-    /// Closes every open connection of `service` cleanly (what is buffered is sent first,
-    /// and a close that makes no progress is aborted after the close timeout, as at
-    /// shutdown), and aborts those still open `deadline` from now; returns how many it
+    /// Makes shutdown wait, as for a task, until the hold is dropped (never past the
+    /// drain's deadline): for work in flight that no connection stands for, such as a
+    /// question out to an upstream whose answer is owed to a UDP client.
+    pub fn hold_shutdown(&self) -> ShutdownHold {
+        ShutdownHold {
+            _token: self.inner.tracker.token(),
+        }
+    }
+
+    /// Drains every open connection of `service`: its protocol sends what it owes, then it
+    /// closes cleanly (what is buffered is sent first, and a close that makes no progress
+    /// is aborted after the close timeout, as at shutdown), and aborts those still open `deadline` from now; returns how many it
     /// asked to close. It returns at once: nothing waits on the connections. Connections
     /// opened later, even under the same name, are not affected.
     pub fn drain_connections(
@@ -120,7 +141,7 @@ impl Reactor {
             .filter(|t| &*t.info().service == service)
             .collect();
         for transport in &draining {
-            transport.lose_connection_with(reason.clone());
+            transport.drain_with(reason.clone());
         }
         let n = draining.len();
         if n > 0 {

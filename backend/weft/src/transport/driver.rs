@@ -169,6 +169,7 @@ pub(crate) async fn drive<S: Stream>(
     protocol: &mut dyn Protocol,
 ) -> CloseReason {
     let name = protocol.name();
+    transport.set_drains_itself();
     guarded(&transport, name, "connection_made", || {
         protocol.connection_made(&transport)
     });
@@ -228,6 +229,11 @@ impl<S: Stream> Driver<'_, S> {
                 // on a reset as a reset, not as the end of what it relayed.
                 let _ = self.io.reset_on_close();
                 return Poll::Ready(self.transport.take_reason(CloseReason::Aborted));
+            }
+            if flags.drain && self.transport.take_drain() {
+                let (transport, protocol) = (&self.transport, &mut *self.protocol);
+                guarded(transport, self.name, "drain", || protocol.drain(transport));
+                continue;
             }
             self.apply_socket_options(flags);
             let write_blocked = match self.flush(cx) {

@@ -34,6 +34,12 @@ struct Flags {
     closing: bool,
     /// `abort_connection` was called: close now.
     aborted: bool,
+    /// A drain was asked for (shutdown, or the service's removal) and the protocol has not
+    /// heard it yet.
+    drain: bool,
+    /// A driver with a protocol to hear a drain serves the connection: without one, a
+    /// drain is a close.
+    drains_itself: bool,
     /// `lose_write_connection` was called: shut down writing once the buffer drains.
     write_shutdown: bool,
     /// The protocol (or a producer consumer) paused reading.
@@ -189,6 +195,39 @@ impl Transport {
             self.update(|f| f.closing = true);
         }
         self.wake();
+    }
+
+    /// Asks the connection to end gracefully, for `reason` (a shutdown, its service's
+    /// removal): its protocol hears it ([`Protocol::drain`](crate::Protocol::drain)) and
+    /// closes once what it owes is sent, by default at once. A connection whose stream is
+    /// polled outside the driver (`net::stream`) is closed as by
+    /// [`lose_connection_with`](Self::lose_connection_with).
+    pub(crate) fn drain_with(&self, reason: CloseReason) {
+        let flags = self.flags();
+        if flags.closed || flags.closing || flags.aborted {
+            return;
+        }
+        if !flags.drains_itself {
+            self.lose_connection_with(reason);
+            return;
+        }
+        self.note_reason(reason);
+        self.update(|f| f.drain = true);
+        self.wake();
+    }
+
+    /// Whether a drain is owed to the protocol, clearing it (the driver calls the hook).
+    pub(crate) fn take_drain(&self) -> bool {
+        let owed = self.flags().drain;
+        if owed {
+            self.update(|f| f.drain = false);
+        }
+        owed
+    }
+
+    /// Says that a driver serves the connection: a drain is its protocol's to hear.
+    pub(crate) fn set_drains_itself(&self) {
+        self.update(|f| f.drains_itself = true);
     }
 
     /// Closes the connection now, discarding anything buffered; a TCP connection is reset

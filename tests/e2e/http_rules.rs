@@ -318,6 +318,13 @@ fn an_upstream_body_that_breaks_off_is_counted_against_the_upstream() {
         upstream.as_deref().is_some_and(|l| l.ends_with(" 1")),
         "{upstream:?}"
     );
+    // The route's own series counts it too.
+    assert_eq!(
+        app.metric(r#"weft_http_route_upstream_errors_total{route="/short/",service="web"}"#),
+        Some(1.0),
+        "{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
     assert!(
         app.log().contains("response body broke off"),
         "{}",

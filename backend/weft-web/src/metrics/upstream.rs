@@ -3,7 +3,11 @@
 //! their route ejected. Upstream labels are URLs from the configuration, route labels its
 //! prefixes: both bounded by it.
 
+use std::sync::Arc;
+
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::routes::RouteMetrics;
 
 /// How an upstream failed, as a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,6 +91,7 @@ impl UpstreamSeries {
             errors: errors.clone(),
             failures: self.failures.clone(),
             upstream: upstream.to_owned(),
+            route: None,
         }
     }
 
@@ -139,8 +144,9 @@ impl ConnectionsUsed {
 }
 
 /// What a response body of one upstream that breaks off counts: the service's upstream
-/// errors, and the upstream's `exchange` failures (that series made on first use).
-/// Resolved once per upstream
+/// errors, the upstream's `exchange` failures (that series made on first use), and, once
+/// given its route ([`on_route`](Self::on_route)), the route's upstream errors and recent
+/// errors. Resolved once per upstream
 /// ([`Recorder::upstream_broke_off`](super::Recorder::upstream_broke_off)) and held by
 /// the body, which hyper may poll where the recorder cannot go.
 #[derive(Clone, Debug)]
@@ -148,6 +154,7 @@ pub struct BrokeOff {
     errors: IntCounter,
     failures: IntCounterVec,
     upstream: String,
+    route: Option<Arc<RouteMetrics>>,
 }
 
 impl BrokeOff {
@@ -161,14 +168,24 @@ impl BrokeOff {
             )
             .expect("a valid family"),
             upstream: String::new(),
+            route: None,
         }
     }
 
-    /// A body broke off.
-    pub fn count(&self) {
+    /// Counts against `route` too.
+    pub fn on_route(mut self, route: Arc<RouteMetrics>) -> Self {
+        self.route = Some(route);
+        self
+    }
+
+    /// A body broke off, as `message` says.
+    pub fn count(&self, message: &str) {
         self.errors.inc();
         self.failures
             .with_label_values(&[self.upstream.as_str(), UpstreamFailure::Exchange.as_str()])
             .inc();
+        if let Some(route) = &self.route {
+            route.upstream_error(message);
+        }
     }
 }

@@ -70,6 +70,7 @@ impl RouteUpstreams {
         recorder: &Rc<dyn Recorder>,
         bodies: &Rc<BodyRoom>,
     ) -> Rc<Self> {
+        let series = recorder.route(&route.prefix);
         let targets = route
             .upstreams
             .iter()
@@ -77,7 +78,9 @@ impl RouteUpstreams {
                 let state = Arc::new(UpstreamState::new(
                     &route.prefix,
                     &upstream.url,
-                    recorder.upstream_broke_off(&upstream.url),
+                    recorder
+                        .upstream_broke_off(&upstream.url)
+                        .on_route(series.clone()),
                 ));
                 Target {
                     pool: Pool::new(
@@ -293,7 +296,7 @@ impl UpstreamState {
     pub(crate) fn body_broke_off(&self, err: &hyper::Error) {
         let message = format!("{}: the response body broke off: {err}", self.url);
         tracing::warn!(upstream = %self.url, %err, "an upstream's response body broke off");
-        self.broke_off.count();
+        self.broke_off.count(&message);
         self.note_failure(message);
     }
 

@@ -171,6 +171,24 @@ fn http_message_rules_hold() {
     }
     assert_eq!(api.received(), before);
 
+    // RFC 9110 §7.6.2: an OPTIONS that may go no further is answered here; one that
+    // may goes on with one hop less.
+    let here = exchange(
+        web,
+        "OPTIONS /api/o HTTP/1.1\r\nHost: t\r\nMax-Forwards: 0\r\n\r\n",
+    );
+    assert_eq!(
+        (here.status, here.header("content-length")),
+        (200, Some("0"))
+    );
+    assert_eq!(api.received(), before, "not forwarded");
+    let on = exchange(
+        web,
+        "OPTIONS /api/o HTTP/1.1\r\nHost: t\r\nMax-Forwards: 3\r\n\r\n",
+    );
+    assert_eq!(on.status, 200);
+    assert_eq!(api.header(api.received() - 1, "max-forwards"), ["2"]);
+
     // A malformed chunked body is the client's fault (its head may still reach the
     // upstream, which is why this comes after the count above).
     let mut client = RawClient::connect(web);

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use weft::Transport;
@@ -378,6 +378,15 @@ pub(crate) async fn forward(
     (head, body): (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
+    if last_hop(head) {
+        // The final recipient of an OPTIONS that may go no further: this gateway, which
+        // has nothing to say about the target beyond that it is reachable.
+        let mut response = Response::new(crate::body::empty());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        return Ok(response);
+    }
     if let Some(offered) = upgrade::asked(head) {
         // Never pooled: after a 101 its upstream connection is the tunnel's.
         let asks = upgrade::Asks { client, offered };
@@ -527,6 +536,29 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }
+}
+
+/// RFC 9110 §7.6.2: an intermediary that receives an OPTIONS (or TRACE, never served
+/// here) with `Max-Forwards` MUST NOT forward it when the value is 0, but answer it as
+/// the final recipient (true), and otherwise forwards it with the value one less. A
+/// value that is not a number is left as it came.
+fn last_hop(head: &mut Parts) -> bool {
+    if head.method != Method::OPTIONS {
+        return false;
+    }
+    let Some(left) = head
+        .headers
+        .get(header::MAX_FORWARDS)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+    else {
+        return false;
+    };
+    if left == 0 {
+        return true;
+    }
+    head.headers
+        .insert(header::MAX_FORWARDS, HeaderValue::from(left - 1));
+    false
 }
 
 /// Sends `request` and waits for the response head, up to the upstream timeout.

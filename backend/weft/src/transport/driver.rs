@@ -230,7 +230,8 @@ impl<S: Stream> Driver<'_, S> {
                 let _ = self.io.reset_on_close();
                 return Poll::Ready(self.transport.take_reason(CloseReason::Aborted));
             }
-            if flags.drain && self.transport.take_drain() {
+            if flags.drain {
+                self.transport.clear_drain();
                 let (transport, protocol) = (&self.transport, &mut *self.protocol);
                 guarded(transport, self.name, "drain", || protocol.drain(transport));
                 continue;

@@ -216,13 +216,9 @@ impl Transport {
         self.wake();
     }
 
-    /// Whether a drain is owed to the protocol, clearing it (the driver calls the hook).
-    pub(crate) fn take_drain(&self) -> bool {
-        let owed = self.flags().drain;
-        if owed {
-            self.update(|f| f.drain = false);
-        }
-        owed
+    /// The protocol is hearing the drain it was owed (the driver calls the hook).
+    pub(crate) fn clear_drain(&self) {
+        self.update(|f| f.drain = false);
     }
 
     /// Says that a driver serves the connection: a drain is its protocol's to hear.

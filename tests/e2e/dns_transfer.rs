@@ -303,6 +303,87 @@ fn a_20000_record_zone_goes_over_many_messages_to_a_reader_that_pauses_while_oth
     assert_eventually!(transfers(&app, "complete") == Some(2.0), "both counted");
 }
 
+/// A zone of `n` TXT records of 2 KB each: 10 MB to send for 5,000, more than the
+/// kernel's buffers on both sides of a loopback connection take in.
+fn wide_zone(n: usize) -> String {
+    let mut zone =
+        String::from("$ORIGIN big.test.\n$TTL 300\n@ SOA ns hostmaster 7 1h 15m 1w 5m\n@ NS ns\n");
+    let text = format!("\"{}\" ", "x".repeat(250)).repeat(8);
+    for i in 0..n {
+        writeln!(zone, "t{i} TXT {text}").unwrap();
+    }
+    zone
+}
+
+#[test]
+fn sigterm_lets_a_zone_transfer_under_way_go_out_whole_before_exiting() {
+    let port = free_port();
+    let mut app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("big.test.zone", wide_zone(5_000))
+            .key("allow_transfer", r#"["127.0.0.0/8"]"#),
+    );
+    // A secondary with a small receive buffer that stops reading after the first
+    // message: the transfer waits on it, well short of its end.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let mut slow: TcpStream = socket.into();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    send_frame(&mut slow, &query(1, "big.test.", RecordType::AXFR, None));
+    let (first, _) = read_frame(&mut slow);
+    assert_eq!(first.answers[0].record_type(), RecordType::SOA);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        transfers(&app, "complete").unwrap_or(0.0),
+        0.0,
+        "the transfer is under way"
+    );
+
+    let sent = std::time::Instant::now();
+    app.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // The rest comes, to the closing SOA, and then the connection closes.
+    let mut messages = vec![first];
+    messages.extend(transfer_rest(&mut slow, 1));
+    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    assert_eq!(records.len(), 5_000 + 3, "every record, the SOA twice");
+    assert_eq!(
+        slow.read(&mut [0; 16]).unwrap(),
+        0,
+        "closed after the transfer"
+    );
+    app.exits_cleanly_within(sent, Duration::from_secs(5));
+}
+
+#[test]
+fn a_secondary_that_half_closes_after_asking_gets_the_whole_zone() {
+    let port = free_port();
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("big.test.zone", wide_zone(5_000))
+            .key("allow_transfer", r#"["127.0.0.0/8"]"#),
+    );
+    let mut s = tcp_connect(port);
+    send_frame(&mut s, &query(1, "big.test.", RecordType::AXFR, None));
+    // Done asking (RFC 7766 §6.2.4): the answer is still owed.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let messages = transfer(&mut s);
+    let records: Vec<&Record> = messages.iter().flat_map(|m| &m.answers).collect();
+    assert_eq!(records.len(), 5_000 + 3, "every record, the SOA twice");
+    assert_eq!(
+        s.read(&mut [0; 16]).unwrap(),
+        0,
+        "closed after the transfer"
+    );
+    assert_eventually!(transfers(&app, "complete") == Some(1.0), "counted whole");
+}
+
 /// A DNS server's side of NOTIFY in the test: a UDP socket.
 fn next_notify(socket: &UdpSocket) -> (Message, SocketAddr) {
     let mut buf = [0; 4096];

@@ -362,6 +362,18 @@ impl App {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Waits for the exit and asserts it was clean and came within `within` of `since`
+    /// (when a drain owed nothing more than what the test waited for).
+    pub fn exits_cleanly_within(&mut self, since: Instant, within: Duration) {
+        let status = self.wait_exit();
+        assert!(status.success(), "{status:?}\n{}", self.log());
+        assert!(
+            since.elapsed() < within,
+            "{:?}: the drain waited on nothing else",
+            since.elapsed()
+        );
+    }
 }
 
 impl Drop for App {

@@ -154,6 +154,8 @@ struct Waiting {
     /// Asked to drain (shutdown, the service removed): reading stopped for good, and the
     /// connection closes after the last answer.
     draining: Cell<bool>,
+    /// A zone transfer is being sent (reading is paused until it is).
+    transferring: Cell<bool>,
     /// The connection's idle timeout, set aside while questions wait on upstreams
     /// (`Some` then): a client waiting on one slower than the idle timeout is not idle
     /// (RFC 7766 §6.2.3 times out connections with no query pending).
@@ -167,6 +169,35 @@ impl Waiting {
         if self.count.get() > 0 && self.idle.get().is_none() {
             self.idle.set(Some(transport.idle_timeout()));
             transport.set_idle_timeout(None);
+        }
+    }
+
+    /// Whether nothing is owed: no answer to come, no transfer being sent.
+    fn settled(&self) -> bool {
+        self.count.get() == 0 && !self.transferring.get()
+    }
+
+    /// The connection's zone transfers are all sent: it reads again or, when it reads no
+    /// more, closes once no answer is left to come.
+    fn transfers_sent(&self, transport: &Transport) {
+        self.transferring.set(false);
+        if self.draining.get() || self.peer_done.get() {
+            self.close_if_settled(transport);
+        } else if !self.paused.get() {
+            transport.resume_reading();
+        }
+    }
+
+    /// Closes a connection that is draining or whose peer is done asking, once nothing
+    /// is owed.
+    fn close_if_settled(&self, transport: &Transport) {
+        if !self.settled() {
+            return;
+        }
+        if self.draining.get() {
+            transport.lose_connection();
+        } else if self.peer_done.get() {
+            transport.lose_connection_with(CloseReason::PeerClosed);
         }
     }
 }
@@ -203,18 +234,19 @@ impl Drop for Question {
         let w = &self.waiting;
         let left = w.count.get() - 1;
         w.count.set(left);
-        if left < MAX_WAITING_PER_CONNECTION && !w.draining.get() && w.paused.replace(false) {
+        // Reading stays paused while a zone transfer is sent: it resumes after that.
+        if left < MAX_WAITING_PER_CONNECTION
+            && !w.draining.get()
+            && w.paused.replace(false)
+            && !w.transferring.get()
+        {
             self.transport.resume_reading();
         }
         if left == 0 {
             if let Some(idle) = w.idle.take() {
                 self.transport.set_idle_timeout(idle);
             }
-            if w.draining.get() {
-                self.transport.lose_connection();
-            } else if w.peer_done.get() {
-                self.transport.lose_connection_with(CloseReason::PeerClosed);
-            }
+            w.close_if_settled(&self.transport);
         }
     }
 }
@@ -254,7 +286,15 @@ impl StringHandler for DnsTcp {
                 match self.server.transfer(*asked, peer, Via::Tcp) {
                     Plan::Answer(answer) => send_int16_string(transport, &answer),
                     Plan::Stream(job) => {
-                        Streamer::send(&mut self.transfers, transport, *job, self.server.metrics());
+                        self.waiting.transferring.set(true);
+                        let (waiting, sender) = (self.waiting.clone(), transport.clone());
+                        Streamer::send(
+                            &mut self.transfers,
+                            transport,
+                            *job,
+                            self.server.metrics(),
+                            move || waiting.transfers_sent(&sender),
+                        );
                     }
                 }
             }
@@ -263,11 +303,11 @@ impl StringHandler for DnsTcp {
     }
 
     /// Asked to end (shutdown, or the service removed), the connection reads no more
-    /// questions and closes after answering those it took, which may wait on upstreams;
-    /// the drain's deadline bounds them. A zone transfer being sent is cut: the
-    /// secondary asks again.
+    /// questions and closes after answering those it took, which may wait on upstreams,
+    /// and sending the zone transfers it took, to their end; the drain's deadline bounds
+    /// both (a transfer cut there is counted `aborted`, and the secondary asks again).
     fn drain(&mut self, transport: &Transport) {
-        if self.waiting.count.get() == 0 {
+        if self.waiting.settled() {
             transport.lose_connection();
             return;
         }
@@ -275,10 +315,11 @@ impl StringHandler for DnsTcp {
         transport.pause_reading();
     }
 
-    /// A client that half-closes after its questions still gets their answers: the
-    /// connection closes after the last one (RFC 7766 §6.2.4), or at once with none due.
+    /// A client that half-closes after its questions still gets their answers and the
+    /// zone transfers it asked for: the connection closes after the last one (RFC 7766
+    /// §6.2.4), or at once with none due.
     fn read_connection_lost(&mut self, _transport: &Transport) -> HalfClose {
-        if self.waiting.count.get() == 0 {
+        if self.waiting.settled() {
             return HalfClose::Close;
         }
         self.waiting.peer_done.set(true);

@@ -4,7 +4,9 @@
 //!
 //! While a zone is being sent the connection reads nothing more: further transfers already
 //! read wait in a queue and go next, and other queries wait in the socket, so a client
-//! cannot make the server buffer answers it does not read.
+//! cannot make the server buffer answers it does not read. When the last one is sent, the
+//! connection's `sent` hook decides what comes next: reading again, or, when it is
+//! draining, its close.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -34,15 +36,20 @@ pub(crate) struct Streamer {
     scheduled: Cell<bool>,
     /// The connection is gone.
     stopped: Cell<bool>,
+    /// Called when every transfer asked for is sent.
+    sent: Box<dyn Fn()>,
 }
 
 impl Streamer {
-    /// Sends `job` on `transport`: now, or after the transfers `slot` is sending.
+    /// Sends `job` on `transport`: now, or after the transfers `slot` is sending. Reading
+    /// pauses until they are all sent; then `sent` is called (the first call's, when
+    /// `job` waits behind others).
     pub(crate) fn send(
         slot: &mut Option<Rc<Streamer>>,
         transport: &Transport,
         job: Job,
         metrics: &ServiceMetrics,
+        sent: impl Fn() + 'static,
     ) {
         if let Some(streamer) = slot.as_ref().filter(|s| s.is_busy()) {
             streamer.work.borrow_mut().1.push_back(job);
@@ -55,6 +62,7 @@ impl Streamer {
             paused: Cell::new(false),
             scheduled: Cell::new(false),
             stopped: Cell::new(false),
+            sent: Box::new(sent),
         });
         transport.pause_reading();
         transport.register_producer(Rc::new(Producer(streamer.clone())));
@@ -62,7 +70,8 @@ impl Streamer {
         *slot = Some(streamer);
     }
 
-    fn is_busy(&self) -> bool {
+    /// Whether a transfer is being sent or waits to be.
+    pub(crate) fn is_busy(&self) -> bool {
         self.work.borrow().0.is_some()
     }
 
@@ -90,7 +99,7 @@ impl Streamer {
             let next = self.next_message();
             let Some(message) = next else {
                 self.transport.unregister_producer();
-                self.transport.resume_reading();
+                (self.sent)();
                 return;
             };
             if message.len() > usize::from(u16::MAX) {

@@ -76,7 +76,8 @@ fn answer(query: &Message) -> Message {
 /// [`answer`]; over UDP with the header and question only and TC set when `truncate`,
 /// never for names starting with `hang`, 200 ms late for names starting with `slow` and
 /// 2 s late for those starting with `late`.
-/// Over TCP each connection takes any number of framed queries.
+/// Over TCP each connection takes any number of framed queries, and answers those for
+/// names starting with `late` 2 s late too.
 fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
     let (udp, tcp) = loop {
         let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -148,6 +149,13 @@ fn upstream(truncate: bool) -> (SocketAddr, Arc<Upstream>) {
                         return;
                     };
                     seen.tcp_queries.fetch_add(1, Ordering::SeqCst);
+                    if query
+                        .queries
+                        .first()
+                        .is_some_and(|q| q.name().to_ascii().starts_with("late"))
+                    {
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
                     let reply = answer(&query).to_vec().unwrap();
                     let _ = stream.write_all(&(reply.len() as u16).to_be_bytes());
                     let _ = stream.write_all(&reply);
@@ -664,5 +672,41 @@ fn sigterm_answers_the_questions_waiting_on_an_upstream_before_exiting() {
     );
     // Then the connection closes, and weft exits once nothing is owed.
     assert_eq!(tcp.read(&mut [0; 16]).unwrap(), 0);
+    app.exits_cleanly_within(sent, Duration::from_secs(5));
+}
+
+#[test]
+fn sigterm_lets_a_question_asked_again_over_tcp_finish_on_its_upstream_connection() {
+    // Truncated over UDP, so asked again over TCP, where the upstream answers 2 s late.
+    let (up, seen) = upstream(true);
+    let port = free_port();
+    let mut app = spawn_dns_app(forwarder(port, &[up]).timeout("10s"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    udp.send_to(
+        &question(6, "late6.test.").to_vec().unwrap(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    assert_eventually!(
+        seen.tcp_queries.load(Ordering::SeqCst) == 1,
+        "the question is on the upstream's TCP connection"
+    );
+
+    let sent = std::time::Instant::now();
+    app.signal("TERM");
+    let mut buf = [0; 4096];
+    let n = udp.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "the whole answer, from TCP, sent during the drain: {e}\n{}",
+            app.log()
+        )
+    });
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        (answer.metadata.id, addresses(&answer)),
+        (6, vec!["198.51.100.80".to_owned()])
+    );
+    assert!(!answer.metadata.truncation);
     app.exits_cleanly_within(sent, Duration::from_secs(5));
 }

@@ -267,7 +267,12 @@ fn run_in(dir: &Path, nofile: Option<(u64, u64)>, args: &[&str]) -> Child {
         .args(["run", "--config"])
         .arg(dir.join("weft.toml"))
         .args(args)
-        .env("RUST_LOG", "info")
+        // E2E_RUST_LOG (e.g. `debug,hyper=info`) makes the log a failing test prints
+        // more telling.
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("weft.log")).unwrap())

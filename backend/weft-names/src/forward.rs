@@ -27,6 +27,7 @@
 //! still awaited (parallel), and only when none is left do the clients get SERVFAIL,
 //! whichever failure the last one sent: the upstreams' refusal is not the client's.
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -147,8 +148,17 @@ struct InFlight {
     /// would have refused, so it is neither cached nor shared with clients that did not
     /// ask for that (RFC 4035 §3.2.2, RFC 6840 §5.9).
     unchecked: bool,
-    /// Keeps a shutdown draining until the question ends, so its waiters get the answer.
-    _hold: Option<weft::ShutdownHold>,
+}
+
+/// What keeps a forwarder with questions out going: the server it answers for, which
+/// its listeners and connections may no longer hold (at shutdown, or once a reload has
+/// removed the service, a question from a UDP client is held by nothing else), and a
+/// hold on shutdown, so the drain waits for the answers owed. Taken once no question
+/// is out; every question ends by its timeout, so the cycle it makes while questions
+/// are out (server, forwarder, keeper) always ends while the reactor runs.
+struct Keeper {
+    _owner: Box<dyn Any>,
+    _hold: weft::ShutdownHold,
 }
 
 #[derive(Default)]
@@ -189,6 +199,8 @@ pub(crate) struct Forwarder {
     state: RefCell<State>,
     /// The upstreams as a query's named step names them, made once.
     upstreams_detail: StepDetail,
+    /// Set while questions are out.
+    keeper: RefCell<Option<Keeper>>,
 }
 
 fn now() -> Duration {
@@ -231,7 +243,33 @@ impl Forwarder {
                 Cache::new(cache_size, policy).with_max_bytes(cache_bytes),
             )),
             state: RefCell::default(),
+            keeper: RefCell::default(),
         })
+    }
+
+    /// While questions are out, keeps the server this forwarder answers for alive (made
+    /// by `owner` when none is kept yet) and shutdown waiting: their answers are owed
+    /// whether or not the service still listens. Called after each question asked.
+    pub(crate) fn keep_while_asking(&self, owner: impl FnOnce() -> Box<dyn Any>) {
+        if self.keeper.borrow().is_some() || self.state.borrow().in_flight.is_empty() {
+            return;
+        }
+        // Without a reactor no timeout would end the questions, nor the cycle.
+        let Some(reactor) = weft::Reactor::try_current() else {
+            return;
+        };
+        *self.keeper.borrow_mut() = Some(Keeper {
+            _owner: owner(),
+            _hold: reactor.hold_shutdown(),
+        });
+    }
+
+    /// No question is out: the server is let go, on the next turn (it may be the last
+    /// reference, and this forwarder is in the middle of answering).
+    fn let_go(&self) {
+        if let Some(keeper) = self.keeper.borrow_mut().take() {
+            weft::call_later(Duration::ZERO, move || drop(keeper));
+        }
     }
 
     /// Takes over `previous`'s cache, when the upstreams and the cache's settings are
@@ -392,7 +430,6 @@ impl Forwarder {
                 answered_by: None,
                 steps: steps.clone(),
                 unchecked,
-                _hold: weft::Reactor::try_current().map(|r| r.hold_shutdown()),
             },
         );
         drop(state);

@@ -392,13 +392,19 @@ impl DnsServer {
             Err(outcome) => return outcome,
         };
         match &self.inner.forwarder {
-            Some(forwarder) if via == Via::Udp => {
-                match self.answer_cached(forwarder, &request, reply) {
-                    Ok(outcome) => outcome,
-                    Err(reply) => forwarder.ask(request, via, reply),
-                }
+            Some(forwarder) => {
+                let reply = if via == Via::Udp {
+                    match self.answer_cached(forwarder, &request, reply) {
+                        Ok(outcome) => return outcome,
+                        Err(reply) => reply,
+                    }
+                } else {
+                    reply
+                };
+                let outcome = forwarder.ask(request, via, reply);
+                forwarder.keep_while_asking(|| Box::new(self.clone()));
+                outcome
             }
-            Some(forwarder) => forwarder.ask(request, via, reply),
             None => {
                 let mut refused = request.response(ResponseCode::Refused, false);
                 ExtendedError::NotAuthoritative.add_to(&mut refused);

@@ -35,6 +35,9 @@ impl Forwarder {
                     state.recent.push_back(t.id);
                 }
             }
+            if state.in_flight.is_empty() {
+                self.let_go();
+            }
             entry
         }) else {
             return;

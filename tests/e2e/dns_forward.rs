@@ -676,6 +676,38 @@ fn sigterm_answers_the_questions_waiting_on_an_upstream_before_exiting() {
 }
 
 #[test]
+fn a_reload_that_removes_the_service_still_answers_the_questions_waiting_on_an_upstream() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let app = spawn_dns_app(forwarder(port, &[up]).timeout("5s"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    udp.send_to(
+        &question(7, "late7.test.").to_vec().unwrap(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    assert_eventually!(seen.udp_queries() == 1, "the question is upstream");
+
+    // The service goes, with its listeners: nothing but the question holds it.
+    app.edit_config(|text| {
+        let (head, dns) = text.split_once("\n[[service]]\nname = \"dns\"").unwrap();
+        let rest = dns.find("\n[[").map_or("", |i| &dns[i..]);
+        format!("{head}{rest}")
+    });
+    app.reload_by_signal("ok");
+    let mut buf = [0; 4096];
+    let n = udp
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("the answer, after the service went: {e}\n{}", app.log()));
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        (answer.metadata.id, addresses(&answer)),
+        (7, vec!["198.51.100.80".to_owned()])
+    );
+}
+
+#[test]
 fn sigterm_lets_a_question_asked_again_over_tcp_finish_on_its_upstream_connection() {
     // Truncated over UDP, so asked again over TCP, where the upstream answers 2 s late.
     let (up, seen) = upstream(true);

@@ -170,3 +170,38 @@ fn a_reload_that_changes_a_zone_keeps_cookies_rate_limits_the_cache_and_the_othe
     let short = dig(s.dns, &["www.b.test", "A", "+nocookie", "+short"]);
     assert_eq!(short.trim(), "192.0.2.22");
 }
+
+#[test]
+fn reloads_that_change_a_forwarding_service_leave_no_upstream_port_open_behind_them() {
+    let s = setup();
+    let app = &s.app;
+    let fwd = ask(s.dns, &query(1, "name.example.", RecordType::A, &[]));
+    assert_eq!(address(&fwd).as_deref(), Some("198.51.100.80"));
+    let before = app.sockets();
+    // Each reload starts the service anew, with ports of its own for upstream queries.
+    for (i, timeout) in ["3s", "4s", "5s", "6s"].iter().enumerate() {
+        app.edit_config(|text| match text.split_once("\ntimeout = \"") {
+            Some((head, tail)) => {
+                let rest = &tail[tail.find('"').unwrap() + 1..];
+                format!("{head}\ntimeout = \"{timeout}\"{rest}")
+            }
+            None => text.replacen(
+                "name = \"dns\"",
+                &format!("name = \"dns\"\ntimeout = \"{timeout}\""),
+                1,
+            ),
+        });
+        app.reload_by_signal("ok");
+        let fwd = ask(
+            s.dns,
+            &query(2 + i as u16, "name.example.", RecordType::A, &[]),
+        );
+        assert_eq!(address(&fwd).as_deref(), Some("198.51.100.80"));
+    }
+    // The ports of the services replaced close with them.
+    assert_eventually!(
+        app.sockets() <= before,
+        "{} sockets open, {before} before the reloads",
+        app.sockets()
+    );
+}

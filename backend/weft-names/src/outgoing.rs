@@ -200,6 +200,18 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    /// The service's server is gone, and with it every question (the forwarder keeps the
+    /// server while any is out): its ports close. Each runs as a task of its own, which
+    /// would otherwise go on holding its socket.
+    fn drop(&mut self) {
+        let open = std::mem::take(&mut self.ports.borrow_mut().open);
+        for port in open.into_values() {
+            port.transport.stop_listening();
+        }
+    }
+}
+
 /// A query's answer is settled: the port closes once retired and nothing waits on it.
 fn release(ports: &Weak<RefCell<Ports>>, id: u64) {
     let Some(ports) = ports.upgrade() else {

@@ -708,6 +708,39 @@ fn a_reload_that_removes_the_service_still_answers_the_questions_waiting_on_an_u
 }
 
 #[test]
+fn sigterm_lets_a_question_go_on_over_tcp_when_its_truncated_answer_comes_during_the_drain() {
+    // The truncated UDP answer comes 2 s after the question, after SIGTERM: the TCP
+    // connection it calls for is opened during the drain.
+    let (up, seen) = upstream(true);
+    let port = free_port();
+    let mut app = spawn_dns_app(forwarder(port, &[up]).timeout("10s"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    udp.send_to(
+        &question(8, "late8.test.").to_vec().unwrap(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    assert_eventually!(seen.udp_queries() == 1, "the question is upstream");
+    let sent = std::time::Instant::now();
+    app.signal("TERM");
+    let mut buf = [0; 4096];
+    let n = udp.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "the whole answer, over a connection opened in the drain: {e}\n{}",
+            app.log()
+        )
+    });
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(
+        (answer.metadata.id, addresses(&answer)),
+        (8, vec!["198.51.100.80".to_owned()])
+    );
+    assert_eq!(seen.tcp_queries.load(Ordering::SeqCst), 1);
+    app.exits_cleanly_within(sent, Duration::from_secs(7));
+}
+
+#[test]
 fn sigterm_lets_a_question_asked_again_over_tcp_finish_on_its_upstream_connection() {
     // Truncated over UDP, so asked again over TCP, where the upstream answers 2 s late.
     let (up, seen) = upstream(true);

@@ -375,8 +375,9 @@ impl App {
         assert!(status.success(), "{status:?}\n{}", self.log());
         assert!(
             since.elapsed() < within,
-            "{:?}: the drain waited on nothing else",
-            since.elapsed()
+            "{:?}: the drain waited on nothing else\n{}",
+            since.elapsed(),
+            self.log()
         );
     }
 }

@@ -479,6 +479,11 @@ struct UpstreamTcp {
 
 impl StringHandler for UpstreamTcp {
     fn connection_made(&mut self, transport: &Transport) {
+        // Opened during the shutdown drain (for a question owed a client): it never
+        // hears the drain, so it ends with its exchange rather than waiting, kept.
+        if Reactor::try_current().is_some_and(|r| r.is_shutting_down()) {
+            self.draining = true;
+        }
         let exchange = {
             let mut c = self.conn.borrow_mut();
             c.transport = Some(transport.clone());

@@ -264,7 +264,10 @@ impl Reactor {
     ///
     /// Dropping the future before it resolves abandons the attempt: the connect is
     /// cancelled (its socket closed, nothing reported as failed), and a connection made
-    /// just as the caller gave up is closed, since nobody would own it.
+    /// just as the caller gave up is closed, since nobody would own it. An attempt goes on
+    /// through the shutdown drain, which work owed to a client may need (a question asked
+    /// again over TCP, an upstream for a request in flight); one still connecting when
+    /// the drain ends is cancelled.
     pub async fn connect_as(
         &self,
         service: &str,
@@ -277,7 +280,7 @@ impl Reactor {
         let reactor = self.clone();
         let name = endpoint.to_owned();
         let service: Arc<str> = service.into();
-        let cancel = self.listening_token().child_token();
+        let cancel = self.clients_token().child_token();
         let abandon = cancel.clone().drop_guard();
         self.spawn(async move {
             let mut tx = Some(tx);

@@ -364,6 +364,13 @@ impl Reactor {
         self.inner.runtime_handle.enter()
     }
 
+    /// Whether shutdown has begun: the listeners stopped and connections are draining
+    /// (or done). A connection opened now, for work owed to a client, never hears
+    /// [`Protocol::drain`](crate::Protocol::drain): it ends once that work is done.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.listening.is_cancelled()
+    }
+
     /// Cancelled when the reactor stops listening, at shutdown.
     pub(crate) fn listening_token(&self) -> CancellationToken {
         self.inner.listening.clone()

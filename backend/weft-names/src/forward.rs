@@ -154,8 +154,9 @@ struct InFlight {
 /// its listeners and connections may no longer hold (at shutdown, or once a reload has
 /// removed the service, a question from a UDP client is held by nothing else), and a
 /// hold on shutdown, so the drain waits for the answers owed. Taken once no question
-/// is out; every question ends by its timeout, so the cycle it makes while questions
-/// are out (server, forwarder, keeper) always ends while the reactor runs.
+/// is out. It makes a cycle (server, forwarder, keeper) while questions are out, which
+/// each question's timeout ends while the reactor runs; a reactor stopped first (its drain
+/// deadline shorter than `timeout`) leaves the server behind, as at a process's exit.
 struct Keeper {
     _owner: Box<dyn Any>,
     _hold: weft::ShutdownHold,
@@ -525,7 +526,9 @@ impl Forwarder {
 
 impl Drop for Forwarder {
     fn drop(&mut self) {
-        // Fail what is still out rather than leak it: the service is going away.
+        // Fail what is still out rather than leak it: the service is going away (with
+        // questions out the keeper holds the server, so this is a forwarder without a
+        // reactor; the waiters' chains end here unanswered).
         let state = std::mem::take(self.state.get_mut());
         for (_, entry) in state.in_flight {
             if let Some(resolver) = entry.resolver {

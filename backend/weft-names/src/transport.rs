@@ -305,7 +305,8 @@ impl StringHandler for DnsTcp {
     /// Asked to end (shutdown, or the service removed), the connection reads no more
     /// questions and closes after answering those it took, which may wait on upstreams,
     /// and sending the zone transfers it took, to their end; the drain's deadline bounds
-    /// both (a transfer cut there is counted `aborted`, and the secondary asks again).
+    /// both (a transfer cut there before its last message was made is counted `aborted`,
+    /// and the secondary asks again).
     fn drain(&mut self, transport: &Transport) {
         if self.waiting.settled() {
             transport.lose_connection();

@@ -71,7 +71,7 @@ impl Streamer {
     }
 
     /// Whether a transfer is being sent or waits to be.
-    pub(crate) fn is_busy(&self) -> bool {
+    fn is_busy(&self) -> bool {
         self.work.borrow().0.is_some()
     }
 

@@ -127,8 +127,9 @@ impl Reactor {
     /// Drains every open connection of `service`: its protocol sends what it owes, then it
     /// closes cleanly (what is buffered is sent first, and a close that makes no progress
     /// is aborted after the close timeout, as at shutdown), and aborts those still open
-    /// `deadline` from now; returns how many it asked to close. It returns at once: nothing waits on the connections. Connections
-    /// opened later, even under the same name, are not affected.
+    /// `deadline` from now; returns how many it asked to close. It returns at once:
+    /// nothing waits on the connections. Connections opened later, even under the same
+    /// name, are not affected.
     pub fn drain_connections(
         &self,
         service: &str,

@@ -70,6 +70,53 @@ fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
     );
 }
 
+/// Echoes, and counts only `!` as activity for its idle timeout.
+struct Marking;
+
+impl Protocol for Marking {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.count_activity_by_marks();
+    }
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        if data.contains(&b'!') {
+            transport.mark_activity();
+        }
+        transport.write(data);
+    }
+}
+
+#[test]
+fn a_protocol_counting_activity_by_marks_is_idle_whatever_bytes_move_between_marks() {
+    let server = spawn_reactor(|r| {
+        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
+        listen(r, &options, factory(|| Marking))
+    });
+    let exchange = |client: &mut std::net::TcpStream, byte: u8| {
+        client.write_all(&[byte])?;
+        let mut one = [0; 1];
+        client.read_exact(&mut one)
+    };
+    // Marks keep it open past the timeout...
+    let mut marking = connect(server.value);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(150));
+        exchange(&mut marking, b'!').unwrap();
+    }
+    // ... and bytes that are not marked, both ways, do not.
+    let mut chatty = connect(server.value);
+    let start = Instant::now();
+    let mut moved = 0;
+    while exchange(&mut chatty, b'x').is_ok() && start.elapsed() < Duration::from_secs(5) {
+        moved += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = start.elapsed();
+    assert!(
+        moved > 3 && took < Duration::from_secs(3),
+        "closed after {took:?}, {moved} bytes echoed; the idle timeout is 400 ms"
+    );
+}
+
 /// Writes 16 MiB as soon as it connects, then closes, or only shuts its write side (a
 /// proxy passing on its upstream's end of stream), reading on.
 struct Flood {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::address::Address;
-use crate::observe::{CloseReason, ConnectionId, ConnectionInfo};
+use crate::observe::{CloseReason, ConnectionId, ConnectionInfo, stopwatch};
 
 /// Default high-water mark: pause the producer above this many buffered bytes.
 pub const DEFAULT_HIGH_WATER: usize = 64 * 1024;
@@ -81,6 +81,10 @@ pub(crate) struct Shared {
     /// Close after this long with nothing read or written; the reactor's sweep enforces it
     /// from the connection's own activity stamp, so reads and writes pay nothing for it.
     idle_timeout: Cell<Option<Duration>>,
+    /// Once the protocol counts activity itself ([`Transport::count_activity_by_marks`]):
+    /// the stopwatch's reading at its last mark, which the idle timeout runs from instead
+    /// of the last byte read or written.
+    marked: Cell<Option<u64>>,
     /// When a close (or the end of our side's output) was first asked for, as time after
     /// opening: the close timeout runs from the later of this and the last activity.
     close_requested: Cell<Duration>,
@@ -126,6 +130,7 @@ impl Transport {
                 low_water: Cell::new(DEFAULT_LOW_WATER),
                 producer: RefCell::new(None),
                 idle_timeout: Cell::new(None),
+                marked: Cell::new(None),
                 close_requested: Cell::new(Duration::ZERO),
                 reason: RefCell::new(None),
             }),
@@ -359,6 +364,34 @@ impl Transport {
         self.shared.idle_timeout.get()
     }
 
+    /// Makes the idle timeout run from the protocol's own marks
+    /// ([`mark_activity`](Self::mark_activity), Twisted's `TimeoutMixin.resetTimeout`)
+    /// instead of from every byte read or written; this counts as the first mark. For a
+    /// protocol whose peer can send bytes that are not progress: an HTTP/2 client's PINGs
+    /// would otherwise keep a connection that does nothing open for ever. The byte
+    /// counters, and the close timeout, still go by bytes.
+    pub fn count_activity_by_marks(&self) {
+        self.shared.marked.set(Some(stopwatch::raw()));
+    }
+
+    /// Marks activity now, for an idle timeout counted by marks (a stopwatch read and a
+    /// store; nothing happens otherwise).
+    #[inline]
+    pub fn mark_activity(&self) {
+        if self.shared.marked.get().is_some() {
+            self.shared.marked.set(Some(stopwatch::raw()));
+        }
+    }
+
+    /// Time since the last activity the idle timeout counts: the last mark, once counted
+    /// by marks; otherwise the last byte read or written.
+    pub fn idle(&self) -> Duration {
+        match self.shared.marked.get() {
+            Some(mark) => Duration::from_nanos(stopwatch::nanos_between(mark, stopwatch::raw())),
+            None => self.shared.info.stats.idle(),
+        }
+    }
+
     /// Which deadline, if any, the connection has outlived at `now`: idle for its idle
     /// timeout, or closing (or shutting its write side) with output blocked on the peer
     /// for `close_timeout`.
@@ -385,8 +418,11 @@ impl Transport {
                 return Some(Expired::Stuck);
             }
         }
-        let idle = now.saturating_sub(last);
         let timeout = self.shared.idle_timeout.get()?;
+        let idle = match self.shared.marked.get() {
+            Some(_) => self.idle(),
+            None => now.saturating_sub(last),
+        };
         (idle >= timeout).then_some(Expired::Idle)
     }
 

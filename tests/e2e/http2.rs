@@ -434,18 +434,18 @@ pub(crate) fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload
 }
 
 /// The client preface and a SETTINGS frame with `settings` (6-byte entries).
-fn preface(settings: &[u8]) -> Vec<u8> {
+pub(crate) fn preface(settings: &[u8]) -> Vec<u8> {
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     frame(&mut out, 0x4, 0, 0, settings);
     out
 }
 
 /// SETTINGS_INITIAL_WINDOW_SIZE = 0: no stream may send a byte of its body.
-const NO_WINDOW: [u8; 6] = [0, 4, 0, 0, 0, 0];
+pub(crate) const NO_WINDOW: [u8; 6] = [0, 4, 0, 0, 0, 0];
 
 /// The HPACK block of a request for `path` over http with `:authority` "localhost", its
 /// method from the static table (`0x82` GET, `0x83` POST).
-fn request_head(method: u8, path: &str) -> Vec<u8> {
+pub(crate) fn request_head(method: u8, path: &str) -> Vec<u8> {
     let mut head = vec![method, 0x86, 0x44, u8::try_from(path.len()).unwrap()];
     head.extend_from_slice(path.as_bytes());
     head.extend_from_slice(&[0x41, 9]);

@@ -36,6 +36,7 @@ mod history;
 mod http;
 mod http2;
 mod http2_bodies;
+mod http2_progress;
 mod http_abuse;
 mod http_chains;
 mod http_files;

@@ -6,7 +6,6 @@
 //! which no HTTP/1.1 request starts with: the first bytes are read once per connection
 //! to tell, and handed back to hyper in front of the stream.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use weft::InspectedStream;
 
 use crate::server::heads::Scan;
+use crate::server::streams::StreamTasks;
 
 /// What the ALPN protocols of an `ssl:` listener offer, most preferred first.
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -79,8 +79,11 @@ pub(crate) async fn detect(stream: &mut InspectedStream) -> Option<(Version, Vec
 
 /// hyper's HTTP/2 server with the limits above; the header list is bounded like an
 /// HTTP/1.1 head (`max_header_bytes`).
-pub(crate) fn h2_builder(max_header_bytes: usize) -> hyper::server::conn::http2::Builder<Local> {
-    let mut builder = hyper::server::conn::http2::Builder::new(Local);
+pub(crate) fn h2_builder(
+    max_header_bytes: usize,
+    streams: StreamTasks,
+) -> hyper::server::conn::http2::Builder<StreamTasks> {
+    let mut builder = hyper::server::conn::http2::Builder::new(streams);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
@@ -92,20 +95,6 @@ pub(crate) fn h2_builder(max_header_bytes: usize) -> hyper::server::conn::http2:
         .max_send_buf_size(H2_MAX_SEND_BUF)
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     builder
-}
-
-/// Runs each HTTP/2 stream's handler as a task on the reactor thread, tracked like its
-/// other tasks: the handlers share the service's `Rc` state, so they are not `Send`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Local;
-
-impl<F> hyper::rt::Executor<F> for Local
-where
-    F: Future<Output = ()> + 'static,
-{
-    fn execute(&self, future: F) {
-        weft::Reactor::current().spawn(future);
-    }
 }
 
 /// A stream with the bytes already read from it put back in front.

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use weft::observe::Stopwatch;
 
 use crate::body::{Body, BoxError};
+use crate::server::streams;
 
 /// The tracing target of access log events.
 const TARGET: &str = "weft_web::access";
@@ -73,6 +74,9 @@ pub(crate) enum Cut {
     /// The connection ended first: the client went away, or the connection was aborted
     /// (at the shutdown deadline, or from the dashboard).
     ConnectionClosed,
+    /// Over HTTP/2, the client made no room for the response for the idle timeout: the
+    /// stream was reset.
+    SendTimeout,
 }
 
 impl Cut {
@@ -80,6 +84,7 @@ impl Cut {
         match self {
             Self::BodyFailed => "the body failed",
             Self::ConnectionClosed => "the connection closed",
+            Self::SendTimeout => "the client took nothing for the idle timeout",
         }
     }
 }
@@ -179,6 +184,7 @@ pub(crate) struct Logged {
 impl Logged {
     /// `inner`, logged as `pending` says when it ends (not at all without it).
     pub(crate) fn new(inner: Body, pending: Option<Pending>, head_only: bool) -> Self {
+        streams::response_made();
         Self {
             inner,
             pending,
@@ -220,7 +226,12 @@ impl HttpBody for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) else {
+            streams::body_polled(false);
+            return Poll::Pending;
+        };
+        streams::body_polled(matches!(&polled, Some(Ok(frame)) if frame.is_data()));
+        match polled {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
@@ -254,7 +265,12 @@ impl HttpBody for Logged {
 impl Drop for Logged {
     fn drop(&mut self) {
         let whole = self.head_only || self.inner.is_end_stream();
-        self.finish((!whole).then_some(Cut::ConnectionClosed));
+        let cut = if streams::body_cut() {
+            Cut::SendTimeout
+        } else {
+            Cut::ConnectionClosed
+        };
+        self.finish((!whole).then_some(cut));
     }
 }
 

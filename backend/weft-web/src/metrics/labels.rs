@@ -117,11 +117,15 @@ pub enum Refusal {
     /// A request target longer than hyper takes (65,534 bytes), in a head within
     /// `max_header_bytes` (414).
     UriTooLong,
+    /// An HTTP/2 response the client made no room for (no WINDOW_UPDATE) for the idle
+    /// timeout, while its connection went on: the stream was reset, as an HTTP/1.1
+    /// connection whose client stops reading is closed.
+    SendTimeout,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -136,6 +140,7 @@ impl Refusal {
         Self::BodyTimeout,
         Self::LimitPeer,
         Self::UriTooLong,
+        Self::SendTimeout,
     ];
 
     /// The label value.
@@ -155,6 +160,7 @@ impl Refusal {
             Self::BodyTimeout => "body_timeout",
             Self::LimitPeer => "limit_peer",
             Self::UriTooLong => "uri_too_long",
+            Self::SendTimeout => "send_timeout",
         }
     }
 

@@ -20,6 +20,7 @@ use super::State;
 use super::head_timer::HeadTimer;
 use super::heads;
 use super::request::handle;
+use super::streams::StreamTasks;
 use crate::access_log::Entry;
 use crate::headers::Forwarding;
 use crate::metrics::{MethodLabel, Refusal};
@@ -121,9 +122,10 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         }
         Speaks::H2 => {
             conn.multiplexed.set(true);
-            let (scan, mut deadline) = heads::watch(request_timeout);
+            let tasks = StreamTasks::new(state.clone(), transport.clone());
+            let (scan, mut deadline) = heads::watch(request_timeout, transport.clone());
             let io = io.watching_heads(scan);
-            let builder = protocol::h2_builder(limits.max_header_bytes);
+            let builder = protocol::h2_builder(limits.max_header_bytes, tasks);
             let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
             let streams = Streams {
                 answering: &conn.answering,
@@ -172,10 +174,10 @@ enum Ended {
     /// An HTTP/2 head was not complete within `request_timeout`: the connection has been
     /// told GOAWAY and is to be closed.
     HeadTimedOut,
-    /// An HTTP/2 connection asked to close (GOAWAY sent) moved no byte either way for the
-    /// reactor's close timeout with no request waiting on a file or an upstream: what is
-    /// left waits on the client alone (its preface, a PING's answer, windows it never
-    /// opens), which will not come.
+    /// An HTTP/2 connection asked to close (GOAWAY sent) made no progress
+    /// (`server::streams`) for the reactor's close timeout with no request waiting on a
+    /// file or an upstream: what is left waits on the client alone (its preface, a PING's
+    /// answer, windows it never opens), which will not come.
     ClientStalled(std::time::Duration),
     /// An HTTP/2 client told GOAWAY at its request cap opened more streams than could
     /// have been on their way (this many taken in all).
@@ -341,7 +343,7 @@ fn log_headless(state: &State, conn: &Conn, status: StatusCode, started: Instant
 /// and left. With `streams` (HTTP/2), the connection is asked to shut down too once it
 /// has taken its last request, and closed if the client goes on opening streams; and a
 /// connection asked to close that has no request waiting on a file or an upstream and
-/// moves no byte for the reactor's close timeout is given up: hyper would wait on the
+/// makes no progress for the reactor's close timeout is given up: hyper would wait on the
 /// client for ever.
 async fn until_closed<C>(
     transport: &Transport,
@@ -398,7 +400,7 @@ where
             && let Some(streams) = &streams
             && check.as_mut().poll(cx).is_ready()
         {
-            let idle = transport.info().stats.idle();
+            let idle = transport.idle();
             if streams.answering.get() == 0 && idle >= grace {
                 return Poll::Ready(Ended::ClientStalled(idle));
             }

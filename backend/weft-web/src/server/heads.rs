@@ -16,11 +16,13 @@ use std::task::Context;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
+use weft::Transport;
 
 /// The client connection preface (RFC 9113 §3.4), which comes before the first frame.
 const PREFACE_LEN: usize = 24;
 /// A frame header: length (24 bits), type, flags, stream (RFC 9113 §4.1).
 const FRAME_HEADER_LEN: usize = 9;
+const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const PUSH_PROMISE: u8 = 0x5;
 const CONTINUATION: u8 = 0x9;
@@ -40,11 +42,15 @@ pub(crate) struct Scan {
     ends_head: bool,
     /// When the head being received began; shared with the [`Deadline`].
     open_since: Rc<Cell<Option<Instant>>>,
+    /// The connection's transport, told of the client's progress: a head, or body bytes
+    /// (`server::streams`).
+    progress: Option<Transport>,
 }
 
 impl Scan {
-    fn new(open_since: Rc<Cell<Option<Instant>>>) -> Self {
+    fn new(open_since: Rc<Cell<Option<Instant>>>, progress: Option<Transport>) -> Self {
         Self {
+            progress,
             preface_left: PREFACE_LEN,
             header: [0; FRAME_HEADER_LEN],
             header_len: 0,
@@ -87,6 +93,14 @@ impl Scan {
         let [l0, l1, l2, kind, flags, ..] = self.header;
         self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
         self.ends_head = false;
+        let progress = match kind {
+            DATA => self.payload_left > 0,
+            HEADERS | CONTINUATION => true,
+            _ => false,
+        };
+        if progress && let Some(transport) = &self.progress {
+            transport.mark_activity();
+        }
         match kind {
             HEADERS | PUSH_PROMISE => {
                 // The clock is read only here, not per read.
@@ -108,16 +122,17 @@ impl Scan {
     }
 }
 
-/// A scan for the byte stream of an HTTP/2 connection from its preface on, and the
-/// [`Deadline`] that tells when a head it follows is `timeout` old.
-pub(crate) fn watch(timeout: Duration) -> (Scan, Deadline) {
+/// A scan for the byte stream of an HTTP/2 connection from its preface on, which marks
+/// the client's progress on `transport`, and the [`Deadline`] that tells when a head it
+/// follows is `timeout` old.
+pub(crate) fn watch(timeout: Duration, transport: Transport) -> (Scan, Deadline) {
     let open_since = Rc::new(Cell::new(None));
     let deadline = Deadline {
         open_since: open_since.clone(),
         timeout,
         sleep: None,
     };
-    (Scan::new(open_since), deadline)
+    (Scan::new(open_since, Some(transport)), deadline)
 }
 
 /// When the head a [`Scan`] is following has taken too long.
@@ -162,7 +177,7 @@ mod tests {
     /// Feeds `bytes` after a preface, `chunk` bytes at a time; when the open head began.
     fn scan(bytes: &[u8], chunk: usize) -> Option<Instant> {
         let open = Rc::new(Cell::new(None));
-        let mut scan = Scan::new(open.clone());
+        let mut scan = Scan::new(open.clone(), None);
         let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         all.extend_from_slice(bytes);
         for piece in all.chunks(chunk) {

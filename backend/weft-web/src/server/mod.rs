@@ -21,6 +21,7 @@ mod connection;
 mod head_timer;
 pub(crate) mod heads;
 mod request;
+pub(crate) mod streams;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -1,0 +1,180 @@
+//! HTTP/2 streams, each a task of its own, and what counts as progress on their
+//! connection.
+//!
+//! An HTTP/2 connection's idle timeout counts progress only (its transport counts
+//! activity by marks): a request head or request body bytes from the client
+//! (`heads::Scan`), a response head or body bytes handed to hyper, a stream ended. A PING, a
+//! SETTINGS or a WINDOW_UPDATE is no progress: a client that sends only those, with or
+//! without streams it will not take, is idle, and after its GOAWAY it is given up as one
+//! that stopped cooperating (`connection::until_closed`).
+//!
+//! One stream can also stall while its connection makes progress: a client that opens no
+//! flow-control window for a response (a SETTINGS_INITIAL_WINDOW_SIZE of 0) holds the
+//! response's file or upstream connection, while its other streams keep the connection
+//! busy. A stream whose response (its head, or its body's bytes) went to hyper and was
+//! not followed by a poll of its body (which hyper makes only once the client has room),
+//! for the connection's idle timeout, is reset: its task is dropped, which hyper
+//! answers with RST_STREAM (CANCEL). It is counted as refused `send_timeout` and logged as
+//! cut short, as an HTTP/1.1 connection whose client stops reading is closed (nginx's
+//! `send_timeout`).
+//!
+//! The response body ([`Logged`](crate::access_log::Logged)) says when it is made and
+//! what each of its polls did through a thread-local, which the stream's task reads after
+//! each poll of the stream: the body knows nothing of its stream, and the stream's task
+//! nothing of its body.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use weft::Transport;
+
+use super::State;
+use crate::metrics::Refusal;
+
+/// What the response body being polled last did, in the stream's task that polls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyPoll {
+    /// Not polled (during this poll of the stream).
+    Untouched,
+    /// Was made (its response head is ready) or gave bytes: hyper sends them, and polls
+    /// it again, once the client has room.
+    Gave,
+    /// Had nothing yet, or ended: it waits on its source, or is done.
+    Waiting,
+    /// Its stream is being reset for a stalled client.
+    Cut,
+}
+
+thread_local! {
+    static BODY: Cell<BodyPoll> = const { Cell::new(BodyPoll::Untouched) };
+}
+
+/// Called when a response body is made, with its head ready to send.
+#[inline]
+pub(crate) fn response_made() {
+    BODY.set(BodyPoll::Gave);
+}
+
+/// Called by the response body on each poll: `gave` bytes, or not.
+#[inline]
+pub(crate) fn body_polled(gave: bool) {
+    BODY.set(if gave {
+        BodyPoll::Gave
+    } else {
+        BodyPoll::Waiting
+    });
+}
+
+/// Whether the body being dropped is that of a stream reset for a stalled client.
+pub(crate) fn body_cut() -> bool {
+    BODY.get() == BodyPoll::Cut
+}
+
+/// What the streams of one HTTP/2 connection share.
+struct Connection {
+    state: Rc<State>,
+    transport: Transport,
+    /// How long a stream may wait on the client for room: the connection's idle timeout.
+    stall_limit: Option<Duration>,
+}
+
+/// Runs each stream of one HTTP/2 connection as a task on the reactor thread, tracked
+/// like its other tasks (the handlers share the service's `Rc` state, so they are not
+/// `Send`), and watched as the module says.
+#[derive(Clone)]
+pub(crate) struct StreamTasks(Rc<Connection>);
+
+impl StreamTasks {
+    /// For the streams of the connection on `transport`, whose activity it now counts by
+    /// marks.
+    pub(super) fn new(state: Rc<State>, transport: Transport) -> Self {
+        transport.count_activity_by_marks();
+        let stall_limit = transport.idle_timeout();
+        Self(Rc::new(Connection {
+            state,
+            transport,
+            stall_limit,
+        }))
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for StreamTasks
+where
+    F: Future<Output = ()> + 'static,
+{
+    fn execute(&self, future: F) {
+        weft::Reactor::current().spawn(Watched {
+            future: Some(Box::pin(future)),
+            connection: self.0.clone(),
+            stalled: None,
+        });
+    }
+}
+
+/// One stream's task.
+struct Watched<F> {
+    /// Boxed, so that a stalled stream's can be dropped while its task ends.
+    future: Option<Pin<Box<F>>>,
+    connection: Rc<Connection>,
+    /// Set when the response (its head, or body bytes) went to hyper and the body was not
+    /// polled again: the deadline by which it must be, or the stream is reset (boxed: most
+    /// streams never wait on their client).
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<F: Future<Output = ()>> Future for Watched<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(future) = &mut this.future else {
+            return Poll::Ready(());
+        };
+        BODY.set(BodyPoll::Untouched);
+        if future.as_mut().poll(cx).is_ready() {
+            this.future = None;
+            this.connection.transport.mark_activity();
+            return Poll::Ready(());
+        }
+        match BODY.get() {
+            BodyPoll::Gave => {
+                this.connection.transport.mark_activity();
+                if let Some(limit) = this.connection.stall_limit {
+                    let at = Instant::now() + limit;
+                    match &mut this.stalled {
+                        Some(sleep) => sleep.as_mut().reset(at),
+                        None => this.stalled = Some(Box::pin(tokio::time::sleep_until(at))),
+                    }
+                }
+            }
+            BodyPoll::Waiting => this.stalled = None,
+            BodyPoll::Untouched | BodyPoll::Cut => {}
+        }
+        let Some(sleep) = &mut this.stalled else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let connection = &this.connection;
+        connection.state.recorder.refused(Refusal::SendTimeout);
+        tracing::info!(
+            connection = %connection.transport.id(),
+            service = %connection.state.name,
+            "an HTTP/2 client made no room for a response for {:?} (no WINDOW_UPDATE); \
+             its stream was reset",
+            connection.stall_limit.unwrap_or_default(),
+        );
+        // Dropping the stream's future drops its response body, which logs the request
+        // as cut short, and its send handle, which hyper answers with RST_STREAM.
+        BODY.set(BodyPoll::Cut);
+        this.future = None;
+        BODY.set(BodyPoll::Untouched);
+        Poll::Ready(())
+    }
+}

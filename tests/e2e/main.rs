@@ -40,6 +40,7 @@ mod http2_progress;
 mod http_abuse;
 mod http_chains;
 mod http_files;
+mod http_framing;
 mod http_peers;
 mod http_request_bodies;
 mod http_route_cache;

@@ -90,6 +90,42 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The transfer coding a message says it carries, when that is anything but `chunked`
+/// alone (`gzip, chunked`, say): hyper undoes only `chunked`, so such a body cannot be
+/// passed on with its framing removed (RFC 9112 §6.1).
+pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    let mut lines = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let first = lines.next()?;
+    let more = lines.next().is_some();
+    if !more && first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+        return None;
+    }
+    let named: Vec<&str> = list_members(headers, header::TRANSFER_ENCODING).collect();
+    Some(named.join(", "))
+}
+
+/// Joins several `Cookie` lines into one, with `; ` between them: an HTTP/2 client may
+/// send each cookie as a line of its own, for compression, and they MUST be joined before
+/// they go on over HTTP/1.1 (RFC 9113 §8.2.3).
+pub(crate) fn join_cookies(headers: &mut HeaderMap) {
+    let Entry::Occupied(mut lines) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    if lines.iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for line in lines.iter() {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        lines.insert(value);
+    }
+}
+
 /// Removes the fields whose names have an underscore, as nginx does by default
 /// (`underscores_in_headers off`): CGI-style upstreams read `X_Forwarded_For` and
 /// `X-Forwarded-For` as one variable, so a client could pass its own off as what this
@@ -435,6 +471,44 @@ mod tests {
         forwarding.add(&mut h, None);
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
+    }
+
+    #[test]
+    fn cookie_lines_are_joined_with_a_semicolon_rfc9113_8_2_3() {
+        let mut headers = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut headers);
+        let lines: Vec<_> = headers.get_all("cookie").iter().collect();
+        assert_eq!(lines, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut one);
+        assert_eq!(
+            one.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2"]
+        );
+    }
+
+    #[test]
+    fn a_transfer_coding_other_than_chunked_alone_is_named() {
+        let coding = |pairs: &[(&str, &str)]| other_transfer_coding(&map(pairs));
+        assert_eq!(coding(&[]), None);
+        assert_eq!(coding(&[("transfer-encoding", "chunked")]), None);
+        assert_eq!(coding(&[("transfer-encoding", "Chunked")]), None);
+        assert_eq!(
+            coding(&[("transfer-encoding", "gzip, chunked")]).as_deref(),
+            Some("gzip, chunked")
+        );
+        assert_eq!(
+            coding(&[("transfer-encoding", "gzip")]).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            coding(&[
+                ("transfer-encoding", "gzip"),
+                ("transfer-encoding", "chunked")
+            ])
+            .as_deref(),
+            Some("gzip, chunked")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode, Version};
 
+use crate::headers::other_transfer_coding;
 use crate::metrics::Refusal;
 
 /// A request answered with an error before it was routed.
@@ -48,6 +49,31 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
             status: StatusCode::NOT_IMPLEMENTED,
             reason: Refusal::Method,
             detail: "TRACE is not served",
+        });
+    }
+    if head.version < Version::HTTP_2 {
+        // RFC 9112 §6.1: hyper undoes `chunked` only; a body in any other coding could be
+        // neither served nor passed on as it is, its framing gone. nginx answers 501 too.
+        if head.headers.contains_key(header::TRANSFER_ENCODING)
+            && other_transfer_coding(&head.headers).is_some()
+        {
+            return Err(Refused {
+                status: StatusCode::NOT_IMPLEMENTED,
+                reason: Refusal::TransferCoding,
+                detail: "a transfer coding other than chunked is not served",
+            });
+        }
+    } else if head
+        .headers
+        .values()
+        .any(|v| has_edge_whitespace(v.as_bytes()))
+    {
+        // RFC 9113 §8.2.1: a field value MUST NOT start or end with whitespace (HTTP/1.1
+        // parsing trims it); such a request is malformed and MUST NOT be forwarded.
+        return Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: Refusal::Malformed,
+            detail: "a header field value starts or ends with whitespace",
         });
     }
     let mut hosts = head.headers.get_all(header::HOST).iter();
@@ -106,6 +132,11 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
         head.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// Whether a field value begins or ends with a space or a tab.
+fn has_edge_whitespace(value: &[u8]) -> bool {
+    matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'))
 }
 
 /// The last `Host` value one connection's requests carried that held: the requests of a
@@ -211,6 +242,38 @@ mod tests {
 
     fn reason(r: &mut Parts) -> Option<Refusal> {
         check(r, &LastHost::default()).err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn a_transfer_coding_other_than_chunked_is_not_implemented_rfc9112_6_1() {
+        let with_coding = |coding: &str| {
+            let mut r = request("/", Version::HTTP_11, &["a"]);
+            r.headers
+                .insert(header::TRANSFER_ENCODING, coding.parse().unwrap());
+            check(&mut r, &LastHost::default()).err()
+        };
+        assert_eq!(with_coding("chunked"), None);
+        for other in ["gzip, chunked", "deflate,chunked", "chunked, chunked"] {
+            let refused = with_coding(other).expect(other);
+            assert_eq!(
+                (refused.status, refused.reason),
+                (StatusCode::NOT_IMPLEMENTED, Refusal::TransferCoding),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_http2_field_value_with_whitespace_at_an_edge_is_malformed_rfc9113_8_2_1() {
+        let with_value = |value: &str| {
+            let mut r = request("http://a/", Version::HTTP_2, &[]);
+            r.headers.insert("x-thing", value.parse().unwrap());
+            reason(&mut r)
+        };
+        assert_eq!(with_value("a b"), None);
+        for bad in [" a", "a ", "\ta", "a\t"] {
+            assert_eq!(with_value(bad), Some(Refusal::Malformed), "{bad:?}");
+        }
     }
 
     #[test]

@@ -236,8 +236,9 @@ impl HttpBody for Logged {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
                 }
-                // hyper stops polling a body that says it has ended.
-                if this.inner.is_end_stream() {
+                // hyper stops polling a body that says it has ended, and after trailers,
+                // which are always its last frame.
+                if frame.is_trailers() || this.inner.is_end_stream() {
                     this.finish(None);
                 }
                 Poll::Ready(Some(Ok(frame)))

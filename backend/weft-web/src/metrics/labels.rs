@@ -121,11 +121,14 @@ pub enum Refusal {
     /// timeout, while its connection went on: the stream was reset, as an HTTP/1.1
     /// connection whose client stops reading is closed.
     SendTimeout,
+    /// An HTTP/1.1 request in a transfer coding other than `chunked` alone (`gzip,
+    /// chunked`): 501, as its body can be neither served nor passed on.
+    TransferCoding,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -141,6 +144,7 @@ impl Refusal {
         Self::LimitPeer,
         Self::UriTooLong,
         Self::SendTimeout,
+        Self::TransferCoding,
     ];
 
     /// The label value.
@@ -161,6 +165,7 @@ impl Refusal {
             Self::LimitPeer => "limit_peer",
             Self::UriTooLong => "uri_too_long",
             Self::SendTimeout => "send_timeout",
+            Self::TransferCoding => "transfer_coding",
         }
     }
 

@@ -44,7 +44,7 @@ use self::upstreams::{RouteUpstreams, Target, Tried};
 use crate::body::Body;
 use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
-use crate::headers::{Forwarding, strip_hop_by_hop};
+use crate::headers::{Forwarding, other_transfer_coding, strip_hop_by_hop};
 use crate::metrics::{BodyBuffered, Recorder, Refusal, UpstreamFailure};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
@@ -459,6 +459,18 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
+    // RFC 9112 §6.1: hyper undoes `chunked` only; a body in another coding would reach
+    // the client undone, its coding unsaid (nginx answers 502 too).
+    if response.headers().contains_key(header::TRANSFER_ENCODING)
+        && let Some(coding) = other_transfer_coding(response.headers())
+    {
+        let err = UpstreamError::Exchange(
+            upstreams.targets[i].upstream.url.clone(),
+            format!("answered in a transfer coding other than chunked ({coding})"),
+        );
+        upstreams.failed(i, &err, &**recorder);
+        return Err(err);
+    }
     Ok(respond(route, &upstreams.targets[i], response))
 }
 
@@ -577,14 +589,14 @@ async fn send(
         })
 }
 
-/// The upstream's response as the client gets it: without its hop-by-hop headers, and
-/// with the route's `Cache-Control` when it has none of its own.
 /// The client's response from `target`'s: hop-by-hop fields out, a redirect to the
 /// upstream's own address made the route's, the route's `Cache-Control` added; a body
-/// that breaks off is counted against the upstream.
+/// that breaks off is counted against the upstream. It is in this service's HTTP version,
+/// not the upstream's (RFC 9110 §6.2): hyper speaks HTTP/1.0 only to a client that does.
 fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Response<Body> {
     let upstream = &target.upstream;
     let (mut parts, body) = response.into_parts();
+    parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
     if let Some(location) = parts.headers.get_mut(header::LOCATION)
         && let Some(ours) = location

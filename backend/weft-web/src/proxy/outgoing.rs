@@ -12,7 +12,7 @@ use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
-use crate::headers::{Forwarding, drop_underscored, strip_hop_by_hop};
+use crate::headers::{Forwarding, drop_underscored, join_cookies, strip_hop_by_hop};
 use crate::metrics::BodyBuffered;
 
 /// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
@@ -54,6 +54,12 @@ impl<'h> Outgoing<'h> {
         let host = headers.get(header::HOST).cloned();
         strip_hop_by_hop(headers);
         drop_underscored(headers);
+        if head.version == http::Version::HTTP_2 {
+            join_cookies(headers);
+        }
+        // The client was told to go on (100 Continue) by hyper as its body was read; the
+        // upstream is not to wait for a go-ahead of its own (nginx clears it too).
+        headers.remove(header::EXPECT);
         forwarding.add(headers, host.as_ref());
         let bodiless = body.is_end_stream();
         // Nothing to read of a body that has ended (none came): sent as none.

@@ -1,0 +1,206 @@
+//! Message framing across the proxy, as RFC 9110, 9112 and 9113 require of an
+//! intermediary: transfer codings it cannot undo are refused, cookies an HTTP/2 client
+//! split are joined, the client hears this service's HTTP version, an HTTP/2 field value
+//! with whitespace at an edge is malformed, `Expect` stays on its hop, and a response
+//! that ends with trailers is logged as whole.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::assert_eventually;
+use crate::http_peers::{RawClient, Upstream, exchange};
+use crate::support::{App, free_port, spawn_app_with};
+
+/// An upstream that reads each request head and answers it with `answer`, then closes.
+fn scripted(answer: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    addr
+}
+
+struct Site {
+    app: App,
+    web: SocketAddr,
+    up: Upstream,
+}
+
+fn start() -> Site {
+    let up = Upstream::start();
+    let http10 = scripted("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold");
+    let gzip = scripted("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot really gzip");
+    let trailers = scripted(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+         5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
+    );
+    let port = free_port();
+    let app = spawn_app_with(|dir| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+access_log = "{log}"
+[[service.route]]
+prefix = "/api/"
+upstream = "http://{up}"
+[[service.route]]
+prefix = "/old/"
+upstream = "http://{http10}"
+[[service.route]]
+prefix = "/gzip/"
+upstream = "http://{gzip}"
+[[service.route]]
+prefix = "/trailers/"
+upstream = "http://{trailers}"
+"#,
+            up = up.addr,
+            log = dir.join("access.log").display(),
+        )
+    });
+    Site {
+        app,
+        web: ([127, 0, 0, 1], port).into(),
+        up,
+    }
+}
+
+fn refused(app: &App, reason: &str) -> Option<f64> {
+    app.metric(&format!(
+        r#"weft_http_requests_refused_total{{reason="{reason}",service="web"}}"#
+    ))
+}
+
+#[test]
+fn a_request_in_a_transfer_coding_other_than_chunked_is_501_and_never_forwarded() {
+    let site = start();
+    let mut client = RawClient::connect(site.web);
+    client.send(
+        b"POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n",
+    );
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 501, "{}", reply.text());
+    assert_eq!(site.up.received(), 0, "nothing went upstream");
+    assert_eventually!(
+        refused(&site.app, "transfer_coding") == Some(1.0),
+        "{}",
+        site.app.curl("/metrics").unwrap_or_default()
+    );
+    // Chunked alone goes through, and the upstream is not asked to send 100 Continue
+    // itself: hyper told the client to go on.
+    let mut client = RawClient::connect(site.web);
+    client.send(
+        b"POST /api/y HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\
+          Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
+    assert_eq!(client.read_head().status, 100);
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.text().ends_with("body=abc"), "{}", reply.text());
+    assert_eq!(site.up.header(0, "expect"), Vec::<String>::new());
+}
+
+#[test]
+fn upstream_framing_the_client_cannot_get_as_it_is_is_502_and_its_version_is_not_passed_on() {
+    let site = start();
+    // RFC 9110 §6.2: the response goes out in this service's version.
+    let mut raw = TcpStream::connect(site.web).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw.write_all(b"GET /old/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut seen = String::new();
+    raw.read_to_string(&mut seen).unwrap();
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+    assert!(seen.ends_with("\r\n\r\nold"), "{seen}");
+
+    // A body in a coding hyper does not undo would reach the client undone.
+    let reply = exchange(site.web, "GET /gzip/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(!reply.text().contains("gzip"), "{}", reply.text());
+    assert!(
+        site.app
+            .log()
+            .contains("answered in a transfer coding other than chunked (gzip)"),
+        "{}",
+        site.app.log()
+    );
+
+    // Trailers end a response whole.
+    let reply = exchange(site.web, "GET /trailers/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((reply.status, reply.text().as_str()), (200, "hello"));
+    let access_log = site.app.dir.path().join("access.log");
+    assert_eventually!(
+        std::fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .contains("GET /trailers/x HTTP/1.1\" 200 5"),
+        "{}",
+        std::fs::read_to_string(&access_log).unwrap_or_default()
+    );
+    let log = std::fs::read_to_string(&access_log).unwrap();
+    assert!(!log.contains("cut short"), "{log}");
+}
+
+#[test]
+fn cookies_an_http2_client_split_reach_the_upstream_joined_and_edge_whitespace_is_refused() {
+    let site = start();
+    let authority = site.web.to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (statuses, bodies) = runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(site.web).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut statuses = Vec::new();
+        let mut bodies = Vec::new();
+        for (name, values) in [
+            ("cookie", ["a=1", "b=2"]),
+            ("x-padded", [" leading", "fine"]),
+        ] {
+            let mut request = http::Request::get(format!("http://{authority}/api/c"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            for value in values {
+                request.headers_mut().append(name, value.parse().unwrap());
+            }
+            let response = sender.send_request(request).await.unwrap();
+            statuses.push(response.status().as_u16());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            bodies.push(String::from_utf8_lossy(&body).into_owned());
+        }
+        (statuses, bodies)
+    });
+    assert_eq!(statuses, [200, 400], "{bodies:?}");
+    assert_eq!(
+        site.up.received(),
+        1,
+        "the malformed request was not forwarded"
+    );
+    assert_eq!(site.up.header(0, "cookie"), ["a=1; b=2"]);
+    assert_eventually!(
+        refused(&site.app, "malformed") == Some(1.0),
+        "{}",
+        site.app.curl("/metrics").unwrap_or_default()
+    );
+}

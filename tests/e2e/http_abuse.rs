@@ -196,6 +196,50 @@ fn an_endless_upstream_body_to_a_client_that_stopped_reading_is_bounded_and_time
     assert!(served(site.web));
 }
 
+/// What a proxied client that stops reading holds in the gateway is one piece of the
+/// body waiting to be written and one read buffer on the upstream side, not the 400 KB
+/// that hyper reads at once by default: 48 such clients grow it by well under 384 KiB
+/// each (about 600 KiB each before the upstream reads were bounded).
+#[test]
+fn clients_that_stop_reading_a_proxied_body_hold_little_memory_each() {
+    const CLIENTS: u64 = 48;
+    let site = start();
+    let before = site.app.rss_kib();
+    let clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut client = TcpStream::connect(site.web).unwrap();
+            client
+                .write_all(b"GET /endless/stream HTTP/1.1\r\nHost: site.test\r\n\r\n")
+                .unwrap();
+            client
+        })
+        .collect();
+    // Until the upstream is held back on every connection.
+    let mut last = (0, Instant::now());
+    poll_until(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || {
+            let now = site.endless.sent.load(Ordering::SeqCst);
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            now > 0 && last.1.elapsed() > Duration::from_millis(500)
+        },
+        || "the upstream was never held back".to_owned(),
+    );
+    let grown = site.app.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 384 * CLIENTS,
+        "the gateway grew by {grown} KiB, {} KiB per client, with {} bytes sent by the \
+         upstream",
+        grown / CLIENTS,
+        site.endless.sent.load(Ordering::SeqCst)
+    );
+    assert!(served(site.web));
+    drop(clients);
+}
+
 /// HTTP/2 error codes (RFC 9113 §7).
 const PROTOCOL_ERROR: u32 = 0x1;
 const FRAME_SIZE_ERROR: u32 = 0x6;

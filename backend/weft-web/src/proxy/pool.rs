@@ -50,6 +50,13 @@ use crate::metrics::ConnectionsUsed;
 /// a longer body closes the connection instead.
 const CHECK_BODY_BYTES: usize = 64 * 1024;
 
+/// The most hyper reads from an upstream at once, and so the largest response head it
+/// takes (its default is about 400 KB): a response body goes to its client in pieces no
+/// larger, so a client that stops reading holds one piece waiting to be written and one
+/// read buffer, about 200 KiB in all where it held 600 KiB. nginx's `proxy_buffers` hold
+/// 32 to 64 KiB.
+pub(crate) const UPSTREAM_READ_BUF: usize = 64 * 1024;
+
 /// The pool of one upstream of one route.
 pub(crate) struct Pool(Rc<Inner>);
 
@@ -238,7 +245,9 @@ impl Pool {
         let url = || inner.url.clone();
         let stream = self.open(timeout).await?;
         let transport = stream.transport().clone();
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_READ_BUF)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
         let link = Rc::new(Link {

@@ -236,7 +236,9 @@ async fn exchange(
     headers.insert(header::UPGRADE, offered.clone());
     let on = WaitsOn::Connection(stream.info().id);
     let mut abandon = Abandon(Some(stream.transport().clone()));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(super::pool::UPSTREAM_READ_BUF)
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
     // The connection hands its stream back after a 101 instead of closing it.

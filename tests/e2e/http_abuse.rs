@@ -363,3 +363,76 @@ fn malformed_h2_frames_and_a_rapid_reset_end_their_connection_and_no_other() {
     assert!(served(site.web));
     drop(runtime);
 }
+
+/// Malformed requests (one without `:path`, RFC 9113 §8.3.1; one with a
+/// connection-specific field, §8.2.2) end only their streams, each reset for the client's error: counted
+/// as `stream_error` and reported, while the connection's other requests are answered.
+#[test]
+fn http2_streams_reset_for_the_client_s_errors_are_counted_and_their_connection_goes_on() {
+    let site = start();
+    let mut out = preface();
+    // `GET` for `localhost` without `:path`.
+    let mut no_path = vec![0x82, 0x86, 0x41, 9];
+    no_path.extend_from_slice(b"localhost");
+    frame(&mut out, 0x1, 0x5, 1, &no_path);
+    // `GET /` with `connection: close`, a literal without indexing.
+    let mut hop = get_headers();
+    hop.extend_from_slice(&[0x00, 10]);
+    hop.extend_from_slice(b"connection");
+    hop.push(5);
+    hop.extend_from_slice(b"close");
+    frame(&mut out, 0x1, 0x5, 3, &hop);
+    frame(&mut out, 0x1, 0x5, 5, &get_headers());
+    let mut conn = TcpStream::connect(site.web).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(&out).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0; 16_384];
+    let (mut resets, mut answered) = (Vec::new(), false);
+    while !(answered && resets.len() == 2) {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+        let mut at = 0;
+        (resets, answered) = (Vec::new(), false);
+        while at + 9 <= seen.len() {
+            let len = usize::from(seen[at]) << 16
+                | usize::from(seen[at + 1]) << 8
+                | usize::from(seen[at + 2]);
+            if at + 9 + len > seen.len() {
+                break;
+            }
+            let stream = u32::from_be_bytes(seen[at + 5..at + 9].try_into().unwrap());
+            let payload = &seen[at + 9..at + 9 + len];
+            match seen[at + 3] {
+                0x3 => resets.push((stream, u32::from_be_bytes(payload.try_into().unwrap()))),
+                0x0 if stream == 5 => answered |= payload == b"<h1>weft</h1>\n",
+                0x7 => panic!("the connection was ended: {payload:?}"),
+                _ => {}
+            }
+            at += 9 + len;
+        }
+    }
+    resets.sort_unstable();
+    assert_eq!(
+        resets,
+        [(1, PROTOCOL_ERROR), (3, PROTOCOL_ERROR)],
+        "the streams reset, and why"
+    );
+    assert!(answered, "the request after them was answered");
+    assert_eventually!(
+        site.app
+            .metric(r#"weft_http_requests_refused_total{reason="stream_error",service="web"}"#)
+            == Some(2.0),
+        "{}",
+        site.app.curl("/metrics").unwrap_or_default()
+    );
+    assert!(
+        site.app
+            .log()
+            .contains("HTTP/2 stream 1 reset for the client's error: PROTOCOL_ERROR"),
+        "{}",
+        site.app.log()
+    );
+}

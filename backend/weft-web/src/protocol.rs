@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use weft::InspectedStream;
 
 use crate::server::heads::Scan;
-use crate::server::streams::StreamTasks;
+use crate::server::streams::{Resets, StreamTasks};
 
 /// What the ALPN protocols of an `ssl:` listener offer, most preferred first.
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -105,6 +105,9 @@ pub(crate) struct Prefixed {
     stream: InspectedStream,
     /// HTTP/2: follows the frames read, to time request heads.
     heads: Option<Scan>,
+    /// HTTP/2: follows the frames written, to count the streams reset for the client's
+    /// errors.
+    resets: Option<Resets>,
 }
 
 impl Prefixed {
@@ -114,12 +117,15 @@ impl Prefixed {
             taken: 0,
             stream,
             heads: None,
+            resets: None,
         }
     }
 
-    /// Feeds every byte read, the prefix included, to `scan`.
-    pub(crate) fn watching_heads(mut self, scan: Scan) -> Self {
+    /// Feeds every byte read, the prefix included, to `scan`, and every byte written
+    /// to `resets`.
+    pub(crate) fn watching_frames(mut self, scan: Scan, resets: Resets) -> Self {
         self.heads = Some(scan);
+        self.resets = Some(resets);
         self
     }
 }
@@ -154,7 +160,12 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(resets)) = (&polled, &mut this.resets) {
+            resets.feed(&buf[..*n]);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -162,7 +173,20 @@ impl AsyncWrite for Prefixed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(n)), Some(resets)) = (&polled, &mut this.resets) {
+            let mut left = *n;
+            for buf in bufs {
+                let part = left.min(buf.len());
+                resets.feed(&buf[..part]);
+                left -= part;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -124,11 +124,15 @@ pub enum Refusal {
     /// An HTTP/1.1 request in a transfer coding other than `chunked` alone (`gzip,
     /// chunked`): 501, as its body can be neither served nor passed on.
     TransferCoding,
+    /// An HTTP/2 stream reset for the client's error (a malformed request, a frame that
+    /// breaks flow control or the stream's state, a stream past the concurrency limit):
+    /// that stream ends, the connection's others go on.
+    StreamError,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -145,6 +149,7 @@ impl Refusal {
         Self::UriTooLong,
         Self::SendTimeout,
         Self::TransferCoding,
+        Self::StreamError,
     ];
 
     /// The label value.
@@ -166,6 +171,7 @@ impl Refusal {
             Self::UriTooLong => "uri_too_long",
             Self::SendTimeout => "send_timeout",
             Self::TransferCoding => "transfer_coding",
+            Self::StreamError => "stream_error",
         }
     }
 

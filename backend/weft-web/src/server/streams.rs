@@ -178,3 +178,145 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         Poll::Ready(())
     }
 }
+
+/// RST_STREAM (RFC 9113 §6.4).
+const RST_STREAM: u8 = 0x3;
+/// A frame header: length (24 bits), type, flags, stream.
+const FRAME_HEADER_LEN: usize = 9;
+
+/// The error codes (RFC 9113 §7) hyper resets a stream with for the client's fault: a
+/// malformed request (PROTOCOL_ERROR), a frame past the window (FLOW_CONTROL_ERROR), on a
+/// closed stream (STREAM_CLOSED) or of the wrong size (FRAME_SIZE_ERROR), a stream past
+/// SETTINGS_MAX_CONCURRENT_STREAMS (REFUSED_STREAM), a field block it cannot take
+/// (COMPRESSION_ERROR), or abuse (ENHANCE_YOUR_CALM). NO_ERROR (a request answered before
+/// its body was read, RFC 9113 §8.1) and CANCEL (a stream given up on here) are not.
+fn client_fault(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0x1 => "PROTOCOL_ERROR",
+        0x3 => "FLOW_CONTROL_ERROR",
+        0x5 => "STREAM_CLOSED",
+        0x6 => "FRAME_SIZE_ERROR",
+        0x7 => "REFUSED_STREAM",
+        0x9 => "COMPRESSION_ERROR",
+        0xb => "ENHANCE_YOUR_CALM",
+        _ => return None,
+    })
+}
+
+/// Follows the frames an HTTP/2 connection writes to its client and counts each stream
+/// it resets for the client's fault: the h2 crate sends those resets itself, and tells
+/// hyper nothing of them.
+pub(crate) struct Resets {
+    connection: Rc<Connection>,
+    scan: ResetScan,
+}
+
+impl Resets {
+    /// For the connection whose streams `tasks` runs.
+    pub(crate) fn new(tasks: &StreamTasks) -> Self {
+        Self {
+            connection: tasks.0.clone(),
+            scan: ResetScan::default(),
+        }
+    }
+
+    /// Follows `bytes`, the next the connection wrote.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        let connection = &self.connection;
+        self.scan.feed(bytes, |stream, code| {
+            let Some(name) = client_fault(code) else {
+                return;
+            };
+            connection.state.recorder.refused(Refusal::StreamError);
+            weft::observe::report_error(
+                connection.transport.info(),
+                weft::observe::ErrorKind::BadFrame,
+                format!("HTTP/2 stream {stream} reset for the client's error: {name}"),
+            );
+        });
+    }
+}
+
+/// Finds the RST_STREAM frames in a byte stream of frames, without copying or keeping
+/// anything but the frame header being read.
+#[derive(Default)]
+struct ResetScan {
+    /// The frame header being read, or an RST_STREAM's header and error code.
+    frame: [u8; FRAME_HEADER_LEN + 4],
+    have: usize,
+    /// Payload bytes of the current frame still to pass (past what `frame` keeps).
+    payload_left: usize,
+}
+
+impl ResetScan {
+    /// Follows `bytes`, calling `reset` with the stream and the error code of each
+    /// RST_STREAM that ends in them.
+    fn feed(&mut self, mut bytes: &[u8], mut reset: impl FnMut(u32, u32)) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let want = if self.have >= FRAME_HEADER_LEN && self.frame[3] == RST_STREAM {
+                FRAME_HEADER_LEN + 4
+            } else {
+                FRAME_HEADER_LEN
+            };
+            let n = (want - self.have).min(bytes.len());
+            self.frame[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == FRAME_HEADER_LEN {
+                let [l0, l1, l2, kind, ..] = self.frame;
+                let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+                if kind == RST_STREAM && len == 4 {
+                    continue;
+                }
+                self.payload_left = len;
+                self.have = 0;
+            } else if self.have == FRAME_HEADER_LEN + 4 {
+                self.have = 0;
+                let f = &self.frame;
+                let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+                reset(stream, u32::from_be_bytes([f[9], f[10], f[11], f[12]]));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(out: &mut Vec<u8>, kind: u8, stream: u32, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        out.extend_from_slice(&len[1..]);
+        out.extend_from_slice(&[kind, 0]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    #[test]
+    fn every_reset_is_found_however_the_writes_cut_the_frames() {
+        let mut out = Vec::new();
+        frame(&mut out, 0x4, 0, &[0; 12]);
+        frame(&mut out, 0x1, 1, &[0x88]);
+        frame(&mut out, RST_STREAM, 1, &1u32.to_be_bytes());
+        // A DATA frame whose payload looks like an RST_STREAM is none.
+        let mut fake = Vec::new();
+        frame(&mut fake, RST_STREAM, 9, &7u32.to_be_bytes());
+        frame(&mut out, 0x0, 3, &fake);
+        frame(&mut out, 0x4, 0, &[]);
+        frame(&mut out, RST_STREAM, 5, &0xbu32.to_be_bytes());
+        for chunk in [1, 2, 5, 9, 13, 64, 4096] {
+            let mut scan = ResetScan::default();
+            let mut found = Vec::new();
+            for piece in out.chunks(chunk) {
+                scan.feed(piece, |stream, code| found.push((stream, code)));
+            }
+            assert_eq!(found, [(1, 1), (5, 0xb)], "{chunk}");
+        }
+    }
+}

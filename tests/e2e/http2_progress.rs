@@ -18,11 +18,13 @@ const WINDOW_UPDATE: u8 = 0x8;
 /// RST_STREAM's CANCEL (RFC 9113 §7).
 const CANCEL: u32 = 0x8;
 
-/// A service with a 1 s idle timeout serving a 2 MiB file and a small one.
+/// A service with a 1 s idle timeout serving a 2 MiB file, a 256 KiB one (read whole,
+/// and handed to hyper in one piece) and a small one.
 fn start() -> (App, SocketAddr) {
     let port = free_port();
     let app = spawn_app_with(|dir| {
         std::fs::write(dir.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+        std::fs::write(dir.join("whole.bin"), vec![7u8; 256 << 10]).unwrap();
         std::fs::write(dir.join("small.txt"), "small\n").unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
@@ -39,6 +41,7 @@ fn start() -> (App, SocketAddr) {
 #[derive(Debug)]
 struct Frame {
     kind: u8,
+    flags: u8,
     stream: u32,
     payload: Vec<u8>,
 }
@@ -78,6 +81,11 @@ impl Peer {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => self.closed = true,
         }
+        self.frames_read()
+    }
+
+    /// The whole frames among the bytes read so far.
+    fn frames_read(&mut self) -> Vec<Frame> {
         let mut frames = Vec::new();
         while self.read.len() >= 9 {
             let len = usize::from(self.read[0]) << 16
@@ -89,6 +97,7 @@ impl Peer {
             let stream = u32::from_be_bytes(self.read[5..9].try_into().unwrap()) & 0x7fff_ffff;
             frames.push(Frame {
                 kind: self.read[3],
+                flags: self.read[4],
                 stream,
                 payload: self.read[9..9 + len].to_vec(),
             });
@@ -242,5 +251,69 @@ fn a_stream_its_client_makes_no_room_for_is_reset_while_its_connection_goes_on()
                 && l.contains("cut short: the client took nothing for the idle timeout")),
         "{}",
         std::fs::read_to_string(&access_log).unwrap_or_default()
+    );
+}
+
+/// Response bytes going out are progress, however long ago the body handed them over: a
+/// client that takes a 256 KiB file (handed to hyper whole) at 20 KB/s, opening its
+/// window as it reads, gets all of it, though its stream's task ended at once and the
+/// idle timeout is 1 s.
+#[test]
+fn a_slow_download_is_progress_after_its_body_was_handed_over_whole() {
+    let (app, web) = start();
+    let mut out = preface(&[]);
+    frame(&mut out, 0x1, 0x5, 1, &request_head(0x82, "/whole.bin"));
+    let conn = TcpStream::connect(web).unwrap();
+    let mut peer = Peer {
+        conn,
+        read: Vec::new(),
+        closed: false,
+    };
+    peer.conn
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(peer.send(&out));
+    let started = Instant::now();
+    let (mut got, mut ended) = (0, false);
+    while !ended && !peer.closed && started.elapsed() < Duration::from_secs(40) {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = [0; 2048];
+        match peer.conn.read(&mut buf) {
+            Ok(0) => peer.closed = true,
+            Ok(n) => peer.read.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => peer.closed = true,
+        }
+        let mut reply = Vec::new();
+        for f in peer.frames_read() {
+            match f.kind {
+                DATA if f.stream == 1 => {
+                    got += f.payload.len();
+                    ended |= f.flags & 0x1 != 0;
+                    if !f.payload.is_empty() {
+                        let n = u32::try_from(f.payload.len()).unwrap().to_be_bytes();
+                        frame(&mut reply, WINDOW_UPDATE, 0, 0, &n);
+                        frame(&mut reply, WINDOW_UPDATE, 0, 1, &n);
+                    }
+                }
+                PING if f.flags & 0x1 == 0 => frame(&mut reply, PING, 0x1, 0, &f.payload),
+                RST_STREAM => panic!("the stream was reset after {got} bytes"),
+                _ => {}
+            }
+        }
+        if !reply.is_empty() {
+            peer.send(&reply);
+        }
+    }
+    assert!(
+        ended && got == 256 << 10,
+        "{got} bytes in {:?}, the end {ended}\n{}",
+        started.elapsed(),
+        app.log()
+    );
+    assert!(
+        started.elapsed() > Duration::from_secs(11),
+        "the download took {:?}: too fast to outlast an idle timeout and a close timeout",
+        started.elapsed()
     );
 }

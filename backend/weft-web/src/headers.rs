@@ -96,12 +96,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
     let mut lines = headers.get_all(header::TRANSFER_ENCODING).iter();
     let first = lines.next()?;
-    let more = lines.next().is_some();
-    if !more && first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+    if lines.next().is_none() && first.as_bytes().eq_ignore_ascii_case(b"chunked") {
         return None;
     }
+    // Empty members are allowed (RFC 9110 §5.6.1): `, chunked` is `chunked`.
     let named: Vec<&str> = list_members(headers, header::TRANSFER_ENCODING).collect();
-    Some(named.join(", "))
+    match named.as_slice() {
+        [only] if only.eq_ignore_ascii_case("chunked") => None,
+        _ => Some(named.join(", ")),
+    }
 }
 
 /// Joins several `Cookie` lines into one, with `; ` between them: an HTTP/2 client may
@@ -493,6 +496,7 @@ mod tests {
         assert_eq!(coding(&[]), None);
         assert_eq!(coding(&[("transfer-encoding", "chunked")]), None);
         assert_eq!(coding(&[("transfer-encoding", "Chunked")]), None);
+        assert_eq!(coding(&[("transfer-encoding", ", chunked")]), None);
         assert_eq!(
             coding(&[("transfer-encoding", "gzip, chunked")]).as_deref(),
             Some("gzip, chunked")

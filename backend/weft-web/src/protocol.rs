@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use weft::InspectedStream;
 
 use crate::server::heads::Scan;
-use crate::server::streams::{Resets, StreamTasks};
+use crate::server::streams::{Sent, StreamTasks};
 
 /// What the ALPN protocols of an `ssl:` listener offer, most preferred first.
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -105,9 +105,9 @@ pub(crate) struct Prefixed {
     stream: InspectedStream,
     /// HTTP/2: follows the frames read, to time request heads.
     heads: Option<Scan>,
-    /// HTTP/2: follows the frames written, to count the streams reset for the client's
-    /// errors.
-    resets: Option<Resets>,
+    /// HTTP/2: follows the frames written, for progress and the streams reset for the
+    /// client's errors.
+    sent: Option<Sent>,
 }
 
 impl Prefixed {
@@ -117,15 +117,15 @@ impl Prefixed {
             taken: 0,
             stream,
             heads: None,
-            resets: None,
+            sent: None,
         }
     }
 
     /// Feeds every byte read, the prefix included, to `scan`, and every byte written
-    /// to `resets`.
-    pub(crate) fn watching_frames(mut self, scan: Scan, resets: Resets) -> Self {
+    /// to `sent`.
+    pub(crate) fn watching_frames(mut self, scan: Scan, sent: Sent) -> Self {
         self.heads = Some(scan);
-        self.resets = Some(resets);
+        self.sent = Some(sent);
         self
     }
 }
@@ -162,8 +162,8 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(n)), Some(resets)) = (&polled, &mut this.resets) {
-            resets.feed(&buf[..*n]);
+        if let (Poll::Ready(Ok(n)), Some(sent)) = (&polled, &mut this.sent) {
+            sent.feed(&buf[..*n]);
         }
         polled
     }
@@ -175,11 +175,11 @@ impl AsyncWrite for Prefixed {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        if let (Poll::Ready(Ok(n)), Some(resets)) = (&polled, &mut this.resets) {
+        if let (Poll::Ready(Ok(n)), Some(sent)) = (&polled, &mut this.sent) {
             let mut left = *n;
             for buf in bufs {
                 let part = left.min(buf.len());
-                resets.feed(&buf[..part]);
+                sent.feed(&buf[..part]);
                 left -= part;
                 if left == 0 {
                     break;

@@ -436,6 +436,16 @@ pub(crate) async fn forward(
         let detail = marks.upstreams.get(i);
         match exchange(route, target, &mut outgoing, limits, marks.steps, detail).await {
             Ok(response) => {
+                // RFC 9112 §6.1: hyper undoes `chunked` only; a body in another coding
+                // would reach the client undone, its coding unsaid (nginx answers 502).
+                if let Some(coding) = untransferable(&response, outgoing.is_head()) {
+                    let err = UpstreamError::Exchange(
+                        target.upstream.url.clone(),
+                        format!("answered in a transfer coding other than chunked ({coding})"),
+                    );
+                    upstreams.failed(i, &err, &**recorder);
+                    return Err(err);
+                }
                 upstreams.succeeded(i);
                 break (i, response);
             }
@@ -459,19 +469,22 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
-    // RFC 9112 §6.1: hyper undoes `chunked` only; a body in another coding would reach
-    // the client undone, its coding unsaid (nginx answers 502 too).
-    if response.headers().contains_key(header::TRANSFER_ENCODING)
-        && let Some(coding) = other_transfer_coding(response.headers())
-    {
-        let err = UpstreamError::Exchange(
-            upstreams.targets[i].upstream.url.clone(),
-            format!("answered in a transfer coding other than chunked ({coding})"),
-        );
-        upstreams.failed(i, &err, &**recorder);
-        return Err(err);
-    }
     Ok(respond(route, &upstreams.targets[i], response))
+}
+
+/// The transfer coding of a response that has a body (not one to HEAD, nor a 1xx, 204 or
+/// 304), when it is anything but `chunked` alone.
+fn untransferable(response: &Response<Incoming>, to_head: bool) -> Option<String> {
+    let status = response.status();
+    if to_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || !response.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    other_transfer_coding(response.headers())
 }
 
 /// One upstream's part: a pooled connection, the request sent on it, the response head.

@@ -113,6 +113,11 @@ impl<'h> Outgoing<'h> {
         Ok(buffered)
     }
 
+    /// Whether the request is a HEAD: its response has no body, whatever its head says.
+    pub(super) fn is_head(&self) -> bool {
+        self.head.method == Method::HEAD
+    }
+
     /// Whether the client sent no body.
     pub(super) fn bodiless(&self) -> bool {
         self.bodiless

@@ -20,7 +20,7 @@ use super::State;
 use super::head_timer::HeadTimer;
 use super::heads;
 use super::request::handle;
-use super::streams::{Resets, StreamTasks};
+use super::streams::{Sent, StreamTasks};
 use crate::access_log::Entry;
 use crate::headers::Forwarding;
 use crate::metrics::{MethodLabel, Refusal};
@@ -124,7 +124,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             conn.multiplexed.set(true);
             let tasks = StreamTasks::new(state.clone(), transport.clone());
             let (scan, mut deadline) = heads::watch(request_timeout, transport.clone());
-            let io = io.watching_frames(scan, Resets::new(&tasks));
+            let io = io.watching_frames(scan, Sent::new(&tasks));
             let builder = protocol::h2_builder(limits.max_header_bytes, tasks);
             let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
             let streams = Streams {
@@ -148,8 +148,8 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         Ended::HeadTimedOut => head_timed_out(&state, &conn, &transport, started),
         Ended::ClientStalled(after) => {
             let message = format!(
-                "the HTTP/2 client took nothing and sent nothing for {after:?} after it was \
-                 told to go away (GOAWAY); closing gave up"
+                "the HTTP/2 client moved no request or response along for {after:?} after \
+                 it was told to go away (GOAWAY); closing gave up"
             );
             tracing::info!(connection = %conn.info.id, service = %state.name, "{message}");
             transport.abort_connection_with(CloseReason::SendTimeout);

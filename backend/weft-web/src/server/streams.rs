@@ -2,21 +2,26 @@
 //! connection.
 //!
 //! An HTTP/2 connection's idle timeout counts progress only (its transport counts
-//! activity by marks): a request head or request body bytes from the client
-//! (`heads::Scan`), a response head or body bytes handed to hyper, a stream ended. A PING, a
-//! SETTINGS or a WINDOW_UPDATE is no progress: a client that sends only those, with or
+//! activity by marks): request frames read (a HEADERS, a DATA with bytes: `heads::Scan`)
+//! and response frames written (the same: [`Sent`]). A PING, a SETTINGS or a
+//! WINDOW_UPDATE is no progress, either way: a client that sends only those, with or
 //! without streams it will not take, is idle, and after its GOAWAY it is given up as one
 //! that stopped cooperating (`connection::until_closed`).
 //!
 //! One stream can also stall while its connection makes progress: a client that opens no
 //! flow-control window for a response (a SETTINGS_INITIAL_WINDOW_SIZE of 0) holds the
 //! response's file or upstream connection, while its other streams keep the connection
-//! busy. A stream whose response (its head, or its body's bytes) went to hyper and was
-//! not followed by a poll of its body (which hyper makes only once the client has room),
-//! for the connection's idle timeout, is reset: its task is dropped, which hyper
-//! answers with RST_STREAM (CANCEL). It is counted as refused `send_timeout` and logged as
-//! cut short, as an HTTP/1.1 connection whose client stops reading is closed (nginx's
-//! `send_timeout`).
+//! busy. hyper polls a response body for its next piece only once h2 has room for it
+//! (the client's window, less what is still buffered for the stream): a stream whose
+//! response head or last piece went to hyper and whose body was not polled again for the
+//! connection's idle timeout is reset: its task is dropped, which hyper answers with
+//! RST_STREAM (CANCEL). So a stream must take a piece of its response (64 KiB at most: a
+//! file's chunk, an upstream's read) within `idle_timeout`, about 1 KiB/s at the default
+//! 60 s. It is counted as refused `send_timeout` and logged as cut short, as an HTTP/1.1
+//! connection whose client stops reading is closed (nginx's `send_timeout`). The last
+//! piece is not timed here: once a body has handed over its last piece the stream's task
+//! ends, its file or upstream connection freed, and what h2 still holds for the client is
+//! the connection's to send, under its idle timeout.
 //!
 //! The response body ([`Logged`](crate::access_log::Logged)) says when it is made and
 //! what each of its polls did through a thread-local, which the stream's task reads after
@@ -121,9 +126,9 @@ struct Watched<F> {
     /// Boxed, so that a stalled stream's can be dropped while its task ends.
     future: Option<Pin<Box<F>>>,
     connection: Rc<Connection>,
-    /// Set when the response (its head, or body bytes) went to hyper and the body was not
-    /// polled again: the deadline by which it must be, or the stream is reset (boxed: most
-    /// streams never wait on their client).
+    /// Set when the response (its head, or a piece of its body) went to hyper and the
+    /// body was not polled again: the deadline by which it must be, or the stream is reset
+    /// (boxed: most streams never wait on their client).
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
@@ -138,12 +143,10 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         BODY.set(BodyPoll::Untouched);
         if future.as_mut().poll(cx).is_ready() {
             this.future = None;
-            this.connection.transport.mark_activity();
             return Poll::Ready(());
         }
         match BODY.get() {
             BodyPoll::Gave => {
-                this.connection.transport.mark_activity();
                 if let Some(limit) = this.connection.stall_limit {
                     let at = Instant::now() + limit;
                     match &mut this.stalled {
@@ -166,8 +169,8 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         tracing::info!(
             connection = %connection.transport.id(),
             service = %connection.state.name,
-            "an HTTP/2 client made no room for a response for {:?} (no WINDOW_UPDATE); \
-             its stream was reset",
+            "an HTTP/2 client took nothing more of a response for {:?} (its window stayed \
+             shut); its stream was reset",
             connection.stall_limit.unwrap_or_default(),
         );
         // Dropping the stream's future drops its response body, which logs the request
@@ -179,22 +182,24 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
     }
 }
 
-/// RST_STREAM (RFC 9113 §6.4).
+/// Frame types (RFC 9113 §6).
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 /// A frame header: length (24 bits), type, flags, stream.
 const FRAME_HEADER_LEN: usize = 9;
 
 /// The error codes (RFC 9113 §7) hyper resets a stream with for the client's fault: a
-/// malformed request (PROTOCOL_ERROR), a frame past the window (FLOW_CONTROL_ERROR), on a
-/// closed stream (STREAM_CLOSED) or of the wrong size (FRAME_SIZE_ERROR), a stream past
-/// SETTINGS_MAX_CONCURRENT_STREAMS (REFUSED_STREAM), a field block it cannot take
-/// (COMPRESSION_ERROR), or abuse (ENHANCE_YOUR_CALM). NO_ERROR (a request answered before
-/// its body was read, RFC 9113 §8.1) and CANCEL (a stream given up on here) are not.
+/// malformed request (PROTOCOL_ERROR), a frame past the window (FLOW_CONTROL_ERROR) or of
+/// the wrong size (FRAME_SIZE_ERROR), a stream past SETTINGS_MAX_CONCURRENT_STREAMS
+/// (REFUSED_STREAM), a field block it cannot take (COMPRESSION_ERROR), or abuse
+/// (ENHANCE_YOUR_CALM). NO_ERROR (a request answered before its body was read, RFC 9113
+/// §8.1) and CANCEL (a stream given up on here) are not, nor is STREAM_CLOSED: a frame
+/// the client sent before it heard of a reset draws it.
 fn client_fault(code: u32) -> Option<&'static str> {
     Some(match code {
         0x1 => "PROTOCOL_ERROR",
         0x3 => "FLOW_CONTROL_ERROR",
-        0x5 => "STREAM_CLOSED",
         0x6 => "FRAME_SIZE_ERROR",
         0x7 => "REFUSED_STREAM",
         0x9 => "COMPRESSION_ERROR",
@@ -203,44 +208,56 @@ fn client_fault(code: u32) -> Option<&'static str> {
     })
 }
 
-/// Follows the frames an HTTP/2 connection writes to its client and counts each stream
-/// it resets for the client's fault: the h2 crate sends those resets itself, and tells
-/// hyper nothing of them.
-pub(crate) struct Resets {
+/// Follows the frames an HTTP/2 connection writes to its client: a response head or
+/// body bytes are progress, and each stream it resets for the client's fault is counted
+/// (the h2 crate sends those resets itself, and tells hyper nothing of them).
+pub(crate) struct Sent {
     connection: Rc<Connection>,
-    scan: ResetScan,
+    scan: FrameScan,
 }
 
-impl Resets {
+impl Sent {
     /// For the connection whose streams `tasks` runs.
     pub(crate) fn new(tasks: &StreamTasks) -> Self {
         Self {
             connection: tasks.0.clone(),
-            scan: ResetScan::default(),
+            scan: FrameScan::default(),
         }
     }
 
     /// Follows `bytes`, the next the connection wrote.
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         let connection = &self.connection;
-        self.scan.feed(bytes, |stream, code| {
-            let Some(name) = client_fault(code) else {
-                return;
-            };
-            connection.state.recorder.refused(Refusal::StreamError);
-            weft::observe::report_error(
-                connection.transport.info(),
-                weft::observe::ErrorKind::BadFrame,
-                format!("HTTP/2 stream {stream} reset for the client's error: {name}"),
-            );
+        self.scan.feed(bytes, |seen| match seen {
+            Seen::Progress => connection.transport.mark_activity(),
+            Seen::Reset { stream, code } => {
+                let Some(name) = client_fault(code) else {
+                    return;
+                };
+                connection.state.recorder.refused(Refusal::StreamError);
+                weft::observe::report_error(
+                    connection.transport.info(),
+                    weft::observe::ErrorKind::BadFrame,
+                    format!("HTTP/2 stream {stream} reset for the client's error: {name}"),
+                );
+            }
         });
     }
 }
 
-/// Finds the RST_STREAM frames in a byte stream of frames, without copying or keeping
-/// anything but the frame header being read.
+/// What [`FrameScan`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// The start of a HEADERS frame, or of a DATA frame with bytes.
+    Progress,
+    /// An RST_STREAM.
+    Reset { stream: u32, code: u32 },
+}
+
+/// Follows a byte stream of HTTP/2 frames without copying or keeping anything but the
+/// frame header being read (and an RST_STREAM's error code).
 #[derive(Default)]
-struct ResetScan {
+struct FrameScan {
     /// The frame header being read, or an RST_STREAM's header and error code.
     frame: [u8; FRAME_HEADER_LEN + 4],
     have: usize,
@@ -248,10 +265,9 @@ struct ResetScan {
     payload_left: usize,
 }
 
-impl ResetScan {
-    /// Follows `bytes`, calling `reset` with the stream and the error code of each
-    /// RST_STREAM that ends in them.
-    fn feed(&mut self, mut bytes: &[u8], mut reset: impl FnMut(u32, u32)) {
+impl FrameScan {
+    /// Follows `bytes`, telling `seen` of each frame of note they hold.
+    fn feed(&mut self, mut bytes: &[u8], mut seen: impl FnMut(Seen)) {
         while !bytes.is_empty() {
             if self.payload_left > 0 {
                 let n = self.payload_left.min(bytes.len());
@@ -274,13 +290,17 @@ impl ResetScan {
                 if kind == RST_STREAM && len == 4 {
                     continue;
                 }
+                if kind == HEADERS || kind == DATA && len > 0 {
+                    seen(Seen::Progress);
+                }
                 self.payload_left = len;
                 self.have = 0;
             } else if self.have == FRAME_HEADER_LEN + 4 {
                 self.have = 0;
                 let f = &self.frame;
                 let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
-                reset(stream, u32::from_be_bytes([f[9], f[10], f[11], f[12]]));
+                let code = u32::from_be_bytes([f[9], f[10], f[11], f[12]]);
+                seen(Seen::Reset { stream, code });
             }
         }
     }
@@ -299,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn every_reset_is_found_however_the_writes_cut_the_frames() {
+    fn heads_data_and_resets_are_found_however_the_writes_cut_the_frames() {
         let mut out = Vec::new();
         frame(&mut out, 0x4, 0, &[0; 12]);
         frame(&mut out, 0x1, 1, &[0x88]);
@@ -309,14 +329,21 @@ mod tests {
         frame(&mut fake, RST_STREAM, 9, &7u32.to_be_bytes());
         frame(&mut out, 0x0, 3, &fake);
         frame(&mut out, 0x4, 0, &[]);
+        frame(&mut out, 0x6, 0, &[0; 8]);
+        frame(&mut out, DATA, 5, &[]);
         frame(&mut out, RST_STREAM, 5, &0xbu32.to_be_bytes());
+        let reset = |stream, code| Seen::Reset { stream, code };
         for chunk in [1, 2, 5, 9, 13, 64, 4096] {
-            let mut scan = ResetScan::default();
+            let mut scan = FrameScan::default();
             let mut found = Vec::new();
             for piece in out.chunks(chunk) {
-                scan.feed(piece, |stream, code| found.push((stream, code)));
+                scan.feed(piece, |seen| found.push(seen));
             }
-            assert_eq!(found, [(1, 1), (5, 0xb)], "{chunk}");
+            assert_eq!(
+                found,
+                [Seen::Progress, reset(1, 1), Seen::Progress, reset(5, 0xb)],
+                "{chunk}"
+            );
         }
     }
 }

@@ -13,8 +13,8 @@
 //! response's file or upstream connection, while its other streams keep the connection
 //! busy. hyper polls a response body for its next piece only once h2 has room for it
 //! (the client's window, less what is still buffered for the stream): a stream whose
-//! response head or last piece went to hyper and whose body was not polled again for the
-//! connection's idle timeout is reset: its task is dropped, which hyper answers with
+//! response head, or latest piece, went to hyper and whose body was not polled again for
+//! the connection's idle timeout is reset: its task is dropped, which hyper answers with
 //! RST_STREAM (CANCEL). So a stream must take a piece of its response (64 KiB at most: a
 //! file's chunk, an upstream's read) within `idle_timeout`, about 1 KiB/s at the default
 //! 60 s. It is counted as refused `send_timeout` and logged as cut short, as an HTTP/1.1

@@ -205,3 +205,44 @@ fn reloads_that_change_a_forwarding_service_leave_no_upstream_port_open_behind_t
         app.sockets()
     );
 }
+
+/// The zones of a service are held once, however many reactors run it: each reactor's
+/// server shares them with the service's settings instead of holding a copy. With two
+/// reactors a 100,000-record zone grew the process by about 4.6 KB a record (three
+/// copies); it now grows it by under 3 KB (about 1.8 KB here), and is answered from.
+#[test]
+fn a_large_zone_is_held_once_however_many_reactors_serve_it() {
+    const RECORDS: usize = 100_000;
+    let mut big = String::from(
+        "$ORIGIN big.test.\n$TTL 3600\n@ IN SOA ns1 hostmaster 1 3600 600 86400 300\n\
+         @ IN NS ns1\nns1 IN A 192.0.2.1\n",
+    );
+    for i in 0..RECORDS {
+        big.push_str(&format!(
+            "h{i} IN A 10.{}.{}.{}\n",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ));
+    }
+    let small = "$ORIGIN big.test.\n$TTL 3600\n@ IN SOA ns1 hostmaster 1 3600 600 86400 300\n\
+                 @ IN NS ns1\nns1 IN A 192.0.2.1\n";
+    let rss = |zone: &str| {
+        let port = free_port();
+        let service = dns_service("dns", port).zone("big.test.zone", zone);
+        let app = spawn_app_with(|dir| format!("{}\n[gateway]\nreactors = 2\n", service.toml(dir)));
+        (app.rss_kib(), app, port)
+    };
+    let (base, _, _) = rss(small);
+    let (with_zone, _app, port) = rss(&big);
+    let per_record = (with_zone.saturating_sub(base) * 1024) / RECORDS as u64;
+    assert!(
+        per_record < 3000,
+        "{per_record} bytes a record: {base} KiB with an empty zone, {with_zone} KiB with \
+         {RECORDS} records"
+    );
+    assert_eq!(
+        dig(port, &["h99999.big.test", "A", "+short"]).trim(),
+        "10.1.134.159"
+    );
+}

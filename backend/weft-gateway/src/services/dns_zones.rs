@@ -8,6 +8,8 @@
 //! ([`first_failure`]). When a reload is applied, each zone whose serial changed is
 //! announced to the service's `notify` peers (RFC 1996); an unchanged serial sends nothing.
 
+use std::sync::Arc;
+
 use weft::Reactor;
 use weft_names::transfer::{ZoneReload, notify};
 use weft_names::{Catalog, ServiceMetrics, Zone};
@@ -56,8 +58,9 @@ pub(crate) fn carry_over(
         };
         let counters = metrics(env, &name);
         let before = running.map(|r| r.config.zones.zones());
-        let old_zone =
-            |file: &std::path::Path| -> Option<&Zone> { before?.iter().find(|z| z.file() == file) };
+        let old_zone = |file: &std::path::Path| -> Option<&Arc<Zone>> {
+            before?.iter().find(|z| z.file() == file)
+        };
         let mut zones = Catalog::default();
         for file in &settings.zone_files {
             let zone = match settings.failed.iter().find(|f| f.file == *file) {

@@ -20,6 +20,7 @@ mod walk;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
@@ -203,9 +204,13 @@ impl Zone {
 }
 
 /// The zones of one service.
+///
+/// Each zone is shared: the catalog is cloned for every reactor that runs the service
+/// (and kept in the service's settings besides), and a zone of a million records is
+/// hundreds of megabytes, so a clone copies pointers, never records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
-    zones: Vec<Zone>,
+    zones: Vec<Arc<Zone>>,
 }
 
 impl Catalog {
@@ -218,13 +223,15 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Adds `zone`.
-    pub fn add(&mut self, zone: Zone) -> Result<(), NamesError> {
+    /// Adds `zone`: a zone, or one shared with another catalog (a zone kept across a
+    /// reload).
+    pub fn add(&mut self, zone: impl Into<Arc<Zone>>) -> Result<(), NamesError> {
+        let zone = zone.into();
         if let Some(other) = self.zones.iter().find(|z| z.origin == zone.origin) {
             return Err(NamesError::DuplicateZone {
                 origin: zone.origin.to_string(),
                 first: other.file.clone(),
-                second: zone.file,
+                second: zone.file.clone(),
             });
         }
         self.zones.push(zone);
@@ -232,7 +239,7 @@ impl Catalog {
     }
 
     /// The zones, in the order added.
-    pub fn zones(&self) -> &[Zone] {
+    pub fn zones(&self) -> &[Arc<Zone>] {
         &self.zones
     }
 
@@ -242,6 +249,7 @@ impl Catalog {
             .iter()
             .filter(|z| z.origin.zone_of(name))
             .max_by_key(|z| z.origin.num_labels())
+            .map(|z| &**z)
     }
 }
 

@@ -145,6 +145,25 @@ fn the_catalog_picks_the_longest_origin() {
 }
 
 #[test]
+fn a_catalog_s_clones_and_a_zone_kept_across_a_reload_share_its_records() {
+    let mut catalog = Catalog::default();
+    catalog.add(example()).unwrap();
+    // A clone for each reactor that runs the service.
+    let clone = catalog.clone();
+    assert!(std::sync::Arc::ptr_eq(
+        &catalog.zones()[0],
+        &clone.zones()[0]
+    ));
+    // A zone kept across a reload goes into the new catalog as it is.
+    let mut next = Catalog::default();
+    next.add(catalog.zones()[0].clone()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &catalog.zones()[0],
+        &next.zones()[0]
+    ));
+}
+
+#[test]
 fn errors_name_the_line_and_what_to_do() {
     let at = |extra: &str| error(&format!("{HEAD}{extra}"));
     assert_eq!(at("www A 300.1.1.1\n").0, 4);

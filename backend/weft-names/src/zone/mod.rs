@@ -129,12 +129,13 @@ impl Zone {
             lower_origin: lower_origin.clone(),
             file: file.to_owned(),
         };
-        for at in &records {
+        // Each record moves into the zone: a large zone is never held twice.
+        for at in records {
             let record = &at.record;
             let owner = LowerName::new(&record.name);
             if !lower_origin.zone_of(&owner) {
                 return Err(err(
-                    at,
+                    &at,
                     format!("{} is outside the zone {}", record.name, zone.origin),
                 ));
             }
@@ -143,7 +144,7 @@ impl Zone {
                 // RFC 4592 section 4.2: a wildcard NS set delegates nothing a resolver
                 // can follow; BIND and NSD refuse it too.
                 return Err(err(
-                    at,
+                    &at,
                     format!(
                         "{} is a wildcard: it cannot hold {rtype} records",
                         record.name
@@ -158,7 +159,7 @@ impl Zone {
                 || (is_cname && !at_owner.is_empty())
             {
                 return Err(err(
-                    at,
+                    &at,
                     format!(
                         "{} has a CNAME and other records; a CNAME must be alone at its name",
                         record.name
@@ -166,7 +167,7 @@ impl Zone {
                 ));
             }
             if !at_owner.contains(record) {
-                at_owner.push(record.clone());
+                at_owner.push(at.record);
             }
             if rtype == RecordType::NS && owner != lower_origin {
                 zone.cuts.insert(owner.clone());

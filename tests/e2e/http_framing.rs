@@ -142,6 +142,11 @@ fn upstream_framing_the_client_cannot_get_as_it_is_is_502_and_its_version_is_not
         site.app.log()
     );
 
+    // A response to HEAD has no body to undo, whatever its head says.
+    let mut client = RawClient::connect(site.web);
+    client.send(b"HEAD /gzip/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.read_head().status, 200);
+
     // Trailers end a response whole.
     let reply = exchange(site.web, "GET /trailers/x HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_eq!((reply.status, reply.text().as_str()), (200, "hello"));

@@ -1,8 +1,8 @@
 //! Message framing across the proxy, as RFC 9110, 9112 and 9113 require of an
 //! intermediary: transfer codings it cannot undo are refused, cookies an HTTP/2 client
 //! split are joined, the client hears this service's HTTP version, an HTTP/2 field value
-//! with whitespace at an edge is malformed, `Expect` stays on its hop, and a response
-//! that ends with trailers is logged as whole.
+//! with whitespace at an edge is malformed, `Expect` stays on its hop, `Via` names this
+//! gateway, and a response that ends with trailers is logged as whole.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -115,6 +115,8 @@ fn a_request_in_a_transfer_coding_other_than_chunked_is_501_and_never_forwarded(
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert!(reply.text().ends_with("body=abc"), "{}", reply.text());
     assert_eq!(site.up.header(0, "expect"), Vec::<String>::new());
+    // RFC 9110 §7.6.3: a gateway says so in each request it forwards.
+    assert_eq!(site.up.header(0, "via"), ["1.1 weft"]);
 }
 
 #[test]
@@ -203,6 +205,7 @@ fn cookies_an_http2_client_split_reach_the_upstream_joined_and_edge_whitespace_i
         "the malformed request was not forwarded"
     );
     assert_eq!(site.up.header(0, "cookie"), ["a=1; b=2"]);
+    assert_eq!(site.up.header(0, "via"), ["2 weft"]);
     assert_eventually!(
         refused(&site.app, "malformed") == Some(1.0),
         "{}",

@@ -174,6 +174,20 @@ pub fn add_forwarded(
     Forwarding::new(client, secure).add(headers, host);
 }
 
+/// Adds this proxy to `Via`, after any an earlier proxy put there: a gateway MUST say so
+/// in each request it forwards (RFC 9110 §7.6.3), with the protocol the request came in
+/// (`1.1`, or `2` for HTTP/2) and a pseudonym for itself rather than its host name.
+pub fn add_via(headers: &mut HeaderMap, received: http::Version) {
+    let via = match received {
+        http::Version::HTTP_2 => "2 weft",
+        http::Version::HTTP_10 => "1.0 weft",
+        http::Version::HTTP_09 => "0.9 weft",
+        http::Version::HTTP_3 => "3 weft",
+        _ => "1.1 weft",
+    };
+    append_member(headers, header::VIA, HeaderValue::from_static(via));
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -487,6 +501,22 @@ mod tests {
         assert_eq!(
             one.get_all("cookie").iter().collect::<Vec<_>>(),
             ["a=1; b=2"]
+        );
+    }
+
+    #[test]
+    fn via_names_this_proxy_after_an_earlier_one_rfc9110_7_6_3() {
+        let mut headers = map(&[]);
+        add_via(&mut headers, http::Version::HTTP_11);
+        assert_eq!(
+            headers.get_all("via").iter().collect::<Vec<_>>(),
+            ["1.1 weft"]
+        );
+        let mut headers = map(&[("via", "1.0 fred"), ("via", "1.1 p.example.net")]);
+        add_via(&mut headers, http::Version::HTTP_2);
+        assert_eq!(
+            headers.get_all("via").iter().collect::<Vec<_>>(),
+            ["1.0 fred, 1.1 p.example.net, 2 weft"]
         );
     }
 

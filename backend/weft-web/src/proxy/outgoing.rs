@@ -12,7 +12,7 @@ use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
-use crate::headers::{Forwarding, drop_underscored, join_cookies, strip_hop_by_hop};
+use crate::headers::{Forwarding, add_via, drop_underscored, join_cookies, strip_hop_by_hop};
 use crate::metrics::BodyBuffered;
 
 /// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
@@ -60,7 +60,11 @@ impl<'h> Outgoing<'h> {
         // The client was told to go on (100 Continue) by hyper as its body was read; the
         // upstream is not to wait for a go-ahead of its own (nginx clears it too).
         headers.remove(header::EXPECT);
+        // Room for the forwarding fields and `Via` at once: a map from the parser has none
+        // to spare, and each growth moves every field.
+        headers.reserve(5);
         forwarding.add(headers, host.as_ref());
+        add_via(headers, head.version);
         let bodiless = body.is_end_stream();
         // Nothing to read of a body that has ended (none came): sent as none.
         let body = if bodiless {

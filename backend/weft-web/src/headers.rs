@@ -181,8 +181,6 @@ pub fn add_via(headers: &mut HeaderMap, received: http::Version) {
     let via = match received {
         http::Version::HTTP_2 => "2 weft",
         http::Version::HTTP_10 => "1.0 weft",
-        http::Version::HTTP_09 => "0.9 weft",
-        http::Version::HTTP_3 => "3 weft",
         _ => "1.1 weft",
     };
     append_member(headers, header::VIA, HeaderValue::from_static(via));

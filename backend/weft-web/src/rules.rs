@@ -54,9 +54,7 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
     if head.version < Version::HTTP_2 {
         // RFC 9112 §6.1: hyper undoes `chunked` only; a body in any other coding could be
         // neither served nor passed on as it is, its framing gone. nginx answers 501 too.
-        if head.headers.contains_key(header::TRANSFER_ENCODING)
-            && other_transfer_coding(&head.headers).is_some()
-        {
+        if other_transfer_coding(&head.headers).is_some() {
             return Err(Refused {
                 status: StatusCode::NOT_IMPLEMENTED,
                 reason: Refusal::TransferCoding,

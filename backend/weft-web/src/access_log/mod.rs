@@ -74,8 +74,8 @@ pub(crate) enum Cut {
     /// The connection ended first: the client went away, or the connection was aborted
     /// (at the shutdown deadline, or from the dashboard).
     ConnectionClosed,
-    /// Over HTTP/2, the client made no room for the response for the idle timeout: the
-    /// stream was reset.
+    /// Over HTTP/2, the client took no next piece of the response within the idle
+    /// timeout: the stream was reset.
     SendTimeout,
 }
 

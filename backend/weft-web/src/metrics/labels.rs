@@ -117,9 +117,9 @@ pub enum Refusal {
     /// A request target longer than hyper takes (65,534 bytes), in a head within
     /// `max_header_bytes` (414).
     UriTooLong,
-    /// An HTTP/2 response the client made no room for (no WINDOW_UPDATE) for the idle
-    /// timeout, while its connection went on: the stream was reset, as an HTTP/1.1
-    /// connection whose client stops reading is closed.
+    /// An HTTP/2 response of which the client took no next piece within the idle timeout
+    /// (its window kept shut) while its connection went on: the stream was reset, as an
+    /// HTTP/1.1 connection whose client stops reading is closed.
     SendTimeout,
     /// An HTTP/1.1 request in a transfer coding other than `chunked` alone (`gzip,
     /// chunked`): 501, as its body can be neither served nor passed on.

@@ -480,7 +480,6 @@ fn untransferable(response: &Response<Incoming>, to_head: bool) -> Option<String
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
-        || !response.headers().contains_key(header::TRANSFER_ENCODING)
     {
         return None;
     }

@@ -5,9 +5,9 @@
 //! END_HEADERS (RFC 9113 §4.3), and no other frame may come in between (§6.10): a client
 //! that opens a head and never ends it holds the whole connection, and hyper waits for it
 //! forever with what it has buffered. A [`Scan`], fed what the client sends as hyper
-//! reads it (`protocol::Prefixed`), follows the frame headers without copying or
-//! buffering anything and notes when the head being received began; [`Deadline`] tells
-//! the connection's driver when that head is `request_timeout` old.
+//! reads it (`protocol::Prefixed`), follows the frame headers (`frames`) and notes when
+//! the head being received began; [`Deadline`] tells the connection's driver when that
+//! head is `request_timeout` old.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -18,26 +18,14 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use weft::Transport;
 
-/// The client connection preface (RFC 9113 §3.4), which comes before the first frame.
-const PREFACE_LEN: usize = 24;
-/// A frame header: length (24 bits), type, flags, stream (RFC 9113 §4.1).
-const FRAME_HEADER_LEN: usize = 9;
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const PUSH_PROMISE: u8 = 0x5;
-const CONTINUATION: u8 = 0x9;
+use super::frames::{CONTINUATION, DATA, Frames, HEADERS, PREFACE_LEN, PUSH_PROMISE, Seen};
+
 const END_HEADERS: u8 = 0x4;
 
 /// Follows the frames of the client's byte stream.
 #[derive(Debug)]
 pub(crate) struct Scan {
-    /// Preface bytes still to pass.
-    preface_left: usize,
-    /// The frame header being read.
-    header: [u8; FRAME_HEADER_LEN],
-    header_len: usize,
-    /// Payload bytes of the current frame still to pass.
-    payload_left: usize,
+    frames: Frames,
     /// Whether the current frame ends a head (it carries END_HEADERS).
     ends_head: bool,
     /// When the head being received began; shared with the [`Deadline`].
@@ -50,75 +38,46 @@ pub(crate) struct Scan {
 impl Scan {
     fn new(open_since: Rc<Cell<Option<Instant>>>, progress: Option<Transport>) -> Self {
         Self {
-            progress,
-            preface_left: PREFACE_LEN,
-            header: [0; FRAME_HEADER_LEN],
-            header_len: 0,
-            payload_left: 0,
+            frames: Frames::after(PREFACE_LEN),
             ends_head: false,
             open_since,
+            progress,
         }
     }
 
     /// Follows `bytes`, the next the client sent (just received: a head that begins in
     /// them began now).
-    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            let n = if self.preface_left > 0 {
-                let n = self.preface_left.min(bytes.len());
-                self.preface_left -= n;
-                n
-            } else if self.payload_left > 0 {
-                let n = self.payload_left.min(bytes.len());
-                self.payload_left -= n;
-                if self.payload_left == 0 {
-                    self.frame_ended();
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        let Self {
+            frames,
+            ends_head,
+            open_since,
+            progress,
+        } = self;
+        frames.feed(bytes, |seen| match seen {
+            Seen::Began { kind, flags, len } => {
+                let progressed = match kind {
+                    DATA => len > 0,
+                    HEADERS | CONTINUATION => true,
+                    _ => false,
+                };
+                if progressed && let Some(transport) = progress {
+                    transport.mark_activity();
                 }
-                n
-            } else {
-                let n = (FRAME_HEADER_LEN - self.header_len).min(bytes.len());
-                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-                self.header_len += n;
-                if self.header_len == FRAME_HEADER_LEN {
-                    self.header_len = 0;
-                    self.frame_began();
+                *ends_head = false;
+                match kind {
+                    HEADERS | PUSH_PROMISE => {
+                        // The clock is read only here, not per read.
+                        open_since.set(Some(Instant::now()));
+                        *ends_head = flags & END_HEADERS != 0;
+                    }
+                    CONTINUATION => *ends_head = flags & END_HEADERS != 0,
+                    _ => {}
                 }
-                n
-            };
-            bytes = &bytes[n..];
-        }
-    }
-
-    fn frame_began(&mut self) {
-        let [l0, l1, l2, kind, flags, ..] = self.header;
-        self.payload_left = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
-        self.ends_head = false;
-        let progress = match kind {
-            DATA => self.payload_left > 0,
-            HEADERS | CONTINUATION => true,
-            _ => false,
-        };
-        if progress && let Some(transport) = &self.progress {
-            transport.mark_activity();
-        }
-        match kind {
-            HEADERS | PUSH_PROMISE => {
-                // The clock is read only here, not per read.
-                self.open_since.set(Some(Instant::now()));
-                self.ends_head = flags & END_HEADERS != 0;
             }
-            CONTINUATION => self.ends_head = flags & END_HEADERS != 0,
-            _ => {}
-        }
-        if self.payload_left == 0 {
-            self.frame_ended();
-        }
-    }
-
-    fn frame_ended(&mut self) {
-        if self.ends_head {
-            self.open_since.set(None);
-        }
+            Seen::Ended if *ends_head => open_since.set(None),
+            Seen::Ended | Seen::Reset { .. } => {}
+        });
     }
 }
 
@@ -165,6 +124,7 @@ impl Deadline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::frames::FRAME_HEADER_LEN;
 
     fn frame(kind: u8, flags: u8, payload_len: usize) -> Vec<u8> {
         let len = u32::try_from(payload_len).unwrap().to_be_bytes();

@@ -18,6 +18,7 @@
 //! task's, so it stays listed, and closable, until the tunnel ends.
 
 mod connection;
+mod frames;
 mod head_timer;
 pub(crate) mod heads;
 mod request;

@@ -39,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 use weft::Transport;
 
 use super::State;
+use super::frames::{DATA, Frames, HEADERS, Seen};
 use crate::metrics::Refusal;
 
 /// What the response body being polled last did, in the stream's task that polls it.
@@ -182,13 +183,6 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
     }
 }
 
-/// Frame types (RFC 9113 §6).
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-/// A frame header: length (24 bits), type, flags, stream.
-const FRAME_HEADER_LEN: usize = 9;
-
 /// The error codes (RFC 9113 §7) hyper resets a stream with for the client's fault: a
 /// malformed request (PROTOCOL_ERROR), a frame past the window (FLOW_CONTROL_ERROR) or of
 /// the wrong size (FRAME_SIZE_ERROR), a stream past SETTINGS_MAX_CONCURRENT_STREAMS
@@ -213,7 +207,7 @@ fn client_fault(code: u32) -> Option<&'static str> {
 /// (the h2 crate sends those resets itself, and tells hyper nothing of them).
 pub(crate) struct Sent {
     connection: Rc<Connection>,
-    scan: FrameScan,
+    frames: Frames,
 }
 
 impl Sent {
@@ -221,15 +215,22 @@ impl Sent {
     pub(crate) fn new(tasks: &StreamTasks) -> Self {
         Self {
             connection: tasks.0.clone(),
-            scan: FrameScan::default(),
+            frames: Frames::default(),
         }
     }
 
     /// Follows `bytes`, the next the connection wrote.
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         let connection = &self.connection;
-        self.scan.feed(bytes, |seen| match seen {
-            Seen::Progress => connection.transport.mark_activity(),
+        self.frames.feed(bytes, |seen| match seen {
+            Seen::Began { kind: HEADERS, .. }
+            | Seen::Began {
+                kind: DATA,
+                len: 1..,
+                ..
+            } => {
+                connection.transport.mark_activity();
+            }
             Seen::Reset { stream, code } => {
                 let Some(name) = client_fault(code) else {
                     return;
@@ -241,109 +242,7 @@ impl Sent {
                     format!("HTTP/2 stream {stream} reset for the client's error: {name}"),
                 );
             }
+            Seen::Began { .. } | Seen::Ended => {}
         });
-    }
-}
-
-/// What [`FrameScan`] found.
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    /// The start of a HEADERS frame, or of a DATA frame with bytes.
-    Progress,
-    /// An RST_STREAM.
-    Reset { stream: u32, code: u32 },
-}
-
-/// Follows a byte stream of HTTP/2 frames without copying or keeping anything but the
-/// frame header being read (and an RST_STREAM's error code).
-#[derive(Default)]
-struct FrameScan {
-    /// The frame header being read, or an RST_STREAM's header and error code.
-    frame: [u8; FRAME_HEADER_LEN + 4],
-    have: usize,
-    /// Payload bytes of the current frame still to pass (past what `frame` keeps).
-    payload_left: usize,
-}
-
-impl FrameScan {
-    /// Follows `bytes`, telling `seen` of each frame of note they hold.
-    fn feed(&mut self, mut bytes: &[u8], mut seen: impl FnMut(Seen)) {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let n = self.payload_left.min(bytes.len());
-                self.payload_left -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            let want = if self.have >= FRAME_HEADER_LEN && self.frame[3] == RST_STREAM {
-                FRAME_HEADER_LEN + 4
-            } else {
-                FRAME_HEADER_LEN
-            };
-            let n = (want - self.have).min(bytes.len());
-            self.frame[self.have..self.have + n].copy_from_slice(&bytes[..n]);
-            self.have += n;
-            bytes = &bytes[n..];
-            if self.have == FRAME_HEADER_LEN {
-                let [l0, l1, l2, kind, ..] = self.frame;
-                let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
-                if kind == RST_STREAM && len == 4 {
-                    continue;
-                }
-                if kind == HEADERS || kind == DATA && len > 0 {
-                    seen(Seen::Progress);
-                }
-                self.payload_left = len;
-                self.have = 0;
-            } else if self.have == FRAME_HEADER_LEN + 4 {
-                self.have = 0;
-                let f = &self.frame;
-                let stream = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
-                let code = u32::from_be_bytes([f[9], f[10], f[11], f[12]]);
-                seen(Seen::Reset { stream, code });
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(out: &mut Vec<u8>, kind: u8, stream: u32, payload: &[u8]) {
-        let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-        out.extend_from_slice(&len[1..]);
-        out.extend_from_slice(&[kind, 0]);
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-    }
-
-    #[test]
-    fn heads_data_and_resets_are_found_however_the_writes_cut_the_frames() {
-        let mut out = Vec::new();
-        frame(&mut out, 0x4, 0, &[0; 12]);
-        frame(&mut out, 0x1, 1, &[0x88]);
-        frame(&mut out, RST_STREAM, 1, &1u32.to_be_bytes());
-        // A DATA frame whose payload looks like an RST_STREAM is none.
-        let mut fake = Vec::new();
-        frame(&mut fake, RST_STREAM, 9, &7u32.to_be_bytes());
-        frame(&mut out, 0x0, 3, &fake);
-        frame(&mut out, 0x4, 0, &[]);
-        frame(&mut out, 0x6, 0, &[0; 8]);
-        frame(&mut out, DATA, 5, &[]);
-        frame(&mut out, RST_STREAM, 5, &0xbu32.to_be_bytes());
-        let reset = |stream, code| Seen::Reset { stream, code };
-        for chunk in [1, 2, 5, 9, 13, 64, 4096] {
-            let mut scan = FrameScan::default();
-            let mut found = Vec::new();
-            for piece in out.chunks(chunk) {
-                scan.feed(piece, |seen| found.push(seen));
-            }
-            assert_eq!(
-                found,
-                [Seen::Progress, reset(1, 1), Seen::Progress, reset(5, 0xb)],
-                "{chunk}"
-            );
-        }
     }
 }

@@ -242,6 +242,18 @@ impl DnsServer {
         let metrics = &self.inner.metrics;
         let received = std::time::Instant::now();
         let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        if via == Via::Udp
+            && let Some(from) = client
+            && weft::net::answered_back(from)
+        {
+            // Any datagram gets an answer (NOTIMP, FORMERR, REFUSED at the least): one
+            // forged to come from a daytime or chargen port would loop between the two.
+            metrics.dropped();
+            return Outcome::Dropped(format!(
+                "not answered: the service at port {} answers any datagram back (a loop)",
+                from.port()
+            ));
+        }
         // Boxed only past the kept answers: a question asked again costs no allocation
         // but its answer's bytes.
         let reply: Reply = match via {

@@ -20,15 +20,10 @@ impl Protocol for Echo {
 #[derive(Debug, Default)]
 pub struct UdpEcho;
 
-/// Ports of services that answer any datagram (echo, daytime, quote of the day, chargen,
-/// time): a datagram forged to come from one of them would go back and forth between
-/// it and this echo for ever, as inetd's echo knows.
-const ANSWERING_PORTS: [u16; 5] = [7, 13, 17, 19, 37];
-
 /// Whether echoing a datagram from `from` to `from` on a port bound at `own` could start a
 /// loop: it comes from the port itself, or from a service that answers datagrams.
 fn loops(from: SocketAddr, own: Option<SocketAddr>) -> bool {
-    own == Some(from) || from.port() == 0 || ANSWERING_PORTS.contains(&from.port())
+    own == Some(from) || weft::net::answered_back(from)
 }
 
 impl DatagramProtocol for UdpEcho {

@@ -240,6 +240,41 @@ fn out_of_zone_queries_are_refused_when_nothing_is_forwarded() {
 }
 
 #[test]
+fn datagrams_from_ports_that_answer_anything_go_unanswered() {
+    let h = harness(EXAMPLE, false);
+    // A daytime service's line, read as a header: opcode 13 (NOTIMP), and a question
+    // asked as it should be; from port 13 neither is answered, from elsewhere both are.
+    let daytime = b"Fri Dec  4 08:00:44 2026\r\n";
+    let question = query(7, "www.example.test.", RecordType::A)
+        .to_vec()
+        .unwrap();
+    for port in [0, 7, 13, 17, 19, 37] {
+        let from: SocketAddr = ([192, 0, 2, 9], port).into();
+        for packet in [&daytime[..], &question] {
+            let outcome = h.server.handle(packet, Via::Udp, Some(from), move |_| {
+                panic!("answered a datagram from port {port}")
+            });
+            assert!(
+                matches!(outcome, Outcome::Dropped(_)),
+                "{port}: {outcome:?}"
+            );
+        }
+    }
+    assert_eq!(h.server.metrics().counts().dropped, 12);
+    assert!(h.send_bytes(daytime, Via::Udp) != Outcome::Answered);
+    assert_eq!(
+        h.inbox.borrow_mut().len(),
+        1,
+        "NOTIMP from an ordinary port"
+    );
+    assert_eq!(h.send_bytes(&question, Via::Udp), Outcome::Answered);
+    // Over TCP the peer's port is its own: a connection cannot be forged.
+    let from: SocketAddr = ([192, 0, 2, 9], 13).into();
+    let outcome = h.server.handle(&question, Via::Tcp, Some(from), |_| {});
+    assert_eq!(outcome, Outcome::Answered);
+}
+
+#[test]
 fn malformed_packets_get_formerr_or_are_dropped_and_counted() {
     let h = harness(EXAMPLE, false);
     let mut packet = query(0xbeef, "www.example.test.", RecordType::A)

@@ -68,7 +68,7 @@ pub struct ZoneAnswer {
 impl Zone {
     /// Reads and parses the zone file at `path`.
     pub fn load(path: &Path) -> Result<Self, ZoneError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ZoneError {
+        let text = parse::read_text(path).map_err(|e| ZoneError {
             file: path.to_owned(),
             line: 0,
             message: format!("cannot read the zone file: {e}"),
@@ -152,12 +152,17 @@ impl Zone {
                 ));
             }
             let at_owner = zone.records.entry(owner.clone()).or_default();
-            let is_cname = rtype == RecordType::CNAME;
-            if at_owner
-                .iter()
-                .any(|r| (r.record_type() == RecordType::CNAME) != is_cname)
-                || (is_cname && !at_owner.is_empty())
-            {
+            // A CNAME's own signatures and NSEC record stand beside it (RFC 2181 section
+            // 10.1, RFC 4035 section 2.5): a signed zone has them at every CNAME.
+            let beside = |t: RecordType| matches!(t, RecordType::RRSIG | RecordType::NSEC);
+            let clash = match rtype {
+                RecordType::CNAME => at_owner.iter().any(|r| !beside(r.record_type())),
+                t if beside(t) => false,
+                _ => at_owner
+                    .iter()
+                    .any(|r| r.record_type() == RecordType::CNAME),
+            };
+            if clash {
                 return Err(err(
                     &at,
                     format!(

@@ -15,6 +15,31 @@ use crate::error::ZoneError;
 /// itself through others.
 pub(crate) const MAX_INCLUDE_DEPTH: usize = 8;
 
+/// The largest zone file, or file it includes, that is read: 256 MiB, a few million
+/// records, far more than memory holds for a service answering from it.
+pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// The text of the zone file (or included file) at `path`: a regular file of at most
+/// [`MAX_FILE_BYTES`]. A device such as `/dev/zero` would be read until memory ran out,
+/// and a named pipe would hold the load (and a reload, and shutdown) until something
+/// wrote to it.
+pub(crate) fn read_text(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("larger than {} MiB", MAX_FILE_BYTES >> 20));
+    }
+    Ok(text)
+}
+
 /// A record and where it was written.
 #[derive(Debug)]
 pub(crate) struct Located {
@@ -30,9 +55,13 @@ pub(crate) struct Located {
 /// in file order.
 pub(crate) fn records(file: &Path, text: &str) -> Result<Vec<Located>, ZoneError> {
     let mut out = Vec::new();
+    let top = file.canonicalize().unwrap_or_else(|_| file.to_owned());
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
     let mut reader = Reader {
         out: &mut out,
-        open: vec![file.canonicalize().unwrap_or_else(|_| file.to_owned())],
+        open: vec![top],
+        dir,
         generated: 0,
     };
     reader.read(Rc::from(file), text, State::default())?;
@@ -44,6 +73,8 @@ struct Reader<'a> {
     out: &'a mut Vec<Located>,
     /// The files being read, outermost first, to refuse an include loop.
     open: Vec<PathBuf>,
+    /// The zone file's directory: every file it includes is inside it.
+    dir: PathBuf,
     /// Records `$GENERATE` made so far, over every file of the zone.
     generated: usize,
 }
@@ -130,13 +161,24 @@ impl Reader<'_> {
             )));
         }
         let canonical = target.canonicalize().unwrap_or_else(|_| target.clone());
+        // Only the zone's own files: an error quotes what it could not read, and the
+        // reload's errors reach the log and the dashboard, so a file the gateway may read
+        // and the zone's editor may not (`/etc/shadow`) must not be included.
+        if canonical.is_absolute() && !canonical.starts_with(&self.dir) {
+            return Err(err(format!(
+                "$INCLUDE {path}: {} is outside {}, the zone file's directory, where \
+                 included files must be",
+                target.display(),
+                self.dir.display()
+            )));
+        }
         if self.open.contains(&canonical) {
             return Err(err(format!(
                 "$INCLUDE {path}: {} is already being read (an include loop)",
                 target.display()
             )));
         }
-        let text = std::fs::read_to_string(&target).map_err(|e| {
+        let text = read_text(&target).map_err(|e| {
             err(format!(
                 "$INCLUDE {path}: cannot read {}: {e}",
                 target.display()

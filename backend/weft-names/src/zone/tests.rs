@@ -289,6 +289,74 @@ fn a_cut_refers_and_keeps_ds_for_the_parent() {
 }
 
 #[test]
+fn a_cname_s_signatures_and_nsec_record_stand_beside_it() {
+    let rrsig = "RRSIG CNAME 8 3 60 20270101000000 20260101000000 12345 example.test. AAAA";
+    let nsec = "NSEC zz.example.test. CNAME RRSIG NSEC";
+    for order in [
+        format!("www CNAME mail\nwww {rrsig}\nwww {nsec}\n"),
+        format!("www {rrsig}\nwww {nsec}\nwww CNAME mail\n"),
+    ] {
+        let zone = Zone::parse(
+            Path::new("signed.zone"),
+            &format!("{HEAD}mail A 192.0.2.25\n{order}"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let sigs = zone.lookup(&name("www.example.test."), RecordType::RRSIG);
+        assert_eq!(sigs.answers.len(), 1, "{order}");
+        let a = zone.lookup(&name("www.example.test."), RecordType::A);
+        let types: Vec<_> = a.answers.iter().map(|r| r.record_type()).collect();
+        assert_eq!(types, [RecordType::CNAME, RecordType::A], "{order}");
+    }
+    // Anything else beside a CNAME is still refused, whichever comes first.
+    let (_, message) = error(&format!("{HEAD}www {rrsig}\nwww CNAME a\nwww TXT x\n"));
+    assert!(message.contains("CNAME must be alone"), "{message}");
+}
+
+#[test]
+fn only_regular_files_inside_the_zone_s_directory_are_included() {
+    let root = tempfile::tempdir().unwrap();
+    let zones = root.path().join("zones");
+    std::fs::create_dir(&zones).unwrap();
+    let secret = root.path().join("secret");
+    std::fs::write(&secret, "root:$6$hash:20228:0:99999:7:::\n").unwrap();
+    std::os::unix::fs::symlink(&secret, zones.join("link.inc")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", zones.join("zero.inc")).unwrap();
+    let top = zones.join("top.zone");
+    let include = |path: &str| {
+        Zone::parse(&top, &format!("{HEAD}$INCLUDE {path}\n")).map_err(|e| e.to_string())
+    };
+    for path in [
+        secret.to_str().unwrap(),
+        "../secret",
+        "link.inc",
+        "zero.inc",
+        "/dev/zero",
+    ] {
+        let e = include(path).unwrap_err();
+        assert!(
+            e.contains("is outside") && e.contains("directory"),
+            "{path}: {e}"
+        );
+        assert!(
+            !e.contains("hash"),
+            "{path}: the file's text is not quoted: {e}"
+        );
+    }
+    let fifo = zones.join("pipe.inc");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let e = include("pipe.inc").unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = Zone::load(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    std::fs::create_dir(zones.join("inc")).unwrap();
+    std::fs::write(zones.join("inc/hosts"), "host A 192.0.2.7\n").unwrap();
+    let zone = include("inc/hosts").unwrap();
+    let host = zone.lookup(&name("host.example.test."), RecordType::A);
+    assert_eq!(host.answers.len(), 1);
+}
+
+#[test]
 fn includes_nest_to_a_bound_and_never_in_a_loop() {
     let dir = tempfile::tempdir().unwrap();
     let file = |n: usize| dir.path().join(format!("f{n}.zone"));

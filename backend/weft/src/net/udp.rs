@@ -27,6 +27,19 @@ use crate::transport::guarded_call;
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// Ports of services that answer any datagram at all (echo, daytime, quote of the day,
+/// chargen, time), and port 0, which no one can answer from.
+const ANSWERING_PORTS: [u16; 6] = [0, 7, 13, 17, 19, 37];
+
+/// Whether a datagram from `from` must go unanswered by a protocol that answers what it
+/// cannot make sense of (an echo, a DNS server's NOTIMP or FORMERR): it came from a port
+/// whose service answers any datagram, so one datagram forged to come from there would
+/// go back and forth between the two for ever, as inetd's services know; or from port 0,
+/// where an answer cannot go.
+pub fn answered_back(from: SocketAddr) -> bool {
+    ANSWERING_PORTS.contains(&from.port())
+}
+
 /// Handles datagrams on one UDP port (Twisted's `DatagramProtocol`).
 pub trait DatagramProtocol: 'static {
     /// The port is open; `transport` sends datagrams.

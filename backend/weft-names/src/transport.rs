@@ -263,6 +263,12 @@ impl DnsTcp {
 }
 
 impl StringHandler for DnsTcp {
+    fn connection_made(&mut self, transport: &Transport) {
+        // A zone transfer streams megabytes: a secondary reading it over a slow link must
+        // not look idle while the kernel's buffer drains.
+        transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
+    }
+
     fn string_received(&mut self, transport: &Transport, data: &[u8]) {
         let question = Question::new(&self.waiting, transport);
         let outcome = self.server.handle(

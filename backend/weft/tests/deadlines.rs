@@ -259,3 +259,110 @@ fn a_peer_over_the_cap_is_refused_by_protocol_and_stream_listeners_alike() {
     drop((first, second));
     eventually("slots free as connections close", || echoes(stream).1);
 }
+
+/// Writes 16 MiB as soon as it connects, the kernel asked to hold little of it unsent
+/// (a zone transfer's way).
+struct Source;
+
+impl Protocol for Source {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
+        transport.write(&vec![7; 16 << 20]);
+    }
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+#[test]
+fn a_peer_reading_slowly_is_not_idle_while_the_kernel_holds_what_was_written() {
+    // 200 KB/s, well under what frees a third of a grown send buffer within the idle
+    // timeout, and over `NOTSENT_LOWAT` per idle timeout.
+    const RATE: usize = 200_000;
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let config = ReactorConfig {
+        handle_signals: false,
+        close_timeout: Duration::from_millis(300),
+        ..ReactorConfig::default()
+    };
+    let server = spawn_reactor_with(config, move |r| {
+        r.set_observer(obs);
+        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(1000)));
+        listen(r, &options, factory(|| Source))
+    });
+    // A receive buffer of its own size: one the kernel grows to megabytes opens the
+    // window again only once a sixteenth of it is free, seconds at this rate.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    socket.connect(&server.value.into()).unwrap();
+    let mut client = std::net::TcpStream::from(socket);
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let start = Instant::now();
+    let mut taken = 0;
+    let mut buf = [0; 4096];
+    // Seven idle timeouts of steady reading: first the kernel's buffers fill, then they
+    // drain only as fast as this reads.
+    while start.elapsed() < Duration::from_secs(7) {
+        let due = Duration::from_secs_f64(taken as f64 / RATE as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        match client.read(&mut buf) {
+            Ok(0) => panic!("closed after {taken} bytes in {:?}", start.elapsed()),
+            Ok(n) => taken += n,
+            Err(e) => panic!(
+                "{e} after {taken} bytes in {:?}: {}",
+                start.elapsed(),
+                closed_event(&observer)
+            ),
+        }
+    }
+    assert_eq!(
+        observer.count("ConnectionClosed"),
+        0,
+        "{}",
+        closed_event(&observer)
+    );
+    // A peer that stops reading is idle, and its connection given up.
+    eventually("the stalled reader is cut off", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    let closed = closed_event(&observer);
+    assert!(closed.contains("SendTimeout"), "{closed}");
+}
+
+/// Writes 16 MiB as soon as it connects, and waits.
+struct Hose;
+
+impl Protocol for Hose {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.write(&vec![0; 16 << 20]);
+    }
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+#[test]
+fn a_connection_waiting_for_its_peer_to_read_is_not_stalled() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let config = ReactorConfig {
+        handle_signals: false,
+        stall_after: Duration::from_millis(200),
+        ..ReactorConfig::default()
+    };
+    let server = spawn_reactor_with(config, move |r| {
+        r.set_observer(obs);
+        listen(r, &ListenOptions::new(), factory(|| Hose))
+    });
+    // Never read: the output blocks at once, for seven stall thresholds.
+    let client = connect(server.value);
+    std::thread::sleep(Duration::from_millis(1500));
+    let stalls: Vec<_> = observer
+        .events()
+        .into_iter()
+        .filter(|e| e.contains("Stalled"))
+        .collect();
+    assert!(stalls.is_empty(), "{stalls:?}");
+    drop(client);
+}

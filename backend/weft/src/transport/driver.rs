@@ -53,6 +53,10 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {
     fn reset_on_close(&self) -> io::Result<()> {
         Ok(())
     }
+    /// Sets `TCP_NOTSENT_LOWAT`, where it means something.
+    fn set_notsent_lowat(&self, _bytes: u32) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Stream for tokio::net::TcpStream {
@@ -64,6 +68,9 @@ impl Stream for tokio::net::TcpStream {
     }
     fn reset_on_close(&self) -> io::Result<()> {
         socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
+    }
+    fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
+        socket2::SockRef::from(self).set_tcp_notsent_lowat(bytes)
     }
 }
 
@@ -79,6 +86,9 @@ impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
     fn reset_on_close(&self) -> io::Result<()> {
         self.get_ref().0.reset_on_close()
     }
+    fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
+        self.get_ref().0.set_notsent_lowat(bytes)
+    }
 }
 
 impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
@@ -90,6 +100,9 @@ impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
     }
     fn reset_on_close(&self) -> io::Result<()> {
         self.get_ref().0.reset_on_close()
+    }
+    fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
+        self.get_ref().0.set_notsent_lowat(bytes)
     }
 }
 
@@ -254,13 +267,17 @@ impl<S: Stream> Driver<'_, S> {
     /// Applies the socket options the transport was asked for since the last poll (only
     /// the driver holds the socket).
     fn apply_socket_options(&mut self, flags: Flags) {
-        if flags.nodelay.is_none() && flags.keepalive.is_none() {
+        if flags.nodelay.is_none() && flags.keepalive.is_none() && flags.notsent_lowat.is_none() {
             return;
         }
         self.transport.update(|f| {
             f.nodelay = None;
             f.keepalive = None;
+            f.notsent_lowat = None;
         });
+        if let Some(bytes) = flags.notsent_lowat {
+            let _ = self.io.set_notsent_lowat(bytes);
+        }
         if let Some(on) = flags.nodelay {
             let _ = self.io.set_nodelay(on);
         }

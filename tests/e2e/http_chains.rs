@@ -239,3 +239,34 @@ sample_per_second = 5
         stored()
     );
 }
+
+#[test]
+fn an_async_task_is_not_claimed_cancelled() {
+    let app = crate::support::spawn_app();
+    let host = app.dashboard.to_string();
+    let mut task = None;
+    assert_eventually!(
+        {
+            let list = json(&app, "/api/deferreds?state=pending&limit=10000");
+            task = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["kind"] == "task")
+                .and_then(|d| d["id"].as_i64());
+            task.is_some()
+        },
+        "a live task is listed"
+    );
+    let id = task.unwrap();
+    let cancel = http(
+        app.dashboard,
+        &format!(
+            "POST /api/deferreds/{id}/cancel HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/json\r\n"
+        ),
+        "{}",
+    );
+    assert_eq!(cancel.status, 409, "{cancel:?}");
+    assert!(cancel.body.contains("cannot be cancelled"), "{cancel:?}");
+}

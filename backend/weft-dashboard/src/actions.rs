@@ -98,6 +98,13 @@ pub(crate) async fn cancel_deferred(
     let Some(chain) = state.hub.deferred(id) else {
         return Err(ApiError::NotFound("pending Deferred"));
     };
+    if chain.task.is_some() {
+        // An async task has no errback to run: the reactor's cancel finds no Deferred by
+        // its id, and answering 202 would claim what did not happen.
+        return Err(ApiError::Conflict(
+            "an async task cannot be cancelled; close its connection instead",
+        ));
+    }
     let reactor = reactor(&state, chain.reactor)?;
     if !crate::defer::cancel(&reactor, id) {
         return Err(ApiError::Unavailable(NOT_QUEUED));

@@ -29,12 +29,14 @@ fn open(path: &str) -> bool {
     path == "/healthz" || path == "/readyz" || path == "/login" || path.starts_with("/static/")
 }
 
+/// The token of `Authorization: Bearer TOKEN`; the scheme's name is case-insensitive
+/// (RFC 9110 section 11.1).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 fn cookie(headers: &HeaderMap) -> Option<&str> {
@@ -97,7 +99,16 @@ pub(crate) fn same_origin(state: &DashboardState, headers: &HeaderMap) -> bool {
     {
         return true;
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    if let Some(origin) = origins.next() {
+        // One page has one origin: a request naming two is not a browser's, and neither
+        // may vouch for it.
+        if origins.next().is_some() {
+            return false;
+        }
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let origin_host = origin
             .strip_prefix("http://")

@@ -183,17 +183,21 @@ pub(crate) async fn require_known_host(
     request: Request,
     next: Next,
 ) -> Response {
-    // RFC 9112 §3.2.2: an absolute-form target's authority replaces `Host`.
-    let host = match request.uri().authority() {
-        Some(authority) => Ok(authority.as_str().to_owned()),
-        None => {
-            let mut hosts = request.headers().get_all(header::HOST).iter();
-            match (hosts.next(), hosts.next()) {
-                (Some(h), None) => h.to_str().map(str::to_owned).map_err(|_| "not text"),
-                (None, _) => Err("missing"),
-                (Some(_), Some(_)) => Err("repeated"),
-            }
-        }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let field = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().map(Some).map_err(|_| "not text"),
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err("repeated"),
+    };
+    // RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or with two, is refused
+    // whatever its target; §3.2.2: an absolute-form target's authority replaces `Host`.
+    // HTTP/2 names its authority in the target alone.
+    let host = match (request.uri().authority(), field) {
+        (_, Err(why)) => Err(why),
+        (_, Ok(None)) if request.version() == axum::http::Version::HTTP_11 => Err("missing"),
+        (Some(authority), Ok(_)) => Ok(authority.as_str().to_owned()),
+        (None, Ok(Some(host))) => Ok(host.to_owned()),
+        (None, Ok(None)) => Err("missing"),
     };
     let refusal = match host {
         Ok(host) if state.hosts.accepts(&host) => return next.run(request).await,

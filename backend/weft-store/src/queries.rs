@@ -26,7 +26,8 @@ use crate::records::{
 };
 use crate::{Store, StoreError};
 
-/// The most rows one list query returns, whatever limit is asked for.
+/// The most rows a list shows, whatever limit is asked for. A query returns one more
+/// when asked: a list asks for a row past its limit to tell whether it was cut.
 pub const MAX_LIMIT: u32 = 10_000;
 
 /// Which connections to list.
@@ -144,7 +145,7 @@ impl fmt::Display for DeferredFilter {
 }
 
 fn limit(n: u32) -> i64 {
-    i64::from(n.min(MAX_LIMIT))
+    i64::from(n.min(MAX_LIMIT + 1))
 }
 
 impl Store {

@@ -296,3 +296,29 @@ async fn metrics_are_served_as_openmetrics_when_the_scraper_asks() {
     );
     assert!(a.body.ends_with("# EOF\n"));
 }
+
+#[tokio::test]
+async fn a_list_cut_at_the_largest_limit_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("weft.db")).await.unwrap();
+    let rows = i64::from(weft_store::MAX_LIMIT) + 2;
+    for id in 1..=rows {
+        let record: Record = closed_connection(id, "echo", "10.0.0.1:5000").into();
+        if !store.try_send(record.clone()) {
+            store.flush().await.unwrap();
+            assert!(store.try_send(record));
+        }
+    }
+    store.flush().await.unwrap();
+    let app = router(state().with_store(store));
+    let max = weft_store::MAX_LIMIT;
+    let list = get(app, &format!("/api/connections?state=closed&limit={max}"))
+        .await
+        .json();
+    assert_eq!(list["items"].as_array().unwrap().len(), max as usize);
+    assert_eq!(
+        list["hidden"], 1,
+        "found past the limit: a lower bound, not 0"
+    );
+    drop(dir);
+}

@@ -35,6 +35,20 @@ async fn a_token_guards_everything_but_healthz_login_and_assets() {
     );
     let right = with_header("/metrics", "authorization", "Bearer s3cret");
     assert_eq!(send(app.clone(), right).await.status, StatusCode::OK);
+    // The scheme's name is case-insensitive (RFC 9110 section 11.1).
+    for scheme in ["bearer", "BEARER"] {
+        let right = with_header("/metrics", "authorization", &format!("{scheme} s3cret"));
+        assert_eq!(
+            send(app.clone(), right).await.status,
+            StatusCode::OK,
+            "{scheme}"
+        );
+    }
+    let other = with_header("/metrics", "authorization", "Basic s3cret");
+    assert_eq!(
+        send(app.clone(), other).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     for open in ["/healthz", "/login", "/static/style.css"] {
         assert_eq!(
             get(app.clone(), open).await.status,
@@ -107,9 +121,18 @@ async fn actions_refuse_cross_site_requests() {
     );
     let fetch = post(path, &[("sec-fetch-site", "same-origin")]);
     assert_eq!(
-        send(app, fetch).await.status,
+        send(app.clone(), fetch).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // No browser names two origins: the first being this one's vouches for nothing.
+    let two = post(
+        path,
+        &[
+            ("origin", "http://127.0.0.1:9180"),
+            ("origin", "http://evil.example"),
+        ],
+    );
+    assert_eq!(send(app, two).await.status, StatusCode::FORBIDDEN);
 }
 
 #[test]

@@ -104,7 +104,27 @@ async fn a_missing_or_repeated_host_is_a_bad_request() {
         "/healthz",
         &[("host", "127.0.0.1:9180"), ("host", "evil.example:9180")],
     );
-    assert_eq!(send(app, twice).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(app.clone(), twice).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // RFC 9112 section 3.2: whatever the target's form.
+    let absolute = request("GET", "http://127.0.0.1:9180/healthz", &[]);
+    let absolute = app.clone().oneshot(absolute).await.unwrap();
+    assert_eq!(absolute.status(), StatusCode::BAD_REQUEST);
+    let absolute_twice = request(
+        "GET",
+        "http://127.0.0.1:9180/healthz",
+        &[("host", "127.0.0.1:9180"), ("host", "127.0.0.1:9180")],
+    );
+    assert_eq!(
+        send(app.clone(), absolute_twice).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // HTTP/2 names its authority in the target alone.
+    let mut h2 = request("GET", "http://127.0.0.1:9180/healthz", &[]);
+    *h2.version_mut() = axum::http::Version::HTTP_2;
+    assert_eq!(app.oneshot(h2).await.unwrap().status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -69,7 +69,12 @@ fn token(at: &Locator<'_>, raw: &RawDashboard) -> Result<Option<String>, ConfigE
                 "must not be empty; remove it for no token",
             ));
         }
-        Some(t) => Some(t.get_ref().clone()),
+        Some(t) => {
+            if let Err(why) = usable(t.get_ref()) {
+                return Err(at.error(Some(t.span()), key("dashboard.token"), why));
+            }
+            Some(t.get_ref().clone())
+        }
         None => None,
     };
     match (&raw.token_env, token) {
@@ -79,7 +84,14 @@ fn token(at: &Locator<'_>, raw: &RawDashboard) -> Result<Option<String>, ConfigE
             "set either `token` or `token_env`, not both",
         )),
         (Some(var), None) => match std::env::var(var.get_ref()) {
-            Ok(value) if !value.trim().is_empty() => Ok(Some(value)),
+            Ok(value) if !value.trim().is_empty() => match usable(&value) {
+                Ok(()) => Ok(Some(value)),
+                Err(why) => Err(at.error(
+                    Some(var.span()),
+                    key("dashboard.token_env"),
+                    format!("the value of {:?} {why}", var.get_ref()),
+                )),
+            },
             _ => Err(at.error(
                 Some(var.span()),
                 key("dashboard.token_env"),
@@ -90,6 +102,23 @@ fn token(at: &Locator<'_>, raw: &RawDashboard) -> Result<Option<String>, ConfigE
             )),
         },
         (None, token) => Ok(token),
+    }
+}
+
+/// Whether `token` can be presented both ways the dashboard takes it, as
+/// `Authorization: Bearer TOKEN` and as the `weft_token` cookie: printable ASCII without
+/// spaces, quotes, commas, semicolons or backslashes (RFC 6265's cookie-octet). Any other
+/// token would be accepted here and never match.
+fn usable(token: &str) -> Result<(), String> {
+    match token
+        .chars()
+        .find(|&c| !c.is_ascii_graphic() || matches!(c, '"' | ',' | ';' | '\\'))
+    {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "holds {c:?}, which a cookie or an Authorization header cannot carry: use \
+             printable ASCII without spaces, quotes, commas, semicolons or backslashes"
+        )),
     }
 }
 

@@ -198,6 +198,20 @@ fn a_token_can_come_from_the_environment() {
 }
 
 #[test]
+fn a_token_that_could_never_be_presented_is_refused() {
+    for token in ["tök", "abc; def", " spaced ", "a,b", "q\\\"uote"] {
+        let e = err(&format!("[dashboard]\ntoken = {token:?}\n"));
+        assert!(e.to_string().contains("cannot carry"), "{token}: {e}");
+        assert!(e.to_string().contains("dashboard.token"), "{token}: {e}");
+    }
+    let c = Config::parse(
+        "weft.toml",
+        "[dashboard]\ntoken = \"s3cr3t-Tok_en.~+/=:!\"\n",
+    );
+    assert!(c.is_ok(), "{c:?}");
+}
+
+#[test]
 fn a_dashboard_off_loopback_needs_a_token() {
     let e = err("[dashboard]\nlisten = \"tcp:9180\"\n");
     assert_eq!(at(&e), (Some(2), Some("dashboard.listen")));

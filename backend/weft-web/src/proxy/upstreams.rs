@@ -269,8 +269,13 @@ impl UpstreamState {
             return false;
         }
         let now = Instant::now();
-        *lock(&self.ejected_until) =
-            Some((now + health.eject_for, SystemTime::now() + health.eject_for));
+        let mut until = lock(&self.ejected_until);
+        if until.is_some_and(|(at, _)| now < at) {
+            // Ejected already: the requests that were in flight when it was fail now, and
+            // are neither another ejection nor a longer one.
+            return false;
+        }
+        *until = Some((now + health.eject_for, SystemTime::now() + health.eject_for));
         self.ejected.store(true, Relaxed);
         true
     }
@@ -371,4 +376,27 @@ pub struct RecentError {
     pub at: SystemTime,
     /// What happened (names the upstream and the cause).
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_in_flight_failing_after_an_ejection_do_not_eject_again() {
+        let state = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
+        let health = Health {
+            max_fails: 2,
+            eject_for: Duration::from_secs(30),
+            check: None,
+        };
+        let err = || UpstreamError::Timeout("http://192.0.2.1".into(), Duration::from_secs(1));
+        let ejections: Vec<bool> = (0..12).map(|_| state.failed(&err(), &health)).collect();
+        assert_eq!(ejections.iter().filter(|e| **e).count(), 1, "{ejections:?}");
+        assert!(ejections[1], "the second failure in a row ejects");
+        assert!(state.is_ejected(&mut None));
+        // Once the ejection is over, the next failure (the trial request's) ejects anew.
+        *lock(&state.ejected_until) = Some((Instant::now(), SystemTime::now()));
+        assert!(state.failed(&err(), &health));
+    }
 }

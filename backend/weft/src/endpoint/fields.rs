@@ -48,6 +48,9 @@ impl<'a> Fields<'a> {
         let mut options = Vec::new();
         for field in iter {
             match field.split_once('=') {
+                Some((key, _)) if options.iter().any(|(k, _)| k == key) => {
+                    return Err(error(input, &field, &format!("gives {key}= a second time")));
+                }
                 Some((key, value)) => options.push((key.to_owned(), value.to_owned())),
                 None if options.is_empty() => positional.push(field),
                 None => {

@@ -36,6 +36,9 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Default client connect timeout, as in Twisted.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest unix socket path: `sun_path` holds 108 bytes on Linux, the last a NUL.
+const MAX_UNIX_PATH: usize = 107;
+
 /// A malformed endpoint string; says which part is wrong and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad endpoint {input:?}: {part:?} {reason}")]
@@ -137,6 +140,17 @@ impl FromStr for ServerEndpoint {
                 };
                 let port = f.port()?;
                 let addr = SocketAddr::new(f.interface(default)?, port);
+                if let IpAddr::V6(v6) = addr.ip()
+                    && let Some(v4) = v6.to_ipv4_mapped()
+                    && f.kind != "udp"
+                {
+                    // A stream listener on IPv6 takes IPv6 alone (`IPV6_V6ONLY`), where a
+                    // mapped address cannot be bound.
+                    return Err(f.err(
+                        &format!("interface={v6}"),
+                        &format!("is an IPv4-mapped address; listen on interface={v4}"),
+                    ));
+                }
                 match f.kind.as_str() {
                     "udp" => Self::Udp { addr },
                     "ssl" => {
@@ -161,6 +175,21 @@ impl FromStr for ServerEndpoint {
             }
             "unix" => {
                 let path: PathBuf = f.required("address", true)?.into();
+                let len = path.as_os_str().len();
+                if len == 0 {
+                    // An empty path binds an unnamed (autobound abstract) socket, which
+                    // nothing can find to connect to.
+                    return Err(f.err("unix:", "needs a socket path"));
+                }
+                if len > MAX_UNIX_PATH {
+                    return Err(f.err(
+                        &path.display().to_string(),
+                        &format!(
+                            "is {len} bytes; a unix socket path is at most {MAX_UNIX_PATH} \
+                             (a shorter path, or one relative to the working directory)"
+                        ),
+                    ));
+                }
                 let mode =
                     match f.take("mode", false) {
                         None => None,
@@ -389,6 +418,35 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn listeners_that_cannot_be_bound_are_refused_as_they_are_read() {
+        let mapped = bad_server(r"tcp:80:interface=\:\:ffff\:127.0.0.1");
+        assert_eq!(mapped.part, "interface=::ffff:127.0.0.1");
+        assert!(
+            mapped.to_string().contains("interface=127.0.0.1"),
+            "{mapped}"
+        );
+        assert!(
+            bad_server(r"ssl:443:interface=\:\:ffff\:10.0.0.1:privateKey=k")
+                .reason
+                .contains("IPv4-mapped")
+        );
+        // A UDP socket on IPv6 takes mapped addresses.
+        assert!(
+            r"udp:53:interface=\:\:ffff\:127.0.0.1"
+                .parse::<ServerEndpoint>()
+                .is_ok()
+        );
+        assert!(bad_server("unix:").reason.contains("needs a socket path"));
+        let long = format!("unix:/tmp/{}", "x".repeat(103));
+        assert!(long.parse::<ServerEndpoint>().is_err(), "108 bytes");
+        let fits = format!("unix:/tmp/{}", "x".repeat(102));
+        assert!(fits.parse::<ServerEndpoint>().is_ok(), "107 bytes");
+        let twice = bad_server("tcp:80:interface=127.0.0.1:interface=0.0.0.0");
+        assert_eq!(twice.part, "interface=0.0.0.0");
+        assert!(twice.reason.contains("second time"), "{twice}");
     }
 
     #[test]

@@ -57,6 +57,19 @@ fn json(app: &App, path: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Asks the dashboard, as its own page would, to cancel Deferred `id`.
+fn cancel(app: &App, id: impl std::fmt::Display) -> Reply {
+    let host = app.dashboard.to_string();
+    http(
+        app.dashboard,
+        &format!(
+            "POST /api/deferreds/{id}/cancel HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/json\r\n"
+        ),
+        "{}",
+    )
+}
+
 /// The pending `http request` chain waiting at the named step `step`, if there is one.
 fn request_at(app: &App, step: &str) -> Option<Value> {
     let list = json(app, "/api/deferreds?state=pending");
@@ -154,15 +167,7 @@ stall_after = "300ms"
         list.body
     );
 
-    let host = app.dashboard.to_string();
-    let cancel = http(
-        app.dashboard,
-        &format!(
-            "POST /api/deferreds/{id}/cancel HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
-             Content-Type: application/json\r\n"
-        ),
-        "{}",
-    );
+    let cancel = cancel(&app, id);
     assert_eq!(cancel.status, 202, "{cancel:?}");
     let answer: Reply = client.join().unwrap();
     assert_eq!(answer.status, 503, "{answer:?}");
@@ -243,7 +248,6 @@ sample_per_second = 5
 #[test]
 fn an_async_task_is_not_claimed_cancelled() {
     let app = crate::support::spawn_app();
-    let host = app.dashboard.to_string();
     let mut task = None;
     assert_eventually!(
         {
@@ -258,15 +262,7 @@ fn an_async_task_is_not_claimed_cancelled() {
         },
         "a live task is listed"
     );
-    let id = task.unwrap();
-    let cancel = http(
-        app.dashboard,
-        &format!(
-            "POST /api/deferreds/{id}/cancel HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
-             Content-Type: application/json\r\n"
-        ),
-        "{}",
-    );
+    let cancel = cancel(&app, task.unwrap());
     assert_eq!(cancel.status, 409, "{cancel:?}");
     assert!(cancel.body.contains("cannot be cancelled"), "{cancel:?}");
 }

@@ -61,6 +61,17 @@ impl ClientEdns {
     }
 }
 
+/// The OPT record of an error response to a request whose OPT is `asked`, when nothing
+/// else of it is read (RFC 6891 section 6.1.1: a request with an OPT gets a response with
+/// one): this server's size and version, DO copied, no options.
+pub(crate) fn bare_opt(asked: &Edns) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_UDP_SIZE)
+        .set_version(EDNS_VERSION)
+        .set_dnssec_ok(asked.flags().dnssec_ok);
+    edns
+}
+
 /// A query that passed the checks: one question, a standard opcode.
 #[derive(Debug, Clone)]
 pub(crate) struct Request {

@@ -223,6 +223,7 @@ pub(crate) fn notify_received(packet: &[u8]) -> Option<Vec<u8>> {
     let mut response = Message::error_msg(id, OpCode::Notify, ResponseCode::Refused);
     if let Ok(message) = Message::from_vec(packet) {
         response.queries = message.queries;
+        response.edns = message.edns.as_ref().map(wire::bare_opt);
     }
     Some(wire::encode(&response, None))
 }

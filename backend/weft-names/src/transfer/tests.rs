@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::{Name, Record, RecordType};
 
 use super::*;
 use crate::wire::Parsed;
@@ -205,8 +205,25 @@ fn a_notify_received_is_refused_with_its_question() {
     assert_eq!(refused.metadata.op_code, OpCode::Notify);
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
     assert_eq!(refused.queries.len(), 1);
+    assert!(refused.edns.is_none(), "none asked, none given");
     let query = transfer_query(12, "example.test.", RecordType::SOA, None);
     assert!(notify_received(&query).is_none(), "a query is not a NOTIFY");
+
+    // RFC 6891 section 6.1.1: a request with an OPT gets a response with one.
+    let mut with_opt = Message::new(13, MessageType::Query, OpCode::Notify);
+    with_opt.queries.push(Query::query(
+        Name::from_ascii("example.test.").unwrap(),
+        RecordType::SOA,
+    ));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(4096).set_dnssec_ok(true);
+    with_opt.edns = Some(edns);
+    let refused = notify_received(&with_opt.to_vec().unwrap()).unwrap();
+    let refused = Message::from_vec(&refused).unwrap();
+    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+    let opt = refused.edns.expect("an OPT in the answer");
+    assert_eq!(opt.max_payload(), crate::wire::EDNS_UDP_SIZE);
+    assert!(opt.flags().dnssec_ok, "DO copied");
 }
 
 /// The frames written on `wire` so far, decoded.

@@ -503,9 +503,25 @@ impl DeferredTracker {
             Some(chain) => {
                 let was_stalled = chain.snapshot.stalled;
                 if chain.task.is_some() {
-                    // A task learns its connection at its first poll.
+                    // A task learns its connection at its first poll (a connection's own
+                    // task is spawned before it is registered): from then on it is counted,
+                    // shown and kept under that connection's service.
                     if chain.snapshot.connection.is_none() {
                         chain.snapshot.connection = subject.connection.map(|c| c.0);
+                    }
+                    if chain.origin.service.is_none()
+                        && let Some(service) = chain
+                            .snapshot
+                            .connection
+                            .and_then(|c| self.live.service_of(ConnectionId(c)))
+                    {
+                        let to = self.handles(Some(&service));
+                        if was_stalled {
+                            chain.metrics.stalled.dec();
+                            to.stalled.inc();
+                        }
+                        chain.metrics = to;
+                        chain.origin.service = Some(service);
                     }
                     crate::tasks::with_service(&mut chain.snapshot, |c| {
                         self.live.service_of(ConnectionId(c))

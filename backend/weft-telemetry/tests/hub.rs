@@ -569,3 +569,61 @@ fn a_chain_reported_late_is_as_old_as_its_creation_says() {
     assert!(listed.age_ms >= 2_000, "age {} ms", listed.age_ms);
     assert!(listed.age_ms < 60_000, "age {} ms", listed.age_ms);
 }
+
+/// Pauses its own reading as it connects and never resumes: its connection's task waits
+/// on nothing that will come (a stall of the protocol's own making).
+struct Paused;
+
+impl Protocol for Paused {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.pause_reading();
+    }
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+}
+
+#[test]
+fn a_stalled_connection_task_is_counted_under_its_service() {
+    let reactor = Reactor::new().unwrap();
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    hub.install(&reactor);
+    reactor.set_thresholds(Duration::from_millis(30), Duration::from_millis(200));
+    let port = reactor
+        .listen_as("paused", "tcp:0:interface=127.0.0.1", factory(|| Paused))
+        .unwrap();
+    let addr = port.local_addr().unwrap();
+    let h = hub.clone();
+    run_with_client(&reactor, move || {
+        let client = TcpStream::connect(addr).unwrap();
+        let stalled = [("service", "paused"), ("detector", "stalled")];
+        wait_until("the connection's task is flagged stalled", || {
+            sample(
+                &h.encode_metrics(),
+                "weft_deferred_detections_total",
+                &stalled,
+            ) == Some(1.0)
+        });
+        let text = h.encode_metrics();
+        assert_eq!(
+            sample(&text, "weft_deferreds_stalled", &[("service", "paused")]),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "weft_deferred_detections_total",
+                &[("service", "reactor"), ("detector", "stalled")]
+            )
+            .unwrap_or(0.0),
+            0.0,
+            "{text}"
+        );
+        let flagged = h.pending_deferreds();
+        let task = flagged
+            .iter()
+            .find(|d| d.stalled)
+            .expect("the stalled task");
+        assert_eq!(task.service.as_deref(), Some("paused"));
+        drop(client);
+    });
+}

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// `/ws` asked for without a WebSocket handshake this server speaks.
     #[error("{0}")]
     UpgradeRequired(&'static str),
+    /// The request head is larger than the dashboard reads.
+    #[error("{0}")]
+    HeadTooLarge(String),
     /// The action does not apply to what it names; the text says why.
     #[error("{0}")]
     Conflict(&'static str),
@@ -51,6 +54,7 @@ impl ApiError {
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

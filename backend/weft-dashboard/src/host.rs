@@ -183,6 +183,16 @@ pub(crate) async fn require_known_host(
     request: Request,
     next: Next,
 ) -> Response {
+    if head_size(&request) > crate::server::MAX_HEAD {
+        // hyper bounds what it buffers by `MAX_HEAD`, but a head that arrives in one read
+        // can be parsed whole past it; what is promised is checked here.
+        state.metrics.refused(Refusal::HeadTooLarge);
+        return ApiError::HeadTooLarge(format!(
+            "the request head is over {} KiB",
+            crate::server::MAX_HEAD >> 10
+        ))
+        .into_response();
+    }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let field = match (hosts.next(), hosts.next()) {
         (Some(h), None) => h.to_str().map(Some).map_err(|_| "not text"),
@@ -214,6 +224,20 @@ pub(crate) async fn require_known_host(
     };
     state.metrics.refused(Refusal::Host);
     refusal
+}
+
+/// The bytes of `request`'s head as HTTP/1.1 wrote it: the request line and each field
+/// line with its `": "` and CRLF.
+fn head_size(request: &Request) -> usize {
+    let uri = request.uri();
+    let target = uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |a| a.as_str().len() + "http://".len());
+    let line = request.method().as_str().len() + target + " HTTP/1.1\r\n ".len();
+    request.headers().iter().fold(line, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
 }
 
 #[cfg(test)]

@@ -23,10 +23,12 @@ pub(crate) enum Refusal {
     LimitTotal,
     /// `POST /api/reload` while as many reloads as the queue holds wait already.
     ReloadBusy,
+    /// A request head over [`crate::server::MAX_HEAD`].
+    HeadTooLarge,
 }
 
 impl Refusal {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Host,
         Self::Token,
         Self::CrossSite,
@@ -35,6 +37,7 @@ impl Refusal {
         Self::LimitPeer,
         Self::LimitTotal,
         Self::ReloadBusy,
+        Self::HeadTooLarge,
     ];
 
     fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Refusal {
             Self::LimitPeer => "limit_peer",
             Self::LimitTotal => "limit_total",
             Self::ReloadBusy => "reload_busy",
+            Self::HeadTooLarge => "head_too_large",
         }
     }
 }
@@ -134,7 +138,7 @@ impl<const N: usize> ByReason<N> {
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
     /// `weft_dashboard_refused_total`, one counter per refusal reason.
-    refused: ByReason<8>,
+    refused: ByReason<9>,
     /// `/ws` feeds open now, beside the cap `max_live_clients`.
     live_clients: IntGauge,
     /// Why `/ws` feeds ended, one counter per reason.

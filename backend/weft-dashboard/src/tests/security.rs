@@ -317,3 +317,15 @@ async fn a_bad_id_gets_the_not_found_page_and_the_api_a_json_400() {
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
     assert_eq!(nowhere.json()["error"], "page not found");
 }
+
+#[tokio::test]
+async fn a_head_over_its_bound_is_refused_however_it_arrived() {
+    let app = router(listening());
+    let head = |bytes: usize| request("GET", "/healthz", &[("x-big", &"a".repeat(bytes))]);
+    let within = send(app.clone(), head(60 << 10)).await;
+    assert_eq!(within.status, StatusCode::OK);
+    let over = send(app.clone(), head(70 << 10)).await;
+    assert_eq!(over.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(over.body.contains("over 64 KiB"), "{}", over.body);
+    assert_eq!(refusals(&app, "head_too_large").await, "1");
+}

@@ -334,10 +334,13 @@ impl Transport {
     /// secondary taking a zone transfer over a slow link) leaves the connection with
     /// nothing written for longer than its idle timeout while it reads on, and is cut off
     /// as idle, since the peer's reading shows only as room to write. With this the
-    /// connection writes again each time the peer has taken `bytes`
-    /// ([`NOTSENT_LOWAT`] is 128 KiB: a peer reading under 13 KB/s at a 10 s idle timeout
-    /// is idle). It costs bulk transfers to fast peers more writes (a 1 MiB file on
-    /// loopback, a sixth of its rate), so it is not the default.
+    /// kernel takes writes while less than `bytes` is unsent, and says the socket is
+    /// writable again once less than half of `bytes` is: the connection writes again each
+    /// time the peer has taken somewhat more than half of `bytes` ([`NOTSENT_LOWAT`] is
+    /// 128 KiB; 100 to 170 KB measured, as a write can go a segment or two past the mark,
+    /// so a peer reading under about 20 KB/s at a 10 s idle timeout is idle). It costs
+    /// bulk transfers to fast peers more writes (a 1 MiB file on loopback, a sixth of its
+    /// rate), so it is not the default.
     pub fn set_tcp_notsent_lowat(&self, bytes: u32) {
         self.update(|f| f.notsent_lowat = Some(bytes));
         self.wake();

@@ -83,12 +83,14 @@ pub(crate) async fn require_token(
             .to_owned();
         return Redirect::to(&format!("/login?next={}", crate::fmt::url(&next))).into_response();
     }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "this dashboard needs its token: send `Authorization: Bearer TOKEN`\n",
-    )
-        .into_response()
+    const NEEDS: &str = "this dashboard needs its token: send `Authorization: Bearer TOKEN`";
+    let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
+    if path.starts_with("/api/") {
+        // The API answers every error as `{error}`.
+        let body = axum::Json(serde_json::json!({ "error": NEEDS }));
+        return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+    }
+    (StatusCode::UNAUTHORIZED, challenge, format!("{NEEDS}\n")).into_response()
 }
 
 /// Whether `headers` prove the request came from a page of this dashboard (or from a

@@ -103,3 +103,26 @@ where
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
     }
 }
+
+/// Gives the API's `405` (a route asked with a method it does not take) the `{error}`
+/// body every other API error has, keeping its `Allow`.
+pub(crate) async fn api_method_errors_as_json(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    if !api || response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let error = format!("{method} is not allowed here; `Allow` names the methods that are");
+    let body = Json(Body { error }).into_response().into_body();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, body)
+}

@@ -149,6 +149,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(actions)
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(error::api_method_errors_as_json))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

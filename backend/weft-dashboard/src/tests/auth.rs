@@ -183,3 +183,28 @@ async fn the_live_feed_refuses_other_origins() {
         .unwrap();
     assert_eq!(send(app, upgrade).await.status, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn api_errors_are_json_whoever_answers_them() {
+    let app = router(state().with_token("s3cret"));
+    let unauthorized = get(app.clone(), "/api/services").await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        unauthorized.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("token")
+    );
+    assert_eq!(unauthorized.headers[header::WWW_AUTHENTICATE], "Bearer");
+    // Outside the API, the same refusal stays text for curl and Prometheus.
+    let metrics = get(app.clone(), "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::UNAUTHORIZED);
+    assert!(metrics.kind.starts_with("text/plain"), "{}", metrics.kind);
+
+    let app = router(state());
+    let wrong = get(app, "/api/connections/1/close").await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.headers[header::ALLOW], "POST");
+    let error = wrong.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("GET is not allowed"), "{error}");
+}

@@ -98,7 +98,10 @@ pub(crate) async fn deferred(
     Path(id): Path<String>,
     Query(q): Query<DetailQuery>,
 ) -> Result<Json<DeferredChain>, ApiError> {
-    let id = data::api_id(&id, "deferred")?;
+    // Any whole number is an id, as for connections; one past what history stores is
+    // simply not there.
+    let id: u64 = data::api_id(&id, "deferred")?;
+    let id = i64::try_from(id).map_err(|_| ApiError::NotFound("deferred"))?;
     let (detail, history_error) = data::deferred(&state, id, q.instance.as_deref()).await?;
     let detail = detail.ok_or(ApiError::NotFound("deferred"))?;
     Ok(Json(DeferredChain {

@@ -322,3 +322,15 @@ async fn a_list_cut_at_the_largest_limit_says_so() {
     );
     drop(dir);
 }
+
+#[tokio::test]
+async fn any_whole_number_is_an_id_and_one_no_history_holds_is_not_found() {
+    let app = router(state());
+    let past = "9223372036854775808"; // i64::MAX + 1: a u64, as connection ids are
+    for kind in ["connections", "deferreds"] {
+        let a = get(app.clone(), &format!("/api/{kind}/{past}")).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{kind}: {}", a.body);
+        let a = get(app.clone(), &format!("/api/{kind}/nine")).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{kind}: {}", a.body);
+    }
+}

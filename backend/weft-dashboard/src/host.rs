@@ -234,10 +234,13 @@ fn head_size(request: &Request) -> usize {
         + uri
             .authority()
             .map_or(0, |a| a.as_str().len() + "http://".len());
-    let line = request.method().as_str().len() + target + " HTTP/1.1\r\n ".len();
-    request.headers().iter().fold(line, |n, (name, value)| {
-        n + name.as_str().len() + value.len() + 4
-    })
+    let line = request.method().as_str().len() + 1 + target + 1 + "HTTP/1.1\r\n".len();
+    let fields = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + ": ".len() + value.len() + "\r\n".len())
+        .sum::<usize>();
+    line + fields + "\r\n".len()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The history queries the dashboard and its JSON API run.
 //!
-//! Every list is newest first (events: in sequence order) and capped at [`MAX_LIMIT`] rows.
+//! Every list is newest first (events: in sequence order) and capped at [`MAX_LIMIT`] rows,
+//! and one more when asked: what shows a list was cut.
 //! Queries run on the read pool, which in WAL mode never waits for the writer.
 //!
 //! In a database a fleet shares, the lists (connections, chains) show every instance's rows

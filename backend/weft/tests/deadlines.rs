@@ -274,11 +274,11 @@ impl Protocol for Source {
 
 #[test]
 fn a_peer_reading_slowly_is_not_idle_while_the_kernel_holds_what_was_written() {
-    // 400 KB/s: well under what frees a third of a grown send buffer within the idle
+    // 600 KB/s: well under what frees a third of a grown send buffer within the idle
     // timeout, and well over what the kernel wants taken before it says the socket is
     // writable again with `NOTSENT_LOWAT` (the unsent bytes below half of it, from up to
     // the mark and a segment's worth over: 100 to 170 KB, measured with `strace`).
-    const RATE: usize = 400_000;
+    const RATE: usize = 600_000;
     let observer = RecordingObserver::new();
     let obs = observer.clone();
     let config = ReactorConfig {

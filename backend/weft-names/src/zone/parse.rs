@@ -15,8 +15,9 @@ use crate::error::ZoneError;
 /// itself through others.
 pub(crate) const MAX_INCLUDE_DEPTH: usize = 8;
 
-/// The largest zone file, or file it includes, that is read: 256 MiB, a few million
-/// records, far more than memory holds for a service answering from it.
+/// The most a zone's files (the zone file and every file it includes, together) are read:
+/// 256 MiB, a few million records, far more than memory holds for a service answering
+/// from them.
 pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// The text of the zone file (or included file) at `path`: a regular file of at most
@@ -56,13 +57,19 @@ pub(crate) struct Located {
 pub(crate) fn records(file: &Path, text: &str) -> Result<Vec<Located>, ZoneError> {
     let mut out = Vec::new();
     let top = file.canonicalize().unwrap_or_else(|_| file.to_owned());
-    let dir = file.parent().unwrap_or(Path::new(""));
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    // Absolute, so that a zone file named without a directory (`example.zone`) confines
+    // its includes to the working directory rather than to nothing.
+    let dir = std::path::absolute(file)
+        .ok()
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let dir = dir.canonicalize().unwrap_or(dir);
     let mut reader = Reader {
         out: &mut out,
         open: vec![top],
         dir,
         generated: 0,
+        bytes: text.len() as u64,
     };
     reader.read(Rc::from(file), text, State::default())?;
     Ok(out)
@@ -77,6 +84,8 @@ struct Reader<'a> {
     dir: PathBuf,
     /// Records `$GENERATE` made so far, over every file of the zone.
     generated: usize,
+    /// Bytes read so far, over every file of the zone.
+    bytes: u64,
 }
 
 impl Reader<'_> {
@@ -160,11 +169,14 @@ impl Reader<'_> {
                 "$INCLUDE {path}: includes nest deeper than {MAX_INCLUDE_DEPTH} files"
             )));
         }
-        let canonical = target.canonicalize().unwrap_or_else(|_| target.clone());
+        let canonical = target
+            .canonicalize()
+            .or_else(|_| std::path::absolute(&target))
+            .unwrap_or_else(|_| target.clone());
         // Only the zone's own files: an error quotes what it could not read, and the
         // reload's errors reach the log and the dashboard, so a file the gateway may read
         // and the zone's editor may not (`/etc/shadow`) must not be included.
-        if canonical.is_absolute() && !canonical.starts_with(&self.dir) {
+        if !canonical.starts_with(&self.dir) || self.dir.as_os_str().is_empty() {
             return Err(err(format!(
                 "$INCLUDE {path}: {} is outside {}, the zone file's directory, where \
                  included files must be",
@@ -178,12 +190,21 @@ impl Reader<'_> {
                 target.display()
             )));
         }
-        let text = read_text(&target).map_err(|e| {
+        // The path checked, not the one written: a link swapped in between is not followed.
+        let text = read_text(&canonical).map_err(|e| {
             err(format!(
                 "$INCLUDE {path}: cannot read {}: {e}",
                 target.display()
             ))
         })?;
+        // The same file included on many lines is no loop, but is read each time.
+        self.bytes += text.len() as u64;
+        if self.bytes > MAX_FILE_BYTES {
+            return Err(err(format!(
+                "$INCLUDE {path}: the zone's files come to more than {} MiB",
+                MAX_FILE_BYTES >> 20
+            )));
+        }
         let inner = State {
             origin: origin.or_else(|| state.origin.clone()),
             default_ttl: state.default_ttl,

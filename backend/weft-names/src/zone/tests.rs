@@ -342,6 +342,14 @@ fn only_regular_files_inside_the_zone_s_directory_are_included() {
             "{path}: the file's text is not quoted: {e}"
         );
     }
+    // A zone file named without a directory confines its includes to the working one.
+    let relative = Zone::parse(
+        Path::new("relative.zone"),
+        &format!("{HEAD}$INCLUDE {}\n", secret.display()),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(relative.contains("is outside"), "{relative}");
     let fifo = zones.join("pipe.inc");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
     assert!(made.unwrap().success());
@@ -354,6 +362,20 @@ fn only_regular_files_inside_the_zone_s_directory_are_included() {
     let zone = include("inc/hosts").unwrap();
     let host = zone.lookup(&name("host.example.test."), RecordType::A);
     assert_eq!(host.answers.len(), 1);
+}
+
+#[test]
+fn a_zone_s_files_together_are_read_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = "; ".to_owned() + &"x".repeat(64 << 20) + "\n";
+    std::fs::write(dir.path().join("big.inc"), big).unwrap();
+    let top = dir.path().join("top.zone");
+    let e = Zone::parse(&top, &format!("{HEAD}{}", "$INCLUDE big.inc\n".repeat(5))).unwrap_err();
+    assert!(e.message.contains("more than 256 MiB"), "{e}");
+    assert_eq!(
+        e.line, 7,
+        "the fourth include, past 256 MiB with the top file: {e}"
+    );
 }
 
 #[test]

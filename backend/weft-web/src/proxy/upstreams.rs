@@ -145,11 +145,21 @@ impl RouteUpstreams {
 
     /// Records that target `i` failed with `err`; ejects it after `max_fails` in a row.
     pub(crate) fn failed(&self, i: usize, err: &UpstreamError, recorder: &dyn Recorder) {
+        self.count_failure(i, err, recorder, false);
+    }
+
+    /// Records that target `i`'s health check failed with `err`: a failure in a row as
+    /// any other, which also keeps an ejected upstream out until a check passes.
+    fn check_failed(&self, i: usize, err: &UpstreamError, recorder: &dyn Recorder) {
+        self.count_failure(i, err, recorder, true);
+    }
+
+    fn count_failure(&self, i: usize, err: &UpstreamError, recorder: &dyn Recorder, check: bool) {
         let target = &self.targets[i];
         if let Some(reason) = err.failure() {
             recorder.upstream_failed(&target.upstream.url, reason);
         }
-        if target.state.failed(err, &self.health) {
+        if target.state.failed(err, &self.health, check) {
             recorder.upstream_ejected(&target.upstream.url);
             tracing::warn!(
                 upstream = %target.upstream.url,
@@ -185,7 +195,7 @@ fn schedule_check(
                     Ok(()) => route.succeeded(i),
                     Err(err) => {
                         tracing::info!(upstream = %route.targets[i].upstream.url, %err, "health check failed");
-                        route.failed(i, &err, &*recorder);
+                        route.check_failed(i, &err, &*recorder);
                     }
                 }
             }
@@ -262,20 +272,26 @@ impl UpstreamState {
     }
 
     /// Counts a failure; `true` if it ejects the upstream.
-    fn failed(&self, err: &UpstreamError, health: &Health) -> bool {
+    /// `check`: a health check failed, which renews an ejection under way.
+    fn failed(&self, err: &UpstreamError, health: &Health, check: bool) -> bool {
         self.note_failure(err.to_string());
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
         if failures < health.max_fails {
             return false;
         }
         let now = Instant::now();
+        let renewed = Some((now + health.eject_for, SystemTime::now() + health.eject_for));
         let mut until = lock(&self.ejected_until);
         if until.is_some_and(|(at, _)| now < at) {
             // Ejected already: the requests that were in flight when it was fail now, and
-            // are neither another ejection nor a longer one.
+            // are neither another ejection nor a longer one; a failed health check says
+            // it is still down, and keeps it out.
+            if check {
+                *until = renewed;
+            }
             return false;
         }
-        *until = Some((now + health.eject_for, SystemTime::now() + health.eject_for));
+        *until = renewed;
         self.ejected.store(true, Relaxed);
         true
     }
@@ -391,12 +407,20 @@ mod tests {
             check: None,
         };
         let err = || UpstreamError::Timeout("http://192.0.2.1".into(), Duration::from_secs(1));
-        let ejections: Vec<bool> = (0..12).map(|_| state.failed(&err(), &health)).collect();
+        let ejections: Vec<bool> = (0..12)
+            .map(|_| state.failed(&err(), &health, false))
+            .collect();
         assert_eq!(ejections.iter().filter(|e| **e).count(), 1, "{ejections:?}");
         assert!(ejections[1], "the second failure in a row ejects");
         assert!(state.is_ejected(&mut None));
+        // A failed health check keeps it out, without counting another ejection.
+        let until = |s: &UpstreamState| lock(&s.ejected_until).map(|(at, _)| at);
+        let before = until(&state);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(!state.failed(&err(), &health, true));
+        assert!(until(&state) > before, "renewed");
         // Once the ejection is over, the next failure (the trial request's) ejects anew.
         *lock(&state.ejected_until) = Some((Instant::now(), SystemTime::now()));
-        assert!(state.failed(&err(), &health));
+        assert!(state.failed(&err(), &health, false));
     }
 }

@@ -142,9 +142,9 @@ impl FromStr for ServerEndpoint {
                 let addr = SocketAddr::new(f.interface(default)?, port);
                 if let IpAddr::V6(v6) = addr.ip()
                     && let Some(v4) = v6.to_ipv4_mapped()
-                    && f.kind != "udp"
                 {
-                    // A stream listener on IPv6 takes IPv6 alone (`IPV6_V6ONLY`), where a
+                    // A listener on IPv6 takes IPv6 alone (`IPV6_V6ONLY`: every stream
+                    // socket, and every UDP socket shared by several reactors), where a
                     // mapped address cannot be bound.
                     return Err(f.err(
                         &format!("interface={v6}"),
@@ -433,12 +433,8 @@ mod tests {
                 .reason
                 .contains("IPv4-mapped")
         );
-        // A UDP socket on IPv6 takes mapped addresses.
-        assert!(
-            r"udp:53:interface=\:\:ffff\:127.0.0.1"
-                .parse::<ServerEndpoint>()
-                .is_ok()
-        );
+        let udp = bad_server(r"udp:53:interface=\:\:ffff\:127.0.0.1");
+        assert!(udp.reason.contains("IPv4-mapped"), "{udp}");
         assert!(bad_server("unix:").reason.contains("needs a socket path"));
         let long = format!("unix:/tmp/{}", "x".repeat(103));
         assert!(long.parse::<ServerEndpoint>().is_err(), "108 bytes");

@@ -69,6 +69,7 @@ impl Stream for tokio::net::TcpStream {
     fn reset_on_close(&self) -> io::Result<()> {
         socket2::SockRef::from(self).set_linger(Some(std::time::Duration::ZERO))
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
         socket2::SockRef::from(self).set_tcp_notsent_lowat(bytes)
     }

@@ -87,8 +87,7 @@ pub(crate) async fn require_token(
     let challenge = [(header::WWW_AUTHENTICATE, "Bearer")];
     if path.starts_with("/api/") {
         // The API answers every error as `{error}`.
-        let body = axum::Json(serde_json::json!({ "error": NEEDS }));
-        return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
+        return (challenge, ApiError::Unauthorized(NEEDS)).into_response();
     }
     (StatusCode::UNAUTHORIZED, challenge, format!("{NEEDS}\n")).into_response()
 }

@@ -19,6 +19,12 @@ pub enum ApiError {
     /// The feature needs something this dashboard runs without (a store, a reactor).
     #[error("{0}")]
     Unavailable(&'static str),
+    /// The dashboard has a token and the request did not carry it.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The route does not take the request's method (`Allow` says which it takes).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The action was refused (no token and not same-origin).
     #[error("{0}")]
     Forbidden(&'static str),
@@ -50,6 +56,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
@@ -112,17 +120,17 @@ pub(crate) async fn api_method_errors_as_json(
 ) -> Response {
     let api = request.uri().path().starts_with("/api/");
     let method = request.method().clone();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     if !api || response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
-    let (mut parts, _) = response.into_parts();
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    let error = format!("{method} is not allowed here; `Allow` names the methods that are");
-    let body = Json(Body { error }).into_response().into_body();
-    parts.headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, body)
+    let allow = response.headers_mut().remove(axum::http::header::ALLOW);
+    let mut json = ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed here; `Allow` names the methods that are"
+    ))
+    .into_response();
+    if let Some(allow) = allow {
+        json.headers_mut().insert(axum::http::header::ALLOW, allow);
+    }
+    json
 }

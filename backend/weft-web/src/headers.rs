@@ -171,6 +171,7 @@ pub fn add_forwarded(
     host: Option<&HeaderValue>,
     secure: bool,
 ) {
+    headers.reserve(Forwarding::FIELDS);
     Forwarding::new(client, secure).add(headers, host);
 }
 
@@ -207,6 +208,11 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
+    /// The fields [`add`](Self::add) puts in at most: a caller reserves room for them in
+    /// the map with whatever else it adds, since a map from the parser has none to spare
+    /// and each growth moves every field.
+    pub const FIELDS: usize = 4;
+
     /// The forwarding values of a client at `client` (over TLS when `secure`).
     pub fn new(client: Option<IpAddr>, secure: bool) -> Self {
         let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
@@ -227,9 +233,6 @@ impl Forwarding {
     /// put there), and `X-Forwarded-Host` and `X-Forwarded-Proto`, for a request that
     /// named `host`.
     pub fn add(&self, headers: &mut HeaderMap, host: Option<&HeaderValue>) {
-        // Room for the four fields at once: a map from the parser has none to spare, and
-        // each growth moves every field.
-        headers.reserve(4);
         append_member(headers, X_FORWARDED_FOR, self.ip.clone());
         let (host, element) = self.element(host);
         // What the client sent as `X-Forwarded-Host` never reaches the upstream as if

@@ -17,6 +17,15 @@ fn listen(reactor: &Reactor, options: &ListenOptions, factory: impl Factory) -> 
         .unwrap()
 }
 
+/// A reactor that gives up a close after `close_timeout`.
+fn giving_up_after(close_timeout: Duration) -> ReactorConfig {
+    ReactorConfig {
+        handle_signals: false,
+        close_timeout,
+        ..ReactorConfig::default()
+    }
+}
+
 /// Reads until the server closes; how long that took.
 fn time_to_close(s: &mut std::net::TcpStream) -> Duration {
     let start = Instant::now();
@@ -140,11 +149,7 @@ impl Protocol for Flood {
 fn flood_is_given_up(half_close: bool) {
     let observer = RecordingObserver::new();
     let obs = observer.clone();
-    let config = ReactorConfig {
-        handle_signals: false,
-        close_timeout: Duration::from_millis(300),
-        ..ReactorConfig::default()
-    };
+    let config = giving_up_after(Duration::from_millis(300));
     let server = spawn_reactor_with(config, move |r| {
         r.set_observer(obs);
         listen(
@@ -180,11 +185,7 @@ fn a_half_close_whose_peer_never_reads_is_aborted_after_the_close_timeout() {
 
 #[test]
 fn a_close_that_waits_on_its_own_exchange_is_not_given_up() {
-    let config = ReactorConfig {
-        handle_signals: false,
-        close_timeout: Duration::from_millis(200),
-        ..ReactorConfig::default()
-    };
+    let config = giving_up_after(Duration::from_millis(200));
     let server = spawn_reactor_with(config, |r| {
         r.listen_stream("svc", "tcp:0:interface=127.0.0.1", |mut s| async move {
             use tokio::io::AsyncWriteExt;
@@ -281,11 +282,7 @@ fn a_peer_reading_slowly_is_not_idle_while_the_kernel_holds_what_was_written() {
     const RATE: usize = 600_000;
     let observer = RecordingObserver::new();
     let obs = observer.clone();
-    let config = ReactorConfig {
-        handle_signals: false,
-        close_timeout: Duration::from_millis(300),
-        ..ReactorConfig::default()
-    };
+    let config = giving_up_after(Duration::from_millis(300));
     let server = spawn_reactor_with(config, move |r| {
         r.set_observer(obs);
         let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(1000)));

@@ -20,8 +20,8 @@ pub(crate) const MAX_INCLUDE_DEPTH: usize = 8;
 /// from them.
 pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
 
-/// The text of the zone file (or included file) at `path`: a regular file of at most
-/// [`MAX_FILE_BYTES`]. A device such as `/dev/zero` would be read until memory ran out,
+/// The text of the zone file (or included file) at `path`: a regular file, read no
+/// further than [`MAX_FILE_BYTES`] (the callers bound a zone's files together). A device such as `/dev/zero` would be read until memory ran out,
 /// and a named pipe would hold the load (and a reload, and shutdown) until something
 /// wrote to it.
 pub(crate) fn read_text(path: &Path) -> Result<String, String> {
@@ -190,7 +190,7 @@ impl Reader<'_> {
                 target.display()
             )));
         }
-        // The path checked, not the one written: a link swapped in between is not followed.
+        // The path checked is the path read, resolved, not the one written.
         let text = read_text(&canonical).map_err(|e| {
             err(format!(
                 "$INCLUDE {path}: cannot read {}: {e}",

@@ -60,9 +60,8 @@ impl<'h> Outgoing<'h> {
         // The client was told to go on (100 Continue) by hyper as its body was read; the
         // upstream is not to wait for a go-ahead of its own (nginx clears it too).
         headers.remove(header::EXPECT);
-        // Room for the forwarding fields and `Via` at once: a map from the parser has none
-        // to spare, and each growth moves every field.
-        headers.reserve(5);
+        // Room for the forwarding fields and `Via` at once.
+        headers.reserve(Forwarding::FIELDS + 1);
         forwarding.add(headers, host.as_ref());
         add_via(headers, head.version);
         let bodiless = body.is_end_stream();

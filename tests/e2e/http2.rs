@@ -478,6 +478,67 @@ pub(crate) fn goaway_for(web: SocketAddr, bytes: &[u8]) -> Option<u32> {
     goaway
 }
 
+/// The frames the server sends on stream 1 for `block` (an HPACK request head on
+/// stream 1, ending the stream), until it ends the stream: (type, flags, payload length).
+fn stream_one_frames(web: SocketAddr, block: &[u8]) -> Vec<(u8, u8, usize)> {
+    let mut out = preface(&[]);
+    frame(&mut out, 0x1, 0x5, 1, block);
+    let mut conn = TcpStream::connect(web).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(&out).unwrap();
+    let (mut read, mut frames) = (Vec::new(), Vec::new());
+    let mut buf = [0; 16 << 10];
+    loop {
+        while read.len() >= 9 {
+            let len = usize::from(read[0]) << 16 | usize::from(read[1]) << 8 | usize::from(read[2]);
+            if read.len() < 9 + len {
+                break;
+            }
+            let stream = u32::from_be_bytes(read[5..9].try_into().unwrap()) & 0x7fff_ffff;
+            let (kind, flags) = (read[3], read[4]);
+            read.drain(..9 + len);
+            if stream == 1 {
+                frames.push((kind, flags, len));
+                // END_STREAM on HEADERS or DATA, or a reset.
+                if (kind <= 0x1 && flags & 0x1 != 0) || kind == 0x3 {
+                    return frames;
+                }
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => read.extend_from_slice(&buf[..n]),
+            _ => return frames,
+        }
+    }
+}
+
+/// RFC 9110 §9.3.2: no answer to HEAD carries content. Over HTTP/1.1 hyper leaves the
+/// body of a HEAD answer unread; over HTTP/2 it sends whatever the body gives, so an
+/// error page the service made itself went out as DATA after a HEAD.
+#[test]
+fn an_http2_head_request_is_answered_with_a_head_alone_whatever_its_status() {
+    let site = start();
+    for path in [
+        "/nope",
+        "/docs",
+        "/%2e%2e/x",
+        "/docs/guide.txt",
+        "/api/hello",
+    ] {
+        // `:method: HEAD`, a literal with the static table's name, then the rest of a GET.
+        let mut block = vec![0x02, 4];
+        block.extend_from_slice(b"HEAD");
+        block.extend_from_slice(&request_head(0x82, path)[1..]);
+        let frames = stream_one_frames(site.plain, &block);
+        let data: Vec<_> = frames.iter().filter(|f| f.0 == 0x0 && f.2 > 0).collect();
+        assert!(
+            data.is_empty() && frames.first().is_some_and(|f| f.0 == 0x1),
+            "HEAD {path}: frames on its stream (type, flags, length) {frames:?}\n{}",
+            site.app.log()
+        );
+    }
+}
+
 #[test]
 fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
     let site = start();

@@ -172,8 +172,10 @@ pub(crate) struct Logged {
     pending: Option<Pending>,
     /// Body bytes handed on so far: the line's byte count.
     sent: u64,
-    /// A response to HEAD, or a status without content: hyper sends no body, and drops
-    /// it unread.
+    /// A response to HEAD, or a status without content: it ends with its head, whatever
+    /// its inner body holds (hyper leaves such a body unread over HTTP/1.1, but over
+    /// HTTP/2 it sends what a body gives, which a HEAD answer MUST NOT carry: RFC 9110
+    /// §9.3.2).
     head_only: bool,
     /// The request's place in its peer's count of HTTP/2 requests in flight, given back
     /// when the body is done with; boxed, as most requests (HTTP/1.1) have none and the
@@ -226,6 +228,11 @@ impl HttpBody for Logged {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if this.head_only {
+            streams::body_polled(false);
+            this.finish(None);
+            return Poll::Ready(None);
+        }
         let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) else {
             streams::body_polled(false);
             return Poll::Pending;
@@ -255,10 +262,12 @@ impl HttpBody for Logged {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.head_only || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
+        // The inner body's, even with the head only: hyper takes a length it is given no
+        // `Content-Length` for from here, and a HEAD answer's is that of the GET.
         self.inner.size_hint()
     }
 }

@@ -202,3 +202,60 @@ fn https_certificates_are_checked_like_listening_loads_them() {
         "{err}"
     );
 }
+
+/// A flood of peers that each fail the same way (a plaintext client on the TLS port, an
+/// idle connection timing out) is counted whole and logged within the budget of
+/// handled errors: 20 lines a second for one service and kind, not one line each.
+#[test]
+fn a_flood_of_failed_handshakes_and_idle_peers_is_counted_whole_and_logged_within_budget() {
+    let (tls, plain) = (free_port(), free_port());
+    let app = spawn_app_with(|dir| {
+        let (cert, key) = write_pair(dir, "web", "localhost", &["localhost"]);
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = [\"ssl:{tls}:interface=127.0.0.1:privateKey={}:certKey={}\", \
+             \"tcp:{plain}:interface=127.0.0.1\"]\nroot = \"{}\"\nidle_timeout = \"1s\"\n\
+             max_connections_per_peer = 0\n",
+            key.display(),
+            cert.display(),
+            dir.display(),
+        )
+    });
+    const PEERS: usize = 60;
+    let count = |needle: &str| app.log().lines().filter(|l| l.contains(needle)).count();
+    for _ in 0..PEERS {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", tls)).unwrap();
+        let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    crate::assert_eventually!(
+        app.metric(r#"weft_errors_total{kind="tls_handshake",service="web"}"#)
+            == Some(PEERS as f64),
+        "each failed handshake is counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    let lines = count("TLS handshake failed");
+    assert!(
+        (1..=40).contains(&lines),
+        "{lines} lines for {PEERS} failed handshakes\n{}",
+        app.log()
+    );
+
+    // Idle peers, all cut at the idle timeout together.
+    let idle: Vec<_> = (0..PEERS)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", plain)).unwrap())
+        .collect();
+    crate::assert_eventually!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="timeout",service="web",transport="tcp"}"#
+        ) == Some(PEERS as f64),
+        "each idle peer is cut and counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    drop(idle);
+    let lines = count("connection timed out");
+    assert!(
+        (1..=40).contains(&lines),
+        "{lines} lines for {PEERS} idle peers timed out\n{}",
+        app.log()
+    );
+}

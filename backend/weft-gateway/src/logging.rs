@@ -12,9 +12,25 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The filter of `rust_log` (`info` without one), with the h2 crate's own warnings left
+/// out unless it names h2: they are about a peer's frames (too many resets, say), one
+/// line per connection a flood of peers makes, and the HTTP service reports and counts
+/// each such connection itself, with a log budget.
+fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let text = rust_log.unwrap_or("info");
+    let filter = EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new("info"));
+    let names_h2 = text
+        .split(',')
+        .any(|d| d.trim().split(['=', '[', ':']).next() == Some("h2"));
+    match names_h2 {
+        true => filter,
+        false => filter.add_directive("h2=error".parse().expect("a valid directive")),
+    }
+}
+
 /// Installs the process's log subscriber. Call it once, before anything logs.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -22,5 +38,26 @@ pub fn init(format: LogFormat) {
         // Colours only for a terminal: a file or journald would get escape codes.
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_h2_crate_s_warnings_are_left_out_unless_rust_log_names_it() {
+        assert_eq!(filter(None).to_string(), "h2=error,info");
+        assert_eq!(filter(Some("debug")).to_string(), "h2=error,debug");
+        assert_eq!(filter(Some("info,h2=debug")).to_string(), "h2=debug,info");
+        assert_eq!(
+            filter(Some("warn,h2::proto=trace")).to_string(),
+            "h2::proto=trace,warn"
+        );
+        // Another crate whose name starts the same is no reason to let h2's through.
+        assert_eq!(
+            filter(Some("h2load=info")).to_string(),
+            "h2load=info,h2=error"
+        );
     }
 }

@@ -101,11 +101,23 @@ pub(crate) fn report_close(info: Arc<ConnectionInfo>, reason: &CloseReason) {
 }
 
 /// Logs a close: at debug when it ended as either side meant it to or the peer reset it
-/// (routine at any real rate), at info when something went wrong here or in the protocol.
+/// (routine at any real rate), at info when something went wrong here or in the protocol,
+/// at most [`LOG_BURST`](observe::LOG_BURST) lines a second for one service and kind of
+/// close (10,000 idle connections timing out together are one flood, not 10,000 lines;
+/// history and the dashboard still have each).
 fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
-    if reason.is_routine() {
+    let kind = reason.kind();
+    if kind.is_routine() {
         tracing::debug!(connection = %info.id, %reason, "connection closed");
-    } else {
-        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
+        return;
+    }
+    match observe::log_budget(&info.service, observe::LogTopic::Close(kind)) {
+        Some(0) => {
+            tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
+        }
+        Some(suppressed) => {
+            tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, suppressed, "connection closed");
+        }
+        None => {}
     }
 }

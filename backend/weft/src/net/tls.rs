@@ -183,13 +183,24 @@ pub(crate) fn report_handshake_failure(
     peer: &crate::Address,
     err: &std::io::Error,
 ) {
-    use crate::observe::{self, ErrorKind, Event, ProtocolError};
-    tracing::info!(%service, %peer, %err, "TLS handshake failed");
+    use crate::observe::{self, ErrorKind, Event, LogTopic, ProtocolError};
+    // A flood of bad handshakes (one per connection) has the log budget of any handled
+    // error: `report_error`'s.
+    let kind = ErrorKind::TlsHandshake;
+    match observe::log_budget(service, LogTopic::Error(kind)) {
+        Some(0) => {
+            tracing::info!(%service, %peer, kind = kind.as_str(), %err, "TLS handshake failed")
+        }
+        Some(suppressed) => {
+            tracing::info!(%service, %peer, kind = kind.as_str(), %err, suppressed, "TLS handshake failed");
+        }
+        None => {}
+    }
     observe::emit(|| {
         Event::ProtocolError(ProtocolError {
             service: service.clone(),
             connection: None,
-            kind: ErrorKind::TlsHandshake,
+            kind,
             message: format!("TLS handshake with {peer} failed: {err}"),
         })
     });

@@ -89,7 +89,7 @@ pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
 /// a log line each. The first line after some were left out says how many
 /// (`suppressed`).
 pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
-    match log_budget(&info.service, kind) {
+    match log_budget(&info.service, LogTopic::Error(kind)) {
         Some(0) => {
             tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), "{message}");
         }
@@ -112,17 +112,27 @@ pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
 /// ([`report_error`]).
 pub const LOG_BURST: u32 = 20;
 
-/// Whether an error of `kind` on `service` is logged now: `Some(n)` with the number left
+/// What a line with its own budget of [`LOG_BURST`] a second (for each service) is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum LogTopic {
+    /// A handled error of this kind.
+    Error(ErrorKind),
+    /// A connection that ended this way, when that is not routine (a timeout, a protocol
+    /// error): a flood of peers makes one each.
+    Close(CloseKind),
+}
+
+/// Whether a line on `topic` for `service` is logged now: `Some(n)` with the number left
 /// out since the last one logged, `None` when this second's lines are spent.
-fn log_budget(service: &Arc<str>, kind: ErrorKind) -> Option<u64> {
+pub(crate) fn log_budget(service: &Arc<str>, topic: LogTopic) -> Option<u64> {
     thread_local! {
-        static WINDOWS: std::cell::RefCell<HashMap<(Arc<str>, ErrorKind), Burst>> =
+        static WINDOWS: std::cell::RefCell<HashMap<(Arc<str>, LogTopic), Burst>> =
             std::cell::RefCell::default();
     }
     let now = std::time::Instant::now();
     WINDOWS.with_borrow_mut(|windows| {
         windows
-            .entry((service.clone(), kind))
+            .entry((service.clone(), topic))
             .or_insert_with(|| Burst::new(now))
             .admit(now, LOG_BURST, std::time::Duration::from_secs(1))
     })
@@ -151,22 +161,32 @@ mod log_budget_tests {
     fn a_flood_of_one_kind_is_logged_a_burst_a_second_and_the_rest_counted_on_the_next_line() {
         let service: Arc<str> = "flooded".into();
         let logged: Vec<Option<u64>> = (0..100)
-            .map(|_| log_budget(&service, ErrorKind::DatagramDropped))
+            .map(|_| log_budget(&service, LogTopic::Error(ErrorKind::DatagramDropped)))
             .collect();
         assert!(logged[..20].iter().all(|l| *l == Some(0)), "{logged:?}");
         assert!(logged[20..].iter().all(Option::is_none), "{logged:?}");
-        // Another kind, or another service, has its own budget.
-        assert_eq!(log_budget(&service, ErrorKind::BadFrame), Some(0));
+        // Another kind, of error or of close, or another service, has its own budget.
         assert_eq!(
-            log_budget(&"other".into(), ErrorKind::DatagramDropped),
+            log_budget(&service, LogTopic::Error(ErrorKind::BadFrame)),
+            Some(0)
+        );
+        assert_eq!(
+            log_budget(&service, LogTopic::Close(CloseKind::TimedOut)),
+            Some(0)
+        );
+        assert_eq!(
+            log_budget(&"other".into(), LogTopic::Error(ErrorKind::DatagramDropped)),
             Some(0)
         );
         std::thread::sleep(std::time::Duration::from_millis(1_050));
         assert_eq!(
-            log_budget(&service, ErrorKind::DatagramDropped),
+            log_budget(&service, LogTopic::Error(ErrorKind::DatagramDropped)),
             Some(80),
             "the next second's first line says how many were left out"
         );
-        assert_eq!(log_budget(&service, ErrorKind::DatagramDropped), Some(0));
+        assert_eq!(
+            log_budget(&service, LogTopic::Error(ErrorKind::DatagramDropped)),
+            Some(0)
+        );
     }
 }

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::net::Ipv6Addr;
 
+use http::HeaderMap;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode, Version};
@@ -28,6 +29,18 @@ impl Refused {
             detail,
         }
     }
+}
+
+/// The most header lines a request may have: hyper's HTTP/1.1 parser's default bound,
+/// which it answers with 431 itself (setting it would move its parse buffer to the heap).
+const MAX_FIELD_LINES: usize = 100;
+
+/// The header lines of an HTTP/2 request as HTTP/1.1 would carry them: its `Cookie`
+/// crumbs (RFC 9113 §8.2.3: a client may send each cookie as a line of its own, for
+/// compression) are the one line they are joined into.
+fn field_lines(headers: &HeaderMap) -> usize {
+    let crumbs = headers.get_all(header::COOKIE).iter().count();
+    headers.len() - crumbs.saturating_sub(1)
 }
 
 /// Checks a request's head against the message rules, and makes its `Host` the one the
@@ -61,6 +74,14 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
                 detail: "a transfer coding other than chunked is not served",
             });
         }
+    } else if field_lines(&head.headers) > MAX_FIELD_LINES {
+        // HTTP/1.1's parser takes at most this many (and answers 431 itself); HTTP/2 bounds
+        // a head by its bytes only (SETTINGS_MAX_HEADER_LIST_SIZE), so it is counted here.
+        return Err(Refused {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            reason: Refusal::HeadTooLarge,
+            detail: "more than 100 header lines",
+        });
     } else if head
         .headers
         .values()
@@ -259,6 +280,27 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    #[test]
+    fn an_http2_head_of_more_than_100_lines_is_too_large_as_over_http1_cookie_crumbs_as_one() {
+        let with_lines = |fields: usize, cookies: usize| {
+            let mut r = request("http://a/", Version::HTTP_2, &[]);
+            for i in 0..fields {
+                let name = header::HeaderName::try_from(format!("x-{i}")).unwrap();
+                r.headers.insert(name, HeaderValue::from_static("v"));
+            }
+            for i in 0..cookies {
+                let crumb = HeaderValue::try_from(format!("c{i}=v")).unwrap();
+                r.headers.append(header::COOKIE, crumb);
+            }
+            reason(&mut r)
+        };
+        assert_eq!(with_lines(100, 0), None);
+        assert_eq!(with_lines(101, 0), Some(Refusal::HeadTooLarge));
+        // 99 fields and 300 cookies, one `Cookie` line once joined.
+        assert_eq!(with_lines(99, 300), None);
+        assert_eq!(with_lines(100, 2), Some(Refusal::HeadTooLarge));
     }
 
     #[test]

@@ -100,6 +100,27 @@ fn http_files_have_validators_ranges_codings_and_a_listing() {
     assert_eq!(code, 200);
     assert!(page.contains("&lt;b onmouseover=x&gt;.txt"), "{page}");
     assert!(!page.contains("<b "), "{page}");
+
+    // A listing's preconditions are evaluated as a file's (RFC 9110 §13.1: MUST), against
+    // the page's own entity tag.
+    let (code, head) = curl(web, &["-I"], "/dl/");
+    assert_eq!(code, 200);
+    let tag = header(&head, "etag").expect("a listing's ETag");
+    for (asks, expected) in [
+        (format!("If-None-Match: {tag}"), 304),
+        ("If-None-Match: *".to_owned(), 304),
+        ("If-None-Match: \"other\"".to_owned(), 200),
+        (format!("If-Match: {tag}"), 200),
+        ("If-Match: \"other\"".to_owned(), 412),
+    ] {
+        let (code, body) = curl(web, &["-H", &asks], "/dl/");
+        assert_eq!(code, expected, "{asks}: {body}");
+        assert_eq!(body.is_empty(), expected == 304, "{asks}: {body}");
+    }
+    // The listing changes with its directory, and so does its tag.
+    std::fs::write(app.dir.path().join("public/dl/new.txt"), "n").unwrap();
+    let (code, _) = curl(web, &["-H", &format!("If-None-Match: {tag}")], "/dl/");
+    assert_eq!(code, 200, "a listing that changed is sent again");
 }
 
 #[test]

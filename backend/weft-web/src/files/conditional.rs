@@ -41,6 +41,16 @@ pub(super) fn memory_tag(len: u64, made: SystemTime) -> Tag {
     )
 }
 
+/// The tag of a page made here (a directory's listing): a hash of its bytes, so the same
+/// page has the same tag while its directory does not change, and another page another.
+pub(super) fn page_tag(page: &[u8]) -> Tag {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    // The standard hasher with its fixed keys: the same bytes give the same tag from one
+    // run, and one build, to the next.
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(page);
+    format!("\"l{:x}-{hash:x}\"", page.len())
+}
+
 /// `tag` with `suffix` inside the quotes: the tag of the same file in a content coding,
 /// which is other bytes and so needs another strong tag (§8.8.3.3).
 pub(super) fn coded(tag: &str, suffix: &str) -> Tag {

@@ -268,7 +268,7 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
                     let response = match dir {
                         Some(dir) if options.listing => {
                             steps.step(READ_FILE);
-                            listing(source, &dir, path, method, options)
+                            listing(source, &dir, path, (method, &request.headers), options)
                         }
                         _ => error_page(StatusCode::NOT_FOUND, "not found"),
                     };
@@ -299,11 +299,14 @@ fn redirect(location: &str) -> Response<Body> {
     response
 }
 
+/// A directory's listing, with a strong entity tag made from the page itself (the
+/// preconditions hold for it as for a file: RFC 9110 §13.1 says MUST evaluate); no
+/// `Last-Modified`, as a directory's time does not move when a file in it grows.
 fn listing(
     source: &Source,
     dir: &Path,
     path: &str,
-    method: &Method,
+    (method, headers): (&Method, &HeaderMap),
     options: &FileOptions,
 ) -> Response<Body> {
     let root = match source {
@@ -320,22 +323,38 @@ fn listing(
             );
         }
     };
+    let tag = conditional::page_tag(page.as_bytes());
+    let verdict = conditional::evaluate(headers, &tag, None);
+    if verdict == Verdict::Failed {
+        return error_page(
+            StatusCode::PRECONDITION_FAILED,
+            "a precondition did not hold",
+        );
+    }
     let len = page.len();
-    let body = if method == Method::HEAD {
+    let body = if method == Method::HEAD || verdict == Verdict::NotModified {
         body::empty()
     } else {
         body::full(page)
     };
     let mut response = Response::new(body);
     let h = response.headers_mut();
+    if let Ok(tag) = HeaderValue::try_from(tag) {
+        h.insert(header::ETAG, tag);
+    }
+    if let Some(cc) = &options.cache_control {
+        h.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    if verdict == Verdict::NotModified {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return response;
+    }
+    let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Some(cc) = &options.cache_control {
-        h.insert(header::CACHE_CONTROL, cc.clone());
-    }
     response
 }
 

@@ -552,6 +552,11 @@ mod tests {
         assert_eq!(route("/api/%2e%2e/b"), Err(PathError::Ambiguous));
         assert_eq!(route("/api/..%2fb"), Err(PathError::Ambiguous));
         assert_eq!(route("/api/..%2f..%2fb"), Err(PathError::Ambiguous));
+        // An encoded slash that makes an empty segment for a `..` to take: out of `/api`
+        // to an upstream that merges slashes (nginx), in it to one that does not.
+        assert_eq!(route("/api/%2F../admin/x"), Err(PathError::Ambiguous));
+        assert_eq!(route("/api//..%2Fadmin/x"), Err(PathError::Ambiguous));
+        assert_eq!(route("/api/a%2F%2Fb"), Ok(("/api/a%2F%2Fb".into(), true)));
         assert_eq!(route("/api/../../b"), Err(PathError::AboveRoot));
     }
 }

@@ -74,11 +74,20 @@ pub enum Reading {
     /// Like `Normal`, but `%2F`, `%5C` and `\` separate segments too, as an upstream
     /// that decodes the whole path (or takes a backslash for a slash) would read it.
     EncodedSlashesDecoded,
+    /// Like `EncodedSlashesDecoded`, with runs of slashes then taken as one, before dot
+    /// segments are removed, as nginx does by default (`merge_slashes`): `/api/%2F../x`
+    /// is `/api//../x` and so `/x` to it, where the empty segment keeps it under `/api`
+    /// otherwise.
+    EncodedSlashesMerged,
 }
 
 impl Reading {
     /// The readings that may differ from the normal form.
-    pub const OTHERS: [Self; 2] = [Self::EncodedDotsKept, Self::EncodedSlashesDecoded];
+    pub const OTHERS: [Self; 3] = [
+        Self::EncodedDotsKept,
+        Self::EncodedSlashesDecoded,
+        Self::EncodedSlashesMerged,
+    ];
 
     /// Whether `raw` could read differently this way than in normal form.
     pub fn may_differ(self, raw: &str) -> bool {
@@ -89,7 +98,7 @@ impl Reading {
         match self {
             Self::Normal => false,
             Self::EncodedDotsKept => raw.contains("%2e") || raw.contains("%2E"),
-            Self::EncodedSlashesDecoded => {
+            Self::EncodedSlashesDecoded | Self::EncodedSlashesMerged => {
                 raw.contains('\\') || ["%2f", "%2F", "%5c", "%5C"].iter().any(|e| raw.contains(e))
             }
         }
@@ -116,8 +125,18 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
     if is_plain(raw) {
         return Ok(Cow::Borrowed(raw));
     }
+    let slashes = matches!(
+        reading,
+        Reading::EncodedSlashesDecoded | Reading::EncodedSlashesMerged
+    );
+    let merge = reading == Reading::EncodedSlashesMerged;
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
+    let slash = |out: &mut Vec<u8>| {
+        if !(merge && out.last() == Some(&b'/')) {
+            out.push(b'/');
+        }
+    };
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -128,7 +147,7 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
                     .ok_or(PathError::Malformed)?;
                 match byte {
                     b'.' if reading == Reading::EncodedDotsKept => out.extend_from_slice(b"%2E"),
-                    b'/' | b'\\' if reading == Reading::EncodedSlashesDecoded => out.push(b'/'),
+                    b'/' | b'\\' if slashes => slash(&mut out),
                     b if is_unreserved(b) => out.push(b),
                     b => {
                         const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -141,8 +160,8 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
                 }
                 i += 3;
             }
-            b'\\' if reading == Reading::EncodedSlashesDecoded => {
-                out.push(b'/');
+            b'/' | b'\\' if slashes && (merge || bytes[i] == b'\\') => {
+                slash(&mut out);
                 i += 1;
             }
             b => {
@@ -338,6 +357,14 @@ mod tests {
         assert!(!Reading::EncodedDotsKept.may_differ("/a/./b"));
         assert!(Reading::EncodedSlashesDecoded.may_differ("/a\\b"));
         assert!(!Reading::EncodedSlashesDecoded.may_differ("/a/%41"));
+        // An empty segment made of an encoded slash keeps a `..` from climbing out of
+        // `/api` only to a reader that does not merge slashes.
+        let merged = |raw| read(raw, Reading::EncodedSlashesMerged);
+        assert_eq!(slashes("/api/%2F../admin/x").unwrap(), "/api/admin/x");
+        assert_eq!(merged("/api/%2F../admin/x").unwrap(), "/admin/x");
+        assert_eq!(merged("/api//..%2Fadmin/x").unwrap(), "/admin/x");
+        assert_eq!(merged("/api/%5C%5c\\a").unwrap(), "/api/a");
+        assert!(Reading::EncodedSlashesMerged.may_differ("/api/%2F../x"));
     }
 
     #[test]

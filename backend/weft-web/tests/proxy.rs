@@ -402,6 +402,77 @@ fn resets_every_second_request() -> (
     (addr, accepted, heads)
 }
 
+/// An upstream that answers `/fill` after 300 ms (so that concurrent requests leave as
+/// many connections idle in the pool) and, on every connection, answers `/bad` by
+/// closing with it unread when `close`, or else with a head no parser takes (two lengths
+/// that disagree). Counts the `/bad` requests it got.
+fn fails_bad_requests(close: bool) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let bad = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = bad.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let (mut head, mut line) = (String::new(), String::new());
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        head.push_str(&line);
+                        line.clear();
+                    }
+                    if head.starts_with("GET /fill") {
+                        std::thread::sleep(Duration::from_millis(300));
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    } else if head.starts_with("GET /bad") {
+                        count.fetch_add(1, SeqCst);
+                        if close {
+                            return;
+                        }
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello",
+                        );
+                    } else {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, bad)
+}
+
+/// A request that failed on a reused connection goes again once, on a new connection:
+/// not through every idle connection of the pool, each of which would take it again (an
+/// upstream whose worker dies on it saw it once per idle connection, and one more). One
+/// that got an answer, even one that could not be read, does not go again.
+#[test]
+fn a_request_goes_again_at_most_once_and_never_after_an_answer() {
+    for (close, sent) in [(true, 2), (false, 1)] {
+        let (addr, bad) = fails_bad_requests(close);
+        let server = proxy_to(&[("/", addr)], Limits::default());
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| assert_eq!(server.get("/fill").text(), "ok"));
+            }
+        });
+        eventually("six connections idle in the pool", || {
+            server.recorded.upstream_connections(false) == 6 && server.connections().len() == 6
+        });
+        assert_eq!(server.get("/bad").status, 502);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            bad.load(std::sync::atomic::Ordering::SeqCst),
+            sent,
+            "times the upstream got one request (closing on it: {close})"
+        );
+    }
+}
+
 #[test]
 fn a_reused_connection_reset_by_the_upstream_is_replaced_for_an_idempotent_request() {
     let (addr, accepted, _) = resets_every_second_request();

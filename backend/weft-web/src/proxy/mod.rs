@@ -499,11 +499,15 @@ async fn exchange(
 ) -> Result<Response<Incoming>, UpstreamError> {
     let url = || target.upstream.url.clone();
     let _in_flight = InFlight::enter(&target.state.in_flight);
+    // Set once the request went out on a reused connection that then failed: it goes
+    // again once, on a new connection, never through the other idle ones (each of which
+    // would take it again).
+    let mut fresh = false;
     loop {
         steps.step_with("connect upstream", None, detail);
         let conn = target
             .pool
-            .checkout(limits.upstream_connect_timeout)
+            .checkout(limits.upstream_connect_timeout, fresh)
             .await?;
         let reused = conn.reused;
         let on = WaitsOn::Connection(conn.connection());
@@ -536,14 +540,26 @@ async fn exchange(
         // A kept-alive connection the upstream closed or reset as the request crossed
         // it surfaces as an incomplete message or as a reset, depending on timing; an
         // idempotent request without a body may go again either way (RFC 9110 §9.2.2).
+        // An answer that could not be read is an answer: the request is not sent again.
         match copy {
-            Some(copy) => {
+            Some(copy) if closed_under(&err) => {
                 tracing::debug!(upstream = %target.upstream.url, %err, "a reused connection failed before its response head; sending again");
                 outgoing.replay(copy);
+                fresh = true;
             }
-            None => return Err(UpstreamError::Exchange(url(), err.to_string())),
+            _ => return Err(UpstreamError::Exchange(url(), err.to_string())),
         }
     }
+}
+
+/// Whether an exchange failed as one on a kept-alive connection the upstream had closed
+/// does: the connection ended, or was reset, with no response head read.
+fn closed_under(err: &hyper::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    err.is_incomplete_message()
+        || std::error::Error::source(err)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted))
 }
 
 /// Counts a request in flight to an upstream while it lives.

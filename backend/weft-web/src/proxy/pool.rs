@@ -201,11 +201,15 @@ impl Pool {
     }
 
     /// An idle connection if there is one that can take a request, a new one otherwise.
+    /// A connection for one exchange: the most recently used idle one, or a new one (only
+    /// a new one when `fresh`).
     pub(crate) async fn checkout(
         &self,
         connect_timeout: Duration,
+        fresh: bool,
     ) -> Result<Pooled, UpstreamError> {
-        let pooled = match self.0.take_idle() {
+        let idle = if fresh { None } else { self.0.take_idle() };
+        let pooled = match idle {
             Some(pooled) => pooled,
             // Boxed: a connection being opened (TCP, TLS, the handshake) takes kilobytes
             // of state that a request on a pooled one would otherwise carry, and copy
@@ -318,7 +322,7 @@ impl Pool {
             .header(header::USER_AGENT, "weft-health-check")
             .body(ReqBody::Empty)
             .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
-        let conn = self.checkout(timeouts.0).await?;
+        let conn = self.checkout(timeouts.0, false).await?;
         let response = match self.send(conn, request, timeouts.1).await {
             Err(_) => return Err(UpstreamError::Timeout(url(), timeouts.1)),
             Ok(Err(SendError::NotSent(_))) => {

@@ -237,10 +237,7 @@ fn client_location(route: &Route, upstream: &Upstream, location: &str) -> Option
     let base = &upstream.base_path;
     if base.is_empty() {
         // Paths go upstream unchanged: the upstream's path is the client's.
-        return Some(match path.starts_with('/') {
-            true => path.to_owned(),
-            false => format!("/{path}"),
-        });
+        return Some(on_this_host(path));
     }
     let after = path.strip_prefix(base.as_str())?;
     if !(after.is_empty() || after.starts_with(['/', '?'])) {
@@ -248,10 +245,17 @@ fn client_location(route: &Route, upstream: &Upstream, location: &str) -> Option
     }
     // The base path stands for the prefix (without its last slash: `upstream_target`).
     let joined = format!("{}{after}", route.prefix.trim_end_matches('/'));
-    Some(match joined.starts_with('/') {
-        true => joined,
-        false => format!("/{joined}"),
-    })
+    Some(on_this_host(&joined))
+}
+
+/// `path` as a location on the client's host: with one `/` in front in place of any run
+/// of slashes, backslashes and the tabs and newlines a browser drops between them. The
+/// upstream's `http://up//evil.example/x` is a path on the upstream; `//evil.example/x`
+/// (or `/\evil.example/x`, browsers reading `\` as `/`) would send the client to
+/// another host (RFC 3986 §4.2).
+fn on_this_host(path: &str) -> String {
+    let rest = path.trim_start_matches(['/', '\\', '\t', '\n', '\r']);
+    format!("/{rest}")
 }
 
 /// The target to ask `upstream` for, as a URI: the request's own (shared, not parsed
@@ -780,9 +784,17 @@ mod tests {
             ),
             ("HTTP://127.0.0.1:9000", "/"),
             ("http://127.0.0.1:9000?x", "/?x"),
+            // A path on the upstream that would be another host on the client's side.
+            ("http://127.0.0.1:9000//evil.example/x", "/evil.example/x"),
+            ("http://127.0.0.1:9000/\\evil.example/x", "/evil.example/x"),
+            ("http://127.0.0.1:9000/\t/evil.example", "/evil.example"),
         ] {
             assert_eq!(location("/api/", up, l).as_deref(), Some(ours), "{l}");
         }
+        assert_eq!(
+            location("/", "http://u:1/base", "http://u:1/base//evil.example").as_deref(),
+            Some("/evil.example")
+        );
         // A base path stands for the prefix.
         let up = "http://app.internal/base";
         for (l, ours) in [

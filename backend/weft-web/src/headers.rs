@@ -90,6 +90,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Passes on a `Content-Length` that came as a list of one repeated length (`5, 5`, or
+/// the same length on several lines, which a recipient may take as that length: RFC
+/// 9110 §8.6) as that one length: a sender MUST NOT forward anything but digits. Lengths
+/// that differ (a parser refuses those) leave no `Content-Length` at all.
+pub(crate) fn one_content_length(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lines.next() else {
+        return;
+    };
+    let digits = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
+    if lines.next().is_none() && digits(first.as_bytes()) {
+        return;
+    }
+    let mut length = None;
+    for member in list_members(headers, header::CONTENT_LENGTH) {
+        match member.parse::<u64>() {
+            Ok(n) if digits(member.as_bytes()) && length.is_none_or(|l| l == n) => {
+                length = Some(n);
+            }
+            _ => {
+                length = None;
+                break;
+            }
+        }
+    }
+    match length {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
 /// The transfer coding a message says it carries, when that is anything but `chunked`
 /// alone (`gzip, chunked`, say): hyper undoes only `chunked`, so such a body cannot be
 /// passed on with its framing removed (RFC 9112 §6.1).
@@ -328,6 +363,28 @@ fn joined<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_content_length_goes_on_as_one_rfc9110_8_6() {
+        let length = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for line in lines {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(line).unwrap());
+            }
+            one_content_length(&mut h);
+            let all: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().cloned().collect();
+            all.iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(length(&["5"]), ["5"]);
+        assert_eq!(length(&["5, 5"]), ["5"]);
+        assert_eq!(length(&["5", "5"]), ["5"]);
+        assert_eq!(length(&["5,5, 5"]), ["5"]);
+        assert!(length(&["5, 6"]).is_empty());
+        assert!(length(&["+5"]).is_empty());
+        assert!(length(&[]).is_empty());
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -100,6 +100,23 @@ fn bodies_stream_both_ways() {
     assert_eq!(server.recorded.count("POST", "2xx"), 1);
 }
 
+/// RFC 9110 §8.6: a sender MUST NOT forward a `Content-Length` that is not digits; an
+/// upstream's `5, 5` (one length, repeated) goes on as `5`.
+#[test]
+fn an_upstream_s_repeated_content_length_reaches_the_client_as_one_length() {
+    let (up, _) = upstream(|_| b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello".to_vec());
+    let server = proxy_to(&[("/", up)], Limits::default());
+    let reply = server.get("/x");
+    assert_eq!((reply.status, reply.text()), (200, "hello".to_owned()));
+    let lengths: Vec<_> = reply
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(lengths, ["5"]);
+}
+
 #[test]
 fn a_get_s_body_of_unknown_length_streamed_past_the_buffer_reaches_the_upstream() {
     let (echo, seen) = upstream(echo_body);

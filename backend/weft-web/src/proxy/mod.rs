@@ -44,7 +44,7 @@ use self::upstreams::{RouteUpstreams, Target, Tried};
 use crate::body::Body;
 use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
-use crate::headers::{Forwarding, other_transfer_coding, strip_hop_by_hop};
+use crate::headers::{Forwarding, one_content_length, other_transfer_coding, strip_hop_by_hop};
 use crate::metrics::{BodyBuffered, Recorder, Refusal, UpstreamFailure};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
@@ -630,6 +630,7 @@ fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Resp
     let (mut parts, body) = response.into_parts();
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
+    one_content_length(&mut parts.headers);
     if let Some(location) = parts.headers.get_mut(header::LOCATION)
         && let Some(ours) = location
             .to_str()

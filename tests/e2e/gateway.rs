@@ -252,3 +252,66 @@ fn udp_echo_does_not_answer_a_service_that_would_answer_back() {
     let (n, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"hello");
 }
+
+/// A reload or a log rotation signalled while the gateway is still reading its
+/// configuration (here a zone of 200,000 records, a second or more) does not end it:
+/// SIGHUP and SIGUSR1 end a process that has no handler for them yet.
+#[test]
+fn a_reload_or_reopen_signalled_while_starting_does_not_end_the_gateway() {
+    use std::fmt::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut zone = String::from(
+        "$ORIGIN big.test.\n$TTL 300\n@ IN SOA ns1 admin 1 3600 600 86400 300\n\
+         @ IN NS ns1\nns1 IN A 192.0.2.1\n",
+    );
+    for i in 0..200_000 {
+        writeln!(zone, "h{i} IN A 192.0.2.{}", i % 250 + 1).unwrap();
+    }
+    std::fs::write(dir.path().join("big.zone"), zone).unwrap();
+    let (dashboard, dns) = (crate::support::free_port(), crate::support::free_port());
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n\
+         [[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:{dns}:interface=127.0.0.1\"\n\
+         zones = [\"{}\"]\n",
+        dir.path().join("h.db").display(),
+        dir.path().join("big.zone").display()
+    );
+    std::fs::write(dir.path().join("weft.toml"), config).unwrap();
+    let mut child = std::process::Command::new(crate::support::weft_bin())
+        .arg("run")
+        .arg("--config")
+        .arg(dir.path().join("weft.toml"))
+        .stderr(std::fs::File::create(dir.path().join("weft.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    for signal in ["-HUP", "-USR1"] {
+        std::thread::sleep(Duration::from_millis(150));
+        let sent = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+    let ready = || {
+        let url = format!("http://127.0.0.1:{dashboard}/readyz");
+        std::process::Command::new("curl")
+            .args(["-sf", "--max-time", "2", &url])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let started = std::time::Instant::now();
+    while !ready() && started.elapsed() < Duration::from_secs(60) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the gateway ended while starting: {status}\n{}",
+                std::fs::read_to_string(dir.path().join("weft.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert!(ready(), "ready after the signals");
+    let _ = child.kill();
+    let _ = child.wait();
+}

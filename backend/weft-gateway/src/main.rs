@@ -70,7 +70,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Takes SIGHUP and SIGUSR1 from their default action (ending the process) before
+/// anything else: a reload (`systemctl reload`) or a log rotation's USR1 landing while the
+/// configuration is still being read and checked (a large zone takes a second or more)
+/// would otherwise kill a gateway that is starting. Once installed, tokio's handler stays
+/// for the life of the process; the reload and log-reopening listeners made later see
+/// what arrives after they are made (the file being read now is the latest anyway).
+fn hold_early_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let _entered = runtime.enter();
+    for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+        let _ = signal(kind);
+    }
+}
+
 fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    hold_early_signals();
     // The file is read before anything is logged: it says how to log.
     let mut config = match &file {
         Some(path) => Config::load(path)?,

@@ -472,6 +472,20 @@ fn the_store_directory_must_exist() {
     std::fs::write(&notes, "not a database").unwrap();
     let e = err(&format!("[store]\npath = \"{}\"\n", notes.display()));
     assert!(e.message.contains("is not a SQLite database"), "{e}");
+    // A FIFO would hang the check that reads its header (and `run`'s open); a directory
+    // where the lock file goes would fail `run` only.
+    let fifo = dir.path().join("pipe.db");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let e = err(&format!("[store]\npath = \"{}\"\n", fifo.display()));
+    assert!(e.message.contains("is not a regular file"), "{e}");
+    std::fs::create_dir(dir.path().join("locked.db.lock")).unwrap();
+    let locked = dir.path().join("locked.db");
+    let e = err(&format!("[store]\npath = \"{}\"\n", locked.display()));
+    assert!(
+        e.message.contains("locked.db.lock is not a regular file"),
+        "{e}"
+    );
     let fresh = dir.path().join("weft.db");
     let c = Config::parse(
         "weft.toml",

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -416,6 +416,24 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
         return Err(err(format!(
             "{} is a directory; name the history file, such as \"weft.db\"",
             path.display()
+        )));
+    }
+    // The history file and its lock beside it (`PATH.lock`) are created there, and a
+    // file that is there must be one: a FIFO would hang whoever opens it to read.
+    let mut lock = path.clone().into_os_string();
+    lock.push(".lock");
+    for file in [path.as_path(), Path::new(&lock)] {
+        if let Ok(meta) = std::fs::metadata(file)
+            && !meta.is_file()
+        {
+            return Err(err(format!("{} is not a regular file", file.display())));
+        }
+    }
+    if let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
+        return Err(err(format!(
+            "cannot write in {} ({}): the history file and its lock are made there",
+            dir.display(),
+            std::io::Error::from(e)
         )));
     }
     // An existing file is opened for writing at run, and must be a SQLite database.

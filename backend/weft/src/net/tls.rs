@@ -44,9 +44,31 @@ fn pem_error(path: &Path, reason: impl ToString) -> TlsError {
     }
 }
 
+/// The most a PEM file may hold: a certificate chain or a key is a few KiB, a bundle of
+/// every public root about 200 KiB.
+const MAX_PEM_BYTES: u64 = 4 << 20;
+
+/// A PEM file's bytes, from a regular file of at most [`MAX_PEM_BYTES`]: a FIFO would
+/// hang whoever reads it (`weft check`, a start, a reload) and a device would never end.
+fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| pem_error(path, e))?;
+    if !meta.is_file() {
+        return Err(pem_error(path, "not a regular file"));
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(pem_error(path, "larger than 4 MiB"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
+        .map_err(|e| pem_error(path, e))?;
+    Ok(bytes)
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_error(path, e))?
+    let pem = read_pem(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
@@ -70,7 +92,7 @@ pub struct SniCertificate {
 /// A certificate chain and its key, loaded and checked against each other.
 fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let key = PrivateKeyDer::from_pem_slice(&read_pem(key)?).map_err(|e| pem_error(key, e))?;
     Ok(Arc::new(CertifiedKey::from_der(certs, key, &provider())?))
 }
 
@@ -221,4 +243,25 @@ pub(crate) async fn connect(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pem_path_that_is_not_a_regular_file_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("key.pem");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        // Read, a FIFO with no writer would wait for ever.
+        for err in [
+            check_server_files(&fifo, &fifo).unwrap_err(),
+            check_ca_certs(&fifo).unwrap_err(),
+            check_server_files(dir.path(), &fifo).unwrap_err(),
+        ] {
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+    }
 }

@@ -64,7 +64,10 @@ pub(crate) async fn open_pool(
         .connect_with(connect_options(path, busy_timeout))
         .await
         .map_err(open_error)?;
-    let migrated = MIGRATOR.run(&setup).await;
+    let migrated = match record_relanded(&setup).await {
+        Ok(()) => MIGRATOR.run(&setup).await,
+        Err(e) => Err(e.into()),
+    };
     setup.close().await;
     migrated.map_err(|source| StoreError::Migrate {
         path: path.to_owned(),
@@ -79,6 +82,42 @@ pub(crate) async fn open_pool(
         .connect_with(read_options(path, busy_timeout))
         .await
         .map_err(open_error)
+}
+
+/// Migrations that were once applied under another version: `(was, is)`. The tasks
+/// migration was on main as 5 for a few hours (0988742 to 8124595), withdrawn, and landed
+/// again as 7, the same statements byte for byte. A file from those hours records 5, which
+/// the migrations no longer have (sqlx refuses such a file) and then needs 7, whose
+/// columns it already has.
+const RELANDED: &[(i64, i64)] = &[(5, 7)];
+
+/// Records a migration a file applied under an earlier version as applied under the one
+/// it landed as, when it is the same migration (its checksum says so), so the file opens
+/// and the migration is not run twice. Nothing for a new file or any other.
+async fn record_relanded(setup: &SqlitePool) -> Result<(), sqlx::Error> {
+    let table: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(setup)
+    .await?;
+    if table.is_none() {
+        return Ok(());
+    }
+    for &(was, is) in RELANDED {
+        let Some(landed) = MIGRATOR.iter().find(|m| m.version == is) else {
+            continue;
+        };
+        sqlx::query(
+            "UPDATE _sqlx_migrations SET version = ?1 WHERE version = ?2 AND checksum = ?3 \
+             AND NOT EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = ?1)",
+        )
+        .bind(is)
+        .bind(was)
+        .bind(landed.checksum.as_ref())
+        .execute(setup)
+        .await?;
+    }
+    Ok(())
 }
 
 /// Opens the writer's own connection; the file must already be migrated.
@@ -251,6 +290,57 @@ mod tests {
                 hex(&m.checksum)
             );
         }
+    }
+
+    /// A file written while the tasks migration was number 5 (before it landed again as
+    /// 7) opens, with its tasks columns, and has 7 recorded rather than run again.
+    #[tokio::test]
+    async fn a_file_that_applied_the_tasks_migration_as_5_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let then = dir.path().join("migrations");
+        std::fs::create_dir(&then).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        for name in [
+            "0001_initial.sql",
+            "0002_connection_events.sql",
+            "0003_named_steps.sql",
+            "0004_query_log.sql",
+        ] {
+            std::fs::copy(root.join(name), then.join(name)).unwrap();
+        }
+        std::fs::copy(root.join("0007_tasks.sql"), then.join("0005_tasks.sql")).unwrap();
+        let path = dir.path().join("weft.db");
+        let old = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect_options(&path, Duration::from_secs(5)))
+            .await
+            .unwrap();
+        Migrator::new(then.as_path())
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
+        old.close().await;
+
+        let pool = open_pool(&path, Duration::from_secs(5), 1)
+            .await
+            .expect("a file from the days of migration 5 opens");
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
+        assert_eq!(
+            versions,
+            (1..=latest).filter(|v| *v != 5).collect::<Vec<_>>()
+        );
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM deferreds LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        assert_eq!(kind, None, "the tasks column is there");
     }
 
     #[tokio::test]

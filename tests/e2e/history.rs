@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -246,41 +246,7 @@ fn a_second_run_on_a_history_file_in_use_exits_before_serving_and_leaves_the_fir
 
     // Another gateway on the same file, with ports of its own.
     let dir = tempfile::tempdir().unwrap();
-    let (dashboard, echo) = (free_port(), free_port());
-    let config = dir.path().join("weft.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n\
-             [[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = \"tcp:{echo}:interface=127.0.0.1\"\n",
-            app.db.display()
-        ),
-    )
-    .unwrap();
-    let mut second = Command::new(weft_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("weft.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(15) {
-            let _ = second.kill();
-            let _ = second.wait();
-            panic!(
-                "the second process is still running on a file in use; the first's rows now: {:?}",
-                tcp_rows(&app.db)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log = std::fs::read_to_string(dir.path().join("weft.log")).unwrap();
+    let (status, log, config, (dashboard, echo)) = run_beside(&app, dir.path());
     assert!(!status.success(), "{status:?}\n{log}");
     assert!(
         log.contains(&app.db.display().to_string())
@@ -320,4 +286,69 @@ fn a_second_run_on_a_history_file_in_use_exits_before_serving_and_leaves_the_fir
         "the first process records its own close: {:?}",
         tcp_rows(&app.db)
     );
+
+    // The history files deleted by hand (`rm weft.db*`), the lock goes with them: the
+    // first takes it again at once (within a second), and a second gateway is still
+    // refused.
+    let lock = format!("{}.lock", app.db.display());
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", app.db.display()));
+    }
+    assert_eventually!(
+        std::fs::read_to_string(&lock).is_ok_and(|pid| pid.trim() == app.child.id().to_string()),
+        "the lock is taken again\n{}",
+        app.log()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (status, log, ..) = run_beside(&app, dir.path());
+    assert!(
+        !status.success(),
+        "a second writer started: {status:?}\n{log}"
+    );
+    assert!(
+        log.contains(&format!("process {}", app.child.id())),
+        "{log}"
+    );
+}
+
+/// Runs another gateway on `app`'s history file, with ports of its own and its files in
+/// `dir`, until it exits (15 s at most): how it ended, its log, its configuration file and
+/// its ports (dashboard, echo).
+fn run_beside(app: &App, dir: &Path) -> (ExitStatus, String, PathBuf, (u16, u16)) {
+    let (dashboard, echo) = (free_port(), free_port());
+    let config = dir.join("weft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dashboard]\nlisten = \"tcp:{dashboard}:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n\
+             [[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = \"tcp:{echo}:interface=127.0.0.1\"\n",
+            app.db.display()
+        ),
+    )
+    .unwrap();
+    let mut second = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("weft.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!(
+                "the second process is still running on a file in use; the first's rows now: {:?}",
+                tcp_rows(&app.db)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(dir.join("weft.log")).unwrap();
+    (status, log, config, (dashboard, echo))
 }

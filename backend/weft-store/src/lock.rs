@@ -74,6 +74,28 @@ impl WriterLock {
     }
 }
 
+impl WriterLock {
+    /// Takes the lock again when its file is no longer at its path (the history files
+    /// deleted by hand, `rm weft.db*`, or the lock file replaced): a lock on a file the
+    /// path no longer names keeps nobody out, and a second writer would start. Fails,
+    /// keeping the old lock, when another process took the new file first.
+    pub(crate) fn renew(&mut self, db: &Path) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+        let held = self.file.metadata().ok().map(id);
+        let there = std::fs::metadata(lock_path(db)).ok().map(id);
+        if held.is_some() && held == there {
+            return Ok(());
+        }
+        *self = WriterLock::acquire(db)?;
+        tracing::warn!(
+            lock = %lock_path(db).display(),
+            "the history file's lock file was deleted or replaced; took the lock again"
+        );
+        Ok(())
+    }
+}
+
 impl Drop for WriterLock {
     fn drop(&mut self) {
         // Still held here: nobody else can have written their id yet. Closing the file
@@ -123,5 +145,30 @@ mod tests {
         assert_eq!(writer_pid(&db), None, "a clean release clears the id");
         let again = WriterLock::acquire(&db).expect("free again");
         drop(again);
+    }
+
+    #[test]
+    fn a_lock_whose_file_was_deleted_is_taken_again_before_another_writer_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("weft.db");
+        let mut lock = WriterLock::acquire(&db).unwrap();
+        lock.renew(&db).expect("held: nothing to do");
+        std::fs::remove_file(lock_path(&db)).unwrap();
+        // Held on a file the path no longer names: nobody is kept out...
+        let other = WriterLock::acquire(&db).expect("a second writer gets a new file");
+        drop(other);
+        std::fs::remove_file(lock_path(&db)).unwrap();
+        // ... until it is taken again.
+        lock.renew(&db).unwrap();
+        assert_eq!(writer_pid(&db), Some(std::process::id()));
+        assert!(matches!(
+            WriterLock::acquire(&db),
+            Err(StoreError::InUse { .. })
+        ));
+        // Another process that took the new file first keeps it.
+        std::fs::remove_file(lock_path(&db)).unwrap();
+        let first = WriterLock::acquire(&db).unwrap();
+        assert!(matches!(lock.renew(&db), Err(StoreError::InUse { .. })));
+        drop(first);
     }
 }

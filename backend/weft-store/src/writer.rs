@@ -31,6 +31,9 @@ use crate::schema::{self, FileId, PoolCell};
 use crate::stats::StoreStats;
 use crate::{StoreError, StoreOptions};
 
+/// How often an idle writer checks that its lock file is still there.
+const LOCK_CHECK: Duration = Duration::from_secs(1);
+
 /// What travels on the queue.
 #[derive(Debug)]
 #[expect(
@@ -251,6 +254,24 @@ impl WriterTask {
             // `pending` is always below `batch_size` here, so the limit is at least 1.
             let limit = self.batch_size - pending.len();
             let received = match deadline {
+                // Idle, the lock is still looked after: deleted with the history files,
+                // it is taken again before a second writer can start on them.
+                None if self._lock.is_some() => {
+                    match tokio::time::timeout(LOCK_CHECK, self.rx.recv_many(&mut incoming, limit))
+                        .await
+                    {
+                        Ok(n) => n,
+                        Err(_elapsed) => {
+                            if let Err(error) = self.keep_lock()
+                                && !self.failing
+                            {
+                                self.failing = true;
+                                tracing::warn!(path = %self.location, %error, "cannot keep the history file's lock; dropping records until writes succeed again");
+                            }
+                            continue;
+                        }
+                    }
+                }
                 None => self.rx.recv_many(&mut incoming, limit).await,
                 Some(at) => match timeout_at(at, self.rx.recv_many(&mut incoming, limit)).await {
                     Ok(n) => n,
@@ -413,6 +434,7 @@ impl WriterTask {
             }
             return Ok(());
         }
+        self.keep_lock()?;
         let now = FileId::of(&self.path);
         if now.is_none() || now != self.file {
             self.recreate().await?;
@@ -422,6 +444,14 @@ impl WriterTask {
             self.conn = Some(Conn::Sqlite(conn));
         }
         Ok(())
+    }
+
+    /// Takes the file's lock again if its lock file was deleted or replaced.
+    fn keep_lock(&mut self) -> Result<(), StoreError> {
+        match &mut self._lock {
+            Some(lock) => lock.renew(&self.path),
+            None => Ok(()),
+        }
     }
 
     /// The path no longer names the file we opened: let go of the old one, then create, migrate and

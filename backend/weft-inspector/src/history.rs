@@ -230,11 +230,10 @@ pub(crate) async fn snapshots(
         }
         let mut rows = Vec::new();
         // A live task is kept once a detector flags it: one per connection would double
-        // what every snapshot writes, for rows that say little.
-        for d in hub.pending_deferreds() {
-            if d.task.is_none() || d.flagged() {
-                deferred_records(&d, &mut rows);
-            }
+        // what every snapshot writes, for rows that say little. Each chain written here
+        // has its end published, so its row does not stay pending.
+        for d in hub.deferreds().pending_for_history() {
+            deferred_records(&d, &mut rows);
         }
         for row in rows {
             writer.try_send(row);

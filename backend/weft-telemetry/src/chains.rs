@@ -206,6 +206,9 @@ pub(crate) struct Chain {
     pub(crate) current_step: Option<Site>,
     /// The sampler picked it when it was created: kept in history even if it ends well.
     pub(crate) sampled: bool,
+    /// History has a row of it, written while it was pending (`pending_for_history`): its
+    /// end is published however it ends, or the row would say pending for ever.
+    pub(crate) in_history: bool,
 }
 
 /// Where a chain comes from, kept as the event gave it and written into its snapshot only
@@ -389,6 +392,22 @@ impl Chains {
         let mut all: Vec<_> = self.lock().values().map(Chain::snapshot_now).collect();
         all.sort_by_key(|d| (d.created_at_ms, d.id));
         all
+    }
+
+    /// The pending chains history keeps a row of while they are pending (every chain, and
+    /// a task once a detector flagged it), marked as kept: their ends are published.
+    pub(crate) fn pending_for_history(&self) -> Vec<DeferredSnapshot> {
+        let mut chains = self.lock();
+        let mut kept: Vec<_> = chains
+            .values_mut()
+            .filter(|c| c.task.is_none() || c.snapshot.flagged())
+            .map(|c| {
+                c.in_history = true;
+                c.snapshot_now()
+            })
+            .collect();
+        kept.sort_by_key(|d| (d.created_at_ms, d.id));
+        kept
     }
 
     /// One pending chain now.

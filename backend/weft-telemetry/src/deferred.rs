@@ -221,6 +221,16 @@ impl DeferredTracker {
         all
     }
 
+    /// The pending chains a history snapshot writes (every chain, and a task a detector
+    /// flagged), each then published when it ends, however it ends: its row says how.
+    pub fn pending_for_history(&self) -> Vec<DeferredSnapshot> {
+        let mut kept = self.chains.pending_for_history();
+        for snapshot in &mut kept {
+            crate::tasks::with_service(snapshot, |c| self.live.service_of(ConnectionId(c)));
+        }
+        kept
+    }
+
     /// One pending chain or live task now.
     pub fn chain(&self, id: u64) -> Option<DeferredSnapshot> {
         let mut snapshot = self.chains.get(id)?;
@@ -412,6 +422,7 @@ impl DeferredTracker {
             task: None,
             current_step: None,
             sampled: c.sampled,
+            in_history: false,
         };
         chains.insert(c.id.0, chain);
         None
@@ -447,12 +458,13 @@ impl DeferredTracker {
         })
     }
 
-    /// Ends a chain that got its final result: published when it failed, was flagged or
-    /// is sampled; a failed one is remembered for an unhandled report that may follow.
+    /// Ends a chain that got its final result: published when it failed, was flagged, is
+    /// sampled or has a row in history already; a failed one is remembered for an
+    /// unhandled report that may follow.
     fn settled(&self, id: DeferredId, outcome: &Outcome) -> Option<EventKind> {
         let chain = self.chains.lock().remove(&id.0)?;
         let failed = outcome.state() != DeferredState::Succeeded;
-        if !(failed || chain.snapshot.flagged() || chain.sampled) {
+        if !(failed || chain.snapshot.flagged() || chain.sampled || chain.in_history) {
             // Neither published nor remembered: its record is never made.
             uncount(&chain);
             return None;

@@ -123,6 +123,7 @@ impl DeferredTracker {
             task: Some(t.cell.clone()),
             current_step: None,
             sampled: false,
+            in_history: false,
         };
         let mut chains = self.chains().lock();
         chains.insert(t.id.0, chain);

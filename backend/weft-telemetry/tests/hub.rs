@@ -627,3 +627,51 @@ fn a_stalled_connection_task_is_counted_under_its_service() {
         drop(client);
     });
 }
+
+/// A chain history wrote a row of while it was pending has its end published however it
+/// ends, sampled or not: a chain pending past a history snapshot and then ending well
+/// stayed `pending` in history for ever (until the next start called it cancelled).
+#[test]
+fn a_chain_written_to_history_while_pending_has_its_end_published_unsampled() {
+    let reactor = Reactor::with_config(ReactorConfig::default()).unwrap();
+    let mut config = HubConfig::default();
+    config.sample = 0.0;
+    let hub = Hub::new(config).unwrap();
+    hub.install(&reactor);
+    let mut feed = hub.subscribe("recorder");
+
+    let (written, written_chain) = weft::defer::Deferred::<u8>::labeled("written");
+    let (also, also_chain) = weft::defer::Deferred::<u8>::labeled("also written");
+    let kept = hub.deferreds().pending_for_history();
+    assert_eq!(
+        kept.len(),
+        2,
+        "both pending chains go into history's snapshot"
+    );
+    // A chain that began after the snapshot is not in history: its good end is not kept.
+    let (later, later_chain) = weft::defer::Deferred::<u8>::labeled("later");
+    for (resolver, chain) in [
+        (written, written_chain),
+        (also, also_chain),
+        (later, later_chain),
+    ] {
+        resolver.callback(1);
+        drop(chain);
+    }
+    let ended: Vec<_> = drain(&mut feed)
+        .into_iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::DeferredEnded { deferred } => {
+                Some((deferred.label.clone().unwrap_or_default(), deferred.state))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            ("written".to_owned(), DeferredState::Succeeded),
+            ("also written".to_owned(), DeferredState::Succeeded)
+        ]
+    );
+}

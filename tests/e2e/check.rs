@@ -668,3 +668,50 @@ fn a_bad_log_format_or_access_log_is_refused_by_check_and_run() {
         );
     }
 }
+
+/// With `--log-format json`, the line that says why `run` or `check` failed is JSON like
+/// every other line of the log, so a log shipper gets it too: a configuration that does
+/// not parse (before the log is set up) and a listener that cannot bind (after).
+#[test]
+fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = 7\n",
+    )
+    .unwrap();
+    let unbindable = dir.path().join("unbindable.toml");
+    std::fs::write(
+        &unbindable,
+        format!(
+            "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n\
+             [[service]]\nname = \"e\"\nkind = \"echo\"\n\
+             listen = \"tcp:{}:interface=192.0.2.254\"\n",
+            free_port(),
+            dir.path().join("h.db").display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    for (command, config) in [("check", &broken), ("run", &broken), ("run", &unbindable)] {
+        let out = Command::new(weft_bin())
+            .args([command, "--log-format", "json", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        let lines: Vec<serde_json::Value> = stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l:?}")))
+            .collect();
+        let last = lines.last().expect("a line says why");
+        assert_eq!(last["level"], "ERROR", "{command}: {last}");
+        assert!(
+            last["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{command}: {last}"
+        );
+    }
+}

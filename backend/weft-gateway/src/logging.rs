@@ -28,8 +28,34 @@ fn filter(rust_log: Option<&str>) -> EnvFilter {
     }
 }
 
+/// The format of the subscriber [`init`] installed, once it has.
+static INSTALLED: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Says why the process cannot go on, as the last thing it logs: in a JSON log as a JSON
+/// line (level `ERROR`, target `weft`) like every other, so a log shipper parses it too;
+/// otherwise as a plain `weft: ...` line. `requested` is the format asked for on the
+/// command line, used when the failure came before the log was set up (reading the
+/// configuration that says how to log).
+pub fn fatal(message: &str, requested: Option<LogFormat>) {
+    let format = match INSTALLED.get() {
+        Some(format) => *format,
+        None if requested == Some(LogFormat::Json) => {
+            init(LogFormat::Json);
+            LogFormat::Json
+        }
+        None => LogFormat::Text,
+    };
+    match format {
+        LogFormat::Json => tracing::error!(target: "weft", "{message}"),
+        LogFormat::Text => eprintln!("weft: {message}"),
+    }
+}
+
 /// Installs the process's log subscriber. Call it once, before anything logs.
 pub fn init(format: LogFormat) {
+    if INSTALLED.set(format).is_err() {
+        return;
+    }
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("weft: {e:#}");
+            logging::fatal(&format!("{e:#}"), cli.log_format);
             ExitCode::FAILURE
         }
     }

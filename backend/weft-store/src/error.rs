@@ -7,9 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     /// The database file could not be opened or created.
-    #[error(
-        "cannot open the history database {path}: {source} (check that the directory exists and is writable)"
-    )]
+    #[error("cannot open the history database {path}: {source}{}", open_hint(.source))]
     Open {
         /// The database file.
         path: PathBuf,
@@ -120,6 +118,22 @@ impl StoreError {
                 .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
             _ => false,
         }
+    }
+}
+
+/// A hint for an open that failed because the file could not be opened or made (a missing
+/// or read-only directory): nothing for a file that is locked or is not a database.
+fn open_hint(source: &sqlx::Error) -> &'static str {
+    use std::io::ErrorKind::{NotFound, PermissionDenied, ReadOnlyFilesystem};
+    let cannot_open = match source {
+        // SQLITE_CANTOPEN, SQLITE_READONLY and SQLITE_PERM.
+        sqlx::Error::Database(e) => e.code().is_some_and(|c| ["14", "8", "3"].contains(&&*c)),
+        sqlx::Error::Io(e) => matches!(e.kind(), NotFound | PermissionDenied | ReadOnlyFilesystem),
+        _ => false,
+    };
+    match cannot_open {
+        true => " (check that the directory exists and is writable)",
+        false => "",
     }
 }
 

@@ -49,6 +49,17 @@ pub struct InspectedStream {
     _registration: Option<Registration>,
 }
 
+impl Drop for InspectedStream {
+    /// An aborted connection is reset (`SO_LINGER` 0), as the driver resets one a protocol
+    /// drives: its handler is dropped, and with it this stream, which would otherwise
+    /// close in order, telling the peer that what it got was all there was.
+    fn drop(&mut self) {
+        if self.transport.is_aborted() {
+            let _ = with_io!(&self.io, s => s.reset_on_close());
+        }
+    }
+}
+
 impl std::fmt::Debug for InspectedStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InspectedStream")

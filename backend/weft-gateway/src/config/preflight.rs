@@ -107,7 +107,7 @@ fn udp_v6_wildcard_takes_ipv4() -> bool {
 }
 
 /// What would stop `endpoint` from listening, short of the address being in use: a unix
-/// socket's missing directory or a file in its place; an `ssl:` endpoint's key or
+/// socket's missing or unwritable directory or a file in its place; an `ssl:` endpoint's key or
 /// certificate that does not load (loaded as listening loads them).
 pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<(), String> {
     match parsed {
@@ -118,6 +118,13 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
                     "{endpoint:?}: the directory {} does not exist (relative paths start at the \
                      working directory)",
                     dir.display()
+                ));
+            }
+            if let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
+                return Err(format!(
+                    "{endpoint:?}: cannot make the socket in {} ({})",
+                    dir.display(),
+                    std::io::Error::from(e)
                 ));
             }
             use std::os::unix::fs::FileTypeExt;

@@ -715,3 +715,25 @@ fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
         );
     }
 }
+
+/// `check` refuses a history file `run` would refuse to open: one with a SQLite header
+/// and no database behind it. It reads the file without writing or locking it.
+#[test]
+fn check_refuses_a_history_file_run_could_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(std::iter::repeat_n(0xa5u8, 4096));
+    std::fs::write(&db, &bytes).unwrap();
+    let (code, _, err) = check(&format!("[store]\npath = \"{}\"\n", db.display()));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("store.path") && err.contains("not a database"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        bytes,
+        "the file is left as it was"
+    );
+}

@@ -113,6 +113,16 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
 
 fn check(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    // What opening the history file would refuse (not a database, another program's,
+    // written by a later weft), found read only: `run` finds it by opening the file.
+    if config.store.url.is_none() && config.store.path.exists() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime
+            .block_on(weft_store::Store::check_file(&config.store.path))
+            .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display()))?;
+    }
     // Only a hint, read without the lock: taking it, even for a moment, could refuse a
     // `weft run` starting at that moment.
     if let Some(pid) = config

@@ -69,6 +69,23 @@ pub enum StoreError {
         /// The id of the process holding it, when it could be read.
         holder: Option<u32>,
     },
+    /// The file holds tables of another program, not weft's history.
+    #[error("{path} holds another program's tables, not weft's history; name another file")]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file was migrated by a later weft, past what this build knows.
+    #[error(
+        "{path} was written by a later weft (its schema has migration {version}, which this \
+         build does not know); run that weft, or name another file"
+    )]
+    Later {
+        /// The database file.
+        path: PathBuf,
+        /// A migration the file applied that this build does not have.
+        version: i64,
+    },
     /// The lock file beside the database could not be created or locked.
     #[error("cannot lock the history database: {path}: {source}")]
     Lock {

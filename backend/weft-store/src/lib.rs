@@ -249,6 +249,14 @@ impl Store {
         lock::writer_pid(path.as_ref())
     }
 
+    /// What [`open_with`](Self::open_with) would refuse in the existing SQLite file at
+    /// `path`, read without writing to it or taking its lock (for a configuration check):
+    /// a file that is not a database, one with another program's tables, or one whose
+    /// schema a later weft migrated.
+    pub async fn check_file(path: impl AsRef<Path>) -> Result<(), StoreError> {
+        schema::check_file(path.as_ref()).await
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.inner.options

@@ -120,6 +120,50 @@ async fn record_relanded(setup: &SqlitePool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// What opening the file at `path` would refuse, read only (see `Store::check_file`).
+pub(crate) async fn check_file(path: &Path) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .map_err(open_error)?;
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(open_error)?;
+    let result = if tables.is_empty() {
+        Ok(())
+    } else if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        Err(StoreError::Foreign {
+            path: path.to_owned(),
+        })
+    } else {
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(open_error)?;
+        let known = |v: i64| {
+            MIGRATOR.iter().any(|m| m.version == v) || RELANDED.iter().any(|&(was, _)| was == v)
+        };
+        match applied.into_iter().find(|v| !known(*v)) {
+            Some(version) => Err(StoreError::Later {
+                path: path.to_owned(),
+                version,
+            }),
+            None => Ok(()),
+        }
+    };
+    let _ = conn.close().await;
+    result
+}
+
 /// Opens the writer's own connection; the file must already be migrated.
 pub(crate) async fn open_writer_connection(
     path: &Path,
@@ -341,6 +385,65 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(kind, None, "the tasks column is there");
+    }
+
+    /// What a configuration check finds in a file without opening it for writing: what
+    /// opening it would refuse.
+    #[tokio::test]
+    async fn a_file_open_would_refuse_is_found_read_only() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("weft.db");
+        open_pool(&ours, Duration::from_secs(5), 1)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        check_file(&ours).await.expect("weft's own history");
+
+        let corrupt = dir.path().join("corrupt.db");
+        let mut bytes = b"SQLite format 3\0".to_vec();
+        bytes.extend(std::iter::repeat_n(0xa5, 4096));
+        std::fs::write(&corrupt, bytes).unwrap();
+        assert!(matches!(
+            check_file(&corrupt).await,
+            Err(StoreError::Open { .. })
+        ));
+
+        let foreign = dir.path().join("foreign.db");
+        let mut other = connect_options(&foreign, Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE connections (x)")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        other.close().await.unwrap();
+        assert!(matches!(
+            check_file(&foreign).await,
+            Err(StoreError::Foreign { .. })
+        ));
+
+        let later = dir.path().join("later.db");
+        let pool = open_pool(&later, Duration::from_secs(5), 1).await.unwrap();
+        let mut conn = connect_options(&later, Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (999, 'later', 1, x'00', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        pool.close().await;
+        assert!(matches!(
+            check_file(&later).await,
+            Err(StoreError::Later { version: 999, .. })
+        ));
     }
 
     #[tokio::test]

@@ -67,7 +67,7 @@ mod schema;
 mod stats;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use sqlx::{PgPool, SqlitePool};
@@ -255,6 +255,12 @@ impl Store {
     /// schema a later weft migrated.
     pub async fn check_file(path: impl AsRef<Path>) -> Result<(), StoreError> {
         schema::check_file(path.as_ref()).await
+    }
+
+    /// The lock file beside the history file at `path`, which its one writer holds:
+    /// `PATH.lock`.
+    pub fn lock_path(path: impl AsRef<Path>) -> PathBuf {
+        lock::lock_path(path.as_ref())
     }
 
     /// The options the store was opened with.

@@ -72,9 +72,7 @@ impl WriterLock {
             .map_err(failed)?;
         Ok(WriterLock { file })
     }
-}
 
-impl WriterLock {
     /// Takes the lock again when its file is no longer at its path (the history files
     /// deleted by hand, `rm weft.db*`, or the lock file replaced): a lock on a file the
     /// path no longer names keeps nobody out, and a second writer would start. Fails,

@@ -184,7 +184,7 @@ pub(crate) struct WriterTask {
     /// when it flips, so a broken disk produces two log lines, not thousands.
     failing: bool,
     /// The file's one-writer lock, let go when the task ends (none for a shared database).
-    _lock: Option<WriterLock>,
+    lock: Option<WriterLock>,
 }
 
 /// Creates the queue and the task (not yet spawned) on an already migrated file.
@@ -231,7 +231,7 @@ pub(crate) async fn create(
         conn: Some(conn),
         file: FileId::of(&options.path),
         failing: false,
-        _lock: lock,
+        lock,
     };
     Ok((
         Writer {
@@ -256,7 +256,7 @@ impl WriterTask {
             let received = match deadline {
                 // Idle, the lock is still looked after: deleted with the history files,
                 // it is taken again before a second writer can start on them.
-                None if self._lock.is_some() => {
+                None if self.lock.is_some() => {
                     match tokio::time::timeout(LOCK_CHECK, self.rx.recv_many(&mut incoming, limit))
                         .await
                     {
@@ -448,7 +448,7 @@ impl WriterTask {
 
     /// Takes the file's lock again if its lock file was deleted or replaced.
     fn keep_lock(&mut self) -> Result<(), StoreError> {
-        match &mut self._lock {
+        match &mut self.lock {
             Some(lock) => lock.renew(&self.path),
             None => Ok(()),
         }

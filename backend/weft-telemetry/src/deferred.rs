@@ -214,21 +214,21 @@ impl DeferredTracker {
 
     /// Every pending chain and live task now, oldest first.
     pub fn pending_chains(&self) -> Vec<DeferredSnapshot> {
-        let mut all = self.chains.pending();
-        for snapshot in &mut all {
-            crate::tasks::with_service(snapshot, |c| self.live.service_of(ConnectionId(c)));
-        }
-        all
+        self.with_services(self.chains.pending())
     }
 
     /// The pending chains a history snapshot writes (every chain, and a task a detector
     /// flagged), each then published when it ends, however it ends: its row says how.
     pub fn pending_for_history(&self) -> Vec<DeferredSnapshot> {
-        let mut kept = self.chains.pending_for_history();
-        for snapshot in &mut kept {
+        self.with_services(self.chains.pending_for_history())
+    }
+
+    /// `snapshots` with the service of each task's connection filled in.
+    fn with_services(&self, mut snapshots: Vec<DeferredSnapshot>) -> Vec<DeferredSnapshot> {
+        for snapshot in &mut snapshots {
             crate::tasks::with_service(snapshot, |c| self.live.service_of(ConnectionId(c)));
         }
-        kept
+        snapshots
     }
 
     /// One pending chain or live task now.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -420,10 +420,8 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
     }
     // The history file and its lock beside it (`PATH.lock`) are created there, and a
     // file that is there must be one: a FIFO would hang whoever opens it to read.
-    let mut lock = path.clone().into_os_string();
-    lock.push(".lock");
-    for file in [path.as_path(), Path::new(&lock)] {
-        if let Ok(meta) = std::fs::metadata(file)
+    for file in [path.clone(), weft_store::Store::lock_path(&path)] {
+        if let Ok(meta) = std::fs::metadata(&file)
             && !meta.is_file()
         {
             return Err(err(format!("{} is not a regular file", file.display())));

@@ -200,9 +200,8 @@ impl Pool {
         }))
     }
 
-    /// An idle connection if there is one that can take a request, a new one otherwise.
-    /// A connection for one exchange: the most recently used idle one, or a new one (only
-    /// a new one when `fresh`).
+    /// A connection for one exchange: the most recently used idle one that can take a
+    /// request, or a new one (only a new one when `fresh`).
     pub(crate) async fn checkout(
         &self,
         connect_timeout: Duration,

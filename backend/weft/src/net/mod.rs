@@ -111,13 +111,8 @@ fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
         tracing::debug!(connection = %info.id, %reason, "connection closed");
         return;
     }
-    match observe::log_budget(&info.service, observe::LogTopic::Close(kind)) {
-        Some(0) => {
-            tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, "connection closed");
-        }
-        Some(suppressed) => {
-            tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, suppressed, "connection closed");
-        }
-        None => {}
+    if let Some(left_out) = observe::log_budget(&info.service, observe::LogTopic::Close(kind)) {
+        let suppressed = (left_out > 0).then_some(left_out);
+        tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, suppressed, "connection closed");
     }
 }

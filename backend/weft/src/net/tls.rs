@@ -209,14 +209,9 @@ pub(crate) fn report_handshake_failure(
     // A flood of bad handshakes (one per connection) has the log budget of any handled
     // error: `report_error`'s.
     let kind = ErrorKind::TlsHandshake;
-    match observe::log_budget(service, LogTopic::Error(kind)) {
-        Some(0) => {
-            tracing::info!(%service, %peer, kind = kind.as_str(), %err, "TLS handshake failed")
-        }
-        Some(suppressed) => {
-            tracing::info!(%service, %peer, kind = kind.as_str(), %err, suppressed, "TLS handshake failed");
-        }
-        None => {}
+    if let Some(left_out) = observe::log_budget(service, LogTopic::Error(kind)) {
+        let suppressed = (left_out > 0).then_some(left_out);
+        tracing::info!(%service, %peer, kind = kind.as_str(), %err, suppressed, "TLS handshake failed");
     }
     observe::emit(|| {
         Event::ProtocolError(ProtocolError {

@@ -89,14 +89,9 @@ pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
 /// a log line each. The first line after some were left out says how many
 /// (`suppressed`).
 pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
-    match log_budget(&info.service, LogTopic::Error(kind)) {
-        Some(0) => {
-            tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), "{message}");
-        }
-        Some(suppressed) => {
-            tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), suppressed, "{message}");
-        }
-        None => {}
+    if let Some(left_out) = log_budget(&info.service, LogTopic::Error(kind)) {
+        let suppressed = (left_out > 0).then_some(left_out);
+        tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), suppressed, "{message}");
     }
     emit(|| {
         Event::ProtocolError(ProtocolError {
@@ -123,7 +118,8 @@ pub(crate) enum LogTopic {
 }
 
 /// Whether a line on `topic` for `service` is logged now: `Some(n)` with the number left
-/// out since the last one logged, `None` when this second's lines are spent.
+/// out since the last one logged (a line says so as `suppressed` when it is not 0),
+/// `None` when this second's lines are spent.
 pub(crate) fn log_budget(service: &Arc<str>, topic: LogTopic) -> Option<u64> {
     thread_local! {
         static WINDOWS: std::cell::RefCell<HashMap<(Arc<str>, LogTopic), Burst>> =

@@ -362,6 +362,51 @@ fn overlapping_stream_listeners_are_refused_naming_both() {
 }
 
 #[test]
+fn an_interface_address_this_host_does_not_have_is_refused_by_check_and_run() {
+    // 192.0.2.0/24 is for documentation: no interface has it, so bind refuses it
+    // unless the host lets sockets bind addresses it does not have.
+    let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+        .is_ok_and(|v| v.trim() == "1");
+    assert!(
+        !nonlocal,
+        "net.ipv4.ip_nonlocal_bind is on: any address binds here"
+    );
+    for listen in [
+        format!("\"tcp:{}:interface=192.0.2.1\"", free_port()),
+        format!("\"udp:{}:interface=192.0.2.1\"", free_port()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{}{}", preamble(dir.path()), echo(&listen));
+        both_refuse(
+            dir.path(),
+            &config,
+            &[
+                &format!("weft.toml:{}:", line_of(&config, "interface=192.0.2.1")),
+                "service[0].listen: ",
+                "cannot listen on 192.0.2.1: ",
+                "Cannot assign requested address",
+            ],
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=192.0.2.1\"\ntoken = \"t0k\"\n[store]\npath = \"{}\"\n",
+        free_port(),
+        dir.path().join("history.db").display(),
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "weft.toml:2:",
+            "dashboard.listen: ",
+            "cannot listen on 192.0.2.1: ",
+        ],
+    );
+}
+
+#[test]
 fn a_store_in_a_missing_directory_is_refused_by_check_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let config = format!(

@@ -122,7 +122,8 @@ fn usable(token: &str) -> Result<(), String> {
     }
 }
 
-/// `listen`: an endpoint the dashboard can serve on, off loopback only with a token.
+/// `listen`: an endpoint the dashboard can serve on, on an address of this host, off
+/// loopback only with a token.
 fn listen(
     at: &Locator<'_>,
     raw: &RawDashboard,
@@ -134,7 +135,11 @@ fn listen(
     };
     let err = |message: String| at.error(span.clone(), key("dashboard.listen"), message);
     match weft_inspector::dashboard_addr(&listen, token) {
-        Ok(_) => Ok(listen),
+        Ok(_) => {
+            let parsed = listen.parse().expect("parsed by `dashboard_addr`");
+            super::preflight::check_server(&listen, &parsed).map_err(err)?;
+            Ok(listen)
+        }
         Err(DashboardEndpointError::NeedsToken(_)) => Err(err(format!(
             "{listen:?} is reachable from other machines; set `token` (or `token_env`) in [dashboard] or listen on \
              a loopback interface (tcp:PORT:interface=127.0.0.1)"

@@ -1,6 +1,7 @@
 //! What `run` would refuse once it binds or connects, found before anything binds:
-//! listeners whose addresses overlap, unix sockets with no directory to live in, and TLS
-//! files that do not load (through the functions listening and connecting use).
+//! listeners whose addresses overlap, addresses this host does not have, unix sockets with
+//! no directory to live in, and TLS files that do not load (through the functions
+//! listening and connecting use).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -106,11 +107,15 @@ fn udp_v6_wildcard_takes_ipv4() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").map_or(true, |v| v.trim() != "1")
 }
 
-/// What would stop `endpoint` from listening, short of the address being in use: a unix
-/// socket's missing or unwritable directory or a file in its place; an `ssl:` endpoint's key or
-/// certificate that does not load (loaded as listening loads them).
+/// What would stop `endpoint` from listening, short of the port being in use: an
+/// `interface=` this host has no address for; a unix socket's missing or unwritable
+/// directory or a file in its place; an `ssl:` endpoint's key or certificate that does not
+/// load (loaded as listening loads them).
 pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<(), String> {
     match parsed {
+        ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Udp { addr } => {
+            on_this_host(endpoint, *addr)
+        }
         ServerEndpoint::Unix { path, .. } => {
             let dir = directory_of(path);
             if !dir.is_dir() {
@@ -137,20 +142,46 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
             }
         }
         ServerEndpoint::Ssl {
-            private_key, cert, ..
-        } => weft::net::check_server_files(cert, private_key).map_err(|e| {
-            let option = match &e {
-                weft::net::TlsError::Pem { path, .. } if path == private_key && path == cert => {
-                    "privateKey (also its certKey)"
-                }
-                weft::net::TlsError::Pem { path, .. } if path == private_key => "privateKey",
-                weft::net::TlsError::Pem { .. } => "certKey",
-                _ => "privateKey and certKey",
-            };
-            format!("{endpoint:?}: cannot load its {option}: {e}")
+            addr,
+            private_key,
+            cert,
+            ..
+        } => on_this_host(endpoint, *addr).and_then(|()| {
+            weft::net::check_server_files(cert, private_key).map_err(|e| {
+                let option = match &e {
+                    weft::net::TlsError::Pem { path, .. }
+                        if path == private_key && path == cert =>
+                    {
+                        "privateKey (also its certKey)"
+                    }
+                    weft::net::TlsError::Pem { path, .. } if path == private_key => "privateKey",
+                    weft::net::TlsError::Pem { .. } => "certKey",
+                    _ => "privateKey and certKey",
+                };
+                format!("{endpoint:?}: cannot load its {option}: {e}")
+            })
         }),
         _ => Ok(()),
     }
+}
+
+/// Whether a socket can be bound to `addr`'s address: an address no interface of this host
+/// has is refused by `bind` ("Cannot assign requested address"), as is IPv6 on a host
+/// without it. Bound on port 0 (a free port, released at once), so a listener already
+/// running on the port, this gateway's own on a reload, is no matter.
+fn on_this_host(endpoint: &str, addr: SocketAddr) -> Result<(), String> {
+    if addr.ip().is_unspecified() {
+        return Ok(());
+    }
+    let mut any_port = addr;
+    any_port.set_port(0);
+    std::net::UdpSocket::bind(any_port).map(drop).map_err(|e| {
+        format!(
+            "{endpoint:?}: cannot listen on {}: {e}; name an address of one of this host's \
+             interfaces",
+            addr.ip()
+        )
+    })
 }
 
 /// What would make every connection to `endpoint` fail at once: trusted roots
@@ -211,6 +242,26 @@ mod tests {
         ));
         assert!(!clash("tcp:0", "tcp:0"), "port 0 is any free port");
         assert!(!clash("unix:/run/a.sock", "unix:/run/b.sock"));
+    }
+
+    #[test]
+    fn an_address_no_interface_of_this_host_has_is_refused() {
+        let check = |e: &str| check_server(e, &e.parse().unwrap());
+        for ok in [
+            "tcp:0",
+            "tcp:0:interface=127.0.0.1",
+            "udp:0:interface=127.0.0.1",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        // A documentation address (RFC 5737): on no interface.
+        for not_here in ["tcp:8000:interface=192.0.2.1", "udp:53:interface=192.0.2.1"] {
+            let e = check(not_here).unwrap_err();
+            assert!(
+                e.starts_with(&format!("{not_here:?}: cannot listen on 192.0.2.1: ")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -194,3 +194,34 @@ fn a_response_cut_short_is_logged_with_the_bytes_sent() {
         "{line}"
     );
 }
+
+#[test]
+fn a_request_whose_client_leaves_before_its_answer_is_logged_and_counted_as_499() {
+    let upstream = Upstream::holding();
+    let (app, web) = start(upstream.addr);
+    let counted = || {
+        app.metric(r#"weft_http_requests_total{code="4xx",method="GET",service="web"}"#)
+            .unwrap_or(0.0)
+    };
+    // The client goes away while its request waits on the upstream: hyper gives the
+    // request up, and nothing is sent.
+    let mut client = RawClient::connect(web);
+    client.send(b"GET /api/left HTTP/1.1\r\nHost: t\r\nUser-Agent: leaver/1\r\n\r\n");
+    assert_eventually!(upstream.received() == 1, "the upstream has the request");
+    drop(client);
+
+    let request = "GET /api/left HTTP/1.1";
+    assert_eventually!(
+        access_lines(&app, request).len() == 1,
+        "an access line for the request given up\n{}",
+        app.log()
+    );
+    let line = access_lines(&app, request).remove(0);
+    assert_eq!(status_and_bytes(&line, request), (499, 0), "{line}");
+    assert!(
+        line.contains("\"leaver/1\" (cut short: the connection closed)"),
+        "{line}"
+    );
+    assert_eventually!(counted() == 1.0, "counted as 4xx: {}", counted());
+    upstream.release();
+}

@@ -15,7 +15,7 @@ use weft::observe::Stopwatch;
 
 use super::connection::Conn;
 use super::{State, route_index};
-use crate::access_log::{Logged, Pending};
+use crate::access_log::{Cut, Entry, Logged, Pending};
 use crate::body::Body;
 use crate::config::{Route, WebConfig};
 use crate::files;
@@ -65,7 +65,7 @@ pub(super) fn handle(
             .set(conn.info.stats.bytes_in().saturating_add(declared));
         // What the log line says of the request, taken before it is routed; nothing when
         // the log is off.
-        let logged = state.access_log.is_on().then(|| {
+        let mut logged = state.access_log.is_on().then(|| {
             let method = &head.method;
             // An HTTP/2 target always carries scheme and authority; the log shows the path,
             // as the request line of HTTP/1.1 would.
@@ -109,7 +109,16 @@ pub(super) fn handle(
                 let request = (&mut head, body);
                 let dispatched = pin!(dispatch(&state, &conn, route, series, &steps, request));
                 let answering = Answering::begin(&conn.answering);
+                let unanswered = Unanswered {
+                    state: &state,
+                    client: &conn.client_text,
+                    route: series,
+                    method: method_label,
+                    started,
+                    logged: &mut logged,
+                };
                 let response = trace.unless_cancelled(dispatched).await;
+                unanswered.answered();
                 drop(answering);
                 let response = match response {
                     Some(response) => response,
@@ -172,6 +181,58 @@ pub(super) fn handle(
             started,
         });
         Ok(response.map(|body| Logged::new(body, pending, head_only).holding(slot)))
+    }
+}
+
+/// What a request's log line says of it (request line, referer, user agent), taken
+/// before it is routed.
+type LoggedRequest = (String, Option<http::HeaderValue>, Option<http::HeaderValue>);
+
+/// A request waiting for its answer. Dropped unanswered, its future was: the client
+/// closed the connection or reset the stream, or the connection was aborted (at the
+/// shutdown deadline, from the dashboard). Nothing is sent, but the request is counted
+/// and logged as 499 (nginx's "client closed request"), cut short as its connection
+/// closed, so the log and the request counts keep every request taken up.
+struct Unanswered<'a> {
+    state: &'a State,
+    client: &'a Rc<str>,
+    route: &'a RouteMetrics,
+    method: MethodLabel,
+    started: Stopwatch,
+    logged: &'a mut Option<LoggedRequest>,
+}
+
+impl Unanswered<'_> {
+    /// The request has its answer: nothing to say at drop.
+    fn answered(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let status =
+            StatusCode::from_u16(proxy::CLIENT_CLOSED_REQUEST).expect("499 is a status code");
+        let elapsed = self.started.elapsed();
+        let state = self.state;
+        state
+            .recorder
+            .request(self.method, status.into(), elapsed, None);
+        self.route.request(status.into(), elapsed, None);
+        if let Some((request, referer, user_agent)) = self.logged.take() {
+            Entry {
+                service: &state.name,
+                client: self.client,
+                request: request.as_bytes(),
+                status: status.as_u16(),
+                bytes: 0,
+                referer: referer.as_ref().map(http::HeaderValue::as_bytes),
+                user_agent: user_agent.as_ref().map(http::HeaderValue::as_bytes),
+                elapsed,
+                cut: Some(Cut::ConnectionClosed),
+            }
+            .log(&state.access_log);
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! tcp-proxy against careless and hostile clients: half-closes relayed, nothing lost,
-//! no pair left behind when one side goes away, and shutdown not held up by either.
+//! no pair left behind when one side goes away, shutdown not held up by either, and a
+//! relay under way left to finish at shutdown.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -146,23 +147,29 @@ fn sigterm_is_not_held_up_by_pairs_whose_clients_left() {
     );
 }
 
+/// The gateway with a tcp-proxy to an upstream the test holds; then one client
+/// connection through it (reads time out after 10 s) and the upstream's end of its pair.
+fn proxy_to_own_upstream() -> (App, SocketAddr, std::net::TcpListener, TcpStream, TcpStream) {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let port = free_port();
+    let app = spawn_app_beside_echo(|_, _| proxy_service(port, up));
+    let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
+    let client = TcpStream::connect(proxy).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (served, _) = upstream.accept().unwrap();
+    (app, proxy, upstream, client, served)
+}
+
 /// An upstream that resets its connection after part of what it sends reaches the client
 /// as a reset: the client learns that what it got was cut short, rather than taking it
 /// for the whole (a clean end of stream). And a client that resets reaches the upstream as
 /// a reset.
 #[test]
 fn a_reset_on_either_side_reaches_the_other_as_a_reset() {
-    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let up = upstream.local_addr().unwrap();
-    let port = free_port();
-    let app = spawn_app_beside_echo(|_, _| proxy_service(port, up));
-    let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
-
-    let mut client = TcpStream::connect(proxy).unwrap();
-    client
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let (mut served, _) = upstream.accept().unwrap();
+    let (app, proxy, upstream, mut client, mut served) = proxy_to_own_upstream();
     served.write_all(&[1u8; 10_000]).unwrap();
     // Read by the client before the reset, so what is cut short is the stream, not them.
     let mut first = [0u8; 10_000];
@@ -204,4 +211,37 @@ fn assert_reset(mut stream: TcpStream, what: &str) {
     let mut rest = Vec::new();
     let error = stream.read_to_end(&mut rest).expect_err(what);
     assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{what}: {error}");
+}
+
+/// SIGTERM with a download under way through the proxy: every byte reaches the client
+/// and the stream ends cleanly, before the drain deadline. Closing the pair at once
+/// ended the client's stream cleanly with most of it missing.
+#[test]
+fn sigterm_lets_a_relay_under_way_finish() {
+    const BIG: usize = 20_000_000;
+    let (mut app, _, _, mut client, mut served) = proxy_to_own_upstream();
+    let sender = std::thread::spawn(move || {
+        let content: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+        // Refused once the proxy is gone (an abort): the client sees the shortfall.
+        let _ = served.write_all(&content);
+    });
+    let mut got = vec![0u8; 1_000_000];
+    client.read_exact(&mut got).unwrap();
+
+    let asked = Instant::now();
+    app.signal("TERM");
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), BIG, "every byte arrives\n{}", app.log());
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    sender.join().unwrap();
+    // The upstream's end reached the client as a half-close; the client, done, closes,
+    // and the pair with it.
+    drop(client);
+    let status = app.wait_exit();
+    assert_eq!(status.code(), Some(0), "{}", app.log());
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "exit took {:?}; the drain deadline is 10 s",
+        asked.elapsed()
+    );
 }

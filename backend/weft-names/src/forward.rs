@@ -30,7 +30,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -72,6 +72,13 @@ const MAX_WAITERS: usize = 256;
 /// request and reply until the answer or the timeout); more are answered SERVFAIL at once
 /// and counted as `waiters`. Without it the two bounds above would allow about a million.
 pub(crate) const MAX_WAITING: usize = 16_384;
+/// Clients of one address (an IPv6 one's /64) waiting on upstream answers at once, over
+/// every question out; more are answered SERVFAIL at once and counted as `client`. A
+/// client starting questions no upstream answers (names under a dead domain) holds
+/// them for the `timeout`: without this share one address could take the whole of
+/// `MAX_IN_FLIGHT` or `MAX_WAITING`, and every other client's forwarded question would
+/// fail at once.
+pub(crate) const MAX_WAITING_PER_CLIENT: u32 = 512;
 /// Questions asked again over TCP at once (each holds a connection to an upstream for up
 /// to the timeout); a truncated answer beyond them is answered SERVFAIL.
 pub(crate) const MAX_OVER_TCP: usize = 64;
@@ -98,6 +105,18 @@ struct Waiter {
     via: Via,
     /// Sends the answer back the way the question came.
     reply: Reply,
+}
+
+/// Whose share of the waiting a client's questions take: its address, or an IPv6
+/// address's /64 (one host's, or one site's, as handed out).
+fn share_of(client: SocketAddr) -> IpAddr {
+    match client.ip() {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX)))
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
+        v4 => v4,
+    }
 }
 
 /// One query sent to one upstream.
@@ -176,6 +195,9 @@ struct State {
     over_tcp: usize,
     /// Clients waiting, over every question out (at most `MAX_WAITING`).
     waiting: usize,
+    /// Clients waiting, by their share (`share_of`; at most `MAX_WAITING_PER_CLIENT`
+    /// each); a share with none waiting is removed.
+    waiting_by_client: HashMap<IpAddr, u32>,
     /// The next question's number.
     next: u64,
 }
@@ -202,6 +224,32 @@ pub(crate) struct Forwarder {
     upstreams_detail: StepDetail,
     /// Set while questions are out.
     keeper: RefCell<Option<Keeper>>,
+}
+
+impl State {
+    /// One more client waits, of `share` when its address is known.
+    fn wait(&mut self, share: Option<IpAddr>) {
+        self.waiting += 1;
+        if let Some(share) = share {
+            *self.waiting_by_client.entry(share).or_default() += 1;
+        }
+    }
+
+    /// The clients of `waiters` wait no more.
+    fn answered(&mut self, waiters: &[Waiter]) {
+        self.waiting -= waiters.len();
+        for share in waiters
+            .iter()
+            .filter_map(|w| w.request.asked.client.map(share_of))
+        {
+            if let Some(n) = self.waiting_by_client.get_mut(&share) {
+                *n -= 1;
+                if *n == 0 {
+                    self.waiting_by_client.remove(&share);
+                }
+            }
+        }
+    }
 }
 
 fn now() -> Duration {
@@ -337,10 +385,14 @@ impl Forwarder {
         }
         self.metrics.cache_miss();
         let unchecked = request.checking_disabled;
+        let share = request.asked.client.map(share_of);
         let mut state = self.state.borrow_mut();
+        let client_full = share.is_some_and(|share| {
+            state.waiting_by_client.get(&share).copied().unwrap_or(0) >= MAX_WAITING_PER_CLIENT
+        });
         // A question asked with CD goes out on its own: no one joins it, and it joins no one.
         let joined = (!unchecked).then(|| state.by_question.get(&key).copied());
-        let room = state.waiting < MAX_WAITING;
+        let room = state.waiting < MAX_WAITING && !client_full;
         if let (Some(Some(seq)), true) = (joined, room) {
             let entry = state.in_flight.get_mut(&seq).expect("indexes agree");
             if entry.waiters.len() < MAX_WAITERS {
@@ -349,11 +401,13 @@ impl Forwarder {
                     via,
                     reply,
                 });
-                state.waiting += 1;
+                state.wait(share);
                 return Outcome::Forwarded;
             }
         }
-        let full = if !room || (!unchecked && state.by_question.contains_key(&key)) {
+        let full = if client_full {
+            Some(Busy::Client)
+        } else if !room || (!unchecked && state.by_question.contains_key(&key)) {
             Some(Busy::Waiters)
         } else {
             (state.in_flight.len() >= MAX_IN_FLIGHT).then_some(Busy::InFlight)
@@ -409,7 +463,7 @@ impl Forwarder {
         if !unchecked {
             state.by_question.insert(key.clone(), seq);
         }
-        state.waiting += 1;
+        state.wait(share);
         state.in_flight.insert(
             seq,
             InFlight {

@@ -66,10 +66,12 @@ pub enum Busy {
     /// An answer came truncated, and as many questions as allowed are already asked
     /// again over TCP.
     Tcp,
+    /// As many of the client's questions as one address may have wait are waiting.
+    Client,
 }
 
 impl Busy {
-    const ALL: [Self; 3] = [Self::InFlight, Self::Waiters, Self::Tcp];
+    const ALL: [Self; 4] = [Self::InFlight, Self::Waiters, Self::Tcp, Self::Client];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -77,6 +79,7 @@ impl Busy {
             Self::InFlight => "in_flight",
             Self::Waiters => "waiters",
             Self::Tcp => "tcp",
+            Self::Client => "client",
         }
     }
 }

@@ -20,7 +20,7 @@ impl Forwarder {
             let mut state = self.state.borrow_mut();
             let entry = state.in_flight.remove(&seq);
             if let Some(e) = &entry {
-                state.waiting -= e.waiters.len();
+                state.answered(&e.waiters);
                 if state.by_question.get(&e.key) == Some(&seq) {
                     state.by_question.remove(&e.key);
                 }

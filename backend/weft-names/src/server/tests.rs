@@ -123,13 +123,20 @@ impl Harness {
     }
 
     pub(super) fn send_bytes(&self, packet: &[u8], via: Via) -> Outcome {
+        self.send_bytes_from(packet, via, "127.0.0.1:40000".parse().unwrap())
+    }
+
+    /// `message` from the client at `client`.
+    pub(super) fn send_from(&self, message: &Message, via: Via, client: SocketAddr) -> Outcome {
+        self.send_bytes_from(&message.to_vec().unwrap(), via, client)
+    }
+
+    fn send_bytes_from(&self, packet: &[u8], via: Via, client: SocketAddr) -> Outcome {
         let inbox = self.inbox.clone();
-        self.server.handle(
-            packet,
-            via,
-            Some("127.0.0.1:40000".parse().unwrap()),
-            move |bytes: Vec<u8>| inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap()),
-        )
+        self.server
+            .handle(packet, via, Some(client), move |bytes: Vec<u8>| {
+                inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap())
+            })
     }
 
     pub(super) fn ask(&self, name: &str, qtype: RecordType) -> Message {

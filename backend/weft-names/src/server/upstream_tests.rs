@@ -131,7 +131,7 @@ fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
     let max = crate::forward::MAX_IN_FLIGHT;
     for i in 0..max {
         let q = query(1, &format!("q{i}.elsewhere.test."), RecordType::A);
-        assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+        assert_eq!(h.send_from(&q, Via::Udp, client(i)), Outcome::Forwarded);
     }
     assert_eq!(h.server.upstream_in_flight(), max);
     let over = query(2, "one.more.test.", RecordType::A);
@@ -151,6 +151,46 @@ fn distinct_questions_out_at_once_are_bounded_and_the_refusals_counted() {
     assert_eq!(h.send(&over, Via::Udp), Outcome::Forwarded, "room again");
 }
 
+/// The `n`th of many clients, each of its own address, none 127.0.0.1.
+fn client(n: usize) -> SocketAddr {
+    let n = u32::try_from(n).unwrap() + 1;
+    SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + n), 40000))
+}
+
+#[test]
+fn one_address_gets_its_share_of_the_questions_out_and_no_more() {
+    let h = harness(EXAMPLE, true);
+    let share = crate::forward::MAX_WAITING_PER_CLIENT as usize;
+    let greedy: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
+    // Distinct questions, then a question already out: both fill the one share.
+    for i in 0..share - 1 {
+        let q = query(1, &format!("g{i}.elsewhere.test."), RecordType::A);
+        assert_eq!(h.send_from(&q, Via::Udp, greedy), Outcome::Forwarded);
+    }
+    let again = query(2, "g0.elsewhere.test.", RecordType::A);
+    assert_eq!(h.send_from(&again, Via::Tcp, greedy), Outcome::Forwarded);
+    // The same /64 is the same share, over either transport.
+    let neighbour: SocketAddr = "[2001:db8::2]:5353".parse().unwrap();
+    for (from, via) in [(greedy, Via::Udp), (neighbour, Via::Tcp)] {
+        let over = query(3, "g-over.elsewhere.test.", RecordType::A);
+        assert_eq!(h.send_from(&over, via, from), Outcome::Answered);
+        let r = h.inbox.borrow_mut().pop().expect("SERVFAIL at once");
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+    }
+    assert_eq!(h.server.metrics().forward_refusals(crate::Busy::Client), 2);
+    assert_eq!(h.server.upstream_in_flight(), share - 1);
+    // Everyone else is asked for as before.
+    let other: SocketAddr = "[2001:db8:0:1::1]:40000".parse().unwrap();
+    let q = query(4, "other.elsewhere.test.", RecordType::A);
+    assert_eq!(h.send_from(&q, Via::Udp, other), Outcome::Forwarded);
+    assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+    // Answered (here: timed out), the share is free again.
+    h.clock.advance(Duration::from_secs(2));
+    assert_eq!(h.server.upstream_in_flight(), 0);
+    let q = query(5, "g-over.elsewhere.test.", RecordType::A);
+    assert_eq!(h.send_from(&q, Via::Udp, neighbour), Outcome::Forwarded);
+}
+
 #[test]
 fn clients_waiting_on_upstreams_are_bounded_over_all_questions() {
     let h = harness(EXAMPLE, true);
@@ -158,7 +198,8 @@ fn clients_waiting_on_upstreams_are_bounded_over_all_questions() {
     for i in 0..max / per_question {
         for id in 0..per_question {
             let q = query(id as u16, &format!("w{i}.elsewhere.test."), RecordType::A);
-            assert_eq!(h.send(&q, Via::Udp), Outcome::Forwarded);
+            let from = client(i * per_question + id);
+            assert_eq!(h.send_from(&q, Via::Udp, from), Outcome::Forwarded);
         }
     }
     // Room for another question and for another client on one of these, but not for

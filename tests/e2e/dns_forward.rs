@@ -746,3 +746,55 @@ fn sigterm_lets_a_question_asked_again_over_tcp_finish_on_its_upstream_connectio
     );
     app.exits_cleanly_within(sent, Duration::from_secs(5));
 }
+
+/// One client asking for names no upstream answers, hundreds a second: every question
+/// gets its SERVFAIL and is counted, and neither the SERVFAIL lines nor the inspector's
+/// stall warnings about the questions out come one a question (a burst of 20 a second
+/// each, the rest counted on the next line as `suppressed`).
+#[test]
+fn a_flood_of_questions_no_upstream_answers_is_answered_and_counted_but_logged_within_budget() {
+    let (up, _seen) = upstream(false);
+    let port = free_port();
+    let service = forwarder(port, &[up]).timeout("600ms");
+    let app = crate::support::spawn_app_with(|dir| {
+        format!("[inspect]\nstall_after = \"200ms\"\n{}", service.toml(dir))
+    });
+    let n = 300;
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for id in 0..n {
+        let q = question(id, &format!("hang{id}.dead.test."));
+        udp.send_to(&q.to_vec().unwrap(), ("127.0.0.1", port))
+            .unwrap();
+        // Paced a little, so none is lost in the socket buffers on the way.
+        if id % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let mut buf = [0; 4096];
+    for got in 0..n {
+        let len = udp
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{got} of {n} answered: {e}\n{}", app.log()));
+        let answer = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    }
+    let timeouts = r#"weft_dns_upstream_timeouts_total{service="dns"}"#;
+    assert_eventually!(
+        app.metric(timeouts) == Some(f64::from(n)),
+        "{:?}",
+        app.metric(timeouts)
+    );
+    let log = app.log();
+    let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    let servfail = lines("no upstream answered in time; answering SERVFAIL");
+    let stalled = lines("detector=stalled");
+    assert!(
+        (1..=60).contains(&servfail),
+        "{servfail} SERVFAIL lines for {n} questions"
+    );
+    assert!(
+        (1..=60).contains(&stalled),
+        "{stalled} stall lines for {n} questions"
+    );
+}

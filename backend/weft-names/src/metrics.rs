@@ -265,6 +265,7 @@ impl DnsMetrics {
             .map(|(_, label)| self.responses.with_label_values(&[name, label]))
             .collect();
         ServiceMetrics(Arc::new(Handles {
+            service: name.into(),
             qtypes,
             qtype_other: self.queries.with_label_values(&[name, "other"]),
             rcodes,
@@ -320,6 +321,8 @@ pub fn rcode_name(rcode: ResponseCode) -> String {
 
 #[derive(Debug)]
 struct Handles {
+    /// The service's name, which its budgeted log lines are counted under.
+    service: Arc<str>,
     /// In the order of [`QTYPES`].
     qtypes: Vec<IntCounter>,
     qtype_other: IntCounter,
@@ -362,6 +365,13 @@ impl ServiceMetrics {
         DnsMetrics::unregistered()
             .expect("the DNS metric options are valid")
             .service(name)
+    }
+
+    /// Whether a line about `what` is logged now, for a line each query could make: at
+    /// most [`weft::observe::LOG_BURST`] a second, `Some` with the number left out since
+    /// the last one (see [`weft::observe::log_line_budget`]).
+    pub(crate) fn log_line(&self, what: &'static str) -> Option<Option<u64>> {
+        weft::observe::log_line_budget(&self.0.service, what)
     }
 
     /// A query of type `qtype` arrived.

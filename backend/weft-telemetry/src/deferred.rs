@@ -677,19 +677,23 @@ fn leaked_detail(l: &Leaked) -> String {
     )
 }
 
-/// Logs a detection and describes it for the bus.
+/// Logs a detection (within the detector's budget of lines: the detection itself is
+/// counted and published whole) and describes it for the bus.
 fn detected(
     subject: &Subject,
     detector: Detector,
     snapshot: DeferredSnapshot,
     detail: String,
 ) -> EventKind {
-    tracing::warn!(
-        deferred = subject.id.0,
-        site = %subject.site,
-        %detector,
-        "{detail}"
-    );
+    if let Some(suppressed) = weft::observe::detection_line_budget(detector, subject.label) {
+        tracing::warn!(
+            deferred = subject.id.0,
+            site = %subject.site,
+            %detector,
+            suppressed,
+            "{detail}"
+        );
+    }
     EventKind::DeferredDetected {
         detector,
         deferred: snapshot,

@@ -76,7 +76,9 @@ impl Forwarder {
             let stale = self.cache.borrow_mut().stale(&entry.key, now());
             if let Some(answer) = stale {
                 self.metrics.forwarding().stale().inc();
-                tracing::info!(name = ?entry.query.name().to_string(), "no upstream answered; serving a stale answer");
+                if let Some(suppressed) = self.metrics.log_line("stale answer") {
+                    tracing::info!(name = ?entry.query.name().to_string(), suppressed, "no upstream answered; serving a stale answer");
+                }
                 for w in entry.waiters {
                     let mut m = response(&w.request, &answer);
                     ExtendedError::StaleAnswer.add_to(&mut m);
@@ -111,17 +113,23 @@ impl Forwarder {
                 let name = entry.query.name().to_string();
                 let qtype = entry.query.query_type();
                 let mut source = Source::UpstreamFailed;
+                // A client can make one of these a question (names under a dead domain):
+                // the lines are budgeted, the answers counted by code and the timeouts
+                // in `weft_dns_upstream_timeouts_total`.
                 if failure.check::<TimeoutError>() {
                     source = Source::Timeout;
                     self.metrics.upstream_timeout();
-                    tracing::info!(
-                        name = ?name,
-                        %qtype,
-                        after = ?self.timeout,
-                        "no upstream answered in time; answering SERVFAIL"
-                    );
-                } else {
-                    tracing::info!(name = ?name, %qtype, error = %failure, "answering SERVFAIL");
+                    if let Some(suppressed) = self.metrics.log_line("upstream timeout") {
+                        tracing::info!(
+                            name = ?name,
+                            %qtype,
+                            after = ?self.timeout,
+                            suppressed,
+                            "no upstream answered in time; answering SERVFAIL"
+                        );
+                    }
+                } else if let Some(suppressed) = self.metrics.log_line("upstream failed") {
+                    tracing::info!(name = ?name, %qtype, error = %failure, suppressed, "answering SERVFAIL");
                 }
                 for w in entry.waiters {
                     let mut m = w.request.response(ResponseCode::ServFail, true);

@@ -15,10 +15,11 @@ use std::time::Duration;
 use super::core::{Core, LONG_WAIT, STALL_REPORTED};
 use super::events;
 use super::events::{
-    DeferredEvent, DeferredState, FailureInfo, Leaked, Site, SlowCallback, Stalled, Subject,
-    Unhandled,
+    DeferredEvent, DeferredState, Detector, FailureInfo, Leaked, Site, SlowCallback, Stalled,
+    Subject, Unhandled,
 };
 use super::{Failure, registry};
+use crate::observe::detection_logged;
 
 fn subject(core: &Core) -> Subject {
     Subject {
@@ -38,10 +39,12 @@ pub(crate) fn report_slow(
 ) {
     crate::tasks::note_slow_inside();
     core.announce();
-    tracing::warn!(
-        deferred = %core.id, callback = %Site(site), ?took,
-        "a Deferred callback blocked the reactor"
-    );
+    if let Some(suppressed) = detection_logged(Detector::Slow, core.label) {
+        tracing::warn!(
+            deferred = %core.id, callback = %Site(site), ?took, suppressed,
+            "a Deferred callback blocked the reactor"
+        );
+    }
     events::emit(|| {
         DeferredEvent::SlowCallback(SlowCallback {
             subject: subject(core),
@@ -55,9 +58,12 @@ pub(crate) fn report_slow(
 
 pub(crate) fn report_unhandled(core: &Core, failure: &Failure) {
     core.announce();
-    tracing::error!(
-        deferred = %core.id, created = %Site(core.site), "Unhandled error in Deferred: {failure}"
-    );
+    if let Some(suppressed) = detection_logged(Detector::Unhandled, core.label) {
+        tracing::error!(
+            deferred = %core.id, created = %Site(core.site), suppressed,
+            "Unhandled error in Deferred: {failure}"
+        );
+    }
     events::emit(|| {
         DeferredEvent::Unhandled(Unhandled {
             subject: subject(core),
@@ -68,10 +74,12 @@ pub(crate) fn report_unhandled(core: &Core, failure: &Failure) {
 
 pub(crate) fn report_leaked(core: &Core) {
     core.announce();
-    tracing::warn!(
-        deferred = %core.id, created = %Site(core.site),
-        "a Deferred's firing side was dropped without firing; its chain can never complete"
-    );
+    if let Some(suppressed) = detection_logged(Detector::Leaked, core.label) {
+        tracing::warn!(
+            deferred = %core.id, created = %Site(core.site), suppressed,
+            "a Deferred's firing side was dropped without firing; its chain can never complete"
+        );
+    }
     events::emit(|| {
         DeferredEvent::Leaked(Leaked {
             subject: subject(core),
@@ -163,10 +171,13 @@ pub fn scan_for_stalls() {
         core.set_flag(STALL_REPORTED, true);
         core.announce();
         let snapshot = registry::snapshot(core, now);
-        tracing::warn!(
-            deferred = %core.id, created = %Site(core.site), state = snapshot.state.as_str(),
-            step = snapshot.named.as_ref().map(|n| n.name), ?stuck, "a Deferred is stalled"
-        );
+        if let Some(suppressed) = detection_logged(Detector::Stalled, core.label) {
+            tracing::warn!(
+                deferred = %core.id, created = %Site(core.site), state = snapshot.state.as_str(),
+                step = snapshot.named.as_ref().map(|n| n.name), ?stuck, suppressed,
+                "a Deferred is stalled"
+            );
+        }
         events::emit(|| {
             DeferredEvent::Stalled(Stalled {
                 subject: subject(core),

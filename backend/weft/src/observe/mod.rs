@@ -23,6 +23,7 @@ pub use events::{
 pub use stats::{ConnectionId, ConnectionInfo, ConnectionStats, TransportKind, ids_after, next_id};
 pub use stopwatch::Stopwatch;
 
+use crate::defer::Detector;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -115,6 +116,53 @@ pub(crate) enum LogTopic {
     /// A connection that ended this way, when that is not routine (a timeout, a protocol
     /// error): a flood of peers makes one each.
     Close(CloseKind),
+    /// What an inspector detector found, of chains or tasks with this label.
+    Detection(Detector, Option<&'static str>),
+    /// A line a service names itself ([`log_line_budget`]).
+    Named(&'static str),
+}
+
+/// Whether a detector's line about a chain or task labelled `label` is logged now: at
+/// most [`LOG_BURST`] a second for each detector and label on a thread. `Some` with the
+/// number of lines left out since the last one (`None` inside when there were none), for
+/// a `suppressed` field; `None` when this second's lines are spent. The detections
+/// themselves (events, metrics, the dashboard, history) are all kept: a thousand
+/// questions stalled on a dead upstream are a thousand detections and twenty lines a
+/// second.
+pub fn detection_line_budget(
+    detector: Detector,
+    label: Option<&'static str>,
+) -> Option<Option<u64>> {
+    thread_local! {
+        static DETECTORS: Arc<str> = Arc::from("");
+    }
+    let left_out = DETECTORS.with(|d| log_budget(d, LogTopic::Detection(detector, label)))?;
+    Some((left_out > 0).then_some(left_out))
+}
+
+/// Whether the detector that found something logs it itself, as
+/// [`detection_line_budget`] says: not when an observer is installed, which reports each
+/// detection (the inspector, in one line with more of the chain's state), so a detection
+/// is one line, not two.
+pub(crate) fn detection_logged(
+    detector: Detector,
+    label: Option<&'static str>,
+) -> Option<Option<u64>> {
+    if enabled() {
+        return None;
+    }
+    detection_line_budget(detector, label)
+}
+
+/// Whether a line about `what` for `service` is logged now, for a line a peer can make a
+/// service write at will (an answer that failed, say): at most [`LOG_BURST`] a second
+/// for each service and `what` on a thread. `Some` with the number of lines left out
+/// since the last one (`None` inside when there were none), for a `suppressed` field;
+/// `None` when this second's lines are spent. Count what the lines are about elsewhere
+/// (a metric): the lines are a sample.
+pub fn log_line_budget(service: &Arc<str>, what: &'static str) -> Option<Option<u64>> {
+    let left_out = log_budget(service, LogTopic::Named(what))?;
+    Some((left_out > 0).then_some(left_out))
 }
 
 /// Whether a line on `topic` for `service` is logged now: `Some(n)` with the number left
@@ -152,6 +200,22 @@ pub fn slow_threshold() -> std::time::Duration {
 #[cfg(test)]
 mod log_budget_tests {
     use super::*;
+
+    #[test]
+    fn detections_are_logged_a_burst_a_second_for_each_detector_and_label() {
+        let stalled = |label| detection_line_budget(Detector::Stalled, label);
+        let logged: Vec<_> = (0..30).map(|_| stalled(Some("dead upstream"))).collect();
+        assert!(logged[..20].iter().all(|l| *l == Some(None)), "{logged:?}");
+        assert!(logged[20..].iter().all(Option::is_none), "{logged:?}");
+        // Other labels and detectors have budgets of their own.
+        assert_eq!(stalled(Some("http request")), Some(None));
+        assert_eq!(
+            detection_line_budget(Detector::Unhandled, Some("dead upstream")),
+            Some(None)
+        );
+        // Without an observer the detector logs its findings itself.
+        assert_eq!(detection_logged(Detector::Leaked, None), Some(None));
+    }
 
     #[test]
     fn a_flood_of_one_kind_is_logged_a_burst_a_second_and_the_rest_counted_on_the_next_line() {

@@ -10,9 +10,10 @@ use super::cell::{
     LEAK_REPORTED, SLOW_REPORTED, STALL_REPORTED, TaskCell, TaskFigures, TaskKind, ns,
 };
 use crate::defer::{
-    DeferredEvent, DeferredId, DeferredState, Leaked, Site, SlowCallback, Stalled, Subject,
+    DeferredEvent, DeferredId, DeferredState, Detector, Leaked, Site, SlowCallback, Stalled,
+    Subject,
 };
-use crate::observe::{self, Event};
+use crate::observe::{self, Event, detection_logged};
 
 /// The live tasks of a thread, weak so the table never keeps a task's cell alive (nor
 /// counts as one of its wakers).
@@ -129,10 +130,12 @@ pub(super) fn report_slow(cell: &TaskCell, took: Duration, threshold: Duration) 
         return;
     }
     let polls = cell.figures_at(0).polls;
-    tracing::warn!(
-        task = %cell.id(), spawned = %cell.site(), label = cell.label(), ?took,
-        "a task's poll blocked the reactor"
-    );
+    if let Some(suppressed) = detection_logged(Detector::Slow, cell.label()) {
+        tracing::warn!(
+            task = %cell.id(), spawned = %cell.site(), label = cell.label(), ?took, suppressed,
+            "a task's poll blocked the reactor"
+        );
+    }
     emit(|| {
         DeferredEvent::SlowCallback(SlowCallback {
             subject: subject(cell),
@@ -153,10 +156,12 @@ pub(super) fn check_leaked(cell: &Arc<TaskCell>, looking: usize) {
     }
     let now = ns(crate::defer::clock_now());
     let age = Duration::from_nanos(now.saturating_sub(cell.created_ns()));
-    tracing::warn!(
-        task = %cell.id(), spawned = %cell.site(), label = cell.label(),
-        "a pending task's waker was dropped; nothing can wake it again"
-    );
+    if let Some(suppressed) = detection_logged(Detector::Leaked, cell.label()) {
+        tracing::warn!(
+            task = %cell.id(), spawned = %cell.site(), label = cell.label(), suppressed,
+            "a pending task's waker was dropped; nothing can wake it again"
+        );
+    }
     emit(|| {
         DeferredEvent::Leaked(Leaked {
             subject: subject(cell),
@@ -187,10 +192,12 @@ pub(crate) fn scan_for_stalls() {
         {
             continue;
         }
-        tracing::warn!(
-            task = %cell.id(), spawned = %cell.site(), label = cell.label(), ?idle_for,
-            "a task is stalled"
-        );
+        if let Some(suppressed) = detection_logged(Detector::Stalled, cell.label()) {
+            tracing::warn!(
+                task = %cell.id(), spawned = %cell.site(), label = cell.label(), ?idle_for,
+                suppressed, "a task is stalled"
+            );
+        }
         emit(|| {
             DeferredEvent::Stalled(Stalled {
                 subject: subject(&cell),

@@ -29,6 +29,7 @@ mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
@@ -231,8 +232,8 @@ pub(crate) fn notify_received(packet: &[u8]) -> Option<Vec<u8>> {
 /// Where a transfer is in its zone: the next record to send, kept across messages.
 struct Cursor {
     job: Job,
-    /// Every owner name of the zone, the origin first.
-    owners: Vec<LowerName>,
+    /// Every owner name of the zone, the origin first (shared with the zone).
+    owners: Arc<[LowerName]>,
     owner: usize,
     /// The next record of `owners[owner]`.
     record: usize,

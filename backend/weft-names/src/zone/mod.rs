@@ -48,6 +48,8 @@ pub struct Zone {
     lower_origin: LowerName,
     /// Where it was read from, for errors that name the file (two zones for one origin).
     file: PathBuf,
+    /// Its owner names in transfer order, made by the first transfer (`walk.rs`).
+    owners: walk::Owners,
 }
 
 /// What a zone says about a question.
@@ -128,6 +130,7 @@ impl Zone {
             cuts: HashSet::new(),
             lower_origin: lower_origin.clone(),
             file: file.to_owned(),
+            owners: walk::Owners::default(),
         };
         // Each record moves into the zone: a large zone is never held twice.
         for at in records {

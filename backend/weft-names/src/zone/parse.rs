@@ -252,13 +252,13 @@ impl State {
         match first.text.to_ascii_uppercase().as_str() {
             "$ORIGIN" => {
                 let name = one_arg(&mut args, "$ORIGIN", "a domain name")?;
-                let name = Name::parse(name, self.origin.as_ref())
-                    .map_err(|e| format!("$ORIGIN {name:?}: {e}"))?;
-                if !name.is_fqdn() {
+                if self.origin.is_none() && matches!(labels(name), Ok((_, false))) {
                     return Err(format!(
                         "$ORIGIN {name} must be absolute: end it with a dot"
                     ));
                 }
+                let name =
+                    self::name(name, self.origin.as_ref()).map_err(|e| format!("$ORIGIN: {e}"))?;
                 self.origin = Some(name);
             }
             "$TTL" => {
@@ -364,14 +364,67 @@ pub(super) fn name(text: &str, origin: Option<&Name>) -> Result<Name, String> {
             .cloned()
             .ok_or_else(|| "`@` needs an $ORIGIN first".to_owned());
     }
-    let name =
-        Name::parse(text, origin).map_err(|e| format!("{text:?} is not a domain name: {e}"))?;
-    if !name.is_fqdn() {
+    let bad = |e: String| format!("{text:?} is not a domain name: {e}");
+    let (labels, absolute) = labels(text).map_err(bad)?;
+    let origin = match (absolute, origin) {
+        (true, _) => None,
+        (false, Some(origin)) => Some(origin),
+        (false, None) => {
+            return Err(format!(
+                "{text:?} is relative and there is no $ORIGIN; add `$ORIGIN example.test.` at the top"
+            ));
+        }
+    };
+    let all = labels
+        .iter()
+        .map(Vec::as_slice)
+        .chain(origin.into_iter().flat_map(Name::iter));
+    Name::from_labels(all).map_err(|e| bad(e.to_string()))
+}
+
+/// The labels of a name as written in a zone file, each as its octets (RFC 1035 section
+/// 5.1: a dot separates labels unless escaped, `\X` is X and `\DDD` the octet DDD, and
+/// any other octet stands for itself, as NSD and BIND read it), and whether it ends
+/// with a dot (absolute). `.` alone is the root.
+fn labels(text: &str) -> Result<(Vec<Vec<u8>>, bool), String> {
+    if text == "." {
+        return Ok((Vec::new(), true));
+    }
+    let mut labels = Vec::new();
+    let mut label = String::new();
+    let mut chars = text.chars();
+    let mut absolute = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if label.is_empty() {
+                    return Err("an empty label (two dots, or a dot first)".into());
+                }
+                labels.push(super::lex::unescape(&label)?);
+                label.clear();
+                absolute = true;
+            }
+            '\\' => {
+                label.push(c);
+                label.extend(chars.next());
+                absolute = false;
+            }
+            c => {
+                label.push(c);
+                absolute = false;
+            }
+        }
+    }
+    if !label.is_empty() {
+        labels.push(super::lex::unescape(&label)?);
+    }
+    if let Some(long) = labels.iter().find(|l| l.len() > 63) {
         return Err(format!(
-            "{text:?} is relative and there is no $ORIGIN; add `$ORIGIN example.test.` at the top"
+            "a label is at most 63 octets; one has {}",
+            long.len()
         ));
     }
-    Ok(name)
+    Ok((labels, absolute))
 }
 
 /// A TTL in seconds, or with units (`1h30m`, `2d`, `1w`).

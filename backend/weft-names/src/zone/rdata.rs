@@ -118,13 +118,17 @@ fn txt(args: &[&Word]) -> Result<TXT, String> {
     if args.is_empty() {
         return Err("TXT needs at least one string".into());
     }
-    if let Some(long) = args.iter().find(|w| w.text.len() > 255) {
+    let strings = args
+        .iter()
+        .map(|w| super::lex::unescape(&w.text))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(long) = strings.iter().find(|s| s.len() > 255) {
         return Err(format!(
             "a TXT string is at most 255 bytes; one has {}: split it into several quoted strings",
-            long.text.len()
+            long.len()
         ));
     }
-    Ok(TXT::new(args.iter().map(|w| w.text.clone()).collect()))
+    Ok(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
 }
 
 /// SOA: two names, a serial, and four times (which may have units).
@@ -217,13 +221,9 @@ fn hickory_text(code: RecordType, args: &[&Word], origin: Option<&Name>) -> Resu
         if target == Some(i) {
             text.push_str(&name(&word.text, origin)?.to_string());
         } else if word.quoted {
+            // Its escapes as written: hickory-proto reads them.
             text.push('"');
-            for c in word.text.chars() {
-                if matches!(c, '"' | '\\') {
-                    text.push('\\');
-                }
-                text.push(c);
-            }
+            text.push_str(&word.text);
             text.push('"');
         } else {
             text.push_str(&word.text);

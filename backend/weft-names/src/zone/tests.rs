@@ -435,3 +435,48 @@ fn the_generic_form_reads_known_types_as_themselves() {
     let (_, length) = error(&format!("{HEAD}a A \\# 5 c0000201\n"));
     assert!(length.contains("says 5 bytes"), "{length}");
 }
+
+#[test]
+fn escapes_are_read_as_rfc_1035_says_in_strings_and_names() {
+    let text = format!(
+        "{HEAD}@ NS ns\nns A 192.0.2.1\n\
+         t1 TXT \"c\\065d\" \"v=DKIM1\\059 k=rsa\" \"q\\\"q\"\n\
+         t2 TXT unquoted\\ word\n\
+         \\097b A 192.0.2.2\n\
+         foo\\ bar A 192.0.2.3\n\
+         foo* A 192.0.2.4\n\
+         dot\\.ted A 192.0.2.5\n"
+    );
+    let zone = Zone::parse(Path::new("escapes.zone"), &text).unwrap();
+    let strings = |owner: &str| match &zone
+        .lookup(&name(&format!("{owner}.example.test.")), RecordType::TXT)
+        .answers[0]
+        .data
+    {
+        RData::TXT(txt) => txt.txt_data.iter().map(|s| s.to_vec()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let expected: [&[u8]; 3] = [b"cAd", b"v=DKIM1; k=rsa", b"q\"q"];
+    assert_eq!(strings("t1"), expected);
+    assert_eq!(strings("t2"), [b"unquoted word"]);
+    let owner = |labels: &[&[u8]]| {
+        let origin = name("example.test.");
+        Name::from_labels(labels.iter().copied().chain(origin.iter())).unwrap()
+    };
+    for (labels, address) in [
+        (&[&b"ab"[..]][..], "192.0.2.2"),
+        (&[b"foo bar"], "192.0.2.3"),
+        (&[b"foo*"], "192.0.2.4"),
+        (&[b"dot.ted"], "192.0.2.5"),
+    ] {
+        let found = zone.lookup(&owner(labels), RecordType::A);
+        assert_eq!(found.answers.len(), 1, "{labels:?}");
+        assert_eq!(found.answers[0].data.to_string(), address);
+    }
+    // An escaped octet must be three decimal digits up to 255, in names and strings.
+    for bad in ["x\\256 A 192.0.2.9", "x TXT \"\\25\""] {
+        let (line, message) = error(&format!("{HEAD}{bad}\n"));
+        assert_eq!(line, 4, "{message}");
+        assert!(message.contains("is not an escaped octet"), "{message}");
+    }
+}

@@ -133,7 +133,7 @@ struct Slot {
     seen: u64,
     /// Responses it may still send, in thousandths.
     tokens: u64,
-    /// Responses limited since it was last within its rate, for `slip`.
+    /// Responses limited since the slot was taken, for `slip`.
     limited: u32,
 }
 
@@ -205,9 +205,10 @@ impl Limiter {
         };
         slot.tokens = refill(slot, now_ms, rate, burst);
         slot.seen = now_ms;
+        // `limited` goes on counting across the responses sent between: a client just
+        // over its rate has every other one limited, and still gets its `slip`th.
         if slot.tokens >= UNIT {
             slot.tokens -= UNIT;
-            slot.limited = 0;
             return (Verdict::Send, evicted);
         }
         slot.limited = slot.limited.wrapping_add(1);
@@ -298,6 +299,12 @@ mod tests {
             verdicts(&mut never, "192.0.2.1", 4, t),
             [Send, Drop, Drop, Drop]
         );
+        // A client a little over its rate has sends between its limited responses:
+        // every `slip`th limited one is truncated all the same.
+        let mut over = limiter(1, 1, 2);
+        assert_eq!(verdicts(&mut over, "192.0.2.1", 2, t), [Send, Drop]);
+        let second = t + Duration::from_secs(1);
+        assert_eq!(verdicts(&mut over, "192.0.2.1", 2, second), [Send, Slip]);
         let mut always = limiter(1, 1, 1);
         assert_eq!(verdicts(&mut always, "192.0.2.1", 3, t), [Send, Slip, Slip]);
     }

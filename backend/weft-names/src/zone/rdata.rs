@@ -72,7 +72,20 @@ impl Fields<'_> {
 /// The RDATA of a record of type `rtype` (as written, upper-cased) from its fields.
 pub(super) fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Result<RData, String> {
     if args.first().is_some_and(|w| w.text == "\\#" && !w.quoted) {
-        return generic(record_type(rtype)?, &args[1..]);
+        let code = record_type(rtype)?;
+        return match u16::from(code) {
+            // Data the answers would have to act on, which they do not: served as a
+            // record, a DNAME would be answered as if the names below it did not exist.
+            39 => Err(format!(
+                "{rtype}: DNAME is not served (no name below it would be rewritten, RFC \
+                 6672), in its generic form either"
+            )),
+            // Meta and question types (RFC 6895 section 3.1): never zone data.
+            41 | 128..=255 => Err(format!(
+                "{rtype} is a meta or question type, not data a zone can hold"
+            )),
+            _ => generic(code, &args[1..]),
+        };
     }
     let f = Fields {
         rtype,

@@ -782,3 +782,35 @@ fn check_refuses_a_history_file_run_could_not_open() {
         "the file is left as it was"
     );
 }
+
+/// A listener whose port another program holds: `check` cannot know (the port may be
+/// free by the time `run` starts), `run` says so once, each cause given once.
+#[test]
+fn a_port_in_use_stops_run_with_each_cause_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!("\"tcp:{port}:interface=127.0.0.1\""))
+    );
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let reason = reason_line(&stderr).unwrap_or_else(|| panic!("no reason in\n{stderr}"));
+    assert_eq!(
+        reason.matches("Address already in use").count(),
+        1,
+        "{reason}"
+    );
+    assert_eq!(reason.matches("cannot listen on").count(), 1, "{reason}");
+    drop(taken);
+}

@@ -51,6 +51,26 @@ pub fn fatal(message: &str, requested: Option<LogFormat>) {
     }
 }
 
+/// Why `error` happened, in one line: its message, then each cause the messages before
+/// it do not already give. Most of weft's errors name their cause in their own message
+/// and also hand it on as their source (for a caller that looks into it), so following
+/// the chain blindly would say it twice: "cannot listen on tcp:80: Address already in use:
+/// Address already in use".
+pub fn reason(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Installs the process's log subscriber. Call it once, before anything logs.
 pub fn init(format: LogFormat) {
     if INSTALLED.set(format).is_err() {
@@ -70,6 +90,28 @@ pub fn init(format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_gives_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot listen on {endpoint}: {source}")]
+        struct Bind {
+            endpoint: &'static str,
+            source: std::io::Error,
+        }
+        let bind = Bind {
+            endpoint: "tcp:80",
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        let error = anyhow::Error::new(bind).context("service \"web\"");
+        assert_eq!(
+            reason(&error),
+            "service \"web\": cannot listen on tcp:80: address in use"
+        );
+        // A cause no message names is given after them.
+        let error = anyhow::Error::new(std::io::Error::other("disk full")).context("saving");
+        assert_eq!(reason(&error), "saving: disk full");
+    }
 
     #[test]
     fn the_h2_crate_s_warnings_are_left_out_unless_rust_log_names_it() {

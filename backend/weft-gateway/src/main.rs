@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            logging::fatal(&format!("{e:#}"), cli.log_format);
+            logging::fatal(&logging::reason(&e), cli.log_format);
             ExitCode::FAILURE
         }
     }

@@ -179,12 +179,19 @@ impl fmt::Display for Failure {
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Failure({self}")?;
+        let mut said = format!("Failure({self}");
         let mut source = self.inner.error.source();
         while let Some(cause) = source {
-            write!(f, "; caused by: {cause}")?;
+            // Many errors name their cause in their own message and hand it on as their
+            // source too: each is said once.
+            let text = cause.to_string();
+            if !said.contains(&text) {
+                said.push_str("; caused by: ");
+                said.push_str(&text);
+            }
             source = cause.source();
         }
+        f.write_str(&said)?;
         f.write_str(")")?;
         if let Some(backtrace) = &self.inner.backtrace {
             write!(f, "\n{backtrace}")?;
@@ -292,6 +299,26 @@ mod tests {
     fn read() -> Result<(), Failure> {
         Err(DiskError)?;
         Ok(())
+    }
+
+    #[test]
+    fn its_debug_form_gives_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot save: {source}")]
+        struct Named {
+            source: DiskError,
+        }
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot save")]
+        struct Unnamed {
+            #[source]
+            cause: DiskError,
+        }
+        let named = format!("{:?}", Failure::new(Named { source: DiskError }));
+        assert_eq!(named.matches("disk on fire").count(), 1, "{named}");
+        let unnamed = format!("{:?}", Failure::new(Unnamed { cause: DiskError }));
+        assert!(unnamed.contains("cannot save (at "), "{unnamed}");
+        assert!(unnamed.contains("; caused by: disk on fire)"), "{unnamed}");
     }
 
     #[test]

@@ -244,12 +244,11 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             .parse::<SocketAddr>()
             .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
             .map_err(|_| {
-                ctx.error(
-                    span,
-                    "forward",
-                    format!("{text:?} is not an upstream address; write it like \"127.0.0.1:53\" or \"[::1]:53\""),
-                )
-            })?;
+                format!("{text:?} is not an upstream address; write it like \"127.0.0.1:53\" or \"[::1]:53\"")
+            })
+            .and_then(|addr| one_peer(addr, "an upstream"))
+            .and_then(|addr| not_itself(ctx, addr))
+            .map_err(|message| ctx.error(span, "forward", message))?;
         forward.push(addr);
     }
     let transfer = transfer(ctx)?;
@@ -325,15 +324,53 @@ fn transfer(ctx: &ServiceCtx<'_>) -> Result<TransferConfig, ConfigError> {
             .parse::<SocketAddr>()
             .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
             .map_err(|_| {
-                ctx.error(
-                    span,
-                    "notify",
-                    format!("{text:?} is not a peer address; write it like \"192.0.2.2\" or \"192.0.2.2:5353\""),
-                )
-            })?;
+                format!("{text:?} is not a peer address; write it like \"192.0.2.2\" or \"192.0.2.2:5353\"")
+            })
+            .and_then(|addr| one_peer(addr, "a secondary"))
+            .map_err(|message| ctx.error(span, "notify", message))?;
         notify.push(addr);
     }
     Ok(TransferConfig { allow, notify })
+}
+
+/// `addr` if a question can be sent to it and answered: one host (not "any address", a
+/// broadcast or a multicast group) on a port that is one (not 0).
+fn one_peer(addr: SocketAddr, what: &str) -> Result<SocketAddr, String> {
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(format!(
+            "{addr} is not {what}'s address: {ip} is no one host (write the address it answers on)"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!(
+            "{addr}: port 0 is no port to ask on (the DNS port is 53: write {})",
+            SocketAddr::new(ip, 53)
+        ));
+    }
+    Ok(addr)
+}
+
+/// `addr` unless it is one of this service's own UDP listeners: it would ask itself
+/// each question it cannot answer, which it forwards again, until the timeout.
+fn not_itself(ctx: &ServiceCtx<'_>, addr: SocketAddr) -> Result<SocketAddr, String> {
+    let own = ctx.listen.iter().find(|(endpoint, _)| {
+        matches!(
+            endpoint.parse::<weft::endpoint::ServerEndpoint>(),
+            Ok(weft::endpoint::ServerEndpoint::Udp { addr: listen })
+                if listen.port() == addr.port()
+                    && (listen.ip() == addr.ip()
+                        || (listen.ip().is_unspecified() && addr.ip().is_loopback()))
+        )
+    });
+    match own {
+        Some((endpoint, _)) => Err(format!(
+            "{addr} is this service's own listener {endpoint:?}: it would forward each question \
+             to itself"
+        )),
+        None => Ok(addr),
+    }
 }
 
 /// A key holding a string or a list of strings, each with the key's span.
@@ -466,6 +503,20 @@ mod tests {
             e.contains("service[0].notify: \"secondary\" is not a peer address"),
             "{e}"
         );
+        // Addresses no question can be sent to, or that would come back to this service.
+        for (keys, key, says) in [
+            ("forward = \"127.0.0.1:0\"", "forward", "port 0 is no port"),
+            ("forward = \"255.255.255.255\"", "forward", "is no one host"),
+            ("forward = \"0.0.0.0:53\"", "forward", "is no one host"),
+            ("forward = \"[ff02::1]:53\"", "forward", "is no one host"),
+            ("forward = \"127.0.0.1:5353\"", "forward", "this service's own listener \"udp:5353\""),
+            ("forward = \"127.0.0.1\"\nnotify = \"127.0.0.1:0\"", "notify", "port 0 is no port"),
+        ] {
+            let e = config(keys).unwrap_err();
+            assert!(e.contains(&format!("service[0].{key}: ")), "{e}");
+            assert!(e.contains(says), "{keys}: {e}");
+        }
+        assert!(config("forward = \"127.0.0.1:5300\"").is_ok());
 
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.zone");

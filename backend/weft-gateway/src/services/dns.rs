@@ -289,6 +289,9 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
     };
     let timeout = ctx.duration("timeout", raw.timeout.as_ref(), DnsConfig::DEFAULT_TIMEOUT)?;
     let forwarding = super::dns_forwarding::validate(ctx)?;
+    if !transfer.allow.is_empty() {
+        zones.prepare_transfers();
+    }
     Ok(DnsSettings {
         zone_files,
         config: DnsConfig {

@@ -252,6 +252,15 @@ impl Catalog {
         &self.zones
     }
 
+    /// Makes each zone's list of names that transfers walk, which the first transfer of
+    /// a zone would otherwise make on the thread answering queries (a tenth of a second
+    /// for 100,000 names). For a service that sends its zones whole, as it loads them.
+    pub fn prepare_transfers(&self) {
+        for zone in &self.zones {
+            drop(zone.owners());
+        }
+    }
+
     /// The zone with the longest origin containing `name`.
     pub fn find(&self, name: &Name) -> Option<&Zone> {
         self.zones

@@ -176,6 +176,7 @@ impl Zone {
             }
             if !at_owner.contains(record) {
                 at_owner.push(at.record);
+                same_ttl(at_owner, rtype);
             }
             if rtype == RecordType::NS && owner != lower_origin {
                 zone.cuts.insert(owner.clone());
@@ -209,6 +210,21 @@ impl Zone {
     /// Whether it holds no records (never true for a parsed zone: it has its SOA).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+}
+
+/// Gives the records of type `rtype` of one owner the lowest TTL among them: the records
+/// of an RRset MUST have one TTL (RFC 2181 section 5.2), and a zone file that gives them
+/// several is read as that section tells a client to read such an answer. RRSIGs are left
+/// alone: each takes the TTL of the set it signs.
+fn same_ttl(records: &mut [Record], rtype: RecordType) {
+    if rtype == RecordType::RRSIG {
+        return;
+    }
+    let of_type = |r: &&mut Record| r.record_type() == rtype;
+    let lowest = records.iter_mut().filter(of_type).map(|r| r.ttl).min();
+    if let Some(ttl) = lowest {
+        records.iter_mut().filter(of_type).for_each(|r| r.ttl = ttl);
     }
 }
 

@@ -485,3 +485,16 @@ fn escapes_are_read_as_rfc_1035_says_in_strings_and_names() {
         assert!(message.contains("is not an escaped octet"), "{message}");
     }
 }
+
+#[test]
+fn the_records_of_one_set_are_served_with_one_ttl_the_lowest() {
+    let text = format!(
+        "{HEAD}@ NS ns\nns A 192.0.2.1\nfoo 20 A 192.0.2.2\nfoo 10 A 192.0.2.3\nfoo 30 TXT x\n"
+    );
+    let zone = Zone::parse(Path::new("ttls.zone"), &text).unwrap();
+    let a = zone.lookup(&name("foo.example.test."), RecordType::A);
+    let ttls: Vec<u32> = a.answers.iter().map(|r| r.ttl).collect();
+    assert_eq!(ttls, [10, 10], "RFC 2181 section 5.2");
+    let txt = zone.lookup(&name("foo.example.test."), RecordType::TXT);
+    assert_eq!(txt.answers[0].ttl, 30, "another set keeps its own");
+}

@@ -350,6 +350,43 @@ fn another_protocol_after_101_is_tunnelled_both_ways_and_a_half_close_is_relayed
     );
 }
 
+/// SIGTERM with a tunnel open: it goes on carrying both ways until a side closes (here
+/// the client's half-close, answered by the upstream's end), as a tcp-proxy pair does;
+/// cut at once, what the client sent after the signal never arrived.
+#[test]
+fn sigterm_lets_a_tunnel_finish_its_exchange() {
+    let (upstream, _) = raw_upstream(SWITCH);
+    let (mut app, web) = gateway(upstream);
+    let stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .write_all(
+            b"GET /chat/raw HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\n\
+              Upgrade: shout\r\n\r\nbefore ",
+        )
+        .unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, head) = read_head(&mut reader);
+    assert_eq!(status, 101, "{head:?}\n{}", app.log());
+    let mut first = [0; 7];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"BEFORE ");
+
+    app.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    writer.write_all(b"after").unwrap();
+    writer.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    reader
+        .read_to_end(&mut back)
+        .expect("the tunnel ends cleanly");
+    assert_eq!(String::from_utf8_lossy(&back), "AFTERbye", "{}", app.log());
+    assert_eq!(app.wait_exit().code(), Some(0), "{}", app.log());
+}
+
 #[test]
 fn a_101_the_client_did_not_ask_for_is_a_502_and_upgrade_alone_is_not_passed_on() {
     let (upstream, heads) = raw_upstream(SWITCH);

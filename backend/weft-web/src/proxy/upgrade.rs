@@ -12,8 +12,9 @@
 //! back the client's end; [`tunnel`] then copies both ways, bytes already read on
 //! either side first, relaying a half-close, until both sides have finished, either one
 //! fails or is closed (from the dashboard, say), or either is asked to close (the
-//! service's idle timeout, which the upstream end takes from the client's, or a
-//! shutdown). Ending it closes both connections.
+//! service's idle timeout, which the upstream end takes from the client's); a shutdown
+//! lets it go on until then, or until the drain's deadline aborts it. Ending it closes
+//! both connections.
 //!
 //! HTTP/2's extended CONNECT (RFC 8441) is not served: an HTTP/2 request cannot carry
 //! `Upgrade` at all, so it is forwarded like any other.
@@ -318,8 +319,12 @@ pub(crate) async fn tunnel<C>(
         tokio::io::copy_bidirectional(&mut client, &mut up).await
     };
     let mut copying = pin!(started);
+    // A drain (shutdown, the service's removal) does not end a tunnel: like a tcp-proxy
+    // pair it cannot tell a quiet stream from one between messages, so it goes on until
+    // a side closes or the drain's deadline aborts it (a reset at both ends).
+    let cut = |t: &Transport| t.is_disconnecting() && !t.is_draining();
     let ended = poll_fn(|cx| {
-        if transport.is_disconnecting() || up_transport.is_disconnecting() {
+        if cut(transport) || cut(&up_transport) {
             return Poll::Ready(None);
         }
         copying.as_mut().poll(cx).map(Some)

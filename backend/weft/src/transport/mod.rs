@@ -484,6 +484,21 @@ impl Transport {
         f.closing || f.aborted
     }
 
+    /// Whether the close requested is a drain (the reactor shutting down, or the service
+    /// stopping) and nothing more: the connection may finish what is under way before
+    /// the drain's deadline, which aborts it. False once it is aborted or closed, or
+    /// when no close was requested.
+    pub fn is_draining(&self) -> bool {
+        let f = self.flags();
+        f.closing
+            && !f.aborted
+            && !f.closed
+            && matches!(
+                *self.shared.reason.borrow(),
+                Some(CloseReason::Shutdown | CloseReason::ServiceStopped)
+            )
+    }
+
     /// Whether the connection is gone.
     pub fn is_closed(&self) -> bool {
         self.flags().closed

@@ -305,6 +305,30 @@ fn raw_upstream(answer: &'static str) -> (SocketAddr, Arc<std::sync::Mutex<Vec<V
     (addr, heads)
 }
 
+/// A tunnel through the gateway at `web` to a [`raw_upstream`] answering [`SWITCH`], asked
+/// for at `path` with `early` right behind the head; its two ends once the 101 is read
+/// (reads time out after 10 s).
+fn shout_tunnel(
+    app: &App,
+    web: SocketAddr,
+    path: &str,
+    early: &str,
+) -> (TcpStream, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(web).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n{early}"
+    );
+    writer.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let (status, head) = read_head(&mut reader);
+    assert_eq!(status, 101, "{head:?}\n{}", app.log());
+    (writer, reader)
+}
+
 const SWITCH: &str =
     "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n";
 
@@ -357,20 +381,7 @@ fn another_protocol_after_101_is_tunnelled_both_ways_and_a_half_close_is_relayed
 fn sigterm_lets_a_tunnel_finish_its_exchange() {
     let (upstream, _) = raw_upstream(SWITCH);
     let (mut app, web) = gateway(upstream);
-    let stream = TcpStream::connect(web).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    writer
-        .write_all(
-            b"GET /chat/raw HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\n\
-              Upgrade: shout\r\n\r\nbefore ",
-        )
-        .unwrap();
-    let mut reader = BufReader::new(stream);
-    let (status, head) = read_head(&mut reader);
-    assert_eq!(status, 101, "{head:?}\n{}", app.log());
+    let (mut writer, mut reader) = shout_tunnel(&app, web, "/chat/raw", "before ");
     let mut first = [0; 7];
     reader.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"BEFORE ");
@@ -481,19 +492,7 @@ fn an_upgrade_asked_with_a_body_is_ignored_and_the_body_over_the_limit_refused_b
 fn a_tunnel_idle_past_the_services_idle_timeout_is_closed_at_both_ends() {
     let (upstream, _) = raw_upstream(SWITCH);
     let (app, web) = gateway_with(upstream, "idle_timeout = \"1s\"");
-    let stream = TcpStream::connect(web).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    writer
-        .write_all(
-            b"GET /chat/idle HTTP/1.1\r\nHost: site.test\r\nConnection: Upgrade\r\n\
-              Upgrade: shout\r\n\r\nping",
-        )
-        .unwrap();
-    let mut reader = BufReader::new(stream);
-    assert_eq!(read_head(&mut reader).0, 101, "{}", app.log());
+    let (_writer, mut reader) = shout_tunnel(&app, web, "/chat/idle", "ping");
     let mut echoed = [0; 4];
     reader.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"PING");

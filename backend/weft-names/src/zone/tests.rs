@@ -450,7 +450,8 @@ fn escapes_are_read_as_rfc_1035_says_in_strings_and_names() {
          \\097b A 192.0.2.2\n\
          foo\\ bar A 192.0.2.3\n\
          foo* A 192.0.2.4\n\
-         dot\\.ted A 192.0.2.5\n"
+         dot\\.ted A 192.0.2.5\n\
+         nul\\000x A 192.0.2.6\n"
     );
     let zone = Zone::parse(Path::new("escapes.zone"), &text).unwrap();
     let strings = |owner: &str| match &zone
@@ -473,6 +474,7 @@ fn escapes_are_read_as_rfc_1035_says_in_strings_and_names() {
         (&[b"foo bar"], "192.0.2.3"),
         (&[b"foo*"], "192.0.2.4"),
         (&[b"dot.ted"], "192.0.2.5"),
+        (&[b"nul\0x"], "192.0.2.6"),
     ] {
         let found = zone.lookup(&owner(labels), RecordType::A);
         assert_eq!(found.answers.len(), 1, "{labels:?}");

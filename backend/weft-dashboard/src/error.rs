@@ -37,6 +37,12 @@ pub enum ApiError {
     /// The request head is larger than the dashboard reads.
     #[error("{0}")]
     HeadTooLarge(String),
+    /// The request body is larger than any the dashboard takes.
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// The request body did not all come within the time allowed.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// The action does not apply to what it names; the text says why.
     #[error("{0}")]
     Conflict(&'static str),
@@ -63,6 +69,8 @@ impl ApiError {
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::HistoryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -154,6 +154,12 @@ pub fn router(state: DashboardState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Before the token check: the login form's body is read by anyone who can reach
+        // the listener, so it is bounded in size and time for every route alike.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            server::bounded_body,
+        ))
         // Outside the token check: a rebound name learns nothing, not even that a token is
         // needed; outermost, the headers go on every answer, refusals included.
         .layer(axum::middleware::from_fn_with_state(

@@ -25,10 +25,13 @@ pub(crate) enum Refusal {
     ReloadBusy,
     /// A request head over [`crate::server::MAX_HEAD`].
     HeadTooLarge,
+    /// A request body over [`crate::server::MAX_BODY`], or not all in within
+    /// [`crate::server::BODY_TIMEOUT`].
+    Body,
 }
 
 impl Refusal {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Host,
         Self::Token,
         Self::CrossSite,
@@ -38,6 +41,7 @@ impl Refusal {
         Self::LimitTotal,
         Self::ReloadBusy,
         Self::HeadTooLarge,
+        Self::Body,
     ];
 
     fn as_str(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Refusal {
             Self::LimitTotal => "limit_total",
             Self::ReloadBusy => "reload_busy",
             Self::HeadTooLarge => "head_too_large",
+            Self::Body => "body",
         }
     }
 }
@@ -138,7 +143,7 @@ impl<const N: usize> ByReason<N> {
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
     /// `weft_dashboard_refused_total`, one counter per refusal reason.
-    refused: ByReason<9>,
+    refused: ByReason<10>,
     /// `/ws` feeds open now, beside the cap `max_live_clients`.
     live_clients: IntGauge,
     /// Why `/ws` feeds ended, one counter per reason.

@@ -51,6 +51,55 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// heads: this bounds what a slow sender makes the dashboard buffer.
 pub const MAX_HEAD: usize = 64 * 1024;
 
+/// The largest request body read, in bytes; a larger one gets `413`. The dashboard's only
+/// bodies are the login form's few fields (its actions take none), and the login form is
+/// open to anyone who can reach the listener: each connection holds at most this much.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// How long a request body may take to arrive whole, from the end of its head; one
+/// slower gets `408`. Bodies are read before any handler runs, so a client trickling a
+/// byte now and then holds its connection no longer than this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads a request's body whole, within [`MAX_BODY`] and [`BODY_TIMEOUT`], before the
+/// request goes on: what a handler extracts is then in memory already, bounded. A request
+/// without a body goes on as it is.
+pub(crate) async fn bounded_body(
+    axum::extract::State(state): axum::extract::State<DashboardState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use hyper::body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await;
+    let refused = match read {
+        Ok(Ok(bytes)) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+        }
+        Ok(Err(_)) => crate::ApiError::BodyTooLarge(format!(
+            "the request body is over {} KiB, or broke off",
+            MAX_BODY >> 10
+        )),
+        Err(_) => crate::ApiError::BodyTimeout(format!(
+            "the request body did not all come within {BODY_TIMEOUT:?}"
+        )),
+    };
+    state.metrics.refused(Refusal::Body);
+    let mut response = refused.into_response();
+    // What is left of the body is not read: the connection cannot carry another request.
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// Connections the dashboard holds at once by default (`[dashboard] max_connections`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 

@@ -329,3 +329,48 @@ async fn a_head_over_its_bound_is_refused_however_it_arrived() {
     assert!(over.body.contains("over 64 KiB"), "{}", over.body);
     assert_eq!(refusals(&app, "head_too_large").await, "1");
 }
+
+/// A body that never ends: a client trickling its login form, then stopping.
+struct Endless;
+
+impl hyper::body::Body for Endless {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<axum::body::Bytes>, std::io::Error>>>
+    {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_login_form_s_body_is_bounded_in_size_and_time_before_any_token_is_asked() {
+    let app = router(listening().with_token("s3cret"));
+    let post = |body: Body| {
+        Request::post("/login")
+            .header(header::HOST, "127.0.0.1:9180")
+            .header(header::ORIGIN, "http://127.0.0.1:9180")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+            .unwrap()
+    };
+    let padded = format!("token=nope&next=%2F&pad={}", "a".repeat(16 << 10));
+    let large = send(app.clone(), post(Body::from(padded))).await;
+    assert_eq!(
+        large.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        large.body
+    );
+    assert_eq!(large.headers[header::CONNECTION], "close");
+    // Time is paused: the deadline passes as soon as nothing else is left to run.
+    let slow = send(app.clone(), post(Body::new(Endless))).await;
+    assert_eq!(slow.status, StatusCode::REQUEST_TIMEOUT, "{}", slow.body);
+    assert_eq!(refusals(&app, "body").await, "2");
+    // A form of the usual size is read as before.
+    let within = send(app.clone(), post(Body::from("token=nope&next=%2F"))).await;
+    assert_eq!(within.status, StatusCode::UNAUTHORIZED);
+}

@@ -177,16 +177,16 @@ pub const SEND_BUFFER: u32 = 64 * 1024;
 /// Binds the dashboard's listener on `addr`. Its connections inherit a fixed send buffer
 /// of [`SEND_BUFFER`] (the kernel otherwise grows it to megabytes): a client that stops
 /// reading holds at most that much, and sends to it block soon enough for the live feed's
-/// send timeout to notice.
+/// send timeout to notice. On IPv6 it takes IPv6 alone (`IPV6_V6ONLY`), as the services'
+/// listeners do: `[::]` does not also take the IPv4 port, which a service may listen on
+/// (and `weft check` says they do not clash).
 pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_send_buffer_size(SEND_BUFFER)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    let socket = weft::net::tcp_listening_socket(addr)?;
+    socket.set_send_buffer_size(SEND_BUFFER as usize)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(socket.into())
 }
 
 /// Samples figures for the sparklines and encodes the live feed until `stop` completes,

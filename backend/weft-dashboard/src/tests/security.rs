@@ -374,3 +374,14 @@ async fn the_login_form_s_body_is_bounded_in_size_and_time_before_any_token_is_a
     let within = send(app.clone(), post(Body::from("token=nope&next=%2F"))).await;
     assert_eq!(within.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_dashboard_on_the_ipv6_wildcard_leaves_the_ipv4_port_to_a_service() {
+    let Ok(v6) = bind("[::]:0".parse().unwrap()) else {
+        // No IPv6 on this host: nothing to share a port with.
+        return;
+    };
+    let port = v6.local_addr().unwrap().port();
+    let v4 = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(v4.is_ok(), "port {port}: {v4:?}");
+}

@@ -102,22 +102,31 @@ pub(super) fn bind_tcp(
     backlog: u32,
     reuse_port: bool,
 ) -> io::Result<std::net::TcpListener> {
+    let socket = tcp_listening_socket(addr)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(effective_backlog(backlog))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A TCP socket to listen on `addr` with, not yet bound: `SO_REUSEADDR` (a restart binds
+/// at once beside connections of the last run still closing), and on IPv6 IPv6 alone
+/// (`IPV6_V6ONLY`), so `[::]` and an IPv4 address each take their own port, whatever
+/// `net.ipv6.bindv6only` says. Every listener weft makes is made so.
+pub fn tcp_listening_socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
-    socket.bind(&addr.into())?;
-    socket.listen(effective_backlog(backlog))?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// `backlog`, capped by the system's `net.core.somaxconn` (the kernel would cap it

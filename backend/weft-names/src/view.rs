@@ -446,7 +446,7 @@ impl Kept {
         slot.source = a.source;
         if let Some(q) = a.query {
             // Writing into a kept buffer: no allocation once it is long enough.
-            let _ = write!(slot.name, "{}", q.name());
+            let _ = write!(slot.name, "{}", crate::wire::NameText(q.name()));
             self.scratch.clear();
             self.scratch.push_str(&slot.name);
             self.scratch.make_ascii_lowercase();

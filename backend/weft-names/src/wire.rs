@@ -438,10 +438,57 @@ fn emit_record<'m>(
     length.replace(encoder, u16::try_from(len).unwrap_or(u16::MAX))
 }
 
+/// A domain name in its presentation form (RFC 1035 section 5.1), as zone files, dig, NSD
+/// and BIND write it: printable ASCII as is, `. ; \ ( ) " @ $` after a backslash, and any
+/// other octet as `\DDD`, three *decimal* digits. hickory-proto's `Display` writes octal
+/// there (a space as `\040`), which no tool reads back as the same name.
+#[derive(Debug, Clone, Copy)]
+pub struct NameText<'a>(pub &'a hickory_proto::rr::Name);
+
+impl std::fmt::Display for NameText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let plain = |b: u8| b.is_ascii_graphic() && !b".;\\()\"@$".contains(&b);
+        let mut labels = self.0.iter().peekable();
+        if labels.peek().is_none() {
+            return f.write_char('.');
+        }
+        while let Some(label) = labels.next() {
+            if label.iter().all(|&b| plain(b)) {
+                f.write_str(std::str::from_utf8(label).map_err(|_| std::fmt::Error)?)?;
+            } else {
+                for &b in label {
+                    if plain(b) {
+                        f.write_char(char::from(b))?;
+                    } else if b.is_ascii_graphic() {
+                        write!(f, "\\{}", char::from(b))?;
+                    } else {
+                        write!(f, "\\{b:03}")?;
+                    }
+                }
+            }
+            if labels.peek().is_some() || self.0.is_fqdn() {
+                f.write_char('.')?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use hickory_proto::rr::{Name, RecordType};
+
+    #[test]
+    fn a_name_is_written_with_decimal_escapes_as_rfc_1035_reads_them() {
+        let labels: [&[u8]; 4] = [b"a b\xc8c", b"x.y", b"*", b"t"];
+        let name = Name::from_labels(labels).unwrap();
+        assert_eq!(NameText(&name).to_string(), "a\\032b\\200c.x\\.y.*.t.");
+        assert_eq!(NameText(&Name::root()).to_string(), ".");
+        let plain = Name::from_ascii("WWW.Example.test.").unwrap();
+        assert_eq!(NameText(&plain).to_string(), "WWW.Example.test.");
+    }
 
     /// A query packet for `name`/`qtype`, recursion desired.
     pub(crate) fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {

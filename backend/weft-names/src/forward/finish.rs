@@ -77,7 +77,7 @@ impl Forwarder {
             if let Some(answer) = stale {
                 self.metrics.forwarding().stale().inc();
                 if let Some(suppressed) = self.metrics.log_line("stale answer") {
-                    tracing::info!(name = ?entry.query.name().to_string(), suppressed, "no upstream answered; serving a stale answer");
+                    tracing::info!(name = %crate::wire::NameText(entry.query.name()), suppressed, "no upstream answered; serving a stale answer");
                 }
                 for w in entry.waiters {
                     let mut m = response(&w.request, &answer);
@@ -110,7 +110,7 @@ impl Forwarder {
                 }
             }
             Err(failure) => {
-                let name = entry.query.name().to_string();
+                let name = crate::wire::NameText(entry.query.name()).to_string();
                 let qtype = entry.query.query_type();
                 let mut source = Source::UpstreamFailed;
                 // A client can make one of these a question (names under a dead domain):

@@ -50,7 +50,10 @@ impl Log {
             return;
         };
         let (name, qtype) = match a.query {
-            Some(q) => (q.name().to_string(), q.query_type().to_string()),
+            Some(q) => (
+                crate::wire::NameText(q.name()).to_string(),
+                q.query_type().to_string(),
+            ),
             None => (String::new(), String::new()),
         };
         self.held.hold(LoggedQuery {

@@ -150,8 +150,10 @@ pub(crate) struct LoginQuery {
 /// header).
 fn is_local_path(next: &str) -> bool {
     let b = next.as_bytes();
+    // No `//` anywhere: only a leading one leaves the host, but a path that holds one
+    // (`/.//evil.example`) is no page of the dashboard's either.
     b.first() == Some(&b'/')
-        && b.get(1) != Some(&b'/')
+        && !next.contains("//")
         && b.iter().all(|&c| c.is_ascii_graphic() && c != b'\\')
 }
 

@@ -244,6 +244,7 @@ async fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
     for next in [
         "%2F%09%2Fevil.example",
         "%2F%2Fevil.example",
+        "%2F.%2F%2Fevil.example",
         "%2F%5Cevil.example",
         "%5C%5Cevil.example",
         "https%3A%2F%2Fevil.example",
@@ -270,7 +271,7 @@ async fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
     )
     .await;
     assert_eq!(kept.headers[header::LOCATION], "/connections?service=echo");
-    assert_eq!(refusals(&app, "token").await, "10");
+    assert_eq!(refusals(&app, "token").await, "11");
 }
 
 #[tokio::test]

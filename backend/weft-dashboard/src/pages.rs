@@ -4,7 +4,7 @@
 //! under `frontend/static/` then keep it live from `/ws`.
 
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use weft::defer::{DeferredState, StepStatus};
@@ -51,6 +51,29 @@ struct ErrorPage<'a> {
     page: &'a str,
     title: String,
     message: String,
+}
+
+/// A query string deserialized into `T` as [`crate::error::Query`] does, but refused with
+/// the error page (400, naming the parameter): a page's bad link gets a page, as an API
+/// call gets JSON.
+pub(crate) struct PageQuery<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PageQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        crate::error::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|crate::error::Query(q)| Self(q))
+            .map_err(|e| error_page("none", e))
+    }
 }
 
 /// A page-shaped answer for an [`ApiError`].
@@ -191,7 +214,7 @@ fn sort_headers(q: &ConnectionQuery, order: ConnectionOrder) -> Vec<SortHeader> 
 
 pub(crate) async fn connections(
     State(state): State<DashboardState>,
-    Query(q): Query<ConnectionQuery>,
+    PageQuery(q): PageQuery<ConnectionQuery>,
 ) -> Response {
     let result = async {
         let order = q.order()?;
@@ -296,7 +319,7 @@ fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
 pub(crate) async fn connection(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
-    Query(q): Query<DetailQuery>,
+    PageQuery(q): PageQuery<DetailQuery>,
 ) -> Response {
     let result = async {
         let id = data::parse_id(&id).ok_or(ApiError::NotFound("connection"))?;
@@ -347,7 +370,7 @@ impl Deferreds {
 
 pub(crate) async fn deferreds(
     State(state): State<DashboardState>,
-    Query(mut q): Query<DeferredQuery>,
+    PageQuery(mut q): PageQuery<DeferredQuery>,
 ) -> Response {
     let tab = q
         .state
@@ -477,7 +500,7 @@ struct Deferred {
 pub(crate) async fn deferred(
     State(state): State<DashboardState>,
     Path(id): Path<String>,
-    Query(q): Query<DetailQuery>,
+    PageQuery(q): PageQuery<DetailQuery>,
 ) -> Response {
     let Some(id) = data::parse_id(&id) else {
         return error_page("deferred", ApiError::NotFound("deferred"));

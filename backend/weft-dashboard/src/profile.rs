@@ -9,7 +9,7 @@
 
 use askama::Template;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use weft::reactor::profile::{self, BUCKET_SECS, BUCKETS, ProfileSnapshot};
@@ -254,7 +254,7 @@ struct ProfilePage {
 
 pub(crate) async fn page(
     State(state): State<DashboardState>,
-    Query(q): Query<ProfileQuery>,
+    crate::pages::PageQuery(q): crate::pages::PageQuery<ProfileQuery>,
 ) -> Response {
     let view = view(&state, q.limit.unwrap_or(DEFAULT_SITES)).await;
     let (bars, bands, top_percent) = chart(&view.sites);

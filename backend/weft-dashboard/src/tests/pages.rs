@@ -43,9 +43,20 @@ async fn every_page_renders() {
         "{detail}"
     );
     assert!(detail.contains(r#"href="/connections/7""#));
-    let missing = get(app, "/deferreds/999").await;
+    let missing = get(app.clone(), "/deferreds/999").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.kind.starts_with("text/html"));
+    // A page's bad parameter gets a page naming it, as the API's gets JSON.
+    for path in [
+        "/connections?limit=abc",
+        "/deferreds?limit=-1",
+        "/profile?limit=x",
+    ] {
+        let bad = get(app.clone(), path).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(bad.kind.starts_with("text/html"), "{path}: {}", bad.kind);
+        assert!(bad.body.contains("limit"), "{path}: {}", bad.body);
+    }
 }
 
 #[tokio::test]

@@ -122,6 +122,14 @@ where
         };
         let sent = match frame.kind {
             FrameKind::Events { last_seq } if last_seq <= delivered => continue,
+            // Encoded while no client was subscribed, so it carries no text (the encoder
+            // skips the work for nobody): this client joined in between, and gets the
+            // events it stands for in a fresh snapshot rather than an empty message.
+            FrameKind::Events { .. } if frame.json.is_empty() => {
+                let now = fanout.last_seq();
+                delivered = now;
+                send(&mut sink, snapshot(now), &mut closing).await
+            }
             FrameKind::Events { last_seq } => {
                 delivered = last_seq;
                 send(&mut sink, frame.json, &mut closing).await

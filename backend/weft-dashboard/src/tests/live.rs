@@ -75,6 +75,26 @@ async fn a_client_gets_a_snapshot_then_only_newer_events() {
 }
 
 #[tokio::test]
+async fn a_client_joining_as_a_batch_was_encoded_for_nobody_gets_its_events_in_a_snapshot() {
+    let fanout = Arc::new(Fanout::default());
+    let (sink, mut rx) = mpsc::channel(64);
+    let (client, task) = start(&fanout, sink);
+    assert_eq!(next(&mut rx).await["seq"], 0);
+    // The encoder saw no client yet and skipped the text of events 1 to 3.
+    fanout.publish(Frame {
+        kind: FrameKind::Events { last_seq: 3 },
+        json: Utf8Bytes::default(),
+    });
+    let caught_up = next(&mut rx).await;
+    assert_eq!(caught_up["type"], "snapshot", "{caught_up}");
+    assert_eq!(caught_up["seq"], 3);
+    fanout.publish(events(4));
+    assert_eq!(next(&mut rx).await["seq"], 4);
+    client.unbounded_send(Incoming::Close).unwrap();
+    assert!(matches!(ended(task).await, Ended::ClientClosed));
+}
+
+#[tokio::test]
 async fn a_protocol_violation_ends_the_session_with_its_close_code() {
     let fanout = Arc::new(Fanout::default());
     let (sink, mut rx) = mpsc::channel(64);

@@ -52,22 +52,10 @@ pub fn fatal(message: &str, requested: Option<LogFormat>) {
 }
 
 /// Why `error` happened, in one line: its message, then each cause the messages before
-/// it do not already give. Most of weft's errors name their cause in their own message
-/// and also hand it on as their source (for a caller that looks into it), so following
-/// the chain blindly would say it twice: "cannot listen on tcp:80: Address already in use:
-/// Address already in use".
+/// it do not already give (`weft::defer::append_causes`).
 pub fn reason(error: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
+    let mut out = error.to_string();
+    weft::defer::append_causes(&mut out, error.source(), ": ");
     out
 }
 

@@ -30,7 +30,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use hickory_proto::rr::LowerName;
 use weft::defer::{Deferred, DeferredId, Failure, Resolver, StepDetail, Steps};
 use weft::observe::exemplar::SpanRef;
 use weft::observe::trace;
+use weft::policies::PeerKey;
 use weft::time::DelayedCall;
 
 use crate::cache::{Cache, Key, Policy};
@@ -105,18 +106,6 @@ struct Waiter {
     via: Via,
     /// Sends the answer back the way the question came.
     reply: Reply,
-}
-
-/// Whose share of the waiting a client's questions take: its address, or an IPv6
-/// address's /64 (one host's, or one site's, as handed out).
-fn share_of(client: SocketAddr) -> IpAddr {
-    match client.ip() {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX)))
-        }
-        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked")),
-        v4 => v4,
-    }
 }
 
 /// One query sent to one upstream.
@@ -195,9 +184,10 @@ struct State {
     over_tcp: usize,
     /// Clients waiting, over every question out (at most `MAX_WAITING`).
     waiting: usize,
-    /// Clients waiting, by their share (`share_of`; at most `MAX_WAITING_PER_CLIENT`
-    /// each); a share with none waiting is removed.
-    waiting_by_client: HashMap<IpAddr, u32>,
+    /// Clients waiting, by peer (an address, or an IPv6 /64: `PeerKey`, as every per-peer
+    /// cap counts; at most `MAX_WAITING_PER_CLIENT` each); a peer with none waiting is
+    /// removed.
+    waiting_by_client: HashMap<PeerKey, u32>,
     /// The next question's number.
     next: u64,
 }
@@ -228,7 +218,7 @@ pub(crate) struct Forwarder {
 
 impl State {
     /// One more client waits, of `share` when its address is known.
-    fn wait(&mut self, share: Option<IpAddr>) {
+    fn wait(&mut self, share: Option<PeerKey>) {
         self.waiting += 1;
         if let Some(share) = share {
             *self.waiting_by_client.entry(share).or_default() += 1;
@@ -240,7 +230,7 @@ impl State {
         self.waiting -= waiters.len();
         for share in waiters
             .iter()
-            .filter_map(|w| w.request.asked.client.map(share_of))
+            .filter_map(|w| w.request.asked.client.map(peer_of))
         {
             if let Some(n) = self.waiting_by_client.get_mut(&share) {
                 *n -= 1;
@@ -250,6 +240,11 @@ impl State {
             }
         }
     }
+}
+
+/// The peer a client's questions are counted under.
+fn peer_of(client: SocketAddr) -> PeerKey {
+    PeerKey::of_ip(client.ip())
 }
 
 fn now() -> Duration {
@@ -385,7 +380,7 @@ impl Forwarder {
         }
         self.metrics.cache_miss();
         let unchecked = request.checking_disabled;
-        let share = request.asked.client.map(share_of);
+        let share = request.asked.client.map(peer_of);
         let mut state = self.state.borrow_mut();
         let client_full = share.is_some_and(|share| {
             state.waiting_by_client.get(&share).copied().unwrap_or(0) >= MAX_WAITING_PER_CLIENT

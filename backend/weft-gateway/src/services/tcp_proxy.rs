@@ -228,9 +228,13 @@ impl Protocol for Downstream {
         HalfClose::KeepWriting
     }
 
-    fn drain(&mut self, _transport: &Transport) {
-        drain_pair();
-    }
+    /// Asked to drain (at shutdown, or when the service is removed), a pair does
+    /// nothing. A relay cannot tell a stream between two messages from one in the middle
+    /// of a download, and closing a side there would end the other's stream cleanly, a
+    /// truncated answer that looks whole. So the pair goes on relaying until one side
+    /// closes (which takes the other with it, as always), and what is still open at the
+    /// drain deadline is aborted: reset, so each peer learns it was cut off.
+    fn drain(&mut self, _transport: &Transport) {}
 
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.connecting = None;
@@ -256,22 +260,13 @@ impl Protocol for Upstream {
         HalfClose::KeepWriting
     }
 
-    fn drain(&mut self, _transport: &Transport) {
-        drain_pair();
-    }
+    /// Does nothing, as the client's side does (`Downstream::drain`).
+    fn drain(&mut self, _transport: &Transport) {}
 
     fn connection_lost(&mut self, reason: &CloseReason) {
         close_partner(&self.down, reason, "upstream");
     }
 }
-
-/// What a pair does when asked to drain (at shutdown, or when its service is removed):
-/// nothing. A relay cannot tell a stream between two messages from one in the middle of
-/// a download, and closing a side there would end the other's stream cleanly, a
-/// truncated answer that looks whole. So the pair goes on relaying until one side closes
-/// (which takes the other with it, as always), and what is still open at the drain
-/// deadline is aborted: reset, so each peer learns it was cut off.
-fn drain_pair() {}
 
 /// Closes the other side of a pair after `side` closed for `reason`: cleanly (flushing)
 /// after a clean close, at once (reported as aborted) otherwise.

@@ -203,19 +203,27 @@ impl Logged {
     }
 
     fn finish(&mut self, cut: Option<Cut>) {
-        let Some(p) = self.pending.take() else { return };
+        if let Some(p) = self.pending.take() {
+            p.write(self.sent, cut);
+        }
+    }
+}
+
+impl Pending {
+    /// Writes the request's line: `sent` body bytes, cut short for `cut` if it was.
+    pub(crate) fn write(self, sent: u64, cut: Option<Cut>) {
         Entry {
-            service: &p.service,
-            client: &p.client,
-            request: p.request.as_bytes(),
-            status: p.status,
-            bytes: self.sent,
-            referer: p.referer.as_ref().map(HeaderValue::as_bytes),
-            user_agent: p.user_agent.as_ref().map(HeaderValue::as_bytes),
-            elapsed: p.started.elapsed(),
+            service: &self.service,
+            client: &self.client,
+            request: self.request.as_bytes(),
+            status: self.status,
+            bytes: sent,
+            referer: self.referer.as_ref().map(HeaderValue::as_bytes),
+            user_agent: self.user_agent.as_ref().map(HeaderValue::as_bytes),
+            elapsed: self.started.elapsed(),
             cut,
         }
-        .log(&p.to);
+        .log(&self.to);
     }
 }
 

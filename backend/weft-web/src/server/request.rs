@@ -15,7 +15,7 @@ use weft::observe::Stopwatch;
 
 use super::connection::Conn;
 use super::{State, route_index};
-use crate::access_log::{Cut, Entry, Logged, Pending};
+use crate::access_log::{Cut, Logged, Pending};
 use crate::body::Body;
 use crate::config::{Route, WebConfig};
 use crate::files;
@@ -170,16 +170,8 @@ pub(super) fn handle(
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
-        let pending = logged.map(|(request, referer, user_agent)| Pending {
-            to: state.access_log.clone(),
-            service: state.name.clone(),
-            client: conn.client_text.clone(),
-            request,
-            status: status.as_u16(),
-            referer,
-            user_agent,
-            started,
-        });
+        let pending =
+            logged.map(|logged| pending(&state, &conn.client_text, logged, status, started));
         Ok(response.map(|body| Logged::new(body, pending, head_only).holding(slot)))
     }
 }
@@ -187,6 +179,26 @@ pub(super) fn handle(
 /// What a request's log line says of it (request line, referer, user agent), taken
 /// before it is routed.
 type LoggedRequest = (String, Option<http::HeaderValue>, Option<http::HeaderValue>);
+
+/// The log line of a request answered `status`, to write when its answer has gone.
+fn pending(
+    state: &State,
+    client: &Rc<str>,
+    (request, referer, user_agent): LoggedRequest,
+    status: StatusCode,
+    started: Stopwatch,
+) -> Pending {
+    Pending {
+        to: state.access_log.clone(),
+        service: state.name.clone(),
+        client: client.clone(),
+        request,
+        status: status.as_u16(),
+        referer,
+        user_agent,
+        started,
+    }
+}
 
 /// A request waiting for its answer. Dropped unanswered, its future was: the client
 /// closed the connection or reset the stream, or the connection was aborted (at the
@@ -219,19 +231,9 @@ impl Drop for Unanswered<'_> {
             .recorder
             .request(self.method, status.into(), elapsed, None);
         self.route.request(status.into(), elapsed, None);
-        if let Some((request, referer, user_agent)) = self.logged.take() {
-            Entry {
-                service: &state.name,
-                client: self.client,
-                request: request.as_bytes(),
-                status: status.as_u16(),
-                bytes: 0,
-                referer: referer.as_ref().map(http::HeaderValue::as_bytes),
-                user_agent: user_agent.as_ref().map(http::HeaderValue::as_bytes),
-                elapsed,
-                cut: Some(Cut::ConnectionClosed),
-            }
-            .log(&state.access_log);
+        if let Some(logged) = self.logged.take() {
+            pending(state, self.client, logged, status, self.started)
+                .write(0, Some(Cut::ConnectionClosed));
         }
     }
 }

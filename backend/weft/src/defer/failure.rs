@@ -180,23 +180,32 @@ impl fmt::Display for Failure {
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut said = format!("Failure({self}");
-        let mut source = self.inner.error.source();
-        while let Some(cause) = source {
-            // Many errors name their cause in their own message and hand it on as their
-            // source too: each is said once.
-            let text = cause.to_string();
-            if !said.contains(&text) {
-                said.push_str("; caused by: ");
-                said.push_str(&text);
-            }
-            source = cause.source();
-        }
+        append_causes(&mut said, self.inner.error.source(), "; caused by: ");
         f.write_str(&said)?;
         f.write_str(")")?;
         if let Some(backtrace) = &self.inner.backtrace {
             write!(f, "\n{backtrace}")?;
         }
         Ok(())
+    }
+}
+
+/// Appends to `said` the chain of causes from `cause` on, each after `separator`, but
+/// for those whose text `said` holds already: many errors name their cause in their own
+/// message and hand it on as their source too, and following the chain blindly would say
+/// it twice ("cannot listen on tcp:80: Address already in use: Address already in use").
+pub fn append_causes(
+    said: &mut String,
+    mut cause: Option<&(dyn Error + 'static)>,
+    separator: &str,
+) {
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !said.contains(&text) {
+            said.push_str(separator);
+            said.push_str(&text);
+        }
+        cause = error.source();
     }
 }
 

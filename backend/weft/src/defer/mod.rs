@@ -170,7 +170,7 @@ pub use events::{
 };
 pub use failure::{
     AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, PanicError,
-    QueueOverflow, QueueUnderflow, TimeoutError, debugging, set_debugging,
+    QueueOverflow, QueueUnderflow, TimeoutError, append_causes, debugging, set_debugging,
 };
 pub use held::Held;
 pub use list::{DeferredList, ListResult, gather_results, maybe_deferred, race};

@@ -111,8 +111,7 @@ fn log_close(info: &ConnectionInfo, reason: &CloseReason) {
         tracing::debug!(connection = %info.id, %reason, "connection closed");
         return;
     }
-    if let Some(left_out) = observe::log_budget(&info.service, observe::LogTopic::Close(kind)) {
-        let suppressed = (left_out > 0).then_some(left_out);
+    if let Some(suppressed) = observe::budgeted(&info.service, observe::LogTopic::Close(kind)) {
         tracing::info!(connection = %info.id, service = %info.service, peer = %info.peer, %reason, suppressed, "connection closed");
     }
 }

@@ -209,8 +209,7 @@ pub(crate) fn report_handshake_failure(
     // A flood of bad handshakes (one per connection) has the log budget of any handled
     // error: `report_error`'s.
     let kind = ErrorKind::TlsHandshake;
-    if let Some(left_out) = observe::log_budget(service, LogTopic::Error(kind)) {
-        let suppressed = (left_out > 0).then_some(left_out);
+    if let Some(suppressed) = observe::budgeted(service, LogTopic::Error(kind)) {
         tracing::info!(%service, %peer, kind = kind.as_str(), %err, suppressed, "TLS handshake failed");
     }
     observe::emit(|| {

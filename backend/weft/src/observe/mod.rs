@@ -90,8 +90,7 @@ pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
 /// a log line each. The first line after some were left out says how many
 /// (`suppressed`).
 pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
-    if let Some(left_out) = log_budget(&info.service, LogTopic::Error(kind)) {
-        let suppressed = (left_out > 0).then_some(left_out);
+    if let Some(suppressed) = budgeted(&info.service, LogTopic::Error(kind)) {
         tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), suppressed, "{message}");
     }
     emit(|| {
@@ -136,8 +135,7 @@ pub fn detection_line_budget(
     thread_local! {
         static DETECTORS: Arc<str> = Arc::from("");
     }
-    let left_out = DETECTORS.with(|d| log_budget(d, LogTopic::Detection(detector, label)))?;
-    Some((left_out > 0).then_some(left_out))
+    DETECTORS.with(|d| budgeted(d, LogTopic::Detection(detector, label)))
 }
 
 /// Whether the detector that found something logs it itself, as
@@ -161,8 +159,7 @@ pub(crate) fn detection_logged(
 /// `None` when this second's lines are spent. Count what the lines are about elsewhere
 /// (a metric): the lines are a sample.
 pub fn log_line_budget(service: &Arc<str>, what: &'static str) -> Option<Option<u64>> {
-    let left_out = log_budget(service, LogTopic::Named(what))?;
-    Some((left_out > 0).then_some(left_out))
+    budgeted(service, LogTopic::Named(what))
 }
 
 /// Whether a line on `topic` for `service` is logged now: `Some(n)` with the number left
@@ -180,6 +177,13 @@ pub(crate) fn log_budget(service: &Arc<str>, topic: LogTopic) -> Option<u64> {
             .or_insert_with(|| Burst::new(now))
             .admit(now, LOG_BURST, std::time::Duration::from_secs(1))
     })
+}
+
+/// [`log_budget`] as a line's `suppressed` field wants it: `Some` when the line is
+/// logged, holding the number left out since the last one (`None` when there were none).
+pub(crate) fn budgeted(service: &Arc<str>, topic: LogTopic) -> Option<Option<u64>> {
+    let left_out = log_budget(service, topic)?;
+    Some((left_out > 0).then_some(left_out))
 }
 
 /// Sets how long a callback may run on this thread before it is reported as slow.

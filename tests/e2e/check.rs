@@ -391,7 +391,7 @@ fn an_interface_address_this_host_does_not_have_is_refused_by_check_and_run() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[dashboard]\nlisten = \"tcp:{}:interface=192.0.2.1\"\ntoken = \"t0k\"\n[store]\npath = \"{}\"\n",
+        "[dashboard]\nlisten = \"tcp:{}:interface=192.0.2.1\"\ntoken = \"t0k-0123456789abcdef\"\n[store]\npath = \"{}\"\n",
         free_port(),
         dir.path().join("history.db").display(),
     );

@@ -180,7 +180,7 @@ fn next_field(page: &str) -> &str {
 
 #[test]
 fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
-    let app = spawn_app_configured(r#"token = "s3cret""#, |_| String::new());
+    let app = spawn_app_configured(r#"token = "s3cret-0123456789ab""#, |_| String::new());
     let host = app.dashboard.to_string();
     let login = |next: &str| {
         http(
@@ -189,7 +189,7 @@ fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
                 "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
                  Content-Type: application/x-www-form-urlencoded\r\n"
             ),
-            &format!("token=s3cret&next={next}"),
+            &format!("token=s3cret-0123456789ab&next={next}"),
         )
     };
     for next in [
@@ -226,6 +226,92 @@ fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
     );
     assert_eq!(wrong.status, 401, "{wrong:?}");
     assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+}
+
+#[test]
+fn a_peer_that_tries_too_many_wrong_tokens_waits_whatever_it_presents_and_others_do_not() {
+    use weft_dashboard::attempts::{BURST, REFILL};
+    const TOKEN: &str = "weft-e2e-token-0123456789";
+    let app = spawn_app_configured(&format!("token = \"{TOKEN}\""), |_| String::new());
+    let host = app.dashboard.to_string();
+    let bearer = |path: &str, token: &str| {
+        http(
+            app.dashboard,
+            &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"),
+            "",
+        )
+    };
+    // Another peer (127.0.0.2 is this host too), through a real client.
+    let elsewhere = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "--interface", "127.0.0.2"])
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{host}{path}"))
+            .output()
+            .expect("curl must be installed (scripts/test installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A stale value sent again and again (a tab left open after the token changed) is one
+    // guess, not one a request.
+    for _ in 0..3 * BURST {
+        assert_eq!(bearer("/api/services", "stale").status, 401);
+    }
+    for i in 1..BURST {
+        let r = bearer("/api/services", &format!("guess-{i}"));
+        assert_eq!(r.status, 401, "guess {i}: {r:?}");
+    }
+    // The burst is spent: the right token is refused too, or the limit would tell a right
+    // guess from a wrong one.
+    let api = bearer("/api/services", TOKEN);
+    assert_eq!(api.status, 429, "{api:?}");
+    assert!(api.body.contains("too many wrong tokens"), "{api:?}");
+    let wait: u64 = api
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=REFILL.as_secs()).contains(&wait), "{wait}");
+    assert_eq!(bearer("/metrics", TOKEN).status, 429);
+    let login = http(
+        app.dashboard,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n"
+        ),
+        &format!("token={TOKEN}&next=%2F"),
+    );
+    assert_eq!(login.status, 429, "{login:?}");
+    assert!(login.header("set-cookie").is_none(), "{login:?}");
+    assert!(login.body.contains("Too many wrong tokens"), "{login:?}");
+    // Asking without a token is no guess, and is answered as ever.
+    assert_eq!(app.get("/api/services").status, 401);
+    // Another peer is not held back, and sees the refusals counted.
+    assert_eq!(elsewhere("/api/services"), "200");
+    let metrics = {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "--interface", "127.0.0.2"])
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .arg(format!("http://{host}/metrics"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let count = |reason: &str| {
+        let series = format!("weft_dashboard_refused_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse::<f64>().ok())
+    };
+    assert_eq!(count("token_attempts"), Some(3.0), "{metrics}");
+    assert_eq!(
+        count("token"),
+        Some(f64::from(4 * BURST - 1) + 1.0),
+        "every wrong token and the request without one: {metrics}"
+    );
+    // Once it has waited, it may try again.
+    std::thread::sleep(Duration::from_secs(wait));
+    assert_eq!(bearer("/api/services", TOKEN).status, 200);
 }
 
 #[test]

@@ -255,7 +255,7 @@ fn prometheus_as_compose_starts_it_scrapes_weft_with_the_token() {
         "compose gives weft {} (its token_env)",
         weft.token_env
     );
-    let token = format!("deploy-test-{}", std::process::id());
+    let token = format!("deploy-test-token-{}", std::process::id());
     let args: Vec<String> = weft_service
         .command
         .iter()

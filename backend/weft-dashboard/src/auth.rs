@@ -4,14 +4,18 @@
 //!   `/static/` needs it: as `Authorization: Bearer TOKEN` (scripts, Prometheus) or as the
 //!   `weft_token` cookie `/login` sets (browsers; `HttpOnly`, `SameSite=Strict`). A browser
 //!   asking for a page without it is sent to `/login`; anything else gets `401`.
+//! - **Guessing.** A peer that presented too many wrong tokens is refused `429` for any
+//!   token it presents, until it may try again (`crate::attempts`).
 //! - **Acting** (`POST /api/...`) and **`/ws`** additionally resist cross-site requests: a
 //!   request carrying the bearer header cannot be forged by another site, otherwise its
 //!   `Origin` (or `Sec-Fetch-Site`) must say it came from this very dashboard. Cookies are
 //!   `SameSite=Strict` besides, and no CORS header is ever sent.
 
+use std::time::{Duration, Instant};
+
 use axum::Form;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -20,6 +24,7 @@ use crate::DashboardState;
 use crate::error::ApiError;
 use crate::metrics::Refusal;
 use crate::pages::Login;
+use crate::server::Peer;
 
 /// The cookie `/login` sets.
 pub(crate) const COOKIE: &str = "weft_token";
@@ -50,12 +55,28 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
-/// Whether `headers` carry `token` as a bearer header or the login cookie.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    [bearer(headers), cookie(headers)]
-        .into_iter()
-        .flatten()
-        .any(|given| same(given.as_bytes(), token.as_bytes()))
+/// Whole seconds to wait, rounded up: `Retry-After` counts in seconds (RFC 9110
+/// section 10.2.3), and 0 would invite a try that is refused again.
+fn retry_after(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+/// `429` for a peer that tried too many wrong tokens, with `Retry-After`: JSON on the API,
+/// the error page on a page, text elsewhere.
+fn too_many_attempts(path: &str, wait: Duration) -> Response {
+    let secs = retry_after(wait);
+    let why = format!("too many wrong tokens from this address: try again in {secs} s");
+    let mut response = if path.starts_with("/api/") {
+        ApiError::TooManyAttempts(why).into_response()
+    } else if path == "/metrics" || path == "/ws" {
+        (StatusCode::TOO_MANY_REQUESTS, format!("{why}\n")).into_response()
+    } else {
+        crate::pages::error_page("none", ApiError::TooManyAttempts(why))
+    };
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
 }
 
 pub(crate) async fn require_token(
@@ -67,8 +88,27 @@ pub(crate) async fn require_token(
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if open(path) || authorized(request.headers(), token) {
+    if open(path) {
         return next.run(request).await;
+    }
+    let given = [bearer(request.headers()), cookie(request.headers())];
+    if given.iter().any(Option::is_some) {
+        let peer = request.extensions().get::<Peer>().map(|p| p.0);
+        let now = Instant::now();
+        if let Err(wait) = state.attempts.admit(peer, now) {
+            state.metrics.refused(Refusal::TokenAttempts);
+            return too_many_attempts(path, wait);
+        }
+        if given
+            .iter()
+            .flatten()
+            .any(|given| same(given.as_bytes(), token.as_bytes()))
+        {
+            return next.run(request).await;
+        }
+        for given in given.into_iter().flatten() {
+            state.attempts.wrong(peer, given.as_bytes(), now);
+        }
     }
     state.metrics.refused(Refusal::Token);
     let is_page = request.method() == Method::GET
@@ -169,6 +209,7 @@ pub(crate) async fn login_form(
     Login {
         next: local_path(q.next),
         failed: false,
+        wait: None,
     }
     .response(StatusCode::OK)
 }
@@ -183,6 +224,7 @@ pub(crate) struct LoginForm {
 pub(crate) async fn login(
     State(state): State<DashboardState>,
     headers: HeaderMap,
+    extensions: Extensions,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = local_path(form.next);
@@ -193,9 +235,31 @@ pub(crate) async fn login(
         state.metrics.refused(Refusal::CrossSite);
         return ApiError::Forbidden("sign in from this dashboard's own login page").into_response();
     }
+    let peer = extensions.get::<Peer>().map(|p| p.0);
+    let now = Instant::now();
+    if let Err(wait) = state.attempts.admit(peer, now) {
+        state.metrics.refused(Refusal::TokenAttempts);
+        let secs = retry_after(wait);
+        let mut response = Login {
+            next,
+            failed: false,
+            wait: Some(secs),
+        }
+        .response(StatusCode::TOO_MANY_REQUESTS);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return response;
+    }
     if !same(form.token.as_bytes(), token.as_bytes()) {
+        state.attempts.wrong(peer, form.token.as_bytes(), now);
         state.metrics.refused(Refusal::Token);
-        return Login { next, failed: true }.response(StatusCode::UNAUTHORIZED);
+        let failed = Login {
+            next,
+            failed: true,
+            wait: None,
+        };
+        return failed.response(StatusCode::UNAUTHORIZED);
     }
     // Both values are checked before anything is sent: the cookie goes out only with the
     // redirect it belongs to.
@@ -214,6 +278,34 @@ pub(crate) async fn login(
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign in").into_response()
         }
     }
+}
+
+/// The fewest characters a token may have: 16 random ones take longer to guess, a
+/// peer's ten tries a minute at a time ([`crate::attempts`]), than anyone will wait.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why `token` cannot be the dashboard's, if it cannot: shorter than [`MIN_TOKEN_LEN`], or
+/// holding what either way of presenting it (`Authorization: Bearer TOKEN`, the
+/// `weft_token` cookie) cannot carry, so that it would be accepted here and never match:
+/// only printable ASCII without spaces, quotes, commas, semicolons or backslashes
+/// (RFC 6265's cookie-octet).
+pub fn token_problem(token: &str) -> Option<String> {
+    if let Some(c) = token
+        .chars()
+        .find(|&c| !c.is_ascii_graphic() || matches!(c, '"' | ',' | ';' | '\\'))
+    {
+        return Some(format!(
+            "holds {c:?}, which a cookie or an Authorization header cannot carry: use \
+             printable ASCII without spaces, quotes, commas, semicolons or backslashes"
+        ));
+    }
+    (token.len() < MIN_TOKEN_LEN).then(|| {
+        format!(
+            "is {} characters long, too few to resist guessing: use at least \
+             {MIN_TOKEN_LEN} (`openssl rand -hex 16` makes 32)",
+            token.len()
+        )
+    })
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing.

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The action was refused (no token and not same-origin).
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The peer tried too many wrong tokens; the text says how long to wait.
+    #[error("{0}")]
+    TooManyAttempts(String),
     /// The request names a host this dashboard does not answer to.
     #[error("{0}")]
     Misdirected(String),
@@ -65,6 +68,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             Self::Conflict(_) => StatusCode::CONFLICT,

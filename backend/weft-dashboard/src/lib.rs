@@ -68,6 +68,7 @@
 pub mod actions;
 pub mod api;
 mod assets;
+pub mod attempts;
 mod auth;
 pub mod cards;
 pub mod data;
@@ -100,6 +101,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use axum::routing::{get, post};
 
+pub use auth::{MIN_TOKEN_LEN, token_problem};
 pub use error::ApiError;
 pub use health::Health;
 pub use host::{AllowedHost, HostError};

@@ -11,6 +11,8 @@ pub(crate) enum Refusal {
     Host,
     /// It lacked the token.
     Token,
+    /// It presented a token after trying too many wrong ones ([`crate::attempts`]).
+    TokenAttempts,
     /// A cross-site action, login or feed request.
     CrossSite,
     /// A malformed WebSocket handshake.
@@ -31,9 +33,10 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Host,
         Self::Token,
+        Self::TokenAttempts,
         Self::CrossSite,
         Self::Handshake,
         Self::LiveClients,
@@ -48,6 +51,7 @@ impl Refusal {
         match self {
             Self::Host => "host",
             Self::Token => "token",
+            Self::TokenAttempts => "token_attempts",
             Self::CrossSite => "cross_site",
             Self::Handshake => "handshake",
             Self::LiveClients => "live_clients",
@@ -143,7 +147,7 @@ impl<const N: usize> ByReason<N> {
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
     /// `weft_dashboard_refused_total`, one counter per refusal reason.
-    refused: ByReason<10>,
+    refused: ByReason<11>,
     /// `/ws` feeds open now, beside the cap `max_live_clients`.
     live_clients: IntGauge,
     /// Why `/ws` feeds ended, one counter per reason.

@@ -77,7 +77,7 @@ where
 }
 
 /// A page-shaped answer for an [`ApiError`].
-fn error_page(page: &str, e: ApiError) -> Response {
+pub(crate) fn error_page(page: &str, e: ApiError) -> Response {
     e.log();
     let status = e.status();
     let mut response = html(&ErrorPage {
@@ -597,6 +597,8 @@ pub(crate) async fn not_found(uri: Uri) -> Response {
 pub(crate) struct Login {
     pub(crate) next: String,
     pub(crate) failed: bool,
+    /// Seconds to wait, for a peer that tried too many wrong tokens.
+    pub(crate) wait: Option<u64>,
 }
 
 impl Login {

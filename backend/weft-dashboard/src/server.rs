@@ -165,7 +165,8 @@ pub async fn serve(
             stream,
             _place: place,
         };
-        connections.spawn(connection(placed, app.clone(), draining.clone()));
+        let peer = Peer(peer.ip());
+        connections.spawn(connection(placed, peer, app.clone(), draining.clone()));
     }
     drop(listener);
     draining.cancel();
@@ -175,9 +176,12 @@ pub async fn serve(
 
 /// Serves `app` on one accepted connection until the client is done, or, once `draining`
 /// is cancelled, until the exchange in flight is.
-async fn connection(placed: Placed, app: axum::Router, draining: CancellationToken) {
-    let service =
-        TowerToHyperService::new(app.map_request(|r: Request<Incoming>| r.map(Body::new)));
+async fn connection(placed: Placed, peer: Peer, app: axum::Router, draining: CancellationToken) {
+    let service = TowerToHyperService::new(app.map_request(move |r: Request<Incoming>| {
+        let mut r = r.map(Body::new);
+        r.extensions_mut().insert(peer);
+        r
+    }));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -200,6 +204,10 @@ async fn connection(placed: Placed, app: axum::Router, draining: CancellationTok
         tracing::debug!(%error, "dashboard connection ended");
     }
 }
+
+/// The address a request came from, in its extensions (requests served by [`serve`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) IpAddr);
 
 /// Errors of one connection that `accept` reports; the listener is fine.
 fn is_connection_error(e: &io::Error) -> bool {

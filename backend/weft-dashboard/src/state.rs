@@ -52,6 +52,8 @@ pub struct DashboardState {
     pub http: Arc<ViewHistory>,
     /// The readings the DNS view's rates, ratios and percentiles are measured against.
     pub dns: Arc<ViewHistory>,
+    /// Each peer's wrong tokens, to limit guessing.
+    pub(crate) attempts: Arc<crate::attempts::Attempts>,
 }
 
 /// One request to reload: the program answers it with the outcome.
@@ -116,6 +118,7 @@ impl DashboardState {
             reloader: None,
             http: Arc::new(ViewHistory::default()),
             dns: Arc::new(ViewHistory::with_window(crate::dns::WINDOW)),
+            attempts: Arc::default(),
         }
     }
 

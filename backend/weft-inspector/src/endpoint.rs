@@ -22,10 +22,14 @@ pub enum DashboardEndpointError {
          loopback interface (tcp:PORT:interface=127.0.0.1)"
     )]
     NeedsToken(String),
+    /// The token cannot be the dashboard's ([`weft_dashboard::token_problem`] says why).
+    #[error("the dashboard's token {0}")]
+    BadToken(String),
 }
 
 /// The address a dashboard listens on at `endpoint`, if it may: a `tcp:` endpoint, on a
-/// loopback interface unless `token` is set (a blank token is no token).
+/// loopback interface unless `token` is set (a blank token is no token), and a token it
+/// can use ([`weft_dashboard::token_problem`]).
 pub fn dashboard_addr(
     endpoint: &str,
     token: Option<&str>,
@@ -33,7 +37,11 @@ pub fn dashboard_addr(
     let ServerEndpoint::Tcp { addr, .. } = endpoint.parse::<ServerEndpoint>()? else {
         return Err(DashboardEndpointError::NotTcp(endpoint.to_owned()));
     };
-    let has_token = token.is_some_and(|t| !t.trim().is_empty());
+    let token = token.filter(|t| !t.trim().is_empty());
+    if let Some(why) = token.and_then(weft_dashboard::token_problem) {
+        return Err(DashboardEndpointError::BadToken(why));
+    }
+    let has_token = token.is_some();
     if !addr.ip().is_loopback() && !has_token {
         return Err(DashboardEndpointError::NeedsToken(endpoint.to_owned()));
     }
@@ -54,7 +62,16 @@ mod tests {
                 Err(DashboardEndpointError::NeedsToken(_))
             ));
         }
-        assert!(dashboard_addr("tcp:9180", Some("t0k")).is_ok());
+        assert!(dashboard_addr("tcp:9180", Some("t0k-0123456789abcdef")).is_ok());
+        for token in ["t0k", "has space in it, 0123"] {
+            assert!(
+                matches!(
+                    dashboard_addr("tcp:9180:interface=127.0.0.1", Some(token)),
+                    Err(DashboardEndpointError::BadToken(_))
+                ),
+                "{token}"
+            );
+        }
         assert!(matches!(
             dashboard_addr("udp:9180:interface=127.0.0.1", None),
             Err(DashboardEndpointError::NotTcp(_))

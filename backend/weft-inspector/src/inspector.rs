@@ -95,6 +95,10 @@ pub enum InspectorError {
          (InspectorConfig::token) or listen on a loopback interface (tcp:PORT:interface=127.0.0.1)"
     )]
     NeedsToken(String),
+    /// The token cannot be the dashboard's: too short, or holding what a header or cookie
+    /// cannot carry; the text says which.
+    #[error("InspectorConfig::token {0}")]
+    BadToken(String),
     /// The dashboard could not bind.
     #[error("cannot listen on {endpoint} for the dashboard: {source}")]
     Bind {
@@ -133,6 +137,9 @@ impl Inspector {
                 Ok(addr) => Some((endpoint.clone(), addr)),
                 Err(DashboardEndpointError::NeedsToken(_)) => {
                     return Err(InspectorError::NeedsToken(endpoint.clone()));
+                }
+                Err(DashboardEndpointError::BadToken(why)) => {
+                    return Err(InspectorError::BadToken(why));
                 }
                 Err(_) => return Err(InspectorError::Endpoint(endpoint.clone())),
             },

@@ -22,8 +22,13 @@ fn a_dashboard_reachable_from_other_machines_needs_a_token() {
     assert!(err.to_string().contains("token"), "{err}");
     let err = Inspector::start(&reactor, config("tcp:0:interface=0.0.0.0", Some(" "))).unwrap_err();
     assert!(matches!(err, InspectorError::NeedsToken(_)), "{err:?}");
+    let err =
+        Inspector::start(&reactor, config("tcp:0:interface=127.0.0.1", Some("short"))).unwrap_err();
+    assert!(matches!(err, InspectorError::BadToken(_)), "{err:?}");
+    assert!(err.to_string().contains("5 characters long"), "{err}");
 
-    let inspector = Inspector::start(&reactor, config("tcp:0", Some("t0k"))).unwrap();
+    let inspector =
+        Inspector::start(&reactor, config("tcp:0", Some("t0k-0123456789abcdef"))).unwrap();
     let addr = inspector.dashboard_addr().expect("the dashboard serves");
     assert!(addr.ip().is_unspecified() && addr.port() != 0, "{addr}");
     inspector.join();

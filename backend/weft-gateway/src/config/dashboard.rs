@@ -105,21 +105,9 @@ fn token(at: &Locator<'_>, raw: &RawDashboard) -> Result<Option<String>, ConfigE
     }
 }
 
-/// Whether `token` can be presented both ways the dashboard takes it, as
-/// `Authorization: Bearer TOKEN` and as the `weft_token` cookie: printable ASCII without
-/// spaces, quotes, commas, semicolons or backslashes (RFC 6265's cookie-octet). Any other
-/// token would be accepted here and never match.
+/// Whether `token` can be the dashboard's ([`weft_dashboard::token_problem`]).
 fn usable(token: &str) -> Result<(), String> {
-    match token
-        .chars()
-        .find(|&c| !c.is_ascii_graphic() || matches!(c, '"' | ',' | ';' | '\\'))
-    {
-        None => Ok(()),
-        Some(c) => Err(format!(
-            "holds {c:?}, which a cookie or an Authorization header cannot carry: use \
-             printable ASCII without spaces, quotes, commas, semicolons or backslashes"
-        )),
-    }
+    weft_dashboard::token_problem(token).map_or(Ok(()), Err)
 }
 
 /// `listen`: an endpoint the dashboard can serve on, on an address of this host, off

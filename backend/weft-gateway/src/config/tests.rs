@@ -193,7 +193,7 @@ fn a_token_can_come_from_the_environment() {
     let e = err("[dashboard]\ntoken_env = \"WEFT_SURELY_UNSET_VARIABLE\"\n");
     assert!(e.to_string().contains("WEFT_SURELY_UNSET_VARIABLE"), "{e}");
     assert!(e.to_string().contains("dashboard.token_env"), "{e}");
-    let e = err("[dashboard]\ntoken = \"a\"\ntoken_env = \"PATH\"\n");
+    let e = err("[dashboard]\ntoken = \"a-token-of-twenty-one\"\ntoken_env = \"PATH\"\n");
     assert!(e.to_string().contains("not both"), "{e}");
 }
 
@@ -212,16 +212,26 @@ fn a_token_that_could_never_be_presented_is_refused() {
 }
 
 #[test]
+fn a_token_too_short_to_resist_guessing_is_refused() {
+    let e = err("[dashboard]\ntoken = \"s3cret\"\n");
+    assert_eq!(at(&e), (Some(2), Some("dashboard.token")));
+    assert!(e.message.contains("6 characters long"), "{e}");
+    assert!(e.message.contains("openssl rand"), "{e}");
+    let c = Config::parse("weft.toml", "[dashboard]\ntoken = \"0123456789abcdef\"\n");
+    assert!(c.is_ok(), "16 characters are enough: {c:?}");
+}
+
+#[test]
 fn a_dashboard_off_loopback_needs_a_token() {
     let e = err("[dashboard]\nlisten = \"tcp:9180\"\n");
     assert_eq!(at(&e), (Some(2), Some("dashboard.listen")));
     assert!(e.message.contains("set `token`"), "{e}");
     let c = Config::parse(
         "weft.toml",
-        "[dashboard]\nlisten = \"tcp:9180\"\ntoken = \"t0k\"\n",
+        "[dashboard]\nlisten = \"tcp:9180\"\ntoken = \"t0k-0123456789abcdef\"\n",
     )
     .unwrap();
-    assert_eq!(c.dashboard.token.as_deref(), Some("t0k"));
+    assert_eq!(c.dashboard.token.as_deref(), Some("t0k-0123456789abcdef"));
     let e = err("[dashboard]\nlisten = \"udp:9180:interface=127.0.0.1\"\n");
     assert!(e.message.contains("tcp: endpoint"), "{e}");
 }

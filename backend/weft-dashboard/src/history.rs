@@ -17,6 +17,11 @@ pub(crate) fn unavailable(state: &DashboardState, e: &StoreError) -> String {
         HistoryFailure::Failed
     };
     state.metrics.history_failed(failure);
+    if let StoreError::SearchBusy(_) = e {
+        return "history is not searched: other searches of it were still running; showing \
+                live matches only (try again)"
+            .to_owned();
+    }
     note(failure).to_owned()
 }
 

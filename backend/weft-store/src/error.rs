@@ -111,6 +111,11 @@ pub enum StoreError {
     /// The writer task has stopped (the store was shut down).
     #[error("the history writer has stopped")]
     WriterStopped,
+    /// A search of text within the history (a peer containing some text) waited its
+    /// time for the searches before it, which read every row they may match, and did not
+    /// run.
+    #[error("other searches of the history were still running after {0:?}; try again")]
+    SearchBusy(std::time::Duration),
 }
 
 fn holder_text(holder: Option<u32>) -> String {
@@ -122,13 +127,13 @@ fn holder_text(holder: Option<u32>) -> String {
 
 impl StoreError {
     /// Whether the query could not run because another connection holds the file locked
-    /// (SQLite's `BUSY` or `LOCKED`, with their extended codes) or every reader was busy:
-    /// trying again later may succeed.
+    /// (SQLite's `BUSY` or `LOCKED`, with their extended codes), every reader was busy, or
+    /// other searches were: trying again later may succeed.
     pub fn is_busy(&self) -> bool {
         const SQLITE_BUSY: i32 = 5;
         const SQLITE_LOCKED: i32 = 6;
         match self {
-            Self::Query(sqlx::Error::PoolTimedOut) => true,
+            Self::Query(sqlx::Error::PoolTimedOut) | Self::SearchBusy(_) => true,
             Self::Query(sqlx::Error::Database(e)) => e
                 .code()
                 .and_then(|c| c.parse::<i32>().ok())

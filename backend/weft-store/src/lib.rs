@@ -78,7 +78,7 @@ pub use columns::Column;
 pub use error::StoreError;
 pub use interrupted::PROCESS_ENDED;
 pub use options::{StoreOptions, default_instance};
-pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT};
+pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT, SEARCH_WAIT, SEARCHES_AT_ONCE};
 pub use query_sql::ListFilter;
 pub use records::{
     ConnectionRecord, DeferredDetail, DeferredRecord, EventRecord, NamedStepRecord, QueryRecord,
@@ -111,6 +111,8 @@ struct Inner {
     stop_retention: watch::Sender<bool>,
     /// Taken by the first `shutdown`; a std mutex because it is never held across an await.
     tasks: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// Held by a search of text within a column ([`queries::SEARCHES_AT_ONCE`]).
+    searches: tokio::sync::Semaphore,
 }
 
 impl Store {
@@ -182,6 +184,7 @@ impl Store {
                 stats,
                 stop_retention,
                 tasks: Mutex::new(Some((writer_task, retention_task))),
+                searches: tokio::sync::Semaphore::new(queries::SEARCHES_AT_ONCE),
             }),
         })
     }

@@ -31,6 +31,12 @@ use crate::{Store, StoreError};
 /// when asked: a list asks for a row past its limit to tell whether it was cut.
 pub const MAX_LIMIT: u32 = 10_000;
 
+/// Searches of text within a column (a peer containing some text) that run at once.
+pub const SEARCHES_AT_ONCE: usize = 1;
+
+/// How long a search waits for the searches before it to finish before it gives up.
+pub const SEARCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Which connections to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -202,12 +208,25 @@ impl Store {
 
     /// Connections newest first (closed ones by close time), optionally only open or closed ones,
     /// of one service, of one instance and of one reactor.
+    ///
+    /// A search by peer text reads every row it may match (no index finds text within a
+    /// column), so [`SEARCHES_AT_ONCE`] run at a time and the others wait, each at most
+    /// [`SEARCH_WAIT`] ([`StoreError::SearchBusy`] after): however many are asked for, the
+    /// other readers stay free for every other view.
     pub async fn connections_where(
         &self,
         state: Option<ConnectionState>,
         filter: ListFilter<'_>,
         max: u32,
     ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        // The semaphore is never closed: `ok()` only drops an error that cannot come.
+        let _searching = match filter.peer {
+            Some(_) => tokio::time::timeout(SEARCH_WAIT, self.inner.searches.acquire())
+                .await
+                .map_err(|_| StoreError::SearchBusy(SEARCH_WAIT))?
+                .ok(),
+            None => None,
+        };
         Ok(on_pool!(self.pool(), p => {
             let mut q = connections_query(state, filter);
             q.push_bind(limit(max));

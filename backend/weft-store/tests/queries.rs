@@ -2,9 +2,14 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use common::{connection, deferred, event, open, reactors_are_kept_and_filtered, step};
 use weft_store::{
-    ConnectionRecord, ConnectionState, DeferredFilter, DeferredRecord, ServiceRecord, StoreError,
+    ConnectionRecord, ConnectionState, DeferredFilter, DeferredRecord, ListFilter, ServiceRecord,
+    StoreError,
 };
 
 #[tokio::test]
@@ -441,5 +446,74 @@ async fn closed_connections_are_filtered_by_peer_in_the_query() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     common::closed_connections_filter_by_peer(&store).await;
+    store.shutdown().await.unwrap();
+}
+
+/// A search by peer text reads every row (no index finds text within a column): however
+/// many are asked for at once, they take one reader between them, and a list asked for
+/// meanwhile is read at once rather than after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_searches_by_peer_leave_the_other_readers_to_other_views() {
+    use sqlx::Connection;
+    const ROWS: u32 = 150_000;
+    const SEARCHES: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    {
+        let url = format!("sqlite://{}", dir.path().join("history.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO connections (id, service, transport, peer, local, opened_at_ms, \
+             closed_at_ms) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+             WHERE i < $1) SELECT i, 'echo', 'tcp', '198.51.100.' || (i % 250) || ':' || \
+             (1024 + i % 60000), '127.0.0.1:7000', i, i + 1 FROM n",
+        )
+        .bind(ROWS)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        db.close().await.unwrap();
+    }
+    let finished = Arc::new(AtomicUsize::new(0));
+    let searches: Vec<_> = (0..SEARCHES)
+        .map(|_| {
+            let (store, finished) = (store.clone(), finished.clone());
+            tokio::spawn(async move {
+                let filter = ListFilter {
+                    peer: Some("no such peer"),
+                    ..ListFilter::default()
+                };
+                let found = store
+                    .connections_where(Some(ConnectionState::Closed), filter, 50)
+                    .await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                found
+            })
+        })
+        .collect();
+    // Let every search ask for its reader first.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newest = store
+        .connections(Some(ConnectionState::Closed), None, 50)
+        .await
+        .unwrap();
+    let done_before = finished.load(Ordering::SeqCst);
+    assert_eq!(newest.len(), 50);
+    assert_eq!(
+        done_before, 0,
+        "the list waited for searches to give up their readers"
+    );
+    let mut busy = 0;
+    for search in searches {
+        match search.await.unwrap() {
+            Ok(found) => assert!(found.is_empty()),
+            Err(e @ StoreError::SearchBusy(_)) => {
+                assert!(e.is_busy(), "{e}");
+                busy += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(busy < SEARCHES, "at least the first search ran");
     store.shutdown().await.unwrap();
 }

@@ -165,13 +165,17 @@ pub(crate) struct Pending {
 }
 
 /// A response body that counts the bytes it hands on and writes the request's log line
-/// when it ends, or when it is dropped first (then the line says it was cut short).
+/// when it is dropped: whole when it had ended, else cut short.
 pub(crate) struct Logged {
     inner: Body,
     /// The log line waiting for the body to end; taken when it is written, so once.
     pending: Option<Pending>,
     /// Body bytes handed on so far: the line's byte count.
     sent: u64,
+    /// The body gave its last frame. The line is written when the body is dropped even
+    /// so: over HTTP/2, hyper holds a last piece until the client's window has room for
+    /// it, and a stream reset meanwhile (`streams`) was cut short, not answered whole.
+    ended: bool,
     /// A response to HEAD, or a status without content: it ends with its head, whatever
     /// its inner body holds (hyper leaves such a body unread over HTTP/1.1, but over
     /// HTTP/2 it sends what a body gives, which a HEAD answer MUST NOT carry: RFC 9110
@@ -191,6 +195,7 @@ impl Logged {
             inner,
             pending,
             sent: 0,
+            ended: false,
             head_only,
             slot: None,
         }
@@ -238,7 +243,7 @@ impl HttpBody for Logged {
         let this = self.get_mut();
         if this.head_only {
             streams::body_polled(false);
-            this.finish(None);
+            this.ended = true;
             return Poll::Ready(None);
         }
         let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) else {
@@ -254,7 +259,7 @@ impl HttpBody for Logged {
                 // hyper stops polling a body that says it has ended, and after trailers,
                 // which are always its last frame.
                 if frame.is_trailers() || this.inner.is_end_stream() {
-                    this.finish(None);
+                    this.ended = true;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -263,7 +268,7 @@ impl HttpBody for Logged {
                 Poll::Ready(Some(Err(err)))
             }
             None => {
-                this.finish(None);
+                this.ended = true;
                 Poll::Ready(None)
             }
         }
@@ -282,13 +287,12 @@ impl HttpBody for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
-        let whole = self.head_only || self.inner.is_end_stream();
-        let cut = if streams::body_cut() {
-            Cut::SendTimeout
-        } else {
-            Cut::ConnectionClosed
-        };
-        self.finish((!whole).then_some(cut));
+        if streams::body_cut() {
+            self.finish(Some(Cut::SendTimeout));
+            return;
+        }
+        let whole = self.ended || self.head_only || self.inner.is_end_stream();
+        self.finish((!whole).then_some(Cut::ConnectionClosed));
     }
 }
 

@@ -19,9 +19,9 @@
 //! file's chunk, an upstream's read) within `idle_timeout`, about 1 KiB/s at the default
 //! 60 s. It is counted as refused `send_timeout` and logged as cut short, as an HTTP/1.1
 //! connection whose client stops reading is closed (nginx's `send_timeout`). The last
-//! piece is not timed here: once a body has handed over its last piece the stream's task
-//! ends, its file or upstream connection freed, and what h2 still holds for the client is
-//! the connection's to send, under its idle timeout.
+//! piece is timed alike: hyper takes it from the body and then waits for room to send it,
+//! so a body that has ended is still cut short (and logged so: `Logged` writes its line
+//! when it is dropped) if the client takes none of its last piece in time.
 //!
 //! The response body ([`Logged`](crate::access_log::Logged)) says when it is made and
 //! what each of its polls did through a thread-local, which the stream's task reads after

@@ -145,39 +145,65 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
 
 /// Every `[[service]]`, in file order: unique names, endpoints that parse and do not
 /// overlap any listener claimed before (in `bound`), and each kind's keys.
-/// Refuses an access log that is the history file (or its journal): log lines would be
-/// written into the database.
+/// Refuses an access log that is the history file (its journal, or the lock beside it),
+/// or the configuration file: log lines would be written into them. A path is compared as
+/// written (resolved), and an existing file also as the file it is, so a symlink or a hard
+/// link to one of them is refused too.
 fn access_logs_apart_from(
     at: &Locator<'_>,
     raw: &RawConfig,
     store: &std::path::Path,
 ) -> Result<(), ConfigError> {
     let store = resolved(store);
-    let taken: Vec<PathBuf> = ["", "-wal", "-shm", "-journal"]
+    let mut taken: Vec<(PathBuf, &str)> = ["", "-wal", "-shm", "-journal", ".lock"]
         .iter()
         .map(|suffix| {
             let mut name = store.as_os_str().to_owned();
             name.push(suffix);
-            PathBuf::from(name)
+            (PathBuf::from(name), "the history store's file")
         })
+        .collect();
+    taken.push((
+        resolved(std::path::Path::new(at.file)),
+        "the configuration file",
+    ));
+    let taken: Vec<_> = taken
+        .into_iter()
+        .map(|(path, what)| (file_identity(&path), path, what))
         .collect();
     for (i, svc) in raw.service.iter().enumerate() {
         let Some(log) = &svc.get_ref().access_log else {
             continue;
         };
         let path = resolved(std::path::Path::new(log.get_ref()));
-        if let Some(file) = taken.iter().find(|t| **t == path) {
+        let identity = file_identity(&path);
+        let clash = taken
+            .iter()
+            .find(|(id, t, _)| *t == path || (identity.is_some() && *id == identity));
+        if let Some((_, file, what)) = clash {
             return Err(at.error(
                 Some(log.span()),
                 key(&format!("service[{i}].access_log")),
                 format!(
-                    "{} is the history store's file; name another file, such as \"access.log\"",
-                    file.display()
+                    "{} is {what}{}; name another file, such as \"access.log\"",
+                    file.display(),
+                    if *file == path {
+                        String::new()
+                    } else {
+                        format!(" ({} is the same file)", path.display())
+                    }
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// The device and inode of the file at `path`, through symlinks; `None` when there is
+/// none yet.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// `path` made absolute, its directory's symlinks resolved, for comparing paths of files

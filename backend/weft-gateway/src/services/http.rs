@@ -711,6 +711,37 @@ pub(crate) mod tests {
             ))
             .is_ok()
         );
+        // Another name for the same file: a symlink, a hard link.
+        std::fs::write(&db, b"").unwrap();
+        let symlink = dir.path().join("symlinked.log");
+        std::os::unix::fs::symlink(&db, &symlink).unwrap();
+        let hard = dir.path().join("linked.log");
+        std::fs::hard_link(&db, &hard).unwrap();
+        let lock = dir.path().join("weft.db.lock");
+        for log in [symlink, hard, lock] {
+            let e = parse(&format!(
+                "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
+                log.display(),
+                db.display()
+            ))
+            .unwrap_err();
+            assert!(e.message.contains("history store's file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn an_access_log_that_is_the_configuration_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("weft.toml");
+        let text = format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\n\
+             root = \"{}\"\naccess_log = \"{}\"\n",
+            dir.path().display(),
+            config.display()
+        );
+        std::fs::write(&config, &text).unwrap();
+        let e = crate::config::Config::parse(&config.display().to_string(), &text).unwrap_err();
+        assert!(e.message.contains("the configuration file"), "{e}");
     }
 
     #[test]

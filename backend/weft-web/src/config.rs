@@ -29,6 +29,17 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An upstream URL whose path is not in normal form: it would go to the upstream
+    /// as written, dot segments and all.
+    #[error(
+        "upstream {url:?} has a path that is not in normal form: write {normal:?}, the path it stands for"
+    )]
+    UpstreamPathNotNormal {
+        /// The URL as written.
+        url: String,
+        /// The path it would have to have.
+        normal: String,
+    },
     /// A route names no upstream, or more than [`MAX_UPSTREAMS`].
     #[error("a route needs between 1 and {MAX_UPSTREAMS} upstreams, got {0}")]
     UpstreamCount(usize),
@@ -161,6 +172,14 @@ impl Route {
     pub fn balanced(prefix: &str, upstreams: &[&str]) -> Result<Self, ConfigError> {
         if !prefix.starts_with('/') {
             return Err(ConfigError::Prefix(prefix.to_owned()));
+        }
+        // A request path has no `?` (its query follows one) or `#` (never sent): a prefix
+        // holding either matches nothing; the characters themselves come percent-encoded.
+        if prefix.contains(['?', '#']) {
+            return Err(ConfigError::PrefixNotNormal {
+                prefix: prefix.to_owned(),
+                normal: prefix.replace('?', "%3F").replace('#', "%23"),
+            });
         }
         match path::normalize(prefix) {
             Ok(normal) if normal == prefix => {}
@@ -461,6 +480,9 @@ mod tests {
             ("http://h:port", "bad port"),
             ("http://u@h", "credentials"),
             ("http://h/p?q", "query"),
+            ("http://h/x/../y", "write \"/y\""),
+            ("http://h/./v1/", "write \"/v1/\""),
+            ("http://h/%76%31", "write \"/v1\""),
             ("http://bad host/", "bad host"),
             ("http://victim.test;x:80", "bad host"),
             ("http://[not-v6]:80", "bad host"),
@@ -479,7 +501,14 @@ mod tests {
             ("/a/../b/", "/b/"),
             ("/./api/", "/api/"),
             ("/%61pi/", "/api/"),
+            ("/a?b/", "/a%3Fb/"),
+            ("/a#b", "/a%23b"),
         ] {
+            assert_eq!(
+                path::normalize(normal).unwrap(),
+                normal,
+                "{normal} is normal"
+            );
             let err = Route::new(prefix, "http://h:1").unwrap_err();
             assert!(
                 matches!(&err, ConfigError::PrefixNotNormal { normal: n, .. } if n == normal),

@@ -106,6 +106,18 @@ impl FromStr for Upstream {
         if !path.is_empty() && path.parse::<http::uri::PathAndQuery>().is_err() {
             return Err(err("has a bad path"));
         }
+        if !path.is_empty() {
+            match crate::path::normalize(path) {
+                Ok(normal) if normal == path => {}
+                Ok(normal) => {
+                    return Err(ConfigError::UpstreamPathNotNormal {
+                        url: url.to_owned(),
+                        normal: normal.into_owned(),
+                    });
+                }
+                Err(_) => return Err(err("has a bad path")),
+            }
+        }
         Ok(Self {
             url: url.to_owned(),
             tls,

@@ -1020,6 +1020,43 @@ fn a_tls_client_closing_without_close_notify_is_counted_as_closed_not_failed() {
     assert_eq!(closed("error"), 0.0, "{}", site.app.log());
 }
 
+/// A request whose DATA runs past its `content-length` is malformed (RFC 9113 §8.1.1):
+/// the stream is reset with PROTOCOL_ERROR, counted once as `stream_error` where the
+/// reset is sent, not a second time as a bad body, and logged as cut short.
+#[test]
+fn a_body_past_its_content_length_is_reset_and_counted_once() {
+    let site = start();
+    let mut out = preface(&[]);
+    let mut head = request_head(0x83, "/api/overlong");
+    // content-length: 10, a literal with the static table's name (index 28).
+    head.extend_from_slice(&[0x0f, 0x0d, 2]);
+    head.extend_from_slice(b"10");
+    frame(&mut out, 0x1, 0x4, 1, &head);
+    frame(&mut out, 0x0, 0x1, 1, &[b'a'; 20]);
+    let mut client = TcpStream::connect(site.plain).unwrap();
+    client.write_all(&out).unwrap();
+    let log = site.app.dir.path().join("access.log");
+    assert_eventually!(
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"POST /api/overlong HTTP/2.0\""),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let line = std::fs::read_to_string(&log).unwrap();
+    assert!(line.contains("cut short"), "{line}");
+    let refused = |reason: &str| {
+        site.app
+            .metric(&format!(
+                r#"weft_http_requests_refused_total{{reason="{reason}",service="web"}}"#
+            ))
+            .unwrap_or(0.0)
+    };
+    assert_eventually!(refused("stream_error") == 1.0, "the reset is counted");
+    assert_eq!(refused("body"), 0.0, "and only once");
+    assert!(site.up.targets().is_empty(), "nothing went upstream");
+}
+
 /// A client that cancels its HTTP/2 request (RST_STREAM CANCEL) while its body is being
 /// read has gone away: logged as 499 (nginx's "client closed request"), not refused as a
 /// broken body with a 400 nobody receives.

@@ -385,11 +385,14 @@ fn an_http2_stream_declaring_more_than_it_sends_is_refused_before_any_upstream()
         }
     });
     assert!(status == 400 || status == 0, "status {status}");
+    // The stream is reset for the malformed request (RFC 9113 §8.1.1), counted where the
+    // reset is sent, and once.
     assert_eventually!(
-        refused(&app, "body") == Some(1.0),
+        refused(&app, "stream_error") == Some(1.0),
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
+    assert_eq!(refused(&app, "body").unwrap_or(0.0), 0.0, "counted once");
     assert_eq!(up.connections(), 0, "no upstream was dialled for it");
 }
 

@@ -98,6 +98,11 @@ pub enum UpstreamError {
     /// upstream's failure; logged as 499, as nginx does.
     #[error("the client reset its stream: {0}")]
     ClientGone(String),
+    /// The HTTP/2 stream was reset here while its body was read, for the client breaking
+    /// the protocol (DATA past its `content-length`, say): the client was told with
+    /// RST_STREAM, which is counted where it is sent (`stream_error`), so not again here.
+    #[error("the stream was reset for the client's error: {0}")]
+    StreamReset(String),
 }
 
 /// The status logged for a request whose client went away before its answer (nginx's
@@ -111,7 +116,7 @@ impl UpstreamError {
             Self::ConnectTimeout(..) | Self::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RequestBody(_) => StatusCode::BAD_REQUEST,
+            Self::RequestBody(_) | Self::StreamReset(_) => StatusCode::BAD_REQUEST,
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,7 +136,9 @@ impl UpstreamError {
             }
             Self::Unavailable(_) => "no upstream server is available",
             Self::BodyTooLarge(_) => "the request body is too large",
-            Self::RequestBody(_) => "the request body is malformed or incomplete",
+            Self::RequestBody(_) | Self::StreamReset(_) => {
+                "the request body is malformed or incomplete"
+            }
             Self::BodyTimeout(_) => "the request body did not come in time",
             Self::BodyFile(_) => "the server could not read the request body back",
             Self::ClientGone(_) => "the client went away",
@@ -155,7 +162,8 @@ impl UpstreamError {
             | Self::RequestBody(_)
             | Self::BodyTimeout(_)
             | Self::BodyFile(_)
-            | Self::ClientGone(_) => return None,
+            | Self::ClientGone(_)
+            | Self::StreamReset(_) => return None,
         })
     }
 
@@ -169,7 +177,11 @@ impl UpstreamError {
 
     /// Whether the upstream is at fault (and counted), rather than the client or weft.
     pub fn is_upstream(&self) -> bool {
-        self.refusal().is_none() && !matches!(self, Self::BodyFile(_) | Self::ClientGone(_))
+        self.refusal().is_none()
+            && !matches!(
+                self,
+                Self::BodyFile(_) | Self::ClientGone(_) | Self::StreamReset(_)
+            )
     }
 
     /// Why the client's request was refused, when the client is at fault.
@@ -661,6 +673,7 @@ enum BodyFault {
     TimedOut(Duration),
     File(String),
     Gone(String),
+    Reset(String),
 }
 
 impl BodyFault {
@@ -671,6 +684,7 @@ impl BodyFault {
             Self::TimedOut(after) => UpstreamError::BodyTimeout(after),
             Self::File(reason) => UpstreamError::BodyFile(reason),
             Self::Gone(reason) => UpstreamError::ClientGone(reason),
+            Self::Reset(reason) => UpstreamError::StreamReset(reason),
         }
     }
 }
@@ -703,7 +717,8 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Bod
         match c.downcast_ref() {
             Some(ClientBodyError::Broken(e)) => {
                 return Some(match stream_reset(e) {
-                    Some(reason) => BodyFault::Gone(reason),
+                    Some((reason, true)) => BodyFault::Gone(reason),
+                    Some((reason, false)) => BodyFault::Reset(reason),
                     None => BodyFault::Body(e.to_string()),
                 });
             }
@@ -717,14 +732,15 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Bod
     None
 }
 
-/// If `err` is the client resetting its HTTP/2 stream (RST_STREAM, such as CANCEL), the
-/// reason. A stream the server reset for breaking its rules (a body shorter than its
-/// `content-length`, say) is a bad body, not this.
-fn stream_reset(err: &hyper::Error) -> Option<String> {
+/// If `err` is its HTTP/2 stream being reset, the reason, and whether the client reset it
+/// (RST_STREAM, such as CANCEL: it went away) rather than this end (for breaking the
+/// protocol: a body longer than its `content-length`, say). A body that broke off
+/// otherwise (shorter than its `content-length`) is a bad body, not this.
+fn stream_reset(err: &hyper::Error) -> Option<(String, bool)> {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         if let Some(h2) = c.downcast_ref::<h2::Error>() {
-            return (h2.is_reset() && h2.is_remote()).then(|| h2.to_string());
+            return h2.is_reset().then(|| (h2.to_string(), h2.is_remote()));
         }
         cause = c.source();
     }

@@ -326,8 +326,11 @@ async fn dispatch(
                 if let Some(reason) = err.refusal() {
                     state.recorder.refused(reason);
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
-                } else if matches!(err, proxy::UpstreamError::ClientGone(_)) {
-                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "the client went away");
+                } else if matches!(
+                    err,
+                    proxy::UpstreamError::ClientGone(_) | proxy::UpstreamError::StreamReset(_)
+                ) {
+                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "the client went away or broke the protocol");
                 } else if !err.is_upstream() {
                     // The body's file failed (counted where it did): weft's own fault,
                     // not the upstream's.

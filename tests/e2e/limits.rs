@@ -461,3 +461,33 @@ fn a_total_cap_of_zero_or_past_a_million_is_refused_by_check_and_run() {
         );
     }
 }
+
+/// An echo client that sends more than it reads, and reads on steadily, is not idle: its
+/// echo is written as it takes it (TCP_NOTSENT_LOWAT), not once a third of the megabytes
+/// the kernel holds for it are read. Without it, a client reading 200 KB/s was cut at the
+/// first idle timeout, with what it had sent since left unanswered.
+#[test]
+fn an_echo_client_reading_steadily_is_not_cut_as_idle() {
+    let port = free_port();
+    let app = spawn_app_with(|_| service("echo-steady", "echo", port, "idle_timeout = \"1s\""));
+    let mut client = TcpStream::connect(local(port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = client.try_clone().unwrap();
+    std::thread::spawn(move || while writer.write_all(&[5u8; 65_536]).is_ok() {});
+    // About 200 KB a second for 8 s: eight idle timeouts.
+    let started = Instant::now();
+    let mut got = 0;
+    let mut buf = vec![0u8; 10_000];
+    while started.elapsed() < Duration::from_secs(8) {
+        match client.read(&mut buf) {
+            Ok(0) => panic!("the echo ended after {got} bytes, {:?}", started.elapsed()),
+            Ok(n) => got += n,
+            Err(e) => panic!("{e} after {got} bytes, {:?}", started.elapsed()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(got > 800_000, "read {got} bytes");
+    assert_eq!(closed_by_timeout(&app, "echo-steady"), 0.0, "{}", app.log());
+}

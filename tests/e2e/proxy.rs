@@ -150,10 +150,17 @@ fn sigterm_is_not_held_up_by_pairs_whose_clients_left() {
 /// The gateway with a tcp-proxy to an upstream the test holds; then one client
 /// connection through it (reads time out after 10 s) and the upstream's end of its pair.
 fn proxy_to_own_upstream() -> (App, SocketAddr, std::net::TcpListener, TcpStream, TcpStream) {
+    proxy_to_own_upstream_with("")
+}
+
+/// Like [`proxy_to_own_upstream`], with `keys` added to the proxy's service table.
+fn proxy_to_own_upstream_with(
+    keys: &str,
+) -> (App, SocketAddr, std::net::TcpListener, TcpStream, TcpStream) {
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let up = upstream.local_addr().unwrap();
     let port = free_port();
-    let app = spawn_app_beside_echo(|_, _| proxy_service(port, up));
+    let app = spawn_app_beside_echo(|_, _| format!("{}{keys}\n", proxy_service(port, up)));
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     let client = TcpStream::connect(proxy).unwrap();
     client
@@ -244,4 +251,104 @@ fn sigterm_lets_a_relay_under_way_finish() {
         "exit took {:?}; the drain deadline is 10 s",
         asked.elapsed()
     );
+}
+
+/// A client whose upstream cannot be reached is reset, not closed cleanly: a clean end of
+/// stream after its request would pass for an empty answer.
+#[test]
+fn a_client_whose_upstream_is_unreachable_is_reset() {
+    // A port nothing listens on.
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let port = free_port();
+    let app = spawn_app_beside_echo(|_, _| proxy_service(port, nowhere));
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    client.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_reset(client, "an unreachable upstream is passed on as a reset");
+    // Each client makes a failed connect: logged within the service's budget (20 lines a
+    // second of each), not a line or two for each of them.
+    for _ in 0..150 {
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_reset(client, "every one of them");
+    }
+    let log = app.log();
+    for line in ["upstream unreachable", "connection attempt failed"] {
+        let n = log.matches(line).count();
+        assert!((1..=60).contains(&n), "{n} lines of {line:?}");
+    }
+    drop(app);
+}
+
+/// A pair cut by its idle timeout in the middle of an answer (the upstream stopped
+/// sending) is reset on both sides: the client had part of the answer, and a clean end of
+/// stream would make it the whole.
+#[test]
+fn a_pair_cut_by_its_idle_timeout_is_reset_on_both_sides() {
+    let (app, _, _, mut client, mut served) = proxy_to_own_upstream_with("idle_timeout = \"1s\"");
+    served
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Part of an answer, then nothing.
+    served.write_all(&[7u8; 40_000]).unwrap();
+    let mut part = vec![0u8; 40_000];
+    client.read_exact(&mut part).unwrap();
+    assert_reset(client, "the client learns its answer was cut short");
+    assert_reset(served, "and so does the upstream");
+    drop(app);
+}
+
+/// A client that keeps reading, however slowly next to what is sent, is not idle: the
+/// proxy writes to it each time it has taken some (TCP_NOTSENT_LOWAT), rather than once
+/// megabytes the kernel holds for it are gone, so a steady download outlasts many idle
+/// timeouts. Without it, a client reading 200 KB/s was cut at the first one.
+#[test]
+fn a_client_reading_steadily_is_not_cut_as_idle() {
+    let (app, _, _, mut client, mut served) = proxy_to_own_upstream_with("idle_timeout = \"1s\"");
+    // An upstream with more to send than the client will ever read, until it is cut off.
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let upstream_cut = cut.clone();
+    std::thread::spawn(move || {
+        while served.write_all(&[9u8; 65_536]).is_ok() {}
+        upstream_cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    // About 200 KB a second for 8 s: eight idle timeouts.
+    let started = Instant::now();
+    let mut got = 0;
+    let mut buf = vec![0u8; 10_000];
+    while started.elapsed() < Duration::from_secs(8) {
+        match client.read(&mut buf) {
+            Ok(0) => panic!(
+                "the stream ended after {got} bytes, {:?}",
+                started.elapsed()
+            ),
+            Ok(n) => got += n,
+            Err(e) => panic!("{e} after {got} bytes, {:?}", started.elapsed()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(got > 400_000, "read {got} bytes");
+    // What the kernel holds hides a cut from the client for a while: ask the proxy.
+    assert!(
+        !cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the pair was cut while its client read on\n{}",
+        app.log()
+    );
+    assert_eq!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="timeout",service="proxy",transport="tcp"}"#
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{}",
+        app.log()
+    );
+    drop(app);
 }

@@ -10,6 +10,13 @@ use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 pub struct Echo;
 
 impl Protocol for Echo {
+    /// A client that sends more than it reads takes its echo as fast as it reads: with the
+    /// kernel's default it would be written to once a third of the megabytes it holds are
+    /// read, and be cut as idle meanwhile, reading steadily (`TCP_NOTSENT_LOWAT`).
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
+    }
+
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
         transport.write(data);
     }

@@ -16,7 +16,13 @@
 //!   reading cannot hold the pair);
 //! - a side that is reset, times out or fails has the other aborted at once (reset, so
 //!   its peer knows the stream was cut short): what is buffered for a peer that is gone
-//!   has nowhere to go.
+//!   has nowhere to go. A side that times out is itself reset, not closed cleanly, and a
+//!   client whose upstream cannot be reached is reset too: a clean end of stream would
+//!   pass for the whole answer (or an empty one).
+//!
+//! Both sides have `TCP_NOTSENT_LOWAT` set ([`weft::transport::NOTSENT_LOWAT`]): a peer
+//! that reads steadily, however slowly, has the proxy write to it every 100 KB or so it
+//! takes, so it is not taken for idle while the kernel holds megabytes for it.
 //!
 //! Each client connection has a traced chain (`tcp-proxy`) whose named steps say where it
 //! is: `connect upstream` (about the upstream endpoint; then with the upstream connection),
@@ -148,8 +154,15 @@ impl Downstream {
     }
 }
 
+/// What both sides of a pair are set to (see the module's docs).
+fn relaying(transport: &Transport) {
+    transport.reset_on_idle_timeout();
+    transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
+}
+
 impl Protocol for Downstream {
     fn connection_made(&mut self, transport: &Transport) {
+        relaying(transport);
         let reactor = Reactor::current();
         let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
         let (resolver, mut chain) = Deferred::<()>::traced(Some(CHAIN), Some(transport.id()));
@@ -195,12 +208,17 @@ impl Protocol for Downstream {
                     resolver.callback(());
                 }
                 Err(error) => {
-                    tracing::info!(%endpoint, %error, peer = %down.peer(), "upstream unreachable; closing the client");
+                    if let Some(suppressed) =
+                        weft::observe::log_line_budget(&service, "upstream unreachable")
+                    {
+                        tracing::info!(%endpoint, %error, peer = %down.peer(), suppressed, "upstream unreachable; resetting the client");
+                    }
                     let why = format!("upstream {endpoint}: {error}");
                     resolver.errback(Failure::msg(why.clone()));
                     // Handled here: the chain ends failed, and is not reported unhandled.
                     let _ = chain.try_take();
-                    down.lose_connection_with(CloseReason::Error(why));
+                    // Reset: a clean end would pass for an empty answer.
+                    down.abort_connection_with(CloseReason::Error(why));
                 }
             }
         });
@@ -251,6 +269,10 @@ struct Upstream {
 }
 
 impl Protocol for Upstream {
+    fn connection_made(&mut self, transport: &Transport) {
+        relaying(transport);
+    }
+
     fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
         self.down.write(data);
     }

@@ -83,7 +83,11 @@ impl ConnectError {
 }
 
 pub(super) fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
-    tracing::info!(%service, %err, "connection attempt failed");
+    // Within a budget: a service whose clients each make one (a proxy to a dead upstream)
+    // would log a line for each of them. The event below is kept for every one.
+    if let Some(suppressed) = observe::log_line_budget(service, "connection attempt failed") {
+        tracing::info!(%service, %err, suppressed, "connection attempt failed");
+    }
     observe::emit(|| {
         Event::ProtocolError(ProtocolError {
             service: service.clone(),

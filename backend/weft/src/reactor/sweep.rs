@@ -59,6 +59,10 @@ fn sweep(reactor: &Reactor) {
         .collect();
     for (transport, expired) in expired {
         match expired {
+            Expired::Idle if transport.resets_when_idle() => {
+                tracing::debug!(connection = %transport.id(), "idle timeout; resetting");
+                transport.abort_with(CloseReason::TimedOut);
+            }
             Expired::Idle => {
                 tracing::debug!(connection = %transport.id(), "idle timeout");
                 transport.lose_connection_with(CloseReason::TimedOut);

@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     /// Close after this long with nothing read or written; the reactor's sweep enforces it
     /// from the connection's own activity stamp, so reads and writes pay nothing for it.
     idle_timeout: Cell<Option<Duration>>,
+    /// The idle timeout resets the connection rather than closing it
+    /// ([`Transport::reset_on_idle_timeout`]).
+    reset_when_idle: Cell<bool>,
     /// Once the protocol counts activity itself ([`Transport::count_activity_by_marks`]):
     /// the stopwatch's reading at its last mark, which the idle timeout runs from instead
     /// of the last byte read or written.
@@ -136,6 +139,7 @@ impl Transport {
                 low_water: Cell::new(DEFAULT_LOW_WATER),
                 producer: RefCell::new(None),
                 idle_timeout: Cell::new(None),
+                reset_when_idle: Cell::new(false),
                 marked: Cell::new(None),
                 close_requested: Cell::new(Duration::ZERO),
                 reason: RefCell::new(None),
@@ -389,6 +393,20 @@ impl Transport {
     /// The idle timeout, if one is set.
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.shared.idle_timeout.get()
+    }
+
+    /// Makes the idle timeout reset the connection (as
+    /// [`abort_connection`](Self::abort_connection) does, reason
+    /// [`CloseReason::TimedOut`]) rather than close it cleanly: for a relay, whose peer
+    /// would take a clean end of stream for the end of what the other side sent, when the
+    /// stream was cut in the middle.
+    pub fn reset_on_idle_timeout(&self) {
+        self.shared.reset_when_idle.set(true);
+    }
+
+    /// Whether the idle timeout resets the connection.
+    pub(crate) fn resets_when_idle(&self) -> bool {
+        self.shared.reset_when_idle.get()
     }
 
     /// Makes the idle timeout run from the protocol's own marks

@@ -23,9 +23,13 @@ impl Protocol for Echo {
 }
 
 /// Echo over UDP: each datagram goes back to its sender, unless the sender is one that
-/// would answer the echo in turn.
+/// would answer the echo in turn. Its port is marked as answering any datagram while it
+/// serves ([`weft::net::answering_port`]), so no echo of this process answers one from
+/// it: not itself through another of the addresses it is bound to, not another echo port.
 #[derive(Debug, Default)]
-pub struct UdpEcho;
+pub struct UdpEcho {
+    answering: Option<weft::net::AnsweringPort>,
+}
 
 /// Whether echoing a datagram from `from` to `from` on a port bound at `own` could start a
 /// loop: it comes from the port itself, or from a service that answers datagrams.
@@ -34,6 +38,16 @@ fn loops(from: SocketAddr, own: Option<SocketAddr>) -> bool {
 }
 
 impl DatagramProtocol for UdpEcho {
+    fn start_protocol(&mut self, transport: &DatagramTransport) {
+        if let Some(own) = transport.host().socket_addr() {
+            self.answering = Some(weft::net::answering_port(own.port()));
+        }
+    }
+
+    fn stop_protocol(&mut self) {
+        self.answering = None;
+    }
+
     fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr) {
         if loops(from, transport.host().socket_addr()) {
             observe::report_error(
@@ -72,6 +86,14 @@ mod tests {
         let client: SocketAddr = "198.51.100.1:40000".parse().unwrap();
         assert!(!loops(client, Some(own)));
         assert!(!loops("192.0.2.1:7001".parse().unwrap(), Some(own)));
+        // An echo port of this process, from any address: its own port reached through
+        // another address of a wildcard bind, or another echo service's port.
+        let other_echo = weft::net::answering_port(7002);
+        for from in ["127.0.0.1:7002", "192.0.2.1:7002", "198.51.100.9:7002"] {
+            assert!(loops(from.parse().unwrap(), Some(own)), "{from}");
+        }
+        drop(other_echo);
+        assert!(!loops("127.0.0.1:7002".parse().unwrap(), Some(own)), "let go");
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub use ports::Handover;
 pub use reconnect::ReconnectingClientFactory;
 pub use stream::InspectedStream;
 pub use tls::{SniCertificate, TlsError, check_ca_certs, check_server_files};
-pub use udp::{DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort, answered_back};
+pub use udp::{
+    AnsweringPort, DatagramProtocol, DatagramTransport, MAX_DATAGRAM, UdpPort, answered_back,
+    answering_port,
+};
 
 use std::sync::Arc;
 

@@ -35,9 +35,70 @@ const ANSWERING_PORTS: [u16; 6] = [0, 7, 13, 17, 19, 37];
 /// cannot make sense of (an echo, a DNS server's NOTIMP or FORMERR): it came from a port
 /// whose service answers any datagram, so one datagram forged to come from there would
 /// go back and forth between the two for ever, as inetd's services know; or from port 0,
-/// where an answer cannot go.
+/// where an answer cannot go. The ports of such services this process runs count too
+/// ([`answering_port`]), whatever the address: a datagram forged from one of them to
+/// another (or to itself, through an address the port is bound to every one of), or from
+/// the same port of another host running the same service, would loop as well.
 pub fn answered_back(from: SocketAddr) -> bool {
-    ANSWERING_PORTS.contains(&from.port())
+    let port = from.port();
+    ANSWERING_PORTS.contains(&port) || OWN_ANSWERING.holds(port)
+}
+
+/// Marks `port` as one where a service of this process answers any datagram, for
+/// [`answered_back`], for as long as the guard is kept (a port a reload hands over is
+/// marked by both its old and its new service until the old one lets go).
+pub fn answering_port(port: u16) -> AnsweringPort {
+    OWN_ANSWERING.add(port);
+    AnsweringPort(port)
+}
+
+/// Keeps a port marked as answering any datagram ([`answering_port`]).
+#[derive(Debug)]
+pub struct AnsweringPort(u16);
+
+impl Drop for AnsweringPort {
+    fn drop(&mut self) {
+        OWN_ANSWERING.remove(self.0);
+    }
+}
+
+/// The ports of this process's services that answer any datagram: a bit a port, read
+/// for every datagram such a service gets, and how many services hold each one.
+struct Answering {
+    bits: [std::sync::atomic::AtomicU64; 1024],
+    holders: std::sync::Mutex<std::collections::BTreeMap<u16, usize>>,
+}
+
+static OWN_ANSWERING: Answering = Answering {
+    bits: [const { std::sync::atomic::AtomicU64::new(0) }; 1024],
+    holders: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+};
+
+impl Answering {
+    fn holds(&self, port: u16) -> bool {
+        let word = self.bits[usize::from(port / 64)].load(std::sync::atomic::Ordering::Relaxed);
+        word & (1 << (port % 64)) != 0
+    }
+
+    fn add(&self, port: u16) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        *holders.entry(port).or_insert(0) += 1;
+        self.bits[usize::from(port / 64)]
+            .fetch_or(1 << (port % 64), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn remove(&self, port: u16) {
+        let mut holders = self.holders.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(n) = holders.get_mut(&port) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            holders.remove(&port);
+            self.bits[usize::from(port / 64)]
+                .fetch_and(!(1 << (port % 64)), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Handles datagrams on one UDP port (Twisted's `DatagramProtocol`).

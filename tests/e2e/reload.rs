@@ -537,3 +537,35 @@ fn a_changed_service_keeps_its_socket_and_counts_established_connections_against
         "the new cap counts the connections opened before the reload"
     );
 }
+
+/// A reload that removes a service closes its UDP endpoint as its TCP connections are
+/// closed, with the reason `service_stopped`: the process goes on, it is not shutting
+/// down.
+#[test]
+fn a_removed_services_udp_endpoint_closes_as_its_service_stopped() {
+    let port = free_port();
+    let app = spawn_app_with(|_| {
+        format!(
+            "\n[[service]]\nname = \"udp-echo\"\nkind = \"echo\"\n\
+             listen = \"udp:{port}:interface=127.0.0.1\"\n"
+        )
+    });
+    assert_eventually!(app.get("/readyz").status == 200, "listening\n{}", app.log());
+    app.edit_config(|text| {
+        let start = text.find("\n[[service]]\nname = \"udp-echo\"").unwrap();
+        text[..start].to_owned()
+    });
+    app.reload_by_signal("ok");
+    let closed = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_connections_closed_total{{reason="{reason}",service="udp-echo",transport="udp"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eventually!(
+        closed("service_stopped") == 1.0,
+        "{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(closed("shutdown"), 0.0);
+}

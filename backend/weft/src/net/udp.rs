@@ -124,8 +124,11 @@ struct Shared {
     /// Set when the port never started (its handover rolled back), so sends are refused.
     /// A port that stopped receiving still sends: answers owed when it stopped go out.
     closed: Cell<bool>,
-    /// Cancels the port's receive loop.
+    /// Cancels the port's receive loop: by itself when the port alone is closed (its
+    /// service removed or changed), through `with_reactor` when the reactor's ports are.
     stop: CancellationToken,
+    /// The reactor's token `stop` is a child of: cancelled, the port closed with them all.
+    with_reactor: CancellationToken,
     /// What is written while a batch of received datagrams is handled.
     outbox: RefCell<Outbox>,
 }
@@ -210,7 +213,7 @@ impl DatagramTransport {
         &self.shared.info
     }
 
-    /// Closes the port.
+    /// Closes the port (its service stopped: [`CloseReason::ServiceStopped`]).
     pub fn stop_listening(&self) {
         self.shared.stop.cancel();
     }
@@ -342,16 +345,18 @@ impl Reactor {
         });
         // A listener stops with the others at shutdown; a client port lives on through the
         // drain, since answers owed to clients may still come back to it.
-        let stop = match role {
-            Role::Listener => self.listening_token().child_token(),
-            Role::Client => self.clients_token().child_token(),
+        let with_reactor = match role {
+            Role::Listener => self.listening_token(),
+            Role::Client => self.clients_token(),
         };
+        let stop = with_reactor.child_token();
         let transport = DatagramTransport {
             shared: Rc::new(Shared {
                 socket: socket.clone(),
                 info: info.clone(),
                 closed: Cell::new(false),
                 stop: stop.clone(),
+                with_reactor,
                 outbox: RefCell::new(Outbox::new()),
             }),
         };
@@ -461,7 +466,13 @@ async fn receive_loop(
     loop {
         tokio::select! {
             biased;
-            () = stop.cancelled() => return CloseReason::Shutdown,
+            () = stop.cancelled() => {
+                return if transport.shared.with_reactor.is_cancelled() {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::ServiceStopped
+                };
+            }
             ready = socket.readable() => {
                 if let Err(err) = ready {
                     return CloseReason::from_io(&err);

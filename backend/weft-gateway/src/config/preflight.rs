@@ -187,6 +187,11 @@ fn on_this_host(endpoint: &str, addr: SocketAddr) -> Result<(), String> {
 /// What would make every connection to `endpoint` fail at once: trusted roots
 /// (`caCerts=`) that do not load, loaded as connecting loads them.
 pub(crate) fn check_client(endpoint: &str, parsed: &ClientEndpoint) -> Result<(), String> {
+    if let ClientEndpoint::Tcp { port: 0, .. } | ClientEndpoint::Ssl { port: 0, .. } = parsed {
+        return Err(format!(
+            "{endpoint:?}: port 0 is no port to connect to; name the port the server listens on"
+        ));
+    }
     match parsed {
         ClientEndpoint::Ssl {
             ca_certs: Some(ca_certs),

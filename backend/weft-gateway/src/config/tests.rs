@@ -360,6 +360,39 @@ fn a_tcp_proxy_needs_a_stream_listener_and_an_upstream() {
 }
 
 #[test]
+fn a_tcp_proxy_upstream_no_connection_could_be_made_to_is_refused() {
+    let proxy = |listen: &str, upstream: &str| {
+        Config::parse(
+            "weft.toml",
+            &format!(
+                "[[service]]\nname = \"pg\"\nkind = \"tcp-proxy\"\nlisten = \"{listen}\"\n\
+                 upstream = \"{upstream}\"\n"
+            ),
+        )
+    };
+    for (listen, upstream) in [
+        ("tcp:15432", "tcp:127.0.0.1:15432"),
+        ("tcp:15432", "tcp:localhost:15432"),
+        ("tcp:15432:interface=127.0.0.1", "tcp:127.0.0.1:15432"),
+    ] {
+        let e = proxy(listen, upstream).expect_err(upstream);
+        assert_eq!(at(&e), (Some(5), Some("service[0].upstream")), "{e}");
+        assert!(e.message.contains("own listener"), "{e}");
+    }
+    let e = proxy("tcp:15432", "tcp:127.0.0.1:0").unwrap_err();
+    assert!(e.message.contains("port 0"), "{e}");
+    // Another port, or another host's: fine.
+    for upstream in [
+        "tcp:127.0.0.1:5432",
+        "tcp:192.0.2.1:15432",
+        "tcp:db.example:15432",
+    ] {
+        assert!(proxy("tcp:15432", upstream).is_ok(), "{upstream}");
+    }
+    assert!(proxy("tcp:15432:interface=127.0.0.1", "tcp:127.0.0.2:15432").is_ok());
+}
+
+#[test]
 fn a_key_of_another_kind_is_named() {
     let e = err(
         "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:1\"\nupstream = \"tcp:h:1\"\n",

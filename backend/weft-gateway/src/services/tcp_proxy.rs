@@ -71,7 +71,18 @@ impl super::Kind for TcpProxyKind {
                 "a tcp-proxy needs `upstream`, such as upstream = \"tcp:127.0.0.1:5432\"",
             ));
         };
-        ctx.client_endpoint("upstream", upstream)?;
+        let parsed = ctx.client_endpoint("upstream", upstream)?;
+        if let Some(own) = own_listener(ctx, &parsed) {
+            return Err(ctx.error(
+                upstream.span(),
+                "upstream",
+                format!(
+                    "{:?} is this service's own listener {own:?}: each connection would connect \
+                     to itself again, through a chain of connections up to the caps",
+                    upstream.get_ref()
+                ),
+            ));
+        }
         Ok(TcpProxyConfig {
             upstream: upstream.get_ref().clone(),
         })
@@ -103,6 +114,43 @@ impl super::Kind for TcpProxyKind {
     fn describe(config: &TcpProxyConfig) -> serde_json::Value {
         serde_json::json!({ "upstream": config.upstream })
     }
+}
+
+/// The service's own listener that `upstream` names, if it names one: the same port on the
+/// same address, on a loopback name or address for a listener on every address, or on a
+/// loopback one.
+fn own_listener<'c>(
+    ctx: &'c ServiceCtx<'_>,
+    upstream: &weft::endpoint::ClientEndpoint,
+) -> Option<&'c str> {
+    use weft::endpoint::{ClientEndpoint, ServerEndpoint};
+    let (ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. }) =
+        upstream
+    else {
+        return None;
+    };
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => None,
+        Err(_) => return None,
+    };
+    ctx.listen
+        .iter()
+        .find(|(endpoint, _)| {
+            let listen = match endpoint.parse::<ServerEndpoint>() {
+                Ok(ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. }) => addr,
+                _ => return false,
+            };
+            listen.port() == *port
+                && match ip {
+                    Some(ip) => {
+                        listen.ip() == ip || (listen.ip().is_unspecified() && ip.is_loopback())
+                    }
+                    // `localhost`: whichever loopback address it stands for.
+                    None => listen.ip().is_unspecified() || listen.ip().is_loopback(),
+                }
+        })
+        .map(|(endpoint, _)| endpoint.as_str())
 }
 
 /// The label of each client connection's chain.

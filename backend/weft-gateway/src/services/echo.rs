@@ -10,11 +10,12 @@ use weft::{DatagramProtocol, DatagramTransport, Protocol, Transport};
 pub struct Echo;
 
 impl Protocol for Echo {
-    /// A client that sends more than it reads takes its echo as fast as it reads: with the
-    /// kernel's default it would be written to once a third of the megabytes it holds are
-    /// read, and be cut as idle meanwhile, reading steadily (`TCP_NOTSENT_LOWAT`).
+    /// A client that sends more than it reads, and reads on steadily, is written to
+    /// within its idle timeout (`limits::keep_steady_readers`): with the kernel's default
+    /// it would be written to once a third of the megabytes it holds are read, and be cut
+    /// as idle meanwhile.
     fn connection_made(&mut self, transport: &Transport) {
-        transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
+        super::limits::keep_steady_readers(transport, transport.idle_timeout());
     }
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {

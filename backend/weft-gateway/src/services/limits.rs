@@ -27,6 +27,31 @@ pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 /// The default idle timeout of the byte-stream kinds (echo, discard, tcp-proxy).
 pub(crate) const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The slowest steady reader a streaming service keeps with its least `TCP_NOTSENT_LOWAT`
+/// ([`keep_steady_readers`]), in bytes a second.
+const STEADY_READER: f64 = 32.0 * 1024.0;
+
+/// The least and the most unsent data [`keep_steady_readers`] lets the kernel hold: below
+/// 128 KiB a bulk transfer pays for many more, smaller writes; 4 MiB is the kernel's
+/// largest send buffer, past which the mark changes nothing.
+const UNSENT: (f64, f64) = (128.0 * 1024.0, 4.0 * 1024.0 * 1024.0);
+
+/// Has the kernel hold so little unsent for `transport` (`TCP_NOTSENT_LOWAT`) that a peer
+/// reading steadily is written to, and so not idle, within `idle` (the idle timeout it is
+/// cut by): a peer's reading shows only as room to write, and by default the kernel holds
+/// megabytes and says there is room once a third of them is read. The mark is what a peer
+/// reading [`STEADY_READER`] takes in twice `idle`, within [`UNSENT`]: at the default 5
+/// minutes, 4 MiB (a peer reading 7 KB/s or more is kept, and bulk transfers write as they
+/// do without a mark); at 1 s, 128 KiB (64 KiB/s or more). Nothing without an idle timeout.
+pub(crate) fn keep_steady_readers(transport: &weft::Transport, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return;
+    };
+    let unsent = (idle.as_secs_f64() * 2.0 * STEADY_READER).clamp(UNSENT.0, UNSENT.1);
+    // Within u32 by the clamp.
+    transport.set_tcp_notsent_lowat(unsent as u32);
+}
+
 /// A service's bounds on the connections it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {

@@ -20,9 +20,10 @@
 //!   client whose upstream cannot be reached is reset too: a clean end of stream would
 //!   pass for the whole answer (or an empty one).
 //!
-//! Both sides have `TCP_NOTSENT_LOWAT` set ([`weft::transport::NOTSENT_LOWAT`]): a peer
-//! that reads steadily, however slowly, has the proxy write to it every 100 KB or so it
-//! takes, so it is not taken for idle while the kernel holds megabytes for it.
+//! Both sides have `TCP_NOTSENT_LOWAT` set for the client's idle timeout
+//! (`limits::keep_steady_readers`): a peer that reads steadily has the proxy write to it
+//! often enough that neither side is taken for idle while the kernel holds megabytes for
+//! it (the upstream's reading shows as the client's side reading again).
 //!
 //! Each client connection has a traced chain (`tcp-proxy`) whose named steps say where it
 //! is: `connect upstream` (about the upstream endpoint; then with the upstream connection),
@@ -202,15 +203,16 @@ impl Downstream {
     }
 }
 
-/// What both sides of a pair are set to (see the module's docs).
-fn relaying(transport: &Transport) {
+/// What both sides of a pair are set to (see the module's docs), for the client's side's
+/// idle timeout `idle`.
+fn relaying(transport: &Transport, idle: Option<Duration>) {
     transport.reset_on_idle_timeout();
-    transport.set_tcp_notsent_lowat(weft::transport::NOTSENT_LOWAT);
+    super::limits::keep_steady_readers(transport, idle);
 }
 
 impl Protocol for Downstream {
     fn connection_made(&mut self, transport: &Transport) {
-        relaying(transport);
+        relaying(transport, transport.idle_timeout());
         let reactor = Reactor::current();
         let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
         let (resolver, mut chain) = Deferred::<()>::traced(Some(CHAIN), Some(transport.id()));
@@ -318,7 +320,7 @@ struct Upstream {
 
 impl Protocol for Upstream {
     fn connection_made(&mut self, transport: &Transport) {
-        relaying(transport);
+        relaying(transport, self.down.idle_timeout());
     }
 
     fn data_received(&mut self, _transport: &Transport, data: &[u8]) {

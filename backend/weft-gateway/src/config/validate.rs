@@ -175,7 +175,8 @@ fn access_logs_apart_from(
         let Some(log) = &svc.get_ref().access_log else {
             continue;
         };
-        let path = resolved(std::path::Path::new(log.get_ref()));
+        let written = resolved(std::path::Path::new(log.get_ref()));
+        let path = through_symlinks(&written);
         let identity = file_identity(&path);
         let clash = taken
             .iter()
@@ -187,16 +188,32 @@ fn access_logs_apart_from(
                 format!(
                     "{} is {what}{}; name another file, such as \"access.log\"",
                     file.display(),
-                    if *file == path {
+                    if *file == written {
                         String::new()
                     } else {
-                        format!(" ({} is the same file)", path.display())
+                        format!(" ({} is the same file)", written.display())
                     }
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// `path` [`resolved`], and where it is a symlink, the path it leads to, resolved in
+/// turn, even when that file does not exist yet (the history file before its first
+/// start): what a write to `path` would write.
+fn through_symlinks(path: &std::path::Path) -> PathBuf {
+    let mut path = resolved(path);
+    // As many links as the kernel follows.
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        path = resolved(&dir.join(target));
+    }
+    path
 }
 
 /// The device and inode of the file at `path`, through symlinks; `None` when there is

@@ -692,41 +692,34 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("weft.db");
         let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
-        for log in [db.clone(), dir.path().join("./weft.db-wal")] {
-            let e = parse(&format!(
-                "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
-                log.display(),
-                db.display()
-            ))
-            .unwrap_err();
-            assert_eq!(e.key.as_deref(), Some("service[0].access_log"), "{e}");
-            assert!(e.message.contains("history store's file"), "{e}");
-        }
-        let log = dir.path().join("access.log");
-        assert!(
+        let with_log = |log: &std::path::Path| {
             parse(&format!(
                 "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
                 log.display(),
                 db.display()
             ))
-            .is_ok()
-        );
-        // Another name for the same file: a symlink, a hard link.
+        };
+        let refused = |log: std::path::PathBuf| {
+            let e = with_log(&log).expect_err(&log.display().to_string());
+            assert_eq!(e.key.as_deref(), Some("service[0].access_log"), "{e}");
+            assert!(e.message.contains("history store's file"), "{e}");
+        };
+        refused(db.clone());
+        refused(dir.path().join("./weft.db-wal"));
+        assert!(with_log(&dir.path().join("access.log")).is_ok());
+        // Another name for the same file: a symlink, to the file still to be made too
+        // (the store makes it at its first start), and a hard link.
+        let early = dir.path().join("early.log");
+        std::os::unix::fs::symlink(&db, &early).unwrap();
+        refused(early);
         std::fs::write(&db, b"").unwrap();
         let symlink = dir.path().join("symlinked.log");
         std::os::unix::fs::symlink(&db, &symlink).unwrap();
+        refused(symlink);
         let hard = dir.path().join("linked.log");
         std::fs::hard_link(&db, &hard).unwrap();
-        let lock = dir.path().join("weft.db.lock");
-        for log in [symlink, hard, lock] {
-            let e = parse(&format!(
-                "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
-                log.display(),
-                db.display()
-            ))
-            .unwrap_err();
-            assert!(e.message.contains("history store's file"), "{e}");
-        }
+        refused(hard);
+        refused(dir.path().join("weft.db.lock"));
     }
 
     #[test]

@@ -39,6 +39,41 @@ fn udp_echo_counts_datagrams_and_drops_oversized_ones() {
     assert_eq!(info.stats.bytes_in(), 4);
 }
 
+/// The largest datagram of each family goes through whole: 65,507 bytes over IPv4,
+/// 65,527 over IPv6 (which was dropped as larger than IPv4's limit).
+#[test]
+fn the_largest_datagram_of_each_family_is_echoed() {
+    for (endpoint, local, largest) in [
+        (
+            "udp:0:interface=127.0.0.1",
+            "127.0.0.1:0",
+            weft::net::MAX_DATAGRAM,
+        ),
+        (
+            r"udp:0:interface=\:\:1",
+            "[::1]:0",
+            weft::net::MAX_DATAGRAM_V6,
+        ),
+    ] {
+        let Ok(client) = UdpSocket::bind(local) else {
+            eprintln!("skipped: no {local} here");
+            continue;
+        };
+        let server = spawn_reactor(move |r| {
+            let port = r.listen_udp("udp-echo", endpoint, UdpEcho).unwrap();
+            port.local_addr().unwrap()
+        });
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let datagram = vec![3u8; largest];
+        client.send_to(&datagram, server.value).unwrap();
+        let mut buf = vec![0u8; 70_000];
+        let (n, _) = client.recv_from(&mut buf).expect(endpoint);
+        assert_eq!(n, largest, "{endpoint}");
+    }
+}
+
 #[test]
 fn unix_socket_echo() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,9 @@ use crate::transport::guarded_call;
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 
+/// The largest UDP payload over IPv6 (65,535 bytes less the UDP header; no jumbograms).
+pub const MAX_DATAGRAM_V6: usize = 65_527;
+
 /// Ports of services that answer any datagram at all (echo, daytime, quote of the day,
 /// chargen, time), and port 0, which no one can answer from.
 const ANSWERING_PORTS: [u16; 6] = [0, 7, 13, 17, 19, 37];
@@ -248,7 +251,7 @@ impl Reactor {
         endpoint: &str,
         protocol: impl DatagramProtocol,
     ) -> Result<UdpPort, ListenError> {
-        self.listen_udp_with(service, endpoint, protocol, MAX_DATAGRAM)
+        self.listen_udp_with(service, endpoint, protocol, MAX_DATAGRAM_V6)
     }
 
     /// Like [`listen_udp`](Self::listen_udp), dropping (and counting) datagrams larger
@@ -284,7 +287,7 @@ impl Reactor {
         endpoint: &str,
         protocol: impl DatagramProtocol,
     ) -> Result<UdpPort, ListenError> {
-        self.udp_port(service, endpoint, protocol, MAX_DATAGRAM, Role::Client)
+        self.udp_port(service, endpoint, protocol, MAX_DATAGRAM_V6, Role::Client)
     }
 
     fn udp_port(
@@ -461,8 +464,14 @@ async fn receive_loop(
 ) -> CloseReason {
     let info = transport.shared.info.clone();
     let socket = &transport.shared.socket;
+    // No datagram is larger than its family allows: IPv4's limit on an IPv4 socket.
+    let largest = match socket.local_addr() {
+        Ok(SocketAddr::V4(_)) => MAX_DATAGRAM,
+        _ => MAX_DATAGRAM_V6,
+    };
+    let max_datagram = max_datagram.min(largest);
     // One byte more than allowed reveals a datagram that was cut short.
-    let mut inbox = Inbox::new((max_datagram + 1).min(MAX_DATAGRAM + 1));
+    let mut inbox = Inbox::new(max_datagram + 1);
     loop {
         tokio::select! {
             biased;

@@ -127,17 +127,23 @@ impl<'a> Fields<'a> {
 
     /// `timeout=` in seconds (positive), or [`DEFAULT_CONNECT_TIMEOUT`].
     pub(super) fn timeout(&mut self) -> Result<Duration, EndpointError> {
+        // Ten years, as every duration of the gateway's configuration: timers add it to the
+        // monotonic clock. And one that rounds to nothing would fail every connect at once.
+        const LONGEST: Duration = Duration::from_secs(10 * 31_557_600);
         match self.parsed::<f64>("timeout", "a number of seconds")? {
             None => Ok(DEFAULT_CONNECT_TIMEOUT),
             Some(secs)
                 if secs > 0.0
-                    && let Ok(timeout) = Duration::try_from_secs_f64(secs) =>
+                    && let Ok(timeout) = Duration::try_from_secs_f64(secs)
+                    && !timeout.is_zero()
+                    && timeout <= LONGEST =>
             {
                 Ok(timeout)
             }
             Some(secs) => Err(self.err(
                 &format!("timeout={secs}"),
-                "must be a positive number of seconds",
+                "must be a positive number of seconds, at least a nanosecond and at most ten \
+                 years (315576000)",
             )),
         }
     }

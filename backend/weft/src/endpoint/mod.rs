@@ -469,6 +469,19 @@ mod tests {
             .parse::<ClientEndpoint>()
             .unwrap_err();
         assert_eq!(e.part, "timeout=100000000000000000000");
+        // One past ten years, and one that rounds to no time at all.
+        for timeout in ["1.8e19", "315576001", "1e-300"] {
+            let e = format!("tcp:h:1:timeout={timeout}")
+                .parse::<ClientEndpoint>()
+                .unwrap_err();
+            assert!(e.reason.contains("at most ten years"), "{timeout}: {e}");
+        }
+        assert!(
+            "tcp:h:1:timeout=315576000"
+                .parse::<ClientEndpoint>()
+                .is_ok()
+        );
+        assert!("tcp:h:1:timeout=0.001".parse::<ClientEndpoint>().is_ok());
         let e = "tcp:h".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("needs port"), "{e}");
         let e = "tcp:h:1:bindAddress=eth0"

@@ -630,7 +630,9 @@ kind = "dns"
 listen = "udp:{dns}:interface=127.0.0.1"
 forward = ["{upstream}"]
 timeout = "10years"
+{forward_ports}
 "#,
+            forward_ports = crate::support::FORWARD_PORTS,
             root = root.display(),
             upstream = silent.local_addr().unwrap()
         )

@@ -63,8 +63,10 @@ name = "dns"
 kind = "dns"
 listen = "udp:{dns_port}:interface=127.0.0.1"
 forward = ["{forward}"]
+{forward_ports}
 "#,
             root.display(),
+            forward_ports = crate::support::FORWARD_PORTS,
             traced = crate::otlp::traced(otlp),
         )
     })

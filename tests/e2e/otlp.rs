@@ -432,7 +432,9 @@ name = "resolver"
 kind = "dns"
 listen = "udp:{resolver}:interface=127.0.0.1"
 forward = ["{upstream}"]
+{forward_ports}
 "#,
+            forward_ports = crate::support::FORWARD_PORTS,
             traced = traced(collector),
             zone = zone.display()
         )

@@ -14,7 +14,7 @@ use weft_test_support::assert_eventually;
 pub use weft_test_support::free_port;
 
 mod dns;
-pub use dns::{DnsService, dns_service, spawn_dns_app};
+pub use dns::{DnsService, FORWARD_PORTS, dns_service, spawn_dns_app};
 
 /// The repository's top directory (where `docker-compose.yml` and `deploy/` are).
 pub fn repo_root() -> &'static Path {

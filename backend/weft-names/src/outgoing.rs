@@ -2,12 +2,13 @@
 //! leave from, and the TCP connections that ask an upstream again when its UDP answer
 //! was truncated.
 //!
-//! Ports (RFC 5452 section 9.2): each is bound to a port drawn at random from 1024 to
-//! 65535 (the system picks one if [`BIND_ATTEMPTS`] draws are taken), and each query
+//! Ports (RFC 5452 section 9.2): each is bound to a port drawn at random from the
+//! forwarding options' `ports`, 1024 to 65535 by default (the system picks one if
+//! [`BIND_ATTEMPTS`] draws are taken), and each query
 //! leaves from one of the [`ACTIVE_PORTS`] open ones, at random. A port carries at most
 //! [`QUERIES_PER_PORT`] queries, then it is retired and closed once the last of them is
 //! settled, and a new random one takes its place; so an off-path attacker must guess
-//! both the id and which of 64,512 ports are open now. At most [`MAX_PORTS`] are open
+//! both the id and which of the range's ports (64,512 by default) are open now. At most [`MAX_PORTS`] are open
 //! per local address; beyond that queries go out of an open one anyway, counted in
 //! `weft_dns_upstream_ports_exhausted_total`.
 //!
@@ -58,6 +59,8 @@ pub(crate) struct Link {
     metrics: ServiceMetrics,
     /// Who gets the answers; set once the server exists (weak: the server holds the link).
     server: RefCell<Option<WeakServer>>,
+    /// The least and the most port number a UDP port is drawn from.
+    numbers: (u16, u16),
     ports: Rc<RefCell<Ports>>,
     tcp: Rc<TcpPool>,
 }
@@ -84,11 +87,18 @@ struct Ports {
 }
 
 impl Link {
-    /// The link of service `service`; TCP connections take at most `connect_timeout`
-    /// to open.
-    pub(crate) fn new(service: &str, connect_timeout: Duration, metrics: ServiceMetrics) -> Self {
+    /// The link of service `service`; UDP ports are drawn from `ports` (the least and the
+    /// most), and TCP connections take at most `connect_timeout` to open.
+    pub(crate) fn new(
+        service: &str,
+        ports: (u16, u16),
+        connect_timeout: Duration,
+        metrics: ServiceMetrics,
+    ) -> Self {
         Self {
             service: service.into(),
+            // Port 0 is no port to draw; a range given backwards is its least port.
+            numbers: (ports.0.max(1), ports.1.max(ports.0.max(1))),
             metrics: metrics.clone(),
             server: RefCell::default(),
             ports: Rc::default(),
@@ -158,7 +168,8 @@ impl Link {
         let reactor = Reactor::try_current()?;
         for attempt in 0..=BIND_ATTEMPTS {
             let number = if attempt < BIND_ATTEMPTS {
-                1024 + crate::random::below(u16::MAX - 1023)
+                let (least, most) = self.numbers;
+                least + crate::random::below(most - least + 1)
             } else {
                 0
             };

@@ -47,7 +47,12 @@ pub fn listen_after(
     metrics: ServiceMetrics,
     previous: Option<&DnsServer>,
 ) -> Result<(DnsServer, Vec<Address>), NamesError> {
-    let link = Rc::new(Link::new(name, config.timeout, metrics.clone()));
+    let link = Rc::new(Link::new(
+        name,
+        config.forwarding.ports,
+        config.timeout,
+        metrics.clone(),
+    ));
     let server = DnsServer::succeeding(config, metrics, link.clone(), previous);
     link.serve(server.downgrade());
     for upstream in server.upstreams() {
@@ -352,7 +357,12 @@ mod tests {
         let mut config = DnsConfig::default();
         config.zones.add(zone).unwrap();
         let metrics = ServiceMetrics::detached("dns");
-        let link = Link::new("dns", Duration::from_secs(1), metrics.clone());
+        let link = Link::new(
+            "dns",
+            crate::ForwardOptions::DEFAULT_PORTS,
+            Duration::from_secs(1),
+            metrics.clone(),
+        );
         let server = DnsServer::new(config, metrics, Rc::new(link));
         let mut wire = StringTransport::new();
         let mut proto = Int16StringReceiver::new(DnsTcp::new(server));

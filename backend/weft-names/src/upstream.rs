@@ -39,11 +39,18 @@ pub struct ForwardOptions {
     /// How long past its TTL an answer may still be served when no upstream answers
     /// (RFC 8767); `None`: never.
     pub serve_stale: Option<Duration>,
+    /// The ports queries to upstreams leave from, the least and the most: each UDP port is
+    /// drawn at random from them (RFC 5452 section 9.2). All of 1024 to 65535 by default;
+    /// narrower keeps them off ports the host's own services bind (Unbound's
+    /// `outgoing-port-permit`).
+    pub ports: (u16, u16),
 }
 
 impl ForwardOptions {
     /// The default `max_ttl`: one day, as Unbound's `cache-max-ttl`.
     pub const DEFAULT_MAX_TTL: u32 = 86_400;
+    /// The default `ports`: every port above the well-known ones.
+    pub const DEFAULT_PORTS: (u16, u16) = (1024, u16::MAX);
 }
 
 impl Default for ForwardOptions {
@@ -53,6 +60,7 @@ impl Default for ForwardOptions {
             min_ttl: 0,
             max_ttl: Self::DEFAULT_MAX_TTL,
             serve_stale: None,
+            ports: Self::DEFAULT_PORTS,
         }
     }
 }

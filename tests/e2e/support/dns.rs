@@ -6,6 +6,12 @@ use std::path::{Path, PathBuf};
 
 use super::{App, spawn_app_with};
 
+/// The `forward_ports` of every forwarding service a test runs: off the ports
+/// [`weft_test_support::free_port`] hands out (20000–31999), which a forwarder drawing
+/// from every port above 1024 could take from a test running beside it between the moment
+/// that test is handed one and the moment its gateway binds it.
+pub const FORWARD_PORTS: &str = "forward_ports = \"32000-65535\"";
+
 /// A `dns` service on loopback, written out by [`toml`](Self::toml).
 #[must_use]
 pub struct DnsService {
@@ -113,6 +119,9 @@ impl DnsService {
         if !self.forward.is_empty() {
             let forward: Vec<String> = self.forward.iter().map(|u| format!("\"{u}\"")).collect();
             lines.push(format!("forward = [{}]", forward.join(", ")));
+            if !self.keys.iter().any(|k| k.starts_with("forward_ports")) {
+                lines.push(FORWARD_PORTS.to_owned());
+            }
         }
         lines.extend(self.keys.iter().cloned());
         format!("\n{}\n", lines.join("\n"))

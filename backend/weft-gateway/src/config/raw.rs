@@ -147,6 +147,8 @@ pub(crate) struct RawService {
     pub(crate) max_ttl: Option<Spanned<String>>,
     /// dns: how long an expired answer may be served when no upstream answers.
     pub(crate) serve_stale: Option<Spanned<String>>,
+    /// dns: the ports upstream queries leave from, `"LEAST-MOST"`.
+    pub(crate) forward_ports: Option<Spanned<String>>,
     /// dns: the peers that may transfer the zones.
     pub(crate) allow_transfer: Option<Spanned<toml::Value>>,
     /// dns: the peers told of a changed zone.
@@ -218,6 +220,7 @@ impl RawService {
             ("min_ttl", &self.min_ttl),
             ("max_ttl", &self.max_ttl),
             ("serve_stale", &self.serve_stale),
+            ("forward_ports", &self.forward_ports),
         ] {
             if let Some(v) = value {
                 keys.push((name, v.span()));

@@ -3,7 +3,8 @@
 //! timeout; or `"parallel"`: all at once), `min_ttl` and `max_ttl` (the TTLs of cached
 //! answers are raised and lowered to them; defaults `"0s"` and `"1d"`) and `serve_stale`
 //! (how long past its TTL an answer may still be served when no upstream answers; off
-//! when absent).
+//! when absent) and `forward_ports` (`"LEAST-MOST"`: the ports upstream queries leave
+//! from, drawn at random; `"1024-65535"` by default).
 
 use std::time::Duration;
 
@@ -18,7 +19,17 @@ use crate::config::validate::ServiceCtx;
 const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
 
 /// The dns forwarding keys.
-pub(crate) const KEYS: [&str; 4] = ["upstream_selection", "min_ttl", "max_ttl", "serve_stale"];
+pub(crate) const KEYS: [&str; 5] = [
+    "upstream_selection",
+    "min_ttl",
+    "max_ttl",
+    "serve_stale",
+    "forward_ports",
+];
+
+/// The fewest ports `forward_ports` may offer: the randomness of the port is half of
+/// what an off-path attacker must guess (RFC 5452 section 9.2).
+const MIN_FORWARD_PORTS: u32 = 1024;
 
 /// The forwarding options of the service `ctx` describes.
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ForwardOptions, ConfigError> {
@@ -54,7 +65,33 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ForwardOptions, ConfigErr
         let stale = ttl(ctx, "serve_stale", raw.serve_stale.as_ref(), MAX_TTL, false)?;
         options.serve_stale = Some(stale);
     }
+    if let Some(v) = &raw.forward_ports {
+        options.ports = port_range(v.get_ref())
+            .map_err(|message| ctx.error(v.span(), "forward_ports", message))?;
+    }
     Ok(options)
+}
+
+/// `"LEAST-MOST"`: ports above the well-known ones, at least [`MIN_FORWARD_PORTS`] of
+/// them.
+fn port_range(text: &str) -> Result<(u16, u16), String> {
+    let shape = || format!("{text:?} is not a range of ports: write it like \"32768-60999\"");
+    let (least, most) = text.split_once('-').ok_or_else(shape)?;
+    let least: u16 = least.trim().parse().map_err(|_| shape())?;
+    let most: u16 = most.trim().parse().map_err(|_| shape())?;
+    if least < 1024 || least > most {
+        return Err(format!(
+            "{text:?}: the least port must be 1024 or more, and not above the most"
+        ));
+    }
+    let count = u32::from(most) - u32::from(least) + 1;
+    if count < MIN_FORWARD_PORTS {
+        return Err(format!(
+            "{text:?} is {count} ports: at least {MIN_FORWARD_PORTS}, as the port is half of \
+             what a forged answer must guess"
+        ));
+    }
+    Ok((least, most))
 }
 
 /// A TTL key: a duration in whole seconds, at most [`MAX_TTL`], zero only if `zero_ok`.
@@ -97,6 +134,7 @@ pub(crate) fn describe(o: &ForwardOptions) -> serde_json::Value {
         "min_ttl_s": o.min_ttl,
         "max_ttl_s": o.max_ttl,
         "serve_stale_s": o.serve_stale.map(|d| d.as_secs()),
+        "forward_ports": format!("{}-{}", o.ports.0, o.ports.1),
     })
 }
 
@@ -134,6 +172,27 @@ mod tests {
         assert_eq!(o.selection, Selection::Parallel);
         assert_eq!((o.min_ttl, o.max_ttl), (60, 3600));
         assert_eq!(o.serve_stale, Some(Duration::from_secs(86_400)));
+        assert_eq!(options("").ports, (1024, 65535));
+        assert_eq!(
+            options("forward_ports = \"32768-60999\"").ports,
+            (32768, 60999)
+        );
+    }
+
+    #[test]
+    fn a_port_range_too_narrow_or_not_one_is_refused() {
+        for (range, why) in [
+            ("1-65535", "1024 or more"),
+            ("40000-30000", "not above the most"),
+            ("30000-30100", "101 ports: at least 1024"),
+            ("30000", "not a range of ports"),
+            ("a-b", "not a range of ports"),
+            ("30000-70000", "not a range of ports"),
+        ] {
+            let e = config(&format!("forward_ports = \"{range}\"")).unwrap_err();
+            assert!(e.contains("service[0].forward_ports"), "{range}: {e}");
+            assert!(e.contains(why), "{range}: {e}");
+        }
     }
 
     #[test]

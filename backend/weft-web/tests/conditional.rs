@@ -176,3 +176,67 @@ fn if_range_with_the_current_etag_gets_the_range_and_a_stale_one_the_whole_file(
     );
     assert_eq!(weak.status, 200, "If-Range compares strongly");
 }
+
+/// Sets the modification time of `path`.
+fn touch(path: &std::path::Path, at: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(at)
+        .unwrap();
+}
+
+/// A date in `If-Range` is a validator only when it is strong (RFC 9110 §13.1.5, §8.8.2.2):
+/// a file whose time is an hour past gets its range for its `Last-Modified`; one dated in
+/// the future (a clock set wrong where it was made) is sent as modified no later than the
+/// response's `Date` (§8.8.2.1), and its date, which could name a second still to come, gets
+/// the whole file.
+#[test]
+fn if_range_with_a_date_holds_only_for_a_strong_one() {
+    use std::time::{Duration, SystemTime};
+    let last_modified = |reply: &support::Reply| {
+        httpdate::parse_http_date(reply.header("last-modified").expect("Last-Modified")).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(&root).unwrap();
+    let past = root.join("past.txt");
+    let future = root.join("future.txt");
+    for file in [&past, &future] {
+        std::fs::write(file, "0123456789").unwrap();
+    }
+    touch(&past, SystemTime::now() - Duration::from_secs(3600));
+    touch(&future, SystemTime::now() + Duration::from_secs(3600));
+    let server = Server::start(WebConfig {
+        root: Some(root),
+        ..WebConfig::default()
+    });
+
+    let whole = server.get("/past.txt");
+    let lm = whole.header("last-modified").unwrap().to_owned();
+    let ranged = get(
+        &server,
+        "/past.txt",
+        &format!("Range: bytes=2-4\r\nIf-Range: {lm}\r\n"),
+    );
+    assert_eq!((ranged.status, ranged.text().as_str()), (206, "234"));
+
+    let whole = server.get("/future.txt");
+    let date = httpdate::parse_http_date(whole.header("date").expect("Date")).unwrap();
+    assert!(
+        last_modified(&whole) <= date,
+        "Last-Modified is not after Date"
+    );
+    let lm = whole.header("last-modified").unwrap().to_owned();
+    let ranged = get(
+        &server,
+        "/future.txt",
+        &format!("Range: bytes=2-4\r\nIf-Range: {lm}\r\n"),
+    );
+    assert_eq!(
+        (ranged.status, ranged.text().as_str()),
+        (200, "0123456789"),
+        "a weak date gets the whole file"
+    );
+}

@@ -100,8 +100,15 @@ pub(super) fn evaluate(headers: &HeaderMap, tag: &str, modified: Option<SystemTi
 }
 
 /// Whether a `Range` applies under `If-Range` (§13.1.5): without one, always; with an
-/// entity tag, if it matches strongly; with a date, if it is exactly `last_modified`.
-pub(super) fn if_range_holds(headers: &HeaderMap, tag: &str, last_modified: Option<&str>) -> bool {
+/// entity tag, if it matches strongly; with a date, if it is exactly `last_modified` and
+/// a strong validator: the file's time (`modified`, whole seconds) lies in a second that
+/// is over, so it cannot change again within the second the date names (§8.8.2.2).
+pub(super) fn if_range_holds(
+    headers: &HeaderMap,
+    tag: &str,
+    last_modified: Option<&str>,
+    modified: Option<std::time::SystemTime>,
+) -> bool {
     let Some(value) = headers.get(header::IF_RANGE) else {
         return true;
     };
@@ -112,7 +119,9 @@ pub(super) fn if_range_holds(headers: &HeaderMap, tag: &str, last_modified: Opti
     if value.starts_with('"') || value.starts_with("W/") {
         return value == tag;
     }
-    last_modified.is_some_and(|lm| value == lm)
+    let strong = modified
+        .is_some_and(|m| m + std::time::Duration::from_secs(1) <= std::time::SystemTime::now());
+    strong && last_modified.is_some_and(|lm| value == lm)
 }
 
 #[derive(Clone, Copy)]

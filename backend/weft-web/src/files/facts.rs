@@ -47,8 +47,11 @@ impl Facts {
         let modified = modified.map(whole_seconds);
         let content_type = crate::mime::content_type(&name);
         let compressible = crate::mime::compressible(content_type);
-        let last_modified =
-            modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok());
+        // RFC 9110 §8.8.2.1: never later than the response's Date; a file dated in the
+        // future (a clock set wrong where it was made) is sent as modified now.
+        let last_modified = modified
+            .map(|m| m.min(whole_seconds(SystemTime::now())))
+            .and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok());
         let mut head = HeaderMap::with_capacity(6);
         head.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if len.is_some() {

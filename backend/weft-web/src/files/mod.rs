@@ -546,6 +546,7 @@ fn file(
                 headers,
                 &facts.tag,
                 facts.last_modified.as_ref().and_then(|v| v.to_str().ok()),
+                facts.modified,
             ) =>
         {
             ranges::parse(spec, len)

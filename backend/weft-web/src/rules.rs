@@ -129,6 +129,16 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
     // credentials (RFC 9110 §4.2.4: userinfo in an http URI is an error) and with a port
     // that is one.
     if let Some(authority) = head.uri.authority() {
+        // RFC 9113 §8.3.1: a server SHOULD treat an HTTP/2 request whose Host names another
+        // host than its `:authority` as malformed: the two would route it differently.
+        if head.version >= Version::HTTP_2
+            && let Some(host) = host
+            && !same_host(authority.as_str(), host.as_bytes(), head.uri.scheme_str())
+        {
+            return Err(Refused::bad_host(
+                "the Host header names another host than :authority",
+            ));
+        }
         if head.version < Version::HTTP_2
             && !matches!(head.uri.scheme_str(), Some("http" | "https"))
         {
@@ -151,6 +161,20 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
         head.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// Whether `authority` and the Host value `host` name one host and port, ignoring case
+/// and the scheme's default port (`example.test` and `EXAMPLE.test:443` over https).
+fn same_host(authority: &str, host: &[u8], scheme: Option<&str>) -> bool {
+    let default = match scheme {
+        Some("https") => ":443",
+        _ => ":80",
+    };
+    let bare = |name: &[u8]| -> Vec<u8> {
+        let name = name.strip_suffix(default.as_bytes()).unwrap_or(name);
+        name.to_ascii_lowercase()
+    };
+    bare(authority.as_bytes()) == bare(host)
 }
 
 /// Whether a field value begins or ends with a space or a tab.
@@ -261,6 +285,24 @@ mod tests {
 
     fn reason(r: &mut Parts) -> Option<Refusal> {
         check(r, &LastHost::default()).err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn an_http2_host_naming_another_host_than_its_authority_is_malformed_rfc9113_8_3_1() {
+        let h2 = |target: &str, host: &str| {
+            let mut r = request(target, Version::HTTP_2, &[host]);
+            reason(&mut r)
+        };
+        assert_eq!(h2("https://a.test/", "evil.test"), Some(Refusal::Host));
+        assert_eq!(h2("https://a.test/", "a.test:8443"), Some(Refusal::Host));
+        for same in ["a.test", "A.Test", "a.test:443"] {
+            assert_eq!(h2("https://a.test/", same), None, "{same}");
+        }
+        assert_eq!(h2("http://a.test:80/", "a.test"), None);
+        // HTTP/1.1's absolute form: Host is ignored, and replaced (RFC 9112 §3.2.2).
+        let mut r = request("http://a.test/", Version::HTTP_11, &["other.test"]);
+        assert_eq!(reason(&mut r), None);
+        assert_eq!(r.headers[header::HOST], "a.test");
     }
 
     #[test]

@@ -66,13 +66,18 @@ fn retry_after(wait: Duration) -> u64 {
 fn too_many_attempts(path: &str, wait: Duration) -> Response {
     let secs = retry_after(wait);
     let why = format!("too many wrong tokens from this address: try again in {secs} s");
-    let mut response = if path.starts_with("/api/") {
+    let response = if path.starts_with("/api/") {
         ApiError::TooManyAttempts(why).into_response()
     } else if path == "/metrics" || path == "/ws" {
         (StatusCode::TOO_MANY_REQUESTS, format!("{why}\n")).into_response()
     } else {
         crate::pages::error_page("none", ApiError::TooManyAttempts(why))
     };
+    with_retry_after(response, secs)
+}
+
+/// `response` with `Retry-After: secs`.
+fn with_retry_after(mut response: Response, secs: u64) -> Response {
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -240,16 +245,12 @@ pub(crate) async fn login(
     if let Err(wait) = state.attempts.admit(peer, now) {
         state.metrics.refused(Refusal::TokenAttempts);
         let secs = retry_after(wait);
-        let mut response = Login {
+        let page = Login {
             next,
             failed: false,
             wait: Some(secs),
-        }
-        .response(StatusCode::TOO_MANY_REQUESTS);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return response;
+        };
+        return with_retry_after(page.response(StatusCode::TOO_MANY_REQUESTS), secs);
     }
     if !same(form.token.as_bytes(), token.as_bytes()) {
         state.attempts.wrong(peer, form.token.as_bytes(), now);

@@ -424,6 +424,39 @@ impl ServiceCtx<'_> {
         Ok(parsed)
     }
 
+    /// The service's own listener that a connection to `ip` (`None`: `localhost`, any
+    /// loopback address) on `port` would reach, over UDP or a stream transport as `udp`
+    /// says: the same port on the same address, or on a loopback address for a listener on
+    /// every address.
+    pub(crate) fn own_listener(
+        &self,
+        udp: bool,
+        ip: Option<std::net::IpAddr>,
+        port: u16,
+    ) -> Option<&str> {
+        self.listen
+            .iter()
+            .find(|(endpoint, _)| {
+                let listen = match endpoint.parse::<ServerEndpoint>() {
+                    Ok(ServerEndpoint::Udp { addr }) if udp => addr,
+                    Ok(ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. })
+                        if !udp =>
+                    {
+                        addr
+                    }
+                    _ => return false,
+                };
+                listen.port() == port
+                    && match ip {
+                        Some(ip) => {
+                            listen.ip() == ip || (listen.ip().is_unspecified() && ip.is_loopback())
+                        }
+                        None => listen.ip().is_unspecified() || listen.ip().is_loopback(),
+                    }
+            })
+            .map(|(endpoint, _)| endpoint.as_str())
+    }
+
     /// Whether an endpoint is UDP.
     pub(crate) fn is_udp(endpoint: &str) -> bool {
         matches!(

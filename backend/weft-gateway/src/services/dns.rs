@@ -358,17 +358,8 @@ fn one_peer(addr: SocketAddr, what: &str) -> Result<SocketAddr, String> {
 /// `addr` unless it is one of this service's own UDP listeners: it would ask itself
 /// each question it cannot answer, which it forwards again, until the timeout.
 fn not_itself(ctx: &ServiceCtx<'_>, addr: SocketAddr) -> Result<SocketAddr, String> {
-    let own = ctx.listen.iter().find(|(endpoint, _)| {
-        matches!(
-            endpoint.parse::<weft::endpoint::ServerEndpoint>(),
-            Ok(weft::endpoint::ServerEndpoint::Udp { addr: listen })
-                if listen.port() == addr.port()
-                    && (listen.ip() == addr.ip()
-                        || (listen.ip().is_unspecified() && addr.ip().is_loopback()))
-        )
-    });
-    match own {
-        Some((endpoint, _)) => Err(format!(
+    match ctx.own_listener(true, Some(addr.ip()), addr.port()) {
+        Some(endpoint) => Err(format!(
             "{addr} is this service's own listener {endpoint:?}: it would forward each question \
              to itself"
         )),

@@ -117,14 +117,13 @@ impl super::Kind for TcpProxyKind {
     }
 }
 
-/// The service's own listener that `upstream` names, if it names one: the same port on the
-/// same address, on a loopback name or address for a listener on every address, or on a
-/// loopback one.
+/// The service's own listener that `upstream` names, if it names one
+/// ([`ServiceCtx::own_listener`]; `localhost` stands for any loopback address).
 fn own_listener<'c>(
     ctx: &'c ServiceCtx<'_>,
     upstream: &weft::endpoint::ClientEndpoint,
 ) -> Option<&'c str> {
-    use weft::endpoint::{ClientEndpoint, ServerEndpoint};
+    use weft::endpoint::ClientEndpoint;
     let (ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. }) =
         upstream
     else {
@@ -135,23 +134,7 @@ fn own_listener<'c>(
         Err(_) if host.eq_ignore_ascii_case("localhost") => None,
         Err(_) => return None,
     };
-    ctx.listen
-        .iter()
-        .find(|(endpoint, _)| {
-            let listen = match endpoint.parse::<ServerEndpoint>() {
-                Ok(ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. }) => addr,
-                _ => return false,
-            };
-            listen.port() == *port
-                && match ip {
-                    Some(ip) => {
-                        listen.ip() == ip || (listen.ip().is_unspecified() && ip.is_loopback())
-                    }
-                    // `localhost`: whichever loopback address it stands for.
-                    None => listen.ip().is_unspecified() || listen.ip().is_loopback(),
-                }
-        })
-        .map(|(endpoint, _)| endpoint.as_str())
+    ctx.own_listener(false, ip, *port)
 }
 
 /// The label of each client connection's chain.

@@ -170,11 +170,10 @@ fn same_host(authority: &str, host: &[u8], scheme: Option<&str>) -> bool {
         Some("https") => ":443",
         _ => ":80",
     };
-    let bare = |name: &[u8]| -> Vec<u8> {
-        let name = name.strip_suffix(default.as_bytes()).unwrap_or(name);
-        name.to_ascii_lowercase()
-    };
-    bare(authority.as_bytes()) == bare(host)
+    let a = authority.as_bytes();
+    let a = a.strip_suffix(default.as_bytes()).unwrap_or(a);
+    let h = host.strip_suffix(default.as_bytes()).unwrap_or(host);
+    a.eq_ignore_ascii_case(h)
 }
 
 /// Whether a field value begins or ends with a space or a tab.

@@ -14,11 +14,7 @@ pub(crate) fn check(config: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(weft_bin())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = crate::support::weft_check([&path]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -67,10 +63,7 @@ fn an_invalid_configuration_exits_1_naming_file_line_and_key() {
 
 #[test]
 fn a_missing_file_or_argument_fails() {
-    let out = Command::new(weft_bin())
-        .args(["check", "/nonexistent.toml"])
-        .output()
-        .unwrap();
+    let out = crate::support::weft_check(["/nonexistent.toml"]);
     assert_eq!(out.status.code(), Some(1));
     let out = Command::new(weft_bin()).arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
@@ -87,21 +80,13 @@ fn check_takes_the_file_with_config_as_run_does() {
     )
     .unwrap();
     for flag in ["--config", "-c"] {
-        let out = Command::new(weft_bin())
-            .args(["check", flag])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = crate::support::weft_check([std::ffi::OsStr::new(flag), path.as_os_str()]);
         let said = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{flag}: {said}");
         assert!(said.contains(": ok (1 service)"), "{said}");
     }
     std::fs::write(&path, "[inspect]\nstall_after = \"soon\"\n").unwrap();
-    let out = Command::new(weft_bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = crate::support::weft_check([std::ffi::OsStr::new("--config"), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("weft.toml:2:15: inspect.stall_after"),
@@ -153,11 +138,7 @@ fn reason_line(stderr: &str) -> Option<String> {
 pub(crate) fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String {
     let path = dir.join("weft.toml");
     std::fs::write(&path, config).unwrap();
-    let checked = Command::new(weft_bin())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let checked = crate::support::weft_check([&path]);
     let check_err = String::from_utf8_lossy(&checked.stderr).into_owned();
     assert_eq!(
         checked.status.code(),
@@ -785,10 +766,10 @@ fn check_refuses_a_history_file_run_could_not_open() {
     );
 }
 
-/// A listener whose port another program holds: `check` cannot know (the port may be
-/// free by the time `run` starts), `run` says so once, each cause given once.
+/// A listener whose port another program holds: `check` refuses it naming the program,
+/// and `run` says so once, each cause given once.
 #[test]
-fn a_port_in_use_stops_run_with_each_cause_said_once() {
+fn a_port_in_use_is_refused_by_check_naming_its_holder_and_stops_run_with_each_cause_said_once() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
@@ -799,6 +780,17 @@ fn a_port_in_use_stops_run_with_each_cause_said_once() {
     );
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).unwrap();
+    let checked = crate::support::weft_check([&path]);
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "service[0] (echo): \"tcp:{port}:interface=127.0.0.1\": cannot listen: TCP port \
+             {port} on 127.0.0.1 is in use by process {} (",
+            std::process::id()
+        )),
+        "{said}"
+    );
     let out = Command::new(weft_bin())
         .args(["run", "--config"])
         .arg(&path)
@@ -815,4 +807,91 @@ fn a_port_in_use_stops_run_with_each_cause_said_once() {
     );
     assert_eq!(reason.matches("cannot listen on").count(), 1, "{reason}");
     drop(taken);
+}
+
+/// The ports of the gateway running a file are no reason to refuse that file (a reload
+/// keeps them): `check` notes them and passes.
+#[test]
+fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
+    let port = free_port();
+    let app = spawn_app_with(|_| {
+        format!(
+            "[[service]]\nname = \"more\"\nkind = \"echo\"\nlisten = \"udp:{port}:interface=127.0.0.1\"\n"
+        )
+    });
+    let path = app.dir.path().join("weft.toml");
+    let out = crate::support::weft_check([&path]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let pid = app.child.id();
+    for port in [
+        format!("TCP port {} on 127.0.0.1", app.dashboard.port()),
+        format!("UDP port {port} on 127.0.0.1"),
+    ] {
+        assert!(
+            said.contains(&format!(
+                "{port} is held by process {pid}, the gateway running this configuration"
+            )),
+            "{port}: {said}"
+        );
+    }
+}
+
+/// A port below `net.ipv4.ip_unprivileged_port_start` is refused by `check` when this
+/// user may not bind it, as `run` is: said with the ways to allow it. Run as root, the
+/// check runs as `nobody` (through `setpriv`).
+#[test]
+fn a_privileged_port_this_user_may_not_bind_is_refused_by_check_and_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(start > 1, "every port is unprivileged here");
+    let port = start - 1;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!("\"tcp:{port}:interface=127.0.0.1\""))
+    );
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_user = |command: &str| {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        let mut c = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(weft_bin());
+            c
+        } else {
+            Command::new(weft_bin())
+        };
+        let flag = if command == "run" { "--config" } else { "--" };
+        c.args([command, flag])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let checked = as_user("check");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    for part in [
+        &format!("\"tcp:{port}:interface=127.0.0.1\": this process may not listen on port {port}"),
+        &format!("ports below {start} (net.ipv4.ip_unprivileged_port_start) need privilege"),
+        "cap_net_bind_service=+ep",
+    ] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+    let ran = as_user("run");
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(ran.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
 }

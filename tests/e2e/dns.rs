@@ -11,7 +11,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
-use crate::support::{dns_service, free_port, spawn_dns_app, weft_bin};
+use crate::support::{dns_service, free_port, spawn_dns_app};
 
 pub(crate) const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -199,11 +199,7 @@ fn weft_check_names_the_zone_file_and_its_line() {
         ),
     )
     .unwrap();
-    let out = Command::new(weft_bin())
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = crate::support::weft_check([&config]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(

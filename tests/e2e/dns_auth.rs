@@ -6,14 +6,13 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use crate::dns::dig;
-use crate::support::{App, dns_service, free_port, spawn_app_with, spawn_dns_app, weft_bin};
+use crate::support::{App, dns_service, free_port, spawn_app_with, spawn_dns_app};
 
 /// The zone of edge cases, shared with the unit tests and the comparison with NSD.
 pub(crate) const EDGE: &str = include_str!("../../backend/weft-names/testdata/edge.test.zone");
@@ -364,11 +363,7 @@ fn check(zone: &Path) -> (Option<i32>, String) {
         ),
     )
     .unwrap();
-    let out = Command::new(weft_bin())
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = crate::support::weft_check([&config]);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

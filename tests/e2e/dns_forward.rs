@@ -502,11 +502,7 @@ fn weft_check_refuses_bad_forwarding_keys_naming_them() {
         "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\nforward = \"127.0.0.1\"\nupstream_selection = \"random\"\nmin_ttl = \"2h\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(crate::support::weft_bin())
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = crate::support::weft_check([&config]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

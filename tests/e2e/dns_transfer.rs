@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::assert_eventually;
 use crate::dns::dig;
-use crate::support::{App, dns_service, free_port, spawn_app_with, spawn_dns_app, weft_bin};
+use crate::support::{App, dns_service, free_port, spawn_app_with, spawn_dns_app};
 
 const ZONE: &str = "$ORIGIN example.test.
 $TTL 1h
@@ -615,11 +615,7 @@ fn a_zone_edited_to_garbage_keeps_its_old_answers_and_is_named_by_file_and_line_
     );
 
     // `weft check` refuses the file outright.
-    let check = Command::new(weft_bin())
-        .arg("check")
-        .arg(app.config_path())
-        .output()
-        .unwrap();
+    let check = crate::support::weft_check([app.config_path()]);
     assert_eq!(check.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&check.stderr).contains(&at),
@@ -656,11 +652,7 @@ fn weft_check_names_a_bad_allow_transfer_or_notify_entry_by_its_key() {
             ),
         )
         .unwrap();
-        let out = Command::new(weft_bin())
-            .arg("check")
-            .arg(&config)
-            .output()
-            .unwrap();
+        let out = crate::support::weft_check([&config]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(

@@ -261,11 +261,7 @@ fn a_second_run_on_a_history_file_in_use_exits_before_serving_and_leaves_the_fir
     }
 
     // `check` does not take the lock, and says who holds it.
-    let checked = Command::new(weft_bin())
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let checked = crate::support::weft_check([&config]);
     let said = String::from_utf8_lossy(&checked.stderr);
     assert!(checked.status.success(), "{said}");
     assert!(

@@ -384,11 +384,7 @@ fn weft_check_refuses_a_bad_reactor_count_naming_the_key() {
         ("1.5", "\"auto\""),
     ] {
         let file = write_config(dir.path(), &format!("[gateway]\nreactors = {value}\n"));
-        let out = std::process::Command::new(crate::support::weft_bin())
-            .arg("check")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = crate::support::weft_check([&file]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{value}: {err}");
         assert!(
@@ -398,11 +394,7 @@ fn weft_check_refuses_a_bad_reactor_count_naming_the_key() {
     }
     for value in ["1", "2", "\"auto\""] {
         let file = write_config(dir.path(), &format!("[gateway]\nreactors = {value}\n"));
-        let out = std::process::Command::new(crate::support::weft_bin())
-            .arg("check")
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = crate::support::weft_check([&file]);
         assert!(
             out.status.success(),
             "{value}: {}",

@@ -560,6 +560,22 @@ pub fn demo_ports() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// `weft ARGS...`, a `check` of a file, run to its end. `check` tries the ports the file
+/// listens on, so it holds [`demo_ports`]: a file on the demo's ports (the dashboard's
+/// default 9180 among them) would otherwise be refused while a demo holds them.
+pub(crate) fn weft_check<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let _ports = demo_ports();
+    std::process::Command::new(weft_bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A connection to the echo service at `addr` that has echoed one line; still open.
 pub(crate) fn echo_once(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();

@@ -123,6 +123,14 @@ fn check(file: &std::path::Path) -> anyhow::Result<()> {
             .block_on(weft_store::Store::check_file(&config.store.path))
             .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display()))?;
     }
+    // The ports, tried now: privileged ones this process may not bind, and ones another
+    // program holds, are refused; ones the gateway running this file holds are noted.
+    let notes = config
+        .check_ports(file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    for note in notes {
+        eprintln!("weft: note: {note}");
+    }
     // Only a hint, read without the lock: taking it, even for a moment, could refuse a
     // `weft run` starting at that moment.
     if let Some(pid) = config

@@ -12,7 +12,7 @@
 //! Layout: `raw` (the file as written, with spans), `validate` (meaning and defaults),
 //! with the sections that need more in files of their own (`dashboard`, `gateway`,
 //! `notify`, `otlp`, `fleet`), `preflight` (what binding or connecting would refuse),
-//! `keypath` (the key at a span, for TOML's own errors), `error` ([`ConfigError`] and
+//! `ports` (whether the ports can be taken now, for `weft check`), `keypath` (the key at a span, for TOML's own errors), `error` ([`ConfigError`] and
 //! locating spans).
 
 mod dashboard;
@@ -22,6 +22,7 @@ mod gateway;
 mod keypath;
 mod notify;
 mod otlp;
+mod ports;
 pub(crate) mod preflight;
 mod raw;
 pub(crate) mod validate;
@@ -250,6 +251,14 @@ impl Config {
             key: None,
             message: format!("cannot read the configuration: {e}"),
         })
+    }
+
+    /// Whether the ports this configuration (read from `file`) listens on can be taken
+    /// now, as `weft check` asks and `run` finds out by binding: `Ok` with notes on ports the
+    /// gateway already running this file holds (a reload keeps them), or why one cannot be
+    /// taken: a privileged port this process may not bind, or one another program holds.
+    pub fn check_ports(&self, file: &Path) -> Result<Vec<String>, String> {
+        ports::check(self, file)
     }
 
     /// Validates `text`, naming `file` in errors.

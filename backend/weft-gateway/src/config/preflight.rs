@@ -86,7 +86,7 @@ fn overlap(a: &Socket, b: &Socket, dual_stack_udp: bool) -> bool {
     }
 }
 
-fn addresses_overlap(a: IpAddr, b: IpAddr, dual_stack: bool) -> bool {
+pub(super) fn addresses_overlap(a: IpAddr, b: IpAddr, dual_stack: bool) -> bool {
     match (a, b) {
         (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
             a == b || a.is_unspecified() || b.is_unspecified()

@@ -1,0 +1,377 @@
+//! Whether the ports a configuration listens on can be taken now, as `weft check` asks
+//! before `run` would find out by binding: a port below the system's first unprivileged
+//! port that this process may not bind, and a port another program holds, named with the
+//! program. A port held by the gateway already running this configuration is what a
+//! reload keeps: noted, not refused.
+//!
+//! A port is tried by binding it as `run` binds it, and let go at once. Whoever holds a
+//! port in use is looked up in `/proc/net` and the processes' open files; the gateway of
+//! this configuration is the process that writes its history file or one whose command
+//! line runs the same file.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use weft::endpoint::ServerEndpoint;
+
+use super::Config;
+use super::preflight::addresses_overlap;
+
+/// One listener of the configuration: what it was written as, whose it is, where.
+struct Listener<'a> {
+    endpoint: &'a str,
+    owner: String,
+    socket: Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Socket {
+    Stream(SocketAddr),
+    Datagram(SocketAddr),
+}
+
+/// A process holding a port, as far as this user can see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    pid: Option<i32>,
+    /// The program's name (`comm`), when the process is seen.
+    name: Option<String>,
+    uid: u32,
+}
+
+/// Tries every TCP and UDP listener of `config` (read from `file`); `Ok` with the notes to
+/// print (ports this configuration's running gateway holds), or the first refusal, naming
+/// the endpoint, its owner and the cause.
+pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String> {
+    let ours = Gateway::of(config, file);
+    let mut notes = Vec::new();
+    for listener in listeners(config) {
+        let Listener {
+            endpoint,
+            owner,
+            socket,
+        } = &listener;
+        let addr = match socket {
+            Socket::Stream(a) | Socket::Datagram(a) => *a,
+        };
+        match bind_now(*socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(format!(
+                    "{owner}: {endpoint:?}: this process may not listen on port {} ({e}): {}",
+                    addr.port(),
+                    privileged_hint(addr.port())
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                let holders = holders(*socket);
+                let what = match socket {
+                    Socket::Stream(_) => "TCP",
+                    Socket::Datagram(_) => "UDP",
+                };
+                let port = format!("{what} port {} on {}", addr.port(), addr.ip());
+                if let Some(h) = holders.iter().find(|h| ours.runs(h)) {
+                    notes.push(format!(
+                        "{owner}: {endpoint:?}: {port} is held by process {}, the gateway \
+                         running this configuration (a reload keeps it)",
+                        h.pid.unwrap_or_default()
+                    ));
+                } else if holders.iter().all(|h| h.pid.is_none())
+                    && let Some(pid) = ours.writer
+                {
+                    notes.push(format!(
+                        "{owner}: {endpoint:?}: {port} is in use by a process this user cannot \
+                         see; process {pid}, which writes this configuration's history, may be it"
+                    ));
+                } else {
+                    return Err(format!(
+                        "{owner}: {endpoint:?}: cannot listen: {port} is in use{}; stop it or \
+                         choose another port",
+                        describe(&holders)
+                    ));
+                }
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{owner}: {endpoint:?}: cannot listen on {addr}: {e}"
+                ));
+            }
+        }
+    }
+    Ok(notes)
+}
+
+/// The TCP and UDP listeners of `config` with a port of their own (port 0 is any free
+/// one), the dashboard's first.
+fn listeners(config: &Config) -> Vec<Listener<'_>> {
+    let dashboard = std::iter::once((&config.dashboard.listen, "dashboard.listen".to_owned()));
+    let services = config.services.iter().enumerate().flat_map(|(i, s)| {
+        s.listen
+            .iter()
+            .map(move |l| (l, format!("service[{i}] ({})", s.name)))
+    });
+    dashboard
+        .chain(services)
+        .filter_map(|(endpoint, owner)| {
+            let socket = match endpoint.parse().ok()? {
+                ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
+                    Socket::Stream(addr)
+                }
+                ServerEndpoint::Udp { addr } => Socket::Datagram(addr),
+                _ => return None,
+            };
+            let (Socket::Stream(addr) | Socket::Datagram(addr)) = socket;
+            (addr.port() != 0).then_some(Listener {
+                endpoint,
+                owner,
+                socket,
+            })
+        })
+        .collect()
+}
+
+/// Binds `socket` as listening binds it (without `SO_REUSEPORT`, which would share a
+/// port rather than find it taken) and lets it go.
+fn bind_now(socket: Socket) -> io::Result<()> {
+    match socket {
+        Socket::Stream(addr) => weft::net::tcp_listening_socket(addr)?.bind(&addr.into()),
+        Socket::Datagram(addr) => std::net::UdpSocket::bind(addr).map(drop),
+    }
+}
+
+/// How to listen on a privileged port.
+fn privileged_hint(port: u16) -> String {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let below = match start {
+        Some(start) if u32::from(port) < start => {
+            format!("ports below {start} (net.ipv4.ip_unprivileged_port_start) need privilege")
+        }
+        _ => "the port needs privilege".to_owned(),
+    };
+    let exe = std::env::current_exe().map_or_else(|_| "weft".into(), |p| p.display().to_string());
+    format!(
+        "{below}; run weft as root, give it the capability (setcap \
+         cap_net_bind_service=+ep {exe}, or AmbientCapabilities=CAP_NET_BIND_SERVICE in a \
+         systemd unit), or choose a port from {}",
+        start.unwrap_or(1024)
+    )
+}
+
+/// " by process 812 (nginx)", " by a process of user 33 this user cannot see", or
+/// nothing when no socket on the port is found.
+fn describe(holders: &[Holder]) -> String {
+    let Some(h) = holders.first() else {
+        return String::new();
+    };
+    match (h.pid, &h.name) {
+        (Some(pid), Some(name)) => format!(" by process {pid} ({name})"),
+        (Some(pid), None) => format!(" by process {pid}"),
+        (None, _) => format!(" by a process of user {} this user cannot see", h.uid),
+    }
+}
+
+/// The processes holding sockets that take `socket`'s port: TCP sockets listening, or UDP
+/// sockets bound, on the port at an address that overlaps its own.
+fn holders(socket: Socket) -> Vec<Holder> {
+    let dual_stack = true; // for naming only: a wider match costs nothing here
+    let taken = |local: SocketAddr, addr: SocketAddr| {
+        local.port() == addr.port() && addresses_overlap(local.ip(), addr.ip(), dual_stack)
+    };
+    let sockets: Vec<(u64, u32)> = match socket {
+        Socket::Stream(addr) => [procfs::net::tcp(), procfs::net::tcp6()]
+            .into_iter()
+            .flat_map(|table| table.unwrap_or_default())
+            .filter(|e| e.state == procfs::net::TcpState::Listen && taken(e.local_address, addr))
+            .map(|e| (e.inode, e.uid))
+            .collect(),
+        Socket::Datagram(addr) => [procfs::net::udp(), procfs::net::udp6()]
+            .into_iter()
+            .flat_map(|table| table.unwrap_or_default())
+            .filter(|e| taken(e.local_address, addr))
+            .map(|e| (e.inode, e.uid))
+            .collect(),
+    };
+    if sockets.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<Holder> = Vec::new();
+    for process in procfs::process::all_processes()
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(fds) = process.fd() else { continue };
+        let holds = fds.flatten().find_map(|fd| match fd.target {
+            procfs::process::FDTarget::Socket(inode) => {
+                sockets.iter().find(|(i, _)| *i == inode).copied()
+            }
+            _ => None,
+        });
+        if let Some((_, uid)) = holds {
+            found.push(Holder {
+                pid: Some(process.pid),
+                name: process.stat().ok().map(|s| s.comm),
+                uid,
+            });
+        }
+    }
+    if found.is_empty() {
+        found.extend(sockets.iter().map(|&(_, uid)| Holder {
+            pid: None,
+            name: None,
+            uid,
+        }));
+    }
+    found
+}
+
+/// How to tell the gateway running this configuration.
+struct Gateway {
+    /// The process writing its history file (its lock says so), when history is a file.
+    writer: Option<u32>,
+    /// The configuration file's identity (device, inode).
+    file: Option<(u64, u64)>,
+}
+
+impl Gateway {
+    fn of(config: &Config, file: &Path) -> Gateway {
+        Gateway {
+            writer: config
+                .store
+                .url
+                .is_none()
+                .then(|| weft_store::Store::writer_pid(&config.store.path))
+                .flatten(),
+            file: identity(file),
+        }
+    }
+
+    /// Whether `holder` is the gateway running this configuration.
+    fn runs(&self, holder: &Holder) -> bool {
+        let Some(pid) = holder.pid else { return false };
+        if u32::try_from(pid).ok() == self.writer {
+            return true;
+        }
+        let Some(file) = self.file else { return false };
+        let Ok(process) = procfs::process::Process::new(pid) else {
+            return false;
+        };
+        let (Ok(args), Ok(cwd)) = (process.cmdline(), process.cwd()) else {
+            return false;
+        };
+        config_argument(&args).is_some_and(|path| identity(&cwd.join(path)) == Some(file))
+    }
+}
+
+/// The file a `weft run` command line names with `--config` or `-c`.
+fn config_argument(args: &[String]) -> Option<PathBuf> {
+    if !args.iter().any(|a| a == "run") {
+        return None;
+    }
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--config" || arg == "-c" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+        if let Some(path) = arg.strip_prefix("-c").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn the_configuration_of_a_run_command_line_is_found_however_it_is_written() {
+        for line in [
+            "weft run --config a.toml",
+            "weft run -c a.toml",
+            "weft run --config=a.toml",
+            "weft --log-format json run -ca.toml",
+        ] {
+            assert_eq!(
+                config_argument(&args(line)),
+                Some(PathBuf::from("a.toml")),
+                "{line}"
+            );
+        }
+        assert_eq!(config_argument(&args("weft check a.toml")), None);
+        assert_eq!(config_argument(&args("weft run")), None);
+    }
+
+    #[test]
+    fn a_port_another_socket_holds_names_its_process() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        assert_eq!(
+            bind_now(Socket::Stream(addr)).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        let found = holders(Socket::Stream(addr));
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert!(
+            found.iter().any(|h| h.pid == Some(me)),
+            "{found:?} should hold {me}"
+        );
+        // The wildcard address's port is the same port.
+        let any = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+        assert!(
+            holders(Socket::Stream(any))
+                .iter()
+                .any(|h| h.pid == Some(me))
+        );
+        drop(held);
+        bind_now(Socket::Stream(addr)).unwrap();
+        assert!(holders(Socket::Stream(addr)).is_empty());
+
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap();
+        assert_eq!(
+            bind_now(Socket::Datagram(addr)).unwrap_err().kind(),
+            io::ErrorKind::AddrInUse
+        );
+        assert!(
+            holders(Socket::Datagram(addr))
+                .iter()
+                .any(|h| h.pid == Some(me))
+        );
+    }
+
+    #[test]
+    fn a_holder_is_described_by_what_can_be_seen_of_it() {
+        let seen = Holder {
+            pid: Some(812),
+            name: Some("nginx".into()),
+            uid: 33,
+        };
+        assert_eq!(describe(&[seen]), " by process 812 (nginx)");
+        let unseen = Holder {
+            pid: None,
+            name: None,
+            uid: 33,
+        };
+        assert_eq!(
+            describe(&[unseen]),
+            " by a process of user 33 this user cannot see"
+        );
+        assert_eq!(describe(&[]), "");
+    }
+}

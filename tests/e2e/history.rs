@@ -1,6 +1,7 @@
 //! History across runs and files: a file an older release wrote is served after an upgrade,
 //! what a killed process left open is closed at the next start, a file deleted at run time
-//! gets its services back, and a second process on a file in use is refused.
+//! gets its services back, a file another program holds locked at start is written once it
+//! is let go, and a second process on a file in use is refused.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -163,6 +164,80 @@ fn connections_a_killed_process_left_open_are_closed_as_process_ended_at_the_nex
         open.iter()
             .all(|c| c["close_reason"].is_null() && !ended.iter().any(|e| e["id"] == c["id"])),
         "{open:?}"
+    );
+}
+
+/// A history file another program holds locked (`sqlite3 weft.db 'BEGIN EXCLUSIVE;'`)
+/// when the gateway starts does not stop it: it serves at once, history reads on (the
+/// file is WAL), what it cannot write is dropped and counted, and once the lock is let go
+/// the file is opened: what a killed process left open is closed then, and new history is
+/// written.
+#[test]
+fn a_history_file_locked_by_another_program_at_start_is_served_without_it_until_let_go() {
+    let mut app = spawn_app();
+    let mut held = TcpStream::connect(app.echo).unwrap();
+    held.write_all(b"x").unwrap();
+    held.read_exact(&mut [0]).unwrap();
+    assert_eventually!(
+        tcp_rows(&app.db) == [(None, None)],
+        "the open connection reaches the file"
+    );
+    let last_id = items(&app, "/api/connections?state=open&limit=100")
+        .iter()
+        .filter_map(|c| c["id"].as_i64())
+        .max()
+        .unwrap();
+    app.signal_and_wait("KILL");
+    drop(held);
+
+    let lock = crate::support::Locked::hold(&app.db);
+    app.restart();
+    let mut during = TcpStream::connect(app.echo).unwrap();
+    during.write_all(b"x").unwrap();
+    during.read_exact(&mut [0]).unwrap();
+    drop(during);
+    // The file is read while locked: numbering goes on above the last run's.
+    let listed = items(&app, "/api/connections?limit=100");
+    assert!(
+        !listed.is_empty() && listed.iter().all(|c| c["id"].as_i64() > Some(last_id)),
+        "ids above {last_id}: {listed:?}"
+    );
+    assert_eventually!(
+        app.metric("weft_store_write_errors_total").unwrap_or(0.0) >= 1.0,
+        "a batch that could not be written is counted\n{}",
+        app.log()
+    );
+    assert!(
+        app.log()
+            .contains("the history file is locked by another program; serving without"),
+        "{}",
+        app.log()
+    );
+    assert_eq!(tcp_rows(&app.db).len(), 1, "nothing written while locked");
+
+    drop(lock);
+    let mut after = TcpStream::connect(app.echo).unwrap();
+    after.write_all(b"x").unwrap();
+    after.read_exact(&mut [0]).unwrap();
+    drop(after);
+    assert_eventually!(
+        {
+            let rows = tcp_rows(&app.db);
+            rows.iter()
+                .any(|(_, why)| why.as_deref() == Some("process_ended"))
+                && rows
+                    .iter()
+                    .any(|(_, why)| why.as_deref() == Some("peer_closed"))
+        },
+        "the killed run's connection is closed and the new one written: {:?}\n{}",
+        tcp_rows(&app.db),
+        app.log()
+    );
+    assert!(
+        app.log()
+            .contains("the history file is free; writing history"),
+        "{}",
+        app.log()
     );
 }
 

@@ -126,18 +126,26 @@ fn holder_text(holder: Option<u32>) -> String {
 }
 
 impl StoreError {
-    /// Whether the query could not run because another connection holds the file locked
-    /// (SQLite's `BUSY` or `LOCKED`, with their extended codes), every reader was busy, or
-    /// other searches were: trying again later may succeed.
+    /// Whether the query, or opening or migrating the file, could not run because another
+    /// connection holds the file locked (SQLite's `BUSY` or `LOCKED`, with their extended
+    /// codes), every reader was busy, or other searches were: trying again later may succeed.
     pub fn is_busy(&self) -> bool {
         const SQLITE_BUSY: i32 = 5;
         const SQLITE_LOCKED: i32 = 6;
-        match self {
-            Self::Query(sqlx::Error::PoolTimedOut) | Self::SearchBusy(_) => true,
-            Self::Query(sqlx::Error::Database(e)) => e
+        let locked = |e: &sqlx::Error| match e {
+            sqlx::Error::Database(e) => e
                 .code()
                 .and_then(|c| c.parse::<i32>().ok())
                 .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+            _ => false,
+        };
+        match self {
+            Self::Query(sqlx::Error::PoolTimedOut) | Self::SearchBusy(_) => true,
+            Self::Query(e) | Self::Open { source: e, .. } => locked(e),
+            Self::Migrate {
+                source: sqlx::migrate::MigrateError::Execute(e),
+                ..
+            } => locked(e),
             _ => false,
         }
     }

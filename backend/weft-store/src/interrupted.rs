@@ -87,6 +87,26 @@ pub(crate) struct Closed {
     pub(crate) chains: u64,
 }
 
+/// Closes what a process that did not stop cleanly left open ([`close_left_open`]), and
+/// says so in the log; a failure is logged too, and leaves those rows open until a later
+/// start closes them (history still works).
+pub(crate) async fn close_what_was_left_open(pool: &Pool, instance: &str, location: &str) {
+    match close_left_open(pool, instance).await {
+        Ok(closed) if closed != Closed::default() => tracing::warn!(
+            path = %location,
+            connections = closed.connections,
+            chains = closed.chains,
+            "the previous process did not stop cleanly; closed what it left open"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            path = %location,
+            %error,
+            "cannot close the rows the previous process left open"
+        ),
+    }
+}
+
 /// Closes every connection of `instance` left open and ends every chain it left pending, in
 /// one transaction. Reads only, and takes no write lock, when there are none.
 pub(crate) async fn close_left_open(pool: &Pool, instance: &str) -> Result<Closed, sqlx::Error> {

@@ -133,39 +133,48 @@ impl Store {
     /// [`PROCESS_ENDED`], so they show as closed and retention can prune them. In a shared
     /// database only this instance's rows are closed so: instance names must be unique in a
     /// fleet.
+    ///
+    /// A file another program holds locked (a `sqlite3` shell in a write transaction, a
+    /// `VACUUM`) for longer than [`StoreOptions::busy_timeout`] does not stop the open:
+    /// the store starts with a read pool that connects when asked (a WAL file can still be
+    /// read), and its writer migrates and opens the file with its first batch that finds
+    /// the lock gone; the batches before are dropped and counted, as when the file is
+    /// locked later.
     pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
-        let (lock, pool) = match &options.url {
+        let (lock, pool, opened) = match &options.url {
             Some(url) => {
                 let pool =
                     backend::open_pg_pool(url, options.busy_timeout, options.max_readers).await?;
-                (None, Pool::Postgres(pool))
+                (None, Pool::Postgres(pool), writer::Opened::Now)
             }
             None => {
                 let lock = lock::WriterLock::acquire(&options.path)?;
-                let pool =
-                    schema::open_pool(&options.path, options.busy_timeout, options.max_readers)
-                        .await?;
-                (Some(lock), Pool::Sqlite(pool))
+                let path = &options.path;
+                match schema::open_pool(path, options.busy_timeout, options.max_readers).await {
+                    Ok(pool) => (Some(lock), Pool::Sqlite(pool), writer::Opened::Now),
+                    Err(error) if error.is_busy() => {
+                        tracing::warn!(
+                            path = %path.display(),
+                            %error,
+                            "the history file is locked by another program; serving without \
+                             writing history until it is let go (tried with each batch)"
+                        );
+                        let pool =
+                            schema::lazy_read_pool(path, options.busy_timeout, options.max_readers);
+                        (Some(lock), Pool::Sqlite(pool), writer::Opened::Later)
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         };
-        match interrupted::close_left_open(&pool, &options.instance).await {
-            Ok(closed) if closed != interrupted::Closed::default() => tracing::warn!(
-                path = %options.location(),
-                connections = closed.connections,
-                chains = closed.chains,
-                "the previous process did not stop cleanly; closed what it left open"
-            ),
-            Ok(_) => {}
-            // History still works; those rows stay open until a later start closes them.
-            Err(error) => tracing::warn!(
-                path = %options.location(),
-                %error,
-                "cannot close the rows the previous process left open"
-            ),
+        if opened == writer::Opened::Now {
+            interrupted::close_what_was_left_open(&pool, &options.instance, &options.location())
+                .await;
         }
         let pools = Arc::new(PoolCell::new(pool));
         let stats = Arc::new(StoreStats::default());
-        let (writer, task) = writer::create(&options, stats.clone(), pools.clone(), lock).await?;
+        let (writer, task) =
+            writer::create(&options, stats.clone(), pools.clone(), lock, opened).await?;
         let writer_task = tokio::spawn(task.run());
         let (stop_retention, stop) = watch::channel(false);
         let retention_task = tokio::spawn(retention::run(

@@ -84,6 +84,16 @@ pub(crate) async fn open_pool(
         .map_err(open_error)
 }
 
+/// A read pool on `path` that connects only when a query asks: for a file another program
+/// holds locked at start, whose readers may still read (WAL) while nothing can be written.
+pub(crate) fn lazy_read_pool(path: &Path, busy_timeout: Duration, max_readers: u32) -> SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(max_readers.max(1))
+        .min_connections(0)
+        .acquire_timeout(busy_timeout)
+        .connect_lazy_with(read_options(path, busy_timeout))
+}
+
 /// Migrations that were once applied under another version: `(was, is)`. The tasks
 /// migration was on main as 5 for a few hours (0988742 to 8124595), withdrawn, and landed
 /// again as 7, the same statements byte for byte. A file from those hours records 5, which

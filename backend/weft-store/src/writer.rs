@@ -180,6 +180,10 @@ pub(crate) struct WriterTask {
     conn: Option<Conn>,
     /// The file `conn` and the read pool were opened on.
     file: Option<FileId>,
+    /// `Later` until the writer has opened a file that was locked at start.
+    opened: Opened,
+    /// The instance whose rows an earlier process left open are closed at a late open.
+    instance: String,
     /// Set by the first error of a burst, cleared by the next success; errors are logged only
     /// when it flips, so a broken disk produces two log lines, not thousands.
     failing: bool,
@@ -187,12 +191,23 @@ pub(crate) struct WriterTask {
     lock: Option<WriterLock>,
 }
 
-/// Creates the queue and the task (not yet spawned) on an already migrated file.
+/// Whether the store's file was opened and migrated before the writer was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opened {
+    Now,
+    /// Another program held it locked: the writer's first batch to find it free migrates
+    /// it, closes what an earlier process left open, and opens it.
+    Later,
+}
+
+/// Creates the queue and the task (not yet spawned), on a file already migrated unless
+/// `opened` says it is left to the writer.
 pub(crate) async fn create(
     options: &StoreOptions,
     stats: Arc<StoreStats>,
     pools: Arc<PoolCell>,
     lock: Option<WriterLock>,
+    opened: Opened,
 ) -> Result<(Writer, WriterTask), StoreError> {
     let postgres = match &options.url {
         Some(url) => Some((url.clone(), backend::pg_options(url)?)),
@@ -200,15 +215,18 @@ pub(crate) async fn create(
     };
     let (conn, dialect) = match &postgres {
         Some((url, pg)) => (
-            Conn::Postgres(backend::open_pg_connection(pg, url, options.busy_timeout).await?),
+            Some(Conn::Postgres(
+                backend::open_pg_connection(pg, url, options.busy_timeout).await?,
+            )),
             Dialect::Postgres,
         ),
-        None => (
-            Conn::Sqlite(
-                schema::open_writer_connection(&options.path, options.busy_timeout).await?,
-            ),
-            Dialect::Sqlite,
-        ),
+        None if opened == Opened::Later => (None, Dialect::Sqlite),
+        // Locked again since it was migrated: the first batch opens the connection.
+        None => match schema::open_writer_connection(&options.path, options.busy_timeout).await {
+            Ok(conn) => (Some(Conn::Sqlite(conn)), Dialect::Sqlite),
+            Err(e) if e.is_busy() => (None, Dialect::Sqlite),
+            Err(e) => return Err(e),
+        },
     };
     let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
     let catalog = Arc::new(Catalog::default());
@@ -228,8 +246,13 @@ pub(crate) async fn create(
         catalog: catalog.clone(),
         marked: 0,
         complete: complete.clone(),
-        conn: Some(conn),
-        file: FileId::of(&options.path),
+        conn,
+        file: match opened {
+            Opened::Now => FileId::of(&options.path),
+            Opened::Later => None,
+        },
+        opened,
+        instance: options.instance.clone(),
         failing: false,
         lock,
     };
@@ -457,6 +480,7 @@ impl WriterTask {
     /// The path no longer names the file we opened: let go of the old one, then create, migrate and
     /// open the new one, and hand readers a pool on it.
     async fn recreate(&mut self) -> Result<(), StoreError> {
+        let late = self.opened == Opened::Later;
         if self.file.is_some() {
             tracing::warn!(
                 path = %self.path.display(),
@@ -468,16 +492,27 @@ impl WriterTask {
             conn.close().await;
         }
         // Closing the last connection to a deleted file removes its WAL; anything left beside a
-        // missing file is stale and must not be replayed into the new one.
+        // missing file is stale and must not be replayed into the new one. A file locked at
+        // start is the same file: its readers go on reading until the new pool is in.
         let old = self.pools.get();
-        old.close().await;
+        if !late {
+            old.close().await;
+        }
         if !self.path.exists() {
             for sidecar in schema::sidecar_paths(&self.path) {
                 let _ = std::fs::remove_file(sidecar);
             }
         }
-        let pool = schema::open_pool(&self.path, self.busy_timeout, self.max_readers).await?;
-        self.pools.replace(crate::backend::Pool::Sqlite(pool));
+        let pool = crate::backend::Pool::Sqlite(
+            schema::open_pool(&self.path, self.busy_timeout, self.max_readers).await?,
+        );
+        // Before this process writes a row: what is open in the file now, an earlier
+        // process left (a file locked at start; one put back in place of the deleted one).
+        crate::interrupted::close_what_was_left_open(&pool, &self.instance, &self.location).await;
+        self.pools.replace(pool);
+        if late {
+            old.close().await;
+        }
         let mut conn =
             Conn::Sqlite(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
         let services: Vec<Record> = self
@@ -489,7 +524,12 @@ impl WriterTask {
         self.sql.write(&mut conn, &services).await?;
         self.conn = Some(conn);
         self.file = FileId::of(&self.path);
-        self.stats.add_reopen();
+        if late {
+            self.opened = Opened::Now;
+            tracing::info!(path = %self.location, "the history file is free; writing history");
+        } else {
+            self.stats.add_reopen();
+        }
         Ok(())
     }
 }

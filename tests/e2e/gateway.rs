@@ -253,6 +253,64 @@ fn udp_echo_does_not_answer_a_service_that_would_answer_back() {
     assert_eq!(&buf[..n], b"hello");
 }
 
+/// UDP echo answers one address at most 1,000 times a second (after a burst of as many):
+/// an address forged to aim its answers at a victim, or an echo on another host set
+/// against this one, gets no more. The rest are dropped and counted, and another address
+/// is echoed as ever meanwhile.
+#[test]
+fn udp_echo_answers_one_address_at_most_its_echoes_a_second() {
+    let app = spawn_app();
+    let dropped = || {
+        app.metric(r#"weft_errors_total{kind="datagram_dropped",service="echo"}"#)
+            .unwrap_or(0.0)
+    };
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let reader = flood.try_clone().unwrap();
+    let answers = std::thread::spawn(move || {
+        let mut buf = [0; 64];
+        let mut n = 0;
+        while reader.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    // 4,000 in about 0.4 s, paced so that no socket buffer drops any: the budget allows
+    // 1,000 at once and 1,000 a second more.
+    let started = std::time::Instant::now();
+    for i in 0..4_000 {
+        flood.send_to(b"aimed", app.echo).unwrap();
+        if i % 40 == 0 {
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    }
+    let took = started.elapsed();
+    // Meanwhile another address is echoed.
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    other.send_to(b"hello", app.echo).unwrap();
+    let mut buf = [0; 64];
+    let (n, _) = other.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+
+    let answered = answers.join().unwrap();
+    let allowed = 1_000 + (took.as_secs_f64() * 1_000.0).ceil() as usize + 50;
+    assert!(
+        (1_000..=allowed).contains(&answered),
+        "{answered} echoes in {took:?}, at most {allowed} allowed"
+    );
+    assert_eventually!(
+        dropped() as usize == 4_000 - answered,
+        "every datagram not echoed is counted: {} of {}",
+        dropped(),
+        4_000 - answered
+    );
+}
+
 /// A reload or a log rotation signalled while the gateway is still reading its
 /// configuration (here a zone of 200,000 records, a second or more) does not end it:
 /// SIGHUP and SIGUSR1 end a process that has no handler for them yet.

@@ -860,7 +860,7 @@ fn a_privileged_port_this_user_may_not_bind_is_refused_by_check_and_run() {
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let as_user = |command: &str| {
+    let as_user = |args: &[&str]| {
         let root = std::fs::read_to_string("/proc/self/status")
             .unwrap()
             .lines()
@@ -873,14 +873,13 @@ fn a_privileged_port_this_user_may_not_bind_is_refused_by_check_and_run() {
         } else {
             Command::new(weft_bin())
         };
-        let flag = if command == "run" { "--config" } else { "--" };
-        c.args([command, flag])
+        c.args(args)
             .arg(&path)
             .stdin(Stdio::null())
             .output()
             .unwrap()
     };
-    let checked = as_user("check");
+    let checked = as_user(&["check", "--"]);
     let said = String::from_utf8_lossy(&checked.stderr);
     assert_eq!(checked.status.code(), Some(1), "{said}");
     for part in [
@@ -890,7 +889,15 @@ fn a_privileged_port_this_user_may_not_bind_is_refused_by_check_and_run() {
     ] {
         assert!(said.contains(part), "{part}: {said}");
     }
-    let ran = as_user("run");
+    // Checked elsewhere than where it runs, the ports are left alone.
+    let elsewhere = as_user(&["check", "--no-ports", "--"]);
+    assert_eq!(
+        elsewhere.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&elsewhere.stderr)
+    );
+    let ran = as_user(&["run", "--config"]);
     let stderr = String::from_utf8_lossy(&ran.stderr);
     assert_eq!(ran.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Permission denied"), "{stderr}");

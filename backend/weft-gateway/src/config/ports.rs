@@ -103,16 +103,24 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
 }
 
 /// The TCP and UDP listeners of `config` with a port of their own (port 0 is any free
-/// one), the dashboard's first.
+/// one): the dashboard's, the services', and the demo's upstreams' with `[demo] traffic`.
 fn listeners(config: &Config) -> Vec<Listener<'_>> {
-    let dashboard = std::iter::once((&config.dashboard.listen, "dashboard.listen".to_owned()));
+    let dashboard = std::iter::once((
+        config.dashboard.listen.as_str(),
+        "dashboard.listen".to_owned(),
+    ));
     let services = config.services.iter().enumerate().flat_map(|(i, s)| {
         s.listen
             .iter()
-            .map(move |l| (l, format!("service[{i}] ({})", s.name)))
+            .map(move |l| (l.as_str(), format!("service[{i}] ({})", s.name)))
     });
+    let demo = crate::demo::LISTENERS
+        .iter()
+        .filter(|_| config.demo.traffic)
+        .map(|(endpoint, what)| (*endpoint, format!("demo.traffic (the demo's {what})")));
     dashboard
         .chain(services)
+        .chain(demo)
         .filter_map(|(endpoint, owner)| {
             let socket = match endpoint.parse().ok()? {
                 ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
@@ -352,6 +360,34 @@ mod tests {
             holders(Socket::Datagram(addr))
                 .iter()
                 .any(|h| h.pid == Some(me))
+        );
+    }
+
+    #[test]
+    fn the_listeners_tried_are_the_dashboard_s_the_services_and_the_demo_s() {
+        let config = Config::parse(
+            "weft.toml",
+            "[dashboard]\nlisten = \"tcp:9999:interface=127.0.0.1\"\n[demo]\ntraffic = true\n\
+             [[service]]\nname = \"e\"\nkind = \"echo\"\n\
+             listen = [\"tcp:7000:interface=127.0.0.1\", \"udp:7000:interface=127.0.0.1\", \"tcp:0\"]\n",
+        )
+        .unwrap();
+        let listeners = listeners(&config);
+        let tried: Vec<(&str, Socket)> = listeners
+            .iter()
+            .map(|l| (l.owner.as_str(), l.socket))
+            .map(|(o, s)| (o.split(' ').next().unwrap(), s))
+            .collect();
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        assert_eq!(
+            tried,
+            [
+                ("dashboard.listen", Socket::Stream(at(9999))),
+                ("service[0]", Socket::Stream(at(7000))),
+                ("service[0]", Socket::Datagram(at(7000))),
+                ("demo.traffic", Socket::Stream(at(8081))),
+                ("demo.traffic", Socket::Datagram(at(5354))),
+            ]
         );
     }
 

@@ -506,9 +506,12 @@ impl WriterTask {
         let pool = crate::backend::Pool::Sqlite(
             schema::open_pool(&self.path, self.busy_timeout, self.max_readers).await?,
         );
-        // Before this process writes a row: what is open in the file now, an earlier
-        // process left (a file locked at start; one put back in place of the deleted one).
-        crate::interrupted::close_what_was_left_open(&pool, &self.instance, &self.location).await;
+        // A file locked at start, before this process writes a row: what is open in it
+        // now, an earlier process left, as an open at start would have closed.
+        if late {
+            crate::interrupted::close_what_was_left_open(&pool, &self.instance, &self.location)
+                .await;
+        }
         self.pools.replace(pool);
         if late {
             old.close().await;

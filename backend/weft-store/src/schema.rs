@@ -73,12 +73,7 @@ pub(crate) async fn open_pool(
         path: path.to_owned(),
         source,
     })?;
-    // A query waits for a free reader no longer than for a lock: a view over a busy pool
-    // degrades in seconds rather than sqlx's default of 30.
-    SqlitePoolOptions::new()
-        .max_connections(max_readers.max(1))
-        .min_connections(0)
-        .acquire_timeout(busy_timeout)
+    read_pool_options(busy_timeout, max_readers)
         .connect_with(read_options(path, busy_timeout))
         .await
         .map_err(open_error)
@@ -87,11 +82,16 @@ pub(crate) async fn open_pool(
 /// A read pool on `path` that connects only when a query asks: for a file another program
 /// holds locked at start, whose readers may still read (WAL) while nothing can be written.
 pub(crate) fn lazy_read_pool(path: &Path, busy_timeout: Duration, max_readers: u32) -> SqlitePool {
+    read_pool_options(busy_timeout, max_readers).connect_lazy_with(read_options(path, busy_timeout))
+}
+
+/// The read pool's settings. A query waits for a free reader no longer than for a lock: a
+/// view over a busy pool degrades in seconds rather than sqlx's default of 30.
+fn read_pool_options(busy_timeout: Duration, max_readers: u32) -> SqlitePoolOptions {
     SqlitePoolOptions::new()
         .max_connections(max_readers.max(1))
         .min_connections(0)
         .acquire_timeout(busy_timeout)
-        .connect_lazy_with(read_options(path, busy_timeout))
 }
 
 /// Migrations that were once applied under another version: `(was, is)`. The tasks

@@ -31,6 +31,14 @@ enum Socket {
     Datagram(SocketAddr),
 }
 
+impl Socket {
+    fn addr(self) -> SocketAddr {
+        match self {
+            Socket::Stream(a) | Socket::Datagram(a) => a,
+        }
+    }
+}
+
 /// A process holding a port, as far as this user can see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Holder {
@@ -52,9 +60,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
             owner,
             socket,
         } = &listener;
-        let addr = match socket {
-            Socket::Stream(a) | Socket::Datagram(a) => *a,
-        };
+        let addr = socket.addr();
         match bind_now(*socket) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -129,8 +135,7 @@ fn listeners(config: &Config) -> Vec<Listener<'_>> {
                 ServerEndpoint::Udp { addr } => Socket::Datagram(addr),
                 _ => return None,
             };
-            let (Socket::Stream(addr) | Socket::Datagram(addr)) = socket;
-            (addr.port() != 0).then_some(Listener {
+            (socket.addr().port() != 0).then_some(Listener {
                 endpoint,
                 owner,
                 socket,

@@ -766,6 +766,47 @@ fn check_refuses_a_history_file_run_could_not_open() {
     );
 }
 
+/// A history file holding another program's tables is refused by `check` and by `run`,
+/// in the same words, and left as it was: `run` must not migrate weft's tables into it.
+#[test]
+fn a_history_file_of_another_program_is_refused_by_check_and_run_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("other.db");
+    // An empty file is a new database to SQLite.
+    std::fs::write(&db, b"").unwrap();
+    crate::support::query(&db, async |c| {
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    });
+    let tables = || -> Vec<String> {
+        crate::support::query(&db, async |c| {
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .fetch_all(c)
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!(tables(), ["t"]);
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n{}",
+        free_port(),
+        db.display(),
+        echo(&format!("\"tcp:{}:interface=127.0.0.1\"", free_port()))
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &["store.path: ", "holds another program's tables"],
+    );
+    assert_eq!(tables(), ["t"], "the file is left as it was");
+}
+
 /// A listener whose port another program holds: `check` refuses it naming the program,
 /// and `run` says so once, each cause given once.
 #[test]

@@ -112,6 +112,9 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
     if file.is_none() {
         tracing::info!("no --config given: running the built-in demo configuration");
     }
+    if let Some(path) = &file {
+        check_history_file(&config, path)?;
+    }
     let source = match file {
         Some(path) => Source::File(path),
         None => Source::Demo,
@@ -119,10 +122,10 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
     app::run(&config, source).context("cannot run the gateway")
 }
 
-fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
-    let config = Config::load(file)?;
-    // What opening the history file would refuse (not a database, another program's,
-    // written by a later weft), found read only: `run` finds it by opening the file.
+/// What opening the history file would refuse (not a database, another program's tables,
+/// written by a later weft), found read only, for `check` and for `run` before it binds
+/// anything, in the same words.
+fn check_history_file(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
     if config.store.url.is_none() && config.store.path.exists() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -131,6 +134,12 @@ fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
             .block_on(weft_store::Store::check_file(&config.store.path))
             .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display()))?;
     }
+    Ok(())
+}
+
+fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
+    let config = Config::load(file)?;
+    check_history_file(&config, file)?;
     // The ports, tried now: privileged ones this process may not bind, and ones another
     // program holds, are refused; ones the gateway running this file holds are noted.
     let notes = match ports {

@@ -134,6 +134,10 @@ impl Store {
     /// database only this instance's rows are closed so: instance names must be unique in a
     /// fleet.
     ///
+    /// An existing file holding another program's tables, or migrated by a later weft, is
+    /// refused ([`StoreError::Foreign`], [`StoreError::Later`]) before anything is written
+    /// to it.
+    ///
     /// A file another program holds locked (a `sqlite3` shell in a write transaction, a
     /// `VACUUM`) for longer than [`StoreOptions::busy_timeout`] does not stop the open:
     /// the store starts with a read pool that connects when asked (a WAL file can still be
@@ -150,6 +154,14 @@ impl Store {
             None => {
                 let lock = lock::WriterLock::acquire(&options.path)?;
                 let path = &options.path;
+                // Another program's tables, or a later weft's schema, are left untouched
+                // (read only; a file locked for writing can still be read).
+                if path.exists()
+                    && let Err(error) = schema::check_file(path).await
+                    && !error.is_busy()
+                {
+                    return Err(error);
+                }
                 match schema::open_pool(path, options.busy_timeout, options.max_readers).await {
                     Ok(pool) => (Some(lock), Pool::Sqlite(pool), writer::Opened::Now),
                     Err(error) if error.is_busy() => {

@@ -379,3 +379,28 @@ fn a_killed_writer_leaves_a_clean_file() {
         store.shutdown().await.unwrap();
     });
 }
+
+#[tokio::test]
+async fn a_file_of_another_program_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE t (x)")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other.close().await.unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    let error = Store::open(&path).await.unwrap_err();
+    assert!(
+        matches!(error, weft_store::StoreError::Foreign { .. }),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "not migrated");
+}

@@ -943,3 +943,45 @@ fn a_privileged_port_this_user_may_not_bind_is_refused_by_check_and_run() {
     assert_eq!(ran.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Permission denied"), "{stderr}");
 }
+
+/// A unix socket another process listens on is refused by `check`, naming the process,
+/// and by `run`, which leaves it to its owner rather than replacing it as a stale file.
+#[test]
+fn a_unix_socket_another_process_serves_is_refused_by_check_and_run_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let live = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!("\"unix:{}\"", sock.display()))
+    );
+    let path = dir.path().join("weft.toml");
+    std::fs::write(&path, config).unwrap();
+    let checked = crate::support::weft_check([&path]);
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert_eq!(checked.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "cannot listen: the unix socket {} is in use by process {} (",
+            sock.display(),
+            std::process::id()
+        )),
+        "{said}"
+    );
+    let out = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another process listens on {}", sock.display())),
+        "{stderr}"
+    );
+    // Still the test's: a client reaches it.
+    std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    live.accept().unwrap();
+}

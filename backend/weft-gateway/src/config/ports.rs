@@ -71,32 +71,13 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                let holders = holders(*socket);
                 let what = match socket {
                     Socket::Stream(_) => "TCP",
                     Socket::Datagram(_) => "UDP",
                 };
                 let port = format!("{what} port {} on {}", addr.port(), addr.ip());
-                if let Some(h) = holders.iter().find(|h| ours.runs(h)) {
-                    notes.push(format!(
-                        "{owner}: {endpoint:?}: {port} is held by process {}, the gateway \
-                         running this configuration (a reload keeps it)",
-                        h.pid.unwrap_or_default()
-                    ));
-                } else if holders.iter().all(|h| h.pid.is_none())
-                    && let Some(pid) = ours.writer
-                {
-                    notes.push(format!(
-                        "{owner}: {endpoint:?}: {port} is in use by a process this user cannot \
-                         see; process {pid}, which writes this configuration's history, may be it"
-                    ));
-                } else {
-                    return Err(format!(
-                        "{owner}: {endpoint:?}: cannot listen: {port} is in use{}; stop it or \
-                         choose another port",
-                        describe(&holders)
-                    ));
-                }
+                let at = format!("{owner}: {endpoint:?}");
+                in_use(&at, &port, &holders(*socket), &ours, &mut notes)?;
             }
             Err(e) => {
                 return Err(format!(
@@ -105,7 +86,69 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
             }
         }
     }
+    for (endpoint, owner, path) in unix_listeners(config) {
+        if path.exists() && weft::net::unix_socket_served(&path) {
+            let socket = format!("the unix socket {}", path.display());
+            let at = format!("{owner}: {endpoint:?}");
+            in_use(&at, &socket, &unix_holders(&path), &ours, &mut notes)?;
+        }
+    }
     Ok(notes)
+}
+
+/// A listener `at` whose `socket` (a port, a socket file) `holders` hold: noted when the
+/// gateway running this configuration is one of them, refused naming them otherwise.
+fn in_use(
+    at: &str,
+    socket: &str,
+    holders: &[Holder],
+    ours: &Gateway,
+    notes: &mut Vec<String>,
+) -> Result<(), String> {
+    if let Some(h) = holders.iter().find(|h| ours.runs(h)) {
+        notes.push(format!(
+            "{at}: {socket} is held by process {}, the gateway running this configuration \
+             (a reload keeps it)",
+            h.pid.unwrap_or_default()
+        ));
+        Ok(())
+    } else if holders.iter().all(|h| h.pid.is_none())
+        && let Some(pid) = ours.writer
+    {
+        notes.push(format!(
+            "{at}: {socket} is in use by a process this user cannot see; process {pid}, which \
+             writes this configuration's history, may be it"
+        ));
+        Ok(())
+    } else {
+        Err(format!(
+            "{at}: cannot listen: {socket} is in use{}; stop it or choose another {}",
+            describe(holders),
+            if socket.starts_with("the unix") {
+                "path"
+            } else {
+                "port"
+            }
+        ))
+    }
+}
+
+/// The unix listeners of `config`'s services: endpoint, owner, path.
+fn unix_listeners(config: &Config) -> Vec<(&str, String, PathBuf)> {
+    config
+        .services
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.listen
+                .iter()
+                .map(move |l| (l.as_str(), format!("service[{i}] ({})", s.name)))
+        })
+        .filter_map(|(endpoint, owner)| match endpoint.parse().ok()? {
+            ServerEndpoint::Unix { path, .. } => Some((endpoint, owner, path)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The TCP and UDP listeners of `config` with a port of their own (port 0 is any free
@@ -186,6 +229,17 @@ fn describe(holders: &[Holder]) -> String {
     }
 }
 
+/// The processes holding a listening unix socket bound to `path`.
+fn unix_holders(path: &Path) -> Vec<Holder> {
+    let sockets: Vec<(u64, u32)> = procfs::net::unix()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.path.as_deref() == Some(path))
+        .map(|e| (e.inode, 0))
+        .collect();
+    owners(&sockets)
+}
+
 /// The processes holding sockets that take `socket`'s port: TCP sockets listening, or UDP
 /// sockets bound, on the port at an address that overlaps its own.
 fn holders(socket: Socket) -> Vec<Holder> {
@@ -207,6 +261,12 @@ fn holders(socket: Socket) -> Vec<Holder> {
             .map(|e| (e.inode, e.uid))
             .collect(),
     };
+    owners(&sockets)
+}
+
+/// The processes holding any of `sockets` (inode, owner's uid); when none can be seen, one
+/// holder of unknown process for each socket.
+fn owners(sockets: &[(u64, u32)]) -> Vec<Holder> {
     if sockets.is_empty() {
         return Vec::new();
     }

@@ -150,10 +150,17 @@ pub(super) fn bind_unix(
     backlog: u32,
 ) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    // A stale socket file from a previous run would make bind fail; remove only sockets.
+    // A stale socket file from a previous run would make bind fail; remove only sockets,
+    // and only one nobody listens on: another program's live socket is its own.
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_socket()
     {
+        if unix_socket_served(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another process listens on {}", path.display()),
+            ));
+        }
         std::fs::remove_file(path)?;
     }
     let socket = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
@@ -164,6 +171,25 @@ pub(super) fn bind_unix(
     socket.listen(effective_backlog(backlog))?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Whether a process listens on the unix socket at `path`: a connection to it is taken
+/// (or its backlog is full). A refused one is a socket file left behind.
+pub fn unix_socket_served(path: &std::path::Path) -> bool {
+    let Ok(socket) = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+    else {
+        return false;
+    };
+    let Ok(addr) = socket2::SockAddr::unix(path) else {
+        return false;
+    };
+    if socket.set_nonblocking(true).is_err() {
+        return false;
+    }
+    match socket.connect(&addr) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    }
 }
 
 impl Reactor {
@@ -479,5 +505,25 @@ impl Serve for Box<dyn Protocol> {
         transport: Transport,
     ) -> impl Future {
         super::run(reactor, io, transport, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unix_socket_another_listener_serves_is_left_to_it_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let refused = bind_unix(&path, None, 16).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::AddrInUse, "{refused}");
+        assert!(unix_socket_served(&path), "still the other listener's");
+        drop(live);
+        // The file stays behind: stale, so it is replaced.
+        assert!(path.exists() && !unix_socket_served(&path));
+        let _ours = bind_unix(&path, None, 16).unwrap();
+        assert!(unix_socket_served(&path));
     }
 }

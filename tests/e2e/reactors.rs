@@ -417,3 +417,64 @@ fn write_config(dir: &Path, gateway: &str) -> std::path::PathBuf {
     .unwrap();
     file
 }
+
+/// Several reactors bind each port with `SO_REUSEPORT`, which would share a port with
+/// another process that set it too, splitting its traffic without a word: the first
+/// reactor makes sure no other process holds the port, and `run` refuses one that does.
+#[test]
+fn a_port_another_process_shares_out_with_so_reuseport_is_refused_not_shared() {
+    use socket2::{Domain, Socket, Type};
+    let dir = tempfile::tempdir().unwrap();
+    let shared = |kind: Type| {
+        let s = Socket::new(Domain::IPV4, kind, None).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        s
+    };
+    let tcp = shared(Type::STREAM);
+    tcp.listen(16).unwrap();
+    let udp = shared(Type::DGRAM);
+    for (socket, transport) in [(&tcp, "tcp"), (&udp, "udp")] {
+        let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+        let file = write_config(
+            dir.path(),
+            &format!(
+                "[gateway]\nreactors = 2\n[[service]]\nname = \"e\"\nkind = \"echo\"\n\
+                 listen = \"{transport}:{port}:interface=127.0.0.1\"\n"
+            ),
+        );
+        let log = dir.path().join("run.log");
+        let mut run = std::process::Command::new(crate::support::weft_bin())
+            .args(["run", "--config"])
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = run.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = run.kill();
+                let _ = run.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(1),
+            "{transport}: still serving, sharing the port: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "cannot listen on {transport}:{port}:interface=127.0.0.1: Address already in use"
+            )),
+            "{transport}: {stderr}"
+        );
+    }
+}

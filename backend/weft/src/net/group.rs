@@ -26,6 +26,8 @@ struct GroupState {
     bound: HashMap<(bool, SocketAddr), SocketAddr>,
     /// The first reactor's unix listeners, by path.
     unix: HashMap<PathBuf, UnixListener>,
+    /// The (udp?, address) pairs a reactor of the pool has bound.
+    claimed: std::collections::HashSet<(bool, SocketAddr)>,
 }
 
 impl PortGroup {
@@ -52,6 +54,26 @@ impl PortGroup {
         }
     }
 
+    /// Binds `addr` for one reactor with `bind` (a socket with `SO_REUSEPORT`). The first
+    /// of the pool to bind an address first makes sure no other process holds it
+    /// (`probe`: a bind without the flag, let go at once), or `SO_REUSEPORT` would share
+    /// the port with that process, splitting its traffic, without a word.
+    pub(crate) fn bind_shared<T>(
+        &self,
+        udp: bool,
+        addr: SocketAddr,
+        probe: impl FnOnce() -> io::Result<()>,
+        bind: impl FnOnce() -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut state = self.lock();
+        if addr.port() != 0 && !state.claimed.contains(&(udp, addr)) {
+            probe()?;
+        }
+        let bound = bind()?;
+        state.claimed.insert((udp, addr));
+        Ok(bound)
+    }
+
     /// A duplicate of the listener an earlier reactor bound at `path`.
     pub(crate) fn unix(&self, path: &Path) -> Option<io::Result<UnixListener>> {
         self.lock().unix.get(path).map(UnixListener::try_clone)
@@ -73,6 +95,20 @@ pub(crate) fn current() -> Option<Arc<PortGroup>> {
 /// Makes `group` this thread's (the pool calls it before the thread's reactor exists).
 pub(crate) fn install(group: Option<Arc<PortGroup>>) {
     crate::context::with(|cx| *cx.port_group.borrow_mut() = group);
+}
+
+/// Binds a UDP socket on `addr` as a pool's socket is bound but without `SO_REUSEPORT`, and
+/// lets it go: whether another process holds the port (see [`PortGroup::bind_shared`]).
+pub(crate) fn probe_udp(addr: SocketAddr) -> io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
 }
 
 /// A UDP socket on `addr`, with `SO_REUSEPORT` when `reuse_port`.

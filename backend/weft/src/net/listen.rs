@@ -403,7 +403,16 @@ pub(super) fn bind_stream(
                 }
                 ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
                     let at = group.as_ref().map_or(*addr, |g| g.resolve(false, *addr));
-                    let l = bind_tcp(at, backlog, group.is_some()).map_err(bind_err)?;
+                    let l = match &group {
+                        Some(g) => g.bind_shared(
+                            false,
+                            at,
+                            || tcp_listening_socket(at)?.bind(&at.into()),
+                            || bind_tcp(at, backlog, true),
+                        ),
+                        None => bind_tcp(at, backlog, false),
+                    }
+                    .map_err(bind_err)?;
                     if let Some(group) = &group {
                         group.record(false, *addr, l.local_addr().map_err(bind_err)?);
                     }

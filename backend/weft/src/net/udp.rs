@@ -322,7 +322,16 @@ impl Reactor {
                     Role::Client => None,
                 };
                 let at = group.as_ref().map_or(addr, |g| g.resolve(true, addr));
-                let std_socket = super::group::bind_udp(at, group.is_some()).map_err(bind_err)?;
+                let std_socket = match &group {
+                    Some(g) => g.bind_shared(
+                        true,
+                        at,
+                        || super::group::probe_udp(at),
+                        || super::group::bind_udp(at, true),
+                    ),
+                    None => super::group::bind_udp(at, false),
+                }
+                .map_err(bind_err)?;
                 if let Some(group) = &group {
                     group.record(true, addr, std_socket.local_addr().map_err(bind_err)?);
                 }

@@ -54,23 +54,24 @@ impl PortGroup {
         }
     }
 
-    /// Binds `addr` for one reactor with `bind` (a socket with `SO_REUSEPORT`). The first
-    /// of the pool to bind an address first makes sure no other process holds it
-    /// (`probe`: a bind without the flag, let go at once), or `SO_REUSEPORT` would share
-    /// the port with that process, splitting its traffic, without a word.
+    /// Binds the address `asked` for one reactor with `bind` (a socket with
+    /// `SO_REUSEPORT`). The first of the pool to bind an address first makes sure no other
+    /// process holds it (`probe`: a bind without the flag, let go at once), or
+    /// `SO_REUSEPORT` would share the port with that process, splitting its traffic,
+    /// without a word. Port 0 asks for a free port: nothing to probe.
     pub(crate) fn bind_shared<T>(
         &self,
         udp: bool,
-        addr: SocketAddr,
+        asked: SocketAddr,
         probe: impl FnOnce() -> io::Result<()>,
         bind: impl FnOnce() -> io::Result<T>,
     ) -> io::Result<T> {
         let mut state = self.lock();
-        if addr.port() != 0 && !state.claimed.contains(&(udp, addr)) {
+        if asked.port() != 0 && !state.claimed.contains(&(udp, asked)) {
             probe()?;
         }
         let bound = bind()?;
-        state.claimed.insert((udp, addr));
+        state.claimed.insert((udp, asked));
         Ok(bound)
     }
 

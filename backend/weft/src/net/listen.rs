@@ -406,7 +406,7 @@ pub(super) fn bind_stream(
                     let l = match &group {
                         Some(g) => g.bind_shared(
                             false,
-                            at,
+                            *addr,
                             || tcp_listening_socket(at)?.bind(&at.into()),
                             || bind_tcp(at, backlog, true),
                         ),

@@ -325,7 +325,7 @@ impl Reactor {
                 let std_socket = match &group {
                     Some(g) => g.bind_shared(
                         true,
-                        at,
+                        addr,
                         || super::group::probe_udp(at),
                         || super::group::bind_udp(at, true),
                     ),

@@ -169,6 +169,11 @@ macro_rules! write_rows {
 }
 
 impl BatchSql {
+    /// The instance every row carries.
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// Statements in `dialect` inserting up to `rows_per_statement` rows each (at least 1),
     /// every row carrying `instance`.
     pub(crate) fn new(dialect: Dialect, rows_per_statement: usize, instance: &str) -> Self {

@@ -182,8 +182,6 @@ pub(crate) struct WriterTask {
     file: Option<FileId>,
     /// `Later` until the writer has opened a file that was locked at start.
     opened: Opened,
-    /// The instance whose rows an earlier process left open are closed at a late open.
-    instance: String,
     /// Set by the first error of a burst, cleared by the next success; errors are logged only
     /// when it flips, so a broken disk produces two log lines, not thousands.
     failing: bool,
@@ -252,7 +250,6 @@ pub(crate) async fn create(
             Opened::Later => None,
         },
         opened,
-        instance: options.instance.clone(),
         failing: false,
         lock,
     };
@@ -509,8 +506,8 @@ impl WriterTask {
         // A file locked at start, before this process writes a row: what is open in it
         // now, an earlier process left, as an open at start would have closed.
         if late {
-            crate::interrupted::close_what_was_left_open(&pool, &self.instance, &self.location)
-                .await;
+            let instance = self.sql.instance();
+            crate::interrupted::close_what_was_left_open(&pool, instance, &self.location).await;
         }
         self.pools.replace(pool);
         if late {

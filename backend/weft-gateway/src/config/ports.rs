@@ -77,7 +77,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 };
                 let port = format!("{what} port {} on {}", addr.port(), addr.ip());
                 let at = format!("{owner}: {endpoint:?}");
-                in_use(&at, &port, &holders(*socket), &ours, &mut notes)?;
+                in_use(&at, &port, "port", &holders(*socket), &ours, &mut notes)?;
             }
             Err(e) => {
                 return Err(format!(
@@ -90,17 +90,26 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
         if path.exists() && weft::net::unix_socket_served(&path) {
             let socket = format!("the unix socket {}", path.display());
             let at = format!("{owner}: {endpoint:?}");
-            in_use(&at, &socket, &unix_holders(&path), &ours, &mut notes)?;
+            in_use(
+                &at,
+                &socket,
+                "path",
+                &unix_holders(&path),
+                &ours,
+                &mut notes,
+            )?;
         }
     }
     Ok(notes)
 }
 
 /// A listener `at` whose `socket` (a port, a socket file) `holders` hold: noted when the
-/// gateway running this configuration is one of them, refused naming them otherwise.
+/// gateway running this configuration is one of them, refused naming them otherwise
+/// (and asking for another `instead`: port, path).
 fn in_use(
     at: &str,
     socket: &str,
+    instead: &str,
     holders: &[Holder],
     ours: &Gateway,
     notes: &mut Vec<String>,
@@ -122,38 +131,15 @@ fn in_use(
         Ok(())
     } else {
         Err(format!(
-            "{at}: cannot listen: {socket} is in use{}; stop it or choose another {}",
+            "{at}: cannot listen: {socket} is in use{}; stop it or choose another {instead}",
             describe(holders),
-            if socket.starts_with("the unix") {
-                "path"
-            } else {
-                "port"
-            }
         ))
     }
 }
 
-/// The unix listeners of `config`'s services: endpoint, owner, path.
-fn unix_listeners(config: &Config) -> Vec<(&str, String, PathBuf)> {
-    config
-        .services
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| {
-            s.listen
-                .iter()
-                .map(move |l| (l.as_str(), format!("service[{i}] ({})", s.name)))
-        })
-        .filter_map(|(endpoint, owner)| match endpoint.parse().ok()? {
-            ServerEndpoint::Unix { path, .. } => Some((endpoint, owner, path)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The TCP and UDP listeners of `config` with a port of their own (port 0 is any free
-/// one): the dashboard's, the services', and the demo's upstreams' with `[demo] traffic`.
-fn listeners(config: &Config) -> Vec<Listener<'_>> {
+/// Every listener `config` names, parsed, with its owner: the dashboard's, the services',
+/// and the demo's upstreams' with `[demo] traffic`.
+fn endpoints(config: &Config) -> Vec<(&str, String, ServerEndpoint)> {
     let dashboard = std::iter::once((
         config.dashboard.listen.as_str(),
         "dashboard.listen".to_owned(),
@@ -170,8 +156,28 @@ fn listeners(config: &Config) -> Vec<Listener<'_>> {
     dashboard
         .chain(services)
         .chain(demo)
-        .filter_map(|(endpoint, owner)| {
-            let socket = match endpoint.parse().ok()? {
+        .filter_map(|(endpoint, owner)| Some((endpoint, owner, endpoint.parse().ok()?)))
+        .collect()
+}
+
+/// The unix listeners of `config`: endpoint, owner, path.
+fn unix_listeners(config: &Config) -> Vec<(&str, String, PathBuf)> {
+    endpoints(config)
+        .into_iter()
+        .filter_map(|(endpoint, owner, parsed)| match parsed {
+            ServerEndpoint::Unix { path, .. } => Some((endpoint, owner, path)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The TCP and UDP listeners of `config` with a port of their own (port 0 is any free
+/// one).
+fn listeners(config: &Config) -> Vec<Listener<'_>> {
+    endpoints(config)
+        .into_iter()
+        .filter_map(|(endpoint, owner, parsed)| {
+            let socket = match parsed {
                 ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
                     Socket::Stream(addr)
                 }

@@ -631,6 +631,74 @@ fn a_zone_edited_to_garbage_keeps_its_old_answers_and_is_named_by_file_and_line_
     );
 }
 
+/// A reload keeps a zone that served and no longer loads; a zone file that never loaded
+/// has nothing to keep, so the reload is refused as `weft check` refuses it.
+#[test]
+fn a_reload_adding_a_zone_file_that_does_not_load_is_refused_and_changes_nothing() {
+    let port = free_port();
+    let app = spawn_dns_app(dns_service("dns", port).zone("example.test.zone", ZONE));
+    let broken = app.dir.path().join("other.test.zone");
+    std::fs::write(&broken, OTHER.replace("IN SOA", "IN SOAP")).unwrap();
+    let at = format!("{}:", broken.display());
+
+    // A zone file added to the running service.
+    let original = std::fs::read_to_string(app.config_path()).unwrap();
+    app.edit_config(|text| text.replace("zones = [", &format!("zones = [{broken:?}, ")));
+    assert_eq!(
+        crate::support::weft_check([app.config_path()])
+            .status
+            .code(),
+        Some(1)
+    );
+    app.reload_by_signal("failed");
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.10",
+        "the running zone still answers"
+    );
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 409, "{reply:?}");
+    let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("service \"dns\": {at}")),
+        "the reload is refused, naming the service and the file: {message}"
+    );
+
+    // A new service whose only zone does not load: it is not started.
+    let second = free_port();
+    std::fs::write(app.config_path(), &original).unwrap();
+    app.edit_config(|text| {
+        format!(
+            "{text}\n[[service]]\nname = \"added\"\nkind = \"dns\"\n\
+             listen = \"udp:{second}:interface=127.0.0.1\"\nzones = [{broken:?}]\n"
+        )
+    });
+    app.reload_by_signal("failed");
+    assert!(
+        app.log().contains(&format!("service \"added\": {at}")),
+        "{}",
+        app.log()
+    );
+    let probe = std::net::UdpSocket::bind(("127.0.0.1", second));
+    assert!(probe.is_ok(), "the added service's port was not taken");
+    drop(probe);
+    assert_eq!(
+        app.metric(r#"weft_dns_zone_reloads_total{result="failed",service="dns"}"#)
+            .unwrap_or(0.0),
+        0.0,
+        "a refused reload counts no zone reload"
+    );
+
+    // Fixed, the reload adds it.
+    std::fs::write(&broken, OTHER).unwrap();
+    app.reload_by_signal("ok");
+    assert_eq!(
+        dig(second, &["www.other.test", "A", "+short"]).trim(),
+        "192.0.2.20"
+    );
+}
+
 #[test]
 fn weft_check_names_a_bad_allow_transfer_or_notify_entry_by_its_key() {
     let dir = tempfile::tempdir().unwrap();

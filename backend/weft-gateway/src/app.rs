@@ -2,7 +2,7 @@
 //! the dashboard's request; run until SIGINT or SIGTERM; drain connections with a
 //! deadline; flush the store.
 
-use weft::{ListenError, PoolError, ReactorConfig, ReactorError, ReactorPool};
+use weft::{PoolError, ReactorConfig, ReactorError, ReactorPool};
 use weft_inspector::{Inspector, InspectorConfig, InspectorError};
 use weft_store::StoreOptions;
 use weft_telemetry::HubConfig;
@@ -25,14 +25,14 @@ pub enum GatewayError {
     /// A reactor after the first could not start, or start its services.
     #[error(transparent)]
     Replica(#[from] PoolError<StartError>),
-    /// A service could not listen.
+    /// A service could not start.
     #[error("service {service:?}: {source}")]
-    Listen {
+    Start {
         /// The service's name.
         service: String,
         /// Why.
         #[source]
-        source: ListenError,
+        source: crate::services::ServiceError,
     },
 }
 
@@ -90,7 +90,7 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         inspector.query_spans().cloned(),
         config,
     )
-    .map_err(|e| GatewayError::Listen {
+    .map_err(|e| GatewayError::Start {
         service: e.service,
         source: e.source,
     })?;

@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weft::{CloseReason, ListenError, ListenOptions, Reactor};
+use weft::{CloseReason, ListenOptions, Reactor};
 use weft_inspector::QuerySpans;
 use weft_store::{ServiceRecord, Store};
 use weft_telemetry::Hub;
@@ -69,7 +69,7 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// A service that could not listen.
+/// A service that could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("service {service:?}: {source}")]
 pub struct StartError {
@@ -77,7 +77,7 @@ pub struct StartError {
     pub service: String,
     /// Why.
     #[source]
-    pub source: ListenError,
+    pub source: services::ServiceError,
 }
 
 /// What [`Running::apply`] changed.
@@ -234,12 +234,12 @@ impl Running {
     /// On a replica ([`start_replica`](Self::start_replica)), `config` is what the first
     /// reactor's applied (with the zones it carried over).
     pub fn apply(&mut self, mut config: Config) -> Result<Applied, StartError> {
-        let old = std::mem::take(&mut self.config.services);
         let notes = if self.primary {
-            services::dns_zones::carry_over(&old, &mut config.services, &self.env)
+            services::dns_zones::carry_over(&self.config.services, &mut config.services, &self.env)?
         } else {
             Vec::new()
         };
+        let old = std::mem::take(&mut self.config.services);
         let by_name = |list: &[ServiceConfig], name: &str| list.iter().position(|s| s.name == name);
         let mut applied = Applied {
             notes,

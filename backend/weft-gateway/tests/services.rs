@@ -197,3 +197,29 @@ fn an_http_root_is_a_configuration_error_never_a_listening_error() {
         assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
     });
 }
+
+#[test]
+fn an_access_log_that_cannot_be_opened_when_the_service_starts_is_named_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, logs) = (dir.path().join("public"), dir.path().join("logs"));
+    std::fs::create_dir(&root).unwrap();
+    std::fs::create_dir(&logs).unwrap();
+    let log = logs.join("access.log");
+    let text = format!(
+        "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:0:interface=127.0.0.1\"\n\
+         root = {:?}\naccess_log = {:?}\n",
+        root.display().to_string(),
+        log.display().to_string()
+    );
+    let config = weft_gateway::Config::parse("weft.toml", &text).unwrap();
+    // Its directory goes between the check and the start.
+    std::fs::remove_dir(&logs).unwrap();
+    let e = services::start(&Reactor::new().unwrap(), &config.services[0]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "access_log: cannot open {}: No such file or directory (os error 2)",
+            log.display()
+        )
+    );
+}

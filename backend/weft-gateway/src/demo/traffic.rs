@@ -92,9 +92,9 @@ pub(crate) fn start(
     targets: Targets,
     block: Option<Duration>,
 ) -> Result<Traffic, GatewayError> {
-    let listen_error = |source| GatewayError::Listen {
+    let listen_error = |source: weft::ListenError| GatewayError::Start {
         service: super::TRAFFIC_SERVICE.into(),
-        source,
+        source: source.into(),
     };
     let dns = match targets.dns.is_empty() {
         true => None,

@@ -31,7 +31,10 @@ const IDLE: Duration = Duration::from_secs(60);
 pub(crate) fn start(reactor: &Reactor, slow: Duration) -> Result<(), GatewayError> {
     let listen_error = |service: &str| {
         let service = service.to_owned();
-        move |source| GatewayError::Listen { service, source }
+        move |source: weft::ListenError| GatewayError::Start {
+            service,
+            source: source.into(),
+        }
     };
     let requests = Rc::new(Cell::new(0u64));
     reactor
@@ -62,18 +65,9 @@ pub(crate) fn start(reactor: &Reactor, slow: Duration) -> Result<(), GatewayErro
         config,
         ServiceMetrics::detached(super::DNS_SERVICE),
     )
-    .map_err(|e| match e {
-        weft_names::NamesError::Listen(source) => GatewayError::Listen {
-            service: super::DNS_SERVICE.into(),
-            source,
-        },
-        other => GatewayError::Listen {
-            service: super::DNS_SERVICE.into(),
-            source: weft::ListenError::Bind {
-                endpoint: super::DNS_LISTEN.into(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        },
+    .map_err(|e| GatewayError::Start {
+        service: super::DNS_SERVICE.into(),
+        source: e.into(),
     })?;
     Ok(())
 }

@@ -2,21 +2,21 @@
 //! to a file, off the reactor thread, reopened on SIGUSR1 for logrotate
 //! ([`weft_web::AccessLogFile`]).
 //!
-//! Checked before anything runs, like every key: its directory exists, it is not a
-//! directory, and an existing file opens for appending. Lines the file could not take
+//! Checked before anything runs, like every key: its directory exists (and, for a link to
+//! a file not there yet, the directory the link leads into), it is not a directory, and an
+//! existing file opens for appending. Lines the file could not take
 //! are counted in `weft_http_access_log_dropped_total{service,reason}` (reason
 //! `queue_full`, `write` or `closed`), at zero from the start
 //! ([`weft_web::AccessLogLosses`]).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use weft::{Phase, Reactor};
-use weft_web::{AccessLogFile, AccessLogFiles, LossRecorder};
+use weft_web::AccessLogFiles;
 
 use crate::config::ConfigError;
 use crate::config::preflight::directory_of;
@@ -57,20 +57,6 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigEr
             .map_err(|e| err(format!("cannot open {} for appending: {e}", path.display())))?;
     }
     Ok(Some(path))
-}
-
-/// Opens an access log at `path` among `files`, its losses counted by `losses`.
-pub(crate) fn open(
-    files: &AccessLogFiles,
-    losses: Arc<dyn LossRecorder>,
-    path: &Path,
-) -> std::io::Result<AccessLogFile> {
-    files.open(path, losses).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot open the access log {}: {e}", path.display()),
-        )
-    })
 }
 
 /// Reopens every access log file on SIGUSR1 (what logrotate's `postrotate` sends), until

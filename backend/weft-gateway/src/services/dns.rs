@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
-use weft::ListenError;
 use weft_names::{
     Catalog, DnsConfig, DnsMetrics, DnsServer, NamesError, Prefix, ServiceMetrics, TransferConfig,
     WeakServer, Zone,
@@ -128,7 +127,7 @@ impl super::Kind for DnsKind {
         on: &super::Listeners<'_>,
         settings: &Self::Settings,
         env: &super::ServiceEnv,
-    ) -> Result<Vec<weft::Address>, ListenError> {
+    ) -> Result<Vec<weft::Address>, super::ServiceError> {
         let (name, endpoints) = (on.name, on.endpoints);
         let shared = env.metrics::<Self>();
         let metrics = match &shared.families {
@@ -152,18 +151,10 @@ impl super::Kind for DnsKind {
             metrics,
             previous.as_ref(),
         );
-        match listening {
-            Ok((server, bound)) => {
-                shared.started(name, &server);
-                env.views.set(name, Self::NAME, std::sync::Arc::new(view));
-                Ok(bound)
-            }
-            Err(NamesError::Listen(e)) => Err(e),
-            Err(other) => Err(ListenError::Bind {
-                endpoint: endpoints.join(", "),
-                source: std::io::Error::other(other.to_string()),
-            }),
-        }
+        let (server, bound) = listening?;
+        shared.started(name, &server);
+        env.views.set(name, Self::NAME, std::sync::Arc::new(view));
+        Ok(bound)
     }
 
     fn describe(d: &Self::Settings) -> serde_json::Value {

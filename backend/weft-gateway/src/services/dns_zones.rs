@@ -4,8 +4,9 @@
 //! not (unreadable, or a bad record) leaves the zone it had in service, and the failure is
 //! logged, reported in the reload's message with the file and line, and counted in
 //! `weft_dns_zone_reloads_total{result="failed"}`; the other zones and the rest of the
-//! configuration apply. `weft check` and `weft run` refuse such a file outright
-//! ([`first_failure`]). When a reload is applied, each zone whose serial changed is
+//! configuration apply. A file that does not load and had no zone in service (a new
+//! service's, or one added to a service) refuses the reload: there is nothing to keep.
+//! `weft check` and `weft run` refuse such a file outright ([`first_failure`]). When a reload is applied, each zone whose serial changed is
 //! announced to the service's `notify` peers (RFC 1996); an unchanged serial sends nothing.
 
 use std::sync::Arc;
@@ -14,10 +15,10 @@ use weft::Reactor;
 use weft_names::transfer::{ZoneReload, notify};
 use weft_names::{Catalog, ServiceMetrics, Zone};
 
-use super::ServiceEnv;
-use super::ServiceKind;
 use super::dns::{DnsKind, DnsSettings};
+use super::{ServiceEnv, ServiceError, ServiceKind};
 use crate::config::{ConfigError, ServiceConfig};
+use crate::running::StartError;
 
 /// The first zone file of `services` that did not load.
 pub(crate) fn first_failure(services: &[ServiceConfig]) -> Option<ConfigError> {
@@ -44,11 +45,17 @@ fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
 /// Gives each DNS service of `new` whose zone file did not load the zone that file gave
 /// the running service of the same name in `old`, counts every zone file re-read, and
 /// returns a line for each failure, naming the file and its line.
+///
+/// A file that did not load and gave the running service no zone (a new service's, or one
+/// added to a running service) refuses the reload, as `weft check` and `weft run` refuse
+/// it: there is nothing to keep serving, and a reload that went on would answer for the
+/// zone with REFUSED. Nothing is counted then.
 pub(crate) fn carry_over(
     old: &[ServiceConfig],
     new: &mut [ServiceConfig],
     env: &ServiceEnv,
-) -> Vec<String> {
+) -> Result<Vec<String>, StartError> {
+    never_loaded(old, new)?;
     let mut notes = Vec::new();
     for service in new.iter_mut() {
         let name = service.name.clone();
@@ -102,7 +109,28 @@ pub(crate) fn carry_over(
         }
         settings.config.zones = zones;
     }
-    notes
+    Ok(notes)
+}
+
+/// The first zone file of `new` that did not load and that the running service of the
+/// same name in `old` did not serve.
+fn never_loaded(old: &[ServiceConfig], new: &[ServiceConfig]) -> Result<(), StartError> {
+    for service in new {
+        let Some(settings) = dns(service) else {
+            continue;
+        };
+        let running = old.iter().find(|s| s.name == service.name).and_then(dns);
+        let served = |file: &std::path::Path| {
+            running.is_some_and(|r| r.config.zones.zones().iter().any(|z| z.file() == file))
+        };
+        if let Some(failure) = settings.failed.iter().find(|f| !served(&f.file)) {
+            return Err(StartError {
+                service: service.name.clone(),
+                source: ServiceError::ZoneNeverLoaded(Box::new(failure.error.clone())),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// After a reload applied `new` in place of `old`: sends a NOTIFY to the `notify` peers of

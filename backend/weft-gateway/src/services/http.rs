@@ -48,7 +48,6 @@ use std::time::Duration;
 use prometheus::Registry;
 use serde::Deserialize;
 use toml::Spanned;
-use weft::ListenError;
 use weft::observe::exemplar::ExemplarIndex;
 use weft_web::{
     AccessLog, AccessLogLosses, Compression, FileOptions, EmbeddedFiles, HttpMetrics, HttpService, Limits, LossRecorder,
@@ -208,17 +207,18 @@ impl super::Kind for HttpKind {
         on: &super::Listeners<'_>,
         config: &Self::Settings,
         env: &super::ServiceEnv,
-    ) -> Result<Vec<weft::Address>, ListenError> {
+    ) -> Result<Vec<weft::Address>, super::ServiceError> {
         let (name, endpoints) = (on.name, on.endpoints);
         let metrics = env.metrics::<Self>();
         let access_log = match &config.access_log {
             Some(path) => AccessLog::File(
-                super::access_log::open(&env.access_logs, metrics.losses(name), path).map_err(
-                    |source| ListenError::Bind {
-                        endpoint: endpoints.first().cloned().unwrap_or_default(),
+                env.access_logs
+                    .open(path, metrics.losses(name))
+                    .map_err(|source| super::ServiceError::File {
+                        key: "access_log",
+                        path: path.clone(),
                         source,
-                    },
-                )?,
+                    })?,
             ),
             None if env.access_log_fields => AccessLog::Fields,
             None => AccessLog::Line,

@@ -34,6 +34,41 @@ use weft::{Address, ListenError, ListenOptions, Reactor};
 use crate::config::validate::ServiceCtx;
 use crate::config::{ConfigError, ServiceConfig};
 
+/// Why a service could not start: a listener, or something else it needs, named by its
+/// key.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A listener could not be opened.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// A file the service writes could not be opened; `key` names its setting.
+    #[error("{key}: cannot open {}: {source}", path.display())]
+    File {
+        /// The setting that names the file (`access_log`).
+        key: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A DNS service's zones could not be put in service.
+    #[error(transparent)]
+    Names(Box<weft_names::NamesError>),
+    /// A zone file that never loaded, in a reload: there is no zone to keep serving.
+    #[error("{0}; a zone file is served once it loads")]
+    ZoneNeverLoaded(Box<ConfigError>),
+}
+
+impl From<weft_names::NamesError> for ServiceError {
+    fn from(e: weft_names::NamesError) -> Self {
+        match e {
+            weft_names::NamesError::Listen(e) => Self::Listen(e),
+            other => Self::Names(Box::new(other)),
+        }
+    }
+}
+
 /// A service kind.
 ///
 /// Reloading: a reload replaces a running service whose settings differ from the new
@@ -65,7 +100,7 @@ pub(crate) trait Kind: 'static {
         on: &Listeners<'_>,
         settings: &Self::Settings,
         env: &ServiceEnv,
-    ) -> Result<Vec<Address>, ListenError>;
+    ) -> Result<Vec<Address>, ServiceError>;
 
     /// Its settings as a JSON object, for `/api/services` and the history store.
     fn describe(settings: &Self::Settings) -> serde_json::Value;
@@ -140,7 +175,7 @@ trait Configured {
     fn name(&self) -> &'static str;
     fn idle_timeout(&self) -> Duration;
     fn prepare(&self, env: &ServiceEnv);
-    fn start(&self, on: &Listeners<'_>, env: &ServiceEnv) -> Result<Vec<Address>, ListenError>;
+    fn start(&self, on: &Listeners<'_>, env: &ServiceEnv) -> Result<Vec<Address>, ServiceError>;
     fn describe(&self) -> serde_json::Value;
 }
 
@@ -160,7 +195,7 @@ impl<K: Kind> Configured for Of<'_, K> {
         env.metrics::<K>();
     }
 
-    fn start(&self, on: &Listeners<'_>, env: &ServiceEnv) -> Result<Vec<Address>, ListenError> {
+    fn start(&self, on: &Listeners<'_>, env: &ServiceEnv) -> Result<Vec<Address>, ServiceError> {
         K::start(on, self.0, env)
     }
 
@@ -307,7 +342,7 @@ impl ServiceEnv {
 }
 
 /// Listens on every endpoint of `service`; returns the addresses bound, in order.
-pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<Vec<Address>, ListenError> {
+pub fn start(reactor: &Reactor, service: &ServiceConfig) -> Result<Vec<Address>, ServiceError> {
     start_with(reactor, service, &ServiceEnv::default())
 }
 
@@ -316,7 +351,7 @@ pub fn start_with(
     reactor: &Reactor,
     service: &ServiceConfig,
     env: &ServiceEnv,
-) -> Result<Vec<Address>, ListenError> {
+) -> Result<Vec<Address>, ServiceError> {
     start_with_options(reactor, service, env, service.limits.listen_options())
 }
 
@@ -327,7 +362,7 @@ pub fn start_with_options(
     service: &ServiceConfig,
     env: &ServiceEnv,
     options: ListenOptions,
-) -> Result<Vec<Address>, ListenError> {
+) -> Result<Vec<Address>, ServiceError> {
     let on = Listeners {
         reactor,
         name: &service.name,
@@ -371,7 +406,7 @@ impl<P: Plain> Kind for P {
 
     fn metrics(_: Option<&prometheus::Registry>, _: &ExemplarIndex) {}
 
-    fn start(on: &Listeners<'_>, (): &(), _: &ServiceEnv) -> Result<Vec<Address>, ListenError> {
+    fn start(on: &Listeners<'_>, (): &(), _: &ServiceEnv) -> Result<Vec<Address>, ServiceError> {
         let mut bound = Vec::with_capacity(on.endpoints.len());
         for endpoint in on.endpoints {
             if ServiceCtx::is_udp(endpoint) {

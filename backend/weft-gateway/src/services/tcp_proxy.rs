@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use weft::defer::{Deferred, Failure, StepDetail, WaitsOn};
-use weft::{CloseReason, HalfClose, ListenError, Protocol, Reactor, Transport, factory};
+use weft::{CloseReason, HalfClose, Protocol, Reactor, Transport, factory};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
@@ -95,7 +95,7 @@ impl super::Kind for TcpProxyKind {
         on: &super::Listeners<'_>,
         config: &TcpProxyConfig,
         _: &super::ServiceEnv,
-    ) -> Result<Vec<weft::Address>, ListenError> {
+    ) -> Result<Vec<weft::Address>, super::ServiceError> {
         let mut bound = Vec::with_capacity(on.endpoints.len());
         for endpoint in on.endpoints {
             let upstream: Rc<str> = config.upstream.as_str().into();

@@ -196,6 +196,18 @@ pub(crate) fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String
     reason
 }
 
+/// A file (its history in `dir`) with one http service serving `root` and logging to `log`.
+fn web_logging_to(dir: &Path, root: &Path, log: &Path) -> String {
+    format!(
+        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+         root = \"{}\"\naccess_log = \"{}\"\n",
+        preamble(dir),
+        free_port(),
+        root.display(),
+        log.display()
+    )
+}
+
 fn echo(listen: &str) -> String {
     format!("[[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = {listen}\n")
 }
@@ -659,14 +671,7 @@ fn a_bad_log_format_or_access_log_is_refused_by_check_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("public");
     std::fs::create_dir(&root).unwrap();
-    let config = format!(
-        "{}[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
-         root = \"{}\"\naccess_log = \"{}\"\n",
-        preamble(dir.path()),
-        free_port(),
-        root.display(),
-        dir.path().join("missing/access.log").display()
-    );
+    let config = web_logging_to(dir.path(), &root, &dir.path().join("missing/access.log"));
     let line = line_of(&config, "access_log");
     both_refuse(
         dir.path(),
@@ -805,6 +810,44 @@ fn a_history_file_of_another_program_is_refused_by_check_and_run_and_left_alone(
         &["store.path: ", "holds another program's tables"],
     );
     assert_eq!(tables(), ["t"], "the file is left as it was");
+}
+
+/// A history file or access log named through a link into a directory that is not there
+/// (a volume not mounted yet): `run` could not make the file, so `check` refuses it too,
+/// naming the key, the link and the missing directory.
+#[test]
+fn a_link_into_a_missing_directory_as_history_file_or_access_log_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, gone) = (dir.path().join("public"), dir.path().join("unmounted"));
+    std::fs::create_dir(&root).unwrap();
+    let (db, log) = (dir.path().join("history.db"), dir.path().join("access.log"));
+    std::os::unix::fs::symlink(gone.join("weft.db"), &db).unwrap();
+    let config = web_logging_to(dir.path(), &root, &log);
+    let missing = format!("whose directory {} does not exist", gone.display());
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "store.path: ",
+            &format!(
+                "{} is a link to {}",
+                db.display(),
+                gone.join("weft.db").display()
+            ),
+            &missing,
+        ],
+    );
+
+    std::fs::remove_file(&db).unwrap();
+    std::os::unix::fs::symlink(gone.join("access.log"), &log).unwrap();
+    both_refuse(dir.path(), &config, &["service[0].access_log: ", &missing]);
+
+    // Mounted, both links lead somewhere: the file is accepted and served.
+    std::fs::create_dir(&gone).unwrap();
+    std::os::unix::fs::symlink(gone.join("weft.db"), &db).unwrap();
+    let path = dir.path().join("weft.toml");
+    let checked = crate::support::weft_check([&path]);
+    assert!(checked.status.success(), "{checked:?}");
 }
 
 /// A listener whose port another program holds: `check` refuses it naming the program,

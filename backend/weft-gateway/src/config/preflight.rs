@@ -1,7 +1,7 @@
-//! What `run` would refuse once it binds or connects, found before anything binds:
+//! What `run` would refuse once it binds, connects or opens, found before anything binds:
 //! listeners whose addresses overlap, addresses this host does not have, unix sockets with
-//! no directory to live in, and TLS files that do not load (through the functions
-//! listening and connecting use).
+//! no directory to live in, TLS files that do not load (through the functions listening
+//! and connecting use), and links to files that could not be made where they lead.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -200,6 +200,66 @@ pub(crate) fn check_client(endpoint: &str, parsed: &ClientEndpoint) -> Result<()
             .map_err(|e| format!("{endpoint:?}: cannot load its caCerts: {e}")),
         _ => Ok(()),
     }
+}
+
+/// `path` [`resolved`], and where it is a symlink, the path it leads to, resolved in
+/// turn, even when that file does not exist yet (the history file before its first
+/// start): what a write to `path` would write.
+pub(crate) fn through_symlinks(path: &Path) -> PathBuf {
+    let mut path = resolved(path);
+    // As many links as the kernel follows.
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        path = resolved(&dir.join(target));
+    }
+    path
+}
+
+/// `path` made absolute, its directory's symlinks resolved, for comparing paths of files
+/// that may not exist yet.
+pub(crate) fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map_or_else(|_| absolute.clone(), |dir| dir.join(name)),
+        _ => absolute,
+    }
+}
+
+/// Why a file made by opening `path` could not be made, where `path` is a symlink to a file
+/// that does not exist: opening it creates the file the link leads to (`what`, such as
+/// "the log file"), in a directory that must exist and take it. A link to a volume not yet
+/// mounted is the case: `run` would fail on it where a check of `path`'s own directory
+/// passes.
+pub(crate) fn link_target(path: &Path, what: &str) -> Result<(), String> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link || path.exists() {
+        return Ok(());
+    }
+    let target = through_symlinks(path);
+    let dir = directory_of(&target);
+    if !dir.is_dir() {
+        return Err(format!(
+            "{} is a link to {}, whose directory {} does not exist ({what} is made through \
+             the link, its directory is not)",
+            path.display(),
+            target.display(),
+            dir.display()
+        ));
+    }
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|e| {
+        format!(
+            "{} is a link to {}, and {} cannot be written in ({})",
+            path.display(),
+            target.display(),
+            dir.display(),
+            std::io::Error::from(e)
+        )
+    })
 }
 
 /// The directory a file named by `path` lives in (`.` for a bare name).

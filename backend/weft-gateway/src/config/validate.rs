@@ -154,7 +154,7 @@ fn access_logs_apart_from(
     raw: &RawConfig,
     store: &std::path::Path,
 ) -> Result<(), ConfigError> {
-    let store = resolved(store);
+    let store = preflight::resolved(store);
     let mut taken: Vec<(PathBuf, &str)> = ["", "-wal", "-shm", "-journal", ".lock"]
         .iter()
         .map(|suffix| {
@@ -164,7 +164,7 @@ fn access_logs_apart_from(
         })
         .collect();
     taken.push((
-        resolved(std::path::Path::new(at.file)),
+        preflight::resolved(std::path::Path::new(at.file)),
         "the configuration file",
     ));
     let taken: Vec<_> = taken
@@ -175,8 +175,8 @@ fn access_logs_apart_from(
         let Some(log) = &svc.get_ref().access_log else {
             continue;
         };
-        let written = resolved(std::path::Path::new(log.get_ref()));
-        let path = through_symlinks(&written);
+        let written = preflight::resolved(std::path::Path::new(log.get_ref()));
+        let path = preflight::through_symlinks(&written);
         let identity = file_identity(&path);
         let clash = taken
             .iter()
@@ -200,39 +200,11 @@ fn access_logs_apart_from(
     Ok(())
 }
 
-/// `path` [`resolved`], and where it is a symlink, the path it leads to, resolved in
-/// turn, even when that file does not exist yet (the history file before its first
-/// start): what a write to `path` would write.
-fn through_symlinks(path: &std::path::Path) -> PathBuf {
-    let mut path = resolved(path);
-    // As many links as the kernel follows.
-    for _ in 0..40 {
-        let Ok(target) = std::fs::read_link(&path) else {
-            break;
-        };
-        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-        path = resolved(&dir.join(target));
-    }
-    path
-}
-
 /// The device and inode of the file at `path`, through symlinks; `None` when there is
 /// none yet.
 fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// `path` made absolute, its directory's symlinks resolved, for comparing paths of files
-/// that may not exist yet.
-fn resolved(path: &std::path::Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    match (absolute.parent(), absolute.file_name()) {
-        (Some(dir), Some(name)) => dir
-            .canonicalize()
-            .map_or_else(|_| absolute.clone(), |dir| dir.join(name)),
-        _ => absolute,
-    }
 }
 
 fn services(
@@ -510,6 +482,7 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
             std::io::Error::from(e)
         )));
     }
+    preflight::link_target(&path, "the history file").map_err(err)?;
     // An existing file is opened for writing at run, and must be a SQLite database.
     if path.exists() {
         use std::io::Read;

@@ -48,6 +48,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigEr
             path.display()
         )));
     }
+    crate::config::preflight::link_target(&path, "the log file").map_err(err)?;
     if path.exists() {
         // Non-blocking, so a FIFO nobody reads fails here rather than hanging the check.
         OpenOptions::new()

@@ -919,6 +919,38 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
             "{port}: {said}"
         );
     }
+    assert!(!said.contains("moves the dashboard"), "{said}");
+
+    // The dashboard moved and its port given to a service: a reload keeps the dashboard
+    // where it is, so the note says a reload would fail on that port, as it does.
+    let dashboard = app.dashboard.port();
+    app.edit_config(|text| {
+        text.replace(
+            &format!("tcp:{dashboard}:"),
+            &format!("tcp:{}:", free_port()),
+        ) + &format!(
+            "[[service]]\nname = \"was-dashboard\"\nkind = \"echo\"\n\
+             listen = \"tcp:{dashboard}:interface=127.0.0.1\"\n"
+        )
+    });
+    let out = crate::support::weft_check([&path]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "service[2] (was-dashboard): \"tcp:{dashboard}:interface=127.0.0.1\": TCP port \
+             {dashboard} on 127.0.0.1 is held by process {pid}, the gateway running this \
+             configuration (a reload keeps it); but this file moves the dashboard, which takes \
+             a restart: if the running dashboard is what holds it, a reload fails on it, so \
+             restart instead"
+        )),
+        "{said}"
+    );
+    assert!(
+        !said.contains(&format!("UDP port {port} on 127.0.0.1 is held by process {pid}, the gateway running this configuration (a reload keeps it); but")),
+        "a dashboard is not on UDP: {said}"
+    );
+    app.reload_by_signal("failed");
 }
 
 /// A port below `net.ipv4.ip_unprivileged_port_start` is refused by `check` when this

@@ -54,6 +54,9 @@ struct Holder {
 pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String> {
     let ours = Gateway::of(config, file);
     let mut notes = Vec::new();
+    // The notes of stream listeners the running gateway holds, by whether the dashboard's.
+    let mut kept: Vec<(bool, usize)> = Vec::new();
+    let mut dashboard_fixed = false;
     for listener in listeners(config) {
         let Listener {
             endpoint,
@@ -61,6 +64,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
             socket,
         } = &listener;
         let addr = socket.addr();
+        dashboard_fixed |= owner == DASHBOARD;
         match bind_now(*socket) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
@@ -77,7 +81,11 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 };
                 let port = format!("{what} port {} on {}", addr.port(), addr.ip());
                 let at = format!("{owner}: {endpoint:?}");
-                in_use(&at, &port, "port", &holders(*socket), &ours, &mut notes)?;
+                let ours_now = in_use(&at, &port, "port", &holders(*socket), &ours, &mut notes)?;
+                // A dashboard listens on a stream.
+                if ours_now && matches!(socket, Socket::Stream(_)) {
+                    kept.push((owner == DASHBOARD, notes.len() - 1));
+                }
             }
             Err(e) => {
                 return Err(format!(
@@ -87,25 +95,40 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
         }
     }
     for (endpoint, owner, path) in unix_listeners(config) {
+        dashboard_fixed |= owner == DASHBOARD;
         if path.exists() && weft::net::unix_socket_served(&path) {
             let socket = format!("the unix socket {}", path.display());
             let at = format!("{owner}: {endpoint:?}");
-            in_use(
+            if in_use(
                 &at,
                 &socket,
                 "path",
                 &unix_holders(&path),
                 &ours,
                 &mut notes,
-            )?;
+            )? {
+                kept.push((owner == DASHBOARD, notes.len() - 1));
+            }
+        }
+    }
+    // A reload hands a service the listeners of the running services, never the
+    // dashboard's, and leaves the dashboard where it is. When the running gateway does not
+    // hold this file's dashboard listener, its dashboard is elsewhere: maybe on one of the
+    // listeners noted, which a reload could then not take.
+    if dashboard_fixed && !kept.iter().any(|(dashboard, _)| *dashboard) {
+        for (_, i) in kept {
+            notes[i].push_str(
+                "; but this file moves the dashboard, which takes a restart: if the running \
+                 dashboard is what holds it, a reload fails on it, so restart instead",
+            );
         }
     }
     Ok(notes)
 }
 
 /// A listener `at` whose `socket` (a port, a socket file) `holders` hold: noted when the
-/// gateway running this configuration is one of them, refused naming them otherwise
-/// (and asking for another `instead`: port, path).
+/// gateway running this configuration is one of them (`Ok(true)`), refused naming them
+/// otherwise (and asking for another `instead`: port, path).
 fn in_use(
     at: &str,
     socket: &str,
@@ -113,14 +136,14 @@ fn in_use(
     holders: &[Holder],
     ours: &Gateway,
     notes: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     if let Some(h) = holders.iter().find(|h| ours.runs(h)) {
         notes.push(format!(
             "{at}: {socket} is held by process {}, the gateway running this configuration \
              (a reload keeps it)",
             h.pid.unwrap_or_default()
         ));
-        Ok(())
+        Ok(true)
     } else if holders.iter().all(|h| h.pid.is_none())
         && let Some(pid) = ours.writer
     {
@@ -128,7 +151,7 @@ fn in_use(
             "{at}: {socket} is in use by a process this user cannot see; process {pid}, which \
              writes this configuration's history, may be it"
         ));
-        Ok(())
+        Ok(false)
     } else {
         Err(format!(
             "{at}: cannot listen: {socket} is in use{}; stop it or choose another {instead}",
@@ -137,13 +160,13 @@ fn in_use(
     }
 }
 
+/// The owner of the dashboard's listener, as messages name it.
+const DASHBOARD: &str = "dashboard.listen";
+
 /// Every listener `config` names, parsed, with its owner: the dashboard's, the services',
 /// and the demo's upstreams' with `[demo] traffic`.
 fn endpoints(config: &Config) -> Vec<(&str, String, ServerEndpoint)> {
-    let dashboard = std::iter::once((
-        config.dashboard.listen.as_str(),
-        "dashboard.listen".to_owned(),
-    ));
+    let dashboard = std::iter::once((config.dashboard.listen.as_str(), DASHBOARD.to_owned()));
     let services = config.services.iter().enumerate().flat_map(|(i, s)| {
         s.listen
             .iter()

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
@@ -212,14 +213,59 @@ pub fn add_forwarded(
 
 /// Adds this proxy to `Via`, after any an earlier proxy put there: a gateway MUST say so
 /// in each request it forwards (RFC 9110 §7.6.3), with the protocol the request came in
-/// (`1.1`, or `2` for HTTP/2) and a pseudonym for itself rather than its host name.
+/// (`1.1`, or `2` for HTTP/2) and [`pseudonym`] rather than its host name.
 pub fn add_via(headers: &mut HeaderMap, received: http::Version) {
+    let [v10, v11, v2] = via_members();
     let via = match received {
-        http::Version::HTTP_2 => "2 weft",
-        http::Version::HTTP_10 => "1.0 weft",
-        _ => "1.1 weft",
+        http::Version::HTTP_2 => v2,
+        http::Version::HTTP_10 => v10,
+        _ => v11,
     };
-    append_member(headers, header::VIA, HeaderValue::from_static(via));
+    append_member(headers, header::VIA, via.clone());
+}
+
+/// This process's name in `Via`: `weft-` and eight hex digits drawn when it starts. Each
+/// gateway of a chain has its own, so a request that comes back through the same one is
+/// known ([`came_through_here`]): a forwarding loop, which would otherwise go round until
+/// a limit broke it.
+pub fn pseudonym() -> &'static str {
+    static PSEUDONYM: OnceLock<&'static str> = OnceLock::new();
+    PSEUDONYM.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // `RandomState` is seeded from the system's randomness once per process.
+        let drawn = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Box::leak(format!("weft-{:08x}", drawn as u32).into_boxed_str())
+    })
+}
+
+/// The `Via` members this proxy adds, made once: for HTTP/1.0, HTTP/1.1 and HTTP/2.
+fn via_members() -> &'static [HeaderValue; 3] {
+    static MEMBERS: OnceLock<[HeaderValue; 3]> = OnceLock::new();
+    MEMBERS.get_or_init(|| {
+        ["1.0", "1.1", "2"].map(|protocol| {
+            let member: &'static str =
+                Box::leak(format!("{protocol} {}", pseudonym()).into_boxed_str());
+            HeaderValue::from_static(member)
+        })
+    })
+}
+
+/// Whether `Via` names this process ([`pseudonym`]) as a proxy the request already went
+/// through: it has come round a loop.
+pub fn came_through_here(headers: &HeaderMap) -> bool {
+    let me = pseudonym().as_bytes();
+    headers.get_all(header::VIA).iter().any(|line| {
+        line.as_bytes().split(|&b| b == b',').any(|member| {
+            // `received-protocol received-by [comment]`.
+            member
+                .split(u8::is_ascii_whitespace)
+                .filter(|word| !word.is_empty())
+                .nth(1)
+                == Some(me)
+        })
+    })
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -564,18 +610,46 @@ mod tests {
 
     #[test]
     fn via_names_this_proxy_after_an_earlier_one_rfc9110_7_6_3() {
+        let me = pseudonym();
+        assert!(
+            me.len() == 13
+                && me.starts_with("weft-")
+                && me[5..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{me}"
+        );
         let mut headers = map(&[]);
         add_via(&mut headers, http::Version::HTTP_11);
         assert_eq!(
             headers.get_all("via").iter().collect::<Vec<_>>(),
-            ["1.1 weft"]
+            [format!("1.1 {me}").as_str()]
         );
         let mut headers = map(&[("via", "1.0 fred"), ("via", "1.1 p.example.net")]);
         add_via(&mut headers, http::Version::HTTP_2);
         assert_eq!(
             headers.get_all("via").iter().collect::<Vec<_>>(),
-            ["1.0 fred, 1.1 p.example.net, 2 weft"]
+            [format!("1.0 fred, 1.1 p.example.net, 2 {me}").as_str()]
         );
+    }
+
+    #[test]
+    fn a_request_that_went_through_this_proxy_before_is_known_by_its_via() {
+        let me = pseudonym();
+        for (via, looped) in [
+            ("1.1 p.example.net".to_owned(), false),
+            ("1.1 weft-00000000".to_owned(), false),
+            ("1.1 weft".to_owned(), false),
+            (format!("1.1 {me}"), true),
+            (format!("1.0 fred, 2 {me} (weft)"), true),
+            (format!("1.0 fred,1.1   {me}"), true),
+            (format!("1.1 x (via {me})"), false),
+        ] {
+            let headers = map(&[("via", via.as_str())]);
+            assert_eq!(came_through_here(&headers), looped, "{via}");
+        }
+        let mut headers = map(&[("via", "1.0 fred")]);
+        assert!(!came_through_here(&headers));
+        add_via(&mut headers, http::Version::HTTP_11);
+        assert!(came_through_here(&headers));
     }
 
     #[test]

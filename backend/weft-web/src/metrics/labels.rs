@@ -128,11 +128,14 @@ pub enum Refusal {
     /// breaks flow control or the stream's state, a stream past the concurrency limit):
     /// that stream ends, the connection's others go on.
     StreamError,
+    /// A request to proxy whose `Via` says it came through this gateway before: a route's
+    /// upstream leads back here (508).
+    Loop,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -150,6 +153,7 @@ impl Refusal {
         Self::SendTimeout,
         Self::TransferCoding,
         Self::StreamError,
+        Self::Loop,
     ];
 
     /// The label value.
@@ -172,6 +176,7 @@ impl Refusal {
             Self::SendTimeout => "send_timeout",
             Self::TransferCoding => "transfer_coding",
             Self::StreamError => "stream_error",
+            Self::Loop => "loop",
         }
     }
 

@@ -103,6 +103,14 @@ pub enum UpstreamError {
     /// RST_STREAM, which is counted where it is sent (`stream_error`), so not again here.
     #[error("the stream was reset for the client's error: {0}")]
     StreamReset(String),
+    /// The request's `Via` says it came through this gateway before: a route's upstream
+    /// leads back here, directly or through other proxies. Refused rather than sent round
+    /// again.
+    #[error(
+        "the request came through this gateway before (its Via names {}): a route's upstream leads back here",
+        crate::headers::pseudonym()
+    )]
+    Loop,
 }
 
 /// The status logged for a request whose client went away before its answer (nginx's
@@ -120,6 +128,7 @@ impl UpstreamError {
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Loop => StatusCode::LOOP_DETECTED,
             Self::ClientGone(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -142,6 +151,7 @@ impl UpstreamError {
             Self::BodyTimeout(_) => "the request body did not come in time",
             Self::BodyFile(_) => "the server could not read the request body back",
             Self::ClientGone(_) => "the client went away",
+            Self::Loop => "the request came back to this proxy: a forwarding loop",
             _ => "the upstream server could not be reached or failed",
         }
     }
@@ -163,7 +173,8 @@ impl UpstreamError {
             | Self::BodyTimeout(_)
             | Self::BodyFile(_)
             | Self::ClientGone(_)
-            | Self::StreamReset(_) => return None,
+            | Self::StreamReset(_)
+            | Self::Loop => return None,
         })
     }
 
@@ -190,6 +201,7 @@ impl UpstreamError {
             Self::BodyTooLarge(_) => Some(Refusal::BodyTooLarge),
             Self::RequestBody(_) => Some(Refusal::Body),
             Self::BodyTimeout(_) => Some(Refusal::BodyTimeout),
+            Self::Loop => Some(Refusal::Loop),
             _ => None,
         }
     }

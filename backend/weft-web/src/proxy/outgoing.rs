@@ -12,7 +12,9 @@ use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
-use crate::headers::{Forwarding, add_via, drop_underscored, join_cookies, strip_hop_by_hop};
+use crate::headers::{
+    Forwarding, add_via, came_through_here, drop_underscored, join_cookies, strip_hop_by_hop,
+};
 use crate::metrics::BodyBuffered;
 
 /// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
@@ -51,6 +53,9 @@ impl<'h> Outgoing<'h> {
             return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
         }
         let headers = &mut head.headers;
+        if came_through_here(headers) {
+            return Err(UpstreamError::Loop);
+        }
         let host = headers.get(header::HOST).cloned();
         strip_hop_by_hop(headers);
         drop_underscored(headers);

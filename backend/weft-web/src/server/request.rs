@@ -325,7 +325,12 @@ async fn dispatch(
             Err(err) => {
                 if let Some(reason) = err.refusal() {
                     state.recorder.refused(reason);
-                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                    if reason == Refusal::Loop {
+                        // The configuration's fault, not the client's: said where it is seen.
+                        tracing::warn!(service = %state.name, connection = %conn.info.id, route = %route.prefix, %err, "refused a request");
+                    } else {
+                        tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                    }
                 } else if matches!(
                     err,
                     proxy::UpstreamError::ClientGone(_) | proxy::UpstreamError::StreamReset(_)

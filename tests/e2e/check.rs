@@ -850,6 +850,37 @@ fn a_link_into_a_missing_directory_as_history_file_or_access_log_is_refused_by_c
     assert!(checked.status.success(), "{checked:?}");
 }
 
+/// Two tcp-proxies on unix sockets, each the other's upstream: every connection would beget
+/// another until the process ran out of file descriptors (unix peers have no per-peer
+/// cap). `check` and `run` refuse the file, naming the ring.
+#[test]
+fn tcp_proxies_that_lead_to_each_other_are_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let proxy = |name: &str, listen: &Path, upstream: &Path| {
+        format!(
+            "[[service]]\nname = \"{name}\"\nkind = \"tcp-proxy\"\nlisten = \"unix:{}\"\n\
+             upstream = \"unix:{}\"\n",
+            listen.display(),
+            upstream.display()
+        )
+    };
+    let config = format!(
+        "{}{}{}",
+        preamble(dir.path()),
+        proxy("p", &a, &b),
+        proxy("q", &b, &a)
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            "service[0].upstream: these two forward round a loop: service[0] (p) -> service[1] \
+             (q) -> service[0] (p)",
+        ],
+    );
+}
+
 /// A listener whose port another program holds: `check` refuses it naming the program,
 /// and `run` says so once, each cause given once.
 #[test]

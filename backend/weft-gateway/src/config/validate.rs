@@ -37,6 +37,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         .claim(&dashboard.listen, &parsed, "dashboard.listen".into())
         .expect("the first listener claimed");
     let services = services(&at, &raw, &mut bound)?;
+    super::loops::check(&at, &raw, &services)?;
     if store.url.is_none() {
         access_logs_apart_from(&at, &raw, &store.path)?;
     }
@@ -398,8 +399,8 @@ impl ServiceCtx<'_> {
 
     /// The service's own listener that a connection to `ip` (`None`: `localhost`, any
     /// loopback address) on `port` would reach, over UDP or a stream transport as `udp`
-    /// says: the same port on the same address, or on a loopback address for a listener on
-    /// every address.
+    /// says: the same port on the same address, or on a loopback address or another of this
+    /// host's for a listener on every address.
     pub(crate) fn own_listener(
         &self,
         udp: bool,
@@ -418,13 +419,7 @@ impl ServiceCtx<'_> {
                     }
                     _ => return false,
                 };
-                listen.port() == port
-                    && match ip {
-                        Some(ip) => {
-                            listen.ip() == ip || (listen.ip().is_unspecified() && ip.is_loopback())
-                        }
-                        None => listen.ip().is_unspecified() || listen.ip().is_loopback(),
-                    }
+                listen.port() == port && super::loops::address_reaches(ip, listen.ip())
             })
             .map(|(endpoint, _)| endpoint.as_str())
     }

@@ -118,12 +118,22 @@ impl super::Kind for TcpProxyKind {
 }
 
 /// The service's own listener that `upstream` names, if it names one
-/// ([`ServiceCtx::own_listener`]; `localhost` stands for any loopback address).
+/// ([`ServiceCtx::own_listener`]; `localhost` stands for any loopback address; a unix
+/// socket by its path).
 fn own_listener<'c>(
     ctx: &'c ServiceCtx<'_>,
     upstream: &weft::endpoint::ClientEndpoint,
 ) -> Option<&'c str> {
-    use weft::endpoint::ClientEndpoint;
+    use weft::endpoint::{ClientEndpoint, ServerEndpoint};
+    if let ClientEndpoint::Unix { path, .. } = upstream {
+        return ctx
+            .listen
+            .iter()
+            .find(|(endpoint, _)| {
+                matches!(endpoint.parse(), Ok(ServerEndpoint::Unix { path: own, .. }) if own == *path)
+            })
+            .map(|(endpoint, _)| endpoint.as_str());
+    }
     let (ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. }) =
         upstream
     else {

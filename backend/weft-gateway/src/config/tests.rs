@@ -141,6 +141,70 @@ fn a_bad_duration_names_its_line_and_key() {
     assert_eq!(at(&e), (Some(2), Some("store.retention")));
 }
 
+/// A value below what its key can use is taken for a slip of the unit ("1ns" for "1s"):
+/// refused, naming the floor and what the value would do.
+#[test]
+fn a_duration_too_short_to_be_of_use_is_refused_naming_the_floor() {
+    let service = |keys: &str| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:0\"\n{keys}\n\
+             [[service.route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:9\"\n"
+        )
+    };
+    for (text, key, floor) in [
+        (
+            "[store]\nretention = \"59s\"".to_owned(),
+            "store.retention",
+            "at least 1m: history would be pruned",
+        ),
+        (
+            "[inspect]\nstall_after = \"1ms\"".to_owned(),
+            "inspect.stall_after",
+            "at least 10ms",
+        ),
+        (
+            "[inspect]\nslow_callback = \"1ns\"".to_owned(),
+            "inspect.slow_callback",
+            "at least 1ms",
+        ),
+        (
+            service("idle_timeout = \"1ns\""),
+            "service[0].idle_timeout",
+            "at least 100ms: a client would be cut off",
+        ),
+        (
+            service("limits = { request_timeout = \"99ms\" }"),
+            "service[0].limits.request_timeout",
+            "at least 100ms",
+        ),
+        (
+            service("limits = { upstream_timeout = \"999us\" }"),
+            "service[0].limits.upstream_timeout",
+            "at least 1ms",
+        ),
+        (
+            service("hsts_max_age = \"999ms\""),
+            "service[0].hsts_max_age",
+            "at least 1s: max-age counts whole seconds",
+        ),
+    ] {
+        let e = err(&text);
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert!(e.message.contains(&format!("is too short: {floor}")), "{e}");
+    }
+    // At the floor, each is taken; "0s" still turns an idle timeout off.
+    for ok in [
+        "[store]\nretention = \"1m\"\n[inspect]\nstall_after = \"10ms\"\nslow_callback = \"1ms\""
+            .to_owned(),
+        service(
+            "idle_timeout = \"100ms\"\nlimits = { request_timeout = \"100ms\", upstream_timeout = \"1ms\" }",
+        ),
+        service("idle_timeout = \"0s\""),
+    ] {
+        Config::parse("weft.toml", &ok).unwrap_or_else(|e| panic!("{e}\n{ok}"));
+    }
+}
+
 #[test]
 fn durations_take_the_usual_units() {
     let c = Config::parse(

@@ -510,8 +510,17 @@ pub(crate) fn duration(
         return Ok(default);
     };
     let (text, span) = (value.get_ref().as_str(), Some(value.span()));
+    let (floor, because) = floor(name);
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err(at.error(span, key(name), "must be longer than zero")),
+        Ok(d) if d < floor => Err(at.error(
+            span,
+            key(name),
+            format!(
+                "{text:?} is too short: at least {}{because}",
+                humantime::format_duration(floor)
+            ),
+        )),
         Ok(d) if d > MAX_DURATION => Err(at.error(
             span,
             key(name),
@@ -526,6 +535,29 @@ pub(crate) fn duration(
             key(name),
             format!("{text:?} is not a duration ({e}); write it like \"5s\", \"100ms\" or \"24h\""),
         )),
+    }
+}
+
+/// The shortest value the duration key `name` takes (by its last part: `idle_timeout`,
+/// `store.retention`), with why: below it the setting would leave what it times useless
+/// (every connection cut before its client could speak, every callback reported as slow,
+/// history pruned as it is written), so such a value is taken for a slip of the unit.
+fn floor(name: &str) -> (Duration, &'static str) {
+    const MS: Duration = Duration::from_millis(1);
+    let leaf = name.rsplit('.').next().unwrap_or(name);
+    match leaf {
+        "idle_timeout" | "request_timeout" => (
+            100 * MS,
+            ": a client would be cut off before it could be served",
+        ),
+        "stall_after" => (10 * MS, ": every chain would be reported as stalled"),
+        "retention" => (
+            Duration::from_secs(60),
+            ": history would be pruned as it is written",
+        ),
+        // `max-age` counts whole seconds: less would be 0, which turns HSTS off.
+        "hsts_max_age" => (Duration::from_secs(1), ": max-age counts whole seconds"),
+        _ => (MS, ""),
     }
 }
 

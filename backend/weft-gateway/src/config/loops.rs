@@ -93,9 +93,9 @@ pub(super) fn address_reaches(to: Option<IpAddr>, listen: IpAddr) -> bool {
             && (to.is_loopback() || to.is_unspecified() || is_this_hosts(to)))
 }
 
-/// Whether `ip` is an address of one of this host's interfaces: a socket can be bound to it.
+/// Whether `ip` is an address of one of this host's interfaces.
 fn is_this_hosts(ip: IpAddr) -> bool {
-    std::net::UdpSocket::bind((ip, 0)).is_ok()
+    super::preflight::bindable(ip).is_ok()
 }
 
 /// The index of the service (other than none) with a listener `target` reaches.

@@ -173,9 +173,7 @@ fn on_this_host(endpoint: &str, addr: SocketAddr) -> Result<(), String> {
     if addr.ip().is_unspecified() {
         return Ok(());
     }
-    let mut any_port = addr;
-    any_port.set_port(0);
-    std::net::UdpSocket::bind(any_port).map(drop).map_err(|e| {
+    bindable(addr.ip()).map_err(|e| {
         format!(
             "{endpoint:?}: cannot listen on {}: {e}; name an address of one of this host's \
              interfaces",
@@ -184,12 +182,35 @@ fn on_this_host(endpoint: &str, addr: SocketAddr) -> Result<(), String> {
     })
 }
 
-/// What would make every connection to `endpoint` fail at once: trusted roots
-/// (`caCerts=`) that do not load, loaded as connecting loads them.
+/// Whether a socket can be bound to `ip` (on any free port, let go at once): it is an
+/// address of one of this host's interfaces, or the unspecified address.
+pub(crate) fn bindable(ip: IpAddr) -> std::io::Result<()> {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).map(drop)
+}
+
+/// What would make every connection to `endpoint` fail at once: port 0, a `bindAddress`
+/// that is not this host's, trusted roots (`caCerts=`) that do not load, loaded as
+/// connecting loads them.
 pub(crate) fn check_client(endpoint: &str, parsed: &ClientEndpoint) -> Result<(), String> {
     if let ClientEndpoint::Tcp { port: 0, .. } | ClientEndpoint::Ssl { port: 0, .. } = parsed {
         return Err(format!(
             "{endpoint:?}: port 0 is no port to connect to; name the port the server listens on"
+        ));
+    }
+    if let ClientEndpoint::Tcp {
+        bind_address: Some(local),
+        ..
+    }
+    | ClientEndpoint::Ssl {
+        bind_address: Some(local),
+        ..
+    } = parsed
+        && let Err(e) = bindable(local.ip())
+    {
+        return Err(format!(
+            "{endpoint:?}: cannot connect from bindAddress {}: {e}; every connection would \
+             fail; name an address of one of this host's interfaces",
+            local.ip()
         ));
     }
     match parsed {

@@ -445,6 +445,16 @@ fn a_tcp_proxy_upstream_no_connection_could_be_made_to_is_refused() {
     }
     let e = proxy("tcp:15432", "tcp:127.0.0.1:0").unwrap_err();
     assert!(e.message.contains("port 0"), "{e}");
+    let e = proxy("unix:/tmp/pg.sock", "unix:/tmp/pg.sock").unwrap_err();
+    assert!(e.message.contains("own listener"), "{e}");
+    // A local address no interface has (RFC 5737): no connection could be made from it.
+    let e = proxy("tcp:15432", "tcp:127.0.0.1:5432:bindAddress=198.51.100.7").unwrap_err();
+    assert!(
+        e.message
+            .contains("cannot connect from bindAddress 198.51.100.7"),
+        "{e}"
+    );
+    assert!(proxy("tcp:15432", "tcp:127.0.0.1:5432:bindAddress=127.0.0.1").is_ok());
     // Another port, or another host's: fine.
     for upstream in [
         "tcp:127.0.0.1:5432",

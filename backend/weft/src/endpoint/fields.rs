@@ -118,11 +118,65 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// `interface=`, or `default`.
+    /// `interface=`, or `default`: an address of this host's, so not a multicast group nor
+    /// the broadcast address (a socket bound to one hears only what is sent to it, nothing
+    /// of what is sent to the host).
     pub(super) fn interface(&mut self, default: IpAddr) -> Result<IpAddr, EndpointError> {
-        Ok(self
+        let ip = self
             .parsed("interface", "an IP address")?
-            .unwrap_or(default))
+            .unwrap_or(default);
+        let what = match ip {
+            IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
+            ip if ip.is_multicast() => "a multicast group",
+            _ => return Ok(ip),
+        };
+        Err(self.err(
+            &format!("interface={ip}"),
+            &format!(
+                "is {what}, not an address of this host; listen on an interface's address or \
+                 on every address (remove the option)"
+            ),
+        ))
+    }
+
+    /// `backlog=`: how many connections may wait to be accepted, 1 or more (the system caps
+    /// it at `net.core.somaxconn`), or `default`.
+    pub(super) fn backlog(&mut self, default: u32) -> Result<u32, EndpointError> {
+        match self.parsed::<u32>("backlog", "a number")? {
+            None => Ok(default),
+            Some(0) => Err(self.err(
+                "backlog=0",
+                "leaves no room for connections waiting to be accepted: a burst would be \
+                 refused; give 1 or more, or leave it out",
+            )),
+            Some(n) => Ok(n),
+        }
+    }
+
+    /// `mode=`: a unix socket's permissions in octal, at most `777`, that let someone
+    /// connect (connecting takes write permission).
+    pub(super) fn mode(&mut self) -> Result<Option<u32>, EndpointError> {
+        let Some(m) = self.take("mode", false) else {
+            return Ok(None);
+        };
+        let part = format!("mode={m}");
+        let mode =
+            u32::from_str_radix(&m, 8).map_err(|_| self.err(&part, "is not an octal file mode"))?;
+        if mode > 0o777 {
+            return Err(self.err(
+                &part,
+                "is more than permissions: a socket's mode is at most 777 (read, write and \
+                 execute for its owner, group and others), such as 660",
+            ));
+        }
+        if mode & 0o222 == 0 {
+            return Err(self.err(
+                &part,
+                "lets no one connect: connecting to a unix socket takes write permission; give \
+                 its owner or group write, such as 660",
+            ));
+        }
+        Ok(Some(mode))
     }
 
     /// `timeout=` in seconds (positive), or [`DEFAULT_CONNECT_TIMEOUT`].

@@ -154,7 +154,7 @@ impl FromStr for ServerEndpoint {
                 match f.kind.as_str() {
                     "udp" => Self::Udp { addr },
                     "ssl" => {
-                        let backlog = f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG);
+                        let backlog = f.backlog(DEFAULT_BACKLOG)?;
                         let private_key: PathBuf = f.required("privateKey", false)?.into();
                         // Like Twisted, one PEM file may hold both key and certificate.
                         let cert = f
@@ -169,7 +169,7 @@ impl FromStr for ServerEndpoint {
                     }
                     _ => Self::Tcp {
                         addr,
-                        backlog: f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG),
+                        backlog: f.backlog(DEFAULT_BACKLOG)?,
                     },
                 }
             }
@@ -190,14 +190,8 @@ impl FromStr for ServerEndpoint {
                         ),
                     ));
                 }
-                let mode =
-                    match f.take("mode", false) {
-                        None => None,
-                        Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
-                            f.err(&format!("mode={m}"), "is not an octal file mode")
-                        })?),
-                    };
-                let backlog = f.parsed("backlog", "a number")?.unwrap_or(DEFAULT_BACKLOG);
+                let mode = f.mode()?;
+                let backlog = f.backlog(DEFAULT_BACKLOG)?;
                 // Twisted's lockfile=1 keeps a second process off a live socket. weft takes no
                 // lock (a listener replaces the socket file at its path), so accepting the option
                 // would promise a protection that is not there.
@@ -462,6 +456,41 @@ mod tests {
         assert!(bad_server("tcp").reason.contains("needs port"));
         assert!(bad_server("ssl:443").reason.contains("needs privateKey"));
         assert_eq!(bad_server("unix:/x:mode=9z").part, "mode=9z");
+        // More than permissions, or none that lets anyone connect.
+        for (mode, says) in [
+            ("77777777", "at most 777"),
+            ("1777", "at most 777"),
+            ("0", "lets no one connect"),
+            ("555", "lets no one connect"),
+        ] {
+            let e = bad_server(&format!("unix:/x:mode={mode}"));
+            assert_eq!(e.part, format!("mode={mode}"));
+            assert!(e.reason.contains(says), "{mode}: {e}");
+        }
+        assert!(matches!(
+            server("unix:/x:mode=200"),
+            ServerEndpoint::Unix {
+                mode: Some(0o200),
+                ..
+            }
+        ));
+        // No queue, and addresses that are no host's.
+        for (endpoint, part) in [
+            ("tcp:80:backlog=0", "backlog=0"),
+            ("unix:/x:backlog=0", "backlog=0"),
+            ("udp:53:interface=224.0.0.1", "interface=224.0.0.1"),
+            (
+                "tcp:80:interface=255.255.255.255",
+                "interface=255.255.255.255",
+            ),
+            (r"udp:53:interface=ff02\:\:1", "interface=ff02::1"),
+        ] {
+            assert_eq!(bad_server(endpoint).part, part, "{endpoint}");
+        }
+        assert!(matches!(
+            server("tcp:80:backlog=1"),
+            ServerEndpoint::Tcp { backlog: 1, .. }
+        ));
         assert!(bad_server("tcp:80\\").reason.contains("backslash"));
         let e = "tcp:h:1:timeout=-1".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("positive"), "{e}");

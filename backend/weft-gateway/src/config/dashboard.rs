@@ -34,6 +34,34 @@ pub(super) fn dashboard(
         Some(n) => Ok(usize::try_from(*n.get_ref()).expect("checked to be in range")),
         None => Ok(default),
     };
+    let max_connections = count(
+        "max_connections",
+        &raw.max_connections,
+        1,
+        weft_dashboard::server::DEFAULT_MAX_CONNECTIONS,
+    )?;
+    let max_connections_per_peer = count(
+        "max_connections_per_peer",
+        &raw.max_connections_per_peer,
+        0,
+        weft_dashboard::server::DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    )?;
+    // A cap per peer written above the total caps nothing: one peer could take every
+    // connection, which the file seems to mean to prevent. (The default one above a lower
+    // total is only not reached.)
+    if let Some(written) = &raw.max_connections_per_peer
+        && max_connections_per_peer > max_connections
+    {
+        return Err(at.error(
+            Some(written.span()),
+            key("dashboard.max_connections_per_peer"),
+            format!(
+                "{max_connections_per_peer} is above the total (max_connections = \
+                 {max_connections}): one peer could take every connection; make it at most \
+                 the total, or 0 for no cap per peer"
+            ),
+        ));
+    }
     Ok(DashboardConfig {
         listen,
         token,
@@ -44,18 +72,8 @@ pub(super) fn dashboard(
             1,
             weft_dashboard::live::DEFAULT_MAX_LIVE_CLIENTS,
         )?,
-        max_connections: count(
-            "max_connections",
-            &raw.max_connections,
-            1,
-            weft_dashboard::server::DEFAULT_MAX_CONNECTIONS,
-        )?,
-        max_connections_per_peer: count(
-            "max_connections_per_peer",
-            &raw.max_connections_per_peer,
-            0,
-            weft_dashboard::server::DEFAULT_MAX_CONNECTIONS_PER_PEER,
-        )?,
+        max_connections,
+        max_connections_per_peer,
     })
 }
 

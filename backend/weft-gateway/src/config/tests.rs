@@ -361,6 +361,20 @@ fn the_dashboards_connection_caps_default_safe_and_are_checked() {
         assert_eq!(at(&e), (Some(2), Some(path.as_str())), "{key} = {n}");
         assert!(e.message.contains(range), "{e}");
     }
+    // A cap per peer written above the total caps nothing; the default one is only not
+    // reached.
+    let e = err("[dashboard]\nmax_connections = 10\nmax_connections_per_peer = 11\n");
+    assert_eq!(
+        at(&e),
+        (Some(3), Some("dashboard.max_connections_per_peer")),
+        "{e}"
+    );
+    assert!(
+        e.message.contains("above the total (max_connections = 10)"),
+        "{e}"
+    );
+    let c = Config::parse("weft.toml", "[dashboard]\nmax_connections = 10\n").unwrap();
+    assert_eq!(c.dashboard.max_connections_per_peer, 64);
 }
 
 #[test]

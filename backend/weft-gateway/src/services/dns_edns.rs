@@ -45,6 +45,10 @@ pub(crate) fn edns(ctx: &ServiceCtx<'_>) -> Result<EdnsConfig, ConfigError> {
     })
 }
 
+/// The shortest client prefixes the rate limit groups by: a `/8` of IPv4, a `/16` of IPv6.
+const MIN_IPV4_PREFIX: i64 = 8;
+const MIN_IPV6_PREFIX: i64 = 16;
+
 /// `rate_limit`: off when absent; a table turns it on, every key with a default.
 pub(crate) fn rate_limit(ctx: &ServiceCtx<'_>) -> Result<Option<RateLimit>, ConfigError> {
     let Some(raw) = &ctx.raw.rate_limit else {
@@ -76,17 +80,19 @@ pub(crate) fn rate_limit(ctx: &ServiceCtx<'_>) -> Result<Option<RateLimit>, Conf
         MAX_SLIP,
         RateLimit::DEFAULT_SLIP.into(),
     )?;
+    // A shorter prefix puts so many clients in one group that one flooder spends the
+    // budget of all of them: the harm the limit is there to stop.
     let v4 = number(
         "ipv4_prefix",
         &raw.ipv4_prefix,
-        0,
+        MIN_IPV4_PREFIX,
         32,
         RateLimit::DEFAULT_IPV4_PREFIX.into(),
     )?;
     let v6 = number(
         "ipv6_prefix",
         &raw.ipv6_prefix,
-        0,
+        MIN_IPV6_PREFIX,
         128,
         RateLimit::DEFAULT_IPV6_PREFIX.into(),
     )?;
@@ -169,6 +175,10 @@ mod tests {
             ("slip = 11", "slip"),
             ("ipv4_prefix = 33", "ipv4_prefix"),
             ("ipv6_prefix = -1", "ipv6_prefix"),
+            // Every client, or most of the Internet, in one group.
+            ("ipv4_prefix = 0", "ipv4_prefix"),
+            ("ipv4_prefix = 7", "ipv4_prefix"),
+            ("ipv6_prefix = 15", "ipv6_prefix"),
         ] {
             let e = err(&format!("rate_limit = {{ {keys} }}"));
             assert!(

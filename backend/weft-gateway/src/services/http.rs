@@ -345,9 +345,15 @@ fn root(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigError> {
 }
 
 /// `index`: a file name, `index.html` by default.
+/// Whether `name` names a file in a directory: not empty, not `.` or `..` (the directory
+/// itself, or the one above it), with no `/` or NUL.
+fn is_file_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains(['/', '\0'])
+}
+
 fn index(ctx: &ServiceCtx<'_>) -> Result<String, ConfigError> {
     match &ctx.raw.index {
-        Some(i) if i.get_ref().is_empty() || i.get_ref().contains('/') => Err(ctx.error(
+        Some(i) if !is_file_name(i.get_ref()) => Err(ctx.error(
             i.span(),
             "index",
             "must be a file name, such as \"index.html\"",
@@ -585,6 +591,19 @@ pub(crate) mod tests {
         let proxy_only =
             parse("[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n").unwrap();
         assert!(http(&proxy_only).root.is_none());
+    }
+
+    #[test]
+    fn an_index_that_is_not_a_file_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        for index in ["", ".", "..", "a/b.html", "/etc/passwd", "index.html\\u0000"] {
+            let e = parse(&format!("{root}index = \"{index}\"\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("service[0].index"), "{index}: {e}");
+        }
+        for index in ["index.htm", "..hidden", "default.html.."] {
+            assert!(parse(&format!("{root}index = \"{index}\"\n")).is_ok(), "{index}");
+        }
     }
 
     #[test]

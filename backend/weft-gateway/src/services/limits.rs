@@ -138,6 +138,24 @@ pub(crate) fn validate(
                 )
             })?;
     }
+    // A cap per peer written above the total caps nothing: one peer could take every
+    // connection, which the file seems to mean to prevent. (The default one above a lower
+    // total is only not reached.)
+    if let (Some(written), Some(per_peer)) = (
+        &ctx.raw.max_connections_per_peer,
+        limits.max_connections_per_peer,
+    ) && per_peer > limits.max_connections
+    {
+        return Err(ctx.error(
+            written.span(),
+            "max_connections_per_peer",
+            format!(
+                "{per_peer} is above the total (max_connections = {}): one peer could take \
+                 every connection; make it at most the total, or 0 for no cap per peer",
+                limits.max_connections
+            ),
+        ));
+    }
     Ok(limits)
 }
 
@@ -161,6 +179,28 @@ mod tests {
         Config::parse("weft.toml", &text)
             .map(|c| c.services[0].limits)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_cap_per_peer_written_above_the_total_is_refused() {
+        let e = limits(
+            "echo",
+            "max_connections = 10\nmax_connections_per_peer = 11",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "service[0].max_connections_per_peer: 11 is above the total (max_connections = 10)"
+            ),
+            "{e}"
+        );
+        let l = limits("echo", "max_connections = 10").unwrap();
+        assert_eq!(
+            l.max_connections_per_peer,
+            Some(DEFAULT_MAX_CONNECTIONS_PER_PEER)
+        );
+        let l = limits("echo", "max_connections = 10\nmax_connections_per_peer = 0").unwrap();
+        assert_eq!(l.max_connections_per_peer, None);
     }
 
     #[test]

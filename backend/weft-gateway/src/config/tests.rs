@@ -469,6 +469,21 @@ fn a_tcp_proxy_upstream_no_connection_could_be_made_to_is_refused() {
         "{e}"
     );
     assert!(proxy("tcp:15432", "tcp:127.0.0.1:5432:bindAddress=127.0.0.1").is_ok());
+    // Written as a listener is: the error shows how a client endpoint is written.
+    for (upstream, written) in [
+        ("tcp:5432:interface=10.0.0.5", "\"tcp:10.0.0.5:5432\""),
+        ("tcp:5432", "\"tcp:127.0.0.1:5432\""),
+        // As TOML writes it: each backslash doubled.
+        (r"tcp6:5432:interface=\\:\\:1", r#""tcp:\:\:1:5432""#),
+    ] {
+        let e = proxy("tcp:15432", upstream).unwrap_err();
+        assert!(
+            e.message.ends_with(&format!(
+                "a client endpoint names the host to connect to, as {written}"
+            )),
+            "{e}"
+        );
+    }
     // Another port, or another host's: fine.
     for upstream in [
         "tcp:127.0.0.1:5432",

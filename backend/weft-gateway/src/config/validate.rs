@@ -390,7 +390,8 @@ impl ServiceCtx<'_> {
             endpoint
                 .parse()
                 .map_err(|e: weft::endpoint::EndpointError| {
-                    self.error(value.span(), field, e.to_string())
+                    let hint = written_as_listener(endpoint).unwrap_or_default();
+                    self.error(value.span(), field, format!("{e}{hint}"))
                 })?;
         preflight::check_client(endpoint, &parsed)
             .map_err(|message| self.error(value.span(), field, message))?;
@@ -431,6 +432,29 @@ impl ServiceCtx<'_> {
             Ok(ServerEndpoint::Udp { .. })
         )
     }
+}
+
+/// For a client endpoint written as a listener is (`tcp:5432:interface=10.0.0.5`), how to
+/// write it: a client names the host to connect to (`tcp:10.0.0.5:5432`).
+fn written_as_listener(endpoint: &str) -> Option<String> {
+    let suggested = match endpoint.parse::<ServerEndpoint>().ok()? {
+        ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
+            let scheme = endpoint.split(':').next().unwrap_or("tcp");
+            let scheme = if scheme == "ssl" { "ssl" } else { "tcp" };
+            let host = match addr.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+                ip if ip.is_unspecified() => r"\:\:1".to_owned(),
+                std::net::IpAddr::V6(v6) => v6.to_string().replace(':', r"\:"),
+                ip => ip.to_string(),
+            };
+            format!("{scheme}:{host}:{}", addr.port())
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "; that is how a listener is written: a client endpoint names the host to connect \
+         to, as \"{suggested}\""
+    ))
 }
 
 pub(super) fn key(k: &str) -> Option<String> {

@@ -92,8 +92,37 @@ pub struct SniCertificate {
 /// A certificate chain and its key, loaded and checked against each other.
 fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&read_pem(key)?).map_err(|e| pem_error(key, e))?;
-    Ok(Arc::new(CertifiedKey::from_der(certs, key, &provider())?))
+    Ok(Arc::new(CertifiedKey::from_der(
+        certs,
+        load_key(key)?,
+        &provider(),
+    )?))
+}
+
+/// The private key in the PEM file at `path`; the error says what is there instead when it
+/// is not one weft can read: an encrypted key (there is no one to ask for a passphrase), or
+/// no key at all.
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_pem(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        let has = |text: &[u8]| pem.windows(text.len()).any(|w| w == text);
+        if has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED") {
+            pem_error(
+                path,
+                "holds an encrypted private key, which weft cannot read (it asks for no \
+                 passphrase); write it out decrypted, readable by weft's user alone, with \
+                 `openssl pkey -in KEY -out KEY.plain`",
+            )
+        } else if matches!(e, rustls_pki_types::pem::Error::NoItemsFound) {
+            pem_error(
+                path,
+                "no private key found in PEM file (one begins `-----BEGIN PRIVATE KEY-----`, \
+                 `RSA PRIVATE KEY` or `EC PRIVATE KEY`)",
+            )
+        } else {
+            pem_error(path, e)
+        }
+    })
 }
 
 /// Picks the certificate by the name the client sent, the default one otherwise.
@@ -257,5 +286,41 @@ mod tests {
         ] {
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_key_file_weft_cannot_read_says_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        let body = "MIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n";
+        for (name, text, says) in [
+            (
+                "pkcs8.pem",
+                format!(
+                    "-----BEGIN ENCRYPTED PRIVATE KEY-----\n{body}-----END ENCRYPTED PRIVATE KEY-----\n"
+                ),
+                "holds an encrypted private key",
+            ),
+            (
+                "legacy.pem",
+                format!(
+                    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+                     DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\n{body}\
+                     -----END RSA PRIVATE KEY-----\n"
+                ),
+                "holds an encrypted private key",
+            ),
+            ("cert.pem", made.cert.pem(), "no private key found"),
+        ] {
+            let key = dir.path().join(name);
+            std::fs::write(&key, text).unwrap();
+            let err = check_server_files(&cert, &key).unwrap_err().to_string();
+            assert!(err.contains(says), "{name}: {err}");
+        }
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        check_server_files(&cert, &key).unwrap();
     }
 }

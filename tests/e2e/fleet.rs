@@ -159,3 +159,51 @@ fn a_postgres_stopped_mid_run_drops_and_counts_then_history_resumes() {
         app.log()
     );
 }
+
+/// A server out of reach when the gateway starts does not stop it: it serves, counts what
+/// it cannot write, and writes history once the server answers, numbered above what an
+/// earlier run wrote (which it could not read at start) and leaving those rows as they were.
+#[test]
+fn a_postgres_out_of_reach_at_start_is_served_without_history_until_it_answers() {
+    let pg = Postgres::start();
+    let url = pg.create_database("late");
+    let first = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(first.echo);
+    assert_eventually!(closed(&first, "").len() == 1, "{}", first.log());
+    let before = closed(&first, "");
+    drop(first);
+
+    pg.stop();
+    let app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert!(
+        app.log()
+            .contains("the history database cannot be reached; serving without writing history"),
+        "{}",
+        app.log()
+    );
+    assert_eventually!(
+        app.metric("weft_store_write_errors_total").unwrap_or(0.0) >= 1.0,
+        "what cannot be written is counted\n{}",
+        app.log()
+    );
+
+    pg.start_again();
+    echo_once(app.echo);
+    let earlier_max = before.iter().map(|r| r.1).max().unwrap();
+    assert_eventually!(
+        {
+            let rows = closed(&app, "");
+            before.is_subset(&rows) && rows.iter().any(|r| r.1 > earlier_max)
+        },
+        "history resumes above the earlier run's rows, which are kept: {:?} after {before:?}\n{}",
+        closed(&app, ""),
+        app.log()
+    );
+    assert!(
+        app.log()
+            .contains("the history database answers; writing history"),
+        "{}",
+        app.log()
+    );
+}

@@ -250,15 +250,35 @@ impl Background {
 }
 
 /// The highest connection or Deferred id and the highest event number in the history, so
-/// a history file shared across runs continues above them; (0, 0) without one.
+/// a history file shared across runs continues above them; (0, 0) without one. When the
+/// history cannot be read (a database out of reach at start), numbering starts from
+/// [`above_any_history`], so rows written once it can be are not taken for an earlier
+/// run's.
 async fn last_ids(store: Option<&Store>) -> (u64, u64) {
-    let (last_id, last_seq) = match store {
-        Some(store) => store.last_ids().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the history's last ids; numbering from 1");
-            (0, 0)
-        }),
-        None => (0, 0),
-    };
     let positive = |n: i64| u64::try_from(n).unwrap_or(0);
-    (positive(last_id), positive(last_seq))
+    match store {
+        Some(store) => match store.last_ids().await {
+            Ok((id, seq)) => (positive(id), positive(seq)),
+            Err(e) => {
+                let from = above_any_history();
+                tracing::warn!(error = %e, from, "cannot read the history's last ids; numbering from the clock");
+                (from, from)
+            }
+        },
+        None => (0, 0),
+    }
+}
+
+/// A number above any id or event number a history holds: the milliseconds since 1970
+/// times 1,000. An earlier run numbered below it, unless it was numbered this way too and
+/// made more than a thousand ids for each millisecond since it started; a later run
+/// continues above what this one writes. About 1.8 × 10^15 today, below 2^53, so a
+/// browser reads it whole.
+fn above_any_history() -> u64 {
+    let since_1970 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_1970.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(1000)
 }

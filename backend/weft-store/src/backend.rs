@@ -195,14 +195,33 @@ pub(crate) async fn open_pg_pool(
         .connect_with(options)
         .await
         .map_err(open_error)?;
+    migrate_pg(&pool, url).await?;
+    Ok(pool)
+}
+
+/// A read pool on the database at `url` that connects when first asked, for a server not
+/// reachable at start: reads fail as they would were it lost at run time, until it is back.
+pub(crate) fn lazy_pg_pool(
+    url: &str,
+    timeout: Duration,
+    max_readers: u32,
+) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_readers.max(1))
+        .min_connections(0)
+        .acquire_timeout(timeout)
+        .connect_lazy_with(pg_options(url)?))
+}
+
+/// Brings the schema of the database `pool` reads up to date, as opening it does.
+pub(crate) async fn migrate_pg(pool: &PgPool, url: &str) -> Result<(), StoreError> {
     PG_MIGRATOR
-        .run(&pool)
+        .run(pool)
         .await
         .map_err(|source| StoreError::MigrateUrl {
             url: redacted(url),
             source,
-        })?;
-    Ok(pool)
+        })
 }
 
 /// Opens the writer's own connection to the database at `url`, giving up after `timeout`.

@@ -126,6 +126,19 @@ fn holder_text(holder: Option<u32>) -> String {
 }
 
 impl StoreError {
+    /// Whether the database server could not be reached at all (refused, unreachable, no
+    /// answer within the timeout), as opposed to one that answered and refused: a wrong
+    /// password, a database that does not exist. Trying again later may succeed.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect {
+                source: sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut,
+                ..
+            }
+        )
+    }
+
     /// Whether the query, or opening or migrating the file, could not run because another
     /// connection holds the file locked (SQLite's `BUSY` or `LOCKED`, with their extended
     /// codes), every reader was busy, or other searches were: trying again later may succeed.

@@ -147,9 +147,23 @@ impl Store {
     pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
         let (lock, pool, opened) = match &options.url {
             Some(url) => {
-                let pool =
-                    backend::open_pg_pool(url, options.busy_timeout, options.max_readers).await?;
-                (None, Pool::Postgres(pool), writer::Opened::Now)
+                match backend::open_pg_pool(url, options.busy_timeout, options.max_readers).await {
+                    Ok(pool) => (None, Pool::Postgres(pool), writer::Opened::Now),
+                    // The server is down or out of reach: serve, and write history once it
+                    // answers, as for a file another program holds locked.
+                    Err(error) if error.is_unreachable() => {
+                        tracing::warn!(
+                            url = %options.location(),
+                            %error,
+                            "the history database cannot be reached; serving without writing \
+                             history until it can (tried with each batch)"
+                        );
+                        let pool =
+                            backend::lazy_pg_pool(url, options.busy_timeout, options.max_readers)?;
+                        (None, Pool::Postgres(pool), writer::Opened::Later)
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             None => {
                 let lock = lock::WriterLock::acquire(&options.path)?;

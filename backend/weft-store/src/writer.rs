@@ -180,7 +180,8 @@ pub(crate) struct WriterTask {
     conn: Option<Conn>,
     /// The file `conn` and the read pool were opened on.
     file: Option<FileId>,
-    /// `Later` until the writer has opened a file that was locked at start.
+    /// `Later` until the writer has opened a file that was locked at start, or reached a
+    /// database that was out of reach.
     opened: Opened,
     /// Set by the first error of a burst, cleared by the next success; errors are logged only
     /// when it flips, so a broken disk produces two log lines, not thousands.
@@ -193,8 +194,9 @@ pub(crate) struct WriterTask {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Opened {
     Now,
-    /// Another program held it locked: the writer's first batch to find it free migrates
-    /// it, closes what an earlier process left open, and opens it.
+    /// Another program held it locked, or the database server was out of reach: the
+    /// writer's first batch to find it free (or reach it) migrates it, closes what an
+    /// earlier process left open, and opens it.
     Later,
 }
 
@@ -212,6 +214,8 @@ pub(crate) async fn create(
         None => None,
     };
     let (conn, dialect) = match &postgres {
+        // Out of reach at start: the first batch connects.
+        Some(_) if opened == Opened::Later => (None, Dialect::Postgres),
         Some((url, pg)) => (
             Some(Conn::Postgres(
                 backend::open_pg_connection(pg, url, options.busy_timeout).await?,
@@ -452,6 +456,9 @@ impl WriterTask {
                 let conn = backend::open_pg_connection(options, url, self.busy_timeout).await?;
                 self.conn = Some(Conn::Postgres(conn));
             }
+            if self.opened == Opened::Later {
+                self.reached().await?;
+            }
             return Ok(());
         }
         self.keep_lock()?;
@@ -464,6 +471,38 @@ impl WriterTask {
             self.conn = Some(Conn::Sqlite(conn));
         }
         Ok(())
+    }
+
+    /// The database was out of reach at start and answers now: before this process writes
+    /// a row, its schema is brought up to date and what an earlier process left open in it
+    /// is closed, as an open at start would have done.
+    async fn reached(&mut self) -> Result<(), StoreError> {
+        let (Some((url, _)), crate::backend::Pool::Postgres(pool)) =
+            (&self.postgres, self.pools.get())
+        else {
+            return Ok(());
+        };
+        backend::migrate_pg(&pool, url).await?;
+        let pool = crate::backend::Pool::Postgres(pool);
+        crate::interrupted::close_what_was_left_open(&pool, self.sql.instance(), &self.location)
+            .await;
+        let services = self.catalog_records();
+        if let Some(conn) = self.conn.as_mut() {
+            self.sql.write(conn, &services).await?;
+        }
+        self.opened = Opened::Now;
+        tracing::info!(url = %self.location, "the history database answers; writing history");
+        Ok(())
+    }
+
+    /// Every service the writer was given, as records to write into a database that may
+    /// not hold them.
+    fn catalog_records(&self) -> Vec<Record> {
+        self.catalog
+            .all()
+            .into_iter()
+            .map(Record::Service)
+            .collect()
     }
 
     /// Takes the file's lock again if its lock file was deleted or replaced.
@@ -515,12 +554,7 @@ impl WriterTask {
         }
         let mut conn =
             Conn::Sqlite(schema::open_writer_connection(&self.path, self.busy_timeout).await?);
-        let services: Vec<Record> = self
-            .catalog
-            .all()
-            .into_iter()
-            .map(Record::Service)
-            .collect();
+        let services = self.catalog_records();
         self.sql.write(&mut conn, &services).await?;
         self.conn = Some(conn);
         self.file = FileId::of(&self.path);

@@ -153,12 +153,13 @@ fn a_request_in_a_transfer_coding_other_than_chunked_is_501_and_never_forwarded(
     assert!(via.len() == 1 && is_this_gateway(&via[0], "1.1"), "{via:?}");
 }
 
-/// A route whose upstream leads back to the same gateway (here through a relay that is not
+/// A route whose upstream leads back to the same service (here through a relay that is not
 /// weft) would send each request round until a limit broke it: the request is known by
-/// this gateway's name in its `Via` when it comes back, and answered 508 there, once.
+/// the service's name in its `Via` when it comes back, and answered 508 there, once. A
+/// route to another service of the same gateway is no loop.
 #[test]
-fn a_request_that_comes_back_through_the_same_gateway_is_508_not_sent_round_again() {
-    let port = free_port();
+fn a_request_that_comes_back_through_the_same_service_is_508_not_sent_round_again() {
+    let (port, inner) = (free_port(), free_port());
     let back = relay(([127, 0, 0, 1], port).into());
     let up = Upstream::start();
     let app = spawn_app_with(|_| {
@@ -172,7 +173,17 @@ listen = "tcp:{port}:interface=127.0.0.1"
 prefix = "/round/"
 upstream = "http://{back}"
 [[service.route]]
+prefix = "/inner/"
+upstream = "http://127.0.0.1:{inner}"
+[[service.route]]
 prefix = "/api/"
+upstream = "http://{up}"
+[[service]]
+name = "inner"
+kind = "http"
+listen = "tcp:{inner}:interface=127.0.0.1"
+[[service.route]]
+prefix = "/"
 upstream = "http://{up}"
 "#,
             up = up.addr
@@ -212,6 +223,18 @@ upstream = "http://{up}"
     assert!(
         via.len() == 1 && via[0].starts_with("1.1 weft-00000000, 1.1 cdn, 1.1 weft-"),
         "{via:?}"
+    );
+    // Nor is one service's route to another's listener: each has a name of its own.
+    let reply = exchange(
+        web,
+        "GET /inner/y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let via = up.header(1, "via");
+    let names: Vec<&str> = via[0].split(", ").collect();
+    assert!(
+        names.len() == 2 && names.iter().all(|n| is_this_gateway(n, "1.1")) && names[0] != names[1],
+        "two services, two names: {via:?}"
     );
 }
 

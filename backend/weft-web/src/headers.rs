@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
@@ -211,61 +211,73 @@ pub fn add_forwarded(
     Forwarding::new(client, secure).add(headers, host);
 }
 
-/// Adds this proxy to `Via`, after any an earlier proxy put there: a gateway MUST say so
-/// in each request it forwards (RFC 9110 §7.6.3), with the protocol the request came in
-/// (`1.1`, or `2` for HTTP/2) and [`pseudonym`] rather than its host name.
-pub fn add_via(headers: &mut HeaderMap, received: http::Version) {
-    let [v10, v11, v2] = via_members();
-    let via = match received {
-        http::Version::HTTP_2 => v2,
-        http::Version::HTTP_10 => v10,
-        _ => v11,
-    };
-    append_member(headers, header::VIA, via.clone());
+/// How one HTTP service names itself in `Via`, which a gateway MUST extend in each request
+/// it forwards (RFC 9110 §7.6.3): with the protocol the request came in (`1.1`, or `2` for
+/// HTTP/2) and a pseudonym rather than the host's name, `weft-` and eight hex digits drawn
+/// from a key the process makes when it starts and the service's name. So a request that
+/// comes back to the same service has its name in `Via` already ([`came_through`]): a
+/// forwarding loop, which would otherwise go round until a limit broke it. Another service
+/// of the same process, every reactor of this one, and another gateway each have a name of
+/// their own, so chains of services and gateways go through.
+///
+/// [`came_through`]: Self::came_through
+#[derive(Debug, Clone)]
+pub struct Via {
+    /// `weft-3f0c9a1e`.
+    name: Arc<str>,
+    /// What is added for a request that came in over HTTP/1.0, HTTP/1.1 and HTTP/2.
+    members: [HeaderValue; 3],
 }
 
-/// This process's name in `Via`: `weft-` and eight hex digits drawn when it starts. Each
-/// gateway of a chain has its own, so a request that comes back through the same one is
-/// known ([`came_through_here`]): a forwarding loop, which would otherwise go round until
-/// a limit broke it.
-pub fn pseudonym() -> &'static str {
-    static PSEUDONYM: OnceLock<&'static str> = OnceLock::new();
-    PSEUDONYM.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        // `RandomState` is seeded from the system's randomness once per process.
-        let drawn = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        Box::leak(format!("weft-{:08x}", drawn as u32).into_boxed_str())
-    })
-}
+impl Via {
+    /// The name of the service called `service` in this process.
+    pub fn of_service(service: &str) -> Self {
+        use std::hash::BuildHasher;
+        // Seeded from the system's randomness once per process.
+        static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+        let drawn = KEY
+            .get_or_init(std::collections::hash_map::RandomState::new)
+            .hash_one(service);
+        let name = format!("weft-{:08x}", drawn as u32);
+        let members = ["1.0", "1.1", "2"]
+            .map(|protocol| HeaderValue::from_str(&format!("{protocol} {name}")).expect("ASCII"));
+        Self {
+            name: name.into(),
+            members,
+        }
+    }
 
-/// The `Via` members this proxy adds, made once: for HTTP/1.0, HTTP/1.1 and HTTP/2.
-fn via_members() -> &'static [HeaderValue; 3] {
-    static MEMBERS: OnceLock<[HeaderValue; 3]> = OnceLock::new();
-    MEMBERS.get_or_init(|| {
-        ["1.0", "1.1", "2"].map(|protocol| {
-            let member: &'static str =
-                Box::leak(format!("{protocol} {}", pseudonym()).into_boxed_str());
-            HeaderValue::from_static(member)
+    /// The pseudonym: `weft-` and eight hex digits.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds this service to `Via`, after any an earlier proxy put there.
+    pub fn add(&self, headers: &mut HeaderMap, received: http::Version) {
+        let [v10, v11, v2] = &self.members;
+        let member = match received {
+            http::Version::HTTP_2 => v2,
+            http::Version::HTTP_10 => v10,
+            _ => v11,
+        };
+        append_member(headers, header::VIA, member.clone());
+    }
+
+    /// Whether `Via` names this service as a proxy the request already went through: it
+    /// has come round a loop.
+    pub fn came_through(&self, headers: &HeaderMap) -> bool {
+        let me = self.name.as_bytes();
+        headers.get_all(header::VIA).iter().any(|line| {
+            line.as_bytes().split(|&b| b == b',').any(|member| {
+                // `received-protocol received-by [comment]`.
+                member
+                    .split(u8::is_ascii_whitespace)
+                    .filter(|word| !word.is_empty())
+                    .nth(1)
+                    == Some(me)
+            })
         })
-    })
-}
-
-/// Whether `Via` names this process ([`pseudonym`]) as a proxy the request already went
-/// through: it has come round a loop.
-pub fn came_through_here(headers: &HeaderMap) -> bool {
-    let me = pseudonym().as_bytes();
-    headers.get_all(header::VIA).iter().any(|line| {
-        line.as_bytes().split(|&b| b == b',').any(|member| {
-            // `received-protocol received-by [comment]`.
-            member
-                .split(u8::is_ascii_whitespace)
-                .filter(|word| !word.is_empty())
-                .nth(1)
-                == Some(me)
-        })
-    })
+    }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -610,21 +622,24 @@ mod tests {
 
     #[test]
     fn via_names_this_proxy_after_an_earlier_one_rfc9110_7_6_3() {
-        let me = pseudonym();
+        let via = Via::of_service("web");
+        let me = via.name();
         assert!(
             me.len() == 13
                 && me.starts_with("weft-")
                 && me[5..].bytes().all(|b| b.is_ascii_hexdigit()),
             "{me}"
         );
+        assert_eq!(Via::of_service("web").name(), me, "one name per service");
+        assert_ne!(Via::of_service("api").name(), me, "another service's");
         let mut headers = map(&[]);
-        add_via(&mut headers, http::Version::HTTP_11);
+        via.add(&mut headers, http::Version::HTTP_11);
         assert_eq!(
             headers.get_all("via").iter().collect::<Vec<_>>(),
             [format!("1.1 {me}").as_str()]
         );
         let mut headers = map(&[("via", "1.0 fred"), ("via", "1.1 p.example.net")]);
-        add_via(&mut headers, http::Version::HTTP_2);
+        via.add(&mut headers, http::Version::HTTP_2);
         assert_eq!(
             headers.get_all("via").iter().collect::<Vec<_>>(),
             [format!("1.0 fred, 1.1 p.example.net, 2 {me}").as_str()]
@@ -632,24 +647,31 @@ mod tests {
     }
 
     #[test]
-    fn a_request_that_went_through_this_proxy_before_is_known_by_its_via() {
-        let me = pseudonym();
-        for (via, looped) in [
+    fn a_request_that_went_through_this_service_before_is_known_by_its_via() {
+        let via = Via::of_service("web");
+        let me = via.name();
+        let other = Via::of_service("inner");
+        for (line, looped) in [
             ("1.1 p.example.net".to_owned(), false),
             ("1.1 weft-00000000".to_owned(), false),
             ("1.1 weft".to_owned(), false),
+            (format!("1.1 {}", other.name()), false),
             (format!("1.1 {me}"), true),
             (format!("1.0 fred, 2 {me} (weft)"), true),
             (format!("1.0 fred,1.1   {me}"), true),
             (format!("1.1 x (via {me})"), false),
         ] {
-            let headers = map(&[("via", via.as_str())]);
-            assert_eq!(came_through_here(&headers), looped, "{via}");
+            let headers = map(&[("via", line.as_str())]);
+            assert_eq!(via.came_through(&headers), looped, "{line}");
         }
         let mut headers = map(&[("via", "1.0 fred")]);
-        assert!(!came_through_here(&headers));
-        add_via(&mut headers, http::Version::HTTP_11);
-        assert!(came_through_here(&headers));
+        other.add(&mut headers, http::Version::HTTP_11);
+        assert!(
+            !via.came_through(&headers),
+            "through another service: no loop"
+        );
+        via.add(&mut headers, http::Version::HTTP_11);
+        assert!(via.came_through(&headers));
     }
 
     #[test]

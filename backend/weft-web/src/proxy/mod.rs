@@ -44,7 +44,9 @@ use self::upstreams::{RouteUpstreams, Target, Tried};
 use crate::body::Body;
 use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
-use crate::headers::{Forwarding, one_content_length, other_transfer_coding, strip_hop_by_hop};
+use crate::headers::{
+    Forwarding, Via, one_content_length, other_transfer_coding, strip_hop_by_hop,
+};
 use crate::metrics::{BodyBuffered, Recorder, Refusal, UpstreamFailure};
 
 /// Why an upstream gave no response; each maps to the status the client gets.
@@ -103,14 +105,13 @@ pub enum UpstreamError {
     /// RST_STREAM, which is counted where it is sent (`stream_error`), so not again here.
     #[error("the stream was reset for the client's error: {0}")]
     StreamReset(String),
-    /// The request's `Via` says it came through this gateway before: a route's upstream
-    /// leads back here, directly or through other proxies. Refused rather than sent round
+    /// The request's `Via` names this service (by its pseudonym, here): a route's upstream
+    /// leads back to it, directly or through other proxies. Refused rather than sent round
     /// again.
     #[error(
-        "the request came through this gateway before (its Via names {}): a route's upstream leads back here",
-        crate::headers::pseudonym()
+        "the request came through this service before (its Via names {0}): a route's upstream leads back here"
     )]
-    Loop,
+    Loop(String),
 }
 
 /// The status logged for a request whose client went away before its answer (nginx's
@@ -128,7 +129,7 @@ impl UpstreamError {
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Loop => StatusCode::LOOP_DETECTED,
+            Self::Loop(_) => StatusCode::LOOP_DETECTED,
             Self::ClientGone(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -151,7 +152,7 @@ impl UpstreamError {
             Self::BodyTimeout(_) => "the request body did not come in time",
             Self::BodyFile(_) => "the server could not read the request body back",
             Self::ClientGone(_) => "the client went away",
-            Self::Loop => "the request came back to this proxy: a forwarding loop",
+            Self::Loop(_) => "the request came back to this proxy: a forwarding loop",
             _ => "the upstream server could not be reached or failed",
         }
     }
@@ -174,7 +175,7 @@ impl UpstreamError {
             | Self::BodyFile(_)
             | Self::ClientGone(_)
             | Self::StreamReset(_)
-            | Self::Loop => return None,
+            | Self::Loop(_) => return None,
         })
     }
 
@@ -201,7 +202,7 @@ impl UpstreamError {
             Self::BodyTooLarge(_) => Some(Refusal::BodyTooLarge),
             Self::RequestBody(_) => Some(Refusal::Body),
             Self::BodyTimeout(_) => Some(Refusal::BodyTimeout),
-            Self::Loop => Some(Refusal::Loop),
+            Self::Loop(_) => Some(Refusal::Loop),
             _ => None,
         }
     }
@@ -390,6 +391,8 @@ pub(crate) struct Client<'a> {
     pub(crate) peer: Option<std::net::IpAddr>,
     /// What upstreams are told of it (`X-Forwarded-For`, `Forwarded`).
     pub(crate) forwarding: &'a Forwarding,
+    /// What the service adds to `Via`, and knows its own requests by.
+    pub(crate) via: &'a Via,
     /// Where the upstream end of a tunnel goes after a 101.
     pub(crate) tunnel: &'a upgrade::Slot,
 }
@@ -431,7 +434,7 @@ pub(crate) async fn forward(
         ))
         .await;
     }
-    let mut outgoing = Outgoing::new(head, body, limits, client.forwarding)?;
+    let mut outgoing = Outgoing::new(head, body, limits, client.forwarding, client.via)?;
     if !outgoing.bodiless() {
         let buffered = if limits.body_buffer_bytes == 0 {
             BodyBuffered::None

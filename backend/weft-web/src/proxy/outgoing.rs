@@ -12,9 +12,7 @@ use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
-use crate::headers::{
-    Forwarding, add_via, came_through_here, drop_underscored, join_cookies, strip_hop_by_hop,
-};
+use crate::headers::{Forwarding, Via, drop_underscored, join_cookies, strip_hop_by_hop};
 use crate::metrics::BodyBuffered;
 
 /// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
@@ -44,6 +42,7 @@ impl<'h> Outgoing<'h> {
         body: Incoming,
         limits: &Limits,
         forwarding: &Forwarding,
+        via: &Via,
     ) -> Result<Self, UpstreamError> {
         let declared = head
             .headers
@@ -53,8 +52,8 @@ impl<'h> Outgoing<'h> {
             return Err(UpstreamError::BodyTooLarge(limits.max_body_bytes));
         }
         let headers = &mut head.headers;
-        if came_through_here(headers) {
-            return Err(UpstreamError::Loop);
+        if via.came_through(headers) {
+            return Err(UpstreamError::Loop(via.name().to_owned()));
         }
         let host = headers.get(header::HOST).cloned();
         strip_hop_by_hop(headers);
@@ -68,7 +67,7 @@ impl<'h> Outgoing<'h> {
         // Room for the forwarding fields and `Via` at once.
         headers.reserve(Forwarding::FIELDS + 1);
         forwarding.add(headers, host.as_ref());
-        add_via(headers, head.version);
+        via.add(headers, head.version);
         let bodiless = body.is_end_stream();
         // Nothing to read of a body that has ended (none came): sent as none.
         let body = if bodiless {

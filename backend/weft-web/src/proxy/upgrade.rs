@@ -205,7 +205,7 @@ async fn switch(
     (head, body): (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    let mut outgoing = Outgoing::new(head, body, limits, asks.client.forwarding)?;
+    let mut outgoing = Outgoing::new(head, body, limits, asks.client.forwarding, asks.client.via)?;
     let (i, stream) = open(to, limits, recorder, marks).await?;
     let result = exchange(to, i, stream, limits, asks, recorder, &mut outgoing, marks).await;
     match &result {

@@ -92,6 +92,8 @@ struct State {
     access_log: AccessLog,
     /// `Strict-Transport-Security`, built once, for responses over TLS.
     hsts: Option<HeaderValue>,
+    /// What the service adds to `Via` in the requests it forwards.
+    via: crate::headers::Via,
     /// The routes' upstreams: pools and health.
     proxy: Rc<proxy::Proxy>,
     /// Each route's series, resolved once.
@@ -195,6 +197,7 @@ impl HttpService {
                 recorder,
                 access_log: AccessLog::default(),
                 hsts,
+                via: crate::headers::Via::of_service(name),
                 proxy,
                 routes,
                 h2_requests: std::cell::OnceCell::new(),
@@ -230,6 +233,7 @@ impl HttpService {
                 recorder: state.recorder.clone(),
                 access_log: to,
                 hsts: state.hsts.clone(),
+                via: state.via.clone(),
                 proxy: state.proxy.clone(),
                 routes: state.routes.clone(),
                 route_details: state.route_details.clone(),

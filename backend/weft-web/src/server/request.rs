@@ -303,6 +303,7 @@ async fn dispatch(
             connection: conn.info.id,
             peer: conn.peer,
             forwarding: &conn.forwarding,
+            via: &state.via,
             tunnel: &conn.tunnel,
         };
         let forwarded = proxy::forward(

@@ -842,6 +842,19 @@ fn a_link_into_a_missing_directory_as_history_file_or_access_log_is_refused_by_c
     std::os::unix::fs::symlink(gone.join("access.log"), &log).unwrap();
     both_refuse(dir.path(), &config, &["service[0].access_log: ", &missing]);
 
+    // A loop of links leads nowhere either.
+    std::fs::remove_file(&log).unwrap();
+    let other = dir.path().join("other.log");
+    std::os::unix::fs::symlink(&other, &log).unwrap();
+    std::os::unix::fs::symlink(&log, &other).unwrap();
+    both_refuse(
+        dir.path(),
+        &config,
+        &["service[0].access_log: ", "leads round a loop of links"],
+    );
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(gone.join("access.log"), &log).unwrap();
+
     // Mounted, both links lead somewhere: the file is accepted and served.
     std::fs::create_dir(&gone).unwrap();
     std::os::unix::fs::symlink(gone.join("weft.db"), &db).unwrap();

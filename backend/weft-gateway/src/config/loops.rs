@@ -93,9 +93,21 @@ pub(super) fn address_reaches(to: Option<IpAddr>, listen: IpAddr) -> bool {
             && (to.is_loopback() || to.is_unspecified() || is_this_hosts(to)))
 }
 
-/// Whether `ip` is an address of one of this host's interfaces.
+/// Whether `ip` is an address of one of this host's interfaces: the system routes a
+/// datagram to it through its local table, from that same address. (Asked by connecting a
+/// UDP socket, which sends nothing; binding would not do, as `net.ipv4.ip_nonlocal_bind`
+/// lets a socket bind any address.)
 fn is_this_hosts(ip: IpAddr) -> bool {
-    super::preflight::bindable(ip).is_ok()
+    let any = match ip {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    std::net::UdpSocket::bind(SocketAddr::new(any, 0))
+        .and_then(|socket| {
+            socket.connect(SocketAddr::new(ip, 9))?;
+            socket.local_addr()
+        })
+        .is_ok_and(|from| from.ip() == ip)
 }
 
 /// The index of the service (other than none) with a listener `target` reaches.

@@ -262,6 +262,13 @@ pub(crate) fn link_target(path: &Path, what: &str) -> Result<(), String> {
         return Ok(());
     }
     let target = through_symlinks(path);
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a link that leads round a loop of links (or through more than the system \
+             follows), so {what} could not be opened",
+            path.display()
+        ));
+    }
     let dir = directory_of(&target);
     if !dir.is_dir() {
         return Err(format!(

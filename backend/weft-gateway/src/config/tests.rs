@@ -459,8 +459,17 @@ fn a_tcp_proxy_upstream_no_connection_could_be_made_to_is_refused() {
     }
     let e = proxy("tcp:15432", "tcp:127.0.0.1:0").unwrap_err();
     assert!(e.message.contains("port 0"), "{e}");
-    let e = proxy("unix:/tmp/pg.sock", "unix:/tmp/pg.sock").unwrap_err();
-    assert!(e.message.contains("own listener"), "{e}");
+    // The same socket however its path is spelled.
+    let cwd = std::env::current_dir().unwrap();
+    let here = cwd.join("pg.sock").display().to_string();
+    for (listen, upstream) in [
+        ("unix:/tmp/pg.sock", "unix:/tmp/pg.sock".to_owned()),
+        ("unix:/tmp/pg.sock", "unix:/tmp/../tmp/pg.sock".to_owned()),
+        ("unix:pg.sock", format!("unix:{here}")),
+    ] {
+        let e = proxy(listen, &upstream).unwrap_err();
+        assert!(e.message.contains("own listener"), "{upstream}: {e}");
+    }
     // A local address no interface has (RFC 5737): no connection could be made from it.
     let e = proxy("tcp:15432", "tcp:127.0.0.1:5432:bindAddress=198.51.100.7").unwrap_err();
     assert!(
@@ -469,12 +478,13 @@ fn a_tcp_proxy_upstream_no_connection_could_be_made_to_is_refused() {
         "{e}"
     );
     assert!(proxy("tcp:15432", "tcp:127.0.0.1:5432:bindAddress=127.0.0.1").is_ok());
-    // Written as a listener is: the error shows how a client endpoint is written.
+    // Written as a listener is: the error shows how a client endpoint is written, as a
+    // TOML string takes it (each backslash doubled).
     for (upstream, written) in [
         ("tcp:5432:interface=10.0.0.5", "\"tcp:10.0.0.5:5432\""),
         ("tcp:5432", "\"tcp:127.0.0.1:5432\""),
         // As TOML writes it: each backslash doubled.
-        (r"tcp6:5432:interface=\\:\\:1", r#""tcp:\:\:1:5432""#),
+        (r"tcp6:5432:interface=\\:\\:1", r#""tcp:\\:\\:1:5432""#),
     ] {
         let e = proxy("tcp:15432", upstream).unwrap_err();
         assert!(

@@ -453,7 +453,7 @@ fn written_as_listener(endpoint: &str) -> Option<String> {
     };
     Some(format!(
         "; that is how a listener is written: a client endpoint names the host to connect \
-         to, as \"{suggested}\""
+         to, as {suggested:?}"
     ))
 }
 

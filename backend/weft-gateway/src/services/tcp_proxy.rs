@@ -124,13 +124,15 @@ fn own_listener<'c>(
     ctx: &'c ServiceCtx<'_>,
     upstream: &weft::endpoint::ClientEndpoint,
 ) -> Option<&'c str> {
+    use crate::config::preflight::resolved;
     use weft::endpoint::{ClientEndpoint, ServerEndpoint};
     if let ClientEndpoint::Unix { path, .. } = upstream {
         return ctx
             .listen
             .iter()
             .find(|(endpoint, _)| {
-                matches!(endpoint.parse(), Ok(ServerEndpoint::Unix { path: own, .. }) if own == *path)
+                matches!(endpoint.parse(), Ok(ServerEndpoint::Unix { path: own, .. })
+                    if resolved(&own) == resolved(path))
             })
             .map(|(endpoint, _)| endpoint.as_str());
     }

@@ -1089,3 +1089,30 @@ fn a_request_cancelled_mid_body_is_logged_as_the_client_gone_not_as_a_bad_body()
     );
     assert!(site.up.targets().is_empty(), "nothing went upstream");
 }
+
+/// An HTTP/2 client may send a path in raw UTF-8 (the `http` crate takes it; the URI
+/// rules do not): it is percent-encoded, so an upstream is sent a request line of visible
+/// ASCII, and a file named so is found by that spelling as by the encoded one.
+#[test]
+fn a_raw_utf8_path_over_http2_is_percent_encoded_before_it_is_forwarded_or_served() {
+    let site = start();
+    let body = "cr\u{e8}me\n";
+    std::fs::write(site.app.dir.path().join("public/caf\u{e9}.txt"), body).unwrap();
+    let frames = stream_one_frames(
+        site.plain,
+        &request_head(0x82, "/api/caf\u{e9}?q=\u{e9}t\u{e9}"),
+    );
+    assert!(frames.iter().any(|f| f.0 == 0x1), "answered: {frames:?}");
+    assert_eventually!(
+        site.up
+            .targets()
+            .contains(&"/api/caf%C3%A9?q=%C3%A9t%C3%A9".to_owned()),
+        "the upstream got the path and query encoded: {:?}",
+        site.up.targets()
+    );
+    for path in ["/caf\u{e9}.txt", "/caf%c3%a9.txt"] {
+        let frames = stream_one_frames(site.plain, &request_head(0x82, path));
+        let data: usize = frames.iter().filter(|f| f.0 == 0x0).map(|f| f.2).sum();
+        assert_eq!(data, body.len(), "{path}: {frames:?}");
+    }
+}

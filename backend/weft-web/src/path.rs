@@ -149,19 +149,16 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
                     b'.' if reading == Reading::EncodedDotsKept => out.extend_from_slice(b"%2E"),
                     b'/' | b'\\' if slashes => slash(&mut out),
                     b if is_unreserved(b) => out.push(b),
-                    b => {
-                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                        out.extend_from_slice(&[
-                            b'%',
-                            HEX[usize::from(b >> 4)],
-                            HEX[usize::from(b & 15)],
-                        ]);
-                    }
+                    b => percent_encode(b, &mut out),
                 }
                 i += 3;
             }
             b'/' | b'\\' if slashes && (merge || bytes[i] == b'\\') => {
                 slash(&mut out);
+                i += 1;
+            }
+            b if !is_visible_ascii(b) => {
+                percent_encode(b, &mut out);
                 i += 1;
             }
             b => {
@@ -170,20 +167,51 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
             }
         }
     }
-    // Only whole UTF-8 sequences were copied and only ASCII was added.
+    // Only ASCII was written.
     let decoded = String::from_utf8(out).map_err(|_| PathError::Malformed)?;
     remove_dot_segments(&decoded).map(Cow::Owned)
 }
 
-/// Whether `raw` has no `%`, no `\\` and no segment starting with a dot: one pass over
-/// its bytes, as every request's path is checked.
+/// Whether `raw` has no `%`, no `\\`, no segment starting with a dot and nothing but
+/// visible ASCII: one pass over its bytes, as every request's path is checked.
 fn is_plain(raw: &str) -> bool {
     let mut after_slash = false;
     raw.bytes().all(|b| {
-        let plain = b != b'%' && b != b'\\' && !(after_slash && b == b'.');
+        let plain = b != b'%' && b != b'\\' && is_visible_ascii(b) && !(after_slash && b == b'.');
         after_slash = b == b'/';
         plain
     })
+}
+
+/// Whether `b` may stand in a request target as it is: visible ASCII. Anything else, the
+/// UTF-8 of a path an HTTP/2 client sent raw above all, is percent-encoded (RFC 3986
+/// section 2.1, RFC 3987 section 3.1), so an upstream is sent a valid HTTP/1.1 request line
+/// and both spellings of a path lead to the same route and file.
+fn is_visible_ascii(b: u8) -> bool {
+    b.is_ascii_graphic()
+}
+
+/// Appends `%XX` for `b`, in capitals (RFC 3986 section 6.2.2.1).
+fn percent_encode(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+}
+
+/// `query` with every byte that is not visible ASCII percent-encoded: `query` itself when
+/// there is none, as there mostly is not.
+pub fn encode_query(query: &str) -> Cow<'_, str> {
+    if query.bytes().all(is_visible_ascii) {
+        return Cow::Borrowed(query);
+    }
+    let mut out = Vec::with_capacity(query.len() + 16);
+    for b in query.bytes() {
+        if is_visible_ascii(b) {
+            out.push(b);
+        } else {
+            percent_encode(b, &mut out);
+        }
+    }
+    Cow::Owned(String::from_utf8(out).expect("only ASCII was written"))
 }
 
 /// RFC 3986 §3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`, which §6.2.2.2 says should be
@@ -336,7 +364,15 @@ mod tests {
             normalize("/a%2fb%3f%25%c3%a9").unwrap(),
             "/a%2Fb%3F%25%C3%A9"
         );
-        assert_eq!(normalize("/caf\u{e9}").unwrap(), "/caf\u{e9}");
+        // Raw UTF-8 (an HTTP/2 client may send it) is encoded: both spellings are one path,
+        // and an upstream gets a request line of visible ASCII.
+        assert_eq!(normalize("/caf\u{e9}").unwrap(), "/caf%C3%A9");
+        assert_eq!(normalize("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(encode_query("q=caf\u{e9}&x=1"), "q=caf%C3%A9&x=1");
+        assert!(matches!(
+            encode_query("q=1&r=%20"),
+            Cow::Borrowed("q=1&r=%20")
+        ));
         assert_eq!(normalize("/a/%2e/b/%2E%2e/c").unwrap(), "/a/c");
         for raw in ["/%", "/%2", "/%zz", "/%+f", "api", ""] {
             assert_eq!(normalize(raw), Err(PathError::Malformed), "{raw:?}");

@@ -270,8 +270,10 @@ fn admit<'c>(
         detail: e.message(),
     };
     let (path, route) = config.route_path(uri.path()).map_err(bad_path)?;
-    if path != uri.path() || uri.authority().is_some() {
-        let target = match uri.query() {
+    let query = uri.query().map(crate::path::encode_query);
+    let query_changed = matches!(query, Some(std::borrow::Cow::Owned(_)));
+    if path != uri.path() || uri.authority().is_some() || query_changed {
+        let target = match query {
             Some(query) => format!("{path}?{query}"),
             None => path.into_owned(),
         };

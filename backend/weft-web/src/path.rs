@@ -157,7 +157,12 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
                 slash(&mut out);
                 i += 1;
             }
-            b if !is_visible_ascii(b) => {
+            // The UTF-8 of a path an HTTP/2 client sent raw (the `http` crate takes it) is
+            // percent-encoded (RFC 3986 section 2.1, RFC 3987 section 3.1): an upstream is
+            // sent a request line of ASCII, and both spellings of a path lead to the same
+            // route and file. (ASCII the URI rules do not allow, a space or a control, the
+            // `http` crate refuses before a request is made.)
+            b if !b.is_ascii() => {
                 percent_encode(b, &mut out);
                 i += 1;
             }
@@ -173,22 +178,14 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// Whether `raw` has no `%`, no `\\`, no segment starting with a dot and nothing but
-/// visible ASCII: one pass over its bytes, as every request's path is checked.
+/// ASCII: one pass over its bytes, as every request's path is checked.
 fn is_plain(raw: &str) -> bool {
     let mut after_slash = false;
     raw.bytes().all(|b| {
-        let plain = b != b'%' && b != b'\\' && is_visible_ascii(b) && !(after_slash && b == b'.');
+        let plain = b != b'%' && b != b'\\' && b.is_ascii() && !(after_slash && b == b'.');
         after_slash = b == b'/';
         plain
     })
-}
-
-/// Whether `b` may stand in a request target as it is: visible ASCII. Anything else, the
-/// UTF-8 of a path an HTTP/2 client sent raw above all, is percent-encoded (RFC 3986
-/// section 2.1, RFC 3987 section 3.1), so an upstream is sent a valid HTTP/1.1 request line
-/// and both spellings of a path lead to the same route and file.
-fn is_visible_ascii(b: u8) -> bool {
-    b.is_ascii_graphic()
 }
 
 /// Appends `%XX` for `b`, in capitals (RFC 3986 section 6.2.2.1).
@@ -197,15 +194,15 @@ fn percent_encode(b: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
 }
 
-/// `query` with every byte that is not visible ASCII percent-encoded: `query` itself when
-/// there is none, as there mostly is not.
+/// `query` with every byte that is not ASCII percent-encoded: `query` itself when there
+/// is none, as there mostly is not.
 pub fn encode_query(query: &str) -> Cow<'_, str> {
-    if query.bytes().all(is_visible_ascii) {
+    if query.is_ascii() {
         return Cow::Borrowed(query);
     }
     let mut out = Vec::with_capacity(query.len() + 16);
     for b in query.bytes() {
-        if is_visible_ascii(b) {
+        if b.is_ascii() {
             out.push(b);
         } else {
             percent_encode(b, &mut out);
@@ -365,7 +362,7 @@ mod tests {
             "/a%2Fb%3F%25%C3%A9"
         );
         // Raw UTF-8 (an HTTP/2 client may send it) is encoded: both spellings are one path,
-        // and an upstream gets a request line of visible ASCII.
+        // and an upstream gets a request line of ASCII.
         assert_eq!(normalize("/caf\u{e9}").unwrap(), "/caf%C3%A9");
         assert_eq!(normalize("/caf%c3%a9").unwrap(), "/caf%C3%A9");
         assert_eq!(encode_query("q=caf\u{e9}&x=1"), "q=caf%C3%A9&x=1");

@@ -69,6 +69,17 @@ pub enum StoreError {
         /// The id of the process holding it, when it could be read.
         holder: Option<u32>,
     },
+    /// The history file has several names (hard links).
+    #[error(
+        "{path} has {names} names (hard links): SQLite keeps a journal beside each name, and \
+         a writer given another name would not see this one's lock; give the file one name"
+    )]
+    HardLinked {
+        /// The database file.
+        path: PathBuf,
+        /// How many names it has.
+        names: u64,
+    },
     /// The file holds tables of another program, not weft's history.
     #[error("{path} holds another program's tables, not weft's history; name another file")]
     Foreign {

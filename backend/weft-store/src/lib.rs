@@ -296,9 +296,15 @@ impl Store {
     }
 
     /// The lock file beside the history file at `path`, which its one writer holds:
-    /// `PATH.lock`.
+    /// `PATH.lock`, of the file `path` names through any symlinks.
     pub fn lock_path(path: impl AsRef<Path>) -> PathBuf {
         lock::lock_path(path.as_ref())
+    }
+
+    /// Refuses a history file at `path` with more than one name (hard links), as opening
+    /// it does ([`StoreError::HardLinked`]).
+    pub fn check_one_name(path: impl AsRef<Path>) -> Result<(), StoreError> {
+        lock::one_name(path.as_ref())
     }
 
     /// The options the store was opened with.

@@ -26,11 +26,43 @@ use rustix::io::Errno;
 
 use crate::StoreError;
 
-/// The lock file of the database at `db`: its path with `.lock` added.
+/// The lock file of the database at `db`: the path of the file it names, through any
+/// symlinks (as SQLite opens it, and names its journal), with `.lock` added. So a second
+/// writer given a link to a file another holds is refused as one given its own name.
 pub(crate) fn lock_path(db: &Path) -> PathBuf {
-    let mut path = db.as_os_str().to_owned();
+    let mut path = through_links(db).into_os_string();
     path.push(".lock");
     PathBuf::from(path)
+}
+
+/// `db` with each symlink it names replaced by the path it leads to, as many as the
+/// kernel follows; `db` itself when it is no link (or none yet).
+fn through_links(db: &Path) -> PathBuf {
+    let mut path = db.to_owned();
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&path) else {
+            break;
+        };
+        path = match path.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+    }
+    path
+}
+
+/// Refuses a history file with more than one name (hard links): SQLite keeps a journal
+/// beside each name it is opened by, and a writer given another name would take a lock
+/// of its own, so two writers could write one file and lose each other's rows.
+pub(crate) fn one_name(db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(db) {
+        Ok(meta) if meta.is_file() && meta.nlink() > 1 => Err(StoreError::HardLinked {
+            path: db.to_owned(),
+            names: meta.nlink(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The lock, held until dropped.
@@ -43,6 +75,7 @@ pub(crate) struct WriterLock {
 impl WriterLock {
     /// Takes the lock of the database at `db` without waiting, or says who holds it.
     pub(crate) fn acquire(db: &Path) -> Result<WriterLock, StoreError> {
+        one_name(db)?;
         let path = lock_path(db);
         let failed = |source: std::io::Error| StoreError::Lock {
             path: path.clone(),

@@ -404,3 +404,28 @@ async fn a_file_of_another_program_is_refused_and_left_as_it_was() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), before, "not migrated");
 }
+
+/// A second name for a history file a writer holds, a symlink or a hard link, does not
+/// get past its lock: a link shares the lock of the file it leads to, and a file with
+/// several names is refused (SQLite would keep a journal beside each).
+#[tokio::test]
+async fn a_link_to_a_held_history_file_is_refused_not_written_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("real.db");
+    let first = Store::open(&db).await.unwrap();
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&db, &link).unwrap();
+    let e = Store::open(&link).await.unwrap_err();
+    assert!(
+        matches!(e, weft_store::StoreError::InUse { .. }),
+        "a symlink: {e}"
+    );
+    let hard = dir.path().join("hard.db");
+    std::fs::hard_link(&db, &hard).unwrap();
+    let e = Store::open(&hard).await.unwrap_err();
+    assert!(
+        matches!(e, weft_store::StoreError::HardLinked { names: 2, .. }),
+        "a hard link: {e}"
+    );
+    first.shutdown().await.unwrap();
+}

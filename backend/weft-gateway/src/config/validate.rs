@@ -155,13 +155,22 @@ fn access_logs_apart_from(
     raw: &RawConfig,
     store: &std::path::Path,
 ) -> Result<(), ConfigError> {
-    let store = preflight::resolved(store);
-    let mut taken: Vec<(PathBuf, &str)> = ["", "-wal", "-shm", "-journal", ".lock"]
+    // By the name written and by the file it leads to through symlinks, which SQLite
+    // opens and names its journal after, even before it exists.
+    let names = [
+        preflight::resolved(store),
+        preflight::through_symlinks(store),
+    ];
+    let mut taken: Vec<(PathBuf, &str)> = names
         .iter()
-        .map(|suffix| {
-            let mut name = store.as_os_str().to_owned();
-            name.push(suffix);
-            (PathBuf::from(name), "the history store's file")
+        .flat_map(|store| {
+            ["", "-wal", "-shm", "-journal", ".lock"]
+                .iter()
+                .map(|suffix| {
+                    let mut name = store.as_os_str().to_owned();
+                    name.push(suffix);
+                    (PathBuf::from(name), "the history store's file")
+                })
         })
         .collect();
     taken.push((
@@ -502,6 +511,7 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
         )));
     }
     preflight::link_target(&path, "the history file").map_err(err)?;
+    weft_store::Store::check_one_name(&path).map_err(|e| err(e.to_string()))?;
     // An existing file is opened for writing at run, and must be a SQLite database.
     if path.exists() {
         use std::io::Read;

@@ -735,10 +735,33 @@ pub(crate) mod tests {
         let symlink = dir.path().join("symlinked.log");
         std::os::unix::fs::symlink(&db, &symlink).unwrap();
         refused(symlink);
+        refused(dir.path().join("weft.db.lock"));
+        // A hard link gives the history file a second name, refused before the log is
+        // looked at: a writer given that name would not see this one's lock.
         let hard = dir.path().join("linked.log");
         std::fs::hard_link(&db, &hard).unwrap();
-        refused(hard);
-        refused(dir.path().join("weft.db.lock"));
+        let e = with_log(&hard).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("store.path"), "{e}");
+        assert!(e.message.contains("has 2 names (hard links)"), "{e}");
+    }
+
+    #[test]
+    fn an_access_log_that_is_the_file_a_symlinked_history_path_leads_to_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (link, real) = (dir.path().join("store.db"), dir.path().join("real.db"));
+        // The history file named through a link, before it is made.
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
+        for log in ["real.db", "real.db-wal", "real.db-shm", "real.db.lock"] {
+            let e = parse(&format!(
+                "access_log = \"{}\"\n{route}[store]\npath = \"{}\"\n",
+                dir.path().join(log).display(),
+                link.display()
+            ))
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("service[0].access_log"), "{log}: {e}");
+            assert!(e.message.contains("history store's file"), "{log}: {e}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! through an HTTP service is left to it: it knows its own requests by their `Via`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use weft::endpoint::{ClientEndpoint, ServerEndpoint};
@@ -40,13 +40,10 @@ fn targets(service: &ServiceConfig) -> Vec<Target> {
     match &service.kind {
         ServiceKind::TcpProxy(proxy) => match proxy.upstream.parse::<ClientEndpoint>() {
             Ok(ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. }) => {
-                match host.parse::<IpAddr>() {
-                    Ok(ip) => vec![Target::Stream(Some(ip), port)],
-                    Err(_) if host.eq_ignore_ascii_case("localhost") => {
-                        vec![Target::Stream(None, port)]
-                    }
-                    Err(_) => Vec::new(),
-                }
+                host_address(&host)
+                    .map(|ip| Target::Stream(ip, port))
+                    .into_iter()
+                    .collect()
             }
             Ok(ClientEndpoint::Unix { path, .. }) => vec![Target::Unix(path)],
             _ => Vec::new(),
@@ -75,15 +72,73 @@ fn reaches(target: &Target, endpoint: &str) -> bool {
             addr.port() == to.port() && address_reaches(Some(to.ip()), addr.ip())
         }
         (Target::Unix(path), ServerEndpoint::Unix { path: listen, .. }) => {
-            super::preflight::resolved(path) == super::preflight::resolved(&listen)
+            same_socket(path, &listen)
         }
         _ => false,
     }
 }
 
+/// Whether a unix socket at `path` is the one at `listen`: the same file once both are
+/// followed through any symlinks (a link to a socket not made yet included).
+pub(crate) fn same_socket(path: &Path, listen: &Path) -> bool {
+    use super::preflight::through_symlinks;
+    through_symlinks(path) == through_symlinks(listen)
+}
+
+/// The address a client endpoint's `host` connects to, as the system reads it: an IP
+/// address, one of the older IPv4 forms `inet_aton` takes (`127.1`, `2130706433`,
+/// `0177.0.0.1`), or `localhost` (`Some(None)`: any loopback address). Other names are not
+/// resolved (`None`).
+pub(crate) fn host_address(host: &str) -> Option<Option<IpAddr>> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(None);
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Some(Some(ip)),
+        Err(_) => inet_aton(host).map(|v4| Some(IpAddr::V4(v4))),
+    }
+}
+
+/// An IPv4 address in one of the forms `inet_aton(3)` reads: one to four parts, each
+/// decimal, octal (a leading `0`) or hexadecimal (`0x`), the last filling the bytes left.
+fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<u32> = text
+        .split('.')
+        .map(|part| {
+            let (digits, radix) = match part.strip_prefix("0x").or(part.strip_prefix("0X")) {
+                Some(hex) => (hex, 16),
+                None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+                None => (part, 10),
+            };
+            if digits.is_empty() && radix != 8 {
+                return None;
+            }
+            u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, radix).ok()
+        })
+        .collect::<Option<_>>()?;
+    let (last, leading) = parts.split_last()?;
+    if leading.len() > 3 || leading.iter().any(|&p| p > 255) {
+        return None;
+    }
+    let room = 8 * (4 - leading.len() as u32);
+    if room < 32 && *last >= 1 << room {
+        return None;
+    }
+    let value = leading
+        .iter()
+        .enumerate()
+        .fold(*last, |n, (i, &p)| n | p << (24 - 8 * i as u32));
+    Some(std::net::Ipv4Addr::from(value))
+}
+
 /// Whether `to` (`None`: `localhost`) is the address `listen` listens on: the same
-/// one, or any of this host's of its family for a listener on every address.
+/// one, or any of this host's of its family for a listener on every address. An
+/// IPv4-mapped IPv6 address is its IPv4 address, and the unspecified address connects
+/// to the host itself, as loopback does.
 pub(super) fn address_reaches(to: Option<IpAddr>, listen: IpAddr) -> bool {
+    let to = to
+        .map(|ip| ip.to_canonical())
+        .filter(|ip| !ip.is_unspecified());
     let Some(to) = to else {
         return listen.is_loopback() || listen.is_unspecified();
     };
@@ -311,6 +366,33 @@ mod tests {
         if probe.connect("198.51.100.1:9").is_ok() {
             let own = probe.local_addr().unwrap().ip();
             assert!(address_reaches(Some(own), any4), "{own}");
+        }
+    }
+
+    #[test]
+    fn a_host_is_read_as_the_system_reads_it() {
+        use super::{address_reaches, host_address};
+        for (host, ip) in [
+            ("127.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("10.1.2", "10.1.0.2"),
+            ("192.0.2.7", "192.0.2.7"),
+        ] {
+            assert_eq!(
+                host_address(host),
+                Some(Some(ip.parse().unwrap())),
+                "{host}"
+            );
+        }
+        for name in ["db.example", "256.1.1.1", "1.2.3.4.5", "08.1.1.1", ""] {
+            assert_eq!(host_address(name), None, "{name}");
+        }
+        assert_eq!(host_address("LocalHost"), Some(None));
+        let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        for to in ["::ffff:127.0.0.1", "0.0.0.0", "::"] {
+            assert!(address_reaches(Some(to.parse().unwrap()), loopback), "{to}");
         }
     }
 

@@ -20,7 +20,7 @@ mod error;
 mod fleet;
 mod gateway;
 mod keypath;
-mod loops;
+pub(crate) mod loops;
 mod notify;
 mod otlp;
 mod ports;

@@ -124,7 +124,7 @@ fn own_listener<'c>(
     ctx: &'c ServiceCtx<'_>,
     upstream: &weft::endpoint::ClientEndpoint,
 ) -> Option<&'c str> {
-    use crate::config::preflight::resolved;
+    use crate::config::loops::{host_address, same_socket};
     use weft::endpoint::{ClientEndpoint, ServerEndpoint};
     if let ClientEndpoint::Unix { path, .. } = upstream {
         return ctx
@@ -132,7 +132,7 @@ fn own_listener<'c>(
             .iter()
             .find(|(endpoint, _)| {
                 matches!(endpoint.parse(), Ok(ServerEndpoint::Unix { path: own, .. })
-                    if resolved(&own) == resolved(path))
+                    if same_socket(path, &own))
             })
             .map(|(endpoint, _)| endpoint.as_str());
     }
@@ -141,11 +141,7 @@ fn own_listener<'c>(
     else {
         return None;
     };
-    let ip = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => Some(ip),
-        Err(_) if host.eq_ignore_ascii_case("localhost") => None,
-        Err(_) => return None,
-    };
+    let ip = host_address(host)?;
     ctx.own_listener(false, ip, *port)
 }
 

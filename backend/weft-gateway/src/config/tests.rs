@@ -478,6 +478,18 @@ fn a_tcp_proxy_upstream_no_connection_could_be_made_to_is_refused() {
         "{e}"
     );
     assert!(proxy("tcp:15432", "tcp:127.0.0.1:5432:bindAddress=127.0.0.1").is_ok());
+    // Many hosts, or none a stream reaches, to connect to or from.
+    for upstream in [
+        "tcp:255.255.255.255:5432",
+        "tcp:224.0.0.1:5432",
+        "tcp:127.0.0.1:5432:bindAddress=224.0.0.1",
+    ] {
+        let e = proxy("tcp:15432", upstream).unwrap_err();
+        assert!(
+            e.message.contains("multicast or broadcast"),
+            "{upstream}: {e}"
+        );
+    }
     // Written as a listener is: the error shows how a client endpoint is written, as a
     // TOML string takes it (each backslash doubled).
     for (upstream, written) in [

@@ -182,22 +182,24 @@ impl<'a> Fields<'a> {
     /// `timeout=` in seconds (positive), or [`DEFAULT_CONNECT_TIMEOUT`].
     pub(super) fn timeout(&mut self) -> Result<Duration, EndpointError> {
         // Ten years, as every duration of the gateway's configuration: timers add it to the
-        // monotonic clock. And one that rounds to nothing would fail every connect at once.
+        // monotonic clock. And at least a millisecond, as every duration of it too: a
+        // shorter one fails every connect, and is surely a slip.
         const LONGEST: Duration = Duration::from_secs(10 * 31_557_600);
+        const SHORTEST: Duration = Duration::from_millis(1);
         match self.parsed::<f64>("timeout", "a number of seconds")? {
             None => Ok(DEFAULT_CONNECT_TIMEOUT),
             Some(secs)
                 if secs > 0.0
                     && let Ok(timeout) = Duration::try_from_secs_f64(secs)
-                    && !timeout.is_zero()
+                    && timeout >= SHORTEST
                     && timeout <= LONGEST =>
             {
                 Ok(timeout)
             }
             Some(secs) => Err(self.err(
                 &format!("timeout={secs}"),
-                "must be a positive number of seconds, at least a nanosecond and at most ten \
-                 years (315576000)",
+                "must be a positive number of seconds, at least a millisecond (0.001) and at \
+                 most ten years (315576000)",
             )),
         }
     }

@@ -499,11 +499,15 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.part, "timeout=100000000000000000000");
         // One past ten years, and one that rounds to no time at all.
-        for timeout in ["1.8e19", "315576001", "1e-300"] {
+        for timeout in ["1.8e19", "315576001", "1e-300", "1e-9", "0.0009"] {
             let e = format!("tcp:h:1:timeout={timeout}")
                 .parse::<ClientEndpoint>()
                 .unwrap_err();
-            assert!(e.reason.contains("at most ten years"), "{timeout}: {e}");
+            assert!(
+                e.reason
+                    .contains("at least a millisecond (0.001) and at most ten years"),
+                "{timeout}: {e}"
+            );
         }
         assert!(
             "tcp:h:1:timeout=315576000"

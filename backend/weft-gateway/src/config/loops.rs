@@ -25,7 +25,7 @@ use crate::services::ServiceKind;
 
 /// Where a service sends what it forwards.
 #[derive(Debug, Clone)]
-enum Target {
+pub(crate) enum Target {
     /// A stream to a host (`None`: `localhost`) and port.
     Stream(Option<IpAddr>, u16),
     /// A UDP exchange with an address.
@@ -34,20 +34,31 @@ enum Target {
     Unix(PathBuf),
 }
 
+impl Target {
+    /// Where a client endpoint connects; `None` for a host name other than `localhost`,
+    /// which is not resolved.
+    pub(crate) fn upstream(endpoint: &ClientEndpoint) -> Option<Self> {
+        match endpoint {
+            ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. } => {
+                host_address(host).map(|ip| Target::Stream(ip, *port))
+            }
+            ClientEndpoint::Unix { path, .. } => Some(Target::Unix(path.clone())),
+            _ => None,
+        }
+    }
+}
+
 /// The targets of `service` that carry on what it receives: a tcp-proxy's upstream, a DNS
 /// service's resolvers.
 fn targets(service: &ServiceConfig) -> Vec<Target> {
     match &service.kind {
-        ServiceKind::TcpProxy(proxy) => match proxy.upstream.parse::<ClientEndpoint>() {
-            Ok(ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. }) => {
-                host_address(&host)
-                    .map(|ip| Target::Stream(ip, port))
-                    .into_iter()
-                    .collect()
-            }
-            Ok(ClientEndpoint::Unix { path, .. }) => vec![Target::Unix(path)],
-            _ => Vec::new(),
-        },
+        ServiceKind::TcpProxy(proxy) => proxy
+            .upstream
+            .parse::<ClientEndpoint>()
+            .ok()
+            .and_then(|upstream| Target::upstream(&upstream))
+            .into_iter()
+            .collect(),
         ServiceKind::Dns(dns) => dns
             .config
             .forward
@@ -59,7 +70,7 @@ fn targets(service: &ServiceConfig) -> Vec<Target> {
 }
 
 /// Whether a connection or datagram to `target` reaches the listener `endpoint`.
-fn reaches(target: &Target, endpoint: &str) -> bool {
+pub(crate) fn reaches(target: &Target, endpoint: &str) -> bool {
     let Ok(listen) = endpoint.parse::<ServerEndpoint>() else {
         return false;
     };
@@ -80,7 +91,7 @@ fn reaches(target: &Target, endpoint: &str) -> bool {
 
 /// Whether a unix socket at `path` is the one at `listen`: the same file once both are
 /// followed through any symlinks (a link to a socket not made yet included).
-pub(crate) fn same_socket(path: &Path, listen: &Path) -> bool {
+fn same_socket(path: &Path, listen: &Path) -> bool {
     use super::preflight::through_symlinks;
     through_symlinks(path) == through_symlinks(listen)
 }
@@ -89,7 +100,7 @@ pub(crate) fn same_socket(path: &Path, listen: &Path) -> bool {
 /// address, one of the older IPv4 forms `inet_aton` takes (`127.1`, `2130706433`,
 /// `0177.0.0.1`), or `localhost` (`Some(None)`: any loopback address). Other names are not
 /// resolved (`None`).
-pub(crate) fn host_address(host: &str) -> Option<Option<IpAddr>> {
+fn host_address(host: &str) -> Option<Option<IpAddr>> {
     if host.eq_ignore_ascii_case("localhost") {
         return Some(None);
     }
@@ -135,7 +146,7 @@ fn inet_aton(text: &str) -> Option<std::net::Ipv4Addr> {
 /// one, or any of this host's of its family for a listener on every address. An
 /// IPv4-mapped IPv6 address is its IPv4 address, and the unspecified address connects
 /// to the host itself, as loopback does.
-pub(super) fn address_reaches(to: Option<IpAddr>, listen: IpAddr) -> bool {
+fn address_reaches(to: Option<IpAddr>, listen: IpAddr) -> bool {
     let to = to
         .map(|ip| ip.to_canonical())
         .filter(|ip| !ip.is_unspecified());
@@ -145,7 +156,7 @@ pub(super) fn address_reaches(to: Option<IpAddr>, listen: IpAddr) -> bool {
     to == listen
         || (listen.is_unspecified()
             && listen.is_ipv4() == to.is_ipv4()
-            && (to.is_loopback() || to.is_unspecified() || is_this_hosts(to)))
+            && (to.is_loopback() || is_this_hosts(to)))
 }
 
 /// Whether `ip` is an address of one of this host's interfaces: the system routes a
@@ -165,7 +176,7 @@ fn is_this_hosts(ip: IpAddr) -> bool {
         .is_ok_and(|from| from.ip() == ip)
 }
 
-/// The index of the service (other than none) with a listener `target` reaches.
+/// The index of the first service with a listener `target` reaches.
 fn reached(services: &[ServiceConfig], target: &Target) -> Option<usize> {
     services
         .iter()
@@ -179,7 +190,7 @@ pub(super) fn check(
     raw: &RawConfig,
     services: &[ServiceConfig],
 ) -> Result<(), ConfigError> {
-    // Each service's next hops: the services its targets reach, with the target's text.
+    // Each service's next hops: the services its targets reach.
     let next: Vec<Vec<usize>> = services
         .iter()
         .map(|s| {

@@ -407,31 +407,13 @@ impl ServiceCtx<'_> {
         Ok(parsed)
     }
 
-    /// The service's own listener that a connection to `ip` (`None`: `localhost`, any
-    /// loopback address) on `port` would reach, over UDP or a stream transport as `udp`
-    /// says: the same port on the same address, or on a loopback address or another of this
-    /// host's for a listener on every address.
-    pub(crate) fn own_listener(
-        &self,
-        udp: bool,
-        ip: Option<std::net::IpAddr>,
-        port: u16,
-    ) -> Option<&str> {
+    /// The service's own listener that a connection to (or datagram for) `target` would
+    /// reach ([`loops::reaches`](super::loops::reaches)).
+    pub(crate) fn own_listener(&self, target: &super::loops::Target) -> Option<&str> {
         self.listen
             .iter()
-            .find(|(endpoint, _)| {
-                let listen = match endpoint.parse::<ServerEndpoint>() {
-                    Ok(ServerEndpoint::Udp { addr }) if udp => addr,
-                    Ok(ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. })
-                        if !udp =>
-                    {
-                        addr
-                    }
-                    _ => return false,
-                };
-                listen.port() == port && super::loops::address_reaches(ip, listen.ip())
-            })
             .map(|(endpoint, _)| endpoint.as_str())
+            .find(|endpoint| super::loops::reaches(target, endpoint))
     }
 
     /// Whether an endpoint is UDP.
@@ -446,20 +428,18 @@ impl ServiceCtx<'_> {
 /// For a client endpoint written as a listener is (`tcp:5432:interface=10.0.0.5`), how to
 /// write it: a client names the host to connect to (`tcp:10.0.0.5:5432`).
 fn written_as_listener(endpoint: &str) -> Option<String> {
-    let suggested = match endpoint.parse::<ServerEndpoint>().ok()? {
-        ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
-            let scheme = endpoint.split(':').next().unwrap_or("tcp");
-            let scheme = if scheme == "ssl" { "ssl" } else { "tcp" };
-            let host = match addr.ip() {
-                ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-                ip if ip.is_unspecified() => r"\:\:1".to_owned(),
-                std::net::IpAddr::V6(v6) => v6.to_string().replace(':', r"\:"),
-                ip => ip.to_string(),
-            };
-            format!("{scheme}:{host}:{}", addr.port())
-        }
+    let (scheme, addr) = match endpoint.parse::<ServerEndpoint>().ok()? {
+        ServerEndpoint::Tcp { addr, .. } => ("tcp", addr),
+        ServerEndpoint::Ssl { addr, .. } => ("ssl", addr),
         _ => return None,
     };
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => r"\:\:1".to_owned(),
+        std::net::IpAddr::V6(v6) => v6.to_string().replace(':', r"\:"),
+        ip => ip.to_string(),
+    };
+    let suggested = format!("{scheme}:{host}:{}", addr.port());
     Some(format!(
         "; that is how a listener is written: a client endpoint names the host to connect \
          to, as {suggested:?}"

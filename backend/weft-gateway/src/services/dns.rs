@@ -27,6 +27,7 @@ use weft_names::{
 };
 
 use crate::config::ConfigError;
+use crate::config::loops::Target;
 use crate::config::validate::ServiceCtx;
 
 /// The largest `cache_size` accepted.
@@ -349,7 +350,7 @@ fn one_peer(addr: SocketAddr, what: &str) -> Result<SocketAddr, String> {
 /// `addr` unless it is one of this service's own UDP listeners: it would ask itself
 /// each question it cannot answer, which it forwards again, until the timeout.
 fn not_itself(ctx: &ServiceCtx<'_>, addr: SocketAddr) -> Result<SocketAddr, String> {
-    match ctx.own_listener(true, Some(addr.ip()), addr.port()) {
+    match ctx.own_listener(&Target::Datagram(addr)) {
         Some(endpoint) => Err(format!(
             "{addr} is this service's own listener {endpoint:?}: it would forward each question \
              to itself"

@@ -44,6 +44,7 @@ use weft::defer::{Deferred, Failure, StepDetail, WaitsOn};
 use weft::{CloseReason, HalfClose, Protocol, Reactor, Transport, factory};
 
 use crate::config::ConfigError;
+use crate::config::loops::Target;
 use crate::config::validate::ServiceCtx;
 
 /// The settings of a tcp-proxy service.
@@ -73,7 +74,8 @@ impl super::Kind for TcpProxyKind {
             ));
         };
         let parsed = ctx.client_endpoint("upstream", upstream)?;
-        if let Some(own) = own_listener(ctx, &parsed) {
+        let own = Target::upstream(&parsed).and_then(|target| ctx.own_listener(&target));
+        if let Some(own) = own {
             return Err(ctx.error(
                 upstream.span(),
                 "upstream",
@@ -115,34 +117,6 @@ impl super::Kind for TcpProxyKind {
     fn describe(config: &TcpProxyConfig) -> serde_json::Value {
         serde_json::json!({ "upstream": config.upstream })
     }
-}
-
-/// The service's own listener that `upstream` names, if it names one
-/// ([`ServiceCtx::own_listener`]; `localhost` stands for any loopback address; a unix
-/// socket by its path).
-fn own_listener<'c>(
-    ctx: &'c ServiceCtx<'_>,
-    upstream: &weft::endpoint::ClientEndpoint,
-) -> Option<&'c str> {
-    use crate::config::loops::{host_address, same_socket};
-    use weft::endpoint::{ClientEndpoint, ServerEndpoint};
-    if let ClientEndpoint::Unix { path, .. } = upstream {
-        return ctx
-            .listen
-            .iter()
-            .find(|(endpoint, _)| {
-                matches!(endpoint.parse(), Ok(ServerEndpoint::Unix { path: own, .. })
-                    if same_socket(path, &own))
-            })
-            .map(|(endpoint, _)| endpoint.as_str());
-    }
-    let (ClientEndpoint::Tcp { host, port, .. } | ClientEndpoint::Ssl { host, port, .. }) =
-        upstream
-    else {
-        return None;
-    };
-    let ip = host_address(host)?;
-    ctx.own_listener(false, ip, *port)
 }
 
 /// The label of each client connection's chain.

@@ -81,7 +81,8 @@ fn overlap(a: &Socket, b: &Socket, dual_stack_udp: bool) -> bool {
                 && a.port() == b.port()
                 && addresses_overlap(a.ip(), b.ip(), dual_stack_udp)
         }
-        (Socket::Unix(a), Socket::Unix(b)) => a == b,
+        // One file however it is spelled: through `..`, a symlinked directory or a link.
+        (Socket::Unix(a), Socket::Unix(b)) => a == b || through_symlinks(a) == through_symlinks(b),
         _ => false,
     }
 }
@@ -358,6 +359,34 @@ mod tests {
         ));
         assert!(!clash("tcp:0", "tcp:0"), "port 0 is any free port");
         assert!(!clash("unix:/run/a.sock", "unix:/run/b.sock"));
+    }
+
+    #[test]
+    fn a_socket_file_spelled_two_ways_is_one_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("a.sock", dir.path().join("b.sock")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let here = cwd.join("c.sock").display().to_string();
+        for (a, b) in [
+            (
+                format!("unix:{d}/a.sock"),
+                format!(
+                    "unix:{d}/../{}/a.sock",
+                    dir.path().file_name().unwrap().to_string_lossy()
+                ),
+            ),
+            (format!("unix:{d}/a.sock"), format!("unix:{d}/link/a.sock")),
+            (format!("unix:{d}/a.sock"), format!("unix:{d}/b.sock")),
+            ("unix:c.sock".to_owned(), format!("unix:{here}")),
+        ] {
+            assert!(clash(&a, &b), "{a} {b}");
+        }
+        assert!(!clash(
+            &format!("unix:{d}/a.sock"),
+            &format!("unix:{d}/link/c.sock")
+        ));
     }
 
     #[test]

@@ -189,6 +189,53 @@ fn a_udp_port_is_handed_over_too() {
     assert_eq!(ask(), "new");
 }
 
+/// A unix socket's mode follows the endpoint of the listener that takes it over: a new
+/// `mode=` is applied, and dropping the `mode=` gives the mode a fresh socket has.
+#[test]
+fn a_unix_socket_taken_over_gets_the_mode_its_new_endpoint_asks_for() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    let plain = format!("unix:{}", path.display());
+    let first = plain.clone();
+    let server = spawn_reactor(move |r| {
+        r.listen_as("svc", &first, factory(|| Tagged("one")))
+            .unwrap();
+    });
+    let fresh = mode();
+    // A mode other than the fresh one, whatever the umask.
+    let set = if fresh == 0o600 { 0o700 } else { 0o600 };
+    let switch = |endpoint: String, tag: &'static str| {
+        on_reactor(&server.handle, move |r| {
+            let handover = r.handover(ports_of(r, "svc"));
+            r.listen_as("svc", &endpoint, factory(move || Tagged(tag)))
+                .expect("takes the socket instead of binding");
+            handover.commit().len()
+        })
+    };
+    let greet = || {
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let mut buf = [0; 3];
+        s.read_exact(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    assert_eq!(switch(format!("{plain}:mode={set:o}"), "two"), 0);
+    assert_eq!(greet(), "two");
+    assert_eq!(mode(), set);
+    assert_eq!(switch(plain.clone(), "thr"), 0);
+    assert_eq!(greet(), "thr");
+    assert_eq!(
+        mode(),
+        fresh,
+        "the mode a fresh socket has, not the one set before"
+    );
+    // A mode no endpoint set is left as it is.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    assert_eq!(switch(plain, "fou"), 0);
+    assert_eq!(mode(), 0o660);
+}
+
 #[test]
 fn draining_a_service_closes_its_connections_aborts_the_stuck_at_the_deadline_and_spares_others() {
     /// Writes more than the socket buffers hold, so a close cannot finish while the peer

@@ -379,8 +379,8 @@ pub(super) fn bind_stream(
     };
     let key = SocketKey::of(parsed);
     let (socket, fresh) = match reactor.inner.ports.claim(key.as_ref()) {
-        Some(PortSocket::Stream(socket)) => {
-            adopt(&socket, parsed, backlog);
+        Some((PortSocket::Stream(socket), before)) => {
+            adopt(&socket, parsed, &before, backlog);
             (socket, false)
         }
         _ => {
@@ -449,9 +449,12 @@ pub(super) fn bind_stream(
     })
 }
 
-/// Applies what `parsed` asks of a socket taken over from another listener: its backlog
-/// (Linux takes a second `listen` as a change of backlog) and a unix socket's mode.
-fn adopt(socket: &StreamSocket, parsed: &ServerEndpoint, backlog: u32) {
+/// Applies what `parsed` asks of a socket taken over from the listener of endpoint
+/// `before`: its backlog (Linux takes a second `listen` as a change of backlog) and a unix
+/// socket's mode. Where `before` set a mode and `parsed` sets none, the socket gets the
+/// mode a fresh one would have (all permissions the umask leaves), as after a restart; a
+/// mode neither set (one changed outside weft, say) is left alone.
+fn adopt(socket: &StreamSocket, parsed: &ServerEndpoint, before: &str, backlog: u32) {
     let relisten = match socket {
         StreamSocket::Tcp(l) => socket2::SockRef::from(l).listen(effective_backlog(backlog)),
         StreamSocket::Unix(l) => socket2::SockRef::from(l).listen(effective_backlog(backlog)),
@@ -459,17 +462,34 @@ fn adopt(socket: &StreamSocket, parsed: &ServerEndpoint, backlog: u32) {
     if let Err(error) = relisten {
         tracing::warn!(%error, backlog, "cannot change the backlog of a listener taken over");
     }
-    if let ServerEndpoint::Unix {
-        path,
-        mode: Some(mode),
-        ..
-    } = parsed
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)) {
-            tracing::warn!(%error, path = %path.display(), "cannot change the mode of a socket taken over");
-        }
+    let ServerEndpoint::Unix { path, mode, .. } = parsed else {
+        return;
+    };
+    let mode = match mode {
+        Some(mode) => *mode,
+        None => match before.parse::<ServerEndpoint>() {
+            Ok(ServerEndpoint::Unix { mode: Some(_), .. }) => match umask() {
+                Some(umask) => 0o777 & !umask,
+                None => {
+                    tracing::warn!(path = %path.display(), "cannot read the umask: the socket keeps the mode= it had");
+                    return;
+                }
+            },
+            _ => return,
+        },
+    };
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(%error, path = %path.display(), "cannot change the mode of a socket taken over");
     }
+}
+
+/// The process's file mode creation mask, as `/proc/self/status` shows it (reading it
+/// with `umask(2)` would set it, for a moment, under every other thread).
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(value.trim(), 8).ok()
 }
 
 /// The protocol API over the shared acceptor: the factory builds each connection's

@@ -12,7 +12,8 @@
 //!   matches) takes that port's socket instead of binding, so the socket is never closed:
 //!   connections the kernel completed before the switch wait in its accept queue and are
 //!   accepted by the new listener, never reset. The new listener applies its own backlog
-//!   and a unix socket's mode to the socket it takes.
+//!   and a unix socket's mode to the socket it takes (an endpoint that drops the `mode=`
+//!   the old one set gets the mode a fresh socket would have).
 //! - nothing made during a handover accepts or receives before the commit; then, in one
 //!   step on the reactor thread, the new listeners start and the offered ports whose
 //!   sockets were taken stop. Connections already accepted keep the protocol, handler and
@@ -126,9 +127,9 @@ struct HandoverState {
 }
 
 impl Ports {
-    /// The socket of an offered port bound to `key`, if a handover is open and offers one
-    /// not taken yet; it is taken from then on.
-    pub(crate) fn claim(&self, key: Option<&SocketKey>) -> Option<PortSocket> {
+    /// The socket of an offered port bound to `key`, and the endpoint that port was asked
+    /// for, if a handover is open and offers one not taken yet; it is taken from then on.
+    pub(crate) fn claim(&self, key: Option<&SocketKey>) -> Option<(PortSocket, String)> {
         let key = key?;
         let state = self.handover.borrow().clone()?;
         let mut offered = state.offered.borrow_mut();
@@ -136,7 +137,7 @@ impl Ports {
             .iter_mut()
             .find(|o| !o.taken && o.key.as_ref() == Some(key))?;
         port.taken = true;
-        Some(port.socket.clone())
+        Some((port.socket.clone(), port.port.info().endpoint.clone()))
     }
 
     /// Enters a new port. It starts (runs `start`, then its loop may go) at once, or at

@@ -311,7 +311,7 @@ impl Reactor {
         };
         let key = SocketKey::of(&parsed);
         let claimed = match role {
-            Role::Listener => self.inner.ports.claim(key.as_ref()),
+            Role::Listener => self.inner.ports.claim(key.as_ref()).map(|(s, _)| s),
             Role::Client => None,
         };
         let (socket, fresh) = match claimed {

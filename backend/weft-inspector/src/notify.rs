@@ -58,6 +58,9 @@ pub enum NotifyError {
     /// A URL without a host.
     #[error("the URL names no host")]
     Host,
+    /// A URL no connection could reach (port 0, a multicast or broadcast address).
+    #[error("{0}")]
+    Unreachable(&'static str),
     /// A limit out of its range.
     #[error("must be between 1 and {MAX_NOTIFY}")]
     Range,
@@ -70,6 +73,7 @@ impl NotifyConfig {
             UrlProblem::Malformed(e) => NotifyError::Url(e),
             UrlProblem::Scheme => NotifyError::Scheme,
             UrlProblem::Host => NotifyError::Host,
+            UrlProblem::Unreachable(why) => NotifyError::Unreachable(why),
         })?;
         Ok(Self {
             url,
@@ -272,6 +276,18 @@ mod tests {
             NotifyConfig::new("http://exa mple/"),
             Err(NotifyError::Url(_))
         ));
+        // URLs no connection could reach.
+        for url in [
+            "http://127.0.0.1:0/hook",
+            "http://224.0.0.1/hook",
+            "http://255.255.255.255:9000/",
+            "http://[ff02::1]:9000/",
+        ] {
+            assert!(
+                matches!(NotifyConfig::new(url), Err(NotifyError::Unreachable(_))),
+                "{url}"
+            );
+        }
         assert_eq!(NotifyConfig::check_limit(0), Err(NotifyError::Range));
         assert!(NotifyConfig::check_limit(1).is_ok());
     }

@@ -62,6 +62,8 @@ pub(crate) enum UrlProblem {
     Scheme,
     /// No host.
     Host,
+    /// A URL no connection could reach: why.
+    Unreachable(&'static str),
 }
 
 /// An `http://` URL with a host: the only kind posted to (TLS goes through a local relay).
@@ -72,8 +74,24 @@ pub(crate) fn http_url(url: &str) -> Result<Uri, UrlProblem> {
     if url.scheme_str() != Some("http") {
         return Err(UrlProblem::Scheme);
     }
-    if url.host().is_none_or(str::is_empty) {
+    let Some(host) = url.host().filter(|h| !h.is_empty()) else {
         return Err(UrlProblem::Host);
+    };
+    if url.port_u16() == Some(0) {
+        return Err(UrlProblem::Unreachable(
+            "the URL has port 0, where no server listens",
+        ));
+    }
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>();
+    if ip.is_ok_and(|ip| {
+        ip.is_multicast() || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
+    }) {
+        return Err(UrlProblem::Unreachable(
+            "the URL's host is a multicast or broadcast address, which no TCP connection reaches",
+        ));
     }
     Ok(url)
 }

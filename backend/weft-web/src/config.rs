@@ -487,6 +487,9 @@ mod tests {
             ("http://victim.test;x:80", "bad host"),
             ("http://[not-v6]:80", "bad host"),
             ("http://h:0", "port 0"),
+            ("http://224.0.0.1:80", "multicast or broadcast"),
+            ("http://255.255.255.255", "multicast or broadcast"),
+            ("https://[ff02::1]:443", "multicast or broadcast"),
             ("http://h:99999", "bad port"),
             ("http://h/a b", "bad path"),
         ] {

@@ -79,6 +79,9 @@ pub enum OtlpError {
     /// A URL without a host.
     #[error("the URL names no host")]
     Host,
+    /// A URL no connection could reach (port 0, a multicast or broadcast address).
+    #[error("{0}")]
+    Unreachable(&'static str),
     /// A URL with a query: OTLP/HTTP appends `/v1/traces` to the endpoint's path.
     #[error("the endpoint takes no query; spans go to its path plus /v1/traces")]
     Query,
@@ -97,6 +100,7 @@ impl OtlpConfig {
             UrlProblem::Malformed(e) => OtlpError::Url(e),
             UrlProblem::Scheme => OtlpError::Scheme,
             UrlProblem::Host => OtlpError::Host,
+            UrlProblem::Unreachable(why) => OtlpError::Unreachable(why),
         })?;
         if endpoint.query().is_some() {
             return Err(OtlpError::Query);
@@ -304,6 +308,12 @@ mod tests {
             OtlpConfig::new("http://collector:4318/?a=b"),
             Err(OtlpError::Query)
         );
+        for url in ["http://collector:0", "http://239.1.2.3:4318"] {
+            assert!(
+                matches!(OtlpConfig::new(url), Err(OtlpError::Unreachable(_))),
+                "{url}"
+            );
+        }
         assert_eq!(
             OtlpConfig::new("http://c").unwrap().with_queue(0),
             Err(OtlpError::Range)

@@ -221,6 +221,30 @@ impl<'a> Fields<'a> {
             })
     }
 
+    /// Fails when `value`, the client's `key` (`host`, `bindAddress`), is an address of
+    /// many hosts or of none a stream reaches: a multicast group or the broadcast address.
+    /// Names are not resolved here.
+    pub(super) fn one_host(&self, key: &str, value: &str) -> Result<(), EndpointError> {
+        let Ok(ip) = value.parse::<IpAddr>() else {
+            return Ok(());
+        };
+        let many = match ip.to_canonical() {
+            IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+            IpAddr::V6(v6) => v6.is_multicast(),
+        };
+        if !many {
+            return Ok(());
+        }
+        let shown = match key {
+            "host" => value.to_owned(),
+            _ => format!("{key}={value}"),
+        };
+        Err(self.err(
+            &shown,
+            "is a multicast or broadcast address, not one host: no stream reaches it",
+        ))
+    }
+
     /// Fails on anything left over, naming it.
     pub(super) fn done(self) -> Result<(), EndpointError> {
         if let Some(extra) = self.positional.first() {

@@ -235,9 +235,19 @@ impl FromStr for ClientEndpoint {
                 if host.is_empty() {
                     return Err(f.err("", "host must not be empty"));
                 }
+                f.one_host("host", &host)?;
                 let port = f.port()?;
+                if port == 0 {
+                    return Err(f.err(
+                        "0",
+                        "is no port to connect to; name the port the server listens on",
+                    ));
+                }
                 let timeout = f.timeout()?;
                 let bind_address = f.bind_address()?;
+                if let Some(local) = bind_address {
+                    f.one_host("bindAddress", &local.ip().to_string())?;
+                }
                 if f.kind == "tcp" {
                     Self::Tcp {
                         host,
@@ -517,6 +527,25 @@ mod tests {
         assert!("tcp:h:1:timeout=0.001".parse::<ClientEndpoint>().is_ok());
         let e = "tcp:h".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("needs port"), "{e}");
+        // Nothing a connection could reach: port 0, or many hosts.
+        let e = "tcp:h:0".parse::<ClientEndpoint>().unwrap_err();
+        assert!(e.reason.contains("no port to connect to"), "{e}");
+        for (client, part) in [
+            ("tcp:224.0.0.1:80", "224.0.0.1"),
+            ("ssl:255.255.255.255:443", "255.255.255.255"),
+            (r"tcp:ff02\:\:1:80", "ff02::1"),
+            (r"tcp:\:\:ffff\:239.1.1.1:80", "::ffff:239.1.1.1"),
+            ("tcp:h:80:bindAddress=224.0.0.1", "bindAddress=224.0.0.1"),
+        ] {
+            let e = client.parse::<ClientEndpoint>().unwrap_err();
+            assert_eq!(e.part, part, "{client}: {e}");
+            assert!(e.reason.contains("multicast or broadcast"), "{client}: {e}");
+        }
+        assert!(
+            "tcp:127.0.0.1:80:bindAddress=127.0.0.1"
+                .parse::<ClientEndpoint>()
+                .is_ok()
+        );
         let e = "tcp:h:1:bindAddress=eth0"
             .parse::<ClientEndpoint>()
             .unwrap_err();

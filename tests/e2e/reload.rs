@@ -15,7 +15,7 @@ use crate::assert_eventually;
 use crate::dns::dig;
 use crate::http::curl;
 use crate::http_peers::Upstream;
-use crate::support::{App, Locked, Reply, free_port, http, query, spawn_app_with};
+use crate::support::{App, Locked, Reply, free_port, http, query, spawn_app_args, spawn_app_with};
 
 /// An echo connection that has echoed once.
 pub(crate) fn open_echo(addr: SocketAddr) -> TcpStream {
@@ -568,4 +568,38 @@ fn a_removed_services_udp_endpoint_closes_as_its_service_stopped() {
         app.curl("/metrics").unwrap_or_default()
     );
     assert_eq!(closed("shutdown"), 0.0);
+}
+
+/// The answer of a reload that went through: its message.
+fn reloaded(app: &App) -> String {
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    body(&reply)["message"].as_str().unwrap().to_owned()
+}
+
+/// A reload applies the services; a section only a restart applies is named, `[log]` and
+/// `[demo]` as the others, and a `[log]` that asks for the format `--log-format` already
+/// chose is no change.
+#[test]
+fn a_reload_says_which_changed_sections_take_a_restart() {
+    let app = spawn_app_with(|_| String::new());
+    assert!(!reloaded(&app).contains("restart"), "nothing changed");
+    app.edit_config(|text| text + "\n[log]\nformat = \"json\"\n");
+    let message = reloaded(&app);
+    assert!(
+        message.contains("[log] changed: restart to apply it"),
+        "{message}"
+    );
+    app.edit_config(|text| text + "\n[inspect]\nstall_after = \"9s\"\n");
+    let message = reloaded(&app);
+    assert!(
+        message.contains("[log] changed") && message.contains("[inspect] changed"),
+        "{message}"
+    );
+
+    let pinned = spawn_app_args(&["--log-format", "json"], |_| String::new());
+    assert!(!reloaded(&pinned).contains("restart"), "nothing changed");
+    pinned.edit_config(|text| text + "\n[log]\nformat = \"json\"\n");
+    let message = reloaded(&pinned);
+    assert!(!message.contains("[log]"), "json already: {message}");
 }

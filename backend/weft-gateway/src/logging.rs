@@ -59,6 +59,12 @@ pub fn reason(error: &anyhow::Error) -> String {
     out
 }
 
+/// The format of the process log, once [`init`] has set it up: the configuration's
+/// `[log] format`, or `--log-format`, which overrides it.
+pub fn installed() -> Option<LogFormat> {
+    INSTALLED.get().copied()
+}
+
 /// Installs the process's log subscriber. Call it once, before anything logs.
 pub fn init(format: LogFormat) {
     if INSTALLED.set(format).is_err() {

@@ -101,14 +101,12 @@ fn hold_early_signals() {
 fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     hold_early_signals();
     // The file is read before anything is logged: it says how to log.
-    let mut config = match &file {
+    let config = match &file {
         Some(path) => Config::load(path)?,
         None => Config::demo(),
     };
-    if let Some(format) = log_format {
-        config.log.format = format;
-    }
-    logging::init(config.log.format);
+    // The configuration keeps the file's `[log]`, so a reload compares file with file.
+    logging::init(log_format.unwrap_or(config.log.format));
     if file.is_none() {
         tracing::info!("no --config given: running the built-in demo configuration");
     }

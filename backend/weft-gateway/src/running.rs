@@ -151,8 +151,10 @@ impl Running {
         config: &Config,
         primary: bool,
     ) -> Result<Self, StartError> {
-        // How the process logs is read at start; a reload that changes it says restart.
-        env.access_log_fields = config.log.format == LogFormat::Json;
+        // How the process logs is set at start (`--log-format` over the file's `[log]`); a
+        // reload that changes it says restart.
+        env.access_log_fields =
+            crate::logging::installed().unwrap_or(config.log.format) == LogFormat::Json;
         let mut running = Self {
             reactor: reactor.clone(),
             hub,
@@ -266,17 +268,7 @@ impl Running {
             Err(_) => old,
         };
         result?;
-        for (section, same) in [
-            ("[dashboard]", self.config.dashboard == config.dashboard),
-            ("[gateway]", self.config.gateway == config.gateway),
-            ("[store]", self.config.store == config.store),
-            ("[inspect]", self.config.inspect == config.inspect),
-            ("[otlp]", self.config.otlp == config.otlp),
-        ] {
-            if !same {
-                applied.need_restart.push(section);
-            }
-        }
+        applied.need_restart = restart_needed(&self.config, &config, crate::logging::installed());
         Ok(applied)
     }
 
@@ -391,4 +383,58 @@ fn query_log_to(
         spans,
         per_second: config.store.queries_per_second,
     })
+}
+
+/// The sections of `new` that differ from `running`'s and take a restart to apply: only
+/// the services are started again by a reload. `log` is the format the process log was
+/// set up with (`--log-format` over the file's): a file that asks for it changes nothing.
+fn restart_needed(running: &Config, new: &Config, log: Option<LogFormat>) -> Vec<&'static str> {
+    [
+        ("[dashboard]", running.dashboard == new.dashboard),
+        ("[gateway]", running.gateway == new.gateway),
+        ("[store]", running.store == new.store),
+        ("[inspect]", running.inspect == new.inspect),
+        ("[otlp]", running.otlp == new.otlp),
+        // The demo's upstreams and traffic start with the process.
+        ("[demo]", running.demo == new.demo),
+        (
+            "[log]",
+            running.log == new.log || log == Some(new.log.format),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(section, _)| section)
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            "weft.toml",
+            &format!("{extra}\n[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:0\"\n"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_each_section_it_cannot_apply() {
+        let plain = config("");
+        assert!(restart_needed(&plain, &config(""), None).is_empty());
+        let json = config("[log]\nformat = \"json\"\n");
+        assert_eq!(
+            restart_needed(&plain, &json, Some(LogFormat::Text)),
+            ["[log]"]
+        );
+        // `--log-format json` chose it already.
+        assert!(restart_needed(&plain, &json, Some(LogFormat::Json)).is_empty());
+        let demo = config("[demo]\ntraffic = true\n");
+        assert_eq!(restart_needed(&plain, &demo, None), ["[demo]"]);
+        assert_eq!(restart_needed(&demo, &plain, None), ["[demo]"]);
+        let inspect = config("[inspect]\nstall_after = \"9s\"\n");
+        assert_eq!(restart_needed(&plain, &inspect, None), ["[inspect]"]);
+    }
 }

@@ -699,6 +699,48 @@ fn a_reload_adding_a_zone_file_that_does_not_load_is_refused_and_changes_nothing
     );
 }
 
+/// A zone file added for an origin whose own file no longer loads (its zone kept in
+/// service) is refused, as `weft check` refuses two files of one origin: no reload serves
+/// one of them by the order of the files.
+#[test]
+fn a_reload_adding_a_second_file_for_a_kept_zone_is_refused_and_changes_nothing() {
+    let port = free_port();
+    let app = spawn_dns_app(dns_service("dns", port).zone("example.test.zone", ZONE));
+    let first = app.dir.path().join("example.test.zone");
+    std::fs::write(&first, ZONE.replace("192.0.2.10", "192.0.2.999")).unwrap();
+    let second = app.dir.path().join("again.zone");
+    std::fs::write(&second, ZONE.replace("192.0.2.10", "192.0.2.77")).unwrap();
+    // Before the kept zone's file and after it: either order is refused.
+    for zones in [
+        format!("zones = [{second:?}, {first:?}]"),
+        format!("zones = [{first:?}, {second:?}]"),
+    ] {
+        let original = std::fs::read_to_string(app.config_path()).unwrap();
+        app.edit_config(|text| text.replace(&format!("zones = [{first:?}]"), &zones));
+        app.reload_by_signal("failed");
+        let reply = app.reload_by_post();
+        assert_eq!(reply.status, 409, "{reply:?}");
+        let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("service \"dns\": zone example.test. is defined twice"),
+            "{message}"
+        );
+        assert_eq!(
+            dig(port, &["www.example.test", "A", "+short"]).trim(),
+            "192.0.2.10",
+            "the running zone still answers"
+        );
+        std::fs::write(app.config_path(), original).unwrap();
+    }
+    assert_eq!(
+        app.metric(r#"weft_dns_zone_reloads_total{result="failed",service="dns"}"#)
+            .unwrap_or(0.0),
+        0.0,
+        "a refused reload counts no zone reload"
+    );
+}
+
 #[test]
 fn weft_check_names_a_bad_allow_transfer_or_notify_entry_by_its_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -49,42 +49,33 @@ fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
 /// A file that did not load and gave the running service no zone (a new service's, or one
 /// added to a running service) refuses the reload, as `weft check` and `weft run` refuse
 /// it: there is nothing to keep serving, and a reload that went on would answer for the
-/// zone with REFUSED. Nothing is counted then.
+/// zone with REFUSED. So does a zone kept or loaded for an origin another of the service's
+/// files gives too (a file added for a zone whose own file is broken and kept): `check`
+/// and `run` refuse two files of one origin. Nothing is counted then.
 pub(crate) fn carry_over(
     old: &[ServiceConfig],
     new: &mut [ServiceConfig],
     env: &ServiceEnv,
 ) -> Result<Vec<String>, StartError> {
     never_loaded(old, new)?;
-    let mut notes = Vec::new();
-    for service in new.iter_mut() {
-        let name = service.name.clone();
-        let running = old.iter().find(|s| s.name == name).and_then(dns);
-        let ServiceKind::Dns(settings) = &mut service.kind else {
+    // Every service's zones are put together before anything is counted or logged.
+    let mut built = Vec::new();
+    for service in new.iter() {
+        let Some(settings) = dns(service) else {
             continue;
         };
-        let counters = metrics(env, &name);
+        let running = old.iter().find(|s| s.name == service.name).and_then(dns);
         let before = running.map(|r| r.config.zones.zones());
         let old_zone = |file: &std::path::Path| -> Option<&Arc<Zone>> {
             before?.iter().find(|z| z.file() == file)
         };
         let mut zones = Catalog::default();
+        let mut outcomes = Vec::new();
         for file in &settings.zone_files {
-            let zone = match settings.failed.iter().find(|f| f.file == *file) {
+            let (zone, outcome) = match settings.failed.iter().find(|f| f.file == *file) {
                 Some(failure) => {
-                    counters.transfer().zone_reload(ZoneReload::Failed);
                     let kept = old_zone(file);
-                    let outcome = match kept {
-                        Some(z) => format!(
-                            "the zone {} keeps serving serial {}",
-                            z.origin(),
-                            z.serial()
-                        ),
-                        None => "it is not served".to_owned(),
-                    };
-                    tracing::warn!(service = %name, error = %failure.error, "a zone file did not load; {outcome}");
-                    notes.push(format!("service {name:?}: {}; {outcome}", failure.error));
-                    kept
+                    (kept, Err((failure.error.clone(), kept.cloned())))
                 }
                 None => {
                     let loaded = settings
@@ -97,17 +88,45 @@ pub(crate) fn carry_over(
                         (Some(new), Some(old)) if new == old => ZoneReload::Unchanged,
                         _ => ZoneReload::Changed,
                     };
-                    counters.transfer().zone_reload(result);
-                    loaded
+                    (loaded, Ok(result))
                 }
             };
-            if let Some(zone) = zone
-                && let Err(e) = zones.add(zone.clone())
-            {
-                notes.push(format!("service {name:?}: {e}"));
+            if let Some(zone) = zone {
+                zones.add(zone.clone()).map_err(|e| StartError {
+                    service: service.name.clone(),
+                    source: e.into(),
+                })?;
+            }
+            outcomes.push(outcome);
+        }
+        built.push((service.name.clone(), zones, outcomes));
+    }
+    let mut notes = Vec::new();
+    for (name, zones, outcomes) in built {
+        let counters = metrics(env, &name);
+        for outcome in outcomes {
+            match outcome {
+                Ok(result) => counters.transfer().zone_reload(result),
+                Err((error, kept)) => {
+                    counters.transfer().zone_reload(ZoneReload::Failed);
+                    let outcome = match kept {
+                        Some(z) => format!(
+                            "the zone {} keeps serving serial {}",
+                            z.origin(),
+                            z.serial()
+                        ),
+                        None => "it is not served".to_owned(),
+                    };
+                    tracing::warn!(service = %name, %error, "a zone file did not load; {outcome}");
+                    notes.push(format!("service {name:?}: {error}; {outcome}"));
+                }
             }
         }
-        settings.config.zones = zones;
+        if let Some(ServiceKind::Dns(settings)) =
+            new.iter_mut().find(|s| s.name == name).map(|s| &mut s.kind)
+        {
+            settings.config.zones = zones;
+        }
     }
     Ok(notes)
 }

@@ -114,9 +114,11 @@ fn udp_v6_wildcard_takes_ipv4() -> bool {
 /// load (loaded as listening loads them).
 pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<(), String> {
     match parsed {
-        ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Udp { addr } => {
-            on_this_host(endpoint, *addr)
+        ServerEndpoint::Tcp { addr, .. } => {
+            on_this_host(endpoint, *addr).and_then(|()| one_peer(endpoint, *addr))
         }
+        // A UDP port on a broadcast address hears broadcasts: a use of its own.
+        ServerEndpoint::Udp { addr } => on_this_host(endpoint, *addr),
         ServerEndpoint::Unix { path, .. } => {
             let dir = directory_of(path);
             if !dir.is_dir() {
@@ -147,23 +149,55 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
             private_key,
             cert,
             ..
-        } => on_this_host(endpoint, *addr).and_then(|()| {
-            weft::net::check_server_files(cert, private_key).map_err(|e| {
-                let option = match &e {
-                    weft::net::TlsError::Pem { path, .. }
-                        if path == private_key && path == cert =>
-                    {
-                        "privateKey (also its certKey)"
-                    }
-                    weft::net::TlsError::Pem { path, .. } if path == private_key => "privateKey",
-                    weft::net::TlsError::Pem { .. } => "certKey",
-                    _ => "privateKey and certKey",
-                };
-                format!("{endpoint:?}: cannot load its {option}: {e}")
-            })
-        }),
+        } => on_this_host(endpoint, *addr)
+            .and_then(|()| one_peer(endpoint, *addr))
+            .and_then(|()| {
+                weft::net::check_server_files(cert, private_key).map_err(|e| {
+                    let option = match &e {
+                        weft::net::TlsError::Pem { path, .. }
+                            if path == private_key && path == cert =>
+                        {
+                            "privateKey (also its certKey)"
+                        }
+                        weft::net::TlsError::Pem { path, .. } if path == private_key => {
+                            "privateKey"
+                        }
+                        weft::net::TlsError::Pem { .. } => "certKey",
+                        _ => "privateKey and certKey",
+                    };
+                    format!("{endpoint:?}: cannot load its {option}: {e}")
+                })
+            }),
         _ => Ok(()),
     }
+}
+
+/// Refuses a stream listener on a subnet's broadcast address (`192.168.1.255`, the
+/// broadcast address itself the endpoint parser refuses): the system lets it bind, and no
+/// TCP connection ever reaches it.
+fn one_peer(endpoint: &str, addr: SocketAddr) -> Result<(), String> {
+    match is_broadcast(addr.ip()) {
+        true => Err(format!(
+            "{endpoint:?}: {} is a broadcast address of this host's: a listener there is \
+             reached by no connection; listen on the interface's own address",
+            addr.ip()
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Whether the system routes to `ip` as a broadcast address: a UDP socket may connect to
+/// one only with `SO_BROADCAST` set, so connecting one without it fails with EACCES (and
+/// sends nothing).
+fn is_broadcast(ip: IpAddr) -> bool {
+    let IpAddr::V4(v4) = ip.to_canonical() else {
+        return false;
+    };
+    std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).is_ok_and(|socket| {
+        socket
+            .connect((v4, 9))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+    })
 }
 
 /// Whether a socket can be bound to `addr`'s address: an address no interface of this host
@@ -371,6 +405,15 @@ mod tests {
         ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
+        // Loopback's broadcast address: bound, and reached by no connection.
+        for broadcast in [
+            "tcp:8000:interface=127.255.255.255",
+            "ssl:8443:interface=127.255.255.255:privateKey=k",
+        ] {
+            let e = check(broadcast).unwrap_err();
+            assert!(e.contains("is a broadcast address"), "{e}");
+        }
+        assert_eq!(check("udp:0:interface=127.255.255.255"), Ok(()));
         // A documentation address (RFC 5737): on no interface.
         for not_here in ["tcp:8000:interface=192.0.2.1", "udp:53:interface=192.0.2.1"] {
             let e = check(not_here).unwrap_err();

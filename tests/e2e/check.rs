@@ -894,6 +894,47 @@ fn tcp_proxies_that_lead_to_each_other_are_refused_by_check_and_run() {
     );
 }
 
+/// On a host with `net.ipv4.ip_nonlocal_bind=1` (keepalived and HAProxy hosts, to bind an
+/// address not yet theirs) every address binds, so a socket bound is no sign the address
+/// is this host's: a forward to a public resolver is no loop there, and a proxy to its own
+/// listener still is. Run in a network namespace of its own (`unshare --net
+/// --map-root-user`), where the setting is the namespace's alone.
+#[test]
+fn forwarding_to_another_host_is_no_loop_where_any_address_binds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:53\"\n\
+         forward = [\"9.9.9.9\"]\n\n[[service]]\nname = \"pg\"\nkind = \"tcp-proxy\"\n\
+         listen = \"tcp:15432\"\nupstream = \"tcp:198.51.100.7:5432\"\n",
+        preamble(dir.path())
+    );
+    let path = dir.path().join("weft.toml");
+    let check = |config: &str| {
+        std::fs::write(&path, config).unwrap();
+        let script = format!(
+            "echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind && exec {} check --config {}",
+            weft_bin().display(),
+            path.display()
+        );
+        let out = Command::new("unshare")
+            .args(["--net", "--map-root-user", "sh", "-c", &script])
+            .output()
+            .expect("unshare (util-linux) runs");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !said.contains("unshare:") && !said.contains("ip_nonlocal_bind"),
+            "a network namespace of its own is needed: {said}"
+        );
+        (out.status.code(), said)
+    };
+    let (code, said) = check(&config);
+    assert_eq!(code, Some(0), "{said}");
+    let looped = config.replace("198.51.100.7:5432", "127.0.0.1:15432");
+    let (code, said) = check(&looped);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("own listener"), "{said}");
+}
+
 /// A listener whose port another program holds: `check` refuses it naming the program,
 /// and `run` says so once, each cause given once.
 #[test]

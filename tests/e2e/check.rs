@@ -989,6 +989,7 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
         )
     });
     let path = app.dir.path().join("weft.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
     let out = crate::support::weft_check([&path]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{said}");
@@ -1036,6 +1037,35 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
         "a dashboard is not on UDP: {said}"
     );
     app.reload_by_signal("failed");
+    // The reload says why.
+    let running = format!("tcp:{dashboard}:interface=127.0.0.1");
+    let why = format!(
+        "service \"was-dashboard\": cannot listen on {running}: the running dashboard listens \
+         there ({running}), and a reload does not move the dashboard; restart to move it"
+    );
+    let message = |reply: crate::support::Reply| {
+        assert_eq!(reply.status, 409, "{reply:?}");
+        let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        answer["message"].as_str().unwrap().to_owned()
+    };
+    let said = message(app.reload_by_post());
+    assert!(said.starts_with(&why), "{said}");
+
+    // So it does for a file that swaps the dashboard's port with a service's.
+    std::fs::write(&path, &original).unwrap();
+    let echo = app.echo.port();
+    app.edit_config(|text| {
+        text.replace(&format!("tcp:{dashboard}:"), "tcp:SWAP:")
+            .replace(&format!("tcp:{echo}:"), &format!("tcp:{dashboard}:"))
+            .replace("tcp:SWAP:", &format!("tcp:{echo}:"))
+    });
+    let said = message(app.reload_by_post());
+    assert!(
+        said.starts_with(&format!(
+            "service \"echo\": cannot listen on {running}: the running dashboard listens there"
+        )),
+        "{said}"
+    );
 }
 
 /// A port below `net.ipv4.ip_unprivileged_port_start` is refused by `check` when this

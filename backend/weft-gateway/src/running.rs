@@ -236,6 +236,7 @@ impl Running {
     /// On a replica ([`start_replica`](Self::start_replica)), `config` is what the first
     /// reactor's applied (with the zones it carried over).
     pub fn apply(&mut self, mut config: Config) -> Result<Applied, StartError> {
+        self.off_the_running_dashboard(&config)?;
         let notes = if self.primary {
             services::dns_zones::carry_over(&self.config.services, &mut config.services, &self.env)?
         } else {
@@ -270,6 +271,38 @@ impl Running {
         result?;
         applied.need_restart = restart_needed(&self.config, &config, crate::logging::installed());
         Ok(applied)
+    }
+
+    /// Refuses a service of `new` on the running dashboard's port: a reload does not move
+    /// the dashboard (a file that swaps its port with a service's, say), so the service
+    /// could not listen there.
+    fn off_the_running_dashboard(&self, new: &Config) -> Result<(), StartError> {
+        let running = &self.config.dashboard.listen;
+        let Ok(dashboard) = running.parse::<weft::endpoint::ServerEndpoint>() else {
+            return Ok(());
+        };
+        for service in &new.services {
+            for endpoint in &service.listen {
+                let Ok(parsed) = endpoint.parse() else {
+                    continue;
+                };
+                let mut taken = crate::config::preflight::Listeners::default();
+                let _ = taken.claim(running, &dashboard, "the running dashboard".into());
+                if taken
+                    .claim(endpoint, &parsed, service.name.clone())
+                    .is_err()
+                {
+                    return Err(StartError {
+                        service: service.name.clone(),
+                        source: services::ServiceError::OnTheDashboard {
+                            endpoint: endpoint.clone(),
+                            dashboard: running.clone(),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Starts the added and changed services of `new` in a handover of the ports of the

@@ -55,6 +55,18 @@ pub enum ServiceError {
     /// A DNS service's zones could not be put in service.
     #[error(transparent)]
     Names(Box<weft_names::NamesError>),
+    /// A listener of a reload on the running dashboard's port, which only a restart moves.
+    #[error(
+        "cannot listen on {endpoint}: the running dashboard listens there ({dashboard}), and \
+         a reload does not move the dashboard; restart to move it, or give the service \
+         another port"
+    )]
+    OnTheDashboard {
+        /// The service's endpoint.
+        endpoint: String,
+        /// The running dashboard's.
+        dashboard: String,
+    },
     /// A zone file that never loaded, in a reload: there is no zone to keep serving.
     #[error("{0}; a zone file is served once it loads")]
     ZoneNeverLoaded(Box<ConfigError>),

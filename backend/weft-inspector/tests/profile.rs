@@ -79,7 +79,8 @@ struct TempDb(PathBuf);
 
 impl Drop for TempDb {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        // The history file, its journal, and the lock the store takes beside it.
+        for suffix in ["", "-wal", "-shm", ".lock"] {
             let mut p = self.0.clone().into_os_string();
             p.push(suffix);
             let _ = std::fs::remove_file(p);

@@ -29,7 +29,8 @@
 //! on the store: a history file locked by another process holds nothing up.
 //!
 //! Only `[[service]]` tables are applied; a changed `[dashboard]`, `[gateway]`, `[store]`,
-//! `[inspect]` or `[otlp]` is reported as needing a restart.
+//! `[inspect]`, `[otlp]`, `[demo]` or `[log]` is reported as needing a restart, and a
+//! service on the running dashboard's port is refused (only a restart moves it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -281,13 +282,14 @@ impl Running {
         let Ok(dashboard) = running.parse::<weft::endpoint::ServerEndpoint>() else {
             return Ok(());
         };
+        // The new services overlap no other (the file validated), so a clash is with it.
+        let mut taken = crate::config::preflight::Listeners::default();
+        let _ = taken.claim(running, &dashboard, "the running dashboard".into());
         for service in &new.services {
             for endpoint in &service.listen {
                 let Ok(parsed) = endpoint.parse() else {
                     continue;
                 };
-                let mut taken = crate::config::preflight::Listeners::default();
-                let _ = taken.claim(running, &dashboard, "the running dashboard".into());
                 if taken
                     .claim(endpoint, &parsed, service.name.clone())
                     .is_err()

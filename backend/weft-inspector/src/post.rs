@@ -86,9 +86,7 @@ pub(crate) fn http_url(url: &str) -> Result<Uri, UrlProblem> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<std::net::IpAddr>();
-    if ip.is_ok_and(|ip| {
-        ip.is_multicast() || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
-    }) {
+    if ip.is_ok_and(weft::endpoint::is_many_hosts) {
         return Err(UrlProblem::Unreachable(
             "the URL's host is a multicast or broadcast address, which no TCP connection reaches",
         ));

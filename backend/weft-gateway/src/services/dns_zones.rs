@@ -60,7 +60,7 @@ pub(crate) fn carry_over(
     never_loaded(old, new)?;
     // Every service's zones are put together before anything is counted or logged.
     let mut built = Vec::new();
-    for service in new.iter() {
+    for (i, service) in new.iter().enumerate() {
         let Some(settings) = dns(service) else {
             continue;
         };
@@ -99,10 +99,11 @@ pub(crate) fn carry_over(
             }
             outcomes.push(outcome);
         }
-        built.push((service.name.clone(), zones, outcomes));
+        built.push((i, zones, outcomes));
     }
     let mut notes = Vec::new();
-    for (name, zones, outcomes) in built {
+    for (i, zones, outcomes) in built {
+        let name = new[i].name.clone();
         let counters = metrics(env, &name);
         for outcome in outcomes {
             match outcome {
@@ -122,9 +123,7 @@ pub(crate) fn carry_over(
                 }
             }
         }
-        if let Some(ServiceKind::Dns(settings)) =
-            new.iter_mut().find(|s| s.name == name).map(|s| &mut s.kind)
-        {
+        if let ServiceKind::Dns(settings) = &mut new[i].kind {
             settings.config.zones = zones;
         }
     }

@@ -94,9 +94,7 @@ impl FromStr for Upstream {
                 "has a bad host: a name, an IPv4 address or a bracketed IPv6 one",
             ));
         }
-        if host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
-            ip.is_multicast() || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
-        }) {
+        if host.parse().is_ok_and(weft::endpoint::is_many_hosts) {
             return Err(err(
                 "has a multicast or broadcast address, which no TCP connection reaches",
             ));

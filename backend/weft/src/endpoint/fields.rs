@@ -225,14 +225,7 @@ impl<'a> Fields<'a> {
     /// many hosts or of none a stream reaches: a multicast group or the broadcast address.
     /// Names are not resolved here.
     pub(super) fn one_host(&self, key: &str, value: &str) -> Result<(), EndpointError> {
-        let Ok(ip) = value.parse::<IpAddr>() else {
-            return Ok(());
-        };
-        let many = match ip.to_canonical() {
-            IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
-            IpAddr::V6(v6) => v6.is_multicast(),
-        };
-        if !many {
+        if !value.parse().is_ok_and(super::is_many_hosts) {
             return Ok(());
         }
         let shown = match key {

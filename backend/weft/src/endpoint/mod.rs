@@ -29,6 +29,16 @@ mod fields;
 
 use fields::Fields;
 
+/// Whether `ip` names many hosts or none a stream reaches: a multicast group or the IPv4
+/// broadcast address (IPv4-mapped forms included). No TCP connection goes to or from one;
+/// the client endpoint parser, and URLs connected to, refuse them.
+pub fn is_many_hosts(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
 /// Default listen backlog. Twisted's 50 makes a burst of connections wait a second for
 /// every 51 (the SYNs beyond the queue are dropped and retried); the kernel lowers this to
 /// `net.core.somaxconn` where that is smaller.

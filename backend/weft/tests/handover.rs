@@ -190,7 +190,8 @@ fn a_udp_port_is_handed_over_too() {
 }
 
 /// A unix socket's mode follows the endpoint of the listener that takes it over: a new
-/// `mode=` is applied, and dropping the `mode=` gives the mode a fresh socket has.
+/// `mode=` is applied, and dropping the `mode=` gives the mode a fresh socket has; a
+/// handover rolled back changes nothing.
 #[test]
 fn a_unix_socket_taken_over_gets_the_mode_its_new_endpoint_asks_for() {
     use std::os::unix::fs::PermissionsExt;
@@ -232,8 +233,18 @@ fn a_unix_socket_taken_over_gets_the_mode_its_new_endpoint_asks_for() {
     );
     // A mode no endpoint set is left as it is.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
-    assert_eq!(switch(plain, "fou"), 0);
+    assert_eq!(switch(plain.clone(), "fou"), 0);
     assert_eq!(mode(), 0o660);
+    // A handover rolled back (a reload that failed) leaves the mode as it was.
+    let asked = format!("{plain}:mode=666");
+    on_reactor(&server.handle, move |r| {
+        let handover = r.handover(ports_of(r, "svc"));
+        r.listen_as("svc", &asked, factory(|| Tagged("fiv")))
+            .expect("takes the socket instead of binding");
+        drop(handover);
+    });
+    assert_eq!(greet(), "fou");
+    assert_eq!(mode(), 0o660, "a rolled-back handover changed the mode");
 }
 
 #[test]

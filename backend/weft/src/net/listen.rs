@@ -380,7 +380,13 @@ pub(super) fn bind_stream(
     let key = SocketKey::of(parsed);
     let (socket, fresh) = match reactor.inner.ports.claim(key.as_ref()) {
         Some((PortSocket::Stream(socket), before)) => {
-            adopt(&socket, parsed, &before, backlog);
+            // At the commit: a handover rolled back leaves the socket as the old listener
+            // had it.
+            let (taken, parsed) = (socket.clone(), parsed.clone());
+            reactor
+                .inner
+                .ports
+                .at_commit(move || adopt(&taken, &parsed, &before, backlog));
             (socket, false)
         }
         _ => {
@@ -450,7 +456,7 @@ pub(super) fn bind_stream(
 }
 
 /// Applies what `parsed` asks of a socket taken over from the listener of endpoint
-/// `before`: its backlog (Linux takes a second `listen` as a change of backlog) and a unix
+/// `before`, when the handover commits: its backlog (Linux takes a second `listen` as a change of backlog) and a unix
 /// socket's mode. Where `before` set a mode and `parsed` sets none, the socket gets the
 /// mode a fresh one would have (all permissions the umask leaves), as after a restart; a
 /// mode neither set (one changed outside weft, say) is left alone.

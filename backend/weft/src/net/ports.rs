@@ -11,9 +11,10 @@
 //!   same IP and port, or the same socket path; port 0 asks for a fresh port and never
 //!   matches) takes that port's socket instead of binding, so the socket is never closed:
 //!   connections the kernel completed before the switch wait in its accept queue and are
-//!   accepted by the new listener, never reset. The new listener applies its own backlog
-//!   and a unix socket's mode to the socket it takes (an endpoint that drops the `mode=`
-//!   the old one set gets the mode a fresh socket would have).
+//!   accepted by the new listener, never reset. At the commit, the new listener applies
+//!   its own backlog and a unix socket's mode to the socket it takes (an endpoint that
+//!   drops the `mode=` the old one set gets the mode a fresh socket would have); a
+//!   rollback leaves both as they were.
 //! - nothing made during a handover accepts or receives before the commit; then, in one
 //!   step on the reactor thread, the new listeners start and the offered ports whose
 //!   sockets were taken stop. Connections already accepted keep the protocol, handler and
@@ -120,7 +121,8 @@ struct HandoverState {
     offered: RefCell<Vec<Offered>>,
     /// The stop tokens of the listeners made during the handover: a rollback cancels them.
     made: RefCell<Vec<CancellationToken>>,
-    /// What each new listener does when it starts (its factory's start, its events).
+    /// What the commit does, in the order the listen calls asked: a taken socket's new
+    /// backlog and mode, a new listener's start (its factory's start, its events).
     on_commit: RefCell<Vec<Box<dyn FnOnce()>>>,
     /// Cancelled at the commit: the new listeners' signal to start.
     go: CancellationToken,
@@ -138,6 +140,15 @@ impl Ports {
             .find(|o| !o.taken && o.key.as_ref() == Some(key))?;
         port.taken = true;
         Some((port.socket.clone(), port.port.info().endpoint.clone()))
+    }
+
+    /// Runs `apply` at the commit of the handover open now, before the new listeners start;
+    /// a rollback drops it. With no handover open, at once.
+    pub(crate) fn at_commit(&self, apply: impl FnOnce() + 'static) {
+        match self.handover.borrow().as_ref() {
+            Some(state) => state.on_commit.borrow_mut().push(Box::new(apply)),
+            None => apply(),
+        }
     }
 
     /// Enters a new port. It starts (runs `start`, then its loop may go) at once, or at

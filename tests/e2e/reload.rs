@@ -578,8 +578,8 @@ fn reloaded(app: &App) -> String {
 }
 
 /// A reload applies the services; a section only a restart applies is named, `[log]` and
-/// `[demo]` as the others, and a `[log]` that asks for the format `--log-format` already
-/// chose is no change.
+/// `[demo]` as the others; under `--log-format`, which a restart keeps, no `[log]` is a
+/// change that takes one.
 #[test]
 fn a_reload_says_which_changed_sections_take_a_restart() {
     let app = spawn_app_with(|_| String::new());
@@ -602,4 +602,14 @@ fn a_reload_says_which_changed_sections_take_a_restart() {
     pinned.edit_config(|text| text + "\n[log]\nformat = \"json\"\n");
     let message = reloaded(&pinned);
     assert!(!message.contains("[log]"), "json already: {message}");
+    // The flag wins after a restart too: no `[log]` the file asks for takes one.
+    let pinned = spawn_app_args(&["--log-format", "json"], |_| {
+        "\n[log]\nformat = \"json\"\n".into()
+    });
+    pinned.edit_config(|text| text.replace("format = \"json\"", "format = \"text\""));
+    let message = reloaded(&pinned);
+    assert!(
+        !message.contains("[log]"),
+        "--log-format json wins: {message}"
+    );
 }

@@ -28,8 +28,17 @@ fn filter(rust_log: Option<&str>) -> EnvFilter {
     }
 }
 
-/// The format of the subscriber [`init`] installed, once it has.
-static INSTALLED: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+/// How [`init`] set the process log up, once it has.
+static INSTALLED: std::sync::OnceLock<Installed> = std::sync::OnceLock::new();
+
+/// How the process log was set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Installed {
+    /// The format lines are written in.
+    pub format: LogFormat,
+    /// `--log-format` chose it: the file's `[log]` has no say until the flag is dropped.
+    pub by_flag: bool,
+}
 
 /// Says why the process cannot go on, as the last thing it logs: in a JSON log as a JSON
 /// line (level `ERROR`, target `weft`) like every other, so a log shipper parses it too;
@@ -38,9 +47,9 @@ static INSTALLED: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 /// configuration that says how to log).
 pub fn fatal(message: &str, requested: Option<LogFormat>) {
     let format = match INSTALLED.get() {
-        Some(format) => *format,
+        Some(installed) => installed.format,
         None if requested == Some(LogFormat::Json) => {
-            init(LogFormat::Json);
+            init(requested, LogFormat::Json);
             LogFormat::Json
         }
         None => LogFormat::Text,
@@ -59,15 +68,21 @@ pub fn reason(error: &anyhow::Error) -> String {
     out
 }
 
-/// The format of the process log, once [`init`] has set it up: the configuration's
-/// `[log] format`, or `--log-format`, which overrides it.
-pub fn installed() -> Option<LogFormat> {
+/// How the process log was set up, once [`init`] has: the configuration's `[log]
+/// format`, or `--log-format`, which overrides it.
+pub fn installed() -> Option<Installed> {
     INSTALLED.get().copied()
 }
 
-/// Installs the process's log subscriber. Call it once, before anything logs.
-pub fn init(format: LogFormat) {
-    if INSTALLED.set(format).is_err() {
+/// Installs the process's log subscriber, in the format `flag` (`--log-format`) asks
+/// for, or else `file`'s. Call it once, before anything logs.
+pub fn init(flag: Option<LogFormat>, file: LogFormat) {
+    let format = flag.unwrap_or(file);
+    let installed = Installed {
+        format,
+        by_flag: flag.is_some(),
+    };
+    if INSTALLED.set(installed).is_err() {
         return;
     }
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref());

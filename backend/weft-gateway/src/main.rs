@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             config,
             no_ports,
         } => {
-            logging::init(cli.log_format.unwrap_or_default());
+            logging::init(cli.log_format, LogFormat::default());
             // Clap makes sure one of the two is there.
             check(&file.or(config).unwrap_or_default(), !no_ports)
         }
@@ -106,7 +106,7 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
         None => Config::demo(),
     };
     // The configuration keeps the file's `[log]`, so a reload compares file with file.
-    logging::init(log_format.unwrap_or(config.log.format));
+    logging::init(log_format, config.log.format);
     if file.is_none() {
         tracing::info!("no --config given: running the built-in demo configuration");
     }

@@ -41,6 +41,7 @@ use weft_store::{ServiceRecord, Store};
 use weft_telemetry::Hub;
 
 use crate::config::{Config, LogFormat, ServiceConfig};
+use crate::logging::Installed;
 use crate::services::{self, ServiceEnv};
 
 /// The services running now.
@@ -154,8 +155,9 @@ impl Running {
     ) -> Result<Self, StartError> {
         // How the process logs is set at start (`--log-format` over the file's `[log]`); a
         // reload that changes it says restart.
-        env.access_log_fields =
-            crate::logging::installed().unwrap_or(config.log.format) == LogFormat::Json;
+        env.access_log_fields = crate::logging::installed()
+            .map_or(config.log.format, |installed| installed.format)
+            == LogFormat::Json;
         let mut running = Self {
             reactor: reactor.clone(),
             hub,
@@ -421,9 +423,10 @@ fn query_log_to(
 }
 
 /// The sections of `new` that differ from `running`'s and take a restart to apply: only
-/// the services are started again by a reload. `log` is the format the process log was
-/// set up with (`--log-format` over the file's): a file that asks for it changes nothing.
-fn restart_needed(running: &Config, new: &Config, log: Option<LogFormat>) -> Vec<&'static str> {
+/// the services are started again by a reload. `log` is how the process log was set up:
+/// a file asking for the format in effect changes nothing, nor does any `[log]` while
+/// `--log-format` overrides it (a restart with the flag logs as it does now).
+fn restart_needed(running: &Config, new: &Config, log: Option<Installed>) -> Vec<&'static str> {
     [
         ("[dashboard]", running.dashboard == new.dashboard),
         ("[gateway]", running.gateway == new.gateway),
@@ -434,7 +437,8 @@ fn restart_needed(running: &Config, new: &Config, log: Option<LogFormat>) -> Vec
         ("[demo]", running.demo == new.demo),
         (
             "[log]",
-            running.log == new.log || log == Some(new.log.format),
+            running.log == new.log
+                || log.is_some_and(|log| log.by_flag || log.format == new.log.format),
         ),
     ]
     .into_iter()
@@ -460,12 +464,24 @@ mod tests {
         let plain = config("");
         assert!(restart_needed(&plain, &config(""), None).is_empty());
         let json = config("[log]\nformat = \"json\"\n");
+        let from_file = |format| {
+            Some(Installed {
+                format,
+                by_flag: false,
+            })
+        };
         assert_eq!(
-            restart_needed(&plain, &json, Some(LogFormat::Text)),
+            restart_needed(&plain, &json, from_file(LogFormat::Text)),
             ["[log]"]
         );
-        // `--log-format json` chose it already.
-        assert!(restart_needed(&plain, &json, Some(LogFormat::Json)).is_empty());
+        // The process logs JSON already.
+        assert!(restart_needed(&plain, &json, from_file(LogFormat::Json)).is_empty());
+        // `--log-format json` wins over any file, now and after a restart.
+        let flag = Some(Installed {
+            format: LogFormat::Json,
+            by_flag: true,
+        });
+        assert!(restart_needed(&json, &plain, flag).is_empty());
         let demo = config("[demo]\ntraffic = true\n");
         assert_eq!(restart_needed(&plain, &demo, None), ["[demo]"]);
         assert_eq!(restart_needed(&demo, &plain, None), ["[demo]"]);

@@ -771,3 +771,45 @@ fn weft_check_names_a_bad_allow_transfer_or_notify_entry_by_its_key() {
         );
     }
 }
+
+#[test]
+fn a_reload_that_fails_after_its_zones_were_read_counts_no_zone_reload() {
+    let port = free_port();
+    let app = spawn_dns_app(dns_service("dns", port).zone("example.test.zone", ZONE));
+    let file = app.dir.path().join("example.test.zone");
+    std::fs::write(&file, ZONE.replace("192.0.2.10", "192.0.2.999")).unwrap();
+    // A service on a port another process holds: the reload fails at the bind, after the
+    // zone files were read.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port();
+    let original = std::fs::read_to_string(app.config_path()).unwrap();
+    app.edit_config(|text| {
+        format!(
+            "{text}\n[[service]]\nname = \"late\"\nkind = \"echo\"\nlisten = \"tcp:{taken}:interface=127.0.0.1\"\n"
+        )
+    });
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 409, "{reply:?}");
+    assert!(reply.body.contains("late"), "{reply:?}");
+    let failed = r#"weft_dns_zone_reloads_total{result="failed",service="dns"}"#;
+    assert_eq!(
+        app.metric(failed).unwrap_or(0.0),
+        0.0,
+        "a reload that failed counts no zone reload"
+    );
+    assert!(
+        !app.log().contains("a zone file did not load"),
+        "nor logs one: {}",
+        app.log()
+    );
+    // Applied, the same broken file is counted and logged once.
+    std::fs::write(app.config_path(), original).unwrap();
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("keeps serving serial 1"), "{reply:?}");
+    assert_eq!(app.metric(failed), Some(1.0));
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.10"
+    );
+}

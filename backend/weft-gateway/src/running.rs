@@ -240,17 +240,14 @@ impl Running {
     /// reactor's applied (with the zones it carried over).
     pub fn apply(&mut self, mut config: Config) -> Result<Applied, StartError> {
         self.off_the_running_dashboard(&config)?;
-        let notes = if self.primary {
-            services::dns_zones::carry_over(&self.config.services, &mut config.services, &self.env)?
+        let zone_reloads = if self.primary {
+            services::dns_zones::carry_over(&self.config.services, &mut config.services)?
         } else {
-            Vec::new()
+            services::dns_zones::ZoneReloads::default()
         };
         let old = std::mem::take(&mut self.config.services);
         let by_name = |list: &[ServiceConfig], name: &str| list.iter().position(|s| s.name == name);
-        let mut applied = Applied {
-            notes,
-            ..Applied::default()
-        };
+        let mut applied = Applied::default();
         for service in &config.services {
             match by_name(&old, &service.name) {
                 None => applied.added.push(service.name.clone()),
@@ -265,6 +262,7 @@ impl Running {
             .collect();
         let result = self.switch(&old, &config, &applied);
         if result.is_ok() && self.primary {
+            applied.notes = zone_reloads.report(&self.env);
             services::dns_zones::announce_changes(&self.reactor, &self.env, &old, &config.services);
         }
         self.config.services = match result {

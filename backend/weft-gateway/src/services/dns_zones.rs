@@ -43,22 +43,22 @@ fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
 }
 
 /// Gives each DNS service of `new` whose zone file did not load the zone that file gave
-/// the running service of the same name in `old`, counts every zone file re-read, and
-/// returns a line for each failure, naming the file and its line.
+/// the running service of the same name in `old`, and returns what happened to every zone
+/// file re-read, to be [reported](ZoneReloads::report) once the reload is applied (a
+/// reload that fails later, on a port in use say, changed no zone and counts none).
 ///
 /// A file that did not load and gave the running service no zone (a new service's, or one
 /// added to a running service) refuses the reload, as `weft check` and `weft run` refuse
 /// it: there is nothing to keep serving, and a reload that went on would answer for the
 /// zone with REFUSED. So does a zone kept or loaded for an origin another of the service's
 /// files gives too (a file added for a zone whose own file is broken and kept): `check`
-/// and `run` refuse two files of one origin. Nothing is counted then.
+/// and `run` refuse two files of one origin.
 pub(crate) fn carry_over(
     old: &[ServiceConfig],
     new: &mut [ServiceConfig],
-    env: &ServiceEnv,
-) -> Result<Vec<String>, StartError> {
+) -> Result<ZoneReloads, StartError> {
     never_loaded(old, new)?;
-    // Every service's zones are put together before anything is counted or logged.
+    // Every service's zones are put together before any is put in place.
     let mut built = Vec::new();
     for (i, service) in new.iter().enumerate() {
         let Some(settings) = dns(service) else {
@@ -101,33 +101,53 @@ pub(crate) fn carry_over(
         }
         built.push((i, zones, outcomes));
     }
-    let mut notes = Vec::new();
+    let mut reloads = ZoneReloads::default();
     for (i, zones, outcomes) in built {
-        let name = new[i].name.clone();
-        let counters = metrics(env, &name);
-        for outcome in outcomes {
-            match outcome {
-                Ok(result) => counters.transfer().zone_reload(result),
-                Err((error, kept)) => {
-                    counters.transfer().zone_reload(ZoneReload::Failed);
-                    let outcome = match kept {
-                        Some(z) => format!(
-                            "the zone {} keeps serving serial {}",
-                            z.origin(),
-                            z.serial()
-                        ),
-                        None => "it is not served".to_owned(),
-                    };
-                    tracing::warn!(service = %name, %error, "a zone file did not load; {outcome}");
-                    notes.push(format!("service {name:?}: {error}; {outcome}"));
-                }
-            }
-        }
         if let ServiceKind::Dns(settings) = &mut new[i].kind {
             settings.config.zones = zones;
         }
+        reloads.0.push((new[i].name.clone(), outcomes));
     }
-    Ok(notes)
+    Ok(reloads)
+}
+
+/// What became of one zone file in a reload: reloaded (changed or not), or failed with
+/// the zone kept in service, if the file had given one.
+type ZoneOutcome = Result<ZoneReload, (ConfigError, Option<Arc<Zone>>)>;
+
+/// What a reload did to each DNS service's zone files ([`carry_over`]).
+#[derive(Default)]
+#[must_use = "a reload applied reports its zone reloads"]
+pub(crate) struct ZoneReloads(Vec<(String, Vec<ZoneOutcome>)>);
+
+impl ZoneReloads {
+    /// Counts every zone file re-read in `weft_dns_zone_reloads_total` and logs each that
+    /// failed; returns a line for each failure, naming the file and its line.
+    pub(crate) fn report(self, env: &ServiceEnv) -> Vec<String> {
+        let mut notes = Vec::new();
+        for (name, outcomes) in self.0 {
+            let counters = metrics(env, &name);
+            for outcome in outcomes {
+                match outcome {
+                    Ok(result) => counters.transfer().zone_reload(result),
+                    Err((error, kept)) => {
+                        counters.transfer().zone_reload(ZoneReload::Failed);
+                        let outcome = match kept {
+                            Some(z) => format!(
+                                "the zone {} keeps serving serial {}",
+                                z.origin(),
+                                z.serial()
+                            ),
+                            None => "it is not served".to_owned(),
+                        };
+                        tracing::warn!(service = %name, %error, "a zone file did not load; {outcome}");
+                        notes.push(format!("service {name:?}: {error}; {outcome}"));
+                    }
+                }
+            }
+        }
+        notes
+    }
 }
 
 /// The first zone file of `new` that did not load and that the running service of the

@@ -247,6 +247,33 @@ fn a_unix_socket_taken_over_gets_the_mode_its_new_endpoint_asks_for() {
     assert_eq!(mode(), 0o660, "a rolled-back handover changed the mode");
 }
 
+/// A unix socket is one socket however its path is spelled: a listener asking for it
+/// through a symlinked directory takes it over.
+#[test]
+fn a_unix_socket_spelled_another_way_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+    let path = dir.path().join("real/s.sock");
+    let first = format!("unix:{}", path.display());
+    let server = spawn_reactor(move |r| {
+        r.listen_as("svc", &first, factory(|| Tagged("one")))
+            .unwrap();
+    });
+    let respelled = format!("unix:{}", dir.path().join("link/../link/s.sock").display());
+    let kept = on_reactor(&server.handle, move |r| {
+        let handover = r.handover(ports_of(r, "svc"));
+        r.listen_as("svc", &respelled, factory(|| Tagged("two")))
+            .expect("takes the socket instead of binding");
+        handover.commit().len()
+    });
+    assert_eq!(kept, 0);
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let mut buf = [0; 3];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"two");
+}
+
 #[test]
 fn draining_a_service_closes_its_connections_aborts_the_stuck_at_the_deadline_and_spares_others() {
     /// Writes more than the socket buffers hold, so a close cannot finish while the peer

@@ -377,8 +377,7 @@ pub(super) fn bind_stream(
             });
         }
     };
-    let key = SocketKey::of(parsed);
-    let (socket, fresh) = match reactor.inner.ports.claim(key.as_ref()) {
+    let (socket, fresh) = match reactor.inner.ports.claim(SocketKey::of(parsed).as_ref()) {
         Some((PortSocket::Stream(socket), before)) => {
             // At the commit: a handover rolled back leaves the socket as the old listener
             // had it.
@@ -429,6 +428,8 @@ pub(super) fn bind_stream(
             (Rc::new(socket), true)
         }
     };
+    // Asked again: a unix socket's file is there now.
+    let key = SocketKey::of(parsed);
     let local = match (&*socket, parsed) {
         (StreamSocket::Tcp(l), _) => Address::Ip(l.local_addr().map_err(bind_err)?),
         (StreamSocket::Unix(_), ServerEndpoint::Unix { path, .. }) => {

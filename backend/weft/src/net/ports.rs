@@ -8,8 +8,8 @@
 //! `listen_stream_with`, `listen_udp`), and commits:
 //!
 //! - a listen call whose endpoint asks for the address an offered port is bound to (the
-//!   same IP and port, or the same socket path; port 0 asks for a fresh port and never
-//!   matches) takes that port's socket instead of binding, so the socket is never closed:
+//!   same IP and port, or the same socket file, however its path is spelled; port 0 asks
+//!   for a fresh port and never matches) takes that port's socket instead of binding, so the socket is never closed:
 //!   connections the kernel completed before the switch wait in its accept queue and are
 //!   accepted by the new listener, never reset. At the commit, the new listener applies
 //!   its own backlog and a unix socket's mode to the socket it takes (an endpoint that
@@ -30,7 +30,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -60,15 +59,19 @@ pub(crate) enum PortSocket {
 pub(crate) enum SocketKey {
     /// A TCP port on an address (`tcp:` and `ssl:`).
     Stream(SocketAddr),
-    /// A socket file (`unix:`).
-    Unix(PathBuf),
+    /// A socket file (`unix:`), by the device and inode of the file its path leads to: two
+    /// spellings of one path (through a symlinked directory, with `..`, relative) are one
+    /// socket.
+    Unix { dev: u64, ino: u64 },
     /// A UDP port on an address.
     Datagram(SocketAddr),
 }
 
 impl SocketKey {
-    /// The socket `endpoint` asks for; `None` for port 0, which asks for a fresh one.
+    /// The socket `endpoint` asks for; `None` for port 0, which asks for a fresh one, and
+    /// for a socket file that does not exist (yet).
     pub(crate) fn of(endpoint: &ServerEndpoint) -> Option<Self> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         match endpoint {
             ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. }
                 if addr.port() != 0 =>
@@ -76,7 +79,13 @@ impl SocketKey {
                 Some(Self::Stream(*addr))
             }
             ServerEndpoint::Udp { addr } if addr.port() != 0 => Some(Self::Datagram(*addr)),
-            ServerEndpoint::Unix { path, .. } => Some(Self::Unix(path.clone())),
+            ServerEndpoint::Unix { path, .. } => {
+                let file = std::fs::metadata(path).ok()?;
+                file.file_type().is_socket().then(|| Self::Unix {
+                    dev: file.dev(),
+                    ino: file.ino(),
+                })
+            }
             _ => None,
         }
     }
@@ -268,7 +277,7 @@ impl Opened {
 /// A set of ports being replaced, opened by [`Reactor::handover`].
 ///
 /// While it is open, a listen call whose endpoint asks for the address an offered port is
-/// bound to (the same IP and port, or the same socket path; port 0 never matches) takes
+/// bound to (the same IP and port, or the same socket file; port 0 never matches) takes
 /// that port's socket instead of binding, so connections queued in the kernel during the
 /// switch are accepted by the new listener, never reset; and nothing made meanwhile accepts
 /// or receives. [`commit`](Self::commit) starts the new listeners and stops the offered

@@ -225,17 +225,20 @@ impl<'a> Fields<'a> {
     /// many hosts or of none a stream reaches: a multicast group or the broadcast address.
     /// Names are not resolved here.
     pub(super) fn one_host(&self, key: &str, value: &str) -> Result<(), EndpointError> {
-        if !value.parse().is_ok_and(super::is_many_hosts) {
+        if !super::host_ip(value).is_some_and(super::is_many_hosts) {
             return Ok(());
         }
-        let shown = match key {
-            "host" => value.to_owned(),
-            _ => format!("{key}={value}"),
+        let (shown, reason) = match key {
+            "host" => (
+                value.to_owned(),
+                "is a multicast or broadcast address, not one host: no stream reaches it",
+            ),
+            _ => (
+                format!("{key}={value}"),
+                "is a multicast or broadcast address, not one host's: no stream comes from it",
+            ),
         };
-        Err(self.err(
-            &shown,
-            "is a multicast or broadcast address, not one host: no stream reaches it",
-        ))
+        Err(self.err(&shown, reason))
     }
 
     /// Fails on anything left over, naming it.

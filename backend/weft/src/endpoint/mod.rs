@@ -39,6 +39,48 @@ pub fn is_many_hosts(ip: IpAddr) -> bool {
     }
 }
 
+/// The address `host` spells, read as the system's resolver reads a numeric host: an IP
+/// address, or one of the older IPv4 forms `inet_aton(3)` takes (`127.1`, `2130706433`,
+/// `0177.0.0.1`, `0xe0000001`). `None` for a name.
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => inet_aton(host).map(IpAddr::V4),
+    }
+}
+
+/// An IPv4 address in one of the forms `inet_aton(3)` reads: one to four parts, each
+/// decimal, octal (a leading `0`) or hexadecimal (`0x`), the last filling the bytes left.
+fn inet_aton(text: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<u32> = text
+        .split('.')
+        .map(|part| {
+            let (digits, radix) = match part.strip_prefix("0x").or(part.strip_prefix("0X")) {
+                Some(hex) => (hex, 16),
+                None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+                None => (part, 10),
+            };
+            if digits.is_empty() && radix != 8 {
+                return None;
+            }
+            u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, radix).ok()
+        })
+        .collect::<Option<_>>()?;
+    let (last, leading) = parts.split_last()?;
+    if leading.len() > 3 || leading.iter().any(|&p| p > 255) {
+        return None;
+    }
+    let room = 8 * (4 - leading.len() as u32);
+    if room < 32 && *last >= 1 << room {
+        return None;
+    }
+    let value = leading
+        .iter()
+        .enumerate()
+        .fold(*last, |n, (i, &p)| n | p << (24 - 8 * i as u32));
+    Some(Ipv4Addr::from(value))
+}
+
 /// Default listen backlog. Twisted's 50 makes a burst of connections wait a second for
 /// every 51 (the SYNs beyond the queue are dropped and retried); the kernel lowers this to
 /// `net.core.somaxconn` where that is smaller.
@@ -323,6 +365,32 @@ fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_numeric_host_is_read_as_the_resolver_reads_it() {
+        use super::host_ip;
+        for (host, ip) in [
+            ("127.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("10.1.2", "10.1.0.2"),
+            ("192.0.2.7", "192.0.2.7"),
+            ("::1", "::1"),
+        ] {
+            assert_eq!(host_ip(host), Some(ip.parse().unwrap()), "{host}");
+        }
+        for name in [
+            "db.example",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "08.1.1.1",
+            "",
+            "localhost",
+        ] {
+            assert_eq!(host_ip(name), None, "{name}");
+        }
+    }
+
     use super::*;
 
     fn server(s: &str) -> ServerEndpoint {
@@ -546,6 +614,10 @@ mod tests {
             (r"tcp:ff02\:\:1:80", "ff02::1"),
             (r"tcp:\:\:ffff\:239.1.1.1:80", "::ffff:239.1.1.1"),
             ("tcp:h:80:bindAddress=224.0.0.1", "bindAddress=224.0.0.1"),
+            // The forms the resolver reads as IPv4 addresses.
+            ("tcp:0xe0000001:80", "0xe0000001"),
+            ("tcp:4294967295:80", "4294967295"),
+            ("tcp:224.1:80", "224.1"),
         ] {
             let e = client.parse::<ClientEndpoint>().unwrap_err();
             assert_eq!(e.part, part, "{client}: {e}");

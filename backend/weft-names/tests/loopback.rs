@@ -13,8 +13,7 @@ use weft_names::{ServiceMetrics, listen};
 use support::{EXAMPLE, a, addr, tcp_ask, udp_ask, zone};
 use weft_test_support::run_with_client;
 
-const ELSEWHERE: &str =
-    "$ORIGIN elsewhere.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 198.51.100.80\n";
+const ELSEWHERE: &str = "$ORIGIN elsewhere.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nwww A 198.51.100.80\n";
 
 #[test]
 fn zones_over_udp_and_tcp_and_forwarding_to_a_loopback_upstream() {

@@ -391,7 +391,7 @@ mod tests {
     use crate::services::ServiceKind;
 
     const ZONE: &str =
-        "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 192.0.2.1\n";
+        "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nwww A 192.0.2.1\n";
 
     fn config(keys: &str) -> Result<Config, String> {
         let text = format!(
@@ -516,7 +516,7 @@ mod tests {
         let keys = format!("zones = [{:?}, {:?}]", good.display(), bad.display());
         let e = config(&keys).unwrap_err();
         assert!(
-            e.starts_with(&format!("{}:5: service[0].zones:", bad.display())),
+            e.starts_with(&format!("{}:6: service[0].zones:", bad.display())),
             "{e}"
         );
         let text =
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(d.config.zones.zones().len(), 1, "the zone that loads");
         assert_eq!(d.failed.len(), 1);
         assert_eq!(d.failed[0].file, bad);
-        assert_eq!(d.failed[0].error.line, Some(5));
+        assert_eq!(d.failed[0].error.line, Some(6));
     }
 
     #[test]
@@ -576,7 +576,7 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "{}:5: service[0].zones: MX preference \"ten\" is not a number from 0 to 65535",
+                "{}:6: service[0].zones: MX preference \"ten\" is not a number from 0 to 65535",
                 bad.display()
             )
         );

@@ -345,7 +345,8 @@ fn udp_answers_larger_than_the_client_takes_are_truncated_and_tcp_gets_them_whol
 
 #[test]
 fn an_additional_section_that_does_not_fit_udp_is_left_out_without_tc() {
-    let mut zone = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n".to_owned();
+    let mut zone =
+        "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\n".to_owned();
     for i in 0..12 {
         zone.push_str(&format!(
             "@ MX {i} mail{i}\nmail{i} A 192.0.2.{i}\nmail{i} AAAA 2001:db8::{i}\n"

@@ -121,6 +121,23 @@ impl Zone {
         }
         let origin = soa.record.name.clone();
         let lower_origin = LowerName::new(&origin);
+        // An apex without NS records names no server for the zone: a resolver following a
+        // delegation, or a secondary transferring it, finds none (RFC 1034 section 4.2.1).
+        // BIND, Knot and PowerDNS refuse such a zone; an `IN NS` line meant for the apex
+        // but indented under another owner is the usual cause.
+        let apex_ns = records.iter().any(|at| {
+            at.record.record_type() == RecordType::NS
+                && LowerName::new(&at.record.name) == lower_origin
+        });
+        if !apex_ns {
+            return Err(err(
+                soa,
+                format!(
+                    "the zone {origin} has no NS record at its apex: nothing names a server for it; \
+                     add one such as `@ IN NS ns1` (an indented line belongs to the owner above it)"
+                ),
+            ));
+        }
         let mut zone = Self {
             origin,
             soa: soa.record.clone(),

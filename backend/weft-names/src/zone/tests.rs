@@ -21,7 +21,8 @@ fn error(text: &str) -> (usize, String) {
     (e.line, e.message)
 }
 
-const HEAD: &str = "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n";
+// Three lines, so errors in what follows are on line 4 on.
+const HEAD: &str = "$ORIGIN example.test.\n@ 60 SOA ns hostmaster 1 2 3 4 5\n@ 60 NS ns\n";
 
 #[test]
 fn the_example_zone_parses_with_origin_ttls_and_relative_names() {
@@ -128,8 +129,7 @@ fn missing_names_are_nxdomain_and_missing_types_nodata_both_with_the_soa() {
 fn the_catalog_picks_the_longest_origin() {
     let mut catalog = Catalog::default();
     catalog.add(example()).unwrap();
-    let sub =
-        "$ORIGIN sub.example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\nwww A 192.0.2.1\n";
+    let sub = "$ORIGIN sub.example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nwww A 192.0.2.1\n";
     catalog
         .add(Zone::parse(Path::new("sub.zone"), sub).unwrap())
         .unwrap();
@@ -229,7 +229,15 @@ fn errors_name_the_line_and_what_to_do() {
             .1
             .contains("must come first")
     );
-    assert_eq!(error("$ORIGIN a.test.\n@ SOA a b (\n 1 2\n 3 4 5\n").0, 2);
+    assert_eq!(
+        error("$ORIGIN a.test.\n@ SOA a b (\n 1 2\n 3 4 5\n@ NS a\n").0,
+        2
+    );
+    // No NS at the apex: an indented NS line belongs to the owner above it.
+    let (line, message) =
+        error("$ORIGIN a.test.\n$TTL 60\n@ SOA a b 1 2 3 4 5\nwww A 192.0.2.1\n  NS a\n");
+    assert_eq!(line, 3, "the SOA's line: {message}");
+    assert!(message.contains("no NS record at its apex"), "{message}");
 }
 
 #[test]
@@ -239,7 +247,7 @@ fn a_record_without_any_ttl_takes_the_soa_minimum_only_for_the_soa() {
     assert!(message.contains("$TTL"), "{message}");
     let zone = Zone::parse(
         Path::new("ok.zone"),
-        "$ORIGIN a.test.\n@ SOA a b 1 2 3 4 5\nwww A 192.0.2.1\n",
+        "$ORIGIN a.test.\n@ SOA a b 1 2 3 4 5\n@ NS a\nwww A 192.0.2.1\n",
     )
     .unwrap();
     let www = zone.lookup(&name("www.a.test."), RecordType::A);

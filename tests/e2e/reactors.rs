@@ -478,3 +478,42 @@ fn a_port_another_process_shares_out_with_so_reuseport_is_refused_not_shared() {
         );
     }
 }
+
+/// Echoes one line through the unix socket at `path`.
+fn echo_unix(path: &Path) -> std::io::Result<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(path)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.write_all(b"ping\n")?;
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[test]
+fn a_unix_socket_moved_away_and_back_by_two_reloads_is_bound_again_for_both_reactors() {
+    let app = spawn_app_with(|dir| {
+        format!(
+            "[[service]]\nname = \"sock\"\nkind = \"echo\"\nlisten = \"unix:{}\"\n\n[gateway]\nreactors = 2\n",
+            dir.join("a.sock").display()
+        )
+    });
+    let (a, q) = (app.dir.path().join("a.sock"), app.dir.path().join("q.sock"));
+    assert_eq!(echo_unix(&a).unwrap(), "ping\n");
+    let path = app.dir.path().join("weft.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    for (to, other) in [(&q, &a), (&a, &q)] {
+        let moved = config.replace(&a.display().to_string(), &to.display().to_string());
+        std::fs::write(&path, moved).unwrap();
+        let reply = app.reload_by_post();
+        assert_eq!(reply.status, 200, "{reply:?}\n{}", app.log());
+        assert_eventually!(!other.exists(), "the old socket file goes");
+        for _ in 0..SPREAD {
+            assert_eq!(
+                echo_unix(to).map_err(|e| e.to_string()),
+                Ok("ping\n".to_owned()),
+                "{}",
+                to.display()
+            );
+        }
+    }
+}

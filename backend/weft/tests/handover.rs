@@ -275,6 +275,39 @@ fn a_unix_socket_spelled_another_way_is_taken_over() {
 }
 
 #[test]
+fn a_socket_file_removed_outside_weft_is_bound_again_and_the_old_port_leaves_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let endpoint = format!("unix:{}", path.display());
+    let first = endpoint.clone();
+    let server = spawn_reactor(move |r| {
+        r.listen_as("svc", &first, factory(|| Tagged("one")))
+            .unwrap();
+    });
+    std::fs::remove_file(&path).unwrap();
+    let kept = on_reactor(&server.handle, move |r| {
+        let handover = r.handover(ports_of(r, "svc"));
+        r.listen_as("svc", &endpoint, factory(|| Tagged("two")))
+            .expect("binds afresh: the old socket has no file to be reached by");
+        // Not taken: stopped, as a reload stops the ports of a service it replaced.
+        let kept = handover.commit();
+        for port in &kept {
+            port.stop_listening();
+        }
+        kept.len()
+    });
+    assert_eq!(kept, 1);
+    eventually("the old port closed", || {
+        on_reactor(&server.handle, |r| ports_of(r, "svc").len()) == 1
+    });
+    let mut s = std::os::unix::net::UnixStream::connect(&path)
+        .expect("the old port's close left the new socket's file");
+    let mut buf = [0; 3];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"two");
+}
+
+#[test]
 fn draining_a_service_closes_its_connections_aborts_the_stuck_at_the_deadline_and_spares_others() {
     /// Writes more than the socket buffers hold, so a close cannot finish while the peer
     /// does not read.

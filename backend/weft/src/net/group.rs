@@ -14,6 +14,8 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::ports::SocketKey;
+
 /// What the reactors of one pool bound, so the next binds the same.
 #[derive(Debug, Default)]
 pub(crate) struct PortGroup {
@@ -24,8 +26,8 @@ pub(crate) struct PortGroup {
 struct GroupState {
     /// The address each (udp?, address asked for) was bound at by the first reactor.
     bound: HashMap<(bool, SocketAddr), SocketAddr>,
-    /// The first reactor's unix listeners, by path.
-    unix: HashMap<PathBuf, UnixListener>,
+    /// The first reactor's unix listeners, by path, with the socket file each was bound at.
+    unix: HashMap<PathBuf, (SocketKey, UnixListener)>,
     /// The (udp?, address) pairs a reactor of the pool has bound.
     claimed: std::collections::HashSet<(bool, SocketAddr)>,
 }
@@ -75,16 +77,39 @@ impl PortGroup {
         Ok(bound)
     }
 
-    /// A duplicate of the listener an earlier reactor bound at `path`.
+    /// A duplicate of the listener an earlier reactor bound at `path`, if `path` still
+    /// leads to the file it was bound at (a listener whose file was removed, or replaced,
+    /// is forgotten: nobody can reach it).
     pub(crate) fn unix(&self, path: &Path) -> Option<io::Result<UnixListener>> {
-        self.lock().unix.get(path).map(UnixListener::try_clone)
+        let mut state = self.lock();
+        let (key, listener) = state.unix.get(path)?;
+        if SocketKey::of_socket_file(path).as_ref() != Some(key) {
+            state.unix.remove(path);
+            return None;
+        }
+        Some(listener.try_clone())
     }
 
-    /// Keeps a duplicate of `listener`, bound at `path`, for the reactors after this one.
+    /// Keeps a duplicate of `listener`, just bound at `path`, for the reactors after this
+    /// one.
     pub(crate) fn record_unix(&self, path: &Path, listener: &UnixListener) -> io::Result<()> {
+        let key = SocketKey::of_socket_file(path).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the socket file went as it was bound",
+            )
+        })?;
         let copy = listener.try_clone()?;
-        self.lock().unix.entry(path.to_owned()).or_insert(copy);
+        self.lock().unix.insert(path.to_owned(), (key, copy));
         Ok(())
+    }
+
+    /// Forgets the listener bound at `path` to the socket file `key`: its file is gone.
+    pub(crate) fn forget_unix(&self, path: &Path, key: &SocketKey) {
+        let mut state = self.lock();
+        if state.unix.get(path).is_some_and(|(bound, _)| bound == key) {
+            state.unix.remove(path);
+        }
     }
 }
 

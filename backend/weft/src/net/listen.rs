@@ -457,8 +457,8 @@ pub(super) fn bind_stream(
 }
 
 /// Applies what `parsed` asks of a socket taken over from the listener of endpoint
-/// `before`, when the handover commits: its backlog (Linux takes a second `listen` as a change of backlog) and a unix
-/// socket's mode. Where `before` set a mode and `parsed` sets none, the socket gets the
+/// `before`, when the handover commits: its backlog (Linux takes a second `listen` as a
+/// change of backlog) and a unix socket's mode. Where `before` set a mode and `parsed` sets none, the socket gets the
 /// mode a fresh one would have (all permissions the umask leaves), as after a restart; a
 /// mode neither set (one changed outside weft, say) is left alone.
 fn adopt(socket: &StreamSocket, parsed: &ServerEndpoint, before: &str, backlog: u32) {

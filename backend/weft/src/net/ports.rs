@@ -9,12 +9,14 @@
 //!
 //! - a listen call whose endpoint asks for the address an offered port is bound to (the
 //!   same IP and port, or the same socket file, however its path is spelled; port 0 asks
-//!   for a fresh port and never matches) takes that port's socket instead of binding, so the socket is never closed:
-//!   connections the kernel completed before the switch wait in its accept queue and are
-//!   accepted by the new listener, never reset. At the commit, the new listener applies
-//!   its own backlog and a unix socket's mode to the socket it takes (an endpoint that
-//!   drops the `mode=` the old one set gets the mode a fresh socket would have); a
-//!   rollback leaves both as they were.
+//!   for a fresh port and never matches) takes that port's socket instead of binding, so
+//!   the socket is never closed: connections the kernel completed before the switch wait
+//!   in its accept queue and are accepted by the new listener, never reset. A socket file
+//!   removed or replaced outside weft matches nothing: its old socket cannot be reached.
+//!   At the commit, the new listener applies its own backlog and a unix socket's mode to
+//!   the socket it takes (an endpoint that drops the `mode=` the old one set gets the mode
+//!   a fresh socket would have); a rollback leaves both as they were. A port that stops
+//!   removes its socket file only if the path still leads to the file it bound.
 //! - nothing made during a handover accepts or receives before the commit; then, in one
 //!   step on the reactor thread, the new listeners start and the offered ports whose
 //!   sockets were taken stop. Connections already accepted keep the protocol, handler and
@@ -71,7 +73,6 @@ impl SocketKey {
     /// The socket `endpoint` asks for; `None` for port 0, which asks for a fresh one, and
     /// for a socket file that does not exist (yet).
     pub(crate) fn of(endpoint: &ServerEndpoint) -> Option<Self> {
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
         match endpoint {
             ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. }
                 if addr.port() != 0 =>
@@ -79,22 +80,38 @@ impl SocketKey {
                 Some(Self::Stream(*addr))
             }
             ServerEndpoint::Udp { addr } if addr.port() != 0 => Some(Self::Datagram(*addr)),
-            ServerEndpoint::Unix { path, .. } => {
-                let file = std::fs::metadata(path).ok()?;
-                file.file_type().is_socket().then(|| Self::Unix {
-                    dev: file.dev(),
-                    ino: file.ino(),
-                })
-            }
+            ServerEndpoint::Unix { path, .. } => Self::of_socket_file(path),
             _ => None,
+        }
+    }
+
+    /// The socket file `path` leads to now; `None` if there is none.
+    pub(crate) fn of_socket_file(path: &std::path::Path) -> Option<Self> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let file = std::fs::metadata(path).ok()?;
+        file.file_type().is_socket().then(|| Self::Unix {
+            dev: file.dev(),
+            ino: file.ino(),
+        })
+    }
+
+    /// Whether the socket this key was taken from is still the one its address leads to: a
+    /// socket file can be removed, or replaced by another, outside weft.
+    fn still_at(&self, local: &Address) -> bool {
+        match (self, local) {
+            (Self::Unix { .. }, Address::Unix(Some(path))) => {
+                Self::of_socket_file(path).as_ref() == Some(self)
+            }
+            (Self::Unix { .. }, _) => false,
+            _ => true,
         }
     }
 }
 
 struct Entry {
     info: Arc<ListenerInfo>,
-    /// The address the socket is bound to, matched against a handover's listen calls; `None` for
-    /// port 0, which never matches.
+    /// The socket's address or file, matched against a handover's listen calls; `None` for
+    /// port 0 and for a socket file gone when it was bound, which never match.
     key: Option<SocketKey>,
     /// Kept so a handover can offer it to the listener that replaces this one.
     socket: PortSocket,
@@ -175,7 +192,7 @@ impl Ports {
             id,
             Entry {
                 info: port.info.clone(),
-                key: port.key,
+                key: port.key.clone(),
                 socket: port.socket,
                 stop: port.stop.clone(),
                 handed_over: handed_over.clone(),
@@ -199,6 +216,7 @@ impl Ports {
             handed_over,
             fresh: port.fresh,
             local: port.info.local.clone(),
+            key: port.key,
         }
     }
 
@@ -236,6 +254,9 @@ pub(crate) struct Opened {
     fresh: bool,
     /// The bound address, whose unix socket file `close` removes.
     local: Address,
+    /// The socket file's key when the port bound it: `close` removes only that file, not
+    /// one that replaced it.
+    key: Option<SocketKey>,
 }
 
 impl Opened {
@@ -269,7 +290,15 @@ impl Opened {
             .remove(&self.id);
         let shared = self.handed_over.get() || (!started && !self.fresh);
         if let (Address::Unix(Some(path)), false) = (&self.local, shared) {
-            let _ = std::fs::remove_file(path);
+            // Only the file this port bound: one removed and bound again outside weft, or
+            // by the listener a reload made, is not this port's to remove.
+            let ours = self.key.as_ref().filter(|key| key.still_at(&self.local));
+            if let Some(key) = ours {
+                let _ = std::fs::remove_file(path);
+                if let Some(group) = super::group::current() {
+                    group.forget_unix(path, key);
+                }
+            }
         }
     }
 }
@@ -366,7 +395,7 @@ impl Reactor {
             .filter_map(|port| {
                 let entry = entries.get(&port.id())?;
                 Some(Offered {
-                    key: entry.key.clone(),
+                    key: (entry.key.clone()).filter(|key| key.still_at(&entry.info.local)),
                     socket: entry.socket.clone(),
                     handed_over: entry.handed_over.clone(),
                     port,

@@ -282,6 +282,9 @@ mod tests {
             "http://224.0.0.1/hook",
             "http://255.255.255.255:9000/",
             "http://[ff02::1]:9000/",
+            // Numeric hosts as the resolver reads them: 224.0.0.1, 255.255.255.255.
+            "http://0xe0000001/hook",
+            "http://4294967295:9000/",
         ] {
             assert!(
                 matches!(NotifyConfig::new(url), Err(NotifyError::Unreachable(_))),

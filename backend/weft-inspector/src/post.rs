@@ -82,11 +82,9 @@ pub(crate) fn http_url(url: &str) -> Result<Uri, UrlProblem> {
             "the URL has port 0, where no server listens",
         ));
     }
-    let ip = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>();
-    if ip.is_ok_and(weft::endpoint::is_many_hosts) {
+    // Read as the resolver reads it: `0xe0000001` is 224.0.0.1.
+    let ip = weft::endpoint::host_ip(host.trim_start_matches('[').trim_end_matches(']'));
+    if ip.is_some_and(weft::endpoint::is_many_hosts) {
         return Err(UrlProblem::Unreachable(
             "the URL's host is a multicast or broadcast address, which no TCP connection reaches",
         ));

@@ -490,6 +490,9 @@ mod tests {
             ("http://224.0.0.1:80", "multicast or broadcast"),
             ("http://255.255.255.255", "multicast or broadcast"),
             ("https://[ff02::1]:443", "multicast or broadcast"),
+            // As the resolver reads them: 224.0.0.1 and 255.255.255.255.
+            ("http://0xe0000001:80", "multicast or broadcast"),
+            ("http://4294967295", "multicast or broadcast"),
             ("http://h:99999", "bad port"),
             ("http://h/a b", "bad path"),
         ] {

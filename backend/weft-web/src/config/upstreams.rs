@@ -94,7 +94,7 @@ impl FromStr for Upstream {
                 "has a bad host: a name, an IPv4 address or a bracketed IPv6 one",
             ));
         }
-        if host.parse().is_ok_and(weft::endpoint::is_many_hosts) {
+        if weft::endpoint::host_ip(host).is_some_and(weft::endpoint::is_many_hosts) {
             return Err(err(
                 "has a multicast or broadcast address, which no TCP connection reaches",
             ));

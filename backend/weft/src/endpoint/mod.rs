@@ -60,7 +60,8 @@ fn inet_aton(text: &str) -> Option<Ipv4Addr> {
                 None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
                 None => (part, 10),
             };
-            if digits.is_empty() && radix != 8 {
+            // Digits of the radix only: `from_str_radix` would take a leading `+` too.
+            if digits.is_empty() && radix != 8 || !digits.chars().all(|c| c.is_digit(radix)) {
                 return None;
             }
             u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, radix).ok()
@@ -386,6 +387,9 @@ mod tests {
             "08.1.1.1",
             "",
             "localhost",
+            "+224.0.0.1",
+            "1.+2",
+            "0x+e0000001",
         ] {
             assert_eq!(host_ip(name), None, "{name}");
         }

@@ -48,6 +48,15 @@ fn start() -> Site {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
          5\r\nhello\r\n0\r\nx-sum: 42\r\n\r\n",
     );
+    // Trailers with fields that have no place in trailers (hop-by-hop ones, framing,
+    // routing), and a 204 with a `Content-Length`.
+    let bad_trailers = scripted(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\nx-sum: 42\r\nconnection: x-hop\r\nx-hop: 1\r\n\
+         keep-alive: timeout=5\r\nte: trailers\r\nupgrade: h2c\r\n\
+         proxy-connection: close\r\ncontent-length: 99\r\nhost: elsewhere\r\n\r\n",
+    );
+    let no_content = scripted("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
     let port = free_port();
     let app = spawn_app_with(|dir| {
         format!(
@@ -69,6 +78,12 @@ upstream = "http://{gzip}"
 [[service.route]]
 prefix = "/trailers/"
 upstream = "http://{trailers}"
+[[service.route]]
+prefix = "/bad-trailers/"
+upstream = "http://{bad_trailers}"
+[[service.route]]
+prefix = "/no-content/"
+upstream = "http://{no_content}"
 "#,
             up = up.addr,
             log = dir.join("access.log").display(),
@@ -112,6 +127,26 @@ fn relay(to: SocketAddr) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Runs `exchange` with a client on one HTTP/2 connection (prior knowledge) to `web`.
+fn over_h2c<T>(
+    web: SocketAddr,
+    exchange: impl AsyncFnOnce(&mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>) -> T,
+) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(web).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        exchange(&mut sender).await
+    })
 }
 
 fn refused(app: &App, reason: &str) -> Option<f64> {
@@ -284,20 +319,57 @@ fn upstream_framing_the_client_cannot_get_as_it_is_is_502_and_its_version_is_not
 }
 
 #[test]
+fn an_http2_client_gets_an_upstream_s_trailers_without_the_fields_trailers_cannot_carry() {
+    // RFC 9113 §8.2.2: connection-specific fields make an HTTP/2 message malformed, in
+    // trailers too (the h2 crate resets such a stream after its whole body); RFC 9110
+    // §6.5.1: framing and routing fields do not belong in trailers; §8.6: no
+    // `Content-Length` in a 204.
+    let site = start();
+    let authority = site.web.to_string();
+    let (trailers, body, no_content) = over_h2c(site.web, async |sender| {
+        let get = |path: &str| {
+            http::Request::get(format!("http://{authority}{path}"))
+                .header("te", "trailers")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
+        let response = sender.send_request(get("/bad-trailers/x")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let whole = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the stream ends whole, not reset");
+        let trailers = whole.trailers().cloned().expect("trailers");
+        let body = String::from_utf8_lossy(&whole.to_bytes()).into_owned();
+        let response = sender.send_request(get("/no-content/x")).await.unwrap();
+        (trailers, body, response)
+    });
+    assert_eq!(body, "hello");
+    let names: Vec<&str> = trailers.keys().map(http::HeaderName::as_str).collect();
+    assert_eq!(names, ["x-sum"], "{trailers:?}");
+    assert_eq!(no_content.status(), 204);
+    assert_eq!(
+        no_content.headers().get("content-length"),
+        None,
+        "{:?}",
+        no_content.headers()
+    );
+    let access_log = site.app.dir.path().join("access.log");
+    assert_eventually!(
+        std::fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .contains("GET /bad-trailers/x HTTP/2.0\" 200 5"),
+        "{}",
+        std::fs::read_to_string(&access_log).unwrap_or_default()
+    );
+}
+
+#[test]
 fn cookies_an_http2_client_split_reach_the_upstream_joined_and_edge_whitespace_is_refused() {
     let site = start();
     let authority = site.web.to_string();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (statuses, bodies) = runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(site.web).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+    let (statuses, bodies) = over_h2c(site.web, async |sender| {
         let mut statuses = Vec::new();
         let mut bodies = Vec::new();
         for (name, values) in [

@@ -91,6 +91,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Fields that are not passed on in a message's trailers. The hop-by-hop ones
+/// ([`strip_hop_by_hop`]): HTTP/2 forbids them anywhere (RFC 9113 §8.2.2, so the stream
+/// would be reset after a whole body), and over HTTP/1.1 they would describe a hop the
+/// trailers no longer travel. And the fields a recipient needs before the content
+/// (framing, routing, content format; RFC 9110 §6.5.1: a sender MUST NOT generate a
+/// trailer field whose definition does not allow it): after the body they could only
+/// contradict the header section.
+const NOT_TRAILERS: [HeaderName; 5] = [
+    header::CONTENT_LENGTH,
+    header::HOST,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_RANGE,
+];
+
+/// Removes from `trailers` the fields that do not travel in trailers ([`NOT_TRAILERS`]
+/// and the hop-by-hop ones).
+pub(crate) fn strip_from_trailers(trailers: &mut HeaderMap) {
+    strip_hop_by_hop(trailers);
+    for name in &NOT_TRAILERS {
+        trailers.remove(name);
+    }
+}
+
 /// Passes on a `Content-Length` that came as a list of one repeated length (`5, 5`, or
 /// the same length on several lines, which a recipient may take as that length: RFC
 /// 9110 §8.6) as that one length: a sender MUST NOT forward anything but digits. Lengths

@@ -45,7 +45,8 @@ use crate::body::Body;
 use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{
-    Forwarding, Via, one_content_length, other_transfer_coding, strip_hop_by_hop,
+    Forwarding, Via, one_content_length, other_transfer_coding, strip_from_trailers,
+    strip_hop_by_hop,
 };
 use crate::metrics::{BodyBuffered, Recorder, Refusal, UpstreamFailure};
 
@@ -673,11 +674,23 @@ fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Resp
             .entry(header::CACHE_CONTROL)
             .or_insert_with(|| value.clone());
     }
+    // RFC 9110 §8.6: a server MUST NOT send `Content-Length` with a 1xx or 204.
+    if parts.status == StatusCode::NO_CONTENT || parts.status.is_informational() {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     let state = target.state.clone();
-    let body = body.map_err(move |err| {
-        state.body_broke_off(&err);
-        err.into()
-    });
+    let body = body
+        .map_frame(|frame| match frame.into_trailers() {
+            Ok(mut trailers) => {
+                strip_from_trailers(&mut trailers);
+                hyper::body::Frame::trailers(trailers)
+            }
+            Err(frame) => frame,
+        })
+        .map_err(move |err| {
+            state.body_broke_off(&err);
+            err.into()
+        });
     Response::from_parts(parts, Body::boxed(body))
 }
 

@@ -352,3 +352,25 @@ fn an_upstream_body_that_breaks_off_is_counted_against_the_upstream() {
         app.log()
     );
 }
+
+#[test]
+fn a_client_s_forwarded_that_does_not_parse_never_hides_the_gateway_s_element() {
+    // With `for="evil` kept, the element appended after it would sit inside the client's
+    // quoted string, and the upstream would read the client's word for who it is.
+    let (_app, web, api, _v1) = start();
+    for (sent, forwarded) in [
+        ("for=\"evil", "for=127.0.0.1;host=\"t\";proto=http"),
+        (
+            "for=192.0.2.1",
+            "for=192.0.2.1, for=127.0.0.1;host=\"t\";proto=http",
+        ),
+    ] {
+        let reply = exchange(
+            web,
+            &format!("GET /api/f HTTP/1.1\r\nHost: t\r\nForwarded: {sent}\r\n\r\n"),
+        );
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let last = api.received() - 1;
+        assert_eq!(api.header(last, "forwarded"), [forwarded], "{sent}");
+    }
+}

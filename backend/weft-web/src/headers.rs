@@ -359,6 +359,14 @@ impl Forwarding {
             None => headers.remove(X_FORWARDED_HOST),
         };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        // A client's `Forwarded` that does not parse (an unbalanced quote, say) would
+        // swallow this element into its own and so speak for this proxy: it is dropped,
+        // and the upstream hears this proxy's element alone.
+        if let Entry::Occupied(prior) = headers.entry(header::FORWARDED)
+            && !joined(prior.iter()).is_some_and(|text| is_forwarded(text.as_bytes()))
+        {
+            prior.remove();
+        }
         append_member(headers, header::FORWARDED, element);
     }
 
@@ -433,6 +441,72 @@ fn append_member(headers: &mut HeaderMap, name: HeaderName, member: HeaderValue)
 
 /// The lines of a list-valued field as one list (RFC 9110 §5.3), or `None` if one is not
 /// text.
+/// Whether `text` is a `Forwarded` field value (RFC 7239 §4): elements separated by
+/// commas (with optional whitespace), each pairs `token=value` separated by semicolons,
+/// a value a token or a quoted string.
+fn is_forwarded(text: &[u8]) -> bool {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let ows = |i: &mut usize| {
+        while text.get(*i).is_some_and(|&b| b == b' ' || b == b'\t') {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| {
+        let start = *i;
+        while text.get(*i).copied().is_some_and(tchar) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let quoted = |i: &mut usize| {
+        *i += 1;
+        while let Some(&b) = text.get(*i) {
+            *i += 1;
+            match b {
+                b'"' => return true,
+                b'\\' => match text.get(*i) {
+                    Some(&next) if next == b'\t' || next >= b' ' && next != 0x7f => *i += 1,
+                    _ => return false,
+                },
+                b'\t' | b' '..=b'~' | 0x80.. => {}
+                _ => return false,
+            }
+        }
+        false
+    };
+    let mut i = 0;
+    loop {
+        ows(&mut i);
+        // An element: pairs, any of them empty, separated by semicolons.
+        loop {
+            if token(&mut i) {
+                if text.get(i) != Some(&b'=') {
+                    return false;
+                }
+                i += 1;
+                let value = if text.get(i) == Some(&b'"') {
+                    quoted(&mut i)
+                } else {
+                    token(&mut i)
+                };
+                if !value {
+                    return false;
+                }
+            }
+            if text.get(i) != Some(&b';') {
+                break;
+            }
+            i += 1;
+        }
+        ows(&mut i);
+        match text.get(i) {
+            None => return true,
+            Some(b',') => i += 1,
+            Some(_) => return false,
+        }
+    }
+}
+
 fn joined<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
     let mut text = lines.next()?.to_str().ok()?.to_owned();
     for line in lines {
@@ -602,6 +676,38 @@ mod tests {
         assert!(h.get("x-forwarded-host").is_none());
         assert_eq!(h["forwarded"], "for=10.0.0.1, for=192.0.2.7;proto=http");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn a_forwarded_that_does_not_parse_is_dropped_so_it_cannot_swallow_this_proxy_s_element() {
+        let forwarding = Forwarding::new(Some("192.0.2.7".parse().unwrap()), false);
+        let ours = "for=192.0.2.7;proto=http";
+        for bad in [
+            "for=\"evil",
+            "for=\"a\\",
+            "for=1.2.3.4;by",
+            "for=1.2.3.4 x",
+            "for=a=b",
+            "=x",
+            "for=\"a\"b",
+        ] {
+            let mut h = map(&[("forwarded", bad)]);
+            forwarding.add(&mut h, None);
+            assert_eq!(h["forwarded"], ours, "{bad}");
+        }
+        for good in [
+            "for=10.0.0.1",
+            "For=\"[2001:db8::1]:4711\";proto=https;by=\"_hidden\"",
+            "for=a,for=b , for=c",
+            "for=\"quoted \\\" pair\"",
+            ";;for=x;",
+            "for=\"a, b\"",
+        ] {
+            let mut h = map(&[("forwarded", good)]);
+            forwarding.add(&mut h, None);
+            assert_eq!(h["forwarded"], format!("{good}, {ours}"), "{good}");
+        }
+        assert!(!is_forwarded(b"for=\"a\x01\""));
     }
 
     #[test]

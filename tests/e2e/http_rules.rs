@@ -374,3 +374,47 @@ fn a_client_s_forwarded_that_does_not_parse_never_hides_the_gateway_s_element() 
         assert_eq!(api.header(last, "forwarded"), [forwarded], "{sent}");
     }
 }
+
+#[test]
+fn a_request_pipelined_behind_others_and_given_up_at_a_half_close_is_counted_and_logged() {
+    // hyper reads the client's end-of-stream while the last request is being taken up
+    // and ends the connection: that request gets no answer (as nginx gives up a proxied
+    // request whose client's side ended), but it is counted and logged as 499, never
+    // dropped without a trace.
+    let (app, web, _api, _v1) = start();
+    let mut client = RawClient::connect(web);
+    client.send(
+        b"GET /api/a HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /sub/index.html HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /api/b HTTP/1.1\r\nHost: t\r\nUser-Agent: behind/1\r\n\r\n",
+    );
+    client.shut_write();
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("sub\n"),
+        "the static request behind it is answered: {out}"
+    );
+    let count = |code: &str| {
+        app.metric(&format!(
+            r#"weft_http_requests_total{{code="{code}",method="GET",service="web"}}"#
+        ))
+    };
+    let answered = out.matches("HTTP/1.1 200").count();
+    assert_eventually!(
+        count("2xx") == Some(answered as f64) && count("4xx") == Some(3.0 - answered as f64),
+        "every request counted, answered or not:\n{out}\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    if answered < 3 {
+        assert!(
+            app.log().contains(
+                "\"GET /api/b HTTP/1.1\" 499 - \"-\" \"behind/1\" (cut short: the connection closed)"
+            ),
+            "{}",
+            app.log()
+        );
+    }
+}

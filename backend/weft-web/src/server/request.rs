@@ -42,7 +42,7 @@ pub(super) fn handle(
     conn: Rc<Conn>,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<Logged>, Infallible>> {
-    let (mut head, body) = request.into_parts();
+    let (head, body) = request.into_parts();
     // Counted here, as hyper takes the request up: an HTTP/2 connection is told GOAWAY
     // at its cap by the task polling it (`connection::until_closed`), an HTTP/1.1 one
     // by its last response.
@@ -50,8 +50,17 @@ pub(super) fn handle(
     conn.requests.set(taken);
     let cap = state.config.limits.max_requests_per_connection;
     let last = cap != 0 && taken >= cap && !conn.multiplexed.get();
+    let mut taken = Taken {
+        state,
+        conn,
+        head,
+        polled: false,
+        since: Stopwatch::start(),
+    };
     async move {
-        let started = Stopwatch::start();
+        taken.polled = true;
+        let started = taken.since;
+        let (state, conn, head) = (&*taken.state, &*taken.conn, &mut taken.head);
         let mut trace = Trace::start(&conn.info, &mut head.headers);
         if trace.invalid_parent {
             state.recorder.traceparent_invalid();
@@ -65,22 +74,7 @@ pub(super) fn handle(
             .set(conn.info.stats.bytes_in().saturating_add(declared));
         // What the log line says of the request, taken before it is routed; nothing when
         // the log is off.
-        let mut logged = state.access_log.is_on().then(|| {
-            let method = &head.method;
-            // An HTTP/2 target always carries scheme and authority; the log shows the path,
-            // as the request line of HTTP/1.1 would.
-            let request_line = match head.uri.path_and_query() {
-                Some(target) if head.version >= Version::HTTP_2 => {
-                    format!("{method} {target} {:?}", head.version)
-                }
-                _ => format!("{} {} {:?}", method, head.uri, head.version),
-            };
-            (
-                request_line,
-                head.headers.get(header::REFERER).cloned(),
-                head.headers.get(header::USER_AGENT).cloned(),
-            )
-        });
+        let mut logged = state.access_log.is_on().then(|| logged_request(head));
 
         // An HTTP/2 request holds its place in the peer's count until its body has gone.
         let mut slot = None;
@@ -91,7 +85,7 @@ pub(super) fn handle(
                 Some(place) => {
                     // Boxed: held across the request's awaits, and most requests have none.
                     slot = Some(Box::new(place));
-                    admit(&state.config, &conn.last_host, &mut head)
+                    admit(&state.config, &conn.last_host, head)
                 }
                 None => Err(rules::Refused {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -100,17 +94,17 @@ pub(super) fn handle(
                 }),
             }
         } else {
-            admit(&state.config, &conn.last_host, &mut head)
+            admit(&state.config, &conn.last_host, head)
         };
         let (route, mut response) = match admitted {
             Ok(route) => {
                 let series = state.routes.of(&state.config, route);
                 let steps = trace.steps.clone();
-                let request = (&mut head, body);
-                let dispatched = pin!(dispatch(&state, &conn, route, series, &steps, request));
+                let request = (&mut *head, body);
+                let dispatched = pin!(dispatch(state, conn, route, series, &steps, request));
                 let answering = Answering::begin(&conn.answering);
                 let unanswered = Unanswered {
-                    state: &state,
+                    state,
                     client: &conn.client_text,
                     route: series,
                     method: method_label,
@@ -171,7 +165,7 @@ pub(super) fn handle(
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let pending =
-            logged.map(|logged| pending(&state, &conn.client_text, logged, status, started));
+            logged.map(|logged| pending(state, &conn.client_text, logged, status, started));
         Ok(response.map(|body| Logged::new(body, pending, head_only).holding(slot)))
     }
 }
@@ -179,6 +173,24 @@ pub(super) fn handle(
 /// What a request's log line says of it (request line, referer, user agent), taken
 /// before it is routed.
 type LoggedRequest = (String, Option<http::HeaderValue>, Option<http::HeaderValue>);
+
+/// What the log line says of the request with `head`.
+fn logged_request(head: &Parts) -> LoggedRequest {
+    let method = &head.method;
+    // An HTTP/2 target always carries scheme and authority; the log shows the path, as
+    // the request line of HTTP/1.1 would.
+    let request_line = match head.uri.path_and_query() {
+        Some(target) if head.version >= Version::HTTP_2 => {
+            format!("{method} {target} {:?}", head.version)
+        }
+        _ => format!("{} {} {:?}", method, head.uri, head.version),
+    };
+    (
+        request_line,
+        head.headers.get(header::REFERER).cloned(),
+        head.headers.get(header::USER_AGENT).cloned(),
+    )
+}
 
 /// The log line of a request answered `status`, to write when its answer has gone.
 fn pending(
@@ -197,6 +209,38 @@ fn pending(
         referer,
         user_agent,
         started,
+    }
+}
+
+/// A request hyper has taken up, owning its head, until its future is first polled.
+/// hyper can drop the future before that: an HTTP/1.1 client's end-of-stream read behind
+/// a pipelined request (the client half-closed, or left) ends the connection with the
+/// request's future made and never polled. It is then counted and logged as 499, as a
+/// request given up later is ([`Unanswered`]), so no request taken up goes unrecorded.
+struct Taken {
+    state: Rc<State>,
+    conn: Rc<Conn>,
+    head: Parts,
+    /// Set at the first poll: from then on the request records itself.
+    polled: bool,
+    since: Stopwatch,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if self.polled {
+            return;
+        }
+        let state = &*self.state;
+        let head = &self.head;
+        Unanswered {
+            state,
+            client: &self.conn.client_text,
+            route: &state.routes.unrouted,
+            method: MethodLabel::from(&head.method),
+            started: self.since,
+            logged: &mut state.access_log.is_on().then(|| logged_request(head)),
+        };
     }
 }
 

@@ -363,6 +363,18 @@ fn a_broken_config_changes_nothing_and_is_reported_to_the_post_the_metrics_and_t
     assert!(!listens(loopback(free)), "rolled back");
     let names: Vec<Value> = app.services().iter().map(|s| s["name"].clone()).collect();
     assert_eq!(names, ["echo"], "nothing changed");
+    let log = app.log();
+    assert!(
+        !log.contains("service=fits"),
+        "the rolled-back service was never said to serve:\n{log}"
+    );
+    assert_eq!(
+        log.lines()
+            .find(|l| l.contains("configuration reload failed"))
+            .map(|l| l.matches("nothing changed").count()),
+        Some(1),
+        "{log}"
+    );
     assert_eq!(app.reloads("ok"), Some(0.0));
     let alert = last_reload_alert(&app);
     assert_eq!(alert["result"], "failed", "{alert}");

@@ -150,10 +150,8 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
             );
         }
         ReloadResult::Failed => {
-            tracing::error!(
-                "configuration reload failed, nothing changed: {}",
-                outcome.message
-            );
+            // The message ends in "nothing changed".
+            tracing::error!("configuration reload failed: {}", outcome.message);
         }
     }
     running.hub().record_reload(outcome.clone());

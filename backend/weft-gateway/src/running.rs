@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weft::{CloseReason, ListenOptions, Reactor};
+use weft::{Address, CloseReason, ListenOptions, Reactor};
 use weft_inspector::QuerySpans;
 use weft_store::{ServiceRecord, Store};
 use weft_telemetry::Hub;
@@ -170,7 +170,8 @@ impl Running {
         };
         for service in &config.services {
             let options = service.limits.listen_options();
-            running.start_one(service, &options)?;
+            let bound = running.start_one(service, &options)?;
+            log_serving(service, &bound);
             running.options.insert(service.name.clone(), options);
             running.record(service);
         }
@@ -204,22 +205,18 @@ impl Running {
         &self.hub
     }
 
-    /// Starts `service` under `options` and logs where it serves.
+    /// Starts `service` under `options`; where it listens.
     fn start_one(
         &self,
         service: &ServiceConfig,
         options: &ListenOptions,
-    ) -> Result<(), StartError> {
-        let bound =
-            services::start_with_options(&self.reactor, service, &self.env, options.clone())
-                .map_err(|source| StartError {
-                    service: service.name.clone(),
-                    source,
-                })?;
-        for (endpoint, local) in service.listen.iter().zip(&bound) {
-            tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");
-        }
-        Ok(())
+    ) -> Result<Vec<Address>, StartError> {
+        services::start_with_options(&self.reactor, service, &self.env, options.clone()).map_err(
+            |source| StartError {
+                service: service.name.clone(),
+                source,
+            },
+        )
     }
 
     fn record(&self, service: &ServiceConfig) {
@@ -261,9 +258,18 @@ impl Running {
             .map(|s| s.name.clone())
             .collect();
         let result = self.switch(&old, &config, &applied);
-        if result.is_ok() && self.primary {
-            applied.notes = zone_reloads.report(&self.env);
-            services::dns_zones::announce_changes(&self.reactor, &self.env, &old, &config.services);
+        match &result {
+            Ok(()) if self.primary => {
+                applied.notes = zone_reloads.report(&self.env);
+                services::dns_zones::announce_changes(
+                    &self.reactor,
+                    &self.env,
+                    &old,
+                    &config.services,
+                );
+            }
+            Ok(()) => {}
+            Err(_) => zone_reloads.warn_unapplied(),
         }
         self.config.services = match result {
             Ok(()) => config.services.clone(),
@@ -335,11 +341,13 @@ impl Running {
             let options = successor_options(service, self.options.get(&service.name));
             // An error here drops the handover: nothing started, nothing stopped, and the
             // views show the services that go on.
-            if let Err(e) = self.start_one(service, &options) {
-                self.env.views.restore(views);
-                return Err(e);
+            match self.start_one(service, &options) {
+                Ok(bound) => started.push((service, options, bound)),
+                Err(e) => {
+                    self.env.views.restore(views);
+                    return Err(e);
+                }
             }
-            started.push((service, options));
         }
         let kept = handover.commit();
         self.env.views.retain(|name, kind| {
@@ -372,7 +380,9 @@ impl Running {
                 store.remove_service(name);
             }
         }
-        for (service, options) in started {
+        // Said only now: a service bound before a later one failed was never served.
+        for (service, options, bound) in started {
+            log_serving(service, &bound);
             self.options.insert(service.name.clone(), options);
             self.record(service);
         }
@@ -384,6 +394,13 @@ impl Running {
             );
         }
         Ok(())
+    }
+}
+
+/// Logs where `service` serves: its endpoints, each `bound` at an address.
+fn log_serving(service: &ServiceConfig, bound: &[Address]) {
+    for (endpoint, local) in service.listen.iter().zip(bound) {
+        tracing::info!(service = %service.name, kind = service.kind.as_str(), %endpoint, %local, "serving");
     }
 }
 

@@ -148,6 +148,17 @@ impl ZoneReloads {
         }
         notes
     }
+
+    /// Logs each zone file that did not load, for a reload that failed on something else
+    /// (a port): nothing was applied, so nothing is counted, but the file is still broken
+    /// and the next reload will meet it.
+    pub(crate) fn warn_unapplied(&self) {
+        for (name, outcomes) in &self.0 {
+            for (error, _) in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+                tracing::warn!(service = %name, %error, "a zone file did not load (the reload failed, so nothing changed)");
+            }
+        }
+    }
 }
 
 /// The first zone file of `new` that did not load and that the running service of the

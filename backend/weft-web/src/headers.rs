@@ -362,12 +362,9 @@ impl Forwarding {
         // A client's `Forwarded` that does not parse (an unbalanced quote, say) would
         // swallow this element into its own and so speak for this proxy: it is dropped,
         // and the upstream hears this proxy's element alone.
-        if let Entry::Occupied(prior) = headers.entry(header::FORWARDED)
-            && !joined(prior.iter()).is_some_and(|text| is_forwarded(text.as_bytes()))
-        {
-            prior.remove();
-        }
-        append_member(headers, header::FORWARDED, element);
+        extend_list(headers, header::FORWARDED, element, |text| {
+            is_forwarded(text.as_bytes())
+        });
     }
 
     /// This client's `Forwarded` element for a request that named `host`, and `host` if
@@ -420,15 +417,26 @@ struct LastElement {
 /// Adds `member` at the end of the list-valued field `name`: after every line an earlier
 /// proxy set, as one line; in place of lines that are not text.
 fn append_member(headers: &mut HeaderMap, name: HeaderName, member: HeaderValue) {
+    extend_list(headers, name, member, |_| true);
+}
+
+/// [`append_member`], but lines of `name` whose text, joined, is not `valid` are replaced
+/// rather than extended.
+fn extend_list(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    member: HeaderValue,
+    valid: impl Fn(&str) -> bool,
+) {
     match headers.entry(name) {
-        Entry::Occupied(mut prior) => match joined(prior.iter()) {
+        Entry::Occupied(mut prior) => match joined(prior.iter()).filter(|text| valid(text)) {
             Some(text) => {
                 let member = member.to_str().unwrap_or_default();
                 if let Ok(v) = HeaderValue::from_str(&format!("{text}, {member}")) {
                     prior.insert(v);
                 }
             }
-            // Not text: nothing to add to.
+            // Not text, or not valid: nothing to add to.
             None => {
                 prior.insert(member);
             }

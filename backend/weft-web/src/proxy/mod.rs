@@ -29,7 +29,6 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use weft::Transport;
 use weft::defer::{StepDetail, Steps, WaitsOn};
@@ -678,20 +677,51 @@ fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Resp
     if parts.status == StatusCode::NO_CONTENT || parts.status.is_informational() {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let state = target.state.clone();
-    let body = body
-        .map_frame(|frame| match frame.into_trailers() {
-            Ok(mut trailers) => {
-                strip_from_trailers(&mut trailers);
-                hyper::body::Frame::trailers(trailers)
-            }
-            Err(frame) => frame,
-        })
-        .map_err(move |err| {
-            state.body_broke_off(&err);
-            err.into()
-        });
+    let body = FromUpstream {
+        inner: body,
+        state: target.state.clone(),
+    };
     Response::from_parts(parts, Body::boxed(body))
+}
+
+/// An upstream's response body on its way to the client: its trailers lose the fields
+/// that do not travel in trailers (`strip_from_trailers`), and a body that breaks off is
+/// counted against the upstream.
+struct FromUpstream {
+    inner: Incoming,
+    state: Arc<upstreams::UpstreamState>,
+}
+
+impl hyper::body::Body for FromUpstream {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        std::task::Poll::Ready(polled.map(|frame| match frame {
+            Ok(frame) if frame.is_trailers() => {
+                let mut trailers = frame.into_trailers().expect("trailers");
+                strip_from_trailers(&mut trailers);
+                Ok(hyper::body::Frame::trailers(trailers))
+            }
+            Ok(frame) => Ok(frame),
+            Err(err) => {
+                self.state.body_broke_off(&err);
+                Err(err.into())
+            }
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// How the request body failed: the client's (all but `File`) or its file's.

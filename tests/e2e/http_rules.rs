@@ -418,3 +418,70 @@ fn a_request_pipelined_behind_others_and_given_up_at_a_half_close_is_counted_and
         );
     }
 }
+
+/// An upstream that answers each request with `head_and_some`, then holds the
+/// connection without a word for a minute.
+fn stalling_upstream(head_and_some: &'static str) -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = [0; 4096];
+                let _ = stream.read(&mut head);
+                let _ = stream.write_all(head_and_some.as_bytes());
+                std::thread::sleep(std::time::Duration::from_secs(60));
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn an_upstream_body_that_stops_coming_is_cut_at_the_upstream_timeout_and_a_bad_status_is_502() {
+    let stalls = stalling_upstream("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    let bad_status = canned_upstream(|_| b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n".to_vec());
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|_| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\n\
+             limits = {{ upstream_timeout = \"1s\" }}\n\
+             [[service.route]]\nprefix = \"/stall/\"\nupstream = \"http://{stalls}\"\n\
+             [[service.route]]\nprefix = \"/odd/\"\nupstream = \"http://{bad_status}\"\n",
+            port = web.port(),
+        )
+    });
+    let started = std::time::Instant::now();
+    let mut client = RawClient::connect(web);
+    client.send(b"GET /stall/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out);
+    let took = started.elapsed();
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("0123456789"),
+        "{out}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "cut at the upstream timeout, not held: {took:?}"
+    );
+    assert_eventually!(
+        app.log().contains("\"GET /stall/x HTTP/1.1\" 200 10")
+            && app.log().contains("(cut short: the body failed)"),
+        "{}",
+        app.log()
+    );
+    assert!(
+        app.log().contains("no piece of it came for 1s"),
+        "{}",
+        app.log()
+    );
+
+    let reply = exchange(web, "GET /odd/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(reply.status, 502, "{reply:?}");
+    assert!(app.log().contains("is not a status code"), "{}", app.log());
+}

@@ -245,7 +245,8 @@ pub struct Limits {
     pub body_file_total_bytes: u64,
     /// Time to connect to an upstream; slower gets 504.
     pub upstream_connect_timeout: Duration,
-    /// Time for an upstream to answer with its response head; slower gets 504.
+    /// Time for an upstream to answer with its response head (slower gets 504), and then
+    /// to send each piece of its body (a body stalled longer is cut short).
     pub upstream_timeout: Duration,
     /// Requests one connection may make (nginx's `keepalive_requests`): the last one's
     /// response closes an HTTP/1.1 connection (`Connection: close`), and an HTTP/2

@@ -500,7 +500,22 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
-    Ok(respond(route, &upstreams.targets[i], response))
+    // RFC 9110 §15: a status outside 100-599 is not one; the client could not read it.
+    if response.status().as_u16() > 599 {
+        return Err(UpstreamError::Exchange(
+            upstreams.targets[i].upstream.url.clone(),
+            format!(
+                "the response's status {} is not a status code",
+                response.status()
+            ),
+        ));
+    }
+    Ok(respond(
+        route,
+        &upstreams.targets[i],
+        response,
+        limits.upstream_timeout,
+    ))
 }
 
 /// The transfer coding of a response that has a body (not one to HEAD, nor a 1xx, 204 or
@@ -652,7 +667,12 @@ async fn send(
 /// upstream's own address made the route's, the route's `Cache-Control` added; a body
 /// that breaks off is counted against the upstream. It is in this service's HTTP version,
 /// not the upstream's (RFC 9110 §6.2): hyper speaks HTTP/1.0 only to a client that does.
-fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Response<Body> {
+fn respond(
+    route: &Route,
+    target: &Target,
+    response: Response<Incoming>,
+    stall_limit: Duration,
+) -> Response<Body> {
     let upstream = &target.upstream;
     let (mut parts, body) = response.into_parts();
     parts.version = http::Version::HTTP_11;
@@ -680,16 +700,26 @@ fn respond(route: &Route, target: &Target, response: Response<Incoming>) -> Resp
     let body = FromUpstream {
         inner: body,
         state: target.state.clone(),
+        stall_limit,
+        stalled: None,
     };
     Response::from_parts(parts, Body::boxed(body))
 }
 
-/// An upstream's response body on its way to the client: its trailers lose the fields
-/// that do not travel in trailers (`strip_from_trailers`), and a body that breaks off is
-/// counted against the upstream.
-struct FromUpstream {
-    inner: Incoming,
-    state: Arc<upstreams::UpstreamState>,
+pin_project_lite::pin_project! {
+    /// An upstream's response body on its way to the client: its trailers lose the fields
+    /// that do not travel in trailers (`strip_from_trailers`); a body that breaks off, or
+    /// of which no piece comes for `upstream_timeout` (nginx's `proxy_read_timeout`), is
+    /// counted against the upstream and cuts the response short.
+    struct FromUpstream {
+        #[pin]
+        inner: Incoming,
+        state: Arc<upstreams::UpstreamState>,
+        stall_limit: Duration,
+        // Set when a poll finds no piece, cleared when one comes.
+        #[pin]
+        stalled: Option<tokio::time::Sleep>,
+    }
 }
 
 impl hyper::body::Body for FromUpstream {
@@ -697,11 +727,30 @@ impl hyper::body::Body for FromUpstream {
     type Error = crate::body::BoxError;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
-        std::task::Poll::Ready(polled.map(|frame| match frame {
+        use std::task::Poll;
+        let mut this = self.project();
+        let Poll::Ready(polled) = this.inner.poll_frame(cx) else {
+            if this.stalled.is_none() {
+                this.stalled
+                    .set(Some(tokio::time::sleep(*this.stall_limit)));
+            }
+            if let Some(sleep) = this.stalled.as_pin_mut()
+                && sleep.poll(cx).is_ready()
+            {
+                let limit = *this.stall_limit;
+                let reason = format!("no piece of it came for {limit:?}");
+                this.state.body_broke_off(&reason);
+                return Poll::Ready(Some(Err(reason.into())));
+            }
+            return Poll::Pending;
+        };
+        if this.stalled.is_some() {
+            this.stalled.set(None);
+        }
+        Poll::Ready(polled.map(|frame| match frame {
             Ok(frame) if frame.is_trailers() => {
                 let mut trailers = frame.into_trailers().expect("trailers");
                 strip_from_trailers(&mut trailers);
@@ -709,7 +758,7 @@ impl hyper::body::Body for FromUpstream {
             }
             Ok(frame) => Ok(frame),
             Err(err) => {
-                self.state.body_broke_off(&err);
+                this.state.body_broke_off(&err);
                 Err(err.into())
             }
         }))

@@ -251,7 +251,12 @@ async fn exchange(
     let response = send(&mut sender, request, upstream, limits).await?;
     abandon.0 = None;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(respond(route, &to.upstreams.targets[i], response));
+        return Ok(respond(
+            route,
+            &to.upstreams.targets[i],
+            response,
+            limits.upstream_timeout,
+        ));
     }
     let switch = |why: &str| UpstreamError::Switch(upstream.url.clone(), why.to_owned());
     let chosen = match response.headers().get(header::UPGRADE) {

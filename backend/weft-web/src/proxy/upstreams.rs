@@ -314,7 +314,7 @@ impl UpstreamState {
     /// A response body that broke off after its head came: counted and shown like a
     /// failed exchange, and logged, but not a failure in a row toward ejection (the
     /// upstream answered).
-    pub(crate) fn body_broke_off(&self, err: &hyper::Error) {
+    pub(crate) fn body_broke_off(&self, err: &dyn std::fmt::Display) {
         let message = format!("{}: the response body broke off: {err}", self.url);
         tracing::warn!(upstream = %self.url, %err, "an upstream's response body broke off");
         self.broke_off.count(&message);

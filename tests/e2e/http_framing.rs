@@ -54,7 +54,8 @@ fn start() -> Site {
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
          5\r\nhello\r\n0\r\nx-sum: 42\r\nconnection: x-hop\r\nx-hop: 1\r\n\
          keep-alive: timeout=5\r\nte: trailers\r\nupgrade: h2c\r\n\
-         proxy-connection: close\r\ncontent-length: 99\r\nhost: elsewhere\r\n\r\n",
+         proxy-connection: close\r\ncontent-length: 99\r\nhost: elsewhere\r\n\
+         set-cookie: a=b\r\nauthorization: Basic eDp5\r\nlocation: /x\r\n\r\n",
     );
     let no_content = scripted("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
     let port = free_port();
@@ -363,6 +364,21 @@ fn an_http2_client_gets_an_upstream_s_trailers_without_the_fields_trailers_canno
         "{}",
         std::fs::read_to_string(&access_log).unwrap_or_default()
     );
+}
+
+#[test]
+fn an_http1_client_that_takes_trailers_gets_those_the_upstream_announced() {
+    // `Trailer` is end-to-end (RFC 9110 §6.6.2); hyper sends an HTTP/1.1 client only the
+    // trailer fields it names.
+    let site = start();
+    let mut client = RawClient::connect(site.web);
+    client
+        .send(b"GET /trailers/x HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(out.contains("\r\ntrailer: x-sum\r\n"), "{out}");
+    assert!(out.ends_with("0\r\nx-sum: 42\r\n\r\n"), "{out}");
 }
 
 #[test]

@@ -23,6 +23,8 @@ const STRIPPED: [HeaderName; 9] = [
 
 /// `Connection`'s bit in a mask of [`STRIPPED`] names.
 const CONNECTION_BIT: u16 = 1;
+/// `Trailer`'s bit in a mask of [`STRIPPED`] names.
+const TRAILER_BIT: u16 = 1 << 6;
 /// `Transfer-Encoding`'s bit in a mask of [`STRIPPED`] names.
 const TRANSFER_ENCODING_BIT: u16 = 1 << 7;
 
@@ -46,6 +48,19 @@ pub(crate) fn list_members(headers: &HeaderMap, name: HeaderName) -> impl Iterat
 /// both `Transfer-Encoding` and `Content-Length` was framed by the former, and loses the
 /// latter too: its next hop is framed anew (RFC 9112 §6.3 says a sender MUST remove it).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    strip_hop_by_hop_but(headers, 0);
+}
+
+/// [`strip_hop_by_hop`] for a response, which keeps `Trailer`: the field is end-to-end
+/// (RFC 9110 §6.6.2; weft passes on a response's trailers), and hyper's HTTP/1.1 server
+/// sends only the trailer fields it names. A request's goes: weft never passes on a
+/// request's trailers.
+pub(crate) fn strip_hop_by_hop_from_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop_but(headers, TRAILER_BIT);
+}
+
+/// [`strip_hop_by_hop`], leaving the [`STRIPPED`] fields in the mask `kept`.
+fn strip_hop_by_hop_but(headers: &mut HeaderMap, kept: u16) {
     // One pass over the message's few fields finds which of the always-removed ones it
     // has (most have `Connection` at most, saying `keep-alive` or `close`): only those
     // cost a removal, and only a `Connection` that names other fields costs parsing.
@@ -81,6 +96,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    let present = present & !kept;
     for (i, name) in STRIPPED.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
@@ -94,13 +110,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Fields that are not passed on in a message's trailers. The hop-by-hop ones
 /// ([`strip_hop_by_hop`]): HTTP/2 forbids them anywhere (RFC 9113 §8.2.2, so the stream
 /// would be reset after a whole body), and over HTTP/1.1 they would describe a hop the
-/// trailers no longer travel. And the fields a recipient needs before the content
-/// (framing, routing, content format; RFC 9110 §6.5.1: a sender MUST NOT generate a
-/// trailer field whose definition does not allow it): after the body they could only
-/// contradict the header section.
-const NOT_TRAILERS: [HeaderName; 5] = [
+/// trailers no longer travel. And those a recipient needs before the content, which RFC
+/// 9110 §6.5.1 keeps out of trailers (a sender MUST NOT generate a trailer field whose
+/// definition does not allow it): framing, routing, request modifiers, authentication,
+/// response controls and content format. After the body they could only contradict the
+/// header section, or be taken for it by a recipient that merges the two.
+const NOT_TRAILERS: [HeaderName; 24] = [
+    // Framing and routing.
     header::CONTENT_LENGTH,
     header::HOST,
+    // Request modifiers: controls and conditionals.
+    header::CACHE_CONTROL,
+    header::EXPECT,
+    header::MAX_FORWARDS,
+    header::PRAGMA,
+    header::RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    // Authentication and state.
+    header::AUTHORIZATION,
+    header::WWW_AUTHENTICATE,
+    header::COOKIE,
+    header::SET_COOKIE,
+    // Response controls.
+    header::AGE,
+    header::EXPIRES,
+    header::LOCATION,
+    header::RETRY_AFTER,
+    header::VARY,
+    // Content format.
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
     header::CONTENT_RANGE,

@@ -45,7 +45,7 @@ use crate::client_body::ClientBodyError;
 use crate::config::{Limits, Route, Upstream, WebConfig};
 use crate::headers::{
     Forwarding, Via, one_content_length, other_transfer_coding, strip_from_trailers,
-    strip_hop_by_hop,
+    strip_hop_by_hop_from_response,
 };
 use crate::metrics::{BodyBuffered, Recorder, Refusal, UpstreamFailure};
 
@@ -676,7 +676,7 @@ fn respond(
     let upstream = &target.upstream;
     let (mut parts, body) = response.into_parts();
     parts.version = http::Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop_from_response(&mut parts.headers);
     one_content_length(&mut parts.headers);
     if let Some(location) = parts.headers.get_mut(header::LOCATION)
         && let Some(ours) = location

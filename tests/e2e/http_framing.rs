@@ -382,6 +382,25 @@ fn an_http1_client_that_takes_trailers_gets_those_the_upstream_announced() {
 }
 
 #[test]
+fn a_length_an_http2_client_repeated_reaches_the_upstream_once() {
+    let site = start();
+    let authority = site.web.to_string();
+    let status = over_h2c(site.web, async |sender| {
+        let mut request = http::Request::get(format!("http://{authority}/api/twice"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        for _ in 0..2 {
+            request
+                .headers_mut()
+                .append("content-length", "0".parse().unwrap());
+        }
+        sender.send_request(request).await.unwrap().status()
+    });
+    assert_eq!(status, 200);
+    assert_eq!(site.up.header(0, "content-length"), ["0"]);
+}
+
+#[test]
 fn cookies_an_http2_client_split_reach_the_upstream_joined_and_edge_whitespace_is_refused() {
     let site = start();
     let authority = site.web.to_string();

@@ -12,7 +12,9 @@ use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
-use crate::headers::{Forwarding, Via, drop_underscored, join_cookies, strip_hop_by_hop};
+use crate::headers::{
+    Forwarding, Via, drop_underscored, join_cookies, one_content_length, strip_hop_by_hop,
+};
 use crate::metrics::BodyBuffered;
 
 /// What goes upstream, kept across attempts: the client's head (hop-by-hop headers
@@ -60,6 +62,10 @@ impl<'h> Outgoing<'h> {
         drop_underscored(headers);
         if head.version == http::Version::HTTP_2 {
             join_cookies(headers);
+            // h2 refuses lengths that differ but lets the same one come on several
+            // lines, which an HTTP/1.1 upstream may refuse (nginx does) and a sender
+            // MUST NOT forward as a list (RFC 9110 §8.6): it goes on as one.
+            one_content_length(headers);
         }
         // The client was told to go on (100 Continue) by hyper as its body was read; the
         // upstream is not to wait for a go-ahead of its own (nginx clears it too).

@@ -1059,28 +1059,34 @@ fn a_body_past_its_content_length_is_reset_and_counted_once() {
 
 /// A client that cancels its HTTP/2 request (RST_STREAM CANCEL) while its body is being
 /// read has gone away: logged as 499 (nginx's "client closed request"), not refused as a
-/// broken body with a 400 nobody receives.
+/// broken body with a 400 nobody receives. So has one that closes its connection.
 #[test]
 fn a_request_cancelled_mid_body_is_logged_as_the_client_gone_not_as_a_bad_body() {
     let site = start();
-    let mut out = preface(&[]);
-    // POST /api/cancelled, its body to come.
-    frame(&mut out, 0x1, 0x4, 1, &request_head(0x83, "/api/cancelled"));
-    frame(&mut out, 0x0, 0, 1, b"the first part");
-    let mut client = TcpStream::connect(site.plain).unwrap();
-    client.write_all(&out).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let mut cancel = Vec::new();
-    frame(&mut cancel, 0x3, 0, 1, &8u32.to_be_bytes());
-    client.write_all(&cancel).unwrap();
     let log = site.app.dir.path().join("access.log");
-    assert_eventually!(
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("\"POST /api/cancelled HTTP/2.0\" 499"),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    for (path, cancels) in [("/api/cancelled", true), ("/api/closed", false)] {
+        let mut out = preface(&[]);
+        // The request, its body to come.
+        frame(&mut out, 0x1, 0x4, 1, &request_head(0x83, path));
+        frame(&mut out, 0x0, 0, 1, b"the first part");
+        let mut client = TcpStream::connect(site.plain).unwrap();
+        client.write_all(&out).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        if cancels {
+            let mut cancel = Vec::new();
+            frame(&mut cancel, 0x3, 0, 1, &8u32.to_be_bytes());
+            client.write_all(&cancel).unwrap();
+        } else {
+            drop(client);
+        }
+        assert_eventually!(
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&format!("\"POST {path} HTTP/2.0\" 499")),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
     assert_eq!(
         site.app
             .metric(r#"weft_http_requests_refused_total{reason="body",service="web"}"#)

@@ -842,11 +842,15 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Bod
 /// If `err` is its HTTP/2 stream being reset, the reason, and whether the client reset it
 /// (RST_STREAM, such as CANCEL: it went away) rather than this end (for breaking the
 /// protocol: a body longer than its `content-length`, say). A body that broke off
-/// otherwise (shorter than its `content-length`) is a bad body, not this.
+/// otherwise (shorter than its `content-length`) is a bad body, not this. A stream whose
+/// connection the client closed (an I/O error under h2, or its GOAWAY) went away with it.
 fn stream_reset(err: &hyper::Error) -> Option<(String, bool)> {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {
         if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            if h2.is_io() || h2.is_go_away() && h2.is_remote() {
+                return Some((h2.to_string(), true));
+            }
             return h2.is_reset().then(|| (h2.to_string(), h2.is_remote()));
         }
         cause = c.source();

@@ -492,7 +492,7 @@ fn extend_list(
 /// text.
 /// Whether `text` is a `Forwarded` field value (RFC 7239 §4): elements separated by
 /// commas (with optional whitespace), each pairs `token=value` separated by semicolons,
-/// a value a token or a quoted string.
+/// no parameter twice in an element, a value a token or a quoted string.
 fn is_forwarded(text: &[u8]) -> bool {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     let ows = |i: &mut usize| {
@@ -526,9 +526,19 @@ fn is_forwarded(text: &[u8]) -> bool {
     let mut i = 0;
     loop {
         ows(&mut i);
-        // An element: pairs, any of them empty, separated by semicolons.
+        // An element: pairs, any of them empty, separated by semicolons, no parameter
+        // twice (§4: MUST NOT; the four defined ones and a few extensions at most).
+        let mut named: [&[u8]; 8] = [&[]; 8];
+        let mut pairs = 0;
         loop {
+            let start = i;
             if token(&mut i) {
+                let name = &text[start..i];
+                if named[..pairs].iter().any(|n| n.eq_ignore_ascii_case(name)) || pairs == 8 {
+                    return false;
+                }
+                named[pairs] = name;
+                pairs += 1;
                 if text.get(i) != Some(&b'=') {
                     return false;
                 }
@@ -739,6 +749,8 @@ mod tests {
             "for=a=b",
             "=x",
             "for=\"a\"b",
+            "for=a;For=b",
+            "for=a;by=b;host=c;proto=d;x1=1;x2=2;x3=3;x4=4;x5=5",
         ] {
             let mut h = map(&[("forwarded", bad)]);
             forwarding.add(&mut h, None);
@@ -751,6 +763,7 @@ mod tests {
             "for=\"quoted \\\" pair\"",
             ";;for=x;",
             "for=\"a, b\"",
+            "for=a;by=b, for=c;by=d",
         ] {
             let mut h = map(&[("forwarded", good)]);
             forwarding.add(&mut h, None);

@@ -62,7 +62,8 @@ pub(super) fn parse(spec: &str, len: u64) -> Ranges {
 }
 
 /// One range spec as inclusive offsets; `Ok(None)` when it lies outside the file, `Err`
-/// when it is not a range spec.
+/// when it is not a range spec, or one no 206 can answer: either way the header is
+/// ignored.
 fn one(element: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let (first, last) = element.split_once('-').ok_or(())?;
     let (first, last) = (first.trim(), last.trim());
@@ -74,10 +75,16 @@ fn one(element: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
         Ok(s.parse::<u64>().unwrap_or(u64::MAX))
     };
     if first.is_empty() {
-        // A suffix: the last n bytes; `-0` and an empty file have none (§14.1.3).
+        // A suffix: the last n bytes; `-0` has none (§14.1.1: unsatisfiable).
         let n = number(last)?;
-        if n == 0 || len == 0 {
+        if n == 0 {
             return Ok(None);
+        }
+        // Satisfiable in an empty file too (§14.1.1: the whole representation is used),
+        // yet no `Content-Range` can name its bytes: the header is ignored and the empty
+        // file goes whole with 200, as nginx answers.
+        if len == 0 {
+            return Err(());
         }
         return Ok(Some((len.saturating_sub(n), len - 1)));
     }
@@ -183,6 +190,8 @@ mod tests {
         assert_eq!(parts("bytes=10-", 10), Ranges::Unsatisfiable);
         assert_eq!(parts("bytes=-0", 10), Ranges::Unsatisfiable);
         assert_eq!(parts("bytes=0-", 0), Ranges::Unsatisfiable);
+        assert_eq!(parts("bytes=-1", 0), Ranges::Ignored);
+        assert_eq!(parts("bytes=-0", 0), Ranges::Unsatisfiable);
         assert_eq!(parts("items=0-1", 10), Ranges::Ignored);
         assert_eq!(parts("bytes=5-2", 10), Ranges::Ignored);
         assert_eq!(parts("bytes=x-", 10), Ranges::Ignored);

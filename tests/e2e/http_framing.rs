@@ -131,7 +131,7 @@ fn relay(to: SocketAddr) -> SocketAddr {
 }
 
 /// Runs `exchange` with a client on one HTTP/2 connection (prior knowledge) to `web`.
-fn over_h2c<T>(
+pub(crate) fn over_h2c<T>(
     web: SocketAddr,
     exchange: impl AsyncFnOnce(&mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>) -> T,
 ) -> T {

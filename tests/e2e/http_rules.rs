@@ -422,6 +422,15 @@ fn a_request_pipelined_behind_others_and_given_up_at_a_half_close_is_counted_and
 /// An upstream that answers each request with `head_and_some`, then holds the
 /// connection without a word for a minute.
 fn stalling_upstream(head_and_some: &'static str) -> SocketAddr {
+    pausing_upstream(head_and_some, std::time::Duration::from_secs(60), "")
+}
+
+/// An upstream that answers each request with `first`, waits `pause`, then sends `rest`.
+fn pausing_upstream(
+    first: &'static str,
+    pause: std::time::Duration,
+    rest: &'static str,
+) -> SocketAddr {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -431,7 +440,9 @@ fn stalling_upstream(head_and_some: &'static str) -> SocketAddr {
             std::thread::spawn(move || {
                 let mut head = [0; 4096];
                 let _ = stream.read(&mut head);
-                let _ = stream.write_all(head_and_some.as_bytes());
+                let _ = stream.write_all(first.as_bytes());
+                std::thread::sleep(pause);
+                let _ = stream.write_all(rest.as_bytes());
                 std::thread::sleep(std::time::Duration::from_secs(60));
             });
         }
@@ -484,4 +495,51 @@ fn an_upstream_body_that_stops_coming_is_cut_at_the_upstream_timeout_and_a_bad_s
     let reply = exchange(web, "GET /odd/x HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(reply.status, 502, "{reply:?}");
     assert!(app.log().contains("is not a status code"), "{}", app.log());
+}
+
+#[test]
+fn an_http2_stream_whose_upstream_pauses_past_the_idle_and_close_timeouts_is_waited_for() {
+    // The connection goes idle (no frame moves for 1 s) and is told GOAWAY; its one
+    // stream then waits on its upstream, not on the client, for longer than the close
+    // timeout (10 s): it is left to finish within `upstream_timeout`, not dropped as a
+    // stalled client.
+    use http_body_util::BodyExt;
+    let pause = std::time::Duration::from_secs(12);
+    let slow = pausing_upstream(
+        "HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n0123456789",
+        pause,
+        "abcdefghij",
+    );
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|_| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nidle_timeout = \"1s\"\n\
+             limits = {{ upstream_timeout = \"30s\" }}\n\
+             [[service.route]]\nprefix = \"/slow/\"\nupstream = \"http://{slow}\"\n",
+            port = web.port(),
+        )
+    });
+    let body = crate::http_framing::over_h2c(web, async |sender| {
+        let request = hyper::Request::get(format!("http://{web}/slow/x"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.map(|b| b.to_bytes())
+    });
+    let body = body.expect("the whole body, after the upstream's pause");
+    assert_eq!(&body[..], b"0123456789abcdefghij");
+    assert_eventually!(
+        app.log().contains("\"GET /slow/x HTTP/2.0\" 200 20"),
+        "{}",
+        app.log()
+    );
+    assert!(!app.log().contains("cut short"), "{}", app.log());
+    assert_eq!(
+        app.metric(r#"weft_http_requests_refused_total{reason="send_timeout",service="web"}"#)
+            .unwrap_or(0.0),
+        0.0,
+        "the client was not at fault"
+    );
 }

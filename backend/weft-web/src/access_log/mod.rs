@@ -247,7 +247,7 @@ impl HttpBody for Logged {
             return Poll::Ready(None);
         }
         let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) else {
-            streams::body_polled(false);
+            streams::body_pending();
             return Poll::Pending;
         };
         streams::body_polled(matches!(&polled, Some(Ok(frame)) if frame.is_data()));

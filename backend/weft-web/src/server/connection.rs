@@ -51,8 +51,9 @@ pub(super) struct Conn {
     pub(super) tunnel: proxy::upgrade::Slot,
     /// The `Host` value its last request carried, found valid.
     pub(super) last_host: rules::LastHost,
-    /// Its requests whose response head is still being made (waiting on a file or an
-    /// upstream): an HTTP/2 connection closing with none is waiting only on its client.
+    /// Its requests waiting on a file or an upstream: for the response head (while it is
+    /// made) or, over HTTP/2, for the next piece of the body. An HTTP/2 connection
+    /// closing with none is waiting only on its client.
     pub(super) answering: std::cell::Cell<u32>,
     /// Whether it speaks HTTP/2: its requests are counted against the peer's cap.
     pub(super) multiplexed: std::cell::Cell<bool>,
@@ -122,7 +123,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         }
         Speaks::H2 => {
             conn.multiplexed.set(true);
-            let tasks = StreamTasks::new(state.clone(), transport.clone());
+            let tasks = StreamTasks::new(state.clone(), conn.clone(), transport.clone());
             let (scan, mut deadline) = heads::watch(request_timeout, transport.clone());
             let io = io.watching_frames(scan, Sent::new(&tasks));
             let builder = protocol::h2_builder(limits.max_header_bytes, tasks);

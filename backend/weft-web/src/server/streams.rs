@@ -6,7 +6,10 @@
 //! and response frames written (the same: [`Sent`]). A PING, a SETTINGS or a
 //! WINDOW_UPDATE is no progress, either way: a client that sends only those, with or
 //! without streams it will not take, is idle, and after its GOAWAY it is given up as one
-//! that stopped cooperating (`connection::until_closed`).
+//! that stopped cooperating (`connection::until_closed`). Not while a stream's response
+//! body waits on its source (a file, an upstream, which `upstream_timeout` bounds): such
+//! a stream counts among the requests the connection waits on (`Conn::answering`), as
+//! one whose response head is being made does.
 //!
 //! One stream can also stall while its connection makes progress: a client that opens no
 //! flow-control window for a response (a SETTINGS_INITIAL_WINDOW_SIZE of 0) holds the
@@ -39,6 +42,7 @@ use tokio::time::{Instant, Sleep};
 use weft::Transport;
 
 use super::State;
+use super::connection::Conn;
 use super::frames::{DATA, Frames, HEADERS, Seen};
 use crate::metrics::Refusal;
 
@@ -50,8 +54,10 @@ enum BodyPoll {
     /// Was made (its response head is ready) or gave bytes: hyper sends them, and polls
     /// it again, once the client has room.
     Gave,
-    /// Had nothing yet, or ended: it waits on its source, or is done.
+    /// Had nothing yet: it waits on its source (a file, an upstream).
     Waiting,
+    /// Ended, or failed: nothing more comes of it.
+    Done,
     /// Its stream is being reset for a stalled client.
     Cut,
 }
@@ -66,14 +72,17 @@ pub(crate) fn response_made() {
     BODY.set(BodyPoll::Gave);
 }
 
-/// Called by the response body on each poll: `gave` bytes, or not.
+/// Called by the response body on each poll that found nothing: it waits on its source.
+#[inline]
+pub(crate) fn body_pending() {
+    BODY.set(BodyPoll::Waiting);
+}
+
+/// Called by the response body on each poll that found something: bytes (`gave`), or
+/// its end (trailers, an error, or nothing more).
 #[inline]
 pub(crate) fn body_polled(gave: bool) {
-    BODY.set(if gave {
-        BodyPoll::Gave
-    } else {
-        BodyPoll::Waiting
-    });
+    BODY.set(if gave { BodyPoll::Gave } else { BodyPoll::Done });
 }
 
 /// Whether the body being dropped is that of a stream reset for a stalled client.
@@ -84,6 +93,7 @@ pub(crate) fn body_cut() -> bool {
 /// What the streams of one HTTP/2 connection share.
 struct Connection {
     state: Rc<State>,
+    conn: Rc<Conn>,
     transport: Transport,
     /// How long a stream may wait on the client for room: the connection's idle timeout.
     stall_limit: Option<Duration>,
@@ -98,11 +108,12 @@ pub(crate) struct StreamTasks(Rc<Connection>);
 impl StreamTasks {
     /// For the streams of the connection on `transport`, whose activity it now counts by
     /// marks.
-    pub(super) fn new(state: Rc<State>, transport: Transport) -> Self {
+    pub(super) fn new(state: Rc<State>, conn: Rc<Conn>, transport: Transport) -> Self {
         transport.count_activity_by_marks();
         let stall_limit = transport.idle_timeout();
         Self(Rc::new(Connection {
             state,
+            conn,
             transport,
             stall_limit,
         }))
@@ -118,6 +129,7 @@ where
             future: Some(Box::pin(future)),
             connection: self.0.clone(),
             stalled: None,
+            waiting: false,
         });
     }
 }
@@ -131,6 +143,31 @@ struct Watched<F> {
     /// body was not polled again: the deadline by which it must be, or the stream is reset
     /// (boxed: most streams never wait on their client).
     stalled: Option<Pin<Box<Sleep>>>,
+    /// Whether its response body waits on its source: counted, while it does, among the
+    /// connection's requests waiting on a file or an upstream (`Conn::answering`), so
+    /// that a connection asked to close waits for it rather than taking the client for
+    /// stalled.
+    waiting: bool,
+}
+
+impl<F> Watched<F> {
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting != waiting {
+            self.waiting = waiting;
+            let answering = &self.connection.conn.answering;
+            answering.set(if waiting {
+                answering.get() + 1
+            } else {
+                answering.get() - 1
+            });
+        }
+    }
+}
+
+impl<F> Drop for Watched<F> {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
 }
 
 impl<F: Future<Output = ()>> Future for Watched<F> {
@@ -144,9 +181,16 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         BODY.set(BodyPoll::Untouched);
         if future.as_mut().poll(cx).is_ready() {
             this.future = None;
+            this.set_waiting(false);
             return Poll::Ready(());
         }
-        match BODY.get() {
+        let polled = BODY.get();
+        match polled {
+            BodyPoll::Waiting => this.set_waiting(true),
+            BodyPoll::Gave | BodyPoll::Done => this.set_waiting(false),
+            BodyPoll::Untouched | BodyPoll::Cut => {}
+        }
+        match polled {
             BodyPoll::Gave => {
                 if let Some(limit) = this.connection.stall_limit {
                     let at = Instant::now() + limit;
@@ -156,7 +200,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
                     }
                 }
             }
-            BodyPoll::Waiting => this.stalled = None,
+            BodyPoll::Waiting | BodyPoll::Done => this.stalled = None,
             BodyPoll::Untouched | BodyPoll::Cut => {}
         }
         let Some(sleep) = &mut this.stalled else {
@@ -178,6 +222,7 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
         // as cut short, and its send handle, which hyper answers with RST_STREAM.
         BODY.set(BodyPoll::Cut);
         this.future = None;
+        this.set_waiting(false);
         BODY.set(BodyPoll::Untouched);
         Poll::Ready(())
     }

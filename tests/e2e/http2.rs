@@ -640,6 +640,33 @@ fn an_http2_request_head_left_unfinished_is_ended_within_the_request_timeout() {
     );
     assert_eq!(app.log().matches("\"-\" 408 -").count(), 2, "{}", app.log());
 
+    // So is a preface left unfinished (the magic and half its SETTINGS frame), which
+    // hyper would wait for until the connection's idle timeout (60 s).
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frame(&mut out, 0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
+    out.truncate(out.len() - 3);
+    let started = std::time::Instant::now();
+    let mut half = TcpStream::connect(web).unwrap();
+    half.write_all(&out).unwrap();
+    half.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let _ = half.read_to_end(&mut Vec::new());
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "closed after {took:?}; request_timeout is 1 s"
+    );
+    assert_eventually!(
+        app.metric(r#"weft_http_requests_refused_total{reason="head_timeout",service="web"}"#)
+            == Some(3.0),
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eventually!(
+        app.log().matches("\"-\" 408 -").count() == 3,
+        "{}",
+        app.log()
+    );
+
     patient
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();

@@ -106,7 +106,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 &transport,
                 Pin::new(&mut connection),
                 |c| c.graceful_shutdown(),
-                |_| false,
+                |_| None,
                 None,
             )
             .await;
@@ -137,7 +137,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 &transport,
                 connection,
                 |c| c.graceful_shutdown(),
-                |cx| deadline.poll_late(cx),
+                |cx| deadline.poll_late(cx).then(|| deadline.what()),
                 Some(streams),
             )
             .await
@@ -146,7 +146,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     match ended {
         Ended::Served(Ok(())) => {}
         Ended::Served(Err(err)) => connection_failed(&state, &conn, &transport, &err, started),
-        Ended::HeadTimedOut => head_timed_out(&state, &conn, &transport, started),
+        Ended::HeadTimedOut(what) => head_timed_out(&state, &conn, &transport, what, started),
         Ended::ClientStalled(after) => {
             let message = format!(
                 "the HTTP/2 client moved no request or response along for {after:?} after \
@@ -172,9 +172,9 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
 enum Ended {
     /// hyper finished the connection (or gave up on it).
     Served(hyper::Result<()>),
-    /// An HTTP/2 head was not complete within `request_timeout`: the connection has been
-    /// told GOAWAY and is to be closed.
-    HeadTimedOut,
+    /// An HTTP/2 preface or request head (this) was not complete within
+    /// `request_timeout`: the connection has been told GOAWAY and is to be closed.
+    HeadTimedOut(&'static str),
     /// An HTTP/2 connection asked to close (GOAWAY sent) made no progress
     /// (`server::streams`) for the reactor's close timeout with no request waiting on a
     /// file or an upstream: what is left waits on the client alone (its preface, a PING's
@@ -207,16 +207,14 @@ impl Streams<'_> {
     }
 }
 
-/// An HTTP/2 client that left a request head unfinished past `request_timeout`: closed
-/// and counted like an HTTP/1.1 client that sends its head too slowly.
-fn head_timed_out(state: &State, conn: &Conn, transport: &Transport, started: Instant) {
+/// An HTTP/2 client that left its preface or a request head (`what`) unfinished past
+/// `request_timeout`: closed and counted like an HTTP/1.1 client that sends its head too
+/// slowly.
+fn head_timed_out(state: &State, conn: &Conn, transport: &Transport, what: &str, started: Instant) {
     let timeout = state.config.limits.request_timeout;
     state.recorder.refused(Refusal::HeadTimeout);
     log_headless(state, conn, StatusCode::REQUEST_TIMEOUT, started);
-    let message = format!(
-        "client sent no complete HTTP/2 request head (HEADERS and CONTINUATION up to \
-         END_HEADERS) within {timeout:?}"
-    );
+    let message = format!("client sent no complete {what} within {timeout:?}");
     observe::report_error(&conn.info, ErrorKind::BadFrame, message);
     transport.lose_connection_with(CloseReason::TimedOut);
 }
@@ -339,7 +337,8 @@ fn log_headless(state: &State, conn: &Conn, status: StatusCode, started: Instant
 }
 
 /// Drives `connection` to its end, asking it to shut down gracefully (once) when the
-/// transport is asked to close. When `head_late` says a request head took too long, the
+/// transport is asked to close. When `head_late` names a preface or request head that
+/// took too long, the
 /// connection is asked to shut down (HTTP/2 sends GOAWAY), polled once more to send it,
 /// and left. With `streams` (HTTP/2), the connection is asked to shut down too once it
 /// has taken its last request, and closed if the client goes on opening streams; and a
@@ -350,7 +349,7 @@ async fn until_closed<C>(
     transport: &Transport,
     mut connection: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
-    mut head_late: impl FnMut(&mut Context<'_>) -> bool,
+    mut head_late: impl FnMut(&mut Context<'_>) -> Option<&'static str>,
     streams: Option<Streams<'_>>,
 ) -> Ended
 where
@@ -388,12 +387,12 @@ where
         {
             return Poll::Ready(Ended::GoawayIgnored(streams.taken.get()));
         }
-        if head_late(cx) {
+        if let Some(what) = head_late(cx) {
             shutdown(connection.as_mut());
             if let Poll::Ready(served) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Ended::Served(served));
             }
-            return Poll::Ready(Ended::HeadTimedOut);
+            return Poll::Ready(Ended::HeadTimedOut(what));
         }
         // Only once asked to close: after GOAWAY for its request cap, a stream that is
         // quiet for a while (a long poll, server-sent events) is left to finish.

@@ -1,5 +1,7 @@
 //! The bound hyper's HTTP/2 server lacks: a request head must be complete within
-//! `request_timeout`, as an HTTP/1.1 head must.
+//! `request_timeout`, as an HTTP/1.1 head must, and so must the connection preface (the
+//! magic and the client's first SETTINGS frame, RFC 9113 §3.4), which hyper would wait
+//! for until the connection is idle.
 //!
 //! A head is a HEADERS frame and the CONTINUATION frames after it, up to the one flagged
 //! END_HEADERS (RFC 9113 §4.3), and no other frame may come in between (§6.10): a client
@@ -30,17 +32,25 @@ pub(crate) struct Scan {
     ends_head: bool,
     /// When the head being received began; shared with the [`Deadline`].
     open_since: Rc<Cell<Option<Instant>>>,
+    /// Whether the preface has not all come yet (the first frame is its SETTINGS); shared
+    /// with the [`Deadline`].
+    in_preface: Rc<Cell<bool>>,
     /// The connection's transport, told of the client's progress: a head, or body bytes
     /// (`server::streams`).
     progress: Option<Transport>,
 }
 
 impl Scan {
-    fn new(open_since: Rc<Cell<Option<Instant>>>, progress: Option<Transport>) -> Self {
+    fn new(
+        open_since: Rc<Cell<Option<Instant>>>,
+        in_preface: Rc<Cell<bool>>,
+        progress: Option<Transport>,
+    ) -> Self {
         Self {
             frames: Frames::after(PREFACE_LEN),
             ends_head: false,
             open_since,
+            in_preface,
             progress,
         }
     }
@@ -52,6 +62,7 @@ impl Scan {
             frames,
             ends_head,
             open_since,
+            in_preface,
             progress,
         } = self;
         frames.feed(bytes, |seen| match seen {
@@ -76,30 +87,36 @@ impl Scan {
                 }
             }
             Seen::Ended if *ends_head => open_since.set(None),
+            Seen::Ended if in_preface.get() => {
+                in_preface.set(false);
+                open_since.set(None);
+            }
             Seen::Ended | Seen::Reset { .. } => {}
         });
     }
 }
 
 /// A scan for the byte stream of an HTTP/2 connection from its preface on, which marks
-/// the client's progress on `transport`, and the [`Deadline`] that tells when a head it
-/// follows is `timeout` old.
+/// the client's progress on `transport`, and the [`Deadline`] that tells when the
+/// preface, begun now, or a head it follows is `timeout` old.
 pub(crate) fn watch(timeout: Duration, transport: Transport) -> (Scan, Deadline) {
-    let open_since = Rc::new(Cell::new(None));
+    let open_since = Rc::new(Cell::new(Some(Instant::now())));
+    let in_preface = Rc::new(Cell::new(true));
     let deadline = Deadline {
         open_since: open_since.clone(),
+        in_preface: in_preface.clone(),
         timeout,
         sleep: None,
     };
-    (Scan::new(open_since, Some(transport)), deadline)
+    (Scan::new(open_since, in_preface, Some(transport)), deadline)
 }
 
 /// When the head a [`Scan`] is following has taken too long.
 pub(crate) struct Deadline {
     open_since: Rc<Cell<Option<Instant>>>,
+    in_preface: Rc<Cell<bool>>,
     timeout: Duration,
-    /// Set at the first head, and moved to each head's deadline: a connection that never
-    /// sends a head never allocates it.
+    /// Set for the preface, and moved to each head's deadline.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -119,6 +136,15 @@ impl Deadline {
         }
         sleep.as_mut().poll(cx).is_ready()
     }
+
+    /// What is late when [`poll_late`](Self::poll_late) says so, for the log.
+    pub(crate) fn what(&self) -> &'static str {
+        if self.in_preface.get() {
+            "HTTP/2 connection preface (its SETTINGS frame)"
+        } else {
+            "HTTP/2 request head (HEADERS and CONTINUATION up to END_HEADERS)"
+        }
+    }
 }
 
 #[cfg(test)]
@@ -134,10 +160,11 @@ mod tests {
         out
     }
 
-    /// Feeds `bytes` after a preface, `chunk` bytes at a time; when the open head began.
+    /// Feeds `bytes` after a preface's magic, `chunk` bytes at a time; when the open head
+    /// (or the preface) began.
     fn scan(bytes: &[u8], chunk: usize) -> Option<Instant> {
-        let open = Rc::new(Cell::new(None));
-        let mut scan = Scan::new(open.clone(), None);
+        let open = Rc::new(Cell::new(Some(Instant::now())));
+        let mut scan = Scan::new(open.clone(), Rc::new(Cell::new(true)), None);
         let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         all.extend_from_slice(bytes);
         for piece in all.chunks(chunk) {
@@ -159,6 +186,16 @@ mod tests {
         let finished = [unfinished.clone(), frame(CONTINUATION, END_HEADERS, 0)].concat();
         let cut_short = frame(HEADERS, END_HEADERS, 20)[..15].to_vec();
         for chunk in [1, 2, 7, 9, 64, 4096] {
+            assert!(scan(&[], chunk).is_some(), "{chunk}: the preface is open");
+            assert!(
+                scan(&settings[..10], chunk).is_some(),
+                "{chunk}: the preface's SETTINGS not all in"
+            );
+            assert_eq!(
+                scan(&settings, chunk),
+                None,
+                "{chunk}: the preface is whole"
+            );
             assert_eq!(scan(&complete, chunk), None, "{chunk}");
             assert!(scan(&unfinished, chunk).is_some(), "{chunk}");
             assert_eq!(scan(&finished, chunk), None, "{chunk}");

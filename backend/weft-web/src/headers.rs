@@ -81,11 +81,13 @@ fn strip_hop_by_hop_but(headers: &mut HeaderMap, kept: u16) {
     // `Connection` names something else than `close`, `keep-alive` and the like (which
     // go anyway): those names are parsed and removed too.
     let tokens = || list_members(headers, header::CONNECTION);
+    // A field `kept` goes too when `Connection` names it (RFC 9110 §7.6.1).
     let stripped_anyway = |token: &str| {
         token.eq_ignore_ascii_case("close")
             || STRIPPED
                 .iter()
-                .any(|h| token.eq_ignore_ascii_case(h.as_str()))
+                .enumerate()
+                .any(|(i, h)| kept & (1 << i) == 0 && token.eq_ignore_ascii_case(h.as_str()))
     };
     if names_others && !tokens().all(stripped_anyway) {
         let named: Vec<HeaderName> = tokens()
@@ -488,8 +490,6 @@ fn extend_list(
     }
 }
 
-/// The lines of a list-valued field as one list (RFC 9110 §5.3), or `None` if one is not
-/// text.
 /// Whether `text` is a `Forwarded` field value (RFC 7239 §4): elements separated by
 /// commas (with optional whitespace), each pairs `token=value` separated by semicolons,
 /// no parameter twice in an element, a value a token or a quoted string.
@@ -566,6 +566,8 @@ fn is_forwarded(text: &[u8]) -> bool {
     }
 }
 
+/// The lines of a list-valued field as one list (RFC 9110 §5.3), or `None` if one is not
+/// text.
 fn joined<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
     let mut text = lines.next()?.to_str().ok()?.to_owned();
     for line in lines {
@@ -648,6 +650,37 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("upgrade", "h2c"), ("date", "now")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["date"]);
+    }
+
+    #[test]
+    fn a_response_keeps_trailer_unless_its_connection_names_it() {
+        let left = |pairs: &[(&str, &str)]| {
+            let mut h = map(pairs);
+            strip_hop_by_hop_from_response(&mut h);
+            let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+            left.sort_unstable();
+            left
+        };
+        assert_eq!(
+            left(&[("trailer", "x-sum"), ("connection", "keep-alive")]),
+            ["trailer"]
+        );
+        // RFC 9110 §7.6.1: a field the `Connection` names goes, end-to-end or not.
+        assert_eq!(
+            left(&[
+                ("trailer", "x-sum"),
+                ("connection", "Trailer"),
+                ("date", "now")
+            ]),
+            ["date"]
+        );
+        assert_eq!(
+            left(&[("trailer", "x-sum"), ("connection", "close, te, trailer")]),
+            Vec::<String>::new()
+        );
+        let mut request = map(&[("trailer", "x-sum")]);
+        strip_hop_by_hop(&mut request);
+        assert!(request.is_empty(), "a request's goes anyway");
     }
 
     #[test]

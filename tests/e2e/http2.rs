@@ -1149,3 +1149,68 @@ fn a_raw_utf8_path_over_http2_is_percent_encoded_before_it_is_forwarded_or_serve
         assert_eq!(data, body.len(), "{path}: {frames:?}");
     }
 }
+
+#[test]
+fn an_http2_client_over_tls_that_sends_nothing_is_closed_at_the_request_timeout_uncounted() {
+    // ALPN chose h2 before the client sent a byte of its preface: a client that then
+    // says nothing is closed as a silent HTTP/1.1 one is, not counted as a slow head.
+    let port = free_port();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key_pem = cert.signing_key.serialize_pem();
+    let app = spawn_app_with(|dir| {
+        std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"ssl:{port}:interface=127.0.0.1:privateKey={}:certKey={}\"\n\
+             root = \"{}\"\nlimits = {{ request_timeout = \"1s\" }}\n",
+            dir.join("key.pem").display(),
+            dir.join("cert.pem").display(),
+            dir.display()
+        )
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let took = runtime.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = tls_client(&cert_pem, b"h2")
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let started = std::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(8), async {
+            let mut all = Vec::new();
+            let _ = stream.read_to_end(&mut all).await;
+        })
+        .await;
+        assert!(read.is_ok(), "still open after 8 s");
+        started.elapsed()
+    });
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "closed after {took:?}; request_timeout is 1 s"
+    );
+    assert_eventually!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="timeout",service="web",transport="tls"}"#
+        ) == Some(1.0),
+        "{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert_eq!(
+        app.metric(r#"weft_http_requests_refused_total{reason="head_timeout",service="web"}"#)
+            .unwrap_or(0.0),
+        0.0,
+        "{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert!(!app.log().contains("\" 408 "), "{}", app.log());
+}

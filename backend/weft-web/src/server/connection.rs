@@ -124,7 +124,11 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
         Speaks::H2 => {
             conn.multiplexed.set(true);
             let tasks = StreamTasks::new(state.clone(), conn.clone(), transport.clone());
-            let (scan, mut deadline) = heads::watch(request_timeout, transport.clone());
+            let (scan, mut deadline) = heads::watch(
+                request_timeout,
+                tokio::time::Instant::from_std(started),
+                transport.clone(),
+            );
             let io = io.watching_frames(scan, Sent::new(&tasks));
             let builder = protocol::h2_builder(limits.max_header_bytes, tasks);
             let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
@@ -137,7 +141,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 &transport,
                 connection,
                 |c| c.graceful_shutdown(),
-                |cx| deadline.poll_late(cx).then(|| deadline.what()),
+                |cx| deadline.poll_late(cx),
                 Some(streams),
             )
             .await
@@ -146,7 +150,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     match ended {
         Ended::Served(Ok(())) => {}
         Ended::Served(Err(err)) => connection_failed(&state, &conn, &transport, &err, started),
-        Ended::HeadTimedOut(what) => head_timed_out(&state, &conn, &transport, what, started),
+        Ended::HeadTimedOut(late) => head_timed_out(&state, &conn, &transport, late, started),
         Ended::ClientStalled(after) => {
             let message = format!(
                 "the HTTP/2 client moved no request or response along for {after:?} after \
@@ -174,7 +178,7 @@ enum Ended {
     Served(hyper::Result<()>),
     /// An HTTP/2 preface or request head (this) was not complete within
     /// `request_timeout`: the connection has been told GOAWAY and is to be closed.
-    HeadTimedOut(&'static str),
+    HeadTimedOut(heads::Late),
     /// An HTTP/2 connection asked to close (GOAWAY sent) made no progress
     /// (`server::streams`) for the reactor's close timeout with no request waiting on a
     /// file or an upstream: what is left waits on the client alone (its preface, a PING's
@@ -207,10 +211,22 @@ impl Streams<'_> {
     }
 }
 
-/// An HTTP/2 client that left its preface or a request head (`what`) unfinished past
+/// An HTTP/2 client that left its preface or a request head unfinished past
 /// `request_timeout`: closed and counted like an HTTP/1.1 client that sends its head too
-/// slowly.
-fn head_timed_out(state: &State, conn: &Conn, transport: &Transport, what: &str, started: Instant) {
+/// slowly. One that sent nothing at all (over TLS, HTTP/2 chosen by ALPN) is closed
+/// uncounted, as a silent HTTP/1.1 client is.
+fn head_timed_out(
+    state: &State,
+    conn: &Conn,
+    transport: &Transport,
+    late: heads::Late,
+    started: Instant,
+) {
+    if late == heads::Late::Silent {
+        transport.lose_connection_with(CloseReason::TimedOut);
+        return;
+    }
+    let what = late.what();
     let timeout = state.config.limits.request_timeout;
     state.recorder.refused(Refusal::HeadTimeout);
     log_headless(state, conn, StatusCode::REQUEST_TIMEOUT, started);
@@ -349,7 +365,7 @@ async fn until_closed<C>(
     transport: &Transport,
     mut connection: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
-    mut head_late: impl FnMut(&mut Context<'_>) -> Option<&'static str>,
+    mut head_late: impl FnMut(&mut Context<'_>) -> Option<heads::Late>,
     streams: Option<Streams<'_>>,
 ) -> Ended
 where
@@ -387,12 +403,12 @@ where
         {
             return Poll::Ready(Ended::GoawayIgnored(streams.taken.get()));
         }
-        if let Some(what) = head_late(cx) {
+        if let Some(late) = head_late(cx) {
             shutdown(connection.as_mut());
             if let Poll::Ready(served) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Ended::Served(served));
             }
-            return Poll::Ready(Ended::HeadTimedOut(what));
+            return Poll::Ready(Ended::HeadTimedOut(late));
         }
         // Only once asked to close: after GOAWAY for its request cap, a stream that is
         // quiet for a while (a long poll, server-sent events) is left to finish.

@@ -23,6 +23,42 @@ use weft::Transport;
 use super::frames::{CONTINUATION, DATA, Frames, HEADERS, PREFACE_LEN, PUSH_PROMISE, Seen};
 
 const END_HEADERS: u8 = 0x4;
+const SETTINGS: u8 = 0x4;
+
+/// How far the client's preface has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preface {
+    /// Not a byte of it (over TLS, where ALPN chose HTTP/2 before the client sent any).
+    Unheard,
+    /// Begun, its SETTINGS frame not yet.
+    Heard,
+    /// Inside its SETTINGS frame.
+    Settings,
+    /// All in.
+    Whole,
+}
+
+/// What took longer than `request_timeout`, when a [`Deadline`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Late {
+    /// The client sent nothing at all: it is closed uncounted, as a silent HTTP/1.1 one.
+    Silent,
+    /// The preface it began.
+    Preface,
+    /// A request head.
+    Head,
+}
+
+impl Late {
+    /// For the log.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Self::Silent => "request (it sent nothing)",
+            Self::Preface => "HTTP/2 connection preface (its SETTINGS frame)",
+            Self::Head => "HTTP/2 request head (HEADERS and CONTINUATION up to END_HEADERS)",
+        }
+    }
+}
 
 /// Follows the frames of the client's byte stream.
 #[derive(Debug)]
@@ -32,9 +68,9 @@ pub(crate) struct Scan {
     ends_head: bool,
     /// When the head being received began; shared with the [`Deadline`].
     open_since: Rc<Cell<Option<Instant>>>,
-    /// Whether the preface has not all come yet (the first frame is its SETTINGS); shared
-    /// with the [`Deadline`].
-    in_preface: Rc<Cell<bool>>,
+    /// How far the preface has come (its first frame is a SETTINGS); shared with the
+    /// [`Deadline`].
+    preface: Rc<Cell<Preface>>,
     /// The connection's transport, told of the client's progress: a head, or body bytes
     /// (`server::streams`).
     progress: Option<Transport>,
@@ -43,14 +79,14 @@ pub(crate) struct Scan {
 impl Scan {
     fn new(
         open_since: Rc<Cell<Option<Instant>>>,
-        in_preface: Rc<Cell<bool>>,
+        preface: Rc<Cell<Preface>>,
         progress: Option<Transport>,
     ) -> Self {
         Self {
             frames: Frames::after(PREFACE_LEN),
             ends_head: false,
             open_since,
-            in_preface,
+            preface,
             progress,
         }
     }
@@ -62,9 +98,12 @@ impl Scan {
             frames,
             ends_head,
             open_since,
-            in_preface,
+            preface,
             progress,
         } = self;
+        if preface.get() == Preface::Unheard && !bytes.is_empty() {
+            preface.set(Preface::Heard);
+        }
         frames.feed(bytes, |seen| match seen {
             Seen::Began { kind, flags, len } => {
                 let progressed = match kind {
@@ -76,6 +115,9 @@ impl Scan {
                     transport.mark_activity();
                 }
                 *ends_head = false;
+                if preface.get() == Preface::Heard && kind == SETTINGS {
+                    preface.set(Preface::Settings);
+                }
                 match kind {
                     HEADERS | PUSH_PROMISE => {
                         // The clock is read only here, not per read.
@@ -87,8 +129,8 @@ impl Scan {
                 }
             }
             Seen::Ended if *ends_head => open_since.set(None),
-            Seen::Ended if in_preface.get() => {
-                in_preface.set(false);
+            Seen::Ended if preface.get() == Preface::Settings => {
+                preface.set(Preface::Whole);
                 open_since.set(None);
             }
             Seen::Ended | Seen::Reset { .. } => {}
@@ -98,35 +140,41 @@ impl Scan {
 
 /// A scan for the byte stream of an HTTP/2 connection from its preface on, which marks
 /// the client's progress on `transport`, and the [`Deadline`] that tells when the
-/// preface, begun now, or a head it follows is `timeout` old.
-pub(crate) fn watch(timeout: Duration, transport: Transport) -> (Scan, Deadline) {
-    let open_since = Rc::new(Cell::new(Some(Instant::now())));
-    let in_preface = Rc::new(Cell::new(true));
+/// preface (due `timeout` after the connection `began`) or a head it follows is
+/// `timeout` old.
+pub(crate) fn watch(timeout: Duration, began: Instant, transport: Transport) -> (Scan, Deadline) {
+    watching(timeout, began, Some(transport))
+}
+
+fn watching(timeout: Duration, began: Instant, progress: Option<Transport>) -> (Scan, Deadline) {
+    let open_since = Rc::new(Cell::new(Some(began)));
+    let preface = Rc::new(Cell::new(Preface::Unheard));
     let deadline = Deadline {
         open_since: open_since.clone(),
-        in_preface: in_preface.clone(),
+        preface: preface.clone(),
         timeout,
         sleep: None,
     };
-    (Scan::new(open_since, in_preface, Some(transport)), deadline)
+    (Scan::new(open_since, preface, progress), deadline)
 }
 
 /// When the head a [`Scan`] is following has taken too long.
 pub(crate) struct Deadline {
     open_since: Rc<Cell<Option<Instant>>>,
-    in_preface: Rc<Cell<bool>>,
+    preface: Rc<Cell<Preface>>,
     timeout: Duration,
-    /// Set for the preface, and moved to each head's deadline.
+    /// Set for the preface, and moved to each head's deadline (left armed in between: a
+    /// wake-up after a head is due that finds nothing late is cheaper than a new timer
+    /// for every head).
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Deadline {
-    /// Whether the head being received is `timeout` old; when it is not yet, `cx` is woken
-    /// when it will be. Call it after the connection was polled (which reads).
-    pub(crate) fn poll_late(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(since) = self.open_since.get() else {
-            return false;
-        };
+    /// What is `timeout` old, the preface or the head being received, if either is; when
+    /// neither is yet, `cx` is woken when it will be. Call it after the connection was
+    /// polled (which reads).
+    pub(crate) fn poll_late(&mut self, cx: &mut Context<'_>) -> Option<Late> {
+        let since = self.open_since.get()?;
         let at = since + self.timeout;
         let sleep = self
             .sleep
@@ -134,16 +182,15 @@ impl Deadline {
         if sleep.deadline() != at {
             sleep.as_mut().reset(at);
         }
-        sleep.as_mut().poll(cx).is_ready()
-    }
-
-    /// What is late when [`poll_late`](Self::poll_late) says so, for the log.
-    pub(crate) fn what(&self) -> &'static str {
-        if self.in_preface.get() {
-            "HTTP/2 connection preface (its SETTINGS frame)"
-        } else {
-            "HTTP/2 request head (HEADERS and CONTINUATION up to END_HEADERS)"
-        }
+        sleep
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| match self.preface.get() {
+                Preface::Unheard => Late::Silent,
+                Preface::Heard | Preface::Settings => Late::Preface,
+                Preface::Whole => Late::Head,
+            })
     }
 }
 
@@ -160,17 +207,49 @@ mod tests {
         out
     }
 
-    /// Feeds `bytes` after a preface's magic, `chunk` bytes at a time; when the open head
-    /// (or the preface) began.
-    fn scan(bytes: &[u8], chunk: usize) -> Option<Instant> {
-        let open = Rc::new(Cell::new(Some(Instant::now())));
-        let mut scan = Scan::new(open.clone(), Rc::new(Cell::new(true)), None);
-        let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    /// Feeds `bytes` (after a preface's magic, with `magic`), `chunk` bytes at a time, to
+    /// a new connection's scan; what its deadline then follows: since when, and how far
+    /// the preface came.
+    fn scan_from(magic: bool, bytes: &[u8], chunk: usize) -> (Option<Instant>, Preface) {
+        let (mut scan, deadline) = watching(Duration::from_secs(1), Instant::now(), None);
+        let mut all = if magic {
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec()
+        } else {
+            Vec::new()
+        };
         all.extend_from_slice(bytes);
         for piece in all.chunks(chunk) {
             scan.feed(piece);
         }
-        open.get()
+        (deadline.open_since.get(), deadline.preface.get())
+    }
+
+    fn scan(bytes: &[u8], chunk: usize) -> Option<Instant> {
+        scan_from(true, bytes, chunk).0
+    }
+
+    #[test]
+    fn the_preface_is_due_from_the_connection_s_start_until_its_settings_frame_is_in() {
+        let settings = frame(SETTINGS, 0, 6);
+        let (open, preface) = scan_from(false, &[], 1);
+        assert!(open.is_some(), "due from the start");
+        assert_eq!(preface, Preface::Unheard, "a client that said nothing");
+        for chunk in [1, 2, 7, 9, 64, 4096] {
+            let (open, preface) = scan_from(true, &[], chunk);
+            assert_eq!((open.is_some(), preface), (true, Preface::Heard), "{chunk}");
+            let (open, preface) = scan_from(true, &settings[..10], chunk);
+            assert_eq!(
+                (open.is_some(), preface),
+                (true, Preface::Settings),
+                "{chunk}"
+            );
+            let (open, preface) = scan_from(true, &settings, chunk);
+            assert_eq!((open, preface), (None, Preface::Whole), "{chunk}");
+            // Only a SETTINGS frame ends it: a first frame of another kind leaves it open
+            // (hyper ends such a connection as a protocol error).
+            let (open, preface) = scan_from(true, &frame(0x8, 0, 4), chunk);
+            assert_eq!((open.is_some(), preface), (true, Preface::Heard), "{chunk}");
+        }
     }
 
     #[test]
@@ -186,16 +265,6 @@ mod tests {
         let finished = [unfinished.clone(), frame(CONTINUATION, END_HEADERS, 0)].concat();
         let cut_short = frame(HEADERS, END_HEADERS, 20)[..15].to_vec();
         for chunk in [1, 2, 7, 9, 64, 4096] {
-            assert!(scan(&[], chunk).is_some(), "{chunk}: the preface is open");
-            assert!(
-                scan(&settings[..10], chunk).is_some(),
-                "{chunk}: the preface's SETTINGS not all in"
-            );
-            assert_eq!(
-                scan(&settings, chunk),
-                None,
-                "{chunk}: the preface is whole"
-            );
             assert_eq!(scan(&complete, chunk), None, "{chunk}");
             assert!(scan(&unfinished, chunk).is_some(), "{chunk}");
             assert_eq!(scan(&finished, chunk), None, "{chunk}");

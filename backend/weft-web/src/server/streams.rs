@@ -14,17 +14,20 @@
 //! One stream can also stall while its connection makes progress: a client that opens no
 //! flow-control window for a response (a SETTINGS_INITIAL_WINDOW_SIZE of 0) holds the
 //! response's file or upstream connection, while its other streams keep the connection
-//! busy. hyper polls a response body for its next piece only once h2 has room for it
-//! (the client's window, less what is still buffered for the stream): a stream whose
-//! response head, or latest piece, went to hyper and whose body was not polled again for
-//! the connection's idle timeout is reset: its task is dropped, which hyper answers with
-//! RST_STREAM (CANCEL). So a stream must take a piece of its response (64 KiB at most: a
-//! file's chunk, an upstream's read) within `idle_timeout`, about 1 KiB/s at the default
-//! 60 s. It is counted as refused `send_timeout` and logged as cut short, as an HTTP/1.1
-//! connection whose client stops reading is closed (nginx's `send_timeout`). The last
-//! piece is timed alike: hyper takes it from the body and then waits for room to send it,
-//! so a body that has ended is still cut short (and logged so: `Logged` writes its line
-//! when it is dropped) if the client takes none of its last piece in time.
+//! busy. hyper takes a piece from a response body and holds it until the stream has some
+//! room (the client's window, less what h2 still buffers for the stream), then hands it
+//! to h2 whole (h2 buffers what the window cannot take yet) and polls the body for the
+//! next: a stream whose response head, or latest piece, went to hyper and whose body was
+//! not polled again for the connection's idle timeout is reset: its task is dropped,
+//! which hyper answers with RST_STREAM (CANCEL). So a stream must take a piece of its
+//! response (64 KiB at most: a file's chunk, an upstream's read) within `idle_timeout`,
+//! about 1 KiB/s at the default 60 s. It is counted as refused `send_timeout` and logged
+//! as cut short, as an HTTP/1.1 connection whose client stops reading is closed (nginx's
+//! `send_timeout`). The last piece is timed alike while it waits for room (a body that
+//! has ended is then still cut short, and logged so: `Logged` writes its line when it is
+//! dropped); once any room lets hyper hand it to h2, the stream's task ends and the
+//! request is logged whole, and what h2 still buffers of it is left to the connection's
+//! own timeouts.
 //!
 //! The response body ([`Logged`](crate::access_log::Logged)) says when it is made and
 //! what each of its polls did through a thread-local, which the stream's task reads after

@@ -291,7 +291,9 @@ impl Opened {
         let shared = self.handed_over.get() || (!started && !self.fresh);
         if let (Address::Unix(Some(path)), false) = (&self.local, shared) {
             // Only the file this port bound: one removed and bound again outside weft, or
-            // by the listener a reload made, is not this port's to remove.
+            // by the listener a reload made, is not this port's to remove. (A file swapped
+            // in between this check and the removal would still go: a narrow window,
+            // which only a process racing weft for the path at that instant can hit.)
             let ours = self.key.as_ref().filter(|key| key.still_at(&self.local));
             if let Some(key) = ours {
                 let _ = std::fs::remove_file(path);

@@ -543,3 +543,68 @@ fn an_http2_stream_whose_upstream_pauses_past_the_idle_and_close_timeouts_is_wai
         "the client was not at fault"
     );
 }
+
+#[test]
+fn an_upstream_that_drops_trailing_slashes_is_not_sent_round_a_redirect_loop() {
+    // Behind `prefix = "/app/"` with base path `/base`, `/app/` goes upstream as `/base/`,
+    // which this upstream redirects to `/base`: that must lead the client to a path that
+    // goes upstream as `/base` (`/app`), not back to `/app/`.
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut buf = [0; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            let reply = if line.starts_with("GET /base/ ") {
+                format!(
+                    "HTTP/1.1 301 Moved Permanently\r\nLocation: http://{up}/base\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{line}",
+                    line.len()
+                )
+            };
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _app = spawn_app_with(|_| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\n\
+             [[service.route]]\nprefix = \"/app/\"\nupstream = \"http://{up}/base\"\n",
+            port = web.port(),
+        )
+    });
+    let first = exchange(
+        web,
+        "GET /app/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(first.status, 301, "{first:?}");
+    let location = first.header("location").expect("a Location").to_owned();
+    assert_eq!(
+        location, "/app",
+        "the upstream's address is not leaked, and no loop"
+    );
+    let second = exchange(
+        web,
+        &format!("GET {location} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(second.text(), "GET /base HTTP/1.1", "{second:?}");
+}

@@ -156,11 +156,18 @@ pub struct Route {
 }
 
 impl Route {
-    /// Whether `path` lies under the prefix, on a segment boundary.
-    fn matches(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| {
-            self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
-        })
+    /// How `path` lies under the prefix, if it does, on a segment boundary: the length of
+    /// the prefix it matched, and whether it matched it whole. A prefix `/app/` also takes
+    /// `/app` itself, its last slash left out (the upstream's base path itself,
+    /// `proxy::upstream_target`), so that a path and its redirect map one to one both
+    /// ways; below a route whose prefix is `/app`, which takes it whole.
+    fn matched(&self, path: &str) -> Option<(usize, bool)> {
+        if let Some(rest) = path.strip_prefix(self.prefix.as_str()) {
+            let boundary = self.prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/');
+            return boundary.then_some((self.prefix.len(), true));
+        }
+        let bare = self.prefix.strip_suffix('/')?;
+        (!bare.is_empty() && path == bare).then_some((bare.len(), false))
     }
 
     /// A route to one upstream, checking that the prefix is a path and the URL parses.
@@ -419,8 +426,9 @@ impl WebConfig {
     pub fn route_for(&self, path: &str) -> Option<&Route> {
         self.routes
             .iter()
-            .filter(|r| r.matches(path))
-            .max_by_key(|r| r.prefix.len())
+            .filter_map(|r| Some((r.matched(path)?, r)))
+            .max_by_key(|(matched, _)| *matched)
+            .map(|(_, r)| r)
     }
 
     /// Where the request path `raw` leads: its normal form and its route (`None` for
@@ -571,6 +579,30 @@ mod tests {
         assert!(config.route_for("/api/x").is_some());
         assert!(config.route_for("/apix").is_none());
         assert!(config.route_for("/api..").is_none());
+    }
+
+    #[test]
+    fn a_prefix_with_its_last_slash_takes_the_path_without_it_below_a_prefix_that_is_that_path() {
+        let host = |routes: &[(&str, &str)], p: &str| {
+            let config = WebConfig {
+                routes: routes
+                    .iter()
+                    .map(|(prefix, up)| Route::new(prefix, up).unwrap())
+                    .collect(),
+                ..WebConfig::default()
+            };
+            config.route_for(p).map(|r| r.upstreams[0].host.clone())
+        };
+        let app = [("/app/", "http://a:1/base")];
+        assert_eq!(host(&app, "/app").as_deref(), Some("a"));
+        assert_eq!(host(&app, "/app/").as_deref(), Some("a"));
+        assert_eq!(host(&app, "/apps"), None);
+        assert_eq!(host(&app, "/ap"), None);
+        let both = [("/app/", "http://a:1"), ("/app", "http://b:2")];
+        assert_eq!(host(&both, "/app").as_deref(), Some("b"));
+        assert_eq!(host(&both, "/app/x").as_deref(), Some("a"));
+        let root = [("/", "http://r:1")];
+        assert_eq!(host(&root, "/").as_deref(), Some("r"));
     }
 
     #[test]

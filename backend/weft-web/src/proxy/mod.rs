@@ -268,14 +268,11 @@ fn client_location(route: &Route, upstream: &Upstream, location: &str) -> Option
     if !(after.is_empty() || after.starts_with(['/', '?'])) {
         return None;
     }
-    // The base path stands for the prefix (without its last slash: `upstream_target`).
-    // The base path itself is the prefix whole: `/app` is not in a route `/app/`, so a
-    // redirect there would lead the client nowhere.
-    let prefix = match after.is_empty() || after.starts_with('?') {
-        true => route.prefix.as_str(),
-        false => route.prefix.trim_end_matches('/'),
-    };
-    let joined = format!("{prefix}{after}");
+    // The base path stands for the prefix without its last slash, both ways
+    // (`upstream_target`; a route `/app/` takes `/app` itself, `Route::matched`): so
+    // `/base` is `/app` and `/base/` is `/app/`, and an upstream that redirects one to
+    // the other is not sent round in a loop.
+    let joined = format!("{}{after}", route.prefix.trim_end_matches('/'));
     Some(on_this_host(&joined))
 }
 
@@ -933,9 +930,9 @@ mod tests {
         let up = "http://app.internal/base";
         for (l, ours) in [
             ("http://app.internal/base/login", "/app/login"),
-            ("http://app.internal:80/base", "/app/"),
+            ("http://app.internal:80/base", "/app"),
             ("http://app.internal/base/", "/app/"),
-            ("http://app.internal/base?x=1", "/app/?x=1"),
+            ("http://app.internal/base?x=1", "/app?x=1"),
         ] {
             assert_eq!(location("/app/", up, l).as_deref(), Some(ours), "{l}");
         }

@@ -517,3 +517,42 @@ fn a_unix_socket_moved_away_and_back_by_two_reloads_is_bound_again_for_both_reac
         }
     }
 }
+
+#[test]
+fn a_unix_socket_whose_file_was_removed_outside_weft_stops_listening_when_its_service_moves() {
+    // The reactors share one listener per socket file: the port that lets it go must
+    // drop it too when the file is already gone, or it listens on, unreachable, for ever.
+    let app = spawn_app_with(|dir| {
+        format!(
+            "[[service]]\nname = \"sock\"\nkind = \"echo\"\nlisten = \"unix:{}\"\n\n[gateway]\nreactors = 2\n",
+            dir.join("a.sock").display()
+        )
+    });
+    let (a, b) = (app.dir.path().join("a.sock"), app.dir.path().join("b.sock"));
+    assert_eq!(echo_unix(&a).unwrap(), "ping\n");
+    let listening_at = |path: &std::path::Path| {
+        let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+        let path = path.display().to_string();
+        table.lines().filter(|l| l.ends_with(&path)).count()
+    };
+    assert!(
+        listening_at(&a) > 0,
+        "the kernel lists the listener by its path"
+    );
+    std::fs::remove_file(&a).unwrap();
+    let path = app.dir.path().join("weft.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config.replace(&a.display().to_string(), &b.display().to_string()),
+    )
+    .unwrap();
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", app.log());
+    assert_eq!(echo_unix(&b).unwrap(), "ping\n");
+    assert_eventually!(
+        listening_at(&a) == 0,
+        "a socket still listens at {}",
+        a.display()
+    );
+}

@@ -294,9 +294,12 @@ impl Opened {
             // by the listener a reload made, is not this port's to remove. (A file swapped
             // in between this check and the removal would still go: a narrow window,
             // which only a process racing weft for the path at that instant can hit.)
-            let ours = self.key.as_ref().filter(|key| key.still_at(&self.local));
-            if let Some(key) = ours {
-                let _ = std::fs::remove_file(path);
+            if let Some(key) = &self.key {
+                if key.still_at(&self.local) {
+                    let _ = std::fs::remove_file(path);
+                }
+                // The reactors' shared listener goes either way: one whose file is gone
+                // can be reached by no one, and kept it would listen on for ever.
                 if let Some(group) = super::group::current() {
                     group.forget_unix(path, key);
                 }

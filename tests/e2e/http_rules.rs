@@ -416,6 +416,14 @@ fn a_request_pipelined_behind_others_and_given_up_at_a_half_close_is_counted_and
             "{}",
             app.log()
         );
+        // Counted under its route, not as a request refused before routing.
+        let by_route = |route: &str| {
+            app.metric(&format!(
+                r#"weft_http_route_requests_total{{code="4xx",route="{route}",service="web"}}"#
+            ))
+        };
+        assert_eq!(by_route("/api/"), Some(1.0));
+        assert_eq!(by_route("unrouted"), Some(0.0));
     }
 }
 
@@ -495,6 +503,13 @@ fn an_upstream_body_that_stops_coming_is_cut_at_the_upstream_timeout_and_a_bad_s
     let reply = exchange(web, "GET /odd/x HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(reply.status, 502, "{reply:?}");
     assert!(app.log().contains("is not a status code"), "{}", app.log());
+    // So is one answering a request to switch protocols.
+    let reply = exchange(
+        web,
+        "GET /odd/ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(reply.status, 502, "{reply:?}");
 }
 
 #[test]

@@ -208,6 +208,23 @@ impl UpstreamError {
     }
 }
 
+/// RFC 9110 §15: a status outside 100-599 is not one; the client could not read it.
+pub(crate) fn a_status<B>(
+    response: &Response<B>,
+    upstream: &Upstream,
+) -> Result<(), UpstreamError> {
+    if response.status().as_u16() > 599 {
+        return Err(UpstreamError::Exchange(
+            upstream.url.clone(),
+            format!(
+                "the response's status {} is not a status code",
+                response.status()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The path and query to ask `upstream` for: the request's, with the route's prefix
 /// replaced by the upstream's base path when it has one.
 pub(crate) fn upstream_target(route: &Route, upstream: &Upstream, uri: &Uri) -> String {
@@ -503,16 +520,7 @@ pub(crate) async fn forward(
             "for a request that did not ask to".into(),
         ));
     }
-    // RFC 9110 §15: a status outside 100-599 is not one; the client could not read it.
-    if response.status().as_u16() > 599 {
-        return Err(UpstreamError::Exchange(
-            upstreams.targets[i].upstream.url.clone(),
-            format!(
-                "the response's status {} is not a status code",
-                response.status()
-            ),
-        ));
-    }
+    a_status(&response, &upstreams.targets[i].upstream)?;
     Ok(respond(
         route,
         &upstreams.targets[i],

@@ -251,6 +251,7 @@ async fn exchange(
     let response = send(&mut sender, request, upstream, limits).await?;
     abandon.0 = None;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        super::a_status(&response, upstream)?;
         return Ok(respond(
             route,
             &to.upstreams.targets[i],

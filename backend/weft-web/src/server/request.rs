@@ -233,10 +233,16 @@ impl Drop for Taken {
         }
         let state = &*self.state;
         let head = &self.head;
+        // Counted under the route its path leads to, as it would have been; one whose
+        // path no route could take is unrouted.
+        let route = match state.config.route_path(head.uri.path()) {
+            Ok((_, route)) => state.routes.of(&state.config, route),
+            Err(_) => &state.routes.unrouted,
+        };
         Unanswered {
             state,
             client: &self.conn.client_text,
-            route: &state.routes.unrouted,
+            route,
             method: MethodLabel::from(&head.method),
             started: self.since,
             logged: &mut state.access_log.is_on().then(|| logged_request(head)),

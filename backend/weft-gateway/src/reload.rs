@@ -132,6 +132,9 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
     tracing::info!(source = %describe(source), "reloading the configuration");
     notifier.reloading();
     let outcome = match read(source).await {
+        Err((ReloadResult::Failed, message)) => {
+            ReloadOutcome::new(ReloadResult::Failed, format!("{message}; nothing changed"))
+        }
         Err((result, message)) => ReloadOutcome::new(result, message),
         Ok(config) => match running.apply(config) {
             Ok(mut applied) => {

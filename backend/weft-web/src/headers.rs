@@ -473,12 +473,19 @@ fn extend_list(
 ) {
     match headers.entry(name) {
         Entry::Occupied(mut prior) => match joined(prior.iter()).filter(|text| valid(text)) {
-            Some(text) => {
-                let member = member.to_str().unwrap_or_default();
-                if let Ok(v) = HeaderValue::from_str(&format!("{text}, {member}")) {
-                    prior.insert(v);
+            // Empty elements at either end are left out: a sender MUST NOT make them
+            // (RFC 9110 §5.6.1), and appending would turn `a,` into `a,, ours`.
+            Some(text) => match text.trim_matches([',', ' ', '\t']) {
+                "" => {
+                    prior.insert(member);
                 }
-            }
+                text => {
+                    let member = member.to_str().unwrap_or_default();
+                    if let Ok(v) = HeaderValue::from_str(&format!("{text}, {member}")) {
+                        prior.insert(v);
+                    }
+                }
+            },
             // Not text, or not valid: nothing to add to.
             None => {
                 prior.insert(member);
@@ -492,7 +499,8 @@ fn extend_list(
 
 /// Whether `text` is a `Forwarded` field value (RFC 7239 §4): elements separated by
 /// commas (with optional whitespace), each pairs `token=value` separated by semicolons,
-/// no parameter twice in an element, a value a token or a quoted string.
+/// no parameter twice in an element, a value a token or a quoted string. An element of
+/// more than 8 parameters is refused too (RFC 7239 defines 4; a bound on the checking).
 fn is_forwarded(text: &[u8]) -> bool {
     let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     let ows = |i: &mut usize| {
@@ -803,6 +811,29 @@ mod tests {
             assert_eq!(h["forwarded"], format!("{good}, {ours}"), "{good}");
         }
         assert!(!is_forwarded(b"for=\"a\x01\""));
+    }
+
+    #[test]
+    fn no_empty_list_element_is_made_where_this_proxy_s_member_is_added() {
+        let forwarding = Forwarding::new(Some("192.0.2.7".parse().unwrap()), false);
+        for (prior, forwarded, xff) in [
+            (",", "for=192.0.2.7;proto=http", "192.0.2.7"),
+            (
+                "for=a, ",
+                "for=a, for=192.0.2.7;proto=http",
+                "for=a, 192.0.2.7",
+            ),
+            (
+                " ,for=a,",
+                "for=a, for=192.0.2.7;proto=http",
+                "for=a, 192.0.2.7",
+            ),
+        ] {
+            let mut h = map(&[("forwarded", prior), ("x-forwarded-for", prior)]);
+            forwarding.add(&mut h, None);
+            assert_eq!(h["forwarded"], forwarded, "{prior:?}");
+            assert_eq!(h["x-forwarded-for"], xff, "{prior:?}");
+        }
     }
 
     #[test]

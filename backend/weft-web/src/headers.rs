@@ -117,7 +117,7 @@ fn strip_hop_by_hop_but(headers: &mut HeaderMap, kept: u16) {
 /// definition does not allow it): framing, routing, request modifiers, authentication,
 /// response controls and content format. After the body they could only contradict the
 /// header section, or be taken for it by a recipient that merges the two.
-const NOT_TRAILERS: [HeaderName; 24] = [
+const NOT_TRAILERS: [HeaderName; 28] = [
     // Framing and routing.
     header::CONTENT_LENGTH,
     header::HOST,
@@ -137,6 +137,8 @@ const NOT_TRAILERS: [HeaderName; 24] = [
     header::WWW_AUTHENTICATE,
     header::COOKIE,
     header::SET_COOKIE,
+    HeaderName::from_static("authentication-info"),
+    HeaderName::from_static("proxy-authentication-info"),
     // Response controls.
     header::AGE,
     header::EXPIRES,
@@ -147,6 +149,8 @@ const NOT_TRAILERS: [HeaderName; 24] = [
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
     header::CONTENT_RANGE,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
 ];
 
 /// Removes from `trailers` the fields that do not travel in trailers ([`NOT_TRAILERS`]
@@ -658,6 +662,26 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("upgrade", "h2c"), ("date", "now")]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["date"]);
+    }
+
+    #[test]
+    fn trailers_keep_only_the_fields_that_may_travel_in_them() {
+        let mut t = map(&[
+            ("x-checksum", "abc"),
+            ("server-timing", "db;dur=5"),
+            ("content-language", "de"),
+            ("content-location", "/x"),
+            ("authentication-info", "nextnonce=1"),
+            ("proxy-authentication-info", "nextnonce=2"),
+            ("set-cookie", "a=b"),
+            ("content-length", "3"),
+            ("connection", "close"),
+            ("te", "trailers"),
+        ]);
+        strip_from_trailers(&mut t);
+        let mut left: Vec<_> = t.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["server-timing", "x-checksum"]);
     }
 
     #[test]

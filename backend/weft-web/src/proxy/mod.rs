@@ -854,7 +854,8 @@ fn fault_in(mut cause: Option<&(dyn std::error::Error + 'static)>) -> Option<Bod
 /// (RST_STREAM, such as CANCEL: it went away) rather than this end (for breaking the
 /// protocol: a body longer than its `content-length`, say). A body that broke off
 /// otherwise (shorter than its `content-length`) is a bad body, not this. A stream whose
-/// connection the client closed (an I/O error under h2, or its GOAWAY) went away with it.
+/// connection the client closed (an I/O error under h2, or its GOAWAY) went away with it;
+/// an I/O error of weft's own side (rare: the socket is the client's) is taken so too.
 fn stream_reset(err: &hyper::Error) -> Option<(String, bool)> {
     let mut cause = std::error::Error::source(err);
     while let Some(c) = cause {

@@ -293,3 +293,55 @@ fn clients_connect_from_their_bind_address() {
         [[127, 0, 0, 2], [127, 0, 0, 3]].map(std::net::IpAddr::from)
     );
 }
+
+struct Made(Rc<std::cell::Cell<bool>>);
+
+impl Protocol for Made {
+    fn connection_made(&mut self, _transport: &Transport) {
+        self.0.set(true);
+    }
+
+    fn data_received(&mut self, _transport: &Transport, _data: &[u8]) {}
+}
+
+#[test]
+fn a_connection_made_for_a_caller_that_gave_up_before_reading_it_is_closed() {
+    // The caller drops its `connect` future after the connection was made and handed to
+    // it, but before reading it (as a `select!` that takes another branch does): nobody
+    // owns the connection, so it must be closed, not left running for ever.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp:127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let reactor = weft::Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let r = reactor.clone();
+    reactor.call_when_running(move || {
+        let reactor = r.clone();
+        r.spawn(async move {
+            let made = Rc::new(std::cell::Cell::new(false));
+            let mut connect = Box::pin(reactor.connect(&endpoint, Made(made.clone())));
+            // Polled once (the attempt starts), then left unread until it has connected.
+            std::future::poll_fn(|cx| {
+                let _ = connect.as_mut().poll(cx);
+                std::task::Poll::Ready(())
+            })
+            .await;
+            while !made.get() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(connect);
+        });
+    });
+    weft_test_support::run_with_client(&reactor, move || {
+        let (mut accepted, _) = listener.accept().unwrap();
+        accepted
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0; 16];
+        let read = accepted.read(&mut buf).map_err(|e| e.kind());
+        assert_eq!(read, Ok(0), "the unclaimed connection is closed");
+    });
+}

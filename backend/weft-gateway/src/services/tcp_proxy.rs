@@ -189,6 +189,8 @@ impl Protocol for Downstream {
             let service = down.info().service.clone();
             let connect = reactor.connect_as(&service, &endpoint, Upstream { down: down.clone() });
             let connected = tokio::select! {
+                // A connection made as the client left is taken, and closed below.
+                biased;
                 connected = connect => connected,
                 _ = client_left => {
                     tracing::debug!(%endpoint, peer = %down.peer(), "the client left while connecting upstream");
@@ -293,6 +295,10 @@ impl Protocol for Upstream {
     }
 
     fn read_connection_lost(&mut self, _transport: &Transport) -> HalfClose {
+        // With its client gone there is nobody to write to or hear from: it ends.
+        if self.down.is_closed() {
+            return HalfClose::Close;
+        }
         self.down.lose_write_connection();
         HalfClose::KeepWriting
     }

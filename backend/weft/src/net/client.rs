@@ -292,10 +292,10 @@ impl Reactor {
                 &once,
                 &cancel,
                 |t| {
-                    if let Some(tx) = tx.take()
-                        && tx.send(Ok(t.clone())).is_err()
-                    {
-                        t.lose_connection();
+                    // Sent as an `Unclaimed`: a caller that gives up after it was sent,
+                    // before reading it, drops it unread, which closes the connection.
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(Ok(Unclaimed(Some(t.clone()))));
                     }
                 },
             )
@@ -315,7 +315,26 @@ impl Reactor {
             })
         });
         abandon.disarm();
-        connected
+        connected.map(Unclaimed::claim)
+    }
+}
+
+/// A connection made for a caller of [`Reactor::connect_as`], on its way to it: closed if
+/// dropped unclaimed (the caller gave up between the connect and reading its result), so
+/// that no connection is left running with nobody to own it.
+struct Unclaimed(Option<Transport>);
+
+impl Unclaimed {
+    fn claim(mut self) -> Transport {
+        self.0.take().expect("claimed once")
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if let Some(transport) = self.0.take() {
+            transport.lose_connection();
+        }
     }
 }
 

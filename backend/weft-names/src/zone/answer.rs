@@ -46,23 +46,26 @@ impl Zone {
         // so each record is in the answer once.
         let mut followed: Vec<LowerName> = Vec::new();
         loop {
-            let (records, synthesized) = match self.node(&name) {
-                Node::Exact(records) => (records, false),
-                Node::Wildcard(records) => (records, true),
+            let records = match self.node(&name) {
+                // A wildcard's records answer with the name as their owner (RFC 4592).
+                Node::Exact(records) | Node::Wildcard(records) => records,
                 Node::Empty => return self.negative(answer, ResponseCode::NoError),
                 Node::Missing => return self.negative(answer, ResponseCode::NXDomain),
                 Node::Delegated(cut) if *cut == name && qtype == RecordType::DS => {
                     // The DS set at a cut is the parent's (RFC 4035 section 2.4), so
                     // this zone answers for it with authority.
                     let ds = self.records.get(cut).map_or(&[][..], Vec::as_slice);
-                    if !push(&mut answer.answers, ds, RecordType::DS, None) {
+                    if !push(&mut answer.answers, ds, RecordType::DS, Some(&owner)) {
                         return self.negative(answer, ResponseCode::NoError);
                     }
                     return answer;
                 }
                 Node::Delegated(cut) => return self.referral(answer, cut),
             };
-            let rewrite = synthesized.then_some(&owner);
+            // Owned by the name as asked (or as the CNAME before wrote it), in its case,
+            // as NSD answers: the zone's case would differ from the question's, which a
+            // resolver randomising it (0x20) compares, and compress worse.
+            let rewrite = Some(&owner);
             let wanted = match qtype {
                 // RFC 8482 section 4.1: one RRset of the node, the first in the file
                 // (the SOA at the apex), over UDP and TCP alike, as NSD does.

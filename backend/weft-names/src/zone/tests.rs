@@ -31,6 +31,11 @@ fn the_example_zone_parses_with_origin_ttls_and_relative_names() {
     let www = zone.lookup(&name("WWW.Example.Test."), RecordType::A);
     assert_eq!(www.rcode, ResponseCode::NoError);
     assert_eq!(www.answers.len(), 1);
+    assert_eq!(
+        www.answers[0].name.to_string(),
+        "WWW.Example.Test.",
+        "owned by the name as asked, in its case (as NSD answers)"
+    );
     assert_eq!(www.answers[0].ttl, 300, "an explicit TTL");
     let mail = zone.lookup(&name("mail.example.test."), RecordType::A);
     assert_eq!(mail.answers[0].ttl, 3600, "$TTL 1h");

@@ -104,6 +104,11 @@ fn host_address(host: &str) -> Option<Option<IpAddr>> {
     if host.eq_ignore_ascii_case("localhost") {
         return Some(None);
     }
+    // An IPv6 address with its zone (`fe80::1%eth0`) is that address on this host.
+    let host = match host.split_once('%') {
+        Some((ip, _zone)) if ip.contains(':') => ip,
+        _ => host,
+    };
     weft::endpoint::host_ip(host).map(Some)
 }
 
@@ -139,6 +144,20 @@ fn is_this_hosts(ip: IpAddr) -> bool {
             socket.local_addr()
         })
         .is_ok_and(|from| from.ip() == ip)
+        || matches!(ip, IpAddr::V6(v6) if interface_ipv6().contains(&v6))
+}
+
+/// The IPv6 addresses of this host's interfaces, as Linux lists them: a link-local one
+/// (`fe80::…%eth0`) cannot be asked about by connecting without its interface, which an
+/// address read from an endpoint no longer carries.
+fn interface_ipv6() -> Vec<std::net::Ipv6Addr> {
+    std::fs::read_to_string("/proc/net/if_inet6")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|hex| u128::from_str_radix(hex, 16).ok())
+        .map(std::net::Ipv6Addr::from)
+        .collect()
 }
 
 /// The index of the first service with a listener `target` reaches.
@@ -251,6 +270,37 @@ fn forwarding_key(
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+
+    #[test]
+    fn every_address_of_this_host_s_interfaces_is_its_own_link_local_ones_too() {
+        for ip in super::interface_ipv6() {
+            assert!(super::is_this_hosts(ip.into()), "{ip}");
+        }
+        assert!(!super::is_this_hosts(
+            "fe80::dead:beef:1:2".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_proxy_to_this_host_s_own_link_local_address_with_its_zone_is_refused() {
+        let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+        let link_local = table.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let ip = std::net::Ipv6Addr::from(u128::from_str_radix(fields.first()?, 16).ok()?);
+            let zone = fields.last()?.to_string();
+            ip.is_unicast_link_local().then_some((ip, zone))
+        });
+        let Some((ip, zone)) = link_local else {
+            return; // No interface here has one.
+        };
+        let host = ip.to_string().replace(':', r"\\:");
+        let message = refused(&format!(
+            "[[service]]\nname = \"p\"\nkind = \"tcp-proxy\"\n\
+             listen = \"tcp:15432:interface=\\\\:\\\\:\"\n\
+             upstream = \"tcp:{host}%{zone}:15432\"\n"
+        ));
+        assert!(message.contains("own listener"), "{message}");
+    }
 
     fn refused(services: &str) -> String {
         Config::parse("weft.toml", services)

@@ -354,9 +354,8 @@ fn log_headless(state: &State, conn: &Conn, status: StatusCode, started: Instant
 
 /// Drives `connection` to its end, asking it to shut down gracefully (once) when the
 /// transport is asked to close. When `head_late` names a preface or request head that
-/// took too long, the
-/// connection is asked to shut down (HTTP/2 sends GOAWAY), polled once more to send it,
-/// and left. With `streams` (HTTP/2), the connection is asked to shut down too once it
+/// took too long, the connection is asked to shut down (HTTP/2 sends GOAWAY), polled once
+/// more to send it, and left. With `streams` (HTTP/2), the connection is asked to shut down too once it
 /// has taken its last request, and closed if the client goes on opening streams; and a
 /// connection asked to close that has no request waiting on a file or an upstream and
 /// makes no progress for the reactor's close timeout is given up: hyper would wait on the

@@ -11,6 +11,7 @@ pub(crate) const FRAME_HEADER_LEN: usize = 9;
 pub(crate) const DATA: u8 = 0x0;
 pub(crate) const HEADERS: u8 = 0x1;
 pub(crate) const RST_STREAM: u8 = 0x3;
+pub(crate) const SETTINGS: u8 = 0x4;
 pub(crate) const PUSH_PROMISE: u8 = 0x5;
 pub(crate) const CONTINUATION: u8 = 0x9;
 

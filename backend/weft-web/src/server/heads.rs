@@ -20,10 +20,11 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use weft::Transport;
 
-use super::frames::{CONTINUATION, DATA, Frames, HEADERS, PREFACE_LEN, PUSH_PROMISE, Seen};
+use super::frames::{
+    CONTINUATION, DATA, Frames, HEADERS, PREFACE_LEN, PUSH_PROMISE, SETTINGS, Seen,
+};
 
 const END_HEADERS: u8 = 0x4;
-const SETTINGS: u8 = 0x4;
 
 /// How far the client's preface has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -187,14 +187,9 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
             this.set_waiting(false);
             return Poll::Ready(());
         }
-        let polled = BODY.get();
-        match polled {
-            BodyPoll::Waiting => this.set_waiting(true),
-            BodyPoll::Gave | BodyPoll::Done => this.set_waiting(false),
-            BodyPoll::Untouched | BodyPoll::Cut => {}
-        }
-        match polled {
+        match BODY.get() {
             BodyPoll::Gave => {
+                this.set_waiting(false);
                 if let Some(limit) = this.connection.stall_limit {
                     let at = Instant::now() + limit;
                     match &mut this.stalled {
@@ -203,7 +198,10 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
                     }
                 }
             }
-            BodyPoll::Waiting | BodyPoll::Done => this.stalled = None,
+            polled @ (BodyPoll::Waiting | BodyPoll::Done) => {
+                this.set_waiting(polled == BodyPoll::Waiting);
+                this.stalled = None;
+            }
             BodyPoll::Untouched | BodyPoll::Cut => {}
         }
         let Some(sleep) = &mut this.stalled else {

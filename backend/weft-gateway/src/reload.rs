@@ -5,7 +5,9 @@
 //! Both re-read the file the process was started with and validate it exactly as
 //! `weft check` does ([`Config::read`] then [`Config::parse`], the one path
 //! [`Config::load`] takes), on a blocking thread so a large zone file never stalls the
-//! reactor; then [`Running::apply`] applies the difference on the reactor thread: new
+//! reactor; there too each zone read is compared with the one in service and, unchanged,
+//! replaced by it, so the reactor thread compares zones by identity, never record by
+//! record (see `services::dns_zones::InService`); then [`Running::apply`] applies the difference on the reactor thread: new
 //! services start, removed ones stop accepting and drain, changed ones are replaced while
 //! their open connections finish under the old settings, unchanged ones are not touched.
 //! A changed service keeps the sockets of the endpoints it still lists (they are handed to
@@ -39,6 +41,7 @@ use weft_telemetry::{ReloadOutcome, ReloadResult};
 use crate::config::Config;
 use crate::notify::Notifier;
 use crate::running::{Applied, Running};
+use crate::services::dns_zones::InService;
 
 /// Requests the dashboard may queue while a reload runs.
 pub const QUEUE: usize = 8;
@@ -131,7 +134,8 @@ pub fn serve(
 pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier) -> ReloadOutcome {
     tracing::info!(source = %describe(source), "reloading the configuration");
     notifier.reloading();
-    let outcome = match read(source).await {
+    let in_service = InService::of(running.services());
+    let outcome = match read(source, in_service).await {
         Err((ReloadResult::Failed, message)) => {
             ReloadOutcome::new(ReloadResult::Failed, format!("{message}; nothing changed"))
         }
@@ -169,16 +173,20 @@ fn describe(source: &Source) -> String {
     }
 }
 
-/// Reads and validates the configuration on a blocking thread.
-async fn read(source: &Source) -> Result<Config, (ReloadResult, String)> {
+/// Reads and validates the configuration on a blocking thread, where it also makes each
+/// zone read that is unchanged the one `in_service`, so the reactor thread never compares
+/// a zone's records.
+async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadResult, String)> {
     let path = match source {
         Source::File(path) => path.clone(),
         Source::Demo => return Ok(Config::demo()),
     };
     let checked = tokio::task::spawn_blocking(move || {
         let text = Config::read(&path).map_err(|e| (ReloadResult::Failed, e.to_string()))?;
-        Config::parse_for_reload(&path.display().to_string(), &text)
-            .map_err(|e| (ReloadResult::Invalid, e.to_string()))
+        let mut config = Config::parse_for_reload(&path.display().to_string(), &text)
+            .map_err(|e| (ReloadResult::Invalid, e.to_string()))?;
+        in_service.share(&mut config.services);
+        Ok(config)
     })
     .await;
     checked.unwrap_or_else(|e| {

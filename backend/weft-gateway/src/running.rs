@@ -200,6 +200,11 @@ impl Running {
         &self.env.access_logs
     }
 
+    /// The services running now, as last applied.
+    pub(crate) fn services(&self) -> &[ServiceConfig] {
+        &self.config.services
+    }
+
     /// The hub the services report to.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub

@@ -290,5 +290,17 @@ where
     })
 }
 
+/// Drops `value` on tokio's blocking pool (here, when no runtime runs): for a structure so
+/// large that freeing it (a DNS zone of a million records) would hold the reactor thread
+/// long enough to delay every connection on it.
+pub fn drop_in_background<T: Send + 'static>(value: T) {
+    let reactor = crate::Reactor::try_current();
+    let _context = reactor.as_ref().map(crate::Reactor::runtime_context);
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
+        Err(_) => drop(value),
+    }
+}
+
 #[cfg(test)]
 mod tests;

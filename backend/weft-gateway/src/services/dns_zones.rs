@@ -42,6 +42,34 @@ fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
     }
 }
 
+/// The zones each DNS service serves, by service name: what a reload compares the zones it
+/// reads with.
+#[derive(Debug, Default)]
+pub(crate) struct InService(Vec<(String, Catalog)>);
+
+impl InService {
+    pub(crate) fn of(services: &[ServiceConfig]) -> Self {
+        let catalogs = services
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), dns(s)?.config.zones.clone())));
+        Self(catalogs.collect())
+    }
+
+    /// Makes each zone of `new` that its service serves unchanged the one in service, for
+    /// a reload to find it unchanged without comparing records. Called where the reload
+    /// reads the files (a blocking thread), as comparing a large zone takes long.
+    pub(crate) fn share(&self, new: &mut [ServiceConfig]) {
+        for service in new {
+            let ServiceKind::Dns(settings) = &mut service.kind else {
+                continue;
+            };
+            if let Some((_, running)) = self.0.iter().find(|(name, _)| *name == service.name) {
+                settings.config.zones.share_unchanged(running);
+            }
+        }
+    }
+}
+
 /// Gives each DNS service of `new` whose zone file did not load the zone that file gave
 /// the running service of the same name in `old`, and returns what happened to every zone
 /// file re-read, to be [reported](ZoneReloads::report) once the reload is applied (a
@@ -84,8 +112,9 @@ pub(crate) fn carry_over(
                         .zones()
                         .iter()
                         .find(|z| z.file() == file);
+                    // An unchanged zone is the running one ([`InService::share`]).
                     let result = match (loaded, old_zone(file)) {
-                        (Some(new), Some(old)) if new == old => ZoneReload::Unchanged,
+                        (Some(new), Some(old)) if Arc::ptr_eq(new, old) => ZoneReload::Unchanged,
                         _ => ZoneReload::Changed,
                     };
                     (loaded, Ok(result))
@@ -211,7 +240,9 @@ pub(crate) fn announce_changes(
                 .zones()
                 .iter()
                 .find(|z| z.origin() == zone.origin());
-            if let Some(before) = before.filter(|b| b.serial() == zone.serial() && *b != zone) {
+            // An unchanged zone is the running one ([`InService::share`]).
+            let changed = |b: &&Arc<Zone>| !Arc::ptr_eq(b, zone);
+            if let Some(before) = before.filter(|b| b.serial() == zone.serial() && changed(b)) {
                 tracing::warn!(service = %service.name, zone = %zone.origin(), serial = before.serial(), "the zone changed but its serial did not: secondaries will not transfer the change; raise the serial");
                 continue;
             }

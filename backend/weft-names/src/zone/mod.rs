@@ -250,9 +250,48 @@ fn same_ttl(records: &mut [Record], rtype: RecordType) {
 /// Each zone is shared: the catalog is cloned for every reactor that runs the service
 /// (and kept in the service's settings besides), and a zone of a million records is
 /// hundreds of megabytes, so a clone copies pointers, never records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Two catalogs are equal when they hold the same zones, shared, in the same order: a
+/// comparison never walks records (a reload compares the services it reads with the
+/// running ones on the reactor thread, where comparing two copies of a large zone would
+/// stall every service). A zone read again and found unchanged is made the running one
+/// first, off that thread ([`share_unchanged`](Self::share_unchanged)).
+#[derive(Debug, Clone, Default)]
 pub struct Catalog {
     zones: Vec<Arc<Zone>>,
+}
+
+impl PartialEq for Catalog {
+    fn eq(&self, other: &Self) -> bool {
+        self.zones.len() == other.zones.len()
+            && self
+                .zones
+                .iter()
+                .zip(&other.zones)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl Eq for Catalog {}
+
+/// Zones with at least this many owner names are freed off the reactor thread (about a
+/// millisecond's work).
+const FREED_IN_BACKGROUND: usize = 4096;
+
+impl Drop for Catalog {
+    /// The last catalog holding a large zone frees it on a blocking thread: a zone read
+    /// again by a reload replaces the one in service on the reactor thread, where freeing
+    /// 100,000 records takes tens of milliseconds.
+    fn drop(&mut self) {
+        for zone in self.zones.drain(..) {
+            match Arc::into_inner(zone) {
+                Some(zone) if zone.records.len() >= FREED_IN_BACKGROUND => {
+                    weft::task::drop_in_background(zone);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 impl Catalog {
@@ -278,6 +317,22 @@ impl Catalog {
         }
         self.zones.push(zone);
         Ok(())
+    }
+
+    /// Puts each zone of `running` in place of the zone this catalog read from the same
+    /// file when the two hold the same records, so the catalogs share it and compare equal
+    /// for it. The copy read is dropped here, where a reload reads its files (a blocking
+    /// thread), not where the catalog is put in service.
+    pub fn share_unchanged(&mut self, running: &Catalog) {
+        for zone in &mut self.zones {
+            if let Some(same) = running
+                .zones
+                .iter()
+                .find(|r| r.file == zone.file && ***r == **zone)
+            {
+                *zone = same.clone();
+            }
+        }
     }
 
     /// The zones, in the order added.

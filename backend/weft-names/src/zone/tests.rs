@@ -169,6 +169,36 @@ fn a_catalog_s_clones_and_a_zone_kept_across_a_reload_share_its_records() {
 }
 
 #[test]
+fn catalogs_are_equal_when_they_share_their_zones_and_a_zone_read_again_unchanged_is_shared() {
+    let catalog = |zone: Zone| {
+        let mut c = Catalog::default();
+        c.add(zone).unwrap();
+        c
+    };
+    let running = catalog(example());
+    // Read again: the same records, but not the zone in service, so not equal (comparing
+    // never walks records).
+    let mut again = catalog(example());
+    assert_ne!(again, running);
+    again.share_unchanged(&running);
+    assert_eq!(again, running);
+    assert!(std::sync::Arc::ptr_eq(
+        &again.zones()[0],
+        &running.zones()[0]
+    ));
+    // A zone that changed stays the one read.
+    let edited = EXAMPLE.replace("192.0.2.10", "192.0.2.99");
+    assert_ne!(edited, EXAMPLE);
+    let mut changed = catalog(Zone::parse(Path::new("example.test.zone"), &edited).unwrap());
+    changed.share_unchanged(&running);
+    assert_ne!(changed, running);
+    // So does one of the same records from another file.
+    let mut elsewhere = catalog(Zone::parse(Path::new("copy.zone"), EXAMPLE).unwrap());
+    elsewhere.share_unchanged(&running);
+    assert_ne!(elsewhere, running);
+}
+
+#[test]
 fn errors_name_the_line_and_what_to_do() {
     let at = |extra: &str| error(&format!("{HEAD}{extra}"));
     assert_eq!(at("www A 300.1.1.1\n").0, 4);

@@ -212,3 +212,36 @@ fn defer_to_thread_runs_elsewhere_and_delivers_on_the_reactor_thread() {
     assert_ne!(worker, reactor_thread);
     assert_eq!(delivered, reactor_thread);
 }
+
+/// Records the thread it is dropped on.
+struct DroppedOn(std::sync::mpsc::Sender<std::thread::ThreadId>);
+
+impl Drop for DroppedOn {
+    fn drop(&mut self) {
+        let _ = self.0.send(std::thread::current().id());
+    }
+}
+
+#[test]
+fn drop_in_background_frees_on_a_blocking_thread_under_a_reactor_and_here_without_one() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let here = std::thread::current().id();
+    drop_in_background(DroppedOn(tx.clone()));
+    assert_eq!(rx.recv().unwrap(), here, "no runtime: dropped at once");
+
+    let reactor = crate::Reactor::with_config(crate::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let r = reactor.clone();
+    reactor.call_when_running(move || {
+        drop_in_background(DroppedOn(tx));
+        r.stop();
+    });
+    reactor.run().unwrap();
+    let on = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("dropped in the background");
+    assert_ne!(on, here, "dropped off the reactor thread");
+}

@@ -389,3 +389,70 @@ fn never_reading_clients_at_scale() {
     let app = spawn_app_uncapped();
     let _ = never_reading_clients(&app, 5000, 200);
 }
+
+/// A burst of refusals reaches the feed whole: the first as it happens, the rest (left
+/// out of the bus, which takes one a second per service and reason) a second later in one
+/// event that counts them, where they were told only if another burst came. The log names
+/// the peer held at its cap.
+#[test]
+fn a_burst_of_refusals_reaches_the_feed_whole_its_tail_a_second_later() {
+    let port = crate::support::free_port();
+    let app = crate::support::spawn_app_with(|_| {
+        format!(
+            "\n[[service]]\nname = \"capped\"\nkind = \"echo\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nmax_connections_per_peer = 1\n"
+        )
+    });
+    const REFUSED: u64 = 6;
+    let told = runtime().block_on(async {
+        let mut ws = connect(&app).await;
+        let held = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eventually!(
+            app.metric(r#"weft_connections_active{service="capped",transport="tcp"}"#) == Some(1.0),
+            "one held"
+        );
+        for _ in 0..REFUSED {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.read(&mut [0; 1]);
+        }
+        let mut told = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(4);
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(until, ws.next()).await {
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            let message: serde_json::Value = serde_json::from_str(text).unwrap();
+            if message["type"] != "events" {
+                continue;
+            }
+            for e in message["events"].as_array().unwrap() {
+                if e["type"] == "refused" {
+                    assert_eq!(
+                        e["peer"]
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{e}"))
+                            .split(':')
+                            .next(),
+                        Some("127.0.0.1"),
+                        "{e}"
+                    );
+                    told += 1 + e["suppressed"].as_u64().unwrap();
+                }
+            }
+        }
+        drop(held);
+        told
+    });
+    assert_eq!(
+        app.metric(r#"weft_refused_total{reason="limit_peer",service="capped"}"#),
+        Some(REFUSED as f64)
+    );
+    assert_eq!(told, REFUSED, "every refusal told on the feed");
+    let log = app.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("a peer is at its connection cap"))
+        .unwrap_or_else(|| panic!("the refusal is logged\n{log}"));
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+}

@@ -322,6 +322,21 @@ impl Hub {
         self.bus.subscribe(self.metrics.dropped(name))
     }
 
+    /// Publishes the refusals left out of the bus since the last of their service and
+    /// reason went out, once a second has passed without another: one `refused` event each,
+    /// for the peer refused last, with `suppressed` counting the others. Call it about once
+    /// a second (the dashboard's sampler does), so a burst's tail reaches the feed too.
+    pub fn publish_overdue_refusals(&self) {
+        for due in self.refusals.overdue(Instant::now()) {
+            self.publish(|| EventKind::Refused {
+                service: due.service.to_string(),
+                peer: due.peer.to_string(),
+                reason: due.reason,
+                suppressed: due.suppressed,
+            });
+        }
+    }
+
     fn publish(&self, kind: impl FnOnce() -> EventKind) {
         if self.bus.has_listeners() {
             self.bus.publish(kind());
@@ -392,9 +407,12 @@ impl Observer for Hub {
                     .get(refused.reason)
                     .inc();
                 if self.bus.has_listeners()
-                    && let Some(suppressed) =
-                        self.refusals
-                            .admit(&refused.service, refused.reason, Instant::now())
+                    && let Some(suppressed) = self.refusals.admit(
+                        &refused.service,
+                        refused.reason,
+                        &refused.peer,
+                        Instant::now(),
+                    )
                 {
                     self.bus.publish(EventKind::Refused {
                         service: refused.service.to_string(),

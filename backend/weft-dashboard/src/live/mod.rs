@@ -199,12 +199,15 @@ fn stats_frame(hub: &Hub, series: &Series) -> Frame {
     }
 }
 
-/// Samples the hub into `series` every `every`, and sends a `stats` frame after each.
+/// Samples the hub into `series` every `every`, and sends a `stats` frame after each;
+/// publishes the refusals the bus left out at the end of a burst
+/// ([`Hub::publish_overdue_refusals`]) on the same beat.
 pub async fn sample(hub: Arc<Hub>, series: Arc<Series>, fanout: Arc<Fanout>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        hub.publish_overdue_refusals();
         series.sample(&hub, now_ms());
         if fanout.clients() > 0 {
             fanout.publish(stats_frame(&hub, &series));

@@ -159,19 +159,29 @@ pub(super) struct Slots {
 }
 
 /// Says, at most every [`CAP_WARNING_INTERVAL`], that a listener is refusing connections
-/// for being at its total cap: a flood against the cap is one log line every few seconds.
-#[derive(Default)]
+/// over one of its caps: a flood against a cap is one log line every few seconds, which
+/// names the cap, the peer refused last (the one a per-peer cap holds back) and how many
+/// were refused since the line before.
 struct CapWarning {
+    reason: &'static str,
     last: Option<Instant>,
     /// Refusals since the last line.
     unsaid: u64,
 }
 
-/// The least time between two "at its connection cap" lines of one listener.
+/// The least time between two "at its connection cap" lines of one listener and cap.
 const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl CapWarning {
-    fn refused(&mut self, info: &ListenerInfo, max: usize) {
+    fn new(reason: &'static str) -> Self {
+        Self {
+            reason,
+            last: None,
+            unsaid: 0,
+        }
+    }
+
+    fn refused(&mut self, info: &ListenerInfo, peer: &Address, max: usize) {
         let now = Instant::now();
         if self
             .last
@@ -182,10 +192,18 @@ impl CapWarning {
         }
         self.last = Some(now);
         let before = std::mem::take(&mut self.unsaid);
-        tracing::warn!(
-            service = %info.service, endpoint = %info.endpoint, max, refused_before = before,
-            "at its connection cap (max_connections); refusing new connections"
-        );
+        let (service, endpoint) = (&info.service, &info.endpoint);
+        if self.reason == "limit_peer" {
+            tracing::warn!(
+                %service, %endpoint, %peer, max, refused_before = before,
+                "a peer is at its connection cap (max_connections_per_peer); refusing its new connections"
+            );
+        } else {
+            tracing::warn!(
+                %service, %endpoint, %peer, max, refused_before = before,
+                "at its connection cap (max_connections); refusing new connections"
+            );
+        }
     }
 }
 
@@ -213,7 +231,10 @@ pub(super) async fn accept_loop(
     mut admit: impl FnMut(Accepted, Address, Slots),
 ) {
     let mut backoff = None::<Duration>;
-    let mut warning = CapWarning::default();
+    let mut warnings = [
+        CapWarning::new("limit_total"),
+        CapWarning::new("limit_peer"),
+    ];
     loop {
         let next = async {
             match socket {
@@ -243,8 +264,8 @@ pub(super) async fn accept_loop(
                 match options.admit(&peer) {
                     Ok(slots) => admit(stream, peer, slots),
                     Err((reason, max)) => {
-                        if reason == "limit_total" {
-                            warning.refused(info, max);
+                        if let Some(warning) = warnings.iter_mut().find(|w| w.reason == reason) {
+                            warning.refused(info, &peer, max);
                         }
                         refuse(info, stream, peer, reason, max);
                     }

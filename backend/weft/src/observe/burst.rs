@@ -41,4 +41,18 @@ impl Burst {
         self.taken += 1;
         Some(std::mem::take(&mut self.suppressed))
     }
+
+    /// For reports left out after the last that went out, once its window of `every` has
+    /// ended with none coming since: the number left out, which a report going out now
+    /// stands for (in the window it begins); `None` when there are none to tell or the
+    /// window has not ended. So a burst's tail is told a window after it, not only when
+    /// the next burst begins.
+    pub fn overdue(&mut self, now: Instant, every: Duration) -> Option<u64> {
+        if self.suppressed == 0 || now.saturating_duration_since(self.started) < every {
+            return None;
+        }
+        self.started = now;
+        self.taken = 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }

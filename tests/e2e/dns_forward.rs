@@ -39,7 +39,8 @@ impl Upstream {
 
 /// The answer to `query`: NXDOMAIN with an SOA (TTL 600, MINIMUM 120) for names starting
 /// with `gone`; otherwise one A record, TTL 5 for names starting with `short`, 100000
-/// for `long`, 1 for `brief`, else 60.
+/// for `long`, 1 for `brief`, else 60; for names starting with `poison`, records besides
+/// that answer nothing asked ([`poison`]).
 fn answer(query: &Message) -> Message {
     let mut answer = Message::response(query.metadata.id, OpCode::Query);
     answer.metadata.recursion_available = true;
@@ -69,7 +70,30 @@ fn answer(query: &Message) -> Message {
         ttl,
         RData::A(A::new(198, 51, 100, 80)),
     ));
+    if name.starts_with("poison") {
+        poison(&mut answer);
+    }
     answer
+}
+
+/// What a poisoning upstream adds to an answer: an address for another name, one for a
+/// name of the service's own zone `example.test`, a delegation of that zone and of
+/// `bank.test` to its own server, and that server's address.
+fn poison(answer: &mut Message) {
+    let name = |s: &str| Name::from_ascii(s).unwrap();
+    let a = |owner: &str| Record::from_rdata(name(owner), 86400, RData::A(A::new(203, 0, 113, 66)));
+    let ns = |owner: &str| {
+        Record::from_rdata(
+            name(owner),
+            86400,
+            RData::NS(hickory_proto::rr::rdata::NS(name("ns.attacker.test."))),
+        )
+    };
+    answer.answers.push(a("www.bank.test."));
+    answer.answers.push(a("www.example.test."));
+    answer.authorities.push(ns("example.test."));
+    answer.authorities.push(ns("bank.test."));
+    answer.additionals.push(a("ns.attacker.test."));
 }
 
 /// A DNS server on one loopback port (UDP, and TCP on the same port) answering with
@@ -792,5 +816,51 @@ fn a_flood_of_questions_no_upstream_answers_is_answered_and_counted_but_logged_w
     assert!(
         (1..=60).contains(&stalled),
         "{stalled} stall lines for {n} questions"
+    );
+}
+
+/// An upstream answer's records that answer nothing asked, or are of a name in the
+/// service's own zone, are left out of the answer and the cache and counted (RFC 2181
+/// section 5.4.1): a poisoning upstream gets none of them to a client.
+#[test]
+fn records_an_upstream_adds_beyond_the_question_are_left_out_and_counted() {
+    let (up, _) = upstream(false);
+    let port = free_port();
+    let zone = "$ORIGIN example.test.\n$TTL 1h\n@ IN SOA ns1 hostmaster 1 2h 15m 2w 5m\n\
+                @ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.10\n";
+    let app = spawn_dns_app(forwarder(port, &[up]).zone("example.test.zone", zone));
+    for round in ["from the upstream", "from the cache"] {
+        let r = ask(port, 7, "poison.elsewhere.test.", RecordType::A);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{round}");
+        let owners: Vec<String> = r
+            .answers
+            .iter()
+            .chain(&r.authorities)
+            .chain(&r.additionals)
+            .map(|r| r.name.to_ascii())
+            .collect();
+        assert_eq!(owners, ["poison.elsewhere.test."], "{round}: {r:?}");
+        assert_eq!(addresses(&r), ["198.51.100.80"], "{round}");
+    }
+    assert_eq!(
+        app.metric(r#"weft_dns_upstream_records_scrubbed_total{service="dns"}"#),
+        Some(5.0)
+    );
+    assert!(
+        app.log().contains("left out"),
+        "the scrubbed answer is logged\n{}",
+        app.log()
+    );
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.10",
+        "the zone answers for itself"
+    );
+    // A clean answer loses nothing.
+    let r = ask(port, 8, "clean.elsewhere.test.", RecordType::A);
+    assert_eq!(addresses(&r), ["198.51.100.80"]);
+    assert_eq!(
+        app.metric(r#"weft_dns_upstream_records_scrubbed_total{service="dns"}"#),
+        Some(5.0)
     );
 }

@@ -52,6 +52,7 @@ use crate::wire::{EDNS_UDP_SIZE, Request};
 
 mod finish;
 mod received;
+mod scrub;
 
 use finish::response;
 
@@ -214,6 +215,9 @@ pub(crate) struct Forwarder {
     upstreams_detail: StepDetail,
     /// Set while questions are out.
     keeper: RefCell<Option<Keeper>>,
+    /// The origins of the service's own zones: nothing an upstream says of a name in them
+    /// is kept ([`scrub`]).
+    local: Vec<LowerName>,
 }
 
 impl State {
@@ -266,6 +270,7 @@ impl Forwarder {
         options: ForwardOptions,
         link: Rc<dyn UpstreamLink>,
         metrics: ServiceMetrics,
+        local: Vec<LowerName>,
     ) -> Rc<Self> {
         let forwarding = metrics.forwarding();
         let ranked = Upstreams::new(&upstreams, |a| forwarding.upstream(a));
@@ -288,6 +293,7 @@ impl Forwarder {
             )),
             state: RefCell::default(),
             keeper: RefCell::default(),
+            local,
         })
     }
 

@@ -71,6 +71,7 @@ pub(crate) struct ForwardFamilies {
     cache_evictions: IntCounterVec,
     cache_bytes: IntGaugeVec,
     failures: IntCounterVec,
+    scrubbed: IntCounterVec,
 }
 
 impl ForwardFamilies {
@@ -129,6 +130,11 @@ impl ForwardFamilies {
                 "Forwarded answers evicted from the cache before their TTL ran out, to make room (cache_size, cache_bytes).",
                 &["service"],
             )?,
+            scrubbed: counter(
+                "weft_dns_upstream_records_scrubbed_total",
+                "Records of upstream answers left out: they do not answer the question asked (RFC 2181 section 5.4.1), or are of a name in the service's own zones.",
+                &["service"],
+            )?,
             cache_bytes: IntGaugeVec::new(
                 Opts::new(
                     "weft_dns_cache_bytes",
@@ -149,6 +155,7 @@ impl ForwardFamilies {
             &self.try_timeouts,
             &self.cache_evictions,
             &self.failures,
+            &self.scrubbed,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -169,6 +176,7 @@ impl ForwardFamilies {
             stale: self.stale.with_label_values(&[name]),
             cache_evictions: self.cache_evictions.with_label_values(&[name]),
             cache_bytes: self.cache_bytes.with_label_values(&[name]),
+            scrubbed: self.scrubbed.with_label_values(&[name]),
             families: self.clone(),
         }
     }
@@ -185,6 +193,7 @@ pub(crate) struct ForwardMetrics {
     stale: IntCounter,
     cache_evictions: IntCounter,
     cache_bytes: IntGauge,
+    scrubbed: IntCounter,
     /// To resolve the per-upstream handles when a forwarder starts.
     families: ForwardFamilies,
 }
@@ -204,6 +213,10 @@ impl ForwardMetrics {
 
     pub(crate) fn stale(&self) -> &IntCounter {
         &self.stale
+    }
+
+    pub(crate) fn scrubbed(&self) -> &IntCounter {
+        &self.scrubbed
     }
 
     /// The cache now holds `bytes`, having evicted `evicted` more entries.

@@ -179,6 +179,7 @@ impl DnsServer {
                 config.forwarding,
                 link,
                 metrics.clone(),
+                config.zones.origins(),
             )
         });
         let mut inner = Inner {

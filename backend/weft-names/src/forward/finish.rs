@@ -5,6 +5,7 @@
 use hickory_proto::op::{Message, ResponseCode};
 use weft::defer::{Failure, TimeoutError};
 
+use super::scrub::scrub;
 use super::{Forwarder, RECENT_IDS, now, upstream_failure};
 use crate::cache::Answer;
 use crate::edns::ExtendedError;
@@ -92,6 +93,14 @@ impl Forwarder {
                 // Only whole answers fire the Deferred: truncated ones go to TCP instead.
                 debug_assert!(!message.metadata.truncation);
                 let mut answer = Answer::from_message(&message);
+                let scrubbed = scrub(&mut answer, &entry.query, &self.local);
+                if scrubbed > 0 {
+                    self.metrics.forwarding().scrubbed().inc_by(scrubbed as u64);
+                    if let Some(suppressed) = self.metrics.log_line("records scrubbed") {
+                        let by = entry.answered_by.map(|a| a.to_string()).unwrap_or_default();
+                        tracing::info!(name = %crate::wire::NameText(entry.query.name()), upstream = %by, records = scrubbed, suppressed, "an upstream answer carried records that do not answer the question; left out");
+                    }
+                }
                 let mut cache = self.cache.borrow_mut();
                 cache.policy().clamp(&mut answer);
                 if !entry.unchecked {

@@ -335,6 +335,11 @@ impl Catalog {
         }
     }
 
+    /// The zones' origins, lower-cased.
+    pub fn origins(&self) -> Vec<LowerName> {
+        self.zones.iter().map(|z| z.lower_origin.clone()).collect()
+    }
+
     /// The zones, in the order added.
     pub fn zones(&self) -> &[Arc<Zone>] {
         &self.zones

@@ -1,0 +1,253 @@
+//! What of an upstream's answer is kept: the records that answer the question asked,
+//! and what the sections may carry with them (RFC 2181 section 5.4.1 ranks everything
+//! else below data a resolver may trust; an upstream that sends more is mistaken or
+//! poisoned). Nothing is kept for a name inside one of the service's own zones, which it
+//! answers for itself.
+//!
+//! - the answer section: the records of the name asked, of the type asked (any type for
+//!   ANY), and the CNAMEs that lead from it, followed to the names they point to (and
+//!   the records there); a DNAME above one of those names; the RRSIGs of those names;
+//! - the authority section: the SOA, NS and DS of a zone holding the last name of that
+//!   chain, and the NSEC, NSEC3 and RRSIG records inside such a zone (a denial's proof);
+//! - the additional section: the addresses (A, AAAA and their RRSIGs) of the names the
+//!   records kept point to (NS, MX, SRV, SVCB and HTTPS targets).
+//!
+//! This is what Unbound's scrubber keeps of a forwarder's answer; the rest was answered
+//! to clients and cached with the question, for whoever asked it next.
+
+use hickory_proto::op::Query;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+
+use crate::cache::Answer;
+
+/// How many CNAMEs a chain is followed through.
+const MAX_CHAIN: usize = 16;
+
+/// Removes from `answer` what does not answer `query` (see the module documentation),
+/// and every record of a name under one of `local` (the service's own zones). Returns
+/// how many records were removed.
+pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> usize {
+    let before = answer.answers.len() + answer.authorities.len() + answer.additionals.len();
+    let ours = |name: &LowerName| local.iter().any(|zone| zone.zone_of(name));
+    let owner = |r: &Record| LowerName::new(&r.name);
+    let qtype = query.query_type();
+
+    let chain = chain(&answer.answers, query);
+    answer.answers.retain(|r| {
+        let name = owner(r);
+        if ours(&name) {
+            return false;
+        }
+        match r.record_type() {
+            RecordType::DNAME => chain.iter().any(|n| name.zone_of(n) && name != *n),
+            rtype if chain.contains(&name) => {
+                qtype == RecordType::ANY
+                    || rtype == qtype
+                    || matches!(rtype, RecordType::CNAME | RecordType::RRSIG)
+            }
+            _ => false,
+        }
+    });
+
+    let last = chain.last().expect("the chain begins with the name asked");
+    answer.authorities.retain(|r| {
+        let name = owner(r);
+        !ours(&name)
+            && match r.record_type() {
+                RecordType::SOA | RecordType::NS | RecordType::DS => name.zone_of(last),
+                RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => true,
+                _ => false,
+            }
+    });
+    // A denial's proof only inside a zone kept above.
+    let zones: Vec<LowerName> = answer
+        .authorities
+        .iter()
+        .filter(|r| matches!(r.record_type(), RecordType::SOA | RecordType::NS))
+        .map(owner)
+        .collect();
+    answer.authorities.retain(|r| match r.record_type() {
+        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => {
+            let name = owner(r);
+            zones.iter().any(|zone| zone.zone_of(&name))
+        }
+        _ => true,
+    });
+
+    let targets: Vec<LowerName> = answer
+        .answers
+        .iter()
+        .chain(&answer.authorities)
+        .filter_map(|r| target(&r.data))
+        .map(LowerName::new)
+        .collect();
+    answer.additionals.retain(|r| {
+        let name = owner(r);
+        !ours(&name)
+            && targets.contains(&name)
+            && matches!(
+                r.record_type(),
+                RecordType::A | RecordType::AAAA | RecordType::RRSIG
+            )
+    });
+
+    before - (answer.answers.len() + answer.authorities.len() + answer.additionals.len())
+}
+
+/// The name asked, then each name a CNAME of the one before points to, as `answers`
+/// give them (in any order; a loop or a chain past [`MAX_CHAIN`] ends it). A question
+/// for the CNAME itself, or for ANY, follows none.
+fn chain(answers: &[Record], query: &Query) -> Vec<LowerName> {
+    let mut chain = vec![LowerName::new(query.name())];
+    if matches!(query.query_type(), RecordType::CNAME | RecordType::ANY) {
+        return chain;
+    }
+    while chain.len() <= MAX_CHAIN {
+        let last = chain.last().expect("never empty");
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(target) if LowerName::new(&r.name) == *last => {
+                Some(LowerName::new(&target.0))
+            }
+            _ => None,
+        });
+        match next {
+            Some(next) if !chain.contains(&next) => chain.push(next),
+            _ => break,
+        }
+    }
+    chain
+}
+
+/// The name a record points to whose addresses may come with it.
+fn target(data: &RData) -> Option<&Name> {
+    match data {
+        RData::NS(ns) => Some(&ns.0),
+        RData::MX(mx) => Some(&mx.exchange),
+        RData::SRV(srv) => Some(&srv.target),
+        RData::SVCB(svcb) => Some(&svcb.target_name),
+        RData::HTTPS(https) => Some(&https.0.target_name),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::rr::RData;
+    use hickory_proto::rr::rdata::{A, CNAME, MX, NS, SOA};
+
+    use super::*;
+
+    fn name(s: &str) -> Name {
+        Name::from_str(s).unwrap()
+    }
+
+    fn record(owner: &str, data: RData) -> Record {
+        Record::from_rdata(name(owner), 300, data)
+    }
+
+    fn a(owner: &str) -> Record {
+        record(owner, RData::A(A::new(192, 0, 2, 1)))
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        record(owner, RData::CNAME(CNAME(name(target))))
+    }
+
+    fn soa(owner: &str) -> Record {
+        record(
+            owner,
+            RData::SOA(SOA::new(name("ns."), name("host."), 1, 2, 3, 4, 5)),
+        )
+    }
+
+    fn owners(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| format!("{} {}", r.name, r.record_type()))
+            .collect()
+    }
+
+    fn answer(answers: Vec<Record>, authorities: Vec<Record>, additionals: Vec<Record>) -> Answer {
+        Answer {
+            rcode: hickory_proto::op::ResponseCode::NoError,
+            answers,
+            authorities,
+            additionals,
+        }
+    }
+
+    #[test]
+    fn an_answer_keeps_its_chain_and_loses_records_of_other_names_and_of_the_service_s_zones() {
+        let query = Query::query(name("www.example.com."), RecordType::A);
+        let mut got = answer(
+            vec![
+                cname("www.example.com.", "edge.cdn.net."),
+                a("edge.cdn.net."),
+                // Records nobody asked for: another name, another type, our own zone.
+                a("bank.example."),
+                a("www.weft.test."),
+                record(
+                    "www.example.com.",
+                    RData::MX(MX::new(10, name("mx.example.com."))),
+                ),
+            ],
+            vec![
+                record("cdn.net.", RData::NS(NS(name("ns.cdn.net.")))),
+                record("bank.example.", RData::NS(NS(name("evil.example.")))),
+                record("weft.test.", RData::NS(NS(name("evil.example.")))),
+            ],
+            vec![a("ns.cdn.net."), a("evil.example."), a("www.weft.test.")],
+        );
+        let removed = scrub(&mut got, &query, &[LowerName::new(&name("weft.test."))]);
+        assert_eq!(
+            owners(&got.answers),
+            ["www.example.com. CNAME", "edge.cdn.net. A"]
+        );
+        assert_eq!(owners(&got.authorities), ["cdn.net. NS"]);
+        assert_eq!(owners(&got.additionals), ["ns.cdn.net. A"]);
+        assert_eq!(removed, 7);
+    }
+
+    #[test]
+    fn a_chain_into_the_service_s_own_zone_keeps_its_cname_but_not_the_upstream_s_records_there() {
+        let query = Query::query(name("Alias.Example.com."), RecordType::A);
+        let mut got = answer(
+            vec![
+                cname("alias.example.com.", "www.weft.test."),
+                a("www.weft.test."),
+            ],
+            vec![],
+            vec![],
+        );
+        scrub(&mut got, &query, &[LowerName::new(&name("weft.test."))]);
+        assert_eq!(owners(&got.answers), ["alias.example.com. CNAME"]);
+    }
+
+    #[test]
+    fn a_denial_keeps_the_soa_of_a_zone_above_the_name_and_no_other() {
+        let query = Query::query(name("nothing.example.com."), RecordType::A);
+        let mut got = answer(
+            vec![],
+            vec![soa("example.com."), soa("other.example.")],
+            vec![],
+        );
+        scrub(&mut got, &query, &[]);
+        assert_eq!(owners(&got.authorities), ["example.com. SOA"]);
+    }
+
+    #[test]
+    fn a_cname_loop_ends_the_chain() {
+        let query = Query::query(name("a.example.com."), RecordType::A);
+        let mut got = answer(
+            vec![
+                cname("a.example.com.", "b.example.com."),
+                cname("b.example.com.", "a.example.com."),
+            ],
+            vec![],
+            vec![],
+        );
+        assert_eq!(scrub(&mut got, &query, &[]), 0);
+    }
+}

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::answers::{Answers, Kept};
 use crate::edns::{self, CookieState, EdnsConfig, ExtendedError};
@@ -374,7 +374,11 @@ impl DnsServer {
                 Err(outcome) => return outcome,
             };
             let mut message = request.response(answer.rcode, recursion);
-            message.metadata.authoritative = answer.authoritative;
+            // Only IN is served: knowing no other class, an answer to a question of
+            // class ANY is not the whole answer, so it is not authoritative (RFC 6895
+            // section 3.2; NSD clears AA too).
+            message.metadata.authoritative =
+                answer.authoritative && request.query.query_class() != DNSClass::ANY;
             message.answers = answer.answers;
             message.authorities = answer.authorities;
             message.additionals = answer.additionals;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use weft::testing::Clock;
 
 use super::*;
@@ -206,6 +206,31 @@ fn zone_answers_are_authoritative_and_echo_the_id_and_question() {
     );
     assert_eq!(r.answers[0].data, RData::A(A::new(192, 0, 2, 10)));
     assert_eq!(h.server.metrics().responses(ResponseCode::NoError), 1);
+}
+
+#[test]
+fn a_zone_answer_to_class_any_is_not_authoritative() {
+    let h = harness(EXAMPLE, false);
+    let mut any = query(78, "www.example.test.", RecordType::A);
+    any.queries[0].set_query_class(DNSClass::ANY);
+    for round in ["answered", "kept"] {
+        assert_eq!(h.send(&any, Via::Udp), Outcome::Answered);
+        let r = h.inbox.borrow_mut().pop().expect("an answer");
+        assert_eq!(
+            r.answers[0].data,
+            RData::A(A::new(192, 0, 2, 10)),
+            "{round}"
+        );
+        assert!(
+            !r.metadata.authoritative,
+            "{round}: AA clear for QCLASS ANY"
+        );
+    }
+    assert!(
+        h.ask("www.example.test.", RecordType::A)
+            .metadata
+            .authoritative
+    );
 }
 
 #[test]

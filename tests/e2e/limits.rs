@@ -90,6 +90,44 @@ fn a_dns_tcp_client_that_sends_half_a_frame_or_a_lying_length_is_closed_after_te
     );
 }
 
+/// A client that ends its side in the middle of a frame sent bad framing: counted
+/// `bad_frame`, as a frame trickled past its timeout is; one that ends after whole
+/// frames is not.
+#[test]
+fn a_dns_tcp_client_that_ends_its_side_mid_frame_is_counted_as_bad_framing() {
+    let port = free_port();
+    let app = spawn_app_with(|dir| dns_service(dir, port, ""));
+    let bad_frames = || {
+        app.metric(r#"weft_errors_total{kind="bad_frame",service="dns"}"#)
+            .unwrap_or(0.0)
+    };
+    let mut cut = TcpStream::connect(local(port)).unwrap();
+    cut.write_all(&[0, 64, 1, 2, 3]).unwrap();
+    cut.shutdown(std::net::Shutdown::Write).unwrap();
+    closed_within(&mut cut, Duration::from_secs(3));
+    assert_eventually!(
+        bad_frames() == 1.0,
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert!(app.log().contains("3 bytes of a 64-byte"), "{}", app.log());
+    // A half-close after a whole question is how a client may end (RFC 7766).
+    let mut whole = TcpStream::connect(local(port)).unwrap();
+    let question = [
+        &[0, 34][..],
+        &[0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+        b"\x03ns1\x07example\x04test\x00",
+        &[0, 1, 0, 1],
+    ]
+    .concat();
+    whole.write_all(&question).unwrap();
+    whole.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    whole.read_to_end(&mut answer).unwrap();
+    assert!(answer.len() > 2, "answered");
+    assert_eq!(bad_frames(), 1.0);
+}
+
 #[test]
 fn every_kind_closes_connections_idle_past_its_idle_timeout() {
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use super::{StringHandler, reject};
-use crate::observe::{CloseReason, ErrorKind};
+use crate::observe::{self, CloseReason, ErrorKind};
 use crate::protocol::{HalfClose, Protocol};
 use crate::transport::Transport;
 
@@ -151,6 +151,14 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
+        if let Some(unfinished) = self.unfinished() {
+            // It can never be finished: bad framing, counted as one trickled too long
+            // is. The strings before it were delivered, and their answers still go out.
+            self.buffer = Vec::new();
+            self.begun = None;
+            let message = format!("the peer ended its side with {unfinished}");
+            observe::report_error(transport.info(), ErrorKind::BadFrame, message);
+        }
         self.handler.read_connection_lost(transport)
     }
 
@@ -206,6 +214,25 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
             self.buffer.drain(..at);
         }
         delivered
+    }
+
+    /// What of a string the buffer ends in the middle of, if it does.
+    fn unfinished(&self) -> Option<String> {
+        let mut rest = &self.buffer[..];
+        while !rest.is_empty() {
+            let Some(prefix) = rest.get(..P::WIDTH) else {
+                return Some(format!("{} bytes of a string's length prefix", rest.len()));
+            };
+            let len = P::read(prefix);
+            match rest.get(P::WIDTH + len..) {
+                Some(after) => rest = after,
+                None => {
+                    let have = rest.len() - P::WIDTH;
+                    return Some(format!("{have} bytes of a {len}-byte string"));
+                }
+            }
+        }
+        None
     }
 
     /// Notes when the string now incomplete began, and closes the connection if that is

@@ -5,8 +5,8 @@
 //! Each refusal event that is published carries how many of its kind were left out since
 //! the one before it, so the feed still tells how big the flood was; those left out after
 //! the last event of a burst are told a second later, in one more event
-//! ([`RefusalGate::overdue`], called by whoever publishes on a timer: the dashboard's
-//! sampler).
+//! ([`Hub::publish_overdue_refusals`](crate::hub::Hub::publish_overdue_refusals), called
+//! on a timer: the dashboard's sampler).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -189,6 +189,25 @@ fn a_request_in_a_transfer_coding_other_than_chunked_is_501_and_never_forwarded(
     assert!(via.len() == 1 && is_this_gateway(&via[0], "1.1"), "{via:?}");
 }
 
+/// The asterisk form names no resource but for a server-wide OPTIONS (RFC 9112 §3.2.4):
+/// with any other method it is 400, counted `malformed`, and never forwarded.
+#[test]
+fn the_asterisk_target_with_another_method_than_options_is_400() {
+    let site = start();
+    for method in ["GET", "POST", "DELETE"] {
+        let reply = exchange(site.web, &format!("{method} * HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert_eq!(reply.status, 400, "{method}: {}", reply.text());
+    }
+    let options = exchange(site.web, "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_ne!(options.status, 400, "{}", options.text());
+    assert_eq!(site.up.received(), 0);
+    assert_eventually!(
+        refused(&site.app, "malformed") == Some(3.0),
+        "{}",
+        site.app.curl("/metrics").unwrap_or_default()
+    );
+}
+
 /// A route whose upstream leads back to the same service (here through a relay that is not
 /// weft) would send each request round until a limit broke it: the request is known by
 /// the service's name in its `Via` when it comes back, and answered 508 there, once. A

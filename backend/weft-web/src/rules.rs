@@ -64,6 +64,15 @@ pub(crate) fn check(head: &mut Parts, last_host: &LastHost) -> Result<(), Refuse
             detail: "TRACE is not served",
         });
     }
+    // RFC 9112 §3.2.4, RFC 9113 §8.3.1: the asterisk form asks about the server as a
+    // whole, for OPTIONS alone; with another method it names no resource (nginx: 400).
+    if head.uri.path() == "*" && head.method != Method::OPTIONS {
+        return Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: Refusal::Malformed,
+            detail: "the target * is for OPTIONS only",
+        });
+    }
     if head.version < Version::HTTP_2 {
         // RFC 9112 §6.1: hyper undoes `chunked` only; a body in any other coding could be
         // neither served nor passed on as it is, its framing gone. nginx answers 501 too.
@@ -302,6 +311,17 @@ mod tests {
         let mut r = request("http://a.test/", Version::HTTP_11, &["other.test"]);
         assert_eq!(reason(&mut r), None);
         assert_eq!(r.headers[header::HOST], "a.test");
+    }
+
+    #[test]
+    fn the_asterisk_form_is_for_options_only_rfc9112_3_2_4() {
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            let mut get = request("*", version, &["a"]);
+            assert_eq!(reason(&mut get), Some(Refusal::Malformed), "{version:?}");
+            let mut options = request("*", version, &["a"]);
+            options.method = Method::OPTIONS;
+            assert_eq!(reason(&mut options), None, "{version:?}");
+        }
     }
 
     #[test]

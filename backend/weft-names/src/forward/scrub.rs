@@ -6,9 +6,12 @@
 //!
 //! - the answer section: the records of the name asked, of the type asked (any type for
 //!   ANY), and the CNAMEs that lead from it, followed to the names they point to (and
-//!   the records there); a DNAME above one of those names; the RRSIGs of those names;
+//!   the records there); a DNAME above one of those names; the RRSIGs of those names
+//!   and DNAMEs;
 //! - the authority section: the SOA, NS and DS of a zone holding the last name of that
-//!   chain, and the NSEC, NSEC3 and RRSIG records inside such a zone (a denial's proof);
+//!   chain, and NSEC, NSEC3 and RRSIG records (a denial's proof, or a wildcard answer's,
+//!   which comes without an SOA; sent only to clients that set DO, whose validators
+//!   check them);
 //! - the additional section: the addresses (A, AAAA and their RRSIGs) of the names the
 //!   records kept point to (NS, MX, SRV, SVCB and HTTPS targets).
 //!
@@ -33,17 +36,25 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
     let qtype = query.query_type();
 
     let chain = chain(&answer.answers, query);
+    let above = |name: &LowerName| chain.iter().any(|n| name.zone_of(n) && name != n);
+    // The DNAMEs kept, whose RRSIGs are kept with them.
+    let dnames: Vec<LowerName> = answer
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == RecordType::DNAME)
+        .map(owner)
+        .filter(|name| above(name) && !ours(name))
+        .collect();
     answer.answers.retain(|r| {
         let name = owner(r);
         if ours(&name) {
             return false;
         }
         match r.record_type() {
-            RecordType::DNAME => chain.iter().any(|n| name.zone_of(n) && name != *n),
+            RecordType::DNAME => dnames.contains(&name),
+            RecordType::RRSIG => chain.contains(&name) || dnames.contains(&name),
             rtype if chain.contains(&name) => {
-                qtype == RecordType::ANY
-                    || rtype == qtype
-                    || matches!(rtype, RecordType::CNAME | RecordType::RRSIG)
+                qtype == RecordType::ANY || rtype == qtype || rtype == RecordType::CNAME
             }
             _ => false,
         }
@@ -55,23 +66,12 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
         !ours(&name)
             && match r.record_type() {
                 RecordType::SOA | RecordType::NS | RecordType::DS => name.zone_of(last),
+                // A denial's proof, or a wildcard answer's (which comes with no SOA to
+                // place it by): data a validator checks against its signatures, and only
+                // clients that set DO are sent.
                 RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => true,
                 _ => false,
             }
-    });
-    // A denial's proof only inside a zone kept above.
-    let zones: Vec<LowerName> = answer
-        .authorities
-        .iter()
-        .filter(|r| matches!(r.record_type(), RecordType::SOA | RecordType::NS))
-        .map(owner)
-        .collect();
-    answer.authorities.retain(|r| match r.record_type() {
-        RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => {
-            let name = owner(r);
-            zones.iter().any(|zone| zone.zone_of(&name))
-        }
-        _ => true,
     });
 
     let targets: Vec<LowerName> = answer
@@ -235,6 +235,55 @@ mod tests {
         );
         scrub(&mut got, &query, &[]);
         assert_eq!(owners(&got.authorities), ["example.com. SOA"]);
+    }
+
+    fn typed(owner: &str, rtype: RecordType) -> Record {
+        let mut r = a(owner);
+        r.data = RData::Unknown {
+            code: rtype,
+            rdata: hickory_proto::rr::rdata::NULL::with(vec![1]),
+        };
+        r
+    }
+
+    #[test]
+    fn a_signed_wildcard_answer_keeps_its_proof_and_a_dname_its_signature() {
+        let query = Query::query(name("x.wild.example.com."), RecordType::A);
+        let mut got = answer(
+            vec![
+                record(
+                    "example.com.",
+                    RData::Unknown {
+                        code: RecordType::DNAME,
+                        rdata: hickory_proto::rr::rdata::NULL::with(vec![0]),
+                    },
+                ),
+                typed("example.com.", RecordType::RRSIG),
+                a("x.wild.example.com."),
+                typed("x.wild.example.com.", RecordType::RRSIG),
+                typed("elsewhere.example.", RecordType::RRSIG),
+            ],
+            // No SOA: a wildcard answer's proof that no closer name exists.
+            vec![
+                typed("w.example.com.", RecordType::NSEC),
+                typed("w.example.com.", RecordType::RRSIG),
+            ],
+            vec![],
+        );
+        assert_eq!(scrub(&mut got, &query, &[]), 1);
+        assert_eq!(
+            owners(&got.answers),
+            [
+                "example.com. DNAME",
+                "example.com. RRSIG",
+                "x.wild.example.com. A",
+                "x.wild.example.com. RRSIG"
+            ]
+        );
+        assert_eq!(
+            owners(&got.authorities),
+            ["w.example.com. NSEC", "w.example.com. RRSIG"]
+        );
     }
 
     #[test]

@@ -253,18 +253,18 @@ fn a_large_zone_is_held_once_however_many_reactors_serve_it() {
 /// in service held it 0.8 s (every service on the reactor stalled meanwhile).
 #[test]
 fn reloading_a_large_zone_never_holds_the_reactor() {
-    let big = |serial: u32, extra: &str| {
+    let big = |serial: u32, ns1: &str| {
         format!(
             "$ORIGIN big.test.\n$TTL 300\n@ IN SOA ns1 hostmaster {serial} 3600 600 86400 300\n\
-             @ IN NS ns1\nns1 IN A 192.0.2.1\n\
+             @ IN NS ns1\nns1 IN A {ns1}\n\
              $GENERATE 1-65000 h$ AAAA 2001:db8::${{0,0,x}}\n\
-             $GENERATE 1-65000 t$ TXT \"record $\"\n{extra}"
+             $GENERATE 1-65000 t$ TXT \"record $\"\n"
         )
     };
     let port = free_port();
     let app = spawn_app_with(|dir| {
         dns_service("dns", port)
-            .zone("big.test.zone", big(1, ""))
+            .zone("big.test.zone", big(1, "192.0.2.1"))
             .toml(dir)
     });
     let file = app.dir.path().join("big.test.zone");
@@ -273,15 +273,16 @@ fn reloading_a_large_zone_never_holds_the_reactor() {
         "2001:db8::a"
     );
 
-    std::fs::write(&file, big(1, "")).unwrap();
+    std::fs::write(&file, big(1, "192.0.2.1")).unwrap();
     app.reload_by_signal("ok");
-    std::fs::write(&file, big(1, "new IN A 192.0.2.7\n")).unwrap();
+    // One record changed, no more or fewer: the copies differ only deep in their records.
+    std::fs::write(&file, big(1, "192.0.2.7")).unwrap();
     app.reload_by_signal("ok");
-    std::fs::write(&file, big(2, "new IN A 192.0.2.8\n")).unwrap();
+    std::fs::write(&file, big(2, "192.0.2.8")).unwrap();
     app.reload_by_signal("ok");
 
     assert_eq!(
-        dig(port, &["new.big.test", "A", "+short"]).trim(),
+        dig(port, &["ns1.big.test", "A", "+short"]).trim(),
         "192.0.2.8"
     );
     let reloads = |result: &str| {

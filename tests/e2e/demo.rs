@@ -257,6 +257,38 @@ fn with_no_arguments_weft_runs_a_living_demo_of_every_kind() {
         share * 100.0
     );
 
+    // Reloading the built-in configuration changes nothing: no service starts again.
+    let ok = Command::new("kill")
+        .args(["-HUP", &demo.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -HUP failed");
+    let reloaded = wait_for(
+        10,
+        "the reload is logged",
+        || {
+            let log = demo.log();
+            let at = log.find("configuration reloaded: ")?;
+            Some(log[at..].lines().next().unwrap_or_default().to_owned())
+        },
+        || demo.log(),
+    );
+    assert_eq!(
+        short(&["www.weft.test", "A"]),
+        ["192.0.2.80"],
+        "the built-in zone is still served after the reload"
+    );
+    let parts: Vec<&str> = reloaded["configuration reloaded: ".len()..]
+        .split("; ")
+        .collect();
+    assert!(
+        parts
+            .iter()
+            .all(|p| !p.starts_with("changed") && !p.starts_with("added")),
+        "{reloaded}"
+    );
+
     let status = demo.terminate();
     assert_eq!(status.code(), Some(0), "{}", demo.log());
 }

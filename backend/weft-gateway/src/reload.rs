@@ -7,9 +7,10 @@
 //! [`Config::load`] takes), on a blocking thread so a large zone file never stalls the
 //! reactor; there too each zone read is compared with the one in service and, unchanged,
 //! replaced by it, so the reactor thread compares zones by identity, never record by
-//! record (see `services::dns_zones::InService`); then [`Running::apply`] applies the difference on the reactor thread: new
-//! services start, removed ones stop accepting and drain, changed ones are replaced while
-//! their open connections finish under the old settings, unchanged ones are not touched.
+//! record (see `services::dns_zones::InService`); then [`Running::apply`] applies the
+//! difference on the reactor thread: new services start, removed ones stop accepting and
+//! drain, changed ones are replaced while their open connections finish under the old
+//! settings, unchanged ones are not touched.
 //! A changed service keeps the sockets of the endpoints it still lists (they are handed to
 //! the new instance, never closed), so a reload racing with traffic loses no connection the
 //! kernel accepted; endpoints that moved are bound before the old ones stop, so an address
@@ -179,7 +180,12 @@ fn describe(source: &Source) -> String {
 async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadResult, String)> {
     let path = match source {
         Source::File(path) => path.clone(),
-        Source::Demo => return Ok(Config::demo()),
+        Source::Demo => {
+            // The built-in zone is small: read again here, it is shared as a file's is.
+            let mut config = Config::demo();
+            in_service.share(&mut config.services);
+            return Ok(config);
+        }
     };
     let checked = tokio::task::spawn_blocking(move || {
         let text = Config::read(&path).map_err(|e| (ReloadResult::Failed, e.to_string()))?;

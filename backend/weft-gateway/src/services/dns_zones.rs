@@ -128,6 +128,16 @@ pub(crate) fn carry_over(
             }
             outcomes.push(outcome);
         }
+        // Zones no file of the configuration gives (the demo's built-in one) come as
+        // they are.
+        for zone in settings.config.zones.zones() {
+            if !settings.zone_files.iter().any(|f| f == zone.file()) {
+                zones.add(zone.clone()).map_err(|e| StartError {
+                    service: service.name.clone(),
+                    source: e.into(),
+                })?;
+            }
+        }
         built.push((i, zones, outcomes));
     }
     let mut reloads = ZoneReloads::default();

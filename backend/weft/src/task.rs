@@ -1,5 +1,6 @@
 //! Scheduling that produces Deferreds (`twisted.internet.task` and `threads`):
-//! [`LoopingCall`], [`defer_later`], [`defer_to_thread`].
+//! [`LoopingCall`], [`defer_later`], [`defer_to_thread`]; and [`drop_in_background`],
+//! which frees a large value off the reactor thread.
 //!
 //! All of them schedule on a [`Clock`], so tests drive them with a fake
 //! clock and never sleep.
@@ -293,9 +294,10 @@ where
 /// Drops `value` on tokio's blocking pool (here, when no runtime runs): for a structure so
 /// large that freeing it (a DNS zone of a million records) would hold the reactor thread
 /// long enough to delay every connection on it.
+///
+/// Safe in any drop: outside a runtime (a thread's locals being destroyed, say) it drops
+/// `value` where it is.
 pub fn drop_in_background<T: Send + 'static>(value: T) {
-    let reactor = crate::Reactor::try_current();
-    let _context = reactor.as_ref().map(crate::Reactor::runtime_context);
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => drop(runtime.spawn_blocking(move || drop(value))),
         Err(_) => drop(value),

@@ -73,6 +73,20 @@ fn answer(query: &Message) -> Message {
     if name.starts_with("poison") {
         poison(&mut answer);
     }
+    if name.starts_with("into") {
+        // A CNAME into the service's own zone, with the upstream's idea of the target.
+        let target = Name::from_ascii("www.example.test.").unwrap();
+        answer.answers[0] = Record::from_rdata(
+            q.name().clone(),
+            60,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
+        );
+        answer.answers.push(Record::from_rdata(
+            target,
+            60,
+            RData::A(A::new(203, 0, 113, 66)),
+        ));
+    }
     answer
 }
 
@@ -863,4 +877,12 @@ fn records_an_upstream_adds_beyond_the_question_are_left_out_and_counted() {
         app.metric(r#"weft_dns_upstream_records_scrubbed_total{service="dns"}"#),
         Some(5.0)
     );
+    // A CNAME into the zone is followed there, in the zone's words, not the upstream's,
+    // from the cache as well.
+    for round in ["from the upstream", "from the cache"] {
+        let r = ask(port, 9, "into.elsewhere.test.", RecordType::A);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{round}");
+        assert_eq!(addresses(&r), ["192.0.2.10"], "{round}: {r:?}");
+        assert_eq!(r.answers[0].record_type(), RecordType::CNAME, "{round}");
+    }
 }

@@ -49,6 +49,7 @@ use crate::server::{Outcome, Reply, Via, send};
 use crate::upstream::{ForwardOptions, Selection, Upstreams};
 use crate::view::Source;
 use crate::wire::{EDNS_UDP_SIZE, Request};
+use crate::zone::Catalog;
 
 mod finish;
 mod received;
@@ -215,8 +216,10 @@ pub(crate) struct Forwarder {
     upstreams_detail: StepDetail,
     /// Set while questions are out.
     keeper: RefCell<Option<Keeper>>,
-    /// The origins of the service's own zones: nothing an upstream says of a name in them
-    /// is kept ([`scrub`]).
+    /// The service's own zones: nothing an upstream says of a name in them is kept
+    /// ([`scrub`]), and a CNAME chain the upstream leads into one is completed from it.
+    zones: Rc<Catalog>,
+    /// Their origins.
     local: Vec<LowerName>,
 }
 
@@ -270,7 +273,7 @@ impl Forwarder {
         options: ForwardOptions,
         link: Rc<dyn UpstreamLink>,
         metrics: ServiceMetrics,
-        local: Vec<LowerName>,
+        zones: Rc<Catalog>,
     ) -> Rc<Self> {
         let forwarding = metrics.forwarding();
         let ranked = Upstreams::new(&upstreams, |a| forwarding.upstream(a));
@@ -293,7 +296,8 @@ impl Forwarder {
             )),
             state: RefCell::default(),
             keeper: RefCell::default(),
-            local,
+            local: zones.origins(),
+            zones,
         })
     }
 
@@ -362,7 +366,10 @@ impl Forwarder {
         let key: Key = (LowerName::new(q.name()), q.query_type(), q.query_class());
         let answer = self.cache.borrow_mut().get(&key, now())?;
         self.metrics.cache_hit();
-        let encoded = crate::wire::encode(&response(request, &answer), Some(request.udp_limit()));
+        let encoded = crate::wire::encode(
+            &response(request, &answer, &self.zones),
+            Some(request.udp_limit()),
+        );
         Some((encoded, answer.rcode))
     }
 
@@ -378,7 +385,7 @@ impl Forwarder {
                 &self.metrics,
                 &request,
                 via,
-                response(&request, &answer),
+                response(&request, &answer, &self.zones),
                 reply,
                 Source::Cache,
             );

@@ -171,6 +171,7 @@ impl DnsServer {
         previous: Option<&DnsServer>,
     ) -> Self {
         metrics.figures().set_upstreams(&config.forward);
+        let catalog = Rc::new(config.zones);
         let forwarder = (!config.forward.is_empty()).then(|| {
             Forwarder::new(
                 config.forward,
@@ -179,11 +180,11 @@ impl DnsServer {
                 config.forwarding,
                 link,
                 metrics.clone(),
-                config.zones.origins(),
+                catalog.clone(),
             )
         });
         let mut inner = Inner {
-            catalog: Rc::new(config.zones),
+            catalog,
             transfer: config.transfer,
             forwarder,
             metrics,

@@ -5,13 +5,14 @@
 use hickory_proto::op::{Message, ResponseCode};
 use weft::defer::{Failure, TimeoutError};
 
-use super::scrub::scrub;
+use super::scrub::{complete, scrub};
 use super::{Forwarder, RECENT_IDS, now, upstream_failure};
 use crate::cache::Answer;
 use crate::edns::ExtendedError;
 use crate::server::send;
 use crate::view::Source;
 use crate::wire::Request;
+use crate::zone::Catalog;
 
 impl Forwarder {
     /// The query's Deferred fired: cache the answer and answer every waiter, or tell
@@ -81,7 +82,7 @@ impl Forwarder {
                     tracing::info!(name = %crate::wire::NameText(entry.query.name()), suppressed, "no upstream answered; serving a stale answer");
                 }
                 for w in entry.waiters {
-                    let mut m = response(&w.request, &answer);
+                    let mut m = response(&w.request, &answer, &self.zones);
                     ExtendedError::StaleAnswer.add_to(&mut m);
                     send(&self.metrics, &w.request, w.via, m, w.reply, Source::Cache);
                 }
@@ -114,7 +115,7 @@ impl Forwarder {
                     .answered_by
                     .map_or(Source::UpstreamFailed, Source::Upstream);
                 for w in entry.waiters {
-                    let m = response(&w.request, &answer);
+                    let m = response(&w.request, &answer, &self.zones);
                     send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
             }
@@ -151,13 +152,16 @@ impl Forwarder {
 }
 
 /// A response to `request` replaying `answer` (not authoritative; recursion available),
+/// its CNAME chain completed from `zones` when it leads into one of them (done here, not
+/// in the cache, so a reload that changes the zone changes every answer after it),
 /// without DNSSEC records other than of the type asked unless the client set DO (RFC
 /// 4035 section 3.2.1).
-pub(super) fn response(request: &Request, answer: &Answer) -> Message {
+pub(super) fn response(request: &Request, answer: &Answer, zones: &Catalog) -> Message {
     let mut message = request.response(answer.rcode, true);
     message.answers = answer.answers.clone();
     message.authorities = answer.authorities.clone();
     message.additionals = answer.additionals.clone();
+    complete(&mut message, &request.query, zones);
     let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.dnssec_ok);
     message.maybe_strip_dnssec_records(dnssec_ok)
 }

@@ -15,13 +15,17 @@
 //! - the additional section: the addresses (A, AAAA and their RRSIGs) of the names the
 //!   records kept point to (NS, MX, SRV, SVCB and HTTPS targets).
 //!
+//! A CNAME chain that leads into one of the service's own zones is completed from that
+//! zone when the answer is sent ([`complete`]).
+//!
 //! This is what Unbound's scrubber keeps of a forwarder's answer; the rest was answered
 //! to clients and cached with the question, for whoever asked it next.
 
-use hickory_proto::op::Query;
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
 use crate::cache::Answer;
+use crate::zone::Catalog;
 
 /// How many CNAMEs a chain is followed through.
 const MAX_CHAIN: usize = 16;
@@ -38,12 +42,16 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
     let chain = chain(&answer.answers, query);
     let above = |name: &LowerName| chain.iter().any(|n| name.zone_of(n) && name != n);
     // The DNAMEs kept, whose RRSIGs are kept with them.
+    // Asked for itself (its type, or ANY), a DNAME is the answer.
+    let asked = |name: &LowerName| {
+        matches!(qtype, RecordType::DNAME | RecordType::ANY) && chain.contains(name)
+    };
     let dnames: Vec<LowerName> = answer
         .answers
         .iter()
         .filter(|r| r.record_type() == RecordType::DNAME)
         .map(owner)
-        .filter(|name| above(name) && !ours(name))
+        .filter(|name| (above(name) || asked(name)) && !ours(name))
         .collect();
     answer.answers.retain(|r| {
         let name = owner(r);
@@ -63,23 +71,22 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
     let last = chain.last().expect("the chain begins with the name asked");
     answer.authorities.retain(|r| {
         let name = owner(r);
-        !ours(&name)
-            && match r.record_type() {
-                RecordType::SOA | RecordType::NS | RecordType::DS => name.zone_of(last),
-                // A denial's proof, or a wildcard answer's (which comes with no SOA to
-                // place it by): data a validator checks against its signatures, and only
-                // clients that set DO are sent.
-                RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => true,
-                _ => false,
-            }
+        match r.record_type() {
+            RecordType::SOA | RecordType::NS | RecordType::DS => name.zone_of(last) && !ours(&name),
+            // A denial's proof, or a wildcard answer's (which comes with no SOA to place
+            // it by), or a referral's: the upstream zone's own, whatever names it covers
+            // (ours too), which only clients that set DO are sent and their validators
+            // check against its signatures.
+            RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG => true,
+            _ => false,
+        }
     });
 
     let targets: Vec<LowerName> = answer
         .answers
         .iter()
         .chain(&answer.authorities)
-        .filter_map(|r| target(&r.data))
-        .map(LowerName::new)
+        .filter_map(target)
         .collect();
     answer.additionals.retain(|r| {
         let name = owner(r);
@@ -118,24 +125,64 @@ fn chain(answers: &[Record], query: &Query) -> Vec<LowerName> {
     chain
 }
 
-/// The name a record points to whose addresses may come with it.
-fn target(data: &RData) -> Option<&Name> {
-    match data {
-        RData::NS(ns) => Some(&ns.0),
-        RData::MX(mx) => Some(&mx.exchange),
-        RData::SRV(srv) => Some(&srv.target),
-        RData::SVCB(svcb) => Some(&svcb.target_name),
-        RData::HTTPS(https) => Some(&https.0.target_name),
-        _ => None,
+/// The name a record points to whose addresses may come with it. An SVCB or HTTPS
+/// record whose target is `.` points to its own owner (RFC 9460 section 2.5).
+fn target(record: &Record) -> Option<LowerName> {
+    let name = match &record.data {
+        RData::NS(ns) => &ns.0,
+        RData::MX(mx) => &mx.exchange,
+        RData::SRV(srv) => &srv.target,
+        RData::SVCB(svcb) => &svcb.target_name,
+        RData::HTTPS(https) => &https.0.target_name,
+        _ => return None,
+    };
+    let service = matches!(record.data, RData::SVCB(_) | RData::HTTPS(_));
+    Some(LowerName::new(if service && name.is_root() {
+        &record.name
+    } else {
+        name
+    }))
+}
+
+/// Completes from `zones` (the service's own) the CNAME chain of `message`, an upstream's
+/// answer to `query` (scrubbed), when it leads into one of them: the upstream's records
+/// there were left out, and a stub resolver would not ask again for the target. The
+/// rcode and the other sections become the zone's for the chain's last name.
+pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
+    if zones.zones().is_empty() || matches!(query.query_type(), RecordType::CNAME | RecordType::ANY)
+    {
+        return;
     }
+    let chain = chain(&message.answers, query);
+    let [_, .., last] = &chain[..] else {
+        return;
+    };
+    let Some(target) = message.answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(target) if LowerName::new(&target.0) == *last => Some(target.0.clone()),
+        _ => None,
+    }) else {
+        return;
+    };
+    let Some(zone) = zones.find(&target) else {
+        return;
+    };
+    let local = zone.lookup(&target, query.query_type());
+    message.metadata.response_code = local.rcode;
+    message.answers.extend(local.answers);
+    message.authorities = local.authorities;
+    message.additionals = local.additionals;
 }
 
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
 
-    use hickory_proto::rr::RData;
+    use std::path::Path;
+
     use hickory_proto::rr::rdata::{A, CNAME, MX, NS, SOA};
+    use hickory_proto::rr::{Name, RData};
+
+    use crate::zone::Zone;
 
     use super::*;
 
@@ -223,6 +270,81 @@ mod tests {
         );
         scrub(&mut got, &query, &[LowerName::new(&name("weft.test."))]);
         assert_eq!(owners(&got.answers), ["alias.example.com. CNAME"]);
+    }
+
+    #[test]
+    fn a_chain_into_the_service_s_own_zone_is_completed_from_it() {
+        let zone = "$ORIGIN weft.test.\n$TTL 60\n@ SOA ns host 1 2 3 4 5\n@ NS ns\n\
+                    www A 192.0.2.10\nold CNAME www\n";
+        let mut zones = Catalog::default();
+        zones
+            .add(Zone::parse(Path::new("weft.test.zone"), zone).unwrap())
+            .unwrap();
+        let ask = |qname: &str, qtype: RecordType, target: &str| {
+            let query = Query::query(name(qname), qtype);
+            let mut message = Message::new(
+                1,
+                hickory_proto::op::MessageType::Response,
+                hickory_proto::op::OpCode::Query,
+            );
+            message.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+            message.answers.push(cname(qname, target));
+            complete(&mut message, &query, &zones);
+            message
+        };
+        // Through a CNAME of the zone's own, too.
+        let m = ask("alias.example.com.", RecordType::A, "Old.Weft.Test.");
+        assert_eq!(
+            owners(&m.answers),
+            [
+                "alias.example.com. CNAME",
+                "old.weft.test. CNAME",
+                "www.weft.test. A"
+            ]
+        );
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError
+        );
+        let m = ask("alias.example.com.", RecordType::A, "gone.weft.test.");
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NXDomain
+        );
+        assert_eq!(owners(&m.authorities), ["weft.test. SOA"]);
+        // A chain elsewhere, or a question for the CNAME itself, is left as it is.
+        assert_eq!(
+            owners(&ask("a.example.com.", RecordType::A, "b.example.net.").answers).len(),
+            1
+        );
+        assert_eq!(
+            owners(&ask("alias.example.com.", RecordType::CNAME, "www.weft.test.").answers).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn an_https_record_with_target_dot_keeps_its_owner_s_addresses_and_a_dname_asked_for_stays() {
+        let query = Query::query(name("svc.example.com."), RecordType::HTTPS);
+        let https = hickory_proto::rr::rdata::HTTPS(hickory_proto::rr::rdata::SVCB::new(
+            1,
+            Name::root(),
+            vec![],
+        ));
+        let mut got = answer(
+            vec![record("svc.example.com.", RData::HTTPS(https))],
+            vec![],
+            vec![a("svc.example.com."), a("other.example.com.")],
+        );
+        scrub(&mut got, &query, &[]);
+        assert_eq!(owners(&got.additionals), ["svc.example.com. A"]);
+
+        for qtype in [RecordType::DNAME, RecordType::ANY] {
+            let query = Query::query(name("dn.example.com."), qtype);
+            let dname = typed("dn.example.com.", RecordType::DNAME);
+            let mut got = answer(vec![dname], vec![], vec![]);
+            assert_eq!(scrub(&mut got, &query, &[]), 0, "{qtype}");
+        }
     }
 
     #[test]

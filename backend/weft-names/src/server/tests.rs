@@ -213,19 +213,10 @@ fn a_zone_answer_to_class_any_is_not_authoritative() {
     let h = harness(EXAMPLE, false);
     let mut any = query(78, "www.example.test.", RecordType::A);
     any.queries[0].set_query_class(DNSClass::ANY);
-    for round in ["answered", "kept"] {
-        assert_eq!(h.send(&any, Via::Udp), Outcome::Answered);
-        let r = h.inbox.borrow_mut().pop().expect("an answer");
-        assert_eq!(
-            r.answers[0].data,
-            RData::A(A::new(192, 0, 2, 10)),
-            "{round}"
-        );
-        assert!(
-            !r.metadata.authoritative,
-            "{round}: AA clear for QCLASS ANY"
-        );
-    }
+    assert_eq!(h.send(&any, Via::Udp), Outcome::Answered);
+    let r = h.inbox.borrow_mut().pop().expect("an answer");
+    assert_eq!(r.answers[0].data, RData::A(A::new(192, 0, 2, 10)));
+    assert!(!r.metadata.authoritative, "AA clear for QCLASS ANY");
     assert!(
         h.ask("www.example.test.", RecordType::A)
             .metadata

@@ -281,7 +281,9 @@ const FREED_IN_BACKGROUND: usize = 4096;
 impl Drop for Catalog {
     /// The last catalog holding a large zone frees it on a blocking thread: a zone read
     /// again by a reload replaces the one in service on the reactor thread, where freeing
-    /// 100,000 records takes tens of milliseconds.
+    /// 100,000 records takes tens of milliseconds. (A zone whose last holder is not a
+    /// catalog, such as a reload's report of a zone kept, is freed where it is dropped;
+    /// catalogs outlive those.)
     fn drop(&mut self) {
         for zone in self.zones.drain(..) {
             match Arc::into_inner(zone) {

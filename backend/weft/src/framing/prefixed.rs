@@ -151,10 +151,10 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
-        if let Some(unfinished) = self.unfinished() {
+        if let Some((at, unfinished)) = self.unfinished() {
             // It can never be finished: bad framing, counted as one trickled too long
-            // is. The strings before it were delivered, and their answers still go out.
-            self.buffer = Vec::new();
+            // is. Whole strings before it (held while reading is paused) stay.
+            self.buffer.truncate(at);
             self.begun = None;
             let message = format!("the peer ended its side with {unfinished}");
             observe::report_error(transport.info(), ErrorKind::BadFrame, message);
@@ -217,18 +217,21 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
     }
 
     /// What of a string the buffer ends in the middle of, if it does.
-    fn unfinished(&self) -> Option<String> {
-        let mut rest = &self.buffer[..];
-        while !rest.is_empty() {
+    /// Where in the buffer that string begins, with what of it there is.
+    fn unfinished(&self) -> Option<(usize, String)> {
+        let mut at = 0;
+        while at < self.buffer.len() {
+            let rest = &self.buffer[at..];
             let Some(prefix) = rest.get(..P::WIDTH) else {
-                return Some(format!("{} bytes of a string's length prefix", rest.len()));
+                let what = format!("{} bytes of a string's length prefix", rest.len());
+                return Some((at, what));
             };
             let len = P::read(prefix);
-            match rest.get(P::WIDTH + len..) {
-                Some(after) => rest = after,
+            match P::WIDTH.checked_add(len).filter(|&end| end <= rest.len()) {
+                Some(end) => at += end,
                 None => {
                     let have = rest.len() - P::WIDTH;
-                    return Some(format!("{have} bytes of a {len}-byte string"));
+                    return Some((at, format!("{have} bytes of a {len}-byte string")));
                 }
             }
         }

@@ -163,7 +163,10 @@ pub(super) struct Slots {
 /// names the cap, the peer refused last (the one a per-peer cap holds back) and how many
 /// were refused since the line before.
 struct CapWarning {
+    /// The refusal's reason, as counted.
     reason: &'static str,
+    /// What the line says.
+    says: &'static str,
     last: Option<Instant>,
     /// Refusals since the last line.
     unsaid: u64,
@@ -173,9 +176,10 @@ struct CapWarning {
 const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 impl CapWarning {
-    fn new(reason: &'static str) -> Self {
+    fn new(reason: &'static str, says: &'static str) -> Self {
         Self {
             reason,
+            says,
             last: None,
             unsaid: 0,
         }
@@ -193,17 +197,7 @@ impl CapWarning {
         self.last = Some(now);
         let before = std::mem::take(&mut self.unsaid);
         let (service, endpoint) = (&info.service, &info.endpoint);
-        if self.reason == "limit_peer" {
-            tracing::warn!(
-                %service, %endpoint, %peer, max, refused_before = before,
-                "a peer is at its connection cap (max_connections_per_peer); refusing its new connections"
-            );
-        } else {
-            tracing::warn!(
-                %service, %endpoint, %peer, max, refused_before = before,
-                "at its connection cap (max_connections); refusing new connections"
-            );
-        }
+        tracing::warn!(%service, %endpoint, %peer, max, refused_before = before, "{}", self.says);
     }
 }
 
@@ -232,8 +226,14 @@ pub(super) async fn accept_loop(
 ) {
     let mut backoff = None::<Duration>;
     let mut warnings = [
-        CapWarning::new("limit_total"),
-        CapWarning::new("limit_peer"),
+        CapWarning::new(
+            "limit_total",
+            "at its connection cap (max_connections); refusing new connections",
+        ),
+        CapWarning::new(
+            "limit_peer",
+            "a peer is at its connection cap (max_connections_per_peer); refusing its new connections",
+        ),
     ];
     loop {
         let next = async {

@@ -408,6 +408,74 @@ mod tests {
         );
     }
 
+    /// Random answers of a few names and types: whatever the upstream sends, what is kept
+    /// was sent, the records asked for stay, and nothing of the service's zone is kept
+    /// but the proofs of the authority section.
+    #[test]
+    fn any_answer_keeps_a_subset_with_the_records_asked_for_and_none_of_the_local_zone_s() {
+        let names = [
+            "q.example.com.",
+            "t.example.com.",
+            "example.com.",
+            "x.other.net.",
+            "www.weft.test.",
+            "weft.test.",
+        ];
+        let local = [LowerName::new(&name("weft.test."))];
+        let rng = std::cell::RefCell::new(fastrand::Rng::with_seed(7));
+        let below = |n: usize| rng.borrow_mut().usize(..n);
+        let pick = || names[below(names.len())];
+        let random = || match below(6) {
+            0 => cname(pick(), pick()),
+            1 => soa(pick()),
+            2 => record(pick(), RData::NS(NS(name(pick())))),
+            3 => typed(pick(), RecordType::NSEC),
+            4 => typed(pick(), RecordType::RRSIG),
+            _ => a(pick()),
+        };
+        let section = || (0..below(6)).map(|_| random()).collect::<Vec<_>>();
+        for round in 0..2000 {
+            let sent = answer(section(), section(), section());
+            let qtype = [RecordType::A, RecordType::CNAME, RecordType::ANY][below(3)];
+            let query = Query::query(name("q.example.com."), qtype);
+            let mut kept = sent.clone();
+            let removed = scrub(&mut kept, &query, &local);
+            let all = |a: &Answer| a.answers.len() + a.authorities.len() + a.additionals.len();
+            assert_eq!(all(&kept) + removed, all(&sent), "{round}");
+            for (k, s) in [
+                (&kept.answers, &sent.answers),
+                (&kept.authorities, &sent.authorities),
+                (&kept.additionals, &sent.additionals),
+            ] {
+                assert!(
+                    k.iter().all(|r| s.contains(r)),
+                    "{round}: kept what was sent"
+                );
+            }
+            let asked = |r: &&Record| {
+                LowerName::new(&r.name) == LowerName::new(&name("q.example.com."))
+                    && (r.record_type() == qtype || qtype == RecordType::ANY)
+            };
+            assert_eq!(
+                kept.answers.iter().filter(asked).count(),
+                sent.answers.iter().filter(asked).count(),
+                "{round}: the records asked for stay"
+            );
+            let ours = |r: &Record| local[0].zone_of(&LowerName::new(&r.name));
+            let proof = |r: &Record| {
+                matches!(
+                    r.record_type(),
+                    RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG
+                )
+            };
+            assert!(
+                !kept.answers.iter().chain(&kept.additionals).any(ours)
+                    && !kept.authorities.iter().any(|r| ours(r) && !proof(r)),
+                "{round}: {kept:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_cname_loop_ends_the_chain() {
         let query = Query::query(name("a.example.com."), RecordType::A);

@@ -2,7 +2,7 @@
 //! and what the sections may carry with them (RFC 2181 section 5.4.1 ranks everything
 //! else below data a resolver may trust; an upstream that sends more is mistaken or
 //! poisoned). Nothing is kept for a name inside one of the service's own zones, which it
-//! answers for itself.
+//! answers for itself, but the denial proofs of the authority section.
 //!
 //! - the answer section: the records of the name asked, of the type asked (any type for
 //!   ANY), and the CNAMEs that lead from it, followed to the names they point to (and
@@ -18,8 +18,8 @@
 //! A CNAME chain that leads into one of the service's own zones is completed from that
 //! zone when the answer is sent ([`complete`]).
 //!
-//! This is what Unbound's scrubber keeps of a forwarder's answer; the rest was answered
-//! to clients and cached with the question, for whoever asked it next.
+//! The rules follow Unbound's scrubber for a forwarder's answers. Before them, the rest
+//! was answered to clients and cached with the question, for whoever asked it next.
 
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
@@ -41,8 +41,8 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
 
     let chain = chain(&answer.answers, query);
     let above = |name: &LowerName| chain.iter().any(|n| name.zone_of(n) && name != n);
-    // The DNAMEs kept, whose RRSIGs are kept with them.
-    // Asked for itself (its type, or ANY), a DNAME is the answer.
+    // The DNAMEs kept, whose RRSIGs are kept with them: above the chain, or asked for
+    // themselves (their type, or ANY).
     let asked = |name: &LowerName| {
         matches!(qtype, RecordType::DNAME | RecordType::ANY) && chain.contains(name)
     };
@@ -175,9 +175,8 @@ pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
 
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
-
     use std::path::Path;
+    use std::str::FromStr;
 
     use hickory_proto::rr::rdata::{A, CNAME, MX, NS, SOA};
     use hickory_proto::rr::{Name, RData};

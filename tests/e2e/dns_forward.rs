@@ -81,11 +81,23 @@ fn answer(query: &Message) -> Message {
             60,
             RData::CNAME(hickory_proto::rr::rdata::CNAME(target.clone())),
         );
-        answer.answers.push(Record::from_rdata(
-            target,
-            60,
-            RData::A(A::new(203, 0, 113, 66)),
-        ));
+        if name.starts_with("intonx") {
+            // The upstream says the target does not exist, with a zone's SOA above it
+            // (so the answer is cached for its MINIMUM).
+            answer.metadata.response_code = ResponseCode::NXDomain;
+            let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 120);
+            answer.authorities.push(Record::from_rdata(
+                Name::from_ascii("test.").unwrap(),
+                600,
+                RData::SOA(soa),
+            ));
+        } else {
+            answer.answers.push(Record::from_rdata(
+                target,
+                60,
+                RData::A(A::new(203, 0, 113, 66)),
+            ));
+        }
     }
     answer
 }
@@ -885,4 +897,17 @@ fn records_an_upstream_adds_beyond_the_question_are_left_out_and_counted() {
         assert_eq!(addresses(&r), ["192.0.2.10"], "{round}: {r:?}");
         assert_eq!(r.answers[0].record_type(), RecordType::CNAME, "{round}");
     }
+    // Where the upstream says the target does not exist and the zone says it does, the
+    // client gets the zone's word, and it is counted so, from the cache too.
+    let nxdomains = || {
+        app.metric(r#"weft_dns_responses_total{rcode="NXDOMAIN",service="dns"}"#)
+            .unwrap_or(0.0)
+    };
+    let before = nxdomains();
+    for round in ["from the upstream", "from the cache"] {
+        let r = ask(port, 10, "intonx.elsewhere.test.", RecordType::A);
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{round}");
+        assert_eq!(addresses(&r), ["192.0.2.10"], "{round}: {r:?}");
+    }
+    assert_eq!(nxdomains(), before, "counted as sent");
 }

@@ -366,11 +366,10 @@ impl Forwarder {
         let key: Key = (LowerName::new(q.name()), q.query_type(), q.query_class());
         let answer = self.cache.borrow_mut().get(&key, now())?;
         self.metrics.cache_hit();
-        let encoded = crate::wire::encode(
-            &response(request, &answer, &self.zones),
-            Some(request.udp_limit()),
-        );
-        Some((encoded, answer.rcode))
+        // Its code as sent: a chain completed from a zone of the service's has the zone's.
+        let message = response(request, &answer, &self.zones);
+        let encoded = crate::wire::encode(&message, Some(request.udp_limit()));
+        Some((encoded, message.metadata.response_code))
     }
 
     /// Answers `request` from the cache, or sends it upstream (or joins the same

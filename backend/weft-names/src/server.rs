@@ -163,7 +163,10 @@ impl DnsServer {
     }
 
     /// [`DnsServer::new`], taking over from `previous` (the same service before a reload)
-    /// what must survive it (see `server/carry`).
+    /// what must survive it (see `server/carry`). A zone of `config` is taken for
+    /// unchanged only when it is `previous`'s own (the same `Arc`): share the zones read
+    /// again first ([`Catalog::share_unchanged`](crate::Catalog::share_unchanged)), or
+    /// every zone counts as changed and what was kept of them is dropped.
     pub fn succeeding(
         config: DnsConfig,
         metrics: ServiceMetrics,

@@ -99,7 +99,7 @@ impl Forwarder {
                     self.metrics.forwarding().scrubbed().inc_by(scrubbed as u64);
                     if let Some(suppressed) = self.metrics.log_line("records scrubbed") {
                         let by = entry.answered_by.map(|a| a.to_string()).unwrap_or_default();
-                        tracing::info!(name = %crate::wire::NameText(entry.query.name()), upstream = %by, records = scrubbed, suppressed, "an upstream answer carried records that do not answer the question; left out");
+                        tracing::info!(name = %crate::wire::NameText(entry.query.name()), upstream = %by, records = scrubbed, suppressed, "an upstream answer carried records that do not answer the question, or of the service's own zones; left out");
                     }
                 }
                 let mut cache = self.cache.borrow_mut();

@@ -39,7 +39,7 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
     let owner = |r: &Record| LowerName::new(&r.name);
     let qtype = query.query_type();
 
-    let chain = chain(&answer.answers, query);
+    let chain = chain(&answer.answers, query, ours);
     let above = |name: &LowerName| chain.iter().any(|n| name.zone_of(n) && name != n);
     // The DNAMEs kept, whose RRSIGs are kept with them: above the chain, or asked for
     // themselves (their type, or ANY).
@@ -102,15 +102,19 @@ pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> 
 }
 
 /// The name asked, then each name a CNAME of the one before points to, as `answers`
-/// give them (in any order; a loop or a chain past [`MAX_CHAIN`] ends it). A question
-/// for the CNAME itself, or for ANY, follows none.
-fn chain(answers: &[Record], query: &Query) -> Vec<LowerName> {
+/// give them (in any order; a loop or a chain past [`MAX_CHAIN`] ends it), up to the
+/// first that is `ours` (the service answers for it, not the upstream). A question for
+/// the CNAME itself, or for ANY, follows none.
+fn chain(answers: &[Record], query: &Query, ours: impl Fn(&LowerName) -> bool) -> Vec<LowerName> {
     let mut chain = vec![LowerName::new(query.name())];
     if matches!(query.query_type(), RecordType::CNAME | RecordType::ANY) {
         return chain;
     }
     while chain.len() <= MAX_CHAIN {
         let last = chain.last().expect("never empty");
+        if ours(last) {
+            break;
+        }
         let next = answers.iter().find_map(|r| match &r.data {
             RData::CNAME(target) if LowerName::new(&r.name) == *last => {
                 Some(LowerName::new(&target.0))
@@ -146,17 +150,23 @@ fn target(record: &Record) -> Option<LowerName> {
 
 /// Completes from `zones` (the service's own) the CNAME chain of `message`, an upstream's
 /// answer to `query` (scrubbed), when it leads into one of them: the upstream's records
-/// there were left out, and a stub resolver would not ask again for the target. The
-/// rcode and the other sections become the zone's for the chain's last name.
+/// there were left out, and a stub resolver would not ask again for the target. What
+/// the answer holds past the chain's way in (cached before a reload made the zone the
+/// service's) goes; the rcode and the other sections become the zone's for the name the
+/// chain enters by.
 pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
     if zones.zones().is_empty() || matches!(query.query_type(), RecordType::CNAME | RecordType::ANY)
     {
         return;
     }
-    let chain = chain(&message.answers, query);
-    let [_, .., last] = &chain[..] else {
+    let ours = |name: &LowerName| zones.holds(name);
+    let chain = chain(&message.answers, query, ours);
+    let [before @ .., last] = &chain[..] else {
         return;
     };
+    if before.is_empty() || !ours(last) {
+        return;
+    }
     let Some(target) = message.answers.iter().find_map(|r| match &r.data {
         RData::CNAME(target) if LowerName::new(&target.0) == *last => Some(target.0.clone()),
         _ => None,
@@ -166,6 +176,10 @@ pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
     let Some(zone) = zones.find(&target) else {
         return;
     };
+    message.answers.retain(|r| {
+        let name = LowerName::new(&r.name);
+        before.contains(&name) || (r.record_type() == RecordType::DNAME && !ours(&name))
+    });
     let local = zone.lookup(&target, query.query_type());
     message.metadata.response_code = local.rcode;
     message.answers.extend(local.answers);
@@ -347,6 +361,38 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_ends_where_it_enters_the_service_s_zone_and_what_is_past_it_goes() {
+        let query = Query::query(name("a.example.com."), RecordType::A);
+        let sent = vec![
+            cname("a.example.com.", "b.weft.test."),
+            cname("b.weft.test.", "c.evil.example."),
+            a("c.evil.example."),
+        ];
+        let mut got = answer(sent.clone(), vec![], vec![]);
+        let local = [LowerName::new(&name("weft.test."))];
+        assert_eq!(scrub(&mut got, &query, &local), 2);
+        assert_eq!(owners(&got.answers), ["a.example.com. CNAME"]);
+
+        // Cached before the zone was the service's: completing it drops the rest.
+        let zone = "$ORIGIN weft.test.\n$TTL 60\n@ SOA ns host 1 2 3 4 5\n@ NS ns\nb A 192.0.2.2\n";
+        let mut zones = Catalog::default();
+        zones
+            .add(Zone::parse(Path::new("weft.test.zone"), zone).unwrap())
+            .unwrap();
+        let mut message = Message::new(
+            1,
+            hickory_proto::op::MessageType::Response,
+            hickory_proto::op::OpCode::Query,
+        );
+        message.answers = sent;
+        complete(&mut message, &query, &zones);
+        assert_eq!(
+            owners(&message.answers),
+            ["a.example.com. CNAME", "b.weft.test. A"]
+        );
+    }
+
+    #[test]
     fn a_denial_keeps_the_soa_of_a_zone_above_the_name_and_no_other() {
         let query = Query::query(name("nothing.example.com."), RecordType::A);
         let mut got = answer(
@@ -433,7 +479,7 @@ mod tests {
             _ => a(pick()),
         };
         let section = || (0..below(6)).map(|_| random()).collect::<Vec<_>>();
-        for round in 0..2000 {
+        for round in 0..20_000 {
             let sent = answer(section(), section(), section());
             let qtype = [RecordType::A, RecordType::CNAME, RecordType::ANY][below(3)];
             let query = Query::query(name("q.example.com."), qtype);
@@ -459,6 +505,26 @@ mod tests {
                 kept.answers.iter().filter(asked).count(),
                 sent.answers.iter().filter(asked).count(),
                 "{round}: the records asked for stay"
+            );
+            // Nothing past the chain's way into the zone: the upstream's word there is not
+            // taken, however its chain goes on.
+            let mut way = vec![LowerName::new(&name("q.example.com."))];
+            while qtype == RecordType::A && way.len() <= names.len() {
+                let at = way.last().expect("never empty").clone();
+                let next = kept.answers.iter().find_map(|r| match &r.data {
+                    RData::CNAME(t) if LowerName::new(&r.name) == at => Some(LowerName::new(&t.0)),
+                    _ => None,
+                });
+                match next {
+                    Some(next) if !local[0].zone_of(&at) && !way.contains(&next) => way.push(next),
+                    _ => break,
+                }
+            }
+            assert!(
+                kept.answers
+                    .iter()
+                    .all(|r| way.contains(&LowerName::new(&r.name))),
+                "{round}: past the chain: {kept:?}"
             );
             let ours = |r: &Record| local[0].zone_of(&LowerName::new(&r.name));
             let proof = |r: &Record| {

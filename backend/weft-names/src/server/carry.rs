@@ -12,6 +12,8 @@
 //! cached forwarded answers for names inside it (or inside a zone added or removed), so
 //! no answer after the reload comes from the zone as it was.
 
+use std::sync::Arc;
+
 use hickory_proto::rr::{LowerName, Name};
 
 use super::Inner;
@@ -50,7 +52,7 @@ fn changed_origins(old: &Catalog, new: &Catalog) -> Vec<LowerName> {
         zones
             .zones()
             .iter()
-            .filter(|z| !others.zones().iter().any(|o| std::sync::Arc::ptr_eq(o, z)))
+            .filter(|z| !others.zones().iter().any(|o| Arc::ptr_eq(o, z)))
             .map(|z| LowerName::new(z.origin()))
             .collect()
     };

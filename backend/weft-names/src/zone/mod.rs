@@ -337,6 +337,11 @@ impl Catalog {
         }
     }
 
+    /// Whether `name` is inside one of the zones.
+    pub fn holds(&self, name: &LowerName) -> bool {
+        self.zones.iter().any(|z| z.lower_origin.zone_of(name))
+    }
+
     /// The zones' origins, lower-cased.
     pub fn origins(&self) -> Vec<LowerName> {
         self.zones.iter().map(|z| z.lower_origin.clone()).collect()

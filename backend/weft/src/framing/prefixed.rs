@@ -151,10 +151,11 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
-        if let Some((at, unfinished)) = self.unfinished() {
+        if let Some((_, unfinished)) = self.unfinished() {
             // It can never be finished: bad framing, counted as one trickled too long
-            // is. Whole strings before it (held while reading is paused) stay.
-            self.buffer.truncate(at);
+            // is. Every whole string before it was delivered (no end of stream is read
+            // while reading is paused), so it is all the buffer holds.
+            self.buffer = Vec::new();
             self.begun = None;
             let message = format!("the peer ended its side with {unfinished}");
             observe::report_error(transport.info(), ErrorKind::BadFrame, message);
@@ -216,8 +217,8 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
         delivered
     }
 
-    /// What of a string the buffer ends in the middle of, if it does.
-    /// Where in the buffer that string begins, with what of it there is.
+    /// The string the buffer ends in the middle of, if it does: where it begins, and
+    /// what of it there is.
     fn unfinished(&self) -> Option<(usize, String)> {
         let mut at = 0;
         while at < self.buffer.len() {

@@ -268,20 +268,17 @@ impl DnsServer {
             },
             Via::Tcp => Box::new(reply),
         };
-        if let Some(refused) = crate::transfer::notify_received(packet) {
+        if let Some((refused, rcode)) = crate::transfer::notify_received(packet) {
             metrics.transfer().notify(NotifyResult::Received);
             // The REFUSED answer is the header and question: a slipped one goes out as it is.
             if via == Via::Udp && self.rate_limit(ip, Kind::Error) == Verdict::Drop {
                 return Outcome::RateLimited;
             }
-            metrics.answered(
-                None,
-                client,
-                received,
-                ResponseCode::Refused,
-                Source::Refused,
-                None,
-            );
+            let source = match rcode {
+                ResponseCode::Refused => Source::Refused,
+                _ => Source::Malformed,
+            };
+            metrics.answered(None, client, received, rcode, source, None);
             reply(refused);
             return Outcome::Refused;
         }

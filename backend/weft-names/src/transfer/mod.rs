@@ -210,9 +210,10 @@ pub(crate) fn plan(
     }))
 }
 
-/// The answer to a NOTIFY (RFC 1996) that came to us: REFUSED, the question echoed. `None`
-/// for a packet that is not a NOTIFY request.
-pub(crate) fn notify_received(packet: &[u8]) -> Option<Vec<u8>> {
+/// The answer to a NOTIFY (RFC 1996) that came to us, and its code: REFUSED, the question
+/// echoed; FORMERR for one that has no question (RFC 1996 section 3.7: QDCOUNT > 0) or
+/// does not decode, as NSD answers. `None` for a packet that is not a NOTIFY request.
+pub(crate) fn notify_received(packet: &[u8]) -> Option<(Vec<u8>, ResponseCode)> {
     let flags = *packet.get(2)?;
     if packet.len() < 12
         || flags & 0x80 != 0
@@ -221,12 +222,17 @@ pub(crate) fn notify_received(packet: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
-    let mut response = Message::error_msg(id, OpCode::Notify, ResponseCode::Refused);
-    if let Ok(message) = Message::from_vec(packet) {
+    let message = Message::from_vec(packet).ok();
+    let rcode = match &message {
+        Some(m) if !m.queries.is_empty() => ResponseCode::Refused,
+        _ => ResponseCode::FormErr,
+    };
+    let mut response = Message::error_msg(id, OpCode::Notify, rcode);
+    if let Some(message) = message {
         response.queries = message.queries;
         response.edns = message.edns.as_ref().map(wire::bare_opt);
     }
-    Some(wire::encode(&response, None))
+    Some((wire::encode(&response, None), rcode))
 }
 
 /// Where a transfer is in its zone: the next record to send, kept across messages.

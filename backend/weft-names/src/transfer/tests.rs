@@ -204,7 +204,7 @@ fn a_large_zone_goes_in_many_messages_soa_first_and_last_each_record_once() {
 fn a_notify_received_is_refused_with_its_question() {
     let mut notify = transfer_query(11, "example.test.", RecordType::SOA, None);
     notify[2] |= 4 << 3;
-    let refused = Message::from_vec(&notify_received(&notify).unwrap()).unwrap();
+    let refused = Message::from_vec(&notify_received(&notify).unwrap().0).unwrap();
     assert_eq!(refused.metadata.id, 11);
     assert_eq!(refused.metadata.op_code, OpCode::Notify);
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
@@ -222,12 +222,23 @@ fn a_notify_received_is_refused_with_its_question() {
     let mut edns = hickory_proto::op::Edns::new();
     edns.set_max_payload(4096).set_dnssec_ok(true);
     with_opt.edns = Some(edns);
-    let refused = notify_received(&with_opt.to_vec().unwrap()).unwrap();
+    let refused = notify_received(&with_opt.to_vec().unwrap()).unwrap().0;
     let refused = Message::from_vec(&refused).unwrap();
     assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
     let opt = refused.edns.expect("an OPT in the answer");
     assert_eq!(opt.max_payload(), crate::wire::EDNS_UDP_SIZE);
     assert!(opt.flags().dnssec_ok, "DO copied");
+
+    // RFC 1996 section 3.7: a NOTIFY has a question; one without gets FORMERR, as NSD
+    // answers it.
+    let bare = Message::new(14, MessageType::Query, OpCode::Notify);
+    let (bytes, rcode) = notify_received(&bare.to_vec().unwrap()).unwrap();
+    assert_eq!(rcode, ResponseCode::FormErr);
+    let formerr = Message::from_vec(&bytes).unwrap();
+    assert_eq!(
+        (formerr.metadata.id, formerr.metadata.response_code),
+        (14, ResponseCode::FormErr)
+    );
 }
 
 /// The frames written on `wire` so far, decoded.

@@ -155,7 +155,12 @@ fn target(record: &Record) -> Option<LowerName> {
 /// service's) goes; the rcode and the other sections become the zone's for the name the
 /// chain enters by.
 pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
-    if zones.zones().is_empty() || matches!(query.query_type(), RecordType::CNAME | RecordType::ANY)
+    if zones.zones().is_empty()
+        || matches!(query.query_type(), RecordType::CNAME | RecordType::ANY)
+        || !message
+            .answers
+            .iter()
+            .any(|r| r.record_type() == RecordType::CNAME)
     {
         return;
     }

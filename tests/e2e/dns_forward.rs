@@ -748,6 +748,35 @@ fn a_reload_that_removes_the_service_still_answers_the_questions_waiting_on_an_u
     expect_address(&app, &udp, 7, "the answer, after the service went");
 }
 
+/// A cached answer whose CNAME led into one of the service's zones was completed from it;
+/// once a reload takes the zone away it is forgotten, not sent as a bare CNAME until its
+/// TTL runs out: the question goes upstream again.
+#[test]
+fn a_reload_that_removes_a_zone_forgets_the_answers_whose_chain_led_into_it() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let zone = "$ORIGIN example.test.\n$TTL 1h\n@ IN SOA ns1 hostmaster 1 2h 15m 2w 5m\n\
+                @ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.10\n";
+    let app = spawn_dns_app(forwarder(port, &[up]).zone("example.test.zone", zone));
+    let r = ask(port, 1, "into.elsewhere.test.", RecordType::A);
+    assert_eq!(addresses(&r), ["192.0.2.10"], "completed from the zone");
+    assert_eq!(seen.udp_queries(), 1);
+
+    app.edit_config(|text| {
+        let start = text.find("zones = [").expect("the zones line");
+        let end = start + text[start..].find('\n').unwrap();
+        format!("{}zones = []{}", &text[..start], &text[end..])
+    });
+    app.reload_by_signal("ok");
+    let r = ask(port, 2, "into.elsewhere.test.", RecordType::A);
+    assert_eq!(
+        addresses(&r),
+        ["203.0.113.66"],
+        "asked again: the upstream's answer whole\n{r:?}"
+    );
+    assert_eq!(seen.udp_queries(), 2);
+}
+
 #[test]
 fn sigterm_lets_a_question_go_on_over_tcp_when_its_truncated_answer_comes_during_the_drain() {
     // The truncated UDP answer comes 2 s after the question, after SIGTERM: the TCP

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, LowerName, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
 /// The TTL of a stale answer (RFC 8767 section 4).
@@ -308,11 +308,30 @@ impl Cache {
         }
     }
 
-    /// Drops every entry for a name at or below one of `origins` (zones that changed).
+    /// Drops every entry for a name at or below one of `origins` (zones that changed,
+    /// came or went), and every one whose answer holds a record of such a name or
+    /// points into one (a CNAME chain that led into a zone of the service's: completed
+    /// from that zone when sent, it would end in a bare CNAME once the zone is gone).
     pub(crate) fn forget_under(&mut self, origins: &[LowerName]) {
-        if !origins.is_empty() {
-            self.retain(|key, _| !origins.iter().any(|o| o.zone_of(&key.0)));
+        if origins.is_empty() {
+            return;
         }
+        let under = |name: &Name| {
+            let name = LowerName::new(name);
+            origins.iter().any(|o| o.zone_of(&name))
+        };
+        self.retain(|key, entry| {
+            let a = &entry.answer;
+            let touches =
+                |r: &Record| under(&r.name) || matches!(&r.data, RData::CNAME(t) if under(&t.0));
+            !origins.iter().any(|o| o.zone_of(&key.0))
+                && !a
+                    .answers
+                    .iter()
+                    .chain(&a.authorities)
+                    .chain(&a.additionals)
+                    .any(touches)
+        });
     }
 
     fn remove(&mut self, key: &Key) {

@@ -631,6 +631,36 @@ fn a_zone_edited_to_garbage_keeps_its_old_answers_and_is_named_by_file_and_line_
     );
 }
 
+/// A zone file that no longer loads, or one put back as it was, changes nothing the
+/// service serves: the reload leaves the service running as it is (its kept answers,
+/// cache and listeners), where it used to start it again.
+#[test]
+fn a_reload_where_only_a_zone_file_broke_or_came_back_as_it_was_leaves_the_service_as_it_is() {
+    let port = free_port();
+    let app = spawn_dns_app(dns_service("dns", port).zone("example.test.zone", ZONE));
+    let file = app.dir.path().join("example.test.zone");
+    let message = |app: &App| {
+        let reply = app.reload_by_post();
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        answer["message"].as_str().unwrap().to_owned()
+    };
+    let changed = |message: &str| message.split("; ").any(|p| p.starts_with("changed"));
+    std::fs::write(&file, ZONE.replace("192.0.2.10", "192.0.2.999")).unwrap();
+    let broke = message(&app);
+    assert!(
+        !changed(&broke) && broke.contains("keeps serving"),
+        "{broke}"
+    );
+    std::fs::write(&file, ZONE).unwrap();
+    let back = message(&app);
+    assert!(!changed(&back), "{back}");
+    assert_eq!(
+        dig(port, &["www.example.test", "A", "+short"]).trim(),
+        "192.0.2.10"
+    );
+}
+
 /// A reload keeps a zone that served and no longer loads; a zone file that never loaded
 /// has nothing to keep, so the reload is refused as `weft check` refuses it.
 #[test]

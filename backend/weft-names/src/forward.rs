@@ -368,8 +368,9 @@ impl Forwarder {
         self.metrics.cache_hit();
         // Its code as sent: a chain completed from a zone of the service's has the zone's.
         let message = response(request, &answer, &self.zones);
-        let encoded = crate::wire::encode(&message, Some(request.udp_limit()));
-        Some((encoded, message.metadata.response_code))
+        let rcode = message.metadata.response_code;
+        let (encoded, _) = crate::server::encode_udp(message, request.udp_limit());
+        Some((encoded, rcode))
     }
 
     /// Answers `request` from the cache, or sends it upstream (or joins the same

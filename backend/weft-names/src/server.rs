@@ -523,20 +523,29 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
     truncated
 }
 
-/// Encodes an answer from a zone for a UDP client that takes `limit` bytes, leaving out
-/// the additional section of an authoritative answer that does not fit in `limit` with
-/// it: the section is optional, and RFC 2181 section 9 sets TC only when the answer
-/// itself does not fit. (A referral keeps its glue, or is truncated: RFC 9471.) Says
-/// whether it was shrunk so (or could not be encoded).
-fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
+/// Encodes an answer for a UDP client that takes `limit` bytes. What only adds to it is
+/// left out before TC is set (RFC 2181 section 9 sets TC only when the answer itself
+/// does not fit): the additional section of an authoritative answer, and both the
+/// additional and authority sections of a positive one (a forwarded answer's NS set and
+/// its addresses). A referral keeps its glue, or is truncated (RFC 9471); a negative
+/// answer keeps its SOA and proofs. Says whether it was shrunk so (or could not be
+/// encoded).
+pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
+    let fits = |m: &Message| wire::to_wire(m).is_ok_and(|bytes| bytes.len() <= limit);
     match wire::to_wire(&message) {
-        Ok(bytes) if bytes.len() <= limit => (bytes, false),
-        Ok(_) if message.metadata.authoritative && !message.additionals.is_empty() => {
-            message.additionals.clear();
-            (wire::encode(&message, Some(limit)), true)
-        }
-        _ => (wire::encode(&message, Some(limit)), true),
+        Ok(bytes) if bytes.len() <= limit => return (bytes, false),
+        Ok(_) => {}
+        Err(_) => return (wire::encode(&message, Some(limit)), true),
     }
+    let positive =
+        message.metadata.response_code == ResponseCode::NoError && !message.answers.is_empty();
+    if positive || message.metadata.authoritative {
+        message.additionals.clear();
+        if positive && !fits(&message) {
+            message.authorities.clear();
+        }
+    }
+    (wire::encode(&message, Some(limit)), true)
 }
 
 /// Encodes `message` for `via`, counts, times and records it as coming from `source`,
@@ -549,19 +558,12 @@ pub(crate) fn send(
     reply: Reply,
     source: Source,
 ) {
-    let limit = match via {
-        Via::Udp => request.udp_limit(),
-        Via::Tcp => usize::from(u16::MAX),
+    let rcode = message.metadata.response_code;
+    let encoded = match via {
+        Via::Udp => encode_udp(message, request.udp_limit()).0,
+        Via::Tcp => wire::encode(&message, Some(usize::from(u16::MAX))),
     };
-    let encoded = wire::encode(&message, Some(limit));
-    deliver(
-        metrics,
-        request,
-        message.metadata.response_code,
-        encoded,
-        reply,
-        source,
-    );
+    deliver(metrics, request, rcode, encoded, reply, source);
 }
 
 /// Counts, times and records the answer `encoded` to `request` as coming from `source`,

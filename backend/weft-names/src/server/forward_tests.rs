@@ -76,6 +76,45 @@ fn sequential_asks_the_next_upstream_when_the_first_is_silent_then_the_live_one_
     assert_eq!(at_first, 1, "the silent upstream was asked once");
 }
 
+/// RFC 2181 section 9: an answer whose NS set and addresses do not fit a UDP client's
+/// buffer goes without them, not truncated, fresh and from the cache alike.
+#[test]
+fn a_forwarded_answer_too_big_for_udp_loses_its_extra_sections_rather_than_set_tc() {
+    let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
+    h.send(&query(1, "big.elsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    let mut answer = a_answer(&up, 60);
+    let zone = Name::from_ascii("elsewhere.test.").unwrap();
+    for i in 0..40 {
+        let ns = Name::from_ascii(format!("ns{i}.elsewhere.test.")).unwrap();
+        answer.authorities.push(Record::from_rdata(
+            zone.clone(),
+            60,
+            RData::NS(hickory_proto::rr::rdata::NS(ns.clone())),
+        ));
+        answer.additionals.push(Record::from_rdata(
+            ns,
+            60,
+            RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+        ));
+    }
+    h.answer_from(&answer, FIRST);
+    for round in ["fresh", "cached"] {
+        let r = h.pop();
+        assert!(!r.metadata.truncation, "{round}: no TC");
+        assert_eq!(r.answers.len(), 1, "{round}");
+        assert!(
+            r.authorities.is_empty() && r.additionals.is_empty(),
+            "{round}"
+        );
+        h.send(&query(2, "big.elsewhere.test.", RecordType::A), Via::Udp);
+    }
+    // Over TCP it goes whole.
+    h.send(&query(3, "big.elsewhere.test.", RecordType::A), Via::Tcp);
+    let r = h.pop();
+    assert_eq!((r.authorities.len(), r.additionals.len()), (40, 40));
+}
+
 #[test]
 fn a_late_answer_from_the_first_upstream_is_still_taken() {
     let h = harness_with(EXAMPLE, &[FIRST, SECOND], ForwardOptions::default());

@@ -527,8 +527,8 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
 /// left out before TC is set (RFC 2181 section 9 sets TC only when the answer itself
 /// does not fit): the additional section of an authoritative answer, and both the
 /// additional and authority sections of a positive one (a forwarded answer's NS set and
-/// its addresses). A referral keeps its glue, or is truncated (RFC 9471); a negative
-/// answer keeps its SOA and proofs. Says whether it was shrunk so (or could not be
+/// its addresses) unless that holds a proof. A referral keeps its glue, or is truncated
+/// (RFC 9471); a negative answer keeps its SOA and proofs. Says whether it was shrunk so (or could not be
 /// encoded).
 pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
     let fits = |m: &Message| wire::to_wire(m).is_ok_and(|bytes| bytes.len() <= limit);
@@ -539,9 +539,17 @@ pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) 
     }
     let positive =
         message.metadata.response_code == ResponseCode::NoError && !message.answers.is_empty();
+    // A wildcard answer's NSEC or NSEC3 proof, and its RRSIGs, are part of the answer to
+    // a DO client: without room for them TC is set (RFC 4035 section 3.1.1).
+    let proof = message.authorities.iter().any(|r| {
+        matches!(
+            r.record_type(),
+            RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG
+        )
+    });
     if positive || message.metadata.authoritative {
         message.additionals.clear();
-        if positive && !fits(&message) {
+        if positive && !proof && !fits(&message) {
             message.authorities.clear();
         }
     }

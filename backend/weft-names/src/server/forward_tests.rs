@@ -113,6 +113,33 @@ fn a_forwarded_answer_too_big_for_udp_loses_its_extra_sections_rather_than_set_t
     h.send(&query(3, "big.elsewhere.test.", RecordType::A), Via::Tcp);
     let r = h.pop();
     assert_eq!((r.authorities.len(), r.additionals.len()), (40, 40));
+
+    // A wildcard answer's proof is part of it: without room for it, TC (RFC 4035
+    // section 3.1.1).
+    let mut asked = query(4, "w.elsewhere.test.", RecordType::A);
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(1232).set_dnssec_ok(true);
+    asked.edns = Some(edns);
+    h.send(&asked, Via::Udp);
+    let (up, _) = h.last_query();
+    let mut answer = a_answer(&up, 60);
+    for i in 0..60 {
+        let mut nsec = Record::from_rdata(
+            Name::from_ascii(format!("n{i}.elsewhere.test.")).unwrap(),
+            60,
+            RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+        );
+        nsec.data = RData::Unknown {
+            code: RecordType::NSEC,
+            rdata: hickory_proto::rr::rdata::NULL::with(vec![0; 8]),
+        };
+        answer.authorities.push(nsec);
+    }
+    h.answer_from(&answer, FIRST);
+    assert!(
+        h.pop().metadata.truncation,
+        "TC rather than an answer without its proof"
+    );
 }
 
 #[test]

@@ -49,7 +49,7 @@ impl Kept {
     /// The answer `encoded` to `query` to keep, with `aging` when it is forwarded:
     /// without the NSID and COOKIE options of its OPT, which are made for each query.
     /// `None` when its records cannot be walked or its OPT is not the last of them, and
-    /// when `shrunk` (truncated, or its additional section left out to fit) with options
+    /// when `shrunk` (truncated, or sections left out to fit) with options
     /// left out: without them, it might have fit.
     pub(crate) fn new(
         encoded: &[u8],

@@ -316,10 +316,9 @@ impl Cache {
         if origins.is_empty() {
             return;
         }
-        let under = |name: &Name| {
-            let name = LowerName::new(name);
-            origins.iter().any(|o| o.zone_of(&name))
-        };
+        // `Name::zone_of` ignores case: no lower-cased copy of each record's name.
+        let zones: Vec<Name> = origins.iter().cloned().map(Name::from).collect();
+        let under = |name: &Name| zones.iter().any(|z| z.zone_of(name));
         self.retain(|key, entry| {
             let a = &entry.answer;
             let touches =

@@ -327,7 +327,8 @@ impl Forwarder {
     }
 
     /// Takes over `previous`'s cache, when the upstreams and the cache's settings are
-    /// the same, less what it holds for names inside the zones `changed`; and each
+    /// the same, less what it holds for names inside the zones `changed` or leading into
+    /// them; and each
     /// upstream's round-trip time, by address.
     pub(crate) fn take_over(&mut self, previous: &Forwarder, changed: &[LowerName]) {
         let upstreams = self.upstreams.get_mut();
@@ -359,9 +360,9 @@ impl Forwarder {
         self.cache.borrow().len()
     }
 
-    /// The cached answer to `request` encoded for UDP, with its code, if the cache has
-    /// one (counted as a hit); else nothing is counted.
-    pub(crate) fn cached_udp(&self, request: &Request) -> Option<(Vec<u8>, ResponseCode)> {
+    /// The cached answer to `request` encoded for UDP, with its code and whether it was
+    /// shrunk to fit, if the cache has one (counted as a hit); else nothing is counted.
+    pub(crate) fn cached_udp(&self, request: &Request) -> Option<(Vec<u8>, ResponseCode, bool)> {
         let q = &request.query;
         let key: Key = (LowerName::new(q.name()), q.query_type(), q.query_class());
         let answer = self.cache.borrow_mut().get(&key, now())?;
@@ -369,8 +370,8 @@ impl Forwarder {
         // Its code as sent: a chain completed from a zone of the service's has the zone's.
         let message = response(request, &answer, &self.zones);
         let rcode = message.metadata.response_code;
-        let (encoded, _) = crate::server::encode_udp(message, request.udp_limit());
-        Some((encoded, rcode))
+        let (encoded, shrunk) = crate::server::encode_udp(message, request.udp_limit());
+        Some((encoded, rcode, shrunk))
     }
 
     /// Answers `request` from the cache, or sends it upstream (or joins the same

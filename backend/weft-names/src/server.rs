@@ -5,7 +5,8 @@
 //! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
 //! the upstream answers. A zone transfer request (AXFR, IXFR) goes back to the transport
 //! as [`Outcome::Transfer`], to be answered through [`DnsServer::transfer`] with the peer's
-//! address; a NOTIFY received is REFUSED ([`crate::transfer`]).
+//! address; a NOTIFY received is REFUSED, or FORMERR without a question
+//! ([`crate::transfer`]).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -268,19 +269,27 @@ impl DnsServer {
             },
             Via::Tcp => Box::new(reply),
         };
-        if let Some((refused, rcode)) = crate::transfer::notify_received(packet) {
-            metrics.transfer().notify(NotifyResult::Received);
-            // The REFUSED answer is the header and question: a slipped one goes out as it is.
+        if let Some((answer, rcode)) = crate::transfer::notify_received(packet) {
+            // The answer is the header and question: a slipped one goes out as it is.
             if via == Via::Udp && self.rate_limit(ip, Kind::Error) == Verdict::Drop {
                 return Outcome::RateLimited;
             }
-            let source = match rcode {
-                ResponseCode::Refused => Source::Refused,
-                _ => Source::Malformed,
+            let refused = rcode == ResponseCode::Refused;
+            if refused {
+                metrics.transfer().notify(NotifyResult::Received);
+            }
+            let source = if refused {
+                Source::Refused
+            } else {
+                Source::Malformed
             };
             metrics.answered(None, client, received, rcode, source, None);
-            reply(refused);
-            return Outcome::Refused;
+            reply(answer);
+            return if refused {
+                Outcome::Refused
+            } else {
+                Outcome::Malformed("a NOTIFY without a question".into())
+            };
         }
         let mut request = match wire::parse_received(packet, self.inner.edns.cookies(), received) {
             Parsed::Query(request) => request,
@@ -525,13 +534,12 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
 
 /// Encodes an answer for a UDP client that takes `limit` bytes. What only adds to it is
 /// left out before TC is set (RFC 2181 section 9 sets TC only when the answer itself
-/// does not fit): the additional section of an authoritative answer, and both the
-/// additional and authority sections of a positive one (a forwarded answer's NS set and
-/// its addresses) unless that holds a proof. A referral keeps its glue, or is truncated
-/// (RFC 9471); a negative answer keeps its SOA and proofs. Says whether it was shrunk so (or could not be
-/// encoded).
+/// does not fit): the additional section of an authoritative answer, and the additional
+/// section and NS set of a positive one (a forwarded answer's NS and their addresses).
+/// A referral keeps its glue, or is truncated (RFC 9471); an SOA (a CNAME chain ending
+/// in NODATA) and a proof (a signed wildcard's NSEC, RFC 4035 section 3.1.1) stay.
+/// Says whether it was shrunk so (or could not be encoded).
 pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
-    let fits = |m: &Message| wire::to_wire(m).is_ok_and(|bytes| bytes.len() <= limit);
     match wire::to_wire(&message) {
         Ok(bytes) if bytes.len() <= limit => return (bytes, false),
         Ok(_) => {}
@@ -539,19 +547,13 @@ pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) 
     }
     let positive =
         message.metadata.response_code == ResponseCode::NoError && !message.answers.is_empty();
-    // A wildcard answer's NSEC or NSEC3 proof, and its RRSIGs, are part of the answer to
-    // a DO client: without room for them TC is set (RFC 4035 section 3.1.1).
-    let proof = message.authorities.iter().any(|r| {
-        matches!(
-            r.record_type(),
-            RecordType::NSEC | RecordType::NSEC3 | RecordType::RRSIG
-        )
-    });
     if positive || message.metadata.authoritative {
         message.additionals.clear();
-        if positive && !proof && !fits(&message) {
-            message.authorities.clear();
-        }
+    }
+    if positive {
+        message
+            .authorities
+            .retain(|r| r.record_type() != RecordType::NS);
     }
     (wire::encode(&message, Some(limit)), true)
 }

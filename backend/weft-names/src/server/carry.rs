@@ -9,8 +9,8 @@
 //! - the answers kept from the zones, when the RA flag they carry is the same.
 //!
 //! Nothing of a zone that changed survives: its kept answers are dropped, and so are
-//! cached forwarded answers for names inside it (or inside a zone added or removed), so
-//! no answer after the reload comes from the zone as it was.
+//! cached forwarded answers for names inside it or whose chain led into it (of a zone
+//! added or removed too), so no answer after the reload comes from the zone as it was.
 
 use std::sync::Arc;
 

@@ -114,6 +114,38 @@ fn a_forwarded_answer_too_big_for_udp_loses_its_extra_sections_rather_than_set_t
     let r = h.pop();
     assert_eq!((r.authorities.len(), r.additionals.len()), (40, 40));
 
+    // A CNAME chain ending in NODATA keeps its SOA (RFC 2308), losing only the NS set.
+    h.send(
+        &query(5, "nodata.elsewhere.test.", RecordType::AAAA),
+        Via::Udp,
+    );
+    let (up, _) = h.last_query();
+    let mut answer = Message::response(up.metadata.id, OpCode::Query);
+    answer.queries = up.queries.clone();
+    let target = Name::from_ascii("t.elsewhere.test.").unwrap();
+    answer.answers.push(Record::from_rdata(
+        Name::from_ascii("nodata.elsewhere.test.").unwrap(),
+        60,
+        RData::CNAME(hickory_proto::rr::rdata::CNAME(target)),
+    ));
+    let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 120);
+    answer
+        .authorities
+        .push(Record::from_rdata(zone.clone(), 60, RData::SOA(soa)));
+    for i in 0..40 {
+        let ns = Name::from_ascii(format!("ns{i}.elsewhere.test.")).unwrap();
+        answer.authorities.push(Record::from_rdata(
+            zone.clone(),
+            60,
+            RData::NS(hickory_proto::rr::rdata::NS(ns)),
+        ));
+    }
+    h.answer_from(&answer, FIRST);
+    let r = h.pop();
+    assert!(!r.metadata.truncation);
+    let kinds: Vec<RecordType> = r.authorities.iter().map(Record::record_type).collect();
+    assert_eq!(kinds, [RecordType::SOA], "the SOA stays, the NS set goes");
+
     // A wildcard answer's proof is part of it: without room for it, TC (RFC 4035
     // section 3.1.1).
     let mut asked = query(4, "w.elsewhere.test.", RecordType::A);

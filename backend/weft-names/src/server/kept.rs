@@ -145,14 +145,14 @@ impl DnsServer {
         if !self.inner.answers.borrow().prepared() {
             return Err(reply);
         }
-        let Some((encoded, rcode)) = forwarder.cached_udp(request) else {
+        let Some((encoded, rcode, shrunk)) = forwarder.cached_udp(request) else {
             return Err(reply);
         };
         let now = weft::time::current_clock().now();
         // A truncated answer ages not: it is never kept.
         if let Some(aging) = Aging::of(&encoded, now)
             && let Some(kept) =
-                Kept::new(&encoded, request.query.clone(), rcode, Some(aging), false)
+                Kept::new(&encoded, request.query.clone(), rcode, Some(aging), shrunk)
         {
             self.inner.answers.borrow_mut().keep(kept);
         }

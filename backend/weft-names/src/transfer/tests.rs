@@ -239,6 +239,11 @@ fn a_notify_received_is_refused_with_its_question() {
         (formerr.metadata.id, formerr.metadata.response_code),
         (14, ResponseCode::FormErr)
     );
+    // So does one whose question is cut short.
+    let mut cut = transfer_query(15, "example.test.", RecordType::SOA, None);
+    cut[2] |= 4 << 3;
+    cut.truncate(16);
+    assert_eq!(notify_received(&cut).unwrap().1, ResponseCode::FormErr);
 }
 
 /// The frames written on `wire` so far, decoded.

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 
 use crate::answers::{Answers, Kept};
 use crate::edns::{self, CookieState, EdnsConfig, ExtendedError};
@@ -288,7 +288,7 @@ impl DnsServer {
             return if refused {
                 Outcome::Refused
             } else {
-                Outcome::Malformed("a NOTIFY without a question".into())
+                Outcome::Malformed("a NOTIFY without a question, or that does not decode".into())
             };
         }
         let mut request = match wire::parse_received(packet, self.inner.edns.cookies(), received) {
@@ -535,27 +535,46 @@ fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Messa
 /// Encodes an answer for a UDP client that takes `limit` bytes. What only adds to it is
 /// left out before TC is set (RFC 2181 section 9 sets TC only when the answer itself
 /// does not fit): the additional section of an authoritative answer, and the additional
-/// section and NS set of a positive one (a forwarded answer's NS and their addresses).
-/// A referral keeps its glue, or is truncated (RFC 9471); an SOA (a CNAME chain ending
-/// in NODATA) and a proof (a signed wildcard's NSEC, RFC 4035 section 3.1.1) stay.
-/// Says whether it was shrunk so (or could not be encoded).
+/// section and NS set (with its RRSIGs) of a forwarded positive one. A referral from a
+/// zone, alone or after CNAMEs, keeps its NS set and glue, or is truncated (RFC 9471); an
+/// SOA (a CNAME chain ending in NODATA) and a proof (a signed wildcard's NSEC, RFC 4035
+/// section 3.1.1) stay. Says whether it was shrunk so (or could not be encoded).
 pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) {
     match wire::to_wire(&message) {
         Ok(bytes) if bytes.len() <= limit => return (bytes, false),
         Ok(_) => {}
         Err(_) => return (wire::encode(&message, Some(limit)), true),
     }
+    let authoritative = message.metadata.authoritative;
     let positive =
         message.metadata.response_code == ResponseCode::NoError && !message.answers.is_empty();
-    if positive || message.metadata.authoritative {
+    // A zone's positive answers carry no NS of their own (minimal responses): NS there
+    // is a delegation the answer's CNAMEs led to.
+    let referral = message
+        .authorities
+        .iter()
+        .any(|r| r.record_type() == RecordType::NS);
+    if authoritative && !referral {
         message.additionals.clear();
-    }
-    if positive {
+    } else if positive && !authoritative {
+        message.additionals.clear();
         message
             .authorities
-            .retain(|r| r.record_type() != RecordType::NS);
+            .retain(|r| r.record_type() != RecordType::NS && covers(r) != Some(RecordType::NS));
     }
     (wire::encode(&message, Some(limit)), true)
+}
+
+/// The type an RRSIG covers (the first field of its data, which hickory-proto without its
+/// DNSSEC feature leaves undecoded); `None` for any other record.
+fn covers(record: &Record) -> Option<RecordType> {
+    match &record.data {
+        RData::Unknown { code, rdata } if *code == RecordType::RRSIG => {
+            let bytes = rdata.anything.get(..2)?;
+            Some(RecordType::from(u16::from_be_bytes([bytes[0], bytes[1]])))
+        }
+        _ => None,
+    }
 }
 
 /// Encodes `message` for `via`, counts, times and records it as coming from `source`,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::tests::{EXAMPLE, Harness, a_answer, harness_with, query};
@@ -98,6 +98,13 @@ fn a_forwarded_answer_too_big_for_udp_loses_its_extra_sections_rather_than_set_t
             RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
         ));
     }
+    // The NS set's signature goes with it (a DO client gets it otherwise).
+    let mut rrsig = Record::from_rdata(zone.clone(), 60, RData::A(A::new(192, 0, 2, 1)));
+    rrsig.data = RData::Unknown {
+        code: RecordType::RRSIG,
+        rdata: hickory_proto::rr::rdata::NULL::with(vec![0, 2, 8, 2, 0, 0, 0, 60]),
+    };
+    answer.authorities.push(rrsig);
     h.answer_from(&answer, FIRST);
     for round in ["fresh", "cached"] {
         let r = h.pop();
@@ -148,6 +155,15 @@ fn a_forwarded_answer_too_big_for_udp_loses_its_extra_sections_rather_than_set_t
 
     // A wildcard answer's proof is part of it: without room for it, TC (RFC 4035
     // section 3.1.1).
+    // So for a DO client, which is sent RRSIGs.
+    let mut signed = query(6, "big.elsewhere.test.", RecordType::A);
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(512).set_dnssec_ok(true);
+    signed.edns = Some(edns);
+    h.send(&signed, Via::Udp);
+    let r = h.pop();
+    assert!(!r.metadata.truncation && r.authorities.is_empty(), "{r:?}");
+
     let mut asked = query(4, "w.elsewhere.test.", RecordType::A);
     let mut edns = hickory_proto::op::Edns::new();
     edns.set_max_payload(1232).set_dnssec_ok(true);

@@ -71,14 +71,19 @@ impl BareDemo {
         cpu_time(self.child.id())
     }
 
-    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+    /// Sends the process `signal` (`TERM`, `HUP`).
+    pub(crate) fn signal(&self, signal: &str) {
         let ok = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .unwrap()
             .success();
-        assert!(ok, "kill -TERM failed");
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
         wait_for(
             20,
             "the demo exits after SIGTERM",
@@ -258,12 +263,7 @@ fn with_no_arguments_weft_runs_a_living_demo_of_every_kind() {
     );
 
     // Reloading the built-in configuration changes nothing: no service starts again.
-    let ok = Command::new("kill")
-        .args(["-HUP", &demo.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -HUP failed");
+    demo.signal("HUP");
     let reloaded = wait_for(
         10,
         "the reload is logged",

@@ -50,13 +50,7 @@ fn answer(query: &Message) -> Message {
     };
     let name = q.name().to_ascii();
     if name.starts_with("gone") {
-        answer.metadata.response_code = ResponseCode::NXDomain;
-        let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 120);
-        answer.authorities.push(Record::from_rdata(
-            Name::from_ascii("elsewhere.test.").unwrap(),
-            600,
-            RData::SOA(soa),
-        ));
+        nxdomain(&mut answer, "elsewhere.test.");
         return answer;
     }
     let ttl = match name.split('.').next().unwrap_or("") {
@@ -84,13 +78,7 @@ fn answer(query: &Message) -> Message {
         if name.starts_with("intonx") {
             // The upstream says the target does not exist, with a zone's SOA above it
             // (so the answer is cached for its MINIMUM).
-            answer.metadata.response_code = ResponseCode::NXDomain;
-            let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 120);
-            answer.authorities.push(Record::from_rdata(
-                Name::from_ascii("test.").unwrap(),
-                600,
-                RData::SOA(soa),
-            ));
+            nxdomain(&mut answer, "test.");
         } else {
             answer.answers.push(Record::from_rdata(
                 target,
@@ -100,6 +88,17 @@ fn answer(query: &Message) -> Message {
         }
     }
     answer
+}
+
+/// Makes `answer` NXDOMAIN with the SOA of `zone` (TTL 600, MINIMUM 120).
+fn nxdomain(answer: &mut Message, zone: &str) {
+    answer.metadata.response_code = ResponseCode::NXDomain;
+    let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 120);
+    answer.authorities.push(Record::from_rdata(
+        Name::from_ascii(zone).unwrap(),
+        600,
+        RData::SOA(soa),
+    ));
 }
 
 /// What a poisoning upstream adds to an answer: an address for another name, one for a

@@ -317,13 +317,12 @@ impl Cache {
             return;
         }
         // `Name::zone_of` ignores case: no lower-cased copy of each record's name.
-        let zones: Vec<Name> = origins.iter().cloned().map(Name::from).collect();
-        let under = |name: &Name| zones.iter().any(|z| z.zone_of(name));
+        let under = |name: &Name| origins.iter().any(|o| Name::zone_of(o, name));
         self.retain(|key, entry| {
             let a = &entry.answer;
             let touches =
                 |r: &Record| under(&r.name) || matches!(&r.data, RData::CNAME(t) if under(&t.0));
-            !origins.iter().any(|o| o.zone_of(&key.0))
+            !under(&key.0)
                 && !a
                     .answers
                     .iter()

@@ -219,8 +219,6 @@ pub(crate) struct Forwarder {
     /// The service's own zones: nothing an upstream says of a name in them is kept
     /// ([`scrub`]), and a CNAME chain the upstream leads into one is completed from it.
     zones: Rc<Catalog>,
-    /// Their origins.
-    local: Vec<LowerName>,
 }
 
 impl State {
@@ -296,7 +294,6 @@ impl Forwarder {
             )),
             state: RefCell::default(),
             keeper: RefCell::default(),
-            local: zones.origins(),
             zones,
         })
     }
@@ -328,8 +325,7 @@ impl Forwarder {
 
     /// Takes over `previous`'s cache, when the upstreams and the cache's settings are
     /// the same, less what it holds for names inside the zones `changed` or leading into
-    /// them; and each
-    /// upstream's round-trip time, by address.
+    /// them; and each upstream's round-trip time, by address.
     pub(crate) fn take_over(&mut self, previous: &Forwarder, changed: &[LowerName]) {
         let upstreams = self.upstreams.get_mut();
         let before = previous.upstreams.borrow();

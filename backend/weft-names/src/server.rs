@@ -274,22 +274,16 @@ impl DnsServer {
             if via == Via::Udp && self.rate_limit(ip, Kind::Error) == Verdict::Drop {
                 return Outcome::RateLimited;
             }
-            let refused = rcode == ResponseCode::Refused;
-            if refused {
+            let (source, outcome) = if rcode == ResponseCode::Refused {
                 metrics.transfer().notify(NotifyResult::Received);
-            }
-            let source = if refused {
-                Source::Refused
+                (Source::Refused, Outcome::Refused)
             } else {
-                Source::Malformed
+                let why = "a NOTIFY without a question, or that does not decode";
+                (Source::Malformed, Outcome::Malformed(why.into()))
             };
             metrics.answered(None, client, received, rcode, source, None);
             reply(answer);
-            return if refused {
-                Outcome::Refused
-            } else {
-                Outcome::Malformed("a NOTIFY without a question, or that does not decode".into())
-            };
+            return outcome;
         }
         let mut request = match wire::parse_received(packet, self.inner.edns.cookies(), received) {
             Parsed::Query(request) => request,

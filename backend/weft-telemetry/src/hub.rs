@@ -7,7 +7,7 @@ use std::time::Instant;
 use prometheus::Registry;
 use weft::observe::exemplar::ExemplarIndex;
 use weft::observe::{ConnectionId, Event, ListenerInfo, Observer};
-use weft::{Phase, Reactor, ReactorHandle};
+use weft::{Address, Phase, Reactor, ReactorHandle};
 
 use crate::NO_SERVICE;
 use crate::bus::{Bus, EventKind, Feed};
@@ -328,12 +328,7 @@ impl Hub {
     /// a second (the dashboard's sampler does), so a burst's tail reaches the feed too.
     pub fn publish_overdue_refusals(&self) {
         for due in self.refusals.overdue(Instant::now()) {
-            self.publish(|| EventKind::Refused {
-                service: due.service.to_string(),
-                peer: due.peer.to_string(),
-                reason: due.reason,
-                suppressed: due.suppressed,
-            });
+            self.publish(|| refused_event(&due.service, &due.peer, due.reason, due.suppressed));
         }
     }
 
@@ -414,12 +409,12 @@ impl Observer for Hub {
                         Instant::now(),
                     )
                 {
-                    self.bus.publish(EventKind::Refused {
-                        service: refused.service.to_string(),
-                        peer: refused.peer.to_string(),
-                        reason: refused.reason,
+                    self.bus.publish(refused_event(
+                        &refused.service,
+                        &refused.peer,
+                        refused.reason,
                         suppressed,
-                    });
+                    ));
                 }
             }
             Event::ProtocolError(error) => {
@@ -475,5 +470,21 @@ impl Observer for Hub {
             // A kind of event this version does not know yet: nothing to count.
             _ => {}
         }
+    }
+}
+
+/// A `refused` event: `service` turned `peer` away for `reason`, `suppressed` more of the
+/// kind left off the bus before it.
+fn refused_event(
+    service: &str,
+    peer: &Address,
+    reason: &'static str,
+    suppressed: u64,
+) -> EventKind {
+    EventKind::Refused {
+        service: service.to_owned(),
+        peer: peer.to_string(),
+        reason,
+        suppressed,
     }
 }

@@ -94,7 +94,7 @@ impl Forwarder {
                 // Only whole answers fire the Deferred: truncated ones go to TCP instead.
                 debug_assert!(!message.metadata.truncation);
                 let mut answer = Answer::from_message(&message);
-                let scrubbed = scrub(&mut answer, &entry.query, &self.local);
+                let scrubbed = scrub(&mut answer, &entry.query, &self.zones);
                 if scrubbed > 0 {
                     self.metrics.forwarding().scrubbed().inc_by(scrubbed as u64);
                     if let Some(suppressed) = self.metrics.log_line("records scrubbed") {

@@ -31,11 +31,11 @@ use crate::zone::Catalog;
 const MAX_CHAIN: usize = 16;
 
 /// Removes from `answer` what does not answer `query` (see the module documentation),
-/// and every record of a name under one of `local` (the service's own zones). Returns
-/// how many records were removed.
-pub(crate) fn scrub(answer: &mut Answer, query: &Query, local: &[LowerName]) -> usize {
+/// and every record of a name in one of `zones` (the service's own). Returns how many
+/// records were removed.
+pub(crate) fn scrub(answer: &mut Answer, query: &Query, zones: &Catalog) -> usize {
     let before = answer.answers.len() + answer.authorities.len() + answer.additionals.len();
-    let ours = |name: &LowerName| local.iter().any(|zone| zone.zone_of(name));
+    let ours = |name: &LowerName| zones.holds(name);
     let owner = |r: &Record| LowerName::new(&r.name);
     let qtype = query.query_type();
 
@@ -208,6 +208,26 @@ mod tests {
         Name::from_str(s).unwrap()
     }
 
+    /// An empty response, for `complete` to work on.
+    fn response() -> Message {
+        Message::new(
+            1,
+            hickory_proto::op::MessageType::Response,
+            hickory_proto::op::OpCode::Query,
+        )
+    }
+
+    /// The service's own zone `weft.test`, with `records` besides its SOA and NS.
+    fn weft_test(records: &str) -> Catalog {
+        let text =
+            format!("$ORIGIN weft.test.\n$TTL 60\n@ SOA ns host 1 2 3 4 5\n@ NS ns\n{records}");
+        let mut zones = Catalog::default();
+        zones
+            .add(Zone::parse(Path::new("weft.test.zone"), &text).unwrap())
+            .unwrap();
+        zones
+    }
+
     fn record(owner: &str, data: RData) -> Record {
         Record::from_rdata(name(owner), 300, data)
     }
@@ -265,7 +285,7 @@ mod tests {
             ],
             vec![a("ns.cdn.net."), a("evil.example."), a("www.weft.test.")],
         );
-        let removed = scrub(&mut got, &query, &[LowerName::new(&name("weft.test."))]);
+        let removed = scrub(&mut got, &query, &weft_test(""));
         assert_eq!(
             owners(&got.answers),
             ["www.example.com. CNAME", "edge.cdn.net. A"]
@@ -286,25 +306,16 @@ mod tests {
             vec![],
             vec![],
         );
-        scrub(&mut got, &query, &[LowerName::new(&name("weft.test."))]);
+        scrub(&mut got, &query, &weft_test(""));
         assert_eq!(owners(&got.answers), ["alias.example.com. CNAME"]);
     }
 
     #[test]
     fn a_chain_into_the_service_s_own_zone_is_completed_from_it() {
-        let zone = "$ORIGIN weft.test.\n$TTL 60\n@ SOA ns host 1 2 3 4 5\n@ NS ns\n\
-                    www A 192.0.2.10\nold CNAME www\n";
-        let mut zones = Catalog::default();
-        zones
-            .add(Zone::parse(Path::new("weft.test.zone"), zone).unwrap())
-            .unwrap();
+        let zones = weft_test("www A 192.0.2.10\nold CNAME www\n");
         let ask = |qname: &str, qtype: RecordType, target: &str| {
             let query = Query::query(name(qname), qtype);
-            let mut message = Message::new(
-                1,
-                hickory_proto::op::MessageType::Response,
-                hickory_proto::op::OpCode::Query,
-            );
+            let mut message = response();
             message.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
             message.answers.push(cname(qname, target));
             complete(&mut message, &query, &zones);
@@ -354,14 +365,14 @@ mod tests {
             vec![],
             vec![a("svc.example.com."), a("other.example.com.")],
         );
-        scrub(&mut got, &query, &[]);
+        scrub(&mut got, &query, &Catalog::default());
         assert_eq!(owners(&got.additionals), ["svc.example.com. A"]);
 
         for qtype in [RecordType::DNAME, RecordType::ANY] {
             let query = Query::query(name("dn.example.com."), qtype);
             let dname = typed("dn.example.com.", RecordType::DNAME);
             let mut got = answer(vec![dname], vec![], vec![]);
-            assert_eq!(scrub(&mut got, &query, &[]), 0, "{qtype}");
+            assert_eq!(scrub(&mut got, &query, &Catalog::default()), 0, "{qtype}");
         }
     }
 
@@ -374,21 +385,12 @@ mod tests {
             a("c.evil.example."),
         ];
         let mut got = answer(sent.clone(), vec![], vec![]);
-        let local = [LowerName::new(&name("weft.test."))];
-        assert_eq!(scrub(&mut got, &query, &local), 2);
+        assert_eq!(scrub(&mut got, &query, &weft_test("")), 2);
         assert_eq!(owners(&got.answers), ["a.example.com. CNAME"]);
 
         // Cached before the zone was the service's: completing it drops the rest.
-        let zone = "$ORIGIN weft.test.\n$TTL 60\n@ SOA ns host 1 2 3 4 5\n@ NS ns\nb A 192.0.2.2\n";
-        let mut zones = Catalog::default();
-        zones
-            .add(Zone::parse(Path::new("weft.test.zone"), zone).unwrap())
-            .unwrap();
-        let mut message = Message::new(
-            1,
-            hickory_proto::op::MessageType::Response,
-            hickory_proto::op::OpCode::Query,
-        );
+        let zones = weft_test("b A 192.0.2.2\n");
+        let mut message = response();
         message.answers = sent;
         complete(&mut message, &query, &zones);
         assert_eq!(
@@ -405,7 +407,7 @@ mod tests {
             vec![soa("example.com."), soa("other.example.")],
             vec![],
         );
-        scrub(&mut got, &query, &[]);
+        scrub(&mut got, &query, &Catalog::default());
         assert_eq!(owners(&got.authorities), ["example.com. SOA"]);
     }
 
@@ -442,7 +444,7 @@ mod tests {
             ],
             vec![],
         );
-        assert_eq!(scrub(&mut got, &query, &[]), 1);
+        assert_eq!(scrub(&mut got, &query, &Catalog::default()), 1);
         assert_eq!(
             owners(&got.answers),
             [
@@ -471,7 +473,8 @@ mod tests {
             "www.weft.test.",
             "weft.test.",
         ];
-        let local = [LowerName::new(&name("weft.test."))];
+        let zones = weft_test("");
+        let ours_name = |n: &LowerName| zones.holds(n);
         let rng = std::cell::RefCell::new(fastrand::Rng::with_seed(7));
         let below = |n: usize| rng.borrow_mut().usize(..n);
         let pick = || names[below(names.len())];
@@ -489,7 +492,7 @@ mod tests {
             let qtype = [RecordType::A, RecordType::CNAME, RecordType::ANY][below(3)];
             let query = Query::query(name("q.example.com."), qtype);
             let mut kept = sent.clone();
-            let removed = scrub(&mut kept, &query, &local);
+            let removed = scrub(&mut kept, &query, &zones);
             let all = |a: &Answer| a.answers.len() + a.authorities.len() + a.additionals.len();
             assert_eq!(all(&kept) + removed, all(&sent), "{round}");
             for (k, s) in [
@@ -521,7 +524,7 @@ mod tests {
                     _ => None,
                 });
                 match next {
-                    Some(next) if !local[0].zone_of(&at) && !way.contains(&next) => way.push(next),
+                    Some(next) if !ours_name(&at) && !way.contains(&next) => way.push(next),
                     _ => break,
                 }
             }
@@ -531,7 +534,7 @@ mod tests {
                     .all(|r| way.contains(&LowerName::new(&r.name))),
                 "{round}: past the chain: {kept:?}"
             );
-            let ours = |r: &Record| local[0].zone_of(&LowerName::new(&r.name));
+            let ours = |r: &Record| ours_name(&LowerName::new(&r.name));
             let proof = |r: &Record| {
                 matches!(
                     r.record_type(),
@@ -557,6 +560,6 @@ mod tests {
             vec![],
             vec![],
         );
-        assert_eq!(scrub(&mut got, &query, &[]), 0);
+        assert_eq!(scrub(&mut got, &query, &Catalog::default()), 0);
     }
 }

@@ -342,11 +342,6 @@ impl Catalog {
         self.zones.iter().any(|z| z.lower_origin.zone_of(name))
     }
 
-    /// The zones' origins, lower-cased.
-    pub fn origins(&self) -> Vec<LowerName> {
-        self.zones.iter().map(|z| z.lower_origin.clone()).collect()
-    }
-
     /// The zones, in the order added.
     pub fn zones(&self) -> &[Arc<Zone>] {
         &self.zones

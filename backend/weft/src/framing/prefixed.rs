@@ -151,7 +151,7 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
     }
 
     fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
-        if let Some((_, unfinished)) = self.unfinished() {
+        if let Some(unfinished) = self.unfinished() {
             // It can never be finished: bad framing, counted as one trickled too long
             // is. Every whole string before it was delivered (no end of stream is read
             // while reading is paused), so it is all the buffer holds.
@@ -217,26 +217,18 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
         delivered
     }
 
-    /// The string the buffer ends in the middle of, if it does: where it begins, and
-    /// what of it there is.
-    fn unfinished(&self) -> Option<(usize, String)> {
-        let mut at = 0;
-        while at < self.buffer.len() {
-            let rest = &self.buffer[at..];
-            let Some(prefix) = rest.get(..P::WIDTH) else {
-                let what = format!("{} bytes of a string's length prefix", rest.len());
-                return Some((at, what));
-            };
-            let len = P::read(prefix);
-            match P::WIDTH.checked_add(len).filter(|&end| end <= rest.len()) {
-                Some(end) => at += end,
-                None => {
-                    let have = rest.len() - P::WIDTH;
-                    return Some((at, format!("{have} bytes of a {len}-byte string")));
-                }
+    /// What the buffer holds of a string begun and not finished, if anything: at the end
+    /// of the stream, that string alone (every whole one before it was delivered).
+    fn unfinished(&self) -> Option<String> {
+        let have = self.buffer.len();
+        match self.buffer.get(..P::WIDTH) {
+            _ if have == 0 => None,
+            None => Some(format!("{have} bytes of a string's length prefix")),
+            Some(prefix) => {
+                let len = P::read(prefix);
+                Some(format!("{} bytes of a {len}-byte string", have - P::WIDTH))
             }
         }
-        None
     }
 
     /// Notes when the string now incomplete began, and closes the connection if that is

@@ -208,6 +208,36 @@ fn the_asterisk_target_with_another_method_than_options_is_400() {
     );
 }
 
+/// An answer given without reading the request's body leaves the rest of that body on
+/// the connection, which then closes: the answer says so (RFC 9112 §9.6), so a client
+/// with requests pipelined behind it knows they go unanswered. A body read whole keeps
+/// the connection open.
+#[test]
+fn an_answer_that_leaves_the_request_body_unread_says_the_connection_closes() {
+    let site = start();
+    // No route and no files: answered 404 without reading the body.
+    let mut client = RawClient::connect(site.web);
+    client.send(b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc");
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    // Refused as too large before the upstream hears of it.
+    let mut client = RawClient::connect(site.web);
+    client.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000000\r\n\r\nabc");
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    assert_eq!(client.read_head().status, 0, "the connection closes");
+    // A body the upstream read whole: the connection lives on.
+    let mut client = RawClient::connect(site.web);
+    client.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("connection"), None, "{reply:?}");
+    client.send(b"GET /api/y HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(client.read_reply().status, 200);
+}
+
 /// A route whose upstream leads back to the same service (here through a relay that is not
 /// weft) would send each request round until a limit broke it: the request is known by
 /// the service's name in its `Via` when it comes back, and answered 508 there, once. A

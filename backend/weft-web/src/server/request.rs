@@ -70,6 +70,8 @@ pub(super) fn handle(
         // The body's declared length as hyper parsed it (`Content-Length`), without a
         // second lookup of the field: nothing for a chunked or absent body.
         let declared = body.size_hint().exact().unwrap_or(0);
+        // A body not yet read whole when an HTTP/1.1 answer goes out early: see below.
+        let unread_body = !conn.multiplexed.get() && !body.is_end_stream();
         conn.consumed
             .set(conn.info.stats.bytes_in().saturating_add(declared));
         // What the log line says of the request, taken before it is routed; nothing when
@@ -96,8 +98,9 @@ pub(super) fn handle(
         } else {
             admit(&state.config, &conn.last_host, head)
         };
-        let (route, mut response) = match admitted {
+        let (route, reads_body, mut response) = match admitted {
             Ok(route) => {
+                let proxied = route.is_some();
                 let series = state.routes.of(&state.config, route);
                 let steps = trace.steps.clone();
                 let request = (&mut *head, body);
@@ -122,7 +125,7 @@ pub(super) fn handle(
                         error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
                     }
                 };
-                (series, response)
+                (series, proxied, response)
             }
             Err(refused) => {
                 state.recorder.refused(refused.reason);
@@ -131,7 +134,7 @@ pub(super) fn handle(
                     page.headers_mut()
                         .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
                 }
-                (&state.routes.unrouted, page)
+                (&state.routes.unrouted, false, page)
             }
         };
         let span = trace.span;
@@ -146,7 +149,16 @@ pub(super) fn handle(
                 .or_insert_with(|| hsts.clone());
         }
 
-        if last && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // An answer given without reading the request's body (refused before routing,
+        // a file, a body refused as too large) leaves the rest of the body on the
+        // connection, where hyper cannot tell it from a next request: it closes the
+        // connection then, and the answer says so (RFC 9112 §9.6), so a client with
+        // requests pipelined behind it knows they go unanswered. A small body already
+        // read in whole would let the connection live on; telling that apart costs a
+        // check of every body's end, for answers that are errors.
+        let body_left =
+            unread_body && (!reads_body || response.status() == StatusCode::PAYLOAD_TOO_LARGE);
+        if (last || body_left) && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // hyper closes the connection once it has written a response saying so.
             response
                 .headers_mut()

@@ -509,7 +509,21 @@ fn an_unreadable_config_file_on_sighup_is_reported_and_the_process_keeps_serving
     open_echo(app.echo);
     assert_eq!(app.get("/readyz").status, 200);
 
+    // A named pipe nobody writes to: read, it would hold this reload, every one after
+    // it, and the shutdown. Nor is a device read (`/dev/zero` would fill memory).
     std::fs::remove_dir(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    app.reload_by_signal("failed");
+    assert!(
+        app.log()
+            .contains("cannot read the configuration: not a regular file"),
+        "{}",
+        app.log()
+    );
+    assert!(echoes(&mut held));
+
+    std::fs::remove_file(&path).unwrap();
     std::fs::write(&path, good).unwrap();
     app.reload_by_signal("ok");
     assert!(echoes(&mut held));

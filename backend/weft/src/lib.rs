@@ -48,6 +48,7 @@ pub mod address;
 mod context;
 pub mod defer;
 pub mod endpoint;
+pub mod files;
 pub mod framing;
 pub mod net;
 pub mod observe;

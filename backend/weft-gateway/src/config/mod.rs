@@ -223,6 +223,10 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The largest configuration file read: a configuration of thousands of services and
+/// routes is a few hundred KiB.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// One `[[service]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceConfig {
@@ -243,9 +247,12 @@ impl Config {
     }
 
     /// Reads `path` without validating it; the error says why it cannot be read. A reload
-    /// tells a file it cannot read from one that does not validate this way.
+    /// tells a file it cannot read from one that does not validate this way. Only a
+    /// regular file of at most [`MAX_CONFIG_BYTES`] is read: a named pipe would hold the
+    /// start, the check or the reload (and every reload after it, and the shutdown)
+    /// until something wrote to it, and a device such as `/dev/zero` would never end.
     pub fn read(path: &Path) -> Result<String, ConfigError> {
-        std::fs::read_to_string(path).map_err(|e| ConfigError {
+        weft::files::read_regular_text(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError {
             file: path.display().to_string(),
             line: None,
             column: None,

@@ -537,6 +537,55 @@ fn a_missing_file_is_named() {
 }
 
 #[test]
+fn a_service_name_is_plain_and_not_the_demo_s_while_its_traffic_runs() {
+    let service = |name: &str| {
+        format!("[[service]]\nname = \"{name}\"\nkind = \"echo\"\nlisten = \"tcp:7000\"\n")
+    };
+    // A name goes into metric labels, log fields and the dashboard's addresses.
+    let long = "a".repeat(65);
+    for name in [
+        "",
+        "a b",
+        "x\\\"y",
+        "<b>",
+        "line\\nbreak",
+        "caf\u{e9}",
+        &long,
+    ] {
+        let e = err(&service(name));
+        assert_eq!(at(&e).1, Some("service[0].name"), "{name:?}: {e}");
+    }
+    assert!(Config::parse("weft.toml", &service("edge-1.web_2")).is_ok());
+    assert!(Config::parse("weft.toml", &service(&"a".repeat(64))).is_ok());
+
+    // The demo's services report under their names while its traffic runs.
+    for name in ["demo-api", "demo-dns", "traffic"] {
+        let text = format!("[demo]\ntraffic = true\n{}", service(name));
+        let e = err(&text);
+        assert_eq!(at(&e).1, Some("service[0].name"), "{name}: {e}");
+        assert!(e.message.contains("the demo's"), "{e}");
+        assert!(Config::parse("weft.toml", &service(name)).is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn only_a_regular_file_is_read_as_the_configuration() {
+    // `/dev/zero` would be read until memory ran out; a named pipe would hold the check,
+    // the start or a reload until something wrote to it.
+    let e = Config::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/dev/zero: cannot read the configuration: not a regular file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("weft.toml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let e = Config::load(&fifo).unwrap_err();
+    assert!(e.to_string().ends_with("not a regular file"), "{e}");
+}
+
+#[test]
 fn a_syntax_error_names_its_line() {
     let e = err("[store]\npath = \"unterminated\n");
     assert_eq!(e.line, Some(2), "{e}");

@@ -228,11 +228,24 @@ fn services(
         let svc = svc.get_ref();
         let prefix = format!("service[{i}]");
         let name = svc.name.get_ref();
-        if name.trim().is_empty() {
+        // A name is a metric label, a log field, a key of the store and a part of the
+        // dashboard's addresses: no spaces, quotes, markup or line breaks in it.
+        if let Err(message) = plain_name(name, "a service name") {
             return Err(at.error(
                 Some(svc.name.span()),
                 key(&format!("{prefix}.name")),
-                "must not be empty",
+                message,
+            ));
+        }
+        let demo_traffic = raw.demo.traffic.as_ref().is_some_and(|t| *t.get_ref());
+        if demo_traffic && crate::demo::SERVICES.contains(&name.as_str()) {
+            return Err(at.error(
+                Some(svc.name.span()),
+                key(&format!("{prefix}.name")),
+                format!(
+                    "service name {name:?} is the demo's (demo.traffic = true runs it): \
+                     their metrics and logs would mix; choose another"
+                ),
             ));
         }
         if name == weft_telemetry::NO_SERVICE {
@@ -289,6 +302,30 @@ fn service(
         kind,
         limits,
     })
+}
+
+/// The longest name of a service or of the gateway's instance, in bytes.
+pub(crate) const MAX_NAME_LEN: usize = 64;
+
+/// Whether `text` is a name that can go anywhere (a metric label, a log field, a path of
+/// the dashboard): 1 to [`MAX_NAME_LEN`] letters, digits, '.', '-' and '_'. The error
+/// calls it `what`.
+pub(super) fn plain_name(text: &str, what: &str) -> Result<(), String> {
+    if text.is_empty() || text.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "must be 1 to {MAX_NAME_LEN} bytes, got {}",
+            text.len()
+        ));
+    }
+    match text
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        Some(bad) => Err(format!(
+            "{bad:?} is not allowed: {what} takes letters, digits, '.', '-' and '_'"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `[demo]`: `traffic = true` also claims the demo upstreams' listeners.

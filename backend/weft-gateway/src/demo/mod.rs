@@ -48,6 +48,10 @@ pub const DNS_LISTEN: &str = "udp:5354:interface=127.0.0.1";
 /// The service name the traffic generator's connections are reported under.
 pub const TRAFFIC_SERVICE: &str = "traffic";
 
+/// The names the demo's own services take when its traffic runs: no configured service
+/// may take one then.
+pub const SERVICES: [&str; 3] = [API_SERVICE, DNS_SERVICE, TRAFFIC_SERVICE];
+
 /// The demo's listeners and what each is, for `weft check` to claim their ports.
 pub(crate) const LISTENERS: [(&str, &str); 2] =
     [(API_LISTEN, "HTTP upstream"), (DNS_LISTEN, "DNS upstream")];

@@ -25,20 +25,7 @@ pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
 /// and a named pipe would hold the load (and a reload, and shutdown) until something
 /// wrote to it.
 pub(crate) fn read_text(path: &Path) -> Result<String, String> {
-    use std::io::Read as _;
-    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!("larger than {} MiB", MAX_FILE_BYTES >> 20));
-    }
-    Ok(text)
+    weft::files::read_regular_text(path, MAX_FILE_BYTES).map_err(|e| e.to_string())
 }
 
 /// A record and where it was written.

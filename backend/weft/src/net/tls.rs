@@ -51,19 +51,7 @@ const MAX_PEM_BYTES: u64 = 4 << 20;
 /// A PEM file's bytes, from a regular file of at most [`MAX_PEM_BYTES`]: a FIFO would
 /// hang whoever reads it (`weft check`, a start, a reload) and a device would never end.
 fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path).map_err(|e| pem_error(path, e))?;
-    if !meta.is_file() {
-        return Err(pem_error(path, "not a regular file"));
-    }
-    if meta.len() > MAX_PEM_BYTES {
-        return Err(pem_error(path, "larger than 4 MiB"));
-    }
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut bytes))
-        .map_err(|e| pem_error(path, e))?;
-    Ok(bytes)
+    crate::files::read_regular(path, MAX_PEM_BYTES).map_err(|e| pem_error(path, e))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

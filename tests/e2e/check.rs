@@ -1078,6 +1078,47 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
     );
 }
 
+/// A reload takes over a listener's socket only at the same address: a service moved from
+/// `127.0.0.1` to every address of its port (or back) cannot listen beside its running
+/// socket, so `check` refuses the file while the gateway runs it, and the reload says why
+/// and keeps serving.
+#[test]
+fn a_listener_moved_to_another_address_of_its_port_is_refused_by_check_and_the_reload() {
+    let app = spawn_app_with(|_| String::new());
+    assert_eventually!(app.get("/readyz").status == 200, "ready\n{}", app.log());
+    let path = app.dir.path().join("weft.toml");
+    let echo = app.echo.port();
+    let (narrow, wide) = (
+        format!("tcp:{echo}:interface=127.0.0.1"),
+        format!("tcp:{echo}"),
+    );
+    app.edit_config(|text| text.replace(&format!("\"{narrow}\""), &format!("\"{wide}\"")));
+    let out = crate::support::weft_check([&path]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let pid = app.child.id();
+    assert!(
+        said.contains(&format!(
+            "TCP port {echo} on 0.0.0.0 is held by process {pid}, the gateway running this \
+             configuration, listening at 127.0.0.1:{echo}: a reload keeps a listener only at \
+             the same address"
+        )),
+        "{said}"
+    );
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 409, "{reply:?}");
+    let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "service \"echo\": cannot listen on {wide}: service \"echo\" listens on the same \
+             port at another address ({narrow}) until the reload is done"
+        )),
+        "{message}"
+    );
+    crate::reload::open_echo(app.echo);
+}
+
 /// A port below `net.ipv4.ip_unprivileged_port_start` is refused by `check` when this
 /// user may not bind it, as `run` is: said with the ways to allow it. Run as root, the
 /// check runs as `nobody` (through `setpriv`).

@@ -488,3 +488,53 @@ fn closing_a_udp_endpoint_is_refused_and_it_goes_on_answering() {
     let (n, _) = client.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"still");
 }
+
+/// Heads hyper refuses before the dashboard's own code sees them (more than its 100 fields,
+/// a target too long, a line that is no header field) are answered by hyper, 431, 414 or
+/// 400 with no body, and still counted.
+#[test]
+fn heads_hyper_refuses_for_the_dashboard_are_counted() {
+    let app = spawn_app();
+    let host = app.dashboard;
+    let status = |head: String| {
+        let mut s = TcpStream::connect(host).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        String::from_utf8_lossy(&reply)
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let fields: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
+    assert_eq!(
+        status(format!(
+            "GET /healthz HTTP/1.1\r\nHost: {host}\r\n{fields}\r\n"
+        )),
+        "431"
+    );
+    let long = "a".repeat(65_600);
+    assert_eq!(
+        status(format!("GET /{long} HTTP/1.1\r\nHost: {host}\r\n\r\n")),
+        "414"
+    );
+    assert_eq!(
+        status(format!(
+            "GET /healthz HTTP/1.1\r\nHost: {host}\r\nno colon\r\n\r\n"
+        )),
+        "400"
+    );
+    let count = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_dashboard_refused_total{{reason="{reason}"}}"#
+        ))
+    };
+    assert_eventually!(
+        count("head_too_large") == Some(2.0),
+        "{:?}",
+        count("head_too_large")
+    );
+    assert_eventually!(count("malformed") == Some(1.0), "{:?}", count("malformed"));
+}

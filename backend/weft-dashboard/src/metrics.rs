@@ -25,15 +25,18 @@ pub(crate) enum Refusal {
     LimitTotal,
     /// `POST /api/reload` while as many reloads as the queue holds wait already.
     ReloadBusy,
-    /// A request head over [`crate::server::MAX_HEAD`].
+    /// A request head over [`crate::server::MAX_HEAD`], with more than hyper's 100 fields,
+    /// or a target too long for hyper (which answers those itself, 431 or 414).
     HeadTooLarge,
+    /// A request head hyper could not parse (answered 400 by hyper itself).
+    Malformed,
     /// A request body over [`crate::server::MAX_BODY`], or not all in within
     /// [`crate::server::BODY_TIMEOUT`].
     Body,
 }
 
 impl Refusal {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 12] = [
         Self::Host,
         Self::Token,
         Self::TokenAttempts,
@@ -44,6 +47,7 @@ impl Refusal {
         Self::LimitTotal,
         Self::ReloadBusy,
         Self::HeadTooLarge,
+        Self::Malformed,
         Self::Body,
     ];
 
@@ -59,6 +63,7 @@ impl Refusal {
             Self::LimitTotal => "limit_total",
             Self::ReloadBusy => "reload_busy",
             Self::HeadTooLarge => "head_too_large",
+            Self::Malformed => "malformed",
             Self::Body => "body",
         }
     }
@@ -147,7 +152,7 @@ impl<const N: usize> ByReason<N> {
 #[derive(Debug, Clone)]
 pub struct DashboardMetrics {
     /// `weft_dashboard_refused_total`, one counter per refusal reason.
-    refused: ByReason<11>,
+    refused: ByReason<{ Refusal::ALL.len() }>,
     /// `/ws` feeds open now, beside the cap `max_live_clients`.
     live_clients: IntGauge,
     /// Why `/ws` feeds ended, one counter per reason.

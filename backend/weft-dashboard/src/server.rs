@@ -39,7 +39,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use weft::policies::PeerKey;
 
-use crate::metrics::Refusal;
+use crate::metrics::{DashboardMetrics, Refusal};
 use crate::state::DashboardState;
 
 /// How long a client may take to send a request head, counted from the connection's
@@ -166,7 +166,14 @@ pub async fn serve(
             _place: place,
         };
         let peer = Peer(peer.ip());
-        connections.spawn(connection(placed, peer, app.clone(), draining.clone()));
+        let metrics = state.metrics.clone();
+        connections.spawn(connection(
+            placed,
+            peer,
+            app.clone(),
+            metrics,
+            draining.clone(),
+        ));
     }
     drop(listener);
     draining.cancel();
@@ -175,8 +182,16 @@ pub async fn serve(
 }
 
 /// Serves `app` on one accepted connection until the client is done, or, once `draining`
-/// is cancelled, until the exchange in flight is.
-async fn connection(placed: Placed, peer: Peer, app: axum::Router, draining: CancellationToken) {
+/// is cancelled, until the exchange in flight is. A head hyper refuses before any handler
+/// sees it (too many fields, a target too long, a malformed one: hyper answers 431, 414 or
+/// 400 with no body) is counted in `metrics` here.
+async fn connection(
+    placed: Placed,
+    peer: Peer,
+    app: axum::Router,
+    metrics: DashboardMetrics,
+    draining: CancellationToken,
+) {
     let service = TowerToHyperService::new(app.map_request(move |r: Request<Incoming>| {
         let mut r = r.map(Body::new);
         r.extensions_mut().insert(peer);
@@ -200,6 +215,11 @@ async fn connection(placed: Placed, peer: Peer, app: axum::Router, draining: Can
         }
     };
     if let Err(error) = served {
+        if error.is_parse_too_large() {
+            metrics.refused(Refusal::HeadTooLarge);
+        } else if error.is_parse() {
+            metrics.refused(Refusal::Malformed);
+        }
         // A client going away or timing out is routine.
         tracing::debug!(%error, "dashboard connection ended");
     }

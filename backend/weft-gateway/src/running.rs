@@ -241,7 +241,7 @@ impl Running {
     /// On a replica ([`start_replica`](Self::start_replica)), `config` is what the first
     /// reactor's applied (with the zones it carried over).
     pub fn apply(&mut self, mut config: Config) -> Result<Applied, StartError> {
-        self.off_the_running_dashboard(&config)?;
+        self.bindable_beside_the_running(&config)?;
         let zone_reloads = if self.primary {
             services::dns_zones::carry_over(&self.config.services, &mut config.services)?
         } else {
@@ -287,8 +287,9 @@ impl Running {
 
     /// Refuses a service of `new` on the running dashboard's port: a reload does not move
     /// the dashboard (a file that swaps its port with a service's, say), so the service
-    /// could not listen there.
-    fn off_the_running_dashboard(&self, new: &Config) -> Result<(), StartError> {
+    /// could not listen there; and one on a running service's port at another address,
+    /// which could not be bound beside it.
+    fn bindable_beside_the_running(&self, new: &Config) -> Result<(), StartError> {
         let running = &self.config.dashboard.listen;
         let Ok(dashboard) = running.parse::<weft::endpoint::ServerEndpoint>() else {
             return Ok(());
@@ -296,22 +297,40 @@ impl Running {
         // The new services overlap no other (the file validated), so a clash is with it.
         let mut taken = crate::config::preflight::Listeners::default();
         let _ = taken.claim(running, &dashboard, "the running dashboard".into());
+        // The running services' listeners: a new one at another address of a port one of
+        // them listens on could not be bound while it is.
+        let mut old = crate::config::preflight::Listeners::default();
+        for service in &self.config.services {
+            for endpoint in &service.listen {
+                if let Ok(parsed) = endpoint.parse() {
+                    let _ = old.claim(endpoint, &parsed, service.name.clone());
+                }
+            }
+        }
         for service in &new.services {
             for endpoint in &service.listen {
                 let Ok(parsed) = endpoint.parse() else {
                     continue;
                 };
+                let refused = |source| StartError {
+                    service: service.name.clone(),
+                    source,
+                };
                 if taken
                     .claim(endpoint, &parsed, service.name.clone())
                     .is_err()
                 {
-                    return Err(StartError {
-                        service: service.name.clone(),
-                        source: services::ServiceError::OnTheDashboard {
-                            endpoint: endpoint.clone(),
-                            dashboard: running.clone(),
-                        },
-                    });
+                    return Err(refused(services::ServiceError::OnTheDashboard {
+                        endpoint: endpoint.clone(),
+                        dashboard: running.clone(),
+                    }));
+                }
+                if let Some((running, owner)) = old.elsewhere_on_the_port(&parsed) {
+                    return Err(refused(services::ServiceError::ElsewhereOnThePort {
+                        endpoint: endpoint.clone(),
+                        running: running.to_owned(),
+                        owner: owner.to_owned(),
+                    }));
                 }
             }
         }

@@ -46,6 +46,8 @@ struct Holder {
     /// The program's name (`comm`), when the process is seen.
     name: Option<String>,
     uid: u32,
+    /// The address its socket is bound to, when a port's.
+    at: Option<SocketAddr>,
 }
 
 /// Tries every TCP and UDP listener of `config` (read from `file`); `Ok` with the notes to
@@ -81,7 +83,8 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 };
                 let port = format!("{what} port {} on {}", addr.port(), addr.ip());
                 let at = format!("{owner}: {endpoint:?}");
-                let ours_now = in_use(&at, &port, "port", &holders(*socket), &ours, &mut notes)?;
+                let held = holders(*socket);
+                let ours_now = in_use(&at, &port, Some(addr), &held, &ours, &mut notes)?;
                 // A dashboard listens on a stream.
                 if ours_now && matches!(socket, Socket::Stream(_)) {
                     kept.push((owner == DASHBOARD, notes.len() - 1));
@@ -99,14 +102,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
         if path.exists() && weft::net::unix_socket_served(&path) {
             let socket = format!("the unix socket {}", path.display());
             let at = format!("{owner}: {endpoint:?}");
-            if in_use(
-                &at,
-                &socket,
-                "path",
-                &unix_holders(&path),
-                &ours,
-                &mut notes,
-            )? {
+            if in_use(&at, &socket, None, &unix_holders(&path), &ours, &mut notes)? {
                 kept.push((owner == DASHBOARD, notes.len() - 1));
             }
         }
@@ -126,18 +122,34 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
     Ok(notes)
 }
 
-/// A listener `at` whose `socket` (a port, a socket file) `holders` hold: noted when the
-/// gateway running this configuration is one of them (`Ok(true)`), refused naming them
-/// otherwise (and asking for another `instead`: port, path).
+/// A listener `at` whose `socket` (a port, bound to `addr`, or a socket file) `holders`
+/// hold: noted when the gateway running this configuration is one of them at the same
+/// address (`Ok(true)`), refused naming them otherwise (and asking for another port or
+/// path).
 fn in_use(
     at: &str,
     socket: &str,
-    instead: &str,
+    addr: Option<SocketAddr>,
     holders: &[Holder],
     ours: &Gateway,
     notes: &mut Vec<String>,
 ) -> Result<bool, String> {
+    let instead = if addr.is_some() { "port" } else { "path" };
     if let Some(h) = holders.iter().find(|h| ours.runs(h)) {
+        // A reload takes over a socket bound to the very address it listens at; one at
+        // another address of the port (`127.0.0.1` for `0.0.0.0`, or back) stays open
+        // until the reload is done, and the new one cannot be bound beside it.
+        if let (Some(held), Some(wanted)) = (h.at, addr)
+            && held != wanted
+        {
+            return Err(format!(
+                "{at}: {socket} is held by process {}, the gateway running this \
+                 configuration, listening at {held}: a reload keeps a listener only at the \
+                 same address and cannot listen at {wanted} beside it; restart the gateway \
+                 to move it",
+                h.pid.unwrap_or_default()
+            ));
+        }
         notes.push(format!(
             "{at}: {socket} is held by process {}, the gateway running this configuration \
              (a reload keeps it)",
@@ -260,11 +272,11 @@ fn describe(holders: &[Holder]) -> String {
 
 /// The processes holding a listening unix socket bound to `path`.
 fn unix_holders(path: &Path) -> Vec<Holder> {
-    let sockets: Vec<(u64, u32)> = procfs::net::unix()
+    let sockets: Vec<(u64, u32, Option<SocketAddr>)> = procfs::net::unix()
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.path.as_deref() == Some(path))
-        .map(|e| (e.inode, 0))
+        .map(|e| (e.inode, 0, None))
         .collect();
     owners(&sockets)
 }
@@ -276,26 +288,26 @@ fn holders(socket: Socket) -> Vec<Holder> {
     let taken = |local: SocketAddr, addr: SocketAddr| {
         local.port() == addr.port() && addresses_overlap(local.ip(), addr.ip(), dual_stack)
     };
-    let sockets: Vec<(u64, u32)> = match socket {
+    let sockets: Vec<(u64, u32, Option<SocketAddr>)> = match socket {
         Socket::Stream(addr) => [procfs::net::tcp(), procfs::net::tcp6()]
             .into_iter()
             .flat_map(|table| table.unwrap_or_default())
             .filter(|e| e.state == procfs::net::TcpState::Listen && taken(e.local_address, addr))
-            .map(|e| (e.inode, e.uid))
+            .map(|e| (e.inode, e.uid, Some(e.local_address)))
             .collect(),
         Socket::Datagram(addr) => [procfs::net::udp(), procfs::net::udp6()]
             .into_iter()
             .flat_map(|table| table.unwrap_or_default())
             .filter(|e| taken(e.local_address, addr))
-            .map(|e| (e.inode, e.uid))
+            .map(|e| (e.inode, e.uid, Some(e.local_address)))
             .collect(),
     };
     owners(&sockets)
 }
 
-/// The processes holding any of `sockets` (inode, owner's uid); when none can be seen, one
-/// holder of unknown process for each socket.
-fn owners(sockets: &[(u64, u32)]) -> Vec<Holder> {
+/// The processes holding any of `sockets` (inode, owner's uid, address); when none can be
+/// seen, one holder of unknown process for each socket.
+fn owners(sockets: &[(u64, u32, Option<SocketAddr>)]) -> Vec<Holder> {
     if sockets.is_empty() {
         return Vec::new();
     }
@@ -308,23 +320,25 @@ fn owners(sockets: &[(u64, u32)]) -> Vec<Holder> {
         let Ok(fds) = process.fd() else { continue };
         let holds = fds.flatten().find_map(|fd| match fd.target {
             procfs::process::FDTarget::Socket(inode) => {
-                sockets.iter().find(|(i, _)| *i == inode).copied()
+                sockets.iter().find(|(i, ..)| *i == inode).copied()
             }
             _ => None,
         });
-        if let Some((_, uid)) = holds {
+        if let Some((_, uid, at)) = holds {
             found.push(Holder {
                 pid: Some(process.pid),
                 name: process.stat().ok().map(|s| s.comm),
                 uid,
+                at,
             });
         }
     }
     if found.is_empty() {
-        found.extend(sockets.iter().map(|&(_, uid)| Holder {
+        found.extend(sockets.iter().map(|&(_, uid, at)| Holder {
             pid: None,
             name: None,
             uid,
+            at,
         }));
     }
     found
@@ -491,12 +505,14 @@ mod tests {
             pid: Some(812),
             name: Some("nginx".into()),
             uid: 33,
+            at: None,
         };
         assert_eq!(describe(&[seen]), " by process 812 (nginx)");
         let unseen = Holder {
             pid: None,
             name: None,
             uid: 33,
+            at: None,
         };
         assert_eq!(
             describe(&[unseen]),

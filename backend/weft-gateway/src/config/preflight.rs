@@ -68,6 +68,26 @@ impl Listeners {
     }
 }
 
+impl Listeners {
+    /// The listener claimed (its endpoint and owner) that `parsed` overlaps at another
+    /// address of the same port: `tcp:53` (`0.0.0.0`) for `127.0.0.1:53`, or the other
+    /// way. Neither can be bound while the other is.
+    pub(crate) fn elsewhere_on_the_port(&self, parsed: &ServerEndpoint) -> Option<(&str, &str)> {
+        let socket = match parsed {
+            ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
+                Socket::Stream(*addr)
+            }
+            ServerEndpoint::Udp { addr } => Socket::Datagram(*addr),
+            _ => return None,
+        };
+        let dual_stack_udp = udp_v6_wildcard_takes_ipv4();
+        self.taken
+            .iter()
+            .find(|(taken, ..)| *taken != socket && overlap(taken, &socket, dual_stack_udp))
+            .map(|(_, endpoint, owner)| (endpoint.as_str(), owner.as_str()))
+    }
+}
+
 /// Whether two listeners cannot both be bound: the same transport and port (port 0 is
 /// any free port: never a clash) on addresses one of which includes the other. TCP on
 /// IPv6 is bound IPv6-only; UDP on `::` takes IPv4 too unless the system says otherwise.

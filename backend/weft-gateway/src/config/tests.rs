@@ -537,26 +537,28 @@ fn a_missing_file_is_named() {
 }
 
 #[test]
-fn a_service_name_is_plain_and_not_the_demo_s_while_its_traffic_runs() {
+fn a_service_name_is_one_short_line_and_not_the_demo_s_while_its_traffic_runs() {
     let service = |name: &str| {
         format!("[[service]]\nname = \"{name}\"\nkind = \"echo\"\nlisten = \"tcp:7000\"\n")
     };
-    // A name goes into metric labels, log fields and the dashboard's addresses.
+    // A name goes into metric labels, log lines and the dashboard's addresses: one short
+    // line (markup and quotes are escaped where it is shown).
     let long = "a".repeat(65);
-    for name in [
-        "",
-        "a b",
-        "x\\\"y",
-        "<b>",
-        "line\\nbreak",
-        "caf\u{e9}",
-        &long,
-    ] {
+    for name in ["", "  ", "line\\nbreak", "tab\\there", "del\\u007f", &long] {
         let e = err(&service(name));
         assert_eq!(at(&e).1, Some("service[0].name"), "{name:?}: {e}");
     }
-    assert!(Config::parse("weft.toml", &service("edge-1.web_2")).is_ok());
-    assert!(Config::parse("weft.toml", &service(&"a".repeat(64))).is_ok());
+    for name in [
+        "edge-1.web_2",
+        "a b",
+        "x\\\"y",
+        "<b>",
+        "caf\u{e9}",
+        &"a".repeat(64),
+    ] {
+        let c = Config::parse("weft.toml", &service(name));
+        assert!(c.is_ok(), "{name:?}: {c:?}");
+    }
 
     // The demo's services report under their names while its traffic runs.
     for name in ["demo-api", "demo-dns", "traffic"] {

@@ -229,8 +229,9 @@ fn services(
         let prefix = format!("service[{i}]");
         let name = svc.name.get_ref();
         // A name is a metric label, a log field, a key of the store and a part of the
-        // dashboard's addresses: no spaces, quotes, markup or line breaks in it.
-        if let Err(message) = plain_name(name, "a service name") {
+        // dashboard's addresses: one short line (what it holds besides is escaped wherever
+        // it is shown).
+        if let Err(message) = service_name(name) {
             return Err(at.error(
                 Some(svc.name.span()),
                 key(&format!("{prefix}.name")),
@@ -307,9 +308,9 @@ fn service(
 /// The longest name of a service or of the gateway's instance, in bytes.
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
-/// Whether `text` is a name that can go anywhere (a metric label, a log field, a path of
-/// the dashboard): 1 to [`MAX_NAME_LEN`] letters, digits, '.', '-' and '_'. The error
-/// calls it `what`.
+/// Whether `text` is a name that can go anywhere unescaped (a metric label, a log field,
+/// a path of the dashboard): 1 to [`MAX_NAME_LEN`] letters, digits, '.', '-' and '_'. The
+/// error calls it `what`.
 pub(super) fn plain_name(text: &str, what: &str) -> Result<(), String> {
     if text.is_empty() || text.len() > MAX_NAME_LEN {
         return Err(format!(
@@ -323,6 +324,26 @@ pub(super) fn plain_name(text: &str, what: &str) -> Result<(), String> {
     {
         Some(bad) => Err(format!(
             "{bad:?} is not allowed: {what} takes letters, digits, '.', '-' and '_'"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether `name` can name a service: 1 to [`MAX_NAME_LEN`] bytes of printable text, not
+/// all spaces (a line break would split the log lines that carry it).
+fn service_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "must be at most {MAX_NAME_LEN} bytes, got {}",
+            name.len()
+        ));
+    }
+    match name.chars().find(|c| c.is_control()) {
+        Some(bad) => Err(format!(
+            "{bad:?} is not allowed: a service name is one line of printable text"
         )),
         None => Ok(()),
     }

@@ -67,6 +67,22 @@ pub enum ServiceError {
         /// The running dashboard's.
         dashboard: String,
     },
+    /// A listener of a reload on a port a running service listens on at another address
+    /// (`0.0.0.0` for `127.0.0.1`, or back): the running socket stays open until the
+    /// reload is done, so the new one cannot be bound beside it.
+    #[error(
+        "cannot listen on {endpoint}: service {owner:?} listens on the same port at another \
+         address ({running}) until the reload is done, and a reload takes over a socket only \
+         at the same address; restart to move it"
+    )]
+    ElsewhereOnThePort {
+        /// The new listener's endpoint.
+        endpoint: String,
+        /// The running one's.
+        running: String,
+        /// The service running it.
+        owner: String,
+    },
     /// A zone file that never loaded, in a reload: there is no zone to keep serving.
     #[error("{0}; a zone file is served once it loads")]
     ZoneNeverLoaded(Box<ConfigError>),

@@ -418,6 +418,42 @@ fn a_store_in_a_missing_directory_is_refused_by_check_and_run() {
     );
 }
 
+/// A directory that exists but takes no new file (`/proc` refuses one even to root, where
+/// the permission bits would let it write) is refused by `check` as `run` refuses it, for
+/// the history file, a unix socket and an access log alike.
+#[test]
+fn a_directory_that_takes_no_new_file_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let dashboard = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n",
+        free_port()
+    );
+    let store = format!(
+        "[store]\npath = \"{}\"\n",
+        dir.path().join("h.db").display()
+    );
+    both_refuse(
+        dir.path(),
+        &format!("{dashboard}[store]\npath = \"/proc/weft.db\"\n"),
+        &["store.path: ", "cannot write in /proc"],
+    );
+    both_refuse(
+        dir.path(),
+        &format!(
+            "{dashboard}{store}[[service]]\nname = \"e\"\nkind = \"echo\"\n\
+             listen = \"unix:/proc/weft.sock\"\n"
+        ),
+        &["service[0].listen", "cannot make the socket in /proc"],
+    );
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).unwrap();
+    both_refuse(
+        dir.path(),
+        &web_logging_to(dir.path(), &root, Path::new("/proc/weft-access.log")),
+        &["access_log", "cannot create /proc/weft-access.log in /proc"],
+    );
+}
+
 #[test]
 fn tls_files_that_do_not_load_are_refused_naming_the_file_and_the_reason() {
     let dir = tempfile::tempdir().unwrap();

@@ -148,11 +148,10 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
                     dir.display()
                 ));
             }
-            if let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
+            if let Err(e) = can_make_in(dir) {
                 return Err(format!(
-                    "{endpoint:?}: cannot make the socket in {} ({})",
+                    "{endpoint:?}: cannot make the socket in {} ({e})",
                     dir.display(),
-                    std::io::Error::from(e)
                 ));
             }
             use std::os::unix::fs::FileTypeExt;
@@ -329,15 +328,21 @@ pub(crate) fn link_target(path: &Path, what: &str) -> Result<(), String> {
             dir.display()
         ));
     }
-    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|e| {
+    can_make_in(dir).map_err(|e| {
         format!(
-            "{} is a link to {}, and {} cannot be written in ({})",
+            "{} is a link to {}, and {} cannot be written in ({e})",
             path.display(),
             target.display(),
             dir.display(),
-            std::io::Error::from(e)
         )
     })
+}
+
+/// Whether a file can be made in `dir`, found by making one (unnamed where the system
+/// allows, and gone at once): the permission bits say too little, as root passes them
+/// where `/proc`, `/sys` or a read-only mount still refuse.
+pub(crate) fn can_make_in(dir: &Path) -> std::io::Result<()> {
+    tempfile::tempfile_in(dir).map(drop)
 }
 
 /// The directory a file named by `path` lives in (`.` for a bare name).

@@ -541,11 +541,10 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
             return Err(err(format!("{} is not a regular file", file.display())));
         }
     }
-    if let Err(e) = rustix::fs::access(dir, rustix::fs::Access::WRITE_OK) {
+    if let Err(e) = preflight::can_make_in(dir) {
         return Err(err(format!(
-            "cannot write in {} ({}): the history file and its lock are made there",
+            "cannot write in {} ({e}): the history file and its lock are made there",
             dir.display(),
-            std::io::Error::from(e)
         )));
     }
     preflight::link_target(&path, "the history file").map_err(err)?;

@@ -2,9 +2,9 @@
 //! to a file, off the reactor thread, reopened on SIGUSR1 for logrotate
 //! ([`weft_web::AccessLogFile`]).
 //!
-//! Checked before anything runs, like every key: its directory exists (and, for a link to
-//! a file not there yet, the directory the link leads into), it is not a directory, and an
-//! existing file opens for appending. Lines the file could not take
+//! Checked before anything runs, like every key: its directory exists and takes a new file
+//! (and, for a link to a file not there yet, the directory the link leads into), it is not
+//! a directory, and an existing file opens for appending. Lines the file could not take
 //! are counted in `weft_http_access_log_dropped_total{service,reason}` (reason
 //! `queue_full`, `write` or `closed`), at zero from the start
 //! ([`weft_web::AccessLogLosses`]).
@@ -49,6 +49,17 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Option<PathBuf>, ConfigEr
         )));
     }
     crate::config::preflight::link_target(&path, "the log file").map_err(err)?;
+    let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+    if !path.exists() && !link {
+        // Made at start: the directory must take a new file.
+        crate::config::preflight::can_make_in(dir).map_err(|e| {
+            err(format!(
+                "cannot create {} in {}: {e}",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+    }
     if path.exists() {
         // Non-blocking, so a FIFO nobody reads fails here rather than hanging the check.
         OpenOptions::new()

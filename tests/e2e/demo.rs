@@ -319,6 +319,39 @@ fn echo_connections(dashboard: SocketAddr) -> usize {
         .sum()
 }
 
+/// The demo's traffic ends its chains when the gateway stops: the next start finds
+/// nothing left open. Each tick of its clients' loops fires a chain and extends it at
+/// once; the end of that extension went unreported, so the live view listed such chains
+/// as running for ever and the history kept them open.
+#[test]
+fn a_gateway_stopped_with_demo_traffic_leaves_no_chain_open() {
+    let _ports = demo_ports();
+    let mut app = spawn_app_with(|_| "[demo]\ntraffic = true\n".into());
+    wait_for(
+        10,
+        "[demo] traffic = true connects to the file's echo service",
+        || (echo_connections(app.dashboard) > 0).then_some(()),
+        || app.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // Pending chains, as the live view lists them: none of them runs for long.
+    let running: Vec<Value> = {
+        let body = app.curl("/api/deferreds?state=pending").unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let pending = items(&v);
+        assert!(!pending.is_empty(), "the demo's loops wait: {v:#}");
+        pending
+            .into_iter()
+            // One caught in its callback this instant would be younger.
+            .filter(|c| c["state"] == "running" && c["age_ms"].as_u64() >= Some(1000))
+            .collect()
+    };
+    assert!(running.is_empty(), "chains listed running: {running:#?}");
+    assert!(app.signal_and_wait("TERM").success(), "{}", app.log());
+    app.restart();
+    assert!(!app.log().contains("did not stop cleanly"), "{}", app.log());
+}
+
 #[test]
 fn only_demo_traffic_true_makes_traffic_of_its_own() {
     // `[demo] traffic = true` runs the demo's upstreams on their fixed ports.

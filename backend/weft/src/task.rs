@@ -31,7 +31,7 @@ use std::panic::Location;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use crate::defer::{CallbackResult, Deferred, Failure, PanicError, Resolver, maybe_deferred};
+use crate::defer::{CallbackResult, Deferred, Failure, PanicError, Resolver, maybe_deferred_at};
 use crate::time::{Clock, DelayedCall, current_clock};
 
 /// Why a [`LoopingCall`] could not start.
@@ -104,7 +104,8 @@ impl LoopingCall {
         let site = Location::caller();
         Self {
             inner: Rc::new(Inner {
-                func: RefCell::new(Box::new(move || maybe_deferred(&mut f))),
+                // Each run's Deferred is said to be made where the loop was.
+                func: RefCell::new(Box::new(move || maybe_deferred_at(site, &mut f))),
                 clock: RefCell::new(None),
                 running: Cell::new(false),
                 interval: Cell::new(Duration::ZERO),

@@ -263,7 +263,16 @@ pub fn race<T: 'static>(deferreds: impl IntoIterator<Item = Deferred<T>>) -> Def
 /// Deferred, or a panic, which becomes a [`PanicError`] failure (Twisted's `maybeDeferred`).
 #[track_caller]
 pub fn maybe_deferred<U: 'static, R: CallbackResult<U>>(f: impl FnOnce() -> R) -> Deferred<U> {
-    let site = Location::caller();
+    maybe_deferred_at(Location::caller(), f)
+}
+
+/// [`maybe_deferred`] with the site a Deferred it makes is said to be made at: the line
+/// that asked for the calls (a [`LoopingCall`](crate::task::LoopingCall)'s), not the
+/// library's line that makes them.
+pub(crate) fn maybe_deferred_at<U: 'static, R: CallbackResult<U>>(
+    site: &'static Location<'static>,
+    f: impl FnOnce() -> R,
+) -> Deferred<U> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => match r.into_next() {
             Next::Later(d) => d,

@@ -173,6 +173,7 @@ pub use failure::{
     QueueOverflow, QueueUnderflow, TimeoutError, append_causes, debugging, set_debugging,
 };
 pub use held::Held;
+pub(crate) use list::maybe_deferred_at;
 pub use list::{DeferredList, ListResult, gather_results, maybe_deferred, race};
 pub use named::{NamedStep, StepDetail, Steps, WaitsOn};
 pub(crate) use registry::Registry;

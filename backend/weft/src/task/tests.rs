@@ -245,3 +245,27 @@ fn drop_in_background_frees_on_a_blocking_thread_under_a_reactor_and_here_withou
         .expect("dropped in the background");
     assert_ne!(on, here, "dropped off the reactor thread");
 }
+
+#[test]
+fn each_run_s_deferred_is_made_where_the_loop_was() {
+    // The inspector lists a run's chain where the loop was asked for, not at the library
+    // line that calls the function.
+    let recorder = crate::testing::RecordingObserver::new();
+    crate::observe::set_observer(Some(recorder.clone()));
+    let clock = Clock::fake();
+    let line = line!() + 1;
+    let lc = LoopingCall::new(|| Ok::<_, Failure>(())).with_clock(clock.clone());
+    let _done = lc.start(SEC, true).unwrap();
+    clock.pump([SEC; 2]);
+    lc.stop();
+    crate::observe::set_observer(None);
+    let created: Vec<String> = recorder
+        .events()
+        .into_iter()
+        .filter(|e| e.contains("Created"))
+        .collect();
+    // The loop's own Deferred and one for each of its three runs.
+    assert_eq!(created.len(), 4, "{created:#?}");
+    let here = format!("task/tests.rs:{line}");
+    assert!(created.iter().all(|e| e.contains(&here)), "{created:#?}");
+}

@@ -93,6 +93,14 @@ pub enum ConfigError {
         /// What it would have to be.
         normal: String,
     },
+    /// A route prefix that is no path at all: no request can start with it.
+    #[error("route prefix {prefix:?} can match no request path: {reason}")]
+    PrefixInvalid {
+        /// The prefix as given.
+        prefix: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// Compression on the fly of files larger than allowed.
     #[error(
         "compression: max_bytes must be at most {max} (a file compressed on the fly is read whole into memory), got {got}"
@@ -190,10 +198,21 @@ impl Route {
         }
         match path::normalize(prefix) {
             Ok(normal) if normal == prefix => {}
-            normal => {
+            Ok(normal) => {
                 return Err(ConfigError::PrefixNotNormal {
                     prefix: prefix.to_owned(),
-                    normal: normal.map_or_else(|_| "/".to_owned(), Cow::into_owned),
+                    normal: normal.into_owned(),
+                });
+            }
+            Err(e) => {
+                return Err(ConfigError::PrefixInvalid {
+                    prefix: prefix.to_owned(),
+                    reason: match e {
+                        path::PathError::AboveRoot => "a `..` in it climbs above `/`",
+                        _ => {
+                            "a `%` must begin a percent-encoding of two hex digits, such as `%2F` (`%25` for `%` itself)"
+                        }
+                    },
                 });
             }
         }
@@ -518,6 +537,14 @@ mod tests {
             ("/%61pi/", "/api/"),
             ("/a?b/", "/a%3Fb/"),
             ("/a#b", "/a%23b"),
+            // Characters a path does not hold as they are: requests carry them encoded.
+            ("/a b/", "/a%20b/"),
+            ("/a\tb/", "/a%09b/"),
+            ("/c\"d/", "/c%22d/"),
+            ("/e{f}/", "/e%7Bf%7D/"),
+            ("/g|h^i`j/", "/g%7Ch%5Ei%60j/"),
+            ("/m<n>/", "/m%3Cn%3E/"),
+            ("/o\\p/", "/o%5Cp/"),
         ] {
             assert_eq!(
                 path::normalize(normal).unwrap(),
@@ -530,8 +557,23 @@ mod tests {
                 "{prefix}: {err}"
             );
         }
-        for prefix in ["/", "/api", "/api/", "/a-b/c_d/"] {
+        for prefix in [
+            "/",
+            "/api",
+            "/api/",
+            "/a-b/c_d/",
+            "/a%20b/",
+            "/v1:x@y!$&'()*+,;=/",
+        ] {
             assert!(Route::new(prefix, "http://h:1").is_ok(), "{prefix}");
+        }
+        // No hint leads to `/`, which would take every path.
+        for prefix in ["/a%zz/", "/a%/", "/a%2/", "/x/%%/", "/../a/"] {
+            let err = Route::new(prefix, "http://h:1").unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::PrefixInvalid { .. }),
+                "{prefix}: {err}"
+            );
         }
     }
 

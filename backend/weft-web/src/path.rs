@@ -2,8 +2,9 @@
 //!
 //! Every request path is put in normal form once, before routing ([`normalize`], RFC 3986
 //! §6.2.2): percent-encoded unreserved characters are decoded (so `%2e` is a dot and
-//! `%7E` a tilde), other percent-encodings are kept with upper-case hex, and dot segments
-//! are removed (§5.2.4). Routing, forwarding and files all see that one form. A path whose
+//! `%7E` a tilde), other percent-encodings are kept with upper-case hex, characters a
+//! path may not hold as they are (§3.3: a space, `"`, `<`, `\`, `{`, a byte that is not
+//! ASCII) are percent-encoded, and dot segments are removed (§5.2.4). Routing, forwarding and files all see that one form. A path whose
 //! `..` climbs above `/` is refused rather than clamped. [`read`] gives the other ways a
 //! path can be taken (encoded dots kept literal, as a matcher that does not decode would;
 //! encoded slashes decoded, as some upstreams do), so a caller can refuse a path whose
@@ -162,7 +163,7 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
             // sent a request line of ASCII, and both spellings of a path lead to the same
             // route and file. (ASCII the URI rules do not allow, a space or a control, the
             // `http` crate refuses before a request is made.)
-            b if !b.is_ascii() => {
+            b if !b.is_ascii() || !is_path_char(b) => {
                 percent_encode(b, &mut out);
                 i += 1;
             }
@@ -177,16 +178,54 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
     remove_dot_segments(&decoded).map(Cow::Owned)
 }
 
-/// Whether `raw` has no `%`, no `\\`, no segment starting with a dot and nothing but
-/// ASCII: one pass over its bytes, as every request's path is checked.
+/// Whether `raw` has no `%`, no segment starting with a dot and nothing but what a path
+/// holds as it is: one pass over its bytes, as every request's path is checked.
 fn is_plain(raw: &str) -> bool {
     let mut after_slash = false;
     raw.bytes().all(|b| {
-        let plain = b != b'%' && b != b'\\' && b.is_ascii() && !(after_slash && b == b'.');
+        let plain = is_path_char(b) && !(after_slash && b == b'.');
         after_slash = b == b'/';
         plain
     })
 }
+
+/// Whether a path holds `b` as it is (RFC 3986 §3.3: `/`, unreserved characters,
+/// sub-delimiters, `:` and `@`); every other byte is percent-encoded, and `%` begins an
+/// encoding.
+fn is_path_char(b: u8) -> bool {
+    PATH_CHARS[usize::from(b)]
+}
+
+const PATH_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'/' | b'-'
+                    | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Appends `%XX` for `b`, in capitals (RFC 3986 section 6.2.2.1).
 fn percent_encode(b: u8, out: &mut Vec<u8>) {
@@ -365,6 +404,18 @@ mod tests {
         // and an upstream gets a request line of ASCII.
         assert_eq!(normalize("/caf\u{e9}").unwrap(), "/caf%C3%A9");
         assert_eq!(normalize("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        // So is ASCII a path does not hold as it is (RFC 3986 §3.3), which hyper lets
+        // through raw: `"` and `%22` are one path, as a space and `%20` are.
+        assert_eq!(
+            normalize("/c\"d/{e}|f^g`h").unwrap(),
+            "/c%22d/%7Be%7D%7Cf%5Eg%60h"
+        );
+        assert_eq!(normalize("/c%22d/").unwrap(), "/c%22d/");
+        assert_eq!(normalize("/a b\\c<d>").unwrap(), "/a%20b%5Cc%3Cd%3E");
+        assert!(matches!(
+            normalize("/v1/a:b@c!$&'()*+,;=~"),
+            Ok(Cow::Borrowed(_))
+        ));
         assert_eq!(encode_query("q=caf\u{e9}&x=1"), "q=caf%C3%A9&x=1");
         assert!(matches!(
             encode_query("q=1&r=%20"),

@@ -60,6 +60,10 @@ pub(super) struct Conn {
     /// Requests it has made, counted as hyper takes them up (for HTTP/2, while the
     /// connection is polled), against `limits.max_requests_per_connection`.
     pub(super) requests: std::cell::Cell<u32>,
+    /// Over HTTP/1.1, whether the request being answered leaves a body unread: set as
+    /// hyper takes it up, cleared when the proxy takes the body on (and set again when
+    /// it refuses it as too large). Its answer then closes the connection and says so.
+    pub(super) body_unread: std::cell::Cell<bool>,
 }
 
 /// Streams an HTTP/2 client may go on opening after it was told GOAWAY for its request
@@ -254,6 +258,7 @@ impl Conn {
             answering: std::cell::Cell::new(0),
             multiplexed: std::cell::Cell::new(false),
             requests: std::cell::Cell::new(0),
+            body_unread: std::cell::Cell::new(false),
         }
     }
 }

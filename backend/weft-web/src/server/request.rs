@@ -70,8 +70,8 @@ pub(super) fn handle(
         // The body's declared length as hyper parsed it (`Content-Length`), without a
         // second lookup of the field: nothing for a chunked or absent body.
         let declared = body.size_hint().exact().unwrap_or(0);
-        // A body not yet read whole when an HTTP/1.1 answer goes out early: see below.
-        let unread_body = !conn.multiplexed.get() && !body.is_end_stream();
+        conn.body_unread
+            .set(!conn.multiplexed.get() && !body.is_end_stream());
         conn.consumed
             .set(conn.info.stats.bytes_in().saturating_add(declared));
         // What the log line says of the request, taken before it is routed; nothing when
@@ -98,9 +98,8 @@ pub(super) fn handle(
         } else {
             admit(&state.config, &conn.last_host, head)
         };
-        let (route, reads_body, mut response) = match admitted {
+        let (route, mut response) = match admitted {
             Ok(route) => {
-                let proxied = route.is_some();
                 let series = state.routes.of(&state.config, route);
                 let steps = trace.steps.clone();
                 let request = (&mut *head, body);
@@ -125,7 +124,7 @@ pub(super) fn handle(
                         error_page(StatusCode::SERVICE_UNAVAILABLE, "the request was cancelled")
                     }
                 };
-                (series, proxied, response)
+                (series, response)
             }
             Err(refused) => {
                 state.recorder.refused(refused.reason);
@@ -134,7 +133,7 @@ pub(super) fn handle(
                     page.headers_mut()
                         .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
                 }
-                (&state.routes.unrouted, false, page)
+                (&state.routes.unrouted, page)
             }
         };
         let span = trace.span;
@@ -156,8 +155,7 @@ pub(super) fn handle(
         // requests pipelined behind it knows they go unanswered. A small body already
         // read in whole would let the connection live on; telling that apart costs a
         // check of every body's end, for answers that are errors.
-        let body_left =
-            unread_body && (!reads_body || response.status() == StatusCode::PAYLOAD_TOO_LARGE);
+        let body_left = conn.body_unread.replace(false);
         if (last || body_left) && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // hyper closes the connection once it has written a response saying so.
             response
@@ -370,6 +368,8 @@ async fn dispatch(
             via: &state.via,
             tunnel: &conn.tunnel,
         };
+        // The proxy reads the body on (or answers before it is read, as an upstream may).
+        conn.body_unread.set(false);
         let forwarded = proxy::forward(
             route,
             upstreams,
@@ -390,6 +390,9 @@ async fn dispatch(
             Err(err) => {
                 if let Some(reason) = err.refusal() {
                     state.recorder.refused(reason);
+                    if reason == Refusal::BodyTooLarge {
+                        conn.body_unread.set(!conn.multiplexed.get());
+                    }
                     if reason == Refusal::Loop {
                         // The configuration's fault, not the client's: said where it is seen.
                         tracing::warn!(service = %state.name, connection = %conn.info.id, route = %route.prefix, %err, "refused a request");

@@ -1053,6 +1053,21 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
     }
     assert!(!said.contains("moves the dashboard"), "{said}");
 
+    // A new file checked before it takes the running one's place (same history): the
+    // gateway is the one writing that history, not one running this file.
+    let next = app.dir.path().join("next.toml");
+    std::fs::copy(&path, &next).unwrap();
+    let out = crate::support::weft_check([&next]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "UDP port {port} on 127.0.0.1 is held by process {pid}, the gateway writing this \
+             configuration's history (a reload keeps it)"
+        )),
+        "{said}"
+    );
+
     // The dashboard moved and its port given to a service: a reload keeps the dashboard
     // where it is, so the note says a reload would fail on that port, as it does.
     let dashboard = app.dashboard.port();

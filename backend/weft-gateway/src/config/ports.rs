@@ -135,7 +135,7 @@ fn in_use(
     notes: &mut Vec<String>,
 ) -> Result<bool, String> {
     let instead = if addr.is_some() { "port" } else { "path" };
-    if let Some(h) = holders.iter().find(|h| ours.runs(h)) {
+    if let Some((h, which)) = holders.iter().find_map(|h| Some((h, ours.runs(h)?))) {
         // A reload takes over a socket bound to the very address it listens at; one at
         // another address of the port (`127.0.0.1` for `0.0.0.0`, or back) stays open
         // until the reload is done, and the new one cannot be bound beside it.
@@ -143,16 +143,14 @@ fn in_use(
             && held != wanted
         {
             return Err(format!(
-                "{at}: {socket} is held by process {}, the gateway running this \
-                 configuration, listening at {held}: a reload keeps a listener only at the \
-                 same address and cannot listen at {wanted} beside it; restart the gateway \
-                 to move it",
+                "{at}: {socket} is held by process {}, {which}, listening at {held}: a \
+                 reload keeps a listener only at the same address and cannot listen at \
+                 {wanted} beside it; restart the gateway to move it",
                 h.pid.unwrap_or_default()
             ));
         }
         notes.push(format!(
-            "{at}: {socket} is held by process {}, the gateway running this configuration \
-             (a reload keeps it)",
+            "{at}: {socket} is held by process {}, {which} (a reload keeps it)",
             h.pid.unwrap_or_default()
         ));
         Ok(true)
@@ -365,20 +363,24 @@ impl Gateway {
         }
     }
 
-    /// Whether `holder` is the gateway running this configuration.
-    fn runs(&self, holder: &Holder) -> bool {
-        let Some(pid) = holder.pid else { return false };
-        if u32::try_from(pid).ok() == self.writer {
-            return true;
+    /// Whether `holder` is the gateway of this configuration, said as messages say it:
+    /// the one running this very file, or the one writing its history (which a reload
+    /// of its own file, once this one is put in its place, is meant for).
+    fn runs(&self, holder: &Holder) -> Option<&'static str> {
+        let pid = holder.pid?;
+        let runs_this_file = || {
+            let file = self.file?;
+            let process = procfs::process::Process::new(pid).ok()?;
+            let (args, cwd) = (process.cmdline().ok()?, process.cwd().ok()?);
+            Some(config_argument(&args).is_some_and(|path| identity(&cwd.join(path)) == Some(file)))
+        };
+        if runs_this_file() == Some(true) {
+            Some("the gateway running this configuration")
+        } else if u32::try_from(pid).ok() == self.writer {
+            Some("the gateway writing this configuration's history")
+        } else {
+            None
         }
-        let Some(file) = self.file else { return false };
-        let Ok(process) = procfs::process::Process::new(pid) else {
-            return false;
-        };
-        let (Ok(args), Ok(cwd)) = (process.cmdline(), process.cwd()) else {
-            return false;
-        };
-        config_argument(&args).is_some_and(|path| identity(&cwd.join(path)) == Some(file))
     }
 }
 

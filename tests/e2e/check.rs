@@ -1170,6 +1170,28 @@ fn a_listener_moved_to_another_address_of_its_port_is_refused_by_check_and_the_r
     crate::reload::open_echo(app.echo);
 }
 
+/// The dashboard moved to another address of its port is no listener a reload binds: a
+/// reload leaves the dashboard where it is and says a restart applies it, so `check`
+/// accepts the file.
+#[test]
+fn a_dashboard_moved_to_another_address_of_its_port_is_left_to_a_restart() {
+    let app =
+        crate::support::spawn_app_configured(r#"token = "s3cret-0123456789ab""#, |_| String::new());
+    let path = app.dir.path().join("weft.toml");
+    let port = app.dashboard.port();
+    app.edit_config(|text| {
+        text.replace(
+            &format!("\"tcp:{port}:interface=127.0.0.1\""),
+            &format!("\"tcp:{port}\""),
+        )
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(&format!("\"tcp:{port}\"")), "{text}");
+    let out = crate::support::weft_check([&path]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+}
+
 /// A port below `net.ipv4.ip_unprivileged_port_start` is refused by `check` when this
 /// user may not bind it, as `run` is: said with the ways to allow it. Run as root, the
 /// check runs as `nobody` (through `setpriv`).

@@ -333,6 +333,8 @@ fn a_gateway_stopped_with_demo_traffic_leaves_no_chain_open() {
         || (echo_connections(app.dashboard) > 0).then_some(()),
         || app.log(),
     );
+    // Until the loops' first chains are old enough to tell a chain that runs for ever
+    // from one caught in its callback.
     std::thread::sleep(Duration::from_secs(2));
     // Pending chains, as the live view lists them: none of them runs for long.
     let running: Vec<Value> = {

@@ -291,12 +291,11 @@ impl Running {
     /// which could not be bound beside it.
     fn bindable_beside_the_running(&self, new: &Config) -> Result<(), StartError> {
         let running = &self.config.dashboard.listen;
-        let Ok(dashboard) = running.parse::<weft::endpoint::ServerEndpoint>() else {
-            return Ok(());
-        };
         // The new services overlap no other (the file validated), so a clash is with it.
         let mut taken = crate::config::preflight::Listeners::default();
-        let _ = taken.claim(running, &dashboard, "the running dashboard".into());
+        if let Ok(dashboard) = running.parse::<weft::endpoint::ServerEndpoint>() {
+            let _ = taken.claim(running, &dashboard, "the running dashboard".into());
+        }
         // The running services' listeners: a new one at another address of a port one of
         // them listens on could not be bound while it is.
         let mut old = crate::config::preflight::Listeners::default();

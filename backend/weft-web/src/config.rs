@@ -209,6 +209,9 @@ impl Route {
                     prefix: prefix.to_owned(),
                     reason: match e {
                         path::PathError::AboveRoot => "a `..` in it climbs above `/`",
+                        path::PathError::Ambiguous => {
+                            "a dot segment in it reads differently to different servers"
+                        }
                         _ => {
                             "a `%` must begin a percent-encoding of two hex digits, such as `%2F` (`%25` for `%` itself)"
                         }
@@ -568,7 +571,14 @@ mod tests {
             assert!(Route::new(prefix, "http://h:1").is_ok(), "{prefix}");
         }
         // No hint leads to `/`, which would take every path.
-        for prefix in ["/a%zz/", "/a%/", "/a%2/", "/x/%%/", "/../a/"] {
+        for prefix in [
+            "/a%zz/",
+            "/a%/",
+            "/a%2/",
+            "/x/%%/",
+            "/../a/",
+            "/api/..;v=1/",
+        ] {
             let err = Route::new(prefix, "http://h:1").unwrap_err();
             assert!(
                 matches!(&err, ConfigError::PrefixInvalid { .. }),

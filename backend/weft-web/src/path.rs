@@ -3,12 +3,12 @@
 //! Every request path is put in normal form once, before routing ([`normalize`], RFC 3986
 //! §6.2.2): percent-encoded unreserved characters are decoded (so `%2e` is a dot and
 //! `%7E` a tilde), other percent-encodings are kept with upper-case hex, characters a
-//! path may not hold as they are (§3.3: a space, `"`, `<`, `\`, `{`, a byte that is not
-//! ASCII) are percent-encoded, and dot segments are removed (§5.2.4). Routing, forwarding and files all see that one form. A path whose
-//! `..` climbs above `/` is refused rather than clamped. [`read`] gives the other ways a
-//! path can be taken (encoded dots kept literal, as a matcher that does not decode would;
-//! encoded slashes decoded, as some upstreams do), so a caller can refuse a path whose
-//! meaning depends on the reader.
+//! path may not hold as they are (§3.3: `"`, `[`, `\`, `{`, a byte that is not ASCII)
+//! are percent-encoded, and dot segments are removed (§5.2.4). Routing, forwarding and
+//! files all see that one form. A path whose `..` climbs above `/` is refused rather than
+//! clamped. [`read`] gives the other ways a path can be taken (encoded dots kept literal,
+//! as a matcher that does not decode would; encoded slashes decoded, as some upstreams
+//! do), so a caller can refuse a path whose meaning depends on the reader.
 //!
 //! Files are then looked up defensively on their own terms ([`resolve`]): the path is
 //! percent-decoded in full and split, so an encoded `%2f` is judged like a slash. `.` and
@@ -158,12 +158,12 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
                 slash(&mut out);
                 i += 1;
             }
-            // The UTF-8 of a path an HTTP/2 client sent raw (the `http` crate takes it) is
-            // percent-encoded (RFC 3986 section 2.1, RFC 3987 section 3.1): an upstream is
-            // sent a request line of ASCII, and both spellings of a path lead to the same
-            // route and file. (ASCII the URI rules do not allow, a space or a control, the
-            // `http` crate refuses before a request is made.)
-            b if !b.is_ascii() || !is_path_char(b) => {
+            // What a path may not hold as it is is percent-encoded (RFC 3986 section 2.1,
+            // RFC 3987 section 3.1): the UTF-8 an HTTP/2 client sent raw, and ASCII such as
+            // `"`, `{`, `[` or `\` that the `http` crate lets through (a space or a control
+            // it refuses before a request is made). An upstream is sent a valid target, and
+            // both spellings of a path lead to the same route and file.
+            b if !is_path_char(b) => {
                 percent_encode(b, &mut out);
                 i += 1;
             }
@@ -233,15 +233,17 @@ fn percent_encode(b: u8, out: &mut Vec<u8>) {
     out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
 }
 
-/// `query` with every byte that is not ASCII percent-encoded: `query` itself when there
-/// is none, as there mostly is not.
+/// `query` with every byte a query may not hold as it is percent-encoded (RFC 3986 §3.4:
+/// what a path holds, `?` and `%`, which begins an encoding kept as it is): `query` itself
+/// when there is none, as there mostly is not.
 pub fn encode_query(query: &str) -> Cow<'_, str> {
-    if query.is_ascii() {
+    let plain = |b: u8| is_path_char(b) || b == b'?' || b == b'%';
+    if query.bytes().all(plain) {
         return Cow::Borrowed(query);
     }
     let mut out = Vec::with_capacity(query.len() + 16);
     for b in query.bytes() {
-        if b.is_ascii() {
+        if plain(b) {
             out.push(b);
         } else {
             percent_encode(b, &mut out);
@@ -417,6 +419,10 @@ mod tests {
             Ok(Cow::Borrowed(_))
         ));
         assert_eq!(encode_query("q=caf\u{e9}&x=1"), "q=caf%C3%A9&x=1");
+        assert_eq!(
+            encode_query("q={\"a\":1}|b&r=/x?y%20"),
+            "q=%7B%22a%22:1%7D%7Cb&r=/x?y%20"
+        );
         assert!(matches!(
             encode_query("q=1&r=%20"),
             Cow::Borrowed("q=1&r=%20")

@@ -84,7 +84,11 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 let port = format!("{what} port {} on {}", addr.port(), addr.ip());
                 let at = format!("{owner}: {endpoint:?}");
                 let held = holders(*socket);
-                let ours_now = in_use(&at, &port, Some(addr), &held, &ours, &mut notes)?;
+                // A reload leaves the dashboard where it is: moved, it takes a restart
+                // (noted below), wherever it goes.
+                let moved_by_reload = (owner != DASHBOARD).then_some(addr);
+                let taken = (port.as_str(), "port", moved_by_reload);
+                let ours_now = in_use(&at, taken, &held, &ours, &mut notes)?;
                 // A dashboard listens on a stream.
                 if ours_now && matches!(socket, Socket::Stream(_)) {
                     kept.push((owner == DASHBOARD, notes.len() - 1));
@@ -102,7 +106,8 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
         if path.exists() && weft::net::unix_socket_served(&path) {
             let socket = format!("the unix socket {}", path.display());
             let at = format!("{owner}: {endpoint:?}");
-            if in_use(&at, &socket, None, &unix_holders(&path), &ours, &mut notes)? {
+            let held = unix_holders(&path);
+            if in_use(&at, (&socket, "path", None), &held, &ours, &mut notes)? {
                 kept.push((owner == DASHBOARD, notes.len() - 1));
             }
         }
@@ -122,19 +127,17 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
     Ok(notes)
 }
 
-/// A listener `at` whose `socket` (a port, bound to `addr`, or a socket file) `holders`
-/// hold: noted when the gateway running this configuration is one of them at the same
-/// address (`Ok(true)`), refused naming them otherwise (and asking for another port or
-/// path).
+/// A listener `at` whose `socket` (a port, or a socket file: what to choose `instead`)
+/// `holders` hold: noted when the gateway running this configuration is one of them
+/// (`Ok(true)`), refused naming them otherwise. A port a reload would listen on at `addr`
+/// must be held at that very address.
 fn in_use(
     at: &str,
-    socket: &str,
-    addr: Option<SocketAddr>,
+    (socket, instead, addr): (&str, &str, Option<SocketAddr>),
     holders: &[Holder],
     ours: &Gateway,
     notes: &mut Vec<String>,
 ) -> Result<bool, String> {
-    let instead = if addr.is_some() { "port" } else { "path" };
     if let Some((h, which)) = holders.iter().find_map(|h| Some((h, ours.runs(h)?))) {
         // A reload takes over a socket bound to the very address it listens at; one at
         // another address of the port (`127.0.0.1` for `0.0.0.0`, or back) stays open

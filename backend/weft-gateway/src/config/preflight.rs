@@ -148,7 +148,7 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
                     dir.display()
                 ));
             }
-            if let Err(e) = can_make_in(dir) {
+            if let Err(e) = can_make_in_unless(dir, &[path]) {
                 return Err(format!(
                     "{endpoint:?}: cannot make the socket in {} ({e})",
                     dir.display(),
@@ -343,6 +343,17 @@ pub(crate) fn link_target(path: &Path, what: &str) -> Result<(), String> {
 /// where `/proc`, `/sys` or a read-only mount still refuse.
 pub(crate) fn can_make_in(dir: &Path) -> std::io::Result<()> {
     tempfile::tempfile_in(dir).map(drop)
+}
+
+/// Like [`can_make_in`] while any of `files` (to be made in `dir`) is missing; once they
+/// are all there (a running gateway's, checked again by a reload), only the permission
+/// bits are asked, and nothing is written: a reload is not refused for a full disk.
+pub(crate) fn can_make_in_unless(dir: &Path, files: &[&Path]) -> std::io::Result<()> {
+    if files.iter().all(|f| std::fs::symlink_metadata(f).is_ok()) {
+        rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(Into::into)
+    } else {
+        can_make_in(dir)
+    }
 }
 
 /// The directory a file named by `path` lives in (`.` for a bare name).

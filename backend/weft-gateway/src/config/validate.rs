@@ -541,7 +541,8 @@ fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathB
             return Err(err(format!("{} is not a regular file", file.display())));
         }
     }
-    if let Err(e) = preflight::can_make_in(dir) {
+    let lock = weft_store::Store::lock_path(&path);
+    if let Err(e) = preflight::can_make_in_unless(dir, &[&path, &lock]) {
         return Err(err(format!(
             "cannot write in {} ({e}): the history file and its lock are made there",
             dir.display(),

@@ -60,9 +60,9 @@ pub(super) struct Conn {
     /// Requests it has made, counted as hyper takes them up (for HTTP/2, while the
     /// connection is polled), against `limits.max_requests_per_connection`.
     pub(super) requests: std::cell::Cell<u32>,
-    /// Over HTTP/1.1, whether the request being answered leaves a body unread: set as
-    /// hyper takes it up, cleared when the proxy takes the body on (and set again when
-    /// it refuses it as too large). Its answer then closes the connection and says so.
+    /// Over HTTP/1.1, whether the request being answered may leave a body unread: set
+    /// when its future is first polled, if it has a body; cleared when an upstream
+    /// answers it. Its answer then closes the connection and says so.
     pub(super) body_unread: std::cell::Cell<bool>,
 }
 

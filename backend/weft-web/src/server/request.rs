@@ -149,7 +149,7 @@ pub(super) fn handle(
         }
 
         // An answer given without reading the request's body (refused before routing,
-        // a file, a body refused as too large) leaves the rest of the body on the
+        // a file, the proxy's own error page) leaves the rest of the body on the
         // connection, where hyper cannot tell it from a next request: it closes the
         // connection then, and the answer says so (RFC 9112 §9.6), so a client with
         // requests pipelined behind it knows they go unanswered. A small body already
@@ -368,8 +368,6 @@ async fn dispatch(
             via: &state.via,
             tunnel: &conn.tunnel,
         };
-        // The proxy reads the body on (or answers before it is read, as an upstream may).
-        conn.body_unread.set(false);
         let forwarded = proxy::forward(
             route,
             upstreams,
@@ -386,13 +384,18 @@ async fn dispatch(
         // instructions for a file and 0.9% more for a proxied request; timed, no
         // difference either way.
         return match forwarded.await {
-            Ok(response) => response,
+            Ok(response) => {
+                // The upstream answered: it read the body, or answered before it had all
+                // of it, as it may (then hyper closes the connection as it must).
+                conn.body_unread.set(false);
+                response
+            }
+            // Refused or failed, maybe before the body was read (a loop, a body too large,
+            // no upstream to connect to): the answer closes the connection if the request
+            // had a body.
             Err(err) => {
                 if let Some(reason) = err.refusal() {
                     state.recorder.refused(reason);
-                    if reason == Refusal::BodyTooLarge {
-                        conn.body_unread.set(!conn.multiplexed.get());
-                    }
                     if reason == Refusal::Loop {
                         // The configuration's fault, not the client's: said where it is seen.
                         tracing::warn!(service = %state.name, connection = %conn.info.id, route = %route.prefix, %err, "refused a request");

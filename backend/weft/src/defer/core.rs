@@ -451,11 +451,13 @@ impl Core {
         if self.flags_has(RUNNING) || self.pauses.get() > 0 || self.waiting_on.borrow().is_some() {
             return;
         }
-        // A chain extended after it came to rest (a step added to a Deferred that had fired
-        // and run its steps: `Deferred::succeed(x).add_callback(f)`) is pending again until
-        // it rests anew, and listed again so that end is reported too, with the outcome its
-        // new steps made; else an observer told it ended would see it run and never end.
-        if self.slot.get().is_none() && !self.steps.borrow().is_empty() {
+        // A chain extended after it came to rest unreported (a step added to a Deferred
+        // that had fired and run its steps, `Deferred::succeed(x).add_callback(f)`, made
+        // inside a task poll and passed over) is listed again until it rests anew: a step
+        // that announces it (slow, waiting, failing) is then followed by its end, where an
+        // observer would otherwise see it run and never end. One already reported ended
+        // is not: the observer has let it go.
+        if self.slot.get().is_none() && !self.announced() && !self.steps.borrow().is_empty() {
             registry::register(self);
         }
         self.set_flag(RUNNING, true);

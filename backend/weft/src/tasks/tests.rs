@@ -720,3 +720,31 @@ fn a_held_chain_made_when_its_work_waits_is_dated_when_held_with_its_steps() {
     resolver.callback(());
     observe::set_observer(None);
 }
+
+#[test]
+fn a_chain_passed_over_and_extended_after_it_ended_is_reported_whole_if_its_new_step_fails() {
+    // `Deferred::succeed(x)` made in a poll and passed over ends unreported; a step added
+    // later that fails announces it: its end must follow, or the observer would list it
+    // as running for ever (before, it was announced made and fired, and never ended).
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let capture = Capture::passing_over();
+    let d = one_poll(|| Deferred::succeed(1));
+    let id = d.id();
+    assert_eq!(capture.of_chain(id), Vec::<&str>::new());
+    let d = d.and_then(|_| Err::<u32, _>(crate::defer::Failure::new(std::fmt::Error)));
+    // It fired with a success; it ended failed.
+    assert_eq!(capture.of_chain(id), ["created", "fired", "settled"]);
+    let settled = capture.events().into_iter().find_map(|e| match e {
+        DeferredEvent::Settled(s) if s.id == id => Some(s),
+        _ => None,
+    });
+    assert!(
+        settled.is_some_and(|s| s.outcome.state() == crate::defer::DeferredState::Failed),
+        "{:?}",
+        capture.events()
+    );
+    assert!(crate::defer::pending().is_empty());
+    drop(d);
+    observe::set_observer(None);
+}

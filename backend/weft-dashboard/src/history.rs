@@ -1,16 +1,45 @@
 //! History that cannot be read right now (another process holds the file locked, the disk
 //! failed): a view that also has live data answers with it, says what is missing
 //! (`history_error` in the JSON, a note on the page) and counts it; the cause goes to the
-//! log once. Live data comes from the hub and never waits on the store.
+//! log at most once a minute. Live data comes from the hub and never waits on the store.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use weft_store::StoreError;
 
 use crate::metrics::HistoryFailure;
 use crate::state::DashboardState;
 
-/// Logs and counts `e`, and returns the note a view shows in place of its history.
+/// How often at most a failed read of history is logged: every view a browser polls
+/// fails the same way while it lasts.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// When a failed read was last logged, and how many were not since.
+static WARNED: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+
+/// Logs (at most once every [`WARN_EVERY`], with the store writer's own last error, which
+/// names the cause when the reads failed because the file could not be opened again) and
+/// counts `e`, and returns the note a view shows in place of its history.
 pub(crate) fn unavailable(state: &DashboardState, e: &StoreError) -> String {
-    tracing::warn!(error = %e, "history unavailable to the dashboard");
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if warned
+        .0
+        .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
+    {
+        let writer = state.store.as_ref().and_then(|s| s.stats().last_error());
+        tracing::warn!(
+            error = %e,
+            writer_error = writer.as_deref().unwrap_or("none"),
+            not_logged = warned.1,
+            "history unavailable to the dashboard (said at most once a minute)"
+        );
+        *warned = (Some(now), 0);
+    } else {
+        warned.1 += 1;
+    }
+    drop(warned);
     let failure = if e.is_busy() {
         HistoryFailure::Busy
     } else {

@@ -64,6 +64,16 @@ pub(crate) async fn open_pool(
         .connect_with(connect_options(path, busy_timeout))
         .await
         .map_err(open_error)?;
+    // Never another program's database, whether it was there at start (a check refused
+    // it already) or put in place of the history file later.
+    let held = match setup.acquire().await {
+        Ok(mut conn) => holds_weft_history(&mut conn, path).await,
+        Err(e) => Err(open_error(e)),
+    };
+    if let Err(e) = held {
+        setup.close().await;
+        return Err(e);
+    }
     let migrated = match record_relanded(&setup).await {
         Ok(()) => MIGRATOR.run(&setup).await,
         Err(e) => Err(e.into()),
@@ -131,47 +141,81 @@ async fn record_relanded(setup: &SqlitePool) -> Result<(), sqlx::Error> {
 }
 
 /// What opening the file at `path` would refuse, read only (see `Store::check_file`).
+/// Without a `-wal` beside it (nothing in a journal to read) the file is read as
+/// immutable, so SQLite makes no `-wal` or `-shm` of its own to read it, nor takes a lock.
 pub(crate) async fn check_file(path: &Path) -> Result<(), StoreError> {
     use sqlx::Connection;
     let open_error = |source| StoreError::Open {
         path: path.to_owned(),
         source,
     };
+    let [wal, _] = sidecar_paths(path);
     let mut conn = SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
+        .immutable(!wal.exists())
         .connect()
         .await
         .map_err(open_error)?;
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-            .fetch_all(&mut conn)
-            .await
-            .map_err(open_error)?;
-    let result = if tables.is_empty() {
-        Ok(())
-    } else if !tables.iter().any(|t| t == "_sqlx_migrations") {
-        Err(StoreError::Foreign {
-            path: path.to_owned(),
-        })
-    } else {
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
-            .fetch_all(&mut conn)
-            .await
-            .map_err(open_error)?;
-        let known = |v: i64| {
-            MIGRATOR.iter().any(|m| m.version == v) || RELANDED.iter().any(|&(was, _)| was == v)
-        };
-        match applied.into_iter().find(|v| !known(*v)) {
-            Some(version) => Err(StoreError::Later {
-                path: path.to_owned(),
-                version,
-            }),
-            None => Ok(()),
-        }
-    };
+    let result = holds_weft_history(&mut conn, path).await;
     let _ = conn.close().await;
     result
+}
+
+/// Whether the database `conn` is open on (the file at `path`) is one this weft can keep
+/// its history in, as opening it would find: empty, or weft's with no migration of a
+/// later weft, none changed since it was applied and none half applied. Read only.
+pub(crate) async fn holds_weft_history(
+    conn: &mut SqliteConnection,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(open_error)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+        });
+    }
+    let applied: Vec<(i64, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(open_error)?;
+    let refused = |source| StoreError::Migrate {
+        path: path.to_owned(),
+        source,
+    };
+    for (version, checksum, success) in applied {
+        if RELANDED.iter().any(|&(was, _)| was == version) {
+            continue;
+        }
+        let Some(known) = MIGRATOR.iter().find(|m| m.version == version) else {
+            return Err(StoreError::Later {
+                path: path.to_owned(),
+                version,
+            });
+        };
+        // As the migrator finds them when it runs, in the words it uses.
+        if !success {
+            return Err(refused(sqlx::migrate::MigrateError::Dirty(version)));
+        }
+        if known.checksum.as_ref() != checksum.as_slice() {
+            return Err(refused(sqlx::migrate::MigrateError::VersionMismatch(
+                version,
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Opens the writer's own connection; the file must already be migrated.
@@ -454,6 +498,43 @@ mod tests {
             check_file(&later).await,
             Err(StoreError::Later { version: 999, .. })
         ));
+
+        // A migration changed since it was applied, or applied in part: what the migrator
+        // refuses when it runs, in its words.
+        for (change, says) in [
+            (
+                "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 3",
+                "migration 3 was previously applied but has been modified",
+            ),
+            (
+                "UPDATE _sqlx_migrations SET success = 0 WHERE version = 2",
+                "migration 2 is partially applied",
+            ),
+        ] {
+            let file = dir.path().join("changed.db");
+            std::fs::copy(&ours, &file).unwrap();
+            let mut conn = connect_options(&file, Duration::from_secs(5))
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(change).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            let checked = check_file(&file).await.unwrap_err().to_string();
+            assert!(checked.contains(says), "{checked}");
+            let opened = open_pool(&file, Duration::from_secs(5), 1)
+                .await
+                .unwrap_err();
+            assert!(opened.to_string().contains(says), "{opened}");
+        }
+
+        // Reading a WAL file makes its `-wal` and `-shm`: a check leaves none behind.
+        for sidecar in sidecar_paths(&ours) {
+            let _ = std::fs::remove_file(sidecar);
+        }
+        check_file(&ours).await.expect("weft's own history");
+        for sidecar in sidecar_paths(&ours) {
+            assert!(!sidecar.exists(), "{} left", sidecar.display());
+        }
     }
 
     #[tokio::test]

@@ -465,6 +465,18 @@ impl WriterTask {
         let now = FileId::of(&self.path);
         if now.is_none() || now != self.file {
             self.recreate().await?;
+        } else if self.conn.is_some() && self.wal_lost() {
+            // What is written goes into a deleted file, and is lost with the process.
+            // Closing every connection checkpoints the deleted journal into the database
+            // (SQLite still has it open), and opening again makes a new one.
+            tracing::warn!(
+                path = %self.path.display(),
+                "the history database's journal (-wal, -shm) was deleted; saving what it held \
+                 and starting a new one"
+            );
+            // Said here: not the database that is gone.
+            self.file = None;
+            self.recreate().await?;
         }
         if self.conn.is_none() {
             let conn = schema::open_writer_connection(&self.path, self.busy_timeout).await?;
@@ -503,6 +515,14 @@ impl WriterTask {
             .into_iter()
             .map(Record::Service)
             .collect()
+    }
+
+    /// Whether the `-wal` or `-shm` file beside the database is gone while connections
+    /// are open on it: SQLite goes on writing into the deleted one.
+    fn wal_lost(&self) -> bool {
+        schema::sidecar_paths(&self.path)
+            .iter()
+            .any(|sidecar| std::fs::symlink_metadata(sidecar).is_err())
     }
 
     /// Takes the file's lock again if its lock file was deleted or replaced.

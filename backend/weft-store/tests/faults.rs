@@ -13,17 +13,33 @@ use common::{event, integrity, open, options, send_all};
 use sqlx::{ConnectOptions, Connection};
 use weft_store::Store;
 
+/// Deletes `path` with each suffix (`""` the file itself, `"-wal"`, `"-shm"`).
+fn remove_with_suffixes(path: &Path, suffixes: &[&str]) {
+    for suffix in suffixes {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        std::fs::remove_file(&p).unwrap();
+    }
+}
+
+/// A store in a temporary directory (kept while it lives) that wrote events 1 to 10, and
+/// its file.
+async fn with_ten_events() -> (tempfile::TempDir, Store, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let path = store.options().path.clone();
+    send_all(&store, 1..=10);
+    store.flush().await.unwrap();
+    (dir, store, path)
+}
+
 fn seqs(events: &[weft_store::EventRecord]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
 
 #[tokio::test]
 async fn a_locked_database_drops_and_counts_then_writing_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let path = store.options().path.clone();
-    send_all(&store, 1..=10);
-    store.flush().await.unwrap();
+    let (_dir, store, path) = with_ten_events().await;
     assert_eq!(store.stats().written(), 10);
 
     // A competing process holds the write lock for longer than the writer's busy timeout.
@@ -111,11 +127,7 @@ async fn a_query_waits_for_a_busy_reader_no_longer_than_the_busy_timeout() {
 
 #[tokio::test]
 async fn an_unwritable_file_drops_and_counts_then_writing_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let path = store.options().path.clone();
-    send_all(&store, 1..=10);
-    store.flush().await.unwrap();
+    let (_dir, store, path) = with_ten_events().await;
 
     let mut wal = path.clone().into_os_string();
     wal.push("-wal");
@@ -154,17 +166,9 @@ async fn an_unwritable_file_drops_and_counts_then_writing_resumes() {
 
 #[tokio::test]
 async fn a_deleted_file_is_recreated_and_writing_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).await;
-    let path = store.options().path.clone();
-    send_all(&store, 1..=10);
-    store.flush().await.unwrap();
+    let (_dir, store, path) = with_ten_events().await;
 
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.clone().into_os_string();
-        p.push(suffix);
-        std::fs::remove_file(&p).unwrap();
-    }
+    remove_with_suffixes(&path, &["", "-wal", "-shm"]);
     assert!(!path.exists());
 
     send_all(&store, 11..=20);
@@ -189,6 +193,82 @@ async fn a_deleted_file_is_recreated_and_writing_resumes() {
     reopened.shutdown().await.unwrap();
 }
 
+/// A journal (`-wal`, `-shm`) deleted under a running store: SQLite goes on writing into
+/// the deleted files, and what it writes would be lost with the process. The store saves
+/// it into the database and starts a new journal.
+#[tokio::test]
+async fn a_deleted_journal_is_saved_into_the_database_and_a_new_one_started() {
+    let (_dir, store, path) = with_ten_events().await;
+    remove_with_suffixes(&path, &["-wal", "-shm"]);
+    send_all(&store, 11..=20);
+    store.flush().await.unwrap();
+    let stats = store.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped, stats.reopens), (20, 0, 1));
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    assert!(Path::new(&wal).exists(), "a new journal");
+    // The database file alone (its journal ignored, as if the process had died) holds
+    // what the deleted journal held.
+    let mut file = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .immutable(true)
+        .connect()
+        .await
+        .unwrap();
+    let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut file)
+        .await
+        .unwrap();
+    file.close().await.unwrap();
+    assert_eq!(saved, 10);
+    assert_eq!(
+        seqs(&store.events_after(0, 100).await.unwrap()),
+        (1..=20).collect::<Vec<_>>()
+    );
+    store.shutdown().await.unwrap();
+    assert_eq!(integrity(&path).await, "ok");
+}
+
+/// Another program's database put in place of the history file while the store runs is
+/// left as it is (a start refuses such a file too): what cannot be written is dropped and
+/// counted, with the reason.
+#[tokio::test]
+async fn a_database_of_another_program_put_in_its_place_is_left_alone() {
+    let (_dir, store, path) = with_ten_events().await;
+    remove_with_suffixes(&path, &["", "-wal", "-shm"]);
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('precious')")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other.close().await.unwrap();
+
+    send_all(&store, 11..=20);
+    store.flush().await.unwrap();
+    let stats = store.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped), (10, 10));
+    let error = stats.last_error.expect("the reason is kept");
+    assert!(error.contains("another program's tables"), "{error}");
+    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut other)
+            .await
+            .unwrap();
+    other.close().await.unwrap();
+    assert_eq!(tables, ["notes"]);
+    store.shutdown().await.unwrap();
+}
+
 /// Services are described once, when they start: a file recreated at run time gets them
 /// again, or the dashboard would show services without kind or endpoints for good.
 #[tokio::test]
@@ -204,11 +284,7 @@ async fn a_recreated_file_gets_the_services_back() {
     };
     store.try_send(echo.clone());
     store.flush().await.unwrap();
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.clone().into_os_string();
-        p.push(suffix);
-        std::fs::remove_file(&p).unwrap();
-    }
+    remove_with_suffixes(&path, &["", "-wal", "-shm"]);
     send_all(&store, 1..=5);
     store.flush().await.unwrap();
     assert_eq!(store.stats().reopens(), 1);

@@ -12,6 +12,26 @@ async fn failed_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// A runtime to drive requests on, a reactor with the hub installed, and the dashboard on
+/// a store that can no longer be read (with the directory its file was in).
+fn on_a_failed_store() -> (
+    tokio::runtime::Runtime,
+    weft::Reactor,
+    tempfile::TempDir,
+    axum::Router,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reactor = weft::Reactor::new().unwrap();
+    let hub = Hub::new(HubConfig::default()).unwrap();
+    hub.install(&reactor);
+    let (dir, store) = runtime.block_on(failed_store());
+    let app = router(DashboardState::new(hub).with_store(store));
+    (runtime, reactor, dir, app)
+}
+
 fn counted(app: &axum::Router, runtime: &tokio::runtime::Runtime) -> String {
     let metrics = runtime.block_on(get(app.clone(), "/metrics")).body;
     metrics
@@ -23,15 +43,7 @@ fn counted(app: &axum::Router, runtime: &tokio::runtime::Runtime) -> String {
 
 #[test]
 fn views_with_live_rows_serve_them_with_a_note_when_history_cannot_be_read() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let reactor = weft::Reactor::new().unwrap();
-    let hub = Hub::new(HubConfig::default()).unwrap();
-    hub.install(&reactor);
-    let (_dir, store) = runtime.block_on(failed_store());
-    let app = router(DashboardState::new(hub).with_store(store));
+    let (runtime, _reactor, _dir, app) = on_a_failed_store();
     let (_resolver, pending) = Deferred::<u32>::labeled("still live");
     let live = pending.id().0;
     let get = |path: &str| runtime.block_on(get(app.clone(), path));
@@ -100,4 +112,59 @@ fn views_with_live_rows_serve_them_with_a_note_when_history_cannot_be_read() {
         !before.is_empty() && !before.ends_with(" 0"),
         "each view that missed its history is counted: {before:?}"
     );
+}
+
+/// Counts the events logged whose message has `needle`.
+struct CountingSubscriber {
+    needle: &'static str,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tracing::Subscriber for CountingSubscriber {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        if message.0.contains(self.needle) {
+            self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn history_that_cannot_be_read_is_logged_once_for_many_views() {
+    // A browser polls its view every second or two: while history stays unreadable, each
+    // poll is counted, and the log says so once, not once a poll.
+    let (runtime, _reactor, _dir, app) = on_a_failed_store();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = CountingSubscriber {
+        needle: "history unavailable to the dashboard",
+        seen: seen.clone(),
+    };
+    tracing::subscriber::with_default(counter, || {
+        for _ in 0..20 {
+            let a = runtime.block_on(get(app.clone(), "/api/connections?state=closed"));
+            assert!(a.json()["history_error"].is_string(), "{}", a.body);
+        }
+    });
+    // At most one: another test of this process may have said it within the minute.
+    let logged = seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(logged <= 1, "logged {logged} times");
 }

@@ -527,6 +527,23 @@ mod tests {
             assert!(opened.to_string().contains(says), "{opened}");
         }
 
+        // A file in rollback-journal mode that another program holds locked: read as it
+        // is, without waiting on the lock (a start serves and writes once it is let go).
+        let journal = dir.path().join("journal.db");
+        std::fs::copy(&ours, &journal).unwrap();
+        let mut holder = connect_options(&journal, Duration::from_secs(5))
+            .journal_mode(SqliteJournalMode::Delete)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        check_file(&journal).await.expect("read past the lock");
+        sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+        holder.close().await.unwrap();
+
         // Reading a WAL file makes its `-wal` and `-shm`: a check leaves none behind.
         for sidecar in sidecar_paths(&ours) {
             let _ = std::fs::remove_file(sidecar);

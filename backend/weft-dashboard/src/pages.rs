@@ -551,15 +551,27 @@ struct Http {
     /// Which navigation link the layout marks as the current page.
     page: &'static str,
     services: Vec<ServiceFigures>,
-    /// The seconds rates and percentiles are measured over.
+    /// The seconds rates and percentiles were measured over.
     window_s: u64,
 }
 
+/// The seconds figures measured now cover: the window, or less (or more) when the views
+/// were last looked at less (or more) than a window ago; `window` with no service.
+fn measured_over(windows: impl Iterator<Item = f64>, window: std::time::Duration) -> u64 {
+    windows
+        .fold(None, |longest: Option<f64>, w| {
+            Some(longest.map_or(w, |l| l.max(w)))
+        })
+        .map_or(window.as_secs(), |w| w.round().max(1.0) as u64)
+}
+
 pub(crate) async fn http(State(state): State<DashboardState>) -> Response {
+    let services = views::http(&state);
+    let window_s = measured_over(services.iter().map(|s| s.window_s), views::WINDOW);
     html(&Http {
         page: "http",
-        services: views::http(&state),
-        window_s: views::WINDOW.as_secs(),
+        services,
+        window_s,
     })
 }
 
@@ -569,17 +581,18 @@ struct Dns {
     /// Which navigation link the layout marks as the current page.
     page: &'static str,
     services: Vec<crate::dns::DnsFigures>,
-    /// The seconds rates, ratios and percentiles are measured over.
+    /// The seconds rates, ratios and percentiles were measured over.
     window_s: u64,
     history_error: Option<String>,
 }
 
 pub(crate) async fn dns(State(state): State<DashboardState>) -> Response {
     let (services, history_error) = crate::dns::dns(&state).await;
+    let window_s = measured_over(services.iter().map(|s| s.window_s), crate::dns::WINDOW);
     html(&Dns {
         page: "dns",
         services,
-        window_s: crate::dns::WINDOW.as_secs(),
+        window_s,
         history_error,
     })
 }

@@ -76,6 +76,9 @@ async fn the_http_page_shows_each_service_with_everything_escaped() {
     assert_eq!(a.body.matches("<section").count(), 1, "HTTP services only");
     assert!(a.body.contains("ejected until 00:01:01.000"), "{}", a.body);
     assert!(a.body.contains("/static/app.js"));
+    // The first look is measured from the dashboard's start, a moment ago here: the page
+    // says the span its figures cover, not the window it will cover once watched.
+    assert!(a.body.contains("over the last 1 s;"), "{}", a.body);
 
     let empty = get(router(state()), "/http").await;
     assert!(
@@ -83,6 +86,7 @@ async fn the_http_page_shows_each_service_with_everything_escaped() {
         "{}",
         empty.body
     );
+    assert!(empty.body.contains("over the last 10 s;"), "{}", empty.body);
 }
 
 #[tokio::test]

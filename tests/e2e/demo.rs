@@ -218,6 +218,23 @@ fn with_no_arguments_weft_runs_a_living_demo_of_every_kind() {
             .any(|d| d["site"].as_str().unwrap_or("").contains("demo/")),
         "a chain of the demo's traffic stalled: {stalled:?}"
     );
+    // The README's tour names what the slow request leaves stalled, each by its label.
+    let tour = [
+        "demo GET /api/slow",
+        "HTTP answer",
+        "http request",
+        "demo client",
+    ];
+    wait_for(
+        20,
+        "the slow request's chains and task are stalled, as the tour says",
+        || {
+            let stalled = items(&api("/api/deferreds?state=stalled"));
+            let labelled = |label: &str| stalled.iter().any(|d| d["label"] == label);
+            tour.iter().all(|l| labelled(l)).then_some(())
+        },
+        || api("/api/deferreds?state=stalled").to_string(),
+    );
     wait_for(
         10,
         "the generator's connections are open, and its echo connections carried bytes",

@@ -142,9 +142,10 @@ pub(crate) fn start(
 }
 
 /// Lets a chain run to its end and takes its result, so a failure ends the chain
-/// `failed` (and is logged) rather than reported as unhandled.
+/// `failed` (and is logged) rather than reported as unhandled. The task that waits on it
+/// is labelled `demo client`: one waiting on a stalled chain is listed stalled beside it.
 fn finish<T: 'static>(what: &'static str, chain: Deferred<T>) {
-    Reactor::current().spawn(async move {
+    Reactor::current().spawn_labeled("demo client", async move {
         if let Err(failure) = chain.await {
             tracing::debug!(%failure, "demo traffic: {what}");
         }

@@ -152,6 +152,28 @@ stall_after = "300ms"
         "connection {up} is open: {open}"
     );
 
+    // The client connection's page lists what is pending on it now: the request's chain
+    // and the connection's own async task, which history is not told of while pending.
+    let client_conn = chain["connection_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("the chain names its connection: {chain}"));
+    let pending = json(&app, "/api/deferreds?state=pending&limit=500");
+    let task = pending["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["connection_id"].as_i64() == Some(client_conn) && d["kind"] == "task")
+        .unwrap_or_else(|| panic!("the connection's task is pending: {pending}"))["id"]
+        .clone();
+    let listed = json(&app, &format!("/api/connections/{client_conn}"));
+    let ids: Vec<&Value> = listed["deferreds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|d| &d["id"])
+        .collect();
+    assert!(ids.contains(&&task), "its task {task}: {listed}");
+
     let page = app.get(&format!("/deferreds/{id}"));
     assert_eq!(page.status, 200);
     assert!(

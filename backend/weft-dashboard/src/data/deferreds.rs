@@ -295,20 +295,32 @@ pub fn chain_waits(
     state.hub.deferreds().waits().chain(id)
 }
 
-/// The Deferreds of one connection (from history; of `instance`'s connection, or this
-/// gateway's), newest first, and the note when history could not be read.
+/// The Deferreds of one connection (of `instance`'s connection, or this gateway's),
+/// newest first, and the note when history could not be read: from history, and for this
+/// gateway's those pending now too (async tasks and chains history has not been told of
+/// yet, or has not written).
 pub async fn connection_deferreds(
     state: &DashboardState,
     id: u64,
     instance: Option<&str>,
 ) -> (Vec<DeferredView>, Option<String>) {
-    let (Some(store), Ok(id)) = (&state.store, i64::try_from(id)) else {
-        return (Vec::new(), None);
-    };
     let now = now_ms();
     let other = crate::instances::other(state, instance);
-    let found = store.connection_deferreds_of(id, other, 200).await;
-    let (records, note) = history::or_note(state, found, Vec::new());
+    let (mut records, note) = match (&state.store, i64::try_from(id)) {
+        (Some(store), Ok(stored)) => {
+            let found = store.connection_deferreds_of(stored, other, 200).await;
+            history::or_note(state, found, Vec::new())
+        }
+        _ => (Vec::new(), None),
+    };
+    if other.is_none() {
+        for live in state.hub.pending_deferreds() {
+            if live.connection == Some(id) && !records.iter().any(|r| r.id as u64 == live.id) {
+                records.push(deferred_record(&live));
+            }
+        }
+        records.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
+    }
     let views = records
         .into_iter()
         .map(|r| DeferredView::new(r, now))

@@ -491,7 +491,15 @@ impl DeferredTracker {
             uncount(&chain);
             return None;
         }
-        let (snapshot, _) = self.end(chain);
+        let (mut snapshot, _) = self.end(chain);
+        // It ended here and will never fire: history ends it (a row left pending would be
+        // taken, at the next start, for one a killed process left, and is never pruned).
+        snapshot.state = DeferredState::Cancelled;
+        snapshot.fired_at_ms = Some(unix_ms(std::time::SystemTime::now()));
+        snapshot.waiting_on = None;
+        snapshot
+            .failure
+            .get_or_insert_with(|| "Dropped: freed while pending; it never fired".to_owned());
         Some(EventKind::DeferredEnded { deferred: snapshot })
     }
 

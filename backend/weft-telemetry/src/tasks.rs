@@ -148,6 +148,8 @@ impl DeferredTracker {
             DeferredState::Cancelled
         };
         snapshot.waiting_on = None;
+        // When it ended, as a chain's firing: its age ends there, and retention prunes it.
+        snapshot.fired_at_ms = Some(unix_ms(std::time::SystemTime::now()));
         snapshot
             .flagged()
             .then_some(EventKind::DeferredEnded { deferred: snapshot })

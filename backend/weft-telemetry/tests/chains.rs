@@ -123,6 +123,49 @@ fn a_leaked_chain_still_lists_the_steps_it_will_never_run() {
     assert!(hub.deferred(id).is_none());
 }
 
+/// A flagged chain freed unfired, and a flagged task that ended, are recorded ended, with
+/// the time they ended: a record left pending would never be pruned, and the next start
+/// would take it for one a killed process left.
+#[test]
+fn a_leaked_chain_and_a_stalled_task_are_recorded_ended_when_they_end() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let (resolver, d) = Deferred::<u8>::labeled("never answered");
+    drop(resolver);
+    drop(d);
+
+    weft::defer::set_stall_threshold_for("slow task", Duration::from_millis(50));
+    reactor.spawn_labeled("slow task", async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    let stopping = reactor.clone();
+    reactor.call_later(Duration::from_millis(600), move || stopping.stop());
+    reactor.run().unwrap();
+
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let ended = |label: &str| {
+        events.iter().find_map(|e| match &e.kind {
+            weft_telemetry::EventKind::DeferredEnded { deferred }
+                if deferred.label.as_deref() == Some(label) =>
+            {
+                Some(deferred.clone())
+            }
+            _ => None,
+        })
+    };
+    let leaked = ended("never answered").expect("the leaked chain is recorded");
+    assert_eq!(leaked.state, DeferredState::Cancelled, "{leaked:?}");
+    assert!(leaked.fired_at_ms.is_some(), "{leaked:?}");
+    let task = ended("slow task").expect("the stalled task is recorded");
+    assert!(task.stalled, "{task:?}");
+    assert_eq!(task.state, DeferredState::Succeeded, "{task:?}");
+    let took = task.fired_at_ms.unwrap() - task.created_at_ms;
+    assert!((250..5000).contains(&took), "ended when it ended: {task:?}");
+}
+
 /// An unhandled failure is found when the chain's last handle goes, after the chain ended:
 /// the report carries the chain's record as it ended, with the flag added.
 #[test]

@@ -37,7 +37,7 @@ pub(crate) fn lock_path(db: &Path) -> PathBuf {
 
 /// `db` with each symlink it names replaced by the path it leads to, as many as the
 /// kernel follows; `db` itself when it is no link (or none yet).
-fn through_links(db: &Path) -> PathBuf {
+pub(crate) fn through_links(db: &Path) -> PathBuf {
     let mut path = db.to_owned();
     for _ in 0..40 {
         let Ok(target) = std::fs::read_link(&path) else {

@@ -57,6 +57,16 @@ pub(crate) async fn open_pool(
         path: path.to_owned(),
         source,
     };
+    // Never another program's database, whether it was there at start (a check refused
+    // it already) or put in place of the history file later: read before anything is set
+    // (connecting sets the journal mode, a write). A file locked now is tried by the
+    // connect below, which finds it locked too.
+    if path.exists()
+        && let Err(e) = check_file(path).await
+        && !e.is_busy()
+    {
+        return Err(e);
+    }
     // One connection of its own creates and migrates the file: `auto_vacuum` must be set
     // before the first table exists.
     let setup = SqlitePoolOptions::new()
@@ -64,16 +74,6 @@ pub(crate) async fn open_pool(
         .connect_with(connect_options(path, busy_timeout))
         .await
         .map_err(open_error)?;
-    // Never another program's database, whether it was there at start (a check refused
-    // it already) or put in place of the history file later.
-    let held = match setup.acquire().await {
-        Ok(mut conn) => holds_weft_history(&mut conn, path).await,
-        Err(e) => Err(open_error(e)),
-    };
-    if let Err(e) = held {
-        setup.close().await;
-        return Err(e);
-    }
     let migrated = match record_relanded(&setup).await {
         Ok(()) => MIGRATOR.run(&setup).await,
         Err(e) => Err(e.into()),
@@ -141,19 +141,26 @@ async fn record_relanded(setup: &SqlitePool) -> Result<(), sqlx::Error> {
 }
 
 /// What opening the file at `path` would refuse, read only (see `Store::check_file`).
-/// Without a `-wal` beside it (nothing in a journal to read) the file is read as
-/// immutable, so SQLite makes no `-wal` or `-shm` of its own to read it, nor takes a lock.
+/// Without a `-wal` or `-journal` beside it (nothing in a journal to read) the file is
+/// read as immutable, so SQLite makes no `-wal` or `-shm` of its own to read it, nor
+/// takes a lock.
 pub(crate) async fn check_file(path: &Path) -> Result<(), StoreError> {
     use sqlx::Connection;
     let open_error = |source| StoreError::Open {
         path: path.to_owned(),
         source,
     };
-    let [wal, _] = sidecar_paths(path);
+    // Beside the file a link leads to, where SQLite keeps them; a hot rollback journal is
+    // to be read too.
+    let target = crate::lock::through_links(path);
+    let [wal, _] = sidecar_paths(&target);
+    let mut journal = target.into_os_string();
+    journal.push("-journal");
+    let quiet = !wal.exists() && !Path::new(&journal).exists();
     let mut conn = SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
-        .immutable(!wal.exists())
+        .immutable(quiet)
         .connect()
         .await
         .map_err(open_error)?;
@@ -196,7 +203,15 @@ pub(crate) async fn holds_weft_history(
         source,
     };
     for (version, checksum, success) in applied {
-        if RELANDED.iter().any(|&(was, _)| was == version) {
+        // Recorded under its old version, the same migration as the one it landed as:
+        // renamed when the file is opened.
+        let relanded = RELANDED.iter().any(|&(was, is)| {
+            was == version
+                && MIGRATOR
+                    .iter()
+                    .any(|m| m.version == is && m.checksum.as_ref() == checksum.as_slice())
+        });
+        if relanded {
             continue;
         }
         let Some(known) = MIGRATOR.iter().find(|m| m.version == version) else {
@@ -248,6 +263,13 @@ impl FileId {
             ino: m.ino(),
         })
     }
+}
+
+/// Which files SQLite keeps its journal in beside the database at `path` now: the `-wal`
+/// and `-shm` of the file the path leads to (SQLite follows links and keeps them beside
+/// the file itself).
+pub(crate) fn journal_ids(path: &Path) -> [Option<FileId>; 2] {
+    sidecar_paths(&crate::lock::through_links(path)).map(|p| FileId::of(&p))
 }
 
 /// The `-wal` and `-shm` companions of a database file.

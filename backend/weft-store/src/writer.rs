@@ -180,6 +180,9 @@ pub(crate) struct WriterTask {
     conn: Option<Conn>,
     /// The file `conn` and the read pool were opened on.
     file: Option<FileId>,
+    /// The journal files (`-wal`, `-shm`) SQLite kept beside it when `conn` was opened:
+    /// one deleted (or replaced) since is written on unseen, and lost with the process.
+    journal: [Option<FileId>; 2],
     /// `Later` until the writer has opened a file that was locked at start, or reached a
     /// database that was out of reach.
     opened: Opened,
@@ -253,6 +256,7 @@ pub(crate) async fn create(
             Opened::Now => FileId::of(&options.path),
             Opened::Later => None,
         },
+        journal: schema::journal_ids(&options.path),
         opened,
         failing: false,
         lock,
@@ -465,22 +469,16 @@ impl WriterTask {
         let now = FileId::of(&self.path);
         if now.is_none() || now != self.file {
             self.recreate().await?;
-        } else if self.conn.is_some() && self.wal_lost() {
-            // What is written goes into a deleted file, and is lost with the process.
-            // Closing every connection checkpoints the deleted journal into the database
-            // (SQLite still has it open), and opening again makes a new one.
-            tracing::warn!(
-                path = %self.path.display(),
-                "the history database's journal (-wal, -shm) was deleted; saving what it held \
-                 and starting a new one"
-            );
-            // Said here: not the database that is gone.
+        } else if self.conn.is_some() && self.journal_lost() {
+            self.save_lost_journal().await;
+            // Said there: not the database that is gone.
             self.file = None;
             self.recreate().await?;
         }
         if self.conn.is_none() {
             let conn = schema::open_writer_connection(&self.path, self.busy_timeout).await?;
             self.conn = Some(Conn::Sqlite(conn));
+            self.journal = schema::journal_ids(&self.path);
         }
         Ok(())
     }
@@ -517,12 +515,50 @@ impl WriterTask {
             .collect()
     }
 
-    /// Whether the `-wal` or `-shm` file beside the database is gone while connections
-    /// are open on it: SQLite goes on writing into the deleted one.
-    fn wal_lost(&self) -> bool {
-        schema::sidecar_paths(&self.path)
+    /// Whether the `-wal` or `-shm` file SQLite kept beside the database when the writer
+    /// connection opened is gone (or another is in its place): SQLite goes on writing
+    /// into the deleted one.
+    fn journal_lost(&self) -> bool {
+        let now = schema::journal_ids(&self.path);
+        self.journal
             .iter()
-            .any(|sidecar| std::fs::symlink_metadata(sidecar).is_err())
+            .zip(now)
+            .any(|(was, now)| was.is_some() && *was != now)
+    }
+
+    /// Copies what the deleted journal holds into the database through the writer's
+    /// connection, which still has it open: closing the connections would do it only if
+    /// no other process (a `sqlite3` shell, a backup) had the file open.
+    async fn save_lost_journal(&mut self) {
+        let path = self.path.display().to_string();
+        let Some(Conn::Sqlite(conn)) = self.conn.as_mut() else {
+            return;
+        };
+        let saved: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *conn)
+                .await;
+        match saved {
+            Ok((0, log, done)) if done >= log => tracing::warn!(
+                %path,
+                pages = done,
+                "the history database's journal (-wal, -shm) was deleted; saved what it held \
+                 into the database and starting a new one"
+            ),
+            Ok((_, log, done)) => tracing::error!(
+                %path,
+                pages = log,
+                saved = done,
+                "the history database's journal (-wal, -shm) was deleted, and another \
+                 connection to the file kept part of it from being saved; starting a new one"
+            ),
+            Err(error) => tracing::error!(
+                %path,
+                %error,
+                "the history database's journal (-wal, -shm) was deleted and could not be \
+                 saved; starting a new one"
+            ),
+        }
     }
 
     /// Takes the file's lock again if its lock file was deleted or replaced.
@@ -578,6 +614,7 @@ impl WriterTask {
         self.sql.write(&mut conn, &services).await?;
         self.conn = Some(conn);
         self.file = FileId::of(&self.path);
+        self.journal = schema::journal_ids(&self.path);
         if late {
             self.opened = Opened::Now;
             tracing::info!(path = %self.location, "the history file is free; writing history");

@@ -199,6 +199,17 @@ async fn a_deleted_file_is_recreated_and_writing_resumes() {
 #[tokio::test]
 async fn a_deleted_journal_is_saved_into_the_database_and_a_new_one_started() {
     let (_dir, store, path) = with_ten_events().await;
+    // Another program has the file open (a `sqlite3` shell, a backup): closing the store's
+    // connections would then save nothing.
+    let mut reader = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
     remove_with_suffixes(&path, &["-wal", "-shm"]);
     send_all(&store, 11..=20);
     store.flush().await.unwrap();
@@ -221,12 +232,32 @@ async fn a_deleted_journal_is_saved_into_the_database_and_a_new_one_started() {
         .unwrap();
     file.close().await.unwrap();
     assert_eq!(saved, 10);
+    reader.close().await.unwrap();
     assert_eq!(
         seqs(&store.events_after(0, 100).await.unwrap()),
         (1..=20).collect::<Vec<_>>()
     );
     store.shutdown().await.unwrap();
     assert_eq!(integrity(&path).await, "ok");
+}
+
+/// A history file named through a symbolic link: SQLite keeps its journal beside the file
+/// the link leads to, where the store looks for it, so it is not taken for lost.
+#[tokio::test]
+async fn a_history_file_behind_a_link_keeps_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let real = dir.path().join("data").join("history.db");
+    let link = dir.path().join("weft.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let store = Store::open(&link).await.unwrap();
+    for batch in [1..=10, 11..=20, 21..=30] {
+        send_all(&store, batch);
+        store.flush().await.unwrap();
+    }
+    let stats = store.stats().snapshot();
+    assert_eq!((stats.written, stats.reopens), (30, 0));
+    store.shutdown().await.unwrap();
 }
 
 /// Another program's database put in place of the history file while the store runs is
@@ -264,8 +295,13 @@ async fn a_database_of_another_program_put_in_its_place_is_left_alone() {
             .fetch_all(&mut other)
             .await
             .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
     other.close().await.unwrap();
     assert_eq!(tables, ["notes"]);
+    assert_eq!(mode, "delete", "its journal mode is its own");
     store.shutdown().await.unwrap();
 }
 

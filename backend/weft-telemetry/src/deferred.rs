@@ -485,9 +485,10 @@ impl DeferredTracker {
     /// Ends a chain freed while pending.
     fn dropped(&self, id: DeferredId) -> Option<EventKind> {
         let chain = self.chains.lock().remove(&id.0)?;
-        // A Deferred freed while pending is kept when something flagged it
-        // (leaked, stalled); otherwise nobody is waiting on it any more.
-        if !chain.snapshot.flagged() {
+        // A Deferred freed while pending is kept when something flagged it (leaked,
+        // stalled), the sampler picked it, or history has a row of it (pending chains are
+        // written as they go: that row must end); otherwise nobody waits on it any more.
+        if !(chain.snapshot.flagged() || chain.sampled || chain.in_history) {
             uncount(&chain);
             return None;
         }

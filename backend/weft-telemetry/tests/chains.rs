@@ -330,3 +330,40 @@ fn named_steps_are_listed_in_order_and_a_stall_report_names_the_current_one() {
     drop(d);
     assert!(hub.deferred(id).is_none());
 }
+
+/// A chain history has a row of (pending chains are written as they go) and that is freed
+/// unfired, unflagged: its row is ended too, or it would stay pending for ever.
+#[test]
+fn a_chain_in_history_freed_unfired_is_recorded_ended() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let (resolver, parent) = Deferred::<u8>::labeled("waits on a child");
+    let (child_resolver, child) = Deferred::<u8>::new();
+    let parent = parent.and_then(move |_| child);
+    resolver.callback(1);
+    // The history's writer takes the pending chains, as it does about once a second.
+    let written = hub.deferreds().pending_for_history();
+    assert!(
+        written
+            .iter()
+            .any(|d| d.label.as_deref() == Some("waits on a child")),
+        "{written:?}"
+    );
+    drop(parent);
+    drop(child_resolver);
+
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    let ended = events.iter().find_map(|e| match &e.kind {
+        weft_telemetry::EventKind::DeferredEnded { deferred }
+            if deferred.label.as_deref() == Some("waits on a child") =>
+        {
+            Some(deferred.clone())
+        }
+        _ => None,
+    });
+    let ended = ended.expect("its row is ended");
+    assert_eq!(ended.state, DeferredState::Cancelled, "{ended:?}");
+}

@@ -228,6 +228,14 @@ fn an_answer_that_leaves_the_request_body_unread_says_the_connection_closes() {
     assert_eq!(reply.status, 413, "{}", reply.text());
     assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     assert_eq!(client.read_head().status, 0, "the connection closes");
+    // An OPTIONS that may go no further, answered by the proxy itself.
+    let mut client = RawClient::connect(site.web);
+    client.send(
+        b"OPTIONS /api/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nContent-Length: 100000\r\n\r\nabc",
+    );
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     // A body the upstream read whole: the connection lives on.
     let mut client = RawClient::connect(site.web);
     client.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");

@@ -678,5 +678,16 @@ mod tests {
         assert_eq!(route("/api//..%2Fadmin/x"), Err(PathError::Ambiguous));
         assert_eq!(route("/api/a%2F%2Fb"), Ok(("/api/a%2F%2Fb".into(), true)));
         assert_eq!(route("/api/../../b"), Err(PathError::AboveRoot));
+        // A run of slashes before a prefix: no route as it is (the files, which drop the
+        // empty segment, would serve what lies under the route's path), the route to a
+        // reader that merges slashes.
+        assert_eq!(route("//api/x"), Err(PathError::Ambiguous));
+        assert_eq!(route("///api/x"), Err(PathError::Ambiguous));
+        // Within one route, or outside every route, a run of slashes changes nothing.
+        assert_eq!(route("/api//x"), Ok(("/api//x".into(), true)));
+        assert_eq!(
+            route("/css//main.css"),
+            Ok(("/css//main.css".into(), false))
+        );
     }
 }

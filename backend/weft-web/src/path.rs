@@ -92,15 +92,19 @@ impl Reading {
 
     /// Whether `raw` could read differently this way than in normal form.
     pub fn may_differ(self, raw: &str) -> bool {
-        // Every other reading differs only in what it makes of `%` and `\`.
-        if !raw.bytes().any(|b| b == b'%' || b == b'\\') {
+        // Every other reading differs only in what it makes of `%` and `\`, and the merged
+        // one of a run of slashes too (`//api/x` is `/api/x` to it).
+        let merges = self == Self::EncodedSlashesMerged && raw.contains("//");
+        if !merges && !raw.bytes().any(|b| b == b'%' || b == b'\\') {
             return false;
         }
         match self {
             Self::Normal => false,
             Self::EncodedDotsKept => raw.contains("%2e") || raw.contains("%2E"),
             Self::EncodedSlashesDecoded | Self::EncodedSlashesMerged => {
-                raw.contains('\\') || ["%2f", "%2F", "%5c", "%5C"].iter().any(|e| raw.contains(e))
+                merges
+                    || raw.contains('\\')
+                    || ["%2f", "%2F", "%5c", "%5C"].iter().any(|e| raw.contains(e))
             }
         }
     }
@@ -121,16 +125,17 @@ pub fn read(raw: &str, reading: Reading) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::Malformed);
     }
-    // Most paths have nothing to decode and no segment starting with a dot: they are
-    // already in normal form, and every reading of them is the same.
-    if is_plain(raw) {
-        return Ok(Cow::Borrowed(raw));
-    }
     let slashes = matches!(
         reading,
         Reading::EncodedSlashesDecoded | Reading::EncodedSlashesMerged
     );
     let merge = reading == Reading::EncodedSlashesMerged;
+    // Most paths have nothing to decode and no segment starting with a dot: they are
+    // already in normal form, and every reading of them is the same but the merged one
+    // of a path with a run of slashes.
+    if is_plain(raw) && !(merge && raw.contains("//")) {
+        return Ok(Cow::Borrowed(raw));
+    }
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let slash = |out: &mut Vec<u8>| {

@@ -436,6 +436,7 @@ pub(crate) async fn forward(
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        response.extensions_mut().insert(AnsweredHere);
         return Ok(response);
     }
     if let Some(offered) = upgrade::asked(head) {
@@ -633,6 +634,16 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Relaxed);
     }
+}
+
+/// Marks a response the proxy made itself, without contacting an upstream (and so
+/// without reading the request's body).
+#[derive(Debug, Clone, Copy)]
+struct AnsweredHere;
+
+/// Whether `response` was made by the proxy itself rather than an upstream.
+pub(crate) fn answered_here<B>(response: &Response<B>) -> bool {
+    response.extensions().get::<AnsweredHere>().is_some()
 }
 
 /// RFC 9110 §7.6.2: an intermediary that receives an OPTIONS (or TRACE, never served

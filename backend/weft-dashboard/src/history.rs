@@ -3,7 +3,6 @@
 //! (`history_error` in the JSON, a note on the page) and counts it; the cause goes to the
 //! log at most once a minute. Live data comes from the hub and never waits on the store.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use weft_store::StoreError;
@@ -15,23 +14,25 @@ use crate::state::DashboardState;
 /// fails the same way while it lasts.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// When a failed read was last logged, and how many were not since.
-static WARNED: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
-
-/// Logs (at most once every [`WARN_EVERY`], with the store writer's own last error, which
-/// names the cause when the reads failed because the file could not be opened again) and
-/// counts `e`, and returns the note a view shows in place of its history.
+/// Logs (at most once every [`WARN_EVERY`] for each dashboard, with the store writer's own
+/// last error, which names the cause when the reads failed because the file could not be
+/// opened again) and counts `e`, and returns the note a view shows in place of its history.
 pub(crate) fn unavailable(state: &DashboardState, e: &StoreError) -> String {
-    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut warned = state
+        .history_warned
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
     if warned
         .0
         .is_none_or(|at| now.duration_since(at) >= WARN_EVERY)
     {
+        // The writer's last error (it names what reads fail on too, when the file could
+        // not be opened again); it may be an old one.
         let writer = state.store.as_ref().and_then(|s| s.stats().last_error());
         tracing::warn!(
             error = %e,
-            writer_error = writer.as_deref().unwrap_or("none"),
+            writer_last_error = writer.as_deref().unwrap_or("none"),
             not_logged = warned.1,
             "history unavailable to the dashboard (said at most once a minute)"
         );

@@ -54,6 +54,9 @@ pub struct DashboardState {
     pub dns: Arc<ViewHistory>,
     /// Each peer's wrong tokens, to limit guessing.
     pub(crate) attempts: Arc<crate::attempts::Attempts>,
+    /// When history that could not be read was last logged, and how many failed reads
+    /// were not since (`crate::history::unavailable`).
+    pub(crate) history_warned: Arc<std::sync::Mutex<(Option<Instant>, u64)>>,
 }
 
 /// One request to reload: the program answers it with the outcome.
@@ -119,6 +122,7 @@ impl DashboardState {
             http: Arc::new(ViewHistory::default()),
             dns: Arc::new(ViewHistory::with_window(crate::dns::WINDOW)),
             attempts: Arc::default(),
+            history_warned: Arc::default(),
         }
     }
 

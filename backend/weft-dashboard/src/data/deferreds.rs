@@ -295,6 +295,9 @@ pub fn chain_waits(
     state.hub.deferreds().waits().chain(id)
 }
 
+/// The most Deferreds a connection's page lists, newest first.
+const CONNECTION_DEFERREDS: usize = 200;
+
 /// The Deferreds of one connection (of `instance`'s connection, or this gateway's),
 /// newest first, and the note when history could not be read: from history, and for this
 /// gateway's those pending now too (async tasks and chains history has not been told of
@@ -308,18 +311,28 @@ pub async fn connection_deferreds(
     let other = crate::instances::other(state, instance);
     let (mut records, note) = match (&state.store, i64::try_from(id)) {
         (Some(store), Ok(stored)) => {
-            let found = store.connection_deferreds_of(stored, other, 200).await;
+            let found = store
+                .connection_deferreds_of(stored, other, CONNECTION_DEFERREDS as u32)
+                .await;
             history::or_note(state, found, Vec::new())
         }
         _ => (Vec::new(), None),
     };
     if other.is_none() {
+        // The live row, where history has one too: history's may be a second old.
+        let own = history::own_instance(state);
         for live in state.hub.pending_deferreds() {
-            if live.connection == Some(id) && !records.iter().any(|r| r.id as u64 == live.id) {
-                records.push(deferred_record(&live));
+            if live.connection != Some(id) {
+                continue;
+            }
+            let record = history::own_record(deferred_record(&live), own);
+            match records.iter_mut().find(|r| r.id == record.id) {
+                Some(stored) => *stored = record,
+                None => records.push(record),
             }
         }
         records.sort_by_key(|d| std::cmp::Reverse((d.created_at_ms, d.id)));
+        records.truncate(CONNECTION_DEFERREDS);
     }
     let views = records
         .into_iter()

@@ -78,7 +78,8 @@ async fn the_http_page_shows_each_service_with_everything_escaped() {
     assert!(a.body.contains("/static/app.js"));
     // The first look is measured from the dashboard's start, a moment ago here: the page
     // says the span its figures cover, not the window it will cover once watched.
-    assert!(a.body.contains("over the last 1 s;"), "{}", a.body);
+    assert!(!a.body.contains("over the last 10 s;"), "{}", a.body);
+    assert!(a.body.contains(" s; counts since start"), "{}", a.body);
 
     let empty = get(router(state()), "/http").await;
     assert!(

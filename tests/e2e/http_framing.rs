@@ -236,6 +236,14 @@ fn an_answer_that_leaves_the_request_body_unread_says_the_connection_closes() {
     let reply = client.read_reply();
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    // An HTTP/1.0 client that asked to keep the connection is told plainly it closes.
+    let mut client = RawClient::connect(site.web);
+    client.send(
+        b"POST /nowhere HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nContent-Length: 100000\r\n\r\nabc",
+    );
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     // A body the upstream read whole: the connection lives on.
     let mut client = RawClient::connect(site.web);
     client.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");

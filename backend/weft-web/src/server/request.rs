@@ -161,6 +161,12 @@ pub(super) fn handle(
             response
                 .headers_mut()
                 .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            // To an HTTP/1.0 client that asked to keep the connection, hyper adds
+            // `keep-alive` to the field of an HTTP/1.1 answer, whatever it says already;
+            // it leaves an HTTP/1.0 answer's alone (and sends every answer as 1.0 to it).
+            if head.version == Version::HTTP_10 {
+                *response.version_mut() = Version::HTTP_10;
+            }
         }
 
         let status = response.status();

@@ -74,6 +74,16 @@ pub(crate) async fn open_pool(
         .connect_with(connect_options(path, busy_timeout))
         .await
         .map_err(open_error)?;
+    // And read again on the connection that migrates: the read above may have found the
+    // file locked, or another file may have been put in its place since.
+    let held = match setup.acquire().await {
+        Ok(mut conn) => holds_weft_history(&mut conn, path).await,
+        Err(e) => Err(open_error(e)),
+    };
+    if let Err(e) = held {
+        setup.close().await;
+        return Err(e);
+    }
     let migrated = match record_relanded(&setup).await {
         Ok(()) => MIGRATOR.run(&setup).await,
         Err(e) => Err(e.into()),

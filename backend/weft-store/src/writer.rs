@@ -541,7 +541,6 @@ impl WriterTask {
         match saved {
             Ok((0, log, done)) if done >= log => tracing::warn!(
                 %path,
-                pages = done,
                 "the history database's journal (-wal, -shm) was deleted; saved what it held \
                  into the database and starting a new one"
             ),
@@ -591,7 +590,8 @@ impl WriterTask {
             old.close().await;
         }
         if !self.path.exists() {
-            for sidecar in schema::sidecar_paths(&self.path) {
+            // Beside the file a link leads to, where SQLite keeps them.
+            for sidecar in schema::sidecar_paths(&crate::lock::through_links(&self.path)) {
                 let _ = std::fs::remove_file(sidecar);
             }
         }

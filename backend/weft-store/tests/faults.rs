@@ -257,6 +257,16 @@ async fn a_history_file_behind_a_link_keeps_its_journal() {
     }
     let stats = store.stats().snapshot();
     assert_eq!((stats.written, stats.reopens), (30, 0));
+    // And there a lost journal is found, and saved.
+    remove_with_suffixes(&real, &["-wal", "-shm"]);
+    send_all(&store, 31..=40);
+    store.flush().await.unwrap();
+    let stats = store.stats().snapshot();
+    assert_eq!((stats.written, stats.dropped, stats.reopens), (40, 0, 1));
+    assert_eq!(
+        seqs(&store.events_after(0, 100).await.unwrap()),
+        (1..=40).collect::<Vec<_>>()
+    );
     store.shutdown().await.unwrap();
 }
 

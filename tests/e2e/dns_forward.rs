@@ -747,6 +747,11 @@ fn a_reload_that_removes_the_service_still_answers_the_questions_waiting_on_an_u
     expect_address(&app, &udp, 7, "the answer, after the service went");
 }
 
+/// The service's own zone the upstream's CNAMEs lead into (`www.example.test` is 192.0.2.10).
+const EXAMPLE_ZONE: &str = "$ORIGIN example.test.\n$TTL 1h\n\
+    @ IN SOA ns1 hostmaster 1 2h 15m 2w 5m\n@ IN NS ns1\nns1 IN A 192.0.2.53\n\
+    www IN A 192.0.2.10\n";
+
 /// A cached answer whose CNAME led into one of the service's zones was completed from it;
 /// once a reload takes the zone away it is forgotten, not sent as a bare CNAME until its
 /// TTL runs out: the question goes upstream again.
@@ -754,9 +759,7 @@ fn a_reload_that_removes_the_service_still_answers_the_questions_waiting_on_an_u
 fn a_reload_that_removes_a_zone_forgets_the_answers_whose_chain_led_into_it() {
     let (up, seen) = upstream(false);
     let port = free_port();
-    let zone = "$ORIGIN example.test.\n$TTL 1h\n@ IN SOA ns1 hostmaster 1 2h 15m 2w 5m\n\
-                @ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.10\n";
-    let app = spawn_dns_app(forwarder(port, &[up]).zone("example.test.zone", zone));
+    let app = spawn_dns_app(forwarder(port, &[up]).zone("example.test.zone", EXAMPLE_ZONE));
     let r = ask(port, 1, "into.elsewhere.test.", RecordType::A);
     assert_eq!(addresses(&r), ["192.0.2.10"], "completed from the zone");
     assert_eq!(seen.udp_queries(), 1);
@@ -880,9 +883,7 @@ fn a_flood_of_questions_no_upstream_answers_is_answered_and_counted_but_logged_w
 fn records_an_upstream_adds_beyond_the_question_are_left_out_and_counted() {
     let (up, _) = upstream(false);
     let port = free_port();
-    let zone = "$ORIGIN example.test.\n$TTL 1h\n@ IN SOA ns1 hostmaster 1 2h 15m 2w 5m\n\
-                @ IN NS ns1\nns1 IN A 192.0.2.53\nwww IN A 192.0.2.10\n";
-    let app = spawn_dns_app(forwarder(port, &[up]).zone("example.test.zone", zone));
+    let app = spawn_dns_app(forwarder(port, &[up]).zone("example.test.zone", EXAMPLE_ZONE));
     for round in ["from the upstream", "from the cache"] {
         let r = ask(port, 7, "poison.elsewhere.test.", RecordType::A);
         assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{round}");

@@ -215,35 +215,36 @@ fn the_asterisk_target_with_another_method_than_options_is_400() {
 #[test]
 fn an_answer_that_leaves_the_request_body_unread_says_the_connection_closes() {
     let site = start();
+    // `raw` answered `status`, saying the connection closes.
+    let closing = |raw: &[u8], status: u16| {
+        let mut client = RawClient::connect(site.web);
+        client.send(raw);
+        let reply = client.read_reply();
+        assert_eq!(reply.status, status, "{}", reply.text());
+        assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+        client
+    };
     // No route and no files: answered 404 without reading the body.
-    let mut client = RawClient::connect(site.web);
-    client.send(b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc");
-    let reply = client.read_reply();
-    assert_eq!(reply.status, 404, "{}", reply.text());
-    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    closing(
+        b"POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc",
+        404,
+    );
     // Refused as too large before the upstream hears of it.
-    let mut client = RawClient::connect(site.web);
-    client.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000000\r\n\r\nabc");
-    let reply = client.read_reply();
-    assert_eq!(reply.status, 413, "{}", reply.text());
-    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
+    let mut client = closing(
+        b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000000\r\n\r\nabc",
+        413,
+    );
     assert_eq!(client.read_head().status, 0, "the connection closes");
     // An OPTIONS that may go no further, answered by the proxy itself.
-    let mut client = RawClient::connect(site.web);
-    client.send(
+    closing(
         b"OPTIONS /api/x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nContent-Length: 100000\r\n\r\nabc",
+        200,
     );
-    let reply = client.read_reply();
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     // An HTTP/1.0 client that asked to keep the connection is told plainly it closes.
-    let mut client = RawClient::connect(site.web);
-    client.send(
+    closing(
         b"POST /nowhere HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\nContent-Length: 100000\r\n\r\nabc",
+        404,
     );
-    let reply = client.read_reply();
-    assert_eq!(reply.status, 404, "{}", reply.text());
-    assert_eq!(reply.header("connection"), Some("close"), "{reply:?}");
     // A body the upstream read whole: the connection lives on.
     let mut client = RawClient::connect(site.web);
     client.send(b"POST /api/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");

@@ -168,14 +168,8 @@ impl Store {
             None => {
                 let lock = lock::WriterLock::acquire(&options.path)?;
                 let path = &options.path;
-                // Another program's tables, or a later weft's schema, are left untouched
-                // (read only; a file locked for writing can still be read).
-                if path.exists()
-                    && let Err(error) = schema::check_file(path).await
-                    && !error.is_busy()
-                {
-                    return Err(error);
-                }
+                // Another program's tables, or a later weft's schema, are left untouched:
+                // `open_pool` reads them before it writes anything.
                 match schema::open_pool(path, options.busy_timeout, options.max_readers).await {
                     Ok(pool) => (Some(lock), Pool::Sqlite(pool), writer::Opened::Now),
                     Err(error) if error.is_busy() => {

@@ -47,7 +47,9 @@ fn read_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
     shared_options(path, busy_timeout)
 }
 
-/// Creates the file if needed, migrates it, and returns a read pool on it.
+/// Creates the file if needed, migrates it, and returns a read pool on it; another
+/// program's database, or one a later weft migrated, is refused before anything is
+/// written to it.
 pub(crate) async fn open_pool(
     path: &Path,
     busy_timeout: Duration,

@@ -33,6 +33,17 @@ async fn with_ten_events() -> (tempfile::TempDir, Store, PathBuf) {
     (dir, store, path)
 }
 
+/// A connection of its own to the SQLite file at `path` (made if missing), as another
+/// program would open it.
+async fn connect(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
 fn seqs(events: &[weft_store::EventRecord]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
@@ -43,11 +54,7 @@ async fn a_locked_database_drops_and_counts_then_writing_resumes() {
     assert_eq!(store.stats().written(), 10);
 
     // A competing process holds the write lock for longer than the writer's busy timeout.
-    let mut rival = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
+    let mut rival = connect(&path).await;
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut rival)
         .await
@@ -201,11 +208,7 @@ async fn a_deleted_journal_is_saved_into_the_database_and_a_new_one_started() {
     let (_dir, store, path) = with_ten_events().await;
     // Another program has the file open (a `sqlite3` shell, a backup): closing the store's
     // connections would then save nothing.
-    let mut reader = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
+    let mut reader = connect(&path).await;
     let _: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(&mut reader)
         .await
@@ -277,12 +280,7 @@ async fn a_history_file_behind_a_link_keeps_its_journal() {
 async fn a_database_of_another_program_put_in_its_place_is_left_alone() {
     let (_dir, store, path) = with_ten_events().await;
     remove_with_suffixes(&path, &["", "-wal", "-shm"]);
-    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut other = connect(&path).await;
     sqlx::query("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('precious')")
         .execute(&mut other)
         .await
@@ -295,11 +293,7 @@ async fn a_database_of_another_program_put_in_its_place_is_left_alone() {
     assert_eq!((stats.written, stats.dropped), (10, 10));
     let error = stats.last_error.expect("the reason is kept");
     assert!(error.contains("another program's tables"), "{error}");
-    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
+    let mut other = connect(&path).await;
     let tables: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
             .fetch_all(&mut other)
@@ -346,11 +340,7 @@ async fn a_recreated_file_gets_the_services_back() {
 
 /// The `services` rows of the file itself, read past the store's catalog.
 async fn stored_services(path: &Path) -> Vec<(String, String)> {
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(path)
-        .connect()
-        .await
-        .unwrap();
+    let mut conn = connect(path).await;
     let rows = sqlx::query_as("SELECT name, endpoints_json FROM services ORDER BY name")
         .fetch_all(&mut conn)
         .await
@@ -378,11 +368,7 @@ async fn services_changed_or_removed_under_a_lock_are_listed_at_once_and_reach_t
     store.flush().await.unwrap();
     assert_eq!(stored_services(&path).await.len(), 2);
 
-    let mut rival = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .connect()
-        .await
-        .unwrap();
+    let mut rival = connect(&path).await;
     sqlx::query("BEGIN EXCLUSIVE")
         .execute(&mut rival)
         .await
@@ -479,11 +465,7 @@ fn a_killed_writer_leaves_a_clean_file() {
         .unwrap();
     rt.block_on(async {
         assert_eq!(integrity(&path).await, "ok");
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .connect()
-            .await
-            .unwrap();
+        let mut conn = connect(&path).await;
         let (kept, max): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE seq <= ?")
                 .bind(flushed)
@@ -506,12 +488,7 @@ fn a_killed_writer_leaves_a_clean_file() {
 async fn a_file_of_another_program_is_refused_and_left_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
-    let mut other = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .connect()
-        .await
-        .unwrap();
+    let mut other = connect(&path).await;
     sqlx::query("CREATE TABLE t (x)")
         .execute(&mut other)
         .await

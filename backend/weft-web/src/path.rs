@@ -206,15 +206,11 @@ const PATH_CHARS: [bool; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
+        // Unreserved, sub-delimiters, `:`, `@`, and the separator.
+        table[b] = is_unreserved(c)
             || matches!(
                 c,
-                b'/' | b'-'
-                    | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
+                b'!' | b'$'
                     | b'&'
                     | b'\''
                     | b'('
@@ -226,6 +222,7 @@ const PATH_CHARS: [bool; 256] = {
                     | b'='
                     | b':'
                     | b'@'
+                    | b'/'
             );
         b += 1;
     }
@@ -259,7 +256,7 @@ pub fn encode_query(query: &str) -> Cow<'_, str> {
 
 /// RFC 3986 §3: `ALPHA / DIGIT / "-" / "." / "_" / "~"`, which §6.2.2.2 says should be
 /// decoded when percent-encoded.
-fn is_unreserved(b: u8) -> bool {
+const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 

@@ -9,7 +9,7 @@ use super::raw::RawConfig;
 use super::validate::key;
 
 /// The longest `[gateway] instance`, in bytes: a label on every history row.
-pub const MAX_INSTANCE_LEN: usize = super::validate::MAX_NAME_LEN;
+pub const MAX_INSTANCE_LEN: usize = 64;
 
 /// `[gateway] instance`, or the host name.
 pub(super) fn instance(at: &Locator<'_>, raw: &RawConfig) -> Result<String, ConfigError> {
@@ -18,7 +18,21 @@ pub(super) fn instance(at: &Locator<'_>, raw: &RawConfig) -> Result<String, Conf
             let err =
                 |message: String| at.error(Some(name.span()), key("gateway.instance"), message);
             let text = name.get_ref();
-            super::validate::plain_name(text, "an instance name").map_err(err)?;
+            if text.is_empty() || text.len() > MAX_INSTANCE_LEN {
+                return Err(err(format!(
+                    "must be 1 to {MAX_INSTANCE_LEN} bytes, got {}",
+                    text.len()
+                )));
+            }
+            if let Some(bad) = text
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            {
+                return Err(err(format!(
+                    "{bad:?} is not allowed: an instance name takes letters, digits, '.', '-' \
+                     and '_'"
+                )));
+            }
             text.clone()
         }
         None => weft_store::default_instance(),

@@ -66,9 +66,7 @@ impl Listeners {
         self.taken.push((socket, endpoint.to_owned(), owner));
         Ok(())
     }
-}
 
-impl Listeners {
     /// The listener claimed (its endpoint and owner) that `parsed` overlaps at another
     /// address of the same port: `tcp:53` (`0.0.0.0`) for `127.0.0.1:53`, or the other
     /// way. Neither can be bound while the other is.

@@ -305,39 +305,18 @@ fn service(
     })
 }
 
-/// The longest name of a service or of the gateway's instance, in bytes.
-pub(crate) const MAX_NAME_LEN: usize = 64;
+/// The longest service name, in bytes: a label on every metric and history row of it.
+const MAX_SERVICE_NAME_LEN: usize = 64;
 
-/// Whether `text` is a name that can go anywhere unescaped (a metric label, a log field,
-/// a path of the dashboard): 1 to [`MAX_NAME_LEN`] letters, digits, '.', '-' and '_'. The
-/// error calls it `what`.
-pub(super) fn plain_name(text: &str, what: &str) -> Result<(), String> {
-    if text.is_empty() || text.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "must be 1 to {MAX_NAME_LEN} bytes, got {}",
-            text.len()
-        ));
-    }
-    match text
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
-    {
-        Some(bad) => Err(format!(
-            "{bad:?} is not allowed: {what} takes letters, digits, '.', '-' and '_'"
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Whether `name` can name a service: 1 to [`MAX_NAME_LEN`] bytes of printable text, not
+/// Whether `name` can name a service: 1 to [`MAX_SERVICE_NAME_LEN`] bytes of printable text, not
 /// all spaces (a line break would split the log lines that carry it).
 fn service_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err("must not be empty".into());
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.len() > MAX_SERVICE_NAME_LEN {
         return Err(format!(
-            "must be at most {MAX_NAME_LEN} bytes, got {}",
+            "must be at most {MAX_SERVICE_NAME_LEN} bytes, got {}",
             name.len()
         ));
     }

@@ -429,16 +429,6 @@ pub(crate) async fn forward(
     (head, body): (&mut Parts, Incoming),
     marks: &Marks<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
-    if last_hop(head) {
-        // The final recipient of an OPTIONS that may go no further: this gateway, which
-        // has nothing to say about the target beyond that it is reachable.
-        let mut response = Response::new(crate::body::empty());
-        response
-            .headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        response.extensions_mut().insert(AnsweredHere);
-        return Ok(response);
-    }
     if let Some(offered) = upgrade::asked(head) {
         // Never pooled: after a 101 its upstream connection is the tunnel's.
         let asks = upgrade::Asks { client, offered };
@@ -636,21 +626,22 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Marks a response the proxy made itself, without contacting an upstream (and so
-/// without reading the request's body).
-#[derive(Debug, Clone, Copy)]
-struct AnsweredHere;
-
-/// Whether `response` was made by the proxy itself rather than an upstream.
-pub(crate) fn answered_here<B>(response: &Response<B>) -> bool {
-    response.extensions().get::<AnsweredHere>().is_some()
+/// The answer of this gateway as the final recipient of an OPTIONS that may go no
+/// further ([`last_hop`]): it has nothing to say about the target beyond that it is
+/// reachable.
+pub(crate) fn reachable() -> Response<Body> {
+    let mut response = Response::new(crate::body::empty());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
 }
 
 /// RFC 9110 §7.6.2: an intermediary that receives an OPTIONS (or TRACE, never served
 /// here) with `Max-Forwards` MUST NOT forward it when the value is 0, but answer it as
 /// the final recipient (true), and otherwise forwards it with the value one less. A
 /// value that is not a number is left as it came.
-fn last_hop(head: &mut Parts) -> bool {
+pub(crate) fn last_hop(head: &mut Parts) -> bool {
     if head.method != Method::OPTIONS {
         return false;
     }

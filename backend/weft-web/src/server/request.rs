@@ -374,6 +374,10 @@ async fn dispatch(
             via: &state.via,
             tunnel: &conn.tunnel,
         };
+        if proxy::last_hop(head) {
+            // An OPTIONS that may go no further, answered here without its body.
+            return proxy::reachable();
+        }
         let forwarded = proxy::forward(
             route,
             upstreams,
@@ -392,11 +396,8 @@ async fn dispatch(
         return match forwarded.await {
             Ok(response) => {
                 // The upstream answered: it read the body, or answered before it had all
-                // of it, as it may (then hyper closes the connection as it must). An
-                // OPTIONS that may go no further was answered here, without the body.
-                if !proxy::answered_here(&response) {
-                    conn.body_unread.set(false);
-                }
+                // of it, as it may (then hyper closes the connection as it must).
+                conn.body_unread.set(false);
                 response
             }
             // Refused or failed, maybe before the body was read (a loop, a body too large,

@@ -297,12 +297,27 @@ fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
             what: format!("created at {}", r.site),
             deferred: Some(r.id),
         });
-        if let Some(at) = r.fired_at_ms {
-            t.push(Moment {
+        // A chain that fired and then waited on a Deferred a step returned ended later;
+        // rows written before history kept the end have the firing only.
+        match (r.fired_at_ms, r.ended_at_ms) {
+            (Some(fired), Some(ended)) if ended > fired => {
+                t.push(Moment {
+                    at_ms: fired,
+                    what: "fired".to_owned(),
+                    deferred: Some(r.id),
+                });
+                t.push(Moment {
+                    at_ms: ended,
+                    what: format!("ended, {}", r.state),
+                    deferred: Some(r.id),
+                });
+            }
+            (Some(at), _) => t.push(Moment {
                 at_ms: at,
                 what: format!("fired, {}", r.state),
                 deferred: Some(r.id),
-            });
+            }),
+            (None, _) => {}
         }
     }
     if let Some(at) = c.closed_at_ms {

@@ -191,6 +191,7 @@ impl Insert for DeferredRecord {
         "kind",
         "task_json",
         "reactor",
+        "ended_at_ms",
     ];
     const KEY: &'static [&'static str] = &["id"];
     /// Every write of a chain is a full picture except a detection the hub reports after it
@@ -221,6 +222,7 @@ impl Insert for DeferredRecord {
         ("kind", Merge::KeepIfNull),
         ("task_json", Merge::KeepIfNull),
         ("reactor", Merge::KeepIfNull),
+        ("ended_at_ms", Merge::KeepIfNull),
     ];
 
     binds!(r =>
@@ -248,6 +250,7 @@ impl Insert for DeferredRecord {
         r.kind.as_deref(),
         r.task_json.as_deref(),
         r.reactor,
+        r.ended_at_ms,
     );
 
     fn key_hash(&self) -> Option<u64> {

@@ -54,6 +54,7 @@ fn last_seen_sql(d: Dialect) -> String {
          coalesce((SELECT max(closed_at_ms) FROM connections{mine}), 0), \
          coalesce((SELECT max(created_at_ms) FROM deferreds{mine}), 0), \
          coalesce((SELECT max(fired_at_ms) FROM deferreds{mine}), 0), \
+         coalesce((SELECT max(ended_at_ms) FROM deferreds{mine}), 0), \
          coalesce((SELECT max(started_at_us) / 1000 FROM deferred_steps{mine}), 0))"
     )
 }
@@ -68,14 +69,14 @@ fn close_connections_sql(d: Dialect) -> String {
     )
 }
 
-/// `cancelled` with a fired time: ended for the views and for retention alike.
+/// `cancelled` with a fired time and an end: ended for the views and for retention alike.
 fn end_chains_sql(d: Dialect) -> String {
+    let greatest = d.greatest();
     format!(
         "UPDATE deferreds \
-         SET state = 'cancelled', fired_at_ms = coalesce(fired_at_ms, {}(created_at_ms, $2)), \
-         waiting_on = NULL, failure = $3 \
+         SET state = 'cancelled', fired_at_ms = coalesce(fired_at_ms, {greatest}(created_at_ms, $2)), \
+         ended_at_ms = {greatest}(created_at_ms, $2), waiting_on = NULL, failure = $3 \
          WHERE state IN ('pending', 'running', 'paused', 'waiting'){}",
-        d.greatest(),
         own_rows(d)
     )
 }

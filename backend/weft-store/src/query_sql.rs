@@ -13,7 +13,7 @@ const CONNECTION_COLUMNS: &str = "SELECT id, service, transport, peer, local, op
 const DEFERRED_COLUMNS: &str = "SELECT id, parent_id, label, site, connection_id, service, state, \
      created_at_ms, fired_at_ms, current_step, waiting_on, failure, stalled, slow, unhandled, leaked, \
      deadlock, step_name, step_detail, waiting_on_connection, named_steps_json, kind, task_json, \
-     reactor, instance FROM deferreds";
+     reactor, ended_at_ms, instance FROM deferreds";
 
 /// Which rows a list shows: of one service, of one instance, of one reactor (each optional).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -212,6 +212,12 @@ pub struct DeferredRecord {
     #[serde(default)]
     #[sqlx(default)]
     pub reactor: Option<i64>,
+    /// When it ended, unix milliseconds: a chain that fired and then waited on a Deferred
+    /// a step returned ends after it fired. `None` while pending, and in rows written
+    /// before history kept it (migration 10), where `fired_at_ms` is the end known.
+    #[serde(default)]
+    #[sqlx(default)]
+    pub ended_at_ms: Option<i64>,
     /// The gateway that wrote it (`[gateway] instance`), as read back; the writer stores
     /// its own name whatever a record says.
     #[serde(default)]

@@ -368,6 +368,11 @@ mod tests {
             "reactor",
             "e6e3a701997b97817a8d110a79edafc922bd10edae2fac775f0abe78a53f5dff36d18dbb7a257d04a780cdead2ce3c0a",
         ),
+        (
+            10,
+            "ended at",
+            "d320333e6105b35813f11d85448f66890b2c7682bebf7973ece33348d3935b6ab5bfa4bd41ef14fdd5701f910f2f0c78",
+        ),
     ];
 
     /// The same, for the PostgreSQL schema in `migrations/postgres/`.
@@ -381,6 +386,11 @@ mod tests {
             2,
             "reactor",
             "9758cffcd99385d578f36b4b92c0073a90e18ce2730ed0bf006c20b2381c2e3f565ff2310febe578bac17ae8d0f91f16",
+        ),
+        (
+            3,
+            "ended at",
+            "00ae20a14d8e87a6bce9cb3d073aa6be88f1dc8d7a62849d1dbe84d15415eaa41a28be81e69068601976afffa5a02cb2",
         ),
     ];
 

@@ -105,6 +105,10 @@ pub struct DeferredSnapshot {
     pub state: DeferredState,
     /// When it got its result, unix milliseconds.
     pub fired_at_ms: Option<i64>,
+    /// When it ended, unix milliseconds: its last step ran (a chain that fired at once
+    /// and then waited on a Deferred a step returned ends long after it fired), or it was
+    /// freed unfired; `None` while pending.
+    pub ended_at_ms: Option<i64>,
     /// The failure it ended with, or the last one a step returned.
     pub failure: Option<String>,
     /// The child Deferred it waits on.
@@ -169,6 +173,7 @@ impl DeferredSnapshot {
             age_ms: self.age_ms,
             state: self.state,
             fired_at_ms: self.fired_at_ms,
+            ended_at_ms: self.ended_at_ms,
             failure: self.failure.clone(),
             waiting_on: self.waiting_on,
             current_step: self.current_step.clone(),
@@ -295,6 +300,20 @@ impl Chain {
         if let Some(last) = self.snapshot.named_steps.last_mut() {
             last.duration_ms
                 .get_or_insert(elapsed_ms(last.started_at_ms, at_ms));
+        }
+    }
+
+    /// The chain goes on after the Deferred a step returned fired: that step no longer
+    /// waits, it handed its child's result on.
+    pub(crate) fn resumed(&mut self) {
+        if let Some(step) = self
+            .snapshot
+            .steps
+            .iter_mut()
+            .rev()
+            .find(|s| s.outcome == StepStatus::Waiting)
+        {
+            step.outcome = StepStatus::Chained;
         }
     }
 

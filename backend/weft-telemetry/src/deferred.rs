@@ -303,6 +303,7 @@ impl DeferredTracker {
             DeferredEvent::Resumed(r) => self.update(r.id, |chain| {
                 chain.snapshot.waiting_on = None;
                 chain.snapshot.state = DeferredState::Running;
+                chain.resumed();
             }),
             DeferredEvent::Named(n) => self.update(n.id, |chain| {
                 chain.name_step(NamedStepSnapshot {
@@ -471,6 +472,7 @@ impl DeferredTracker {
         }
         let (mut snapshot, metrics) = self.end(chain);
         snapshot.state = outcome.state();
+        snapshot.ended_at_ms = Some(unix_ms(std::time::SystemTime::now()));
         if let Some(f) = outcome.failure() {
             snapshot.failure = Some(failure_text(f));
         }
@@ -496,7 +498,9 @@ impl DeferredTracker {
         // It ended here and will never fire: history ends it (a row left pending would be
         // taken, at the next start, for one a killed process left, and is never pruned).
         snapshot.state = DeferredState::Cancelled;
-        snapshot.fired_at_ms = Some(unix_ms(std::time::SystemTime::now()));
+        let now = unix_ms(std::time::SystemTime::now());
+        snapshot.fired_at_ms = Some(now);
+        snapshot.ended_at_ms = Some(now);
         snapshot.waiting_on = None;
         snapshot
             .failure
@@ -619,6 +623,7 @@ pub(crate) fn blank_snapshot(
         age_ms: 0,
         state,
         fired_at_ms: None,
+        ended_at_ms: None,
         failure: None,
         waiting_on: None,
         current_step: None,

@@ -149,7 +149,9 @@ impl DeferredTracker {
         };
         snapshot.waiting_on = None;
         // When it ended, as a chain's firing: its age ends there, and retention prunes it.
-        snapshot.fired_at_ms = Some(unix_ms(std::time::SystemTime::now()));
+        let now = unix_ms(std::time::SystemTime::now());
+        snapshot.fired_at_ms = Some(now);
+        snapshot.ended_at_ms = Some(now);
         snapshot
             .flagged()
             .then_some(EventKind::DeferredEnded { deferred: snapshot })

@@ -17,6 +17,28 @@ fn hub_on(reactor: &Reactor) -> Arc<Hub> {
     hub
 }
 
+/// Every event the feed holds.
+fn drain(feed: &mut weft_telemetry::Feed) -> Vec<Arc<weft_telemetry::TelemetryEvent>> {
+    let mut events = Vec::new();
+    feed.try_recv_many(&mut events, usize::MAX).unwrap();
+    events
+}
+
+/// The record of the chain labelled `label` as it ended, among `events`.
+fn ended(
+    events: &[Arc<weft_telemetry::TelemetryEvent>],
+    label: &str,
+) -> Option<weft_telemetry::DeferredSnapshot> {
+    events.iter().find_map(|e| match &e.kind {
+        weft_telemetry::EventKind::DeferredEnded { deferred }
+            if deferred.label.as_deref() == Some(label) =>
+        {
+            Some(deferred.clone())
+        }
+        _ => None,
+    })
+}
+
 fn places(queued: &[QueuedStep]) -> Vec<(u32, &'static str)> {
     queued.iter().map(|q| (q.index, q.kind.as_str())).collect()
 }
@@ -144,18 +166,8 @@ fn a_leaked_chain_and_a_stalled_task_are_recorded_ended_when_they_end() {
     reactor.call_later(Duration::from_millis(600), move || stopping.stop());
     reactor.run().unwrap();
 
-    let mut events = Vec::new();
-    feed.try_recv_many(&mut events, usize::MAX).unwrap();
-    let ended = |label: &str| {
-        events.iter().find_map(|e| match &e.kind {
-            weft_telemetry::EventKind::DeferredEnded { deferred }
-                if deferred.label.as_deref() == Some(label) =>
-            {
-                Some(deferred.clone())
-            }
-            _ => None,
-        })
-    };
+    let events = drain(&mut feed);
+    let ended = |label: &str| ended(&events, label);
     let leaked = ended("never answered").expect("the leaked chain is recorded");
     assert_eq!(leaked.state, DeferredState::Cancelled, "{leaked:?}");
     assert!(leaked.fired_at_ms.is_some(), "{leaked:?}");
@@ -366,4 +378,40 @@ fn a_chain_in_history_freed_unfired_is_recorded_ended() {
     });
     let ended = ended.expect("its row is ended");
     assert_eq!(ended.state, DeferredState::Cancelled, "{ended:?}");
+}
+
+/// A chain that fires at once and then waits on a Deferred one of its steps returned
+/// ends when its last step runs: its record says when, and the step that returned the
+/// Deferred no longer says `waiting` once the chain went on.
+#[test]
+fn a_chain_that_fired_and_then_waited_ends_when_its_last_step_runs() {
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    let (child_resolver, child) = Deferred::<u8>::labeled("upstream answer");
+    let (resolver, d) = Deferred::<u8>::labeled("slow request");
+    let d = d
+        .and_then(move |_| child)
+        .and_then(|_| Err::<u8, _>(weft::defer::Failure::msg("refused late")));
+    resolver.callback(1);
+    reactor.call_later(Duration::from_millis(300), move || {
+        child_resolver.callback(2)
+    });
+    let stopping = reactor.clone();
+    reactor.call_later(Duration::from_millis(400), move || stopping.stop());
+    reactor.run().unwrap();
+    drop(d);
+
+    let ended = ended(&drain(&mut feed), "slow request").expect("the failed chain is recorded");
+    assert_eq!(ended.state, DeferredState::Failed, "{ended:?}");
+    let fired = ended.fired_at_ms.unwrap() - ended.created_at_ms;
+    let took = ended.ended_at_ms.expect("its end") - ended.created_at_ms;
+    assert!(fired < 250, "it fired at once: {ended:?}");
+    assert!(
+        (250..5000).contains(&took),
+        "it ended after the wait: {ended:?}"
+    );
+    let outcomes: Vec<_> = ended.steps.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["chained", "err"], "{ended:?}");
 }

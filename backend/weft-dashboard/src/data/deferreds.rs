@@ -21,7 +21,8 @@ pub struct DeferredView {
     /// The record.
     #[serde(flatten)]
     pub record: DeferredRecord,
-    /// Milliseconds from creation to firing, or to now while pending.
+    /// Milliseconds from creation to its end (to firing in rows that do not know their
+    /// end), or to now while pending.
     pub age_ms: u64,
     /// Its figures, when it is an async task.
     pub task: Option<weft_store::TaskRecord>,
@@ -31,7 +32,8 @@ impl DeferredView {
     /// Wraps `record`, computing its age at `now_ms`.
     pub fn new(record: DeferredRecord, now_ms: i64) -> Self {
         let end = record
-            .fired_at_ms
+            .ended_at_ms
+            .or(record.fired_at_ms)
             .filter(|_| !record.is_pending())
             .unwrap_or(now_ms);
         Self {
@@ -95,6 +97,7 @@ pub fn deferred_record(d: &DeferredSnapshot) -> DeferredRecord {
         kind: Some(if d.task.is_some() { "task" } else { "chain" }.to_owned()),
         task_json: d.task.as_ref().and_then(|t| serde_json::to_string(t).ok()),
         reactor: Some(i64::from(d.reactor)),
+        ended_at_ms: d.ended_at_ms,
         instance: String::new(),
     }
 }

@@ -152,6 +152,34 @@ async fn connections_are_sorted_by_the_column_and_direction_asked_for() {
     assert!(bad.json()["error"].as_str().unwrap().contains("asc, desc"));
 }
 
+/// A chain that fired at once and then waited on a Deferred a step returned is as old as
+/// the time to its end, not to its firing; rows written before history kept the end fall
+/// back on the firing.
+#[tokio::test]
+async fn an_ended_chain_s_age_runs_to_its_end() {
+    let mut waited = deferred(1, "succeeded");
+    waited.fired_at_ms = Some(1_001);
+    waited.ended_at_ms = Some(21_000);
+    let mut older = deferred(2, "failed");
+    older.fired_at_ms = Some(1_250);
+    let (_dir, store) = store_with(vec![waited.into(), older.into()]).await;
+    let app = router(state().with_store(store));
+    let page = get(app.clone(), "/api/deferreds").await.json();
+    let age = |id: i64| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == id)
+            .map(|d| (d["age_ms"].clone(), d["ended_at_ms"].clone()))
+            .unwrap()
+    };
+    assert_eq!(age(1), (20_000.into(), 21_000.into()));
+    assert_eq!(age(2), (250.into(), serde_json::Value::Null));
+    let detail = get(app, "/deferreds/1").await;
+    assert!(detail.body.contains("<dt>ended</dt>"), "{}", detail.body);
+}
+
 #[tokio::test]
 async fn deferreds_are_listed_by_tab_with_steps_and_children() {
     let mut stalled = deferred(1, "paused");

@@ -130,6 +130,7 @@ fn deferred(id: i64, state: &str) -> DeferredRecord {
         kind: None,
         task_json: None,
         reactor: Some(0),
+        ended_at_ms: None,
         instance: String::new(),
     }
 }

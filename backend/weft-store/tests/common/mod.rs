@@ -86,6 +86,7 @@ pub fn deferred(id: i64, state: &str, created_at_ms: i64) -> DeferredRecord {
         kind: None,
         task_json: None,
         reactor: Some(0),
+        ended_at_ms: fired.then_some(created_at_ms + 5),
         instance: weft_store::default_instance(),
     }
 }

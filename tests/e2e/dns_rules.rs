@@ -76,18 +76,22 @@ fn dig_edns_version_1_gets_badvers_with_an_opt_of_version_0_and_the_do_bit_echoe
     );
 }
 
-/// (NOTIFY is served, and refused: see `dns_transfer`.)
+/// (NOTIFY is served, and refused: see `dns_transfer`.) A query with an OPT record gets
+/// one back, NOTIMP included (RFC 6891 section 6.1.1); one without, none.
 #[test]
 fn dig_with_an_opcode_not_served_gets_notimp_without_rd() {
     let port = free_port();
     let _app = dns_app(port, None);
-    for args in [
-        &["+opcode=status", "+header-only"][..],
-        &["+opcode=update", "example.test", "SOA", "+tcp"],
+    for (args, opt) in [
+        (&["+opcode=status", "+header-only"][..], true),
+        (&["+opcode=update", "example.test", "SOA", "+tcp"], true),
+        (&["+opcode=15", "example.test", "SOA"], true),
+        (&["+opcode=status", "+noedns", "example.test"], false),
     ] {
         let out = dig(port, args);
         assert!(out.contains("status: NOTIMP"), "{args:?}\n{out}");
         assert_eq!(flags(&out), "qr", "RD is not copied: {args:?}\n{out}");
+        assert_eq!(out.contains("OPT PSEUDOSECTION"), opt, "{args:?}\n{out}");
     }
 }
 

@@ -136,10 +136,16 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
     if op_code != OpCode::Query {
         // RFC 1035 section 4.1.1 copies RD from a query into its response, but past the
         // opcode another opcode may lay the message out differently (RFC 2136 section 2.2
-        // makes RD's bit part of Z in UPDATE), so nothing after the opcode is read or
-        // echoed: the header alone (ID, QR, OPCODE, NOTIMP), without RD, question or OPT.
-        // NSD too checks the opcode before reading the rest and answers with no sections.
-        let response = Message::error_msg(id, op_code, ResponseCode::NotImp);
+        // makes RD's bit part of Z in UPDATE), so nothing of it is echoed: the header
+        // (ID, QR, OPCODE, NOTIMP) without RD or question. One thing more: a request with
+        // an OPT record gets one back (RFC 6891 section 6.1.1, a MUST), when the message
+        // reads as one with the usual sections (IQUERY, STATUS and UPDATE have them).
+        let mut response = Message::error_msg(id, op_code, ResponseCode::NotImp);
+        if let Ok(message) = Message::from_vec(packet)
+            && let Some(edns) = &message.edns
+        {
+            response.edns = Some(ClientEdns::of(edns, false).0.response_opt());
+        }
         return Parsed::Error {
             response: Box::new(response),
             asked: None,
@@ -397,7 +403,7 @@ fn emit_whole(
 }
 
 /// Bytes a message's sections leave for its OPT and TSIG records.
-const TRAILER_ROOM: u16 = 512;
+pub(crate) const TRAILER_ROOM: u16 = 512;
 
 /// The owner names written in full so far, and where: at most this many are looked up.
 const OWNERS_KEPT: usize = 32;

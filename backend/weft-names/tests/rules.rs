@@ -74,11 +74,13 @@ fn an_edns_version_above_0_gets_badvers_with_an_opt_of_version_0_and_no_answer()
     });
 }
 
+/// An opcode not served gets NOTIMP: RD not copied, no question, and an OPT record when
+/// the query had one (RFC 6891 section 6.1.1).
 #[test]
 fn notimp_for_an_opcode_not_served_does_not_copy_rd() {
     with_example(|udp, tcp| {
         // NOTIFY is a primary's business: it is refused (see the transfer tests).
-        for op_code in [OpCode::Status, OpCode::Update] {
+        for op_code in [OpCode::Status, OpCode::Update, OpCode::Unknown(15)] {
             let mut q = message(51, "example.test.", RecordType::SOA);
             q.metadata.op_code = op_code;
             let header_only = {
@@ -88,6 +90,7 @@ fn notimp_for_an_opcode_not_served_does_not_copy_rd() {
             };
             let with_opt = with_edns(q.clone(), 0, true);
             for query in [q, header_only, with_opt] {
+                let opt = query.edns.is_some();
                 for r in both(udp, tcp, &query) {
                     assert_eq!(r.metadata.id, 51);
                     assert_eq!(r.metadata.op_code, op_code, "the opcode is copied");
@@ -96,7 +99,8 @@ fn notimp_for_an_opcode_not_served_does_not_copy_rd() {
                         !r.metadata.recursion_desired,
                         "RD is not copied: {op_code:?}"
                     );
-                    assert!(r.queries.is_empty() && r.edns.is_none(), "header only");
+                    assert!(r.queries.is_empty(), "no question");
+                    assert_eq!(r.edns.is_some(), opt, "an OPT for an OPT: {op_code:?}");
                 }
             }
         }

@@ -102,8 +102,13 @@ impl Streamer {
                 (self.sent)();
                 return;
             };
-            if message.len() > usize::from(u16::MAX) {
-                // A record too large for any message: the zone cannot be sent.
+            if !whole(&message) {
+                // A record no message holds (the zone loader refuses such sets) or one
+                // that could not be encoded: the secondary must not take what follows
+                // for the zone (RFC 5936 §2.2.1: TC is never set in a transfer).
+                tracing::warn!(
+                    "a zone transfer was cut off: one of its messages could not be written whole"
+                );
                 self.transport.lose_connection();
                 self.stop();
                 return;
@@ -151,6 +156,13 @@ impl Streamer {
     }
 }
 
+/// Whether an encoded transfer message is whole: not truncated (TC, set by the encoder
+/// when records did not fit) and not the SERVFAIL sent in place of one that could not be
+/// encoded.
+fn whole(message: &[u8]) -> bool {
+    message.len() >= 12 && message[2] & 0x02 == 0 && message[3] & 0x0f == 0
+}
+
 /// What the transport pauses and resumes: the [`Streamer`] of its connection.
 struct Producer(Rc<Streamer>);
 
@@ -166,5 +178,30 @@ impl PushProducer for Producer {
 
     fn stop_producing(&self) {
         self.0.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, MessageType, ResponseCode};
+    use hickory_proto::rr::{Name, RData, Record, rdata::TXT};
+
+    #[test]
+    fn a_message_cut_short_or_failed_is_not_whole() {
+        let mut message = Message::response(7, hickory_proto::op::OpCode::Query);
+        message.metadata.message_type = MessageType::Response;
+        let name = Name::from_ascii("t.example.").unwrap();
+        let text = "x".repeat(255);
+        message.answers = (0..300)
+            .map(|_| Record::from_rdata(name.clone(), 60, RData::TXT(TXT::new(vec![text.clone()]))))
+            .collect();
+        assert!(
+            !super::whole(&crate::wire::encode(&message, None)),
+            "truncated"
+        );
+        message.answers.truncate(10);
+        assert!(super::whole(&crate::wire::encode(&message, None)));
+        message.metadata.response_code = ResponseCode::ServFail;
+        assert!(!super::whole(&crate::wire::encode(&message, None)));
     }
 }

@@ -149,6 +149,9 @@ impl Zone {
             file: file.to_owned(),
             owners: walk::Owners::default(),
         };
+        // The bytes each RRset takes in an answer, to refuse one no message can hold.
+        let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
+        let mut scratch = Vec::new();
         // Each record moves into the zone: a large zone is never held twice.
         for at in records {
             let record = &at.record;
@@ -192,6 +195,20 @@ impl Zone {
                 ));
             }
             if !at_owner.contains(record) {
+                let size = sizes.entry((owner.clone(), rtype)).or_default();
+                *size += answer_bytes(record, &mut scratch).map_err(|message| err(&at, message))?;
+                if *size > MAX_RRSET_BYTES {
+                    return Err(err(
+                        &at,
+                        format!(
+                            "the {rtype} records of {} take {size} bytes, more than a DNS \
+                             message can carry in an answer ({MAX_RRSET_BYTES}): no query \
+                             for them could be answered and no transfer could send them; \
+                             make the set smaller",
+                            record.name
+                        ),
+                    ));
+                }
                 at_owner.push(at.record);
                 same_ttl(at_owner, rtype);
             }
@@ -228,6 +245,39 @@ impl Zone {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// The most an RRset may take in an answer: a message is at most 65,535 bytes (the TCP
+/// length prefix, RFC 1035 §4.2.2), less its header (12), the longest question (a
+/// 255-byte name, its type and class) and the room kept for OPT and TSIG records
+/// (`wire::TRAILER_ROOM`).
+const MAX_RRSET_BYTES: usize = 65_535 - 12 - 259 - crate::wire::TRAILER_ROOM as usize;
+
+/// What `record` adds to an answer holding its RRset: its type, class, TTL and data
+/// length (10 bytes), its data, and its owner, written once as a 2-byte pointer; an
+/// error when its data is longer than a record can say (RDLENGTH is 16 bits, RFC 1035
+/// §3.2.1).
+fn answer_bytes(record: &Record, data: &mut Vec<u8>) -> Result<usize, String> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    data.clear();
+    let mut encoder = BinEncoder::new(data);
+    record.data.emit(&mut encoder).map_err(|e| {
+        format!(
+            "the {} record of {} cannot be written in a message ({e}); a record's data \
+                 holds at most 65,535 bytes",
+            record.record_type(),
+            record.name
+        )
+    })?;
+    if data.len() > usize::from(u16::MAX) {
+        return Err(format!(
+            "the {} record of {} holds {} bytes of data, more than a record can (65,535)",
+            record.record_type(),
+            record.name,
+            data.len()
+        ));
+    }
+    Ok(2 + 10 + data.len())
 }
 
 /// Gives the records of type `rtype` of one owner the lowest TTL among them: the records

@@ -201,6 +201,31 @@ fn catalogs_are_equal_when_they_share_their_zones_and_a_zone_read_again_unchange
 #[test]
 fn errors_name_the_line_and_what_to_do() {
     let at = |extra: &str| error(&format!("{HEAD}{extra}"));
+    // A record whose data is longer than RDLENGTH can say, and an RRset no message can
+    // carry: nothing could answer or transfer them.
+    let long_text = format!("\"{}\" ", "b".repeat(255)).repeat(300);
+    let (line, message) = at(&format!("www A 192.0.2.1\na TXT {long_text}\n"));
+    assert_eq!(line, 5, "{message}");
+    assert!(message.contains("at most 65,535 bytes"), "{message}");
+    let string = format!("\"{}\"", "c".repeat(255));
+    let set: String = (0..300)
+        .map(|i| format!("t TXT {string} \"{i}\"\n"))
+        .collect();
+    let (line, message) = at(&set);
+    assert!((4..304).contains(&line), "{line}: {message}");
+    assert!(
+        message.contains("the TXT records of t.example.test."),
+        "{message}"
+    );
+    assert!(
+        message.contains("more than a DNS message can carry"),
+        "{message}"
+    );
+    // Large sets that fit are kept.
+    let fits: String = (0..200)
+        .map(|i| format!("t TXT {string} \"{i}\"\n"))
+        .collect();
+    Zone::parse(Path::new("ok.zone"), &format!("{HEAD}{fits}")).unwrap();
     assert_eq!(at("www A 300.1.1.1\n").0, 4);
     assert!(at("www A 300.1.1.1\n").1.contains("not an IPv4 address"));
     assert!(at("www A\n").1.contains("takes 1 field"));

@@ -85,16 +85,26 @@ fn served_subject(addr: SocketAddr, servername: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
-fn https_chooses_the_certificate_by_sni_and_serves_the_default_otherwise() {
-    let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let app = spawn_app_with(|dir| {
+/// An `http` service on `ssl:` at `tls` with the certificate `default.pem` ("weft
+/// default", for localhost and 127.0.0.1) and, by SNI, one entry per `(stem, subject,
+/// the certificate's names, the names as the entry lists them)`.
+fn sni_app(tls: SocketAddr, entries: &[(&str, &str, &[&str], &str)]) -> crate::support::App {
+    spawn_app_with(|dir| {
         let root = dir.join("public");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("index.html"), "<h1>weft</h1>\n").unwrap();
         let (dc, dk) = write_pair(dir, "default", "weft default", &["localhost", "127.0.0.1"]);
-        let (ac, ak) = write_pair(dir, "a", "weft a", &["a.example"]);
-        let (bc, bk) = write_pair(dir, "b", "weft b", &["b.example", "www.b.example"]);
+        let listed: Vec<String> = entries
+            .iter()
+            .map(|(stem, cn, names, listed)| {
+                let (cert, key) = write_pair(dir, stem, cn, names);
+                format!(
+                    "{{ names = [{listed}], cert = \"{}\", key = \"{}\" }}",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .collect();
         format!(
             r#"
 [[service]]
@@ -102,21 +112,32 @@ name = "web"
 kind = "http"
 listen = "ssl:{port}:interface=127.0.0.1:privateKey={dk}:certKey={dc}"
 root = "{root}"
-tls_certificates = [
-    {{ names = ["a.example"], cert = "{ac}", key = "{ak}" }},
-    {{ names = ["B.example", "www.b.example"], cert = "{bc}", key = "{bk}" }},
-]
+tls_certificates = [{listed}]
 "#,
             port = tls.port(),
             root = root.display(),
             dc = dc.display(),
             dk = dk.display(),
-            ac = ac.display(),
-            ak = ak.display(),
-            bc = bc.display(),
-            bk = bk.display(),
+            listed = listed.join(", "),
         )
-    });
+    })
+}
+
+#[test]
+fn https_chooses_the_certificate_by_sni_and_serves_the_default_otherwise() {
+    let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = sni_app(
+        tls,
+        &[
+            ("a", "weft a", &["a.example"], "\"a.example\""),
+            (
+                "b",
+                "weft b",
+                &["b.example", "www.b.example"],
+                "\"B.example\", \"www.b.example\"",
+            ),
+        ],
+    );
     let dir = app.dir.path();
     let (a, b, default) = (
         dir.join("a.pem"),
@@ -159,6 +180,48 @@ tls_certificates = [
         none.contains("weft default"),
         "no SNI: the default, got {none:?}"
     );
+}
+
+/// A certificate renewed in place (the same paths, as certbot leaves them) is served
+/// after a reload: the listener's own and an SNI entry's; a reload with nothing renewed
+/// leaves the service running as it was.
+#[test]
+fn certificates_renewed_in_place_are_served_after_a_reload() {
+    let tls: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = sni_app(tls, &[("a", "weft a", &["a.example"], "\"a.example\"")]);
+    let dir = app.dir.path();
+    assert!(served_subject(tls, Some("a.example")).contains("weft a"));
+    app.reload_by_signal("ok");
+    assert!(
+        app.log().contains("configuration reloaded: 2 unchanged"),
+        "nothing renewed, nothing changed:\n{}",
+        app.log()
+    );
+
+    write_pair(
+        dir,
+        "default",
+        "weft default renewed",
+        &["localhost", "127.0.0.1"],
+    );
+    write_pair(dir, "a", "weft a renewed", &["a.example"]);
+    app.reload_by_signal("ok");
+    assert!(
+        app.log().contains("configuration reloaded: changed web"),
+        "{}",
+        app.log()
+    );
+    let a = served_subject(tls, Some("a.example"));
+    assert!(
+        a.contains("weft a renewed"),
+        "the SNI entry's renewal: {a:?}"
+    );
+    let default = served_subject(tls, Some("other.example"));
+    assert!(
+        default.contains("weft default renewed"),
+        "the listener's renewal: {default:?}"
+    );
+    assert_eq!(curl_as("a.example", tls, &dir.join("a.pem")), 200);
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn start(dir: &std::path::Path, reactor: &Reactor) -> (Inspector, SocketAddr, So
             listen: vec!["tcp:0:interface=127.0.0.1".into()],
             limits: ServiceLimits::default_for(&kind),
             kind,
+            tls_files: Default::default(),
         },
     )
     .unwrap();

@@ -20,6 +20,7 @@ fn service(name: &str, listen: &[&str], kind: ServiceKind) -> ServiceConfig {
         listen: listen.iter().map(|s| s.to_string()).collect(),
         limits: ServiceLimits::default_for(&kind),
         kind,
+        tls_files: Default::default(),
     }
 }
 

@@ -238,6 +238,10 @@ pub struct ServiceConfig {
     pub kind: ServiceKind,
     /// Its bounds on idle connections and connections per peer.
     pub limits: ServiceLimits,
+    /// What the certificates and keys its `ssl:` listeners load held when it was
+    /// checked: a certificate renewed in place changes the service, so a reload serves
+    /// the new one (the paths alone are the same).
+    pub tls_files: weft::net::FilesDigest,
 }
 
 impl Config {

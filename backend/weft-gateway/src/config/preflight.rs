@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use weft::net::FilesDigest;
 
 use weft::endpoint::{ClientEndpoint, ServerEndpoint};
 
@@ -131,12 +132,19 @@ fn udp_v6_wildcard_takes_ipv4() -> bool {
 /// directory or a file in its place; an `ssl:` endpoint's key or certificate that does not
 /// load (loaded as listening loads them).
 pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<(), String> {
+    server_files(endpoint, parsed).map(drop)
+}
+
+/// [`check_server`], saying what the files an `ssl:` endpoint loads held (the default
+/// digest for other endpoints).
+pub(crate) fn server_files(endpoint: &str, parsed: &ServerEndpoint) -> Result<FilesDigest, String> {
+    let none = |checked: Result<(), String>| checked.map(|()| FilesDigest::default());
     match parsed {
         ServerEndpoint::Tcp { addr, .. } => {
-            on_this_host(endpoint, *addr).and_then(|()| one_peer(endpoint, *addr))
+            none(on_this_host(endpoint, *addr).and_then(|()| one_peer(endpoint, *addr)))
         }
         // A UDP port on a broadcast address hears broadcasts: a use of its own.
-        ServerEndpoint::Udp { addr } => on_this_host(endpoint, *addr),
+        ServerEndpoint::Udp { addr } => none(on_this_host(endpoint, *addr)),
         ServerEndpoint::Unix { path, .. } => {
             let dir = directory_of(path);
             if !dir.is_dir() {
@@ -158,7 +166,7 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
                     "{endpoint:?}: {} exists and is not a socket; listening would fail",
                     path.display()
                 )),
-                _ => Ok(()),
+                _ => Ok(FilesDigest::default()),
             }
         }
         ServerEndpoint::Ssl {
@@ -185,7 +193,7 @@ pub(crate) fn check_server(endpoint: &str, parsed: &ServerEndpoint) -> Result<()
                     format!("{endpoint:?}: cannot load its {option}: {e}")
                 })
             }),
-        _ => Ok(()),
+        _ => Ok(FilesDigest::default()),
     }
 }
 

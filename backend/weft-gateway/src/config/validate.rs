@@ -285,10 +285,14 @@ fn service(
     };
     let kind = services::validate(&ctx)?;
     let limits = services::limits::validate(&ctx, &kind)?;
+    let mut tls_files = weft::net::FilesDigest::default();
     for (endpoint, span) in &listen {
         let parsed: ServerEndpoint = endpoint.parse().expect("checked by `endpoints`");
-        preflight::check_server(endpoint, &parsed)
-            .and_then(|()| bound.claim(endpoint, &parsed, format!("{prefix} ({name})")))
+        let files = preflight::server_files(endpoint, &parsed)
+            .and_then(|files| {
+                bound.claim(endpoint, &parsed, format!("{prefix} ({name})"))?;
+                Ok(files)
+            })
             .map_err(|message| {
                 at.error(
                     Some(span.clone()),
@@ -296,12 +300,14 @@ fn service(
                     message,
                 )
             })?;
+        tls_files = tls_files.and(files);
     }
     Ok(ServiceConfig {
         name: name.clone(),
         listen: listen.into_iter().map(|(e, _)| e).collect(),
         kind,
         limits,
+        tls_files,
     })
 }
 

@@ -89,7 +89,7 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Vec<SniCertificate>, Conf
             PathBuf::from(entry.cert.get_ref()),
             PathBuf::from(entry.key.get_ref()),
         );
-        weft::net::check_server_files(&cert, &key).map_err(|e| {
+        let contents = weft::net::check_server_files(&cert, &key).map_err(|e| {
             let (span, field) = match &e {
                 TlsError::Pem { path, .. } if *path == key => (entry.key.span(), "key"),
                 TlsError::Pem { .. } => (entry.cert.span(), "cert"),
@@ -101,7 +101,12 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Vec<SniCertificate>, Conf
                 format!("cannot load it: {e}"),
             )
         })?;
-        certificates.push(SniCertificate { names, cert, key });
+        certificates.push(SniCertificate {
+            names,
+            cert,
+            key,
+            contents,
+        });
     }
     Ok(certificates)
 }

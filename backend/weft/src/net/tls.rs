@@ -75,6 +75,32 @@ pub struct SniCertificate {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// What the two files held when they were checked ([`check_server_files`]): a
+    /// certificate renewed in place makes a different entry, so a reload serves it.
+    pub contents: FilesDigest,
+}
+
+/// A digest of what some files held: two digests differ when the files' bytes did
+/// (SipHash, as `std` keys it: not against an adversary, who could write the files).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FilesDigest(u64);
+
+impl FilesDigest {
+    /// The digest of this one's files and then `other`'s.
+    #[must_use]
+    pub fn and(self, other: FilesDigest) -> FilesDigest {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.0, other.0).hash(&mut hasher);
+        FilesDigest(hasher.finish())
+    }
+
+    fn of(files: &[&[u8]]) -> FilesDigest {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        files.hash(&mut hasher);
+        FilesDigest(hasher.finish())
+    }
 }
 
 /// A certificate chain and its key, loaded and checked against each other.
@@ -156,9 +182,11 @@ pub(crate) fn acceptor(
 }
 
 /// Loads an `ssl:` server's certificate chain and private key exactly as listening does,
-/// binding nothing: a configuration can be checked before anything starts.
-pub fn check_server_files(cert: &Path, key: &Path) -> Result<(), TlsError> {
-    certified_key(cert, key).map(drop)
+/// binding nothing: a configuration can be checked before anything starts. Says what the
+/// files held, so a reload tells a certificate renewed in place from the one it serves.
+pub fn check_server_files(cert: &Path, key: &Path) -> Result<FilesDigest, TlsError> {
+    certified_key(cert, key)?;
+    Ok(FilesDigest::of(&[&read_pem(cert)?, &read_pem(key)?]))
 }
 
 /// Loads an `ssl:` client's trusted roots (`caCerts=`) exactly as connecting does.

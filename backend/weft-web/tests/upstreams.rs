@@ -109,14 +109,18 @@ fn an_active_check_brings_an_ejected_upstream_back_without_client_requests() {
 
 #[test]
 fn with_every_upstream_ejected_the_client_gets_503_and_it_is_counted() {
-    let a = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let (a, b) = (
+        KeepAlive::start("a", AfterResponse::KeepOpen),
+        KeepAlive::start("b", AfterResponse::KeepOpen),
+    );
     let health = Health {
         max_fails: 1,
         eject_for: Duration::from_secs(3600),
         check: None,
     };
-    let server = balanced(&[&a], Balance::RoundRobin, health);
+    let server = balanced(&[&a, &b], Balance::RoundRobin, health);
     a.kill();
+    b.kill();
     let reply = server.get("/x");
     assert_eq!(reply.status, 502, "{}", reply.text());
     let reply = server.get("/x");
@@ -125,6 +129,50 @@ fn with_every_upstream_ejected_the_client_gets_503_and_it_is_counted() {
     assert!(!reply.text().contains(&a.addr.port().to_string()));
     assert_eq!(*server.recorded.unavailable.lock().unwrap(), ["/"]);
     assert_eq!(*server.recorded.upstream_errors.lock().unwrap(), 2);
+}
+
+/// A route's lone upstream is never ejected (nginx ignores `max_fails` for one server):
+/// its failures are counted and shown, and the next request goes to it all the same, so
+/// it serves again the moment it can, and no client's failing requests stop the others'.
+#[test]
+fn a_lone_upstream_is_never_ejected() {
+    let a = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let health = Health {
+        max_fails: 1,
+        eject_for: Duration::from_secs(3600),
+        check: None,
+    };
+    let server = balanced(&[&a], Balance::RoundRobin, health);
+    a.kill();
+    for _ in 0..3 {
+        let reply = server.get("/x");
+        assert_eq!(reply.status, 502, "{}", reply.text());
+    }
+    let down = server.upstream(&url(&a));
+    assert_eq!(down.consecutive_failures, 3, "{down:?}");
+    assert!(down.ejected_until.is_none(), "{down:?}");
+    assert!(server.recorded.ejected.lock().unwrap().is_empty());
+    a.revive();
+    assert_eq!(served_by(&server, "/x"), "a");
+}
+
+/// A request whose upstream refused the connection goes to another whatever its method:
+/// nothing of it was sent, so nothing of it was applied (RFC 9110 §9.2.2).
+#[test]
+fn a_post_whose_upstream_refused_the_connection_goes_to_another() {
+    let (a, b) = (
+        KeepAlive::start("a", AfterResponse::KeepOpen),
+        KeepAlive::start("b", AfterResponse::KeepOpen),
+    );
+    let server = balanced(&[&a, &b], Balance::RoundRobin, Health::default());
+    b.kill();
+    for _ in 0..4 {
+        let reply = server
+            .connect()
+            .request("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(reply.text().starts_with("a "), "{}", reply.text());
+    }
 }
 
 #[test]

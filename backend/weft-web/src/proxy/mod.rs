@@ -7,7 +7,7 @@
 //! small enough (`body`), so a slow client holds no upstream connection while it sends it.
 //!
 //! A request is sent again to another upstream only when nothing of it can have reached
-//! the first: the connection could not be made, and the method is idempotent. On a
+//! the first: the connection could not be made (whatever the method). On a
 //! reused connection that turns out to be closed or reset, it is sent again on a new
 //! connection to the same upstream when none of it went out, or when it has an
 //! idempotent method and no body or one read whole.

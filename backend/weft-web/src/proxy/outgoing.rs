@@ -136,10 +136,12 @@ impl<'h> Outgoing<'h> {
         self.bodiless
     }
 
-    /// Whether the method is idempotent and no part of the body is gone: the request
-    /// may go to another upstream when connecting to one failed.
+    /// Whether no part of the body is gone: the request may go to another upstream when
+    /// connecting to one failed. Whatever its method: nothing of it was sent, so it
+    /// cannot have been applied (RFC 9110 §9.2.2), as nginx's `proxy_next_upstream
+    /// error` retries a POST whose connection failed.
     pub(super) fn may_retry(&self) -> bool {
-        is_idempotent(&self.head.method) && (self.body.is_some() || self.may_resend_body())
+        self.body.is_some() || self.may_resend_body()
     }
 
     /// Whether the request may be sent again even after it went out: idempotent, and

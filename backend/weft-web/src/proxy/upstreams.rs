@@ -159,7 +159,11 @@ impl RouteUpstreams {
         if let Some(reason) = err.failure() {
             recorder.upstream_failed(&target.upstream.url, reason);
         }
-        if target.state.failed(err, &self.health, check) {
+        // A lone upstream is never ejected (nginx ignores `max_fails` for one server):
+        // there is no other to send its requests to, and ejecting it would answer every
+        // request 503, one slow URL making the whole route fail.
+        let may_eject = self.targets.len() > 1;
+        if target.state.failed(err, &self.health, check, may_eject) {
             recorder.upstream_ejected(&target.upstream.url);
             tracing::warn!(
                 upstream = %target.upstream.url,
@@ -271,12 +275,12 @@ impl UpstreamState {
         }
     }
 
-    /// Counts a failure; `true` if it ejects the upstream.
+    /// Counts a failure; `true` if it ejects the upstream (only when `may_eject`).
     /// `check`: a health check failed, which renews an ejection under way.
-    fn failed(&self, err: &UpstreamError, health: &Health, check: bool) -> bool {
+    fn failed(&self, err: &UpstreamError, health: &Health, check: bool, may_eject: bool) -> bool {
         self.note_failure(err.to_string());
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
-        if failures < health.max_fails {
+        if failures < health.max_fails || !may_eject {
             return false;
         }
         let now = Instant::now();
@@ -408,7 +412,7 @@ mod tests {
         };
         let err = || UpstreamError::Timeout("http://192.0.2.1".into(), Duration::from_secs(1));
         let ejections: Vec<bool> = (0..12)
-            .map(|_| state.failed(&err(), &health, false))
+            .map(|_| state.failed(&err(), &health, false, true))
             .collect();
         assert_eq!(ejections.iter().filter(|e| **e).count(), 1, "{ejections:?}");
         assert!(ejections[1], "the second failure in a row ejects");
@@ -417,10 +421,15 @@ mod tests {
         let until = |s: &UpstreamState| lock(&s.ejected_until).map(|(at, _)| at);
         let before = until(&state);
         std::thread::sleep(Duration::from_millis(2));
-        assert!(!state.failed(&err(), &health, true));
+        assert!(!state.failed(&err(), &health, true, true));
         assert!(until(&state) > before, "renewed");
         // Once the ejection is over, the next failure (the trial request's) ejects anew.
         *lock(&state.ejected_until) = Some((Instant::now(), SystemTime::now()));
-        assert!(state.failed(&err(), &health, false));
+        assert!(state.failed(&err(), &health, false, true));
+        // One that may not be ejected (a route's lone upstream) counts its failures only.
+        let lone = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
+        assert!((0..5).all(|_| !lone.failed(&err(), &health, false, false)));
+        assert!(!lone.is_ejected(&mut None));
+        assert_eq!(lone.failures.load(Relaxed), 5);
     }
 }

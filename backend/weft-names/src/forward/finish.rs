@@ -3,6 +3,7 @@
 //! gets them a stale answer (`serve_stale`) or SERVFAIL.
 
 use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::Name;
 use weft::defer::{Failure, TimeoutError};
 
 use super::scrub::{complete, scrub};
@@ -151,6 +152,30 @@ impl Forwarder {
     }
 }
 
+/// Writes the owner names that are the asked name, or a name it is under (the SOA of a
+/// negative answer), as this client spelled them: an answer is cached as the upstream
+/// wrote it for the client that filled the cache, whose random-case spelling (0x20) no
+/// later client is to see, nor have its own check of the case fail on. Zone answers are
+/// owned by the name as asked too.
+fn as_asked(message: &mut Message, asked: &Name) {
+    let labels = asked.num_labels();
+    let records = message
+        .answers
+        .iter_mut()
+        .chain(message.authorities.iter_mut())
+        .chain(message.additionals.iter_mut());
+    for record in records {
+        let depth = record.name.num_labels();
+        if depth > labels {
+            continue;
+        }
+        let spelled = asked.trim_to(usize::from(depth));
+        if spelled == record.name && !spelled.eq_case(&record.name) {
+            record.name = spelled;
+        }
+    }
+}
+
 /// A response to `request` replaying `answer` (not authoritative; recursion available),
 /// its CNAME chain completed from `zones` when it leads into one of them (done here, not
 /// in the cache, so a reload that changes the zone changes every answer after it),
@@ -161,6 +186,7 @@ pub(super) fn response(request: &Request, answer: &Answer, zones: &Catalog) -> M
     message.answers = answer.answers.clone();
     message.authorities = answer.authorities.clone();
     message.additionals = answer.additionals.clone();
+    as_asked(&mut message, request.query.name());
     complete(&mut message, &request.query, zones);
     let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.dnssec_ok);
     message.maybe_strip_dnssec_records(dnssec_ok)

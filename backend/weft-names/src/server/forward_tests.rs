@@ -247,16 +247,7 @@ fn an_nxdomain_answers_every_type_of_the_name_from_the_cache() {
     let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
     h.send(&query(1, "gone.elsewhere.test.", RecordType::A), Via::Udp);
     let (up, _) = h.last_query();
-    let mut nx = Message::response(up.metadata.id, OpCode::Query);
-    nx.metadata.response_code = ResponseCode::NXDomain;
-    nx.queries = up.queries.clone();
-    let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 300);
-    nx.authorities.push(Record::from_rdata(
-        Name::from_ascii("elsewhere.test.").unwrap(),
-        900,
-        RData::SOA(soa),
-    ));
-    h.answer_from(&nx, FIRST);
+    h.answer_from(&nxdomain(&up, "elsewhere.test."), FIRST);
     assert_eq!(h.pop().metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(
         h.send(&query(2, "gone.elsewhere.test.", RecordType::MX), Via::Udp),
@@ -266,6 +257,56 @@ fn an_nxdomain_answers_every_type_of_the_name_from_the_cache() {
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
     assert_eq!(r.authorities[0].ttl, 300, "min(SOA TTL, SOA MINIMUM)");
     assert_eq!(h.sent_to().len(), 1);
+}
+
+/// A cached answer is owned by the name as the client asking now spelled it, not as the
+/// client whose question filled the cache did (its random case, 0x20, is its own), in
+/// the answer and in a negative answer's SOA alike.
+#[test]
+fn answers_from_the_cache_carry_the_case_the_client_asked_in() {
+    let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
+    h.send(&query(1, "CaSe.ElseWhere.TEST.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    h.answer_from(&a_answer(&up, 300), FIRST);
+    assert!(
+        h.pop().answers[0]
+            .name
+            .eq_case(&name("CaSe.ElseWhere.TEST."))
+    );
+    for (id, asked) in [(2, "case.elsewhere.test."), (3, "CASE.ELSEWHERE.TEST.")] {
+        assert_eq!(
+            h.send(&query(id, asked, RecordType::A), Via::Udp),
+            Outcome::FromCache
+        );
+        let r = h.pop();
+        assert!(r.answers[0].name.eq_case(&name(asked)), "{asked}: {r:?}");
+    }
+
+    h.send(&query(4, "NX.eLsewhere.test.", RecordType::A), Via::Udp);
+    let (up, _) = h.last_query();
+    h.answer_from(&nxdomain(&up, "eLsewhere.test."), FIRST);
+    h.pop();
+    h.send(&query(5, "nx.elsewhere.test.", RecordType::A), Via::Udp);
+    let r = h.pop();
+    assert!(
+        r.authorities[0].name.eq_case(&name("elsewhere.test.")),
+        "{r:?}"
+    );
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+/// NXDOMAIN for upstream query `up`, with the SOA of `zone` (TTL 900, MINIMUM 300).
+fn nxdomain(up: &Message, zone: &str) -> Message {
+    let mut nx = Message::response(up.metadata.id, OpCode::Query);
+    nx.metadata.response_code = ResponseCode::NXDomain;
+    nx.queries = up.queries.clone();
+    let soa = SOA::new(Name::root(), Name::root(), 1, 2, 3, 4, 300);
+    nx.authorities
+        .push(Record::from_rdata(name(zone), 900, RData::SOA(soa)));
+    nx
 }
 
 #[test]

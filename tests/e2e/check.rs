@@ -930,6 +930,45 @@ fn tcp_proxies_that_lead_to_each_other_are_refused_by_check_and_run() {
     );
 }
 
+/// A DNS service forwarding to a service of the file that cannot answer it, an echo
+/// service's UDP port or a DNS service listening on TCP alone: every question would wait
+/// out its timeout. `check` and `run` refuse the file, naming what is there.
+#[test]
+fn forwarding_to_a_service_that_is_no_dns_server_over_udp_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (echo, tcp_only) = (free_port(), free_port());
+    let echoing = format!(
+        "{}[[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = \"udp:{echo}:interface=127.0.0.1\"\n\n\
+         [[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:{dns}:interface=127.0.0.1\"\n\
+         forward = [\"127.0.0.1:{echo}\"]\n",
+        preamble(dir.path()),
+        dns = free_port(),
+    );
+    both_refuse(
+        dir.path(),
+        &echoing,
+        &[&format!(
+            "service[1].forward: 127.0.0.1:{echo} is a UDP listener of service[0] (echo), of kind \
+             \"echo\", not a DNS service: every question would wait out its timeout"
+        )],
+    );
+    let tcp = format!(
+        "{}[[service]]\nname = \"inner\"\nkind = \"dns\"\nlisten = \"tcp:{tcp_only}:interface=127.0.0.1\"\n\
+         forward = [\"192.0.2.53\"]\n\n\
+         [[service]]\nname = \"outer\"\nkind = \"dns\"\nlisten = \"udp:{dns}:interface=127.0.0.1\"\n\
+         forward = [\"127.0.0.1:{tcp_only}\"]\n",
+        preamble(dir.path()),
+        dns = free_port(),
+    );
+    both_refuse(
+        dir.path(),
+        &tcp,
+        &[&format!(
+            "service[1].forward: service[0] (inner) listens at 127.0.0.1:{tcp_only} on TCP alone"
+        )],
+    );
+}
+
 /// On a host with `net.ipv4.ip_nonlocal_bind=1` (keepalived and HAProxy hosts, to bind an
 /// address not yet theirs) every address binds, so a socket bound is no sign the address
 /// is this host's: a forward to a public resolver is no loop there, and a proxy to its own

@@ -184,6 +184,7 @@ pub(super) fn check(
                 .collect()
         })
         .collect();
+    not_dns(at, raw, services)?;
     for start in 0..services.len() {
         let Some(ring) = ring_from(start, &next) else {
             continue;
@@ -212,6 +213,47 @@ pub(super) fn check(
                 },
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a DNS service forwarding to a service of the file that cannot answer it: one
+/// of another kind on that UDP port (an echo service would send each question back, a
+/// discard service nothing), or a DNS service listening there on TCP alone (questions go
+/// over UDP). Every question would wait out its timeout, then get SERVFAIL.
+fn not_dns(
+    at: &Locator<'_>,
+    raw: &RawConfig,
+    services: &[ServiceConfig],
+) -> Result<(), ConfigError> {
+    for (i, service) in services.iter().enumerate() {
+        let ServiceKind::Dns(dns) = &service.kind else {
+            continue;
+        };
+        for addr in &dns.config.forward {
+            let why = match reached(services, &Target::Datagram(*addr)) {
+                Some(j) if !matches!(services[j].kind, ServiceKind::Dns(_)) => format!(
+                    "{addr} is a UDP listener of service[{j}] ({}), of kind {:?}, not a DNS service",
+                    services[j].name,
+                    services[j].kind.as_str()
+                ),
+                Some(_) => continue,
+                None => match reached(services, &Target::Stream(Some(addr.ip()), addr.port())) {
+                    Some(j) if matches!(services[j].kind, ServiceKind::Dns(_)) => format!(
+                        "service[{j}] ({}) listens at {addr} on TCP alone, and questions are \
+                         forwarded over UDP",
+                        services[j].name
+                    ),
+                    _ => continue,
+                },
+            };
+            let (field, span) = forwarding_key(raw, i, service);
+            return Err(at.error(
+                span,
+                key(&format!("service[{i}].{field}")),
+                format!("{why}: every question would wait out its timeout; forward to a DNS service's UDP listener"),
+            ));
+        }
     }
     Ok(())
 }

@@ -293,6 +293,23 @@ fn client_location(route: &Route, upstream: &Upstream, location: &str) -> Option
     Some(on_this_host(&joined))
 }
 
+/// A `Refresh` value (`DELAY; url=URL`, the URL possibly quoted) whose URL
+/// [`client_location`] makes the route's, with that URL replaced; `None` otherwise.
+fn client_refresh(route: &Route, upstream: &Upstream, refresh: &str) -> Option<String> {
+    let (delay, rest) = refresh.split_once(';')?;
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let url = rest
+        .get(..4)
+        .filter(|key| key.eq_ignore_ascii_case("url="))
+        .map(|_| rest[4..].trim_start_matches([' ', '\t']))?;
+    let (quote, url) = match url.strip_prefix(['"', '\'']) {
+        Some(inner) => (&url[..1], inner.strip_suffix(&url[..1])?),
+        None => ("", url),
+    };
+    let ours = client_location(route, upstream, url)?;
+    Some(format!("{delay}; url={quote}{ours}{quote}"))
+}
+
 /// `path` as a location on the client's host: with one `/` in front in place of any run
 /// of slashes, backslashes and the tabs and newlines a browser drops between them. The
 /// upstream's `http://up//evil.example/x` is a path on the upstream; `//evil.example/x`
@@ -700,6 +717,17 @@ fn respond(
     {
         *location = value;
     }
+    // `Refresh: 5; url=...` redirects as `Location` does (nginx's `proxy_redirect`
+    // rewrites both): its URL is made the route's the same way.
+    if let Some(refresh) = parts.headers.get_mut(header::REFRESH)
+        && let Some(ours) = refresh
+            .to_str()
+            .ok()
+            .and_then(|r| client_refresh(route, upstream, r))
+        && let Ok(value) = HeaderValue::from_str(&ours)
+    {
+        *refresh = value;
+    }
     if let Some(value) = &route.cache_control {
         parts
             .headers
@@ -946,6 +974,28 @@ mod tests {
             ("http://app.internal/base?x=1", "/app?x=1"),
         ] {
             assert_eq!(location("/app/", up, l).as_deref(), Some(ours), "{l}");
+        }
+        // A Refresh's URL likewise, quoted or not.
+        let route = Route::new("/app/", up).unwrap();
+        for (refresh, ours) in [
+            (
+                "0; url=http://app.internal/base/next",
+                Some("0; url=/app/next"),
+            ),
+            ("5;URL='http://app.internal/base'", Some("5; url='/app'")),
+            (
+                "1; url=\"http://app.internal/base/x\"",
+                Some("1; url=\"/app/x\""),
+            ),
+            ("0; url=http://elsewhere.test/base/x", None),
+            ("0; url='http://app.internal/base/x", None),
+            ("30", None),
+        ] {
+            assert_eq!(
+                client_refresh(&route, &route.upstreams[0], refresh).as_deref(),
+                ours,
+                "{refresh}"
+            );
         }
         // Anywhere else is left as it is.
         for l in [

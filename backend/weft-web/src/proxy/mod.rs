@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -708,25 +708,23 @@ fn respond(
     parts.version = http::Version::HTTP_11;
     strip_hop_by_hop_from_response(&mut parts.headers);
     one_content_length(&mut parts.headers);
-    if let Some(location) = parts.headers.get_mut(header::LOCATION)
-        && let Some(ours) = location
-            .to_str()
-            .ok()
-            .and_then(|l| client_location(route, upstream, l))
-        && let Ok(value) = HeaderValue::from_str(&ours)
-    {
-        *location = value;
-    }
     // `Refresh: 5; url=...` redirects as `Location` does (nginx's `proxy_redirect`
     // rewrites both): its URL is made the route's the same way.
-    if let Some(refresh) = parts.headers.get_mut(header::REFRESH)
-        && let Some(ours) = refresh
-            .to_str()
-            .ok()
-            .and_then(|r| client_refresh(route, upstream, r))
-        && let Ok(value) = HeaderValue::from_str(&ours)
-    {
-        *refresh = value;
+    type Rewrite = fn(&Route, &Upstream, &str) -> Option<String>;
+    let redirects: [(HeaderName, Rewrite); 2] = [
+        (header::LOCATION, client_location),
+        (header::REFRESH, client_refresh),
+    ];
+    for (name, rewrite) in redirects {
+        if let Some(field) = parts.headers.get_mut(&name)
+            && let Some(ours) = field
+                .to_str()
+                .ok()
+                .and_then(|text| rewrite(route, upstream, text))
+            && let Ok(value) = HeaderValue::from_str(&ours)
+        {
+            *field = value;
+        }
     }
     if let Some(value) = &route.cache_control {
         parts

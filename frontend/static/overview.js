@@ -181,17 +181,20 @@ function tip(ev, value, summary) {
   box.style.top = `${ev.clientY + 14}px`;
 }
 
+/** How many like events the bus left out before `e` (it says so, rate-limited). */
+function more(e) {
+  return e.suppressed ? ` (+${e.suppressed} more since the last shown)` : "";
+}
+
 function describe(e) {
   const c = e.connection;
   switch (e.type) {
     case "connection_opened": return `#${c.id} ${c.service}/${c.transport} from ${c.peer}`;
     case "connection_closed": return `#${c.id} ${c.service} ${e.reason}: ${e.detail}`;
-    case "refused": {
-      // At most one a second per service and reason; the rest are counted in it.
-      const more = e.suppressed ? ` (+${e.suppressed} more since the last shown)` : "";
-      return `${e.service} refused ${e.peer}: ${e.reason}${more}`;
-    }
-    case "protocol_error": return `${e.service}: ${e.kind} ${e.message}`;
+    // At most one refusal a second per service and reason, twenty errors per service and
+    // kind; the rest are counted in the next shown.
+    case "refused": return `${e.service} refused ${e.peer}: ${e.reason}${more(e)}`;
+    case "protocol_error": return `${e.service}: ${e.kind} ${e.message}${more(e)}`;
     case "slow_callback": return `${e.callback} ran ${e.duration_ms.toFixed(1)}ms`;
     case "listener_started": case "listener_stopped": return `${e.service} ${e.endpoint} (${e.local})`;
     case "deferred_detected": return `${e.detector}: ${chain(e.deferred)} — ${e.detail}`;

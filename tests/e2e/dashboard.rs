@@ -538,3 +538,60 @@ fn heads_hyper_refuses_for_the_dashboard_are_counted() {
     );
     assert_eventually!(count("malformed") == Some(1.0), "{:?}", count("malformed"));
 }
+
+/// A flood of datagrams the echo service will not answer (past its 1,000 a second for one
+/// peer) is one handled error each: all counted by the metric, while at most twenty a
+/// second reach the feed and history, each saying how many of them were left out since
+/// the one before (the tail a second after the flood), so a flooder cannot fill the
+/// history store's queue and have other peers' records dropped.
+#[test]
+fn a_flood_of_handled_errors_reaches_history_at_a_bounded_rate_and_is_counted_whole() {
+    const FLOOD: usize = 6_000;
+    let app = spawn_app();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    // In bursts the socket's buffer holds, within one second: past the first 1,000 each
+    // is an error.
+    for _ in 0..FLOOD / 200 {
+        for _ in 0..200 {
+            socket.send_to(b"x", app.echo).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let series = r#"weft_errors_total{kind="datagram_dropped",service="echo"}"#;
+    let counted = || app.metric(series).unwrap_or(0.0) as u64;
+    assert_eventually!(counted() >= 1_000, "the flood is counted: {}", counted());
+    // The count settles once the reactor has read what the kernel kept.
+    let mut settled = 0;
+    while counted() != settled {
+        settled = counted();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let told = || {
+        let events = json(&app.get("/api/events?limit=10000"));
+        let errors: Vec<u64> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "protocol_error" && e["data"]["service"] == "echo")
+            .map(|e| {
+                e["data"]["suppressed"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{e}"))
+            })
+            .collect();
+        errors
+    };
+    assert_eventually!(
+        told().iter().map(|n| n + 1).sum::<u64>() == settled,
+        "every error told in history, those left out counted in the next: {:?} for {settled}",
+        told()
+    );
+    let rows = told().len() as u64;
+    let allowed = 20 * (started.elapsed().as_secs() + 2);
+    assert!(
+        rows <= allowed,
+        "{rows} rows for {settled} errors in {:?}",
+        started.elapsed()
+    );
+}

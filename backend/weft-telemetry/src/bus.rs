@@ -106,6 +106,10 @@ pub enum EventKind {
         kind: ErrorKind,
         /// The details.
         message: String,
+        /// Errors of this service and kind left off the bus since the last one
+        /// published: at most [`ERROR_EVENTS`](crate::refusals::ERROR_EVENTS) a second
+        /// are, and the metric counts them all.
+        suppressed: u64,
     },
     /// A callback blocked the reactor.
     SlowCallback {

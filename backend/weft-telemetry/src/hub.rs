@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::profile::{LagSpike, RecentSpikes};
 use crate::ready::{Readiness, ReadinessReport};
 use crate::recent::Recent;
-use crate::refusals::RefusalGate;
+use crate::refusals::{ERROR_EVENTS, ErrorGate, REFUSAL_EVENTS, RefusalGate};
 use crate::reload::{ReloadOutcome, Reloads};
 use crate::views::ServiceViews;
 
@@ -38,6 +38,8 @@ pub struct Hub {
     ready: Readiness,
     /// Which refusals go on the bus: a flood must not fill it.
     refusals: RefusalGate,
+    /// Which handled errors reach the bus: a flood of bad input must not fill it.
+    errors: ErrorGate,
     /// `NO_SERVICE` allocated once, so labelling an event outside any service allocates nothing.
     no_service: Arc<str>,
     /// Registered by the first [`track_reloads`](Self::track_reloads); `None` if that
@@ -100,7 +102,8 @@ impl Hub {
             deferreds,
             recent: Recent::default(),
             ready: Readiness::default(),
-            refusals: RefusalGate::default(),
+            refusals: RefusalGate::new(REFUSAL_EVENTS),
+            errors: ErrorGate::new(ERROR_EVENTS),
             no_service: NO_SERVICE.into(),
             reloads: OnceLock::new(),
             retired: Mutex::default(),
@@ -322,13 +325,25 @@ impl Hub {
         self.bus.subscribe(self.metrics.dropped(name))
     }
 
-    /// Publishes the refusals left out of the bus since the last of their service and
-    /// reason went out, once a second has passed without another: one `refused` event each,
-    /// for the peer refused last, with `suppressed` counting the others. Call it about once
-    /// a second (the dashboard's sampler does), so a burst's tail reaches the feed too.
+    /// Publishes the refusals and handled errors left out of the bus since the last of
+    /// their service and reason went out, once a second has passed without another: one
+    /// event each, for the peer refused last (the error seen last), with `suppressed`
+    /// counting the others. Call it about once a second (the dashboard's sampler does), so
+    /// a burst's tail reaches the feed and history too.
     pub fn publish_overdue_refusals(&self) {
-        for due in self.refusals.overdue(Instant::now()) {
-            self.publish(|| refused_event(&due.service, &due.peer, due.reason, due.suppressed));
+        let now = Instant::now();
+        for due in self.refusals.overdue(now) {
+            self.publish(|| refused_event(&due.service, &due.last, due.reason, due.suppressed));
+        }
+        for due in self.errors.overdue(now) {
+            let (kind, connection, message) = due.last;
+            self.publish(|| EventKind::ProtocolError {
+                service: due.service.to_string(),
+                connection,
+                kind,
+                message,
+                suppressed: due.suppressed,
+            });
         }
     }
 
@@ -405,7 +420,7 @@ impl Observer for Hub {
                     && let Some(suppressed) = self.refusals.admit(
                         &refused.service,
                         refused.reason,
-                        &refused.peer,
+                        refused.peer.clone(),
                         Instant::now(),
                     )
                 {
@@ -423,12 +438,26 @@ impl Observer for Hub {
                     .errors
                     .get(error.kind.as_str())
                     .inc();
-                self.publish(|| EventKind::ProtocolError {
-                    service: error.service.to_string(),
-                    connection: error.connection.map(|c| c.0),
-                    kind: error.kind,
-                    message: error.message.clone(),
-                });
+                // A flood of bad input is one error each: at most `ERROR_EVENTS` a second
+                // for a service and kind reach the feed and history, the next saying how
+                // many were left out; the metric above counts them all.
+                let connection = error.connection.map(|c| c.0);
+                if self.bus.has_listeners()
+                    && let Some(suppressed) = self.errors.admit(
+                        &error.service,
+                        error.kind.as_str(),
+                        (error.kind, connection, error.message.clone()),
+                        Instant::now(),
+                    )
+                {
+                    self.bus.publish(EventKind::ProtocolError {
+                        service: error.service.to_string(),
+                        connection,
+                        kind: error.kind,
+                        message: error.message.clone(),
+                        suppressed,
+                    });
+                }
             }
             Event::SlowCallback(slow) => {
                 let service = slow.service.as_ref().unwrap_or(&self.no_service);

@@ -1,10 +1,13 @@
-//! Refusals on the bus at a bounded rate: a connection flood that a cap absorbs is counted
-//! in full by the metric, but reaches the event bus at most once a second per service and
-//! reason, so it cannot push the events that matter out of the bounded ring.
+//! Refusals and handled errors on the bus at a bounded rate: a connection flood that a cap
+//! absorbs, or a flood of bad datagrams (one error each), is counted in full by the
+//! metrics, but reaches the event bus, and so the live feed and history, at most
+//! [`REFUSAL_EVENTS`] or [`ERROR_EVENTS`] times a second per service and reason, so it
+//! cannot push the events that matter out of the bounded ring, nor fill the history
+//! store's queue and drop other peers' records.
 //!
-//! Each refusal event that is published carries how many of its kind were left out since
-//! the one before it, so the feed still tells how big the flood was; those left out after
-//! the last event of a burst are told a second later, in one more event
+//! Each event that is published carries how many of its kind were left out since the one
+//! before it, so the feed still tells how big the flood was; those left out after the last
+//! event of a burst are told a second later, in one more event
 //! ([`Hub::publish_overdue_refusals`](crate::hub::Hub::publish_overdue_refusals), called
 //! on a timer: the dashboard's sampler).
 
@@ -15,60 +18,90 @@ use std::time::{Duration, Instant};
 use weft::Address;
 use weft::observe::Burst;
 
-/// At most one refusal event per service and reason in this long.
+/// The window the rates below are counted in.
 pub const REFUSAL_EVENT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Which refusals are published. Its map holds one entry per service and reason ever
-/// refused: both sets are bounded (the configuration's services, the reactor's reasons).
-#[derive(Default)]
-pub(crate) struct RefusalGate {
-    /// Taken once per refusal, for a lookup and a few field updates.
-    windows: Mutex<HashMap<(Arc<str>, &'static str), Window>>,
+/// Refusal events a window per service and reason.
+pub const REFUSAL_EVENTS: u32 = 1;
+
+/// Handled-error events a window per service and kind: as many as the log takes
+/// ([`weft::observe::LOG_BURST`]), so each line logged has its event.
+pub const ERROR_EVENTS: u32 = weft::observe::LOG_BURST;
+
+/// Which refusals are published, with the peer refused last.
+pub(crate) type RefusalGate = Gate<Address>;
+
+/// Which handled errors are published, with the last one's kind, connection and message.
+pub(crate) type ErrorGate = Gate<(weft::observe::ErrorKind, Option<u64>, String)>;
+
+/// Which of a kind of event are published. Its map holds one entry per service and reason
+/// ever seen: both sets are bounded (the configuration's services, the reactor's reasons
+/// and error kinds).
+pub(crate) struct Gate<Last> {
+    /// Taken once per event, for a lookup and a few field updates.
+    windows: Mutex<HashMap<Key, Window<Last>>>,
+    /// Events a window of [`REFUSAL_EVENT_INTERVAL`].
+    most: u32,
 }
 
-/// One service and reason's refusals: which go out, and the peer refused last.
-struct Window {
+/// A service and a reason (or error kind).
+type Key = (Arc<str>, &'static str);
+
+/// One service and reason's events: which go out, and what the last one was about.
+struct Window<Last> {
     burst: Burst,
-    last: Address,
+    last: Last,
 }
 
-/// A refusal that was left out, told late by [`RefusalGate::overdue`].
+/// Events that were left out, told late by [`Gate::overdue`].
 #[derive(Debug, PartialEq)]
-pub(crate) struct Overdue {
+pub(crate) struct Overdue<Last> {
     pub(crate) service: Arc<str>,
     pub(crate) reason: &'static str,
-    /// The peer refused last.
-    pub(crate) peer: Address,
+    /// What the last one was about (the peer refused, the error).
+    pub(crate) last: Last,
     /// How many others were left out before it.
     pub(crate) suppressed: u64,
 }
 
-impl RefusalGate {
-    /// Whether to publish a refusal of `peer` by `service` for `reason` seen at `now`:
+impl<Last: Clone> Gate<Last> {
+    /// A gate letting `most` events a second through for each service and reason.
+    pub(crate) fn new(most: u32) -> Self {
+        Self {
+            windows: Mutex::default(),
+            most,
+        }
+    }
+
+    /// Whether to publish an event of `service` for `reason` about `last`, seen at `now`:
     /// `Some` with the number left out since the last one published, or `None` to leave
     /// it out.
     pub(crate) fn admit(
         &self,
         service: &Arc<str>,
         reason: &'static str,
-        peer: &Address,
+        last: Last,
         now: Instant,
     ) -> Option<u64> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows
-            .entry((service.clone(), reason))
-            .or_insert_with(|| Window {
-                burst: Burst::new(now),
-                last: peer.clone(),
-            });
-        window.last.clone_from(peer);
-        window.burst.admit(now, 1, REFUSAL_EVENT_INTERVAL)
+        match windows.get_mut(&(service.clone(), reason)) {
+            Some(window) => {
+                window.last = last;
+                window.burst.admit(now, self.most, REFUSAL_EVENT_INTERVAL)
+            }
+            None => {
+                let mut burst = Burst::new(now);
+                let admitted = burst.admit(now, self.most, REFUSAL_EVENT_INTERVAL);
+                windows.insert((service.clone(), reason), Window { burst, last });
+                admitted
+            }
+        }
     }
 
-    /// The refusals left out since the last published of their service and reason, once
-    /// a second has passed without one published: each as one to publish now, for the
-    /// peer refused last, saying how many others were left out.
-    pub(crate) fn overdue(&self, now: Instant) -> Vec<Overdue> {
+    /// The events left out since the last published of their service and reason, once
+    /// a second has passed without one published: each as one to publish now, about the
+    /// last of them, saying how many others were left out.
+    pub(crate) fn overdue(&self, now: Instant) -> Vec<Overdue<Last>> {
         let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut due = Vec::new();
         for ((service, reason), window) in windows.iter_mut() {
@@ -76,7 +109,7 @@ impl RefusalGate {
                 due.push(Overdue {
                     service: service.clone(),
                     reason,
-                    peer: window.last.clone(),
+                    last: window.last.clone(),
                     suppressed: left_out - 1,
                 });
             }
@@ -91,12 +124,12 @@ mod tests {
 
     #[test]
     fn one_event_a_second_per_service_and_reason_each_counting_those_left_out() {
-        let gate = RefusalGate::default();
+        let gate = RefusalGate::new(REFUSAL_EVENTS);
         let (echo, dns): (Arc<str>, Arc<str>) = ("echo".into(), "dns".into());
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let peer = peer(1);
-        let admit = |service, reason, at| gate.admit(service, reason, &peer, at);
+        let admit = |service, reason, at| gate.admit(service, reason, peer.clone(), at);
         assert_eq!(admit(&echo, "limit_peer", ms(0)), Some(0));
         for n in 1..1000 {
             assert_eq!(admit(&echo, "limit_peer", ms(n)), None, "{n}");
@@ -116,20 +149,20 @@ mod tests {
 
     #[test]
     fn those_left_out_after_a_burst_s_last_event_are_told_a_second_later_once() {
-        let gate = RefusalGate::default();
+        let gate = RefusalGate::new(REFUSAL_EVENTS);
         let echo: Arc<str> = "echo".into();
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        assert_eq!(gate.admit(&echo, "limit_peer", &peer(1), ms(0)), Some(0));
+        assert_eq!(gate.admit(&echo, "limit_peer", peer(1), ms(0)), Some(0));
         assert_eq!(
             gate.overdue(ms(2000)),
             [],
             "nothing left out: nothing to tell"
         );
-        assert_eq!(gate.admit(&echo, "limit_peer", &peer(1), ms(2100)), Some(0));
+        assert_eq!(gate.admit(&echo, "limit_peer", peer(1), ms(2100)), Some(0));
         for n in 1..=5 {
             assert_eq!(
-                gate.admit(&echo, "limit_peer", &peer(n), ms(2100 + u64::from(n))),
+                gate.admit(&echo, "limit_peer", peer(n), ms(2100 + u64::from(n))),
                 None
             );
         }
@@ -137,7 +170,7 @@ mod tests {
         let told = Overdue {
             service: echo.clone(),
             reason: "limit_peer",
-            peer: peer(5),
+            last: peer(5),
             suppressed: 4,
         };
         assert_eq!(
@@ -147,7 +180,7 @@ mod tests {
         );
         assert_eq!(gate.overdue(ms(5000)), [], "told once");
         // The one told opened a window: the next refusal inside it is left out.
-        assert_eq!(gate.admit(&echo, "limit_peer", &peer(6), ms(3300)), None);
-        assert_eq!(gate.admit(&echo, "limit_peer", &peer(6), ms(4300)), Some(1));
+        assert_eq!(gate.admit(&echo, "limit_peer", peer(6), ms(3300)), None);
+        assert_eq!(gate.admit(&echo, "limit_peer", peer(6), ms(4300)), Some(1));
     }
 }

@@ -325,22 +325,32 @@ pub fn directory_location(path: &str) -> String {
     location
 }
 
-/// The decoded, checked segments of `raw` (the path part of a request target).
+/// The decoded, checked segments of `raw` (the path part of a request target), each
+/// decoded on its own: an escaped slash (`%2F`) is part of its segment, and no file's
+/// name holds one (`/a.txt%2F` names nothing, as `/a.txt/` does not).
 pub fn segments(raw: &str) -> Result<Vec<String>, PathError> {
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| PathError::Malformed)?;
     let mut out = Vec::new();
-    for segment in decoded.split('/') {
-        match segment {
+    for segment in raw.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| PathError::Malformed)?;
+        match &*decoded {
             "" | "." => {}
             ".." => return Err(PathError::Malformed),
             s if s.contains('\0') => return Err(PathError::Malformed),
-            s if s.starts_with('.') && s != ".well-known" => return Err(PathError::NotFound),
+            // A traversal spelled with escaped slashes is refused as one.
+            s if s.split('/').any(|part| part == "..") => return Err(PathError::Malformed),
+            s if s.contains('/') => return Err(PathError::NotFound),
+            s if hidden(s) => return Err(PathError::NotFound),
             s => out.push(s.to_owned()),
         }
     }
     Ok(out)
+}
+
+/// Whether a name is hidden: it starts with a dot (`.git`, `.env`), but for `.well-known`.
+fn hidden(name: &str) -> bool {
+    name.starts_with('.') && name != ".well-known"
 }
 
 /// Resolves `raw` under `root`, which must already be canonical.
@@ -348,8 +358,16 @@ pub fn resolve(root: &Path, raw: &str) -> Result<Resolved, PathError> {
     let mut path = root.to_path_buf();
     path.extend(segments(raw)?);
     let path = path.canonicalize().map_err(not_found)?;
-    if !path.starts_with(root) {
+    let Ok(under) = path.strip_prefix(root) else {
         tracing::debug!(path = %path.display(), "refused a path that leads out of the root");
+        return Err(PathError::NotFound);
+    };
+    // A symlink inside the root may lead to a hidden name (`env` to `.env`): what it leads
+    // to is hidden all the same.
+    if under
+        .components()
+        .any(|c| c.as_os_str().to_str().is_none_or(hidden))
+    {
         return Err(PathError::NotFound);
     }
     let meta = std::fs::metadata(&path).map_err(not_found)?;
@@ -511,6 +529,25 @@ mod tests {
             PathError::NotFound
         );
         assert!(segments("/.well-known/acme").is_ok());
+        // Nor through a symlink inside the root leading to one.
+        std::os::unix::fs::symlink(root.join(".env"), root.join("env")).unwrap();
+        std::fs::create_dir(root.join(".hidden")).unwrap();
+        std::fs::write(root.join(".hidden/secret"), "secret").unwrap();
+        std::os::unix::fs::symlink(root.join(".hidden"), root.join("hid")).unwrap();
+        assert_eq!(resolve(&root, "/env").unwrap_err(), PathError::NotFound);
+        assert_eq!(
+            resolve(&root, "/hid/secret").unwrap_err(),
+            PathError::NotFound
+        );
+        // An escaped slash is part of its segment: no file is named with one.
+        for raw in ["/a.txt%2f", "/a.txt%2F%2e", "/sub%20dir%2fb.txt"] {
+            assert_eq!(
+                resolve(&root, raw).unwrap_err(),
+                PathError::NotFound,
+                "{raw}"
+            );
+        }
+        assert!(resolve(&root, "/sub%20dir/b.txt").is_ok());
     }
 
     #[test]

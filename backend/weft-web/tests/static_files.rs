@@ -153,3 +153,30 @@ fn keep_alive_serves_many_requests_on_one_registered_connection() {
     assert_eq!(server.connections(), ["web"]);
     assert_eq!(server.recorded.count("GET", "2xx"), 5);
 }
+
+/// A file dated in the future is sent as modified now (RFC 9110 §8.8.2.1), and its
+/// preconditions are evaluated against that date: a client sending back the
+/// `Last-Modified` it got in `If-Unmodified-Since` is answered, not refused 412.
+#[test]
+fn a_file_dated_in_the_future_meets_the_date_it_was_sent_with() {
+    let (dir, server) = site();
+    let path = dir.path().join("public/future.txt");
+    std::fs::write(&path, "later").unwrap();
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + 100 * year)
+        .unwrap();
+    let sent = server.get("/future.txt");
+    let date = sent.header("last-modified").unwrap().to_owned();
+    let again = server.connect().request(&format!(
+        "GET /future.txt HTTP/1.1\r\nHost: t\r\nIf-Unmodified-Since: {date}\r\n\r\n"
+    ));
+    assert_eq!(again.status, 200, "{}", again.text());
+    let cached = server.connect().request(&format!(
+        "GET /future.txt HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: {date}\r\n\r\n"
+    ));
+    assert_eq!(cached.status, 304);
+}

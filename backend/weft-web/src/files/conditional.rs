@@ -174,14 +174,22 @@ fn entity_tags(list: &str) -> impl Iterator<Item = (bool, &str)> {
 }
 
 /// An HTTP date from `name`, ignored (`None`) when invalid (§13.1.3, §13.1.4).
+/// The date of field `name`; `None` when it is missing, not an HTTP-date, or sent more
+/// than once (RFC 9110 §13.1.3, §13.1.4: a recipient MUST ignore the field when its value
+/// has more than one member).
 fn date(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
-    let value = headers.get(name)?.to_str().ok()?;
+    let mut values = headers.get_all(name).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     httpdate::parse_http_date(value).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn entity_tag_lists_are_read_tag_by_tag() {
@@ -192,6 +200,25 @@ mod tests {
         );
         assert_eq!(entity_tags("junk").count(), 0);
         assert_eq!(entity_tags(r#""open"#).count(), 0);
+    }
+
+    #[test]
+    fn a_date_sent_twice_is_ignored() {
+        let mut headers = HeaderMap::new();
+        let (old, new) = (
+            "Tue, 05 Dec 2000 10:00:00 GMT",
+            "Sat, 05 Dec 2026 10:00:00 GMT",
+        );
+        headers.append(header::IF_UNMODIFIED_SINCE, HeaderValue::from_static(old));
+        let modified = httpdate::parse_http_date("Wed, 01 Jan 2020 00:00:00 GMT").ok();
+        assert_eq!(evaluate(&headers, "\"t\"", modified), Verdict::Failed);
+        headers.append(header::IF_UNMODIFIED_SINCE, HeaderValue::from_static(new));
+        assert_eq!(evaluate(&headers, "\"t\"", modified), Verdict::Proceed);
+        let mut headers = HeaderMap::new();
+        headers.append(header::IF_MODIFIED_SINCE, HeaderValue::from_static(new));
+        assert_eq!(evaluate(&headers, "\"t\"", modified), Verdict::NotModified);
+        headers.append(header::IF_MODIFIED_SINCE, HeaderValue::from_static(new));
+        assert_eq!(evaluate(&headers, "\"t\"", modified), Verdict::Proceed);
     }
 
     #[test]

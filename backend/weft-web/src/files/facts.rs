@@ -44,14 +44,14 @@ impl Facts {
         tag: Tag,
         len: Option<u64>,
     ) -> Self {
-        let modified = modified.map(whole_seconds);
+        // RFC 9110 §8.8.2.1: never later than the response's Date; a file dated in the
+        // future (a clock set wrong where it was made) is sent as modified now, and its
+        // preconditions are evaluated against that same date (§13.1.4: the date sent).
+        let modified = modified.map(|m| whole_seconds(m).min(whole_seconds(SystemTime::now())));
         let content_type = crate::mime::content_type(&name);
         let compressible = crate::mime::compressible(content_type);
-        // RFC 9110 §8.8.2.1: never later than the response's Date; a file dated in the
-        // future (a clock set wrong where it was made) is sent as modified now.
-        let last_modified = modified
-            .map(|m| m.min(whole_seconds(SystemTime::now())))
-            .and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok());
+        let last_modified =
+            modified.and_then(|m| HeaderValue::from_str(&httpdate::fmt_http_date(m)).ok());
         let mut head = HeaderMap::with_capacity(6);
         head.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if len.is_some() {

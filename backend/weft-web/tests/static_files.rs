@@ -180,3 +180,21 @@ fn a_file_dated_in_the_future_meets_the_date_it_was_sent_with() {
     ));
     assert_eq!(cached.status, 304);
 }
+
+/// A directory moved out of the root, a symlink to it put in its place: what the path now
+/// leads to is outside the root, and is not served, though the file (the same inode, its
+/// metadata unchanged) is what the path led to before.
+#[test]
+fn a_file_whose_directory_moved_out_of_the_root_is_no_longer_served() {
+    let (dir, server) = site();
+    let inside = dir.path().join("public/mv");
+    std::fs::create_dir(&inside).unwrap();
+    // Over what the cache holds in memory: read from disk each time.
+    std::fs::write(inside.join("big.bin"), vec![1u8; 2 << 20]).unwrap();
+    assert_eq!(server.get("/mv/big.bin").status, 200);
+    let outside = dir.path().join("moved");
+    std::fs::rename(&inside, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &inside).unwrap();
+    assert_eq!(server.get("/mv/big.bin").status, 404);
+    assert_eq!(server.get("/mv/other.bin").status, 404);
+}

@@ -85,7 +85,7 @@ impl Stamp {
         self.dir
     }
 
-    fn of(meta: &Metadata) -> Self {
+    pub(crate) fn of(meta: &Metadata) -> Self {
         Self {
             dev: meta.dev(),
             ino: meta.ino(),

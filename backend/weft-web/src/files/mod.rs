@@ -23,7 +23,7 @@ mod facts;
 mod listing;
 mod ranges;
 
-use std::io::SeekFrom;
+use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -91,6 +91,10 @@ impl PartialEq for Root {
 impl Eq for Root {}
 
 /// What a request path leads to.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made and taken apart within one request's answer, never stored: boxing the file would cost every request an allocation"
+)]
 enum Found {
     /// A directory, with its path on disk when it has one (for a listing).
     Dir(Option<Arc<Path>>),
@@ -119,6 +123,8 @@ enum Content {
     /// them once read.
     Disk {
         path: Arc<Path>,
+        /// The version its facts describe: what is read must be that file, still.
+        stamp: cache::Stamp,
         held: Option<Bytes>,
         keep: Option<Keep>,
     },
@@ -163,6 +169,7 @@ impl Source {
                     len,
                     content: Content::Disk {
                         path: found.path,
+                        stamp: found.stamp,
                         held: found.held,
                         keep,
                     },
@@ -215,6 +222,23 @@ pub(crate) async fn serve(source: &Source, to: &Serving<'_>, request: &Parts) ->
 
 /// The answer to a request whose file could not be read; the log names the file.
 fn read_failed((path, err): ReadError) -> Response<Body> {
+    if err.get_ref().is_some_and(|e| e.is::<Changed>()) {
+        // Rewritten as it was asked for: the next request finds the new version.
+        tracing::info!(path = %path.display(), "a static file changed as it was read");
+        let mut response = error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the file changed as it was read; ask again",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+        return response;
+    }
+    if err.kind() == io::ErrorKind::NotFound {
+        // Gone, or moved where the root does not reach, since it was looked up.
+        tracing::info!(path = %path.display(), %err, "a static file was gone when it was read");
+        return error_page(StatusCode::NOT_FOUND, "not found");
+    }
     tracing::warn!(path = %path.display(), %err, "cannot read a static file");
     error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -396,6 +420,7 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
                         len: meta.len(),
                         content: Content::Disk {
                             path: sibling.into(),
+                            stamp: cache::Stamp::of(&meta),
                             held: None,
                             keep: None,
                         },
@@ -618,8 +643,10 @@ fn whole_or_slice(
         | Content::Disk {
             held: Some(bytes), ..
         } => slice(bytes),
-        Content::Disk { path, keep, .. } if len <= READ_WHOLE => {
-            let bytes = Bytes::from(std::fs::read(&path).map_err(|e| (path, e))?);
+        Content::Disk {
+            path, stamp, keep, ..
+        } if len <= READ_WHOLE => {
+            let bytes = Bytes::from(read_checked(&path, stamp).map_err(|e| (path, e))?);
             if let Some(keep) = keep {
                 keep.cache.hold(&keep.raw, keep.stamp, &bytes);
             }
@@ -627,20 +654,21 @@ fn whole_or_slice(
         }
         Content::Disk {
             path,
+            stamp,
             keep: Some(keep),
             ..
         } => {
             return Ok(Answer::Later(Box::pin(async move {
-                let read = tokio::fs::read(&path).await;
+                let read = blocking(&path, move |path| read_checked(&path, stamp)).await;
                 let bytes = Bytes::from(read.map_err(|e| (path, e))?);
                 keep.cache.hold(&keep.raw, keep.stamp, &bytes);
                 *response.body_mut() = slice(bytes);
                 Ok(response)
             })));
         }
-        Content::Disk { path, .. } => {
+        Content::Disk { path, stamp, .. } => {
             return Ok(Answer::Later(Box::pin(async move {
-                let file = open_at(&path, start).await.map_err(|e| (path, e))?;
+                let file = open_at(&path, stamp, start).await.map_err(|e| (path, e))?;
                 *response.body_mut() = FileBody::body(file, count);
                 Ok(response)
             })));
@@ -678,17 +706,19 @@ fn multipart(
         | Content::Disk {
             held: Some(bytes), ..
         } => body::full(framing.assemble(&parts, &bytes)),
-        Content::Disk { path, .. } if file.len <= READ_WHOLE => match std::fs::read(&path) {
-            Ok(bytes) => body::full(framing.assemble(&parts, &Bytes::from(bytes))),
-            Err(e) => return Err((path, e)),
-        },
-        Content::Disk { path, .. } => {
+        Content::Disk { path, stamp, .. } if file.len <= READ_WHOLE => {
+            match read_checked(&path, stamp) {
+                Ok(bytes) => body::full(framing.assemble(&parts, &Bytes::from(bytes))),
+                Err(e) => return Err((path, e)),
+            }
+        }
+        Content::Disk { path, stamp, .. } => {
             return Ok(Answer::Later(Box::pin(async move {
                 // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
                 let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
                 for (head, (start, end)) in framing.heads.iter().zip(&parts) {
                     bodies.push(body::full(head.clone()));
-                    match open_at(&path, *start).await {
+                    match open_at(&path, stamp, *start).await {
                         Ok(f) => bodies.push(FileBody::body(f, end - start + 1)),
                         Err(e) => return Err((path, e)),
                     }
@@ -702,11 +732,80 @@ fn multipart(
     Ok(Answer::Now(response))
 }
 
-async fn open_at(path: &Path, start: u64) -> std::io::Result<tokio::fs::File> {
-    let mut file = tokio::fs::File::open(path).await?;
+/// The file at `path` as `stamp` describes it ([`open_checked`]), from byte `start`.
+async fn open_at(path: &Arc<Path>, stamp: cache::Stamp, start: u64) -> io::Result<tokio::fs::File> {
+    let file = blocking(path, move |path| open_checked(&path, stamp)).await?;
+    let mut file = tokio::fs::File::from_std(file);
     file.seek(SeekFrom::Start(start)).await?;
     Ok(file)
 }
+
+/// Runs `work` on `path` on tokio's blocking pool: opening or reading a file may wait on
+/// the disk.
+async fn blocking<T: Send + 'static>(
+    path: &Arc<Path>,
+    work: impl FnOnce(Arc<Path>) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let path = path.clone();
+    tokio::task::spawn_blocking(move || work(path))
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// The file at `path`, opened as it was when it was looked up: the canonical path it
+/// led to, under the root, and the version `stamp` describes, whose length, `ETag` and
+/// `Last-Modified` the answer carries. Between the lookup and the open a directory on the
+/// way may have been replaced by a symlink (leading out of the root, perhaps), or the file
+/// rewritten: where the open led is read back (`/proc/self/fd`) and must be that path, and
+/// the file opened must be that version, or nothing is read. Opened without waiting, so a
+/// named pipe put in its place does not hold the thread (it is no longer the file).
+fn open_checked(path: &Path, stamp: cache::Stamp) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if let Ok(led_to) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        && led_to != path
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("it now leads to {}", led_to.display()),
+        ));
+    }
+    if cache::Stamp::of(&file.metadata()?) != stamp {
+        return Err(io::Error::other(Changed));
+    }
+    Ok(file)
+}
+
+/// The bytes of the file at `path` as `stamp` describes it ([`open_checked`]): no more
+/// than its length then, and all of them.
+fn read_checked(path: &Path, stamp: cache::Stamp) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_checked(path, stamp)?;
+    let len = stamp.len();
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(io::Error::other(Changed));
+    }
+    Ok(bytes)
+}
+
+/// A file changed between its lookup and its reading: the answer's length and validators
+/// would not be of the bytes sent.
+#[derive(Debug)]
+struct Changed;
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("it changed as it was read")
+    }
+}
+
+impl std::error::Error for Changed {}
 
 /// The file's bytes in `coding`, read and compressed on the blocking pool, which holds
 /// `slot` until it is done.
@@ -717,13 +816,13 @@ async fn compress(
     slot: encoding::Slot,
 ) -> Result<Bytes, ReadError> {
     let (path, work) = match content {
-        Content::Disk { path, .. } => {
+        Content::Disk { path, stamp, .. } => {
             let read = path.clone();
             (
                 path,
                 tokio::task::spawn_blocking(move || {
                     let _slot = slot;
-                    coding.compress(&std::fs::read(read)?)
+                    coding.compress(&read_checked(&read, stamp)?)
                 }),
             )
         }
@@ -745,6 +844,53 @@ async fn compress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What is read is the file a lookup found, where it found it: not the file a
+    /// directory on the way, replaced by a symlink since, leads to (out of the root), nor
+    /// a version rewritten since, whose bytes would not match the answer's length and
+    /// `ETag`; nor a named pipe put in its place, which is not waited on.
+    #[test]
+    fn a_file_is_read_only_as_and_where_it_was_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        let inside = root.join("d/f.txt");
+        std::fs::write(&inside, "inside").unwrap();
+        let path = inside.canonicalize().unwrap();
+        let stamp = |p: &Path| cache::Stamp::of(&std::fs::metadata(p).unwrap());
+        let looked_up = stamp(&path);
+        assert_eq!(read_checked(&path, looked_up).unwrap(), b"inside");
+
+        // The directory moved out of the root and a symlink put in its place: the same
+        // file, now outside.
+        let moved = dir.path().join("outside/d");
+        std::fs::rename(root.join("d"), &moved).unwrap();
+        std::os::unix::fs::symlink(&moved, root.join("d")).unwrap();
+        let err = read_checked(&path, looked_up).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        std::fs::remove_file(root.join("d")).unwrap();
+        std::fs::rename(&moved, root.join("d")).unwrap();
+
+        // Rewritten, longer, since the lookup.
+        std::fs::write(&inside, "inside, and much more since").unwrap();
+        let err = read_checked(&path, looked_up).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<Changed>()), "{err}");
+        assert!(open_checked(&path, stamp(&path)).is_ok());
+
+        // A named pipe in its place: refused at once, not waited on.
+        std::fs::remove_file(&inside).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &inside,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = read_checked(&path, looked_up).unwrap_err();
+        assert!(err.get_ref().is_some_and(|e| e.is::<Changed>()), "{err}");
+    }
 
     #[test]
     fn an_embedded_files_answer_fields_are_made_once_with_its_set() {

@@ -319,6 +319,20 @@ fn upstream_queries_leave_from_random_ports_with_random_ids() {
         })
     };
     assert_eventually!(started() == 2, "{} listener_started events", started());
+    // A port retired after its share closes as done with, not as a service that stopped
+    // (an alert on `service_stopped` would fire on every forwarded question otherwise).
+    let closed = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_connections_closed_total{{reason="{reason}",service="dns",transport="udp"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eventually!(
+        closed("done") >= 10.0,
+        "retired ports closed: {}",
+        closed("done")
+    );
+    assert_eq!(closed("service_stopped"), 0.0);
 }
 
 #[test]

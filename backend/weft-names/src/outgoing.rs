@@ -241,7 +241,8 @@ fn release(ports: &Weak<RefCell<Ports>>, id: u64) {
         }
     };
     if let Some(transport) = closing {
-        transport.stop_listening();
+        // Done with, while the service goes on: not `service_stopped`.
+        transport.close();
     }
 }
 

@@ -132,6 +132,9 @@ struct Shared {
     stop: CancellationToken,
     /// The reactor's token `stop` is a child of: cancelled, the port closed with them all.
     with_reactor: CancellationToken,
+    /// Set when its owner closed it as done with it ([`DatagramTransport::close`]), not as
+    /// a service that stopped.
+    done: Cell<bool>,
     /// What is written while a batch of received datagrams is handled.
     outbox: RefCell<Outbox>,
 }
@@ -218,6 +221,13 @@ impl DatagramTransport {
 
     /// Closes the port (its service stopped: [`CloseReason::ServiceStopped`]).
     pub fn stop_listening(&self) {
+        self.shared.stop.cancel();
+    }
+
+    /// Closes the port its owner is done with while its service goes on (an outgoing
+    /// port retired after its share of queries): [`CloseReason::Done`].
+    pub fn close(&self) {
+        self.shared.done.set(true);
         self.shared.stop.cancel();
     }
 }
@@ -369,6 +379,7 @@ impl Reactor {
                 closed: Cell::new(false),
                 stop: stop.clone(),
                 with_reactor,
+                done: Cell::new(false),
                 outbox: RefCell::new(Outbox::new()),
             }),
         };
@@ -487,6 +498,8 @@ async fn receive_loop(
             () = stop.cancelled() => {
                 return if transport.shared.with_reactor.is_cancelled() {
                     CloseReason::Shutdown
+                } else if transport.shared.done.get() {
+                    CloseReason::Done
                 } else {
                     CloseReason::ServiceStopped
                 };

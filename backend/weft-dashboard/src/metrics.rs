@@ -171,8 +171,9 @@ impl DashboardMetrics {
         };
         let refused = vec(
             "weft_dashboard_refused_total",
-            "Dashboard requests and connections refused, by reason (host, token, cross_site, \
-             handshake, live_clients, limit_peer, limit_total).",
+            "Dashboard requests and connections refused, by reason (host, token, \
+             token_attempts, cross_site, handshake, live_clients, limit_peer, limit_total, \
+             reload_busy, head_too_large, malformed, body).",
         );
         let live_clients = IntGauge::new(
             "weft_dashboard_live_clients",

@@ -167,7 +167,9 @@ impl DnsMetrics {
         Ok(Self {
             queries: vec(
                 "weft_dns_queries_total",
-                "DNS queries received, by query type.",
+                "DNS queries read as a question served, by query type (a malformed query, \
+                 an opcode not served or a class other than IN is answered and counted in \
+                 weft_dns_responses_total only).",
                 &["service", "qtype"],
             )?,
             responses: vec(

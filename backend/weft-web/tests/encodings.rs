@@ -189,3 +189,20 @@ fn a_huge_accept_encoding_is_read_only_so_far() {
     assert_eq!(reply.header("content-encoding"), None);
     assert_eq!(reply.text(), css());
 }
+
+/// A precompressed sibling in any coding the client takes comes before a coding made on
+/// the fly (it costs nothing, and the operator made it); and a client weighing the file
+/// as it is above every coding gets it as it is.
+#[test]
+fn a_precompressed_sibling_comes_before_compressing_and_identity_can_be_preferred() {
+    let (dir, server) = site();
+    std::fs::write(dir.path().join("public/site.css.gz"), "GZIP-CSS").unwrap();
+    let sibling = get(&server, "/site.css", "br, gzip");
+    assert_eq!(sibling.header("content-encoding"), Some("gzip"));
+    assert_eq!(sibling.text(), "GZIP-CSS");
+    for accept in ["identity, gzip;q=0.5", "*;q=0.5, identity"] {
+        let plain = get(&server, "/site.css", accept);
+        assert_eq!(plain.header("content-encoding"), None, "{accept}");
+        assert_eq!(plain.text(), css(), "{accept}");
+    }
+}

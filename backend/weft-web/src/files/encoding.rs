@@ -104,7 +104,7 @@ impl Coding {
 /// it is smaller); empty when it accepts none or did not say.
 pub(super) fn preferred(headers: &HeaderMap) -> Vec<Coding> {
     // Weights in thousandths (§12.4.2); `None` until named, then `*` fills in.
-    let (mut br, mut gzip, mut star) = (None, None, None);
+    let (mut br, mut gzip, mut star, mut identity) = (None, None, None, None);
     let members = list_members(headers, header::ACCEPT_ENCODING).take(MAX_CODINGS);
     for member in members {
         let mut params = member.split(';');
@@ -118,10 +118,17 @@ pub(super) fn preferred(headers: &HeaderMap) -> Vec<Coding> {
             gzip = Some(q);
         } else if name == "*" {
             star = Some(q);
+        } else if name.eq_ignore_ascii_case("identity") {
+            identity = Some(q);
         }
     }
-    let br = br.or(star).unwrap_or(0);
-    let gzip = gzip.or(star).unwrap_or(0);
+    // A coding the client weighs below the file as it is (`identity`, named or through
+    // `*`) is not its preference (§12.4.2); unnamed, `identity` is acceptable but not
+    // preferred, and a coding it accepts wins, as ties do.
+    let plain = identity.or(star).unwrap_or(0);
+    let weigh = |named: Option<u16>| named.or(star).filter(|&q| q >= plain).unwrap_or(0);
+    let br = weigh(br);
+    let gzip = weigh(gzip);
     if br == 0 && gzip == 0 {
         // Most requests accept no coding (or send no Accept-Encoding): nothing allocated.
         return Vec::new();
@@ -193,6 +200,15 @@ mod tests {
         assert_eq!(accept("*;q=0.3, br;q=0"), [Coding::Gzip]);
         assert_eq!(accept("x-gzip"), [Coding::Gzip]);
         assert_eq!(accept("identity"), []);
+        // The file as it is, when the client weighs it above a coding.
+        assert_eq!(accept("identity, gzip;q=0.5"), []);
+        assert_eq!(accept("*;q=0.5, identity"), []);
+        assert_eq!(accept("gzip, identity;q=0.5"), [Coding::Gzip]);
+        assert_eq!(accept("br;q=0.5, identity;q=0.5"), [Coding::Br]);
+        assert_eq!(
+            accept("identity;q=0.4, gzip;q=0.5, br;q=0.3"),
+            [Coding::Gzip]
+        );
         assert_eq!(accept("gzip;q=1.5, br;q=0.1234"), []);
         assert_eq!(accept("GZIP;Q=0.001"), [Coding::Gzip]);
         assert!(preferred(&HeaderMap::new()).is_empty());

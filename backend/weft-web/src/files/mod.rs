@@ -394,10 +394,13 @@ enum Selected {
 
 /// The representation the client prefers among those there are (RFC 9110 §12.5.3).
 fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Selected {
-    for coding in encoding::preferred(headers) {
-        if compression.precompressed
-            && let Content::Disk { path, .. } = &found.content
-        {
+    let preferred = encoding::preferred(headers);
+    // A precompressed sibling in any coding the client takes first: the operator made it,
+    // and it costs nothing to send; then a coding made on the fly.
+    if compression.precompressed
+        && let Content::Disk { path, .. } = &found.content
+    {
+        for &coding in &preferred {
             let mut sibling = path.as_os_str().to_owned();
             sibling.push(".");
             sibling.push(coding.extension());
@@ -428,18 +431,19 @@ fn select(found: File, compression: &Compression, headers: &HeaderMap) -> Select
                 );
             }
         }
-        if compression.on_the_fly
-            && (compression.min_bytes..=compression.max_bytes).contains(&found.len)
-        {
-            let Some(slot) = encoding::Slot::take() else {
-                tracing::debug!(file = %found.facts.name, "compressions busy: sending the file as it is");
-                break;
-            };
-            let facts = &found.facts;
-            let tag = conditional::coded(&facts.tag, coding.extension());
-            let facts = Arc::new(Facts::new(facts.name.clone(), facts.modified, tag, None));
-            return Selected::OnTheFly(coding, File { facts, ..found }, slot);
-        }
+    }
+    if let Some(&coding) = preferred.first()
+        && compression.on_the_fly
+        && (compression.min_bytes..=compression.max_bytes).contains(&found.len)
+    {
+        let Some(slot) = encoding::Slot::take() else {
+            tracing::debug!(file = %found.facts.name, "compressions busy: sending the file as it is");
+            return Selected::Identity(found);
+        };
+        let facts = &found.facts;
+        let tag = conditional::coded(&facts.tag, coding.extension());
+        let facts = Arc::new(Facts::new(facts.name.clone(), facts.modified, tag, None));
+        return Selected::OnTheFly(coding, File { facts, ..found }, slot);
     }
     Selected::Identity(found)
 }

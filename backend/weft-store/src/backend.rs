@@ -149,31 +149,109 @@ impl Conn {
     }
 }
 
-/// `url` without its password, for messages and logs.
+/// `url` without its password, for messages and logs: none in its user part, and of its
+/// parameters only the values of those that name where and who (host, port, database,
+/// user, application name, TLS mode) are shown, every other one `***` (a `password=`, or
+/// a misspelt one).
 pub(crate) fn redacted(url: &str) -> String {
-    match url.parse::<PgConnectOptions>() {
-        Ok(_) => match url.split_once("://") {
-            Some((scheme, rest)) => match rest.rsplit_once('@') {
-                Some((user, host)) => {
-                    let user = user.split(':').next().unwrap_or_default();
-                    format!("{scheme}://{user}@{host}")
-                }
-                None => url.to_owned(),
-            },
-            None => url.to_owned(),
-        },
-        Err(_) => "(an unreadable postgres URL)".to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(an unreadable postgres URL)".to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or_default()),
+        None => rest.to_owned(),
+    };
+    let Some(query) = query else {
+        return format!("{scheme}://{rest}");
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if SHOWN_PARAMS.contains(&key) => format!("{key}={value}"),
+            Some((key, _)) => format!("{key}=***"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{rest}?{}", params.join("&"))
+}
+
+/// URL parameters whose values [`redacted`] shows.
+const SHOWN_PARAMS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+    "sslmode",
+    "ssl-mode",
+];
+
+/// The parameters the driver reads; any other it would ignore, logging its value (a
+/// misspelt `passwd=` with the password).
+const KNOWN_PARAMS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+    "statement-cache-capacity",
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+];
+
+/// Why `url`'s parameters cannot work: one the driver does not know (it would be ignored,
+/// its value logged), or a TLS mode this build cannot meet (its driver has no TLS: a
+/// connection that requires it always fails).
+fn refused_params(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !KNOWN_PARAMS.contains(&key) {
+            return Some(format!(
+                "unknown parameter `{key}` (known: {})",
+                KNOWN_PARAMS.join(", ")
+            ));
+        }
+        if matches!(key, "sslmode" | "ssl-mode")
+            && matches!(value, "require" | "verify-ca" | "verify-full")
+        {
+            return Some(format!(
+                "`{key}={value}` asks for TLS, which this build of weft does not speak to \
+                 PostgreSQL; connect over a private network or a unix socket, or through a \
+                 TLS tunnel (stunnel, pgbouncer)"
+            ));
+        }
     }
+    None
 }
 
 /// The connection settings `url` describes, with statement logging off as for SQLite.
 pub(crate) fn pg_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    let failed = |source| StoreError::Url {
+        url: redacted(url),
+        source,
+    };
+    if let Some(why) = refused_params(url) {
+        return Err(failed(sqlx::Error::Configuration(why.into())));
+    }
     url.parse::<PgConnectOptions>()
         .map(|o| o.disable_statement_logging())
-        .map_err(|source| StoreError::Url {
-            url: redacted(url),
-            source,
-        })
+        .map_err(failed)
 }
 
 /// Connects to the database at `url`, brings its schema up to date (PostgreSQL's migrator
@@ -251,5 +329,34 @@ mod tests {
             "postgres://weft@db.example:5432/weft"
         );
         assert_eq!(redacted("postgres://db/weft"), "postgres://db/weft");
+        assert_eq!(
+            redacted("postgres:///weft?host=127.0.0.1&port=5432&user=weft&password=S3cret"),
+            "postgres:///weft?host=127.0.0.1&port=5432&user=weft&password=***"
+        );
+        assert_eq!(
+            redacted("postgres://weft@db/weft?password=S3cret&passwd=S3cret&sslmode=prefer"),
+            "postgres://weft@db/weft?password=***&passwd=***&sslmode=prefer"
+        );
+    }
+
+    /// A parameter the driver would ignore (logging its value) and a TLS mode this build
+    /// cannot meet are refused, by `weft check` as by `weft run`; the error shows no secret.
+    #[test]
+    fn unknown_parameters_and_tls_modes_are_refused_without_showing_secrets() {
+        let err = |url: &str| pg_options(url).unwrap_err().to_string();
+        let typo = err("postgres://weft@db/weft?passwd=S3cret");
+        assert!(typo.contains("unknown parameter `passwd`"), "{typo}");
+        assert!(!typo.contains("S3cret"), "{typo}");
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let tls = err(&format!("postgres://weft:S3cret@db/weft?sslmode={mode}"));
+            assert!(tls.contains("does not speak to PostgreSQL"), "{tls}");
+            assert!(!tls.contains("S3cret"), "{tls}");
+        }
+        for ok in [
+            "postgres://weft@db/weft?sslmode=prefer&application_name=edge",
+            "postgres:///weft?host=/run/postgresql&user=weft&password=x",
+        ] {
+            assert!(pg_options(ok).is_ok(), "{ok}");
+        }
     }
 }

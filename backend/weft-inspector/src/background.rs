@@ -151,6 +151,7 @@ impl Background {
         {
             tracing::warn!(error = %e, "store metrics unavailable");
         }
+        let snapshotted = Arc::new(history::Snapshotted::default());
         if let Some(events) = events {
             let skipped = IntCounter::new(
                 "weft_store_connections_skipped_total",
@@ -164,12 +165,12 @@ impl Background {
             tasks.spawn(history::convert(
                 events,
                 store.writer(),
-                budget,
+                (budget, snapshotted.clone()),
                 work.clone(),
             ));
         }
         tasks.spawn(history::snapshots(
-            self.hub.clone(),
+            (self.hub.clone(), snapshotted),
             store.writer(),
             self.config.snapshot_interval,
             work.clone(),

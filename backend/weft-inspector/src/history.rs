@@ -59,18 +59,55 @@ impl Budget {
     }
 }
 
+/// The open connections [`snapshots`] has written a row of: their closing is always
+/// written, whatever the [`Budget`] says, or the row would stay open for ever (and the
+/// next start would take it for one a killed process left). Holds connections open now.
+#[derive(Default)]
+pub(crate) struct Snapshotted(std::sync::Mutex<std::collections::HashSet<u64>>);
+
+impl Snapshotted {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<u64>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The rows a batch of events becomes. A connection is one row: its opening and closing
 /// are kept in it with their event numbers (the store rebuilds both events from it), and
 /// when both are in the batch ([`fold`]) the row is written once, if the [`Budget`] keeps
 /// it. Every other event is a row of the event log, plus the rows of the chain it carries.
-pub(crate) fn records(events: &[Arc<TelemetryEvent>], budget: &mut Budget) -> Vec<Record> {
+pub(crate) fn records(
+    events: &[Arc<TelemetryEvent>],
+    budget: &mut Budget,
+    snapshotted: &Snapshotted,
+) -> Vec<Record> {
     let seq = |e: &TelemetryEvent| i64::try_from(e.seq).unwrap_or(i64::MAX);
+    let closed_id = |e: &TelemetryEvent| match &e.kind {
+        EventKind::ConnectionClosed { connection, .. } => Some(connection.id),
+        _ => None,
+    };
+    // Taken once a batch, and held while its closings are sorted: a snapshot taken meanwhile
+    // waits, and one taken before has marked what it wrote.
+    let mut written = snapshotted.lock();
     let mut out = Vec::new();
     for folded in fold(events) {
         let (event, opened_seq) = match folded {
-            Folded::Event(event) => (event, None),
-            // Short-lived (nothing of it written yet) and over the budget: left out.
-            Folded::Brief { reason, .. } if !budget.keep(reason) => continue,
+            Folded::Event(event) => {
+                if let Some(id) = closed_id(event) {
+                    written.remove(&id);
+                }
+                (event, None)
+            }
+            // Short-lived, nothing of it written yet (no snapshot caught it open), and over
+            // the budget: left out.
+            Folded::Brief {
+                closing, reason, ..
+            } if !closed_id(closing).is_some_and(|id| written.remove(&id))
+                && !budget.keep(reason) =>
+            {
+                continue;
+            }
             Folded::Brief {
                 closing,
                 opened_seq,
@@ -168,13 +205,13 @@ pub(crate) fn deferred_records(d: &DeferredSnapshot, out: &mut Vec<Record>) {
 pub(crate) async fn convert(
     mut feed: Feed,
     writer: Writer,
-    mut budget: Budget,
+    (mut budget, snapshotted): (Budget, Arc<Snapshotted>),
     stop: CancellationToken,
 ) {
     let mut batch = Vec::new();
     let mut owed: Option<u64> = None;
     let mut write = |batch: &mut Vec<Arc<TelemetryEvent>>, owed: &mut Option<u64>| {
-        for record in records(batch, &mut budget) {
+        for record in records(batch, &mut budget, &snapshotted) {
             // A full store queue is counted by the store (weft_store_events_dropped_total).
             writer.try_send(record);
         }
@@ -213,7 +250,7 @@ pub(crate) async fn convert(
 /// Writes every open connection with its counters, and every pending Deferred chain with
 /// its steps so far, every `interval`, until `stop`.
 pub(crate) async fn snapshots(
-    hub: Arc<Hub>,
+    (hub, snapshotted): (Arc<Hub>, Arc<Snapshotted>),
     writer: Writer,
     interval: Duration,
     stop: CancellationToken,
@@ -225,8 +262,14 @@ pub(crate) async fn snapshots(
             _ = tick.tick() => {}
             () = stop.cancelled() => return,
         }
-        for c in hub.connections() {
-            writer.try_send(connection_record(&c, None));
+        {
+            // Held from the listing to the last row: a batch that closes one of these
+            // sees it marked.
+            let mut written = snapshotted.lock();
+            for c in hub.connections() {
+                written.insert(c.id);
+                writer.try_send(connection_record(&c, None));
+            }
         }
         let mut rows = Vec::new();
         // A live task is kept once a detector flags it: one per connection would double
@@ -301,6 +344,7 @@ mod tests {
         let out = records(
             &[opened(10, 1), closed(11, 1, CloseKind::Done)],
             &mut budget,
+            &Snapshotted::default(),
         );
         assert_eq!(out.len(), 1, "{out:?}");
         let row = rows(&out)[0];
@@ -333,9 +377,39 @@ mod tests {
                 closed(7, 4, CloseKind::Done),
             ],
             &mut budget,
+            &Snapshotted::default(),
         );
         let ids: Vec<i64> = rows(&out).iter().map(|r| r.id).collect();
         assert_eq!(ids, [1, 3, 4]);
         assert_eq!(skipped.get(), 1);
+    }
+
+    /// A connection a snapshot wrote as open while it lived has its closing written even
+    /// when its opening and closing fall in one batch over the budget: its row would stay
+    /// open for ever, and the next start would say the last one did not stop cleanly.
+    #[test]
+    fn a_connection_a_snapshot_wrote_open_gets_its_closing_over_the_budget() {
+        let skipped = IntCounter::new("skipped", "skipped").unwrap();
+        let mut budget = Budget::new(1, skipped.clone());
+        let snapshotted = Snapshotted::default();
+        snapshotted.lock().insert(2);
+        let out = records(
+            &[
+                opened(1, 1),
+                closed(2, 1, CloseKind::Done),
+                // Over the budget, clean, but written open by a snapshot: kept.
+                opened(3, 2),
+                closed(4, 2, CloseKind::Done),
+                // Over the budget, clean, never written: left out.
+                opened(5, 3),
+                closed(6, 3, CloseKind::Done),
+            ],
+            &mut budget,
+            &snapshotted,
+        );
+        let ids: Vec<i64> = rows(&out).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(skipped.get(), 1);
+        assert!(snapshotted.lock().is_empty(), "forgotten once closed");
     }
 }

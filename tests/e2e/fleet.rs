@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_test_support::postgres::Postgres;
@@ -203,6 +204,37 @@ fn a_postgres_out_of_reach_at_start_is_served_without_history_until_it_answers()
     assert!(
         app.log()
             .contains("the history database answers; writing history"),
+        "{}",
+        app.log()
+    );
+}
+
+/// A server that stops answering (frozen, as behind a network partition: no error, no
+/// answer) does not hold the gateway's exit: SIGTERM stops it within its limits (the
+/// drain's, then 10 s for history's last writes), saying what it could not write.
+#[test]
+fn a_postgres_that_stops_answering_does_not_hold_the_exit() {
+    let pg = Postgres::start();
+    let url = pg.create_database("paused");
+    let mut app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+    let paused = pg.pause();
+    echo_once(app.echo);
+    // A batch goes out to the frozen server and waits on it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let since = Instant::now();
+    app.signal("TERM");
+    let status = app.wait_exit();
+    drop(paused);
+    assert!(status.success(), "{status:?}\n{}", app.log());
+    assert!(
+        since.elapsed() < Duration::from_secs(19),
+        "{:?}",
+        since.elapsed()
+    );
+    assert!(
+        app.log().contains("history not fully flushed at exit"),
         "{}",
         app.log()
     );

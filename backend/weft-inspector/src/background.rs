@@ -24,6 +24,10 @@ use crate::store_metrics::StoreCollector;
 /// up for long.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How long exit waits for history's last writes: a database that stopped answering (a
+/// PostgreSQL server paused, a network partition) must not hold the process for ever.
+const FLUSH: Duration = Duration::from_secs(10);
+
 /// What the background thread reports once it is serving.
 pub(crate) struct Ready {
     pub(crate) store: Option<Store>,
@@ -103,10 +107,17 @@ impl Background {
         work.cancel();
         let _ =
             tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
-        if let Some(store) = store
-            && let Err(e) = store.shutdown().await
-        {
-            tracing::warn!(error = %e, "history not fully flushed at exit");
+        if let Some(store) = store {
+            match tokio::time::timeout(FLUSH, store.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "history not fully flushed at exit"),
+                Err(_) => tracing::warn!(
+                    location = %store.options().location(),
+                    unwritten = store.writer().queue_len(),
+                    "history not fully flushed at exit: the database did not answer within \
+                     {FLUSH:?}; what was not written is lost"
+                ),
+            }
         }
     }
 

@@ -135,6 +135,27 @@ impl Postgres {
         );
     }
 
+    /// Freezes the server and its backends (SIGSTOP) until the guard goes: connected
+    /// clients get no answer and no error, as behind a network partition.
+    pub fn pause(&self) -> Paused<'_> {
+        self.signal_all("-STOP");
+        Paused(self)
+    }
+
+    /// Sends `signal` (`kill`'s spelling) to the server and every backend it runs.
+    fn signal_all(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .expect("the server is running");
+        let pid = pid_file
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let _ = Command::new("pkill").args([signal, "-P", &pid]).output();
+        run(Command::new("kill").args([signal, &pid]), "kill");
+    }
+
     /// Starts the (stopped) server again on the same port, and waits until it accepts
     /// connections.
     pub fn start_again(&self) {
@@ -172,6 +193,15 @@ impl Postgres {
         };
         command.args(args).current_dir(&self.dir);
         run(&mut command, tool)
+    }
+}
+
+/// A server frozen by [`Postgres::pause`]; it goes on when this is dropped.
+pub struct Paused<'a>(&'a Postgres);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.signal_all("-CONT");
     }
 }
 

@@ -239,3 +239,24 @@ fn a_postgres_that_stops_answering_does_not_hold_the_exit() {
         app.log()
     );
 }
+
+/// A fleet upgrades one gateway at a time: a gateway goes on, and starts again, beside a
+/// database a later release migrated further (here, a migration it does not know recorded
+/// as applied), writing as before.
+#[test]
+fn a_gateway_starts_on_a_database_a_later_release_migrated() {
+    let pg = Postgres::start();
+    let url = pg.create_database("later");
+    let mut app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+    pg.sql(
+        "later",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a later release', true, '\\x00', 1)",
+    );
+    assert!(app.signal_and_wait("TERM").success(), "{}", app.log());
+    app.restart();
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 2, "{}", app.log());
+}

@@ -17,7 +17,17 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use crate::StoreError;
 
 /// The PostgreSQL schema, embedded from the repository's `migrations/postgres/`.
-pub(crate) static PG_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+///
+/// Migrations a later release applied, which this one does not know, are passed over: a
+/// fleet upgrades one gateway at a time, and a gateway of the release before goes on
+/// writing (and restarts) beside one that migrated. So a PostgreSQL migration only adds
+/// (tables, and columns that may be NULL), never renames or drops what an earlier release
+/// writes.
+pub(crate) static PG_MIGRATOR: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("../../migrations/postgres");
+    migrator.set_ignore_missing(true);
+    migrator
+});
 
 /// How the SQL of one backend differs from the other's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,6 +114,28 @@ impl Postgres {
         self.url(name)
     }
 
+    /// Runs the SQL `statement` in database `name` (`psql`, as the `weft` role).
+    pub fn sql(&self, name: &str, statement: &str) {
+        let port = self.port.to_string();
+        self.run_tool(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "weft",
+                "-d",
+                name,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                statement,
+            ],
+        );
+    }
+
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://weft@127.0.0.1:{}/{name}", self.port)

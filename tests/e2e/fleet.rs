@@ -260,3 +260,42 @@ fn a_gateway_starts_on_a_database_a_later_release_migrated() {
     echo_once(app.echo);
     assert_eventually!(closed(&app, "").len() == 2, "{}", app.log());
 }
+
+/// A migration that has to wait for a table another session holds (a long search of an
+/// earlier gateway's) does not hold the start, nor make that table's users queue behind
+/// it: it gives up within seconds, the gateway serves, and it migrates with the first
+/// batch that finds the table free.
+#[test]
+fn a_migration_kept_waiting_by_a_lock_does_not_hold_the_start() {
+    let pg = Postgres::start();
+    let url = pg.create_database("locked");
+    let mut app = spawn_app_on_postgres(&url, "edge-a");
+    assert!(app.signal_and_wait("TERM").success(), "{}", app.log());
+    // The database as the release before left it: without the last migration.
+    pg.sql(
+        "locked",
+        "DELETE FROM _sqlx_migrations WHERE version = 3; \
+         ALTER TABLE deferreds DROP COLUMN ended_at_ms",
+    );
+    let mut holder = pg.sql_in_background(
+        "locked",
+        "BEGIN; LOCK TABLE deferreds IN ACCESS SHARE MODE; SELECT pg_sleep(12); COMMIT;",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let since = Instant::now();
+    app.restart();
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "served in {:?}\n{}",
+        since.elapsed(),
+        app.log()
+    );
+    holder.wait().unwrap();
+    echo_once(app.echo);
+    assert_eventually!(
+        app.log()
+            .contains("the history database answers; writing history"),
+        "migrated once the lock went\n{}",
+        app.log()
+    );
+}

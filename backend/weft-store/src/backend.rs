@@ -283,7 +283,7 @@ pub(crate) async fn open_pg_pool(
         .connect_with(options)
         .await
         .map_err(open_error)?;
-    migrate_pg(&pool, url).await?;
+    migrate_pg(url, timeout).await?;
     Ok(pool)
 }
 
@@ -301,15 +301,36 @@ pub(crate) fn lazy_pg_pool(
         .connect_lazy_with(pg_options(url)?))
 }
 
-/// Brings the schema of the database `pool` reads up to date, as opening it does.
-pub(crate) async fn migrate_pg(pool: &PgPool, url: &str) -> Result<(), StoreError> {
-    PG_MIGRATOR
-        .run(pool)
+/// How long a migration waits for a lock (a table another session reads, the advisory
+/// lock of another gateway migrating) before it gives up, to be tried again with the
+/// next batch: waiting, it would hold the start, and every other session's use of the
+/// table would queue behind its own request.
+const MIGRATE_LOCK_WAIT: &str = "5s";
+
+/// PostgreSQL's `lock_not_available`: a lock wait ran out (`lock_timeout`).
+pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Brings the schema of the database at `url` up to date, as opening it does, on a
+/// connection of its own that waits at most [`MIGRATE_LOCK_WAIT`] for any lock.
+pub(crate) async fn migrate_pg(url: &str, timeout: Duration) -> Result<(), StoreError> {
+    let failed = |source| StoreError::MigrateUrl {
+        url: redacted(url),
+        source,
+    };
+    let options = pg_options(url)?.options([("lock_timeout", MIGRATE_LOCK_WAIT)]);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(timeout)
+        .connect_with(options)
         .await
-        .map_err(|source| StoreError::MigrateUrl {
+        .map_err(|source| StoreError::Connect {
             url: redacted(url),
             source,
-        })
+        })?;
+    let migrated = PG_MIGRATOR.run(&pool).await.map_err(failed);
+    pool.close().await;
+    migrated
 }
 
 /// Opens the writer's own connection to the database at `url`, giving up after `timeout`.

@@ -141,13 +141,21 @@ impl StoreError {
     /// answer within the timeout), as opposed to one that answered and refused: a wrong
     /// password, a database that does not exist. Trying again later may succeed.
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::Connect {
                 source: sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut,
                 ..
-            }
-        )
+            } => true,
+            // The migration waited out its lock timeout (another session holds the tables:
+            // a long search, another gateway's migration): tried again with each batch.
+            Self::MigrateUrl {
+                source:
+                    sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(e))
+                    | sqlx::migrate::MigrateError::ExecuteMigration(sqlx::Error::Database(e), _),
+                ..
+            } => e.code().as_deref() == Some(crate::backend::LOCK_NOT_AVAILABLE),
+            _ => false,
+        }
     }
 
     /// Whether the query, or opening or migrating the file, could not run because another

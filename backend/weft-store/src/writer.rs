@@ -492,7 +492,7 @@ impl WriterTask {
         else {
             return Ok(());
         };
-        backend::migrate_pg(&pool, url).await?;
+        backend::migrate_pg(url, self.busy_timeout).await?;
         let pool = crate::backend::Pool::Postgres(pool);
         crate::interrupted::close_what_was_left_open(&pool, self.sql.instance(), &self.location)
             .await;

@@ -116,14 +116,23 @@ impl Postgres {
 
     /// Runs the SQL `statement` in database `name` (`psql`, as the `weft` role).
     pub fn sql(&self, name: &str, statement: &str) {
-        let port = self.port.to_string();
-        self.run_tool(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
+        run(&mut self.psql(name, statement), "psql");
+    }
+
+    /// Starts running the SQL `statement` in database `name`, returning at once: a
+    /// session that holds a lock while the test goes on.
+    pub fn sql_in_background(&self, name: &str, statement: &str) -> std::process::Child {
+        self.psql(name, statement)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("psql runs")
+    }
+
+    fn psql(&self, name: &str, statement: &str) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
                 "-U",
                 "weft",
                 "-d",
@@ -132,8 +141,8 @@ impl Postgres {
                 "ON_ERROR_STOP=1",
                 "-c",
                 statement,
-            ],
-        );
+            ]);
+        command
     }
 
     /// The URL of database `name` on this server.

@@ -225,3 +225,33 @@ fn a_request_whose_client_leaves_before_its_answer_is_logged_and_counted_as_499(
     assert_eventually!(counted() == 1.0, "counted as 4xx: {}", counted());
     upstream.release();
 }
+
+/// An HTTP/2 request still waiting on its upstream when the drain's deadline passes is cut
+/// by the stop, not failed by the upstream: logged and counted as 499, as over HTTP/1.1,
+/// and not counted against the upstream (where it would count toward its ejection).
+#[test]
+fn an_h2_request_cut_by_the_drain_deadline_is_499_not_the_upstream_s_failure() {
+    let upstream = Upstream::holding();
+    let (mut app, web) = start(upstream.addr);
+    let mut curl = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--http2-prior-knowledge"])
+        .arg(format!("http://{web}/api/held"))
+        .spawn()
+        .expect("curl runs");
+    assert_eventually!(upstream.received() == 1, "the upstream has the request");
+    let since = terminate(&app, web);
+    let (clean, _) = exit_within(&mut app, Duration::from_secs(25), since);
+    let _ = curl.kill();
+    let _ = curl.wait();
+    assert!(clean, "{}", app.log());
+    let request = "GET /api/held HTTP/2.0";
+    let lines = access_lines(&app, request);
+    assert_eq!(lines.len(), 1, "{}", app.log());
+    assert_eq!(status_and_bytes(&lines[0], request).0, 499, "{}", lines[0]);
+    assert!(
+        !app.log().contains("proxying failed"),
+        "not the upstream's failure\n{}",
+        app.log()
+    );
+    upstream.release();
+}

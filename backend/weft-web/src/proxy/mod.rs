@@ -100,6 +100,12 @@ pub enum UpstreamError {
     /// upstream's failure; logged as 499, as nginx does.
     #[error("the client reset its stream: {0}")]
     ClientGone(String),
+    /// The upstream connection was aborted at a drain's deadline (the gateway stopping, or
+    /// the service removed by a reload) before the answer came: the stop cut the request,
+    /// not the upstream; logged as 499, as a request whose client connection the deadline
+    /// cut.
+    #[error("the drain's deadline cut it: {0}")]
+    CutByDrain(String),
     /// The HTTP/2 stream was reset here while its body was read, for the client breaking
     /// the protocol (DATA past its `content-length`, say): the client was told with
     /// RST_STREAM, which is counted where it is sent (`stream_error`), so not again here.
@@ -130,7 +136,7 @@ impl UpstreamError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
-            Self::ClientGone(_) => {
+            Self::ClientGone(_) | Self::CutByDrain(_) => {
                 StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST)
             }
             _ => StatusCode::BAD_GATEWAY,
@@ -152,6 +158,7 @@ impl UpstreamError {
             Self::BodyTimeout(_) => "the request body did not come in time",
             Self::BodyFile(_) => "the server could not read the request body back",
             Self::ClientGone(_) => "the client went away",
+            Self::CutByDrain(_) => "the server is stopping",
             Self::Loop(_) => "the request came back to this proxy: a forwarding loop",
             _ => "the upstream server could not be reached or failed",
         }
@@ -174,6 +181,7 @@ impl UpstreamError {
             | Self::BodyTimeout(_)
             | Self::BodyFile(_)
             | Self::ClientGone(_)
+            | Self::CutByDrain(_)
             | Self::StreamReset(_)
             | Self::Loop(_) => return None,
         })
@@ -192,7 +200,10 @@ impl UpstreamError {
         self.refusal().is_none()
             && !matches!(
                 self,
-                Self::BodyFile(_) | Self::ClientGone(_) | Self::StreamReset(_)
+                Self::BodyFile(_)
+                    | Self::ClientGone(_)
+                    | Self::CutByDrain(_)
+                    | Self::StreamReset(_)
             )
     }
 
@@ -596,6 +607,9 @@ async fn exchange(
                     url(),
                     "connection closed before the request was sent".into(),
                 ));
+            }
+            Ok(Err(SendError::CutByDrain(err))) => {
+                return Err(UpstreamError::CutByDrain(err.to_string()));
             }
             Ok(Err(SendError::Failed(err))) => err,
         };

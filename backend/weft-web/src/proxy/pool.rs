@@ -167,6 +167,9 @@ pub(crate) enum SendError {
     NotSent(Box<Request<ReqBody>>),
     /// The exchange failed after the request (or part of it) went out.
     Failed(hyper::Error),
+    /// The connection was aborted at a drain's deadline (the gateway stopping, or the
+    /// service removed by a reload): not the upstream's failure.
+    CutByDrain(hyper::Error),
 }
 
 impl Pool {
@@ -330,6 +333,9 @@ impl Pool {
             Ok(Err(SendError::Failed(e))) => {
                 return Err(UpstreamError::Exchange(url(), e.to_string()));
             }
+            Ok(Err(SendError::CutByDrain(e))) => {
+                return Err(UpstreamError::CutByDrain(e.to_string()));
+            }
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -384,8 +390,10 @@ where
             }
         };
         this.abandon.0 = None;
+        let drained = this.link.transport.cut_by_drain();
         Poll::Ready(Ok(sent.map_err(|mut err| match err.take_message() {
             Some(request) => SendError::NotSent(Box::new(request)),
+            None if drained => SendError::CutByDrain(err.into_error()),
             None => SendError::Failed(err.into_error()),
         })))
     }

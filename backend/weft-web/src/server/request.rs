@@ -417,6 +417,8 @@ async fn dispatch(
                     proxy::UpstreamError::ClientGone(_) | proxy::UpstreamError::StreamReset(_)
                 ) {
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "the client went away or broke the protocol");
+                } else if matches!(err, proxy::UpstreamError::CutByDrain(_)) {
+                    tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short by the drain's deadline");
                 } else if !err.is_upstream() {
                     // The body's file failed (counted where it did): weft's own fault,
                     // not the upstream's.

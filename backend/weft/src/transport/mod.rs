@@ -38,6 +38,9 @@ struct Flags {
     closing: bool,
     /// `abort_connection` was called: close now.
     aborted: bool,
+    /// It was aborted at a drain's deadline (the reactor's shutdown, or its service's
+    /// removal): what it carried was cut by the operator's stop, not by its peer.
+    cut_by_drain: bool,
     /// A drain was asked for (shutdown, or the service's removal) and the protocol has not
     /// heard it yet.
     drain: bool,
@@ -258,6 +261,7 @@ impl Transport {
         if flags.closed {
             return;
         }
+        let drained = matches!(reason, CloseReason::Shutdown | CloseReason::ServiceStopped);
         // An abort after a graceful close was asked for supersedes its reason: the close
         // did not happen as asked, and what was buffered is dropped.
         let mut recorded = self.shared.reason.borrow_mut();
@@ -266,8 +270,18 @@ impl Transport {
         }
         drop(recorded);
         self.shared.out.borrow_mut().clear();
-        self.update(|f| f.aborted = true);
+        self.update(|f| {
+            f.aborted = true;
+            f.cut_by_drain |= drained;
+        });
         self.wake();
+    }
+
+    /// Whether it was aborted at a drain's deadline (the reactor's shutdown, or its
+    /// service's removal): a failure of what it carried is the stop's doing, not the
+    /// peer's.
+    pub fn cut_by_drain(&self) -> bool {
+        self.flags().cut_by_drain
     }
 
     /// Shuts down the write side once the buffer drains; reading goes on (half-close). As

@@ -255,3 +255,29 @@ fn an_h2_request_cut_by_the_drain_deadline_is_499_not_the_upstream_s_failure() {
     );
     upstream.release();
 }
+
+/// A second SIGTERM during the drain is the operator's "now": the gateway does not wait
+/// out the drain's deadline for a request still waiting on its upstream, aborts it (logged
+/// as 499) and exits.
+#[test]
+fn a_second_sigterm_during_the_drain_stops_at_once() {
+    let upstream = Upstream::holding();
+    let (mut app, web) = start(upstream.addr);
+    let mut client = RawClient::connect(web);
+    client.send(b"GET /api/held HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eventually!(upstream.received() == 1, "the upstream has the request");
+    let since = terminate(&app, web);
+    std::thread::sleep(Duration::from_millis(500));
+    app.signal("TERM");
+    let (clean, took) = exit_within(&mut app, Duration::from_secs(20), since);
+    assert!(clean, "{}", app.log());
+    assert!(
+        took < Duration::from_secs(6),
+        "{took:?}: the drain's deadline (10 s) was not waited out\n{}",
+        app.log()
+    );
+    assert!(app.log().contains("a second stop signal"), "{}", app.log());
+    let request = "GET /api/held HTTP/1.1";
+    assert_eq!(access_lines(&app, request).len(), 1, "{}", app.log());
+    upstream.release();
+}

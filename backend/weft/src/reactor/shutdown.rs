@@ -85,6 +85,21 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
     }
 }
 
+/// The next SIGTERM or SIGINT.
+pub(super) async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 pub(super) async fn run(reactor: &Reactor) {
     run_phase(reactor, Phase::Before, None).await;
     reactor.inner.listening.cancel();
@@ -96,7 +111,19 @@ pub(super) async fn run(reactor: &Reactor) {
     let tracker = reactor.inner.tracker.clone();
     tracker.close();
     let drained: HookFuture = Box::pin(async move { tracker.wait().await });
-    run_phase(reactor, Phase::During, Some(drained)).await;
+    let during = run_phase(reactor, Phase::During, Some(drained));
+    if reactor.inner.config.get().handle_signals {
+        // A second SIGTERM or SIGINT is the operator's "now": the drain is not waited for,
+        // and what is still open is aborted as at its deadline.
+        tokio::select! {
+            () = during => {}
+            () = stop_signal() => tracing::warn!(
+                "a second stop signal: not waiting for the drain; aborting what is still open"
+            ),
+        }
+    } else {
+        during.await;
+    }
     // Client ports (where upstream answers come back) outlive the drain.
     reactor.inner.clients.cancel();
     tokio::time::sleep(Duration::ZERO).await;

@@ -299,3 +299,24 @@ fn a_migration_kept_waiting_by_a_lock_does_not_hold_the_start() {
         app.log()
     );
 }
+
+/// A database recreated empty under a running gateway (restored, failed over to a fresh
+/// server) gets its schema back with the next batch, and history goes on in it.
+#[test]
+fn a_database_recreated_empty_gets_its_schema_back() {
+    let pg = Postgres::start();
+    let url = pg.create_database("again");
+    let app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+    pg.sql("postgres", "DROP DATABASE again WITH (FORCE)");
+    pg.sql("postgres", "CREATE DATABASE again OWNER weft");
+    assert_eventually!(
+        {
+            echo_once(app.echo);
+            !closed(&app, "").is_empty()
+        },
+        "history written into the new database\n{}",
+        app.log()
+    );
+}

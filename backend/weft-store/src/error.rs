@@ -158,6 +158,15 @@ impl StoreError {
         }
     }
 
+    /// Whether a query found a table of the schema missing (PostgreSQL's `undefined_table`):
+    /// the database was recreated or restored empty under the store.
+    pub fn is_undefined_table(&self) -> bool {
+        match self {
+            Self::Query(sqlx::Error::Database(e)) => e.code().as_deref() == Some("42P01"),
+            _ => false,
+        }
+    }
+
     /// Whether the query, or opening or migrating the file, could not run because another
     /// connection holds the file locked (SQLite's `BUSY` or `LOCKED`, with their extended
     /// codes), every reader was busy, or other searches were: trying again later may succeed.

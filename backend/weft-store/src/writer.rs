@@ -436,6 +436,12 @@ impl WriterTask {
             Err(error) => {
                 self.stats.add_dropped(n);
                 self.stats.record_error(error.to_string());
+                if self.postgres.is_some() && error.is_undefined_table() {
+                    // The database was recreated (or restored) empty: the next batch
+                    // brings its schema back and writes the catalog, as a server reached
+                    // late does.
+                    self.opened = Opened::Later;
+                }
                 if !self.failing {
                     self.failing = true;
                     tracing::warn!(

@@ -142,6 +142,7 @@ fn a_postgres_stopped_mid_run_drops_and_counts_then_history_resumes() {
     // History cannot be read either: the list says so and still answers.
     let body = app.curl("/api/connections?state=closed").unwrap();
     assert!(body.contains("history_error"), "{body}");
+    assert!(!body.contains("locked"), "no file to lock: {body}");
     let written = app.metric("weft_store_records_written_total").unwrap();
 
     pg.start_again();

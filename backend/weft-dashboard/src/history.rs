@@ -52,6 +52,13 @@ pub(crate) fn unavailable(state: &DashboardState, e: &StoreError) -> String {
                 live matches only (try again)"
             .to_owned();
     }
+    if failure == HistoryFailure::Busy && shared(state) {
+        // No one locks a PostgreSQL database as a file is locked: no connection within the
+        // wait is a server that is down or out of reach.
+        return "history is unavailable: the history database did not answer in time (down or \
+                out of reach?); showing live data only"
+            .to_owned();
+    }
     note(failure).to_owned()
 }
 

@@ -321,3 +321,49 @@ fn a_database_recreated_empty_gets_its_schema_back() {
         app.log()
     );
 }
+
+/// `weft check` refuses what `weft run` would refuse at start on a PostgreSQL history: a
+/// database that does not exist, a role that may not create the history's tables; and,
+/// like `run`, passes a server out of reach (the gateway would serve, and write once it
+/// answers).
+#[test]
+fn check_refuses_a_database_run_would_refuse_and_passes_one_out_of_reach() {
+    let pg = Postgres::start();
+    let url = pg.create_database("checked");
+    pg.sql("checked", "CREATE ROLE reader LOGIN");
+    let dir = tempfile::tempdir().unwrap();
+    let check = |url: &str| {
+        let path = dir.path().join("weft.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\n[store]\nurl = \"{url}\"\n",
+                crate::support::free_port()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(crate::support::weft_bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, said) = check(&url);
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = check(&url.replace("/checked", "/nope"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("store.url") && said.contains("nope"), "{said}");
+    let (code, said) = check(&url.replace("weft@", "reader@"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("may not create tables"), "{said}");
+    let away = format!(
+        "postgres://weft@127.0.0.1:{}/checked",
+        crate::support::free_port()
+    );
+    let (code, said) = check(&away);
+    assert_eq!(code, Some(0), "out of reach is no refusal: {said}");
+}

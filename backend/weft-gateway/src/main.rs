@@ -124,15 +124,26 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
 /// written by a later weft), found read only, for `check` and for `run` before it binds
 /// anything, in the same words.
 fn check_history_file(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
-    if config.store.url.is_none() && config.store.path.exists() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?;
-        runtime
+            .build()
+    };
+    match &config.store.url {
+        // A server that answers and refuses (a wrong password, a role that may not create
+        // the tables) stops `run` at start: `check` says so too. One out of reach does not.
+        Some(url) => runtime()?
+            .block_on(weft_store::Store::check_database(
+                url,
+                // As long as the start waits for the server (`StoreOptions::busy_timeout`).
+                std::time::Duration::from_secs(2),
+            ))
+            .map_err(|e| anyhow::anyhow!("{}: store.url: {e}", file.display())),
+        None if config.store.path.exists() => runtime()?
             .block_on(weft_store::Store::check_file(&config.store.path))
-            .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display())),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {

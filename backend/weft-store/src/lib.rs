@@ -289,6 +289,38 @@ impl Store {
         schema::check_file(path.as_ref()).await
     }
 
+    /// What [`open_with`](Self::open_with) would refuse at the PostgreSQL database at
+    /// `url`, found without writing to it (for a configuration check): a server that
+    /// answers and refuses the login (a wrong password, no such database), or a role that
+    /// may not create the history's tables (opening creates and migrates them). A server
+    /// out of reach within `timeout` is no refusal: the gateway serves, and writes history
+    /// once it answers.
+    pub async fn check_database(url: &str, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let options = backend::pg_options(url)?;
+        let mut conn = match backend::open_pg_connection(&options, url, timeout).await {
+            Ok(conn) => conn,
+            Err(e) if e.is_unreachable() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let may_create: bool =
+            sqlx::query_scalar("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
+                .fetch_one(&mut conn)
+                .await?;
+        let _ = sqlx::Connection::close(conn).await;
+        if may_create {
+            return Ok(());
+        }
+        Err(StoreError::Connect {
+            url: backend::redacted(url),
+            source: sqlx::Error::Configuration(
+                "its role may not create tables in schema public, which opening the history \
+                 does (it creates and migrates them): grant it CREATE there, or use a role \
+                 that owns the schema"
+                    .into(),
+            ),
+        })
+    }
+
     /// The lock file beside the history file at `path`, which its one writer holds:
     /// `PATH.lock`, of the file `path` names through any symlinks.
     pub fn lock_path(path: impl AsRef<Path>) -> PathBuf {

@@ -356,7 +356,10 @@ fn check_refuses_a_database_run_would_refuse_and_passes_one_out_of_reach() {
     assert_eq!(code, Some(0), "{said}");
     let (code, said) = check(&url.replace("/checked", "/nope"));
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("store.url") && said.contains("nope"), "{said}");
+    assert!(
+        said.contains("store.url") && said.contains("nope"),
+        "{said}"
+    );
     let (code, said) = check(&url.replace("weft@", "reader@"));
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("may not create tables"), "{said}");

@@ -152,6 +152,9 @@ impl Zone {
         // The bytes each RRset takes in an answer, to refuse one no message can hold.
         let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
         let mut scratch = Vec::new();
+        // NS and MX targets in the zone, with their line: checked against its CNAMEs once
+        // every record is in.
+        let mut targets: Vec<(usize, Name, RecordType, LowerName)> = Vec::new();
         // Each record moves into the zone: a large zone is never held twice.
         for at in records {
             let record = &at.record;
@@ -163,6 +166,16 @@ impl Zone {
                 ));
             }
             let rtype = record.record_type();
+            let target = match &record.data {
+                hickory_proto::rr::RData::NS(ns) => Some(&ns.0),
+                hickory_proto::rr::RData::MX(mx) => Some(&mx.exchange),
+                _ => None,
+            };
+            if let Some(target) = target.map(LowerName::new)
+                && lower_origin.zone_of(&target)
+            {
+                targets.push((at.line, record.name.clone(), rtype, target));
+            }
             if owner.is_wildcard() && matches!(rtype, RecordType::NS | RecordType::SOA) {
                 // RFC 4592 section 4.2: a wildcard NS set delegates nothing a resolver
                 // can follow; BIND and NSD refuse it too.
@@ -221,6 +234,24 @@ impl Zone {
             let mut name = owner;
             while zone.names.insert(name.clone()) && name != lower_origin {
                 name = name.base_name();
+            }
+        }
+        // RFC 2181 §10.3: an NS or MX record MUST NOT name an alias; a resolver following
+        // it finds a CNAME where it looks for an address (BIND refuses such a zone).
+        for (line, owner, rtype, target) in targets {
+            let alias = zone.records.get(&target).is_some_and(|records| {
+                records.iter().any(|r| r.record_type() == RecordType::CNAME)
+            });
+            if alias {
+                return Err(ZoneError {
+                    file: file.to_owned(),
+                    line,
+                    message: format!(
+                        "the {rtype} record of {owner} names {target}, which is an alias (a \
+                         CNAME): an {rtype} target must be the name that has the address \
+                         records (RFC 2181 section 10.3)"
+                    ),
+                });
             }
         }
         Ok(zone)

@@ -250,6 +250,21 @@ fn errors_name_the_line_and_what_to_do() {
     assert_eq!(at("www CNAME a\nwww A 192.0.2.1\n").0, 5);
     assert!(at("@ SOA a b 1 2 3 4 5\n").1.contains("second SOA"));
     assert!(at("x MX ten mail\n").1.contains("preference"));
+    // An NS or MX naming an alias (RFC 2181 §10.3), wherever the CNAME is in the file.
+    let (line, message) = at("ns2 CNAME www\n@ NS ns2\nwww A 192.0.2.1\n");
+    assert_eq!(line, 5, "{message}");
+    assert!(message.contains("is an alias"), "{message}");
+    assert!(
+        at("@ MX 10 mail\nmail CNAME www\nwww A 192.0.2.1\n")
+            .1
+            .contains("is an alias")
+    );
+    // One naming a name outside the zone is not looked into.
+    Zone::parse(
+        Path::new("ok.zone"),
+        &format!("{HEAD}@ MX 10 mail.elsewhere.test.\n"),
+    )
+    .unwrap();
     assert!(at("*.w NS ns\n").1.contains("cannot hold NS"));
     assert!(
         at("$GENERATE 5-1 h$ A 192.0.2.$\n")

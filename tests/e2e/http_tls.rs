@@ -322,3 +322,41 @@ fn a_flood_of_failed_handshakes_and_idle_peers_is_counted_whole_and_logged_withi
         app.log()
     );
 }
+
+/// The CA bundle a route's `https://` upstreams are verified against, rotated in place,
+/// changes the service: a reload starts it again with the new roots (with nothing
+/// rotated, it is left running).
+#[test]
+fn a_ca_bundle_rotated_in_place_changes_its_service_on_reload() {
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        let (ca, _) = write_pair(dir, "ca", "upstream ca", &["localhost"]);
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+[[service.route]]
+prefix = "/api/"
+upstream = "https://localhost:1"
+ca = "{ca}"
+"#,
+            port = web.port(),
+            ca = ca.display(),
+        )
+    });
+    app.reload_by_signal("ok");
+    assert!(
+        app.log().contains("configuration reloaded: 2 unchanged"),
+        "{}",
+        app.log()
+    );
+    write_pair(app.dir.path(), "ca", "upstream ca, rotated", &["localhost"]);
+    app.reload_by_signal("ok");
+    assert!(
+        app.log().contains("configuration reloaded: changed web"),
+        "{}",
+        app.log()
+    );
+}

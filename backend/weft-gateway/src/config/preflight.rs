@@ -273,6 +273,7 @@ pub(crate) fn check_client(endpoint: &str, parsed: &ClientEndpoint) -> Result<()
             ca_certs: Some(ca_certs),
             ..
         } => weft::net::check_ca_certs(ca_certs)
+            .map(drop)
             .map_err(|e| format!("{endpoint:?}: cannot load its caCerts: {e}")),
         _ => Ok(()),
     }

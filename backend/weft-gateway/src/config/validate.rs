@@ -302,6 +302,13 @@ fn service(
             })?;
         tls_files = tls_files.and(files);
     }
+    // The roots its upstreams are verified against, read as connecting reads them: a CA
+    // bundle rotated in place changes the service too.
+    for ca in services::ca_files(&kind) {
+        if let Ok(files) = weft::net::check_ca_certs(&ca) {
+            tls_files = tls_files.and(files);
+        }
+    }
     Ok(ServiceConfig {
         name: name.clone(),
         listen: listen.into_iter().map(|(e, _)| e).collect(),

@@ -232,6 +232,26 @@ impl<K: Kind> Configured for Of<'_, K> {
     }
 }
 
+/// The CA files a service's upstream connections trust: an HTTP route's `ca`, a
+/// tcp-proxy upstream's `caCerts=`.
+pub(crate) fn ca_files(kind: &ServiceKind) -> Vec<std::path::PathBuf> {
+    match kind {
+        ServiceKind::Http(http) => http
+            .web
+            .routes
+            .iter()
+            .filter_map(|r| r.ca.clone())
+            .collect(),
+        ServiceKind::TcpProxy(proxy) => match proxy.upstream.parse() {
+            Ok(weft::endpoint::ClientEndpoint::Ssl {
+                ca_certs: Some(ca), ..
+            }) => vec![ca],
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
 impl ServiceKind {
     /// The `kind` string of the configuration.
     pub fn as_str(&self) -> &'static str {

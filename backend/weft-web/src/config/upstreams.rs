@@ -252,8 +252,10 @@ pub(crate) fn check_pool(pool: &PoolConfig) -> Result<(), ConfigError> {
 
 /// Loads a route's `ca` as connecting would: a PEM file of at least one certificate.
 pub(crate) fn check_ca(path: &Path) -> Result<(), ConfigError> {
-    weft::net::check_ca_certs(path).map_err(|e| ConfigError::Ca {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    weft::net::check_ca_certs(path)
+        .map(drop)
+        .map_err(|e| ConfigError::Ca {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
 }

@@ -190,8 +190,9 @@ pub fn check_server_files(cert: &Path, key: &Path) -> Result<FilesDigest, TlsErr
 }
 
 /// Loads an `ssl:` client's trusted roots (`caCerts=`) exactly as connecting does.
-pub fn check_ca_certs(ca_certs: &Path) -> Result<(), TlsError> {
-    connector(Some(ca_certs)).map(drop)
+pub fn check_ca_certs(ca_certs: &Path) -> Result<FilesDigest, TlsError> {
+    connector(Some(ca_certs))?;
+    Ok(FilesDigest::of(&[&read_pem(ca_certs)?]))
 }
 
 /// A TLS connector trusting the roots in `ca_certs`, or the system's roots without one.

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use hickory_proto::op::Message;
+use hickory_proto::op::{Message, MessageType};
 use weft::defer::{Failure, Resolver, StepDetail};
 
 use super::{Forwarder, MAX_OVER_TCP, STEP_UPSTREAM_TCP, State, TcpAnswer, now, upstream_failure};
@@ -52,6 +52,10 @@ impl Forwarder {
                 return self.mismatch(Mismatch::Malformed, why);
             }
         };
+        if message.metadata.message_type != MessageType::Response {
+            let why = format!("a query, not an answer, from {from}");
+            return self.mismatch(Mismatch::Malformed, why);
+        }
         let id = message.metadata.id;
         let rcode = message.metadata.response_code;
         let failure = !message.metadata.truncation && upstream_failure(rcode);

@@ -300,20 +300,24 @@ fn answers_from_strangers_wrong_ids_ports_or_other_questions_are_dropped_and_cou
     let other = other.to_vec().unwrap();
     assert!(h.server.upstream_received(&other, upstream, port).is_err());
     assert!(h.server.upstream_received(b"junk", upstream, port).is_err());
+    // The query itself sent back (an echo service where an upstream should be): not an
+    // answer at all, malformed rather than one to another question.
+    let echoed = up.to_vec().unwrap();
+    assert!(h.server.upstream_received(&echoed, upstream, port).is_err());
     assert!(
         h.inbox.borrow().is_empty(),
         "still waiting for the real answer"
     );
     let m = h.server.metrics();
-    assert_eq!(m.counts().dropped, 5);
-    for why in [
-        crate::Mismatch::Source,
-        crate::Mismatch::Id,
-        crate::Mismatch::Port,
-        crate::Mismatch::Question,
-        crate::Mismatch::Malformed,
+    assert_eq!(m.counts().dropped, 6);
+    for (why, n) in [
+        (crate::Mismatch::Source, 1),
+        (crate::Mismatch::Id, 1),
+        (crate::Mismatch::Port, 1),
+        (crate::Mismatch::Question, 1),
+        (crate::Mismatch::Malformed, 2),
     ] {
-        assert_eq!(m.mismatched(why), 1, "{why:?}");
+        assert_eq!(m.mismatched(why), n, "{why:?}");
     }
 
     h.server.upstream_received(&bytes, upstream, port).unwrap();

@@ -124,31 +124,41 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
 /// written by a later weft), found read only, for `check` and for `run` before it binds
 /// anything, in the same words.
 fn check_history_file(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
-    match &config.store.url {
-        // A server that answers and refuses (a wrong password, a role that may not create
-        // the tables) stops `run` at start: `check` says so too. One out of reach does not.
-        Some(url) => runtime()?
-            .block_on(weft_store::Store::check_database(
-                url,
-                // As long as the start waits for the server (`StoreOptions::busy_timeout`).
-                std::time::Duration::from_secs(2),
-            ))
-            .map_err(|e| anyhow::anyhow!("{}: store.url: {e}", file.display())),
-        None if config.store.path.exists() => runtime()?
+    if config.store.url.is_none() && config.store.path.exists() {
+        current_thread()?
             .block_on(weft_store::Store::check_file(&config.store.path))
-            .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display())),
-        None => Ok(()),
+            .map_err(|e| anyhow::anyhow!("{}: store.path: {e}", file.display()))?;
     }
+    Ok(())
+}
+
+/// What opening a PostgreSQL history would refuse at start (a server that answers and
+/// refuses the login, a role that may not create the tables), for `check`; `run` finds it
+/// out as it opens the store, and a second connection there would only double its wait
+/// for a server out of reach (which passes both).
+fn check_history_database(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let Some(url) = &config.store.url else {
+        return Ok(());
+    };
+    current_thread()?
+        .block_on(weft_store::Store::check_database(
+            url,
+            // As long as the start waits for the server (`StoreOptions::busy_timeout`).
+            std::time::Duration::from_secs(2),
+        ))
+        .map_err(|e| anyhow::anyhow!("{}: store.url: {e}", file.display()))
+}
+
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
     let config = Config::load(file)?;
     check_history_file(&config, file)?;
+    check_history_database(&config, file)?;
     // The ports, tried now: privileged ones this process may not bind, and ones another
     // program holds, are refused; ones the gateway running this file holds are noted.
     let notes = match ports {

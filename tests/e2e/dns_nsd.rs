@@ -192,6 +192,10 @@ fn weft_and_nsd_answer_the_zone_edge_cases_alike() {
         ("types", SVCB),
         ("types", HTTPS),
         ("types", RecordType::Unknown(65534)),
+        ("www", OPT),
+        ("www", TSIG),
+        ("x", RecordType::Unknown(249)),
+        ("www", RecordType::Unknown(0)),
     ];
     let mut differ = Vec::new();
     for (label, qtype) in questions {

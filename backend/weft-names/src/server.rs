@@ -361,15 +361,6 @@ impl DnsServer {
             }
             return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
         }
-        if qtype == RecordType::OPT {
-            let reply = match limit(&mut request, Kind::Error, reply) {
-                Ok(reply) => reply,
-                Err(outcome) => return outcome,
-            };
-            let refused = request.response(ResponseCode::Refused, recursion);
-            send(metrics, &request, via, refused, reply, Source::Refused);
-            return Outcome::Refused;
-        }
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
             let answer = zone.lookup(request.query.name(), qtype);
             let kind = Kind::of(answer.rcode, answer.authoritative);
@@ -404,15 +395,24 @@ impl DnsServer {
             deliver(metrics, &request, rcode, encoded, reply, Source::Zone);
             return Outcome::Answered;
         }
+        // A zone answers a meta type (OPT, TSIG, ...) with no data, as NSD does; no
+        // upstream is asked for one (RFC 6895 section 3.1: they are not data to look up;
+        // RFC 6891 section 6.1.1: an OPT is never forwarded).
+        let meta = is_meta(qtype);
         let kind = match self.inner.forwarder {
-            Some(_) => Kind::Answer,
-            None => Kind::Error,
+            Some(_) if !meta => Kind::Answer,
+            _ => Kind::Error,
         };
         let reply = match limit(&mut request, kind, reply) {
             Ok(reply) => reply,
             Err(outcome) => return outcome,
         };
         match &self.inner.forwarder {
+            Some(_) if meta => {
+                let refused = request.response(ResponseCode::Refused, recursion);
+                send(metrics, &request, via, refused, reply, Source::Refused);
+                Outcome::Refused
+            }
             Some(forwarder) => {
                 let reply = if via == Via::Udp {
                     match self.answer_cached(forwarder, &request, reply) {
@@ -514,6 +514,13 @@ impl WeakServer {
 /// forged source gains next to nothing by it: truncated, or, to a query with a cookie,
 /// BADCOOKIE (RFC 7873 section 5.2.3, choice 2: the client learns a server cookie, which
 /// lifts the limit from its next query), at most the server cookie's 16 bytes larger.
+/// A type that names no data to look up (RFC 6895 section 3.1): OPT, and the question
+/// and meta types of 128 to 255 but for zone transfers (answered apart) and ANY.
+fn is_meta(qtype: RecordType) -> bool {
+    let code = u16::from(qtype);
+    qtype == RecordType::OPT || ((128..=254).contains(&code) && !matches!(code, 251 | 252))
+}
+
 fn slipped(request: &mut Request, cookie: CookieState, recursion: bool) -> Message {
     if let Some(edns) = request.edns.as_mut() {
         edns.answered = edns.answered.cookie_only();

@@ -262,6 +262,42 @@ fn out_of_zone_queries_are_refused_when_nothing_is_forwarded() {
     );
 }
 
+/// Meta types name no data: a zone answers them with no data, as NSD does, and none is
+/// forwarded (an OPT never is, RFC 6891 section 6.1.1); ANY still is.
+#[test]
+fn meta_types_get_no_data_in_a_zone_and_are_never_forwarded() {
+    let h = harness(EXAMPLE, true);
+    for qtype in [RecordType::OPT, RecordType::TSIG, RecordType::Unknown(249)] {
+        let nodata = h.ask("www.example.test.", qtype);
+        assert_eq!(
+            nodata.metadata.response_code,
+            ResponseCode::NoError,
+            "{qtype}"
+        );
+        assert!(nodata.metadata.authoritative, "{qtype}");
+        assert!(nodata.answers.is_empty(), "{qtype}");
+        assert_eq!(nodata.authorities[0].record_type(), RecordType::SOA);
+    }
+    for (id, qtype) in [
+        RecordType::OPT,
+        RecordType::TSIG,
+        RecordType::Unknown(249),
+        RecordType::Unknown(254),
+        RecordType::Unknown(128),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let q = query(id as u16, "www.elsewhere.test.", qtype);
+        assert_eq!(h.send(&q, Via::Udp), Outcome::Refused, "{qtype}");
+        let r = h.inbox.borrow_mut().pop().unwrap();
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused, "{qtype}");
+    }
+    assert!(h.wire.0.borrow().is_empty(), "no meta type asked upstream");
+    h.send(&query(9, "www.elsewhere.test.", RecordType::ANY), Via::Udp);
+    assert_eq!(h.wire.0.borrow().len(), 1, "ANY is forwarded");
+}
+
 #[test]
 fn datagrams_from_ports_that_answer_anything_go_unanswered() {
     let h = harness(EXAMPLE, false);

@@ -25,7 +25,7 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
         Via::Udp,
     );
     h.clock.advance(Duration::from_secs(2));
-    h.send(&query(6, "x.example.test.", RecordType::OPT), Via::Tcp);
+    h.send(&query(6, "x.elsewhere.test.", RecordType::OPT), Via::Tcp);
     assert_eq!(h.inbox.borrow().len(), 6, "every query answered");
 
     let read = h.server.metrics().figures().read();
@@ -69,7 +69,7 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
                 Source::Timeout
             ),
             (
-                "x.example.test.",
+                "x.elsewhere.test.",
                 Some(RecordType::OPT),
                 ResponseCode::Refused,
                 Source::Refused

@@ -173,6 +173,18 @@ fn http2_by_alpn_and_by_prior_knowledge_serves_files_ranges_and_proxies() {
         "{}",
         seen.head
     );
+    // 416 says its (empty) length over h2 too, as HTTP/1.1 does.
+    let seen = curl(
+        &site,
+        &["--http2", "--resolve", &tls, "-r", "50-60"],
+        &https(site.tls, "/docs/guide.txt"),
+    );
+    assert_eq!((seen.code, seen.version.as_str()), (416, "2"));
+    assert!(
+        seen.head.contains("content-range: bytes */8") && seen.head.contains("content-length: 0"),
+        "{}",
+        seen.head
+    );
 
     // Proxied over h2 to an HTTP/1.1 upstream, which learns the client came over TLS.
     let seen = curl(

@@ -591,10 +591,13 @@ fn file(
         Ranges::Unsatisfiable => {
             let mut response = with_status(StatusCode::RANGE_NOT_SATISFIABLE, body::empty());
             let value = format!("bytes */{len}");
-            response.headers_mut().insert(
+            let headers = response.headers_mut();
+            headers.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::from_str(&value).expect("digits and ASCII"),
             );
+            // Said as HTTP/1.1 says it; hyper's h2 leaves an empty body's length out.
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             return Ok(Answer::Now(response));
         }
         Ranges::Parts(parts) => Some(parts),

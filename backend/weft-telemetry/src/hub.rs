@@ -437,7 +437,7 @@ impl Observer for Hub {
                     .service(&error.service)
                     .errors
                     .get(error.kind.as_str())
-                    .inc();
+                    .inc_by(error.count);
                 // A flood of bad input is one error each: at most `ERROR_EVENTS` a second
                 // for a service and kind reach the feed and history, the next saying how
                 // many were left out; the metric above counts them all.

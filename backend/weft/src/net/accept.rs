@@ -277,6 +277,7 @@ pub(super) async fn accept_loop(
                         service: info.service.clone(),
                         connection: None,
                         kind: ErrorKind::Accept,
+                        count: 1,
                         message: err.to_string(),
                     })
                 });

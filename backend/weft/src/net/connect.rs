@@ -93,6 +93,7 @@ pub(super) fn report_connect_failure(service: &Arc<str>, err: &ConnectError) {
             service: service.clone(),
             connection: None,
             kind: ErrorKind::ConnectFailed,
+            count: 1,
             message: err.to_string(),
         })
     });

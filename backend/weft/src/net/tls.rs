@@ -263,6 +263,7 @@ pub(crate) fn report_handshake_failure(
             service: service.clone(),
             connection: None,
             kind,
+            count: 1,
             message: format!("TLS handshake with {peer} failed: {err}"),
         })
     });

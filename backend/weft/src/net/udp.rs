@@ -346,6 +346,15 @@ impl Reactor {
                     group.record(true, addr, std_socket.local_addr().map_err(bind_err)?);
                 }
                 std_socket.set_nonblocking(true).map_err(bind_err)?;
+                // Datagrams the kernel drops for a full receive queue are told with the
+                // next one received, and counted (`ErrorKind::ReceiveQueueFull`).
+                if let Err(err) = nix::sys::socket::setsockopt(
+                    &std_socket,
+                    nix::sys::socket::sockopt::RxqOvfl,
+                    &1,
+                ) {
+                    tracing::debug!(%err, "SO_RXQ_OVFL not set: kernel drops go uncounted");
+                }
                 let _enter = self.runtime_context();
                 let socket = UdpSocket::from_std(std_socket).map_err(bind_err)?;
                 (Rc::new(socket), true)
@@ -553,6 +562,19 @@ async fn receive_loop(
             let mut outbox = transport.shared.outbox.borrow_mut();
             outbox.open = false;
             transport.flush(&mut outbox);
+            drop(outbox);
+            let dropped = inbox.take_dropped();
+            if dropped > 0 {
+                observe::report_errors(
+                    &info,
+                    ErrorKind::ReceiveQueueFull,
+                    dropped,
+                    format!(
+                        "receive queue full: the kernel dropped {dropped} datagrams sent to \
+                         this port"
+                    ),
+                );
+            }
         }
         if handled >= RECEIVE_BUDGET {
             tokio::task::yield_now().await;

@@ -7,7 +7,8 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg,
+    sendmmsg,
 };
 
 /// Datagrams at most in one receive or one send call.
@@ -32,6 +33,10 @@ pub(super) struct Inbox {
     buf: Vec<u8>,
     headers: MultiHeaders<SockaddrStorage>,
     got: Vec<Received>,
+    /// The socket's count of datagrams the kernel dropped, as last told (`SO_RXQ_OVFL`).
+    dropped_seen: u32,
+    /// Of those, not yet taken by [`Inbox::take_dropped`].
+    dropped_new: u64,
 }
 
 impl Inbox {
@@ -40,9 +45,19 @@ impl Inbox {
         Self {
             slot,
             buf: vec![0; slot],
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers: headers(),
             got: Vec::with_capacity(BATCH),
+            dropped_seen: 0,
+            dropped_new: 0,
         }
+    }
+
+    /// Datagrams the kernel dropped for a full receive queue since the last call, as the
+    /// datagrams received since told. A socket with `SO_RXQ_OVFL` set says its count with
+    /// each datagram queued after its first drop; the first batch of those finds no room
+    /// for it (below), so the count comes with the next batch received.
+    pub(super) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped_new)
     }
 
     /// Receives what is queued on `fd`, as many datagrams as there are slots; `WouldBlock`
@@ -61,7 +76,24 @@ impl Inbox {
             None,
         )
         .map_err(io::Error::from)?;
+        let mut no_room = false;
         for message in results {
+            // The kernel writes back how much of each header's control space a datagram
+            // used, and `recvmmsg` does not restore it: a slot that once took a datagram
+            // with no drop count has none left, and the count is cut (MSG_CTRUNC). Fresh
+            // headers then; from a socket's first drop on, every datagram carries one, so
+            // the space stays.
+            no_room |= message.flags.contains(MsgFlags::MSG_CTRUNC);
+            for cmsg in message.cmsgs().into_iter().flatten() {
+                if let ControlMessageOwned::RxqOvfl(count) = cmsg {
+                    // The count only grows, wrapping at 2^32.
+                    let new = count.wrapping_sub(self.dropped_seen);
+                    if new < u32::MAX / 2 {
+                        self.dropped_new += u64::from(new);
+                        self.dropped_seen = count;
+                    }
+                }
+            }
             let Some(from) = message.address.as_ref().and_then(std_addr) else {
                 continue;
             };
@@ -70,6 +102,9 @@ impl Inbox {
                 from,
                 truncated: message.flags.contains(MsgFlags::MSG_TRUNC),
             });
+        }
+        if no_room {
+            self.headers = headers();
         }
         let received = self.got.len();
         if received == slots && slots < BATCH {
@@ -85,6 +120,11 @@ impl Inbox {
             .zip(self.buf.chunks(self.slot))
             .map(|(r, slot)| (*r, &slot[..r.len]))
     }
+}
+
+/// Receive headers for a batch, each with room for a drop count.
+fn headers() -> MultiHeaders<SockaddrStorage> {
+    MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u32)))
 }
 
 fn std_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {

@@ -267,6 +267,9 @@ pub enum ErrorKind {
     DatagramTruncated,
     /// Sending a datagram failed or its queue was full.
     DatagramDropped,
+    /// Datagrams arrived while the socket's receive queue was full, and the kernel
+    /// dropped them (`SO_RXQ_OVFL`): the port is not read fast enough.
+    ReceiveQueueFull,
     /// `accept` failed (for example too many open files).
     Accept,
     /// A protocol callback panicked; the connection was aborted.
@@ -284,6 +287,7 @@ impl ErrorKind {
             Self::TlsHandshake => "tls_handshake",
             Self::DatagramTruncated => "datagram_truncated",
             Self::DatagramDropped => "datagram_dropped",
+            Self::ReceiveQueueFull => "receive_queue_full",
             Self::Accept => "accept",
             Self::CallbackPanicked => "callback_panicked",
             Self::ConnectFailed => "connect_failed",
@@ -300,6 +304,9 @@ pub struct ProtocolError {
     pub connection: Option<ConnectionId>,
     /// What went wrong, as a bounded label.
     pub kind: ErrorKind,
+    /// How many times it happened: 1 but for what is learnt of in bulk (the datagrams the
+    /// kernel dropped from a full receive queue since the port last heard of it).
+    pub count: u64,
     /// The details, for the log and the dashboard.
     pub message: String,
 }
@@ -413,6 +420,7 @@ mod tests {
             ErrorKind::TlsHandshake,
             ErrorKind::DatagramTruncated,
             ErrorKind::DatagramDropped,
+            ErrorKind::ReceiveQueueFull,
             ErrorKind::Accept,
             ErrorKind::CallbackPanicked,
             ErrorKind::ConnectFailed,

@@ -90,6 +90,12 @@ pub fn emit<'a>(build: impl FnOnce() -> Event<'a>) {
 /// a log line each. The first line after some were left out says how many
 /// (`suppressed`).
 pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
+    report_errors(info, kind, 1, message);
+}
+
+/// [`report_error`] for `count` errors of one kind learnt of at once (datagrams the kernel
+/// dropped): one line and one event, counted `count` times.
+pub fn report_errors(info: &ConnectionInfo, kind: ErrorKind, count: u64, message: String) {
     if let Some(suppressed) = budgeted(&info.service, LogTopic::Error(kind)) {
         tracing::info!(connection = %info.id, service = %info.service, kind = kind.as_str(), suppressed, "{message}");
     }
@@ -98,6 +104,7 @@ pub fn report_error(info: &ConnectionInfo, kind: ErrorKind, message: String) {
             service: info.service.clone(),
             connection: Some(info.id),
             kind,
+            count,
             message,
         })
     });

@@ -168,6 +168,7 @@ pub(crate) fn guarded_call(
                     service: info.service.clone(),
                     connection: Some(info.id),
                     kind: ErrorKind::CallbackPanicked,
+                    count: 1,
                     message: message.clone(),
                 })
             });

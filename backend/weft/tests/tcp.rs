@@ -559,3 +559,36 @@ fn an_aborted_connection_is_reset_not_closed_in_order() {
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
     assert!(got.is_empty(), "what was buffered is dropped: {got:?}");
 }
+
+/// Twisted's way to yield between chunks of work, `callLater(0, more)` from `more`: each
+/// call runs in the reactor's next pass over its timers, so connections are served in
+/// between; it must not run in the pass that scheduled it, or the loop never yields.
+#[test]
+fn a_call_later_zero_that_schedules_itself_again_leaves_the_reactor_to_its_connections() {
+    fn more(count: std::rc::Rc<std::cell::Cell<u64>>, seen: Arc<std::sync::atomic::AtomicU64>) {
+        count.set(count.get() + 1);
+        seen.store(count.get(), std::sync::atomic::Ordering::Relaxed);
+        weft::call_later(Duration::ZERO, move || more(count, seen));
+    }
+    let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    let server = spawn_reactor(move |r| {
+        let addr = listen_echo(r);
+        weft::call_later(Duration::ZERO, move || more(Default::default(), counter));
+        addr
+    });
+    let mut client = connect(server.value);
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client.write_all(b"still served").unwrap();
+    let mut buf = [0u8; 12];
+    client
+        .read_exact(&mut buf)
+        .expect("echoed while the loop runs");
+    assert_eq!(&buf, b"still served");
+    let before = seen.load(std::sync::atomic::Ordering::Relaxed);
+    eventually("the loop goes on", || {
+        seen.load(std::sync::atomic::Ordering::Relaxed) > before
+    });
+}

@@ -119,10 +119,13 @@ impl ClockInner {
         None
     }
 
-    /// Pops the next due call.
-    fn pop_due(&self, now: Duration) -> Option<(Rc<Entry>, Duration)> {
+    /// Pops the next call due at `now` and pushed before `before` (a sequence number).
+    fn pop_due(&self, now: Duration, before: u64) -> Option<(Rc<Entry>, Duration)> {
         let mut heap = self.heap.borrow_mut();
         if Self::settle_top(&mut heap, &self.seq)? > now {
+            return None;
+        }
+        if heap.peek().is_some_and(|Reverse(top)| top.seq >= before) {
             return None;
         }
         let Reverse(slot) = heap.pop().expect("settled");
@@ -248,11 +251,20 @@ impl Clock {
     }
 
     /// Runs every call due now; returns the largest lateness seen.
+    ///
+    /// On the real clock this is one pass, as Twisted's `runUntilCurrent`: the calls due
+    /// when it starts, not those they schedule (a `call_later(0)` that schedules itself
+    /// again runs once a pass, and the reactor serves its connections in between). A
+    /// fake clock runs those too, up to its time, as `task.Clock.advance` does.
     pub(crate) fn run_due(&self) -> Duration {
         let mut worst = Duration::ZERO;
+        let (start, before) = match self.inner.source {
+            Source::Real { .. } => (Some(self.now()), self.inner.seq.get()),
+            Source::Fake { .. } => (None, u64::MAX),
+        };
         loop {
-            let now = self.now();
-            let Some((entry, due)) = self.inner.pop_due(now) else {
+            let now = start.unwrap_or_else(|| self.now());
+            let Some((entry, due)) = self.inner.pop_due(now, before) else {
                 return worst;
             };
             worst = worst.max(now.saturating_sub(due));
@@ -279,7 +291,14 @@ impl Clock {
                 // A deadline beyond what an `Instant` can hold never comes.
                 Some(time) if let Some(at) = origin.checked_add(time) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(at) => { self.run_due(); }
+                        _ = tokio::time::sleep_until(at) => {
+                            self.run_due();
+                            // Calls already due again wait for the next pass, after the
+                            // reactor's other tasks had a turn.
+                            if self.next_time().is_some_and(|next| next <= self.now()) {
+                                tokio::task::yield_now().await;
+                            }
+                        }
                         _ = wake.notified() => {}
                     }
                 }

@@ -185,6 +185,9 @@ pub(crate) struct Core {
     waker: RefCell<Option<Waker>>,
     /// Index in the live registry while pending.
     pub(crate) slot: Cell<Option<usize>>,
+    /// The parent this chain's end resumed, run by [`run`](Self::run) once this chain's
+    /// run is over rather than inside it.
+    resume_next: Cell<Option<Rc<Core>>>,
     /// The named step its code says it is at ([`Steps`](super::Steps)).
     pub(crate) named: RefCell<super::named::Current>,
 }
@@ -237,6 +240,7 @@ impl Core {
             canceller: RefCell::new(None),
             waker: RefCell::new(None),
             slot: Cell::new(None),
+            resume_next: Cell::new(None),
             named: RefCell::default(),
         })
     }
@@ -446,8 +450,19 @@ impl Core {
         *self.canceller.borrow_mut() = Some(canceller);
     }
 
-    /// Runs queued steps until the chain ends, pauses or waits on a child.
+    /// Runs queued steps until the chain ends, pauses or waits on a child; then the
+    /// parents its end resumed, and theirs, one after another (Twisted's chain loop): a
+    /// chain nested 100,000 deep ends without deepening the stack.
     pub(crate) fn run(self: &Rc<Self>) {
+        self.run_one();
+        let mut next = self.resume_next.take();
+        while let Some(parent) = next {
+            parent.run_one();
+            next = parent.resume_next.take();
+        }
+    }
+
+    fn run_one(self: &Rc<Self>) {
         if self.flags_has(RUNNING) || self.pauses.get() > 0 || self.waiting_on.borrow().is_some() {
             return;
         }
@@ -503,15 +518,20 @@ impl Core {
         });
     }
 
-    /// A child fired: `deliver` writes its result into the waiting step, then the chain goes on.
-    pub(crate) fn resume_with(self: &Rc<Self>, deliver: impl FnOnce(&mut dyn Link)) {
+    /// `child` ended: `deliver` writes its result into the waiting step, and the chain
+    /// goes on when the child's run is over.
+    pub(crate) fn resume_with(
+        self: &Rc<Self>,
+        child: &Rc<Self>,
+        deliver: impl FnOnce(&mut dyn Link),
+    ) {
         {
             let mut result = self.result.borrow_mut();
             deliver(&mut **result.as_mut().expect("a waiting chain holds its step"));
         }
         self.waiting_on.borrow_mut().take();
         self.resumed();
-        self.run();
+        child.resume_next.set(Some(self.clone()));
     }
 
     /// The chain came to rest with a result: no longer pending.
@@ -599,10 +619,30 @@ impl Core {
         }
         self.set_flag(LEAKED, true);
         detect::report_leaked(self);
-        // Nothing can fire this chain now: free what waits on it (a parent's forward
-        // link holds the parent), so no reference cycle outlives the leak.
-        let steps = std::mem::take(&mut *self.steps.borrow_mut());
-        drop(steps);
+        // Nothing can fire this chain now, nor the chains that wait on it, theirs and so
+        // on up: free what waits on each (a parent's forward link holds the parent), so
+        // no reference cycle outlives the leak, and wake a task awaiting one
+        // (`LeakedError`).
+        let mut steps = std::mem::take(&mut *self.steps.borrow_mut());
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        while let Some(parent) = steps.iter_mut().find_map(|s| s.forwards_to()) {
+            drop(steps);
+            if parent.flags_has(LEAKED) {
+                break;
+            }
+            parent.set_flag(LEAKED, true);
+            steps = std::mem::take(&mut *parent.steps.borrow_mut());
+            if let Some(waker) = parent.waker.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Whether this chain can never end: it or a chain it waits on leaked.
+    pub(crate) fn leaked(&self) -> bool {
+        self.flags_has(LEAKED)
     }
 
     pub(crate) fn pause(self: &Rc<Self>) {
@@ -653,6 +693,14 @@ impl Core {
 
 impl Drop for Core {
     fn drop(&mut self) {
+        // A chain waiting on a child holds it, which may wait on its own: freed one after
+        // another here rather than each inside its parent's drop.
+        let mut child = self.waiting_on.get_mut().take();
+        while let Some(core) = child {
+            child = Rc::try_unwrap(core)
+                .ok()
+                .and_then(|mut core| core.waiting_on.get_mut().take());
+        }
         if let Some(slot) = self.slot.take() {
             registry::unregister(slot);
             self.announce();

@@ -326,7 +326,15 @@ impl<T: 'static> Deferred<T> {
         if let Some(result) = self.try_take() {
             return Some(result);
         }
-        self.core().set_waker(cx.waker());
+        let core = self.core();
+        if core.leaked() {
+            let site = core.site;
+            if let Some(core) = self.core.take() {
+                core.consumer_moved();
+            }
+            return Some(Err(Failure::with_site(super::LeakedError, site)));
+        }
+        core.set_waker(cx.waker());
         None
     }
 }

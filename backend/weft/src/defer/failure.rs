@@ -255,6 +255,14 @@ pub struct TimeoutError {
 #[non_exhaustive]
 pub struct AlreadyCalledError;
 
+/// What awaiting a Deferred that can never fire gives: its firing side (a
+/// [`Resolver`](super::Resolver)), or that of a Deferred its chain waits on, was dropped
+/// unfired. The leak is reported where it happened, with the site that made it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("the Deferred can never fire: a firing side it waits on was dropped unfired")]
+#[non_exhaustive]
+pub struct LeakedError;
+
 /// A [`DeferredQueue`](super::DeferredQueue) is full.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the queue is full ({size} items)")]

@@ -110,6 +110,32 @@ mod tests {
         assert_eq!(pending_count(), 0);
     }
 
+    /// A tokio oneshot's receiver gets an error when its sender is dropped; so does a task
+    /// awaiting a Deferred whose firing side was dropped, or one waiting on such a chain.
+    #[test]
+    fn awaiting_a_deferred_whose_firing_side_was_dropped_fails_with_leaked_error() {
+        let (r, d) = Deferred::<u32>::new();
+        let mut fut = d;
+        assert!(poll_once(&mut fut).is_pending());
+        drop(r);
+        let failure = match poll_once(&mut fut) {
+            Poll::Ready(Err(failure)) => failure,
+            other => panic!("not failed: {other:?}"),
+        };
+        assert!(failure.check::<crate::defer::LeakedError>(), "{failure}");
+
+        let (r, child) = Deferred::<u32>::new();
+        let parent = Deferred::succeed(()).and_then(move |()| child.add_callback(|n| n + 1));
+        let mut fut = parent;
+        assert!(poll_once(&mut fut).is_pending());
+        drop(r);
+        assert!(
+            matches!(poll_once(&mut fut), Poll::Ready(Err(f)) if f.check::<crate::defer::LeakedError>())
+        );
+        drop(fut);
+        assert_eq!(pending_count(), 0);
+    }
+
     #[test]
     fn from_future_fires_with_the_output_and_cancel_drops_the_future() {
         let rt = tokio::runtime::Builder::new_current_thread()

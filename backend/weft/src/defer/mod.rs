@@ -169,7 +169,7 @@ pub use events::{
     StepNamed, StepOutcome, StepQueued, StepStatus, Subject, Unhandled,
 };
 pub use failure::{
-    AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, PanicError,
+    AlreadyCalledError, CancelledError, Failure, FailureGroup, FirstError, LeakedError, PanicError,
     QueueOverflow, QueueUnderflow, TimeoutError, append_causes, debugging, set_debugging,
 };
 pub use held::Held;

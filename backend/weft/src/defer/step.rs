@@ -80,6 +80,10 @@ pub(crate) trait Link {
     fn set_failure(&mut self, failure: Failure);
     /// The failure output, if any.
     fn failure(&self) -> Option<&Failure>;
+    /// The chain a child's last link hands its result to, given up: the child leaked.
+    fn forwards_to(&mut self) -> Option<Rc<Core>> {
+        None
+    }
     /// Runs the step added at `site` on `from`'s result: the previous link, or the fired
     /// value.
     fn run(
@@ -351,11 +355,15 @@ impl<U: 'static> Link for Forward<U> {
         None
     }
 
-    fn run(&mut self, from: &mut dyn Link, _: &Rc<Core>, _: &'static Location<'static>) -> Ran {
+    fn forwards_to(&mut self) -> Option<Rc<Core>> {
+        self.parent.take()
+    }
+
+    fn run(&mut self, from: &mut dyn Link, child: &Rc<Core>, _: &'static Location<'static>) -> Ran {
         let result = take_result::<U>(from);
         self.done = Some(());
         if let Some(parent) = self.parent.take() {
-            parent.resume_with(|holder| match result {
+            parent.resume_with(child, |holder| match result {
                 Ok(value) => {
                     *holder
                         .output_slot()

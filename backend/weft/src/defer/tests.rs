@@ -384,6 +384,50 @@ fn a_leaked_child_frees_the_parent_waiting_on_it() {
     assert!(weak.upgrade().is_none());
 }
 
+/// The cycle parent → child → forward link → parent is broken at every level of a leak,
+/// not only the leaked chain's own: no chain waiting on it, directly or not, outlives it.
+#[test]
+fn a_leaked_grandchild_frees_every_chain_waiting_on_it() {
+    let (r3, d3) = Deferred::<u32>::new();
+    let d2 = Deferred::succeed(()).and_then(move |()| d3);
+    let weak2 = std::rc::Rc::downgrade(d2.core());
+    let d1 = Deferred::succeed(()).and_then(move |()| d2);
+    let weak1 = std::rc::Rc::downgrade(d1.core());
+    drop(d1);
+    assert!(weak1.upgrade().is_some() && weak2.upgrade().is_some());
+    drop(r3);
+    assert!(weak2.upgrade().is_none(), "the child waiting on the leak");
+    assert!(
+        weak1.upgrade().is_none(),
+        "the parent waiting on that child"
+    );
+    assert_eq!(pending_count(), 0);
+}
+
+/// Twisted's ticket 411: a chain that waits on a chain that waits on ... ends in a loop,
+/// each parent resumed after its child's run, not inside it.
+#[test]
+fn a_chain_nested_a_hundred_thousand_deep_ends_without_deepening_the_stack() {
+    const DEPTH: u32 = 100_000;
+    let (r, mut d) = Deferred::<u32>::new();
+    for _ in 0..DEPTH {
+        let child = d;
+        d = Deferred::succeed(()).and_then(move |()| child.add_callback(|n| n + 1));
+    }
+    r.callback(0);
+    assert_eq!(ok(d), DEPTH);
+
+    // And one that leaks, then is dropped, frees every level the same way.
+    let (r, mut d) = Deferred::<u32>::new();
+    for _ in 0..DEPTH {
+        let child = d;
+        d = Deferred::succeed(()).and_then(move |()| child);
+    }
+    drop(d);
+    drop(r);
+    assert_eq!(pending_count(), 0);
+}
+
 #[test]
 fn stalled_is_reported_once_past_the_threshold_and_never_for_fired_ones() {
     let rec = record();

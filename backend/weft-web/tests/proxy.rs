@@ -100,6 +100,33 @@ fn bodies_stream_both_ways() {
     assert_eq!(server.recorded.count("POST", "2xx"), 1);
 }
 
+/// A chunked body's trailer section ended by a bare LF (`0\r\nX: 1\n\n`) was read to the
+/// next CRLF CRLF, and the request after it, in between, thrown away unanswered: the
+/// connection's idea of where messages end differed from its client's (a front end
+/// sharing its connection among clients would hand one client's answer to another). Such
+/// a body is refused, 400, and the connection closed; nothing after it is taken.
+#[test]
+fn a_trailer_section_ended_by_a_bare_lf_is_refused_and_takes_no_request_with_it() {
+    let (echo, log) = upstream(echo_body);
+    let server = proxy_to(&[("/", echo)], Limits::default());
+    for ending in ["0\r\nX: 1\n\n", "0\r\n\n", "0\r\nX: 1\r\n\n"] {
+        let mut client = server.connect();
+        client.send(
+            format!(
+                "POST /attacker HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n{ending}\
+                 GET /victim HTTP/1.1\r\nHost: t\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let reply = client.read_reply(false);
+        assert_eq!(reply.status, 400, "{ending:?}: {}", reply.text());
+        assert!(client.is_closed(), "{ending:?}");
+    }
+    let targets = support::upstream::targets(&log);
+    assert!(targets.is_empty(), "nothing went upstream: {targets:?}");
+}
+
 /// RFC 9110 §8.6: a sender MUST NOT forward a `Content-Length` that is not digits; an
 /// upstream's `5, 5` (one length, repeated) goes on as `5`.
 #[test]

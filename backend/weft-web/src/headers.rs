@@ -165,14 +165,17 @@ pub(crate) fn strip_from_trailers(trailers: &mut HeaderMap) {
 /// Passes on a `Content-Length` that came as a list of one repeated length (`5, 5`, or
 /// the same length on several lines, which a recipient may take as that length: RFC
 /// 9110 §8.6) as that one length: a sender MUST NOT forward anything but digits. Lengths
-/// that differ (a parser refuses those) leave no `Content-Length` at all.
+/// that differ (a parser refuses those) leave no `Content-Length` at all. Leading zeros
+/// are dropped (`010` goes on as `10`), as nginx writes it: a next hop that read `010`
+/// as octal would frame the message differently.
 pub(crate) fn one_content_length(headers: &mut HeaderMap) {
     let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
     let Some(first) = lines.next() else {
         return;
     };
     let digits = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
-    if lines.next().is_none() && digits(first.as_bytes()) {
+    let canonical = |v: &[u8]| digits(v) && (v[0] != b'0' || v.len() == 1);
+    if lines.next().is_none() && canonical(first.as_bytes()) {
         return;
     }
     let mut length = None;
@@ -613,6 +616,10 @@ mod tests {
         assert!(length(&["5, 6"]).is_empty());
         assert!(length(&["+5"]).is_empty());
         assert!(length(&[]).is_empty());
+        assert_eq!(length(&["010"]), ["10"]);
+        assert_eq!(length(&["0"]), ["0"]);
+        assert_eq!(length(&["000"]), ["0"]);
+        assert_eq!(length(&["010", "10"]), ["10"]);
     }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {

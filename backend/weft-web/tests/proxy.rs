@@ -100,6 +100,49 @@ fn bodies_stream_both_ways() {
     assert_eq!(server.recorded.count("POST", "2xx"), 1);
 }
 
+/// An HTTP/1.0 client cannot take a chunked body: one of unknown length ends with the
+/// connection, so the answer says `close` even when the client asked to keep it alive
+/// (RFC 9112 §9.3, appendix C.2.2), and a request pipelined behind it is not left
+/// hanging.
+#[test]
+fn an_http_1_0_client_given_a_body_of_unknown_length_is_told_the_connection_closes() {
+    let (chunked, _) = upstream(chunked_slowly);
+    let server = proxy_to(&[("/", chunked)], Limits::default());
+    let mut client = server.connect();
+    client.send(b"GET /c HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n");
+    let reply = client.read_reply(false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "hello world");
+    assert_ne!(
+        reply
+            .header("connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("keep-alive"),
+        "{:?}",
+        reply.headers
+    );
+}
+
+/// `Content-Length: 010` is ten bytes (RFC 9110 §8.6) but goes on as `10` both ways, as
+/// nginx writes it: a next hop that read it as octal would frame the message as eight.
+#[test]
+fn a_content_length_with_leading_zeros_goes_on_without_them() {
+    let (echo, seen) = upstream(|seen: &Seen| {
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 0010\r\n\r\n".to_vec();
+        out.extend_from_slice(&seen.body);
+        out
+    });
+    let server = proxy_to(&[("/", echo)], Limits::default());
+    let reply = server
+        .connect()
+        .request("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 010\r\n\r\n0123456789");
+    assert_eq!(reply.header("content-length"), Some("10"));
+    assert_eq!(reply.text(), "0123456789");
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.header("content-length").as_deref(), Some("10"));
+}
+
 /// A chunked body's trailer section ended by a bare LF (`0\r\nX: 1\n\n`) was read to the
 /// next CRLF CRLF, and the request after it, in between, thrown away unanswered: the
 /// connection's idea of where messages end differed from its client's (a front end

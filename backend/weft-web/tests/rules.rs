@@ -104,8 +104,13 @@ fn connect_is_refused_and_never_forwarded() {
         "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
     ] {
         let mut client = server.connect();
-        let reply = client.request(raw);
+        // What a client sends after its CONNECT is meant for the tunnel, never a
+        // request: the connection closes with the refusal (nginx: 400 and closed).
+        client.send(format!("{raw}GET /api/tunnelled HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let reply = client.read_reply(false);
         assert_eq!(reply.status, 501, "{raw:?}: {}", reply.text());
+        assert_eq!(reply.header("connection"), Some("close"), "{raw:?}");
+        assert!(client.is_closed(), "{raw:?}");
     }
     assert!(targets(&seen).is_empty(), "{:?}", targets(&seen));
     assert_eq!(server.recorded.count("other", "5xx"), 2);

@@ -62,11 +62,12 @@ impl<'h> Outgoing<'h> {
         drop_underscored(headers);
         if head.version == http::Version::HTTP_2 {
             join_cookies(headers);
-            // h2 refuses lengths that differ but lets the same one come on several
-            // lines, which an HTTP/1.1 upstream may refuse (nginx does) and a sender
-            // MUST NOT forward as a list (RFC 9110 §8.6): it goes on as one.
-            one_content_length(headers);
         }
+        // h2 refuses lengths that differ but lets the same one come on several lines,
+        // which an HTTP/1.1 upstream may refuse (nginx does) and a sender MUST NOT
+        // forward as a list (RFC 9110 §8.6); and `010` goes on as `10`: one length, in
+        // digits without leading zeros.
+        one_content_length(headers);
         // The client was told to go on (100 Continue) by hyper as its body was read; the
         // upstream is not to wait for a go-ahead of its own (nginx clears it too).
         headers.remove(header::EXPECT);

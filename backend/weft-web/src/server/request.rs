@@ -70,8 +70,12 @@ pub(super) fn handle(
         // The body's declared length as hyper parsed it (`Content-Length`), without a
         // second lookup of the field: nothing for a chunked or absent body.
         let declared = body.size_hint().exact().unwrap_or(0);
-        conn.body_unread
-            .set(!conn.multiplexed.get() && !body.is_end_stream());
+        // What follows a CONNECT on an HTTP/1.1 connection is meant for the tunnel it
+        // asked for, never a request: the connection closes with the refusal.
+        conn.body_unread.set(
+            !conn.multiplexed.get()
+                && (!body.is_end_stream() || head.method == http::Method::CONNECT),
+        );
         conn.consumed
             .set(conn.info.stats.bytes_in().saturating_add(declared));
         // What the log line says of the request, taken before it is routed; nothing when
@@ -156,7 +160,12 @@ pub(super) fn handle(
         // read in whole would let the connection live on; telling that apart costs a
         // check of every body's end, for answers that are errors.
         let body_left = conn.body_unread.replace(false);
-        if (last || body_left) && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // An HTTP/1.0 client cannot take chunks: a body of unknown length ends with the
+        // connection, which the answer must say even to a client that asked to keep it
+        // (RFC 9112 §9.3), or hyper's `keep-alive` promises what it will not keep.
+        let unframed =
+            head.version == Version::HTTP_10 && response.body().size_hint().exact().is_none();
+        if (last || body_left || unframed) && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // hyper closes the connection once it has written a response saying so.
             response
                 .headers_mut()

@@ -29,6 +29,57 @@ fn a_valid_configuration_checks_ok() {
     assert!(out.contains(": ok (1 service)"), "{out}");
 }
 
+/// A full disk under stderr costs `run` its log lines, never its start; `check`, whose
+/// verdict cannot be written, says so in its exit code (it panicked on both before).
+#[test]
+fn a_full_disk_under_stdout_or_stderr_neither_stops_run_nor_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("weft.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n\
+             [dashboard]\nlisten = \"tcp:0:interface=127.0.0.1\"\n"
+        ),
+    )
+    .unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = Command::new(weft_bin())
+        .args(["check", "--no-ports"])
+        .arg(&path)
+        .stdout(full())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    let mut run = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .stdout(full())
+        .stderr(full())
+        .spawn()
+        .unwrap();
+    assert_eventually!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok() || run.try_wait().unwrap().is_some(),
+        "weft listens or exits"
+    );
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "run exited: {:?}",
+        run.wait()
+    );
+    let _ = run.kill();
+    let _ = run.wait();
+}
+
 /// The configuration the README shows first passes as it is written there.
 #[test]
 fn the_readmes_configuration_example_checks_ok() {

@@ -119,7 +119,9 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
         .then(|| crate::demo::start(&reactor, config, &inspector))
         .transpose()?;
     if let Some(demo) = &demo {
-        println!("{}", demo.banner());
+        use std::io::Write as _;
+        // Where to look, for whoever reads stdout; nobody may (a full disk, a closed pipe).
+        let _ = writeln!(std::io::stdout(), "{}", demo.banner());
     }
     pool.run()?;
     if !access_logs.close(reactor.config().shutdown_deadline) {

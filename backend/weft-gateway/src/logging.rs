@@ -56,7 +56,10 @@ pub fn fatal(message: &str, requested: Option<LogFormat>) {
     };
     match format {
         LogFormat::Json => tracing::error!(target: "weft", "{message}"),
-        LogFormat::Text => eprintln!("weft: {message}"),
+        LogFormat::Text => {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "weft: {message}");
+        }
     }
 }
 
@@ -88,7 +91,10 @@ pub fn init(flag: Option<LogFormat>, file: LogFormat) {
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log that cannot be written (stderr on a full disk) loses its lines, never the
+        // process: tracing's own report of the failure would panic on the same stderr.
+        .log_internal_errors(false);
     match format {
         // Colours only for a terminal: a file or journald would get escape codes.
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),

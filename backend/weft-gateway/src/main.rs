@@ -1,5 +1,6 @@
 //! The `weft` binary: parse the command line, set up logging, run or check a configuration.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -167,8 +168,9 @@ fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
         false => Vec::new(),
     };
+    let mut stderr = std::io::stderr();
     for note in notes {
-        eprintln!("weft: note: {note}");
+        let _ = writeln!(stderr, "weft: note: {note}");
     }
     // Only a hint, read without the lock: taking it, even for a moment, could refuse a
     // `weft run` starting at that moment.
@@ -179,17 +181,22 @@ fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
         .then(|| weft_store::Store::writer_pid(&config.store.path))
         .flatten()
     {
-        eprintln!(
+        let _ = writeln!(
+            stderr,
             "weft: note: the history database {} is in use by process {pid}; `weft run` with \
              this file is refused while that process runs",
             config.store.path.display()
         );
     }
-    println!(
+    // The verdict is the exit code; a verdict that cannot be written is an error.
+    writeln!(
+        std::io::stdout(),
         "{}: ok ({} service{})",
         file.display(),
         config.services.len(),
         if config.services.len() == 1 { "" } else { "s" }
-    );
+    )
+    .and_then(|()| std::io::stdout().flush())
+    .context("cannot write the result to stdout")?;
     Ok(())
 }

@@ -80,6 +80,28 @@ fn a_full_disk_under_stdout_or_stderr_neither_stops_run_nor_passes_check() {
     let _ = run.wait();
 }
 
+/// A file that declares no service runs nothing; an empty one, or one cut off before its
+/// first service, is refused by `check` and by `run` alike.
+#[test]
+fn a_file_that_declares_no_service_is_refused_by_check_and_run() {
+    for text in ["", "[dashboard]\nlisten = \"tcp:0:interface=127.0.0.1\"\n"] {
+        let (code, _, err) = check(text);
+        assert_eq!(code, Some(1), "{text:?}");
+        assert!(err.contains("declares no service"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(weft_bin())
+            .args(["run", "--config"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("declares no service"));
+    }
+}
+
 /// The configuration the README shows first passes as it is written there.
 #[test]
 fn the_readmes_configuration_example_checks_ok() {
@@ -845,7 +867,10 @@ fn check_refuses_a_history_file_run_could_not_open() {
     let mut bytes = b"SQLite format 3\0".to_vec();
     bytes.extend(std::iter::repeat_n(0xa5u8, 4096));
     std::fs::write(&db, &bytes).unwrap();
-    let (code, _, err) = check(&format!("[store]\npath = \"{}\"\n", db.display()));
+    let (code, _, err) = check(&format!(
+        "[store]\npath = \"{}\"\n\n[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:7\"\n",
+        db.display()
+    ));
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("store.path") && err.contains("not a database"),

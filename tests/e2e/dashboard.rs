@@ -573,7 +573,11 @@ fn a_flood_of_handled_errors_reaches_history_at_a_bounded_rate_and_is_counted_wh
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["type"] == "protocol_error" && e["data"]["service"] == "echo")
+            .filter(|e| {
+                e["type"] == "protocol_error"
+                    && e["data"]["service"] == "echo"
+                    && e["data"]["kind"] == "datagram_dropped"
+            })
             .map(|e| {
                 e["data"]["suppressed"]
                     .as_u64()

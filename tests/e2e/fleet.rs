@@ -337,7 +337,9 @@ fn check_refuses_a_database_run_would_refuse_and_passes_one_out_of_reach() {
         std::fs::write(
             &path,
             format!(
-                "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\n[store]\nurl = \"{url}\"\n",
+                "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\n[store]\nurl = \"{url}\"\n\n\
+                 [[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:{}:interface=127.0.0.1\"\n",
+                crate::support::free_port(),
                 crate::support::free_port()
             ),
         )

@@ -234,7 +234,7 @@ fn curl_ok(url: &str) -> bool {
 #[test]
 fn idle_dns_connections_beyond_the_cap_cannot_stop_echo_http_or_the_dashboard() {
     let (dns, http) = (free_port(), free_port());
-    let app = spawn_app_limited(Some(512), |dir, _| {
+    let app = spawn_app_limited(Some(2048), |dir, _| {
         std::fs::create_dir(dir.join("public")).unwrap();
         std::fs::write(dir.join("public/index.html"), "hello").unwrap();
         dns_service(dir, dns, "")
@@ -244,7 +244,8 @@ fn idle_dns_connections_beyond_the_cap_cannot_stop_echo_http_or_the_dashboard() 
                 dir.join("public").display()
             )
     });
-    // Twice the process's whole descriptor budget, each holding a frame that never ends.
+    // More than the services may accept in all (512 at this open-files limit), each
+    // holding a frame that never ends: the peer's cap keeps it to its share.
     let flood: Vec<TcpStream> = (0..1100)
         .filter_map(|_| {
             let mut s = TcpStream::connect(local(dns)).ok()?;
@@ -275,13 +276,15 @@ fn idle_dns_connections_beyond_the_cap_cannot_stop_echo_http_or_the_dashboard() 
 #[test]
 fn out_of_file_descriptors_accepting_backs_off_says_so_once_and_recovers() {
     let port = free_port();
+    // With the process's connection cap out of the way: descriptors can still run out
+    // (a cap set too high, files held by the rest of the process).
     let app = spawn_app_limited(Some(128), |_, _| {
         service(
             "flood",
             "echo",
             port,
             "max_connections_per_peer = 0\nidle_timeout = \"0s\"",
-        )
+        ) + "\n[gateway]\nmax_connections = 100000\n"
     });
     let mut flood: Vec<TcpStream> = (0..200)
         .filter_map(|_| TcpStream::connect(local(port)).ok())
@@ -318,6 +321,60 @@ fn out_of_file_descriptors_accepting_backs_off_says_so_once_and_recovers() {
             .is_some_and(|n| n >= 1.0),
         "accept failures counted\n{}",
         app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+/// One service cannot take every descriptor: the connections all services accept are
+/// capped together (by default from the open-files limit, leaving room for each to open
+/// one of its own and for the rest of the process), and one past it is refused and
+/// counted as `limit_process`, whichever service it came to.
+#[test]
+fn the_services_together_accept_no_more_than_the_process_cap() {
+    let [a, b] = [free_port(), free_port()];
+    let app = spawn_app_limited(Some(400), |_, _| {
+        service("a", "echo", a, "max_connections_per_peer = 0")
+            + &service("b", "echo", b, "max_connections_per_peer = 0")
+            + "\n[gateway]\nmax_connections = 6\n"
+    });
+    // The echo service of the setup holds none; `a` takes five, `b` one.
+    let mut held: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(local(a)).unwrap())
+        .collect();
+    held.push(TcpStream::connect(local(b)).unwrap());
+    assert_eventually!(
+        app.metric(r#"weft_connections_active{service="a",transport="tcp"}"#) == Some(5.0)
+            && app.metric(r#"weft_connections_active{service="b",transport="tcp"}"#) == Some(1.0),
+        "six held"
+    );
+    assert!(turned_away(local(b)), "the seventh is refused, at b");
+    assert!(turned_away(local(a)), "and at a");
+    let refused = |service: &str| {
+        app.metric(&format!(
+            r#"weft_refused_total{{reason="limit_process",service="{service}"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eventually!(
+        refused("a") == 1.0 && refused("b") == 1.0,
+        "counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    assert!(
+        app.log().contains("the process is at its connection cap"),
+        "{}",
+        app.log()
+    );
+    held.pop();
+    assert_eventually!(echoes(local(a)), "a place frees when a connection closes");
+
+    // Derived from the open-files limit: 400 files, 272 kept at most half of them.
+    let auto = spawn_app_limited(Some(400), |_, _| String::new());
+    assert!(
+        auto.log()
+            .lines()
+            .any(|l| l.contains("max_connections=100") && l.contains("every service together")),
+        "{}",
+        auto.log()
     );
 }
 

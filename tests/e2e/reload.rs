@@ -337,6 +337,20 @@ fn a_broken_config_changes_nothing_and_is_reported_to_the_post_the_metrics_and_t
     );
     assert_eq!(app.reloads("invalid"), Some(2.0));
 
+    // An empty file (one being written, say) would stop every service: refused.
+    std::fs::write(app.config_path(), "").unwrap();
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 422, "{reply:?}");
+    assert!(
+        body(&reply)["error"]
+            .as_str()
+            .unwrap()
+            .contains("declares no service"),
+        "{reply:?}"
+    );
+    assert_eq!(app.reloads("invalid"), Some(3.0));
+    assert!(echoes(&mut held));
+
     // A port in use: the service that could bind is rolled back with it.
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();

@@ -64,7 +64,17 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
 /// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly; reloads from `source`
 /// on SIGHUP and `POST /api/reload`.
 pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
+    let cap = config.gateway.max_connections.or_else(|| {
+        open_files.map(|files| process_connection_cap(files, config.dashboard.max_connections))
+    });
+    weft::policies::set_process_connection_limit(cap);
+    if let Some(cap) = cap {
+        tracing::info!(
+            max_connections = cap,
+            "connections accepted by every service together, at most"
+        );
+    }
     let mut pool = ReactorPool::new(
         config.gateway.reactors,
         ReactorConfig {
@@ -132,9 +142,27 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// Files kept for what is not a connection a service accepted: listening sockets, DNS
+/// ports, the history database and its journal, access logs, configuration reads.
+const FILES_KEPT: u64 = 256;
+
+/// The connections every service may accept together under an open-files limit of
+/// `files` (`[gateway] max_connections = "auto"`): half of what is left once the
+/// dashboard's connections and [`FILES_KEPT`] have room (at most half the files), since
+/// each accepted connection may open one of its own (a tcp-proxy's upstream, an HTTP
+/// request's upstream connection), as HAProxy derives its `maxconn`. One descriptor
+/// short, every service stops accepting and the connections out fail.
+fn process_connection_cap(files: u64, dashboard: usize) -> usize {
+    let kept = (FILES_KEPT + dashboard as u64).min(files / 2);
+    usize::try_from((files - kept) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
 /// Raises the soft limit on open files to the hard limit: every connection is a file, and
-/// the soft default (often 1,024) is a few hundred idle peers away. Logs the figure.
-fn raise_open_files_limit() {
+/// the soft default (often 1,024) is a few hundred idle peers away. Logs the figure and
+/// returns it (`None`: unlimited).
+fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let raised = match (limit.current, limit.maximum) {
@@ -159,4 +187,5 @@ fn raise_open_files_limit() {
         Some(n) => tracing::info!(open_files = n, "open files limit"),
         None => tracing::info!("open files limit: unlimited"),
     }
+    raised
 }

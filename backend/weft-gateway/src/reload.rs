@@ -189,7 +189,9 @@ async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadR
     };
     let checked = tokio::task::spawn_blocking(move || {
         let text = Config::read(&path).map_err(|e| (ReloadResult::Failed, e.to_string()))?;
-        let mut config = Config::parse_for_reload(&path.display().to_string(), &text)
+        let file = path.display().to_string();
+        let mut config = Config::parse_for_reload(&file, &text)
+            .and_then(|config| config.serves_something(&file).map(|()| config))
             .map_err(|e| (ReloadResult::Invalid, e.to_string()))?;
         in_service.share(&mut config.services);
         Ok(config)

@@ -247,7 +247,28 @@ pub struct ServiceConfig {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::parse(&path.display().to_string(), &Self::read(path)?)
+        let file = path.display().to_string();
+        let config = Self::parse(&file, &Self::read(path)?)?;
+        config.serves_something(&file)?;
+        Ok(config)
+    }
+
+    /// A file that declares no service runs nothing: empty, or cut off as it was being
+    /// written (a reload of it would stop every service). `check`, `run` and a reload
+    /// refuse it alike.
+    pub fn serves_something(&self, file: &str) -> Result<(), ConfigError> {
+        if !self.services.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            key: None,
+            message: "the file declares no service ([[service]]): there is nothing to run (an \
+                      empty file, or one cut off as it was written?)"
+                .to_owned(),
+        })
     }
 
     /// Reads `path` without validating it; the error says why it cannot be read. A reload

@@ -32,6 +32,8 @@ pub(crate) struct RawGateway {
     /// A number, or `"auto"`.
     pub(crate) reactors: Option<Spanned<toml::Value>>,
     pub(crate) instance: Option<Spanned<String>>,
+    /// A number, or `"auto"`.
+    pub(crate) max_connections: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -841,3 +841,32 @@ fn a_fleet_gateway_names_its_instance_and_the_shared_database() {
     );
     assert_eq!(at(&err(&long)).1, Some("gateway.instance"));
 }
+
+#[test]
+fn the_process_connection_cap_is_a_number_or_auto() {
+    let cap = |text: &str| {
+        Config::parse(
+            "weft.toml",
+            &format!("[gateway]\nmax_connections = {text}\n"),
+        )
+        .map(|c| c.gateway.max_connections)
+    };
+    assert_eq!(cap("\"auto\"").unwrap(), None);
+    assert_eq!(cap("5000").unwrap(), Some(5000));
+    assert_eq!(
+        Config::parse("weft.toml", "")
+            .unwrap()
+            .gateway
+            .max_connections,
+        None
+    );
+    for bad in ["0", "-1", "\"many\"", "1.5", "100000001"] {
+        let e = cap(bad).unwrap_err();
+        assert_eq!(
+            at(&e),
+            (Some(2), Some("gateway.max_connections")),
+            "{bad}: {e}"
+        );
+        assert!(e.message.contains("\"auto\""), "{bad}: {e}");
+    }
+}

@@ -27,7 +27,7 @@ use crate::address::Address;
 use crate::observe::{
     self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused,
 };
-use crate::policies::{PeerLimit, PeerSlot, TotalLimit, TotalSlot};
+use crate::policies::{PeerLimit, PeerSlot, ProcessSlot, TotalLimit, TotalSlot};
 use crate::reactor::Reactor;
 use crate::tasks::TaskKind;
 use crate::transport::{Stream, Transport};
@@ -137,6 +137,10 @@ impl ListenOptions {
 
     /// A place for a connection from `peer` under both caps, or why it is refused.
     fn admit(&self, peer: &Address) -> Result<Slots, (&'static str, usize)> {
+        let process = ProcessSlot::take().ok_or_else(|| {
+            let max = crate::policies::process_connection_limit().unwrap_or(usize::MAX);
+            ("limit_process", max)
+        })?;
         let total = match &self.total_limit {
             Some(limit) => Some(limit.admit().ok_or(("limit_total", limit.max()))?),
             None => None,
@@ -146,14 +150,17 @@ impl ListenOptions {
             None => PeerSlot::unlimited(),
         };
         Ok(Slots {
+            _process: process,
             _total: total,
             _peer: peer,
         })
     }
 }
 
-/// A connection's places under its listener's caps, held for the connection's life.
+/// A connection's places under the process's and its listener's caps, held for the
+/// connection's life.
 pub(super) struct Slots {
+    _process: ProcessSlot,
     _total: Option<TotalSlot>,
     _peer: PeerSlot,
 }
@@ -233,6 +240,10 @@ pub(super) async fn accept_loop(
         CapWarning::new(
             "limit_peer",
             "a peer is at its connection cap (max_connections_per_peer); refusing its new connections",
+        ),
+        CapWarning::new(
+            "limit_process",
+            "the process is at its connection cap (set from its open-files limit); refusing new connections",
         ),
     ];
     loop {

@@ -4,12 +4,17 @@
 //! All timing goes through the thread's clock, so tests drive them with a fake clock.
 
 mod limits;
+mod process;
 mod throttle;
 mod timeout;
 
 pub use limits::{
     ConnectionLimits, Limit, PeerKey, PeerLimit, PeerSlot, PerPeer, Slot, Tally, Total, TotalLimit,
     TotalSlot,
+};
+pub(crate) use process::ProcessSlot;
+pub use process::{
+    process_connection_limit, process_connections_open, set_process_connection_limit,
 };
 pub use throttle::Throttled;
 pub use timeout::IdleTimeout;

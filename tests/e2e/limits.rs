@@ -348,14 +348,8 @@ fn the_services_together_accept_no_more_than_the_process_cap() {
     );
     assert!(turned_away(local(b)), "the seventh is refused, at b");
     assert!(turned_away(local(a)), "and at a");
-    let refused = |service: &str| {
-        app.metric(&format!(
-            r#"weft_refused_total{{reason="limit_process",service="{service}"}}"#
-        ))
-        .unwrap_or(0.0)
-    };
     assert_eventually!(
-        refused("a") == 1.0 && refused("b") == 1.0,
+        refused(&app, "limit_process", "a") == 1.0 && refused(&app, "limit_process", "b") == 1.0,
         "counted\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
@@ -426,8 +420,12 @@ fn turned_away(addr: SocketAddr) -> bool {
 }
 
 fn refused_total(app: &App, service: &str) -> f64 {
+    refused(app, "limit_total", service)
+}
+
+fn refused(app: &App, reason: &str, service: &str) -> f64 {
     app.metric(&format!(
-        r#"weft_refused_total{{reason="limit_total",service="{service}"}}"#
+        r#"weft_refused_total{{reason="{reason}",service="{service}"}}"#
     ))
     .unwrap_or(0.0)
 }

@@ -163,6 +163,52 @@ fn a_client_that_leaves_while_the_upstream_is_connecting_ends_its_chain_at_once(
     );
 }
 
+/// A cancel from the inspector ends what the chain stands for: the connect upstream is
+/// dropped and the client reset, as a connect that failed leaves it (the chain was said
+/// cancelled while the connect went on, and the client would have been relayed had the
+/// upstream answered).
+#[test]
+fn cancelling_a_connection_stuck_connecting_upstream_resets_the_client_and_drops_the_connect() {
+    let upstream = unanswering();
+    let (app, proxy) = proxy_to(upstream.addr);
+    let mut client = TcpStream::connect(proxy).unwrap();
+    let listed = crate::assert_eventually!(
+        proxy_chain(&app, "/api/deferreds?state=pending&service=proxy"),
+        "the client's chain is pending\n{}",
+        app.log()
+    );
+    assert_eq!(connecting_to(upstream.addr), 1, "the proxy is connecting");
+    let host = app.dashboard.to_string();
+    let reply = crate::support::http(
+        app.dashboard,
+        &format!(
+            "POST /api/deferreds/{}/cancel HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/json\r\n",
+            listed["id"]
+        ),
+        "{}",
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let read = client.read(&mut [0; 16]);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the client is reset at once: {read:?}"
+    );
+    let id = listed["id"].as_i64().unwrap();
+    crate::assert_eventually!(
+        json(&app, &format!("/api/deferreds/{id}")).filter(|d| d["state"] == "cancelled"),
+        "the chain ends cancelled\n{}",
+        app.log()
+    );
+    crate::assert_eventually!(
+        (connecting_to(upstream.addr) == 0).then_some(()),
+        "the connect is dropped"
+    );
+}
+
 #[test]
 fn what_a_client_sends_and_its_half_close_before_the_upstream_answers_reach_the_upstream() {
     let upstream = unanswering();

@@ -192,6 +192,16 @@ impl Protocol for Downstream {
                 // A connection made as the client left is taken, and closed below.
                 biased;
                 connected = connect => connected,
+                // Only a cancel (from the inspector) fires the chain before the connect
+                // ends: the connect is dropped, and the client reset, as a connect that
+                // failed leaves it.
+                _ = &mut chain => {
+                    tracing::info!(%endpoint, peer = %down.peer(), "a connection's upstream connect was cancelled from the inspector; resetting the client");
+                    down.abort_connection_with(CloseReason::Error(format!(
+                        "cancelled from the inspector while connecting upstream {endpoint}"
+                    )));
+                    return;
+                }
                 _ = client_left => {
                     tracing::debug!(%endpoint, peer = %down.peer(), "the client left while connecting upstream");
                     resolver.errback(Failure::msg(format!(

@@ -456,13 +456,16 @@ impl Forwarder {
         steps.step_with(STEP_CACHE, None, Some(&CACHE_MISS));
         let weak: Weak<Self> = Rc::downgrade(self);
         // Nothing holds the end of the chain: the resolver in `in_flight` and the timer
-        // keep it alive, and its last step answers the waiters whatever happens.
-        drop(answered.add_timeout(self.timeout).add_both(move |result| {
-            if let Some(forwarder) = weak.upgrade() {
-                forwarder.finish(seq, result);
-            }
-            Ok::<(), Failure>(())
-        }));
+        // keep it alive, and its last step answers the waiters whatever happens. A
+        // question no upstream answered (SERVFAIL) ends it failed, as its record says,
+        // and is not an unhandled failure: it was answered.
+        answered
+            .add_timeout(self.timeout)
+            .add_both(move |result| match weak.upgrade() {
+                Some(forwarder) => forwarder.finish(seq, result),
+                None => Ok(()),
+            })
+            .end_handled();
         let mut pending = self.upstreams.borrow_mut().order();
         pending.reverse();
         if !unchecked {

@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
-use weft::defer::{Deferred, DeferredId, Held, Resolver, StepDetail, Steps};
+use weft::defer::{Deferred, DeferredId, Failure, Held, Resolver, StepDetail, Steps};
 use weft::observe::exemplar::SpanRef;
 use weft::observe::trace::{self, TraceContext};
 use weft::observe::{ConnectionId, ConnectionInfo};
@@ -133,16 +133,26 @@ impl Trace {
         }
     }
 
-    /// Fires the chain: the response is ready. Its handle goes first: it was polled with
-    /// the connection task's waker (watching for a cancel), so firing it with the handle
-    /// still held would wake the task that is running now, and the whole connection would
-    /// be polled again for nothing, once a request.
-    pub(crate) fn done(mut self) {
+    /// Fires the chain: the response, of `status`, is ready. A server error (a 502 for an
+    /// upstream that refused, a 504 for one that did not answer in time) ends it failed,
+    /// so the inspector lists it with the failed ones; it was answered, so that is no
+    /// unhandled failure. Its handle goes first: it was polled with the connection task's
+    /// waker (watching for a cancel), so firing it with the handle still held would wake
+    /// the task that is running now, and the whole connection would be polled again for
+    /// nothing, once a request.
+    pub(crate) fn done(mut self, status: StatusCode) {
         // Held, it ends unmade: answered within the poll it came in.
         drop(self.held.take());
-        drop(self.deferred.take());
+        let failed = status.is_server_error();
+        match self.deferred.take() {
+            Some(d) if failed => d.end_handled(),
+            d => drop(d),
+        }
         if let Some(r) = self.resolver.take() {
-            r.callback(());
+            match failed {
+                true => r.errback(Failure::msg(format!("answered {status}"))),
+                false => r.callback(()),
+            }
         }
     }
 }
@@ -234,7 +244,7 @@ mod tests {
             let answered = pin!(trace.unless_cancelled(work));
             assert_eq!(answered.poll(&mut cx), Poll::Ready(Some(())));
         }
-        trace.done();
+        trace.done(StatusCode::OK);
         assert_eq!(listed(), 0);
 
         // Waiting: listed from then on, with the step it was at.
@@ -248,7 +258,7 @@ mod tests {
         let chains = weft::defer::pending();
         assert_eq!(chains.len(), 1, "made when its work waited");
         assert_eq!(chains[0].named.as_ref().map(|s| s.name), Some("route"));
-        trace.done();
+        trace.done(StatusCode::OK);
         assert_eq!(listed(), 0, "fired when answered");
     }
 }

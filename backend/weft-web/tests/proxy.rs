@@ -371,6 +371,34 @@ fn sequential_requests_reuse_one_upstream_connection() {
     );
 }
 
+/// A request answered with a server error (502: the upstream refused) ends its chain
+/// failed, so the inspector lists it with the failed ones, and not as an unhandled
+/// failure: it was answered. A request answered well ends it succeeded.
+#[test]
+fn a_request_answered_with_a_server_error_ends_its_chain_failed() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = closed.local_addr().unwrap();
+    drop(closed);
+    let observer = RecordingObserver::new();
+    let config = WebConfig {
+        routes: vec![Route::new("/", &format!("http://{refused}")).unwrap()],
+        ..WebConfig::default()
+    };
+    let server = Server::start_observed(config, observer.clone());
+    assert_eq!(server.get("/x").status, 502);
+    eventually("the chain settled", || observer.count("Settled") == 1);
+    let settled = observer
+        .events()
+        .into_iter()
+        .find(|e| e.contains("Settled"))
+        .unwrap();
+    assert!(
+        settled.contains("Failed") && settled.contains("answered 502"),
+        "{settled}"
+    );
+    assert_eq!(observer.count("Unhandled"), 0);
+}
+
 #[test]
 fn a_pooled_exchange_spawns_no_task_of_its_own() {
     let up = KeepAlive::start("a", AfterResponse::KeepOpen);

@@ -18,7 +18,7 @@ use crate::zone::Catalog;
 impl Forwarder {
     /// The query's Deferred fired: cache the answer and answer every waiter, or tell
     /// them SERVFAIL (or serve them a stale answer).
-    pub(super) fn finish(&self, seq: u64, result: Result<Message, Failure>) {
+    pub(super) fn finish(&self, seq: u64, result: Result<Message, Failure>) -> Result<(), Failure> {
         let Some(mut entry) = ({
             let mut state = self.state.borrow_mut();
             let entry = state.in_flight.remove(&seq);
@@ -43,7 +43,7 @@ impl Forwarder {
             }
             entry
         }) else {
-            return;
+            return Ok(());
         };
         if let Some(timer) = &entry.next_try {
             let _ = timer.cancel();
@@ -87,7 +87,7 @@ impl Forwarder {
                     ExtendedError::StaleAnswer.add_to(&mut m);
                     send(&self.metrics, &w.request, w.via, m, w.reply, Source::Cache);
                 }
-                return;
+                return Ok(());
             }
         }
         match result {
@@ -119,6 +119,7 @@ impl Forwarder {
                     let m = response(&w.request, &answer, &self.zones);
                     send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
+                Ok(())
             }
             Err(failure) => {
                 let name = crate::wire::NameText(entry.query.name()).to_string();
@@ -147,6 +148,8 @@ impl Forwarder {
                     ExtendedError::NoReachableAuthority.add_to(&mut m);
                     send(&self.metrics, &w.request, w.via, m, w.reply, source);
                 }
+                // Answered; the chain ends with the failure, so its record says it.
+                Err(failure)
             }
         }
     }

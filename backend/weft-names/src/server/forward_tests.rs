@@ -471,3 +471,28 @@ fn a_failure_other_than_a_timeout_counts_no_upstream_still_out_as_timed_out() {
         "the second upstream, not yet answered when TCP failed, did not time out"
     );
 }
+
+/// A question no upstream answered is answered SERVFAIL, and its chain ends failed with
+/// the timeout (the inspector lists it among the failed), not succeeded because its last
+/// step answered; nor is that an unhandled failure.
+#[test]
+fn a_question_no_upstream_answered_ends_its_chain_failed_and_handled() {
+    let recorder = weft::testing::RecordingObserver::new();
+    weft::observe::set_observer(Some(recorder.clone()));
+    let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
+    h.send(&query(1, "t.elsewhere.test.", RecordType::A), Via::Udp);
+    h.clock.advance(Duration::from_secs(10));
+    assert_eq!(h.pop().metadata.response_code, ResponseCode::ServFail);
+    let events = recorder.events();
+    weft::observe::set_observer(None);
+    let settled: Vec<&String> = events.iter().filter(|e| e.contains("Settled")).collect();
+    assert_eq!(settled.len(), 1, "{events:#?}");
+    assert!(
+        settled[0].contains("Failed") && settled[0].contains("TimeoutError"),
+        "{settled:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("Unhandled")),
+        "{events:#?}"
+    );
+}

@@ -142,7 +142,7 @@ pub(super) fn handle(
         };
         let span = trace.span;
         trace.responded(response.status());
-        trace.done();
+        trace.done(response.status());
         if conn.secure
             && let Some(hsts) = &state.hsts
         {

@@ -39,6 +39,7 @@ const CONSUMER: u16 = 1 << 1;
 const CANCELLING: u16 = 1 << 2;
 pub(crate) const STALL_REPORTED: u16 = 1 << 3;
 pub(crate) const SLOW_REPORTED: u16 = 1 << 4;
+/// Reported unhandled already, or said handled by `Deferred::end_handled`: not reported (again).
 const UNHANDLED_REPORTED: u16 = 1 << 5;
 const LEAKED: u16 = 1 << 6;
 /// Expected to stay pending for long (a loop's completion): the stall scan skips it.
@@ -605,6 +606,13 @@ impl Core {
         self.set_flag(CONSUMER, false);
         self.waker.borrow_mut().take();
         self.check_unhandled();
+    }
+
+    /// The typed handle went away saying a failure the chain ends with was dealt with
+    /// ([`Deferred::end_handled`](super::Deferred::end_handled)).
+    pub(crate) fn handled(&self) {
+        self.set_flag(UNHANDLED_REPORTED, true);
+        self.consumer_dropped();
     }
 
     /// The typed handle passed its role on (to a parent chain, a combinator, a future).

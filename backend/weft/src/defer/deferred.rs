@@ -318,6 +318,18 @@ impl<T: 'static> Deferred<T> {
         Some(result)
     }
 
+    /// Lets go of the chain's end, saying its steps dealt with what it ends with: a
+    /// failure it ends with is recorded (the inspector lists the chain `failed`, with the
+    /// failure) and not reported unhandled. For a chain that answers its client either way
+    /// and ends with the failure so that its record says what went wrong (a forwarded
+    /// question answered SERVFAIL because no upstream answered), where Twisted's idiom,
+    /// an errback that logs and recovers, would record it as having succeeded.
+    pub fn end_handled(mut self) {
+        if let Some(core) = self.core.take() {
+            core.handled();
+        }
+    }
+
     /// Registers the task to wake when the chain finishes; used by the `Future` impl.
     pub(crate) fn poll_result(
         &mut self,

@@ -328,6 +328,27 @@ fn unhandled_failure_is_reported_once_when_the_last_handle_drops() {
     observe::set_observer(None);
 }
 
+/// A chain whose end is let go as handled still ends failed, and is recorded so (its
+/// `Settled` says the failure), but nobody is told of an unhandled failure.
+#[test]
+fn a_chain_ended_as_handled_is_recorded_failed_and_never_reported_unhandled() {
+    let rec = record();
+    let (r, d) = Deferred::<u32>::new();
+    d.add_callback(|n| n).end_handled();
+    r.errback(Failure::new(Boom));
+    assert_eq!(rec.count("Unhandled"), 0);
+    assert_eq!(rec.count("Settled"), 1);
+    let settled = rec
+        .events()
+        .into_iter()
+        .find(|e| e.contains("Settled"))
+        .unwrap();
+    assert!(settled.contains("Failed"), "{settled}");
+    Deferred::<u32>::fail(Failure::new(Boom)).end_handled();
+    assert_eq!(rec.count("Unhandled"), 0);
+    observe::set_observer(None);
+}
+
 #[test]
 fn unhandled_failure_after_the_handle_is_gone_is_reported_when_it_fires() {
     let rec = record();

@@ -6,7 +6,7 @@ use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::{Deferred, Failure};
+use super::{Deferred, Failure, PanicError};
 
 /// Awaiting a Deferred takes its chain's result; the chain must not be used after.
 ///
@@ -54,7 +54,7 @@ impl<T: 'static> Deferred<T> {
         let (resolver, deferred) = super::deferred::pair_from(core);
         let task = async move {
             tokio::select! {
-                output = future => resolver.resolve(output),
+                output = caught(future, site) => resolver.resolve(output),
                 // Cancelled: the future is dropped here; the Deferred already failed.
                 _ = stop_rx => {}
             }
@@ -74,6 +74,24 @@ impl<T: 'static> Deferred<T> {
         }
         deferred
     }
+}
+
+/// `future`'s output, or a panic in one of its polls as a [`PanicError`] failure made at
+/// `site`, as a panicking callback step fails its chain: without it the task would end
+/// with the panic, the Deferred never fire, and be reported leaked.
+async fn caught<T, F>(future: F, site: &'static Location<'static>) -> Result<T, Failure>
+where
+    F: Future<Output = Result<T, Failure>>,
+{
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(cx)))
+            .unwrap_or_else(|panic| {
+                let message = crate::time::panic_message(&panic);
+                Poll::Ready(Err(Failure::with_site(PanicError { message }, site)))
+            })
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -165,6 +183,15 @@ mod tests {
             assert!(failure.check::<CancelledError>());
             tokio::task::yield_now().await;
             assert!(dropped.get(), "the future was dropped");
+
+            // A panic in the future fails the Deferred, as one in a callback does.
+            let d = Deferred::<u32>::from_future(async {
+                tokio::task::yield_now().await;
+                panic!("the future broke");
+            });
+            let failure = d.await.unwrap_err();
+            let panicked = failure.trap::<crate::defer::PanicError>().unwrap();
+            assert_eq!(panicked.message, "the future broke");
         });
     }
 }

@@ -615,6 +615,21 @@ impl Core {
         self.consumer_dropped();
     }
 
+    /// Whether nobody can ever see this unfired Deferred's result: its handle was dropped
+    /// (a `get` given up on, in a `select!` that timed out) and no step waits on it.
+    pub(crate) fn abandoned(&self) -> bool {
+        self.fired.get() == Fire::Not
+            && !self.flags_has(CONSUMER)
+            && self.steps.try_borrow().is_ok_and(|s| s.is_empty())
+    }
+
+    /// Cancels an [`abandoned`](Self::abandoned) Deferred, quietly: nobody is there to
+    /// handle its `CancelledError`, and it did not leak.
+    pub(crate) fn abandon(self: &Rc<Self>, site: &'static Location<'static>) {
+        self.set_flag(UNHANDLED_REPORTED, true);
+        self.cancel(site);
+    }
+
     /// The typed handle passed its role on (to a parent chain, a combinator, a future).
     pub(crate) fn consumer_moved(&self) {
         self.set_flag(CONSUMER, false);

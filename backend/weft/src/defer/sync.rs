@@ -40,13 +40,39 @@ fn waiter<T: 'static>(
     pair_from(core)
 }
 
-/// Pops the first waiter that has not been fired (by cancellation) meanwhile.
+/// Pops the first waiter that has not been fired (by cancellation) meanwhile, nor given
+/// up on: a waiter whose Deferred was dropped with nothing waiting on it (a `get` in a
+/// `select!` that timed out) would take an item nobody sees; it is cancelled, quietly.
 fn next_waiter<T: 'static>(line: &RefCell<VecDeque<Resolver<T>>>) -> Option<Resolver<T>> {
     loop {
         let r = line.borrow_mut().pop_front()?;
-        if !r.is_called() {
-            return Some(r);
+        if r.is_called() {
+            continue;
         }
+        if r.core().abandoned() {
+            r.core().clone().abandon(Location::caller());
+            continue;
+        }
+        return Some(r);
+    }
+}
+
+/// Takes the waiters given up on out of `line` (see [`next_waiter`]), so they hold no
+/// place in a backlog.
+fn prune<T: 'static>(line: &RefCell<VecDeque<Resolver<T>>>) {
+    let gone: VecDeque<Resolver<T>> = {
+        let mut line = line.borrow_mut();
+        if !line.iter().any(|r| r.core().abandoned()) {
+            return;
+        }
+        let (gone, keep) = std::mem::take(&mut *line)
+            .into_iter()
+            .partition(|r| r.core().abandoned());
+        *line = keep;
+        gone
+    };
+    for r in gone {
+        r.core().clone().abandon(Location::caller());
     }
 }
 
@@ -421,10 +447,11 @@ impl<T: 'static> DeferredQueue<T> {
             r.callback(item);
             return Ok(d);
         }
-        if let Some(backlog) = self.inner.backlog
-            && self.waiting() >= backlog
-        {
-            return Err(QueueUnderflow { backlog });
+        if let Some(backlog) = self.inner.backlog {
+            prune(&self.inner.waiting);
+            if self.waiting() >= backlog {
+                return Err(QueueUnderflow { backlog });
+            }
         }
         let (r, d) = waiter(site, Rc::downgrade(&self.inner.waiting));
         self.inner.waiting.borrow_mut().push_back(r);
@@ -566,5 +593,38 @@ mod tests {
         q.put(5).unwrap();
         assert_eq!(live.try_take().unwrap().unwrap(), 5);
         drop(cancelled);
+    }
+
+    /// A get given up on (its Deferred dropped with nothing waiting on it: a `select!`
+    /// whose timeout won) neither swallows the next item nor holds a place in the
+    /// backlog, and is neither a leak nor an unhandled failure. One whose Deferred a
+    /// callback waits on still gets its item.
+    #[test]
+    fn a_get_given_up_on_takes_no_item_and_no_place() {
+        let rec = crate::testing::RecordingObserver::new();
+        crate::observe::set_observer(Some(rec.clone()));
+        let q = DeferredQueue::new(None, Some(1));
+        drop(q.get().unwrap());
+        let mut live = q.get().expect("no place held by the dropped get");
+        q.put(5).unwrap();
+        assert_eq!(live.try_take().unwrap().unwrap(), 5);
+
+        let seen = Rc::new(RefCell::new(None));
+        let into = seen.clone();
+        drop(
+            q.get()
+                .unwrap()
+                .add_callback(move |n| *into.borrow_mut() = Some(n)),
+        );
+        q.put(6).unwrap();
+        assert_eq!(*seen.borrow(), Some(6), "a callback still waits on it");
+        let events = rec.events();
+        crate::observe::set_observer(None);
+        assert!(
+            !events
+                .iter()
+                .any(|e| e.contains("Leaked") || e.contains("Unhandled")),
+            "{events:#?}"
+        );
     }
 }

@@ -235,7 +235,7 @@ fn a_history_file_locked_by_another_program_at_start_is_served_without_it_until_
     );
     assert!(
         app.log()
-            .contains("the history file is free; writing history"),
+            .contains("the history file is open; writing history"),
         "{}",
         app.log()
     );
@@ -422,4 +422,96 @@ fn run_beside(app: &App, dir: &Path) -> (ExitStatus, String, PathBuf, (u16, u16)
     };
     let log = std::fs::read_to_string(dir.join("weft.log")).unwrap();
     (status, log, config, (dashboard, echo))
+}
+
+/// A tmpfs of `size` mounted on `at` for as long as it lives; `None` where mounting is
+/// not allowed (not root, or no mount namespace of our own).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .ok()?
+            .success()
+            .then(|| Self(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A disk too full at start to make the history file does not stop the gateway: it
+/// serves, says why history is not written, counts what it drops, and writes history once
+/// there is room (it refused to start).
+#[test]
+fn a_disk_full_at_start_leaves_history_unwritten_until_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("small"), "1m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    // Full but for 32 KiB: room for the lock file, not for the schema.
+    let mut fillers = Vec::new();
+    for i in 0.. {
+        let path = disk.0.join(format!("filler-{i}"));
+        if std::fs::write(&path, vec![0u8; 32 * 1024]).is_err() {
+            let _ = std::fs::remove_file(&path);
+            break;
+        }
+        fillers.push(path);
+    }
+    std::fs::remove_file(fillers.pop().unwrap()).unwrap();
+    let echo = free_port();
+    let db = disk.0.join("weft.db");
+    let config = dir.path().join("weft.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dashboard]\nlisten = \"tcp:0:interface=127.0.0.1\"\n\n[store]\npath = \"{}\"\n\n\
+             [[service]]\nname = \"echo\"\nkind = \"echo\"\nlisten = \"tcp:{echo}:interface=127.0.0.1\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("weft.log");
+    let mut run = Command::new(weft_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eventually!(
+        TcpStream::connect(("127.0.0.1", echo)).is_ok() || run.try_wait().unwrap().is_some(),
+        "serving or gone"
+    );
+    assert!(run.try_wait().unwrap().is_none(), "exited:\n{}", said());
+    assert!(
+        said().contains("the disk holding the history file is full"),
+        "{}",
+        said()
+    );
+    for filler in &fillers {
+        std::fs::remove_file(filler).unwrap();
+    }
+    let mut client = TcpStream::connect(("127.0.0.1", echo)).unwrap();
+    client.write_all(b"x").unwrap();
+    client.read_exact(&mut [0]).unwrap();
+    drop(client);
+    assert_eventually!(
+        said().contains("the history file is open; writing history") && !tcp_rows(&db).is_empty(),
+        "history written once there is room\n{}",
+        said()
+    );
+    let _ = run.kill();
+    let _ = run.wait();
 }

@@ -190,6 +190,32 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the file could not be made or grown for want of room (SQLITE_FULL; or
+    /// SQLITE_IOERR_SHMSIZE, the WAL index not made for want of it; or the disk full as
+    /// the file was opened): tried again with each batch, as a lock is.
+    pub fn is_full(&self) -> bool {
+        const SQLITE_FULL: i32 = 13;
+        const SQLITE_IOERR_SHMSIZE: i32 = 10 | (19 << 8);
+        let full = |e: &sqlx::Error| match e {
+            sqlx::Error::Database(e) => e
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == SQLITE_FULL || c == SQLITE_IOERR_SHMSIZE),
+            sqlx::Error::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        };
+        match self {
+            Self::Query(e) | Self::Open { source: e, .. } => full(e),
+            Self::Migrate {
+                source:
+                    sqlx::migrate::MigrateError::Execute(e)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+                ..
+            } => full(e),
+            _ => false,
+        }
+    }
 }
 
 /// A hint for an open that failed because the file could not be opened or made (a missing

@@ -172,13 +172,22 @@ impl Store {
                 // `open_pool` reads them before it writes anything.
                 match schema::open_pool(path, options.busy_timeout, options.max_readers).await {
                     Ok(pool) => (Some(lock), Pool::Sqlite(pool), writer::Opened::Now),
-                    Err(error) if error.is_busy() => {
-                        tracing::warn!(
-                            path = %path.display(),
-                            %error,
-                            "the history file is locked by another program; serving without \
-                             writing history until it is let go (tried with each batch)"
-                        );
+                    Err(error) if error.is_busy() || error.is_full() => {
+                        match error.is_full() {
+                            true => tracing::warn!(
+                                path = %path.display(),
+                                %error,
+                                "the disk holding the history file is full; serving without \
+                                 writing history until there is room (tried with each batch)"
+                            ),
+                            false => tracing::warn!(
+                                path = %path.display(),
+                                %error,
+                                "the history file is locked by another program; serving \
+                                 without writing history until it is let go (tried with each \
+                                 batch)"
+                            ),
+                        }
                         let pool =
                             schema::lazy_read_pool(path, options.busy_timeout, options.max_readers);
                         (Some(lock), Pool::Sqlite(pool), writer::Opened::Later)

@@ -623,7 +623,7 @@ impl WriterTask {
         self.journal = schema::journal_ids(&self.path);
         if late {
             self.opened = Opened::Now;
-            tracing::info!(path = %self.location, "the history file is free; writing history");
+            tracing::info!(path = %self.location, "the history file is open; writing history");
         } else {
             self.stats.add_reopen();
         }

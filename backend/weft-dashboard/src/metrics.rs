@@ -33,10 +33,13 @@ pub(crate) enum Refusal {
     /// A request body over [`crate::server::MAX_BODY`], or not all in within
     /// [`crate::server::BODY_TIMEOUT`].
     Body,
+    /// An idle connection (no request under way, never upgraded) closed to make room for a
+    /// new one while the listener held `max_connections`.
+    IdleEvicted,
 }
 
 impl Refusal {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::Host,
         Self::Token,
         Self::TokenAttempts,
@@ -49,6 +52,7 @@ impl Refusal {
         Self::HeadTooLarge,
         Self::Malformed,
         Self::Body,
+        Self::IdleEvicted,
     ];
 
     fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Refusal {
             Self::HeadTooLarge => "head_too_large",
             Self::Malformed => "malformed",
             Self::Body => "body",
+            Self::IdleEvicted => "idle_evicted",
         }
     }
 }

@@ -9,8 +9,14 @@
 //!   `max_connections_per_peer` connections, and the listener at most `max_connections`
 //!   in all. A connection beyond either is closed as soon as it is accepted, before a byte
 //!   is read, and counted in `weft_dashboard_refused_total{reason="limit_peer"}` or
-//!   `{reason="limit_total"}`. A connection's place goes with its socket, so a `/ws`
-//!   connection (upgraded, and no longer hyper's) keeps its place while the feed runs.
+//!   `{reason="limit_total"}`; but at `max_connections`, the connection idle longest (no
+//!   request under way: one that never sent a head, or a kept-alive one between requests;
+//!   never a `/ws` feed) is closed to make room instead, counted as `idle_evicted`. So
+//!   peers that open connections and send nothing, from as many addresses as it takes,
+//!   cannot keep a browser or a scraper out: a new client's request is served as long as
+//!   it sends it before it is the idlest. A connection's place goes with its socket, so a
+//!   `/ws` connection (upgraded, and no longer hyper's) keeps its place while the feed
+//!   runs.
 //! - When accepting fails (out of descriptors), it backs off from 10 ms, doubling to 1 s,
 //!   instead of spinning, and says so once per episode.
 //! - At shutdown it stops accepting, lets each connection finish the exchange in flight
@@ -22,9 +28,10 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -154,13 +161,17 @@ pub async fn serve(
                 }
             }
         };
-        let place = match places.take(peer.ip()) {
-            Ok(place) => place,
+        let (place, evicted) = match places.take(peer.ip()) {
+            Ok(taken) => taken,
             Err(refusal) => {
                 state.metrics.refused(refusal);
                 continue;
             }
         };
+        if evicted {
+            state.metrics.refused(Refusal::IdleEvicted);
+        }
+        let activity = place.activity.clone();
         let placed = Placed {
             stream,
             _place: place,
@@ -169,6 +180,7 @@ pub async fn serve(
         let metrics = state.metrics.clone();
         connections.spawn(connection(
             placed,
+            activity,
             peer,
             app.clone(),
             metrics,
@@ -187,16 +199,35 @@ pub async fn serve(
 /// 400 with no body) is counted in `metrics` here.
 async fn connection(
     placed: Placed,
+    activity: Arc<Activity>,
     peer: Peer,
     app: axum::Router,
     metrics: DashboardMetrics,
     draining: CancellationToken,
 ) {
-    let service = TowerToHyperService::new(app.map_request(move |r: Request<Incoming>| {
-        let mut r = r.map(Body::new);
-        r.extensions_mut().insert(peer);
-        r
-    }));
+    let (starts, ends) = (activity.clone(), activity.clone());
+    let service = TowerToHyperService::new(
+        app.map_request(move |r: Request<Incoming>| {
+            starts.request_started();
+            let mut r = r.map(Body::new);
+            r.extensions_mut().insert(peer);
+            r
+        })
+        .map_response(move |r: axum::response::Response| {
+            if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                ends.upgraded();
+                return r;
+            }
+            // Under way until hyper has written the body and lets go of it.
+            let ending = InFlight(ends.clone());
+            r.map(move |body| {
+                Body::new(Ending {
+                    body,
+                    _ending: ending,
+                })
+            })
+        }),
+    );
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -209,6 +240,8 @@ async fn connection(
     tokio::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
+        // Idle, and the idlest when a new connection needed its place.
+        () = activity.evict.cancelled() => return,
         () = draining.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
@@ -247,6 +280,95 @@ struct Held {
     /// Connections held per peer; a peer leaves the map when its last connection closes, so it
     /// stays bounded by `max_total`.
     per_peer: HashMap<PeerKey, usize>,
+    /// What each connection held now is doing, to find the idlest at the cap; one entry a
+    /// place, taken out when it is given back or its connection evicted.
+    activity: Vec<Weak<Activity>>,
+}
+
+/// What one dashboard connection is doing, as far as making room goes.
+#[derive(Debug)]
+struct Activity {
+    /// Requests under way (read, or being answered); 0 while it waits for a head.
+    in_flight: AtomicU64,
+    /// Since when it has been idle, in microseconds from `epoch`; `u64::MAX` once it became
+    /// a `/ws` feed, which is never evicted.
+    idle_since: AtomicU64,
+    epoch: Instant,
+    /// Cancelled to close the connection for a newcomer.
+    evict: CancellationToken,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Self {
+        let activity = Self {
+            in_flight: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            epoch,
+            evict: CancellationToken::new(),
+        };
+        activity.became_idle();
+        activity
+    }
+
+    fn became_idle(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1);
+        self.idle_since.store(now, Ordering::Relaxed);
+    }
+
+    fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn request_ended(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.became_idle();
+        }
+    }
+
+    fn upgraded(&self) {
+        self.idle_since.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Since when it has been idle, if it is and may be evicted.
+    fn idle(&self) -> Option<u64> {
+        let since = self.idle_since.load(Ordering::Relaxed);
+        (self.in_flight.load(Ordering::Relaxed) == 0 && since != u64::MAX).then_some(since)
+    }
+}
+
+/// A request under way on its connection until its response's body is let go.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// A response body that ends its request's time in flight when hyper lets go of it.
+struct Ending {
+    body: Body,
+    _ending: InFlight,
+}
+
+impl hyper::body::Body for Ending {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The places on the listener: `max_total` in all, `max_per_peer` per peer (0: no cap).
@@ -257,6 +379,8 @@ struct Places {
     max_per_peer: usize,
     /// A std mutex: taken once per accept and once per close, never across an await.
     held: Mutex<Held>,
+    /// What every connection's idle time counts from.
+    epoch: Instant,
 }
 
 impl Places {
@@ -265,6 +389,7 @@ impl Places {
             max_total,
             max_per_peer,
             held: Mutex::default(),
+            epoch: Instant::now(),
         }
     }
 
@@ -272,23 +397,52 @@ impl Places {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A place for a connection from `ip`, or why there is none.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refusal> {
+    /// A place for a connection from `ip`, and whether an idle connection was evicted to
+    /// make it; or why there is none.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Result<(Place, bool), Refusal> {
         let peer = PeerKey::of_ip(ip);
         let mut held = self.lock();
-        if held.total >= self.max_total {
-            return Err(Refusal::LimitTotal);
-        }
         let from_peer = held.per_peer.get(&peer).copied().unwrap_or(0);
         if self.max_per_peer != 0 && from_peer >= self.max_per_peer {
             return Err(Refusal::LimitPeer);
         }
+        // The evicted connection gives its place back as its task ends, a moment later:
+        // the total may pass the cap by the evictions under way meanwhile.
+        let evicted = held.total >= self.max_total;
+        if evicted && !held.evict_idlest() {
+            return Err(Refusal::LimitTotal);
+        }
         held.total += 1;
         held.per_peer.insert(peer, from_peer + 1);
-        Ok(Place {
-            places: self.clone(),
-            peer,
-        })
+        let activity = Arc::new(Activity::new(self.epoch));
+        held.activity.push(Arc::downgrade(&activity));
+        Ok((
+            Place {
+                places: self.clone(),
+                peer,
+                activity,
+            },
+            evicted,
+        ))
+    }
+}
+
+impl Held {
+    /// Closes the connection idle longest, if one is idle: true if one was.
+    fn evict_idlest(&mut self) -> bool {
+        let idlest = self
+            .activity
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((i, a.upgrade()?.idle()?)))
+            .min_by_key(|&(_, since)| since);
+        let Some((i, _)) = idlest else {
+            return false;
+        };
+        if let Some(activity) = self.activity.swap_remove(i).upgrade() {
+            activity.evict.cancel();
+        }
+        true
     }
 }
 
@@ -299,11 +453,17 @@ struct Place {
     places: Arc<Places>,
     /// The peer whose count this place is in.
     peer: PeerKey,
+    /// What the connection is doing, for making room at the cap.
+    activity: Arc<Activity>,
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         let mut held = self.places.lock();
+        let mine = Arc::downgrade(&self.activity);
+        if let Some(i) = held.activity.iter().position(|a| a.ptr_eq(&mine)) {
+            held.activity.swap_remove(i);
+        }
         held.total -= 1;
         if let Some(n) = held.per_peer.get_mut(&self.peer) {
             *n -= 1;
@@ -367,6 +527,14 @@ impl AsyncWrite for Placed {
 mod tests {
     use super::*;
 
+    /// A place, with its connection busy answering a request.
+    fn busy(places: &Arc<Places>, ip: IpAddr) -> Result<Place, Refusal> {
+        let (place, evicted) = places.take(ip)?;
+        assert!(!evicted);
+        place.activity.request_started();
+        Ok(place)
+    }
+
     #[test]
     fn places_are_capped_per_peer_and_in_total_and_given_back() {
         let places = Arc::new(Places::new(4, 2));
@@ -374,25 +542,59 @@ mod tests {
         let a6: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         let b: IpAddr = "2001:db8::1".parse().unwrap();
         let b_same_64: IpAddr = "2001:db8::ffff:2".parse().unwrap();
-        let first = places.take(a).unwrap();
-        let _second = places.take(a6).unwrap();
-        assert_eq!(places.take(a).unwrap_err(), Refusal::LimitPeer);
-        let _third = places.take(b).unwrap();
-        let _fourth = places.take(b_same_64).unwrap();
-        assert_eq!(places.take(b).unwrap_err(), Refusal::LimitTotal);
+        let first = busy(&places, a).unwrap();
+        let _second = busy(&places, a6).unwrap();
+        assert_eq!(busy(&places, a).unwrap_err(), Refusal::LimitPeer);
+        let _third = busy(&places, b).unwrap();
+        let _fourth = busy(&places, b_same_64).unwrap();
+        assert_eq!(places.take(b).unwrap_err(), Refusal::LimitPeer);
         assert_eq!(
             places.take("198.51.100.7".parse().unwrap()).unwrap_err(),
-            Refusal::LimitTotal
+            Refusal::LimitTotal,
+            "every connection is busy: none to make room"
         );
         drop(first);
-        let _again = places.take(a).expect("a place freed");
+        let _again = busy(&places, a).expect("a place freed");
         assert_eq!(places.lock().total, 4);
 
         let uncapped = Arc::new(Places::new(3, 0));
-        let all: Vec<_> = (0..3).map(|_| uncapped.take(a).unwrap()).collect();
+        let all: Vec<_> = (0..3).map(|_| busy(&uncapped, a).unwrap()).collect();
         assert_eq!(uncapped.take(a).unwrap_err(), Refusal::LimitTotal);
         drop(all);
         assert_eq!(uncapped.lock().total, 0);
         assert!(uncapped.lock().per_peer.is_empty());
+        assert!(uncapped.lock().activity.is_empty());
+    }
+
+    /// At the cap, the connection idle longest makes room: one that never sent a head
+    /// before one between requests, never one answering or a `/ws` feed.
+    #[test]
+    fn at_the_cap_the_connection_idle_longest_makes_room() {
+        let places = Arc::new(Places::new(3, 0));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (silent, _) = places.take(ip).unwrap();
+        let (feed, _) = places.take(ip).unwrap();
+        feed.activity.request_started();
+        feed.activity.upgraded();
+        let (kept_alive, _) = places.take(ip).unwrap();
+        kept_alive.activity.request_started();
+        std::thread::sleep(Duration::from_millis(2));
+        kept_alive.activity.request_ended();
+
+        let (newcomer, evicted) = places.take(ip).unwrap();
+        assert!(evicted);
+        assert!(silent.activity.evict.is_cancelled(), "idle since it came");
+        assert!(!kept_alive.activity.evict.is_cancelled());
+        drop(silent);
+        newcomer.activity.request_started();
+        let (next, evicted) = places.take(ip).unwrap();
+        next.activity.request_started();
+        assert!(evicted && kept_alive.activity.evict.is_cancelled());
+        drop(kept_alive);
+        assert!(
+            !feed.activity.evict.is_cancelled(),
+            "a feed is never evicted"
+        );
+        assert_eq!(places.take(ip).unwrap_err(), Refusal::LimitTotal);
     }
 }

@@ -166,6 +166,37 @@ pub(crate) fn same_origin(state: &DashboardState, headers: &HeaderMap) -> bool {
         .is_some_and(|v| v == "same-origin")
 }
 
+/// The resource isolation policy of Fetch Metadata (OWASP's): a request a browser made
+/// for another site's page (`Sec-Fetch-Site: cross-site` or `same-site`) is refused,
+/// but for a link followed to one of the dashboard's pages (a top-level navigation,
+/// `GET`). Another page cannot make the browser spend the dashboard's time on its API
+/// (an `<img>` per costly listing), whatever it could read of the answers; a client that
+/// sends no such field (curl, Prometheus, a browser that predates it) is not affected.
+pub(crate) async fn refuse_cross_site_fetches(
+    State(state): State<DashboardState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let field = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let foreign = matches!(field("sec-fetch-site"), Some("cross-site" | "same-site"));
+    let navigation = matches!(*request.method(), Method::GET | Method::HEAD)
+        && field("sec-fetch-mode") == Some("navigate")
+        && !matches!(
+            field("sec-fetch-dest"),
+            Some("object" | "embed" | "iframe" | "frame")
+        );
+    if foreign && !navigation {
+        state.metrics.refused(Refusal::CrossSite);
+        return ApiError::Forbidden(
+            "a request another site's page made the browser send is refused (Sec-Fetch-Site); \
+             follow a link to the dashboard instead",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// Refuses cross-site POSTs before any action runs.
 pub(crate) async fn require_same_origin(
     State(state): State<DashboardState>,

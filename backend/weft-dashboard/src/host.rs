@@ -213,10 +213,17 @@ pub(crate) async fn require_known_host(
         Ok(host) if state.hosts.accepts(&host) => return next.run(request).await,
         Ok(host) => {
             let shown: String = host.chars().take(ECHO_MAX).collect();
+            // A dashboard reachable from elsewhere (one with a token) does not tell a
+            // stranger the names it answers to; one on loopback helps its operator.
+            let answers = match state.token {
+                Some(_) => "the names in [dashboard] listen and allowed_hosts".to_owned(),
+                None => format!(
+                    "{}, and to the names in [dashboard] allowed_hosts",
+                    state.hosts.described()
+                ),
+            };
             ApiError::Misdirected(format!(
-                "this dashboard does not answer to the host {shown:?}; it answers to {}, \
-                 and to the names in [dashboard] allowed_hosts",
-                state.hosts.described()
+                "this dashboard does not answer to the host {shown:?}; it answers to {answers}"
             ))
             .into_response()
         }

@@ -156,6 +156,10 @@ pub fn router(state: DashboardState) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::refuse_cross_site_fetches,
+        ))
         // Before the token check: the login form's body is read by anyone who can reach
         // the listener, so it is bounded in size and time for every route alike.
         .layer(axum::middleware::from_fn_with_state(

@@ -28,9 +28,9 @@ async fn refusals(app: &axum::Router, reason: &str) -> String {
 
 #[tokio::test]
 async fn another_host_is_refused_on_every_route_before_the_token_is_looked_at() {
-    for app in [
-        router(listening()),
-        router(listening().with_token("s3cret")),
+    for (app, tokened) in [
+        (router(listening()), false),
+        (router(listening().with_token("s3cret")), true),
     ] {
         for path in [
             "/",
@@ -49,11 +49,13 @@ async fn another_host_is_refused_on_every_route_before_the_token_is_looked_at() 
             )
             .await;
             assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{path}");
-            assert!(
+            // Reachable from elsewhere (a token), it names none of its hosts to a stranger.
+            assert_eq!(
                 a.json()["error"]
                     .as_str()
                     .unwrap()
                     .contains("127.0.0.1:9180, localhost:9180"),
+                !tokened,
                 "{path}: {}",
                 a.body
             );
@@ -385,4 +387,59 @@ async fn a_dashboard_on_the_ipv6_wildcard_leaves_the_ipv4_port_to_a_service() {
     let port = v6.local_addr().unwrap().port();
     let v4 = std::net::TcpListener::bind(("127.0.0.1", port));
     assert!(v4.is_ok(), "port {port}: {v4:?}");
+}
+
+/// Fetch Metadata's resource isolation policy: what another site's page makes the browser
+/// fetch (an `<img>` of an API listing, a script, a `fetch`) is refused before anything
+/// runs; a link followed to a page is not, nor are the dashboard's own requests or a
+/// client that sends no such field.
+#[tokio::test]
+async fn requests_another_sites_page_made_are_refused_but_links_followed_to_a_page() {
+    let app = router(listening());
+    let host = ("host", "127.0.0.1:9180");
+    for (site, mode, dest) in [
+        ("cross-site", "no-cors", "image"),
+        ("cross-site", "cors", "empty"),
+        ("same-site", "no-cors", "script"),
+        ("cross-site", "navigate", "iframe"),
+    ] {
+        let a = send(
+            app.clone(),
+            request(
+                "GET",
+                "/api/connections?state=closed&limit=10000",
+                &[
+                    host,
+                    ("sec-fetch-site", site),
+                    ("sec-fetch-mode", mode),
+                    ("sec-fetch-dest", dest),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{site} {mode} {dest}");
+    }
+    for headers in [
+        vec![
+            host,
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+        ],
+        vec![
+            host,
+            ("sec-fetch-site", "same-origin"),
+            ("sec-fetch-mode", "cors"),
+        ],
+        vec![
+            host,
+            ("sec-fetch-site", "none"),
+            ("sec-fetch-mode", "navigate"),
+        ],
+        vec![host],
+    ] {
+        let a = send(app.clone(), request("GET", "/connections", &headers)).await;
+        assert_eq!(a.status, StatusCode::OK, "{headers:?}");
+    }
+    assert_eq!(refusals(&app, "cross_site").await, "4");
 }

@@ -16,11 +16,22 @@ export class DeferredsView {
     this.key = "";
     this.lastFetch = 0;
     this.rows = null;
+    // A single chain's page (/deferreds/ID) is drawn by the server: it is drawn again when
+    // its chain ends or is flagged (a cancel from its own button, say).
+    const shown = location.pathname.match(/^\/deferreds\/(\d+)$/);
+    this.shownId = page === "deferred" && shown ? shown[1] : null;
   }
 
   snapshot(msg) { this.changed(msg); }
   stats(msg) { this.changed(msg); }
-  event(e) { if (e.type.startsWith("deferred")) this.key = ""; }
+  event(e) {
+    if (!e.type.startsWith("deferred")) return;
+    this.key = "";
+    if (this.shownId !== null && String(e.deferred?.id) === this.shownId) {
+      this.shownId = null;
+      location.reload();
+    }
+  }
 
   // Pending and stalled counts and detections summarise the lists; refetch when they move.
   changed(msg) {

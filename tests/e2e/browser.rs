@@ -251,6 +251,15 @@ async fn dashboard_in_a_real_browser() {
         "the label is text"
     );
     b.screenshot("deferred").await;
+    // Cancelled from its own page, which then shows it ended, without a reload by hand.
+    b.eval("document.querySelector('button[data-action=\"cancel\"]').click(); return true")
+        .await;
+    b.until(
+        10,
+        "the page shows the chain cancelled",
+        "const p = document.querySelector('h1 .pill'); return !!p && p.textContent === 'cancelled' && !document.querySelector('button[data-action=\"cancel\"]')",
+    )
+    .await;
 
     // The peer's failure text, on the unhandled tab and in the live feed, stays text.
     b.open(stalled.dashboard, "/deferreds?state=unhandled")

@@ -81,6 +81,8 @@ pub struct DeferredChain {
     /// The Deferred, its steps and children.
     #[serde(flatten)]
     pub detail: DeferredDetail,
+    /// Milliseconds from creation to its end, or to now while pending, as the lists say.
+    pub age_ms: u64,
     /// The `idx` of the step the chain waits at ([`data::waiting_at`]).
     pub waiting_at: Option<i64>,
     /// The locks it waits on (with their holders) or holds, while it is in the wait-for
@@ -105,6 +107,7 @@ pub(crate) async fn deferred(
     let (detail, history_error) = data::deferred(&state, id, q.instance.as_deref()).await?;
     let detail = detail.ok_or(ApiError::NotFound("deferred"))?;
     Ok(Json(DeferredChain {
+        age_ms: data::DeferredView::new(detail.deferred.clone(), data::now_ms()).age_ms,
         waiting_at: data::waiting_at(&detail),
         waits: data::chain_waits(&state, &detail),
         detail,

@@ -176,6 +176,9 @@ async fn an_ended_chain_s_age_runs_to_its_end() {
     };
     assert_eq!(age(1), (20_000.into(), 21_000.into()));
     assert_eq!(age(2), (250.into(), serde_json::Value::Null));
+    // The one chain's answer says its age too, as the list does.
+    let one = get(app.clone(), "/api/deferreds/1").await.json();
+    assert_eq!(one["age_ms"], 20_000, "{one}");
     let detail = get(app, "/deferreds/1").await;
     assert!(detail.body.contains("<dt>ended</dt>"), "{}", detail.body);
 }

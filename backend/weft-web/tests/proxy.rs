@@ -330,6 +330,40 @@ fn a_request_its_client_abandons_mid_exchange_leaves_no_connection_busy() {
     up.release();
 }
 
+/// An exchange abandoned before its answer (the client went away) resets its upstream
+/// connection, as its record says (`aborted`): a clean end would tell the upstream that a
+/// request it was reading, or answering, was all there was.
+#[test]
+fn an_exchange_its_client_abandons_resets_the_upstream_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ended, how) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        // The request, then nothing more: how does the connection end?
+        let mut seen = Vec::new();
+        let end = loop {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) => break "end of stream".to_owned(),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) => break format!("{:?}", e.kind()),
+            }
+        };
+        ended.send(end).unwrap();
+    });
+    let server = proxy_to(&[("/", addr)], Limits::default());
+    let mut client = server.connect();
+    client.send(b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n");
+    eventually("the request is on an upstream connection", || {
+        server.upstream(&format!("http://{addr}")).busy_connections == 1
+    });
+    drop(client);
+    let end = how.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(end, "ConnectionReset");
+}
+
 /// A client is told what kind of failure it was, never where the upstream is or what the
 /// operating system said.
 fn assert_says_nothing_of_the_upstream(reply: &support::Reply, upstream: SocketAddr) {

@@ -225,6 +225,12 @@ impl AsyncWrite for InspectedStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // An aborted connection is reset when it is dropped: an orderly end first (what
+        // hyper asks for as it gives up a connection) would tell the peer that what it got
+        // was all there was.
+        if this.transport.is_aborted() {
+            return Poll::Ready(Err(this.aborted()));
+        }
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_shutdown(cx));
         this.settled(&result);
         result

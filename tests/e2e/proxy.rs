@@ -359,3 +359,75 @@ fn a_client_reading_steadily_is_not_cut_as_idle() {
     );
     drop(app);
 }
+
+/// A TLS client that ends its connection without `close_notify` (a bare FIN, which anyone
+/// on the path can forge to cut a stream short) reaches the upstream as a reset, not as a
+/// clean end it would take for the whole stream (RFC 8446 §6.1). One that says
+/// `close_notify` first ends cleanly, its half-close passed on.
+#[test]
+fn a_tls_client_ending_without_close_notify_reaches_the_upstream_as_a_reset() {
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let port = free_port();
+    let app = spawn_app_beside_echo(|dir, _| {
+        std::fs::write(dir.join("c.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
+        format!(
+            "\n[[service]]\nname = \"proxy\"\nkind = \"tcp-proxy\"\n\
+             listen = \"ssl:{port}:interface=127.0.0.1:privateKey={k}:certKey={c}\"\n\
+             upstream = \"tcp:{up}\"\n",
+            k = dir.join("k.pem").display(),
+            c = dir.join("c.pem").display(),
+        )
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let config = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let tls = |config: &Arc<rustls::ClientConfig>| {
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+        let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        rustls::StreamOwned::new(conn, tcp)
+    };
+    let upstream_end = |served: &mut TcpStream| {
+        served
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let end = served.read_to_end(&mut got).map_err(|e| e.kind());
+        (got.len(), end.map(|_| ()))
+    };
+
+    // Truncated: data, then FIN without close_notify.
+    let mut client = tls(&config);
+    client.write_all(&[7u8; 5_000]).unwrap();
+    client.flush().unwrap();
+    let (mut served, _) = upstream.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    client.sock.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        upstream_end(&mut served),
+        (5_000, Err(ErrorKind::ConnectionReset)),
+        "a truncated TLS stream goes on as a reset"
+    );
+
+    // Said: close_notify, then FIN: a clean half-close.
+    let mut client = tls(&config);
+    client.write_all(&[8u8; 5_000]).unwrap();
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    client.sock.shutdown(Shutdown::Write).unwrap();
+    let (mut served, _) = upstream.accept().unwrap();
+    assert_eq!(upstream_end(&mut served), (5_000, Ok(())));
+    drop(app);
+}

@@ -136,6 +136,8 @@ pub struct Downstream {
     peer: Rc<RefCell<Peer>>,
     /// Dropped when the client leaves: an upstream connect still under way is abandoned.
     connecting: Option<oneshot::Sender<()>>,
+    /// The client's own transport, to tell how it ended.
+    me: Option<Transport>,
 }
 
 /// The client's upstream, as far as it got.
@@ -164,6 +166,7 @@ impl Downstream {
             detail,
             peer: Rc::default(),
             connecting: None,
+            me: None,
         }
     }
 }
@@ -178,6 +181,7 @@ fn relaying(transport: &Transport, idle: Option<Duration>) {
 impl Protocol for Downstream {
     fn connection_made(&mut self, transport: &Transport) {
         relaying(transport, transport.idle_timeout());
+        self.me = Some(transport.clone());
         let reactor = Reactor::current();
         let (down, peer, endpoint) = (transport.clone(), self.peer.clone(), self.upstream.clone());
         let (resolver, mut chain) = Deferred::<()>::traced(Some(CHAIN), Some(transport.id()));
@@ -187,7 +191,11 @@ impl Protocol for Downstream {
         self.connecting = Some(connecting);
         reactor.clone().spawn(async move {
             let service = down.info().service.clone();
-            let connect = reactor.connect_as(&service, &endpoint, Upstream { down: down.clone() });
+            let upstream = Upstream {
+                down: down.clone(),
+                me: None,
+            };
+            let connect = reactor.connect_as(&service, &endpoint, upstream);
             let connected = tokio::select! {
                 // A connection made as the client left is taken, and closed below.
                 biased;
@@ -284,7 +292,8 @@ impl Protocol for Downstream {
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.connecting = None;
         if let Peer::Up(up) = std::mem::take(&mut *self.peer.borrow_mut()) {
-            close_partner(&up, reason, "client");
+            let truncated = self.me.as_ref().is_some_and(Transport::was_truncated);
+            close_partner(&up, reason, truncated, "client");
         }
     }
 }
@@ -293,11 +302,14 @@ impl Protocol for Downstream {
 struct Upstream {
     /// The client's transport, which gets what the upstream sends.
     down: Transport,
+    /// The upstream's own transport, to tell how it ended.
+    me: Option<Transport>,
 }
 
 impl Protocol for Upstream {
     fn connection_made(&mut self, transport: &Transport) {
         relaying(transport, self.down.idle_timeout());
+        self.me = Some(transport.clone());
     }
 
     fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
@@ -317,17 +329,20 @@ impl Protocol for Upstream {
     fn drain(&mut self, _transport: &Transport) {}
 
     fn connection_lost(&mut self, reason: &CloseReason) {
-        close_partner(&self.down, reason, "upstream");
+        let truncated = self.me.as_ref().is_some_and(Transport::was_truncated);
+        close_partner(&self.down, reason, truncated, "upstream");
     }
 }
 
 /// Closes the other side of a pair after `side` closed for `reason`: cleanly (flushing)
-/// after a clean close, at once (reported as aborted) otherwise.
-fn close_partner(partner: &Transport, reason: &CloseReason, side: &str) {
-    if reason.is_clean() {
+/// after a clean close, at once (reported as aborted) otherwise, or after a TLS side that
+/// ended without `close_notify` (`truncated`): what it sent may have been cut short on the
+/// way, and a clean end would pass that on as a whole stream.
+fn close_partner(partner: &Transport, reason: &CloseReason, truncated: bool, side: &str) {
+    if reason.is_clean() && !truncated {
         partner.lose_connection();
     } else {
-        tracing::debug!(connection = %partner.id(), %reason, side, "the other side failed; aborting");
+        tracing::debug!(connection = %partner.id(), %reason, truncated, side, "the other side failed; aborting");
         partner.abort_connection();
     }
 }

@@ -379,6 +379,9 @@ impl<S: Stream> Driver<'_, S> {
             }
             Poll::Ready(Err(err)) => {
                 put_read_buf(buf);
+                if err.kind() == std::io::ErrorKind::UnexpectedEof {
+                    self.transport.note_truncated();
+                }
                 ControlFlow::Break(Poll::Ready(CloseReason::from_io(&err)))
             }
             Poll::Ready(Ok(())) => {

@@ -60,6 +60,8 @@ struct Flags {
     producer_paused: bool,
     /// The connection is gone; writes are discarded.
     closed: bool,
+    /// The peer ended a TLS stream without its `close_notify`.
+    truncated: bool,
     /// The reactor is inside this connection's poll; writes need not wake it.
     in_poll: bool,
     /// The last write or flush found the socket full: output is waiting on the peer.
@@ -508,6 +510,19 @@ impl Transport {
     /// Everything known about the connection, with its live counters.
     pub fn info(&self) -> &Arc<ConnectionInfo> {
         &self.shared.info
+    }
+
+    /// Whether the peer ended a TLS connection without saying so (`close_notify`): the
+    /// close reads as [`CloseReason::PeerClosed`], since many TLS clients end that way after
+    /// their last exchange and protocols that frame their own messages lose nothing, but
+    /// what an unframed stream carried may have been cut short by anyone on the path (RFC
+    /// 8446 §6.1). A relay passes that on as a reset rather than a clean end.
+    pub fn was_truncated(&self) -> bool {
+        self.flags().truncated
+    }
+
+    pub(crate) fn note_truncated(&self) {
+        self.update(|f| f.truncated = true);
     }
 
     /// Whether a close was requested (Twisted's `disconnecting`).

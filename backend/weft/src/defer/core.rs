@@ -699,7 +699,18 @@ impl Core {
             self.set_flag(CANCELLING, true);
             let canceller = self.canceller.borrow_mut().take();
             if let Some(canceller) = canceller {
-                canceller();
+                // A canceller that panics still cancels: the Deferred fails with
+                // `CancelledError` below, and a resolver dropped later is still a leak.
+                if let Err(panic) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(canceller))
+                {
+                    tracing::error!(
+                        deferred = %self.id,
+                        created = %super::Site(self.site),
+                        panic = %crate::time::panic_message(&panic),
+                        "a Deferred's canceller panicked; cancelling it anyway"
+                    );
+                }
             }
             if self.fired.get() == Fire::Not {
                 self.fire_failure(Failure::with_site(CancelledError, site), Fire::Cancelled);

@@ -178,6 +178,20 @@ fn the_canceller_runs_and_may_fire_the_deferred_itself() {
     assert_eq!(ok(d), 5);
 }
 
+/// A canceller that panics still cancels: the panic stays inside `cancel`, the Deferred
+/// fails with `CancelledError`, and its resolver dropped afterwards is no leak.
+#[test]
+fn a_canceller_that_panics_still_cancels() {
+    let rec = record();
+    let (r, d) = Deferred::<u32>::with_canceller(|| panic!("the canceller broke"));
+    d.cancel();
+    assert!(err(d).check::<CancelledError>());
+    assert!(r.is_called());
+    drop(r);
+    assert_eq!(rec.count("Leaked"), 0);
+    observe::set_observer(None);
+}
+
 #[test]
 fn cancel_propagates_into_the_deferred_being_waited_on() {
     let cancelled = Rc::new(RefCell::new(false));

@@ -77,6 +77,9 @@ impl DelayedCall {
         self.entry.state.set(CallState::Cancelled);
         // Free the closure (and what it captured) now, not when the heap slot expires.
         self.entry.func.borrow_mut().take();
+        if let Some(clock) = self.entry.clock.upgrade() {
+            clock.cancelled();
+        }
         Ok(())
     }
 

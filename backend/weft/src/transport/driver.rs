@@ -145,7 +145,11 @@ pub(crate) fn guarded_call(
     if took >= observe::slow_threshold() {
         crate::tasks::note_slow_inside();
         let callback = format!("{name}::{method}");
-        tracing::warn!(connection = %info.id, %callback, ?took, "a callback blocked the reactor");
+        // A peer that can make parsing slow makes one each: the log takes 20 a second
+        // for a service, the event and its count take every one.
+        if let Some(suppressed) = observe::log_line_budget(&info.service, "slow callback") {
+            tracing::warn!(connection = %info.id, %callback, ?took, suppressed, "a callback blocked the reactor");
+        }
         observe::emit(|| {
             Event::SlowCallback(SlowCallback {
                 callback,
@@ -162,7 +166,9 @@ pub(crate) fn guarded_call(
                 "{name}::{method} panicked: {}",
                 crate::time::panic_message(&panic)
             );
-            tracing::error!(connection = %info.id, "{message}");
+            if let Some(suppressed) = observe::log_line_budget(&info.service, "callback panicked") {
+                tracing::error!(connection = %info.id, suppressed, "{message}");
+            }
             observe::emit(|| {
                 Event::ProtocolError(ProtocolError {
                     service: info.service.clone(),
@@ -416,5 +422,61 @@ impl<S: Stream> Driver<'_, S> {
             // Flush what is buffered, then close.
             self.transport.lose_connection_with(CloseReason::PeerClosed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::address::Address;
+    use crate::observe::TransportKind;
+
+    /// Lines written to a shared buffer.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A peer that can make a protocol's callback panic (or block) on every connection
+    /// gets a line each at most 20 times a second for its service; the rest are said in
+    /// the next line's `suppressed`, and every one is still reported.
+    #[test]
+    fn panicking_and_slow_callbacks_are_logged_within_the_service_s_budget() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let info = ConnectionInfo::new(
+            "flooded".into(),
+            TransportKind::Tcp,
+            Address::Ip("127.0.0.1:1".parse().unwrap()),
+            Address::Ip("127.0.0.1:2".parse().unwrap()),
+        );
+        crate::observe::set_slow_threshold(std::time::Duration::ZERO);
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..100 {
+                let _ = guarded_call(&info, "Proto", "data_received", || panic!("bad input"));
+            }
+        });
+        crate::observe::set_slow_threshold(std::time::Duration::from_millis(100));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let panicked = text.lines().filter(|l| l.contains("panicked")).count();
+        let slow = text
+            .lines()
+            .filter(|l| l.contains("blocked the reactor"))
+            .count();
+        assert_eq!((panicked, slow), (20, 20), "{text}");
     }
 }

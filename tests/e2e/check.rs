@@ -91,14 +91,17 @@ fn a_file_that_declares_no_service_is_refused_by_check_and_run() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, text).unwrap();
-        let out = Command::new(weft_bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("declares no service"));
+        // `run` takes the file as `check` does, or after `--config`.
+        for form in [&["run", "--config"][..], &["run"]] {
+            let out = Command::new(weft_bin())
+                .args(form)
+                .arg(&path)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{form:?}: {out:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("declares no service"));
+        }
     }
 }
 

@@ -36,6 +36,9 @@ enum Command {
     /// Run the services of a configuration (without one: the built-in demo, also what
     /// `weft` alone runs).
     Run {
+        /// The configuration file (weft.toml), as `check` takes it.
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// The configuration file (weft.toml).
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -58,8 +61,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Run { config: None }) {
-        Command::Run { config } => run(config, cli.log_format),
+    let demo = Command::Run {
+        file: None,
+        config: None,
+    };
+    let result = match cli.command.unwrap_or(demo) {
+        Command::Run { file, config } => run(file.or(config), cli.log_format),
         Command::Check {
             file,
             config,

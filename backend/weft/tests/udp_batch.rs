@@ -244,6 +244,9 @@ fn datagrams_the_kernel_dropped_for_a_full_queue_are_counted() {
     let (release, held) = channel();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
+    // A fixed port: the listener that takes the socket over below names the same one.
+    let listen = format!("udp:{}:interface=127.0.0.1", weft_test_support::free_port());
+    let endpoint = listen.clone();
     let _running = spawn_reactor(move |r| {
         r.set_observer(obs);
         let protocol = HeldEcho {
@@ -251,9 +254,7 @@ fn datagrams_the_kernel_dropped_for_a_full_queue_are_counted() {
             handled: 0,
             seen: log,
         };
-        let port = r
-            .listen_udp("udp-echo", "udp:0:interface=127.0.0.1", protocol)
-            .unwrap();
+        let port = r.listen_udp("udp-echo", &listen, protocol).unwrap();
         port.local_addr().unwrap()
     });
     let addr = _running.value;
@@ -286,15 +287,49 @@ fn datagrams_the_kernel_dropped_for_a_full_queue_are_counted() {
     eventually("the next one handled", || handled() == last + 2);
     let dropped = sent + 3 - handled();
     assert!(dropped > 0, "the queue overflowed");
-    let counted: usize = observer
-        .events()
-        .iter()
-        .filter(|e| e.contains("ReceiveQueueFull"))
-        .map(|e| {
-            let at = e.find("count: ").expect("a count") + "count: ".len();
-            let digits: String = e[at..].chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<usize>().unwrap()
-        })
-        .sum();
-    assert_eq!(counted, dropped, "every datagram dropped is counted");
+    let counted = || -> usize {
+        observer
+            .events()
+            .iter()
+            .filter(|e| e.contains("ReceiveQueueFull"))
+            .map(|e| {
+                let at = e.find("count: ").expect("a count") + "count: ".len();
+                let digits: String = e[at..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<usize>().unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(counted(), dropped, "every datagram dropped is counted");
+
+    // Handed over to a new listener (a reload), the socket's count is not counted again.
+    let (tx, rx) = channel();
+    _running.handle.call_from_thread(move || {
+        let r = weft::Reactor::current();
+        let ports = r.listening_ports();
+        let handover = r.handover(ports);
+        r.listen_udp("udp-echo", &endpoint, weft_test_support::UdpEcho)
+            .expect("takes the socket");
+        handover.commit();
+        tx.send(()).unwrap();
+    });
+    rx.recv().unwrap();
+    // The old listener's answers still on their way, then the new one's.
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    while client.recv_from(&mut buf).is_ok() {}
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for _ in 0..3 {
+        client.send_to(b"new", addr).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"new");
+    }
+    assert_eq!(
+        counted(),
+        dropped,
+        "nothing counted twice after the handover"
+    );
 }

@@ -48,6 +48,9 @@ pub(crate) const LONG_WAIT: u16 = 1 << 7;
 pub(crate) const DEADLOCK_REPORTED: u16 = 1 << 8;
 /// Not reported to the observer yet: see [`Unannounced`].
 const UNANNOUNCED: u16 = 1 << 9;
+/// Its handle was let go saying its steps dealt with the failure it ends with
+/// (`Deferred::end_handled`): not reported unhandled, but for a panic.
+const HANDLED: u16 = 1 << 10;
 
 /// How long a chain the observer passed over may stay pending unreported: one that ends
 /// well sooner (an HTTP request answered by its upstream, say) is never reported.
@@ -579,6 +582,10 @@ impl Core {
         }
         let result = self.result.borrow();
         if let Some(failure) = result.as_ref().and_then(|h| h.failure()) {
+            // A panic in a step is no failure its steps could have meant to deal with.
+            if self.flags_has(HANDLED) && !failure.check::<super::PanicError>() {
+                return;
+            }
             self.set_flag(UNHANDLED_REPORTED, true);
             detect::report_unhandled(self, failure);
         }
@@ -611,7 +618,7 @@ impl Core {
     /// The typed handle went away saying a failure the chain ends with was dealt with
     /// ([`Deferred::end_handled`](super::Deferred::end_handled)).
     pub(crate) fn handled(&self) {
-        self.set_flag(UNHANDLED_REPORTED, true);
+        self.set_flag(HANDLED, true);
         self.consumer_dropped();
     }
 
@@ -717,9 +724,15 @@ impl Core {
             }
             self.set_flag(CANCELLING, false);
         } else {
-            let child = self.waiting_on.borrow().clone();
-            if let Some(child) = child {
-                child.cancel(site);
+            // Down the line of children to the one not fired yet, in a loop: a chain
+            // nested deep is cancelled without deepening the stack.
+            let mut child = self.waiting_on.borrow().clone();
+            while let Some(c) = child {
+                if c.fired.get() == Fire::Not {
+                    c.cancel(site);
+                    break;
+                }
+                child = c.waiting_on.borrow().clone();
             }
         }
     }

@@ -323,7 +323,8 @@ impl<T: 'static> Deferred<T> {
     /// failure) and not reported unhandled. For a chain that answers its client either way
     /// and ends with the failure so that its record says what went wrong (a forwarded
     /// question answered SERVFAIL because no upstream answered), where Twisted's idiom,
-    /// an errback that logs and recovers, would record it as having succeeded.
+    /// an errback that logs and recovers, would record it as having succeeded. A panic in
+    /// a step (`PanicError`) is still reported: no step meant to deal with that.
     pub fn end_handled(mut self) {
         if let Some(core) = self.core.take() {
             core.handled();

@@ -314,6 +314,12 @@ impl<T: 'static, U: 'static, H: Handler<T, U>> Link for Step<T, U, H> {
             Next::Now(result) => Ran::Done(self.set(result)),
             Next::Later(child) => {
                 let child = child.into_core();
+                // Its firing side is gone already: it can never hand on a result, and the
+                // step fails now rather than wait for ever.
+                if child.leaked() {
+                    self.err = Some(Failure::with_site(super::LeakedError, site));
+                    return Ran::Done(Did::Failed);
+                }
                 if child.at_rest()
                     && let Some(result) = child.take_result::<U>()
                 {

@@ -360,6 +360,11 @@ fn a_chain_ended_as_handled_is_recorded_failed_and_never_reported_unhandled() {
     assert!(settled.contains("Failed"), "{settled}");
     Deferred::<u32>::fail(Failure::new(Boom)).end_handled();
     assert_eq!(rec.count("Unhandled"), 0);
+    // A step that panics is not what its chain's steps dealt with: still reported.
+    Deferred::succeed(1_u32)
+        .add_callback(|_| -> u32 { panic!("a bug in the last step") })
+        .end_handled();
+    assert_eq!(rec.count("Unhandled"), 1);
     observe::set_observer(None);
 }
 
@@ -439,6 +444,18 @@ fn a_leaked_grandchild_frees_every_chain_waiting_on_it() {
     assert_eq!(pending_count(), 0);
 }
 
+/// A step that returns a Deferred whose firing side is gone already fails at once with
+/// `LeakedError`, rather than wait on it for ever.
+#[test]
+fn a_step_returning_a_deferred_leaked_already_fails_with_leaked_error() {
+    let d = Deferred::succeed(()).and_then(|()| {
+        let (_gone, child) = Deferred::<u32>::new();
+        child
+    });
+    assert!(err(d).check::<crate::defer::LeakedError>());
+    assert_eq!(pending_count(), 0);
+}
+
 /// Twisted's ticket 411: a chain that waits on a chain that waits on ... ends in a loop,
 /// each parent resumed after its child's run, not inside it.
 #[test]
@@ -451,6 +468,15 @@ fn a_chain_nested_a_hundred_thousand_deep_ends_without_deepening_the_stack() {
     }
     r.callback(0);
     assert_eq!(ok(d), DEPTH);
+
+    // Cancelled from the top, it is the innermost that is cancelled, found in a loop.
+    let (_r, mut d) = Deferred::<u32>::new();
+    for _ in 0..DEPTH {
+        let child = d;
+        d = Deferred::succeed(()).and_then(move |()| child);
+    }
+    d.cancel();
+    assert!(err(d).check::<CancelledError>());
 
     // And one that leaks, then is dropped, frees every level the same way.
     let (r, mut d) = Deferred::<u32>::new();

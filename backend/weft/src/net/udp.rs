@@ -443,7 +443,7 @@ impl Reactor {
                 }
                 return;
             }
-            let reason = receive_loop(&t, &*protocol, name, max_datagram, &stop).await;
+            let reason = receive_loop(&t, &*protocol, name, max_datagram, fresh, &stop).await;
             // Nothing more is received; what the port still sends (answers that were
             // waiting on an upstream, to be drained at shutdown or after a reload) goes
             // out on its socket, which lives as long as something holds the transport.
@@ -489,6 +489,7 @@ async fn receive_loop(
     protocol: &RefCell<impl DatagramProtocol>,
     name: &'static str,
     max_datagram: usize,
+    fresh: bool,
     stop: &CancellationToken,
 ) -> CloseReason {
     let info = transport.shared.info.clone();
@@ -500,7 +501,9 @@ async fn receive_loop(
     };
     let max_datagram = max_datagram.min(largest);
     // One byte more than allowed reveals a datagram that was cut short.
-    let mut inbox = Inbox::new(max_datagram + 1);
+    // A socket handed over by a reload has counted its drops since it was made, and the
+    // loop before this one counted them: this one counts from the first count it hears.
+    let mut inbox = Inbox::new(max_datagram + 1, fresh);
     loop {
         tokio::select! {
             biased;

@@ -33,21 +33,24 @@ pub(super) struct Inbox {
     buf: Vec<u8>,
     headers: MultiHeaders<SockaddrStorage>,
     got: Vec<Received>,
-    /// The socket's count of datagrams the kernel dropped, as last told (`SO_RXQ_OVFL`).
-    dropped_seen: u32,
+    /// The socket's count of datagrams the kernel dropped, as last told (`SO_RXQ_OVFL`);
+    /// `None` until the first count is heard on a socket whose earlier drops were counted
+    /// by another inbox (one handed over by a reload).
+    dropped_seen: Option<u32>,
     /// Of those, not yet taken by [`Inbox::take_dropped`].
     dropped_new: u64,
 }
 
 impl Inbox {
-    /// Slots of `slot` bytes each.
-    pub(super) fn new(slot: usize) -> Self {
+    /// Slots of `slot` bytes each, on a socket made for it (`fresh`: every drop it tells
+    /// is new) or handed over.
+    pub(super) fn new(slot: usize, fresh: bool) -> Self {
         Self {
             slot,
             buf: vec![0; slot],
             headers: headers(),
             got: Vec::with_capacity(BATCH),
-            dropped_seen: 0,
+            dropped_seen: fresh.then_some(0),
             dropped_new: 0,
         }
     }
@@ -87,10 +90,11 @@ impl Inbox {
             for cmsg in message.cmsgs().into_iter().flatten() {
                 if let ControlMessageOwned::RxqOvfl(count) = cmsg {
                     // The count only grows, wrapping at 2^32.
-                    let new = count.wrapping_sub(self.dropped_seen);
+                    let seen = *self.dropped_seen.get_or_insert(count);
+                    let new = count.wrapping_sub(seen);
                     if new < u32::MAX / 2 {
                         self.dropped_new += u64::from(new);
-                        self.dropped_seen = count;
+                        self.dropped_seen = Some(count);
                     }
                 }
             }

@@ -458,17 +458,21 @@ fn a_disk_full_at_start_leaves_history_unwritten_until_there_is_room() {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
     };
-    // Full but for 32 KiB: room for the lock file, not for the schema.
+    // Full: not even the lock file's process id fits.
     let mut fillers = Vec::new();
     for i in 0.. {
         let path = disk.0.join(format!("filler-{i}"));
+        fillers.push(path.clone());
         if std::fs::write(&path, vec![0u8; 32 * 1024]).is_err() {
-            let _ = std::fs::remove_file(&path);
             break;
         }
-        fillers.push(path);
     }
-    std::fs::remove_file(fillers.pop().unwrap()).unwrap();
+    let last = fillers.last().unwrap().clone();
+    let mut room = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    while std::io::Write::write(&mut room, &[0u8; 512]).is_ok_and(|n| n > 0) {}
     let echo = free_port();
     let db = disk.0.join("weft.db");
     let config = dir.path().join("weft.toml");

@@ -99,10 +99,16 @@ impl WriterLock {
             }
             Err(errno) => return Err(failed(errno.into())),
         }
-        file.set_len(0)
+        // The process id only names the holder in another process's refusal: the lock is
+        // the `flock`. On a full disk it cannot be written, and the history is then served
+        // without being written (see `Store::open_with`), not refused over it.
+        if let Err(error) = file
+            .set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(failed)?;
+        {
+            tracing::warn!(lock = %path.display(), %error, "cannot write the process id into the history file's lock file; holding the lock without it");
+        }
         Ok(WriterLock { file })
     }
 

@@ -361,14 +361,21 @@ fn the_services_together_accept_no_more_than_the_process_cap() {
     held.pop();
     assert_eventually!(echoes(local(a)), "a place frees when a connection closes");
 
-    // Derived from the open-files limit: 400 files, 272 kept at most half of them.
+    // Derived from the open-files limit: 400 files, of which at most half are kept for
+    // the rest (the dashboard's connections among them, lowered to fit).
     let auto = spawn_app_limited(Some(400), |_, _| String::new());
+    let log = auto.log();
     assert!(
-        auto.log()
-            .lines()
+        log.lines()
             .any(|l| l.contains("max_connections=100") && l.contains("every service together")),
-        "{}",
-        auto.log()
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("fewer dashboard connections")
+                && l.contains("configured=1024")
+                && l.contains("max_connections=100")),
+        "{log}"
     );
 }
 

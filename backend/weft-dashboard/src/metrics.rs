@@ -178,7 +178,8 @@ impl DashboardMetrics {
             "weft_dashboard_refused_total",
             "Dashboard requests and connections refused, by reason (host, token, \
              token_attempts, cross_site, handshake, live_clients, limit_peer, limit_total, \
-             reload_busy, head_too_large, malformed, body).",
+             idle_evicted: an idle connection closed to make room, reload_busy, \
+             head_too_large, malformed, body).",
         );
         let live_clients = IntGauge::new(
             "weft_dashboard_live_clients",

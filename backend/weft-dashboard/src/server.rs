@@ -28,7 +28,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -172,10 +172,7 @@ pub async fn serve(
             state.metrics.refused(Refusal::IdleEvicted);
         }
         let activity = place.activity.clone();
-        let placed = Placed {
-            stream,
-            _place: place,
-        };
+        let placed = Placed { stream, place };
         let peer = Peer(peer.ip());
         let metrics = state.metrics.clone();
         connections.spawn(connection(
@@ -290,6 +287,9 @@ struct Held {
 struct Activity {
     /// Requests under way (read, or being answered); 0 while it waits for a head.
     in_flight: AtomicU64,
+    /// Its last write found the socket full: an answer is still on its way to a slow
+    /// reader, whose body hyper may have let go of already.
+    write_blocked: AtomicBool,
     /// Since when it has been idle, in microseconds from `epoch`; `u64::MAX` once it became
     /// a `/ws` feed, which is never evicted.
     idle_since: AtomicU64,
@@ -302,6 +302,7 @@ impl Activity {
     fn new(epoch: Instant) -> Self {
         let activity = Self {
             in_flight: AtomicU64::new(0),
+            write_blocked: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             epoch,
             evict: CancellationToken::new(),
@@ -329,10 +330,19 @@ impl Activity {
         self.idle_since.store(u64::MAX, Ordering::Relaxed);
     }
 
-    /// Since when it has been idle, if it is and may be evicted.
+    /// Since when it has been idle, if it is and may be evicted: no request under way and
+    /// nothing left to send.
     fn idle(&self) -> Option<u64> {
         let since = self.idle_since.load(Ordering::Relaxed);
-        (self.in_flight.load(Ordering::Relaxed) == 0 && since != u64::MAX).then_some(since)
+        let busy = self.in_flight.load(Ordering::Relaxed) > 0
+            || self.write_blocked.load(Ordering::Relaxed);
+        (!busy && since != u64::MAX).then_some(since)
+    }
+
+    /// What the last write found: the socket full (`Pending`) or not.
+    fn wrote<T>(&self, result: &Poll<T>) {
+        self.write_blocked
+            .store(result.is_pending(), Ordering::Relaxed);
     }
 }
 
@@ -479,8 +489,9 @@ impl Drop for Place {
 #[derive(Debug)]
 struct Placed {
     stream: TcpStream,
-    /// Held only for its drop, so an upgraded `/ws` connection keeps its place until it closes.
-    _place: Place,
+    /// Its place: an upgraded `/ws` connection keeps it until it closes; its writes say
+    /// whether an answer is still on its way.
+    place: Place,
 }
 
 impl AsyncRead for Placed {
@@ -499,7 +510,9 @@ impl AsyncWrite for Placed {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.place.activity.wrote(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -507,7 +520,9 @@ impl AsyncWrite for Placed {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.place.activity.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -596,5 +611,16 @@ mod tests {
             "a feed is never evicted"
         );
         assert_eq!(places.take(ip).unwrap_err(), Refusal::LimitTotal);
+
+        // An answer still on its way to a slow reader (its body let go of by hyper, the
+        // socket full) is no idle connection; once it is all sent, it is.
+        let places = Arc::new(Places::new(1, 0));
+        let (slow, _) = places.take(ip).unwrap();
+        slow.activity.request_started();
+        slow.activity.request_ended();
+        slow.activity.wrote(&Poll::<()>::Pending);
+        assert_eq!(places.take(ip).unwrap_err(), Refusal::LimitTotal);
+        slow.activity.wrote(&Poll::Ready(()));
+        assert!(places.take(ip).unwrap().1, "evicted once its answer is out");
     }
 }

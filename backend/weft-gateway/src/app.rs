@@ -89,6 +89,20 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     let (reloader, requests) = weft_dashboard::Reloader::channel(reload::QUEUE);
     let mut settings = inspector_config(config);
     settings.reloader = Some(reloader);
+    // The dashboard's connections are files too: under a small open-files limit they
+    // get their share of what is kept for the rest, or idle ones from enough addresses
+    // would take the descriptors the services' connections need.
+    if let Some(room) =
+        open_files.map(|files| dashboard_room(files, config.dashboard.max_connections))
+        && room < settings.max_connections
+    {
+        tracing::warn!(
+            configured = settings.max_connections,
+            max_connections = room,
+            "the open files limit leaves room for fewer dashboard connections than [dashboard] max_connections; lowered"
+        );
+        settings.max_connections = room;
+    }
     let inspector = Inspector::start(&reactor, settings)?;
     if let Some(addr) = inspector.dashboard_addr() {
         tracing::info!("dashboard on http://{addr}/ (metrics at /metrics)");
@@ -153,8 +167,23 @@ const FILES_KEPT: u64 = 256;
 /// request's upstream connection), as HAProxy derives its `maxconn`. One descriptor
 /// short, every service stops accepting and the connections out fail.
 fn process_connection_cap(files: u64, dashboard: usize) -> usize {
-    let kept = (FILES_KEPT + dashboard as u64).min(files / 2);
+    let kept = kept_files(files, dashboard);
     usize::try_from((files - kept) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// The files kept for what is not a service's connection under an open-files limit of
+/// `files`: [`FILES_KEPT`] and the dashboard's connections, at most half of them.
+fn kept_files(files: u64, dashboard: usize) -> u64 {
+    (FILES_KEPT + dashboard as u64).min(files / 2)
+}
+
+/// The dashboard's connections that fit in the files kept (all it asks for, unless the
+/// limit is small): what is kept less [`FILES_KEPT`], or half of it when that is less.
+fn dashboard_room(files: u64, dashboard: usize) -> usize {
+    let kept = kept_files(files, dashboard);
+    usize::try_from(kept - FILES_KEPT.min(kept / 2))
         .unwrap_or(usize::MAX)
         .max(1)
 }

@@ -243,7 +243,7 @@ pub(super) async fn accept_loop(
         ),
         CapWarning::new(
             "limit_process",
-            "the process is at its connection cap (set from its open-files limit); refusing new connections",
+            "the process is at its connection cap; refusing new connections",
         ),
     ];
     loop {

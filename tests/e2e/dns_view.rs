@@ -210,6 +210,18 @@ fn the_dns_page_shows_a_hostile_query_name_as_text() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    // A type without a mnemonic is shown as dig and zone files write it (RFC 3597).
+    ask(
+        &client,
+        port,
+        &[b"www", b"example", b"test"],
+        RecordType::Unknown(65_535),
+        true,
+    );
+    assert_eq!(
+        service(&api_dns(&app), "dns")["recent"][0]["qtype"],
+        "TYPE65535"
+    );
     assert!(
         name.contains("<script>") || name.contains("\\<script\\>"),
         "{json:#}"

@@ -313,6 +313,15 @@ impl DnsMetrics {
     }
 }
 
+/// A record type's name as zone files and `dig` write it: its mnemonic, or `TYPE65535` for
+/// one without (RFC 3597 section 5), never hickory's bare `Unknown`.
+pub fn type_name(qtype: hickory_proto::rr::RecordType) -> String {
+    match qtype {
+        hickory_proto::rr::RecordType::Unknown(code) => format!("TYPE{code}"),
+        known => known.to_string(),
+    }
+}
+
 /// The text of `rcode`: its label value (`NOERROR`), or its number for the uncommon ones.
 pub fn rcode_name(rcode: ResponseCode) -> String {
     match RCODES.iter().find(|(c, _)| *c == rcode) {
@@ -611,6 +620,14 @@ pub struct Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A type without a mnemonic is written as RFC 3597 writes it, as `dig` shows it.
+    #[test]
+    fn types_are_named_as_zone_files_write_them() {
+        assert_eq!(type_name(RecordType::AAAA), "AAAA");
+        assert_eq!(type_name(RecordType::Unknown(65_535)), "TYPE65535");
+        assert_eq!(rcode_name(ResponseCode::Unknown(3_000)), "RCODE3000");
+    }
 
     #[test]
     fn unknown_types_and_codes_share_the_other_label_and_families_register_once() {

@@ -91,8 +91,13 @@ pub(crate) fn check(
     version: Version,
     headers: &HeaderMap,
 ) -> Result<HeaderValue, Refused> {
-    if method != Method::GET || version < Version::HTTP_11 {
+    if !matches!(*method, Method::GET | Method::HEAD) || version < Version::HTTP_11 {
         return Err(Refused::NotGet);
+    }
+    // HEAD is answered as GET would be, without the body (RFC 9110 §9.3.2); it never
+    // upgrades, so as a GET that did not ask to: 426.
+    if method == Method::HEAD {
+        return Err(Refused::NotUpgrade);
     }
     if !has_token(headers, header::UPGRADE, "websocket")
         || !has_token(headers, header::CONNECTION, "upgrade")
@@ -198,6 +203,11 @@ mod tests {
         assert_eq!(
             check(&Method::POST, Version::HTTP_11, &all),
             Err(Refused::NotGet)
+        );
+        // HEAD as GET would be answered without upgrading: 426, never 101.
+        assert_eq!(
+            check(&Method::HEAD, Version::HTTP_11, &all),
+            Err(Refused::NotUpgrade)
         );
     }
 }

@@ -105,7 +105,10 @@ impl ServiceView for DnsView {
                     at_ms: q.at_ms,
                     client: q.client.map(|c| c.to_string()).unwrap_or_default(),
                     name: q.name,
-                    kind: q.qtype.map(|t| t.to_string()).unwrap_or_default(),
+                    kind: q
+                        .qtype
+                        .map(weft_names::metrics::type_name)
+                        .unwrap_or_default(),
                     status: weft_names::metrics::rcode_name(q.rcode),
                     latency_ms: q.latency.as_secs_f64() * 1e3,
                     source: q.source.to_string(),

@@ -52,7 +52,7 @@ impl Log {
         let (name, qtype) = match a.query {
             Some(q) => (
                 crate::wire::NameText(q.name()).to_string(),
-                q.query_type().to_string(),
+                crate::metrics::type_name(q.query_type()),
             ),
             None => (String::new(), String::new()),
         };

@@ -47,12 +47,23 @@ fn config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
+/// The feeds served at once: `max_live_clients`, but never more than three quarters of
+/// the dashboard's `max_connections`. Feeds are never evicted to make room (see
+/// `crate::server`), so feeds alone filling every place would keep every scrape, probe
+/// and page out.
+fn live_cap(state: &DashboardState) -> usize {
+    let total = state.max_connections;
+    state
+        .max_live_clients
+        .min(total.saturating_sub(total / 4).max(1))
+}
+
 /// A place among the live clients, given back when dropped.
 struct Admission(DashboardState);
 
 impl Admission {
     fn new(state: &DashboardState) -> Option<Self> {
-        state.fanout.join(state.max_live_clients).then(|| {
+        state.fanout.join(live_cap(state)).then(|| {
             state.metrics.live_joined();
             Self(state.clone())
         })
@@ -188,5 +199,23 @@ where
             }
         }
         Ended::ClientGone | Ended::SendFailed(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds, never evicted, leave a quarter of the places to pages, scrapes and probes.
+    #[test]
+    fn feeds_never_take_every_place() {
+        let state = || DashboardState::new(weft_telemetry::Hub::new(Default::default()).unwrap());
+        assert_eq!(live_cap(&state()), crate::live::DEFAULT_MAX_LIVE_CLIENTS);
+        assert_eq!(live_cap(&state().with_max_connections(8, 0)), 6);
+        assert_eq!(live_cap(&state().with_max_connections(1, 0)), 1);
+        let few = state()
+            .with_max_connections(100, 0)
+            .with_max_live_clients(2);
+        assert_eq!(live_cap(&few), 2);
     }
 }

@@ -277,7 +277,7 @@ fn idle_dns_connections_beyond_the_cap_cannot_stop_echo_http_or_the_dashboard() 
 fn out_of_file_descriptors_accepting_backs_off_says_so_once_and_recovers() {
     let port = free_port();
     // With the process's connection cap out of the way: descriptors can still run out
-    // (a cap set too high, files held by the rest of the process).
+    // (a cap set too high, which is said at start; files held by the rest of the process).
     let app = spawn_app_limited(Some(128), |_, _| {
         service(
             "flood",
@@ -286,6 +286,12 @@ fn out_of_file_descriptors_accepting_backs_off_says_so_once_and_recovers() {
             "max_connections_per_peer = 0\nidle_timeout = \"0s\"",
         ) + "\n[gateway]\nmax_connections = 100000\n"
     });
+    assert!(
+        app.log()
+            .contains("max_connections is more than the open files limit leaves room for"),
+        "{}",
+        app.log()
+    );
     let mut flood: Vec<TcpStream> = (0..200)
         .filter_map(|_| TcpStream::connect(local(port)).ok())
         .collect();

@@ -68,6 +68,17 @@ pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     let cap = config.gateway.max_connections.or_else(|| {
         open_files.map(|files| process_connection_cap(files, config.dashboard.max_connections))
     });
+    if let (Some(set), Some(files)) = (config.gateway.max_connections, open_files) {
+        let fits = process_connection_cap(files, config.dashboard.max_connections);
+        if set > fits {
+            tracing::warn!(
+                max_connections = set,
+                open_files = files,
+                fits,
+                "[gateway] max_connections is more than the open files limit leaves room for; descriptors may run out first"
+            );
+        }
+    }
     weft::policies::set_process_connection_limit(cap);
     if let Some(cap) = cap {
         tracing::info!(

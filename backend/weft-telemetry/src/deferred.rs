@@ -658,15 +658,23 @@ fn stalled_detail(s: &Stalled) -> String {
         };
         format!(", at \"{}\"{about}{on}", n.name)
     });
+    // A chain whose code names its steps is where it says; the index of its callback
+    // steps (0 for one that has none, an HTTP request's) would read as another numbering.
+    let at = match &s.named {
+        Some(_) => String::new(),
+        None => format!(
+            " at step {}{}",
+            s.step,
+            s.step_site
+                .map(|site| format!(" ({site})"))
+                .unwrap_or_default()
+        ),
+    };
     format!(
-        "{} for {:.1}s (threshold {:.1}s) at step {}{}{}{named}",
+        "{} for {:.1}s (threshold {:.1}s){at}{}{named}",
         s.state.as_str(),
         s.stalled_for.as_secs_f64(),
         s.threshold.as_secs_f64(),
-        s.step,
-        s.step_site
-            .map(|site| format!(" ({site})"))
-            .unwrap_or_default(),
         s.waiting_on
             .map(|c| format!(", waiting on Deferred {c}"))
             .unwrap_or_default(),
@@ -718,6 +726,41 @@ fn detected(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain whose code names its steps is said to be where it says, not at callback
+    /// step 0 (an HTTP request has no callback steps); one without is at its step index.
+    #[test]
+    fn a_stall_is_described_at_its_named_step_or_its_callback_step() {
+        let stalled = |named| Stalled {
+            subject: weft::defer::Subject {
+                id: weft::defer::DeferredId(7),
+                label: None,
+                site: weft::defer::Site(std::panic::Location::caller()),
+                connection: None,
+            },
+            state: weft::defer::DeferredState::Pending,
+            stalled_for: Duration::from_secs(6),
+            threshold: Duration::from_secs(5),
+            step: 0,
+            step_site: None,
+            waiting_on: None,
+            named,
+        };
+        let named = weft::defer::NamedStep {
+            index: 2,
+            name: "response head",
+            waits_on: Some(WaitsOn::Connection(ConnectionId(44))),
+            detail: None,
+        };
+        assert_eq!(
+            stalled_detail(&stalled(Some(named))),
+            "pending for 6.0s (threshold 5.0s), at \"response head\" on connection 44"
+        );
+        assert_eq!(
+            stalled_detail(&stalled(None)),
+            "pending for 6.0s (threshold 5.0s) at step 0"
+        );
+    }
 
     fn sampler(rate: f64, per_second: u32) -> Sampler {
         Sampler::new(rate, per_second, IntCounter::new("s", "s").unwrap())

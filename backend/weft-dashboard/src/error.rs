@@ -125,7 +125,9 @@ where
 }
 
 /// Gives the API's `405` (a route asked with a method it does not take) the `{error}`
-/// body every other API error has, keeping its `Allow`.
+/// body every other API error has, keeping its `Allow`; elsewhere, an error the router
+/// answers with no body at all (a `405` on a page, a static file not there) says what it
+/// is in plain text.
 pub(crate) async fn api_method_errors_as_json(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -133,7 +135,10 @@ pub(crate) async fn api_method_errors_as_json(
     let api = request.uri().path().starts_with("/api/");
     let method = request.method().clone();
     let mut response = next.run(request).await;
-    if !api || response.status() != StatusCode::METHOD_NOT_ALLOWED {
+    if !api {
+        return said_in_text(response, &method);
+    }
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
         return response;
     }
     let allow = response.headers_mut().remove(axum::http::header::ALLOW);
@@ -145,4 +150,32 @@ pub(crate) async fn api_method_errors_as_json(
         json.headers_mut().insert(axum::http::header::ALLOW, allow);
     }
     json
+}
+
+/// `response`, or, when it is an error with no body and no type, the same with a line of
+/// plain text saying what it is.
+fn said_in_text(response: Response, method: &axum::http::Method) -> Response {
+    use hyper::body::Body as _;
+    let status = response.status();
+    let bare = !response
+        .headers()
+        .contains_key(axum::http::header::CONTENT_TYPE)
+        && response.body().size_hint().exact() == Some(0);
+    if !(status.is_client_error() || status.is_server_error()) || !bare {
+        return response;
+    }
+    let text = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            format!("{method} is not allowed here; `Allow` names the methods that are\n")
+        }
+        StatusCode::NOT_FOUND => "not found\n".to_owned(),
+        other => format!("{}\n", other.canonical_reason().unwrap_or("error")),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(text))
 }

@@ -443,3 +443,36 @@ async fn requests_another_sites_page_made_are_refused_but_links_followed_to_a_pa
     }
     assert_eq!(refusals(&app, "cross_site").await, "4");
 }
+
+/// An error the router answers by itself (a method a page does not take, a static file
+/// that is not there) says what it is, in plain text, rather than with an empty body of
+/// no type.
+#[tokio::test]
+async fn errors_the_router_answers_say_what_they_are() {
+    let app = router(listening());
+    let host = ("host", "127.0.0.1:9180");
+    for (method, path, status, says) in [
+        (
+            "POST",
+            "/",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST is not allowed here",
+        ),
+        (
+            "DELETE",
+            "/metrics",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "DELETE is not allowed here",
+        ),
+        ("GET", "/static/nope.js", StatusCode::NOT_FOUND, "not found"),
+    ] {
+        let a = send(app.clone(), request(method, path, &[host])).await;
+        assert_eq!(a.status, status, "{method} {path}");
+        assert!(
+            a.kind.starts_with("text/plain"),
+            "{method} {path}: {}",
+            a.kind
+        );
+        assert!(a.body.contains(says), "{method} {path}: {}", a.body);
+    }
+}

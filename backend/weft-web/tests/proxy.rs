@@ -124,6 +124,27 @@ fn an_http_1_0_client_given_a_body_of_unknown_length_is_told_the_connection_clos
     );
 }
 
+/// An upstream response whose body breaks off before any of it (a malformed chunk or
+/// trailer line in the packet that brought the head) is answered 502, counted against the
+/// upstream: nothing had been sent, and the client got nothing at all (HTTP/1.1: not even
+/// a status line; HTTP/2: a reset stream). A body that breaks off after some of it went
+/// out still cuts the response short.
+#[test]
+fn a_response_whose_body_breaks_off_before_any_of_it_is_a_502() {
+    let (bad, _) = upstream(|_| {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n".to_vec()
+    });
+    let (good, _) = upstream(chunked_slowly);
+    let server = proxy_to(&[("/bad", bad), ("/good", good)], Limits::default());
+    let mut client = server.connect();
+    let reply = client.request("GET /bad HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    // The connection goes on: the next request on it is answered.
+    let reply = client.request("GET /good HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(reply.text(), "hello world");
+    assert_eq!(server.recorded.count("GET", "5xx"), 1);
+}
+
 /// `Content-Length: 010` is ten bytes (RFC 9110 §8.6) but goes on as `10` both ways, as
 /// nginx writes it: a next hop that read it as octal would frame the message as eight.
 #[test]
@@ -356,6 +377,43 @@ fn an_exchange_its_client_abandons_resets_the_upstream_connection() {
     let server = proxy_to(&[("/", addr)], Limits::default());
     let mut client = server.connect();
     client.send(b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n");
+    eventually("the request is on an upstream connection", || {
+        server.upstream(&format!("http://{addr}")).busy_connections == 1
+    });
+    drop(client);
+    let end = how.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(end, "ConnectionReset");
+}
+
+/// A request body streamed to the upstream and cut short by its client (it left halfway)
+/// resets the upstream connection: ended in order, the upstream could take the part it
+/// got for the whole body.
+#[test]
+fn a_streamed_body_its_client_cuts_short_resets_the_upstream_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ended, how) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 65536];
+        let end = loop {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) => break "end of stream".to_owned(),
+                Ok(_) => {}
+                Err(e) => break format!("{:?}", e.kind()),
+            }
+        };
+        ended.send(end).unwrap();
+    });
+    let limits = Limits {
+        body_buffer_bytes: 0,
+        ..Limits::default()
+    };
+    let server = proxy_to(&[("/", addr)], limits);
+    let mut client = server.connect();
+    client.send(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+    client.send(&[b'x'; 50_000]);
     eventually("the request is on an upstream connection", || {
         server.upstream(&format!("http://{addr}")).busy_connections == 1
     });

@@ -85,6 +85,21 @@ pub(crate) struct ClientBody {
     held: Option<Rc<Held>>,
     /// What is still to come; `None` once the body was read whole.
     rest: Option<Reading>,
+    /// The upstream connection it goes out on, reset if what is still to come fails
+    /// (its client left halfway): hyper would otherwise end the connection in order, and
+    /// the upstream take the part it got for the whole body.
+    upstream: Option<weft::Transport>,
+}
+
+impl ReqBody {
+    /// Goes out on `upstream`, which is reset if the rest of the body fails to come.
+    pub(crate) fn goes_out_on(&mut self, upstream: &weft::Transport) {
+        if let ReqBody::Client(body) = self
+            && body.rest.is_some()
+        {
+            body.upstream = Some(upstream.clone());
+        }
+    }
 }
 
 impl ClientBody {
@@ -95,6 +110,7 @@ impl ClientBody {
             ahead: Bytes::new(),
             held: None,
             rest: Some(reading),
+            upstream: None,
         }
     }
 }
@@ -137,7 +153,15 @@ impl HttpBody for ReqBody {
             return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut body.ahead)))));
         }
         match &mut body.rest {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
+            Some(rest) => {
+                let polled = Pin::new(rest).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled
+                    && let Some(upstream) = body.upstream.take()
+                {
+                    upstream.abort_connection();
+                }
+                polled
+            }
             None => Poll::Ready(None),
         }
     }
@@ -199,12 +223,14 @@ impl Whole {
                 ahead: data.clone(),
                 held: Some(held.clone()),
                 rest: None,
+                upstream: None,
             },
             Whole::File(spilled) => ClientBody {
                 file: Some(FilePart::new(spilled.clone())),
                 ahead: Bytes::new(),
                 held: None,
                 rest: None,
+                upstream: None,
             },
         };
         ReqBody::Client(Box::new(body))
@@ -644,6 +670,7 @@ fn part(
         ahead,
         held: held.map(Rc::new),
         rest,
+        upstream: None,
     };
     Ok((Ahead::Part(body), BodyBuffered::Part))
 }
@@ -915,6 +942,7 @@ impl ReqBody {
             ahead: Bytes::new(),
             held: None,
             rest: None,
+            upstream: None,
         }))
     }
 }

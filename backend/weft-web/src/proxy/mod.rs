@@ -508,7 +508,7 @@ pub(crate) async fn forward(
             Ok(response) => {
                 // RFC 9112 §6.1: hyper undoes `chunked` only; a body in another coding
                 // would reach the client undone, its coding unsaid (nginx answers 502).
-                if let Some(coding) = untransferable(&response, outgoing.is_head()) {
+                if let Some(coding) = untransferable(&response.0, outgoing.is_head()) {
                     let err = UpstreamError::Exchange(
                         target.upstream.url.clone(),
                         format!("answered in a transfer coding other than chunked ({coding})"),
@@ -533,13 +533,13 @@ pub(crate) async fn forward(
     };
     // RFC 9110 §15.2.2: a server switches protocols only when the request asked to
     // (requests that ask go through `upgrade`); the client could not follow.
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+    if response.0.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Err(UpstreamError::Switch(
             upstreams.targets[i].upstream.url.clone(),
             "for a request that did not ask to".into(),
         ));
     }
-    a_status(&response, &upstreams.targets[i].upstream)?;
+    a_status(&response.0, &upstreams.targets[i].upstream)?;
     Ok(respond(
         route,
         &upstreams.targets[i],
@@ -572,7 +572,7 @@ async fn exchange(
     limits: &Limits,
     steps: &Steps,
     detail: Option<&StepDetail>,
-) -> Result<Response<Incoming>, UpstreamError> {
+) -> Result<pool::Answered, UpstreamError> {
     let url = || target.upstream.url.clone();
     let _in_flight = InFlight::enter(&target.state.in_flight);
     // Set once the request went out on a reused connection that then failed: it goes
@@ -597,7 +597,13 @@ async fn exchange(
             .await;
         let err = match sent {
             Err(_) => return Err(UpstreamError::Timeout(url(), limits.upstream_timeout)),
-            Ok(Ok(response)) => return Ok(response),
+            Ok(Ok(answered)) => return Ok(answered),
+            Ok(Err(SendError::BrokenBody(err))) => {
+                return Err(UpstreamError::Exchange(
+                    url(),
+                    format!("its response's body broke off before any of it: {err}"),
+                ));
+            }
             Ok(Err(SendError::NotSent(request))) => {
                 outgoing.give_back(*request);
                 if reused {
@@ -714,7 +720,7 @@ async fn send(
 fn respond(
     route: &Route,
     target: &Target,
-    response: Response<Incoming>,
+    (response, first): pool::Answered,
     stall_limit: Duration,
 ) -> Response<Body> {
     let upstream = &target.upstream;
@@ -752,6 +758,7 @@ fn respond(
     }
     let body = FromUpstream {
         inner: body,
+        first,
         state: target.state.clone(),
         stall_limit,
         stalled: None,
@@ -767,6 +774,8 @@ pin_project_lite::pin_project! {
     struct FromUpstream {
         #[pin]
         inner: Incoming,
+        // The first frame, read with the head (`pool::Answer`), given before the rest.
+        first: Option<hyper::body::Frame<bytes::Bytes>>,
         state: Arc<upstreams::UpstreamState>,
         stall_limit: Duration,
         // Set when a poll finds no piece, cleared when one comes.
@@ -785,7 +794,11 @@ impl hyper::body::Body for FromUpstream {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         use std::task::Poll;
         let mut this = self.project();
-        let Poll::Ready(polled) = this.inner.poll_frame(cx) else {
+        let polled = match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => this.inner.as_mut().poll_frame(cx),
+        };
+        let Poll::Ready(polled) = polled else {
             if this.stalled.is_none() {
                 this.stalled
                     .set(Some(tokio::time::sleep(*this.stall_limit)));
@@ -818,11 +831,20 @@ impl hyper::body::Body for FromUpstream {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        if let Some(data) = self.first.as_ref().and_then(hyper::body::Frame::data_ref) {
+            let read = data.len() as u64;
+            // Upper first: a hint's lower bound may never pass its upper.
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + read);
+            }
+            hint.set_lower(hint.lower() + read);
+        }
+        hint
     }
 }
 

@@ -170,7 +170,13 @@ pub(crate) enum SendError {
     /// The connection was aborted at a drain's deadline (the gateway stopping, or the
     /// service removed by a reload): not the upstream's failure.
     CutByDrain(hyper::Error),
+    /// The response's body broke off before any of it, in what came with its head (a
+    /// chunk or trailer line malformed): nothing of it can be sent to the client.
+    BrokenBody(hyper::Error),
 }
+
+/// A response head, with the first frame of its body when that came with it.
+pub(crate) type Answered = (Response<Incoming>, Option<hyper::body::Frame<bytes::Bytes>>);
 
 impl Pool {
     pub(crate) fn new(
@@ -297,6 +303,8 @@ impl Pool {
         // connection mid-request: it is aborted, never reused.
         let abandon = Abandon(Some(conn.link.transport.clone()));
         conn.link.answer_due.set(Instant::now() + timeout);
+        let mut request = request;
+        request.body_mut().goes_out_on(&conn.link.transport);
         let mut sender = conn.sender.take().expect("a connection is sent on once");
         let exchange = sender.try_send_request(request);
         // The sender goes back to the connection's own task at once, before the answer:
@@ -336,7 +344,10 @@ impl Pool {
             Ok(Err(SendError::CutByDrain(e))) => {
                 return Err(UpstreamError::CutByDrain(e.to_string()));
             }
-            Ok(Ok(response)) => response,
+            Ok(Err(SendError::BrokenBody(e))) => {
+                return Err(UpstreamError::Exchange(url(), e.to_string()));
+            }
+            Ok(Ok((response, _))) => response,
         };
         let status = response.status();
         // Read to the end, so the connection can serve again.
@@ -372,7 +383,7 @@ impl<F> Future for Answer<F>
 where
     F: Future<Output = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>>,
 {
-    type Output = Result<Result<Response<Incoming>, SendError>, TimedOut>;
+    type Output = Result<Result<Answered, SendError>, TimedOut>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -389,13 +400,30 @@ where
                 };
             }
         };
-        this.abandon.0 = None;
         let drained = this.link.transport.cut_by_drain();
-        Poll::Ready(Ok(sent.map_err(|mut err| match err.take_message() {
-            Some(request) => SendError::NotSent(Box::new(request)),
-            None if drained => SendError::CutByDrain(err.into_error()),
-            None => SendError::Failed(err.into_error()),
-        })))
+        let mut response = match sent {
+            Ok(response) => response,
+            // Failed: `abandon` resets the connection when this is dropped (a request
+            // body cut short by its client must not end in order, as if it were whole).
+            Err(mut err) => {
+                return Poll::Ready(Ok(Err(match err.take_message() {
+                    Some(request) => SendError::NotSent(Box::new(request)),
+                    None if drained => SendError::CutByDrain(err.into_error()),
+                    None => SendError::Failed(err.into_error()),
+                })));
+            }
+        };
+        // What of the body came with the head is taken now, in this poll: a body that
+        // broke off before any of it leaves nothing sent to the client, which then gets
+        // a 502 rather than a head cut short, or nothing at all. A body still to come is
+        // not waited for.
+        let first = match hyper::body::Body::poll_frame(Pin::new(response.body_mut()), cx) {
+            Poll::Ready(Some(Err(err))) => return Poll::Ready(Ok(Err(SendError::BrokenBody(err)))),
+            Poll::Ready(Some(Ok(frame))) => Some(frame),
+            Poll::Ready(None) | Poll::Pending => None,
+        };
+        this.abandon.0 = None;
+        Poll::Ready(Ok(Ok((response, first))))
     }
 }
 

@@ -255,7 +255,7 @@ async fn exchange(
         return Ok(respond(
             route,
             &to.upstreams.targets[i],
-            response,
+            (response, None),
             limits.upstream_timeout,
         ));
     }

@@ -145,6 +145,21 @@ fn a_response_whose_body_breaks_off_before_any_of_it_is_a_502() {
     assert_eq!(server.recorded.count("GET", "5xx"), 1);
 }
 
+/// A POST (or PUT, PATCH) with no body says its empty one to the upstream (RFC 9110
+/// §8.6; an HTTP/2 POST ended with its HEADERS has no length of its own to pass on, and
+/// some upstreams answer 411 without one); a GET does not get one.
+#[test]
+fn a_post_without_a_body_says_its_length_to_the_upstream() {
+    let (api, seen) = upstream(ok);
+    let server = proxy_to(&[("/", api)], Limits::default());
+    let mut client = server.connect();
+    client.request("POST /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    client.request("GET /y HTTP/1.1\r\nHost: t\r\n\r\n");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0].header("content-length").as_deref(), Some("0"));
+    assert_eq!(seen[1].header("content-length"), None);
+}
+
 /// `Content-Length: 010` is ten bytes (RFC 9110 §8.6) but goes on as `10` both ways, as
 /// nginx writes it: a next hop that read it as octal would frame the message as eight.
 #[test]

@@ -76,8 +76,16 @@ impl<'h> Outgoing<'h> {
         forwarding.add(headers, host.as_ref());
         via.add(headers, head.version);
         let bodiless = body.is_end_stream();
-        // Nothing to read of a body that has ended (none came): sent as none.
+        // Nothing to read of a body that has ended (none came): sent as none. A method
+        // that gives a body meaning says its empty one (RFC 9110 §8.6: an HTTP/2 POST
+        // ended with its HEADERS has no length to pass on, and some upstreams answer 411).
         let body = if bodiless {
+            if matches!(head.method, Method::POST | Method::PUT | Method::PATCH)
+                && !head.headers.contains_key(header::CONTENT_LENGTH)
+            {
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
             ReqBody::Empty
         } else {
             let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);

@@ -326,28 +326,12 @@ fn a_broken_config_changes_nothing_and_is_reported_to_the_post_the_metrics_and_t
             + &format!("\n[[service]]\nname = \"late\"\nkind = \"echo\"\nlisen = \"tcp:{late}\"\n"),
     )
     .unwrap();
-    let reply = app.reload_by_post();
-    assert_eq!(reply.status, 422, "{reply:?}");
-    assert!(
-        body(&reply)["error"]
-            .as_str()
-            .unwrap()
-            .contains("service[1].lisen"),
-        "{reply:?}"
-    );
+    refused_as_invalid(&app, "service[1].lisen");
     assert_eq!(app.reloads("invalid"), Some(2.0));
 
     // An empty file (one being written, say) would stop every service: refused.
     std::fs::write(app.config_path(), "").unwrap();
-    let reply = app.reload_by_post();
-    assert_eq!(reply.status, 422, "{reply:?}");
-    assert!(
-        body(&reply)["error"]
-            .as_str()
-            .unwrap()
-            .contains("declares no service"),
-        "{reply:?}"
-    );
+    refused_as_invalid(&app, "declares no service");
     assert_eq!(app.reloads("invalid"), Some(3.0));
     assert!(echoes(&mut held));
 
@@ -409,6 +393,16 @@ fn a_broken_config_changes_nothing_and_is_reported_to_the_post_the_metrics_and_t
     open_echo(loopback(busy_port));
     assert_eq!(last_reload_alert(&app)["result"], "ok");
     assert!(echoes(&mut held));
+}
+
+/// A reload asked by POST is refused as invalid (422), its error saying `says`.
+fn refused_as_invalid(app: &App, says: &str) {
+    let reply = app.reload_by_post();
+    assert_eq!(reply.status, 422, "{reply:?}");
+    assert!(
+        body(&reply)["error"].as_str().unwrap().contains(says),
+        "{reply:?}"
+    );
 }
 
 /// The last reload the banner shows, as a page sees it: the snapshot's alert, updated by

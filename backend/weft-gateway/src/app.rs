@@ -65,19 +65,19 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
 /// on SIGHUP and `POST /api/reload`.
 pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
     let open_files = raise_open_files_limit();
-    let cap = config.gateway.max_connections.or_else(|| {
-        open_files.map(|files| process_connection_cap(files, config.dashboard.max_connections))
-    });
-    if let (Some(set), Some(files)) = (config.gateway.max_connections, open_files) {
-        let fits = process_connection_cap(files, config.dashboard.max_connections);
-        if set > fits {
-            tracing::warn!(
-                max_connections = set,
-                open_files = files,
-                fits,
-                "[gateway] max_connections is more than the open files limit leaves room for; descriptors may run out first"
-            );
-        }
+    // What the open-files limit leaves room for: the cap unless the file sets one.
+    let fits =
+        open_files.map(|files| process_connection_cap(files, config.dashboard.max_connections));
+    let cap = config.gateway.max_connections.or(fits);
+    if let (Some(set), Some(fits)) = (config.gateway.max_connections, fits)
+        && set > fits
+    {
+        tracing::warn!(
+            max_connections = set,
+            open_files = open_files,
+            fits,
+            "[gateway] max_connections is more than the open files limit leaves room for; descriptors may run out first"
+        );
     }
     weft::policies::set_process_connection_limit(cap);
     if let Some(cap) = cap {

@@ -366,45 +366,10 @@ fn a_request_its_client_abandons_mid_exchange_leaves_no_connection_busy() {
     up.release();
 }
 
-/// An exchange abandoned before its answer (the client went away) resets its upstream
-/// connection, as its record says (`aborted`): a clean end would tell the upstream that a
-/// request it was reading, or answering, was all there was.
-#[test]
-fn an_exchange_its_client_abandons_resets_the_upstream_connection() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (ended, how) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = [0u8; 4096];
-        // The request, then nothing more: how does the connection end?
-        let mut seen = Vec::new();
-        let end = loop {
-            match std::io::Read::read(&mut s, &mut buf) {
-                Ok(0) => break "end of stream".to_owned(),
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-                Err(e) => break format!("{:?}", e.kind()),
-            }
-        };
-        ended.send(end).unwrap();
-    });
-    let server = proxy_to(&[("/", addr)], Limits::default());
-    let mut client = server.connect();
-    client.send(b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n");
-    eventually("the request is on an upstream connection", || {
-        server.upstream(&format!("http://{addr}")).busy_connections == 1
-    });
-    drop(client);
-    let end = how.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(end, "ConnectionReset");
-}
-
-/// A request body streamed to the upstream and cut short by its client (it left halfway)
-/// resets the upstream connection: ended in order, the upstream could take the part it
-/// got for the whole body.
-#[test]
-fn a_streamed_body_its_client_cuts_short_resets_the_upstream_connection() {
+/// An upstream that takes one connection, reads whatever comes and never answers; says
+/// how the connection ended: `end of stream` (in order) or the error's kind
+/// (`ConnectionReset`).
+fn upstream_that_tells_how_it_ended() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (ended, how) = std::sync::mpsc::channel();
@@ -421,6 +386,32 @@ fn a_streamed_body_its_client_cuts_short_resets_the_upstream_connection() {
         };
         ended.send(end).unwrap();
     });
+    (addr, how)
+}
+
+/// An exchange abandoned before its answer (the client went away) resets its upstream
+/// connection, as its record says (`aborted`): a clean end would tell the upstream that a
+/// request it was reading, or answering, was all there was.
+#[test]
+fn an_exchange_its_client_abandons_resets_the_upstream_connection() {
+    let (addr, how) = upstream_that_tells_how_it_ended();
+    let server = proxy_to(&[("/", addr)], Limits::default());
+    let mut client = server.connect();
+    client.send(b"GET /never HTTP/1.1\r\nHost: t\r\n\r\n");
+    eventually("the request is on an upstream connection", || {
+        server.upstream(&format!("http://{addr}")).busy_connections == 1
+    });
+    drop(client);
+    let end = how.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(end, "ConnectionReset");
+}
+
+/// A request body streamed to the upstream and cut short by its client (it left halfway)
+/// resets the upstream connection: ended in order, the upstream could take the part it
+/// got for the whole body.
+#[test]
+fn a_streamed_body_its_client_cuts_short_resets_the_upstream_connection() {
+    let (addr, how) = upstream_that_tells_how_it_ended();
     let limits = Limits {
         body_buffer_bytes: 0,
         ..Limits::default()

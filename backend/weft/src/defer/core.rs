@@ -39,7 +39,7 @@ const CONSUMER: u16 = 1 << 1;
 const CANCELLING: u16 = 1 << 2;
 pub(crate) const STALL_REPORTED: u16 = 1 << 3;
 pub(crate) const SLOW_REPORTED: u16 = 1 << 4;
-/// Reported unhandled already, or said handled by `Deferred::end_handled`: not reported (again).
+/// Reported unhandled already: not reported again.
 const UNHANDLED_REPORTED: u16 = 1 << 5;
 const LEAKED: u16 = 1 << 6;
 /// Expected to stay pending for long (a loop's completion): the stall scan skips it.
@@ -633,7 +633,7 @@ impl Core {
     /// Cancels an [`abandoned`](Self::abandoned) Deferred, quietly: nobody is there to
     /// handle its `CancelledError`, and it did not leak.
     pub(crate) fn abandon(self: &Rc<Self>, site: &'static Location<'static>) {
-        self.set_flag(UNHANDLED_REPORTED, true);
+        self.set_flag(HANDLED, true);
         self.cancel(site);
     }
 
@@ -653,21 +653,25 @@ impl Core {
         // on up: free what waits on each (a parent's forward link holds the parent), so
         // no reference cycle outlives the leak, and wake a task awaiting one
         // (`LeakedError`).
-        let mut steps = std::mem::take(&mut *self.steps.borrow_mut());
-        if let Some(waker) = self.waker.borrow_mut().take() {
-            waker.wake();
-        }
+        let mut steps = self.never_to_end();
         while let Some(parent) = steps.iter_mut().find_map(|s| s.forwards_to()) {
             drop(steps);
             if parent.flags_has(LEAKED) {
                 break;
             }
             parent.set_flag(LEAKED, true);
-            steps = std::mem::take(&mut *parent.steps.borrow_mut());
-            if let Some(waker) = parent.waker.borrow_mut().take() {
-                waker.wake();
-            }
+            steps = parent.never_to_end();
         }
+    }
+
+    /// A chain that can never end lets go of its steps (returned, to be dropped by the
+    /// caller) and wakes a task awaiting it.
+    fn never_to_end(&self) -> Vec<LinkSlot> {
+        let steps = std::mem::take(&mut *self.steps.borrow_mut());
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+        steps
     }
 
     /// Whether this chain can never end: it or a chain it waits on leaked.

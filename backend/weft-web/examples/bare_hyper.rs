@@ -3,7 +3,7 @@
 //! for a file carries (type, length, validators, `Accept-Ranges`) made once per file.
 //! With an upstream, requests under `/proxy/` go to it instead, over one keep-alive
 //! hyper client connection per client connection (made at its first such request), with
-//! the forwarding fields weft sends (`X-Forwarded-For`, `X-Forwarded-Host`,
+//! the forwarding fields weft sends (`X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Host`,
 //! `X-Forwarded-Proto`, `Forwarded`; the client's `Host` kept) and the answer's body
 //! streamed back as it comes.
 //! No routing, no path checks, no ranges or conditionals, no pool, no inspector, no
@@ -90,6 +90,7 @@ fn status(status: StatusCode) -> Answer {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// One client connection's way to the upstream: its address, the client's (made into
@@ -109,6 +110,7 @@ impl Link {
         headers.remove(header::CONNECTION);
         let host = headers.get(header::HOST).cloned();
         headers.append(X_FORWARDED_FOR, self.client.clone());
+        headers.insert(X_REAL_IP, self.client.clone());
         let mut forwarded = String::with_capacity(64);
         forwarded.push_str(&self.for_client);
         if let Some(host) = &host {

@@ -173,31 +173,41 @@ pub(crate) fn one_content_length(headers: &mut HeaderMap) {
     let Some(first) = lines.next() else {
         return;
     };
-    let digits = |v: &[u8]| !v.is_empty() && v.iter().all(u8::is_ascii_digit);
-    let canonical = |v: &[u8]| digits(v) && (v[0] != b'0' || v.len() == 1);
     if lines.next().is_none() && canonical(first.as_bytes()) {
         return;
     }
-    let mut length = None;
-    for member in list_members(headers, header::CONTENT_LENGTH) {
-        match member.parse::<u64>() {
-            Ok(n) if digits(member.as_bytes()) && length.is_none_or(|l| l == n) => {
-                length = Some(n);
-            }
-            _ => {
-                length = None;
-                break;
-            }
-        }
-    }
-    match length {
-        Some(n) => {
+    match content_length(headers) {
+        Ok(Some(n)) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-        None => {
+        _ => {
             headers.remove(header::CONTENT_LENGTH);
         }
     }
+}
+
+/// Whether `v` is a length as it goes on: digits, without leading zeros.
+fn canonical(v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(u8::is_ascii_digit) && (v[0] != b'0' || v.len() == 1)
+}
+
+/// The length a message's `Content-Length` says, `None` when it has none; `Err` when its
+/// lines are not one decimal length, repeated or not (RFC 9110 §8.6): a message whose
+/// framing cannot be trusted (RFC 9112 §6.3).
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut length = None;
+    for member in list_members(headers, header::CONTENT_LENGTH) {
+        let digits = member.bytes().all(|b| b.is_ascii_digit());
+        match member.parse::<u64>() {
+            Ok(n) if digits && length.is_none_or(|l| l == n) => length = Some(n),
+            _ => return Err(()),
+        }
+    }
+    // Lines that are all empty, or not text, say no length either.
+    if length.is_none() && headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(());
+    }
+    Ok(length)
 }
 
 /// The transfer coding a message says it carries, when that is anything but `chunked`
@@ -357,6 +367,7 @@ impl Via {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// What one client connection's requests tell upstreams of their client, made once per
 /// connection rather than per request: its `X-Forwarded-For` entry, its `Forwarded`
@@ -378,7 +389,7 @@ impl Forwarding {
     /// The fields [`add`](Self::add) puts in at most: a caller reserves room for them in
     /// the map with whatever else it adds, since a map from the parser has none to spare
     /// and each growth moves every field.
-    pub const FIELDS: usize = 4;
+    pub const FIELDS: usize = 5;
 
     /// The forwarding values of a client at `client` (over TLS when `secure`).
     pub fn new(client: Option<IpAddr>, secure: bool) -> Self {
@@ -397,10 +408,14 @@ impl Forwarding {
     }
 
     /// Adds the client to `X-Forwarded-For` and `Forwarded` (after what an earlier proxy
-    /// put there), and `X-Forwarded-Host` and `X-Forwarded-Proto`, for a request that
-    /// named `host`.
+    /// put there), and sets `X-Real-IP`, `X-Forwarded-Host` and `X-Forwarded-Proto`, for
+    /// a request that named `host`.
     pub fn add(&self, headers: &mut HeaderMap, host: Option<&HeaderValue>) {
         append_member(headers, X_FORWARDED_FOR, self.ip.clone());
+        // `X-Real-IP` is one address, the client's as a proxy in front of the app saw it
+        // (nginx's `proxy_set_header X-Real-IP $remote_addr`, which apps behind one
+        // read): one a client sent never reaches the upstream as if this proxy had said it.
+        headers.insert(X_REAL_IP, self.ip.clone());
         let (host, element) = self.element(host);
         // What the client sent as `X-Forwarded-Host` never reaches the upstream as if
         // this proxy had said it: the field is this request's host or absent.

@@ -62,7 +62,7 @@ fn hop_by_hop_headers_stay_behind_and_the_client_is_named() {
     let (api, seen) = upstream(ok);
     let server = proxy_to(&[("/", api)], Limits::default());
     let reply = server.connect().request(
-        "GET /x HTTP/1.1\r\nHost: site.test\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Kept: 2\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: site.test\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-Kept: 2\r\nX-Real-IP: 6.6.6.6\r\nX-Real-IP: 7.7.7.7\r\n\r\n",
     );
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("x-upstream"), Some("yes"));
@@ -76,6 +76,11 @@ fn hop_by_hop_headers_stay_behind_and_the_client_is_named() {
     assert_eq!(seen.header("x-kept").as_deref(), Some("2"));
     assert_eq!(seen.header("host").as_deref(), Some("site.test"));
     assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        seen.headers("x-real-ip"),
+        ["127.0.0.1"],
+        "the client's own never passes"
+    );
     assert_eq!(
         seen.header("x-forwarded-host").as_deref(),
         Some("site.test")
@@ -370,6 +375,15 @@ fn a_request_its_client_abandons_mid_exchange_leaves_no_connection_busy() {
 /// how the connection ended: `end of stream` (in order) or the error's kind
 /// (`ConnectionReset`).
 fn upstream_that_tells_how_it_ended() -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
+    upstream_that_answers_once_and_tells_how_it_ended(Vec::new())
+}
+
+/// An upstream that takes one connection, writes `answer` once the request comes (nothing
+/// when empty), and then reads on until it ends: it sends how (`end of stream`, or the
+/// error's kind).
+fn upstream_that_answers_once_and_tells_how_it_ended(
+    answer: Vec<u8>,
+) -> (SocketAddr, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (ended, how) = std::sync::mpsc::channel();
@@ -377,10 +391,15 @@ fn upstream_that_tells_how_it_ended() -> (SocketAddr, std::sync::mpsc::Receiver<
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut buf = [0u8; 65536];
+        let mut answer = Some(answer).filter(|a| !a.is_empty());
         let end = loop {
             match std::io::Read::read(&mut s, &mut buf) {
                 Ok(0) => break "end of stream".to_owned(),
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(answer) = answer.take() {
+                        std::io::Write::write_all(&mut s, &answer).unwrap();
+                    }
+                }
                 Err(e) => break format!("{:?}", e.kind()),
             }
         };
@@ -768,4 +787,26 @@ fn a_request_sent_again_after_a_reset_goes_with_all_its_header_fields() {
     // Every field, in the same order, a repeated one's lines too.
     assert!(first.contains("x-two: 1\r\nx-two: 2\r\n"), "{first}");
     assert_eq!(again, first);
+}
+
+/// RFC 9112 §6.3: a response whose `Content-Length` is not a length has no framing a
+/// proxy can trust, even one to HEAD (where hyper reads no body, so looks no further):
+/// the proxy MUST close its connection to the server, discard the response and answer
+/// 502, as nginx does.
+#[test]
+fn an_answer_to_head_whose_content_length_is_not_a_length_is_a_502_and_ends_its_connection() {
+    for length in ["abc", "5, 6", "-1"] {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        let (addr, how) = upstream_that_answers_once_and_tells_how_it_ended(head.into_bytes());
+        let server = proxy_to(&[("/", addr)], Limits::default());
+        let reply = server
+            .connect()
+            .request("HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(reply.status, 502, "{length}");
+        let end = how.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            ["end of stream", "ConnectionReset"].contains(&end.as_str()),
+            "{length}: {end}"
+        );
+    }
 }

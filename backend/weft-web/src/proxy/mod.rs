@@ -617,6 +617,9 @@ async fn exchange(
             Ok(Err(SendError::CutByDrain(err))) => {
                 return Err(UpstreamError::CutByDrain(err.to_string()));
             }
+            Ok(Err(SendError::Unframed)) => {
+                return Err(UpstreamError::Exchange(url(), pool::UNFRAMED.into()));
+            }
             Ok(Err(SendError::Failed(err))) => err,
         };
         if let Some(fault) = body_fault(&err) {

@@ -44,6 +44,7 @@ use super::body::ReqBody;
 use super::upstreams::UpstreamState;
 use super::{Abandon, UpstreamError};
 use crate::config::{PoolConfig, Upstream};
+use crate::headers::content_length;
 use crate::metrics::ConnectionsUsed;
 
 /// The most of a health check's response body read (so its connection can be reused);
@@ -173,7 +174,14 @@ pub(crate) enum SendError {
     /// The response's body broke off before any of it, in what came with its head (a
     /// chunk or trailer line malformed): nothing of it can be sent to the client.
     BrokenBody(hyper::Error),
+    /// The response's `Content-Length` is not a length, on an answer hyper reads no body
+    /// of (to HEAD, a 204 or a 304), so took as it came: its framing cannot be trusted
+    /// (RFC 9112 §6.3), and the connection is aborted.
+    Unframed,
 }
+
+/// What a client's error and the log say of an answer [`SendError::Unframed`].
+pub(crate) const UNFRAMED: &str = "answered with a Content-Length that is not a length";
 
 /// A response head, with the first frame of its body when that came with it.
 pub(crate) type Answered = (Response<Incoming>, Option<hyper::body::Frame<bytes::Bytes>>);
@@ -347,6 +355,9 @@ impl Pool {
             Ok(Err(SendError::BrokenBody(e))) => {
                 return Err(UpstreamError::Exchange(url(), e.to_string()));
             }
+            Ok(Err(SendError::Unframed)) => {
+                return Err(UpstreamError::Exchange(url(), UNFRAMED.into()));
+            }
             Ok(Ok((response, _))) => response,
         };
         let status = response.status();
@@ -413,6 +424,13 @@ where
                 })));
             }
         };
+        // hyper refuses a `Content-Length` that is not a length where it reads a body by
+        // it; where there is none to read, it takes any. Such an answer is no answer.
+        if hyper::body::Body::is_end_stream(response.body())
+            && content_length(response.headers()).is_err()
+        {
+            return Poll::Ready(Ok(Err(SendError::Unframed)));
+        }
         // What of the body came with the head is taken now, in this poll: a body that
         // broke off before any of it leaves nothing sent to the client, which then gets
         // a 502 rather than a head cut short, or nothing at all. A body still to come is

@@ -158,22 +158,59 @@ impl HttpBody for FileBody {
     }
 }
 
-/// Several bodies sent one after the other, as one: the parts of a
-/// `multipart/byteranges` response with their framing.
-pub(crate) struct Chain {
-    /// What is still to send, next first.
-    parts: std::collections::VecDeque<Body>,
+/// The parts of one open file, each after its own head, then a tail: the body of a
+/// `multipart/byteranges` response. One file serves every part, read from each part's
+/// start in turn: a request for many ranges costs one descriptor, as one for the whole
+/// file does.
+pub(crate) struct FileParts {
+    /// Reads the part under way; its `remaining` is that part's.
+    file: FileBody,
+    /// `(head, start, len)` of the parts still to send, next first.
+    parts: std::collections::VecDeque<(Bytes, u64, u64)>,
+    /// After the last part; empty once sent.
+    tail: Bytes,
+    /// Where the first part still to send stands.
+    step: PartStep,
+    /// Bytes still to send, heads and tail included.
+    left: u64,
 }
 
-impl Chain {
-    pub(crate) fn body(parts: impl IntoIterator<Item = Body>) -> Body {
+/// How far the first of [`FileParts`]' parts has gone.
+#[derive(Clone, Copy)]
+enum PartStep {
+    Head,
+    /// Its head sent, the file being moved to its start (`true` once asked).
+    Seek(bool),
+    Read,
+}
+
+impl FileParts {
+    pub(crate) fn body(
+        file: tokio::fs::File,
+        parts: impl IntoIterator<Item = (Bytes, u64, u64)>,
+        tail: Bytes,
+    ) -> Body {
+        let parts: std::collections::VecDeque<_> = parts.into_iter().collect();
+        let left = parts
+            .iter()
+            .map(|(head, _, len)| head.len() as u64 + len)
+            .sum::<u64>()
+            + tail.len() as u64;
         Body::boxed(Self {
-            parts: parts.into_iter().collect(),
+            file: FileBody {
+                file,
+                remaining: 0,
+                buf: BytesMut::new(),
+            },
+            parts,
+            tail,
+            step: PartStep::Head,
+            left,
         })
     }
 }
 
-impl HttpBody for Chain {
+impl HttpBody for FileParts {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -182,34 +219,62 @@ impl HttpBody for Chain {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        while let Some(part) = this.parts.front_mut() {
-            match Pin::new(part).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    this.parts.pop_front();
+        loop {
+            let Some((head, start, len)) = this.parts.front_mut() else {
+                if this.tail.is_empty() {
+                    return Poll::Ready(None);
                 }
-                other => return other,
+                this.left = 0;
+                return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.tail)))));
+            };
+            match this.step {
+                PartStep::Head => {
+                    this.step = PartStep::Seek(false);
+                    let head = std::mem::take(head);
+                    this.left -= head.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(head))));
+                }
+                PartStep::Seek(asked) => {
+                    let file = Pin::new(&mut this.file.file);
+                    if !asked {
+                        if let Err(e) =
+                            tokio::io::AsyncSeek::start_seek(file, io::SeekFrom::Start(*start))
+                        {
+                            return Poll::Ready(Some(Err(e.into())));
+                        }
+                        this.step = PartStep::Seek(true);
+                    }
+                    match tokio::io::AsyncSeek::poll_complete(Pin::new(&mut this.file.file), cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                        Poll::Ready(Ok(_)) => {}
+                    }
+                    this.file.remaining = *len;
+                    this.step = PartStep::Read;
+                }
+                PartStep::Read if this.file.remaining == 0 => {
+                    this.parts.pop_front();
+                    this.step = PartStep::Head;
+                }
+                PartStep::Read => {
+                    let frame = Pin::new(&mut this.file).poll_frame(cx);
+                    if let Poll::Ready(Some(Ok(frame))) = &frame
+                        && let Some(data) = frame.data_ref()
+                    {
+                        this.left -= data.len() as u64;
+                    }
+                    return frame;
+                }
             }
         }
-        Poll::Ready(None)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.parts.iter().all(HttpBody::is_end_stream)
+        self.left == 0
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = SizeHint::new();
-        let (mut lower, mut upper) = (0u64, Some(0u64));
-        for part in &self.parts {
-            let h = part.size_hint();
-            lower = lower.saturating_add(h.lower());
-            upper = upper.zip(h.upper()).map(|(a, b)| a.saturating_add(b));
-        }
-        hint.set_lower(lower);
-        if let Some(upper) = upper {
-            hint.set_upper(upper);
-        }
-        hint
+        SizeHint::with_exact(self.left)
     }
 }
 

@@ -131,3 +131,53 @@ fn overlapping_or_too_many_ranges_get_the_whole_file_and_are_counted() {
     assert_eq!(reply.body.len(), 600 * 1024);
     assert_eq!(server.recorded.refused("ranges"), 2);
 }
+
+/// The descriptors this process holds open on `path`.
+fn open_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+/// A request for many ranges of a file read from disk holds one descriptor, as one for
+/// the whole file does: a descriptor a range let a few clients that stop reading take
+/// every descriptor of the process.
+#[test]
+fn many_ranges_of_a_file_on_disk_hold_one_descriptor_and_come_whole() {
+    let (dir, server) = site();
+    let path = dir.path().join("public/huge.bin");
+    let len = 16 << 20;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let path = path.canonicalize().unwrap();
+    let ranges: Vec<(usize, usize)> = (0..6).map(|i| (i << 21, (i << 21) + 2_000_000)).collect();
+    let spec: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    let mut client = server.connect();
+    client.send(
+        format!(
+            "GET /huge.bin HTTP/1.1\r\nHost: t\r\nRange: bytes={}\r\n\r\n",
+            spec.join(",")
+        )
+        .as_bytes(),
+    );
+    // Unread, the answer stops once the socket's buffers are full, its file still open.
+    weft_test_support::eventually("the file is open", || open_on(&path) > 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        open_on(&path),
+        1,
+        "one descriptor for {} ranges",
+        ranges.len()
+    );
+    let reply = client.read_reply(false);
+    assert_eq!(reply.status, 206);
+    let got = parts(&reply);
+    assert_eq!(got.len(), ranges.len());
+    for ((range, body), (a, b)) in got.iter().zip(&ranges) {
+        assert_eq!(range, &format!("bytes {a}-{b}/{len}"));
+        assert!(body[..] == bytes[*a..=*b], "the bytes of {range}");
+    }
+    weft_test_support::eventually("the file is closed", || open_on(&path) == 0);
+}

@@ -35,7 +35,7 @@ use http::{Method, Response, StatusCode};
 use tokio::io::AsyncSeekExt;
 use weft::defer::Steps;
 
-use crate::body::{self, Body, Chain, FileBody};
+use crate::body::{self, Body, FileBody, FileParts};
 use crate::config::{Compression, FileOptions};
 use crate::embedded::{EmbeddedFiles, Entry};
 use crate::metrics::{Recorder, Refusal};
@@ -721,17 +721,17 @@ fn multipart(
         }
         Content::Disk { path, stamp, .. } => {
             return Ok(Answer::Later(Box::pin(async move {
-                // One open file per part: at most `MAX_RANGES`, each streamed in chunks.
-                let mut bodies = Vec::with_capacity(parts.len() * 2 + 1);
-                for (head, (start, end)) in framing.heads.iter().zip(&parts) {
-                    bodies.push(body::full(head.clone()));
-                    match open_at(&path, stamp, *start).await {
-                        Ok(f) => bodies.push(FileBody::body(f, end - start + 1)),
-                        Err(e) => return Err((path, e)),
-                    }
-                }
-                bodies.push(body::full(framing.tail.clone()));
-                *response.body_mut() = Chain::body(bodies);
+                // One open file for every part, each streamed in chunks from its start.
+                let file = match open_at(&path, stamp, 0).await {
+                    Ok(f) => f,
+                    Err(e) => return Err((path, e)),
+                };
+                let Multipart { heads, tail, .. } = framing;
+                let parts = heads
+                    .into_iter()
+                    .zip(parts)
+                    .map(|(head, (start, end))| (head, start, end - start + 1));
+                *response.body_mut() = FileParts::body(file, parts, tail);
                 Ok(response)
             })));
         }

@@ -41,6 +41,7 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
     let mut hub = HubConfig::default();
     hub.sample = config.inspect.sample;
     hub.sample_per_second = config.inspect.sample_per_second;
+    hub.failed_per_second = config.inspect.failed_per_second;
     let mut store = StoreOptions::new(&config.store.path);
     store.url = config.store.url.clone();
     store.instance = config.gateway.instance.clone();

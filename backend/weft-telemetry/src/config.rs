@@ -13,6 +13,10 @@ pub struct HubConfig {
     /// Successful chains kept in history per second at most, whatever `sample` picks
     /// (0: no cap); the rest are counted in `weft_deferred_samples_skipped_total`.
     pub sample_per_second: u32,
+    /// Failed chains, neither sampled nor flagged, kept in history and sent live per second
+    /// at most (0: no cap); the rest are counted in
+    /// `weft_deferred_failures_skipped_total`.
+    pub failed_per_second: u32,
     /// Events the bus keeps for its slowest reader before that reader starts missing them.
     pub bus_capacity: usize,
 }
@@ -22,6 +26,7 @@ impl Default for HubConfig {
         Self {
             sample: 0.1,
             sample_per_second: Self::DEFAULT_SAMPLE_PER_SECOND,
+            failed_per_second: Self::DEFAULT_FAILED_PER_SECOND,
             bus_capacity: 65_536,
         }
     }
@@ -30,6 +35,9 @@ impl Default for HubConfig {
 impl HubConfig {
     /// The default `sample_per_second`.
     pub const DEFAULT_SAMPLE_PER_SECOND: u32 = 200;
+
+    /// The default `failed_per_second`.
+    pub const DEFAULT_FAILED_PER_SECOND: u32 = 200;
 
     /// Checks the values make sense.
     pub fn validate(&self) -> Result<(), TelemetryError> {

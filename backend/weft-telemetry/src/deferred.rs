@@ -43,14 +43,8 @@ pub struct Sampler {
     /// Probability of keeping a successful chain; failed and flagged chains are kept without
     /// asking.
     rate: f64,
-    /// Successful chains kept in one second at most (0: no cap).
-    per_second: u32,
-    /// The second the budget is counted in (high 32 bits, seconds since `start`) and the
-    /// chains kept in it so far (low 32 bits): one word, so the check takes no lock.
-    window: AtomicU64,
-    start: Instant,
-    /// Chains the rate picked that the budget left out.
-    skipped: IntCounter,
+    /// Successful chains kept in one second at most.
+    budget: PerSecond,
 }
 
 impl Sampler {
@@ -59,10 +53,7 @@ impl Sampler {
     pub fn new(rate: f64, per_second: u32, skipped: IntCounter) -> Self {
         Self {
             rate: rate.clamp(0.0, 1.0),
-            per_second,
-            window: AtomicU64::new(0),
-            start: Instant::now(),
-            skipped,
+            budget: PerSecond::new(per_second, skipped),
         }
     }
 
@@ -75,22 +66,50 @@ impl Sampler {
     /// failed, is kept whatever this said.
     pub fn keep_success(&self) -> bool {
         let picked = self.rate >= 1.0 || (self.rate > 0.0 && fastrand::f64() < self.rate);
-        if !picked || self.per_second == 0 {
-            return picked;
+        picked && self.budget.take()
+    }
+}
+
+/// At most so many of something in any second (0: no cap), the rest counted.
+#[derive(Debug)]
+struct PerSecond {
+    per_second: u32,
+    /// The second the budget is counted in (high 32 bits, seconds since `start`) and the
+    /// ones taken in it so far (low 32 bits): one word, so the check takes no lock.
+    window: AtomicU64,
+    start: Instant,
+    /// Those the budget left out.
+    skipped: IntCounter,
+}
+
+impl PerSecond {
+    fn new(per_second: u32, skipped: IntCounter) -> Self {
+        Self {
+            per_second,
+            window: AtomicU64::new(0),
+            start: Instant::now(),
+            skipped,
+        }
+    }
+
+    /// Takes one from this second's budget: `false`, counted, when none is left.
+    fn take(&self) -> bool {
+        if self.per_second == 0 {
+            return true;
         }
         let second = self.start.elapsed().as_secs() & 0xffff_ffff;
         let mut seen = self.window.load(Ordering::Relaxed);
         loop {
-            let kept = if seen >> 32 == second {
+            let taken = if seen >> 32 == second {
                 seen & 0xffff_ffff
             } else {
                 0
             };
-            if kept >= u64::from(self.per_second) {
+            if taken >= u64::from(self.per_second) {
                 self.skipped.inc();
                 return false;
             }
-            let next = (second << 32) | (kept + 1);
+            let next = (second << 32) | (taken + 1);
             match self.window.compare_exchange_weak(
                 seen,
                 next,
@@ -124,6 +143,10 @@ pub struct DeferredTracker {
     pub callback_duration: Histogram,
     /// Decides which successful chains reach history.
     sampler: Sampler,
+    /// Failed chains neither sampled nor flagged that are published in one second at
+    /// most: a peer that makes chains fail (questions no upstream answers) would otherwise
+    /// write a row and an event of a kilobyte or more for each packet of a few dozen bytes.
+    failures: PerSecond,
     chains: Chains,
     /// Each service's handles, resolved on its first Deferred so later events skip the label
     /// lookup.
@@ -154,7 +177,7 @@ impl DeferredTracker {
     pub(crate) fn new(
         registry: &Registry,
         sample: f64,
-        sample_per_second: u32,
+        (sample_per_second, failed_per_second): (u32, u32),
         live: Arc<LiveRegistry>,
     ) -> Result<Self, prometheus::Error> {
         let pending = IntGaugeVec::new(
@@ -194,12 +217,18 @@ impl DeferredTracker {
             "Chains the sample rate picked, as they were made, for history should they end well, but its per-second cap left out.",
         )?;
         registry.register(Box::new(skipped.clone()))?;
+        let failures_skipped = IntCounter::new(
+            "weft_deferred_failures_skipped_total",
+            "Failed chains, neither sampled nor flagged, that the per-second cap of failures kept out of history and the live feed.",
+        )?;
+        registry.register(Box::new(failures_skipped.clone()))?;
         Ok(Self {
             pending,
             stalled,
             detections,
             callback_duration,
             sampler: Sampler::new(sample, sample_per_second, skipped),
+            failures: PerSecond::new(failed_per_second, failures_skipped),
             chains: Chains::default(),
             handles: Mutex::default(),
             live,
@@ -465,7 +494,8 @@ impl DeferredTracker {
     fn settled(&self, id: DeferredId, outcome: &Outcome) -> Option<EventKind> {
         let chain = self.chains.lock().remove(&id.0)?;
         let failed = outcome.state() != DeferredState::Succeeded;
-        if !(failed || chain.snapshot.flagged() || chain.sampled || chain.in_history) {
+        let kept = chain.snapshot.flagged() || chain.sampled || chain.in_history;
+        if !(kept || failed) {
             // Neither published nor remembered: its record is never made.
             uncount(&chain);
             return None;
@@ -478,8 +508,12 @@ impl DeferredTracker {
         }
         snapshot.waiting_on = None;
         if failed {
-            // Its failure may yet be reported unhandled, when its last handle goes.
+            // Its failure may yet be reported unhandled, when its last handle goes: the
+            // report then publishes it whole, budget or not.
             self.chains.remember_ended(&snapshot, metrics);
+        }
+        if !kept && !self.failures.take() {
+            return None;
         }
         Some(EventKind::DeferredEnded { deferred: snapshot })
     }
@@ -788,6 +822,6 @@ mod tests {
         // crossed on the way only lets a few more through).
         let kept = (0..1000).filter(|_| capped.keep_success()).count();
         assert!((50..=100).contains(&kept), "kept {kept} of 1000 at 50/s");
-        assert_eq!(capped.skipped.get() as usize, 1000 - kept);
+        assert_eq!(capped.budget.skipped.get() as usize, 1000 - kept);
     }
 }

@@ -90,7 +90,7 @@ impl Hub {
         let deferreds = DeferredTracker::new(
             metrics.registry(),
             config.sample,
-            config.sample_per_second,
+            (config.sample_per_second, config.failed_per_second),
             live.clone(),
         )?;
         let bus = Bus::new(config.bus_capacity);

@@ -415,3 +415,56 @@ fn a_chain_that_fired_and_then_waited_ends_when_its_last_step_runs() {
     let outcomes: Vec<_> = ended.steps.iter().map(|s| s.outcome.as_str()).collect();
     assert_eq!(outcomes, ["chained", "err"], "{ended:?}");
 }
+
+/// Failed chains neither sampled nor flagged are published at most `failed_per_second` a
+/// second, the rest counted: a peer that makes chains fail cheaply (questions no
+/// upstream answers) cannot write history faster than that. A failure reported unhandled
+/// later is published all the same, with its record.
+#[test]
+fn failed_chains_are_published_up_to_their_budget_a_second_and_the_rest_counted() {
+    let reactor = Reactor::new().unwrap();
+    let mut config = HubConfig::default();
+    config.sample = 0.0;
+    config.failed_per_second = 5;
+    let hub = Hub::new(config).unwrap();
+    hub.install(&reactor);
+    let mut feed = hub.subscribe("test");
+
+    for _ in 0..50 {
+        let (resolver, d) = Deferred::<u8>::labeled("question");
+        resolver.errback(weft::defer::Failure::msg("no upstream answered"));
+        d.end_handled();
+    }
+    let unhandled = Deferred::<u8>::fail(weft::defer::Failure::msg("refused"));
+    let id = unhandled.id().0;
+    drop(unhandled);
+
+    let events = drain(&mut feed);
+    let published = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, weft_telemetry::EventKind::DeferredEnded { deferred }
+                if deferred.label.as_deref() == Some("question"))
+        })
+        .count();
+    // Within one second (the test takes milliseconds): at most two windows' worth.
+    assert!((5..=10).contains(&published), "published {published}");
+    let skipped = hub
+        .gather()
+        .iter()
+        .find(|f| f.name() == "weft_deferred_failures_skipped_total")
+        .map(|f| f.get_metric()[0].get_counter().get_value())
+        .unwrap();
+    assert!(skipped >= 41.0, "skipped {skipped}");
+    let reported = events.iter().find_map(|e| match &e.kind {
+        weft_telemetry::EventKind::DeferredDetected { deferred, .. } if deferred.id == id => {
+            Some(deferred.clone())
+        }
+        _ => None,
+    });
+    let reported = reported.expect("the unhandled failure is reported");
+    assert!(
+        reported.unhandled && reported.fired_at_ms.is_some(),
+        "{reported:?}"
+    );
+}

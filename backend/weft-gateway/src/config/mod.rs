@@ -182,6 +182,9 @@ pub struct InspectConfig {
     pub sample: f64,
     /// Successful chains kept in history per second at most (0: no cap).
     pub sample_per_second: u32,
+    /// Failed chains, neither sampled nor flagged, kept in history per second at most (0:
+    /// no cap).
+    pub failed_per_second: u32,
     /// Where detections worth a page are posted, how often and how many wait at most.
     pub notify: Option<weft_inspector::NotifyConfig>,
 }

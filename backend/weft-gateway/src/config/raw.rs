@@ -71,6 +71,7 @@ pub(crate) struct RawInspect {
     pub(crate) slow_callback: Option<Spanned<String>>,
     pub(crate) sample: Option<Spanned<f64>>,
     pub(crate) sample_per_second: Option<Spanned<i64>>,
+    pub(crate) failed_per_second: Option<Spanned<i64>>,
     pub(crate) notify: Option<Spanned<String>>,
     pub(crate) notify_per_minute: Option<Spanned<i64>>,
     pub(crate) notify_queue: Option<Spanned<i64>>,

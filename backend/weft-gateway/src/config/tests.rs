@@ -222,19 +222,24 @@ fn durations_take_the_usual_units() {
 }
 
 #[test]
-fn the_sample_cap_per_second_defaults_and_is_bounded() {
+fn the_caps_per_second_of_samples_and_failures_default_and_are_bounded() {
+    let defaults = Config::parse("weft.toml", "").unwrap().inspect;
     assert_eq!(
-        Config::parse("weft.toml", "")
-            .unwrap()
-            .inspect
-            .sample_per_second,
-        200
+        (defaults.sample_per_second, defaults.failed_per_second),
+        (200, 200)
     );
-    let c = Config::parse("weft.toml", "[inspect]\nsample_per_second = 0\n").unwrap();
-    assert_eq!(c.inspect.sample_per_second, 0);
-    for bad in ["-1", "1000001"] {
-        let e = err(&format!("[inspect]\nsample_per_second = {bad}\n"));
-        assert_eq!(at(&e), (Some(2), Some("inspect.sample_per_second")), "{e}");
+    for (name, uncapped) in [
+        ("sample_per_second", (0, 200)),
+        ("failed_per_second", (200, 0)),
+    ] {
+        let c = Config::parse("weft.toml", &format!("[inspect]\n{name} = 0\n")).unwrap();
+        let caps = (c.inspect.sample_per_second, c.inspect.failed_per_second);
+        assert_eq!(caps, uncapped, "{name}");
+        for bad in ["-1", "1000001"] {
+            let e = err(&format!("[inspect]\n{name} = {bad}\n"));
+            let key = format!("inspect.{name}");
+            assert_eq!(at(&e), (Some(2), Some(key.as_str())), "{e}");
+        }
     }
 }
 

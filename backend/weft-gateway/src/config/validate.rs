@@ -108,28 +108,49 @@ fn inspect(at: &Locator<'_>, raw: &RawConfig) -> Result<InspectConfig, ConfigErr
             Some(s) => *s.get_ref(),
             None => 0.1,
         },
-        sample_per_second: match &raw.inspect.sample_per_second {
-            Some(n) => u32::try_from(*n.get_ref())
-                .ok()
-                .filter(|n| *n <= MAX_SAMPLE_PER_SECOND)
-                .ok_or_else(|| {
-                    at.error(
-                        Some(n.span()),
-                        key("inspect.sample_per_second"),
-                        format!(
-                            "must be between 0 and {MAX_SAMPLE_PER_SECOND} (0: no cap), got {}",
-                            n.get_ref()
-                        ),
-                    )
-                })?,
-            None => weft_telemetry::HubConfig::DEFAULT_SAMPLE_PER_SECOND,
-        },
+        sample_per_second: per_second(
+            at,
+            raw.inspect.sample_per_second.as_ref(),
+            "inspect.sample_per_second",
+            weft_telemetry::HubConfig::DEFAULT_SAMPLE_PER_SECOND,
+        )?,
+        failed_per_second: per_second(
+            at,
+            raw.inspect.failed_per_second.as_ref(),
+            "inspect.failed_per_second",
+            weft_telemetry::HubConfig::DEFAULT_FAILED_PER_SECOND,
+        )?,
         notify: super::notify::notify(at, &raw.inspect)?,
     })
 }
 
-/// The highest `[inspect] sample_per_second` short of no cap.
-const MAX_SAMPLE_PER_SECOND: u32 = 1_000_000;
+/// The highest `[inspect]` budget a second short of no cap.
+const MAX_PER_SECOND: u32 = 1_000_000;
+
+/// An `[inspect]` budget a second: 0 (no cap) to [`MAX_PER_SECOND`], `default` unset.
+fn per_second(
+    at: &Locator<'_>,
+    raw: Option<&Spanned<i64>>,
+    name: &'static str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    let Some(n) = raw else {
+        return Ok(default);
+    };
+    u32::try_from(*n.get_ref())
+        .ok()
+        .filter(|n| *n <= MAX_PER_SECOND)
+        .ok_or_else(|| {
+            at.error(
+                Some(n.span()),
+                key(name),
+                format!(
+                    "must be between 0 and {MAX_PER_SECOND} (0: no cap), got {}",
+                    n.get_ref()
+                ),
+            )
+        })
+}
 
 /// `[log]`.
 fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {

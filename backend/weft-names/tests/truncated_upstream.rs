@@ -47,9 +47,9 @@ fn full_answer(query: &Message) -> Message {
 }
 
 /// An upstream on one loopback port: over UDP it answers with the header and question
-/// only and TC set, as a server does when the answer does not fit; over TCP (unless
-/// `tcp` is false, when nothing listens there) it answers in full.
-fn upstream(tcp: bool) -> (SocketAddr, Arc<Seen>) {
+/// only and TC set, as a server does when the answer does not fit; over TCP it answers
+/// with what `tcp` makes of the query (unless it is `None`, when nothing listens there).
+fn upstream(tcp: Option<fn(&Message) -> Message>) -> (SocketAddr, Arc<Seen>) {
     let (udp, listener) = loop {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         if let Ok(udp) = UdpSocket::bind(listener.local_addr().unwrap()) {
@@ -71,7 +71,7 @@ fn upstream(tcp: bool) -> (SocketAddr, Arc<Seen>) {
             let _ = udp.send_to(&truncated.to_vec().unwrap(), from);
         }
     });
-    if tcp {
+    if let Some(answer) = tcp {
         let counts = seen.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -88,7 +88,7 @@ fn upstream(tcp: bool) -> (SocketAddr, Arc<Seen>) {
                     continue;
                 };
                 counts.tcp.fetch_add(1, Ordering::SeqCst);
-                let answer = full_answer(&query).to_vec().unwrap();
+                let answer = answer(&query).to_vec().unwrap();
                 let _ = stream.write_all(&(answer.len() as u16).to_be_bytes());
                 let _ = stream.write_all(&answer);
             }
@@ -118,7 +118,7 @@ fn big(id: u16, edns: bool) -> Vec<u8> {
 
 #[test]
 fn a_truncated_upstream_answer_is_asked_again_over_tcp_and_tcp_clients_get_it_whole() {
-    let (upstream, seen) = upstream(true);
+    let (upstream, seen) = upstream(Some(full_answer));
     let reactor = Reactor::new().unwrap();
     let mut config = zone(EXAMPLE);
     config.forward = vec![upstream];
@@ -164,7 +164,7 @@ fn a_truncated_upstream_answer_is_asked_again_over_tcp_and_tcp_clients_get_it_wh
 
 #[test]
 fn a_truncated_answer_is_never_cached_nor_replayed_when_tcp_cannot_fetch_it() {
-    let (upstream, seen) = upstream(false);
+    let (upstream, seen) = upstream(None);
     let reactor = Reactor::new().unwrap();
     let mut config = zone(EXAMPLE);
     config.forward = vec![upstream];
@@ -189,4 +189,28 @@ fn a_truncated_answer_is_never_cached_nor_replayed_when_tcp_cannot_fetch_it() {
     });
     assert_eq!(check.cached(), 0);
     assert_eq!(check.upstream_in_flight(), 0);
+}
+
+/// Over TCP as over UDP, a query where the answer should be (an echo service where the
+/// upstream should be) is no answer: the question fails (SERVFAIL, never an empty
+/// NOERROR), and the packet is counted `malformed`.
+#[test]
+fn a_query_echoed_back_over_tcp_is_no_answer() {
+    let (upstream, seen) = upstream(Some(|query| query.clone()));
+    let reactor = Reactor::new().unwrap();
+    let mut config = zone(EXAMPLE);
+    config.forward = vec![upstream];
+    config.timeout = Duration::from_secs(3);
+    let (server, udp, _) = serve(&reactor, "dns", config);
+    let check = server.clone();
+    run_with_client(&reactor, move || {
+        let r = udp_exchange(udp, &big(1, true));
+        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(seen.tcp.load(Ordering::SeqCst), 1);
+    });
+    assert_eq!(
+        check.metrics().mismatched(weft_names::Mismatch::Malformed),
+        1
+    );
+    assert_eq!(check.cached(), 0);
 }

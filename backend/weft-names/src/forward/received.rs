@@ -213,6 +213,15 @@ impl Forwarder {
             result.and_then(|bytes| {
                 let message =
                     Message::from_vec(&bytes).map_err(|e| format!("an undecodable answer: {e}"))?;
+                // A query where the answer should be (an echo service, or a stream that
+                // looped back): over TCP as over UDP, no answer at all.
+                if message.metadata.message_type != MessageType::Response {
+                    self.metrics
+                        .forwarding()
+                        .mismatched(Mismatch::Malformed)
+                        .inc();
+                    return Err("a query, not an answer".into());
+                }
                 entry.check(&message)?;
                 if message.metadata.id != id {
                     return Err("an answer to another query".into());

@@ -15,15 +15,18 @@ use http::header::{self, HeaderMap, HeaderName};
 /// A strong entity tag, quotes included.
 pub(super) type Tag = String;
 
-/// The tag of a file on disk, from its metadata.
+/// The tag of a file on disk, from its metadata: its inode (a file replaced by a rename
+/// is another), its size and its change time. The change time rather than the
+/// modification time: a program may set the latter back (`cp -p`, `rsync -t`, `tar`) over
+/// other bytes of the same size; the former moves with every write and no one can set it.
 pub(super) fn disk_tag(meta: &std::fs::Metadata) -> Tag {
     use std::os::unix::fs::MetadataExt;
     format!(
         "\"{:x}-{:x}-{:x}.{:x}\"",
         meta.ino(),
         meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec()
+        meta.ctime(),
+        meta.ctime_nsec()
     )
 }
 

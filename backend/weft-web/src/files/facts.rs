@@ -44,10 +44,15 @@ impl Facts {
         tag: Tag,
         len: Option<u64>,
     ) -> Self {
-        // RFC 9110 §8.8.2.1: never later than the response's Date; a file dated in the
-        // future (a clock set wrong where it was made) is sent as modified now, and its
-        // preconditions are evaluated against that same date (§13.1.4: the date sent).
-        let modified = modified.map(|m| whole_seconds(m).min(whole_seconds(SystemTime::now())));
+        // RFC 9110 §8.8.2.1: never later than the response's Date. A file dated in the
+        // future (a clock set wrong where it was made) has no date that can be reasonably
+        // and consistently determined: sent as modified now, every version of it written
+        // within a second would share that date, and a client holding one would be sent a
+        // range of another (`If-Range`) or told it has not changed. It gets none, and the
+        // dates of its requests' conditions are not compared with anything: its `ETag`,
+        // which tells its versions apart, serves instead.
+        let now = whole_seconds(SystemTime::now());
+        let modified = modified.map(whole_seconds).filter(|m| *m <= now);
         let content_type = crate::mime::content_type(&name);
         let compressible = crate::mime::compressible(content_type);
         let last_modified =

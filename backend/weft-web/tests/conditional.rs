@@ -85,6 +85,10 @@ fn if_none_match_gets_304_with_the_validators_and_star_matches_any_file() {
     assert_eq!(hit.status, 304);
     assert_eq!(hit.header("etag"), Some(tag.as_str()));
     assert!(hit.header("last-modified").is_some());
+    // Nothing else of the representation (RFC 9110 §15.4.5: SHOULD NOT).
+    for name in ["content-type", "content-length", "accept-ranges"] {
+        assert_eq!(hit.header(name), None, "{name}");
+    }
     // Weak comparison for GET and HEAD (§13.1.2): W/ on the client's tag still matches.
     let weak = get(
         &server,

@@ -540,7 +540,19 @@ fn file(
         Verdict::Proceed => {}
         Verdict::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
-            response.headers_mut().remove(header::CONTENT_LENGTH);
+            // RFC 9110 §15.4.5: the validators, `Vary` and `Cache-Control` go (a cache
+            // updates what it holds with them); the representation's other metadata
+            // SHOULD NOT, as nginx leaves it out. `Last-Modified` stays beside the tag,
+            // for caches that validate by date.
+            let h = response.headers_mut();
+            for name in [
+                header::CONTENT_LENGTH,
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+                header::ACCEPT_RANGES,
+            ] {
+                h.remove(name);
+            }
             return Ok(Answer::Now(response));
         }
         Verdict::Failed => {

@@ -2,7 +2,7 @@
 //!
 //! Positive answers live for their smallest record TTL; NXDOMAIN and NODATA for the
 //! SOA's negative-caching time, the lower of the SOA record's TTL and its MINIMUM
-//! (RFC 2308 section 5). NODATA is kept for the question (name and type); an NXDOMAIN
+//! (RFC 2308 section 5), and at most [`NEGATIVE_TTL_CAP`]. NODATA is kept for the question (name and type); an NXDOMAIN
 //! without a CNAME says the name has no records of any type, so it answers every type of
 //! that name. TTLs are raised to `min_ttl` and lowered to `max_ttl`, and counted down on
 //! the thread's clock, so a test moves them with a fake one. With `serve_stale`, an
@@ -38,6 +38,12 @@ pub(crate) struct Answer {
     pub(crate) additionals: Vec<Record>,
 }
 
+/// The longest a negative answer is kept, whatever its SOA says: RFC 2308 section 5
+/// finds one to three hours work well and more than a day problematic; a name made a
+/// moment after an upstream (or a zone's typo) said it did not exist should not stay
+/// missing for a day. BIND's `max-ncache-ttl`.
+pub(crate) const NEGATIVE_TTL_CAP: u32 = 3 * 3600;
+
 impl Answer {
     /// The sections of `message`, without its EDNS or signature: OPT and TSIG records
     /// belong to one exchange and are never cached (RFC 6891 section 6.1.1, RFC 8945
@@ -64,7 +70,7 @@ impl Answer {
             }
             ResponseCode::NoError | ResponseCode::NXDomain => {
                 self.authorities.iter().find_map(|r| match &r.data {
-                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum).min(NEGATIVE_TTL_CAP)),
                     _ => None,
                 })?
             }
@@ -579,6 +585,13 @@ mod tests {
         cache.insert(key("nx.test."), nx, S(0));
         assert!(cache.get(&key("nx.test."), S(59)).is_some());
         assert!(cache.get(&key("nx.test."), S(60)).is_none());
+
+        // An SOA that asks for more than the cap (max_ttl is a day here) gets the cap.
+        let long = negative(ResponseCode::NXDomain, 100_000, 2_000_000);
+        cache.insert(key("long.test."), long, S(0));
+        let cap = u64::from(NEGATIVE_TTL_CAP);
+        assert!(cache.get(&key("long.test."), S(cap - 1)).is_some());
+        assert!(cache.get(&key("long.test."), S(cap)).is_none());
 
         let mut fail = a("f.test.", 30);
         fail.rcode = ResponseCode::ServFail;

@@ -23,7 +23,7 @@ mod facts;
 mod listing;
 mod ranges;
 
-use std::io::{self, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,7 +32,6 @@ use bytes::{Buf, Bytes};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
-use tokio::io::AsyncSeekExt;
 use weft::defer::Steps;
 
 use crate::body::{self, Body, FileBody, FileParts};
@@ -687,8 +686,8 @@ fn whole_or_slice(
         }
         Content::Disk { path, stamp, .. } => {
             return Ok(Answer::Later(Box::pin(async move {
-                let file = open_at(&path, stamp, start).await.map_err(|e| (path, e))?;
-                *response.body_mut() = FileBody::body(file, count);
+                let file = open(&path, stamp).await.map_err(|e| (path, e))?;
+                *response.body_mut() = FileBody::body(file, start, count);
                 Ok(response)
             })));
         }
@@ -734,7 +733,7 @@ fn multipart(
         Content::Disk { path, stamp, .. } => {
             return Ok(Answer::Later(Box::pin(async move {
                 // One open file for every part, each streamed in chunks from its start.
-                let file = match open_at(&path, stamp, 0).await {
+                let file = match open(&path, stamp).await {
                     Ok(f) => f,
                     Err(e) => return Err((path, e)),
                 };
@@ -751,12 +750,10 @@ fn multipart(
     Ok(Answer::Now(response))
 }
 
-/// The file at `path` as `stamp` describes it ([`open_checked`]), from byte `start`.
-async fn open_at(path: &Arc<Path>, stamp: cache::Stamp, start: u64) -> io::Result<tokio::fs::File> {
-    let file = blocking(path, move |path| open_checked(&path, stamp)).await?;
-    let mut file = tokio::fs::File::from_std(file);
-    file.seek(SeekFrom::Start(start)).await?;
-    Ok(file)
+/// The file at `path` as `stamp` describes it ([`open_checked`]), opened on the blocking
+/// pool.
+async fn open(path: &Arc<Path>, stamp: cache::Stamp) -> io::Result<std::fs::File> {
+    blocking(path, move |path| open_checked(&path, stamp)).await
 }
 
 /// Runs `work` on `path` on tokio's blocking pool: opening or reading a file may wait on

@@ -113,7 +113,8 @@ impl Background {
                 Ok(Err(e)) => tracing::warn!(error = %e, "history not fully flushed at exit"),
                 Err(_) => tracing::warn!(
                     location = %store.options().location(),
-                    unwritten = store.writer().queue_len(),
+                    // The batch the database holds as well as the queue behind it.
+                    unwritten = store.writer().stats().unwritten(),
                     "history not fully flushed at exit: the database did not answer within \
                      {FLUSH:?}; what was not written is lost"
                 ),

@@ -41,6 +41,13 @@ impl StoreStats {
         self.dropped.load(Relaxed)
     }
 
+    /// Records accepted and neither committed nor counted lost: still queued, or in the
+    /// batch being written now (a database that stopped answering holds that one).
+    pub fn unwritten(&self) -> u64 {
+        self.queued()
+            .saturating_sub(self.written().saturating_add(self.dropped()))
+    }
+
     /// Failed attempts: batches that could not be committed, reopens and prune passes that failed.
     pub fn write_errors(&self) -> u64 {
         self.write_errors.load(Relaxed)

@@ -384,3 +384,55 @@ fn check_refuses_a_database_run_would_refuse_and_passes_one_out_of_reach() {
     let (code, said) = check(&away);
     assert_eq!(code, Some(0), "out of reach is no refusal: {said}");
 }
+
+/// A session holding a table of history locked (an operator's `LOCK TABLE`, a long
+/// maintenance) does not hold the dashboard's reads of it: each waits at most the busy
+/// timeout for the lock, then is answered without its history, counted `busy`, as with
+/// SQLite, and the read pool's connections go back to it. Waiting, six reads held every
+/// connection of the pool for as long as the lock was held.
+#[test]
+fn a_table_locked_in_postgres_makes_the_dashboard_s_reads_busy_not_stuck() {
+    let pg = Postgres::start();
+    let url = pg.create_database("held");
+    let app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+    let busy = r#"weft_dashboard_history_errors_total{reason="busy"}"#;
+    let busy_before = app.metric(busy).unwrap_or(0.0);
+    let mut holder = pg.sql_in_background(
+        "held",
+        "BEGIN; LOCK TABLE connections IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(12); COMMIT;",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let since = Instant::now();
+    let reads: Vec<_> = (0..6)
+        .map(|_| {
+            let url = format!("http://{}/api/connections", app.dashboard);
+            std::thread::spawn(move || {
+                let out = std::process::Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+                    .args(["--max-time", "20"])
+                    .arg(url)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+        })
+        .collect();
+    let codes: Vec<String> = reads.into_iter().map(|r| r.join().unwrap()).collect();
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "answered in {took:?}: {codes:?}\n{}",
+        app.log()
+    );
+    assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    let busy_after = app.metric(busy).unwrap_or(0.0);
+    assert!(
+        busy_after - busy_before >= 6.0,
+        "{busy_before} -> {busy_after}"
+    );
+    // Once the lock goes, history reads as before.
+    holder.wait().unwrap();
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+}

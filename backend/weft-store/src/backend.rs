@@ -264,6 +264,16 @@ pub(crate) fn pg_options(url: &str) -> Result<PgConnectOptions, StoreError> {
         .map_err(failed)
 }
 
+/// The settings of a read pool's connections: a read waits at most `timeout` for a lock
+/// (`lock_timeout`, as SQLite's busy timeout bounds its reads), then fails as busy. A
+/// session holding a table locked (a `LOCK TABLE`, a long migration elsewhere) would
+/// otherwise hold each dashboard request that reads it, and the pool's connection, for as
+/// long as it holds the lock.
+fn pg_read_options(url: &str, timeout: Duration) -> Result<PgConnectOptions, StoreError> {
+    let wait = format!("{}ms", timeout.as_millis().max(1));
+    Ok(pg_options(url)?.options([("lock_timeout", wait.as_str())]))
+}
+
 /// Connects to the database at `url`, brings its schema up to date (PostgreSQL's migrator
 /// takes an advisory lock, so gateways starting together migrate once) and returns a read pool.
 pub(crate) async fn open_pg_pool(
@@ -271,7 +281,7 @@ pub(crate) async fn open_pg_pool(
     timeout: Duration,
     max_readers: u32,
 ) -> Result<PgPool, StoreError> {
-    let options = pg_options(url)?;
+    let options = pg_read_options(url, timeout)?;
     let open_error = |source| StoreError::Connect {
         url: redacted(url),
         source,
@@ -298,7 +308,7 @@ pub(crate) fn lazy_pg_pool(
         .max_connections(max_readers.max(1))
         .min_connections(0)
         .acquire_timeout(timeout)
-        .connect_lazy_with(pg_options(url)?))
+        .connect_lazy_with(pg_read_options(url, timeout)?))
 }
 
 /// How long a migration waits for a lock (a table another session reads, the advisory

@@ -169,15 +169,19 @@ impl StoreError {
 
     /// Whether the query, or opening or migrating the file, could not run because another
     /// connection holds the file locked (SQLite's `BUSY` or `LOCKED`, with their extended
-    /// codes), every reader was busy, or other searches were: trying again later may succeed.
+    /// codes; PostgreSQL's `lock_not_available`, a read's `lock_timeout` run out), every
+    /// reader was busy, or other searches were: trying again later may succeed.
     pub fn is_busy(&self) -> bool {
         const SQLITE_BUSY: i32 = 5;
         const SQLITE_LOCKED: i32 = 6;
         let locked = |e: &sqlx::Error| match e {
-            sqlx::Error::Database(e) => e
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+            sqlx::Error::Database(e) => {
+                let code = e.code();
+                code.as_deref() == Some(crate::backend::LOCK_NOT_AVAILABLE)
+                    || code
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .is_some_and(|c| matches!(c & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+            }
             _ => false,
         };
         match self {

@@ -434,6 +434,15 @@ fn a_101_the_client_did_not_ask_for_is_a_502_and_upgrade_alone_is_not_passed_on(
         app.metric(r#"weft_http_upstream_errors_total{service="web"}"#),
         Some(3.0)
     );
+    // Each is the upstream's failure, in its own figures too, whatever it switched to.
+    let failures: f64 = app
+        .curl("/metrics")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("weft_http_upstream_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 3.0);
 
     // An upstream that declines answers the client as it is, and the connection goes on.
     let (declining, _) =

@@ -200,6 +200,42 @@ fn least_conn_sends_to_the_upstream_with_nothing_in_flight() {
     assert_eq!(slow.read_reply(false).status, 200);
 }
 
+/// A response whose head came and whose body is still coming is load on its upstream
+/// (a download read slowly, a stream of events): `least_conn` counts it until the body
+/// ends, as nginx counts a connection until it is done.
+#[test]
+fn least_conn_counts_a_response_in_flight_until_its_body_ends() {
+    let (a, b) = (
+        KeepAlive::start("a", AfterResponse::KeepOpen),
+        KeepAlive::start("b", AfterResponse::KeepOpen),
+    );
+    let server = balanced(&[&a, &b], Balance::LeastConn, Health::default());
+    let mut dripping = server.connect();
+    dripping.send(b"GET /drip HTTP/1.1\r\nHost: t\r\n\r\n");
+    let busy = eventually("one upstream is sending the body", || {
+        server
+            .upstreams
+            .snapshot()
+            .into_iter()
+            .find(|u| u.in_flight == 1)
+    });
+    // Its head is through: only the body is still to come.
+    eventually("the head reached the client", || {
+        a.requests() + b.requests() == 1
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let idle = if busy.url == url(&a) { "b" } else { "a" };
+    for _ in 0..4 {
+        assert_eq!(served_by(&server, "/x"), idle);
+    }
+    a.release();
+    b.release();
+    assert_eq!(dripping.read_reply(false).status, 200);
+    eventually("nothing in flight once the body ended", || {
+        server.upstreams.snapshot().iter().all(|u| u.in_flight == 0)
+    });
+}
+
 #[test]
 fn a_pooled_connection_closed_from_the_dashboard_does_not_fail_the_next_request() {
     let a = KeepAlive::start("a", AfterResponse::KeepOpen);

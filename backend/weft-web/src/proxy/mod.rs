@@ -23,7 +23,6 @@ mod upstreams;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -504,19 +503,14 @@ pub(crate) async fn forward(
         tried.insert(i);
         let target = &upstreams.targets[i];
         let detail = marks.upstreams.get(i);
+        let since = target.state.ejections();
         match exchange(route, target, &mut outgoing, limits, marks.steps, detail).await {
             Ok(response) => {
-                // RFC 9112 §6.1: hyper undoes `chunked` only; a body in another coding
-                // would reach the client undone, its coding unsaid (nginx answers 502).
-                if let Some(coding) = untransferable(&response.0, outgoing.is_head()) {
-                    let err = UpstreamError::Exchange(
-                        target.upstream.url.clone(),
-                        format!("answered in a transfer coding other than chunked ({coding})"),
-                    );
+                if let Some(err) = unusable(&response.0.0, outgoing.is_head(), target) {
                     upstreams.failed(i, &err, &**recorder);
                     return Err(err);
                 }
-                upstreams.succeeded(i);
+                upstreams.succeeded(i, since);
                 break (i, response);
             }
             Err(err) => {
@@ -531,20 +525,38 @@ pub(crate) async fn forward(
             }
         }
     };
-    // RFC 9110 §15.2.2: a server switches protocols only when the request asked to
-    // (requests that ask go through `upgrade`); the client could not follow.
-    if response.0.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(UpstreamError::Switch(
-            upstreams.targets[i].upstream.url.clone(),
-            "for a request that did not ask to".into(),
-        ));
-    }
-    a_status(&response.0, &upstreams.targets[i].upstream)?;
+    let (answered, in_flight) = response;
+    a_status(&answered.0, &upstreams.targets[i].upstream)?;
     Ok(respond(
         route,
         &upstreams.targets[i],
-        response,
+        answered,
+        in_flight,
         limits.upstream_timeout,
+    ))
+}
+
+/// Why an upstream's answer cannot go to the client, as the upstream's failure: a switch
+/// of protocols the request did not ask for (RFC 9110 §15.2.2: requests that ask go
+/// through `upgrade`; the client could not follow), or a body in a transfer coding other
+/// than `chunked` (RFC 9112 §6.1: hyper undoes `chunked` only, so it would reach the client
+/// undone, its coding unsaid; nginx answers 502).
+fn unusable(
+    response: &Response<Incoming>,
+    to_head: bool,
+    target: &Target,
+) -> Option<UpstreamError> {
+    let url = || target.upstream.url.clone();
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Some(UpstreamError::Switch(
+            url(),
+            "for a request that did not ask to".into(),
+        ));
+    }
+    let coding = untransferable(response, to_head)?;
+    Some(UpstreamError::Exchange(
+        url(),
+        format!("answered in a transfer coding other than chunked ({coding})"),
     ))
 }
 
@@ -572,9 +584,9 @@ async fn exchange(
     limits: &Limits,
     steps: &Steps,
     detail: Option<&StepDetail>,
-) -> Result<pool::Answered, UpstreamError> {
+) -> Result<(pool::Answered, upstreams::InFlight), UpstreamError> {
     let url = || target.upstream.url.clone();
-    let _in_flight = InFlight::enter(&target.state.in_flight);
+    let in_flight = upstreams::InFlight::enter(&target.state);
     // Set once the request went out on a reused connection that then failed: it goes
     // again once, on a new connection, never through the other idle ones (each of which
     // would take it again).
@@ -597,7 +609,7 @@ async fn exchange(
             .await;
         let err = match sent {
             Err(_) => return Err(UpstreamError::Timeout(url(), limits.upstream_timeout)),
-            Ok(Ok(answered)) => return Ok(answered),
+            Ok(Ok(answered)) => return Ok((answered, in_flight)),
             Ok(Err(SendError::BrokenBody(err))) => {
                 return Err(UpstreamError::Exchange(
                     url(),
@@ -648,22 +660,6 @@ fn closed_under(err: &hyper::Error) -> bool {
         || std::error::Error::source(err)
             .and_then(|e| e.downcast_ref::<std::io::Error>())
             .is_some_and(|e| matches!(e.kind(), ConnectionReset | BrokenPipe | ConnectionAborted))
-}
-
-/// Counts a request in flight to an upstream while it lives.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
-        counter.fetch_add(1, Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
 }
 
 /// The answer of this gateway as the final recipient of an OPTIONS that may go no
@@ -724,6 +720,7 @@ fn respond(
     route: &Route,
     target: &Target,
     (response, first): pool::Answered,
+    in_flight: upstreams::InFlight,
     stall_limit: Duration,
 ) -> Response<Body> {
     let upstream = &target.upstream;
@@ -762,7 +759,7 @@ fn respond(
     let body = FromUpstream {
         inner: body,
         first,
-        state: target.state.clone(),
+        state: in_flight,
         stall_limit,
         stalled: None,
     };
@@ -779,7 +776,8 @@ pin_project_lite::pin_project! {
         inner: Incoming,
         // The first frame, read with the head (`pool::Answer`), given before the rest.
         first: Option<hyper::body::Frame<bytes::Bytes>>,
-        state: Arc<upstreams::UpstreamState>,
+        // Its upstream, with the request counted in flight until the body goes.
+        state: upstreams::InFlight,
         stall_limit: Duration,
         // Set when a poll finds no piece, cleared when one comes.
         #[pin]

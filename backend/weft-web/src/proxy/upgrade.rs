@@ -23,6 +23,7 @@ use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -36,7 +37,7 @@ use weft::defer::WaitsOn;
 use weft::{InspectedStream, Reactor, Transport};
 
 use super::outgoing::Outgoing;
-use super::upstreams::{RouteUpstreams, Tried};
+use super::upstreams::{InFlight, RouteUpstreams, Tried};
 use super::{Abandon, Client, Marks, UpstreamError, respond, send};
 use crate::body::{self, Body};
 use crate::config::{Limits, Route};
@@ -105,6 +106,8 @@ pub(crate) struct UpstreamEnd {
     /// What the upstream sent right behind its 101: the new protocol's first bytes.
     early: Bytes,
     recorder: Rc<dyn Recorder>,
+    /// The tunnel counted in flight to its upstream until it ends.
+    _in_flight: InFlight,
 }
 
 /// Where a client connection keeps the upstream end of its tunnel between the 101 being
@@ -207,21 +210,25 @@ async fn switch(
 ) -> Result<Response<Body>, UpstreamError> {
     let mut outgoing = Outgoing::new(head, body, limits, asks.client.forwarding, asks.client.via)?;
     let (i, stream) = open(to, limits, recorder, marks).await?;
-    let result = exchange(to, i, stream, limits, asks, recorder, &mut outgoing, marks).await;
+    let state = &to.upstreams.targets[i].state;
+    let since = state.ejections();
+    let in_flight = InFlight::enter(state);
+    let on = (i, stream, in_flight);
+    let result = exchange(to, on, limits, asks, recorder, &mut outgoing, marks).await;
     match &result {
-        Ok(_) => to.upstreams.succeeded(i),
+        Ok(_) => to.upstreams.succeeded(i, since),
         Err(err) if err.is_upstream() => to.upstreams.failed(i, err, &**recorder),
         Err(_) => {}
     }
     result
 }
 
-/// The request and the upstream's answer on the connection `stream` to upstream `i`.
+/// The request and the upstream's answer on the connection `stream` to upstream `i`,
+/// counted in flight to it for as long as the answer's body, or the tunnel, lasts.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
     to: &To<'_>,
-    i: usize,
-    stream: InspectedStream,
+    (i, stream, in_flight): (usize, InspectedStream, InFlight),
     limits: &Limits,
     asks: &Asks<'_>,
     recorder: &Rc<dyn Recorder>,
@@ -248,6 +255,7 @@ async fn exchange(
         let _ = parts_tx.send(connection.without_shutdown().await);
     });
     marks.steps.step_with("response head", Some(on), detail);
+    in_flight.requests.fetch_add(1, Relaxed);
     let response = send(&mut sender, request, upstream, limits).await?;
     abandon.0 = None;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -256,6 +264,7 @@ async fn exchange(
             route,
             &to.upstreams.targets[i],
             (response, None),
+            in_flight,
             limits.upstream_timeout,
         ));
     }
@@ -275,6 +284,7 @@ async fn exchange(
         stream: parts.io.into_inner(),
         early: parts.read_buf,
         recorder: recorder.clone(),
+        _in_flight: in_flight,
     });
     let (mut head, _) = response.into_parts();
     strip_hop_by_hop(&mut head.headers);
@@ -315,6 +325,7 @@ pub(crate) async fn tunnel<C>(
         stream: mut up,
         early: up_early,
         recorder,
+        _in_flight,
     } = upstream;
     let _open = Open::new(recorder);
     let up_transport = up.transport().clone();

@@ -138,9 +138,10 @@ impl RouteUpstreams {
         Some(chosen)
     }
 
-    /// Records that target `i` answered.
-    pub(crate) fn succeeded(&self, i: usize) {
-        self.targets[i].state.succeeded();
+    /// Records that target `i` answered a request sent to it when its ejections stood at
+    /// `since` ([`UpstreamState::ejections`]).
+    pub(crate) fn succeeded(&self, i: usize, since: u32) {
+        self.targets[i].state.succeeded(since);
     }
 
     /// Records that target `i` failed with `err`; ejects it after `max_fails` in a row.
@@ -195,8 +196,9 @@ fn schedule_check(
         Reactor::current().spawn(async move {
             let check = route.health.check.as_ref().map(|c| c.path.clone());
             if let Some(path) = check {
+                let since = route.targets[i].state.ejections();
                 match route.targets[i].pool.check(&path, route.timeouts).await {
-                    Ok(()) => route.succeeded(i),
+                    Ok(()) => route.succeeded(i, since),
                     Err(err) => {
                         tracing::info!(upstream = %route.targets[i].upstream.url, %err, "health check failed");
                         route.check_failed(i, &err, &*recorder);
@@ -226,12 +228,43 @@ pub(crate) struct UpstreamState {
     /// Whether `ejected_until` is set: a request to a healthy upstream reads this, not
     /// the lock and the clock.
     ejected: AtomicBool,
+    /// Times it was ejected: a request sent before the latest ejection that succeeds
+    /// after it says nothing of the upstream now (a slow answer to a request of before
+    /// the failures), and ends neither the ejection nor the failures' count.
+    ejections: AtomicU32,
     pub(crate) idle: AtomicUsize,
     pub(crate) busy: AtomicUsize,
-    /// Requests sent to it and not yet answered, counting those still connecting.
+    /// Requests sent to it whose answers have not ended ([`InFlight`]), counting those
+    /// still connecting.
     pub(crate) in_flight: AtomicUsize,
     pub(crate) requests: AtomicU64,
     errors: Mutex<VecDeque<RecentError>>,
+}
+
+/// A request counted in flight to an upstream while it lives, what `least_conn` compares:
+/// from its connect to the end of its response's body (a download read slowly is load
+/// still), or, switched, to the end of its tunnel.
+pub(crate) struct InFlight(Arc<UpstreamState>);
+
+impl InFlight {
+    pub(crate) fn enter(state: &Arc<UpstreamState>) -> Self {
+        state.in_flight.fetch_add(1, Relaxed);
+        Self(state.clone())
+    }
+}
+
+impl std::ops::Deref for InFlight {
+    type Target = UpstreamState;
+
+    fn deref(&self) -> &UpstreamState {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked.
@@ -249,6 +282,7 @@ impl UpstreamState {
             failures_total: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
             ejected: AtomicBool::new(false),
+            ejections: AtomicU32::new(0),
             idle: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
@@ -266,7 +300,16 @@ impl UpstreamState {
         lock(&self.ejected_until).is_some_and(|(until, _)| now < until)
     }
 
-    fn succeeded(&self) {
+    /// Times it was ejected so far: what a request sent now is to be judged against.
+    pub(crate) fn ejections(&self) -> u32 {
+        self.ejections.load(Relaxed)
+    }
+
+    /// A request sent when its ejections stood at `since` was answered.
+    fn succeeded(&self, since: u32) {
+        if self.ejections.load(Relaxed) != since {
+            return;
+        }
         if self.failures.load(Relaxed) != 0 {
             self.failures.store(0, Relaxed);
         }
@@ -296,6 +339,7 @@ impl UpstreamState {
             return false;
         }
         *until = renewed;
+        self.ejections.fetch_add(1, Relaxed);
         self.ejected.store(true, Relaxed);
         true
     }
@@ -426,6 +470,16 @@ mod tests {
         // Once the ejection is over, the next failure (the trial request's) ejects anew.
         *lock(&state.ejected_until) = Some((Instant::now(), SystemTime::now()));
         assert!(state.failed(&err(), &health, false, true));
+        // A request sent before that ejection and answered after it says nothing of the
+        // upstream now: it neither ends the ejection nor clears the failures.
+        let before = state.ejections() - 1;
+        state.succeeded(before);
+        assert!(state.is_ejected(&mut None));
+        assert!(state.failures.load(Relaxed) > 0);
+        // One sent since does.
+        state.succeeded(state.ejections());
+        assert!(!state.is_ejected(&mut None));
+        assert_eq!(state.failures.load(Relaxed), 0);
         // One that may not be ejected (a route's lone upstream) counts its failures only.
         let lone = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
         assert!((0..5).all(|_| !lone.failed(&err(), &health, false, false)));

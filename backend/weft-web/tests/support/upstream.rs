@@ -120,7 +120,8 @@ pub enum AfterResponse {
 
 /// An HTTP/1.1 upstream that serves many requests per connection and counts what it
 /// accepted: each response's body is `NAME #N` (its Nth request). `GET /slow` waits until
-/// [`release`](Self::release); `GET /healthz` says 200 like any other path. It can be
+/// [`release`](Self::release); `GET /drip` sends its head and all but the last byte of its
+/// body at once, and that byte once released; `GET /healthz` says 200 like any other path. It can be
 /// killed (listener and connections closed) and revived on the same port.
 #[derive(Clone)]
 pub struct KeepAlive {
@@ -251,12 +252,21 @@ impl KeepAlive {
             }
             let n = self.state.requests.fetch_add(1, SeqCst) + 1;
             let body = format!("{} #{n}", self.name);
+            let drip = seen.target() == "/drip";
             let reply = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
+                body.len() + usize::from(drip)
             );
             if reader.get_mut().write_all(reply.as_bytes()).is_err() {
                 return;
+            }
+            if drip {
+                while !self.state.released.load(SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                if reader.get_mut().write_all(b".").is_err() {
+                    return;
+                }
             }
             if *self.state.after.lock().unwrap() == Some(AfterResponse::Close) {
                 return;

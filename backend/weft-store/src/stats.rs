@@ -16,6 +16,8 @@ pub struct StoreStats {
     written: AtomicU64,
     /// Records lost (queue full, writer stopped, batch not written): counted, never lost silently.
     dropped: AtomicU64,
+    /// Of those, the records accepted into the queue and lost with a batch not written.
+    dropped_queued: AtomicU64,
     write_errors: AtomicU64,
     reopens: AtomicU64,
     pruned: AtomicU64,
@@ -44,8 +46,10 @@ impl StoreStats {
     /// Records accepted and neither committed nor counted lost: still queued, or in the
     /// batch being written now (a database that stopped answering holds that one).
     pub fn unwritten(&self) -> u64 {
-        self.queued()
-            .saturating_sub(self.written().saturating_add(self.dropped()))
+        let settled = self
+            .written()
+            .saturating_add(self.dropped_queued.load(Relaxed));
+        self.queued().saturating_sub(settled)
     }
 
     /// Failed attempts: batches that could not be committed, reopens and prune passes that failed.
@@ -92,8 +96,15 @@ impl StoreStats {
         self.written.fetch_add(n, Relaxed);
     }
 
+    /// Counts `n` records refused at the queue (full, or the writer stopped).
     pub(crate) fn add_dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Relaxed);
+    }
+
+    /// Counts `n` records accepted into the queue and lost with a batch not written.
+    pub(crate) fn add_dropped_queued(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+        self.dropped_queued.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn add_reopen(&self) {
@@ -131,4 +142,22 @@ pub struct StatsSnapshot {
     pub pruned: u64,
     /// The most recent error text.
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What is unwritten is what was accepted and is neither committed nor lost with a
+    /// batch: records the full queue refused were never accepted, and take nothing off it.
+    #[test]
+    fn unwritten_counts_what_was_accepted_and_is_not_settled() {
+        let stats = StoreStats::default();
+        stats.add_queued(150);
+        stats.add_written(20);
+        stats.add_dropped_queued(30);
+        stats.add_dropped(1000);
+        assert_eq!(stats.unwritten(), 100);
+        assert_eq!(stats.dropped(), 1030);
+    }
 }

@@ -434,7 +434,7 @@ impl WriterTask {
                 }
             }
             Err(error) => {
-                self.stats.add_dropped(n);
+                self.stats.add_dropped_queued(n);
                 self.stats.record_error(error.to_string());
                 if self.postgres.is_some() && error.is_undefined_table() {
                     // The database was recreated (or restored) empty: the next batch

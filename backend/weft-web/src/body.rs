@@ -124,6 +124,17 @@ impl FileBody {
     }
 }
 
+impl Drop for FileBody {
+    fn drop(&mut self) {
+        // A read not started yet is called off, and with it its buffer and its hold on the
+        // file (a client that resets stream after stream would otherwise pile them up
+        // behind a slow disk); one under way finishes on its own.
+        if let Some(reading) = self.reading.take() {
+            reading.abort();
+        }
+    }
+}
+
 impl HttpBody for FileBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -260,9 +260,7 @@ pub fn defer_later<U: 'static, R: CallbackResult<U>>(
 
 /// Runs `f` on tokio's blocking pool and delivers its result on the reactor thread
 /// (Twisted's `deferToThread`). Cancelling the Deferred discards the result; the
-/// thread itself runs to completion. A reactor's pool runs at most
-/// [`BLOCKING_THREADS`](crate::reactor::BLOCKING_THREADS) at once (Twisted's runs 10);
-/// more wait their turn.
+/// thread itself runs to completion.
 ///
 /// # Panics
 /// When called outside a reactor (or a tokio runtime with a `LocalSet`).

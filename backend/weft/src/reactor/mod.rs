@@ -177,12 +177,6 @@ impl std::fmt::Debug for Reactor {
     }
 }
 
-/// Threads a reactor's blocking pool (file opens and reads, `spawn_blocking`) runs at
-/// most; work beyond them queues. tokio's default, 512, let a peer that stalls many reads
-/// (HTTP/2 streams of large files it never takes) hold a thread and its memory for each,
-/// hundreds of kilobytes a stream; nginx's thread pools run 32.
-pub const BLOCKING_THREADS: usize = 32;
-
 impl Reactor {
     /// A reactor with the default configuration, installed as this thread's reactor.
     pub fn new() -> Result<Self, ReactorError> {
@@ -196,7 +190,6 @@ impl Reactor {
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .max_blocking_threads(BLOCKING_THREADS)
             .build()
             .map_err(ReactorError::Runtime)?;
         // The real clock reads tokio's time, which needs the runtime's context.

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use weft::defer::{DeferredState, Site, StepKind, StepStatus};
@@ -413,18 +413,35 @@ impl Chains {
         all
     }
 
-    /// The pending chains history keeps a row of while they are pending (every chain, and
-    /// a task once a detector flagged it), marked as kept: their ends are published.
+    /// The pending chains history keeps a row of while they are pending, marked as kept:
+    /// their ends are published. Those it has a row of already, and the ones a detector
+    /// flagged or the sampler picked (kept however they end); then, of the other chains
+    /// (not tasks) pending [`HISTORY_PENDING_AFTER`] or longer, the oldest, at most
+    /// [`HISTORY_NEW_PENDING`] a snapshot. Every chain pending at each snapshot was
+    /// written, and so its end too, past the budget of failures: a peer asking questions
+    /// no upstream answers (each pending until its timeout) had every one kept.
     pub(crate) fn pending_for_history(&self) -> Vec<DeferredSnapshot> {
         let mut chains = self.lock();
-        let mut kept: Vec<_> = chains
-            .values_mut()
-            .filter(|c| c.task.is_none() || c.snapshot.flagged())
-            .map(|c| {
+        let now = Instant::now();
+        let mut newly: Vec<(Instant, u64)> = Vec::new();
+        let mut kept: Vec<_> = Vec::new();
+        for (id, c) in chains.iter_mut() {
+            if c.in_history || c.snapshot.flagged() || (c.sampled && c.task.is_none()) {
                 c.in_history = true;
-                c.snapshot_now()
-            })
-            .collect();
+                kept.push(c.snapshot_now());
+            } else if c.task.is_none()
+                && now.saturating_duration_since(c.created) >= HISTORY_PENDING_AFTER
+            {
+                newly.push((c.created, *id));
+            }
+        }
+        newly.sort_unstable();
+        for (_, id) in newly.into_iter().take(HISTORY_NEW_PENDING) {
+            if let Some(c) = chains.get_mut(&id) {
+                c.in_history = true;
+                kept.push(c.snapshot_now());
+            }
+        }
         kept.sort_by_key(|d| (d.created_at_ms, d.id));
         kept
     }
@@ -434,6 +451,14 @@ impl Chains {
         self.lock().get(&id).map(Chain::snapshot_now)
     }
 }
+
+/// How long a chain is pending before a history snapshot writes it (unless flagged or
+/// sampled): one that ends sooner is an ordinary exchange, not one to find after a crash.
+pub const HISTORY_PENDING_AFTER: Duration = Duration::from_secs(1);
+
+/// Pending chains a history snapshot writes that it had no row of, at most (the oldest
+/// first): what a flood of chains pending at once costs history each second.
+pub const HISTORY_NEW_PENDING: usize = 256;
 
 /// A map keyed by Deferred id.
 pub(crate) type ById<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;

@@ -14,7 +14,7 @@ pub struct HubConfig {
     /// (0: no cap); the rest are counted in `weft_deferred_samples_skipped_total`.
     pub sample_per_second: u32,
     /// Failed chains, neither sampled nor flagged, kept in history and sent live per second
-    /// at most (0: no cap); the rest are counted in
+    /// and service at most (0: no cap); the rest are counted in
     /// `weft_deferred_failures_skipped_total`.
     pub failed_per_second: u32,
     /// Events the bus keeps for its slowest reader before that reader starts missing them.

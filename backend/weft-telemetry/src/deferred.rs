@@ -129,6 +129,10 @@ pub(crate) struct ServiceHandles {
     pub(crate) stalled: IntGauge,
     /// One counter per detector, indexed by [`Detector::index`].
     detections: [IntCounter; Detector::ALL.len()],
+    /// The service's failed chains, neither sampled nor flagged, published in one second
+    /// at most: a peer that makes one service's chains fail (questions no upstream
+    /// answers) uses its own budget, not another service's real outage's.
+    failures: PerSecond,
 }
 
 /// The Deferred families, the live chains and the sampler.
@@ -144,9 +148,12 @@ pub struct DeferredTracker {
     /// Decides which successful chains reach history.
     sampler: Sampler,
     /// Failed chains neither sampled nor flagged that are published in one second at
-    /// most: a peer that makes chains fail (questions no upstream answers) would otherwise
-    /// write a row and an event of a kilobyte or more for each packet of a few dozen bytes.
-    failures: PerSecond,
+    /// most, per service (each service's [`ServiceHandles`] keeps its own count): a peer
+    /// that makes chains fail (questions no upstream answers) would otherwise write a row
+    /// and an event of a kilobyte or more for each packet of a few dozen bytes.
+    failed_per_second: u32,
+    /// The failed chains those budgets left out.
+    failures_skipped: IntCounter,
     chains: Chains,
     /// Each service's handles, resolved on its first Deferred so later events skip the label
     /// lookup.
@@ -228,7 +235,8 @@ impl DeferredTracker {
             detections,
             callback_duration,
             sampler: Sampler::new(sample, sample_per_second, skipped),
-            failures: PerSecond::new(failed_per_second, failures_skipped),
+            failed_per_second,
+            failures_skipped,
             chains: Chains::default(),
             handles: Mutex::default(),
             live,
@@ -299,6 +307,7 @@ impl DeferredTracker {
             stalled: self.stalled.with_label_values(&[name]),
             detections: Detector::ALL
                 .map(|d| self.detections.with_label_values(&[name, d.as_str()])),
+            failures: PerSecond::new(self.failed_per_second, self.failures_skipped.clone()),
         });
         let key = service.cloned().unwrap_or_else(|| Arc::from(NO_SERVICE));
         handles.insert(key, made.clone());
@@ -507,15 +516,13 @@ impl DeferredTracker {
             snapshot.failure = Some(failure_text(f));
         }
         snapshot.waiting_on = None;
+        let published = kept || metrics.failures.take();
         if failed {
             // Its failure may yet be reported unhandled, when its last handle goes: the
-            // report then publishes it whole, budget or not.
+            // report then publishes it, budget or not.
             self.chains.remember_ended(&snapshot, metrics);
         }
-        if !kept && !self.failures.take() {
-            return None;
-        }
-        Some(EventKind::DeferredEnded { deferred: snapshot })
+        published.then_some(EventKind::DeferredEnded { deferred: snapshot })
     }
 
     /// Ends a chain freed while pending.

@@ -355,7 +355,8 @@ fn a_chain_in_history_freed_unfired_is_recorded_ended() {
     let (child_resolver, child) = Deferred::<u8>::new();
     let parent = parent.and_then(move |_| child);
     resolver.callback(1);
-    // The history's writer takes the pending chains, as it does about once a second.
+    // The history's writer takes the chains pending a while, as it does every second.
+    std::thread::sleep(weft_telemetry::chains::HISTORY_PENDING_AFTER);
     let written = hub.deferreds().pending_for_history();
     assert!(
         written
@@ -467,4 +468,31 @@ fn failed_chains_are_published_up_to_their_budget_a_second_and_the_rest_counted(
         reported.unhandled && reported.fired_at_ms.is_some(),
         "{reported:?}"
     );
+}
+
+/// A history snapshot writes the chains pending a while, not every chain pending at that
+/// instant, and at most so many new ones each time, the oldest first: a flood of chains
+/// each pending until a timeout (questions no upstream answers) would have every one
+/// written, and its end with it, past the budget of failures.
+#[test]
+fn a_history_snapshot_writes_chains_pending_a_while_and_so_many_new_ones_at_most() {
+    use weft_telemetry::chains::{HISTORY_NEW_PENDING, HISTORY_PENDING_AFTER};
+    let reactor = Reactor::new().unwrap();
+    let mut config = HubConfig::default();
+    config.sample = 0.0;
+    let hub = Hub::new(config).unwrap();
+    hub.install(&reactor);
+
+    let old: Vec<_> = (0..HISTORY_NEW_PENDING + 50)
+        .map(|_| Deferred::<u8>::labeled("old"))
+        .collect();
+    std::thread::sleep(HISTORY_PENDING_AFTER);
+    let young = Deferred::<u8>::labeled("young");
+    let written = hub.deferreds().pending_for_history();
+    assert_eq!(written.len(), HISTORY_NEW_PENDING);
+    assert!(written.iter().all(|d| d.label.as_deref() == Some("old")));
+    // The next takes the rest, and keeps those it has rows of.
+    let written = hub.deferreds().pending_for_history();
+    assert_eq!(written.len(), HISTORY_NEW_PENDING + 50);
+    drop((old, young));
 }

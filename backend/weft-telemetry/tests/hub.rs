@@ -642,6 +642,7 @@ fn a_chain_written_to_history_while_pending_has_its_end_published_unsampled() {
 
     let (written, written_chain) = weft::defer::Deferred::<u8>::labeled("written");
     let (also, also_chain) = weft::defer::Deferred::<u8>::labeled("also written");
+    std::thread::sleep(weft_telemetry::chains::HISTORY_PENDING_AFTER);
     let kept = hub.deferreds().pending_for_history();
     assert_eq!(
         kept.len(),

@@ -1,5 +1,6 @@
-//! OpenTelemetry traces: the chains and async tasks history keeps (failed, cancelled and
-//! flagged ones always, successful ones as `[inspect] sample` picks them), exported as
+//! OpenTelemetry traces: the chains and async tasks history keeps (flagged ones always,
+//! failed and cancelled ones up to `[inspect] failed_per_second`, successful ones as
+//! `[inspect] sample` picks them), exported as
 //! spans over OTLP/HTTP in protobuf, from the inspector's thread, never the reactor's.
 //!
 //! The bus reader `otlp` takes each `deferred_ended` event, turns its chain into a span

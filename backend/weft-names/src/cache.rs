@@ -70,7 +70,7 @@ impl Answer {
             }
             ResponseCode::NoError | ResponseCode::NXDomain => {
                 self.authorities.iter().find_map(|r| match &r.data {
-                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum).min(NEGATIVE_TTL_CAP)),
+                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
                     _ => None,
                 })?
             }
@@ -118,8 +118,15 @@ impl Policy {
     /// `answer` with every TTL between `min_ttl` and `max_ttl`, as it is cached and
     /// replayed.
     pub(crate) fn clamp(&self, answer: &mut Answer) {
+        // A negative answer's records (its SOA) say how long a resolver behind may keep
+        // it: no longer than this cache does.
+        let cap = if answer.answers.is_empty() {
+            NEGATIVE_TTL_CAP
+        } else {
+            u32::MAX
+        };
         for record in answer.records() {
-            record.ttl = self.bound(record.ttl);
+            record.ttl = self.bound(record.ttl).min(cap);
         }
     }
 
@@ -272,9 +279,13 @@ impl Cache {
         if self.capacity == 0 {
             return;
         }
-        let Some(ttl) = answer.ttl().map(|t| self.policy.bound(t)) else {
+        let Some(mut ttl) = answer.ttl().map(|t| self.policy.bound(t)) else {
             return;
         };
+        // After the bounds: a `min_ttl` above it does not keep a name missing longer.
+        if answer.answers.is_empty() {
+            ttl = ttl.min(NEGATIVE_TTL_CAP);
+        }
         if ttl == 0 {
             return;
         }
@@ -586,12 +597,28 @@ mod tests {
         assert!(cache.get(&key("nx.test."), S(59)).is_some());
         assert!(cache.get(&key("nx.test."), S(60)).is_none());
 
-        // An SOA that asks for more than the cap (max_ttl is a day here) gets the cap.
-        let long = negative(ResponseCode::NXDomain, 100_000, 2_000_000);
+        // An SOA that asks for more than the cap (max_ttl is a day here) gets the cap, in
+        // the cache and in the answer a resolver behind keeps.
+        let mut long = negative(ResponseCode::NXDomain, 100_000, 2_000_000);
+        PLAIN.clamp(&mut long);
+        assert!(long.authorities.iter().all(|r| r.ttl == NEGATIVE_TTL_CAP));
         cache.insert(key("long.test."), long, S(0));
         let cap = u64::from(NEGATIVE_TTL_CAP);
         assert!(cache.get(&key("long.test."), S(cap - 1)).is_some());
         assert!(cache.get(&key("long.test."), S(cap)).is_none());
+        // So does one a `min_ttl` above the cap would raise.
+        let raised = Policy {
+            min_ttl: 5 * 3600,
+            ..PLAIN
+        };
+        let mut high = Cache::new(10, raised);
+        high.insert(
+            key("nx.test."),
+            negative(ResponseCode::NXDomain, 60, 60),
+            S(0),
+        );
+        assert!(high.get(&key("nx.test."), S(cap - 1)).is_some());
+        assert!(high.get(&key("nx.test."), S(cap)).is_none());
 
         let mut fail = a("f.test.", 30);
         fail.rcode = ResponseCode::ServFail;

@@ -48,8 +48,9 @@ fn full_answer(query: &Message) -> Message {
 
 /// An upstream on one loopback port: over UDP it answers with the header and question
 /// only and TC set, as a server does when the answer does not fit; over TCP it answers
-/// with what `tcp` makes of the query (unless it is `None`, when nothing listens there).
-fn upstream(tcp: Option<fn(&Message) -> Message>) -> (SocketAddr, Arc<Seen>) {
+/// with the bytes `tcp` makes of the query (unless it is `None`, when nothing listens
+/// there).
+fn upstream(tcp: Option<fn(&Message) -> Vec<u8>>) -> (SocketAddr, Arc<Seen>) {
     let (udp, listener) = loop {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         if let Ok(udp) = UdpSocket::bind(listener.local_addr().unwrap()) {
@@ -88,7 +89,7 @@ fn upstream(tcp: Option<fn(&Message) -> Message>) -> (SocketAddr, Arc<Seen>) {
                     continue;
                 };
                 counts.tcp.fetch_add(1, Ordering::SeqCst);
-                let answer = answer(&query).to_vec().unwrap();
+                let answer = answer(&query);
                 let _ = stream.write_all(&(answer.len() as u16).to_be_bytes());
                 let _ = stream.write_all(&answer);
             }
@@ -118,7 +119,7 @@ fn big(id: u16, edns: bool) -> Vec<u8> {
 
 #[test]
 fn a_truncated_upstream_answer_is_asked_again_over_tcp_and_tcp_clients_get_it_whole() {
-    let (upstream, seen) = upstream(Some(full_answer));
+    let (upstream, seen) = upstream(Some(|q| full_answer(q).to_vec().unwrap()));
     let reactor = Reactor::new().unwrap();
     let mut config = zone(EXAMPLE);
     config.forward = vec![upstream];
@@ -191,26 +192,45 @@ fn a_truncated_answer_is_never_cached_nor_replayed_when_tcp_cannot_fetch_it() {
     assert_eq!(check.upstream_in_flight(), 0);
 }
 
-/// Over TCP as over UDP, a query where the answer should be (an echo service where the
-/// upstream should be) is no answer: the question fails (SERVFAIL, never an empty
-/// NOERROR), and the packet is counted `malformed`.
+/// Over TCP as over UDP, what is no answer to the question asked fails it (SERVFAIL,
+/// never an empty NOERROR) and is counted by why: a query where the answer should be (an
+/// echo service where the upstream should be) or bytes that are no message (`malformed`),
+/// an answer to another id (`id`) or to another question (`question`).
 #[test]
-fn a_query_echoed_back_over_tcp_is_no_answer() {
-    let (upstream, seen) = upstream(Some(|query| query.clone()));
-    let reactor = Reactor::new().unwrap();
-    let mut config = zone(EXAMPLE);
-    config.forward = vec![upstream];
-    config.timeout = Duration::from_secs(3);
-    let (server, udp, _) = serve(&reactor, "dns", config);
-    let check = server.clone();
-    run_with_client(&reactor, move || {
-        let r = udp_exchange(udp, &big(1, true));
-        assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
-        assert_eq!(seen.tcp.load(Ordering::SeqCst), 1);
-    });
-    assert_eq!(
-        check.metrics().mismatched(weft_names::Mismatch::Malformed),
-        1
-    );
-    assert_eq!(check.cached(), 0);
+fn what_is_no_answer_over_tcp_fails_the_question_and_is_counted() {
+    use weft_names::Mismatch;
+    let echo: fn(&Message) -> Vec<u8> = |query| query.to_vec().unwrap();
+    let garbage: fn(&Message) -> Vec<u8> = |_| b"\x00\x01garbage".to_vec();
+    let other_id: fn(&Message) -> Vec<u8> = |query| {
+        let mut answer = full_answer(query);
+        answer.metadata.id = query.metadata.id.wrapping_add(1);
+        answer.to_vec().unwrap()
+    };
+    let other_question: fn(&Message) -> Vec<u8> = |query| {
+        let mut other = query.clone();
+        other.queries[0].set_query_type(RecordType::A);
+        full_answer(&other).to_vec().unwrap()
+    };
+    for (answer, why) in [
+        (echo, Mismatch::Malformed),
+        (garbage, Mismatch::Malformed),
+        (other_id, Mismatch::Id),
+        (other_question, Mismatch::Question),
+    ] {
+        let (upstream, seen) = upstream(Some(answer));
+        let reactor = Reactor::new().unwrap();
+        let mut config = zone(EXAMPLE);
+        config.forward = vec![upstream];
+        config.timeout = Duration::from_secs(3);
+        let (server, udp, _) = serve(&reactor, "dns", config);
+        let check = server.clone();
+        run_with_client(&reactor, move || {
+            let r = udp_exchange(udp, &big(1, true));
+            assert_eq!(r.metadata.response_code, ResponseCode::ServFail);
+            assert_eq!(seen.tcp.load(Ordering::SeqCst), 1);
+        });
+        assert_eq!(check.metrics().mismatched(why), 1, "{why:?}");
+        assert_eq!(check.cached(), 0);
+        drop(reactor);
+    }
 }

@@ -211,20 +211,29 @@ impl Forwarder {
                 return;
             };
             result.and_then(|bytes| {
-                let message =
-                    Message::from_vec(&bytes).map_err(|e| format!("an undecodable answer: {e}"))?;
-                // A query where the answer should be (an echo service, or a stream that
-                // looped back): over TCP as over UDP, no answer at all.
-                if message.metadata.message_type != MessageType::Response {
+                // Undecodable, or a query where the answer should be (an echo service, or
+                // a stream that looped back): over TCP as over UDP, no answer at all.
+                let malformed = |why: String| {
                     self.metrics
                         .forwarding()
                         .mismatched(Mismatch::Malformed)
                         .inc();
-                    return Err("a query, not an answer".into());
+                    why
+                };
+                let message = Message::from_vec(&bytes)
+                    .map_err(|e| malformed(format!("an undecodable answer: {e}")))?;
+                if message.metadata.message_type != MessageType::Response {
+                    return Err(malformed("a query, not an answer".into()));
                 }
-                entry.check(&message)?;
+                let counted = |why: Mismatch, text: String| {
+                    self.metrics.forwarding().mismatched(why).inc();
+                    text
+                };
+                entry
+                    .check(&message)
+                    .map_err(|text| counted(Mismatch::Question, text))?;
                 if message.metadata.id != id {
-                    return Err("an answer to another query".into());
+                    return Err(counted(Mismatch::Id, "an answer to another query".into()));
                 }
                 if message.metadata.truncation {
                     return Err("an answer truncated over TCP too".into());

@@ -1,12 +1,13 @@
 //! Validators and preconditions (RFC 9110 §8.8, §13).
 //!
 //! The entity tag of a file on disk is made from what the one `stat` of the request
-//! already returned: inode, size and modification time to the nanosecond. Hashing the
-//! content would cost a read of the whole file per request (or a cache to keep in step
-//! with the disk); the stat costs nothing more, and every way a file changes moves at
-//! least one of the three: a write moves the time, a replace by rename moves the inode.
-//! The tag is strong (§8.8.1): two files with the same three are the same bytes, as far
-//! as a filesystem can tell, which is what nginx and Apache rely on too.
+//! already returned: inode, size and change time to the nanosecond. Hashing the content
+//! would cost a read of the whole file per request (or a cache to keep in step with the
+//! disk); the stat costs nothing more, and every way a file changes moves at least one of
+//! the three: a write moves the change time (which, unlike the modification time, no
+//! program can set back), a replace by rename moves the inode. The tag is strong
+//! (§8.8.1): two files with the same three are the same bytes, as far as a filesystem can
+//! tell, as nginx and Apache rely on with the modification time.
 
 use std::time::SystemTime;
 

@@ -2,9 +2,9 @@
 //!
 //! Positive answers live for their smallest record TTL; NXDOMAIN and NODATA for the
 //! SOA's negative-caching time, the lower of the SOA record's TTL and its MINIMUM
-//! (RFC 2308 section 5), and at most three hours (`NEGATIVE_TTL_CAP`). NODATA is kept for the question (name and type); an NXDOMAIN
-//! without a CNAME says the name has no records of any type, so it answers every type of
-//! that name. TTLs are raised to `min_ttl` and lowered to `max_ttl`, and counted down on
+//! (RFC 2308 section 5), and at most three hours (`NEGATIVE_TTL_CAP`). NODATA is kept
+//! for the question (name and type); an NXDOMAIN without a CNAME says the name has no
+//! records of any type, so it answers every type of that name. TTLs are raised to `min_ttl` and lowered to `max_ttl`, and counted down on
 //! the thread's clock, so a test moves them with a fake one. With `serve_stale`, an
 //! entry is kept that long past its TTL, to be served (TTL 30, RFC 8767 section 4) only
 //! when no upstream answers. The cache holds at most `capacity` questions and at most

@@ -38,16 +38,25 @@ pub(crate) struct Collector {
     spans: Arc<Mutex<Vec<Received>>>,
     /// Requests that were not an OTLP/HTTP protobuf export of traces.
     wrong: Arc<Mutex<Vec<String>>>,
+    /// Exports received, answered or not.
+    exports: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Collector {
     pub(crate) fn start(answer: bool) -> Self {
+        Self::answering(answer.then_some(200))
+    }
+
+    /// A collector that answers every export with `status` (429 with `Retry-After: 30`
+    /// a collector asking to be left alone), or never answers (`None`).
+    pub(crate) fn answering(status: Option<u16>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
         let wrong = Arc::new(Mutex::new(Vec::new()));
-        let (kept, refused) = (spans.clone(), wrong.clone());
+        let exports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (kept, refused, counted) = (spans.clone(), wrong.clone(), exports.clone());
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -56,18 +65,27 @@ impl Collector {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 while let Ok((stream, _)) = listener.accept().await {
-                    let (kept, refused) = (kept.clone(), refused.clone());
+                    let (kept, refused, counted) = (kept.clone(), refused.clone(), counted.clone());
                     tokio::spawn(async move {
                         let service = service_fn(move |request| {
                             let (kept, refused) = (kept.clone(), refused.clone());
+                            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             async move {
                                 export(request, &kept, &refused).await;
-                                if !answer {
+                                let Some(status) = status else {
                                     std::future::pending::<()>().await;
+                                    unreachable!()
+                                };
+                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).unwrap();
+                                if status == 429 {
+                                    response.headers_mut().insert(
+                                        hyper::header::RETRY_AFTER,
+                                        hyper::header::HeaderValue::from_static("30"),
+                                    );
                                 }
-                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                    Bytes::new(),
-                                )))
+                                Ok::<_, std::convert::Infallible>(response)
                             }
                         });
                         let _ = hyper::server::conn::http1::Builder::new()
@@ -77,7 +95,12 @@ impl Collector {
                 }
             });
         });
-        Self { addr, spans, wrong }
+        Self {
+            addr,
+            spans,
+            wrong,
+            exports,
+        }
     }
 
     pub(crate) fn endpoint(&self) -> String {
@@ -364,6 +387,33 @@ fn a_collector_that_never_answers_or_is_down_costs_the_services_nothing() {
                 .is_some_and(|n| n > 0.0),
         "a failed export is counted with the spans it lost\n{}",
         app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+/// A collector that answers 429 with `Retry-After: 30` is left alone that long, as the
+/// OTLP/HTTP specification has a client do: not asked again each second with the next
+/// batch. What the exporter could not send is dropped and counted, as for any failure.
+#[test]
+fn a_collector_asking_to_be_left_alone_is() {
+    let collector = Collector::answering(Some(429));
+    let port = free_port();
+    let app = gateway("edge", &collector.endpoint(), port, None, "");
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        assert_eq!(get(web, ""), 200);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let exports = collector.exports.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        exports,
+        1,
+        "asked again before its 30 s were up\n{}",
+        app.log()
+    );
+    assert_eq!(
+        app.metric(r#"weft_otlp_exports_failed_total{reason="status"}"#),
+        Some(1.0)
     );
 }
 

@@ -248,7 +248,8 @@ async fn send_all(mut queued: mpsc::Receiver<Bytes>, url: Uri, metrics: PostMetr
     while let Some(body) = queued.recv().await {
         match tokio::time::timeout(POST_TIMEOUT, post(&url, "application/json", body)).await {
             Ok(Ok(())) => metrics.sent.inc(),
-            Ok(Err(reason)) => {
+            Ok(Err(failed)) => {
+                let reason = failed.reason;
                 tracing::warn!(%url, reason, "a notification was not delivered");
                 metrics.failed.with_label_values(&[reason]).inc();
             }

@@ -92,12 +92,25 @@ pub(crate) fn http_url(url: &str) -> Result<Uri, UrlProblem> {
     Ok(url)
 }
 
-/// One `POST` on a connection of its own; the failure's reason label.
-pub(crate) async fn post(
-    url: &Uri,
-    content_type: &'static str,
-    body: Bytes,
-) -> Result<(), &'static str> {
+/// Why a `POST` failed: the reason label, and how long the server asked to be left alone
+/// (`Retry-After` in seconds on a 429 or 503), if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failed {
+    pub(crate) reason: &'static str,
+    pub(crate) retry_after: Option<std::time::Duration>,
+}
+
+impl From<&'static str> for Failed {
+    fn from(reason: &'static str) -> Self {
+        Self {
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// One `POST` on a connection of its own.
+pub(crate) async fn post(url: &Uri, content_type: &'static str, body: Bytes) -> Result<(), Failed> {
     let host = url.host().unwrap_or_default();
     let port = url.port_u16().unwrap_or(80);
     // An IPv6 literal comes bracketed in a URL; the socket wants it bare.
@@ -121,9 +134,20 @@ pub(crate) async fn post(
         .map_err(|_| "status")?;
     let response = sender.send_request(request).await.map_err(|_| "status");
     connection.abort();
-    if response?.status().is_success() {
-        Ok(())
-    } else {
-        Err("status")
+    let response = response?;
+    if response.status().is_success() {
+        return Ok(());
     }
+    let asks_to_wait = matches!(response.status().as_u16(), 429 | 503);
+    let retry_after = response
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|_| asks_to_wait)
+        .map(std::time::Duration::from_secs);
+    Err(Failed {
+        reason: "status",
+        retry_after,
+    })
 }

@@ -49,6 +49,9 @@ pub const BATCH: usize = 512;
 const FLUSH: Duration = Duration::from_secs(1);
 /// How long one export may take, connecting included.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a collector's `Retry-After` holds the exporter back.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// The OTLP/HTTP content type for protobuf.
 const PROTOBUF: &str = "application/x-protobuf";
 
@@ -271,20 +274,27 @@ async fn send_all(
         let result =
             tokio::time::timeout(POST_TIMEOUT, post(&config.traces_url, PROTOBUF, body)).await;
         waiting.fetch_sub(n, Ordering::Relaxed);
-        let reason = match result {
+        let failed = match result {
             Ok(Ok(())) => {
                 metrics.sent.inc_by(n as u64);
                 continue;
             }
-            Ok(Err(reason)) => reason,
-            Err(_) => "timeout",
+            Ok(Err(failed)) => failed,
+            Err(_) => "timeout".into(),
         };
+        let reason = failed.reason;
         tracing::warn!(url = %config.traces_url, reason, spans = n, "spans were not exported");
         metrics.failed.with_label_values(&[reason]).inc();
         metrics
             .dropped
             .with_label_values(&["export_failed"])
             .inc_by(n as u64);
+        // A collector that asked to be left alone a while (429 or 503 with
+        // `Retry-After`, as the OTLP/HTTP specification has a client wait) is: what
+        // queues meanwhile past the queue's bound is dropped and counted, as ever.
+        if let Some(after) = failed.retry_after {
+            tokio::time::sleep(after.min(MAX_RETRY_AFTER)).await;
+        }
     }
 }
 

@@ -262,3 +262,29 @@ fn if_range_with_a_date_holds_only_for_a_strong_one() {
     );
     assert_eq!((ranged.status, ranged.text().as_str()), (206, "234"));
 }
+
+/// A file dated a moment ahead gets its `Last-Modified` once that moment has passed, from
+/// the same cached lookup: its facts were made once, without a date, and kept so until
+/// the file changed or left the cache.
+#[test]
+fn a_file_dated_ahead_gets_its_last_modified_once_its_date_has_passed() {
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("public");
+    std::fs::create_dir_all(&root).unwrap();
+    let soon = root.join("soon.txt");
+    std::fs::write(&soon, "0123456789").unwrap();
+    touch(&soon, SystemTime::now() + Duration::from_secs(2));
+    let server = Server::start(WebConfig {
+        root: Some(root),
+        ..WebConfig::default()
+    });
+    assert_eq!(server.get("/soon.txt").header("last-modified"), None);
+    std::thread::sleep(Duration::from_millis(3100));
+    let later = server.get("/soon.txt");
+    assert!(
+        later.header("last-modified").is_some(),
+        "{:?}",
+        later.headers
+    );
+}

@@ -231,11 +231,27 @@ impl Cache {
             // Outside the lock: a stat may wait on the disk.
             if let Ok(meta) = std::fs::metadata(&joined)
                 && Stamp::of(&meta) == stamp
-                && let Some(slot) = self.lock().map.get_mut(raw)
-                && slot.stamp == stamp
             {
-                slot.checked = now;
-                return Ok(slot.known());
+                let mut inner = self.lock();
+                let inner = &mut *inner;
+                if let Some(slot) = inner.map.get_mut(raw)
+                    && slot.stamp == stamp
+                {
+                    slot.checked = now;
+                    // A file dated in the future, now past its date: its facts are made
+                    // again, with the `Last-Modified` they could not have then.
+                    if slot
+                        .facts
+                        .as_ref()
+                        .and_then(|f| f.dated_ahead)
+                        .is_some_and(|at| at <= SystemTime::now())
+                    {
+                        let before = slot.size(raw);
+                        slot.facts = Some(Arc::new(Facts::of_disk(&slot.path, &meta)));
+                        inner.bytes = inner.bytes.saturating_sub(before) + slot.size(raw);
+                    }
+                    return Ok(slot.known());
+                }
             }
         }
         let Resolved { path, meta } = resolve(root, raw)?;

@@ -21,6 +21,9 @@ pub(crate) struct Facts {
     pub(super) tag: Tag,
     /// `modified` as a header value, which `If-Range` compares with.
     pub(super) last_modified: Option<HeaderValue>,
+    /// The file's time when it was in the future as these facts were made (so they have
+    /// no `modified`): once it has passed, they are made again, with it.
+    pub(crate) dated_ahead: Option<SystemTime>,
     /// The length of the whole representation; `None` for a coding made on the fly,
     /// whose length is known only once it is made.
     pub(super) length: Option<u64>,
@@ -52,6 +55,7 @@ impl Facts {
         // dates of its requests' conditions are not compared with anything: its `ETag`,
         // which tells its versions apart, serves instead.
         let now = whole_seconds(SystemTime::now());
+        let dated_ahead = modified.map(whole_seconds).filter(|m| *m > now);
         let modified = modified.map(whole_seconds).filter(|m| *m <= now);
         let content_type = crate::mime::content_type(&name);
         let compressible = crate::mime::compressible(content_type);
@@ -77,6 +81,7 @@ impl Facts {
         Self {
             length: len,
             last_modified,
+            dated_ahead,
             content_type,
             compressible,
             head,

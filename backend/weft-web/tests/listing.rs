@@ -14,6 +14,7 @@ fn site(files: FileOptions) -> (tempfile::TempDir, Server) {
     std::fs::write(root.join("dl/<img src=x onerror=alert(1)>.txt"), "x").unwrap();
     std::fs::write(root.join("dl/a&b \"q\".txt"), "y").unwrap();
     std::fs::write(root.join("dl/.secret"), "z").unwrap();
+    std::os::unix::fs::symlink(".secret", root.join("dl/to-secret")).unwrap();
     std::fs::write(root.join("index.html"), "home").unwrap();
     let server = Server::start(WebConfig {
         root: Some(root),
@@ -57,6 +58,10 @@ fn a_listing_escapes_every_name_and_hides_hidden_files() {
     );
     assert!(page.contains("href=\"sub/\""), "{page}");
     assert!(!page.contains("secret"), "{page}");
+    assert!(
+        !page.contains("to-secret"),
+        "a link to a hidden name: {page}"
+    );
     // The index still wins where there is one.
     assert_eq!(server.get("/").text(), "home");
 }
@@ -79,4 +84,30 @@ fn cache_control_is_sent_with_files_and_304s_but_not_errors() {
         Some("public, max-age=60")
     );
     assert_eq!(server.get("/nope").header("cache-control"), None);
+}
+
+/// A directory with more names than a listing holds lists the first ones in order, not
+/// the first ones the directory happened to give, and says how many more there are.
+#[test]
+fn a_listing_past_its_cap_keeps_the_first_names_in_order() {
+    let (dir, server) = site(FileOptions {
+        listing: true,
+        ..FileOptions::default()
+    });
+    let many = dir.path().join("public/many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..5_010 {
+        std::fs::write(many.join(format!("f{i:05}")), "").unwrap();
+    }
+    let page = server.get("/many/").text();
+    assert!(
+        page.contains(">f00000<") && page.contains(">f04999<"),
+        "the first 5,000"
+    );
+    let later: Vec<_> = (5_000..5_010)
+        .map(|i| format!(">f{i:05}<"))
+        .filter(|n| page.contains(n.as_str()))
+        .collect();
+    assert!(later.is_empty(), "{later:?}");
+    assert!(page.contains("10 more not listed"), "{page}");
 }

@@ -22,11 +22,23 @@ const LINK: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'!')
     .remove(b'*');
 
+/// Whether `target`, a canonical path, is one the service serves: under `root`, with no
+/// hidden name on the way.
+fn served(target: &Path, root: &Path) -> bool {
+    target.strip_prefix(root).is_ok_and(|inside| {
+        inside
+            .components()
+            .all(|c| !c.as_os_str().as_encoded_bytes().starts_with(b"."))
+    })
+}
+
 /// The listing page of `dir`, which the request path `path` names, under `root`: a
 /// symlink is listed only when it leads to something under the root (nothing else is
 /// served, and its name should not say what lies outside).
 pub(super) fn page(dir: &Path, path: &str, root: &Path) -> std::io::Result<String> {
-    let mut names = Vec::new();
+    // The first names in order, whatever order the directory gives them in: the largest
+    // kept goes once there are more.
+    let mut kept = std::collections::BinaryHeap::new();
     let mut left_out = 0usize;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -37,24 +49,26 @@ pub(super) fn page(dir: &Path, path: &str, root: &Path) -> std::io::Result<Strin
         if name.starts_with('.') {
             continue;
         }
-        if names.len() == MAX_ENTRIES {
-            left_out += 1;
-            continue;
-        }
         let Ok(kind) = entry.file_type() else {
             continue;
         };
+        // A symlink is listed when what it leads to is served: under the root, and not
+        // hidden there (`env` leading to `.env` answers 404).
         let is_dir = if kind.is_symlink() {
             match entry.path().canonicalize() {
-                Ok(target) if target.starts_with(root) => target.is_dir(),
+                Ok(target) if served(&target, root) => target.is_dir(),
                 _ => continue,
             }
         } else {
             kind.is_dir()
         };
-        names.push((name, is_dir));
+        kept.push((name, is_dir));
+        if kept.len() > MAX_ENTRIES {
+            kept.pop();
+            left_out += 1;
+        }
     }
-    names.sort_unstable();
+    let names = kept.into_sorted_vec();
     let title = escape(path);
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1>\n<ul>\n"

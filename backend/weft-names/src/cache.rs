@@ -4,8 +4,9 @@
 //! SOA's negative-caching time, the lower of the SOA record's TTL and its MINIMUM
 //! (RFC 2308 section 5), and at most three hours (`NEGATIVE_TTL_CAP`). NODATA is kept
 //! for the question (name and type); an NXDOMAIN without a CNAME says the name has no
-//! records of any type, so it answers every type of that name. TTLs are raised to `min_ttl` and lowered to `max_ttl`, and counted down on
-//! the thread's clock, so a test moves them with a fake one. With `serve_stale`, an
+//! records of any type, so it answers every type of that name. TTLs are raised to
+//! `min_ttl` and lowered to `max_ttl`, and counted down on the thread's clock, so a test
+//! moves them with a fake one. With `serve_stale`, an
 //! entry is kept that long past its TTL, to be served (TTL 30, RFC 8767 section 4) only
 //! when no upstream answers. The cache holds at most `capacity` questions and at most
 //! `max_bytes` of answers (each entry costs its records as encoded, their in-memory
@@ -65,7 +66,7 @@ impl Answer {
     /// How long it may be cached, if at all, before `min_ttl` and `max_ttl`.
     fn ttl(&self) -> Option<u32> {
         let ttl = match self.rcode {
-            ResponseCode::NoError if !self.answers.is_empty() => {
+            ResponseCode::NoError if !self.is_negative() => {
                 self.answers.iter().map(|r| r.ttl).min()?
             }
             ResponseCode::NoError | ResponseCode::NXDomain => {
@@ -79,10 +80,16 @@ impl Answer {
         Some(ttl)
     }
 
+    /// Whether it is negative (NXDOMAIN or NODATA): no records answer the question, and
+    /// its SOA says how long that may be kept ([`NEGATIVE_TTL_CAP`] at most).
+    fn is_negative(&self) -> bool {
+        self.answers.is_empty()
+    }
+
     /// Whether it says the name has no records at all: NXDOMAIN for the name asked,
     /// not for the target of a CNAME in the answer (RFC 2308 section 5).
     fn no_such_name(&self) -> bool {
-        self.rcode == ResponseCode::NXDomain && self.answers.is_empty()
+        self.rcode == ResponseCode::NXDomain && self.is_negative()
     }
 
     /// What it costs the cache kept under `key`: each record as encoded with its
@@ -120,7 +127,7 @@ impl Policy {
     pub(crate) fn clamp(&self, answer: &mut Answer) {
         // A negative answer's records (its SOA) say how long a resolver behind may keep
         // it: no longer than this cache does.
-        let cap = if answer.answers.is_empty() {
+        let cap = if answer.is_negative() {
             NEGATIVE_TTL_CAP
         } else {
             u32::MAX
@@ -283,7 +290,7 @@ impl Cache {
             return;
         };
         // After the bounds: a `min_ttl` above it does not keep a name missing longer.
-        if answer.answers.is_empty() {
+        if answer.is_negative() {
             ttl = ttl.min(NEGATIVE_TTL_CAP);
         }
         if ttl == 0 {

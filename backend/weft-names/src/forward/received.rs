@@ -211,24 +211,22 @@ impl Forwarder {
                 return;
             };
             result.and_then(|bytes| {
-                // Undecodable, or a query where the answer should be (an echo service, or
-                // a stream that looped back): over TCP as over UDP, no answer at all.
-                let malformed = |why: String| {
-                    self.metrics
-                        .forwarding()
-                        .mismatched(Mismatch::Malformed)
-                        .inc();
-                    why
-                };
-                let message = Message::from_vec(&bytes)
-                    .map_err(|e| malformed(format!("an undecodable answer: {e}")))?;
-                if message.metadata.message_type != MessageType::Response {
-                    return Err(malformed("a query, not an answer".into()));
-                }
+                // Over TCP as over UDP, what is no answer to the question is counted by
+                // why: undecodable, or a query where the answer should be (an echo
+                // service, or a stream that looped back), is `malformed`.
                 let counted = |why: Mismatch, text: String| {
                     self.metrics.forwarding().mismatched(why).inc();
                     text
                 };
+                let message = Message::from_vec(&bytes).map_err(|e| {
+                    counted(Mismatch::Malformed, format!("an undecodable answer: {e}"))
+                })?;
+                if message.metadata.message_type != MessageType::Response {
+                    return Err(counted(
+                        Mismatch::Malformed,
+                        "a query, not an answer".into(),
+                    ));
+                }
                 entry
                     .check(&message)
                     .map_err(|text| counted(Mismatch::Question, text))?;

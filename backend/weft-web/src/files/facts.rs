@@ -55,8 +55,10 @@ impl Facts {
         // dates of its requests' conditions are not compared with anything: its `ETag`,
         // which tells its versions apart, serves instead.
         let now = whole_seconds(SystemTime::now());
-        let dated_ahead = modified.map(whole_seconds).filter(|m| *m > now);
-        let modified = modified.map(whole_seconds).filter(|m| *m <= now);
+        let (modified, dated_ahead) = match modified.map(whole_seconds) {
+            Some(at) if at > now => (None, Some(at)),
+            at => (at, None),
+        };
         let content_type = crate::mime::content_type(&name);
         let compressible = crate::mime::compressible(content_type);
         let last_modified =

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
-use super::cell::{TaskCell, TaskKind};
+use super::cell::{OPENED, TaskCell, TaskKind};
 use super::detect;
 use super::events::{TaskEnded, TaskSpawned};
 use crate::defer::{DeferredEvent, DeferredId, Site};
@@ -222,6 +222,10 @@ fn poll_task<F: Future>(
 /// What a poll's start hands to its end.
 struct Polling {
     outer: Saved,
+    /// The current connection before the poll: a task that belongs to a connection
+    /// makes it the current one while it runs, so what it spawns or creates (a connect's
+    /// own task, a Deferred) belongs to that connection, and so to its service, too.
+    outer_connection: Option<ConnectionId>,
     start: u64,
     wakes: u64,
     span: profile::Span,
@@ -238,10 +242,15 @@ fn begin_poll(cell: &Arc<TaskCell>, executor: &Waker) -> Polling {
             on_peer: false,
             slow_inside: false,
         });
+        let outer_connection = match cell.connection() {
+            Some(own) => c.connection.replace(Some(own)),
+            None => c.connection.get(),
+        };
         let start = c.poll_clock.now_ns(&c.clock);
         cell.begin(start);
         Polling {
             outer,
+            outer_connection,
             start,
             wakes: cell.wakes(),
             span: profile::Thread(&c.profile).enter(),
@@ -253,6 +262,7 @@ fn begin_poll(cell: &Arc<TaskCell>, executor: &Waker) -> Polling {
 fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
     let Polling {
         outer,
+        outer_connection,
         start,
         wakes,
         span,
@@ -260,9 +270,10 @@ fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
     crate::context::with(|c| {
         let end = c.poll_clock.now_ns(&c.clock);
         let inner = c.task.swap(outer);
+        c.connection.set(outer_connection);
         cell.end(start, end, ready, wakes, inner.awaiting, inner.on_peer);
         if let Some(conn) = inner.connection
-            && cell.connection().is_none()
+            && cell.mark(OPENED)
         {
             cell.set_connection(conn);
         }

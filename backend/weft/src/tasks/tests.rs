@@ -13,7 +13,7 @@ use super::*;
 use crate::defer::{
     Deferred, DeferredEvent, DeferredId, HOLD, set_stall_threshold, set_stall_threshold_for,
 };
-use crate::observe::{self, Event, Observer};
+use crate::observe::{self, ConnectionId, Event, Observer};
 use crate::testing::Clock;
 
 /// Keeps every Deferred event (tasks report through them).
@@ -746,5 +746,76 @@ fn a_chain_passed_over_and_extended_after_it_ended_is_reported_whole_if_its_new_
     );
     assert!(crate::defer::pending().is_empty());
     drop(d);
+    observe::set_observer(None);
+}
+
+#[test]
+fn what_a_connections_task_spawns_or_creates_in_its_polls_belongs_to_the_connection() {
+    let capture = Capture::install();
+    let connection = ConnectionId(41);
+    let inner = Rc::new(RefCell::new(None));
+    // Spawned from the connection's callback, as a tcp-proxy connects its upstream.
+    let spawned = observe::with_connection(Some(connection), || {
+        let inner = inner.clone();
+        instrument(
+            poll_fn(move |_| {
+                // In its own poll, outside any callback: a connect's task, a Deferred.
+                let task = instrument(
+                    std::future::pending::<()>(),
+                    TaskKind::Spawned,
+                    None,
+                    site(),
+                    None,
+                );
+                let (_resolver, d) = Deferred::<()>::traced(Some("made inside"), None);
+                *inner.borrow_mut() = Some((task, d));
+                Poll::Ready(())
+            }),
+            TaskKind::Spawned,
+            None,
+            site(),
+            None,
+        )
+    });
+    assert!(poll(std::pin::pin!(spawned)).is_ready());
+    assert_eq!(
+        observe::current_connection(),
+        None,
+        "put back after the poll"
+    );
+    let events = capture.events();
+    let spawned: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            DeferredEvent::TaskSpawned(t) => Some(t.connection),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawned, [Some(connection), Some(connection)], "both tasks");
+    let created = events.iter().find_map(|e| match e {
+        DeferredEvent::Created(c) if c.label == Some("made inside") => Some(c.connection),
+        _ => None,
+    });
+    assert_eq!(created, Some(Some(connection)));
+
+    // One that opens a connection of its own drives it: that one is its connection.
+    let opener = observe::with_connection(Some(connection), || {
+        instrument(
+            poll_fn(|_| {
+                note_connection(ConnectionId(42));
+                Poll::Ready(())
+            }),
+            TaskKind::Spawned,
+            None,
+            site(),
+            None,
+        )
+    });
+    assert!(poll(std::pin::pin!(opener)).is_ready());
+    let ended = capture.events().iter().rev().find_map(|e| match e {
+        DeferredEvent::TaskEnded(t) => Some(t.figures.connection),
+        _ => None,
+    });
+    assert_eq!(ended, Some(Some(ConnectionId(42))));
     observe::set_observer(None);
 }

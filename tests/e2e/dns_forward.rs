@@ -879,6 +879,11 @@ fn a_flood_of_questions_no_upstream_answers_is_answered_and_counted_but_logged_w
     let log = app.log();
     let lines = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
     let servfail = lines("no upstream answered in time; answering SERVFAIL");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("answering SERVFAIL") && l.contains(" name=hang")),
+        "the name as a zone writes it, not quoted and escaped again\n{log}"
+    );
     let stalled = lines("detector=stalled");
     assert!(
         (1..=60).contains(&servfail),

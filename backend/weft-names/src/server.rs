@@ -310,7 +310,19 @@ impl DnsServer {
                 // RA says what the server offers, whatever the question (RFC 1035
                 // section 4.1.1): set on every answer of a server that forwards.
                 response.metadata.recursion_available = self.inner.forwarder.is_some();
-                metrics.answered(None, client, received, rcode, Source::Malformed, None);
+                // A question that decoded (of a class not served, say) names the row.
+                let source = match rcode {
+                    ResponseCode::Refused => Source::Refused,
+                    _ => Source::Malformed,
+                };
+                metrics.answered(
+                    response.queries.first(),
+                    client,
+                    received,
+                    rcode,
+                    source,
+                    None,
+                );
                 reply(wire::encode(&response, None));
                 if rcode == ResponseCode::NoError {
                     // Only a cookie was asked for, and it was given.

@@ -122,7 +122,9 @@ impl Forwarder {
                 Ok(())
             }
             Err(failure) => {
-                let name = crate::wire::NameText(entry.query.name()).to_string();
+                // In presentation form (RFC 1035 section 5.1), once: as the API and
+                // history show it, not quoted and escaped again.
+                let name = crate::wire::NameText(entry.query.name());
                 let qtype = entry.query.query_type();
                 let mut source = Source::UpstreamFailed;
                 // A client can make one of these a question (names under a dead domain):
@@ -133,7 +135,7 @@ impl Forwarder {
                     self.metrics.upstream_timeout();
                     if let Some(suppressed) = self.metrics.log_line("upstream timeout") {
                         tracing::info!(
-                            name = ?name,
+                            %name,
                             %qtype,
                             after = ?self.timeout,
                             suppressed,
@@ -141,7 +143,7 @@ impl Forwarder {
                         );
                     }
                 } else if let Some(suppressed) = self.metrics.log_line("upstream failed") {
-                    tracing::info!(name = ?name, %qtype, error = %failure, suppressed, "answering SERVFAIL");
+                    tracing::info!(%name, %qtype, error = %failure, suppressed, "answering SERVFAIL");
                 }
                 for w in entry.waiters {
                     let mut m = w.request.response(ResponseCode::ServFail, true);

@@ -26,7 +26,11 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
     );
     h.clock.advance(Duration::from_secs(2));
     h.send(&query(6, "x.elsewhere.test.", RecordType::OPT), Via::Tcp);
-    assert_eq!(h.inbox.borrow().len(), 6, "every query answered");
+    // Of a class not served: refused with its question, which names the row.
+    let mut chaos = query(7, "version.bind.", RecordType::TXT);
+    chaos.queries[0].set_query_class(hickory_proto::rr::DNSClass::CH);
+    h.send(&chaos, Via::Udp);
+    assert_eq!(h.inbox.borrow().len(), 7, "every query answered");
 
     let read = h.server.metrics().figures().read();
     let seen: Vec<_> = read
@@ -71,6 +75,12 @@ fn every_answer_is_recorded_with_its_client_code_and_source() {
             (
                 "x.elsewhere.test.",
                 Some(RecordType::OPT),
+                ResponseCode::Refused,
+                Source::Refused
+            ),
+            (
+                "version.bind.",
+                Some(RecordType::TXT),
                 ResponseCode::Refused,
                 Source::Refused
             ),

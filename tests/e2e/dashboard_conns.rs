@@ -121,6 +121,9 @@ fn a_head_not_sent_in_time_and_an_idle_keep_alive_connection_are_closed() {
         );
     }
     assert!(app.curl("/healthz").is_some());
+    // The head cut short is counted; the idle connections are routine.
+    let cut = r#"weft_dashboard_refused_total{reason="head_timeout"}"#;
+    assert_eventually!(app.metric(cut) == Some(1.0), "{:?}", app.metric(cut));
 }
 
 /// Whether the server has closed `s` (without waiting).

@@ -30,6 +30,9 @@ pub(crate) enum Refusal {
     HeadTooLarge,
     /// A request head hyper could not parse (answered 400 by hyper itself).
     Malformed,
+    /// A request head begun and not finished within [`crate::server::HEADER_TIMEOUT`]
+    /// (a slowloris); the connection is closed.
+    HeadTimeout,
     /// A request body over [`crate::server::MAX_BODY`], or not all in within
     /// [`crate::server::BODY_TIMEOUT`].
     Body,
@@ -39,7 +42,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 14] = [
         Self::Host,
         Self::Token,
         Self::TokenAttempts,
@@ -51,6 +54,7 @@ impl Refusal {
         Self::ReloadBusy,
         Self::HeadTooLarge,
         Self::Malformed,
+        Self::HeadTimeout,
         Self::Body,
         Self::IdleEvicted,
     ];
@@ -68,6 +72,7 @@ impl Refusal {
             Self::ReloadBusy => "reload_busy",
             Self::HeadTooLarge => "head_too_large",
             Self::Malformed => "malformed",
+            Self::HeadTimeout => "head_timeout",
             Self::Body => "body",
             Self::IdleEvicted => "idle_evicted",
         }

@@ -193,7 +193,8 @@ pub async fn serve(
 /// Serves `app` on one accepted connection until the client is done, or, once `draining`
 /// is cancelled, until the exchange in flight is. A head hyper refuses before any handler
 /// sees it (too many fields, a target too long, a malformed one: hyper answers 431, 414 or
-/// 400 with no body) is counted in `metrics` here.
+/// 400 with no body), or one not finished within [`HEADER_TIMEOUT`], is counted in
+/// `metrics` here.
 async fn connection(
     placed: Placed,
     activity: Arc<Activity>,
@@ -249,6 +250,10 @@ async fn connection(
             metrics.refused(Refusal::HeadTooLarge);
         } else if error.is_parse() {
             metrics.refused(Refusal::Malformed);
+        } else if error.is_timeout() && activity.head_begun.load(Ordering::Relaxed) {
+            // Idle between requests is routine; a head begun and not done is a slow
+            // client's (or a slowloris's).
+            metrics.refused(Refusal::HeadTimeout);
         }
         // A client going away or timing out is routine.
         tracing::debug!(%error, "dashboard connection ended");
@@ -290,6 +295,9 @@ struct Activity {
     /// Its last write found the socket full: an answer is still on its way to a slow
     /// reader, whose body hyper may have let go of already.
     write_blocked: AtomicBool,
+    /// Bytes came since it opened or its last request ended: a head was begun, so a
+    /// connection ending on hyper's header timeout now was cut mid-head, not idle.
+    head_begun: AtomicBool,
     /// Since when it has been idle, in microseconds from `epoch`; `u64::MAX` once it became
     /// a `/ws` feed, which is never evicted.
     idle_since: AtomicU64,
@@ -303,6 +311,7 @@ impl Activity {
         let activity = Self {
             in_flight: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
+            head_begun: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             epoch,
             evict: CancellationToken::new(),
@@ -321,6 +330,7 @@ impl Activity {
     }
 
     fn request_ended(&self) {
+        self.head_begun.store(false, Ordering::Relaxed);
         if self.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.became_idle();
         }
@@ -500,7 +510,15 @@ impl AsyncRead for Placed {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.place
+                .activity
+                .head_begun
+                .store(true, Ordering::Relaxed);
+        }
+        read
     }
 }
 

@@ -96,6 +96,28 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.err(&self.kind.clone(), &format!("needs {key}")))
     }
 
+    /// The error for an address written before the port (`tcp:127.0.0.1:8080`, as
+    /// other servers write a listener), saying how it is written here; `None` otherwise.
+    pub(super) fn address_before_port(&self) -> Option<EndpointError> {
+        let [first, second, ..] = &self.positional[..] else {
+            return None;
+        };
+        let ip = first.parse::<IpAddr>().ok()?;
+        let port = second.parse::<u16>().ok()?;
+        let kind = match (&self.kind[..], ip) {
+            ("tcp", IpAddr::V6(_)) => "tcp6",
+            (kind, _) => kind,
+        };
+        let interface = ip.to_string().replace(':', "\\:");
+        Some(self.err(
+            first,
+            &format!(
+                "is an address where the port goes: the port comes first, the address as an \
+                 option, \"{kind}:{port}:interface={interface}\""
+            ),
+        ))
+    }
+
     /// The next positional field (or `port=`) as a port number.
     pub(super) fn port(&mut self) -> Result<u16, EndpointError> {
         let port = self.required("port", true)?;
@@ -122,9 +144,17 @@ impl<'a> Fields<'a> {
     /// the broadcast address (a socket bound to one hears only what is sent to it, nothing
     /// of what is sent to the host).
     pub(super) fn interface(&mut self, default: IpAddr) -> Result<IpAddr, EndpointError> {
-        let ip = self
-            .parsed("interface", "an IP address")?
-            .unwrap_or(default);
+        let ip = match self.parsed("interface", "an IP address") {
+            Err(e) if e.part.eq_ignore_ascii_case("interface=localhost") => {
+                return Err(self.err(
+                    &e.part,
+                    "is not an IP address: a listener binds an address, not a name; \
+                     interface=127.0.0.1 (or, with tcp6, interface=\\:\\:1) is this host's \
+                     loopback",
+                ));
+            }
+            parsed => parsed?.unwrap_or(default),
+        };
         let what = match ip {
             IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
             ip if ip.is_multicast() => "a multicast group",

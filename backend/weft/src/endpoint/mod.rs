@@ -191,6 +191,9 @@ impl FromStr for ServerEndpoint {
                 } else {
                     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
                 };
+                if let Some(hint) = f.address_before_port() {
+                    return Err(hint);
+                }
                 let port = f.port()?;
                 let addr = SocketAddr::new(f.interface(default)?, port);
                 if let IpAddr::V6(v6) = addr.ip()
@@ -266,14 +269,37 @@ impl FromStr for ServerEndpoint {
             }
             other => {
                 let other = other.to_owned();
-                return Err(f.err(
-                    &other,
-                    "is not a server endpoint type (tcp, tcp6, udp, unix, ssl)",
-                ));
+                // `127.0.0.1:8080` or `8080`, as other servers write a listener.
+                let written = match (input.parse::<SocketAddr>(), input.parse::<u16>()) {
+                    (Ok(addr), _) => Some(written_as(addr)),
+                    (_, Ok(port)) => Some(format!("tcp:{port}")),
+                    _ => None,
+                };
+                let reason = match written {
+                    Some(written) => format!(
+                        "is not a server endpoint type (tcp, tcp6, udp, unix, ssl); for TCP \
+                         write \"{written}\""
+                    ),
+                    None => "is not a server endpoint type (tcp, tcp6, udp, unix, ssl)".into(),
+                };
+                return Err(f.err(&other, &reason));
             }
         };
         f.done()?;
         Ok(endpoint)
+    }
+}
+
+/// `addr` as a TCP listener's endpoint string: the port, then the interface.
+fn written_as(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("tcp:{}:interface={ip}", addr.port()),
+        // The colons of an IPv6 address are escaped in an endpoint string.
+        IpAddr::V6(ip) => format!(
+            "tcp6:{}:interface={}",
+            addr.port(),
+            ip.to_string().replace(':', "\\:")
+        ),
     }
 }
 
@@ -638,6 +664,26 @@ mod tests {
         assert_eq!(e.part, "bindAddress=eth0");
         let e = "tcp::80".parse::<ClientEndpoint>().unwrap_err();
         assert!(e.reason.contains("host"), "{e}");
+    }
+
+    #[test]
+    fn a_listener_written_as_other_servers_write_one_is_told_how_it_is_written_here() {
+        for (written, says) in [
+            ("tcp:127.0.0.1:8080", "\"tcp:8080:interface=127.0.0.1\""),
+            ("udp:10.0.0.1:53", "\"udp:53:interface=10.0.0.1\""),
+            ("127.0.0.1:8080", "write \"tcp:8080:interface=127.0.0.1\""),
+            ("[::1]:8080", "write \"tcp6:8080:interface=\\:\\:1\""),
+            ("8080", "write \"tcp:8080\""),
+            ("tcp:8080:interface=localhost", "interface=127.0.0.1"),
+        ] {
+            let e = bad_server(written);
+            assert!(e.reason.contains(says), "{written}: {e}");
+            // The suggestion is itself an endpoint that reads.
+            let suggested = says.rsplit('"').nth(1).unwrap_or(says);
+            if suggested.starts_with("tcp") || suggested.starts_with("udp") {
+                server(suggested);
+            }
+        }
     }
 
     #[test]

@@ -627,12 +627,12 @@ fn toml_errors_name_the_key_path() {
         (
             "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:7\"\nlisen = 1\n",
             "lisen = 1",
-            ":1: service[0].lisen: unknown field `lisen`",
+            ":1: service[0].lisen: unknown key `lisen`; did you mean `listen`?",
         ),
         (
             "[store]\nretention = 24\n",
             "retention = 24",
-            ":13: store.retention: invalid type: integer `24`, expected a string",
+            ":13: store.retention: expected a duration in quotes, such as \"5s\", found the number 24",
         ),
         (
             "[inspect]\nsample = 0.5\nsample = 0.2\n",
@@ -643,14 +643,14 @@ fn toml_errors_name_the_key_path() {
             "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:7\"\n\
              limits = { max_header_bytes = \"big\" }\n",
             "max_header_bytes",
-            ": service[0].limits.max_header_bytes: invalid type: string \"big\"",
+            ": service[0].limits.max_header_bytes: expected a whole number, found the string \"big\"",
         ),
         (
             "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:7\"\n\
              [[service.route]]\nprefix = \"/a/\"\nupstream = \"http://h:1\"\n\
              [[service.route]]\nprefix = 5\nupstream = \"http://h:1\"\n",
             "prefix = 5",
-            ":10: service[0].route[1].prefix: invalid type: integer `5`",
+            ":10: service[0].route[1].prefix: expected a string, in quotes, found the number 5",
         ),
     ];
     for (body, at, expected) in cases {

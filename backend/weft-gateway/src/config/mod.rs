@@ -27,6 +27,7 @@ mod ports;
 pub(crate) mod preflight;
 mod raw;
 pub(crate) mod validate;
+pub(crate) mod wording;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -16,15 +16,23 @@ use super::preflight::{self, Listeners};
 use super::raw::{RawConfig, RawService};
 use super::{
     Config, ConfigError, DemoConfig, InspectConfig, LogConfig, LogFormat, MAX_DURATION,
-    ServiceConfig, StoreConfig, keypath,
+    ServiceConfig, StoreConfig, keypath, wording,
 };
 use crate::services;
 
 pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let at = Locator { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let key = e.span().and_then(|span| keypath::at(text, &span));
-        at.error(e.span(), key, e.message().trim())
+        let message = e.message().trim();
+        let key = e
+            .span()
+            .filter(|_| wording::names_a_key(message))
+            .and_then(|span| keypath::at(text, &span));
+        at.error(
+            e.span(),
+            key.clone(),
+            wording::plain(message, key.as_deref()),
+        )
     })?;
     let dashboard = super::dashboard::dashboard(&at, &raw.dashboard)?;
     let store = store(&at, &raw)?;

@@ -276,11 +276,18 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError>
         Err(ctx.error(
             kind.span(),
             "kind",
-            format!(
-                "unknown kind {:?}; expected one of: {}",
-                kind.get_ref(),
-                KINDS.join(", ")
-            ),
+            match crate::config::wording::closest(kind.get_ref(), KINDS) {
+                Some(meant) => format!(
+                    "unknown kind {:?}; did you mean {meant:?}? (expected one of: {})",
+                    kind.get_ref(),
+                    KINDS.join(", ")
+                ),
+                None => format!(
+                    "unknown kind {:?}; expected one of: {}",
+                    kind.get_ref(),
+                    KINDS.join(", ")
+                ),
+            },
         ))
     })
 }

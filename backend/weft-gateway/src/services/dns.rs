@@ -215,11 +215,10 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             line: (e.line > 0).then_some(e.line),
             column: None,
             key: Some(format!("{}.zones", ctx.prefix)),
-            message: if e.line == 0 && e.message.starts_with("cannot read") {
+            // Where the zone is named, as nginx -t says "in FILE:LINE" of an include.
+            message: {
                 let (line, _) = ctx.at.line_col(span.start);
                 format!("{} (named on line {line} of {})", e.message, ctx.at.file)
-            } else {
-                e.message
             },
         });
         let zone = match loaded {
@@ -585,7 +584,8 @@ mod tests {
         assert_eq!(
             e,
             format!(
-                "{}:6: service[0].zones: MX preference \"ten\" is not a number from 0 to 65535",
+                "{}:6: service[0].zones: MX preference \"ten\" is not a number from 0 to 65535 \
+                 (named on line 5 of weft.toml)",
                 bad.display()
             )
         );

@@ -106,11 +106,21 @@ impl FilesDigest {
 /// A certificate chain and its key, loaded and checked against each other.
 fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = load_certs(cert)?;
-    Ok(Arc::new(CertifiedKey::from_der(
-        certs,
-        load_key(key)?,
-        &provider(),
-    )?))
+    match CertifiedKey::from_der(certs, load_key(key)?, &provider()) {
+        Ok(certified) => Ok(Arc::new(certified)),
+        // rustls says `keys may not be consistent: KeyMismatch`.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(pem_error(
+                key,
+                format!(
+                    "is not the private key of the certificate in {} (each key belongs to \
+                     one certificate; was the pair renewed one file at a time?)",
+                    cert.display()
+                ),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The private key in the PEM file at `path`; the error says what is there instead when it
@@ -304,6 +314,25 @@ mod tests {
         ] {
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let (cert, key) = (dir.path().join("one.crt"), dir.path().join("other.key"));
+        std::fs::write(&cert, one.cert.pem()).unwrap();
+        std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
+        let err = check_server_files(&cert, &key).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}: is not the private key of the certificate in {}",
+                key.display(),
+                cert.display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

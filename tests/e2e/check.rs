@@ -1124,6 +1124,21 @@ fn a_port_in_use_is_refused_by_check_naming_its_holder_and_stops_run_with_each_c
         )),
         "{said}"
     );
+    // Wanted on every address, held on one: the message says where it is held.
+    let everywhere = dir.path().join("everywhere.toml");
+    let config = format!(
+        "{}{}",
+        preamble(dir.path()),
+        echo(&format!("\"tcp:{port}\""))
+    );
+    std::fs::write(&everywhere, config).unwrap();
+    let checked = crate::support::weft_check([&everywhere]);
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        said.contains(&format!("TCP port {port} on 0.0.0.0 is in use by process "))
+            && said.contains(&format!("listening at 127.0.0.1:{port};")),
+        "{said}"
+    );
     let out = Command::new(weft_bin())
         .args(["run", "--config"])
         .arg(&path)

@@ -264,10 +264,15 @@ fn describe(holders: &[Holder]) -> String {
     let Some(h) = holders.first() else {
         return String::new();
     };
-    match (h.pid, &h.name) {
+    let by = match (h.pid, &h.name) {
         (Some(pid), Some(name)) => format!(" by process {pid} ({name})"),
         (Some(pid), None) => format!(" by process {pid}"),
         (None, _) => format!(" by a process of user {} this user cannot see", h.uid),
+    };
+    // Where it listens, which may be another address of the port (127.0.0.1 for 0.0.0.0).
+    match h.at {
+        Some(at) => format!("{by}, listening at {at}"),
+        None => by,
     }
 }
 

@@ -65,6 +65,9 @@ pub fn inspector_config(config: &Config) -> InspectorConfig {
 /// Runs `config` until SIGINT or SIGTERM, then shuts down cleanly; reloads from `source`
 /// on SIGHUP and `POST /api/reload`.
 pub fn run(config: &Config, source: Source) -> Result<(), GatewayError> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let open_files = raise_open_files_limit();
     // What the open-files limit leaves room for: the cap unless the file sets one.
     let fits =

@@ -191,6 +191,9 @@ fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
     for note in notes {
         let _ = writeln!(stderr, "weft: note: {note}");
     }
+    for warning in &config.warnings {
+        let _ = writeln!(stderr, "weft: warning: {warning}");
+    }
     // Only a hint, read without the lock: taking it, even for a moment, could refuse a
     // `weft run` starting at that moment.
     if let Some(pid) = config

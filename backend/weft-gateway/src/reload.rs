@@ -194,6 +194,9 @@ async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadR
             .and_then(|config| config.serves_something(&file).map(|()| config))
             .map_err(|e| (ReloadResult::Invalid, e.to_string()))?;
         in_service.share(&mut config.services);
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         Ok(config)
     })
     .await;

@@ -121,6 +121,10 @@ pub struct Config {
     pub otlp: Option<weft_inspector::OtlpConfig>,
     /// The services, in file order.
     pub services: Vec<ServiceConfig>,
+    /// Settings that take no effect as written (`hsts_max_age` on a service without TLS):
+    /// no reason to refuse the file, but worth saying. `check` prints them, `run` and a
+    /// reload log them.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `[demo]`.

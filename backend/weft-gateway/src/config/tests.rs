@@ -882,3 +882,29 @@ fn the_process_connection_cap_is_a_number_or_auto() {
         assert!(e.message.contains("\"auto\""), "{bad}: {e}");
     }
 }
+
+#[test]
+fn settings_that_take_no_effect_are_warned_of_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display();
+    let text = format!(
+        "[[service]]\nname = \"w\"\nkind = \"http\"\nlisten = \"tcp:0\"\nroot = \"{root}\"\n\
+         hsts_max_age = \"1d\"\nbody_file_dir = \"{root}\"\n"
+    );
+    let c = Config::parse("weft.toml", &text).unwrap();
+    let said: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[0].starts_with("weft.toml:6:16: service[0].hsts_max_age: takes no effect"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].starts_with("weft.toml:7:17: service[0].body_file_dir: takes no effect"),
+        "{said:?}"
+    );
+    // With a route the directory is used.
+    let routed =
+        format!("{text}[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://127.0.0.1:9\"\n");
+    let c = Config::parse("weft.toml", &routed).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+}

@@ -44,7 +44,8 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     bound
         .claim(&dashboard.listen, &parsed, "dashboard.listen".into())
         .expect("the first listener claimed");
-    let services = services(&at, &raw, &mut bound)?;
+    let warnings = std::cell::RefCell::new(Vec::new());
+    let services = services(&at, &raw, &mut bound, &warnings)?;
     super::loops::check(&at, &raw, &services)?;
     if store.url.is_none() {
         access_logs_apart_from(&at, &raw, &store.path)?;
@@ -60,6 +61,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         gateway,
         otlp,
         services,
+        warnings: warnings.into_inner(),
     })
 }
 
@@ -250,6 +252,7 @@ fn services(
     at: &Locator<'_>,
     raw: &RawConfig,
     bound: &mut Listeners,
+    warnings: &std::cell::RefCell<Vec<ConfigError>>,
 ) -> Result<Vec<ServiceConfig>, ConfigError> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut services = Vec::with_capacity(raw.service.len());
@@ -292,7 +295,7 @@ fn services(
                 format!("service name {name:?} is already used by service[{first}]; names must be unique"),
             ));
         }
-        services.push(service(at, &prefix, svc, bound)?);
+        services.push(service(at, &prefix, svc, bound, warnings)?);
     }
     Ok(services)
 }
@@ -303,6 +306,7 @@ fn service(
     prefix: &str,
     svc: &RawService,
     bound: &mut Listeners,
+    warnings: &std::cell::RefCell<Vec<ConfigError>>,
 ) -> Result<ServiceConfig, ConfigError> {
     let name = svc.name.get_ref();
     let listen = endpoints(at, prefix, &svc.listen)?;
@@ -311,6 +315,7 @@ fn service(
         prefix,
         raw: svc,
         listen: &listen,
+        warnings,
     };
     let kind = services::validate(&ctx)?;
     let limits = services::limits::validate(&ctx, &kind)?;
@@ -407,6 +412,8 @@ pub(crate) struct ServiceCtx<'a> {
     pub(crate) raw: &'a RawService,
     /// The endpoints, parsed as server endpoints, with their spans.
     pub(crate) listen: &'a [(String, Range<usize>)],
+    /// Where settings that take no effect are said ([`Config::warnings`]).
+    pub(crate) warnings: &'a std::cell::RefCell<Vec<ConfigError>>,
 }
 
 impl ServiceCtx<'_> {
@@ -422,6 +429,19 @@ impl ServiceCtx<'_> {
             key(&format!("{}.{field}", self.prefix)),
             message,
         )
+    }
+
+    /// Says that `field`, at `span`, takes no effect as written, and why.
+    pub(crate) fn warn(&self, span: Range<usize>, field: &str, message: impl Into<String>) {
+        let warning = self.error(span, field, message);
+        self.warnings.borrow_mut().push(warning);
+    }
+
+    /// Whether any of its listeners is `ssl:`.
+    pub(crate) fn has_tls(&self) -> bool {
+        self.listen
+            .iter()
+            .any(|(endpoint, _)| endpoint.starts_with("ssl:"))
     }
 
     /// Rejects kind-specific keys other than `allowed`.

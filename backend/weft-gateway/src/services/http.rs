@@ -138,6 +138,26 @@ impl super::Kind for HttpKind {
         let raw = ctx.raw;
         let root = root(ctx)?;
         let routes = super::http_routes::routes(ctx)?;
+        if let Some(age) = &raw.hsts_max_age
+            && !ctx.has_tls()
+        {
+            ctx.warn(
+                age.span(),
+                "hsts_max_age",
+                "takes no effect: Strict-Transport-Security is sent only over TLS, and the \
+                 service has no ssl: listener (behind a TLS front end, send it from there)",
+            );
+        }
+        if let Some(dir) = &raw.body_file_dir
+            && routes.is_empty()
+        {
+            ctx.warn(
+                dir.span(),
+                "body_file_dir",
+                "takes no effect: it holds proxied request bodies, and the service has no \
+                 [[service.route]]",
+            );
+        }
         if root.is_none() && routes.is_empty() {
             return Err(ctx.error(
                 raw.kind.span(),

@@ -486,6 +486,13 @@ fn sequential_requests_reuse_one_upstream_connection() {
         "the idle upstream connection is listed under the service",
         || server.connections() == ["web"],
     );
+    // Its task is listed under it, not under the client connection that opened it (gone).
+    let (tasks, open) = server.tasks_spawned_in("proxy/pool.rs");
+    assert_eq!(
+        tasks,
+        [Some(open[0])],
+        "the pool's task, and the open connection {open:?}"
+    );
 }
 
 /// A request answered with a server error (502: the upstream refused) ends its chain

@@ -279,12 +279,17 @@ impl Pool {
             answer_due: Cell::new(Instant::now()),
             answer_by: RefCell::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
         });
-        Reactor::current().spawn(drive(
+        // The upstream connection's task, listed under it: it serves whichever requests
+        // the pool gives it, long after the client whose request opened it has gone.
+        let task = drive(
             link.clone(),
             connection,
             Rc::downgrade(&self.0),
             inner.config.idle_timeout,
-        ));
+        );
+        weft::observe::with_connection(Some(link.transport.info().id), || {
+            Reactor::current().spawn(task);
+        });
         Ok(Pooled {
             sender: Some(sender),
             link,

@@ -242,7 +242,8 @@ async fn exchange(
     let headers = request.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, offered.clone());
-    let on = WaitsOn::Connection(stream.info().id);
+    let on_connection = stream.info().id;
+    let on = WaitsOn::Connection(on_connection);
     let mut abandon = Abandon(Some(stream.transport().clone()));
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(super::pool::UPSTREAM_READ_BUF)
@@ -251,8 +252,11 @@ async fn exchange(
         .map_err(|e| UpstreamError::Exchange(upstream.url.clone(), e.to_string()))?;
     // The connection hands its stream back after a 101 instead of closing it.
     let (parts_tx, parts_rx) = tokio::sync::oneshot::channel();
-    Reactor::current().spawn(async move {
-        let _ = parts_tx.send(connection.without_shutdown().await);
+    // Listed under the upstream connection it drives.
+    weft::observe::with_connection(Some(on_connection), || {
+        Reactor::current().spawn(async move {
+            let _ = parts_tx.send(connection.without_shutdown().await);
+        });
     });
     marks.steps.step_with("response head", Some(on), detail);
     in_flight.requests.fetch_add(1, Relaxed);

@@ -164,6 +164,26 @@ impl Server {
         rx.recv().unwrap()
     }
 
+    /// The connections the live tasks spawned in a file ending with `file` are listed
+    /// under, and the ids of the open connections.
+    pub fn tasks_spawned_in(&self, file: &'static str) -> (Vec<Option<u64>>, Vec<u64>) {
+        let (tx, rx) = mpsc::channel();
+        self.handle.call_from_thread(move || {
+            let tasks = weft::tasks::pending_tasks()
+                .iter()
+                .filter(|t| t.site.0.file().ends_with(file))
+                .map(|t| t.figures.connection.map(|c| c.0))
+                .collect();
+            let open = Reactor::current()
+                .connections()
+                .iter()
+                .map(|t| t.info().id.0)
+                .collect();
+            tx.send((tasks, open)).unwrap();
+        });
+        rx.recv().unwrap()
+    }
+
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
     }

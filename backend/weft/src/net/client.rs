@@ -282,7 +282,10 @@ impl Reactor {
         let service: Arc<str> = service.into();
         let cancel = self.clients_token().child_token();
         let abandon = cancel.clone().drop_guard();
-        self.spawn(async move {
+        // A connector's task: it runs the connection it opens, which becomes its own
+        // (until then it is the caller's connection's, if the caller has one).
+        let site = std::panic::Location::caller();
+        self.spawn_task(crate::tasks::TaskKind::Connection, None, site, async move {
             let mut tx = Some(tx);
             let result = open(
                 &reactor,

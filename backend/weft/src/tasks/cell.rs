@@ -85,7 +85,7 @@ pub(crate) const LEAK_REPORTED: u8 = 4;
 pub(crate) const ON_PEER: u8 = 8;
 /// A poll was given a second executor waker, kept in `other`.
 const OTHER: u8 = 16;
-/// Its connection is one it opened, which outranks the one it was spawned for.
+/// It took the first connection it opened as its own (see `instrument::end_poll`).
 pub(crate) const OPENED: u8 = 32;
 
 /// A task's figures at one moment.
@@ -103,8 +103,8 @@ pub struct TaskFigures {
     pub since_wake: Duration,
     /// Time since it was spawned.
     pub age: Duration,
-    /// The connection it serves: the first it opened, or else the one whose callback or
-    /// task spawned it.
+    /// The connection it serves: the one whose callback or task spawned it, or else the
+    /// first it opened (a connection's own task: the one it opened).
     pub connection: Option<ConnectionId>,
     /// The Deferred its last poll awaited and left it pending on.
     pub awaiting: Option<DeferredId>,

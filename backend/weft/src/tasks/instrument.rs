@@ -272,9 +272,16 @@ fn end_poll(cell: &Arc<TaskCell>, polling: Polling, ready: bool) {
         let inner = c.task.swap(outer);
         c.connection.set(outer_connection);
         cell.end(start, end, ready, wakes, inner.awaiting, inner.on_peer);
+        // The first connection a task opens is its own if it has none, or if it is a
+        // connection's own task (a connector's, spawned for the connection it asks for):
+        // it runs that connection from then on. Any other task stays with the connection
+        // it was spawned for (an HTTP/2 stream that opens an upstream connection for the
+        // pool is still its client's).
         if let Some(conn) = inner.connection
-            && cell.mark(OPENED)
+            && !cell.has(OPENED)
+            && (cell.connection().is_none() || cell.kind() == TaskKind::Connection)
         {
+            cell.mark(OPENED);
             cell.set_connection(conn);
         }
         let took = end.saturating_sub(start);

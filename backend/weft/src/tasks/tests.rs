@@ -798,24 +798,37 @@ fn what_a_connections_task_spawns_or_creates_in_its_polls_belongs_to_the_connect
     });
     assert_eq!(created, Some(Some(connection)));
 
-    // One that opens a connection of its own drives it: that one is its connection.
-    let opener = observe::with_connection(Some(connection), || {
-        instrument(
-            poll_fn(|_| {
-                note_connection(ConnectionId(42));
-                Poll::Ready(())
-            }),
-            TaskKind::Spawned,
-            None,
-            site(),
-            None,
-        )
-    });
-    assert!(poll(std::pin::pin!(opener)).is_ready());
-    let ended = capture.events().iter().rev().find_map(|e| match e {
-        DeferredEvent::TaskEnded(t) => Some(t.figures.connection),
-        _ => None,
-    });
-    assert_eq!(ended, Some(Some(ConnectionId(42))));
+    // A connection it opens: a connection's own task (a connector's) runs it, so takes
+    // it; any other task stays with the connection it was spawned for; one with none
+    // takes it.
+    for (kind, spawned_for, listed) in [
+        (TaskKind::Connection, Some(connection), ConnectionId(42)),
+        (TaskKind::Spawned, Some(connection), connection),
+        (TaskKind::Spawned, None, ConnectionId(42)),
+    ] {
+        let opener = observe::with_connection(spawned_for, || {
+            instrument(
+                poll_fn(|_| {
+                    note_connection(ConnectionId(42));
+                    note_connection(ConnectionId(43));
+                    Poll::Ready(())
+                }),
+                kind,
+                None,
+                site(),
+                None,
+            )
+        });
+        assert!(poll(std::pin::pin!(opener)).is_ready());
+        let ended = capture.events().iter().rev().find_map(|e| match e {
+            DeferredEvent::TaskEnded(t) => Some(t.figures.connection),
+            _ => None,
+        });
+        assert_eq!(
+            ended,
+            Some(Some(listed)),
+            "{kind:?} spawned for {spawned_for:?}"
+        );
+    }
     observe::set_observer(None);
 }

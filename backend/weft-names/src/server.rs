@@ -324,11 +324,13 @@ impl DnsServer {
                     None,
                 );
                 reply(wire::encode(&response, None));
-                if rcode == ResponseCode::NoError {
+                match rcode {
                     // Only a cookie was asked for, and it was given.
-                    return Outcome::Answered;
+                    ResponseCode::NoError => return Outcome::Answered,
+                    // A question of a class not served: a query, refused, not bad input.
+                    ResponseCode::Refused => return Outcome::Refused,
+                    _ => return Outcome::Malformed(why),
                 }
-                return Outcome::Malformed(why);
             }
             Parsed::Drop(why) => {
                 metrics.dropped();

@@ -38,11 +38,15 @@ impl<'a> Fields<'a> {
         let mut iter = fields.into_iter();
         let kind = iter.next().unwrap_or_default();
         if kind.is_empty() {
-            return Err(error(
-                input,
-                "",
-                "has no endpoint type (tcp, tcp6, udp, unix, ssl)",
-            ));
+            // `:8080`, as Go and nginx write a port on every address.
+            let reason = match input.strip_prefix(':').map(str::parse::<u16>) {
+                Some(Ok(port)) => format!(
+                    "has no endpoint type (tcp, tcp6, udp, unix, ssl); for TCP on every \
+                     address write \"tcp:{port}\""
+                ),
+                _ => "has no endpoint type (tcp, tcp6, udp, unix, ssl)".to_owned(),
+            };
+            return Err(error(input, "", &reason));
         }
         let mut positional = Vec::new();
         let mut options = Vec::new();
@@ -97,23 +101,33 @@ impl<'a> Fields<'a> {
     }
 
     /// The error for an address written before the port (`tcp:127.0.0.1:8080`, as
-    /// other servers write a listener), saying how it is written here; `None` otherwise.
+    /// other servers write a listener), saying how it is written here, with the rest of
+    /// the string kept; `None` otherwise.
     pub(super) fn address_before_port(&self) -> Option<EndpointError> {
-        let [first, second, ..] = &self.positional[..] else {
+        let [first, second, rest @ ..] = &self.positional[..] else {
             return None;
         };
         let ip = first.parse::<IpAddr>().ok()?;
         let port = second.parse::<u16>().ok()?;
         let kind = match (&self.kind[..], ip) {
             ("tcp", IpAddr::V6(_)) => "tcp6",
+            ("tcp6", IpAddr::V4(_)) => "tcp",
             (kind, _) => kind,
         };
-        let interface = ip.to_string().replace(':', "\\:");
+        let mut written = format!("{kind}:{port}");
+        for field in rest {
+            written.push(':');
+            written.push_str(&escaped(field));
+        }
+        written.push_str(&format!(":interface={}", escaped(&ip.to_string())));
+        for (key, value) in &self.options {
+            written.push_str(&format!(":{key}={}", escaped(value)));
+        }
         Some(self.err(
             first,
             &format!(
                 "is an address where the port goes: the port comes first, the address as an \
-                 option, \"{kind}:{port}:interface={interface}\""
+                 option, \"{written}\""
             ),
         ))
     }
@@ -284,6 +298,11 @@ impl<'a> Fields<'a> {
         }
         Ok(())
     }
+}
+
+/// `field` as written in an endpoint string: its colons and backslashes escaped.
+pub(super) fn escaped(field: &str) -> String {
+    field.replace('\\', "\\\\").replace(':', "\\:")
 }
 
 fn error(input: &str, part: &str, reason: &str) -> EndpointError {

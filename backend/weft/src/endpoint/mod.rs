@@ -270,10 +270,13 @@ impl FromStr for ServerEndpoint {
             other => {
                 let other = other.to_owned();
                 // `127.0.0.1:8080` or `8080`, as other servers write a listener.
+                let localhost = input
+                    .strip_prefix("localhost:")
+                    .and_then(|port| port.parse::<u16>().ok());
                 let written = match (input.parse::<SocketAddr>(), input.parse::<u16>()) {
                     (Ok(addr), _) => Some(written_as(addr)),
                     (_, Ok(port)) => Some(format!("tcp:{port}")),
-                    _ => None,
+                    _ => localhost.map(|port| format!("tcp:{port}:interface=127.0.0.1")),
                 };
                 let reason = match written {
                     Some(written) => format!(
@@ -298,7 +301,7 @@ fn written_as(addr: SocketAddr) -> String {
         IpAddr::V6(ip) => format!(
             "tcp6:{}:interface={}",
             addr.port(),
-            ip.to_string().replace(':', "\\:")
+            fields::escaped(&ip.to_string())
         ),
     }
 }
@@ -675,12 +678,22 @@ mod tests {
             ("[::1]:8080", "write \"tcp6:8080:interface=\\:\\:1\""),
             ("8080", "write \"tcp:8080\""),
             ("tcp:8080:interface=localhost", "interface=127.0.0.1"),
+            ("tcp6:127.0.0.1:8080", "\"tcp:8080:interface=127.0.0.1\""),
+            (
+                "ssl:0.0.0.0:443:privateKey=k.pem:backlog=9",
+                "\"ssl:443:interface=0.0.0.0:privateKey=k.pem:backlog=9\"",
+            ),
+            (":8080", "write \"tcp:8080\""),
+            ("localhost:8080", "write \"tcp:8080:interface=127.0.0.1\""),
         ] {
             let e = bad_server(written);
             assert!(e.reason.contains(says), "{written}: {e}");
             // The suggestion is itself an endpoint that reads.
             let suggested = says.rsplit('"').nth(1).unwrap_or(says);
-            if suggested.starts_with("tcp") || suggested.starts_with("udp") {
+            if ["tcp", "udp", "ssl"]
+                .iter()
+                .any(|k| suggested.starts_with(k))
+            {
                 server(suggested);
             }
         }

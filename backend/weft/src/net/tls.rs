@@ -113,8 +113,9 @@ fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError>
             Err(pem_error(
                 key,
                 format!(
-                    "is not the private key of the certificate in {} (each key belongs to \
-                     one certificate; was the pair renewed one file at a time?)",
+                    "is not the private key of the first certificate in {} (the server's \
+                     own, which comes before any intermediate; was the pair renewed one \
+                     file at a time?)",
                     cert.display()
                 ),
             ))
@@ -327,7 +328,7 @@ mod tests {
         let err = check_server_files(&cert, &key).unwrap_err().to_string();
         assert!(
             err.starts_with(&format!(
-                "{}: is not the private key of the certificate in {}",
+                "{}: is not the private key of the first certificate in {}",
                 key.display(),
                 cert.display()
             )),

@@ -326,6 +326,7 @@ impl Activity {
     }
 
     fn request_started(&self) {
+        self.head_begun.store(false, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -512,11 +513,11 @@ impl AsyncRead for Placed {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.place
-                .activity
-                .head_begun
-                .store(true, Ordering::Relaxed);
+        // Bytes while no request is under way begin the next head (a body's are read
+        // while its request is).
+        let activity = &self.place.activity;
+        if buf.filled().len() > before && activity.in_flight.load(Ordering::Relaxed) == 0 {
+            activity.head_begun.store(true, Ordering::Relaxed);
         }
         read
     }

@@ -45,6 +45,9 @@ enum Command {
     },
     /// Check a configuration as `run` checks it before it starts, and exit: 0 if it is
     /// valid, 1 with the reason if not.
+    #[command(
+        override_usage = "weft check [OPTIONS] <FILE>\n       weft check [OPTIONS] --config <FILE>"
+    )]
     Check {
         /// The configuration file.
         #[arg(required_unless_present = "config", conflicts_with = "config")]

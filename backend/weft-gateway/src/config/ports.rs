@@ -88,7 +88,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 // (noted below), wherever it goes.
                 let moved_by_reload = (owner != DASHBOARD).then_some(addr);
                 let taken = (port.as_str(), "port", moved_by_reload);
-                let ours_now = in_use(&at, taken, &held, &ours, &mut notes)?;
+                let ours_now = in_use(&at, taken, &held, &ours, &mut notes, Some(addr))?;
                 // A dashboard listens on a stream.
                 if ours_now && matches!(socket, Socket::Stream(_)) {
                     kept.push((owner == DASHBOARD, notes.len() - 1));
@@ -107,7 +107,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
             let socket = format!("the unix socket {}", path.display());
             let at = format!("{owner}: {endpoint:?}");
             let held = unix_holders(&path);
-            if in_use(&at, (&socket, "path", None), &held, &ours, &mut notes)? {
+            if in_use(&at, (&socket, "path", None), &held, &ours, &mut notes, None)? {
                 kept.push((owner == DASHBOARD, notes.len() - 1));
             }
         }
@@ -137,6 +137,7 @@ fn in_use(
     holders: &[Holder],
     ours: &Gateway,
     notes: &mut Vec<String>,
+    wanted: Option<SocketAddr>,
 ) -> Result<bool, String> {
     if let Some((h, which)) = holders.iter().find_map(|h| Some((h, ours.runs(h)?))) {
         // A reload takes over a socket bound to the very address it listens at; one at
@@ -168,7 +169,7 @@ fn in_use(
     } else {
         Err(format!(
             "{at}: cannot listen: {socket} is in use{}; stop it or choose another {instead}",
-            describe(holders),
+            describe(holders, wanted),
         ))
     }
 }
@@ -260,7 +261,7 @@ fn privileged_hint(port: u16) -> String {
 
 /// " by process 812 (nginx)", " by a process of user 33 this user cannot see", or
 /// nothing when no socket on the port is found.
-fn describe(holders: &[Holder]) -> String {
+fn describe(holders: &[Holder], wanted: Option<SocketAddr>) -> String {
     let Some(h) = holders.first() else {
         return String::new();
     };
@@ -269,10 +270,10 @@ fn describe(holders: &[Holder]) -> String {
         (Some(pid), None) => format!(" by process {pid}"),
         (None, _) => format!(" by a process of user {} this user cannot see", h.uid),
     };
-    // Where it listens, which may be another address of the port (127.0.0.1 for 0.0.0.0).
+    // Where it listens, when that is another address of the port (127.0.0.1 for 0.0.0.0).
     match h.at {
-        Some(at) => format!("{by}, listening at {at}"),
-        None => by,
+        Some(at) if Some(at) != wanted => format!("{by}, listening at {at}"),
+        _ => by,
     }
 }
 
@@ -517,7 +518,25 @@ mod tests {
             uid: 33,
             at: None,
         };
-        assert_eq!(describe(&[seen]), " by process 812 (nginx)");
+        assert_eq!(
+            describe(std::slice::from_ref(&seen), None),
+            " by process 812 (nginx)"
+        );
+        // Held at another address of the port than the one wanted: said.
+        let wanted: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        let elsewhere = Holder {
+            at: Some("127.0.0.1:80".parse().unwrap()),
+            ..seen.clone()
+        };
+        assert_eq!(
+            describe(&[elsewhere], Some(wanted)),
+            " by process 812 (nginx), listening at 127.0.0.1:80"
+        );
+        let there = Holder {
+            at: Some(wanted),
+            ..seen
+        };
+        assert_eq!(describe(&[there], Some(wanted)), " by process 812 (nginx)");
         let unseen = Holder {
             pid: None,
             name: None,
@@ -525,9 +544,9 @@ mod tests {
             at: None,
         };
         assert_eq!(
-            describe(&[unseen]),
+            describe(&[unseen], None),
             " by a process of user 33 this user cannot see"
         );
-        assert_eq!(describe(&[]), "");
+        assert_eq!(describe(&[], None), "");
     }
 }

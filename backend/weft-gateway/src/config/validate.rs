@@ -31,7 +31,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         at.error(
             e.span(),
             key.clone(),
-            wording::plain(message, key.as_deref()),
+            wording::plain(message, key.as_deref(), text),
         )
     })?;
     let dashboard = super::dashboard::dashboard(&at, &raw.dashboard)?;

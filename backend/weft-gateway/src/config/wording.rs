@@ -13,15 +13,16 @@ use super::raw::{RawDashboard, RawDemo, RawGateway, RawInspect, RawLog, RawOtlp,
 /// `listne` is 0.97 like `listen`, `max_conections` 0.99 like `max_connections`.
 const ALIKE: f64 = 0.85;
 
-/// `message`, the TOML reader's about `key` (a path such as `service[0].listne`), said
-/// plainly, with the key or value probably meant.
-pub(super) fn plain(message: &str, key: Option<&str>) -> String {
+/// `message`, the TOML reader's about `key` (a path such as `service[0].listne`) in the
+/// file `text`, said plainly, with the key or value probably meant.
+pub(super) fn plain(message: &str, key: Option<&str>, text: &str) -> String {
     let last = key.map(|k| k.rsplit('.').next().unwrap_or(k));
     if let Some(rest) = message.strip_prefix("unknown field ") {
-        return unknown("key", rest, key);
+        let kind_keys = key.and_then(|k| service_keys(k, text));
+        return unknown("key", rest, key, kind_keys);
     }
     if let Some(rest) = message.strip_prefix("unknown variant ") {
-        return unknown("value", rest, None);
+        return unknown("value", rest, None, None);
     }
     if key == Some("service") && message.starts_with("invalid type: map, expected a sequence") {
         return "`[service]` is a single table: each service is written `[[service]]` (two \
@@ -61,10 +62,15 @@ pub(super) fn plain(message: &str, key: Option<&str>) -> String {
             words(found)
         );
     }
-    if message.starts_with("invalid value: ")
-        && let Some((found, expected)) =
-            message["invalid value: ".len()..].split_once(", expected ")
+    if let Some((found, expected)) = message
+        .strip_prefix("invalid value: ")
+        .and_then(|m| m.split_once(", expected "))
     {
+        if let Some(range) = range_of(expected)
+            && let Some(n) = found.strip_prefix("integer ")
+        {
+            return format!("{} is out of range ({range})", n.trim_matches('`'));
+        }
         return format!("expected {}, found {}", words(expected), words(found));
     }
     message.to_owned()
@@ -78,20 +84,23 @@ pub(super) fn names_a_key(message: &str) -> bool {
         || message.starts_with("invalid array table header"))
 }
 
-/// "unknown key `X`" with the key meant, or the table it belongs in, and what is allowed:
-/// `rest` is serde's "`X`, expected one of `a`, `b`" (or "expected `a` or `b`", or
-/// "there are no fields").
-fn unknown(what: &str, rest: &str, key: Option<&str>) -> String {
+/// "unknown key `X`" with the key meant, or the tables it belongs in, and what is
+/// allowed: `rest` is serde's "`X`, expected one of `a`, `b`" (or "expected `a` or `b`",
+/// or "there are no fields"); `only`, the keys allowed where serde's list is wider (a
+/// service's: serde's are those of every kind).
+fn unknown(what: &str, rest: &str, key: Option<&str>, only: Option<Vec<&str>>) -> String {
     let mut quoted = rest.split('`').skip(1).step_by(2);
     let Some(word) = quoted.next() else {
         return format!("unknown {what} {rest}");
     };
-    let allowed: Vec<&str> = quoted.collect();
+    let allowed: Vec<&str> = only.unwrap_or_else(|| quoted.collect());
     let mut said = format!("unknown {what} `{word}`");
+    let tables = key.map(|k| elsewhere(word, k)).unwrap_or_default();
     if let Some(meant) = closest(word, &allowed) {
         said.push_str(&format!("; did you mean `{meant}`?"));
-    } else if let Some(table) = key.and_then(|k| elsewhere(word, k)) {
-        said.push_str(&format!("; `{word}` is a key of [{table}]"));
+    } else if !tables.is_empty() {
+        let tables: Vec<String> = tables.iter().map(|t| format!("[{t}]")).collect();
+        said.push_str(&format!("; `{word}` is a key of {}", tables.join(" and ")));
     }
     if !allowed.is_empty() {
         said.push_str(&format!(" (expected one of: {})", allowed.join(", ")));
@@ -110,9 +119,35 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         .map(|(_, c)| c)
 }
 
-/// The other top-level table that takes `word` as a key, for a key written at `path`.
-fn elsewhere(word: &str, path: &str) -> Option<&'static str> {
-    let here = path.split(['.', '[']).next().unwrap_or(path);
+/// The keys a service takes, for a key written at `path` if that is one of a service's
+/// own (`service[N].KEY`): every kind's and its kind's, the kind read from `text`.
+fn service_keys(path: &str, text: &str) -> Option<Vec<&'static str>> {
+    let (index, key) = path.strip_prefix("service[")?.split_once("].")?;
+    if key.contains(['.', '[']) {
+        return None;
+    }
+    let index: usize = index.parse().ok()?;
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let kind = table.get("service")?.get(index)?.get("kind")?.as_str()?;
+    let own = crate::services::keys_of(kind)?;
+    Some(
+        crate::services::EVERY_KIND
+            .iter()
+            .chain(own)
+            .copied()
+            .collect(),
+    )
+}
+
+/// The other top-level tables that take `word` as a key, for a key written at `path` in
+/// one (`inspect.retention`); none for a key elsewhere (a service's, a route's).
+fn elsewhere(word: &str, path: &str) -> Vec<&'static str> {
+    let Some((here, key)) = path.split_once('.') else {
+        return Vec::new();
+    };
+    if here.contains('[') || key.contains(['.', '[']) {
+        return Vec::new();
+    }
     let tables: [(&str, &[&str]); 7] = [
         ("dashboard", fields::<RawDashboard>()),
         ("gateway", fields::<RawGateway>()),
@@ -124,8 +159,9 @@ fn elsewhere(word: &str, path: &str) -> Option<&'static str> {
     ];
     tables
         .into_iter()
-        .find(|(table, keys)| *table != here && keys.contains(&word))
+        .filter(|(table, keys)| *table != here && keys.contains(&word))
         .map(|(table, _)| table)
+        .collect()
 }
 
 /// Whether a key holds a duration (`idle_timeout`, `stall_after`, `retention`...).
@@ -139,9 +175,26 @@ fn is_duration(key: &str) -> bool {
         "max_age",
         "_ttl",
         "slow_callback",
+        "serve_stale",
     ]
     .iter()
     .any(|part| key.ends_with(part))
+}
+
+/// The range of the whole-number type serde's "expected" names.
+fn range_of(expected: &str) -> Option<String> {
+    let (low, high): (i128, i128) = match expected {
+        "u8" => (0, u8::MAX.into()),
+        "u16" => (0, u16::MAX.into()),
+        "u32" => (0, u32::MAX.into()),
+        "u64" | "usize" => (0, u64::MAX.into()),
+        "i8" => (i8::MIN.into(), i8::MAX.into()),
+        "i16" => (i16::MIN.into(), i16::MAX.into()),
+        "i32" => (i32::MIN.into(), i32::MAX.into()),
+        "i64" => (i64::MIN.into(), i64::MAX.into()),
+        _ => return None,
+    };
+    Some(format!("{low} to {high}"))
 }
 
 /// Whether serde's "expected" names a number type.
@@ -213,48 +266,68 @@ impl<'de> de::Deserializer<'de> for &mut Names {
 mod tests {
     use super::*;
 
+    const ECHO: &str = "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:1\"\n";
+    const PROXY: &str = "[[service]]\nname = \"p\"\nkind = \"tcp-proxy\"\nlisten = \"tcp:1\"\n";
+
     #[test]
-    fn a_key_misspelt_is_named_with_the_key_meant() {
-        let said = plain(
-            "unknown field `listne`, expected one of `name`, `kind`, `listen`, `idle_timeout`",
-            Some("service[0].listne"),
+    fn a_key_misspelt_is_named_with_the_key_meant_among_its_kinds_keys() {
+        let serde = "unknown field `listne`, expected one of `name`, `kind`, `listen`, \
+                     `idle_timeout`, `upstream`, `upstream_pool`, `zones`";
+        let said = plain(serde, Some("service[0].listne"), ECHO);
+        assert_eq!(
+            said,
+            "unknown key `listne`; did you mean `listen`? (expected one of: name, kind, \
+             listen, idle_timeout, max_connections_per_peer, max_connections)"
         );
-        assert!(
-            said.starts_with("unknown key `listne`; did you mean `listen`?"),
-            "{said}"
-        );
-        let said = plain(
-            "unknown field `max_conections`, expected `max_connections` or `listen`",
-            Some("service[0].max_conections"),
-        );
-        assert!(said.contains("did you mean `max_connections`?"), "{said}");
+        // A tcp-proxy takes `upstream`, not the http service's `upstream_pool`.
+        let serde = "unknown field `upstream_pol`, expected one of `upstream`, `upstream_pool`";
+        let said = plain(serde, Some("service[0].upstream_pol"), PROXY);
+        assert!(said.contains("did you mean `upstream`?"), "{said}");
         let said = plain(
             "unknown field `inspct`, expected one of `dashboard`, `store`, `inspect`",
             Some("inspct"),
+            "",
         );
         assert!(said.contains("did you mean `inspect`?"), "{said}");
         // Nothing alike: no guess.
         let said = plain(
             "unknown field `zzz`, expected `name` or `kind`",
             Some("zzz"),
+            "",
         );
         assert_eq!(said, "unknown key `zzz` (expected one of: name, kind)");
     }
 
     #[test]
-    fn a_key_in_the_wrong_table_is_sent_to_its_own() {
+    fn a_key_in_the_wrong_table_is_sent_to_the_tables_that_take_it() {
         let said = plain(
             "unknown field `retention`, expected one of `stall_after`, `sample`",
             Some("inspect.retention"),
+            "",
         );
-        assert!(said.contains("`retention` is a key of [store]"), "{said}");
+        assert!(said.contains("`retention` is a key of [store] ("), "{said}");
+        let said = plain(
+            "unknown field `max_connections`, expected one of `path`",
+            Some("store.max_connections"),
+            "",
+        );
+        assert!(
+            said.contains("is a key of [dashboard] and [gateway]"),
+            "{said}"
+        );
+        // A service's or a route's key is not sent to a top-level table.
+        for at in ["service[0].path", "service[0].route[0].path"] {
+            let said = plain("unknown field `path`, expected `root`", Some(at), "");
+            assert!(!said.contains("[store]"), "{at}: {said}");
+        }
     }
 
     #[test]
-    fn types_are_named_as_the_file_writes_them() {
+    fn types_and_ranges_are_named_as_the_file_writes_them() {
         let duration = plain(
             "invalid type: integer `5`, expected a string",
             Some("service[0].idle_timeout"),
+            "",
         );
         assert_eq!(
             duration,
@@ -263,6 +336,7 @@ mod tests {
         let quoted = plain(
             "invalid type: string \"100\", expected i64",
             Some("service[0].max_connections"),
+            "",
         );
         assert_eq!(
             quoted,
@@ -271,17 +345,35 @@ mod tests {
         let large = plain(
             "invalid type: integer `99999999999999999999` as i128, expected i64",
             Some("service[0].max_connections"),
+            "",
         );
         assert_eq!(large, "99999999999999999999 is too large a number");
-        let word = plain("invalid type: string \"big\", expected u64", Some("a.b"));
+        let word = plain(
+            "invalid type: string \"big\", expected u64",
+            Some("a.b"),
+            "",
+        );
         assert_eq!(word, "expected a whole number, found the string \"big\"");
-        let table = plain("invalid type: map, expected a sequence", Some("service"));
-        assert!(table.contains("`[[service]]`"), "{table}");
+        let negative = plain("invalid value: integer `-1`, expected u32", Some("a.b"), "");
+        assert_eq!(negative, "-1 is out of range (0 to 4294967295)");
         let list = plain(
             "invalid type: sequence, expected a boolean",
             Some("service[0].listing"),
+            "",
         );
         assert_eq!(list, "expected true or false, found a list `[...]`");
+    }
+
+    #[test]
+    fn a_service_written_as_one_table_is_told_of_the_double_brackets() {
+        // The TOML reader's own message for it, through `Config::parse`.
+        let e =
+            crate::config::Config::parse("weft.toml", &ECHO.replace("[[service]]", "[service]"))
+                .unwrap_err();
+        assert!(
+            e.message.contains("each service is written `[[service]]`"),
+            "{e}"
+        );
     }
 
     #[test]

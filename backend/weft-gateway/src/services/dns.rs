@@ -103,6 +103,24 @@ impl DnsShared {
 
 impl super::Kind for DnsKind {
     const NAME: &'static str = "dns";
+    const KEYS: &'static [&'static str] = &[
+        "zones",
+        "forward",
+        "cache_size",
+        "cache_bytes",
+        "timeout",
+        "allow_transfer",
+        "notify",
+        "nsid",
+        "cookies",
+        "rate_limit",
+        // Forwarding's (`dns_forwarding`).
+        "upstream_selection",
+        "min_ttl",
+        "max_ttl",
+        "serve_stale",
+        "forward_ports",
+    ];
     /// RFC 7766 §6.2.3 suggests an idle DNS-over-TCP connection be closed after seconds.
     const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
     type Settings = Box<DnsSettings>;
@@ -191,19 +209,7 @@ impl super::Kind for DnsKind {
 }
 
 fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
-    let keys = [
-        "zones",
-        "forward",
-        "cache_size",
-        "cache_bytes",
-        "timeout",
-        "allow_transfer",
-        "notify",
-        "nsid",
-        "cookies",
-        "rate_limit",
-    ];
-    ctx.only_keys(&[&keys[..], &super::dns_forwarding::KEYS[..]].concat())?;
+    ctx.only_keys(<DnsKind as super::Kind>::KEYS)?;
     let raw = ctx.raw;
     let mut zones = Catalog::default();
     let mut zone_files = Vec::new();

@@ -18,15 +18,6 @@ use crate::config::validate::ServiceCtx;
 /// suggests one to three days of staleness).
 const MAX_TTL: Duration = Duration::from_secs(7 * 86_400);
 
-/// The dns forwarding keys.
-pub(crate) const KEYS: [&str; 5] = [
-    "upstream_selection",
-    "min_ttl",
-    "max_ttl",
-    "serve_stale",
-    "forward_ports",
-];
-
 /// The fewest ports `forward_ports` may offer: the randomness of the port is half of
 /// what an off-path attacker must guess (RFC 5452 section 9.2).
 const MIN_FORWARD_PORTS: u32 = 1024;

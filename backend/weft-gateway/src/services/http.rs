@@ -113,6 +113,20 @@ pub(crate) struct HttpKind;
 
 impl super::Kind for HttpKind {
     const NAME: &'static str = "http";
+    const KEYS: &'static [&'static str] = &[
+        "root",
+        "route",
+        "index",
+        "limits",
+        "access_log",
+        "listing",
+        "cache_control",
+        "compression",
+        "hsts_max_age",
+        "body_file_dir",
+        "tls_certificates",
+        "upstream_pool",
+    ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
     const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -120,20 +134,7 @@ impl super::Kind for HttpKind {
     type Metrics = HttpFamilies;
 
     fn validate(ctx: &ServiceCtx<'_>) -> Result<Box<HttpConfig>, ConfigError> {
-        ctx.only_keys(&[
-            "root",
-            "route",
-            "index",
-            "limits",
-            "access_log",
-            "listing",
-            "cache_control",
-            "compression",
-            "hsts_max_age",
-            "body_file_dir",
-            "tls_certificates",
-            "upstream_pool",
-        ])?;
+        ctx.only_keys(Self::KEYS)?;
         ctx.stream_only("an http service")?;
         let raw = ctx.raw;
         let root = root(ctx)?;

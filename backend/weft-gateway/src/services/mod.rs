@@ -108,6 +108,8 @@ impl From<weft_names::NamesError> for ServiceError {
 pub(crate) trait Kind: 'static {
     /// The `kind` string of the configuration.
     const NAME: &'static str;
+    /// The keys of a `[[service]]` of this kind besides [`EVERY_KIND`]'s.
+    const KEYS: &'static [&'static str];
     /// Connections idle this long are closed unless the service sets `idle_timeout`.
     const IDLE_TIMEOUT: Duration;
     /// Its settings, as validated.
@@ -156,6 +158,17 @@ macro_rules! kinds {
 
         /// The `kind` strings this build runs.
         const KINDS: &[&str] = &[$( <$module::$kind as Kind>::NAME ),*];
+
+        /// The keys of a `[[service]]` of kind `name` besides [`EVERY_KIND`]'s, if it is
+        /// a kind.
+        pub(crate) fn keys_of(name: &str) -> Option<&'static [&'static str]> {
+            $(
+                if name == <$module::$kind as Kind>::NAME {
+                    return Some(<$module::$kind as Kind>::KEYS);
+                }
+            )*
+            None
+        }
 
         impl ServiceKind {
             /// The kind named `name` read from `ctx`, or `None` for no such kind.
@@ -268,6 +281,16 @@ impl ServiceKind {
         self.with(|k| k.idle_timeout())
     }
 }
+
+/// The keys every kind of `[[service]]` takes.
+pub(crate) const EVERY_KIND: [&str; 6] = [
+    "name",
+    "kind",
+    "listen",
+    "idle_timeout",
+    "max_connections_per_peer",
+    "max_connections",
+];
 
 /// Checks a `[[service]]`'s kind and its kind's keys.
 pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<ServiceKind, ConfigError> {
@@ -451,12 +474,13 @@ pub(crate) trait Plain: 'static {
 
 impl<P: Plain> Kind for P {
     const NAME: &'static str = <P as Plain>::NAME;
+    const KEYS: &'static [&'static str] = &[];
     const IDLE_TIMEOUT: Duration = limits::STREAM_IDLE_TIMEOUT;
     type Settings = ();
     type Metrics = ();
 
     fn validate(ctx: &ServiceCtx<'_>) -> Result<(), ConfigError> {
-        ctx.only_keys(&[])
+        ctx.only_keys(Self::KEYS)
     }
 
     fn metrics(_: Option<&prometheus::Registry>, _: &ExemplarIndex) {}

@@ -59,12 +59,13 @@ pub(crate) struct TcpProxyKind;
 
 impl super::Kind for TcpProxyKind {
     const NAME: &'static str = "tcp-proxy";
+    const KEYS: &'static [&'static str] = &["upstream"];
     const IDLE_TIMEOUT: Duration = super::limits::STREAM_IDLE_TIMEOUT;
     type Settings = TcpProxyConfig;
     type Metrics = ();
 
     fn validate(ctx: &ServiceCtx<'_>) -> Result<TcpProxyConfig, ConfigError> {
-        ctx.only_keys(&["upstream"])?;
+        ctx.only_keys(Self::KEYS)?;
         ctx.stream_only("a tcp-proxy")?;
         let Some(upstream) = &ctx.raw.upstream else {
             return Err(ctx.error(

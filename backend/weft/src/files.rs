@@ -47,10 +47,27 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 
 /// Like [`read_regular`], as text: bytes that are not UTF-8 are an error.
 pub fn read_regular_text(path: &Path, limit: u64) -> Result<String, ReadError> {
-    String::from_utf8(read_regular(path, limit)?).map_err(|_| {
+    String::from_utf8(read_regular(path, limit)?).map_err(|e| {
+        // Where, so an editor can find it: a Latin-1 accent, a stray binary byte.
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |nl| nl + 1);
+        // Columns in characters: what comes before on the line is valid UTF-8.
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         ReadError::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "stream did not contain valid UTF-8",
+            format!(
+                "is not UTF-8 text: byte 0x{:02x} at line {line}, column {column}",
+                bytes[at]
+            ),
         ))
     })
 }
@@ -75,6 +92,12 @@ mod tests {
         std::fs::write(&file, "hello").unwrap();
         assert_eq!(read_regular(&file, 5).unwrap(), b"hello");
         assert_eq!(read_regular_text(&file, 64).unwrap(), "hello");
+        std::fs::write(&file, b"a = 1\nname = \"caf\xe9\"\n").unwrap();
+        let e = read_regular_text(&file, 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "is not UTF-8 text: byte 0xe9 at line 2, column 12"
+        );
         let e = read_regular(&file, 4).unwrap_err();
         assert_eq!(e.to_string(), "larger than 4 bytes");
         assert_eq!(

@@ -164,8 +164,14 @@ impl HostPolicy {
         let port = self
             .listen
             .map_or(String::new(), |l| format!(":{}", l.port()));
-        let mut names = vec![format!("localhost{port}")];
+        // Every loopback address is accepted; the two usual ones are named.
+        let mut names = vec![
+            format!("localhost{port}"),
+            format!("127.0.0.1{port}"),
+            format!("[::1]{port}"),
+        ];
         if let Some(l) = self.listen.filter(|l| !l.ip().is_unspecified()) {
+            names.retain(|n| *n != l.to_string());
             names.insert(0, l.to_string());
         }
         names.extend(self.allowed.iter().map(ToString::to_string));
@@ -289,6 +295,11 @@ mod tests {
             "127.0.0.1:+9180",
         ] {
             assert!(!p.accepts(refused), "{refused:?}");
+        }
+        // A refusal names what it answers to, the loopback addresses among them.
+        assert_eq!(p.described(), "127.0.0.1:9180, localhost:9180, [::1]:9180");
+        for named in p.described().split(", ") {
+            assert!(p.accepts(named), "{named}");
         }
     }
 

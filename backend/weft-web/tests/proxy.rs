@@ -467,6 +467,40 @@ fn assert_says_nothing_of_the_upstream(reply: &support::Reply, upstream: SocketA
     );
 }
 
+/// An upstream connection closed from the dashboard while a request waits on it: the
+/// request is answered 502 at once, not sent again, and the upstream is not blamed (its
+/// health and failure counts are the close's doing, not its own).
+#[test]
+fn a_request_whose_upstream_connection_is_closed_from_the_dashboard_is_not_the_upstreams_failure() {
+    let up = KeepAlive::start("a", AfterResponse::KeepOpen);
+    let server = proxy_to(&[("/", up.addr)], Limits::default());
+    assert_eq!(server.get("/x").text(), "a #1");
+    let waiting = std::thread::spawn({
+        let mut client = server.connect();
+        move || client.request("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+    });
+    let url = format!("http://{}", up.addr);
+    eventually("the request waits on the upstream", || {
+        server.upstream(&url).in_flight == 1
+    });
+    assert!(
+        server.close_connection_to(up.addr),
+        "the upstream connection"
+    );
+    let reply = waiting.join().unwrap();
+    assert_eq!(reply.status, 502);
+    let snapshot = server.upstream(&url);
+    assert_eq!(
+        (snapshot.consecutive_failures, snapshot.failures),
+        (0, 0),
+        "{snapshot:?}"
+    );
+    assert_eq!(server.recorded.failures("exchange"), 0);
+    up.release();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(up.accepted(), 1, "not sent again, on a new connection");
+}
+
 #[test]
 fn sequential_requests_reuse_one_upstream_connection() {
     let up = KeepAlive::start("a", AfterResponse::KeepOpen);

@@ -105,6 +105,12 @@ pub enum UpstreamError {
     /// cut.
     #[error("the drain's deadline cut it: {0}")]
     CutByDrain(String),
+    /// The upstream connection was closed from the dashboard before the answer came: the
+    /// operator cut the request, not the upstream, whose health it does not count
+    /// against. Answered 502 (nothing came from the upstream), and not sent again: the
+    /// close was asked for.
+    #[error("its upstream connection was closed from the dashboard: {0}")]
+    ClosedHere(String),
     /// The HTTP/2 stream was reset here while its body was read, for the client breaking
     /// the protocol (DATA past its `content-length`, say): the client was told with
     /// RST_STREAM, which is counted where it is sent (`stream_error`), so not again here.
@@ -158,6 +164,7 @@ impl UpstreamError {
             Self::BodyFile(_) => "the server could not read the request body back",
             Self::ClientGone(_) => "the client went away",
             Self::CutByDrain(_) => "the server is stopping",
+            Self::ClosedHere(_) => "the gateway closed the upstream connection",
             Self::Loop(_) => "the request came back to this proxy: a forwarding loop",
             _ => "the upstream server could not be reached or failed",
         }
@@ -181,6 +188,7 @@ impl UpstreamError {
             | Self::BodyFile(_)
             | Self::ClientGone(_)
             | Self::CutByDrain(_)
+            | Self::ClosedHere(_)
             | Self::StreamReset(_)
             | Self::Loop(_) => return None,
         })
@@ -202,6 +210,7 @@ impl UpstreamError {
                 Self::BodyFile(_)
                     | Self::ClientGone(_)
                     | Self::CutByDrain(_)
+                    | Self::ClosedHere(_)
                     | Self::StreamReset(_)
             )
     }
@@ -628,6 +637,9 @@ async fn exchange(
             }
             Ok(Err(SendError::CutByDrain(err))) => {
                 return Err(UpstreamError::CutByDrain(err.to_string()));
+            }
+            Ok(Err(SendError::ClosedHere(err))) => {
+                return Err(UpstreamError::ClosedHere(err.to_string()));
             }
             Ok(Err(SendError::Unframed)) => {
                 return Err(UpstreamError::Exchange(url(), pool::UNFRAMED.into()));

@@ -171,6 +171,9 @@ pub(crate) enum SendError {
     /// The connection was aborted at a drain's deadline (the gateway stopping, or the
     /// service removed by a reload): not the upstream's failure.
     CutByDrain(hyper::Error),
+    /// The connection was closed from the dashboard while the exchange was under way:
+    /// not the upstream's failure either.
+    ClosedHere(hyper::Error),
     /// The response's body broke off before any of it, in what came with its head (a
     /// chunk or trailer line malformed): nothing of it can be sent to the client.
     BrokenBody(hyper::Error),
@@ -357,6 +360,9 @@ impl Pool {
             Ok(Err(SendError::CutByDrain(e))) => {
                 return Err(UpstreamError::CutByDrain(e.to_string()));
             }
+            Ok(Err(SendError::ClosedHere(e))) => {
+                return Err(UpstreamError::ClosedHere(e.to_string()));
+            }
             Ok(Err(SendError::BrokenBody(e))) => {
                 return Err(UpstreamError::Exchange(url(), e.to_string()));
             }
@@ -416,7 +422,10 @@ where
                 };
             }
         };
-        let drained = this.link.transport.cut_by_drain();
+        let (drained, closed_here) = (
+            this.link.transport.cut_by_drain(),
+            this.link.transport.closed_by_request(),
+        );
         let mut response = match sent {
             Ok(response) => response,
             // Failed: `abandon` resets the connection when this is dropped (a request
@@ -425,6 +434,7 @@ where
                 return Poll::Ready(Ok(Err(match err.take_message() {
                     Some(request) => SendError::NotSent(Box::new(request)),
                     None if drained => SendError::CutByDrain(err.into_error()),
+                    None if closed_here => SendError::ClosedHere(err.into_error()),
                     None => SendError::Failed(err.into_error()),
                 })));
             }

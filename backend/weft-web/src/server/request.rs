@@ -428,6 +428,8 @@ async fn dispatch(
                     tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "the client went away or broke the protocol");
                 } else if matches!(err, proxy::UpstreamError::CutByDrain(_)) {
                     tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short by the drain's deadline");
+                } else if matches!(err, proxy::UpstreamError::ClosedHere(_)) {
+                    tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short: its upstream connection was closed from the dashboard");
                 } else if !err.is_upstream() {
                     // The body's file failed (counted where it did): weft's own fault,
                     // not the upstream's.

@@ -184,6 +184,22 @@ impl Server {
         rx.recv().unwrap()
     }
 
+    /// Closes, as the dashboard does, the open connection whose peer is `peer`.
+    pub fn close_connection_to(&self, peer: SocketAddr) -> bool {
+        let (tx, rx) = mpsc::channel();
+        self.handle.call_from_thread(move || {
+            let reactor = Reactor::current();
+            let id = reactor
+                .connections()
+                .iter()
+                .find(|t| t.info().peer.socket_addr() == Some(peer))
+                .map(|t| t.info().id);
+            tx.send(id.is_some_and(|id| reactor.close_connection(id)))
+                .unwrap();
+        });
+        rx.recv().unwrap()
+    }
+
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
     }

@@ -398,7 +398,7 @@ impl Reactor {
     /// Aborts the connection `id`; `false` if it is not open.
     pub fn close_connection(&self, id: ConnectionId) -> bool {
         let transport = self.inner.connections.borrow().get(&id).cloned();
-        transport.map(|t| t.abort_connection()).is_some()
+        transport.map(|t| t.abort_by_request()).is_some()
     }
 
     /// Registers a shutdown hook (Twisted's `addSystemEventTrigger`).

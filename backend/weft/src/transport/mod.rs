@@ -41,6 +41,9 @@ struct Flags {
     /// It was aborted at a drain's deadline (the reactor's shutdown, or its service's
     /// removal): what it carried was cut by the operator's stop, not by its peer.
     cut_by_drain: bool,
+    /// It was aborted by `Reactor::close_connection` (an operator's close, from the
+    /// dashboard): what it carried was cut by that, not by its peer.
+    closed_by_request: bool,
     /// A drain was asked for (shutdown, or the service's removal) and the protocol has not
     /// heard it yet.
     drain: bool,
@@ -284,6 +287,21 @@ impl Transport {
     /// peer's.
     pub fn cut_by_drain(&self) -> bool {
         self.flags().cut_by_drain
+    }
+
+    /// Whether [`Reactor::close_connection`](crate::Reactor::close_connection) aborted it
+    /// (an operator's close, from the dashboard): a failure of what it carried is that
+    /// close's doing, not the peer's.
+    pub fn closed_by_request(&self) -> bool {
+        self.flags().closed_by_request
+    }
+
+    /// Aborts it for [`Reactor::close_connection`].
+    pub(crate) fn abort_by_request(&self) {
+        if !self.flags().closed {
+            self.update(|f| f.closed_by_request = true);
+        }
+        self.abort_connection();
     }
 
     /// Shuts down the write side once the buffer drains; reading goes on (half-close). As

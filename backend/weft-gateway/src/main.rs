@@ -135,6 +135,12 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
     }
     if let Some(path) = &file {
         check_history_file(&config, path)?;
+        // As `check` tries them, before anything is bound: a port another program holds
+        // is refused naming that program, in `check`'s words, rather than after the
+        // dashboard has started, in the system's.
+        config
+            .check_ports(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     }
     let source = match file {
         Some(path) => Source::File(path),

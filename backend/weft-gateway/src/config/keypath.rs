@@ -126,6 +126,24 @@ impl Search<'_> {
     }
 }
 
+/// The places of the items of the array written at `span` of `text`, in order: an error
+/// about one names its own line, not the list's first. Empty if no array is there.
+pub(crate) fn items(text: &str, span: &Range<usize>) -> Vec<Range<usize>> {
+    let Some(written) = text.get(span.clone()) else {
+        return Vec::new();
+    };
+    match DeValue::parse(written).as_ref().map(Spanned::get_ref) {
+        Ok(DeValue::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let at = item.span();
+                at.start + span.start..at.end + span.start
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The key written at `span`, if what is there reads as one.
 fn key_text(text: &str, span: &Range<usize>) -> Option<Step> {
     let written = text.get(span.clone())?.trim();

@@ -19,7 +19,7 @@ mod dashboard;
 mod error;
 mod fleet;
 mod gateway;
-mod keypath;
+pub(crate) mod keypath;
 pub(crate) mod loops;
 mod notify;
 mod otlp;

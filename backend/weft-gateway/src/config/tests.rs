@@ -908,3 +908,12 @@ fn settings_that_take_no_effect_are_warned_of_not_refused() {
     let c = Config::parse("weft.toml", &routed).unwrap();
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
 }
+
+#[test]
+fn a_bad_item_of_a_list_written_over_lines_is_named_at_its_own_line() {
+    let e = err(
+        "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = [\n  \"tcp:1\",\n  \"udp:2\",\n  \"tcp:99999\",\n]\n",
+    );
+    assert_eq!(at(&e), (Some(7), Some("service[0].listen")), "{e}");
+    assert!(e.to_string().starts_with("weft.toml:7:3: "), "{e}");
+}

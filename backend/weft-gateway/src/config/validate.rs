@@ -699,10 +699,15 @@ fn endpoints(
     if list.is_empty() {
         return Err(at.error(Some(listen.span()), k, "needs at least one endpoint"));
     }
+    let places = keypath::items(at.text, &listen.span());
     list.into_iter()
-        .map(|e| match e.parse::<ServerEndpoint>() {
-            Ok(_) => Ok((e, listen.span())),
-            Err(err) => Err(at.error(Some(listen.span()), k.clone(), err.to_string())),
+        .enumerate()
+        .map(|(i, e)| {
+            let span = places.get(i).cloned().unwrap_or_else(|| listen.span());
+            match e.parse::<ServerEndpoint>() {
+                Ok(_) => Ok((e, span)),
+                Err(err) => Err(at.error(Some(span), k.clone(), err.to_string())),
+            }
         })
         .collect()
 }

@@ -385,14 +385,18 @@ fn strings(
     let shape = || ctx.error(value.span(), field, "must be a string or a list of strings");
     match value.get_ref() {
         toml::Value::String(s) => Ok(vec![(s.clone(), value.span())]),
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(|s| (s.to_owned(), value.span()))
-                    .ok_or_else(shape)
-            })
-            .collect(),
+        toml::Value::Array(items) => {
+            // Each item at its own place, so an error about one names its line.
+            let places = crate::config::keypath::items(ctx.at.text, &value.span());
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let span = places.get(i).cloned().unwrap_or_else(|| value.span());
+                    v.as_str().map(|s| (s.to_owned(), span)).ok_or_else(shape)
+                })
+                .collect()
+        }
         _ => Err(shape()),
     }
 }

@@ -357,6 +357,7 @@ fn a_bad_id_gets_a_not_found_page_and_the_api_a_json_error() {
         "/api/connections?limit=-1",
         "/api/deferreds?limit=abc",
         "/api/events?after=18446744073709551616",
+        "/api/events?after=-1",
         "/api/profile?limit=1.5",
     ] {
         let r = app.get(path);

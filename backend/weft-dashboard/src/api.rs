@@ -134,7 +134,9 @@ pub(crate) async fn dns(State(state): State<DashboardState>) -> Response {
 /// `?after=SEQ&limit=N` of `/api/events`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventQuery {
-    after: Option<i64>,
+    /// A sequence number: none is below 0, and one that is (a client's arithmetic gone
+    /// wrong) is refused like a negative `limit`, not taken for 0.
+    after: Option<u64>,
     limit: Option<u32>,
 }
 
@@ -165,7 +167,8 @@ pub(crate) async fn events(
     let store = state.store.as_ref().ok_or(ApiError::Unavailable(
         "no history store: events are not kept",
     ))?;
-    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(data::DEFAULT_LIMIT));
+    let after = i64::try_from(q.after.unwrap_or(0)).unwrap_or(i64::MAX);
+    let limit = q.limit.unwrap_or(data::DEFAULT_LIMIT);
     // Read before history: whatever the query finds at or below it is final.
     let complete = i64::try_from(store.complete_through()).unwrap_or(i64::MAX);
     let rows = store

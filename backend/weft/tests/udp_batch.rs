@@ -333,3 +333,31 @@ fn datagrams_the_kernel_dropped_for_a_full_queue_are_counted() {
         "nothing counted twice after the handover"
     );
 }
+
+/// A UDP port's own task is listed under the port (a connection of its service), not
+/// under no service at all.
+#[test]
+fn a_udp_ports_task_belongs_to_the_port() {
+    let running = spawn_reactor(|r| {
+        let protocol = HeldEcho {
+            release: None,
+            handled: 0,
+            seen: Arc::default(),
+        };
+        let port = r
+            .listen_udp("udp-echo", "udp:0:interface=127.0.0.1", protocol)
+            .unwrap();
+        port.transport().info().id
+    });
+    let port = running.value;
+    let (tx, rx) = channel();
+    running.handle.call_from_thread(move || {
+        let tasks = weft::tasks::pending_tasks()
+            .iter()
+            .filter(|t| t.site.0.file().ends_with("net/udp.rs"))
+            .map(|t| t.figures.connection)
+            .collect::<Vec<_>>();
+        tx.send(tasks).unwrap();
+    });
+    assert_eq!(rx.recv().unwrap(), [Some(port)]);
+}

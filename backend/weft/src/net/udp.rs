@@ -432,6 +432,7 @@ impl Reactor {
             }
         };
         let t = transport.clone();
+        let port = info.id;
         // A UDP port waits on its peers: idle there is not a stall.
         let serve = crate::tasks::awaiting_outside_events(async move {
             if let Some(o) = &opened
@@ -462,11 +463,13 @@ impl Reactor {
                 opened.close(true);
             }
         });
-        match role {
-            Role::Listener => self.spawn_task(TaskKind::Spawned, None, Location::caller(), serve),
+        let site = Location::caller();
+        // The port's task is listed under the port, and so under its service.
+        observe::with_connection(Some(port), || match role {
+            Role::Listener => self.spawn_task(TaskKind::Spawned, None, site, serve),
             // Stopped after the drain, which must not wait for it.
-            Role::Client => self.spawn_task_untracked(TaskKind::Spawned, Location::caller(), serve),
-        }
+            Role::Client => self.spawn_task_untracked(TaskKind::Spawned, site, serve),
+        });
         Ok(UdpPort { transport })
     }
 }

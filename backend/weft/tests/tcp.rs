@@ -592,3 +592,31 @@ fn a_call_later_zero_that_schedules_itself_again_leaves_the_reactor_to_its_conne
         seen.load(std::sync::atomic::Ordering::Relaxed) > before
     });
 }
+
+/// The task a connect runs as is listed with the caller's line as its spawn site, and
+/// belongs to the connection it made: the inspector names the code that connected, not
+/// the library's.
+#[test]
+fn a_connects_task_names_the_callers_line_and_its_connection() {
+    let server = spawn_reactor(listen_echo);
+    let echo = server.value;
+    let (tx, rx) = std::sync::mpsc::channel();
+    server.handle.call_from_thread(move || {
+        let reactor = Reactor::current();
+        let connecting = reactor.connect_as("client", &format!("tcp:{echo}"), Echo);
+        let line = line!() - 1;
+        reactor.clone().spawn(async move {
+            let transport = connecting.await.expect("connected");
+            let id = transport.info().id;
+            let tasks: Vec<_> = weft::tasks::pending_tasks()
+                .iter()
+                .filter(|t| t.kind == weft::tasks::TaskKind::Connection)
+                .filter(|t| t.figures.connection == Some(id))
+                .map(|t| (t.site.0.file().to_owned(), t.site.0.line()))
+                .collect();
+            tx.send((tasks, line)).unwrap();
+        });
+    });
+    let (tasks, line) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(tasks, [(file!().to_owned(), line)]);
+}

@@ -251,12 +251,13 @@ impl Reactor {
 
     /// Connects and runs `protocol`; resolves to its transport once connected. The
     /// connection is reported under the endpoint string as its service.
-    pub async fn connect(
+    #[track_caller]
+    pub fn connect<P: Protocol>(
         &self,
         endpoint: &str,
-        protocol: impl Protocol,
-    ) -> Result<Transport, ConnectError> {
-        self.connect_as(endpoint, endpoint, protocol).await
+        protocol: P,
+    ) -> impl Future<Output = Result<Transport, ConnectError>> + use<P> {
+        self.connect_as(endpoint, endpoint, protocol)
     }
 
     /// Like [`connect`](Self::connect), reporting the connection under `service` (a
@@ -267,58 +268,65 @@ impl Reactor {
     /// just as the caller gave up is closed, since nobody would own it. An attempt goes on
     /// through the shutdown drain, which work owed to a client may need (a question asked
     /// again over TCP, an upstream for a request in flight); one still connecting when
-    /// the drain ends is cancelled.
-    pub async fn connect_as(
+    /// the drain ends is cancelled. Nothing starts until the future is first polled.
+    ///
+    /// The attempt runs as a task of its own, listed by the inspector with this call's
+    /// line as its spawn site (the caller's, not this function's).
+    #[track_caller]
+    pub fn connect_as<P: Protocol>(
         &self,
         service: &str,
         endpoint: &str,
-        protocol: impl Protocol,
-    ) -> Result<Transport, ConnectError> {
-        let parsed = parse_endpoint(endpoint)?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let once = OneShotFactory(RefCell::new(Some(Box::new(protocol))));
-        let reactor = self.clone();
-        let name = endpoint.to_owned();
-        let service: Arc<str> = service.into();
-        let cancel = self.clients_token().child_token();
-        let abandon = cancel.clone().drop_guard();
-        // A connector's task: it runs the connection it opens, which becomes its own
-        // (until then it is the caller's connection's, if the caller has one).
+        protocol: P,
+    ) -> impl Future<Output = Result<Transport, ConnectError>> + use<P> {
         let site = std::panic::Location::caller();
-        self.spawn_task(crate::tasks::TaskKind::Connection, None, site, async move {
-            let mut tx = Some(tx);
-            let result = open(
-                &reactor,
-                &parsed,
-                &name,
-                service.clone(),
-                &once,
-                &cancel,
-                |t| {
-                    // Sent as an `Unclaimed`: a caller that gives up after it was sent,
-                    // before reading it, drops it unread, which closes the connection.
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(Unclaimed(Some(t.clone()))));
+        let reactor = self.clone();
+        let service: Arc<str> = service.into();
+        let endpoint = endpoint.to_owned();
+        async move {
+            let parsed = parse_endpoint(&endpoint)?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let once = OneShotFactory(RefCell::new(Some(Box::new(protocol))));
+            let cancel = reactor.clients_token().child_token();
+            let abandon = cancel.clone().drop_guard();
+            let name = endpoint.clone();
+            let connecting = reactor.clone();
+            // A connector's task: it runs the connection it opens, which becomes its own
+            // (until then it is the caller's connection's, if the caller has one).
+            reactor.spawn_task(crate::tasks::TaskKind::Connection, None, site, async move {
+                let mut tx = Some(tx);
+                let result = open(
+                    &connecting,
+                    &parsed,
+                    &name,
+                    service.clone(),
+                    &once,
+                    &cancel,
+                    |t| {
+                        // Sent as an `Unclaimed`: a caller that gives up after it was
+                        // sent, before reading it, drops it unread, which closes the
+                        // connection.
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(Ok(Unclaimed(Some(t.clone()))));
+                        }
+                    },
+                )
+                .await;
+                if let (Err(err), Some(tx)) = (result, tx.take()) {
+                    if tx.is_closed() {
+                        tracing::debug!(%service, %err, "connection attempt abandoned by its caller");
+                    } else {
+                        report_connect_failure(&service, &err);
+                        let _ = tx.send(Err(err));
                     }
-                },
-            )
-            .await;
-            if let (Err(err), Some(tx)) = (result, tx.take()) {
-                if tx.is_closed() {
-                    tracing::debug!(%service, %err, "connection attempt abandoned by its caller");
-                } else {
-                    report_connect_failure(&service, &err);
-                    let _ = tx.send(Err(err));
                 }
-            }
-        });
-        let connected = rx.await.unwrap_or_else(|_| {
-            Err(ConnectError::Cancelled {
-                endpoint: endpoint.to_owned(),
-            })
-        });
-        abandon.disarm();
-        connected.map(Unclaimed::claim)
+            });
+            let connected = rx
+                .await
+                .unwrap_or_else(|_| Err(ConnectError::Cancelled { endpoint }));
+            abandon.disarm();
+            connected.map(Unclaimed::claim)
+        }
     }
 }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::LowerName;
-use weft::defer::{Deferred, DeferredId, Failure, Resolver, StepDetail, Steps};
+use weft::defer::{Deferred, DeferredId, Failure, Resolver, StepDetail, Steps, WaitsOn};
 use weft::observe::exemplar::SpanRef;
 use weft::observe::trace;
 use weft::policies::PeerKey;
@@ -544,6 +544,13 @@ impl Forwarder {
                 by_id.remove(&id);
                 continue;
             };
+            // The first port it left from is what the question waits on, as the
+            // inspector shows it (the upstream it went to is the step's detail).
+            if entry.tries.is_empty()
+                && let Some(connection) = lease.connection()
+            {
+                entry.steps.waits_on(WaitsOn::Connection(connection));
+            }
             entry.tries.push(Try {
                 id,
                 upstream,

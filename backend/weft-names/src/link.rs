@@ -52,6 +52,8 @@ impl std::fmt::Debug for TcpExchange {
 #[must_use = "dropping the lease lets the port close"]
 pub struct UdpLease {
     port: u16,
+    /// The port's connection, as the inspector lists it, when it is a real one.
+    connection: Option<weft::observe::ConnectionId>,
     release: Option<Box<dyn FnOnce()>>,
 }
 
@@ -60,8 +62,21 @@ impl UdpLease {
     pub fn new(port: u16, release: impl FnOnce() + 'static) -> Self {
         Self {
             port,
+            connection: None,
             release: Some(Box::new(release)),
         }
+    }
+
+    /// The lease of a port the inspector lists as `connection`: what a question sent
+    /// from it waits on.
+    pub fn on(mut self, connection: weft::observe::ConnectionId) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// The port's connection, when it is a real one.
+    pub fn connection(&self) -> Option<weft::observe::ConnectionId> {
+        self.connection
     }
 
     /// The local port the query left from: its answer must arrive there.

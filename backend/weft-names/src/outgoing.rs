@@ -282,7 +282,8 @@ impl UpstreamLink for Link {
             port.retired = true;
         }
         let weak = Rc::downgrade(&self.ports);
-        Some(UdpLease::new(port.number, move || release(&weak, id)))
+        let connection = port.transport.info().id;
+        Some(UdpLease::new(port.number, move || release(&weak, id)).on(connection))
     }
 
     fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange {

@@ -42,7 +42,8 @@ impl UpstreamLink for Wire {
     fn send(&self, packet: &[u8], to: SocketAddr) -> Option<UdpLease> {
         let port = FIRST_PORT + u16::try_from(self.0.borrow().len()).unwrap();
         self.0.borrow_mut().push((packet.to_vec(), to, port));
-        Some(UdpLease::new(port, || {}))
+        // Each port a connection, as the reactor lists a real one, numbered as its port.
+        Some(UdpLease::new(port, || {}).on(weft::observe::ConnectionId(u64::from(port))))
     }
 
     fn exchange_tcp(&self, packet: &[u8], to: SocketAddr, answer: TcpAnswer) -> TcpExchange {

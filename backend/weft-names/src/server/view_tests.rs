@@ -126,6 +126,12 @@ fn a_forwarded_query_names_the_cache_lookup_then_the_upstream_it_waits_on() {
         step.detail.map(|d| d.as_str().to_owned()),
         Some(UPSTREAM.into())
     );
+    // And on the port it left from, a connection the inspector lists.
+    let sent_from = h.wire.0.borrow()[0].2;
+    assert_eq!(
+        step.waits_on.and_then(weft::defer::WaitsOn::connection),
+        Some(weft::observe::ConnectionId(u64::from(sent_from)))
+    );
     h.clock.advance(Duration::from_secs(2));
     assert_eq!(h.server.upstream_in_flight(), 0);
 }

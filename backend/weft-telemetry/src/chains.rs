@@ -408,7 +408,11 @@ impl Chains {
 
     /// Every pending chain now, oldest first.
     pub(crate) fn pending(&self) -> Vec<DeferredSnapshot> {
-        let mut all: Vec<_> = self.lock().values().map(Chain::snapshot_now).collect();
+        let chains = self.lock();
+        let mut all: Vec<_> = chains
+            .values()
+            .map(|c| linked(&chains, c.snapshot_now()))
+            .collect();
         all.sort_by_key(|d| (d.created_at_ms, d.id));
         all
     }
@@ -448,8 +452,23 @@ impl Chains {
 
     /// One pending chain now.
     pub(crate) fn get(&self, id: u64) -> Option<DeferredSnapshot> {
-        self.lock().get(&id).map(Chain::snapshot_now)
+        let chains = self.lock();
+        chains.get(&id).map(|c| linked(&chains, c.snapshot_now()))
     }
+}
+
+/// `snapshot` as listed: a task names as what it waits on only a chain that is pending. A
+/// task is polled again only when woken, so the chain its last poll awaited may have
+/// ended since (an upgraded request's, while the tunnel is quiet); named, it would lead
+/// to a page that is not there.
+fn linked(chains: &ById<Chain>, mut snapshot: DeferredSnapshot) -> DeferredSnapshot {
+    if snapshot.task.is_some()
+        && let Some(on) = snapshot.waiting_on
+        && !chains.contains_key(&on)
+    {
+        snapshot.waiting_on = None;
+    }
+    snapshot
 }
 
 /// How long a chain is pending before a history snapshot writes it (unless flagged or

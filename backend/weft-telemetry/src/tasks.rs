@@ -90,9 +90,8 @@ fn apply(figures: &TaskFigures, snapshot: &mut DeferredSnapshot) {
     if let Some(task) = &mut snapshot.task {
         task.update(figures);
     }
-    if snapshot.connection.is_none() {
-        snapshot.connection = figures.connection.map(|c| c.0);
-    }
+    // A connector's task takes the connection it opens after the one it was spawned for.
+    snapshot.connection = figures.connection.map(|c| c.0).or(snapshot.connection);
     snapshot.waiting_on = figures.awaiting.map(|d| d.0).or(snapshot.waiting_on);
     snapshot.state = match figures.state {
         TaskState::Running => DeferredState::Running,

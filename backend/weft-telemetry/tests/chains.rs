@@ -496,3 +496,50 @@ fn a_history_snapshot_writes_chains_pending_a_while_and_so_many_new_ones_at_most
     assert_eq!(written.len(), HISTORY_NEW_PENDING + 50);
     drop((old, young));
 }
+
+/// A task names as what it waits on only a chain that is still pending: the chain its
+/// last poll awaited may have ended without waking it (it stopped awaiting it), and a
+/// link to it would lead nowhere.
+#[test]
+fn a_task_names_only_a_pending_chain_as_what_it_waits_on() {
+    use std::future::{Future, poll_fn};
+    use std::task::Poll;
+
+    let reactor = Reactor::new().unwrap();
+    let hub = hub_on(&reactor);
+    let (resolver, awaited) = Deferred::<u8>::labeled("awaited once");
+    let awaited_id = awaited.id().0;
+    let (done, finish) = tokio::sync::oneshot::channel::<()>();
+    reactor.spawn_labeled("holder", async move {
+        // Awaited for one poll, then let go of, unfired: nothing will wake this task.
+        let mut awaited = Box::pin(awaited);
+        poll_fn(|cx| {
+            let _ = awaited.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+        drop(awaited);
+        let _ = finish.await;
+    });
+    let listed = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (seen, h) = (listed.clone(), hub.clone());
+    let look = move || {
+        let holder = h
+            .pending_deferreds()
+            .into_iter()
+            .find(|d| d.label.as_deref() == Some("holder"))
+            .expect("the task is pending");
+        seen.borrow_mut().push(holder.waiting_on);
+    };
+    let first = look.clone();
+    reactor.call_later(Duration::from_millis(50), first);
+    reactor.call_later(Duration::from_millis(100), move || resolver.callback(1));
+    reactor.call_later(Duration::from_millis(150), look);
+    let stopping = reactor.clone();
+    reactor.call_later(Duration::from_millis(200), move || {
+        let _ = done.send(());
+        stopping.stop();
+    });
+    reactor.run().unwrap();
+    assert_eq!(*listed.borrow(), [Some(awaited_id), None]);
+}

@@ -470,9 +470,12 @@ fn a_port_another_process_shares_out_with_so_reuseport_is_refused_not_shared() {
             Some(1),
             "{transport}: still serving, sharing the port: {stderr}"
         );
+        // Refused before anything binds, naming the process that holds it.
         assert!(
             stderr.contains(&format!(
-                "cannot listen on {transport}:{port}:interface=127.0.0.1: Address already in use"
+                "cannot listen: {} port {port} on 127.0.0.1 is in use by process {}",
+                transport.to_uppercase(),
+                std::process::id()
             )),
             "{transport}: {stderr}"
         );

@@ -104,11 +104,17 @@ impl<'a> Fields<'a> {
     /// other servers write a listener), saying how it is written here, with the rest of
     /// the string kept; `None` otherwise.
     pub(super) fn address_before_port(&self) -> Option<EndpointError> {
-        let [first, second, rest @ ..] = &self.positional[..] else {
-            return None;
-        };
-        let ip = first.parse::<IpAddr>().ok()?;
-        let port = second.parse::<u16>().ok()?;
+        // An IPv6 address spans several fields (its colons split it), bracketed or not.
+        let (written_host, ip, port, rest) = (1..self.positional.len()).find_map(|i| {
+            let written = self.positional[..i].join(":");
+            let host = written
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(&written);
+            let ip = host.parse::<IpAddr>().ok()?;
+            let port = self.positional[i].parse::<u16>().ok()?;
+            Some((written.clone(), ip, port, &self.positional[i + 1..]))
+        })?;
         let kind = match (&self.kind[..], ip) {
             ("tcp", IpAddr::V6(_)) => "tcp6",
             ("tcp6", IpAddr::V4(_)) => "tcp",
@@ -119,12 +125,15 @@ impl<'a> Fields<'a> {
             written.push(':');
             written.push_str(&escaped(field));
         }
-        written.push_str(&format!(":interface={}", escaped(&ip.to_string())));
+        // An `interface=` given as well says the address; the one before the port goes.
+        if !self.options.iter().any(|(key, _)| key == "interface") {
+            written.push_str(&format!(":interface={}", escaped(&ip.to_string())));
+        }
         for (key, value) in &self.options {
             written.push_str(&format!(":{key}={}", escaped(value)));
         }
         Some(self.err(
-            first,
+            &written_host,
             &format!(
                 "is an address where the port goes: the port comes first, the address as an \
                  option, \"{written}\""

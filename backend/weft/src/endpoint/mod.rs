@@ -684,6 +684,14 @@ mod tests {
                 "\"ssl:443:interface=0.0.0.0:privateKey=k.pem:backlog=9\"",
             ),
             (":8080", "write \"tcp:8080\""),
+            ("tcp6:[::1]:8080", "\"tcp6:8080:interface=\\:\\:1\""),
+            ("tcp:[::1]:8080", "\"tcp6:8080:interface=\\:\\:1\""),
+            ("tcp:::1:8080", "\"tcp6:8080:interface=\\:\\:1\""),
+            ("udp:[::]:53", "\"udp:53:interface=\\:\\:\""),
+            (
+                "tcp:127.0.0.1:8080:interface=127.0.0.1",
+                "\"tcp:8080:interface=127.0.0.1\"",
+            ),
             ("localhost:8080", "write \"tcp:8080:interface=127.0.0.1\""),
         ] {
             let e = bad_server(written);

@@ -184,7 +184,8 @@ impl DashboardMetrics {
             "Dashboard requests and connections refused, by reason (host, token, \
              token_attempts, cross_site, handshake, live_clients, limit_peer, limit_total, \
              idle_evicted: an idle connection closed to make room, reload_busy, \
-             head_too_large, malformed, body).",
+             head_too_large, malformed, head_timeout: a head begun and not finished in time, \
+             body).",
         );
         let live_clients = IntGauge::new(
             "weft_dashboard_live_clients",

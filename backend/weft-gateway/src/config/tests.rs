@@ -136,7 +136,7 @@ fn toml_type_and_duplicate_key_errors_name_the_key() {
     assert_eq!(at(&e), (Some(5), Some("service[0].cache_size")), "{e}");
     let e = err("[[service]]\nkind = \"echo\"\nlisten = \"tcp:1\"\n");
     assert_eq!(at(&e), (Some(1), Some("service[0]")), "{e}");
-    assert!(e.message.contains("missing field `name`"), "{e}");
+    assert!(e.message.contains("missing key `name`"), "{e}");
 }
 
 #[test]
@@ -916,4 +916,11 @@ fn a_bad_item_of_a_list_written_over_lines_is_named_at_its_own_line() {
     );
     assert_eq!(at(&e), (Some(7), Some("service[0].listen")), "{e}");
     assert!(e.to_string().starts_with("weft.toml:7:3: "), "{e}");
+}
+
+#[test]
+fn an_item_of_the_wrong_type_in_a_list_is_named_at_its_own_line() {
+    let e = err("[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = [\n  \"tcp:1\",\n  42,\n]\n");
+    assert_eq!(at(&e), (Some(6), Some("service[0].listen[1]")), "{e}");
+    assert!(e.message.contains("must be an endpoint string"), "{e}");
 }

@@ -675,6 +675,18 @@ fn floor(name: &str) -> (Duration, &'static str) {
 }
 
 /// `listen` as a list of endpoint strings that parse, each with its span.
+/// An endpoint error as the file needs it: an endpoint string's escaped colons (`\:`, in
+/// an IPv6 address) are written `\\:` inside a TOML string in double quotes.
+fn in_toml(message: String) -> String {
+    match message.contains("\\:") {
+        true => format!(
+            "{message} (inside double quotes each backslash is written twice, \\\\:, or \
+             the string goes in single quotes)"
+        ),
+        false => message,
+    }
+}
+
 fn endpoints(
     at: &Locator<'_>,
     prefix: &str,
@@ -688,25 +700,38 @@ fn endpoints(
             "must be an endpoint string or a list of them",
         )
     };
+    let places = keypath::items(at.text, &listen.span());
     let list: Vec<String> = match listen.get_ref() {
         toml::Value::String(s) => vec![s.clone()],
         toml::Value::Array(items) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(shape))
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| match places.get(i) {
+                        // The item, at its own place.
+                        Some(span) => at.error(
+                            Some(span.clone()),
+                            key(&format!("{prefix}.listen[{i}]")),
+                            "must be an endpoint string, in quotes",
+                        ),
+                        None => shape(),
+                    })
+            })
             .collect::<Result<_, _>>()?,
         _ => return Err(shape()),
     };
     if list.is_empty() {
         return Err(at.error(Some(listen.span()), k, "needs at least one endpoint"));
     }
-    let places = keypath::items(at.text, &listen.span());
     list.into_iter()
         .enumerate()
         .map(|(i, e)| {
             let span = places.get(i).cloned().unwrap_or_else(|| listen.span());
             match e.parse::<ServerEndpoint>() {
                 Ok(_) => Ok((e, span)),
-                Err(err) => Err(at.error(Some(span), k.clone(), err.to_string())),
+                Err(err) => Err(at.error(Some(span), k.clone(), in_toml(err.to_string()))),
             }
         })
         .collect()

@@ -29,6 +29,9 @@ pub(super) fn plain(message: &str, key: Option<&str>, text: &str) -> String {
                 brackets), once a service"
             .into();
     }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return format!("missing key {rest}");
+    }
     if let Some(found) = message
         .strip_prefix("invalid type: ")
         .and_then(|m| m.strip_suffix(", expected a string"))
@@ -215,6 +218,8 @@ fn words(serde: &str) -> String {
         "map" | "a map" => "a table".into(),
         "sequence" | "a sequence" => "a list `[...]`".into(),
         "a boolean" | "boolean" => "true or false".into(),
+        // A table of keys, as a struct is written in the file.
+        other if other.starts_with("struct ") => "a table".into(),
         other => match other.split_once(' ') {
             Some(("integer", n)) => format!("the number {}", n.trim_matches('`')),
             Some(("floating", n)) => format!(
@@ -356,6 +361,14 @@ mod tests {
         assert_eq!(word, "expected a whole number, found the string \"big\"");
         let negative = plain("invalid value: integer `-1`, expected u32", Some("a.b"), "");
         assert_eq!(negative, "-1 is out of range (0 to 4294967295)");
+        let table = plain(
+            "invalid type: string \"x\", expected struct RawLimits",
+            Some("service[0].limits"),
+            "",
+        );
+        assert_eq!(table, "expected a table, found the string \"x\"");
+        let missing = plain("missing field `name`", Some("service[0]"), "");
+        assert_eq!(missing, "missing key `name`");
         let list = plain(
             "invalid type: sequence, expected a boolean",
             Some("service[0].listing"),

@@ -393,7 +393,8 @@ fn strings(
                 .enumerate()
                 .map(|(i, v)| {
                     let span = places.get(i).cloned().unwrap_or_else(|| value.span());
-                    v.as_str().map(|s| (s.to_owned(), span)).ok_or_else(shape)
+                    let item = || ctx.error(span.clone(), &format!("{field}[{i}]"), "must be a string, in quotes");
+                    v.as_str().map(|s| (s.to_owned(), span.clone())).ok_or_else(item)
                 })
                 .collect()
         }

@@ -31,7 +31,8 @@
 //! ([`weft_dashboard::Reloader`]) and each gets its own outcome. The task ends when the
 //! reactor begins to shut down.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -188,11 +189,7 @@ async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadR
         }
     };
     let checked = tokio::task::spawn_blocking(move || {
-        let text = Config::read(&path).map_err(|e| (ReloadResult::Failed, e.to_string()))?;
-        let file = path.display().to_string();
-        let mut config = Config::parse_for_reload(&file, &text)
-            .and_then(|config| config.serves_something(&file).map(|()| config))
-            .map_err(|e| (ReloadResult::Invalid, e.to_string()))?;
+        let mut config = read_settled(&path, SETTLE, SETTLE_AT_MOST)?;
         in_service.share(&mut config.services);
         for warning in &config.warnings {
             tracing::warn!("{warning}");
@@ -206,6 +203,124 @@ async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadR
             format!("the configuration could not be checked: {e}"),
         ))
     })
+}
+
+/// How long the configuration and its zone files must have been left alone before a
+/// reload takes them: a file an editor or a tool is rewriting in place (truncated, then
+/// written) can be caught half written, and a half that parses (a file cut after a
+/// `[[service]]`, a zone with its SOA and not yet its names) would be applied.
+const SETTLE: Duration = Duration::from_millis(200);
+/// How long a reload waits for the files to settle before it gives up, changing nothing.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(3);
+
+/// The configuration at `path`, read and checked once it and its zone files have not
+/// changed for `settle`: if any of them was modified that recently, or while it was
+/// read, it is read again once they are quiet. Files that keep changing for `at_most`
+/// are an invalid configuration for this reload (the one serving goes on).
+fn read_settled(
+    path: &Path,
+    settle: Duration,
+    at_most: Duration,
+) -> Result<Config, (ReloadResult, String)> {
+    let started = Instant::now();
+    let file = path.display().to_string();
+    let read = || Config::read(path).map_err(|e| (ReloadResult::Failed, e.to_string()));
+    loop {
+        // The files it names, found without checking it: quiet before the read, so the
+        // read is likely whole.
+        let mut files = vec![path.to_path_buf()];
+        files.extend(declared_zone_files(&read()?));
+        while let Some(wait) = unsettled(&files, settle) {
+            if started.elapsed() + wait > at_most {
+                return Err(still_changing(&file, at_most));
+            }
+            std::thread::sleep(wait);
+        }
+        let quiet_since = SystemTime::now() - settle;
+        let config = Config::parse_for_reload(&file, &read()?)
+            .and_then(|config| config.serves_something(&file).map(|()| config))
+            .map_err(|e| (ReloadResult::Invalid, e.to_string()))?;
+        // And quiet still: nothing was written while it was read, zones included.
+        files.truncate(1);
+        files.extend(zone_files(&config));
+        if !modified_since(&files, quiet_since) {
+            return Ok(config);
+        }
+        if started.elapsed() > at_most {
+            return Err(still_changing(&file, at_most));
+        }
+    }
+}
+
+/// The zone files the configuration `text` names (`zones` of a `[[service]]`), read as
+/// TOML and nothing more; none if it does not read.
+fn declared_zone_files(text: &str) -> Vec<PathBuf> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let services = table.get("service").and_then(toml::Value::as_array);
+    services
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("zones"))
+        .flat_map(|zones| match zones {
+            toml::Value::String(one) => vec![PathBuf::from(one)],
+            toml::Value::Array(many) => many
+                .iter()
+                .filter_map(toml::Value::as_str)
+                .map(PathBuf::from)
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Whether any of `files` was modified after `since` (a date ahead of the clock, a file
+/// unpacked from elsewhere, is not a write now).
+fn modified_since(files: &[PathBuf], since: SystemTime) -> bool {
+    let now = SystemTime::now();
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .any(|modified| modified > since && modified <= now)
+}
+
+fn still_changing(file: &str, at_most: Duration) -> (ReloadResult, String) {
+    (
+        ReloadResult::Invalid,
+        format!(
+            "{file}: it or one of its zone files kept changing for {at_most:?}, so it may be \
+             half written; not applied (write a file whole, then rename it into place)"
+        ),
+    )
+}
+
+/// How much longer to wait for the most recently modified of `files` to have been left
+/// alone for `settle`; `None` when all have been (or cannot be looked at: reading them
+/// says why).
+fn unsettled(files: &[PathBuf], settle: Duration) -> Option<Duration> {
+    let now = SystemTime::now();
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        // A date ahead of the clock (a file unpacked from elsewhere) is not a write now.
+        .filter_map(|modified| now.duration_since(modified).ok())
+        .filter(|age| *age < settle)
+        .map(|age| settle - age)
+        .max()
+}
+
+/// The zone files `config`'s services read.
+fn zone_files(config: &Config) -> Vec<PathBuf> {
+    config
+        .services
+        .iter()
+        .filter_map(|s| match &s.kind {
+            crate::services::ServiceKind::Dns(dns) => Some(dns.zone_files.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }
 
 fn ok(applied: &Applied) -> ReloadOutcome {
@@ -229,5 +344,70 @@ fn ok(applied: &Applied) -> ReloadOutcome {
         removed: applied.removed.clone(),
         changed: applied.changed.clone(),
         ..ReloadOutcome::new(ReloadResult::Ok, parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn echo(name: &str, port: u16) -> String {
+        format!(
+            "[[service]]\nname = \"{name}\"\nkind = \"echo\"\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n"
+        )
+    }
+
+    /// A file rewritten in place, caught with its first half written (which parses: one
+    /// service of two), is read once it has been left alone: whole.
+    #[test]
+    fn a_file_being_rewritten_is_read_once_it_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        let half = echo("a", 1);
+        let whole = format!("{half}{}", echo("b", 2));
+        std::fs::write(&path, &half).unwrap();
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::write(&path, whole).unwrap();
+            })
+        };
+        let config = read_settled(&path, Duration::from_millis(300), Duration::from_secs(5))
+            .map_err(|(_, e)| e)
+            .unwrap();
+        writer.join().unwrap();
+        let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    /// Files that never settle are not applied: the configuration serving goes on.
+    #[test]
+    fn a_file_that_keeps_changing_is_not_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, echo("a", 1)).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::write(&path, echo("a", 1)).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let refused = read_settled(
+            &path,
+            Duration::from_millis(200),
+            Duration::from_millis(600),
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        let Err((result, message)) = refused else {
+            panic!("applied");
+        };
+        assert_eq!(result, ReloadResult::Invalid);
+        assert!(message.contains("kept changing"), "{message}");
     }
 }

@@ -67,7 +67,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
         } = &listener;
         let addr = socket.addr();
         dashboard_fixed |= owner == DASHBOARD;
-        match bind_now(*socket) {
+        match bind_now(*socket, config.gateway.reactors > 1) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 return Err(format!(
@@ -232,9 +232,17 @@ fn listeners(config: &Config) -> Vec<Listener<'_>> {
 
 /// Binds `socket` as listening binds it (without `SO_REUSEPORT`, which would share a
 /// port rather than find it taken) and lets it go.
-fn bind_now(socket: Socket) -> io::Result<()> {
+/// Binds `socket`'s address as listening does, and lets it go. A UDP socket on an IPv6
+/// address is IPv6-only when several reactors share its port (`shared`), as their sockets
+/// are; one reactor's takes IPv4 too, as the system binds it by default.
+fn bind_now(socket: Socket, shared: bool) -> io::Result<()> {
     match socket {
         Socket::Stream(addr) => weft::net::tcp_listening_socket(addr)?.bind(&addr.into()),
+        Socket::Datagram(addr) if shared && addr.is_ipv6() => {
+            let udp = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+            udp.set_only_v6(true)?;
+            udp.bind(&addr.into())
+        }
         Socket::Datagram(addr) => std::net::UdpSocket::bind(addr).map(drop),
     }
 }
@@ -449,7 +457,7 @@ mod tests {
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = held.local_addr().unwrap();
         assert_eq!(
-            bind_now(Socket::Stream(addr)).unwrap_err().kind(),
+            bind_now(Socket::Stream(addr), false).unwrap_err().kind(),
             io::ErrorKind::AddrInUse
         );
         let found = holders(Socket::Stream(addr));
@@ -466,15 +474,27 @@ mod tests {
                 .any(|h| h.pid == Some(me))
         );
         drop(held);
-        bind_now(Socket::Stream(addr)).unwrap();
+        bind_now(Socket::Stream(addr), false).unwrap();
         assert!(holders(Socket::Stream(addr)).is_empty());
 
         let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = held.local_addr().unwrap();
         assert_eq!(
-            bind_now(Socket::Datagram(addr)).unwrap_err().kind(),
+            bind_now(Socket::Datagram(addr), false).unwrap_err().kind(),
             io::ErrorKind::AddrInUse
         );
+        // On IPv6's any address: one reactor's socket takes IPv4 too, so meets the holder;
+        // several reactors' sockets are IPv6-only, and do not.
+        let v4_any = std::net::UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+        let port = v4_any.local_addr().unwrap().port();
+        let any6_of = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        assert_eq!(
+            bind_now(Socket::Datagram(any6_of), false)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::AddrInUse
+        );
+        bind_now(Socket::Datagram(any6_of), true).unwrap();
         assert!(
             holders(Socket::Datagram(addr))
                 .iter()

@@ -32,7 +32,7 @@
 //! reactor begins to shut down.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -222,34 +222,72 @@ fn read_settled(
     settle: Duration,
     at_most: Duration,
 ) -> Result<Config, (ReloadResult, String)> {
-    let started = Instant::now();
     let file = path.display().to_string();
     let read = || Config::read(path).map_err(|e| (ReloadResult::Failed, e.to_string()));
+    let check = |text: String| {
+        Config::parse_for_reload(&file, &text)
+            .and_then(|config| config.serves_something(&file).map(|()| config))
+            .map_err(|e| (ReloadResult::Invalid, e.to_string()))
+    };
+    // Time spent waiting for the files, not reading them (a large zone takes seconds).
+    let mut waited = Duration::ZERO;
     loop {
-        // The files it names, found without checking it: quiet before the read, so the
-        // read is likely whole.
+        // The files it names, found without checking it, quiet before the read, so the
+        // read is likely whole. A file missing for a moment (an editor that deletes and
+        // writes anew) is waited for as one being written.
         let mut files = vec![path.to_path_buf()];
-        files.extend(declared_zone_files(&read()?));
-        while let Some(wait) = unsettled(&files, settle) {
-            if started.elapsed() + wait > at_most {
-                return Err(still_changing(&file, at_most));
+        if let Ok(text) = read() {
+            files.extend(declared_zone_files(&text));
+        }
+        let missing = !path.exists();
+        if let Some(wait) = unsettled(&files, settle).or(missing.then_some(settle)) {
+            if waited + wait > at_most {
+                return match missing {
+                    true => read().and_then(check),
+                    false => Err(still_changing(&file, at_most)),
+                };
             }
             std::thread::sleep(wait);
+            waited += wait;
+            continue;
         }
-        let quiet_since = SystemTime::now() - settle;
-        let config = Config::parse_for_reload(&file, &read()?)
-            .and_then(|config| config.serves_something(&file).map(|()| config))
-            .map_err(|e| (ReloadResult::Invalid, e.to_string()))?;
-        // And quiet still: nothing was written while it was read, zones included.
-        files.truncate(1);
-        files.extend(zone_files(&config));
-        if !modified_since(&files, quiet_since) {
-            return Ok(config);
+        // And the same after: nothing was written, replaced or renamed into place while
+        // it was read, zones included, whatever the read made of it (a half that does
+        // not parse is no more the file than one that does).
+        let before = stamps(&files);
+        let checked = read().and_then(check);
+        if stamps(&files) == before {
+            return checked;
         }
-        if started.elapsed() > at_most {
+        if waited + settle > at_most {
             return Err(still_changing(&file, at_most));
         }
+        std::thread::sleep(settle);
+        waited += settle;
     }
+}
+
+/// What can be seen of each of `files` without reading it: which file it is (device and
+/// inode: one renamed into place is another), its length, and when it and its inode
+/// were last changed, to the nanosecond where the filesystem keeps them (`None`: absent).
+fn stamps(files: &[PathBuf]) -> Vec<Option<[i64; 7]>> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            Some([
+                n(m.dev()),
+                n(m.ino()),
+                n(m.len()),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ])
+        })
+        .collect()
 }
 
 /// The zone files the configuration `text` names (`zones` of a `[[service]]`), read as
@@ -275,16 +313,6 @@ fn declared_zone_files(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether any of `files` was modified after `since` (a date ahead of the clock, a file
-/// unpacked from elsewhere, is not a write now).
-fn modified_since(files: &[PathBuf], since: SystemTime) -> bool {
-    let now = SystemTime::now();
-    files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .any(|modified| modified > since && modified <= now)
-}
-
 fn still_changing(file: &str, at_most: Duration) -> (ReloadResult, String) {
     (
         ReloadResult::Invalid,
@@ -308,19 +336,6 @@ fn unsettled(files: &[PathBuf], settle: Duration) -> Option<Duration> {
         .filter(|age| *age < settle)
         .map(|age| settle - age)
         .max()
-}
-
-/// The zone files `config`'s services read.
-fn zone_files(config: &Config) -> Vec<PathBuf> {
-    config
-        .services
-        .iter()
-        .filter_map(|s| match &s.kind {
-            crate::services::ServiceKind::Dns(dns) => Some(dns.zone_files.iter().cloned()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 fn ok(applied: &Applied) -> ReloadOutcome {
@@ -379,6 +394,35 @@ mod tests {
         writer.join().unwrap();
         let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    /// A file missing for a moment (deleted and written anew) is waited for, not a failed
+    /// reload.
+    #[test]
+    fn a_file_missing_for_a_moment_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::write(&path, echo("a", 1)).unwrap();
+            })
+        };
+        let config = read_settled(&path, Duration::from_millis(200), Duration::from_secs(5))
+            .map_err(|(_, e)| e)
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(config.services.len(), 1);
+        // Missing for good: the read's own error, once the wait is over.
+        let gone = dir.path().join("gone.toml");
+        let Err((result, message)) =
+            read_settled(&gone, Duration::from_millis(50), Duration::from_millis(200))
+        else {
+            panic!("read a file that is not there");
+        };
+        assert_eq!(result, ReloadResult::Failed);
+        assert!(message.contains("cannot read"), "{message}");
     }
 
     /// Files that never settle are not applied: the configuration serving goes on.

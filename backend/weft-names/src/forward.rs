@@ -544,11 +544,9 @@ impl Forwarder {
                 by_id.remove(&id);
                 continue;
             };
-            // The first port it left from is what the question waits on, as the
-            // inspector shows it (the upstream it went to is the step's detail).
-            if entry.tries.is_empty()
-                && let Some(connection) = lease.connection()
-            {
+            // The port it last left from is what the question waits on, as the
+            // inspector shows it (the upstreams it may wait on are the step's detail).
+            if let Some(connection) = lease.connection() {
                 entry.steps.waits_on(WaitsOn::Connection(connection));
             }
             entry.tries.push(Try {

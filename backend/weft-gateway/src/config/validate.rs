@@ -731,7 +731,18 @@ fn endpoints(
             let span = places.get(i).cloned().unwrap_or_else(|| listen.span());
             match e.parse::<ServerEndpoint>() {
                 Ok(_) => Ok((e, span)),
-                Err(err) => Err(at.error(Some(span), k.clone(), in_toml(err.to_string()))),
+                Err(err) => {
+                    // In single quotes a backslash is itself already.
+                    let literal = at
+                        .text
+                        .get(span.clone())
+                        .is_some_and(|t| t.starts_with('\''));
+                    let message = match literal {
+                        true => err.to_string(),
+                        false => in_toml(err.to_string()),
+                    };
+                    Err(at.error(Some(span), k.clone(), message))
+                }
             }
         })
         .collect()

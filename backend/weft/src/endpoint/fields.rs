@@ -105,7 +105,8 @@ impl<'a> Fields<'a> {
     /// the string kept; `None` otherwise.
     pub(super) fn address_before_port(&self) -> Option<EndpointError> {
         // An IPv6 address spans several fields (its colons split it), bracketed or not.
-        let (written_host, ip, port, rest) = (1..self.positional.len()).find_map(|i| {
+        // The longest address first: `fe80::1:2:3:80` is fe80::1:2:3, port 80.
+        let (written_host, ip, port, rest) = (1..self.positional.len()).rev().find_map(|i| {
             let written = self.positional[..i].join(":");
             let host = written
                 .strip_prefix('[')
@@ -115,7 +116,14 @@ impl<'a> Fields<'a> {
             let port = self.positional[i].parse::<u16>().ok()?;
             Some((written.clone(), ip, port, &self.positional[i + 1..]))
         })?;
-        let kind = match (&self.kind[..], ip) {
+        // The address that stays says the family: `interface=` when it is given too.
+        let stays = self
+            .options
+            .iter()
+            .find(|(key, _)| key == "interface")
+            .and_then(|(_, value)| value.parse::<IpAddr>().ok())
+            .unwrap_or(ip);
+        let kind = match (&self.kind[..], stays) {
             ("tcp", IpAddr::V6(_)) => "tcp6",
             ("tcp6", IpAddr::V4(_)) => "tcp",
             (kind, _) => kind,

@@ -692,6 +692,14 @@ mod tests {
                 "tcp:127.0.0.1:8080:interface=127.0.0.1",
                 "\"tcp:8080:interface=127.0.0.1\"",
             ),
+            (
+                "tcp:[::1]:8080:interface=127.0.0.1",
+                "\"tcp:8080:interface=127.0.0.1\"",
+            ),
+            (
+                "tcp6:fe80::1:2:3:80",
+                "\"tcp6:80:interface=fe80\\:\\:1\\:2\\:3\"",
+            ),
             ("localhost:8080", "write \"tcp:8080:interface=127.0.0.1\""),
         ] {
             let e = bad_server(written);

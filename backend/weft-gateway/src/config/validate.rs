@@ -28,11 +28,11 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             .span()
             .filter(|_| wording::names_a_key(message))
             .and_then(|span| keypath::at(text, &span));
-        at.error(
-            e.span(),
-            key.clone(),
-            wording::plain(message, key.as_deref(), text),
-        )
+        let mut said = wording::plain(message, key.as_deref(), text);
+        if let Some(span) = e.span() {
+            said = wording::table_twice(&said, text, span.start).unwrap_or(said);
+        }
+        at.error(e.span(), key.clone(), said)
     })?;
     let dashboard = super::dashboard::dashboard(&at, &raw.dashboard)?;
     let store = store(&at, &raw)?;

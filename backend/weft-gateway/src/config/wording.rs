@@ -79,6 +79,27 @@ pub(super) fn plain(message: &str, key: Option<&str>, text: &str) -> String {
     message.to_owned()
 }
 
+/// "duplicate key" for a table header (`[dashboard]` a second time, at `at` of `text`):
+/// the table declared twice, and the line of the first.
+pub(super) fn table_twice(message: &str, text: &str, at: usize) -> Option<String> {
+    if message != "duplicate key" {
+        return None;
+    }
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let header = text[line_start..].lines().next()?.trim();
+    if !header.starts_with('[') || header.starts_with("[[") {
+        return None;
+    }
+    let first = text[..line_start]
+        .lines()
+        .position(|l| l.trim() == header)
+        .map(|i| i + 1)?;
+    Some(format!(
+        "the table {header} is declared a second time (first on line {first}); its keys go \
+         under one header"
+    ))
+}
+
 /// The key path to name with a message of the TOML reader's: none for a syntax error,
 /// where the place found is not a key (`[[service]` unclosed is no `name[0]`).
 pub(super) fn names_a_key(message: &str) -> bool {
@@ -386,6 +407,25 @@ mod tests {
         assert!(
             e.message.contains("each service is written `[[service]]`"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_table_declared_twice_names_its_first_line() {
+        let text = "[dashboard]\nlisten = \"tcp:1\"\n\n[dashboard]\ntoken = \"x\"\n";
+        let second = text.rfind("[dashboard]").unwrap() + 1;
+        assert_eq!(
+            table_twice("duplicate key", text, second).as_deref(),
+            Some(
+                "the table [dashboard] is declared a second time (first on line 1); its keys \
+                 go under one header"
+            )
+        );
+        // A key given twice is left to the reader's words.
+        let keys = "[inspect]\nsample = 0.5\nsample = 0.2\n";
+        assert_eq!(
+            table_twice("duplicate key", keys, keys.rfind("sample").unwrap()),
+            None
         );
     }
 

@@ -239,9 +239,11 @@ fn read_settled(
         if let Ok(text) = read() {
             files.extend(declared_zone_files(&text));
         }
-        let missing = !path.exists();
+        let missing = files.iter().any(|f| !f.exists());
         if let Some(wait) = unsettled(&files, settle).or(missing.then_some(settle)) {
             if waited + wait > at_most {
+                // A file missing for good is the check's to report (a zone that no longer
+                // loads keeps serving what it served).
                 return match missing {
                     true => read().and_then(check),
                     false => Err(still_changing(&file, at_most)),
@@ -423,6 +425,46 @@ mod tests {
         };
         assert_eq!(result, ReloadResult::Failed);
         assert!(message.contains("cannot read"), "{message}");
+    }
+
+    /// A zone file missing for a moment is waited for as the configuration is: the new
+    /// zone is read, not reported failed.
+    #[test]
+    fn a_zone_file_missing_for_a_moment_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = dir.path().join("a.test.zone");
+        let path = dir.path().join("weft.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:1:interface=127.0.0.1\"\n\
+                 zones = [{:?}]\n",
+                zone.display()
+            ),
+        )
+        .unwrap();
+        // The configuration is old; only the zone is away, and back 100 ms later.
+        std::thread::sleep(Duration::from_millis(250));
+        let writer = {
+            let zone = zone.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::fs::write(
+                    &zone,
+                    "$ORIGIN a.test.\n$TTL 300\n@ IN SOA ns1 hostmaster 4 3600 600 86400 300\n\
+                     @ IN NS ns1\nns1 IN A 192.0.2.1\n",
+                )
+                .unwrap();
+            })
+        };
+        let config = read_settled(&path, Duration::from_millis(200), Duration::from_secs(5))
+            .map_err(|(_, e)| e)
+            .unwrap();
+        writer.join().unwrap();
+        let crate::services::ServiceKind::Dns(dns) = &config.services[0].kind else {
+            panic!("a dns service");
+        };
+        assert!(dns.failed.is_empty(), "{:?}", dns.failed);
     }
 
     /// Files that never settle are not applied: the configuration serving goes on.

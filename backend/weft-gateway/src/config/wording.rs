@@ -85,14 +85,21 @@ pub(super) fn table_twice(message: &str, text: &str, at: usize) -> Option<String
     if message != "duplicate key" {
         return None;
     }
+    // A header as the reader takes it: without a comment, spaces or quotes.
+    let plain = |line: &str| -> String {
+        let line = line.split('#').next().unwrap_or(line);
+        line.chars()
+            .filter(|c| !c.is_whitespace() && *c != '"')
+            .collect()
+    };
     let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let header = text[line_start..].lines().next()?.trim();
+    let header = plain(text[line_start..].lines().next()?);
     if !header.starts_with('[') || header.starts_with("[[") {
         return None;
     }
     let first = text[..line_start]
         .lines()
-        .position(|l| l.trim() == header)
+        .position(|l| plain(l) == header)
         .map(|i| i + 1)?;
     Some(format!(
         "the table {header} is declared a second time (first on line {first}); its keys go \
@@ -420,6 +427,14 @@ mod tests {
                 "the table [dashboard] is declared a second time (first on line 1); its keys \
                  go under one header"
             )
+        );
+        // Spelt otherwise, with a comment: the same table.
+        let commented = "[dashboard]   # the UI\nlisten = \"tcp:1\"\n[ \"dashboard\" ] # again\n";
+        let second = commented.rfind("[ ").unwrap() + 1;
+        let said = table_twice("duplicate key", commented, second).unwrap_or_default();
+        assert!(
+            said.contains("the table [dashboard] is declared a second time (first on line 1)"),
+            "{said}"
         );
         // A key given twice is left to the reader's words.
         let keys = "[inspect]\nsample = 0.5\nsample = 0.2\n";

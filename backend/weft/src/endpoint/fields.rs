@@ -58,11 +58,21 @@ impl<'a> Fields<'a> {
                 Some((key, value)) => options.push((key.to_owned(), value.to_owned())),
                 None if options.is_empty() => positional.push(field),
                 None => {
-                    return Err(error(
-                        input,
-                        &field,
-                        "is positional but follows key=value options",
-                    ));
+                    // `interface=::1`: an IPv6 address's colons split it.
+                    let reason = match options.last() {
+                        Some((key, value))
+                            if value.is_empty()
+                                || value.parse::<u16>().is_ok()
+                                || key == "interface" =>
+                        {
+                            format!(
+                                "is positional but follows key=value options (the colons of an \
+                                 IPv6 address in {key}= are escaped: {key}=\\:\\:1)"
+                            )
+                        }
+                        _ => "is positional but follows key=value options".to_owned(),
+                    };
+                    return Err(error(input, &field, &reason));
                 }
             }
         }

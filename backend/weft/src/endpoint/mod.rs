@@ -684,6 +684,7 @@ mod tests {
                 "\"ssl:443:interface=0.0.0.0:privateKey=k.pem:backlog=9\"",
             ),
             (":8080", "write \"tcp:8080\""),
+            ("udp:53:interface=::", "interface=\\:\\:1"),
             ("tcp6:[::1]:8080", "\"tcp6:8080:interface=\\:\\:1\""),
             ("tcp:[::1]:8080", "\"tcp6:8080:interface=\\:\\:1\""),
             ("tcp:::1:8080", "\"tcp6:8080:interface=\\:\\:1\""),

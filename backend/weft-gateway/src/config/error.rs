@@ -65,6 +65,43 @@ impl Locator<'_> {
         }
     }
 
+    /// The string, or each string of the list, `value` of `key` holds, with its place: an
+    /// error about one item names that item's line. `one` says what an item is ("a
+    /// string"), `many` what a list of them is.
+    pub(crate) fn strings(
+        &self,
+        key: &str,
+        value: &toml::Spanned<toml::Value>,
+        (one, many): (&str, &str),
+    ) -> Result<Vec<(String, Range<usize>)>, ConfigError> {
+        match value.get_ref() {
+            toml::Value::String(s) => Ok(vec![(s.clone(), value.span())]),
+            toml::Value::Array(items) => {
+                let places = super::keypath::items(self.text, &value.span());
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let span = places.get(i).cloned().unwrap_or_else(|| value.span());
+                        match v.as_str() {
+                            Some(s) => Ok((s.to_owned(), span)),
+                            None => Err(self.error(
+                                Some(span),
+                                Some(format!("{key}[{i}]")),
+                                format!("must be {one}, in quotes"),
+                            )),
+                        }
+                    })
+                    .collect()
+            }
+            _ => Err(self.error(
+                Some(value.span()),
+                Some(key.to_owned()),
+                format!("must be {one} or {many}"),
+            )),
+        }
+    }
+
     /// 1-based line and column of byte `offset`.
     pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];

@@ -238,11 +238,7 @@ fn listeners(config: &Config) -> Vec<Listener<'_>> {
 fn bind_now(socket: Socket, shared: bool) -> io::Result<()> {
     match socket {
         Socket::Stream(addr) => weft::net::tcp_listening_socket(addr)?.bind(&addr.into()),
-        Socket::Datagram(addr) if shared && addr.is_ipv6() => {
-            let udp = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
-            udp.set_only_v6(true)?;
-            udp.bind(&addr.into())
-        }
+        Socket::Datagram(addr) if shared => weft::net::probe_udp(addr),
         Socket::Datagram(addr) => std::net::UdpSocket::bind(addr).map(drop),
     }
 }

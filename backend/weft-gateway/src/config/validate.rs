@@ -693,42 +693,16 @@ fn endpoints(
     listen: &Spanned<toml::Value>,
 ) -> Result<Vec<(String, Range<usize>)>, ConfigError> {
     let k = key(&format!("{prefix}.listen"));
-    let shape = || {
-        at.error(
-            Some(listen.span()),
-            k.clone(),
-            "must be an endpoint string or a list of them",
-        )
-    };
-    let places = keypath::items(at.text, &listen.span());
-    let list: Vec<String> = match listen.get_ref() {
-        toml::Value::String(s) => vec![s.clone()],
-        toml::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| match places.get(i) {
-                        // The item, at its own place.
-                        Some(span) => at.error(
-                            Some(span.clone()),
-                            key(&format!("{prefix}.listen[{i}]")),
-                            "must be an endpoint string, in quotes",
-                        ),
-                        None => shape(),
-                    })
-            })
-            .collect::<Result<_, _>>()?,
-        _ => return Err(shape()),
-    };
+    let list = at.strings(
+        &format!("{prefix}.listen"),
+        listen,
+        ("an endpoint string", "a list of them"),
+    )?;
     if list.is_empty() {
         return Err(at.error(Some(listen.span()), k, "needs at least one endpoint"));
     }
     list.into_iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let span = places.get(i).cloned().unwrap_or_else(|| listen.span());
+        .map(|(e, span)| {
             match e.parse::<ServerEndpoint>() {
                 Ok(_) => Ok((e, span)),
                 Err(err) => {

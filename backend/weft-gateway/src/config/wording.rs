@@ -230,18 +230,13 @@ fn range_of(expected: &str) -> Option<String> {
 
 /// Whether serde's "expected" names a number type.
 fn is_number(expected: &str) -> bool {
-    matches!(
-        expected,
-        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "f32" | "f64"
-    )
+    range_of(expected).is_some() || matches!(expected, "f32" | "f64")
 }
 
 /// serde's names of types and values in the words of a TOML file.
 fn words(serde: &str) -> String {
     match serde {
-        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" => {
-            "a whole number".into()
-        }
+        whole if range_of(whole).is_some() => "a whole number".into(),
         "f32" | "f64" => "a number".into(),
         "map" | "a map" => "a table".into(),
         "sequence" | "a sequence" => "a list `[...]`".into(),
@@ -357,52 +352,47 @@ mod tests {
 
     #[test]
     fn types_and_ranges_are_named_as_the_file_writes_them() {
-        let duration = plain(
-            "invalid type: integer `5`, expected a string",
-            Some("service[0].idle_timeout"),
-            "",
-        );
-        assert_eq!(
-            duration,
-            "expected a duration in quotes, such as \"5s\", found the number 5"
-        );
-        let quoted = plain(
-            "invalid type: string \"100\", expected i64",
-            Some("service[0].max_connections"),
-            "",
-        );
-        assert_eq!(
-            quoted,
-            "expected a whole number, found the string \"100\" (write it without quotes)"
-        );
-        let large = plain(
-            "invalid type: integer `99999999999999999999` as i128, expected i64",
-            Some("service[0].max_connections"),
-            "",
-        );
-        assert_eq!(large, "99999999999999999999 is too large a number");
-        let word = plain(
-            "invalid type: string \"big\", expected u64",
-            Some("a.b"),
-            "",
-        );
-        assert_eq!(word, "expected a whole number, found the string \"big\"");
-        let negative = plain("invalid value: integer `-1`, expected u32", Some("a.b"), "");
-        assert_eq!(negative, "-1 is out of range (0 to 4294967295)");
-        let table = plain(
-            "invalid type: string \"x\", expected struct RawLimits",
-            Some("service[0].limits"),
-            "",
-        );
-        assert_eq!(table, "expected a table, found the string \"x\"");
-        let missing = plain("missing field `name`", Some("service[0]"), "");
-        assert_eq!(missing, "missing key `name`");
-        let list = plain(
-            "invalid type: sequence, expected a boolean",
-            Some("service[0].listing"),
-            "",
-        );
-        assert_eq!(list, "expected true or false, found a list `[...]`");
+        let cases = [
+            (
+                "invalid type: integer `5`, expected a string",
+                "service[0].idle_timeout",
+                "expected a duration in quotes, such as \"5s\", found the number 5",
+            ),
+            (
+                "invalid type: string \"100\", expected i64",
+                "service[0].max_connections",
+                "expected a whole number, found the string \"100\" (write it without quotes)",
+            ),
+            (
+                "invalid type: integer `99999999999999999999` as i128, expected i64",
+                "service[0].max_connections",
+                "99999999999999999999 is too large a number",
+            ),
+            (
+                "invalid type: string \"big\", expected u64",
+                "a.b",
+                "expected a whole number, found the string \"big\"",
+            ),
+            (
+                "invalid value: integer `-1`, expected u32",
+                "a.b",
+                "-1 is out of range (0 to 4294967295)",
+            ),
+            (
+                "invalid type: string \"x\", expected struct RawLimits",
+                "service[0].limits",
+                "expected a table, found the string \"x\"",
+            ),
+            ("missing field `name`", "service[0]", "missing key `name`"),
+            (
+                "invalid type: sequence, expected a boolean",
+                "service[0].listing",
+                "expected true or false, found a list `[...]`",
+            ),
+        ];
+        for (serde, key, said) in cases {
+            assert_eq!(plain(serde, Some(key), ""), said, "{serde}");
+        }
     }
 
     #[test]

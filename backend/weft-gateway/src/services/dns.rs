@@ -382,24 +382,9 @@ fn strings(
     let Some(value) = value else {
         return Ok(Vec::new());
     };
-    let shape = || ctx.error(value.span(), field, "must be a string or a list of strings");
-    match value.get_ref() {
-        toml::Value::String(s) => Ok(vec![(s.clone(), value.span())]),
-        toml::Value::Array(items) => {
-            // Each item at its own place, so an error about one names its line.
-            let places = crate::config::keypath::items(ctx.at.text, &value.span());
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let span = places.get(i).cloned().unwrap_or_else(|| value.span());
-                    let item = || ctx.error(span.clone(), &format!("{field}[{i}]"), "must be a string, in quotes");
-                    v.as_str().map(|s| (s.to_owned(), span.clone())).ok_or_else(item)
-                })
-                .collect()
-        }
-        _ => Err(shape()),
-    }
+    let key = format!("{}.{field}", ctx.prefix);
+    ctx.at
+        .strings(&key, value, ("a string", "a list of strings"))
 }
 
 #[cfg(test)]

@@ -123,9 +123,10 @@ pub(crate) fn install(group: Option<Arc<PortGroup>>) {
     crate::context::with(|cx| *cx.port_group.borrow_mut() = group);
 }
 
-/// Binds a UDP socket on `addr` as a pool's socket is bound but without `SO_REUSEPORT`, and
-/// lets it go: whether another process holds the port (see [`PortGroup::bind_shared`]).
-pub(crate) fn probe_udp(addr: SocketAddr) -> io::Result<()> {
+/// Binds a UDP socket on `addr` as the sockets of several reactors sharing a port are
+/// bound (IPv6-only on an IPv6 address), but without `SO_REUSEPORT`, and lets it go:
+/// whether another process holds the port.
+pub fn probe_udp(addr: SocketAddr) -> io::Result<()> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,

@@ -37,6 +37,7 @@ mod udp_batch;
 pub use accept::ListenOptions;
 pub use client::{ClientFactory, Connector};
 pub use connect::ConnectError;
+pub use group::probe_udp;
 pub use listen::{ListenError, ListeningPort, tcp_listening_socket, unix_socket_served};
 pub use ports::Handover;
 pub use reconnect::ReconnectingClientFactory;

@@ -263,13 +263,38 @@ pub struct AlreadyCalledError;
 #[non_exhaustive]
 pub struct LeakedError;
 
-/// A [`DeferredQueue`](super::DeferredQueue) is full.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the queue is full ({size} items)")]
-pub struct QueueOverflow {
+/// A [`DeferredQueue`](super::DeferredQueue) is full; the item not taken is handed back
+/// (Twisted's `QueueOverflow` drops it), as a full channel's send error does.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueueOverflow<T> {
     /// The queue's size limit.
     pub size: usize,
+    /// The item that was not taken.
+    pub item: T,
 }
+
+impl<T> QueueOverflow<T> {
+    /// The item that was not taken.
+    pub fn into_item(self) -> T {
+        self.item
+    }
+}
+
+impl<T> fmt::Debug for QueueOverflow<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueOverflow")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for QueueOverflow<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the queue is full ({} items)", self.size)
+    }
+}
+
+impl<T> Error for QueueOverflow<T> {}
 
 /// Too many `get`s are already waiting on a [`DeferredQueue`](super::DeferredQueue).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -418,9 +418,9 @@ impl<T: 'static> DeferredQueue<T> {
         self.inner.waiting.borrow().len()
     }
 
-    /// Hands `item` to the oldest waiting get, or holds it; [`QueueOverflow`] (and the
-    /// item is dropped) when the queue is full.
-    pub fn put(&self, item: T) -> Result<(), QueueOverflow> {
+    /// Hands `item` to the oldest waiting get, or holds it; [`QueueOverflow`], which
+    /// hands the item back, when the queue is full.
+    pub fn put(&self, item: T) -> Result<(), QueueOverflow<T>> {
         if let Some(waiter) = next_waiter(&self.inner.waiting) {
             waiter.callback(item);
             self.inner.watched.changed();
@@ -430,7 +430,7 @@ impl<T: 'static> DeferredQueue<T> {
         if let Some(size) = self.inner.size
             && items.len() >= size
         {
-            return Err(QueueOverflow { size });
+            return Err(QueueOverflow { size, item });
         }
         items.push_back(item);
         Ok(())
@@ -574,7 +574,9 @@ mod tests {
         let q = DeferredQueue::new(Some(2), Some(1));
         q.put('a').unwrap();
         q.put('b').unwrap();
-        assert_eq!(q.put('c'), Err(QueueOverflow { size: 2 }));
+        let full = q.put('c').unwrap_err();
+        assert_eq!(full.size, 2);
+        assert_eq!(full.into_item(), 'c', "the item not taken is handed back");
         let q = DeferredQueue::<char>::new(Some(2), Some(1));
         let waiting = q.get().unwrap();
         assert_eq!(q.get().unwrap_err(), QueueUnderflow { backlog: 1 });

@@ -19,10 +19,13 @@ pub(super) struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Splits `input`; fails on a lone backslash, no kind, or a positional field after an
-    /// option.
+    /// option. A backslash escapes the next character, so `\:` and `\=` are a colon and an
+    /// equals sign within a field (`unix:/run/a\=b` is the path `/run/a=b`).
     pub(super) fn parse(input: &'a str) -> Result<Self, EndpointError> {
-        let mut fields = Vec::new();
+        // Each field with where its first unescaped `=` is, if it has one.
+        let mut fields: Vec<(String, Option<usize>)> = Vec::new();
         let mut current = String::new();
+        let mut equals = None;
         let mut chars = input.chars();
         while let Some(c) = chars.next() {
             match c {
@@ -30,13 +33,17 @@ impl<'a> Fields<'a> {
                     Some(next) => current.push(next),
                     None => return Err(error(input, input, "ends with a lone backslash")),
                 },
-                ':' => fields.push(std::mem::take(&mut current)),
+                ':' => fields.push((std::mem::take(&mut current), equals.take())),
+                '=' if equals.is_none() => {
+                    equals = Some(current.len());
+                    current.push(c);
+                }
                 c => current.push(c),
             }
         }
-        fields.push(current);
+        fields.push((current, equals));
         let mut iter = fields.into_iter();
-        let kind = iter.next().unwrap_or_default();
+        let kind = iter.next().map(|(kind, _)| kind).unwrap_or_default();
         if kind.is_empty() {
             // `:8080`, as Go and nginx write a port on every address.
             let reason = match input.strip_prefix(':').map(str::parse::<u16>) {
@@ -50,8 +57,9 @@ impl<'a> Fields<'a> {
         }
         let mut positional = Vec::new();
         let mut options = Vec::new();
-        for field in iter {
-            match field.split_once('=') {
+        for (field, equals) in iter {
+            let option = equals.map(|at| (&field[..at], &field[at + 1..]));
+            match option {
                 Some((key, _)) if options.iter().any(|(k, _)| k == key) => {
                     return Err(error(input, &field, &format!("gives {key}= a second time")));
                 }
@@ -327,9 +335,13 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// `field` as written in an endpoint string: its colons and backslashes escaped.
+/// `field` as written in an endpoint string: its colons, equals signs and backslashes
+/// escaped.
 pub(super) fn escaped(field: &str) -> String {
-    field.replace('\\', "\\\\").replace(':', "\\:")
+    field
+        .replace('\\', "\\\\")
+        .replace(':', "\\:")
+        .replace('=', "\\=")
 }
 
 fn error(input: &str, part: &str, reason: &str) -> EndpointError {

@@ -1,8 +1,8 @@
 //! Endpoint strings with Twisted's syntax (`serverFromString` / `clientFromString`).
 //!
 //! Fields are separated by `:`; a backslash escapes the next character (so `\:` is a
-//! literal colon, as in an IPv6 address). Positional fields come first, then
-//! `key=value` options, in any order.
+//! literal colon, as in an IPv6 address, and `\=` an equals sign that does not make the
+//! field an option). Positional fields come first, then `key=value` options, in any order.
 //!
 //! | server | client |
 //! |---|---|
@@ -370,27 +370,25 @@ impl fmt::Display for ServerEndpoint {
                 f,
                 "tcp:{}:interface={}",
                 addr.port(),
-                escape(&addr.ip().to_string())
+                fields::escaped(&addr.ip().to_string())
             ),
             Self::Udp { addr } => write!(
                 f,
                 "udp:{}:interface={}",
                 addr.port(),
-                escape(&addr.ip().to_string())
+                fields::escaped(&addr.ip().to_string())
             ),
-            Self::Unix { path, .. } => write!(f, "unix:{}", escape(&path.display().to_string())),
+            Self::Unix { path, .. } => {
+                write!(f, "unix:{}", fields::escaped(&path.display().to_string()))
+            }
             Self::Ssl { addr, .. } => write!(
                 f,
                 "ssl:{}:interface={}",
                 addr.port(),
-                escape(&addr.ip().to_string())
+                fields::escaped(&addr.ip().to_string())
             ),
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace(':', "\\:")
 }
 
 #[cfg(test)]
@@ -754,5 +752,25 @@ mod tests {
             server("unix:/run/app.sock"),
             "lockfile=0 asks for what weft does"
         );
+    }
+
+    #[test]
+    fn an_escaped_equals_sign_is_part_of_a_field_and_written_escaped() {
+        let endpoint = server(r"unix:/run/a\=b\:c.sock:mode=600");
+        assert_eq!(
+            endpoint,
+            ServerEndpoint::Unix {
+                path: "/run/a=b:c.sock".into(),
+                mode: Some(0o600),
+                backlog: DEFAULT_BACKLOG
+            }
+        );
+        assert_eq!(endpoint.to_string(), r"unix:/run/a\=b\:c.sock");
+        assert_eq!(
+            server(&endpoint.to_string()),
+            server(r"unix:/run/a\=b\:c.sock")
+        );
+        // Only the first unescaped sign splits an option from its value.
+        assert!("unix:/run/a=b".parse::<ServerEndpoint>().is_err());
     }
 }

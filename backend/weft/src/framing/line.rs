@@ -12,6 +12,9 @@ pub struct LineContext<'a> {
     /// The receiver's mode flag, borrowed so a handler can switch to raw mode in the middle of a
     /// line callback.
     raw: &'a mut bool,
+    /// Bytes handed back by [`set_line_mode_with`](Self::set_line_mode_with), read before
+    /// whatever follows the current callback's bytes.
+    extra: &'a mut Vec<u8>,
 }
 
 impl LineContext<'_> {
@@ -33,6 +36,15 @@ impl LineContext<'_> {
     /// Goes back to splitting lines.
     pub fn set_line_mode(&mut self) {
         *self.raw = false;
+    }
+
+    /// Goes back to splitting lines, reading `extra` first (Twisted's `setLineMode(extra)`):
+    /// the bytes a raw section did not use, such as what follows a body whose length a
+    /// header gave. `raw_data_received` is handed all it has, so this is how the rest is
+    /// given back; they are split before anything received after them.
+    pub fn set_line_mode_with(&mut self, extra: &[u8]) {
+        *self.raw = false;
+        self.extra.extend_from_slice(extra);
     }
 }
 
@@ -64,6 +76,8 @@ pub struct LineReceiver<H> {
     buffer: Vec<u8>,
     /// Raw mode: bytes go to the handler as they come, unsplit, until it switches back.
     raw: bool,
+    /// Bytes a handler handed back on leaving raw mode; empty (and unallocated) otherwise.
+    extra: Vec<u8>,
     /// Reading paused with whole lines still in `buffer`: they wait for
     /// [`reading_resumed`](Protocol::reading_resumed), and the next search starts at the
     /// buffer's beginning.
@@ -82,6 +96,7 @@ impl<H: LineHandler> LineReceiver<H> {
             max_length: Self::MAX_LENGTH,
             buffer: Vec::new(),
             raw: false,
+            extra: Vec::new(),
             held: false,
         }
     }
@@ -125,8 +140,12 @@ impl<H: LineHandler> LineReceiver<H> {
                     transport,
                     delimiter: &self.delimiter,
                     raw: &mut self.raw,
+                    extra: &mut self.extra,
                 };
                 self.handler.raw_data_received(&mut ctx, rest);
+                if !self.extra.is_empty() {
+                    self.read_handed_back(transport, &[]);
+                }
                 return bytes.len();
             }
             let Some(found) = find(&rest[scan_from.min(rest.len())..], &self.delimiter) else {
@@ -146,12 +165,29 @@ impl<H: LineHandler> LineReceiver<H> {
                 transport,
                 delimiter: &self.delimiter,
                 raw: &mut self.raw,
+                extra: &mut self.extra,
             };
             self.handler.line_received(&mut ctx, &rest[..end]);
             at += end + self.delimiter.len();
+            if !self.extra.is_empty() {
+                self.read_handed_back(transport, &bytes[at..]);
+                return bytes.len();
+            }
         }
         // Closing: nothing after the close request is delivered.
         bytes.len()
+    }
+
+    /// Reads the bytes a handler handed back, then `rest` (what followed the bytes it was
+    /// given); what is left of them waits in the buffer. The caller treats `rest` as used.
+    fn read_handed_back(&mut self, transport: &Transport, rest: &[u8]) {
+        let mut joined = std::mem::take(&mut self.extra);
+        joined.extend_from_slice(rest);
+        let used = self.split(transport, &joined, 0);
+        if used < joined.len() {
+            joined.drain(..used);
+            self.buffer = joined;
+        }
     }
 
     fn too_long(&mut self, transport: &Transport, length: usize) {
@@ -173,8 +209,12 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
             transport,
             delimiter: &self.delimiter,
             raw: &mut self.raw,
+            extra: &mut self.extra,
         };
         self.handler.connection_made(&mut ctx);
+        if !self.extra.is_empty() {
+            self.read_handed_back(transport, &[]);
+        }
     }
 
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
@@ -253,6 +293,52 @@ mod tests {
                 ctx.set_line_mode();
             }
         }
+    }
+
+    /// A header line gives a body's length; the body is read raw and what follows it is
+    /// handed back as lines (an HTTP/1.0-style exchange, Twisted's `setLineMode(extra)`).
+    #[derive(Default)]
+    struct Bodies {
+        lines: Vec<Vec<u8>>,
+        bodies: Vec<Vec<u8>>,
+        wanted: usize,
+    }
+
+    impl LineHandler for Bodies {
+        fn line_received(&mut self, ctx: &mut LineContext<'_>, line: &[u8]) {
+            if let Some(length) = line.strip_prefix(b"body ") {
+                self.wanted = std::str::from_utf8(length).unwrap().parse().unwrap();
+                self.bodies.push(Vec::new());
+                ctx.set_raw_mode();
+            }
+            self.lines.push(line.to_vec());
+        }
+        fn raw_data_received(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
+            let body = self.bodies.last_mut().unwrap();
+            let take = (self.wanted - body.len()).min(data.len());
+            body.extend_from_slice(&data[..take]);
+            if body.len() == self.wanted {
+                ctx.set_line_mode_with(&data[take..]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_bytes_a_raw_section_hands_back_are_read_as_lines_before_the_rest() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Bodies::default()).delimiter(b"\n");
+        wire.connect(&mut proto);
+        wire.receive(&mut proto, b"a\nbody 3\nxyzb\nbody 2\n");
+        wire.receive(&mut proto, b"p");
+        wire.receive(&mut proto, b"qc\nd");
+        wire.receive(&mut proto, b"\n");
+        let handler = proto.handler();
+        assert_eq!(handler.bodies, [b"xyz".to_vec(), b"pq".to_vec()]);
+        assert_eq!(
+            handler.lines,
+            [&b"a"[..], b"body 3", b"b", b"body 2", b"c", b"d"]
+        );
+        assert!(proto.buffer.is_empty() && proto.extra.is_empty());
     }
 
     #[test]

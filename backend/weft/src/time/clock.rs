@@ -127,8 +127,10 @@ impl ClockInner {
     }
 
     /// The earliest live call's time, after dropping stale or cancelled slots and moving
-    /// slots whose call was pushed later.
-    fn settle_top(heap: &mut BinaryHeap<Reverse<Slot>>, seq: &Cell<u64>) -> Option<Duration> {
+    /// slots whose call was pushed later. A moved slot keeps its sequence number: the
+    /// call was scheduled when it was, only for later (so a timer pass begun since
+    /// still runs it, if it is due).
+    fn settle_top(heap: &mut BinaryHeap<Reverse<Slot>>) -> Option<Duration> {
         while let Some(Reverse(top)) = heap.peek() {
             let entry = &top.entry;
             if top.generation != entry.generation.get() || entry.state.get() != CallState::Pending {
@@ -136,8 +138,6 @@ impl ClockInner {
             } else if entry.time.get() > top.time {
                 let Reverse(mut slot) = heap.pop().expect("peeked");
                 slot.time = slot.entry.time.get();
-                slot.seq = seq.get();
-                seq.set(slot.seq + 1);
                 heap.push(Reverse(slot));
             } else {
                 return Some(top.time);
@@ -147,20 +147,30 @@ impl ClockInner {
     }
 
     /// Pops the next call due at `now` and pushed before `before` (a sequence number).
-    fn pop_due(&self, now: Duration, before: u64) -> Option<(Rc<Entry>, Duration)> {
+    /// Due calls pushed since (scheduled, or moved sooner, during the pass) go to `later`
+    /// for the caller to put back: they wait for the next pass, and do not keep the
+    /// calls behind them from this one.
+    fn pop_due(
+        &self,
+        now: Duration,
+        before: u64,
+        later: &mut Vec<Reverse<Slot>>,
+    ) -> Option<(Rc<Entry>, Duration)> {
         let mut heap = self.heap.borrow_mut();
-        if Self::settle_top(&mut heap, &self.seq)? > now {
-            return None;
+        loop {
+            if Self::settle_top(&mut heap)? > now {
+                return None;
+            }
+            let Reverse(slot) = heap.pop().expect("settled");
+            if slot.seq < before {
+                return Some((slot.entry, slot.time));
+            }
+            later.push(Reverse(slot));
         }
-        if heap.peek().is_some_and(|Reverse(top)| top.seq >= before) {
-            return None;
-        }
-        let Reverse(slot) = heap.pop().expect("settled");
-        Some((slot.entry, slot.time))
     }
 
     fn next_time(&self) -> Option<Duration> {
-        Self::settle_top(&mut self.heap.borrow_mut(), &self.seq)
+        Self::settle_top(&mut self.heap.borrow_mut())
     }
 }
 
@@ -290,9 +300,11 @@ impl Clock {
             Source::Real { .. } => (Some(self.now()), self.inner.seq.get()),
             Source::Fake { .. } => (None, u64::MAX),
         };
+        let mut later = Vec::new();
         loop {
             let now = start.unwrap_or_else(|| self.now());
-            let Some((entry, due)) = self.inner.pop_due(now, before) else {
+            let Some((entry, due)) = self.inner.pop_due(now, before, &mut later) else {
+                self.inner.heap.borrow_mut().extend(later);
                 return worst;
             };
             worst = worst.max(now.saturating_sub(due));
@@ -549,6 +561,38 @@ mod tests {
         });
         clock.advance(Duration::from_secs(1));
         assert_eq!(*log.borrow(), ["second"]);
+    }
+
+    /// A pass of the real clock runs the calls due when it began, those moved later but
+    /// still due among them; a call moved so, or one scheduled during the pass, does not
+    /// end the pass before the calls behind it.
+    #[test]
+    fn a_pass_runs_every_call_due_when_it_began() {
+        let clock = Clock::real();
+        let (log, push) = log();
+        let moved = clock.call_later(Duration::from_millis(1), push("moved"));
+        clock.call_later(Duration::from_millis(2), push("behind"));
+        moved.delay(Duration::from_micros(500)).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        clock.run_due();
+        assert_eq!(*log.borrow(), ["moved", "behind"]);
+
+        // A call scheduled, or moved sooner, during a pass waits for the next one.
+        let (log, push) = self::log();
+        let inner = clock.clone();
+        let first = clock.call_later(Duration::from_millis(1), push("first"));
+        let early = clock.call_later(Duration::from_secs(60), push("early"));
+        clock.call_later(Duration::ZERO, move || {
+            inner.call_later(Duration::ZERO, || {});
+            early.reset(Duration::ZERO).unwrap();
+        });
+        clock.call_later(Duration::from_millis(3), push("last"));
+        std::thread::sleep(Duration::from_millis(5));
+        clock.run_due();
+        assert_eq!(*log.borrow(), ["first", "last"]);
+        assert!(first.called());
+        clock.run_due();
+        assert_eq!(*log.borrow(), ["first", "last", "early"]);
     }
 
     #[test]

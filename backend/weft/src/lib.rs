@@ -73,4 +73,4 @@ pub use reactor::{
     ReactorPool, ShutdownHold,
 };
 pub use time::{Clock, DelayedCall, call_later};
-pub use transport::{PushProducer, Transport};
+pub use transport::{ProducerRegistered, PushProducer, Transport};

@@ -32,7 +32,7 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use crate::defer::{CallbackResult, Deferred, Failure, PanicError, Resolver, maybe_deferred_at};
-use crate::time::{Clock, DelayedCall, current_clock};
+use crate::time::{Clock, ClockInner, DelayedCall, current_clock};
 
 /// Why a [`LoopingCall`] could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -53,8 +53,8 @@ struct Inner {
     /// is `FnMut`.
     func: RefCell<Func>,
     /// The clock the loop runs on; chosen at `start` (the thread's current one) unless `with_clock`
-    /// gave one.
-    clock: RefCell<Option<Clock>>,
+    /// gave one. Not held: a running loop's next call holds the loop, and the clock its calls.
+    clock: RefCell<Weak<ClockInner>>,
     /// Cleared by `stop`; a run in flight checks it when it ends to decide whether to schedule the
     /// next.
     running: Cell<bool>,
@@ -81,7 +81,8 @@ struct Inner {
 /// after one or more grid points went by, those runs are skipped, not made up. A
 /// function returning a Deferred is not called again until that Deferred fires. `start`
 /// returns a Deferred that fires when `stop` is called, or fails with the function's
-/// failure (which also stops the loop).
+/// failure (which also stops the loop). As in Twisted, a started loop runs on with
+/// every handle to it dropped (its next call holds it); keep one to `stop` it.
 #[derive(Clone)]
 pub struct LoopingCall {
     inner: Rc<Inner>,
@@ -106,7 +107,7 @@ impl LoopingCall {
             inner: Rc::new(Inner {
                 // Each run's Deferred is said to be made where the loop was.
                 func: RefCell::new(Box::new(move || maybe_deferred_at(site, &mut f))),
-                clock: RefCell::new(None),
+                clock: RefCell::new(Weak::new()),
                 running: Cell::new(false),
                 interval: Cell::new(Duration::ZERO),
                 started_at: Cell::new(Duration::ZERO),
@@ -121,7 +122,7 @@ impl LoopingCall {
 
     /// Uses `clock` instead of the thread's clock at `start`.
     pub fn with_clock(self, clock: Clock) -> Self {
-        *self.inner.clock.borrow_mut() = Some(clock);
+        *self.inner.clock.borrow_mut() = clock.downgrade();
         self
     }
 
@@ -148,12 +149,8 @@ impl LoopingCall {
         if interval.is_zero() {
             return Err(LoopingCallError::ZeroInterval);
         }
-        let clock = self
-            .inner
-            .clock
-            .borrow_mut()
-            .get_or_insert_with(current_clock)
-            .clone();
+        let clock = Clock::upgrade(&self.inner.clock.borrow()).unwrap_or_else(current_clock);
+        *self.inner.clock.borrow_mut() = clock.downgrade();
         let (resolver, done) = Deferred::new_at(self.inner.site, Some("LoopingCall"), None);
         done.expect_long_wait();
         *self.inner.done.borrow_mut() = Some(resolver);
@@ -163,7 +160,7 @@ impl LoopingCall {
         if now {
             tick(&self.inner);
         } else {
-            schedule_from(&self.inner, clock.now());
+            schedule_from(&self.inner, &clock, clock.now());
         }
         Ok(done)
     }
@@ -195,40 +192,36 @@ fn tick(inner: &Rc<Inner>) {
     inner.calls.set(inner.calls.get() + 1);
     inner.in_flight.set(true);
     let ran = (inner.func.borrow_mut())();
-    let weak: Weak<Inner> = Rc::downgrade(inner);
+    // The run holds the loop, as its next call does: a loop whose handles were all
+    // dropped runs on until stopped or failed (Twisted's reactor holds its calls).
+    let inner = inner.clone();
     let _attached = ran.add_both(move |result| {
-        if let Some(inner) = weak.upgrade() {
-            inner.in_flight.set(false);
-            match result {
-                Err(failure) => finish(&inner, Err(failure)),
-                Ok(()) if inner.running.get() => {
-                    let now = inner
-                        .clock
-                        .borrow()
-                        .as_ref()
-                        .map_or(Duration::ZERO, Clock::now);
-                    schedule_from(&inner, now);
+        inner.in_flight.set(false);
+        match result {
+            Err(failure) => finish(&inner, Err(failure)),
+            Ok(()) if inner.running.get() => {
+                // A loop whose clock is gone (its reactor stopped) has nothing to run on.
+                if let Some(clock) = Clock::upgrade(&inner.clock.borrow()) {
+                    schedule_from(&inner, &clock, clock.now());
                 }
-                Ok(()) => finish(&inner, Ok(())),
             }
+            Ok(()) => finish(&inner, Ok(())),
         }
         Ok::<(), Failure>(())
     });
 }
 
 /// Schedules the next run at the first grid point after `now`.
-fn schedule_from(inner: &Rc<Inner>, now: Duration) {
+fn schedule_from(inner: &Rc<Inner>, clock: &Clock, now: Duration) {
     let interval = inner.interval.get().as_nanos();
     let running_for = now.saturating_sub(inner.started_at.get()).as_nanos();
     let until_next = interval - running_for % interval;
     let delay = Duration::from_nanos(u64::try_from(until_next).unwrap_or(u64::MAX));
-    let weak = Rc::downgrade(inner);
-    let clock = inner.clock.borrow().clone().expect("started with a clock");
+    // Held until it runs or `stop` cancels it, which frees it and so this hold.
+    let held = inner.clone();
     let call = clock.call_later(delay, move || {
-        if let Some(inner) = weak.upgrade()
-            && inner.running.get()
-        {
-            tick(&inner);
+        if held.running.get() {
+            tick(&held);
         }
     });
     *inner.call.borrow_mut() = Some(call);

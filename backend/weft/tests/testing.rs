@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use weft::testing::{Clock, StringTransport, loopback};
 use weft::{
-    ClientFactory, CloseReason, ConnectError, Factory, Protocol, PushProducer, Reactor,
+    ClientFactory, CloseReason, ConnectError, Protocol, PushProducer, Reactor,
     ReconnectingClientFactory, Transport, factory,
 };
 use weft_test_support::Echo;
@@ -66,7 +66,11 @@ fn back_pressure_pauses_the_producer_above_high_water_and_resumes_below_low() {
     let transport = wire.transport().clone();
     transport.set_water_marks(100, 10);
     let producer = Rc::new(Producer::default());
-    transport.register_producer(producer.clone());
+    transport.register_producer(producer.clone()).unwrap();
+    assert!(
+        transport.register_producer(producer.clone()).is_err(),
+        "a second producer is refused, as in Twisted"
+    );
     transport.write(&[0; 60]);
     assert!(!producer.paused.get());
     transport.write(&[0; 60]);
@@ -90,6 +94,16 @@ fn without_a_producer_the_transport_pauses_its_own_reading() {
     assert!(transport.is_reading_paused());
     wire.clear();
     assert!(!transport.is_reading_paused());
+}
+
+#[test]
+fn write_sequence_takes_slices_vectors_and_strings() {
+    let mut wire = StringTransport::new();
+    let t = wire.transport().clone();
+    t.write_sequence([&b"a"[..], b"bc"]);
+    t.write_sequence(vec![b"d".to_vec(), b"ef".to_vec()]);
+    t.write_sequence(["g", "h"]);
+    assert_eq!(wire.value(), b"abcdefgh");
 }
 
 #[test]
@@ -137,8 +151,8 @@ fn reconnecting_factory_backs_off_and_resets_on_success() {
     );
     assert_eq!(policy.retries(), 5);
 
-    // A successful connection resets the back-off.
-    let _ = policy.build_protocol(&weft::Address::Memory("x".into()));
+    // A connection made resets the back-off.
+    policy.client_connection_made(&connector);
     assert_eq!(policy.retries(), 0);
     assert_eq!(policy.current_delay(), Duration::from_secs(1));
 }

@@ -187,6 +187,53 @@ fn tls_listen_and_connect_and_a_plaintext_client_is_refused() {
     assert_eq!(&*got.borrow(), b"secret");
 }
 
+/// A server that accepts every connection and fails its TLS handshake gives no success:
+/// a reconnecting factory backs off and gives up after `max_retries`, where it reset on
+/// each accept before the handshake and retried for ever.
+#[test]
+fn a_tls_handshake_that_fails_is_retried_only_max_retries_times() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _key) = certificate(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counted = accepts.clone();
+    let server = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            match listener.accept() {
+                // Closed at once: the client's handshake fails.
+                Ok((stream, _)) => drop((stream, counted.fetch_add(1, Ordering::SeqCst))),
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    let reactor = weft::Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let policy = Rc::new(
+        weft::ReconnectingClientFactory::new(factory(|| Echo))
+            .initial_delay(Duration::from_millis(10))
+            .policy(1.0, 0.0, Duration::from_millis(10), Some(2)),
+    );
+    let endpoint = format!("ssl:localhost:{port}:caCerts={}:timeout=5", cert.display());
+    reactor.connect_with(&endpoint, policy.clone()).unwrap();
+    let r = reactor.clone();
+    reactor.call_later(Duration::from_millis(700), move || r.stop());
+    reactor.run().unwrap();
+    server.join().unwrap();
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        3,
+        "the first attempt and two retries"
+    );
+}
+
 /// Records what happened to a client connector.
 #[derive(Default)]
 struct Outcome {

@@ -230,8 +230,9 @@ impl Protocol for Downstream {
                     let on = WaitsOn::Connection(up.id());
                     steps.waits_on(on);
                     steps.step_with("relay", Some(on), Some(&detail));
-                    down.register_producer(Rc::new(up.clone()));
-                    up.register_producer(Rc::new(down.clone()));
+                    // Each side's first and only producer: neither can be refused.
+                    let _ = down.register_producer(Rc::new(up.clone()));
+                    let _ = up.register_producer(Rc::new(down.clone()));
                     if let Peer::Connecting { early, write_shut } =
                         std::mem::replace(&mut *peer.borrow_mut(), Peer::Up(up.clone()))
                     {

@@ -65,7 +65,8 @@ impl Streamer {
             sent: Box::new(sent),
         });
         transport.pause_reading();
-        transport.register_producer(Rc::new(Producer(streamer.clone())));
+        // One transfer at a time holds the connection (`slot`), so none is registered.
+        let _ = transport.register_producer(Rc::new(Producer(streamer.clone())));
         streamer.schedule();
         *slot = Some(streamer);
     }

@@ -165,6 +165,35 @@ impl<E: Error + 'static> From<E> for Failure {
     }
 }
 
+/// A Failure leaves through `?` into a `Box<dyn Error>` (what `main` or a test may
+/// return): said as the Failure is, with its type and site; its error's causes follow.
+impl From<Failure> for Box<dyn Error + 'static> {
+    fn from(failure: Failure) -> Self {
+        Box::new(Escaped(failure))
+    }
+}
+
+/// A [`Failure`] as a `dyn Error`.
+struct Escaped(Failure);
+
+impl fmt::Display for Escaped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Escaped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl Error for Escaped {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.inner.error.source()
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -376,6 +405,26 @@ mod tests {
             failure.to_string(),
             format!("DiskError: disk on fire (at {})", failure.site())
         );
+    }
+
+    #[test]
+    fn a_failure_leaves_through_question_mark_as_a_boxed_error() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot save")]
+        struct Saving {
+            #[source]
+            cause: DiskError,
+        }
+        fn main_like() -> Result<(), Box<dyn Error>> {
+            Err(Failure::new(Saving { cause: DiskError }))?;
+            Ok(())
+        }
+        let error = main_like().unwrap_err();
+        assert!(
+            error.to_string().starts_with("Saving: cannot save (at "),
+            "{error}"
+        );
+        assert_eq!(error.source().unwrap().to_string(), "disk on fire");
     }
 
     #[test]

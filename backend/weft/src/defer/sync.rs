@@ -312,7 +312,11 @@ impl DeferredLock {
         self.sem.tokens() == 0
     }
 
-    /// A Deferred that fires with the lock's guard when it is free.
+    /// A Deferred that fires with the lock's guard when it is free. The lock is held
+    /// while the guard lives (there is no `release`): `acquire().add_callback(work)`
+    /// written as in Twisted drops the guard when `work` returns, before a Deferred it
+    /// returned fires. Use [`run`](Self::run) for that, or move the guard into the
+    /// work's last callback.
     #[track_caller]
     pub fn acquire(&self) -> Deferred<LockGuard> {
         self.sem.acquire()

@@ -2,7 +2,7 @@
 
 use super::reject;
 use crate::observe::{CloseReason, ErrorKind};
-use crate::protocol::Protocol;
+use crate::protocol::{HalfClose, Protocol};
 use crate::transport::Transport;
 
 /// What a line handler can do besides writing: send lines, switch modes.
@@ -59,6 +59,35 @@ pub trait LineHandler: 'static {
     /// Bytes received in raw mode.
     fn raw_data_received(&mut self, ctx: &mut LineContext<'_>, data: &[u8]) {
         let _ = (ctx, data);
+    }
+    /// A line grew past `max_length` bytes (to `length`) before its delimiter came
+    /// (Twisted's `lineLengthExceeded`). What was received of it is discarded; by default
+    /// the connection is closed naming the limit, and the error reported
+    /// (`frame_too_long`). A handler that keeps the connection reads on after the line's
+    /// delimiter, or, when it has not come, from the next bytes received.
+    fn line_length_exceeded(
+        &mut self,
+        ctx: &mut LineContext<'_>,
+        length: usize,
+        max_length: usize,
+    ) {
+        reject(
+            ctx.transport,
+            ErrorKind::FrameTooLong,
+            format!("line of {length}+ bytes exceeds the limit of {max_length} bytes"),
+        );
+    }
+    /// The peer sent EOF after its last line: [`HalfClose::KeepWriting`] to go on writing
+    /// (answers still to come), as for a [`Protocol`]. A partial line without its
+    /// delimiter is not delivered.
+    fn read_connection_lost(&mut self, ctx: &mut LineContext<'_>) -> HalfClose {
+        let _ = ctx;
+        HalfClose::Close
+    }
+    /// The connection is asked to end gracefully (see [`Protocol::drain`]): by default it
+    /// closes once what is buffered is sent.
+    fn drain(&mut self, ctx: &mut LineContext<'_>) {
+        ctx.transport.lose_connection();
     }
     /// The connection is gone.
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -124,6 +153,17 @@ impl<H: LineHandler> LineReceiver<H> {
         &mut self.handler
     }
 
+    /// The handler, and the context its callbacks get.
+    fn parts<'a>(&'a mut self, transport: &'a Transport) -> (&'a mut H, LineContext<'a>) {
+        let ctx = LineContext {
+            transport,
+            delimiter: &self.delimiter,
+            raw: &mut self.raw,
+            extra: &mut self.extra,
+        };
+        (&mut self.handler, ctx)
+    }
+
     /// Delivers the lines (or raw data) in `bytes`, the first delimiter searched for
     /// from `scan_from`, until reading pauses; returns how many bytes were used. Unused
     /// bytes are a partial line, or lines held for when reading resumes.
@@ -136,13 +176,8 @@ impl<H: LineHandler> LineReceiver<H> {
             }
             let rest = &bytes[at..];
             if self.raw {
-                let mut ctx = LineContext {
-                    transport,
-                    delimiter: &self.delimiter,
-                    raw: &mut self.raw,
-                    extra: &mut self.extra,
-                };
-                self.handler.raw_data_received(&mut ctx, rest);
+                let (handler, mut ctx) = self.parts(transport);
+                handler.raw_data_received(&mut ctx, rest);
                 if !self.extra.is_empty() {
                     self.read_handed_back(transport, &[]);
                 }
@@ -158,16 +193,13 @@ impl<H: LineHandler> LineReceiver<H> {
             let end = scan_from + found;
             scan_from = 0;
             if end > self.max_length {
+                // A handler that keeps the connection reads on after the line's end.
                 self.too_long(transport, end);
-                return bytes.len();
+                at += end + self.delimiter.len();
+                continue;
             }
-            let mut ctx = LineContext {
-                transport,
-                delimiter: &self.delimiter,
-                raw: &mut self.raw,
-                extra: &mut self.extra,
-            };
-            self.handler.line_received(&mut ctx, &rest[..end]);
+            let (handler, mut ctx) = self.parts(transport);
+            handler.line_received(&mut ctx, &rest[..end]);
             at += end + self.delimiter.len();
             if !self.extra.is_empty() {
                 self.read_handed_back(transport, &bytes[at..]);
@@ -192,26 +224,16 @@ impl<H: LineHandler> LineReceiver<H> {
 
     fn too_long(&mut self, transport: &Transport, length: usize) {
         self.buffer = Vec::new();
-        reject(
-            transport,
-            ErrorKind::FrameTooLong,
-            format!(
-                "line of {length}+ bytes exceeds the limit of {} bytes",
-                self.max_length
-            ),
-        );
+        let max_length = self.max_length;
+        let (handler, mut ctx) = self.parts(transport);
+        handler.line_length_exceeded(&mut ctx, length, max_length);
     }
 }
 
 impl<H: LineHandler> Protocol for LineReceiver<H> {
     fn connection_made(&mut self, transport: &Transport) {
-        let mut ctx = LineContext {
-            transport,
-            delimiter: &self.delimiter,
-            raw: &mut self.raw,
-            extra: &mut self.extra,
-        };
-        self.handler.connection_made(&mut ctx);
+        let (handler, mut ctx) = self.parts(transport);
+        handler.connection_made(&mut ctx);
         if !self.extra.is_empty() {
             self.read_handed_back(transport, &[]);
         }
@@ -250,6 +272,16 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
             buffer.drain(..used);
             self.buffer = buffer;
         }
+    }
+
+    fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
+        let (handler, mut ctx) = self.parts(transport);
+        handler.read_connection_lost(&mut ctx)
+    }
+
+    fn drain(&mut self, transport: &Transport) {
+        let (handler, mut ctx) = self.parts(transport);
+        handler.drain(&mut ctx);
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
@@ -339,6 +371,49 @@ mod tests {
             [&b"a"[..], b"body 3", b"b", b"body 2", b"c", b"d"]
         );
         assert!(proto.buffer.is_empty() && proto.extra.is_empty());
+    }
+
+    /// Answers each line later (as a Deferred would), so it keeps writing after EOF;
+    /// forgives one long line; says goodbye when drained.
+    #[derive(Default)]
+    struct Patient {
+        owed: Vec<Vec<u8>>,
+        too_long: Vec<(usize, usize)>,
+    }
+
+    impl LineHandler for Patient {
+        fn line_received(&mut self, _ctx: &mut LineContext<'_>, line: &[u8]) {
+            self.owed.push(line.to_vec());
+        }
+        fn line_length_exceeded(&mut self, ctx: &mut LineContext<'_>, length: usize, max: usize) {
+            self.too_long.push((length, max));
+            ctx.send_line(b"too long");
+        }
+        fn read_connection_lost(&mut self, ctx: &mut LineContext<'_>) -> HalfClose {
+            for line in self.owed.drain(..) {
+                ctx.send_line(&line);
+            }
+            HalfClose::KeepWriting
+        }
+        fn drain(&mut self, ctx: &mut LineContext<'_>) {
+            ctx.send_line(b"bye");
+            ctx.transport().lose_connection();
+        }
+    }
+
+    #[test]
+    fn a_handler_may_keep_writing_after_eof_forgive_a_long_line_and_say_goodbye() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Patient::default()).max_length(4);
+        wire.connect(&mut proto);
+        wire.receive(&mut proto, b"one\r\n0123456789\r\ntwo\r\n");
+        assert!(!wire.disconnecting(), "the handler kept the connection");
+        assert_eq!(proto.handler().too_long, [(10, 4)]);
+        assert_eq!(wire.receive_eof(&mut proto), HalfClose::KeepWriting);
+        assert_eq!(wire.value(), b"too long\r\none\r\ntwo\r\n");
+        proto.drain(wire.transport());
+        assert!(wire.disconnecting());
+        assert_eq!(wire.value(), b"too long\r\none\r\ntwo\r\nbye\r\n");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub trait ClientFactory: Factory {
     fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
         let _ = (connector, reason);
     }
+    /// The connection is established (a TLS one after its handshake), just before the
+    /// protocol's `connection_made`.
+    fn client_connection_made(&self, connector: &Connector) {
+        let _ = connector;
+    }
     /// An established connection closed.
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
         let _ = (connector, reason);
@@ -41,6 +46,9 @@ impl<F: ClientFactory + ?Sized> ClientFactory for Rc<F> {
     }
     fn client_connection_failed(&self, connector: &Connector, reason: &ConnectError) {
         (**self).client_connection_failed(connector, reason);
+    }
+    fn client_connection_made(&self, connector: &Connector) {
+        (**self).client_connection_made(connector);
     }
     fn client_connection_lost(&self, connector: &Connector, reason: &CloseReason) {
         (**self).client_connection_lost(connector, reason);
@@ -130,6 +138,7 @@ impl Connector {
                 |t| {
                     *this.inner.transport.borrow_mut() = Some(t.clone());
                     this.inner.state.set(ConnectorState::Connected);
+                    this.inner.factory.client_connection_made(&this);
                 },
             )
             .await;

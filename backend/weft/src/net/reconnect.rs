@@ -132,17 +132,19 @@ impl<F: Factory> ReconnectingClientFactory<F> {
 
 impl<F: Factory> Factory for ReconnectingClientFactory<F> {
     fn build_protocol(&self, peer: &Address) -> Option<Box<dyn Protocol>> {
-        let protocol = self.inner.build_protocol(peer);
-        if protocol.is_some() {
-            self.reset_delay();
-        }
-        protocol
+        self.inner.build_protocol(peer)
     }
 }
 
 impl<F: Factory> ClientFactory for ReconnectingClientFactory<F> {
     fn client_connection_failed(&self, connector: &Connector, _reason: &ConnectError) {
         self.retry(connector);
+    }
+    /// A connection made, its TLS handshake done, is a success: the next loss retries
+    /// from `initial_delay` (a server that accepts and then fails every handshake is
+    /// retried with growing delays, and `max_retries` counts those attempts).
+    fn client_connection_made(&self, _connector: &Connector) {
+        self.reset_delay();
     }
     fn client_connection_lost(&self, connector: &Connector, _reason: &CloseReason) {
         self.retry(connector);

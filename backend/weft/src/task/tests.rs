@@ -41,6 +41,42 @@ fn runs_now_and_then_every_interval_until_stopped() {
     assert_eq!(times.borrow().len(), 4);
 }
 
+/// A loop runs on with every handle to it dropped, as Twisted's does (the reactor holds
+/// its next call), until its function fails; then nothing of it is left.
+#[test]
+fn a_loop_whose_handles_are_dropped_runs_until_it_ends() {
+    let clock = Clock::fake();
+    let calls = Rc::new(Cell::new(0));
+    let counted = calls.clone();
+    let lc = LoopingCall::new(move || {
+        counted.set(counted.get() + 1);
+        if counted.get() == 4 {
+            return Err(Failure::new(TickFailed));
+        }
+        Ok(())
+    })
+    .with_clock(clock.clone());
+    let inner = Rc::downgrade(&lc.inner);
+    let mut done = lc.start(SEC, true).unwrap();
+    drop(lc);
+    clock.pump([SEC; 5]);
+    assert_eq!(calls.get(), 4, "it ran until its function failed");
+    assert!(done.try_take().unwrap().is_err());
+    assert!(inner.upgrade().is_none(), "an ended loop is freed");
+    assert!(clock.pending_calls().is_empty());
+
+    // One still running when its clock goes (its reactor stopped) is freed with it.
+    let lc = LoopingCall::new(|| Ok::<_, Failure>(())).with_clock(clock.clone());
+    let inner = Rc::downgrade(&lc.inner);
+    let _done = lc.start(SEC, true).unwrap();
+    drop(lc);
+    drop(clock);
+    assert!(
+        inner.upgrade().is_none(),
+        "a loop outliving its clock is freed"
+    );
+}
+
 #[test]
 fn without_now_the_first_run_waits_one_interval() {
     let clock = Clock::fake();

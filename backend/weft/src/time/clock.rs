@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::panic::AssertUnwindSafe;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use super::delayed::{CallState, DelayedCall, Entry};
@@ -174,6 +174,20 @@ impl ClockInner {
     }
 }
 
+impl Drop for ClockInner {
+    /// Frees the calls never run: what they hold may hold them in turn (a running
+    /// `LoopingCall` holds its next call, which holds the loop).
+    fn drop(&mut self) {
+        let funcs: Vec<_> = self
+            .heap
+            .get_mut()
+            .drain()
+            .filter_map(|Reverse(slot)| slot.entry.func.borrow_mut().take())
+            .collect();
+        drop(funcs);
+    }
+}
+
 /// A source of time and a schedule of calls (Twisted's `IReactorTime`).
 ///
 /// Cloning gives another handle to the same clock. Clocks live on one thread.
@@ -192,6 +206,16 @@ impl std::fmt::Debug for Clock {
 }
 
 impl Clock {
+    /// A handle that does not keep the clock (for what its calls hold).
+    pub(crate) fn downgrade(&self) -> Weak<ClockInner> {
+        Rc::downgrade(&self.inner)
+    }
+
+    /// The clock `weak` names, if it is still there.
+    pub(crate) fn upgrade(weak: &Weak<ClockInner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
     /// A clock following tokio's time, driven by a reactor.
     pub(crate) fn real() -> Self {
         Self::with_source(Source::Real {

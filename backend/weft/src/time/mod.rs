@@ -9,6 +9,6 @@
 mod clock;
 mod delayed;
 
-pub(crate) use clock::panic_message;
 pub use clock::{Clock, ClockGuard, call_later, current_clock, try_current_clock};
+pub(crate) use clock::{ClockInner, panic_message};
 pub use delayed::{DelayedCall, DelayedCallError};

@@ -10,7 +10,7 @@ mod driver;
 mod producer;
 
 pub(crate) use driver::{Stream, drive, guarded, guarded_call};
-pub use producer::PushProducer;
+pub use producer::{ProducerRegistered, PushProducer};
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -192,10 +192,11 @@ impl Transport {
         self.wake();
     }
 
-    /// Queues several pieces to be sent, in order (Twisted's `writeSequence`).
-    pub fn write_sequence<'a>(&self, pieces: impl IntoIterator<Item = &'a [u8]>) {
+    /// Queues several pieces to be sent, in order (Twisted's `writeSequence`): anything
+    /// that iterates over bytes, such as `[head, body]` of slices or a `Vec<Vec<u8>>`.
+    pub fn write_sequence(&self, pieces: impl IntoIterator<Item = impl AsRef<[u8]>>) {
         for piece in pieces {
-            self.write(piece);
+            self.write(piece.as_ref());
         }
     }
 
@@ -385,12 +386,20 @@ impl Transport {
     }
 
     /// Registers the producer to pause when this transport's buffer is too full
-    /// (Twisted's `registerProducer(producer, True)`).
-    pub fn register_producer(&self, producer: Rc<dyn PushProducer>) {
+    /// (Twisted's `registerProducer(producer, True)`); [`ProducerRegistered`] when one is
+    /// already (a second would never be told of the pressure the first was paused for).
+    pub fn register_producer(
+        &self,
+        producer: Rc<dyn PushProducer>,
+    ) -> Result<(), ProducerRegistered> {
+        if self.shared.producer.borrow().is_some() {
+            return Err(ProducerRegistered(producer));
+        }
         *self.shared.producer.borrow_mut() = Some(producer);
         if self.buffered() > self.shared.high_water.get() {
             self.apply_back_pressure();
         }
+        Ok(())
     }
 
     /// Forgets the registered producer, resuming it if it was paused.

@@ -12,3 +12,16 @@ pub trait PushProducer {
     /// Stop for good: the consumer is gone.
     fn stop_producing(&self);
 }
+
+/// [`Transport::register_producer`](super::Transport::register_producer) with a producer
+/// registered already (Twisted raises `RuntimeError`): unregister it first. The producer
+/// offered is handed back.
+#[derive(thiserror::Error)]
+#[error("a producer is registered already; unregister it first")]
+pub struct ProducerRegistered(pub std::rc::Rc<dyn PushProducer>);
+
+impl std::fmt::Debug for ProducerRegistered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProducerRegistered")
+    }
+}

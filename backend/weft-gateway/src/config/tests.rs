@@ -909,6 +909,63 @@ fn settings_that_take_no_effect_are_warned_of_not_refused() {
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
 }
 
+/// Certificates clients will refuse are warned of, not refused (a renewal may be on its
+/// way): an expired one, on a listener or among `tls_certificates`, and an SNI name the
+/// certificate chosen for it does not carry.
+#[test]
+fn certificates_clients_refuse_are_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, names: Vec<String>, expired: bool| {
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c.display().to_string(), k.display().to_string())
+    };
+    let (old_cert, old_key) = write("old", vec!["localhost".into()], true);
+    let (a_cert, a_key) = write("a", vec!["a.example".into(), "*.b.example".into()], false);
+    let root = dir.path().display();
+    let text = format!(
+        "[[service]]\nname = \"w\"\nkind = \"http\"\nroot = \"{root}\"\n\
+         listen = \"ssl:0:privateKey={old_key}:certKey={old_cert}\"\n\
+         tls_certificates = [\n  {{ names = [\"a.example\", \"x.b.example\", \"c.example\"], \
+         cert = \"{a_cert}\", key = \"{a_key}\" }},\n  \
+         {{ names = [\"localhost\"], cert = \"{old_cert}\", key = \"{old_key}\" }},\n]\n"
+    );
+    let c = Config::parse("weft.toml", &text).unwrap();
+    let said: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(said.len(), 3, "{said:?}");
+    let find = |key: &str| {
+        said.iter()
+            .find(|w| w.contains(key))
+            .unwrap_or_else(|| panic!("no warning for {key}: {said:?}"))
+    };
+    let names = find("service[0].tls_certificates[0].names[2]");
+    assert!(names.starts_with("weft.toml:7:"), "{names}");
+    assert!(
+        names.contains("\"c.example\" is not a name of the certificate")
+            && names.contains("it carries a.example, *.b.example"),
+        "{names}"
+    );
+    let expired = find("service[0].tls_certificates[1].cert");
+    assert!(
+        expired.contains("expired at 2021-01-01T00:00:00Z: clients refuse it"),
+        "{expired}"
+    );
+    let listener = find("service[0].listen");
+    assert!(listener.starts_with("weft.toml:5:"), "{listener}");
+    assert!(listener.contains("expired at 2021-01-01"), "{listener}");
+}
+
 #[test]
 fn a_bad_item_of_a_list_written_over_lines_is_named_at_its_own_line() {
     let e = err(

@@ -335,6 +335,16 @@ fn service(
                 )
             })?;
         tls_files = tls_files.and(files);
+        if let ServerEndpoint::Ssl { cert, .. } = &parsed
+            && let Ok(facts) = weft::net::CertificateFacts::read(cert)
+            && let Some(warning) = services::tls_certificates::validity_warning(
+                cert,
+                &facts,
+                std::time::SystemTime::now(),
+            )
+        {
+            ctx.warn(span.clone(), "listen", format!("{endpoint:?}: {warning}"));
+        }
     }
     // The roots its upstreams are verified against, read as connecting reads them: a CA
     // bundle rotated in place changes the service too.

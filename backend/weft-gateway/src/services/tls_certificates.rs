@@ -14,11 +14,12 @@
 //! listening loads it, so `weft check` refuses what `weft run` would.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use toml::Spanned;
-use weft::net::{SniCertificate, TlsError};
+use weft::net::{CertificateFacts, SniCertificate, TlsError};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
@@ -101,6 +102,27 @@ pub(crate) fn validate(ctx: &ServiceCtx<'_>) -> Result<Vec<SniCertificate>, Conf
                 format!("cannot load it: {e}"),
             )
         })?;
+        // Valid files clients will refuse are said, not refused: a renewal may be on its way.
+        if let Ok(facts) = CertificateFacts::read(&cert) {
+            if let Some(warning) = validity_warning(&cert, &facts, SystemTime::now()) {
+                ctx.warn(entry.cert.span(), &format!("{at}.cert"), warning);
+            }
+            for (j, name) in entry.names.get_ref().iter().enumerate() {
+                if !facts.covers(name.get_ref()) {
+                    ctx.warn(
+                        name.span(),
+                        &format!("{at}.names[{j}]"),
+                        format!(
+                            "{:?} is not a name of the certificate in {} ({}): clients asking \
+                             for it will refuse the handshake",
+                            name.get_ref(),
+                            cert.display(),
+                            carried(&facts),
+                        ),
+                    );
+                }
+            }
+        }
         certificates.push(SniCertificate {
             names,
             cert,
@@ -130,6 +152,50 @@ fn check_name(name: &str) -> Result<(), &'static str> {
         return Err("must be a DNS name: labels of letters, digits and inner hyphens, no wildcard");
     }
     Ok(())
+}
+
+/// A certificate this near its end is warned of.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// What is wrong with when `cert` is valid, at `now`: expired, not valid yet, or expiring
+/// within [`EXPIRY_WARNING`]; `None` when nothing is.
+pub(crate) fn validity_warning(
+    cert: &Path,
+    facts: &CertificateFacts,
+    now: SystemTime,
+) -> Option<String> {
+    let date = |at: SystemTime| humantime::format_rfc3339_seconds(at).to_string();
+    let cert = cert.display();
+    if now > facts.not_after {
+        Some(format!(
+            "the certificate in {cert} expired at {}: clients refuse it",
+            date(facts.not_after)
+        ))
+    } else if now < facts.not_before {
+        Some(format!(
+            "the certificate in {cert} is not valid before {}: clients refuse it until then",
+            date(facts.not_before)
+        ))
+    } else if let Ok(left) = facts.not_after.duration_since(now)
+        && left < EXPIRY_WARNING
+    {
+        Some(format!(
+            "the certificate in {cert} expires at {}, in {} days",
+            date(facts.not_after),
+            left.as_secs() / 86_400
+        ))
+    } else {
+        None
+    }
+}
+
+/// The names a certificate carries, for a message.
+fn carried(facts: &CertificateFacts) -> String {
+    if facts.dns_names.is_empty() {
+        "it carries no DNS name".to_owned()
+    } else {
+        format!("it carries {}", facts.dns_names.join(", "))
+    }
 }
 
 #[cfg(test)]

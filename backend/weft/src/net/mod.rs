@@ -42,7 +42,9 @@ pub use listen::{ListenError, ListeningPort, tcp_listening_socket, unix_socket_s
 pub use ports::Handover;
 pub use reconnect::ReconnectingClientFactory;
 pub use stream::InspectedStream;
-pub use tls::{FilesDigest, SniCertificate, TlsError, check_ca_certs, check_server_files};
+pub use tls::{
+    CertificateFacts, FilesDigest, SniCertificate, TlsError, check_ca_certs, check_server_files,
+};
 pub use udp::{
     AnsweringPort, DatagramProtocol, DatagramTransport, MAX_DATAGRAM, MAX_DATAGRAM_V6, UdpPort,
     answered_back, answering_port,

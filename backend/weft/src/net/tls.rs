@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -150,7 +150,73 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// Picks the certificate by the name the client sent, the default one otherwise.
+/// What a server certificate says of itself (the first of a PEM chain, the server's
+/// own): when it is valid, and for which names. Read for warnings and the expiry gauge;
+/// nothing here verifies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// Not valid before this.
+    pub not_before: SystemTime,
+    /// Not valid after this.
+    pub not_after: SystemTime,
+    /// Its subject alternative names of type DNS, as written (`*.example.com` among
+    /// them); clients match names against these alone, not the subject's common name
+    /// (RFC 6125 §6.4.4).
+    pub dns_names: Vec<String>,
+}
+
+impl CertificateFacts {
+    /// Reads the first certificate in the PEM file at `cert`.
+    pub fn read(cert: &Path) -> Result<Self, TlsError> {
+        let certs = load_certs(cert)?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&certs[0])
+            .map_err(|e| pem_error(cert, format!("its first certificate cannot be read: {e}")))?;
+        let at = |asn1: &x509_parser::time::ASN1Time| {
+            let seconds = asn1.timestamp();
+            match u64::try_from(seconds) {
+                Ok(after) => SystemTime::UNIX_EPOCH + Duration::from_secs(after),
+                Err(_) => SystemTime::UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()),
+            }
+        };
+        let validity = parsed.validity();
+        let dns_names = match parsed.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            not_before: at(&validity.not_before),
+            not_after: at(&validity.not_after),
+            dns_names,
+        })
+    }
+
+    /// Whether a client asking for `name` by SNI accepts it: one of its DNS names is
+    /// `name`, without regard to ASCII case, or a wildcard `*.` standing for exactly
+    /// `name`'s first label (RFC 6125 §6.4.3).
+    pub fn covers(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.');
+        self.dns_names.iter().any(|dns| {
+            let dns = dns.trim_end_matches('.');
+            if let Some(parent) = dns.strip_prefix("*.") {
+                name.split_once('.').is_some_and(|(first, rest)| {
+                    !first.is_empty() && rest.eq_ignore_ascii_case(parent)
+                })
+            } else {
+                dns.eq_ignore_ascii_case(name)
+            }
+        })
+    }
+}
+
+/// Picks the certificate by the name the client sent, the default one otherwise./// Picks the certificate by the name the client sent, the default one otherwise.
 #[derive(Debug)]
 struct SniResolver {
     default: Arc<CertifiedKey>,
@@ -315,6 +381,33 @@ mod tests {
         ] {
             assert!(err.to_string().contains("not a regular file"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_certificate_says_when_it_is_valid_and_for_which_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["www.example.com".into(), "*.example.org".into()])
+                .unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 2);
+        params.not_after = rcgen::date_time_ymd(2021, 3, 4);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.path().join("c.pem");
+        std::fs::write(&path, cert.pem()).unwrap();
+        let facts = CertificateFacts::read(&path).unwrap();
+        let day = |secs: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(facts.not_before, day(1_577_923_200));
+        assert_eq!(facts.not_after, day(1_614_816_000));
+        assert!(facts.covers("WWW.example.com"));
+        assert!(facts.covers("www.example.com."));
+        assert!(facts.covers("a.example.org"));
+        assert!(
+            !facts.covers("example.org"),
+            "a wildcard stands for one label"
+        );
+        assert!(!facts.covers("a.b.example.org"));
+        assert!(!facts.covers("example.com"));
     }
 
     #[test]

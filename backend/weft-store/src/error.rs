@@ -54,6 +54,21 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
+    /// The history file's filesystem has less free space than the writer leaves for
+    /// retention ([`StoreOptions::min_free_bytes`](crate::StoreOptions::min_free_bytes)).
+    #[error(
+        "the filesystem of the history database {path} has {free} bytes free, under the \
+         {reserve} kept so retention can free space; writing resumes when there is more \
+         (retention deletes what is older than its window)"
+    )]
+    DiskLow {
+        /// The database file.
+        path: PathBuf,
+        /// Bytes free to an unprivileged writer.
+        free: u64,
+        /// Bytes the writer leaves free.
+        reserve: u64,
+    },
     /// Another store, in this process or another, writes the file: a file takes one
     /// writer at a time.
     #[error(

@@ -15,6 +15,36 @@ use crate::backend::{Dialect, Pool, on_pool};
 /// The close reason of a connection whose process ended without closing it.
 pub const PROCESS_ENDED: &str = "process_ended";
 
+/// The close reason of a connection whose close history lost (more ends owed than the
+/// writer keeps through a long write outage), written when its process stops cleanly.
+pub const NOT_RECORDED: &str = "not_recorded";
+
+const UNRECORDED_DETAIL: &str = "its close was not recorded (history writes failed or fell \
+     behind for too long); closed when the process stopped, at the last activity its history \
+     recorded";
+
+const UNRECORDED_FAILURE: &str = "NotRecorded: the end of this chain was not recorded (history \
+     writes failed or fell behind for too long); ended when the process stopped, at the last \
+     activity its history recorded";
+
+/// Why rows are closed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// Opening the file: what an earlier process left open.
+    ProcessEnded,
+    /// Stopping cleanly: what this process closed and history did not record.
+    NotRecorded,
+}
+
+impl Why {
+    fn words(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::ProcessEnded => (PROCESS_ENDED, CONNECTION_DETAIL, CHAIN_FAILURE),
+            Self::NotRecorded => (NOT_RECORDED, UNRECORDED_DETAIL, UNRECORDED_FAILURE),
+        }
+    }
+}
+
 const CONNECTION_DETAIL: &str = "the process ended without closing it (killed or crashed); \
      closed at the last activity its history recorded";
 
@@ -92,7 +122,7 @@ pub(crate) struct Closed {
 /// says so in the log; a failure is logged too, and leaves those rows open until a later
 /// start closes them (history still works).
 pub(crate) async fn close_what_was_left_open(pool: &Pool, instance: &str, location: &str) {
-    match close_left_open(pool, instance).await {
+    match close_left_open(pool, instance, Why::ProcessEnded).await {
         Ok(closed) if closed != Closed::default() => tracing::warn!(
             path = %location,
             connections = closed.connections,
@@ -108,9 +138,33 @@ pub(crate) async fn close_what_was_left_open(pool: &Pool, instance: &str, locati
     }
 }
 
+/// At a clean stop whose history lost the end of some rows: every connection is closed and
+/// every chain ended by now, so what reads open of `instance` is closed, and logged.
+pub(crate) async fn close_unrecorded(pool: &Pool, instance: &str, location: &str) {
+    match close_left_open(pool, instance, Why::NotRecorded).await {
+        Ok(closed) if closed != Closed::default() => tracing::warn!(
+            path = %location,
+            connections = closed.connections,
+            chains = closed.chains,
+            "history lost the end of some connections and chains; closed them as it stopped"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(
+            path = %location,
+            %error,
+            "cannot close the rows whose end history lost; the next start closes them"
+        ),
+    }
+}
+
 /// Closes every connection of `instance` left open and ends every chain it left pending, in
-/// one transaction. Reads only, and takes no write lock, when there are none.
-pub(crate) async fn close_left_open(pool: &Pool, instance: &str) -> Result<Closed, sqlx::Error> {
+/// one transaction, saying `why`. Reads only, and takes no write lock, when there are none.
+pub(crate) async fn close_left_open(
+    pool: &Pool,
+    instance: &str,
+    why: Why,
+) -> Result<Closed, sqlx::Error> {
+    let (reason, detail, failure) = why.words();
     let d = pool.dialect();
     let sql = |text: String| AssertSqlSafe(text).into_sql_str();
     on_pool!(pool, pool => {
@@ -129,15 +183,15 @@ pub(crate) async fn close_left_open(pool: &Pool, instance: &str) -> Result<Close
         let connections = sqlx::query(sql(close_connections_sql(d)))
             .bind(instance)
             .bind(last_seen)
-            .bind(PROCESS_ENDED)
-            .bind(CONNECTION_DETAIL)
+            .bind(reason)
+            .bind(detail)
             .execute(&mut *tx)
             .await?
             .rows_affected();
         let chains = sqlx::query(sql(end_chains_sql(d)))
             .bind(instance)
             .bind(last_seen)
-            .bind(CHAIN_FAILURE)
+            .bind(failure)
             .execute(&mut *tx)
             .await?
             .rows_affected();

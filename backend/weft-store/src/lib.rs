@@ -76,7 +76,7 @@ use tokio::task::JoinHandle;
 
 pub use columns::Column;
 pub use error::StoreError;
-pub use interrupted::PROCESS_ENDED;
+pub use interrupted::{NOT_RECORDED, PROCESS_ENDED};
 pub use options::{StoreOptions, default_instance};
 pub use queries::{ConnectionState, DeferredFilter, MAX_LIMIT, SEARCH_WAIT, SEARCHES_AT_ONCE};
 pub use query_sql::ListFilter;

@@ -37,6 +37,11 @@ pub struct StoreOptions {
     pub prune_chunk: u32,
     /// Connections in the read pool. Default 4.
     pub max_readers: u32,
+    /// Free space the writer leaves on the history file's filesystem, so that retention
+    /// can always delete (which writes first) and hand the journal back: below it, batches
+    /// are dropped (and counted) until there is room. `None`, the default, keeps a tenth of
+    /// the filesystem, at most 64 MiB.
+    pub min_free_bytes: Option<u64>,
 }
 
 impl StoreOptions {
@@ -55,6 +60,7 @@ impl StoreOptions {
             prune_interval: Duration::from_secs(60),
             prune_chunk: 2_000,
             max_readers: 4,
+            min_free_bytes: None,
         }
     }
 
@@ -70,6 +76,11 @@ impl StoreOptions {
     /// says why not, without the password.
     pub fn check_url(url: &str) -> Result<(), crate::StoreError> {
         crate::backend::pg_options(url).map(|_| ())
+    }
+
+    /// The free space the writer leaves on a filesystem of `size` bytes.
+    pub(crate) fn reserve(&self, size: u64) -> u64 {
+        self.min_free_bytes.unwrap_or((size / 10).min(64 << 20))
     }
 
     /// Where history goes, for messages: the file, or the URL without its password.

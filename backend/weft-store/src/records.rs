@@ -376,6 +376,19 @@ pub enum Record {
     Query(QueryRecord),
 }
 
+impl Record {
+    /// Whether it ends its row: a connection's close, a chain's end. Lost, the row would
+    /// read open (or pending) for as long as history keeps it; a later write of the row as
+    /// still open leaves it ended.
+    pub(crate) fn ends_a_row(&self) -> bool {
+        match self {
+            Self::Connection(c) => c.closed_at_ms.is_some(),
+            Self::Deferred(d) => !d.is_pending(),
+            _ => false,
+        }
+    }
+}
+
 impl From<QueryRecord> for Record {
     fn from(r: QueryRecord) -> Self {
         Self::Query(r)

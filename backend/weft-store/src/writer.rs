@@ -9,13 +9,18 @@
 //! recreates and migrates it, and writes into it again every service it was given (the
 //! [`Catalog`]): services are described once, at start.
 //!
+//! A record that ends a row (a connection's close, a chain's end) is not dropped with its
+//! batch, nor at a full queue: up to [`OWED_MAX`] of them are kept and written with a later
+//! batch ([`Owed`]), so a write outage or a burst does not leave connections open in
+//! history that closed long ago.
+//!
 //! A producer that numbers its records (the hub's events) queues a mark after the records
 //! of each run of numbers ([`Writer::mark`]); once every record queued before a mark is
 //! committed or dropped, history is complete up to it ([`Writer::complete_through`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
@@ -33,6 +38,51 @@ use crate::{StoreError, StoreOptions};
 
 /// How often an idle writer checks that its lock file is still there.
 const LOCK_CHECK: Duration = Duration::from_secs(1);
+
+/// Most records that end a row kept for a later batch; past it they are dropped (and
+/// counted), and their rows closed when the writer stops.
+pub(crate) const OWED_MAX: usize = 16_384;
+
+/// Records that end a row, not yet written: from a batch that could not be committed, or
+/// refused by a full queue. Shared by the producers and the task.
+#[derive(Debug, Default)]
+pub(crate) struct Owed {
+    records: Mutex<Vec<Record>>,
+    /// Some were dropped (over [`OWED_MAX`]): rows may read open that are not.
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl Owed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Record>> {
+        self.records
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Keeps `record` if there is room; `false` (and it is lost) when not.
+    fn keep(&self, record: Record) -> bool {
+        let mut records = self.lock();
+        if records.len() >= OWED_MAX {
+            self.lost.store(true, Ordering::Relaxed);
+            return false;
+        }
+        records.push(record);
+        true
+    }
+
+    fn take(&self) -> Vec<Record> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Whether an end was ever lost, or one is still owed.
+    fn incomplete(&self) -> bool {
+        self.lost.load(Ordering::Relaxed) || !self.is_empty()
+    }
+}
 
 /// What travels on the queue.
 #[derive(Debug)]
@@ -64,6 +114,8 @@ pub struct Writer {
     catalog: Arc<Catalog>,
     /// The highest event number up to which history is complete, raised by the task.
     complete: Arc<AtomicU64>,
+    /// Where a record that ends a row waits when the queue is full.
+    owed: Arc<Owed>,
 }
 
 impl Writer {
@@ -80,6 +132,18 @@ impl Writer {
             Ok(()) => {
                 self.stats.add_queued(1);
                 true
+            }
+            // The writer takes it with its next batch, if there is room.
+            Err(mpsc::error::TrySendError::Full(Command::Record(record)))
+                if record.ends_a_row() =>
+            {
+                let kept = self.owed.keep(record);
+                if kept {
+                    self.stats.add_queued(1);
+                } else {
+                    self.stats.add_dropped(1);
+                }
+                kept
             }
             Err(_) => {
                 if service {
@@ -162,6 +226,8 @@ pub(crate) struct WriterTask {
     busy_timeout: Duration,
     /// Size of the read pool the writer opens when it recreates a deleted file.
     max_readers: u32,
+    /// The free space it leaves, given the filesystem's size ([`StoreOptions::reserve`]).
+    options: StoreOptions,
     /// Most records committed in one transaction.
     batch_size: usize,
     /// Longest a queued record waits for its batch to fill before it is committed anyway.
@@ -176,6 +242,8 @@ pub(crate) struct WriterTask {
     marked: u64,
     /// Raised to `marked` once pending is committed (or dropped).
     complete: Arc<AtomicU64>,
+    /// Records that end a row, kept for the next batch.
+    owed: Arc<Owed>,
     /// `None` after a failure: the next batch opens a fresh connection.
     conn: Option<Conn>,
     /// The file `conn` and the read pool were opened on.
@@ -236,6 +304,7 @@ pub(crate) async fn create(
     let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
     let catalog = Arc::new(Catalog::default());
     let complete = Arc::new(AtomicU64::new(0));
+    let owed = Arc::new(Owed::default());
     let task = WriterTask {
         rx,
         path: options.path.clone(),
@@ -243,6 +312,7 @@ pub(crate) async fn create(
         postgres,
         busy_timeout: options.busy_timeout,
         max_readers: options.max_readers,
+        options: options.clone(),
         batch_size: options.batch_size.max(1),
         flush_interval: options.flush_interval,
         sql: BatchSql::new(dialect, options.rows_per_statement, &options.instance),
@@ -251,6 +321,7 @@ pub(crate) async fn create(
         catalog: catalog.clone(),
         marked: 0,
         complete: complete.clone(),
+        owed: owed.clone(),
         conn,
         file: match opened {
             Opened::Now => FileId::of(&options.path),
@@ -267,6 +338,7 @@ pub(crate) async fn create(
             stats,
             catalog,
             complete,
+            owed,
         },
         task,
     ))
@@ -337,11 +409,22 @@ impl WriterTask {
             }
             if let Some(done) = stop {
                 self.drain(&mut pending).await;
+                if self.owed.incomplete() && !self.failing {
+                    let pool = self.pools.get();
+                    crate::interrupted::close_unrecorded(
+                        &pool,
+                        self.sql.instance(),
+                        &self.location,
+                    )
+                    .await;
+                }
                 self.close().await;
                 let _ = done.send(());
                 return;
             }
-            if (!pending.is_empty() || self.catalog.is_unsynced()) && deadline.is_none() {
+            if (!pending.is_empty() || self.catalog.is_unsynced() || !self.owed.is_empty())
+                && deadline.is_none()
+            {
                 deadline = Some(Instant::now() + self.flush_interval);
             }
         }
@@ -383,11 +466,10 @@ impl WriterTask {
         self.complete.fetch_max(self.marked, Ordering::Release);
     }
 
-    /// When to try again to write a catalog the file may not hold (the last batch failed),
-    /// even if no record comes meanwhile.
+    /// When to try again to write a catalog the file may not hold, or records that end a
+    /// row (the last batch failed), even if no record comes meanwhile.
     fn retry_catalog(&self) -> Option<Instant> {
-        self.catalog
-            .is_unsynced()
+        (self.catalog.is_unsynced() || !self.owed.is_empty())
             .then(|| Instant::now() + self.flush_interval)
     }
 
@@ -401,6 +483,11 @@ impl WriterTask {
     /// and counts the records), and leaves it empty.
     async fn commit(&mut self, pending: &mut Vec<Record>) {
         let catalog = self.catalog.take_unsynced();
+        // Older than the batch: written first (a row's last write wins).
+        let owed = self.owed.take();
+        if !owed.is_empty() {
+            pending.splice(0..0, owed);
+        }
         if pending.is_empty() && catalog.is_none() {
             self.settle();
             return;
@@ -422,6 +509,12 @@ impl WriterTask {
         {
             self.catalog.mark_unsynced();
         }
+        let mut kept = 0;
+        if result.is_err() {
+            for record in pending.drain(..).filter(Record::ends_a_row) {
+                kept += u64::from(self.owed.keep(record));
+            }
+        }
         pending.clear();
         // Committed or dropped, what the last mark covers is settled either way.
         self.settle();
@@ -434,7 +527,7 @@ impl WriterTask {
                 }
             }
             Err(error) => {
-                self.stats.add_dropped_queued(n);
+                self.stats.add_dropped_queued(n - kept);
                 self.stats.record_error(error.to_string());
                 if self.postgres.is_some() && error.is_undefined_table() {
                     // The database was recreated (or restored) empty: the next batch
@@ -472,6 +565,7 @@ impl WriterTask {
             return Ok(());
         }
         self.keep_lock()?;
+        self.room().await?;
         let now = FileId::of(&self.path);
         if now.is_none() || now != self.file {
             self.recreate().await?;
@@ -564,6 +658,34 @@ impl WriterTask {
                  saved; starting a new one"
             ),
         }
+    }
+
+    /// Refuses to write when the file's filesystem has less free space than the writer
+    /// leaves, after handing the journal back (a checkpoint, then truncating it): deleting
+    /// needs room to write first, so retention could never free a full disk.
+    async fn room(&mut self) -> Result<(), StoreError> {
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        };
+        let Ok(fs) = rustix::fs::statvfs(dir) else {
+            return Ok(());
+        };
+        let (free, size) = (fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize);
+        let reserve = self.options.reserve(size);
+        if free >= reserve {
+            return Ok(());
+        }
+        if let Some(Conn::Sqlite(conn)) = self.conn.as_mut() {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await;
+        }
+        Err(StoreError::DiskLow {
+            path: self.path.clone(),
+            free,
+            reserve,
+        })
     }
 
     /// Takes the file's lock again if its lock file was deleted or replaced.

@@ -87,6 +87,119 @@ async fn a_locked_database_drops_and_counts_then_writing_resumes() {
     assert_eq!(integrity(&path).await, "ok");
 }
 
+/// A connection's close or a chain's end in a batch that could not be written is kept and
+/// written once writing resumes: the rows do not read open (or pending) for ever after.
+#[tokio::test]
+async fn the_ends_of_rows_in_a_batch_not_written_are_written_when_writing_resumes() {
+    let (_dir, store, path) = with_ten_events().await;
+    for id in 1..=3 {
+        store.try_send(common::connection(id, "echo", 1_000, None));
+    }
+    store.try_send(common::deferred(7, "pending", 1_000));
+    store.flush().await.unwrap();
+
+    let mut rival = connect(&path).await;
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    for id in 1..=3 {
+        store.try_send(common::connection(id, "echo", 1_000, Some(2_000)));
+    }
+    store.try_send(common::deferred(7, "succeeded", 1_000));
+    send_all(&store, 11..=12);
+    store.flush().await.unwrap();
+    assert_eq!(
+        store.stats().dropped(),
+        2,
+        "the events are dropped, the ends are kept"
+    );
+    sqlx::query("COMMIT").execute(&mut rival).await.unwrap();
+    rival.close().await.unwrap();
+
+    store.flush().await.unwrap();
+    for id in 1..=3 {
+        let row = store.connection(id).await.unwrap().unwrap();
+        assert_eq!(row.closed_at_ms, Some(2_000), "connection {id}: {row:?}");
+    }
+    let chain = store.deferred(7).await.unwrap().unwrap();
+    assert_eq!(chain.deferred.state, "succeeded");
+    let stats = store.stats();
+    assert_eq!(stats.written(), 10 + 4 + 4);
+    assert_eq!(stats.unwritten(), 0);
+    store.shutdown().await.unwrap();
+}
+
+/// More ends lost than the writer keeps through an outage: at a clean stop every
+/// connection is closed, so what still reads open is closed then, as `not_recorded`, not
+/// left for the next start to call `process_ended`.
+#[tokio::test]
+async fn ends_lost_past_what_is_kept_are_closed_at_a_clean_stop() {
+    let (dir, store, path) = with_ten_events().await;
+    let n = 17_000;
+    for id in 1..=n {
+        store.try_send(common::connection(id, "echo", 1_000, None));
+    }
+    store.flush().await.unwrap();
+    let mut rival = connect(&path).await;
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    for id in 1..=n {
+        store.try_send(common::connection(id, "echo", 1_000, Some(2_000)));
+    }
+    store.flush().await.unwrap();
+    assert!(store.stats().dropped() > 0, "some were lost");
+    sqlx::query("COMMIT").execute(&mut rival).await.unwrap();
+    rival.close().await.unwrap();
+    store.shutdown().await.unwrap();
+
+    let store = Store::open_with(options(dir.path())).await.unwrap();
+    let open = store
+        .connections(Some(weft_store::ConnectionState::Open), None, 10)
+        .await
+        .unwrap();
+    assert!(open.is_empty(), "{open:?}");
+    let (mut recorded, mut unrecorded) = (0, 0);
+    for id in 1..=n {
+        match store
+            .connection(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .close_reason
+            .as_deref()
+        {
+            Some("eof") => recorded += 1,
+            Some(weft_store::NOT_RECORDED) => unrecorded += 1,
+            other => panic!("connection {id}: {other:?}"),
+        }
+    }
+    assert!(recorded >= 16_384, "kept and written: {recorded}");
+    assert_eq!(recorded + unrecorded, n);
+    store.shutdown().await.unwrap();
+}
+
+/// A filesystem with less free space than the writer leaves for retention takes no batch:
+/// each is dropped and counted, naming the cause, and the ends of rows are kept.
+#[tokio::test]
+async fn a_filesystem_under_the_free_space_kept_takes_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.min_free_bytes = Some(u64::MAX);
+    let store = Store::open_with(opts).await.unwrap();
+    send_all(&store, 1..=5);
+    store.try_send(common::connection(1, "echo", 1_000, Some(2_000)));
+    store.flush().await.unwrap();
+    let stats = store.stats().snapshot();
+    assert_eq!(stats.written, 0);
+    assert_eq!(stats.dropped, 5, "the events; the close is kept for later");
+    let error = stats.last_error.expect("said");
+    assert!(error.contains("bytes free, under the"), "{error}");
+    store.shutdown().await.unwrap();
+}
+
 /// Sets or clears the immutable attribute; root ignores permission bits but not this.
 fn chattr(flag: &str, paths: &[PathBuf]) -> Result<(), String> {
     let out = Command::new("chattr")

@@ -83,9 +83,21 @@ pub(crate) fn or_note<T>(
     fallback: T,
 ) -> (T, Option<String>) {
     match result {
-        Ok(value) => (value, None),
+        Ok(value) => (value, behind(state)),
         Err(e) => (fallback, Some(unavailable(state, &e))),
     }
+}
+
+/// What a view read from history is told while the writer fails: it reads, but what
+/// happened since the failures began is not there (a corrupt, full or locked file).
+fn behind(state: &DashboardState) -> Option<String> {
+    let since = state.store.as_ref()?.stats().failing_since_ms()?;
+    let now = u64::try_from(crate::data::now_ms()).unwrap_or(0);
+    let ago = crate::fmt::age(&now.saturating_sub(since));
+    Some(format!(
+        "history is behind: writing it has failed for {ago} (the cause is in weft's log and \
+         weft_store_write_errors_total); what happened since is not in these rows"
+    ))
 }
 
 /// The instance this gateway writes history as (`[gateway] instance`); empty without a store.

@@ -21,6 +21,8 @@ pub struct StoreStats {
     write_errors: AtomicU64,
     reopens: AtomicU64,
     pruned: AtomicU64,
+    /// When the writer's current run of failed batches began, unix ms; 0 while writes succeed.
+    failing_since_ms: AtomicU64,
     /// A std mutex is right here: it is taken only when an error happens or someone reads it,
     /// never held across an await, and never on the producers' path.
     last_error: Mutex<Option<String>>,
@@ -67,6 +69,12 @@ impl StoreStats {
         self.pruned.load(Relaxed)
     }
 
+    /// Since when (unix ms) every batch has failed to be written, while they do: what
+    /// happened since is missing from history (kept in memory for the ends of rows).
+    pub fn failing_since_ms(&self) -> Option<u64> {
+        Some(self.failing_since_ms.load(Relaxed)).filter(|&ms| ms != 0)
+    }
+
     /// The text of the most recent write or prune error, if any ever happened.
     pub fn last_error(&self) -> Option<String> {
         self.last_error
@@ -105,6 +113,11 @@ impl StoreStats {
     pub(crate) fn add_dropped_queued(&self, n: u64) {
         self.dropped.fetch_add(n, Relaxed);
         self.dropped_queued.fetch_add(n, Relaxed);
+    }
+
+    /// The writer's batches began failing at `now_ms`, or (`None`) succeed again.
+    pub(crate) fn set_failing(&self, now_ms: Option<u64>) {
+        self.failing_since_ms.store(now_ms.unwrap_or(0), Relaxed);
     }
 
     pub(crate) fn add_reopen(&self) {

@@ -523,6 +523,7 @@ impl WriterTask {
                 self.stats.add_written(n);
                 if self.failing {
                     self.failing = false;
+                    self.stats.set_failing(None);
                     tracing::info!(path = %self.location, "history writes resumed");
                 }
             }
@@ -537,6 +538,8 @@ impl WriterTask {
                 }
                 if !self.failing {
                     self.failing = true;
+                    let now = u64::try_from(crate::retention::now_ms()).unwrap_or(1);
+                    self.stats.set_failing(Some(now.max(1)));
                     tracing::warn!(
                         path = %self.location,
                         %error,

@@ -99,6 +99,9 @@ impl ConnectionView {
     }
 }
 
+/// The longest `peer` filter: a Unix socket path (108 bytes) and more.
+pub(crate) const MAX_PEER_FILTER: usize = 256;
+
 /// `?state=&service=&peer=&reactor=&sort=&dir=&limit=` of the connection lists.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ConnectionQuery {
@@ -142,6 +145,16 @@ pub async fn connections(
     let order = q.order()?;
     let service = non_empty(&q.service);
     let peer = non_empty(&q.peer);
+    if let Some(peer) = peer
+        && peer.len() > MAX_PEER_FILTER
+    {
+        // A pattern that long is no address, and costs history a search it may refuse.
+        return Err(ApiError::BadRequest(format!(
+            "peer: at most {MAX_PEER_FILTER} bytes (an address with its port is far \
+             shorter), got {}",
+            peer.len()
+        )));
+    }
     let instance = non_empty(&q.instance);
     let own = history::own_instance(state);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(weft_store::MAX_LIMIT) as usize;

@@ -66,6 +66,22 @@ async fn connections_merge_history_and_honour_filters_and_the_cap() {
         .await
         .json();
     assert_eq!(peer["items"][0]["id"], 3);
+    // A filter that is no address is refused before history is asked (which refused so
+    // long a pattern, and said history was unavailable).
+    let long = get(
+        app.clone(),
+        &format!("/api/connections?peer={}", "9".repeat(257)),
+    )
+    .await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST);
+    assert!(
+        long.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256 bytes"),
+        "{}",
+        long.body
+    );
 
     assert_eq!(
         get(app.clone(), "/api/connections?state=open").await.json()["items"],

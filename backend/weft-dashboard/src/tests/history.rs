@@ -12,14 +12,8 @@ async fn failed_store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
-/// A runtime to drive requests on, a reactor with the hub installed, and the dashboard on
-/// a store that can no longer be read (with the directory its file was in).
-fn on_a_failed_store() -> (
-    tokio::runtime::Runtime,
-    weft::Reactor,
-    tempfile::TempDir,
-    axum::Router,
-) {
+/// A runtime to drive requests on, and a reactor with a hub installed.
+fn runtime_and_hub() -> (tokio::runtime::Runtime, weft::Reactor, std::sync::Arc<Hub>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,6 +21,18 @@ fn on_a_failed_store() -> (
     let reactor = weft::Reactor::new().unwrap();
     let hub = Hub::new(HubConfig::default()).unwrap();
     hub.install(&reactor);
+    (runtime, reactor, hub)
+}
+
+/// [`runtime_and_hub`], and the dashboard on a store that can no longer be read (with the
+/// directory its file was in).
+fn on_a_failed_store() -> (
+    tokio::runtime::Runtime,
+    weft::Reactor,
+    tempfile::TempDir,
+    axum::Router,
+) {
+    let (runtime, reactor, hub) = runtime_and_hub();
     let (dir, store) = runtime.block_on(failed_store());
     let app = router(DashboardState::new(hub).with_store(store));
     (runtime, reactor, dir, app)
@@ -166,4 +172,56 @@ fn history_that_cannot_be_read_is_logged_once_for_many_views() {
     });
     let logged = seen.load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(logged, 1, "logged {logged} times");
+}
+
+/// History that reads but cannot be written (a file locked, full or corrupt) serves its
+/// rows with a note that it is behind: rows closed since are missing from them.
+#[test]
+fn views_read_from_history_while_writing_it_fails_say_it_is_behind() {
+    use sqlx::{ConnectOptions, Connection};
+    let (runtime, _reactor, hub) = runtime_and_hub();
+    let (_dir, store) = runtime.block_on(store_with(vec![
+        closed_connection(1, "echo", "10.0.0.1:5000").into(),
+    ]));
+    let path = store.options().path.clone();
+    let app = router(DashboardState::new(hub).with_store(store.clone()));
+    let get = |path: &str| runtime.block_on(get(app.clone(), path));
+    let fresh = get("/api/connections?state=closed");
+    assert!(fresh.json()["history_error"].is_null(), "{}", fresh.body);
+
+    let mut rival = runtime.block_on(async {
+        let mut rival = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut rival)
+            .await
+            .unwrap();
+        store.try_send(closed_connection(2, "echo", "10.0.0.2:5000"));
+        store.flush().await.unwrap();
+        rival
+    });
+    let behind = get("/api/connections?state=closed");
+    assert_eq!(behind.status, StatusCode::OK);
+    assert_eq!(behind.json()["items"][0]["id"], 1);
+    let note = behind.json()["history_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(note.starts_with("history is behind"), "{}", behind.body);
+
+    runtime.block_on(async {
+        sqlx::query("COMMIT").execute(&mut rival).await.unwrap();
+        rival.close().await.unwrap();
+        store.flush().await.unwrap();
+    });
+    let caught_up = get("/api/connections?state=closed");
+    assert!(
+        caught_up.json()["history_error"].is_null(),
+        "{}",
+        caught_up.body
+    );
+    assert_eq!(caught_up.json()["items"][0]["id"], 2);
 }

@@ -89,6 +89,15 @@ impl WriterLock {
             .open(&path)
             .map_err(failed)?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            // A writer whose lock file was deleted under it holds the deleted one until it
+            // takes a new one (within a second): the lock got here keeps it out only then.
+            Ok(()) if let Some(holder) = holding_deleted(&path) => {
+                return Err(StoreError::InUse {
+                    path: db.to_owned(),
+                    lock: path.clone(),
+                    holder: Some(holder),
+                });
+            }
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
                 return Err(StoreError::InUse {
@@ -139,6 +148,30 @@ impl Drop for WriterLock {
         // then releases the lock.
         let _ = self.file.set_len(0);
     }
+}
+
+/// Another process that holds open a lock file of this name that was deleted: a writer
+/// of the same history file, whose lock no longer keeps anyone out. Read from `/proc`
+/// (processes of other users are not seen).
+fn holding_deleted(lock: &Path) -> Option<u32> {
+    let deleted = format!("{} (deleted)", lock.display());
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            if pid == me {
+                return None;
+            }
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.as_os_str() == deleted.as_str())
+                })
+                .then_some(pid)
+        })
 }
 
 /// The process id a holder wrote, if the file holds one.

@@ -90,3 +90,44 @@ async fn a_store_dropped_without_shutdown_frees_the_file_when_its_writer_ends() 
     );
     store.shutdown().await.unwrap();
 }
+
+/// A writer whose lock file was deleted under it (`rm weft.db.lock`) holds the deleted
+/// file until it takes a new one: a second store is refused meanwhile, naming it, rather
+/// than taking the first one's open rows for a killed process's.
+#[tokio::test]
+async fn a_writer_holding_a_deleted_lock_file_keeps_a_second_store_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("history.db.lock");
+    let ready = dir.path().join("ready");
+    // Another process holding the lock, whose file is then deleted.
+    let mut holder = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 9>'{}' && flock -n 9 && rm '{}' && touch '{}' && exec sleep 30",
+            lock.display(),
+            lock.display(),
+            ready.display()
+        ))
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(start.elapsed().as_secs() < 10, "the holder never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let refused = Store::open_with(options(dir.path())).await;
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let refused = refused.expect_err("refused while another writer holds the deleted lock");
+    assert!(
+        matches!(refused, StoreError::InUse { holder: Some(pid), .. } if pid == holder.id()),
+        "{refused:?}"
+    );
+    // Once it is gone, the file is free.
+    Store::open_with(options(dir.path()))
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+}

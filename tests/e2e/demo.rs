@@ -310,6 +310,41 @@ fn with_no_arguments_weft_runs_a_living_demo_of_every_kind() {
     assert_eq!(status.code(), Some(0), "{}", demo.log());
 }
 
+/// A demo port another program holds stops the demo before it binds anything, naming the
+/// program and what to do, as `run FILE` does (it said the system's `Address already in
+/// use`, after the dashboard had started).
+#[test]
+fn a_demo_port_another_program_holds_is_named_before_anything_binds() {
+    let _ports = demo_ports();
+    let holder = std::net::TcpListener::bind("127.0.0.1:8080").expect("the demo's port is free");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(weft_bin())
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("weft runs");
+    drop(holder);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the built-in demo cannot start: service[3] (web)")
+            && stderr.contains(&format!(
+                "TCP port 8080 on 127.0.0.1 is in use by process {}",
+                std::process::id()
+            ))
+            && stderr.contains("weft run FILE"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Address already in use"),
+        "said once, in check's words: {stderr}"
+    );
+    assert!(
+        std::net::TcpStream::connect(DASHBOARD).is_err(),
+        "nothing was bound"
+    );
+}
+
 #[test]
 fn help_still_prints_help() {
     let out = Command::new(weft_bin()).arg("--help").output().unwrap();

@@ -133,14 +133,27 @@ fn run(file: Option<PathBuf>, log_format: Option<LogFormat>) -> anyhow::Result<(
     if file.is_none() {
         tracing::info!("no --config given: running the built-in demo configuration");
     }
-    if let Some(path) = &file {
-        check_history_file(&config, path)?;
-        // As `check` tries them, before anything is bound: a port another program holds
-        // is refused naming that program, in `check`'s words, rather than after the
-        // dashboard has started, in the system's.
-        config
-            .check_ports(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    // As `check` tries them, before anything is bound: a port another program holds is
+    // refused naming that program, in `check`'s words, rather than after the dashboard
+    // has started, in the system's.
+    match &file {
+        Some(path) => {
+            check_history_file(&config, path)?;
+            config
+                .check_ports(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
+        None => {
+            config
+                .check_ports(std::path::Path::new("the built-in demo configuration"))
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the built-in demo cannot start: {e}; or run weft with a \
+                         configuration of your own (`weft run FILE`, see the README's \
+                         \"The gateway\")"
+                    )
+                })?;
+        }
     }
     let source = match file {
         Some(path) => Source::File(path),

@@ -77,8 +77,10 @@ pub(crate) async fn detect(stream: &mut InspectedStream) -> Option<(Version, Vec
     Some((version, prefix))
 }
 
-/// hyper's HTTP/2 server with the limits above; the header list is bounded like an
-/// HTTP/1.1 head (`max_header_bytes`).
+/// hyper's HTTP/2 server with the limits above. A header list is bounded like an HTTP/1.1
+/// head (`max_header_bytes`) by the request rules, where it is counted and logged; the h2
+/// crate, which answers 431 itself, unseen, is given four times that, so only a list
+/// far past it (which the crate stops decoding) goes uncounted.
 pub(crate) fn h2_builder(
     max_header_bytes: usize,
     streams: StreamTasks,
@@ -93,7 +95,9 @@ pub(crate) fn h2_builder(
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .adaptive_window(false)
         .max_send_buf_size(H2_MAX_SEND_BUF)
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(max_header_bytes.saturating_mul(4)).unwrap_or(u32::MAX),
+        );
     builder
 }
 

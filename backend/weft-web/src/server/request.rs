@@ -337,7 +337,7 @@ fn admit<'c>(
     last_host: &rules::LastHost,
     head: &mut Parts,
 ) -> Result<Option<&'c Route>, Refused> {
-    rules::check(head, last_host)?;
+    rules::check(head, last_host, config.limits.max_header_bytes)?;
     let uri = &head.uri;
     let bad_path = |e: PathError| Refused {
         status: StatusCode::BAD_REQUEST,

@@ -95,11 +95,20 @@ pub trait LineHandler: 'static {
     }
 }
 
+/// How a pass over received bytes ended.
+enum Pass {
+    /// This many were used; the rest wait.
+    Used(usize),
+    /// A handler handed back `extra`, to be read before `bytes[used..]`.
+    HandedBack { used: usize, extra: Vec<u8> },
+}
+
 /// Splits a stream into lines (Twisted's `LineReceiver`); `\r\n` and 16 KiB by default.
 pub struct LineReceiver<H> {
     handler: H,
     delimiter: Vec<u8>,
-    /// A line longer than this closes the connection rather than growing the buffer without bound.
+    /// A line longer than this is discarded (and by default closes the connection) rather
+    /// than growing the buffer without bound.
     max_length: usize,
     /// A partial line; empty (and unallocated) between lines.
     buffer: Vec<u8>,
@@ -137,7 +146,8 @@ impl<H: LineHandler> LineReceiver<H> {
         self
     }
 
-    /// Closes connections that send a line longer than `max_length` bytes.
+    /// Lines longer than `max_length` bytes go to
+    /// [`LineHandler::line_length_exceeded`], which closes the connection by default.
     pub fn max_length(mut self, max_length: usize) -> Self {
         self.max_length = max_length;
         self
@@ -167,58 +177,99 @@ impl<H: LineHandler> LineReceiver<H> {
     /// Delivers the lines (or raw data) in `bytes`, the first delimiter searched for
     /// from `scan_from`, until reading pauses; returns how many bytes were used. Unused
     /// bytes are a partial line, or lines held for when reading resumes.
-    fn split(&mut self, transport: &Transport, bytes: &[u8], mut scan_from: usize) -> usize {
+    fn split(&mut self, transport: &Transport, bytes: &[u8], scan_from: usize) -> usize {
+        match self.pass(transport, bytes, scan_from) {
+            Pass::Used(used) => used,
+            Pass::HandedBack { used, extra } => {
+                let mut owned = extra;
+                owned.extend_from_slice(&bytes[used..]);
+                self.read_owned(transport, owned);
+                bytes.len()
+            }
+        }
+    }
+
+    /// Reads `owned` (bytes a handler handed back, then what followed), in a loop however
+    /// often handlers hand bytes back; what is left waits in the buffer.
+    fn read_owned(&mut self, transport: &Transport, mut owned: Vec<u8>) {
+        loop {
+            match self.pass(transport, &owned, 0) {
+                Pass::Used(used) => {
+                    if used < owned.len() {
+                        owned.drain(..used);
+                        self.buffer = owned;
+                    }
+                    return;
+                }
+                Pass::HandedBack { used, extra } => {
+                    let mut next = extra;
+                    next.extend_from_slice(&owned[used..]);
+                    owned = next;
+                }
+            }
+        }
+    }
+
+    /// [`split`](Self::split) until a handler hands back bytes that are not the end of
+    /// what it was given (those it hands back from its own bytes are read on in place,
+    /// copying nothing, however many raw sections one read holds).
+    fn pass(&mut self, transport: &Transport, bytes: &[u8], mut scan_from: usize) -> Pass {
         let mut at = 0;
         while at < bytes.len() && !transport.is_disconnecting() {
             if transport.is_reading_paused() {
                 self.held = true;
-                return at;
+                return Pass::Used(at);
             }
             let rest = &bytes[at..];
             if self.raw {
                 let (handler, mut ctx) = self.parts(transport);
                 handler.raw_data_received(&mut ctx, rest);
-                if !self.extra.is_empty() {
-                    self.read_handed_back(transport, &[]);
+                let extra = std::mem::take(&mut self.extra);
+                if extra.is_empty() {
+                    return Pass::Used(bytes.len());
                 }
-                return bytes.len();
+                if rest.ends_with(&extra) {
+                    at = bytes.len() - extra.len();
+                    continue;
+                }
+                return Pass::HandedBack {
+                    used: bytes.len(),
+                    extra,
+                };
             }
             let Some(found) = find(&rest[scan_from.min(rest.len())..], &self.delimiter) else {
                 if rest.len() > self.max_length + self.delimiter.len() {
                     self.too_long(transport, rest.len());
-                    return bytes.len();
+                    at = bytes.len();
+                } else {
+                    return Pass::Used(at);
                 }
-                return at;
+                return self.after_handler(at);
             };
             let end = scan_from + found;
             scan_from = 0;
             if end > self.max_length {
                 // A handler that keeps the connection reads on after the line's end.
                 self.too_long(transport, end);
-                at += end + self.delimiter.len();
-                continue;
+            } else {
+                let (handler, mut ctx) = self.parts(transport);
+                handler.line_received(&mut ctx, &rest[..end]);
             }
-            let (handler, mut ctx) = self.parts(transport);
-            handler.line_received(&mut ctx, &rest[..end]);
             at += end + self.delimiter.len();
             if !self.extra.is_empty() {
-                self.read_handed_back(transport, &bytes[at..]);
-                return bytes.len();
+                return self.after_handler(at);
             }
         }
         // Closing: nothing after the close request is delivered.
-        bytes.len()
+        Pass::Used(bytes.len())
     }
 
-    /// Reads the bytes a handler handed back, then `rest` (what followed the bytes it was
-    /// given); what is left of them waits in the buffer. The caller treats `rest` as used.
-    fn read_handed_back(&mut self, transport: &Transport, rest: &[u8]) {
-        let mut joined = std::mem::take(&mut self.extra);
-        joined.extend_from_slice(rest);
-        let used = self.split(transport, &joined, 0);
-        if used < joined.len() {
-            joined.drain(..used);
-            self.buffer = joined;
+    /// A line handler ran having used `bytes[..at]`: the bytes it handed back, if any, are
+    /// read before the rest.
+    fn after_handler(&mut self, at: usize) -> Pass {
+        match std::mem::take(&mut self.extra) {
+            extra if extra.is_empty() => Pass::Used(at),
+            extra => Pass::HandedBack { used: at, extra },
         }
     }
 
@@ -234,8 +285,9 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     fn connection_made(&mut self, transport: &Transport) {
         let (handler, mut ctx) = self.parts(transport);
         handler.connection_made(&mut ctx);
-        if !self.extra.is_empty() {
-            self.read_handed_back(transport, &[]);
+        let extra = std::mem::take(&mut self.extra);
+        if !extra.is_empty() {
+            self.read_owned(transport, extra);
         }
     }
 
@@ -399,6 +451,23 @@ mod tests {
             ctx.send_line(b"bye");
             ctx.transport().lose_connection();
         }
+    }
+
+    /// Many raw sections in one read, each handing back the rest, are read in place:
+    /// no copy, no recursion (a peer could otherwise exhaust the stack).
+    #[test]
+    fn many_raw_sections_in_one_read_are_read_in_a_loop() {
+        let mut wire = StringTransport::new();
+        let mut proto = LineReceiver::new(Bodies::default()).delimiter(b"\n");
+        wire.connect(&mut proto);
+        let sections = 50_000;
+        let mut read = b"body 0\n".repeat(sections);
+        read.extend_from_slice(b"body 1\nxend\n");
+        wire.receive(&mut proto, &read);
+        let handler = proto.handler();
+        assert_eq!(handler.bodies.len(), sections + 1);
+        assert_eq!(handler.bodies.last().unwrap(), b"x");
+        assert_eq!(handler.lines.last().unwrap(), b"end");
     }
 
     #[test]

@@ -154,6 +154,12 @@ impl Drop for WriterLock {
 /// of the same history file, whose lock no longer keeps anyone out. Read from `/proc`
 /// (processes of other users are not seen).
 fn holding_deleted(lock: &Path) -> Option<u32> {
+    // The kernel names an open file by its absolute path, through the links it followed.
+    let dir = match lock.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let lock = dir.canonicalize().ok()?.join(lock.file_name()?);
     let deleted = format!("{} (deleted)", lock.display());
     let me = std::process::id();
     std::fs::read_dir("/proc")

@@ -109,12 +109,6 @@ pub(crate) async fn prune(pool: &Pool, cutoff_ms: i64, chunk: u32) -> Result<u64
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(pool)
             .await?;
-        // The deletions went through the journal: copied into the file and the journal
-        // cut back, the space is the filesystem's again (else a journal grown while the
-        // disk filled keeps it). Readers in the middle of a query keep it for later.
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(pool)
-            .await;
     }
     Ok(total)
 }

@@ -362,11 +362,8 @@ impl WriterTask {
                     {
                         Ok(n) => n,
                         Err(_elapsed) => {
-                            if let Err(error) = self.keep_lock()
-                                && !self.failing
-                            {
-                                self.failing = true;
-                                tracing::warn!(path = %self.location, %error, "cannot keep the history file's lock; dropping records until writes succeed again");
+                            if let Err(error) = self.keep_lock() {
+                                self.begin_failing(&error, "cannot keep the history file's lock; dropping records until writes succeed again");
                             }
                             continue;
                         }
@@ -473,10 +470,26 @@ impl WriterTask {
             .then(|| Instant::now() + self.flush_interval)
     }
 
+    /// Lets go of the connection; the ends of rows still owed (the last batches failed)
+    /// are lost now, and counted so.
     async fn close(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.close().await;
         }
+        let lost = self.owed.take().len() as u64;
+        self.stats.add_dropped_queued(lost);
+    }
+
+    /// The first failure of a burst: remembered (for the dashboard's note), and logged once
+    /// with `what` is done meanwhile.
+    fn begin_failing(&mut self, error: &StoreError, what: &'static str) {
+        if self.failing {
+            return;
+        }
+        self.failing = true;
+        let now = u64::try_from(crate::retention::now_ms()).unwrap_or(1);
+        self.stats.set_failing(Some(now.max(1)));
+        tracing::warn!(path = %self.location, %error, "{what}");
     }
 
     /// Commits `pending`, with the service catalog when the file may not hold it (or drops
@@ -536,16 +549,10 @@ impl WriterTask {
                     // late does.
                     self.opened = Opened::Later;
                 }
-                if !self.failing {
-                    self.failing = true;
-                    let now = u64::try_from(crate::retention::now_ms()).unwrap_or(1);
-                    self.stats.set_failing(Some(now.max(1)));
-                    tracing::warn!(
-                        path = %self.location,
-                        %error,
-                        "cannot write history; dropping records until writes succeed again"
-                    );
-                }
+                self.begin_failing(
+                    &error,
+                    "cannot write history; dropping records until writes succeed again",
+                );
                 // The connection may be left mid-transaction, holding a stale file, or
                 // cut by a server that went away; start over.
                 if let Some(conn) = self.conn.take() {
@@ -671,18 +678,27 @@ impl WriterTask {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => std::path::Path::new("."),
         };
-        let Ok(fs) = rustix::fs::statvfs(dir) else {
+        let space = || {
+            let fs = rustix::fs::statvfs(dir).ok()?;
+            Some((fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize))
+        };
+        let Some((free, size)) = space() else {
             return Ok(());
         };
-        let (free, size) = (fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize);
         let reserve = self.options.reserve(size);
         if free >= reserve {
             return Ok(());
         }
+        // What retention deleted is in the journal: copied into the file and the journal
+        // cut back, the space is the filesystem's again.
         if let Some(Conn::Sqlite(conn)) = self.conn.as_mut() {
             let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&mut *conn)
                 .await;
+        }
+        let free = space().map_or(free, |(free, _)| free);
+        if free >= reserve {
+            return Ok(());
         }
         Err(StoreError::DiskLow {
             path: self.path.clone(),

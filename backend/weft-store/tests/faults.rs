@@ -198,6 +198,12 @@ async fn a_filesystem_under_the_free_space_kept_takes_no_batch() {
     let error = stats.last_error.expect("said");
     assert!(error.contains("bytes free, under the"), "{error}");
     store.shutdown().await.unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        (stats.dropped(), stats.unwritten()),
+        (6, 0),
+        "the close still owed at the stop is lost, and counted"
+    );
 }
 
 /// Sets or clears the immutable attribute; root ignores permission bits but not this.

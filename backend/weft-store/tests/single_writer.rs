@@ -115,7 +115,14 @@ async fn a_writer_holding_a_deleted_lock_file_keeps_a_second_store_out() {
         assert!(start.elapsed().as_secs() < 10, "the holder never got ready");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let refused = Store::open_with(options(dir.path())).await;
+    // Given as most are, relative to the working directory: the kernel names the held
+    // file by its absolute path.
+    let mut relative = options(dir.path());
+    relative.path = std::path::PathBuf::from("history.db");
+    let cwd = std::env::current_dir().unwrap();
+    std::env::set_current_dir(dir.path()).unwrap();
+    let refused = Store::open_with(relative).await;
+    std::env::set_current_dir(cwd).unwrap();
     holder.kill().unwrap();
     holder.wait().unwrap();
     let refused = refused.expect_err("refused while another writer holds the deleted lock");

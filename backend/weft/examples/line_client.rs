@@ -60,6 +60,10 @@ impl ClientFactory for Loud {
         eprintln!("{reason}; retrying in {:?}", self.0.current_delay());
         self.0.client_connection_failed(connector, reason);
     }
+    fn client_connection_made(&self, connector: &Connector) {
+        // The policy resets its back-off here: a wrapper hands every event on.
+        self.0.client_connection_made(connector);
+    }
     fn client_connection_lost(&self, connector: &Connector, reason: &weft::CloseReason) {
         self.0.client_connection_lost(connector, reason);
     }

@@ -231,8 +231,9 @@ impl Protocol for Downstream {
                     steps.waits_on(on);
                     steps.step_with("relay", Some(on), Some(&detail));
                     // Each side's first and only producer: neither can be refused.
-                    let _ = down.register_producer(Rc::new(up.clone()));
-                    let _ = up.register_producer(Rc::new(down.clone()));
+                    let down_registered = down.register_producer(Rc::new(up.clone()));
+                    let up_registered = up.register_producer(Rc::new(down.clone()));
+                    debug_assert!(down_registered.is_ok() && up_registered.is_ok());
                     if let Peer::Connecting { early, write_shut } =
                         std::mem::replace(&mut *peer.borrow_mut(), Peer::Up(up.clone()))
                     {

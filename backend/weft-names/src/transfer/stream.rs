@@ -66,7 +66,8 @@ impl Streamer {
         });
         transport.pause_reading();
         // One transfer at a time holds the connection (`slot`), so none is registered.
-        let _ = transport.register_producer(Rc::new(Producer(streamer.clone())));
+        let registered = transport.register_producer(Rc::new(Producer(streamer.clone())));
+        debug_assert!(registered.is_ok());
         streamer.schedule();
         *slot = Some(streamer);
     }

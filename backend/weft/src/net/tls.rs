@@ -151,8 +151,8 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// What a server certificate says of itself (the first of a PEM chain, the server's
-/// own): when it is valid, and for which names. Read for warnings and the expiry gauge;
-/// nothing here verifies it.
+/// own): when it is valid, and for which names. Read for warnings; nothing here verifies
+/// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFacts {
     /// Not valid before this.
@@ -216,7 +216,7 @@ impl CertificateFacts {
     }
 }
 
-/// Picks the certificate by the name the client sent, the default one otherwise./// Picks the certificate by the name the client sent, the default one otherwise.
+/// Picks the certificate by the name the client sent, the default one otherwise.
 #[derive(Debug)]
 struct SniResolver {
     default: Arc<CertifiedKey>,

@@ -12,10 +12,13 @@ use crate::support::{free_port, spawn_app_with};
 
 /// A self-signed certificate with `cn` as its subject and `names` as its alt names; PEM
 /// certificate and key.
-fn certificate(cn: &str, names: &[&str]) -> (String, String) {
+fn certificate(cn: &str, names: &[&str], until: Option<(i32, u8, u8)>) -> (String, String) {
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
+    if let Some((year, month, day)) = until {
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+    }
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, cn);
@@ -25,7 +28,18 @@ fn certificate(cn: &str, names: &[&str]) -> (String, String) {
 }
 
 fn write_pair(dir: &Path, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let (cert, key) = certificate(cn, names);
+    write_pair_until(dir, stem, cn, names, None)
+}
+
+/// [`write_pair`], its certificate valid until `until` (year, month, day).
+fn write_pair_until(
+    dir: &Path,
+    stem: &str,
+    cn: &str,
+    names: &[&str],
+    until: Option<(i32, u8, u8)>,
+) -> (PathBuf, PathBuf) {
+    let (cert, key) = certificate(cn, names, until);
     let (cert_path, key_path) = (
         dir.join(format!("{stem}.pem")),
         dir.join(format!("{stem}.key")),
@@ -204,8 +218,26 @@ fn certificates_renewed_in_place_are_served_after_a_reload() {
         "weft default renewed",
         &["localhost", "127.0.0.1"],
     );
-    write_pair(dir, "a", "weft a renewed", &["a.example"]);
+    // Renewed until 2099-01-02: the expiry gauge follows what is served.
+    let expiry = |stem: &str| {
+        let series = format!(
+            "weft_tls_certificate_expiry_timestamp_seconds{{certificate=\"{}\",service=\"web\"}}",
+            dir.join(format!("{stem}.pem")).display()
+        );
+        app.metric(&series)
+    };
+    let far = expiry("a").expect("the SNI entry's certificate is on /metrics");
+    assert!(far > 4_000_000_000.0, "rcgen's default, 4096: {far}");
+    assert!(expiry("default").is_some(), "the listener's own");
+    write_pair_until(
+        dir,
+        "a",
+        "weft a renewed",
+        &["a.example"],
+        Some((2099, 1, 2)),
+    );
     app.reload_by_signal("ok");
+    assert_eq!(expiry("a"), Some(4_070_995_200.0), "2099-01-02T00:00:00Z");
     assert!(
         app.log().contains("configuration reloaded: changed web"),
         "{}",

@@ -61,6 +61,8 @@ pub struct Running {
     /// Whether this is reactor 0's, which also keeps the store, `/readyz` and the live
     /// views up to date and announces zone changes; the other reactors' only serve.
     primary: bool,
+    /// `weft_tls_certificate_expiry_timestamp_seconds`, reactor 0's only.
+    expiry: Option<prometheus::IntGaugeVec>,
 }
 
 impl std::fmt::Debug for Running {
@@ -121,7 +123,30 @@ impl Running {
             }
         }
         env.query_log = query_log_to(store.as_ref(), query_spans, config);
-        Self::serve(reactor, hub, store, env, config, true)
+        let expiry = certificate_expiry(hub.registry());
+        let mut running = Self::serve(reactor, hub, store, env, config, true)?;
+        running.expiry = expiry;
+        running.publish_certificates();
+        Ok(running)
+    }
+
+    /// Sets the expiry gauge to the certificates the services now serve.
+    fn publish_certificates(&self) {
+        let Some(expiry) = &self.expiry else {
+            return;
+        };
+        expiry.reset();
+        for service in &self.config.services {
+            for (certificate, not_after) in &service.certificates {
+                let seconds = match not_after.duration_since(std::time::UNIX_EPOCH) {
+                    Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+                    Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+                };
+                expiry
+                    .with_label_values(&[service.name.as_str(), certificate.as_str()])
+                    .set(seconds);
+            }
+        }
     }
 
     /// Starts every service of `config` on `reactor`, one more reactor beside the one
@@ -167,6 +192,7 @@ impl Running {
             options: HashMap::new(),
             replicas: Default::default(),
             primary,
+            expiry: None,
         };
         for service in &config.services {
             let options = service.limits.listen_options();
@@ -281,6 +307,7 @@ impl Running {
             Err(_) => old,
         };
         result?;
+        self.publish_certificates();
         applied.need_restart = restart_needed(&self.config, &config, crate::logging::installed());
         Ok(applied)
     }
@@ -483,6 +510,27 @@ fn restart_needed(running: &Config, new: &Config, log: Option<Installed>) -> Vec
     .filter(|(_, same)| !same)
     .map(|(section, _)| section)
     .collect()
+}
+
+/// `weft_tls_certificate_expiry_timestamp_seconds{service,certificate}`, registered on
+/// `registry`; `None` (and logged) if it cannot be.
+fn certificate_expiry(registry: &prometheus::Registry) -> Option<prometheus::IntGaugeVec> {
+    let gauge = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "weft_tls_certificate_expiry_timestamp_seconds",
+            "When each certificate a service's ssl: listeners serve stops being valid \
+             (its notAfter), unix seconds: alert on it minus time().",
+        ),
+        &["service", "certificate"],
+    )
+    .and_then(|gauge| registry.register(Box::new(gauge.clone())).map(|()| gauge));
+    match gauge {
+        Ok(gauge) => Some(gauge),
+        Err(error) => {
+            tracing::warn!(%error, "certificate expiry is not on /metrics");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ fn start(dir: &std::path::Path, reactor: &Reactor) -> (Inspector, SocketAddr, So
             limits: ServiceLimits::default_for(&kind),
             kind,
             tls_files: Default::default(),
+            certificates: Vec::new(),
         },
     )
     .unwrap();

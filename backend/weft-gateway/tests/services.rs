@@ -21,6 +21,7 @@ fn service(name: &str, listen: &[&str], kind: ServiceKind) -> ServiceConfig {
         limits: ServiceLimits::default_for(&kind),
         kind,
         tls_files: Default::default(),
+        certificates: Vec::new(),
     }
 }
 

@@ -250,6 +250,9 @@ pub struct ServiceConfig {
     /// checked: a certificate renewed in place changes the service, so a reload serves
     /// the new one (the paths alone are the same).
     pub tls_files: weft::net::FilesDigest,
+    /// The certificates its `ssl:` listeners serve (each listener's own and its
+    /// `tls_certificates`), as written, with when each stops being valid.
+    pub certificates: Vec<(String, std::time::SystemTime)>,
 }
 
 impl Config {

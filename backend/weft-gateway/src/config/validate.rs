@@ -320,6 +320,7 @@ fn service(
     let kind = services::validate(&ctx)?;
     let limits = services::limits::validate(&ctx, &kind)?;
     let mut tls_files = weft::net::FilesDigest::default();
+    let mut certificates = Vec::new();
     for (endpoint, span) in &listen {
         let parsed: ServerEndpoint = endpoint.parse().expect("checked by `endpoints`");
         let files = preflight::server_files(endpoint, &parsed)
@@ -337,15 +338,21 @@ fn service(
         tls_files = tls_files.and(files);
         if let ServerEndpoint::Ssl { cert, .. } = &parsed
             && let Ok(facts) = weft::net::CertificateFacts::read(cert)
-            && let Some(warning) = services::tls_certificates::validity_warning(
-                cert,
-                &facts,
-                std::time::SystemTime::now(),
-            )
         {
-            ctx.warn(span.clone(), "listen", format!("{endpoint:?}: {warning}"));
+            let now = std::time::SystemTime::now();
+            if let Some(warning) = services::tls_certificates::validity_warning(cert, &facts, now) {
+                ctx.warn(span.clone(), "listen", format!("{endpoint:?}: {warning}"));
+            }
+            certificates.push((cert.display().to_string(), facts.not_after));
         }
     }
+    for sni in services::sni_certificates(&kind) {
+        if let Ok(facts) = weft::net::CertificateFacts::read(&sni.cert) {
+            certificates.push((sni.cert.display().to_string(), facts.not_after));
+        }
+    }
+    certificates.sort();
+    certificates.dedup();
     // The roots its upstreams are verified against, read as connecting reads them: a CA
     // bundle rotated in place changes the service too.
     for ca in services::ca_files(&kind) {
@@ -359,6 +366,7 @@ fn service(
         kind,
         limits,
         tls_files,
+        certificates,
     })
 }
 

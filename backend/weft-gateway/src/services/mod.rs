@@ -245,6 +245,14 @@ impl<K: Kind> Configured for Of<'_, K> {
     }
 }
 
+/// The further certificates a service's `ssl:` listeners serve by SNI.
+pub(crate) fn sni_certificates(kind: &ServiceKind) -> &[weft::net::SniCertificate] {
+    match kind {
+        ServiceKind::Http(http) => &http.tls_certificates,
+        _ => &[],
+    }
+}
+
 /// The CA files a service's upstream connections trust: an HTTP route's `ca`, a
 /// tcp-proxy upstream's `caCerts=`.
 pub(crate) fn ca_files(kind: &ServiceKind) -> Vec<std::path::PathBuf> {

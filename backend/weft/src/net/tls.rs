@@ -151,8 +151,8 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// What a server certificate says of itself (the first of a PEM chain, the server's
-/// own): when it is valid, and for which names. Read for warnings; nothing here verifies
-/// it.
+/// own): when it is valid, and for which names. Read for warnings and the gateway's expiry
+/// gauge; nothing here verifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFacts {
     /// Not valid before this.

@@ -427,6 +427,12 @@ fn a_table_locked_in_postgres_makes_the_dashboard_s_reads_busy_not_stuck() {
         app.log()
     );
     assert!(codes.iter().all(|c| c == "200"), "{codes:?}");
+    // The note says what holds history, not that the server is down.
+    let listed = app.curl("/api/connections").unwrap_or_default();
+    assert!(
+        listed.contains("another session of the history database holds a table locked"),
+        "{listed}"
+    );
     let busy_after = app.metric(busy).unwrap_or(0.0);
     assert!(
         busy_after - busy_before >= 6.0,

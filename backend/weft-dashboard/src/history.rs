@@ -53,8 +53,13 @@ pub(crate) fn unavailable(state: &DashboardState, e: &StoreError) -> String {
             .to_owned();
     }
     if failure == HistoryFailure::Busy && shared(state) {
-        // No one locks a PostgreSQL database as a file is locked: no connection within the
-        // wait is a server that is down or out of reach.
+        if e.is_lock_wait() {
+            return "history is unavailable: another session of the history database holds \
+                    a table locked (LOCK TABLE, a migration, VACUUM FULL); showing live data \
+                    only"
+                .to_owned();
+        }
+        // No reader within the wait is a server that is down or out of reach.
         return "history is unavailable: the history database did not answer in time (down or \
                 out of reach?); showing live data only"
             .to_owned();

@@ -294,6 +294,10 @@ pub(crate) async fn open_pg_pool(
         .await
         .map_err(open_error)?;
     migrate_pg(url, timeout).await?;
+    let mut conn = pool.acquire().await.map_err(open_error)?;
+    if let Some(table) = missing_table(&mut conn).await.map_err(open_error)? {
+        return Err(missing_table_error(url, table));
+    }
     Ok(pool)
 }
 
@@ -316,6 +320,61 @@ pub(crate) fn lazy_pg_pool(
 /// next batch: waiting, it would hold the start, and every other session's use of the
 /// table would queue behind its own request.
 const MIGRATE_LOCK_WAIT: &str = "5s";
+
+/// How long a batch of the writer waits for a lock (a table another session holds locked)
+/// before it fails, counted, and the next batch tries: waiting, it would hold every
+/// record behind it with no sign of why.
+pub(crate) const WRITE_LOCK_WAIT: &str = "10s";
+
+/// The tables the schema makes.
+const PG_TABLES: [&str; 6] = [
+    "services",
+    "connections",
+    "deferreds",
+    "deferred_steps",
+    "events",
+    "queries",
+];
+
+/// A table of the schema that is missing from a database whose migrations say it was
+/// made (dropped by hand): the migrator would not make it again, and every batch that
+/// writes it would fail.
+pub(crate) async fn missing_table(
+    conn: &mut PgConnection,
+) -> Result<Option<&'static str>, sqlx::Error> {
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !migrated {
+        return Ok(None);
+    }
+    for table in PG_TABLES {
+        let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !there {
+            return Ok(Some(table));
+        }
+    }
+    Ok(None)
+}
+
+/// What is said of a database missing `table` ([`missing_table`]).
+pub(crate) fn missing_table_error(url: &str, table: &str) -> StoreError {
+    StoreError::Connect {
+        url: redacted(url),
+        source: sqlx::Error::Configuration(
+            format!(
+                "its history table {table:?} is missing though its migrations say it was made \
+                 (dropped by hand?), and weft does not make it again: restore it from a \
+                 backup, or drop the schema's history tables and _sqlx_migrations (or the \
+                 schema) for weft to make them anew"
+            )
+            .into(),
+        ),
+    }
+}
 
 /// PostgreSQL's `lock_not_available`: a lock wait ran out (`lock_timeout`).
 pub(crate) const LOCK_NOT_AVAILABLE: &str = "55P03";

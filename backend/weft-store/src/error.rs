@@ -161,6 +161,12 @@ impl StoreError {
                 source: sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut,
                 ..
             } => true,
+            // It answers, but takes no connection now: every slot is taken
+            // (`too_many_connections`), or it is starting or stopping (`cannot_connect_now`).
+            Self::Connect {
+                source: sqlx::Error::Database(e),
+                ..
+            } => matches!(e.code().as_deref(), Some("53300" | "57P03")),
             // The migration waited out its lock timeout (another session holds the tables:
             // a long search, another gateway's migration): tried again with each batch.
             Self::MigrateUrl {
@@ -171,6 +177,13 @@ impl StoreError {
             } => e.code().as_deref() == Some(crate::backend::LOCK_NOT_AVAILABLE),
             _ => false,
         }
+    }
+
+    /// Whether a query gave up waiting for a lock another session holds (PostgreSQL's
+    /// `lock_not_available`: a `LOCK TABLE`, a migration, a `VACUUM FULL`).
+    pub fn is_lock_wait(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(e))
+            if e.code().as_deref() == Some(crate::backend::LOCK_NOT_AVAILABLE))
     }
 
     /// Whether a query found a table of the schema missing (PostgreSQL's `undefined_table`):

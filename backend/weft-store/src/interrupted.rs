@@ -20,12 +20,10 @@ pub const PROCESS_ENDED: &str = "process_ended";
 pub const NOT_RECORDED: &str = "not_recorded";
 
 const UNRECORDED_DETAIL: &str = "its close was not recorded (history writes failed or fell \
-     behind for too long); closed when the process stopped, at the last activity its history \
-     recorded";
+     behind for too long); closed when the process stopped";
 
 const UNRECORDED_FAILURE: &str = "NotRecorded: the end of this chain was not recorded (history \
-     writes failed or fell behind for too long); ended when the process stopped, at the last \
-     activity its history recorded";
+     writes failed or fell behind for too long); ended when the process stopped";
 
 /// Why rows are closed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +43,23 @@ impl Why {
     }
 }
 
-const CONNECTION_DETAIL: &str = "the process ended without closing it (killed or crashed); \
-     closed at the last activity its history recorded";
+const CONNECTION_DETAIL: &str = "the process ended without closing it in history (killed or \
+     crashed, or stopped while history could not be written); closed at the last activity its \
+     history recorded";
 
-const CHAIN_FAILURE: &str = "ProcessEnded: the process ended before this chain did (killed or \
-     crashed); ended at the last activity its history recorded";
+const CHAIN_FAILURE: &str = "ProcessEnded: the process ended before this chain did in history \
+     (killed or crashed, or stopped while history could not be written); ended at the last \
+     activity its history recorded";
 
 /// Reads the two partial indexes of open and pending rows only; `$1` is the instance, which
-/// scopes the search in a shared database.
+/// scopes the search in a shared database, `$2` the time before which the rows began.
 fn any_left_open_sql(d: Dialect) -> String {
     let mine = own_rows(d);
     format!(
-        "SELECT EXISTS (SELECT 1 FROM connections WHERE closed_at_ms IS NULL{mine}) \
+        "SELECT EXISTS (SELECT 1 FROM connections WHERE closed_at_ms IS NULL \
+         AND opened_at_ms < $2{mine}) \
          OR EXISTS (SELECT 1 FROM deferreds{} \
-         WHERE state IN ('pending', 'running', 'paused', 'waiting'){mine})",
+         WHERE state IN ('pending', 'running', 'paused', 'waiting') AND created_at_ms < $2{mine})",
         d.indexed_by("deferreds_pending")
     )
 }
@@ -93,7 +94,7 @@ fn close_connections_sql(d: Dialect) -> String {
     format!(
         "UPDATE connections \
          SET closed_at_ms = {}(opened_at_ms, $2), close_reason = $3, close_detail = $4 \
-         WHERE closed_at_ms IS NULL{}",
+         WHERE closed_at_ms IS NULL AND opened_at_ms < $5{}",
         d.greatest(),
         own_rows(d)
     )
@@ -106,7 +107,7 @@ fn end_chains_sql(d: Dialect) -> String {
         "UPDATE deferreds \
          SET state = 'cancelled', fired_at_ms = coalesce(fired_at_ms, {greatest}(created_at_ms, $2)), \
          ended_at_ms = {greatest}(created_at_ms, $2), waiting_on = NULL, failure = $3 \
-         WHERE state IN ('pending', 'running', 'paused', 'waiting'){}",
+         WHERE state IN ('pending', 'running', 'paused', 'waiting') AND created_at_ms < $4{}",
         own_rows(d)
     )
 }
@@ -121,8 +122,17 @@ pub(crate) struct Closed {
 /// Closes what a process that did not stop cleanly left open ([`close_left_open`]), and
 /// says so in the log; a failure is logged too, and leaves those rows open until a later
 /// start closes them (history still works).
-pub(crate) async fn close_what_was_left_open(pool: &Pool, instance: &str, location: &str) {
-    match close_left_open(pool, instance, Why::ProcessEnded).await {
+///
+/// Only rows begun before `started_ms` (unix ms), when this process opened the store: an
+/// earlier process's, never this one's, whenever it runs. Returns whether it finished
+/// (a failure is tried again with the next batch).
+pub(crate) async fn close_what_was_left_open(
+    pool: &Pool,
+    instance: &str,
+    location: &str,
+    started_ms: i64,
+) -> bool {
+    match close_left_open(pool, instance, Why::ProcessEnded, started_ms).await {
         Ok(closed) if closed != Closed::default() => tracing::warn!(
             path = %location,
             connections = closed.connections,
@@ -130,18 +140,23 @@ pub(crate) async fn close_what_was_left_open(pool: &Pool, instance: &str, locati
             "the previous process did not stop cleanly; closed what it left open"
         ),
         Ok(_) => {}
-        Err(error) => tracing::warn!(
-            path = %location,
-            %error,
-            "cannot close the rows the previous process left open"
-        ),
+        Err(error) => {
+            tracing::warn!(
+                path = %location,
+                %error,
+                "cannot close the rows the previous process left open; trying again with \
+                 the next batch"
+            );
+            return false;
+        }
     }
+    true
 }
 
 /// At a clean stop whose history lost the end of some rows: every connection is closed and
 /// every chain ended by now, so what reads open of `instance` is closed, and logged.
 pub(crate) async fn close_unrecorded(pool: &Pool, instance: &str, location: &str) {
-    match close_left_open(pool, instance, Why::NotRecorded).await {
+    match close_left_open(pool, instance, Why::NotRecorded, i64::MAX).await {
         Ok(closed) if closed != Closed::default() => tracing::warn!(
             path = %location,
             connections = closed.connections,
@@ -163,6 +178,7 @@ pub(crate) async fn close_left_open(
     pool: &Pool,
     instance: &str,
     why: Why,
+    before_ms: i64,
 ) -> Result<Closed, sqlx::Error> {
     let (reason, detail, failure) = why.words();
     let d = pool.dialect();
@@ -170,6 +186,7 @@ pub(crate) async fn close_left_open(
     on_pool!(pool, pool => {
         let (any,): (bool,) = sqlx::query_as(sql(any_left_open_sql(d)))
             .bind(instance)
+            .bind(before_ms)
             .fetch_one(pool)
             .await?;
         if !any {
@@ -180,11 +197,14 @@ pub(crate) async fn close_left_open(
             .bind(instance)
             .fetch_one(&mut *tx)
             .await?;
+        // Not past this process's start, whose own rows may be the latest.
+        let last_seen = last_seen.min(before_ms);
         let connections = sqlx::query(sql(close_connections_sql(d)))
             .bind(instance)
             .bind(last_seen)
             .bind(reason)
             .bind(detail)
+            .bind(before_ms)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -192,6 +212,7 @@ pub(crate) async fn close_left_open(
             .bind(instance)
             .bind(last_seen)
             .bind(failure)
+            .bind(before_ms)
             .execute(&mut *tx)
             .await?
             .rows_affected();

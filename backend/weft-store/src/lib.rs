@@ -145,6 +145,8 @@ impl Store {
     /// the lock gone; the batches before are dropped and counted, as when the file is
     /// locked later.
     pub async fn open_with(options: StoreOptions) -> Result<Store, StoreError> {
+        // Rows begun before this are an earlier process's.
+        let started_ms = retention::now_ms();
         let (lock, pool, opened) = match &options.url {
             Some(url) => {
                 match backend::open_pg_pool(url, options.busy_timeout, options.max_readers).await {
@@ -196,14 +198,28 @@ impl Store {
                 }
             }
         };
-        if opened == writer::Opened::Now {
-            interrupted::close_what_was_left_open(&pool, &options.instance, &options.location())
-                .await;
-        }
+        let leftovers_closed = opened == writer::Opened::Now
+            && interrupted::close_what_was_left_open(
+                &pool,
+                &options.instance,
+                &options.location(),
+                started_ms,
+            )
+            .await;
         let pools = Arc::new(PoolCell::new(pool));
         let stats = Arc::new(StoreStats::default());
-        let (writer, task) =
-            writer::create(&options, stats.clone(), pools.clone(), lock, opened).await?;
+        let (writer, task) = writer::create(
+            &options,
+            stats.clone(),
+            pools.clone(),
+            lock,
+            opened,
+            writer::Leftovers {
+                started_ms,
+                closed: leftovers_closed,
+            },
+        )
+        .await?;
         let writer_task = tokio::spawn(task.run());
         let (stop_retention, stop) = watch::channel(false);
         let retention_task = tokio::spawn(retention::run(
@@ -311,6 +327,9 @@ impl Store {
             Err(e) if e.is_unreachable() => return Ok(()),
             Err(e) => return Err(e),
         };
+        if let Some(table) = backend::missing_table(&mut conn).await? {
+            return Err(backend::missing_table_error(url, table));
+        }
         let may_create: bool =
             sqlx::query_scalar("SELECT has_schema_privilege(current_user, 'public', 'CREATE')")
                 .fetch_one(&mut conn)

@@ -40,7 +40,8 @@ pub struct StoreOptions {
     /// Free space the writer leaves on the history file's filesystem, so that retention
     /// can always delete (which writes first) and hand the journal back: below it, batches
     /// are dropped (and counted) until there is room. `None`, the default, keeps a tenth of
-    /// the filesystem, at most 64 MiB.
+    /// the filesystem, at least 16 MiB (what the journal and the file may grow by between
+    /// two looks, with room to spare) and at most 64 MiB.
     pub min_free_bytes: Option<u64>,
 }
 
@@ -80,7 +81,8 @@ impl StoreOptions {
 
     /// The free space the writer leaves on a filesystem of `size` bytes.
     pub(crate) fn reserve(&self, size: u64) -> u64 {
-        self.min_free_bytes.unwrap_or((size / 10).min(64 << 20))
+        self.min_free_bytes
+            .unwrap_or((size / 10).clamp(16 << 20, 64 << 20))
     }
 
     /// Where history goes, for messages: the file, or the URL without its password.

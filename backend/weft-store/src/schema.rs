@@ -29,6 +29,9 @@ fn shared_options(path: &Path, busy_timeout: Duration) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(busy_timeout)
         .foreign_keys(false)
+        // A journal grown by a burst is cut back to this once checkpointed, so the disk
+        // gets its space back (else it keeps its largest size for as long as it is open).
+        .pragma("journal_size_limit", (8 << 20).to_string())
         .disable_statement_logging()
 }
 

@@ -259,6 +259,16 @@ pub(crate) struct WriterTask {
     failing: bool,
     /// The file's one-writer lock, let go when the task ends (none for a shared database).
     lock: Option<WriterLock>,
+    /// What an earlier process left open, and whether it is closed yet.
+    leftovers: Leftovers,
+}
+
+/// What an earlier process left open: rows begun before `started_ms` (when this store was
+/// opened), and whether they are closed yet (else each batch tries, before it writes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Leftovers {
+    pub(crate) started_ms: i64,
+    pub(crate) closed: bool,
 }
 
 /// Whether the store's file was opened and migrated before the writer was made.
@@ -279,9 +289,15 @@ pub(crate) async fn create(
     pools: Arc<PoolCell>,
     lock: Option<WriterLock>,
     opened: Opened,
+    leftovers: Leftovers,
 ) -> Result<(Writer, WriterTask), StoreError> {
     let postgres = match &options.url {
-        Some(url) => Some((url.clone(), backend::pg_options(url)?)),
+        // A batch waits this long at most for a table another session holds locked, then
+        // fails (counted, and the dashboard says history is behind) and the next tries.
+        Some(url) => Some((
+            url.clone(),
+            backend::pg_options(url)?.options([("lock_timeout", backend::WRITE_LOCK_WAIT)]),
+        )),
         None => None,
     };
     let (conn, dialect) = match &postgres {
@@ -331,6 +347,7 @@ pub(crate) async fn create(
         opened,
         failing: false,
         lock,
+        leftovers,
     };
     Ok((
         Writer {
@@ -478,6 +495,14 @@ impl WriterTask {
         }
         let lost = self.owed.take().len() as u64;
         self.stats.add_dropped_queued(lost);
+        if lost > 0 {
+            tracing::warn!(
+                path = %self.location,
+                records = lost,
+                "stopping with the ends of connections and chains history could not write; \
+                 the next start closes them as process_ended"
+            );
+        }
     }
 
     /// The first failure of a burst: remembered (for the dashboard's note), and logged once
@@ -544,10 +569,27 @@ impl WriterTask {
                 self.stats.add_dropped_queued(n - kept);
                 self.stats.record_error(error.to_string());
                 if self.postgres.is_some() && error.is_undefined_table() {
-                    // The database was recreated (or restored) empty: the next batch
-                    // brings its schema back and writes the catalog, as a server reached
-                    // late does.
-                    self.opened = Opened::Later;
+                    let missing = match self.conn.as_mut() {
+                        Some(Conn::Postgres(conn)) => {
+                            backend::missing_table(conn).await.ok().flatten()
+                        }
+                        _ => None,
+                    };
+                    match missing {
+                        // A table dropped by hand from a schema whose migrations say it
+                        // was made: not made again; said once, batches fail until restored.
+                        Some(table) => {
+                            let missing = backend::missing_table_error(&self.location, table);
+                            self.begin_failing(
+                                &missing,
+                                "cannot write history; dropping records until the table is back",
+                            );
+                        }
+                        // The database was recreated (or restored) empty: the next batch
+                        // brings its schema back and writes the catalog, as a server
+                        // reached late does.
+                        None => self.opened = Opened::Later,
+                    }
                 }
                 self.begin_failing(
                     &error,
@@ -572,6 +614,7 @@ impl WriterTask {
             if self.opened == Opened::Later {
                 self.reached().await?;
             }
+            self.close_leftovers().await;
             return Ok(());
         }
         self.keep_lock()?;
@@ -590,7 +633,25 @@ impl WriterTask {
             self.conn = Some(Conn::Sqlite(conn));
             self.journal = schema::journal_ids(&self.path);
         }
+        self.close_leftovers().await;
         Ok(())
+    }
+
+    /// Closes what an earlier process left open, if that failed so far (a table another
+    /// session held locked at start): only rows begun before this store opened, so its
+    /// own are never touched, however late this runs.
+    async fn close_leftovers(&mut self) {
+        if self.leftovers.closed || self.opened == Opened::Later {
+            return;
+        }
+        let pool = self.pools.get();
+        self.leftovers.closed = crate::interrupted::close_what_was_left_open(
+            &pool,
+            self.sql.instance(),
+            &self.location,
+            self.leftovers.started_ms,
+        )
+        .await;
     }
 
     /// The database was out of reach at start and answers now: before this process writes
@@ -604,8 +665,15 @@ impl WriterTask {
         };
         backend::migrate_pg(url, self.busy_timeout).await?;
         let pool = crate::backend::Pool::Postgres(pool);
-        crate::interrupted::close_what_was_left_open(&pool, self.sql.instance(), &self.location)
+        if !self.leftovers.closed {
+            self.leftovers.closed = crate::interrupted::close_what_was_left_open(
+                &pool,
+                self.sql.instance(),
+                &self.location,
+                self.leftovers.started_ms,
+            )
             .await;
+        }
         let services = self.catalog_records();
         if let Some(conn) = self.conn.as_mut() {
             self.sql.write(conn, &services).await?;
@@ -747,9 +815,15 @@ impl WriterTask {
         );
         // A file locked at start, before this process writes a row: what is open in it
         // now, an earlier process left, as an open at start would have closed.
-        if late {
+        if late || !self.leftovers.closed {
             let instance = self.sql.instance();
-            crate::interrupted::close_what_was_left_open(&pool, instance, &self.location).await;
+            self.leftovers.closed = crate::interrupted::close_what_was_left_open(
+                &pool,
+                instance,
+                &self.location,
+                self.leftovers.started_ms,
+            )
+            .await;
         }
         self.pools.replace(pool);
         if late {

@@ -224,3 +224,85 @@ async fn an_unreachable_server_is_refused_at_open_naming_it_without_the_password
         "{text}"
     );
 }
+
+/// A history table dropped by hand while a gateway writes: its live rows are never taken
+/// for a killed process's (the writer took the missing table for a database recreated
+/// empty and closed them as `process_ended`), and a start on such a database is refused
+/// naming the table, where the migrator would never make it again.
+#[tokio::test]
+async fn a_table_dropped_by_hand_closes_no_live_row_and_a_start_names_it() {
+    let pg = Postgres::start();
+    let url = pg.create_database("dropped");
+    let store = open(&url, "edge-1").await;
+    store.try_send(connection(1, "echo", weft_now(), None));
+    store.flush().await.unwrap();
+    pg.sql("dropped", "DROP TABLE events");
+    store.try_send(event(1));
+    store.try_send(event(2));
+    store.flush().await.unwrap();
+    store.try_send(event(3));
+    store.flush().await.unwrap();
+    let live = store.connection(1).await.unwrap().unwrap();
+    assert_eq!(live.closed_at_ms, None, "still open: {live:?}");
+    let error = store.stats().last_error().unwrap_or_default();
+    assert!(error.contains("\"events\""), "{error}");
+    store.shutdown().await.unwrap();
+
+    let refused = Store::open_with(pg_options(&url, "edge-1"))
+        .await
+        .expect_err("a start on a schema missing a table is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("history table \"events\" is missing"),
+        "{refused}"
+    );
+}
+
+/// What a killed process left open is closed once the table it is in is let go, when a
+/// session held it locked as the next start tried: with a later batch, and only rows
+/// begun before that start.
+#[tokio::test]
+async fn leftovers_a_lock_kept_from_closing_at_start_are_closed_with_a_later_batch() {
+    let pg = Postgres::start();
+    let url = pg.create_database("leftovers");
+    let killed = open(&url, "edge-1").await;
+    killed.try_send(connection(1, "echo", 1_000, None));
+    killed.flush().await.unwrap();
+    drop(killed);
+
+    let mut holder = pg.sql_in_background(
+        "leftovers",
+        "BEGIN; LOCK TABLE connections IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let store = open(&url, "edge-1").await;
+    assert_eq!(
+        store
+            .connection(1)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.closed_at_ms),
+        None,
+        "the lock kept it open at the start"
+    );
+    holder.wait().unwrap();
+    store.try_send(connection(2, "echo", weft_now(), None));
+    store.flush().await.unwrap();
+    let closed = store.connection(1).await.unwrap().unwrap();
+    assert_eq!(closed.close_reason.as_deref(), Some(PROCESS_ENDED));
+    let own = store.connection(2).await.unwrap().unwrap();
+    assert_eq!(
+        own.closed_at_ms, None,
+        "this process's own row is left open"
+    );
+    store.shutdown().await.unwrap();
+}
+
+fn weft_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -641,17 +641,22 @@ impl WriterTask {
     /// session held locked at start): only rows begun before this store opened, so its
     /// own are never touched, however late this runs.
     async fn close_leftovers(&mut self) {
-        if self.leftovers.closed || self.opened == Opened::Later {
-            return;
+        if self.opened == Opened::Now {
+            self.close_leftovers_on(&self.pools.get()).await;
         }
-        let pool = self.pools.get();
-        self.leftovers.closed = crate::interrupted::close_what_was_left_open(
-            &pool,
-            self.sql.instance(),
-            &self.location,
-            self.leftovers.started_ms,
-        )
-        .await;
+    }
+
+    /// [`close_leftovers`](Self::close_leftovers) on `pool`, whatever `opened` says.
+    async fn close_leftovers_on(&mut self, pool: &crate::backend::Pool) {
+        if !self.leftovers.closed {
+            self.leftovers.closed = crate::interrupted::close_what_was_left_open(
+                pool,
+                self.sql.instance(),
+                &self.location,
+                self.leftovers.started_ms,
+            )
+            .await;
+        }
     }
 
     /// The database was out of reach at start and answers now: before this process writes
@@ -664,16 +669,8 @@ impl WriterTask {
             return Ok(());
         };
         backend::migrate_pg(url, self.busy_timeout).await?;
-        let pool = crate::backend::Pool::Postgres(pool);
-        if !self.leftovers.closed {
-            self.leftovers.closed = crate::interrupted::close_what_was_left_open(
-                &pool,
-                self.sql.instance(),
-                &self.location,
-                self.leftovers.started_ms,
-            )
+        self.close_leftovers_on(&crate::backend::Pool::Postgres(pool))
             .await;
-        }
         let services = self.catalog_records();
         if let Some(conn) = self.conn.as_mut() {
             self.sql.write(conn, &services).await?;
@@ -815,16 +812,7 @@ impl WriterTask {
         );
         // A file locked at start, before this process writes a row: what is open in it
         // now, an earlier process left, as an open at start would have closed.
-        if late || !self.leftovers.closed {
-            let instance = self.sql.instance();
-            self.leftovers.closed = crate::interrupted::close_what_was_left_open(
-                &pool,
-                instance,
-                &self.location,
-                self.leftovers.started_ms,
-            )
-            .await;
-        }
+        self.close_leftovers_on(&pool).await;
         self.pools.replace(pool);
         if late {
             old.close().await;

@@ -160,10 +160,12 @@ pub struct EventView {
     pub pending: bool,
 }
 
+/// `/api/events`: what history holds after `after`, with the note in
+/// [`HISTORY_ERROR_HEADER`] while writing history fails (events since are missing).
 pub(crate) async fn events(
     State(state): State<DashboardState>,
     Query(q): Query<EventQuery>,
-) -> Result<Json<Vec<EventView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let store = state.store.as_ref().ok_or(ApiError::Unavailable(
         "no history store: events are not kept",
     ))?;
@@ -178,15 +180,19 @@ pub(crate) async fn events(
     // Chains that ended or were flagged lately, before history has committed them.
     let limit = limit.min(weft_store::MAX_LIMIT) as usize;
     let rows = crate::recent::events(&state.hub, rows, after, limit);
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| EventView {
-                seq: r.seq,
-                at_ms: r.at_ms,
-                kind: r.kind,
-                data: serde_json::from_str(&r.payload_json).unwrap_or_default(),
-                pending: r.seq > complete,
-            })
-            .collect(),
-    ))
+    let events: Vec<EventView> = rows
+        .into_iter()
+        .map(|r| EventView {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            kind: r.kind,
+            data: serde_json::from_str(&r.payload_json).unwrap_or_default(),
+            pending: r.seq > complete,
+        })
+        .collect();
+    let mut response = Json(events).into_response();
+    if let Some(value) = history::behind(&state).and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(HISTORY_ERROR_HEADER, value);
+    }
+    Ok(response)
 }

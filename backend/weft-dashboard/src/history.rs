@@ -95,7 +95,7 @@ pub(crate) fn or_note<T>(
 
 /// What a view read from history is told while the writer fails: it reads, but what
 /// happened since the failures began is not there (a corrupt, full or locked file).
-fn behind(state: &DashboardState) -> Option<String> {
+pub(crate) fn behind(state: &DashboardState) -> Option<String> {
     let since = state.store.as_ref()?.stats().failing_since_ms()?;
     let now = u64::try_from(crate::data::now_ms()).unwrap_or(0);
     let ago = crate::fmt::age(&now.saturating_sub(since));

@@ -211,6 +211,16 @@ fn views_read_from_history_while_writing_it_fails_say_it_is_behind() {
         .unwrap_or_default()
         .to_owned();
     assert!(note.starts_with("history is behind"), "{}", behind.body);
+    let events = get("/api/events");
+    assert_eq!(events.status, StatusCode::OK);
+    assert!(
+        events.headers[crate::api::HISTORY_ERROR_HEADER]
+            .to_str()
+            .unwrap()
+            .starts_with("history is behind"),
+        "{:?}",
+        events.headers
+    );
 
     runtime.block_on(async {
         sqlx::query("COMMIT").execute(&mut rival).await.unwrap();

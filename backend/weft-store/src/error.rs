@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum StoreError {
     /// The database file could not be opened or created.
-    #[error("cannot open the history database {path}: {source}{}", open_hint(.source))]
+    #[error("cannot open the history database {path}: {}{}", said(.source), open_hint(.source))]
     Open {
         /// The database file.
         path: PathBuf,
@@ -25,7 +25,7 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
     /// A `[store] url` that is not a PostgreSQL URL sqlx can read.
-    #[error("cannot read the history database URL {url}: {source}")]
+    #[error("cannot read the history database URL {url}: {}", said(.source))]
     Url {
         /// The URL, without its password.
         url: String,
@@ -35,8 +35,9 @@ pub enum StoreError {
     },
     /// The PostgreSQL server could not be reached or refused the login.
     #[error(
-        "cannot connect to the history database {url}: {source} (check that the server runs \
-         and accepts this user)"
+        "cannot connect to the history database {url}: {} (check that the server runs \
+         and accepts this user)",
+        said(.source)
     )]
     Connect {
         /// The URL, without its password.
@@ -122,7 +123,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// A query failed.
-    #[error("history query failed: {0}")]
+    #[error("history query failed: {}", said(.0))]
     Query(#[from] sqlx::Error),
     /// A filter value given by a caller is not one the store knows.
     #[error("unknown {what} {value:?}; expected one of: {expected}")]
@@ -252,6 +253,20 @@ impl StoreError {
 
 /// A hint for an open that failed because the file could not be opened or made (a missing
 /// or read-only directory): nothing for a file that is locked or is not a database.
+/// What the driver said, without the PostgreSQL server's own source line that its errors
+/// carry (`... at line 334`, which reads as a line of the configuration).
+fn said(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e)
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some() =>
+        {
+            format!("error returned from database: {}", e.message())
+        }
+        other => other.to_string(),
+    }
+}
+
 fn open_hint(source: &sqlx::Error) -> &'static str {
     use std::io::ErrorKind::{NotFound, PermissionDenied, ReadOnlyFilesystem};
     let cannot_open = match source {

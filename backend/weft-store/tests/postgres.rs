@@ -223,6 +223,11 @@ async fn an_unreachable_server_is_refused_at_open_naming_it_without_the_password
         text.contains("postgres://weft@127.0.0.1") && !text.contains("secret"),
         "{text}"
     );
+    // The server's own source line is not said: it reads as a line of the configuration.
+    assert!(
+        text.contains("does not exist") && !text.contains(" at line "),
+        "{text}"
+    );
 }
 
 /// A history table dropped by hand while a gateway writes: its live rows are never taken

@@ -361,18 +361,10 @@ pub(crate) async fn missing_table(
 }
 
 /// What is said of a database missing `table` ([`missing_table`]).
-pub(crate) fn missing_table_error(url: &str, table: &str) -> StoreError {
-    StoreError::Connect {
+pub(crate) fn missing_table_error(url: &str, table: &'static str) -> StoreError {
+    StoreError::MissingTable {
         url: redacted(url),
-        source: sqlx::Error::Configuration(
-            format!(
-                "its history table {table:?} is missing though its migrations say it was made \
-                 (dropped by hand?), and weft does not make it again: restore it from a \
-                 backup, or drop the schema's history tables and _sqlx_migrations (or the \
-                 schema) for weft to make them anew"
-            )
-            .into(),
-        ),
+        table,
     }
 }
 

@@ -46,6 +46,19 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// A table of the PostgreSQL schema is missing though its migrations say it was made.
+    #[error(
+        "the history database {url}: its history table {table:?} is missing though its \
+         migrations say it was made (dropped by hand?), and weft does not make it again: \
+         restore it from a backup, or drop the schema's history tables and _sqlx_migrations \
+         (or the schema) for weft to make them anew"
+    )]
+    MissingTable {
+        /// The URL, without its password.
+        url: String,
+        /// The table.
+        table: &'static str,
+    },
     /// The PostgreSQL schema could not be brought up to date.
     #[error("cannot migrate the history database {url}: {source}")]
     MigrateUrl {
@@ -59,8 +72,8 @@ pub enum StoreError {
     /// retention ([`StoreOptions::min_free_bytes`](crate::StoreOptions::min_free_bytes)).
     #[error(
         "the filesystem of the history database {path} has {free} bytes free, under the \
-         {reserve} kept so retention can free space; writing resumes when there is more \
-         (retention deletes what is older than its window)"
+         {reserve} kept so retention can free space; {}",
+        disk_low_hint(*size, *reserve)
     )]
     DiskLow {
         /// The database file.
@@ -69,6 +82,8 @@ pub enum StoreError {
         free: u64,
         /// Bytes the writer leaves free.
         reserve: u64,
+        /// The filesystem's size.
+        size: u64,
     },
     /// Another store, in this process or another, writes the file: a file takes one
     /// writer at a time.
@@ -253,6 +268,17 @@ impl StoreError {
 
 /// A hint for an open that failed because the file could not be opened or made (a missing
 /// or read-only directory): nothing for a file that is locked or is not a database.
+/// What to do about too little free space: wait for retention, or, on a filesystem too
+/// small to keep the reserve, move history.
+fn disk_low_hint(size: u64, reserve: u64) -> &'static str {
+    if size <= reserve.saturating_mul(2) {
+        "the filesystem is too small to keep that free and hold history: give `[store] path` \
+         a larger one (history is not written here)"
+    } else {
+        "writing resumes when there is more (retention deletes what is older than its window)"
+    }
+}
+
 /// What the driver said, without the PostgreSQL server's own source line that its errors
 /// carry (`... at line 334`, which reads as a line of the configuration).
 fn said(error: &sqlx::Error) -> String {

@@ -374,8 +374,16 @@ impl Store {
     /// Deletes finished rows older than `cutoff_ms` (unix ms) now, as retention does on its own
     /// schedule. Returns the number of rows deleted.
     pub async fn prune_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let n = retention::prune(&self.pool(), cutoff_ms, self.inner.options.prune_chunk).await?;
+        let mut n = 0;
+        let pruned = retention::prune(
+            &self.pool(),
+            cutoff_ms,
+            self.inner.options.prune_chunk,
+            &mut n,
+        )
+        .await;
         self.inner.stats.add_pruned(n);
+        pruned?;
         Ok(n)
     }
 

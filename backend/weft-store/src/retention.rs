@@ -88,29 +88,55 @@ fn sql(text: String) -> SqlStr {
     AssertSqlSafe(text).into_sql_str()
 }
 
-/// Deletes every finished row older than `cutoff_ms` (unix ms), `chunk` rows per transaction.
-/// Returns the number of rows deleted.
-pub(crate) async fn prune(pool: &Pool, cutoff_ms: i64, chunk: u32) -> Result<u64, sqlx::Error> {
+/// Deletes every finished row older than `cutoff_ms` (unix ms), `chunk` rows per
+/// transaction, adding each chunk to `deleted` as it commits (a pass that fails part way
+/// has still deleted those). A file's freed pages are then handed back to the filesystem.
+pub(crate) async fn prune(
+    pool: &Pool,
+    cutoff_ms: i64,
+    chunk: u32,
+    deleted: &mut u64,
+) -> Result<(), sqlx::Error> {
     let d = pool.dialect();
     let chunk = i64::from(chunk.max(1));
-    let mut total = 0;
     for text in [
         prune_connections_sql(d),
         prune_by_time_sql(d, "events", "seq"),
         prune_by_time_sql(d, "queries", "id"),
     ] {
-        total += prune_table(pool, sql(text), cutoff_ms, chunk).await?;
+        prune_table(pool, sql(text), cutoff_ms, chunk, deleted).await?;
     }
     for finished in [fired_sql(d), leaked_sql(d)] {
-        total += prune_deferreds(pool, d, &finished, cutoff_ms, chunk).await?;
+        prune_deferreds(pool, d, &finished, cutoff_ms, chunk, deleted).await?;
     }
-    total += prune_table(pool, sql(orphan_steps_sql(d)), cutoff_ms, chunk).await?;
-    if let (Pool::Sqlite(pool), true) = (pool, total > 0) {
+    prune_table(pool, sql(orphan_steps_sql(d)), cutoff_ms, chunk, deleted).await?;
+    if let Pool::Sqlite(pool) = pool {
+        give_back(pool).await?;
+    }
+    Ok(())
+}
+
+/// Hands a file's free pages back to the filesystem (`incremental_vacuum`), whenever it
+/// has any: also those an earlier pass freed and failed to hand back.
+pub(crate) async fn give_back(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
+    let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
+        .fetch_one(pool)
+        .await?;
+    if free > 0 {
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(pool)
             .await?;
+        checkpoint(pool).await;
     }
-    Ok(total)
+    Ok(())
+}
+
+/// Lets the journal be written again from its start (a passive checkpoint, which waits
+/// for no one): deletions chunk after chunk then reuse its space rather than grow it.
+async fn checkpoint(pool: &sqlx::SqlitePool) {
+    let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await;
 }
 
 async fn prune_table(
@@ -118,8 +144,8 @@ async fn prune_table(
     text: SqlStr,
     cutoff_ms: i64,
     chunk: i64,
-) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
+    deleted: &mut u64,
+) -> Result<(), sqlx::Error> {
     loop {
         let n = on_pool!(pool, p => sqlx::query(text.clone())
             .bind(cutoff_ms)
@@ -127,9 +153,12 @@ async fn prune_table(
             .execute(p)
             .await?
             .rows_affected());
-        total += n;
+        *deleted += n;
+        if let Pool::Sqlite(pool) = pool {
+            checkpoint(pool).await;
+        }
         if n < chunk as u64 {
-            return Ok(total);
+            return Ok(());
         }
         tokio::task::yield_now().await;
     }
@@ -142,7 +171,8 @@ async fn prune_deferreds(
     finished: &str,
     cutoff_ms: i64,
     chunk: i64,
-) -> Result<u64, sqlx::Error> {
+    deleted: &mut u64,
+) -> Result<(), sqlx::Error> {
     let steps = sql(format!(
         "DELETE FROM deferred_steps WHERE {} IN ({finished})",
         d.key("deferred_id")
@@ -151,7 +181,6 @@ async fn prune_deferreds(
         "DELETE FROM deferreds WHERE {} IN ({finished})",
         d.key("id")
     ));
-    let mut total = 0;
     loop {
         let (s, d) = on_pool!(pool, p => {
             let mut tx = p.begin().await?;
@@ -171,9 +200,12 @@ async fn prune_deferreds(
             tx.commit().await?;
             (s, d)
         });
-        total += s + d;
+        *deleted += s + d;
+        if let Pool::Sqlite(pool) = pool {
+            checkpoint(pool).await;
+        }
         if d < chunk as u64 {
-            return Ok(total);
+            return Ok(());
         }
         tokio::task::yield_now().await;
     }
@@ -204,13 +236,14 @@ pub(crate) async fn run(
         }
         let cutoff = now_ms().saturating_sub(window);
         let pool = pools.get();
+        let mut n = 0;
         let result = tokio::select! {
-            r = prune(&pool, cutoff, chunk) => r,
+            r = prune(&pool, cutoff, chunk, &mut n) => r,
             _ = stop.changed() => return,
         };
+        stats.add_pruned(n);
         match result {
-            Ok(n) => {
-                stats.add_pruned(n);
+            Ok(()) => {
                 if n > 0 {
                     tracing::debug!(rows = n, "pruned history older than the retention window");
                 }

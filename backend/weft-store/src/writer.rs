@@ -754,11 +754,13 @@ impl WriterTask {
         if free >= reserve {
             return Ok(());
         }
-        // What retention deleted is in the journal: copied into the file and the journal
-        // cut back, the space is the filesystem's again.
-        if let Some(Conn::Sqlite(conn)) = self.conn.as_mut() {
+        // What retention deleted: its pages handed back, and the journal copied into the
+        // file and cut back, the space is the filesystem's again. On the read pool, which
+        // is there whether or not the writer's own connection is (a failed batch closes it).
+        if let crate::backend::Pool::Sqlite(pool) = self.pools.get() {
+            let _ = crate::retention::give_back(&pool).await;
             let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&mut *conn)
+                .execute(&pool)
                 .await;
         }
         let free = space().map_or(free, |(free, _)| free);
@@ -769,6 +771,7 @@ impl WriterTask {
             path: self.path.clone(),
             free,
             reserve,
+            size,
         })
     }
 

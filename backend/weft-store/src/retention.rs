@@ -131,12 +131,25 @@ pub(crate) async fn give_back(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error
     Ok(())
 }
 
+/// Journal frames past which a chunk's checkpoint cuts the journal back (8 MiB of 4 KiB
+/// pages): deleting rows spread over a table's indexes writes many pages a chunk.
+const LARGE_JOURNAL_FRAMES: i64 = 2048;
+
 /// Lets the journal be written again from its start (a passive checkpoint, which waits
 /// for no one): deletions chunk after chunk then reuse its space rather than grow it.
+/// A journal grown large anyway (a reader held it) is cut back, waiting for readers at
+/// most the busy timeout: on a filesystem kept nearly full, it is the room retention has.
 async fn checkpoint(pool: &sqlx::SqlitePool) {
-    let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(pool)
+    let passive: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
         .await;
+    if let Ok((_, frames, _)) = passive
+        && frames > LARGE_JOURNAL_FRAMES
+    {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(pool)
+            .await;
+    }
 }
 
 async fn prune_table(

@@ -266,8 +266,6 @@ impl StoreError {
     }
 }
 
-/// A hint for an open that failed because the file could not be opened or made (a missing
-/// or read-only directory): nothing for a file that is locked or is not a database.
 /// What to do about too little free space: wait for retention, or, on a filesystem too
 /// small to keep the reserve, move history.
 fn disk_low_hint(size: u64, reserve: u64) -> &'static str {
@@ -293,6 +291,8 @@ fn said(error: &sqlx::Error) -> String {
     }
 }
 
+/// A hint for an open that failed because the file could not be opened or made (a missing
+/// or read-only directory): nothing for a file that is locked or is not a database.
 fn open_hint(source: &sqlx::Error) -> &'static str {
     use std::io::ErrorKind::{NotFound, PermissionDenied, ReadOnlyFilesystem};
     let cannot_open = match source {

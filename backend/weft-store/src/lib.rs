@@ -198,12 +198,14 @@ impl Store {
                 }
             }
         };
+        // Nothing of this process is written yet: every open row is an earlier one's,
+        // whatever time it says (another host's clock, a clock stepped back).
         let leftovers_closed = opened == writer::Opened::Now
             && interrupted::close_what_was_left_open(
                 &pool,
                 &options.instance,
                 &options.location(),
-                started_ms,
+                i64::MAX,
             )
             .await;
         let pools = Arc::new(PoolCell::new(pool));

@@ -118,15 +118,26 @@ pub(crate) async fn prune(
 
 /// Hands a file's free pages back to the filesystem (`incremental_vacuum`), whenever it
 /// has any: also those an earlier pass freed and failed to hand back.
+///
+/// A step at a time, with a checkpoint after each: the pages it moves go through the
+/// journal, so freeing all at once would need as much room as it frees.
 pub(crate) async fn give_back(pool: &sqlx::SqlitePool) -> Result<(), sqlx::Error> {
-    let (free,): (i64,) = sqlx::query_as("PRAGMA freelist_count")
-        .fetch_one(pool)
-        .await?;
-    if free > 0 {
-        sqlx::query("PRAGMA incremental_vacuum")
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("PRAGMA freelist_count")
+            .fetch_one(pool)
+            .await
+    };
+    let mut free = count().await?;
+    while free > 0 {
+        sqlx::query("PRAGMA incremental_vacuum(1024)")
             .execute(pool)
             .await?;
         checkpoint(pool).await;
+        let left = count().await?;
+        if left >= free {
+            break;
+        }
+        free = left;
     }
     Ok(())
 }
@@ -146,9 +157,40 @@ async fn checkpoint(pool: &sqlx::SqlitePool) {
     if let Ok((_, frames, _)) = passive
         && frames > LARGE_JOURNAL_FRAMES
     {
+        truncate_journal(pool).await;
+    }
+}
+
+/// Copies the journal into the file and cuts it to nothing, if no reader holds it now:
+/// waiting for readers would hold the writer's batches behind this (it takes the write
+/// lock first), so it does not wait.
+pub(crate) async fn truncate_journal(pool: &sqlx::SqlitePool) {
+    let Ok(mut conn) = pool.acquire().await else {
+        return;
+    };
+    let Ok(wait) = sqlx::query_scalar::<_, i64>("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await
+    else {
+        return;
+    };
+    if sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+    {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(pool)
+            .execute(&mut *conn)
             .await;
+    }
+    let restore = format!("PRAGMA busy_timeout = {wait}");
+    if sqlx::query(sqlx::AssertSqlSafe(restore).into_sql_str())
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        // A connection left with no wait would fail reads a lock makes wait: not reused.
+        conn.detach();
     }
 }
 

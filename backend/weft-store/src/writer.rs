@@ -759,9 +759,7 @@ impl WriterTask {
         // is there whether or not the writer's own connection is (a failed batch closes it).
         if let crate::backend::Pool::Sqlite(pool) = self.pools.get() {
             let _ = crate::retention::give_back(&pool).await;
-            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&pool)
-                .await;
+            crate::retention::truncate_journal(&pool).await;
         }
         let free = space().map_or(free, |(free, _)| free);
         if free >= reserve {

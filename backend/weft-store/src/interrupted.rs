@@ -121,7 +121,7 @@ pub(crate) struct Closed {
 
 /// Closes what a process that did not stop cleanly left open ([`close_left_open`]), and
 /// says so in the log; a failure is logged too, and leaves those rows open until a later
-/// start closes them (history still works).
+/// try closes them (history still works).
 ///
 /// Only rows begun before `started_ms` (unix ms), when this process opened the store: an
 /// earlier process's, never this one's, whenever it runs. Returns whether it finished
@@ -132,43 +132,50 @@ pub(crate) async fn close_what_was_left_open(
     location: &str,
     started_ms: i64,
 ) -> bool {
-    match close_left_open(pool, instance, Why::ProcessEnded, started_ms).await {
-        Ok(closed) if closed != Closed::default() => tracing::warn!(
-            path = %location,
-            connections = closed.connections,
-            chains = closed.chains,
-            "the previous process did not stop cleanly; closed what it left open"
-        ),
-        Ok(_) => {}
-        Err(error) => {
-            tracing::warn!(
-                path = %location,
-                %error,
-                "cannot close the rows the previous process left open; trying again with \
-                 the next batch"
-            );
-            return false;
-        }
-    }
-    true
+    close_and_say(pool, instance, location, Why::ProcessEnded, started_ms).await
 }
 
 /// At a clean stop whose history lost the end of some rows: every connection is closed and
 /// every chain ended by now, so what reads open of `instance` is closed, and logged.
 pub(crate) async fn close_unrecorded(pool: &Pool, instance: &str, location: &str) {
-    match close_left_open(pool, instance, Why::NotRecorded, i64::MAX).await {
-        Ok(closed) if closed != Closed::default() => tracing::warn!(
-            path = %location,
-            connections = closed.connections,
-            chains = closed.chains,
-            "history lost the end of some connections and chains; closed them as it stopped"
+    close_and_say(pool, instance, location, Why::NotRecorded, i64::MAX).await;
+}
+
+/// [`close_left_open`], logging what it closed or why it could not, in `why`'s words.
+async fn close_and_say(
+    pool: &Pool,
+    instance: &str,
+    location: &str,
+    why: Why,
+    before_ms: i64,
+) -> bool {
+    let (closed_them, cannot) = match why {
+        Why::ProcessEnded => (
+            "the previous process did not stop cleanly; closed what it left open",
+            "cannot close the rows the previous process left open; trying again with the \
+             next batch",
         ),
-        Ok(_) => {}
-        Err(error) => tracing::warn!(
-            path = %location,
-            %error,
-            "cannot close the rows whose end history lost; the next start closes them"
+        Why::NotRecorded => (
+            "history lost the end of some connections and chains; closed them as it stopped",
+            "cannot close the rows whose end history lost; the next start closes them",
         ),
+    };
+    match close_left_open(pool, instance, why, before_ms).await {
+        Ok(closed) => {
+            if closed != Closed::default() {
+                tracing::warn!(
+                    path = %location,
+                    connections = closed.connections,
+                    chains = closed.chains,
+                    "{closed_them}"
+                );
+            }
+            true
+        }
+        Err(error) => {
+            tracing::warn!(path = %location, %error, "{cannot}");
+            false
+        }
     }
 }
 

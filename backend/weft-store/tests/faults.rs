@@ -44,6 +44,17 @@ async fn connect(path: &Path) -> sqlx::SqliteConnection {
         .unwrap()
 }
 
+/// [`connect`], inside a write transaction: the file locked, as a `sqlite3` shell in
+/// `BEGIN EXCLUSIVE` holds it, until `COMMIT`.
+async fn locked(path: &Path) -> sqlx::SqliteConnection {
+    let mut rival = connect(path).await;
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut rival)
+        .await
+        .unwrap();
+    rival
+}
+
 fn seqs(events: &[weft_store::EventRecord]) -> Vec<i64> {
     events.iter().map(|e| e.seq).collect()
 }
@@ -54,11 +65,7 @@ async fn a_locked_database_drops_and_counts_then_writing_resumes() {
     assert_eq!(store.stats().written(), 10);
 
     // A competing process holds the write lock for longer than the writer's busy timeout.
-    let mut rival = connect(&path).await;
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut rival)
-        .await
-        .unwrap();
+    let mut rival = locked(&path).await;
 
     send_all(&store, 11..=20);
     store.flush().await.unwrap();
@@ -98,11 +105,7 @@ async fn the_ends_of_rows_in_a_batch_not_written_are_written_when_writing_resume
     store.try_send(common::deferred(7, "pending", 1_000));
     store.flush().await.unwrap();
 
-    let mut rival = connect(&path).await;
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut rival)
-        .await
-        .unwrap();
+    let mut rival = locked(&path).await;
     for id in 1..=3 {
         store.try_send(common::connection(id, "echo", 1_000, Some(2_000)));
     }
@@ -141,11 +144,7 @@ async fn ends_lost_past_what_is_kept_are_closed_at_a_clean_stop() {
         store.try_send(common::connection(id, "echo", 1_000, None));
     }
     store.flush().await.unwrap();
-    let mut rival = connect(&path).await;
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut rival)
-        .await
-        .unwrap();
+    let mut rival = locked(&path).await;
     for id in 1..=n {
         store.try_send(common::connection(id, "echo", 1_000, Some(2_000)));
     }
@@ -487,11 +486,7 @@ async fn services_changed_or_removed_under_a_lock_are_listed_at_once_and_reach_t
     store.flush().await.unwrap();
     assert_eq!(stored_services(&path).await.len(), 2);
 
-    let mut rival = connect(&path).await;
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut rival)
-        .await
-        .unwrap();
+    let mut rival = locked(&path).await;
     let start = Instant::now();
     store.remove_service("old");
     store.try_send(service("echo", "tcp:9000"));

@@ -385,6 +385,39 @@ fn check_refuses_a_database_run_would_refuse_and_passes_one_out_of_reach() {
     assert_eq!(code, Some(0), "out of reach is no refusal: {said}");
 }
 
+/// The time `curl` takes to get any answer from `path` on `app`'s dashboard.
+fn answer_time(app: &App, path: &str) -> Duration {
+    let since = Instant::now();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "20"])
+        .arg(format!("http://{}{path}", app.dashboard))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{path}: {out:?}");
+    since.elapsed()
+}
+
+/// A page that reads history more than once (its rows and its filters' choices) reads
+/// them together: with the server frozen, it answers after one read's timeout (2 s), not
+/// after one for each read.
+#[test]
+fn a_page_over_a_frozen_postgres_waits_for_one_timeout_not_one_per_read() {
+    let pg = Postgres::start();
+    let url = pg.create_database("frozen_pages");
+    let app = spawn_app_on_postgres(&url, "edge-a");
+    echo_once(app.echo);
+    assert_eventually!(closed(&app, "").len() == 1, "{}", app.log());
+    let _paused = pg.pause();
+    for path in [
+        "/connections?state=closed",
+        "/deferreds?state=failed",
+        "/connections/1",
+    ] {
+        let took = answer_time(&app, path);
+        assert!(took < Duration::from_millis(3500), "{path}: {took:?}");
+    }
+}
+
 /// A session holding a table of history locked (an operator's `LOCK TABLE`, a long
 /// maintenance) does not hold the dashboard's reads of it: each waits at most the busy
 /// timeout for the lock, then is answered without its history, counted `busy`, as with

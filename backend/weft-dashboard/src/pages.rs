@@ -218,24 +218,35 @@ pub(crate) async fn connections(
 ) -> Response {
     let result = async {
         let order = q.order()?;
-        let mut rows = data::connections(&state, &q).await?;
         // Open connections alone are live: the filter's names must not wait on history.
         let live = q.state.as_deref().map(str::trim) == Some("open");
-        let service_names = if live {
-            data::live_service_names(&state)
-        } else {
-            let (services, note) = data::services(&state).await;
-            rows.history_error = rows.history_error.take().or(note);
-            services.into_iter().map(|s| s.name).collect()
-        };
         let instance = q.instance.as_deref();
-        let instances = if live {
-            InstanceFilter::asked(&state, instance)
-        } else {
-            let (instances, note) = InstanceFilter::new(&state, instance).await;
-            rows.history_error = rows.history_error.take().or(note);
-            instances
-        };
+        // The rows and the two filters' choices are read together: one after another,
+        // a history that does not answer would hold the page for three of its timeouts.
+        let (rows, (service_names, services_note), (instances, instances_note)) = tokio::join!(
+            data::connections(&state, &q),
+            async {
+                if live {
+                    (data::live_service_names(&state), None)
+                } else {
+                    let (services, note) = data::services(&state).await;
+                    (services.into_iter().map(|s| s.name).collect(), note)
+                }
+            },
+            async {
+                if live {
+                    (InstanceFilter::asked(&state, instance), None)
+                } else {
+                    InstanceFilter::new(&state, instance).await
+                }
+            },
+        );
+        let mut rows = rows?;
+        rows.history_error = rows
+            .history_error
+            .take()
+            .or(services_note)
+            .or(instances_note);
         Ok::<_, ApiError>((order, rows, service_names, instances))
     };
     match result.await {
@@ -339,10 +350,11 @@ pub(crate) async fn connection(
     let result = async {
         let id = data::parse_id(&id).ok_or(ApiError::NotFound("connection"))?;
         let instance = q.instance.as_deref();
-        let c = data::connection(&state, id, instance)
-            .await?
-            .ok_or(ApiError::NotFound("connection"))?;
-        let (deferreds, history_error) = data::connection_deferreds(&state, id, instance).await;
+        let (c, (deferreds, history_error)) = tokio::join!(
+            data::connection(&state, id, instance),
+            data::connection_deferreds(&state, id, instance),
+        );
+        let c = c?.ok_or(ApiError::NotFound("connection"))?;
         Ok::<_, ApiError>((c, deferreds, history_error))
     };
     match result.await {
@@ -391,8 +403,11 @@ pub(crate) async fn deferreds(
         .state
         .get_or_insert_with(|| DeferredFilter::Pending.as_str().into())
         .clone();
-    let (instances, note) = InstanceFilter::new(&state, q.instance.as_deref()).await;
-    match data::deferreds(&state, &q).await {
+    let ((instances, note), page) = tokio::join!(
+        InstanceFilter::new(&state, q.instance.as_deref()),
+        data::deferreds(&state, &q),
+    );
+    match page {
         Ok(page) => html(&Deferreds {
             instances,
             page: "deferreds",

@@ -119,26 +119,64 @@ pub(crate) struct Closed {
     pub(crate) chains: u64,
 }
 
+/// When closing what an earlier process left open failed, what happens next: said in the
+/// log with the failure, or not said (a retry that fails as the last one did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// The first try: the writer tries again in the background (history still works).
+    Retry,
+    /// A retry: its failure is the one already said.
+    Quietly,
+    /// At a clean stop: the next start closes them.
+    NextStart,
+}
+
 /// Closes what a process that did not stop cleanly left open ([`close_left_open`]), and
-/// says so in the log; a failure is logged too, and leaves those rows open until a later
-/// try closes them (history still works).
+/// says so in the log; a failure is said as `then` asks, and leaves those rows open.
 ///
 /// Only rows begun before `started_ms` (unix ms), when this process opened the store: an
-/// earlier process's, never this one's, whenever it runs. Returns whether it finished
-/// (a failure is tried again with the next batch).
+/// earlier process's, never this one's, whenever it runs. Returns whether it finished.
 pub(crate) async fn close_what_was_left_open(
     pool: &Pool,
     instance: &str,
     location: &str,
     started_ms: i64,
+    then: Then,
 ) -> bool {
-    close_and_say(pool, instance, location, Why::ProcessEnded, started_ms).await
+    let cannot = match then {
+        Then::Retry => Some(
+            "cannot close the rows the previous process left open; trying again in the \
+             background until it can",
+        ),
+        Then::Quietly => None,
+        Then::NextStart => {
+            Some("cannot close the rows the previous process left open; the next start closes them")
+        }
+    };
+    close_and_say(
+        pool,
+        instance,
+        location,
+        Why::ProcessEnded,
+        started_ms,
+        cannot,
+    )
+    .await
 }
 
 /// At a clean stop whose history lost the end of some rows: every connection is closed and
 /// every chain ended by now, so what reads open of `instance` is closed, and logged.
 pub(crate) async fn close_unrecorded(pool: &Pool, instance: &str, location: &str) {
-    close_and_say(pool, instance, location, Why::NotRecorded, i64::MAX).await;
+    let cannot = "cannot close the rows whose end history lost; the next start closes them";
+    close_and_say(
+        pool,
+        instance,
+        location,
+        Why::NotRecorded,
+        i64::MAX,
+        Some(cannot),
+    )
+    .await;
 }
 
 /// [`close_left_open`], logging what it closed or why it could not, in `why`'s words.
@@ -148,17 +186,13 @@ async fn close_and_say(
     location: &str,
     why: Why,
     before_ms: i64,
+    cannot: Option<&str>,
 ) -> bool {
-    let (closed_them, cannot) = match why {
-        Why::ProcessEnded => (
-            "the previous process did not stop cleanly; closed what it left open",
-            "cannot close the rows the previous process left open; trying again with the \
-             next batch",
-        ),
-        Why::NotRecorded => (
-            "history lost the end of some connections and chains; closed them as it stopped",
-            "cannot close the rows whose end history lost; the next start closes them",
-        ),
+    let closed_them = match why {
+        Why::ProcessEnded => "the previous process did not stop cleanly; closed what it left open",
+        Why::NotRecorded => {
+            "history lost the end of some connections and chains; closed them as it stopped"
+        }
     };
     match close_left_open(pool, instance, why, before_ms).await {
         Ok(closed) => {
@@ -173,7 +207,12 @@ async fn close_and_say(
             true
         }
         Err(error) => {
-            tracing::warn!(path = %location, %error, "{cannot}");
+            match cannot {
+                Some(cannot) => tracing::warn!(path = %location, %error, "{cannot}"),
+                None => {
+                    tracing::debug!(path = %location, %error, "closing what was left open failed again")
+                }
+            }
             false
         }
     }

@@ -206,6 +206,7 @@ impl Store {
                 &options.instance,
                 &options.location(),
                 i64::MAX,
+                interrupted::Then::Retry,
             )
             .await;
         let pools = Arc::new(PoolCell::new(pool));

@@ -261,10 +261,26 @@ pub(crate) struct WriterTask {
     lock: Option<WriterLock>,
     /// What an earlier process left open, and whether it is closed yet.
     leftovers: Leftovers,
+    /// The task trying again to close what an earlier process left open, once a try failed:
+    /// in the background, off the batches' way (a lock on those rows would hold each batch
+    /// for the read timeout).
+    retrying: Option<Retrying>,
+}
+
+/// The longest wait between two tries at closing what an earlier process left open.
+const LEFTOVERS_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A task trying again to close what an earlier process left open; stopped when dropped.
+struct Retrying(tokio::task::JoinHandle<()>);
+
+impl Drop for Retrying {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What an earlier process left open: rows begun before `started_ms` (when this store was
-/// opened), and whether they are closed yet (else each batch tries, before it writes).
+/// opened), and whether they are closed yet (else the writer tries again in the background).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Leftovers {
     pub(crate) started_ms: i64,
@@ -348,6 +364,7 @@ pub(crate) async fn create(
         failing: false,
         lock,
         leftovers,
+        retrying: None,
     };
     Ok((
         Writer {
@@ -364,6 +381,9 @@ pub(crate) async fn create(
 impl WriterTask {
     /// Runs until stopped or until every [`Writer`] is gone, committing what is queued first.
     pub(crate) async fn run(mut self) {
+        if self.opened == Opened::Now && !self.leftovers.closed {
+            self.retry_leftovers();
+        }
         let mut pending: Vec<Record> = Vec::with_capacity(self.batch_size);
         let mut incoming: Vec<Command> = Vec::with_capacity(self.batch_size);
         let mut deadline: Option<Instant> = None;
@@ -423,6 +443,7 @@ impl WriterTask {
             }
             if let Some(done) = stop {
                 self.drain(&mut pending).await;
+                self.last_try_at_leftovers().await;
                 if self.owed.incomplete() && !self.failing {
                     let pool = self.pools.get();
                     crate::interrupted::close_unrecorded(
@@ -614,7 +635,6 @@ impl WriterTask {
             if self.opened == Opened::Later {
                 self.reached().await?;
             }
-            self.close_leftovers().await;
             return Ok(());
         }
         self.keep_lock()?;
@@ -633,30 +653,75 @@ impl WriterTask {
             self.conn = Some(Conn::Sqlite(conn));
             self.journal = schema::journal_ids(&self.path);
         }
-        self.close_leftovers().await;
         Ok(())
     }
 
-    /// Closes what an earlier process left open, if that failed so far (a table another
-    /// session held locked at start): only rows begun before this store opened, so its
-    /// own are never touched, however late this runs.
-    async fn close_leftovers(&mut self) {
-        if self.opened == Opened::Now {
-            self.close_leftovers_on(&self.pools.get()).await;
+    /// Closes what an earlier process left open, on a database reached (or a file found
+    /// free) late, before this process writes a row: only rows begun before this store
+    /// opened, so its own are never touched, however late this runs. A failure (a table
+    /// or those rows another session holds locked) is tried again in the background.
+    async fn close_leftovers_on(&mut self, pool: &crate::backend::Pool) {
+        if self.leftovers.closed || self.retrying.is_some() {
+            return;
+        }
+        self.leftovers.closed = crate::interrupted::close_what_was_left_open(
+            pool,
+            self.sql.instance(),
+            &self.location,
+            self.leftovers.started_ms,
+            crate::interrupted::Then::Retry,
+        )
+        .await;
+        if !self.leftovers.closed {
+            self.retry_leftovers();
         }
     }
 
-    /// [`close_leftovers`](Self::close_leftovers) on `pool`, whatever `opened` says.
-    async fn close_leftovers_on(&mut self, pool: &crate::backend::Pool) {
-        if !self.leftovers.closed {
-            self.leftovers.closed = crate::interrupted::close_what_was_left_open(
-                pool,
-                self.sql.instance(),
-                &self.location,
-                self.leftovers.started_ms,
-            )
-            .await;
+    /// Tries again, and again, to close what an earlier process left open, in a task of
+    /// its own: the writer's batches go on meanwhile (none of them touches those rows),
+    /// and a failure that repeats is not said again.
+    fn retry_leftovers(&mut self) {
+        let pools = self.pools.clone();
+        let instance = self.sql.instance().to_owned();
+        let location = self.location.clone();
+        let started_ms = self.leftovers.started_ms;
+        self.retrying = Some(Retrying(tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                let pool = pools.get();
+                let quietly = crate::interrupted::Then::Quietly;
+                if crate::interrupted::close_what_was_left_open(
+                    &pool, &instance, &location, started_ms, quietly,
+                )
+                .await
+                {
+                    return;
+                }
+                wait = (wait * 2).min(LEFTOVERS_RETRY_MAX);
+            }
+        })));
+    }
+
+    /// At a clean stop, a last try at what an earlier process left open if the retries
+    /// have not closed it yet: closed now, it is closed as that process's, not as one of
+    /// this process's rows whose end history lost.
+    async fn last_try_at_leftovers(&mut self) {
+        let Some(retrying) = self.retrying.take() else {
+            return;
+        };
+        if retrying.0.is_finished() {
+            return;
         }
+        drop(retrying);
+        self.leftovers.closed = crate::interrupted::close_what_was_left_open(
+            &self.pools.get(),
+            self.sql.instance(),
+            &self.location,
+            self.leftovers.started_ms,
+            crate::interrupted::Then::NextStart,
+        )
+        .await;
     }
 
     /// The database was out of reach at start and answers now: before this process writes

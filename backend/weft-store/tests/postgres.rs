@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{
     connection, deferred, event, pg_options, reactors_are_kept_and_filtered, send_all, step,
 };
@@ -295,13 +297,71 @@ async fn leftovers_a_lock_kept_from_closing_at_start_are_closed_with_a_later_bat
     holder.wait().unwrap();
     store.try_send(connection(2, "echo", weft_now(), None));
     store.flush().await.unwrap();
-    let closed = store.connection(1).await.unwrap().unwrap();
+    let closed = closed_within(&store, 1, Duration::from_secs(10)).await;
     assert_eq!(closed.close_reason.as_deref(), Some(PROCESS_ENDED));
     let own = store.connection(2).await.unwrap().unwrap();
     assert_eq!(
         own.closed_at_ms, None,
         "this process's own row is left open"
     );
+    store.shutdown().await.unwrap();
+}
+
+/// Connection `id` once history reads it closed, waiting `within` at most.
+async fn closed_within(store: &Store, id: i64, within: Duration) -> weft_store::ConnectionRecord {
+    let deadline = Instant::now() + within;
+    loop {
+        let row = store.connection(id).await.ok().flatten();
+        match row {
+            Some(row) if row.closed_at_ms.is_some() => return row,
+            _ if Instant::now() > deadline => panic!("connection {id} still open: {row:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A session holding the rows a killed process left open (locked for update, not the
+/// table) keeps them open, and holds nothing else: the next start tries again to close
+/// them in the background while this process's batches are written at once (each batch
+/// tried first and waited the read timeout), and closes them once they are let go.
+#[tokio::test]
+async fn leftovers_held_by_a_row_lock_do_not_hold_the_batches() {
+    let pg = Postgres::start();
+    let url = pg.create_database("held_rows");
+    let killed = open(&url, "edge-1").await;
+    killed.try_send(connection(1, "echo", 1_000, None));
+    killed.flush().await.unwrap();
+    drop(killed);
+
+    let mut holder = pg.sql_in_background(
+        "held_rows",
+        "BEGIN; SELECT id FROM connections WHERE id = 1 FOR UPDATE; SELECT pg_sleep(8); COMMIT;",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let store = open(&url, "edge-1").await;
+    // Three batches, each of which waited the read timeout (500 ms here) before.
+    let since = Instant::now();
+    for id in 2..5 {
+        store.try_send(connection(id, "echo", weft_now(), None));
+        store.flush().await.unwrap();
+    }
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_millis(1200),
+        "three batches: {took:?}"
+    );
+    assert_eq!(
+        store.connection(1).await.unwrap().unwrap().closed_at_ms,
+        None,
+        "held by the lock"
+    );
+    holder.wait().unwrap();
+    let closed = closed_within(&store, 1, Duration::from_secs(10)).await;
+    assert_eq!(closed.close_reason.as_deref(), Some(PROCESS_ENDED));
+    for id in 2..5 {
+        let own = store.connection(id).await.unwrap().unwrap();
+        assert_eq!(own.closed_at_ms, None, "this process's own row {id}");
+    }
     store.shutdown().await.unwrap();
 }
 

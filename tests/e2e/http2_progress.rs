@@ -23,14 +23,16 @@ const CANCEL: u32 = 0x8;
 fn start() -> (App, SocketAddr) {
     let port = free_port();
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
-        std::fs::write(dir.join("whole.bin"), vec![7u8; 256 << 10]).unwrap();
-        std::fs::write(dir.join("small.txt"), "small\n").unwrap();
+        let site = dir.join("site");
+        std::fs::create_dir(&site).unwrap();
+        std::fs::write(site.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+        std::fs::write(site.join("whole.bin"), vec![7u8; 256 << 10]).unwrap();
+        std::fs::write(site.join("small.txt"), "small\n").unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              idle_timeout = \"1s\"\naccess_log = \"{}\"\n",
-            dir.display(),
+            site.display(),
             dir.join("access.log").display()
         )
     });

@@ -31,6 +31,7 @@ pub(crate) mod wording;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use weft::endpoint::ServerEndpoint;
 
 pub use error::ConfigError;
 pub use fleet::MAX_INSTANCE_LEN;
@@ -253,6 +254,59 @@ pub struct ServiceConfig {
     /// The certificates its `ssl:` listeners serve (each listener's own and its
     /// `tls_certificates`), as written, with when each stops being valid.
     pub certificates: Vec<(String, std::time::SystemTime)>,
+}
+
+impl ServiceConfig {
+    /// The files this service reads as it starts or reloads, each with what it is: its
+    /// `ssl:` listeners' keys and certificates and its further certificates, its routes'
+    /// CAs, its zone files.
+    pub(crate) fn files(&self) -> Vec<(PathBuf, &'static str)> {
+        let mut files = Vec::new();
+        for endpoint in self.endpoints() {
+            if let ServerEndpoint::Ssl {
+                private_key, cert, ..
+            } = endpoint
+            {
+                files.push((private_key, "TLS key"));
+                files.push((cert, "TLS certificate"));
+            }
+        }
+        match &self.kind {
+            ServiceKind::Http(http) => {
+                for sni in &http.tls_certificates {
+                    files.push((sni.key.clone(), "TLS key"));
+                    files.push((sni.cert.clone(), "TLS certificate"));
+                }
+                for route in &http.web.routes {
+                    if let Some(ca) = &route.ca {
+                        files.push((ca.clone(), "route CA"));
+                    }
+                }
+            }
+            ServiceKind::Dns(dns) => {
+                for zone in &dns.zone_files {
+                    files.push((zone.clone(), "zone file"));
+                }
+            }
+            _ => {}
+        }
+        files
+    }
+
+    /// The paths of the unix sockets it listens on.
+    pub(crate) fn unix_sockets(&self) -> Vec<PathBuf> {
+        self.endpoints()
+            .filter_map(|endpoint| match endpoint {
+                ServerEndpoint::Unix { path, .. } => Some(path),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Its listeners, parsed (every one parsed when the configuration was checked).
+    fn endpoints(&self) -> impl Iterator<Item = ServerEndpoint> + '_ {
+        self.listen.iter().filter_map(|listen| listen.parse().ok())
+    }
 }
 
 impl Config {

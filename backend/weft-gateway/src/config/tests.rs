@@ -981,3 +981,59 @@ fn an_item_of_the_wrong_type_in_a_list_is_named_at_its_own_line() {
     assert_eq!(at(&e), (Some(6), Some("service[0].listen[1]")), "{e}");
     assert!(e.message.contains("must be an endpoint string"), "{e}");
 }
+
+#[test]
+fn an_access_log_on_a_file_weft_reads_a_socket_or_a_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let zone = d.join("t.zone");
+    std::fs::write(
+        &zone,
+        "$ORIGIN t.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n",
+    )
+    .unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (d.join("cert.pem"), d.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let site = d.join("site");
+    std::fs::create_dir(&site).unwrap();
+    let (db, sock) = (d.join("weft.db"), d.join("w.sock"));
+    let config = |log: &std::path::Path, socket: &std::path::Path| {
+        format!(
+            "[store]\npath = \"{}\"\n\
+             [[service]]\nname = \"d\"\nkind = \"dns\"\nlisten = \"udp:0:interface=127.0.0.1\"\n\
+             zones = [\"{}\"]\n\
+             [[service]]\nname = \"w\"\nkind = \"http\"\nroot = \"{}\"\n\
+             listen = [\"ssl:0:privateKey={}:certKey={}\", \"unix:{}\"]\n\
+             access_log = \"{}\"\n",
+            db.display(),
+            zone.display(),
+            site.display(),
+            key_pem.display(),
+            cert_pem.display(),
+            socket.display(),
+            log.display()
+        )
+    };
+    for (log, what) in [
+        (&zone, "service[0]'s zone file"),
+        (&key_pem, "service[1]'s TLS key"),
+        (&cert_pem, "service[1]'s TLS certificate"),
+        (&sock, "service[1]'s unix socket"),
+        (&site.join("access.log"), "inside service[1]'s root"),
+    ] {
+        let e = err(&config(log, &sock));
+        assert_eq!(e.key.as_deref(), Some("service[1].access_log"), "{e}");
+        assert!(e.message.contains(what), "{what}: {e}");
+    }
+    Config::parse("weft.toml", &config(&d.join("access.log"), &sock)).unwrap();
+    // Hidden files are never served.
+    Config::parse("weft.toml", &config(&site.join(".logs/access.log"), &sock)).unwrap_err();
+    std::fs::create_dir(site.join(".logs")).unwrap();
+    Config::parse("weft.toml", &config(&site.join(".logs/access.log"), &sock)).unwrap();
+    // A socket where the history file is to be made.
+    let e = err(&config(&d.join("access.log"), &db));
+    assert_eq!(e.key.as_deref(), Some("service[1].listen"), "{e}");
+    assert!(e.message.contains("history store's file"), "{e}");
+}

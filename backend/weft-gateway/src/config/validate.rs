@@ -47,9 +47,12 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let warnings = std::cell::RefCell::new(Vec::new());
     let services = services(&at, &raw, &mut bound, &warnings)?;
     super::loops::check(&at, &raw, &services)?;
-    if store.url.is_none() {
-        access_logs_apart_from(&at, &raw, &store.path)?;
-    }
+    files_apart(
+        &at,
+        &raw,
+        store.url.is_none().then_some(&*store.path),
+        &services,
+    )?;
     let demo = demo(&at, &raw, &mut bound)?;
     let otlp = super::otlp::otlp(&at, raw.otlp.as_ref())?;
     Ok(Config {
@@ -175,46 +178,80 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
     })
 }
 
-/// Every `[[service]]`, in file order: unique names, endpoints that parse and do not
-/// overlap any listener claimed before (in `bound`), and each kind's keys.
-/// Refuses an access log that is the history file (its journal, or the lock beside it),
-/// or the configuration file: log lines would be written into them. A path is compared as
-/// written (resolved), and an existing file also as the file it is, so a symlink or a hard
-/// link to one of them is refused too.
-fn access_logs_apart_from(
+/// Refuses an access log that is a file weft writes or reads besides (the history file,
+/// its journal or the lock beside it; the configuration file; a zone file, a TLS key or
+/// certificate, a route's CA; a unix socket a service listens on) or would be served from
+/// an HTTP service's `root` (inside it, not hidden), and a unix socket on the history file's path: log lines would be
+/// written into a file the next start, check or reload reads, a socket would be where a
+/// file must be made (or the other way round), and a log under a root would be served to
+/// anyone who asks for it. A path is compared as written (resolved), and an existing file
+/// also as the file it is, so a symlink or a hard link to one of them is refused too.
+fn files_apart(
     at: &Locator<'_>,
     raw: &RawConfig,
-    store: &std::path::Path,
+    store: Option<&std::path::Path>,
+    services: &[ServiceConfig],
 ) -> Result<(), ConfigError> {
-    // By the name written and by the file it leads to through symlinks, which SQLite
-    // opens and names its journal after, even before it exists.
-    let names = [
-        preflight::resolved(store),
-        preflight::through_symlinks(store),
-    ];
-    let mut taken: Vec<(PathBuf, &str)> = names
+    let mut history: Vec<PathBuf> = Vec::new();
+    if let Some(store) = store {
+        // By the name written and by the file it leads to through symlinks, which SQLite
+        // opens and names its journal after, even before it exists.
+        for store in [
+            preflight::resolved(store),
+            preflight::through_symlinks(store),
+        ] {
+            for suffix in ["", "-wal", "-shm", "-journal", ".lock"] {
+                let mut name = store.as_os_str().to_owned();
+                name.push(suffix);
+                history.push(PathBuf::from(name));
+            }
+        }
+    }
+    let mut taken: Vec<(PathBuf, String)> = history
         .iter()
-        .flat_map(|store| {
-            ["", "-wal", "-shm", "-journal", ".lock"]
-                .iter()
-                .map(|suffix| {
-                    let mut name = store.as_os_str().to_owned();
-                    name.push(suffix);
-                    (PathBuf::from(name), "the history store's file")
-                })
-        })
+        .map(|path| (path.clone(), "the history store's file".to_owned()))
         .collect();
     taken.push((
         preflight::resolved(std::path::Path::new(at.file)),
-        "the configuration file",
+        "the configuration file".to_owned(),
     ));
+    for (i, service) in services.iter().enumerate() {
+        for (path, what) in service.files() {
+            taken.push((path, format!("service[{i}]'s {what}")));
+        }
+        for socket in service.unix_sockets() {
+            taken.push((socket, format!("service[{i}]'s unix socket")));
+        }
+    }
     let taken: Vec<_> = taken
         .into_iter()
-        .map(|(path, what)| (file_identity(&path), path, what))
+        .map(|(path, what)| {
+            let path = preflight::through_symlinks(&path);
+            (file_identity(&path), path, what)
+        })
+        .collect();
+    let roots: Vec<(usize, PathBuf)> = services
+        .iter()
+        .enumerate()
+        .filter_map(|(i, service)| match &service.kind {
+            crate::services::ServiceKind::Http(http) => http
+                .web
+                .root
+                .as_deref()
+                .map(|root| (i, preflight::through_symlinks(root))),
+            _ => None,
+        })
         .collect();
     for (i, svc) in raw.service.iter().enumerate() {
         let Some(log) = &svc.get_ref().access_log else {
             continue;
+        };
+        let refused = |message: String| {
+            at.error(
+                Some(log.span()),
+                key(&format!("service[{i}].access_log")),
+                message,
+            )
         };
         let written = preflight::resolved(std::path::Path::new(log.get_ref()));
         let path = preflight::through_symlinks(&written);
@@ -223,19 +260,51 @@ fn access_logs_apart_from(
             .iter()
             .find(|(id, t, _)| *t == path || (identity.is_some() && *id == identity));
         if let Some((_, file, what)) = clash {
-            return Err(at.error(
-                Some(log.span()),
-                key(&format!("service[{i}].access_log")),
-                format!(
-                    "{} is {what}{}; name another file, such as \"access.log\"",
-                    file.display(),
-                    if *file == written {
-                        String::new()
-                    } else {
-                        format!(" ({} is the same file)", written.display())
-                    }
-                ),
-            ));
+            return Err(refused(format!(
+                "{} is {what}{}; name another file, such as \"access.log\"",
+                file.display(),
+                if *file == written {
+                    String::new()
+                } else {
+                    format!(" ({} is the same file)", written.display())
+                }
+            )));
+        }
+        let served = |root: &PathBuf| {
+            // Hidden files (a leading '.' below the root) are never served.
+            path.strip_prefix(root).is_ok_and(|below| {
+                !below.components().any(|c| {
+                    let name = c.as_os_str().to_string_lossy();
+                    name.starts_with('.') && name != ".well-known"
+                })
+            })
+        };
+        if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
+            return Err(refused(format!(
+                "{} is inside service[{j}]'s root {}: the log would be served to anyone who \
+                 asks for it; keep it outside every root",
+                written.display(),
+                root.display()
+            )));
+        }
+    }
+    if history.is_empty() {
+        return Ok(());
+    }
+    for (i, service) in services.iter().enumerate() {
+        for socket in service.unix_sockets() {
+            let socket = preflight::resolved(&socket);
+            if history.contains(&socket) {
+                return Err(at.error(
+                    Some(raw.service[i].get_ref().listen.span()),
+                    key(&format!("service[{i}].listen")),
+                    format!(
+                        "unix:{}: is the history store's file (or one SQLite keeps beside \
+                         it); listen on another path, or move history ([store] path)",
+                        socket.display()
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -248,6 +317,8 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Every `[[service]]`, in file order: unique names, endpoints that parse and do not
+/// overlap any listener claimed before (in `bound`), and each kind's keys.
 fn services(
     at: &Locator<'_>,
     raw: &RawConfig,

@@ -107,11 +107,14 @@ mod tests {
     use crate::config::{Config, ConfigError};
     use crate::services::ServiceKind;
 
+    /// A service whose root is `dir`'s `site` (the log is not served from it).
     fn parse(dir: &std::path::Path, value: &str) -> Result<Config, ConfigError> {
+        let site = dir.join("site");
+        std::fs::create_dir_all(&site).unwrap();
         let text = format!(
             "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"tcp:8080\"\nroot = {:?}\n\
              access_log = {value:?}\n",
-            dir.display().to_string()
+            site.display().to_string()
         );
         Config::parse("weft.toml", &text)
     }

@@ -120,8 +120,34 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(q)| Self(q))
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::BadRequest(query_error(&rejection.body_text(), parts.uri.query()))
+            })
     }
+}
+
+/// serde's words for a query parameter that does not parse, said as the API says the
+/// rest: the parameter, what it takes and what it got (`limit: expected a whole number,
+/// 0 or more, got "abc"`). Every number a query takes is a whole number of 0 or more.
+fn query_error(said: &str, query: Option<&str>) -> String {
+    let said = said
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(said);
+    let Some((key, why)) = said.split_once(": ") else {
+        return said.to_owned();
+    };
+    let expected = match why {
+        "invalid digit found in string" | "cannot parse integer from empty string" => {
+            "a whole number, 0 or more"
+        }
+        "number too large to fit in target type" => "a smaller whole number",
+        _ => return said.to_owned(),
+    };
+    let got = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.chars().take(64).collect::<String>())
+        .unwrap_or_default();
+    format!("{key}: expected {expected}, got {got:?}")
 }
 
 /// Gives the API's `405` (a route asked with a method it does not take) the `{error}`

@@ -1296,8 +1296,9 @@ fn a_listener_moved_to_another_address_of_its_port_is_refused_by_check_and_the_r
     let message = answer["message"].as_str().unwrap();
     assert!(
         message.starts_with(&format!(
-            "service \"echo\": cannot listen on {wide}: service \"echo\" listens on the same \
-             port at another address ({narrow}) until the reload is done"
+            "{}: service \"echo\": cannot listen on {wide}: service \"echo\" listens on the same \
+             port at another address ({narrow}) until the reload is done",
+            path.display()
         )),
         "{message}"
     );

@@ -691,7 +691,10 @@ fn a_reload_adding_a_zone_file_that_does_not_load_is_refused_and_changes_nothing
     let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
     let message = answer["message"].as_str().unwrap();
     assert!(
-        message.starts_with(&format!("service \"dns\": {at}")),
+        message.starts_with(&format!(
+            "{}: service \"dns\": {at}",
+            app.config_path().display()
+        )),
         "the reload is refused, naming the service and the file: {message}"
     );
 
@@ -753,7 +756,10 @@ fn a_reload_adding_a_second_file_for_a_kept_zone_is_refused_and_changes_nothing(
         let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         let message = answer["message"].as_str().unwrap();
         assert!(
-            message.starts_with("service \"dns\": zone example.test. is defined twice"),
+            message.starts_with(&format!(
+                "{}: service \"dns\": zone example.test. is defined twice",
+                app.config_path().display()
+            )),
             "{message}"
         );
         assert_eq!(

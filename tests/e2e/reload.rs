@@ -357,6 +357,14 @@ fn a_broken_config_changes_nothing_and_is_reported_to_the_post_the_metrics_and_t
         error.contains("clash") && error.contains(&format!("tcp:{busy_port}")),
         "names the service and the endpoint: {error}"
     );
+    // And the file, and who holds the port, as `weft check` would.
+    let holder = format!(
+        "TCP port {busy_port} on 127.0.0.1 is in use by process {} (",
+        std::process::id()
+    );
+    assert!(error.contains(&holder), "{error}");
+    let file = app.config_path().display().to_string();
+    assert!(error.starts_with(&format!("{file}: ")), "{error}");
     assert_eq!(app.reloads("failed"), Some(1.0));
     assert!(!listens(loopback(free)), "rolled back");
     let names: Vec<Value> = app.services().iter().map(|s| s["name"].clone()).collect();

@@ -147,7 +147,14 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
                 applied.notes.extend(running.follow().await);
                 ok(&applied)
             }
-            Err(e) => ReloadOutcome::new(ReloadResult::Failed, format!("{e}; nothing changed")),
+            Err(e) => ReloadOutcome::new(
+                ReloadResult::Failed,
+                format!(
+                    "{}: {}; nothing changed",
+                    describe(source),
+                    failed_start(&e)
+                ),
+            ),
         },
     };
     match outcome.result {
@@ -166,6 +173,25 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
     running.hub().record_reload(outcome.clone());
     notifier.ready_once_serving(running.hub());
     outcome
+}
+
+/// Why a service of the new configuration did not start, naming who holds a port (or
+/// socket) in use, as `weft check` does: the system's "Address already in use" alone
+/// leaves the operator to find out.
+fn failed_start(e: &crate::running::StartError) -> String {
+    use crate::services::ServiceError;
+    use weft::net::ListenError;
+    if let ServiceError::Listen(ListenError::Bind { endpoint, source }) = &e.source
+        && source.kind() == std::io::ErrorKind::AddrInUse
+        && let Some(held) = crate::config::in_use_by(endpoint)
+    {
+        return format!(
+            "service {:?}: cannot listen on {endpoint}: {held}; stop it or choose another \
+             port",
+            e.service
+        );
+    }
+    e.to_string()
 }
 
 fn describe(source: &Source) -> String {

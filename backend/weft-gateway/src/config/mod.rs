@@ -36,6 +36,7 @@ use weft::endpoint::ServerEndpoint;
 pub use error::ConfigError;
 pub use fleet::MAX_INSTANCE_LEN;
 pub use gateway::GatewayConfig;
+pub(crate) use ports::in_use_by;
 
 use crate::services::{ServiceKind, ServiceLimits};
 

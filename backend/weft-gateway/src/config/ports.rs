@@ -174,6 +174,42 @@ fn in_use(
     }
 }
 
+/// Who holds the port or socket path `endpoint` listens on, as `check` says it (`TCP port
+/// 8080 on 127.0.0.1 is in use by process 812 (nginx)`); `None` when no socket on it is
+/// found or the endpoint is not a listener's. For a listener that could not be bound.
+pub(crate) fn in_use_by(endpoint: &str) -> Option<String> {
+    let (socket, wanted) = match endpoint.parse::<ServerEndpoint>().ok()? {
+        ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
+            (Socket::Stream(addr), addr)
+        }
+        ServerEndpoint::Udp { addr } => (Socket::Datagram(addr), addr),
+        ServerEndpoint::Unix { path, .. } => {
+            let held = unix_holders(&path);
+            return (!held.is_empty()).then(|| {
+                format!(
+                    "the unix socket {} is in use{}",
+                    path.display(),
+                    describe(&held, None)
+                )
+            });
+        }
+        _ => return None,
+    };
+    let held = holders(socket);
+    let what = match socket {
+        Socket::Stream(_) => "TCP",
+        Socket::Datagram(_) => "UDP",
+    };
+    (!held.is_empty()).then(|| {
+        format!(
+            "{what} port {} on {} is in use{}",
+            wanted.port(),
+            wanted.ip(),
+            describe(&held, Some(wanted))
+        )
+    })
+}
+
 /// The owner of the dashboard's listener, as messages name it.
 const DASHBOARD: &str = "dashboard.listen";
 
@@ -397,12 +433,10 @@ impl Gateway {
     }
 }
 
-/// The file a `weft run` command line names with `--config` or `-c`.
+/// The file a `weft run` command line names: as its argument, or with `--config` or `-c`.
 fn config_argument(args: &[String]) -> Option<PathBuf> {
-    if !args.iter().any(|a| a == "run") {
-        return None;
-    }
-    let mut args = args.iter();
+    let run = args.iter().skip(1).position(|a| a == "run")? + 1;
+    let mut args = args[run + 1..].iter();
     while let Some(arg) = args.next() {
         if arg == "--config" || arg == "-c" {
             return args.next().map(PathBuf::from);
@@ -412,6 +446,11 @@ fn config_argument(args: &[String]) -> Option<PathBuf> {
         }
         if let Some(path) = arg.strip_prefix("-c").filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(path));
+        }
+        if arg == "--log-format" {
+            args.next();
+        } else if !arg.starts_with('-') {
+            return Some(PathBuf::from(arg));
         }
     }
     None
@@ -437,6 +476,9 @@ mod tests {
             "weft run -c a.toml",
             "weft run --config=a.toml",
             "weft --log-format json run -ca.toml",
+            "weft run a.toml",
+            "weft run --log-format json a.toml",
+            "/usr/bin/weft --log-format=text run a.toml",
         ] {
             assert_eq!(
                 config_argument(&args(line)),

@@ -556,7 +556,23 @@ fn a_service_name_is_one_short_line_and_not_the_demo_s_while_its_traffic_runs() 
     // A name goes into metric labels, log lines and the dashboard's addresses: one short
     // line (markup and quotes are escaped where it is shown).
     let long = "a".repeat(65);
-    for name in ["", "  ", "line\\nbreak", "tab\\there", "del\\u007f", &long] {
+    // Nor one that looks like another, or like nothing: spaces around it, invisible,
+    // direction-changing or space-like characters.
+    for name in [
+        "",
+        "  ",
+        "line\\nbreak",
+        "tab\\there",
+        "del\\u007f",
+        &long,
+        " a",
+        "a ",
+        "\u{202e}echo",
+        "\u{200b}",
+        "a\u{2066}b",
+        "no\u{a0}break",
+        "\u{feff}web",
+    ] {
         let e = err(&service(name));
         assert_eq!(at(&e).1, Some("service[0].name"), "{name:?}: {e}");
     }

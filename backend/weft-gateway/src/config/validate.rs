@@ -456,12 +456,44 @@ fn service_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    match name.chars().find(|c| c.is_control()) {
+    if name.trim() != name {
+        return Err(format!(
+            "{name:?} starts or ends with a space: a service name is written as it looks"
+        ));
+    }
+    match name.chars().find(|&c| c.is_control() || invisible(c)) {
         Some(bad) => Err(format!(
-            "{bad:?} is not allowed: a service name is one line of printable text"
+            "{bad:?} is not allowed: a service name is one line of printable text, shown in \
+             metrics, logs and pages as written (no invisible or direction-changing \
+             characters, no spaces but ' ')"
         )),
         None => Ok(()),
     }
+}
+
+/// A character that shows as nothing, or as a space that is not one, or that reorders
+/// the text around it: Unicode's format characters (zero-width ones, direction marks,
+/// overrides and isolates, the byte-order mark, tags) and every white space but U+0020.
+/// Two names would look alike, or one unlike what it is, in every place it is shown.
+fn invisible(c: char) -> bool {
+    (c.is_whitespace() && c != ' ')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
 }
 
 /// `[demo]`: `traffic = true` also claims the demo upstreams' listeners.

@@ -63,21 +63,37 @@ impl Answer {
         }
     }
 
-    /// How long it may be cached, if at all, before `min_ttl` and `max_ttl`.
-    fn ttl(&self) -> Option<u32> {
-        let ttl = match self.rcode {
-            ResponseCode::NoError if !self.is_negative() => {
-                self.answers.iter().map(|r| r.ttl).min()?
-            }
-            ResponseCode::NoError | ResponseCode::NXDomain => {
-                self.authorities.iter().find_map(|r| match &r.data {
-                    RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-                    _ => None,
-                })?
-            }
-            _ => return None,
-        };
-        Some(ttl)
+    /// How long it may be cached as the answer to a question of type `asked`, if at all,
+    /// before `min_ttl` and `max_ttl`: its records' lowest TTL, and where it ends without
+    /// data (NXDOMAIN, NODATA, or a CNAME chain to either) no longer than its SOA says,
+    /// the lower of the SOA's TTL and its MINIMUM (RFC 2308 sections 3 and 5). A chain
+    /// to NODATA kept for its CNAME's day would go on saying "no such record" for a day
+    /// after the target got one.
+    fn ttl(&self, asked: RecordType) -> Option<u32> {
+        let records = self.answers.iter().map(|r| r.ttl).min();
+        let negative = self.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        });
+        match self.rcode {
+            ResponseCode::NoError if self.answers_with_data(asked) => records,
+            ResponseCode::NoError | ResponseCode::NXDomain => match (records, negative) {
+                (Some(records), Some(negative)) => Some(records.min(negative)),
+                (None, negative) => negative,
+                // A bare chain with no SOA (an upstream that did not follow it): the
+                // chain's records are all it says, kept for their TTL; a negative answer
+                // without an SOA is not cached (RFC 2308 section 5).
+                (Some(records), None) if self.rcode == ResponseCode::NoError => Some(records),
+                (Some(_), None) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether it holds records of the type `asked` (any record for ANY), not only the
+    /// aliases leading to the name that would.
+    fn answers_with_data(&self, asked: RecordType) -> bool {
+        asked == RecordType::ANY || self.answers.iter().any(|r| r.record_type() == asked)
     }
 
     /// Whether it is negative (NXDOMAIN or NODATA): no records answer the question, and
@@ -286,11 +302,11 @@ impl Cache {
         if self.capacity == 0 {
             return;
         }
-        let Some(mut ttl) = answer.ttl().map(|t| self.policy.bound(t)) else {
+        let Some(mut ttl) = answer.ttl(key.1).map(|t| self.policy.bound(t)) else {
             return;
         };
         // After the bounds: a `min_ttl` above it does not keep a name missing longer.
-        if answer.is_negative() {
+        if !answer.answers_with_data(key.1) {
             ttl = ttl.min(NEGATIVE_TTL_CAP);
         }
         if ttl == 0 {
@@ -493,6 +509,52 @@ mod tests {
             cache.get(&key("zero.test."), S(59)).is_some(),
             "min_ttl applies to TTL 0 too"
         );
+    }
+
+    #[test]
+    fn a_chain_that_ends_without_data_is_kept_no_longer_than_its_soa_says() {
+        let cname = |name: &str, target: &str, ttl: u32| {
+            Record::from_rdata(
+                Name::from_ascii(name).unwrap(),
+                ttl,
+                RData::CNAME(hickory_proto::rr::rdata::CNAME(
+                    Name::from_ascii(target).unwrap(),
+                )),
+            )
+        };
+        let mut cache = Cache::new(10, PLAIN);
+        // a CNAME b for a day, and b has no A: NODATA, its SOA's MINIMUM 2 s.
+        let nodata = Answer {
+            answers: vec![cname("a.up.test.", "b.up.test.", 86_400)],
+            ..negative(ResponseCode::NoError, 3600, 2)
+        };
+        cache.insert(key("a.up.test."), nodata.clone(), S(0));
+        assert!(cache.get(&key("a.up.test."), S(1)).is_some());
+        assert!(
+            cache.get(&key("a.up.test."), S(2)).is_none(),
+            "kept for the SOA's 2 s, not the CNAME's day"
+        );
+        // The same chain asked as a CNAME answers with data: kept for its TTL.
+        cache.insert(typed("a.up.test.", RecordType::CNAME), nodata, S(0));
+        assert!(
+            cache
+                .get(&typed("a.up.test.", RecordType::CNAME), S(3600))
+                .is_some()
+        );
+        // A chain to NXDOMAIN the same; one with no SOA at all is kept for its records.
+        let nx = Answer {
+            answers: vec![cname("c.up.test.", "d.up.test.", 86_400)],
+            ..negative(ResponseCode::NXDomain, 3600, 5)
+        };
+        cache.insert(key("c.up.test."), nx, S(0));
+        assert!(cache.get(&key("c.up.test."), S(5)).is_none());
+        let bare = Answer {
+            answers: vec![cname("e.up.test.", "elsewhere.test.", 300)],
+            authorities: vec![],
+            ..negative(ResponseCode::NoError, 0, 0)
+        };
+        cache.insert(key("e.up.test."), bare, S(0));
+        assert!(cache.get(&key("e.up.test."), S(299)).is_some());
     }
 
     #[test]

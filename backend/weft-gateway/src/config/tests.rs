@@ -1053,3 +1053,39 @@ fn an_access_log_on_a_file_weft_reads_a_socket_or_a_root_is_refused() {
     assert_eq!(e.key.as_deref(), Some("service[1].listen"), "{e}");
     assert!(e.message.contains("history store's file"), "{e}");
 }
+
+#[test]
+fn a_signed_zone_is_warned_of_answers_that_carry_no_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "$ORIGIN t.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n{extra}"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let config = |path: &std::path::Path| {
+        format!(
+            "[[service]]\nname = \"d\"\nkind = \"dns\"\nlisten = \"udp:0:interface=127.0.0.1\"\n\
+             zones = [\"{}\"]\n",
+            path.display()
+        )
+    };
+    let plain = Config::parse("weft.toml", &config(&zone("plain.zone", ""))).unwrap();
+    assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
+    let signed = zone(
+        "signed.zone",
+        "ns RRSIG A 8 2 60 20300101000000 20260101000000 12345 t. AAAA\n",
+    );
+    let c = Config::parse("weft.toml", &config(&signed)).unwrap();
+    let said: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("service[0].zones") && said[0].contains("zone t. is signed"),
+        "{said:?}"
+    );
+}

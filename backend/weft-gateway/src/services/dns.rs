@@ -228,6 +228,22 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             },
         });
         let zone = match loaded {
+            Ok(zone) if zone.is_signed() => {
+                ctx.warn(
+                    span.clone(),
+                    "zones",
+                    format!(
+                        "{}: zone {} is signed (it holds RRSIG records), but weft serves \
+                         DNSSEC records as data only: an answer to a query with DO carries no \
+                         RRSIG, NSEC or NSEC3 (RFC 4035 section 3.1), so resolvers that \
+                         validate find the zone bogus once its parent holds a DS for it; serve \
+                         it unsigned or from a server that signs",
+                        path.display(),
+                        zone.origin()
+                    ),
+                );
+                zone
+            }
             Ok(zone) => zone,
             Err(error) => {
                 failed.push(FailedZone {

@@ -272,6 +272,16 @@ impl Zone {
         self.records.values().map(Vec::len).sum()
     }
 
+    /// Whether it is signed: it holds RRSIG records. They are served as data, asked for
+    /// by type; an answer to a DO query does not carry them (nothing is signed or proved
+    /// online), which validating resolvers see as bogus once the parent holds a DS.
+    pub fn is_signed(&self) -> bool {
+        self.records
+            .values()
+            .flatten()
+            .any(|r| r.record_type() == RecordType::RRSIG)
+    }
+
     /// Whether it holds no records (never true for a parsed zone: it has its SOA).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()

@@ -68,8 +68,14 @@ impl Zone {
             let rewrite = Some(&owner);
             let wanted = match qtype {
                 // RFC 8482 section 4.1: one RRset of the node, the first in the file
-                // (the SOA at the apex), over UDP and TCP alike, as NSD does.
-                RecordType::ANY => records[0].record_type(),
+                // (the SOA at the apex), over UDP and TCP alike, as NSD does; one of data
+                // before a DNSSEC record's, which says nothing alone (an RRSIG or NSEC
+                // written first in a generated zone).
+                RecordType::ANY => records
+                    .iter()
+                    .map(Record::record_type)
+                    .find(|t| !t.is_dnssec())
+                    .unwrap_or_else(|| records[0].record_type()),
                 other => other,
             };
             if push(&mut answer.answers, records, wanted, rewrite) {

@@ -395,6 +395,18 @@ fn a_cname_s_signatures_and_nsec_record_stand_beside_it() {
         let types: Vec<_> = a.answers.iter().map(|r| r.record_type()).collect();
         assert_eq!(types, [RecordType::CNAME, RecordType::A], "{order}");
     }
+    // ANY gets one RRset of data, not the signature written first.
+    let zone = Zone::parse(
+        Path::new("signed.zone"),
+        &format!(
+            "{HEAD}mail {}\nmail A 192.0.2.25\n",
+            rrsig.replace("CNAME", "A")
+        ),
+    )
+    .unwrap();
+    let any = zone.lookup(&name("mail.example.test."), RecordType::ANY);
+    let types: Vec<_> = any.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(types, [RecordType::A]);
     // Anything else beside a CNAME is still refused, whichever comes first.
     let (_, message) = error(&format!("{HEAD}www {rrsig}\nwww CNAME a\nwww TXT x\n"));
     assert!(message.contains("CNAME must be alone"), "{message}");

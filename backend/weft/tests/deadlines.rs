@@ -79,6 +79,54 @@ fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
     );
 }
 
+/// A peer that sends and never reads an echo's answers leaves its output stuck: when the
+/// idle timeout finds nothing moved, the connection is aborted then as a send timeout (its
+/// peer stopped reading), not asked to close and given up a close timeout later.
+#[test]
+fn an_idle_connection_whose_peer_never_reads_is_aborted_at_its_idle_timeout() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
+        listen(r, &options, factory(|| Echo))
+    });
+    let client = connect(server.value);
+    client.set_nonblocking(true).unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    let mut sent = 0usize;
+    // Until both ways' buffers are full (the echo's output blocked, then its input): from
+    // the first write that cannot go on, nothing moves.
+    let mut blocked_since: Option<Instant> = None;
+    let start = loop {
+        match (&client).write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(100) {
+                    break since;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(sent > 256 << 10, "{sent}");
+    eventually("the stuck connection is closed", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "closed {:?} after filling; the idle timeout is 400 ms, the close timeout 10 s",
+        start.elapsed()
+    );
+    let closed = closed_event(&observer);
+    assert!(closed.contains("SendTimeout"), "{closed}");
+}
+
 /// Echoes, and counts only `!` as activity for its idle timeout.
 struct Marking;
 

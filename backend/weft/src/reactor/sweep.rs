@@ -59,6 +59,16 @@ fn sweep(reactor: &Reactor) {
         .collect();
     for (transport, expired) in expired {
         match expired {
+            // Nothing moved for the idle timeout while output waits: the peer stopped
+            // reading. Asked to close, it would be given up a close timeout later.
+            Expired::Idle if transport.output_stuck() => {
+                tracing::debug!(
+                    connection = %transport.id(),
+                    buffered = transport.buffered(),
+                    "idle with output the peer is not reading; aborting"
+                );
+                transport.abort_with(CloseReason::SendTimeout);
+            }
             Expired::Idle if transport.resets_when_idle() => {
                 tracing::debug!(connection = %transport.id(), "idle timeout; resetting");
                 transport.abort_with(CloseReason::TimedOut);

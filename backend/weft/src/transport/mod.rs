@@ -514,6 +514,13 @@ impl Transport {
         (idle >= timeout).then_some(Expired::Idle)
     }
 
+    /// Whether output waits on a socket the peer does not empty, with the idle timeout
+    /// counted by bytes: idle then, nothing of it moved for the whole timeout. (Counted by
+    /// a protocol's marks, idle says nothing of the bytes.)
+    pub(crate) fn output_stuck(&self) -> bool {
+        self.flags().write_blocked && self.shared.marked.get().is_none()
+    }
+
     /// Bytes written but not yet sent.
     pub fn buffered(&self) -> usize {
         self.shared.out.borrow().len()

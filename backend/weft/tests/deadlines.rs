@@ -40,6 +40,21 @@ fn time_to_close(s: &mut std::net::TcpStream) -> Duration {
     }
 }
 
+/// Waits for the one connection to close, which it must within `limit` of `start`, as a
+/// send timeout.
+fn aborted_as_send_timeout_within(observer: &RecordingObserver, start: Instant, limit: Duration) {
+    eventually("the stuck output is given up", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    assert!(
+        start.elapsed() < limit,
+        "closed after {:?}",
+        start.elapsed()
+    );
+    let closed = closed_event(observer);
+    assert!(closed.contains("SendTimeout"), "{closed}");
+}
+
 fn closed_event(observer: &RecordingObserver) -> String {
     observer
         .events()
@@ -115,16 +130,8 @@ fn an_idle_connection_whose_peer_never_reads_is_aborted_at_its_idle_timeout() {
         }
     };
     assert!(sent > 256 << 10, "{sent}");
-    eventually("the stuck connection is closed", || {
-        observer.count("ConnectionClosed") == 1
-    });
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "closed {:?} after filling; the idle timeout is 400 ms, the close timeout 10 s",
-        start.elapsed()
-    );
-    let closed = closed_event(&observer);
-    assert!(closed.contains("SendTimeout"), "{closed}");
+    // The idle timeout is 400 ms, the close timeout 10 s.
+    aborted_as_send_timeout_within(&observer, start, Duration::from_secs(3));
 }
 
 /// Echoes, and counts only `!` as activity for its idle timeout.
@@ -208,16 +215,7 @@ fn flood_is_given_up(half_close: bool) {
     });
     let client = connect(server.value);
     let start = Instant::now();
-    eventually("the stuck output is given up", || {
-        observer.count("ConnectionClosed") == 1
-    });
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    let closed = closed_event(&observer);
-    assert!(closed.contains("SendTimeout"), "{closed}");
+    aborted_as_send_timeout_within(&observer, start, Duration::from_secs(2));
     drop(client);
 }
 

@@ -163,6 +163,26 @@ fn a_client_that_leaves_while_the_upstream_is_connecting_ends_its_chain_at_once(
     );
 }
 
+/// A client the idle timeout closes while the upstream is still connecting ends its chain
+/// saying so: weft cut it, it did not leave.
+#[test]
+fn a_client_idle_past_its_timeout_while_connecting_ends_its_chain_saying_so() {
+    let upstream = unanswering();
+    let port = free_port();
+    let app = spawn_app_with(|_| proxy_service(port, upstream.addr) + "idle_timeout = \"1s\"\n");
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let failed = crate::assert_eventually!(
+        proxy_chain(&app, "/api/deferreds?state=failed&service=proxy"),
+        "the chain ends when the idle timeout closes the client\n{}",
+        app.log()
+    );
+    let failure = failed["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("the client was closed, idle past its idle timeout, before upstream"),
+        "{failed}"
+    );
+}
+
 /// A cancel from the inspector ends what the chain stands for: the connect upstream is
 /// dropped and the client reset, as a connect that failed leaves it (the chain was said
 /// cancelled while the connect went on, and the client would have been relayed had the

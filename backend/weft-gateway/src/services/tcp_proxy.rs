@@ -136,7 +136,7 @@ pub struct Downstream {
     /// The upstream, or what waits for it; shared with the task that connects.
     peer: Rc<RefCell<Peer>>,
     /// Dropped when the client leaves: an upstream connect still under way is abandoned.
-    connecting: Option<oneshot::Sender<()>>,
+    connecting: Option<oneshot::Sender<CloseReason>>,
     /// The client's own transport, to tell how it ended.
     me: Option<Transport>,
 }
@@ -211,10 +211,20 @@ impl Protocol for Downstream {
                     )));
                     return;
                 }
-                _ = client_left => {
+                why = client_left => {
                     tracing::debug!(%endpoint, peer = %down.peer(), "the client left while connecting upstream");
+                    // Its end in words: the client's own leaving, or weft's cutting it.
+                    let gone = match why {
+                        Ok(CloseReason::TimedOut) => {
+                            "the client was closed, idle past its idle timeout,".to_owned()
+                        }
+                        Ok(CloseReason::PeerClosed | CloseReason::Reset) | Err(_) => {
+                            "the client left".to_owned()
+                        }
+                        Ok(other) => format!("the client's connection ended ({other})"),
+                    };
                     resolver.errback(Failure::msg(format!(
-                        "the client left before upstream {endpoint} answered"
+                        "{gone} before upstream {endpoint} answered"
                     )));
                     // Handled here: the chain ends failed, and is not reported unhandled.
                     let _ = chain.try_take();
@@ -293,7 +303,9 @@ impl Protocol for Downstream {
     fn drain(&mut self, _transport: &Transport) {}
 
     fn connection_lost(&mut self, reason: &CloseReason) {
-        self.connecting = None;
+        if let Some(connecting) = self.connecting.take() {
+            let _ = connecting.send(reason.clone());
+        }
         if let Peer::Up(up) = std::mem::take(&mut *self.peer.borrow_mut()) {
             let truncated = self.me.as_ref().is_some_and(Transport::was_truncated);
             close_partner(&up, reason, truncated, "client");

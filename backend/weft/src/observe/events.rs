@@ -60,8 +60,8 @@ pub enum CloseReason {
     Reset,
     /// Idle for longer than its timeout.
     TimedOut,
-    /// Asked to close, but its output made no progress for the close timeout: the peer
-    /// stopped reading, and what was buffered for it was dropped.
+    /// Its output made no progress, asked to close for the close timeout or idle for its
+    /// idle timeout: the peer stopped reading, and what was buffered for it was dropped.
     SendTimeout,
     /// The peer broke the protocol (a line too long, a bad frame, a failed TLS handshake).
     Protocol(String),
@@ -215,7 +215,7 @@ impl CloseReason {
             Self::Aborted => Borrowed("connection aborted"),
             Self::Reset => Borrowed("connection reset by peer"),
             Self::TimedOut => Borrowed("connection timed out"),
-            Self::SendTimeout => Borrowed("the peer stopped reading; closing gave up"),
+            Self::SendTimeout => Borrowed("the peer stopped reading; its output was dropped"),
             Self::Protocol(why) => Owned(format!("protocol error: {why}")),
             Self::Error(why) => Owned(format!("I/O error: {why}")),
             Self::Shutdown => Borrowed("reactor shutting down"),

@@ -134,6 +134,52 @@ fn an_idle_connection_whose_peer_never_reads_is_aborted_at_its_idle_timeout() {
     aborted_as_send_timeout_within(&observer, start, Duration::from_secs(3));
 }
 
+/// Echoes each length-prefixed string.
+struct Strings;
+
+impl weft::framing::StringHandler for Strings {
+    fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+        weft::framing::send_int16_string(transport, data);
+    }
+}
+
+/// A length prefix that lies (announcing 500 bytes, then 4 and silence) leaves a string
+/// unfinished when the idle timeout closes the connection: closed as timed out, and
+/// counted as bad framing, as a string trickled past its time or cut by an end of stream
+/// is.
+#[test]
+fn a_string_left_unfinished_at_the_idle_timeout_is_bad_framing() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
+        listen(
+            r,
+            &options,
+            factory(|| weft::framing::Int16StringReceiver::new(Strings)),
+        )
+    });
+    let mut client = connect(server.value);
+    client.write_all(b"\x00\x02hi").unwrap();
+    let mut echoed = [0; 4];
+    client.read_exact(&mut echoed).unwrap();
+    client.write_all(b"\x01\xf4abcd").unwrap();
+    time_to_close(&mut client);
+    eventually("close reported", || observer.count("ConnectionClosed") == 1);
+    assert!(closed_event(&observer).contains("TimedOut"));
+    let errors: Vec<_> = observer
+        .events()
+        .into_iter()
+        .filter(|e| e.contains("ProtocolError"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("BadFrame") && errors[0].contains("4 bytes of a 500-byte string"),
+        "{errors:?}"
+    );
+}
+
 /// Echoes, and counts only `!` as activity for its idle timeout.
 struct Marking;
 

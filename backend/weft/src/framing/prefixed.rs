@@ -2,10 +2,11 @@
 //! one receiver, generic over the width of its big-endian length prefix.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{StringHandler, reject};
-use crate::observe::{self, CloseReason, ErrorKind};
+use crate::observe::{self, CloseReason, ConnectionInfo, ErrorKind};
 use crate::protocol::{HalfClose, Protocol};
 use crate::transport::Transport;
 
@@ -98,6 +99,9 @@ pub struct PrefixedReceiver<H, P> {
     begun: Option<Instant>,
     /// Selects the prefix width (`P`) at compile time; holds no data.
     prefix: PhantomData<P>,
+    /// The connection, once made: a string left unfinished when it times out is counted
+    /// against it.
+    info: Option<Arc<ConnectionInfo>>,
 }
 
 impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
@@ -110,6 +114,7 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
             message_timeout: None,
             begun: None,
             prefix: PhantomData,
+            info: None,
         }
     }
 
@@ -135,6 +140,7 @@ impl<H: StringHandler, P: Prefix> PrefixedReceiver<H, P> {
 
 impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
     fn connection_made(&mut self, transport: &Transport) {
+        self.info = Some(transport.info().clone());
         self.handler.connection_made(transport);
     }
 
@@ -168,6 +174,15 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {
+        // A string begun and never finished by the idle timeout: a length prefix that
+        // lies, or a peer that stalled mid-string. Bad framing, counted as one trickled
+        // past the message timeout or cut off by the peer's end of stream is.
+        if *reason == CloseReason::TimedOut
+            && let (Some(unfinished), Some(info)) = (self.unfinished(), &self.info)
+        {
+            let message = format!("the connection went idle with {unfinished}");
+            observe::report_error(info, ErrorKind::BadFrame, message);
+        }
         self.handler.connection_lost(reason);
     }
 

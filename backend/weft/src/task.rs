@@ -73,6 +73,11 @@ struct Inner {
     calls: Cell<u64>,
     /// Where the loop was made: the creation site of the Deferred `start` returns.
     site: &'static Location<'static>,
+    /// The grid point of the last run (`None` before the first since `start`), and how
+    /// many points the run now going passed since the one before, as
+    /// [`LoopingCall::with_count`]'s function is told.
+    last_point: Cell<Option<u128>>,
+    intervals: Rc<Cell<u64>>,
 }
 
 /// Calls a function every `interval`, on a grid (Twisted's `task.LoopingCall`).
@@ -101,8 +106,25 @@ impl std::fmt::Debug for LoopingCall {
 impl LoopingCall {
     /// A loop over `f`, which returns `Ok(())`, a failure, or a `Deferred<()>`.
     #[track_caller]
-    pub fn new<R: CallbackResult<()>>(mut f: impl FnMut() -> R + 'static) -> Self {
-        let site = Location::caller();
+    pub fn new<R: CallbackResult<()>>(f: impl FnMut() -> R + 'static) -> Self {
+        Self::made_at(Location::caller(), Rc::default(), f)
+    }
+
+    /// A loop over `f`, told at each run how many intervals went by since the run before
+    /// (1, or more when runs were skipped because one ran late; 1 at the first): Twisted's
+    /// `LoopingCall.withCount`, for a function that must make up for the runs it missed.
+    #[track_caller]
+    pub fn with_count<R: CallbackResult<()>>(mut f: impl FnMut(u64) -> R + 'static) -> Self {
+        let intervals: Rc<Cell<u64>> = Rc::default();
+        let told = intervals.clone();
+        Self::made_at(Location::caller(), intervals, move || f(told.get()))
+    }
+
+    fn made_at<R: CallbackResult<()>>(
+        site: &'static Location<'static>,
+        intervals: Rc<Cell<u64>>,
+        mut f: impl FnMut() -> R + 'static,
+    ) -> Self {
         Self {
             inner: Rc::new(Inner {
                 // Each run's Deferred is said to be made where the loop was.
@@ -116,6 +138,8 @@ impl LoopingCall {
                 in_flight: Cell::new(false),
                 calls: Cell::new(0),
                 site,
+                last_point: Cell::new(None),
+                intervals,
             }),
         }
     }
@@ -157,12 +181,32 @@ impl LoopingCall {
         self.inner.running.set(true);
         self.inner.interval.set(interval);
         self.inner.started_at.set(clock.now());
+        self.inner.last_point.set(None);
         if now {
             tick(&self.inner);
         } else {
             schedule_from(&self.inner, &clock, clock.now());
         }
         Ok(done)
+    }
+
+    /// Skips the run now due and starts the grid again from now: the next run is one
+    /// interval away (Twisted's `LoopingCall.reset`). A run in progress finishes first; the
+    /// next is then scheduled on the new grid. Nothing happens to a loop not running.
+    pub fn reset(&self) {
+        if !self.running() {
+            return;
+        }
+        let Some(clock) = Clock::upgrade(&self.inner.clock.borrow()) else {
+            return;
+        };
+        self.inner.started_at.set(clock.now());
+        self.inner.last_point.set(Some(0));
+        let pending = self.inner.call.borrow_mut().take();
+        if let Some(call) = pending {
+            let _ = call.cancel();
+            schedule_from(&self.inner, &clock, clock.now());
+        }
     }
 
     /// Stops the loop. Its Deferred fires now, or when a run in progress finishes.
@@ -190,6 +234,20 @@ fn finish(inner: &Inner, result: Result<(), Failure>) {
 fn tick(inner: &Rc<Inner>) {
     inner.call.borrow_mut().take();
     inner.calls.set(inner.calls.get() + 1);
+    if let Some(clock) = Clock::upgrade(&inner.clock.borrow()) {
+        let since = clock
+            .now()
+            .saturating_sub(inner.started_at.get())
+            .as_nanos();
+        let point = since / inner.interval.get().as_nanos().max(1);
+        let passed = inner
+            .last_point
+            .replace(Some(point))
+            .map_or(1, |last| point.saturating_sub(last).max(1));
+        inner
+            .intervals
+            .set(u64::try_from(passed).unwrap_or(u64::MAX));
+    }
     inner.in_flight.set(true);
     let ran = (inner.func.borrow_mut())();
     // The run holds the loop, as its next call does: a loop whose handles were all

@@ -305,3 +305,46 @@ fn each_run_s_deferred_is_made_where_the_loop_was() {
     let here = format!("task/tests.rs:{line}");
     assert!(created.iter().all(|e| e.contains(&here)), "{created:#?}");
 }
+
+/// `with_count` tells each run how many intervals went by since the last (Twisted's
+/// `withCount`): 1 on time, more after runs skipped for a late one.
+#[test]
+fn with_count_tells_each_run_the_intervals_since_the_last() {
+    let clock = Clock::fake();
+    let counts = Rc::new(RefCell::new(Vec::new()));
+    let seen = counts.clone();
+    let lc = LoopingCall::with_count(move |n| {
+        seen.borrow_mut().push(n);
+        Ok::<_, Failure>(())
+    })
+    .with_clock(clock.clone());
+    let _done = lc.start(SEC, true).unwrap();
+    clock.advance(SEC);
+    clock.advance(SEC);
+    // Late by two and a half intervals: the runs due meanwhile are skipped, and counted.
+    clock.advance(SEC * 3 + SEC / 2);
+    clock.advance(SEC / 2);
+    assert_eq!(*counts.borrow(), [1, 1, 1, 3, 1]);
+    lc.stop();
+}
+
+/// `reset` skips the run due and starts the grid from now (Twisted's `reset`).
+#[test]
+fn reset_starts_the_grid_again_from_now() {
+    let clock = Clock::fake();
+    let (lc, times) = recording_loop(&clock);
+    let _done = lc.start(SEC * 2, false).unwrap();
+    clock.advance(SEC + SEC / 2);
+    lc.reset();
+    clock.advance(SEC);
+    assert!(times.borrow().is_empty(), "the run due at 2 s was skipped");
+    clock.advance(SEC);
+    clock.advance(SEC * 2);
+    assert_eq!(
+        *times.borrow(),
+        [Duration::from_millis(3500), Duration::from_millis(5500)]
+    );
+    lc.stop();
+    lc.reset();
+    assert!(clock.pending_calls().is_empty());
+}

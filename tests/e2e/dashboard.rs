@@ -374,6 +374,10 @@ fn a_bad_id_gets_a_not_found_page_and_the_api_a_json_error() {
             "/api/profile?limit=1.5",
             r#"limit: expected a whole number, 0 or more, got "1.5""#,
         ),
+        (
+            "/api/connections?limit=5&limit=6",
+            "limit: given more than once; give it once",
+        ),
     ] {
         let r = app.get(path);
         assert_eq!(r.status, 400, "{path}: {r:?}");

@@ -133,6 +133,12 @@ fn query_error(said: &str, query: Option<&str>) -> String {
     let said = said
         .strip_prefix("Failed to deserialize query string: ")
         .unwrap_or(said);
+    if let Some(key) = said
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return format!("{key}: given more than once; give it once");
+    }
     let Some((key, why)) = said.split_once(": ") else {
         return said.to_owned();
     };

@@ -260,7 +260,7 @@ pub struct ServiceConfig {
 impl ServiceConfig {
     /// The files this service reads as it starts or reloads, each with what it is: its
     /// `ssl:` listeners' keys and certificates and its further certificates, its routes'
-    /// CAs, its zone files.
+    /// and its `ssl:` upstream's CAs, its zone files and the files they include.
     pub(crate) fn files(&self) -> Vec<(PathBuf, &'static str)> {
         let mut files = Vec::new();
         for endpoint in self.endpoints() {
@@ -284,9 +284,22 @@ impl ServiceConfig {
                     }
                 }
             }
+            ServiceKind::TcpProxy(proxy) => {
+                if let Ok(weft::endpoint::ClientEndpoint::Ssl {
+                    ca_certs: Some(ca), ..
+                }) = proxy.upstream.parse()
+                {
+                    files.push((ca, "upstream CA (caCerts)"));
+                }
+            }
             ServiceKind::Dns(dns) => {
                 for zone in &dns.zone_files {
                     files.push((zone.clone(), "zone file"));
+                }
+                for zone in dns.config.zones.zones() {
+                    for included in zone.included_files() {
+                        files.push((included.clone(), "zone file (included)"));
+                    }
                 }
             }
             _ => {}

@@ -572,6 +572,11 @@ fn a_service_name_is_one_short_line_and_not_the_demo_s_while_its_traffic_runs() 
         "a\u{2066}b",
         "no\u{a0}break",
         "\u{feff}web",
+        "ec\u{3164}ho",
+        "\u{3164}",
+        "ec\u{34f}ho",
+        "ec\u{fe0f}ho",
+        "ec\u{2800}ho",
     ] {
         let e = err(&service(name));
         assert_eq!(at(&e).1, Some("service[0].name"), "{name:?}: {e}");
@@ -1044,6 +1049,21 @@ fn an_access_log_on_a_file_weft_reads_a_socket_or_a_root_is_refused() {
         assert!(e.message.contains(what), "{what}: {e}");
     }
     Config::parse("weft.toml", &config(&d.join("access.log"), &sock)).unwrap();
+    // A hard link into the root, from outside it.
+    std::fs::write(site.join("served.txt"), "x").unwrap();
+    std::fs::hard_link(site.join("served.txt"), d.join("linked.log")).unwrap();
+    let e = err(&config(&d.join("linked.log"), &sock));
+    assert!(e.message.contains("has 2 names (hard links)"), "{e}");
+    // A file a zone includes.
+    std::fs::write(d.join("more.zone"), "www A 192.0.2.2\n").unwrap();
+    let mut with_include = std::fs::read_to_string(&zone).unwrap();
+    with_include.push_str("$INCLUDE more.zone\n");
+    std::fs::write(&zone, with_include).unwrap();
+    let e = err(&config(&d.join("more.zone"), &sock));
+    assert!(
+        e.message.contains("service[0]'s zone file (included)"),
+        "{e}"
+    );
     // Hidden files are never served.
     Config::parse("weft.toml", &config(&site.join(".logs/access.log"), &sock)).unwrap_err();
     std::fs::create_dir(site.join(".logs")).unwrap();

@@ -279,6 +279,28 @@ fn files_apart(
                 })
             })
         };
+        // Another name of the file (a hard link) may lie inside a root, which a path
+        // cannot show: a log with several names on a root's filesystem is refused.
+        let linked = std::fs::metadata(&path).ok().filter(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.nlink() > 1
+        });
+        if let Some(log) = linked {
+            use std::os::unix::fs::MetadataExt;
+            let on_root = roots.iter().find(|(_, root)| {
+                std::fs::metadata(root).is_ok_and(|root| root.dev() == log.dev())
+            });
+            if let Some((j, root)) = on_root {
+                return Err(refused(format!(
+                    "{} has {} names (hard links), on the filesystem of service[{j}]'s root \
+                     {}: one may be inside it, and the log would be served to anyone who asks \
+                     for it; give the log a file of its own",
+                    written.display(),
+                    log.nlink(),
+                    root.display()
+                )));
+            }
+        }
         if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
             return Err(refused(format!(
                 "{} is inside service[{j}]'s root {}: the log would be served to anyone who \
@@ -473,7 +495,9 @@ fn service_name(name: &str) -> Result<(), String> {
 
 /// A character that shows as nothing, or as a space that is not one, or that reorders
 /// the text around it: Unicode's format characters (zero-width ones, direction marks,
-/// overrides and isolates, the byte-order mark, tags) and every white space but U+0020.
+/// overrides and isolates, the byte-order mark, tags) and other default-ignorable code
+/// points (fillers, variation selectors, the combining grapheme joiner), and every white
+/// space but U+0020.
 /// Two names would look alike, or one unlike what it is, in every place it is shown.
 fn invisible(c: char) -> bool {
     (c.is_whitespace() && c != ' ')
@@ -484,15 +508,25 @@ fn invisible(c: char) -> bool {
                 | '\u{61c}'
                 | '\u{6dd}'
                 | '\u{70f}'
-                | '\u{180e}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{202a}'..='\u{202e}'
                 | '\u{2060}'..='\u{2064}'
                 | '\u{2066}'..='\u{206f}'
                 | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-                | '\u{e0001}'
-                | '\u{e0020}'..='\u{e007f}'
+                | '\u{fff0}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e0fff}'
+                // The rest of Unicode's default-ignorable code points (shown as nothing
+                // where not understood), and the blank braille pattern.
+                | '\u{34f}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{ffa0}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
         )
 }
 

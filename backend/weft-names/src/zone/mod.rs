@@ -48,6 +48,8 @@ pub struct Zone {
     lower_origin: LowerName,
     /// Where it was read from, for errors that name the file (two zones for one origin).
     file: PathBuf,
+    /// The files its `$INCLUDE`s read records from, resolved, in the order first read.
+    included: Vec<PathBuf>,
     /// Its owner names in transfer order, made by the first transfer (`walk.rs`).
     owners: walk::Owners,
 }
@@ -147,8 +149,14 @@ impl Zone {
             cuts: HashSet::new(),
             lower_origin: lower_origin.clone(),
             file: file.to_owned(),
+            included: Vec::new(),
             owners: walk::Owners::default(),
         };
+        for at in &records {
+            if *at.file != *file && !zone.included.iter().any(|f| **f == *at.file) {
+                zone.included.push(at.file.to_path_buf());
+            }
+        }
         // The bytes each RRset takes in an answer, to refuse one no message can hold.
         let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
         let mut scratch = Vec::new();
@@ -265,6 +273,11 @@ impl Zone {
     /// The file it was read from.
     pub fn file(&self) -> &Path {
         &self.file
+    }
+
+    /// The files its `$INCLUDE`s read records from (resolved paths).
+    pub fn included_files(&self) -> &[PathBuf] {
+        &self.included
     }
 
     /// How many records it holds.

@@ -93,7 +93,20 @@ impl Answer {
     /// Whether it holds records of the type `asked` (any record for ANY), not only the
     /// aliases leading to the name that would.
     fn answers_with_data(&self, asked: RecordType) -> bool {
-        asked == RecordType::ANY || self.answers.iter().any(|r| r.record_type() == asked)
+        self.answers
+            .iter()
+            .any(|r| asked == RecordType::ANY || r.record_type() == asked)
+    }
+
+    /// Whether it ends without data for `asked` and says so with an SOA: a negative
+    /// answer, or a chain to one, kept no longer than [`NEGATIVE_TTL_CAP`]. (A bare chain
+    /// without an SOA is the chain's records, kept for their TTL.)
+    fn ends_negative(&self, asked: RecordType) -> bool {
+        !self.answers_with_data(asked)
+            && self
+                .authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::SOA)
     }
 
     /// Whether it is negative (NXDOMAIN or NODATA): no records answer the question, and
@@ -306,7 +319,7 @@ impl Cache {
             return;
         };
         // After the bounds: a `min_ttl` above it does not keep a name missing longer.
-        if !answer.answers_with_data(key.1) {
+        if answer.ends_negative(key.1) {
             ttl = ttl.min(NEGATIVE_TTL_CAP);
         }
         if ttl == 0 {
@@ -555,6 +568,29 @@ mod tests {
         };
         cache.insert(key("e.up.test."), bare, S(0));
         assert!(cache.get(&key("e.up.test."), S(299)).is_some());
+
+        // ANY: NXDOMAIN is negative (capped at 3 hours, however long its SOA says), and
+        // NODATA is cached for its SOA's time.
+        let policy = Policy {
+            max_ttl: 7 * 86_400,
+            ..PLAIN
+        };
+        let mut cache = Cache::new(10, policy);
+        let any = |name| typed(name, RecordType::ANY);
+        cache.insert(
+            any("gone.up.test."),
+            negative(ResponseCode::NXDomain, 86_400, 86_400),
+            S(0),
+        );
+        assert!(cache.get(&any("gone.up.test."), S(3 * 3600 - 1)).is_some());
+        assert!(cache.get(&any("gone.up.test."), S(3 * 3600)).is_none());
+        cache.insert(
+            any("empty.up.test."),
+            negative(ResponseCode::NoError, 60, 30),
+            S(0),
+        );
+        assert!(cache.get(&any("empty.up.test."), S(29)).is_some());
+        assert!(cache.get(&any("empty.up.test."), S(30)).is_none());
     }
 
     #[test]

@@ -238,7 +238,8 @@ pub enum ExtendedError {
     StaleAnswer = 3,
     /// 18: the client is not allowed this (a zone transfer outside `allow_transfer`).
     Prohibited = 18,
-    /// 20: the name is in none of the zones, and nothing is forwarded.
+    /// 20: the name is in none of the zones, and nothing is forwarded, or the question
+    /// did not ask for recursion (RD clear; RFC 8914 section 4.21).
     NotAuthoritative = 20,
     /// 22: no upstream gave an answer.
     NoReachableAuthority = 22,

@@ -43,7 +43,6 @@ use weft::policies::PeerKey;
 use weft::time::DelayedCall;
 
 use crate::cache::{Cache, Key, Policy};
-use crate::edns::ExtendedError;
 pub use crate::link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 use crate::metrics::{Busy, ServiceMetrics};
 use crate::server::{Outcome, Reply, Via, send};
@@ -390,23 +389,6 @@ impl Forwarder {
             return Outcome::FromCache;
         }
         self.metrics.cache_miss();
-        // Without RD a question is answered from what the service holds, its zones and
-        // its cache, and no further (RFC 1034 sections 4.3.1 and 4.3.2): REFUSED with
-        // Not Authoritative, as RFC 8914 section 4.21 says of it. Forwarding it would fill
-        // the cache for a client who asked only what is in it (cache snooping's probe).
-        if !request.recursion_desired {
-            let mut refused = request.response(ResponseCode::Refused, true);
-            ExtendedError::NotAuthoritative.add_to(&mut refused);
-            send(
-                &self.metrics,
-                &request,
-                via,
-                refused,
-                reply,
-                Source::Refused,
-            );
-            return Outcome::Refused;
-        }
         let unchecked = request.checking_disabled;
         let share = request.asked.client.map(peer_of);
         let mut state = self.state.borrow_mut();

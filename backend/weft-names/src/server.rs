@@ -413,8 +413,14 @@ impl DnsServer {
         // upstream is asked for one (RFC 6895 section 3.1: they are not data to look up;
         // RFC 6891 section 6.1.1: an OPT is never forwarded).
         let meta = is_meta(qtype);
+        // A question outside the zones without RD is refused, cached or not, as Unbound
+        // refuses one by default: answering it from the cache would tell anyone which
+        // names this service's clients looked up (cache snooping), and forwarding it is
+        // the recursion it did not ask for (RFC 1034 section 4.3.1 leaves the answer to
+        // local data and a referral, which a forwarder has none of).
+        let unasked = !request.recursion_desired;
         let kind = match self.inner.forwarder {
-            Some(_) if !meta => Kind::Answer,
+            Some(_) if !meta && !unasked => Kind::Answer,
             _ => Kind::Error,
         };
         let reply = match limit(&mut request, kind, reply) {
@@ -424,6 +430,12 @@ impl DnsServer {
         match &self.inner.forwarder {
             Some(_) if meta => {
                 let refused = request.response(ResponseCode::Refused, recursion);
+                send(metrics, &request, via, refused, reply, Source::Refused);
+                Outcome::Refused
+            }
+            Some(_) if unasked => {
+                let mut refused = request.response(ResponseCode::Refused, recursion);
+                ExtendedError::NotAuthoritative.add_to(&mut refused);
                 send(metrics, &request, via, refused, reply, Source::Refused);
                 Outcome::Refused
             }

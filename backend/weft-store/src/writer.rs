@@ -271,11 +271,30 @@ pub(crate) struct WriterTask {
 const LEFTOVERS_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// A task trying again to close what an earlier process left open; stopped when dropped.
-struct Retrying(tokio::task::JoinHandle<()>);
+struct Retrying(Option<tokio::task::JoinHandle<()>>);
+
+impl Retrying {
+    /// Stops the task and waits until it has: a try under way is rolled back before
+    /// anything else touches those rows. Whether it had closed them (it ends only then,
+    /// unless it panicked).
+    async fn stop(mut self) -> bool {
+        let Some(task) = self.0.take() else {
+            return false;
+        };
+        if task.is_finished() {
+            return task.await.is_ok();
+        }
+        task.abort();
+        let _ = task.await;
+        false
+    }
+}
 
 impl Drop for Retrying {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -685,7 +704,7 @@ impl WriterTask {
         let instance = self.sql.instance().to_owned();
         let location = self.location.clone();
         let started_ms = self.leftovers.started_ms;
-        self.retrying = Some(Retrying(tokio::spawn(async move {
+        self.retrying = Some(Retrying(Some(tokio::spawn(async move {
             let mut wait = Duration::from_secs(1);
             loop {
                 tokio::time::sleep(wait).await;
@@ -700,7 +719,7 @@ impl WriterTask {
                 }
                 wait = (wait * 2).min(LEFTOVERS_RETRY_MAX);
             }
-        })));
+        }))));
     }
 
     /// At a clean stop, a last try at what an earlier process left open if the retries
@@ -710,10 +729,9 @@ impl WriterTask {
         let Some(retrying) = self.retrying.take() else {
             return;
         };
-        if retrying.0.is_finished() {
+        if retrying.stop().await {
             return;
         }
-        drop(retrying);
         self.leftovers.closed = crate::interrupted::close_what_was_left_open(
             &self.pools.get(),
             self.sql.instance(),

@@ -279,27 +279,15 @@ fn files_apart(
                 })
             })
         };
-        // Another name of the file (a hard link) may lie inside a root, which a path
-        // cannot show: a log with several names on a root's filesystem is refused.
-        let linked = std::fs::metadata(&path).ok().filter(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.nlink() > 1
-        });
-        if let Some(log) = linked {
-            use std::os::unix::fs::MetadataExt;
-            let on_root = roots.iter().find(|(_, root)| {
-                std::fs::metadata(root).is_ok_and(|root| root.dev() == log.dev())
-            });
-            if let Some((j, root)) = on_root {
-                return Err(refused(format!(
-                    "{} has {} names (hard links), on the filesystem of service[{j}]'s root \
-                     {}: one may be inside it, and the log would be served to anyone who asks \
-                     for it; give the log a file of its own",
-                    written.display(),
-                    log.nlink(),
-                    root.display()
-                )));
-            }
+        // Another name of the file (a hard link) may lie inside a root, where a path
+        // cannot show it: the roots on its filesystem are looked through for it.
+        if let Some((j, found)) = linked_into(&path, &roots) {
+            return Err(refused(format!(
+                "{} is also {}, inside service[{j}]'s root (a hard link): the log would be \
+                 served to anyone who asks for it; give the log a file of its own",
+                written.display(),
+                found.display()
+            )));
         }
         if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
             return Err(refused(format!(
@@ -330,6 +318,44 @@ fn files_apart(
         }
     }
     Ok(())
+}
+
+/// How many entries of a root are looked through for another name of an access log.
+const LINK_SEARCH_ENTRIES: usize = 100_000;
+
+/// Another name of the file at `path`, a hard link inside one of `roots` (with that
+/// root's service): looked for only when the file has several names, and in the roots
+/// on its filesystem, each to [`LINK_SEARCH_ENTRIES`] entries at most.
+fn linked_into(path: &std::path::Path, roots: &[(usize, PathBuf)]) -> Option<(usize, PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
+    let log = std::fs::metadata(path).ok().filter(|m| m.nlink() > 1)?;
+    for (j, root) in roots {
+        if std::fs::metadata(root).map_or(true, |r| r.dev() != log.dev()) {
+            continue;
+        }
+        let mut dirs = vec![root.clone()];
+        let mut seen = 0;
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                seen += 1;
+                if seen > LINK_SEARCH_ENTRIES {
+                    break;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if meta.ino() == log.ino() && meta.dev() == log.dev() {
+                    return Some((*j, entry.path()));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The device and inode of the file at `path`, through symlinks; `None` when there is

@@ -497,34 +497,43 @@ fn a_question_no_upstream_answered_ends_its_chain_failed_and_handled() {
     );
 }
 
-/// A question without RD is answered from the cache and no further (RFC 1034 section
-/// 4.3.1): a miss is REFUSED with Not Authoritative (RFC 8914 section 4.21), never
-/// forwarded, so a client probing what is cached cannot fill it; once an RD question
-/// has filled it, the same question without RD is answered.
+/// A question outside the zones without RD is refused, cached or not: REFUSED with Not
+/// Authoritative (RFC 8914 section 4.21), never forwarded, and never answered from the
+/// cache, which would tell a prober what this service's clients looked up.
 #[test]
-fn a_question_without_recursion_desired_is_answered_from_the_cache_only() {
+fn a_question_without_recursion_desired_is_refused_cached_or_not() {
     let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
     let mut probe = query(1, "a.elsewhere.test.", RecordType::A);
     probe.metadata.recursion_desired = false;
     let mut edns = hickory_proto::op::Edns::new();
     edns.set_max_payload(1232);
     probe.edns = Some(edns);
+    let refused = |h: &Harness| {
+        let refused = h.pop();
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+        let options = refused.edns.as_ref().expect("an OPT").options().as_ref();
+        assert!(
+            options.iter().any(|(code, _)| u16::from(*code) == 15),
+            "an Extended DNS Error: {options:?}"
+        );
+    };
     assert_eq!(h.send(&probe, Via::Udp), Outcome::Refused);
     assert!(h.sent_to().is_empty(), "not forwarded");
-    let refused = h.pop();
-    assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
-    let options = refused.edns.as_ref().expect("an OPT").options().as_ref();
-    assert!(
-        options.iter().any(|(code, _)| u16::from(*code) == 15),
-        "an Extended DNS Error: {options:?}"
-    );
+    refused(&h);
 
     h.send(&query(2, "a.elsewhere.test.", RecordType::A), Via::Udp);
     let (up, _) = h.last_query();
     h.answer_from(&a_answer(&up, 300), FIRST);
     assert_eq!(h.pop().answers.len(), 1);
-    probe.metadata.id = 3;
-    assert_eq!(h.send(&probe, Via::Udp), Outcome::FromCache);
-    assert_eq!(h.pop().answers.len(), 1);
+    for via in [Via::Udp, Via::Tcp] {
+        probe.metadata.id += 1;
+        assert_eq!(h.send(&probe, via), Outcome::Refused, "cached: {via:?}");
+        refused(&h);
+    }
     assert_eq!(h.sent_to().len(), 1, "the one RD question's");
+    // The zones answer it still.
+    let mut zone = query(9, "www.example.test.", RecordType::A);
+    zone.metadata.recursion_desired = false;
+    assert_eq!(h.send(&zone, Via::Udp), Outcome::Answered);
+    assert!(h.pop().metadata.authoritative);
 }

@@ -74,7 +74,9 @@ impl Zone {
                 RecordType::ANY => records
                     .iter()
                     .map(Record::record_type)
-                    .find(|t| !t.is_dnssec())
+                    .find(|t| {
+                        !matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
+                    })
                     .unwrap_or_else(|| records[0].record_type()),
                 other => other,
             };

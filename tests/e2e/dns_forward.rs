@@ -959,3 +959,26 @@ fn records_an_upstream_adds_beyond_the_question_are_left_out_and_counted() {
     }
     assert_eq!(nxdomains(), before, "counted as sent");
 }
+
+/// `dig +norec` for a name outside the zones is refused with Not Authoritative, before
+/// and after the name is cached, over UDP and TCP, and never goes upstream.
+#[test]
+fn a_question_without_recursion_desired_is_refused_and_not_forwarded() {
+    let (up, seen) = upstream(false);
+    let port = free_port();
+    let _app = spawn_dns_app(forwarder(port, &[up]));
+    let refused = |extra: &[&str]| {
+        let mut args = vec!["snoop.elsewhere.test", "A", "+norec"];
+        args.extend_from_slice(extra);
+        let out = dig(port, &args);
+        assert!(out.contains("status: REFUSED"), "{out}");
+        assert!(out.contains("EDE: 20 (Not Authoritative)"), "{out}");
+    };
+    refused(&[]);
+    assert_eq!(seen.udp_queries(), 0, "not forwarded");
+    let out = dig(port, &["snoop.elsewhere.test", "A"]);
+    assert!(out.contains("status: NOERROR"), "{out}");
+    refused(&[]);
+    refused(&["+tcp"]);
+    assert_eq!(seen.udp_queries(), 1, "only the question with RD");
+}

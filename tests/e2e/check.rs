@@ -1244,7 +1244,8 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
         answer["message"].as_str().unwrap().to_owned()
     };
     let said = message(app.reload_by_post());
-    assert!(said.starts_with(&why), "{said}");
+    let file = path.display();
+    assert!(said.starts_with(&format!("{file}: {why}")), "{said}");
 
     // So it does for a file that swaps the dashboard's port with a service's.
     std::fs::write(&path, &original).unwrap();
@@ -1257,7 +1258,8 @@ fn the_ports_the_gateway_running_the_file_holds_are_noted_not_refused() {
     let said = message(app.reload_by_post());
     assert!(
         said.starts_with(&format!(
-            "service \"echo\": cannot listen on {running}: the running dashboard listens there"
+            "{file}: service \"echo\": cannot listen on {running}: the running dashboard \
+             listens there"
         )),
         "{said}"
     );

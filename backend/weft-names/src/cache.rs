@@ -282,6 +282,12 @@ impl Cache {
         }
         let age = age as u32;
         let mut answer = entry.answer.clone();
+        // An authority or additional record whose own TTL ran out is not served (a TTL
+        // bounds how long its record may be held, RFC 2181 section 8): the entry lives as
+        // long as its answer's records, which may outlive glue or an NS set beside them.
+        // A negative answer's SOA bounds the entry, so it never goes first.
+        answer.authorities.retain(|r| r.ttl > age);
+        answer.additionals.retain(|r| r.ttl > age);
         for record in answer.records() {
             record.ttl = record.ttl.saturating_sub(age).min(entry.ttl - age);
         }
@@ -591,6 +597,23 @@ mod tests {
         );
         assert!(cache.get(&any("empty.up.test."), S(29)).is_some());
         assert!(cache.get(&any("empty.up.test."), S(30)).is_none());
+    }
+
+    #[test]
+    fn extra_records_are_not_served_past_their_own_ttl() {
+        let mut cache = Cache::new(10, PLAIN);
+        let mut answer = a("www.up.test.", 300);
+        answer.additionals.push(Record::from_rdata(
+            Name::from_ascii("ns.up.test.").unwrap(),
+            10,
+            RData::A(A::new(192, 0, 2, 53)),
+        ));
+        cache.insert(key("www.up.test."), answer, S(0));
+        let early = cache.get(&key("www.up.test."), S(5)).unwrap();
+        assert_eq!(early.additionals[0].ttl, 5);
+        let late = cache.get(&key("www.up.test."), S(10)).unwrap();
+        assert!(late.additionals.is_empty(), "{late:?}");
+        assert_eq!(late.answers[0].ttl, 290);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Answer {
     /// answer, or a chain to one, kept no longer than [`NEGATIVE_TTL_CAP`]. (A bare chain
     /// without an SOA is the chain's records, kept for their TTL.)
     fn ends_negative(&self, asked: RecordType) -> bool {
-        !self.answers_with_data(asked)
+        (self.rcode == ResponseCode::NXDomain || !self.answers_with_data(asked))
             && self
                 .authorities
                 .iter()
@@ -282,12 +282,20 @@ impl Cache {
         }
         let age = age as u32;
         let mut answer = entry.answer.clone();
-        // An authority or additional record whose own TTL ran out is not served (a TTL
-        // bounds how long its record may be held, RFC 2181 section 8): the entry lives as
-        // long as its answer's records, which may outlive glue or an NS set beside them.
-        // A negative answer's SOA bounds the entry, so it never goes first.
-        answer.authorities.retain(|r| r.ttl > age);
-        answer.additionals.retain(|r| r.ttl > age);
+        // An NS set or an address (glue) beside the answer whose own TTL ran out is not
+        // served (a TTL bounds how long its record may be held, RFC 2181 section 8): the
+        // entry lives as long as its answer's records, which may outlive them. What the
+        // answer stands on is kept to its end: a negative answer's SOA (which bounds the
+        // entry anyway) and the DNSSEC proofs and signatures a validator needs with it.
+        let expired = |r: &Record| {
+            r.ttl <= age
+                && matches!(
+                    r.record_type(),
+                    RecordType::NS | RecordType::A | RecordType::AAAA
+                )
+        };
+        answer.authorities.retain(|r| !expired(r));
+        answer.additionals.retain(|r| !expired(r));
         for record in answer.records() {
             record.ttl = record.ttl.saturating_sub(age).min(entry.ttl - age);
         }
@@ -597,6 +605,13 @@ mod tests {
         );
         assert!(cache.get(&any("empty.up.test."), S(29)).is_some());
         assert!(cache.get(&any("empty.up.test."), S(30)).is_none());
+        // An ANY NXDOMAIN through a CNAME is negative too, its CNAME no data.
+        let chained = Answer {
+            answers: vec![cname("alias.up.test.", "gone.up.test.", 86_400)],
+            ..negative(ResponseCode::NXDomain, 86_400, 86_400)
+        };
+        cache.insert(any("alias.up.test."), chained, S(0));
+        assert!(cache.get(&any("alias.up.test."), S(3 * 3600)).is_none());
     }
 
     #[test]
@@ -614,6 +629,26 @@ mod tests {
         let late = cache.get(&key("www.up.test."), S(10)).unwrap();
         assert!(late.additionals.is_empty(), "{late:?}");
         assert_eq!(late.answers[0].ttl, 290);
+
+        // A proof beside the answer is kept with it, whatever its own TTL.
+        let mut proved = a("x.wild.up.test.", 300);
+        proved.authorities.push(Record::from_rdata(
+            Name::from_ascii("wild.up.test.").unwrap(),
+            10,
+            RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["stand-in".into()])),
+        ));
+        proved.authorities.push(Record::from_rdata(
+            Name::from_ascii("wild.up.test.").unwrap(),
+            10,
+            RData::Unknown {
+                code: RecordType::NSEC,
+                rdata: hickory_proto::rr::rdata::NULL::with(vec![0; 8]),
+            },
+        ));
+        cache.insert(key("x.wild.up.test."), proved, S(0));
+        let late = cache.get(&key("x.wild.up.test."), S(20)).unwrap();
+        let kept: Vec<_> = late.authorities.iter().map(Record::record_type).collect();
+        assert_eq!(kept, [RecordType::TXT, RecordType::NSEC], "{late:?}");
     }
 
     #[test]

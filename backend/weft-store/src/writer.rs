@@ -274,19 +274,15 @@ const LEFTOVERS_RETRY_MAX: Duration = Duration::from_secs(30);
 struct Retrying(Option<tokio::task::JoinHandle<()>>);
 
 impl Retrying {
-    /// Stops the task and waits until it has: a try under way is rolled back before
-    /// anything else touches those rows. Whether it had closed them (it ends only then,
-    /// unless it panicked).
+    /// Stops the task and waits until it has (a try under way is dropped; its
+    /// transaction's rollback may still be on its way to the server). Whether it had
+    /// closed them: it ends of itself only then, and a task aborted or panicked is not.
     async fn stop(mut self) -> bool {
         let Some(task) = self.0.take() else {
             return false;
         };
-        if task.is_finished() {
-            return task.await.is_ok();
-        }
         task.abort();
-        let _ = task.await;
-        false
+        task.await.is_ok()
     }
 }
 

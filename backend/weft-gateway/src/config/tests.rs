@@ -1075,6 +1075,20 @@ fn an_access_log_on_a_file_weft_reads_a_socket_or_a_root_is_refused() {
     Config::parse("weft.toml", &config(&site.join(".logs/access.log"), &sock)).unwrap_err();
     std::fs::create_dir(site.join(".logs")).unwrap();
     Config::parse("weft.toml", &config(&site.join(".logs/access.log"), &sock)).unwrap();
+    // ... with a second name outside the root, it is still not served.
+    std::fs::write(site.join(".logs/access.log"), "").unwrap();
+    std::fs::hard_link(site.join(".logs/access.log"), d.join("copy.log")).unwrap();
+    Config::parse("weft.toml", &config(&site.join(".logs/access.log"), &sock)).unwrap();
+    // A file a zone includes that holds no records is the zone's all the same.
+    std::fs::write(d.join("empty.zone"), "; nothing yet\n").unwrap();
+    let mut with_empty = std::fs::read_to_string(&zone).unwrap();
+    with_empty.push_str("$INCLUDE empty.zone\n");
+    std::fs::write(&zone, with_empty).unwrap();
+    let e = err(&config(&d.join("empty.zone"), &sock));
+    assert!(
+        e.message.contains("service[0]'s zone file (included)"),
+        "{e}"
+    );
     // A socket where the history file is to be made.
     let e = err(&config(&d.join("access.log"), &db));
     assert_eq!(e.key.as_deref(), Some("service[1].listen"), "{e}");

@@ -281,13 +281,24 @@ fn files_apart(
         };
         // Another name of the file (a hard link) may lie inside a root, where a path
         // cannot show it: the roots on its filesystem are looked through for it.
-        if let Some((j, found)) = linked_into(&path, &roots) {
-            return Err(refused(format!(
-                "{} is also {}, inside service[{j}]'s root (a hard link): the log would be \
-                 served to anyone who asks for it; give the log a file of its own",
-                written.display(),
-                found.display()
-            )));
+        match linked_into(&path, &roots) {
+            Ok(None) => {}
+            Ok(Some((j, found))) => {
+                return Err(refused(format!(
+                    "{} is also {}, inside service[{j}]'s root (a hard link): the log would \
+                     be served to anyone who asks for it; give the log a file of its own",
+                    written.display(),
+                    found.display()
+                )));
+            }
+            Err(()) => {
+                return Err(refused(format!(
+                    "{} has several names (hard links), and the roots are too large to look \
+                     through for one inside them ({LINK_SEARCH_ENTRIES} entries at most): \
+                     give the log a file of its own",
+                    written.display()
+                )));
+            }
         }
         if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
             return Err(refused(format!(
@@ -320,21 +331,24 @@ fn files_apart(
     Ok(())
 }
 
-/// How many entries of a root are looked through for another name of an access log.
+/// How many entries of the roots are looked through for another name of an access log.
 const LINK_SEARCH_ENTRIES: usize = 100_000;
 
-/// Another name of the file at `path`, a hard link inside one of `roots` (with that
-/// root's service): looked for only when the file has several names, and in the roots
-/// on its filesystem, each to [`LINK_SEARCH_ENTRIES`] entries at most.
-fn linked_into(path: &std::path::Path, roots: &[(usize, PathBuf)]) -> Option<(usize, PathBuf)> {
+/// Another name of the file at `path`, a hard link inside one of `roots` where it would
+/// be served (hidden names are never served, nor looked through), with that root's
+/// service: looked for only when the file has several names. Past
+/// [`LINK_SEARCH_ENTRIES`] entries in all, the search cannot say: `Err`.
+fn linked_into(
+    path: &std::path::Path,
+    roots: &[(usize, PathBuf)],
+) -> Result<Option<(usize, PathBuf)>, ()> {
     use std::os::unix::fs::MetadataExt;
-    let log = std::fs::metadata(path).ok().filter(|m| m.nlink() > 1)?;
+    let Some(log) = std::fs::metadata(path).ok().filter(|m| m.nlink() > 1) else {
+        return Ok(None);
+    };
+    let mut seen = 0;
     for (j, root) in roots {
-        if std::fs::metadata(root).map_or(true, |r| r.dev() != log.dev()) {
-            continue;
-        }
         let mut dirs = vec![root.clone()];
-        let mut seen = 0;
         while let Some(dir) = dirs.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
@@ -342,20 +356,26 @@ fn linked_into(path: &std::path::Path, roots: &[(usize, PathBuf)]) -> Option<(us
             for entry in entries.flatten() {
                 seen += 1;
                 if seen > LINK_SEARCH_ENTRIES {
-                    break;
+                    return Err(());
+                }
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name != ".well-known" {
+                    continue;
                 }
                 let Ok(meta) = entry.metadata() else {
                     continue;
                 };
                 if meta.is_dir() {
                     dirs.push(entry.path());
-                } else if meta.ino() == log.ino() && meta.dev() == log.dev() {
-                    return Some((*j, entry.path()));
+                } else if meta.ino() == log.ino() && meta.dev() == log.dev() && entry.path() != path
+                {
+                    return Ok(Some((*j, entry.path())));
                 }
             }
         }
     }
-    None
+    Ok(None)
 }
 
 /// The device and inode of the file at `path`, through symlinks; `None` when there is
@@ -536,8 +556,12 @@ fn invisible(c: char) -> bool {
                 | '\u{70f}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206f}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
                 | '\u{feff}'
                 | '\u{fff0}'..='\u{fffb}'
                 | '\u{e0000}'..='\u{e0fff}'

@@ -84,7 +84,7 @@ impl Zone {
     /// relative to its directory. Names are relative to the `$ORIGIN` in force; the
     /// zone's origin is the owner of its one SOA record.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ZoneError> {
-        let records = parse::records(file, text)?;
+        let (records, included) = parse::records(file, text)?;
         let err = |at: &parse::Located, message: String| ZoneError {
             file: at.file.to_path_buf(),
             line: at.line,
@@ -149,14 +149,9 @@ impl Zone {
             cuts: HashSet::new(),
             lower_origin: lower_origin.clone(),
             file: file.to_owned(),
-            included: Vec::new(),
+            included,
             owners: walk::Owners::default(),
         };
-        for at in &records {
-            if *at.file != *file && !zone.included.iter().any(|f| **f == *at.file) {
-                zone.included.push(at.file.to_path_buf());
-            }
-        }
         // The bytes each RRset takes in an answer, to refuse one no message can hold.
         let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
         let mut scratch = Vec::new();

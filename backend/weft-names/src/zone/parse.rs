@@ -40,8 +40,8 @@ pub(crate) struct Located {
 }
 
 /// Records of the zone file `file` whose text is `text`, and of the files it includes,
-/// in file order.
-pub(crate) fn records(file: &Path, text: &str) -> Result<Vec<Located>, ZoneError> {
+/// in file order; and the files it includes, resolved, in the order first read.
+pub(crate) fn records(file: &Path, text: &str) -> Result<(Vec<Located>, Vec<PathBuf>), ZoneError> {
     let mut out = Vec::new();
     let top = file.canonicalize().unwrap_or_else(|_| file.to_owned());
     // Absolute, so that a zone file named without a directory (`example.zone`) confines
@@ -57,9 +57,11 @@ pub(crate) fn records(file: &Path, text: &str) -> Result<Vec<Located>, ZoneError
         dir,
         generated: 0,
         bytes: text.len() as u64,
+        included: Vec::new(),
     };
     reader.read(Rc::from(file), text, State::default())?;
-    Ok(out)
+    let included = reader.included;
+    Ok((out, included))
 }
 
 /// Reads a file and the files it includes.
@@ -73,6 +75,8 @@ struct Reader<'a> {
     generated: usize,
     /// Bytes read so far, over every file of the zone.
     bytes: u64,
+    /// The files included, resolved, each once (with records or not).
+    included: Vec<PathBuf>,
 }
 
 impl Reader<'_> {
@@ -176,6 +180,9 @@ impl Reader<'_> {
                 "$INCLUDE {path}: {} is already being read (an include loop)",
                 target.display()
             )));
+        }
+        if !self.included.contains(&canonical) {
+            self.included.push(canonical.clone());
         }
         // The path checked is the path read, resolved, not the one written.
         let text = read_text(&canonical).map_err(|e| {

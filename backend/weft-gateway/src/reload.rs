@@ -185,14 +185,8 @@ fn failed_start(e: &crate::running::StartError) -> String {
         && source.kind() == std::io::ErrorKind::AddrInUse
         && let Some(held) = crate::config::in_use_by(endpoint)
     {
-        let instead = if held.starts_with("the unix socket") {
-            "path"
-        } else {
-            "port"
-        };
         return format!(
-            "service {:?}: cannot listen on {endpoint}: {held}; stop it or choose another \
-             {instead}",
+            "service {:?}: cannot listen on {endpoint}: {held}",
             e.service
         );
     }

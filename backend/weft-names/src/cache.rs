@@ -70,43 +70,47 @@ impl Answer {
     /// to NODATA kept for its CNAME's day would go on saying "no such record" for a day
     /// after the target got one.
     fn ttl(&self, asked: RecordType) -> Option<u32> {
+        if !matches!(self.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+            return None;
+        }
         let records = self.answers.iter().map(|r| r.ttl).min();
-        let negative = self.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-            _ => None,
-        });
-        match self.rcode {
-            ResponseCode::NoError if self.answers_with_data(asked) => records,
-            ResponseCode::NoError | ResponseCode::NXDomain => match (records, negative) {
-                (Some(records), Some(negative)) => Some(records.min(negative)),
-                (None, negative) => negative,
-                // A bare chain with no SOA (an upstream that did not follow it): the
-                // chain's records are all it says, kept for their TTL; a negative answer
-                // without an SOA is not cached (RFC 2308 section 5).
-                (Some(records), None) if self.rcode == ResponseCode::NoError => Some(records),
-                (Some(_), None) => None,
-            },
+        if !self.ends_without_data(asked) {
+            return records;
+        }
+        match (records, self.negative_ttl()) {
+            (records, Some(negative)) => Some(records.map_or(negative, |r| r.min(negative))),
+            // A bare chain with no SOA (an upstream that did not follow it): the chain's
+            // records are all it says, kept for their TTL; a negative answer without an
+            // SOA is not cached (RFC 2308 section 5).
+            (Some(records), None) if self.rcode == ResponseCode::NoError => Some(records),
             _ => None,
         }
     }
 
-    /// Whether it holds records of the type `asked` (any record for ANY), not only the
-    /// aliases leading to the name that would.
-    fn answers_with_data(&self, asked: RecordType) -> bool {
-        self.answers
-            .iter()
-            .any(|r| asked == RecordType::ANY || r.record_type() == asked)
+    /// The lower of its SOA's TTL and MINIMUM: how long it may say there is no data.
+    fn negative_ttl(&self) -> Option<u32> {
+        self.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })
+    }
+
+    /// Whether it ends without records of the type `asked` (any record for ANY): an
+    /// NXDOMAIN, or no such records, or only the aliases leading to the name that would
+    /// hold them.
+    fn ends_without_data(&self, asked: RecordType) -> bool {
+        self.rcode == ResponseCode::NXDomain
+            || !self
+                .answers
+                .iter()
+                .any(|r| asked == RecordType::ANY || r.record_type() == asked)
     }
 
     /// Whether it ends without data for `asked` and says so with an SOA: a negative
     /// answer, or a chain to one, kept no longer than [`NEGATIVE_TTL_CAP`]. (A bare chain
     /// without an SOA is the chain's records, kept for their TTL.)
     fn ends_negative(&self, asked: RecordType) -> bool {
-        (self.rcode == ResponseCode::NXDomain || !self.answers_with_data(asked))
-            && self
-                .authorities
-                .iter()
-                .any(|r| r.record_type() == RecordType::SOA)
+        self.ends_without_data(asked) && self.negative_ttl().is_some()
     }
 
     /// Whether it is negative (NXDOMAIN or NODATA): no records answer the question, and

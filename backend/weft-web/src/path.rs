@@ -348,8 +348,9 @@ pub fn segments(raw: &str) -> Result<Vec<String>, PathError> {
     Ok(out)
 }
 
-/// Whether a name is hidden: it starts with a dot (`.git`, `.env`), but for `.well-known`.
-fn hidden(name: &str) -> bool {
+/// Whether a name is hidden, never served: it starts with a dot (`.git`, `.env`), but
+/// for `.well-known`.
+pub fn hidden(name: &str) -> bool {
     name.starts_with('.') && name != ".well-known"
 }
 

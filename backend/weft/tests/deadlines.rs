@@ -26,6 +26,23 @@ fn giving_up_after(close_timeout: Duration) -> ReactorConfig {
     }
 }
 
+/// A reactor serving `factory` with an idle timeout of 400 ms, and what it reports.
+fn observed_with_idle_timeout(
+    factory: impl Factory + Send + 'static,
+) -> (
+    std::sync::Arc<RecordingObserver>,
+    weft_test_support::Running<SocketAddr>,
+) {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
+        listen(r, &options, factory)
+    });
+    (observer, server)
+}
+
 /// Reads until the server closes; how long that took.
 fn time_to_close(s: &mut std::net::TcpStream) -> Duration {
     let start = Instant::now();
@@ -65,13 +82,7 @@ fn closed_event(observer: &RecordingObserver) -> String {
 
 #[test]
 fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
-    let observer = RecordingObserver::new();
-    let obs = observer.clone();
-    let server = spawn_reactor(move |r| {
-        r.set_observer(obs);
-        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
-        listen(r, &options, factory(|| Echo))
-    });
+    let (observer, server) = observed_with_idle_timeout(factory(|| Echo));
     let mut client = connect(server.value);
     // Activity keeps it open past the timeout...
     for _ in 0..6 {
@@ -99,13 +110,7 @@ fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
 /// peer stopped reading), not asked to close and given up a close timeout later.
 #[test]
 fn an_idle_connection_whose_peer_never_reads_is_aborted_at_its_idle_timeout() {
-    let observer = RecordingObserver::new();
-    let obs = observer.clone();
-    let server = spawn_reactor(move |r| {
-        r.set_observer(obs);
-        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
-        listen(r, &options, factory(|| Echo))
-    });
+    let (observer, server) = observed_with_idle_timeout(factory(|| Echo));
     let client = connect(server.value);
     client.set_nonblocking(true).unwrap();
     let chunk = vec![7u8; 64 << 10];
@@ -149,17 +154,8 @@ impl weft::framing::StringHandler for Strings {
 /// is.
 #[test]
 fn a_string_left_unfinished_at_the_idle_timeout_is_bad_framing() {
-    let observer = RecordingObserver::new();
-    let obs = observer.clone();
-    let server = spawn_reactor(move |r| {
-        r.set_observer(obs);
-        let options = ListenOptions::new().idle_timeout(Some(Duration::from_millis(400)));
-        listen(
-            r,
-            &options,
-            factory(|| weft::framing::Int16StringReceiver::new(Strings)),
-        )
-    });
+    let (observer, server) =
+        observed_with_idle_timeout(factory(|| weft::framing::Int16StringReceiver::new(Strings)));
     let mut client = connect(server.value);
     client.write_all(b"\x00\x02hi").unwrap();
     let mut echoed = [0; 4];

@@ -37,6 +37,15 @@ impl Socket {
             Socket::Stream(a) | Socket::Datagram(a) => a,
         }
     }
+
+    /// As messages say it: `TCP port 8080 on 127.0.0.1`.
+    fn said(self) -> String {
+        let (what, addr) = match self {
+            Socket::Stream(a) => ("TCP", a),
+            Socket::Datagram(a) => ("UDP", a),
+        };
+        format!("{what} port {} on {}", addr.port(), addr.ip())
+    }
 }
 
 /// A process holding a port, as far as this user can see it.
@@ -77,11 +86,7 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 ));
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                let what = match socket {
-                    Socket::Stream(_) => "TCP",
-                    Socket::Datagram(_) => "UDP",
-                };
-                let port = format!("{what} port {} on {}", addr.port(), addr.ip());
+                let port = socket.said();
                 let at = format!("{owner}: {endpoint:?}");
                 let held = holders(*socket);
                 // A reload leaves the dashboard where it is: moved, it takes a restart
@@ -168,46 +173,49 @@ fn in_use(
         Ok(false)
     } else {
         Err(format!(
-            "{at}: cannot listen: {socket} is in use{}; stop it or choose another {instead}",
-            describe(holders, wanted),
+            "{at}: cannot listen: {}",
+            in_use_said(socket, instead, holders, wanted)
         ))
     }
 }
 
-/// Who holds the port or socket path `endpoint` listens on, as `check` says it (`TCP port
-/// 8080 on 127.0.0.1 is in use by process 812 (nginx)`); `None` when no socket on it is
-/// found or the endpoint is not a listener's. For a listener that could not be bound.
+/// `socket` (`TCP port 8080 on 127.0.0.1`, `the unix socket PATH`) in use by `holders`,
+/// and what to do: how `check` and a reload say a listener cannot be had.
+fn in_use_said(
+    socket: &str,
+    instead: &str,
+    holders: &[Holder],
+    wanted: Option<SocketAddr>,
+) -> String {
+    format!(
+        "{socket} is in use{}; stop it or choose another {instead}",
+        describe(holders, wanted)
+    )
+}
+
+/// Who holds the port or socket path `endpoint` listens on, and what to do, as `check`
+/// says it (`TCP port 8080 on 127.0.0.1 is in use by process 812 (nginx); stop it or
+/// choose another port`); `None` when no socket on it is found or the endpoint is not a
+/// listener's. For a listener that could not be bound.
 pub(crate) fn in_use_by(endpoint: &str) -> Option<String> {
-    let (socket, wanted) = match endpoint.parse::<ServerEndpoint>().ok()? {
+    let (socket, instead, held, wanted) = match endpoint.parse::<ServerEndpoint>().ok()? {
         ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
-            (Socket::Stream(addr), addr)
+            let socket = Socket::Stream(addr);
+            (socket.said(), "port", holders(socket), Some(addr))
         }
-        ServerEndpoint::Udp { addr } => (Socket::Datagram(addr), addr),
-        ServerEndpoint::Unix { path, .. } => {
-            let held = unix_holders(&path);
-            return (!held.is_empty()).then(|| {
-                format!(
-                    "the unix socket {} is in use{}",
-                    path.display(),
-                    describe(&held, None)
-                )
-            });
+        ServerEndpoint::Udp { addr } => {
+            let socket = Socket::Datagram(addr);
+            (socket.said(), "port", holders(socket), Some(addr))
         }
+        ServerEndpoint::Unix { path, .. } => (
+            format!("the unix socket {}", path.display()),
+            "path",
+            unix_holders(&path),
+            None,
+        ),
         _ => return None,
     };
-    let held = holders(socket);
-    let what = match socket {
-        Socket::Stream(_) => "TCP",
-        Socket::Datagram(_) => "UDP",
-    };
-    (!held.is_empty()).then(|| {
-        format!(
-            "{what} port {} on {} is in use{}",
-            wanted.port(),
-            wanted.ip(),
-            describe(&held, Some(wanted))
-        )
-    })
+    (!held.is_empty()).then(|| in_use_said(&socket, instead, &held, wanted))
 }
 
 /// The owner of the dashboard's listener, as messages name it.

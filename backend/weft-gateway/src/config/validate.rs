@@ -179,13 +179,14 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
 }
 
 /// Refuses an access log that is a file weft writes or reads besides (the history file,
-/// its journal or the lock beside it; the configuration file; a zone file, a TLS key or
-/// certificate, a route's CA; a unix socket a service listens on) or would be served from
-/// an HTTP service's `root` (inside it, not hidden), and a unix socket on the history file's path: log lines would be
-/// written into a file the next start, check or reload reads, a socket would be where a
-/// file must be made (or the other way round), and a log under a root would be served to
-/// anyone who asks for it. A path is compared as written (resolved), and an existing file
-/// also as the file it is, so a symlink or a hard link to one of them is refused too.
+/// its journal or the lock beside it; the configuration file; what a service reads,
+/// [`ServiceConfig::files`]; a unix socket a service listens on) or would be served from
+/// an HTTP service's `root` (inside it and not hidden, or a hard link of a file that is),
+/// and a unix socket on the history file's path: log lines would be written into a file
+/// the next start, check or reload reads, a socket would be where a file must be made (or
+/// the other way round), and a log under a root would be served to anyone who asks for
+/// it. A path is compared as written (resolved), and an existing file also as the file
+/// it is, so a symlink or a hard link to one of them is refused too.
 fn files_apart(
     at: &Locator<'_>,
     raw: &RawConfig,
@@ -271,14 +272,20 @@ fn files_apart(
             )));
         }
         let served = |root: &PathBuf| {
-            // Hidden files (a leading '.' below the root) are never served.
             path.strip_prefix(root).is_ok_and(|below| {
-                !below.components().any(|c| {
-                    let name = c.as_os_str().to_string_lossy();
-                    name.starts_with('.') && name != ".well-known"
-                })
+                !below
+                    .components()
+                    .any(|c| weft_web::path::hidden(&c.as_os_str().to_string_lossy()))
             })
         };
+        if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
+            return Err(refused(format!(
+                "{} is inside service[{j}]'s root {}: the log would be served to anyone who \
+                 asks for it; keep it outside every root",
+                written.display(),
+                root.display()
+            )));
+        }
         // Another name of the file (a hard link) may lie inside a root, where a path
         // cannot show it: the roots on its filesystem are looked through for it.
         match linked_into(&path, &roots) {
@@ -299,14 +306,6 @@ fn files_apart(
                     written.display()
                 )));
             }
-        }
-        if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
-            return Err(refused(format!(
-                "{} is inside service[{j}]'s root {}: the log would be served to anyone who \
-                 asks for it; keep it outside every root",
-                written.display(),
-                root.display()
-            )));
         }
     }
     if history.is_empty() {
@@ -358,9 +357,7 @@ fn linked_into(
                 if seen > LINK_SEARCH_ENTRIES {
                     return Err(());
                 }
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') && name != ".well-known" {
+                if weft_web::path::hidden(&entry.file_name().to_string_lossy()) {
                     continue;
                 }
                 let Ok(meta) = entry.metadata() else {

@@ -18,6 +18,7 @@ mod dns;
 mod dns_abuse;
 mod dns_answers;
 mod dns_auth;
+mod dns_dnssec;
 mod dns_ede;
 mod dns_edns;
 mod dns_floods;

@@ -25,7 +25,9 @@
 //!   and reads `$INCLUDE`d files, `rdata` and `dnssec` read each type's fields, with
 //!   [`ZoneError`]s naming the file and line), [`Catalog`] picks the zone of a name, and
 //!   [`Zone::lookup`] (`answer`) gives the authoritative answer: wildcards, referrals at
-//!   zone cuts, the additional section, `ANY` as one RRset.
+//!   zone cuts, the additional section, `ANY` as one RRset; [`Zone::lookup_dnssec`] the
+//!   same to a DO query, with a signed zone's RRSIGs and the NSEC or NSEC3 records that
+//!   prove its denials (`proof`, from the chain read with the zone).
 //! - [`wire`]: packet to request (FORMERR, NOTIMP, BADVERS for an EDNS version above 0,
 //!   NOTAUTH for a TSIG-signed query, or nothing for what is not a query), response
 //!   headers and OPT (version 0, the DO bit copied), encoding with truncation (TC) to the

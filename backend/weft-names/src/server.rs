@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, RecordType};
 
 use crate::answers::{Answers, Kept};
 use crate::edns::{self, CookieState, EdnsConfig, ExtendedError};
@@ -376,7 +376,10 @@ impl DnsServer {
             return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
         }
         if let Some(zone) = self.inner.catalog.find(request.query.name()) {
-            let answer = zone.lookup(request.query.name(), qtype);
+            let answer = match request.edns.as_ref().is_some_and(|edns| edns.dnssec_ok) {
+                true => zone.lookup_dnssec(request.query.name(), qtype),
+                false => zone.lookup(request.query.name(), qtype),
+            };
             let kind = Kind::of(answer.rcode, answer.authoritative);
             let reply = match limit(&mut request, kind, reply) {
                 Ok(reply) => reply,
@@ -585,23 +588,11 @@ pub(crate) fn encode_udp(mut message: Message, limit: usize) -> (Vec<u8>, bool) 
         message.additionals.clear();
     } else if positive && !authoritative {
         message.additionals.clear();
-        message
-            .authorities
-            .retain(|r| r.record_type() != RecordType::NS && covers(r) != Some(RecordType::NS));
+        message.authorities.retain(|r| {
+            r.record_type() != RecordType::NS && crate::zone::covered(r) != Some(RecordType::NS)
+        });
     }
     (wire::encode(&message, Some(limit)), true)
-}
-
-/// The type an RRSIG covers (the first field of its data, which hickory-proto without its
-/// DNSSEC feature leaves undecoded); `None` for any other record.
-fn covers(record: &Record) -> Option<RecordType> {
-    match &record.data {
-        RData::Unknown { code, rdata } if *code == RecordType::RRSIG => {
-            let bytes = rdata.anything.get(..2)?;
-            Some(RecordType::from(u16::from_be_bytes([bytes[0], bytes[1]])))
-        }
-        _ => None,
-    }
 }
 
 /// Encodes `message` for `via`, counts, times and records it as coming from `source`,

@@ -1096,7 +1096,7 @@ fn an_access_log_on_a_file_weft_reads_a_socket_or_a_root_is_refused() {
 }
 
 #[test]
-fn a_signed_zone_is_warned_of_answers_that_carry_no_signatures() {
+fn a_signed_zone_is_warned_of_what_validating_resolvers_would_find_bogus() {
     let dir = tempfile::tempdir().unwrap();
     let zone = |name: &str, extra: &str| {
         let path = dir.path().join(name);
@@ -1109,24 +1109,55 @@ fn a_signed_zone_is_warned_of_answers_that_carry_no_signatures() {
         .unwrap();
         path
     };
-    let config = |path: &std::path::Path| {
-        format!(
+    let warnings = |path: &std::path::Path| -> Vec<String> {
+        let text = format!(
             "[[service]]\nname = \"d\"\nkind = \"dns\"\nlisten = \"udp:0:interface=127.0.0.1\"\n\
              zones = [\"{}\"]\n",
             path.display()
-        )
+        );
+        let config = Config::parse("weft.toml", &text).unwrap();
+        config.warnings.iter().map(ToString::to_string).collect()
     };
-    let plain = Config::parse("weft.toml", &config(&zone("plain.zone", ""))).unwrap();
-    assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
-    let signed = zone(
-        "signed.zone",
-        "ns RRSIG A 8 2 60 20300101000000 20260101000000 12345 t. AAAA\n",
-    );
-    let c = Config::parse("weft.toml", &config(&signed)).unwrap();
-    let said: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+    let sig = |expires: &str| format!("ns RRSIG A 8 2 60 {expires} 20260101000000 12345 t. AAAA\n");
+    // A signature time as a zone file writes it, `days` from now.
+    let stamp = |days: u64| -> String {
+        let at = std::time::SystemTime::now() + std::time::Duration::from_secs(days * 24 * 3600);
+        humantime::format_rfc3339_seconds(at)
+            .to_string()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect()
+    };
+    let chain = "@ NSEC ns.t. NS SOA RRSIG NSEC\nns NSEC t. A RRSIG NSEC\n";
+    assert_eq!(warnings(&zone("plain.zone", "")), Vec::<String>::new());
+    let fine = zone("fine.zone", &format!("{}{chain}", sig(&stamp(30))));
+    assert_eq!(warnings(&fine), Vec::<String>::new());
+    // Signatures and no chain: no denial can be proved.
+    let said = warnings(&zone("unchained.zone", &sig(&stamp(30))));
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(
-        said[0].contains("service[0].zones") && said[0].contains("zone t. is signed"),
+        said[0].contains("service[0].zones")
+            && said[0].contains("zone t. is signed")
+            && said[0].contains("no NSEC or NSEC3 records"),
+        "{said:?}"
+    );
+    // A signature past its expiration, and one a day from it.
+    let said = warnings(&zone(
+        "expired.zone",
+        &format!("{}{chain}", sig("20200101000000")),
+    ));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("the signature of ns.t. A expired at 2020-01-01T00:00:00Z"),
+        "{said:?}"
+    );
+    let said = warnings(&zone(
+        "expiring.zone",
+        &format!("{}{chain}", sig(&stamp(1))),
+    ));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("the signature of ns.t. A expires at "),
         "{said:?}"
     );
 }

@@ -17,8 +17,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use toml::Spanned;
 use weft_names::{
@@ -228,23 +228,10 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             },
         });
         let zone = match loaded {
-            Ok(zone) if zone.is_signed() => {
-                ctx.warn(
-                    span.clone(),
-                    "zones",
-                    format!(
-                        "{}: zone {} is signed (it holds RRSIG records), but weft serves \
-                         DNSSEC records as data only: an answer to a query with DO carries no \
-                         RRSIG, NSEC or NSEC3 (RFC 4035 section 3.1), so resolvers that \
-                         validate find the zone bogus once its parent holds a DS for it; serve \
-                         it unsigned or from a server that signs",
-                        path.display(),
-                        zone.origin()
-                    ),
-                );
+            Ok(zone) => {
+                signed_zone_warnings(ctx, &span, &path, &zone);
                 zone
             }
-            Ok(zone) => zone,
             Err(error) => {
                 failed.push(FailedZone {
                     file: path.clone(),
@@ -401,6 +388,45 @@ fn strings(
     let key = format!("{}.{field}", ctx.prefix);
     ctx.at
         .strings(&key, value, ("a string", "a list of strings"))
+}
+
+/// What `check` says of a signed zone that validators would find bogus: one with no NSEC
+/// or NSEC3 chain (its denials cannot be proved), or whose signatures have expired or
+/// expire within three days (weft serves a zone's signatures; it does not make them).
+fn signed_zone_warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, zone: &Zone) {
+    const SOON: Duration = Duration::from_secs(3 * 24 * 3600);
+    let file = path.display();
+    let origin = zone.origin();
+    if zone.lacks_denial() {
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin} is signed (it holds RRSIG records) but has no NSEC or \
+                 NSEC3 records: its negative answers cannot be proved, so validating resolvers \
+                 find them bogus; sign it with a signer that adds the chain"
+            ),
+        );
+    }
+    let now = SystemTime::now();
+    if let Some((at, owner, rtype)) = zone.first_expiry(now) {
+        let when = humantime::format_rfc3339_seconds(at);
+        let said = match at.duration_since(now) {
+            Err(_) => format!("expired at {when}"),
+            Ok(left) if left < SOON => format!("expires at {when}, in less than three days"),
+            Ok(_) => return,
+        };
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin}: the signature of {owner} {rtype} {said} (the first of \
+                 the zone's to expire): validating resolvers find an answer bogus once its \
+                 signature has expired; sign the zone again (weft serves a zone's signatures, it \
+                 does not make them)"
+            ),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -603,3 +629,4 @@ mod tests {
         );
     }
 }
+

@@ -12,15 +12,16 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 
+use super::proof::sign;
 use super::{MAX_CNAME_CHAIN, Zone, ZoneAnswer};
 
 /// What a zone holds at a name.
 enum Node<'a> {
     /// The name's own records.
     Exact(&'a [Record]),
-    /// No node of its own: the records of the wildcard at its closest encloser, which
-    /// answer with the name as their owner (RFC 4592 section 3.3.1).
-    Wildcard(&'a [Record]),
+    /// No node of its own: the records of the wildcard (the second) at its closest
+    /// encloser, which answer with the name as their owner (RFC 4592 section 3.3.1).
+    Wildcard(&'a [Record], &'a LowerName),
     /// A node without records (an empty non-terminal): NODATA, and no wildcard applies
     /// (RFC 4592 section 2.2.2).
     Empty,
@@ -33,6 +34,18 @@ enum Node<'a> {
 impl Zone {
     /// The answer to `qname`/`qtype`, which must be inside the zone.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> ZoneAnswer {
+        self.answer(qname, qtype, false)
+    }
+
+    /// The answer to `qname`/`qtype` asked with DO (RFC 3225): from a signed zone, the
+    /// answer [`lookup`](Self::lookup) gives with each RRset's RRSIGs, and the NSEC or
+    /// NSEC3 records that prove a denial, a wildcard's expansion or a delegation without
+    /// DS (RFC 4035 section 3.1, RFC 5155 section 7.2; see `proof`).
+    pub fn lookup_dnssec(&self, qname: &Name, qtype: RecordType) -> ZoneAnswer {
+        self.answer(qname, qtype, self.signed)
+    }
+
+    fn answer(&self, qname: &Name, qtype: RecordType, dnssec: bool) -> ZoneAnswer {
         let mut answer = ZoneAnswer {
             rcode: ResponseCode::NoError,
             authoritative: true,
@@ -46,21 +59,41 @@ impl Zone {
         // so each record is in the answer once.
         let mut followed: Vec<LowerName> = Vec::new();
         loop {
-            let records = match self.node(&name) {
+            let (records, wildcard) = match self.node(&name) {
+                Node::Exact(records) => (records, None),
                 // A wildcard's records answer with the name as their owner (RFC 4592).
-                Node::Exact(records) | Node::Wildcard(records) => records,
-                Node::Empty => return self.negative(answer, ResponseCode::NoError),
-                Node::Missing => return self.negative(answer, ResponseCode::NXDomain),
+                Node::Wildcard(records, wildcard) => (records, Some(wildcard)),
+                Node::Empty => {
+                    let mut answer = self.negative(answer, ResponseCode::NoError, dnssec);
+                    if dnssec {
+                        self.deny_type(&mut answer.authorities, &name);
+                    }
+                    return answer;
+                }
+                Node::Missing => {
+                    let mut answer = self.negative(answer, ResponseCode::NXDomain, dnssec);
+                    if dnssec {
+                        self.deny_name(&mut answer.authorities, &name);
+                    }
+                    return answer;
+                }
                 Node::Delegated(cut) if *cut == name && qtype == RecordType::DS => {
                     // The DS set at a cut is the parent's (RFC 4035 section 2.4), so
                     // this zone answers for it with authority.
                     let ds = self.records.get(cut).map_or(&[][..], Vec::as_slice);
                     if !push(&mut answer.answers, ds, RecordType::DS, Some(&owner)) {
-                        return self.negative(answer, ResponseCode::NoError);
+                        let mut answer = self.negative(answer, ResponseCode::NoError, dnssec);
+                        if dnssec {
+                            self.deny_type(&mut answer.authorities, cut);
+                        }
+                        return answer;
+                    }
+                    if dnssec {
+                        sign(&mut answer.answers, ds, RecordType::DS, Some(&owner));
                     }
                     return answer;
                 }
-                Node::Delegated(cut) => return self.referral(answer, cut),
+                Node::Delegated(cut) => return self.referral(answer, cut, dnssec),
             };
             // Owned by the name as asked (or as the CNAME before wrote it), in its case,
             // as NSD answers: the zone's case would differ from the question's, which a
@@ -81,7 +114,10 @@ impl Zone {
                 other => other,
             };
             if push(&mut answer.answers, records, wanted, rewrite) {
-                self.add_targets(&mut answer, wanted);
+                if dnssec {
+                    self.sign_answer(&mut answer, records, wanted, &name, wildcard);
+                }
+                self.add_targets(&mut answer, wanted, dnssec);
                 return answer;
             }
             let Some(RData::CNAME(target)) = records
@@ -89,9 +125,21 @@ impl Zone {
                 .find(|r| r.record_type() == RecordType::CNAME)
                 .map(|r| &r.data)
             else {
-                return self.negative(answer, ResponseCode::NoError);
+                let mut answer = self.negative(answer, ResponseCode::NoError, dnssec);
+                if dnssec {
+                    match wildcard {
+                        None => self.deny_type(&mut answer.authorities, &name),
+                        Some(wildcard) => {
+                            self.deny_type_at_wildcard(&mut answer.authorities, &name, wildcard);
+                        }
+                    }
+                }
+                return answer;
             };
             push(&mut answer.answers, records, RecordType::CNAME, rewrite);
+            if dnssec {
+                self.sign_answer(&mut answer, records, RecordType::CNAME, &name, wildcard);
+            }
             followed.push(name);
             let next = LowerName::new(&target.0);
             if !self.lower_origin.zone_of(&next)
@@ -126,9 +174,9 @@ impl Zone {
         match self
             .wildcards
             .get(&encloser)
-            .and_then(|wild| self.records.get(wild))
+            .and_then(|wild| Some((self.records.get(wild)?, wild)))
         {
-            Some(records) => Node::Wildcard(records),
+            Some((records, wild)) => Node::Wildcard(records, wild),
             None => Node::Missing,
         }
     }
@@ -153,13 +201,24 @@ impl Zone {
     /// addresses this zone holds for their targets in the additional section (glue at or
     /// below the cut, and in-zone addresses elsewhere, as NSD gives). Not authoritative,
     /// unless CNAMEs of this zone led here.
-    fn referral(&self, mut answer: ZoneAnswer, cut: &LowerName) -> ZoneAnswer {
+    ///
+    /// Asked with DO, a referral from a signed zone carries the cut's DS set and its
+    /// RRSIGs, or the proof that it has none (RFC 4035 section 3.1.4, RFC 5155 section
+    /// 7.2.7): the NS set and the glue are the child's, and unsigned.
+    fn referral(&self, mut answer: ZoneAnswer, cut: &LowerName, dnssec: bool) -> ZoneAnswer {
         answer.authoritative = !answer.answers.is_empty();
         let ns = self.records.get(cut).map_or(&[][..], Vec::as_slice);
         push(&mut answer.authorities, ns, RecordType::NS, None);
+        if dnssec {
+            if push(&mut answer.authorities, ns, RecordType::DS, None) {
+                sign(&mut answer.authorities, ns, RecordType::DS, None);
+            } else {
+                self.deny_type(&mut answer.authorities, cut);
+            }
+        }
         for record in ns {
             if let RData::NS(target) = &record.data {
-                self.add_addresses(&mut answer.additionals, &target.0, true);
+                self.add_addresses(&mut answer.additionals, &target.0, true, false);
             }
         }
         answer
@@ -167,7 +226,7 @@ impl Zone {
 
     /// The additional section of an answer of type `rtype`: the in-zone A and AAAA of
     /// the NS, MX and SRV targets among the answers.
-    fn add_targets(&self, answer: &mut ZoneAnswer, rtype: RecordType) {
+    fn add_targets(&self, answer: &mut ZoneAnswer, rtype: RecordType, dnssec: bool) {
         if !matches!(rtype, RecordType::NS | RecordType::MX | RecordType::SRV) {
             return;
         }
@@ -180,39 +239,69 @@ impl Zone {
             };
             // An NS target below a cut is glue that belongs with it; an MX or SRV target
             // there is someone else's name (NSD draws the same line).
-            self.add_addresses(&mut answer.additionals, target, rtype == RecordType::NS);
+            self.add_addresses(
+                &mut answer.additionals,
+                target,
+                rtype == RecordType::NS,
+                dnssec,
+            );
         }
     }
 
     /// Adds the A and AAAA records this zone holds for `target` to `section`, once:
-    /// its own, or synthesized from a wildcard; below a cut only with `glue`.
-    fn add_addresses(&self, section: &mut Vec<Record>, target: &Name, glue: bool) {
+    /// its own, or synthesized from a wildcard; below a cut only with `glue`. With
+    /// `dnssec`, their RRSIGs go with them (RFC 4035 section 3.1.1; glue has none).
+    fn add_addresses(&self, section: &mut Vec<Record>, target: &Name, glue: bool, dnssec: bool) {
         let lower = LowerName::new(target);
         if !self.lower_origin.zone_of(&lower) || section.iter().any(|r| r.name == *target) {
             return;
         }
         let (records, rewrite) = match self.node(&lower) {
             Node::Exact(records) => (records, None),
-            Node::Wildcard(records) => (records, Some(target)),
+            Node::Wildcard(records, _) => (records, Some(target)),
             Node::Delegated(_) if glue => match self.records.get(&lower) {
                 Some(records) => (records.as_slice(), None),
                 None => return,
             },
             _ => return,
         };
-        push(section, records, RecordType::A, rewrite);
-        push(section, records, RecordType::AAAA, rewrite);
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            if push(section, records, rtype, rewrite) && dnssec {
+                sign(section, records, rtype, rewrite);
+            }
+        }
     }
 
-    /// NXDOMAIN or NODATA, with the SOA whose TTL is the negative-caching time.
-    fn negative(&self, mut answer: ZoneAnswer, rcode: ResponseCode) -> ZoneAnswer {
+    /// NXDOMAIN or NODATA, with the SOA whose TTL is the negative-caching time (and,
+    /// with `dnssec`, its RRSIGs at that TTL).
+    fn negative(&self, mut answer: ZoneAnswer, rcode: ResponseCode, dnssec: bool) -> ZoneAnswer {
         let mut soa = self.soa.clone();
         if let RData::SOA(data) = &soa.data {
             soa.ttl = soa.ttl.min(data.minimum);
         }
         answer.rcode = rcode;
         answer.authorities.push(soa);
+        if dnssec && let Some(apex) = self.records.get(&self.lower_origin) {
+            sign(&mut answer.authorities, apex, RecordType::SOA, None);
+        }
         answer
+    }
+
+    /// Adds the RRSIGs of the `rtype` RRset just put in the answer from `records` at
+    /// `name`, and when `wildcard` made it, the proof that `name` itself is not there.
+    fn sign_answer(
+        &self,
+        answer: &mut ZoneAnswer,
+        records: &[Record],
+        rtype: RecordType,
+        name: &LowerName,
+        wildcard: Option<&LowerName>,
+    ) {
+        let owner = answer.answers.last().map(|r| r.name.clone());
+        sign(&mut answer.answers, records, rtype, owner.as_ref());
+        if let Some(wildcard) = wildcard {
+            self.prove_expansion(&mut answer.authorities, name, wildcard);
+        }
     }
 }
 

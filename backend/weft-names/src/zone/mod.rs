@@ -8,15 +8,21 @@
 //!
 //! Files are read by `lex` (entries with their lines), `parse` (directives, owners, TTLs,
 //! `$INCLUDE`d files), `generate` (`$GENERATE`), `rdata` (each type's fields) and
-//! `dnssec` (the DNSSEC types).
+//! `dnssec` (the DNSSEC types). A signed zone's answers to DO queries carry its RRSIGs
+//! and the NSEC or NSEC3 records that prove its denials (`proof`).
 
 mod answer;
 mod dnssec;
 mod generate;
 mod lex;
 mod parse;
+mod proof;
+#[cfg(test)]
+mod proof_tests;
 mod rdata;
 mod walk;
+
+pub(crate) use proof::covered;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -52,6 +58,10 @@ pub struct Zone {
     included: Vec<PathBuf>,
     /// Its owner names in transfer order, made by the first transfer (`walk.rs`).
     owners: walk::Owners,
+    /// Whether it holds RRSIG records: answers to DO queries then carry them.
+    signed: bool,
+    /// Its NSEC or NSEC3 chain, which proves denials to DO queries (`proof.rs`).
+    chain: proof::Chain,
 }
 
 /// What a zone says about a question.
@@ -151,6 +161,8 @@ impl Zone {
             file: file.to_owned(),
             included,
             owners: walk::Owners::default(),
+            signed: false,
+            chain: proof::Chain::None,
         };
         // The bytes each RRset takes in an answer, to refuse one no message can hold.
         let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
@@ -225,6 +237,7 @@ impl Zone {
                         ),
                     ));
                 }
+                zone.signed |= rtype == RecordType::RRSIG;
                 at_owner.push(at.record);
                 same_ttl(at_owner, rtype);
             }
@@ -257,6 +270,18 @@ impl Zone {
                 });
             }
         }
+        if zone.signed {
+            let records = zone
+                .records
+                .iter()
+                .map(|(owner, records)| (owner, records.as_slice()));
+            zone.chain =
+                proof::Chain::read(&zone.lower_origin, records).map_err(|message| ZoneError {
+                    file: file.to_owned(),
+                    line: 0,
+                    message: format!("zone {}: {message}", zone.origin),
+                })?;
+        }
         Ok(zone)
     }
 
@@ -280,14 +305,16 @@ impl Zone {
         self.records.values().map(Vec::len).sum()
     }
 
-    /// Whether it is signed: it holds RRSIG records. They are served as data, asked for
-    /// by type; an answer to a DO query does not carry them (nothing is signed or proved
-    /// online), which validating resolvers see as bogus once the parent holds a DS.
+    /// Whether it is signed: it holds RRSIG records, which answers to DO queries carry
+    /// with the RRsets they sign ([`lookup_dnssec`](Self::lookup_dnssec)).
     pub fn is_signed(&self) -> bool {
-        self.records
-            .values()
-            .flatten()
-            .any(|r| r.record_type() == RecordType::RRSIG)
+        self.signed
+    }
+
+    /// Whether it is signed and holds no NSEC or NSEC3 chain: a denial it gives cannot
+    /// be proved, so validators find its negative answers bogus.
+    pub fn lacks_denial(&self) -> bool {
+        self.signed && self.chain == proof::Chain::None
     }
 
     /// Whether it holds no records (never true for a parsed zone: it has its SOA).

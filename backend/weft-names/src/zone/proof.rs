@@ -1,0 +1,415 @@
+//! DNSSEC in the answers of a signed zone (RFC 4035 section 3.1): to a query with DO,
+//! every RRset an answer carries comes with the RRSIGs that sign it, and an answer that
+//! says a name or a type is not there, or that a wildcard made it, comes with the NSEC
+//! (RFC 4035 section 3.1.3) or NSEC3 (RFC 5155 section 7.2) records that prove it.
+//!
+//! Nothing is signed here: the zone holds its signatures and its chain, made offline by
+//! a signer (dnssec-signzone, ldns-signzone, OpenDNSSEC), and served as NSD serves them.
+//! The chain is read once, with the zone: the owners of its NSEC records in canonical
+//! order (RFC 4034 section 6.1), or its NSEC3 records by the hashes their owners spell,
+//! with the parameters of its NSEC3PARAM. A proof is then a binary search, and for NSEC3
+//! the hash of at most three names.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use sha1::{Digest, Sha1};
+
+use super::Zone;
+
+/// The most NSEC3 iterations a zone may ask (RFC 9276 section 3.2: validators may treat
+/// a zone asking more as insecure, and BIND and Unbound treat more than 150 so). Each
+/// negative answer hashes up to three names that many times over, so a zone asking more
+/// would make every random name asked cost the server more than its answer is worth.
+pub(crate) const MAX_NSEC3_ITERATIONS: u16 = 150;
+
+/// The chain that proves what a signed zone does not hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) enum Chain {
+    /// None: the zone is not signed, or holds no NSEC or NSEC3 records.
+    #[default]
+    None,
+    /// The owners of its NSEC records, in canonical order.
+    Nsec(Vec<LowerName>),
+    /// Its NSEC3 records, by hash.
+    Nsec3(Nsec3Chain),
+}
+
+/// The NSEC3 records of a zone with the parameters of its NSEC3PARAM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Nsec3Chain {
+    iterations: u16,
+    salt: Vec<u8>,
+    /// The owner of each NSEC3 record of those parameters, by the hash its first label
+    /// spells (base32hex), in order.
+    hashes: Vec<(Vec<u8>, LowerName)>,
+}
+
+impl Chain {
+    /// The chain of the zone at `apex` holding `records`: NSEC3, when its apex has an
+    /// NSEC3PARAM of SHA-1 (the one hash RFC 5155 defines), else NSEC.
+    pub(super) fn read<'a>(
+        apex: &LowerName,
+        records: impl Iterator<Item = (&'a LowerName, &'a [Record])> + Clone,
+    ) -> Result<Self, String> {
+        let param = records
+            .clone()
+            .find(|(owner, _)| *owner == apex)
+            .and_then(|(_, records)| {
+                records
+                    .iter()
+                    .find_map(|r| nsec3(r, RecordType::NSEC3PARAM))
+            });
+        if let Some((iterations, salt)) = param {
+            if iterations > MAX_NSEC3_ITERATIONS {
+                return Err(format!(
+                    "its NSEC3PARAM asks {iterations} iterations, more than {MAX_NSEC3_ITERATIONS}: \
+                     validating resolvers treat such a zone as insecure (RFC 9276 section 3.2), \
+                     and each negative answer would hash names that many times; sign it again \
+                     with 0 iterations and no salt (RFC 9276 section 3.1)"
+                ));
+            }
+            let mut hashes: Vec<(Vec<u8>, LowerName)> = records
+                .filter(|(_, records)| {
+                    records.iter().any(|r| {
+                        nsec3(r, RecordType::NSEC3)
+                            .is_some_and(|(i, s)| i == iterations && s == salt)
+                    })
+                })
+                .filter_map(|(owner, _)| Some((hashed(owner)?, owner.clone())))
+                .collect();
+            hashes.sort();
+            return Ok(Self::Nsec3(Nsec3Chain {
+                iterations,
+                salt: salt.to_vec(),
+                hashes,
+            }));
+        }
+        let mut owners: Vec<LowerName> = records
+            .filter(|(_, records)| records.iter().any(|r| r.record_type() == RecordType::NSEC))
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        if owners.is_empty() {
+            return Ok(Self::None);
+        }
+        owners.sort();
+        Ok(Self::Nsec(owners))
+    }
+}
+
+impl Zone {
+    /// When the first of its signatures to expire does, read from `now` (signature
+    /// times are seconds of the epoch modulo 2^32, RFC 4034 section 3.1.5), with the
+    /// owner and the type it signs; `None` when it holds no RRSIG.
+    pub fn first_expiry(&self, now: SystemTime) -> Option<(SystemTime, &Name, RecordType)> {
+        let epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        // Truncated on purpose: signature times wrap at 2^32.
+        #[allow(clippy::cast_possible_truncation)]
+        let today = epoch as u32;
+        self.records
+            .values()
+            .flatten()
+            .filter_map(|record| {
+                let RData::Unknown { code, rdata } = &record.data else {
+                    return None;
+                };
+                let field = rdata
+                    .anything
+                    .get(8..12)
+                    .filter(|_| *code == RecordType::RRSIG)?;
+                let expiration = u32::from_be_bytes(field.try_into().ok()?);
+                // Serial arithmetic: within 68 years either side of now.
+                #[allow(clippy::cast_possible_wrap)]
+                let ahead = i64::from(expiration.wrapping_sub(today) as i32);
+                Some((ahead, record))
+            })
+            .min_by_key(|(ahead, _)| *ahead)
+            .map(|(ahead, record)| {
+                let since_epoch = i64::try_from(epoch).unwrap_or(i64::MAX) + ahead;
+                let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(since_epoch).unwrap_or(0));
+                (
+                    at,
+                    &record.name,
+                    covered(record).unwrap_or(RecordType::RRSIG),
+                )
+            })
+    }
+
+    /// Adds the proof that `name`, which exists, has no RRset of the type asked (NODATA;
+    /// RFC 4035 section 3.1.3.1, RFC 5155 section 7.2.3): its NSEC, or the one that covers
+    /// it when it is an empty non-terminal (which has none); its NSEC3, or, where it has
+    /// none (below an opt-out), the proof of its closest provable encloser (7.2.4).
+    pub(super) fn deny_type(&self, section: &mut Vec<Record>, name: &LowerName) {
+        match &self.chain {
+            Chain::None => {}
+            Chain::Nsec(owners) => {
+                let has_nsec = self
+                    .records
+                    .get(name)
+                    .is_some_and(|r| r.iter().any(|r| r.record_type() == RecordType::NSEC));
+                let at = if has_nsec {
+                    name
+                } else {
+                    covering(owners, name)
+                };
+                self.add_proof(section, at, RecordType::NSEC);
+            }
+            Chain::Nsec3(chain) => match chain.matching(name) {
+                Some(at) => self.add_proof(section, at, RecordType::NSEC3),
+                None => {
+                    self.prove_encloser(section, chain, name);
+                }
+            },
+        }
+    }
+
+    /// Adds the proof that `name` does not exist and that no wildcard could have made it
+    /// (NXDOMAIN; RFC 4035 section 3.1.3.2, RFC 5155 section 7.2.2).
+    pub(super) fn deny_name(&self, section: &mut Vec<Record>, name: &LowerName) {
+        match &self.chain {
+            Chain::None => {}
+            Chain::Nsec(owners) => {
+                let wildcard = wildcard_at(&self.closest_encloser(name));
+                self.add_proof(section, covering(owners, name), RecordType::NSEC);
+                self.add_proof(section, covering(owners, &wildcard), RecordType::NSEC);
+            }
+            Chain::Nsec3(chain) => {
+                let encloser = self.prove_encloser(section, chain, name);
+                let wildcard = wildcard_at(&encloser);
+                self.add_proof(section, chain.covering(&wildcard), RecordType::NSEC3);
+            }
+        }
+    }
+
+    /// Adds the proof that `name`, answered from `wildcard`, does not exist itself (RFC
+    /// 4035 section 3.1.3.3, RFC 5155 section 7.2.6): a validator sees from the RRSIG's
+    /// label count that a wildcard made the answer, and needs to know it had to.
+    pub(super) fn prove_expansion(
+        &self,
+        section: &mut Vec<Record>,
+        name: &LowerName,
+        wildcard: &LowerName,
+    ) {
+        match &self.chain {
+            Chain::None => {}
+            Chain::Nsec(owners) => {
+                self.add_proof(section, covering(owners, name), RecordType::NSEC)
+            }
+            Chain::Nsec3(chain) => {
+                let next_closer = next_closer(name, &wildcard.base_name());
+                self.add_proof(section, chain.covering(&next_closer), RecordType::NSEC3);
+            }
+        }
+    }
+
+    /// Adds the proof that `name`, which only `wildcard` matches, has no RRset of the
+    /// type asked: that it does not exist, and that the wildcard has no such RRset
+    /// (RFC 4035 section 3.1.3.4, RFC 5155 section 7.2.5).
+    pub(super) fn deny_type_at_wildcard(
+        &self,
+        section: &mut Vec<Record>,
+        name: &LowerName,
+        wildcard: &LowerName,
+    ) {
+        match &self.chain {
+            Chain::None => {}
+            Chain::Nsec(_) => {
+                self.prove_expansion(section, name, wildcard);
+                self.add_proof(section, wildcard, RecordType::NSEC);
+            }
+            Chain::Nsec3(chain) => {
+                self.prove_encloser(section, chain, name);
+                if let Some(at) = chain.matching(wildcard) {
+                    self.add_proof(section, at, RecordType::NSEC3);
+                }
+            }
+        }
+    }
+
+    /// Adds, for a query for `name` in an NSEC3 zone, the closest encloser proof (RFC
+    /// 5155 section 7.2.1): the NSEC3 of the closest ancestor that has one, and the one
+    /// that covers the next closer name below it. Gives that encloser.
+    fn prove_encloser(
+        &self,
+        section: &mut Vec<Record>,
+        chain: &Nsec3Chain,
+        name: &LowerName,
+    ) -> LowerName {
+        let mut encloser = self.closest_encloser(name);
+        // Below an opt-out span an existing name may have no NSEC3: the proof is of the
+        // closest one that does (the apex always has one).
+        let at = loop {
+            if let Some(at) = chain.matching(&encloser) {
+                break Some(at);
+            }
+            if encloser == self.lower_origin {
+                break None;
+            }
+            encloser = encloser.base_name();
+        };
+        if let Some(at) = at {
+            self.add_proof(section, at, RecordType::NSEC3);
+        }
+        if name != &encloser {
+            let next_closer = next_closer(name, &encloser);
+            self.add_proof(section, chain.covering(&next_closer), RecordType::NSEC3);
+        }
+        encloser
+    }
+
+    /// The closest existing ancestor of `name` (the name itself when it exists).
+    fn closest_encloser(&self, name: &LowerName) -> LowerName {
+        let mut encloser = name.clone();
+        while !self.names.contains(&encloser) && encloser != self.lower_origin {
+            encloser = encloser.base_name();
+        }
+        encloser
+    }
+
+    /// Adds the record of type `rtype` (NSEC or NSEC3) at `owner` and its signatures to
+    /// `section`, unless they are there already (one may prove two things).
+    fn add_proof(&self, section: &mut Vec<Record>, owner: &LowerName, rtype: RecordType) {
+        let there = section
+            .iter()
+            .any(|r| r.record_type() == rtype && LowerName::new(&r.name) == *owner);
+        if there {
+            return;
+        }
+        let Some(records) = self.records.get(owner) else {
+            return;
+        };
+        let before = section.len();
+        section.extend(records.iter().filter(|r| r.record_type() == rtype).cloned());
+        if section.len() > before {
+            sign(section, records, rtype, None);
+        }
+    }
+}
+
+impl Nsec3Chain {
+    /// The owner of the NSEC3 record whose hash is `name`'s.
+    fn matching(&self, name: &LowerName) -> Option<&LowerName> {
+        let hash = self.hash(name);
+        let at = self
+            .hashes
+            .binary_search_by(|(h, _)| h.as_slice().cmp(&hash))
+            .ok()?;
+        Some(&self.hashes[at].1)
+    }
+
+    /// The owner of the NSEC3 record whose span covers `name`'s hash: the last one with a
+    /// hash below it, or the last of all, whose span wraps around to the first.
+    fn covering(&self, name: &LowerName) -> &LowerName {
+        let hash = self.hash(name);
+        let after = self
+            .hashes
+            .partition_point(|(h, _)| h.as_slice() < hash.as_slice());
+        let at = after
+            .checked_sub(1)
+            .unwrap_or(self.hashes.len().saturating_sub(1));
+        &self.hashes[at].1
+    }
+
+    /// RFC 5155 section 5: SHA-1 of the name in canonical form and the salt, then of
+    /// that hash and the salt, `iterations` times more.
+    fn hash(&self, name: &LowerName) -> Vec<u8> {
+        let mut wire = Vec::with_capacity(name.len() + 2);
+        for label in name.iter() {
+            wire.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+            wire.extend(label.iter().map(u8::to_ascii_lowercase));
+        }
+        wire.push(0);
+        let mut hash = Sha1::new()
+            .chain_update(&wire)
+            .chain_update(&self.salt)
+            .finalize();
+        for _ in 0..self.iterations {
+            hash = Sha1::new()
+                .chain_update(hash)
+                .chain_update(&self.salt)
+                .finalize();
+        }
+        hash.to_vec()
+    }
+}
+
+/// Appends the RRSIGs among `records` that cover `rtype` to `section`, owned by `owner`
+/// when a wildcard made the RRset, with the TTL the RRset has in `section` (RFC 4034
+/// section 3: an RRSIG's TTL is its RRset's).
+pub(super) fn sign(
+    section: &mut Vec<Record>,
+    records: &[Record],
+    rtype: RecordType,
+    owner: Option<&Name>,
+) {
+    let Some(ttl) = section
+        .iter()
+        .rev()
+        .find(|r| r.record_type() == rtype)
+        .map(|r| r.ttl)
+    else {
+        return;
+    };
+    for record in records.iter().filter(|r| covered(r) == Some(rtype)) {
+        let mut record = record.clone();
+        if let Some(owner) = owner {
+            record.name = owner.clone();
+        }
+        record.ttl = ttl;
+        section.push(record);
+    }
+}
+
+/// The type an RRSIG covers (the first field of its data, which hickory-proto without
+/// its DNSSEC feature leaves undecoded); `None` for any other record.
+pub(crate) fn covered(record: &Record) -> Option<RecordType> {
+    match &record.data {
+        RData::Unknown { code, rdata } if *code == RecordType::RRSIG => {
+            let bytes = rdata.anything.get(..2)?;
+            Some(RecordType::from(u16::from_be_bytes([bytes[0], bytes[1]])))
+        }
+        _ => None,
+    }
+}
+
+/// The iterations and salt of an NSEC3 or NSEC3PARAM record (`rtype`) of SHA-1.
+fn nsec3(record: &Record, rtype: RecordType) -> Option<(u16, &[u8])> {
+    match &record.data {
+        RData::Unknown { code, rdata } if *code == rtype => {
+            let bytes = &rdata.anything;
+            let (&algorithm, rest) = bytes.split_first()?;
+            let iterations = u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?]);
+            let length = usize::from(*rest.get(3)?);
+            let salt = rest.get(4..4 + length)?;
+            (algorithm == 1).then_some((iterations, salt))
+        }
+        _ => None,
+    }
+}
+
+/// The hash an NSEC3 owner's first label spells.
+fn hashed(owner: &LowerName) -> Option<Vec<u8>> {
+    let label = owner.iter().next()?.to_ascii_uppercase();
+    data_encoding::BASE32HEX_NOPAD.decode(&label).ok()
+}
+
+/// The owner of the NSEC record whose span covers `name`: the last at or before it in
+/// canonical order (the apex, first of all, is before every name of the zone).
+fn covering<'a>(owners: &'a [LowerName], name: &LowerName) -> &'a LowerName {
+    let after = owners.partition_point(|owner| owner <= name);
+    &owners[after.checked_sub(1).unwrap_or(owners.len() - 1)]
+}
+
+/// The wildcard directly below `encloser` (`*.encloser`); the encloser itself in the one
+/// case that has no room for it, a name already 254 bytes long, which no wildcard covers.
+fn wildcard_at(encloser: &LowerName) -> LowerName {
+    match encloser.prepend_label("*") {
+        Ok(wildcard) => LowerName::new(&wildcard),
+        Err(_) => encloser.clone(),
+    }
+}
+
+/// The ancestor of `name` one label below `encloser` (RFC 5155 section 1.3).
+fn next_closer(name: &LowerName, encloser: &LowerName) -> LowerName {
+    LowerName::new(&name.trim_to(usize::from(encloser.num_labels()) + 1))
+}

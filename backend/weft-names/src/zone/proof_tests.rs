@@ -1,0 +1,268 @@
+//! DNSSEC in answers (`proof.rs`): which signatures and proofs an answer to a DO query
+//! carries from a signed zone, and none without DO. The signatures here are not real (a
+//! validator's check of the whole is the end-to-end test `dns_dnssec`, with zones signed
+//! by dnssec-signzone and answers validated by delv); the records they sign are.
+
+use std::path::Path;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+
+use super::Zone;
+use super::proof::covered;
+
+/// A zone signed NSEC-style: the apex, `www` with an A, a wildcard under `apps`, an
+/// empty non-terminal `empty` above `deep.empty`, and `sub` delegated without a DS.
+const SIGNED: &str = "\
+$ORIGIN example.test.
+@ 300 SOA ns hostmaster 1 3600 600 86400 60
+@ 300 RRSIG SOA 13 2 300 20300101000000 20240101000000 1 example.test. AAAA
+@ 300 NS ns
+@ 300 RRSIG NS 13 2 300 20300101000000 20240101000000 1 example.test. AAAA
+@ 300 NSEC *.apps.example.test. NS SOA RRSIG NSEC
+@ 300 RRSIG NSEC 13 2 300 20300101000000 20240101000000 1 example.test. AAAA
+*.apps 300 A 192.0.2.20
+*.apps 300 RRSIG A 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+*.apps 300 NSEC deep.empty.example.test. A RRSIG NSEC
+*.apps 300 RRSIG NSEC 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+deep.empty 300 TXT x
+deep.empty 300 RRSIG TXT 13 4 300 20300101000000 20240101000000 1 example.test. AAAA
+deep.empty 300 NSEC ns.example.test. TXT RRSIG NSEC
+deep.empty 300 RRSIG NSEC 13 4 300 20300101000000 20240101000000 1 example.test. AAAA
+ns 300 A 192.0.2.1
+ns 300 RRSIG A 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+ns 300 NSEC sub.example.test. A RRSIG NSEC
+ns 300 RRSIG NSEC 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+sub 300 NS ns.sub
+sub 300 NSEC www.example.test. NS RRSIG NSEC
+sub 300 RRSIG NSEC 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+ns.sub 300 A 192.0.2.30
+www 300 A 192.0.2.10
+www 300 RRSIG A 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+www 300 NSEC example.test. A RRSIG NSEC
+www 300 RRSIG NSEC 13 3 300 20300101000000 20240101000000 1 example.test. AAAA
+";
+
+fn zone() -> Zone {
+    Zone::parse(Path::new("signed.zone"), SIGNED).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(s).unwrap()
+}
+
+/// Each record as `owner TYPE` (`owner RRSIG(TYPE)` for a signature), lower-cased.
+fn said(section: &[Record]) -> Vec<String> {
+    section
+        .iter()
+        .map(|r| {
+            let owner = LowerName::new(&r.name);
+            match covered(r) {
+                Some(t) => format!("{owner} RRSIG({t}) ttl {}", r.ttl),
+                None => format!("{owner} {} ttl {}", r.record_type(), r.ttl),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn without_do_an_answer_from_a_signed_zone_carries_no_dnssec_records() {
+    let zone = zone();
+    let a = zone.lookup(&name("www.example.test."), RecordType::A);
+    assert_eq!(said(&a.answers), ["www.example.test. A ttl 300"]);
+    let nx = zone.lookup(&name("nope.example.test."), RecordType::A);
+    assert_eq!(said(&nx.authorities), ["example.test. SOA ttl 60"]);
+}
+
+#[test]
+fn with_do_an_rrset_comes_with_its_signatures_and_a_wildcard_s_with_the_proof_it_had_to() {
+    let zone = zone();
+    let a = zone.lookup_dnssec(&name("www.example.test."), RecordType::A);
+    assert_eq!(
+        said(&a.answers),
+        [
+            "www.example.test. A ttl 300",
+            "www.example.test. RRSIG(A) ttl 300"
+        ]
+    );
+    assert!(a.authorities.is_empty());
+    // The wildcard's signature answers with the name asked as its owner; the NSEC that
+    // covers that name proves it does not exist itself (RFC 4035 section 3.1.3.3).
+    let wild = zone.lookup_dnssec(&name("X.apps.example.test."), RecordType::A);
+    assert_eq!(
+        said(&wild.answers),
+        [
+            "x.apps.example.test. A ttl 300",
+            "x.apps.example.test. RRSIG(A) ttl 300"
+        ]
+    );
+    assert_eq!(
+        wild.answers[1].name,
+        name("X.apps.example.test."),
+        "the case asked"
+    );
+    assert_eq!(
+        said(&wild.authorities),
+        [
+            "*.apps.example.test. NSEC ttl 300",
+            "*.apps.example.test. RRSIG(NSEC) ttl 300"
+        ]
+    );
+    // The NS target's address in the additional section is signed too (RFC 4035
+    // section 3.1.1).
+    let ns = zone.lookup_dnssec(&name("example.test."), RecordType::NS);
+    assert_eq!(
+        said(&ns.additionals),
+        [
+            "ns.example.test. A ttl 300",
+            "ns.example.test. RRSIG(A) ttl 300"
+        ]
+    );
+}
+
+#[test]
+fn with_do_a_denial_comes_with_the_signed_soa_and_the_nsec_records_that_prove_it() {
+    let zone = zone();
+    let soa = [
+        "example.test. SOA ttl 60",
+        "example.test. RRSIG(SOA) ttl 60",
+    ];
+    let with = |rest: &[&str]| -> Vec<String> {
+        soa.iter().chain(rest).map(|s| (*s).to_owned()).collect()
+    };
+    // NODATA: the name's own NSEC, whose bitmap lacks the type.
+    let nodata = zone.lookup_dnssec(&name("www.example.test."), RecordType::TXT);
+    assert_eq!(nodata.rcode, ResponseCode::NoError);
+    assert_eq!(
+        said(&nodata.authorities),
+        with(&[
+            "www.example.test. NSEC ttl 300",
+            "www.example.test. RRSIG(NSEC) ttl 300"
+        ])
+    );
+    // An empty non-terminal has no NSEC: the one whose span covers it proves it holds
+    // nothing.
+    let empty = zone.lookup_dnssec(&name("empty.example.test."), RecordType::A);
+    assert_eq!(
+        said(&empty.authorities),
+        with(&[
+            "*.apps.example.test. NSEC ttl 300",
+            "*.apps.example.test. RRSIG(NSEC) ttl 300"
+        ])
+    );
+    // NXDOMAIN: the NSEC covering the name (in canonical order `nope` comes after
+    // `deep.empty`, whose last label is `empty`) and the one covering the wildcard at
+    // its closest encloser (the apex's, which spans from the apex to *.apps).
+    let nx = zone.lookup_dnssec(&name("nope.example.test."), RecordType::A);
+    assert_eq!(nx.rcode, ResponseCode::NXDomain);
+    assert_eq!(
+        said(&nx.authorities),
+        with(&[
+            "deep.empty.example.test. NSEC ttl 300",
+            "deep.empty.example.test. RRSIG(NSEC) ttl 300",
+            "example.test. NSEC ttl 300",
+            "example.test. RRSIG(NSEC) ttl 300"
+        ])
+    );
+    // A wildcard without the type: that the name is not there, and that the wildcard
+    // has no such RRset.
+    let wild = zone.lookup_dnssec(&name("x.apps.example.test."), RecordType::TXT);
+    assert_eq!(
+        said(&wild.authorities),
+        with(&[
+            "*.apps.example.test. NSEC ttl 300",
+            "*.apps.example.test. RRSIG(NSEC) ttl 300"
+        ])
+    );
+}
+
+#[test]
+fn with_do_a_referral_proves_its_cut_has_no_ds() {
+    let zone = zone();
+    let referral = zone.lookup_dnssec(&name("a.sub.example.test."), RecordType::A);
+    assert!(!referral.authoritative);
+    assert_eq!(
+        said(&referral.authorities),
+        [
+            "sub.example.test. NS ttl 300",
+            "sub.example.test. NSEC ttl 300",
+            "sub.example.test. RRSIG(NSEC) ttl 300"
+        ]
+    );
+    assert_eq!(
+        said(&referral.additionals),
+        ["ns.sub.example.test. A ttl 300"]
+    );
+    let ds = zone.lookup_dnssec(&name("sub.example.test."), RecordType::DS);
+    assert_eq!(
+        said(&ds.authorities),
+        [
+            "example.test. SOA ttl 60",
+            "example.test. RRSIG(SOA) ttl 60",
+            "sub.example.test. NSEC ttl 300",
+            "sub.example.test. RRSIG(NSEC) ttl 300"
+        ]
+    );
+    // A DS at the cut goes with the referral, signed.
+    let text = format!(
+        "{SIGNED}sub 300 DS 1 13 2 {}\nsub 300 RRSIG DS 13 3 300 20300101000000 20240101000000 1 example.test. AAAA\n",
+        "AB".repeat(32)
+    );
+    let zone = Zone::parse(Path::new("signed.zone"), &text).unwrap();
+    let referral = zone.lookup_dnssec(&name("a.sub.example.test."), RecordType::A);
+    assert_eq!(
+        said(&referral.authorities),
+        [
+            "sub.example.test. NS ttl 300",
+            "sub.example.test. DS ttl 300",
+            "sub.example.test. RRSIG(DS) ttl 300"
+        ]
+    );
+}
+
+/// RFC 5155 appendix A: the zone `example`, salt aabbccdd, 12 iterations.
+#[test]
+fn nsec3_hashes_are_those_of_rfc_5155() {
+    let hashes = [
+        ("example.", "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom"),
+        ("a.example.", "35mthgpgcu1qg68fab165klnsnk3dpvl"),
+        ("ai.example.", "gjeqe526plbf1g8mklp59enfd789njgi"),
+        ("x.w.example.", "b4um86eghhds6nea196smvmlo4ors995"),
+    ];
+    let mut text = String::from(
+        "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
+         @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
+         @ 300 NSEC3PARAM 1 0 12 aabbccdd\n",
+    );
+    for (owner, hash) in hashes {
+        text.push_str(&format!("{hash} 300 NSEC3 1 0 12 aabbccdd {hash} A\n"));
+        if owner != "example." {
+            text.push_str(&format!("{owner} 300 A 192.0.2.1\n"));
+        }
+    }
+    let zone = Zone::parse(Path::new("nsec3.zone"), &text).unwrap_or_else(|e| panic!("{e}"));
+    for (owner, hash) in hashes {
+        let nodata = zone.lookup_dnssec(&name(owner), RecordType::MX);
+        let proof = nodata
+            .authorities
+            .iter()
+            .find(|r| r.record_type() == RecordType::NSEC3)
+            .unwrap_or_else(|| panic!("no NSEC3 for {owner}: {:?}", said(&nodata.authorities)));
+        assert_eq!(proof.name, name(&format!("{hash}.example.")), "{owner}");
+    }
+}
+
+#[test]
+fn a_zone_asking_more_nsec3_iterations_than_validators_accept_is_refused() {
+    let text = "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
+                @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
+                @ 300 NSEC3PARAM 1 0 151 -\n";
+    let error = Zone::parse(Path::new("nsec3.zone"), text).unwrap_err();
+    assert!(
+        error.message.contains("151 iterations"),
+        "{}",
+        error.message
+    );
+    let fine = text.replace(" 151 ", " 150 ");
+    Zone::parse(Path::new("nsec3.zone"), &fine).unwrap();
+}

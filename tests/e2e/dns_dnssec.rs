@@ -219,3 +219,35 @@ fn check_warns_of_a_zone_whose_signatures_have_expired() {
         "{stderr}"
     );
 }
+
+/// A DS set is the parent's data (RFC 4035 section 2.4): with the parent and the child
+/// zone served side by side, a DS question at the child's apex is answered from the
+/// parent (section 3.1.4.1), where the child, asked, could only say it has none.
+#[test]
+fn a_ds_at_a_child_zone_s_apex_is_answered_from_the_parent_served_beside_it() {
+    let parent = "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n\
+                  @ NS ns1\nns1 A 192.0.2.1\nchild NS ns.child\nns.child A 192.0.2.2\n\
+                  child DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n";
+    let child = "$ORIGIN child.example.test.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 300\n\
+                 @ NS ns\nns A 192.0.2.2\nwww A 192.0.2.3\n";
+    let port = free_port();
+    let _app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", parent)
+            .zone("child.example.test.zone", child),
+    );
+    let ds = dig(port, &["+norec", "child.example.test", "DS"]);
+    let answer = section(&ds, "ANSWER");
+    assert!(answer.contains(" IN DS 12345 13 2 "), "{ds}");
+    assert!(
+        ds.contains("flags: qr aa;"),
+        "authoritative, from the parent: {ds}"
+    );
+    // Anything else at the apex is the child's.
+    let soa = dig(port, &["+norec", "+short", "child.example.test", "SOA"]);
+    assert!(
+        soa.starts_with("ns.child.example.test. hostmaster.child.example.test. 1 "),
+        "{soa}"
+    );
+}

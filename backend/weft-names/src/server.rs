@@ -375,7 +375,7 @@ impl DnsServer {
             }
             return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
         }
-        if let Some(zone) = self.inner.catalog.find(request.query.name()) {
+        if let Some(zone) = self.inner.catalog.find_for(request.query.name(), qtype) {
             let answer = match request.edns.as_ref().is_some_and(|edns| edns.dnssec_ok) {
                 true => zone.lookup_dnssec(request.query.name(), qtype),
                 false => zone.lookup(request.query.name(), qtype),

@@ -490,6 +490,17 @@ impl Catalog {
             .max_by_key(|z| z.origin.num_labels())
             .map(|z| &**z)
     }
+
+    /// The zone that answers `qtype` at `name`: the one [`find`](Self::find) gives, but
+    /// for a DS at a zone's apex, which is the parent's data (RFC 4035 section 2.4), so
+    /// the parent zone answers it when the catalog holds that too (section 3.1.4.1).
+    pub fn find_for(&self, name: &Name, qtype: RecordType) -> Option<&Zone> {
+        let zone = self.find(name)?;
+        if qtype == RecordType::DS && zone.lower_origin == LowerName::new(name) && !name.is_root() {
+            return self.find(&name.base_name()).or(Some(zone));
+        }
+        Some(zone)
+    }
 }
 
 #[cfg(test)]

@@ -3,17 +3,20 @@
 //! one trust anchor: every kind of answer (positive, CNAME, wildcard, NXDOMAIN, NODATA, a
 //! wildcard's NODATA, an empty non-terminal, DS at a delegation with and without one)
 //! must validate, which it can only with the signatures and proofs RFC 4035 section 3.1
-//! and RFC 5155 section 7.2 ask for. `dig` checks what a referral carries and that a query
+//! and RFC 5155 section 7.2 ask for, and get the verdict NSD's answer gets from the same
+//! zone (NSEC3 with opt-out too). `dig` checks what a referral carries and that a query
 //! without DO gets none of it; `weft check` warns of a zone whose signatures expired.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::dns::dig;
+use crate::dns_nsd::nsd_serving;
 use crate::support::{dns_service, free_port, spawn_dns_app, weft_check};
 
-/// The zone before signing: an alias, a wildcard, an empty non-terminal (`empty`, above
-/// `deep.empty`), a delegation without DS (`sub`) and one with (`secure`).
+/// The zone before signing: aliases (to a name, to nothing, into a wildcard, and a
+/// wildcard alias), wildcards (one an empty non-terminal), an empty non-terminal (`empty`,
+/// above `deep.empty`), a delegation without DS (`sub`) and one with (`secure`).
 const ZONE: &str = "\
 $ORIGIN example.test.
 $TTL 300
@@ -30,6 +33,11 @@ ns.sub IN A 192.0.2.30
 secure IN NS ns.secure
 secure IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF
 ns.secure IN A 192.0.2.40
+to-nowhere IN CNAME nothere
+to-www IN CNAME www
+to-wild IN CNAME x.apps
+*.wild IN CNAME www
+x.*.ent IN A 192.0.2.50
 ";
 
 /// A signed copy of [`ZONE`] and the trust anchor that validates it, in a directory of
@@ -54,10 +62,19 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// [`ZONE`] signed with a new ECDSA P-256 key pair (KSK and ZSK), with NSEC or with NSEC3
-/// (no salt, no extra iterations, RFC 9276 section 3.1); `extra` are `dnssec-signzone`'s
-/// other arguments.
-fn signed(nsec3: bool, extra: &[&str]) -> Signed {
+/// How a zone proves denials.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chain {
+    Nsec,
+    /// NSEC3 without salt or extra iterations (RFC 9276 section 3.1).
+    Nsec3,
+    /// NSEC3 whose spans skip insecure delegations (RFC 5155 section 6, opt-out).
+    Nsec3OptOut,
+}
+
+/// [`ZONE`] signed with a new ECDSA P-256 key pair (KSK and ZSK) with `chain`; `extra` are
+/// `dnssec-signzone`'s other arguments.
+fn signed(chain: Chain, extra: &[&str]) -> Signed {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     std::fs::write(path.join("example.test.zone"), ZONE).unwrap();
@@ -72,8 +89,10 @@ fn signed(nsec3: bool, extra: &[&str]) -> Signed {
         &["-q", "-a", "ECDSAP256SHA256", "example.test"],
     );
     let mut args = vec!["-q", "-S", "-K", ".", "-o", "example.test"];
-    if nsec3 {
-        args.extend(["-3", "-", "-H", "0"]);
+    match chain {
+        Chain::Nsec => {}
+        Chain::Nsec3 => args.extend(["-3", "-", "-H", "0"]),
+        Chain::Nsec3OptOut => args.extend(["-3", "-", "-H", "0", "-A"]),
     }
     args.extend(extra);
     args.extend(["-f", "signed.zone", "example.test.zone"]);
@@ -134,28 +153,76 @@ fn every_kind_of_answer_from_a_signed_zone_validates_with_nsec_and_with_nsec3() 
         ("www.example.test", "TXT", NEGATIVE),
         ("x.apps.example.test", "TXT", NEGATIVE),
         ("empty.example.test", "A", NEGATIVE),
-        ("sub.example.test", "DS", NEGATIVE),
+        // Below a wildcard's own name, whose closest encloser is that name.
+        ("x.*.apps.example.test", "A", NEGATIVE),
+        // An empty non-terminal wildcard (`*.ent`, above `x.*.ent`): NODATA for the
+        // names it matches (RFC 4592 section 4.2).
+        ("y.ent.example.test", "A", NEGATIVE),
+        // CNAMEs: to nothing, to a name without the type (delv validates the CNAME, then
+        // the denial at its target), into a wildcard, and from one.
+        ("to-nowhere.example.test", "A", POSITIVE),
+        ("to-www.example.test", "TXT", POSITIVE),
+        ("to-wild.example.test", "A", POSITIVE),
+        ("a.wild.example.test", "A", POSITIVE),
+        ("a.wild.example.test", "TXT", POSITIVE),
     ];
-    for nsec3 in [false, true] {
-        let chain = if nsec3 { "NSEC3" } else { "NSEC" };
-        let signed = signed(nsec3, &[]);
+    for chain in [Chain::Nsec, Chain::Nsec3, Chain::Nsec3OptOut] {
+        let signed = signed(chain, &[]);
         let port = free_port();
         let _app = spawn_dns_app(dns_service("dns", port).tcp().zone_file(&signed.zone));
-        for (name, qtype, expected) in cases {
+        let zone = std::fs::read_to_string(&signed.zone).unwrap();
+        let theirs = free_port();
+        let _nsd = nsd_serving(theirs, "example.test", &zone);
+        // The owner of an NSEC3 record is no name of the zone to a query (RFC 5155
+        // section 7.2.8).
+        let hashed = zone
+            .lines()
+            .find(|l| l.split_whitespace().nth(3) == Some("NSEC3"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned);
+        let hashed: Vec<_> = hashed.iter().map(|h| (h.as_str(), "A", NEGATIVE)).collect();
+        let all = cases
+            .iter()
+            .copied()
+            .chain([("sub.example.test", "DS", NEGATIVE)])
+            .chain(hashed);
+        for (name, qtype, expected) in all {
             let said = delv(port, &signed.anchor, name, qtype);
+            // delv's verdict on weft's answer is its verdict on NSD's; and, but under
+            // opt-out (whose spans leave what they skip, and wildcards matched across
+            // them, unproved: "unsigned answer"), the one expected.
+            let nsd_said = delv(theirs, &signed.anchor, name, qtype);
+            let verdict = |said: &str| {
+                said.lines()
+                    .find(|l| l.starts_with("; "))
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                verdict(&said),
+                verdict(&nsd_said),
+                "{chain:?}: {name} {qtype}: weft:\n{said}\nNSD:\n{nsd_said}"
+            );
+            let failed = [
+                "broken trust chain",
+                "no valid RRSIG",
+                "insecure response",
+                "bogus",
+            ];
             assert!(
-                said.contains(expected),
-                "{chain}: {name} {qtype}: expected {expected:?}:\n{said}"
+                (chain == Chain::Nsec3OptOut || said.contains(expected))
+                    && !failed.iter().any(|f| said.contains(f)),
+                "{chain:?}: {name} {qtype}: expected {expected:?}:\n{said}"
             );
         }
         // A referral proves the cut has no DS, or carries its DS, signed, and no
         // signature of the child's NS set, which the parent does not sign.
         let insecure = dig(port, &["+dnssec", "+norec", "a.sub.example.test", "A"]);
         let authority = section(&insecure, "AUTHORITY");
-        assert!(
-            authority.contains(&format!(" IN {chain} ")),
-            "{chain}:\n{insecure}"
-        );
+        let proof = match chain {
+            Chain::Nsec => " IN NSEC ",
+            Chain::Nsec3 | Chain::Nsec3OptOut => " IN NSEC3 ",
+        };
+        assert!(authority.contains(proof), "{chain:?}:\n{insecure}");
         assert!(
             authority.contains(" IN NS ns.sub.example.test."),
             "{insecure}"
@@ -193,7 +260,7 @@ fn check_warns_of_a_zone_whose_signatures_have_expired() {
     // Signed for November 2025, not verified (dnssec-signzone refuses to verify what has
     // expired).
     let signed = signed(
-        false,
+        Chain::Nsec,
         &["-P", "-s", "20251101000000", "-e", "20251201000000"],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -222,32 +289,95 @@ fn check_warns_of_a_zone_whose_signatures_have_expired() {
 
 /// A DS set is the parent's data (RFC 4035 section 2.4): with the parent and the child
 /// zone served side by side, a DS question at the child's apex is answered from the
-/// parent (section 3.1.4.1), where the child, asked, could only say it has none.
+/// parent (section 3.1.4.1), where the child, asked, could only say it has none; a
+/// parent's CNAME into the child is followed there; and a reload of either leaves no
+/// kept answer of the other behind.
 #[test]
 fn a_ds_at_a_child_zone_s_apex_is_answered_from_the_parent_served_beside_it() {
     let parent = "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 3600 600 86400 300\n\
                   @ NS ns1\nns1 A 192.0.2.1\nchild NS ns.child\nns.child A 192.0.2.2\n\
-                  child DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n";
+                  child DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+                  tochild CNAME www.child\n";
     let child = "$ORIGIN child.example.test.\n$TTL 300\n@ SOA ns hostmaster 1 3600 600 86400 300\n\
                  @ NS ns\nns A 192.0.2.2\nwww A 192.0.2.3\n";
     let port = free_port();
-    let _app = spawn_dns_app(
+    let app = spawn_dns_app(
         dns_service("dns", port)
             .tcp()
             .zone("example.test.zone", parent)
             .zone("child.example.test.zone", child),
     );
-    let ds = dig(port, &["+norec", "child.example.test", "DS"]);
-    let answer = section(&ds, "ANSWER");
-    assert!(answer.contains(" IN DS 12345 13 2 "), "{ds}");
+    // Asked twice, without dig's cookie: the second is answered from the answers kept.
+    for _ in 0..2 {
+        let ds = dig(port, &["+norec", "+nocookie", "child.example.test", "DS"]);
+        let answer = section(&ds, "ANSWER");
+        assert!(answer.contains(" IN DS 12345 13 2 "), "{ds}");
+        assert!(
+            ds.contains("flags: qr aa;"),
+            "authoritative, from the parent: {ds}"
+        );
+    }
+    let www = dig(
+        port,
+        &[
+            "+norec",
+            "+nocookie",
+            "+short",
+            "www.child.example.test",
+            "A",
+        ],
+    );
+    assert_eq!(www.trim(), "192.0.2.3");
+    // A CNAME into the child goes on in the child's zone (RFC 1034 section 4.3.2 step
+    // 3a), where it met a referral.
+    let alias = dig(port, &["+norec", "tochild.example.test", "A"]);
+    let answer = section(&alias, "ANSWER");
     assert!(
-        ds.contains("flags: qr aa;"),
-        "authoritative, from the parent: {ds}"
+        answer.contains("tochild.example.test. 300 IN CNAME www.child.example.test.")
+            && answer.contains("www.child.example.test. 300 IN A 192.0.2.3"),
+        "{alias}"
+    );
+    assert!(
+        alias.contains("flags: qr aa;") && section(&alias, "AUTHORITY").is_empty(),
+        "{alias}"
     );
     // Anything else at the apex is the child's.
     let soa = dig(port, &["+norec", "+short", "child.example.test", "SOA"]);
     assert!(
         soa.starts_with("ns.child.example.test. hostmaster.child.example.test. 1 "),
         "{soa}"
+    );
+    // The parent's DS changes (a key rollover) and the child's zone does not: the DS
+    // kept from before is not served after the reload.
+    let parent_file = app.dir.path().join("example.test.zone");
+    std::fs::write(&parent_file, parent.replace("12345 13 2", "54321 13 2")).unwrap();
+    app.reload_by_signal("ok");
+    let ds = dig(port, &["+norec", "+nocookie", "child.example.test", "DS"]);
+    assert!(
+        section(&ds, "ANSWER").contains(" IN DS 54321 13 2 "),
+        "{ds}"
+    );
+    // The child's zone is no longer served: what it answered is not served either; the
+    // parent refers to the child's servers.
+    let config = app.dir.path().join("weft.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let child_file = format!(
+        "{:?}",
+        app.dir
+            .path()
+            .join("child.example.test.zone")
+            .display()
+            .to_string()
+    );
+    std::fs::write(&config, text.replace(&format!(", {child_file}"), "")).unwrap();
+    app.reload_by_signal("ok");
+    let www = dig(
+        port,
+        &["+norec", "+nocookie", "www.child.example.test", "A"],
+    );
+    assert!(section(&www, "ANSWER").is_empty(), "{www}");
+    assert!(
+        section(&www, "AUTHORITY").contains(" IN NS ns.child.example.test."),
+        "{www}"
     );
 }

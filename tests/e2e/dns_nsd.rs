@@ -18,7 +18,7 @@ use crate::dns_auth::{EDGE, ask, edge_app};
 use crate::support::free_port;
 
 /// NSD on a loopback port, stopped on drop.
-struct Nsd {
+pub(crate) struct Nsd {
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -38,9 +38,15 @@ fn nsd_binary() -> &'static str {
 }
 
 fn nsd(port: u16) -> Nsd {
+    nsd_serving(port, "edge.test", EDGE)
+}
+
+/// NSD serving the zone `origin` from `text` on UDP and TCP `port` of 127.0.0.1, answering
+/// once this returns.
+pub(crate) fn nsd_serving(port: u16, origin: &str, text: &str) -> Nsd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    std::fs::write(dir.path().join("edge.test.zone"), EDGE).unwrap();
+    std::fs::write(dir.path().join("served.zone"), text).unwrap();
     std::fs::write(
         dir.path().join("nsd.conf"),
         format!(
@@ -49,7 +55,7 @@ fn nsd(port: u16) -> Nsd {
              xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
              logfile: \"{d}/nsd.log\"\n  server-count: 1\n  verbosity: 1\n\
              remote-control:\n  control-enable: no\n\
-             zone:\n  name: edge.test\n  zonefile: edge.test.zone\n"
+             zone:\n  name: {origin}\n  zonefile: served.zone\n"
         ),
     )
     .unwrap();
@@ -61,7 +67,18 @@ fn nsd(port: u16) -> Nsd {
         .stderr(Stdio::null())
         .spawn()
         .expect("nsd must be installed (scripts/test installs it)");
-    Nsd { child, _dir: dir }
+    let nsd = Nsd { child, _dir: dir };
+    let soa = format!("{origin}.");
+    assert_eventually!(
+        std::net::UdpSocket::bind("127.0.0.1:0").is_ok_and(|s| {
+            s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                .unwrap();
+            let probe = crate::dns_auth::query(&soa, RecordType::SOA);
+            s.send_to(&probe, ("127.0.0.1", port)).is_ok() && s.recv(&mut [0; 512]).is_ok()
+        }),
+        "NSD answers on port {port}"
+    );
+    nsd
 }
 
 /// What is compared of an answer: rcode, AA, and each section as sorted record texts.
@@ -133,15 +150,6 @@ fn weft_and_nsd_answer_the_zone_edge_cases_alike() {
     let (ours, theirs) = (free_port(), free_port());
     let _app = edge_app(ours);
     let _nsd = nsd(theirs);
-    assert_eventually!(
-        std::net::UdpSocket::bind("127.0.0.1:0").is_ok_and(|s| {
-            s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
-                .unwrap();
-            let probe = crate::dns_auth::query("edge.test.", RecordType::SOA);
-            s.send_to(&probe, ("127.0.0.1", theirs)).is_ok() && s.recv(&mut [0; 512]).is_ok()
-        }),
-        "NSD answers on port {theirs}"
-    );
     use RecordType::*;
     let questions = [
         ("www", A),
@@ -162,6 +170,11 @@ fn weft_and_nsd_answer_the_zone_edge_cases_alike() {
         ("towild", A),
         ("q.empty", A),
         ("q.empty", TXT),
+        // An empty non-terminal wildcard matches, with no data (RFC 4592 section 4.2).
+        ("y.ent", A),
+        ("z.y.ent", TXT),
+        ("*.ent", A),
+        ("x.*.ent", A),
         ("@", MX),
         ("@", NS),
         ("@", ANY),

@@ -10,7 +10,8 @@
 //!
 //! Options, as dnsperf's: `-s ADDR` (default 127.0.0.1), `-p PORT` (53), `-d FILE`,
 //! `-q OUTSTANDING` (100), `-l SECONDS` (10), `-t TIMEOUT` (5), `-E CODE:HEX` (an EDNS
-//! option, in an OPT of 4096 bytes). Every query has RD set, as dnsperf's have.
+//! option, in an OPT of 4096 bytes), `-D` (DO set, in such an OPT). Every query has RD
+//! set, as dnsperf's have.
 
 use std::collections::BTreeMap;
 use std::io::{IoSlice, IoSliceMut};
@@ -38,12 +39,14 @@ struct Options {
     limit: Duration,
     timeout: Duration,
     option: Option<(u16, Vec<u8>)>,
+    /// DO set in every query's OPT (dnsperf's `-D`).
+    dnssec_ok: bool,
 }
 
 fn usage(why: &str) -> ! {
     eprintln!("dns_load: {why}");
     eprintln!(
-        "usage: dns_load [-s ADDR] [-p PORT] -d FILE [-q OUTSTANDING] [-l SECS] [-t SECS] [-E CODE:HEX]"
+        "usage: dns_load [-s ADDR] [-p PORT] -d FILE [-q OUTSTANDING] [-l SECS] [-t SECS] [-E CODE:HEX] [-D]"
     );
     std::process::exit(2);
 }
@@ -58,8 +61,13 @@ fn options() -> Options {
         limit: Duration::from_secs(10),
         timeout: Duration::from_secs(5),
         option: None,
+        dnssec_ok: false,
     };
     while let Some(flag) = args.next() {
+        if flag == "-D" {
+            options.dnssec_ok = true;
+            continue;
+        }
         let value = args
             .next()
             .unwrap_or_else(|| usage(&format!("{flag} wants a value")));
@@ -98,17 +106,25 @@ fn options() -> Options {
     options
 }
 
-/// `name type` encoded as a query with id 0 and RD set, with an OPT carrying `option`.
-fn encode(name: &str, qtype: RecordType, option: Option<&(u16, Vec<u8>)>) -> Option<Vec<u8>> {
+/// `name type` encoded as a query with id 0 and RD set, with an OPT carrying `option`
+/// and DO when `dnssec_ok`.
+fn encode(
+    name: &str,
+    qtype: RecordType,
+    option: Option<&(u16, Vec<u8>)>,
+    dnssec_ok: bool,
+) -> Option<Vec<u8>> {
     let mut m = Message::new(0, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.queries
         .push(Query::query(Name::from_ascii(name).ok()?, qtype));
-    if let Some((code, value)) = option {
+    if option.is_some() || dnssec_ok {
         let mut edns = Edns::new();
-        edns.set_max_payload(4096);
-        edns.options_mut()
-            .insert(EdnsOption::Unknown(*code, value.clone()));
+        edns.set_max_payload(4096).set_dnssec_ok(dnssec_ok);
+        if let Some((code, value)) = option {
+            edns.options_mut()
+                .insert(EdnsOption::Unknown(*code, value.clone()));
+        }
         m.edns = Some(edns);
     }
     m.to_vec().ok()
@@ -127,7 +143,7 @@ fn read_queries(options: &Options) -> Vec<Vec<u8>> {
             };
             let qtype = RecordType::from_str(&qtype.to_ascii_uppercase())
                 .unwrap_or_else(|_| usage(&format!("{line:?}: unknown type")));
-            encode(name, qtype, options.option.as_ref())
+            encode(name, qtype, options.option.as_ref(), options.dnssec_ok)
                 .unwrap_or_else(|| usage(&format!("{line:?}: not a name")))
         })
         .collect();

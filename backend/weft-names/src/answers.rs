@@ -247,13 +247,13 @@ impl Answers {
         std::mem::take(&mut self.kept)
     }
 
-    /// Keeps those of `answers` whose name `keep` accepts.
+    /// Keeps those of `answers` whose question `keep` accepts.
     pub(crate) fn adopt(
         &mut self,
         mut answers: HashMap<Box<[u8]>, Kept>,
-        keep: impl Fn(&hickory_proto::rr::Name) -> bool,
+        keep: impl Fn(&hickory_proto::op::Query) -> bool,
     ) {
-        answers.retain(|_, kept| keep(kept.query.name()));
+        answers.retain(|_, kept| keep(&kept.query));
         self.kept = answers;
     }
 }

@@ -375,11 +375,9 @@ impl DnsServer {
             }
             return Outcome::Transfer(Box::new(Transfer::new(request, packet)));
         }
-        if let Some(zone) = self.inner.catalog.find_for(request.query.name(), qtype) {
-            let answer = match request.edns.as_ref().is_some_and(|edns| edns.dnssec_ok) {
-                true => zone.lookup_dnssec(request.query.name(), qtype),
-                false => zone.lookup(request.query.name(), qtype),
-            };
+        let dnssec_ok = request.edns.as_ref().is_some_and(|edns| edns.dnssec_ok);
+        let name = request.query.name();
+        if let Some((answer, alone)) = self.inner.catalog.lookup(name, qtype, dnssec_ok) {
             let kind = Kind::of(answer.rcode, answer.authoritative);
             let reply = match limit(&mut request, kind, reply) {
                 Ok(reply) => reply,
@@ -400,7 +398,11 @@ impl DnsServer {
                     let (encoded, shrunk) = encode_udp(message, request.udp_limit());
                     let mut answers = self.inner.answers.borrow_mut();
                     let query = request.query.clone();
+                    // An answer through two zones is not kept: a reload of the second
+                    // would leave it stale, and reloads tell kept answers apart by the
+                    // zone that answers their question.
                     if answers.prepared()
+                        && alone
                         && let Some(kept) = Kept::new(&encoded, query, rcode, None, shrunk)
                     {
                         answers.keep(kept);

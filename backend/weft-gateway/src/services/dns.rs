@@ -397,14 +397,14 @@ fn signed_zone_warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, 
     const SOON: Duration = Duration::from_secs(3 * 24 * 3600);
     let file = path.display();
     let origin = zone.origin();
-    if zone.lacks_denial() {
+    if let Some(lacks) = zone.denial_missing() {
         ctx.warn(
             span.clone(),
             "zones",
             format!(
-                "{file}: zone {origin} is signed (it holds RRSIG records) but has no NSEC or \
-                 NSEC3 records: its negative answers cannot be proved, so validating resolvers \
-                 find them bogus; sign it with a signer that adds the chain"
+                "{file}: zone {origin} is signed (it holds RRSIG records) but {lacks}: its \
+                 negative answers cannot be proved, so validating resolvers find them bogus; \
+                 sign it with a signer that adds the chain"
             ),
         );
     }
@@ -629,4 +629,3 @@ mod tests {
         );
     }
 }
-

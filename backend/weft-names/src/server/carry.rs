@@ -14,7 +14,8 @@
 
 use std::sync::Arc;
 
-use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::op::Query;
+use hickory_proto::rr::LowerName;
 
 use super::Inner;
 use crate::zone::Catalog;
@@ -34,10 +35,20 @@ pub(super) fn take_over(new: &mut Inner, old: &Inner) {
     }
     if new.forwarder.is_some() == old.forwarder.is_some() {
         let kept = old.answers.borrow_mut().take();
-        let unchanged = |name: &Name| {
-            new.catalog
-                .find(name)
-                .is_some_and(|zone| !changed.contains(&LowerName::new(zone.origin())))
+        // An answer is kept when the zone that gave it answers the question still, and is
+        // the one running (shared: a zone read again and found unchanged is the running
+        // one); a DS at a child's apex is its parent's to answer.
+        let unchanged = |query: &Query| {
+            let (name, qtype) = (query.name(), query.query_type());
+            match (
+                old.catalog.find_for(name, qtype),
+                new.catalog.find_for(name, qtype),
+            ) {
+                (Some(then), Some(now)) => {
+                    std::ptr::eq(then, now) && !changed.contains(&LowerName::new(now.origin()))
+                }
+                _ => false,
+            }
         };
         new.answers.borrow_mut().adopt(kept, unchanged);
     }

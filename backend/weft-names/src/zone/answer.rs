@@ -20,7 +20,8 @@ enum Node<'a> {
     /// The name's own records.
     Exact(&'a [Record]),
     /// No node of its own: the records of the wildcard (the second) at its closest
-    /// encloser, which answer with the name as their owner (RFC 4592 section 3.3.1).
+    /// encloser, which answer with the name as their owner (RFC 4592 section 3.3.1);
+    /// none when the wildcard is an empty non-terminal.
     Wildcard(&'a [Record], &'a LowerName),
     /// A node without records (an empty non-terminal): NODATA, and no wildcard applies
     /// (RFC 4592 section 2.2.2).
@@ -110,7 +111,8 @@ impl Zone {
                     .find(|t| {
                         !matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
                     })
-                    .unwrap_or_else(|| records[0].record_type()),
+                    .or_else(|| records.first().map(Record::record_type))
+                    .unwrap_or(RecordType::ANY),
                 other => other,
             };
             if push(&mut answer.answers, records, wanted, rewrite) {
@@ -160,7 +162,9 @@ impl Zone {
         if let Some(cut) = self.cut_above(name) {
             return Node::Delegated(cut);
         }
-        if let Some(records) = self.records.get(name) {
+        if let Some(records) = self.records.get(name)
+            && (self.hashed.is_empty() || !self.hashed.contains(name))
+        {
             return Node::Exact(records);
         }
         if self.names.contains(name) {
@@ -171,12 +175,9 @@ impl Zone {
         while !self.names.contains(&encloser) && encloser.num_labels() > 0 {
             encloser = encloser.base_name();
         }
-        match self
-            .wildcards
-            .get(&encloser)
-            .and_then(|wild| Some((self.records.get(wild)?, wild)))
-        {
-            Some((records, wild)) => Node::Wildcard(records, wild),
+        match self.wildcards.get(&encloser) {
+            // An empty non-terminal wildcard has no records: NODATA for whatever it matches.
+            Some(wild) => Node::Wildcard(self.records.get(wild).map_or(&[], Vec::as_slice), wild),
             None => Node::Missing,
         }
     }
@@ -218,7 +219,7 @@ impl Zone {
         }
         for record in ns {
             if let RData::NS(target) = &record.data {
-                self.add_addresses(&mut answer.additionals, &target.0, true, false);
+                self.add_addresses(&mut answer.additionals, &target.0, true, dnssec);
             }
         }
         answer

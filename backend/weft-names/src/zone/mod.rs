@@ -3,7 +3,8 @@
 //! A [`Catalog`] holds the zones of a service; [`Catalog::find`] picks the zone with the
 //! longest origin that contains a name, and [`Zone::lookup`] answers from it
 //! (`answer`): the records asked for or synthesized from a wildcard, CNAMEs followed
-//! while they stay inside the zone (each once, at most eight), referrals at zone cuts,
+//! inside the zone (each once, at most eight; [`Catalog::lookup`] goes on into the
+//! catalog's other zones), referrals at zone cuts,
 //! NXDOMAIN or NODATA with the SOA in the authority section (RFC 2308).
 //!
 //! Files are read by `lex` (entries with their lines), `parse` (directives, owners, TTLs,
@@ -12,6 +13,7 @@
 //! and the NSEC or NSEC3 records that prove its denials (`proof`).
 
 mod answer;
+mod catalog;
 mod dnssec;
 mod generate;
 mod lex;
@@ -22,16 +24,16 @@ mod proof_tests;
 mod rdata;
 mod walk;
 
+pub use catalog::Catalog;
 pub(crate) use proof::covered;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 
-use crate::error::{NamesError, ZoneError};
+use crate::error::ZoneError;
 
 /// How many CNAMEs an answer follows at most.
 const MAX_CNAME_CHAIN: usize = 8;
@@ -46,7 +48,8 @@ pub struct Zone {
     /// Owner names and every ancestor up to the origin, so an empty non-terminal
     /// (`b.example.test` when only `a.b.example.test` has records) is NODATA, not NXDOMAIN.
     names: HashSet<LowerName>,
-    /// The wildcard owner (`*.apps.example.test`) below each name that has one.
+    /// The wildcard (`*.apps.example.test`) below each name that has one: an owner, or an
+    /// empty non-terminal above one (`*.apps` of `x.*.apps`).
     wildcards: HashMap<LowerName, LowerName>,
     /// The zone cuts: names below the origin with NS records, delegated to other servers.
     cuts: HashSet<LowerName>,
@@ -62,6 +65,9 @@ pub struct Zone {
     signed: bool,
     /// Its NSEC or NSEC3 chain, which proves denials to DO queries (`proof.rs`).
     chain: proof::Chain,
+    /// The owners that hold only NSEC3 records (and their RRSIGs): not names of the zone
+    /// to a query (RFC 5155 section 7.2.8), so out of `names`, and looked past by `node`.
+    hashed: HashSet<LowerName>,
 }
 
 /// What a zone says about a question.
@@ -163,6 +169,7 @@ impl Zone {
             owners: walk::Owners::default(),
             signed: false,
             chain: proof::Chain::None,
+            hashed: HashSet::new(),
         };
         // The bytes each RRset takes in an answer, to refuse one no message can hold.
         let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
@@ -181,6 +188,20 @@ impl Zone {
                 ));
             }
             let rtype = record.record_type();
+            if let Some((iterations, _)) = proof::nsec3_param(record)
+                && iterations > proof::MAX_NSEC3_ITERATIONS
+            {
+                return Err(err(
+                    &at,
+                    format!(
+                        "the NSEC3PARAM asks {iterations} iterations, more than {}: validating \
+                         resolvers treat such a zone as insecure (RFC 9276 section 3.2), and each \
+                         negative answer would hash names that many times; sign the zone again \
+                         with 0 iterations and no salt (RFC 9276 section 3.1)",
+                        proof::MAX_NSEC3_ITERATIONS
+                    ),
+                ));
+            }
             let target = match &record.data {
                 hickory_proto::rr::RData::NS(ns) => Some(&ns.0),
                 hickory_proto::rr::RData::MX(mx) => Some(&mx.exchange),
@@ -244,11 +265,14 @@ impl Zone {
             if rtype == RecordType::NS && owner != lower_origin {
                 zone.cuts.insert(owner.clone());
             }
-            if owner.is_wildcard() {
-                zone.wildcards.insert(owner.base_name(), owner.clone());
-            }
+            // Each wildcard the name is or lies below, an empty non-terminal one too
+            // (`*.a` of `x.*.a`): it still matches names below `a`, which get NODATA
+            // (RFC 4592 section 4.2).
             let mut name = owner;
             while zone.names.insert(name.clone()) && name != lower_origin {
+                if name.is_wildcard() {
+                    zone.wildcards.insert(name.base_name(), name.clone());
+                }
                 name = name.base_name();
             }
         }
@@ -271,16 +295,8 @@ impl Zone {
             }
         }
         if zone.signed {
-            let records = zone
-                .records
-                .iter()
-                .map(|(owner, records)| (owner, records.as_slice()));
-            zone.chain =
-                proof::Chain::read(&zone.lower_origin, records).map_err(|message| ZoneError {
-                    file: file.to_owned(),
-                    line: 0,
-                    message: format!("zone {}: {message}", zone.origin),
-                })?;
+            zone.chain = proof::Chain::read(&zone.lower_origin, &zone.records);
+            zone.hide_nsec3_owners();
         }
         Ok(zone)
     }
@@ -311,10 +327,13 @@ impl Zone {
         self.signed
     }
 
-    /// Whether it is signed and holds no NSEC or NSEC3 chain: a denial it gives cannot
-    /// be proved, so validators find its negative answers bogus.
-    pub fn lacks_denial(&self) -> bool {
-        self.signed && self.chain == proof::Chain::None
+    /// Why it cannot prove a denial, when it is signed and cannot: validators then find
+    /// its negative answers bogus. Says what it lacks (`has no NSEC or NSEC3 records`).
+    pub fn denial_missing(&self) -> Option<String> {
+        if !self.signed {
+            return None;
+        }
+        self.chain.missing(&self.records, &self.lower_origin)
     }
 
     /// Whether it holds no records (never true for a parsed zone: it has its SOA).
@@ -368,138 +387,6 @@ fn same_ttl(records: &mut [Record], rtype: RecordType) {
     let lowest = records.iter_mut().filter(of_type).map(|r| r.ttl).min();
     if let Some(ttl) = lowest {
         records.iter_mut().filter(of_type).for_each(|r| r.ttl = ttl);
-    }
-}
-
-/// The zones of one service.
-///
-/// Each zone is shared: the catalog is cloned for every reactor that runs the service
-/// (and kept in the service's settings besides), and a zone of a million records is
-/// hundreds of megabytes, so a clone copies pointers, never records.
-///
-/// Two catalogs are equal when they hold the same zones, shared, in the same order: a
-/// comparison never walks records (a reload compares the services it reads with the
-/// running ones on the reactor thread, where comparing two copies of a large zone would
-/// stall every service). A zone read again and found unchanged is made the running one
-/// first, off that thread ([`share_unchanged`](Self::share_unchanged)).
-#[derive(Debug, Clone, Default)]
-pub struct Catalog {
-    zones: Vec<Arc<Zone>>,
-}
-
-impl PartialEq for Catalog {
-    fn eq(&self, other: &Self) -> bool {
-        self.zones.len() == other.zones.len()
-            && self
-                .zones
-                .iter()
-                .zip(&other.zones)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
-    }
-}
-
-impl Eq for Catalog {}
-
-/// Zones with at least this many owner names are freed off the reactor thread (about a
-/// millisecond's work).
-const FREED_IN_BACKGROUND: usize = 4096;
-
-impl Drop for Catalog {
-    /// The last catalog holding a large zone frees it on a blocking thread: a zone read
-    /// again by a reload replaces the one in service on the reactor thread, where freeing
-    /// 100,000 records takes tens of milliseconds. (A zone whose last holder is not a
-    /// catalog, such as a reload's report of a zone kept, is freed where it is dropped;
-    /// catalogs outlive those.)
-    fn drop(&mut self) {
-        for zone in self.zones.drain(..) {
-            match Arc::into_inner(zone) {
-                Some(zone) if zone.records.len() >= FREED_IN_BACKGROUND => {
-                    weft::task::drop_in_background(zone);
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-impl Catalog {
-    /// Loads every file of `paths`; two files with the same origin are an error.
-    pub fn load(paths: &[PathBuf]) -> Result<Self, NamesError> {
-        let mut catalog = Self::default();
-        for path in paths {
-            catalog.add(Zone::load(path)?)?;
-        }
-        Ok(catalog)
-    }
-
-    /// Adds `zone`: a zone, or one shared with another catalog (a zone kept across a
-    /// reload).
-    pub fn add(&mut self, zone: impl Into<Arc<Zone>>) -> Result<(), NamesError> {
-        let zone = zone.into();
-        if let Some(other) = self.zones.iter().find(|z| z.origin == zone.origin) {
-            return Err(NamesError::DuplicateZone {
-                origin: zone.origin.to_string(),
-                first: other.file.clone(),
-                second: zone.file.clone(),
-            });
-        }
-        self.zones.push(zone);
-        Ok(())
-    }
-
-    /// Puts each zone of `running` in place of the zone this catalog read from the same
-    /// file when the two hold the same records, so the catalogs share it and compare equal
-    /// for it. The copy read is dropped here, where a reload reads its files (a blocking
-    /// thread), not where the catalog is put in service.
-    pub fn share_unchanged(&mut self, running: &Catalog) {
-        for zone in &mut self.zones {
-            if let Some(same) = running
-                .zones
-                .iter()
-                .find(|r| r.file == zone.file && ***r == **zone)
-            {
-                *zone = same.clone();
-            }
-        }
-    }
-
-    /// Whether `name` is inside one of the zones.
-    pub fn holds(&self, name: &LowerName) -> bool {
-        self.zones.iter().any(|z| z.lower_origin.zone_of(name))
-    }
-
-    /// The zones, in the order added.
-    pub fn zones(&self) -> &[Arc<Zone>] {
-        &self.zones
-    }
-
-    /// Makes each zone's list of names that transfers walk, which the first transfer of
-    /// a zone would otherwise make on the thread answering queries (a tenth of a second
-    /// for 100,000 names). For a service that sends its zones whole, as it loads them.
-    pub fn prepare_transfers(&self) {
-        for zone in &self.zones {
-            drop(zone.owners());
-        }
-    }
-
-    /// The zone with the longest origin containing `name`.
-    pub fn find(&self, name: &Name) -> Option<&Zone> {
-        self.zones
-            .iter()
-            .filter(|z| z.origin.zone_of(name))
-            .max_by_key(|z| z.origin.num_labels())
-            .map(|z| &**z)
-    }
-
-    /// The zone that answers `qtype` at `name`: the one [`find`](Self::find) gives, but
-    /// for a DS at a zone's apex, which is the parent's data (RFC 4035 section 2.4), so
-    /// the parent zone answers it when the catalog holds that too (section 3.1.4.1).
-    pub fn find_for(&self, name: &Name, qtype: RecordType) -> Option<&Zone> {
-        let zone = self.find(name)?;
-        if qtype == RecordType::DS && zone.lower_origin == LowerName::new(name) && !name.is_root() {
-            return self.find(&name.base_name()).or(Some(zone));
-        }
-        Some(zone)
     }
 }
 

@@ -8,8 +8,13 @@
 //! The chain is read once, with the zone: the owners of its NSEC records in canonical
 //! order (RFC 4034 section 6.1), or its NSEC3 records by the hashes their owners spell,
 //! with the parameters of its NSEC3PARAM. A proof is then a binary search, and for NSEC3
-//! the hash of at most three names.
+//! hashes of names computed as asked: three for an NXDOMAIN (the closest encloser, the
+//! next closer name and the wildcard), one more for each ancestor passed over below an
+//! opt-out span and for each wildcard a CNAME chain passes through. The owners of NSEC3
+//! records are not names of the zone to a query (RFC 5155 section 7.2.8): they are left
+//! out of its tree when it is read.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -18,9 +23,9 @@ use sha1::{Digest, Sha1};
 use super::Zone;
 
 /// The most NSEC3 iterations a zone may ask (RFC 9276 section 3.2: validators may treat
-/// a zone asking more as insecure, and BIND and Unbound treat more than 150 so). Each
-/// negative answer hashes up to three names that many times over, so a zone asking more
-/// would make every random name asked cost the server more than its answer is worth.
+/// a zone asking more as insecure; BIND 9.18 and Unbound treat more than 150 so). Each
+/// hash of a proof costs that many more SHA-1 blocks, so a zone asking more would make
+/// every random name asked cost the server more than its answer is worth.
 pub(crate) const MAX_NSEC3_ITERATIONS: u16 = 150;
 
 /// The chain that proves what a signed zone does not hold.
@@ -46,58 +51,98 @@ pub(super) struct Nsec3Chain {
 }
 
 impl Chain {
-    /// The chain of the zone at `apex` holding `records`: NSEC3, when its apex has an
-    /// NSEC3PARAM of SHA-1 (the one hash RFC 5155 defines), else NSEC.
-    pub(super) fn read<'a>(
-        apex: &LowerName,
-        records: impl Iterator<Item = (&'a LowerName, &'a [Record])> + Clone,
-    ) -> Result<Self, String> {
+    /// The chain of the zone at `apex` holding `records`: NSEC3 when its apex has an
+    /// NSEC3PARAM of SHA-1 (the one hash RFC 5155 defines) with its flags clear (RFC 5155
+    /// section 4.1.2: other flags make it one to ignore), the first such, and NSEC3
+    /// records of its parameters; else NSEC, when it has NSEC records.
+    pub(super) fn read(apex: &LowerName, records: &HashMap<LowerName, Vec<Record>>) -> Self {
         let param = records
-            .clone()
-            .find(|(owner, _)| *owner == apex)
-            .and_then(|(_, records)| {
-                records
-                    .iter()
-                    .find_map(|r| nsec3(r, RecordType::NSEC3PARAM))
-            });
+            .get(apex)
+            .and_then(|apex| apex.iter().find_map(|r| nsec3_param(r)));
         if let Some((iterations, salt)) = param {
-            if iterations > MAX_NSEC3_ITERATIONS {
-                return Err(format!(
-                    "its NSEC3PARAM asks {iterations} iterations, more than {MAX_NSEC3_ITERATIONS}: \
-                     validating resolvers treat such a zone as insecure (RFC 9276 section 3.2), \
-                     and each negative answer would hash names that many times; sign it again \
-                     with 0 iterations and no salt (RFC 9276 section 3.1)"
-                ));
-            }
             let mut hashes: Vec<(Vec<u8>, LowerName)> = records
+                .iter()
                 .filter(|(_, records)| {
                     records.iter().any(|r| {
                         nsec3(r, RecordType::NSEC3)
-                            .is_some_and(|(i, s)| i == iterations && s == salt)
+                            .is_some_and(|(_, i, s)| i == iterations && s == salt)
                     })
                 })
                 .filter_map(|(owner, _)| Some((hashed(owner)?, owner.clone())))
                 .collect();
-            hashes.sort();
-            return Ok(Self::Nsec3(Nsec3Chain {
-                iterations,
-                salt: salt.to_vec(),
-                hashes,
-            }));
+            if !hashes.is_empty() {
+                hashes.sort();
+                return Self::Nsec3(Nsec3Chain {
+                    iterations,
+                    salt: salt.to_vec(),
+                    hashes,
+                });
+            }
         }
         let mut owners: Vec<LowerName> = records
+            .iter()
             .filter(|(_, records)| records.iter().any(|r| r.record_type() == RecordType::NSEC))
             .map(|(owner, _)| owner.clone())
             .collect();
         if owners.is_empty() {
-            return Ok(Self::None);
+            return Self::None;
         }
         owners.sort();
-        Ok(Self::Nsec(owners))
+        Self::Nsec(owners)
+    }
+
+    /// Why a signed zone with this chain cannot prove a denial, if it cannot.
+    pub(super) fn missing(
+        &self,
+        records: &HashMap<LowerName, Vec<Record>>,
+        apex: &LowerName,
+    ) -> Option<String> {
+        if *self != Self::None {
+            return None;
+        }
+        let has = |rtype| records.values().flatten().any(|r| r.record_type() == rtype);
+        let param = records
+            .get(apex)
+            .is_some_and(|apex| apex.iter().any(|r| nsec3_param(r).is_some()));
+        Some(match (has(RecordType::NSEC3), param) {
+            (false, false) => "has no NSEC or NSEC3 records".to_owned(),
+            (true, false) => "has NSEC3 records but no NSEC3PARAM of SHA-1 with its flags clear \
+                 at its apex, which says the chain to prove denials with (RFC 5155 section 7.2)"
+                .to_owned(),
+            (_, true) => "has no NSEC3 records of its NSEC3PARAM's iterations and salt".to_owned(),
+        })
     }
 }
 
+/// The iterations and salt of `record` when it is an NSEC3PARAM of SHA-1 with its flags
+/// clear; the zone parser checks its iterations against [`MAX_NSEC3_ITERATIONS`].
+pub(super) fn nsec3_param(record: &Record) -> Option<(u16, &[u8])> {
+    nsec3(record, RecordType::NSEC3PARAM)
+        .filter(|(flags, _, _)| *flags == 0)
+        .map(|(_, iterations, salt)| (iterations, salt))
+}
+
 impl Zone {
+    /// Takes the owners that hold only NSEC3 records (and their signatures) out of the
+    /// zone's tree (RFC 5155 section 7.2.8): a query for one, or below one, is answered as
+    /// if it were not there. A transfer still carries them.
+    pub(super) fn hide_nsec3_owners(&mut self) {
+        let only_nsec3 = |r: &Record| {
+            r.record_type() == RecordType::NSEC3 || covered(r) == Some(RecordType::NSEC3)
+        };
+        self.hashed = self
+            .records
+            .iter()
+            .filter(|(owner, records)| {
+                **owner != self.lower_origin && records.iter().all(only_nsec3)
+            })
+            .map(|(owner, _)| owner.clone())
+            .collect();
+        for owner in &self.hashed {
+            self.names.remove(owner);
+        }
+    }
+
     /// When the first of its signatures to expire does, read from `now` (signature
     /// times are seconds of the epoch modulo 2^32, RFC 4034 section 3.1.5), with the
     /// owner and the type it signs; `None` when it holds no RRSIG.
@@ -213,9 +258,10 @@ impl Zone {
     ) {
         match &self.chain {
             Chain::None => {}
+            // The wildcard's own NSEC, or, an empty non-terminal, the one covering it.
             Chain::Nsec(_) => {
                 self.prove_expansion(section, name, wildcard);
-                self.add_proof(section, wildcard, RecordType::NSEC);
+                self.deny_type(section, wildcard);
             }
             Chain::Nsec3(chain) => {
                 self.prove_encloser(section, chain, name);
@@ -298,15 +344,14 @@ impl Nsec3Chain {
     }
 
     /// The owner of the NSEC3 record whose span covers `name`'s hash: the last one with a
-    /// hash below it, or the last of all, whose span wraps around to the first.
+    /// hash below it, or the last of all, whose span wraps around to the first. (A chain
+    /// is never empty: `Chain::read` makes none of no records.)
     fn covering(&self, name: &LowerName) -> &LowerName {
         let hash = self.hash(name);
         let after = self
             .hashes
             .partition_point(|(h, _)| h.as_slice() < hash.as_slice());
-        let at = after
-            .checked_sub(1)
-            .unwrap_or(self.hashes.len().saturating_sub(1));
+        let at = after.checked_sub(1).unwrap_or(self.hashes.len() - 1);
         &self.hashes[at].1
     }
 
@@ -372,16 +417,17 @@ pub(crate) fn covered(record: &Record) -> Option<RecordType> {
     }
 }
 
-/// The iterations and salt of an NSEC3 or NSEC3PARAM record (`rtype`) of SHA-1.
-fn nsec3(record: &Record, rtype: RecordType) -> Option<(u16, &[u8])> {
+/// The flags, iterations and salt of an NSEC3 or NSEC3PARAM record (`rtype`) of SHA-1.
+fn nsec3(record: &Record, rtype: RecordType) -> Option<(u8, u16, &[u8])> {
     match &record.data {
         RData::Unknown { code, rdata } if *code == rtype => {
             let bytes = &rdata.anything;
             let (&algorithm, rest) = bytes.split_first()?;
+            let flags = *rest.first()?;
             let iterations = u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?]);
             let length = usize::from(*rest.get(3)?);
             let salt = rest.get(4..4 + length)?;
-            (algorithm == 1).then_some((iterations, salt))
+            (algorithm == 1).then_some((flags, iterations, salt))
         }
         _ => None,
     }
@@ -409,7 +455,9 @@ fn wildcard_at(encloser: &LowerName) -> LowerName {
     }
 }
 
-/// The ancestor of `name` one label below `encloser` (RFC 5155 section 1.3).
+/// The ancestor of `name` one label below `encloser` (RFC 5155 section 1.3). Labels are
+/// counted as `trim_to` counts them: hickory's `num_labels` leaves out a leading `*`, and
+/// an encloser may be a wildcard's owner (`x.*.apps` below `*.apps`).
 fn next_closer(name: &LowerName, encloser: &LowerName) -> LowerName {
-    LowerName::new(&name.trim_to(usize::from(encloser.num_labels()) + 1))
+    LowerName::new(&name.trim_to(encloser.iter().count() + 1))
 }

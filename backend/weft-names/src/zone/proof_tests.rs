@@ -8,8 +8,8 @@ use std::path::Path;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
 
-use super::Zone;
 use super::proof::covered;
+use super::{Catalog, Zone};
 
 /// A zone signed NSEC-style: the apex, `www` with an A, a wildcard under `apps`, an
 /// empty non-terminal `empty` above `deep.empty`, and `sub` delegated without a DS.
@@ -258,11 +258,85 @@ fn a_zone_asking_more_nsec3_iterations_than_validators_accept_is_refused() {
                 @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
                 @ 300 NSEC3PARAM 1 0 151 -\n";
     let error = Zone::parse(Path::new("nsec3.zone"), text).unwrap_err();
+    assert_eq!(error.line, 5, "the NSEC3PARAM's line");
     assert!(
-        error.message.contains("151 iterations"),
+        error.message.contains("asks 151 iterations"),
         "{}",
         error.message
     );
     let fine = text.replace(" 151 ", " 150 ");
     Zone::parse(Path::new("nsec3.zone"), &fine).unwrap();
+}
+
+/// An NSEC3PARAM no NSEC3 record matches (a half-made or hand-edited zone) leaves the
+/// zone without a chain: its denials go unproved, and `check` is told why.
+#[test]
+fn an_nsec3param_without_its_records_proves_nothing_and_says_so() {
+    let text = "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
+                @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
+                @ 300 NSEC3PARAM 1 0 0 -\n";
+    let zone = Zone::parse(Path::new("nsec3.zone"), text).unwrap();
+    let nx = zone.lookup_dnssec(&name("nope.example."), RecordType::A);
+    assert_eq!(nx.rcode, ResponseCode::NXDomain);
+    assert_eq!(
+        said(&nx.authorities),
+        ["example. SOA ttl 60", "example. RRSIG(SOA) ttl 60"]
+    );
+    let why = zone.denial_missing().unwrap();
+    assert!(why.contains("no NSEC3 records of its NSEC3PARAM"), "{why}");
+    // NSEC3 records and no NSEC3PARAM: the chain is not used, and said to be so.
+    let hash = "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom";
+    let text = text.replace(
+        "@ 300 NSEC3PARAM 1 0 0 -\n",
+        &format!("{hash} 300 NSEC3 1 0 0 - {hash} NS SOA RRSIG\n"),
+    );
+    let zone = Zone::parse(Path::new("nsec3.zone"), &text).unwrap();
+    let why = zone.denial_missing().unwrap();
+    assert!(why.contains("no NSEC3PARAM"), "{why}");
+    // Its owner is no name of the zone to a query (RFC 5155 section 7.2.8).
+    let hashed = zone.lookup(&name(&format!("{hash}.example.")), RecordType::NSEC3);
+    assert_eq!(hashed.rcode, ResponseCode::NXDomain);
+}
+
+#[test]
+fn a_ds_at_a_zone_s_apex_is_answered_by_the_parent_that_delegates_it() {
+    let parent = |cut: &str| {
+        let text = format!(
+            "$ORIGIN example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\n{cut}"
+        );
+        Zone::parse(Path::new("parent.zone"), &text).unwrap()
+    };
+    let child = "$ORIGIN sub.example.test.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\n";
+    let child = Zone::parse(Path::new("child.zone"), child).unwrap();
+    for (cut, answers) in [
+        ("sub NS ns.sub\n", "example.test."),
+        ("", "sub.example.test."),
+    ] {
+        let mut catalog = Catalog::default();
+        catalog.add(parent(cut)).unwrap();
+        catalog.add(child.clone()).unwrap();
+        let origin = |n: &str, t| {
+            catalog
+                .find_for(&name(n), t)
+                .map(|z| z.origin().to_string())
+        };
+        // RFC 4035 section 3.1.4.1; a parent that does not delegate the name would deny it.
+        assert_eq!(
+            origin("SUB.example.test.", RecordType::DS).as_deref(),
+            Some(answers),
+            "{cut:?}"
+        );
+        assert_eq!(
+            origin("www.sub.example.test.", RecordType::DS).as_deref(),
+            Some("sub.example.test.")
+        );
+        assert_eq!(
+            origin("sub.example.test.", RecordType::A).as_deref(),
+            Some("sub.example.test.")
+        );
+        assert_eq!(
+            origin("example.test.", RecordType::DS).as_deref(),
+            Some("example.test.")
+        );
+    }
 }

@@ -169,7 +169,20 @@ fn every_kind_of_answer_from_a_signed_zone_validates_with_nsec_and_with_nsec3() 
     for chain in [Chain::Nsec, Chain::Nsec3, Chain::Nsec3OptOut] {
         let signed = signed(chain, &[]);
         let port = free_port();
-        let _app = spawn_dns_app(dns_service("dns", port).tcp().zone_file(&signed.zone));
+        let app = spawn_dns_app(dns_service("dns", port).tcp().zone_file(&signed.zone));
+        // The first signature to expire, for alerts: dnssec-signzone signs for 30 days.
+        let metrics = app.curl("/metrics").unwrap();
+        let expiry = metrics
+            .lines()
+            .find(|l| l.starts_with("weft_dns_zone_signatures_expire_timestamp_seconds{"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no signature expiry:\n{metrics}"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let days = (expiry.saturating_sub(now)) / 86_400;
+        assert!((28..=30).contains(&days), "{days} days ahead:\n{metrics}");
         let zone = std::fs::read_to_string(&signed.zone).unwrap();
         let theirs = free_port();
         let _nsd = nsd_serving(theirs, "example.test", &zone);
@@ -347,6 +360,11 @@ fn a_ds_at_a_child_zone_s_apex_is_answered_from_the_parent_served_beside_it() {
         soa.starts_with("ns.child.example.test. hostmaster.child.example.test. 1 "),
         "{soa}"
     );
+    let metrics = app.curl("/metrics").unwrap();
+    for zone in ["example.test.", "child.example.test."] {
+        let serial = format!(r#"weft_dns_zone_serial{{service="dns",zone="{zone}"}} 1"#);
+        assert!(metrics.contains(&serial), "{serial}:\n{metrics}");
+    }
     // The parent's DS changes (a key rollover) and the child's zone does not: the DS
     // kept from before is not served after the reload.
     let parent_file = app.dir.path().join("example.test.zone");
@@ -379,5 +397,12 @@ fn a_ds_at_a_child_zone_s_apex_is_answered_from_the_parent_served_beside_it() {
     assert!(
         section(&www, "AUTHORITY").contains(" IN NS ns.child.example.test."),
         "{www}"
+    );
+    // What /metrics says of the zones follows: the child's serial is gone.
+    let metrics = app.curl("/metrics").unwrap();
+    assert!(
+        metrics.contains(r#"weft_dns_zone_serial{service="dns",zone="example.test."} 1"#)
+            && !metrics.contains(r#"zone="child.example.test.""#),
+        "{metrics}"
     );
 }

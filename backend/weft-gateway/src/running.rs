@@ -63,6 +63,8 @@ pub struct Running {
     primary: bool,
     /// `weft_tls_certificate_expiry_timestamp_seconds`, reactor 0's only.
     expiry: Option<prometheus::IntGaugeVec>,
+    /// The DNS zones' serials and signature expiry, reactor 0's only.
+    zone_gauges: Option<services::dns_zones::ZoneGauges>,
 }
 
 impl std::fmt::Debug for Running {
@@ -124,10 +126,20 @@ impl Running {
         }
         env.query_log = query_log_to(store.as_ref(), query_spans, config);
         let expiry = certificate_expiry(hub.registry());
+        let zone_gauges = services::dns_zones::ZoneGauges::register(hub.registry());
         let mut running = Self::serve(reactor, hub, store, env, config, true)?;
         running.expiry = expiry;
+        running.zone_gauges = zone_gauges;
         running.publish_certificates();
+        running.publish_zones();
         Ok(running)
+    }
+
+    /// Sets the zone gauges to the zones the DNS services now serve.
+    fn publish_zones(&self) {
+        if let Some(gauges) = &self.zone_gauges {
+            gauges.publish(&self.config.services);
+        }
     }
 
     /// Sets the expiry gauge to the certificates the services now serve.
@@ -193,6 +205,7 @@ impl Running {
             replicas: Default::default(),
             primary,
             expiry: None,
+            zone_gauges: None,
         };
         for service in &config.services {
             let options = service.limits.listen_options();
@@ -308,6 +321,7 @@ impl Running {
         };
         result?;
         self.publish_certificates();
+        self.publish_zones();
         applied.need_restart = restart_needed(&self.config, &config, crate::logging::installed());
         Ok(applied)
     }

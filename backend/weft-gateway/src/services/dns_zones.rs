@@ -269,3 +269,72 @@ pub(crate) fn announce_changes(
         }
     }
 }
+
+/// `weft_dns_zone_serial{service,zone}` and
+/// `weft_dns_zone_signatures_expire_timestamp_seconds{service,zone}`, on reactor 0's
+/// registry only (the zones are the same on every reactor), set at start and after each
+/// reload applied: what each DNS service serves now, for alerting on a signed zone whose
+/// signatures near their end (weft serves them; the signer must renew them) and on a
+/// serial that does not follow its primary's.
+pub(crate) struct ZoneGauges {
+    serial: prometheus::IntGaugeVec,
+    expiry: prometheus::IntGaugeVec,
+}
+
+impl ZoneGauges {
+    /// The two families, registered on `registry`; `None` (and a warning) if they cannot be.
+    pub(crate) fn register(registry: &prometheus::Registry) -> Option<Self> {
+        let gauge = |name: &str, help: &str| {
+            let gauge = prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(name, help),
+                &["service", "zone"],
+            )?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok::<_, prometheus::Error>(gauge)
+        };
+        let gauges = gauge(
+            "weft_dns_zone_serial",
+            "The SOA serial of each zone a DNS service serves.",
+        )
+        .and_then(|serial| {
+            let expiry = gauge(
+                "weft_dns_zone_signatures_expire_timestamp_seconds",
+                "When the first signature of each signed zone a DNS service serves expires, \
+                 unix seconds: alert on it minus time().",
+            )?;
+            Ok(Self { serial, expiry })
+        });
+        match gauges {
+            Ok(gauges) => Some(gauges),
+            Err(error) => {
+                tracing::warn!(%error, "zone serials and signature expiry are not on /metrics");
+                None
+            }
+        }
+    }
+
+    /// Sets both to the zones `services` serve, and drops the series of zones they no
+    /// longer serve.
+    pub(crate) fn publish(&self, services: &[ServiceConfig]) {
+        self.serial.reset();
+        self.expiry.reset();
+        let now = std::time::SystemTime::now();
+        for service in services {
+            let Some(settings) = dns(service) else {
+                continue;
+            };
+            for zone in settings.config.zones.zones() {
+                let labels = [service.name.as_str(), &zone.origin().to_string()];
+                self.serial
+                    .with_label_values(&labels)
+                    .set(i64::from(zone.serial()));
+                if let Some((at, _, _)) = zone.first_expiry(now) {
+                    let seconds = at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |s| i64::try_from(s.as_secs()).unwrap_or(i64::MAX));
+                    self.expiry.with_label_values(&labels).set(seconds);
+                }
+            }
+        }
+    }
+}

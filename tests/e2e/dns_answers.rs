@@ -315,3 +315,42 @@ fn dig_with_its_cookie_gets_the_kept_answer_with_a_server_cookie_that_is_valid()
         app.curl("/metrics").unwrap_or_default()
     );
 }
+
+/// A kept answer that ends at a CNAME to a name no zone here holds is not carried past
+/// a reload that adds the zone holding it: the chain goes on there now.
+#[test]
+fn a_reload_adding_the_zone_a_kept_cname_leads_into_answers_anew() {
+    let port = free_port();
+    let zone = format!("{ZONE}away IN CNAME www.other.test.\n");
+    let app = spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .zone("example.test.zone", zone),
+    );
+    for _ in 0..2 {
+        let short = dig(port, &["away.example.test", "A", "+nocookie", "+short"]);
+        assert_eq!(short.trim(), "www.other.test.");
+    }
+    assert_eventually!(
+        reused(&app) >= 1.0,
+        "the second was answered from the kept answer"
+    );
+    let other = "$ORIGIN other.test.\n$TTL 1h\n@ SOA ns1 hostmaster 1 2h 15m 2w 5m\n@ NS ns1\n\
+                 ns1 A 192.0.2.54\nwww A 192.0.2.77\n";
+    std::fs::write(app.dir.path().join("other.test.zone"), other).unwrap();
+    let config = app.dir.path().join("weft.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let file = |name: &str| format!("{:?}", app.dir.path().join(name).display().to_string());
+    let (one, both) = (
+        file("example.test.zone"),
+        format!("{}, {}", file("example.test.zone"), file("other.test.zone")),
+    );
+    std::fs::write(&config, text.replace(&one, &both)).unwrap();
+    app.reload_by_signal("ok");
+    let short = dig(port, &["away.example.test", "A", "+nocookie", "+short"]);
+    assert_eq!(
+        short.trim(),
+        "www.other.test.\n192.0.2.77".trim(),
+        "{short}"
+    );
+}

@@ -1,8 +1,9 @@
 //! DNS service for weft (twisted.names): authoritative zones, a forwarding cache, UDP and TCP.
 //!
 //! A [`DnsServer`] answers questions about names in its BIND zone files with the AA flag
-//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone and on into the service's other zones, each once,
-//! wildcards, referrals without it below a zone cut),
+//! (NXDOMAIN or NODATA with the zone's SOA, CNAMEs followed inside the zone and on into
+//! the service's other zones, each once, wildcards, referrals without it below a zone
+//! cut),
 //! forwards other names to upstream resolvers through a TTL cache, and REFUSES them when
 //! it has no upstream. Each upstream query is a labelled [`weft::defer::Deferred`] with a
 //! timeout, so a silent upstream is visible in the inspector and its clients get SERVFAIL.

@@ -178,14 +178,15 @@ pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
     }) else {
         return;
     };
-    let Some(zone) = zones.find(&target) else {
+    // As a question for the target would be answered (on into another zone of the
+    // service, a DS from its parent).
+    let Some((local, _)) = zones.lookup(&target, query.query_type(), false) else {
         return;
     };
     message.answers.retain(|r| {
         let name = LowerName::new(&r.name);
         before.contains(&name) || (r.record_type() == RecordType::DNAME && !ours(&name))
     });
-    let local = zone.lookup(&target, query.query_type());
     message.metadata.response_code = local.rcode;
     message.answers.extend(local.answers);
     message.authorities = local.authorities;

@@ -35,18 +35,25 @@ pub(super) fn take_over(new: &mut Inner, old: &Inner) {
     }
     if new.forwarder.is_some() == old.forwarder.is_some() {
         let kept = old.answers.borrow_mut().take();
-        // An answer is kept when the zone that gave it answers the question still, and is
-        // the one running (shared: a zone read again and found unchanged is the running
-        // one); a DS at a child's apex is its parent's to answer.
+        // A zone added is a zone a kept answer's CNAME may lead into now, where it ended
+        // before (its target someone else's, or a referral): none is kept then.
+        let added = new.catalog.zones().iter().any(|zone| {
+            !old.catalog
+                .zones()
+                .iter()
+                .any(|o| o.origin() == zone.origin())
+        });
+        // Otherwise an answer is kept when the zone that gave it answers the question
+        // still, the running one (shared: a zone read again and found unchanged is the
+        // running one; a changed one is another); a DS at a child's apex is its parent's
+        // to answer.
         let unchanged = |query: &Query| {
             let (name, qtype) = (query.name(), query.query_type());
             match (
                 old.catalog.find_for(name, qtype),
                 new.catalog.find_for(name, qtype),
             ) {
-                (Some(then), Some(now)) => {
-                    std::ptr::eq(then, now) && !changed.contains(&LowerName::new(now.origin()))
-                }
+                (Some(then), Some(now)) => !added && std::ptr::eq(then, now),
                 _ => false,
             }
         };

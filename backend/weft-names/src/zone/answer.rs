@@ -35,7 +35,7 @@ enum Node<'a> {
 impl Zone {
     /// The answer to `qname`/`qtype`, which must be inside the zone.
     pub fn lookup(&self, qname: &Name, qtype: RecordType) -> ZoneAnswer {
-        self.answer(qname, qtype, false)
+        self.answer(qname, qtype, false, &mut Vec::new(), &|_| false)
     }
 
     /// The answer to `qname`/`qtype` asked with DO (RFC 3225): from a signed zone, the
@@ -43,10 +43,24 @@ impl Zone {
     /// NSEC3 records that prove a denial, a wildcard's expansion or a delegation without
     /// DS (RFC 4035 section 3.1, RFC 5155 section 7.2; see `proof`).
     pub fn lookup_dnssec(&self, qname: &Name, qtype: RecordType) -> ZoneAnswer {
-        self.answer(qname, qtype, self.signed)
+        self.answer(qname, qtype, self.signed, &mut Vec::new(), &|_| false)
     }
 
-    fn answer(&self, qname: &Name, qtype: RecordType, dnssec: bool) -> ZoneAnswer {
+    /// The answer, with DNSSEC records when `dnssec` (and the zone is signed). `followed`
+    /// holds the names whose CNAMEs are in the answer so far, from other zones too (a
+    /// [`Catalog`](super::Catalog) chain): a loop ends when it comes back to one, so each
+    /// record is in the answer once, and the chain at [`MAX_CNAME_CHAIN`] in all. The
+    /// chain stops, its CNAMEs the answer, at a target `hand_off` says another zone
+    /// answers.
+    pub(super) fn answer(
+        &self,
+        qname: &Name,
+        qtype: RecordType,
+        dnssec: bool,
+        followed: &mut Vec<LowerName>,
+        hand_off: &dyn Fn(&LowerName) -> bool,
+    ) -> ZoneAnswer {
+        let dnssec = dnssec && self.signed;
         let mut answer = ZoneAnswer {
             rcode: ResponseCode::NoError,
             authoritative: true,
@@ -56,9 +70,6 @@ impl Zone {
         };
         let mut owner = qname.clone();
         let mut name = LowerName::new(qname);
-        // The names whose CNAMEs are in the answer: a loop ends when it comes back to one,
-        // so each record is in the answer once.
-        let mut followed: Vec<LowerName> = Vec::new();
         loop {
             let (records, wildcard) = match self.node(&name) {
                 Node::Exact(records) => (records, None),
@@ -147,9 +158,11 @@ impl Zone {
             if !self.lower_origin.zone_of(&next)
                 || followed.contains(&next)
                 || followed.len() >= MAX_CNAME_CHAIN
+                || hand_off(&next)
             {
-                // Someone else's target (the client's resolver follows it), a loop, or a
-                // chain too long to follow: the CNAMEs so far are the answer.
+                // Someone else's target (the client's resolver follows it, or another
+                // zone served here answers it), a loop, or a chain too long to follow:
+                // the CNAMEs so far are the answer.
                 return answer;
             }
             name = next;

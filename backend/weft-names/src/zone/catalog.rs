@@ -131,10 +131,10 @@ impl Catalog {
 
     /// The answer of these zones to `qname`/`qtype` (with DNSSEC records when
     /// `dnssec_ok`, see [`Zone::lookup_dnssec`]), `None` when no zone holds the name. A
-    /// CNAME chain that leaves its zone for a name another zone here holds (outside it, or
+    /// CNAME chain that reaches a name another zone here answers (outside its zone, or
     /// below one of its cuts, delegated to a zone served beside it) goes on in that zone,
     /// as RFC 1034 section 4.3.2 step 3a has it (back to step 1, which picks the zone),
-    /// and as NSD answers; at most eight CNAMEs in all. The flag says
+    /// and as NSD answers: each record once, at most eight CNAMEs in all. The flag says
     /// whether the answer came from one zone alone.
     pub fn lookup(
         &self,
@@ -142,47 +142,45 @@ impl Catalog {
         qtype: RecordType,
         dnssec_ok: bool,
     ) -> Option<(ZoneAnswer, bool)> {
-        let ask = |zone: &Zone, name: &Name| match dnssec_ok {
-            true => zone.lookup_dnssec(name, qtype),
-            false => zone.lookup(name, qtype),
-        };
         let mut zone = self.find_for(qname, qtype)?;
-        let mut answer = ask(zone, qname);
+        let mut followed = Vec::new();
+        // Another zone answers `name`: `zone` hands its chain off there.
+        let elsewhere = |zone: &Zone, name: &LowerName| {
+            self.find_for(name, qtype)
+                .is_some_and(|other| !std::ptr::eq(other, zone))
+        };
+        let mut answer = zone.answer(qname, qtype, dnssec_ok, &mut followed, &|n| {
+            elsewhere(zone, n)
+        });
         let mut alone = true;
-        if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
-            return Some((answer, alone));
-        }
         loop {
-            let aliases = answer
-                .answers
-                .iter()
-                .filter(|r| r.record_type() == RecordType::CNAME)
-                .count();
-            // The chain ends at a CNAME (its RRSIGs after it) this zone did not follow.
-            let Some(RData::CNAME(target)) = answer
+            // The chain ends at a CNAME (its RRSIGs after it) that this zone handed off.
+            let last = answer
                 .answers
                 .iter()
                 .rev()
-                .find(|r| r.record_type() != RecordType::RRSIG)
-                .map(|r| &r.data)
-            else {
+                .find(|r| r.record_type() != RecordType::RRSIG);
+            let Some(RData::CNAME(target)) = last.map(|r| &r.data) else {
                 return Some((answer, alone));
             };
-            let next = match self.find(&target.0) {
-                Some(next) if !std::ptr::eq(next, zone) && aliases < MAX_CNAME_CHAIN => next,
+            let target = target.0.clone();
+            let lower = LowerName::new(&target);
+            let next = match self.find_for(&target, qtype) {
+                Some(next)
+                    if !std::ptr::eq(next, zone)
+                        && !followed.contains(&lower)
+                        && followed.len() < MAX_CNAME_CHAIN
+                        && !matches!(qtype, RecordType::CNAME | RecordType::ANY) =>
+                {
+                    next
+                }
                 _ => return Some((answer, alone)),
             };
-            let target = target.0.clone();
-            let mut then = ask(next, &target);
-            // What the first zone said past its answer is a referral to the zone now
-            // asked (dropped), or the proof of a wildcard its CNAME came from (kept).
-            if answer
-                .authorities
-                .iter()
-                .any(|r| r.record_type() == RecordType::NS)
-            {
-                answer.authorities.clear();
-            }
+            let mut then = next.answer(&target, qtype, dnssec_ok, &mut followed, &|n| {
+                elsewhere(next, n)
+            });
+            // The zone before handed off at the CNAME: its answer holds nothing past the
+            // chain but the proofs of the wildcards its CNAMEs came from.
             answer.answers.append(&mut then.answers);
             answer.authorities.append(&mut then.authorities);
             answer.additionals = then.additionals;

@@ -14,6 +14,8 @@
 
 mod answer;
 mod catalog;
+#[cfg(test)]
+mod catalog_tests;
 mod dnssec;
 mod generate;
 mod lex;
@@ -188,8 +190,10 @@ impl Zone {
                 ));
             }
             let rtype = record.record_type();
+            // The apex's NSEC3PARAM is the one read (RFC 5155 section 4).
             if let Some((iterations, _)) = proof::nsec3_param(record)
                 && iterations > proof::MAX_NSEC3_ITERATIONS
+                && owner == lower_origin
             {
                 return Err(err(
                     &at,

@@ -124,8 +124,8 @@ pub(super) fn nsec3_param(record: &Record) -> Option<(u16, &[u8])> {
 
 impl Zone {
     /// Takes the owners that hold only NSEC3 records (and their signatures) out of the
-    /// zone's tree (RFC 5155 section 7.2.8): a query for one, or below one, is answered as
-    /// if it were not there. A transfer still carries them.
+    /// zone's tree (RFC 5155 section 7.2.8): a query for one is answered as if it were not
+    /// there. A transfer still carries them.
     pub(super) fn hide_nsec3_owners(&mut self) {
         let only_nsec3 = |r: &Record| {
             r.record_type() == RecordType::NSEC3 || covered(r) == Some(RecordType::NSEC3)
@@ -138,8 +138,17 @@ impl Zone {
             })
             .map(|(owner, _)| owner.clone())
             .collect();
-        for owner in &self.hashed {
-            self.names.remove(owner);
+        if self.hashed.is_empty() {
+            return;
+        }
+        // The tree again without them, so a name below one (however made up) still has
+        // its ancestors.
+        self.names.clear();
+        for owner in self.records.keys().filter(|o| !self.hashed.contains(*o)) {
+            let mut name = owner.clone();
+            while self.names.insert(name.clone()) && name != self.lower_origin {
+                name = name.base_name();
+            }
         }
     }
 

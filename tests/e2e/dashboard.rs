@@ -378,6 +378,10 @@ fn a_bad_id_gets_a_not_found_page_and_the_api_a_json_error() {
             "/api/connections?limit=5&limit=6",
             "limit: given more than once; give it once",
         ),
+        (
+            "/api/connections?reactor=abc",
+            r#"reactor: expected a reactor's index, a whole number from 0 to 65535, got "abc""#,
+        ),
     ] {
         let r = app.get(path);
         assert_eq!(r.status, 400, "{path}: {r:?}");

@@ -147,6 +147,8 @@ fn query_error(said: &str, query: Option<&str>) -> String {
             "a whole number, 0 or more"
         }
         "number too large to fit in target type" => "a smaller whole number",
+        // A parameter's own deserializer says what it expects (`reactor`).
+        own if own.starts_with("expected ") => &own["expected ".len()..],
         _ => return said.to_owned(),
     };
     let got = form_urlencoded::parse(query.unwrap_or_default().as_bytes())

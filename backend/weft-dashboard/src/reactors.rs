@@ -17,7 +17,7 @@ pub(crate) fn param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::E
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
         Some(s) => crate::data::parse_id(s).map(Some).ok_or_else(|| {
-            serde::de::Error::custom("reactor is a reactor's index, a whole number from 0 to 65535")
+            serde::de::Error::custom("expected a reactor's index, a whole number from 0 to 65535")
         }),
     }
 }

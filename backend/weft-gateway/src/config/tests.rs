@@ -1160,4 +1160,12 @@ fn a_signed_zone_is_warned_of_what_validating_resolvers_would_find_bogus() {
         said[0].contains("the signature of ns.t. A expires at "),
         "{said:?}"
     );
+    // A signature not valid yet (a signer whose clock runs ahead).
+    let early = sig(&stamp(30)).replace("20260101000000", &stamp(2));
+    let said = warnings(&zone("early.zone", &format!("{early}{chain}")));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("the signature of ns.t. A is not valid until "),
+        "{said:?}"
+    );
 }

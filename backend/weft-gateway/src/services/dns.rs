@@ -391,8 +391,9 @@ fn strings(
 }
 
 /// What `check` says of a signed zone that validators would find bogus: one with no NSEC
-/// or NSEC3 chain (its denials cannot be proved), or whose signatures have expired or
-/// expire within three days (weft serves a zone's signatures; it does not make them).
+/// or NSEC3 chain (its denials cannot be proved), with signatures not valid yet, or whose
+/// signatures have expired or expire within three days (weft serves a zone's signatures;
+/// it does not make them).
 fn signed_zone_warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, zone: &Zone) {
     const SOON: Duration = Duration::from_secs(3 * 24 * 3600);
     let file = path.display();
@@ -409,6 +410,18 @@ fn signed_zone_warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, 
         );
     }
     let now = SystemTime::now();
+    if let Some((at, owner, rtype)) = zone.last_inception(now) {
+        let when = humantime::format_rfc3339_seconds(at);
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin}: the signature of {owner} {rtype} is not valid until \
+                 {when} (the last of the zone's to become valid): validating resolvers find an \
+                 answer bogus until its signature is; check the signer's clock, or wait"
+            ),
+        );
+    }
     if let Some((at, owner, rtype)) = zone.first_expiry(now) {
         let when = humantime::format_rfc3339_seconds(at);
         let said = match at.duration_since(now) {

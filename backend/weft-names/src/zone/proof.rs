@@ -106,7 +106,7 @@ impl Chain {
             .is_some_and(|apex| apex.iter().any(|r| nsec3_param(r).is_some()));
         Some(match (has(RecordType::NSEC3), param) {
             (false, false) => "has no NSEC or NSEC3 records".to_owned(),
-            (true, false) => "has NSEC3 records but no NSEC3PARAM of SHA-1 with its flags clear \
+            (true, false) => "has NSEC3 records and no NSEC3PARAM of SHA-1 with its flags clear \
                  at its apex, which says the chain to prove denials with (RFC 5155 section 7.2)"
                 .to_owned(),
             (_, true) => "has no NSEC3 records of its NSEC3PARAM's iterations and salt".to_owned(),
@@ -156,37 +156,41 @@ impl Zone {
     /// times are seconds of the epoch modulo 2^32, RFC 4034 section 3.1.5), with the
     /// owner and the type it signs; `None` when it holds no RRSIG.
     pub fn first_expiry(&self, now: SystemTime) -> Option<(SystemTime, &Name, RecordType)> {
-        let epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.signature_times(now, EXPIRATION)
+            .min_by_key(|(ahead, _)| *ahead)
+            .map(|(ahead, record)| signed_at(now, ahead, record))
+    }
+
+    /// When the last of its signatures to become valid does, if that is after `now`: a
+    /// validator finds an answer whose signature is not valid yet bogus too (RFC 4035
+    /// section 5.3.1).
+    pub fn last_inception(&self, now: SystemTime) -> Option<(SystemTime, &Name, RecordType)> {
+        self.signature_times(now, INCEPTION)
+            .max_by_key(|(ahead, _)| *ahead)
+            .filter(|(ahead, _)| *ahead > 0)
+            .map(|(ahead, record)| signed_at(now, ahead, record))
+    }
+
+    /// Each RRSIG with the seconds from `now` to the time in its field at `at`
+    /// (`EXPIRATION` or `INCEPTION`), read in serial arithmetic: within 68 years either
+    /// side of now.
+    fn signature_times(&self, now: SystemTime, at: usize) -> impl Iterator<Item = (i64, &Record)> {
         // Truncated on purpose: signature times wrap at 2^32.
         #[allow(clippy::cast_possible_truncation)]
-        let today = epoch as u32;
-        self.records
-            .values()
-            .flatten()
-            .filter_map(|record| {
-                let RData::Unknown { code, rdata } = &record.data else {
-                    return None;
-                };
-                let field = rdata
-                    .anything
-                    .get(8..12)
-                    .filter(|_| *code == RecordType::RRSIG)?;
-                let expiration = u32::from_be_bytes(field.try_into().ok()?);
-                // Serial arithmetic: within 68 years either side of now.
-                #[allow(clippy::cast_possible_wrap)]
-                let ahead = i64::from(expiration.wrapping_sub(today) as i32);
-                Some((ahead, record))
-            })
-            .min_by_key(|(ahead, _)| *ahead)
-            .map(|(ahead, record)| {
-                let since_epoch = i64::try_from(epoch).unwrap_or(i64::MAX) + ahead;
-                let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(since_epoch).unwrap_or(0));
-                (
-                    at,
-                    &record.name,
-                    covered(record).unwrap_or(RecordType::RRSIG),
-                )
-            })
+        let today = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as u32;
+        self.records.values().flatten().filter_map(move |record| {
+            let RData::Unknown { code, rdata } = &record.data else {
+                return None;
+            };
+            let field = rdata
+                .anything
+                .get(at..at + 4)
+                .filter(|_| *code == RecordType::RRSIG)?;
+            let time = u32::from_be_bytes(field.try_into().ok()?);
+            #[allow(clippy::cast_possible_wrap)]
+            let ahead = i64::from(time.wrapping_sub(today) as i32);
+            Some((ahead, record))
+        })
     }
 
     /// Adds the proof that `name`, which exists, has no RRset of the type asked (NODATA;
@@ -469,4 +473,22 @@ fn wildcard_at(encloser: &LowerName) -> LowerName {
 /// an encloser may be a wildcard's owner (`x.*.apps` below `*.apps`).
 fn next_closer(name: &LowerName, encloser: &LowerName) -> LowerName {
     LowerName::new(&name.trim_to(encloser.iter().count() + 1))
+}
+
+/// Where an RRSIG's expiration and inception lie in its data (RFC 4034 section 3.1).
+const EXPIRATION: usize = 8;
+const INCEPTION: usize = 12;
+
+/// The time `ahead` seconds from `now`, with the owner and covered type of `record`.
+fn signed_at(now: SystemTime, ahead: i64, record: &Record) -> (SystemTime, &Name, RecordType) {
+    let epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let since_epoch = i64::try_from(epoch)
+        .unwrap_or(i64::MAX)
+        .saturating_add(ahead);
+    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(since_epoch).unwrap_or(0));
+    (
+        at,
+        &record.name,
+        covered(record).unwrap_or(RecordType::RRSIG),
+    )
 }

@@ -17,8 +17,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::Spanned;
 use weft_names::{
@@ -229,7 +229,7 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         });
         let zone = match loaded {
             Ok(zone) => {
-                signed_zone_warnings(ctx, &span, &path, &zone);
+                super::dns_signed::warnings(ctx, &span, &path, &zone);
                 zone
             }
             Err(error) => {
@@ -388,58 +388,6 @@ fn strings(
     let key = format!("{}.{field}", ctx.prefix);
     ctx.at
         .strings(&key, value, ("a string", "a list of strings"))
-}
-
-/// What `check` says of a signed zone that validators would find bogus: one with no NSEC
-/// or NSEC3 chain (its denials cannot be proved), with signatures not valid yet, or whose
-/// signatures have expired or expire within three days (weft serves a zone's signatures;
-/// it does not make them).
-fn signed_zone_warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, zone: &Zone) {
-    const SOON: Duration = Duration::from_secs(3 * 24 * 3600);
-    let file = path.display();
-    let origin = zone.origin();
-    if let Some(lacks) = zone.denial_missing() {
-        ctx.warn(
-            span.clone(),
-            "zones",
-            format!(
-                "{file}: zone {origin} is signed (it holds RRSIG records) but {lacks}: its \
-                 negative answers cannot be proved, so validating resolvers find them bogus; \
-                 sign it with a signer that adds the chain"
-            ),
-        );
-    }
-    let now = SystemTime::now();
-    if let Some((at, owner, rtype)) = zone.last_inception(now) {
-        let when = humantime::format_rfc3339_seconds(at);
-        ctx.warn(
-            span.clone(),
-            "zones",
-            format!(
-                "{file}: zone {origin}: the signature of {owner} {rtype} is not valid until \
-                 {when} (the last of the zone's to become valid): validating resolvers find an \
-                 answer bogus until its signature is; check the signer's clock, or wait"
-            ),
-        );
-    }
-    if let Some((at, owner, rtype)) = zone.first_expiry(now) {
-        let when = humantime::format_rfc3339_seconds(at);
-        let said = match at.duration_since(now) {
-            Err(_) => format!("expired at {when}"),
-            Ok(left) if left < SOON => format!("expires at {when}, in less than three days"),
-            Ok(_) => return,
-        };
-        ctx.warn(
-            span.clone(),
-            "zones",
-            format!(
-                "{file}: zone {origin}: the signature of {owner} {rtype} {said} (the first of \
-                 the zone's to expire): validating resolvers find an answer bogus once its \
-                 signature has expired; sign the zone again (weft serves a zone's signatures, it \
-                 does not make them)"
-            ),
-        );
-    }
 }
 
 #[cfg(test)]

@@ -318,7 +318,6 @@ impl ZoneGauges {
     pub(crate) fn publish(&self, services: &[ServiceConfig]) {
         self.serial.reset();
         self.expiry.reset();
-        let now = std::time::SystemTime::now();
         for service in services {
             let Some(settings) = dns(service) else {
                 continue;
@@ -328,7 +327,7 @@ impl ZoneGauges {
                 self.serial
                     .with_label_values(&labels)
                     .set(i64::from(zone.serial()));
-                if let Some((at, _, _)) = zone.first_expiry(now) {
+                if let Some((at, _, _)) = zone.first_expiry() {
                     let seconds = at
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |s| i64::try_from(s.as_secs()).unwrap_or(i64::MAX));

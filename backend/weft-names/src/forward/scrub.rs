@@ -152,8 +152,8 @@ fn target(record: &Record) -> Option<LowerName> {
 /// answer to `query` (scrubbed), when it leads into one of them: the upstream's records
 /// there were left out, and a stub resolver would not ask again for the target. What
 /// the answer holds past the chain's way in (cached before a reload made the zone the
-/// service's) goes; the rcode and the other sections become the zone's for the name the
-/// chain enters by.
+/// service's) goes; the rcode and the other sections become what the service's zones
+/// answer for the name the chain enters by (`Catalog::lookup`, on into another of them).
 pub(crate) fn complete(message: &mut Message, query: &Query, zones: &Catalog) {
     if zones.zones().is_empty()
         || matches!(query.query_type(), RecordType::CNAME | RecordType::ANY)

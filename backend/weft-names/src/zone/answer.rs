@@ -214,7 +214,8 @@ impl Zone {
     /// A referral to the zone cut `cut`: its NS set in the authority section, the
     /// addresses this zone holds for their targets in the additional section (glue at or
     /// below the cut, and in-zone addresses elsewhere, as NSD gives). Not authoritative,
-    /// unless CNAMEs of this zone led here.
+    /// unless CNAMEs of this zone led here (a chain from another zone keeps that zone's
+    /// AA: `Catalog::lookup`).
     ///
     /// Asked with DO, a referral from a signed zone carries the cut's DS set and its
     /// RRSIGs, or the proof that it has none (RFC 4035 section 3.1.4, RFC 5155 section

@@ -132,7 +132,7 @@ impl Catalog {
     /// The answer of these zones to `qname`/`qtype` (with DNSSEC records when
     /// `dnssec_ok`, see [`Zone::lookup_dnssec`]), `None` when no zone holds the name. A
     /// CNAME chain that reaches a name another zone here answers (outside its zone, or
-    /// below one of its cuts, delegated to a zone served beside it) goes on in that zone,
+    /// in a zone served below it, delegated or not) goes on in that zone,
     /// as RFC 1034 section 4.3.2 step 3a has it (back to step 1, which picks the zone),
     /// and as NSD answers: each record once, at most eight CNAMEs in all. The flag says
     /// whether the answer came from one zone alone.
@@ -160,6 +160,8 @@ impl Catalog {
                 .iter()
                 .rev()
                 .find(|r| r.record_type() != RecordType::RRSIG);
+            // (A hop that added nothing, a denial or a referral, leaves the CNAME before
+            // it last: its target is then the zone just asked, which ends the loop.)
             let Some(RData::CNAME(target)) = last.map(|r| &r.data) else {
                 return Some((answer, alone));
             };
@@ -176,13 +178,18 @@ impl Catalog {
                 }
                 _ => return Some((answer, alone)),
             };
-            let mut then = next.answer(&target, qtype, dnssec_ok, &mut followed, &|n| {
+            let then = next.answer(&target, qtype, dnssec_ok, &mut followed, &|n| {
                 elsewhere(next, n)
             });
             // The zone before handed off at the CNAME: its answer holds nothing past the
-            // chain but the proofs of the wildcards its CNAMEs came from.
-            answer.answers.append(&mut then.answers);
-            answer.authorities.append(&mut then.authorities);
+            // chain but the proofs of the wildcards its CNAMEs came from. A proof two
+            // zones both give (a chain back into a zone) goes in once (RFC 2181 section 5).
+            answer.answers.extend(then.answers);
+            for record in then.authorities {
+                if !answer.authorities.contains(&record) {
+                    answer.authorities.push(record);
+                }
+            }
             answer.additionals = then.additionals;
             answer.rcode = then.rcode;
             zone = next;

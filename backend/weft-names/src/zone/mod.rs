@@ -70,6 +70,8 @@ pub struct Zone {
     /// The owners that hold only NSEC3 records (and their RRSIGs): not names of the zone
     /// to a query (RFC 5155 section 7.2.8), so out of `names`, and looked past by `node`.
     hashed: HashSet<LowerName>,
+    /// When its first signature expires, with the owner and type it signs (`proof.rs`).
+    expiry: Option<(std::time::SystemTime, Name, RecordType)>,
 }
 
 /// What a zone says about a question.
@@ -172,6 +174,7 @@ impl Zone {
             signed: false,
             chain: proof::Chain::None,
             hashed: HashSet::new(),
+            expiry: None,
         };
         // The bytes each RRset takes in an answer, to refuse one no message can hold.
         let mut sizes: HashMap<(LowerName, RecordType), usize> = HashMap::new();
@@ -301,6 +304,7 @@ impl Zone {
         if zone.signed {
             zone.chain = proof::Chain::read(&zone.lower_origin, &zone.records);
             zone.hide_nsec3_owners();
+            zone.expiry = zone.find_first_expiry(std::time::SystemTime::now());
         }
         Ok(zone)
     }

@@ -152,13 +152,29 @@ impl Zone {
         }
     }
 
-    /// When the first of its signatures to expire does, read from `now` (signature
-    /// times are seconds of the epoch modulo 2^32, RFC 4034 section 3.1.5), with the
-    /// owner and the type it signs; `None` when it holds no RRSIG.
-    pub fn first_expiry(&self, now: SystemTime) -> Option<(SystemTime, &Name, RecordType)> {
+    /// When the first of its signatures to expire does (signature times are seconds of
+    /// the epoch modulo 2^32, RFC 4034 section 3.1.5, read from the time the zone was
+    /// loaded), with the owner and the type it signs; `None` when it holds no RRSIG.
+    /// Found when the zone is read, so asking costs nothing (`/metrics` asks after each
+    /// reload, on the reactor thread).
+    pub fn first_expiry(&self) -> Option<(SystemTime, &Name, RecordType)> {
+        self.expiry
+            .as_ref()
+            .map(|(at, owner, rtype)| (*at, owner, *rtype))
+    }
+
+    /// What [`first_expiry`](Self::first_expiry) says, read from `now`: every RRSIG
+    /// walked once.
+    pub(super) fn find_first_expiry(
+        &self,
+        now: SystemTime,
+    ) -> Option<(SystemTime, Name, RecordType)> {
         self.signature_times(now, EXPIRATION)
             .min_by_key(|(ahead, _)| *ahead)
-            .map(|(ahead, record)| signed_at(now, ahead, record))
+            .map(|(ahead, record)| {
+                let (at, owner, rtype) = signed_at(now, ahead, record);
+                (at, owner.clone(), rtype)
+            })
     }
 
     /// When the last of its signatures to become valid does, if that is after `now`: a

@@ -1,0 +1,69 @@
+//! What `weft check` says of a signed zone a DNS service serves: what would make
+//! validating resolvers find its answers bogus (weft serves a zone's signatures and
+//! proofs; it does not make them).
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use weft_names::Zone;
+
+use crate::config::validate::ServiceCtx;
+
+/// What `check` says of a signed zone that validators would find bogus: one with no NSEC
+/// or NSEC3 chain (its denials cannot be proved), with signatures not valid yet, or whose
+/// signatures have expired or expire within three days (weft serves a zone's signatures;
+/// it does not make them).
+pub(crate) fn warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, zone: &Zone) {
+    const SOON: Duration = Duration::from_secs(3 * 24 * 3600);
+    const SKEW: Duration = Duration::from_secs(5 * 60);
+    let file = path.display();
+    let origin = zone.origin();
+    if let Some(lacks) = zone.denial_missing() {
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin} is signed (it holds RRSIG records) but {lacks}: its \
+                 negative answers cannot be proved, so validating resolvers find them bogus; \
+                 sign it with a signer that adds the chain"
+            ),
+        );
+    }
+    let now = SystemTime::now();
+    // A signer's clock a little behind this one's is no fault: validators allow some skew
+    // (Unbound's val-sig-skew-min, 3 minutes).
+    if let Some((at, owner, rtype)) = zone
+        .last_inception(now)
+        .filter(|(at, _, _)| at.duration_since(now).is_ok_and(|ahead| ahead > SKEW))
+    {
+        let when = humantime::format_rfc3339_seconds(at);
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin}: the signature of {owner} {rtype} is not valid until \
+                 {when} (the last of the zone's to become valid): validating resolvers find an \
+                 answer bogus until its signature is; check the signer's clock, or wait"
+            ),
+        );
+    }
+    if let Some((at, owner, rtype)) = zone.first_expiry() {
+        let when = humantime::format_rfc3339_seconds(at);
+        let said = match at.duration_since(now) {
+            Err(_) => format!("expired at {when}"),
+            Ok(left) if left < SOON => format!("expires at {when}, in less than three days"),
+            Ok(_) => return,
+        };
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin}: the signature of {owner} {rtype} {said} (the first of \
+                 the zone's to expire): validating resolvers find an answer bogus once its \
+                 signature has expired; sign the zone again (weft serves a zone's signatures, it \
+                 does not make them)"
+            ),
+        );
+    }
+}

@@ -125,7 +125,7 @@ pub(super) fn nsec3_param(record: &Record) -> Option<(u16, &[u8])> {
 impl Zone {
     /// Takes the owners that hold only NSEC3 records (and their signatures) out of the
     /// zone's tree (RFC 5155 section 7.2.8): a query for one is answered as if it were not
-    /// there. A transfer still carries them.
+    /// there. A transfer still carries them, lower-cased.
     pub(super) fn hide_nsec3_owners(&mut self) {
         let only_nsec3 = |r: &Record| {
             r.record_type() == RecordType::NSEC3 || covered(r) == Some(RecordType::NSEC3)
@@ -140,6 +140,14 @@ impl Zone {
             .collect();
         if self.hashed.is_empty() {
             return;
+        }
+        // Served lower-cased, as NSD and Knot serve them: signers write the hash in upper
+        // case, and names compare without case (a proof's owner is no name anyone asked
+        // for, whose case an answer would keep).
+        for owner in &self.hashed {
+            for record in self.records.get_mut(owner).into_iter().flatten() {
+                record.name = record.name.to_lowercase();
+            }
         }
         // The tree again without them, so a name below one (however made up) still has
         // its ancestors.

@@ -1160,6 +1160,24 @@ fn a_signed_zone_is_warned_of_what_validating_resolvers_would_find_bogus() {
         said[0].contains("the signature of ns.t. A expires at "),
         "{said:?}"
     );
+    // NSEC3 with a salt and extra iterations (RFC 9276 section 3.1 asks for neither).
+    let nsec3 = |iterations: u16, salt: &str| {
+        let hash = "0p9mhaveqvm6t7vbl5lop2u3t2rp3tom";
+        format!(
+            "{}@ NSEC3PARAM 1 0 {iterations} {salt}\n{hash} NSEC3 1 0 {iterations} {salt} {hash} A\n",
+            sig(&stamp(30))
+        )
+    };
+    let said = warnings(&zone("salted.zone", &nsec3(10, "aabbccdd")));
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("its NSEC3 chain has 10 extra iterations and a salt of 4 bytes"),
+        "{said:?}"
+    );
+    assert_eq!(
+        warnings(&zone("plain3.zone", &nsec3(0, "-"))),
+        Vec::<String>::new()
+    );
     // A signature not valid yet (a signer whose clock runs ahead).
     let early = sig(&stamp(30)).replace("20260101000000", &stamp(2));
     let said = warnings(&zone("early.zone", &format!("{early}{chain}")));

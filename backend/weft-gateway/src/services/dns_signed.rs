@@ -30,6 +30,24 @@ pub(crate) fn warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, z
             ),
         );
     }
+    // RFC 9276 section 3.1: no extra iterations and no salt, which buy nothing against an
+    // attacker and cost every resolver; section 3.2 lets a validator treat a zone with
+    // more iterations as insecure.
+    if let Some((iterations, salt)) = zone.nsec3_parameters()
+        && (iterations > 0 || !salt.is_empty())
+    {
+        ctx.warn(
+            span.clone(),
+            "zones",
+            format!(
+                "{file}: zone {origin}: its NSEC3 chain has {iterations} extra iterations and \
+                 a salt of {} bytes: RFC 9276 section 3.1 asks for 0 and none (validators \
+                 may treat iterations above 0 as insecure, section 3.2); sign it again \
+                 so (dnssec-signzone: `-3 - -H 0`)",
+                salt.len()
+            ),
+        );
+    }
     let now = SystemTime::now();
     // A signer's clock a little behind this one's is no fault: validators allow some skew
     // (Unbound's val-sig-skew-min, 3 minutes).

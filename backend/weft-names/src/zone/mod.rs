@@ -344,6 +344,14 @@ impl Zone {
         self.chain.missing(&self.records, &self.lower_origin)
     }
 
+    /// The iterations and salt of the NSEC3 chain it proves denials with, if it uses one.
+    pub fn nsec3_parameters(&self) -> Option<(u16, &[u8])> {
+        match &self.chain {
+            proof::Chain::Nsec3(chain) => Some(chain.parameters()),
+            _ => None,
+        }
+    }
+
     /// Whether it holds no records (never true for a parsed zone: it has its SOA).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()

@@ -370,6 +370,11 @@ impl Zone {
 }
 
 impl Nsec3Chain {
+    /// Its iterations and salt.
+    pub(super) fn parameters(&self) -> (u16, &[u8]) {
+        (self.iterations, &self.salt)
+    }
+
     /// The owner of the NSEC3 record whose hash is `name`'s.
     fn matching(&self, name: &LowerName) -> Option<&LowerName> {
         let hash = self.hash(name);

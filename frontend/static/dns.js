@@ -1,10 +1,10 @@
-// The DNS page: each service's queries, cache, upstreams, top names and recent queries,
+// The DNS page: each service's zones, queries, cache, upstreams, top names and recent queries,
 // refetched from /api/dns once a second while the live feed ticks, drawn as the server
 // draws them (dns.html). Names are peer-controlled: they go in as text, never as markup.
 
 import { el } from "./dom.js";
 import { head, polledView } from "./polled.js";
-import { clock, millis, percent, rate } from "./fmt.js";
+import { age, clock, millis, percent, rate } from "./fmt.js";
 
 export const DnsView = polledView("/api/dns", "dns-services", ["no-dns", "No DNS service runs."], section);
 
@@ -20,6 +20,13 @@ function section(s) {
       ` (${s.cache.hits} hits, ${s.cache.misses} misses since start)`),
     el("span", {}, "p50 ", el("b", {}, millis(s.p50_ms))),
     el("span", {}, "p99 ", el("b", {}, millis(s.p99_ms))));
+  // As dns.html says it: when a signed zone's first signature expires, flagged within three days.
+  const signatures = (z) => z.signatures_left_ms === null ? "-"
+    : z.signatures_left_ms >= 0 ? `in ${age(z.signatures_left_ms)}` : `expired ${age(-z.signatures_left_ms)} ago`;
+  const zones = s.zones.length === 0 ? null : table("zones",
+    [["zone"], ["serial", 1], ["records", 1], ["signatures expire"]],
+    s.zones.map((z) => el("tr", {}, mono(z.zone), num(z.serial), num(z.records),
+      el("td", z.expiring ? { class: "bad" } : {}, signatures(z)))));
   const rates = (cls, title, unit, list) => table(cls, [[title], [unit, 1], [cls === "qtypes" ? "queries" : "answers", 1]],
     list.map((r) => el("tr", {}, mono(r.name), num(rate(r.per_s)), num(r.total))));
   const upstreams = s.upstreams.length === 0 ? null : table("upstreams",
@@ -33,6 +40,6 @@ function section(s) {
       el("td", {}, el("time", {}, clock(q.at_ms))), mono(q.client), mono(q.name), mono(q.qtype),
       mono(q.rcode), num(millis(q.latency_ms)), mono(q.source))));
   return el("section", { class: "dns-service", "data-service": s.service },
-    el("h2", {}, s.service), summary, rates("qtypes", "type", "q/s", s.qtypes),
+    el("h2", {}, s.service), summary, zones, rates("qtypes", "type", "q/s", s.qtypes),
     rates("rcodes", "rcode", "/s", s.rcodes), upstreams, top, recent);
 }

@@ -330,3 +330,60 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(in_page, serde_json::json!([]));
     println!("browser: screenshots in {}", artifacts().display());
 }
+
+/// The DNS page in a real browser: the zones a service serves are drawn again by the live
+/// page as the server drew them, with a signed zone's signatures flagged once they near
+/// their end, and no console error.
+#[test]
+fn the_dns_page_keeps_its_zones_live_in_a_real_browser() {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(dns_page_in_a_real_browser());
+}
+
+async fn dns_page_in_a_real_browser() {
+    // A signature expiring in a day: the page flags it.
+    let date = Command::new("date")
+        .args(["-u", "-d", "+1 day", "+%Y%m%d%H%M%S"])
+        .output()
+        .unwrap();
+    let stamp = String::from_utf8_lossy(&date.stdout).trim().to_owned();
+    let zone = format!(
+        "$ORIGIN example.test.\n$TTL 300\n@ SOA ns1 hostmaster 7 3600 600 86400 300\n@ NS ns1\n\
+         ns1 A 192.0.2.1\n@ NSEC ns1.example.test. NS SOA RRSIG NSEC\n\
+         ns1 NSEC example.test. A RRSIG NSEC\n\
+         ns1 RRSIG A 13 3 300 {stamp} 20260101000000 1 example.test. AAAA\n"
+    );
+    let port = free_port();
+    let app = crate::support::spawn_dns_app(
+        crate::support::dns_service("dns", port).zone("example.test.zone", zone),
+    );
+    let b = Browser::start().await;
+    b.open(app.dashboard, "/dns").await;
+    b.until(
+        10,
+        "the DNS page is live",
+        "return document.getElementById('live-state').textContent === 'live'",
+    )
+    .await;
+    // The page's script draws each service again from /api/dns once a second.
+    b.eval("document.querySelector('table.zones').dataset.drawn = 'server'; return true")
+        .await;
+    b.until(
+        10,
+        "the zones table is drawn again by the page, as the server drew it",
+        "const t = document.querySelector('section.dns-service table.zones');
+         if (!t || t.dataset.drawn === 'server') return false;
+         const cells = [...t.querySelectorAll('tbody td')].map(c => c.textContent);
+         const flagged = t.querySelector('tbody td.bad');
+         return cells[0] === 'example.test.' && cells[1] === '7' && cells[3].startsWith('in 23h')
+           && !!flagged && flagged.textContent.startsWith('in ')",
+    )
+    .await;
+    b.screenshot("dns").await;
+    let errors = b.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}

@@ -183,6 +183,23 @@ fn every_kind_of_answer_from_a_signed_zone_validates_with_nsec_and_with_nsec3() 
             .as_secs();
         let days = (expiry.saturating_sub(now)) / 86_400;
         assert!((28..=30).contains(&days), "{days} days ahead:\n{metrics}");
+        // The DNS page and its API show the zone, and when its signatures expire.
+        let api: serde_json::Value = serde_json::from_str(&app.curl("/api/dns").unwrap()).unwrap();
+        let zone = &api[0]["zones"][0];
+        assert_eq!(zone["zone"], "example.test.", "{api}");
+        assert_eq!(zone["serial"], 1, "{api}");
+        assert_eq!(zone["signed"], true, "{api}");
+        assert_eq!(
+            zone["signatures_expire_ms"].as_u64(),
+            Some(expiry * 1000),
+            "{api}"
+        );
+        assert_eq!(zone["expiring"], false, "{api}");
+        let page = app.curl("/dns").unwrap();
+        assert!(
+            page.contains("<td class=\"mono\">example.test.</td>") && page.contains("<td>in 29d "),
+            "{page}"
+        );
         let zone = std::fs::read_to_string(&signed.zone).unwrap();
         let theirs = free_port();
         let _nsd = nsd_serving(theirs, "example.test", &zone);

@@ -1,6 +1,7 @@
 //! The DNS page and `/api/dns`: per DNS service, queries per second by type and by
 //! response code over the last [`WINDOW`], the cache hit ratio, p50/p99 time to answer,
-//! each upstream's latency and timeouts, the names asked most and the recent queries.
+//! each upstream's latency and timeouts, the names asked most and the recent queries, and
+//! the zones it serves (serial, records, and when a signed one's signatures expire).
 //!
 //! The figures come from the service's view (`weft_telemetry::ServiceViews`, kind `dns`)
 //! measured against earlier readings as the HTTP page's are ([`ViewHistory`]). Recent
@@ -10,7 +11,9 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use weft_telemetry::views::{Histogram, RecentRequest, ServiceSnapshot, Tally, TopKey};
+use weft_telemetry::views::{
+    Histogram, RecentRequest, ServiceSnapshot, Tally, TopKey, ZoneSnapshot,
+};
 
 use crate::data::now_ms;
 use crate::state::DashboardState;
@@ -53,6 +56,56 @@ pub struct DnsFigures {
     pub seen: u64,
     /// The last queries answered, newest first; older ones from history after a restart.
     pub recent: Vec<RecentQuery>,
+    /// The zones it serves, in configuration order.
+    pub zones: Vec<ZoneFigures>,
+}
+
+/// A zone a DNS service serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZoneFigures {
+    /// Its origin.
+    pub zone: String,
+    /// Its SOA serial.
+    pub serial: u32,
+    /// Its records.
+    pub records: u64,
+    /// Whether it is signed.
+    pub signed: bool,
+    /// When its first signature expires, unix milliseconds (signed zones).
+    pub signatures_expire_ms: Option<u64>,
+    /// Milliseconds from now to then, below 0 once it has expired.
+    pub signatures_left_ms: Option<i64>,
+    /// Whether it has expired or expires within three days (what `weft check` warns of).
+    pub expiring: bool,
+}
+
+/// How long before a signature expires the page flags its zone.
+const EXPIRING: i64 = 3 * 24 * 3600 * 1000;
+
+impl ZoneFigures {
+    fn of(zone: ZoneSnapshot, now_ms: i64) -> Self {
+        let left = zone
+            .signatures_expire_ms
+            .map(|at| i64::try_from(at).unwrap_or(i64::MAX).saturating_sub(now_ms));
+        Self {
+            zone: zone.zone,
+            serial: zone.serial,
+            records: zone.records,
+            signed: zone.signed,
+            signatures_expire_ms: zone.signatures_expire_ms,
+            signatures_left_ms: left,
+            expiring: left.is_some_and(|left| left < EXPIRING),
+        }
+    }
+
+    /// What the page says of its signatures: `in 29d 23h`, `expired 2d 1h ago`, or `-`.
+    pub fn signatures(&self) -> String {
+        match self.signatures_left_ms {
+            None => "-".to_owned(),
+            Some(left) if left >= 0 => format!("in {}", crate::fmt::age(&left.unsigned_abs())),
+            Some(left) => format!("expired {} ago", crate::fmt::age(&left.unsigned_abs())),
+        }
+    }
 }
 
 /// A count since start and its rate over the window.
@@ -176,6 +229,11 @@ fn service(m: Measured) -> DnsFigures {
         sampled: now.sampled.0,
         seen: now.sampled.1,
         recent: now.recent.into_iter().map(RecentQuery::from).collect(),
+        zones: now
+            .zones
+            .into_iter()
+            .map(|z| ZoneFigures::of(z, now_ms()))
+            .collect(),
     }
 }
 

@@ -45,6 +45,23 @@ pub struct ServiceSnapshot {
     pub sampled: (u64, u64),
     /// The last requests answered, newest first.
     pub recent: Vec<RecentRequest>,
+    /// The zones it serves (DNS), in configuration order.
+    pub zones: Vec<ZoneSnapshot>,
+}
+
+/// A zone a service serves, as loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ZoneSnapshot {
+    /// Its origin (`example.test.`).
+    pub zone: String,
+    /// Its SOA serial.
+    pub serial: u32,
+    /// Its records.
+    pub records: u64,
+    /// Whether it is signed (holds RRSIGs).
+    pub signed: bool,
+    /// When its first signature expires, unix milliseconds (signed zones).
+    pub signatures_expire_ms: Option<u64>,
 }
 
 /// Something a service holds now, and the most it may.

@@ -12,10 +12,11 @@
 use std::sync::Arc;
 
 use weft_names::view::{LoggedQuery, QueryLog};
-use weft_names::{QueryFigures, ServiceMetrics};
+use weft_names::{Catalog, QueryFigures, ServiceMetrics};
 use weft_store::QueryRecord;
 use weft_telemetry::views::{
     Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
+    ZoneSnapshot,
 };
 
 use super::QueryLogTo;
@@ -27,14 +28,32 @@ const TOP_SHOWN: usize = 50;
 pub(crate) struct DnsView {
     metrics: ServiceMetrics,
     figures: Arc<QueryFigures>,
+    /// What it serves: each zone as loaded (a reload that changes one starts the
+    /// service again, with a view of its own).
+    zones: Vec<ZoneSnapshot>,
 }
 
 impl DnsView {
-    /// The view of the service counting into `metrics`.
-    pub(crate) fn of(metrics: &ServiceMetrics) -> Self {
+    /// The view of the service counting into `metrics` and serving `zones`.
+    pub(crate) fn of(metrics: &ServiceMetrics, zones: &Catalog) -> Self {
+        let zones = zones
+            .zones()
+            .iter()
+            .map(|zone| ZoneSnapshot {
+                zone: zone.origin().to_string(),
+                serial: zone.serial(),
+                records: zone.len() as u64,
+                signed: zone.is_signed(),
+                signatures_expire_ms: zone.first_expiry().map(|(at, _, _)| {
+                    at.duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                }),
+            })
+            .collect();
         Self {
             metrics: metrics.clone(),
             figures: metrics.figures().clone(),
+            zones,
         }
     }
 }
@@ -114,6 +133,7 @@ impl ServiceView for DnsView {
                     source: q.source.to_string(),
                 })
                 .collect(),
+            zones: self.zones.clone(),
             ..ServiceSnapshot::default()
         }
     }

@@ -144,3 +144,22 @@ fn a_ds_reached_through_a_cname_is_answered_by_the_parent() {
         ["alias.other.test. CNAME", "c.a.test. DS"]
     );
 }
+
+/// The zone a chain goes on in may refer it further: the answer is the first zone's
+/// (AA, for the name asked) with that referral after the CNAME.
+#[test]
+fn a_chain_that_meets_a_referral_in_the_next_zone_keeps_the_first_zone_s_aa() {
+    let zones = catalog(vec![
+        zone("a.test.", "x CNAME www.d.b.test.\n"),
+        zone("b.test.", "d NS ns.d\nns.d A 192.0.2.8\n"),
+    ]);
+    let (answer, alone) = zones
+        .lookup(&name("x.a.test."), RecordType::A, false)
+        .unwrap();
+    assert_eq!(said(&answer.answers), ["x.a.test. CNAME"]);
+    assert!(answer.authoritative, "the CNAME is the first zone's own");
+    assert_eq!(answer.rcode, ResponseCode::NoError);
+    assert_eq!(said(&answer.authorities), ["d.b.test. NS"]);
+    assert_eq!(said(&answer.additionals), ["ns.d.b.test. A"]);
+    assert!(!alone);
+}

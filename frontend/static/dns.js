@@ -21,7 +21,7 @@ function section(s) {
     el("span", {}, "p50 ", el("b", {}, millis(s.p50_ms))),
     el("span", {}, "p99 ", el("b", {}, millis(s.p99_ms))));
   // As dns.html says it: when a signed zone's first signature expires, flagged within three days.
-  const signatures = (z) => z.signatures_left_ms === null ? "-"
+  const signatures = (z) => z.signatures_left_ms == null ? "-"
     : z.signatures_left_ms >= 0 ? `in ${age(z.signatures_left_ms)}` : `expired ${age(-z.signatures_left_ms)} ago`;
   const zones = s.zones.length === 0 ? null : table("zones",
     [["zone"], ["serial", 1], ["records", 1], ["signatures expire"]],

@@ -15,6 +15,15 @@ use serde_json::Value;
 use crate::chrome::{Browser, artifacts};
 use crate::support::{echo_once, free_port, spawn_app};
 
+/// Held by each test that runs Chromium, so one browser runs at a time: the dashboard
+/// test measures event-to-DOM latency and render rate, which a second browser on the
+/// same two cores would disturb.
+fn one_browser() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The `stalled` example of weft-gateway, built once.
 fn stalled_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -82,6 +91,7 @@ fn numbers(v: &Value) -> Vec<f64> {
 /// One test: the browser session is the expensive part.
 #[test]
 fn the_dashboard_in_a_real_browser() {
+    let _one = one_browser();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -336,6 +346,7 @@ async fn dashboard_in_a_real_browser() {
 /// their end, and no console error.
 #[test]
 fn the_dns_page_keeps_its_zones_live_in_a_real_browser() {
+    let _one = one_browser();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -370,8 +381,14 @@ async fn dns_page_in_a_real_browser() {
     )
     .await;
     // The page's script draws each service again from /api/dns once a second.
-    b.eval("document.querySelector('table.zones').dataset.drawn = 'server'; return true")
-        .await;
+    b.until(
+        5,
+        "the server drew the zones table",
+        "const t = document.querySelector('table.zones');
+         if (t) t.dataset.drawn = 'server';
+         return !!t",
+    )
+    .await;
     b.until(
         10,
         "the zones table is drawn again by the page, as the server drew it",

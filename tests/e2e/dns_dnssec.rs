@@ -195,9 +195,17 @@ fn every_kind_of_answer_from_a_signed_zone_validates_with_nsec_and_with_nsec3() 
             "{api}"
         );
         assert_eq!(zone["expiring"], false, "{api}");
+        // A reload that changes nothing keeps the signed zone as it is.
+        app.reload_by_signal("ok");
+        let metrics = app.curl("/metrics").unwrap();
+        assert!(
+            metrics.contains(r#"weft_dns_zone_reloads_total{result="unchanged",service="dns"} 1"#),
+            "{metrics}"
+        );
         let page = app.curl("/dns").unwrap();
         assert!(
-            page.contains("<td class=\"mono\">example.test.</td>") && page.contains("<td>in 29d "),
+            page.contains("<td class=\"mono\">example.test.</td>")
+                && page.contains(&format!("<td>in {}d ", (expiry - now) / 86_400)),
             "{page}"
         );
         let zone = std::fs::read_to_string(&signed.zone).unwrap();

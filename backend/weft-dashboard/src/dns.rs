@@ -79,11 +79,12 @@ pub struct ZoneFigures {
     pub expiring: bool,
 }
 
-/// How long before a signature expires the page flags its zone.
+/// How long before a signature expires the page flags its zone: what `weft check` warns
+/// of (`weft-gateway/src/services/dns_signed.rs`, `SOON`).
 const EXPIRING: i64 = 3 * 24 * 3600 * 1000;
 
 impl ZoneFigures {
-    fn of(zone: ZoneSnapshot, now_ms: i64) -> Self {
+    pub(crate) fn of(zone: ZoneSnapshot, now_ms: i64) -> Self {
         let left = zone
             .signatures_expire_ms
             .map(|at| i64::try_from(at).unwrap_or(i64::MAX).saturating_sub(now_ms));
@@ -192,11 +193,11 @@ pub fn figures(
     history
         .measure(state_views, "dns", now, started)
         .into_iter()
-        .map(service)
+        .map(|m| service(m, now))
         .collect()
 }
 
-fn service(m: Measured) -> DnsFigures {
+fn service(m: Measured, now_ms: i64) -> DnsFigures {
     let Measured {
         service,
         now,
@@ -232,7 +233,7 @@ fn service(m: Measured) -> DnsFigures {
         zones: now
             .zones
             .into_iter()
-            .map(|z| ZoneFigures::of(z, now_ms()))
+            .map(|z| ZoneFigures::of(z, now_ms))
             .collect(),
     }
 }

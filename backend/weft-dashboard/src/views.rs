@@ -276,6 +276,7 @@ impl ViewHistory {
             snapshot: ServiceSnapshot {
                 top: Vec::new(),
                 recent: Vec::new(),
+                zones: Vec::new(),
                 ..snapshot.clone()
             },
         });

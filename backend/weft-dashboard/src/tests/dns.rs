@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use weft_telemetry::views::{
     Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
+    ZoneSnapshot,
 };
 
 use super::*;
@@ -43,6 +44,13 @@ impl ServiceView for Hostile {
                 count: 2,
             }],
             sampled: (2, 2),
+            zones: vec![ZoneSnapshot {
+                zone: format!("{EVIL}.test."),
+                serial: 7,
+                records: 3,
+                signed: false,
+                signatures_expire_ms: None,
+            }],
             recent: vec![RecentRequest {
                 at_ms: 1000,
                 client: "127.0.0.1:5000".into(),
@@ -73,9 +81,9 @@ async fn the_dns_page_shows_each_service_with_every_name_escaped() {
     assert!(!a.body.contains("<script>"), "{}", a.body);
     assert_eq!(
         a.body.matches("alert(").count(),
-        5,
-        "the service (attribute and heading), upstream, top name and recent name, all \
-         shown as text: {}",
+        6,
+        "the service (attribute and heading), zone, upstream, top name and recent name, \
+         all shown as text: {}",
         a.body
     );
     assert!(a.body.contains(r#"href="/dns" aria-current="page""#));
@@ -103,4 +111,47 @@ async fn api_dns_lists_rates_the_cache_upstreams_top_names_and_recent_queries() 
     assert_eq!(dns["top_names"][0]["key"], format!("{EVIL}.test."));
     assert_eq!(dns["recent"][0]["source"], "cache");
     assert_eq!(dns["recent"][0]["from_history"], false);
+    assert_eq!(dns["zones"][0]["zone"], format!("{EVIL}.test."));
+    assert_eq!(
+        dns["zones"][0]["signatures_left_ms"],
+        serde_json::Value::Null
+    );
+}
+
+/// What the page says of a zone's signatures: none, how long they have, flagged within
+/// three days (as `weft check` warns), or how long ago they expired.
+#[test]
+fn a_zone_s_signatures_are_said_from_now_and_flagged_near_their_end() {
+    const DAY: u64 = 24 * 3600 * 1000;
+    let now = 100 * DAY;
+    let zone = |expire: Option<u64>| {
+        crate::dns::ZoneFigures::of(
+            ZoneSnapshot {
+                zone: "example.test.".into(),
+                serial: 1,
+                records: 9,
+                signed: expire.is_some(),
+                signatures_expire_ms: expire,
+            },
+            now as i64,
+        )
+    };
+    let said = |z: &crate::dns::ZoneFigures| (z.signatures(), z.expiring);
+    assert_eq!(said(&zone(None)), ("-".to_owned(), false));
+    assert_eq!(
+        said(&zone(Some(now + 30 * DAY))),
+        ("in 30d 0h".to_owned(), false)
+    );
+    assert_eq!(
+        said(&zone(Some(now + 3 * DAY))),
+        ("in 3d 0h".to_owned(), false)
+    );
+    assert_eq!(
+        said(&zone(Some(now + 3 * DAY - 1000))),
+        ("in 2d 23h".to_owned(), true)
+    );
+    assert_eq!(
+        said(&zone(Some(now - 2 * DAY))),
+        ("expired 2d 0h ago".to_owned(), true)
+    );
 }

@@ -11,9 +11,10 @@ use weft_names::Zone;
 use crate::config::validate::ServiceCtx;
 
 /// What `check` says of a signed zone that validators would find bogus: one with no NSEC
-/// or NSEC3 chain (its denials cannot be proved), with signatures not valid yet, or whose
-/// signatures have expired or expire within three days (weft serves a zone's signatures;
-/// it does not make them).
+/// or NSEC3 chain (its denials cannot be proved), an NSEC3 chain with a salt or extra
+/// iterations (RFC 9276), signatures not valid yet, or signatures that have expired or
+/// expire within three days (weft serves a zone's signatures; it does not make them). The
+/// three days are the dashboard's too (`weft-dashboard/src/dns.rs`, `EXPIRING`).
 pub(crate) fn warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, zone: &Zone) {
     const SOON: Duration = Duration::from_secs(3 * 24 * 3600);
     const SKEW: Duration = Duration::from_secs(5 * 60);
@@ -24,9 +25,8 @@ pub(crate) fn warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, z
             span.clone(),
             "zones",
             format!(
-                "{file}: zone {origin} is signed (it holds RRSIG records) but {lacks}: its \
-                 negative answers cannot be proved, so validating resolvers find them bogus; \
-                 sign it with a signer that adds the chain"
+                "{file}: zone {origin} is signed (it holds RRSIG records), and its negative \
+                 answers cannot be proved, so validating resolvers find them bogus: it {lacks}"
             ),
         );
     }
@@ -36,15 +36,18 @@ pub(crate) fn warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, z
     if let Some((iterations, salt)) = zone.nsec3_parameters()
         && (iterations > 0 || !salt.is_empty())
     {
+        let has = match (iterations, salt.len()) {
+            (0, bytes) => format!("a salt of {bytes} bytes"),
+            (n, 0) => format!("{n} extra iterations"),
+            (n, bytes) => format!("{n} extra iterations and a salt of {bytes} bytes"),
+        };
         ctx.warn(
             span.clone(),
             "zones",
             format!(
-                "{file}: zone {origin}: its NSEC3 chain has {iterations} extra iterations and \
-                 a salt of {} bytes: RFC 9276 section 3.1 asks for 0 and none (validators \
-                 may treat iterations above 0 as insecure, section 3.2); sign it again \
-                 so (dnssec-signzone: `-3 - -H 0`)",
-                salt.len()
+                "{file}: zone {origin}: its NSEC3 chain has {has}: RFC 9276 section 3.1 asks \
+                 for no extra iterations and no salt (validators may treat iterations above 0 \
+                 as insecure, section 3.2); sign it again so (dnssec-signzone: `-3 - -H 0`)"
             ),
         );
     }
@@ -62,7 +65,7 @@ pub(crate) fn warnings(ctx: &ServiceCtx<'_>, span: &Range<usize>, path: &Path, z
             format!(
                 "{file}: zone {origin}: the signature of {owner} {rtype} is not valid until \
                  {when} (the last of the zone's to become valid): validating resolvers find an \
-                 answer bogus until its signature is; check the signer's clock, or wait"
+                 answer bogus until its signature is valid; check the signer's clock, or wait"
             ),
         );
     }

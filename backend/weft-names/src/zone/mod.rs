@@ -72,7 +72,8 @@ pub struct Zone {
     hashed: HashSet<LowerName>,
     /// When its first signature expires, with the owner and type it signs (`proof.rs`).
     expiry: Option<(std::time::SystemTime, Name, RecordType)>,
-    /// How many records it holds, counted once (the dashboard asks every few seconds).
+    /// How many records it holds, counted once when it is read (the dashboard's DNS view
+    /// asks when its service starts, on the reactor thread).
     count: usize,
 }
 

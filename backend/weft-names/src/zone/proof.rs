@@ -105,11 +105,16 @@ impl Chain {
             .get(apex)
             .is_some_and(|apex| apex.iter().any(|r| nsec3_param(r).is_some()));
         Some(match (has(RecordType::NSEC3), param) {
-            (false, false) => "has no NSEC or NSEC3 records".to_owned(),
-            (true, false) => "has NSEC3 records and no NSEC3PARAM of SHA-1 with its flags clear \
-                 at its apex, which says the chain to prove denials with (RFC 5155 section 7.2)"
+            (false, false) => "has no NSEC or NSEC3 records; sign it with a signer that adds \
+                 an NSEC or NSEC3 chain"
                 .to_owned(),
-            (_, true) => "has no NSEC3 records of its NSEC3PARAM's iterations and salt".to_owned(),
+            (true, false) => "has NSEC3 records and no NSEC3PARAM of SHA-1 with its flags clear \
+                 at its apex, which says the chain to prove denials with (RFC 5155 section \
+                 7.2); add it with its RRSIG, or sign the zone again"
+                .to_owned(),
+            (_, true) => "has no NSEC3 records of its NSEC3PARAM's iterations and salt; sign the \
+                 zone again so that they match"
+                .to_owned(),
         })
     }
 }
@@ -177,8 +182,12 @@ impl Zone {
         &self,
         now: SystemTime,
     ) -> Option<(SystemTime, Name, RecordType)> {
+        // Of several that expire together, the first in canonical order, and then by
+        // type: the same one each time the zone is read (the zone's records are in a
+        // hash map, and two reads of one file must be equal zones, or a reload would take
+        // every signed zone for changed).
         self.signature_times(now, EXPIRATION)
-            .min_by_key(|(ahead, _)| *ahead)
+            .min_by(|(a, x), (b, y)| order(*a, x, *b, y))
             .map(|(ahead, record)| {
                 let (at, owner, rtype) = signed_at(now, ahead, record);
                 (at, owner.clone(), rtype)
@@ -190,7 +199,7 @@ impl Zone {
     /// section 5.3.1).
     pub fn last_inception(&self, now: SystemTime) -> Option<(SystemTime, &Name, RecordType)> {
         self.signature_times(now, INCEPTION)
-            .max_by_key(|(ahead, _)| *ahead)
+            .min_by(|(a, x), (b, y)| order(-*a, x, -*b, y))
             .filter(|(ahead, _)| *ahead > 0)
             .map(|(ahead, record)| signed_at(now, ahead, record))
     }
@@ -520,4 +529,13 @@ fn signed_at(now: SystemTime, ahead: i64, record: &Record) -> (SystemTime, &Name
         &record.name,
         covered(record).unwrap_or(RecordType::RRSIG),
     )
+}
+
+/// Signature times `a` of `x` and `b` of `y` in order, ties by owner (canonical order,
+/// without case: `Name`'s own) and then covered type, so a choice among them is the same
+/// each time.
+fn order(a: i64, x: &Record, b: i64, y: &Record) -> std::cmp::Ordering {
+    a.cmp(&b)
+        .then_with(|| x.name.cmp(&y.name))
+        .then_with(|| covered(x).cmp(&covered(y)))
 }

@@ -363,7 +363,8 @@ impl Zone {
     fn add_proof(&self, section: &mut Vec<Record>, owner: &LowerName, rtype: RecordType) {
         let there = section
             .iter()
-            .any(|r| r.record_type() == rtype && LowerName::new(&r.name) == *owner);
+            // `Name`'s own comparison ignores case: no lower-cased copy a record.
+            .any(|r| r.record_type() == rtype && r.name == **owner);
         if there {
             return;
         }

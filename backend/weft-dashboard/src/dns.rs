@@ -72,7 +72,7 @@ pub struct ZoneFigures {
     /// Whether it is signed.
     pub signed: bool,
     /// When its first signature expires, unix milliseconds (signed zones).
-    pub signatures_expire_ms: Option<u64>,
+    pub signatures_expire_ms: Option<i64>,
     /// Milliseconds from now to then, below 0 once it has expired.
     pub signatures_left_ms: Option<i64>,
     /// Whether it has expired or expires within three days (what `weft check` warns of).
@@ -87,7 +87,7 @@ impl ZoneFigures {
     pub(crate) fn of(zone: ZoneSnapshot, now_ms: i64) -> Self {
         let left = zone
             .signatures_expire_ms
-            .map(|at| i64::try_from(at).unwrap_or(i64::MAX).saturating_sub(now_ms));
+            .map(|at| at.saturating_sub(now_ms));
         Self {
             zone: zone.zone,
             serial: zone.serial,

@@ -526,18 +526,29 @@ fn restart_needed(running: &Config, new: &Config, log: Option<Installed>) -> Vec
     .collect()
 }
 
+/// A family of gauges `name` with `labels`, registered on `registry`: what reactor 0 sets
+/// of what the configuration holds (certificates, zones) at start and after each reload.
+pub(crate) fn registered_gauges(
+    registry: &prometheus::Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<prometheus::IntGaugeVec> {
+    let gauge = prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), labels)?;
+    registry.register(Box::new(gauge.clone()))?;
+    Ok(gauge)
+}
+
 /// `weft_tls_certificate_expiry_timestamp_seconds{service,certificate}`, registered on
 /// `registry`; `None` (and logged) if it cannot be.
 fn certificate_expiry(registry: &prometheus::Registry) -> Option<prometheus::IntGaugeVec> {
-    let gauge = prometheus::IntGaugeVec::new(
-        prometheus::Opts::new(
-            "weft_tls_certificate_expiry_timestamp_seconds",
-            "When each certificate a service's ssl: listeners serve stops being valid \
-             (its notAfter), unix seconds: alert on it minus time().",
-        ),
+    let gauge = registered_gauges(
+        registry,
+        "weft_tls_certificate_expiry_timestamp_seconds",
+        "When each certificate a service's ssl: listeners serve stops being valid \
+         (its notAfter), unix seconds: alert on it minus time().",
         &["service", "certificate"],
-    )
-    .and_then(|gauge| registry.register(Box::new(gauge.clone())).map(|()| gauge));
+    );
     match gauge {
         Ok(gauge) => Some(gauge),
         Err(error) => {

@@ -61,7 +61,7 @@ pub struct ZoneSnapshot {
     /// Whether it is signed (holds RRSIGs).
     pub signed: bool,
     /// When its first signature expires, unix milliseconds (signed zones).
-    pub signatures_expire_ms: Option<u64>,
+    pub signatures_expire_ms: Option<i64>,
 }
 
 /// Something a service holds now, and the most it may.

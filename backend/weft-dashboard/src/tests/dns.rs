@@ -122,9 +122,9 @@ async fn api_dns_lists_rates_the_cache_upstreams_top_names_and_recent_queries() 
 /// three days (as `weft check` warns), or how long ago they expired.
 #[test]
 fn a_zone_s_signatures_are_said_from_now_and_flagged_near_their_end() {
-    const DAY: u64 = 24 * 3600 * 1000;
+    const DAY: i64 = 24 * 3600 * 1000;
     let now = 100 * DAY;
-    let zone = |expire: Option<u64>| {
+    let zone = |expire: Option<i64>| {
         crate::dns::ZoneFigures::of(
             ZoneSnapshot {
                 zone: "example.test.".into(),
@@ -133,7 +133,7 @@ fn a_zone_s_signatures_are_said_from_now_and_flagged_near_their_end() {
                 signed: expire.is_some(),
                 signatures_expire_ms: expire,
             },
-            now as i64,
+            now,
         )
     };
     let said = |z: &crate::dns::ZoneFigures| (z.signatures(), z.expiring);

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use weft_names::view::{LoggedQuery, QueryLog};
 use weft_names::{Catalog, QueryFigures, ServiceMetrics};
 use weft_store::QueryRecord;
+use weft_telemetry::live::unix_ms;
 use weft_telemetry::views::{
     Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
     ZoneSnapshot,
@@ -44,10 +45,7 @@ impl DnsView {
                 serial: zone.serial(),
                 records: zone.len() as u64,
                 signed: zone.is_signed(),
-                signatures_expire_ms: zone.first_expiry().map(|(at, _, _)| {
-                    at.duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                }),
+                signatures_expire_ms: zone.first_expiry().map(|(at, _, _)| unix_ms(at)),
             })
             .collect();
         Self {

@@ -18,7 +18,7 @@ use weft_names::{Catalog, ServiceMetrics, Zone};
 use super::dns::{DnsKind, DnsSettings};
 use super::{ServiceEnv, ServiceError, ServiceKind};
 use crate::config::{ConfigError, ServiceConfig};
-use crate::running::StartError;
+use crate::running::{StartError, registered_gauges};
 
 /// The first zone file of `services` that did not load.
 pub(crate) fn first_failure(services: &[ServiceConfig]) -> Option<ConfigError> {
@@ -284,14 +284,8 @@ pub(crate) struct ZoneGauges {
 impl ZoneGauges {
     /// The two families, registered on `registry`; `None` (and a warning) if they cannot be.
     pub(crate) fn register(registry: &prometheus::Registry) -> Option<Self> {
-        let gauge = |name: &str, help: &str| {
-            let gauge = prometheus::IntGaugeVec::new(
-                prometheus::Opts::new(name, help),
-                &["service", "zone"],
-            )?;
-            registry.register(Box::new(gauge.clone()))?;
-            Ok::<_, prometheus::Error>(gauge)
-        };
+        let labels = ["service", "zone"];
+        let gauge = |name: &str, help: &str| registered_gauges(registry, name, help, &labels);
         let gauges = gauge(
             "weft_dns_zone_serial",
             "The SOA serial of each zone a DNS service serves.",
@@ -328,9 +322,7 @@ impl ZoneGauges {
                     .with_label_values(&labels)
                     .set(i64::from(zone.serial()));
                 if let Some((at, _, _)) = zone.first_expiry() {
-                    let seconds = at
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |s| i64::try_from(s.as_secs()).unwrap_or(i64::MAX));
+                    let seconds = weft_telemetry::live::unix_ms(at) / 1000;
                     self.expiry.with_label_values(&labels).set(seconds);
                 }
             }

@@ -128,7 +128,7 @@ impl Zone {
             };
             if push(&mut answer.answers, records, wanted, rewrite) {
                 if dnssec {
-                    self.sign_answer(&mut answer, records, wanted, &name, wildcard);
+                    self.sign_answer(&mut answer, records, wanted, &owner, &name, wildcard);
                 }
                 self.add_targets(&mut answer, wanted, dnssec);
                 return answer;
@@ -151,7 +151,14 @@ impl Zone {
             };
             push(&mut answer.answers, records, RecordType::CNAME, rewrite);
             if dnssec {
-                self.sign_answer(&mut answer, records, RecordType::CNAME, &name, wildcard);
+                self.sign_answer(
+                    &mut answer,
+                    records,
+                    RecordType::CNAME,
+                    &owner,
+                    &name,
+                    wildcard,
+                );
             }
             followed.push(name);
             let next = LowerName::new(&target.0);
@@ -303,17 +310,18 @@ impl Zone {
     }
 
     /// Adds the RRSIGs of the `rtype` RRset just put in the answer from `records` at
-    /// `name`, and when `wildcard` made it, the proof that `name` itself is not there.
+    /// `name` (owned by `owner`, as asked), and when `wildcard` made it, the proof that
+    /// `name` itself is not there.
     fn sign_answer(
         &self,
         answer: &mut ZoneAnswer,
         records: &[Record],
         rtype: RecordType,
+        owner: &Name,
         name: &LowerName,
         wildcard: Option<&LowerName>,
     ) {
-        let owner = answer.answers.last().map(|r| r.name.clone());
-        sign(&mut answer.answers, records, rtype, owner.as_ref());
+        sign(&mut answer.answers, records, rtype, Some(owner));
         if let Some(wildcard) = wildcard {
             self.prove_expansion(&mut answer.authorities, name, wildcard);
         }

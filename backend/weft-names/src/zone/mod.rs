@@ -276,16 +276,7 @@ impl Zone {
             if rtype == RecordType::NS && owner != lower_origin {
                 zone.cuts.insert(owner.clone());
             }
-            // Each wildcard the name is or lies below, an empty non-terminal one too
-            // (`*.a` of `x.*.a`): it still matches names below `a`, which get NODATA
-            // (RFC 4592 section 4.2).
-            let mut name = owner;
-            while zone.names.insert(name.clone()) && name != lower_origin {
-                if name.is_wildcard() {
-                    zone.wildcards.insert(name.base_name(), name.clone());
-                }
-                name = name.base_name();
-            }
+            add_name(&mut zone.names, &mut zone.wildcards, &lower_origin, owner);
         }
         // RFC 2181 §10.3: an NS or MX record MUST NOT name an alias; a resolver following
         // it finds a CNAME where it looks for an address (BIND refuses such a zone).
@@ -408,6 +399,25 @@ fn same_ttl(records: &mut [Record], rtype: RecordType) {
     let lowest = records.iter_mut().filter(of_type).map(|r| r.ttl).min();
     if let Some(ttl) = lowest {
         records.iter_mut().filter(of_type).for_each(|r| r.ttl = ttl);
+    }
+}
+
+/// Adds `owner` and each of its ancestors up to `origin` to `names`, and each wildcard
+/// among them to `wildcards` under its parent: an empty non-terminal one too (`*.a` of
+/// `x.*.a`), which still matches names below `a`, and gives them NODATA (RFC 4592
+/// section 4.2).
+fn add_name(
+    names: &mut HashSet<LowerName>,
+    wildcards: &mut HashMap<LowerName, LowerName>,
+    origin: &LowerName,
+    owner: LowerName,
+) {
+    let mut name = owner;
+    while names.insert(name.clone()) && name != *origin {
+        if name.is_wildcard() {
+            wildcards.insert(name.base_name(), name.clone());
+        }
+        name = name.base_name();
     }
 }
 

@@ -158,10 +158,8 @@ impl Zone {
         // its ancestors.
         self.names.clear();
         for owner in self.records.keys().filter(|o| !self.hashed.contains(*o)) {
-            let mut name = owner.clone();
-            while self.names.insert(name.clone()) && name != self.lower_origin {
-                name = name.base_name();
-            }
+            let origin = &self.lower_origin;
+            super::add_name(&mut self.names, &mut self.wildcards, origin, owner.clone());
         }
     }
 

@@ -5,7 +5,7 @@ use hickory_proto::ProtoError;
 use hickory_proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, OpCode, Query, ResponseCode,
 };
-use hickory_proto::rr::{DNSClass, Name, Record, RecordData};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordData};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 type ProtoResult<T> = Result<T, ProtoError>;
@@ -414,7 +414,10 @@ fn emit_record<'m>(
     owners: &mut Vec<(&'m Name, u16)>,
     encoder: &mut BinEncoder<'_>,
 ) -> ProtoResult<()> {
-    match owners.iter().find(|(name, _)| **name == record.name) {
+    match owners
+        .iter()
+        .find(|(name, _)| same_name(name, &record.name))
+    {
         Some(&(_, at)) => encoder.emit_u16(0xC000 | at)?,
         None => {
             let at = encoder.offset();
@@ -437,11 +440,31 @@ fn emit_record<'m>(
     record.dns_class.emit(encoder)?;
     encoder.emit_u32(record.ttl)?;
     let length = encoder.place::<u16>()?;
-    if !record.data.is_update() {
-        record.data.emit(encoder)?;
+    match &record.data {
+        // The RDATA kept as bytes (the DNSSEC types of a zone, see `zone::dnssec`), in
+        // one piece: hickory writes it a byte at a time.
+        RData::Unknown { rdata, .. } => encoder.emit_vec(&rdata.anything)?,
+        data if !data.is_update() => data.emit(encoder)?,
+        _ => {}
     }
     let len = encoder.len_since_place(&length);
     length.replace(encoder, u16::try_from(len).unwrap_or(u16::MAX))
+}
+
+/// Whether `a` and `b` are one name, ignoring ASCII case, comparing from the first label:
+/// names of one zone share their last labels, and hickory's `==` compares from there.
+pub(crate) fn same_name(a: &Name, b: &Name) -> bool {
+    if a.is_fqdn() != b.is_fqdn() || a.len() != b.len() {
+        return false;
+    }
+    let (mut a, mut b) = (a.iter(), b.iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// A domain name in its presentation form (RFC 1035 section 5.1), as zone files, dig, NSD
@@ -627,5 +650,35 @@ pub(crate) mod tests {
         // Nothing of the record left out follows the message: encoding what was
         // decoded gives the same bytes.
         assert_eq!(to_wire(&decoded).unwrap(), bytes);
+    }
+
+    #[test]
+    fn opaque_rdata_is_written_as_hickory_writes_it_and_owners_match_without_case() {
+        use hickory_proto::rr::rdata::NULL;
+        use hickory_proto::rr::{RData, Record};
+        let mut m = Message::response(3, OpCode::Query);
+        let owner = Name::from_ascii("x.Example.test.").unwrap();
+        m.queries.push(Query::query(owner.clone(), RecordType::A));
+        // An RRSIG as the zone keeps it, opaque, twice.
+        let rdata = RData::Unknown {
+            code: RecordType::RRSIG,
+            rdata: NULL::with((0..=255).collect()),
+        };
+        m.answers
+            .push(Record::from_rdata(owner.clone(), 60, rdata.clone()));
+        m.answers.push(Record::from_rdata(owner, 60, rdata));
+        assert_eq!(to_wire(&m).unwrap(), m.to_vec().unwrap());
+
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        assert!(same_name(&name("a.B.c."), &name("A.b.C.")));
+        assert!(
+            !same_name(&name("ab.c."), &name("a.bc.")),
+            "one length, other labels"
+        );
+        assert!(
+            !same_name(&name("a.b.c."), &name("a.b.c")),
+            "one absolute, one not"
+        );
+        assert!(!same_name(&name("a.b.c."), &name("a.b.d.")));
     }
 }

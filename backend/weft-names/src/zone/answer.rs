@@ -26,8 +26,9 @@ enum Node<'a> {
     /// A node without records (an empty non-terminal): NODATA, and no wildcard applies
     /// (RFC 4592 section 2.2.2).
     Empty,
-    /// No such name, and no wildcard covers it.
-    Missing,
+    /// No such name, and no wildcard covers it: its closest encloser, the nearest
+    /// ancestor that exists.
+    Missing(LowerName),
     /// At or below a zone cut, whose name this is: someone else's data.
     Delegated(&'a LowerName),
 }
@@ -82,10 +83,10 @@ impl Zone {
                     }
                     return answer;
                 }
-                Node::Missing => {
+                Node::Missing(encloser) => {
                     let mut answer = self.negative(answer, ResponseCode::NXDomain, dnssec);
                     if dnssec {
-                        self.deny_name(&mut answer.authorities, &name);
+                        self.deny_name(&mut answer.authorities, &name, encloser);
                     }
                     return answer;
                 }
@@ -198,7 +199,7 @@ impl Zone {
         match self.wildcards.get(&encloser) {
             // An empty non-terminal wildcard has no records: NODATA for whatever it matches.
             Some(wild) => Node::Wildcard(self.records.get(wild).map_or(&[], Vec::as_slice), wild),
-            None => Node::Missing,
+            None => Node::Missing(encloser),
         }
     }
 

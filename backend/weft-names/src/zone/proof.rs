@@ -14,13 +14,13 @@
 //! records are not names of the zone to a query (RFC 5155 section 7.2.8): they are left
 //! out of its tree when it is read.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use sha1::{Digest, Sha1};
 
 use super::Zone;
+use crate::wire::same_name;
 
 /// The most NSEC3 iterations a zone may ask (RFC 9276 section 3.2: validators may treat
 /// a zone asking more as insecure; BIND 9.18 and Unbound treat more than 150 so). Each
@@ -45,22 +45,32 @@ pub(super) enum Chain {
 pub(super) struct Nsec3Chain {
     iterations: u16,
     salt: Vec<u8>,
-    /// The owner of each NSEC3 record of those parameters, by the hash its first label
-    /// spells (base32hex), in order.
-    hashes: Vec<(Vec<u8>, LowerName)>,
+    /// The hash the first label of each NSEC3 record's owner spells (base32hex), for
+    /// those of its parameters, in order,
+    hashes: Vec<Hash>,
+    /// and the owner of each, at the same index.
+    owners: Vec<LowerName>,
+    /// The apex's own NSEC3 (which a chain has when its signer made it whole) and the one
+    /// covering the wildcard below the apex: the closest encloser proof of most names a
+    /// zone does not hold, found once rather than hashed for each.
+    apex: Option<usize>,
+    apex_wildcard: usize,
 }
+
+/// An NSEC3 hash: SHA-1's 20 bytes, the one hash RFC 5155 defines.
+type Hash = [u8; 20];
 
 impl Chain {
     /// The chain of the zone at `apex` holding `records`: NSEC3 when its apex has an
     /// NSEC3PARAM of SHA-1 (the one hash RFC 5155 defines) with its flags clear (RFC 5155
     /// section 4.1.2: other flags make it one to ignore), the first such, and NSEC3
     /// records of its parameters; else NSEC, when it has NSEC records.
-    pub(super) fn read(apex: &LowerName, records: &HashMap<LowerName, Vec<Record>>) -> Self {
+    pub(super) fn read(apex: &LowerName, records: &super::NameMap<Vec<Record>>) -> Self {
         let param = records
             .get(apex)
             .and_then(|apex| apex.iter().find_map(|r| nsec3_param(r)));
         if let Some((iterations, salt)) = param {
-            let mut hashes: Vec<(Vec<u8>, LowerName)> = records
+            let mut hashes: Vec<(Hash, LowerName)> = records
                 .iter()
                 .filter(|(_, records)| {
                     records.iter().any(|r| {
@@ -72,11 +82,18 @@ impl Chain {
                 .collect();
             if !hashes.is_empty() {
                 hashes.sort();
-                return Self::Nsec3(Nsec3Chain {
+                let (hashes, owners) = hashes.into_iter().unzip();
+                let mut chain = Nsec3Chain {
                     iterations,
                     salt: salt.to_vec(),
                     hashes,
-                });
+                    owners,
+                    apex: None,
+                    apex_wildcard: 0,
+                };
+                chain.apex = chain.matching_at(apex);
+                chain.apex_wildcard = chain.covering_at(&wildcard_at(apex));
+                return Self::Nsec3(chain);
             }
         }
         let mut owners: Vec<LowerName> = records
@@ -94,7 +111,7 @@ impl Chain {
     /// Why a signed zone with this chain cannot prove a denial, if it cannot.
     pub(super) fn missing(
         &self,
-        records: &HashMap<LowerName, Vec<Record>>,
+        records: &super::NameMap<Vec<Record>>,
         apex: &LowerName,
     ) -> Option<String> {
         if *self != Self::None {
@@ -246,26 +263,36 @@ impl Zone {
             Chain::Nsec3(chain) => match chain.matching(name) {
                 Some(at) => self.add_proof(section, at, RecordType::NSEC3),
                 None => {
-                    self.prove_encloser(section, chain, name);
+                    self.prove_encloser(section, chain, name, self.closest_encloser(name));
                 }
             },
         }
     }
 
-    /// Adds the proof that `name` does not exist and that no wildcard could have made it
-    /// (NXDOMAIN; RFC 4035 section 3.1.3.2, RFC 5155 section 7.2.2).
-    pub(super) fn deny_name(&self, section: &mut Vec<Record>, name: &LowerName) {
+    /// Adds the proof that `name`, whose closest encloser is `encloser`, does not exist
+    /// and that no wildcard could have made it (NXDOMAIN; RFC 4035 section 3.1.3.2, RFC
+    /// 5155 section 7.2.2).
+    pub(super) fn deny_name(
+        &self,
+        section: &mut Vec<Record>,
+        name: &LowerName,
+        encloser: LowerName,
+    ) {
         match &self.chain {
             Chain::None => {}
             Chain::Nsec(owners) => {
-                let wildcard = wildcard_at(&self.closest_encloser(name));
+                let wildcard = wildcard_at(&encloser);
                 self.add_proof(section, covering(owners, name), RecordType::NSEC);
                 self.add_proof(section, covering(owners, &wildcard), RecordType::NSEC);
             }
             Chain::Nsec3(chain) => {
-                let encloser = self.prove_encloser(section, chain, name);
-                let wildcard = wildcard_at(&encloser);
-                self.add_proof(section, chain.covering(&wildcard), RecordType::NSEC3);
+                let encloser = self.prove_encloser(section, chain, name, encloser);
+                let covering = if encloser == self.lower_origin {
+                    &chain.owners[chain.apex_wildcard]
+                } else {
+                    chain.covering(&wildcard_at(&encloser))
+                };
+                self.add_proof(section, covering, RecordType::NSEC3);
             }
         }
     }
@@ -308,7 +335,7 @@ impl Zone {
                 self.deny_type(section, wildcard);
             }
             Chain::Nsec3(chain) => {
-                self.prove_encloser(section, chain, name);
+                self.prove_encloser(section, chain, name, self.closest_encloser(name));
                 if let Some(at) = chain.matching(wildcard) {
                     self.add_proof(section, at, RecordType::NSEC3);
                 }
@@ -317,23 +344,24 @@ impl Zone {
     }
 
     /// Adds, for a query for `name` in an NSEC3 zone, the closest encloser proof (RFC
-    /// 5155 section 7.2.1): the NSEC3 of the closest ancestor that has one, and the one
-    /// that covers the next closer name below it. Gives that encloser.
+    /// 5155 section 7.2.1): the NSEC3 of the closest ancestor that has one, from
+    /// `encloser`, the closest that exists, up, and the one that covers the next closer
+    /// name below it. Gives the encloser proved.
     fn prove_encloser(
         &self,
         section: &mut Vec<Record>,
         chain: &Nsec3Chain,
         name: &LowerName,
+        mut encloser: LowerName,
     ) -> LowerName {
-        let mut encloser = self.closest_encloser(name);
         // Below an opt-out span an existing name may have no NSEC3: the proof is of the
         // closest one that does (the apex always has one).
         let at = loop {
+            if encloser == self.lower_origin {
+                break chain.apex.map(|at| &chain.owners[at]);
+            }
             if let Some(at) = chain.matching(&encloser) {
                 break Some(at);
-            }
-            if encloser == self.lower_origin {
-                break None;
             }
             encloser = encloser.base_name();
         };
@@ -361,8 +389,7 @@ impl Zone {
     fn add_proof(&self, section: &mut Vec<Record>, owner: &LowerName, rtype: RecordType) {
         let there = section
             .iter()
-            // `Name`'s own comparison ignores case: no lower-cased copy a record.
-            .any(|r| r.record_type() == rtype && r.name == **owner);
+            .any(|r| r.record_type() == rtype && same_name(&r.name, owner));
         if there {
             return;
         }
@@ -385,29 +412,31 @@ impl Nsec3Chain {
 
     /// The owner of the NSEC3 record whose hash is `name`'s.
     fn matching(&self, name: &LowerName) -> Option<&LowerName> {
-        let hash = self.hash(name);
-        let at = self
-            .hashes
-            .binary_search_by(|(h, _)| h.as_slice().cmp(&hash))
-            .ok()?;
-        Some(&self.hashes[at].1)
+        self.matching_at(name).map(|at| &self.owners[at])
     }
 
     /// The owner of the NSEC3 record whose span covers `name`'s hash: the last one with a
     /// hash below it, or the last of all, whose span wraps around to the first. (A chain
     /// is never empty: `Chain::read` makes none of no records.)
     fn covering(&self, name: &LowerName) -> &LowerName {
+        &self.owners[self.covering_at(name)]
+    }
+
+    /// Where [`matching`](Self::matching)'s record is in the chain.
+    fn matching_at(&self, name: &LowerName) -> Option<usize> {
+        self.hashes.binary_search(&self.hash(name)).ok()
+    }
+
+    /// Where [`covering`](Self::covering)'s record is in the chain.
+    fn covering_at(&self, name: &LowerName) -> usize {
         let hash = self.hash(name);
-        let after = self
-            .hashes
-            .partition_point(|(h, _)| h.as_slice() < hash.as_slice());
-        let at = after.checked_sub(1).unwrap_or(self.hashes.len() - 1);
-        &self.hashes[at].1
+        let after = self.hashes.partition_point(|h| *h < hash);
+        after.checked_sub(1).unwrap_or(self.hashes.len() - 1)
     }
 
     /// RFC 5155 section 5: SHA-1 of the name in canonical form and the salt, then of
     /// that hash and the salt, `iterations` times more.
-    fn hash(&self, name: &LowerName) -> Vec<u8> {
+    fn hash(&self, name: &LowerName) -> Hash {
         let mut wire = Vec::with_capacity(name.len() + 2);
         for label in name.iter() {
             wire.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
@@ -424,7 +453,7 @@ impl Nsec3Chain {
                 .chain_update(&self.salt)
                 .finalize();
         }
-        hash.to_vec()
+        hash.into()
     }
 }
 
@@ -483,10 +512,11 @@ fn nsec3(record: &Record, rtype: RecordType) -> Option<(u8, u16, &[u8])> {
     }
 }
 
-/// The hash an NSEC3 owner's first label spells.
-fn hashed(owner: &LowerName) -> Option<Vec<u8>> {
+/// The hash an NSEC3 owner's first label spells; `None` unless it spells one of SHA-1.
+fn hashed(owner: &LowerName) -> Option<Hash> {
     let label = owner.iter().next()?.to_ascii_uppercase();
-    data_encoding::BASE32HEX_NOPAD.decode(&label).ok()
+    let hash = data_encoding::BASE32HEX_NOPAD.decode(&label).ok()?;
+    hash.try_into().ok()
 }
 
 /// The owner of the NSEC record whose span covers `name`: the last at or before it in

@@ -23,6 +23,13 @@ pub(crate) struct Nsd {
     _dir: tempfile::TempDir,
 }
 
+impl Nsd {
+    /// What NSD logged so far, for a failing test's message.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("nsd.log")).unwrap_or_default()
+    }
+}
+
 impl Drop for Nsd {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -44,18 +51,28 @@ fn nsd(port: u16) -> Nsd {
 /// NSD serving the zone `origin` from `text` on UDP and TCP `port` of 127.0.0.1, answering
 /// once this returns.
 pub(crate) fn nsd_serving(port: u16, origin: &str, text: &str) -> Nsd {
+    let zone = format!("zone:\n  name: {origin}\n  zonefile: served.zone\n");
+    nsd_with(port, origin, &[("served.zone", text)], &zone)
+}
+
+/// NSD on UDP and TCP `port` of 127.0.0.1 with `files` written into its directory (its
+/// `zonesdir`) and `clauses` (`zone:` and `key:` clauses) after its `server:` clause,
+/// answering questions for `origin` (SERVFAIL counts) once this returns.
+pub(crate) fn nsd_with(port: u16, origin: &str, files: &[(&str, &str)], clauses: &str) -> Nsd {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    std::fs::write(dir.path().join("served.zone"), text).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
     std::fs::write(
         dir.path().join("nsd.conf"),
         format!(
             "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  \
              zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  \
              xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  \
-             logfile: \"{d}/nsd.log\"\n  server-count: 1\n  verbosity: 1\n\
-             remote-control:\n  control-enable: no\n\
-             zone:\n  name: {origin}\n  zonefile: served.zone\n"
+             xfrdir: \"{d}\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  \
+             verbosity: 2\n\
+             remote-control:\n  control-enable: no\n{clauses}"
         ),
     )
     .unwrap();

@@ -28,6 +28,7 @@ mod dns_nsd;
 mod dns_reload;
 mod dns_rules;
 mod dns_transfer;
+mod dns_tsig;
 mod dns_view;
 mod exemplars;
 mod faults;

@@ -30,10 +30,10 @@
 //!   same to a DO query, with a signed zone's RRSIGs and the NSEC or NSEC3 records that
 //!   prove its denials (`proof`, from the chain read with the zone).
 //! - [`wire`]: packet to request (FORMERR, NOTIMP, BADVERS for an EDNS version above 0,
-//!   NOTAUTH for a TSIG-signed query, or nothing for what is not a query), response
-//!   headers and OPT (version 0, the DO bit copied), encoding with truncation (TC) to the
-//!   client's UDP size; `tsig` reads the TSIG record of a query and builds the BADKEY
-//!   answer (the server holds no keys).
+//!   NOTAUTH for a TSIG-signed query that does not verify, or nothing for what is not a
+//!   query), response headers and OPT (version 0, the DO bit copied), encoding with
+//!   truncation (TC) to the client's UDP size; `tsig` verifies a signed query with the
+//!   service's keys and signs its answers (RFC 8945).
 //! - [`server`]: [`DnsServer::handle`], one packet in, one answer out through a
 //!   [`Reply`] callback: from a zone, from the cache, later from upstream, or REFUSED;
 //!   over UDP past the client prefix's rate limit for that kind of answer ([`rrl`]);
@@ -99,8 +99,9 @@ pub use link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 pub use metrics::{Busy, DnsMetrics, Limited, Mismatch, ServiceMetrics};
 pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via, WeakServer};
-pub use transfer::{Prefix, TransferConfig};
+pub use transfer::{Prefix, TransferConfig, TransferPeer};
 pub use transport::{DnsTcp, DnsUdp, listen, listen_after};
+pub use tsig::TsigKey;
 pub use upstream::{ForwardOptions, Selection};
 pub use view::{LoggedQuery, QueryFigures, QueryLog, Source};
 pub use zone::{Catalog, Zone, ZoneAnswer};

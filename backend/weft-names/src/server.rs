@@ -23,6 +23,7 @@ use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::{Limited, ServiceMetrics};
 use crate::rrl::{Kind, Limiter, RateLimit, Verdict};
 use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
+use crate::tsig::TsigKey;
 use crate::upstream::ForwardOptions;
 use crate::view::Source;
 use crate::wire::{self, Parsed, Request};
@@ -88,6 +89,8 @@ pub struct DnsConfig {
     pub edns: EdnsConfig,
     /// Response rate limiting over UDP; `None`: off.
     pub rate_limit: Option<RateLimit>,
+    /// The keys a query may be signed with (TSIG; see [`crate::tsig`]).
+    pub tsig_keys: Vec<TsigKey>,
 }
 
 impl DnsConfig {
@@ -119,6 +122,7 @@ impl Default for DnsConfig {
             transfer: TransferConfig::default(),
             edns: EdnsConfig::default(),
             rate_limit: None,
+            tsig_keys: Vec::new(),
         }
     }
 }
@@ -136,6 +140,7 @@ struct Inner {
     limiter: Option<Rc<RefCell<Limiter>>>,
     /// Encoded answers from the zones to plain UDP queries, by question.
     answers: RefCell<Answers>,
+    tsig_keys: Vec<TsigKey>,
 }
 
 /// One DNS service's answering logic, shared by its UDP and TCP listeners. Cheap to
@@ -197,6 +202,7 @@ impl DnsServer {
                 .rate_limit
                 .map(|r| Rc::new(RefCell::new(Limiter::new(r)))),
             answers: RefCell::default(),
+            tsig_keys: config.tsig_keys,
         };
         if let Some(previous) = previous {
             carry::take_over(&mut inner, &previous.inner);
@@ -285,13 +291,16 @@ impl DnsServer {
             reply(answer);
             return outcome;
         }
-        let mut request = match wire::parse_received(packet, self.inner.edns.cookies(), received) {
+        let cookies = self.inner.edns.cookies();
+        let keys = &self.inner.tsig_keys;
+        let mut request = match wire::parse_received(packet, cookies, keys, received) {
             Parsed::Query(request) => request,
             Parsed::Error {
                 mut response,
                 asked,
                 rcode,
                 why,
+                refused,
             } => {
                 // An error answer has no records: a slipped one goes out as it is, with a
                 // bare OPT so that it is no larger than the query.
@@ -323,7 +332,11 @@ impl DnsServer {
                     source,
                     None,
                 );
-                reply(wire::encode(&response, None));
+                let mut encoded = wire::encode(&response, None);
+                if let Some(refused) = refused {
+                    refused.seal(&mut encoded);
+                }
+                reply(encoded);
                 match rcode {
                     // Only a cookie was asked for, and it was given.
                     ResponseCode::NoError => return Outcome::Answered,
@@ -621,10 +634,13 @@ fn deliver(
     metrics: &ServiceMetrics,
     request: &Request,
     rcode: ResponseCode,
-    encoded: Vec<u8>,
+    mut encoded: Vec<u8>,
     reply: Reply,
     source: Source,
 ) {
+    if let Some(signer) = &request.signer {
+        signer.sign(&mut encoded);
+    }
     let asked = request.asked;
     metrics.answered(
         Some(&request.query),

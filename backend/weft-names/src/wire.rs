@@ -83,6 +83,8 @@ pub(crate) struct Request {
     pub(crate) edns: Option<ClientEdns>,
     /// Who asked and when, for the answer's latency and the query log.
     pub(crate) asked: Asked,
+    /// What signs its answers, when it was signed with a key of the service (TSIG).
+    pub(crate) signer: Option<Box<tsig::Signer>>,
 }
 
 /// Who asked a query and when it arrived.
@@ -110,21 +112,28 @@ pub(crate) enum Parsed {
         asked: Option<OptionsAsked>,
         rcode: ResponseCode,
         why: String,
+        /// A signed query refused (TSIG): the record its answer ends with.
+        refused: Option<Box<tsig::Refusal>>,
     },
     /// Not answerable: shorter than a header, or a response rather than a query.
     Drop(String),
 }
 
-/// [`parse_received`] of a packet that arrived now.
+/// [`parse_received`] of a packet that arrived now, for a service without TSIG keys.
 #[cfg(test)]
 pub(crate) fn parse(packet: &[u8], cookies: bool) -> Parsed {
-    parse_received(packet, cookies, std::time::Instant::now())
+    parse_received(packet, cookies, &[], std::time::Instant::now())
 }
 
 /// Checks `packet`, which arrived at `received`, and turns it into a request, an error
 /// response or nothing; with `cookies`, a malformed COOKIE option is an error (elsewhere
-/// options are not read).
-pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::Instant) -> Parsed {
+/// options are not read). A signed query is verified with `keys` (see [`tsig`]).
+pub(crate) fn parse_received(
+    packet: &[u8],
+    cookies: bool,
+    keys: &[tsig::TsigKey],
+    received: std::time::Instant,
+) -> Parsed {
     if packet.len() < 12 {
         return Parsed::Drop(format!("{} bytes: shorter than a DNS header", packet.len()));
     }
@@ -151,6 +160,7 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
             asked: None,
             rcode: ResponseCode::NotImp,
             why: format!("opcode {op_code:?} is not served"),
+            refused: None,
         };
     }
     let recursion_desired = packet[2] & 0x01 != 0;
@@ -163,6 +173,7 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
                 asked: None,
                 rcode: ResponseCode::FormErr,
                 why: format!("undecodable: {e}"),
+                refused: None,
             };
         }
     };
@@ -178,6 +189,7 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
             asked: edns.as_ref().map(|e| e.asked),
             rcode,
             why,
+            refused: None,
         }
     };
     if let Some(version) = message.edns.as_ref().map(Edns::version)
@@ -191,29 +203,28 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
         // RFC 7873 section 5.2.2.
         return error(ResponseCode::FormErr, why, question);
     }
-    match tsig::of_query(&message, packet) {
-        Ok(None) => {}
-        Ok(Some(signed)) => {
-            let mut response = error_response(
-                id,
-                recursion_desired,
-                ResponseCode::NotAuth,
-                question,
-                edns.as_ref(),
-            );
-            response.signature = Some(Box::new(signed.unknown_key_response()));
-            return Parsed::Error {
-                response: Box::new(response),
-                asked: edns.as_ref().map(|e| e.asked),
-                rcode: ResponseCode::NotAuth,
-                why: format!(
-                    "signed with TSIG key {}, which this server does not know",
-                    signed.key
-                ),
-            };
-        }
+    let signer = match tsig::of_query(&message, packet) {
+        Ok(None) => None,
+        Ok(Some(signed)) => match tsig::verify(keys, signed, packet, tsig::unix_now()) {
+            Ok(signer) => Some(Box::new(signer)),
+            Err(refusal) => {
+                let rcode = match refusal.malformed() {
+                    true => ResponseCode::FormErr,
+                    false => ResponseCode::NotAuth,
+                };
+                let response =
+                    error_response(id, recursion_desired, rcode, question, edns.as_ref());
+                return Parsed::Error {
+                    response: Box::new(response),
+                    asked: edns.as_ref().map(|e| e.asked),
+                    rcode,
+                    why: refusal.why.clone(),
+                    refused: Some(refusal),
+                };
+            }
+        },
         Err(why) => return error(ResponseCode::FormErr, why, question),
-    }
+    };
     let Some(query) = question else {
         if message.queries.is_empty() && edns.as_ref().is_some_and(|e| e.asked.cookie.is_some()) {
             // RFC 7873 §5.4: a client may ask for a server cookie alone; it gets one,
@@ -239,6 +250,7 @@ pub(crate) fn parse_received(packet: &[u8], cookies: bool, received: std::time::
             received,
             span: None,
         },
+        signer,
     })
 }
 
@@ -260,14 +272,16 @@ fn error_response(
 
 impl Request {
     /// The largest UDP response the client takes.
+    /// A signed query's answer keeps room for its TSIG record.
     pub(crate) fn udp_limit(&self) -> usize {
-        match &self.edns {
+        let limit = match &self.edns {
             Some(edns) => usize::from(
                 edns.max_payload
                     .clamp(CLASSIC_UDP_SIZE as u16, EDNS_UDP_SIZE),
             ),
             None => CLASSIC_UDP_SIZE,
-        }
+        };
+        limit.saturating_sub(self.signer.as_deref().map_or(0, tsig::Signer::room))
     }
 
     /// An empty response to this request with `rcode`; `recursion_available` says

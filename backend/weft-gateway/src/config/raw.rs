@@ -162,6 +162,8 @@ pub(crate) struct RawService {
     pub(crate) cookies: Option<Spanned<bool>>,
     /// dns: response rate limiting over UDP.
     pub(crate) rate_limit: Option<Spanned<crate::services::dns_edns::RawRateLimit>>,
+    /// dns: the keys a query may be signed with (TSIG).
+    pub(crate) tsig_keys: Option<Spanned<Vec<Spanned<crate::services::dns::RawTsigKey>>>>,
 }
 
 impl RawService {
@@ -237,6 +239,9 @@ impl RawService {
         }
         if let Some(v) = &self.rate_limit {
             keys.push(("rate_limit", v.span()));
+        }
+        if let Some(v) = &self.tsig_keys {
+            keys.push(("tsig_keys", v.span()));
         }
         keys
     }

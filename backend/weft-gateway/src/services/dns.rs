@@ -5,8 +5,11 @@
 //! `forward` (upstream resolvers, `IP` or `IP:PORT`), `cache_size` (forwarded answers
 //! kept, default 10000; 0 turns the cache off), `cache_bytes` (the bytes they may take,
 //! default 16 MiB) and `timeout` (how long an upstream may
-//! take before the client gets SERVFAIL, default `"2s"`), `allow_transfer` (the peers that
-//! may AXFR and IXFR the zones: addresses and CIDR blocks, default none) and `notify`
+//! take before the client gets SERVFAIL, default `"2s"`), `tsig_keys` (the keys a query
+//! may be signed with, RFC 8945: `{ name, algorithm, secret }` each, as `tsig-keygen`
+//! writes them), `allow_transfer` (the peers that may AXFR and IXFR the zones: addresses
+//! and CIDR blocks, each followed by the name of the key its requests must be signed with
+//! if it names one, as NSD's `provide-xfr`; default none) and `notify`
 //! (where a NOTIFY goes when a reload changes a zone's serial: `IP` or `IP:PORT`, port 53
 //! by default); `nsid`, `cookies` and `rate_limit` are read in `dns_edns`, the forwarding keys in
 //! `dns_forwarding`. Zone files are
@@ -23,7 +26,7 @@ use std::time::Duration;
 use toml::Spanned;
 use weft_names::{
     Catalog, DnsConfig, DnsMetrics, DnsServer, NamesError, Prefix, ServiceMetrics, TransferConfig,
-    WeakServer, Zone,
+    TransferPeer, TsigKey, WeakServer, Zone,
 };
 
 use crate::config::ConfigError;
@@ -110,6 +113,7 @@ impl super::Kind for DnsKind {
         "cache_bytes",
         "timeout",
         "allow_transfer",
+        "tsig_keys",
         "notify",
         "nsid",
         "cookies",
@@ -194,6 +198,11 @@ impl super::Kind for DnsKind {
             "timeout_ms": d.config.timeout.as_millis() as u64,
             "forwarding": super::dns_forwarding::describe(&d.config.forwarding),
             "allow_transfer": d.config.transfer.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            // Names and algorithms; a secret is never shown.
+            "tsig_keys": d.config.tsig_keys.iter().map(|k| serde_json::json!({
+                "name": k.name().to_string(),
+                "algorithm": k.algorithm(),
+            })).collect::<Vec<_>>(),
             "notify": d.config.transfer.notify,
             "nsid": d.config.edns.nsid,
             "cookies": d.config.edns.cookies,
@@ -260,7 +269,8 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             .map_err(|message| ctx.error(span, "forward", message))?;
         forward.push(addr);
     }
-    let transfer = transfer(ctx)?;
+    let tsig_keys = tsig_keys(ctx)?;
+    let transfer = transfer(ctx, &tsig_keys)?;
     if zone_files.is_empty() && forward.is_empty() {
         return Err(ctx.error(
             raw.kind.span(),
@@ -313,22 +323,72 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
             transfer,
             edns: super::dns_edns::edns(ctx)?,
             rate_limit: super::dns_edns::rate_limit(ctx)?,
+            tsig_keys,
         },
         failed,
     })
 }
 
-/// `allow_transfer` and `notify`.
-fn transfer(ctx: &ServiceCtx<'_>) -> Result<TransferConfig, ConfigError> {
+/// A `tsig_keys` entry as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTsigKey {
+    name: String,
+    algorithm: String,
+    secret: String,
+}
+
+/// `tsig_keys`: each key once.
+fn tsig_keys(ctx: &ServiceCtx<'_>) -> Result<Vec<TsigKey>, ConfigError> {
+    let mut keys: Vec<TsigKey> = Vec::new();
+    for raw in ctx.raw.tsig_keys.iter().flat_map(|k| k.get_ref()) {
+        let RawTsigKey {
+            name,
+            algorithm,
+            secret,
+        } = raw.get_ref();
+        let key = TsigKey::new(name, algorithm, secret)
+            .map_err(|e| ctx.error(raw.span(), "tsig_keys", e))?;
+        if keys.iter().any(|k| k.name() == key.name()) {
+            let why = format!("key {} is defined twice", key.name());
+            return Err(ctx.error(raw.span(), "tsig_keys", why));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// `allow_transfer` (its keys among `keys`) and `notify`.
+fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, ConfigError> {
     let raw = ctx.raw;
     let mut allow = Vec::new();
     for (text, span) in strings(ctx, "allow_transfer", &raw.allow_transfer)? {
-        let prefix: Prefix = text
+        let mut words = text.split_whitespace();
+        let (Some(addresses), key, None) = (words.next(), words.next(), words.next()) else {
+            let why = format!(
+                "{text:?} is not an address or CIDR block and at most a key's name, such as \
+                 \"192.0.2.0/24\" or \"192.0.2.7 xfr.example.\""
+            );
+            return Err(ctx.error(span, "allow_transfer", why));
+        };
+        let prefix: Prefix = addresses
             .parse()
             .map_err(|e: weft_names::transfer::PrefixError| {
-                ctx.error(span, "allow_transfer", e.to_string())
+                ctx.error(span.clone(), "allow_transfer", e.to_string())
             })?;
-        allow.push(prefix);
+        let key = match key {
+            None => None,
+            Some(key) => {
+                let Some(found) = keys.iter().find(|k| k.is_named(key)) else {
+                    let why = format!(
+                        "{text:?} names key {key:?}, which tsig_keys does not define"
+                    );
+                    return Err(ctx.error(span, "allow_transfer", why));
+                };
+                Some(found.name().clone())
+            }
+        };
+        allow.push(TransferPeer { prefix, key });
     }
     let mut notify = Vec::new();
     for (text, span) in strings(ctx, "notify", &raw.notify)? {
@@ -453,13 +513,9 @@ mod tests {
         )
         .unwrap();
         let transfer = &settings(&c).config.transfer;
-        assert_eq!(
-            transfer.allow,
-            [
-                "192.0.2.7".parse().unwrap(),
-                "2001:db8::/32".parse().unwrap()
-            ]
-        );
+        let allowed: Vec<String> = transfer.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["192.0.2.7/32", "2001:db8::/32"]);
+        assert!(transfer.allow.iter().all(|p| p.key.is_none()));
         assert_eq!(
             transfer.notify,
             [
@@ -480,6 +536,67 @@ mod tests {
                 .is_empty(),
             "nobody by default"
         );
+    }
+
+    #[test]
+    fn tsig_keys_are_read_as_tsig_keygen_writes_them_and_named_by_allow_transfer() {
+        const SECRET: &str = "bWFkZSBmb3IgdGhlIHRlc3Qgb2YgVFNJRyBpbiB3ZWZ0";
+        let keys = |entries: &str, allow: &str| {
+            config(&format!(
+                "forward = \"127.0.0.1\"\ntsig_keys = [{entries}]\nallow_transfer = {allow}"
+            ))
+        };
+        let key = |name: &str, algorithm: &str, secret: &str| {
+            format!("{{ name = {name:?}, algorithm = {algorithm:?}, secret = {secret:?} }}")
+        };
+        let c = keys(
+            &format!(
+                "{}, {}",
+                key("xfr.example.", "hmac-sha256", SECRET),
+                key("Other.Example", "HMAC-SHA512", SECRET)
+            ),
+            r#"["192.0.2.7 XFR.example", "198.51.100.0/24 other.example.", "203.0.113.9"]"#,
+        )
+        .unwrap();
+        let d = settings(&c);
+        let allowed: Vec<String> = d.config.transfer.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            allowed,
+            ["192.0.2.7/32 xfr.example.", "198.51.100.0/24 other.example.", "203.0.113.9/32"]
+        );
+        // What the dashboard shows: names and algorithms, never a secret.
+        let json = c.services[0].kind.settings_json();
+        assert!(json.contains(r#"{"algorithm":"hmac-sha512","name":"other.example."}"#), "{json}");
+        assert!(!json.contains(SECRET), "{json}");
+
+        for (entries, allow, says) in [
+            (key("x.", "hmac-md5", SECRET), "[]", "tsig_keys: algorithm \"hmac-md5\" is deprecated"),
+            (key("x.", "hmac-sha256", "not base64"), "[]", "tsig_keys: the secret is not base64"),
+            (
+                format!("{0}, {0}", key("x.", "hmac-sha256", SECRET)),
+                "[]",
+                "tsig_keys: key x. is defined twice",
+            ),
+            (
+                key("x.", "hmac-sha256", SECRET),
+                r#""192.0.2.7 y.""#,
+                r#"allow_transfer: "192.0.2.7 y." names key "y.", which tsig_keys does not define"#,
+            ),
+            (
+                key("x.", "hmac-sha256", SECRET),
+                r#""192.0.2.7 x. more""#,
+                "is not an address or CIDR block and at most a key's name",
+            ),
+        ] {
+            let e = keys(&entries, allow).unwrap_err();
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains(SECRET), "{e}");
+        }
+        let e = config(&format!(
+            "forward = \"127.0.0.1\"\ntsig_keys = [{{ name = \"x.\", secret = \"{SECRET}\" }}]"
+        ))
+        .unwrap_err();
+        assert!(e.contains("algorithm"), "{e}");
     }
 
     #[test]

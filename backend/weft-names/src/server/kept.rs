@@ -112,7 +112,8 @@ impl DnsServer {
         reply: R,
     ) {
         let cookies = self.inner.edns.cookies();
-        let Parsed::Query(mut request) = wire::parse_received(packet, cookies, received) else {
+        let Parsed::Query(mut request) = wire::parse_received(packet, cookies, &[], received)
+        else {
             return;
         };
         request.asked.client = client;

@@ -1,6 +1,7 @@
 //! Zone transfers out and NOTIFY: what a primary does for its secondaries.
 //!
-//! - AXFR (RFC 5936) over TCP to the peers of `allow_transfer`: the zone's SOA first, every
+//! - AXFR (RFC 5936) over TCP to the peers of `allow_transfer` (from an address of the
+//!   entry, and signed with its TSIG key when it names one): the zone's SOA first, every
 //!   other record, the SOA last, over as many messages as it takes (each well under 64 KiB),
 //!   written a few messages per reactor turn and paused while the connection's buffer is
 //!   above its high-water mark (`stream`), so a big zone never blocks the reactor and a
@@ -32,7 +33,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::{LowerName, RData, Record, RecordType};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
 pub use metrics::{NotifyResult, TransferCounters, TransferResult, ZoneReload};
@@ -53,15 +54,40 @@ const MESSAGE_BUDGET: usize = 16 * 1024;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferConfig {
     /// `allow_transfer`: the peers that may AXFR or IXFR the zones. Empty: nobody.
-    pub allow: Vec<Prefix>,
+    pub allow: Vec<TransferPeer>,
     /// `notify`: where a NOTIFY goes when a reload changes a zone's serial.
     pub notify: Vec<SocketAddr>,
 }
 
+/// An entry of `allow_transfer`: the addresses it admits, and the TSIG key their requests
+/// must be signed with, if it names one (`"192.0.2.7 xfr.example."`, as NSD's
+/// `provide-xfr` reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferPeer {
+    /// The addresses.
+    pub prefix: Prefix,
+    /// The key's name, lower-cased; `None`: signed or not.
+    pub key: Option<Name>,
+}
+
+impl std::fmt::Display for TransferPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{} {key}", self.prefix),
+            None => write!(f, "{}", self.prefix),
+        }
+    }
+}
+
 impl TransferConfig {
-    /// Whether `peer` may transfer a zone.
-    pub fn allows(&self, peer: Option<IpAddr>) -> bool {
-        peer.is_some_and(|ip| self.allow.iter().any(|p| p.contains(ip)))
+    /// Whether `peer`, whose request was signed with the key named `key` (verified), may
+    /// transfer a zone.
+    pub fn allows(&self, peer: Option<IpAddr>, key: Option<&Name>) -> bool {
+        peer.is_some_and(|ip| {
+            self.allow.iter().any(|p| {
+                p.prefix.contains(ip) && p.key.as_ref().is_none_or(|want| Some(want) == key)
+            })
+        })
     }
 }
 
@@ -171,7 +197,11 @@ pub(crate) fn plan(
         if result == TransferResult::Refused {
             crate::edns::ExtendedError::Prohibited.add_to(&mut message);
         }
-        Plan::Answer(wire::encode(&message, None))
+        let mut encoded = wire::encode(&message, None);
+        if let Some(signer) = &request.signer {
+            signer.sign(&mut encoded);
+        }
+        Plan::Answer(encoded)
     };
     let axfr = request.query.query_type() == RecordType::AXFR;
     if axfr && via == Via::Udp {
@@ -185,7 +215,10 @@ pub(crate) fn plan(
     else {
         return answer(ResponseCode::NotAuth, TransferResult::NotAuth, Vec::new());
     };
-    if !config.allows(peer) {
+    if !config.allows(
+        peer,
+        request.signer.as_deref().map(crate::tsig::Signer::key),
+    ) {
         return answer(ResponseCode::Refused, TransferResult::Refused, Vec::new());
     }
     let current = &catalog.zones()[zone];
@@ -238,6 +271,8 @@ pub(crate) fn notify_received(packet: &[u8]) -> Option<(Vec<u8>, ResponseCode)> 
 /// Where a transfer is in its zone: the next record to send, kept across messages.
 struct Cursor {
     job: Job,
+    /// What signs each message, when the request was signed (TSIG).
+    signer: Option<crate::tsig::Signer>,
     /// Every owner name of the zone, the origin first (shared with the zone).
     owners: Arc<[LowerName]>,
     owner: usize,
@@ -253,6 +288,7 @@ impl Cursor {
     fn new(job: Job) -> Self {
         let owners = job.catalog.zones()[job.zone].owners();
         Self {
+            signer: job.request.signer.as_deref().cloned(),
             job,
             owners,
             owner: 0,
@@ -310,7 +346,11 @@ impl Cursor {
         }
         self.started = true;
         message.answers = records;
-        Some(wire::encode(&message, None))
+        let mut encoded = wire::encode(&message, None);
+        if let Some(signer) = &mut self.signer {
+            signer.sign_next(&mut encoded);
+        }
+        Some(encoded)
     }
 }
 

@@ -23,7 +23,10 @@ fn catalog(text: &str) -> Rc<Catalog> {
 
 fn allowing(prefix: &str) -> TransferConfig {
     TransferConfig {
-        allow: vec![prefix.parse().unwrap()],
+        allow: vec![TransferPeer {
+            prefix: prefix.parse().unwrap(),
+            key: None,
+        }],
         notify: Vec::new(),
     }
 }

@@ -1,0 +1,206 @@
+use hickory_proto::op::{MessageType, OpCode};
+
+use super::*;
+
+/// 32 bytes, base64, as `tsig-keygen` writes a key's secret.
+const SECRET: &str = "3q2+7wAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+const OTHER_SECRET: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+fn key(secret: &str) -> TsigKey {
+    TsigKey::new("Xfr.Example", "hmac-sha256", secret).unwrap()
+}
+
+fn message(id: u16) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.queries.push(Query::query(
+        Name::from_ascii("example.").unwrap(),
+        RecordType::SOA,
+    ));
+    m.to_vec().unwrap()
+}
+
+/// The TSIG variables of `tsig` owned by `key` (RFC 8945 section 4.3.3).
+fn variables(tsig: &TSIG, key: &Name) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    tsig.emit_tsig_for_mac(&mut BinEncoder::new(&mut bytes), key)
+        .unwrap();
+    bytes
+}
+
+/// A query signed as a peer signs it at `time` (section 4.3.3), its MAC cut to `len`.
+fn signed_query(key: &TsigKey, time: u64, len: Option<usize>) -> Vec<u8> {
+    let mut packet = message(0x4242);
+    let tsig = TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        time,
+        300,
+        Vec::new(),
+        0x4242,
+        None,
+        Vec::new(),
+    );
+    let mut data = packet.clone();
+    data.extend(variables(&tsig, key.name()));
+    let mut mac = key.mac(&data);
+    mac.truncate(len.unwrap_or(mac.len()));
+    append(&mut packet, key.name(), tsig.set_mac(mac));
+    packet
+}
+
+fn verified(keys: &[TsigKey], packet: &[u8], now: u64) -> Result<Signer, Box<Refusal>> {
+    let message = Message::from_vec(packet).unwrap();
+    let signed = of_query(&message, packet).unwrap().expect("signed");
+    verify(keys, signed, packet, now)
+}
+
+/// The TSIG record at the end of `encoded`, and the message before it as its header
+/// counts it without that record.
+fn split(encoded: &[u8]) -> (Vec<u8>, Name, TSIG) {
+    let message = Message::from_vec(encoded).unwrap();
+    let (_, at) = *additionals(encoded).unwrap().last().unwrap();
+    let record = message
+        .signature
+        .as_deref()
+        .cloned()
+        .or_else(|| {
+            message.additionals.iter().find_map(|r| match &r.data {
+                RData::TSIG(t) => Some(make_tsig_record(r.name.clone(), t.clone())),
+                _ => None,
+            })
+        })
+        .expect("a TSIG record");
+    let mut before = encoded[..at].to_vec();
+    let count = u16::from_be_bytes([before[10], before[11]]) - 1;
+    before[10..12].copy_from_slice(&count.to_be_bytes());
+    (before, record.name, record.data)
+}
+
+#[test]
+fn a_query_signed_with_a_key_held_verifies_and_its_answer_is_signed_over_its_mac() {
+    let key = key(SECRET);
+    let now = unix_now();
+    let query = signed_query(&key, now, None);
+    let signer = verified(std::slice::from_ref(&key), &query, now).expect("verifies");
+    let (_, _, asked) = split(&query);
+
+    let mut answer = message(0x4242);
+    answer[2] |= 0x80;
+    let plain = answer.clone();
+    signer.sign(&mut answer);
+    let (before, owner, tsig) = split(&answer);
+    assert_eq!(before, plain, "the record is added, nothing else changes");
+    assert_eq!(owner.to_ascii(), "xfr.example.");
+    assert_eq!((tsig.oid, tsig.error, tsig.fudge), (0x4242, None, FUDGE));
+    // Section 4.3.1: the request's MAC, the answer, the variables.
+    let mut data = (asked.mac.len() as u16).to_be_bytes().to_vec();
+    data.extend(&asked.mac);
+    data.extend(&plain);
+    data.extend(variables(&tsig, &owner));
+    assert_eq!(tsig.mac, key.mac(&data));
+    assert!(
+        signer.room() >= answer.len() - plain.len(),
+        "room kept for it"
+    );
+}
+
+#[test]
+fn each_message_of_a_transfer_after_the_first_is_signed_over_the_last_mac_and_its_timers() {
+    let key = key(SECRET);
+    let now = unix_now();
+    let query = signed_query(&key, now, None);
+    let mut signer = verified(std::slice::from_ref(&key), &query, now).unwrap();
+    let (_, _, asked) = split(&query);
+    let mut previous = asked.mac;
+    for n in 0..3 {
+        let mut m = message(0x4242);
+        m[2] |= 0x80;
+        let plain = m.clone();
+        signer.sign_next(&mut m);
+        let (_, owner, tsig) = split(&m);
+        let mut data = (previous.len() as u16).to_be_bytes().to_vec();
+        data.extend(&previous);
+        data.extend(&plain);
+        if n == 0 {
+            data.extend(variables(&tsig, &owner));
+        } else {
+            data.extend(&tsig.time.to_be_bytes()[2..]);
+            data.extend(tsig.fudge.to_be_bytes());
+        }
+        assert_eq!(tsig.mac, key.mac(&data), "message {n}");
+        previous = tsig.mac;
+    }
+}
+
+#[test]
+fn a_query_that_does_not_verify_is_refused_with_the_error_rfc_8945_gives_it() {
+    let key = key(SECRET);
+    let held = std::slice::from_ref(&key);
+    let now = unix_now();
+    let answered = |refusal: Box<Refusal>| {
+        let mut answer = message(0x4242);
+        answer[2] |= 0x80;
+        refusal.seal(&mut answer);
+        split(&answer).2
+    };
+
+    // Unknown: another name, or the name with another algorithm.
+    let other = TsigKey::new("other.example.", "hmac-sha256", SECRET).unwrap();
+    let refusal = verified(held, &signed_query(&other, now, None), now).unwrap_err();
+    assert!(refusal.why.contains("other.example."), "{}", refusal.why);
+    let tsig = answered(refusal);
+    assert_eq!((tsig.error, tsig.mac.len()), (Some(TsigError::BadKey), 0));
+    let sha512 = TsigKey::new("xfr.example.", "hmac-sha512", SECRET).unwrap();
+    let refusal = verified(&[sha512], &signed_query(&key, now, None), now).unwrap_err();
+    assert_eq!(answered(refusal).error, Some(TsigError::BadKey));
+
+    // Another secret: BADSIG, unsigned.
+    let forged = signed_query(&self::key(OTHER_SECRET), now, None);
+    let tsig = answered(verified(held, &forged, now).unwrap_err());
+    assert_eq!((tsig.error, tsig.mac.len()), (Some(TsigError::BadSig), 0));
+    // A byte of the message changed after signing: BADSIG.
+    let mut changed = signed_query(&key, now, None);
+    changed[3] ^= 0x01;
+    let tsig = answered(verified(held, &changed, now).unwrap_err());
+    assert_eq!(tsig.error, Some(TsigError::BadSig));
+
+    // Outside the fudge: BADTIME, signed, with the server's time.
+    let refusal = verified(held, &signed_query(&key, now - 301, None), now).unwrap_err();
+    assert!(refusal.why.contains("301 s"), "{}", refusal.why);
+    let tsig = answered(refusal);
+    assert_eq!(tsig.error, Some(TsigError::BadTime));
+    assert_eq!(tsig.mac.len(), 32, "signed");
+    let told = tsig.other.iter().fold(0u64, |t, b| t << 8 | u64::from(*b));
+    assert!(told.abs_diff(now) <= 1, "{told} {now}");
+    assert!(verified(held, &signed_query(&key, now - 300, None), now).is_ok());
+
+    // Cut to 16 of 32 bytes: BADTRUNC; to 8, below the least a MAC may be: FORMERR.
+    let refusal = verified(held, &signed_query(&key, now, Some(16)), now).unwrap_err();
+    assert_eq!(answered(refusal).error, Some(TsigError::BadTrunc));
+    let refusal = verified(held, &signed_query(&key, now, Some(8)), now).unwrap_err();
+    assert!(refusal.malformed(), "{}", refusal.why);
+}
+
+#[test]
+fn a_key_is_read_as_tsig_keygen_writes_it_and_never_shows_its_secret() {
+    let key = key(SECRET);
+    assert_eq!(key.name().to_ascii(), "xfr.example.");
+    assert!(key.is_named("XFR.example") && key.is_named("xfr.example."));
+    assert!(!key.is_named("xfr.example.com."));
+    assert_eq!(key.secret().len(), 32);
+    let shown = format!("{key:?}");
+    assert!(
+        !shown.contains(SECRET) && !shown.contains("secret"),
+        "{shown}"
+    );
+
+    let error = |name, algorithm, secret| TsigKey::new(name, algorithm, secret).unwrap_err();
+    assert!(error("xfr.", "hmac-md5", SECRET).contains("deprecated"));
+    assert!(error("xfr.", "hmac-sha3", SECRET).contains("hmac-sha256"));
+    let bad = error("xfr.", "hmac-sha256", "not base64!");
+    assert!(
+        bad.contains("base64") && !bad.contains("not base64!"),
+        "{bad}"
+    );
+    assert!(error("xfr.", "hmac-sha256", "").contains("empty"));
+    assert!(error(".", "hmac-sha256", SECRET).contains("root"));
+}

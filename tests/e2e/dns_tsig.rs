@@ -27,11 +27,12 @@ fn zone(hosts: usize) -> String {
     text
 }
 
-fn signed_app(port: u16, hosts: usize) -> App {
+fn signed_app(port: u16, hosts: usize, notify: &str) -> App {
     spawn_dns_app(
         dns_service("dns", port)
             .tcp()
             .zone("example.test.zone", zone(hosts))
+            .key("notify", notify)
             .key(
                 "tsig_keys",
                 &format!(r#"[{{ name = "xfr.example.", algorithm = "hmac-sha256", secret = "{SECRET}" }}]"#),
@@ -49,7 +50,7 @@ fn transfers(app: &App, result: &str) -> Option<f64> {
 #[test]
 fn dig_transfers_a_zone_signed_with_its_key_verifying_every_message_and_others_are_refused() {
     let port = free_port();
-    let app = signed_app(port, 1500);
+    let app = signed_app(port, 1500, "[]");
     let key = format!("hmac-sha256:xfr.example.:{SECRET}");
 
     // Signed: every message verifies (dig stops at the first that does not).
@@ -110,10 +111,10 @@ fn dig_transfers_a_zone_signed_with_its_key_verifying_every_message_and_others_a
 }
 
 #[test]
-fn nsd_as_a_secondary_pulls_the_zone_with_the_key_and_serves_it() {
+fn nsd_as_a_secondary_pulls_the_zone_with_the_key_and_takes_a_signed_notify_of_a_new_serial() {
     let port = free_port();
-    let _app = signed_app(port, 1500);
     let theirs = free_port();
+    let app = signed_app(port, 1500, &format!(r#""127.0.0.1:{theirs} xfr.example.""#));
     let clauses = format!(
         "key:\n  name: xfr.example.\n  algorithm: hmac-sha256\n  secret: \"{SECRET}\"\n\
          zone:\n  name: example.test\n  zonefile: secondary.zone\n  \
@@ -132,5 +133,21 @@ fn nsd_as_a_secondary_pulls_the_zone_with_the_key_and_serves_it() {
     assert!(
         out.contains("flags: qr aa") && out.contains(" 7 7200 900"),
         "{out}"
+    );
+
+    // A new serial: the NOTIFY, signed, brings NSD to transfer again at once (its own
+    // refresh would wait two hours; it takes a NOTIFY only signed with the key).
+    let file = app.dir.path().join("example.test.zone");
+    let text = zone(1500).replace(" 7 2h", " 8 2h") + "new IN A 192.0.2.99\n";
+    std::fs::write(&file, text).unwrap();
+    app.reload_by_signal("ok");
+    assert_eventually!(
+        dig(theirs, &["new.example.test", "A", "+short"]).trim() == "192.0.2.99",
+        "NSD took the NOTIFY and transferred serial 8\n{}",
+        nsd.log()
+    );
+    assert_eventually!(
+        app.metric(r#"weft_dns_notifies_total{result="acknowledged",service="dns"}"#) == Some(1.0),
+        "acknowledged"
     );
 }

@@ -99,7 +99,7 @@ pub use link::{TcpAnswer, TcpExchange, UdpLease, UpstreamLink};
 pub use metrics::{Busy, DnsMetrics, Limited, Mismatch, ServiceMetrics};
 pub use rrl::RateLimit;
 pub use server::{DnsConfig, DnsServer, Outcome, Reply, Via, WeakServer};
-pub use transfer::{Prefix, TransferConfig, TransferPeer};
+pub use transfer::{NotifyPeer, Prefix, TransferConfig, TransferPeer};
 pub use transport::{DnsTcp, DnsUdp, listen, listen_after};
 pub use tsig::TsigKey;
 pub use upstream::{ForwardOptions, Selection};

@@ -419,16 +419,7 @@ impl Signer {
     }
 
     fn sign_at(&self, encoded: &mut Vec<u8>, error: Option<TsigError>, other: Vec<u8>, now: u64) {
-        let id = u16::from_be_bytes([encoded[0], encoded[1]]);
-        let tsig = TSIG::new(
-            self.algorithm.clone(),
-            now,
-            FUDGE,
-            Vec::new(),
-            id,
-            error,
-            other,
-        );
+        let tsig = unsigned(self.algorithm.clone(), encoded, now, error, other);
         let mac = self.key.mac(&self.covered(encoded, &tsig, true));
         append(encoded, &self.key.name, tsig.set_mac(mac));
     }
@@ -437,13 +428,10 @@ impl Signer {
     /// after it over the MAC of the one before, the message and its timers (section
     /// 4.4).
     pub(crate) fn sign_next(&mut self, encoded: &mut Vec<u8>) {
-        let id = u16::from_be_bytes([encoded[0], encoded[1]]);
-        let tsig = TSIG::new(
+        let tsig = unsigned(
             self.algorithm.clone(),
+            encoded,
             unix_now(),
-            FUDGE,
-            Vec::new(),
-            id,
             None,
             Vec::new(),
         );
@@ -478,6 +466,31 @@ impl Signer {
     pub(crate) fn key(&self) -> &Name {
         &self.key.name
     }
+}
+
+/// Signs `encoded`, a query this server sends (a NOTIFY), with `key`: the MAC covers the
+/// message and the TSIG variables (section 4.3.3).
+pub(crate) fn sign_query(key: &TsigKey, encoded: &mut Vec<u8>) {
+    let algorithm =
+        TsigAlgorithm::from_name(Name::from_ascii(key.algorithm.text()).unwrap_or_default());
+    let tsig = unsigned(algorithm, encoded, unix_now(), None, Vec::new());
+    let mut data = encoded.clone();
+    push_variables(&mut data, &tsig, &key.name);
+    let mac = key.mac(&data);
+    append(encoded, &key.name, tsig.set_mac(mac));
+}
+
+/// The TSIG record data that signs `encoded` at `now`, its MAC not made yet: this
+/// server's fudge, and the message's ID as the original.
+fn unsigned(
+    algorithm: TsigAlgorithm,
+    encoded: &[u8],
+    now: u64,
+    error: Option<TsigError>,
+    other: Vec<u8>,
+) -> TSIG {
+    let id = u16::from_be_bytes([encoded[0], encoded[1]]);
+    TSIG::new(algorithm, now, FUDGE, Vec::new(), id, error, other)
 }
 
 /// Appends the TSIG record `tsig` owned by `key` to `encoded` and counts it in ARCOUNT.

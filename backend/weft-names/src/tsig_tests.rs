@@ -181,6 +181,19 @@ fn a_query_that_does_not_verify_is_refused_with_the_error_rfc_8945_gives_it() {
 }
 
 #[test]
+fn a_query_this_server_signs_verifies_as_its_peer_verifies_it() {
+    let key = key(SECRET);
+    let mut notify = message(0x1234);
+    sign_query(&key, &mut notify);
+    let signer = verified(std::slice::from_ref(&key), &notify, unix_now()).expect("verifies");
+    assert_eq!(signer.key().to_ascii(), "xfr.example.");
+    let (_, _, tsig) = split(&notify);
+    assert_eq!(tsig.algorithm.to_name().to_ascii(), "hmac-sha256");
+    let other = self::key(OTHER_SECRET);
+    assert!(verified(&[other], &notify, unix_now()).is_err());
+}
+
+#[test]
 fn a_key_is_read_as_tsig_keygen_writes_it_and_never_shows_its_secret() {
     let key = key(SECRET);
     assert_eq!(key.name().to_ascii(), "xfr.example.");

@@ -26,7 +26,7 @@ use std::time::Duration;
 use toml::Spanned;
 use weft_names::{
     Catalog, DnsConfig, DnsMetrics, DnsServer, NamesError, Prefix, ServiceMetrics, TransferConfig,
-    TransferPeer, TsigKey, WeakServer, Zone,
+    NotifyPeer, TransferPeer, TsigKey, WeakServer, Zone,
 };
 
 use crate::config::ConfigError;
@@ -203,7 +203,7 @@ impl super::Kind for DnsKind {
                 "name": k.name().to_string(),
                 "algorithm": k.algorithm(),
             })).collect::<Vec<_>>(),
-            "notify": d.config.transfer.notify,
+            "notify": d.config.transfer.notify.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "nsid": d.config.edns.nsid,
             "cookies": d.config.edns.cookies,
             "rate_limit": d.config.rate_limit.map(|r| serde_json::json!({
@@ -358,7 +358,7 @@ fn tsig_keys(ctx: &ServiceCtx<'_>) -> Result<Vec<TsigKey>, ConfigError> {
     Ok(keys)
 }
 
-/// `allow_transfer` (its keys among `keys`) and `notify`.
+/// `allow_transfer` and `notify` (their keys among `keys`).
 fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, ConfigError> {
     let raw = ctx.raw;
     let mut allow = Vec::new();
@@ -391,7 +391,25 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
         allow.push(TransferPeer { prefix, key });
     }
     let mut notify = Vec::new();
-    for (text, span) in strings(ctx, "notify", &raw.notify)? {
+    for (entry, span) in strings(ctx, "notify", &raw.notify)? {
+        let mut words = entry.split_whitespace();
+        let (Some(text), key, None) = (words.next(), words.next(), words.next()) else {
+            let why = format!(
+                "{entry:?} is not a peer address and at most a key's name, such as \
+                 \"192.0.2.2\" or \"192.0.2.2:5353 xfr.example.\""
+            );
+            return Err(ctx.error(span, "notify", why));
+        };
+        let key = match key {
+            None => None,
+            Some(key) => match keys.iter().find(|k| k.is_named(key)) {
+                Some(found) => Some(found.clone()),
+                None => {
+                    let why = format!("{entry:?} names key {key:?}, which tsig_keys does not define");
+                    return Err(ctx.error(span, "notify", why));
+                }
+            },
+        };
         let addr = text
             .parse::<SocketAddr>()
             .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
@@ -400,7 +418,7 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
             })
             .and_then(|addr| one_peer(addr, "a secondary"))
             .map_err(|message| ctx.error(span, "notify", message))?;
-        notify.push(addr);
+        notify.push(NotifyPeer { addr, key });
     }
     Ok(TransferConfig { allow, notify })
 }
@@ -516,13 +534,8 @@ mod tests {
         let allowed: Vec<String> = transfer.allow.iter().map(ToString::to_string).collect();
         assert_eq!(allowed, ["192.0.2.7/32", "2001:db8::/32"]);
         assert!(transfer.allow.iter().all(|p| p.key.is_none()));
-        assert_eq!(
-            transfer.notify,
-            [
-                "192.0.2.8:53".parse().unwrap(),
-                "192.0.2.9:5300".parse().unwrap()
-            ]
-        );
+        let notified: Vec<String> = transfer.notify.iter().map(ToString::to_string).collect();
+        assert_eq!(notified, ["192.0.2.8:53", "192.0.2.9:5300"]);
         let json = c.services[0].kind.settings_json();
         assert!(
             json.contains("\"allow_transfer\":[\"192.0.2.7/32\",\"2001:db8::/32\"]"),
@@ -555,7 +568,8 @@ mod tests {
                 key("xfr.example.", "hmac-sha256", SECRET),
                 key("Other.Example", "HMAC-SHA512", SECRET)
             ),
-            r#"["192.0.2.7 XFR.example", "198.51.100.0/24 other.example.", "203.0.113.9"]"#,
+            r#"["192.0.2.7 XFR.example", "198.51.100.0/24 other.example.", "203.0.113.9"]
+               notify = ["192.0.2.7:5300 xfr.example.", "192.0.2.8"]"#,
         )
         .unwrap();
         let d = settings(&c);
@@ -564,6 +578,8 @@ mod tests {
             allowed,
             ["192.0.2.7/32 xfr.example.", "198.51.100.0/24 other.example.", "203.0.113.9/32"]
         );
+        let notified: Vec<String> = d.config.transfer.notify.iter().map(ToString::to_string).collect();
+        assert_eq!(notified, ["192.0.2.7:5300 xfr.example.", "192.0.2.8:53"]);
         // What the dashboard shows: names and algorithms, never a secret.
         let json = c.services[0].kind.settings_json();
         assert!(json.contains(r#"{"algorithm":"hmac-sha512","name":"other.example."}"#), "{json}");
@@ -586,6 +602,11 @@ mod tests {
                 key("x.", "hmac-sha256", SECRET),
                 r#""192.0.2.7 x. more""#,
                 "is not an address or CIDR block and at most a key's name",
+            ),
+            (
+                key("x.", "hmac-sha256", SECRET),
+                "[]\nnotify = \"192.0.2.7 z.\"",
+                r#"notify: "192.0.2.7 z." names key "z.", which tsig_keys does not define"#,
             ),
         ] {
             let e = keys(&entries, allow).unwrap_err();

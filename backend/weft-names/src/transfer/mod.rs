@@ -16,8 +16,8 @@
 //!   of the server's current version to inform the client that a TCP query should be
 //!   initiated"; NSD sets TC too).
 //! - NOTIFY (RFC 1996) out ([`notify`]): when a reload changes a zone's serial, each peer
-//!   of `notify` gets a NOTIFY with the new SOA over UDP, again until it answers, a few
-//!   times. A NOTIFY in gets REFUSED: this server is a primary only (NSD answers so for a
+//!   of `notify` gets a NOTIFY with the new SOA over UDP (signed with the entry's TSIG
+//!   key, if it names one), again until it answers, a few times. A NOTIFY in gets REFUSED: this server is a primary only (NSD answers so for a
 //!   zone without `allow-notify`).
 //!
 //! Every request is counted by how it ended in `weft_dns_transfers_total{result}`
@@ -56,7 +56,26 @@ pub struct TransferConfig {
     /// `allow_transfer`: the peers that may AXFR or IXFR the zones. Empty: nobody.
     pub allow: Vec<TransferPeer>,
     /// `notify`: where a NOTIFY goes when a reload changes a zone's serial.
-    pub notify: Vec<SocketAddr>,
+    pub notify: Vec<NotifyPeer>,
+}
+
+/// An entry of `notify`: where a NOTIFY goes, and the TSIG key it is signed with, if it
+/// names one (`"192.0.2.8:5300 xfr.example."`, as NSD's `notify` reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyPeer {
+    /// The secondary's address.
+    pub addr: SocketAddr,
+    /// The key; `None`: unsigned.
+    pub key: Option<crate::TsigKey>,
+}
+
+impl std::fmt::Display for NotifyPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{} {}", self.addr, key.name()),
+            None => write!(f, "{}", self.addr),
+        }
+    }
 }
 
 /// An entry of `allow_transfer`: the addresses it admits, and the TSIG key their requests

@@ -18,7 +18,7 @@ use weft::endpoint::ServerEndpoint;
 use weft::observe::{self, ErrorKind};
 use weft::{DatagramProtocol, DatagramTransport, Reactor};
 
-use super::NotifyResult;
+use super::{NotifyPeer, NotifyResult};
 use crate::error::NamesError;
 use crate::metrics::ServiceMetrics;
 
@@ -27,16 +27,18 @@ pub const ATTEMPTS: u32 = 5;
 /// How long to wait for an answer before sending again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-/// Sends a NOTIFY for the zone whose SOA is `soa` to every peer of `peers`, from service
-/// `service`'s ports; answers and give-ups are counted in `metrics`.
+/// Sends a NOTIFY for the zone whose SOA is `soa` to every peer of `peers` (signed with
+/// its key, when it names one), from service `service`'s ports; answers and give-ups are
+/// counted in `metrics`.
 pub fn announce(
     reactor: &Reactor,
     service: &str,
     soa: &Record,
-    peers: &[SocketAddr],
+    peers: &[NotifyPeer],
     metrics: &ServiceMetrics,
 ) -> Result<(), NamesError> {
-    for &peer in peers {
+    for NotifyPeer { addr: peer, key } in peers {
+        let peer = *peer;
         let id = crate::random::u16();
         let mut message = Message::new(id, MessageType::Query, OpCode::Notify);
         message.metadata.authoritative = true;
@@ -44,7 +46,10 @@ pub fn announce(
         question.set_query_class(DNSClass::IN);
         message.queries.push(question);
         message.answers.push(soa.clone());
-        let packet = crate::wire::encode(&message, None);
+        let mut packet = crate::wire::encode(&message, None);
+        if let Some(key) = key {
+            crate::tsig::sign_query(key, &mut packet);
+        }
         let pending = Rc::new(Pending {
             id,
             peer,

@@ -163,3 +163,54 @@ fn a_chain_that_meets_a_referral_in_the_next_zone_keeps_the_first_zone_s_aa() {
     assert_eq!(said(&answer.additionals), ["ns.d.b.test. A"]);
     assert!(!alone);
 }
+
+/// A signed zone whose wildcard CNAME leads out to b.test, which leads back to a name
+/// a.test does not hold. Its NSEC chain, in canonical order: the apex, `*.w`, `y`.
+const SIGNED_A: &str = "\
+$ORIGIN a.test.
+@ 60 SOA ns hostmaster 1 2 3 4 5
+@ 60 RRSIG SOA 13 2 60 20300101000000 20240101000000 1 a.test. AAAA
+@ 60 NS ns.b.test.
+@ 60 RRSIG NS 13 2 60 20300101000000 20240101000000 1 a.test. AAAA
+@ 60 NSEC *.w.a.test. NS SOA RRSIG NSEC
+@ 60 RRSIG NSEC 13 2 60 20300101000000 20240101000000 1 a.test. AAAA
+*.w 60 CNAME z.b.test.
+*.w 60 RRSIG CNAME 13 3 60 20300101000000 20240101000000 1 a.test. AAAA
+*.w 60 NSEC y.a.test. CNAME RRSIG NSEC
+*.w 60 RRSIG NSEC 13 3 60 20300101000000 20240101000000 1 a.test. AAAA
+y 60 A 192.0.2.1
+y 60 RRSIG A 13 3 60 20300101000000 20240101000000 1 a.test. AAAA
+y 60 NSEC a.test. A RRSIG NSEC
+y 60 RRSIG NSEC 13 3 60 20300101000000 20240101000000 1 a.test. AAAA
+";
+
+/// A chain out of a signed zone and back into it, ending in a denial: the NSEC that
+/// proved the first hop's wildcard expansion also covers the missing name at the end,
+/// and goes in once, with its RRSIG once (RFC 2181 section 5).
+#[test]
+fn a_proof_two_hops_of_a_chain_give_goes_in_once() {
+    let signed = Zone::parse(Path::new("a.zone"), SIGNED_A).unwrap_or_else(|e| panic!("{e}"));
+    let zones = catalog(vec![signed, zone("b.test.", "z CNAME x.a.test.\n")]);
+    let (answer, alone) = zones
+        .lookup(&name("q.w.a.test."), RecordType::A, true)
+        .unwrap();
+    assert!(!alone);
+    assert_eq!(answer.rcode, ResponseCode::NXDomain);
+    assert_eq!(
+        said(&answer.answers),
+        ["q.w.a.test. CNAME", "q.w.a.test. RRSIG", "z.b.test. CNAME"]
+    );
+    // `x.a.test` falls between `*.w` and `y` (the proof of q.w's expansion), `*.a.test`
+    // between the apex and `*.w`.
+    assert_eq!(
+        said(&answer.authorities),
+        [
+            "*.w.a.test. NSEC",
+            "*.w.a.test. RRSIG",
+            "a.test. SOA",
+            "a.test. RRSIG",
+            "a.test. NSEC",
+            "a.test. RRSIG"
+        ]
+    );
+}

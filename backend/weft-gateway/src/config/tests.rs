@@ -226,6 +226,17 @@ fn durations_take_the_usual_units() {
     assert_eq!(c.inspect.sample, 1.0);
     let e = err("[inspect]\nsample = 1.5\n");
     assert_eq!(at(&e), (Some(2), Some("inspect.sample")));
+    // A unit twice is a slip, not a sum; spaces around the value are refused.
+    for (value, says) in [
+        ("1h1h", r#"the unit "h" comes twice"#),
+        ("1h 2hours", r#"the unit "hours" comes twice"#),
+        (" 5s", "spaces around it"),
+        ("5s ", "spaces around it"),
+    ] {
+        let e = err(&format!("[store]\nretention = {value:?}\n"));
+        assert_eq!(at(&e), (Some(2), Some("store.retention")), "{e}");
+        assert!(e.to_string().contains(says), "{value:?}: {e}");
+    }
 }
 
 #[test]

@@ -826,7 +826,7 @@ pub(crate) fn duration(
     };
     let (text, span) = (value.get_ref().as_str(), Some(value.span()));
     let (floor, because) = floor(name);
-    match humantime::parse_duration(text) {
+    match parse_duration(text) {
         Ok(d) if d.is_zero() => Err(at.error(span, key(name), "must be longer than zero")),
         Ok(d) if d < floor => Err(at.error(
             span,
@@ -851,6 +851,29 @@ pub(crate) fn duration(
             format!("{text:?} is not a duration ({e}); write it like \"5s\", \"100ms\" or \"24h\""),
         )),
     }
+}
+
+/// A duration as the configuration writes one: humantime's (`"5s"`, `"1h 30m"`,
+/// `"100ms"`), without spaces around it, and each unit once: `"1h1h"`, which humantime
+/// reads as two hours, is more likely a slip than a sum.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim() != text {
+        return Err("spaces around it".into());
+    }
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    // Each unit by what one of it lasts, so that "1h 2hours" repeats one too.
+    let mut seen: Vec<Duration> = Vec::new();
+    for unit in text
+        .split(|c: char| c.is_ascii_digit() || c == '.' || c.is_whitespace())
+        .filter(|u| !u.is_empty())
+    {
+        let one = humantime::parse_duration(&format!("1{unit}")).map_err(|e| e.to_string())?;
+        if seen.contains(&one) {
+            return Err(format!("the unit {unit:?} comes twice"));
+        }
+        seen.push(one);
+    }
+    Ok(duration)
 }
 
 /// The shortest value the duration key `name` takes (by its last part: `idle_timeout`,

@@ -98,7 +98,7 @@ fn ttl(
     };
     let text = value.get_ref();
     let error = |message: String| ctx.error(value.span(), field, message);
-    let d = humantime::parse_duration(text).map_err(|e| {
+    let d = crate::config::validate::parse_duration(text).map_err(|e| {
         error(format!(
             "{text:?} is not a duration ({e}); write it like \"30s\", \"1h\" or \"1d\""
         ))

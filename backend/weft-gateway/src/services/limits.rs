@@ -104,7 +104,8 @@ pub(crate) fn validate(
 ) -> Result<ServiceLimits, ConfigError> {
     let mut limits = ServiceLimits::default_for(kind);
     if let Some(value) = &ctx.raw.idle_timeout {
-        let off = humantime::parse_duration(value.get_ref()).is_ok_and(|d| d.is_zero());
+        let off =
+            crate::config::validate::parse_duration(value.get_ref()).is_ok_and(|d| d.is_zero());
         limits.idle_timeout = if off {
             None
         } else {

@@ -96,6 +96,26 @@ fn dig_transfers_a_zone_signed_with_its_key_verifying_every_message_and_others_a
         );
     }
 
+    // Errors found after the signature verified are signed too: an EDNS version not
+    // spoken (BADVERS), a class not served (REFUSED).
+    for (args, status) in [
+        (
+            &["+edns=1", "+noednsnegotiation", "example.test", "SOA"][..],
+            "BADVERS",
+        ),
+        (&["-c", "CH", "version.bind", "TXT"][..], "REFUSED"),
+    ] {
+        let mut all = vec!["-y", key.as_str()];
+        all.extend(args);
+        let out = dig(port, &all);
+        assert!(out.contains(&format!("status: {status}")), "{out}");
+        assert!(out.contains("TSIG PSEUDOSECTION"), "signed\n{out}");
+        assert!(
+            !out.contains("verify failure") && !out.contains("Couldn't"),
+            "{out}"
+        );
+    }
+
     // A wrong secret: NOTAUTH with BADSIG, unsigned, the transfer and the query alike.
     let wrong = format!("hmac-sha256:xfr.example.:{WRONG}");
     let out = dig(port, &["-y", &wrong, "example.test", "AXFR"]);

@@ -300,7 +300,7 @@ impl DnsServer {
                 asked,
                 rcode,
                 why,
-                refused,
+                seal,
             } => {
                 // An error answer has no records: a slipped one goes out as it is, with a
                 // bare OPT so that it is no larger than the query.
@@ -333,8 +333,8 @@ impl DnsServer {
                     None,
                 );
                 let mut encoded = wire::encode(&response, None);
-                if let Some(refused) = refused {
-                    refused.seal(&mut encoded);
+                if let Some(seal) = seal {
+                    seal.apply(&mut encoded);
                 }
                 reply(encoded);
                 match rcode {
@@ -414,15 +414,18 @@ impl DnsServer {
                     // An answer through two zones is not kept: a reload of the second
                     // would leave it stale, and reloads tell kept answers apart by the
                     // zone that answers their question.
+                    // A signed query's answer is never kept (nor is one looked up for it:
+                    // `answers::key_of` takes no TSIG record), as its signature is its own.
                     if answers.prepared()
                         && alone
+                        && request.signer.is_none()
                         && let Some(kept) = Kept::new(&encoded, query, rcode, None, shrunk)
                     {
                         answers.keep(kept);
                     }
                     encoded
                 }
-                Via::Tcp => wire::encode(&message, Some(usize::from(u16::MAX))),
+                Via::Tcp => wire::encode(&message, Some(request.tcp_limit())),
             };
             deliver(metrics, &request, rcode, encoded, reply, Source::Zone);
             return Outcome::Answered;
@@ -623,7 +626,7 @@ pub(crate) fn send(
     let rcode = message.metadata.response_code;
     let encoded = match via {
         Via::Udp => encode_udp(message, request.udp_limit()).0,
-        Via::Tcp => wire::encode(&message, Some(usize::from(u16::MAX))),
+        Via::Tcp => wire::encode(&message, Some(request.tcp_limit())),
     };
     deliver(metrics, request, rcode, encoded, reply, source);
 }

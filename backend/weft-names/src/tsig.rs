@@ -9,9 +9,17 @@
 //! (signed, with the server's time in Other Data), a MAC cut short BADTRUNC (signed:
 //! this server takes full-length MACs only). A query that verifies has its answer signed
 //! with the same key, the query's MAC the first thing the answer's covers (section
-//! 4.3.1), and each message of a zone transfer after the first signed over the MAC of the
-//! one before and the message alone with its timers (section 4.4: every message is
-//! signed, which section 5.3.1 allows).
+//! 4.3.2), and each message of a zone transfer after the first signed over the MAC of the
+//! one before and the message alone with its timers (section 5.3.1: every message is
+//! signed, which it allows). Every answer to a query that verified is signed, errors
+//! found after the check included; a NOTIFY this server sends is signed, and its answer
+//! taken only when it verifies.
+//!
+//! Left out: the cache of the last Time Signed per key that section 5.2.3 suggests
+//! (SHOULD) against a request replayed within its fudge (a replayed transfer request gets
+//! the zone its sender could have asked for); and section 5.5's forwarding of a message
+//! signed with an unknown key unchanged, which concerns servers that relay queries: this
+//! one asks upstreams its own.
 //!
 //! The MAC is HMAC (RFC 2104) with SHA-1, SHA-256, SHA-384 or SHA-512 (the algorithms
 //! RFC 8945 section 6 lists as mandatory or recommended, but HMAC-MD5, which it
@@ -165,9 +173,15 @@ impl TsigKey {
         &self.secret
     }
 
-    fn mac(&self, data: &[u8]) -> Vec<u8> {
+    /// The MAC of `pieces`, one after the other (fed to the HMAC piece by piece: a
+    /// message and what goes with it may be larger than a buffer of hickory's encoder).
+    fn mac(&self, pieces: &[&[u8]]) -> Vec<u8> {
         let key = hmac::Key::new(self.algorithm.hmac(), &self.secret);
-        hmac::sign(&key, data).as_ref().to_vec()
+        let mut context = hmac::Context::with_key(&key);
+        for piece in pieces {
+            context.update(piece);
+        }
+        context.sign().as_ref().to_vec()
     }
 }
 
@@ -252,10 +266,30 @@ pub(crate) struct Refusal {
 enum Answer {
     /// An unsigned record with this error (BADKEY, BADSIG).
     Unsigned(Signed, TsigError),
-    /// The answer signed with the query's key and MAC, with this error.
-    Signed(Signer, TsigError),
+    /// The answer signed with the query's key and MAC, with this error, at this Time
+    /// Signed (BADTIME's is the query's, section 5.2.3, so the client can check it).
+    Signed(Signer, TsigError, u64),
     /// FORMERR (a MAC longer than the algorithm's, or too short to be one).
     Malformed,
+}
+
+/// What closes an answer given before the query was answered as asked: the TSIG record
+/// of a refusal, or the signature of a query that verified (an error found after the
+/// check: BADVERS, FORMERR, REFUSED for a class not served).
+#[derive(Debug)]
+pub(crate) enum Seal {
+    Refused(Box<Refusal>),
+    Signed(Box<Signer>),
+}
+
+impl Seal {
+    /// Adds its record to `encoded`.
+    pub(crate) fn apply(&self, encoded: &mut Vec<u8>) {
+        match self {
+            Self::Refused(refusal) => refusal.seal(encoded),
+            Self::Signed(signer) => signer.sign(encoded),
+        }
+    }
 }
 
 impl Refusal {
@@ -268,25 +302,22 @@ impl Refusal {
     pub(crate) fn seal(&self, encoded: &mut Vec<u8>) {
         match &self.answer {
             Answer::Unsigned(signed, error) => {
-                let tsig = TSIG::new(
-                    signed.tsig.algorithm.clone(),
-                    unix_now(),
-                    signed.tsig.fudge,
-                    Vec::new(),
-                    signed.tsig.oid,
-                    Some(*error),
-                    Vec::new(),
-                );
-                append(encoded, &signed.key, tsig);
+                let algorithm = signed.tsig.algorithm.clone();
+                if let Some(mut tsig) =
+                    unsigned(algorithm, encoded, unix_now(), Some(*error), Vec::new())
+                {
+                    // The query's, which the client's own check compares.
+                    tsig.oid = signed.tsig.oid;
+                    append(encoded, &signed.key, tsig);
+                }
             }
-            Answer::Signed(signer, error) => {
-                let now = unix_now();
+            Answer::Signed(signer, error, time) => {
                 let other = match error {
                     // Section 5.2.3: the server's time, for the client to see the skew.
-                    TsigError::BadTime => now.to_be_bytes()[2..].to_vec(),
+                    TsigError::BadTime => unix_now().to_be_bytes()[2..].to_vec(),
                     _ => Vec::new(),
                 };
-                signer.sign_at(encoded, Some(*error), other, now);
+                signer.sign_at(encoded, Some(*error), other, *time);
             }
             Answer::Malformed => {}
         }
@@ -301,8 +332,9 @@ pub(crate) struct Signer {
     /// The algorithm's name as the query wrote it, echoed.
     algorithm: TsigAlgorithm,
     mac: Vec<u8>,
-    /// Whether a message has been signed: the ones after the first cover less.
-    first: bool,
+    /// Whether a message of a transfer has been signed: those after the first cover
+    /// less.
+    signed_one: bool,
 }
 
 /// Verifies the query `packet`, whose TSIG record is `signed`, with `keys` at `now`
@@ -331,8 +363,8 @@ pub(crate) fn verify(
     };
     let full = key.algorithm.mac_len();
     let len = tsig.mac.len();
-    // Section 5.2.2.1: longer than the algorithm's, or shorter than both 10 bytes and
-    // half of it, is malformed.
+    // Section 5.2.2.1: longer than the algorithm's, or shorter than the larger of 10
+    // bytes and half of it, is malformed.
     if len > full || len < 10.max(full / 2) {
         return Err(Box::new(Refusal {
             answer: Answer::Malformed,
@@ -342,7 +374,7 @@ pub(crate) fn verify(
             ),
         }));
     }
-    let expected = key.mac(&request_data(packet, &signed));
+    let expected = request_mac(key, packet, &signed);
     if !same_bytes(&expected[..len], &tsig.mac) {
         let why = format!("a MAC that does not verify with TSIG key {}", key.name);
         return Err(Box::new(Refusal {
@@ -354,7 +386,7 @@ pub(crate) fn verify(
         key: key.clone(),
         algorithm: tsig.algorithm.clone(),
         mac: tsig.mac.clone(),
-        first: true,
+        signed_one: false,
     };
     // Section 5.2.3: the time is checked after the MAC, so that a forged query cannot
     // make the server say its time.
@@ -365,38 +397,45 @@ pub(crate) fn verify(
             tsig.fudge
         );
         return Err(Box::new(Refusal {
-            answer: Answer::Signed(signer, TsigError::BadTime),
+            answer: Answer::Signed(signer, TsigError::BadTime, tsig.time),
             why,
         }));
     }
     if len < full {
         let why = format!("a MAC cut to {len} bytes; this service takes the full {full}");
         return Err(Box::new(Refusal {
-            answer: Answer::Signed(signer, TsigError::BadTrunc),
+            answer: Answer::Signed(signer, TsigError::BadTrunc, now),
             why,
         }));
     }
     Ok(signer)
 }
 
-/// What a query's MAC covers (section 4.3.3): the message without its TSIG record, its
+/// The MAC of a query (section 4.3.1): over the message without its TSIG record, its
 /// header's ID the original one and ARCOUNT one less, then the TSIG variables.
-fn request_data(packet: &[u8], signed: &Signed) -> Vec<u8> {
-    let mut data = packet[..signed.at].to_vec();
-    data[..2].copy_from_slice(&signed.tsig.oid.to_be_bytes());
-    let arcount = u16::from_be_bytes([data[10], data[11]]).saturating_sub(1);
-    data[10..12].copy_from_slice(&arcount.to_be_bytes());
-    push_variables(&mut data, &signed.tsig, &signed.key);
-    data
+fn request_mac(key: &TsigKey, packet: &[u8], signed: &Signed) -> Vec<u8> {
+    let header = header_without_tsig(packet, signed.tsig.oid);
+    let variables = variables(&signed.tsig, &signed.key);
+    key.mac(&[&header, &packet[12..signed.at], &variables])
 }
 
-/// Appends the TSIG variables of `tsig`, owned by `key`, to `data` (section 4.3.3).
-fn push_variables(data: &mut Vec<u8>, tsig: &TSIG, key: &Name) {
-    let mut encoder = BinEncoder::new(data);
-    let end = encoder.len();
-    encoder.set_offset(end);
-    // Writing to a vector fails only past 64 KiB, which these are not.
-    let _ = tsig.emit_tsig_for_mac(&mut encoder, key);
+/// The header of `packet` as its MAC covers it: `oid` for its ID, ARCOUNT one less.
+fn header_without_tsig(packet: &[u8], oid: u16) -> [u8; 12] {
+    let mut header = [0; 12];
+    header.copy_from_slice(&packet[..12]);
+    header[..2].copy_from_slice(&oid.to_be_bytes());
+    let arcount = u16::from_be_bytes([header[10], header[11]]).saturating_sub(1);
+    header[10..12].copy_from_slice(&arcount.to_be_bytes());
+    header
+}
+
+/// The TSIG variables of `tsig`, owned by `key` (section 4.3.3): the key's and the
+/// algorithm's names lower-cased, class ANY, TTL 0, the times, the error, Other Data.
+fn variables(tsig: &TSIG, key: &Name) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(64);
+    // Past 64 KiB (an Other Data that long) it stops short, and the MAC does not verify.
+    let _ = tsig.emit_tsig_for_mac(&mut BinEncoder::new(&mut bytes), key);
+    bytes
 }
 
 impl Signer {
@@ -418,48 +457,40 @@ impl Signer {
         self.sign_at(encoded, None, Vec::new(), unix_now());
     }
 
-    fn sign_at(&self, encoded: &mut Vec<u8>, error: Option<TsigError>, other: Vec<u8>, now: u64) {
-        let tsig = unsigned(self.algorithm.clone(), encoded, now, error, other);
-        let mac = self.key.mac(&self.covered(encoded, &tsig, true));
+    fn sign_at(&self, encoded: &mut Vec<u8>, error: Option<TsigError>, other: Vec<u8>, time: u64) {
+        let Some(tsig) = unsigned(self.algorithm.clone(), encoded, time, error, other) else {
+            return;
+        };
+        let mac = self.mac_of(encoded, &tsig, true);
         append(encoded, &self.key.name, tsig.set_mac(mac));
     }
 
     /// Signs `encoded`, the next message of a zone transfer: the first as an answer, each
     /// after it over the MAC of the one before, the message and its timers (section
-    /// 4.4).
+    /// 5.3.1).
     pub(crate) fn sign_next(&mut self, encoded: &mut Vec<u8>) {
-        let tsig = unsigned(
-            self.algorithm.clone(),
-            encoded,
-            unix_now(),
-            None,
-            Vec::new(),
-        );
-        let mac = self.key.mac(&self.covered(encoded, &tsig, self.first));
+        let algorithm = self.algorithm.clone();
+        let Some(tsig) = unsigned(algorithm, encoded, unix_now(), None, Vec::new()) else {
+            return;
+        };
+        let mac = self.mac_of(encoded, &tsig, !self.signed_one);
         self.mac.clone_from(&mac);
-        self.first = false;
+        self.signed_one = true;
         append(encoded, &self.key.name, tsig.set_mac(mac));
     }
 
-    /// What the MAC of `encoded`, signed by `tsig`, covers: the MAC before it (the
-    /// query's, or the last message's), the message, and `tsig`'s variables, or only its
-    /// timers when not `whole` (a transfer's later messages).
-    fn covered(&self, encoded: &[u8], tsig: &TSIG, whole: bool) -> Vec<u8> {
-        let mut data = Vec::with_capacity(self.mac.len() + encoded.len() + 64);
-        data.extend(
-            u16::try_from(self.mac.len())
-                .unwrap_or(u16::MAX)
-                .to_be_bytes(),
-        );
-        data.extend(&self.mac);
-        data.extend(encoded);
-        if whole {
-            push_variables(&mut data, tsig, &self.key.name);
-        } else {
-            data.extend(&tsig.time.to_be_bytes()[2..]);
-            data.extend(tsig.fudge.to_be_bytes());
-        }
-        data
+    /// The MAC of `encoded`, signed by `tsig`: over the MAC before it (the query's, or
+    /// the last message's), the message, and `tsig`'s variables, or only its timers when
+    /// not `whole` (a transfer's later messages).
+    fn mac_of(&self, encoded: &[u8], tsig: &TSIG, whole: bool) -> Vec<u8> {
+        let length = u16::try_from(self.mac.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
+        let last: Vec<u8> = match whole {
+            true => variables(tsig, &self.key.name),
+            false => timers(tsig),
+        };
+        self.key.mac(&[&length, &self.mac, encoded, &last])
     }
 
     /// The key's name.
@@ -468,37 +499,84 @@ impl Signer {
     }
 }
 
-/// Signs `encoded`, a query this server sends (a NOTIFY), with `key`: the MAC covers the
-/// message and the TSIG variables (section 4.3.3).
-pub(crate) fn sign_query(key: &TsigKey, encoded: &mut Vec<u8>) {
-    let algorithm =
-        TsigAlgorithm::from_name(Name::from_ascii(key.algorithm.text()).unwrap_or_default());
-    let tsig = unsigned(algorithm, encoded, unix_now(), None, Vec::new());
-    let mut data = encoded.clone();
-    push_variables(&mut data, &tsig, &key.name);
-    let mac = key.mac(&data);
-    append(encoded, &key.name, tsig.set_mac(mac));
+/// Time Signed and Fudge, as a transfer's later messages' MACs cover them.
+fn timers(tsig: &TSIG) -> Vec<u8> {
+    let mut bytes = tsig.time.to_be_bytes()[2..].to_vec();
+    bytes.extend(tsig.fudge.to_be_bytes());
+    bytes
 }
 
-/// The TSIG record data that signs `encoded` at `now`, its MAC not made yet: this
-/// server's fudge, and the message's ID as the original.
+/// Signs `encoded`, a query this server sends (a NOTIFY), with `key` (section 4.3.1):
+/// the MAC, which the answer's covers first ([`answer_verifies`]).
+pub(crate) fn sign_query(key: &TsigKey, encoded: &mut Vec<u8>) -> Vec<u8> {
+    let algorithm =
+        TsigAlgorithm::from_name(Name::from_ascii(key.algorithm.text()).unwrap_or_default());
+    let Some(tsig) = unsigned(algorithm, encoded, unix_now(), None, Vec::new()) else {
+        return Vec::new();
+    };
+    let mac = key.mac(&[encoded, &variables(&tsig, &key.name)]);
+    append(encoded, &key.name, tsig.set_mac(mac.clone()));
+    mac
+}
+
+/// Whether `packet`, the answer to a query this server signed with `key` (its MAC
+/// `mac`), is signed by the peer with that key, in full, within the fudge of `now`,
+/// without a TSIG error (section 5.4).
+pub(crate) fn answer_verifies(key: &TsigKey, mac: &[u8], packet: &[u8], now: u64) -> bool {
+    let Ok(message) = Message::from_vec(packet) else {
+        return false;
+    };
+    let Ok(Some(signed)) = of_query(&message, packet) else {
+        return false;
+    };
+    let tsig = &signed.tsig;
+    if signed.key != key.name
+        || Algorithm::of_record(&tsig.algorithm) != Some(key.algorithm)
+        || tsig.error.is_some()
+    {
+        return false;
+    }
+    let length = u16::try_from(mac.len()).unwrap_or(u16::MAX).to_be_bytes();
+    let header = header_without_tsig(packet, tsig.oid);
+    let variables = variables(tsig, &signed.key);
+    let expected = key.mac(&[&length, mac, &header, &packet[12..signed.at], &variables]);
+    same_bytes(&expected, &tsig.mac) && now.abs_diff(tsig.time) <= u64::from(tsig.fudge)
+}
+
+/// The TSIG record data that signs `encoded` at `time`, its MAC not made yet: this
+/// server's fudge, and the message's ID as the original; `None` for what is not a
+/// message (an encoding that failed).
 fn unsigned(
     algorithm: TsigAlgorithm,
     encoded: &[u8],
-    now: u64,
+    time: u64,
     error: Option<TsigError>,
     other: Vec<u8>,
-) -> TSIG {
-    let id = u16::from_be_bytes([encoded[0], encoded[1]]);
-    TSIG::new(algorithm, now, FUDGE, Vec::new(), id, error, other)
+) -> Option<TSIG> {
+    let id = u16::from_be_bytes([*encoded.first()?, *encoded.get(1)?]);
+    Some(TSIG::new(
+        algorithm,
+        time,
+        FUDGE,
+        Vec::new(),
+        id,
+        error,
+        other,
+    ))
 }
 
-/// Appends the TSIG record `tsig` owned by `key` to `encoded` and counts it in ARCOUNT.
+/// Appends the TSIG record `tsig` owned by `key` to `encoded` and counts it in ARCOUNT;
+/// nothing when the message would pass the 65,535 bytes a message holds (the answers
+/// keep room for it: see `Request::udp_limit` and `tcp_limit`) or is not one. An answer
+/// left unsigned is one its client discards.
 fn append(encoded: &mut Vec<u8>, key: &Name, tsig: TSIG) {
     let record = make_tsig_record(key.clone(), tsig);
     let mut bytes = Vec::with_capacity(128);
     let mut encoder = BinEncoder::new(&mut bytes);
-    if record.emit(&mut encoder).is_err() || encoded.len() < 12 {
+    if record.emit(&mut encoder).is_err()
+        || encoded.len() < 12
+        || encoded.len() + bytes.len() > usize::from(u16::MAX)
+    {
         return;
     }
     let arcount = u16::from_be_bytes([encoded[10], encoded[11]]).saturating_add(1);
@@ -506,9 +584,14 @@ fn append(encoded: &mut Vec<u8>, key: &Name, tsig: TSIG) {
     encoded.extend(bytes);
 }
 
-/// Whether `a` and `b` are equal, in time that does not depend on where they differ.
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ
+/// (the fold kept from being cut short by `black_box`).
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    let differ = a
+        .iter()
+        .zip(b)
+        .fold(0, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    a.len() == b.len() && differ == 0
 }
 
 /// Seconds since the epoch.

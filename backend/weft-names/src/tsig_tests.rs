@@ -41,7 +41,7 @@ fn signed_query(key: &TsigKey, time: u64, len: Option<usize>) -> Vec<u8> {
     );
     let mut data = packet.clone();
     data.extend(variables(&tsig, key.name()));
-    let mut mac = key.mac(&data);
+    let mut mac = key.mac(&[&data]);
     mac.truncate(len.unwrap_or(mac.len()));
     append(&mut packet, key.name(), tsig.set_mac(mac));
     packet
@@ -96,7 +96,7 @@ fn a_query_signed_with_a_key_held_verifies_and_its_answer_is_signed_over_its_mac
     data.extend(&asked.mac);
     data.extend(&plain);
     data.extend(variables(&tsig, &owner));
-    assert_eq!(tsig.mac, key.mac(&data));
+    assert_eq!(tsig.mac, key.mac(&[&data]));
     assert!(
         signer.room() >= answer.len() - plain.len(),
         "room kept for it"
@@ -126,7 +126,7 @@ fn each_message_of_a_transfer_after_the_first_is_signed_over_the_last_mac_and_it
             data.extend(&tsig.time.to_be_bytes()[2..]);
             data.extend(tsig.fudge.to_be_bytes());
         }
-        assert_eq!(tsig.mac, key.mac(&data), "message {n}");
+        assert_eq!(tsig.mac, key.mac(&[&data]), "message {n}");
         previous = tsig.mac;
     }
 }
@@ -216,4 +216,125 @@ fn a_key_is_read_as_tsig_keygen_writes_it_and_never_shows_its_secret() {
     );
     assert!(error("xfr.", "hmac-sha256", "").contains("empty"));
     assert!(error(".", "hmac-sha256", SECRET).contains("root"));
+}
+
+/// A query and the answer to it, both signed by dnspython 2.9 (`use_tsig` with the key of
+/// `key(SECRET)`, HMAC-SHA256, at Time Signed 1796586471): another implementation's MACs,
+/// its key name compressed against the question.
+const DNSPYTHON_QUERY: &str = "424201000001000000000001076578616d706c65000006000103786672c00c\
+    00fa00ff00000000003d0b686d61632d7368613235360000006b15bbe7012c00208cb8b3b4a1ddef5ba3c144\
+    1c0145cf9b8eed3f08e373ece43ad1309c9303196e424200000000";
+const DNSPYTHON_ANSWER: &str = "424281000001000000000001076578616d706c65000006000103786672c00\
+    c00fa00ff00000000003d0b686d61632d7368613235360000006b15bbe7012c00206c00ee698997f4cacb98cc\
+    6d498364d3e48dd8472c0da4880891fe95de792997424200000000";
+const DNSPYTHON_TIME: u64 = 1_796_586_471;
+
+fn hex(text: &str) -> Vec<u8> {
+    let text: String = text.split_whitespace().collect();
+    data_encoding::HEXLOWER.decode(text.as_bytes()).unwrap()
+}
+
+#[test]
+fn another_implementation_s_query_verifies_and_its_answer_is_taken() {
+    let key = key(SECRET);
+    let held = std::slice::from_ref(&key);
+    let query = hex(DNSPYTHON_QUERY);
+    let signer = verified(held, &query, DNSPYTHON_TIME).expect("dnspython's query verifies");
+    assert_eq!(signer.key().to_ascii(), "xfr.example.");
+    assert!(
+        verified(held, &query, DNSPYTHON_TIME + 301).is_err(),
+        "outside the fudge"
+    );
+    let (_, _, asked) = split(&query);
+    let answer = hex(DNSPYTHON_ANSWER);
+    assert!(answer_verifies(&key, &asked.mac, &answer, DNSPYTHON_TIME));
+    assert!(!answer_verifies(
+        &key,
+        &asked.mac,
+        &answer,
+        DNSPYTHON_TIME + 301
+    ));
+    let mut changed = answer.clone();
+    changed[3] ^= 0x01;
+    assert!(!answer_verifies(&key, &asked.mac, &changed, DNSPYTHON_TIME));
+    assert!(!answer_verifies(
+        &self::key(OTHER_SECRET),
+        &asked.mac,
+        &answer,
+        DNSPYTHON_TIME
+    ));
+    // Unsigned, it is not the answer.
+    assert!(!answer_verifies(
+        &key,
+        &asked.mac,
+        &message(0x4242),
+        DNSPYTHON_TIME
+    ));
+}
+
+#[test]
+fn a_badtime_answer_carries_the_query_s_time_and_an_answer_near_64_kib_is_signed_or_left() {
+    let key = key(SECRET);
+    let held = std::slice::from_ref(&key);
+    let now = unix_now();
+    let skewed = now - 1000;
+    let refusal = verified(held, &signed_query(&key, skewed, None), now).unwrap_err();
+    let mut answer = message(0x4242);
+    answer[2] |= 0x80;
+    refusal.seal(&mut answer);
+    let (_, _, tsig) = split(&answer);
+    assert_eq!(
+        tsig.time, skewed,
+        "the client's own time, so its check passes"
+    );
+
+    // An answer of 65,000 bytes is signed over all of it (the MAC is not cut at the
+    // encoder's 64 KiB); one that the record would push past 65,535 is left unsigned.
+    let query = signed_query(&key, now, None);
+    let signer = verified(held, &query, now).unwrap();
+    let (_, _, asked) = split(&query);
+    let mut big = message(0x4242);
+    big.resize(65_000, 0);
+    let plain = big.clone();
+    signer.sign(&mut big);
+    let record = Record::read(&mut BinDecoder::new(&big[plain.len()..])).unwrap();
+    let RData::TSIG(tsig) = &record.data else {
+        panic!("{record:?}")
+    };
+    let mut data = (asked.mac.len() as u16).to_be_bytes().to_vec();
+    data.extend(&asked.mac);
+    data.extend(&plain);
+    data.extend(variables(tsig, &record.name));
+    let expected = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key.secret()), &data);
+    assert_eq!(tsig.mac, expected.as_ref());
+    let mut huge = message(0x4242);
+    huge.resize(65_500, 0);
+    let before = huge.clone();
+    signer.sign(&mut huge);
+    assert_eq!(
+        huge, before,
+        "no room: left unsigned, not cut or overflowed"
+    );
+}
+
+#[test]
+fn a_key_s_name_is_matched_without_case() {
+    let key = key(SECRET);
+    let now = unix_now();
+    // Signed as a peer that writes the key's name in capitals: the MAC covers it
+    // lower-cased (section 4.3.3), the owner keeps the capitals.
+    let owner = Name::from_ascii("XFR.Example.").unwrap();
+    let mut packet = message(0x4242);
+    let tsig = TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        now,
+        300,
+        Vec::new(),
+        0x4242,
+        None,
+        Vec::new(),
+    );
+    let mac = key.mac(&[&packet, &variables(&tsig, &owner)]);
+    append(&mut packet, &owner, tsig.set_mac(mac));
+    assert!(verified(std::slice::from_ref(&key), &packet, now).is_ok());
 }

@@ -112,8 +112,8 @@ pub(crate) enum Parsed {
         asked: Option<OptionsAsked>,
         rcode: ResponseCode,
         why: String,
-        /// A signed query refused (TSIG): the record its answer ends with.
-        refused: Option<Box<tsig::Refusal>>,
+        /// A signed query's (TSIG): the record its answer ends with.
+        seal: Option<tsig::Seal>,
     },
     /// Not answerable: shorter than a header, or a response rather than a query.
     Drop(String),
@@ -160,7 +160,7 @@ pub(crate) fn parse_received(
             asked: None,
             rcode: ResponseCode::NotImp,
             why: format!("opcode {op_code:?} is not served"),
-            refused: None,
+            seal: None,
         };
     }
     let recursion_desired = packet[2] & 0x01 != 0;
@@ -173,7 +173,7 @@ pub(crate) fn parse_received(
                 asked: None,
                 rcode: ResponseCode::FormErr,
                 why: format!("undecodable: {e}"),
-                refused: None,
+                seal: None,
             };
         }
     };
@@ -182,27 +182,8 @@ pub(crate) fn parse_received(
         None => (None, None),
     };
     let question = (message.queries.len() == 1).then(|| message.queries[0].clone());
-    let error = |rcode: ResponseCode, why: String, question: Option<Query>| {
-        let response = error_response(id, recursion_desired, rcode, question, edns.as_ref());
-        Parsed::Error {
-            response: Box::new(response),
-            asked: edns.as_ref().map(|e| e.asked),
-            rcode,
-            why,
-            refused: None,
-        }
-    };
-    if let Some(version) = message.edns.as_ref().map(Edns::version)
-        && version > EDNS_VERSION
-    {
-        // RFC 6891 section 6.1.3: a version the responder does not implement gets BADVERS.
-        let why = format!("EDNS version {version}; this server speaks version {EDNS_VERSION}");
-        return error(ResponseCode::BADVERS, why, question);
-    }
-    if let Some(why) = malformed {
-        // RFC 7873 section 5.2.2.
-        return error(ResponseCode::FormErr, why, question);
-    }
+    // The signature first (RFC 8945 section 5.2): a query that does not verify is refused
+    // before anything else is said of it, and any answer to one that does is signed.
     let signer = match tsig::of_query(&message, packet) {
         Ok(None) => None,
         Ok(Some(signed)) => match tsig::verify(keys, signed, packet, tsig::unix_now()) {
@@ -219,12 +200,48 @@ pub(crate) fn parse_received(
                     asked: edns.as_ref().map(|e| e.asked),
                     rcode,
                     why: refusal.why.clone(),
-                    refused: Some(refusal),
+                    seal: Some(tsig::Seal::Refused(refusal)),
                 };
             }
         },
-        Err(why) => return error(ResponseCode::FormErr, why, question),
+        Err(why) => {
+            let response = error_response(
+                id,
+                recursion_desired,
+                ResponseCode::FormErr,
+                question,
+                edns.as_ref(),
+            );
+            return Parsed::Error {
+                response: Box::new(response),
+                asked: edns.as_ref().map(|e| e.asked),
+                rcode: ResponseCode::FormErr,
+                why,
+                seal: None,
+            };
+        }
     };
+    let error = |rcode: ResponseCode, why: String, question: Option<Query>| {
+        let response = error_response(id, recursion_desired, rcode, question, edns.as_ref());
+        Parsed::Error {
+            response: Box::new(response),
+            asked: edns.as_ref().map(|e| e.asked),
+            rcode,
+            why,
+            seal: signer.clone().map(tsig::Seal::Signed),
+        }
+    };
+    if let Some(version) = message.edns.as_ref().map(Edns::version)
+        && version > EDNS_VERSION
+    {
+        // RFC 6891 section 6.1.3: a version the responder does not implement gets BADVERS.
+        let why = format!("EDNS version {version}; this server speaks version {EDNS_VERSION}");
+        return error(ResponseCode::BADVERS, why, question);
+    }
+    if let Some(why) = malformed {
+        // RFC 7873 section 5.2.2.
+        return error(ResponseCode::FormErr, why, question);
+    }
     let Some(query) = question else {
         if message.queries.is_empty() && edns.as_ref().is_some_and(|e| e.asked.cookie.is_some()) {
             // RFC 7873 §5.4: a client may ask for a server cookie alone; it gets one,
@@ -271,8 +288,8 @@ fn error_response(
 }
 
 impl Request {
-    /// The largest UDP response the client takes.
-    /// A signed query's answer keeps room for its TSIG record.
+    /// The bytes of records a UDP answer may take: the largest response the client
+    /// takes, less the room a signed query's answer keeps for its TSIG record.
     pub(crate) fn udp_limit(&self) -> usize {
         let limit = match &self.edns {
             Some(edns) => usize::from(
@@ -282,6 +299,12 @@ impl Request {
             None => CLASSIC_UDP_SIZE,
         };
         limit.saturating_sub(self.signer.as_deref().map_or(0, tsig::Signer::room))
+    }
+
+    /// The bytes of records a TCP answer may take: a message's 65,535, less the room a
+    /// signed query's answer keeps for its TSIG record.
+    pub(crate) fn tcp_limit(&self) -> usize {
+        usize::from(u16::MAX) - self.signer.as_deref().map_or(0, tsig::Signer::room)
     }
 
     /// An empty response to this request with `rcode`; `recursion_available` says

@@ -163,7 +163,9 @@ pub(crate) struct RawService {
     /// dns: response rate limiting over UDP.
     pub(crate) rate_limit: Option<Spanned<crate::services::dns_edns::RawRateLimit>>,
     /// dns: the keys a query may be signed with (TSIG).
-    pub(crate) tsig_keys: Option<Spanned<Vec<Spanned<crate::services::dns::RawTsigKey>>>>,
+    /// Read as a value, not through serde's derive: its type errors would quote the
+    /// value, secret and all.
+    pub(crate) tsig_keys: Option<Spanned<toml::Value>>,
 }
 
 impl RawService {

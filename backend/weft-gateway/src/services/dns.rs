@@ -329,29 +329,45 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
     })
 }
 
-/// A `tsig_keys` entry as written.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTsigKey {
-    name: String,
-    algorithm: String,
-    secret: String,
-}
-
-/// `tsig_keys`: each key once.
+/// `tsig_keys`: a list of `{ name, algorithm, secret }` tables, each key once. No error
+/// quotes what was written: it may hold a secret.
 fn tsig_keys(ctx: &ServiceCtx<'_>) -> Result<Vec<TsigKey>, ConfigError> {
+    let Some(value) = &ctx.raw.tsig_keys else {
+        return Ok(Vec::new());
+    };
+    let error = |why: String| ctx.error(value.span(), "tsig_keys", why);
+    let Some(entries) = value.get_ref().as_array() else {
+        return Err(error(
+            "is a list of tables such as [{ name = \"xfr.example.\", algorithm = \"hmac-sha256\", \
+             secret = \"...\" }]"
+                .into(),
+        ));
+    };
     let mut keys: Vec<TsigKey> = Vec::new();
-    for raw in ctx.raw.tsig_keys.iter().flat_map(|k| k.get_ref()) {
-        let RawTsigKey {
-            name,
-            algorithm,
-            secret,
-        } = raw.get_ref();
-        let key = TsigKey::new(name, algorithm, secret)
-            .map_err(|e| ctx.error(raw.span(), "tsig_keys", e))?;
+    for (n, entry) in entries.iter().enumerate() {
+        let Some(table) = entry.as_table() else {
+            return Err(error(format!(
+                "entry {n} is not a table {{ name, algorithm, secret }}"
+            )));
+        };
+        if let Some(other) = table
+            .keys()
+            .find(|k| !["name", "algorithm", "secret"].contains(&k.as_str()))
+        {
+            return Err(error(format!(
+                "entry {n} has the key {other:?}; a key has name, algorithm and secret"
+            )));
+        }
+        let field = |field: &str| {
+            table
+                .get(field)
+                .and_then(toml::Value::as_str)
+                .ok_or_else(|| error(format!("entry {n} has no {field} (a string)")))
+        };
+        let key = TsigKey::new(field("name")?, field("algorithm")?, field("secret")?)
+            .map_err(|e| error(format!("entry {n}: {e}")))?;
         if keys.iter().any(|k| k.name() == key.name()) {
-            let why = format!("key {} is defined twice", key.name());
-            return Err(ctx.error(raw.span(), "tsig_keys", why));
+            return Err(error(format!("key {} is defined twice", key.name())));
         }
         keys.push(key);
     }
@@ -586,8 +602,8 @@ mod tests {
         assert!(!json.contains(SECRET), "{json}");
 
         for (entries, allow, says) in [
-            (key("x.", "hmac-md5", SECRET), "[]", "tsig_keys: algorithm \"hmac-md5\" is deprecated"),
-            (key("x.", "hmac-sha256", "not base64"), "[]", "tsig_keys: the secret is not base64"),
+            (key("x.", "hmac-md5", SECRET), "[]", "tsig_keys: entry 0: algorithm \"hmac-md5\" is deprecated"),
+            (key("x.", "hmac-sha256", "not base64"), "[]", "tsig_keys: entry 0: the secret is not base64"),
             (
                 format!("{0}, {0}", key("x.", "hmac-sha256", SECRET)),
                 "[]",
@@ -613,11 +629,21 @@ mod tests {
             assert!(e.contains(says), "{e}");
             assert!(!e.contains(SECRET), "{e}");
         }
-        let e = config(&format!(
-            "forward = \"127.0.0.1\"\ntsig_keys = [{{ name = \"x.\", secret = \"{SECRET}\" }}]"
-        ))
-        .unwrap_err();
-        assert!(e.contains("algorithm"), "{e}");
+        // Written other than as tables: the error names what is wrong, and quotes none of
+        // it, as the value may hold a secret.
+        for (written, says) in [
+            (format!("[{{ name = \"x.\", secret = \"{SECRET}\" }}]"), "entry 0 has no algorithm"),
+            (format!("[\"x. hmac-sha256 {SECRET}\"]"), "entry 0 is not a table"),
+            (format!("\"{SECRET}\""), "is a list of tables"),
+            (
+                format!("[{{ name = \"x.\", algorithm = \"hmac-sha256\", secret = \"{SECRET}\", note = 1 }}]"),
+                "entry 0 has the key \"note\"",
+            ),
+        ] {
+            let e = config(&format!("forward = \"127.0.0.1\"\ntsig_keys = {written}")).unwrap_err();
+            assert!(e.contains(says), "{e}");
+            assert!(!e.contains(SECRET), "{e}");
+        }
     }
 
     #[test]

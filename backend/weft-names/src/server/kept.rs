@@ -143,7 +143,7 @@ impl DnsServer {
         request: &Request,
         reply: Reply,
     ) -> Result<Outcome, Reply> {
-        if !self.inner.answers.borrow().prepared() {
+        if !self.inner.answers.borrow().prepared() || request.signer.is_some() {
             return Err(reply);
         }
         let Some((encoded, rcode, shrunk)) = forwarder.cached_udp(request) else {

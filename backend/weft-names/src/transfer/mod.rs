@@ -216,7 +216,11 @@ pub(crate) fn plan(
         if result == TransferResult::Refused {
             crate::edns::ExtendedError::Prohibited.add_to(&mut message);
         }
-        let mut encoded = wire::encode(&message, None);
+        let limit = match via {
+            Via::Udp => request.udp_limit(),
+            Via::Tcp => request.tcp_limit(),
+        };
+        let mut encoded = wire::encode(&message, Some(limit));
         if let Some(signer) = &request.signer {
             signer.sign(&mut encoded);
         }

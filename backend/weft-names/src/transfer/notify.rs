@@ -47,14 +47,16 @@ pub fn announce(
         message.queries.push(question);
         message.answers.push(soa.clone());
         let mut packet = crate::wire::encode(&message, None);
-        if let Some(key) = key {
-            crate::tsig::sign_query(key, &mut packet);
-        }
+        let signed = key.as_ref().map(|key| {
+            let mac = crate::tsig::sign_query(key, &mut packet);
+            (key.clone(), mac)
+        });
         let pending = Rc::new(Pending {
             id,
             peer,
             done: Cell::new(false),
             metrics: metrics.clone(),
+            signed,
         });
         let endpoint = ServerEndpoint::Udp {
             addr: SocketAddr::new(crate::transport::local_for(peer.ip()), 0),
@@ -73,6 +75,9 @@ struct Pending {
     /// Answered, or given up on.
     done: Cell<bool>,
     metrics: ServiceMetrics,
+    /// The key it was signed with and its MAC: its answer counts only signed with that
+    /// key over that MAC (RFC 8945 section 5.4).
+    signed: Option<(crate::TsigKey, Vec<u8>)>,
 }
 
 /// Sends attempt `n`, and schedules the next or the give-up.
@@ -106,6 +111,9 @@ impl DatagramProtocol for Answers {
             from == pending.peer
                 && m.metadata.message_type == MessageType::Response
                 && m.metadata.id == pending.id
+                && pending.signed.as_ref().is_none_or(|(key, mac)| {
+                    crate::tsig::answer_verifies(key, mac, data, crate::tsig::unix_now())
+                })
         });
         let Some(answer) = answer else {
             pending.metrics.dropped();

@@ -97,8 +97,11 @@ fn dig_transfers_a_zone_signed_with_its_key_verifying_every_message_and_others_a
     }
 
     // Errors found after the signature verified are signed too: an EDNS version not
-    // spoken (BADVERS), a class not served (REFUSED).
+    // spoken (BADVERS), a class not served (REFUSED), a NOTIFY (this service is a
+    // primary) and an opcode not served.
     for (args, status) in [
+        (&["+opcode=notify", "example.test", "SOA"][..], "REFUSED"),
+        (&["+opcode=status", "example.test", "SOA"][..], "NOTIMP"),
         (
             &["+edns=1", "+noednsnegotiation", "example.test", "SOA"][..],
             "BADVERS",

@@ -275,7 +275,11 @@ impl DnsServer {
             },
             Via::Tcp => Box::new(reply),
         };
-        if let Some((answer, rcode)) = crate::transfer::notify_received(packet) {
+        if let Some((mut answer, rcode)) = crate::transfer::notify_received(packet) {
+            // Signed by a peer with a key of the service, the refusal is signed too.
+            if let Some(signer) = crate::tsig::signer_of(&self.inner.tsig_keys, packet) {
+                signer.sign(&mut answer);
+            }
             // The answer is the header and question: a slipped one goes out as it is.
             if via == Via::Udp && self.rate_limit(ip, Kind::Error) == Verdict::Drop {
                 return Outcome::RateLimited;

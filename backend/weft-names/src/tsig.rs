@@ -115,13 +115,14 @@ impl TsigKey {
     pub fn new(name: &str, algorithm: &str, base64: &str) -> Result<Self, String> {
         let parsed = Name::from_ascii(name)
             .map_err(|e| format!("key name {name:?} is not a domain name: {e}"))?;
-        if parsed.is_root() {
+        let mut fqdn = parsed.to_lowercase();
+        fqdn.set_fqdn(true);
+        // `""` reads as the root too, once absolute.
+        if fqdn.is_root() {
             return Err(
                 "a key's name is a domain name such as \"xfr.example.\", not the root".into(),
             );
         }
-        let mut fqdn = parsed.to_lowercase();
-        fqdn.set_fqdn(true);
         let algorithm = Algorithm::ALL
             .into_iter()
             .find(|a| a.text().eq_ignore_ascii_case(algorithm))
@@ -411,6 +412,18 @@ pub(crate) fn verify(
     Ok(signer)
 }
 
+/// The signer of the answer to `packet` when it is signed with one of `keys` and
+/// verifies: for a message answered outside the query path (a NOTIFY, an opcode not
+/// served), which one that does not verify gets as it would unsigned.
+pub(crate) fn signer_of(keys: &[TsigKey], packet: &[u8]) -> Option<Signer> {
+    if keys.is_empty() {
+        return None;
+    }
+    let message = Message::from_vec(packet).ok()?;
+    let signed = of_query(&message, packet).ok()??;
+    verify(keys, signed, packet, unix_now()).ok()
+}
+
 /// The MAC of a query (section 4.3.1): over the message without its TSIG record, its
 /// header's ID the original one and ARCOUNT one less, then the TSIG variables.
 fn request_mac(key: &TsigKey, packet: &[u8], signed: &Signed) -> Vec<u8> {
@@ -443,9 +456,9 @@ impl Signer {
     /// answer's room is left for records.
     pub(crate) fn room(&self) -> usize {
         // Owner, then type, class, TTL and RDLENGTH; the algorithm's name, Time Signed,
-        // Fudge, MAC Size, the MAC, Original ID, Error, Other Len and 6 bytes of Other
-        // Data (BADTIME's).
-        self.key.name.len() + 1 + 10 + self.algorithm.to_name().len() + 1 + 16 + self.mac_len() + 6
+        // Fudge, MAC Size, the MAC, Original ID, Error and Other Len (an answer has no
+        // Other Data; BADTIME's error answer, which has 6 bytes, holds no records).
+        self.key.name.len() + 1 + 10 + self.algorithm.to_name().len() + 1 + 16 + self.mac_len()
     }
 
     fn mac_len(&self) -> usize {

@@ -216,6 +216,10 @@ fn a_key_is_read_as_tsig_keygen_writes_it_and_never_shows_its_secret() {
     );
     assert!(error("xfr.", "hmac-sha256", "").contains("empty"));
     assert!(error(".", "hmac-sha256", SECRET).contains("root"));
+    assert!(
+        error("", "hmac-sha256", SECRET).contains("root"),
+        "an empty name is the root"
+    );
 }
 
 /// A query and the answer to it, both signed by dnspython 2.9 (`use_tsig` with the key of

@@ -160,7 +160,7 @@ pub(crate) fn parse_received(
             asked: None,
             rcode: ResponseCode::NotImp,
             why: format!("opcode {op_code:?} is not served"),
-            seal: None,
+            seal: tsig::signer_of(keys, packet).map(|s| tsig::Seal::Signed(Box::new(s))),
         };
     }
     let recursion_desired = packet[2] & 0x01 != 0;

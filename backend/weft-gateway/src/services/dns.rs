@@ -364,8 +364,9 @@ fn tsig_keys(ctx: &ServiceCtx<'_>) -> Result<Vec<TsigKey>, ConfigError> {
                 .and_then(toml::Value::as_str)
                 .ok_or_else(|| error(format!("entry {n} has no {field} (a string)")))
         };
-        let key = TsigKey::new(field("name")?, field("algorithm")?, field("secret")?)
-            .map_err(|e| error(format!("entry {n}: {e}")))?;
+        let name = field("name")?;
+        let key = TsigKey::new(name, field("algorithm")?, field("secret")?)
+            .map_err(|e| error(format!("key {name:?}: {e}")))?;
         if keys.iter().any(|k| k.name() == key.name()) {
             return Err(error(format!("key {} is defined twice", key.name())));
         }
@@ -602,8 +603,8 @@ mod tests {
         assert!(!json.contains(SECRET), "{json}");
 
         for (entries, allow, says) in [
-            (key("x.", "hmac-md5", SECRET), "[]", "tsig_keys: entry 0: algorithm \"hmac-md5\" is deprecated"),
-            (key("x.", "hmac-sha256", "not base64"), "[]", "tsig_keys: entry 0: the secret is not base64"),
+            (key("x.", "hmac-md5", SECRET), "[]", r#"tsig_keys: key "x.": algorithm "hmac-md5" is deprecated"#),
+            (key("x.", "hmac-sha256", "not base64"), "[]", r#"tsig_keys: key "x.": the secret is not base64"#),
             (
                 format!("{0}, {0}", key("x.", "hmac-sha256", SECRET)),
                 "[]",

@@ -163,6 +163,13 @@ impl TsigKey {
         })
     }
 
+    /// The length of its secret and of its algorithm's MAC when the secret is shorter:
+    /// RFC 8945 section 6 asks a key at least as long as the MAC it makes.
+    pub fn short_secret(&self) -> Option<(usize, usize)> {
+        let mac = self.algorithm.mac_len();
+        (self.secret.len() < mac).then_some((self.secret.len(), mac))
+    }
+
     /// Its algorithm's name.
     pub fn algorithm(&self) -> &'static str {
         self.algorithm.text()

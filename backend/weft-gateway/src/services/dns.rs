@@ -370,6 +370,19 @@ fn tsig_keys(ctx: &ServiceCtx<'_>) -> Result<Vec<TsigKey>, ConfigError> {
         if keys.iter().any(|k| k.name() == key.name()) {
             return Err(error(format!("key {} is defined twice", key.name())));
         }
+        if let Some((secret, mac)) = key.short_secret() {
+            ctx.warn(
+                value.span(),
+                "tsig_keys",
+                format!(
+                    "key {}'s secret is {secret} bytes, shorter than the {mac} of its \
+                     algorithm's MAC, which RFC 8945 section 6 asks at the least; make one \
+                     with `tsig-keygen -a {} NAME`",
+                    key.name(),
+                    key.algorithm()
+                ),
+            );
+        }
         keys.push(key);
     }
     Ok(keys)
@@ -406,6 +419,23 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
             }
         };
         allow.push(TransferPeer { prefix, key });
+    }
+    // An entry without a key admits its addresses unsigned: a keyed entry it covers asks
+    // for a key that is not needed.
+    for keyed in allow.iter().filter(|p| p.key.is_some()) {
+        if let Some(open) = allow
+            .iter()
+            .find(|p| p.key.is_none() && p.prefix.covers(&keyed.prefix))
+        {
+            ctx.warn(
+                raw.allow_transfer.as_ref().map_or(0..0, Spanned::span),
+                "allow_transfer",
+                format!(
+                    "\"{keyed}\" asks for a key, but \"{open}\" admits the same addresses \
+                     without one, so their transfers need none"
+                ),
+            );
+        }
     }
     let mut notify = Vec::new();
     for (entry, span) in strings(ctx, "notify", &raw.notify)? {
@@ -571,6 +601,9 @@ mod tests {
     #[test]
     fn tsig_keys_are_read_as_tsig_keygen_writes_them_and_named_by_allow_transfer() {
         const SECRET: &str = "bWFkZSBmb3IgdGhlIHRlc3Qgb2YgVFNJRyBpbiB3ZWZ0";
+        // 64 bytes, as tsig-keygen makes an HMAC-SHA512 key.
+        let long = format!("{}==", "A".repeat(86));
+
         let keys = |entries: &str, allow: &str| {
             config(&format!(
                 "forward = \"127.0.0.1\"\ntsig_keys = [{entries}]\nallow_transfer = {allow}"
@@ -583,7 +616,7 @@ mod tests {
             &format!(
                 "{}, {}",
                 key("xfr.example.", "hmac-sha256", SECRET),
-                key("Other.Example", "HMAC-SHA512", SECRET)
+                key("Other.Example", "HMAC-SHA512", &long)
             ),
             r#"["192.0.2.7 XFR.example", "198.51.100.0/24 other.example.", "203.0.113.9"]
                notify = ["192.0.2.7:5300 xfr.example.", "192.0.2.8"]"#,
@@ -597,10 +630,25 @@ mod tests {
         );
         let notified: Vec<String> = d.config.transfer.notify.iter().map(ToString::to_string).collect();
         assert_eq!(notified, ["192.0.2.7:5300 xfr.example.", "192.0.2.8:53"]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         // What the dashboard shows: names and algorithms, never a secret.
         let json = c.services[0].kind.settings_json();
         assert!(json.contains(r#"{"algorithm":"hmac-sha512","name":"other.example."}"#), "{json}");
         assert!(!json.contains(SECRET), "{json}");
+        // A secret shorter than the MAC, and a key an open entry makes needless, are
+        // warned of.
+        let w = keys(
+            &key("short.", "hmac-sha256", "AAAAAAAAAAAAAAAAAAAAAA=="),
+            r#"["127.0.0.1 short.", "127.0.0.0/8"]"#,
+        )
+        .unwrap();
+        let warned: Vec<String> = w.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[0].contains("key short.'s secret is 16 bytes, shorter than the 32"));
+        assert!(
+            warned[1].contains(r#""127.0.0.1/32 short." asks for a key, but "127.0.0.0/8""#),
+            "{warned:?}"
+        );
 
         for (entries, allow, says) in [
             (key("x.", "hmac-md5", SECRET), "[]", r#"tsig_keys: key "x.": algorithm "hmac-md5" is deprecated"#),

@@ -32,6 +32,13 @@ impl Prefix {
     }
 }
 
+impl Prefix {
+    /// Whether every address of `other` is inside this block.
+    pub fn covers(&self, other: &Prefix) -> bool {
+        self.len <= other.len && self.contains(other.addr)
+    }
+}
+
 /// `bits` (of a `width`-bit address) with all but the first `len` cleared.
 fn masked(bits: u128, len: u8, width: u8) -> u128 {
     if len == 0 {

@@ -130,6 +130,14 @@ fn dig_transfers_a_zone_signed_with_its_key_verifying_every_message_and_others_a
     );
     assert!(out.contains("ANSWER: 0,"), "{out}");
     assert_eq!(transfers(&app, "complete"), Some(1.0), "nothing more sent");
+    let tsig = |result: &str| {
+        app.metric(&format!(
+            r#"weft_dns_tsig_total{{result="{result}",service="dns"}}"#
+        ))
+    };
+    assert_eq!(tsig("badsig"), Some(2.0), "the transfer and the query");
+    assert!(tsig("verified") >= Some(7.0), "{:?}", tsig("verified"));
+    assert_eq!(tsig("badkey"), Some(0.0));
     assert!(app.metric(r#"weft_dns_responses_total{rcode="NOTAUTH",service="dns"}"#) >= Some(2.0));
 }
 

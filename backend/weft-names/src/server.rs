@@ -22,7 +22,7 @@ use crate::edns::{self, CookieState, EdnsConfig, ExtendedError};
 use crate::forward::{Forwarder, UpstreamLink};
 use crate::metrics::{Limited, ServiceMetrics};
 use crate::rrl::{Kind, Limiter, RateLimit, Verdict};
-use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig};
+use crate::transfer::{NotifyResult, Plan, Transfer, TransferConfig, TsigResult};
 use crate::tsig::TsigKey;
 use crate::upstream::ForwardOptions;
 use crate::view::Source;
@@ -278,6 +278,7 @@ impl DnsServer {
         if let Some((mut answer, rcode)) = crate::transfer::notify_received(packet) {
             // Signed by a peer with a key of the service, the refusal is signed too.
             if let Some(signer) = crate::tsig::signer_of(&self.inner.tsig_keys, packet) {
+                metrics.transfer().tsig(TsigResult::Verified);
                 signer.sign(&mut answer);
             }
             // The answer is the header and question: a slipped one goes out as it is.
@@ -338,6 +339,7 @@ impl DnsServer {
                 );
                 let mut encoded = wire::encode(&response, None);
                 if let Some(seal) = seal {
+                    metrics.transfer().tsig(seal.result());
                     seal.apply(&mut encoded);
                 }
                 reply(encoded);
@@ -355,6 +357,9 @@ impl DnsServer {
             }
         };
         request.asked.client = client;
+        if request.signer.is_some() {
+            metrics.transfer().tsig(TsigResult::Verified);
+        }
         let qtype = request.query.query_type();
         metrics.query(qtype);
         let recursion = self.inner.forwarder.is_some();

@@ -291,6 +291,14 @@ pub(crate) enum Seal {
 }
 
 impl Seal {
+    /// What the check of the message found.
+    pub(crate) fn result(&self) -> crate::transfer::TsigResult {
+        match self {
+            Self::Refused(refusal) => refusal.result(),
+            Self::Signed(_) => crate::transfer::TsigResult::Verified,
+        }
+    }
+
     /// Adds its record to `encoded`.
     pub(crate) fn apply(&self, encoded: &mut Vec<u8>) {
         match self {
@@ -301,6 +309,18 @@ impl Seal {
 }
 
 impl Refusal {
+    /// What the check found, as `weft_dns_tsig_total` counts it.
+    pub(crate) fn result(&self) -> crate::transfer::TsigResult {
+        use crate::transfer::TsigResult;
+        match &self.answer {
+            Answer::Unsigned(_, TsigError::BadKey) => TsigResult::BadKey,
+            Answer::Unsigned(..) => TsigResult::BadSig,
+            Answer::Signed(_, TsigError::BadTime, _) => TsigResult::BadTime,
+            Answer::Signed(..) => TsigResult::BadTrunc,
+            Answer::Malformed => TsigResult::Malformed,
+        }
+    }
+
     /// Whether the query gets FORMERR rather than NOTAUTH.
     pub(crate) fn malformed(&self) -> bool {
         matches!(self.answer, Answer::Malformed)

@@ -1,6 +1,6 @@
-//! The zone transfer, NOTIFY and zone reload families: `weft_dns_transfers_total`,
-//! `weft_dns_notifies_total` and `weft_dns_zone_reloads_total`, each with a bounded
-//! `result` label.
+//! The zone transfer, NOTIFY, zone reload and TSIG families: `weft_dns_transfers_total`,
+//! `weft_dns_notifies_total`, `weft_dns_zone_reloads_total` and `weft_dns_tsig_total`,
+//! each with a bounded `result` label.
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
@@ -111,12 +111,55 @@ impl ZoneReload {
     }
 }
 
-/// The three families on one registry.
+/// What the check of a signed message found: the `result` label of
+/// `weft_dns_tsig_total` (RFC 8945 section 5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TsigResult {
+    /// Signed with a key of the service, and verified: its answer is signed.
+    Verified,
+    /// A key the service does not hold (or another algorithm): BADKEY.
+    BadKey,
+    /// A MAC that does not verify: BADSIG.
+    BadSig,
+    /// Signed further from the service's clock than its fudge: BADTIME.
+    BadTime,
+    /// A MAC cut short: BADTRUNC.
+    BadTrunc,
+    /// A MAC of impossible length: FORMERR.
+    Malformed,
+}
+
+impl TsigResult {
+    const ALL: [Self; 6] = [
+        Self::Verified,
+        Self::BadKey,
+        Self::BadSig,
+        Self::BadTime,
+        Self::BadTrunc,
+        Self::Malformed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::BadKey => "badkey",
+            Self::BadSig => "badsig",
+            Self::BadTime => "badtime",
+            Self::BadTrunc => "badtrunc",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// The four families on one registry.
 #[derive(Clone, Debug)]
 pub(crate) struct TransferFamilies {
     transfers: IntCounterVec,
     notifies: IntCounterVec,
     zone_reloads: IntCounterVec,
+    tsig: IntCounterVec,
 }
 
 impl TransferFamilies {
@@ -137,11 +180,20 @@ impl TransferFamilies {
                 "weft_dns_zone_reloads_total",
                 "Zone files re-read by a reload, by result (a failed one keeps serving its old zone).",
             )?,
+            tsig: vec(
+                "weft_dns_tsig_total",
+                "Messages signed with TSIG, by what their check found (verified, or the error answered).",
+            )?,
         })
     }
 
     pub(crate) fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
-        for family in [&self.transfers, &self.notifies, &self.zone_reloads] {
+        for family in [
+            &self.transfers,
+            &self.notifies,
+            &self.zone_reloads,
+            &self.tsig,
+        ] {
             registry.register(Box::new(family.clone()))?;
         }
         Ok(())
@@ -161,16 +213,18 @@ impl TransferFamilies {
             ),
             notifies: of(&self.notifies, &NotifyResult::ALL.map(NotifyResult::as_str)),
             zone_reloads: of(&self.zone_reloads, &ZoneReload::ALL.map(ZoneReload::as_str)),
+            tsig: of(&self.tsig, &TsigResult::ALL.map(TsigResult::as_str)),
         }
     }
 }
 
-/// One service's transfer, NOTIFY and reload counters, each in its enum's order.
+/// One service's transfer, NOTIFY, reload and TSIG counters, each in its enum's order.
 #[derive(Debug)]
 pub struct TransferCounters {
     transfers: Vec<IntCounter>,
     notifies: Vec<IntCounter>,
     zone_reloads: Vec<IntCounter>,
+    tsig: Vec<IntCounter>,
 }
 
 impl TransferCounters {
@@ -202,5 +256,10 @@ impl TransferCounters {
     /// The zone files a reload re-read with this result.
     pub fn zone_reloads(&self, result: ZoneReload) -> u64 {
         self.zone_reloads[result as usize].get()
+    }
+
+    /// A signed message was checked, with this result.
+    pub fn tsig(&self, result: TsigResult) {
+        self.tsig[result as usize].inc();
     }
 }

@@ -36,7 +36,7 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
-pub use metrics::{NotifyResult, TransferCounters, TransferResult, ZoneReload};
+pub use metrics::{NotifyResult, TransferCounters, TransferResult, TsigResult, ZoneReload};
 pub use prefix::{Prefix, PrefixError};
 pub(crate) use stream::Streamer;
 

@@ -89,7 +89,7 @@ pub struct DnsConfig {
     pub edns: EdnsConfig,
     /// Response rate limiting over UDP; `None`: off.
     pub rate_limit: Option<RateLimit>,
-    /// The keys a query may be signed with (TSIG; see [`crate::tsig`]).
+    /// The keys a query may be signed with (TSIG, RFC 8945: see [`TsigKey`]).
     pub tsig_keys: Vec<TsigKey>,
 }
 

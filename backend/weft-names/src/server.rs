@@ -434,7 +434,7 @@ impl DnsServer {
                     }
                     encoded
                 }
-                Via::Tcp => wire::encode(&message, Some(request.tcp_limit())),
+                Via::Tcp => wire::encode_tcp(&message, request.tcp_limit()),
             };
             deliver(metrics, &request, rcode, encoded, reply, Source::Zone);
             return Outcome::Answered;
@@ -635,7 +635,7 @@ pub(crate) fn send(
     let rcode = message.metadata.response_code;
     let encoded = match via {
         Via::Udp => encode_udp(message, request.udp_limit()).0,
-        Via::Tcp => wire::encode(&message, Some(request.tcp_limit())),
+        Via::Tcp => wire::encode_tcp(&message, request.tcp_limit()),
     };
     deliver(metrics, request, rcode, encoded, reply, source);
 }

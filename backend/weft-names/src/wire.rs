@@ -325,7 +325,19 @@ impl Request {
 /// Encodes `message`; with a `limit`, a response that does not fit is sent as its
 /// header and question with the TC bit set, so the client retries over TCP.
 pub(crate) fn encode(message: &Message, limit: Option<usize>) -> Vec<u8> {
-    let bytes = match to_wire(message) {
+    encode_within(message, u16::MAX, limit)
+}
+
+/// Encodes `message` for TCP in at most `max` bytes (a signed answer keeps room for its
+/// TSIG record): records that do not fit are left out whole, with TC set, as
+/// [`to_wire`] leaves out those past 65,535 bytes.
+pub(crate) fn encode_tcp(message: &Message, max: usize) -> Vec<u8> {
+    encode_within(message, u16::try_from(max).unwrap_or(u16::MAX), None)
+}
+
+/// [`encode`] within `max` bytes.
+fn encode_within(message: &Message, max: u16, limit: Option<usize>) -> Vec<u8> {
+    let bytes = match to_wire_within(message, max) {
         Ok(bytes) => bytes,
         Err(e) => {
             tracing::warn!(error = %e, "a response could not be encoded; sending SERVFAIL");
@@ -356,9 +368,14 @@ pub(crate) fn encode(message: &Message, limit: Option<usize>) -> Vec<u8> {
 /// Records that do not fit are left out whole, counted out of the header, with TC set
 /// (RFC 2181 §9); hickory's would leave the last one's bytes after the message.
 pub(crate) fn to_wire(message: &Message) -> Result<Vec<u8>, ProtoError> {
+    to_wire_within(message, u16::MAX)
+}
+
+/// [`to_wire`] in at most `max` bytes.
+fn to_wire_within(message: &Message, max: u16) -> Result<Vec<u8>, ProtoError> {
     let mut buffer = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut buffer);
-    encoder.set_max_size(u16::MAX);
+    encoder.set_max_size(max);
     let header = encoder.place::<Header>()?;
     let mut counts = HeaderCounts {
         queries: u16::try_from(message.queries.len())
@@ -369,7 +386,7 @@ pub(crate) fn to_wire(message: &Message) -> Result<Vec<u8>, ProtoError> {
     // Room kept for the OPT and TSIG records, which close a message even when it is
     // truncated.
     if message.edns.is_some() || message.signature.is_some() {
-        encoder.set_max_size(u16::MAX - TRAILER_ROOM);
+        encoder.set_max_size(max.saturating_sub(TRAILER_ROOM));
     }
     let mut owners = Vec::new();
     let mut full = true;
@@ -382,7 +399,7 @@ pub(crate) fn to_wire(message: &Message) -> Result<Vec<u8>, ProtoError> {
             (*count, full) = emit_section(records, &mut owners, &mut encoder)?;
         }
     }
-    encoder.set_max_size(u16::MAX);
+    encoder.set_max_size(max);
     let opt = message.edns.as_ref().map(|edns| {
         let mut edns = edns.clone();
         edns.set_rcode_high(message.metadata.response_code.high());
@@ -687,6 +704,27 @@ pub(crate) mod tests {
         // Nothing of the record left out follows the message: encoding what was
         // decoded gives the same bytes.
         assert_eq!(to_wire(&decoded).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_tcp_answer_within_less_than_65535_bytes_leaves_records_out_whole() {
+        // What a signed query's TCP answer gets: room kept for its TSIG record.
+        let answer = txt_answer(1000);
+        let max = usize::from(u16::MAX) - 300;
+        let bytes = encode_tcp(&answer, max);
+        assert!(bytes.len() <= max, "{} bytes", bytes.len());
+        let decoded = Message::from_vec(&bytes).unwrap();
+        assert!(decoded.metadata.truncation);
+        let fit = decoded.answers.len();
+        assert!(
+            (790..1000).contains(&fit),
+            "{fit} records, not the question alone"
+        );
+        assert_eq!(decoded.answers[..], answer.answers[..fit]);
+        assert!(decoded.edns.is_some());
+        // Everything fits: the same bytes as without a bound.
+        let small = txt_answer(10);
+        assert_eq!(encode_tcp(&small, max), encode(&small, None));
     }
 
     #[test]

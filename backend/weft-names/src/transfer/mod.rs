@@ -216,11 +216,10 @@ pub(crate) fn plan(
         if result == TransferResult::Refused {
             crate::edns::ExtendedError::Prohibited.add_to(&mut message);
         }
-        let limit = match via {
-            Via::Udp => request.udp_limit(),
-            Via::Tcp => request.tcp_limit(),
+        let mut encoded = match via {
+            Via::Udp => wire::encode(&message, Some(request.udp_limit())),
+            Via::Tcp => wire::encode_tcp(&message, request.tcp_limit()),
         };
-        let mut encoded = wire::encode(&message, Some(limit));
         if let Some(signer) = &request.signer {
             signer.sign(&mut encoded);
         }

@@ -191,9 +191,13 @@ impl Zone {
         if self.names.contains(name) {
             return Node::Empty;
         }
-        // The closest encloser: the nearest ancestor that exists (the origin always does).
+        // The closest encloser: the nearest ancestor that exists (the origin always does,
+        // and the walk stops there whatever `names` holds: the proofs walk on up from it).
         let mut encloser = name.base_name();
-        while !self.names.contains(&encloser) && encloser.num_labels() > 0 {
+        while !self.names.contains(&encloser)
+            && encloser != self.lower_origin
+            && encloser.num_labels() > 0
+        {
             encloser = encloser.base_name();
         }
         match self.wildcards.get(&encloser) {

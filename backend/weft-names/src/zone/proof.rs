@@ -9,8 +9,9 @@
 //! order (RFC 4034 section 6.1), or its NSEC3 records by the hashes their owners spell,
 //! with the parameters of its NSEC3PARAM. A proof is then a binary search, and for NSEC3
 //! hashes of names computed as asked: three for an NXDOMAIN (the closest encloser, the
-//! next closer name and the wildcard), one more for each ancestor passed over below an
-//! opt-out span and for each wildcard a CNAME chain passes through. The owners of NSEC3
+//! next closer name and the wildcard), one when the closest encloser is the apex (whose
+//! NSEC3 and wildcard's are found once, at load), one more for each ancestor passed over
+//! below an opt-out span and for each wildcard a CNAME chain passes through. The owners of NSEC3
 //! records are not names of the zone to a query (RFC 5155 section 7.2.8): they are left
 //! out of its tree when it is read.
 
@@ -129,8 +130,9 @@ impl Chain {
                  at its apex, which says the chain to prove denials with (RFC 5155 section \
                  7.2); add it with its RRSIG, or sign the zone again"
                 .to_owned(),
-            (_, true) => "has no NSEC3 records of its NSEC3PARAM's iterations and salt; sign the \
-                 zone again so that they match"
+            (_, true) => "has no NSEC3 records of its NSEC3PARAM's iterations and salt whose \
+                 owner spells a SHA-1 hash (32 base32hex digits); sign the zone again so that \
+                 they match"
                 .to_owned(),
         })
     }

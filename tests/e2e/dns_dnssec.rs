@@ -38,6 +38,8 @@ to-www IN CNAME www
 to-wild IN CNAME x.apps
 *.wild IN CNAME www
 x.*.ent IN A 192.0.2.50
+moved IN DNAME new.example.test.
+www.new IN A 192.0.2.60
 ";
 
 /// A signed copy of [`ZONE`] and the trust anchor that validates it, in a directory of
@@ -165,6 +167,11 @@ fn every_kind_of_answer_from_a_signed_zone_validates_with_nsec_and_with_nsec3() 
         ("to-wild.example.test", "A", POSITIVE),
         ("a.wild.example.test", "A", POSITIVE),
         ("a.wild.example.test", "TXT", POSITIVE),
+        // Below a DNAME: the DNAME signed, the CNAME made from it unsigned (a validator
+        // makes it too, RFC 6672 section 5.3.1), then the target's answer or denial
+        // (delv says "fully validated" of the DNAME, and shows the proved NXDOMAIN).
+        ("www.moved.example.test", "A", POSITIVE),
+        ("nope.moved.example.test", "A", POSITIVE),
     ];
     for chain in [Chain::Nsec, Chain::Nsec3, Chain::Nsec3OptOut] {
         let signed = signed(chain, &[]);

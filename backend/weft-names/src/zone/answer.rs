@@ -29,6 +29,9 @@ enum Node<'a> {
     /// No such name, and no wildcard covers it: its closest encloser, the nearest
     /// ancestor that exists.
     Missing(LowerName),
+    /// Below a DNAME (RFC 6672): the records of its owner (the second), the DNAME among
+    /// them.
+    Redirected(&'a [Record], &'a LowerName),
     /// At or below a zone cut, whose name this is: someone else's data.
     Delegated(&'a LowerName),
 }
@@ -107,6 +110,23 @@ impl Zone {
                     return answer;
                 }
                 Node::Delegated(cut) => return self.referral(answer, cut, dnssec),
+                Node::Redirected(records, at) => {
+                    let Some(target) = self.redirect(&mut answer, records, at, &owner, dnssec)
+                    else {
+                        return answer;
+                    };
+                    // The synthesized CNAME is followed as a CNAME would be, but for the
+                    // questions a CNAME itself answers.
+                    if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+                        return answer;
+                    }
+                    let Some(next) = self.follows(name, &target, followed, hand_off) else {
+                        return answer;
+                    };
+                    name = next;
+                    owner = target;
+                    continue;
+                }
             };
             // Owned by the name as asked (or as the CNAME before wrote it), in its case,
             // as NSD answers: the zone's case would differ from the question's, which a
@@ -161,21 +181,32 @@ impl Zone {
                     wildcard,
                 );
             }
-            followed.push(name);
-            let next = LowerName::new(&target.0);
-            if !self.lower_origin.zone_of(&next)
-                || followed.contains(&next)
-                || followed.len() >= MAX_CNAME_CHAIN
-                || hand_off(&next)
-            {
-                // Someone else's target (the client's resolver follows it, or another
-                // zone served here answers it), a loop, or a chain too long to follow:
-                // the CNAMEs so far are the answer.
+            let Some(next) = self.follows(name, &target.0, followed, hand_off) else {
                 return answer;
-            }
+            };
             name = next;
             owner = target.0.clone();
         }
+    }
+
+    /// Whether the chain goes on from `name` to `target` in this zone, `name` now among
+    /// those `followed`: not when the target is someone else's (the client's resolver
+    /// follows it, or another zone served here answers it), a loop, or a chain too long
+    /// to follow; the CNAMEs so far are then the answer. Gives the target's name.
+    fn follows(
+        &self,
+        name: LowerName,
+        target: &Name,
+        followed: &mut Vec<LowerName>,
+        hand_off: &dyn Fn(&LowerName) -> bool,
+    ) -> Option<LowerName> {
+        followed.push(name);
+        let next = LowerName::new(target);
+        let goes_on = self.lower_origin.zone_of(&next)
+            && !followed.contains(&next)
+            && followed.len() < MAX_CNAME_CHAIN
+            && !hand_off(&next);
+        goes_on.then_some(next)
     }
 
     /// What the zone holds at `name`, inside the zone.
@@ -200,6 +231,13 @@ impl Zone {
         {
             encloser = encloser.base_name();
         }
+        // A DNAME at the closest encloser rewrites every name below it (RFC 6672 section
+        // 2.3); the loader keeps its subtree empty, so no wildcard is there to match.
+        if let Some((owner, records)) = self.records.get_key_value(&encloser)
+            && records.iter().any(|r| r.record_type() == RecordType::DNAME)
+        {
+            return Node::Redirected(records, owner);
+        }
         match self.wildcards.get(&encloser) {
             // An empty non-terminal wildcard has no records: NODATA for whatever it matches.
             Some(wild) => Node::Wildcard(self.records.get(wild).map_or(&[], Vec::as_slice), wild),
@@ -221,6 +259,44 @@ impl Zone {
             at = at.base_name();
         }
         found
+    }
+
+    /// Answers a name below the DNAME at `at` (among `records`) as RFC 6672 section 3.1
+    /// says: the DNAME (with its RRSIGs, asked with DO), then a CNAME synthesized for
+    /// `owner` (the name as asked) to the same name below the DNAME's target, with the
+    /// DNAME's TTL and unsigned (a validator makes it from the DNAME). Gives that target;
+    /// `None` when it would pass 255 bytes, which is YXDOMAIN (section 2.2).
+    fn redirect(
+        &self,
+        answer: &mut ZoneAnswer,
+        records: &[Record],
+        at: &LowerName,
+        owner: &Name,
+        dnssec: bool,
+    ) -> Option<Name> {
+        let dname = records
+            .iter()
+            .find(|r| r.record_type() == RecordType::DNAME)?;
+        let target = super::dname_target(&dname.data)?;
+        push(&mut answer.answers, records, RecordType::DNAME, None);
+        if dnssec {
+            sign(&mut answer.answers, records, RecordType::DNAME, None);
+        }
+        // The labels of `owner` above the DNAME's owner, in front of its target.
+        let keep = owner.iter().count().saturating_sub(at.iter().count());
+        let Ok(synthesized) = Name::from_labels(owner.iter().take(keep).chain(target.iter()))
+        else {
+            answer.rcode = ResponseCode::YXDomain;
+            return None;
+        };
+        let mut synthesized = synthesized;
+        synthesized.set_fqdn(true);
+        answer.answers.push(Record::from_rdata(
+            owner.clone(),
+            dname.ttl,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(synthesized.clone())),
+        ));
+        Some(synthesized)
     }
 
     /// A referral to the zone cut `cut`: its NS set in the authority section, the

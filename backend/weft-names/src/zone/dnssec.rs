@@ -196,7 +196,7 @@ fn hex(code: RecordType, what: &str, text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A name in wire form, uncompressed (RFC 4034 section 3.1.7 and 4.1.1).
-fn put_name(wire: &mut Vec<u8>, name: &Name) {
+pub(super) fn put_name(wire: &mut Vec<u8>, name: &Name) {
     for label in name.iter() {
         wire.push(label.len() as u8);
         wire.extend(label);

@@ -16,6 +16,8 @@ mod answer;
 mod catalog;
 #[cfg(test)]
 mod catalog_tests;
+#[cfg(test)]
+mod dname_tests;
 mod dnssec;
 mod generate;
 mod lex;
@@ -194,6 +196,8 @@ impl Zone {
         // NS and MX targets in the zone, with their line: checked against its CNAMEs once
         // every record is in.
         let mut targets: Vec<(usize, Name, RecordType, LowerName)> = Vec::new();
+        // The owners of DNAME records, with the line of each.
+        let mut dnames: NameMap<usize> = NameMap::default();
         // Each record moves into the zone: a large zone is never held twice.
         for at in records {
             let record = &at.record;
@@ -231,7 +235,9 @@ impl Zone {
             {
                 targets.push((at.line, record.name.clone(), rtype, target));
             }
-            if owner.is_wildcard() && matches!(rtype, RecordType::NS | RecordType::SOA) {
+            if owner.is_wildcard()
+                && matches!(rtype, RecordType::NS | RecordType::SOA | RecordType::DNAME)
+            {
                 // RFC 4592 section 4.2: a wildcard NS set delegates nothing a resolver
                 // can follow; BIND and NSD refuse it too.
                 return Err(err(
@@ -262,6 +268,22 @@ impl Zone {
                     ),
                 ));
             }
+            if rtype == RecordType::DNAME {
+                if at_owner
+                    .iter()
+                    .any(|r| r.record_type() == RecordType::DNAME && r.data != record.data)
+                {
+                    return Err(err(
+                        &at,
+                        format!(
+                            "{} has two DNAME records; a name has one at most (RFC 6672 \
+                             section 2.4)",
+                            record.name
+                        ),
+                    ));
+                }
+                dnames.insert(owner.clone(), at.line);
+            }
             if !at_owner.contains(record) {
                 let size = sizes.entry((owner.clone(), rtype)).or_default();
                 *size += answer_bytes(record, &mut scratch).map_err(|message| err(&at, message))?;
@@ -285,6 +307,41 @@ impl Zone {
                 zone.cuts.insert(owner.clone());
             }
             add_name(&mut zone.names, &mut zone.wildcards, &lower_origin, owner);
+        }
+        // RFC 6672 section 2.4: nothing below a DNAME, whose subtree is its target's (the
+        // NSEC3 records of a DNAME at the apex are not names of the zone's tree).
+        if !dnames.is_empty() {
+            let only_nsec3 = |records: &[Record]| {
+                records
+                    .iter()
+                    .all(|r| matches!(r.record_type(), RecordType::NSEC3 | RecordType::RRSIG))
+            };
+            // The first in canonical order, so a file gets the same error each time.
+            let mut first: Option<(&LowerName, LowerName, usize)> = None;
+            for (owner, records) in &zone.records {
+                if only_nsec3(records) || first.as_ref().is_some_and(|(f, ..)| *f <= owner) {
+                    continue;
+                }
+                let mut above = owner.base_name();
+                while lower_origin.zone_of(&above) && above.num_labels() > 0 {
+                    if let Some(&line) = dnames.get(&above) {
+                        first = Some((owner, above, line));
+                        break;
+                    }
+                    above = above.base_name();
+                }
+            }
+            if let Some((owner, above, line)) = first {
+                return Err(ZoneError {
+                    file: file.to_owned(),
+                    line,
+                    message: format!(
+                        "{above} has a DNAME, and {owner} below it has records: a DNAME's \
+                         subtree is its target's, so nothing below it is served (RFC 6672 \
+                         section 2.4); remove them or the DNAME"
+                    ),
+                });
+            }
         }
         // RFC 2181 §10.3: an NS or MX record MUST NOT name an alias; a resolver following
         // it finds a CNAME where it looks for an address (BIND refuses such a zone).
@@ -372,6 +429,35 @@ const MAX_RRSET_BYTES: usize = 65_535 - 12 - 259 - crate::wire::TRAILER_ROOM as 
 /// length (10 bytes), its data, and its owner, written once as a 2-byte pointer; an
 /// error when its data is longer than a record can say (RDLENGTH is 16 bits, RFC 1035
 /// §3.2.1).
+/// The target of a DNAME record (kept as its wire form, `rdata.rs`): the name its RDATA
+/// spells, uncompressed; `None` for any other record, or RDATA that is not such a name.
+pub(crate) fn dname_target(data: &hickory_proto::rr::RData) -> Option<Name> {
+    let hickory_proto::rr::RData::Unknown { code, rdata } = data else {
+        return None;
+    };
+    if *code != RecordType::DNAME {
+        return None;
+    }
+    let bytes = &rdata.anything;
+    // Labels to the root label, no pointer, nothing after it.
+    let mut at = 0;
+    loop {
+        let len = usize::from(*bytes.get(at)?);
+        if len & 0xC0 != 0 {
+            return None;
+        }
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    if at != bytes.len() {
+        return None;
+    }
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    Name::read(&mut BinDecoder::new(bytes)).ok()
+}
+
 fn answer_bytes(record: &Record, data: &mut Vec<u8>) -> Result<usize, String> {
     use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
     data.clear();

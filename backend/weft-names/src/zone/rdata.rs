@@ -6,7 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, NULL, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecoder, Restrict};
 
@@ -15,7 +15,7 @@ use super::lex::Word;
 use super::parse::{name, parse_ttl};
 
 /// The record types a zone file may hold, named in errors.
-const SUPPORTED: &str = "SOA, NS, A, AAAA, CNAME, MX, TXT, PTR, SRV, CAA, CERT, CSYNC, \
+const SUPPORTED: &str = "SOA, NS, A, AAAA, CNAME, DNAME, MX, TXT, PTR, SRV, CAA, CERT, CSYNC, \
      HINFO, HTTPS, NAPTR, OPENPGPKEY, SMIMEA, SSHFP, SVCB, TLSA, DS, CDS, DNSKEY, CDNSKEY, \
      RRSIG, NSEC, NSEC3, NSEC3PARAM";
 
@@ -74,12 +74,14 @@ pub(super) fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Resul
     if args.first().is_some_and(|w| w.text == "\\#" && !w.quoted) {
         let code = record_type(rtype)?;
         return match u16::from(code) {
-            // Data the answers would have to act on, which they do not: served as a
-            // record, a DNAME would be answered as if the names below it did not exist.
-            39 => Err(format!(
-                "{rtype}: DNAME is not served (no name below it would be rewritten, RFC \
-                 6672), in its generic form either"
-            )),
+            // Its target is a name the answers read: it must be one, uncompressed.
+            39 => generic(code, &args[1..]).and_then(|data| match super::dname_target(&data) {
+                Some(_) => Ok(data),
+                None => Err(format!(
+                    "{rtype} \\# data is not a domain name (uncompressed, as RFC 6672 \
+                     section 2.5 writes it)"
+                )),
+            }),
             // Meta and question types (RFC 6895 section 3.1): never zone data.
             41 | 128..=255 => Err(format!(
                 "{rtype} is a meta or question type, not data a zone can hold"
@@ -106,6 +108,17 @@ pub(super) fn rdata(rtype: &str, args: &[&Word], origin: Option<&Name>) -> Resul
         "PTR" => {
             f.want(1, "a target name")?;
             RData::PTR(PTR(f.target(0)?))
+        }
+        // Kept as its wire form (hickory-proto has no DNAME type): the target's labels,
+        // never compressed (RFC 6672 section 2.5).
+        "DNAME" => {
+            f.want(1, "a target name")?;
+            let mut wire = Vec::new();
+            dnssec::put_name(&mut wire, &f.target(0)?);
+            RData::Unknown {
+                code: RecordType::DNAME,
+                rdata: NULL::with(wire),
+            }
         }
         "MX" => {
             f.want(2, "a preference and a mail exchanger")?;

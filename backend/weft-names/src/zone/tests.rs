@@ -231,9 +231,9 @@ fn errors_name_the_line_and_what_to_do() {
     assert!(at("www A\n").1.contains("takes 1 field"));
     assert!(at("www NULL \"x\"\n").1.contains("not supported"));
     assert!(at("www BOGUS x\n").1.contains("not a record type"));
-    // A DNAME in its generic form no more than in its own; never a meta type.
-    let dname = at("d TYPE39 \\# 12 0474617267657404746573740000\n").1;
-    assert!(dname.contains("DNAME is not served"), "{dname}");
+    // A DNAME's generic form must spell a name, uncompressed; never a meta type.
+    let dname = at("d TYPE39 \\# 2 c00c\n").1;
+    assert!(dname.contains("not a domain name"), "{dname}");
     assert!(at("d TYPE41 \\# 0\n").1.contains("meta or question type"));
     assert!(at("d TYPE255 \\# 0\n").1.contains("meta or question type"));
     assert!(at("www CH A 192.0.2.1\n").1.contains("only IN"));

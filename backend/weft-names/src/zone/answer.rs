@@ -233,7 +233,8 @@ impl Zone {
         }
         // A DNAME at the closest encloser rewrites every name below it (RFC 6672 section
         // 2.3); the loader keeps its subtree empty, so no wildcard is there to match.
-        if let Some((owner, records)) = self.records.get_key_value(&encloser)
+        if self.redirects
+            && let Some((owner, records)) = self.records.get_key_value(&encloser)
             && records.iter().any(|r| r.record_type() == RecordType::DNAME)
         {
             return Node::Redirected(records, owner);

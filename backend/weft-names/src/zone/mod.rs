@@ -75,6 +75,8 @@ pub struct Zone {
     owners: walk::Owners,
     /// Whether it holds RRSIG records: answers to DO queries then carry them.
     signed: bool,
+    /// Whether it holds a DNAME: a missing name's closest encloser is then looked at.
+    redirects: bool,
     /// Its NSEC or NSEC3 chain, which proves denials to DO queries (`proof.rs`).
     chain: proof::Chain,
     /// The owners that hold only NSEC3 records (and their RRSIGs): not names of the zone
@@ -185,6 +187,7 @@ impl Zone {
             included,
             owners: walk::Owners::default(),
             signed: false,
+            redirects: false,
             chain: proof::Chain::None,
             hashed: NameSet::default(),
             expiry: None,
@@ -283,6 +286,7 @@ impl Zone {
                     ));
                 }
                 dnames.insert(owner.clone(), at.line);
+                zone.redirects = true;
             }
             if !at_owner.contains(record) {
                 let size = sizes.entry((owner.clone(), rtype)).or_default();

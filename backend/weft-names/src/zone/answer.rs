@@ -117,7 +117,11 @@ impl Zone {
                     };
                     // The synthesized CNAME is followed as a CNAME would be, but for the
                     // questions a CNAME itself answers.
-                    if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+                    // A target below the DNAME's own name would be rewritten again,
+                    // and again: it is left there, as NSD leaves it.
+                    if matches!(qtype, RecordType::CNAME | RecordType::ANY)
+                        || at.zone_of(&LowerName::new(&target))
+                    {
                         return answer;
                     }
                     let Some(next) = self.follows(name, &target, followed, hand_off) else {

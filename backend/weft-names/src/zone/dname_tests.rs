@@ -112,6 +112,20 @@ fn dnames_that_lead_into_each_other_end_and_a_name_made_too_long_is_yxdomain() {
         "{looped:?}"
     );
     assert_eq!(looped.rcode, ResponseCode::NoError);
+    // A DNAME whose target is below itself: one link, not eight.
+    let below = self::zone(&format!("{ZONE}below 60 DNAME y.below.example.test.\n")).unwrap();
+    let answer = below.lookup(&name("a.below.example.test."), RecordType::A);
+    assert_eq!(
+        said(&answer.answers),
+        [
+            "below.example.test. DNAME",
+            "a.below.example.test. CNAME a.y.below.example.test."
+        ]
+    );
+    // The same DNAME written twice, in two cases, is one record.
+    let twice = self::zone(&format!("{ZONE}old 300 DNAME NEW.Example.Test.\n")).unwrap();
+    let own = twice.lookup(&name("old.example.test."), RecordType::DNAME);
+    assert_eq!(said(&own.answers), ["old.example.test. DNAME"]);
     // RFC 6672 section 2.2: a synthesized name over 255 bytes is YXDOMAIN.
     let label = |c: &str| vec![c.repeat(63); 3].join(".");
     let far = self::zone(&format!("{ZONE}far 60 DNAME {}.example.net.\n", label("b"))).unwrap();

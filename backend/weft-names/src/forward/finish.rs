@@ -3,7 +3,7 @@
 //! gets them a stale answer (`serve_stale`) or SERVFAIL.
 
 use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::Name;
+use hickory_proto::rr::{Name, RecordType};
 use weft::defer::{Failure, TimeoutError};
 
 use super::scrub::{complete, scrub};
@@ -72,6 +72,16 @@ impl Forwarder {
                 let rcode = m.metadata.response_code;
                 Err(Failure::msg(format!("upstream {by} answered {rcode}")))
             }
+            Ok(m) => match opaque_names(&m, &entry.query) {
+                Some(rtype) => {
+                    let by = entry.answered_by.map(|a| a.to_string()).unwrap_or_default();
+                    Err(Failure::msg(format!(
+                        "upstream {by} answered {rtype} records, whose names this service \
+                         cannot pass on"
+                    )))
+                }
+                None => Ok(m),
+            },
             result => result,
         };
         // RFC 8767 section 4: when no upstream gives a usable answer, a stale one will do.
@@ -195,4 +205,19 @@ pub(super) fn response(request: &Request, answer: &Answer, zones: &Catalog) -> M
     complete(&mut message, &request.query, zones);
     let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.dnssec_ok);
     message.maybe_strip_dnssec_records(dnssec_ok)
+}
+
+/// The type of the first record of `answer` that answers `query` and whose RDATA holds
+/// names this service keeps opaque although an upstream may compress them: RFC 1035's
+/// MD, MF, MB, MG, MR and MINFO, which hickory-proto does not decode (RFC 3597 section 4
+/// lets a server compress the names of RFC 1035's types). Written back as they came,
+/// their pointers would point into another message: such an answer is a failure.
+fn opaque_names(answer: &Message, query: &hickory_proto::op::Query) -> Option<RecordType> {
+    const NAMED: [u16; 6] = [3, 4, 7, 8, 9, 14];
+    let qtype = query.query_type();
+    answer
+        .answers
+        .iter()
+        .map(hickory_proto::rr::Record::record_type)
+        .find(|&t| NAMED.contains(&u16::from(t)) && (t == qtype || qtype == RecordType::ANY))
 }

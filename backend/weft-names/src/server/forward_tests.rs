@@ -442,6 +442,37 @@ fn when_every_upstream_fails_clients_get_servfail_and_nothing_is_cached() {
 }
 
 #[test]
+fn an_answer_of_rfc_1035_names_kept_opaque_is_servfail_not_passed_on_corrupt() {
+    use hickory_proto::rr::rdata::NULL;
+    let h = harness_with(EXAMPLE, &[FIRST], ForwardOptions::default());
+    let mb = RecordType::Unknown(7);
+    h.send(&query(1, "box.elsewhere.test.", mb), Via::Udp);
+    let (up, _) = h.last_query();
+    let mut answer = up.clone();
+    answer.metadata.message_type = hickory_proto::op::MessageType::Response;
+    // A mailbox name compressed against the question: a pointer to offset 12.
+    answer.answers.push(Record::from_rdata(
+        name("box.elsewhere.test."),
+        60,
+        RData::Unknown {
+            code: mb,
+            rdata: NULL::with(vec![0xC0, 0x0C]),
+        },
+    ));
+    h.answer_from(&answer, FIRST);
+    let r = h.pop();
+    assert_eq!(
+        (r.metadata.response_code, r.answers.len()),
+        (ResponseCode::ServFail, 0)
+    );
+    assert_eq!(
+        h.send(&query(2, "box.elsewhere.test.", mb), Via::Udp),
+        Outcome::Forwarded,
+        "nothing cached"
+    );
+}
+
+#[test]
 fn a_failure_other_than_a_timeout_counts_no_upstream_still_out_as_timed_out() {
     let options = ForwardOptions {
         selection: Selection::Parallel,

@@ -15,13 +15,20 @@ use serde_json::Value;
 use crate::chrome::{Browser, artifacts};
 use crate::support::{echo_once, free_port, spawn_app};
 
-/// Held by each test that runs Chromium, so one browser runs at a time: the dashboard
-/// test measures event-to-DOM latency and render rate, which a second browser on the
-/// same two cores would disturb.
-fn one_browser() -> std::sync::MutexGuard<'static, ()> {
+/// Runs `test`, which drives Chromium, on a runtime of its own, one browser at a time:
+/// the dashboard test measures event-to-DOM latency and render rate, which a second
+/// browser on the same two cores would disturb.
+fn in_browser(test: impl std::future::Future<Output = ()>) {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    let _one = ONE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test);
 }
 
 /// The `stalled` example of weft-gateway, built once.
@@ -91,13 +98,7 @@ fn numbers(v: &Value) -> Vec<f64> {
 /// One test: the browser session is the expensive part.
 #[test]
 fn the_dashboard_in_a_real_browser() {
-    let _one = one_browser();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(dashboard_in_a_real_browser());
+    in_browser(dashboard_in_a_real_browser());
 }
 
 async fn dashboard_in_a_real_browser() {
@@ -346,13 +347,7 @@ async fn dashboard_in_a_real_browser() {
 /// their end, and no console error.
 #[test]
 fn the_dns_page_keeps_its_zones_live_in_a_real_browser() {
-    let _one = one_browser();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(dns_page_in_a_real_browser());
+    in_browser(dns_page_in_a_real_browser());
 }
 
 async fn dns_page_in_a_real_browser() {

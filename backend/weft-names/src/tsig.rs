@@ -98,6 +98,16 @@ impl Algorithm {
         self.hmac().digest_algorithm().output_len()
     }
 
+    /// It, as a TSIG record names it.
+    fn record(self) -> TsigAlgorithm {
+        match self {
+            Self::HmacSha1 => TsigAlgorithm::HmacSha1,
+            Self::HmacSha256 => TsigAlgorithm::HmacSha256,
+            Self::HmacSha384 => TsigAlgorithm::HmacSha384,
+            Self::HmacSha512 => TsigAlgorithm::HmacSha512,
+        }
+    }
+
     /// The algorithm named `name` in a TSIG record (ignoring case), if it is one of these.
     fn of_record(name: &TsigAlgorithm) -> Option<Self> {
         let name = name.to_name().to_ascii();
@@ -523,20 +533,28 @@ impl Signer {
     /// the last message's), the message, and `tsig`'s variables, or only its timers when
     /// not `whole` (a transfer's later messages).
     fn mac_of(&self, encoded: &[u8], tsig: &TSIG, whole: bool) -> Vec<u8> {
-        let length = u16::try_from(self.mac.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes();
         let last: Vec<u8> = match whole {
             true => variables(tsig, &self.key.name),
             false => timers(tsig),
         };
-        self.key.mac(&[&length, &self.mac, encoded, &last])
+        mac_after(&self.key, &self.mac, &[encoded, &last])
     }
 
     /// The key's name.
     pub(crate) fn key(&self) -> &Name {
         &self.key.name
     }
+}
+
+/// The MAC under `key` of a message that answers or follows another whose MAC was
+/// `before` (section 4.3.2): that MAC with its length first, then `pieces`.
+fn mac_after(key: &TsigKey, before: &[u8], pieces: &[&[u8]]) -> Vec<u8> {
+    let length = u16::try_from(before.len())
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    let mut all: Vec<&[u8]> = vec![&length, before];
+    all.extend_from_slice(pieces);
+    key.mac(&all)
 }
 
 /// Time Signed and Fudge, as a transfer's later messages' MACs cover them.
@@ -549,8 +567,7 @@ fn timers(tsig: &TSIG) -> Vec<u8> {
 /// Signs `encoded`, a query this server sends (a NOTIFY), with `key` (section 4.3.1):
 /// the MAC, which the answer's covers first ([`answer_verifies`]).
 pub(crate) fn sign_query(key: &TsigKey, encoded: &mut Vec<u8>) -> Vec<u8> {
-    let algorithm =
-        TsigAlgorithm::from_name(Name::from_ascii(key.algorithm.text()).unwrap_or_default());
+    let algorithm = key.algorithm.record();
     let Some(tsig) = unsigned(algorithm, encoded, unix_now(), None, Vec::new()) else {
         return Vec::new();
     };
@@ -576,10 +593,9 @@ pub(crate) fn answer_verifies(key: &TsigKey, mac: &[u8], packet: &[u8], now: u64
     {
         return false;
     }
-    let length = u16::try_from(mac.len()).unwrap_or(u16::MAX).to_be_bytes();
     let header = header_without_tsig(packet, tsig.oid);
     let variables = variables(tsig, &signed.key);
-    let expected = key.mac(&[&length, mac, &header, &packet[12..signed.at], &variables]);
+    let expected = mac_after(key, mac, &[&header, &packet[12..signed.at], &variables]);
     same_bytes(&expected, &tsig.mac) && now.abs_diff(tsig.time) <= u64::from(tsig.fudge)
 }
 

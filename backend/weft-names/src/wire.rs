@@ -182,6 +182,16 @@ pub(crate) fn parse_received(
         None => (None, None),
     };
     let question = (message.queries.len() == 1).then(|| message.queries[0].clone());
+    let sealed = |rcode, why, question, seal| {
+        let response = error_response(id, recursion_desired, rcode, question, edns.as_ref());
+        Parsed::Error {
+            response: Box::new(response),
+            asked: edns.as_ref().map(|e| e.asked),
+            rcode,
+            why,
+            seal,
+        }
+    };
     // The signature first (RFC 8945 section 5.2): a query that does not verify is refused
     // before anything else is said of it, and any answer to one that does is signed.
     let signer = match tsig::of_query(&message, packet) {
@@ -193,43 +203,14 @@ pub(crate) fn parse_received(
                     true => ResponseCode::FormErr,
                     false => ResponseCode::NotAuth,
                 };
-                let response =
-                    error_response(id, recursion_desired, rcode, question, edns.as_ref());
-                return Parsed::Error {
-                    response: Box::new(response),
-                    asked: edns.as_ref().map(|e| e.asked),
-                    rcode,
-                    why: refusal.why.clone(),
-                    seal: Some(tsig::Seal::Refused(refusal)),
-                };
+                let why = refusal.why.clone();
+                return sealed(rcode, why, question, Some(tsig::Seal::Refused(refusal)));
             }
         },
-        Err(why) => {
-            let response = error_response(
-                id,
-                recursion_desired,
-                ResponseCode::FormErr,
-                question,
-                edns.as_ref(),
-            );
-            return Parsed::Error {
-                response: Box::new(response),
-                asked: edns.as_ref().map(|e| e.asked),
-                rcode: ResponseCode::FormErr,
-                why,
-                seal: None,
-            };
-        }
+        Err(why) => return sealed(ResponseCode::FormErr, why, question, None),
     };
     let error = |rcode: ResponseCode, why: String, question: Option<Query>| {
-        let response = error_response(id, recursion_desired, rcode, question, edns.as_ref());
-        Parsed::Error {
-            response: Box::new(response),
-            asked: edns.as_ref().map(|e| e.asked),
-            rcode,
-            why,
-            seal: signer.clone().map(tsig::Seal::Signed),
-        }
+        sealed(rcode, why, question, signer.clone().map(tsig::Seal::Signed))
     };
     if let Some(version) = message.edns.as_ref().map(Edns::version)
         && version > EDNS_VERSION

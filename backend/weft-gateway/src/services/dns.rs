@@ -393,31 +393,14 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
     let raw = ctx.raw;
     let mut allow = Vec::new();
     for (text, span) in strings(ctx, "allow_transfer", &raw.allow_transfer)? {
-        let mut words = text.split_whitespace();
-        let (Some(addresses), key, None) = (words.next(), words.next(), words.next()) else {
-            let why = format!(
-                "{text:?} is not an address or CIDR block and at most a key's name, such as \
-                 \"192.0.2.0/24\" or \"192.0.2.7 xfr.example.\""
-            );
-            return Err(ctx.error(span, "allow_transfer", why));
-        };
+        let written = ("an address or CIDR block", "\"192.0.2.0/24\" or \"192.0.2.7 xfr.example.\"");
+        let (addresses, key) = keyed(ctx, ("allow_transfer", &text, &span), written, keys)?;
         let prefix: Prefix = addresses
             .parse()
             .map_err(|e: weft_names::transfer::PrefixError| {
                 ctx.error(span.clone(), "allow_transfer", e.to_string())
             })?;
-        let key = match key {
-            None => None,
-            Some(key) => {
-                let Some(found) = keys.iter().find(|k| k.is_named(key)) else {
-                    let why = format!(
-                        "{text:?} names key {key:?}, which tsig_keys does not define"
-                    );
-                    return Err(ctx.error(span, "allow_transfer", why));
-                };
-                Some(found.name().clone())
-            }
-        };
+        let key = key.map(|k| k.name().clone());
         allow.push(TransferPeer { prefix, key });
     }
     // An entry without a key admits its addresses unsigned: a keyed entry it covers asks
@@ -439,24 +422,9 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
     }
     let mut notify = Vec::new();
     for (entry, span) in strings(ctx, "notify", &raw.notify)? {
-        let mut words = entry.split_whitespace();
-        let (Some(text), key, None) = (words.next(), words.next(), words.next()) else {
-            let why = format!(
-                "{entry:?} is not a peer address and at most a key's name, such as \
-                 \"192.0.2.2\" or \"192.0.2.2:5353 xfr.example.\""
-            );
-            return Err(ctx.error(span, "notify", why));
-        };
-        let key = match key {
-            None => None,
-            Some(key) => match keys.iter().find(|k| k.is_named(key)) {
-                Some(found) => Some(found.clone()),
-                None => {
-                    let why = format!("{entry:?} names key {key:?}, which tsig_keys does not define");
-                    return Err(ctx.error(span, "notify", why));
-                }
-            },
-        };
+        let written = ("a peer address", "\"192.0.2.2\" or \"192.0.2.2:5353 xfr.example.\"");
+        let (text, key) = keyed(ctx, ("notify", &entry, &span), written, keys)?;
+        let key = key.cloned();
         let addr = text
             .parse::<SocketAddr>()
             .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
@@ -468,6 +436,33 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
         notify.push(NotifyPeer { addr, key });
     }
     Ok(TransferConfig { allow, notify })
+}
+
+/// The words of `entry`, an entry of `field` at `span`: the first (`written`'s first, in
+/// errors) and the key of `keys` the second names, if there is one (`written`'s second
+/// shows both).
+fn keyed<'e, 'k>(
+    ctx: &ServiceCtx<'_>,
+    (field, entry, span): (&str, &'e str, &Range<usize>),
+    (what, examples): (&str, &str),
+    keys: &'k [TsigKey],
+) -> Result<(&'e str, Option<&'k TsigKey>), ConfigError> {
+    let mut words = entry.split_whitespace();
+    let (Some(first), key, None) = (words.next(), words.next(), words.next()) else {
+        let why =
+            format!("{entry:?} is not {what} and at most a key's name, such as {examples}");
+        return Err(ctx.error(span.clone(), field, why));
+    };
+    match key {
+        None => Ok((first, None)),
+        Some(key) => match keys.iter().find(|k| k.is_named(key)) {
+            Some(found) => Ok((first, Some(found))),
+            None => {
+                let why = format!("{entry:?} names key {key:?}, which tsig_keys does not define");
+                Err(ctx.error(span.clone(), field, why))
+            }
+        },
+    }
 }
 
 /// `addr` if a question can be sent to it and answered: one host (not "any address", a

@@ -221,6 +221,15 @@ fn with_do_a_referral_proves_its_cut_has_no_ds() {
 }
 
 /// RFC 5155 appendix A: the zone `example`, salt aabbccdd, 12 iterations.
+/// The apex of a signed zone `example.` whose NSEC3PARAM is `param`, on line 5.
+fn nsec3_apex(param: &str) -> String {
+    format!(
+        "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
+         @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
+         @ 300 NSEC3PARAM {param}\n"
+    )
+}
+
 #[test]
 fn nsec3_hashes_are_those_of_rfc_5155() {
     let hashes = [
@@ -229,11 +238,7 @@ fn nsec3_hashes_are_those_of_rfc_5155() {
         ("ai.example.", "gjeqe526plbf1g8mklp59enfd789njgi"),
         ("x.w.example.", "b4um86eghhds6nea196smvmlo4ors995"),
     ];
-    let mut text = String::from(
-        "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
-         @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
-         @ 300 NSEC3PARAM 1 0 12 aabbccdd\n",
-    );
+    let mut text = nsec3_apex("1 0 12 aabbccdd");
     for (owner, hash) in hashes {
         // Owners in upper case, as signers write them.
         let upper = hash.to_uppercase();
@@ -257,10 +262,8 @@ fn nsec3_hashes_are_those_of_rfc_5155() {
 
 #[test]
 fn a_zone_asking_more_nsec3_iterations_than_validators_accept_is_refused() {
-    let text = "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
-                @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
-                @ 300 NSEC3PARAM 1 0 151 -\n";
-    let error = Zone::parse(Path::new("nsec3.zone"), text).unwrap_err();
+    let text = nsec3_apex("1 0 151 -");
+    let error = Zone::parse(Path::new("nsec3.zone"), &text).unwrap_err();
     assert_eq!(error.line, 5, "the NSEC3PARAM's line");
     assert!(
         error.message.contains("asks 151 iterations"),
@@ -275,10 +278,8 @@ fn a_zone_asking_more_nsec3_iterations_than_validators_accept_is_refused() {
 /// zone without a chain: its denials go unproved, and `check` is told why.
 #[test]
 fn an_nsec3param_without_its_records_proves_nothing_and_says_so() {
-    let text = "$ORIGIN example.\n@ 300 SOA ns hostmaster 1 3600 600 86400 60\n@ 300 NS ns\n\
-                @ 300 RRSIG SOA 13 1 300 20300101000000 20240101000000 1 example. AAAA\n\
-                @ 300 NSEC3PARAM 1 0 0 -\n";
-    let zone = Zone::parse(Path::new("nsec3.zone"), text).unwrap();
+    let text = nsec3_apex("1 0 0 -");
+    let zone = Zone::parse(Path::new("nsec3.zone"), &text).unwrap();
     let nx = zone.lookup_dnssec(&name("nope.example."), RecordType::A);
     assert_eq!(nx.rcode, ResponseCode::NXDomain);
     assert_eq!(

@@ -28,6 +28,14 @@ impl Nsd {
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("nsd.log")).unwrap_or_default()
     }
+
+    /// Writes `text` over its file `name` and has it read its zone files again (SIGHUP).
+    pub(crate) fn reload_with(&self, name: &str, text: &str) {
+        std::fs::write(self._dir.path().join(name), text).unwrap();
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -HUP nsd failed");
+    }
 }
 
 impl Drop for Nsd {

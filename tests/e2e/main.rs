@@ -27,6 +27,7 @@ mod dns_kinds;
 mod dns_nsd;
 mod dns_reload;
 mod dns_rules;
+mod dns_secondary;
 mod dns_transfer;
 mod dns_tsig;
 mod dns_view;

@@ -36,6 +36,7 @@ pub mod notify;
 pub mod reload;
 pub mod replicas;
 pub mod running;
+mod secondaries;
 pub mod services;
 
 pub use config::{Config, ConfigError, LogFormat};

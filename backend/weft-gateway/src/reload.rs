@@ -26,6 +26,9 @@
 //! - `failed`: the file cannot be read, or the new services cannot all start (an address in
 //!   use); nothing changed.
 //!
+//! The same task puts in service the secondary zones transferred (`crate::secondaries`),
+//! and after each reload starts and stops the tasks that keep them.
+//!
 //! One task on the reactor thread serves both sources, one reload at a time, so reloads
 //! never interleave; the dashboard's requests wait in a bounded queue
 //! ([`weft_dashboard::Reloader`]) and each gets its own outcome. The task ends when the
@@ -43,6 +46,7 @@ use weft_telemetry::{ReloadOutcome, ReloadResult};
 use crate::config::Config;
 use crate::notify::Notifier;
 use crate::running::{Applied, Running};
+use crate::secondaries::Keepers;
 use crate::services::dns_zones::InService;
 
 /// Requests the dashboard may queue while a reload runs.
@@ -96,8 +100,11 @@ pub fn serve(
     let stopping = stop.clone();
     reactor.add_shutdown_hook(Phase::Before, move || stopping.cancel());
     // It waits for SIGHUP or a request for as long as the gateway runs: not a stall.
+    let (mut keepers, mut installs) = Keepers::new();
+    let keeping = reactor.clone();
     reactor.spawn(weft::tasks::awaiting_outside_events(async move {
         let mut signal = hangups.0.borrow_mut().take();
+        keepers.reconcile(&keeping, &running);
         loop {
             let hangup = async {
                 match signal.as_mut() {
@@ -112,7 +119,10 @@ pub fn serve(
                 }
             };
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    keepers.stop();
+                    return;
+                }
                 Some(()) = hangup => {
                     tracing::info!("SIGHUP received");
                     reload(&mut running, &source, &notifier).await;
@@ -125,7 +135,12 @@ pub fn serve(
                     // The dashboard is gone; SIGHUP still works.
                     None => requests = None,
                 },
+                Some(zone) = installs.recv() => {
+                    crate::secondaries::install(&mut running, zone).await;
+                    continue;
+                }
             }
+            keepers.reconcile(&keeping, &running);
         }
     }));
 }

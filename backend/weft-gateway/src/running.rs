@@ -244,6 +244,11 @@ impl Running {
         &self.config.services
     }
 
+    /// The DNS counters of service `name`.
+    pub(crate) fn dns_metrics(&self, name: &str) -> weft_names::ServiceMetrics {
+        services::dns_zones::metrics(&self.env, name)
+    }
+
     /// The hub the services report to.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub

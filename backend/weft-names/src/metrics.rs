@@ -371,6 +371,11 @@ struct Handles {
 pub struct ServiceMetrics(Arc<Handles>);
 
 impl ServiceMetrics {
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.0.service
+    }
+
     /// Counters on no registry.
     pub fn detached(name: &str) -> Self {
         DnsMetrics::unregistered()

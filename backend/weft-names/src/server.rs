@@ -5,8 +5,9 @@
 //! are configured, or REFUSED. The answer goes to a [`Reply`] callback, at once or when
 //! the upstream answers. A zone transfer request (AXFR, IXFR) goes back to the transport
 //! as [`Outcome::Transfer`], to be answered through [`DnsServer::transfer`] with the peer's
-//! address; a NOTIFY received is REFUSED, or FORMERR without a question
-//! ([`crate::transfer`]).
+//! address; a NOTIFY received is answered NOERROR and wakes the task keeping the zone
+//! when it comes from a primary of a secondary zone, REFUSED otherwise, or FORMERR
+//! without a question ([`crate::transfer`]).
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -275,9 +276,15 @@ impl DnsServer {
             },
             Via::Tcp => Box::new(reply),
         };
-        if let Some((mut answer, rcode)) = crate::transfer::notify_received(packet) {
-            // Signed by a peer with a key of the service, the refusal is signed too.
-            if let Some(signer) = crate::tsig::signer_of(&self.inner.tsig_keys, packet) {
+        let signer = || crate::tsig::signer_of(&self.inner.tsig_keys, packet);
+        let secondaries = &self.inner.transfer.secondaries;
+        let notified =
+            crate::transfer::notify_received(packet, secondaries, client.map(|c| c.ip()), || {
+                signer().map(|s| s.key().clone())
+            });
+        if let Some((mut answer, rcode, zone)) = notified {
+            // Signed by a peer with a key of the service, the answer is signed too.
+            if let Some(signer) = signer() {
                 metrics.transfer().tsig(TsigResult::Verified);
                 signer.sign(&mut answer);
             }
@@ -285,7 +292,13 @@ impl DnsServer {
             if via == Via::Udp && self.rate_limit(ip, Kind::Error) == Verdict::Drop {
                 return Outcome::RateLimited;
             }
-            let (source, outcome) = if rcode == ResponseCode::Refused {
+            let (source, outcome) = if let Some(zone) = zone {
+                metrics.transfer().notify(NotifyResult::Accepted);
+                if !crate::transfer::inbound::wake(metrics.name(), &zone) {
+                    tracing::debug!(%zone, "a NOTIFY for a zone no task keeps yet");
+                }
+                (Source::Zone, Outcome::Answered)
+            } else if rcode == ResponseCode::Refused {
                 metrics.transfer().notify(NotifyResult::Received);
                 (Source::Refused, Outcome::Refused)
             } else {

@@ -13,7 +13,9 @@
 //! one before and the message alone with its timers (section 5.3.1: every message is
 //! signed, which it allows). Every answer to a query that verified is signed, errors
 //! found after the check included; a NOTIFY this server sends is signed, and its answer
-//! taken only when it verifies.
+//! taken only when it verifies; so is a query a secondary zone's transfer sends, and each
+//! message of the primary's answer is verified ([`Verifier`]), unsigned ones between
+//! signed ones as section 5.3.1 allows.
 //!
 //! Left out: the cache of the last Time Signed per key that section 5.2.3 suggests
 //! (SHOULD) against a request replayed within its fudge (a replayed transfer request gets
@@ -580,23 +582,98 @@ pub(crate) fn sign_query(key: &TsigKey, encoded: &mut Vec<u8>) -> Vec<u8> {
 /// `mac`), is signed by the peer with that key, in full, within the fudge of `now`,
 /// without a TSIG error (section 5.4).
 pub(crate) fn answer_verifies(key: &TsigKey, mac: &[u8], packet: &[u8], now: u64) -> bool {
-    let Ok(message) = Message::from_vec(packet) else {
-        return false;
-    };
-    let Ok(Some(signed)) = of_query(&message, packet) else {
-        return false;
-    };
-    let tsig = &signed.tsig;
-    if signed.key != key.name
-        || Algorithm::of_record(&tsig.algorithm) != Some(key.algorithm)
-        || tsig.error.is_some()
-    {
-        return false;
+    Verifier::new(key.clone(), mac.to_vec()).next(packet, now) == Ok(true)
+}
+
+/// The answers to a query this server signed, checked one message after another: one
+/// answer, or each message of a zone transfer. The first must be signed over the query's
+/// MAC and all its variables; each later one may come unsigned, up to
+/// [`UNSIGNED_IN_A_ROW`] in a row, and the next signed one covers them, over the MAC
+/// before them and its timers (section 5.3.1); the last must be signed
+/// ([`complete`](Self::complete)).
+pub(crate) struct Verifier {
+    key: TsigKey,
+    /// The MAC the next signed message covers first: the query's, then the last one's.
+    mac: Vec<u8>,
+    signed_one: bool,
+    /// The messages since the last signed one, whole, as received.
+    unsigned: Vec<u8>,
+    unsigned_count: usize,
+}
+
+/// Messages a transfer may send unsigned between two signed ones (section 5.3.1: the
+/// client must accept up to 99; NSD signs one in 96).
+const UNSIGNED_IN_A_ROW: usize = 99;
+
+impl Verifier {
+    pub(crate) fn new(key: TsigKey, mac: Vec<u8>) -> Self {
+        Self {
+            key,
+            mac,
+            signed_one: false,
+            unsigned: Vec::new(),
+            unsigned_count: 0,
+        }
     }
-    let header = header_without_tsig(packet, tsig.oid);
-    let variables = variables(tsig, &signed.key);
-    let expected = mac_after(key, mac, &[&header, &packet[12..signed.at], &variables]);
-    same_bytes(&expected, &tsig.mac) && now.abs_diff(tsig.time) <= u64::from(tsig.fudge)
+
+    /// Takes `packet`, the next message: `Ok(true)` signed and verified, `Ok(false)`
+    /// unsigned where that is allowed; otherwise why it is not to be trusted.
+    pub(crate) fn next(&mut self, packet: &[u8], now: u64) -> Result<bool, String> {
+        let message = Message::from_vec(packet).map_err(|e| format!("undecodable: {e}"))?;
+        let Some(signed) = of_query(&message, packet)? else {
+            if !self.signed_one {
+                return Err("unsigned; the first answer to a signed query is signed".into());
+            }
+            if self.unsigned_count == UNSIGNED_IN_A_ROW {
+                return Err(format!(
+                    "more than {UNSIGNED_IN_A_ROW} messages in a row unsigned"
+                ));
+            }
+            self.unsigned.extend_from_slice(packet);
+            self.unsigned_count += 1;
+            return Ok(false);
+        };
+        let tsig = &signed.tsig;
+        if signed.key != self.key.name
+            || Algorithm::of_record(&tsig.algorithm) != Some(self.key.algorithm)
+        {
+            return Err(format!("signed with another key ({})", signed.key));
+        }
+        if let Some(error) = &tsig.error {
+            return Err(format!("the peer answered the TSIG error {error:?}"));
+        }
+        let header = header_without_tsig(packet, tsig.oid);
+        let last = match self.signed_one {
+            false => variables(tsig, &signed.key),
+            true => timers(tsig),
+        };
+        let expected = mac_after(
+            &self.key,
+            &self.mac,
+            &[&self.unsigned, &header, &packet[12..signed.at], &last],
+        );
+        if !same_bytes(&expected, &tsig.mac) {
+            return Err("its MAC does not verify (BADSIG)".into());
+        }
+        if now.abs_diff(tsig.time) > u64::from(tsig.fudge) {
+            return Err(format!(
+                "signed at {}, {} s from this server's clock, past its fudge of {} s (BADTIME)",
+                tsig.time,
+                now.abs_diff(tsig.time),
+                tsig.fudge
+            ));
+        }
+        self.mac.clone_from(&tsig.mac);
+        self.signed_one = true;
+        self.unsigned.clear();
+        self.unsigned_count = 0;
+        Ok(true)
+    }
+
+    /// Whether the messages taken end with a signed one.
+    pub(crate) fn complete(&self) -> bool {
+        self.signed_one && self.unsigned_count == 0
+    }
 }
 
 /// The TSIG record data that signs `encoded` at `time`, its MAC not made yet: this

@@ -30,15 +30,7 @@ fn variables(tsig: &TSIG, key: &Name) -> Vec<u8> {
 /// A query signed as a peer signs it at `time` (section 4.3.3), its MAC cut to `len`.
 fn signed_query(key: &TsigKey, time: u64, len: Option<usize>) -> Vec<u8> {
     let mut packet = message(0x4242);
-    let tsig = TSIG::new(
-        TsigAlgorithm::HmacSha256,
-        time,
-        300,
-        Vec::new(),
-        0x4242,
-        None,
-        Vec::new(),
-    );
+    let tsig = unsigned_tsig(time);
     let mut data = packet.clone();
     data.extend(variables(&tsig, key.name()));
     let mut mac = key.mac(&[&data]);
@@ -341,4 +333,91 @@ fn a_key_s_name_is_matched_without_case() {
     let mac = key.mac(&[&packet, &variables(&tsig, &owner)]);
     append(&mut packet, &owner, tsig.set_mac(mac));
     assert!(verified(std::slice::from_ref(&key), &packet, now).is_ok());
+}
+
+#[test]
+fn a_transfer_is_taken_with_unsigned_messages_between_signed_ones_as_section_5_3_1_allows() {
+    let key = key(SECRET);
+    let now = unix_now();
+    // A secondary's AXFR query, and a primary signing its answers as NSD does: the
+    // first, then one in so many, each over the MAC before it, the unsigned messages
+    // since, itself and its timers.
+    let mut query = message(0x4242);
+    let asked = sign_query(&key, &mut query);
+    let answer = |n: u8| {
+        let mut m = Message::new(0x4242, MessageType::Response, OpCode::Query);
+        let name = Name::from_ascii(format!("n{n}.example.")).unwrap();
+        m.queries.push(Query::query(name, RecordType::AXFR));
+        m.to_vec().unwrap()
+    };
+    let sign = |m: &mut Vec<u8>, before: &[u8], unsigned: &[u8], first: bool| {
+        let tsig = unsigned_tsig(now);
+        let last = match first {
+            true => variables(&tsig, key.name()),
+            false => timers(&tsig),
+        };
+        let mac = mac_after(&key, before, &[unsigned, m, &last]);
+        append(m, key.name(), tsig.set_mac(mac.clone()));
+        mac
+    };
+    let mut first = answer(0);
+    let mac = sign(&mut first, &asked, &[], true);
+    let (second, third) = (answer(1), answer(2));
+    let mut fourth = answer(3);
+    let between = [second.clone(), third.clone()].concat();
+    sign(&mut fourth, &mac, &between, false);
+
+    let mut verifier = Verifier::new(key.clone(), asked.clone());
+    assert_eq!(verifier.next(&first, now), Ok(true));
+    assert_eq!(verifier.next(&second, now), Ok(false));
+    assert!(!verifier.complete(), "an unsigned message last");
+    assert_eq!(verifier.next(&third, now), Ok(false));
+    assert_eq!(verifier.next(&fourth, now), Ok(true));
+    assert!(verifier.complete());
+
+    // A message changed between two signed ones breaks the next MAC.
+    let mut verifier = Verifier::new(key.clone(), asked.clone());
+    verifier.next(&first, now).unwrap();
+    verifier.next(&answer(9), now).unwrap();
+    verifier.next(&third, now).unwrap();
+    assert!(verifier.next(&fourth, now).unwrap_err().contains("BADSIG"));
+    // The first message must be signed; the clock is checked; 99 unsigned at most.
+    let mut verifier = Verifier::new(key.clone(), asked.clone());
+    assert!(
+        verifier
+            .next(&second, now)
+            .unwrap_err()
+            .contains("unsigned")
+    );
+    let mut verifier = Verifier::new(key.clone(), asked.clone());
+    assert!(
+        verifier
+            .next(&first, now + 301)
+            .unwrap_err()
+            .contains("BADTIME")
+    );
+    let mut verifier = Verifier::new(key.clone(), asked);
+    verifier.next(&first, now).unwrap();
+    for _ in 0..99 {
+        assert_eq!(verifier.next(&second, now), Ok(false));
+    }
+    assert!(verifier.next(&second, now).unwrap_err().contains("99"));
+    // Another key's answer does not verify.
+    let other = self::key(OTHER_SECRET);
+    let mut verifier = Verifier::new(other, mac);
+    assert!(verifier.next(&first, now).is_err());
+}
+
+/// The TSIG record data of a message of id 0x4242 signed at `time` with HMAC-SHA256,
+/// its MAC not made yet.
+fn unsigned_tsig(time: u64) -> TSIG {
+    TSIG::new(
+        TsigAlgorithm::HmacSha256,
+        time,
+        300,
+        Vec::new(),
+        0x4242,
+        None,
+        Vec::new(),
+    )
 }

@@ -166,6 +166,8 @@ pub(crate) struct RawService {
     /// Read as a value, not through serde's derive: its type errors would quote the
     /// value, secret and all.
     pub(crate) tsig_keys: Option<Spanned<toml::Value>>,
+    /// dns: the zones transferred from primaries.
+    pub(crate) secondary: Option<Spanned<toml::Value>>,
 }
 
 impl RawService {
@@ -244,6 +246,9 @@ impl RawService {
         }
         if let Some(v) = &self.tsig_keys {
             keys.push(("tsig_keys", v.span()));
+        }
+        if let Some(v) = &self.secondary {
+            keys.push(("secondary", v.span()));
         }
         keys
     }

@@ -115,6 +115,7 @@ impl super::Kind for DnsKind {
         "allow_transfer",
         "tsig_keys",
         "notify",
+        "secondary",
         "nsid",
         "cookies",
         "rate_limit",
@@ -204,6 +205,11 @@ impl super::Kind for DnsKind {
                 "algorithm": k.algorithm(),
             })).collect::<Vec<_>>(),
             "notify": d.config.transfer.notify.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "secondary": d.config.transfer.secondaries.iter().map(|s| serde_json::json!({
+                "zone": s.origin.to_string(),
+                "file": s.file,
+                "primaries": s.primaries.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "nsid": d.config.edns.nsid,
             "cookies": d.config.edns.cookies,
             "rate_limit": d.config.rate_limit.map(|r| serde_json::json!({
@@ -270,12 +276,14 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
         forward.push(addr);
     }
     let tsig_keys = tsig_keys(ctx)?;
-    let transfer = transfer(ctx, &tsig_keys)?;
-    if zone_files.is_empty() && forward.is_empty() {
+    let mut transfer = transfer(ctx, &tsig_keys)?;
+    transfer.secondaries = super::dns_secondary::secondaries(ctx, &tsig_keys, &mut zones)?;
+    if zone_files.is_empty() && forward.is_empty() && transfer.secondaries.is_empty() {
         return Err(ctx.error(
             raw.kind.span(),
             "zones",
-            "a dns service needs `zones` (zone files), `forward` (upstream resolvers) or both",
+            "a dns service needs `zones` (zone files), `secondary` (zones transferred from \
+             primaries), `forward` (upstream resolvers), or some of them",
         ));
     }
     let cache_size = match &raw.cache_size {
@@ -425,23 +433,32 @@ fn transfer(ctx: &ServiceCtx<'_>, keys: &[TsigKey]) -> Result<TransferConfig, Co
         let written = ("a peer address", "\"192.0.2.2\" or \"192.0.2.2:5353 xfr.example.\"");
         let (text, key) = keyed(ctx, ("notify", &entry, &span), written, keys)?;
         let key = key.cloned();
-        let addr = text
-            .parse::<SocketAddr>()
-            .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-            .map_err(|_| {
-                format!("{text:?} is not a peer address; write it like \"192.0.2.2\" or \"192.0.2.2:5353\"")
-            })
-            .and_then(|addr| one_peer(addr, "a secondary"))
+        let addr = peer_address(text, "a secondary")
             .map_err(|message| ctx.error(span, "notify", message))?;
         notify.push(NotifyPeer { addr, key });
     }
-    Ok(TransferConfig { allow, notify })
+    Ok(TransferConfig {
+        allow,
+        notify,
+        secondaries: Vec::new(),
+    })
+}
+
+/// `text`, the address of `what` (a secondary, a primary): `IP` or `IP:PORT`, port 53 by
+/// default, one host.
+pub(super) fn peer_address(text: &str, what: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            format!("{text:?} is not a peer address; write it like \"192.0.2.2\" or \"192.0.2.2:5353\"")
+        })
+        .and_then(|addr| one_peer(addr, what))
 }
 
 /// The words of `entry`, an entry of `field` at `span`: the first (`written`'s first, in
 /// errors) and the key of `keys` the second names, if there is one (`written`'s second
 /// shows both).
-fn keyed<'e, 'k>(
+pub(super) fn keyed<'e, 'k>(
     ctx: &ServiceCtx<'_>,
     (field, entry, span): (&str, &'e str, &Range<usize>),
     (what, examples): (&str, &str),
@@ -796,5 +813,69 @@ mod tests {
                 bad.display()
             )
         );
+    }
+
+    #[test]
+    fn secondary_zones_are_read_with_their_primaries_and_copies_and_every_mistake_named() {
+        const SECRET: &str = "bWFkZSBmb3IgdGhlIHRlc3Qgb2YgVFNJRyBpbiB3ZWZ0";
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("example.test.zone");
+        let keys = format!(
+            "tsig_keys = [{{ name = \"xfr.example.\", algorithm = \"hmac-sha256\", secret = \"{SECRET}\" }}]"
+        );
+        let with = |entries: &str| config(&format!("{keys}\nsecondary = [{entries}]"));
+        let entry = |zone: &str, file: &std::path::Path, primaries: &str| {
+            format!("{{ zone = {zone:?}, file = {:?}, primaries = {primaries} }}", file.display().to_string())
+        };
+
+        // No copy yet: nothing served until the first transfer, and no warning.
+        let c = with(&entry("Example.Test", &copy, r#"["192.0.2.1", "[2001:db8::1]:5300 XFR.example."]"#)).unwrap();
+        let d = settings(&c);
+        assert!(d.config.zones.zones().is_empty());
+        let zone = &d.config.transfer.secondaries[0];
+        assert_eq!(zone.origin.to_string(), "Example.Test.");
+        let primaries: Vec<String> = zone.primaries.iter().map(ToString::to_string).collect();
+        assert_eq!(primaries, ["192.0.2.1:53", "[2001:db8::1]:5300 xfr.example."]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let json = c.services[0].kind.settings_json();
+        assert!(json.contains(r#""primaries":["192.0.2.1:53","[2001:db8::1]:5300 xfr.example."]"#), "{json}");
+
+        // A copy kept: served from the start.
+        std::fs::write(&copy, ZONE).unwrap();
+        let c = with(&entry("example.test.", &copy, r#"["192.0.2.1"]"#)).unwrap();
+        assert_eq!(settings(&c).config.zones.zones().len(), 1);
+        // A copy that does not load, or of another zone: a warning, transferred anew.
+        let other = dir.path().join("other.zone");
+        std::fs::write(&other, ZONE.replace("example.test.", "other.test.")).unwrap();
+        let c = with(&entry("example.test.", &other, r#"["192.0.2.1"]"#)).unwrap();
+        assert!(settings(&c).config.zones.zones().is_empty());
+        assert!(c.warnings[0].to_string().contains("holds the zone other.test., not example.test."));
+        let broken = dir.path().join("broken.zone");
+        std::fs::write(&broken, "@ A 192.0.2.1\n").unwrap();
+        let c = with(&entry("example.test.", &broken, r#"["192.0.2.1"]"#)).unwrap();
+        assert!(c.warnings[0].to_string().contains("the zone example.test. is transferred anew"), "{:?}", c.warnings);
+
+        let served = format!("zones = [{:?}]\n", copy.display().to_string());
+        for (written, says) in [
+            ("{ zone = \"example.test.\" }".to_owned(), "entry 0 has no file"),
+            (entry("example.test.", &copy, "[]"), "zone example.test. names no primary"),
+            (entry("example.test.", &copy, r#"["192.0.2.1 nokey."]"#), "names key \"nokey.\", which tsig_keys does not define"),
+            (entry("example.test.", &copy, r#"["0.0.0.0"]"#), "is no one host"),
+            (entry("example.test.", &copy, r#""192.0.2.1""#), "primaries is a list"),
+            (entry("a..b", &copy, r#"["192.0.2.1"]"#), "\"a..b\" is not a zone's name"),
+            (format!("{0}, {0}", entry("a.test.", &copy, r#"["192.0.2.1"]"#)), "zone a.test. is a secondary twice"),
+            (
+                format!("{}, {}", entry("a.test.", &copy, r#"["192.0.2.1"]"#), entry("b.test.", &copy, r#"["192.0.2.1"]"#)),
+                "are both kept in",
+            ),
+            ("{ zone = \"a.\", file = \"f\", primaries = [], extra = 1 }".to_owned(), "has the key \"extra\""),
+        ] {
+            let error = with(&written).unwrap_err();
+            assert!(error.contains(says), "{written}: {error}");
+            assert!(error.contains("secondary"), "{error}");
+        }
+        // A zone served from a file cannot be a secondary too.
+        let error = config(&format!("{served}{keys}\nsecondary = [{}]", entry("example.test.", &dir.path().join("x"), r#"["192.0.2.1"]"#))).unwrap_err();
+        assert!(error.contains("is also served from"), "{error}");
     }
 }

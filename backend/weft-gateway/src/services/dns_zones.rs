@@ -35,7 +35,7 @@ fn dns(service: &ServiceConfig) -> Option<&DnsSettings> {
     }
 }
 
-fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
+pub(crate) fn metrics(env: &ServiceEnv, name: &str) -> ServiceMetrics {
     match &env.metrics::<DnsKind>().families {
         Some(m) => m.service(name),
         None => ServiceMetrics::detached(name),

@@ -13,6 +13,7 @@
 pub(crate) mod access_log;
 pub(crate) mod dns_edns;
 pub(crate) mod dns_forwarding;
+pub(crate) mod dns_secondary;
 pub(crate) mod dns_signed;
 pub(crate) mod dns_view;
 pub(crate) mod dns_zones;

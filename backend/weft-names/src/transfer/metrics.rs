@@ -1,6 +1,7 @@
-//! The zone transfer, NOTIFY, zone reload and TSIG families: `weft_dns_transfers_total`,
-//! `weft_dns_notifies_total`, `weft_dns_zone_reloads_total` and `weft_dns_tsig_total`,
-//! each with a bounded `result` label.
+//! The zone transfer, NOTIFY, zone reload, TSIG and secondary zone families:
+//! `weft_dns_transfers_total`, `weft_dns_notifies_total`, `weft_dns_zone_reloads_total`,
+//! `weft_dns_tsig_total` and `weft_dns_secondary_refreshes_total`, each with a bounded
+//! `result` label.
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
@@ -63,16 +64,21 @@ pub enum NotifyResult {
     Rejected,
     /// A `notify` peer never answered ours, every retry included.
     Unanswered,
-    /// A NOTIFY came to us: REFUSED, as this server is a primary only.
+    /// A NOTIFY came to us for no zone it is a secondary for, or not from one of the
+    /// zone's primaries: REFUSED.
     Received,
+    /// A NOTIFY came to us from a primary of a zone it is a secondary for: NOERROR, and
+    /// the zone is checked at once.
+    Accepted,
 }
 
 impl NotifyResult {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::Acknowledged,
         Self::Rejected,
         Self::Unanswered,
         Self::Received,
+        Self::Accepted,
     ];
 
     /// The label value.
@@ -82,6 +88,7 @@ impl NotifyResult {
             Self::Rejected => "rejected",
             Self::Unanswered => "unanswered",
             Self::Received => "received_refused",
+            Self::Accepted => "received_accepted",
         }
     }
 }
@@ -107,6 +114,40 @@ impl ZoneReload {
             Self::Changed => "changed",
             Self::Unchanged => "unchanged",
             Self::Failed => "failed",
+        }
+    }
+}
+
+/// How a secondary zone's check with its primaries ended: the `result` label of
+/// `weft_dns_secondary_refreshes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refresh {
+    /// A primary's serial is not newer than the copy held.
+    Current,
+    /// A newer zone was transferred and is served.
+    Transferred,
+    /// No primary could be asked, or what came was refused (the copy held serves on).
+    Failed,
+    /// No primary was reached for the SOA's expire time: the copy is no longer served.
+    Expired,
+}
+
+impl Refresh {
+    const ALL: [Self; 4] = [
+        Self::Current,
+        Self::Transferred,
+        Self::Failed,
+        Self::Expired,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Transferred => "transferred",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
         }
     }
 }
@@ -160,6 +201,7 @@ pub(crate) struct TransferFamilies {
     notifies: IntCounterVec,
     zone_reloads: IntCounterVec,
     tsig: IntCounterVec,
+    refreshes: IntCounterVec,
 }
 
 impl TransferFamilies {
@@ -184,6 +226,10 @@ impl TransferFamilies {
                 "weft_dns_tsig_total",
                 "Messages signed with TSIG, by what their check found (verified, or the error answered).",
             )?,
+            refreshes: vec(
+                "weft_dns_secondary_refreshes_total",
+                "Checks of secondary zones with their primaries, by result.",
+            )?,
         })
     }
 
@@ -193,6 +239,7 @@ impl TransferFamilies {
             &self.notifies,
             &self.zone_reloads,
             &self.tsig,
+            &self.refreshes,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -214,6 +261,7 @@ impl TransferFamilies {
             notifies: of(&self.notifies, &NotifyResult::ALL.map(NotifyResult::as_str)),
             zone_reloads: of(&self.zone_reloads, &ZoneReload::ALL.map(ZoneReload::as_str)),
             tsig: of(&self.tsig, &TsigResult::ALL.map(TsigResult::as_str)),
+            refreshes: of(&self.refreshes, &Refresh::ALL.map(Refresh::as_str)),
         }
     }
 }
@@ -225,6 +273,7 @@ pub struct TransferCounters {
     notifies: Vec<IntCounter>,
     zone_reloads: Vec<IntCounter>,
     tsig: Vec<IntCounter>,
+    refreshes: Vec<IntCounter>,
 }
 
 impl TransferCounters {
@@ -261,5 +310,15 @@ impl TransferCounters {
     /// A signed message was checked, with this result.
     pub fn tsig(&self, result: TsigResult) {
         self.tsig[result as usize].inc();
+    }
+
+    /// A secondary zone was checked with its primaries, with this result.
+    pub fn refresh(&self, result: Refresh) {
+        self.refreshes[result as usize].inc();
+    }
+
+    /// The checks of secondary zones that ended so.
+    pub fn refreshes(&self, result: Refresh) -> u64 {
+        self.refreshes[result as usize].get()
     }
 }

@@ -17,12 +17,16 @@
 //!   initiated"; NSD sets TC too).
 //! - NOTIFY (RFC 1996) out ([`notify`]): when a reload changes a zone's serial, each peer
 //!   of `notify` gets a NOTIFY with the new SOA over UDP (signed with the entry's TSIG
-//!   key, if it names one), again until it answers, a few times. A NOTIFY in gets REFUSED: this server is a primary only (NSD answers so for a
-//!   zone without `allow-notify`).
+//!   key, if it names one), again until it answers, a few times.
+//! - Transfers in ([`inbound`]): the zones of `secondary`, taken from their primaries by
+//!   AXFR and kept current; a NOTIFY from a primary of one is answered NOERROR and has it
+//!   checked at once; any other NOTIFY gets REFUSED (as NSD answers one without
+//!   `allow-notify`).
 //!
 //! Every request is counted by how it ended in `weft_dns_transfers_total{result}`
 //! ([`TransferResult`]), every NOTIFY in `weft_dns_notifies_total{result}`.
 
+pub mod inbound;
 pub(crate) mod metrics;
 pub mod notify;
 mod prefix;
@@ -36,7 +40,10 @@ use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
-pub use metrics::{NotifyResult, TransferCounters, TransferResult, TsigResult, ZoneReload};
+pub use inbound::Secondary;
+pub use metrics::{
+    NotifyResult, Refresh, TransferCounters, TransferResult, TsigResult, ZoneReload,
+};
 pub use prefix::{Prefix, PrefixError};
 pub(crate) use stream::Streamer;
 
@@ -57,6 +64,8 @@ pub struct TransferConfig {
     pub allow: Vec<TransferPeer>,
     /// `notify`: where a NOTIFY goes when a reload changes a zone's serial.
     pub notify: Vec<NotifyPeer>,
+    /// `secondary`: the zones taken from primaries, whose NOTIFYs are accepted.
+    pub secondaries: Vec<Secondary>,
 }
 
 /// An entry of `notify`: where a NOTIFY goes, and the TSIG key it is signed with, if it
@@ -265,10 +274,18 @@ pub(crate) fn plan(
     }))
 }
 
-/// The answer to a NOTIFY (RFC 1996) that came to us, and its code: REFUSED, the question
-/// echoed; FORMERR for one that has no question (RFC 1996 section 3.7: QDCOUNT > 0) or
-/// does not decode, as NSD answers. `None` for a packet that is not a NOTIFY request.
-pub(crate) fn notify_received(packet: &[u8]) -> Option<(Vec<u8>, ResponseCode)> {
+/// A NOTIFY (RFC 1996) that came to us, answered: NOERROR with the question echoed when
+/// it names a zone of `secondaries` and comes `from` one of its primaries, signed with
+/// its key if it names one (`key`: the verified key's name, asked only then), and then the zone, to check at once;
+/// REFUSED otherwise (as NSD answers a NOTIFY without `allow-notify`); FORMERR for one
+/// without a question (section 3.7: QDCOUNT > 0) or that does not decode. `None` for a
+/// packet that is not a NOTIFY request.
+pub(crate) fn notify_received(
+    packet: &[u8],
+    secondaries: &[Secondary],
+    from: Option<IpAddr>,
+    key: impl FnOnce() -> Option<Name>,
+) -> Option<(Vec<u8>, ResponseCode, Option<Name>)> {
     let flags = *packet.get(2)?;
     if packet.len() < 12
         || flags & 0x80 != 0
@@ -278,16 +295,27 @@ pub(crate) fn notify_received(packet: &[u8]) -> Option<(Vec<u8>, ResponseCode)> 
     }
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let message = Message::from_vec(packet).ok();
-    let rcode = match &message {
-        Some(m) if !m.queries.is_empty() => ResponseCode::Refused,
-        _ => ResponseCode::FormErr,
+    let zone = message.as_ref().and_then(|m| {
+        let asked = LowerName::new(m.queries.first()?.name());
+        let zone = secondaries
+            .iter()
+            .find(|s| LowerName::new(&s.origin) == asked)?;
+        from.filter(|ip| zone.is_primary(*ip, key().as_ref()))?;
+        Some(zone.origin.clone())
+    });
+    let rcode = match (&message, &zone) {
+        (Some(m), _) if m.queries.is_empty() => ResponseCode::FormErr,
+        (Some(_), Some(_)) => ResponseCode::NoError,
+        (Some(_), None) => ResponseCode::Refused,
+        (None, _) => ResponseCode::FormErr,
     };
     let mut response = Message::error_msg(id, OpCode::Notify, rcode);
+    response.metadata.authoritative = zone.is_some();
     if let Some(message) = message {
         response.queries = message.queries;
         response.edns = message.edns.as_ref().map(wire::bare_opt);
     }
-    Some((wire::encode(&response, None), rcode))
+    Some((wire::encode(&response, None), rcode, zone))
 }
 
 /// Where a transfer is in its zone: the next record to send, kept across messages.

@@ -27,7 +27,7 @@ fn allowing(prefix: &str) -> TransferConfig {
             prefix: prefix.parse().unwrap(),
             key: None,
         }],
-        notify: Vec::new(),
+        ..TransferConfig::default()
     }
 }
 
@@ -201,6 +201,66 @@ fn a_large_zone_goes_in_many_messages_soa_first_and_last_each_record_once() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), 20_000 + 1, "every name once");
+}
+
+/// What a NOTIFY gets at a service that is a secondary for no zone.
+fn notify_received(packet: &[u8]) -> Option<(Vec<u8>, ResponseCode)> {
+    super::notify_received(packet, &[], None, || None).map(|(bytes, rcode, _)| (bytes, rcode))
+}
+
+#[test]
+fn a_notify_from_a_primary_of_a_secondary_zone_is_taken_and_any_other_refused() {
+    let key =
+        crate::TsigKey::new("xfr.example.", "hmac-sha256", "c2VjcmV0c2VjcmV0c2VjcmV0").unwrap();
+    let zone = |primaries: Vec<NotifyPeer>| Secondary {
+        origin: Name::from_ascii("Example.Test.").unwrap(),
+        file: "example.test.zone".into(),
+        primaries,
+    };
+    let primary = |addr: &str, key: Option<crate::TsigKey>| NotifyPeer {
+        addr: addr.parse().unwrap(),
+        key,
+    };
+    let mut notify = transfer_query(21, "example.test.", RecordType::SOA, None);
+    notify[2] |= 4 << 3;
+    let from = Some("192.0.2.1".parse().unwrap());
+    let plain = [zone(vec![primary("192.0.2.1:53", None)])];
+    let (bytes, rcode, taken) = super::notify_received(&notify, &plain, from, || None).unwrap();
+    assert_eq!(rcode, ResponseCode::NoError);
+    assert_eq!(taken, Some(Name::from_ascii("Example.Test.").unwrap()));
+    let answer = Message::from_vec(&bytes).unwrap();
+    assert!(answer.metadata.authoritative);
+    assert_eq!(answer.metadata.op_code, OpCode::Notify);
+    assert_eq!(answer.queries.len(), 1, "the question echoed");
+    // Any port of the primary's address (a NOTIFY leaves from any).
+    let refused = |zones: &[Secondary], from: &str, signed: Option<&str>| {
+        let key = signed.map(|k| Name::from_ascii(k).unwrap());
+        let got = super::notify_received(&notify, zones, Some(from.parse().unwrap()), || key);
+        got.unwrap().1 == ResponseCode::Refused
+    };
+    assert!(refused(&plain, "192.0.2.2", None), "another address");
+    assert!(refused(&[], "192.0.2.1", None), "no secondary zone");
+    let keyed = [zone(vec![primary("192.0.2.1:5300", Some(key))])];
+    assert!(
+        refused(&keyed, "192.0.2.1", None),
+        "unsigned, where the primary has a key"
+    );
+    assert!(
+        refused(&keyed, "192.0.2.1", Some("other.key.")),
+        "another key"
+    );
+    assert!(
+        !refused(&keyed, "192.0.2.1", Some("XFR.example.")),
+        "its key"
+    );
+    let mut other = transfer_query(22, "other.test.", RecordType::SOA, None);
+    other[2] |= 4 << 3;
+    let got = super::notify_received(&other, &plain, from, || None).unwrap();
+    assert_eq!(
+        (got.1, got.2),
+        (ResponseCode::Refused, None),
+        "another zone"
+    );
 }
 
 #[test]

@@ -24,7 +24,7 @@ mod lex;
 mod parse;
 mod proof;
 #[cfg(test)]
-mod proof_tests;
+pub(crate) mod proof_tests;
 mod rdata;
 mod walk;
 

@@ -13,7 +13,7 @@ use super::{Catalog, Zone};
 
 /// A zone signed NSEC-style: the apex, `www` with an A, a wildcard under `apps`, an
 /// empty non-terminal `empty` above `deep.empty`, and `sub` delegated without a DS.
-const SIGNED: &str = "\
+pub(crate) const SIGNED: &str = "\
 $ORIGIN example.test.
 @ 300 SOA ns hostmaster 1 3600 600 86400 60
 @ 300 RRSIG SOA 13 2 300 20300101000000 20240101000000 1 example.test. AAAA

@@ -1,0 +1,147 @@
+//! `secondary` of a dns service: the zones it takes from primaries and keeps current
+//! (`weft_names::transfer::inbound`; the task that keeps each is `crate::secondaries`).
+//!
+//! ```toml
+//! secondary = [
+//!   { zone = "example.org.", file = "var/example.org.zone", primaries = ["192.0.2.1", "192.0.2.2:5300 xfr.example."] },
+//! ]
+//! ```
+//!
+//! `primaries` are asked in order, each `IP` or `IP:PORT` (port 53 by default) followed by
+//! the name of a key of `tsig_keys` when its transfers are signed (as NSD's
+//! `request-xfr`); a NOTIFY for the zone is taken from their addresses (with that key,
+//! where one is named), as NSD's `allow-notify`. `file` is where the copy is kept: written
+//! after each transfer, and served from the start when it is there, as a zone file is
+//! (one that does not load is a warning: the zone is transferred anew).
+
+use std::path::PathBuf;
+
+use weft_names::transfer::Secondary;
+use weft_names::{Catalog, NotifyPeer, TsigKey, Zone};
+
+use crate::config::ConfigError;
+use crate::config::validate::ServiceCtx;
+
+/// The keys of an entry.
+const KEYS: [&str; 3] = ["zone", "file", "primaries"];
+
+/// `secondary`: each zone, its file and its primaries (their keys among `keys`). The
+/// copy each file holds is added to `zones`.
+pub(super) fn secondaries(
+    ctx: &ServiceCtx<'_>,
+    keys: &[TsigKey],
+    zones: &mut Catalog,
+) -> Result<Vec<Secondary>, ConfigError> {
+    let Some(value) = &ctx.raw.secondary else {
+        return Ok(Vec::new());
+    };
+    let span = value.span();
+    let error = |why: String| ctx.error(span.clone(), "secondary", why);
+    let shape = "is a list of tables such as [{ zone = \"example.org.\", file = \
+                 \"var/example.org.zone\", primaries = [\"192.0.2.1\"] }]";
+    let Some(entries) = value.get_ref().as_array() else {
+        return Err(error(shape.into()));
+    };
+    let mut secondaries: Vec<Secondary> = Vec::new();
+    for (n, entry) in entries.iter().enumerate() {
+        let Some(table) = entry.as_table() else {
+            return Err(error(format!("entry {n} {shape}")));
+        };
+        if let Some(other) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+            return Err(error(format!(
+                "entry {n} has the key {other:?}; a secondary zone has zone, file and primaries"
+            )));
+        }
+        let text = |field: &str, what: &str| {
+            table
+                .get(field)
+                .and_then(toml::Value::as_str)
+                .ok_or_else(|| error(format!("entry {n} has no {field} ({what})")))
+        };
+        let zone = text("zone", "the zone's name, such as \"example.org.\"")?;
+        let origin = hickory_proto::rr::Name::from_ascii(zone)
+            .ok()
+            .filter(|_| !zone.is_empty())
+            .map(|mut name| {
+                name.set_fqdn(true);
+                name
+            })
+            .ok_or_else(|| error(format!("entry {n}: {zone:?} is not a zone's name")))?;
+        let file = PathBuf::from(text(
+            "file",
+            "where the copy is kept, such as \"var/example.org.zone\"",
+        )?);
+        let Some(list) = table.get("primaries").and_then(toml::Value::as_array) else {
+            return Err(error(format!(
+                "zone {origin}: primaries is a list such as [\"192.0.2.1\", \"192.0.2.2:5300 xfr.example.\"]"
+            )));
+        };
+        let mut primaries = Vec::new();
+        for primary in list {
+            let Some(entry) = primary.as_str() else {
+                return Err(error(format!("zone {origin}: a primary is a string")));
+            };
+            let written = (
+                "a primary's address",
+                "\"192.0.2.1\" or \"192.0.2.1:5300 xfr.example.\"",
+            );
+            let (address, key) =
+                super::dns::keyed(ctx, ("secondary", entry, &span), written, keys)?;
+            let addr = super::dns::peer_address(address, "a primary")
+                .map_err(|why| error(format!("zone {origin}: {why}")))?;
+            primaries.push(NotifyPeer {
+                addr,
+                key: key.cloned(),
+            });
+        }
+        if primaries.is_empty() {
+            return Err(error(format!(
+                "zone {origin} names no primary to transfer it from"
+            )));
+        }
+        if let Some(zone) = zones.zones().iter().find(|z| *z.origin() == origin) {
+            return Err(error(format!(
+                "zone {origin} is also served from {}: a zone is a file's or a secondary's",
+                zone.file().display()
+            )));
+        }
+        if secondaries.iter().any(|s| s.origin == origin) {
+            return Err(error(format!("zone {origin} is a secondary twice")));
+        }
+        if let Some(other) = secondaries.iter().find(|s| s.file == file) {
+            return Err(error(format!(
+                "zones {} and {origin} are both kept in {}",
+                other.origin,
+                file.display()
+            )));
+        }
+        if file.exists() {
+            match Zone::load(&file) {
+                Ok(copy) if *copy.origin() == origin => {
+                    zones.add(copy).map_err(|e| error(e.to_string()))?;
+                }
+                Ok(copy) => ctx.warn(
+                    span.clone(),
+                    "secondary",
+                    format!(
+                        "{} holds the zone {}, not {origin}: it is not served, and the zone is \
+                         transferred anew over it",
+                        file.display(),
+                        copy.origin()
+                    ),
+                ),
+                Err(e) => ctx.warn(
+                    span.clone(),
+                    "secondary",
+                    format!("{e}; the zone {origin} is transferred anew"),
+                ),
+            }
+        }
+        secondaries.push(Secondary {
+            origin,
+            file,
+            primaries,
+        });
+    }
+    Ok(secondaries)
+}

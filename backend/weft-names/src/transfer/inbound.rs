@@ -1,0 +1,496 @@
+//! Zone transfers in: the zones a service is a secondary for, taken from their primaries
+//! (RFC 1034 section 4.3.5, RFC 5936, RFC 1996).
+//!
+//! [`fetch`] asks a primary, over one TCP connection, for the zone's SOA and, when its
+//! serial is newer than the copy held (RFC 1982 arithmetic) or there is none, for the
+//! whole zone by AXFR; with the primary's TSIG key each answer must verify, a transfer's
+//! later messages chained to the ones before (RFC 8945 section 5.3.1). [`zone_text`]
+//! writes what came as a zone file, which the service loads as it loads any other, with
+//! the same checks: a primary's zone that breaks them is refused as a file would be. A
+//! NOTIFY for the zone from one of its primaries ([`Secondary::is_primary`]) wakes the
+//! task that keeps it ([`listen`], [`wake`]); that task and the SOA's refresh, retry and
+//! expire timers are the gateway's.
+//!
+//! Each fetch is a Deferred labelled [`LABEL`] whose named steps say where it is
+//! (connecting, the SOA query, the transfer) and wait on its connection: a primary that
+//! accepts and never answers shows in the inspector as a chain stuck at that step.
+//! Every wait is bounded ([`SOA_TIMEOUT`], [`MESSAGE_TIMEOUT`]), and so is what a
+//! primary can make the service hold ([`MAX_RECORDS`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use weft::Reactor;
+use weft::Transport;
+use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps, WaitsOn};
+use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
+use weft::observe::CloseReason;
+use weft::time::DelayedCall;
+
+use super::{NotifyPeer, serial_at_least};
+use crate::tsig::{self, TsigKey};
+
+/// The inspector's label of a fetch's Deferred.
+pub const LABEL: &str = "dns zone transfer in";
+/// Its named steps.
+const STEP_CONNECT: &str = "connect to primary";
+const STEP_SOA: &str = "SOA query";
+const STEP_AXFR: &str = "AXFR";
+
+/// How long a primary may take to accept the connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a primary may take to answer the SOA query.
+pub const SOA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a transfer may go without a message from the primary.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Records one transfer brings at most; a primary that sends more is cut off, and the
+/// copy held stays in service.
+pub const MAX_RECORDS: usize = 4_000_000;
+
+/// A zone this service is a secondary for (`secondary` of a dns service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secondary {
+    /// The zone's origin.
+    pub origin: Name,
+    /// Where the copy is kept: written after each transfer, loaded at start.
+    pub file: PathBuf,
+    /// Where it is transferred from, in the order tried, each with the TSIG key the
+    /// transfer is signed with, if it names one (`"192.0.2.1 xfr.example."`).
+    pub primaries: Vec<NotifyPeer>,
+}
+
+impl Secondary {
+    /// Whether a NOTIFY from `from`, signed with the key named `key` (verified) or not,
+    /// comes from one of the zone's primaries: its address, and its key when it names one
+    /// (NSD's `allow-notify` with the primary's key).
+    pub fn is_primary(&self, from: IpAddr, key: Option<&Name>) -> bool {
+        self.primaries
+            .iter()
+            .any(|p| p.addr.ip() == from && p.key.as_ref().is_none_or(|k| Some(k.name()) == key))
+    }
+}
+
+/// What a primary had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// Its serial, which is not newer than the copy held: nothing was transferred.
+    Current(u32),
+    /// The whole zone, its SOA first (and not again at the end).
+    Zone(Vec<Record>),
+}
+
+type Wakes = HashMap<(String, LowerName), Weak<Wake>>;
+
+/// The tasks keeping secondary zones, by service and origin, for a NOTIFY to wake.
+static WAKES: LazyLock<Mutex<Wakes>> = LazyLock::new(Mutex::default);
+
+/// What a NOTIFY sets and the task keeping the zone waits on.
+#[derive(Debug, Default)]
+pub struct Wake {
+    woken: std::sync::atomic::AtomicBool,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl Wake {
+    fn set(&self) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        let waker = self.waker.lock().map(|mut w| w.take()).unwrap_or_default();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Waits until a NOTIFY came since the last wait (at once if one came meanwhile).
+    pub async fn notified(&self) {
+        std::future::poll_fn(|cx| {
+            if let Ok(mut waker) = self.waker.lock() {
+                *waker = Some(cx.waker().clone());
+            }
+            match self.woken.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            }
+        })
+        .await;
+    }
+}
+
+/// The wake of the task keeping zone `origin` of `service`: a NOTIFY for it from one of
+/// its primaries sets it ([`wake`]) until the returned handle is dropped.
+pub fn listen(service: &str, origin: &Name) -> Arc<Wake> {
+    let wake = Arc::new(Wake::default());
+    if let Ok(mut wakes) = WAKES.lock() {
+        wakes.retain(|_, w| w.strong_count() > 0);
+        let key = (service.to_owned(), LowerName::new(origin));
+        wakes.insert(key, Arc::downgrade(&wake));
+    }
+    wake
+}
+
+/// Wakes the task keeping zone `origin` of `service`; whether one listens.
+pub fn wake(service: &str, origin: &Name) -> bool {
+    let key = (service.to_owned(), LowerName::new(origin));
+    let wake = WAKES
+        .lock()
+        .ok()
+        .and_then(|wakes| wakes.get(&key).and_then(Weak::upgrade));
+    wake.inspect(|w| w.set()).is_some()
+}
+
+/// Asks `primary` for zone `origin` on behalf of `service` (whose connections it is
+/// reported under): its serial, and the whole zone when that is newer than `have` (the
+/// serial of the copy held, if any).
+#[track_caller]
+pub fn fetch(
+    service: &str,
+    origin: &Name,
+    primary: &NotifyPeer,
+    have: Option<u32>,
+) -> Deferred<Fetched> {
+    let (resolver, fetched) = Deferred::<Fetched>::labeled(LABEL);
+    let steps = fetched.steps();
+    let detail = StepDetail::new(&primary.to_string());
+    steps.step_with(STEP_CONNECT, None, Some(&detail));
+    let state = Rc::new(RefCell::new(State {
+        origin: origin.clone(),
+        key: primary.key.clone(),
+        have,
+        resolver: Some(resolver),
+        steps,
+        detail,
+        axfr: false,
+        id: 0,
+        verifier: None,
+        records: Vec::new(),
+        timer: None,
+        transport: None,
+    }));
+    // An endpoint string escapes the colons of an IPv6 address.
+    let endpoint = format!(
+        "tcp:{}:{}:timeout={}",
+        primary.addr.ip().to_string().replace(':', "\\:"),
+        primary.addr.port(),
+        CONNECT_TIMEOUT.as_secs_f64()
+    );
+    let protocol = Int16StringReceiver::new(Fetch(state.clone()));
+    let reactor = Reactor::current();
+    let service = service.to_owned();
+    reactor.clone().spawn(async move {
+        if let Err(e) = reactor.connect_as(&service, &endpoint, protocol).await {
+            finish(&state, Err(format!("cannot connect: {e}")));
+        }
+    });
+    fetched
+}
+
+/// One fetch, shared by its protocol, its timer and the task that connects.
+struct State {
+    origin: Name,
+    key: Option<TsigKey>,
+    have: Option<u32>,
+    /// Fires the fetch's Deferred; `None` once it has.
+    resolver: Option<Resolver<Fetched>>,
+    steps: Steps,
+    /// The primary, as its steps name it.
+    detail: StepDetail,
+    /// The SOA was answered; the AXFR was asked.
+    axfr: bool,
+    /// The id of the query out.
+    id: u16,
+    /// Checks the answers' signatures, when the primary has a key.
+    verifier: Option<tsig::Verifier>,
+    records: Vec<Record>,
+    /// What ends a wait for the primary.
+    timer: Option<DelayedCall>,
+    transport: Option<Transport>,
+}
+
+/// What a message from the primary leads to.
+enum Next {
+    /// More of the transfer to come.
+    Wait,
+    /// This query to send.
+    Ask(Vec<u8>),
+    Done(Result<Fetched, String>),
+}
+
+impl State {
+    /// The query for the zone's `qtype`, signed with the primary's key if it has one.
+    fn ask(&mut self, qtype: RecordType) -> Vec<u8> {
+        self.id = crate::random::u16();
+        let mut message = Message::new(self.id, MessageType::Query, OpCode::Query);
+        let mut question = Query::query(self.origin.clone(), qtype);
+        question.set_query_class(DNSClass::IN);
+        message.queries.push(question);
+        let mut packet = crate::wire::encode(&message, None);
+        self.verifier = self.key.as_ref().map(|key| {
+            let mac = tsig::sign_query(key, &mut packet);
+            tsig::Verifier::new(key.clone(), mac)
+        });
+        packet
+    }
+
+    /// Takes `data`, the next message from the primary.
+    fn take(&mut self, data: &[u8]) -> Next {
+        let message = match Message::from_vec(data) {
+            Ok(m) => m,
+            Err(e) => return Next::Done(Err(format!("a message that does not decode: {e}"))),
+        };
+        if message.metadata.id != self.id || message.metadata.message_type != MessageType::Response
+        {
+            return Next::Done(Err(
+                "a message that does not answer the query (its id)".into()
+            ));
+        }
+        if let Some(verifier) = &mut self.verifier
+            && let Err(why) = verifier.next(data, tsig::unix_now())
+        {
+            return Next::Done(Err(format!("an answer whose TSIG does not verify: {why}")));
+        }
+        let rcode = message.metadata.response_code;
+        if rcode != ResponseCode::NoError {
+            let what = if self.axfr { "AXFR" } else { "SOA query" };
+            return Next::Done(Err(format!(
+                "the primary answered the {what} {}",
+                crate::metrics::rcode_name(rcode)
+            )));
+        }
+        let origin = LowerName::new(&self.origin);
+        let serial_of = |r: &Record| match &r.data {
+            RData::SOA(soa) if LowerName::new(&r.name) == origin => Some(soa.serial),
+            _ => None,
+        };
+        if !self.axfr {
+            let Some(serial) = message.answers.iter().find_map(serial_of) else {
+                return Next::Done(Err(format!(
+                    "the primary's answer holds no SOA of {}: it does not serve the zone",
+                    self.origin
+                )));
+            };
+            if !message.metadata.authoritative {
+                return Next::Done(Err(format!(
+                    "the primary answered the SOA of {} without authority (AA not set)",
+                    self.origin
+                )));
+            }
+            if let Some(have) = self.have
+                && serial_at_least(have, serial)
+            {
+                return Next::Done(Ok(Fetched::Current(serial)));
+            }
+            self.axfr = true;
+            let connection = self
+                .transport
+                .as_ref()
+                .map(|t| WaitsOn::Connection(t.info().id));
+            self.steps
+                .step_with(STEP_AXFR, connection, Some(&self.detail));
+            return Next::Ask(self.ask(RecordType::AXFR));
+        }
+        let mut ended = false;
+        for record in message.answers {
+            if ended {
+                return Next::Done(Err("records after the closing SOA".into()));
+            }
+            let soa = record.record_type() == RecordType::SOA;
+            if self.records.is_empty() {
+                if serial_of(&record).is_none() {
+                    return Next::Done(Err(format!(
+                        "a transfer that does not start with the SOA of {}",
+                        self.origin
+                    )));
+                }
+            } else if soa {
+                if serial_of(&record).is_none() {
+                    return Next::Done(Err(format!(
+                        "an SOA record of {} in the zone",
+                        record.name
+                    )));
+                }
+                ended = true;
+                continue;
+            }
+            if self.records.len() == MAX_RECORDS {
+                return Next::Done(Err(format!(
+                    "more than {MAX_RECORDS} records: the transfer is cut off"
+                )));
+            }
+            self.records.push(record);
+        }
+        if !ended {
+            return Next::Wait;
+        }
+        if self.verifier.as_ref().is_some_and(|v| !v.complete()) {
+            return Next::Done(Err("the transfer's last message is not signed".into()));
+        }
+        Next::Done(Ok(Fetched::Zone(std::mem::take(&mut self.records))))
+    }
+}
+
+/// Ends the fetch with `result` (nothing if it has ended) and closes its connection.
+fn finish(state: &Rc<RefCell<State>>, result: Result<Fetched, String>) {
+    let (resolver, transport, timer) = {
+        let mut s = state.borrow_mut();
+        (s.resolver.take(), s.transport.take(), s.timer.take())
+    };
+    if let Some(timer) = timer
+        && timer.active()
+    {
+        let _ = timer.cancel();
+    }
+    if let Some(transport) = transport {
+        transport.lose_connection();
+    }
+    if let Some(resolver) = resolver {
+        resolver.resolve(result.map_err(Failure::msg));
+    }
+}
+
+/// Ends the fetch unless the primary says more within `after`.
+fn arm(state: &Rc<RefCell<State>>, after: Duration, waiting_for: &'static str) {
+    let weak = Rc::downgrade(state);
+    let timer = weft::time::call_later(after, move || {
+        if let Some(state) = weak.upgrade() {
+            let why = format!("no {waiting_for} from the primary within {after:?}");
+            finish(&state, Err(why));
+        }
+    });
+    let old = state.borrow_mut().timer.replace(timer);
+    if let Some(old) = old
+        && old.active()
+    {
+        let _ = old.cancel();
+    }
+}
+
+/// The fetch's side of its connection.
+struct Fetch(Rc<RefCell<State>>);
+
+impl StringHandler for Fetch {
+    fn connection_made(&mut self, transport: &Transport) {
+        let packet = {
+            let mut s = self.0.borrow_mut();
+            if s.resolver.is_some() {
+                s.transport = Some(transport.clone());
+                let connection = Some(WaitsOn::Connection(transport.info().id));
+                s.steps.step_with(STEP_SOA, connection, Some(&s.detail));
+                Some(s.ask(RecordType::SOA))
+            } else {
+                None
+            }
+        };
+        let Some(packet) = packet else {
+            // Ended while connecting (cancelled).
+            transport.lose_connection();
+            return;
+        };
+        arm(&self.0, SOA_TIMEOUT, "answer to the SOA query");
+        send_int16_string(transport, &packet);
+    }
+
+    fn string_received(&mut self, transport: &Transport, data: &[u8]) {
+        let next = self.0.borrow_mut().take(data);
+        match next {
+            Next::Wait => arm(&self.0, MESSAGE_TIMEOUT, "message of the transfer"),
+            Next::Ask(packet) => {
+                arm(&self.0, MESSAGE_TIMEOUT, "answer to the AXFR");
+                send_int16_string(transport, &packet);
+            }
+            Next::Done(result) => finish(&self.0, result),
+        }
+    }
+
+    fn connection_lost(&mut self, reason: &CloseReason) {
+        self.0.borrow_mut().transport = None;
+        finish(
+            &self.0,
+            Err(format!("the primary closed the connection: {reason}")),
+        );
+    }
+}
+
+/// A zone file of `records` (a transfer's, its SOA first), `comment` on its first line.
+/// The common types are written as text, the others (and any whose names need escapes)
+/// in the generic form of RFC 3597 (`TYPE46 \# 23 0001...`), which reads back exactly
+/// what came; an error for RDATA that does not encode.
+pub fn zone_text(records: &[Record], comment: &str) -> Result<String, String> {
+    let mut text = String::with_capacity(64 * records.len() + 128);
+    for line in comment.lines() {
+        let _ = writeln!(text, "; {line}");
+    }
+    let mut bytes = Vec::new();
+    for record in records {
+        put_name(&mut text, &record.name);
+        let _ = write!(text, " {} {} ", record.ttl, record.dns_class);
+        // The names in the RDATA of the types written as text; `None`: hex.
+        let names: Option<&[&Name]> = match &record.data {
+            RData::A(_) | RData::AAAA(_) => Some(&[]),
+            RData::NS(ns) => Some(&[&ns.0]),
+            RData::CNAME(cname) => Some(&[&cname.0]),
+            RData::PTR(ptr) => Some(&[&ptr.0]),
+            RData::MX(mx) => Some(&[&mx.exchange]),
+            RData::SOA(soa) => Some(&[&soa.mname, &soa.rname]),
+            _ => None,
+        };
+        // hickory writes names with octal escapes (`\040` for a space), which a zone file
+        // reads as decimal: a record with a name that needs one goes in hex.
+        let plain_name = |n: &&Name| n.iter().all(|label| label.iter().all(|b| plain(*b)));
+        if let Some(names) = names
+            && names.iter().all(plain_name)
+        {
+            let _ = writeln!(text, "{} {}", record.record_type(), record.data);
+            continue;
+        }
+        bytes.clear();
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+        if let Err(e) = record.data.emit(&mut encoder) {
+            return Err(format!("{} {}: {e}", record.name, record.record_type()));
+        }
+        let _ = writeln!(
+            text,
+            "TYPE{} \\# {} {}",
+            u16::from(record.record_type()),
+            bytes.len(),
+            data_encoding::HEXLOWER.encode(&bytes)
+        );
+    }
+    Ok(text)
+}
+
+/// Whether `byte` is written as itself in a name of a zone file.
+fn plain(byte: u8) -> bool {
+    byte.is_ascii_graphic() && !b".;()\"\\$@".contains(&byte)
+}
+
+/// Writes `name`, absolute, as a zone file reads it: an octet that is not [`plain`] as
+/// `\DDD`, in decimal (RFC 1035 section 5.1).
+fn put_name(text: &mut String, name: &Name) {
+    for label in name.iter() {
+        for &byte in label {
+            match plain(byte) {
+                true => text.push(char::from(byte)),
+                false => {
+                    let _ = write!(text, "\\{byte:03}");
+                }
+            }
+        }
+        text.push('.');
+    }
+    if name.is_root() {
+        text.push('.');
+    }
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

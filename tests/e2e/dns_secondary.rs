@@ -1,0 +1,238 @@
+//! weft as a secondary (RFC 1034 section 4.3.5, RFC 5936, RFC 1996) of NSD, the reference
+//! primary: the zone is transferred with a TSIG key, over many messages, and answered as
+//! NSD answers it; a new serial comes at once with NSD's signed NOTIFY; the copy is kept
+//! in its file and served from it after a restart, with the primary gone.
+
+use crate::assert_eventually;
+use crate::dns::dig;
+use crate::dns_nsd::{Nsd, nsd_with};
+use crate::support::{App, dns_service, free_port, spawn_dns_app};
+
+/// A key as `tsig-keygen` writes one: 32 bytes of base64.
+const SECRET: &str = "bWFkZSBmb3IgdGhlIHRlc3Qgb2YgVFNJRyBpbiB3ZWZ0";
+
+/// A zone of `hosts` names at `serial`, enough for a transfer of several messages; its
+/// refresh (two hours) is longer than any test.
+fn zone(serial: u32, hosts: usize) -> String {
+    let mut text = format!(
+        "$ORIGIN example.test.\n$TTL 1h\n@ IN SOA ns1 hostmaster {serial} 2h 15m 2w 5m\n\
+         @ IN NS ns1\nns1 IN A 192.0.2.53\n@ IN MX 10 mail\nmail IN AAAA 2001:db8::25\n\
+         www IN CNAME @\n@ IN TXT \"v=spf1 -all\" \"a \\\"quoted\\\" ; part\"\n\
+         sub IN NS ns.sub\nns.sub IN A 192.0.2.54\n*.wild IN A 192.0.2.55\n"
+    );
+    for i in 0..hosts {
+        text.push_str(&format!("host{i} IN A 10.0.{}.{}\n", i / 256, i % 256));
+        text.push_str(&format!(
+            "host{i} IN TXT \"a record of host {i} to fill the zone\"\n"
+        ));
+    }
+    text
+}
+
+/// NSD serving `zone(7, hosts)`, transferring it to 127.0.0.1 with the key, and
+/// sending a signed NOTIFY to `notify` (weft's port) when it changes.
+fn primary(port: u16, notify: u16, hosts: usize) -> Nsd {
+    let clauses = format!(
+        "key:\n  name: xfr.example.\n  algorithm: hmac-sha256\n  secret: \"{SECRET}\"\n\
+         zone:\n  name: example.test\n  zonefile: primary.zone\n  \
+         provide-xfr: 127.0.0.1 xfr.example.\n  notify: 127.0.0.1@{notify} xfr.example.\n"
+    );
+    nsd_with(
+        port,
+        "example.test",
+        &[("primary.zone", &zone(7, hosts))],
+        &clauses,
+    )
+}
+
+/// weft on `port`, a secondary of `example.test.` from `primaries`, kept in `file`.
+fn secondary(port: u16, file: &std::path::Path, primaries: &str) -> App {
+    spawn_dns_app(
+        dns_service("dns", port)
+            .tcp()
+            .key(
+                "tsig_keys",
+                &format!(r#"[{{ name = "xfr.example.", algorithm = "hmac-sha256", secret = "{SECRET}" }}]"#),
+            )
+            .key(
+                "secondary",
+                &format!(
+                    r#"[{{ zone = "example.test.", file = {:?}, primaries = {primaries} }}]"#,
+                    file.display().to_string()
+                ),
+            ),
+    )
+}
+
+fn refreshes(app: &App, result: &str) -> f64 {
+    let series =
+        format!(r#"weft_dns_secondary_refreshes_total{{result="{result}",service="dns"}}"#);
+    app.metric(&series).unwrap_or(0.0)
+}
+
+/// The answer section, rcode and flags of `question` as `port` answers it, without the
+/// id, the section counts and timing: what two servers answering alike have the same
+/// (NSD adds the apex NS to the authority section, which weft leaves out: see
+/// `dns_nsd`).
+fn answer(port: u16, question: &[&str]) -> String {
+    let mut args = question.to_vec();
+    args.extend(["+norec", "+noall", "+answer", "+comments"]);
+    dig(port, &args)
+        .lines()
+        .filter(|l| !l.contains("id:") && !l.starts_with(";; Query time") && !l.contains("COOKIE"))
+        .map(|l| l.split("; QUERY").next().unwrap_or(l).replace('\t', " "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn weft_transfers_a_zone_from_nsd_with_its_key_and_takes_nsd_s_signed_notify_of_a_new_serial() {
+    let (ours, theirs) = (free_port(), free_port());
+    let nsd = primary(theirs, ours, 1500);
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("copies/example.test.zone");
+    let app = secondary(
+        ours,
+        &file,
+        &format!(r#"["127.0.0.1:{theirs} xfr.example."]"#),
+    );
+    assert_eventually!(
+        dig(ours, &["host1499.example.test", "A", "+short"]).trim() == "10.0.5.219",
+        "weft serves the zone it transferred with the key, its last host included\n{}\n{}",
+        app.log(),
+        nsd.log()
+    );
+    // Answered as NSD answers it: authoritative data, a CNAME, a wildcard, a referral,
+    // a name that is not there, quoted text.
+    for question in [
+        &["example.test", "SOA"][..],
+        &["www.example.test", "A"],
+        &["x.wild.example.test", "A"],
+        &["example.test", "TXT"],
+        &["mail.example.test", "AAAA"],
+        &["host17.example.test", "TXT"],
+    ] {
+        assert_eq!(
+            answer(ours, question),
+            answer(theirs, question),
+            "{question:?}"
+        );
+    }
+    for question in [
+        &["a.sub.example.test", "A"][..],
+        &["nothere.example.test", "A"],
+    ] {
+        let out = dig(ours, &[question[0], question[1], "+norec"]);
+        let nsd_out = dig(theirs, &[question[0], question[1], "+norec"]);
+        let status = |o: &str| {
+            o.lines()
+                .find(|l| l.contains("status:"))
+                .map(|l| l.split(", id").next().unwrap_or("").to_owned())
+        };
+        assert_eq!(
+            status(&out),
+            status(&nsd_out),
+            "{question:?}\n{out}\n{nsd_out}"
+        );
+    }
+    assert_eq!(refreshes(&app, "transferred"), 1.0);
+    let copy = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        copy.starts_with("; zone example.test. transferred from 127.0.0.1:"),
+        "{copy:.200}"
+    );
+    assert!(copy.contains("host1499.example.test. 3600 IN A 10.0.5.219\n"));
+
+    // NSD's zone changes: its NOTIFY, signed, brings weft to transfer at once (the SOA's
+    // refresh would wait two hours).
+    nsd.reload_with("primary.zone", &(zone(8, 1500) + "new IN A 192.0.2.99\n"));
+    assert_eventually!(
+        dig(ours, &["new.example.test", "A", "+short"]).trim() == "192.0.2.99",
+        "weft took NSD's NOTIFY and transferred serial 8\n{}\n{}",
+        app.log(),
+        nsd.log()
+    );
+    assert!(dig(ours, &["example.test", "SOA", "+short"]).contains(" 8 7200 900 1209600 300"));
+    assert_eq!(
+        app.metric(r#"weft_dns_notifies_total{result="received_accepted",service="dns"}"#),
+        Some(1.0)
+    );
+    assert_eq!(refreshes(&app, "transferred"), 2.0);
+    assert_eq!(
+        app.metric(r#"weft_dns_zone_serial{service="dns",zone="example.test."}"#),
+        Some(8.0)
+    );
+    // A NOTIFY not signed with the primary's key is refused, and checks nothing.
+    let out = dig(ours, &["+opcode=notify", "example.test", "SOA"]);
+    assert!(out.contains("status: REFUSED"), "{out}");
+    assert_eq!(
+        app.metric(r#"weft_dns_notifies_total{result="received_refused",service="dns"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_wrong_key_transfers_nothing()
+ {
+    let (ours, theirs) = (free_port(), free_port());
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("example.test.zone");
+    {
+        let nsd = primary(theirs, ours, 10);
+        let app = secondary(
+            ours,
+            &file,
+            &format!(r#"["127.0.0.1:{theirs} xfr.example."]"#),
+        );
+        assert_eventually!(
+            dig(ours, &["host9.example.test", "A", "+short"]).trim() == "10.0.0.9",
+            "transferred\n{}\n{}",
+            app.log(),
+            nsd.log()
+        );
+    }
+    // NSD is gone; the copy is served from its file, and the failed checks are counted.
+    let app = secondary(
+        ours,
+        &file,
+        &format!(r#"["127.0.0.1:{theirs} xfr.example."]"#),
+    );
+    assert_eq!(
+        dig(ours, &["host9.example.test", "A", "+short"]).trim(),
+        "10.0.0.9"
+    );
+    assert_eventually!(refreshes(&app, "failed") >= 1.0, "a failed check counted");
+    assert!(
+        app.log().contains("no primary could be asked"),
+        "{}",
+        app.log()
+    );
+    drop(app);
+
+    // A primary whose key does not match: nothing is transferred, the reason is logged.
+    let other = free_port();
+    let clauses = "key:\n  name: xfr.example.\n  algorithm: hmac-sha256\n  \
+         secret: \"c29tZSBvdGhlciBzZWNyZXQgb2YgdGhpcnR5LXR3byBi\"\n\
+         zone:\n  name: example.test\n  zonefile: primary.zone\n  provide-xfr: 127.0.0.1 xfr.example.\n";
+    let _nsd = nsd_with(
+        other,
+        "example.test",
+        &[("primary.zone", &zone(7, 10))],
+        clauses,
+    );
+    let fresh = kept.path().join("fresh.zone");
+    let app = secondary(
+        ours,
+        &fresh,
+        &format!(r#"["127.0.0.1:{other} xfr.example."]"#),
+    );
+    assert_eventually!(refreshes(&app, "failed") >= 1.0, "a failed check counted");
+    assert!(!fresh.exists(), "nothing written");
+    let out = dig(ours, &["host9.example.test", "A"]);
+    assert!(out.contains("status: REFUSED"), "no zone served: {out}");
+    assert!(
+        app.log().contains("TSIG") || app.log().contains("NOTAUTH"),
+        "{}",
+        app.log()
+    );
+}

@@ -844,6 +844,13 @@ mod tests {
         std::fs::write(&copy, ZONE).unwrap();
         let c = with(&entry("example.test.", &copy, r#"["192.0.2.1"]"#)).unwrap();
         assert_eq!(settings(&c).config.zones.zones().len(), 1);
+        // One no primary confirmed within its SOA's expire time (4 s): not served.
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+        let opened = std::fs::File::options().append(true).open(&copy).unwrap();
+        opened.set_modified(long_ago).unwrap();
+        let c = with(&entry("example.test.", &copy, r#"["192.0.2.1"]"#)).unwrap();
+        assert!(settings(&c).config.zones.zones().is_empty());
+        assert!(c.warnings[0].to_string().contains("past its SOA's expire time of 4 s"), "{:?}", c.warnings);
         // A copy that does not load, or of another zone: a warning, transferred anew.
         let other = dir.path().join("other.zone");
         std::fs::write(&other, ZONE.replace("example.test.", "other.test.")).unwrap();

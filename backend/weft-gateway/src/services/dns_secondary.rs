@@ -117,9 +117,10 @@ pub(super) fn secondaries(
         }
         if file.exists() {
             match Zone::load(&file) {
-                Ok(copy) if *copy.origin() == origin => {
-                    zones.add(copy).map_err(|e| error(e.to_string()))?;
-                }
+                Ok(copy) if *copy.origin() == origin => match expired(&file, &copy) {
+                    None => zones.add(copy).map_err(|e| error(e.to_string()))?,
+                    Some(why) => ctx.warn(span.clone(), "secondary", why),
+                },
                 Ok(copy) => ctx.warn(
                     span.clone(),
                     "secondary",
@@ -144,4 +145,29 @@ pub(super) fn secondaries(
         });
     }
     Ok(secondaries)
+}
+
+/// Why the copy `zone` in `file` is not to be served, if it has expired: no primary
+/// confirmed it (the file's modification time, which the task keeping the zone sets at
+/// each confirmation) within its SOA's expire time (RFC 1034 section 4.3.5).
+fn expired(file: &std::path::Path, zone: &Zone) -> Option<String> {
+    let hickory_proto::rr::RData::SOA(soa) = &zone.soa().data else {
+        return None;
+    };
+    let expire = std::time::Duration::from_secs(u64::try_from(soa.expire).unwrap_or(0));
+    let since = std::fs::metadata(file)
+        .and_then(|m| m.modified())
+        .ok()?
+        .elapsed()
+        .ok()?;
+    (since > expire).then(|| {
+        format!(
+            "the copy of {} in {} was last confirmed by a primary {} s ago, past its SOA's \
+             expire time of {} s: it is not served until a primary is reached",
+            zone.origin(),
+            file.display(),
+            since.as_secs(),
+            expire.as_secs()
+        )
+    })
 }

@@ -137,6 +137,7 @@ pub fn serve(
                 },
                 Some(zone) = installs.recv() => {
                     crate::secondaries::install(&mut running, zone).await;
+                    keepers.installed(&running);
                     continue;
                 }
             }

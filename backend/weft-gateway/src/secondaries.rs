@@ -50,8 +50,18 @@ pub(crate) struct Install {
 
 /// The tasks, by service and zone.
 pub(crate) struct Keepers {
-    tasks: HashMap<(String, LowerName), (Secondary, CancellationToken)>,
+    tasks: HashMap<(String, LowerName), Keeper>,
     installs: mpsc::UnboundedSender<Install>,
+}
+
+/// One zone's task, as started.
+struct Keeper {
+    zone: Secondary,
+    /// The copy its service served when it started, or the last one it put in service:
+    /// another one in service (a reload read the file again and found it expired, or
+    /// changed by hand) starts the task again from what is served.
+    served: Option<Arc<Zone>>,
+    stop: CancellationToken,
 }
 
 impl Keepers {
@@ -66,7 +76,9 @@ impl Keepers {
     }
 
     /// Starts a task for each secondary zone of the services `running` runs that has
-    /// none (or whose settings changed), and stops those of zones no longer configured.
+    /// none, or whose settings or copy in service changed, and stops those of zones no
+    /// longer configured. A task stopped ends at its next step, before it writes its file
+    /// or hands over a zone (see [`Task::run`]).
     pub(crate) fn reconcile(&mut self, reactor: &Reactor, running: &Running) {
         let mut wanted = HashMap::new();
         for service in running.services() {
@@ -75,17 +87,19 @@ impl Keepers {
             };
             for zone in &settings.config.transfer.secondaries {
                 let key = (service.name.clone(), LowerName::new(&zone.origin));
-                wanted.insert(key, (service, zone));
+                wanted.insert(key, (service, zone, held(service, &zone.origin)));
             }
         }
-        self.tasks.retain(|key, (zone, stop)| {
-            let keep = wanted.get(key).is_some_and(|(_, z)| *z == zone);
+        self.tasks.retain(|key, keeper| {
+            let keep = wanted.get(key).is_some_and(|(_, zone, served)| {
+                *zone == &keeper.zone && same(served.as_ref(), keeper.served.as_ref())
+            });
             if !keep {
-                stop.cancel();
+                keeper.stop.cancel();
             }
             keep
         });
-        for (key, (service, zone)) in wanted {
+        for (key, (service, zone, served)) in wanted {
             if self.tasks.contains_key(&key) {
                 continue;
             }
@@ -93,20 +107,44 @@ impl Keepers {
             let task = Task {
                 service: service.name.clone(),
                 zone: zone.clone(),
-                held: held(service, &zone.origin),
+                held: served.clone(),
                 metrics: running.dns_metrics(&service.name),
                 installs: self.installs.clone(),
             };
             reactor.spawn(weft::tasks::awaiting_outside_events(task.run(stop.clone())));
-            self.tasks.insert(key, (zone.clone(), stop));
+            let keeper = Keeper {
+                zone: zone.clone(),
+                served,
+                stop,
+            };
+            self.tasks.insert(key, keeper);
+        }
+    }
+
+    /// `running` serves what was just installed: the tasks that installed it go on.
+    pub(crate) fn installed(&mut self, running: &Running) {
+        for service in running.services() {
+            for (key, keeper) in &mut self.tasks {
+                if key.0 == service.name {
+                    keeper.served = held(service, &keeper.zone.origin);
+                }
+            }
         }
     }
 
     /// Stops every task.
     pub(crate) fn stop(&mut self) {
-        for (_, (_, stop)) in self.tasks.drain() {
-            stop.cancel();
+        for (_, keeper) in self.tasks.drain() {
+            keeper.stop.cancel();
         }
+    }
+}
+
+/// Whether `a` and `b` are the same copy (or both none).
+fn same(a: Option<&Arc<Zone>>, b: Option<&Arc<Zone>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (a, b) => a.is_none() && b.is_none(),
     }
 }
 
@@ -168,64 +206,69 @@ impl Task {
         let mut confirmed = held.as_ref().and_then(|_| modified(&zone.file));
         let counters = metrics.transfer();
         loop {
-            let wait = match check(&service, &zone, serial).await {
-                Ok((primary, Fetched::Current(theirs))) => {
+            // Stopped (a reload changed the zone's settings, or its copy in service):
+            // a check or a write under way is dropped, never handed over, so a task that
+            // replaces this one is the only writer of the file.
+            let outcome = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                outcome = refresh(&service, &zone, serial) => outcome,
+            };
+            let failed = match outcome {
+                Ok(Refreshed::Current(primary, theirs)) => {
                     counters.refresh(Refresh::Current);
                     confirmed = Some(SystemTime::now());
                     touch(&zone.file);
                     if serial.is_some_and(|ours| ours != theirs) {
                         tracing::warn!(service, zone = %zone.origin, %primary, ours = serial, theirs, "the primary's serial is behind the copy held; keeping the copy");
                     }
-                    timers.map_or(RETRY_WITHOUT_COPY, |t| t.refresh)
+                    None
                 }
-                Ok((primary, Fetched::Zone(records))) => {
-                    match store(&zone, records, &primary).await {
-                        Ok(copy) => {
-                            counters.refresh(Refresh::Transferred);
-                            tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = copy.serial(), records = copy.len(), "zone transferred");
-                            serial = Some(copy.serial());
-                            timers = Timers::of(&copy);
-                            confirmed = Some(SystemTime::now());
-                            let install = Install {
-                                service: service.clone(),
-                                origin: zone.origin.clone(),
-                                zone: Some(Arc::new(copy)),
-                            };
-                            if installs.send(install).is_err() {
-                                return;
-                            }
-                            timers.map_or(RETRY_WITHOUT_COPY, |t| t.refresh)
-                        }
-                        Err(why) => {
-                            counters.refresh(Refresh::Failed);
-                            tracing::warn!(service, zone = %zone.origin, %primary, "the zone transferred is refused, the copy held serves on: {why}");
-                            timers.map_or(RETRY_WITHOUT_COPY, |t| t.retry)
-                        }
-                    }
-                }
-                Err(why) => {
-                    counters.refresh(Refresh::Failed);
-                    tracing::warn!(service, zone = %zone.origin, "no primary could be asked: {why}");
-                    let past = |t: Timers, at: SystemTime| {
-                        at.elapsed().is_ok_and(|since| since >= t.expire)
+                Ok(Refreshed::Transferred(primary, copy)) => {
+                    counters.refresh(Refresh::Transferred);
+                    tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = copy.serial(), records = copy.len(), "zone transferred");
+                    serial = Some(copy.serial());
+                    timers = Timers::of(&copy);
+                    confirmed = Some(SystemTime::now());
+                    let install = Install {
+                        service: service.clone(),
+                        origin: zone.origin.clone(),
+                        zone: Some(Arc::from(copy)),
                     };
-                    if let (Some(t), Some(at), Some(_)) = (timers, confirmed, serial)
-                        && past(t, at)
-                    {
-                        counters.refresh(Refresh::Expired);
-                        tracing::error!(service, zone = %zone.origin, expire = t.expire.as_secs(), "no primary confirmed the zone within its expire time: it is no longer served");
-                        serial = None;
-                        let install = Install {
-                            service: service.clone(),
-                            origin: zone.origin.clone(),
-                            zone: None,
-                        };
-                        if installs.send(install).is_err() {
-                            return;
-                        }
+                    if stop.is_cancelled() || installs.send(install).is_err() {
+                        return;
                     }
-                    timers.map_or(RETRY_WITHOUT_COPY, |t| t.retry)
+                    None
                 }
+                Err(why) => Some(why),
+            };
+            if let Some(why) = &failed {
+                tracing::warn!(service, zone = %zone.origin, "the zone was not refreshed: {why}");
+                // RFC 1034 section 4.3.5: a copy not refreshed within its expire time is
+                // no longer to be served, whatever kept it from being refreshed.
+                let past = |t: Timers, at: SystemTime| at.elapsed().is_ok_and(|e| e > t.expire);
+                if let (Some(t), Some(at), Some(_)) = (timers, confirmed, serial)
+                    && past(t, at)
+                {
+                    counters.refresh(Refresh::Expired);
+                    tracing::error!(service, zone = %zone.origin, expire = t.expire.as_secs(), "no primary confirmed the zone within its expire time: it is no longer served");
+                    serial = None;
+                    let install = Install {
+                        service: service.clone(),
+                        origin: zone.origin.clone(),
+                        zone: None,
+                    };
+                    if installs.send(install).is_err() {
+                        return;
+                    }
+                } else {
+                    counters.refresh(Refresh::Failed);
+                }
+            }
+            let wait = match (timers, failed.is_some()) {
+                (None, _) => RETRY_WITHOUT_COPY,
+                (Some(t), false) => t.refresh,
+                (Some(t), true) => t.retry,
             };
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -235,6 +278,31 @@ impl Task {
                 () = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+/// What a refresh found.
+enum Refreshed {
+    /// This primary's serial, not newer than the copy held.
+    Current(String, u32),
+    /// The zone this primary transferred, checked and written to its file.
+    Transferred(String, Box<Zone>),
+}
+
+/// Asks the primaries of `zone`, and keeps what a newer one transferred.
+async fn refresh(
+    service: &str,
+    zone: &Secondary,
+    serial: Option<u32>,
+) -> Result<Refreshed, String> {
+    match check(service, zone, serial).await? {
+        (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
+        (primary, Fetched::Zone(records)) => store(zone, records, &primary)
+            .await
+            .map(|copy| Refreshed::Transferred(primary.clone(), Box::new(copy)))
+            .map_err(|why| {
+                format!("the zone {primary} transferred is refused, the copy held serves on: {why}")
+            }),
     }
 }
 
@@ -281,17 +349,33 @@ async fn store(
     stored.await.map_err(|e| e.to_string())?
 }
 
-/// Writes `bytes` to `file` through a file beside it renamed into place, so a reader
-/// (a reload, a restart) sees the old copy or the new one, whole.
+/// Writes `bytes` to `file` through a file beside it, synced and renamed into place,
+/// so a reader (a reload, a restart, a power cut) finds the old copy or the new one,
+/// whole. The file beside it is this write's own (a write a stopped task finishes never
+/// shares it with its successor's).
 fn write_whole(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let mut partial = file.as_os_str().to_owned();
-    partial.push(".partial");
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    partial.push(format!(".{}.{n}.partial", std::process::id()));
     let partial = std::path::PathBuf::from(partial);
-    std::fs::write(&partial, bytes)?;
-    std::fs::rename(&partial, file)
+    let written = std::fs::File::create(&partial).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&partial, file));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    renamed?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// When `file` was last modified: when a primary last confirmed the copy it holds.
@@ -306,7 +390,7 @@ fn touch(file: &Path) {
         .open(file)
         .and_then(|f| f.set_modified(SystemTime::now()));
     if let Err(error) = touched {
-        tracing::debug!(file = %file.display(), %error, "cannot mark the zone's copy confirmed");
+        tracing::warn!(file = %file.display(), %error, "cannot mark the zone's copy confirmed (its modification time): a restart may find it expired");
     }
 }
 
@@ -341,12 +425,12 @@ pub(crate) async fn install(running: &mut Running, install: Install) {
             true => zone.take(),
             false => Some(held.clone()),
         };
-        if let Some(kept) = kept {
-            let _ = zones.add(kept);
+        if let Some(Err(error)) = kept.map(|z| zones.add(z)) {
+            tracing::error!(service, %error, "a zone left out of the service");
         }
     }
-    if let Some(zone) = zone {
-        let _ = zones.add(zone);
+    if let Some(Err(error)) = zone.map(|z| zones.add(z)) {
+        tracing::error!(service, %error, "a zone left out of the service");
     }
     settings.config.zones = zones;
     match running.apply(config) {

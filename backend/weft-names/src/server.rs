@@ -276,15 +276,18 @@ impl DnsServer {
             },
             Via::Tcp => Box::new(reply),
         };
-        let signer = || crate::tsig::signer_of(&self.inner.tsig_keys, packet);
+        // Verified once, when a NOTIFY asks (its MAC is an HMAC over the whole message).
+        let signer = std::cell::OnceCell::new();
+        let signer_of =
+            || signer.get_or_init(|| crate::tsig::signer_of(&self.inner.tsig_keys, packet));
         let secondaries = &self.inner.transfer.secondaries;
         let notified =
             crate::transfer::notify_received(packet, secondaries, client.map(|c| c.ip()), || {
-                signer().map(|s| s.key().clone())
+                signer_of().as_ref().map(|s| s.key().clone())
             });
         if let Some((mut answer, rcode, zone)) = notified {
             // Signed by a peer with a key of the service, the answer is signed too.
-            if let Some(signer) = signer() {
+            if let Some(signer) = signer_of() {
                 metrics.transfer().tsig(TsigResult::Verified);
                 signer.sign(&mut answer);
             }
@@ -300,6 +303,13 @@ impl DnsServer {
                 (Source::Zone, Outcome::Answered)
             } else if rcode == ResponseCode::Refused {
                 metrics.transfer().notify(NotifyResult::Received);
+                // RFC 1996 section 3.10: a NOTIFY from no known primary is worth a line.
+                if !secondaries.is_empty()
+                    && let Some(suppressed) = metrics.log_line("NOTIFY refused")
+                {
+                    let from = client.map(|c| c.to_string()).unwrap_or_default();
+                    tracing::warn!(%from, suppressed, "a NOTIFY for no secondary zone of this service, or not from a primary of it (its address and key): refused");
+                }
                 (Source::Refused, Outcome::Refused)
             } else {
                 let why = "a NOTIFY without a question, or that does not decode";

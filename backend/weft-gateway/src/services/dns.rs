@@ -277,7 +277,8 @@ fn validate(ctx: &ServiceCtx<'_>) -> Result<DnsSettings, ConfigError> {
     }
     let tsig_keys = tsig_keys(ctx)?;
     let mut transfer = transfer(ctx, &tsig_keys)?;
-    transfer.secondaries = super::dns_secondary::secondaries(ctx, &tsig_keys, &mut zones)?;
+    transfer.secondaries =
+        super::dns_secondary::secondaries(ctx, &tsig_keys, &mut zones, &zone_files)?;
     if zone_files.is_empty() && forward.is_empty() && transfer.secondaries.is_empty() {
         return Err(ctx.error(
             raw.kind.span(),
@@ -851,28 +852,29 @@ mod tests {
         let c = with(&entry("example.test.", &copy, r#"["192.0.2.1"]"#)).unwrap();
         assert!(settings(&c).config.zones.zones().is_empty());
         assert!(c.warnings[0].to_string().contains("past its SOA's expire time of 4 s"), "{:?}", c.warnings);
-        // A copy that does not load, or of another zone: a warning, transferred anew.
+        // A copy that does not load: a warning, transferred anew; one of another zone
+        // is an error (it would be written over).
         let other = dir.path().join("other.zone");
         std::fs::write(&other, ZONE.replace("example.test.", "other.test.")).unwrap();
-        let c = with(&entry("example.test.", &other, r#"["192.0.2.1"]"#)).unwrap();
-        assert!(settings(&c).config.zones.zones().is_empty());
-        assert!(c.warnings[0].to_string().contains("holds the zone other.test., not example.test."));
+        let error = with(&entry("example.test.", &other, r#"["192.0.2.1"]"#)).unwrap_err();
+        assert!(error.contains("holds the zone other.test., not example.test.: weft would write over it"), "{error}");
         let broken = dir.path().join("broken.zone");
         std::fs::write(&broken, "@ A 192.0.2.1\n").unwrap();
         let c = with(&entry("example.test.", &broken, r#"["192.0.2.1"]"#)).unwrap();
         assert!(c.warnings[0].to_string().contains("the zone example.test. is transferred anew"), "{:?}", c.warnings);
 
         let served = format!("zones = [{:?}]\n", copy.display().to_string());
+        let none = dir.path().join("none.zone");
         for (written, says) in [
             ("{ zone = \"example.test.\" }".to_owned(), "entry 0 has no file"),
-            (entry("example.test.", &copy, "[]"), "zone example.test. names no primary"),
-            (entry("example.test.", &copy, r#"["192.0.2.1 nokey."]"#), "names key \"nokey.\", which tsig_keys does not define"),
-            (entry("example.test.", &copy, r#"["0.0.0.0"]"#), "is no one host"),
-            (entry("example.test.", &copy, r#""192.0.2.1""#), "primaries is a list"),
-            (entry("a..b", &copy, r#"["192.0.2.1"]"#), "\"a..b\" is not a zone's name"),
-            (format!("{0}, {0}", entry("a.test.", &copy, r#"["192.0.2.1"]"#)), "zone a.test. is a secondary twice"),
+            (entry("example.test.", &none, "[]"), "zone example.test. names no primary"),
+            (entry("example.test.", &none, r#"["192.0.2.1 nokey."]"#), "names key \"nokey.\", which tsig_keys does not define"),
+            (entry("example.test.", &none, r#"["0.0.0.0"]"#), "is no one host"),
+            (entry("example.test.", &none, r#""192.0.2.1""#), "primaries is a list"),
+            (entry("a..b", &none, r#"["192.0.2.1"]"#), "\"a..b\" is not a zone's name"),
+            (format!("{0}, {0}", entry("a.test.", &none, r#"["192.0.2.1"]"#)), "zone a.test. is a secondary twice"),
             (
-                format!("{}, {}", entry("a.test.", &copy, r#"["192.0.2.1"]"#), entry("b.test.", &copy, r#"["192.0.2.1"]"#)),
+                format!("{}, {}", entry("a.test.", &none, r#"["192.0.2.1"]"#), entry("b.test.", &none, r#"["192.0.2.1"]"#)),
                 "are both kept in",
             ),
             ("{ zone = \"a.\", file = \"f\", primaries = [], extra = 1 }".to_owned(), "has the key \"extra\""),
@@ -881,7 +883,9 @@ mod tests {
             assert!(error.contains(says), "{written}: {error}");
             assert!(error.contains("secondary"), "{error}");
         }
-        // A zone served from a file cannot be a secondary too.
+        // A zone served from a file cannot be a secondary too, nor kept in that file.
+        let error = config(&format!("{served}{keys}\nsecondary = [{}]", entry("other.test.", &copy, r#"["192.0.2.1"]"#))).unwrap_err();
+        assert!(error.contains("a file of `zones`: weft would write over it"), "{error}");
         let error = config(&format!("{served}{keys}\nsecondary = [{}]", entry("example.test.", &dir.path().join("x"), r#"["192.0.2.1"]"#))).unwrap_err();
         assert!(error.contains("is also served from"), "{error}");
     }

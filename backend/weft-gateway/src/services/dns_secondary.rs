@@ -26,11 +26,13 @@ use crate::config::validate::ServiceCtx;
 const KEYS: [&str; 3] = ["zone", "file", "primaries"];
 
 /// `secondary`: each zone, its file and its primaries (their keys among `keys`). The
-/// copy each file holds is added to `zones`.
+/// copy each file holds is added to `zones`; a file of `zone_files` (the service's own
+/// zones) is refused, as weft would write over it.
 pub(super) fn secondaries(
     ctx: &ServiceCtx<'_>,
     keys: &[TsigKey],
     zones: &mut Catalog,
+    zone_files: &[PathBuf],
 ) -> Result<Vec<Secondary>, ConfigError> {
     let Some(value) = &ctx.raw.secondary else {
         return Ok(Vec::new());
@@ -108,6 +110,12 @@ pub(super) fn secondaries(
         if secondaries.iter().any(|s| s.origin == origin) {
             return Err(error(format!("zone {origin} is a secondary twice")));
         }
+        if zone_files.contains(&file) {
+            return Err(error(format!(
+                "zone {origin} would be kept in {}, a file of `zones`: weft would write over it",
+                file.display()
+            )));
+        }
         if let Some(other) = secondaries.iter().find(|s| s.file == file) {
             return Err(error(format!(
                 "zones {} and {origin} are both kept in {}",
@@ -121,16 +129,14 @@ pub(super) fn secondaries(
                     None => zones.add(copy).map_err(|e| error(e.to_string()))?,
                     Some(why) => ctx.warn(span.clone(), "secondary", why),
                 },
-                Ok(copy) => ctx.warn(
-                    span.clone(),
-                    "secondary",
-                    format!(
-                        "{} holds the zone {}, not {origin}: it is not served, and the zone is \
-                         transferred anew over it",
+                Ok(copy) => {
+                    return Err(error(format!(
+                        "{} holds the zone {}, not {origin}: weft would write over it; name \
+                         another file, or remove this one",
                         file.display(),
                         copy.origin()
-                    ),
-                ),
+                    )));
+                }
                 Err(e) => ctx.warn(
                     span.clone(),
                     "secondary",

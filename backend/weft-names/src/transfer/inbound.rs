@@ -14,8 +14,8 @@
 //! Each fetch is a Deferred labelled [`LABEL`] whose named steps say where it is
 //! (connecting, the SOA query, the transfer) and wait on its connection: a primary that
 //! accepts and never answers shows in the inspector as a chain stuck at that step.
-//! Every wait is bounded ([`SOA_TIMEOUT`], [`MESSAGE_TIMEOUT`]), and so is what a
-//! primary can make the service hold ([`MAX_RECORDS`]).
+//! Every wait is bounded ([`SOA_TIMEOUT`], [`MESSAGE_TIMEOUT`], [`TRANSFER_DEADLINE`]),
+//! and so is what a primary can make the service hold ([`MAX_RECORDS`], [`MAX_BYTES`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,6 +27,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{CNAME, NS, PTR};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use weft::Reactor;
@@ -55,6 +56,11 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records one transfer brings at most; a primary that sends more is cut off, and the
 /// copy held stays in service.
 pub const MAX_RECORDS: usize = 4_000_000;
+/// The bytes of messages one transfer brings at most (a record is held as a few times
+/// its size on the wire).
+pub const MAX_BYTES: usize = 512 << 20;
+/// How long one transfer may take, however steadily the primary sends.
+pub const TRANSFER_DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 /// A zone this service is a secondary for (`secondary` of a dns service).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +76,14 @@ pub struct Secondary {
 
 impl Secondary {
     /// Whether a NOTIFY from `from`, signed with the key named `key` (verified) or not,
-    /// comes from one of the zone's primaries: its address, and its key when it names one
-    /// (NSD's `allow-notify` with the primary's key).
+    /// comes from one of the zone's primaries: its address (an IPv4 one as itself or
+    /// mapped into IPv6), and its key when it names one (NSD's `allow-notify` with the
+    /// primary's key).
     pub fn is_primary(&self, from: IpAddr, key: Option<&Name>) -> bool {
-        self.primaries
-            .iter()
-            .any(|p| p.addr.ip() == from && p.key.as_ref().is_none_or(|k| Some(k.name()) == key))
+        self.primaries.iter().any(|p| {
+            p.addr.ip().to_canonical() == from.to_canonical()
+                && p.key.as_ref().is_none_or(|k| Some(k.name()) == key)
+        })
     }
 }
 
@@ -167,7 +175,9 @@ pub fn fetch(
         resolver: Some(resolver),
         steps,
         detail,
-        axfr: false,
+        serial: None,
+        bytes: 0,
+        began: std::time::Instant::now(),
         id: 0,
         verifier: None,
         records: Vec::new(),
@@ -202,8 +212,11 @@ struct State {
     steps: Steps,
     /// The primary, as its steps name it.
     detail: StepDetail,
-    /// The SOA was answered; the AXFR was asked.
-    axfr: bool,
+    /// The primary's serial, from its answer to the SOA query: the AXFR was asked.
+    serial: Option<u32>,
+    /// The bytes of the transfer's messages so far, and when it was asked.
+    bytes: usize,
+    began: std::time::Instant,
     /// The id of the query out.
     id: u16,
     /// Checks the answers' signatures, when the primary has a key.
@@ -245,38 +258,50 @@ impl State {
             Ok(m) => m,
             Err(e) => return Next::Done(Err(format!("a message that does not decode: {e}"))),
         };
-        if message.metadata.id != self.id || message.metadata.message_type != MessageType::Response
+        let header = &message.metadata;
+        if header.id != self.id
+            || header.message_type != MessageType::Response
+            || header.op_code != OpCode::Query
         {
-            return Next::Done(Err(
-                "a message that does not answer the query (its id)".into()
-            ));
+            let why = "a message that does not answer the query (its id, QR or opcode)";
+            return Next::Done(Err(why.into()));
         }
+        let rcode = header.response_code;
+        let what = if self.serial.is_some() {
+            "AXFR"
+        } else {
+            "SOA query"
+        };
         if let Some(verifier) = &mut self.verifier
             && let Err(why) = verifier.next(data, tsig::unix_now())
         {
-            return Next::Done(Err(format!("an answer whose TSIG does not verify: {why}")));
+            return Next::Done(Err(format!(
+                "the answer to the {what} ({}) does not verify with the key: {why}",
+                crate::metrics::rcode_name(rcode)
+            )));
         }
-        let rcode = message.metadata.response_code;
         if rcode != ResponseCode::NoError {
-            let what = if self.axfr { "AXFR" } else { "SOA query" };
             return Next::Done(Err(format!(
                 "the primary answered the {what} {}",
                 crate::metrics::rcode_name(rcode)
             )));
+        }
+        if header.truncation {
+            return Next::Done(Err(format!("the answer to the {what} is truncated (TC)")));
         }
         let origin = LowerName::new(&self.origin);
         let serial_of = |r: &Record| match &r.data {
             RData::SOA(soa) if LowerName::new(&r.name) == origin => Some(soa.serial),
             _ => None,
         };
-        if !self.axfr {
+        let Some(asked) = self.serial else {
             let Some(serial) = message.answers.iter().find_map(serial_of) else {
                 return Next::Done(Err(format!(
                     "the primary's answer holds no SOA of {}: it does not serve the zone",
                     self.origin
                 )));
             };
-            if !message.metadata.authoritative {
+            if !header.authoritative {
                 return Next::Done(Err(format!(
                     "the primary answered the SOA of {} without authority (AA not set)",
                     self.origin
@@ -287,7 +312,8 @@ impl State {
             {
                 return Next::Done(Ok(Fetched::Current(serial)));
             }
-            self.axfr = true;
+            self.serial = Some(serial);
+            self.began = std::time::Instant::now();
             let connection = self
                 .transport
                 .as_ref()
@@ -295,24 +321,43 @@ impl State {
             self.steps
                 .step_with(STEP_AXFR, connection, Some(&self.detail));
             return Next::Ask(self.ask(RecordType::AXFR));
+        };
+        self.bytes += data.len();
+        if self.bytes > MAX_BYTES || self.began.elapsed() > TRANSFER_DEADLINE {
+            return Next::Done(Err(format!(
+                "a transfer past {} MiB or {} minutes: cut off",
+                MAX_BYTES >> 20,
+                TRANSFER_DEADLINE.as_secs() / 60
+            )));
         }
         let mut ended = false;
         for record in message.answers {
             if ended {
                 return Next::Done(Err("records after the closing SOA".into()));
             }
-            let soa = record.record_type() == RecordType::SOA;
             if self.records.is_empty() {
-                if serial_of(&record).is_none() {
-                    return Next::Done(Err(format!(
-                        "a transfer that does not start with the SOA of {}",
-                        self.origin
-                    )));
+                // RFC 5936 section 2.2: the zone's SOA first, here the one the SOA query
+                // gave (a primary that changed the zone between the two, or one of
+                // several behind an address that is behind, is not taken).
+                match serial_of(&record) {
+                    Some(first) if first == asked => {}
+                    Some(first) => {
+                        return Next::Done(Err(format!(
+                            "the transfer holds serial {first}, where the SOA query answered {asked}"
+                        )));
+                    }
+                    None => {
+                        return Next::Done(Err(format!(
+                            "a transfer that does not start with the SOA of {}",
+                            self.origin
+                        )));
+                    }
                 }
-            } else if soa {
-                if serial_of(&record).is_none() {
+            } else if record.record_type() == RecordType::SOA {
+                // And the same SOA last.
+                if serial_of(&record) != Some(asked) {
                     return Next::Done(Err(format!(
-                        "an SOA record of {} in the zone",
+                        "an SOA record of {} that is not the transfer's first",
                         record.name
                     )));
                 }
@@ -419,9 +464,11 @@ impl StringHandler for Fetch {
 }
 
 /// A zone file of `records` (a transfer's, its SOA first), `comment` on its first line.
-/// The common types are written as text, the others (and any whose names need escapes)
-/// in the generic form of RFC 3597 (`TYPE46 \# 23 0001...`), which reads back exactly
-/// what came; an error for RDATA that does not encode.
+/// A, AAAA, NS, CNAME, PTR, MX and SOA are written as text, every name with [`put_name`]
+/// (hickory writes `xn--` labels as Unicode and escapes in octal, which a zone file reads
+/// as other names); the other types in the generic form of RFC 3597 (`TYPE46 \# 23
+/// 0001...`). So the file reads back exactly what came; an error for RDATA that does not
+/// encode. A TTL with its top bit set is written as 0 (RFC 2181 section 8).
 pub fn zone_text(records: &[Record], comment: &str) -> Result<String, String> {
     let mut text = String::with_capacity(64 * records.len() + 128);
     for line in comment.lines() {
@@ -430,39 +477,73 @@ pub fn zone_text(records: &[Record], comment: &str) -> Result<String, String> {
     let mut bytes = Vec::new();
     for record in records {
         put_name(&mut text, &record.name);
-        let _ = write!(text, " {} {} ", record.ttl, record.dns_class);
-        // The names in the RDATA of the types written as text; `None`: hex.
-        let names: Option<&[&Name]> = match &record.data {
-            RData::A(_) | RData::AAAA(_) => Some(&[]),
-            RData::NS(ns) => Some(&[&ns.0]),
-            RData::CNAME(cname) => Some(&[&cname.0]),
-            RData::PTR(ptr) => Some(&[&ptr.0]),
-            RData::MX(mx) => Some(&[&mx.exchange]),
-            RData::SOA(soa) => Some(&[&soa.mname, &soa.rname]),
-            _ => None,
+        let ttl = if record.ttl > i32::MAX.cast_unsigned() {
+            0
+        } else {
+            record.ttl
         };
-        // hickory writes names with octal escapes (`\040` for a space), which a zone file
-        // reads as decimal: a record with a name that needs one goes in hex.
-        let plain_name = |n: &&Name| n.iter().all(|label| label.iter().all(|b| plain(*b)));
-        if let Some(names) = names
-            && names.iter().all(plain_name)
-        {
-            let _ = writeln!(text, "{} {}", record.record_type(), record.data);
-            continue;
-        }
-        bytes.clear();
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_name_encoding(NameEncoding::Uncompressed);
-        if let Err(e) = record.data.emit(&mut encoder) {
-            return Err(format!("{} {}: {e}", record.name, record.record_type()));
-        }
-        let _ = writeln!(
-            text,
-            "TYPE{} \\# {} {}",
-            u16::from(record.record_type()),
-            bytes.len(),
-            data_encoding::HEXLOWER.encode(&bytes)
+        let _ = write!(text, " {ttl} {} ", record.dns_class);
+        let rtype = record.record_type();
+        let as_text = matches!(
+            record.data,
+            RData::A(_)
+                | RData::AAAA(_)
+                | RData::NS(_)
+                | RData::CNAME(_)
+                | RData::PTR(_)
+                | RData::MX(_)
+                | RData::SOA(_)
         );
+        // The generic form names the type by its number: it reads any type.
+        let _ = match as_text {
+            true => write!(text, "{rtype} "),
+            false => write!(text, "TYPE{} ", u16::from(rtype)),
+        };
+        match &record.data {
+            RData::A(a) => {
+                let _ = write!(text, "{a}");
+            }
+            RData::AAAA(aaaa) => {
+                let _ = write!(text, "{aaaa}");
+            }
+            RData::NS(NS(name)) | RData::CNAME(CNAME(name)) | RData::PTR(PTR(name)) => {
+                put_name(&mut text, name);
+            }
+            RData::MX(mx) => {
+                let _ = write!(text, "{} ", mx.preference);
+                put_name(&mut text, &mx.exchange);
+            }
+            RData::SOA(soa) => {
+                put_name(&mut text, &soa.mname);
+                text.push(' ');
+                put_name(&mut text, &soa.rname);
+                // RFC 1035 section 3.3.13: unsigned, where hickory keeps three as i32.
+                let _ = write!(
+                    text,
+                    " {} {} {} {} {}",
+                    soa.serial,
+                    soa.refresh.cast_unsigned(),
+                    soa.retry.cast_unsigned(),
+                    soa.expire.cast_unsigned(),
+                    soa.minimum
+                );
+            }
+            data => {
+                bytes.clear();
+                let mut encoder = BinEncoder::new(&mut bytes);
+                encoder.set_name_encoding(NameEncoding::Uncompressed);
+                if let Err(e) = data.emit(&mut encoder) {
+                    return Err(format!("{} {rtype}: {e}", record.name));
+                }
+                let _ = write!(
+                    text,
+                    "\\# {} {}",
+                    bytes.len(),
+                    data_encoding::HEXLOWER.encode(&bytes)
+                );
+            }
+        }
+        text.push('\n');
     }
     Ok(text)
 }

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+
 use super::*;
 use crate::zone::Zone;
 
@@ -22,6 +24,8 @@ fn a_transferred_zone_is_written_as_a_file_that_reads_back_the_same() {
         "@ 3600 IN SOA ns1 hostmaster 7 3600 600 86400 300\n",
         "@ 3600 IN NS ns1\n",
         "@ 3600 IN MX 10 mail\n",
+        "@ 3600 IN MX 20 mail.xn--bcher-kva.example.\n",
+        "idn IN CNAME xn--bcher-kva.example.\n",
         "@ 3600 IN TXT \"v=spf1 -all\" \"a \\\"quoted\\\" ; string\"\n",
         "@ 3600 IN CAA 0 issue \"ca.example\"\n",
         "ns1 IN A 192.0.2.1\n",
@@ -45,6 +49,20 @@ fn a_transferred_zone_is_written_as_a_file_that_reads_back_the_same() {
     );
     let again = Zone::parse(file, &written).unwrap_or_else(|e| panic!("{e}\n{written}"));
     assert_eq!(again, zone, "{written}");
+    assert!(
+        written.contains(" MX 20 mail.xn--bcher-kva.example.\n"),
+        "{written}"
+    );
+
+    // A TTL with its top bit set is 0 (RFC 2181 section 8), not a file that fails.
+    let mut odd = records.clone();
+    odd[1].ttl = 1 << 31;
+    let written = zone_text(&odd, "").unwrap();
+    assert!(
+        written.contains("\nexample.test. 0 IN NS ns1.example.test.\n"),
+        "{written}"
+    );
+    Zone::parse(file, &written).unwrap();
 }
 
 #[test]
@@ -80,4 +98,163 @@ fn a_notify_wakes_the_task_keeping_the_zone_once_and_only_while_it_listens() {
     }
     drop(listening);
     assert!(!wake("inbound-tests", &origin), "the task is gone");
+}
+
+/// A fetch of `example.test.` holding serial `have`, without a connection.
+fn state(have: Option<u32>) -> State {
+    State {
+        origin: Name::from_ascii("example.test.").unwrap(),
+        key: None,
+        have,
+        resolver: None,
+        steps: Steps::none(),
+        detail: StepDetail::from_static("test"),
+        serial: None,
+        bytes: 0,
+        began: std::time::Instant::now(),
+        id: 0,
+        verifier: None,
+        records: Vec::new(),
+        timer: None,
+        transport: None,
+    }
+}
+
+fn soa(serial: u32) -> Record {
+    let text = format!(
+        "example.test. 60 IN SOA ns. hostmaster. {serial} 60 60 600 60\nexample.test. 60 IN NS ns.example.test.\n"
+    );
+    let zone = Zone::parse(Path::new("t"), &text).unwrap();
+    zone.soa().clone()
+}
+
+fn a(name: &str) -> Record {
+    let text = format!(
+        "example.test. 60 IN SOA ns. hostmaster. 1 60 60 600 60\nexample.test. 60 IN NS ns.example.test.\n{name} 60 IN A 192.0.2.1\n"
+    );
+    let zone = Zone::parse(Path::new("t"), &text).unwrap();
+    zone.records_at(&LowerName::new(&Name::from_ascii(name).unwrap()))[0].clone()
+}
+
+/// An answer to `state`'s last query with `records` and `rcode`, AA set.
+fn answer(state: &State, records: Vec<Record>, rcode: ResponseCode) -> Vec<u8> {
+    let mut message = Message::new(state.id, MessageType::Response, OpCode::Query);
+    message.metadata.authoritative = true;
+    message.metadata.response_code = rcode;
+    message.answers = records;
+    message.to_vec().unwrap()
+}
+
+fn done(next: Next) -> Result<Fetched, String> {
+    match next {
+        Next::Done(result) => result,
+        Next::Wait => Err("waits".into()),
+        Next::Ask(_) => Err("asks".into()),
+    }
+}
+
+#[test]
+fn a_primary_s_answers_are_taken_only_as_rfc_5936_says() {
+    // Current: the copy's serial, or a primary behind it.
+    let mut s = state(Some(7));
+    s.ask(RecordType::SOA);
+    assert_eq!(
+        done(s.take(&answer(&s, vec![soa(7)], ResponseCode::NoError))),
+        Ok(Fetched::Current(7))
+    );
+    let mut s = state(Some(7));
+    s.ask(RecordType::SOA);
+    let mut no_aa = Message::from_vec(&answer(&s, vec![soa(8)], ResponseCode::NoError)).unwrap();
+    no_aa.metadata.authoritative = false;
+    assert!(
+        done(s.take(&no_aa.to_vec().unwrap()))
+            .unwrap_err()
+            .contains("AA not set")
+    );
+    let mut s = state(Some(7));
+    s.ask(RecordType::SOA);
+    let refused = answer(&s, Vec::new(), ResponseCode::Refused);
+    assert!(
+        done(s.take(&refused))
+            .unwrap_err()
+            .contains("answered the SOA query REFUSED")
+    );
+
+    // Newer: the AXFR is asked, over as many messages as it takes, the SOA first and last.
+    let newer = |s: &mut State| {
+        s.ask(RecordType::SOA);
+        let asked = s.take(&answer(s, vec![soa(8)], ResponseCode::NoError));
+        assert!(matches!(asked, Next::Ask(_)), "the AXFR asked");
+    };
+    let mut s = state(Some(7));
+    newer(&mut s);
+    let first = answer(
+        &s,
+        vec![soa(8), a("a.example.test.")],
+        ResponseCode::NoError,
+    );
+    assert!(matches!(s.take(&first), Next::Wait));
+    let last = answer(
+        &s,
+        vec![a("b.example.test."), soa(8)],
+        ResponseCode::NoError,
+    );
+    let Ok(Fetched::Zone(records)) = done(s.take(&last)) else {
+        panic!("the zone")
+    };
+    assert_eq!(records.len(), 3, "the SOA once, then the two records");
+
+    for (messages, says) in [
+        (
+            vec![vec![soa(9), a("a.example.test.")]],
+            "the transfer holds serial 9, where the SOA query answered 8",
+        ),
+        (
+            vec![vec![a("a.example.test."), soa(8)]],
+            "does not start with the SOA",
+        ),
+        (
+            vec![vec![soa(8), a("a.example.test."), soa(9)]],
+            "not the transfer's first",
+        ),
+        (
+            vec![vec![soa(8), soa(8), a("a.example.test.")]],
+            "records after the closing SOA",
+        ),
+    ] {
+        let mut s = state(Some(7));
+        newer(&mut s);
+        let mut next = Next::Wait;
+        for records in messages {
+            next = s.take(&answer(&s, records, ResponseCode::NoError));
+        }
+        assert!(done(next).unwrap_err().contains(says), "{says}");
+    }
+    // Another id, a truncated answer, a refusal mid-transfer.
+    let mut s = state(None);
+    newer(&mut s);
+    let mut other = Message::from_vec(&answer(&s, vec![soa(8)], ResponseCode::NoError)).unwrap();
+    other.metadata.id = s.id.wrapping_add(1);
+    assert!(
+        done(s.take(&other.to_vec().unwrap()))
+            .unwrap_err()
+            .contains("its id")
+    );
+    let mut s = state(None);
+    newer(&mut s);
+    let mut cut = Message::from_vec(&answer(&s, vec![soa(8)], ResponseCode::NoError)).unwrap();
+    cut.metadata.truncation = true;
+    assert!(
+        done(s.take(&cut.to_vec().unwrap()))
+            .unwrap_err()
+            .contains("truncated")
+    );
+    let mut s = state(None);
+    newer(&mut s);
+    let notauth = answer(&s, Vec::new(), ResponseCode::NotAuth);
+    assert!(
+        done(s.take(&notauth))
+            .unwrap_err()
+            .contains("answered the AXFR NOTAUTH")
+    );
 }

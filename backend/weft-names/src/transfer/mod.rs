@@ -37,7 +37,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
 pub use inbound::Secondary;
@@ -296,7 +296,12 @@ pub(crate) fn notify_received(
     let id = u16::from_be_bytes([packet[0], packet[1]]);
     let message = Message::from_vec(packet).ok();
     let zone = message.as_ref().and_then(|m| {
-        let asked = LowerName::new(m.queries.first()?.name());
+        // Section 3.7: the zone's SOA, class IN here.
+        let question = m.queries.first()?;
+        if question.query_type() != RecordType::SOA || question.query_class() != DNSClass::IN {
+            return None;
+        }
+        let asked = LowerName::new(question.name());
         let zone = secondaries
             .iter()
             .find(|s| LowerName::new(&s.origin) == asked)?;

@@ -168,22 +168,9 @@ pub fn fetch(
     let steps = fetched.steps();
     let detail = StepDetail::new(&primary.to_string());
     steps.step_with(STEP_CONNECT, None, Some(&detail));
-    let state = Rc::new(RefCell::new(State {
-        origin: origin.clone(),
-        key: primary.key.clone(),
-        have,
-        resolver: Some(resolver),
-        steps,
-        detail,
-        serial: None,
-        bytes: 0,
-        began: std::time::Instant::now(),
-        id: 0,
-        verifier: None,
-        records: Vec::new(),
-        timer: None,
-        transport: None,
-    }));
+    let mut state = State::new(origin, primary.key.clone(), have, steps, detail);
+    state.resolver = Some(resolver);
+    let state = Rc::new(RefCell::new(state));
     // An endpoint string escapes the colons of an IPv6 address.
     let endpoint = format!(
         "tcp:{}:{}:timeout={}",
@@ -237,6 +224,33 @@ enum Next {
 }
 
 impl State {
+    /// A fetch of `origin` from a primary with `key`, the copy held at serial `have`,
+    /// its chain's `steps` naming the primary as `detail`; not connected yet.
+    fn new(
+        origin: &Name,
+        key: Option<TsigKey>,
+        have: Option<u32>,
+        steps: Steps,
+        detail: StepDetail,
+    ) -> Self {
+        Self {
+            origin: origin.clone(),
+            key,
+            have,
+            resolver: None,
+            steps,
+            detail,
+            serial: None,
+            bytes: 0,
+            began: std::time::Instant::now(),
+            id: 0,
+            verifier: None,
+            records: Vec::new(),
+            timer: None,
+            transport: None,
+        }
+    }
+
     /// The query for the zone's `qtype`, signed with the primary's key if it has one.
     fn ask(&mut self, qtype: RecordType) -> Vec<u8> {
         self.id = crate::random::u16();

@@ -102,22 +102,14 @@ fn a_notify_wakes_the_task_keeping_the_zone_once_and_only_while_it_listens() {
 
 /// A fetch of `example.test.` holding serial `have`, without a connection.
 fn state(have: Option<u32>) -> State {
-    State {
-        origin: Name::from_ascii("example.test.").unwrap(),
-        key: None,
+    let origin = Name::from_ascii("example.test.").unwrap();
+    State::new(
+        &origin,
+        None,
         have,
-        resolver: None,
-        steps: Steps::none(),
-        detail: StepDetail::from_static("test"),
-        serial: None,
-        bytes: 0,
-        began: std::time::Instant::now(),
-        id: 0,
-        verifier: None,
-        records: Vec::new(),
-        timer: None,
-        transport: None,
-    }
+        Steps::none(),
+        StepDetail::from_static("test"),
+    )
 }
 
 fn soa(serial: u32) -> Record {

@@ -236,3 +236,101 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
         app.log()
     );
 }
+
+/// A primary that answers the SOA query with serial 75, then sends the first message of
+/// the AXFR and holds the rest; what it was sent and when its connection closed are
+/// reported on the channel.
+fn slow_primary() -> (u16, std::sync::mpsc::Receiver<&'static str>) {
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    use hickory_proto::rr::{Name, RData, Record, rdata::SOA};
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (events, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let soa = Record::from_rdata(
+            origin.clone(),
+            60,
+            RData::SOA(SOA::new(
+                Name::from_ascii("ns1.example.test.").unwrap(),
+                Name::from_ascii("hostmaster.example.test.").unwrap(),
+                75,
+                60,
+                60,
+                600,
+                60,
+            )),
+        );
+        let mut read = |conn: &mut std::net::TcpStream| -> Option<Message> {
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).ok()?;
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut query).ok()?;
+            Message::from_vec(&query).ok()
+        };
+        let answer = |query: &Message, records: Vec<Record>| {
+            let mut m = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+            m.metadata.authoritative = true;
+            m.queries = query.queries.clone();
+            m.answers = records;
+            let bytes = m.to_vec().unwrap();
+            let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+            framed.extend(bytes);
+            framed
+        };
+        let Some(asked) = read(&mut conn) else { return };
+        conn.write_all(&answer(&asked, vec![soa.clone()])).unwrap();
+        let Some(axfr) = read(&mut conn) else { return };
+        conn.write_all(&answer(&axfr, vec![soa.clone()])).unwrap();
+        let _ = events.send("axfr begun");
+        // Held: the next read ends when the secondary closes the connection.
+        let mut rest = [0u8; 1];
+        let closed = conn.read(&mut rest).map_or(true, |n| n == 0);
+        let _ = events.send(if closed { "closed" } else { "sent more" });
+    });
+    (port, heard)
+}
+
+#[test]
+fn a_transfer_under_way_from_a_primary_a_reload_removes_is_dropped_and_never_served() {
+    let (ours, theirs) = (free_port(), free_port());
+    let (slow, heard) = slow_primary();
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("example.test.zone");
+    let app = secondary(ours, &file, &format!(r#"["127.0.0.1:{slow}"]"#));
+    let wait = std::time::Duration::from_secs(10);
+    assert_eq!(heard.recv_timeout(wait), Ok("axfr begun"), "{}", app.log());
+
+    // The primary changes to NSD while the slow one holds its transfer: the transfer is
+    // dropped (its connection closed), NSD's serial 7 is served, and so it stays.
+    let _nsd = primary(theirs, ours, 10);
+    let config = std::fs::read_to_string(app.config_path()).unwrap();
+    let moved = config.replace(
+        &format!("127.0.0.1:{slow}"),
+        &format!("127.0.0.1:{theirs} xfr.example."),
+    );
+    std::fs::write(app.config_path(), moved).unwrap();
+    app.reload_by_signal("ok");
+    assert_eq!(
+        heard.recv_timeout(wait),
+        Ok("closed"),
+        "the slow transfer's connection closed\n{}",
+        app.log()
+    );
+    assert_eventually!(
+        dig(ours, &["example.test", "SOA", "+short"]).contains(" 7 7200 900"),
+        "NSD's zone served\n{}",
+        app.log()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(dig(ours, &["example.test", "SOA", "+short"]).contains(" 7 7200 900"));
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains(" 7 7200 900 1209600 300\n")
+    );
+}

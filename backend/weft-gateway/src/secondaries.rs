@@ -39,6 +39,8 @@ use crate::services::ServiceKind;
 const SHORTEST_WAIT: Duration = Duration::from_secs(5);
 /// The wait before asking again when no copy is held and the first attempt failed.
 const RETRY_WITHOUT_COPY: Duration = Duration::from_secs(30);
+/// The shortest time between the end of a check and one a NOTIFY asks for.
+const NOTIFY_SPACING: Duration = Duration::from_secs(1);
 
 /// A zone to put in service for `service` (or, `None`, to stop serving: expired).
 #[derive(Debug)]
@@ -265,15 +267,31 @@ impl Task {
                     counters.refresh(Refresh::Failed);
                 }
             }
-            let wait = match (timers, failed.is_some()) {
+            let mut wait = match (timers, failed.is_some()) {
                 (None, _) => RETRY_WITHOUT_COPY,
                 (Some(t), false) => t.refresh,
                 (Some(t), true) => t.retry,
             };
+            // A copy served is checked again by its expiry at the latest (a retry time
+            // longer than the expire time would serve it past it).
+            if let (Some(t), Some(at), Some(_)) = (timers, confirmed, serial) {
+                let left = (at + t.expire)
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                wait = wait.min(left + Duration::from_secs(1));
+            }
+            let checked = std::time::Instant::now();
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = wake.notified() => {
                     tracing::debug!(service, zone = %zone.origin, "NOTIFY received; checking the zone");
+                    // A flood of NOTIFYs (UDP: anyone can forge the primary's address)
+                    // asks the primary once a second at most.
+                    let spaced = NOTIFY_SPACING.saturating_sub(checked.elapsed());
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(spaced) => {}
+                    }
                 }
                 () = tokio::time::sleep(wait) => {}
             }
@@ -314,7 +332,7 @@ async fn check(
 ) -> Result<(String, Fetched), String> {
     let mut failures = Vec::new();
     for primary in &zone.primaries {
-        match inbound::fetch(service, &zone.origin, primary, serial).await {
+        match inbound::fetch(service, zone, primary, serial).await {
             Ok(fetched) => return Ok((primary.to_string(), fetched)),
             Err(failure) => failures.push(format!("{primary}: {}", failure.error())),
         }

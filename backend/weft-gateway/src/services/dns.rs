@@ -842,7 +842,8 @@ mod tests {
         assert!(json.contains(r#""primaries":["192.0.2.1:53","[2001:db8::1]:5300 xfr.example."]"#), "{json}");
 
         // A copy kept: served from the start.
-        std::fs::write(&copy, ZONE).unwrap();
+        let header = "; zone example.test. transferred from 192.0.2.1:53 at 0 (unix seconds)\n";
+        std::fs::write(&copy, format!("{header}{ZONE}")).unwrap();
         let c = with(&entry("example.test.", &copy, r#"["192.0.2.1"]"#)).unwrap();
         assert_eq!(settings(&c).config.zones.zones().len(), 1);
         // One no primary confirmed within its SOA's expire time (4 s): not served.
@@ -855,11 +856,16 @@ mod tests {
         // A copy that does not load: a warning, transferred anew; one of another zone
         // is an error (it would be written over).
         let other = dir.path().join("other.zone");
-        std::fs::write(&other, ZONE.replace("example.test.", "other.test.")).unwrap();
+        std::fs::write(&other, format!("{header}{ZONE}").replace("example.test.", "other.test.")).unwrap();
         let error = with(&entry("example.test.", &other, r#"["192.0.2.1"]"#)).unwrap_err();
-        assert!(error.contains("holds the zone other.test., not example.test.: weft would write over it"), "{error}");
+        assert!(error.contains("holds a copy of the zone other.test., not example.test.: weft would write over it"), "{error}");
+        // Nor a file a transfer did not write: a zone file, the history database.
+        let hand = dir.path().join("hand.zone");
+        std::fs::write(&hand, ZONE).unwrap();
+        let error = with(&entry("example.test.", &hand, r#"["192.0.2.1"]"#)).unwrap_err();
+        assert!(error.contains("is not a copy of example.test. a transfer wrote"), "{error}");
         let broken = dir.path().join("broken.zone");
-        std::fs::write(&broken, "@ A 192.0.2.1\n").unwrap();
+        std::fs::write(&broken, format!("{header}@ A 192.0.2.1\n")).unwrap();
         let c = with(&entry("example.test.", &broken, r#"["192.0.2.1"]"#)).unwrap();
         assert!(c.warnings[0].to_string().contains("the zone example.test. is transferred anew"), "{:?}", c.warnings);
 
@@ -872,6 +878,11 @@ mod tests {
             (entry("example.test.", &none, r#"["0.0.0.0"]"#), "is no one host"),
             (entry("example.test.", &none, r#""192.0.2.1""#), "primaries is a list"),
             (entry("a..b", &none, r#"["192.0.2.1"]"#), "\"a..b\" is not a zone's name"),
+            (entry("a.", std::path::Path::new(""), r#"["192.0.2.1"]"#), "names no file"),
+            (
+                "{ zone = \"a.\", file = \"f\", primaries = [\"192.0.2.1\"], max_records = 0 }".to_owned(),
+                "max_records is a number of records from 1",
+            ),
             (format!("{0}, {0}", entry("a.test.", &none, r#"["192.0.2.1"]"#)), "zone a.test. is a secondary twice"),
             (
                 format!("{}, {}", entry("a.test.", &none, r#"["192.0.2.1"]"#), entry("b.test.", &none, r#"["192.0.2.1"]"#)),

@@ -16,14 +16,14 @@
 
 use std::path::PathBuf;
 
-use weft_names::transfer::Secondary;
+use weft_names::transfer::{Secondary, inbound};
 use weft_names::{Catalog, NotifyPeer, TsigKey, Zone};
 
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
 
 /// The keys of an entry.
-const KEYS: [&str; 3] = ["zone", "file", "primaries"];
+const KEYS: [&str; 4] = ["zone", "file", "primaries", "max_records"];
 
 /// `secondary`: each zone, its file and its primaries (their keys among `keys`). The
 /// copy each file holds is added to `zones`; a file of `zone_files` (the service's own
@@ -51,7 +51,8 @@ pub(super) fn secondaries(
         };
         if let Some(other) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(error(format!(
-                "entry {n} has the key {other:?}; a secondary zone has zone, file and primaries"
+                "entry {n} has the key {other:?}; a secondary zone has zone, file, primaries \
+                 and max_records"
             )));
         }
         let text = |field: &str, what: &str| {
@@ -73,6 +74,24 @@ pub(super) fn secondaries(
             "file",
             "where the copy is kept, such as \"var/example.org.zone\"",
         )?);
+        if file.as_os_str().is_empty() || file.ends_with("..") || file.file_name().is_none() {
+            return Err(error(format!(
+                "zone {origin}: file {:?} names no file",
+                file.display()
+            )));
+        }
+        let max_records = match table.get("max_records") {
+            None => inbound::MAX_RECORDS,
+            Some(value) => value
+                .as_integer()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|n| (1..=100_000_000).contains(n))
+                .ok_or_else(|| {
+                    error(format!(
+                        "zone {origin}: max_records is a number of records from 1 to 100000000"
+                    ))
+                })?,
+        };
         let Some(list) = table.get("primaries").and_then(toml::Value::as_array) else {
             return Err(error(format!(
                 "zone {origin}: primaries is a list such as [\"192.0.2.1\", \"192.0.2.2:5300 xfr.example.\"]"
@@ -124,6 +143,11 @@ pub(super) fn secondaries(
             )));
         }
         if file.exists() {
+            // Only a copy a transfer wrote is written over: a path mistyped onto another
+            // file (a zone file, the history database, this configuration) is refused.
+            if let Some(why) = not_a_copy(&file, &origin) {
+                return Err(error(why));
+            }
             match Zone::load(&file) {
                 Ok(copy) if *copy.origin() == origin => match expired(&file, &copy) {
                     None => zones.add(copy).map_err(|e| error(e.to_string()))?,
@@ -148,6 +172,7 @@ pub(super) fn secondaries(
             origin,
             file,
             primaries,
+            max_records,
         });
     }
     Ok(secondaries)
@@ -176,4 +201,37 @@ fn expired(file: &std::path::Path, zone: &Zone) -> Option<String> {
             expire.as_secs()
         )
     })
+}
+
+/// Why `file`, which exists, is not a copy of zone `origin` a transfer wrote (its first
+/// line says so: see `inbound::zone_text`'s comment, written by `crate::secondaries`).
+fn not_a_copy(file: &std::path::Path, origin: &hickory_proto::rr::Name) -> Option<String> {
+    use std::io::BufRead as _;
+    let first = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .and_then(|mut f| {
+            let mut line = String::new();
+            f.read_line(&mut line).map(|_| line)
+        });
+    let line = match first {
+        Ok(line) => line,
+        Err(e) => return Some(format!("{} cannot be read: {e}", file.display())),
+    };
+    let names = line
+        .strip_prefix("; zone ")
+        .and_then(|rest| rest.split_once(" transferred from "))
+        .map(|(zone, _)| zone);
+    match names {
+        Some(zone) if zone.eq_ignore_ascii_case(&origin.to_string()) => None,
+        Some(zone) => Some(format!(
+            "{} holds a copy of the zone {zone}, not {origin}: weft would write over it; name \
+             another file, or remove this one",
+            file.display()
+        )),
+        None => Some(format!(
+            "{} is not a copy of {origin} a transfer wrote (its first line would say so): \
+             weft would write over it; name another file, or remove this one",
+            file.display()
+        )),
+    }
 }

@@ -15,7 +15,7 @@
 //! (connecting, the SOA query, the transfer) and wait on its connection: a primary that
 //! accepts and never answers shows in the inspector as a chain stuck at that step.
 //! Every wait is bounded ([`SOA_TIMEOUT`], [`MESSAGE_TIMEOUT`], [`TRANSFER_DEADLINE`]),
-//! and so is what a primary can make the service hold ([`MAX_RECORDS`], [`MAX_BYTES`]).
+//! and so is what a primary can make the service hold (`max_records`, [`MAX_BYTES`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -53,9 +53,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SOA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a transfer may go without a message from the primary.
 pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Records one transfer brings at most; a primary that sends more is cut off, and the
-/// copy held stays in service.
-pub const MAX_RECORDS: usize = 4_000_000;
+/// The default of a secondary zone's `max_records`: the records one transfer brings at
+/// most (a primary that sends more is cut off, and the copy held stays in service). A
+/// record takes 200 to 800 bytes while it is held.
+pub const MAX_RECORDS: usize = 1_000_000;
+/// Messages without records a transfer may send in a row.
+const EMPTY_IN_A_ROW: usize = 8;
 /// The bytes of messages one transfer brings at most (a record is held as a few times
 /// its size on the wire).
 pub const MAX_BYTES: usize = 512 << 20;
@@ -72,6 +75,8 @@ pub struct Secondary {
     /// Where it is transferred from, in the order tried, each with the TSIG key the
     /// transfer is signed with, if it names one (`"192.0.2.1 xfr.example."`).
     pub primaries: Vec<NotifyPeer>,
+    /// The records a transfer may bring ([`MAX_RECORDS`] by default).
+    pub max_records: usize,
 }
 
 impl Secondary {
@@ -154,22 +159,18 @@ pub fn wake(service: &str, origin: &Name) -> bool {
     wake.inspect(|w| w.set()).is_some()
 }
 
-/// Asks `primary` for zone `origin` on behalf of `service` (whose connections it is
-/// reported under): its serial, and the whole zone when that is newer than `have` (the
-/// serial of the copy held, if any).
+/// Asks `primary` for `zone` on behalf of `service` (whose connections it is reported
+/// under): its serial, and the whole zone when that is newer than `have` (the serial of
+/// the copy held, if any).
 #[track_caller]
-pub fn fetch(
-    service: &str,
-    origin: &Name,
-    primary: &NotifyPeer,
-    have: Option<u32>,
-) -> Deferred<Fetched> {
+pub fn fetch(service: &str, zone: &Secondary, primary: &NotifyPeer, have: Option<u32>) -> Fetching {
     let (resolver, fetched) = Deferred::<Fetched>::labeled(LABEL);
     let steps = fetched.steps();
     let detail = StepDetail::new(&primary.to_string());
     steps.step_with(STEP_CONNECT, None, Some(&detail));
-    let mut state = State::new(origin, primary.key.clone(), have, steps, detail);
+    let mut state = State::new(&zone.origin, primary.key.clone(), have, steps, detail);
     state.resolver = Some(resolver);
+    state.max_records = zone.max_records;
     let state = Rc::new(RefCell::new(state));
     // An endpoint string escapes the colons of an IPv6 address.
     let endpoint = format!(
@@ -181,12 +182,58 @@ pub fn fetch(
     let protocol = Int16StringReceiver::new(Fetch(state.clone()));
     let reactor = Reactor::current();
     let service = service.to_owned();
+    let connecting = state.clone();
     reactor.clone().spawn(async move {
         if let Err(e) = reactor.connect_as(&service, &endpoint, protocol).await {
-            finish(&state, Err(format!("cannot connect: {e}")));
+            finish(&connecting, Err(format!("cannot connect: {e}")));
         }
     });
-    fetched
+    Fetching {
+        fetched: Some(fetched),
+        state,
+    }
+}
+
+/// A fetch under way: awaiting it gives what the primary had; dropping it first cancels
+/// the fetch's Deferred and closes its connection (the task keeping the zone was
+/// stopped).
+pub struct Fetching {
+    /// `None` once it gave its result.
+    fetched: Option<Deferred<Fetched>>,
+    state: Rc<RefCell<State>>,
+}
+
+impl std::future::Future for Fetching {
+    type Output = Result<Fetched, Failure>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(fetched) = self.fetched.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let result = std::pin::Pin::new(fetched).poll(cx);
+        if result.is_ready() {
+            self.fetched = None;
+        }
+        result
+    }
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        let Some(fetched) = self.fetched.take() else {
+            return;
+        };
+        // Cancelled (the inspector shows it so), its CancelledError dealt with here, and
+        // its resolver gone with the connection.
+        let resolver = self.state.borrow_mut().resolver.take();
+        fetched.cancel();
+        fetched.end_handled();
+        drop(resolver);
+        finish(&self.state, Err("stopped".into()));
+    }
 }
 
 /// One fetch, shared by its protocol, its timer and the task that connects.
@@ -201,6 +248,10 @@ struct State {
     detail: StepDetail,
     /// The primary's serial, from its answer to the SOA query: the AXFR was asked.
     serial: Option<u32>,
+    /// The records the transfer may bring.
+    max_records: usize,
+    /// Messages without records in a row.
+    empty: usize,
     /// The bytes of the transfer's messages so far, and when it was asked.
     bytes: usize,
     began: std::time::Instant,
@@ -241,6 +292,8 @@ impl State {
             steps,
             detail,
             serial: None,
+            max_records: MAX_RECORDS,
+            empty: 0,
             bytes: 0,
             began: std::time::Instant::now(),
             id: 0,
@@ -344,6 +397,16 @@ impl State {
                 TRANSFER_DEADLINE.as_secs() / 60
             )));
         }
+        self.empty = if message.answers.is_empty() {
+            self.empty + 1
+        } else {
+            0
+        };
+        if self.empty > EMPTY_IN_A_ROW {
+            return Next::Done(Err(format!(
+                "more than {EMPTY_IN_A_ROW} messages in a row without records"
+            )));
+        }
         let mut ended = false;
         for record in message.answers {
             if ended {
@@ -378,9 +441,10 @@ impl State {
                 ended = true;
                 continue;
             }
-            if self.records.len() == MAX_RECORDS {
+            if self.records.len() == self.max_records {
                 return Next::Done(Err(format!(
-                    "more than {MAX_RECORDS} records: the transfer is cut off"
+                    "more than {} records (`max_records`): the transfer is cut off",
+                    self.max_records
                 )));
             }
             self.records.push(record);

@@ -216,6 +216,7 @@ fn a_notify_from_a_primary_of_a_secondary_zone_is_taken_and_any_other_refused() 
         origin: Name::from_ascii("Example.Test.").unwrap(),
         file: "example.test.zone".into(),
         primaries,
+        max_records: inbound::MAX_RECORDS,
     };
     let primary = |addr: &str, key: Option<crate::TsigKey>| NotifyPeer {
         addr: addr.parse().unwrap(),

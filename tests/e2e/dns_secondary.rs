@@ -265,7 +265,7 @@ fn slow_primary() -> (u16, std::sync::mpsc::Receiver<&'static str>) {
                 60,
             )),
         );
-        let mut read = |conn: &mut std::net::TcpStream| -> Option<Message> {
+        let read = |conn: &mut std::net::TcpStream| -> Option<Message> {
             let mut len = [0u8; 2];
             conn.read_exact(&mut len).ok()?;
             let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];

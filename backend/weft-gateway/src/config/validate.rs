@@ -185,8 +185,9 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
 /// and a unix socket on the history file's path: log lines would be written into a file
 /// the next start, check or reload reads, a socket would be where a file must be made (or
 /// the other way round), and a log under a root would be served to anyone who asks for
-/// it. A path is compared as written (resolved), and an existing file also as the file
-/// it is, so a symlink or a hard link to one of them is refused too.
+/// it. So is a secondary zone's copy on any of those, or another copy: weft writes it.
+/// A path is compared as written (resolved), and an existing file also as the file it
+/// is, so a symlink or a hard link to one of them is refused too.
 fn files_apart(
     at: &Locator<'_>,
     raw: &RawConfig,
@@ -231,6 +232,42 @@ fn files_apart(
             (file_identity(&path), path, what)
         })
         .collect();
+    let mut taken = taken;
+    // The copies of secondary zones, which weft writes: none may be another file of the
+    // configuration, nor another copy (however its path is written).
+    for (i, service) in services.iter().enumerate() {
+        let crate::services::ServiceKind::Dns(dns) = &service.kind else {
+            continue;
+        };
+        for zone in &dns.config.transfer.secondaries {
+            let Among {
+                written,
+                path,
+                identity,
+                clash,
+            } = among(&taken, &zone.file);
+            if let Some((file, what)) = clash {
+                let span = raw.service[i]
+                    .get_ref()
+                    .secondary
+                    .as_ref()
+                    .map(|s| s.span());
+                return Err(at.error(
+                    span,
+                    key(&format!("service[{i}].secondary")),
+                    format!(
+                        "{} (where the copy of {} is kept) is {what}{}: weft would write \
+                         over it; name another file",
+                        written.display(),
+                        zone.origin,
+                        same_file(&file, &written),
+                    ),
+                ));
+            }
+            let what = format!("service[{i}]'s copy of the zone {}", zone.origin);
+            taken.push((identity, path, what));
+        }
+    }
     let roots: Vec<(usize, PathBuf)> = services
         .iter()
         .enumerate()
@@ -254,21 +291,17 @@ fn files_apart(
                 message,
             )
         };
-        let written = preflight::resolved(std::path::Path::new(log.get_ref()));
-        let path = preflight::through_symlinks(&written);
-        let identity = file_identity(&path);
-        let clash = taken
-            .iter()
-            .find(|(id, t, _)| *t == path || (identity.is_some() && *id == identity));
-        if let Some((_, file, what)) = clash {
+        let Among {
+            written,
+            path,
+            clash,
+            ..
+        } = among(&taken, std::path::Path::new(log.get_ref()));
+        if let Some((file, what)) = clash {
             return Err(refused(format!(
                 "{} is {what}{}; name another file, such as \"access.log\"",
                 file.display(),
-                if *file == written {
-                    String::new()
-                } else {
-                    format!(" ({} is the same file)", written.display())
-                }
+                same_file(&written, &file)
             )));
         }
         let served = |root: &PathBuf| {
@@ -377,6 +410,45 @@ fn linked_into(
 
 /// The device and inode of the file at `path`, through symlinks; `None` when there is
 /// none yet.
+/// A file of the configuration: which file it is (device and inode, when it exists),
+/// the path it leads to, and what it is ("the configuration file").
+type Taken = (Option<(u64, u64)>, PathBuf, String);
+
+/// `file` looked up among `taken`.
+struct Among {
+    /// As written, resolved.
+    written: PathBuf,
+    /// The path it leads to through symlinks, and its identity.
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+    /// The one of `taken` it is, if one: its path and what it is.
+    clash: Option<(PathBuf, String)>,
+}
+
+fn among(taken: &[Taken], file: &std::path::Path) -> Among {
+    let written = preflight::resolved(file);
+    let path = preflight::through_symlinks(&written);
+    let identity = file_identity(&path);
+    let clash = taken
+        .iter()
+        .find(|(id, t, _)| *t == path || (identity.is_some() && *id == identity))
+        .map(|(_, t, what)| (t.clone(), what.clone()));
+    Among {
+        written,
+        path,
+        identity,
+        clash,
+    }
+}
+
+/// ` (OTHER is the same file)` when `other` is not `named`, else nothing.
+fn same_file(other: &std::path::Path, named: &std::path::Path) -> String {
+    match other == named {
+        true => String::new(),
+        false => format!(" ({} is the same file)", other.display()),
+    }
+}
+
 fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))

@@ -900,4 +900,27 @@ mod tests {
         let error = config(&format!("{served}{keys}\nsecondary = [{}]", entry("example.test.", &dir.path().join("x"), r#"["192.0.2.1"]"#))).unwrap_err();
         assert!(error.contains("is also served from"), "{error}");
     }
+
+    #[test]
+    fn a_secondary_zone_s_copy_is_no_other_file_of_the_configuration_nor_another_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let service = |name: &str, port: u16, file: &str| {
+            format!(
+                "[[service]]\nname = {name:?}\nkind = \"dns\"\nlisten = [\"udp:{port}\"]\n\
+                 secondary = [{{ zone = \"{name}.test.\", file = {file:?}, primaries = [\"192.0.2.1\"] }}]\n"
+            )
+        };
+        let parse = |text: String| Config::parse("weft.toml", &format!("[store]\npath = \"{d}/weft.db\"\n{text}"));
+        let error = parse(service("a", 5301, &format!("{d}/weft.db"))).unwrap_err().to_string();
+        assert!(error.contains("is the history store's file: weft would write over it"), "{error}");
+        let error = parse(service("a", 5301, "weft.toml")).unwrap_err().to_string();
+        assert!(error.contains("is the configuration file"), "{error}");
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        let two = service("a", 5301, &format!("{d}/copy.zone")) + &service("b", 5302, &format!("{d}/x/../copy.zone"));
+        let error = parse(two).unwrap_err().to_string();
+        assert!(error.contains("is service[0]'s copy of the zone a.test."), "{error}");
+        assert!(error.contains("service[1].secondary"), "{error}");
+        parse(service("a", 5301, &format!("{d}/a.zone")) + &service("b", 5302, &format!("{d}/b.zone"))).unwrap();
+    }
 }

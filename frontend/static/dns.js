@@ -23,10 +23,14 @@ function section(s) {
   // As dns.html says it: when a signed zone's first signature expires, flagged within three days.
   const signatures = (z) => z.signatures_left_ms == null ? "-"
     : z.signatures_left_ms >= 0 ? `in ${age(z.signatures_left_ms)}` : `expired ${age(-z.signatures_left_ms)} ago`;
+  // As ZoneFigures::source says it: a file, or the primaries of a secondary zone.
+  const source = (z) => z.primaries.length === 0 ? "file"
+    : `from ${z.primaries.join(", ")}${z.served ? "" : ": not served (no copy yet, or it expired)"}`;
   const zones = s.zones.length === 0 ? null : table("zones",
-    [["zone"], ["serial", 1], ["records", 1], ["signatures expire"]],
+    [["zone"], ["serial", 1], ["records", 1], ["signatures expire"], ["source"]],
     s.zones.map((z) => el("tr", {}, mono(z.zone), num(z.serial), num(z.records),
-      el("td", z.expiring ? { class: "bad" } : {}, signatures(z)))));
+      el("td", z.expiring ? { class: "bad" } : {}, signatures(z)),
+      el("td", { class: z.served ? "mono" : "mono bad" }, source(z)))));
   const rates = (cls, title, unit, list) => table(cls, [[title], [unit, 1], [cls === "qtypes" ? "queries" : "answers", 1]],
     list.map((r) => el("tr", {}, mono(r.name), num(rate(r.per_s)), num(r.total))));
   const upstreams = s.upstreams.length === 0 ? null : table("upstreams",

@@ -136,6 +136,13 @@ fn weft_transfers_a_zone_from_nsd_with_its_key_and_takes_nsd_s_signed_notify_of_
         );
     }
     assert_eq!(refreshes(&app, "transferred"), 1.0);
+    // The DNS page says where the zone comes from.
+    let api: serde_json::Value = serde_json::from_str(&app.curl("/api/dns").unwrap()).unwrap();
+    let shown = &api[0]["zones"][0];
+    let primary = format!("127.0.0.1:{theirs} xfr.example.");
+    assert_eq!(shown["primaries"][0], primary.as_str(), "{api}");
+    let figures = (shown["served"].as_bool(), shown["serial"].as_u64());
+    assert_eq!(figures, (Some(true), Some(7)), "{api}");
     let copy = std::fs::read_to_string(&file).unwrap();
     assert!(
         copy.starts_with("; zone example.test. transferred from 127.0.0.1:"),
@@ -230,6 +237,8 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
     assert!(!fresh.exists(), "nothing written");
     let out = dig(ours, &["host9.example.test", "A"]);
     assert!(out.contains("status: REFUSED"), "no zone served: {out}");
+    let api: serde_json::Value = serde_json::from_str(&app.curl("/api/dns").unwrap()).unwrap();
+    assert_eq!(api[0]["zones"][0]["served"], false, "{api}");
     assert!(
         app.log().contains("TSIG") || app.log().contains("NOTAUTH"),
         "{}",

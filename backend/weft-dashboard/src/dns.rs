@@ -77,6 +77,11 @@ pub struct ZoneFigures {
     pub signatures_left_ms: Option<i64>,
     /// Whether it has expired or expires within three days (what `weft check` warns of).
     pub expiring: bool,
+    /// Where a secondary zone is transferred from; empty for a zone from a file.
+    pub primaries: Vec<String>,
+    /// Whether it is served (a secondary zone is not before its first transfer, nor
+    /// once its copy expired).
+    pub served: bool,
 }
 
 /// How long before a signature expires the page flags its zone: what `weft check` warns
@@ -96,6 +101,21 @@ impl ZoneFigures {
             signatures_expire_ms: zone.signatures_expire_ms,
             signatures_left_ms: left,
             expiring: left.is_some_and(|left| left < EXPIRING),
+            primaries: zone.primaries,
+            served: zone.served,
+        }
+    }
+
+    /// What the page says of where it comes from: `file`, or `from 192.0.2.1:53`, and
+    /// for a secondary zone not served, why not.
+    pub fn source(&self) -> String {
+        match (self.primaries.is_empty(), self.served) {
+            (true, _) => "file".to_owned(),
+            (false, true) => format!("from {}", self.primaries.join(", ")),
+            (false, false) => format!(
+                "from {}: not served (no copy yet, or it expired)",
+                self.primaries.join(", ")
+            ),
         }
     }
 

@@ -62,6 +62,12 @@ pub struct ZoneSnapshot {
     pub signed: bool,
     /// When its first signature expires, unix milliseconds (signed zones).
     pub signatures_expire_ms: Option<i64>,
+    /// Where a secondary zone is transferred from (`192.0.2.1:53 xfr.example.`); empty
+    /// for a zone read from a file.
+    pub primaries: Vec<String>,
+    /// Whether it is served: a secondary zone is not before its first transfer, nor
+    /// once its copy expired (its serial and records are then 0).
+    pub served: bool,
 }
 
 /// Something a service holds now, and the most it may.

@@ -50,6 +50,8 @@ impl ServiceView for Hostile {
                 records: 3,
                 signed: false,
                 signatures_expire_ms: None,
+                primaries: vec![format!("192.0.2.1:53 {EVIL}.")],
+                served: false,
             }],
             recent: vec![RecentRequest {
                 at_ms: 1000,
@@ -81,12 +83,17 @@ async fn the_dns_page_shows_each_service_with_every_name_escaped() {
     assert!(!a.body.contains("<script>"), "{}", a.body);
     assert_eq!(
         a.body.matches("alert(").count(),
-        6,
-        "the service (attribute and heading), zone, upstream, top name and recent name, \
-         all shown as text: {}",
+        7,
+        "the service (attribute and heading), zone and its source, upstream, top name and \
+         recent name, all shown as text: {}",
         a.body
     );
     assert!(a.body.contains(r#"href="/dns" aria-current="page""#));
+    assert!(
+        a.body.contains("not served (no copy yet, or it expired)"),
+        "{}",
+        a.body
+    );
     assert!(a.body.contains("50%"), "the hit ratio: {}", a.body);
     let empty = get(router(state()), "/dns").await;
     assert!(
@@ -132,6 +139,7 @@ fn a_zone_s_signatures_are_said_from_now_and_flagged_near_their_end() {
                 records: 9,
                 signed: expire.is_some(),
                 signatures_expire_ms: expire,
+                ..ZoneSnapshot::default()
             },
             now,
         )
@@ -153,5 +161,29 @@ fn a_zone_s_signatures_are_said_from_now_and_flagged_near_their_end() {
     assert_eq!(
         said(&zone(Some(now - 2 * DAY))),
         ("expired 2d 0h ago".to_owned(), true)
+    );
+}
+
+/// Where a zone comes from: a file, or its primaries, and a secondary zone not served
+/// says so.
+#[test]
+fn a_zone_s_source_is_its_file_or_its_primaries_and_a_secondary_not_served_is_flagged() {
+    let zone = |primaries: &[&str], served: bool| {
+        let snapshot = ZoneSnapshot {
+            zone: "example.test.".into(),
+            primaries: primaries.iter().map(|p| (*p).to_owned()).collect(),
+            served,
+            ..ZoneSnapshot::default()
+        };
+        crate::dns::ZoneFigures::of(snapshot, 0).source()
+    };
+    assert_eq!(zone(&[], true), "file");
+    assert_eq!(
+        zone(&["192.0.2.1:53", "192.0.2.2:53 k."], true),
+        "from 192.0.2.1:53, 192.0.2.2:53 k."
+    );
+    assert_eq!(
+        zone(&["192.0.2.1:53"], false),
+        "from 192.0.2.1:53: not served (no copy yet, or it expired)"
     );
 }

@@ -170,7 +170,8 @@ impl super::Kind for DnsKind {
         if let Some(to) = &env.query_log {
             metrics.log_queries(super::dns_view::query_log(name, to), to.per_second);
         }
-        let view = super::dns_view::DnsView::of(&metrics, &settings.config.zones);
+        let config = &settings.config;
+        let view = super::dns_view::DnsView::of(&metrics, &config.zones, &config.transfer.secondaries);
         let config = settings.config.clone();
         // After a reload, the server that still runs hands over what must survive it.
         let previous = shared.running(name);

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use weft_names::transfer::Secondary;
 use weft_names::view::{LoggedQuery, QueryLog};
 use weft_names::{Catalog, QueryFigures, ServiceMetrics};
 use weft_store::QueryRecord;
@@ -35,9 +36,16 @@ pub(crate) struct DnsView {
 }
 
 impl DnsView {
-    /// The view of the service counting into `metrics` and serving `zones`.
-    pub(crate) fn of(metrics: &ServiceMetrics, zones: &Catalog) -> Self {
-        let zones = zones
+    /// The view of the service counting into `metrics` and serving `zones`, some of them
+    /// (and maybe more, not served yet) its `secondaries`.
+    pub(crate) fn of(metrics: &ServiceMetrics, zones: &Catalog, secondaries: &[Secondary]) -> Self {
+        let primaries = |origin: &hickory_proto::rr::Name| -> Vec<String> {
+            let secondary = secondaries.iter().find(|s| s.origin == *origin);
+            secondary.map_or_else(Vec::new, |s| {
+                s.primaries.iter().map(ToString::to_string).collect()
+            })
+        };
+        let mut snapshots: Vec<ZoneSnapshot> = zones
             .zones()
             .iter()
             .map(|zone| ZoneSnapshot {
@@ -46,8 +54,19 @@ impl DnsView {
                 records: zone.len() as u64,
                 signed: zone.is_signed(),
                 signatures_expire_ms: zone.first_expiry().map(|(at, _, _)| unix_ms(at)),
+                primaries: primaries(zone.origin()),
+                served: true,
             })
             .collect();
+        let unserved = secondaries
+            .iter()
+            .filter(|s| !zones.zones().iter().any(|z| *z.origin() == s.origin));
+        snapshots.extend(unserved.map(|s| ZoneSnapshot {
+            zone: s.origin.to_string(),
+            primaries: primaries(&s.origin),
+            ..ZoneSnapshot::default()
+        }));
+        let zones = snapshots;
         Self {
             metrics: metrics.clone(),
             figures: metrics.figures().clone(),

@@ -246,12 +246,42 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
     );
 }
 
+/// The SOA of `example.test.` at `serial`.
+fn soa_record(serial: u32) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::SOA};
+    let origin = Name::from_ascii("example.test.").unwrap();
+    let soa = SOA::new(origin.clone(), origin.clone(), serial, 60, 60, 600, 60);
+    Record::from_rdata(origin, 60, RData::SOA(soa))
+}
+
+/// An authoritative answer with id `id` holding `records`, framed for TCP.
+fn framed(id: u16, records: Vec<hickory_proto::rr::Record>) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode};
+    let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+    m.metadata.authoritative = true;
+    m.answers = records;
+    let mut bytes = m.to_vec().unwrap();
+    // hickory marks a message past 512 bytes truncated; over TCP it is whole.
+    bytes[2] &= !0x02;
+    let mut out = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+    out.extend(bytes);
+    out
+}
+
+/// The id of the next query framed on `conn`, if one comes.
+fn next_query(conn: &mut std::net::TcpStream) -> Option<u16> {
+    use std::io::Read;
+    let mut len = [0u8; 2];
+    conn.read_exact(&mut len).ok()?;
+    let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    conn.read_exact(&mut query).ok()?;
+    Some(u16::from_be_bytes([*query.first()?, *query.get(1)?]))
+}
+
 /// A primary that answers the SOA query with serial 75, then sends the first message of
-/// the AXFR and holds the rest; what it was sent and when its connection closed are
+/// the AXFR and holds the rest; when it began and when its connection closed are
 /// reported on the channel.
 fn slow_primary() -> (u16, std::sync::mpsc::Receiver<&'static str>) {
-    use hickory_proto::op::{Message, MessageType, OpCode};
-    use hickory_proto::rr::{Name, RData, Record, rdata::SOA};
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -260,41 +290,14 @@ fn slow_primary() -> (u16, std::sync::mpsc::Receiver<&'static str>) {
         let Ok((mut conn, _)) = listener.accept() else {
             return;
         };
-        let origin = Name::from_ascii("example.test.").unwrap();
-        let soa = Record::from_rdata(
-            origin.clone(),
-            60,
-            RData::SOA(SOA::new(
-                Name::from_ascii("ns1.example.test.").unwrap(),
-                Name::from_ascii("hostmaster.example.test.").unwrap(),
-                75,
-                60,
-                60,
-                600,
-                60,
-            )),
-        );
-        let read = |conn: &mut std::net::TcpStream| -> Option<Message> {
-            let mut len = [0u8; 2];
-            conn.read_exact(&mut len).ok()?;
-            let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
-            conn.read_exact(&mut query).ok()?;
-            Message::from_vec(&query).ok()
+        let Some(id) = next_query(&mut conn) else {
+            return;
         };
-        let answer = |query: &Message, records: Vec<Record>| {
-            let mut m = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-            m.metadata.authoritative = true;
-            m.queries = query.queries.clone();
-            m.answers = records;
-            let bytes = m.to_vec().unwrap();
-            let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
-            framed.extend(bytes);
-            framed
+        conn.write_all(&framed(id, vec![soa_record(75)])).unwrap();
+        let Some(id) = next_query(&mut conn) else {
+            return;
         };
-        let Some(asked) = read(&mut conn) else { return };
-        conn.write_all(&answer(&asked, vec![soa.clone()])).unwrap();
-        let Some(axfr) = read(&mut conn) else { return };
-        conn.write_all(&answer(&axfr, vec![soa.clone()])).unwrap();
+        conn.write_all(&framed(id, vec![soa_record(75)])).unwrap();
         let _ = events.send("axfr begun");
         // Held: the next read ends when the secondary closes the connection.
         let mut rest = [0u8; 1];
@@ -342,4 +345,103 @@ fn a_transfer_under_way_from_a_primary_a_reload_removes_is_dropped_and_never_ser
             .unwrap()
             .contains(" 7 7200 900 1209600 300\n")
     );
+}
+
+/// A primary that answers the SOA query with serial 9, then sends the AXFR as fast as the
+/// connection takes it: the same 2,000 records a message, without end.
+fn flooding_primary() -> u16 {
+    use hickory_proto::rr::{Name, RData, Record, rdata::NS};
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let Some(id) = next_query(&mut conn) else {
+            return;
+        };
+        if conn.write_all(&framed(id, vec![soa_record(9)])).is_err() {
+            return;
+        }
+        let Some(id) = next_query(&mut conn) else {
+            return;
+        };
+        // Long names, each a few bytes on the wire (compressed) and two hundred once
+        // decoded: the most decoding a message can ask.
+        let long = format!(
+            "{0}.{1}.{2}.example.test.",
+            "a".repeat(60),
+            "b".repeat(60),
+            "c".repeat(60)
+        );
+        let target = Name::from_ascii(format!("ns.{long}")).unwrap();
+        let hosts: Vec<Record> = (0..2000u32)
+            .map(|i| {
+                let name = Name::from_ascii(format!("h{i}.{long}")).unwrap();
+                Record::from_rdata(name, 60, RData::NS(NS(target.clone())))
+            })
+            .collect();
+        let mut first = vec![soa_record(9)];
+        first.extend(hosts.iter().take(1999).cloned());
+        let _ = conn.write_all(&framed(id, first));
+        let rest = framed(id, hosts);
+        while conn.write_all(&rest).is_ok() {}
+    });
+    port
+}
+
+#[test]
+fn a_primary_sending_as_fast_as_it_can_never_keeps_the_service_s_queries_waiting() {
+    let ours = free_port();
+    let flood = flooding_primary();
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("example.test.zone");
+    let app = spawn_dns_app(dns_service("dns", ours).tcp().key(
+        "secondary",
+        &format!(
+            r#"[{{ zone = "example.test.", file = {:?}, primaries = ["127.0.0.1:{flood}"], max_records = 300000 }}]"#,
+            file.display().to_string()
+        ),
+    ));
+    // Asked every 50 ms while the transfer runs, each answer (REFUSED: no copy yet) is
+    // timed; on the code before, queries waited seconds behind the records' decoding.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let query = hickory_proto::op::Message::query();
+    let mut worst = std::time::Duration::ZERO;
+    let began = std::time::Instant::now();
+    while refreshes(&app, "failed") < 1.0 && began.elapsed() < std::time::Duration::from_secs(60) {
+        let mut asked = query.clone();
+        asked.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("example.test.").unwrap(),
+            hickory_proto::rr::RecordType::SOA,
+        ));
+        let sent = std::time::Instant::now();
+        socket
+            .send_to(&asked.to_vec().unwrap(), ("127.0.0.1", ours))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let answered = socket.recv(&mut buf).is_ok();
+        worst = worst.max(sent.elapsed());
+        assert!(
+            answered,
+            "a query unanswered for 3 s while the primary sends\n{}",
+            app.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        app.log().contains("more than 300000 records"),
+        "{}",
+        app.log()
+    );
+    eprintln!("the longest a query waited while the primary sent: {worst:?}");
+    assert!(
+        worst < std::time::Duration::from_millis(1000),
+        "a query waited {worst:?}"
+    );
+    assert!(!file.exists(), "nothing written");
 }

@@ -356,5 +356,13 @@ pub fn drop_in_background<T: Send + 'static>(value: T) {
     }
 }
 
+/// Waits until the reactor has looked at its sockets and timers once more (tokio's
+/// `yield_now`, which wakes the task only after the runtime's driver ran): work done in
+/// many long steps (a zone transfer's messages, each decoded) awaits it between them, so
+/// the connections sharing the thread are served in between, not after dozens of steps.
+pub async fn next_turn() {
+    tokio::task::yield_now().await;
+}
+
 #[cfg(test)]
 mod tests;

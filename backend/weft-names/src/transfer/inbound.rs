@@ -460,11 +460,22 @@ impl State {
 }
 
 /// Ends the fetch with `result` (nothing if it has ended) and closes its connection.
+/// The records of a transfer that failed are freed on a blocking thread (a million take
+/// a good part of a second).
 fn finish(state: &Rc<RefCell<State>>, result: Result<Fetched, String>) {
-    let (resolver, transport, timer) = {
+    let (resolver, transport, timer, records) = {
         let mut s = state.borrow_mut();
-        (s.resolver.take(), s.transport.take(), s.timer.take())
+        let records = std::mem::take(&mut s.records);
+        (
+            s.resolver.take(),
+            s.transport.take(),
+            s.timer.take(),
+            records,
+        )
     };
+    if !records.is_empty() {
+        weft::task::drop_in_background(records);
+    }
     if let Some(timer) = timer
         && timer.active()
     {
@@ -523,7 +534,18 @@ impl StringHandler for Fetch {
     fn string_received(&mut self, transport: &Transport, data: &[u8]) {
         let next = self.0.borrow_mut().take(data);
         match next {
-            Next::Wait => arm(&self.0, MESSAGE_TIMEOUT, "message of the transfer"),
+            Next::Wait => {
+                arm(&self.0, MESSAGE_TIMEOUT, "message of the transfer");
+                // One message a reactor turn: the next waits until the reactor has
+                // looked at its sockets, so a primary sending fast never keeps the
+                // service's queries waiting behind the decoding of its records.
+                transport.pause_reading();
+                let paused = transport.clone();
+                Reactor::current().spawn(async move {
+                    weft::task::next_turn().await;
+                    paused.resume_reading();
+                });
+            }
             Next::Ask(packet) => {
                 arm(&self.0, MESSAGE_TIMEOUT, "answer to the AXFR");
                 send_int16_string(transport, &packet);

@@ -375,11 +375,14 @@ fn write_whole(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     static WRITES: AtomicU64 = AtomicU64::new(0);
+    // A symlink is written through: the file it leads to is replaced, the link kept.
+    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned());
     let dir = file
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    remove_partials(&file);
     let mut partial = file.as_os_str().to_owned();
     let n = WRITES.fetch_add(1, Ordering::Relaxed);
     partial.push(format!(".{}.{n}.partial", std::process::id()));
@@ -388,12 +391,42 @@ fn write_whole(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()
     });
-    let renamed = written.and_then(|()| std::fs::rename(&partial, file));
+    let renamed = written.and_then(|()| std::fs::rename(&partial, &file));
     if renamed.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
     renamed?;
     std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Removes the partial files of `file` another process left (killed while it wrote):
+/// `FILE.PID.N.partial`, of a PID other than this one's (this process's own are its
+/// writes under way).
+fn remove_partials(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let ours = format!(".{}.", std::process::id());
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        let Some(rest) = entry_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(name.to_str()?))
+        else {
+            continue;
+        };
+        let left = rest.ends_with(".partial") && !rest.starts_with(&ours);
+        let pid_n = rest.trim_end_matches(".partial").trim_start_matches('.');
+        let numbers = pid_n
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if left && numbers && pid_n.split('.').count() == 2 {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// When `file` was last modified: when a primary last confirmed the copy it holds.
@@ -460,5 +493,45 @@ pub(crate) async fn install(running: &mut Running, install: Install) {
         Err(error) => {
             tracing::error!(service, zone = %origin, %error, "the zone could not be put in service");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_written_whole_through_a_symlink_and_partial_files_left_by_a_kill_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.zone");
+        let link = dir.path().join("link.zone");
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let left = dir.path().join("real.zone.4242.7.partial");
+        let ours = dir
+            .path()
+            .join(format!("real.zone.{}.1.partial", std::process::id()));
+        let others = [
+            dir.path().join("real.zone.x.partial"),
+            dir.path().join("other.zone.4242.7.partial"),
+        ];
+        for f in [&left, &ours].into_iter().chain(&others) {
+            std::fs::write(f, "").unwrap();
+        }
+        write_whole(&link, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link kept"
+        );
+        assert!(!left.exists(), "another process's partial file removed");
+        assert!(ours.exists(), "this process's own left alone");
+        assert!(
+            others.iter().all(|f| f.exists()),
+            "files not ours left alone"
+        );
     }
 }

@@ -236,6 +236,9 @@ impl OptionsAnswered {
 pub enum ExtendedError {
     /// 3: served from an expired cache entry (`serve_stale`, RFC 8767).
     StaleAnswer = 3,
+    /// 14: a secondary zone with no copy to answer from yet, or one that expired (the
+    /// server "was not fully functional when the query was received").
+    NotReady = 14,
     /// 18: the client is not allowed this (a zone transfer outside `allow_transfer`).
     Prohibited = 18,
     /// 20: the name is in none of the zones, and nothing is forwarded, or the question

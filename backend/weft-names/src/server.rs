@@ -462,6 +462,25 @@ impl DnsServer {
             deliver(metrics, &request, rcode, encoded, reply, Source::Zone);
             return Outcome::Answered;
         }
+        // A name of a secondary zone with no copy to answer from (not transferred yet, or
+        // expired): this service is its authority and has nothing to say; SERVFAIL with
+        // the Extended DNS Error Not Ready (as NSD and BIND answer SERVFAIL), never
+        // forwarded. A resolver then asks another of the zone's servers.
+        let asked = hickory_proto::rr::LowerName::new(request.query.name());
+        let secondaries = &self.inner.transfer.secondaries;
+        if secondaries
+            .iter()
+            .any(|s| hickory_proto::rr::LowerName::new(&s.origin).zone_of(&asked))
+        {
+            let reply = match limit(&mut request, Kind::Error, reply) {
+                Ok(reply) => reply,
+                Err(outcome) => return outcome,
+            };
+            let mut failed = request.response(ResponseCode::ServFail, recursion);
+            ExtendedError::NotReady.add_to(&mut failed);
+            send(metrics, &request, via, failed, reply, Source::NotReady);
+            return Outcome::Answered;
+        }
         // A zone answers a meta type (OPT, TSIG, ...) with no data, as NSD does; no
         // upstream is asked for one (RFC 6895 section 3.1: they are not data to look up;
         // RFC 6891 section 6.1.1: an OPT is never forwarded).

@@ -76,6 +76,8 @@ pub enum Source {
     Malformed,
     /// SERVFAIL at once: a forwarding bound was reached.
     Busy,
+    /// SERVFAIL: a secondary zone with no copy yet, or an expired one.
+    NotReady,
     /// SERVFAIL: no upstream answered in time.
     Timeout,
     /// SERVFAIL: the upstream exchange failed otherwise.
@@ -93,6 +95,7 @@ impl std::fmt::Display for Source {
             Self::Refused => f.write_str("refused"),
             Self::Malformed => f.write_str("malformed"),
             Self::Busy => f.write_str("busy"),
+            Self::NotReady => f.write_str("not ready"),
             Self::Timeout => f.write_str("timeout"),
             Self::UpstreamFailed => f.write_str("upstream failed"),
             Self::RateLimited => f.write_str("rate limited"),

@@ -263,6 +263,49 @@ fn out_of_zone_queries_are_refused_when_nothing_is_forwarded() {
     );
 }
 
+/// A secondary zone not transferred yet (or expired) is this service's to answer for:
+/// SERVFAIL, Not Ready, never forwarded; the other names go on as before.
+#[test]
+fn a_secondary_zone_without_a_copy_gets_servfail_not_ready_and_is_never_forwarded() {
+    let clock = Clock::fake();
+    let _installed = clock.install();
+    let pending = crate::transfer::Secondary {
+        origin: Name::from_ascii("pending.test.").unwrap(),
+        file: "pending.test.zone".into(),
+        primaries: Vec::new(),
+        max_records: crate::transfer::inbound::MAX_RECORDS,
+    };
+    let config = DnsConfig {
+        zones: catalog(EXAMPLE),
+        forward: vec![UPSTREAM.parse().unwrap()],
+        transfer: TransferConfig {
+            secondaries: vec![pending],
+            ..TransferConfig::default()
+        },
+        ..DnsConfig::default()
+    };
+    let wire = Rc::new(Wire::default());
+    let server = DnsServer::new(config, ServiceMetrics::detached("dns"), wire.clone());
+    let answers = Inbox::default();
+    let mut asked = query(7, "www.Pending.test.", RecordType::A);
+    asked.edns = Some(Edns::new());
+    let inbox = answers.clone();
+    let outcome = server.handle(&asked.to_vec().unwrap(), Via::Udp, None, move |bytes| {
+        inbox.borrow_mut().push(Message::from_vec(&bytes).unwrap());
+    });
+    assert_eq!(outcome, Outcome::Answered);
+    let answer = answers.borrow_mut().pop().unwrap();
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    let ede = answer.edns.as_ref().and_then(|e| {
+        e.options()
+            .as_ref()
+            .iter()
+            .find_map(|(code, option)| (u16::from(*code) == 15).then(|| option.clone()))
+    });
+    assert!(format!("{ede:?}").contains("[0, 14]"), "Not Ready: {ede:?}");
+    assert!(wire.0.borrow().is_empty(), "nothing forwarded");
+}
+
 /// Meta types name no data: a zone answers them with no data, as NSD does, and none is
 /// forwarded (an OPT never is, RFC 6891 section 6.1.1); ANY still is.
 #[test]

@@ -182,7 +182,8 @@ impl Timers {
         let RData::SOA(soa) = &zone.soa().data else {
             return None;
         };
-        let seconds = |s: i32| Duration::from_secs(u64::try_from(s).unwrap_or(0));
+        // RFC 1035 section 3.3.13: unsigned, where hickory keeps them as i32.
+        let seconds = |s: i32| Duration::from_secs(u64::from(s.cast_unsigned()));
         Some(Self {
             refresh: seconds(soa.refresh).max(SHORTEST_WAIT),
             retry: seconds(soa.retry).max(SHORTEST_WAIT),

@@ -185,7 +185,7 @@ fn expired(file: &std::path::Path, zone: &Zone) -> Option<String> {
     let hickory_proto::rr::RData::SOA(soa) = &zone.soa().data else {
         return None;
     };
-    let expire = std::time::Duration::from_secs(u64::try_from(soa.expire).unwrap_or(0));
+    let expire = std::time::Duration::from_secs(u64::from(soa.expire.cast_unsigned()));
     let since = std::fs::metadata(file)
         .and_then(|m| m.modified())
         .ok()?

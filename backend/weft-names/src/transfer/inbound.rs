@@ -564,10 +564,10 @@ impl StringHandler for Fetch {
 }
 
 /// A zone file of `records` (a transfer's, its SOA first), `comment` on its first line.
-/// A, AAAA, NS, CNAME, PTR, MX and SOA are written as text, every name with [`put_name`]
-/// (hickory writes `xn--` labels as Unicode and escapes in octal, which a zone file reads
-/// as other names); the other types in the generic form of RFC 3597 (`TYPE46 \# 23
-/// 0001...`). So the file reads back exactly what came; an error for RDATA that does not
+/// A, AAAA, NS, CNAME, PTR, MX and SOA are written as text, every name written here with
+/// decimal escapes (hickory writes `xn--` labels as Unicode and escapes in octal, which a
+/// zone file reads as other names); the other types in the generic form of RFC 3597
+/// (`TYPE46 \# 23 0001...`). So the file reads back exactly what came; an error for RDATA that does not
 /// encode. A TTL with its top bit set is written as 0 (RFC 2181 section 8).
 pub fn zone_text(records: &[Record], comment: &str) -> Result<String, String> {
     let mut text = String::with_capacity(64 * records.len() + 128);

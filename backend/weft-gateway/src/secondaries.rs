@@ -341,9 +341,9 @@ async fn check(
     Err(failures.join("; "))
 }
 
-/// Checks `records`, the zone transferred from `primary`, as a zone file, and writes it
-/// to the zone's file in place of the copy held (renamed into place, whole); the copy
-/// as it is served.
+/// Checks `records`, the zone transferred from `primary`, as its zone file would be
+/// (`Zone::from_transfer`), and writes that file in place of the copy held (renamed
+/// into place, whole); the copy as it is served.
 async fn store(
     zone: &Secondary,
     records: Vec<hickory_proto::rr::Record>,
@@ -359,8 +359,10 @@ async fn store(
     );
     let stored = tokio::task::spawn_blocking(move || {
         let text = inbound::zone_text(&records, &comment)?;
-        drop(records);
-        let copy = Zone::parse(&file, &text).map_err(|e| e.to_string())?;
+        // The zone the text makes, built from the records without reading it back; its
+        // records numbered as the text has them, after the comment.
+        let first_line = comment.lines().count() + 1;
+        let copy = Zone::from_transfer(&file, records, first_line).map_err(|e| e.to_string())?;
         write_whole(&file, text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         Ok(copy)

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::DNSClass;
 
 use super::*;
 use crate::zone::Zone;
@@ -53,6 +54,8 @@ fn a_transferred_zone_is_written_as_a_file_that_reads_back_the_same() {
         written.contains(" MX 20 mail.xn--bcher-kva.example.\n"),
         "{written}"
     );
+    // Built from the records as they came, the zone is the one the text makes.
+    assert_eq!(Zone::from_transfer(file, records.clone(), 3).unwrap(), zone);
 
     // A TTL with its top bit set is 0 (RFC 2181 section 8), not a file that fails.
     let mut odd = records.clone();
@@ -62,7 +65,57 @@ fn a_transferred_zone_is_written_as_a_file_that_reads_back_the_same() {
         written.contains("\nexample.test. 0 IN NS ns1.example.test.\n"),
         "{written}"
     );
-    Zone::parse(file, &written).unwrap();
+    let read = Zone::parse(file, &written).unwrap();
+    assert_eq!(Zone::from_transfer(file, odd, 1).unwrap(), read);
+
+    // What a zone file could not hold is refused, the record's line named as the text
+    // would have it.
+    let refused = |change: &dyn Fn(&mut Record)| {
+        let mut changed = records.clone();
+        change(&mut changed[1]);
+        let text_error = Zone::parse(file, &zone_text(&changed, "").unwrap()).unwrap_err();
+        let error = Zone::from_transfer(file, changed, 1).unwrap_err();
+        assert_eq!(error.line, text_error.line);
+        error.message
+    };
+    let chaos = refused(&|r| r.dns_class = DNSClass::CH);
+    assert!(chaos.contains("class CH is not supported"), "{chaos}");
+    let meta = refused(&|r| {
+        r.data = RData::Unknown {
+            code: RecordType::from(128),
+            rdata: hickory_proto::rr::rdata::NULL::with(vec![1]),
+        }
+    });
+    assert!(meta.contains("meta or question type"), "{meta}");
+    let pointer = refused(&|r| {
+        r.data = RData::Unknown {
+            code: RecordType::from(39),
+            rdata: hickory_proto::rr::rdata::NULL::with(vec![0xc0, 0x0c]),
+        }
+    });
+    assert!(pointer.contains("is not a domain name"), "{pointer}");
+}
+
+#[test]
+fn a_signed_zone_is_built_from_its_records_as_the_text_makes_it() {
+    let file = Path::new("signed.zone");
+    let zone = Zone::parse(file, crate::zone::proof_tests::SIGNED).unwrap();
+    let records = records_of(&zone);
+    let built = Zone::from_transfer(file, records.clone(), 2).unwrap();
+    assert_eq!(built, zone);
+    assert!(built.is_signed());
+    // An SOA timer a zone file could not hold.
+    let mut long = records;
+    if let RData::SOA(soa) = &mut long[0].data {
+        soa.expire = -1;
+    }
+    let error = Zone::from_transfer(file, long, 2).unwrap_err();
+    assert!(
+        error.message.contains("longer than the largest TTL"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.line, 2);
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub(crate) use proof::covered;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
@@ -120,6 +121,50 @@ impl Zone {
     /// zone's origin is the owner of its one SOA record.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ZoneError> {
         let (records, included) = parse::records(file, text)?;
+        Self::build(file, records, included)
+    }
+
+    /// The zone of `records`, a transfer's (its SOA first; the closing SOA left off),
+    /// named `file` in errors, each record numbered from `first_line` as
+    /// [`crate::transfer::inbound::zone_text`] writes them there. The zone is the one
+    /// [`parse`](Self::parse) makes of that text: the records the text could not hold are
+    /// refused as it refuses them (a class other than IN, a meta type, a DNAME whose
+    /// target is no name, an SOA timer past 2^31 - 1), a TTL with its top bit set is 0
+    /// (RFC 2181 section 8), and the zone's own checks are the same code.
+    pub fn from_transfer(
+        file: &Path,
+        records: Vec<Record>,
+        first_line: usize,
+    ) -> Result<Self, ZoneError> {
+        let named: Rc<Path> = Rc::from(file);
+        let mut located = Vec::with_capacity(records.len());
+        for (i, mut record) in records.into_iter().enumerate() {
+            let line = first_line + i;
+            if let Some(message) = not_in_text(&record) {
+                return Err(ZoneError {
+                    file: file.to_owned(),
+                    line,
+                    message,
+                });
+            }
+            if record.ttl > i32::MAX.cast_unsigned() {
+                record.ttl = 0;
+            }
+            located.push(parse::Located {
+                file: named.clone(),
+                line,
+                record,
+            });
+        }
+        Self::build(file, located, Vec::new())
+    }
+
+    /// The zone of `records`, read from `file` and the files it `included`.
+    fn build(
+        file: &Path,
+        records: Vec<parse::Located>,
+        included: Vec<PathBuf>,
+    ) -> Result<Self, ZoneError> {
         let err = |at: &parse::Located, message: String| ZoneError {
             file: at.file.to_path_buf(),
             line: at.line,
@@ -431,6 +476,39 @@ impl Zone {
 /// 255-byte name, its type and class) and the room kept for OPT and TSIG records
 /// (`wire::TRAILER_ROOM`).
 const MAX_RRSET_BYTES: usize = 65_535 - 12 - 259 - crate::wire::TRAILER_ROOM as usize;
+
+/// Why `record`, come by a transfer, is one a zone file could not hold (what the text
+/// reading refuses before the zone's own checks), if it is.
+fn not_in_text(record: &Record) -> Option<String> {
+    let rtype = record.record_type();
+    if record.dns_class != hickory_proto::rr::DNSClass::IN {
+        return Some(format!(
+            "{} {rtype}: class {} is not supported; only IN",
+            record.name, record.dns_class
+        ));
+    }
+    match (u16::from(rtype), &record.data) {
+        (41 | 128..=255, _) => Some(format!(
+            "{} {rtype} is a meta or question type, not data a zone can hold",
+            record.name
+        )),
+        (39, data) if dname_target(data).is_none() => Some(format!(
+            "{} DNAME: its data is not a domain name (uncompressed, as RFC 6672 section 2.5 \
+             writes it)",
+            record.name
+        )),
+        (_, hickory_proto::rr::RData::SOA(soa))
+            if [soa.refresh, soa.retry, soa.expire].iter().any(|t| *t < 0)
+                || soa.minimum > i32::MAX.cast_unsigned() =>
+        {
+            Some(format!(
+                "{} SOA: a timer is longer than the largest TTL (2^31 - 1 seconds)",
+                record.name
+            ))
+        }
+        _ => None,
+    }
+}
 
 /// What `record` adds to an answer holding its RRset: its type, class, TTL and data
 /// length (10 bytes), its data, and its owner, written once as a 2-byte pointer; an

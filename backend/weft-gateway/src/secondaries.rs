@@ -273,6 +273,11 @@ impl Task {
                 (Some(t), false) => t.refresh,
                 (Some(t), true) => t.retry,
             };
+            // Up to a tenth earlier, at random: zones with the same SOA timers (a
+            // provider's, say) do not ask their primaries all at once.
+            wait = wait
+                .mul_f64(1.0 - fastrand::f64() / 10.0)
+                .max(SHORTEST_WAIT);
             // A copy served is checked again by its expiry at the latest (a retry time
             // longer than the expire time would serve it past it).
             if let (Some(t), Some(at), Some(_)) = (timers, confirmed, serial) {
@@ -314,6 +319,8 @@ async fn refresh(
     zone: &Secondary,
     serial: Option<u32>,
 ) -> Result<Refreshed, String> {
+    // Its turn is held until the zone transferred is built and written.
+    let _turn = TURNS.acquire().await.map_err(|e| e.to_string())?;
     match check(service, zone, serial).await? {
         (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
         (primary, Fetched::Zone(records)) => store(zone, records, &primary)
@@ -324,6 +331,14 @@ async fn refresh(
             }),
     }
 }
+
+/// Checks under way at once, over every secondary zone of the process: a configuration
+/// of many zones that come due together asks their primaries a few at a time (as NSD's
+/// `xfrd-tcp-max` bounds its transfers), and holds a few transfers in memory at once.
+const CHECKS_AT_ONCE: usize = 8;
+
+/// What a check waits on for its turn.
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CHECKS_AT_ONCE);
 
 /// Asks the primaries of `zone` in order until one answers: which, and what it had.
 async fn check(

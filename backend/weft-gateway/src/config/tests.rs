@@ -232,6 +232,7 @@ fn durations_take_the_usual_units() {
         ("1h 2hours", r#"the unit "hours" comes twice"#),
         (" 5s", "spaces around it"),
         ("5s ", "spaces around it"),
+        ("0", r#""0" has no unit; write it with one, such as "0s""#),
     ] {
         let e = err(&format!("[store]\nretention = {value:?}\n"));
         assert_eq!(at(&e), (Some(2), Some("store.retention")), "{e}");

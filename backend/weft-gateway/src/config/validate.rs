@@ -945,6 +945,13 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         seen.push(one);
     }
+    // humantime reads a bare "0" as no time; every other number needs a unit, and so
+    // does this one (`0s`): a number alone says nothing of what it counts.
+    if seen.is_empty() {
+        return Err(format!(
+            "{text:?} has no unit; write it with one, such as \"{text}s\""
+        ));
+    }
     Ok(duration)
 }
 

@@ -427,21 +427,17 @@ fn remove_partials(file: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let ours = format!(".{}.", std::process::id());
     for entry in entries.flatten() {
         let entry_name = entry.file_name();
-        let Some(rest) = entry_name
+        // `.PID.N.partial` after the file's name, as `write_whole` names them.
+        let pid = entry_name
             .to_str()
             .and_then(|n| n.strip_prefix(name.to_str()?))
-        else {
-            continue;
-        };
-        let left = rest.ends_with(".partial") && !rest.starts_with(&ours);
-        let pid_n = rest.trim_end_matches(".partial").trim_start_matches('.');
-        let numbers = pid_n
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        if left && numbers && pid_n.split('.').count() == 2 {
+            .and_then(|rest| rest.strip_prefix('.')?.strip_suffix(".partial"))
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(_, n)| n.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -466,11 +466,13 @@ impl DnsServer {
         // expired): this service is its authority and has nothing to say; SERVFAIL with
         // the Extended DNS Error Not Ready (as NSD and BIND answer SERVFAIL), never
         // forwarded. A resolver then asks another of the zone's servers.
-        let asked = hickory_proto::rr::LowerName::new(request.query.name());
-        let secondaries = &self.inner.transfer.secondaries;
-        if secondaries
+        let asked = request.query.name();
+        if self
+            .inner
+            .transfer
+            .secondaries
             .iter()
-            .any(|s| hickory_proto::rr::LowerName::new(&s.origin).zone_of(&asked))
+            .any(|s| s.origin.zone_of(asked))
         {
             let reply = match limit(&mut request, Kind::Error, reply) {
                 Ok(reply) => reply,

@@ -101,41 +101,14 @@ pub enum Fetched {
     Zone(Vec<Record>),
 }
 
+/// What a NOTIFY sets and the task keeping the zone waits on: one permit kept when the
+/// task is busy, so a NOTIFY during a check leaves one more check.
+pub type Wake = tokio::sync::Notify;
+
 type Wakes = HashMap<(String, LowerName), Weak<Wake>>;
 
 /// The tasks keeping secondary zones, by service and origin, for a NOTIFY to wake.
 static WAKES: LazyLock<Mutex<Wakes>> = LazyLock::new(Mutex::default);
-
-/// What a NOTIFY sets and the task keeping the zone waits on.
-#[derive(Debug, Default)]
-pub struct Wake {
-    woken: std::sync::atomic::AtomicBool,
-    waker: Mutex<Option<std::task::Waker>>,
-}
-
-impl Wake {
-    fn set(&self) {
-        self.woken.store(true, std::sync::atomic::Ordering::Release);
-        let waker = self.waker.lock().map(|mut w| w.take()).unwrap_or_default();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    /// Waits until a NOTIFY came since the last wait (at once if one came meanwhile).
-    pub async fn notified(&self) {
-        std::future::poll_fn(|cx| {
-            if let Ok(mut waker) = self.waker.lock() {
-                *waker = Some(cx.waker().clone());
-            }
-            match self.woken.swap(false, std::sync::atomic::Ordering::AcqRel) {
-                true => std::task::Poll::Ready(()),
-                false => std::task::Poll::Pending,
-            }
-        })
-        .await;
-    }
-}
 
 /// The wake of the task keeping zone `origin` of `service`: a NOTIFY for it from one of
 /// its primaries sets it ([`wake`]) until the returned handle is dropped.
@@ -156,7 +129,7 @@ pub fn wake(service: &str, origin: &Name) -> bool {
         .lock()
         .ok()
         .and_then(|wakes| wakes.get(&key).and_then(Weak::upgrade));
-    wake.inspect(|w| w.set()).is_some()
+    wake.inspect(|w| w.notify_one()).is_some()
 }
 
 /// Asks `primary` for `zone` on behalf of `service` (whose connections it is reported

@@ -301,10 +301,7 @@ pub(crate) fn notify_received(
         if question.query_type() != RecordType::SOA || question.query_class() != DNSClass::IN {
             return None;
         }
-        let asked = LowerName::new(question.name());
-        let zone = secondaries
-            .iter()
-            .find(|s| LowerName::new(&s.origin) == asked)?;
+        let zone = secondaries.iter().find(|s| s.origin == *question.name())?;
         from.filter(|ip| zone.is_primary(*ip, key().as_ref()))?;
         Some(zone.origin.clone())
     });

@@ -9,11 +9,11 @@ use crate::dns_nsd::{Nsd, nsd_with};
 use crate::support::{App, dns_service, free_port, spawn_dns_app};
 
 /// A key as `tsig-keygen` writes one: 32 bytes of base64.
-const SECRET: &str = "bWFkZSBmb3IgdGhlIHRlc3Qgb2YgVFNJRyBpbiB3ZWZ0";
+pub(crate) const SECRET: &str = "bWFkZSBmb3IgdGhlIHRlc3Qgb2YgVFNJRyBpbiB3ZWZ0";
 
 /// A zone of `hosts` names at `serial`, enough for a transfer of several messages; its
 /// refresh (two hours) is longer than any test.
-fn zone(serial: u32, hosts: usize) -> String {
+pub(crate) fn zone(serial: u32, hosts: usize) -> String {
     let mut text = format!(
         "$ORIGIN example.test.\n$TTL 1h\n@ IN SOA ns1 hostmaster {serial} 2h 15m 2w 5m\n\
          @ IN NS ns1\nns1 IN A 192.0.2.53\n@ IN MX 10 mail\nmail IN AAAA 2001:db8::25\n\
@@ -46,7 +46,7 @@ fn primary(port: u16, notify: u16, hosts: usize) -> Nsd {
 }
 
 /// weft on `port`, a secondary of `example.test.` from `primaries`, kept in `file`.
-fn secondary(port: u16, file: &std::path::Path, primaries: &str) -> App {
+pub(crate) fn secondary(port: u16, file: &std::path::Path, primaries: &str) -> App {
     spawn_dns_app(
         dns_service("dns", port)
             .tcp()
@@ -64,7 +64,7 @@ fn secondary(port: u16, file: &std::path::Path, primaries: &str) -> App {
     )
 }
 
-fn refreshes(app: &App, result: &str) -> f64 {
+pub(crate) fn refreshes(app: &App, result: &str) -> f64 {
     let series =
         format!(r#"weft_dns_secondary_refreshes_total{{result="{result}",service="dns"}}"#);
     app.metric(&series).unwrap_or(0.0)
@@ -252,7 +252,7 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
 }
 
 /// The SOA of `example.test.` at `serial`.
-fn soa_record(serial: u32) -> hickory_proto::rr::Record {
+pub(crate) fn soa_record(serial: u32) -> hickory_proto::rr::Record {
     use hickory_proto::rr::{Name, RData, Record, rdata::SOA};
     let origin = Name::from_ascii("example.test.").unwrap();
     let soa = SOA::new(origin.clone(), origin.clone(), serial, 60, 60, 600, 60);
@@ -260,7 +260,7 @@ fn soa_record(serial: u32) -> hickory_proto::rr::Record {
 }
 
 /// An authoritative answer with id `id` holding `records`, framed for TCP.
-fn framed(id: u16, records: Vec<hickory_proto::rr::Record>) -> Vec<u8> {
+pub(crate) fn framed(id: u16, records: Vec<hickory_proto::rr::Record>) -> Vec<u8> {
     use hickory_proto::op::{Message, MessageType, OpCode};
     let mut m = Message::new(id, MessageType::Response, OpCode::Query);
     m.metadata.authoritative = true;

@@ -23,6 +23,7 @@ mod dns_ede;
 mod dns_edns;
 mod dns_floods;
 mod dns_forward;
+mod dns_ixfr;
 mod dns_kinds;
 mod dns_nsd;
 mod dns_reload;

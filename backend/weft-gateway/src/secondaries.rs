@@ -2,7 +2,9 @@
 //! of a dns service's `secondary`, on reactor 0.
 //!
 //! A task asks the zone's primaries, in order, for the SOA and, when the primary's serial
-//! is newer than the copy held, for the zone ([`weft_names::transfer::inbound::fetch`]);
+//! is newer than the copy held, for the changes since it by IXFR or for the whole zone
+//! ([`weft_names::transfer::inbound::fetch`]; changes that do not apply to the copy are
+//! logged and the whole zone asked, as RFC 1995 section 4 has it);
 //! then it waits the SOA's refresh time, or its retry time when no primary could be asked
 //! or what came was refused, or until a NOTIFY from a primary wakes it. A zone
 //! transferred is checked as a zone file is (the text is parsed before the file is
@@ -202,11 +204,11 @@ impl Task {
             installs,
         } = self;
         let wake = inbound::listen(&service, &zone.origin);
-        // The copy held: its serial (`None` once expired, so the next check transfers),
-        // its timers, and when a primary last confirmed it.
-        let mut serial = held.as_ref().map(|z| z.serial());
+        // The copy held (`None` once expired, so the next check transfers it whole), its
+        // timers, and when a primary last confirmed it.
         let mut timers = held.as_deref().and_then(Timers::of);
         let mut confirmed = held.as_ref().and_then(|_| modified(&zone.file));
+        let mut copy = held;
         let counters = metrics.transfer();
         loop {
             // Stopped (a reload changed the zone's settings, or its copy in service):
@@ -215,8 +217,9 @@ impl Task {
             let outcome = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                outcome = refresh(&service, &zone, serial) => outcome,
+                outcome = refresh(&service, &zone, copy.clone()) => outcome,
             };
+            let serial = copy.as_ref().map(|z| z.serial());
             let failed = match outcome {
                 Ok(Refreshed::Current(primary, theirs)) => {
                     counters.refresh(Refresh::Current);
@@ -227,16 +230,24 @@ impl Task {
                     }
                     None
                 }
-                Ok(Refreshed::Transferred(primary, copy)) => {
+                Ok(Refreshed::Transferred(primary, new, how)) => {
                     counters.refresh(Refresh::Transferred);
-                    tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = copy.serial(), records = copy.len(), "zone transferred");
-                    serial = Some(copy.serial());
-                    timers = Timers::of(&copy);
+                    let new: Arc<Zone> = Arc::from(new);
+                    match how {
+                        Some(changed) => {
+                            tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = new.serial(), records = new.len(), changed, "zone transferred by IXFR")
+                        }
+                        None => {
+                            tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = new.serial(), records = new.len(), "zone transferred")
+                        }
+                    }
+                    timers = Timers::of(&new);
                     confirmed = Some(SystemTime::now());
+                    copy = Some(new.clone());
                     let install = Install {
                         service: service.clone(),
                         origin: zone.origin.clone(),
-                        zone: Some(Arc::from(copy)),
+                        zone: Some(new),
                     };
                     if stop.is_cancelled() || installs.send(install).is_err() {
                         return;
@@ -255,7 +266,7 @@ impl Task {
                 {
                     counters.refresh(Refresh::Expired);
                     tracing::error!(service, zone = %zone.origin, expire = t.expire.as_secs(), "no primary confirmed the zone within its expire time: it is no longer served");
-                    serial = None;
+                    copy = None;
                     let install = Install {
                         service: service.clone(),
                         origin: zone.origin.clone(),
@@ -280,7 +291,7 @@ impl Task {
                 .max(SHORTEST_WAIT);
             // A copy served is checked again by its expiry at the latest (a retry time
             // longer than the expire time would serve it past it).
-            if let (Some(t), Some(at), Some(_)) = (timers, confirmed, serial) {
+            if let (Some(t), Some(at), Some(_)) = (timers, confirmed, &copy) {
                 let left = (at + t.expire)
                     .duration_since(SystemTime::now())
                     .unwrap_or_default();
@@ -309,26 +320,60 @@ impl Task {
 enum Refreshed {
     /// This primary's serial, not newer than the copy held.
     Current(String, u32),
-    /// The zone this primary transferred, checked and written to its file.
-    Transferred(String, Box<Zone>),
+    /// The zone this primary transferred, checked and written to its file, and the
+    /// records its IXFR changed (`None`: it came whole).
+    Transferred(String, Box<Zone>, Option<usize>),
 }
 
-/// Asks the primaries of `zone`, and keeps what a newer one transferred.
+/// Asks the primaries of `zone`, and keeps what a newer one transferred: the changes
+/// since `copy` when it is held, or the zone whole; the whole zone when the changes do
+/// not apply to the copy.
 async fn refresh(
     service: &str,
     zone: &Secondary,
-    serial: Option<u32>,
+    copy: Option<Arc<Zone>>,
 ) -> Result<Refreshed, String> {
     // Its turn is held until the zone transferred is built and written.
     let _turn = TURNS.acquire().await.map_err(|e| e.to_string())?;
-    match check(service, zone, serial).await? {
+    let have = copy.as_ref().map(|z| z.soa().clone());
+    let refused = |primary: &str, why: String| {
+        format!("the zone {primary} transferred is refused, the copy held serves on: {why}")
+    };
+    let (primary, changes) = match check(service, zone, have.as_ref(), true).await? {
+        (primary, Fetched::Current(theirs)) => return Ok(Refreshed::Current(primary, theirs)),
+        (primary, Fetched::Zone(records)) => {
+            return store(zone, &primary, move || Ok(records))
+                .await
+                .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
+                .map_err(|why| refused(&primary, why));
+        }
+        (primary, Fetched::Changes(changes)) => (primary, changes),
+    };
+    let changed = changes.len();
+    let Some(copy) = copy else {
+        return Err(format!(
+            "{primary} sent changes to a copy this service does not hold"
+        ));
+    };
+    match store(zone, &primary, move || inbound::apply(&copy, *changes)).await {
+        Ok(new) => {
+            return Ok(Refreshed::Transferred(
+                primary,
+                Box::new(new),
+                Some(changed),
+            ));
+        }
+        Err(why) => {
+            tracing::warn!(service, zone = %zone.origin, %primary, "the changes the IXFR brought are refused ({why}); asking the whole zone");
+        }
+    }
+    match check(service, zone, have.as_ref(), false).await? {
         (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
-        (primary, Fetched::Zone(records)) => store(zone, records, &primary)
+        (primary, Fetched::Zone(records)) => store(zone, &primary, move || Ok(records))
             .await
-            .map(|copy| Refreshed::Transferred(primary.clone(), Box::new(copy)))
-            .map_err(|why| {
-                format!("the zone {primary} transferred is refused, the copy held serves on: {why}")
-            }),
+            .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
+            .map_err(|why| refused(&primary, why)),
+        (primary, Fetched::Changes(_)) => Err(format!("{primary} answered an AXFR with changes")),
     }
 }
 
@@ -340,15 +385,17 @@ const CHECKS_AT_ONCE: usize = 8;
 /// What a check waits on for its turn.
 static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CHECKS_AT_ONCE);
 
-/// Asks the primaries of `zone` in order until one answers: which, and what it had.
+/// Asks the primaries of `zone` in order until one answers: which, and what it had
+/// (the changes since `have`, the SOA of the copy held, by IXFR when `ixfr` is set).
 async fn check(
     service: &str,
     zone: &Secondary,
-    serial: Option<u32>,
+    have: Option<&hickory_proto::rr::Record>,
+    ixfr: bool,
 ) -> Result<(String, Fetched), String> {
     let mut failures = Vec::new();
     for primary in &zone.primaries {
-        match inbound::fetch(service, zone, primary, serial).await {
+        match inbound::fetch(service, zone, primary, have, ixfr).await {
             Ok(fetched) => return Ok((primary.to_string(), fetched)),
             Err(failure) => failures.push(format!("{primary}: {}", failure.error())),
         }
@@ -356,13 +403,14 @@ async fn check(
     Err(failures.join("; "))
 }
 
-/// Checks `records`, the zone transferred from `primary`, as its zone file would be
-/// (`Zone::from_transfer`), and writes that file in place of the copy held (renamed
-/// into place, whole); the copy as it is served.
+/// Checks the records `records` gives (on a blocking thread: the zone transferred from
+/// `primary`, or the copy held with the changes it sent) as its zone file would be
+/// (`Zone::from_transfer`), and writes that file in place of the copy held (renamed into
+/// place, whole); the copy as it is served.
 async fn store(
     zone: &Secondary,
-    records: Vec<hickory_proto::rr::Record>,
     primary: &str,
+    records: impl FnOnce() -> Result<Vec<hickory_proto::rr::Record>, String> + Send + 'static,
 ) -> Result<Zone, String> {
     let file = zone.file.clone();
     let comment = format!(
@@ -373,6 +421,7 @@ async fn store(
             .map_or(0, |d| d.as_secs())
     );
     let stored = tokio::task::spawn_blocking(move || {
+        let records = records()?;
         let text = inbound::zone_text(&records, &comment)?;
         // The zone the text makes, built from the records without reading it back; its
         // records numbered as the text has them, after the comment.

@@ -838,7 +838,10 @@ mod tests {
         assert_eq!(zone.origin.to_string(), "Example.Test.");
         let primaries: Vec<String> = zone.primaries.iter().map(ToString::to_string).collect();
         assert_eq!(primaries, ["192.0.2.1:53", "[2001:db8::1]:5300 xfr.example."]);
+        assert!(zone.request_ixfr, "IXFR by default");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let axfr = entry("example.test.", &copy, r#"["192.0.2.1"]"#).replace(" }", ", request_ixfr = false }");
+        assert!(!settings(&with(&axfr).unwrap()).config.transfer.secondaries[0].request_ixfr);
         let json = c.services[0].kind.settings_json();
         assert!(json.contains(r#""primaries":["192.0.2.1:53","[2001:db8::1]:5300 xfr.example."]"#), "{json}");
 
@@ -890,6 +893,10 @@ mod tests {
                 "are both kept in",
             ),
             ("{ zone = \"a.\", file = \"f\", primaries = [], extra = 1 }".to_owned(), "has the key \"extra\""),
+            (
+                "{ zone = \"a.\", file = \"f\", primaries = [\"192.0.2.1\"], request_ixfr = \"yes\" }".to_owned(),
+                "request_ixfr is true",
+            ),
         ] {
             let error = with(&written).unwrap_err();
             assert!(error.contains(says), "{written}: {error}");

@@ -12,7 +12,10 @@
 //! `request-xfr`); a NOTIFY for the zone is taken from their addresses (with that key,
 //! where one is named), as NSD's `allow-notify`. `file` is where the copy is kept: written
 //! after each transfer, and served from the start when it is there, as a zone file is
-//! (one that does not load is a warning: the zone is transferred anew).
+//! (one that does not load is a warning: the zone is transferred anew). A copy held is
+//! brought up to date by IXFR, the changes since it, unless `request_ixfr = false`: then
+//! by AXFR, the whole zone, each time (a primary that does not serve IXFR is asked the
+//! AXFR in any case).
 
 use std::path::PathBuf;
 
@@ -23,7 +26,7 @@ use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
 
 /// The keys of an entry.
-const KEYS: [&str; 4] = ["zone", "file", "primaries", "max_records"];
+const KEYS: [&str; 5] = ["zone", "file", "primaries", "max_records", "request_ixfr"];
 
 /// `secondary`: each zone, its file and its primaries (their keys among `keys`). The
 /// copy each file holds is added to `zones`; a file of `zone_files` (the service's own
@@ -51,8 +54,8 @@ pub(super) fn secondaries(
         };
         if let Some(other) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
             return Err(error(format!(
-                "entry {n} has the key {other:?}; a secondary zone has zone, file, primaries \
-                 and max_records"
+                "entry {n} has the key {other:?}; a secondary zone has zone, file, primaries, \
+                 max_records and request_ixfr"
             )));
         }
         let text = |field: &str, what: &str| {
@@ -91,6 +94,15 @@ pub(super) fn secondaries(
                         "zone {origin}: max_records is a number of records from 1 to 100000000"
                     ))
                 })?,
+        };
+        let request_ixfr = match table.get("request_ixfr") {
+            None => true,
+            Some(value) => value.as_bool().ok_or_else(|| {
+                error(format!(
+                    "zone {origin}: request_ixfr is true (the changes since the copy held, \
+                     the default) or false (the whole zone each time)"
+                ))
+            })?,
         };
         let Some(list) = table.get("primaries").and_then(toml::Value::as_array) else {
             return Err(error(format!(
@@ -173,6 +185,7 @@ pub(super) fn secondaries(
             file,
             primaries,
             max_records,
+            request_ixfr,
         });
     }
     Ok(secondaries)

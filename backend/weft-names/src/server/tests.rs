@@ -274,6 +274,7 @@ fn a_secondary_zone_without_a_copy_gets_servfail_not_ready_and_is_never_forwarde
         file: "pending.test.zone".into(),
         primaries: Vec::new(),
         max_records: crate::transfer::inbound::MAX_RECORDS,
+        request_ixfr: true,
     };
     let config = DnsConfig {
         zones: catalog(EXAMPLE),

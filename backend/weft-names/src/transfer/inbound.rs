@@ -3,8 +3,12 @@
 //!
 //! [`fetch`] asks a primary, over one TCP connection, for the zone's SOA and, when its
 //! serial is newer than the copy held (RFC 1982 arithmetic) or there is none, for the
-//! whole zone by AXFR; with the primary's TSIG key each answer must verify, a transfer's
-//! later messages chained to the ones before (RFC 8945 section 5.3.1). [`zone_text`]
+//! changes since the copy by IXFR (RFC 1995) or the whole zone by AXFR; with the
+//! primary's TSIG key each answer must verify, a transfer's later messages chained to the
+//! ones before (RFC 8945 section 5.3.1). A primary that answers the IXFR with an error
+//! code is asked the AXFR on the same connection; one that answers it with the whole
+//! zone (as RFC 1995 section 4 allows) gives the whole zone. [`apply`] makes the changes
+//! of an IXFR into the zone's records, refusing any the copy held does not take. [`zone_text`]
 //! writes what came as a zone file, which the service loads as it loads any other, with
 //! the same checks: a primary's zone that breaks them is refused as a file would be. A
 //! NOTIFY for the zone from one of its primaries ([`Secondary::is_primary`]) wakes the
@@ -18,7 +22,7 @@
 //! and so is what a primary can make the service hold (`max_records`, [`MAX_BYTES`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -39,6 +43,7 @@ use weft::time::DelayedCall;
 
 use super::{NotifyPeer, serial_at_least};
 use crate::tsig::{self, TsigKey};
+use crate::zone::Zone;
 
 /// The inspector's label of a fetch's Deferred.
 pub const LABEL: &str = "dns zone transfer in";
@@ -46,6 +51,7 @@ pub const LABEL: &str = "dns zone transfer in";
 const STEP_CONNECT: &str = "connect to primary";
 const STEP_SOA: &str = "SOA query";
 const STEP_AXFR: &str = "AXFR";
+const STEP_IXFR: &str = "IXFR";
 
 /// How long a primary may take to accept the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +83,9 @@ pub struct Secondary {
     pub primaries: Vec<NotifyPeer>,
     /// The records a transfer may bring ([`MAX_RECORDS`] by default).
     pub max_records: usize,
+    /// Whether a copy held is brought up to date by IXFR, the changes since it (the
+    /// default, `request_ixfr`), rather than by AXFR, the whole zone.
+    pub request_ixfr: bool,
 }
 
 impl Secondary {
@@ -99,6 +108,47 @@ pub enum Fetched {
     Current(u32),
     /// The whole zone, its SOA first (and not again at the end).
     Zone(Vec<Record>),
+    /// The changes from the copy held to the primary's version, by IXFR: [`apply`]
+    /// makes the zone of them.
+    Changes(Box<Changes>),
+}
+
+/// What an IXFR brought (RFC 1995 section 4): the zone's new SOA, and each version's
+/// changes from the one before, oldest first, the first from the copy held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// The SOA of the version transferred.
+    pub soa: Record,
+    /// Each step from one serial to the next.
+    pub steps: Vec<Change>,
+}
+
+/// One version's changes from the one before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The serial before.
+    pub from: u32,
+    /// The serial after.
+    pub to: u32,
+    /// The records taken out (the SOA not among them).
+    pub deleted: Vec<Record>,
+    /// The records put in, after those were taken out (the SOA not among them).
+    pub added: Vec<Record>,
+}
+
+impl Changes {
+    /// The records deleted and added over every step.
+    pub fn len(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|c| c.deleted.len() + c.added.len())
+            .sum()
+    }
+
+    /// Whether no record changed but the SOA.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a NOTIFY sets and the task keeping the zone waits on: one permit kept when the
@@ -133,10 +183,18 @@ pub fn wake(service: &str, origin: &Name) -> bool {
 }
 
 /// Asks `primary` for `zone` on behalf of `service` (whose connections it is reported
-/// under): its serial, and the whole zone when that is newer than `have` (the serial of
-/// the copy held, if any).
+/// under): its serial, and when that is newer than `have` (the SOA record of the copy
+/// held, if any), the changes since it by IXFR when `ixfr` and the zone's
+/// `request_ixfr` say so (a primary may give the whole zone instead), or else the whole
+/// zone by AXFR.
 #[track_caller]
-pub fn fetch(service: &str, zone: &Secondary, primary: &NotifyPeer, have: Option<u32>) -> Fetching {
+pub fn fetch(
+    service: &str,
+    zone: &Secondary,
+    primary: &NotifyPeer,
+    have: Option<&Record>,
+    ixfr: bool,
+) -> Fetching {
     let (resolver, fetched) = Deferred::<Fetched>::labeled(LABEL);
     let steps = fetched.steps();
     let detail = StepDetail::new(&primary.to_string());
@@ -144,6 +202,7 @@ pub fn fetch(service: &str, zone: &Secondary, primary: &NotifyPeer, have: Option
     let mut state = State::new(&zone.origin, primary.key.clone(), have, steps, detail);
     state.resolver = Some(resolver);
     state.max_records = zone.max_records;
+    state.ixfr = ixfr && zone.request_ixfr;
     let state = Rc::new(RefCell::new(state));
     // An endpoint string escapes the colons of an IPv6 address.
     let endpoint = format!(
@@ -213,14 +272,25 @@ impl Drop for Fetching {
 struct State {
     origin: Name,
     key: Option<TsigKey>,
-    have: Option<u32>,
+    /// The SOA record of the copy held.
+    have: Option<Record>,
+    /// Whether the copy held is brought up to date by IXFR.
+    ixfr: bool,
     /// Fires the fetch's Deferred; `None` once it has.
     resolver: Option<Resolver<Fetched>>,
     steps: Steps,
     /// The primary, as its steps name it.
     detail: StepDetail,
-    /// The primary's serial, from its answer to the SOA query: the AXFR was asked.
+    /// The primary's serial, from its answer to the SOA query: the transfer was asked.
     serial: Option<u32>,
+    /// The transfer asked (AXFR or IXFR) once it was.
+    asked: Option<RecordType>,
+    /// Whether the answer to an IXFR is read as changes (its second record was the SOA
+    /// of the copy held), with the step its records go to (deleted, then added), and
+    /// whether its second record was seen.
+    changes: Option<Vec<Change>>,
+    adding: bool,
+    shaped: bool,
     /// The records the transfer may bring.
     max_records: usize,
     /// Messages without records in a row.
@@ -248,23 +318,29 @@ enum Next {
 }
 
 impl State {
-    /// A fetch of `origin` from a primary with `key`, the copy held at serial `have`,
-    /// its chain's `steps` naming the primary as `detail`; not connected yet.
+    /// A fetch of `origin` from a primary with `key`, the copy held with the SOA `have`,
+    /// its chain's `steps` naming the primary as `detail`; not connected yet. It asks
+    /// AXFR unless `ixfr` is set.
     fn new(
         origin: &Name,
         key: Option<TsigKey>,
-        have: Option<u32>,
+        have: Option<&Record>,
         steps: Steps,
         detail: StepDetail,
     ) -> Self {
         Self {
             origin: origin.clone(),
             key,
-            have,
+            have: have.cloned(),
+            ixfr: false,
             resolver: None,
             steps,
             detail,
             serial: None,
+            asked: None,
+            changes: None,
+            adding: false,
+            shaped: false,
             max_records: MAX_RECORDS,
             empty: 0,
             bytes: 0,
@@ -277,13 +353,26 @@ impl State {
         }
     }
 
-    /// The query for the zone's `qtype`, signed with the primary's key if it has one.
+    /// The serial of the copy held.
+    fn have_serial(&self) -> Option<u32> {
+        match self.have.as_ref().map(|r| &r.data) {
+            Some(RData::SOA(soa)) => Some(soa.serial),
+            _ => None,
+        }
+    }
+
+    /// The query for the zone's `qtype`, signed with the primary's key if it has one; an
+    /// IXFR's with the SOA of the copy held in its authority section (RFC 1995 section
+    /// 3).
     fn ask(&mut self, qtype: RecordType) -> Vec<u8> {
         self.id = crate::random::u16();
         let mut message = Message::new(self.id, MessageType::Query, OpCode::Query);
         let mut question = Query::query(self.origin.clone(), qtype);
         question.set_query_class(DNSClass::IN);
         message.queries.push(question);
+        if qtype == RecordType::IXFR {
+            message.authorities.extend(self.have.clone());
+        }
         let mut packet = crate::wire::encode(&message, None);
         self.verifier = self.key.as_ref().map(|key| {
             let mac = tsig::sign_query(key, &mut packet);
@@ -307,10 +396,10 @@ impl State {
             return Next::Done(Err(why.into()));
         }
         let rcode = header.response_code;
-        let what = if self.serial.is_some() {
-            "AXFR"
-        } else {
-            "SOA query"
+        let what = match self.asked {
+            Some(RecordType::IXFR) => "IXFR",
+            Some(_) => "AXFR",
+            None => "SOA query",
         };
         if let Some(verifier) = &mut self.verifier
             && let Err(why) = verifier.next(data, tsig::unix_now())
@@ -321,10 +410,17 @@ impl State {
             )));
         }
         if rcode != ResponseCode::NoError {
-            return Next::Done(Err(format!(
+            let why = format!(
                 "the primary answered the {what} {}",
                 crate::metrics::rcode_name(rcode)
-            )));
+            );
+            // A primary that does not serve IXFR answers NOTIMP, FORMERR or REFUSED:
+            // the whole zone is asked instead, on the same connection.
+            if self.asked == Some(RecordType::IXFR) && self.records.is_empty() {
+                tracing::debug!(zone = %self.origin, "{why}; asking AXFR");
+                return self.transfer(RecordType::AXFR);
+            }
+            return Next::Done(Err(why));
         }
         if header.truncation {
             return Next::Done(Err(format!("the answer to the {what} is truncated (TC)")));
@@ -347,20 +443,17 @@ impl State {
                     self.origin
                 )));
             }
-            if let Some(have) = self.have
+            if let Some(have) = self.have_serial()
                 && serial_at_least(have, serial)
             {
                 return Next::Done(Ok(Fetched::Current(serial)));
             }
             self.serial = Some(serial);
-            self.began = std::time::Instant::now();
-            let connection = self
-                .transport
-                .as_ref()
-                .map(|t| WaitsOn::Connection(t.info().id));
-            self.steps
-                .step_with(STEP_AXFR, connection, Some(&self.detail));
-            return Next::Ask(self.ask(RecordType::AXFR));
+            let qtype = match self.ixfr && self.have.is_some() {
+                true => RecordType::IXFR,
+                false => RecordType::AXFR,
+            };
+            return self.transfer(qtype);
         };
         self.bytes += data.len();
         if self.bytes > MAX_BYTES || self.began.elapsed() > TRANSFER_DEADLINE {
@@ -380,16 +473,28 @@ impl State {
                 "more than {EMPTY_IN_A_ROW} messages in a row without records"
             )));
         }
+        // RFC 1995 section 4: an IXFR answered with the zone's SOA alone says the primary
+        // has no changes to give from the copy held (it has that version or older); as
+        // the SOA query said newer, the whole zone is asked.
+        if self.asked == Some(RecordType::IXFR)
+            && self.records.is_empty()
+            && message.answers.len() == 1
+            && message.answers.first().and_then(serial_of) == Some(asked)
+        {
+            tracing::debug!(zone = %self.origin, "the primary answered the IXFR with its SOA alone; asking AXFR");
+            return self.transfer(RecordType::AXFR);
+        }
         let mut ended = false;
         for record in message.answers {
             if ended {
                 return Next::Done(Err("records after the closing SOA".into()));
             }
+            let serial = serial_of(&record);
             if self.records.is_empty() {
-                // RFC 5936 section 2.2: the zone's SOA first, here the one the SOA query
-                // gave (a primary that changed the zone between the two, or one of
-                // several behind an address that is behind, is not taken).
-                match serial_of(&record) {
+                // RFC 5936 section 2.2 and RFC 1995 section 4: the zone's SOA first, here
+                // the one the SOA query gave (a primary that changed the zone between the
+                // two, or one of several behind an address that is behind, is not taken).
+                match serial {
                     Some(first) if first == asked => {}
                     Some(first) => {
                         return Next::Done(Err(format!(
@@ -403,24 +508,79 @@ impl State {
                         )));
                     }
                 }
-            } else if record.record_type() == RecordType::SOA {
-                // And the same SOA last.
-                if serial_of(&record) != Some(asked) {
-                    return Next::Done(Err(format!(
-                        "an SOA record of {} that is not the transfer's first",
-                        record.name
-                    )));
-                }
-                ended = true;
+                self.records.push(record);
                 continue;
             }
-            if self.records.len() == self.max_records {
+            if record.record_type() == RecordType::SOA && serial.is_none() {
+                return Next::Done(Err(format!(
+                    "an SOA record of {}, not the zone's, in the transfer",
+                    record.name
+                )));
+            }
+            if self.asked == Some(RecordType::IXFR) && !self.shaped {
+                // The second record says which: the SOA of the copy held opens the
+                // changes from it; any other, the zone whole.
+                self.shaped = true;
+                if let (Some(from), Some(have)) = (serial, self.have_serial())
+                    && from == have
+                {
+                    self.changes = Some(vec![Change::from(from)]);
+                    continue;
+                }
+            }
+            if self.count() == self.max_records {
                 return Next::Done(Err(format!(
                     "more than {} records (`max_records`): the transfer is cut off",
                     self.max_records
                 )));
             }
-            self.records.push(record);
+            let step = match self.changes.as_mut() {
+                Some(changes) => changes.last_mut(),
+                None => {
+                    // The zone whole: the same SOA last.
+                    if let Some(last) = serial {
+                        if last != asked {
+                            return Next::Done(Err(format!(
+                                "an SOA of serial {last} in a transfer of serial {asked}"
+                            )));
+                        }
+                        ended = true;
+                    } else {
+                        self.records.push(record);
+                    }
+                    continue;
+                }
+            };
+            let Some(step) = step else { continue };
+            match (serial, self.adding) {
+                (None, false) => step.deleted.push(record),
+                (None, true) => step.added.push(record),
+                (Some(to), false) => {
+                    // The version the records after it are added to.
+                    if serial_at_least(step.from, to) {
+                        return Next::Done(Err(format!(
+                            "a change from serial {} to {to}, which is not newer",
+                            step.from
+                        )));
+                    }
+                    step.to = to;
+                    self.adding = true;
+                }
+                (Some(last), true) if last == asked && step.to == asked => ended = true,
+                (Some(from), true) => {
+                    // The next change, from the version the one before ended at.
+                    if from != step.to {
+                        return Next::Done(Err(format!(
+                            "a change from serial {from} after one to {}",
+                            step.to
+                        )));
+                    }
+                    self.adding = false;
+                    if let Some(changes) = self.changes.as_mut() {
+                        changes.push(Change::from(from));
+                    }
+                }
+            }
         }
         if !ended {
             return Next::Wait;
@@ -428,7 +588,58 @@ impl State {
         if self.verifier.as_ref().is_some_and(|v| !v.complete()) {
             return Next::Done(Err("the transfer's last message is not signed".into()));
         }
-        Next::Done(Ok(Fetched::Zone(std::mem::take(&mut self.records))))
+        let mut records = std::mem::take(&mut self.records);
+        match self.changes.take() {
+            Some(steps) => {
+                let soa = records.swap_remove(0);
+                Next::Done(Ok(Fetched::Changes(Box::new(Changes { soa, steps }))))
+            }
+            None => Next::Done(Ok(Fetched::Zone(records))),
+        }
+    }
+
+    /// The records the transfer brought so far.
+    fn count(&self) -> usize {
+        let changed = self.changes.iter().flatten();
+        self.records.len()
+            + changed
+                .map(|c| c.deleted.len() + c.added.len())
+                .sum::<usize>()
+    }
+
+    /// Asks the zone by `qtype` (AXFR or IXFR) from the start, the chain's step
+    /// saying so.
+    fn transfer(&mut self, qtype: RecordType) -> Next {
+        self.asked = Some(qtype);
+        self.records.clear();
+        self.changes = None;
+        self.adding = false;
+        self.shaped = false;
+        self.empty = 0;
+        self.bytes = 0;
+        self.began = std::time::Instant::now();
+        let connection = self
+            .transport
+            .as_ref()
+            .map(|t| WaitsOn::Connection(t.info().id));
+        let step = match qtype {
+            RecordType::IXFR => STEP_IXFR,
+            _ => STEP_AXFR,
+        };
+        self.steps.step_with(step, connection, Some(&self.detail));
+        Next::Ask(self.ask(qtype))
+    }
+}
+
+impl Change {
+    /// The change from serial `from`, its records to come.
+    fn from(from: u32) -> Self {
+        Self {
+            from,
+            to: from,
+            deleted: Vec::new(),
+            added: Vec::new(),
+        }
     }
 }
 
@@ -520,7 +731,7 @@ impl StringHandler for Fetch {
                 });
             }
             Next::Ask(packet) => {
-                arm(&self.0, MESSAGE_TIMEOUT, "answer to the AXFR");
+                arm(&self.0, MESSAGE_TIMEOUT, "answer to the transfer query");
                 send_int16_string(transport, &packet);
             }
             Next::Done(result) => finish(&self.0, result),
@@ -534,6 +745,85 @@ impl StringHandler for Fetch {
             Err(format!("the primary closed the connection: {reason}")),
         );
     }
+}
+
+/// The records of zone `held` after `changes`, an IXFR's from it: its SOA theirs, the
+/// records each step deletes taken out and the ones it adds put in, in order (one added
+/// that the zone holds replaces it: its TTL may change). An error when the steps do not
+/// start at the copy's serial and follow on, or one deletes a record the zone does not
+/// hold as the steps before left it: the copy is then left as it is (RFC 1995 has the
+/// client ask the whole zone).
+pub fn apply(held: &Zone, changes: Changes) -> Result<Vec<Record>, String> {
+    type Key = (LowerName, RData);
+    let Changes { soa, steps } = changes;
+    let holds = |(owner, data): &Key| held.records_at(owner).iter().any(|r| r.data == *data);
+    // Records of the copy taken out (deleted, or replaced by one added), the owners
+    // they are at, and the records added, each at most once (`None` once deleted).
+    let mut out_of_copy = HashSet::<Key>::new();
+    let mut touched = HashSet::<LowerName>::new();
+    let mut added: Vec<Option<Record>> = Vec::new();
+    let mut added_at = HashMap::<Key, usize>::new();
+    let mut serial = held.serial();
+    for step in steps {
+        if step.from != serial {
+            return Err(format!(
+                "a change from serial {} where the copy is at {serial}",
+                step.from
+            ));
+        }
+        serial = step.to;
+        for record in step.deleted {
+            let key = (LowerName::new(&record.name), record.data);
+            if let Some(at) = added_at.remove(&key) {
+                added[at] = None;
+            } else if holds(&key) && !out_of_copy.contains(&key) {
+                touched.insert(key.0.clone());
+                out_of_copy.insert(key);
+            } else {
+                return Err(format!(
+                    "the change to serial {} deletes a {} record of {} that the copy does not hold",
+                    step.to,
+                    key.1.record_type(),
+                    key.0
+                ));
+            }
+        }
+        for record in step.added {
+            let key = (LowerName::new(&record.name), record.data.clone());
+            if holds(&key) && !out_of_copy.contains(&key) {
+                touched.insert(key.0.clone());
+                out_of_copy.insert(key.clone());
+            }
+            match added_at.get(&key) {
+                Some(&at) => added[at] = Some(record),
+                None => {
+                    added_at.insert(key, added.len());
+                    added.push(Some(record));
+                }
+            }
+        }
+    }
+    let RData::SOA(theirs) = &soa.data else {
+        return Err("the changes' SOA is not one".into());
+    };
+    if theirs.serial != serial {
+        return Err(format!(
+            "changes that end at serial {serial}, not the primary's {}",
+            theirs.serial
+        ));
+    }
+    let mut records = Vec::with_capacity(held.len() + added.len());
+    records.push(soa);
+    for owner in held.owners().iter() {
+        let kept = held.records_at(owner).iter().filter(|r| {
+            r.record_type() != RecordType::SOA
+                && (!touched.contains(owner)
+                    || !out_of_copy.contains(&(owner.clone(), r.data.clone())))
+        });
+        records.extend(kept.cloned());
+    }
+    records.extend(added.into_iter().flatten());
+    Ok(records)
 }
 
 /// A zone file of `records` (a transfer's, its SOA first), `comment` on its first line.

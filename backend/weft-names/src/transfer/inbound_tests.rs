@@ -159,7 +159,7 @@ fn state(have: Option<u32>) -> State {
     State::new(
         &origin,
         None,
-        have,
+        have.map(soa).as_ref(),
         Steps::none(),
         StepDetail::from_static("test"),
     )
@@ -260,7 +260,7 @@ fn a_primary_s_answers_are_taken_only_as_rfc_5936_says() {
         ),
         (
             vec![vec![soa(8), a("a.example.test."), soa(9)]],
-            "not the transfer's first",
+            "an SOA of serial 9 in a transfer of serial 8",
         ),
         (
             vec![vec![soa(8), soa(8), a("a.example.test.")]],
@@ -302,4 +302,166 @@ fn a_primary_s_answers_are_taken_only_as_rfc_5936_says() {
             .unwrap_err()
             .contains("answered the AXFR NOTAUTH")
     );
+}
+
+/// The query in `next`, which asks one.
+fn asked(next: &Next) -> Message {
+    let Next::Ask(packet) = next else {
+        panic!("a query asked")
+    };
+    Message::from_vec(packet).unwrap()
+}
+
+/// The zone of `names` (an A record each) at `serial`, its SOA and NS too.
+fn zone_of(serial: u32, names: &[&str]) -> Zone {
+    let mut text = format!(
+        "example.test. 60 IN SOA ns. hostmaster. {serial} 60 60 600 60\nexample.test. 60 IN NS ns.example.test.\n"
+    );
+    for name in names {
+        text.push_str(&format!("{name} 60 IN A 192.0.2.1\n"));
+    }
+    Zone::parse(Path::new("t"), &text).unwrap()
+}
+
+/// The owners of `records` other than the apex, sorted.
+fn owners(records: &[Record]) -> Vec<String> {
+    let mut names: Vec<String> = records
+        .iter()
+        .filter(|r| r.name.to_ascii() != "example.test.")
+        .map(|r| r.name.to_ascii())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
+    let held = zone_of(7, &["a.example.test.", "b.example.test."]);
+    let ixfr = |have: &Zone| {
+        let mut s = State::new(
+            have.origin(),
+            None,
+            Some(have.soa()),
+            Steps::none(),
+            StepDetail::from_static("test"),
+        );
+        s.ixfr = true;
+        s.ask(RecordType::SOA);
+        let next = s.take(&answer(&s, vec![soa(9)], ResponseCode::NoError));
+        let query = asked(&next);
+        assert_eq!(query.queries[0].query_type(), RecordType::IXFR);
+        assert_eq!(
+            query.authorities,
+            vec![have.soa().clone()],
+            "the SOA of the copy held, in the authority section (section 3)"
+        );
+        s
+    };
+
+    // Two versions' changes over two messages: 7 to 8 deletes a and adds c, 8 to 9
+    // deletes c again and adds d.
+    let mut s = ixfr(&held);
+    let first = vec![soa(9), soa(7), a("a.example.test."), soa(8)];
+    assert!(matches!(
+        s.take(&answer(&s, first, ResponseCode::NoError)),
+        Next::Wait
+    ));
+    let last = vec![
+        a("c.example.test."),
+        soa(8),
+        a("c.example.test."),
+        soa(9),
+        a("d.example.test."),
+        soa(9),
+    ];
+    let Ok(Fetched::Changes(changes)) = done(s.take(&answer(&s, last, ResponseCode::NoError)))
+    else {
+        panic!("the changes")
+    };
+    let changes = *changes;
+    assert_eq!(
+        changes
+            .steps
+            .iter()
+            .map(|c| (c.from, c.to))
+            .collect::<Vec<_>>(),
+        [(7, 8), (8, 9)]
+    );
+    assert_eq!(changes.len(), 4);
+    let records = apply(&held, changes.clone()).unwrap();
+    assert_eq!(records[0], soa(9), "their SOA first");
+    assert_eq!(owners(&records), ["b.example.test.", "d.example.test."]);
+    let built = Zone::from_transfer(Path::new("t"), records, 1).unwrap();
+    assert_eq!(built.serial(), 9);
+
+    // A record the copy does not hold deleted, changes from another serial, a record
+    // deleted twice: the copy is left as it is.
+    let other = zone_of(7, &["b.example.test."]);
+    assert!(
+        apply(&other, changes.clone())
+            .unwrap_err()
+            .contains("deletes a A record of a.example.test. that the copy does not hold")
+    );
+    let later = zone_of(8, &["a.example.test."]);
+    assert!(
+        apply(&later, changes.clone())
+            .unwrap_err()
+            .contains("a change from serial 7 where the copy is at 8")
+    );
+    let mut twice = changes.clone();
+    twice.steps[1].deleted.push(a("a.example.test."));
+    assert!(apply(&held, twice).unwrap_err().contains("does not hold"));
+    // A record added that the copy holds replaces it (its TTL, say).
+    let mut longer = a("b.example.test.");
+    longer.ttl = 3600;
+    let mut replaced = changes;
+    replaced.steps[0].added.push(longer);
+    let records = apply(&held, replaced).unwrap();
+    assert_eq!(owners(&records), ["b.example.test.", "d.example.test."]);
+    assert!(records.iter().any(|r| r.ttl == 3600));
+
+    // Answered with the zone whole (section 4): taken as an AXFR's.
+    let mut s = ixfr(&held);
+    let whole = vec![soa(9), a("x.example.test."), soa(9)];
+    let Ok(Fetched::Zone(records)) = done(s.take(&answer(&s, whole, ResponseCode::NoError))) else {
+        panic!("the zone")
+    };
+    assert_eq!(owners(&records), ["x.example.test."]);
+
+    // Not served (NOTIMP, or the SOA alone): the AXFR asked on the same connection.
+    for refusal in [
+        answer(&s, Vec::new(), ResponseCode::NotImp),
+        answer(&s, vec![soa(9)], ResponseCode::NoError),
+    ] {
+        let mut s = ixfr(&held);
+        let mut message = Message::from_vec(&refusal).unwrap();
+        message.metadata.id = s.id;
+        let next = s.take(&message.to_vec().unwrap());
+        assert_eq!(asked(&next).queries[0].query_type(), RecordType::AXFR);
+        let whole = vec![soa(9), a("x.example.test."), soa(9)];
+        assert!(matches!(
+            done(s.take(&answer(&s, whole, ResponseCode::NoError))),
+            Ok(Fetched::Zone(_))
+        ));
+    }
+
+    // Changes that do not follow on, or go back.
+    for (records, says) in [
+        (
+            vec![soa(9), soa(7), soa(8), soa(7), soa(9)],
+            "a change from serial 7 after one to 8",
+        ),
+        (
+            vec![soa(9), soa(7), soa(6)],
+            "a change from serial 7 to 6, which is not newer",
+        ),
+        (
+            vec![soa(9), soa(7), soa(9), soa(9), a("a.example.test.")],
+            "records after the closing SOA",
+        ),
+    ] {
+        let mut s = ixfr(&held);
+        let next = s.take(&answer(&s, records, ResponseCode::NoError));
+        assert!(done(next).unwrap_err().contains(says), "{says}");
+    }
 }

@@ -217,6 +217,7 @@ fn a_notify_from_a_primary_of_a_secondary_zone_is_taken_and_any_other_refused() 
         file: "example.test.zone".into(),
         primaries,
         max_records: inbound::MAX_RECORDS,
+        request_ixfr: true,
     };
     let primary = |addr: &str, key: Option<crate::TsigKey>| NotifyPeer {
         addr: addr.parse().unwrap(),

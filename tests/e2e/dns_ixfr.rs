@@ -192,9 +192,18 @@ fn host(name: &str, last: u8) -> Record {
     Record::from_rdata(name, 60, RData::A(A::new(192, 0, 2, last)))
 }
 
-/// A primary at serial 9 whose IXFR deletes a record the copy does not hold, and whose
-/// AXFR gives the zone whole; the types it was asked, in order, come out of the channel.
-fn primary_with_changes_that_do_not_apply() -> (u16, std::sync::mpsc::Receiver<RecordType>) {
+/// How the primary of [`primary_at_9`] answers an IXFR.
+#[derive(Clone, Copy)]
+enum Ixfr {
+    /// With changes that delete a record the copy does not hold.
+    NotApplying,
+    /// SERVFAIL, and the connection closed.
+    Failing,
+}
+
+/// A primary at serial 9 answering an IXFR as `ixfr` says, and whose AXFR gives the zone
+/// whole; the types it was asked, in order, come out of the channel.
+fn primary_at_9(ixfr: Ixfr) -> (u16, std::sync::mpsc::Receiver<RecordType>) {
     use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -204,6 +213,12 @@ fn primary_with_changes_that_do_not_apply() -> (u16, std::sync::mpsc::Receiver<R
             let Ok(mut conn) = conn else { return };
             while let Some((id, qtype)) = next_question(&mut conn) {
                 let _ = asked.send(qtype);
+                if let (RecordType::IXFR, Ixfr::Failing) = (qtype, ixfr) {
+                    let mut failed = framed(id, Vec::new());
+                    failed[5] = (failed[5] & 0xf0) | 2;
+                    let _ = conn.write_all(&failed);
+                    break;
+                }
                 let records = match qtype {
                     RecordType::IXFR => vec![
                         soa(9),
@@ -234,15 +249,15 @@ fn primary_with_changes_that_do_not_apply() -> (u16, std::sync::mpsc::Receiver<R
     (port, heard)
 }
 
-#[test]
-fn changes_that_do_not_apply_to_the_copy_held_are_refused_and_the_whole_zone_asked() {
+/// weft holding a copy of `example.test.` at serial 7 in `file`, from a primary at
+/// serial 9 answering its IXFR as `ixfr` says: once the zone whole is served, having asked
+/// the primary the SOA, the IXFR, then (on a connection of its own) the SOA and the AXFR.
+fn whole_zone_asked_after(ixfr: Ixfr, file: &std::path::Path) -> (u16, crate::support::App) {
     let ours = free_port();
-    let (theirs, heard) = primary_with_changes_that_do_not_apply();
-    let kept = tempfile::tempdir().unwrap();
-    let file = kept.path().join("example.test.zone");
+    let (theirs, heard) = primary_at_9(ixfr);
     // A copy at serial 7, as weft wrote it after a transfer.
     std::fs::write(
-        &file,
+        file,
         "; zone example.test. transferred from 127.0.0.1:53 at 0 (unix seconds)\n\
          example.test. 60 IN SOA example.test. example.test. 7 60 60 600 60\n\
          example.test. 60 IN NS ns1.example.test.\n\
@@ -250,7 +265,7 @@ fn changes_that_do_not_apply_to_the_copy_held_are_refused_and_the_whole_zone_ask
          old.example.test. 60 IN A 192.0.2.7\n",
     )
     .unwrap();
-    let app = secondary(ours, &file, &format!(r#"["127.0.0.1:{theirs}"]"#));
+    let app = secondary(ours, file, &format!(r#"["127.0.0.1:{theirs}"]"#));
     assert_eventually!(
         dig(ours, &["whole.example.test", "A", "+short"]).trim() == "192.0.2.9",
         "the whole zone served\n{}",
@@ -260,29 +275,46 @@ fn changes_that_do_not_apply_to_the_copy_held_are_refused_and_the_whole_zone_ask
     let asked: Vec<RecordType> = (0..4)
         .filter_map(|_| heard.recv_timeout(wait).ok())
         .collect();
-    assert_eq!(
-        asked,
-        [
-            RecordType::SOA,
-            RecordType::IXFR,
-            RecordType::SOA,
-            RecordType::AXFR
-        ]
-    );
-    assert_eq!(dig(ours, &["old.example.test", "A", "+short"]).trim(), "");
-    assert!(
-        app.log()
-            .contains("the changes the IXFR brought are refused")
-            && app
-                .log()
-                .contains("deletes a A record of ghost.example.test. that the copy does not hold"),
-        "{}",
-        app.log()
-    );
+    let whole = [
+        RecordType::SOA,
+        RecordType::IXFR,
+        RecordType::SOA,
+        RecordType::AXFR,
+    ];
+    assert_eq!(asked, whole);
     assert_eq!(refreshes(&app, "transferred"), 1.0);
+    (ours, app)
+}
+
+#[test]
+fn changes_that_do_not_apply_to_the_copy_held_are_refused_and_the_whole_zone_asked() {
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("example.test.zone");
+    let (ours, app) = whole_zone_asked_after(Ixfr::NotApplying, &file);
+    assert_eq!(dig(ours, &["old.example.test", "A", "+short"]).trim(), "");
+    let log = app.log();
     assert!(
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .contains("whole.example.test. 60 IN A 192.0.2.9\n")
+        log.contains("the changes the IXFR brought are refused")
+            && log
+                .contains("deletes a A record of ghost.example.test. that the copy does not hold"),
+        "{log}"
     );
+    let copy = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        copy.contains("whole.example.test. 60 IN A 192.0.2.9\n"),
+        "{copy}"
+    );
+}
+
+#[test]
+fn an_ixfr_that_fails_has_the_zone_asked_whole_on_a_connection_of_its_own() {
+    let kept = tempfile::tempdir().unwrap();
+    let file = kept.path().join("example.test.zone");
+    let (_, app) = whole_zone_asked_after(Ixfr::Failing, &file);
+    let log = app.log();
+    assert!(
+        log.contains("the IXFR failed") && log.contains("answered the IXFR SERVFAIL"),
+        "{log}"
+    );
+    assert_eq!(refreshes(&app, "failed"), 0.0);
 }

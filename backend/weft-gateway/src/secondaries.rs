@@ -20,7 +20,6 @@
 //! logged when it fails; each fetch is a Deferred the inspector shows with its step.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,12 +28,16 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft::Reactor;
 use weft_names::transfer::inbound::{self, Fetched};
+use weft_names::transfer::ixfr;
 use weft_names::transfer::{Refresh, Secondary};
 use weft_names::{Catalog, ServiceMetrics, Zone};
 
 use crate::config::ServiceConfig;
 use crate::running::Running;
 use crate::services::ServiceKind;
+
+mod copy_file;
+use copy_file::{modified, touch, write_whole};
 
 /// The shortest wait between two checks, whatever the SOA says (a refresh of 0 would
 /// ask the primary without pause).
@@ -342,7 +345,7 @@ async fn refresh(
     let (primary, changes) = match check(service, zone, have.as_ref(), true).await? {
         (primary, Fetched::Current(theirs)) => return Ok(Refreshed::Current(primary, theirs)),
         (primary, Fetched::Zone(records)) => {
-            return store(zone, &primary, move || Ok(records))
+            return store(zone, records, &primary)
                 .await
                 .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
                 .map_err(|why| refused(&primary, why));
@@ -355,13 +358,17 @@ async fn refresh(
             "{primary} sent changes to a copy this service does not hold"
         ));
     };
-    match store(zone, &primary, move || inbound::apply(&copy, *changes)).await {
-        Ok(new) => {
-            return Ok(Refreshed::Transferred(
-                primary,
-                Box::new(new),
-                Some(changed),
-            ));
+    // The changes made into the copy on a blocking thread (a large zone's records are
+    // copied); ones that do not apply have the zone asked whole.
+    let applied = tokio::task::spawn_blocking(move || ixfr::apply(&copy, *changes))
+        .await
+        .map_err(|e| e.to_string())?;
+    match applied {
+        Ok(records) => {
+            return store(zone, records, &primary)
+                .await
+                .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), Some(changed)))
+                .map_err(|why| refused(&primary, why));
         }
         Err(why) => {
             tracing::warn!(service, zone = %zone.origin, %primary, "the changes the IXFR brought are refused ({why}); asking the whole zone");
@@ -369,7 +376,7 @@ async fn refresh(
     }
     match check(service, zone, have.as_ref(), false).await? {
         (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
-        (primary, Fetched::Zone(records)) => store(zone, &primary, move || Ok(records))
+        (primary, Fetched::Zone(records)) => store(zone, records, &primary)
             .await
             .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
             .map_err(|why| refused(&primary, why)),
@@ -395,22 +402,34 @@ async fn check(
 ) -> Result<(String, Fetched), String> {
     let mut failures = Vec::new();
     for primary in &zone.primaries {
-        match inbound::fetch(service, zone, primary, have, ixfr).await {
+        let mut fetching = inbound::fetch(service, zone, primary, have, ixfr);
+        match (&mut fetching).await {
             Ok(fetched) => return Ok((primary.to_string(), fetched)),
             Err(failure) => failures.push(format!("{primary}: {}", failure.error())),
+        }
+        if !fetching.failed_in_ixfr() {
+            continue;
+        }
+        // RFC 1995 section 4: an IXFR that failed (not a connection that could not be
+        // made) is asked again whole, on a connection of its own.
+        drop(fetching);
+        tracing::warn!(service, zone = %zone.origin, %primary, "the IXFR failed ({}); asking the whole zone", failures.last().map_or("", String::as_str));
+        match inbound::fetch(service, zone, primary, have, false).await {
+            Ok(fetched) => return Ok((primary.to_string(), fetched)),
+            Err(failure) => failures.push(format!("{primary} (AXFR): {}", failure.error())),
         }
     }
     Err(failures.join("; "))
 }
 
-/// Checks the records `records` gives (on a blocking thread: the zone transferred from
-/// `primary`, or the copy held with the changes it sent) as its zone file would be
-/// (`Zone::from_transfer`), and writes that file in place of the copy held (renamed into
-/// place, whole); the copy as it is served.
+/// Checks `records` (the zone transferred from `primary`, or the copy held with the
+/// changes it sent) as its zone file would be (`Zone::from_transfer`), on a blocking
+/// thread, and writes that file in place of the copy held (renamed into place, whole);
+/// the copy as it is served.
 async fn store(
     zone: &Secondary,
+    records: Vec<hickory_proto::rr::Record>,
     primary: &str,
-    records: impl FnOnce() -> Result<Vec<hickory_proto::rr::Record>, String> + Send + 'static,
 ) -> Result<Zone, String> {
     let file = zone.file.clone();
     let comment = format!(
@@ -420,8 +439,15 @@ async fn store(
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
     );
+    let most = zone.max_records;
     let stored = tokio::task::spawn_blocking(move || {
-        let records = records()?;
+        // An IXFR's changes could grow the zone past what an AXFR may bring.
+        if records.len() > most {
+            return Err(format!(
+                "a zone of {} records, more than `max_records` ({most})",
+                records.len()
+            ));
+        }
         let text = inbound::zone_text(&records, &comment)?;
         // The zone the text makes, built from the records without reading it back; its
         // records numbered as the text has them, after the comment.
@@ -432,80 +458,6 @@ async fn store(
         Ok(copy)
     });
     stored.await.map_err(|e| e.to_string())?
-}
-
-/// Writes `bytes` to `file` through a file beside it, synced and renamed into place,
-/// so a reader (a reload, a restart, a power cut) finds the old copy or the new one,
-/// whole. The file beside it is this write's own (a write a stopped task finishes never
-/// shares it with its successor's).
-fn write_whole(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    // A symlink is written through: the file it leads to is replaced, the link kept.
-    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned());
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    remove_partials(&file);
-    let mut partial = file.as_os_str().to_owned();
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    partial.push(format!(".{}.{n}.partial", std::process::id()));
-    let partial = std::path::PathBuf::from(partial);
-    let written = std::fs::File::create(&partial).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    let renamed = written.and_then(|()| std::fs::rename(&partial, &file));
-    if renamed.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    renamed?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
-}
-
-/// Removes the partial files of `file` another process left (killed while it wrote):
-/// `FILE.PID.N.partial`, of a PID other than this one's (this process's own are its
-/// writes under way).
-fn remove_partials(file: &Path) {
-    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let entry_name = entry.file_name();
-        // `.PID.N.partial` after the file's name, as `write_whole` names them.
-        let pid = entry_name
-            .to_str()
-            .and_then(|n| n.strip_prefix(name.to_str()?))
-            .and_then(|rest| rest.strip_prefix('.')?.strip_suffix(".partial"))
-            .and_then(|rest| rest.split_once('.'))
-            .filter(|(_, n)| n.parse::<u64>().is_ok())
-            .and_then(|(pid, _)| pid.parse::<u32>().ok());
-        if pid.is_some_and(|pid| pid != std::process::id()) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// When `file` was last modified: when a primary last confirmed the copy it holds.
-fn modified(file: &Path) -> Option<SystemTime> {
-    std::fs::metadata(file).and_then(|m| m.modified()).ok()
-}
-
-/// Marks `file` confirmed now (its modification time).
-fn touch(file: &Path) {
-    let touched = std::fs::File::options()
-        .append(true)
-        .open(file)
-        .and_then(|f| f.set_modified(SystemTime::now()));
-    if let Err(error) = touched {
-        tracing::warn!(file = %file.display(), %error, "cannot mark the zone's copy confirmed (its modification time): a restart may find it expired");
-    }
 }
 
 /// Puts `install` in service: the zone replaces the copy of its origin that its service
@@ -556,45 +508,5 @@ pub(crate) async fn install(running: &mut Running, install: Install) {
         Err(error) => {
             tracing::error!(service, zone = %origin, %error, "the zone could not be put in service");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_copy_is_written_whole_through_a_symlink_and_partial_files_left_by_a_kill_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("real.zone");
-        let link = dir.path().join("link.zone");
-        std::fs::write(&target, "old").unwrap();
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let left = dir.path().join("real.zone.4242.7.partial");
-        let ours = dir
-            .path()
-            .join(format!("real.zone.{}.1.partial", std::process::id()));
-        let others = [
-            dir.path().join("real.zone.x.partial"),
-            dir.path().join("other.zone.4242.7.partial"),
-        ];
-        for f in [&left, &ours].into_iter().chain(&others) {
-            std::fs::write(f, "").unwrap();
-        }
-        write_whole(&link, b"new").unwrap();
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
-        assert!(
-            std::fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink(),
-            "the link kept"
-        );
-        assert!(!left.exists(), "another process's partial file removed");
-        assert!(ours.exists(), "this process's own left alone");
-        assert!(
-            others.iter().all(|f| f.exists()),
-            "files not ours left alone"
-        );
     }
 }

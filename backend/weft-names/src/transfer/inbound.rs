@@ -7,8 +7,8 @@
 //! primary's TSIG key each answer must verify, a transfer's later messages chained to the
 //! ones before (RFC 8945 section 5.3.1). A primary that answers the IXFR with an error
 //! code is asked the AXFR on the same connection; one that answers it with the whole
-//! zone (as RFC 1995 section 4 allows) gives the whole zone. [`apply`] makes the changes
-//! of an IXFR into the zone's records, refusing any the copy held does not take. [`zone_text`]
+//! zone (as RFC 1995 section 4 allows) gives the whole zone. [`super::ixfr::apply`]
+//! makes the changes of an IXFR into the zone's records. [`zone_text`]
 //! writes what came as a zone file, which the service loads as it loads any other, with
 //! the same checks: a primary's zone that breaks them is refused as a file would be. A
 //! NOTIFY for the zone from one of its primaries ([`Secondary::is_primary`]) wakes the
@@ -22,8 +22,7 @@
 //! and so is what a primary can make the service hold (`max_records`, [`MAX_BYTES`]).
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -31,9 +30,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{CNAME, NS, PTR};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use weft::Reactor;
 use weft::Transport;
 use weft::defer::{Deferred, Failure, Resolver, StepDetail, Steps, WaitsOn};
@@ -41,9 +38,10 @@ use weft::framing::{Int16StringReceiver, StringHandler, send_int16_string};
 use weft::observe::CloseReason;
 use weft::time::DelayedCall;
 
+use super::ixfr::{Change, Changes};
+pub use super::zone_text::zone_text;
 use super::{NotifyPeer, serial_at_least};
 use crate::tsig::{self, TsigKey};
-use crate::zone::Zone;
 
 /// The inspector's label of a fetch's Deferred.
 pub const LABEL: &str = "dns zone transfer in";
@@ -108,47 +106,9 @@ pub enum Fetched {
     Current(u32),
     /// The whole zone, its SOA first (and not again at the end).
     Zone(Vec<Record>),
-    /// The changes from the copy held to the primary's version, by IXFR: [`apply`]
-    /// makes the zone of them.
+    /// The changes from the copy held to the primary's version, by IXFR:
+    /// [`super::ixfr::apply`] makes the zone of them.
     Changes(Box<Changes>),
-}
-
-/// What an IXFR brought (RFC 1995 section 4): the zone's new SOA, and each version's
-/// changes from the one before, oldest first, the first from the copy held.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Changes {
-    /// The SOA of the version transferred.
-    pub soa: Record,
-    /// Each step from one serial to the next.
-    pub steps: Vec<Change>,
-}
-
-/// One version's changes from the one before.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// The serial before.
-    pub from: u32,
-    /// The serial after.
-    pub to: u32,
-    /// The records taken out (the SOA not among them).
-    pub deleted: Vec<Record>,
-    /// The records put in, after those were taken out (the SOA not among them).
-    pub added: Vec<Record>,
-}
-
-impl Changes {
-    /// The records deleted and added over every step.
-    pub fn len(&self) -> usize {
-        self.steps
-            .iter()
-            .map(|c| c.deleted.len() + c.added.len())
-            .sum()
-    }
-
-    /// Whether no record changed but the SOA.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What a NOTIFY sets and the task keeping the zone waits on: one permit kept when the
@@ -235,6 +195,15 @@ pub struct Fetching {
     state: Rc<RefCell<State>>,
 }
 
+impl Fetching {
+    /// Whether it was asking an IXFR when it ended: one that failed so (the primary's
+    /// answer misread, cut, or never finished) is asked again whole, by AXFR (RFC 1995
+    /// section 4).
+    pub fn failed_in_ixfr(&self) -> bool {
+        self.state.borrow().asked == Some(RecordType::IXFR)
+    }
+}
+
 impl std::future::Future for Fetching {
     type Output = Result<Fetched, Failure>;
 
@@ -291,8 +260,9 @@ struct State {
     changes: Option<Vec<Change>>,
     adding: bool,
     shaped: bool,
-    /// The records the transfer may bring.
+    /// The records the transfer may bring, and has brought after its first.
     max_records: usize,
+    count: usize,
     /// Messages without records in a row.
     empty: usize,
     /// The bytes of the transfer's messages so far, and when it was asked.
@@ -342,6 +312,7 @@ impl State {
             adding: false,
             shaped: false,
             max_records: MAX_RECORDS,
+            count: 0,
             empty: 0,
             bytes: 0,
             began: std::time::Instant::now(),
@@ -401,22 +372,37 @@ impl State {
             Some(_) => "AXFR",
             None => "SOA query",
         };
-        if let Some(verifier) = &mut self.verifier
-            && let Err(why) = verifier.next(data, tsig::unix_now())
-        {
-            return Next::Done(Err(format!(
-                "the answer to the {what} ({}) does not verify with the key: {why}",
-                crate::metrics::rcode_name(rcode)
-            )));
-        }
+        // Whether this message is signed and verified (not merely covered by the next
+        // signed one).
+        let signed = match &mut self.verifier {
+            Some(verifier) => match verifier.next(data, tsig::unix_now()) {
+                Ok(signed) => signed,
+                Err(why) => {
+                    return Next::Done(Err(format!(
+                        "the answer to the {what} ({}) does not verify with the key: {why}",
+                        crate::metrics::rcode_name(rcode)
+                    )));
+                }
+            },
+            None => true,
+        };
         if rcode != ResponseCode::NoError {
             let why = format!(
                 "the primary answered the {what} {}",
                 crate::metrics::rcode_name(rcode)
             );
-            // A primary that does not serve IXFR answers NOTIMP, FORMERR or REFUSED:
-            // the whole zone is asked instead, on the same connection.
-            if self.asked == Some(RecordType::IXFR) && self.records.is_empty() {
+            // A primary that does not serve IXFR answers NOTIMP, FORMERR or REFUSED
+            // (with its key, signed): the whole zone is asked instead, on the same
+            // connection.
+            let not_served = matches!(
+                rcode,
+                ResponseCode::NotImp | ResponseCode::FormErr | ResponseCode::Refused
+            );
+            if self.asked == Some(RecordType::IXFR)
+                && self.records.is_empty()
+                && not_served
+                && signed
+            {
                 tracing::debug!(zone = %self.origin, "{why}; asking AXFR");
                 return self.transfer(RecordType::AXFR);
             }
@@ -473,17 +459,6 @@ impl State {
                 "more than {EMPTY_IN_A_ROW} messages in a row without records"
             )));
         }
-        // RFC 1995 section 4: an IXFR answered with the zone's SOA alone says the primary
-        // has no changes to give from the copy held (it has that version or older); as
-        // the SOA query said newer, the whole zone is asked.
-        if self.asked == Some(RecordType::IXFR)
-            && self.records.is_empty()
-            && message.answers.len() == 1
-            && message.answers.first().and_then(serial_of) == Some(asked)
-        {
-            tracing::debug!(zone = %self.origin, "the primary answered the IXFR with its SOA alone; asking AXFR");
-            return self.transfer(RecordType::AXFR);
-        }
         let mut ended = false;
         for record in message.answers {
             if ended {
@@ -517,6 +492,15 @@ impl State {
                     record.name
                 )));
             }
+            // Every record after the first counts, the SOAs between an IXFR's versions
+            // too.
+            if self.count == self.max_records {
+                return Next::Done(Err(format!(
+                    "more than {} records (`max_records`): the transfer is cut off",
+                    self.max_records
+                )));
+            }
+            self.count += 1;
             if self.asked == Some(RecordType::IXFR) && !self.shaped {
                 // The second record says which: the SOA of the copy held opens the
                 // changes from it; any other, the zone whole.
@@ -524,15 +508,9 @@ impl State {
                 if let (Some(from), Some(have)) = (serial, self.have_serial())
                     && from == have
                 {
-                    self.changes = Some(vec![Change::from(from)]);
+                    self.changes = Some(vec![Change::starting_at(from)]);
                     continue;
                 }
-            }
-            if self.count() == self.max_records {
-                return Next::Done(Err(format!(
-                    "more than {} records (`max_records`): the transfer is cut off",
-                    self.max_records
-                )));
             }
             let step = match self.changes.as_mut() {
                 Some(changes) => changes.last_mut(),
@@ -556,11 +534,19 @@ impl State {
                 (None, false) => step.deleted.push(record),
                 (None, true) => step.added.push(record),
                 (Some(to), false) => {
-                    // The version the records after it are added to.
-                    if serial_at_least(step.from, to) {
+                    // The version the records after it are added to: newer than the one
+                    // before (RFC 1982; not the undefined half-way), and not past the
+                    // primary's.
+                    let undefined = to.wrapping_sub(step.from) == 1 << 31;
+                    if serial_at_least(step.from, to) || undefined {
                         return Next::Done(Err(format!(
                             "a change from serial {} to {to}, which is not newer",
                             step.from
+                        )));
+                    }
+                    if !serial_at_least(asked, to) {
+                        return Next::Done(Err(format!(
+                            "a change to serial {to}, past the primary's {asked}"
                         )));
                     }
                     step.to = to;
@@ -577,7 +563,7 @@ impl State {
                     }
                     self.adding = false;
                     if let Some(changes) = self.changes.as_mut() {
-                        changes.push(Change::from(from));
+                        changes.push(Change::starting_at(from));
                     }
                 }
             }
@@ -598,20 +584,12 @@ impl State {
         }
     }
 
-    /// The records the transfer brought so far.
-    fn count(&self) -> usize {
-        let changed = self.changes.iter().flatten();
-        self.records.len()
-            + changed
-                .map(|c| c.deleted.len() + c.added.len())
-                .sum::<usize>()
-    }
-
     /// Asks the zone by `qtype` (AXFR or IXFR) from the start, the chain's step
     /// saying so.
     fn transfer(&mut self, qtype: RecordType) -> Next {
         self.asked = Some(qtype);
         self.records.clear();
+        self.count = 0;
         self.changes = None;
         self.adding = false;
         self.shaped = false;
@@ -628,18 +606,6 @@ impl State {
         };
         self.steps.step_with(step, connection, Some(&self.detail));
         Next::Ask(self.ask(qtype))
-    }
-}
-
-impl Change {
-    /// The change from serial `from`, its records to come.
-    fn from(from: u32) -> Self {
-        Self {
-            from,
-            to: from,
-            deleted: Vec::new(),
-            added: Vec::new(),
-        }
     }
 }
 
@@ -744,194 +710,6 @@ impl StringHandler for Fetch {
             &self.0,
             Err(format!("the primary closed the connection: {reason}")),
         );
-    }
-}
-
-/// The records of zone `held` after `changes`, an IXFR's from it: its SOA theirs, the
-/// records each step deletes taken out and the ones it adds put in, in order (one added
-/// that the zone holds replaces it: its TTL may change). An error when the steps do not
-/// start at the copy's serial and follow on, or one deletes a record the zone does not
-/// hold as the steps before left it: the copy is then left as it is (RFC 1995 has the
-/// client ask the whole zone).
-pub fn apply(held: &Zone, changes: Changes) -> Result<Vec<Record>, String> {
-    type Key = (LowerName, RData);
-    let Changes { soa, steps } = changes;
-    let holds = |(owner, data): &Key| held.records_at(owner).iter().any(|r| r.data == *data);
-    // Records of the copy taken out (deleted, or replaced by one added), the owners
-    // they are at, and the records added, each at most once (`None` once deleted).
-    let mut out_of_copy = HashSet::<Key>::new();
-    let mut touched = HashSet::<LowerName>::new();
-    let mut added: Vec<Option<Record>> = Vec::new();
-    let mut added_at = HashMap::<Key, usize>::new();
-    let mut serial = held.serial();
-    for step in steps {
-        if step.from != serial {
-            return Err(format!(
-                "a change from serial {} where the copy is at {serial}",
-                step.from
-            ));
-        }
-        serial = step.to;
-        for record in step.deleted {
-            let key = (LowerName::new(&record.name), record.data);
-            if let Some(at) = added_at.remove(&key) {
-                added[at] = None;
-            } else if holds(&key) && !out_of_copy.contains(&key) {
-                touched.insert(key.0.clone());
-                out_of_copy.insert(key);
-            } else {
-                return Err(format!(
-                    "the change to serial {} deletes a {} record of {} that the copy does not hold",
-                    step.to,
-                    key.1.record_type(),
-                    key.0
-                ));
-            }
-        }
-        for record in step.added {
-            let key = (LowerName::new(&record.name), record.data.clone());
-            if holds(&key) && !out_of_copy.contains(&key) {
-                touched.insert(key.0.clone());
-                out_of_copy.insert(key.clone());
-            }
-            match added_at.get(&key) {
-                Some(&at) => added[at] = Some(record),
-                None => {
-                    added_at.insert(key, added.len());
-                    added.push(Some(record));
-                }
-            }
-        }
-    }
-    let RData::SOA(theirs) = &soa.data else {
-        return Err("the changes' SOA is not one".into());
-    };
-    if theirs.serial != serial {
-        return Err(format!(
-            "changes that end at serial {serial}, not the primary's {}",
-            theirs.serial
-        ));
-    }
-    let mut records = Vec::with_capacity(held.len() + added.len());
-    records.push(soa);
-    for owner in held.owners().iter() {
-        let kept = held.records_at(owner).iter().filter(|r| {
-            r.record_type() != RecordType::SOA
-                && (!touched.contains(owner)
-                    || !out_of_copy.contains(&(owner.clone(), r.data.clone())))
-        });
-        records.extend(kept.cloned());
-    }
-    records.extend(added.into_iter().flatten());
-    Ok(records)
-}
-
-/// A zone file of `records` (a transfer's, its SOA first), `comment` on its first line.
-/// A, AAAA, NS, CNAME, PTR, MX and SOA are written as text, every name written here with
-/// decimal escapes (hickory writes `xn--` labels as Unicode and escapes in octal, which a
-/// zone file reads as other names); the other types in the generic form of RFC 3597
-/// (`TYPE46 \# 23 0001...`). So the file reads back exactly what came; an error for RDATA that does not
-/// encode. A TTL with its top bit set is written as 0 (RFC 2181 section 8).
-pub fn zone_text(records: &[Record], comment: &str) -> Result<String, String> {
-    let mut text = String::with_capacity(64 * records.len() + 128);
-    for line in comment.lines() {
-        let _ = writeln!(text, "; {line}");
-    }
-    let mut bytes = Vec::new();
-    for record in records {
-        put_name(&mut text, &record.name);
-        let ttl = if record.ttl > i32::MAX.cast_unsigned() {
-            0
-        } else {
-            record.ttl
-        };
-        let _ = write!(text, " {ttl} {} ", record.dns_class);
-        let rtype = record.record_type();
-        let as_text = matches!(
-            record.data,
-            RData::A(_)
-                | RData::AAAA(_)
-                | RData::NS(_)
-                | RData::CNAME(_)
-                | RData::PTR(_)
-                | RData::MX(_)
-                | RData::SOA(_)
-        );
-        // The generic form names the type by its number: it reads any type.
-        let _ = match as_text {
-            true => write!(text, "{rtype} "),
-            false => write!(text, "TYPE{} ", u16::from(rtype)),
-        };
-        match &record.data {
-            RData::A(a) => {
-                let _ = write!(text, "{a}");
-            }
-            RData::AAAA(aaaa) => {
-                let _ = write!(text, "{aaaa}");
-            }
-            RData::NS(NS(name)) | RData::CNAME(CNAME(name)) | RData::PTR(PTR(name)) => {
-                put_name(&mut text, name);
-            }
-            RData::MX(mx) => {
-                let _ = write!(text, "{} ", mx.preference);
-                put_name(&mut text, &mx.exchange);
-            }
-            RData::SOA(soa) => {
-                put_name(&mut text, &soa.mname);
-                text.push(' ');
-                put_name(&mut text, &soa.rname);
-                // RFC 1035 section 3.3.13: unsigned, where hickory keeps three as i32.
-                let _ = write!(
-                    text,
-                    " {} {} {} {} {}",
-                    soa.serial,
-                    soa.refresh.cast_unsigned(),
-                    soa.retry.cast_unsigned(),
-                    soa.expire.cast_unsigned(),
-                    soa.minimum
-                );
-            }
-            data => {
-                bytes.clear();
-                let mut encoder = BinEncoder::new(&mut bytes);
-                encoder.set_name_encoding(NameEncoding::Uncompressed);
-                if let Err(e) = data.emit(&mut encoder) {
-                    return Err(format!("{} {rtype}: {e}", record.name));
-                }
-                let _ = write!(
-                    text,
-                    "\\# {} {}",
-                    bytes.len(),
-                    data_encoding::HEXLOWER.encode(&bytes)
-                );
-            }
-        }
-        text.push('\n');
-    }
-    Ok(text)
-}
-
-/// Whether `byte` is written as itself in a name of a zone file.
-fn plain(byte: u8) -> bool {
-    byte.is_ascii_graphic() && !b".;()\"\\$@".contains(&byte)
-}
-
-/// Writes `name`, absolute, as a zone file reads it: an octet that is not [`plain`] as
-/// `\DDD`, in decimal (RFC 1035 section 5.1).
-fn put_name(text: &mut String, name: &Name) {
-    for label in name.iter() {
-        for &byte in label {
-            match plain(byte) {
-                true => text.push(char::from(byte)),
-                false => {
-                    let _ = write!(text, "\\{byte:03}");
-                }
-            }
-        }
-        text.push('.');
-    }
-    if name.is_root() {
-        text.push('.');
     }
 }
 

@@ -7,6 +7,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::DNSClass;
 
 use super::*;
+use crate::transfer::ixfr::{Changes, apply};
 use crate::zone::Zone;
 
 /// Every record of `zone`, its SOA first, as a transfer sends them.
@@ -334,60 +335,100 @@ fn owners(records: &[Record]) -> Vec<String> {
     names
 }
 
-#[test]
-fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
-    let held = zone_of(7, &["a.example.test.", "b.example.test."]);
-    let ixfr = |have: &Zone| {
-        let mut s = State::new(
-            have.origin(),
-            None,
-            Some(have.soa()),
-            Steps::none(),
-            StepDetail::from_static("test"),
-        );
-        s.ixfr = true;
-        s.ask(RecordType::SOA);
-        let next = s.take(&answer(&s, vec![soa(9)], ResponseCode::NoError));
-        let query = asked(&next);
-        assert_eq!(query.queries[0].query_type(), RecordType::IXFR);
-        assert_eq!(
-            query.authorities,
-            vec![have.soa().clone()],
-            "the SOA of the copy held, in the authority section (section 3)"
-        );
-        s
-    };
+/// A fetch holding `have` that asked the SOA, was answered serial 9, and asked IXFR
+/// with the SOA of `have` in its authority section (RFC 1995 section 3).
+fn ixfr(have: &Zone) -> State {
+    let mut s = State::new(
+        have.origin(),
+        None,
+        Some(have.soa()),
+        Steps::none(),
+        StepDetail::from_static("test"),
+    );
+    s.ixfr = true;
+    s.ask(RecordType::SOA);
+    let next = s.take(&answer(&s, vec![soa(9)], ResponseCode::NoError));
+    let query = asked(&next);
+    assert_eq!(query.queries[0].query_type(), RecordType::IXFR);
+    assert_eq!(query.authorities, vec![have.soa().clone()]);
+    s
+}
 
-    // Two versions' changes over two messages: 7 to 8 deletes a and adds c, 8 to 9
-    // deletes c again and adds d.
-    let mut s = ixfr(&held);
-    let first = vec![soa(9), soa(7), a("a.example.test."), soa(8)];
-    assert!(matches!(
-        s.take(&answer(&s, first, ResponseCode::NoError)),
-        Next::Wait
-    ));
-    let last = vec![
+/// The changes `s` reads from `messages`, each an answer to its IXFR.
+fn changes_of(s: &mut State, messages: Vec<Vec<Record>>) -> Result<Changes, String> {
+    let mut next = Next::Wait;
+    for records in messages {
+        next = s.take(&answer(s, records, ResponseCode::NoError));
+    }
+    match done(next)? {
+        Fetched::Changes(changes) => Ok(*changes),
+        other => Err(format!("not changes: {other:?}")),
+    }
+}
+
+/// Two versions' changes to the zone of a and b at 7: 7 to 8 deletes a and adds c, 8 to
+/// 9 deletes c again and adds d.
+fn two_versions() -> Vec<Record> {
+    vec![
+        soa(9),
+        soa(7),
+        a("a.example.test."),
+        soa(8),
         a("c.example.test."),
         soa(8),
         a("c.example.test."),
         soa(9),
         a("d.example.test."),
         soa(9),
+    ]
+}
+
+#[test]
+fn an_ixfr_s_changes_are_read_version_by_version_over_any_split_into_messages() {
+    let held = zone_of(7, &["a.example.test.", "b.example.test."]);
+    let records = two_versions();
+    // Whole, one record a message (the first SOA alone, as BIND's `one-answer` sends
+    // it), and split after the second.
+    for messages in [
+        vec![records.clone()],
+        records.iter().map(|r| vec![r.clone()]).collect(),
+        vec![records[..2].to_vec(), records[2..].to_vec()],
+    ] {
+        let changes = changes_of(&mut ixfr(&held), messages).unwrap();
+        assert_eq!(
+            changes
+                .steps
+                .iter()
+                .map(|c| (c.from, c.to))
+                .collect::<Vec<_>>(),
+            [(7, 8), (8, 9)]
+        );
+        assert_eq!((changes.len(), changes.soa.clone()), (4, soa(9)));
+    }
+    // The condensed form (one version from 7 to 9), and a version with no change but
+    // its SOA.
+    let condensed = vec![
+        soa(9),
+        soa(7),
+        a("a.example.test."),
+        soa(9),
+        a("d.example.test."),
+        soa(9),
     ];
-    let Ok(Fetched::Changes(changes)) = done(s.take(&answer(&s, last, ResponseCode::NoError)))
-    else {
-        panic!("the changes")
-    };
-    let changes = *changes;
-    assert_eq!(
-        changes
-            .steps
-            .iter()
-            .map(|c| (c.from, c.to))
-            .collect::<Vec<_>>(),
-        [(7, 8), (8, 9)]
+    let changes = changes_of(&mut ixfr(&held), vec![condensed]).unwrap();
+    assert_eq!((changes.steps.len(), changes.len()), (1, 2));
+    let empty = vec![soa(9), soa(7), soa(9), soa(9)];
+    assert!(
+        changes_of(&mut ixfr(&held), vec![empty])
+            .unwrap()
+            .is_empty()
     );
-    assert_eq!(changes.len(), 4);
+}
+
+#[test]
+fn an_ixfr_s_changes_are_made_into_the_copy_held_and_refused_when_they_do_not_apply() {
+    let held = zone_of(7, &["a.example.test.", "b.example.test."]);
+    let changes = changes_of(&mut ixfr(&held), vec![two_versions()]).unwrap();
     let records = apply(&held, changes.clone()).unwrap();
     assert_eq!(records[0], soa(9), "their SOA first");
     assert_eq!(owners(&records), ["b.example.test.", "d.example.test."]);
@@ -397,21 +438,28 @@ fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
     // A record the copy does not hold deleted, changes from another serial, a record
     // deleted twice: the copy is left as it is.
     let other = zone_of(7, &["b.example.test."]);
+    let why = apply(&other, changes.clone()).unwrap_err().0;
     assert!(
-        apply(&other, changes.clone())
-            .unwrap_err()
-            .contains("deletes a A record of a.example.test. that the copy does not hold")
+        why.contains("deletes a A record of a.example.test. that the copy does not hold"),
+        "{why}"
     );
     let later = zone_of(8, &["a.example.test."]);
+    let why = apply(&later, changes.clone()).unwrap_err().0;
     assert!(
-        apply(&later, changes.clone())
-            .unwrap_err()
-            .contains("a change from serial 7 where the copy is at 8")
+        why.contains("a change from serial 7 where the copy is at 8"),
+        "{why}"
     );
     let mut twice = changes.clone();
     twice.steps[1].deleted.push(a("a.example.test."));
-    assert!(apply(&held, twice).unwrap_err().contains("does not hold"));
-    // A record added that the copy holds replaces it (its TTL, say).
+    assert!(apply(&held, twice).unwrap_err().0.contains("does not hold"));
+    // Names compare without case.
+    let mut upper = changes.clone();
+    upper.steps[0].deleted[0] = a("A.EXAMPLE.TEST.");
+    assert_eq!(
+        owners(&apply(&held, upper).unwrap()),
+        ["b.example.test.", "d.example.test."]
+    );
+    // A record added that the copy holds replaces it (its TTL, say), once.
     let mut longer = a("b.example.test.");
     longer.ttl = 3600;
     let mut replaced = changes;
@@ -419,8 +467,12 @@ fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
     let records = apply(&held, replaced).unwrap();
     assert_eq!(owners(&records), ["b.example.test.", "d.example.test."]);
     assert!(records.iter().any(|r| r.ttl == 3600));
+}
 
-    // Answered with the zone whole (section 4): taken as an AXFR's.
+#[test]
+fn an_ixfr_answered_whole_or_not_served_gives_the_zone_whole() {
+    let held = zone_of(7, &["a.example.test.", "b.example.test."]);
+    // Answered with the zone whole (RFC 1995 section 4): taken as an AXFR's.
     let mut s = ixfr(&held);
     let whole = vec![soa(9), a("x.example.test."), soa(9)];
     let Ok(Fetched::Zone(records)) = done(s.take(&answer(&s, whole, ResponseCode::NoError))) else {
@@ -428,15 +480,14 @@ fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
     };
     assert_eq!(owners(&records), ["x.example.test."]);
 
-    // Not served (NOTIMP, or the SOA alone): the AXFR asked on the same connection.
-    for refusal in [
-        answer(&s, Vec::new(), ResponseCode::NotImp),
-        answer(&s, vec![soa(9)], ResponseCode::NoError),
+    // Not served (NOTIMP, FORMERR, REFUSED): the AXFR asked on the same connection.
+    for rcode in [
+        ResponseCode::NotImp,
+        ResponseCode::FormErr,
+        ResponseCode::Refused,
     ] {
         let mut s = ixfr(&held);
-        let mut message = Message::from_vec(&refusal).unwrap();
-        message.metadata.id = s.id;
-        let next = s.take(&message.to_vec().unwrap());
+        let next = s.take(&answer(&s, Vec::new(), rcode));
         assert_eq!(asked(&next).queries[0].query_type(), RecordType::AXFR);
         let whole = vec![soa(9), a("x.example.test."), soa(9)];
         assert!(matches!(
@@ -444,8 +495,16 @@ fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
             Ok(Fetched::Zone(_))
         ));
     }
+    // Any other error ends the fetch, named (the task asks the zone whole then).
+    let mut s = ixfr(&held);
+    let failed = done(s.take(&answer(&s, Vec::new(), ResponseCode::ServFail)));
+    assert!(failed.unwrap_err().contains("answered the IXFR SERVFAIL"));
+    assert_eq!(s.asked, Some(RecordType::IXFR));
+}
 
-    // Changes that do not follow on, or go back.
+#[test]
+fn an_ixfr_whose_versions_do_not_follow_on_or_go_past_the_primary_s_is_refused() {
+    let held = zone_of(7, &["a.example.test."]);
     for (records, says) in [
         (
             vec![soa(9), soa(7), soa(8), soa(7), soa(9)],
@@ -456,12 +515,34 @@ fn an_ixfr_is_read_as_rfc_1995_says_and_its_changes_made_into_the_zone() {
             "a change from serial 7 to 6, which is not newer",
         ),
         (
+            vec![soa(9), soa(7), soa(7 + (1 << 31))],
+            "which is not newer",
+        ),
+        (
+            vec![soa(9), soa(7), soa(11)],
+            "a change to serial 11, past the primary's 9",
+        ),
+        (
             vec![soa(9), soa(7), soa(9), soa(9), a("a.example.test.")],
             "records after the closing SOA",
         ),
     ] {
-        let mut s = ixfr(&held);
-        let next = s.take(&answer(&s, records, ResponseCode::NoError));
-        assert!(done(next).unwrap_err().contains(says), "{says}");
+        let why = changes_of(&mut ixfr(&held), vec![records]).unwrap_err();
+        assert!(why.contains(says), "{says}: {why}");
     }
+}
+
+#[test]
+fn every_record_of_an_ixfr_counts_toward_max_records_its_soas_too() {
+    let held = zone_of(7, &["a.example.test."]);
+    let mut s = ixfr(&held);
+    s.max_records = 5;
+    // Versions without a change, SOAs only: 7 to 8 to 9 is five records after the
+    // first.
+    let soas = vec![soa(9), soa(7), soa(8), soa(8), soa(9), soa(9)];
+    assert!(changes_of(&mut s, vec![soas.clone()]).is_ok());
+    let mut s = ixfr(&held);
+    s.max_records = 4;
+    let why = changes_of(&mut s, vec![soas]).unwrap_err();
+    assert!(why.contains("more than 4 records"), "{why}");
 }

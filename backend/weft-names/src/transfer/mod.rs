@@ -27,10 +27,12 @@
 //! ([`TransferResult`]), every NOTIFY in `weft_dns_notifies_total{result}`.
 
 pub mod inbound;
+pub mod ixfr;
 pub(crate) mod metrics;
 pub mod notify;
 mod prefix;
 mod stream;
+mod zone_text;
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;

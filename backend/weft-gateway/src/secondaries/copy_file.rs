@@ -1,0 +1,120 @@
+//! The file a secondary zone's copy is kept in: written whole (through a partial file
+//! of its own, synced and renamed into place), and its modification time, which says when
+//! a primary last confirmed the copy.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Writes `bytes` to `file` through a file beside it, synced and renamed into place,
+/// so a reader (a reload, a restart, a power cut) finds the old copy or the new one,
+/// whole. The file beside it is this write's own (a write a stopped task finishes never
+/// shares it with its successor's).
+pub(super) fn write_whole(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    // A symlink is written through: the file it leads to is replaced, the link kept.
+    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_owned());
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    remove_partials(&file);
+    let mut partial = file.as_os_str().to_owned();
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    partial.push(format!(".{}.{n}.partial", std::process::id()));
+    let partial = std::path::PathBuf::from(partial);
+    let written = std::fs::File::create(&partial).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&partial, &file));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    renamed?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Removes the partial files of `file` another process left (killed while it wrote):
+/// `FILE.PID.N.partial`, of a PID other than this one's (this process's own are its
+/// writes under way).
+fn remove_partials(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let entry_name = entry.file_name();
+        // `.PID.N.partial` after the file's name, as `write_whole` names them.
+        let pid = entry_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(name.to_str()?))
+            .and_then(|rest| rest.strip_prefix('.')?.strip_suffix(".partial"))
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(_, n)| n.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// When `file` was last modified: when a primary last confirmed the copy it holds.
+pub(super) fn modified(file: &Path) -> Option<SystemTime> {
+    std::fs::metadata(file).and_then(|m| m.modified()).ok()
+}
+
+/// Marks `file` confirmed now (its modification time).
+pub(super) fn touch(file: &Path) {
+    let touched = std::fs::File::options()
+        .append(true)
+        .open(file)
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    if let Err(error) = touched {
+        tracing::warn!(file = %file.display(), %error, "cannot mark the zone's copy confirmed (its modification time): a restart may find it expired");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_written_whole_through_a_symlink_and_partial_files_left_by_a_kill_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.zone");
+        let link = dir.path().join("link.zone");
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let left = dir.path().join("real.zone.4242.7.partial");
+        let ours = dir
+            .path()
+            .join(format!("real.zone.{}.1.partial", std::process::id()));
+        let others = [
+            dir.path().join("real.zone.x.partial"),
+            dir.path().join("other.zone.4242.7.partial"),
+        ];
+        for f in [&left, &ours].into_iter().chain(&others) {
+            std::fs::write(f, "").unwrap();
+        }
+        write_whole(&link, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the link kept"
+        );
+        assert!(!left.exists(), "another process's partial file removed");
+        assert!(ours.exists(), "this process's own left alone");
+        assert!(
+            others.iter().all(|f| f.exists()),
+            "files not ours left alone"
+        );
+    }
+}

@@ -364,6 +364,14 @@ impl DnsServer {
                 if let Some(seal) = seal {
                     metrics.transfer().tsig(seal.result());
                     seal.apply(&mut encoded);
+                    // A TSIG record that would take the answer past what any client
+                    // takes over UDP (a long key name after a long question) is left
+                    // out, with TC set, for the client to ask again over TCP (RFC 8945
+                    // section 5.3; RFC 1035 section 4.2.1).
+                    if via == Via::Udp && encoded.len() > wire::CLASSIC_UDP_SIZE {
+                        response.metadata.truncation = true;
+                        encoded = wire::encode(&response, None);
+                    }
                 }
                 reply(encoded);
                 match rcode {

@@ -32,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hickory_proto::op::{Header, Message, Query};
 use hickory_proto::rr::rdata::TSIG;
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, make_tsig_record};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use ring::hmac;
 
@@ -223,16 +223,20 @@ pub(crate) fn of_query(message: &Message, packet: &[u8]) -> Result<Option<Signed
     let found = message
         .signature
         .as_deref()
-        .map(|r| (&r.name, &r.data))
+        .map(|r| (&r.name, &r.data, r.dns_class))
         .or_else(|| {
             message.additionals.iter().find_map(|r| match &r.data {
-                RData::TSIG(t) => Some((&r.name, t)),
+                RData::TSIG(t) => Some((&r.name, t, r.dns_class)),
                 _ => None,
             })
         });
-    let Some((key, tsig)) = found else {
+    let Some((key, tsig, class)) = found else {
         return Ok(None);
     };
+    // Section 4.2: its class is ANY (as BIND, which answers FORMERR otherwise).
+    if class != DNSClass::ANY {
+        return Err(format!("a TSIG record of class {class}; its class is ANY"));
+    }
     // RFC 8945 section 5.2: one TSIG record, the last of the additional section, or
     // FORMERR. hickory takes the OPT record out of the section, so count on the wire.
     let additionals = additionals(packet).map_err(|e| format!("undecodable: {e}"))?;

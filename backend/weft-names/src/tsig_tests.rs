@@ -421,3 +421,26 @@ fn unsigned_tsig(time: u64) -> TSIG {
         Vec::new(),
     )
 }
+
+#[test]
+fn a_tsig_record_of_a_class_other_than_any_is_malformed() {
+    let key = key(SECRET);
+    let mut packet = signed_query(&key, unix_now(), None);
+    let message = Message::from_vec(&packet).unwrap();
+    assert!(
+        of_query(&message, &packet).unwrap().is_some(),
+        "class ANY: signed"
+    );
+    // The class follows the owner name (uncompressed here) and the type.
+    let (_, at) = *additionals(&packet).unwrap().last().unwrap();
+    let mut end = at;
+    while packet[end] != 0 {
+        end += usize::from(packet[end]) + 1;
+    }
+    let class = end + 3;
+    assert_eq!(packet[class..class + 2], [0, 255], "ANY");
+    packet[class + 1] = 1;
+    let message = Message::from_vec(&packet).unwrap();
+    let why = of_query(&message, &packet).err().unwrap();
+    assert!(why.contains("class IN; its class is ANY"), "{why}");
+}

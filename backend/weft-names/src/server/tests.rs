@@ -459,3 +459,45 @@ fn an_additional_section_that_does_not_fit_udp_is_left_out_without_tc() {
     let tcp = h.inbox.borrow_mut().pop().unwrap();
     assert_eq!(tcp.additionals.len(), 24, "A and AAAA of each exchange");
 }
+
+#[test]
+fn an_error_answer_whose_tsig_record_would_pass_512_bytes_over_udp_goes_without_it_and_tc_set() {
+    // A key name and a question of about 255 octets each: the BADKEY answer, the
+    // question and a TSIG record owned by the key's name, would take some 560 bytes.
+    let long = |last: char| {
+        format!(
+            "{}.{}.{}.{}.",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            last.to_string().repeat(61)
+        )
+    };
+    let key = crate::TsigKey::new(&long('k'), "hmac-sha256", "bWFkZSBmb3IgdGhlIHRlc3Q=").unwrap();
+    let question = long('q').replacen('a', "", 1);
+    let mut packet = query(7, &question, RecordType::A).to_vec().unwrap();
+    crate::tsig::sign_query(&key, &mut packet);
+    let h = harness(EXAMPLE, false);
+    for (via, fits) in [(Via::Udp, true), (Via::Tcp, false)] {
+        let sent = Rc::new(RefCell::new(Vec::new()));
+        let out = sent.clone();
+        h.server.handle(
+            &packet,
+            via,
+            Some("127.0.0.1:40000".parse().unwrap()),
+            move |b| {
+                *out.borrow_mut() = b;
+            },
+        );
+        let bytes = sent.borrow().clone();
+        let answer = Message::from_vec(&bytes).unwrap();
+        assert_eq!(answer.metadata.response_code, ResponseCode::NotAuth);
+        if fits {
+            assert!(bytes.len() <= 512, "{} bytes over UDP", bytes.len());
+            assert!(answer.metadata.truncation, "TC: ask again over TCP");
+        } else {
+            assert!(bytes.len() > 512, "over TCP the TSIG record goes with it");
+            assert!(!answer.metadata.truncation);
+        }
+    }
+}

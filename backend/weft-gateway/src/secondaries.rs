@@ -452,7 +452,16 @@ async fn store(
         // The zone the text makes, built from the records without reading it back; its
         // records numbered as the text has them, after the comment.
         let first_line = comment.lines().count() + 1;
-        let copy = Zone::from_transfer(&file, records, first_line).map_err(|e| e.to_string())?;
+        // The records are not in the file yet (and never will be, refused): an error
+        // names the record by its place among them.
+        let copy = Zone::from_transfer(&file, records, first_line).map_err(|e| match e.line {
+            0 => e.message,
+            line => format!(
+                "record {} of the zone: {}",
+                line + 1 - first_line,
+                e.message
+            ),
+        })?;
         write_whole(&file, text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         Ok(copy)
@@ -508,5 +517,40 @@ pub(crate) async fn install(running: &mut Running, install: Install) {
         Err(error) => {
             tracing::error!(service, zone = %origin, %error, "the zone could not be put in service");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::Record;
+    use hickory_proto::rr::rdata::{A, CNAME, NS, SOA};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_zone_refused_names_its_record_by_its_place_not_by_a_line_of_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        let origin = name("example.test.");
+        let zone = Secondary {
+            origin: origin.clone(),
+            file: dir.path().join("example.test.zone"),
+            primaries: Vec::new(),
+            max_records: 10,
+            request_ixfr: true,
+        };
+        let soa = SOA::new(name("ns.example.test."), origin.clone(), 9, 60, 60, 600, 60);
+        let records = vec![
+            Record::from_rdata(origin.clone(), 60, RData::SOA(soa)),
+            Record::from_rdata(origin.clone(), 60, RData::NS(NS(name("ns.example.test.")))),
+            Record::from_rdata(name("ns.example.test."), 60, RData::A(A::new(192, 0, 2, 1))),
+            Record::from_rdata(name("ns.example.test."), 60, RData::CNAME(CNAME(origin))),
+        ];
+        let why = store(&zone, records, "192.0.2.9:53").await.unwrap_err();
+        assert!(
+            why.starts_with("record 4 of the zone: ns.example.test. has a CNAME and other records"),
+            "{why}"
+        );
+        assert!(!zone.file.exists(), "nothing written");
     }
 }

@@ -26,11 +26,22 @@ function section(s) {
   // As ZoneFigures::source says it: a file, or the primaries of a secondary zone.
   const source = (z) => z.primaries.length === 0 ? "file"
     : `from ${z.primaries.join(", ")}${z.served ? "" : ": not served (no copy yet, or it expired)"}`;
+  // As ZoneFigures::refresh says it: a secondary zone's last check, the next, and its expiry.
+  const refresh = (z) => {
+    if (z.primaries.length === 0) return "-";
+    const parts = [z.check != null && z.checked_ago_ms != null ? `${z.check}, ${age(Math.abs(z.checked_ago_ms))} ago` : "not checked yet"];
+    if (z.next_check_in_ms != null) parts.push(z.next_check_in_ms > 0 ? `next in ${age(z.next_check_in_ms)}` : "checking now");
+    if (z.expires_in_ms != null) {
+      parts.push(z.expires_in_ms >= 0 ? `expires in ${age(z.expires_in_ms)}` : `expired ${age(-z.expires_in_ms)} ago`);
+    }
+    return parts.join("; ");
+  };
   const zones = s.zones.length === 0 ? null : table("zones",
-    [["zone"], ["serial", 1], ["records", 1], ["signatures expire"], ["source"]],
+    [["zone"], ["serial", 1], ["records", 1], ["signatures expire"], ["source"], ["refresh"]],
     s.zones.map((z) => el("tr", {}, mono(z.zone), num(z.serial), num(z.records),
       el("td", z.expiring ? { class: "bad" } : {}, signatures(z)),
-      el("td", { class: z.served ? "mono" : "mono bad" }, source(z)))));
+      el("td", { class: z.served ? "mono" : "mono bad" }, source(z)),
+      el("td", { class: z.check_failed ? "refresh bad" : "refresh" }, refresh(z)))));
   const rates = (cls, title, unit, list) => table(cls, [[title], [unit, 1], [cls === "qtypes" ? "queries" : "answers", 1]],
     list.map((r) => el("tr", {}, mono(r.name), num(rate(r.per_s)), num(r.total))));
   const upstreams = s.upstreams.length === 0 ? null : table("upstreams",

@@ -392,7 +392,7 @@ async fn dns_page_in_a_real_browser() {
          const cells = [...t.querySelectorAll('tbody td')].map(c => c.textContent);
          const flagged = t.querySelector('tbody td.bad');
          return cells[0] === 'example.test.' && cells[1] === '7' && cells[3].startsWith('in 23h') && cells[4] === 'file'
-           && !!flagged && flagged.textContent.startsWith('in ')",
+           && cells[5] === '-' && !!flagged && flagged.textContent.startsWith('in ')",
     )
     .await;
     b.screenshot("dns").await;

@@ -146,6 +146,16 @@ fn knot_s_changes_come_by_ixfr_signed_and_after_a_restart_from_the_copy_in_the_f
         assert_eq!(dig(ours, &short), dig(theirs, &short), "{question:?}");
     }
     assert_eq!(refreshes(&app, "transferred"), 2.0);
+    // The DNS page says what the last check brought, when the next comes and when the
+    // copy expires (the SOA's refresh is two hours, its expire two weeks).
+    let api: serde_json::Value = serde_json::from_str(&app.curl("/api/dns").unwrap()).unwrap();
+    let zone = &api[0]["zones"][0];
+    let brought = format!("IXFR from 127.0.0.1:{theirs} xfr.example.: 4 records changed");
+    assert_eq!(zone["check"], brought.as_str(), "{api}");
+    assert_eq!(zone["check_failed"], false, "{api}");
+    let hours = |ms: &serde_json::Value| ms.as_i64().unwrap_or(0) / 3_600_000;
+    assert!((1..=2).contains(&hours(&zone["next_check_in_ms"])), "{api}");
+    assert_eq!(hours(&zone["expires_in_ms"]) / 24, 13, "{api}");
     let copy = std::fs::read_to_string(&file).unwrap();
     assert!(copy.contains("new.example.test. 3600 IN A 192.0.2.99\n"));
     assert!(!copy.contains("host5.example.test. 3600 IN A"));

@@ -243,7 +243,15 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
         "{out}"
     );
     let api: serde_json::Value = serde_json::from_str(&app.curl("/api/dns").unwrap()).unwrap();
-    assert_eq!(api[0]["zones"][0]["served"], false, "{api}");
+    let shown = &api[0]["zones"][0];
+    assert_eq!(shown["served"], false, "{api}");
+    // The page says the last check failed, and why.
+    assert_eq!(shown["check_failed"], true, "{api}");
+    let check = shown["check"].as_str().unwrap_or_default();
+    assert!(
+        check.starts_with(&format!("failed: 127.0.0.1:{other} xfr.example.: ")),
+        "{api}"
+    );
     assert!(
         app.log().contains("TSIG") || app.log().contains("NOTAUTH"),
         "{}",

@@ -82,6 +82,19 @@ pub struct ZoneFigures {
     /// Whether it is served (a secondary zone is not before its first transfer, nor
     /// once its copy expired).
     pub served: bool,
+    /// What a secondary zone's last check with its primaries found (`current at ...`,
+    /// `IXFR from ...: 1 record changed`, `failed: ...`); `None` before the first and for
+    /// a zone from a file.
+    pub check: Option<String>,
+    /// Milliseconds since that check ended.
+    pub checked_ago_ms: Option<i64>,
+    /// Whether it failed (or the copy expired).
+    pub check_failed: bool,
+    /// Milliseconds until the next check (a NOTIFY may bring it sooner), below 0 while
+    /// it is under way.
+    pub next_check_in_ms: Option<i64>,
+    /// Milliseconds until the copy held expires unless a primary confirms it.
+    pub expires_in_ms: Option<i64>,
 }
 
 /// How long before a signature expires the page flags its zone: what `weft check` warns
@@ -90,6 +103,7 @@ const EXPIRING: i64 = 3 * 24 * 3600 * 1000;
 
 impl ZoneFigures {
     pub(crate) fn of(zone: ZoneSnapshot, now_ms: i64) -> Self {
+        let refresh = zone.refresh.unwrap_or_default();
         let left = zone
             .signatures_expire_ms
             .map(|at| at.saturating_sub(now_ms));
@@ -103,7 +117,36 @@ impl ZoneFigures {
             expiring: left.is_some_and(|left| left < EXPIRING),
             primaries: zone.primaries,
             served: zone.served,
+            check: refresh.outcome.clone(),
+            checked_ago_ms: refresh.checked_ms.map(|at| now_ms.saturating_sub(at)),
+            check_failed: refresh.failed,
+            next_check_in_ms: refresh.next_check_ms.map(|at| at.saturating_sub(now_ms)),
+            expires_in_ms: refresh.expires_ms.map(|at| at.saturating_sub(now_ms)),
         }
+    }
+
+    /// What the page says of a secondary zone's refresh: `current at 192.0.2.1:53, 12s
+    /// ago; next in 1h 59m; expires in 13d 23h`, or `-` for a zone from a file.
+    pub fn refresh(&self) -> String {
+        if self.primaries.is_empty() {
+            return "-".to_owned();
+        }
+        let age = |ms: i64| crate::fmt::age(&ms.unsigned_abs());
+        let mut parts = vec![match (&self.check, self.checked_ago_ms) {
+            (Some(check), Some(ago)) => format!("{check}, {} ago", age(ago)),
+            _ => "not checked yet".to_owned(),
+        }];
+        match self.next_check_in_ms {
+            Some(next) if next > 0 => parts.push(format!("next in {}", age(next))),
+            Some(_) => parts.push("checking now".to_owned()),
+            None => {}
+        }
+        match self.expires_in_ms {
+            Some(left) if left >= 0 => parts.push(format!("expires in {}", age(left))),
+            Some(past) => parts.push(format!("expired {} ago", age(past))),
+            None => {}
+        }
+        parts.join("; ")
     }
 
     /// What the page says of where it comes from: `file`, or `from 192.0.2.1:53`, and

@@ -20,7 +20,7 @@
 //! logged when it fails; each fetch is a Deferred the inspector shows with its step.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use hickory_proto::rr::{LowerName, Name, RData};
@@ -31,6 +31,8 @@ use weft_names::transfer::inbound::{self, Fetched};
 use weft_names::transfer::ixfr;
 use weft_names::transfer::{Refresh, Secondary};
 use weft_names::{Catalog, ServiceMetrics, Zone};
+use weft_telemetry::live::unix_ms;
+use weft_telemetry::views::RefreshSnapshot;
 
 use crate::config::ServiceConfig;
 use crate::running::Running;
@@ -207,6 +209,7 @@ impl Task {
             installs,
         } = self;
         let wake = inbound::listen(&service, &zone.origin);
+        let shown = Shown::register(&service, &zone.origin);
         // The copy held (`None` once expired, so the next check transfers it whole), its
         // timers, and when a primary last confirmed it.
         let mut timers = held.as_deref().and_then(Timers::of);
@@ -231,6 +234,7 @@ impl Task {
                     if serial.is_some_and(|ours| ours != theirs) {
                         tracing::warn!(service, zone = %zone.origin, %primary, ours = serial, theirs, "the primary's serial is behind the copy held; keeping the copy");
                     }
+                    shown.checked(format!("current at {primary}"), false);
                     None
                 }
                 Ok(Refreshed::Transferred(primary, new, how)) => {
@@ -244,6 +248,14 @@ impl Task {
                             tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = new.serial(), records = new.len(), "zone transferred")
                         }
                     }
+                    shown.checked(
+                        match how {
+                            Some(1) => format!("IXFR from {primary}: 1 record changed"),
+                            Some(n) => format!("IXFR from {primary}: {n} records changed"),
+                            None => format!("AXFR from {primary}: {} records", new.len()),
+                        },
+                        false,
+                    );
                     timers = Timers::of(&new);
                     confirmed = Some(SystemTime::now());
                     copy = Some(new.clone());
@@ -261,6 +273,7 @@ impl Task {
             };
             if let Some(why) = &failed {
                 tracing::warn!(service, zone = %zone.origin, "the zone was not refreshed: {why}");
+                shown.checked(format!("failed: {why}"), true);
                 // RFC 1034 section 4.3.5: a copy not refreshed within its expire time is
                 // no longer to be served, whatever kept it from being refreshed.
                 let past = |t: Timers, at: SystemTime| at.elapsed().is_ok_and(|e| e > t.expire);
@@ -269,6 +282,7 @@ impl Task {
                 {
                     counters.refresh(Refresh::Expired);
                     tracing::error!(service, zone = %zone.origin, expire = t.expire.as_secs(), "no primary confirmed the zone within its expire time: it is no longer served");
+                    shown.checked(format!("expired, not served: {why}"), true);
                     copy = None;
                     let install = Install {
                         service: service.clone(),
@@ -300,6 +314,11 @@ impl Task {
                     .unwrap_or_default();
                 wait = wait.min(left + Duration::from_secs(1));
             }
+            let expires = timers
+                .zip(confirmed)
+                .filter(|_| copy.is_some())
+                .map(|(t, at)| at + t.expire);
+            shown.next(wait, expires);
             let checked = std::time::Instant::now();
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -315,6 +334,52 @@ impl Task {
                 }
                 () = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+}
+
+/// Where each task's refresh stands, by service and zone, while it runs.
+type Statuses = HashMap<(String, LowerName), Weak<Mutex<RefreshSnapshot>>>;
+
+/// The tasks' refreshes, for the DNS page ([`status`]).
+static STATUSES: LazyLock<Mutex<Statuses>> = LazyLock::new(Mutex::default);
+
+/// Where the refresh of zone `origin` of `service` stands, if a task keeps it.
+pub(crate) fn status(service: &str, origin: &Name) -> Option<RefreshSnapshot> {
+    let key = (service.to_owned(), LowerName::new(origin));
+    let shown = STATUSES.lock().ok()?.get(&key)?.upgrade()?;
+    let snapshot = shown.lock().ok()?.clone();
+    Some(snapshot)
+}
+
+/// A task's refresh as [`status`] gives it, until the task ends.
+struct Shown(Arc<Mutex<RefreshSnapshot>>);
+
+impl Shown {
+    fn register(service: &str, origin: &Name) -> Self {
+        let shown = Arc::new(Mutex::new(RefreshSnapshot::default()));
+        if let Ok(mut statuses) = STATUSES.lock() {
+            statuses.retain(|_, s| s.strong_count() > 0);
+            let key = (service.to_owned(), LowerName::new(origin));
+            statuses.insert(key, Arc::downgrade(&shown));
+        }
+        Self(shown)
+    }
+
+    /// A check ended now with `outcome`.
+    fn checked(&self, outcome: String, failed: bool) {
+        if let Ok(mut shown) = self.0.lock() {
+            shown.checked_ms = Some(unix_ms(SystemTime::now()));
+            shown.outcome = Some(outcome);
+            shown.failed = failed;
+        }
+    }
+
+    /// The next check comes in `wait` at the latest; the copy held expires at `expires`.
+    fn next(&self, wait: Duration, expires: Option<SystemTime>) {
+        if let Ok(mut shown) = self.0.lock() {
+            shown.next_check_ms = Some(unix_ms(SystemTime::now() + wait));
+            shown.expires_ms = expires.map(unix_ms);
         }
     }
 }

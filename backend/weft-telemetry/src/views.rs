@@ -68,6 +68,26 @@ pub struct ZoneSnapshot {
     /// Whether it is served: a secondary zone is not before its first transfer, nor
     /// once its copy expired (its serial and records are then 0).
     pub served: bool,
+    /// A secondary zone's refresh: its last check with its primaries, when it is checked
+    /// next, and when its copy expires; `None` for a zone from a file.
+    pub refresh: Option<RefreshSnapshot>,
+}
+
+/// Where a secondary zone's refresh stands (as NSD's `zonestatus` and Knot's
+/// `zone-status` say it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefreshSnapshot {
+    /// When its last check ended, unix milliseconds; `None` before the first.
+    pub checked_ms: Option<i64>,
+    /// What it found: `current`, `IXFR from 192.0.2.1:53: 4 records changed`, `AXFR
+    /// from ...: 3,010 records`, `failed: why`, `expired`.
+    pub outcome: Option<String>,
+    /// Whether it failed (or the copy expired).
+    pub failed: bool,
+    /// When it is checked next, unix milliseconds (a NOTIFY may bring it sooner).
+    pub next_check_ms: Option<i64>,
+    /// When the copy held expires unless a primary confirms it first, unix milliseconds.
+    pub expires_ms: Option<i64>,
 }
 
 /// Something a service holds now, and the most it may.

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use weft_telemetry::views::{
-    Histogram, RecentRequest, ServiceSnapshot, ServiceView, Tally, TopKey, UpstreamSnapshot,
-    ZoneSnapshot,
+    Histogram, RecentRequest, RefreshSnapshot, ServiceSnapshot, ServiceView, Tally, TopKey,
+    UpstreamSnapshot, ZoneSnapshot,
 };
 
 use super::*;
@@ -52,6 +52,13 @@ impl ServiceView for Hostile {
                 signatures_expire_ms: None,
                 primaries: vec![format!("192.0.2.1:53 {EVIL}.")],
                 served: false,
+                refresh: Some(RefreshSnapshot {
+                    checked_ms: Some(500),
+                    outcome: Some(format!("failed: a record of {EVIL}.test. refused")),
+                    failed: true,
+                    next_check_ms: None,
+                    expires_ms: None,
+                }),
             }],
             recent: vec![RecentRequest {
                 at_ms: 1000,
@@ -83,9 +90,9 @@ async fn the_dns_page_shows_each_service_with_every_name_escaped() {
     assert!(!a.body.contains("<script>"), "{}", a.body);
     assert_eq!(
         a.body.matches("alert(").count(),
-        7,
-        "the service (attribute and heading), zone and its source, upstream, top name and \
-         recent name, all shown as text: {}",
+        8,
+        "the service (attribute and heading), zone, its source and its last check, upstream, \
+         top name and recent name, all shown as text: {}",
         a.body
     );
     assert!(a.body.contains(r#"href="/dns" aria-current="page""#));
@@ -95,6 +102,12 @@ async fn the_dns_page_shows_each_service_with_every_name_escaped() {
         a.body
     );
     assert!(a.body.contains("50%"), "the hit ratio: {}", a.body);
+    assert!(
+        a.body
+            .contains(r#"<td class="refresh bad">failed: a record of"#),
+        "a failed check flagged: {}",
+        a.body
+    );
     let empty = get(router(state()), "/dns").await;
     assert!(
         empty.body.contains("No DNS service runs."),
@@ -186,4 +199,58 @@ fn a_zone_s_source_is_its_file_or_its_primaries_and_a_secondary_not_served_is_fl
         zone(&["192.0.2.1:53"], false),
         "from 192.0.2.1:53: not served (no copy yet, or it expired)"
     );
+}
+
+/// A secondary zone's refresh: what its last check found and how long ago, when it is
+/// checked next, and when its copy expires; a zone from a file has none.
+#[test]
+fn a_secondary_zone_s_refresh_says_its_last_check_the_next_and_its_expiry() {
+    const S: i64 = 1000;
+    let now = 1_000_000 * S;
+    let zone = |primaries: &[&str], refresh: Option<RefreshSnapshot>| {
+        let snapshot = ZoneSnapshot {
+            zone: "example.test.".into(),
+            primaries: primaries.iter().map(|p| (*p).to_owned()).collect(),
+            served: true,
+            refresh,
+            ..ZoneSnapshot::default()
+        };
+        crate::dns::ZoneFigures::of(snapshot, now)
+    };
+    assert_eq!(zone(&[], None).refresh(), "-");
+    let primary = ["192.0.2.1:53"];
+    assert_eq!(
+        zone(&primary, Some(RefreshSnapshot::default())).refresh(),
+        "not checked yet"
+    );
+    let checked = zone(
+        &primary,
+        Some(RefreshSnapshot {
+            checked_ms: Some(now - 12 * S),
+            outcome: Some("IXFR from 192.0.2.1:53: 1 record changed".into()),
+            failed: false,
+            next_check_ms: Some(now + 7_140 * S),
+            expires_ms: Some(now + 14 * 86_400 * S - 12 * S),
+        }),
+    );
+    assert_eq!(
+        checked.refresh(),
+        "IXFR from 192.0.2.1:53: 1 record changed, 12.0s ago; next in 1h 59m; expires in 13d 23h"
+    );
+    assert!(!checked.check_failed);
+    let failing = zone(
+        &primary,
+        Some(RefreshSnapshot {
+            checked_ms: Some(now - 90 * S),
+            outcome: Some("failed: 192.0.2.1:53: cannot connect".into()),
+            failed: true,
+            next_check_ms: Some(now - S),
+            expires_ms: Some(now - 3_600 * S),
+        }),
+    );
+    assert_eq!(
+        failing.refresh(),
+        "failed: 192.0.2.1:53: cannot connect, 1m 30s ago; checking now; expired 1h 0m ago"
+    );
+    assert!(failing.check_failed);
 }

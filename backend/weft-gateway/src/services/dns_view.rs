@@ -33,6 +33,10 @@ pub(crate) struct DnsView {
     /// What it serves: each zone as loaded (a reload that changes one starts the
     /// service again, with a view of its own).
     zones: Vec<ZoneSnapshot>,
+    /// The origins of its secondary zones, whose refresh is read at each snapshot
+    /// (`crate::secondaries::status`): a check that finds the copy current changes no
+    /// zone.
+    secondaries: Vec<hickory_proto::rr::Name>,
 }
 
 impl DnsView {
@@ -56,6 +60,7 @@ impl DnsView {
                 signatures_expire_ms: zone.first_expiry().map(|(at, _, _)| unix_ms(at)),
                 primaries: primaries(zone.origin()),
                 served: true,
+                refresh: None,
             })
             .collect();
         let unserved = secondaries
@@ -71,7 +76,24 @@ impl DnsView {
             metrics: metrics.clone(),
             figures: metrics.figures().clone(),
             zones,
+            secondaries: secondaries.iter().map(|s| s.origin.clone()).collect(),
         }
+    }
+}
+
+impl DnsView {
+    /// Its zones, each secondary one with where its refresh stands now.
+    fn zones(&self) -> Vec<ZoneSnapshot> {
+        let mut zones = self.zones.clone();
+        for origin in &self.secondaries {
+            let shown = origin.to_string();
+            if let Some(zone) = zones.iter_mut().find(|z| z.zone == shown) {
+                zone.refresh = Some(
+                    crate::secondaries::status(self.metrics.name(), origin).unwrap_or_default(),
+                );
+            }
+        }
+        zones
     }
 }
 
@@ -150,7 +172,7 @@ impl ServiceView for DnsView {
                     source: q.source.to_string(),
                 })
                 .collect(),
-            zones: self.zones.clone(),
+            zones: self.zones(),
             ..ServiceSnapshot::default()
         }
     }

@@ -410,10 +410,10 @@ async fn refresh(
     let (primary, changes) = match check(service, zone, have.as_ref(), true).await? {
         (primary, Fetched::Current(theirs)) => return Ok(Refreshed::Current(primary, theirs)),
         (primary, Fetched::Zone(records)) => {
-            return store(zone, records, &primary)
+            return store(zone, Making::Whole(records), &primary)
                 .await
                 .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
-                .map_err(|why| refused(&primary, why));
+                .map_err(|why| refused(&primary, why.to_string()));
         }
         (primary, Fetched::Changes(changes)) => (primary, changes),
     };
@@ -423,28 +423,27 @@ async fn refresh(
             "{primary} sent changes to a copy this service does not hold"
         ));
     };
-    // The changes made into the copy on a blocking thread (a large zone's records are
-    // copied); ones that do not apply have the zone asked whole.
-    let applied = tokio::task::spawn_blocking(move || ixfr::apply(&copy, *changes))
-        .await
-        .map_err(|e| e.to_string())?;
-    match applied {
-        Ok(records) => {
-            return store(zone, records, &primary)
-                .await
-                .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), Some(changed)))
-                .map_err(|why| refused(&primary, why));
+    // The changes made into the copy on a blocking thread; ones that do not apply have
+    // the zone asked whole.
+    match store(zone, Making::Changed(copy, changes), &primary).await {
+        Ok(new) => {
+            return Ok(Refreshed::Transferred(
+                primary,
+                Box::new(new),
+                Some(changed),
+            ));
         }
-        Err(why) => {
+        Err(Unstored::Refused(why)) => return Err(refused(&primary, why)),
+        Err(Unstored::NotApplied(why)) => {
             tracing::warn!(service, zone = %zone.origin, %primary, "the changes the IXFR brought are refused ({why}); asking the whole zone");
         }
     }
     match check(service, zone, have.as_ref(), false).await? {
         (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
-        (primary, Fetched::Zone(records)) => store(zone, records, &primary)
+        (primary, Fetched::Zone(records)) => store(zone, Making::Whole(records), &primary)
             .await
             .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
-            .map_err(|why| refused(&primary, why)),
+            .map_err(|why| refused(&primary, why.to_string())),
         (primary, Fetched::Changes(_)) => Err(format!("{primary} answered an AXFR with changes")),
     }
 }
@@ -487,15 +486,35 @@ async fn check(
     Err(failures.join("; "))
 }
 
-/// Checks `records` (the zone transferred from `primary`, or the copy held with the
-/// changes it sent) as its zone file would be (`Zone::from_transfer`), on a blocking
-/// thread, and writes that file in place of the copy held (renamed into place, whole);
-/// the copy as it is served.
-async fn store(
-    zone: &Secondary,
-    records: Vec<hickory_proto::rr::Record>,
-    primary: &str,
-) -> Result<Zone, String> {
+/// What a transfer brought, to make the zone of.
+enum Making {
+    /// The zone whole.
+    Whole(Vec<hickory_proto::rr::Record>),
+    /// The changes to the copy held.
+    Changed(Arc<Zone>, Box<ixfr::Changes>),
+}
+
+/// Why a transfer is not kept.
+enum Unstored {
+    /// Its changes do not apply to the copy held.
+    NotApplied(String),
+    /// The zone is refused (it breaks a check of the zone loader, or cannot be written).
+    Refused(String),
+}
+
+impl std::fmt::Display for Unstored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotApplied(why) | Self::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Makes the zone of what came from `primary` on a blocking thread (built from the
+/// records of a whole transfer, or the copy held changed by an IXFR's: see
+/// `ixfr::make`), checked as its zone file would be, and writes that file in place of
+/// the copy held (renamed into place, whole); the copy as it is served.
+async fn store(zone: &Secondary, making: Making, primary: &str) -> Result<Zone, Unstored> {
     let file = zone.file.clone();
     let comment = format!(
         "zone {} transferred from {primary} at {} (unix seconds)",
@@ -506,32 +525,49 @@ async fn store(
     );
     let most = zone.max_records;
     let stored = tokio::task::spawn_blocking(move || {
-        // An IXFR's changes could grow the zone past what an AXFR may bring.
-        if records.len() > most {
-            return Err(format!(
-                "a zone of {} records, more than `max_records` ({most})",
-                records.len()
-            ));
-        }
-        let text = inbound::zone_text(&records, &comment)?;
-        // The zone the text makes, built from the records without reading it back; its
-        // records numbered as the text has them, after the comment.
+        // The records numbered as the text has them, after the comment; they are not in
+        // the file yet (and never will be, refused): an error names a record by its
+        // place among them.
         let first_line = comment.lines().count() + 1;
-        // The records are not in the file yet (and never will be, refused): an error
-        // names the record by its place among them.
-        let copy = Zone::from_transfer(&file, records, first_line).map_err(|e| match e.line {
-            0 => e.message,
-            line => format!(
-                "record {} of the zone: {}",
-                line + 1 - first_line,
-                e.message
-            ),
-        })?;
+        let refused = |e: weft_names::ZoneError| {
+            Unstored::Refused(match e.line {
+                0 => e.message,
+                line => format!(
+                    "record {} of the zone: {}",
+                    line + 1 - first_line,
+                    e.message
+                ),
+            })
+        };
+        let (copy, text) = match making {
+            Making::Whole(records) => {
+                let text = inbound::zone_text(&records, &comment).map_err(Unstored::Refused)?;
+                // Built from the records without reading the text back.
+                let copy = Zone::from_transfer(&file, records, first_line).map_err(refused)?;
+                (copy, text)
+            }
+            Making::Changed(held, changes) => {
+                let copy = ixfr::make(&held, *changes, &file, first_line).map_err(|e| match e {
+                    ixfr::Unmade::NotApplied(why) => Unstored::NotApplied(why.0),
+                    ixfr::Unmade::Refused(e) => refused(e),
+                })?;
+                let text =
+                    inbound::zone_text(copy.records(), &comment).map_err(Unstored::Refused)?;
+                (copy, text)
+            }
+        };
+        // An IXFR's changes could grow the zone past what an AXFR may bring.
+        if copy.len() > most {
+            return Err(Unstored::Refused(format!(
+                "a zone of {} records, more than `max_records` ({most})",
+                copy.len()
+            )));
+        }
         write_whole(&file, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            .map_err(|e| Unstored::Refused(format!("cannot write {}: {e}", file.display())))?;
         Ok(copy)
     });
-    stored.await.map_err(|e| e.to_string())?
+    stored.await.map_err(|e| Unstored::Refused(e.to_string()))?
 }
 
 /// Puts `install` in service: the zone replaces the copy of its origin that its service
@@ -611,7 +647,10 @@ mod tests {
             Record::from_rdata(name("ns.example.test."), 60, RData::A(A::new(192, 0, 2, 1))),
             Record::from_rdata(name("ns.example.test."), 60, RData::CNAME(CNAME(origin))),
         ];
-        let why = store(&zone, records, "192.0.2.9:53").await.unwrap_err();
+        let why = store(&zone, Making::Whole(records), "192.0.2.9:53")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             why.starts_with("record 4 of the zone: ns.example.test. has a CNAME and other records"),
             "{why}"

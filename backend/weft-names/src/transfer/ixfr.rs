@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
+use crate::error::ZoneError;
 use crate::zone::Zone;
 
 /// What an IXFR brought (RFC 1995 section 4): the zone's new SOA, and each version's
@@ -69,6 +70,34 @@ impl std::fmt::Display for NotApplied {
     }
 }
 
+/// Why an IXFR's changes make no zone.
+#[derive(Debug)]
+pub enum Unmade {
+    /// They do not apply to the copy held: the zone is asked whole.
+    NotApplied(NotApplied),
+    /// The zone they make is one a zone file could not hold: refused, as a transfer of
+    /// it whole would be.
+    Refused(ZoneError),
+}
+
+/// The zone `held` becomes with `changes`: changed in place where they touch only
+/// records that change nothing but their own RRsets (`Zone::changed`), else built again
+/// from its records after them ([`apply`], then `Zone::from_transfer` with the records
+/// numbered from `first_line` as a file of them would have them), the same zone either
+/// way.
+pub fn make(
+    held: &Zone,
+    changes: Changes,
+    file: &std::path::Path,
+    first_line: usize,
+) -> Result<Zone, Unmade> {
+    let net = net(held, changes).map_err(Unmade::NotApplied)?;
+    if let Some(changed) = held.changed(&net.soa, &net.removed, &net.added) {
+        return changed.map_err(Unmade::Refused);
+    }
+    Zone::from_transfer(file, net.records(held), first_line).map_err(Unmade::Refused)
+}
+
 /// The records of zone `held` after `changes`, an IXFR's from it: its SOA theirs, the
 /// records each step deletes taken out and the ones it adds put in, in order. A record
 /// compares without its TTL (RFC 2136 section 1.1.1): one added that is held replaces
@@ -76,6 +105,40 @@ impl std::fmt::Display for NotApplied {
 /// the steps do not start at the copy's serial and follow on to the SOA's, or one deletes
 /// a record the zone does not hold as the steps before left it.
 pub fn apply(held: &Zone, changes: Changes) -> Result<Vec<Record>, NotApplied> {
+    net(held, changes).map(|net| net.records(held))
+}
+
+/// Changes netted against the copy they apply to.
+struct Net {
+    /// The SOA after them.
+    soa: Record,
+    /// The records of the copy taken out (deleted, or replaced by one added).
+    removed: HashSet<(LowerName, RData)>,
+    /// The records put in, each once, in the order they came.
+    added: Vec<Record>,
+}
+
+impl Net {
+    /// Every record of `held` after these changes, the SOA first.
+    fn records(self, held: &Zone) -> Vec<Record> {
+        let mut records = Vec::with_capacity(held.len() + self.added.len());
+        records.push(self.soa);
+        let touched: HashSet<&LowerName> = self.removed.iter().map(|(owner, _)| owner).collect();
+        for owner in held.owners().iter() {
+            let touched = touched.contains(owner);
+            let kept = held.records_at(owner).iter().filter(|r| {
+                r.record_type() != RecordType::SOA
+                    && (!touched || !self.removed.contains(&(owner.clone(), r.data.clone())))
+            });
+            records.extend(kept.cloned());
+        }
+        records.extend(self.added);
+        records
+    }
+}
+
+/// `changes` netted against `held`, or why they do not apply to it.
+fn net(held: &Zone, changes: Changes) -> Result<Net, NotApplied> {
     let Changes { soa, steps } = changes;
     // The records of the copy at each owner a step touches (looked up once each), those
     // taken out (deleted, or replaced by one added), and the records added, each once
@@ -142,16 +205,13 @@ pub fn apply(held: &Zone, changes: Changes) -> Result<Vec<Record>, NotApplied> {
             theirs.serial
         )));
     }
-    let mut records = Vec::with_capacity(held.len() + added.len());
-    records.push(soa);
-    for owner in held.owners().iter() {
-        let touched = at_owner.contains_key(owner);
-        let kept = held.records_at(owner).iter().filter(|r| {
-            r.record_type() != RecordType::SOA
-                && (!touched || !out_of_copy.contains(&(owner.clone(), r.data.clone())))
-        });
-        records.extend(kept.cloned());
-    }
-    records.extend(added.into_iter().flatten());
-    Ok(records)
+    Ok(Net {
+        soa,
+        removed: out_of_copy,
+        added: added.into_iter().flatten().collect(),
+    })
 }
+
+#[cfg(test)]
+#[path = "ixfr_tests.rs"]
+mod tests;

@@ -13,8 +13,12 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 /// zone file reads as other names); the other types in the generic form of RFC 3597
 /// (`TYPE46 \# 23 0001...`). So the file reads back exactly what came; an error for RDATA that does not
 /// encode. A TTL with its top bit set is written as 0 (RFC 2181 section 8).
-pub fn zone_text(records: &[Record], comment: &str) -> Result<String, String> {
-    let mut text = String::with_capacity(64 * records.len() + 128);
+pub fn zone_text<'a>(
+    records: impl IntoIterator<Item = &'a Record>,
+    comment: &str,
+) -> Result<String, String> {
+    let records = records.into_iter();
+    let mut text = String::with_capacity(64 * records.size_hint().0 + 128);
     for line in comment.lines() {
         let _ = writeln!(text, "; {line}");
     }

@@ -16,6 +16,7 @@ mod answer;
 mod catalog;
 #[cfg(test)]
 mod catalog_tests;
+mod changed;
 #[cfg(test)]
 mod dname_tests;
 mod dnssec;

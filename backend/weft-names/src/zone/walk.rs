@@ -49,6 +49,14 @@ impl Zone {
             .clone()
     }
 
+    /// Every record, the SOA first, in the order a transfer sends them.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        let owners = self.owners();
+        let count = owners.len();
+        let at = move |i: usize| owners.get(i).map(|owner| self.records_at(owner));
+        (0..count).filter_map(at).flatten()
+    }
+
     /// The records of `owner`, in file order (its SOA included at the origin).
     pub(crate) fn records_at(&self, owner: &LowerName) -> &[Record] {
         self.records.get(owner).map_or(&[], Vec::as_slice)

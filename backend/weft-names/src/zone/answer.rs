@@ -96,7 +96,7 @@ impl Zone {
                 Node::Delegated(cut) if *cut == name && qtype == RecordType::DS => {
                     // The DS set at a cut is the parent's (RFC 4035 section 2.4), so
                     // this zone answers for it with authority.
-                    let ds = self.records.get(cut).map_or(&[][..], Vec::as_slice);
+                    let ds = self.records.get(cut).map_or(&[][..], |r| r.as_slice());
                     if !push(&mut answer.answers, ds, RecordType::DS, Some(&owner)) {
                         let mut answer = self.negative(answer, ResponseCode::NoError, dnssec);
                         if dnssec {
@@ -245,7 +245,9 @@ impl Zone {
         }
         match self.wildcards.get(&encloser) {
             // An empty non-terminal wildcard has no records: NODATA for whatever it matches.
-            Some(wild) => Node::Wildcard(self.records.get(wild).map_or(&[], Vec::as_slice), wild),
+            Some(wild) => {
+                Node::Wildcard(self.records.get(wild).map_or(&[], |r| r.as_slice()), wild)
+            }
             None => Node::Missing(encloser),
         }
     }
@@ -315,7 +317,7 @@ impl Zone {
     /// 7.2.7): the NS set and the glue are the child's, and unsigned.
     fn referral(&self, mut answer: ZoneAnswer, cut: &LowerName, dnssec: bool) -> ZoneAnswer {
         answer.authoritative = !answer.answers.is_empty();
-        let ns = self.records.get(cut).map_or(&[][..], Vec::as_slice);
+        let ns = self.records.get(cut).map_or(&[][..], |r| r.as_slice());
         push(&mut answer.authorities, ns, RecordType::NS, None);
         if dnssec {
             if push(&mut answer.authorities, ns, RecordType::DS, None) {

@@ -9,6 +9,7 @@
 //! equal).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
@@ -106,13 +107,13 @@ impl Zone {
         let mut zone = self.clone();
         zone.owners = super::walk::Owners::default();
         zone.soa = soa.clone();
-        if let Some(apex) = zone.records.get_mut(&zone.lower_origin)
+        if let Some(apex) = zone.records.get_mut(&zone.lower_origin).map(Arc::make_mut)
             && let Some(old) = apex.iter_mut().find(|r| r.record_type() == RecordType::SOA)
         {
             *old = soa;
         }
         for owner in owners {
-            if let Some(records) = zone.records.get_mut(owner) {
+            if let Some(records) = zone.records.get_mut(owner).map(Arc::make_mut) {
                 records.retain(|r| !removed.contains(&(owner.clone(), r.data.clone())));
             }
         }
@@ -167,7 +168,7 @@ impl Zone {
                     )));
                 }
             }
-            let at_owner = zone.records.entry(owner.clone()).or_default();
+            let at_owner = Arc::make_mut(zone.records.entry(owner.clone()).or_default());
             at_owner.push(record);
             same_ttl(at_owner, rtype);
             add_name(
@@ -181,7 +182,7 @@ impl Zone {
         // it that were only there for it: the names are made again from the owners.
         let emptied: Vec<LowerName> = owners
             .iter()
-            .filter(|o| zone.records.get(*o).is_some_and(Vec::is_empty))
+            .filter(|o| zone.records.get(*o).is_some_and(|r| r.is_empty()))
             .cloned()
             .collect();
         if !emptied.is_empty() {
@@ -201,7 +202,7 @@ impl Zone {
             zone.names = names;
             zone.wildcards = wildcards;
         }
-        zone.count = zone.records.values().map(Vec::len).sum();
+        zone.count = zone.records.values().map(|r| r.len()).sum();
         Ok(zone)
     }
 }

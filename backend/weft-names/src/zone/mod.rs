@@ -35,6 +35,7 @@ pub(crate) use proof::covered;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{LowerName, Name, Record, RecordType};
@@ -57,8 +58,9 @@ const MAX_CNAME_CHAIN: usize = 8;
 pub struct Zone {
     origin: Name,
     soa: Record,
-    /// Every record of each owner name, in file order.
-    records: NameMap<Vec<Record>>,
+    /// Every record of each owner name, in file order; shared with the zone it was
+    /// changed from by an IXFR where the change did not touch the owner (`changed.rs`).
+    records: NameMap<Arc<Vec<Record>>>,
     /// Owner names and every ancestor up to the origin, so an empty non-terminal
     /// (`b.example.test` when only `a.b.example.test` has records) is NODATA, not NXDOMAIN.
     names: NameSet,
@@ -297,7 +299,7 @@ impl Zone {
                     ),
                 ));
             }
-            let at_owner = zone.records.entry(owner.clone()).or_default();
+            let at_owner = Arc::make_mut(zone.records.entry(owner.clone()).or_default());
             // A CNAME's own signatures and NSEC record stand beside it (RFC 2181 section
             // 10.1, RFC 4035 section 2.5): a signed zone has them at every CNAME.
             let beside = |t: RecordType| matches!(t, RecordType::RRSIG | RecordType::NSEC);
@@ -414,7 +416,7 @@ impl Zone {
                 });
             }
         }
-        zone.count = zone.records.values().map(Vec::len).sum();
+        zone.count = zone.records.values().map(|r| r.len()).sum();
         if zone.signed {
             zone.chain = proof::Chain::read(&zone.lower_origin, &zone.records);
             zone.hide_nsec3_owners();

@@ -15,6 +15,7 @@
 //! records are not names of the zone to a query (RFC 5155 section 7.2.8): they are left
 //! out of its tree when it is read.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -66,7 +67,7 @@ impl Chain {
     /// NSEC3PARAM of SHA-1 (the one hash RFC 5155 defines) with its flags clear (RFC 5155
     /// section 4.1.2: other flags make it one to ignore), the first such, and NSEC3
     /// records of its parameters; else NSEC, when it has NSEC records.
-    pub(super) fn read(apex: &LowerName, records: &super::NameMap<Vec<Record>>) -> Self {
+    pub(super) fn read(apex: &LowerName, records: &super::NameMap<Arc<Vec<Record>>>) -> Self {
         let param = records
             .get(apex)
             .and_then(|apex| apex.iter().find_map(|r| nsec3_param(r)));
@@ -112,13 +113,18 @@ impl Chain {
     /// Why a signed zone with this chain cannot prove a denial, if it cannot.
     pub(super) fn missing(
         &self,
-        records: &super::NameMap<Vec<Record>>,
+        records: &super::NameMap<Arc<Vec<Record>>>,
         apex: &LowerName,
     ) -> Option<String> {
         if *self != Self::None {
             return None;
         }
-        let has = |rtype| records.values().flatten().any(|r| r.record_type() == rtype);
+        let has = |rtype| {
+            records
+                .values()
+                .flat_map(|v| v.iter())
+                .any(|r| r.record_type() == rtype)
+        };
         let param = records
             .get(apex)
             .is_some_and(|apex| apex.iter().any(|r| nsec3_param(r).is_some()));
@@ -169,7 +175,13 @@ impl Zone {
         // case, and names compare without case (a proof's owner is no name anyone asked
         // for, whose case an answer would keep).
         for owner in &self.hashed {
-            for record in self.records.get_mut(owner).into_iter().flatten() {
+            for record in self
+                .records
+                .get_mut(owner)
+                .map(Arc::make_mut)
+                .into_iter()
+                .flatten()
+            {
                 record.name = record.name.to_lowercase();
             }
         }
@@ -228,19 +240,22 @@ impl Zone {
         // Truncated on purpose: signature times wrap at 2^32.
         #[allow(clippy::cast_possible_truncation)]
         let today = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as u32;
-        self.records.values().flatten().filter_map(move |record| {
-            let RData::Unknown { code, rdata } = &record.data else {
-                return None;
-            };
-            let field = rdata
-                .anything
-                .get(at..at + 4)
-                .filter(|_| *code == RecordType::RRSIG)?;
-            let time = u32::from_be_bytes(field.try_into().ok()?);
-            #[allow(clippy::cast_possible_wrap)]
-            let ahead = i64::from(time.wrapping_sub(today) as i32);
-            Some((ahead, record))
-        })
+        self.records
+            .values()
+            .flat_map(|r| r.iter())
+            .filter_map(move |record| {
+                let RData::Unknown { code, rdata } = &record.data else {
+                    return None;
+                };
+                let field = rdata
+                    .anything
+                    .get(at..at + 4)
+                    .filter(|_| *code == RecordType::RRSIG)?;
+                let time = u32::from_be_bytes(field.try_into().ok()?);
+                #[allow(clippy::cast_possible_wrap)]
+                let ahead = i64::from(time.wrapping_sub(today) as i32);
+                Some((ahead, record))
+            })
     }
 
     /// Adds the proof that `name`, which exists, has no RRset of the type asked (NODATA;

@@ -59,6 +59,6 @@ impl Zone {
 
     /// The records of `owner`, in file order (its SOA included at the origin).
     pub(crate) fn records_at(&self, owner: &LowerName) -> &[Record] {
-        self.records.get(owner).map_or(&[], Vec::as_slice)
+        self.records.get(owner).map_or(&[], |r| r.as_slice())
     }
 }

@@ -64,6 +64,17 @@ pub(crate) fn secondary(port: u16, file: &std::path::Path, primaries: &str) -> A
     )
 }
 
+/// The copy in `file` once it holds `line`: a zone transferred is served first, then
+/// written.
+pub(crate) fn copy_holding(file: &std::path::Path, line: &str) -> String {
+    assert_eventually!(
+        std::fs::read_to_string(file).is_ok_and(|copy| copy.contains(line)),
+        "{} holds {line:?}",
+        file.display()
+    );
+    std::fs::read_to_string(file).unwrap()
+}
+
 pub(crate) fn refreshes(app: &App, result: &str) -> f64 {
     let series =
         format!(r#"weft_dns_secondary_refreshes_total{{result="{result}",service="dns"}}"#);
@@ -143,7 +154,7 @@ fn weft_transfers_a_zone_from_nsd_with_its_key_and_takes_nsd_s_signed_notify_of_
     assert_eq!(shown["primaries"][0], primary.as_str(), "{api}");
     let figures = (shown["served"].as_bool(), shown["serial"].as_u64());
     assert_eq!(figures, (Some(true), Some(7)), "{api}");
-    let copy = std::fs::read_to_string(&file).unwrap();
+    let copy = copy_holding(&file, "host1499.example.test. 3600 IN A 10.0.5.219\n");
     assert!(
         copy.starts_with("; zone example.test. transferred from 127.0.0.1:"),
         "{copy:.200}"
@@ -197,6 +208,7 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
             app.log(),
             nsd.log()
         );
+        copy_holding(&file, "host9.example.test. 3600 IN A 10.0.0.9\n");
     }
     // NSD is gone; the copy is served from its file, and the failed checks are counted.
     let app = secondary(
@@ -353,11 +365,7 @@ fn a_transfer_under_way_from_a_primary_a_reload_removes_is_dropped_and_never_ser
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(dig(ours, &["example.test", "SOA", "+short"]).contains(" 7 7200 900"));
-    assert!(
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .contains(" 7 7200 900 1209600 300\n")
-    );
+    copy_holding(&file, " 7 7200 900 1209600 300\n");
 }
 
 /// A primary that answers the SOA query with serial 9, then sends the AXFR as fast as the

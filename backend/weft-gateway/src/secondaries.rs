@@ -262,10 +262,20 @@ impl Task {
                     let install = Install {
                         service: service.clone(),
                         origin: zone.origin.clone(),
-                        zone: Some(new),
+                        zone: Some(new.clone()),
                     };
                     if stop.is_cancelled() || installs.send(install).is_err() {
                         return;
+                    }
+                    // Served first, then kept: a copy not written leaves the one before
+                    // in the file, which a restart brings up to date from a primary.
+                    let written = tokio::select! {
+                        biased;
+                        () = stop.cancelled() => return,
+                        written = write_copy(&zone, new, &primary) => written,
+                    };
+                    if let Err(why) = written {
+                        tracing::error!(service, zone = %zone.origin, "the zone transferred is served, but its copy is not kept: {why}");
                     }
                     None
                 }
@@ -512,23 +522,15 @@ impl std::fmt::Display for Unstored {
 
 /// Makes the zone of what came from `primary` on a blocking thread (built from the
 /// records of a whole transfer, or the copy held changed by an IXFR's: see
-/// `ixfr::make`), checked as its zone file would be, and writes that file in place of
-/// the copy held (renamed into place, whole); the copy as it is served.
+/// `ixfr::make`), checked as its zone file would be; the copy as it is served.
 async fn store(zone: &Secondary, making: Making, primary: &str) -> Result<Zone, Unstored> {
     let file = zone.file.clone();
-    let comment = format!(
-        "zone {} transferred from {primary} at {} (unix seconds)",
-        zone.origin,
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    );
     let most = zone.max_records;
-    let stored = tokio::task::spawn_blocking(move || {
-        // The records numbered as the text has them, after the comment; they are not in
-        // the file yet (and never will be, refused): an error names a record by its
-        // place among them.
-        let first_line = comment.lines().count() + 1;
+    // The records numbered as the copy would have them, after its comment (see
+    // `write_copy`); they are not in a file yet (and never will be, refused): an error
+    // names a record by its place among them.
+    let first_line = comment(zone, primary).lines().count() + 1;
+    let made = tokio::task::spawn_blocking(move || {
         let refused = |e: weft_names::ZoneError| {
             Unstored::Refused(match e.line {
                 0 => e.message,
@@ -539,22 +541,15 @@ async fn store(zone: &Secondary, making: Making, primary: &str) -> Result<Zone, 
                 ),
             })
         };
-        let (copy, text) = match making {
+        let copy = match making {
             Making::Whole(records) => {
-                let text = inbound::zone_text(&records, &comment).map_err(Unstored::Refused)?;
-                // Built from the records without reading the text back.
-                let copy = Zone::from_transfer(&file, records, first_line).map_err(refused)?;
-                (copy, text)
+                Zone::from_transfer(&file, records, first_line).map_err(refused)?
             }
-            Making::Changed(held, changes) => {
-                let copy = ixfr::make(&held, *changes, &file, first_line).map_err(|e| match e {
+            Making::Changed(held, changes) => ixfr::make(&held, *changes, &file, first_line)
+                .map_err(|e| match e {
                     ixfr::Unmade::NotApplied(why) => Unstored::NotApplied(why.0),
                     ixfr::Unmade::Refused(e) => refused(e),
-                })?;
-                let text =
-                    inbound::zone_text(copy.records(), &comment).map_err(Unstored::Refused)?;
-                (copy, text)
-            }
+                })?,
         };
         // An IXFR's changes could grow the zone past what an AXFR may bring.
         if copy.len() > most {
@@ -563,11 +558,34 @@ async fn store(zone: &Secondary, making: Making, primary: &str) -> Result<Zone, 
                 copy.len()
             )));
         }
-        write_whole(&file, text.as_bytes())
-            .map_err(|e| Unstored::Refused(format!("cannot write {}: {e}", file.display())))?;
         Ok(copy)
     });
-    stored.await.map_err(|e| Unstored::Refused(e.to_string()))?
+    made.await.map_err(|e| Unstored::Refused(e.to_string()))?
+}
+
+/// The first line of a copy of `zone` from `primary`, now: what marks the file as one a
+/// transfer wrote (`dns_secondary::not_a_copy`).
+fn comment(zone: &Secondary, primary: &str) -> String {
+    format!(
+        "zone {} transferred from {primary} at {} (unix seconds)",
+        zone.origin,
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    )
+}
+
+/// Writes `copy`, the zone served, to `zone`'s file as a zone file of its records (on a
+/// blocking thread; renamed into place, whole).
+async fn write_copy(zone: &Secondary, copy: Arc<Zone>, primary: &str) -> Result<(), String> {
+    let file = zone.file.clone();
+    let comment = comment(zone, primary);
+    let written = tokio::task::spawn_blocking(move || {
+        let text = inbound::zone_text(copy.records(), &comment)?;
+        write_whole(&file, text.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))
+    });
+    written.await.map_err(|e| e.to_string())?
 }
 
 /// Puts `install` in service: the zone replaces the copy of its origin that its service

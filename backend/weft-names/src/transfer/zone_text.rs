@@ -105,6 +105,14 @@ fn plain(byte: u8) -> bool {
 /// `\DDD`, in decimal (RFC 1035 section 5.1).
 fn put_name(text: &mut String, name: &Name) {
     for label in name.iter() {
+        // Most labels are written as they are, in one piece.
+        if label.iter().all(|&b| plain(b))
+            && let Ok(label) = std::str::from_utf8(label)
+        {
+            text.push_str(label);
+            text.push('.');
+            continue;
+        }
         for &byte in label {
             match plain(byte) {
                 true => text.push(char::from(byte)),

@@ -49,12 +49,15 @@ impl Zone {
             .clone()
     }
 
-    /// Every record, the SOA first, in the order a transfer sends them.
+    /// Every record, the apex's first (its SOA first of all), then each other owner's.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
-        let owners = self.owners();
-        let count = owners.len();
-        let at = move |i: usize| owners.get(i).map(|owner| self.records_at(owner));
-        (0..count).filter_map(at).flatten()
+        let origin = &self.lower_origin;
+        let rest = self
+            .records
+            .iter()
+            .filter(move |(owner, _)| *owner != origin);
+        let apex = self.records_at(origin).iter();
+        apex.chain(rest.flat_map(|(_, records)| records.iter()))
     }
 
     /// The records of `owner`, in file order (its SOA included at the origin).

@@ -239,7 +239,6 @@ impl Task {
                 }
                 Ok(Refreshed::Transferred(primary, new, how)) => {
                     counters.refresh(Refresh::Transferred);
-                    let new: Arc<Zone> = Arc::from(new);
                     match how {
                         Some(changed) => {
                             tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = new.serial(), records = new.len(), changed, "zone transferred by IXFR")
@@ -262,20 +261,10 @@ impl Task {
                     let install = Install {
                         service: service.clone(),
                         origin: zone.origin.clone(),
-                        zone: Some(new.clone()),
+                        zone: Some(new),
                     };
                     if stop.is_cancelled() || installs.send(install).is_err() {
                         return;
-                    }
-                    // Served first, then kept: a copy not written leaves the one before
-                    // in the file, which a restart brings up to date from a primary.
-                    let written = tokio::select! {
-                        biased;
-                        () = stop.cancelled() => return,
-                        written = write_copy(&zone, new, &primary) => written,
-                    };
-                    if let Err(why) = written {
-                        tracing::error!(service, zone = %zone.origin, "the zone transferred is served, but its copy is not kept: {why}");
                     }
                     None
                 }
@@ -400,7 +389,7 @@ enum Refreshed {
     Current(String, u32),
     /// The zone this primary transferred, checked and written to its file, and the
     /// records its IXFR changed (`None`: it came whole).
-    Transferred(String, Box<Zone>, Option<usize>),
+    Transferred(String, Arc<Zone>, Option<usize>),
 }
 
 /// Asks the primaries of `zone`, and keeps what a newer one transferred: the changes
@@ -420,9 +409,9 @@ async fn refresh(
     let (primary, changes) = match check(service, zone, have.as_ref(), true).await? {
         (primary, Fetched::Current(theirs)) => return Ok(Refreshed::Current(primary, theirs)),
         (primary, Fetched::Zone(records)) => {
-            return store(zone, Making::Whole(records), &primary)
+            return keep(zone, Making::Whole(records), &primary)
                 .await
-                .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
+                .map(|new| Refreshed::Transferred(primary.clone(), new, None))
                 .map_err(|why| refused(&primary, why.to_string()));
         }
         (primary, Fetched::Changes(changes)) => (primary, changes),
@@ -435,13 +424,9 @@ async fn refresh(
     };
     // The changes made into the copy on a blocking thread; ones that do not apply have
     // the zone asked whole.
-    match store(zone, Making::Changed(copy, changes), &primary).await {
+    match keep(zone, Making::Changed(copy, changes), &primary).await {
         Ok(new) => {
-            return Ok(Refreshed::Transferred(
-                primary,
-                Box::new(new),
-                Some(changed),
-            ));
+            return Ok(Refreshed::Transferred(primary, new, Some(changed)));
         }
         Err(Unstored::Refused(why)) => return Err(refused(&primary, why)),
         Err(Unstored::NotApplied(why)) => {
@@ -450,9 +435,9 @@ async fn refresh(
     }
     match check(service, zone, have.as_ref(), false).await? {
         (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
-        (primary, Fetched::Zone(records)) => store(zone, Making::Whole(records), &primary)
+        (primary, Fetched::Zone(records)) => keep(zone, Making::Whole(records), &primary)
             .await
-            .map(|new| Refreshed::Transferred(primary.clone(), Box::new(new), None))
+            .map(|new| Refreshed::Transferred(primary.clone(), new, None))
             .map_err(|why| refused(&primary, why.to_string())),
         (primary, Fetched::Changes(_)) => Err(format!("{primary} answered an AXFR with changes")),
     }
@@ -575,7 +560,19 @@ fn comment(zone: &Secondary, primary: &str) -> String {
     )
 }
 
-/// Writes `copy`, the zone served, to `zone`'s file as a zone file of its records (on a
+/// Makes the zone of what came from `primary` (`store`) and writes its copy
+/// (`write_copy`) before it is served: the file is never behind what is served, so a
+/// reload that reads it, a restart, or the file's time marking a confirmation never
+/// brings back an older copy.
+async fn keep(zone: &Secondary, making: Making, primary: &str) -> Result<Arc<Zone>, Unstored> {
+    let new = Arc::new(store(zone, making, primary).await?);
+    write_copy(zone, new.clone(), primary)
+        .await
+        .map_err(Unstored::Refused)?;
+    Ok(new)
+}
+
+/// Writes `copy`, the zone to serve, to `zone`'s file as a zone file of its records (on a
 /// blocking thread; renamed into place, whole).
 async fn write_copy(zone: &Secondary, copy: Arc<Zone>, primary: &str) -> Result<(), String> {
     let file = zone.file.clone();

@@ -25,7 +25,11 @@ const HELD: &str = "$ORIGIN example.test.\n\
     *.wild 300 IN A 192.0.2.3\n\
     sub 300 IN NS ns.sub\n\
     ns.sub 300 IN A 192.0.2.4\n\
-    a.b.c 300 IN A 192.0.2.5\n";
+    a.b.c 300 IN A 192.0.2.5\n\
+    a 300 IN TXT \"above\"\n\
+    b.a 300 IN A 192.0.2.6\n\
+    MiXed 300 IN A 192.0.2.7\n\
+    MiXed 300 IN MX 10 WWW\n";
 
 /// Records a change may add: new names and old, other TTLs, an MX naming an alias, one
 /// at an alias, at a wildcard, below the delegation.
@@ -46,7 +50,12 @@ const ADDABLE: &str = "$ORIGIN example.test.\n\
     *.wild 300 IN TXT \"wild\"\n\
     deep.sub 300 IN A 192.0.2.12\n\
     ns1 300 IN AAAA 2001:db8::1\n\
-    alias 300 IN TXT \"beside a CNAME\"\n";
+    alias 300 IN TXT \"beside a CNAME\"\n\
+    www 60 IN A 192.0.2.2\n\
+    mixed 600 IN A 192.0.2.7\n\
+    MIXED 300 IN TXT \"MiXed\"\n\
+    B.A 300 IN AAAA 2001:db8::6\n\
+    a 300 IN TXT \"top bit\"\n";
 
 fn zone(text: &str) -> Zone {
     Zone::parse(Path::new(FILE), text).unwrap()
@@ -65,31 +74,69 @@ fn soa(serial: u32) -> Record {
     zone(&text).soa().clone()
 }
 
+/// A change of `most` records at most, each from `from`.
+fn pick(from: &[Record], most: usize) -> Vec<Record> {
+    (0..fastrand::usize(0..=most))
+        .map(|_| from[fastrand::usize(..from.len())].clone())
+        .collect()
+}
+
+/// Each owner's records, in order, with their TTLs (records compare without them).
+fn exactly(z: &Zone) -> Vec<(LowerName, Vec<(u32, String)>)> {
+    let mut all: Vec<(LowerName, Vec<(u32, String)>)> = z
+        .owners()
+        .iter()
+        .map(|o| {
+            let at = z.records_at(o).iter();
+            (o.clone(), at.map(|r| (r.ttl, r.data.to_string())).collect())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
 #[test]
 fn a_zone_changed_in_place_is_the_zone_built_again_from_its_records() {
-    let held = zone(HELD);
-    let deletable = records(&held);
-    let addable = records(&zone(ADDABLE));
+    let mut addable = records(&zone(ADDABLE));
+    // A TTL with its top bit set comes only by a transfer (a file refuses it).
+    for record in &mut addable {
+        if record.data.to_string().contains("top bit") {
+            record.ttl = 1 << 31;
+        }
+    }
     let (mut in_place, mut refused) = (0, 0);
     fastrand::seed(7);
-    for _ in 0..2000 {
-        let pick = |from: &[Record], most: usize| -> Vec<Record> {
-            (0..fastrand::usize(0..=most))
-                .map(|_| from[fastrand::usize(..from.len())].clone())
-                .collect()
-        };
-        let mut deleted = pick(&deletable, 3);
-        deleted.dedup();
-        let added = pick(&addable, 4);
+    let mut held = zone(HELD);
+    let mut serial = 7;
+    for round in 0..3000 {
+        // Now and then back to the zone of the file; else on from the last change, so a
+        // zone changed in place is changed again.
+        if round % 25 == 0 {
+            held = zone(HELD);
+            serial = 7;
+        }
+        // One to three versions a transfer, each deleting what the copy (or a version
+        // before) holds and adding from the pool.
+        let mut steps = Vec::new();
+        let mut deletable = records(&held);
+        for step in 0..fastrand::u32(1..=3) {
+            let mut deleted = pick(&deletable, 3);
+            deleted.dedup();
+            let added = pick(&addable, 4);
+            deletable.extend(added.iter().cloned());
+            steps.push(Change {
+                from: serial + step,
+                to: serial + step + 1,
+                deleted,
+                added,
+            });
+        }
+        let to = serial + u32::try_from(steps.len()).unwrap();
         let changes = Changes {
-            soa: soa(8),
-            steps: vec![Change {
-                from: 7,
-                to: 8,
-                deleted: deleted.clone(),
-                added: added.clone(),
-            }],
+            soa: soa(to),
+            steps,
         };
+        let before = (held.clone(), exactly(&held));
         let Ok(net) = net(&held, changes.clone()) else {
             continue; // a record deleted twice
         };
@@ -97,28 +144,24 @@ fn a_zone_changed_in_place_is_the_zone_built_again_from_its_records() {
             continue;
         };
         in_place += 1;
-        let built = Zone::from_transfer(Path::new(FILE), apply(&held, changes).unwrap(), 1);
+        assert_eq!(
+            (&before.0, &before.1),
+            (&held, &exactly(&held)),
+            "the zone held is left as it was"
+        );
+        let built = Zone::from_transfer(Path::new(FILE), apply(&held, changes.clone()).unwrap(), 1);
         match (built, changed) {
             (Ok(built), Ok(changed)) => {
-                assert_eq!(built, changed, "deleted {deleted:?}\nadded {added:?}");
+                assert_eq!(built, changed, "{changes:?}");
                 // Records compare without their TTL: each owner's, in order, with it.
-                let exactly = |z: &Zone| {
-                    let mut all: Vec<(LowerName, Vec<(u32, String)>)> = z
-                        .owners()
-                        .iter()
-                        .map(|o| {
-                            let at = z.records_at(o).iter();
-                            (o.clone(), at.map(|r| (r.ttl, r.data.to_string())).collect())
-                        })
-                        .collect();
-                    all.sort();
-                    all
-                };
-                assert_eq!(exactly(&built), exactly(&changed), "added {added:?}");
+                assert_eq!(exactly(&built), exactly(&changed), "{changes:?}");
+                // The next transfer changes this one.
+                held = changed;
+                serial = to;
             }
             (Err(_), Err(_)) => refused += 1,
             (built, changed) => panic!(
-                "built {:?}\nchanged {:?}\ndeleted {deleted:?}\nadded {added:?}",
+                "built {:?}\nchanged {:?}\n{changes:?}",
                 built.map(|z| z.len()),
                 changed.map(|z| z.len())
             ),

@@ -106,6 +106,8 @@ impl Zone {
         }
         let mut zone = self.clone();
         zone.owners = super::walk::Owners::default();
+        // The origin as the SOA spells it, as the build takes it.
+        zone.origin = soa.name.clone();
         zone.soa = soa.clone();
         if let Some(apex) = zone.records.get_mut(&zone.lower_origin).map(Arc::make_mut)
             && let Some(old) = apex.iter_mut().find(|r| r.record_type() == RecordType::SOA)

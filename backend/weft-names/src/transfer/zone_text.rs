@@ -18,7 +18,7 @@ pub fn zone_text<'a>(
     comment: &str,
 ) -> Result<String, String> {
     let records = records.into_iter();
-    let mut text = String::with_capacity(64 * records.size_hint().0 + 128);
+    let mut text = String::with_capacity(96 * records.size_hint().0 + 128);
     for line in comment.lines() {
         let _ = writeln!(text, "; {line}");
     }

@@ -50,14 +50,17 @@ impl Zone {
     }
 
     /// Every record, the apex's first (its SOA first of all), then each other owner's.
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
+    pub fn records(&self) -> impl ExactSizeIterator<Item = &Record> {
         let origin = &self.lower_origin;
         let rest = self
             .records
             .iter()
             .filter(move |(owner, _)| *owner != origin);
         let apex = self.records_at(origin).iter();
-        apex.chain(rest.flat_map(|(_, records)| records.iter()))
+        Counted {
+            records: apex.chain(rest.flat_map(|(_, records)| records.iter())),
+            left: self.count,
+        }
     }
 
     /// The records of `owner`, in file order (its SOA included at the origin).
@@ -65,3 +68,26 @@ impl Zone {
         self.records.get(owner).map_or(&[], |r| r.as_slice())
     }
 }
+
+/// An iterator of a zone's records that knows how many are left (a zone file written of
+/// them is sized once).
+struct Counted<I> {
+    records: I,
+    left: usize,
+}
+
+impl<'a, I: Iterator<Item = &'a Record>> Iterator for Counted<I> {
+    type Item = &'a Record;
+
+    fn next(&mut self) -> Option<&'a Record> {
+        let next = self.records.next();
+        self.left = self.left.saturating_sub(usize::from(next.is_some()));
+        next
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a Record>> ExactSizeIterator for Counted<I> {}

@@ -466,3 +466,71 @@ fn a_primary_sending_as_fast_as_it_can_never_keeps_the_service_s_queries_waiting
     );
     assert!(!file.exists(), "nothing written");
 }
+
+/// A primary that accepts every connection and never answers: how many it holds open at
+/// once, and the most it held.
+fn silent_primary() -> (
+    u16,
+    std::sync::Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
+) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = std::sync::Arc::new((
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ));
+    let counts = open.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let now = counts.0.fetch_add(1, Ordering::SeqCst) + 1;
+                counts.1.fetch_max(now, Ordering::SeqCst);
+                // Held until the secondary closes it.
+                let mut sink = [0u8; 512];
+                while conn.read(&mut sink).is_ok_and(|n| n > 0) {}
+                counts.0.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, open)
+}
+
+#[test]
+fn no_more_than_eight_checks_with_primaries_run_at_once_however_many_zones_are_due() {
+    use std::sync::atomic::Ordering;
+    let (theirs, open) = silent_primary();
+    let kept = tempfile::tempdir().unwrap();
+    let zones: Vec<String> = (0..12)
+        .map(|i| {
+            let file = kept.path().join(format!("z{i}.zone"));
+            format!(
+                r#"{{ zone = "z{i}.test.", file = {:?}, primaries = ["127.0.0.1:{theirs}"] }}"#,
+                file.display().to_string()
+            )
+        })
+        .collect();
+    let app = spawn_dns_app(
+        dns_service("dns", free_port()).key("secondary", &format!("[{}]", zones.join(", "))),
+    );
+    // Twelve zones, none held, all due at start: eight connect and wait for the SOA's
+    // answer (10 s); the others wait their turn.
+    assert_eventually!(
+        open.0.load(Ordering::SeqCst) == 8,
+        "eight checks under way\n{}",
+        app.log()
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        open.1.load(Ordering::SeqCst),
+        8,
+        "never more than eight at once"
+    );
+    assert_eq!(open.0.load(Ordering::SeqCst), 8);
+}

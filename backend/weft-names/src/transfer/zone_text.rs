@@ -12,7 +12,9 @@ use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 /// decimal escapes (hickory writes `xn--` labels as Unicode and escapes in octal, which a
 /// zone file reads as other names); the other types in the generic form of RFC 3597
 /// (`TYPE46 \# 23 0001...`). So the file reads back exactly what came; an error for RDATA that does not
-/// encode. A TTL with its top bit set is written as 0 (RFC 2181 section 8).
+/// encode. A TTL with its top bit set is written as 0 (RFC 2181 section 8). A record of
+/// the same owner as the one before it is written without it, on a line that starts
+/// with a blank.
 pub fn zone_text<'a>(
     records: impl IntoIterator<Item = &'a Record>,
     comment: &str,
@@ -23,8 +25,15 @@ pub fn zone_text<'a>(
         let _ = writeln!(text, "; {line}");
     }
     let mut bytes = Vec::new();
+    let mut owner: Option<&Name> = None;
     for record in records {
-        put_name(&mut text, &record.name);
+        // A record of the owner before goes on a line that starts with a blank, as a zone
+        // file has it (RFC 1035 section 5.1): the name is written once per owner.
+        match owner {
+            Some(before) if before.eq_case(&record.name) => {}
+            _ => put_name(&mut text, &record.name),
+        }
+        owner = Some(&record.name);
         let ttl = if record.ttl > i32::MAX.cast_unsigned() {
             0
         } else {

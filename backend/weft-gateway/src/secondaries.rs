@@ -295,28 +295,17 @@ impl Task {
                     counters.refresh(Refresh::Failed);
                 }
             }
-            let mut wait = match (timers, failed.is_some()) {
-                (None, _) => RETRY_WITHOUT_COPY,
-                (Some(t), false) => t.refresh,
-                (Some(t), true) => t.retry,
-            };
-            // Up to a tenth earlier, at random: zones with the same SOA timers (a
-            // provider's, say) do not ask their primaries all at once.
-            wait = wait
-                .mul_f64(1.0 - fastrand::f64() / 10.0)
-                .max(SHORTEST_WAIT);
-            // A copy served is checked again by its expiry at the latest (a retry time
-            // longer than the expire time would serve it past it).
-            if let (Some(t), Some(at), Some(_)) = (timers, confirmed, &copy) {
-                let left = (at + t.expire)
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                wait = wait.min(left + Duration::from_secs(1));
-            }
             let expires = timers
                 .zip(confirmed)
                 .filter(|_| copy.is_some())
                 .map(|(t, at)| at + t.expire);
+            let wait = next_wait(
+                timers,
+                failed.is_some(),
+                expires,
+                SystemTime::now(),
+                fastrand::f64(),
+            );
             shown.next(wait, expires);
             let checked = std::time::Instant::now();
             tokio::select! {
@@ -380,6 +369,31 @@ impl Shown {
             shown.next_check_ms = Some(unix_ms(SystemTime::now() + wait));
             shown.expires_ms = expires.map(unix_ms);
         }
+    }
+}
+
+/// How long to wait before the next check: the SOA's refresh time after one that
+/// succeeded, its retry time after one that failed (`RETRY_WITHOUT_COPY` without a copy's
+/// timers), up to a tenth earlier by `random` (in [0, 1): zones with the same SOA timers,
+/// a provider's say, do not ask their primaries all at once), `SHORTEST_WAIT` at the
+/// least, and no later than a second past `expires`, when the copy held expires unless
+/// confirmed (a retry time longer than the expire time would serve it past it).
+fn next_wait(
+    timers: Option<Timers>,
+    failed: bool,
+    expires: Option<SystemTime>,
+    now: SystemTime,
+    random: f64,
+) -> Duration {
+    let wait = match (timers, failed) {
+        (None, _) => RETRY_WITHOUT_COPY,
+        (Some(t), false) => t.refresh,
+        (Some(t), true) => t.retry,
+    };
+    let wait = wait.mul_f64(1.0 - random / 10.0).max(SHORTEST_WAIT);
+    match expires {
+        Some(at) => wait.min(at.duration_since(now).unwrap_or_default() + Duration::from_secs(1)),
+        None => wait,
     }
 }
 
@@ -642,6 +656,45 @@ mod tests {
     use hickory_proto::rr::rdata::{A, CNAME, NS, SOA};
 
     use super::*;
+
+    #[test]
+    fn the_next_check_comes_at_the_soa_s_refresh_or_retry_up_to_a_tenth_earlier_and_by_the_expiry()
+    {
+        let hour = Duration::from_secs(3600);
+        let timers = Some(Timers {
+            refresh: 2 * hour,
+            retry: hour / 4,
+            expire: 24 * hour,
+        });
+        let now = SystemTime::UNIX_EPOCH + 1000 * hour;
+        let far = Some(now + 100 * hour);
+        assert_eq!(next_wait(timers, false, far, now, 0.0), 2 * hour);
+        assert_eq!(next_wait(timers, true, far, now, 0.0), hour / 4);
+        assert_eq!(next_wait(None, true, None, now, 0.0), RETRY_WITHOUT_COPY);
+        // A tenth earlier at most, however the draw falls.
+        for random in [0.0, 0.25, 0.5, 0.999_999] {
+            let wait = next_wait(timers, false, far, now, random);
+            assert!(wait > 2 * hour * 9 / 10 && wait <= 2 * hour, "{wait:?}");
+        }
+        assert_eq!(next_wait(timers, false, far, now, 0.5), 2 * hour * 95 / 100);
+        // Never sooner than SHORTEST_WAIT, nor later than a second past the expiry.
+        let zero = Some(Timers {
+            refresh: Duration::ZERO,
+            retry: Duration::ZERO,
+            expire: hour,
+        });
+        assert_eq!(next_wait(zero, false, far, now, 0.9), SHORTEST_WAIT);
+        let soon = Some(now + Duration::from_secs(60));
+        assert_eq!(
+            next_wait(timers, false, soon, now, 0.0),
+            Duration::from_secs(61)
+        );
+        let past = Some(now - hour);
+        assert_eq!(
+            next_wait(timers, true, past, now, 0.0),
+            Duration::from_secs(1)
+        );
+    }
 
     #[tokio::test]
     async fn a_zone_refused_names_its_record_by_its_place_not_by_a_line_of_the_copy() {

@@ -226,6 +226,10 @@ fn the_copy_is_served_from_its_file_after_a_restart_with_the_primary_gone_and_a_
         "{}",
         app.log()
     );
+    // The reason alone, after the primary's address (not the endpoint string again).
+    let log = app.log();
+    let reason = format!("127.0.0.1:{theirs} xfr.example.: cannot connect: connection refused");
+    assert!(log.contains(&reason), "{log}");
     drop(app);
 
     // A primary whose key does not match: nothing is transferred, the reason is logged.

@@ -177,7 +177,14 @@ pub fn fetch(
     let connecting = state.clone();
     reactor.clone().spawn(async move {
         if let Err(e) = reactor.connect_as(&service, &endpoint, protocol).await {
-            finish(&connecting, Err(format!("cannot connect: {e}")));
+            // The primary is named by whoever reports the failure: the reason alone
+            // (`connection refused`), not the endpoint string with its timeout again.
+            let e = e.to_string();
+            let why = e.strip_prefix(&format!("connecting to {endpoint}: "));
+            finish(
+                &connecting,
+                Err(format!("cannot connect: {}", why.unwrap_or(&e))),
+            );
         }
     });
     Fetching {

@@ -39,7 +39,7 @@ mod copy_file;
 mod keep;
 mod status;
 use copy_file::{modified, touch};
-use keep::{Making, Unstored, keep};
+use keep::{Making, Turn, Unstored, keep};
 use status::Shown;
 pub(crate) use status::status;
 
@@ -88,8 +88,9 @@ impl Keepers {
 
     /// Starts a task for each secondary zone of the services `running` runs that has
     /// none, or whose settings or copy in service changed, and stops those of zones no
-    /// longer configured. A task stopped ends at its next step, before it writes its file
-    /// or hands over a zone (see [`Task::run`]).
+    /// longer configured. A task stopped ends at its next step and never hands over a
+    /// zone; a write of its file already on a blocking thread finishes, but never over
+    /// the copy a task started after it wrote (see [`Task::run`], `keep::Turn`).
     pub(crate) fn reconcile(&mut self, reactor: &Reactor, running: &Running) {
         let mut wanted = HashMap::new();
         for service in running.services() {
@@ -115,8 +116,10 @@ impl Keepers {
                 continue;
             }
             let stop = CancellationToken::new();
+            static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
             let task = Task {
                 service: service.name.clone(),
+                generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 zone: zone.clone(),
                 held: served.clone(),
                 metrics: running.dns_metrics(&service.name),
@@ -171,6 +174,8 @@ fn held(service: &ServiceConfig, origin: &Name) -> Option<Arc<Zone>> {
 /// One zone's task.
 struct Task {
     service: String,
+    /// Larger for a task started later (`keep::Turn`).
+    generation: u64,
     zone: Secondary,
     /// The copy served when it started.
     held: Option<Arc<Zone>>,
@@ -205,6 +210,7 @@ impl Task {
     async fn run(self, stop: CancellationToken) {
         let Self {
             service,
+            generation,
             zone,
             held,
             metrics,
@@ -220,12 +226,13 @@ impl Task {
         let counters = metrics.transfer();
         loop {
             // Stopped (a reload changed the zone's settings, or its copy in service):
-            // a check or a write under way is dropped, never handed over, so a task that
-            // replaces this one is the only writer of the file.
+            // a check under way is dropped, never handed over; its blocking work (the
+            // zone's build, the copy's write) finishes holding its turn, and a write of
+            // it never goes over the copy a task started after this one wrote.
             let outcome = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                outcome = refresh(&service, &zone, copy.clone()) => outcome,
+                outcome = refresh(&service, &zone, copy.clone(), generation) => outcome,
             };
             let serial = copy.as_ref().map(|z| z.serial());
             let failed = match outcome {
@@ -369,9 +376,14 @@ async fn refresh(
     service: &str,
     zone: &Secondary,
     copy: Option<Arc<Zone>>,
+    generation: u64,
 ) -> Result<Refreshed, String> {
-    // Its turn is held until the zone transferred is built and written.
-    let _turn = TURNS.acquire().await.map_err(|e| e.to_string())?;
+    // Its turn is held until the zone transferred is built and written, by the blocking
+    // work too (which goes on when the task is stopped meanwhile).
+    let turn = Turn {
+        _permit: Arc::new(TURNS.acquire().await.map_err(|e| e.to_string())?),
+        generation,
+    };
     let have = copy.as_ref().map(|z| z.soa().clone());
     let refused = |primary: &str, why: String| {
         format!("the zone {primary} transferred is refused, the copy held serves on: {why}")
@@ -379,7 +391,7 @@ async fn refresh(
     let (primary, changes) = match check(service, zone, have.as_ref(), true).await? {
         (primary, Fetched::Current(theirs)) => return Ok(Refreshed::Current(primary, theirs)),
         (primary, Fetched::Zone(records)) => {
-            return keep(zone, Making::Whole(records), &primary)
+            return keep(zone, Making::Whole(records), &primary, &turn)
                 .await
                 .map(|new| Refreshed::Transferred(primary.clone(), new, None))
                 .map_err(|why| refused(&primary, why.to_string()));
@@ -394,7 +406,7 @@ async fn refresh(
     };
     // The changes made into the copy on a blocking thread; ones that do not apply have
     // the zone asked whole.
-    match keep(zone, Making::Changed(copy, changes), &primary).await {
+    match keep(zone, Making::Changed(copy, changes), &primary, &turn).await {
         Ok(new) => {
             return Ok(Refreshed::Transferred(primary, new, Some(changed)));
         }
@@ -405,7 +417,7 @@ async fn refresh(
     }
     match check(service, zone, have.as_ref(), false).await? {
         (primary, Fetched::Current(theirs)) => Ok(Refreshed::Current(primary, theirs)),
-        (primary, Fetched::Zone(records)) => keep(zone, Making::Whole(records), &primary)
+        (primary, Fetched::Zone(records)) => keep(zone, Making::Whole(records), &primary, &turn)
             .await
             .map(|new| Refreshed::Transferred(primary.clone(), new, None))
             .map_err(|why| refused(&primary, why.to_string())),

@@ -2,24 +2,20 @@
 //! of each task's `RefreshSnapshot`, held weakly, which the service's view reads at each
 //! snapshot.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::rr::Name;
+use weft_names::transfer::inbound::ByZone;
 use weft_telemetry::live::unix_ms;
 use weft_telemetry::views::RefreshSnapshot;
 
-/// Where each task's refresh stands, by service and zone, while it runs.
-type Statuses = HashMap<(String, LowerName), Weak<Mutex<RefreshSnapshot>>>;
-
 /// The tasks' refreshes, for the DNS page ([`status`]).
-static STATUSES: LazyLock<Mutex<Statuses>> = LazyLock::new(Mutex::default);
+static STATUSES: ByZone<Mutex<RefreshSnapshot>> = ByZone::new();
 
 /// Where the refresh of zone `origin` of `service` stands, if a task keeps it.
 pub(crate) fn status(service: &str, origin: &Name) -> Option<RefreshSnapshot> {
-    let key = (service.to_owned(), LowerName::new(origin));
-    let shown = STATUSES.lock().ok()?.get(&key)?.upgrade()?;
+    let shown = STATUSES.get(service, origin)?;
     let snapshot = shown.lock().ok()?.clone();
     Some(snapshot)
 }
@@ -29,13 +25,7 @@ pub(super) struct Shown(Arc<Mutex<RefreshSnapshot>>);
 
 impl Shown {
     pub(super) fn register(service: &str, origin: &Name) -> Self {
-        let shown = Arc::new(Mutex::new(RefreshSnapshot::default()));
-        if let Ok(mut statuses) = STATUSES.lock() {
-            statuses.retain(|_, s| s.strong_count() > 0);
-            let key = (service.to_owned(), LowerName::new(origin));
-            statuses.insert(key, Arc::downgrade(&shown));
-        }
-        Self(shown)
+        Self(STATUSES.insert(service, origin, Mutex::default()))
     }
 
     /// A check ended now with `outcome`.

@@ -7,8 +7,8 @@
 //! primary's TSIG key each answer must verify, a transfer's later messages chained to the
 //! ones before (RFC 8945 section 5.3.1). A primary that answers the IXFR with an error
 //! code is asked the AXFR on the same connection; one that answers it with the whole
-//! zone (as RFC 1995 section 4 allows) gives the whole zone. [`super::ixfr::apply`]
-//! makes the changes of an IXFR into the zone's records. [`zone_text`]
+//! zone (as RFC 1995 section 4 allows) gives the whole zone. [`super::ixfr::make`]
+//! makes the changes of an IXFR into the zone. [`zone_text`]
 //! writes what came as a zone file, which the service loads as it loads any other, with
 //! the same checks: a primary's zone that breaks them is refused as a file would be. A
 //! NOTIFY for the zone from one of its primaries ([`Secondary::is_primary`]) wakes the
@@ -107,7 +107,7 @@ pub enum Fetched {
     /// The whole zone, its SOA first (and not again at the end).
     Zone(Vec<Record>),
     /// The changes from the copy held to the primary's version, by IXFR:
-    /// [`super::ixfr::apply`] makes the zone of them.
+    /// [`super::ixfr::make`] makes the zone of them.
     Changes(Box<Changes>),
 }
 
@@ -115,30 +115,57 @@ pub enum Fetched {
 /// task is busy, so a NOTIFY during a check leaves one more check.
 pub type Wake = tokio::sync::Notify;
 
-type Wakes = HashMap<(String, LowerName), Weak<Wake>>;
+/// Something each task keeping a secondary zone shares with the rest of the process (a
+/// server on any reactor, the dashboard), by service and origin: process-wide, held
+/// weakly, so an entry goes with the task that put it there.
+pub struct ByZone<T>(LazyLock<Mutex<ZoneTable<T>>>);
 
-/// The tasks keeping secondary zones, by service and origin, for a NOTIFY to wake.
-static WAKES: LazyLock<Mutex<Wakes>> = LazyLock::new(Mutex::default);
+/// The entries of a [`ByZone`].
+type ZoneTable<T> = HashMap<(String, LowerName), Weak<T>>;
+
+impl<T> ByZone<T> {
+    /// An empty table, for a `static`.
+    pub const fn new() -> Self {
+        Self(LazyLock::new(Mutex::default))
+    }
+
+    /// Puts `value` in for zone `origin` of `service` (over what was there), for as long
+    /// as the returned handle lives.
+    pub fn insert(&self, service: &str, origin: &Name, value: T) -> Arc<T> {
+        let value = Arc::new(value);
+        if let Ok(mut table) = self.0.lock() {
+            table.retain(|_, v| v.strong_count() > 0);
+            let key = (service.to_owned(), LowerName::new(origin));
+            table.insert(key, Arc::downgrade(&value));
+        }
+        value
+    }
+
+    /// What zone `origin` of `service` has in, if its task still runs.
+    pub fn get(&self, service: &str, origin: &Name) -> Option<Arc<T>> {
+        let key = (service.to_owned(), LowerName::new(origin));
+        self.0.lock().ok()?.get(&key)?.upgrade()
+    }
+}
+
+impl<T> Default for ByZone<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The tasks keeping secondary zones, for a NOTIFY to wake.
+static WAKES: ByZone<Wake> = ByZone::new();
 
 /// The wake of the task keeping zone `origin` of `service`: a NOTIFY for it from one of
 /// its primaries sets it ([`wake`]) until the returned handle is dropped.
 pub fn listen(service: &str, origin: &Name) -> Arc<Wake> {
-    let wake = Arc::new(Wake::default());
-    if let Ok(mut wakes) = WAKES.lock() {
-        wakes.retain(|_, w| w.strong_count() > 0);
-        let key = (service.to_owned(), LowerName::new(origin));
-        wakes.insert(key, Arc::downgrade(&wake));
-    }
-    wake
+    WAKES.insert(service, origin, Wake::default())
 }
 
 /// Wakes the task keeping zone `origin` of `service`; whether one listens.
 pub fn wake(service: &str, origin: &Name) -> bool {
-    let key = (service.to_owned(), LowerName::new(origin));
-    let wake = WAKES
-        .lock()
-        .ok()
-        .and_then(|wakes| wakes.get(&key).and_then(Weak::upgrade));
+    let wake = WAKES.get(service, origin);
     wake.inspect(|w| w.notify_one()).is_some()
 }
 

@@ -1,5 +1,5 @@
 //! The changes an IXFR brings (RFC 1995 section 4) and how they are made into the copy
-//! held: [`Changes`], read by `inbound`'s fetch, and [`apply`], run by the task keeping
+//! held: [`Changes`], read by `inbound`'s fetch, and [`make`], run by the task keeping
 //! the zone on a blocking thread.
 
 use std::collections::{HashMap, HashSet};
@@ -82,7 +82,7 @@ pub enum Unmade {
 
 /// The zone `held` becomes with `changes`: changed in place where they touch only
 /// records that change nothing but their own RRsets (`Zone::changed`), else built again
-/// from its records after them ([`apply`], then `Zone::from_transfer` with the records
+/// from its records after them (`Zone::from_transfer` of the records after them,
 /// numbered from `first_line` as a file of them would have them), the same zone either
 /// way.
 pub fn make(
@@ -103,8 +103,10 @@ pub fn make(
 /// compares without its TTL (RFC 2136 section 1.1.1): one added that is held replaces
 /// it, though an RRset keeps one TTL, its lowest, when the zone is built. An error when
 /// the steps do not start at the copy's serial and follow on to the SOA's, or one deletes
-/// a record the zone does not hold as the steps before left it.
-pub fn apply(held: &Zone, changes: Changes) -> Result<Vec<Record>, NotApplied> {
+/// a record the zone does not hold as the steps before left it. What `make` builds from
+/// when the zone is not changed in place; the tests' reference.
+#[cfg(test)]
+pub(crate) fn apply(held: &Zone, changes: Changes) -> Result<Vec<Record>, NotApplied> {
     net(held, changes).map(|net| net.records(held))
 }
 

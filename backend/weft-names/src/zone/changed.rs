@@ -14,7 +14,8 @@ use std::sync::Arc;
 use hickory_proto::rr::{LowerName, RData, Record, RecordType};
 
 use super::{
-    MAX_RRSET_BYTES, NameMap, NameSet, Zone, add_name, answer_bytes, not_in_text, same_ttl,
+    MAX_RRSET_BYTES, NameMap, NameSet, Zone, add_name, alias_target, answer_bytes, as_in_text,
+    cname_beside, rrset_too_large, same_ttl,
 };
 use crate::error::ZoneError;
 
@@ -97,12 +98,9 @@ impl Zone {
             line: 0,
             message,
         };
-        if let Some(message) = not_in_text(soa) {
-            return Err(refuse(message));
-        }
         let mut soa = soa.clone();
-        if soa.ttl > i32::MAX.cast_unsigned() {
-            soa.ttl = 0;
+        if let Some(message) = as_in_text(&mut soa) {
+            return Err(refuse(message));
         }
         let mut zone = self.clone();
         zone.owners = super::walk::Owners::default();
@@ -121,12 +119,9 @@ impl Zone {
         }
         let mut scratch = Vec::new();
         for record in added {
-            if let Some(message) = not_in_text(record) {
-                return Err(refuse(message));
-            }
             let mut record = record.clone();
-            if record.ttl > i32::MAX.cast_unsigned() {
-                record.ttl = 0;
+            if let Some(message) = as_in_text(&mut record) {
+                return Err(refuse(message));
             }
             let owner = LowerName::new(&record.name);
             let rtype = record.record_type();
@@ -135,10 +130,7 @@ impl Zone {
                 .iter()
                 .any(|r| r.record_type() == RecordType::CNAME)
             {
-                return Err(refuse(format!(
-                    "{} has a CNAME and other records; a CNAME must be alone at its name",
-                    record.name
-                )));
+                return Err(refuse(cname_beside(&record.name)));
             }
             if at_owner.contains(&record) {
                 continue;
@@ -148,12 +140,7 @@ impl Zone {
                 size += answer_bytes(other, &mut scratch).map_err(&refuse)?;
             }
             if size > MAX_RRSET_BYTES {
-                return Err(refuse(format!(
-                    "the {rtype} records of {} take {size} bytes, more than a DNS message can \
-                     carry in an answer ({MAX_RRSET_BYTES}): no query for them could be \
-                     answered and no transfer could send them; make the set smaller",
-                    record.name
-                )));
+                return Err(refuse(rrset_too_large(rtype, &record.name, size)));
             }
             // RFC 2181 section 10.3, as the build checks it.
             if let RData::MX(mx) = &record.data {
@@ -162,12 +149,7 @@ impl Zone {
                     records.iter().any(|r| r.record_type() == RecordType::CNAME)
                 });
                 if alias && zone.lower_origin.zone_of(&target) {
-                    return Err(refuse(format!(
-                        "the MX record of {} names {target}, which is an alias (a CNAME): \
-                         an MX target must be the name that has the address records (RFC \
-                         2181 section 10.3)",
-                        record.name
-                    )));
+                    return Err(refuse(alias_target(rtype, &record.name, &target)));
                 }
             }
             let at_owner = Arc::make_mut(zone.records.entry(owner.clone()).or_default());

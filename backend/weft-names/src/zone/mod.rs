@@ -143,15 +143,12 @@ impl Zone {
         let mut located = Vec::with_capacity(records.len());
         for (i, mut record) in records.into_iter().enumerate() {
             let line = first_line + i;
-            if let Some(message) = not_in_text(&record) {
+            if let Some(message) = as_in_text(&mut record) {
                 return Err(ZoneError {
                     file: file.to_owned(),
                     line,
                     message,
                 });
-            }
-            if record.ttl > i32::MAX.cast_unsigned() {
-                record.ttl = 0;
             }
             located.push(parse::Located {
                 file: named.clone(),
@@ -311,13 +308,7 @@ impl Zone {
                     .any(|r| r.record_type() == RecordType::CNAME),
             };
             if clash {
-                return Err(err(
-                    &at,
-                    format!(
-                        "{} has a CNAME and other records; a CNAME must be alone at its name",
-                        record.name
-                    ),
-                ));
+                return Err(err(&at, cname_beside(&record.name)));
             }
             if rtype == RecordType::DNAME {
                 let target = dname_target(&record.data);
@@ -343,16 +334,7 @@ impl Zone {
                 let size = sizes.entry((owner.clone(), rtype)).or_default();
                 *size += answer_bytes(record, &mut scratch).map_err(|message| err(&at, message))?;
                 if *size > MAX_RRSET_BYTES {
-                    return Err(err(
-                        &at,
-                        format!(
-                            "the {rtype} records of {} take {size} bytes, more than a DNS \
-                             message can carry in an answer ({MAX_RRSET_BYTES}): no query \
-                             for them could be answered and no transfer could send them; \
-                             make the set smaller",
-                            record.name
-                        ),
-                    ));
+                    return Err(err(&at, rrset_too_large(rtype, &record.name, *size)));
                 }
                 zone.signed |= rtype == RecordType::RRSIG;
                 at_owner.push(at.record);
@@ -408,11 +390,7 @@ impl Zone {
                 return Err(ZoneError {
                     file: file.to_owned(),
                     line,
-                    message: format!(
-                        "the {rtype} record of {owner} names {target}, which is an alias (a \
-                         CNAME): an {rtype} target must be the name that has the address \
-                         records (RFC 2181 section 10.3)"
-                    ),
+                    message: alias_target(rtype, &owner, &target),
                 });
             }
         }
@@ -479,6 +457,41 @@ impl Zone {
 /// 255-byte name, its type and class) and the room kept for OPT and TSIG records
 /// (`wire::TRAILER_ROOM`).
 const MAX_RRSET_BYTES: usize = 65_535 - 12 - 259 - crate::wire::TRAILER_ROOM as usize;
+
+/// Why `record`, come by a transfer, is one a zone file could not hold (what the text
+/// reading refuses before the zone's own checks), if it is; else its TTL as a zone file
+/// reads it: one with its top bit set is 0 (RFC 2181 section 8).
+fn as_in_text(record: &mut Record) -> Option<String> {
+    not_in_text(record).or_else(|| {
+        if record.ttl > i32::MAX.cast_unsigned() {
+            record.ttl = 0;
+        }
+        None
+    })
+}
+
+/// What the zone says of a name with a CNAME and other records.
+fn cname_beside(name: &Name) -> String {
+    format!("{name} has a CNAME and other records; a CNAME must be alone at its name")
+}
+
+/// What the zone says of an RRset too large for an answer.
+fn rrset_too_large(rtype: RecordType, name: &Name, size: usize) -> String {
+    format!(
+        "the {rtype} records of {name} take {size} bytes, more than a DNS message can carry \
+         in an answer ({MAX_RRSET_BYTES}): no query for them could be answered and no \
+         transfer could send them; make the set smaller"
+    )
+}
+
+/// What the zone says of an NS or MX record that names an alias (RFC 2181 section 10.3).
+fn alias_target(rtype: RecordType, owner: &Name, target: &LowerName) -> String {
+    format!(
+        "the {rtype} record of {owner} names {target}, which is an alias (a CNAME): an \
+         {rtype} target must be the name that has the address records (RFC 2181 section \
+         10.3)"
+    )
+}
 
 /// Why `record`, come by a transfer, is one a zone file could not hold (what the text
 /// reading refuses before the zone's own checks), if it is.

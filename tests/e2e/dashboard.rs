@@ -479,14 +479,7 @@ fn closing_a_udp_endpoint_is_refused_and_it_goes_on_answering() {
         .expect("the UDP echo endpoint is listed")["id"]
         .as_u64()
         .unwrap();
-    let host = app.dashboard.to_string();
-    let action = http(
-        app.dashboard,
-        &format!(
-            "POST /api/connections/{udp}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
-        ),
-        "",
-    );
+    let action = app.close_from_dashboard(udp);
     assert_eq!(action.status, 409, "{action:?}");
     assert!(
         json(&action)["error"]

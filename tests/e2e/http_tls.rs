@@ -392,3 +392,125 @@ ca = "{ca}"
         app.log()
     );
 }
+
+/// Whether `s`'s peer ended the connection within `within`: a read gives the end of the
+/// stream or an error (a reset) rather than timing out.
+fn ended_within(s: &mut std::net::TcpStream, within: std::time::Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A peer that connects to an `ssl:` listener and never finishes its handshake is a
+/// connection like any other while it holds its place: listed on the dashboard and in
+/// `weft_connections_active` and `weft_process_connections`, closed from the dashboard
+/// at once, and cut when a reload removes its service (not ten seconds later, when the
+/// handshake would time out). The process cap and its count are on `/metrics`.
+#[test]
+fn a_peer_in_its_tls_handshake_is_listed_counted_closable_and_cut_with_its_service() {
+    use std::time::{Duration, Instant};
+
+    let tls = free_port();
+    let app = spawn_app_with(|dir| {
+        let (cert, key) = write_pair(dir, "web", "localhost", &["localhost"]);
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"ssl:{tls}:interface=127.0.0.1:privateKey={}:certKey={}\"\n\
+             root = \"{}\"\nidle_timeout = \"60s\"\n\
+             \n[gateway]\nmax_connections = 40",
+            key.display(),
+            cert.display(),
+            dir.display(),
+        )
+    });
+    assert_eq!(app.metric("weft_process_connections_limit"), Some(40.0));
+    let before = app.metric("weft_process_connections").unwrap();
+
+    let connected = Instant::now();
+    let mut peers: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", tls)).unwrap())
+        .collect();
+    let names: Vec<String> = peers
+        .iter()
+        .map(|s| s.local_addr().unwrap().to_string())
+        .collect();
+    let listed = || -> Vec<u64> {
+        let list: serde_json::Value =
+            serde_json::from_str(&app.get("/api/connections?state=open&service=web").body)
+                .unwrap_or_default();
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        names
+            .iter()
+            .filter_map(|n| items.iter().find(|c| c["peer"] == n.as_str()))
+            .filter(|c| c["transport"] == "tls")
+            .filter_map(|c| c["id"].as_u64())
+            .collect()
+    };
+    crate::assert_eventually!(
+        listed().len() == 3,
+        "three peers in their handshake listed\n{}",
+        app.get("/api/connections?state=open").body
+    );
+    assert_eq!(
+        app.metric(r#"weft_connections_active{service="web",transport="tls"}"#),
+        Some(3.0)
+    );
+    assert_eq!(app.metric("weft_process_connections"), Some(before + 3.0));
+
+    // Closed from the dashboard: at once, as asked.
+    let id = listed()[0];
+    let closed = app.close_from_dashboard(id);
+    assert_eq!(closed.status, 202, "{closed:?}");
+    assert!(
+        ended_within(&mut peers[0], Duration::from_secs(3)),
+        "the connection closed from the dashboard ended"
+    );
+    crate::assert_eventually!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="aborted",service="web",transport="tls"}"#
+        ) == Some(1.0),
+        "its close counted\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+
+    // Its service removed by a reload: the others are cut with it.
+    app.edit_config(|text| {
+        let start = text.find("\n[[service]]\nname = \"web\"").unwrap();
+        let end = text.find("\n[gateway]").unwrap();
+        format!("{}{}", &text[..start], &text[end..])
+    });
+    app.reload_by_signal("ok");
+    for peer in &mut peers[1..] {
+        assert!(
+            ended_within(peer, Duration::from_secs(5)),
+            "a peer in its handshake is cut when its service goes\n{}",
+            app.log()
+        );
+    }
+    // Not by the handshake's own timeout of 10 s.
+    assert!(
+        connected.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        connected.elapsed()
+    );
+    crate::assert_eventually!(
+        app.metric(
+            r#"weft_connections_closed_total{reason="service_stopped",service="web",transport="tls"}"#
+        ) == Some(2.0),
+        "cut as their service stopped\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    crate::assert_eventually!(
+        app.metric("weft_process_connections") == Some(before),
+        "their places given back\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}

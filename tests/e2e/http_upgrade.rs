@@ -141,14 +141,7 @@ fn open_connections(app: &App) -> Vec<(u64, String)> {
 
 /// The dashboard's close action on connection `id`.
 fn close_from_dashboard(app: &App, id: u64) {
-    let host = app.dashboard.to_string();
-    let reply = http(
-        app.dashboard,
-        &format!(
-            "POST /api/connections/{id}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
-        ),
-        "",
-    );
+    let reply = app.close_from_dashboard(id);
     assert_eq!(reply.status, 202, "{reply:?}");
 }
 

@@ -186,15 +186,7 @@ fn the_dashboard_closes_a_connection_the_second_reactor_owns() {
     let mut held: Vec<TcpStream> = (0..SPREAD).map(|_| echo_once(app.echo)).collect();
     let (id, mut conn) = one_on_reactor_1(&app, &mut held);
 
-    let host = app.dashboard.to_string();
-    let reply = http(
-        app.dashboard,
-        &format!(
-            "POST /api/connections/{id}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
-             Content-Type: application/json\r\n"
-        ),
-        "{}",
-    );
+    let reply = app.close_from_dashboard(id);
     assert_eq!(reply.status, 202, "{reply:?}");
     let mut buf = [0u8; 1];
     let read = conn.read(&mut buf);

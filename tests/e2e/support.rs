@@ -486,6 +486,18 @@ impl App {
         self.get_as(&self.dashboard.to_string(), path)
     }
 
+    /// The dashboard's close action on connection `id`, as its own pages send it.
+    pub fn close_from_dashboard(&self, id: u64) -> Reply {
+        let host = self.dashboard.to_string();
+        http(
+            self.dashboard,
+            &format!(
+                "POST /api/connections/{id}/close HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n"
+            ),
+            "",
+        )
+    }
+
     /// The sockets the process holds open now.
     pub fn sockets(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))

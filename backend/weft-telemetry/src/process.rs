@@ -1,4 +1,6 @@
-//! The `process_*` series, read from `/proc/self` at scrape time, and `weft_build_info`.
+//! The `process_*` series, read from `/proc/self` at scrape time, the process's
+//! connections against its cap (`weft_process_connections`, `..._limit`), and
+//! `weft_build_info`.
 //!
 //! The names, types and units are those every Prometheus client library exports, so
 //! dashboards and alerts written for other programs work unchanged. A small reader here
@@ -34,6 +36,14 @@ const OPEN_FDS: (&str, &str) = ("process_open_fds", "Number of open file descrip
 const MAX_FDS: (&str, &str) = (
     "process_max_fds",
     "Maximum number of open file descriptors (the soft limit).",
+);
+const CONNECTIONS: (&str, &str) = (
+    "weft_process_connections",
+    "Connections every service together has accepted and holds now (TLS handshakes included): what the process cap counts.",
+);
+const CONNECTIONS_LIMIT: (&str, &str) = (
+    "weft_process_connections_limit",
+    "The process cap on accepted connections ([gateway] max_connections, or what the open files limit leaves room for); absent when there is none.",
 );
 const START: (&str, &str) = (
     "process_start_time_seconds",
@@ -78,10 +88,18 @@ struct ProcessCollector {
 
 impl ProcessCollector {
     fn new() -> Result<Self, prometheus::Error> {
-        let descs = [CPU, RSS, OPEN_FDS, MAX_FDS, START]
-            .into_iter()
-            .map(|(name, help)| Desc::new(name.into(), help.into(), Vec::new(), HashMap::new()))
-            .collect::<Result<_, _>>()?;
+        let descs = [
+            CPU,
+            RSS,
+            OPEN_FDS,
+            MAX_FDS,
+            START,
+            CONNECTIONS,
+            CONNECTIONS_LIMIT,
+        ]
+        .into_iter()
+        .map(|(name, help)| Desc::new(name.into(), help.into(), Vec::new(), HashMap::new()))
+        .collect::<Result<_, _>>()?;
         let ticks_per_second = rustix::param::clock_ticks_per_second() as f64;
         let start_time = match (read_stat(), boot_time()) {
             (Some(stat), Some(boot)) => Some(boot + stat.start_ticks as f64 / ticks_per_second),
@@ -118,6 +136,11 @@ impl Collector for ProcessCollector {
         }
         if let Some(start) = self.start_time {
             families.push(family(START, MetricType::GAUGE, start));
+        }
+        let open = weft::policies::process_connections_open();
+        families.push(family(CONNECTIONS, MetricType::GAUGE, open as f64));
+        if let Some(limit) = weft::policies::process_connection_limit() {
+            families.push(family(CONNECTIONS_LIMIT, MetricType::GAUGE, limit as f64));
         }
         families
     }
@@ -214,6 +237,7 @@ mod tests {
             "# TYPE process_open_fds gauge",
             "# TYPE process_max_fds gauge",
             "# TYPE process_start_time_seconds gauge",
+            "# TYPE weft_process_connections gauge",
         ] {
             assert!(text.contains(family), "{family}\n{text}");
         }

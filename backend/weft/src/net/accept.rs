@@ -8,9 +8,9 @@
 //! spinning, says so once per episode, and counts each failure.
 //!
 //! An [`Acceptor`] then admits each connection: its [`Admit`] adapter builds what will
-//! serve it (or refuses it, counted), an `ssl:` listener runs the TLS handshake (a failure
-//! is reported), the connection is registered with the reactor, and the adapter serves it
-//! until it ends. Everything but the adapter's two steps is the same for both APIs.
+//! serve it (or refuses it, counted), the connection is registered with the reactor, an
+//! `ssl:` listener runs the TLS handshake (a failure is reported and ends the
+//! connection), and the adapter serves it until it ends. Everything but the adapter's two steps is the same for both APIs.
 
 use std::io;
 use std::panic::Location;
@@ -25,7 +25,7 @@ use super::ports::StreamSocket;
 use super::tls::{self, SniCertificate};
 use crate::address::Address;
 use crate::observe::{
-    self, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused,
+    self, CloseReason, ConnectionInfo, ErrorKind, Event, ListenerInfo, ProtocolError, Refused,
 };
 use crate::policies::{PeerLimit, PeerSlot, ProcessSlot, TotalLimit, TotalSlot};
 use crate::reactor::Reactor;
@@ -375,12 +375,12 @@ pub(super) trait Serve: 'static {
     ) -> impl Future;
 }
 
-/// Admits a listener's connections and hands each, handshaken and registered, to its
+/// Admits a listener's connections and hands each, registered and handshaken, to its
 /// adapter.
 pub(super) struct Acceptor<A> {
     reactor: Reactor,
     info: Arc<ListenerInfo>,
-    /// Present for `ssl:` listeners: each connection is handshaken before it is registered.
+    /// Present for `ssl:` listeners: each connection is handshaken once registered.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set on each connection's transport; the reactor's sweep enforces it.
     idle_timeout: Option<Duration>,
@@ -450,20 +450,34 @@ impl<A: Admit> Acceptor<A> {
                 let (reactor, conn, transport) = admitted.register(local);
                 conn.serve(&reactor, s, transport).await;
             }),
+            // Registered before its handshake: a peer that connects and never finishes
+            // one is listed and counted, can be closed from the dashboard, is drained
+            // with its service and cut by the idle timeout, as any other connection.
             (Accepted::Tcp(s), Some(acceptor)) => self.spawn(Box::pin(async move {
                 let _slot = slot;
                 let local = admitted.local_of(&s);
-                match tls::handshake(acceptor, s).await {
+                let (reactor, conn, transport) = admitted.register(local);
+                match tls::handshake(acceptor, s, &transport).await {
                     Ok(s) => {
-                        let (reactor, conn, transport) = admitted.register(local);
                         conn.serve(&reactor, s, transport).await;
                     }
-                    Err(err) => {
-                        tls::report_handshake_failure(
-                            &admitted.listener.service,
-                            &admitted.peer,
-                            &err,
-                        );
+                    Err(tls::HandshakeFailed::Cut) => {
+                        let reason = transport.take_reason(CloseReason::Aborted);
+                        super::end_unserved(&reactor, &transport, &reason, false);
+                    }
+                    Err(tls::HandshakeFailed::Peer(err)) => {
+                        let info = transport.info();
+                        tls::report_handshake_failure(&info.service, &info.peer, info.id, &err);
+                        // A peer that hung up (a port scan, a balancer's TCP check)
+                        // closed as on a plain port; what it sent that is not TLS is
+                        // its protocol error.
+                        let reason = match CloseReason::from_io(&err) {
+                            CloseReason::Error(_) => {
+                                CloseReason::Protocol(format!("TLS handshake failed: {err}"))
+                            }
+                            reason => reason,
+                        };
+                        super::end_unserved(&reactor, &transport, &reason, true);
                     }
                 }
             })),

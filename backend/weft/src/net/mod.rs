@@ -9,12 +9,13 @@
 //! - `listen`: binding (or taking over a socket from a [`Handover`]) and a listener's life
 //!   in the reactor's table of ports.
 //! - `accept`: the accept loop (per-peer caps, back-off when out of descriptors) and
-//!   admission: refusal, the TLS handshake of an `ssl:` listener, registering the
-//!   connection, then handing it to the adapter.
+//!   admission: refusal, registering the connection, the TLS handshake of an `ssl:`
+//!   listener, then handing it to the adapter.
 //! - `connect`: dialing TCP or Unix within the endpoint's timeout, then TLS.
 //! - `tls`: certificates, and both sides of the handshake with its error event.
 //! - `open` registers a connection with the reactor and reports it; `report_close`
-//!   reports its close with its reason and final counters.
+//!   reports its close with its reason and final counters (`end_unserved` for one whose
+//!   TLS handshake did not finish).
 //! - The adapters: `listen` and `client` (with `reconnect`) run protocols through the
 //!   shared driver (`run`); `stream` wraps the socket in an [`InspectedStream`] for
 //!   [`Reactor::listen_stream`] and [`Reactor::connect_stream`].
@@ -92,11 +93,36 @@ pub(crate) async fn run<S: Stream>(
     reason
 }
 
+/// Ends a connection [`open`]ed but never served (its TLS handshake did not finish):
+/// takes it out of the reactor and reports its close, logged unless `already_logged`
+/// (what ended it said so, within its own budget).
+pub(crate) fn end_unserved(
+    reactor: &Reactor,
+    transport: &Transport,
+    reason: &CloseReason,
+    already_logged: bool,
+) {
+    transport.mark_closed();
+    let info = transport.info().clone();
+    reactor.inner.connections.borrow_mut().remove(&info.id);
+    if already_logged {
+        tracing::debug!(connection = %info.id, %reason, "connection closed");
+        emit_close(info, reason);
+    } else {
+        report_close(info, reason);
+    }
+}
+
 /// Reports the close of a connection already taken out of the reactor: logs it and
 /// emits [`Event::ConnectionClosed`] with how long it was open.
 pub(crate) fn report_close(info: Arc<ConnectionInfo>, reason: &CloseReason) {
-    let duration = info.opened.elapsed();
     log_close(&info, reason);
+    emit_close(info, reason);
+}
+
+/// Emits [`Event::ConnectionClosed`] for a connection already taken out of the reactor.
+fn emit_close(info: Arc<ConnectionInfo>, reason: &CloseReason) {
+    let duration = info.opened.elapsed();
     observe::emit(|| {
         Event::ConnectionClosed(ConnectionClosed {
             info,

@@ -312,20 +312,62 @@ fn system_roots() -> Arc<rustls::RootCertStore> {
         .clone()
 }
 
-/// The server side of a handshake, bounded in time.
+/// How the server side of a handshake ended short.
+#[derive(Debug)]
+pub(crate) enum HandshakeFailed {
+    /// The peer broke it off, sent what is not TLS, or did not finish in time.
+    Peer(std::io::Error),
+    /// The connection was asked to close while it ran (its service stopping, the
+    /// dashboard, the idle timeout): why is the transport's to say.
+    Cut,
+}
+
+/// The server side of a handshake on a connection registered already (`transport`),
+/// bounded in time, and given up as soon as the connection is asked to close: a peer
+/// that connects and says nothing is a connection like any other (listed, counted,
+/// closable, drained, timed out when idle) while it holds its place.
 pub(crate) async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    transport: &crate::Transport,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, HandshakeFailed> {
+    let mut accept = std::pin::pin!(acceptor.accept(stream));
+    let mut deadline = std::pin::pin!(tokio::time::sleep(HANDSHAKE_TIMEOUT));
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        transport.register_waker(cx.waker());
+        if transport.is_disconnecting() {
+            // Aborted (from the dashboard, at a drain's deadline): reset, as a served
+            // connection aborted is.
+            if transport.is_aborted()
+                && let Some(socket) = accept.get_ref()
+            {
+                let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+            }
+            return Poll::Ready(Err(HandshakeFailed::Cut));
+        }
+        // Polled when its socket is ready: the handshake moves, so the connection is not
+        // idle (and once done, the idle timeout runs from there).
+        transport.info().stats.touch();
+        if let Poll::Ready(done) = accept.as_mut().poll(cx) {
+            return Poll::Ready(done.map_err(HandshakeFailed::Peer));
+        }
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(HandshakeFailed::Peer(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
-/// Logs and reports a server-side handshake that failed (no connection was opened).
+/// Logs and reports a server-side handshake that failed on `connection`.
 pub(crate) fn report_handshake_failure(
     service: &std::sync::Arc<str>,
     peer: &crate::Address,
+    connection: crate::observe::ConnectionId,
     err: &std::io::Error,
 ) {
     use crate::observe::{self, ErrorKind, Event, LogTopic, ProtocolError};
@@ -333,12 +375,12 @@ pub(crate) fn report_handshake_failure(
     // error: `report_error`'s.
     let kind = ErrorKind::TlsHandshake;
     if let Some(suppressed) = observe::budgeted(service, LogTopic::Error(kind)) {
-        tracing::info!(%service, %peer, kind = kind.as_str(), %err, suppressed, "TLS handshake failed");
+        tracing::info!(%service, %peer, %connection, kind = kind.as_str(), %err, suppressed, "TLS handshake failed");
     }
     observe::emit(|| {
         Event::ProtocolError(ProtocolError {
             service: service.clone(),
-            connection: None,
+            connection: Some(connection),
             kind,
             count: 1,
             message: format!("TLS handshake with {peer} failed: {err}"),

@@ -165,6 +165,12 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl ConnectionStats {
+    /// Stamps activity now without a byte counted (a TLS handshake moving on).
+    #[inline]
+    pub(crate) fn touch(&self) {
+        self.last_activity.store(stopwatch::raw(), Relaxed);
+    }
+
     /// Records `n` bytes received in one read, made `at` (one reading may stamp several
     /// made together: the datagrams of one batch).
     #[inline]

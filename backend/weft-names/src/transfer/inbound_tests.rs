@@ -97,6 +97,70 @@ fn a_transferred_zone_is_written_as_a_file_that_reads_back_the_same() {
     assert!(pointer.contains("is not a domain name"), "{pointer}");
 }
 
+/// TXT and SRV are written as text, a zone file's reader's, not in the generic form:
+/// every octet of a TXT string reads back as it came, whatever it is.
+#[test]
+fn txt_and_srv_are_written_as_text_and_read_back_the_same() {
+    use hickory_proto::rr::rdata::{SRV, TXT};
+    let file = Path::new("secondary.zone");
+    let zone = Zone::parse(
+        file,
+        "$ORIGIN example.test.\n@ 3600 IN SOA ns1 hostmaster 7 3600 600 86400 300\n\
+         @ 3600 IN NS ns1\nns1 IN A 192.0.2.1\n",
+    )
+    .unwrap();
+    let mut records = records_of(&zone);
+    let every_octet: Vec<u8> = (0..=255).collect();
+    let strings = [
+        b"v=spf1 -all".to_vec(),
+        Vec::new(),
+        every_octet[..128].to_vec(),
+        every_octet[128..].to_vec(),
+        b"\\\"; ()$@\t".to_vec(),
+        vec![b'x'; 255],
+    ];
+    let owner = Name::from_ascii("txt.example.test.").unwrap();
+    records.push(Record::from_rdata(
+        owner.clone(),
+        300,
+        RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect())),
+    ));
+    records.push(Record::from_rdata(
+        Name::from_ascii("_sip._udp.example.test.").unwrap(),
+        300,
+        RData::SRV(SRV::new(
+            10,
+            20,
+            5060,
+            Name::from_ascii("ns1.example.test.").unwrap(),
+        )),
+    ));
+    let written = zone_text(&records, "copy").unwrap();
+    assert!(
+        written.contains("txt.example.test. 300 IN TXT \"v=spf1 -all\" \"\" \"\\000\\001"),
+        "{written}"
+    );
+    assert!(
+        written.contains(" 300 IN SRV 10 20 5060 ns1.example.test.\n"),
+        "{written}"
+    );
+    assert!(
+        !written.contains("TYPE16") && !written.contains("TYPE33"),
+        "{written}"
+    );
+    let again = Zone::parse(file, &written).unwrap_or_else(|e| panic!("{e}\n{written}"));
+    assert_eq!(
+        again,
+        Zone::from_transfer(file, records, 1).unwrap(),
+        "{written}"
+    );
+    let RData::TXT(txt) = &again.records_at(&LowerName::from(&owner))[0].data else {
+        panic!("{written}")
+    };
+    let read: Vec<&[u8]> = txt.txt_data.iter().map(|s| &s[..]).collect();
+    assert_eq!(read, strings.iter().map(Vec::as_slice).collect::<Vec<_>>());
+}
+
 #[test]
 fn a_signed_zone_is_built_from_its_records_as_the_text_makes_it() {
     let file = Path::new("signed.zone");

@@ -8,7 +8,7 @@ use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 
 /// A zone file of `records` (a transfer's, its SOA first), `comment` on its first line.
-/// A, AAAA, NS, CNAME, PTR, MX and SOA are written as text, every name written here with
+/// A, AAAA, NS, CNAME, PTR, MX, SOA, TXT and SRV are written as text, every name written here with
 /// decimal escapes (hickory writes `xn--` labels as Unicode and escapes in octal, which a
 /// zone file reads as other names); the other types in the generic form of RFC 3597
 /// (`TYPE46 \# 23 0001...`). So the file reads back exactly what came; an error for RDATA that does not
@@ -50,6 +50,8 @@ pub fn zone_text<'a>(
                 | RData::PTR(_)
                 | RData::MX(_)
                 | RData::SOA(_)
+                | RData::TXT(_)
+                | RData::SRV(_)
         );
         // The generic form names the type by its number: it reads any type.
         let _ = match as_text {
@@ -69,6 +71,18 @@ pub fn zone_text<'a>(
             RData::MX(mx) => {
                 let _ = write!(text, "{} ", mx.preference);
                 put_name(&mut text, &mx.exchange);
+            }
+            RData::TXT(txt) => {
+                for (i, string) in txt.txt_data.iter().enumerate() {
+                    if i > 0 {
+                        text.push(' ');
+                    }
+                    put_string(&mut text, string);
+                }
+            }
+            RData::SRV(srv) => {
+                let _ = write!(text, "{} {} {} ", srv.priority, srv.weight, srv.port);
+                put_name(&mut text, &srv.target);
             }
             RData::SOA(soa) => {
                 put_name(&mut text, &soa.mname);
@@ -108,6 +122,26 @@ pub fn zone_text<'a>(
 /// Whether `byte` is written as itself in a name of a zone file.
 fn plain(byte: u8) -> bool {
     byte.is_ascii_graphic() && !b".;()\"\\$@".contains(&byte)
+}
+
+/// Writes `string` (a TXT record's character-string) quoted, as a zone file reads it: a
+/// printable ASCII octet as itself (`"` and `\` escaped with a backslash), any other as
+/// `\DDD`, in decimal (RFC 1035 section 5.1).
+fn put_string(text: &mut String, string: &[u8]) {
+    text.push('"');
+    for &byte in string {
+        match byte {
+            b'"' | b'\\' => {
+                text.push('\\');
+                text.push(char::from(byte));
+            }
+            b' '..=b'~' => text.push(char::from(byte)),
+            _ => {
+                let _ = write!(text, "\\{byte:03}");
+            }
+        }
+    }
+    text.push('"');
 }
 
 /// Writes `name`, absolute, as a zone file reads it: an octet that is not [`plain`] as

@@ -151,6 +151,27 @@ stall_after = "300ms"
             .any(|c| c["id"].as_i64() == Some(up)),
         "connection {up} is open: {open}"
     );
+    // The other way: the upstream connection's API and page name the request waiting on
+    // it, with its step.
+    let upstream_conn = json(&app, &format!("/api/connections/{up}"));
+    let waiting = upstream_conn["waited_on_by"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{upstream_conn}"));
+    assert!(
+        waiting
+            .iter()
+            .any(|d| d["id"].as_i64() == Some(id) && d["step_name"] == "response head"),
+        "{upstream_conn}"
+    );
+    let upstream_page = app.get(&format!("/connections/{up}"));
+    assert!(
+        upstream_page.body.contains("Waiting on this connection")
+            && upstream_page
+                .body
+                .contains(&format!("<a href=\"/deferreds/{id}\">{id}</a>")),
+        "the upstream connection's page links the request: {}",
+        upstream_page.body
+    );
 
     // The client connection's page lists what is pending on it now: the request's chain
     // and the connection's own async task, which history is not told of while pending.

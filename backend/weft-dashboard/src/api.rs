@@ -27,6 +27,9 @@ pub struct ConnectionDetail {
     pub connection: ConnectionView,
     /// Its Deferreds, newest first.
     pub deferreds: Vec<DeferredView>,
+    /// Chains of other connections pending now that wait on this one (requests waiting
+    /// for their response head on an upstream connection), oldest first.
+    pub waited_on_by: Vec<DeferredView>,
     /// Set when history could not be read (`deferreds` is then empty), saying why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_error: Option<String>,
@@ -64,6 +67,7 @@ pub(crate) async fn connection(
     Ok(Json(ConnectionDetail {
         connection,
         deferreds,
+        waited_on_by: data::deferreds_waiting_on(&state, id, instance),
         history_error,
     }))
 }

@@ -288,6 +288,8 @@ struct Connection {
     c: ConnectionView,
     timeline: Vec<Moment>,
     deferreds: Vec<DeferredView>,
+    /// Chains of other connections pending now that wait on this one.
+    waited_on_by: Vec<DeferredView>,
     /// Its chains run on its reactor: no column of their own.
     reactors: ReactorColumn,
     /// How its chains link to their pages: as its instance's.
@@ -361,6 +363,7 @@ pub(crate) async fn connection(
         Ok((c, deferreds, history_error)) => html(&Connection {
             page: "connection",
             timeline: timeline(&c, &deferreds),
+            waited_on_by: data::deferreds_waiting_on(&state, c.id, q.instance.as_deref()),
             reactors: ReactorColumn::default(),
             instances: InstanceFilter::asked(&state, None),
             c,

@@ -343,3 +343,29 @@ pub async fn connection_deferreds(
         .collect();
     (views, note)
 }
+
+/// The chains of this gateway pending now that wait on connection `id` (a proxied
+/// request waiting for its response head on an upstream connection), oldest first, at
+/// most [`CONNECTION_DEFERREDS`]: none for `instance`'s connections. Live only: history
+/// keeps what each chain waited on, not an index of it by connection.
+pub fn deferreds_waiting_on(
+    state: &DashboardState,
+    id: u64,
+    instance: Option<&str>,
+) -> Vec<DeferredView> {
+    if crate::instances::other(state, instance).is_some() {
+        return Vec::new();
+    }
+    let now = now_ms();
+    let own = history::own_instance(state);
+    let mut views: Vec<DeferredView> = state
+        .hub
+        .pending_deferreds()
+        .iter()
+        .filter(|d| d.named_step().and_then(|s| s.waiting_on_connection) == Some(id))
+        .map(|d| DeferredView::new(history::own_record(deferred_record(d), own), now))
+        .collect();
+    views.sort_by_key(|v| (v.record.created_at_ms, v.record.id));
+    views.truncate(CONNECTION_DEFERREDS);
+    views
+}

@@ -23,7 +23,7 @@ mod services;
 pub use connections::{ConnectionQuery, ConnectionView, connection, connections};
 pub use deferreds::{
     DeferredQuery, DeferredView, chain_waits, connection_deferreds, deferred, deferred_filter,
-    deferred_record, deferreds, named_step_records, step_records, waiting_at,
+    deferred_record, deferreds, deferreds_waiting_on, named_step_records, step_records, waiting_at,
 };
 pub use services::{ServiceView, live_service_names, services};
 

@@ -158,12 +158,36 @@ fn knot_s_changes_come_by_ixfr_signed_and_after_a_restart_from_the_copy_in_the_f
     let hours = |ms: &serde_json::Value| ms.as_i64().unwrap_or(0) / 3_600_000;
     assert!((1..=2).contains(&hours(&zone["next_check_in_ms"])), "{api}");
     assert_eq!(hours(&zone["expires_in_ms"]) / 24, 13, "{api}");
-    let copy = copy_holding(&file, "new.example.test. 3600 IN A 192.0.2.99\n");
-    assert!(!copy.contains("host5.example.test. 3600 IN A"));
+    // The change went into the copy's journal, not the copy (about 60 KB) written whole:
+    // a few lines after it, marking the copy confirmed.
+    let journal = file.with_extension("zone.journal");
+    let written = copy_holding(&journal, "new.example.test. 3600 IN A 192.0.2.99\n");
+    assert!(
+        written.starts_with("; journal of zone example.test. after serial 7 of its copy\n")
+            && written.contains(";; ixfr 7 8\n")
+            && written.ends_with(";; end 8\n"),
+        "{written}"
+    );
+    let copy = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        copy.contains(" 7 7200 ") && copy.contains("host5.example.test. 3600 IN A"),
+        "{copy}"
+    );
+    // A reload reads the copy with its journal: the zone served, unchanged.
+    app.reload_by_signal("ok");
+    assert!(
+        app.log().contains("configuration reloaded: ") && !app.log().contains("changed dns"),
+        "{}",
+        app.log()
+    );
+    assert_eq!(
+        app.metric(r#"weft_dns_zone_serial{service="dns",zone="example.test."}"#),
+        Some(8.0)
+    );
     drop(app);
 
     // While weft is down Knot moves on to serial 9; weft starts from the copy in its file
-    // (serial 8) and asks the changes since it.
+    // and its journal (serial 8) and asks the changes since it.
     knot.reload_with(&changed(
         9,
         "new IN A 192.0.2.99\nlater IN AAAA 2001:db8::9\n",

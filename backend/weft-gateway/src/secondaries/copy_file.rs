@@ -63,6 +63,80 @@ fn remove_partials(file: &Path) {
     }
 }
 
+/// Appends `entry`, the journal's entry of an IXFR from serial `held` (the zone served
+/// now), to the journal of the copy in `file` (of zone `origin`), synced: `Ok(true)`.
+/// `Ok(false)` when the copy is to be written whole instead: the journal does not end at
+/// `held` (or, with none, there is no copy), is not one of the zone (never written over),
+/// or would grow past a quarter of the copy's size, where reading it at a start costs
+/// more than it saved. An entry a killed process cut short is cut off first.
+pub(super) fn append_journal(
+    file: &Path,
+    origin: &hickory_proto::rr::Name,
+    held: u32,
+    entry: &str,
+) -> std::io::Result<bool> {
+    use std::io::{Seek as _, Write as _};
+    use weft_names::transfer::journal::{self, State};
+    let most = match std::fs::metadata(file) {
+        Ok(meta) => meta.len() / 4,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let path = journal::path_of(file);
+    let mut journal = match std::fs::File::options().read(true).write(true).open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut text = journal::header(origin, held);
+            text.push_str(entry);
+            if text.len() as u64 > most {
+                return Ok(false);
+            }
+            let mut f = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            return std::fs::File::open(dir.unwrap_or(Path::new(".")))
+                .and_then(|d| d.sync_all())
+                .map(|()| true);
+        }
+        Err(e) => return Err(e),
+    };
+    if !journal.metadata()?.is_file() {
+        return Ok(false);
+    }
+    let text = std::io::read_to_string(&mut journal)?;
+    let len = match journal::state(&text, origin) {
+        State::Journal { last, len, .. } if last == held => len,
+        State::Journal { .. } | State::Foreign => return Ok(false),
+    };
+    if (len + entry.len()) as u64 > most {
+        return Ok(false);
+    }
+    journal.set_len(len as u64)?;
+    journal.seek(std::io::SeekFrom::Start(len as u64))?;
+    journal.write_all(entry.as_bytes())?;
+    journal.sync_data()?;
+    Ok(true)
+}
+
+/// Removes the journal of the copy in `file` (of zone `origin`), the copy written whole
+/// since; a file there that is not a journal of the zone is left alone.
+pub(super) fn remove_journal(file: &Path, origin: &hickory_proto::rr::Name) {
+    use std::io::BufRead as _;
+    use weft_names::transfer::journal;
+    let path = journal::path_of(file);
+    let mut first = String::new();
+    let read = std::fs::File::open(&path)
+        .map(std::io::BufReader::new)
+        .and_then(|mut f| f.read_line(&mut first));
+    if read.is_ok() && journal::state(&first, origin) != journal::State::Foreign {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// When `file` was last modified: when a primary last confirmed the copy it holds.
 pub(super) fn modified(file: &Path) -> Option<SystemTime> {
     std::fs::metadata(file).and_then(|m| m.modified()).ok()

@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use weft_names::Zone;
 use weft_names::transfer::inbound;
-use weft_names::transfer::{Secondary, ixfr};
+use weft_names::transfer::{Secondary, ixfr, journal};
 
-use super::copy_file::write_whole;
+use super::copy_file::{append_journal, remove_journal, write_whole};
 
 /// A check's turn among the checks at once (`TURNS`), and the generation of the task it
 /// is the check of: held by the blocking work of keeping a transfer until that work
@@ -116,17 +116,86 @@ fn comment(zone: &Secondary, primary: &str) -> String {
 /// (`write_copy`) before it is served: the file is never behind what is served, so a
 /// reload that reads it, a restart, or the file's time marking a confirmation never
 /// brings back an older copy.
+///
+/// An IXFR's changes are appended to the copy's journal (`journal_changes`) rather than
+/// the copy written whole, while the journal stays small beside it: a change of one
+/// record in a zone of 200,000 is then a few lines written, not the zone.
 pub(super) async fn keep(
     zone: &Secondary,
     making: Making,
     primary: &str,
     turn: &Turn,
 ) -> Result<Arc<Zone>, Unstored> {
+    // Written before the changes go into the zone, which takes them.
+    let entry = match &making {
+        Making::Changed(held, changes) => journal::entry(held.serial(), changes)
+            .ok()
+            .map(|entry| (held.serial(), entry)),
+        Making::Whole(_) => None,
+    };
     let new = Arc::new(store(zone, making, primary, turn.clone()).await?);
+    if let Some((held, entry)) = entry
+        && journal_changes(zone, held, entry, turn.clone()).await
+    {
+        return Ok(new);
+    }
     write_copy(zone, new.clone(), primary, turn.clone())
         .await
         .map_err(Unstored::Refused)?;
     Ok(new)
+}
+
+/// Runs `write`, a write of `file`'s copy or journal by a task of `generation`, under
+/// the file's lock, unless a task started later wrote it already (an error).
+fn as_latest<T>(
+    file: &std::path::Path,
+    generation: u64,
+    write: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let poisoned = || format!("cannot write {}: a write of it panicked", file.display());
+    let last = WRITTEN
+        .lock()
+        .map_err(|_| poisoned())?
+        .entry(file.to_owned())
+        .or_default()
+        .clone();
+    let mut last = last.lock().map_err(|_| poisoned())?;
+    if *last > generation {
+        return Err(format!(
+            "{} was written by a task started after this one: left as it is",
+            file.display()
+        ));
+    }
+    let written = write()?;
+    *last = generation;
+    Ok(written)
+}
+
+/// Appends `entry`, an IXFR's changes from serial `held`, to the journal of `zone`'s
+/// copy, and marks the copy confirmed: whether it did (when not, the copy is written
+/// whole, and the journal removed).
+async fn journal_changes(zone: &Secondary, held: u32, entry: String, turn: Turn) -> bool {
+    let (file, origin) = (zone.file.clone(), zone.origin.clone());
+    let appended = tokio::task::spawn_blocking(move || {
+        as_latest(&file, turn.generation, || {
+            let appended = append_journal(&file, &origin, held, &entry)
+                .map_err(|e| format!("cannot append to the journal of {}: {e}", file.display()))?;
+            if appended {
+                super::copy_file::touch(&file);
+            }
+            Ok(appended)
+        })
+    });
+    match appended.await {
+        Ok(Ok(appended)) => appended,
+        // The copy's write, which comes next, says what matters (a later task's write,
+        // a disk that fails it too); this one failing alone costs the whole write.
+        Ok(Err(why)) => {
+            tracing::debug!(zone = %zone.origin, "{why}; writing the copy whole");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Writes `copy`, the zone to serve, to `zone`'s file as a zone file of its records (on a
@@ -139,26 +208,16 @@ async fn write_copy(
 ) -> Result<(), String> {
     let file = zone.file.clone();
     let comment = comment(zone, primary);
+    let origin = zone.origin.clone();
     let written = tokio::task::spawn_blocking(move || {
-        let poisoned = || format!("cannot write {}: a write of it panicked", file.display());
-        let last = WRITTEN
-            .lock()
-            .map_err(|_| poisoned())?
-            .entry(file.clone())
-            .or_default()
-            .clone();
-        let mut last = last.lock().map_err(|_| poisoned())?;
-        if *last > turn.generation {
-            return Err(format!(
-                "{} was written by a task started after this one: left as it is",
-                file.display()
-            ));
-        }
-        let text = inbound::zone_text(copy.records(), &comment)?;
-        write_whole(&file, text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        *last = turn.generation;
-        Ok(())
+        as_latest(&file, turn.generation, || {
+            let text = inbound::zone_text(copy.records(), &comment)?;
+            write_whole(&file, text.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            // The copy holds every change the journal did.
+            remove_journal(&file, &origin);
+            Ok(())
+        })
     });
     written.await.map_err(|e| e.to_string())?
 }
@@ -217,6 +276,145 @@ mod tests {
                 .unwrap()
                 .contains(" 10 60 60 600 60\n")
         );
+    }
+
+    #[tokio::test]
+    async fn changes_go_to_the_journal_until_it_would_pass_a_quarter_of_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        let zone = Secondary {
+            origin: name("example.test."),
+            file: dir.path().join("example.test.zone"),
+            primaries: Vec::new(),
+            max_records: 10_000,
+            request_ixfr: true,
+        };
+        let journal = journal::path_of(&zone.file);
+        let mut text = String::from(
+            "example.test. 60 IN SOA ns.example.test. h.example.test. 7 60 60 600 60\n\
+             example.test. 60 IN NS ns.example.test.\n",
+        );
+        for i in 0..200 {
+            text.push_str(&format!("h{i}.example.test. 60 IN A 10.0.0.{}\n", i % 250));
+        }
+        let held = Arc::new(Zone::parse(&zone.file, &text).unwrap());
+        write_copy(&zone, held.clone(), "p", turn(1).await)
+            .await
+            .unwrap();
+        let copy = std::fs::read_to_string(&zone.file).unwrap();
+        let soa = |serial: u32| {
+            let data = SOA::new(
+                name("ns.example.test."),
+                name("h.example.test."),
+                serial,
+                60,
+                60,
+                600,
+                60,
+            );
+            Record::from_rdata(name("example.test."), 60, RData::SOA(data))
+        };
+        let changes = |from: u32, added: Vec<Record>| {
+            let step = ixfr::Change {
+                from,
+                to: from + 1,
+                deleted: Vec::new(),
+                added,
+            };
+            Box::new(ixfr::Changes {
+                soa: soa(from + 1),
+                steps: vec![step],
+            })
+        };
+        let host = |i: u32| {
+            Record::from_rdata(
+                name(&format!("new{i}.example.test.")),
+                60,
+                RData::A(A::new(192, 0, 2, (i % 250) as u8)),
+            )
+        };
+
+        // One record: a few lines of the journal, the copy left as it was.
+        let making = Making::Changed(held.clone(), changes(7, vec![host(1)]));
+        let eight = keep(&zone, making, "p", &turn(1).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(eight.serial(), 8);
+        assert_eq!(std::fs::read_to_string(&zone.file).unwrap(), copy);
+        let written = std::fs::read_to_string(&journal).unwrap();
+        assert!(
+            written.contains(";; ixfr 7 8\n")
+                && written.contains("new1.example.test. 60 IN A 192.0.2.1\n"),
+            "{written}"
+        );
+
+        // Another: appended after it.
+        let making = Making::Changed(eight.clone(), changes(8, vec![host(2)]));
+        let nine = keep(&zone, making, "p", &turn(1).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let written = std::fs::read_to_string(&journal).unwrap();
+        assert!(
+            written.contains(";; ixfr 8 9\n") && written.ends_with(";; end 9\n"),
+            "{written}"
+        );
+        assert_eq!(std::fs::read_to_string(&zone.file).unwrap(), copy);
+
+        // Many more than a quarter of the copy's size: the copy written whole, holding
+        // every change, and the journal gone.
+        let making = Making::Changed(nine, changes(9, (10..200).map(host).collect()));
+        let ten = keep(&zone, making, "p", &turn(1).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!journal.exists());
+        let again = Zone::load(&zone.file).unwrap();
+        assert_eq!(again, *ten);
+        assert_eq!(again.serial(), 10);
+    }
+
+    #[test]
+    fn a_journal_is_appended_only_where_it_ends_at_the_zone_held_and_never_over_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Name::from_ascii("example.test.").unwrap();
+        let file = dir.path().join("example.test.zone");
+        let journal = journal::path_of(&file);
+        let entry = |from: u32| {
+            format!(
+                ";; ixfr {from} {}\n;; soa\nexample.test. 60 IN SOA a. b. {} 1 1 1 1\n;; end {}\n",
+                from + 1,
+                from + 1,
+                from + 1
+            )
+        };
+        // No copy: nothing to follow.
+        assert!(!append_journal(&file, &origin, 7, &entry(7)).unwrap());
+        std::fs::write(&file, "x".repeat(4000)).unwrap();
+        assert!(append_journal(&file, &origin, 7, &entry(7)).unwrap());
+        // Not from the serial it ends at.
+        assert!(!append_journal(&file, &origin, 7, &entry(7)).unwrap());
+        // An entry a kill cut short is cut off before the next.
+        let before = std::fs::read_to_string(&journal).unwrap();
+        std::fs::write(&journal, format!("{before};; ixfr 8 9\n;; soa\nexam")).unwrap();
+        assert!(append_journal(&file, &origin, 8, &entry(8)).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap(),
+            format!("{before}{}", entry(8))
+        );
+        // Past a quarter of the copy's 4,000 bytes: written whole instead.
+        assert!(!append_journal(&file, &origin, 9, &entry(9).repeat(20)).unwrap());
+        // Another zone's, or a file that is no journal: never written over nor removed.
+        for other in [
+            "; journal of zone other.test. after serial 9 of its copy\n",
+            "keep me\n",
+        ] {
+            std::fs::write(&journal, other).unwrap();
+            assert!(!append_journal(&file, &origin, 9, &entry(9)).unwrap());
+            remove_journal(&file, &origin);
+            assert_eq!(std::fs::read_to_string(&journal).unwrap(), other);
+        }
+        std::fs::write(&journal, journal::header(&origin, 9)).unwrap();
+        remove_journal(&file, &origin);
+        assert!(!journal.exists());
     }
 
     #[tokio::test]

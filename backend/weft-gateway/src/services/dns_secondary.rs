@@ -162,7 +162,12 @@ pub(super) fn secondaries(
             }
             match Zone::load(&file) {
                 Ok(copy) if *copy.origin() == origin => match expired(&file, &copy) {
-                    None => zones.add(copy).map_err(|e| error(e.to_string()))?,
+                    None => {
+                        let copy = with_journal(copy, &file, |why| {
+                            ctx.warn(span.clone(), "secondary", why);
+                        });
+                        zones.add(copy).map_err(|e| error(e.to_string()))?;
+                    }
                     Some(why) => ctx.warn(span.clone(), "secondary", why),
                 },
                 Ok(copy) => {
@@ -189,6 +194,32 @@ pub(super) fn secondaries(
         });
     }
     Ok(secondaries)
+}
+
+/// The copy `copy` read from `file` with the changes of its journal beside it made into
+/// it (`weft_names::transfer::journal`), the zone served when it was written; `warn` is
+/// told what of the journal was left out, and why.
+fn with_journal(copy: Zone, file: &std::path::Path, warn: impl FnOnce(String)) -> Zone {
+    use weft_names::transfer::journal;
+    let path = journal::path_of(file);
+    let text = match weft::files::read_regular_text(&path, 256 << 20) {
+        Ok(text) => text,
+        Err(weft::files::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return copy;
+        }
+        Err(e) => {
+            warn(format!(
+                "{}: {e}; the copy is served without it",
+                path.display()
+            ));
+            return copy;
+        }
+    };
+    let (zone, note) = journal::replay(copy, &path, &text);
+    if let Some(note) = note {
+        warn(note);
+    }
+    zone
 }
 
 /// Why the copy `zone` in `file` is not to be served, if it has expired: no primary

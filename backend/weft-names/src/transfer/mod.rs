@@ -28,6 +28,7 @@
 
 pub mod inbound;
 pub mod ixfr;
+pub mod journal;
 pub(crate) mod metrics;
 pub mod notify;
 mod prefix;

@@ -22,7 +22,7 @@ mod dname_tests;
 mod dnssec;
 mod generate;
 mod lex;
-mod parse;
+pub(crate) mod parse;
 mod proof;
 #[cfg(test)]
 pub(crate) mod proof_tests;

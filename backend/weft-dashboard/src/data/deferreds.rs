@@ -346,7 +346,7 @@ pub async fn connection_deferreds(
 
 /// The chains of this gateway pending now that wait on connection `id` (a proxied
 /// request waiting for its response head on an upstream connection), oldest first, at
-/// most [`CONNECTION_DEFERREDS`]: none for `instance`'s connections. Live only: history
+/// most 200: none for `instance`'s connections. Live only: history
 /// keeps what each chain waited on, not an index of it by connection.
 pub fn deferreds_waiting_on(
     state: &DashboardState,

@@ -63,12 +63,29 @@ fn remove_partials(file: &Path) {
     }
 }
 
+/// The serial of the copy in `file`, read from its first lines (its SOA follows its
+/// comment); `None` when there is no copy or its beginning is not a copy's.
+fn copy_serial(file: &Path) -> std::io::Result<Option<u32>> {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(4096);
+    match std::fs::File::open(file) {
+        Ok(f) => f.take(4096).read_to_end(&mut head)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(weft_names::transfer::journal::copy_serial(
+        &String::from_utf8_lossy(&head),
+    ))
+}
+
 /// Appends `entry`, the journal's entry of an IXFR from serial `held` (the zone served
 /// now), to the journal of the copy in `file` (of zone `origin`), synced: `Ok(true)`.
-/// `Ok(false)` when the copy is to be written whole instead: the journal does not end at
-/// `held` (or, with none, there is no copy), is not one of the zone (never written over),
-/// or would grow past a quarter of the copy's size, where reading it at a start costs
-/// more than it saved. An entry a killed process cut short is cut off first.
+/// `Ok(false)` when the copy is to be written whole instead: copy and journal together
+/// are not at `held` (the journal follows another serial of the copy, or ends at
+/// another; with none, the copy is not at `held`), the journal is not one of the zone
+/// (never written over), or it would grow past a quarter of the copy's size, where
+/// reading it at a start costs more than it saved. An entry a killed process cut short
+/// is cut off first.
 pub(super) fn append_journal(
     file: &Path,
     origin: &hickory_proto::rr::Name,
@@ -77,15 +94,17 @@ pub(super) fn append_journal(
 ) -> std::io::Result<bool> {
     use std::io::{Seek as _, Write as _};
     use weft_names::transfer::journal::{self, State};
-    let most = match std::fs::metadata(file) {
-        Ok(meta) => meta.len() / 4,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+    let (Some(copy), Ok(meta)) = (copy_serial(file)?, std::fs::metadata(file)) else {
+        return Ok(false);
     };
+    let most = meta.len() / 4;
     let path = journal::path_of(file);
     let mut journal = match std::fs::File::options().read(true).write(true).open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if copy != held {
+                return Ok(false);
+            }
             let mut text = journal::header(origin, held);
             text.push_str(entry);
             if text.len() as u64 > most {
@@ -104,12 +123,13 @@ pub(super) fn append_journal(
         }
         Err(e) => return Err(e),
     };
-    if !journal.metadata()?.is_file() {
+    let meta = journal.metadata()?;
+    if !meta.is_file() || meta.len() > most {
         return Ok(false);
     }
     let text = std::io::read_to_string(&mut journal)?;
     let len = match journal::state(&text, origin) {
-        State::Journal { last, len, .. } if last == held => len,
+        State::Journal { base, last, len } if base == copy && last == held => len,
         State::Journal { .. } | State::Foreign => return Ok(false),
     };
     if (len + entry.len()) as u64 > most {
@@ -132,8 +152,14 @@ pub(super) fn remove_journal(file: &Path, origin: &hickory_proto::rr::Name) {
     let read = std::fs::File::open(&path)
         .map(std::io::BufReader::new)
         .and_then(|mut f| f.read_line(&mut first));
-    if read.is_ok() && journal::state(&first, origin) != journal::State::Foreign {
-        let _ = std::fs::remove_file(&path);
+    if read.is_ok()
+        && journal::state(&first, origin) != journal::State::Foreign
+        && std::fs::remove_file(&path).is_ok()
+    {
+        // Gone for good before the copy's next change: one left by a power cut would
+        // be left out at the next start (it follows an older serial of the copy).
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let _ = std::fs::File::open(dir.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
     }
 }
 

@@ -388,7 +388,14 @@ mod tests {
         };
         // No copy: nothing to follow.
         assert!(!append_journal(&file, &origin, 7, &entry(7)).unwrap());
-        std::fs::write(&file, "x".repeat(4000)).unwrap();
+        let copy = format!(
+            "; zone example.test. transferred from p at 1 (unix seconds)\n\
+             example.test. 60 IN SOA a. b. 7 1 1 1 1\n{}",
+            "; filler\n".repeat(450)
+        );
+        std::fs::write(&file, &copy).unwrap();
+        // The copy at 7 and the zone served at 8 with no journal: written whole.
+        assert!(!append_journal(&file, &origin, 8, &entry(8)).unwrap());
         assert!(append_journal(&file, &origin, 7, &entry(7)).unwrap());
         // Not from the serial it ends at.
         assert!(!append_journal(&file, &origin, 7, &entry(7)).unwrap());
@@ -402,6 +409,13 @@ mod tests {
         );
         // Past a quarter of the copy's 4,000 bytes: written whole instead.
         assert!(!append_journal(&file, &origin, 9, &entry(9).repeat(20)).unwrap());
+        // A journal that ends at the zone served but follows another serial of the copy
+        // (a power cut before its removal, the copy written whole at 9 since): not
+        // appended to, whatever its end.
+        let stale = std::fs::read_to_string(&journal).unwrap();
+        std::fs::write(&file, copy.replace(" 7 1 1 1 1", " 9 1 1 1 1")).unwrap();
+        assert!(!append_journal(&file, &origin, 9, &entry(9)).unwrap());
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), stale);
         // Another zone's, or a file that is no journal: never written over nor removed.
         for other in [
             "; journal of zone other.test. after serial 9 of its copy\n",

@@ -160,16 +160,21 @@ pub(super) fn secondaries(
             if let Some(why) = not_a_copy(&file, &origin) {
                 return Err(error(why));
             }
+            // The journal opened before the copy is read: a copy written whole meanwhile
+            // (its journal then removed) is read with the journal it replaced, which
+            // names the older copy and is left out; never an older copy without its
+            // journal, behind what is served.
+            let journal = open_journal(&file);
             match Zone::load(&file) {
-                Ok(copy) if *copy.origin() == origin => match expired(&file, &copy) {
-                    None => {
-                        let copy = with_journal(copy, &file, |why| {
-                            ctx.warn(span.clone(), "secondary", why);
-                        });
-                        zones.add(copy).map_err(|e| error(e.to_string()))?;
+                Ok(copy) if *copy.origin() == origin => {
+                    let copy = with_journal(copy, journal, |why| {
+                        ctx.warn(span.clone(), "secondary", why);
+                    });
+                    match expired(&file, &copy) {
+                        None => zones.add(copy).map_err(|e| error(e.to_string()))?,
+                        Some(why) => ctx.warn(span.clone(), "secondary", why),
                     }
-                    Some(why) => ctx.warn(span.clone(), "secondary", why),
-                },
+                }
                 Ok(copy) => {
                     return Err(error(format!(
                         "{} holds the zone {}, not {origin}: weft would write over it; name \
@@ -196,17 +201,34 @@ pub(super) fn secondaries(
     Ok(secondaries)
 }
 
-/// The copy `copy` read from `file` with the changes of its journal beside it made into
-/// it (`weft_names::transfer::journal`), the zone served when it was written; `warn` is
-/// told what of the journal was left out, and why.
-fn with_journal(copy: Zone, file: &std::path::Path, warn: impl FnOnce(String)) -> Zone {
+/// The journal of the copy in `file`, opened (`None` when there is none), with its path.
+fn open_journal(file: &std::path::Path) -> (std::path::PathBuf, std::io::Result<std::fs::File>) {
+    let path = weft_names::transfer::journal::path_of(file);
+    let opened = std::fs::File::open(&path);
+    (path, opened)
+}
+
+/// The copy `copy` with the changes of its journal (opened before the copy was read)
+/// made into it (`weft_names::transfer::journal`): the zone served when they were
+/// written; `warn` is told what of the journal was left out, and why.
+fn with_journal(
+    copy: Zone,
+    (path, opened): (std::path::PathBuf, std::io::Result<std::fs::File>),
+    warn: impl FnOnce(String),
+) -> Zone {
+    use std::io::Read as _;
     use weft_names::transfer::journal;
-    let path = journal::path_of(file);
-    let text = match weft::files::read_regular_text(&path, 256 << 20) {
-        Ok(text) => text,
-        Err(weft::files::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return copy;
+    let read = opened.and_then(|f| {
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
         }
+        let mut text = String::new();
+        f.take(256 << 20).read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let text = match read {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return copy,
         Err(e) => {
             warn(format!(
                 "{}: {e}; the copy is served without it",

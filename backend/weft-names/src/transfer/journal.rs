@@ -45,6 +45,15 @@ pub fn header(origin: &hickory_proto::rr::Name, base: u32) -> String {
     format!("; journal of zone {origin} after serial {base} of its copy\n")
 }
 
+/// The serial of the copy whose text begins with `head` (its comment lines, then its
+/// SOA, as [`zone_text`] writes a copy), if the SOA is within it.
+pub fn copy_serial(head: &str) -> Option<u32> {
+    let soa = head.lines().find(|l| !l.starts_with(';'))?;
+    let words: Vec<&str> = soa.split_ascii_whitespace().collect();
+    let at = words.iter().position(|w| *w == "SOA")?;
+    words.get(at + 3)?.parse().ok()
+}
+
 /// The zone and the copy's serial a journal's first line names, if it is one.
 fn read_header(text: &str) -> Option<(&str, u32)> {
     let line = text.lines().next()?;
@@ -142,6 +151,29 @@ fn marker(line: &str) -> Option<Marker> {
     })
 }
 
+/// The text of each whole entry of the journal `text` (its first line left out), from
+/// its `;; ixfr` line to its `;; end` line, with the line each starts at; an error at an
+/// end without a start, or a start within an entry.
+fn chunks(text: &str) -> Result<Vec<(usize, &str)>, String> {
+    let mut out = Vec::new();
+    let (mut at, mut open) = (0, None);
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        if n > 0 && line.starts_with(";; ixfr ") {
+            if open.is_some() {
+                return Err(format!("line {}: an entry within an entry", n + 1));
+            }
+            open = Some((n + 1, at));
+        } else if line.starts_with(";; end ") {
+            let (first, start) = open
+                .take()
+                .ok_or_else(|| format!("line {}: an entry out of order", n + 1))?;
+            out.push((first, &text[start..at + line.len()]));
+        }
+        at += line.len();
+    }
+    Ok(out)
+}
+
 /// The entries of journal `text` (whole entries only), read as zone-file text of `path`.
 fn entries(path: &Path, text: &str) -> Result<Vec<Changes>, String> {
     let (located, _) = crate::zone::parse::records(path, text).map_err(|e| e.to_string())?;
@@ -220,21 +252,35 @@ pub fn replay(copy: Zone, path: &Path, text: &str) -> (Zone, Option<String>) {
         );
         return (copy, Some(note));
     }
-    let entries = match entries(path, &text[..len]) {
-        Ok(entries) => entries,
-        Err(why) => return (copy, Some(format!("{why}: the journal left out"))),
+    let chunks = match chunks(&text[..len]) {
+        Ok(chunks) => chunks,
+        Err(why) => return (copy, Some(format!("{shown}: {why}: the journal left out"))),
     };
+    // Made as the copy's own zone (its file the copy's, as the zone served names it),
+    // whether in place or built again; each entry read on its own, so one that does not
+    // read (a disk that kept its end line but not all of it) leaves those before it.
+    let file = copy.file().to_owned();
     let mut zone = copy;
-    for changes in entries {
+    for (first, chunk) in chunks {
+        let at = zone.serial();
+        let changes = match entries(path, chunk).map(|mut e| e.pop()) {
+            Ok(Some(changes)) => changes,
+            Ok(None) => continue,
+            Err(why) => {
+                let note = format!(
+                    "{shown}: the entry at line {first} does not read ({why}); served at serial {at}"
+                );
+                return (zone, Some(note));
+            }
+        };
         let to = serial_of(&changes.soa);
-        match ixfr::make(&zone, changes, path, 1) {
+        match ixfr::make(&zone, changes, &file, 1) {
             Ok(next) => zone = next,
             Err(e) => {
                 let why = match e {
                     ixfr::Unmade::NotApplied(why) => why.0,
                     ixfr::Unmade::Refused(e) => e.to_string(),
                 };
-                let at = zone.serial();
                 return (
                     zone,
                     Some(format!(

@@ -166,3 +166,56 @@ fn a_journal_of_another_copy_or_zone_or_changes_that_do_not_apply_are_left_out()
     assert_eq!(read, copy);
     assert!(note.unwrap().contains("an entry out of order"));
 }
+
+/// Changes the zone is built again for (a wildcard) read back as the zone served: its
+/// file the copy's, not the journal's.
+#[test]
+fn an_entry_the_zone_is_built_again_for_reads_back_as_the_zone_served() {
+    let file = Path::new("example.test.zone");
+    let copy = Zone::parse(file, COPY).unwrap();
+    let mut step = Change::starting_at(7);
+    step.to = 8;
+    step.added = vec![a("*.example.test.", 7)];
+    let changes = Changes {
+        soa: soa(8),
+        steps: vec![step],
+    };
+    let mut text = header(copy.origin(), 7);
+    text.push_str(&entry(7, &changes).unwrap());
+    let served = ixfr::make(&copy, changes, file, 1).unwrap();
+    let (read, note) = replay(copy, &path_of(file), &text);
+    assert_eq!(note, None);
+    assert_eq!(read.file(), file);
+    assert_eq!(read, served);
+}
+
+/// An entry whose end line came through but not all of its records (a disk that kept
+/// the one write and not the other) leaves the entries before it.
+#[test]
+fn an_entry_that_does_not_read_leaves_those_before_it() {
+    let file = Path::new("example.test.zone");
+    let copy = Zone::parse(file, COPY).unwrap();
+    let origin = copy.origin().clone();
+    let [first, second] = changes();
+    let mut text = header(&origin, 7);
+    text.push_str(&entry(7, &first).unwrap());
+    let second = entry(9, &second).unwrap();
+    text.push_str(&second.replacen("new.example.test.", "new.example.test. \0\0\0", 1));
+    let (read, note) = replay(copy.clone(), &path_of(file), &text);
+    assert_eq!(read, ixfr::make(&copy, first, file, 1).unwrap());
+    let note = note.unwrap();
+    assert!(
+        note.contains("the entry at line") && note.contains("served at serial 9"),
+        "{note}"
+    );
+}
+
+#[test]
+fn a_copy_s_serial_is_read_from_its_first_lines() {
+    let head = "; zone example.test. transferred from 192.0.2.1:53 at 1 (unix seconds)\n\
+                example.test. 3600 IN SOA ns1.example.test. h.example.test. 2026120701 3600 600 86400 300\n\
+                \x20300 IN NS ns1.example.test.\n";
+    assert_eq!(copy_serial(head), Some(2026120701));
+    assert_eq!(copy_serial("; only a comment\n"), None);
+    assert_eq!(copy_serial("example.test. 3600 IN NS ns1.\n"), None);
+}

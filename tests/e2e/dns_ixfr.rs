@@ -14,7 +14,7 @@ use crate::dns::dig;
 use crate::dns_secondary::{
     SECRET, copy_holding, framed, refreshes, secondary, soa_record as soa, zone,
 };
-use crate::support::free_port;
+use crate::support::{App, free_port};
 
 /// knotd serving `example.test.` from a file of its directory, its changes kept in its
 /// journal (`zonefile-load: difference`: a zone file read again with a newer serial
@@ -148,6 +148,7 @@ fn knot_s_changes_come_by_ixfr_signed_and_after_a_restart_from_the_copy_in_the_f
         assert_eq!(dig(ours, &short), dig(theirs, &short), "{question:?}");
     }
     assert_eq!(refreshes(&app, "transferred"), 2.0);
+    assert_eq!((kept_by(&app, "axfr"), kept_by(&app, "ixfr")), (1.0, 1.0));
     // The DNS page says what the last check brought, when the next comes and when the
     // copy expires (the SOA's refresh is two hours, its expire two weeks).
     let api: serde_json::Value = serde_json::from_str(&app.curl("/api/dns").unwrap()).unwrap();
@@ -205,6 +206,12 @@ fn knot_s_changes_come_by_ixfr_signed_and_after_a_restart_from_the_copy_in_the_f
         app.metric(r#"weft_dns_zone_serial{service="dns",zone="example.test."}"#),
         Some(9.0)
     );
+}
+
+/// `weft_dns_secondary_transfers_total{how}` of the `dns` service.
+fn kept_by(app: &App, how: &str) -> f64 {
+    let series = format!(r#"weft_dns_secondary_transfers_total{{how="{how}",service="dns"}}"#);
+    app.metric(&series).unwrap_or(0.0)
 }
 
 /// The query framed next on `conn`: its id and type.
@@ -318,6 +325,9 @@ fn whole_zone_asked_after(ixfr: Ixfr, file: &std::path::Path) -> (u16, crate::su
     ];
     assert_eq!(asked, whole);
     assert_eq!(refreshes(&app, "transferred"), 1.0);
+    // Counted as what it was: the zone whole where an IXFR was asked.
+    assert_eq!(kept_by(&app, "axfr_after_ixfr"), 1.0);
+    assert_eq!(kept_by(&app, "ixfr") + kept_by(&app, "axfr"), 0.0);
     (ours, app)
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use weft::Reactor;
 use weft_names::transfer::inbound::{self, Fetched};
-use weft_names::transfer::{Refresh, Secondary};
+use weft_names::transfer::{Refresh, Secondary, SecondaryTransfer};
 use weft_names::{Catalog, ServiceMetrics, Zone};
 
 use crate::config::ServiceConfig;
@@ -248,6 +248,14 @@ impl Task {
                 }
                 Ok(Refreshed::Transferred(primary, new, how)) => {
                     counters.refresh(Refresh::Transferred);
+                    // An IXFR is asked where a copy is held, unless the zone says not to.
+                    counters.secondary_transfer(match how {
+                        Some(_) => SecondaryTransfer::Ixfr,
+                        None if serial.is_some() && zone.request_ixfr => {
+                            SecondaryTransfer::AxfrAfterIxfr
+                        }
+                        None => SecondaryTransfer::Axfr,
+                    });
                     match how {
                         Some(changed) => {
                             tracing::info!(service, zone = %zone.origin, %primary, from = serial, to = new.serial(), records = new.len(), changed, "zone transferred by IXFR")

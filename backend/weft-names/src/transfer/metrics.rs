@@ -1,7 +1,7 @@
 //! The zone transfer, NOTIFY, zone reload, TSIG and secondary zone families:
 //! `weft_dns_transfers_total`, `weft_dns_notifies_total`, `weft_dns_zone_reloads_total`,
 //! `weft_dns_tsig_total` and `weft_dns_secondary_refreshes_total`, each with a bounded
-//! `result` label.
+//! `result` label, and `weft_dns_secondary_transfers_total` with a bounded `how`.
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
@@ -152,6 +152,33 @@ impl Refresh {
     }
 }
 
+/// How a secondary zone's newer version came, once kept: the `how` label of
+/// `weft_dns_secondary_transfers_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecondaryTransfer {
+    /// By IXFR: the changes since the copy held, made into it.
+    Ixfr,
+    /// Whole, asked so (no copy held, or `request_ixfr = false`).
+    Axfr,
+    /// Whole, where an IXFR was asked: the primary answered with the zone, did not
+    /// serve IXFR, or its changes failed or did not apply to the copy.
+    AxfrAfterIxfr,
+}
+
+impl SecondaryTransfer {
+    const ALL: [Self; 3] = [Self::Ixfr, Self::Axfr, Self::AxfrAfterIxfr];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ixfr => "ixfr",
+            Self::Axfr => "axfr",
+            Self::AxfrAfterIxfr => "axfr_after_ixfr",
+        }
+    }
+}
+
 /// What the check of a signed message found: the `result` label of
 /// `weft_dns_tsig_total` (RFC 8945 section 5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +229,7 @@ pub(crate) struct TransferFamilies {
     zone_reloads: IntCounterVec,
     tsig: IntCounterVec,
     refreshes: IntCounterVec,
+    secondary_transfers: IntCounterVec,
 }
 
 impl TransferFamilies {
@@ -230,6 +258,13 @@ impl TransferFamilies {
                 "weft_dns_secondary_refreshes_total",
                 "Checks of secondary zones with their primaries, by result.",
             )?,
+            secondary_transfers: IntCounterVec::new(
+                Opts::new(
+                    "weft_dns_secondary_transfers_total",
+                    "Newer versions of secondary zones kept, by how they came (ixfr, axfr, axfr_after_ixfr).",
+                ),
+                &["service", "how"],
+            )?,
         })
     }
 
@@ -240,6 +275,7 @@ impl TransferFamilies {
             &self.zone_reloads,
             &self.tsig,
             &self.refreshes,
+            &self.secondary_transfers,
         ] {
             registry.register(Box::new(family.clone()))?;
         }
@@ -262,6 +298,10 @@ impl TransferFamilies {
             zone_reloads: of(&self.zone_reloads, &ZoneReload::ALL.map(ZoneReload::as_str)),
             tsig: of(&self.tsig, &TsigResult::ALL.map(TsigResult::as_str)),
             refreshes: of(&self.refreshes, &Refresh::ALL.map(Refresh::as_str)),
+            secondary_transfers: of(
+                &self.secondary_transfers,
+                &SecondaryTransfer::ALL.map(SecondaryTransfer::as_str),
+            ),
         }
     }
 }
@@ -274,6 +314,7 @@ pub struct TransferCounters {
     zone_reloads: Vec<IntCounter>,
     tsig: Vec<IntCounter>,
     refreshes: Vec<IntCounter>,
+    secondary_transfers: Vec<IntCounter>,
 }
 
 impl TransferCounters {
@@ -320,5 +361,10 @@ impl TransferCounters {
     /// The checks of secondary zones that ended so.
     pub fn refreshes(&self, result: Refresh) -> u64 {
         self.refreshes[result as usize].get()
+    }
+
+    /// A secondary zone's newer version was kept, having come so.
+    pub fn secondary_transfer(&self, how: SecondaryTransfer) {
+        self.secondary_transfers[how as usize].inc();
     }
 }

@@ -45,7 +45,8 @@ use hickory_proto::serialize::binary::BinEncodable;
 
 pub use inbound::Secondary;
 pub use metrics::{
-    NotifyResult, Refresh, TransferCounters, TransferResult, TsigResult, ZoneReload,
+    NotifyResult, Refresh, SecondaryTransfer, TransferCounters, TransferResult, TsigResult,
+    ZoneReload,
 };
 pub use prefix::{Prefix, PrefixError};
 pub(crate) use stream::Streamer;

@@ -41,9 +41,6 @@ pub enum LoopingCallError {
     /// It is running already, or its last run has not finished; `stop` it and wait.
     #[error("the LoopingCall is already running")]
     AlreadyRunning,
-    /// A zero interval would run the function forever within one instant.
-    #[error("a LoopingCall needs an interval greater than zero")]
-    ZeroInterval,
 }
 
 type Func = Box<dyn FnMut() -> Deferred<()>>;
@@ -162,6 +159,12 @@ impl LoopingCall {
 
     /// Starts calling the function every `interval`, the first time at once if `now`.
     ///
+    /// An interval of zero calls it as often as it can, as Twisted's does: on the
+    /// reactor's clock once a turn (a call made while the clock runs its due calls waits
+    /// for the next pass, after the reactor's other tasks and its I/O had their turn); on
+    /// a fake clock, again and again within one `advance`, until the function stops the
+    /// loop, as Twisted's `task.Clock` runs it. With `with_count` each run is told 1.
+    ///
     /// # Panics
     /// When no clock was given and none is installed on this thread.
     pub fn start(&self, interval: Duration, now: bool) -> Result<Deferred<()>, LoopingCallError> {
@@ -169,9 +172,6 @@ impl LoopingCall {
         // before it ends would orphan that loop's Deferred and schedule twice.
         if self.running() || self.inner.in_flight.get() {
             return Err(LoopingCallError::AlreadyRunning);
-        }
-        if interval.is_zero() {
-            return Err(LoopingCallError::ZeroInterval);
         }
         let clock = Clock::upgrade(&self.inner.clock.borrow()).unwrap_or_else(current_clock);
         *self.inner.clock.borrow_mut() = clock.downgrade();
@@ -239,7 +239,9 @@ fn tick(inner: &Rc<Inner>) {
             .now()
             .saturating_sub(inner.started_at.get())
             .as_nanos();
-        let point = since / inner.interval.get().as_nanos().max(1);
+        // With no interval there is no grid to have skipped points of: always 1.
+        let interval = inner.interval.get().as_nanos();
+        let point = since.checked_div(interval).unwrap_or(0);
         let passed = inner
             .last_point
             .replace(Some(point))
@@ -273,7 +275,10 @@ fn tick(inner: &Rc<Inner>) {
 fn schedule_from(inner: &Rc<Inner>, clock: &Clock, now: Duration) {
     let interval = inner.interval.get().as_nanos();
     let running_for = now.saturating_sub(inner.started_at.get()).as_nanos();
-    let until_next = interval - running_for % interval;
+    let until_next = match interval {
+        0 => 0,
+        _ => interval - running_for % interval,
+    };
     let delay = Duration::from_nanos(u64::try_from(until_next).unwrap_or(u64::MAX));
     // Held until it runs or `stop` cancels it, which frees it and so this hold.
     let held = inner.clone();

@@ -15,6 +15,15 @@ struct TickFailed;
 const SEC: Duration = Duration::from_secs(1);
 
 /// A loop that records the clock time of each call.
+/// A reactor for one test, leaving signals alone.
+fn reactor() -> crate::Reactor {
+    crate::Reactor::with_config(crate::ReactorConfig {
+        handle_signals: false,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
 fn recording_loop(clock: &Clock) -> (LoopingCall, Rc<RefCell<Vec<Duration>>>) {
     let times = Rc::new(RefCell::new(Vec::new()));
     let (t, c) = (times.clone(), clock.clone());
@@ -172,13 +181,9 @@ fn stop_during_a_run_fires_when_the_run_finishes() {
 }
 
 #[test]
-fn starting_twice_or_with_zero_interval_is_refused() {
+fn starting_twice_is_refused() {
     let clock = Clock::fake();
     let (lc, _) = recording_loop(&clock);
-    assert_eq!(
-        lc.start(Duration::ZERO, true).unwrap_err(),
-        LoopingCallError::ZeroInterval
-    );
     let _done = lc.start(SEC, false).unwrap();
     assert_eq!(
         lc.start(SEC, false).unwrap_err(),
@@ -187,6 +192,56 @@ fn starting_twice_or_with_zero_interval_is_refused() {
     lc.stop();
     let _again = lc.start(SEC, false).unwrap();
     lc.stop();
+}
+
+/// A zero interval on a fake clock: again and again within one `advance`, each run
+/// told 1, until the function stops it (Twisted's `test_withCountIntervalZero`).
+#[test]
+fn a_zero_interval_runs_again_within_one_advance_of_a_fake_clock_until_stopped() {
+    let clock = Clock::fake();
+    let told = Rc::new(RefCell::new(Vec::new()));
+    let slot: Rc<RefCell<Option<LoopingCall>>> = Rc::default();
+    let (t, s) = (told.clone(), slot.clone());
+    let lc = LoopingCall::with_count(move |count| {
+        t.borrow_mut().push(count);
+        if t.borrow().len() > 4
+            && let Some(lc) = s.borrow().as_ref()
+        {
+            lc.stop();
+        }
+        Ok::<_, Failure>(())
+    })
+    .with_clock(clock.clone());
+    let mut done = lc.start(Duration::ZERO, false).unwrap();
+    *slot.borrow_mut() = Some(lc);
+    clock.advance(Duration::ZERO);
+    assert!(done.try_take().unwrap().is_ok());
+    assert_eq!(*told.borrow(), [1, 1, 1, 1, 1]);
+    slot.borrow_mut().take();
+}
+
+/// A zero interval on the reactor: once a turn, so the reactor's other work goes on
+/// between runs (a timer of 20 ms fires while the loop runs, and stops it).
+#[test]
+fn a_zero_interval_on_the_reactor_runs_once_a_turn_and_lets_the_rest_run() {
+    let reactor = reactor();
+    let runs = Rc::new(Cell::new(0u64));
+    let r = reactor.clone();
+    let counted = runs.clone();
+    reactor.call_when_running(move || {
+        let lc = LoopingCall::new(move || {
+            counted.set(counted.get() + 1);
+            Ok::<_, Failure>(())
+        });
+        let _done = lc.start(Duration::ZERO, true).unwrap();
+        let r2 = r.clone();
+        let _stop = crate::time::call_later(Duration::from_millis(20), move || {
+            lc.stop();
+            r2.stop();
+        });
+    });
+    reactor.run().unwrap();
+    assert!(runs.get() > 10, "{} runs", runs.get());
 }
 
 #[test]
@@ -217,11 +272,7 @@ fn cancelling_defer_later_cancels_the_call() {
 
 #[test]
 fn defer_to_thread_runs_elsewhere_and_delivers_on_the_reactor_thread() {
-    let reactor = crate::Reactor::with_config(crate::ReactorConfig {
-        handle_signals: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let reactor = reactor();
     let reactor_thread = std::thread::current().id();
     let seen = Rc::new(RefCell::new(None));
     let s = seen.clone();
@@ -265,11 +316,7 @@ fn drop_in_background_frees_on_a_blocking_thread_under_a_reactor_and_here_withou
     drop_in_background(DroppedOn(tx.clone()));
     assert_eq!(rx.recv().unwrap(), here, "no runtime: dropped at once");
 
-    let reactor = crate::Reactor::with_config(crate::ReactorConfig {
-        handle_signals: false,
-        ..Default::default()
-    })
-    .unwrap();
+    let reactor = reactor();
     let r = reactor.clone();
     reactor.call_when_running(move || {
         drop_in_background(DroppedOn(tx));

@@ -51,6 +51,15 @@ pub trait Protocol: 'static {
         transport.lose_connection();
     }
 
+    /// The connection's idle timeout went off: nothing was read or written for it
+    /// (Twisted's `TimeoutMixin.timeoutConnection`). The default closes it, with reason
+    /// [`CloseReason::TimedOut`], once what is buffered is sent; a protocol may say
+    /// goodbye first, or keep the connection (a keep-alive probe written, say), in which
+    /// case it hears this again after another whole timeout with nothing moving.
+    fn timeout_connection(&mut self, transport: &Transport) {
+        transport.lose_connection_with(CloseReason::TimedOut);
+    }
+
     /// The connection is gone; called exactly once.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;

@@ -105,6 +105,51 @@ fn a_connection_idle_past_its_timeout_is_closed_as_timed_out() {
     );
 }
 
+/// Says goodbye at its first idle timeout and keeps the connection; closes at its second
+/// (Twisted's `timeoutConnection` overridden).
+struct Farewell {
+    timeouts: u32,
+}
+
+impl Protocol for Farewell {
+    fn data_received(&mut self, _: &Transport, _: &[u8]) {}
+
+    fn timeout_connection(&mut self, transport: &Transport) {
+        self.timeouts += 1;
+        if self.timeouts == 1 {
+            transport.write(b"still there?\n");
+        } else {
+            transport.write(b"bye\n");
+            transport.lose_connection_with(weft::CloseReason::TimedOut);
+        }
+    }
+}
+
+/// A protocol hears its idle timeout (`timeout_connection`) rather than being closed:
+/// it may write and keep the connection, and hears it again after another whole timeout
+/// with nothing moving, then closes it with its reason.
+#[test]
+fn a_protocol_hears_its_idle_timeout_and_may_keep_the_connection() {
+    let (observer, server) = observed_with_idle_timeout(factory(|| Farewell { timeouts: 0 }));
+    let mut client = connect(server.value);
+    let start = Instant::now();
+    let mut said = Vec::new();
+    client.read_to_end(&mut said).unwrap();
+    assert_eq!(String::from_utf8_lossy(&said), "still there?\nbye\n");
+    // Two timeouts of 400 ms, the second counted from the first.
+    assert!(
+        (Duration::from_millis(750)..Duration::from_secs(4)).contains(&start.elapsed()),
+        "{:?}",
+        start.elapsed()
+    );
+    eventually("close reported", || observer.count("ConnectionClosed") == 1);
+    assert!(
+        closed_event(&observer).contains("TimedOut"),
+        "{}",
+        closed_event(&observer)
+    );
+}
+
 /// A peer that sends and never reads an echo's answers leaves its output stuck: when the
 /// idle timeout finds nothing moved, the connection is aborted then as a send timeout (its
 /// peer stopped reading), not asked to close and given up a close timeout later.

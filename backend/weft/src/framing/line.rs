@@ -89,6 +89,11 @@ pub trait LineHandler: 'static {
     fn drain(&mut self, ctx: &mut LineContext<'_>) {
         ctx.transport.lose_connection();
     }
+    /// The idle timeout went off (see [`Protocol::timeout_connection`]): by default it
+    /// closes, with reason `TimedOut`.
+    fn timeout_connection(&mut self, ctx: &mut LineContext<'_>) {
+        ctx.transport.lose_connection_with(CloseReason::TimedOut);
+    }
     /// The connection is gone.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;
@@ -334,6 +339,11 @@ impl<H: LineHandler> Protocol for LineReceiver<H> {
     fn drain(&mut self, transport: &Transport) {
         let (handler, mut ctx) = self.parts(transport);
         handler.drain(&mut ctx);
+    }
+
+    fn timeout_connection(&mut self, transport: &Transport) {
+        let (handler, mut ctx) = self.parts(transport);
+        handler.timeout_connection(&mut ctx);
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {

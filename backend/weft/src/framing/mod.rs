@@ -46,6 +46,12 @@ pub trait StringHandler: 'static {
     fn drain(&mut self, transport: &Transport) {
         transport.lose_connection();
     }
+    /// The idle timeout went off (see
+    /// [`Protocol::timeout_connection`](crate::Protocol::timeout_connection)): by default
+    /// it closes, with reason `TimedOut`.
+    fn timeout_connection(&mut self, transport: &Transport) {
+        transport.lose_connection_with(CloseReason::TimedOut);
+    }
     /// The connection is gone.
     fn connection_lost(&mut self, reason: &CloseReason) {
         let _ = reason;

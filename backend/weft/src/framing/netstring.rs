@@ -120,6 +120,10 @@ impl<H: StringHandler> Protocol for NetstringReceiver<H> {
         self.handler.drain(transport);
     }
 
+    fn timeout_connection(&mut self, transport: &Transport) {
+        self.handler.timeout_connection(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.handler.connection_lost(reason);
     }

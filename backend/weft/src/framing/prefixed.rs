@@ -173,6 +173,10 @@ impl<H: StringHandler, P: Prefix> Protocol for PrefixedReceiver<H, P> {
         self.handler.drain(transport);
     }
 
+    fn timeout_connection(&mut self, transport: &Transport) {
+        self.handler.timeout_connection(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         // A string begun and never finished by the idle timeout: a length prefix that
         // lies, or a peer that stalled mid-string. Bad framing, counted as one trickled

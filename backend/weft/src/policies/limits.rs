@@ -350,6 +350,9 @@ impl Protocol for Counted {
     fn drain(&mut self, transport: &Transport) {
         self.inner.drain(transport);
     }
+    fn timeout_connection(&mut self, transport: &Transport) {
+        self.inner.timeout_connection(transport);
+    }
     fn connection_lost(&mut self, reason: &CloseReason) {
         self.inner.connection_lost(reason);
     }

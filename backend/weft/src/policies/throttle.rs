@@ -108,6 +108,10 @@ impl<P: Protocol> Protocol for Throttled<P> {
         self.inner.drain(transport);
     }
 
+    fn timeout_connection(&mut self, transport: &Transport) {
+        self.inner.timeout_connection(transport);
+    }
+
     fn connection_lost(&mut self, reason: &CloseReason) {
         if let Some(tick) = self.tick.take() {
             let _ = tick.cancel();

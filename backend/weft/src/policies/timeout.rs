@@ -39,7 +39,7 @@ impl<P: Protocol> IdleTimeout<P> {
         let transport = transport.clone();
         self.call = Some(call_later(self.timeout, move || {
             tracing::debug!(connection = %transport.id(), "idle timeout");
-            transport.lose_connection_with(CloseReason::TimedOut);
+            transport.time_out();
         }));
     }
 }
@@ -65,6 +65,10 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
 
     fn drain(&mut self, transport: &Transport) {
         self.inner.drain(transport);
+    }
+
+    fn timeout_connection(&mut self, transport: &Transport) {
+        self.inner.timeout_connection(transport);
     }
 
     fn connection_lost(&mut self, reason: &CloseReason) {

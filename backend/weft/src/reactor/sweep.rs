@@ -75,7 +75,7 @@ fn sweep(reactor: &Reactor) {
             }
             Expired::Idle => {
                 tracing::debug!(connection = %transport.id(), "idle timeout");
-                transport.lose_connection_with(CloseReason::TimedOut);
+                transport.time_out();
             }
             Expired::Stuck => {
                 tracing::debug!(

@@ -257,6 +257,14 @@ impl<S: Stream> Driver<'_, S> {
                 guarded(transport, self.name, "drain", || protocol.drain(transport));
                 continue;
             }
+            if flags.timed_out {
+                self.transport.clear_timed_out();
+                let (transport, protocol) = (&self.transport, &mut *self.protocol);
+                guarded(transport, self.name, "timeout_connection", || {
+                    protocol.timeout_connection(transport);
+                });
+                continue;
+            }
             self.apply_socket_options(flags);
             let write_blocked = match self.flush(cx) {
                 Ok(blocked) => blocked,

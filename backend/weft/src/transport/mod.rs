@@ -50,6 +50,9 @@ struct Flags {
     /// A driver with a protocol to hear a drain serves the connection: without one, a
     /// drain is a close.
     drains_itself: bool,
+    /// The idle timeout went off and the protocol has not heard it yet
+    /// ([`Protocol::timeout_connection`](crate::Protocol::timeout_connection)).
+    timed_out: bool,
     /// `lose_write_connection` was called: shut down writing once the buffer drains.
     write_shutdown: bool,
     /// The protocol (or a producer consumer) paused reading.
@@ -243,6 +246,33 @@ impl Transport {
     /// The protocol is hearing the drain it was owed (the driver calls the hook).
     pub(crate) fn clear_drain(&self) {
         self.update(|f| f.drain = false);
+    }
+
+    /// The idle timeout went off: a protocol's driver has its protocol hear it
+    /// ([`Protocol::timeout_connection`](crate::Protocol::timeout_connection), which by
+    /// default closes the connection); without one, it closes with reason `TimedOut`.
+    /// The idle time starts again, so a protocol that keeps the connection hears it
+    /// again only after another whole timeout with nothing moving.
+    pub(crate) fn time_out(&self) {
+        let flags = self.flags();
+        if flags.closed || flags.closing || flags.aborted {
+            return;
+        }
+        if !flags.drains_itself {
+            self.lose_connection_with(CloseReason::TimedOut);
+            return;
+        }
+        self.shared.info.stats.touch();
+        if self.shared.marked.get().is_some() {
+            self.shared.marked.set(Some(stopwatch::raw()));
+        }
+        self.update(|f| f.timed_out = true);
+        self.wake();
+    }
+
+    /// The protocol is hearing the timeout it was owed (the driver calls the hook).
+    pub(crate) fn clear_timed_out(&self) {
+        self.update(|f| f.timed_out = false);
     }
 
     /// Says that a driver serves the connection: a drain is its protocol's to hear.

@@ -99,38 +99,58 @@ pub(super) fn append_journal(
     };
     let most = meta.len() / 4;
     let path = journal::path_of(file);
-    let mut journal = match std::fs::File::options().read(true).write(true).open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if copy != held {
-                return Ok(false);
-            }
-            let mut text = journal::header(origin, held);
-            text.push_str(entry);
-            if text.len() as u64 > most {
-                return Ok(false);
-            }
-            let mut f = std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            return std::fs::File::open(dir.unwrap_or(Path::new(".")))
-                .and_then(|d| d.sync_all())
-                .map(|()| true);
-        }
+    let in_the_way = |what: &str| {
+        tracing::warn!(journal = %path.display(), "{what}: never written over; the copy is written whole at each change");
+        Ok(false)
+    };
+    // Written only in the copy's own directory: a symlink there is not followed.
+    let found = match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => return in_the_way("a symlink"),
+        Ok(meta) if !meta.is_file() => return in_the_way("not a regular file"),
+        Ok(meta) => Some(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    let meta = journal.metadata()?;
-    if !meta.is_file() || meta.len() > most {
+    // None, or made and never written (a kill between the two): begun here.
+    if found.is_none_or(|len| len == 0) {
+        if copy != held {
+            return Ok(false);
+        }
+        let mut text = journal::header(origin, held);
+        text.push_str(entry);
+        if text.len() as u64 > most {
+            return Ok(false);
+        }
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        return std::fs::File::open(dir.unwrap_or(Path::new(".")))
+            .and_then(|d| d.sync_all())
+            .map(|()| true);
+    }
+    if found.is_some_and(|len| len > most) {
         return Ok(false);
     }
-    let text = std::io::read_to_string(&mut journal)?;
-    let len = match journal::state(&text, origin) {
+    let mut journal = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut journal, &mut bytes)?;
+    // What is not text (a disk's damage) ends what is read, as at a start.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    let len = match journal::state(text, origin) {
         State::Journal { base, last, len } if base == copy && last == held => len,
-        State::Journal { .. } | State::Foreign => return Ok(false),
+        State::Journal { .. } => return Ok(false),
+        State::Foreign => return in_the_way("not a journal of the zone"),
     };
     if (len + entry.len()) as u64 > most {
         return Ok(false);

@@ -372,20 +372,32 @@ mod tests {
         assert_eq!(again.serial(), 10);
     }
 
-    #[test]
-    fn a_journal_is_appended_only_where_it_ends_at_the_zone_held_and_never_over_another_file() {
+    /// A journal's entry of an IXFR from `from` to the next serial, changing nothing but
+    /// the SOA.
+    fn entry(from: u32) -> String {
+        format!(
+            ";; ixfr {from} {0}\n;; soa\nexample.test. 60 IN SOA a. b. {0} 1 1 1 1\n;; end {0}\n",
+            from + 1
+        )
+    }
+
+    /// A directory with the copy of `example.test.`'s file and journal paths in it.
+    fn journal_dir() -> (
+        tempfile::TempDir,
+        Name,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let origin = Name::from_ascii("example.test.").unwrap();
         let file = dir.path().join("example.test.zone");
         let journal = journal::path_of(&file);
-        let entry = |from: u32| {
-            format!(
-                ";; ixfr {from} {}\n;; soa\nexample.test. 60 IN SOA a. b. {} 1 1 1 1\n;; end {}\n",
-                from + 1,
-                from + 1,
-                from + 1
-            )
-        };
+        (dir, origin, file, journal)
+    }
+
+    #[test]
+    fn a_journal_is_appended_only_where_it_ends_at_the_zone_held_and_never_over_another_file() {
+        let (_dir, origin, file, journal) = journal_dir();
         // No copy: nothing to follow.
         assert!(!append_journal(&file, &origin, 7, &entry(7)).unwrap());
         let copy = format!(
@@ -429,6 +441,42 @@ mod tests {
         std::fs::write(&journal, journal::header(&origin, 9)).unwrap();
         remove_journal(&file, &origin);
         assert!(!journal.exists());
+    }
+
+    /// From a tester: an empty journal (made, then the process killed) is begun again; a
+    /// symlink is never written through; what is not text after whole entries is cut off.
+    #[test]
+    fn an_empty_journal_is_begun_a_symlink_never_followed_and_damage_cut_off() {
+        let (dir, origin, file, journal) = journal_dir();
+        let copy = format!(
+            "; zone example.test. transferred\nexample.test. 60 IN SOA a. b. 7 1 1 1 1\n{}",
+            "; filler\n".repeat(450)
+        );
+        std::fs::write(&file, &copy).unwrap();
+
+        std::fs::write(&journal, "").unwrap();
+        assert!(append_journal(&file, &origin, 7, &entry(7)).unwrap());
+        let begun = format!("{}{}", journal::header(&origin, 7), entry(7));
+        assert_eq!(std::fs::read_to_string(&journal).unwrap(), begun);
+
+        let mut damaged = begun.clone().into_bytes();
+        damaged.extend_from_slice(b";; ixfr 8 9\nhost1.exa\xff\xfe");
+        std::fs::write(&journal, &damaged).unwrap();
+        assert!(append_journal(&file, &origin, 8, &entry(8)).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&journal).unwrap(),
+            format!("{begun}{}", entry(8))
+        );
+
+        let elsewhere = dir.path().join("elsewhere.journal");
+        std::fs::write(&elsewhere, journal::header(&origin, 7)).unwrap();
+        std::fs::remove_file(&journal).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &journal).unwrap();
+        assert!(!append_journal(&file, &origin, 7, &entry(7)).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&elsewhere).unwrap(),
+            journal::header(&origin, 7)
+        );
     }
 
     #[tokio::test]

@@ -214,7 +214,7 @@ fn open_journal(file: &std::path::Path) -> (std::path::PathBuf, std::io::Result<
 fn with_journal(
     copy: Zone,
     (path, opened): (std::path::PathBuf, std::io::Result<std::fs::File>),
-    warn: impl FnOnce(String),
+    mut warn: impl FnMut(String),
 ) -> Zone {
     use std::io::Read as _;
     use weft_names::transfer::journal;
@@ -222,12 +222,24 @@ fn with_journal(
         if !f.metadata()?.is_file() {
             return Err(std::io::Error::other("not a regular file"));
         }
-        let mut text = String::new();
-        f.take(256 << 20).read_to_string(&mut text)?;
-        Ok(text)
+        let mut bytes = Vec::new();
+        f.take(256 << 20).read_to_end(&mut bytes)?;
+        Ok(bytes)
     });
-    let text = match read {
-        Ok(text) => text,
+    let text = match read.map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        // weft writes a journal in ASCII: what is not text is a disk's damage, and the
+        // entries before it are read.
+        Ok(Err(e)) => {
+            let at = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(at);
+            warn(format!(
+                "{}: not text from byte {at}: what follows is left out",
+                path.display()
+            ));
+            String::from_utf8(bytes).unwrap_or_default()
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return copy,
         Err(e) => {
             warn(format!(

@@ -105,7 +105,8 @@ pub enum State {
     Foreign,
 }
 
-/// What the journal text `text` of zone `origin` holds.
+/// What the journal text `text` of zone `origin` holds: its whole entries, in order, up
+/// to the first that is not one (see [`chunks`]).
 pub fn state(text: &str, origin: &hickory_proto::rr::Name) -> State {
     let Some((named, base)) = read_header(text) else {
         return State::Foreign;
@@ -113,18 +114,20 @@ pub fn state(text: &str, origin: &hickory_proto::rr::Name) -> State {
     if named != origin.to_string() {
         return State::Foreign;
     }
-    let (mut last, mut len, mut at) = (base, text.find('\n').map_or(text.len(), |n| n + 1), 0);
-    for line in text.split_inclusive('\n') {
-        at += line.len();
-        if let Some(serial) = line.strip_prefix(";; end ")
-            && line.ends_with('\n')
-            && let Ok(serial) = serial.trim_end().parse()
-        {
-            last = serial;
-            len = at;
-        }
+    let header = text.find('\n').map_or(text.len(), |n| n + 1);
+    let (chunks, _) = chunks(text);
+    match chunks.last() {
+        Some(last) => State::Journal {
+            base,
+            last: last.serial,
+            len: last.end,
+        },
+        None => State::Journal {
+            base,
+            last: base,
+            len: header,
+        },
     }
-    State::Journal { base, last, len }
 }
 
 /// What one comment line of an entry says.
@@ -151,27 +154,61 @@ fn marker(line: &str) -> Option<Marker> {
     })
 }
 
-/// The text of each whole entry of the journal `text` (its first line left out), from
-/// its `;; ixfr` line to its `;; end` line, with the line each starts at; an error at an
-/// end without a start, or a start within an entry.
-fn chunks(text: &str) -> Result<Vec<(usize, &str)>, String> {
+/// A whole entry of a journal: the line it starts at, where its text starts and ends in
+/// the journal, and the serial it ends at.
+struct Chunk {
+    first: usize,
+    start: usize,
+    end: usize,
+    serial: u32,
+}
+
+/// The whole entries of the journal `text` (its first line left out), each from its
+/// `;; ixfr` line to its `;; end` line, in order, up to the first thing that is not one
+/// (an end without a start, a start within an entry, text outside an entry); with why
+/// reading stopped before the end, if it did (an entry cut short, the last, included).
+fn chunks(text: &str) -> (Vec<Chunk>, Option<String>) {
     let mut out = Vec::new();
     let (mut at, mut open) = (0, None);
     for (n, line) in text.split_inclusive('\n').enumerate() {
-        if n > 0 && line.starts_with(";; ixfr ") {
-            if open.is_some() {
-                return Err(format!("line {}: an entry within an entry", n + 1));
-            }
-            open = Some((n + 1, at));
-        } else if line.starts_with(";; end ") {
-            let (first, start) = open
-                .take()
-                .ok_or_else(|| format!("line {}: an entry out of order", n + 1))?;
-            out.push((first, &text[start..at + line.len()]));
-        }
+        let (starts, line_no) = (at, n + 1);
         at += line.len();
+        if n == 0 {
+            continue;
+        }
+        let stop = |why: &str| Some(format!("line {line_no}: {why}; what follows is left out"));
+        if !line.ends_with('\n') {
+            // The last line, cut short as it was written.
+            let first = open.map_or(line_no, |(first, _)| first);
+            return (
+                out,
+                Some(format!("line {first}: an entry cut short, left out")),
+            );
+        }
+        if line.starts_with(";; ixfr ") {
+            if open.is_some() {
+                return (out, stop("an entry within an entry"));
+            }
+            open = Some((line_no, starts));
+        } else if let Some(serial) = line.strip_prefix(";; end ") {
+            let Some((first, start)) = open.take() else {
+                return (out, stop("an entry's end without its start"));
+            };
+            let Ok(serial) = serial.trim_end().parse() else {
+                return (out, stop("an entry's end without its serial"));
+            };
+            out.push(Chunk {
+                first,
+                start,
+                end: at,
+                serial,
+            });
+        } else if open.is_none() && !line.trim().is_empty() {
+            return (out, stop("text outside an entry"));
+        }
     }
-    Ok(out)
+    let note = open.map(|(first, _)| format!("line {first}: an entry cut short, left out"));
+    (out, note)
 }
 
 /// The entries of journal `text` (whole entries only), read as zone-file text of `path`.
@@ -234,7 +271,11 @@ fn entries(path: &Path, text: &str) -> Result<Vec<Changes>, String> {
 /// another copy, or changes that do not make a zone (the zone as far as they did).
 pub fn replay(copy: Zone, path: &Path, text: &str) -> (Zone, Option<String>) {
     let shown = path.display();
-    let (base, len) = match state(text, copy.origin()) {
+    if text.is_empty() {
+        // Made and not yet written when the process was killed.
+        return (copy, None);
+    }
+    let base = match state(text, copy.origin()) {
         State::Foreign => {
             let note = format!(
                 "{shown} is not a journal of zone {}: left out",
@@ -242,7 +283,7 @@ pub fn replay(copy: Zone, path: &Path, text: &str) -> (Zone, Option<String>) {
             );
             return (copy, Some(note));
         }
-        State::Journal { base, len, .. } => (base, len),
+        State::Journal { base, .. } => base,
     };
     if base != copy.serial() {
         // The copy was written whole after it (the journal's removal came too late).
@@ -252,23 +293,25 @@ pub fn replay(copy: Zone, path: &Path, text: &str) -> (Zone, Option<String>) {
         );
         return (copy, Some(note));
     }
-    let chunks = match chunks(&text[..len]) {
-        Ok(chunks) => chunks,
-        Err(why) => return (copy, Some(format!("{shown}: {why}: the journal left out"))),
-    };
+    let (chunks, stopped) = chunks(text);
+    let stopped = stopped.map(|why| format!("{shown}: {why}"));
     // Made as the copy's own zone (its file the copy's, as the zone served names it),
     // whether in place or built again; each entry read on its own, so one that does not
     // read (a disk that kept its end line but not all of it) leaves those before it.
     let file = copy.file().to_owned();
     let mut zone = copy;
-    for (first, chunk) in chunks {
+    for chunk in chunks {
         let at = zone.serial();
-        let changes = match entries(path, chunk).map(|mut e| e.pop()) {
+        // Read where it lies in the journal, so an error names the journal's own line.
+        let mut lines = "\n".repeat(chunk.first - 1);
+        lines.push_str(&text[chunk.start..chunk.end]);
+        let changes = match entries(path, &lines).map(|mut e| e.pop()) {
             Ok(Some(changes)) => changes,
             Ok(None) => continue,
             Err(why) => {
                 let note = format!(
-                    "{shown}: the entry at line {first} does not read ({why}); served at serial {at}"
+                    "{shown}: the entry at line {} does not read ({why}); served at serial {at}",
+                    chunk.first
                 );
                 return (zone, Some(note));
             }
@@ -291,7 +334,7 @@ pub fn replay(copy: Zone, path: &Path, text: &str) -> (Zone, Option<String>) {
             }
         }
     }
-    (zone, None)
+    (zone, stopped)
 }
 
 #[cfg(test)]

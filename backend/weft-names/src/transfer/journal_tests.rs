@@ -100,7 +100,11 @@ fn entries_read_back_make_the_zone_their_transfers_made() {
     for cut in [whole + 1, whole + 20, text.len() - 1] {
         let torn = &text[..cut];
         let (read, note) = replay(copy.clone(), &journal, torn);
-        assert_eq!(note, None, "cut at {cut}");
+        let note = note.unwrap_or_default();
+        assert!(
+            note.contains("an entry cut short, left out"),
+            "cut at {cut}: {note}"
+        );
         assert_eq!(read, once, "cut at {cut}");
         assert_eq!(
             state(torn, &origin),
@@ -164,7 +168,10 @@ fn a_journal_of_another_copy_or_zone_or_changes_that_do_not_apply_are_left_out()
     let broken = format!("{};; added 7 8\n;; end 8\n", header(&origin, 7));
     let (read, note) = replay(copy.clone(), &journal, &broken);
     assert_eq!(read, copy);
-    assert!(note.unwrap().contains("an entry out of order"));
+    assert!(
+        note.unwrap()
+            .contains("line 2: text outside an entry; what follows is left out")
+    );
 }
 
 /// Changes the zone is built again for (a wildcard) read back as the zone served: its
@@ -202,12 +209,37 @@ fn an_entry_that_does_not_read_leaves_those_before_it() {
     let second = entry(9, &second).unwrap();
     text.push_str(&second.replacen("new.example.test.", "new.example.test. \0\0\0", 1));
     let (read, note) = replay(copy.clone(), &path_of(file), &text);
-    assert_eq!(read, ixfr::make(&copy, first, file, 1).unwrap());
+    assert_eq!(read, ixfr::make(&copy, first.clone(), file, 1).unwrap());
     let note = note.unwrap();
+    // The line named is the journal's own.
+    let bad = text.lines().position(|l| l.contains('\0')).unwrap() + 1;
     assert!(
-        note.contains("the entry at line") && note.contains("served at serial 9"),
+        note.contains("the entry at line")
+            && note.contains(&format!("example.test.zone.journal:{bad}"))
+            && note.contains("served at serial 9"),
         "{note}"
     );
+
+    // Text after the entries that is not one (a disk's garbage): those before it kept.
+    let mut text = header(&origin, 7);
+    text.push_str(&entry(7, &first).unwrap());
+    text.push_str("garbage line here\nfoo. 3600 IN A 1.2.3.4\n;; end 99\n");
+    let (read, note) = replay(copy.clone(), &path_of(file), &text);
+    assert_eq!(read.serial(), 9);
+    assert!(
+        note.unwrap()
+            .contains("text outside an entry; what follows is left out")
+    );
+    assert_eq!(
+        state(&text, &origin),
+        State::Journal {
+            base: 7,
+            last: 9,
+            len: text.find("garbage").unwrap()
+        }
+    );
+    // An empty journal (made, the process killed before it was written): the copy.
+    assert_eq!(replay(copy.clone(), &path_of(file), ""), (copy, None));
 }
 
 #[test]

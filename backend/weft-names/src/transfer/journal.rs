@@ -106,7 +106,7 @@ pub enum State {
 }
 
 /// What the journal text `text` of zone `origin` holds: its whole entries, in order, up
-/// to the first that is not one (see [`chunks`]).
+/// to the first that is not one (see `chunks`).
 pub fn state(text: &str, origin: &hickory_proto::rr::Name) -> State {
     let Some((named, base)) = read_header(text) else {
         return State::Foreign;

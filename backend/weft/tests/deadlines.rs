@@ -150,6 +150,29 @@ fn a_protocol_hears_its_idle_timeout_and_may_keep_the_connection() {
     );
 }
 
+/// The same through an `IdleTimeout` wrapper, with no idle timeout on the listener: its
+/// timer is armed again when the protocol keeps the connection.
+#[test]
+fn a_protocol_under_idle_timeout_hears_it_again_after_keeping_the_connection() {
+    let server = spawn_reactor(|r| {
+        let wrapped = factory(|| {
+            weft::policies::IdleTimeout::new(Farewell { timeouts: 0 }, Duration::from_millis(300))
+        });
+        listen(r, &ListenOptions::new(), wrapped)
+    });
+    let mut client = connect(server.value);
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut said = Vec::new();
+    let read = client.read_to_end(&mut said);
+    assert_eq!(
+        String::from_utf8_lossy(&said),
+        "still there?\nbye\n",
+        "{read:?}"
+    );
+}
+
 /// A peer that sends and never reads an echo's answers leaves its output stuck: when the
 /// idle timeout finds nothing moved, the connection is aborted then as a send timeout (its
 /// peer stopped reading), not asked to close and given up a close timeout later.

@@ -68,6 +68,9 @@ impl<P: Protocol> Protocol for IdleTimeout<P> {
     }
 
     fn timeout_connection(&mut self, transport: &Transport) {
+        // Armed again first: a protocol that keeps the connection hears it again after
+        // another whole timeout with nothing arriving (a close cancels it).
+        self.arm(transport);
         self.inner.timeout_connection(transport);
     }
 
@@ -106,6 +109,33 @@ mod tests {
         assert!(!wire.disconnecting());
         clock.advance(Duration::from_secs(1));
         assert!(wire.disconnecting());
+        assert_eq!(wire.close_reason(), Some(CloseReason::TimedOut));
+    }
+
+    /// Says goodbye at its timeout and keeps the connection.
+    struct Polite;
+    impl Protocol for Polite {
+        fn data_received(&mut self, _t: &Transport, _d: &[u8]) {}
+        fn timeout_connection(&mut self, transport: &Transport) {
+            transport.write(b"still there?");
+        }
+    }
+
+    #[test]
+    fn the_wrapped_protocol_hears_the_timeout_and_the_timer_is_armed_again() {
+        let clock = Clock::fake();
+        let _g = clock.install();
+        let mut wire = StringTransport::new();
+        let mut proto = IdleTimeout::new(Polite, Duration::from_secs(10));
+        wire.connect(&mut proto);
+        clock.advance(Duration::from_secs(5));
+        wire.time_out(&mut proto);
+        assert_eq!(wire.value(), b"still there?");
+        // Armed again from the timeout heard: not due at the first arming's ten seconds,
+        // but ten after it was heard.
+        clock.advance(Duration::from_secs(6));
+        assert!(!wire.disconnecting());
+        clock.advance(Duration::from_secs(4));
         assert_eq!(wire.close_reason(), Some(CloseReason::TimedOut));
     }
 

@@ -100,6 +100,13 @@ impl StringTransport {
         protocol.read_connection_lost(&self.transport)
     }
 
+    /// The connection's idle timeout goes off, as a driver delivers it: `protocol` hears
+    /// `timeout_connection` (an `IdleTimeout` wrapper's own timer, with no driver here,
+    /// closes the connection at once instead).
+    pub fn time_out(&mut self, protocol: &mut dyn Protocol) {
+        protocol.timeout_connection(&self.transport);
+    }
+
     /// Ends the connection, calling `connection_lost(reason)`.
     pub fn lose(&mut self, protocol: &mut dyn Protocol, reason: CloseReason) {
         self.transport.mark_closed();

@@ -259,6 +259,10 @@ impl<S: Stream> Driver<'_, S> {
             }
             if flags.timed_out {
                 self.transport.clear_timed_out();
+                if flags.closing {
+                    // Closing since: nothing for the protocol to decide.
+                    continue;
+                }
                 let (transport, protocol) = (&self.transport, &mut *self.protocol);
                 guarded(transport, self.name, "timeout_connection", || {
                     protocol.timeout_connection(transport);

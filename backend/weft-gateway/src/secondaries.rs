@@ -397,7 +397,13 @@ async fn refresh(
         format!("the zone {primary} transferred is refused, the copy held serves on: {why}")
     };
     let (primary, changes) = match check(service, zone, have.as_ref(), true).await? {
-        (primary, Fetched::Current(theirs)) => return Ok(Refreshed::Current(primary, theirs)),
+        (primary, Fetched::Current(theirs)) => {
+            // A quiet moment: a journal unchanged for a while goes into the copy.
+            if let Some(copy) = copy {
+                keep::fold(zone, copy, &primary, &turn).await;
+            }
+            return Ok(Refreshed::Current(primary, theirs));
+        }
         (primary, Fetched::Zone(records)) => {
             return keep(zone, Making::Whole(records), &primary, &turn)
                 .await

@@ -145,6 +145,35 @@ pub(super) async fn keep(
     Ok(new)
 }
 
+/// How long a journal goes without a change before a check that finds the copy current
+/// writes the copy whole with it (and removes it): the copy alone is then current again,
+/// as NSD writes its zone files on a timer and Knot after `zonefile-sync`. Changes
+/// coming often keep their journal; the checks are the SOA's refresh apart.
+const FOLD_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether a check that found the copy current now writes it whole with its journal,
+/// last changed at `journal` (`None`: there is none).
+pub(super) fn fold_due(journal: Option<SystemTime>, now: SystemTime) -> bool {
+    journal.is_some_and(|at| {
+        now.duration_since(at)
+            .is_ok_and(|quiet| quiet >= FOLD_AFTER)
+    })
+}
+
+/// Writes `copy`, the zone served, whole to `zone`'s file, its journal removed, when the
+/// journal has gone [`FOLD_AFTER`] without a change (see [`fold_due`]); a failure is
+/// logged, the copy and journal left as they were.
+pub(super) async fn fold(zone: &Secondary, copy: Arc<Zone>, primary: &str, turn: &Turn) {
+    let journal = super::copy_file::modified(&journal::path_of(&zone.file));
+    if !fold_due(journal, SystemTime::now()) {
+        return;
+    }
+    match write_copy(zone, copy, primary, turn.clone()).await {
+        Ok(()) => tracing::debug!(zone = %zone.origin, "the copy written whole with its journal"),
+        Err(why) => tracing::warn!(zone = %zone.origin, "{why}; the journal kept"),
+    }
+}
+
 /// Runs `write`, a write of `file`'s copy or journal by a task of `generation`, under
 /// the file's lock, unless a task started later wrote it already (an error).
 fn as_latest<T>(
@@ -278,18 +307,15 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn changes_go_to_the_journal_until_it_would_pass_a_quarter_of_the_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let name = |n: &str| Name::from_ascii(n).unwrap();
+    /// `example.test.` at serial 7 with 200 hosts, its copy written in `dir`.
+    async fn hosts_copy(dir: &tempfile::TempDir) -> (Secondary, Arc<Zone>) {
         let zone = Secondary {
-            origin: name("example.test."),
+            origin: Name::from_ascii("example.test.").unwrap(),
             file: dir.path().join("example.test.zone"),
             primaries: Vec::new(),
             max_records: 10_000,
             request_ixfr: true,
         };
-        let journal = journal::path_of(&zone.file);
         let mut text = String::from(
             "example.test. 60 IN SOA ns.example.test. h.example.test. 7 60 60 600 60\n\
              example.test. 60 IN NS ns.example.test.\n",
@@ -301,6 +327,15 @@ mod tests {
         write_copy(&zone, held.clone(), "p", turn(1).await)
             .await
             .unwrap();
+        (zone, held)
+    }
+
+    #[tokio::test]
+    async fn changes_go_to_the_journal_until_it_would_pass_a_quarter_of_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        let (zone, held) = hosts_copy(&dir).await;
+        let journal = journal::path_of(&zone.file);
         let copy = std::fs::read_to_string(&zone.file).unwrap();
         let soa = |serial: u32| {
             let data = SOA::new(
@@ -441,6 +476,62 @@ mod tests {
         std::fs::write(&journal, journal::header(&origin, 9)).unwrap();
         remove_journal(&file, &origin);
         assert!(!journal.exists());
+    }
+
+    /// A journal unchanged for ten minutes goes into the copy at a check that finds it
+    /// current; a younger one stays, as does the copy.
+    #[tokio::test]
+    async fn a_quiet_journal_is_written_into_the_copy_and_a_busy_one_kept() {
+        let now = SystemTime::now();
+        let minutes = |m: u64| now - std::time::Duration::from_secs(60 * m);
+        assert!(fold_due(Some(minutes(10)), now));
+        assert!(!fold_due(Some(minutes(9)), now));
+        assert!(!fold_due(None, now));
+
+        let dir = tempfile::tempdir().unwrap();
+        let name = |n: &str| Name::from_ascii(n).unwrap();
+        let (zone, held) = hosts_copy(&dir).await;
+        let soa = SOA::new(
+            name("ns.example.test."),
+            name("h.example.test."),
+            8,
+            60,
+            60,
+            600,
+            60,
+        );
+        let changes = Box::new(ixfr::Changes {
+            soa: Record::from_rdata(name("example.test."), 60, RData::SOA(soa)),
+            steps: vec![ixfr::Change {
+                from: 7,
+                to: 8,
+                deleted: Vec::new(),
+                added: vec![Record::from_rdata(
+                    name("new.example.test."),
+                    60,
+                    RData::A(A::new(192, 0, 2, 1)),
+                )],
+            }],
+        });
+        let eight = keep(&zone, Making::Changed(held, changes), "p", &turn(1).await)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let journal = journal::path_of(&zone.file);
+        assert!(journal.exists());
+        // Changed a minute ago: kept.
+        fold(&zone, eight.clone(), "p", &turn(1).await).await;
+        assert!(journal.exists());
+        assert_eq!(Zone::load(&zone.file).unwrap().serial(), 7);
+        // Eleven minutes ago: the copy holds it, the journal gone.
+        std::fs::File::options()
+            .append(true)
+            .open(&journal)
+            .unwrap()
+            .set_modified(minutes(11))
+            .unwrap();
+        fold(&zone, eight.clone(), "p", &turn(1).await).await;
+        assert!(!journal.exists());
+        assert_eq!(Zone::load(&zone.file).unwrap(), *eight);
     }
 
     /// From a tester: an empty journal (made, then the process killed) is begun again; a

@@ -34,7 +34,14 @@ pub(super) fn write_whole(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&partial);
     }
     renamed?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all())
+    sync_dir_of(&file)
+}
+
+/// Syncs the directory holding `path`, so a file made, renamed or removed there stays so
+/// after a power cut.
+fn sync_dir_of(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(dir.unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
 }
 
 /// Removes the partial files of `file` another process left (killed while it wrote):
@@ -128,10 +135,7 @@ pub(super) fn append_journal(
             .open(&path)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        return std::fs::File::open(dir.unwrap_or(Path::new(".")))
-            .and_then(|d| d.sync_all())
-            .map(|()| true);
+        return sync_dir_of(&path).map(|()| true);
     }
     if found.is_some_and(|len| len > most) {
         return Ok(false);
@@ -142,11 +146,7 @@ pub(super) fn append_journal(
         .open(&path)?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut journal, &mut bytes)?;
-    // What is not text (a disk's damage) ends what is read, as at a start.
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(text) => text,
-        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
-    };
+    let (text, _) = journal::text_of(&bytes);
     let len = match journal::state(text, origin) {
         State::Journal { base, last, len } if base == copy && last == held => len,
         State::Journal { .. } => return Ok(false),
@@ -178,8 +178,7 @@ pub(super) fn remove_journal(file: &Path, origin: &hickory_proto::rr::Name) {
     {
         // Gone for good before the copy's next change: one left by a power cut would
         // be left out at the next start (it follows an older serial of the copy).
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let _ = std::fs::File::open(dir.unwrap_or(Path::new("."))).and_then(|d| d.sync_all());
+        let _ = sync_dir_of(&path);
     }
 }
 

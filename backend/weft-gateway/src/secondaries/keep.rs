@@ -270,13 +270,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_task_s_write_never_goes_over_the_copy_a_later_task_wrote() {
         let dir = tempfile::tempdir().unwrap();
-        let zone = Secondary {
-            origin: Name::from_ascii("example.test.").unwrap(),
-            file: dir.path().join("example.test.zone"),
-            primaries: Vec::new(),
-            max_records: 10,
-            request_ixfr: true,
-        };
+        let zone = example_test(&dir, 10);
         let copy = |serial: u32| {
             let text = format!(
                 "example.test. 60 IN SOA ns.example.test. h.example.test. {serial} 60 60 600 60\n\
@@ -307,15 +301,20 @@ mod tests {
         );
     }
 
-    /// `example.test.` at serial 7 with 200 hosts, its copy written in `dir`.
-    async fn hosts_copy(dir: &tempfile::TempDir) -> (Secondary, Arc<Zone>) {
-        let zone = Secondary {
+    /// The secondary zone `example.test.`, kept in `dir`, of `max_records` at most.
+    fn example_test(dir: &tempfile::TempDir, max_records: usize) -> Secondary {
+        Secondary {
             origin: Name::from_ascii("example.test.").unwrap(),
             file: dir.path().join("example.test.zone"),
             primaries: Vec::new(),
-            max_records: 10_000,
+            max_records,
             request_ixfr: true,
-        };
+        }
+    }
+
+    /// `example.test.` at serial 7 with 200 hosts, its copy written in `dir`.
+    async fn hosts_copy(dir: &tempfile::TempDir) -> (Secondary, Arc<Zone>) {
+        let zone = example_test(dir, 10_000);
         let mut text = String::from(
             "example.test. 60 IN SOA ns.example.test. h.example.test. 7 60 60 600 60\n\
              example.test. 60 IN NS ns.example.test.\n",
@@ -575,13 +574,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name = |n: &str| Name::from_ascii(n).unwrap();
         let origin = name("example.test.");
-        let zone = Secondary {
-            origin: origin.clone(),
-            file: dir.path().join("example.test.zone"),
-            primaries: Vec::new(),
-            max_records: 10,
-            request_ixfr: true,
-        };
+        let zone = example_test(&dir, 10);
         let soa = SOA::new(name("ns.example.test."), origin.clone(), 9, 60, 60, 600, 60);
         let records = vec![
             Record::from_rdata(origin.clone(), 60, RData::SOA(soa)),

@@ -226,20 +226,8 @@ fn with_journal(
         f.take(256 << 20).read_to_end(&mut bytes)?;
         Ok(bytes)
     });
-    let text = match read.map(String::from_utf8) {
-        Ok(Ok(text)) => text,
-        // weft writes a journal in ASCII: what is not text is a disk's damage, and the
-        // entries before it are read.
-        Ok(Err(e)) => {
-            let at = e.utf8_error().valid_up_to();
-            let mut bytes = e.into_bytes();
-            bytes.truncate(at);
-            warn(format!(
-                "{}: not text from byte {at}: what follows is left out",
-                path.display()
-            ));
-            String::from_utf8(bytes).unwrap_or_default()
-        }
+    let bytes = match read {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return copy,
         Err(e) => {
             warn(format!(
@@ -249,7 +237,15 @@ fn with_journal(
             return copy;
         }
     };
-    let (zone, note) = journal::replay(copy, &path, &text);
+    // The entries before what is not text (a disk's damage) are read.
+    let (text, damaged) = journal::text_of(&bytes);
+    if let Some(at) = damaged {
+        warn(format!(
+            "{}: not text from byte {at}: what follows is left out",
+            path.display()
+        ));
+    }
+    let (zone, note) = journal::replay(copy, &path, text);
     if let Some(note) = note {
         warn(note);
     }

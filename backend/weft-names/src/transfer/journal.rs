@@ -54,6 +54,22 @@ pub fn copy_serial(head: &str) -> Option<u32> {
     words.get(at + 3)?.parse().ok()
 }
 
+/// The text of a journal read as `bytes`: up to what is not UTF-8, if anything is (weft
+/// writes ASCII, so that is a disk's damage, and what follows it is left out), with
+/// where that begins.
+pub fn text_of(bytes: &[u8]) -> (&str, Option<usize>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let at = e.valid_up_to();
+            (
+                std::str::from_utf8(&bytes[..at]).unwrap_or_default(),
+                Some(at),
+            )
+        }
+    }
+}
+
 /// The zone and the copy's serial a journal's first line names, if it is one.
 fn read_header(text: &str) -> Option<(&str, u32)> {
     let line = text.lines().next()?;

@@ -10,7 +10,8 @@
 //! An [`Acceptor`] then admits each connection: its [`Admit`] adapter builds what will
 //! serve it (or refuses it, counted), the connection is registered with the reactor, an
 //! `ssl:` listener runs the TLS handshake (a failure is reported and ends the
-//! connection), and the adapter serves it until it ends. Everything but the adapter's two steps is the same for both APIs.
+//! connection), and the adapter serves it until it ends. Everything but the adapter's
+//! two steps is the same for both APIs.
 
 use std::io;
 use std::panic::Location;
@@ -466,8 +467,7 @@ impl<A: Admit> Acceptor<A> {
                         super::end_unserved(&reactor, &transport, &reason, false);
                     }
                     Err(tls::HandshakeFailed::Peer(err)) => {
-                        let info = transport.info();
-                        tls::report_handshake_failure(&info.service, &info.peer, info.id, &err);
+                        tls::report_handshake_failure(transport.info(), &err);
                         // A peer that hung up (a port scan, a balancer's TCP check)
                         // closed as on a plain port; what it sent that is not TLS is
                         // its protocol error.

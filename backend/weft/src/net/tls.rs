@@ -363,14 +363,13 @@ pub(crate) async fn handshake(
     .await
 }
 
-/// Logs and reports a server-side handshake that failed on `connection`.
+/// Logs and reports a server-side handshake that failed on the connection `info`.
 pub(crate) fn report_handshake_failure(
-    service: &std::sync::Arc<str>,
-    peer: &crate::Address,
-    connection: crate::observe::ConnectionId,
+    info: &crate::observe::ConnectionInfo,
     err: &std::io::Error,
 ) {
     use crate::observe::{self, ErrorKind, Event, LogTopic, ProtocolError};
+    let (service, peer, connection) = (&info.service, &info.peer, info.id);
     // A flood of bad handshakes (one per connection) has the log budget of any handled
     // error: `report_error`'s.
     let kind = ErrorKind::TlsHandshake;

@@ -263,9 +263,7 @@ impl Transport {
             return;
         }
         self.shared.info.stats.touch();
-        if self.shared.marked.get().is_some() {
-            self.shared.marked.set(Some(stopwatch::raw()));
-        }
+        self.mark_activity();
         self.update(|f| f.timed_out = true);
         self.wake();
     }

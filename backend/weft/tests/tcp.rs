@@ -157,6 +157,60 @@ fn half_close_lets_the_protocol_answer_after_the_peer_is_done() {
     assert_eq!(reply, b"bye");
 }
 
+/// Asks to close, then goes on writing, as a Twisted protocol may: its last words, and
+/// (`half`) after shutting down only its side, a word after the peer's end.
+struct LastWords {
+    half: bool,
+}
+
+impl Protocol for LastWords {
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        if self.half {
+            return;
+        }
+        transport.write(b"you said ");
+        transport.lose_connection();
+        transport.write(data);
+        transport.write_sequence([&b", "[..], b"bye"]);
+    }
+    fn read_connection_lost(&mut self, transport: &Transport) -> HalfClose {
+        transport.write(b"bye");
+        transport.lose_write_connection();
+        transport.write(b"!");
+        HalfClose::KeepWriting
+    }
+    fn connection_lost(&mut self, _reason: &CloseReason) {}
+}
+
+#[test]
+fn what_is_written_after_a_close_is_asked_for_goes_out_before_it() {
+    let server = spawn_reactor(|r| {
+        let at = |half| {
+            r.listen(
+                "tcp:0:interface=127.0.0.1",
+                factory(move || LastWords { half }),
+            )
+            .unwrap()
+            .local_addr()
+            .unwrap()
+        };
+        (at(false), at(true))
+    });
+    let (whole, half) = server.value;
+    let mut client = connect(whole);
+    client.write_all(b"hello").unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"you said hello, bye");
+
+    let mut client = connect(half);
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"bye!");
+    eventually("both closed", || open_ids(&server.handle).is_empty());
+}
+
 struct Firehose;
 
 impl Protocol for Firehose {

@@ -107,14 +107,17 @@ fn write_sequence_takes_slices_vectors_and_strings() {
 }
 
 #[test]
-fn writes_after_lose_connection_are_dropped() {
+fn writes_after_lose_connection_are_kept_until_the_close_as_twisted_s_are() {
     let mut wire = StringTransport::new();
     let t = wire.transport().clone();
     t.write(b"a");
     t.lose_connection();
     t.write(b"b");
-    assert_eq!(wire.value(), b"a");
+    assert_eq!(wire.value(), b"ab");
     assert!(wire.disconnecting());
+    wire.lose(&mut Echo, CloseReason::Done);
+    t.write(b"c");
+    assert_eq!(wire.value(), b"ab");
 }
 
 #[test]

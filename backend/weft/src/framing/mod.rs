@@ -10,11 +10,15 @@
 //! - [`Int32StringReceiver`], [`Int16StringReceiver`]: strings prefixed by a big-endian
 //!   length, one [`PrefixedReceiver`] generic over the prefix's width.
 //! - [`NetstringReceiver`]: `len:data,` netstrings.
+//!
+//! And [`FileSender`], a file sent a chunk at a time as the peer takes it.
 
+mod file_sender;
 mod line;
 mod netstring;
 mod prefixed;
 
+pub use file_sender::{FileSendError, FileSender};
 pub use line::{LineContext, LineHandler, LineReceiver};
 pub use netstring::{NetstringReceiver, send_netstring};
 pub use prefixed::{

@@ -275,6 +275,20 @@ impl<S: Stream> Driver<'_, S> {
                 Err(reason) => return Poll::Ready(reason),
             };
             self.transport.set_write_blocked(write_blocked);
+            if !write_blocked && let Some(producer) = self.transport.take_pull_owed() {
+                // What the pull producer wrote went out: it writes more (before a close
+                // asked for meanwhile, as with Twisted's), within the poll's budget.
+                if budget == 0 {
+                    self.transport.note_drained();
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                budget -= 1;
+                guarded(&self.transport, self.name, "resume_producing", || {
+                    producer.resume_producing();
+                });
+                continue;
+            }
             if !write_blocked && let ControlFlow::Break(result) = self.shut_down(cx, flags) {
                 return result;
             }
@@ -323,10 +337,14 @@ impl<S: Stream> Driver<'_, S> {
                     return Err(CloseReason::Error("socket accepted no bytes".into()));
                 }
                 Poll::Ready(Ok(n)) => {
+                    let drained = n == out.len();
                     let _ = out.split_to(n);
                     drop(out);
                     info.stats.record_write(n, Stopwatch::start());
                     self.transport.release_back_pressure();
+                    if drained {
+                        self.transport.note_drained();
+                    }
                 }
                 Poll::Ready(Err(err)) => return Err(CloseReason::from_io(&err)),
                 Poll::Pending => return Ok(true),
@@ -340,6 +358,7 @@ impl<S: Stream> Driver<'_, S> {
     /// down our side after `lose_write_connection`.
     fn shut_down(&mut self, cx: &mut Context<'_>, flags: Flags) -> Step {
         if flags.closing {
+            self.transport.end_output();
             return ControlFlow::Break(match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Pending => {
                     self.transport.set_write_blocked(true);
@@ -349,6 +368,7 @@ impl<S: Stream> Driver<'_, S> {
             });
         }
         if flags.write_shutdown && !self.write_shut {
+            self.transport.end_output();
             match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Pending => return ControlFlow::Break(Poll::Pending),
                 Poll::Ready(_) => {

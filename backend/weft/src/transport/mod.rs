@@ -10,7 +10,7 @@ mod driver;
 mod producer;
 
 pub(crate) use driver::{Stream, drive, guarded, guarded_call};
-pub use producer::{ProducerRegistered, PushProducer};
+pub use producer::{Producer, ProducerRegistered, PullProducer, PushProducer};
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -55,6 +55,15 @@ struct Flags {
     timed_out: bool,
     /// `lose_write_connection` was called: shut down writing once the buffer drains.
     write_shutdown: bool,
+    /// Our side's output has ended: the close or the write side's shutdown began, with the
+    /// buffer drained. Writes from here on are discarded.
+    output_ended: bool,
+    /// The registered producer is a pull producer: the driver asks it for more as the
+    /// buffer empties.
+    pulling: bool,
+    /// What was written has all gone out since the pull producer was last asked: it is
+    /// owed a call.
+    pull_owed: bool,
     /// The protocol (or a producer consumer) paused reading.
     read_paused: bool,
     /// Reading paused by back-pressure because no producer is registered.
@@ -93,8 +102,9 @@ pub(crate) struct Shared {
     high_water: Cell<usize>,
     /// Below this many buffered bytes a paused producer is resumed.
     low_water: Cell<usize>,
-    /// Paused and resumed by the water marks; by default, this connection's own reading.
-    producer: RefCell<Option<Rc<dyn PushProducer>>>,
+    /// Paused and resumed by the water marks (by default, this connection's own
+    /// reading), or asked for more as the buffer empties.
+    producer: RefCell<Option<Producer>>,
     /// Close after this long with nothing read or written; the reactor's sweep enforces it
     /// from the connection's own activity stamp, so reads and writes pay nothing for it.
     idle_timeout: Cell<Option<Duration>>,
@@ -177,11 +187,17 @@ impl Transport {
         }
     }
 
-    /// Queues `data` to be sent. Discarded once the connection is closing or closed.
+    /// Queues `data` to be sent.
+    ///
+    /// As with Twisted's, what is written after [`lose_connection`](Self::lose_connection)
+    /// or [`lose_write_connection`](Self::lose_write_connection) still goes out before
+    /// the close (a last line after the close was asked for, or a reply from another
+    /// connection's callback meanwhile): the close waits for the buffer. Discarded once
+    /// the close (or the write side's shutdown) has begun, the buffer drained, and once
+    /// the connection is aborted or closed.
     pub fn write(&self, data: &[u8]) {
         let flags = self.flags();
-        if flags.closed || flags.aborted || flags.closing || flags.write_shutdown || data.is_empty()
-        {
+        if flags.closed || flags.aborted || flags.output_ended || data.is_empty() {
             return;
         }
         let buffered = {
@@ -241,6 +257,12 @@ impl Transport {
         self.note_reason(reason);
         self.update(|f| f.drain = true);
         self.wake();
+    }
+
+    /// The close or the write side's shutdown begins, the buffer drained: writes from now
+    /// on are discarded (the driver calls this before shutting the socket down).
+    pub(crate) fn end_output(&self) {
+        self.update(|f| f.output_ended = true);
     }
 
     /// The protocol is hearing the drain it was owed (the driver calls the hook).
@@ -421,23 +443,72 @@ impl Transport {
         producer: Rc<dyn PushProducer>,
     ) -> Result<(), ProducerRegistered> {
         if self.shared.producer.borrow().is_some() {
-            return Err(ProducerRegistered(producer));
+            return Err(ProducerRegistered(Producer::Push(producer)));
         }
-        *self.shared.producer.borrow_mut() = Some(producer);
+        *self.shared.producer.borrow_mut() = Some(Producer::Push(producer));
         if self.buffered() > self.shared.high_water.get() {
             self.apply_back_pressure();
         }
         Ok(())
     }
 
-    /// Forgets the registered producer, resuming it if it was paused.
+    /// Registers a producer to ask for more each time what was written has gone out
+    /// (Twisted's `registerProducer(producer, False)`, see [`PullProducer`]); asks it
+    /// once now, as Twisted does. [`ProducerRegistered`] when one is already.
+    pub fn register_pull_producer(
+        &self,
+        producer: Rc<dyn PullProducer>,
+    ) -> Result<(), ProducerRegistered> {
+        if self.shared.producer.borrow().is_some() {
+            return Err(ProducerRegistered(Producer::Pull(producer)));
+        }
+        if self.flags().closed {
+            // Nothing will ever ask it again: the consumer is gone already.
+            producer.stop_producing();
+            return Ok(());
+        }
+        *self.shared.producer.borrow_mut() = Some(Producer::Pull(producer.clone()));
+        self.update(|f| {
+            f.pulling = true;
+            f.pull_owed = false;
+        });
+        producer.resume_producing();
+        Ok(())
+    }
+
+    /// Forgets the registered producer, resuming a push producer if it was paused.
     pub fn unregister_producer(&self) {
         let producer = self.shared.producer.borrow_mut().take();
+        self.update(|f| {
+            f.pulling = false;
+            f.pull_owed = false;
+        });
         if self.flags().producer_paused {
             self.update(|f| f.producer_paused = false);
-            if let Some(p) = producer {
+            if let Some(Producer::Push(p)) = producer {
                 p.resume_producing();
             }
+        }
+    }
+
+    /// The pull producer, when one is owed a call (what it wrote has gone out), which it
+    /// is now to get; clears that (the driver asks it).
+    pub(crate) fn take_pull_owed(&self) -> Option<Rc<dyn PullProducer>> {
+        let flags = self.flags();
+        if !flags.pull_owed {
+            return None;
+        }
+        self.update(|f| f.pull_owed = false);
+        match &*self.shared.producer.borrow() {
+            Some(Producer::Pull(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// The buffer went out whole: a pull producer is owed a call.
+    pub(crate) fn note_drained(&self) {
+        if self.flags().pulling {
+            self.update(|f| f.pull_owed = true);
         }
     }
 
@@ -616,12 +687,14 @@ impl Transport {
     fn apply_back_pressure(&self) {
         let producer = self.shared.producer.borrow().clone();
         match producer {
-            Some(p) if !self.flags().producer_paused => {
+            Some(Producer::Push(p)) if !self.flags().producer_paused => {
                 self.update(|f| f.producer_paused = true);
                 p.pause_producing();
             }
-            Some(_) => {}
-            None => self.update(|f| {
+            Some(Producer::Push(_)) => {}
+            // A pull producer writes only when asked, once the buffer is empty: what fills
+            // it past the mark is the protocol's reading, paused as without a producer.
+            Some(Producer::Pull(_)) | None => self.update(|f| {
                 f.self_paused = true;
                 f.resume_owed = true;
             }),
@@ -640,7 +713,7 @@ impl Transport {
         if flags.producer_paused {
             self.update(|f| f.producer_paused = false);
             let producer = self.shared.producer.borrow().clone();
-            if let Some(p) = producer {
+            if let Some(Producer::Push(p)) = producer {
                 p.resume_producing();
             }
         }
@@ -658,8 +731,12 @@ impl Transport {
         self.shared.waker.borrow_mut().take();
         // Take the producer out before calling it: it may (un)register another.
         let producer = self.shared.producer.borrow_mut().take();
+        self.update(|f| {
+            f.pulling = false;
+            f.pull_owed = false;
+        });
         if let Some(p) = producer {
-            p.stop_producing();
+            p.stop();
         }
     }
 

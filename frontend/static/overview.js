@@ -5,6 +5,9 @@ import { age, bytes, clock, rate } from "./fmt.js";
 
 const KEEP = 300;
 const SERIES = ["conn_rate", "in_rate", "out_rate", "pending", "stalled"];
+// Past this share of a limit a process figure warns (cards.rs, NEAR_LIMIT).
+const NEAR_LIMIT = 0.9;
+const cores = (v) => `${Math.round(Math.max(0, v) * 100)}%`;
 const perSecond = (v) => `${bytes(v)}/s`;
 const count = (v) => String(Math.round(v));
 // Each series' name on the card and how one of its values reads (as in cards.rs).
@@ -14,22 +17,39 @@ const LABELS = {
   out_rate: ["out/s", perSecond],
   pending: ["pending", count],
   stalled: ["stalled", count],
+  cpu: ["CPU", cores],
+  memory: ["memory", bytes],
 };
 
 export class OverviewView {
   constructor(page) {
     this.page = page;
     this.services = new Map();
+    this.process = null;
     this.events = [];
     this.dirty = true;
   }
 
   snapshot(msg) {
     this.services = new Map(msg.services.map((s) => [s.service, s]));
+    this.process = msg.process ?? null;
     this.dirty = true;
   }
 
   stats(msg) {
+    if (msg.process) {
+      const p = this.process;
+      if (!p) {
+        this.process = msg.process;
+      } else {
+        p.now = msg.process.now;
+        p.since_ms = msg.process.since_ms;
+        for (const k of ["cpu", "resident"]) {
+          p[k].push(...msg.process[k]);
+          if (p[k].length > KEEP) p[k].splice(0, p[k].length - KEEP);
+        }
+      }
+    }
     for (const s of msg.services) {
       const old = this.services.get(s.service);
       if (!old) { this.services.set(s.service, s); continue; }
@@ -50,6 +70,7 @@ export class OverviewView {
   }
 
   render() {
+    if (this.dirty && this.page !== "services") this.renderProcess();
     if (this.dirty) this.renderServices();
     if (this.eventsDirty) this.renderEvents();
     this.dirty = this.eventsDirty = false;
@@ -90,6 +111,37 @@ export class OverviewView {
     }
   }
 
+  // The process's card: CPU and memory with their last minutes, open files and
+  // connections against their limits (warning near them), and how long it has run.
+  renderProcess() {
+    const p = this.process;
+    const box = document.getElementById("process");
+    if (!p || !box) return;
+    let card = box.querySelector("article.process");
+    if (!card) { card = newProcessCard(); box.append(card); }
+    const n = p.now;
+    text(card.querySelector('dd[data-k="cpu"]'), cores(p.cpu.length ? p.cpu[p.cpu.length - 1] : 0));
+    text(card.querySelector('dd[data-k="memory"]'), bytes(n.resident_bytes));
+    let alert = false;
+    const limited = (k, v, limit) => {
+      const dd = card.querySelector(`dd[data-k="${k}"]`);
+      if (!dd) return;
+      const near = limit ? v >= NEAR_LIMIT * limit : false;
+      text(dd, limit ? `${v} of ${limit}` : String(v));
+      dd.parentElement.classList.toggle("warn", near);
+      alert ||= near;
+    };
+    if (n.open_fds === null || n.open_fds === undefined) card.querySelector('dd[data-k="files"]')?.parentElement.remove();
+    else limited("files", n.open_fds, n.max_fds);
+    limited("connections", n.connections, n.connections_limit);
+    text(card.querySelector('dd[data-k="up"]'), age(n.at_ms - n.start_time_s * 1000));
+    card.classList.toggle("alert", alert);
+    const spanMs = Math.max(0, n.at_ms - p.since_ms);
+    const stepMs = spanMs / Math.max(1, p.resident.length - 1);
+    spark(card.querySelector('svg[data-k="cpu"]'), p.cpu, "cpu", stepMs, spanMs);
+    spark(card.querySelector('svg[data-k="memory"]'), p.resident, "memory", stepMs, spanMs);
+  }
+
   renderEvents() {
     const list = document.getElementById("events");
     if (!list) return;
@@ -109,6 +161,17 @@ function newCard(name) {
     el("dl", { class: "figures" },
       fig("active", "open", null), fig("conn_rate", "conn/s", ""), fig("in_rate", "in/s", ""),
       fig("out_rate", "out/s", ""), fig("pending", "pending", ""), fig("stalled", "stalled", "warn")));
+}
+
+function newProcessCard() {
+  const fig = (k, label, withSpark) => el("div", {},
+    el("dt", {}, label), el("dd", { "data-k": k }, "0"),
+    withSpark ? svg("svg", { class: "spark", "data-k": k }) : null);
+  return el("article", { class: "card process" },
+    el("header", {}, el("h2", {}, "This process")),
+    el("dl", { class: "figures" },
+      fig("cpu", "CPU", true), fig("memory", "memory", true), fig("files", "open files", false),
+      fig("connections", "connections", false), fig("up", "up", false)));
 }
 
 const W = 120, H = 28;

@@ -109,6 +109,17 @@ async fn dashboard_in_a_real_browser() {
     // Overview: live, then a connection shows up in the figures.
     b.open(app.dashboard, "/").await;
     b.until(10, "the overview's feed is live", live).await;
+    // The process's own card: its connections against the cap, live, and its memory drawn.
+    let held = "const c = document.querySelector('#process dd[data-k=\"connections\"]');
+                return c ? Number(c.textContent.split(' ')[0]) : -1";
+    b.until(
+        10,
+        "the process card shows its memory and connections",
+        "return !!document.querySelector('#process svg[data-k=\"memory\"] polyline')
+           && !!document.querySelector('#process dd[data-k=\"connections\"]')",
+    )
+    .await;
+    let before = b.eval(held).await.as_i64().unwrap();
     let conn = echo_once(app.echo);
     // The echo service's UDP port is one of its open connections too: two with the TCP
     // one (a card still showing the UDP port alone, before the figures moved, is not it).
@@ -119,8 +130,17 @@ async fn dashboard_in_a_real_browser() {
          return !!c && c.textContent === '2'",
     )
     .await;
+    let counts = |n: i64| format!("return (() => {{ {held} }})() === {n}");
+    b.until(
+        10,
+        "the process card counts the connection",
+        &counts(before + 1),
+    )
+    .await;
     b.screenshot("overview").await;
     drop(conn);
+    b.until(10, "the process card sees it go", &counts(before))
+        .await;
 
     // Connections: one appears live without a reload, is closed from the page, and leaves.
     b.open(app.dashboard, "/connections?state=open").await;

@@ -5,6 +5,7 @@
 
 use crate::data::ServiceView;
 use crate::fmt;
+use crate::series::ProcessStats;
 
 /// The sparkline's box, in SVG user units (stretched to the card's width).
 pub const WIDTH: f64 = 120.0;
@@ -166,6 +167,88 @@ impl Card {
     }
 }
 
+/// Past this share of a limit, a figure of the process card is drawn in the warning
+/// colour and the card outlined: open files near the open-files limit, connections near
+/// the process cap, where accepting stops.
+pub const NEAR_LIMIT: f64 = 0.9;
+
+/// `n of limit`, or `n` alone without a limit; and whether it is near the limit.
+pub fn of_limit(n: u64, limit: Option<u64>) -> (String, bool) {
+    match limit {
+        Some(limit) if limit > 0 => (
+            format!("{n} of {limit}"),
+            n as f64 >= NEAR_LIMIT * limit as f64,
+        ),
+        _ => (n.to_string(), false),
+    }
+}
+
+/// The overview's card of the process itself: CPU and memory with their last minutes,
+/// open files and connections against their limits, and how long it has run.
+#[derive(Debug, Clone)]
+pub struct ProcessCard {
+    /// Its figures, in the order the card shows them.
+    pub figures: Vec<Figure>,
+}
+
+impl ProcessCard {
+    /// The card for `p`, as of `now_ms`.
+    pub fn new(p: &ProcessStats, now_ms: i64) -> Self {
+        let span_ms = u64::try_from(p.now.at_ms - p.since_ms).unwrap_or(0);
+        let cores = |v: f64| format!("{:.0}%", v.max(0.0) * 100.0);
+        let memory = |v: f64| fmt::bytes(&(v.max(0.0) as u64));
+        let resident: Vec<f64> = p.resident.iter().map(|&b| b as f64).collect();
+        let mut figures = vec![
+            Figure {
+                key: "cpu",
+                label: "CPU",
+                value: cores(p.cpu.last().copied().unwrap_or(0.0)),
+                spark: Some(Spark::new("CPU", &p.cpu, span_ms, cores)),
+                warn: false,
+            },
+            Figure {
+                key: "memory",
+                label: "memory",
+                value: memory(p.now.resident_bytes as f64),
+                spark: Some(Spark::new("memory", &resident, span_ms, memory)),
+                warn: false,
+            },
+        ];
+        if let Some(open) = p.now.open_fds {
+            let (value, warn) = of_limit(open, p.now.max_fds);
+            figures.push(Figure {
+                key: "files",
+                label: "open files",
+                value,
+                spark: None,
+                warn,
+            });
+        }
+        let (value, warn) = of_limit(p.now.connections, p.now.connections_limit);
+        figures.push(Figure {
+            key: "connections",
+            label: "connections",
+            value,
+            spark: None,
+            warn,
+        });
+        let up_ms = (now_ms as f64 - p.now.start_time_s * 1e3).max(0.0) as u64;
+        figures.push(Figure {
+            key: "up",
+            label: "up",
+            value: fmt::age(&up_ms),
+            spark: None,
+            warn: false,
+        });
+        Self { figures }
+    }
+
+    /// Whether a figure is near its limit (the card is outlined).
+    pub fn alert(&self) -> bool {
+        self.figures.iter().any(|f| f.warn)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +259,62 @@ mod tests {
         assert_eq!(points(&[]), "0,26.0 120,26.0", "flat at the bottom");
         assert_eq!(points(&[0.0, 0.0]), "0.0,26.0 120.0,26.0");
         assert_eq!(points(&[5.0]), "0,2.0 120,2.0", "one value: a level line");
+    }
+
+    #[test]
+    fn the_process_card_reads_its_limits_and_warns_near_them() {
+        use crate::series::ProcessPoint;
+        let mut p = ProcessStats {
+            now: ProcessPoint {
+                at_ms: 10_000,
+                cpu_seconds: 3.0,
+                resident_bytes: 3 << 20,
+                open_fds: Some(50),
+                max_fds: Some(1024),
+                connections: 449,
+                connections_limit: Some(500),
+                start_time_s: 7.0,
+            },
+            since_ms: 9_000,
+            cpu: vec![0.25],
+            resident: vec![3 << 20, 3 << 20],
+        };
+        let card = ProcessCard::new(&p, 10_000);
+        let read: Vec<_> = card
+            .figures
+            .iter()
+            .map(|f| (f.key, f.value.as_str(), f.warn))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("cpu", "25%", false),
+                ("memory", "3.0 MiB", false),
+                ("files", "50 of 1024", false),
+                ("connections", "449 of 500", false),
+                ("up", "3.0s", false),
+            ]
+        );
+        assert!(!card.alert());
+        p.now.connections = 450;
+        let card = ProcessCard::new(&p, 10_000);
+        assert!(card.alert(), "at nine tenths of the cap");
+        p.now.connections_limit = None;
+        p.now.open_fds = None;
+        let keys: Vec<_> = ProcessCard::new(&p, 10_000)
+            .figures
+            .iter()
+            .map(|f| (f.key, f.value.clone()))
+            .collect();
+        assert_eq!(
+            keys[2],
+            ("connections", "450".to_owned()),
+            "no cap, no `of`"
+        );
+        assert!(
+            keys.iter().all(|(k, _)| *k != "files"),
+            "no count, no figure"
+        );
     }
 
     #[test]

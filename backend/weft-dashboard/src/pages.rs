@@ -11,7 +11,7 @@ use weft::defer::{DeferredState, StepStatus};
 use weft_store::{DeferredDetail, DeferredFilter, StepRecord};
 use weft_telemetry::ChainWaits;
 
-use crate::cards::Card;
+use crate::cards::{Card, ProcessCard};
 use crate::data::{
     self, ConnectionQuery, ConnectionView, DeferredQuery, DeferredView, DetailQuery, Page,
     ServiceView,
@@ -94,6 +94,8 @@ pub(crate) fn error_page(page: &str, e: ApiError) -> Response {
 struct Overview {
     /// Which navigation link the layout marks as the current page.
     page: &'static str,
+    /// The process's own card, where `/proc` can be read.
+    process: Option<ProcessCard>,
     cards: Vec<Card>,
     history_error: Option<String>,
 }
@@ -102,6 +104,10 @@ pub(crate) async fn overview(State(state): State<DashboardState>) -> Response {
     let (services, history_error) = data::services(&state).await;
     html(&Overview {
         page: "overview",
+        process: state
+            .series
+            .process()
+            .map(|p| ProcessCard::new(&p, data::now_ms())),
         cards: services.into_iter().map(Card::new).collect(),
         history_error,
     })

@@ -69,11 +69,49 @@ pub struct ServiceStats {
     pub stalled: Vec<i64>,
 }
 
+/// The process's figures at one moment, from the `process_*` families and the
+/// process-wide connection count and cap: what `/metrics` says, as the overview shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcessPoint {
+    /// When it was read, unix milliseconds.
+    pub at_ms: i64,
+    /// CPU time used since start, user and system, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub resident_bytes: u64,
+    /// Open file descriptors, where the kernel says.
+    pub open_fds: Option<u64>,
+    /// The open-files limit (the soft one), where there is one.
+    pub max_fds: Option<u64>,
+    /// Connections every service together holds now (what the process cap counts).
+    pub connections: u64,
+    /// The process cap on them, where there is one.
+    pub connections_limit: Option<u64>,
+    /// When the process started, unix seconds.
+    pub start_time_s: f64,
+}
+
+/// The process's figures now and over the last minutes, as the overview's process card
+/// draws them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProcessStats {
+    /// The latest point.
+    pub now: ProcessPoint,
+    /// When the oldest point was read, unix milliseconds.
+    pub since_ms: i64,
+    /// CPU used between samples, in cores (0.5 is half of one core), oldest first.
+    pub cpu: Vec<f64>,
+    /// Resident memory at each sample, in bytes.
+    pub resident: Vec<u64>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Each service's recent points, oldest first, for the sparklines; the oldest go as new ones
     /// come.
     services: BTreeMap<String, VecDeque<Point>>,
+    /// The process's recent points, oldest first; empty where `/proc` cannot be read.
+    process: VecDeque<ProcessPoint>,
     /// What the banner shows, as of the last sample.
     alerts: Alerts,
 }
@@ -94,7 +132,11 @@ impl Series {
     pub fn sample(&self, hub: &Hub, at_ms: i64) {
         let families = hub.gather();
         let (points, alerts) = read(&families, at_ms);
+        let process = read_process(&families, at_ms);
         let mut inner = self.lock();
+        if let Some(point) = process {
+            push(&mut inner.process, point);
+        }
         // A service the program no longer serves leaves the overview with its series.
         inner.services.retain(|service, _| !hub.is_retired(service));
         for (service, point) in points {
@@ -123,13 +165,18 @@ impl Series {
             .collect()
     }
 
+    /// The process's figures, once a sample found them.
+    pub fn process(&self) -> Option<ProcessStats> {
+        process_stats(&self.lock().process)
+    }
+
     /// The banner's figures as of the last sample.
     pub fn alerts(&self) -> Alerts {
         self.lock().alerts.clone()
     }
 }
 
-fn push(ring: &mut VecDeque<Point>, point: Point) {
+fn push<P>(ring: &mut VecDeque<P>, point: P) {
     if ring.len() == KEEP {
         ring.pop_front();
     }
@@ -156,6 +203,55 @@ fn stats(name: &str, ring: &VecDeque<Point>) -> ServiceStats {
         pending: ring.iter().map(|p| p.pending).collect(),
         stalled: ring.iter().map(|p| p.stalled).collect(),
     }
+}
+
+fn process_stats(ring: &VecDeque<ProcessPoint>) -> Option<ProcessStats> {
+    let now = *ring.back()?;
+    let cpu = ring
+        .iter()
+        .zip(ring.iter().skip(1))
+        .map(|(a, b)| {
+            let secs = ((b.at_ms - a.at_ms) as f64 / 1e3).max(1e-3);
+            (b.cpu_seconds - a.cpu_seconds).max(0.0) / secs
+        })
+        .collect();
+    Some(ProcessStats {
+        now,
+        since_ms: ring.front().map_or(0, |p| p.at_ms),
+        cpu,
+        resident: ring.iter().map(|p| p.resident_bytes).collect(),
+    })
+}
+
+/// The process's figures in `families`; `None` where its families are left out (no
+/// `/proc` to read them from).
+fn read_process(families: &[MetricFamily], at_ms: i64) -> Option<ProcessPoint> {
+    let mut point = ProcessPoint {
+        at_ms,
+        ..ProcessPoint::default()
+    };
+    let mut found = false;
+    for family in families {
+        let Some(m) = family.get_metric().first() else {
+            continue;
+        };
+        let gauge = m.get_gauge().get_value();
+        let whole = gauge.max(0.0) as u64;
+        match family.name() {
+            "process_cpu_seconds_total" => {
+                point.cpu_seconds = m.get_counter().get_value();
+                found = true;
+            }
+            "process_resident_memory_bytes" => point.resident_bytes = whole,
+            "process_open_fds" => point.open_fds = Some(whole),
+            "process_max_fds" => point.max_fds = Some(whole),
+            "process_start_time_seconds" => point.start_time_s = gauge,
+            "weft_process_connections" => point.connections = whole,
+            "weft_process_connections_limit" => point.connections_limit = Some(whole),
+            _ => {}
+        }
+    }
+    found.then_some(point)
 }
 
 fn label<'a>(m: &'a prometheus::proto::Metric, name: &str) -> &'a str {
@@ -264,6 +360,42 @@ mod tests {
         assert_eq!(points["echo"].at_ms, 42);
         assert_eq!(points["proxy"].opened, 1);
         assert_eq!(alerts.dropped["live"], 7);
+    }
+
+    #[test]
+    fn the_process_figures_are_read_with_cpu_as_cores_used_between_samples() {
+        let registry = prometheus::Registry::new();
+        let gauge = |name: &str| {
+            let g = prometheus::Gauge::new(name, "help").unwrap();
+            registry.register(Box::new(g.clone())).unwrap();
+            g
+        };
+        assert_eq!(
+            read_process(&registry.gather(), 1),
+            None,
+            "no /proc: no card"
+        );
+        let cpu = prometheus::Counter::new("process_cpu_seconds_total", "cpu").unwrap();
+        registry.register(Box::new(cpu.clone())).unwrap();
+        gauge("process_resident_memory_bytes").set(52_428_800.0);
+        gauge("process_open_fds").set(40.0);
+        gauge("weft_process_connections").set(7.0);
+        gauge("weft_process_connections_limit").set(500.0);
+        cpu.inc_by(2.0);
+        let mut ring = VecDeque::new();
+        push(&mut ring, read_process(&registry.gather(), 1_000).unwrap());
+        cpu.inc_by(0.5);
+        push(&mut ring, read_process(&registry.gather(), 3_000).unwrap());
+        let s = process_stats(&ring).unwrap();
+        assert_eq!(s.cpu, vec![0.25], "half a second of CPU over two seconds");
+        assert_eq!(s.resident, vec![52_428_800, 52_428_800]);
+        assert_eq!(
+            (s.now.open_fds, s.now.max_fds),
+            (Some(40), None),
+            "a limit the process has not is absent, not zero"
+        );
+        assert_eq!((s.now.connections, s.now.connections_limit), (7, Some(500)));
+        assert_eq!((s.since_ms, s.now.at_ms), (1_000, 3_000));
     }
 
     #[test]

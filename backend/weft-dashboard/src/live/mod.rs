@@ -19,13 +19,15 @@
 //! Messages, each a JSON object with a `type`:
 //! - `snapshot`: `seq` (the last event it includes), `connections` (open ones, newest
 //!   first, capped, with `connections_hidden`), `services` (figures with their last
-//!   minutes), `alerts` (detections and drops since start).
+//!   minutes), `alerts` (detections and drops since start), `process` (CPU, memory,
+//!   open files and connections against their limits, with their last minutes; absent
+//!   where `/proc` cannot be read).
 //! - `events`: `events`, each a telemetry event with its own `seq`, `at_ms` and `type`
 //!   (`connection_opened`, `connection_closed`, ...), in sequence order; `seq` skips the
 //!   openings folded into a closing and the brief connections counted in
 //!   `brief_omitted` (present when not zero).
-//! - `stats`: once a second, `services` with their latest point, `alerts`, and the open
-//!   `connections` with fresh counters.
+//! - `stats`: once a second, `services` with their latest point, `alerts`, `process`
+//!   with its latest point, and the open `connections` with fresh counters.
 //! - `lagged`: `missed` events were not delivered; a `snapshot` follows.
 
 pub mod chunked;
@@ -43,7 +45,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use weft_telemetry::{Folded, Hub, Missed, TelemetryEvent, fold};
 
 use crate::data::{ConnectionView, now_ms};
-use crate::series::{Alerts, Series, ServiceStats};
+use crate::series::{Alerts, ProcessStats, Series, ServiceStats};
 
 pub use fanout::Fanout;
 pub(crate) use ws::ws;
@@ -111,6 +113,9 @@ enum Message<'a> {
         at_ms: i64,
         services: Vec<ServiceStats>,
         alerts: Alerts,
+        /// The process's figures: the last sample's (a value each series adds).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        process: Option<ProcessStats>,
         connections: Vec<ConnectionView>,
         connections_hidden: usize,
     },
@@ -119,6 +124,10 @@ enum Message<'a> {
         at_ms: i64,
         services: Vec<ServiceStats>,
         alerts: Alerts,
+        /// The process's figures over the last minutes; absent where `/proc` cannot be
+        /// read.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        process: Option<ProcessStats>,
         connections: Vec<ConnectionView>,
         connections_hidden: usize,
     },
@@ -156,6 +165,7 @@ pub fn snapshot(hub: &Hub, series: &Series, seq: u64) -> Utf8Bytes {
         at_ms: now_ms(),
         services: series.stats(),
         alerts: alerts(hub, series),
+        process: series.process(),
         connections,
         connections_hidden,
     })
@@ -193,6 +203,11 @@ fn stats_frame(hub: &Hub, series: &Series) -> Frame {
             at_ms: now_ms(),
             services,
             alerts: alerts(hub, series),
+            process: series.process().map(|mut p| {
+                p.cpu.drain(..p.cpu.len().saturating_sub(1));
+                p.resident.drain(..p.resident.len().saturating_sub(1));
+                p
+            }),
             connections,
             connections_hidden,
         }),

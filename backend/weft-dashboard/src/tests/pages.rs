@@ -226,6 +226,27 @@ async fn overview_sparklines_are_drawn_on_the_server_and_read_out_their_figures(
     assert!(page.contains(r#"<dd data-k="in_rate">1.0 KiB/s</dd>"#));
 }
 
+#[tokio::test]
+async fn the_overview_shows_the_process_with_its_limits_from_a_sample() {
+    let state = state();
+    let page = get(router(state.clone()), "/").await.body;
+    assert!(!page.contains("This process"), "no sample yet, no card");
+    state.series.sample(&state.hub, crate::data::now_ms());
+    let page = get(router(state), "/").await.body;
+    assert!(page.contains("<h2>This process</h2>"), "{page}");
+    // This test process has read `/proc`: its memory, files and connections are figures.
+    for key in ["cpu", "memory", "files", "connections", "up"] {
+        assert!(
+            page.contains(&format!(r#"<dd data-k="{key}">"#)),
+            "{key} in\n{page}"
+        );
+    }
+    assert!(
+        page.contains(r#"<svg class="spark" data-k="memory""#),
+        "{page}"
+    );
+}
+
 #[test]
 fn the_waterfall_lays_steps_on_one_axis() {
     let bars =

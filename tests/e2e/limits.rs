@@ -215,6 +215,59 @@ fn a_peer_over_its_connection_cap_is_refused_and_counted() {
     assert_eventually!(echoes(local(port)), "a slot frees when a connection closes");
 }
 
+/// The kernel's send and receive buffers (`tb`, `rb` of `ss -m`) of the server's side of
+/// the connection from `client` to loopback `port`.
+fn server_buffers(port: u16, client: SocketAddr) -> Option<(u64, u64)> {
+    let (sport, dport) = (format!(":{port}"), format!(":{}", client.port()));
+    let out = Command::new("ss")
+        .args(["-tmnH", "state", "established", "sport", "=", &sport])
+        .args(["and", "dport", "=", &dport])
+        .output()
+        .ok()?;
+    // `... skmem:(r0,rb131072,t0,tb2626560,f0,w0,o0,bl0,d0)`
+    let text = String::from_utf8_lossy(&out.stdout);
+    let skmem = text.split("skmem:(").nth(1)?.split(')').next()?;
+    let field = |name: &str| {
+        skmem
+            .split(',')
+            .find_map(|f| f.strip_prefix(name)?.parse().ok())
+    };
+    Some((field("tb")?, field("rb")?))
+}
+
+#[test]
+fn a_service_s_connections_get_the_socket_buffers_it_asks_for() {
+    let (sized, plain) = (free_port(), free_port());
+    let app = spawn_app_with(|_| {
+        service(
+            "sized",
+            "echo",
+            sized,
+            "send_buffer = 12288\nreceive_buffer = 10240",
+        ) + &service("plain", "echo", plain, "")
+    });
+    let a = TcpStream::connect(local(sized)).unwrap();
+    let b = TcpStream::connect(local(plain)).unwrap();
+    // Linux doubles what it is asked for (for its own bookkeeping) and reports that.
+    assert_eventually!(
+        server_buffers(sized, a.local_addr().unwrap()) == Some((24576, 20480)),
+        "the sized service's socket: {:?}",
+        server_buffers(sized, a.local_addr().unwrap())
+    );
+    let theirs = server_buffers(plain, b.local_addr().unwrap()).expect("the other socket");
+    assert!(
+        theirs.0 != 24576 && theirs.1 != 20480,
+        "a service that asks nothing keeps the kernel's own: {theirs:?}"
+    );
+    assert!(echoes(local(sized)), "and it serves");
+    let services = app.curl("/api/services").unwrap();
+    assert!(
+        services.contains(r#""send_buffer":12288"#)
+            && services.contains(r#""receive_buffer":10240"#),
+        "the services table says it: {services}"
+    );
+}
+
 /// `(utime + stime)` of process `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -105,6 +105,10 @@ pub(crate) struct RawService {
     pub(crate) max_connections_per_peer: Option<Spanned<i64>>,
     /// Every kind: connections the service holds at once (1 to 1,000,000).
     pub(crate) max_connections: Option<Spanned<i64>>,
+    /// Every kind: the kernel's send buffer of each accepted connection, in bytes.
+    pub(crate) send_buffer: Option<Spanned<i64>>,
+    /// Every kind: the kernel's receive buffer of each accepted connection, in bytes.
+    pub(crate) receive_buffer: Option<Spanned<i64>>,
     /// tcp-proxy: where to forward.
     pub(crate) upstream: Option<Spanned<String>>,
     /// http: static files.

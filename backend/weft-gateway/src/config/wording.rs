@@ -305,7 +305,8 @@ mod tests {
         assert_eq!(
             said,
             "unknown key `listne`; did you mean `listen`? (expected one of: name, kind, \
-             listen, idle_timeout, max_connections_per_peer, max_connections)"
+             listen, idle_timeout, max_connections_per_peer, max_connections, send_buffer, \
+             receive_buffer)"
         );
         // A tcp-proxy takes `upstream`, not the http service's `upstream_pool`.
         let serde = "unknown field `upstream_pol`, expected one of `upstream`, `upstream_pool`";

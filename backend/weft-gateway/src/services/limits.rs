@@ -61,7 +61,17 @@ pub struct ServiceLimits {
     pub max_connections_per_peer: Option<usize>,
     /// Refuse a connection while this many are open (always set: no service is unbounded).
     pub max_connections: usize,
+    /// The kernel's send buffer asked for each accepted connection (`None`: its own).
+    pub send_buffer: Option<u32>,
+    /// The kernel's receive buffer asked for each accepted connection (`None`: its own).
+    pub receive_buffer: Option<u32>,
 }
+
+/// The least `send_buffer` and `receive_buffer`: below it the kernel keeps its minimum
+/// anyway.
+pub const MIN_SOCKET_BUFFER: i64 = 4096;
+/// The most: past it a buffer bounds nothing a host could give one connection.
+pub const MAX_SOCKET_BUFFER: i64 = 64 << 20;
 
 impl ServiceLimits {
     /// The defaults of `kind`: DNS over TCP closes after 10 s idle (RFC 7766 §6.2.3
@@ -73,6 +83,8 @@ impl ServiceLimits {
             idle_timeout: Some(idle),
             max_connections_per_peer: Some(DEFAULT_MAX_CONNECTIONS_PER_PEER),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            send_buffer: None,
+            receive_buffer: None,
         }
     }
 
@@ -83,6 +95,8 @@ impl ServiceLimits {
             .idle_timeout(self.idle_timeout)
             .max_connections_per_peer(self.max_connections_per_peer)
             .max_connections(Some(self.max_connections))
+            .send_buffer(self.send_buffer)
+            .receive_buffer(self.receive_buffer)
     }
 
     /// The limits as a JSON object, for the services table.
@@ -91,6 +105,8 @@ impl ServiceLimits {
             "idle_timeout_ms": self.idle_timeout.map(|d| d.as_millis() as u64),
             "max_connections_per_peer": self.max_connections_per_peer,
             "max_connections": self.max_connections,
+            "send_buffer": self.send_buffer,
+            "receive_buffer": self.receive_buffer,
         })
     }
 }
@@ -139,6 +155,9 @@ pub(crate) fn validate(
                 )
             })?;
     }
+    limits.send_buffer = socket_buffer(ctx, "send_buffer", &ctx.raw.send_buffer, "wmem_max")?;
+    limits.receive_buffer =
+        socket_buffer(ctx, "receive_buffer", &ctx.raw.receive_buffer, "rmem_max")?;
     // A cap per peer written above the total caps nothing: one peer could take every
     // connection, which the file seems to mean to prevent. (The default one above a lower
     // total is only not reached.)
@@ -158,6 +177,42 @@ pub(crate) fn validate(
         ));
     }
     Ok(limits)
+}
+
+/// Reads `send_buffer` or `receive_buffer` (bytes, [`MIN_SOCKET_BUFFER`] to
+/// [`MAX_SOCKET_BUFFER`]); warns where the kernel's `net.core.{sysctl}` caps it lower,
+/// since the socket gets that instead.
+fn socket_buffer(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    value: &Option<toml::Spanned<i64>>,
+    sysctl: &str,
+) -> Result<Option<u32>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let n = *value.get_ref();
+    if !(MIN_SOCKET_BUFFER..=MAX_SOCKET_BUFFER).contains(&n) {
+        return Err(ctx.error(
+            value.span(),
+            key,
+            format!("must be between {MIN_SOCKET_BUFFER} and {MAX_SOCKET_BUFFER} bytes, got {n}"),
+        ));
+    }
+    let cap = std::fs::read_to_string(format!("/proc/sys/net/core/{sysctl}"))
+        .ok()
+        .and_then(|text| text.trim().parse::<i64>().ok());
+    if let Some(cap) = cap
+        && n > cap
+    {
+        ctx.warn(
+            value.span(),
+            key,
+            format!("{n} is above the kernel's cap (net.core.{sysctl} = {cap}): sockets get {cap}"),
+        );
+    }
+    // Within u32 by the range.
+    Ok(Some(n as u32))
 }
 
 #[cfg(test)]
@@ -202,6 +257,55 @@ mod tests {
         );
         let l = limits("echo", "max_connections = 10\nmax_connections_per_peer = 0").unwrap();
         assert_eq!(l.max_connections_per_peer, None);
+    }
+
+    #[test]
+    fn socket_buffers_are_bytes_within_their_range_and_off_by_default() {
+        let l = limits("echo", "send_buffer = 65536\nreceive_buffer = 8192").unwrap();
+        assert_eq!((l.send_buffer, l.receive_buffer), (Some(65536), Some(8192)));
+        let options = l.listen_options().get_socket_buffers();
+        assert_eq!((options.send, options.receive), (Some(65536), Some(8192)));
+        let l = limits("http", "").unwrap();
+        assert_eq!((l.send_buffer, l.receive_buffer), (None, None));
+        for (key, value) in [
+            ("send_buffer", "4095"),
+            ("receive_buffer", "0"),
+            ("send_buffer", "67108865"),
+            ("receive_buffer", "-1"),
+        ] {
+            let e = limits("tcp-proxy", &format!("{key} = {value}")).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "service[0].{key}: must be between 4096 and 67108864 bytes, got {value}"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_socket_buffer_above_the_kernel_s_cap_is_warned_of() {
+        let Some(cap) = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .filter(|&cap| cap < super::MAX_SOCKET_BUFFER)
+        else {
+            return;
+        };
+        let text = format!(
+            "[[service]]\nname = \"s\"\nkind = \"echo\"\nlisten = \"tcp:7000\"\n\
+             send_buffer = {}\n",
+            cap + 1
+        );
+        let config = Config::parse("weft.toml", &text).unwrap();
+        let said: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            said.iter().any(|w| w.contains(&format!(
+                "service[0].send_buffer: {} is above the kernel's cap (net.core.wmem_max = {cap})",
+                cap + 1
+            ))),
+            "{said:?}"
+        );
     }
 
     #[test]

@@ -293,13 +293,15 @@ impl ServiceKind {
 }
 
 /// The keys every kind of `[[service]]` takes.
-pub(crate) const EVERY_KIND: [&str; 6] = [
+pub(crate) const EVERY_KIND: [&str; 8] = [
     "name",
     "kind",
     "listen",
     "idle_timeout",
     "max_connections_per_peer",
     "max_connections",
+    "send_buffer",
+    "receive_buffer",
 ];
 
 /// Checks a `[[service]]`'s kind and its kind's keys.

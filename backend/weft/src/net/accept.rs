@@ -49,6 +49,41 @@ pub struct ListenOptions {
     alpn: Vec<Vec<u8>>,
     /// Further certificates of `ssl:` listeners, chosen by SNI.
     sni: Arc<[SniCertificate]>,
+    /// The kernel's buffers of each connection accepted (`SO_SNDBUF`, `SO_RCVBUF`).
+    buffers: SocketBuffers,
+}
+
+/// The sizes asked of the kernel for each accepted connection's socket buffers, in
+/// bytes (`None`: the kernel's own, which it grows to megabytes as a connection needs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// `SO_SNDBUF`: what the kernel holds of what was written and the peer has not
+    /// acknowledged.
+    pub send: Option<u32>,
+    /// `SO_RCVBUF`: what the kernel holds of what the peer sent and was not read yet.
+    pub receive: Option<u32>,
+}
+
+impl SocketBuffers {
+    /// Asks the kernel for these sizes on `socket` (Linux doubles each, for its own
+    /// bookkeeping, and keeps to its minimums); a size it refuses leaves its own, logged.
+    fn apply(&self, socket: socket2::SockRef<'_>) {
+        let results = [
+            self.send
+                .map(|n| ("SO_SNDBUF", socket.set_send_buffer_size(n as usize))),
+            self.receive
+                .map(|n| ("SO_RCVBUF", socket.set_recv_buffer_size(n as usize))),
+        ];
+        for (option, result) in results.into_iter().flatten() {
+            if let Err(err) = result {
+                tracing::debug!(option, %err, "socket buffer size not set");
+            }
+        }
+    }
+
+    fn is_set(&self) -> bool {
+        self.send.is_some() || self.receive.is_some()
+    }
 }
 
 impl ListenOptions {
@@ -109,6 +144,30 @@ impl ListenOptions {
     pub fn sni_certificates(mut self, certificates: Vec<SniCertificate>) -> Self {
         self.sni = certificates.into();
         self
+    }
+
+    /// Asks the kernel to hold at most about `bytes` of each accepted connection's output
+    /// not yet acknowledged (`SO_SNDBUF`; `None` or 0: the kernel's own, grown to
+    /// megabytes as a connection needs). A peer that never reads then pins that much
+    /// kernel memory, not the megabytes autotuning gives a fast one; a fast peer far away
+    /// is slowed to about `bytes` a round trip. nginx's `listen ... sndbuf=`.
+    pub fn send_buffer(mut self, bytes: Option<u32>) -> Self {
+        self.buffers.send = bytes.filter(|&n| n > 0);
+        self
+    }
+
+    /// Like [`send_buffer`](Self::send_buffer), for what the kernel holds of what each
+    /// accepted connection's peer sent and was not read yet (`SO_RCVBUF`, set once the
+    /// connection is accepted: it bounds the window advertised from then on). nginx's
+    /// `listen ... rcvbuf=`.
+    pub fn receive_buffer(mut self, bytes: Option<u32>) -> Self {
+        self.buffers.receive = bytes.filter(|&n| n > 0);
+        self
+    }
+
+    /// The socket buffer sizes asked for each accepted connection.
+    pub fn get_socket_buffers(&self) -> SocketBuffers {
+        self.buffers
     }
 
     /// The certificates chosen by SNI, if any.
@@ -385,6 +444,8 @@ pub(super) struct Acceptor<A> {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set on each connection's transport; the reactor's sweep enforces it.
     idle_timeout: Option<Duration>,
+    /// Asked of the kernel for each connection's socket.
+    buffers: SocketBuffers,
     adapter: A,
     /// The line that asked to listen: each connection's task's spawn site.
     site: &'static Location<'static>,
@@ -404,6 +465,7 @@ impl<A: Admit> Acceptor<A> {
             info,
             tls,
             idle_timeout: options.idle_timeout,
+            buffers: options.buffers,
             adapter,
             site: Location::caller(),
         })
@@ -434,6 +496,12 @@ impl<A: Admit> Acceptor<A> {
                 return emit_refused(listener, peer, reason);
             }
         };
+        if self.buffers.is_set() {
+            match &stream {
+                Accepted::Tcp(s) => self.buffers.apply(socket2::SockRef::from(s)),
+                Accepted::Unix(s) => self.buffers.apply(socket2::SockRef::from(s)),
+            }
+        }
         let admitted = Admitted {
             reactor: self.reactor.clone(),
             listener: listener.clone(),

@@ -35,7 +35,7 @@ pub(crate) mod tls;
 pub(crate) mod udp;
 mod udp_batch;
 
-pub use accept::ListenOptions;
+pub use accept::{ListenOptions, SocketBuffers};
 pub use client::{ClientFactory, Connector};
 pub use connect::ConnectError;
 pub use group::probe_udp;

@@ -5,8 +5,10 @@ import { age, bytes, clock, rate } from "./fmt.js";
 
 const KEEP = 300;
 const SERIES = ["conn_rate", "in_rate", "out_rate", "pending", "stalled"];
-// Past this share of a limit a process figure warns (cards.rs, NEAR_LIMIT).
+// Past this share of a limit a process figure warns (cards.rs, NEAR_LIMIT); figures
+// older than STALE_MS are marked stale (cards.rs, STALE_MS).
 const NEAR_LIMIT = 0.9;
+const STALE_MS = 5000;
 const cores = (v) => `${Math.round(Math.max(0, v) * 100)}%`;
 const perSecond = (v) => `${bytes(v)}/s`;
 const count = (v) => String(Math.round(v));
@@ -33,10 +35,12 @@ export class OverviewView {
   snapshot(msg) {
     this.services = new Map(msg.services.map((s) => [s.service, s]));
     this.process = msg.process ?? null;
+    this.at = msg.at_ms;
     this.dirty = true;
   }
 
   stats(msg) {
+    this.at = msg.at_ms;
     if (msg.process) {
       const p = this.process;
       if (!p) {
@@ -131,11 +135,15 @@ export class OverviewView {
       dd.parentElement.classList.toggle("warn", near);
       alert ||= near;
     };
-    if (n.open_fds === null || n.open_fds === undefined) card.querySelector('dd[data-k="files"]')?.parentElement.remove();
+    // A count that could not be read is shown as such (that is when descriptors ran out).
+    if (n.open_fds === null || n.open_fds === undefined) text(card.querySelector('dd[data-k="files"]'), "–");
     else limited("files", n.open_fds, n.max_fds);
     limited("connections", n.connections, n.connections_limit);
-    text(card.querySelector('dd[data-k="up"]'), age(n.at_ms - n.start_time_s * 1000));
+    const up = card.querySelector('dd[data-k="up"]');
+    if (n.start_time_s === null || n.start_time_s === undefined) up?.parentElement.remove();
+    else text(up, age(n.at_ms - n.start_time_s * 1000));
     card.classList.toggle("alert", alert);
+    card.classList.toggle("stale", (this.at ?? n.at_ms) - n.at_ms > STALE_MS);
     const spanMs = Math.max(0, n.at_ms - p.since_ms);
     const stepMs = spanMs / Math.max(1, p.resident.length - 1);
     spark(card.querySelector('svg[data-k="cpu"]'), p.cpu, "cpu", stepMs, spanMs);
@@ -168,7 +176,7 @@ function newProcessCard() {
     el("dt", {}, label), el("dd", { "data-k": k }, "0"),
     withSpark ? svg("svg", { class: "spark", "data-k": k }) : null);
   return el("article", { class: "card process" },
-    el("header", {}, el("h2", {}, "This process")),
+    el("header", {}, el("h2", {}, "This process"), el("span", { class: "kind stale-note" }, "figures not read for a while")),
     el("dl", { class: "figures" },
       fig("cpu", "CPU", true), fig("memory", "memory", true), fig("files", "open files", false),
       fig("connections", "connections", false), fig("up", "up", false)));

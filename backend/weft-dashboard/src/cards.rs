@@ -189,7 +189,13 @@ pub fn of_limit(n: u64, limit: Option<u64>) -> (String, bool) {
 pub struct ProcessCard {
     /// Its figures, in the order the card shows them.
     pub figures: Vec<Figure>,
+    /// The last samples could not read `/proc` (out of descriptors, say): the figures are
+    /// older than the page.
+    pub stale: bool,
 }
+
+/// Figures older than this are marked stale (the sampler reads once a second).
+pub const STALE_MS: i64 = 5_000;
 
 impl ProcessCard {
     /// The card for `p`, as of `now_ms`.
@@ -214,16 +220,19 @@ impl ProcessCard {
                 warn: false,
             },
         ];
-        if let Some(open) = p.now.open_fds {
-            let (value, warn) = of_limit(open, p.now.max_fds);
-            figures.push(Figure {
-                key: "files",
-                label: "open files",
-                value,
-                spark: None,
-                warn,
-            });
-        }
+        // Kept when the count cannot be read (a kernel before 6.2 lists the descriptors to
+        // count them, which fails once they have run out): that is when it matters.
+        let (value, warn) = match p.now.open_fds {
+            Some(open) => of_limit(open, p.now.max_fds),
+            None => ("–".to_owned(), false),
+        };
+        figures.push(Figure {
+            key: "files",
+            label: "open files",
+            value,
+            spark: None,
+            warn,
+        });
         let (value, warn) = of_limit(p.now.connections, p.now.connections_limit);
         figures.push(Figure {
             key: "connections",
@@ -232,15 +241,20 @@ impl ProcessCard {
             spark: None,
             warn,
         });
-        let up_ms = (now_ms as f64 - p.now.start_time_s * 1e3).max(0.0) as u64;
-        figures.push(Figure {
-            key: "up",
-            label: "up",
-            value: fmt::age(&up_ms),
-            spark: None,
-            warn: false,
-        });
-        Self { figures }
+        if let Some(start) = p.now.start_time_s {
+            let up_ms = (now_ms as f64 - start * 1e3).max(0.0) as u64;
+            figures.push(Figure {
+                key: "up",
+                label: "up",
+                value: fmt::age(&up_ms),
+                spark: None,
+                warn: false,
+            });
+        }
+        Self {
+            figures,
+            stale: now_ms - p.now.at_ms > STALE_MS,
+        }
     }
 
     /// Whether a figure is near its limit (the card is outlined).
@@ -273,7 +287,7 @@ mod tests {
                 max_fds: Some(1024),
                 connections: 449,
                 connections_limit: Some(500),
-                start_time_s: 7.0,
+                start_time_s: Some(7.0),
             },
             since_ms: 9_000,
             cpu: vec![0.25],
@@ -301,20 +315,20 @@ mod tests {
         assert!(card.alert(), "at nine tenths of the cap");
         p.now.connections_limit = None;
         p.now.open_fds = None;
-        let keys: Vec<_> = ProcessCard::new(&p, 10_000)
+        p.now.start_time_s = None;
+        let card = ProcessCard::new(&p, 16_000);
+        let keys: Vec<_> = card
             .figures
             .iter()
-            .map(|f| (f.key, f.value.clone()))
+            .map(|f| (f.key, f.value.as_str()))
             .collect();
         assert_eq!(
-            keys[2],
-            ("connections", "450".to_owned()),
-            "no cap, no `of`"
+            keys[2..],
+            [("files", "–"), ("connections", "450")],
+            "no count read, the figure kept; no cap, no `of`; no start, no uptime"
         );
-        assert!(
-            keys.iter().all(|(k, _)| *k != "files"),
-            "no count, no figure"
-        );
+        assert!(card.stale, "a sample six seconds old");
+        assert!(!ProcessCard::new(&p, 10_000).stale);
     }
 
     #[test]

@@ -87,8 +87,8 @@ pub struct ProcessPoint {
     pub connections: u64,
     /// The process cap on them, where there is one.
     pub connections_limit: Option<u64>,
-    /// When the process started, unix seconds.
-    pub start_time_s: f64,
+    /// When the process started, unix seconds, where the kernel says.
+    pub start_time_s: Option<f64>,
 }
 
 /// The process's figures now and over the last minutes, as the overview's process card
@@ -245,7 +245,7 @@ fn read_process(families: &[MetricFamily], at_ms: i64) -> Option<ProcessPoint> {
             "process_resident_memory_bytes" => point.resident_bytes = whole,
             "process_open_fds" => point.open_fds = Some(whole),
             "process_max_fds" => point.max_fds = Some(whole),
-            "process_start_time_seconds" => point.start_time_s = gauge,
+            "process_start_time_seconds" => point.start_time_s = Some(gauge),
             "weft_process_connections" => point.connections = whole,
             "weft_process_connections_limit" => point.connections_limit = Some(whole),
             _ => {}

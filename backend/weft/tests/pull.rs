@@ -29,10 +29,18 @@ struct Watched {
     data: Cursor<Vec<u8>>,
     transport: Transport,
     seen: Arc<Seen>,
+    /// Fails the read that would go past this many bytes.
+    fails_at: Option<u64>,
 }
 
 impl Read for Watched {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self
+            .fails_at
+            .is_some_and(|at| self.data.position() + buf.len() as u64 > at)
+        {
+            return Err(std::io::Error::other("the disk went away"));
+        }
         let at = self.transport.buffered();
         self.seen.buffered_at_read.fetch_max(at, Ordering::SeqCst);
         let n = self.data.read(buf)?;
@@ -49,6 +57,8 @@ enum Then {
     CloseAtOnce,
     /// Cancel the transfer's Deferred after a moment.
     CancelSoon,
+    /// The file fails to read part way, with a close asked for at once.
+    ReadFails,
 }
 
 struct Download {
@@ -63,6 +73,7 @@ impl Protocol for Download {
             data: Cursor::new(self.content.to_vec()),
             transport: transport.clone(),
             seen: self.seen.clone(),
+            fails_at: (self.then == Then::ReadFails).then_some(1 << 20),
         };
         let (t, seen) = (transport.clone(), self.seen.clone());
         let sent = FileSender::begin_file_transfer(file, transport);
@@ -82,7 +93,7 @@ impl Protocol for Download {
         });
         match self.then {
             Then::CloseWhenDone => {}
-            Then::CloseAtOnce => transport.lose_connection(),
+            Then::CloseAtOnce | Then::ReadFails => transport.lose_connection(),
             Then::CancelSoon => {
                 weft::call_later(Duration::from_millis(300), move || cancel.cancel());
             }
@@ -196,4 +207,26 @@ fn cancelling_the_transfer_ends_it_and_what_was_written_still_goes_out() {
     assert!(got.len() < file.len());
     assert!(got[..] == file[..got.len()]);
     let _ = client.write_all(b"done");
+}
+
+#[test]
+fn a_file_that_fails_to_read_resets_the_connection_so_the_peer_never_takes_it_for_whole() {
+    let file = content(4 << 20);
+    let (server, seen) = serve(file.clone(), Then::ReadFails);
+    let mut client = connect(server.value);
+    let mut got = Vec::new();
+    let end = client.read_to_end(&mut got);
+    assert!(
+        end.is_err(),
+        "a reset, not a clean end after {} bytes",
+        got.len()
+    );
+    assert!(got.len() <= 1 << 20 && got[..] == file[..got.len()]);
+    eventually("the transfer's end", || outcome(&seen).is_some());
+    let said = outcome(&seen).unwrap();
+    assert!(
+        said.contains("reading the file: the disk went away")
+            && said.contains("(at backend/weft/tests/pull.rs:"),
+        "the failure says why, and where the transfer began: {said}"
+    );
 }

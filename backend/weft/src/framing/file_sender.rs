@@ -4,9 +4,10 @@
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
 use std::panic::Location;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
-use crate::defer::{CancelledError, Deferred, Failure, Resolver};
+use crate::defer::{Deferred, Failure, Resolver};
+use crate::observe::CloseReason;
 use crate::transport::{PullProducer, Transport};
 
 /// Why a [`FileSender`]'s transfer did not finish.
@@ -36,8 +37,10 @@ pub enum FileSendError {
 ///     fn connection_made(&mut self, transport: &Transport) {
 ///         let file = std::fs::File::open("/var/lib/app/report.csv").unwrap();
 ///         let t = transport.clone();
-///         FileSender::begin_file_transfer(file, transport).add_callback(move |_last| {
+///         // Sent whole or not (the peer left, a read failed), the connection is done.
+///         let _done = FileSender::begin_file_transfer(file, transport).add_both(move |_sent| {
 ///             t.lose_connection();
+///             Ok::<(), weft::defer::Failure>(())
 ///         });
 ///     }
 ///     fn data_received(&mut self, _transport: &Transport, _data: &[u8]) {}
@@ -56,6 +59,8 @@ pub struct FileSender {
     last: Cell<Option<u8>>,
     /// One chunk, read into and written from.
     chunk: RefCell<Box<[u8]>>,
+    /// The line that began the transfer: where its failures say they were made.
+    site: &'static Location<'static>,
 }
 
 impl FileSender {
@@ -66,22 +71,25 @@ impl FileSender {
     /// producer may be registered meanwhile). The Deferred fires with the last byte sent
     /// (`None` for an empty file) once every chunk is written, and fails with a
     /// [`FileSendError`]: the connection closed first, the transfer was cancelled, or a
-    /// read failed; cancelling it (from the code or the dashboard) stops the transfer,
-    /// what is buffered still going out, and fails it with `CancelledError`.
+    /// read failed (the connection is then reset: the peer must not take what it got for
+    /// the whole file); cancelling it (from the code or the dashboard) stops the
+    /// transfer, what is buffered still going out, and fails it with `CancelledError`.
     #[track_caller]
     pub fn begin_file_transfer(
         file: impl Read + 'static,
         transport: &Transport,
     ) -> Deferred<Option<u8>> {
         let site = Location::caller();
-        let cancelled = Rc::new(RefCell::new(None::<Rc<FileSender>>));
+        // Weak: the canceller lives as long as the Deferred, which may outlive the
+        // transfer by far.
+        let cancelled = Rc::new(RefCell::new(Weak::<FileSender>::new()));
         let on_cancel = cancelled.clone();
         let (resolver, deferred) = Deferred::new_at(
             site,
             Some("file transfer"),
             Some(Box::new(move || {
-                if let Some(sender) = on_cancel.borrow_mut().take() {
-                    sender.end(Err(Failure::new(CancelledError)));
+                if let Some(sender) = on_cancel.borrow().upgrade() {
+                    sender.cancelled();
                 }
             })),
         );
@@ -91,29 +99,54 @@ impl FileSender {
             resolver: RefCell::new(Some(resolver)),
             last: Cell::new(None),
             chunk: RefCell::new(vec![0; Self::CHUNK_SIZE].into_boxed_slice()),
+            site,
         });
-        *cancelled.borrow_mut() = Some(sender.clone());
+        *cancelled.borrow_mut() = Rc::downgrade(&sender);
         if transport.register_pull_producer(sender.clone()).is_err() {
             // Never registered: nothing to unregister.
             sender.file.borrow_mut().take();
             if let Some(resolver) = sender.resolver.borrow_mut().take() {
-                resolver.errback(Failure::new(FileSendError::ProducerRegistered));
+                resolver.errback(Failure::with_site(FileSendError::ProducerRegistered, site));
             }
         }
         deferred
     }
 
-    /// Ends the transfer once: unregisters, lets go of the file and fires the Deferred.
-    fn end(&self, result: Result<(), Failure>) {
+    /// Lets go of the file and stops being the transport's producer (once, whoever ends
+    /// it); whether it was still running.
+    fn stop(&self) -> bool {
         if self.file.borrow_mut().take().is_none() {
-            return;
+            return false;
         }
-        // Stopped by the close, it is unregistered already.
-        if !self.transport.is_closed() {
+        // Stopped by the close, it is unregistered already; and another producer
+        // registered since someone else unregistered this one is not this one's to end.
+        let this: *const () = std::ptr::from_ref(self).cast();
+        if self.transport.pull_producer_is(this) {
             self.transport.unregister_producer();
         }
-        if let Some(resolver) = self.resolver.borrow_mut().take() {
+        true
+    }
+
+    /// Ends the transfer with `result`, firing the Deferred.
+    fn end(&self, result: Result<(), Failure>) {
+        if self.stop()
+            && let Some(resolver) = self.resolver.borrow_mut().take()
+        {
             resolver.resolve(result.map(|()| self.last.get()));
+        }
+    }
+
+    /// `error`, made at the line that began the transfer.
+    fn failure(&self, error: FileSendError) -> Failure {
+        Failure::with_site(error, self.site)
+    }
+
+    /// Its Deferred is being cancelled: stops, and leaves the Deferred for the cancel to
+    /// fail with `CancelledError` (so the inspector reads it cancelled, where it was).
+    fn cancelled(&self) {
+        if self.stop() {
+            // Dropped while cancelling: not a leak.
+            drop(self.resolver.borrow_mut().take());
         }
     }
 }
@@ -143,11 +176,17 @@ impl PullProducer for FileSender {
         match read {
             Ok(0) => self.end(Ok(())),
             Ok(_) => {}
-            Err(e) => self.end(Err(Failure::new(FileSendError::Read(e)))),
+            Err(e) => {
+                // The peer must not take what it got for the whole file: the connection
+                // is reset, as Twisted ends one whose producer raised.
+                let reason = CloseReason::Error(format!("reading the file sent: {e}"));
+                self.transport.abort_connection_with(reason);
+                self.end(Err(self.failure(FileSendError::Read(e))));
+            }
         }
     }
 
     fn stop_producing(&self) {
-        self.end(Err(Failure::new(FileSendError::Stopped)));
+        self.end(Err(self.failure(FileSendError::Stopped)));
     }
 }

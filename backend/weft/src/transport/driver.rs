@@ -283,7 +283,12 @@ impl<S: Stream> Driver<'_, S> {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
-                budget -= 1;
+                // A read first (or its waker set), so what the peer sends meanwhile (its
+                // next request, its end) is heard while the producer keeps the socket busy.
+                if let ControlFlow::Break(Poll::Ready(reason)) = self.read(cx, &mut budget) {
+                    return Poll::Ready(reason);
+                }
+                budget = budget.saturating_sub(1);
                 guarded(&self.transport, self.name, "resume_producing", || {
                     producer.resume_producing();
                 });

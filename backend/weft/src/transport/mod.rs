@@ -462,8 +462,9 @@ impl Transport {
         if self.shared.producer.borrow().is_some() {
             return Err(ProducerRegistered(Producer::Pull(producer)));
         }
-        if self.flags().closed {
-            // Nothing will ever ask it again: the consumer is gone already.
+        let flags = self.flags();
+        if flags.closed || flags.aborted || flags.output_ended {
+            // Nothing will ever ask it again: the consumer is gone, or takes no more.
             producer.stop_producing();
             return Ok(());
         }
@@ -502,6 +503,15 @@ impl Transport {
         match &*self.shared.producer.borrow() {
             Some(Producer::Pull(p)) => Some(p.clone()),
             _ => None,
+        }
+    }
+
+    /// Whether the registered producer is the pull producer at `producer` (its data
+    /// pointer).
+    pub(crate) fn pull_producer_is(&self, producer: *const ()) -> bool {
+        match &*self.shared.producer.borrow() {
+            Some(Producer::Pull(p)) => std::ptr::eq(Rc::as_ptr(p).cast::<()>(), producer),
+            _ => false,
         }
     }
 

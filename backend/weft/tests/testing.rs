@@ -235,3 +235,53 @@ fn call_from_thread_runs_on_the_reactor_thread() {
     reactor.run().unwrap();
     assert_eq!(*seen.lock().unwrap(), Some(reactor_thread));
 }
+
+/// Sends its file and asks to close at once; the close waits for the file.
+struct Sends(Vec<u8>);
+
+impl Protocol for Sends {
+    fn connection_made(&mut self, transport: &Transport) {
+        let file = std::io::Cursor::new(std::mem::take(&mut self.0));
+        let _sent = weft::framing::FileSender::begin_file_transfer(file, transport);
+        transport.lose_connection();
+    }
+    fn data_received(&mut self, _transport: &Transport, _data: &[u8]) {}
+}
+
+#[derive(Default)]
+struct Collects(Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Protocol for Collects {
+    fn data_received(&mut self, _transport: &Transport, data: &[u8]) {
+        self.0.borrow_mut().extend_from_slice(data);
+    }
+}
+
+#[test]
+fn loopback_pumps_a_pull_producer_and_a_close_waits_for_it() {
+    let file: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let got = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let mut wire = loopback(Collects(got.clone()), Sends(file.clone()));
+    wire.pump();
+    assert!(wire.is_closed());
+    assert!(
+        *got.borrow() == file,
+        "{} of {} bytes",
+        got.borrow().len(),
+        file.len()
+    );
+
+    // And by hand: StringTransport asks again once what was written is taken.
+    let mut one = StringTransport::new();
+    let mut sends = Sends(vec![7; 40_000]);
+    one.connect(&mut sends);
+    let chunk = weft::framing::FileSender::CHUNK_SIZE;
+    assert!(!one.produce(), "its first chunk not taken yet: not asked");
+    assert_eq!(one.value().len(), chunk, "the first chunk, at once");
+    assert!(one.produce(), "asked again once the chunk was taken");
+    assert_eq!(one.value().len(), 2 * chunk);
+    assert!(one.produce());
+    assert_eq!(one.value().len(), 40_000, "the rest");
+    assert!(one.produce(), "asked: finds the end and unregisters");
+    assert!(!one.produce());
+}

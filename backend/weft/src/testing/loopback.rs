@@ -36,14 +36,22 @@ pub fn loopback<C: Protocol, S: Protocol>(mut client: C, mut server: S) -> Loopb
 }
 
 impl<C: Protocol, S: Protocol> Loopback<C, S> {
-    /// Delivers written bytes both ways until nothing moves; then, if either side asked
-    /// to close, closes both. Returns whether anything moved.
+    /// Delivers written bytes both ways until nothing moves, asking each side's pull
+    /// producer for more as what it wrote is delivered; then, if either side asked to
+    /// close (and has no pull producer still writing, as a close waits for one), closes
+    /// both. Returns whether anything moved.
     pub fn pump(&mut self) -> bool {
         let mut moved = false;
         while !self.closed {
             let to_server = take(&mut self.client_wire);
             let to_client = take(&mut self.server_wire);
             if to_server.is_empty() && to_client.is_empty() {
+                // Both asked, whether or not the first wrote: each side's own.
+                let asked = [self.client_wire.produce(), self.server_wire.produce()];
+                if asked.contains(&true) {
+                    moved = true;
+                    continue;
+                }
                 break;
             }
             moved = true;
@@ -54,9 +62,11 @@ impl<C: Protocol, S: Protocol> Loopback<C, S> {
                 self.client_wire.receive(&mut self.client, &to_client);
             }
         }
-        if !self.closed && (self.client_wire.disconnecting() || self.server_wire.disconnecting()) {
+        let done =
+            |wire: &StringTransport| wire.disconnecting() && !wire.transport().has_pull_producer();
+        if !self.closed && (done(&self.client_wire) || done(&self.server_wire)) {
             self.closed = true;
-            let (client_reason, server_reason) = if self.client_wire.disconnecting() {
+            let (client_reason, server_reason) = if done(&self.client_wire) {
                 (CloseReason::Done, CloseReason::PeerClosed)
             } else {
                 (CloseReason::PeerClosed, CloseReason::Done)

@@ -120,6 +120,19 @@ impl StringTransport {
         &self.written
     }
 
+    /// Asks the registered pull producer for more, as a driver does once what it wrote has
+    /// gone out (here: once [`value`](Self::value) or [`clear`](Self::clear) took it from
+    /// the transport's buffer); whether it was asked.
+    pub fn produce(&mut self) -> bool {
+        match self.transport.take_pull_owed() {
+            Some(producer) => {
+                producer.resume_producing();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Forgets what was written (Twisted's `clear()`).
     pub fn clear(&mut self) {
         let _ = self.transport.take_written();

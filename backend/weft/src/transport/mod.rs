@@ -733,7 +733,16 @@ impl Transport {
     pub(crate) fn take_written(&self) -> BytesMut {
         let data = self.shared.out.borrow_mut().split();
         self.release_back_pressure();
+        if !data.is_empty() {
+            // Gone out whole, as a driver's flush would have it.
+            self.note_drained();
+        }
         data
+    }
+
+    /// Whether a pull producer is registered: a close waits while it writes.
+    pub(crate) fn has_pull_producer(&self) -> bool {
+        self.flags().pulling
     }
 
     pub(crate) fn mark_closed(&self) {

@@ -27,8 +27,8 @@
 //! - [`time`]: the [`Clock`] behind [`call_later`] and [`DelayedCall`].
 //! - [`protocol`]: the [`Protocol`] and [`Factory`] traits users implement.
 //! - [`transport`]: [`Transport`], the write side of a connection, its buffer and
-//!   back-pressure, push and pull producers; the driver task that reads, calls the
-//!   protocol and flushes.
+//!   back-pressure, push and pull producers, TLS started on a connection in the clear;
+//!   the driver task that reads, calls the protocol and flushes.
 //! - [`net`]: TCP, Unix and TLS listeners and connectors, UDP ports.
 //! - [`endpoint`]: Twisted's endpoint strings (`tcp:8000:interface=127.0.0.1`).
 //! - [`framing`]: `LineReceiver`, `Int32StringReceiver`, `NetstringReceiver`, and
@@ -75,4 +75,6 @@ pub use reactor::{
     ReactorPool, ShutdownHold,
 };
 pub use time::{Clock, DelayedCall, call_later};
-pub use transport::{Producer, ProducerRegistered, PullProducer, PushProducer, Transport};
+pub use transport::{
+    Producer, ProducerRegistered, PullProducer, PushProducer, StartTlsError, TlsStart, Transport,
+};

@@ -80,7 +80,7 @@ pub(crate) async fn run<S: Stream>(
     mut protocol: Box<dyn Protocol>,
 ) -> CloseReason {
     let info = transport.info().clone();
-    let reason = drive(io, transport.clone(), &mut *protocol).await;
+    let reason = drive(io.driven(), transport.clone(), &mut *protocol).await;
 
     transport.mark_closed();
     reactor.inner.connections.borrow_mut().remove(&info.id);

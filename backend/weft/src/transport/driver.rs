@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::start_tls::{Startable, TlsStart};
 use super::{Flags, Transport};
 use crate::observe::{
     self, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, SlowCallback, Stopwatch,
@@ -40,6 +41,17 @@ fn put_read_buf(buf: Box<[u8]>) {
 
 /// A byte stream the driver can serve, with the socket options transports expose.
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// What the driver serves it as: a TCP stream in the clear as one that can start TLS
+    /// ([`Startable`](super::start_tls::Startable)), the others as they are.
+    type Driven: Stream;
+    /// It, as the driver serves it.
+    fn driven(self) -> Self::Driven;
+    /// Begins a TLS handshake on it, taking the side `how` says: only a TCP stream in the
+    /// clear can.
+    fn start_tls(&mut self, how: TlsStart) -> Result<(), String> {
+        let _ = how;
+        Err("TLS can be started only on a TCP connection in the clear".into())
+    }
     /// Sets `TCP_NODELAY`, where it means something.
     fn set_nodelay(&self, _on: bool) -> io::Result<()> {
         Ok(())
@@ -60,6 +72,10 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {
 }
 
 impl Stream for tokio::net::TcpStream {
+    type Driven = Startable;
+    fn driven(self) -> Startable {
+        Startable::from(self)
+    }
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         tokio::net::TcpStream::set_nodelay(self, on)
     }
@@ -75,9 +91,18 @@ impl Stream for tokio::net::TcpStream {
     }
 }
 
-impl Stream for tokio::net::UnixStream {}
+impl Stream for tokio::net::UnixStream {
+    type Driven = Self;
+    fn driven(self) -> Self {
+        self
+    }
+}
 
 impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
+    type Driven = Self;
+    fn driven(self) -> Self {
+        self
+    }
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.get_ref().0.set_nodelay(on)
     }
@@ -93,6 +118,10 @@ impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
 }
 
 impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
+    type Driven = Self;
+    fn driven(self) -> Self {
+        self
+    }
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.get_ref().0.set_nodelay(on)
     }
@@ -104,6 +133,14 @@ impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
     }
     fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
         self.get_ref().0.set_notsent_lowat(bytes)
+    }
+}
+
+/// What was written before `start_tls` went out: the handshake begins on `io`.
+fn begin_tls<S: Stream>(transport: &Transport, io: &mut S) -> Result<(), CloseReason> {
+    match transport.take_tls_start() {
+        Some(how) => io.start_tls(how).map_err(CloseReason::Protocol),
+        None => Ok(()),
     }
 }
 
@@ -330,6 +367,18 @@ impl<S: Stream> Driver<'_, S> {
     fn flush(&mut self, cx: &mut Context<'_>) -> Result<bool, CloseReason> {
         let info = self.transport.info();
         loop {
+            // After `start_tls`, what was written before it goes out in the clear first,
+            // then the handshake begins and the rest goes out over TLS.
+            let in_clear = match self.transport.flags().tls_starting {
+                false => None,
+                true => match self.transport.shared.in_clear.get() {
+                    0 => {
+                        begin_tls(&self.transport, &mut self.io)?;
+                        continue;
+                    }
+                    left => Some(left),
+                },
+            };
             let mut out = self.transport.shared.out.borrow_mut();
             if out.is_empty() {
                 if out.capacity() > KEEP_CAPACITY {
@@ -337,7 +386,8 @@ impl<S: Stream> Driver<'_, S> {
                 }
                 break;
             }
-            match Pin::new(&mut self.io).poll_write(cx, &out) {
+            let end = in_clear.map_or(out.len(), |left| left.min(out.len()));
+            match Pin::new(&mut self.io).poll_write(cx, &out[..end]) {
                 Poll::Ready(Ok(0)) => {
                     return Err(CloseReason::Error("socket accepted no bytes".into()));
                 }
@@ -345,6 +395,9 @@ impl<S: Stream> Driver<'_, S> {
                     let drained = n == out.len();
                     let _ = out.split_to(n);
                     drop(out);
+                    if let Some(left) = in_clear {
+                        self.transport.shared.in_clear.set(left - n);
+                    }
                     info.stats.record_write(n, Stopwatch::start());
                     self.transport.release_back_pressure();
                     if drained {

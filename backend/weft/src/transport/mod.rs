@@ -8,9 +8,11 @@
 
 mod driver;
 mod producer;
+mod start_tls;
 
 pub(crate) use driver::{Stream, drive, guarded, guarded_call};
-pub use producer::{Producer, ProducerRegistered, PullProducer, PushProducer};
+pub use producer::{Producer, ProducerRegistered, PullProducer, PushProducer, StartTlsError};
+pub use start_tls::TlsStart;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -64,6 +66,9 @@ struct Flags {
     /// What was written has all gone out since the pull producer was last asked: it is
     /// owed a call.
     pull_owed: bool,
+    /// `start_tls` was called and the handshake has not begun: what was written before it
+    /// (`Shared::in_clear`) goes out in the clear first.
+    tls_starting: bool,
     /// The protocol (or a producer consumer) paused reading.
     read_paused: bool,
     /// Reading paused by back-pressure because no producer is registered.
@@ -120,6 +125,10 @@ pub(crate) struct Shared {
     close_requested: Cell<Duration>,
     /// Why the connection is closing, when something other than the default says so.
     pub(crate) reason: RefCell<Option<CloseReason>>,
+    /// The TLS handshake `start_tls` asked for, until the driver begins it.
+    tls_start: RefCell<Option<TlsStart>>,
+    /// Of what is buffered, the bytes written before `start_tls`, which go out in the clear.
+    in_clear: Cell<usize>,
 }
 
 /// What the reactor's sweep must do to a connection that outlived a deadline.
@@ -164,6 +173,8 @@ impl Transport {
                 marked: Cell::new(None),
                 close_requested: Cell::new(Duration::ZERO),
                 reason: RefCell::new(None),
+                tls_start: RefCell::new(None),
+                in_clear: Cell::new(0),
             }),
         }
     }
@@ -217,6 +228,46 @@ impl Transport {
         for piece in pieces {
             self.write(piece.as_ref());
         }
+    }
+
+    /// Starts TLS on a connection that began in the clear (Twisted's
+    /// `ITLSTransport.startTLS`): what was written before goes out in the clear, then this
+    /// end begins the handshake on the side `how` says, and what is written after, and
+    /// everything read once the handshake is done, goes over TLS. A handshake that fails
+    /// closes the connection (reason `protocol`, `TLS handshake failed: ...`); the idle
+    /// timeout runs through it.
+    ///
+    /// As STARTTLS protocols require (RFC 3207 §4), the peer waits for this end's answer
+    /// before it begins its handshake: bytes that came in the same read as the command
+    /// have been handed to the protocol in the clear.
+    ///
+    /// The connection keeps its kind (`tcp`) in the inspector and the metrics; its byte
+    /// counters count what the protocol reads and writes, as on an `ssl:` listener.
+    ///
+    /// Only a protocol's TCP connection in the clear can start TLS; on another (a unix
+    /// socket, one that is TLS already) the connection is closed with reason `protocol`
+    /// saying so when the driver comes to it. [`StartTlsError`] when the connection is
+    /// closing or a start was asked for already.
+    pub fn start_tls(&self, how: TlsStart) -> Result<(), StartTlsError> {
+        let flags = self.flags();
+        if flags.closed || flags.aborted || flags.closing || flags.output_ended {
+            return Err(StartTlsError::Closing);
+        }
+        if flags.tls_starting {
+            return Err(StartTlsError::Started);
+        }
+        *self.shared.tls_start.borrow_mut() = Some(how);
+        self.shared.in_clear.set(self.buffered());
+        self.update(|f| f.tls_starting = true);
+        self.wake();
+        Ok(())
+    }
+
+    /// The TLS start asked for, once what was written before it went out (the driver
+    /// begins the handshake).
+    pub(crate) fn take_tls_start(&self) -> Option<TlsStart> {
+        self.update(|f| f.tls_starting = false);
+        self.shared.tls_start.borrow_mut().take()
     }
 
     /// Closes the connection once everything buffered has been sent.

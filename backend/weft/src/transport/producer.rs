@@ -66,3 +66,14 @@ impl std::fmt::Debug for ProducerRegistered {
         f.write_str("ProducerRegistered")
     }
 }
+
+/// Why [`Transport::start_tls`](super::Transport::start_tls) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartTlsError {
+    /// The connection is closing or gone.
+    #[error("the connection is closing")]
+    Closing,
+    /// A start was asked for already.
+    #[error("TLS was started on this connection already")]
+    Started,
+}

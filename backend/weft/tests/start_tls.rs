@@ -49,6 +49,11 @@ fn client_config(cert: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
 /// echoes each line with a prefix.
 struct StartTlsServer {
     config: Arc<rustls::ServerConfig>,
+    /// Written in the clear after the answer, before the start: enough to fill the
+    /// sockets' buffers while the client does not read.
+    padding: usize,
+    /// Everything handed to the protocol, in order.
+    heard: Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Protocol for StartTlsServer {
@@ -56,8 +61,10 @@ impl Protocol for StartTlsServer {
         transport.write(b"220 ready\r\n");
     }
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        self.heard.lock().unwrap().extend_from_slice(data);
         if data == b"STARTTLS\r\n" {
             transport.write(b"220 go ahead\r\n");
+            transport.write(&vec![b' '; self.padding]);
             transport
                 .start_tls(TlsStart::Server(self.config.clone()))
                 .unwrap();
@@ -78,22 +85,44 @@ fn serve() -> (
     CertificateDer<'static>,
     Arc<RecordingObserver>,
 ) {
+    let (server, cert, observer, _heard) = serve_padded(0);
+    (server, cert, observer)
+}
+
+/// What the server protocol heard.
+type Heard = Arc<std::sync::Mutex<Vec<u8>>>;
+
+fn serve_padded(
+    padding: usize,
+) -> (
+    weft_test_support::Running<std::net::SocketAddr>,
+    CertificateDer<'static>,
+    Arc<RecordingObserver>,
+    Heard,
+) {
     let (cert, config) = server_config();
     let observer = RecordingObserver::new();
     let obs = observer.clone();
+    let heard = Heard::default();
+    let h = heard.clone();
     let server = spawn_reactor(move |r| {
         r.set_observer(obs);
-        r.listen(
+        // Small send buffers, so a little padding fills them while the client does not read.
+        r.listen_with(
+            "starttls",
             "tcp:0:interface=127.0.0.1",
+            &weft::ListenOptions::new().send_buffer(Some(4096)),
             factory(move || StartTlsServer {
                 config: config.clone(),
+                padding,
+                heard: h.clone(),
             }),
         )
         .unwrap()
         .local_addr()
         .unwrap()
     });
-    (server, cert, observer)
+    (server, cert, observer, heard)
 }
 
 /// Reads one line (up to `\n`) byte by byte, so nothing after it is taken from the socket.
@@ -143,13 +172,21 @@ fn a_peer_whose_handshake_is_not_tls_is_closed_saying_so() {
         .unwrap();
     let mut rest = Vec::new();
     let _ = tcp.read_to_end(&mut rest);
+    closed_by_a_failed_handshake(&observer);
+}
+
+/// Waits for the one connection's close and checks it says the handshake failed.
+fn closed_by_a_failed_handshake(observer: &RecordingObserver) {
     eventually("the close", || observer.count("ConnectionClosed") == 1);
     let closed = observer
         .events()
         .into_iter()
         .find(|e| e.contains("ConnectionClosed"))
         .unwrap();
-    assert!(closed.contains("TLS handshake failed"), "{closed}");
+    assert!(
+        closed.contains("Protocol(\"TLS handshake failed"),
+        "closed as a protocol error: {closed}"
+    );
 }
 
 /// Asks the server to start TLS, starts it as the client, says hello over it.
@@ -227,4 +264,77 @@ fn a_client_starts_tls_and_checks_the_server_s_certificate() {
     reactor.run().unwrap();
     assert_eq!(peer.join().unwrap(), "hello over TLS\r\n");
     assert_eq!(&*got.borrow(), b"got it\r\n");
+}
+
+#[test]
+fn nothing_the_peer_sends_before_the_handshake_is_taken_in_the_clear() {
+    // 48 KiB in the clear after the answer: more than the sockets' small buffers take
+    // while the client does not read, so the start waits on it; less than the transport's
+    // high-water mark, so reading is not paused by back-pressure meanwhile.
+    let padding = 48 << 10;
+    let (server, _cert, observer, heard) = serve_padded(padding);
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    client.set_recv_buffer_size(4096).unwrap();
+    client.connect(&server.value.into()).unwrap();
+    let mut tcp: TcpStream = client.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(line(&mut tcp), "220 ready\r\n");
+    tcp.write_all(b"STARTTLS\r\n").unwrap();
+    assert_eq!(line(&mut tcp), "220 go ahead\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    // A man in the middle's command, in the clear, before the client's handshake (the
+    // STARTTLS injection of CVE-2011-0411).
+    tcp.write_all(b"MAIL FROM:<injected@example>\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut clear = vec![0u8; padding];
+    tcp.read_exact(&mut clear).unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    closed_by_a_failed_handshake(&observer);
+    let heard = String::from_utf8_lossy(&heard.lock().unwrap()).into_owned();
+    assert_eq!(
+        heard, "STARTTLS\r\n",
+        "the command went to the TLS handshake, not the protocol"
+    );
+    closed_by_a_failed_handshake(&observer);
+}
+
+#[test]
+fn a_second_start_or_one_on_a_unix_socket_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let (_cert, config) = server_config();
+    let said = Arc::new(std::sync::Mutex::new(None));
+    let s = said.clone();
+    let endpoint = format!("unix:{}", path.display());
+    let _server = spawn_reactor(move |r| {
+        r.listen(
+            &endpoint,
+            factory(move || Refused {
+                config: config.clone(),
+                said: s.clone(),
+            }),
+        )
+        .unwrap();
+    });
+    let mut unix = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    unix.write_all(b"go").unwrap();
+    eventually("the start was asked", || said.lock().unwrap().is_some());
+    assert_eq!(
+        said.lock().unwrap().clone().unwrap(),
+        Err(StartTlsError::Unsupported)
+    );
+}
+
+/// Asks to start TLS on whatever connection it serves, and says what it was told.
+struct Refused {
+    config: Arc<rustls::ServerConfig>,
+    said: Arc<std::sync::Mutex<Option<Result<(), StartTlsError>>>>,
+}
+
+impl Protocol for Refused {
+    fn data_received(&mut self, transport: &Transport, _data: &[u8]) {
+        let r = transport.start_tls(TlsStart::Server(self.config.clone()));
+        *self.said.lock().unwrap() = Some(r);
+    }
 }

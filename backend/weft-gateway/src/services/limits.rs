@@ -208,7 +208,10 @@ fn socket_buffer(
         ctx.warn(
             value.span(),
             key,
-            format!("{n} is above the kernel's cap (net.core.{sysctl} = {cap}): sockets get {cap}"),
+            format!(
+                "{n} is above the kernel's cap (net.core.{sysctl} = {cap}): sockets get the cap \
+                 (doubled, as the kernel doubles every size it is given)"
+            ),
         );
     }
     // Within u32 by the range.

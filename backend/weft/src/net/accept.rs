@@ -60,7 +60,8 @@ pub struct SocketBuffers {
     /// `SO_SNDBUF`: what the kernel holds of what was written and the peer has not
     /// acknowledged.
     pub send: Option<u32>,
-    /// `SO_RCVBUF`: what the kernel holds of what the peer sent and was not read yet.
+    /// `SO_RCVBUF`: what the kernel holds of what the peer sent and was not read yet
+    /// (TCP; Linux ignores it on a unix socket, whose sender's buffer bounds both).
     pub receive: Option<u32>,
 }
 

@@ -193,6 +193,12 @@ impl CloseReason {
 
     pub(crate) fn from_io(err: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
+        if let Some(failed) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<crate::transport::HandshakeFailed>())
+        {
+            return Self::Protocol(failed.to_string());
+        }
         match err.kind() {
             K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Self::Reset,
             K::TimedOut => Self::TimedOut,

@@ -38,8 +38,8 @@ pub fn loopback<C: Protocol, S: Protocol>(mut client: C, mut server: S) -> Loopb
 impl<C: Protocol, S: Protocol> Loopback<C, S> {
     /// Delivers written bytes both ways until nothing moves, asking each side's pull
     /// producer for more as what it wrote is delivered; then, if either side asked to
-    /// close (and has no pull producer still writing, as a close waits for one), closes
-    /// both. Returns whether anything moved.
+    /// close, closes both (a producer still writing has kept the loop going until it
+    /// stopped, as a driver's close waits for it). Returns whether anything moved.
     pub fn pump(&mut self) -> bool {
         let mut moved = false;
         while !self.closed {
@@ -62,8 +62,9 @@ impl<C: Protocol, S: Protocol> Loopback<C, S> {
                 self.client_wire.receive(&mut self.client, &to_client);
             }
         }
-        let done =
-            |wire: &StringTransport| wire.disconnecting() && !wire.transport().has_pull_producer();
+        // Nothing is owed to a pull producer here (the loop above asked them all): a side
+        // asked to close closes, as a driver closes once its producer is not owed a call.
+        let done = |wire: &StringTransport| wire.disconnecting();
         if !self.closed && (done(&self.client_wire) || done(&self.server_wire)) {
             self.closed = true;
             let (client_reason, server_reason) = if done(&self.client_wire) {

@@ -371,7 +371,7 @@ impl<S: Stream> Driver<'_, S> {
             // then the handshake begins and the rest goes out over TLS.
             let in_clear = match self.transport.flags().tls_starting {
                 false => None,
-                true => match self.transport.shared.in_clear.get() {
+                true => match self.transport.in_clear() {
                     0 => {
                         begin_tls(&self.transport, &mut self.io)?;
                         continue;
@@ -395,8 +395,8 @@ impl<S: Stream> Driver<'_, S> {
                     let drained = n == out.len();
                     let _ = out.split_to(n);
                     drop(out);
-                    if let Some(left) = in_clear {
-                        self.transport.shared.in_clear.set(left - n);
+                    if in_clear.is_some() {
+                        self.transport.sent_in_clear(n);
                     }
                     info.stats.record_write(n, Stopwatch::start());
                     self.transport.release_back_pressure();
@@ -448,7 +448,10 @@ impl<S: Stream> Driver<'_, S> {
         if self.read_eof || flags.closing {
             return ControlFlow::Break(Poll::Pending);
         }
-        if flags.read_paused || flags.self_paused {
+        // Nothing is read between `start_tls` and its handshake (what was written before
+        // it is still going out): what the peer sends then is read over TLS, never taken
+        // in the clear (the STARTTLS injection of CVE-2011-0411). Writing wakes the task.
+        if flags.read_paused || flags.self_paused || flags.tls_starting {
             return ControlFlow::Break(Poll::Pending);
         }
         if *budget == 0 {

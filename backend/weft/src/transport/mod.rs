@@ -12,6 +12,7 @@ mod start_tls;
 
 pub(crate) use driver::{Stream, drive, guarded, guarded_call};
 pub use producer::{Producer, ProducerRegistered, PullProducer, PushProducer, StartTlsError};
+pub(crate) use start_tls::HandshakeFailed;
 pub use start_tls::TlsStart;
 
 use std::cell::{Cell, RefCell};
@@ -69,6 +70,8 @@ struct Flags {
     /// `start_tls` was called and the handshake has not begun: what was written before it
     /// (`Shared::in_clear`) goes out in the clear first.
     tls_starting: bool,
+    /// `start_tls` was called (and stays so): a second is refused.
+    tls_started: bool,
     /// The protocol (or a producer consumer) paused reading.
     read_paused: bool,
     /// Reading paused by back-pressure because no producer is registered.
@@ -125,10 +128,17 @@ pub(crate) struct Shared {
     close_requested: Cell<Duration>,
     /// Why the connection is closing, when something other than the default says so.
     pub(crate) reason: RefCell<Option<CloseReason>>,
-    /// The TLS handshake `start_tls` asked for, until the driver begins it.
-    tls_start: RefCell<Option<TlsStart>>,
-    /// Of what is buffered, the bytes written before `start_tls`, which go out in the clear.
-    in_clear: Cell<usize>,
+    /// The TLS handshake `start_tls` asked for, until the driver begins it, with how much
+    /// of what is buffered was written before and goes out in the clear. Boxed: one word
+    /// on every connection.
+    tls_start: Cell<Option<Box<PendingTls>>>,
+}
+
+/// A TLS start asked for and not begun yet.
+struct PendingTls {
+    how: TlsStart,
+    /// Of what is buffered, the bytes written before `start_tls`, in the clear.
+    in_clear: usize,
 }
 
 /// What the reactor's sweep must do to a connection that outlived a deadline.
@@ -173,8 +183,7 @@ impl Transport {
                 marked: Cell::new(None),
                 close_requested: Cell::new(Duration::ZERO),
                 reason: RefCell::new(None),
-                tls_start: RefCell::new(None),
-                in_clear: Cell::new(0),
+                tls_start: Cell::new(None),
             }),
         }
     }
@@ -244,30 +253,57 @@ impl Transport {
     /// The connection keeps its kind (`tcp`) in the inspector and the metrics; its byte
     /// counters count what the protocol reads and writes, as on an `ssl:` listener.
     ///
-    /// Only a protocol's TCP connection in the clear can start TLS; on another (a unix
-    /// socket, one that is TLS already) the connection is closed with reason `protocol`
-    /// saying so when the driver comes to it. [`StartTlsError`] when the connection is
-    /// closing or a start was asked for already.
+    /// Only a protocol's TCP connection in the clear can start TLS: [`StartTlsError`] on
+    /// another (a unix socket, one that is TLS already, a stream served outside a
+    /// protocol), when the connection is closing, and when a start was asked for already.
+    /// The handshake has as long as an `ssl:` listener gives one (10 s): past it the
+    /// connection closes, reason `timeout`.
     pub fn start_tls(&self, how: TlsStart) -> Result<(), StartTlsError> {
         let flags = self.flags();
         if flags.closed || flags.aborted || flags.closing || flags.output_ended {
             return Err(StartTlsError::Closing);
         }
-        if flags.tls_starting {
+        if flags.tls_started {
             return Err(StartTlsError::Started);
         }
-        *self.shared.tls_start.borrow_mut() = Some(how);
-        self.shared.in_clear.set(self.buffered());
-        self.update(|f| f.tls_starting = true);
+        if !flags.drains_itself || self.info().transport != crate::observe::TransportKind::Tcp {
+            return Err(StartTlsError::Unsupported);
+        }
+        self.shared.tls_start.set(Some(Box::new(PendingTls {
+            how,
+            in_clear: self.buffered(),
+        })));
+        self.update(|f| {
+            f.tls_starting = true;
+            f.tls_started = true;
+        });
         self.wake();
         Ok(())
+    }
+
+    /// While a TLS start waits for what was written before it: how much of that is still
+    /// buffered.
+    pub(crate) fn in_clear(&self) -> usize {
+        let pending = self.shared.tls_start.take();
+        let left = pending.as_ref().map_or(0, |p| p.in_clear);
+        self.shared.tls_start.set(pending);
+        left
+    }
+
+    /// `n` of the bytes written before the TLS start went out.
+    pub(crate) fn sent_in_clear(&self, n: usize) {
+        let mut pending = self.shared.tls_start.take();
+        if let Some(p) = pending.as_mut() {
+            p.in_clear -= n;
+        }
+        self.shared.tls_start.set(pending);
     }
 
     /// The TLS start asked for, once what was written before it went out (the driver
     /// begins the handshake).
     pub(crate) fn take_tls_start(&self) -> Option<TlsStart> {
         self.update(|f| f.tls_starting = false);
-        self.shared.tls_start.borrow_mut().take()
+        self.shared.tls_start.take().map(|p| p.how)
     }
 
     /// Closes the connection once everything buffered has been sent.
@@ -789,11 +825,6 @@ impl Transport {
             self.note_drained();
         }
         data
-    }
-
-    /// Whether a pull producer is registered: a close waits while it writes.
-    pub(crate) fn has_pull_producer(&self) -> bool {
-        self.flags().pulling
     }
 
     pub(crate) fn mark_closed(&self) {

@@ -76,4 +76,8 @@ pub enum StartTlsError {
     /// A start was asked for already.
     #[error("TLS was started on this connection already")]
     Started,
+    /// Not a protocol's TCP connection in the clear (a unix socket, a TLS one, a stream
+    /// served outside a protocol).
+    #[error("TLS can be started only on a protocol's TCP connection in the clear")]
+    Unsupported,
 }

@@ -61,7 +61,12 @@ impl Secured {
 /// TLS pays for none of them.
 pub(crate) enum Startable {
     Plain(TcpStream),
-    Handshaking(Pin<Box<dyn Future<Output = io::Result<Secured>>>>),
+    Handshaking {
+        /// The socket, reached through a second descriptor while the handshake holds the
+        /// stream: an abort must still reset it, and options set meanwhile still apply.
+        socket: Option<socket2::Socket>,
+        handshake: Pin<Box<dyn Future<Output = io::Result<Secured>>>>,
+    },
     Secured(Box<Secured>),
     /// The handshake failed; every call says so.
     Failed,
@@ -73,18 +78,27 @@ impl From<TcpStream> for Startable {
     }
 }
 
+/// Why a handshake begun by `start_tls` failed: the driver closes the connection with
+/// reason `protocol` saying so ([`CloseReason::from_io`](crate::CloseReason)).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake failed: {0}")]
+pub(crate) struct HandshakeFailed(pub(crate) io::Error);
+
 impl Startable {
     /// Drives a handshake under way; ready once the stream can be read or written.
     fn ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Startable::Handshaking(handshake) = self {
+        if let Startable::Handshaking { handshake, .. } = self {
             match ready!(handshake.as_mut().poll(cx)) {
                 Ok(secured) => *self = Startable::Secured(Box::new(secured)),
                 Err(err) => {
                     *self = Startable::Failed;
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("TLS handshake failed: {err}"),
-                    )));
+                    // A peer that hung up or reset is that, as on an `ssl:` listener.
+                    return Poll::Ready(Err(match err.kind() {
+                        io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::TimedOut => err,
+                        _ => io::Error::new(io::ErrorKind::InvalidData, HandshakeFailed(err)),
+                    }));
                 }
             }
         }
@@ -97,12 +111,13 @@ impl Startable {
         }
     }
 
-    /// The TCP stream, where it can be reached (not during a handshake).
-    fn tcp(&self) -> Option<&TcpStream> {
+    /// The socket, in whatever state the stream is.
+    fn socket(&self) -> Option<socket2::SockRef<'_>> {
         match self {
-            Startable::Plain(s) => Some(s),
-            Startable::Secured(s) => Some(s.tcp()),
-            Startable::Handshaking(_) | Startable::Failed => None,
+            Startable::Plain(s) => Some(socket2::SockRef::from(s)),
+            Startable::Secured(s) => Some(socket2::SockRef::from(s.tcp())),
+            Startable::Handshaking { socket, .. } => socket.as_ref().map(socket2::SockRef::from),
+            Startable::Failed => None,
         }
     }
 }
@@ -127,7 +142,7 @@ macro_rules! with_ready {
                     $e
                 }
             },
-            Startable::Handshaking(_) | Startable::Failed => unreachable!("made ready above"),
+            Startable::Handshaking { .. } | Startable::Failed => unreachable!("made ready above"),
         }
     }};
 }
@@ -168,37 +183,51 @@ impl Stream for Startable {
     }
 
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        self.tcp().map_or(Ok(()), |s| s.set_nodelay(on))
+        self.socket().map_or(Ok(()), |s| s.set_tcp_nodelay(on))
     }
     fn set_keepalive(&self, on: bool) -> io::Result<()> {
-        self.tcp().map_or(Ok(()), |s| s.set_keepalive(on))
+        self.socket().map_or(Ok(()), |s| s.set_keepalive(on))
     }
     fn reset_on_close(&self) -> io::Result<()> {
-        self.tcp().map_or(Ok(()), Stream::reset_on_close)
+        self.socket()
+            .map_or(Ok(()), |s| s.set_linger(Some(std::time::Duration::ZERO)))
     }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn set_notsent_lowat(&self, bytes: u32) -> io::Result<()> {
-        self.tcp().map_or(Ok(()), |s| s.set_notsent_lowat(bytes))
+        self.socket()
+            .map_or(Ok(()), |s| s.set_tcp_notsent_lowat(bytes))
     }
 
     fn start_tls(&mut self, how: TlsStart) -> Result<(), String> {
         match std::mem::replace(self, Startable::Failed) {
             Startable::Plain(tcp) => {
-                *self = Startable::Handshaking(match how {
+                let socket = socket2::SockRef::from(&tcp).try_clone().ok();
+                // As long as an `ssl:` listener gives a handshake: a peer that says
+                // STARTTLS and stalls is not kept for ever.
+                let limit = crate::net::tls::HANDSHAKE_TIMEOUT;
+                let timed_out =
+                    || io::Error::new(io::ErrorKind::TimedOut, "the TLS handshake timed out");
+                let handshake: Pin<Box<dyn Future<Output = io::Result<Secured>>>> = match how {
                     TlsStart::Server(config) => Box::pin(async move {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                        acceptor.accept(tcp).await.map(Secured::Server)
+                        let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+                        match tokio::time::timeout(limit, accept).await {
+                            Ok(done) => done.map(Secured::Server),
+                            Err(_) => Err(timed_out()),
+                        }
                     }),
                     TlsStart::Client {
                         config,
                         server_name,
                     } => Box::pin(async move {
                         let connector = tokio_rustls::TlsConnector::from(config);
-                        connector
-                            .connect(server_name, tcp)
-                            .await
-                            .map(Secured::Client)
+                        let connect = connector.connect(server_name, tcp);
+                        match tokio::time::timeout(limit, connect).await {
+                            Ok(done) => done.map(Secured::Client),
+                            Err(_) => Err(timed_out()),
+                        }
                     }),
-                });
+                };
+                *self = Startable::Handshaking { socket, handshake };
                 Ok(())
             }
             other => {

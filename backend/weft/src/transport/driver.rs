@@ -146,6 +146,7 @@ fn begin_tls<S: Stream>(transport: &Transport, io: &mut S) -> Result<(), CloseRe
 
 /// Runs a protocol callback with the connection as context, timing it and containing
 /// a panic. A panicking callback aborts the connection.
+#[inline]
 pub(crate) fn guarded(
     transport: &Transport,
     name: &'static str,
@@ -159,6 +160,7 @@ pub(crate) fn guarded(
 
 /// Runs a callback for `info`'s connection: sets it as the current connection, reports
 /// the callback if it was slow, and turns a panic into a reported, logged error.
+#[inline(always)]
 pub(crate) fn guarded_call(
     info: &ConnectionInfo,
     name: &'static str,
@@ -312,32 +314,48 @@ impl<S: Stream> Driver<'_, S> {
                 Err(reason) => return Poll::Ready(reason),
             };
             self.transport.set_write_blocked(write_blocked);
-            if !write_blocked && let Some(producer) = self.transport.take_pull_owed() {
-                // What the pull producer wrote went out: it writes more (before a close
-                // asked for meanwhile, as with Twisted's), within the poll's budget.
-                if budget == 0 {
-                    self.transport.note_drained();
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+            let mut pulled = false;
+            if !write_blocked {
+                // Read again: the flush may have drained what a pull producer wrote.
+                if self.transport.flags().pull_owed {
+                    if !self.pull(cx, &mut budget) {
+                        return Poll::Pending;
+                    }
+                    pulled = true;
+                } else if let ControlFlow::Break(result) = self.shut_down(cx, flags) {
+                    return result;
                 }
-                // A read first (or its waker set), so what the peer sends meanwhile (its
-                // next request, its end) is heard while the producer keeps the socket busy.
-                if let ControlFlow::Break(Poll::Ready(reason)) = self.read(cx, &mut budget) {
-                    return Poll::Ready(reason);
-                }
-                budget = budget.saturating_sub(1);
-                guarded(&self.transport, self.name, "resume_producing", || {
-                    producer.resume_producing();
-                });
-                continue;
             }
-            if !write_blocked && let ControlFlow::Break(result) = self.shut_down(cx, flags) {
-                return result;
-            }
-            if let ControlFlow::Break(result) = self.read(cx, &mut budget) {
-                return result;
+            // A read each round, so what the peer sends while a pull producer keeps the
+            // socket busy (its next request, its end) is heard; with nothing to read then,
+            // the round goes on to flush what the producer wrote.
+            match self.read(cx, &mut budget) {
+                ControlFlow::Break(Poll::Pending) if pulled => {}
+                ControlFlow::Break(result) => return result,
+                ControlFlow::Continue(()) => {}
             }
         }
+    }
+
+    /// What the pull producer wrote went out: it writes more (before a close asked for
+    /// meanwhile, as with Twisted's), within the poll's budget; false when the budget is
+    /// spent (the task is woken to go on). Out of line: most connections have none.
+    #[cold]
+    #[inline(never)]
+    fn pull(&mut self, cx: &mut Context<'_>, budget: &mut u32) -> bool {
+        let Some(producer) = self.transport.take_pull_owed() else {
+            return true;
+        };
+        if *budget == 0 {
+            self.transport.note_drained();
+            cx.waker().wake_by_ref();
+            return false;
+        }
+        *budget -= 1;
+        guarded(&self.transport, self.name, "resume_producing", || {
+            producer.resume_producing();
+        });
+        true
     }
 
     /// Applies the socket options the transport was asked for since the last poll (only
@@ -442,6 +460,8 @@ impl<S: Stream> Driver<'_, S> {
 
     /// Reads once, unless paused, closing, at end of input or out of `budget`, and hands
     /// what came to the protocol.
+    // Inlined into `poll`, its one caller: this is the echo path's hottest code.
+    #[inline(always)]
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut u32) -> Step {
         // Flushing may have lifted a pause.
         let flags = self.transport.flags();

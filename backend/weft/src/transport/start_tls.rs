@@ -85,7 +85,10 @@ impl From<TcpStream> for Startable {
 pub(crate) struct HandshakeFailed(pub(crate) io::Error);
 
 impl Startable {
-    /// Drives a handshake under way; ready once the stream can be read or written.
+    /// Drives a handshake under way; ready once the stream can be read or written. Not
+    /// called for a stream in the clear (the common case, kept to one branch).
+    #[cold]
+    #[inline(never)]
     fn ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if let Startable::Handshaking { handshake, .. } = self {
             match ready!(handshake.as_mut().poll(cx)) {
@@ -122,10 +125,15 @@ impl Startable {
     }
 }
 
-/// `$e` with `$s` the pinned stream under a ready [`Startable`].
+/// `$e` with `$s` the pinned stream under a ready [`Startable`]: at once in the clear, once
+/// its handshake is done otherwise.
 macro_rules! with_ready {
     ($this:expr, $cx:expr, $s:ident => $e:expr) => {{
         let this = $this;
+        if let Startable::Plain(tcp) = this {
+            let $s = Pin::new(tcp);
+            return $e;
+        }
         ready!(this.ready($cx))?;
         match this {
             Startable::Plain(tcp) => {
@@ -148,6 +156,7 @@ macro_rules! with_ready {
 }
 
 impl AsyncRead for Startable {
+    #[inline(always)]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,6 +167,7 @@ impl AsyncRead for Startable {
 }
 
 impl AsyncWrite for Startable {
+    #[inline(always)]
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -166,10 +176,12 @@ impl AsyncWrite for Startable {
         with_ready!(self.get_mut(), cx, s => s.poll_write(cx, data))
     }
 
+    #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         with_ready!(self.get_mut(), cx, s => s.poll_flush(cx))
     }
 
+    #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         with_ready!(self.get_mut(), cx, s => s.poll_shutdown(cx))
     }

@@ -47,8 +47,8 @@ pub use tls::{
     CertificateFacts, FilesDigest, SniCertificate, TlsError, check_ca_certs, check_server_files,
 };
 pub use udp::{
-    AnsweringPort, DatagramProtocol, DatagramTransport, MAX_DATAGRAM, MAX_DATAGRAM_V6, UdpPort,
-    answered_back, answering_port,
+    AnsweringPort, DatagramProtocol, DatagramTransport, MAX_DATAGRAM, MAX_DATAGRAM_V6,
+    UdpConnectError, UdpPort, answered_back, answering_port,
 };
 
 use std::sync::Arc;

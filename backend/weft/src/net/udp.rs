@@ -112,6 +112,12 @@ pub trait DatagramProtocol: 'static {
     }
     /// One datagram arrived from `from`.
     fn datagram_received(&mut self, transport: &DatagramTransport, data: &[u8], from: SocketAddr);
+    /// The port is connected ([`DatagramTransport::connect`]) and its peer said nothing
+    /// listens there (an ICMP port unreachable for a datagram sent to it): Twisted's
+    /// `ConnectedDatagramProtocol.connectionRefused`. The port stays open.
+    fn connection_refused(&mut self, transport: &DatagramTransport) {
+        let _ = transport;
+    }
     /// The port stopped receiving (it may still send what is owed).
     fn stop_protocol(&mut self) {}
     /// The name used when this protocol's callbacks are reported.
@@ -137,6 +143,31 @@ struct Shared {
     done: Cell<bool>,
     /// What is written while a batch of received datagrams is handled.
     outbox: RefCell<Outbox>,
+    /// A client's own port (`open_udp`), which may connect; a service's port is shared
+    /// with the other reactors and may not.
+    client: bool,
+    /// The one peer it is connected to ([`DatagramTransport::connect`]).
+    peer: Cell<Option<SocketAddr>>,
+}
+
+/// Why [`DatagramTransport::connect`] was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpConnectError {
+    /// A service's port takes datagrams from every peer (and is shared with the other
+    /// reactors): only a client's own port (`open_udp`) connects.
+    #[error("only a client's own UDP port (open_udp) can connect, not a service's")]
+    NotAClientPort,
+    /// It is connected already (Twisted refuses a second `connect` too).
+    #[error("the UDP port is connected to {0} already")]
+    Connected(SocketAddr),
+    /// The system refused (another address family, say).
+    #[error("cannot connect the UDP port to {addr}: {source}")]
+    System {
+        /// The peer asked for.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
 }
 
 /// Sends datagrams from a UDP port. Cheap to clone.
@@ -164,6 +195,16 @@ impl DatagramTransport {
         if self.shared.closed.get() {
             return false;
         }
+        if let Some(peer) = self.shared.peer.get()
+            && peer != addr
+        {
+            // Twisted refuses it too: a connected port has one peer.
+            self.dropped(
+                addr,
+                &std::io::Error::other(format!("the port is connected to {peer}")),
+            );
+            return false;
+        }
         let mut outbox = self.shared.outbox.borrow_mut();
         if outbox.open {
             if outbox.is_full() {
@@ -187,6 +228,40 @@ impl DatagramTransport {
                 self.dropped(addr, &err);
                 false
             }
+        }
+    }
+
+    /// Connects the port to `addr` (Twisted's `transport.connect(host, port)`, with an IP
+    /// address as Twisted requires): from then on only datagrams from `addr` are received
+    /// (the kernel drops the others), [`send`](Self::send) sends to it, a datagram to any
+    /// other address is refused, and an ICMP port unreachable from it is heard as
+    /// [`DatagramProtocol::connection_refused`]. Only a client's own port
+    /// ([`Reactor::open_udp`](crate::Reactor::open_udp)), once.
+    pub fn connect(&self, addr: SocketAddr) -> Result<(), UdpConnectError> {
+        if !self.shared.client {
+            return Err(UdpConnectError::NotAClientPort);
+        }
+        if let Some(peer) = self.shared.peer.get() {
+            return Err(UdpConnectError::Connected(peer));
+        }
+        socket2::SockRef::from(&*self.shared.socket)
+            .connect(&addr.into())
+            .map_err(|source| UdpConnectError::System { addr, source })?;
+        self.shared.peer.set(Some(addr));
+        Ok(())
+    }
+
+    /// The peer it is connected to, if it is.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.shared.peer.get()
+    }
+
+    /// Sends `data` to the peer the port is connected to (Twisted's `write(data)` on a
+    /// connected port); false when it is not connected, or as [`write`](Self::write).
+    pub fn send(&self, data: &[u8]) -> bool {
+        match self.shared.peer.get() {
+            Some(peer) => self.write(data, peer),
+            None => false,
         }
     }
 
@@ -390,6 +465,8 @@ impl Reactor {
                 with_reactor,
                 done: Cell::new(false),
                 outbox: RefCell::new(Outbox::new()),
+                client: role == Role::Client,
+                peer: Cell::new(None),
             }),
         };
         let name = protocol.name();
@@ -487,6 +564,24 @@ enum Role {
 /// Datagrams handled before the receive loop lets other tasks run.
 const RECEIVE_BUDGET: usize = 64;
 
+/// An error the socket reported: ICMP errors from an earlier send surface so; they are not
+/// fatal. On a connected port, "nothing listens there" is the protocol's to hear.
+fn socket_error(
+    transport: &DatagramTransport,
+    protocol: &RefCell<impl DatagramProtocol>,
+    name: &'static str,
+    err: &std::io::Error,
+) {
+    if err.kind() == std::io::ErrorKind::ConnectionRefused && transport.shared.peer.get().is_some()
+    {
+        let _ = guarded_call(&transport.shared.info, name, "connection_refused", || {
+            protocol.borrow_mut().connection_refused(transport)
+        });
+    } else {
+        tracing::debug!(%err, "UDP receive error");
+    }
+}
+
 async fn receive_loop(
     transport: &DatagramTransport,
     protocol: &RefCell<impl DatagramProtocol>,
@@ -519,9 +614,26 @@ async fn receive_loop(
                     CloseReason::ServiceStopped
                 };
             }
-            ready = socket.readable() => {
-                if let Err(err) = ready {
-                    return CloseReason::from_io(&err);
+            // An error alone (an ICMP port unreachable on a connected port) makes the socket
+            // ready without a datagram to read: waited for too.
+            ready = socket.ready(Interest::READABLE | Interest::ERROR) => {
+                match ready {
+                    Err(err) => return CloseReason::from_io(&err),
+                    Ok(ready) if ready.is_error() => {
+                        // Taken (`SO_ERROR`), the error is gone; its readiness is cleared
+                        // so the loop waits for the next.
+                        let error = socket.take_error();
+                        let _ = socket.try_io(Interest::ERROR, || {
+                            Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                        });
+                        if let Ok(Some(err)) = error {
+                            socket_error(transport, protocol, name, &err);
+                        }
+                        if !ready.is_readable() {
+                            continue;
+                        }
+                    }
+                    Ok(_) => {}
                 }
             }
         }
@@ -536,9 +648,8 @@ async fn receive_loop(
                 Ok(_) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(err) => {
-                    // ICMP errors from an earlier send surface here; they are not fatal.
-                    tracing::debug!(%err, "UDP receive error");
                     handled += 1;
+                    socket_error(transport, protocol, name, &err);
                     continue;
                 }
             }

@@ -134,3 +134,44 @@ fn a_service_s_port_does_not_connect() {
         "{said:?}"
     );
 }
+
+/// Sends twice at once to its peer, and counts the refusals it hears.
+struct Twice(Arc<Mutex<Heard>>);
+
+impl DatagramProtocol for Twice {
+    fn start_protocol(&mut self, transport: &DatagramTransport) {
+        let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        transport.connect(addr).unwrap();
+        transport.send(b"one");
+        // On loopback the refusal of the first is back before this one: the kernel
+        // reports it to this send, which fails with it.
+        transport.send(b"two");
+    }
+    fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
+    fn connection_refused(&mut self, _: &DatagramTransport) {
+        self.0.lock().unwrap().refused += 1;
+    }
+}
+
+#[test]
+fn a_refusal_a_send_takes_is_heard_too_and_not_counted_as_a_drop() {
+    let observer = weft::testing::RecordingObserver::new();
+    let obs = observer.clone();
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let h = heard.clone();
+    let _running = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        r.open_udp("client", "udp:0:interface=127.0.0.1", Twice(h))
+            .unwrap();
+    });
+    eventually("a refusal", || heard.lock().unwrap().refused >= 1);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        observer.count("DatagramDropped"),
+        0,
+        "a refusal is no drop: {:?}",
+        observer.events()
+    );
+}

@@ -148,6 +148,11 @@ struct Shared {
     client: bool,
     /// The one peer it is connected to ([`DatagramTransport::connect`]).
     peer: Cell<Option<SocketAddr>>,
+    /// Refusals a send took (the kernel reports a connected port's ICMP error to whichever
+    /// call comes first), for the receive loop to tell the protocol outside the send.
+    refusals: Cell<u32>,
+    /// Wakes the receive loop for them.
+    refused: tokio::sync::Notify,
 }
 
 /// Why [`DatagramTransport::connect`] was refused.
@@ -233,7 +238,8 @@ impl DatagramTransport {
 
     /// Connects the port to `addr` (Twisted's `transport.connect(host, port)`, with an IP
     /// address as Twisted requires): from then on only datagrams from `addr` are received
-    /// (the kernel drops the others), [`send`](Self::send) sends to it, a datagram to any
+    /// (the kernel drops the others; datagrams queued before the call are still read),
+    /// [`send`](Self::send) sends to it, a datagram to any
     /// other address is refused, and an ICMP port unreachable from it is heard as
     /// [`DatagramProtocol::connection_refused`]. Only a client's own port
     /// ([`Reactor::open_udp`](crate::Reactor::open_udp)), once.
@@ -277,6 +283,13 @@ impl DatagramTransport {
     }
 
     fn dropped(&self, addr: SocketAddr, err: &std::io::Error) {
+        if err.kind() == std::io::ErrorKind::ConnectionRefused && self.shared.peer.get().is_some() {
+            // The peer's refusal, taken by this send: the protocol hears it from the receive
+            // loop (a send runs inside the protocol's own callbacks).
+            self.shared.refusals.set(self.shared.refusals.get() + 1);
+            self.shared.refused.notify_one();
+            return;
+        }
         observe::report_error(
             &self.shared.info,
             ErrorKind::DatagramDropped,
@@ -467,6 +480,8 @@ impl Reactor {
                 outbox: RefCell::new(Outbox::new()),
                 client: role == Role::Client,
                 peer: Cell::new(None),
+                refusals: Cell::new(0),
+                refused: tokio::sync::Notify::new(),
             }),
         };
         let name = protocol.name();
@@ -574,12 +589,21 @@ fn socket_error(
 ) {
     if err.kind() == std::io::ErrorKind::ConnectionRefused && transport.shared.peer.get().is_some()
     {
-        let _ = guarded_call(&transport.shared.info, name, "connection_refused", || {
-            protocol.borrow_mut().connection_refused(transport)
-        });
+        refused(transport, protocol, name);
     } else {
         tracing::debug!(%err, "UDP receive error");
     }
+}
+
+/// Tells a connected port's protocol that nothing listens at its peer.
+fn refused(
+    transport: &DatagramTransport,
+    protocol: &RefCell<impl DatagramProtocol>,
+    name: &'static str,
+) {
+    let _ = guarded_call(&transport.shared.info, name, "connection_refused", || {
+        protocol.borrow_mut().connection_refused(transport)
+    });
 }
 
 async fn receive_loop(
@@ -613,6 +637,12 @@ async fn receive_loop(
                 } else {
                     CloseReason::ServiceStopped
                 };
+            }
+            () = transport.shared.refused.notified() => {
+                for _ in 0..transport.shared.refusals.replace(0) {
+                    refused(transport, protocol, name);
+                }
+                continue;
             }
             // An error alone (an ICMP port unreachable on a connected port) makes the socket
             // ready without a datagram to read: waited for too.

@@ -187,10 +187,7 @@ fn stats(name: &str, ring: &VecDeque<Point>) -> ServiceStats {
     let pairs = || ring.iter().zip(ring.iter().skip(1));
     let rate = |f: fn(&Point) -> u64| -> Vec<f64> {
         pairs()
-            .map(|(a, b)| {
-                let secs = ((b.at_ms - a.at_ms) as f64 / 1e3).max(1e-3);
-                f(b).saturating_sub(f(a)) as f64 / secs
-            })
+            .map(|(a, b)| f(b).saturating_sub(f(a)) as f64 / seconds_between(a.at_ms, b.at_ms))
             .collect()
     };
     ServiceStats {
@@ -205,15 +202,17 @@ fn stats(name: &str, ring: &VecDeque<Point>) -> ServiceStats {
     }
 }
 
+/// Seconds from one sample to the next, never zero (a rate is a difference over it).
+fn seconds_between(a_ms: i64, b_ms: i64) -> f64 {
+    ((b_ms - a_ms) as f64 / 1e3).max(1e-3)
+}
+
 fn process_stats(ring: &VecDeque<ProcessPoint>) -> Option<ProcessStats> {
     let now = *ring.back()?;
     let cpu = ring
         .iter()
         .zip(ring.iter().skip(1))
-        .map(|(a, b)| {
-            let secs = ((b.at_ms - a.at_ms) as f64 / 1e3).max(1e-3);
-            (b.cpu_seconds - a.cpu_seconds).max(0.0) / secs
-        })
+        .map(|(a, b)| (b.cpu_seconds - a.cpu_seconds).max(0.0) / seconds_between(a.at_ms, b.at_ms))
         .collect();
     Some(ProcessStats {
         now,

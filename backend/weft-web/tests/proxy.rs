@@ -545,11 +545,7 @@ fn a_request_answered_with_a_server_error_ends_its_chain_failed() {
     let server = Server::start_observed(config, observer.clone());
     assert_eq!(server.get("/x").status, 502);
     eventually("the chain settled", || observer.count("Settled") == 1);
-    let settled = observer
-        .events()
-        .into_iter()
-        .find(|e| e.contains("Settled"))
-        .unwrap();
+    let settled = observer.first("Settled").unwrap();
     assert!(
         settled.contains("Failed") && settled.contains("answered 502"),
         "{settled}"

@@ -73,11 +73,7 @@ fn aborted_as_send_timeout_within(observer: &RecordingObserver, start: Instant, 
 }
 
 fn closed_event(observer: &RecordingObserver) -> String {
-    observer
-        .events()
-        .into_iter()
-        .find(|e| e.contains("ConnectionClosed"))
-        .unwrap_or_default()
+    observer.first("ConnectionClosed").unwrap_or_default()
 }
 
 #[test]

@@ -178,11 +178,7 @@ fn a_peer_whose_handshake_is_not_tls_is_closed_saying_so() {
 /// Waits for the one connection's close and checks it says the handshake failed.
 fn closed_by_a_failed_handshake(observer: &RecordingObserver) {
     eventually("the close", || observer.count("ConnectionClosed") == 1);
-    let closed = observer
-        .events()
-        .into_iter()
-        .find(|e| e.contains("ConnectionClosed"))
-        .unwrap();
+    let closed = observer.first("ConnectionClosed").unwrap();
     assert!(
         closed.contains("Protocol(\"TLS handshake failed"),
         "closed as a protocol error: {closed}"

@@ -377,11 +377,7 @@ fn a_blocking_callback_is_reported_by_name() {
     let mut buf = [0u8; 1];
     client.read_exact(&mut buf).unwrap();
     eventually("slow callback", || observer.count("SlowCallback") == 1);
-    let slow = observer
-        .events()
-        .into_iter()
-        .find(|e| e.contains("SlowCallback"))
-        .unwrap();
+    let slow = observer.first("SlowCallback").unwrap();
     assert!(slow.contains("Sleepy::data_received"), "{slow}");
     assert!(slow.contains("sleepy"), "{slow}");
     // The lag probe saw the reactor stall too.
@@ -539,11 +535,7 @@ fn a_line_over_max_length_drops_only_that_connection_and_is_counted() {
         observer.count("FrameTooLong") == 1
     });
     eventually("close reported", || observer.count("ConnectionClosed") == 1);
-    let closed = observer
-        .events()
-        .into_iter()
-        .find(|e| e.contains("ConnectionClosed"))
-        .unwrap();
+    let closed = observer.first("ConnectionClosed").unwrap();
     assert!(
         closed.contains("exceeds the limit of 1024 bytes"),
         "{closed}"
@@ -574,11 +566,7 @@ fn a_connection_over_the_limit_is_refused_with_the_limit_as_reason() {
     let mut rest = Vec::new();
     let _ = second.read_to_end(&mut rest);
     eventually("refusal reported", || observer.count("Refused") == 1);
-    let refused = observer
-        .events()
-        .into_iter()
-        .find(|e| e.contains("Refused"))
-        .unwrap();
+    let refused = observer.first("Refused").unwrap();
     assert!(refused.contains("limit_total"), "{refused}");
     // The first connection is unaffected.
     first.write_all(b"2").unwrap();

@@ -333,11 +333,7 @@ fn unhandled_failure_is_reported_once_when_the_last_handle_drops() {
     );
     drop(d);
     assert_eq!(rec.count("Unhandled"), 1);
-    let event = rec
-        .events()
-        .into_iter()
-        .find(|e| e.contains("Unhandled"))
-        .unwrap();
+    let event = rec.first("Unhandled").unwrap();
     assert!(event.contains(&format!("tests.rs:{line}")), "{event}");
     observe::set_observer(None);
 }
@@ -352,11 +348,7 @@ fn a_chain_ended_as_handled_is_recorded_failed_and_never_reported_unhandled() {
     r.errback(Failure::new(Boom));
     assert_eq!(rec.count("Unhandled"), 0);
     assert_eq!(rec.count("Settled"), 1);
-    let settled = rec
-        .events()
-        .into_iter()
-        .find(|e| e.contains("Settled"))
-        .unwrap();
+    let settled = rec.first("Settled").unwrap();
     assert!(settled.contains("Failed"), "{settled}");
     Deferred::<u32>::fail(Failure::new(Boom)).end_handled();
     assert_eq!(rec.count("Unhandled"), 0);
@@ -506,11 +498,7 @@ fn stalled_is_reported_once_past_the_threshold_and_never_for_fired_ones() {
         clock.advance(Duration::from_secs(1));
     }
     assert_eq!(rec.count("Stalled"), 1);
-    let event = rec
-        .events()
-        .into_iter()
-        .find(|e| e.contains("Stalled"))
-        .unwrap();
+    let event = rec.first("Stalled").unwrap();
     assert!(
         event.contains(&format!("DeferredId({})", stuck.id())),
         "{event}"
@@ -562,11 +550,7 @@ fn a_slow_callback_is_reported_once_with_its_site() {
     let d = d.add_callback(|n: i32| n);
     let d = d.add_callback(|n| n);
     assert_eq!(rec.count("SlowCallback"), 1);
-    let event = rec
-        .events()
-        .into_iter()
-        .find(|e| e.contains("SlowCallback"))
-        .unwrap();
+    let event = rec.first("SlowCallback").unwrap();
     assert!(
         event.contains(&format!("callback_site: {}:{line}", file!())),
         "{event}"

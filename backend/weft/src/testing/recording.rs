@@ -22,6 +22,11 @@ impl RecordingObserver {
         self.events.lock().expect("recorder lock").clone()
     }
 
+    /// The first recorded event that contains `needle`.
+    pub fn first(&self, needle: &str) -> Option<String> {
+        self.events().into_iter().find(|e| e.contains(needle))
+    }
+
     /// How many recorded events contain `needle`.
     pub fn count(&self, needle: &str) -> usize {
         self.events().iter().filter(|e| e.contains(needle)).count()

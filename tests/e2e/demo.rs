@@ -396,8 +396,16 @@ fn a_gateway_stopped_with_demo_traffic_leaves_no_chain_open() {
         assert!(!pending.is_empty(), "the demo's loops wait: {v:#}");
         pending
             .into_iter()
-            // One caught in its callback this instant would be younger.
-            .filter(|c| c["state"] == "running" && c["age_ms"].as_u64() >= Some(1000))
+            // One caught in its callback this instant would be younger; a task (a port's
+            // receive loop, woken by the traffic) caught in a poll this instant was woken
+            // just now, however old it is.
+            .filter(|c| {
+                let running_for = match c["task"]["since_wake_ms"].as_u64() {
+                    Some(since_wake) => Some(since_wake),
+                    None => c["age_ms"].as_u64(),
+                };
+                c["state"] == "running" && running_for >= Some(1000)
+            })
             .collect()
     };
     assert!(running.is_empty(), "chains listed running: {running:#?}");

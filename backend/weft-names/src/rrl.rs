@@ -7,23 +7,18 @@
 //! cookie. A forged source address gets at most its rate of answers reflected at its
 //! victim, each no larger than the query but for a BADCOOKIE's 16-byte server cookie.
 //!
-//! The table is a fixed number of slots allocated once: a prefix hashes (with a random
-//! key, so an attacker cannot aim at a slot) to a group of `WAYS` slots; a new prefix
-//! takes a free or idle slot there, else the least recently seen one, an eviction that
-//! is counted.
+//! The table is the library's [`PrefixRates`], a fixed number of slots allocated once:
+//! a prefix hashes (with a random key, so an attacker cannot aim at a slot) to a group
+//! of four slots; a new prefix takes a free or idle slot there, else the least recently
+//! seen one, an eviction that is counted.
 
-use std::hash::Hasher;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use siphasher::sip::SipHasher13;
+use weft::policies::{PrefixRates, RateSettings};
 
 /// Slots in the table; a power of two.
 pub const TABLE_SLOTS: usize = 1 << 16;
-/// Slots a prefix may occupy.
-const WAYS: usize = 4;
-/// One response, in thousandths: tokens are counted in them.
-const UNIT: u64 = 1000;
 
 /// The `rate_limit` settings of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,25 +118,10 @@ pub(crate) enum Verdict {
     Slip,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
-    /// The prefix, as an IPv6 address (IPv4 mapped); meaningful when `seen` is not 0.
-    prefix: u128,
-    /// The kind of responses it accounts for.
-    kind: u8,
-    /// When it last sent (milliseconds on the clock, plus one so 0 means free).
-    seen: u64,
-    /// Responses it may still send, in thousandths.
-    tokens: u64,
-    /// Responses limited since the slot was taken, for `slip`.
-    limited: u32,
-}
-
-/// The table of a service with `rate_limit`.
+/// The table of a service with `rate_limit`: a bucket for each client prefix and kind.
 pub(crate) struct Limiter {
     config: RateLimit,
-    slots: Box<[Slot]>,
-    key: [u8; 16],
+    rates: PrefixRates,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -154,14 +134,15 @@ impl std::fmt::Debug for Limiter {
 
 impl Limiter {
     pub(crate) fn new(config: RateLimit) -> Self {
+        let settings = RateSettings {
+            per_second: config.responses_per_second,
+            burst: config.burst,
+            ipv4_prefix: config.ipv4_prefix,
+            ipv6_prefix: config.ipv6_prefix,
+        };
         Self {
             config,
-            slots: vec![Slot::default(); TABLE_SLOTS].into_boxed_slice(),
-            key: {
-                let mut key = [0; 16];
-                crate::random::fill(&mut key);
-                key
-            },
+            rates: PrefixRates::new(settings, TABLE_SLOTS),
         }
     }
 
@@ -173,85 +154,20 @@ impl Limiter {
     /// Whether a response of `kind` to `client` may go out `now` (the thread's clock),
     /// and whether a prefix still limiting was evicted to make room for it.
     pub(crate) fn check(&mut self, client: IpAddr, kind: Kind, now: Duration) -> (Verdict, bool) {
-        let prefix = self.prefix(client);
-        let kind = kind as u8;
-        let now_ms = now.as_millis() as u64 + 1;
-        let burst = u64::from(self.config.burst.max(1)) * UNIT;
-        let rate = u64::from(self.config.responses_per_second);
-        let group = self.group(prefix, kind);
-        let slots = &mut self.slots[group..group + WAYS];
-        let mut evicted = false;
-        let own = |s: &Slot| s.seen != 0 && s.prefix == prefix && s.kind == kind;
-        let slot = match slots.iter().position(own) {
-            Some(i) => &mut slots[i],
-            None => {
-                let idle = |s: &Slot| s.seen == 0 || refill(s, now_ms, rate, burst) >= burst;
-                let i = match slots.iter().position(idle) {
-                    Some(i) => i,
-                    None => {
-                        evicted = true;
-                        (0..WAYS).min_by_key(|&i| slots[i].seen).unwrap_or(0)
-                    }
-                };
-                slots[i] = Slot {
-                    prefix,
-                    kind,
-                    seen: now_ms,
-                    tokens: burst,
-                    limited: 0,
-                };
-                &mut slots[i]
-            }
-        };
-        slot.tokens = refill(slot, now_ms, rate, burst);
-        slot.seen = now_ms;
-        // `limited` goes on counting across the responses sent between: a client just
-        // over its rate has every other one limited, and still gets its `slip`th.
-        if slot.tokens >= UNIT {
-            slot.tokens -= UNIT;
-            return (Verdict::Send, evicted);
+        let taken = self.rates.take(client, kind as u8, now);
+        if taken.allowed {
+            return (Verdict::Send, taken.evicted);
         }
-        slot.limited = slot.limited.wrapping_add(1);
+        // Counted across the responses sent between: a client just over its rate has
+        // every other one limited, and still gets its `slip`th.
         let slip = self.config.slip;
-        let verdict = if slip > 0 && slot.limited % slip == 0 {
+        let verdict = if slip > 0 && taken.refused.is_multiple_of(slip) {
             Verdict::Slip
         } else {
             Verdict::Drop
         };
-        (verdict, evicted)
+        (verdict, taken.evicted)
     }
-
-    /// `client`'s address with the bits past the prefix cleared, as IPv6.
-    fn prefix(&self, client: IpAddr) -> u128 {
-        let (bits, len) = match client.to_canonical() {
-            IpAddr::V4(v4) => (
-                u128::from(v4.to_ipv6_mapped()),
-                96 + u32::from(self.config.ipv4_prefix.min(32)),
-            ),
-            IpAddr::V6(v6) => (u128::from(v6), u32::from(self.config.ipv6_prefix.min(128))),
-        };
-        match len {
-            0 => 0,
-            len => bits & (u128::MAX << (128 - len)),
-        }
-    }
-
-    /// The first slot of the group of `prefix`'s account for `kind`.
-    fn group(&self, prefix: u128, kind: u8) -> usize {
-        let mut hasher = SipHasher13::new_with_key(&self.key);
-        hasher.write_u128(prefix);
-        hasher.write_u8(kind);
-        (hasher.finish() as usize % (TABLE_SLOTS / WAYS)) * WAYS
-    }
-}
-
-/// `slot`'s tokens at `now_ms`: what it had plus the rate for the time since, at most a
-/// burst.
-fn refill(slot: &Slot, now_ms: u64, rate: u64, burst: u64) -> u64 {
-    let elapsed = now_ms.saturating_sub(slot.seen);
-    slot.tokens
-        .saturating_add(elapsed.saturating_mul(rate))
-        .min(burst)
 }
 
 #[cfg(test)]
@@ -322,7 +238,7 @@ mod tests {
             assert_eq!(verdict, Verdict::Send);
             evictions += usize::from(evicted);
         }
-        assert_eq!(l.slots.len(), TABLE_SLOTS);
+        assert_eq!(l.rates.capacity(), TABLE_SLOTS);
         assert!(evictions >= TABLE_SLOTS / 2, "{evictions}");
         // Idle prefixes are replaced without counting.
         let later = t + Duration::from_secs(2);

@@ -161,6 +161,8 @@ pub struct Route {
     /// `Cache-Control` sent with the upstream's responses that carry none of their own
     /// (none added when `None`).
     pub cache_control: Option<HeaderValue>,
+    /// The requests a client may make of this route, beside the service's own budget.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Route {
@@ -232,6 +234,7 @@ impl Route {
             health: Health::default(),
             ca: None,
             cache_control: None,
+            rate_limit: None,
         })
     }
 
@@ -245,6 +248,49 @@ impl Route {
         match &self.ca {
             Some(ca) => upstreams::check_ca(ca),
             None => Ok(()),
+        }
+    }
+}
+
+/// `rate_limit`: the requests a client may make, by its address's prefix, as nginx's
+/// `limit_req ... nodelay`: a bucket of `burst` requests refilled at
+/// `requests_per_second`; a request that finds it empty is answered 429 at once, with
+/// `Retry-After`. Each reactor keeps its own buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests a client gets a second, on average.
+    pub requests_per_second: u32,
+    /// Requests a client may make at once after being quiet.
+    pub burst: u32,
+    /// The IPv4 prefix length clients are grouped by (32: each address).
+    pub ipv4_prefix: u8,
+    /// The IPv6 prefix length clients are grouped by (64: each host's usual share).
+    pub ipv6_prefix: u8,
+}
+
+impl RateLimit {
+    /// The default `ipv4_prefix`: each address is a client.
+    pub const DEFAULT_IPV4_PREFIX: u8 = 32;
+    /// The default `ipv6_prefix`: each /64, as every per-peer cap counts.
+    pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+
+    /// `requests_per_second` with a burst of as many, by address (IPv6: /64).
+    pub fn per_second(requests_per_second: u32) -> Self {
+        Self {
+            requests_per_second,
+            burst: requests_per_second,
+            ipv4_prefix: Self::DEFAULT_IPV4_PREFIX,
+            ipv6_prefix: Self::DEFAULT_IPV6_PREFIX,
+        }
+    }
+
+    /// The library's settings for a table of these budgets.
+    pub(crate) fn settings(&self) -> weft::policies::RateSettings {
+        weft::policies::RateSettings {
+            per_second: self.requests_per_second,
+            burst: self.burst,
+            ipv4_prefix: self.ipv4_prefix,
+            ipv6_prefix: self.ipv6_prefix,
         }
     }
 }
@@ -394,6 +440,9 @@ pub struct WebConfig {
     /// Where proxied request bodies longer than `limits.body_buffer_bytes` are written
     /// (anonymous files, gone once closed); the system's temporary directory by default.
     pub body_file_dir: PathBuf,
+    /// The requests a client may make of the service, files and routes together (a
+    /// route may have a budget of its own besides); none when `None`.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for WebConfig {
@@ -408,6 +457,7 @@ impl Default for WebConfig {
             files: FileOptions::default(),
             hsts_max_age: None,
             body_file_dir: std::env::temp_dir(),
+            rate_limit: None,
         }
     }
 }

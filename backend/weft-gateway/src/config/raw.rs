@@ -164,8 +164,8 @@ pub(crate) struct RawService {
     pub(crate) nsid: Option<Spanned<String>>,
     /// dns: answer DNS cookies.
     pub(crate) cookies: Option<Spanned<bool>>,
-    /// dns: response rate limiting over UDP.
-    pub(crate) rate_limit: Option<Spanned<crate::services::dns_edns::RawRateLimit>>,
+    /// dns: response rate limiting over UDP; http: requests a client may make.
+    pub(crate) rate_limit: Option<Spanned<crate::services::rate_limit::RawRateLimit>>,
     /// dns: the keys a query may be signed with (TSIG).
     /// Read as a value, not through serde's derive: its type errors would quote the
     /// value, secret and all.

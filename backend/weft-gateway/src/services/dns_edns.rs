@@ -1,30 +1,14 @@
 //! The dns keys of EDNS and abuse resistance: `nsid`, `cookies` and `rate_limit`.
 
-use serde::Deserialize;
-use toml::Spanned;
 use weft_names::edns::MAX_NSID;
 use weft_names::{EdnsConfig, RateLimit};
 
+use super::rate_limit::Counted;
 use crate::config::ConfigError;
 use crate::config::validate::ServiceCtx;
 
 /// The default `rate_limit.responses_per_second` (and `burst`).
 const DEFAULT_RATE: u32 = 20;
-/// The largest `rate_limit.responses_per_second` and `burst`.
-const MAX_RATE: i64 = 1_000_000;
-/// The largest `rate_limit.slip` (BIND's bound).
-const MAX_SLIP: i64 = 10;
-
-/// `rate_limit = { ... }` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRateLimit {
-    responses_per_second: Option<Spanned<i64>>,
-    burst: Option<Spanned<i64>>,
-    slip: Option<Spanned<i64>>,
-    ipv4_prefix: Option<Spanned<i64>>,
-    ipv6_prefix: Option<Spanned<i64>>,
-}
 
 /// `nsid` and `cookies`.
 pub(crate) fn edns(ctx: &ServiceCtx<'_>) -> Result<EdnsConfig, ConfigError> {
@@ -45,64 +29,26 @@ pub(crate) fn edns(ctx: &ServiceCtx<'_>) -> Result<EdnsConfig, ConfigError> {
     })
 }
 
-/// The shortest client prefixes the rate limit groups by: a `/8` of IPv4, a `/16` of IPv6.
-const MIN_IPV4_PREFIX: i64 = 8;
-const MIN_IPV6_PREFIX: i64 = 16;
-
 /// `rate_limit`: off when absent; a table turns it on, every key with a default.
 pub(crate) fn rate_limit(ctx: &ServiceCtx<'_>) -> Result<Option<RateLimit>, ConfigError> {
     let Some(raw) = &ctx.raw.rate_limit else {
         return Ok(None);
     };
-    let raw = raw.get_ref();
-    let number =
-        |field: &str, value: &Option<Spanned<i64>>, min: i64, max: i64, default: i64| match value {
-            Some(v) if !(min..=max).contains(v.get_ref()) => Err(ctx.error(
-                v.span(),
-                &format!("rate_limit.{field}"),
-                format!("must be between {min} and {max}, got {}", v.get_ref()),
-            )),
-            Some(v) => Ok(*v.get_ref()),
-            None => Ok(default),
-        };
-    let rate = number(
-        "responses_per_second",
-        &raw.responses_per_second,
-        1,
-        MAX_RATE,
-        DEFAULT_RATE.into(),
-    )?;
-    let burst = number("burst", &raw.burst, 1, MAX_RATE, rate)?;
-    let slip = number(
-        "slip",
-        &raw.slip,
-        0,
-        MAX_SLIP,
-        RateLimit::DEFAULT_SLIP.into(),
-    )?;
-    // A shorter prefix puts so many clients in one group that one flooder spends the
-    // budget of all of them: the harm the limit is there to stop.
-    let v4 = number(
-        "ipv4_prefix",
-        &raw.ipv4_prefix,
-        MIN_IPV4_PREFIX,
-        32,
-        RateLimit::DEFAULT_IPV4_PREFIX.into(),
-    )?;
-    let v6 = number(
-        "ipv6_prefix",
-        &raw.ipv6_prefix,
-        MIN_IPV6_PREFIX,
-        128,
-        RateLimit::DEFAULT_IPV6_PREFIX.into(),
-    )?;
-    let int = |n: i64| u32::try_from(n).expect("checked range");
+    let counted = Counted::Responses {
+        rate: DEFAULT_RATE,
+        slip: RateLimit::DEFAULT_SLIP,
+    };
+    let prefixes = (
+        RateLimit::DEFAULT_IPV4_PREFIX,
+        RateLimit::DEFAULT_IPV6_PREFIX,
+    );
+    let r = super::rate_limit::read(ctx, "rate_limit", raw, counted, prefixes)?;
     Ok(Some(RateLimit {
-        responses_per_second: int(rate),
-        burst: int(burst),
-        slip: int(slip),
-        ipv4_prefix: u8::try_from(v4).expect("checked range"),
-        ipv6_prefix: u8::try_from(v6).expect("checked range"),
+        responses_per_second: r.per_second,
+        burst: r.burst,
+        slip: r.slip,
+        ipv4_prefix: r.ipv4_prefix,
+        ipv6_prefix: r.ipv6_prefix,
     }))
 }
 
@@ -187,6 +133,11 @@ mod tests {
             );
         }
         assert!(err("rate_limit = { rate = 1 }").contains("rate"));
+        let e = err("rate_limit = { requests_per_second = 5 }");
+        assert!(
+            e.contains("service[0].rate_limit.requests_per_second: is an http service's"),
+            "{e}"
+        );
         let e = config(
             "[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = \"tcp:7\"\ncookies = true",
         )

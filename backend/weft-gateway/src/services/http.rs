@@ -17,6 +17,7 @@
 //!                              # temporary directory, $TMPDIR or /tmp)
 //! listing = false              # optional: list directories without an index file
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
+//! rate_limit = { requests_per_second = 50, burst = 100 }   # optional: each client's budget
 //!                              # (a route has its own, for proxied responses)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
@@ -126,6 +127,7 @@ impl super::Kind for HttpKind {
         "body_file_dir",
         "tls_certificates",
         "upstream_pool",
+        "rate_limit",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -189,6 +191,10 @@ impl super::Kind for HttpKind {
                 }
                 Some(dir) => PathBuf::from(dir.get_ref()),
                 None => std::env::temp_dir(),
+            },
+            rate_limit: match &raw.rate_limit {
+                Some(r) => Some(super::rate_limit::read_requests(ctx, "rate_limit", r)?),
+                None => None,
             },
         };
         // Where bodies go is checked as they would be written: `weft check` refuses a
@@ -281,6 +287,7 @@ impl super::Kind for HttpKind {
                         weft_web::Balance::LeastConn => "least_conn",
                     },
                     "cache_control": r.cache_control.as_ref().and_then(|v| v.to_str().ok()),
+                    "rate_limit": r.rate_limit.map(rate_json),
                 })
             })
             .collect();
@@ -296,11 +303,22 @@ impl super::Kind for HttpKind {
                 "min_bytes": web.files.compression.min_bytes,
                 "max_bytes": web.files.compression.max_bytes,
             },
+            "rate_limit": web.rate_limit.map(rate_json),
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
         })
     }
+}
+
+/// A `rate_limit`, for the services table.
+fn rate_json(r: weft_web::RateLimit) -> serde_json::Value {
+    serde_json::json!({
+        "requests_per_second": r.requests_per_second,
+        "burst": r.burst,
+        "ipv4_prefix": r.ipv4_prefix,
+        "ipv6_prefix": r.ipv6_prefix,
+    })
 }
 
 /// `listing`, `cache_control` and `compression`.
@@ -725,6 +743,48 @@ pub(crate) mod tests {
             Some("service[0].route[0].cache_control"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn rate_limits_of_the_service_and_its_routes_are_read_and_bad_ones_named() {
+        let route = "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://h:1\"\n";
+        let c = parse(&format!(
+            "rate_limit = {{ requests_per_second = 50 }}\n{route}\
+             rate_limit = {{ requests_per_second = 2, burst = 5, ipv4_prefix = 24, ipv6_prefix = 48 }}\n"
+        ))
+        .unwrap();
+        let web = http(&c);
+        let service = web.rate_limit.unwrap();
+        assert_eq!(
+            (service.requests_per_second, service.burst),
+            (50, 50),
+            "the burst is the rate unless given"
+        );
+        assert_eq!((service.ipv4_prefix, service.ipv6_prefix), (32, 64));
+        let r = web.routes[0].rate_limit.unwrap();
+        assert_eq!(
+            (r.requests_per_second, r.burst, r.ipv4_prefix, r.ipv6_prefix),
+            (2, 5, 24, 48)
+        );
+        assert!(http(&parse(route).unwrap()).rate_limit.is_none(), "off by default");
+        for (written, key, says) in [
+            ("{}", "rate_limit.requests_per_second", "is required"),
+            ("{ requests_per_second = 0 }", "rate_limit.requests_per_second", "between 1"),
+            ("{ requests_per_second = 1, burst = 0 }", "rate_limit.burst", "between 1"),
+            ("{ requests_per_second = 1, ipv4_prefix = 7 }", "rate_limit.ipv4_prefix", "between 8"),
+            ("{ requests_per_second = 1, slip = 2 }", "rate_limit.slip", "is a dns service's"),
+            ("{ responses_per_second = 1 }", "rate_limit.responses_per_second", "is a dns"),
+        ] {
+            let e = parse(&format!("rate_limit = {written}\n{route}")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(&*format!("service[0].{key}")), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+            let e = parse(&format!("{route}rate_limit = {written}\n")).unwrap_err();
+            assert_eq!(
+                e.key.as_deref(),
+                Some(&*format!("service[0].route[0].{key}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

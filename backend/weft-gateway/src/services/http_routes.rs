@@ -14,6 +14,7 @@
 //! health = { path = "/healthz", interval = "5s" }   # optional active checks
 //! ca = "/etc/weft/upstream-ca.pem"   # optional: roots for https:// upstreams
 //! cache_control = "no-store"     # optional: sent with its responses that have none
+//! rate_limit = { requests_per_second = 5, burst = 10 }   # optional: each client's budget
 //! ```
 
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ pub(crate) struct RawRoute {
     health: Option<Spanned<RawHealth>>,
     ca: Option<Spanned<String>>,
     cache_control: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<super::rate_limit::RawRateLimit>>,
 }
 
 /// `health = { ... }` as written.
@@ -137,6 +139,13 @@ fn route(
         let value = weft_web::config::cache_control(v.get_ref())
             .map_err(|e| ctx.error(v.span(), &field("cache_control"), e.to_string()))?;
         route.cache_control = Some(value);
+    }
+    if let Some(r) = &raw.rate_limit {
+        route.rate_limit = Some(super::rate_limit::read_requests(
+            ctx,
+            &field("rate_limit"),
+            r,
+        )?);
     }
     // What is left to check (the `ca` loading, the health path's syntax) is named by
     // its key.

@@ -20,6 +20,7 @@ pub(crate) mod dns_zones;
 pub(crate) mod http_routes;
 pub(crate) mod http_view;
 pub mod limits;
+pub(crate) mod rate_limit;
 pub(crate) mod tls_certificates;
 
 pub use limits::ServiceLimits;

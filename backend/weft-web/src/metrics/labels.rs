@@ -131,11 +131,13 @@ pub enum Refusal {
     /// A request to proxy whose `Via` says it came through this gateway before: a route's
     /// upstream leads back here (508).
     Loop,
+    /// A request over its client's `rate_limit`, the service's or its route's (429).
+    RateLimited,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -154,6 +156,7 @@ impl Refusal {
         Self::TransferCoding,
         Self::StreamError,
         Self::Loop,
+        Self::RateLimited,
     ];
 
     /// The label value.
@@ -177,6 +180,7 @@ impl Refusal {
             Self::TransferCoding => "transfer_coding",
             Self::StreamError => "stream_error",
             Self::Loop => "loop",
+            Self::RateLimited => "rate_limited",
         }
     }
 

@@ -122,6 +122,9 @@ pub trait Recorder {
     /// A request came, while spans are exported, with a `traceparent` that could not be
     /// continued (invalid, or several): a new trace began.
     fn traceparent_invalid(&self) {}
+    /// A `rate_limit` table was full: a client prefix still spending its budget was
+    /// forgotten to make room for another (it starts again with a full burst).
+    fn rate_limit_evicted(&self) {}
     /// Tunnels open after a 101 changed by `change`: 1 when one opens, -1 when it ends.
     fn tunnels(&self, change: i64) {
         let _ = change;

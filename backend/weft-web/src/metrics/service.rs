@@ -44,6 +44,7 @@ pub struct HttpMetrics {
     body_files: IntGauge,
     body_file_errors: IntCounter,
     traceparent_invalid: IntCounter,
+    rate_limit_evictions: IntCounter,
     routes: RouteFamilies,
     /// Each route's series by label, made on first use: the labels come from the
     /// configuration, so there are as many as the configurations run name.
@@ -147,7 +148,15 @@ impl HttpMetrics {
             )
             .const_label("service", service),
         )?;
+        let rate_limit_evictions = IntCounter::with_opts(
+            Opts::new(
+                "weft_http_rate_limit_evictions_total",
+                "Client prefixes still spending their rate_limit budget that a full table forgot to make room for another (each starts again with a full burst).",
+            )
+            .const_label("service", service),
+        )?;
         registry.register(Box::new(traceparent_invalid.clone()))?;
+        registry.register(Box::new(rate_limit_evictions.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -175,6 +184,7 @@ impl HttpMetrics {
             body_files,
             body_file_errors,
             traceparent_invalid,
+            rate_limit_evictions,
             routes,
             route_handles: RefCell::default(),
         };
@@ -278,6 +288,10 @@ impl Recorder for HttpMetrics {
 
     fn traceparent_invalid(&self) {
         self.traceparent_invalid.inc();
+    }
+
+    fn rate_limit_evicted(&self) {
+        self.rate_limit_evictions.inc();
     }
 
     fn route(&self, route: &str) -> Arc<RouteMetrics> {

@@ -1,10 +1,12 @@
-//! Policies (twisted.protocols.policies): idle timeouts, connection limits, throttling.
+//! Policies (twisted.protocols.policies): idle timeouts, connection limits, throttling,
+//! and rates per client prefix.
 //!
 //! Each wraps a protocol or a factory, so a service opts in without changing its code.
 //! All timing goes through the thread's clock, so tests drive them with a fake clock.
 
 mod limits;
 mod process;
+mod rate;
 mod throttle;
 mod timeout;
 
@@ -16,5 +18,6 @@ pub(crate) use process::ProcessSlot;
 pub use process::{
     process_connection_limit, process_connections_open, set_process_connection_limit,
 };
+pub use rate::{PrefixRates, RateSettings, Taken};
 pub use throttle::Throttled;
 pub use timeout::IdleTimeout;

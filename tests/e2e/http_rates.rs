@@ -1,0 +1,119 @@
+//! `rate_limit` on the `http` kind, on the real binary with curl: a client over its
+//! budget, the service's or its route's, is answered 429 with `Retry-After` and counted,
+//! while another client keeps its own budget.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::http_peers::Upstream;
+use crate::support::{App, free_port, spawn_app_with};
+
+/// The status of each of `paths`, asked in order over one connection from `source`.
+fn statuses(web: SocketAddr, source: &str, paths: &[&str]) -> Vec<u16> {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "10", "--interface", source]);
+    for path in paths {
+        curl.args(["-o", "/dev/null", "-w", "%{http_code}\n"])
+            .arg(format!("http://{web}{path}"));
+    }
+    let out = curl.output().expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap_or(0))
+        .collect()
+}
+
+/// The head of one answer to `path` from `source`, lower-cased.
+fn head(web: SocketAddr, source: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--interface", source, "-D", "-"])
+        .args(["-o", "/dev/null"])
+        .arg(format!("http://{web}{path}"))
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
+fn start(upstream: SocketAddr) -> (App, SocketAddr) {
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f.txt"), "a file\n").unwrap();
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+root = "{root}"
+rate_limit = {{ requests_per_second = 1, burst = 5 }}
+[[service.route]]
+prefix = "/api/"
+upstream = "http://{upstream}"
+rate_limit = {{ requests_per_second = 1, burst = 2 }}
+"#,
+            port = web.port(),
+            root = root.display(),
+        )
+    });
+    (app, web)
+}
+
+#[test]
+fn a_client_over_its_budget_gets_429_with_retry_after_and_another_client_keeps_its_own() {
+    let upstream = Upstream::start();
+    let (app, web) = start(upstream.addr);
+    let refused = || {
+        app.metric(r#"weft_http_requests_refused_total{reason="rate_limited",service="web"}"#)
+            .unwrap_or(0.0)
+    };
+    assert_eq!(refused(), 0.0, "the series exists at zero");
+
+    // One client: its burst of five, then 429s. A token comes back each second, so a
+    // slow run may see one more 200 a second it took.
+    let started = Instant::now();
+    let a = statuses(web, "127.0.0.1", &["/f.txt"; 9]);
+    let took = started.elapsed().as_secs() as usize;
+    assert_eq!(a.len(), 9, "{a:?}");
+    assert_eq!(a[..5], [200; 5], "the burst: {a:?}");
+    let served = a.iter().filter(|&&s| s == 200).count();
+    assert!(served <= 5 + took, "{a:?} in {took} s");
+    assert!(a.iter().all(|&s| s == 200 || s == 429), "{a:?}");
+    let limited_a = a.iter().filter(|&&s| s == 429).count();
+    assert!(limited_a >= 1 || took >= 4, "{a:?}");
+
+    // The answer says when to come back, in whole seconds (a token a second: 1).
+    let answer = head(web, "127.0.0.1", "/f.txt");
+    let limited_head = answer.starts_with("http/1.1 429");
+    if limited_head {
+        assert!(answer.contains("\r\nretry-after: 1\r\n"), "{answer}");
+    }
+
+    // Another client has a budget of its own: its file, then the route's own budget of
+    // two, within the service's five.
+    let b = statuses(
+        web,
+        "127.0.0.2",
+        &["/f.txt", "/api/1", "/api/2", "/api/3", "/api/4"],
+    );
+    assert_eq!(b[..3], [200, 200, 200], "{b:?}");
+    assert!(b[3..].contains(&429), "the route's burst is two: {b:?}");
+    let limited_b = b.iter().filter(|&&s| s == 429).count();
+    // Only what the budgets let through reached the upstream.
+    assert_eq!(upstream.received(), 5 - limited_b - 1, "{b:?}");
+
+    let limited = limited_a + usize::from(limited_head) + limited_b;
+    crate::assert_eventually!(refused() == limited as f64, "{}", app.log());
+    // Counted under their route, and logged.
+    let route_4xx = app
+        .metric(r#"weft_http_route_requests_total{code="4xx",route="/api/",service="web"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(route_4xx, limited_b as f64);
+    crate::assert_eventually!(
+        app.log().contains("\"GET /api/3 HTTP/1.1\" 429"),
+        "{}",
+        app.log()
+    );
+}

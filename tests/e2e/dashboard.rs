@@ -442,9 +442,11 @@ fn a_history_file_locked_by_another_process_leaves_every_view_answering() {
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     });
+    // Under the store's busy timeout (2 s), which a view waiting on the lock would take:
+    // sixteen pages made at once on a busy machine may take a second without it.
     for (path, r, took) in &answers {
         assert_eq!(r.status, 200, "{path}: {r:?}");
-        assert!(*took < Duration::from_millis(1000), "{path} took {took:?}");
+        assert!(*took < Duration::from_millis(1900), "{path} took {took:?}");
     }
     let list = json(&app.get("/api/connections"));
     let ids: Vec<u64> = list["items"]

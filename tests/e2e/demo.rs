@@ -266,18 +266,16 @@ fn with_no_arguments_weft_runs_a_living_demo_of_every_kind() {
         );
     }
 
-    // It stays light: measured over 5 s once running, a guard against a busy loop. A
-    // debug build is several times slower than the release build the README's command
-    // runs, whose figure (well under 5% of one core) the README gives with its method.
+    // It stays light: measured over 5 s once running, a guard against a busy loop (a
+    // whole core). A debug build is several times slower than the release build the
+    // README's command runs, whose figure (well under 5% of one core) the README gives
+    // with its method; on a slower machine its fixed traffic takes a larger share, so
+    // the bound is half a core.
     let (cpu0, t0) = (demo.cpu_time(), Instant::now());
     std::thread::sleep(Duration::from_secs(5));
     let share = (demo.cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
     println!("demo: {:.1}% of one core over 5 s", share * 100.0);
-    assert!(
-        share < 0.25,
-        "the demo used {:.1}% of a core",
-        share * 100.0
-    );
+    assert!(share < 0.5, "the demo used {:.1}% of a core", share * 100.0);
 
     // Reloading the built-in configuration changes nothing: no service starts again.
     demo.signal("HUP");

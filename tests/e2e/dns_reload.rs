@@ -102,6 +102,7 @@ fn a_reload_that_changes_a_zone_keeps_cookies_rate_limits_the_cache_and_the_othe
     // A flood spends the limited service's burst.
     let answered = burst(s.rrl, ["www.b.test."; 20]);
     assert!((1..=7).contains(&answered), "{answered} of 20 answered");
+    let spent = std::time::Instant::now();
 
     std::fs::write(
         app.dir.path().join("b.test.zone"),
@@ -111,10 +112,12 @@ fn a_reload_that_changes_a_zone_keeps_cookies_rate_limits_the_cache_and_the_othe
     app.reload_by_signal("ok");
 
     // The flood goes on where it was: no fresh burst.
+    // A second brings one answer back: a slow reload may see one more a second it took.
     let answered = burst(s.rrl, ["www.b.test."; 5]);
+    let refilled = spent.elapsed().as_secs() as usize;
     assert!(
-        answered <= 2,
-        "a reload gave the flood a fresh budget: {answered} of 5 answered"
+        answered <= 2 + refilled,
+        "a reload gave the flood a fresh budget: {answered} of 5 answered {refilled} s on"
     );
     assert_eq!(
         srtt(app, s.upstream),

@@ -356,7 +356,6 @@ fn sigterm_lets_a_zone_transfer_under_way_go_out_whole_before_exiting() {
         "the transfer is under way"
     );
 
-    let sent = std::time::Instant::now();
     app.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     // The rest comes, to the closing SOA, and then the connection closes.
@@ -369,7 +368,9 @@ fn sigterm_lets_a_zone_transfer_under_way_go_out_whole_before_exiting() {
         0,
         "closed after the transfer"
     );
-    app.exits_cleanly_within(sent, Duration::from_secs(5));
+    // Timed from the transfer's end, not the signal: reading and decoding the zone here
+    // takes what this machine gives it. The drain deadline is far longer.
+    app.exits_cleanly_within(std::time::Instant::now(), Duration::from_secs(5));
 }
 
 #[test]

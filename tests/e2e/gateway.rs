@@ -234,7 +234,18 @@ fn udp_echo_does_not_answer_a_service_that_would_answer_back() {
                 chargen.recv_from(&mut buf).is_err(),
                 "nothing goes back to port 19"
             );
-            assert_eventually!(dropped() == 500.0, "each counted: {}", dropped());
+            // Each counted: as not echoed, or (a reactor kept from its core for a
+            // while) as dropped by the kernel on the way in.
+            let queue_full = || {
+                app.metric(r#"weft_errors_total{kind="receive_queue_full",service="echo"}"#)
+                    .unwrap_or(0.0)
+            };
+            assert_eventually!(
+                dropped() + queue_full() == 500.0,
+                "each counted: {} not echoed, {} lost to a full queue",
+                dropped(),
+                queue_full()
+            );
             let lines = app.log().matches("not echoed").count();
             assert!((1..=40).contains(&lines), "{lines} log lines for 500 drops");
         }
@@ -266,7 +277,7 @@ fn udp_echo_answers_one_address_at_most_its_echoes_a_second() {
     };
     let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
     flood
-        .set_read_timeout(Some(Duration::from_millis(300)))
+        .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let reader = flood.try_clone().unwrap();
     let answers = std::thread::spawn(move || {
@@ -299,15 +310,31 @@ fn udp_echo_answers_one_address_at_most_its_echoes_a_second() {
 
     let answered = answers.join().unwrap();
     let allowed = 1_000 + (took.as_secs_f64() * 1_000.0).ceil() as usize + 50;
+    // What the gateway echoed, by its own count (5 bytes each, the hello besides): the
+    // kernel may drop echoes on their way to a test thread that falls behind, or
+    // datagrams on their way in while the reactor waits for a core, so the test's own
+    // count only bounds it from below.
+    let sent = || {
+        app.metric(r#"weft_sent_bytes_total{service="echo",transport="udp"}"#)
+            .unwrap_or(0.0) as usize
+    };
+    let queue_full = || {
+        app.metric(r#"weft_errors_total{kind="receive_queue_full",service="echo"}"#)
+            .unwrap_or(0.0) as usize
+    };
+    assert_eventually!(sent() >= 5 * (answered + 1), "{} bytes echoed", sent());
+    let echoed = sent() / 5 - 1;
     assert!(
-        (1_000..=allowed).contains(&answered),
-        "{answered} echoes in {took:?}, at most {allowed} allowed"
+        (1_000_usize.saturating_sub(queue_full())..=allowed).contains(&echoed),
+        "{echoed} echoes ({answered} read) in {took:?}, at most {allowed} allowed, \
+         {} dropped by the kernel on the way in",
+        queue_full()
     );
     assert_eventually!(
-        dropped() as usize == 4_000 - answered,
-        "every datagram not echoed is counted: {} of {}",
+        dropped() as usize + echoed + queue_full() == 4_000,
+        "every datagram not echoed is counted: {} dropped, {echoed} echoed, {} lost to a full queue",
         dropped(),
-        4_000 - answered
+        queue_full()
     );
 }
 

@@ -1110,7 +1110,19 @@ fn a_request_cancelled_mid_body_is_logged_as_the_client_gone_not_as_a_bad_body()
         frame(&mut out, 0x0, 0, 1, b"the first part");
         let mut client = TcpStream::connect(site.plain).unwrap();
         client.write_all(&out).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the service has the request, reading its body: a reset in the same read
+        // as the request would end the stream before anything took it up.
+        let reading = || {
+            let pending = site
+                .app
+                .curl("/api/deferreds?state=pending")
+                .unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&pending).unwrap_or_default();
+            v["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|d| d["label"] == "http request"))
+        };
+        assert_eventually!(reading(), "the request is taken up");
         if cancels {
             let mut cancel = Vec::new();
             frame(&mut cancel, 0x3, 0, 1, &8u32.to_be_bytes());

@@ -439,17 +439,23 @@ fn the_services_together_accept_no_more_than_the_process_cap() {
 }
 
 #[test]
-fn three_hundred_back_to_back_connects_finish_in_well_under_a_second() {
+fn three_hundred_back_to_back_connects_each_finish_in_well_under_a_second() {
     let port = free_port();
     let _app = spawn_app_with(|_| service("burst", "echo", port, "max_connections_per_peer = 0"));
-    let start = Instant::now();
+    // Each connect timed: a full accept queue shows as one that takes a SYN's retry,
+    // a second; the total would also count the time this thread waits for a core.
+    let mut slowest = Duration::ZERO;
     let held: Vec<TcpStream> = (0..300)
-        .map(|_| TcpStream::connect(local(port)).unwrap())
+        .map(|_| {
+            let start = Instant::now();
+            let stream = TcpStream::connect(local(port)).unwrap();
+            slowest = slowest.max(start.elapsed());
+            stream
+        })
         .collect();
-    let took = start.elapsed();
     assert!(
-        took < Duration::from_millis(900),
-        "300 connects took {took:?} (a full accept queue retries a SYN after 1 s)"
+        slowest < Duration::from_millis(900),
+        "a connect took {slowest:?} (a full accept queue retries a SYN after 1 s)"
     );
     drop(held);
 }

@@ -128,6 +128,38 @@ impl Postgres {
             .expect("psql runs")
     }
 
+    /// Waits (up to 10 s) until a session other than the asking one holds a granted lock
+    /// on `table` in database `name`: a lock taken through
+    /// [`sql_in_background`](Self::sql_in_background), which returns before `psql` has
+    /// even connected.
+    pub fn wait_for_lock(&self, name: &str, table: &str) {
+        let query = format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid \
+             WHERE c.relname = '{table}' AND l.granted AND l.pid <> pg_backend_pid()"
+        );
+        let began = std::time::Instant::now();
+        loop {
+            let out = self
+                .psql(name, &query)
+                .arg("-At")
+                .output()
+                .expect("psql runs");
+            if String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+                > 0
+            {
+                return;
+            }
+            assert!(
+                began.elapsed() < std::time::Duration::from_secs(10),
+                "no session took a lock on {table} within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     fn psql(&self, name: &str, statement: &str) -> Command {
         let mut command = Command::new(self.bin.join("psql"));
         command

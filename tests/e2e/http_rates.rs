@@ -103,6 +103,14 @@ fn a_client_over_its_budget_gets_429_with_retry_after_and_another_client_keeps_i
     let limited_b = b.iter().filter(|&&s| s == 429).count();
     // Only what the budgets let through reached the upstream.
     assert_eq!(upstream.received(), 5 - limited_b - 1, "{b:?}");
+    // What the route refused spent nothing of the service's budget: two of its five are
+    // left for the files.
+    let more = statuses(web, "127.0.0.2", &["/f.txt", "/f.txt"]);
+    assert_eq!(
+        more,
+        [200, 200],
+        "the route's refusals spent the service's budget"
+    );
 
     let limited = limited_a + usize::from(limited_head) + limited_b;
     crate::assert_eventually!(refused() == limited as f64, "{}", app.log());
@@ -116,4 +124,35 @@ fn a_client_over_its_budget_gets_429_with_retry_after_and_another_client_keeps_i
         "{}",
         app.log()
     );
+}
+
+/// A reload that changes the service (not its `rate_limit`) hands the new service the
+/// budgets it counted: a client that spent its burst does not get a fresh one from it.
+#[test]
+fn a_reload_leaves_a_client_s_spent_budget_spent() {
+    let upstream = Upstream::start();
+    let (app, web) = start(upstream.addr);
+    let a = statuses(web, "127.0.0.1", &["/f.txt"; 6]);
+    let spent = Instant::now();
+    assert_eq!(a[..5], [200; 5], "{a:?}");
+
+    app.edit_config(|text| text.replace("root = ", "cache_control = \"no-store\"\nroot = "));
+    app.reload_by_signal("ok");
+    assert!(
+        app.log().contains("configuration reloaded"),
+        "{}",
+        app.log()
+    );
+    // A fresh burst would serve all three; a token comes back each second.
+    let after = statuses(web, "127.0.0.1", &["/f.txt"; 3]);
+    let refilled = spent.elapsed().as_secs() as usize;
+    let served = after.iter().filter(|&&s| s == 200).count();
+    assert!(
+        served <= refilled,
+        "{served} served {refilled} s after the burst was spent: {after:?}\n{}",
+        app.log()
+    );
+    // The new service answers: its files carry the new setting.
+    let answer = head(web, "127.0.0.2", "/f.txt");
+    assert!(answer.contains("cache-control: no-store"), "{answer}");
 }

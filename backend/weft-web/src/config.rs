@@ -119,6 +119,9 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A `rate_limit` that could never let a request through, or never refill.
+    #[error("rate_limit: requests_per_second and burst must each be at least 1")]
+    RateLimit,
     /// A `Cache-Control` value that cannot be sent as a header.
     #[error("cache_control {0:?} must be visible ASCII, such as \"public, max-age=3600\"")]
     CacheControl(String),
@@ -463,9 +466,16 @@ impl Default for WebConfig {
 }
 
 impl WebConfig {
-    /// Checks every route ([`Route::check`]), the pool settings, and that request bodies
-    /// can be written to `body_file_dir` when they are to be ([`check_body_files`](Self::check_body_files)).
+    /// Checks every route ([`Route::check`]), the pool settings, the rate limits, and
+    /// that request bodies can be written to `body_file_dir` when they are to be
+    /// ([`check_body_files`](Self::check_body_files)).
     pub fn check_proxy(&self) -> Result<(), ConfigError> {
+        let limits = self.routes.iter().map(|r| &r.rate_limit);
+        for limit in std::iter::once(&self.rate_limit).chain(limits).flatten() {
+            if limit.requests_per_second == 0 || limit.burst == 0 {
+                return Err(ConfigError::RateLimit);
+            }
+        }
         upstreams::check_pool(&self.pool)?;
         self.routes.iter().try_for_each(Route::check)?;
         self.check_body_files()

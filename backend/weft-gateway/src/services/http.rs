@@ -17,8 +17,9 @@
 //!                              # temporary directory, $TMPDIR or /tmp)
 //! listing = false              # optional: list directories without an index file
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
-//! rate_limit = { requests_per_second = 50, burst = 100 }   # optional: each client's budget
 //!                              # (a route has its own, for proxied responses)
+//! rate_limit = { requests_per_second = 50, burst = 100 }   # optional: each client's budget
+//!                              # (a route may have one besides)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -227,6 +228,7 @@ impl super::Kind for HttpKind {
             exemplars: exemplars.clone(),
             recorders: PerService::default(),
             losses: PerService::default(),
+            budgets: PerService::default(),
         }
     }
 
@@ -257,6 +259,11 @@ impl super::Kind for HttpKind {
             metrics.recorder(name),
         )
         .with_access_log(access_log);
+        let service = match metrics.budgets.take(name) {
+            Some(previous) => service.with_rate_budgets_of(&previous),
+            None => service,
+        };
+        metrics.budgets.set(name, service.rate_budgets());
         let options = on
             .options
             .clone()
@@ -477,6 +484,9 @@ pub(crate) struct HttpFamilies {
     recorders: PerService<Rc<dyn Recorder>>,
     /// Access log loss series by service name, kept for the same reason.
     losses: PerService<Arc<dyn LossRecorder>>,
+    /// The `rate_limit` budgets of each service's newest start on this reactor: the
+    /// start after a reload spends on in them where it counts the same way.
+    budgets: PerService<weft_web::RateBudgets>,
 }
 
 impl HttpFamilies {
@@ -531,6 +541,18 @@ struct PerService<T>(RefCell<HashMap<String, T>>);
 impl<T> Default for PerService<T> {
     fn default() -> Self {
         Self(RefCell::default())
+    }
+}
+
+impl<T> PerService<T> {
+    /// `name`'s value, taken out.
+    fn take(&self, name: &str) -> Option<T> {
+        self.0.borrow_mut().remove(name)
+    }
+
+    /// Sets `name`'s value.
+    fn set(&self, name: &str, value: T) {
+        self.0.borrow_mut().insert(name.to_owned(), value);
     }
 }
 

@@ -21,16 +21,17 @@ mod connection;
 mod frames;
 mod head_timer;
 pub(crate) mod heads;
+mod rates;
 mod request;
+
+pub use rates::RateBudgets;
 pub(crate) mod streams;
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use weft::defer::StepDetail;
-use weft::policies::PrefixRates;
 use weft::{ListenError, ListenOptions, ListeningPort, Reactor};
 
 use self::connection::serve_connection;
@@ -41,7 +42,6 @@ use crate::metrics::Recorder;
 use crate::protocol;
 use crate::proxy::{self, BodiesView, UpstreamsView};
 use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics};
-use crate::rules::Refused;
 
 /// The static files a [`WebConfig`] names, checked: its root canonicalized and listed
 /// once, or its embedded files.
@@ -86,6 +86,7 @@ impl std::fmt::Debug for HttpService {
     }
 }
 
+#[derive(Clone)]
 struct State {
     name: Arc<str>,
     config: WebConfig,
@@ -111,104 +112,7 @@ struct State {
     /// per-peer cap.
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
     /// The `rate_limit` budgets of the service and its routes on this reactor.
-    rates: Rc<Rates>,
-}
-
-/// Client prefixes a `rate_limit` follows at once on each reactor (48 bytes each): a
-/// prefix idle long enough to have its burst again gives its place up without being
-/// counted; past that the one seen longest ago is forgotten, counted in
-/// `weft_http_rate_limit_evictions_total`.
-const RATE_LIMIT_CLIENTS: usize = 16_384;
-
-/// The `rate_limit` budgets of a service and of each of its routes, on one reactor.
-struct Rates {
-    service: Option<RefCell<PrefixRates>>,
-    /// In the order of the configuration's routes.
-    routes: Box<[Option<RefCell<PrefixRates>>]>,
-    /// Whether there is any budget: without one a request looks no further.
-    any: bool,
-}
-
-impl Rates {
-    fn new(config: &WebConfig) -> Self {
-        let table = |limit: &Option<crate::config::RateLimit>| {
-            limit.map(|l| RefCell::new(PrefixRates::new(l.settings(), RATE_LIMIT_CLIENTS)))
-        };
-        let routes: Box<[_]> = config.routes.iter().map(|r| table(&r.rate_limit)).collect();
-        let service = table(&config.rate_limit);
-        Self {
-            any: service.is_some() || routes.iter().any(Option::is_some),
-            service,
-            routes,
-        }
-    }
-
-    /// Spends a request of `peer`'s budgets, the service's and then `route`'s (one of
-    /// `config`'s routes, or none for the files), refusing it when one is spent already.
-    /// A peer that is no address (a unix socket) is not limited.
-    fn spend(
-        &self,
-        config: &WebConfig,
-        route: Option<&Route>,
-        peer: Option<std::net::IpAddr>,
-        recorder: &dyn Recorder,
-    ) -> Result<(), Refused> {
-        let Some((peer, tables)) = self.of(config, route, peer) else {
-            return Ok(());
-        };
-        let now = weft::time::current_clock().now();
-        for table in tables {
-            let taken = table.borrow_mut().take(peer, 0, now);
-            if taken.evicted {
-                recorder.rate_limit_evicted();
-            }
-            if !taken.allowed {
-                return Err(Refused {
-                    status: http::StatusCode::TOO_MANY_REQUESTS,
-                    reason: crate::metrics::Refusal::RateLimited,
-                    detail: "too many requests from this client",
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// How long until `peer` may make a request of `route` again, by its budgets.
-    fn wait(
-        &self,
-        config: &WebConfig,
-        route: Option<&Route>,
-        peer: Option<std::net::IpAddr>,
-    ) -> std::time::Duration {
-        let Some((peer, tables)) = self.of(config, route, peer) else {
-            return std::time::Duration::ZERO;
-        };
-        let now = weft::time::current_clock().now();
-        tables
-            .map(|table| table.borrow().wait(peer, 0, now))
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// `peer` and the budgets a request of it to `route` spends, if any.
-    fn of<'a>(
-        &'a self,
-        config: &WebConfig,
-        route: Option<&Route>,
-        peer: Option<std::net::IpAddr>,
-    ) -> Option<(
-        std::net::IpAddr,
-        impl Iterator<Item = &'a RefCell<PrefixRates>>,
-    )> {
-        if !self.any {
-            return None;
-        }
-        let peer = peer?;
-        let route = route_index(config, route)
-            .and_then(|i| self.routes.get(i))
-            .and_then(Option::as_ref);
-        Some((peer, self.service.iter().chain(route)))
-    }
+    rates: Rc<rates::Rates>,
 }
 
 /// Each route's series, in the order of the configuration's routes, and those of the
@@ -278,7 +182,7 @@ impl HttpService {
         let hsts = hsts_header(&config.hsts_max_age);
         let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
         let routes = RouteSlots::new(&config, &*recorder);
-        let rates = Rc::new(Rates::new(&config));
+        let rates = Rc::new(rates::Rates::new(&config));
         let route_details = config
             .routes
             .iter()
@@ -328,22 +232,32 @@ impl HttpService {
     /// listening: connections accepted earlier keep the log they started with.
     #[must_use]
     pub fn with_access_log(self, to: AccessLog) -> Self {
-        let state = &self.state;
+        let mut state = (*self.state).clone();
+        state.access_log = to;
         Self {
-            state: Rc::new(State {
-                name: state.name.clone(),
-                config: state.config.clone(),
-                files: state.files.clone(),
-                recorder: state.recorder.clone(),
-                access_log: to,
-                hsts: state.hsts.clone(),
-                via: state.via.clone(),
-                proxy: state.proxy.clone(),
-                routes: state.routes.clone(),
-                route_details: state.route_details.clone(),
-                h2_requests: state.h2_requests.clone(),
-                rates: state.rates.clone(),
-            }),
+            state: Rc::new(state),
+        }
+    }
+
+    /// Its `rate_limit` budgets on this reactor, for the service that replaces it.
+    pub fn rate_budgets(&self) -> RateBudgets {
+        RateBudgets(Rc::downgrade(&self.state.rates))
+    }
+
+    /// Takes over the buckets of `previous` (the budgets of the service this one
+    /// replaces, on the same reactor) that count as this one's do: after a reload a client
+    /// spends on where it left off rather than with a fresh burst, and its requests on
+    /// connections the old service still serves spend the same budget. A budget whose
+    /// settings changed, or a route that is new, starts afresh. Call it before listening.
+    #[must_use]
+    pub fn with_rate_budgets_of(self, previous: &RateBudgets) -> Self {
+        let Some(previous) = previous.0.upgrade() else {
+            return self;
+        };
+        let mut state = (*self.state).clone();
+        state.rates = Rc::new(rates::Rates::new(&state.config).adopting(&previous));
+        Self {
+            state: Rc::new(state),
         }
     }
 

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 /// Slots a prefix may occupy.
 const WAYS: usize = 4;
-/// One token, in thousandths: tokens are counted in them.
-const UNIT: u64 = 1000;
+/// One token, in millionths: tokens are counted in them, and time in microseconds, so a
+/// bucket gains `per_second` millionths a microsecond and no rate is rounded away (a
+/// burst of one at a million a second still refills a token a microsecond).
+const UNIT: u64 = 1_000_000;
 
 /// How a [`PrefixRates`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,7 @@ struct Slot {
     prefix: u128,
     /// The class of what it counts.
     class: u8,
-    /// When it was last asked (milliseconds on the clock, plus one so 0 means free).
+    /// When it was last asked (microseconds on the clock, plus one so 0 means free).
     seen: u64,
     /// Tokens it holds, in thousandths.
     tokens: u64,
@@ -104,7 +106,7 @@ impl PrefixRates {
     /// Spends a token of `client`'s prefix in `class` at `now`, if it has one.
     pub fn take(&mut self, client: IpAddr, class: u8, now: Duration) -> Taken {
         let prefix = self.prefix(client);
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let now_us = micros(now);
         let burst = u64::from(self.settings.burst.max(1)) * UNIT;
         let rate = u64::from(self.settings.per_second);
         let group = self.group(prefix, class);
@@ -114,7 +116,7 @@ impl PrefixRates {
         let slot = match slots.iter().position(own) {
             Some(i) => &mut slots[i],
             None => {
-                let idle = |s: &Slot| s.seen == 0 || refill(s, now_ms, rate, burst) >= burst;
+                let idle = |s: &Slot| s.seen == 0 || refill(s, now_us, rate, burst) >= burst;
                 let i = match slots.iter().position(idle) {
                     Some(i) => i,
                     None => {
@@ -125,15 +127,15 @@ impl PrefixRates {
                 slots[i] = Slot {
                     prefix,
                     class,
-                    seen: now_ms,
+                    seen: now_us,
                     tokens: burst,
                     refused: 0,
                 };
                 &mut slots[i]
             }
         };
-        slot.tokens = refill(slot, now_ms, rate, burst);
-        slot.seen = now_ms;
+        slot.tokens = refill(slot, now_us, rate, burst);
+        slot.seen = now_us;
         if slot.tokens >= UNIT {
             slot.tokens -= UNIT;
             return Taken {
@@ -154,17 +156,30 @@ impl PrefixRates {
         }
     }
 
+    /// Gives back the token a [`take`](Self::take) of `client`'s prefix in `class`
+    /// spent, when what it was spent on did not happen after all (another budget refused
+    /// it): at most a burst, and nothing if the prefix has lost its slot meanwhile.
+    pub fn give_back(&mut self, client: IpAddr, class: u8) {
+        let prefix = self.prefix(client);
+        let burst = u64::from(self.settings.burst.max(1)) * UNIT;
+        let group = self.group(prefix, class);
+        let own = |s: &&mut Slot| s.seen != 0 && s.prefix == prefix && s.class == class;
+        if let Some(slot) = self.slots[group..group + WAYS].iter_mut().find(own) {
+            slot.tokens = (slot.tokens + UNIT).min(burst);
+        }
+    }
+
     /// How long until `client`'s prefix has a token in `class` at `now`, without
     /// spending one: zero when it has one, or has no bucket yet.
     pub fn wait(&self, client: IpAddr, class: u8, now: Duration) -> Duration {
         let prefix = self.prefix(client);
-        let now_ms = u64::try_from(now.as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        let now_us = micros(now);
         let burst = u64::from(self.settings.burst.max(1)) * UNIT;
         let rate = u64::from(self.settings.per_second);
         let group = self.group(prefix, class);
         let own = |s: &&Slot| s.seen != 0 && s.prefix == prefix && s.class == class;
         match self.slots[group..group + WAYS].iter().find(own) {
-            Some(slot) => wait_for(refill(slot, now_ms, rate, burst), rate),
+            Some(slot) => wait_for(refill(slot, now_us, rate, burst), rate),
             None => Duration::ZERO,
         }
     }
@@ -194,8 +209,16 @@ impl PrefixRates {
     }
 }
 
-/// How long a bucket holding `tokens` takes to hold a whole one at `rate` a second.
-/// Thousandths of a token gained a millisecond is `rate`: the wait for the rest of one,
+/// `now` in microseconds, plus one (so a slot's 0 means free).
+fn micros(now: Duration) -> u64 {
+    u64::try_from(now.as_micros())
+        .unwrap_or(u64::MAX)
+        .min(u64::MAX - 1)
+        + 1
+}
+
+/// How long a bucket holding `tokens` takes to hold a whole one at `rate` a second:
+/// millionths of a token gained a microsecond is `rate`, so the wait for the rest of one,
 /// rounded up.
 fn wait_for(tokens: u64, rate: u64) -> Duration {
     let Some(missing) = UNIT.checked_sub(tokens).filter(|&m| m > 0) else {
@@ -203,14 +226,14 @@ fn wait_for(tokens: u64, rate: u64) -> Duration {
     };
     match rate {
         0 => Duration::MAX,
-        rate => Duration::from_millis(missing.div_ceil(rate)),
+        rate => Duration::from_micros(missing.div_ceil(rate)),
     }
 }
 
-/// `slot`'s tokens at `now_ms`: what it had plus the rate for the time since, at most a
+/// `slot`'s tokens at `now_us`: what it had plus the rate for the time since, at most a
 /// burst.
-fn refill(slot: &Slot, now_ms: u64, rate: u64, burst: u64) -> u64 {
-    let elapsed = now_ms.saturating_sub(slot.seen);
+fn refill(slot: &Slot, now_us: u64, rate: u64, burst: u64) -> u64 {
+    let elapsed = now_us.saturating_sub(slot.seen);
     slot.tokens
         .saturating_add(elapsed.saturating_mul(rate))
         .min(burst)
@@ -264,17 +287,17 @@ mod tests {
         assert_eq!(allowed(&mut r, "::ffff:192.0.2.77", 1, t), [false]);
         // Each class has its own bucket.
         assert!(r.take("192.0.2.1".parse().unwrap(), 1, t).allowed);
-        // Half a token missing at 3 a second: 167 ms, rounded up.
+        // 499 thousandths of a token missing at 3 a second: 166,334 µs, rounded up.
         let mut slow = rates(3, 1);
         assert!(slow.take("192.0.2.1".parse().unwrap(), 0, t).allowed);
         let half = t + Duration::from_millis(167);
         let wait = slow.take("192.0.2.1".parse().unwrap(), 0, half).retry_after;
-        assert_eq!(wait, Duration::from_millis(167), "{wait:?}");
+        assert_eq!(wait, Duration::from_micros(166_334), "{wait:?}");
         // Asked without spending: the same wait, less the time gone; none once refilled,
         // nor for a prefix never seen.
         let ip = "192.0.2.1".parse().unwrap();
         let later = half + Duration::from_millis(100);
-        assert_eq!(slow.wait(ip, 0, later), Duration::from_millis(67));
+        assert_eq!(slow.wait(ip, 0, later), Duration::from_micros(66_334));
         assert_eq!(
             slow.wait(ip, 0, later + Duration::from_secs(1)),
             Duration::ZERO
@@ -283,6 +306,28 @@ mod tests {
             slow.wait("192.0.9.1".parse().unwrap(), 0, t),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_token_given_back_is_there_again_and_a_fast_rate_is_not_rounded_away() {
+        let mut r = rates(1, 2);
+        let t = Duration::from_secs(5);
+        let ip = "192.0.2.1".parse().unwrap();
+        assert_eq!(allowed(&mut r, "192.0.2.1", 2, t), [true, true]);
+        r.give_back(ip, 0);
+        assert_eq!(allowed(&mut r, "192.0.2.1", 2, t), [true, false]);
+        // Never past the burst, and nothing for a prefix without a slot.
+        let mut full = rates(1, 2);
+        full.give_back(ip, 0);
+        assert!(full.take(ip, 0, t).allowed);
+        full.give_back(ip, 0);
+        full.give_back(ip, 0);
+        assert_eq!(allowed(&mut full, "192.0.2.1", 3, t), [true, true, false]);
+        // A million a second with a burst of one: a token each microsecond.
+        let mut fast = rates(1_000_000, 1);
+        assert!(fast.take(ip, 0, t).allowed);
+        assert!(!fast.take(ip, 0, t).allowed);
+        assert!(fast.take(ip, 0, t + Duration::from_micros(1)).allowed);
     }
 
     #[test]

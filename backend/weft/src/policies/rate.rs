@@ -82,8 +82,8 @@ impl std::fmt::Debug for PrefixRates {
 }
 
 impl PrefixRates {
-    /// A table of `slots` buckets (rounded up to a multiple of [`WAYS`], at least one
-    /// group), all free.
+    /// A table of `slots` buckets (rounded up to a multiple of four, at least four), all
+    /// free.
     pub fn new(settings: RateSettings, slots: usize) -> Self {
         let slots = slots.max(WAYS).div_ceil(WAYS) * WAYS;
         Self {

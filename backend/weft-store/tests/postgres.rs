@@ -337,9 +337,12 @@ async fn leftovers_held_by_a_row_lock_do_not_hold_the_batches() {
         "held_rows",
         "BEGIN; SELECT id FROM connections WHERE id = 1 FOR UPDATE; SELECT pg_sleep(8); COMMIT;",
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let store = open(&url, "edge-1").await;
-    // Three batches, each of which waited the read timeout (500 ms here) before.
+    pg.wait_for_lock("held_rows", "connections");
+    // A read timeout of 2 s: a batch that waits it stands out from a busy machine's delay.
+    let mut options = pg_options(&url, "edge-1");
+    options.busy_timeout = Duration::from_secs(2);
+    let store = Store::open_with(options).await.expect("store opens");
+    // Three batches, each of which waited the read timeout before.
     let since = Instant::now();
     for id in 2..5 {
         store.try_send(connection(id, "echo", weft_now(), None));
@@ -347,8 +350,8 @@ async fn leftovers_held_by_a_row_lock_do_not_hold_the_batches() {
     }
     let took = since.elapsed();
     assert!(
-        took < Duration::from_millis(1200),
-        "three batches: {took:?}"
+        took < Duration::from_millis(3000),
+        "three batches: {took:?} (each waiting would be 6 s)"
     );
     assert_eq!(
         store.connection(1).await.unwrap().unwrap().closed_at_ms,

@@ -159,11 +159,14 @@ fn a_leaked_chain_and_a_stalled_task_are_recorded_ended_when_they_end() {
     drop(d);
 
     weft::defer::set_stall_threshold_for("slow task", Duration::from_millis(50));
-    reactor.spawn_labeled("slow task", async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    });
+    // Stopped once the task has ended (however late a busy machine runs it), with time
+    // for its end to be recorded.
     let stopping = reactor.clone();
-    reactor.call_later(Duration::from_millis(600), move || stopping.stop());
+    reactor.spawn_labeled("slow task", async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stop = stopping.clone();
+        stopping.call_later(Duration::from_millis(200), move || stop.stop());
+    });
     reactor.run().unwrap();
 
     let events = drain(&mut feed);

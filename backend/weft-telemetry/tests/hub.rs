@@ -18,7 +18,7 @@ struct Sleepy;
 
 impl Protocol for Sleepy {
     fn data_received(&mut self, transport: &Transport, data: &[u8]) {
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(300));
         transport.write(data);
     }
 }
@@ -49,9 +49,11 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
+/// A hub on `reactor`, whose callbacks are slow past 100 ms (`Sleepy` takes 300): a
+/// callback of the tests' own, delayed by a busy machine, must not read as slow.
 fn hub_on(reactor: &Reactor) -> Arc<Hub> {
     reactor.set_thresholds(
-        Duration::from_millis(30),
+        Duration::from_millis(100),
         ReactorConfig::DEFAULT_STALL_AFTER,
     );
     let hub = Hub::new(HubConfig::default()).unwrap();
@@ -202,7 +204,7 @@ fn refusals_errors_and_slow_callbacks_are_counted() {
                 "weft_refused_total",
                 &[("service", "closed"), ("reason", "factory")],
             ) == Some(1.0)
-                && sample(&text, "weft_slow_callbacks_total", &[("service", "sleepy")]) == Some(1.0)
+                && sample(&text, "weft_slow_callbacks_total", &[("service", "sleepy")]) >= Some(1.0)
                 && sample(
                     &text,
                     "weft_errors_total",
@@ -238,15 +240,24 @@ fn feeds_get_every_event_in_order_without_drops() {
         drop(s);
         wait_until("the close", || h.open_connections() == 0);
     });
-    let events = drain(&mut feed);
+    let all = drain(&mut feed);
+    // Every event, numbered without a gap.
+    let seqs: Vec<_> = all.iter().map(|e| e.seq).collect();
+    let numbered: Vec<_> = (1000..).take(all.len()).collect();
+    assert_eq!(seqs, numbered);
+    // A detector's report (a callback a busy machine made slow) may come between.
+    let events: Vec<_> = all
+        .iter()
+        .filter(|e| {
+            e.kind.name().starts_with("listener_") || e.kind.name().starts_with("connection_")
+        })
+        .collect();
     let kinds: Vec<_> = events.iter().map(|e| e.kind.name()).collect();
     // The listener's stop may or may not be reported before `run` returns.
     assert_eq!(
         kinds[..3],
         ["listener_started", "connection_opened", "connection_closed"]
     );
-    let seqs: Vec<_> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs[..3], [1000, 1001, 1002]);
     match &events[2].kind {
         EventKind::ConnectionClosed {
             connection, reason, ..
@@ -256,7 +267,7 @@ fn feeds_get_every_event_in_order_without_drops() {
         }
         other => panic!("expected a close, got {other:?}"),
     }
-    let json = serde_json::to_value(&*events[1]).unwrap();
+    let json = serde_json::to_value(&**events[1]).unwrap();
     assert_eq!(json["type"], "connection_opened");
     assert_eq!(json["connection"]["service"], "echo");
     assert_eq!(

@@ -248,9 +248,12 @@ fn a_listen_stream_handler_is_polled_again_when_a_close_is_requested() {
     eventually("registered", || open_ids(&server.handle).len() == 1);
     let started = std::time::Instant::now();
     server.stop();
+    // Well short of the 2 s deadline, which the stop would wait out had the handler not
+    // been polled again (a busy machine may take most of a second to stop a reactor).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "not the 2 s deadline"
+        started.elapsed() < Duration::from_millis(1800),
+        "not the 2 s deadline: {:?}",
+        started.elapsed()
     );
     let mut answer = Vec::new();
     client.read_to_end(&mut answer).unwrap();

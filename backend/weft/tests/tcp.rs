@@ -376,9 +376,15 @@ fn a_blocking_callback_is_reported_by_name() {
     client.write_all(b"z").unwrap();
     let mut buf = [0u8; 1];
     client.read_exact(&mut buf).unwrap();
-    eventually("slow callback", || observer.count("SlowCallback") == 1);
-    let slow = observer.first("SlowCallback").unwrap();
-    assert!(slow.contains("Sleepy::data_received"), "{slow}");
+    // Another callback a busy machine kept past the threshold may be reported too.
+    let sleepy = || {
+        observer
+            .events()
+            .into_iter()
+            .find(|e| e.contains("SlowCallback") && e.contains("Sleepy::data_received"))
+    };
+    eventually("slow callback", || sleepy().is_some());
+    let slow = sleepy().unwrap();
     assert!(slow.contains("sleepy"), "{slow}");
     // The lag probe saw the reactor stall too.
     eventually("lag measured", || {

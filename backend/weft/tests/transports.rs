@@ -224,7 +224,9 @@ fn a_tls_handshake_that_fails_is_retried_only_max_retries_times() {
     let endpoint = format!("ssl:localhost:{port}:caCerts={}:timeout=5", cert.display());
     reactor.connect_with(&endpoint, policy.clone()).unwrap();
     let r = reactor.clone();
-    reactor.call_later(Duration::from_millis(700), move || r.stop());
+    // Three attempts 10 ms apart take a few milliseconds; 1.5 s leaves a busy machine
+    // room, and one that retried for ever would have made hundreds.
+    reactor.call_later(Duration::from_millis(1500), move || r.stop());
     reactor.run().unwrap();
     server.join().unwrap();
     assert_eq!(

@@ -107,9 +107,18 @@ mod tests {
             let first = cx.poll_clock.now_ns(&cx.clock);
             std::thread::sleep(Duration::from_millis(20));
             let read = cx.poll_clock.now_ns(&cx.clock);
-            let truth = ns(clock.now());
             assert!(read >= first + 19_000_000, "{first} then {read}");
-            assert!(read.abs_diff(truth) < 1_000_000, "{read} against {truth}");
+            // Two reads side by side, a few times: a thread put off its core between
+            // them on a busy machine says nothing of the stopwatch.
+            let near = (0..5).any(|_| {
+                let read = cx.poll_clock.now_ns(&cx.clock);
+                let truth = ns(clock.now());
+                read.abs_diff(truth) < 1_000_000
+            });
+            assert!(
+                near,
+                "the stopwatch strays a millisecond or more from the clock"
+            );
         });
     }
 

@@ -578,6 +578,7 @@ mod tests {
             Address::Ip("127.0.0.1:2".parse().unwrap()),
         );
         crate::observe::set_slow_threshold(std::time::Duration::ZERO);
+        let began = std::time::Instant::now();
         tracing::subscriber::with_default(subscriber, || {
             for _ in 0..100 {
                 let _ = guarded_call(&info, "Proto", "data_received", || panic!("bad input"));
@@ -590,6 +591,17 @@ mod tests {
             .lines()
             .filter(|l| l.contains("blocked the reactor"))
             .count();
-        assert_eq!((panicked, slow), (20, 20), "{text}");
+        // A second's budget each: a busy machine (each panic prints, with a backtrace
+        // when asked for) may take the loop past one.
+        let seconds = began.elapsed().as_secs() as usize + 1;
+        if seconds == 1 {
+            assert_eq!((panicked, slow), (20, 20), "{text}");
+        }
+        for lines in [panicked, slow] {
+            assert!(
+                (20..=20 * seconds).contains(&lines),
+                "{lines} in {seconds} s: {text}"
+            );
+        }
     }
 }

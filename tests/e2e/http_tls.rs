@@ -27,7 +27,7 @@ fn certificate(cn: &str, names: &[&str], until: Option<(i32, u8, u8)>) -> (Strin
     (cert.pem(), key.serialize_pem())
 }
 
-fn write_pair(dir: &Path, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+pub(crate) fn write_pair(dir: &Path, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
     write_pair_until(dir, stem, cn, names, None)
 }
 

@@ -47,6 +47,7 @@ mod http_files;
 mod http_framing;
 mod http_peers;
 mod http_rates;
+mod http_redirect;
 mod http_request_bodies;
 mod http_route_cache;
 mod http_rules;

@@ -446,6 +446,10 @@ pub struct WebConfig {
     /// The requests a client may make of the service, files and routes together (a
     /// route may have a budget of its own besides); none when `None`.
     pub rate_limit: Option<RateLimit>,
+    /// Requests over plain HTTP are answered with a redirect to the same URL over HTTPS
+    /// on this port (none when `None`), but for ACME's HTTP-01 challenges
+    /// (`/.well-known/acme-challenge/`), which are served as usual.
+    pub https_redirect: Option<u16>,
 }
 
 impl Default for WebConfig {
@@ -461,6 +465,7 @@ impl Default for WebConfig {
             hsts_max_age: None,
             body_file_dir: std::env::temp_dir(),
             rate_limit: None,
+            https_redirect: None,
         }
     }
 }

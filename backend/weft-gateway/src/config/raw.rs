@@ -131,6 +131,8 @@ pub(crate) struct RawService {
     pub(crate) compression: Option<Spanned<crate::services::http::RawCompression>>,
     /// http: HSTS max-age for responses over TLS.
     pub(crate) hsts_max_age: Option<Spanned<String>>,
+    /// http: requests over plain HTTP are sent to HTTPS (`true`, or the port).
+    pub(crate) https_redirect: Option<Spanned<toml::Value>>,
     /// http: where request bodies too long for a buffer are written.
     pub(crate) body_file_dir: Option<Spanned<String>>,
     /// http: further certificates of its `ssl:` listeners, chosen by SNI.
@@ -207,6 +209,9 @@ impl RawService {
         }
         if let Some(v) = &self.compression {
             keys.push(("compression", v.span()));
+        }
+        if let Some(v) = &self.https_redirect {
+            keys.push(("https_redirect", v.span()));
         }
         for (name, value) in [
             ("root", &self.root),

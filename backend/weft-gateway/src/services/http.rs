@@ -20,6 +20,8 @@
 //!                              # (a route has its own, for proxied responses)
 //! rate_limit = { requests_per_second = 50, burst = 100 }   # optional: each client's budget
 //!                              # (a route may have one besides)
+//! https_redirect = true        # optional: plain HTTP is sent to the ssl: listener's port
+//!                              # (or a port: https_redirect = 443)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -129,6 +131,7 @@ impl super::Kind for HttpKind {
         "tls_certificates",
         "upstream_pool",
         "rate_limit",
+        "https_redirect",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -197,6 +200,7 @@ impl super::Kind for HttpKind {
                 Some(r) => Some(super::rate_limit::read_requests(ctx, "rate_limit", r)?),
                 None => None,
             },
+            https_redirect: https_redirect(ctx)?,
         };
         // Where bodies go is checked as they would be written: `weft check` refuses a
         // directory `weft run` could not use.
@@ -311,11 +315,82 @@ impl super::Kind for HttpKind {
                 "max_bytes": web.files.compression.max_bytes,
             },
             "rate_limit": web.rate_limit.map(rate_json),
+            "https_redirect": web.https_redirect,
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `https_redirect`: `true` sends plain requests to the port of the service's first
+/// `ssl:` listener, a number to that port (TLS on a front end, or a port mapped); `false`
+/// or absent, none.
+fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
+    let Some(value) = &ctx.raw.https_redirect else {
+        return Ok(None);
+    };
+    let span = value.span();
+    let port = match value.get_ref() {
+        toml::Value::Boolean(false) => return Ok(None),
+        toml::Value::Boolean(true) => {
+            let ssl = ctx.listen.iter().find_map(|(endpoint, _)| {
+                match endpoint.parse::<weft::endpoint::ServerEndpoint>() {
+                    Ok(weft::endpoint::ServerEndpoint::Ssl { addr, .. }) => Some(addr.port()),
+                    _ => None,
+                }
+            });
+            match ssl {
+                Some(0) => {
+                    return Err(ctx.error(
+                        span,
+                        "https_redirect",
+                        "the ssl: listener's port is the system's choice; give the port \
+                         clients reach https on, such as https_redirect = 443",
+                    ));
+                }
+                Some(port) => port,
+                None => {
+                    return Err(ctx.error(
+                        span,
+                        "https_redirect",
+                        "true needs an ssl: listener to send clients to; behind a TLS front \
+                         end, give the port clients reach https on, such as \
+                         https_redirect = 443",
+                    ));
+                }
+            }
+        }
+        toml::Value::Integer(n) => match u16::try_from(*n) {
+            Ok(port) if port > 0 => port,
+            _ => {
+                return Err(ctx.error(
+                    span,
+                    "https_redirect",
+                    format!("must be a port between 1 and 65535, got {n}"),
+                ));
+            }
+        },
+        other => {
+            return Err(ctx.error(
+                span,
+                "https_redirect",
+                format!(
+                    "must be true, false or the port clients reach https on, got {}",
+                    other.type_str()
+                ),
+            ));
+        }
+    };
+    if ctx.listen.iter().all(|(endpoint, _)| endpoint.starts_with("ssl:")) {
+        ctx.warn(
+            span,
+            "https_redirect",
+            "takes no effect: it redirects requests over plain HTTP, and every listener of \
+             the service is ssl:",
+        );
+    }
+    Ok(Some(port))
 }
 
 /// A `rate_limit`, for the services table.
@@ -807,6 +882,55 @@ pub(crate) mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn https_redirect_takes_the_ssl_listener_s_port_or_one_given_and_names_what_is_wrong() {
+        let port = |c: &Config| http(c).https_redirect;
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let pair = rcgen::generate_simple_self_signed(vec!["a.example".into()]).unwrap();
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+        let ssl = |port: u16| {
+            format!(
+                "\"ssl:{port}:privateKey={}:certKey={}\"",
+                key.display(),
+                cert.display()
+            )
+        };
+        let both = format!("[\"tcp:8080\", {}]", ssl(8443));
+        let parse = |listen: &str, value: &str| {
+            Config::parse(
+                "weft.toml",
+                &format!(
+                    "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = {listen}\n\
+                     https_redirect = {value}\n\
+                     [[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n"
+                ),
+            )
+        };
+        assert_eq!(port(&parse(&both, "true").unwrap()), Some(8443));
+        assert_eq!(port(&parse("\"tcp:8080\"", "443").unwrap()), Some(443));
+        assert_eq!(port(&parse(&both, "false").unwrap()), None);
+        for (listen, value, says) in [
+            ("\"tcp:8080\"".to_owned(), "true", "needs an ssl: listener"),
+            (format!("[\"tcp:8080\", {}]", ssl(0)), "true", "the system's choice"),
+            ("\"tcp:8080\"".to_owned(), "0", "between 1 and 65535"),
+            ("\"tcp:8080\"".to_owned(), "70000", "between 1 and 65535"),
+            ("\"tcp:8080\"".to_owned(), "\"yes\"", "must be true, false or the port"),
+        ] {
+            let e = parse(&listen, value).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("service[0].https_redirect"), "{e}");
+            assert!(e.to_string().contains(says), "{value}: {e}");
+        }
+        // Only ssl: listeners: nothing to redirect, said.
+        let c = parse(&format!("[{}]", ssl(8443)), "true").unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.to_string().contains("takes no effect")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

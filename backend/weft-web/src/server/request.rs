@@ -30,6 +30,8 @@ use crate::trace::Trace;
 
 /// The detail of the `route` step of a request for a static file.
 const FILES: StepDetail = StepDetail::from_static("files");
+/// The detail of the `route` step of a request over plain HTTP sent to HTTPS.
+const TO_HTTPS: StepDetail = StepDetail::from_static("https redirect");
 
 /// The answer to `request`, timed, counted and logged.
 ///
@@ -407,6 +409,19 @@ async fn dispatch(
     (head, body): (&mut Parts, Incoming),
 ) -> Response<Body> {
     let config = &state.config;
+    if let Some(port) = config.https_redirect
+        && !conn.secure
+        && crate::response::redirected_to_https(head.uri.path())
+    {
+        steps.step_with("route", None, Some(&TO_HTTPS));
+        return crate::response::https_redirect(head, port).unwrap_or_else(|| {
+            state.recorder.refused(Refusal::Host);
+            error_page(
+                StatusCode::BAD_REQUEST,
+                "a request redirected to https must name its host",
+            )
+        });
+    }
     if let Some(route) = route {
         let Some(upstreams) = state.proxy.upstreams(config, route) else {
             return error_page(StatusCode::BAD_GATEWAY, "no upstream for this route");

@@ -22,7 +22,11 @@ fn start() -> Site {
         let root = dir.join("public");
         std::fs::create_dir_all(root.join(".well-known/acme-challenge")).unwrap();
         std::fs::write(root.join("index.html"), "home\n").unwrap();
-        std::fs::write(root.join(".well-known/acme-challenge/t0k"), "t0k.thumbprint").unwrap();
+        std::fs::write(
+            root.join(".well-known/acme-challenge/t0k"),
+            "t0k.thumbprint",
+        )
+        .unwrap();
         let (c, key) = write_pair(dir, "site", "weft site", &["site.example"]);
         cert = c.clone();
         format!(
@@ -53,7 +57,13 @@ hsts_max_age = "1d"
 /// with `site.example` at loopback on both ports.
 fn curl(site: &Site, args: &[&str], url: &str) -> (u16, String, String) {
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-w", "\n%{http_code} %{redirect_url}"])
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{redirect_url}",
+        ])
         .arg("--resolve")
         .arg(format!("site.example:{}:127.0.0.1", site.plain))
         .arg("--resolve")
@@ -94,7 +104,11 @@ fn plain_requests_go_to_https_and_acme_challenges_and_tls_requests_are_served() 
         (301, &*format!("{https}/index.html?x=1"))
     );
     // Any other method: 308, which a client must follow with the same method and body.
-    let (code, location, _) = curl(&site, &["-X", "POST", "-d", "a=1"], &format!("{plain}/form"));
+    let (code, location, _) = curl(
+        &site,
+        &["-X", "POST", "-d", "a=1"],
+        &format!("{plain}/form"),
+    );
     assert_eq!((code, location.as_str()), (308, &*format!("{https}/form")));
     // Over h2c too.
     let (code, location, _) = curl(&site, &["--http2-prior-knowledge"], &format!("{plain}/"));
@@ -103,12 +117,22 @@ fn plain_requests_go_to_https_and_acme_challenges_and_tls_requests_are_served() 
     let (code, _, body) = curl(&site, &["-L"], &format!("{plain}/"));
     assert_eq!((code, body.as_str()), (200, "home\n"));
     let redirect = head_of(&site, &[], &format!("{plain}/"));
-    assert!(!redirect.contains("strict-transport-security"), "{redirect}");
+    assert!(
+        !redirect.contains("strict-transport-security"),
+        "{redirect}"
+    );
     let served = head_of(&site, &[], &format!("{https}/"));
-    assert!(served.contains("strict-transport-security: max-age=86400"), "{served}");
+    assert!(
+        served.contains("strict-transport-security: max-age=86400"),
+        "{served}"
+    );
 
     // ACME's HTTP-01 challenge is served over plain HTTP, as the CA fetches it.
-    let (code, _, body) = curl(&site, &[], &format!("{plain}/.well-known/acme-challenge/t0k"));
+    let (code, _, body) = curl(
+        &site,
+        &[],
+        &format!("{plain}/.well-known/acme-challenge/t0k"),
+    );
     assert_eq!((code, body.as_str()), (200, "t0k.thumbprint"));
 
     // Counted as answers, and logged.

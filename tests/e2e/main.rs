@@ -45,6 +45,7 @@ mod http_abuse;
 mod http_chains;
 mod http_files;
 mod http_framing;
+mod http_headers;
 mod http_peers;
 mod http_rates;
 mod http_redirect;

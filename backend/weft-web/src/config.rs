@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use crate::embedded::EmbeddedFiles;
 use crate::path::{self, PathError, Reading};
@@ -119,6 +119,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A `response_headers` field that cannot be added to responses.
+    #[error("response header {name:?}: {reason}")]
+    ResponseHeader {
+        /// The field name as written.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A `rate_limit` that could never let a request through, or never refill.
     #[error("rate_limit: requests_per_second and burst must each be at least 1")]
     RateLimit,
@@ -166,6 +174,9 @@ pub struct Route {
     pub cache_control: Option<HeaderValue>,
     /// The requests a client may make of this route, beside the service's own budget.
     pub rate_limit: Option<RateLimit>,
+    /// Header fields added to the responses relayed from its upstreams that carry none
+    /// of the name ([`response_header`] checks them).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Route {
@@ -238,6 +249,7 @@ impl Route {
             ca: None,
             cache_control: None,
             rate_limit: None,
+            response_headers: Vec::new(),
         })
     }
 
@@ -371,6 +383,47 @@ pub fn cache_control(value: &str) -> Result<HeaderValue, ConfigError> {
         .ok_or_else(bad)
 }
 
+/// The most `response_headers` a service or a route may add.
+pub const MAX_RESPONSE_HEADERS: usize = 32;
+
+/// A `response_headers` entry, checked: a field name (any case) and a value of visible
+/// ASCII and spaces. Fields that frame the message or belong to one connection
+/// (`Content-Length`, `Transfer-Encoding`, `Connection` and its kind) cannot be added,
+/// nor `Strict-Transport-Security`, which `hsts_max_age` sends over TLS alone (never
+/// over plain HTTP, RFC 6797 §7.2).
+pub fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
+    let refused = |reason| ConfigError::ResponseHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    let field = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| refused("is not a header field name"))?;
+    use http::header;
+    let framing = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+    ];
+    if framing.contains(&field) || field == "keep-alive" || field == "proxy-connection" {
+        return Err(refused(
+            "frames the message or belongs to one connection, which the service sets itself",
+        ));
+    }
+    if field == header::STRICT_TRANSPORT_SECURITY {
+        return Err(refused(
+            "is sent with hsts_max_age, over TLS alone (never over plain HTTP)",
+        ));
+    }
+    let value = HeaderValue::from_str(value)
+        .ok()
+        .filter(|v| v.to_str().is_ok() && !value.trim().is_empty())
+        .ok_or(refused("needs a value of visible ASCII"))?;
+    Ok((field, value))
+}
+
 /// Content codings for compressible types (text, JSON, JavaScript, XML, SVG, wasm).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compression {
@@ -450,6 +503,11 @@ pub struct WebConfig {
     /// on this port (none when `None`), but for ACME's HTTP-01 challenges
     /// (`/.well-known/acme-challenge/`), which are served as usual.
     pub https_redirect: Option<u16>,
+    /// Header fields added to every response of the service (files, proxied responses,
+    /// its own error pages and redirects) that carries none of the name: security
+    /// headers such as `X-Content-Type-Options: nosniff` ([`response_header`] checks
+    /// them).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Default for WebConfig {
@@ -466,6 +524,7 @@ impl Default for WebConfig {
             body_file_dir: std::env::temp_dir(),
             rate_limit: None,
             https_redirect: None,
+            response_headers: Vec::new(),
         }
     }
 }

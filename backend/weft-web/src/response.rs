@@ -72,7 +72,12 @@ pub(crate) fn https_redirect(head: &http::request::Parts, port: u16) -> Option<R
 mod tests {
     use super::*;
 
-    fn redirect(method: &str, host: Option<&str>, target: &str, port: u16) -> Option<(u16, String)> {
+    fn redirect(
+        method: &str,
+        host: Option<&str>,
+        target: &str,
+        port: u16,
+    ) -> Option<(u16, String)> {
         let mut request = http::Request::builder().method(method).uri(target);
         if let Some(host) = host {
             request = request.header(header::HOST, host);

@@ -133,6 +133,8 @@ pub(crate) struct RawService {
     pub(crate) hsts_max_age: Option<Spanned<String>>,
     /// http: requests over plain HTTP are sent to HTTPS (`true`, or the port).
     pub(crate) https_redirect: Option<Spanned<toml::Value>>,
+    /// http: header fields added to every response (a table of strings).
+    pub(crate) response_headers: Option<Spanned<toml::Value>>,
     /// http: where request bodies too long for a buffer are written.
     pub(crate) body_file_dir: Option<Spanned<String>>,
     /// http: further certificates of its `ssl:` listeners, chosen by SNI.
@@ -212,6 +214,9 @@ impl RawService {
         }
         if let Some(v) = &self.https_redirect {
             keys.push(("https_redirect", v.span()));
+        }
+        if let Some(v) = &self.response_headers {
+            keys.push(("response_headers", v.span()));
         }
         for (name, value) in [
             ("root", &self.root),

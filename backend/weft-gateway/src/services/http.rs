@@ -22,6 +22,8 @@
 //!                              # (a route may have one besides)
 //! https_redirect = true        # optional: plain HTTP is sent to the ssl: listener's port
 //!                              # (or a port: https_redirect = 443)
+//! response_headers = { "X-Content-Type-Options" = "nosniff" }   # optional: on every
+//!                              # response without the field (a route may have its own)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -132,6 +134,7 @@ impl super::Kind for HttpKind {
         "upstream_pool",
         "rate_limit",
         "https_redirect",
+        "response_headers",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -201,6 +204,10 @@ impl super::Kind for HttpKind {
                 None => None,
             },
             https_redirect: https_redirect(ctx)?,
+            response_headers: match &raw.response_headers {
+                Some(h) => response_headers(ctx, "response_headers", h)?,
+                None => Vec::new(),
+            },
         };
         // Where bodies go is checked as they would be written: `weft check` refuses a
         // directory `weft run` could not use.
@@ -299,6 +306,7 @@ impl super::Kind for HttpKind {
                     },
                     "cache_control": r.cache_control.as_ref().and_then(|v| v.to_str().ok()),
                     "rate_limit": r.rate_limit.map(rate_json),
+                    "response_headers": headers_json(&r.response_headers),
                 })
             })
             .collect();
@@ -316,6 +324,7 @@ impl super::Kind for HttpKind {
             },
             "rate_limit": web.rate_limit.map(rate_json),
             "https_redirect": web.https_redirect,
+            "response_headers": headers_json(&web.response_headers),
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
@@ -391,6 +400,65 @@ fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
         );
     }
     Ok(Some(port))
+}
+
+/// `response_headers = { "Name" = "value", ... }`, written at `key` (a service's, or a
+/// route's): each entry checked ([`weft_web::config::response_header`]), at most
+/// [`MAX_RESPONSE_HEADERS`](weft_web::config::MAX_RESPONSE_HEADERS), a name once
+/// whatever its case.
+pub(crate) fn response_headers(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    value: &Spanned<toml::Value>,
+) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
+    use weft_web::config::{MAX_RESPONSE_HEADERS, response_header};
+    let span = value.span();
+    let Some(table) = value.get_ref().as_table() else {
+        return Err(ctx.error(
+            span,
+            key,
+            "must be a table of header fields, such as { \"X-Content-Type-Options\" = \"nosniff\" }",
+        ));
+    };
+    if table.len() > MAX_RESPONSE_HEADERS {
+        return Err(ctx.error(
+            span,
+            key,
+            format!("at most {MAX_RESPONSE_HEADERS} fields, got {}", table.len()),
+        ));
+    }
+    let mut fields: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(table.len());
+    for (name, value) in table {
+        let at = format!("{key}.{name}");
+        let Some(text) = value.as_str() else {
+            return Err(ctx.error(span.clone(), &at, "must be a string"));
+        };
+        let (field, value) =
+            response_header(name, text).map_err(|e| ctx.error(span.clone(), &at, e.to_string()))?;
+        if fields.iter().any(|(f, _)| *f == field) {
+            return Err(ctx.error(
+                span.clone(),
+                &at,
+                "is given twice (names are the same whatever their case)",
+            ));
+        }
+        fields.push((field, value));
+    }
+    Ok(fields)
+}
+
+/// `response_headers`, for the services table.
+fn headers_json(fields: &[(http::HeaderName, http::HeaderValue)]) -> serde_json::Value {
+    fields
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                serde_json::Value::from(value.to_str().unwrap_or_default()),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// A `rate_limit`, for the services table.
@@ -931,6 +999,42 @@ pub(crate) mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn response_headers_are_read_for_the_service_and_a_route_and_bad_ones_named() {
+        let route = "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://h:1\"\n";
+        let c = parse(&format!(
+            "response_headers = {{ \"X-Content-Type-Options\" = \"nosniff\" }}\n{route}\
+             response_headers = {{ \"Cache-Status\" = \"edge\" }}\n"
+        ))
+        .unwrap();
+        let web = http(&c);
+        assert_eq!(web.response_headers.len(), 1);
+        assert_eq!(web.response_headers[0].0, "x-content-type-options");
+        assert_eq!(web.response_headers[0].1, "nosniff");
+        assert_eq!(web.routes[0].response_headers[0].0, "cache-status");
+        for (written, key, says) in [
+            ("{ \"Content-Length\" = \"1\" }", "response_headers.Content-Length", "frames the message"),
+            ("{ \"connection\" = \"close\" }", "response_headers.connection", "frames the message"),
+            ("{ \"Strict-Transport-Security\" = \"max-age=1\" }", "response_headers.Strict-Transport-Security", "hsts_max_age"),
+            ("{ \"Bad Name\" = \"x\" }", "response_headers.Bad Name", "not a header field name"),
+            ("{ \"X-A\" = \"a\\nb\" }", "response_headers.X-A", "visible ASCII"),
+            ("{ \"X-A\" = \" \" }", "response_headers.X-A", "visible ASCII"),
+            ("{ \"X-A\" = 1 }", "response_headers.X-A", "must be a string"),
+            ("{ \"X-A\" = \"1\", \"x-a\" = \"2\" }", "response_headers.x-a", "given twice"),
+            ("\"nosniff\"", "response_headers", "must be a table"),
+        ] {
+            let e = parse(&format!("response_headers = {written}\n{route}")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(&*format!("service[0].{key}")), "{e}");
+            assert!(e.to_string().contains(says), "{written}: {e}");
+            let e = parse(&format!("{route}response_headers = {written}\n")).unwrap_err();
+            assert_eq!(
+                e.key.as_deref(),
+                Some(&*format!("service[0].route[0].{key}")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! ca = "/etc/weft/upstream-ca.pem"   # optional: roots for https:// upstreams
 //! cache_control = "no-store"     # optional: sent with its responses that have none
 //! rate_limit = { requests_per_second = 5, burst = 10 }   # optional: each client's budget
+//! response_headers = { "Cache-Status" = "weft" }   # optional: on its upstreams' responses
 //! ```
 
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub(crate) struct RawRoute {
     ca: Option<Spanned<String>>,
     cache_control: Option<Spanned<String>>,
     rate_limit: Option<Spanned<super::rate_limit::RawRateLimit>>,
+    response_headers: Option<Spanned<toml::Value>>,
 }
 
 /// `health = { ... }` as written.
@@ -139,6 +141,9 @@ fn route(
         let value = weft_web::config::cache_control(v.get_ref())
             .map_err(|e| ctx.error(v.span(), &field("cache_control"), e.to_string()))?;
         route.cache_control = Some(value);
+    }
+    if let Some(h) = &raw.response_headers {
+        route.response_headers = super::http::response_headers(ctx, &field("response_headers"), h)?;
     }
     if let Some(r) = &raw.rate_limit {
         route.rate_limit = Some(super::rate_limit::read_requests(

@@ -764,6 +764,9 @@ fn respond(
             .entry(header::CACHE_CONTROL)
             .or_insert_with(|| value.clone());
     }
+    for (name, value) in &route.response_headers {
+        parts.headers.entry(name).or_insert_with(|| value.clone());
+    }
     // RFC 9110 §8.6: a server MUST NOT send `Content-Length` with a 1xx or 204.
     if parts.status == StatusCode::NO_CONTENT || parts.status.is_informational() {
         parts.headers.remove(header::CONTENT_LENGTH);

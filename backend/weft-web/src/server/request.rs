@@ -155,6 +155,12 @@ pub(super) fn handle(
                 .entry(header::STRICT_TRANSPORT_SECURITY)
                 .or_insert_with(|| hsts.clone());
         }
+        for (name, value) in &state.config.response_headers {
+            response
+                .headers_mut()
+                .entry(name)
+                .or_insert_with(|| value.clone());
+        }
 
         // An answer given without reading the request's body (refused before routing,
         // a file, the proxy's own error page) leaves the rest of the body on the

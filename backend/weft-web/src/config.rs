@@ -386,11 +386,22 @@ pub fn cache_control(value: &str) -> Result<HeaderValue, ConfigError> {
 /// The most `response_headers` a service or a route may add.
 pub const MAX_RESPONSE_HEADERS: usize = 32;
 
+/// The longest value of a `response_headers` field, and the most bytes of them all
+/// together: they go out with every response, and a client's header list limit (often
+/// 16 KiB or more) must hold them with the rest.
+pub const MAX_RESPONSE_HEADER_VALUE: usize = 4096;
+/// See [`MAX_RESPONSE_HEADER_VALUE`].
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 8192;
+
 /// A `response_headers` entry, checked: a field name (any case) and a value of visible
-/// ASCII and spaces. Fields that frame the message or belong to one connection
-/// (`Content-Length`, `Transfer-Encoding`, `Connection` and its kind) cannot be added,
-/// nor `Strict-Transport-Security`, which `hsts_max_age` sends over TLS alone (never
-/// over plain HTTP, RFC 6797 §7.2).
+/// ASCII, spaces and tabs inside it (not at its ends: RFC 9113 §8.2.1 makes such a value
+/// malformed over HTTP/2), at most [`MAX_RESPONSE_HEADER_VALUE`] bytes. Refused: fields
+/// that frame the message or belong to one connection (`Content-Length`,
+/// `Transfer-Encoding`, `Connection` and its kind); those that describe the
+/// representation or the answer, which a fixed value would make false for most
+/// responses (`Content-Type`, `Content-Encoding`, `Content-Range`, `Content-Location`,
+/// `ETag`, `Last-Modified`, `Date`, `Location`); and `Strict-Transport-Security`, which
+/// `hsts_max_age` sends over TLS alone (never over plain HTTP, RFC 6797 §7.2).
 pub fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), ConfigError> {
     let refused = |reason| ConfigError::ResponseHeader {
         name: name.to_owned(),
@@ -412,15 +423,39 @@ pub fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderVal
             "frames the message or belongs to one connection, which the service sets itself",
         ));
     }
+    let representation = [
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::CONTENT_LOCATION,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::DATE,
+        header::LOCATION,
+    ];
+    if representation.contains(&field) {
+        return Err(refused(
+            "describes each response itself: one value for all of them would be false for most",
+        ));
+    }
     if field == header::STRICT_TRANSPORT_SECURITY {
         return Err(refused(
             "is sent with hsts_max_age, over TLS alone (never over plain HTTP)",
         ));
     }
+    if value.len() > MAX_RESPONSE_HEADER_VALUE {
+        return Err(refused("has a value longer than 4096 bytes"));
+    }
+    let edges = [value.as_bytes().first(), value.as_bytes().last()];
+    if edges.iter().any(|b| matches!(b, Some(b' ' | b'\t'))) {
+        return Err(refused(
+            "has a value that begins or ends with a space or a tab (malformed over HTTP/2)",
+        ));
+    }
     let value = HeaderValue::from_str(value)
         .ok()
-        .filter(|v| v.to_str().is_ok() && !value.trim().is_empty())
-        .ok_or(refused("needs a value of visible ASCII"))?;
+        .filter(|v| v.to_str().is_ok() && !v.is_empty())
+        .ok_or(refused("needs a value of visible ASCII, spaces and tabs"))?;
     Ok((field, value))
 }
 

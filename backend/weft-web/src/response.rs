@@ -33,9 +33,10 @@ pub(crate) fn error_page(status: StatusCode, detail: &str) -> Response<Body> {
 const ACME_CHALLENGES: &str = "/.well-known/acme-challenge/";
 
 /// Whether a request for `path` (in normal form) is redirected to HTTPS by a service
-/// that redirects plain HTTP: all but ACME's challenges.
+/// that redirects plain HTTP: all but ACME's challenges, and `OPTIONS *`, which asks of
+/// the server rather than of a resource and has no URL to send anywhere.
 pub(crate) fn redirected_to_https(path: &str) -> bool {
-    !path.starts_with(ACME_CHALLENGES)
+    !path.starts_with(ACME_CHALLENGES) && path != "*"
 }
 
 /// The redirect of a request over plain HTTP to the same URL over HTTPS on `port`
@@ -111,5 +112,6 @@ mod tests {
         assert!(!redirected_to_https("/.well-known/acme-challenge/token"));
         assert!(redirected_to_https("/.well-known/acme-challenge"));
         assert!(redirected_to_https("/index.html"));
+        assert!(!redirected_to_https("*"), "OPTIONS *");
     }
 }

@@ -134,7 +134,7 @@ pub(crate) struct RawService {
     /// http: requests over plain HTTP are sent to HTTPS (`true`, or the port).
     pub(crate) https_redirect: Option<Spanned<toml::Value>>,
     /// http: header fields added to every response (a table of strings).
-    pub(crate) response_headers: Option<Spanned<toml::Value>>,
+    pub(crate) response_headers: Option<Spanned<crate::services::http::RawHeaders>>,
     /// http: where request bodies too long for a buffer are written.
     pub(crate) body_file_dir: Option<Spanned<String>>,
     /// http: further certificates of its `ssl:` listeners, chosen by SNI.

@@ -333,8 +333,8 @@ impl super::Kind for HttpKind {
 }
 
 /// `https_redirect`: `true` sends plain requests to the port of the service's first
-/// `ssl:` listener, a number to that port (TLS on a front end, or a port mapped); `false`
-/// or absent, none.
+/// `ssl:` listener, a number to that port (a port mapped, or TLS passed through by a front
+/// end); `false` or absent, none.
 fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
     let Some(value) = &ctx.raw.https_redirect else {
         return Ok(None);
@@ -363,15 +363,26 @@ fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
                     return Err(ctx.error(
                         span,
                         "https_redirect",
-                        "true needs an ssl: listener to send clients to; behind a TLS front \
-                         end, give the port clients reach https on, such as \
-                         https_redirect = 443",
+                        "true needs an ssl: listener to send clients to; give the port \
+                         clients reach https on when it is another (a mapped port, such as \
+                         https_redirect = 443)",
                     ));
                 }
             }
         }
         toml::Value::Integer(n) => match u16::try_from(*n) {
-            Ok(port) if port > 0 => port,
+            Ok(port) if port > 0 => {
+                if !ctx.has_tls() {
+                    ctx.warn(
+                        span.clone(),
+                        "https_redirect",
+                        "every request this service takes is over plain HTTP and is \
+                         redirected: behind a front end that ends TLS and forwards here, \
+                         that is a redirect loop (redirect on the front end instead)",
+                    );
+                }
+                port
+            }
             _ => {
                 return Err(ctx.error(
                     span,
@@ -402,24 +413,22 @@ fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
     Ok(Some(port))
 }
 
+/// `response_headers = { ... }` as written: each entry with its span (TOML's own error
+/// names a value that is no table).
+pub(crate) type RawHeaders = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
 /// `response_headers = { "Name" = "value", ... }`, written at `key` (a service's, or a
-/// route's): each entry checked ([`weft_web::config::response_header`]), at most
-/// [`MAX_RESPONSE_HEADERS`](weft_web::config::MAX_RESPONSE_HEADERS), a name once
-/// whatever its case.
+/// route's): each entry checked ([`weft_web::config::response_header`]) and named by its
+/// line, at most [`MAX_RESPONSE_HEADERS`](weft_web::config::MAX_RESPONSE_HEADERS) of them
+/// and 8 KiB of values, a name once whatever its case.
 pub(crate) fn response_headers(
     ctx: &ServiceCtx<'_>,
     key: &str,
-    value: &Spanned<toml::Value>,
+    value: &Spanned<RawHeaders>,
 ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
-    use weft_web::config::{MAX_RESPONSE_HEADERS, response_header};
+    use weft_web::config::{MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS, response_header};
     let span = value.span();
-    let Some(table) = value.get_ref().as_table() else {
-        return Err(ctx.error(
-            span,
-            key,
-            "must be a table of header fields, such as { \"X-Content-Type-Options\" = \"nosniff\" }",
-        ));
-    };
+    let table = value.get_ref();
     if table.len() > MAX_RESPONSE_HEADERS {
         return Err(ctx.error(
             span,
@@ -429,22 +438,39 @@ pub(crate) fn response_headers(
     }
     let mut fields: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(table.len());
     for (name, value) in table {
-        let at = format!("{key}.{name}");
-        let Some(text) = value.as_str() else {
-            return Err(ctx.error(span.clone(), &at, "must be a string"));
+        let at = format!("{key}.{}", toml_key(name.get_ref()));
+        let Some(text) = value.get_ref().as_str() else {
+            return Err(ctx.error(value.span(), &at, "must be a string"));
         };
-        let (field, value) =
-            response_header(name, text).map_err(|e| ctx.error(span.clone(), &at, e.to_string()))?;
+        let (field, value) = response_header(name.get_ref(), text)
+            .map_err(|e| ctx.error(name.span(), &at, e.to_string()))?;
         if fields.iter().any(|(f, _)| *f == field) {
             return Err(ctx.error(
-                span.clone(),
+                name.span(),
                 &at,
                 "is given twice (names are the same whatever their case)",
             ));
         }
         fields.push((field, value));
     }
+    let bytes: usize = fields.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(ctx.error(
+            span,
+            key,
+            format!("at most {MAX_RESPONSE_HEADER_BYTES} bytes of fields in all, got {bytes}"),
+        ));
+    }
     Ok(fields)
+}
+
+/// `name` as a TOML key: bare when it may be, else quoted.
+fn toml_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare { name.to_owned() } else { format!("{name:?}") }
 }
 
 /// `response_headers`, for the services table.
@@ -1018,12 +1044,14 @@ pub(crate) mod tests {
             ("{ \"Content-Length\" = \"1\" }", "response_headers.Content-Length", "frames the message"),
             ("{ \"connection\" = \"close\" }", "response_headers.connection", "frames the message"),
             ("{ \"Strict-Transport-Security\" = \"max-age=1\" }", "response_headers.Strict-Transport-Security", "hsts_max_age"),
-            ("{ \"Bad Name\" = \"x\" }", "response_headers.Bad Name", "not a header field name"),
+            ("{ \"Bad Name\" = \"x\" }", "response_headers.\"Bad Name\"", "not a header field name"),
+            ("{ \"Content-Type\" = \"text/html\" }", "response_headers.Content-Type", "describes each response"),
+            ("{ \"X-A\" = \" a\" }", "response_headers.X-A", "begins or ends with a space"),
             ("{ \"X-A\" = \"a\\nb\" }", "response_headers.X-A", "visible ASCII"),
-            ("{ \"X-A\" = \" \" }", "response_headers.X-A", "visible ASCII"),
+            ("{ \"X-A\" = \"\" }", "response_headers.X-A", "visible ASCII"),
             ("{ \"X-A\" = 1 }", "response_headers.X-A", "must be a string"),
             ("{ \"X-A\" = \"1\", \"x-a\" = \"2\" }", "response_headers.x-a", "given twice"),
-            ("\"nosniff\"", "response_headers", "must be a table"),
+            ("\"nosniff\"", "response_headers", "expected a table"),
         ] {
             let e = parse(&format!("response_headers = {written}\n{route}")).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(&*format!("service[0].{key}")), "{e}");

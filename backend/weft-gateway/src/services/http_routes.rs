@@ -46,7 +46,7 @@ pub(crate) struct RawRoute {
     ca: Option<Spanned<String>>,
     cache_control: Option<Spanned<String>>,
     rate_limit: Option<Spanned<super::rate_limit::RawRateLimit>>,
-    response_headers: Option<Spanned<toml::Value>>,
+    response_headers: Option<Spanned<super::http::RawHeaders>>,
 }
 
 /// `health = { ... }` as written.

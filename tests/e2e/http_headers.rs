@@ -5,8 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use crate::http_peers::Upstream;
-use crate::support::{free_port, spawn_app_with};
+use crate::http_peers::{Upstream, web_service};
 
 /// The head of the answer to `path`, lower-cased.
 fn head(web: SocketAddr, path: &str) -> String {
@@ -21,29 +20,15 @@ fn head(web: SocketAddr, path: &str) -> String {
 #[test]
 fn the_service_s_fields_go_on_every_answer_and_a_route_s_on_its_upstream_s() {
     let upstream = Upstream::start();
-    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let _app = spawn_app_with(|dir| {
-        let root = dir.join("public");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("f.txt"), "a file\n").unwrap();
-        format!(
-            r#"
-[[service]]
-name = "web"
-kind = "http"
-listen = "tcp:{port}:interface=127.0.0.1"
-root = "{root}"
-response_headers = {{ "X-Content-Type-Options" = "nosniff", "X-Frame-Options" = "DENY" }}
+    let (_app, web) = web_service(&format!(
+        r#"response_headers = {{ "X-Content-Type-Options" = "nosniff", "X-Frame-Options" = "DENY" }}
 [[service.route]]
 prefix = "/api/"
 upstream = "http://{upstream}"
 response_headers = {{ "X-Frame-Options" = "SAMEORIGIN", "Cache-Status" = "edge; fwd=uri-miss" }}
 "#,
-            port = web.port(),
-            root = root.display(),
-            upstream = upstream.addr,
-        )
-    });
+        upstream = upstream.addr,
+    ));
     let file = head(web, "/f.txt");
     assert!(file.starts_with("http/1.1 200"), "{file}");
     assert!(

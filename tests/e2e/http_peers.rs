@@ -281,3 +281,21 @@ pub(crate) fn exchange(addr: SocketAddr, raw: &str) -> Reply {
     client.send(raw.as_bytes());
     client.read_reply()
 }
+
+/// An http service named `web` on a loopback port, serving `public/f.txt` ("a file\n"),
+/// with `keys` added to it (its own settings, then any `[[service.route]]` tables).
+pub(crate) fn web_service(keys: &str) -> (crate::support::App, SocketAddr) {
+    let web: SocketAddr = ([127, 0, 0, 1], crate::support::free_port()).into();
+    let app = crate::support::spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f.txt"), "a file\n").unwrap();
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{root}\"\n{keys}",
+            port = web.port(),
+            root = root.display(),
+        )
+    });
+    (app, web)
+}

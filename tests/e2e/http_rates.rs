@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::http_peers::Upstream;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::http_peers::{Upstream, web_service};
+use crate::support::App;
 
 /// The status of each of `paths`, asked in order over one connection from `source`.
 fn statuses(web: SocketAddr, source: &str, paths: &[&str]) -> Vec<u16> {
@@ -36,29 +36,14 @@ fn head(web: SocketAddr, source: &str, path: &str) -> String {
 }
 
 fn start(upstream: SocketAddr) -> (App, SocketAddr) {
-    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let app = spawn_app_with(|dir| {
-        let root = dir.join("public");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("f.txt"), "a file\n").unwrap();
-        format!(
-            r#"
-[[service]]
-name = "web"
-kind = "http"
-listen = "tcp:{port}:interface=127.0.0.1"
-root = "{root}"
-rate_limit = {{ requests_per_second = 1, burst = 5 }}
+    web_service(&format!(
+        r#"rate_limit = {{ requests_per_second = 1, burst = 5 }}
 [[service.route]]
 prefix = "/api/"
 upstream = "http://{upstream}"
 rate_limit = {{ requests_per_second = 1, burst = 2 }}
-"#,
-            port = web.port(),
-            root = root.display(),
-        )
-    });
-    (app, web)
+"#
+    ))
 }
 
 #[test]

@@ -42,6 +42,7 @@ mod http2;
 mod http2_bodies;
 mod http2_progress;
 mod http_abuse;
+mod http_access;
 mod http_chains;
 mod http_files;
 mod http_framing;

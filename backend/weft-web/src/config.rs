@@ -177,6 +177,8 @@ pub struct Route {
     /// Header fields added to the responses relayed from its upstreams that carry none
     /// of the name ([`response_header`] checks them).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Who may use the route, besides the service's own list.
+    pub access: Access,
 }
 
 impl Route {
@@ -250,6 +252,7 @@ impl Route {
             cache_control: None,
             rate_limit: None,
             response_headers: Vec::new(),
+            access: Access::default(),
         })
     }
 
@@ -264,6 +267,34 @@ impl Route {
             Some(ca) => upstreams::check_ca(ca),
             None => Ok(()),
         }
+    }
+}
+
+/// `allow` and `deny`: the clients that may use a service or a route, by address, as
+/// nginx's `allow` and `deny`: a client in a `deny` block is refused; so is one in no
+/// `allow` block when there are any. A client that has no address (on a unix socket,
+/// which its file's mode guards) is let through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// When not empty, only clients in one of these blocks.
+    pub allow: Vec<weft::policies::Prefix>,
+    /// Never clients in one of these blocks.
+    pub deny: Vec<weft::policies::Prefix>,
+}
+
+impl Access {
+    /// Whether it admits every client.
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    /// Whether `peer` may go on.
+    pub fn admits(&self, peer: Option<std::net::IpAddr>) -> bool {
+        let Some(peer) = peer else {
+            return true;
+        };
+        !self.deny.iter().any(|p| p.contains(peer))
+            && (self.allow.is_empty() || self.allow.iter().any(|p| p.contains(peer)))
     }
 }
 
@@ -543,6 +574,8 @@ pub struct WebConfig {
     /// headers such as `X-Content-Type-Options: nosniff` ([`response_header`] checks
     /// them).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Who may use the service (a route may narrow it further).
+    pub access: Access,
 }
 
 impl Default for WebConfig {
@@ -560,6 +593,7 @@ impl Default for WebConfig {
             rate_limit: None,
             https_redirect: None,
             response_headers: Vec::new(),
+            access: Access::default(),
         }
     }
 }

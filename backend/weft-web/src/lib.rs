@@ -94,8 +94,8 @@ mod trace;
 
 pub use access_log::{AccessLog, AccessLogFile, AccessLogFiles, LogLoss, LossRecorder};
 pub use config::{
-    ActiveCheck, Balance, Compression, ConfigError, FileOptions, Health, Limits, PoolConfig,
-    RateLimit, Route, Upstream, WebConfig,
+    Access, ActiveCheck, Balance, Compression, ConfigError, FileOptions, Health, Limits,
+    PoolConfig, RateLimit, Route, Upstream, WebConfig,
 };
 pub use embedded::EmbeddedFiles;
 pub use files::{HOT_REQUESTS, REVALIDATE_EVERY};

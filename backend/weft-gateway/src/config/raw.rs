@@ -133,6 +133,9 @@ pub(crate) struct RawService {
     pub(crate) hsts_max_age: Option<Spanned<String>>,
     /// http: requests over plain HTTP are sent to HTTPS (`true`, or the port).
     pub(crate) https_redirect: Option<Spanned<toml::Value>>,
+    /// http: the clients that may use the service, and those that may not.
+    pub(crate) allow: Option<crate::services::http::RawBlocks>,
+    pub(crate) deny: Option<crate::services::http::RawBlocks>,
     /// http: header fields added to every response (a table of strings).
     pub(crate) response_headers: Option<Spanned<crate::services::http::RawHeaders>>,
     /// http: where request bodies too long for a buffer are written.
@@ -217,6 +220,12 @@ impl RawService {
         }
         if let Some(v) = &self.response_headers {
             keys.push(("response_headers", v.span()));
+        }
+        if let Some(v) = &self.allow {
+            keys.push(("allow", v.span()));
+        }
+        if let Some(v) = &self.deny {
+            keys.push(("deny", v.span()));
         }
         for (name, value) in [
             ("root", &self.root),

@@ -24,6 +24,8 @@
 //!                              # (or a port: https_redirect = 443)
 //! response_headers = { "X-Content-Type-Options" = "nosniff" }   # optional: on every
 //!                              # response without the field (a route may have its own)
+//! allow = ["10.0.0.0/8", "2001:db8::/32"]   # optional: only these clients (403 for others)
+//! deny = ["10.9.0.0/16"]       # optional: never these (a route may narrow both further)
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -135,6 +137,8 @@ impl super::Kind for HttpKind {
         "rate_limit",
         "https_redirect",
         "response_headers",
+        "allow",
+        "deny",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -208,6 +212,7 @@ impl super::Kind for HttpKind {
                 Some(h) => response_headers(ctx, "response_headers", h)?,
                 None => Vec::new(),
             },
+            access: access(ctx, "", (&raw.allow, &raw.deny))?,
         };
         // Where bodies go is checked as they would be written: `weft check` refuses a
         // directory `weft run` could not use.
@@ -307,6 +312,7 @@ impl super::Kind for HttpKind {
                     "cache_control": r.cache_control.as_ref().and_then(|v| v.to_str().ok()),
                     "rate_limit": r.rate_limit.map(rate_json),
                     "response_headers": headers_json(&r.response_headers),
+                    "access": access_json(&r.access),
                 })
             })
             .collect();
@@ -325,6 +331,7 @@ impl super::Kind for HttpKind {
             "rate_limit": web.rate_limit.map(rate_json),
             "https_redirect": web.https_redirect,
             "response_headers": headers_json(&web.response_headers),
+            "access": access_json(&web.access),
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
@@ -471,6 +478,61 @@ fn toml_key(name: &str) -> String {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if bare { name.to_owned() } else { format!("{name:?}") }
+}
+
+/// `allow` or `deny` as written: addresses and CIDR blocks, each with its span.
+pub(crate) type RawBlocks = Spanned<Vec<Spanned<String>>>;
+
+/// `allow` and `deny` under `at` (`""` for the service's, `route[1]` for a route's):
+/// lists of addresses and CIDR blocks.
+pub(crate) fn access(
+    ctx: &ServiceCtx<'_>,
+    at: &str,
+    (allow, deny): (&Option<RawBlocks>, &Option<RawBlocks>),
+) -> Result<weft_web::Access, ConfigError> {
+    let key = |name: &str| {
+        if at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    let blocks = |name: &str, list: &Option<RawBlocks>| {
+        let key = key(name);
+        let entries = list.as_ref().map_or(&[][..], |l| &l.get_ref()[..]);
+        entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry.get_ref().parse::<weft::policies::Prefix>().map_err(|e| {
+                    ctx.error(entry.span(), &format!("{key}[{i}]"), e.to_string())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let access = weft_web::Access {
+        allow: blocks("allow", allow)?,
+        deny: blocks("deny", deny)?,
+    };
+    if let Some(list) = allow
+        && access.allow.is_empty()
+    {
+        ctx.warn(
+            list.span(),
+            &key("allow"),
+            "is empty, which lets every client in (an empty list does not shut the service; \
+             leave it out, or name the clients)",
+        );
+    }
+    Ok(access)
+}
+
+/// An access list, for the services table.
+fn access_json(access: &weft_web::Access) -> serde_json::Value {
+    let text = |list: &[weft::policies::Prefix]| {
+        list.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    serde_json::json!({ "allow": text(&access.allow), "deny": text(&access.deny) })
 }
 
 /// `response_headers`, for the services table.
@@ -1063,6 +1125,36 @@ pub(crate) mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn allow_and_deny_of_the_service_and_a_route_are_read_and_a_bad_block_named() {
+        let route = "[[service.route]]\nprefix = \"/admin/\"\nupstream = \"http://h:1\"\n";
+        let c = parse(&format!(
+            "allow = [\"10.0.0.0/8\", \"2001:db8::/32\"]\ndeny = [\"10.9.0.0/16\"]\n{route}\
+             allow = [\"127.0.0.1\"]\n"
+        ))
+        .unwrap();
+        let web = http(&c);
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert!(web.access.admits(ip("10.1.2.3")));
+        assert!(!web.access.admits(ip("10.9.0.1")), "denied inside the allowed block");
+        assert!(!web.access.admits(ip("192.0.2.1")), "in no allowed block");
+        assert!(web.access.admits(ip("2001:db8::7")));
+        assert!(web.access.admits(None), "a unix-socket client");
+        assert!(web.routes[0].access.admits(ip("127.0.0.1")));
+        assert!(!web.routes[0].access.admits(ip("10.1.2.3")));
+        let e = parse(&format!("deny = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n{route}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].deny[1]"), "{e}");
+        let e = parse(&format!("{route}allow = [\"example.test\"]\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].route[0].allow[0]"), "{e}");
+        assert!(e.to_string().contains("not an IP address or a CIDR block"), "{e}");
+        let c = parse(&format!("allow = []\n{route}")).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.to_string().contains("lets every client in")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! cache_control = "no-store"     # optional: sent with its responses that have none
 //! rate_limit = { requests_per_second = 5, burst = 10 }   # optional: each client's budget
 //! response_headers = { "Cache-Status" = "weft" }   # optional: on its upstreams' responses
+//! allow = ["10.0.0.0/8"]         # optional: only these clients (deny = [...]: never these)
 //! ```
 
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub(crate) struct RawRoute {
     cache_control: Option<Spanned<String>>,
     rate_limit: Option<Spanned<super::rate_limit::RawRateLimit>>,
     response_headers: Option<Spanned<super::http::RawHeaders>>,
+    allow: Option<crate::services::http::RawBlocks>,
+    deny: Option<crate::services::http::RawBlocks>,
 }
 
 /// `health = { ... }` as written.
@@ -142,6 +145,7 @@ fn route(
             .map_err(|e| ctx.error(v.span(), &field("cache_control"), e.to_string()))?;
         route.cache_control = Some(value);
     }
+    route.access = super::http::access(ctx, key, (&raw.allow, &raw.deny))?;
     if let Some(h) = &raw.response_headers {
         route.response_headers = super::http::response_headers(ctx, &field("response_headers"), h)?;
     }

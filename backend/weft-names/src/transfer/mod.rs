@@ -31,7 +31,6 @@ pub mod ixfr;
 pub mod journal;
 pub(crate) mod metrics;
 pub mod notify;
-mod prefix;
 mod stream;
 mod zone_text;
 
@@ -48,8 +47,8 @@ pub use metrics::{
     NotifyResult, Refresh, SecondaryTransfer, TransferCounters, TransferResult, TsigResult,
     ZoneReload,
 };
-pub use prefix::{Prefix, PrefixError};
 pub(crate) use stream::Streamer;
+pub use weft::policies::{Prefix, PrefixError};
 
 use crate::metrics::ServiceMetrics;
 use crate::server::Via;

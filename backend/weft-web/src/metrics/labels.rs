@@ -133,11 +133,14 @@ pub enum Refusal {
     Loop,
     /// A request over its client's `rate_limit`, the service's or its route's (429).
     RateLimited,
+    /// A request from a client the service's or its route's `allow` and `deny` refuse
+    /// (403).
+    Forbidden,
 }
 
 impl Refusal {
     /// Every reason, in [`index`](Self::index) order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Malformed,
         Self::HeadTooLarge,
         Self::Host,
@@ -157,6 +160,7 @@ impl Refusal {
         Self::StreamError,
         Self::Loop,
         Self::RateLimited,
+        Self::Forbidden,
     ];
 
     /// The label value.
@@ -181,6 +185,7 @@ impl Refusal {
             Self::StreamError => "stream_error",
             Self::Loop => "loop",
             Self::RateLimited => "rate_limited",
+            Self::Forbidden => "forbidden",
         }
     }
 

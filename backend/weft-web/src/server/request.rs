@@ -108,6 +108,7 @@ pub(super) fn handle(
         // A request the message rules took spends its client's budgets: the service's,
         // then its route's.
         let admitted = admitted.and_then(|route| {
+            admitted_client(&state.config, route, conn.peer)?;
             state
                 .rates
                 .spend(&state.config, route, conn.peer, &*state.recorder)
@@ -141,7 +142,9 @@ pub(super) fn handle(
                 };
                 (series, response)
             }
-            Err(refused) if refused.reason == Refusal::RateLimited => limited(state, conn, head),
+            Err(refused) if matches!(refused.reason, Refusal::RateLimited | Refusal::Forbidden) => {
+                routed_refusal(state, conn, head, refused)
+            }
             Err(refused) => refused_page(state, refused),
         };
         let span = trace.span;
@@ -216,31 +219,50 @@ fn refused_page(state: &State, refused: Refused) -> (&Arc<RouteMetrics>, Respons
     (&state.routes.unrouted, page)
 }
 
-/// The answer to a request over its client's `rate_limit`, and the series it counts in:
-/// its route's. Found again from the request (its path in normal form by now), rather
-/// than kept from the check: what a request's future holds across its awaits is copied
-/// with every request.
-fn limited<'s>(
+/// Whether the service's and `route`'s `allow` and `deny` let `peer` in.
+fn admitted_client(
+    config: &WebConfig,
+    route: Option<&Route>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), Refused> {
+    let service = &config.access;
+    let open = |access: &crate::config::Access| access.is_open() || access.admits(peer);
+    if open(service) && route.is_none_or(|r| open(&r.access)) {
+        return Ok(());
+    }
+    Err(Refused {
+        status: StatusCode::FORBIDDEN,
+        reason: Refusal::Forbidden,
+        detail: "this client may not use this service",
+    })
+}
+
+/// The answer to a request refused once routed (over its client's `rate_limit`, or
+/// refused by `allow` and `deny`), and the series it counts in: its route's. The route
+/// is found again from the request (its path in normal form by now), rather than kept
+/// from the check: what a request's future holds across its awaits is copied with every
+/// request.
+fn routed_refusal<'s>(
     state: &'s State,
     conn: &Conn,
     head: &Parts,
+    refused: Refused,
 ) -> (&'s Arc<RouteMetrics>, Response<Body>) {
-    state.recorder.refused(Refusal::RateLimited);
+    state.recorder.refused(refused.reason);
     let route = state
         .config
         .route_path(head.uri.path())
         .ok()
         .and_then(|(_, route)| route);
-    let wait = state.rates.wait(&state.config, route, conn.peer);
-    let mut page = error_page(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too many requests from this client",
-    );
-    // Whole seconds (RFC 9110 §10.2.3), rounded up: never sooner than the budget has a
-    // request again.
-    let seconds = u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX);
-    page.headers_mut()
-        .insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    let mut page = error_page(refused.status, refused.detail);
+    if refused.reason == Refusal::RateLimited {
+        let wait = state.rates.wait(&state.config, route, conn.peer);
+        // Whole seconds (RFC 9110 §10.2.3), rounded up: never sooner than the budget has
+        // a request again.
+        let seconds = u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX);
+        page.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    }
     (state.routes.of(&state.config, route), page)
 }
 

@@ -1,4 +1,5 @@
-//! [`Prefix`]: an address or a CIDR block, as `allow_transfer` lists them.
+//! [`Prefix`]: an address or a CIDR block, as access lists name peers (a DNS service's
+//! `allow_transfer`, an HTTP service's `allow` and `deny`).
 
 use std::net::IpAddr;
 

@@ -1,0 +1,71 @@
+//! `allow` and `deny` on the `http` kind, on the real binary with curl from several
+//! loopback addresses: a client the service's or a route's lists refuse is answered 403,
+//! counted and logged, and never reaches an upstream.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use crate::http_peers::{Upstream, web_service};
+
+/// The status of `path` asked from `source`.
+fn status(web: SocketAddr, source: &str, path: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(["--interface", source])
+        .arg(format!("http://{web}{path}"))
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[test]
+fn clients_the_lists_refuse_get_403_and_never_reach_the_upstream() {
+    let upstream = Upstream::start();
+    let (app, web) = web_service(&format!(
+        r#"allow = ["127.0.0.0/8"]
+deny = ["127.0.0.3"]
+[[service.route]]
+prefix = "/admin/"
+upstream = "http://{upstream}"
+allow = ["127.0.0.1"]
+"#,
+        upstream = upstream.addr,
+    ));
+    assert_eq!(status(web, "127.0.0.1", "/f.txt"), 200);
+    assert_eq!(status(web, "127.0.0.1", "/admin/x"), 200);
+    assert_eq!(upstream.received(), 1);
+    // In the service's list, not in the route's.
+    assert_eq!(status(web, "127.0.0.2", "/f.txt"), 200);
+    assert_eq!(status(web, "127.0.0.2", "/admin/x"), 403);
+    assert_eq!(
+        upstream.received(),
+        1,
+        "the refused request never went upstream"
+    );
+    // Denied by the service, whatever the path.
+    assert_eq!(status(web, "127.0.0.3", "/f.txt"), 403);
+    assert_eq!(status(web, "127.0.0.3", "/admin/x"), 403);
+    assert_eq!(upstream.received(), 1);
+
+    let forbidden = app
+        .metric(r#"weft_http_requests_refused_total{reason="forbidden",service="web"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(forbidden, 3.0);
+    let route_4xx = app
+        .metric(r#"weft_http_route_requests_total{code="4xx",route="/admin/",service="web"}"#)
+        .unwrap_or(0.0);
+    assert_eq!(route_4xx, 2.0, "counted under the route they were for");
+    crate::assert_eventually!(
+        app.log().contains("\"GET /f.txt HTTP/1.1\" 403"),
+        "{}",
+        app.log()
+    );
+}

@@ -68,4 +68,17 @@ allow = ["127.0.0.1"]
         "{}",
         app.log()
     );
+    // The dashboard's HTTP view counts them by reason, and its page says it in words.
+    let refused = || {
+        let body = app.curl("/api/http").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .and_then(|services| services.iter().find(|s| s["service"] == "web"))
+            .and_then(|s| s["held"].as_array().cloned())
+            .and_then(|held| held.into_iter().find(|h| h["name"] == "refused_forbidden"))
+            .and_then(|h| h["held"].as_u64())
+    };
+    crate::assert_eventually!(refused() == Some(3), "{:?}", app.curl("/api/http"));
+    let page = app.curl("/http").unwrap_or_default();
+    assert!(page.contains("refused: forbidden <b>3</b>"), "{page}");
 }

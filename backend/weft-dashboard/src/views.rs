@@ -51,7 +51,7 @@ pub struct Held {
     /// The service's name for it (`request_body_memory_bytes`).
     pub name: &'static str,
     /// The same in words (`request bodies in memory`).
-    pub label: &'static str,
+    pub label: String,
     /// How much now, or counted.
     pub held: u64,
     /// The most there may be, for a level (in bytes, for those named `..._bytes`).
@@ -83,14 +83,19 @@ impl Held {
     }
 }
 
-/// What a service's named levels and counters are called on the page.
-fn label(name: &str) -> &'static str {
-    match name {
+/// What a service's named levels and counters are called on the page: requests refused
+/// (`refused_rate_limited`) by their reason in words (`refused: rate limited`).
+fn label(name: &str) -> String {
+    let known = match name {
         "request_body_memory_bytes" => "request bodies in memory",
         "request_body_file_bytes" => "request bodies in files",
         "request_body_file_errors" => "body files failed",
-        _ => "other",
-    }
+        _ => match name.strip_prefix("refused_") {
+            Some(reason) => return format!("refused: {}", reason.replace('_', " ")),
+            None => "other",
+        },
+    };
+    known.to_owned()
 }
 
 /// `snapshot`'s levels, then its counters, named in words.

@@ -11,7 +11,9 @@
 //!
 //! With routes, the service's request bodies read ahead of their upstreams are its
 //! levels (bytes in memory and in files against their totals) and its files' failures a
-//! counter, from its [`BodiesView`].
+//! counter, from its [`BodiesView`]. Its requests refused are counters too, one for each
+//! reason counted at least once (`refused_rate_limited`, ...), from the counters of its
+//! `/metrics` series.
 
 use weft_telemetry::live::unix_ms;
 use weft_telemetry::views::{
@@ -27,6 +29,7 @@ pub(crate) struct HttpView {
     routes: RouteFigures,
     upstreams: UpstreamsView,
     bodies: Option<BodiesView>,
+    refusals: weft_web::metrics::RefusalFigures,
 }
 
 impl HttpView {
@@ -36,6 +39,7 @@ impl HttpView {
             routes: service.routes(),
             upstreams: service.upstreams(),
             bodies: service.bodies(),
+            refusals: service.refusals(),
         }
     }
 }
@@ -77,6 +81,9 @@ impl ServiceView for HttpView {
                     .push(level("request_body_file_bytes", (held, limit)));
                 snapshot.counters.push(("request_body_file_errors", errors));
             }
+        }
+        for (reason, n) in self.refusals.read() {
+            snapshot.counters.push((reason.counter_name(), n));
         }
         snapshot
     }

@@ -193,6 +193,43 @@ impl Refusal {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The name a dashboard's counter of it goes by: `refused_` and its label.
+    pub fn counter_name(self) -> &'static str {
+        match self {
+            Self::Malformed => "refused_malformed",
+            Self::HeadTooLarge => "refused_head_too_large",
+            Self::Host => "refused_host",
+            Self::Path => "refused_path",
+            Self::Method => "refused_method",
+            Self::Body => "refused_body",
+            Self::BodyTooLarge => "refused_body_too_large",
+            Self::Ranges => "refused_ranges",
+            Self::Protocol => "refused_protocol",
+            Self::Cancelled => "refused_cancelled",
+            Self::HeadTimeout => "refused_head_timeout",
+            Self::BodyTimeout => "refused_body_timeout",
+            Self::LimitPeer => "refused_limit_peer",
+            Self::UriTooLong => "refused_uri_too_long",
+            Self::SendTimeout => "refused_send_timeout",
+            Self::TransferCoding => "refused_transfer_coding",
+            Self::StreamError => "refused_stream_error",
+            Self::Loop => "refused_loop",
+            Self::RateLimited => "refused_rate_limited",
+            Self::Forbidden => "refused_forbidden",
+        }
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn each_refusal_s_counter_is_named_by_its_label() {
+    for reason in Refusal::ALL {
+        assert_eq!(
+            reason.counter_name(),
+            format!("refused_{}", reason.as_str())
+        );
+    }
 }
 
 /// A request method as a bounded label: the common ones by name, the rest as `other`.

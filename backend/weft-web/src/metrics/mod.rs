@@ -45,6 +45,33 @@ pub use self::labels::{BodyBuffered, MethodLabel, Refusal, StatusClass, UpgradeO
 pub use self::losses::AccessLogLosses;
 pub use self::service::HttpMetrics;
 pub use self::upstream::{BrokeOff, ConnectionsUsed, UpstreamFailure};
+
+/// A service's requests refused, by reason: the counters its `/metrics` series read,
+/// shared, so any thread reads them as they count.
+#[derive(Clone, Default)]
+pub struct RefusalFigures(std::sync::Arc<[(Refusal, prometheus::IntCounter)]>);
+
+impl RefusalFigures {
+    /// The counters of `reasons`.
+    pub(crate) fn of(reasons: Vec<(Refusal, prometheus::IntCounter)>) -> Self {
+        Self(reasons.into())
+    }
+
+    /// Each reason with its count now, those never counted left out.
+    pub fn read(&self) -> Vec<(Refusal, u64)> {
+        self.0
+            .iter()
+            .map(|(reason, counter)| (*reason, counter.get()))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for RefusalFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.read()).finish()
+    }
+}
 use crate::routes::RouteMetrics;
 
 /// Request duration buckets, in seconds: half a millisecond to ten seconds.
@@ -125,6 +152,11 @@ pub trait Recorder {
     /// A `rate_limit` table was full: a client prefix still spending its budget was
     /// forgotten to make room for another (it starts again with a full burst).
     fn rate_limit_evicted(&self) {}
+    /// The service's refusals by reason, readable from any thread (for a dashboard);
+    /// none by default.
+    fn refusal_figures(&self) -> RefusalFigures {
+        RefusalFigures::default()
+    }
     /// Tunnels open after a 101 changed by `change`: 1 when one opens, -1 when it ends.
     fn tunnels(&self, change: i64) {
         let _ = change;

@@ -294,6 +294,15 @@ impl Recorder for HttpMetrics {
         self.rate_limit_evictions.inc();
     }
 
+    fn refusal_figures(&self) -> super::RefusalFigures {
+        super::RefusalFigures::of(
+            Refusal::ALL
+                .iter()
+                .map(|&reason| (reason, self.refused_handle(reason).clone()))
+                .collect(),
+        )
+    }
+
     fn route(&self, route: &str) -> Arc<RouteMetrics> {
         self.route_handles
             .borrow_mut()

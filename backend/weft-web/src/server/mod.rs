@@ -239,6 +239,11 @@ impl HttpService {
         }
     }
 
+    /// Its requests refused, by reason, readable from any thread (for a dashboard).
+    pub fn refusals(&self) -> crate::metrics::RefusalFigures {
+        self.state.recorder.refusal_figures()
+    }
+
     /// Its `rate_limit` budgets on this reactor, for the service that replaces it.
     pub fn rate_budgets(&self) -> RateBudgets {
         RateBudgets(Rc::downgrade(&self.state.rates))

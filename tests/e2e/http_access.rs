@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use crate::http_peers::{Upstream, web_service};
+use crate::http_peers::{RawClient, Upstream, web_service};
 
 /// The status of `path` asked from `source`.
 fn status(web: SocketAddr, source: &str, path: &str) -> u16 {
@@ -81,4 +81,30 @@ allow = ["127.0.0.1"]
     crate::assert_eventually!(refused() == Some(3), "{:?}", app.curl("/api/http"));
     let page = app.curl("/http").unwrap_or_default();
     assert!(page.contains("refused: forbidden <b>3</b>"), "{page}");
+}
+
+/// A reload that denies a client refuses it on the keep-alive connection it already
+/// holds, not only on its next one.
+#[test]
+fn a_reload_that_denies_a_client_refuses_it_on_the_connection_it_holds() {
+    let (app, web) = web_service("");
+    let get = b"GET /f.txt HTTP/1.1\r\nHost: web\r\n\r\n";
+    let mut held = RawClient::connect_from([127, 0, 0, 2].into(), web);
+    held.send(get);
+    assert_eq!(held.read_reply().status, 200);
+
+    app.edit_config(|text| format!("{text}deny = [\"127.0.0.2\"]\n"));
+    app.reload_by_signal("ok");
+    held.send(get);
+    assert_eq!(
+        held.read_reply().status,
+        403,
+        "on the connection held across the reload"
+    );
+    let mut fresh = RawClient::connect_from([127, 0, 0, 2].into(), web);
+    fresh.send(get);
+    assert_eq!(fresh.read_reply().status, 403);
+    let mut other = RawClient::connect_from([127, 0, 0, 1].into(), web);
+    other.send(get);
+    assert_eq!(other.read_reply().status, 200);
 }

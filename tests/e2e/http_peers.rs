@@ -189,6 +189,23 @@ impl RawClient {
         }
     }
 
+    /// A connection to `addr` from the local address `from` (any port).
+    pub(crate) fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> Self {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let s: TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self {
+            reader: BufReader::new(s),
+        }
+    }
+
     pub(crate) fn send(&mut self, raw: &[u8]) {
         self.reader.get_mut().write_all(raw).unwrap();
     }

@@ -106,4 +106,4 @@ pub use metrics::{
 pub use mime::content_type;
 pub use proxy::{BodiesSnapshot, BodiesView, RecentError, UpstreamSnapshot, UpstreamsView};
 pub use routes::{RouteFigures, RouteMetrics};
-pub use server::{HttpService, RateBudgets, StaticFiles};
+pub use server::{Handover, HttpService, StaticFiles};

@@ -244,7 +244,7 @@ impl super::Kind for HttpKind {
             exemplars: exemplars.clone(),
             recorders: PerService::default(),
             losses: PerService::default(),
-            budgets: PerService::default(),
+            handovers: PerService::default(),
         }
     }
 
@@ -275,11 +275,11 @@ impl super::Kind for HttpKind {
             metrics.recorder(name),
         )
         .with_access_log(access_log);
-        let service = match metrics.budgets.take(name) {
-            Some(previous) => service.with_rate_budgets_of(&previous),
+        let service = match metrics.handovers.take(name) {
+            Some(previous) => service.taking_over(&previous),
             None => service,
         };
-        metrics.budgets.set(name, service.rate_budgets());
+        metrics.handovers.set(name, service.handover());
         let options = on
             .options
             .clone()
@@ -520,9 +520,28 @@ pub(crate) fn access(
         ctx.warn(
             list.span(),
             &key("allow"),
-            "is empty, which lets every client in (an empty list does not shut the service; \
-             leave it out, or name the clients)",
+            "is empty, which limits no client (an empty list shuts nothing; leave it out, \
+             or name the clients)",
         );
+    }
+    // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx warns.
+    for (name, list) in [("allow", allow), ("deny", deny)] {
+        for entry in list.iter().flat_map(|l| l.get_ref()) {
+            let written = entry.get_ref();
+            let Ok(block) = written.parse::<weft::policies::Prefix>() else {
+                continue;
+            };
+            let address = written.split('/').next().unwrap_or_default().trim();
+            if address.parse::<std::net::IpAddr>().ok() != Some(block.network())
+                && !address.contains("::ffff:")
+            {
+                ctx.warn(
+                    entry.span(),
+                    &key(name),
+                    format!("\"{written}\" has bits set past its length: it is {block}"),
+                );
+            }
+        }
     }
     Ok(access)
 }
@@ -715,9 +734,9 @@ pub(crate) struct HttpFamilies {
     recorders: PerService<Rc<dyn Recorder>>,
     /// Access log loss series by service name, kept for the same reason.
     losses: PerService<Arc<dyn LossRecorder>>,
-    /// The `rate_limit` budgets of each service's newest start on this reactor: the
-    /// start after a reload spends on in them where it counts the same way.
-    budgets: PerService<weft_web::RateBudgets>,
+    /// What each service's newest start on this reactor hands to the start after a
+    /// reload: its `rate_limit` budgets and its `allow` and `deny` lists.
+    handovers: PerService<weft_web::Handover>,
 }
 
 impl HttpFamilies {
@@ -1151,10 +1170,17 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("not an IP address or a CIDR block"), "{e}");
         let c = parse(&format!("allow = []\n{route}")).unwrap();
         assert!(
-            c.warnings.iter().any(|w| w.to_string().contains("lets every client in")),
+            c.warnings.iter().any(|w| w.to_string().contains("limits no client")),
             "{:?}",
             c.warnings
         );
+        let c = parse(&format!("deny = [\"10.1.2.3/8\", \"10.0.0.0/8\"]\n{route}")).unwrap();
+        let said: Vec<_> = c.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            said.iter().any(|w| w.contains("\"10.1.2.3/8\" has bits set past its length: it is 10.0.0.0/8")),
+            "{said:?}"
+        );
+        assert_eq!(said.iter().filter(|w| w.contains("bits set")).count(), 1, "{said:?}");
     }
 
     #[test]

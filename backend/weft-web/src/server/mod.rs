@@ -17,6 +17,7 @@
 //! After a 101 from the proxy the connection is a tunnel (`proxy::upgrade`), still this
 //! task's, so it stays listed, and closable, until the tunnel ends.
 
+mod access;
 mod connection;
 mod frames;
 mod head_timer;
@@ -24,7 +25,7 @@ pub(crate) mod heads;
 mod rates;
 mod request;
 
-pub use rates::RateBudgets;
+pub use access::Handover;
 pub(crate) mod streams;
 
 use std::rc::Rc;
@@ -113,6 +114,8 @@ struct State {
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
     /// The `rate_limit` budgets of the service and its routes on this reactor.
     rates: Rc<rates::Rates>,
+    /// The `allow` and `deny` lists in force, shared with the service's later generations.
+    access: Rc<access::AccessLists>,
 }
 
 /// Each route's series, in the order of the configuration's routes, and those of the
@@ -183,6 +186,7 @@ impl HttpService {
         let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
         let routes = RouteSlots::new(&config, &*recorder);
         let rates = Rc::new(rates::Rates::new(&config));
+        let access = Rc::new(access::AccessLists::new(&config));
         let route_details = config
             .routes
             .iter()
@@ -209,6 +213,7 @@ impl HttpService {
                 routes,
                 h2_requests: std::cell::OnceCell::new(),
                 rates,
+                access,
             }),
         }
     }
@@ -244,23 +249,35 @@ impl HttpService {
         self.state.recorder.refusal_figures()
     }
 
-    /// Its `rate_limit` budgets on this reactor, for the service that replaces it.
-    pub fn rate_budgets(&self) -> RateBudgets {
-        RateBudgets(Rc::downgrade(&self.state.rates))
+    /// What it hands to the service that replaces it on this reactor (a reload): its
+    /// `rate_limit` budgets and its `allow` and `deny` lists.
+    pub fn handover(&self) -> Handover {
+        Handover {
+            rates: Rc::downgrade(&self.state.rates),
+            access: Rc::downgrade(&self.state.access),
+        }
     }
 
-    /// Takes over the buckets of `previous` (the budgets of the service this one
-    /// replaces, on the same reactor) that count as this one's do: after a reload a client
-    /// spends on where it left off rather than with a fresh burst, and its requests on
-    /// connections the old service still serves spend the same budget. A budget whose
-    /// settings changed, or a route that is new, starts afresh. Call it before listening.
+    /// Takes over from the service `previous` was handed over by (on the same reactor):
+    ///
+    /// - the `rate_limit` buckets that count as this one's do: after a reload a client
+    ///   spends on where it left off rather than with a fresh burst, and its requests on
+    ///   connections the old service still serves spend the same budget; a budget whose
+    ///   settings changed, or a route that is new, starts afresh;
+    /// - its connections' `allow` and `deny`: this one's lists are in force for them too
+    ///   while this service lives, so a client a reload denies is refused on the
+    ///   connections it holds already.
+    ///
+    /// Call it before listening.
     #[must_use]
-    pub fn with_rate_budgets_of(self, previous: &RateBudgets) -> Self {
-        let Some(previous) = previous.0.upgrade() else {
-            return self;
-        };
+    pub fn taking_over(self, previous: &Handover) -> Self {
         let mut state = (*self.state).clone();
-        state.rates = Rc::new(rates::Rates::new(&state.config).adopting(&previous));
+        if let Some(rates) = previous.rates.upgrade() {
+            state.rates = Rc::new(rates::Rates::new(&state.config).adopting(&rates));
+        }
+        if let Some(access) = previous.access() {
+            access.succeeded_by(&state.access);
+        }
         Self {
             state: Rc::new(state),
         }

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::time::Duration;
 
 use weft::policies::PrefixRates;
@@ -179,19 +179,5 @@ impl Rates {
             &b.table
         }
         Some((peer, [self.service.as_ref().map(table), route.map(table)]))
-    }
-}
-
-/// The `rate_limit` budgets of an [`HttpService`](super::HttpService) on one reactor, as
-/// [`rate_budgets`](super::HttpService::rate_budgets) hands them to the service that
-/// replaces it. Held weakly: it keeps no buckets alive once the service is gone.
-#[derive(Clone)]
-pub struct RateBudgets(pub(super) Weak<Rates>);
-
-impl std::fmt::Debug for RateBudgets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateBudgets")
-            .field("alive", &(self.0.strong_count() > 0))
-            .finish()
     }
 }

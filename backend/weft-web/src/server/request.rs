@@ -108,7 +108,7 @@ pub(super) fn handle(
         // A request the message rules took spends its client's budgets: the service's,
         // then its route's.
         let admitted = admitted.and_then(|route| {
-            admitted_client(&state.config, route, conn.peer)?;
+            admitted_client(state, route, conn.peer)?;
             state
                 .rates
                 .spend(&state.config, route, conn.peer, &*state.recorder)
@@ -219,15 +219,14 @@ fn refused_page(state: &State, refused: Refused) -> (&Arc<RouteMetrics>, Respons
     (&state.routes.unrouted, page)
 }
 
-/// Whether the service's and `route`'s `allow` and `deny` let `peer` in.
+/// Whether the service's and `route`'s `allow` and `deny` (the lists in force, which a
+/// reload may have changed since the connection was accepted) let `peer` in.
 fn admitted_client(
-    config: &WebConfig,
+    state: &State,
     route: Option<&Route>,
     peer: Option<std::net::IpAddr>,
 ) -> Result<(), Refused> {
-    let service = &config.access;
-    let open = |access: &crate::config::Access| access.is_open() || access.admits(peer);
-    if open(service) && route.is_none_or(|r| open(&r.access)) {
+    if state.access.admits(route, peer) {
         return Ok(());
     }
     Err(Refused {

@@ -34,6 +34,12 @@ impl Prefix {
 }
 
 impl Prefix {
+    /// The block's first address (the one written, with the bits past its length
+    /// cleared).
+    pub fn network(&self) -> IpAddr {
+        self.addr
+    }
+
     /// Whether every address of `other` is inside this block.
     pub fn covers(&self, other: &Prefix) -> bool {
         self.len <= other.len && self.contains(other.addr)
@@ -60,14 +66,23 @@ impl std::str::FromStr for Prefix {
         };
         let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
         let width = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            Some(len) => len
-                .trim()
+        let len = match len.map(str::trim) {
+            Some(len) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => len
                 .parse::<u8>()
                 .ok()
                 .filter(|l| *l <= width)
                 .ok_or_else(bad)?,
+            Some(_) => return Err(bad()),
             None => width,
+        };
+        // A block of IPv4 addresses written in IPv6's mapped form (`::ffff:10.0.0.0/104`)
+        // is that IPv4 block: peers are matched as the IPv4 addresses they are.
+        let (addr, len) = match addr {
+            IpAddr::V6(v6) if len >= 96 => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddr::V4(v4), len - 96),
+                None => (addr, len),
+            },
+            _ => (addr, len),
         };
         let addr = match addr {
             IpAddr::V4(v4) => {
@@ -114,7 +129,20 @@ mod tests {
             "v4-mapped peers"
         );
         assert_eq!(p("198.51.100.9/24").to_string(), "198.51.100.0/24");
-        for bad in ["", "example.test", "10.0.0.0/33", "::/129", "10.0.0.0/x"] {
+        assert!(
+            p("::ffff:10.0.0.0/104").contains(ip("10.1.2.3")),
+            "a mapped block is IPv4"
+        );
+        assert_eq!(p("::ffff:10.0.0.0/104").to_string(), "10.0.0.0/8");
+        for bad in [
+            "",
+            "example.test",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "10.0.0.0/+8",
+            "10.0.0.0/",
+        ] {
             assert!(bad.parse::<Prefix>().is_err(), "{bad}");
         }
     }

@@ -44,6 +44,7 @@ mod http2_progress;
 mod http_abuse;
 mod http_access;
 mod http_chains;
+mod http_fallback;
 mod http_files;
 mod http_framing;
 mod http_headers;

@@ -127,6 +127,14 @@ pub enum ConfigError {
         /// Why.
         reason: &'static str,
     },
+    /// A `fallback` that is not a file's path in normal form.
+    #[error("fallback {path:?}: {reason}")]
+    Fallback {
+        /// The path as written.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A `rate_limit` that could never let a request through, or never refill.
     #[error("rate_limit: requests_per_second and burst must each be at least 1")]
     RateLimit,
@@ -400,6 +408,31 @@ pub struct FileOptions {
     pub cache_control: Option<HeaderValue>,
     /// Content codings.
     pub compression: Compression,
+    /// The file answered, with 200, for a GET or HEAD of a path no file (nor directory
+    /// index) is found at, such as `/index.html` for a single-page application whose
+    /// routes are its own (nginx's `try_files $uri $uri/ /index.html`); none when
+    /// `None` (404). A path in normal form ([`fallback`]).
+    pub fallback: Option<String>,
+}
+
+/// Checks a `fallback` path: absolute, in normal form, not a directory (no trailing
+/// slash).
+pub fn fallback(path: &str) -> Result<String, ConfigError> {
+    let bad = |reason| ConfigError::Fallback {
+        path: path.to_owned(),
+        reason,
+    };
+    if !path.starts_with('/') || path.ends_with('/') || path.contains("//") {
+        return Err(bad(
+            "must be a file's path from the root, such as \"/index.html\"",
+        ));
+    }
+    match crate::path::normalize(path) {
+        Ok(normal) if normal == path => Ok(path.to_owned()),
+        _ => Err(bad(
+            "must be a path in normal form (no `..`, `.`, `//` or needless %-escapes)",
+        )),
+    }
 }
 
 /// Parses a `cache_control` setting into the header value it will be sent as.

@@ -133,6 +133,8 @@ pub(crate) struct RawService {
     pub(crate) hsts_max_age: Option<Spanned<String>>,
     /// http: requests over plain HTTP are sent to HTTPS (`true`, or the port).
     pub(crate) https_redirect: Option<Spanned<toml::Value>>,
+    /// http: the file answered for a path no file is found at (a single-page app's).
+    pub(crate) fallback: Option<Spanned<String>>,
     /// http: the clients that may use the service, and those that may not.
     pub(crate) allow: Option<crate::services::http::RawBlocks>,
     pub(crate) deny: Option<crate::services::http::RawBlocks>,
@@ -223,6 +225,9 @@ impl RawService {
         }
         if let Some(v) = &self.allow {
             keys.push(("allow", v.span()));
+        }
+        if let Some(v) = &self.fallback {
+            keys.push(("fallback", v.span()));
         }
         if let Some(v) = &self.deny {
             keys.push(("deny", v.span()));

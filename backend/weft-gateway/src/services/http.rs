@@ -16,6 +16,7 @@
 //!                              # body_buffer_bytes are written (default: the system's
 //!                              # temporary directory, $TMPDIR or /tmp)
 //! listing = false              # optional: list directories without an index file
+//! fallback = "/index.html"     # optional: answered for paths no file is at (an SPA)
 //! cache_control = "public, max-age=3600"   # optional: sent with static files
 //!                              # (a route has its own, for proxied responses)
 //! rate_limit = { requests_per_second = 50, burst = 100 }   # optional: each client's budget
@@ -139,6 +140,7 @@ impl super::Kind for HttpKind {
         "response_headers",
         "allow",
         "deny",
+        "fallback",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -321,6 +323,7 @@ impl super::Kind for HttpKind {
             "embedded": web.embedded.as_ref().map(|e| e.names().collect::<Vec<_>>()),
             "index": web.index,
             "listing": web.files.listing,
+            "fallback": web.files.fallback,
             "cache_control": web.files.cache_control.as_ref().and_then(|v| v.to_str().ok()),
             "compression": {
                 "precompressed": web.files.compression.precompressed,
@@ -615,10 +618,37 @@ fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
         }
         None => d,
     };
+    let fallback = match &raw.fallback {
+        Some(path) => {
+            let checked = weft_web::config::fallback(path.get_ref())
+                .map_err(|e| ctx.error(path.span(), "fallback", e.to_string()))?;
+            match raw.root.as_ref().and_then(|r| r.get_ref().as_str()) {
+                None => ctx.warn(
+                    path.span(),
+                    "fallback",
+                    "takes no effect: the service has no root to serve it from",
+                ),
+                Some(root) if !std::path::Path::new(root).join(&checked[1..]).is_file() => {
+                    ctx.warn(
+                        path.span(),
+                        "fallback",
+                        format!(
+                            "{checked:?} is no file under the root yet: until it is, a path \
+                             no file is found at is 404"
+                        ),
+                    );
+                }
+                Some(_) => {}
+            }
+            Some(checked)
+        }
+        None => None,
+    };
     Ok(FileOptions {
         listing: raw.listing.as_ref().is_some_and(|v| *v.get_ref()),
         cache_control,
         compression,
+        fallback,
     })
 }
 
@@ -1181,6 +1211,26 @@ pub(crate) mod tests {
             "{said:?}"
         );
         assert_eq!(said.iter().filter(|w| w.contains("bits set")).count(), 1, "{said:?}");
+    }
+
+    #[test]
+    fn a_fallback_is_a_file_s_path_in_normal_form_and_a_missing_one_is_warned_of() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "app").unwrap();
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        let c = parse(&format!("{root}fallback = \"/index.html\"\n")).unwrap();
+        assert_eq!(http(&c).files.fallback.as_deref(), Some("/index.html"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = parse(&format!("{root}fallback = \"/app.html\"\n")).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.to_string().contains("is no file under the root")),
+            "{:?}",
+            c.warnings
+        );
+        for bad in ["index.html", "/a/../index.html", "/app/", "//index.html"] {
+            let e = parse(&format!("{root}fallback = {bad:?}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("service[0].fallback"), "{bad}: {e}");
+        }
     }
 
     #[test]

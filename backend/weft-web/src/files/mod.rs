@@ -287,20 +287,24 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
             }
             match source.find(&format!("{path}{index}")) {
                 Ok(Found::File(index)) => index,
-                _ => {
-                    return Ok(match dir {
-                        Some(dir) if options.listing => {
-                            steps.step(READ_FILE);
-                            Answer::Later(listing(source, dir, path, request, options))
+                _ => match dir {
+                    Some(dir) if options.listing => {
+                        steps.step(READ_FILE);
+                        return Ok(Answer::Later(listing(source, dir, path, request, options)));
+                    }
+                    _ => match fallback(source, options) {
+                        Some(file) => file,
+                        None => {
+                            return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found")));
                         }
-                        _ => Answer::Now(error_page(StatusCode::NOT_FOUND, "not found")),
-                    });
-                }
+                    },
+                },
             }
         }
-        Err(PathError::NotFound) => {
-            return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found")));
-        }
+        Err(PathError::NotFound) => match fallback(source, options) {
+            Some(file) => file,
+            None => return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found"))),
+        },
         Err(e) => {
             // Refused as the admission rules refuse a path, and counted with them.
             recorder.refused(Refusal::Path);
@@ -311,6 +315,16 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
         }
     };
     file(found, options, (recorder, steps), method, &request.headers)
+}
+
+/// The `fallback` file, for a path no file is found at; `None` without one, or when it
+/// is missing itself (then the request is 404, as it would be without).
+fn fallback(source: &Source, options: &FileOptions) -> Option<File> {
+    let path = options.fallback.as_deref()?;
+    match source.find(path) {
+        Ok(Found::File(file)) => Some(file),
+        _ => None,
+    }
 }
 
 fn redirect(location: &str) -> Response<Body> {

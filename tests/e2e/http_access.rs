@@ -107,4 +107,29 @@ fn a_reload_that_denies_a_client_refuses_it_on_the_connection_it_holds() {
     let mut other = RawClient::connect_from([127, 0, 0, 1].into(), web);
     other.send(get);
     assert_eq!(other.read_reply().status, 200);
+
+    // A later reload that changes something else keeps the client denied on the
+    // connection the first generation accepted (the generation between is gone).
+    app.edit_config(|text| text.replace("root = ", "cache_control = \"no-store\"\nroot = "));
+    app.reload_by_signal("ok");
+    held.send(get);
+    assert_eq!(held.read_reply().status, 403, "two reloads on");
+
+    // A reload that fails (a new service's port is taken) changes nothing: the lists it
+    // would have put in force (no deny) never judge a request.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    app.edit_config(|text| {
+        let open = text.replace("deny = [\"127.0.0.2\"]\n", "");
+        format!(
+            "{open}[[service]]\nname = \"more\"\nkind = \"echo\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\n"
+        )
+    });
+    app.reload_by_signal("failed");
+    held.send(get);
+    assert_eq!(held.read_reply().status, 403, "after a failed reload");
+    let mut fresh = RawClient::connect_from([127, 0, 0, 2].into(), web);
+    fresh.send(get);
+    assert_eq!(fresh.read_reply().status, 403);
 }

@@ -19,15 +19,28 @@ fn paths_no_file_is_at_get_the_app_s_page_and_its_files_are_served() {
         format!(
             "[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{root}\"\n\
-             fallback = \"/index.html\"\n",
+             fallback = \"/index.html\"\ncache_control = \"public, max-age=31536000\"\n",
             port = web.port(),
             root = root.display(),
         )
     });
     let page = (200, "<div id=app></div>\n".to_owned());
-    // The app's own routes, however deep, and a directory without an index.
+    // The app's own routes, however deep, and a directory without an index, with its
+    // slash or without (no redirect to a slash that leads nowhere).
     assert_eq!(get(web, &[], "/settings/profile?tab=2"), page);
     assert_eq!(get(web, &[], "/empty/"), page);
+    assert_eq!(get(web, &[], "/empty"), page);
+    // The page comes with `no-cache`, not the files' year: a URL answered with it may be
+    // a file of the next deploy.
+    let (_, head) = get(web, &["-I"], "/settings");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    let (_, file) = get(web, &["-I"], "/assets/app.js");
+    assert!(
+        file.to_ascii_lowercase()
+            .contains("cache-control: public, max-age=31536000"),
+        "{file}"
+    );
     // Its files as they are.
     assert_eq!(
         get(web, &[], "/assets/app.js"),

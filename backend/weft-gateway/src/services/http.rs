@@ -232,6 +232,19 @@ impl super::Kind for HttpKind {
             let span = raw.root.as_ref().map_or(raw.kind.span(), |r| r.span());
             ctx.error(span, "root", e.to_string())
         })?;
+        // Looked up as a request would (hidden names, symlinks out of the root and all).
+        if let (Some(path), Some(written)) = (&web.files.fallback, &raw.fallback)
+            && !files.has_file(path)
+        {
+            let why = match web.root {
+                Some(_) => format!(
+                    "{path:?} is no file a request could be served yet: until it is, a path \
+                     no file is found at is 404"
+                ),
+                None => "takes no effect: the service has no root to serve it from".to_owned(),
+            };
+            ctx.warn(written.span(), "fallback", why);
+        }
         Ok(Box::new(HttpConfig {
             web,
             access_log: super::access_log::validate(ctx)?,
@@ -246,7 +259,7 @@ impl super::Kind for HttpKind {
             exemplars: exemplars.clone(),
             recorders: PerService::default(),
             losses: PerService::default(),
-            handovers: PerService::default(),
+            handovers: Rc::default(),
         }
     }
 
@@ -277,11 +290,18 @@ impl super::Kind for HttpKind {
             metrics.recorder(name),
         )
         .with_access_log(access_log);
-        let service = match metrics.handovers.take(name) {
+        // What the service this one replaces hands over (its rate budgets, the cell of
+        // its access lists in force); this one's lists go in force, and its handover is
+        // kept for the next, when the reload commits: a failed reload changes neither.
+        let service = match metrics.handovers.peek(name) {
             Some(previous) => service.taking_over(&previous),
             None => service,
         };
-        metrics.handovers.set(name, service.handover());
+        let (handovers, successor, key) = (metrics.handovers.clone(), service.clone(), name.to_owned());
+        on.reactor.at_commit(move || {
+            successor.put_in_force();
+            handovers.set(&key, successor.handover());
+        });
         let options = on
             .options
             .clone()
@@ -535,9 +555,11 @@ pub(crate) fn access(
                 continue;
             };
             let address = written.split('/').next().unwrap_or_default().trim();
-            if address.parse::<std::net::IpAddr>().ok() != Some(block.network())
-                && !address.contains("::ffff:")
-            {
+            let canonical = address
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|a| a.to_canonical());
+            if canonical != Some(block.network()) {
                 ctx.warn(
                     entry.span(),
                     &key(name),
@@ -619,29 +641,10 @@ fn file_options(ctx: &ServiceCtx<'_>) -> Result<FileOptions, ConfigError> {
         None => d,
     };
     let fallback = match &raw.fallback {
-        Some(path) => {
-            let checked = weft_web::config::fallback(path.get_ref())
-                .map_err(|e| ctx.error(path.span(), "fallback", e.to_string()))?;
-            match raw.root.as_ref().and_then(|r| r.get_ref().as_str()) {
-                None => ctx.warn(
-                    path.span(),
-                    "fallback",
-                    "takes no effect: the service has no root to serve it from",
-                ),
-                Some(root) if !std::path::Path::new(root).join(&checked[1..]).is_file() => {
-                    ctx.warn(
-                        path.span(),
-                        "fallback",
-                        format!(
-                            "{checked:?} is no file under the root yet: until it is, a path \
-                             no file is found at is 404"
-                        ),
-                    );
-                }
-                Some(_) => {}
-            }
-            Some(checked)
-        }
+        Some(path) => Some(
+            weft_web::config::fallback(path.get_ref())
+                .map_err(|e| ctx.error(path.span(), "fallback", e.to_string()))?,
+        ),
         None => None,
     };
     Ok(FileOptions {
@@ -766,7 +769,7 @@ pub(crate) struct HttpFamilies {
     losses: PerService<Arc<dyn LossRecorder>>,
     /// What each service's newest start on this reactor hands to the start after a
     /// reload: its `rate_limit` budgets and its `allow` and `deny` lists.
-    handovers: PerService<weft_web::Handover>,
+    handovers: Rc<PerService<weft_web::Handover>>,
 }
 
 impl HttpFamilies {
@@ -824,12 +827,14 @@ impl<T> Default for PerService<T> {
     }
 }
 
-impl<T> PerService<T> {
-    /// `name`'s value, taken out.
-    fn take(&self, name: &str) -> Option<T> {
-        self.0.borrow_mut().remove(name)
+impl<T: Clone> PerService<T> {
+    /// `name`'s value, if it has one.
+    fn peek(&self, name: &str) -> Option<T> {
+        self.0.borrow().get(name).cloned()
     }
+}
 
+impl<T> PerService<T> {
     /// Sets `name`'s value.
     fn set(&self, name: &str, value: T) {
         self.0.borrow_mut().insert(name.to_owned(), value);
@@ -1223,7 +1228,7 @@ pub(crate) mod tests {
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let c = parse(&format!("{root}fallback = \"/app.html\"\n")).unwrap();
         assert!(
-            c.warnings.iter().any(|w| w.to_string().contains("is no file under the root")),
+            c.warnings.iter().any(|w| w.to_string().contains("is no file a request could be served")),
             "{:?}",
             c.warnings
         );

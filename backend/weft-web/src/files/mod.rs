@@ -142,6 +142,11 @@ struct Keep {
 type ReadError = (Arc<Path>, std::io::Error);
 
 impl Source {
+    /// Whether `raw` leads to a file.
+    pub(crate) fn has_file(&self, raw: &str) -> bool {
+        matches!(self.find(raw), Ok(Found::File(_)))
+    }
+
     fn find(&self, raw: &str) -> Result<Found, PathError> {
         match self {
             Self::Dir(root) => {
@@ -274,37 +279,46 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
         return Ok(Answer::Now(response));
     }
     let path = uri.path();
+    // The file asked for, or `None` when there is none (nor an index).
     let found = match source.find(path) {
-        Ok(Found::File(file)) => file,
+        Ok(Found::File(file)) => Some(file),
         Ok(Found::Dir(dir)) => {
-            if !path.ends_with('/') {
+            let slashed = path.ends_with('/');
+            let to_slashed = || {
                 let mut location = directory_location(path);
                 if let Some(query) = uri.query() {
                     location.push('?');
                     location.push_str(query);
                 }
-                return Ok(Answer::Now(redirect(&location)));
+                Ok(Answer::Now(redirect(&location)))
+            };
+            if !slashed && options.fallback.is_none() {
+                return to_slashed();
             }
-            match source.find(&format!("{path}{index}")) {
-                Ok(Found::File(index)) => index,
-                _ => match dir {
-                    Some(dir) if options.listing => {
-                        steps.step(READ_FILE);
-                        return Ok(Answer::Later(listing(source, dir, path, request, options)));
-                    }
-                    _ => match fallback(source, options) {
-                        Some(file) => file,
-                        None => {
-                            return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found")));
-                        }
-                    },
-                },
+            let index = match slashed {
+                true => source.find(&format!("{path}{index}")),
+                false => source.find(&format!("{path}/{index}")),
+            };
+            let index = match index {
+                Ok(Found::File(index)) => Some(index),
+                _ => None,
+            };
+            let listed = dir.is_some() && options.listing;
+            // With a fallback, the slash is added where it leads somewhere (an index or a
+            // listing): a directory that has neither is one of the app's own routes.
+            if !slashed && (index.is_some() || listed) {
+                return to_slashed();
+            }
+            match (index, dir) {
+                (Some(index), _) => Some(index),
+                (None, Some(dir)) if options.listing => {
+                    steps.step(READ_FILE);
+                    return Ok(Answer::Later(listing(source, dir, path, request, options)));
+                }
+                (None, _) => None,
             }
         }
-        Err(PathError::NotFound) => match fallback(source, options) {
-            Some(file) => file,
-            None => return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found"))),
-        },
+        Err(PathError::NotFound) => None,
         Err(e) => {
             // Refused as the admission rules refuse a path, and counted with them.
             recorder.refused(Refusal::Path);
@@ -313,6 +327,22 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
                 e.message(),
             )));
         }
+    };
+    let found = match found {
+        Some(file) => file,
+        // Nothing here: the fallback, sent with `no-cache` rather than the files'
+        // `cache_control`, so a cache keeps no page under a URL that may be a file
+        // tomorrow (an asset of the next deploy).
+        None => match fallback(source, options) {
+            Some(page) => {
+                let options = FileOptions {
+                    cache_control: Some(HeaderValue::from_static("no-cache")),
+                    ..options.clone()
+                };
+                return file(page, &options, (recorder, steps), method, &request.headers);
+            }
+            None => return Ok(Answer::Now(error_page(StatusCode::NOT_FOUND, "not found"))),
+        },
     };
     file(found, options, (recorder, steps), method, &request.headers)
 }

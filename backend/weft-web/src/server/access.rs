@@ -1,99 +1,102 @@
-//! The `allow` and `deny` lists of a service and of its routes on one reactor: the
-//! newest generation's lists (a reload makes a new one) judge every request, on the
-//! connections an older generation accepted too, so a client denied by a reload is
-//! denied on the keep-alive connections it already holds.
+//! The `allow` and `deny` lists of a service and of its routes on one reactor. The lists
+//! in force are one cell that every generation of the service there reads (a reload
+//! makes a new generation, whose lists it puts in the cell when the reload commits), so
+//! a client a reload denies is denied on the keep-alive connections it already holds,
+//! and a reload that fails changes nothing.
+//!
+//! A request on a connection an older generation accepted is routed again by the
+//! configuration in force, so a route a reload adds with lists of its own (`/api/admin/`
+//! under `/api/`) judges it too; a route the reload removed keeps its old lists for the
+//! requests that older generation still routes to it.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 
-use crate::config::{Access, Route, WebConfig};
+use crate::config::{Route, WebConfig};
 
-/// One generation's lists.
-struct Lists {
-    service: Access,
-    /// By route prefix; a route without lists is not here.
-    routes: HashMap<String, Access>,
-    /// Every route's prefix, with lists or without.
-    prefixes: HashSet<String>,
-    /// Whether any list is set: without one a request looks no further.
+/// One generation's lists: the configuration they came with (its routes, to route a
+/// request by), and whether it sets any.
+pub(super) struct Lists {
+    config: WebConfig,
     any: bool,
 }
 
-/// See the module docs. Each generation of the service has its own lists and a weak
-/// link to its successor's: while the successor lives, its lists are the ones in force.
-/// A reload that fails drops the new generation, and with it the link, so nothing of a
-/// configuration that was not applied takes effect.
+impl Lists {
+    fn of(config: &WebConfig) -> Rc<Self> {
+        Rc::new(Self {
+            any: !config.access.is_open() || config.routes.iter().any(|r| !r.access.is_open()),
+            config: config.clone(),
+        })
+    }
+
+    /// Whether this configuration's service lists and `route`'s (one of its routes)
+    /// let `peer` in.
+    fn admit(&self, route: Option<&Route>, peer: Option<IpAddr>) -> bool {
+        self.config.access.admits(peer) && route.is_none_or(|r| r.access.admits(peer))
+    }
+}
+
+/// The lists in force for a service on one reactor, shared by its generations.
+pub(super) type InForce = Rc<RefCell<Rc<Lists>>>;
+
+/// A generation's view of the lists: its own, and the cell of those in force.
 pub(super) struct AccessLists {
-    lists: Lists,
-    successor: RefCell<Weak<AccessLists>>,
+    own: Rc<Lists>,
+    in_force: RefCell<InForce>,
 }
 
 impl AccessLists {
     pub(super) fn new(config: &WebConfig) -> Self {
-        let routes: HashMap<_, _> = config
-            .routes
-            .iter()
-            .filter(|r| !r.access.is_open())
-            .map(|r| (r.prefix.clone(), r.access.clone()))
-            .collect();
+        let own = Lists::of(config);
         Self {
-            lists: Lists {
-                any: !config.access.is_open() || !routes.is_empty(),
-                service: config.access.clone(),
-                routes,
-                prefixes: config.routes.iter().map(|r| r.prefix.clone()).collect(),
-            },
-            successor: RefCell::new(Weak::new()),
+            in_force: RefCell::new(Rc::new(RefCell::new(own.clone()))),
+            own,
         }
     }
 
-    /// Makes `next` (the lists of the service that replaces this one) the ones in force
-    /// for as long as it lives.
-    pub(super) fn succeeded_by(&self, next: &Rc<AccessLists>) {
-        *self.successor.borrow_mut() = Rc::downgrade(next);
+    /// Reads the lists in force from `cell`, the one the service's earlier generations
+    /// read, rather than a cell of its own.
+    pub(super) fn join(&self, cell: &InForce) {
+        *self.in_force.borrow_mut() = cell.clone();
     }
 
-    /// Whether `peer` may make a request of `route` (none for the files): the service's
-    /// lists and the route's both let it in, those of the newest live generation; a
-    /// route that generation no longer has keeps the lists it had here (requests on
-    /// connections accepted before may still be routed to it, and must not find it
-    /// open).
-    pub(super) fn admits(&self, route: Option<&Route>, peer: Option<IpAddr>) -> bool {
-        let successor = self.successor.borrow().upgrade();
-        if let Some(next) = successor {
-            let kept = route.is_some_and(|r| !next.lists.prefixes.contains(&r.prefix));
-            if !kept {
-                return next.admits(route, peer);
-            }
-            return next.admits(None, peer) && self.lists.admits_route(route, peer);
-        }
-        let lists = &self.lists;
-        if !lists.any {
-            return true;
-        }
-        lists.service.admits(peer) && lists.admits_route(route, peer)
+    /// Puts this generation's lists in force for every generation (at the reload's
+    /// commit).
+    pub(super) fn put_in_force(&self) {
+        *self.in_force.borrow().borrow_mut() = self.own.clone();
     }
-}
 
-impl Lists {
-    /// Whether `route`'s own lists let `peer` in.
-    fn admits_route(&self, route: Option<&Route>, peer: Option<IpAddr>) -> bool {
-        route
-            .and_then(|r| self.routes.get(&r.prefix))
-            .is_none_or(|access| access.admits(peer))
+    /// The cell of the lists in force.
+    pub(super) fn cell(&self) -> InForce {
+        self.in_force.borrow().clone()
+    }
+
+    /// Whether `peer` may make a request for `path` (in normal form), which this
+    /// generation routed to `route` (none for the files).
+    pub(super) fn admits(&self, route: Option<&Route>, path: &str, peer: Option<IpAddr>) -> bool {
+        let cell = self.in_force.borrow();
+        let newest = cell.borrow();
+        if Rc::ptr_eq(&newest, &self.own) {
+            return !self.own.any || self.own.admit(route, peer);
+        }
+        // A reload since: route by the configuration in force. A route it no longer has
+        // keeps this generation's lists for it.
+        let config = &newest.config;
+        let kept = route.filter(|r| !config.routes.iter().any(|n| n.prefix == r.prefix));
+        let routed = config.route_for(path);
+        (!newest.any || newest.admit(routed, peer)) && kept.is_none_or(|r| r.access.admits(peer))
     }
 }
 
 /// What an [`HttpService`](super::HttpService) hands to the service that replaces it on
 /// the same reactor ([`handover`](super::HttpService::handover)): its `rate_limit`
-/// budgets and its `allow` and `deny` lists. Held weakly: it keeps nothing alive once the
-/// service is gone.
+/// budgets (held weakly: nothing is kept alive once the service is gone) and the cell of
+/// the `allow` and `deny` lists in force.
 #[derive(Clone)]
 pub struct Handover {
     pub(super) rates: Weak<super::rates::Rates>,
-    pub(super) access: Weak<AccessLists>,
+    pub(super) access: InForce,
 }
 
 impl std::fmt::Debug for Handover {
@@ -101,12 +104,5 @@ impl std::fmt::Debug for Handover {
         f.debug_struct("Handover")
             .field("alive", &(self.rates.strong_count() > 0))
             .finish()
-    }
-}
-
-impl Handover {
-    /// The lists of the service handed over, in force for it and its successor.
-    pub(super) fn access(&self) -> Option<Rc<AccessLists>> {
-        self.access.upgrade()
     }
 }

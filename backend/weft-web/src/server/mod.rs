@@ -50,6 +50,12 @@ use crate::routes::{self as route_series, RouteEntry, RouteFigures, RouteMetrics
 pub struct StaticFiles(Option<files::Source>);
 
 impl StaticFiles {
+    /// Whether a request for `path` (in normal form) would find a file here, by the
+    /// lookup that serves requests (hidden names, symlinks out of the root and all).
+    pub fn has_file(&self, path: &str) -> bool {
+        self.0.as_ref().is_some_and(|source| source.has_file(path))
+    }
+
     /// Checks that `config`'s root is a readable directory, that there are not both
     /// a root and embedded files, and that the compression bounds leave some size.
     pub fn of(config: &WebConfig) -> Result<Self, ConfigError> {
@@ -250,11 +256,11 @@ impl HttpService {
     }
 
     /// What it hands to the service that replaces it on this reactor (a reload): its
-    /// `rate_limit` budgets and its `allow` and `deny` lists.
+    /// `rate_limit` budgets and the cell of its `allow` and `deny` lists in force.
     pub fn handover(&self) -> Handover {
         Handover {
             rates: Rc::downgrade(&self.state.rates),
-            access: Rc::downgrade(&self.state.access),
+            access: self.state.access.cell(),
         }
     }
 
@@ -264,9 +270,9 @@ impl HttpService {
     ///   spends on where it left off rather than with a fresh burst, and its requests on
     ///   connections the old service still serves spend the same budget; a budget whose
     ///   settings changed, or a route that is new, starts afresh;
-    /// - its connections' `allow` and `deny`: this one's lists are in force for them too
-    ///   while this service lives, so a client a reload denies is refused on the
-    ///   connections it holds already.
+    /// - the cell of the `allow` and `deny` lists in force, which every generation reads:
+    ///   this one's lists go into it with [`put_in_force`](Self::put_in_force), at the
+    ///   reload's commit, and from then on judge the old service's connections too.
     ///
     /// Call it before listening.
     #[must_use]
@@ -275,12 +281,17 @@ impl HttpService {
         if let Some(rates) = previous.rates.upgrade() {
             state.rates = Rc::new(rates::Rates::new(&state.config).adopting(&rates));
         }
-        if let Some(access) = previous.access() {
-            access.succeeded_by(&state.access);
-        }
+        state.access.join(&previous.access);
         Self {
             state: Rc::new(state),
         }
+    }
+
+    /// Puts its `allow` and `deny` lists in force for every generation of the service
+    /// on this reactor: call it when it replaces the one it took over from (the reload
+    /// committed), and never if it does not.
+    pub fn put_in_force(&self) {
+        self.state.access.put_in_force();
     }
 
     /// Its routes with their series, for a view of the service on another thread.

@@ -108,7 +108,7 @@ pub(super) fn handle(
         // A request the message rules took spends its client's budgets: the service's,
         // then its route's.
         let admitted = admitted.and_then(|route| {
-            admitted_client(state, route, conn.peer)?;
+            admitted_client(state, route, head.uri.path(), conn.peer)?;
             state
                 .rates
                 .spend(&state.config, route, conn.peer, &*state.recorder)
@@ -224,9 +224,10 @@ fn refused_page(state: &State, refused: Refused) -> (&Arc<RouteMetrics>, Respons
 fn admitted_client(
     state: &State,
     route: Option<&Route>,
+    path: &str,
     peer: Option<std::net::IpAddr>,
 ) -> Result<(), Refused> {
-    if state.access.admits(route, peer) {
+    if state.access.admits(route, path, peer) {
         return Ok(());
     }
     Err(Refused {

@@ -382,6 +382,14 @@ impl Reactor {
         self.inner.ports.list()
     }
 
+    /// Runs `apply` when the [`Handover`] open on this reactor is committed, and never if
+    /// it is dropped (a reload that fails); at once when none is open. A service started
+    /// during a handover hands what it takes over from its predecessor this way, so a
+    /// failed reload leaves the predecessor as it was.
+    pub fn at_commit(&self, apply: impl FnOnce() + 'static) {
+        self.inner.ports.at_commit(apply);
+    }
+
     /// Opens a [`Handover`] of `ports` (those still listening; others are ignored): until
     /// it is committed or dropped, a listen call for the address one of them is bound to
     /// takes its socket, and nothing made meanwhile starts.

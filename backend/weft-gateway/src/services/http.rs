@@ -767,8 +767,9 @@ pub(crate) struct HttpFamilies {
     recorders: PerService<Rc<dyn Recorder>>,
     /// Access log loss series by service name, kept for the same reason.
     losses: PerService<Arc<dyn LossRecorder>>,
-    /// What each service's newest start on this reactor hands to the start after a
-    /// reload: its `rate_limit` budgets and its `allow` and `deny` lists.
+    /// What each service's newest committed start on this reactor hands to the start
+    /// after a reload: its `rate_limit` budgets and the cell of its `allow` and `deny`
+    /// lists in force (set when the reload commits).
     handovers: Rc<PerService<weft_web::Handover>>,
 }
 

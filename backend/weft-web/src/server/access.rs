@@ -80,11 +80,16 @@ impl AccessLists {
         if Rc::ptr_eq(&newest, &self.own) {
             return !self.own.any || self.own.admit(route, peer);
         }
-        // A reload since: route by the configuration in force. A route it no longer has
-        // keeps this generation's lists for it.
+        // A reload since: route by the configuration in force, with its rule against a
+        // path whose other readings (an encoded slash decoded) would lead elsewhere: a
+        // route it added with lists must not be stepped around by `/admin%2Fx` on a
+        // connection an older generation accepted. A route it no longer has keeps this
+        // generation's lists for it.
         let config = &newest.config;
         let kept = route.filter(|r| !config.routes.iter().any(|n| n.prefix == r.prefix));
-        let routed = config.route_for(path);
+        let Ok((_, routed)) = config.route_path(path) else {
+            return false;
+        };
         (!newest.any || newest.admit(routed, peer)) && kept.is_none_or(|r| r.access.admits(peer))
     }
 }
@@ -104,5 +109,64 @@ impl std::fmt::Debug for Handover {
         f.debug_struct("Handover")
             .field("alive", &(self.rates.strong_count() > 0))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Access, Route};
+
+    fn route(prefix: &str, allow: &[&str]) -> Route {
+        let mut r = Route::new(prefix, "http://127.0.0.1:9").unwrap();
+        r.access = Access {
+            allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
+            deny: Vec::new(),
+        };
+        r
+    }
+
+    fn config(routes: Vec<Route>) -> WebConfig {
+        WebConfig {
+            routes,
+            ..WebConfig::default()
+        }
+    }
+
+    #[test]
+    fn an_older_generation_is_judged_by_the_lists_in_force_routed_anew() {
+        let office = Some("10.0.0.1".parse().unwrap());
+        let stranger = Some("192.0.2.1".parse().unwrap());
+        // The first generation: one open catch-all route.
+        let old_config = config(vec![route("/", &[])]);
+        let old = AccessLists::new(&old_config);
+        let catch_all = old_config.route_for("/admin/x");
+        assert!(old.admits(catch_all, "/admin/x", stranger));
+        // A reload adds /admin/ for the office alone.
+        let new_config = config(vec![route("/", &[]), route("/admin/", &["10.0.0.0/8"])]);
+        let new = AccessLists::new(&new_config);
+        new.join(&old.cell());
+        new.put_in_force();
+        // The old generation routes /admin/x to its catch-all; the lists in force route
+        // it to /admin/ and judge it there, however the slash is spelled.
+        assert!(!old.admits(catch_all, "/admin/x", stranger));
+        assert!(old.admits(catch_all, "/admin/x", office));
+        assert!(
+            !old.admits(catch_all, "/admin%2Fx", stranger),
+            "an encoded slash"
+        );
+        assert!(old.admits(catch_all, "/other", stranger));
+        // The new generation, its own lists.
+        let admin = new_config.route_for("/admin/x");
+        assert!(!new.admits(admin, "/admin/x", stranger));
+
+        // A later reload removes /admin/ and the catch-all: the requests the second
+        // generation still routes to /admin/ keep its lists.
+        let last_config = config(vec![route("/public/", &[])]);
+        let last = AccessLists::new(&last_config);
+        last.join(&new.cell());
+        last.put_in_force();
+        assert!(!new.admits(admin, "/admin/x", stranger));
+        assert!(new.admits(admin, "/admin/x", office));
     }
 }

@@ -171,7 +171,9 @@ impl Ports {
     /// Runs `apply` at the commit of the handover open now, before the new listeners start;
     /// a rollback drops it. With no handover open, at once.
     pub(crate) fn at_commit(&self, apply: impl FnOnce() + 'static) {
-        match self.handover.borrow().as_ref() {
+        // Not borrowed while `apply` runs: it may open a handover itself.
+        let open = self.handover.borrow().clone();
+        match open {
             Some(state) => state.on_commit.borrow_mut().push(Box::new(apply)),
             None => apply(),
         }
@@ -198,7 +200,9 @@ impl Ports {
                 handed_over: handed_over.clone(),
             },
         );
-        let gate = match self.handover.borrow().as_ref() {
+        // Not borrowed while `start` runs (a factory's start may open a handover).
+        let open = self.handover.borrow().clone();
+        let gate = match open {
             Some(state) => {
                 state.made.borrow_mut().push(port.stop);
                 state.on_commit.borrow_mut().push(Box::new(start));

@@ -463,19 +463,22 @@ fn a_primary_sending_as_fast_as_it_can_never_keeps_the_service_s_queries_waiting
         "{}",
         app.log()
     );
-    // Nine queries in ten within a second: on the code before, every query asked while
-    // records were decoded waited seconds; one caught behind a busy machine's other work
-    // may wait longer without saying anything of weft (none waits past the read timeout).
-    waits.sort();
-    let p90 = waits[waits.len() * 9 / 10];
+    // Within a second, but for two at most: on the code before, every query asked while
+    // records were decoded waited seconds; one or two caught behind a busy machine's other
+    // work may wait longer without saying anything of weft (none waits past the read
+    // timeout), where a reactor held again and again would keep several waiting.
+    let slow = waits
+        .iter()
+        .filter(|w| **w >= std::time::Duration::from_millis(1000))
+        .count();
     eprintln!(
-        "queries while the primary sent: {} asked, 90th percentile {p90:?}, longest {:?}",
+        "queries while the primary sent: {} asked, {slow} waited a second or more, longest {:?}",
         waits.len(),
-        waits.last()
+        waits.iter().max()
     );
     assert!(
-        p90 < std::time::Duration::from_millis(1000),
-        "one query in ten waited {p90:?} or more: {waits:?}"
+        slow <= 2,
+        "{slow} queries waited a second or more: {waits:?}"
     );
     assert!(!file.exists(), "nothing written");
 }

@@ -33,7 +33,8 @@
 //! - [`endpoint`]: Twisted's endpoint strings (`tcp:8000:interface=127.0.0.1`).
 //! - [`framing`]: `LineReceiver`, `Int32StringReceiver`, `NetstringReceiver`, and
 //!   `FileSender`.
-//! - [`policies`]: idle timeouts, connection limits, throttling.
+//! - [`policies`]: idle timeouts, connection limits, throttling, token buckets by
+//!   client prefix, address blocks.
 //! - [`defer`]: `Deferred` chains and `Failure`s, traced.
 //! - [`task`]: `LoopingCall`, `defer_later`, `defer_to_thread`.
 //! - [`tasks`]: every future the reactor runs, inspected like a chain (polls, busy and

@@ -87,10 +87,14 @@ impl AccessLists {
         // generation's lists for it.
         let config = &newest.config;
         let kept = route.filter(|r| !config.routes.iter().any(|n| n.prefix == r.prefix));
+        let kept_admits = kept.is_none_or(|r| r.access.admits(peer));
+        if !newest.any {
+            return kept_admits;
+        }
         let Ok((_, routed)) = config.route_path(path) else {
             return false;
         };
-        (!newest.any || newest.admit(routed, peer)) && kept.is_none_or(|r| r.access.admits(peer))
+        newest.admit(routed, peer) && kept_admits
     }
 }
 
@@ -168,5 +172,19 @@ mod tests {
         last.put_in_force();
         assert!(!new.admits(admin, "/admin/x", stranger));
         assert!(new.admits(admin, "/admin/x", office));
+    }
+
+    #[test]
+    fn a_service_without_lists_refuses_no_one_after_a_reload() {
+        let stranger = Some("192.0.2.1".parse().unwrap());
+        let old_config = config(vec![route("/", &[])]);
+        let old = AccessLists::new(&old_config);
+        let new = AccessLists::new(&config(vec![route("/", &[]), route("/admin/", &[])]));
+        new.join(&old.cell());
+        new.put_in_force();
+        // Ambiguous under the new routes, but no list to judge it by: not forbidden (the
+        // path rules, not the access lists, are what refuse such a path).
+        let catch_all = old_config.route_for("/admin%2Fx");
+        assert!(old.admits(catch_all, "/admin%2Fx", stranger));
     }
 }

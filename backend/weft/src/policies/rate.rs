@@ -58,7 +58,7 @@ struct Slot {
     class: u8,
     /// When it was last asked (microseconds on the clock, plus one so 0 means free).
     seen: u64,
-    /// Tokens it holds, in thousandths.
+    /// Tokens it holds, in millionths.
     tokens: u64,
     /// Refusals since the slot was taken.
     refused: u32,

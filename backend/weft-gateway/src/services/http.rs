@@ -527,9 +527,22 @@ pub(crate) fn access(
             .iter()
             .enumerate()
             .map(|(i, entry)| {
-                entry.get_ref().parse::<weft::policies::Prefix>().map_err(|e| {
+                let written = entry.get_ref();
+                let block = written.parse::<weft::policies::Prefix>().map_err(|e| {
                     ctx.error(entry.span(), &format!("{key}[{i}]"), e.to_string())
-                })
+                })?;
+                // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx
+                // warns.
+                let address = written.split('/').next().unwrap_or_default().trim();
+                let canonical = address.parse::<std::net::IpAddr>().ok().map(|a| a.to_canonical());
+                if canonical != Some(block.network()) {
+                    ctx.warn(
+                        entry.span(),
+                        &key,
+                        format!("\"{written}\" has bits set past its length: it is {block}"),
+                    );
+                }
+                Ok(block)
             })
             .collect::<Result<Vec<_>, _>>()
     };
@@ -546,27 +559,6 @@ pub(crate) fn access(
             "is empty, which limits no client (an empty list shuts nothing; leave it out, \
              or name the clients)",
         );
-    }
-    // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx warns.
-    for (name, list) in [("allow", allow), ("deny", deny)] {
-        for entry in list.iter().flat_map(|l| l.get_ref()) {
-            let written = entry.get_ref();
-            let Ok(block) = written.parse::<weft::policies::Prefix>() else {
-                continue;
-            };
-            let address = written.split('/').next().unwrap_or_default().trim();
-            let canonical = address
-                .parse::<std::net::IpAddr>()
-                .ok()
-                .map(|a| a.to_canonical());
-            if canonical != Some(block.network()) {
-                ctx.warn(
-                    entry.span(),
-                    &key(name),
-                    format!("\"{written}\" has bits set past its length: it is {block}"),
-                );
-            }
-        }
     }
     Ok(access)
 }

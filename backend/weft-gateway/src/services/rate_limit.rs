@@ -102,14 +102,20 @@ pub(crate) fn read(
                 &raw.slip,
                 "is a dns service's: a request over its budget is answered 429",
             )?;
-            let Some(rate) = &raw.requests_per_second else {
+            if raw.requests_per_second.is_none() {
                 return Err(ctx.error(
                     span,
                     &format!("{key}.requests_per_second"),
                     "is required: the requests a client may make a second, such as 10",
                 ));
-            };
-            let rate = number("requests_per_second", &Some(rate.clone()), 1, MAX_RATE, 0)?;
+            }
+            let rate = number(
+                "requests_per_second",
+                &raw.requests_per_second,
+                1,
+                MAX_RATE,
+                0,
+            )?;
             (rate, 0)
         }
     };

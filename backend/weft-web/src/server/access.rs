@@ -43,40 +43,42 @@ pub(super) type InForce = Rc<RefCell<Rc<Lists>>>;
 /// A generation's view of the lists: its own, and the cell of those in force.
 pub(super) struct AccessLists {
     own: Rc<Lists>,
-    in_force: RefCell<InForce>,
+    in_force: InForce,
 }
 
 impl AccessLists {
     pub(super) fn new(config: &WebConfig) -> Self {
         let own = Lists::of(config);
         Self {
-            in_force: RefCell::new(Rc::new(RefCell::new(own.clone()))),
+            in_force: Rc::new(RefCell::new(own.clone())),
             own,
         }
     }
 
-    /// Reads the lists in force from `cell`, the one the service's earlier generations
-    /// read, rather than a cell of its own.
-    pub(super) fn join(&self, cell: &InForce) {
-        *self.in_force.borrow_mut() = cell.clone();
+    /// A generation of `config` that reads the lists in force from `cell`, the one the
+    /// service's earlier generations read, rather than a cell of its own.
+    pub(super) fn joining(config: &WebConfig, cell: &InForce) -> Self {
+        Self {
+            own: Lists::of(config),
+            in_force: cell.clone(),
+        }
     }
 
     /// Puts this generation's lists in force for every generation (at the reload's
     /// commit).
     pub(super) fn put_in_force(&self) {
-        *self.in_force.borrow().borrow_mut() = self.own.clone();
+        *self.in_force.borrow_mut() = self.own.clone();
     }
 
     /// The cell of the lists in force.
     pub(super) fn cell(&self) -> InForce {
-        self.in_force.borrow().clone()
+        self.in_force.clone()
     }
 
     /// Whether `peer` may make a request for `path` (in normal form), which this
     /// generation routed to `route` (none for the files).
     pub(super) fn admits(&self, route: Option<&Route>, path: &str, peer: Option<IpAddr>) -> bool {
-        let cell = self.in_force.borrow();
-        let newest = cell.borrow();
+        let newest = self.in_force.borrow();
         if Rc::ptr_eq(&newest, &self.own) {
             return !self.own.any || self.own.admit(route, peer);
         }
@@ -148,8 +150,7 @@ mod tests {
         assert!(old.admits(catch_all, "/admin/x", stranger));
         // A reload adds /admin/ for the office alone.
         let new_config = config(vec![route("/", &[]), route("/admin/", &["10.0.0.0/8"])]);
-        let new = AccessLists::new(&new_config);
-        new.join(&old.cell());
+        let new = AccessLists::joining(&new_config, &old.cell());
         new.put_in_force();
         // The old generation routes /admin/x to its catch-all; the lists in force route
         // it to /admin/ and judge it there, however the slash is spelled.
@@ -167,8 +168,7 @@ mod tests {
         // A later reload removes /admin/ and the catch-all: the requests the second
         // generation still routes to /admin/ keep its lists.
         let last_config = config(vec![route("/public/", &[])]);
-        let last = AccessLists::new(&last_config);
-        last.join(&new.cell());
+        let last = AccessLists::joining(&last_config, &new.cell());
         last.put_in_force();
         assert!(!new.admits(admin, "/admin/x", stranger));
         assert!(new.admits(admin, "/admin/x", office));
@@ -179,8 +179,8 @@ mod tests {
         let stranger = Some("192.0.2.1".parse().unwrap());
         let old_config = config(vec![route("/", &[])]);
         let old = AccessLists::new(&old_config);
-        let new = AccessLists::new(&config(vec![route("/", &[]), route("/admin/", &[])]));
-        new.join(&old.cell());
+        let new_config = config(vec![route("/", &[]), route("/admin/", &[])]);
+        let new = AccessLists::joining(&new_config, &old.cell());
         new.put_in_force();
         // Ambiguous under the new routes, but no list to judge it by: not forbidden (the
         // path rules, not the access lists, are what refuse such a path).

@@ -281,7 +281,10 @@ impl HttpService {
         if let Some(rates) = previous.rates.upgrade() {
             state.rates = Rc::new(rates::Rates::new(&state.config).adopting(&rates));
         }
-        state.access.join(&previous.access);
+        state.access = Rc::new(access::AccessLists::joining(
+            &state.config,
+            &previous.access,
+        ));
         Self {
             state: Rc::new(state),
         }

@@ -107,13 +107,11 @@ impl PrefixRates {
     pub fn take(&mut self, client: IpAddr, class: u8, now: Duration) -> Taken {
         let prefix = self.prefix(client);
         let now_us = micros(now);
-        let burst = u64::from(self.settings.burst.max(1)) * UNIT;
-        let rate = u64::from(self.settings.per_second);
-        let group = self.group(prefix, class);
+        let (burst, rate) = (self.burst(), self.rate());
+        let (group, own) = self.find(prefix, class);
         let slots = &mut self.slots[group..group + WAYS];
         let mut evicted = false;
-        let own = |s: &Slot| s.seen != 0 && s.prefix == prefix && s.class == class;
-        let slot = match slots.iter().position(own) {
+        let slot = match own {
             Some(i) => &mut slots[i],
             None => {
                 let idle = |s: &Slot| s.seen == 0 || refill(s, now_us, rate, burst) >= burst;
@@ -160,11 +158,9 @@ impl PrefixRates {
     /// spent, when what it was spent on did not happen after all (another budget refused
     /// it): at most a burst, and nothing if the prefix has lost its slot meanwhile.
     pub fn give_back(&mut self, client: IpAddr, class: u8) {
-        let prefix = self.prefix(client);
-        let burst = u64::from(self.settings.burst.max(1)) * UNIT;
-        let group = self.group(prefix, class);
-        let own = |s: &&mut Slot| s.seen != 0 && s.prefix == prefix && s.class == class;
-        if let Some(slot) = self.slots[group..group + WAYS].iter_mut().find(own) {
+        let burst = self.burst();
+        if let (group, Some(i)) = self.find(self.prefix(client), class) {
+            let slot = &mut self.slots[group + i];
             slot.tokens = (slot.tokens + UNIT).min(burst);
         }
     }
@@ -172,16 +168,34 @@ impl PrefixRates {
     /// How long until `client`'s prefix has a token in `class` at `now`, without
     /// spending one: zero when it has one, or has no bucket yet.
     pub fn wait(&self, client: IpAddr, class: u8, now: Duration) -> Duration {
-        let prefix = self.prefix(client);
-        let now_us = micros(now);
-        let burst = u64::from(self.settings.burst.max(1)) * UNIT;
-        let rate = u64::from(self.settings.per_second);
-        let group = self.group(prefix, class);
-        let own = |s: &&Slot| s.seen != 0 && s.prefix == prefix && s.class == class;
-        match self.slots[group..group + WAYS].iter().find(own) {
-            Some(slot) => wait_for(refill(slot, now_us, rate, burst), rate),
-            None => Duration::ZERO,
+        match self.find(self.prefix(client), class) {
+            (group, Some(i)) => {
+                let (burst, rate) = (self.burst(), self.rate());
+                wait_for(
+                    refill(&self.slots[group + i], micros(now), rate, burst),
+                    rate,
+                )
+            }
+            (_, None) => Duration::ZERO,
         }
+    }
+
+    /// The first slot of `prefix`'s group in `class`, and the place in the group of the
+    /// slot it holds, if it holds one.
+    fn find(&self, prefix: u128, class: u8) -> (usize, Option<usize>) {
+        let group = self.group(prefix, class);
+        let own = |s: &Slot| s.seen != 0 && s.prefix == prefix && s.class == class;
+        (group, self.slots[group..group + WAYS].iter().position(own))
+    }
+
+    /// A burst, in millionths of a token.
+    fn burst(&self) -> u64 {
+        u64::from(self.settings.burst.max(1)) * UNIT
+    }
+
+    /// Millionths of a token gained a microsecond: the rate a second.
+    fn rate(&self) -> u64 {
+        u64::from(self.settings.per_second)
     }
 
     /// `client`'s address with the bits past the prefix cleared, as IPv6.

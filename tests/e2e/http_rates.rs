@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::http_peers::{Upstream, web_service};
+use crate::http_peers::{RawClient, Upstream, web_service};
 use crate::support::App;
 
 /// The status of each of `paths`, asked in order over one connection from `source`.
@@ -140,4 +140,66 @@ fn a_reload_leaves_a_client_s_spent_budget_spent() {
     // The new service answers: its files carry the new setting.
     let answer = head(web, "127.0.0.2", "/f.txt");
     assert!(answer.contains("cache-control: no-store"), "{answer}");
+}
+
+/// A reload that adds a budget limits the keep-alive connection a client already holds,
+/// not only its next ones, and a route's budget the reload adds counts there too.
+#[test]
+fn a_reload_that_adds_a_budget_limits_the_connection_a_client_holds() {
+    let upstream = Upstream::start();
+    let (app, web) = web_service(&format!(
+        "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{}\"\n",
+        upstream.addr
+    ));
+    let file = b"GET /f.txt HTTP/1.1\r\nHost: web\r\n\r\n";
+    let api = b"GET /api/x HTTP/1.1\r\nHost: web\r\n\r\n";
+    let mut held = RawClient::connect_from([127, 0, 0, 2].into(), web);
+    for _ in 0..4 {
+        held.send(file);
+        assert_eq!(held.read_reply().status, 200);
+    }
+
+    // The service gets a budget of three, and /api/ one of one (a token a second each).
+    app.edit_config(|text| {
+        text.replace(
+            "[[service.route]]",
+            "rate_limit = { requests_per_second = 1, burst = 3 }\n[[service.route]]",
+        )
+        .replace(
+            "prefix = \"/api/\"",
+            "prefix = \"/api/\"\nrate_limit = { requests_per_second = 1, burst = 1 }",
+        )
+    });
+    app.reload_by_signal("ok");
+    let started = Instant::now();
+    held.send(api);
+    assert_eq!(held.read_reply().status, 200, "the route's one request");
+    held.send(api);
+    let refused = held.read_reply();
+    // Unless a token came back meanwhile (one a second), as a slow machine may see.
+    if started.elapsed().as_millis() < 900 {
+        assert_eq!(
+            refused.status, 429,
+            "the route's budget, on the held connection"
+        );
+    }
+    held.send(file);
+    assert_eq!(held.read_reply().status, 200, "the service's second");
+    held.send(file);
+    assert_eq!(held.read_reply().status, 200, "the service's third");
+    held.send(file);
+    let refused = held.read_reply();
+    if started.elapsed().as_millis() < 900 {
+        assert_eq!(
+            refused.status,
+            429,
+            "on the connection held across the reload\n{}",
+            app.log()
+        );
+        assert_eq!(refused.header("retry-after"), Some("1"));
+    }
+    // Another client, its own budget.
+    let mut other = RawClient::connect_from([127, 0, 0, 3].into(), web);
+    other.send(file);
+    assert_eq!(other.read_reply().status, 200);
 }

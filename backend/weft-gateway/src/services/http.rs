@@ -290,9 +290,10 @@ impl super::Kind for HttpKind {
             metrics.recorder(name),
         )
         .with_access_log(access_log);
-        // What the service this one replaces hands over (its rate budgets, the cell of
-        // its access lists in force); this one's lists go in force, and its handover is
-        // kept for the next, when the reload commits: a failed reload changes neither.
+        // What the service this one replaces hands over (the cell of its client policy
+        // in force: access lists and rate budgets); this one's policy goes in force, and
+        // its handover is kept for the next, when the reload commits: a failed reload
+        // changes neither.
         let service = match metrics.handovers.peek(name) {
             Some(previous) => service.taking_over(&previous),
             None => service,
@@ -760,8 +761,8 @@ pub(crate) struct HttpFamilies {
     /// Access log loss series by service name, kept for the same reason.
     losses: PerService<Arc<dyn LossRecorder>>,
     /// What each service's newest committed start on this reactor hands to the start
-    /// after a reload: its `rate_limit` budgets and the cell of its `allow` and `deny`
-    /// lists in force (set when the reload commits).
+    /// after a reload: the cell of its client policy in force (`allow`, `deny` and the
+    /// `rate_limit` budgets), held weakly (set when the reload commits).
     handovers: Rc<PerService<weft_web::Handover>>,
 }
 

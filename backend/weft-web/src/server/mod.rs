@@ -17,15 +17,15 @@
 //! After a 101 from the proxy the connection is a tunnel (`proxy::upgrade`), still this
 //! task's, so it stays listed, and closable, until the tunnel ends.
 
-mod access;
 mod connection;
 mod frames;
 mod head_timer;
 pub(crate) mod heads;
+mod policy;
 mod rates;
 mod request;
 
-pub use access::Handover;
+pub use policy::Handover;
 pub(crate) mod streams;
 
 use std::rc::Rc;
@@ -118,10 +118,10 @@ struct State {
     /// at once than as many HTTP/1.1 connections would. Set by the first listener with a
     /// per-peer cap.
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
-    /// The `rate_limit` budgets of the service and its routes on this reactor.
-    rates: Rc<rates::Rates>,
-    /// The `allow` and `deny` lists in force, shared with the service's later generations.
-    access: Rc<access::AccessLists>,
+    /// Its client policy (`allow`, `deny` and the `rate_limit` budgets of the service and
+    /// its routes) on this reactor, with the one in force, shared with the service's
+    /// later generations.
+    policy: Rc<policy::ClientPolicy>,
 }
 
 /// Each route's series, in the order of the configuration's routes, and those of the
@@ -191,8 +191,7 @@ impl HttpService {
         let hsts = hsts_header(&config.hsts_max_age);
         let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
         let routes = RouteSlots::new(&config, &*recorder);
-        let rates = Rc::new(rates::Rates::new(&config));
-        let access = Rc::new(access::AccessLists::new(&config));
+        let policy = Rc::new(policy::ClientPolicy::new(&config));
         let route_details = config
             .routes
             .iter()
@@ -218,8 +217,7 @@ impl HttpService {
                 proxy,
                 routes,
                 h2_requests: std::cell::OnceCell::new(),
-                rates,
-                access,
+                policy,
             }),
         }
     }
@@ -255,46 +253,37 @@ impl HttpService {
         self.state.recorder.refusal_figures()
     }
 
-    /// What it hands to the service that replaces it on this reactor (a reload): its
-    /// `rate_limit` budgets and the cell of its `allow` and `deny` lists in force.
+    /// What it hands to the service that replaces it on this reactor (a reload): the
+    /// cell of its client policy in force (`allow`, `deny` and the `rate_limit` budgets).
     pub fn handover(&self) -> Handover {
-        Handover {
-            rates: Rc::downgrade(&self.state.rates),
-            access: self.state.access.cell(),
-        }
+        self.state.policy.handover()
     }
 
     /// Takes over from the service `previous` was handed over by (on the same reactor):
     ///
-    /// - the `rate_limit` buckets that count as this one's do: after a reload a client
-    ///   spends on where it left off rather than with a fresh burst, and its requests on
-    ///   connections the old service still serves spend the same budget; a budget whose
-    ///   settings changed, or a route that is new, starts afresh;
-    /// - the cell of the `allow` and `deny` lists in force, which every generation reads:
-    ///   this one's lists go into it with [`put_in_force`](Self::put_in_force), at the
-    ///   reload's commit, and from then on judge the old service's connections too.
+    /// - the cell of the client policy in force (`allow`, `deny` and the `rate_limit`
+    ///   budgets), which every generation reads: this one's policy goes into it with
+    ///   [`put_in_force`](Self::put_in_force), at the reload's commit, and from then on
+    ///   judges the old service's connections too;
+    /// - the `rate_limit` buckets in force that count as this one's do: after a reload a
+    ///   client spends on where it left off rather than with a fresh burst; a budget
+    ///   whose settings changed, or a route that is new, starts afresh.
     ///
     /// Call it before listening.
     #[must_use]
     pub fn taking_over(self, previous: &Handover) -> Self {
         let mut state = (*self.state).clone();
-        if let Some(rates) = previous.rates.upgrade() {
-            state.rates = Rc::new(rates::Rates::new(&state.config).adopting(&rates));
-        }
-        state.access = Rc::new(access::AccessLists::joining(
-            &state.config,
-            &previous.access,
-        ));
+        state.policy = Rc::new(policy::ClientPolicy::joining(&state.config, previous));
         Self {
             state: Rc::new(state),
         }
     }
 
-    /// Puts its `allow` and `deny` lists in force for every generation of the service
-    /// on this reactor: call it when it replaces the one it took over from (the reload
+    /// Puts its client policy (`allow`, `deny`, `rate_limit`) in force for every
+    /// generation of the service on this reactor: call it when it replaces the one it took over from (the reload
     /// committed), and never if it does not.
     pub fn put_in_force(&self) {
-        self.state.access.put_in_force();
+        self.state.policy.put_in_force();
     }
 
     /// Its routes with their series, for a view of the service on another thread.

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use weft::policies::PrefixRates;
 
-use super::route_index;
-use crate::config::{RateLimit, Route, WebConfig};
+use crate::config::{RateLimit, WebConfig};
 use crate::metrics::{Recorder, Refusal};
 use crate::rules::Refused;
 
@@ -75,7 +74,7 @@ impl Rates {
     /// replaces) that count the same way: the service's, and each route's by its prefix.
     /// A client spends on where it left off, on the old service's connections and the
     /// new one's alike.
-    pub(super) fn adopting(self, previous: &Rates) -> Self {
+    pub(super) fn adopting(self, previous: &Self) -> Self {
         let service = self.service.map(|b| b.adopting(previous.service.as_ref()));
         let routes = self
             .routes
@@ -98,86 +97,80 @@ impl Rates {
         }
     }
 
-    /// Spends a request of `peer`'s budgets, the service's and `route`'s (one of
-    /// `config`'s routes, or none for the files), refusing it when either is spent
-    /// already: then it spends neither, as nginx charges its zones only for a request
-    /// they all let through. A peer that is no address (a unix socket) is not limited.
-    pub(super) fn spend(
-        &self,
-        config: &WebConfig,
-        route: Option<&Route>,
-        peer: Option<IpAddr>,
-        recorder: &dyn Recorder,
-    ) -> Result<(), Refused> {
-        let Some((peer, [first, second])) = self.of(config, route, peer) else {
-            return Ok(());
-        };
-        let now = weft::time::current_clock().now();
-        let take = |table: &RefCell<PrefixRates>| {
-            let taken = table.borrow_mut().take(peer, 0, now);
-            if taken.evicted {
-                recorder.rate_limit_evicted();
-            }
-            taken.allowed
-        };
-        let refused = Refused {
-            status: http::StatusCode::TOO_MANY_REQUESTS,
-            reason: Refusal::RateLimited,
-            detail: "too many requests from this client",
-        };
-        if let Some(first) = first
-            && !take(first)
-        {
-            return Err(refused);
-        }
-        if let Some(second) = second
-            && !take(second)
-        {
-            if let Some(first) = first {
-                first.borrow_mut().give_back(peer, 0);
-            }
-            return Err(refused);
-        }
-        Ok(())
+    /// Whether there is any budget.
+    pub(super) fn any(&self) -> bool {
+        self.any
     }
 
-    /// How long until `peer` may make a request of `route` again, by its budgets.
-    pub(super) fn wait(
-        &self,
-        config: &WebConfig,
-        route: Option<&Route>,
-        peer: Option<IpAddr>,
-    ) -> Duration {
-        let Some((peer, tables)) = self.of(config, route, peer) else {
-            return Duration::ZERO;
-        };
-        let now = weft::time::current_clock().now();
-        tables
-            .into_iter()
-            .flatten()
-            .map(|table| table.borrow().wait(peer, 0, now))
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// `peer` and the budgets a request of it to `route` spends, the service's and the
-    /// route's, if there are any.
-    fn of(
-        &self,
-        config: &WebConfig,
-        route: Option<&Route>,
-        peer: Option<IpAddr>,
-    ) -> Option<(IpAddr, [Option<&RefCell<PrefixRates>>; 2])> {
+    /// The budgets a request to the route number `route` (none for the files) spends:
+    /// the service's and the route's, if there are any.
+    pub(super) fn tables(&self, route: Option<usize>) -> Tables<'_> {
         if !self.any {
-            return None;
+            return [None, None];
         }
-        let peer = peer?;
-        let route = route_index(config, route)
+        let route = route
             .and_then(|i| self.routes.get(i))
             .and_then(|(_, b)| b.as_ref());
-        fn table(b: &Budget) -> &RefCell<PrefixRates> {
-            &b.table
-        }
-        Some((peer, [self.service.as_ref().map(table), route.map(table)]))
+        [self.service.as_ref(), route].map(|b| b.map(|b| &*b.table))
     }
+}
+
+/// The budgets one request spends: a service's and a route's, either or both absent.
+pub(super) type Tables<'r> = [Option<&'r RefCell<PrefixRates>>; 2];
+
+/// Spends a request of `peer`'s `budgets`, refusing it when either is spent already:
+/// then it spends neither, as nginx charges its zones only for a request they all let
+/// through. A peer that is no address (a unix socket) is not limited.
+pub(super) fn spend(
+    budgets: Tables<'_>,
+    peer: Option<IpAddr>,
+    recorder: &dyn Recorder,
+) -> Result<(), Refused> {
+    let (Some(peer), [first, second]) = (peer, budgets) else {
+        return Ok(());
+    };
+    if first.is_none() && second.is_none() {
+        return Ok(());
+    }
+    let now = weft::time::current_clock().now();
+    let take = |table: &RefCell<PrefixRates>| {
+        let taken = table.borrow_mut().take(peer, 0, now);
+        if taken.evicted {
+            recorder.rate_limit_evicted();
+        }
+        taken.allowed
+    };
+    let refused = Refused {
+        status: http::StatusCode::TOO_MANY_REQUESTS,
+        reason: Refusal::RateLimited,
+        detail: "too many requests from this client",
+    };
+    if let Some(first) = first
+        && !take(first)
+    {
+        return Err(refused);
+    }
+    if let Some(second) = second
+        && !take(second)
+    {
+        if let Some(first) = first {
+            first.borrow_mut().give_back(peer, 0);
+        }
+        return Err(refused);
+    }
+    Ok(())
+}
+
+/// How long until `peer` may make a request spending `budgets` again.
+pub(super) fn wait(budgets: Tables<'_>, peer: Option<IpAddr>) -> Duration {
+    let Some(peer) = peer else {
+        return Duration::ZERO;
+    };
+    let now = weft::time::current_clock().now();
+    budgets
+        .into_iter()
+        .flatten()
+        .map(|table| table.borrow().wait(peer, 0, now))
+        .max()
+        .unwrap_or_default()
 }

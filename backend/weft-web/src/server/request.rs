@@ -105,13 +105,13 @@ pub(super) fn handle(
         } else {
             admit(&state.config, &conn.last_host, head)
         };
-        // A request the message rules took spends its client's budgets: the service's,
-        // then its route's.
+        // A request the message rules took is judged by the client policy in force: the
+        // lists, then its client's budgets (the service's, then its route's), spent.
         let admitted = admitted.and_then(|route| {
-            admitted_client(state, route, head.uri.path(), conn.peer)?;
+            let index = route_index(&state.config, route);
             state
-                .rates
-                .spend(&state.config, route, conn.peer, &*state.recorder)
+                .policy
+                .check(index, head.uri.path(), conn.peer, &*state.recorder)
                 .map(|()| route)
         });
         let (route, mut response) = match admitted {
@@ -219,24 +219,6 @@ fn refused_page(state: &State, refused: Refused) -> (&Arc<RouteMetrics>, Respons
     (&state.routes.unrouted, page)
 }
 
-/// Whether the service's and `route`'s `allow` and `deny` (the lists in force, which a
-/// reload may have changed since the connection was accepted) let `peer` in.
-fn admitted_client(
-    state: &State,
-    route: Option<&Route>,
-    path: &str,
-    peer: Option<std::net::IpAddr>,
-) -> Result<(), Refused> {
-    if state.access.admits(route, path, peer) {
-        return Ok(());
-    }
-    Err(Refused {
-        status: StatusCode::FORBIDDEN,
-        reason: Refusal::Forbidden,
-        detail: "this client may not use this service",
-    })
-}
-
 /// The answer to a request refused once routed (over its client's `rate_limit`, or
 /// refused by `allow` and `deny`), and the series it counts in: its route's. The route
 /// is found again from the request (its path in normal form by now), rather than kept
@@ -256,7 +238,8 @@ fn routed_refusal<'s>(
         .and_then(|(_, route)| route);
     let mut page = error_page(refused.status, refused.detail);
     if refused.reason == Refusal::RateLimited {
-        let wait = state.rates.wait(&state.config, route, conn.peer);
+        let index = route_index(&state.config, route);
+        let wait = state.policy.wait(index, head.uri.path(), conn.peer);
         // Whole seconds (RFC 9110 §10.2.3), rounded up: never sooner than the budget has
         // a request again.
         let seconds = u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX);

@@ -43,6 +43,7 @@ mod http2_bodies;
 mod http2_progress;
 mod http_abuse;
 mod http_access;
+mod http_behind;
 mod http_chains;
 mod http_fallback;
 mod http_files;

@@ -609,6 +609,10 @@ pub struct WebConfig {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Who may use the service (a route may narrow it further).
     pub access: Access,
+    /// Proxies in front whose word on the client is taken (`trusted_proxies`): a
+    /// request from one of them is judged, logged and forwarded as from the client its
+    /// `X-Forwarded-For` names, over the scheme its `X-Forwarded-Proto` names.
+    pub trusted_proxies: Vec<weft::policies::Prefix>,
 }
 
 impl Default for WebConfig {
@@ -627,6 +631,7 @@ impl Default for WebConfig {
             https_redirect: None,
             response_headers: Vec::new(),
             access: Access::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -74,6 +74,7 @@
 //! → socket, and the access log when the body has gone.
 
 pub mod access_log;
+mod behind;
 pub mod body;
 mod client_body;
 pub mod config;

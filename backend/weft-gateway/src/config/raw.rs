@@ -138,6 +138,8 @@ pub(crate) struct RawService {
     /// http: the clients that may use the service, and those that may not.
     pub(crate) allow: Option<crate::services::http::RawBlocks>,
     pub(crate) deny: Option<crate::services::http::RawBlocks>,
+    /// http: the proxies in front whose word on the client and its scheme is taken.
+    pub(crate) trusted_proxies: Option<crate::services::http::RawBlocks>,
     /// http: header fields added to every response (a table of strings).
     pub(crate) response_headers: Option<Spanned<crate::services::http::RawHeaders>>,
     /// http: where request bodies too long for a buffer are written.

@@ -27,6 +27,8 @@
 //!                              # response without the field (a route may have its own)
 //! allow = ["10.0.0.0/8", "2001:db8::/32"]   # optional: only these clients (403 for others)
 //! deny = ["10.9.0.0/16"]       # optional: never these (a route may narrow both further)
+//! trusted_proxies = ["10.0.0.0/8"]   # optional: proxies in front whose X-Forwarded-For
+//!                              # and X-Forwarded-Proto name the client and its scheme
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
 //! hsts_max_age = "365d"       # optional: Strict-Transport-Security over TLS; off if absent
@@ -141,6 +143,7 @@ impl super::Kind for HttpKind {
         "allow",
         "deny",
         "fallback",
+        "trusted_proxies",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -156,12 +159,14 @@ impl super::Kind for HttpKind {
         let routes = super::http_routes::routes(ctx)?;
         if let Some(age) = &raw.hsts_max_age
             && !ctx.has_tls()
+            && raw.trusted_proxies.is_none()
         {
             ctx.warn(
                 age.span(),
                 "hsts_max_age",
                 "takes no effect: Strict-Transport-Security is sent only over TLS, and the \
-                 service has no ssl: listener (behind a TLS front end, send it from there)",
+                 service has no ssl: listener (behind a TLS front end, send it from there, \
+                 or name it in trusted_proxies)",
             );
         }
         if let Some(dir) = &raw.body_file_dir
@@ -215,6 +220,7 @@ impl super::Kind for HttpKind {
                 None => Vec::new(),
             },
             access: access(ctx, "", (&raw.allow, &raw.deny))?,
+            trusted_proxies: trusted_proxies(ctx)?,
         };
         // Where bodies go is checked as they would be written: `weft check` refuses a
         // directory `weft run` could not use.
@@ -356,6 +362,7 @@ impl super::Kind for HttpKind {
             "https_redirect": web.https_redirect,
             "response_headers": headers_json(&web.response_headers),
             "access": access_json(&web.access),
+            "trusted_proxies": web.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
@@ -403,13 +410,14 @@ fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
         }
         toml::Value::Integer(n) => match u16::try_from(*n) {
             Ok(port) if port > 0 => {
-                if !ctx.has_tls() {
+                if !ctx.has_tls() && ctx.raw.trusted_proxies.is_none() {
                     ctx.warn(
                         span.clone(),
                         "https_redirect",
                         "every request this service takes is over plain HTTP and is \
                          redirected: behind a front end that ends TLS and forwards here, \
-                         that is a redirect loop (redirect on the front end instead)",
+                         that is a redirect loop (name the front end in trusted_proxies, \
+                         whose X-Forwarded-Proto says https, or redirect there instead)",
                     );
                 }
                 port
@@ -521,35 +529,9 @@ pub(crate) fn access(
             format!("{at}.{name}")
         }
     };
-    let blocks = |name: &str, list: &Option<RawBlocks>| {
-        let key = key(name);
-        let entries = list.as_ref().map_or(&[][..], |l| &l.get_ref()[..]);
-        entries
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| {
-                let written = entry.get_ref();
-                let block = written.parse::<weft::policies::Prefix>().map_err(|e| {
-                    ctx.error(entry.span(), &format!("{key}[{i}]"), e.to_string())
-                })?;
-                // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx
-                // warns.
-                let address = written.split('/').next().unwrap_or_default().trim();
-                let canonical = address.parse::<std::net::IpAddr>().ok().map(|a| a.to_canonical());
-                if canonical != Some(block.network()) {
-                    ctx.warn(
-                        entry.span(),
-                        &key,
-                        format!("\"{written}\" has bits set past its length: it is {block}"),
-                    );
-                }
-                Ok(block)
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
     let access = weft_web::Access {
-        allow: blocks("allow", allow)?,
-        deny: blocks("deny", deny)?,
+        allow: blocks(ctx, &key("allow"), allow)?,
+        deny: blocks(ctx, &key("deny"), deny)?,
     };
     if let Some(list) = allow
         && access.allow.is_empty()
@@ -562,6 +544,64 @@ pub(crate) fn access(
         );
     }
     Ok(access)
+}
+
+/// A list of addresses and CIDR blocks under `key`, each named by its place when it does
+/// not parse (`key[2]`), and warned of when it has bits set past its length.
+fn blocks(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    list: &Option<RawBlocks>,
+) -> Result<Vec<weft::policies::Prefix>, ConfigError> {
+    let entries = list.as_ref().map_or(&[][..], |l| &l.get_ref()[..]);
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let written = entry.get_ref();
+            let block = written
+                .parse::<weft::policies::Prefix>()
+                .map_err(|e| ctx.error(entry.span(), &format!("{key}[{i}]"), e.to_string()))?;
+            // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx warns.
+            let address = written.split('/').next().unwrap_or_default().trim();
+            let canonical = address
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|a| a.to_canonical());
+            if canonical != Some(block.network()) {
+                ctx.warn(
+                    entry.span(),
+                    key,
+                    format!("\"{written}\" has bits set past its length: it is {block}"),
+                );
+            }
+            Ok(block)
+        })
+        .collect()
+}
+
+/// `trusted_proxies`: the proxies in front whose `X-Forwarded-For` and
+/// `X-Forwarded-Proto` name the client and its scheme.
+fn trusted_proxies(ctx: &ServiceCtx<'_>) -> Result<Vec<weft::policies::Prefix>, ConfigError> {
+    let list = &ctx.raw.trusted_proxies;
+    let trusted = blocks(ctx, "trusted_proxies", list)?;
+    if let Some(list) = list {
+        if trusted.is_empty() {
+            ctx.warn(
+                list.span(),
+                "trusted_proxies",
+                "is empty, which trusts no proxy (leave it out)",
+            );
+        } else if trusted.iter().any(|p| p.length() == 0) {
+            ctx.warn(
+                list.span(),
+                "trusted_proxies",
+                "trusts every address, so any client can name itself whatever client it \
+                 likes in X-Forwarded-For (name the proxies in front)",
+            );
+        }
+    }
+    Ok(trusted)
 }
 
 /// An access list, for the services table.
@@ -1210,6 +1250,29 @@ pub(crate) mod tests {
             "{said:?}"
         );
         assert_eq!(said.iter().filter(|w| w.contains("bits set")).count(), 1, "{said:?}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_read_and_a_bad_one_named_and_trusting_all_warned_of() {
+        let route = "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://h:1\"\n";
+        let c = parse(&format!("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{route}")).unwrap();
+        let trusted: Vec<_> = http(&c).trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(trusted, ["10.0.0.0/8", "::1/128"]);
+        let e = parse(&format!("trusted_proxies = [\"lb.example\"]\n{route}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("service[0].trusted_proxies[0]"), "{e}");
+        let warned = |text: &str, about: &str| {
+            let c = parse(&format!("{text}\n{route}")).unwrap();
+            c.warnings.iter().any(|w| w.to_string().contains(about))
+        };
+        assert!(warned("trusted_proxies = [\"0.0.0.0/0\"]", "trusts every address"));
+        assert!(warned("trusted_proxies = []", "trusts no proxy"));
+        // Behind a trusted front end, a redirect to https is no loop: its
+        // X-Forwarded-Proto says which requests came over https.
+        assert!(warned("https_redirect = 443", "redirect loop"));
+        assert!(!warned(
+            "https_redirect = 443\ntrusted_proxies = [\"10.0.0.1\"]",
+            "redirect loop"
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use hyper::body::{Body as _, Incoming};
 
 use super::body::{self, Ahead, ClientBody, ReadAhead, ReqBody, Whole};
 use super::{UpstreamError, upstream_uri};
+use crate::behind::Claim;
 use crate::client_body::Paced;
 use crate::config::{Limits, Route, Upstream};
 use crate::headers::{
@@ -74,6 +75,11 @@ impl<'h> Outgoing<'h> {
         // Room for the forwarding fields and `Via` at once.
         headers.reserve(Forwarding::FIELDS + 1);
         forwarding.add(headers, host.as_ref());
+        // A client a trusted proxy in front named: its address and scheme, not the
+        // proxy's.
+        if let Some(claim) = head.extensions.get::<Claim>() {
+            claim.amend(headers);
+        }
         via.add(headers, head.version);
         let bodiless = body.is_end_stream();
         // Nothing to read of a body that has ended (none came): sent as none. A method

@@ -123,22 +123,29 @@ impl ClientPolicy {
     }
 
     /// Judges a request for `path` (in normal form) from `peer`, which this generation
-    /// routed to its route number `route` (none for the files): the lists, then the
-    /// budgets, which it spends. A path the configuration in force would refuse (encoded
-    /// slashes leading elsewhere under its routes) is refused as it would refuse it.
+    /// routed to `route`, one of `config`'s (its configuration's) routes, or none for the
+    /// files: the lists, then the budgets, which it spends. When the policy in force sets
+    /// any list or budget, a path its configuration would refuse (encoded slashes that
+    /// lead elsewhere under its routes) is refused as that configuration refuses it.
     pub(super) fn check(
         &self,
-        route: Option<usize>,
+        (config, route): (&WebConfig, Option<&Route>),
         path: &str,
         peer: Option<IpAddr>,
         recorder: &dyn Recorder,
     ) -> Result<(), Refused> {
         let newest = self.in_force.borrow();
-        let judges = self.judges(&newest, route, path).map_err(|e| Refused {
-            status: StatusCode::BAD_REQUEST,
-            reason: Refusal::Path,
-            detail: e.message(),
-        })?;
+        let judges = match self.judges(&newest, (config, route), path) {
+            Ok(Some(judges)) => judges,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                return Err(Refused {
+                    status: StatusCode::BAD_REQUEST,
+                    reason: Refusal::Path,
+                    detail: e.message(),
+                });
+            }
+        };
         if !judges.admit(peer) {
             return Err(Refused {
                 status: StatusCode::FORBIDDEN,
@@ -151,26 +158,39 @@ impl ClientPolicy {
 
     /// How long until `peer` may make the request [`check`](Self::check) judged again,
     /// by the budgets it spends.
-    pub(super) fn wait(&self, route: Option<usize>, path: &str, peer: Option<IpAddr>) -> Duration {
+    pub(super) fn wait(
+        &self,
+        routed: (&WebConfig, Option<&Route>),
+        path: &str,
+        peer: Option<IpAddr>,
+    ) -> Duration {
         let newest = self.in_force.borrow();
-        self.judges(&newest, route, path)
-            .map_or(Duration::ZERO, |j| rates::wait(j.budgets, peer))
+        match self.judges(&newest, routed, path) {
+            Ok(Some(judges)) => rates::wait(judges.budgets, peer),
+            _ => Duration::ZERO,
+        }
     }
 
-    /// What judges a request this generation routed to `route`, with `newest` in force.
+    /// What judges a request this generation routed to `route` (one of `config`'s
+    /// routes), with `newest` in force; `None` when nothing does.
     fn judges<'p>(
         &'p self,
         newest: &'p Rc<Policy>,
-        route: Option<usize>,
+        (config, route): (&WebConfig, Option<&Route>),
         path: &str,
-    ) -> Result<Judges<'p>, PathError> {
+    ) -> Result<Option<Judges<'p>>, PathError> {
         if Rc::ptr_eq(newest, &self.own) {
-            return Ok(Judges {
+            if !self.own.any() {
+                return Ok(None);
+            }
+            let route = route_index(config, route);
+            return Ok(Some(Judges {
                 lists: (&self.own, route),
                 kept: None,
                 budgets: self.own.rates.tables(route),
-            });
+            }));
         }
+        let route = route_index(config, route);
         // A reload since: route by the configuration in force, with its rule against a
         // path whose other readings (an encoded slash decoded) would lead elsewhere: a
         // route it added must not be stepped around by `/admin%2Fx` on a connection an
@@ -186,15 +206,15 @@ impl ClientPolicy {
         } else {
             None
         };
-        let [service, mut budget] = newest.rates.tables(routed);
-        if let Some(i) = kept {
-            budget = self.own.rates.tables(Some(i))[1];
-        }
-        Ok(Judges {
+        // The route's budget: the one it had, if the reload removed it and it had one
+        // (its requests still go where it sent them), else the one in force.
+        let [service, in_force] = newest.rates.tables(routed);
+        let kept_budget = kept.and_then(|i| self.own.rates.tables(Some(i))[1]);
+        Ok(Some(Judges {
             lists: (newest, routed),
             kept: kept.map(|i| &self.own.config.routes[i]),
-            budgets: [service, budget],
-        })
+            budgets: [service, kept_budget.or(in_force)],
+        }))
     }
 }
 
@@ -245,9 +265,8 @@ mod tests {
         path: &str,
         peer: Option<IpAddr>,
     ) -> Option<Refusal> {
-        let route = route_index(config, config.route_for(path));
         policy
-            .check(route, path, peer, &NoRecorder)
+            .check((config, config.route_for(path)), path, peer, &NoRecorder)
             .err()
             .map(|r| r.reason)
     }
@@ -331,13 +350,8 @@ mod tests {
         assert_eq!(judged(&new, &new_config, "/login/a", client), limited);
         assert_eq!(judged(&new, &new_config, "/x", client), None);
         assert_eq!(judged(&old, &old_config, "/x", client), limited);
-        assert!(
-            old.wait(
-                route_index(&old_config, old_config.route_for("/x")),
-                "/x",
-                client
-            ) > Duration::ZERO
-        );
+        let routed = (&old_config, old_config.route_for("/x"));
+        assert!(old.wait(routed, "/x", client) > Duration::ZERO);
         // Another client has its own.
         assert_eq!(judged(&old, &old_config, "/x", other), None);
         // A failed reload's generation, never put in force, changes nothing.
@@ -362,6 +376,25 @@ mod tests {
             Some(Refusal::RateLimited)
         );
         assert_eq!(judged(&old, &old_config, "/x", client), None);
+    }
+
+    #[test]
+    fn a_route_a_reload_removes_without_a_budget_spends_the_budget_in_force() {
+        let clock = weft::testing::Clock::fake();
+        let _installed = clock.install();
+        let client = Some("192.0.2.1".parse().unwrap());
+        // The reload drops /v1/ and puts a budget on the catch-all that now takes its
+        // paths: the connections already open spend it for them too.
+        let old_config = config(vec![route("/", &[]), route("/v1/", &[])]);
+        let old = ClientPolicy::new(&old_config);
+        let mut new_config = config(vec![route("/", &[])]);
+        new_config.routes[0].rate_limit = Some(RateLimit::per_second(1));
+        let _new = reloaded(&new_config, &old);
+        assert_eq!(judged(&old, &old_config, "/v1/a", client), None);
+        assert_eq!(
+            judged(&old, &old_config, "/v1/a", client),
+            Some(Refusal::RateLimited)
+        );
     }
 
     #[test]

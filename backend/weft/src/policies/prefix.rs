@@ -40,6 +40,11 @@ impl Prefix {
         self.addr
     }
 
+    /// How many leading bits an address must share with the block (0: every address).
+    pub fn length(&self) -> u8 {
+        self.len
+    }
+
     /// Whether every address of `other` is inside this block.
     pub fn covers(&self, other: &Prefix) -> bool {
         self.len <= other.len && self.contains(other.addr)

@@ -3,27 +3,12 @@
 //! counted and logged, and never reaches an upstream.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
-use crate::http_peers::{RawClient, Upstream, web_service};
+use crate::http_peers::{RawClient, Upstream, curl_status, web_service};
 
 /// The status of `path` asked from `source`.
 fn status(web: SocketAddr, source: &str, path: &str) -> u16 {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["--interface", source])
-        .arg(format!("http://{web}{path}"))
-        .output()
-        .expect("curl must be installed");
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    curl_status(web, source, path, &[])
 }
 
 #[test]

@@ -4,33 +4,7 @@
 //! hear of, and the scheme `https_redirect` goes by; the same fields from any other peer
 //! change nothing.
 
-use std::net::SocketAddr;
-use std::process::Command;
-
-use crate::http_peers::{Upstream, web_service};
-
-/// The status of `path` asked from `source` with the header fields `fields`.
-fn status(web: SocketAddr, source: &str, path: &str, fields: &[&str]) -> u16 {
-    let mut curl = Command::new("curl");
-    curl.args([
-        "-s",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .args(["--interface", source]);
-    for field in fields {
-        curl.args(["-H", field]);
-    }
-    let out = curl
-        .arg(format!("http://{web}{path}"))
-        .output()
-        .expect("curl must be installed");
-    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
-}
+use crate::http_peers::{Upstream, curl_status, web_service};
 
 #[test]
 fn a_trusted_proxy_names_the_client_and_its_scheme_and_no_other_peer_can() {
@@ -48,7 +22,10 @@ upstream = "http://{upstream}"
     let https = "X-Forwarded-Proto: https";
     // Through the proxy: the client is the rightmost address it did not add itself.
     let chain = "X-Forwarded-For: 203.0.113.1, 198.51.100.7";
-    assert_eq!(status(web, "127.0.0.2", "/api/x", &[chain, https]), 200);
+    assert_eq!(
+        curl_status(web, "127.0.0.2", "/api/x", &[chain, https]),
+        200
+    );
     assert_eq!(upstream.header(0, "x-real-ip"), ["198.51.100.7"]);
     assert_eq!(
         upstream.header(0, "x-forwarded-for"),
@@ -63,14 +40,23 @@ upstream = "http://{upstream}"
     );
     // A client the proxy names is denied by its address.
     let denied = "X-Forwarded-For: 198.51.100.66";
-    assert_eq!(status(web, "127.0.0.2", "/f.txt", &[denied, https]), 403);
+    assert_eq!(
+        curl_status(web, "127.0.0.2", "/f.txt", &[denied, https]),
+        403
+    );
     // The proxy says the client came over plain HTTP: redirected.
     let plain = "X-Forwarded-Proto: http";
-    assert_eq!(status(web, "127.0.0.2", "/f.txt", &[chain, plain]), 301);
+    assert_eq!(
+        curl_status(web, "127.0.0.2", "/f.txt", &[chain, plain]),
+        301
+    );
 
     // Any other peer is its own client, whatever it says: not denied by the address it
     // claims, and redirected for coming over plain HTTP though it claims https.
-    assert_eq!(status(web, "127.0.0.1", "/f.txt", &[denied, https]), 301);
+    assert_eq!(
+        curl_status(web, "127.0.0.1", "/f.txt", &[denied, https]),
+        301
+    );
     assert_eq!(upstream.received(), 1);
     // The log names the peer for that one, and the client the proxy named for the 403.
     let logged = |client: &str, status: &str| {

@@ -316,3 +316,27 @@ pub(crate) fn web_service(keys: &str) -> (crate::support::App, SocketAddr) {
     });
     (app, web)
 }
+
+/// The status of `path` on `web`, asked with curl from the local address `source` with
+/// the header fields `fields` (`"Name: value"`); 0 when curl got none.
+pub(crate) fn curl_status(web: SocketAddr, source: &str, path: &str, fields: &[&str]) -> u16 {
+    let mut curl = std::process::Command::new("curl");
+    curl.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .args(["--interface", source]);
+    for field in fields {
+        curl.args(["-H", field]);
+    }
+    let out = curl
+        .arg(format!("http://{web}{path}"))
+        .output()
+        .expect("curl must be installed");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}

@@ -183,6 +183,9 @@ fn closed_by_a_failed_handshake(observer: &RecordingObserver) {
         closed.contains("Protocol(\"TLS handshake failed"),
         "closed as a protocol error: {closed}"
     );
+    // Reported as a failed handshake on an `ssl:` listener is, once.
+    let errors = observer.count("kind: TlsHandshake");
+    assert_eq!(errors, 1, "{:?}", observer.events());
 }
 
 /// Asks the server to start TLS, starts it as the client, says hello over it.

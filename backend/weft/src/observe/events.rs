@@ -193,9 +193,12 @@ impl CloseReason {
 
     pub(crate) fn from_io(err: &std::io::Error) -> Self {
         use std::io::ErrorKind as K;
-        if let Some(failed) = err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<crate::transport::HandshakeFailed>())
+        // A failed `start_tls` handshake is a protocol error unless the peer hung up,
+        // reset or stalled (its kind says which, as for any other error).
+        if err.kind() == K::InvalidData
+            && let Some(failed) = err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<crate::transport::HandshakeFailed>())
         {
             return Self::Protocol(failed.to_string());
         }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::start_tls::{Startable, TlsStart};
+use super::start_tls::{HandshakeFailed, Startable, TlsStart};
 use super::{Flags, Transport};
 use crate::observe::{
     self, CloseReason, ConnectionInfo, ErrorKind, Event, ProtocolError, SlowCallback, Stopwatch,
@@ -422,7 +422,7 @@ impl<S: Stream> Driver<'_, S> {
                         self.transport.note_drained();
                     }
                 }
-                Poll::Ready(Err(err)) => return Err(CloseReason::from_io(&err)),
+                Poll::Ready(Err(err)) => return Err(closed_by(info, &err)),
                 Poll::Pending => return Ok(true),
             }
         }
@@ -501,7 +501,7 @@ impl<S: Stream> Driver<'_, S> {
                 if err.kind() == std::io::ErrorKind::UnexpectedEof {
                     self.transport.note_truncated();
                 }
-                ControlFlow::Break(Poll::Ready(CloseReason::from_io(&err)))
+                ControlFlow::Break(Poll::Ready(closed_by(self.transport.info(), &err)))
             }
             Poll::Ready(Ok(())) => {
                 let n = read_buf.filled().len();
@@ -536,6 +536,19 @@ impl<S: Stream> Driver<'_, S> {
             self.transport.lose_connection_with(CloseReason::PeerClosed);
         }
     }
+}
+
+/// Why a connection whose stream failed with `err` closes. A handshake begun by
+/// `start_tls` that failed is reported as one on an `ssl:` listener is (its log line, and
+/// `weft_errors_total{kind="tls_handshake"}`).
+fn closed_by(info: &crate::observe::ConnectionInfo, err: &io::Error) -> CloseReason {
+    if let Some(failed) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<HandshakeFailed>())
+    {
+        crate::net::tls::report_handshake_failure(info, &failed.0);
+    }
+    CloseReason::from_io(err)
 }
 
 #[cfg(test)]

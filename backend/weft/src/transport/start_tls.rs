@@ -78,8 +78,9 @@ impl From<TcpStream> for Startable {
     }
 }
 
-/// Why a handshake begun by `start_tls` failed: the driver closes the connection with
-/// reason `protocol` saying so ([`CloseReason::from_io`](crate::CloseReason)).
+/// Why a handshake begun by `start_tls` failed: the driver reports it and closes the
+/// connection with reason `protocol` saying so, or as reset, timed out or closed by the
+/// peer when it was that ([`CloseReason::from_io`](crate::CloseReason)).
 #[derive(Debug, thiserror::Error)]
 #[error("TLS handshake failed: {0}")]
 pub(crate) struct HandshakeFailed(pub(crate) io::Error);
@@ -95,13 +96,16 @@ impl Startable {
                 Ok(secured) => *self = Startable::Secured(Box::new(secured)),
                 Err(err) => {
                     *self = Startable::Failed;
-                    // A peer that hung up or reset is that, as on an `ssl:` listener.
-                    return Poll::Ready(Err(match err.kind() {
-                        io::ErrorKind::UnexpectedEof
+                    // A peer that hung up or reset is that, as on an `ssl:` listener (the
+                    // close says so); anything else is the peer's protocol error. Either
+                    // way the failure is reported once, by the driver.
+                    let kind = match err.kind() {
+                        kind @ (io::ErrorKind::UnexpectedEof
                         | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::TimedOut => err,
-                        _ => io::Error::new(io::ErrorKind::InvalidData, HandshakeFailed(err)),
-                    }));
+                        | io::ErrorKind::TimedOut) => kind,
+                        _ => io::ErrorKind::InvalidData,
+                    };
+                    return Poll::Ready(Err(io::Error::new(kind, HandshakeFailed(err))));
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! hear of, and the scheme `https_redirect` goes by; the same fields from any other peer
 //! change nothing.
 
-use crate::http_peers::{Upstream, curl_status, web_service};
+use crate::http_peers::{RawClient, Upstream, curl_status, web_service};
 
 #[test]
 fn a_trusted_proxy_names_the_client_and_its_scheme_and_no_other_peer_can() {
@@ -67,4 +67,33 @@ upstream = "http://{upstream}"
     crate::assert_eventually!(logged("127.0.0.1", "301"), "{}", app.log());
     assert!(logged("198.51.100.66", "403"), "{}", app.log());
     assert!(!logged("198.51.100.66", "301"), "{}", app.log());
+}
+
+/// A client cannot hide behind bytes that are not text: the address its proxy appended
+/// is still found. And a reload that stops trusting the proxy stops it on the keep-alive
+/// connection it holds.
+#[test]
+fn a_proxy_s_word_is_read_as_bytes_and_a_reload_can_take_it_back() {
+    let (app, web) = web_service("trusted_proxies = [\"127.0.0.2\"]\ndeny = [\"198.51.100.66\"]\n");
+    let mut held = RawClient::connect_from([127, 0, 0, 2].into(), web);
+    held.send(
+        b"GET /f.txt HTTP/1.1\r\nHost: web\r\nX-Forwarded-For: \xff\xfe, 198.51.100.66\r\n\r\n",
+    );
+    assert_eq!(
+        held.read_reply().status,
+        403,
+        "the appended address, denied"
+    );
+    let named = b"GET /f.txt HTTP/1.1\r\nHost: web\r\nX-Forwarded-For: 198.51.100.66\r\n\r\n";
+    held.send(named);
+    assert_eq!(held.read_reply().status, 403);
+
+    app.edit_config(|text| text.replace("trusted_proxies = [\"127.0.0.2\"]\n", ""));
+    app.reload_by_signal("ok");
+    held.send(named);
+    assert_eq!(
+        held.read_reply().status,
+        200,
+        "no longer believed on the connection held across the reload"
+    );
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use crate::http_peers::{Upstream, web_service};
+use crate::http_peers::{Upstream, curl_status, web_service};
 
 /// The head of the answer to `path`, lower-cased.
 fn head(web: SocketAddr, path: &str) -> String {
@@ -62,5 +62,31 @@ response_headers = {{ "X-Frame-Options" = "SAMEORIGIN", "Cache-Status" = "edge; 
     assert!(
         proxied.contains("\r\nx-content-type-options: nosniff\r\n"),
         "{proxied}"
+    );
+}
+
+/// A route's `request_headers` set fields on what goes upstream, over the client's, and
+/// remove those given no value; the services list names them without their values.
+#[test]
+fn a_route_s_request_headers_replace_and_remove_the_client_s() {
+    let upstream = Upstream::start();
+    let (app, web) = web_service(&format!(
+        "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{}\"\n\
+         request_headers = {{ Host = \"app.example\", \"X-Api-Key\" = \"s3cret\", \
+         \"Accept-Encoding\" = \"\" }}\n",
+        upstream.addr
+    ));
+    let fields = ["X-Api-Key: forged", "Accept-Encoding: gzip"];
+    assert_eq!(curl_status(web, "127.0.0.1", "/api/x", &fields), 200);
+    assert_eq!(upstream.header(0, "host"), ["app.example"]);
+    assert_eq!(upstream.header(0, "x-api-key"), ["s3cret"]);
+    assert!(upstream.header(0, "accept-encoding").is_empty());
+    // The client's host still goes as X-Forwarded-Host.
+    assert_eq!(upstream.header(0, "x-forwarded-host"), [web.to_string()]);
+    let services = app.curl("/api/services").unwrap_or_default();
+    assert!(services.contains("x-api-key"), "{services}");
+    assert!(
+        !services.contains("s3cret"),
+        "a value is not shown: {services}"
     );
 }

@@ -14,8 +14,6 @@ use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use weft::policies::Prefix;
 
-use crate::headers::list_members;
-
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -34,40 +32,55 @@ pub(crate) struct Behind {
 impl Behind {
     /// The client of a request with `headers` from `peer` (over TLS when `secure`), when
     /// `peer` is one of `trusted` and names another client or scheme; `None` when the
-    /// peer is the client as it is.
+    /// peer is the client as it came.
     pub(crate) fn of(
         trusted: &[Prefix],
         peer: Option<IpAddr>,
         secure: bool,
         headers: &HeaderMap,
     ) -> Option<Rc<Self>> {
-        let peer = peer?.to_canonical();
+        let (peer, was_secure) = (peer?.to_canonical(), secure);
         let is_trusted = |ip: IpAddr| trusted.iter().any(|p| p.contains(ip));
         if trusted.is_empty() || !is_trusted(peer) {
             return None;
         }
         // From the right: each trusted proxy appended the address it heard from. The
         // first that is not trusted is the client; a member that is no address ends
-        // the walk (what is left of it cannot be trusted), keeping the last found.
-        let forwarded: Vec<&str> = list_members(headers, X_FORWARDED_FOR).collect();
+        // the walk (what is left of it cannot be trusted), keeping the last found. Read
+        // as bytes: a line the client began with bytes that are not text still ends
+        // with what the proxies appended.
         let mut client = peer;
-        for member in forwarded.iter().rev() {
-            let Some(ip) = address(member) else {
-                break;
-            };
-            client = ip;
-            if !is_trusted(ip) {
-                break;
+        'lines: for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+            for member in line.as_bytes().rsplit(|&b| b == b',') {
+                let member = member.trim_ascii();
+                if member.is_empty() {
+                    continue;
+                }
+                let Some(ip) = std::str::from_utf8(member).ok().and_then(address) else {
+                    break 'lines;
+                };
+                client = ip;
+                if !is_trusted(ip) {
+                    break 'lines;
+                }
             }
         }
         // The scheme the proxy nearest says (the last member: a proxy that sets the
         // field replaces it, one that extends it adds its own at the end).
-        let proto = list_members(headers, X_FORWARDED_PROTO).last();
+        let proto = headers
+            .get_all(X_FORWARDED_PROTO)
+            .iter()
+            .next_back()
+            .and_then(|line| line.as_bytes().rsplit(|&b| b == b',').next())
+            .map(<[u8]>::trim_ascii);
         let secure = match proto {
-            Some(p) if p.eq_ignore_ascii_case("https") => true,
-            Some(p) if p.eq_ignore_ascii_case("http") => false,
+            Some(p) if p.eq_ignore_ascii_case(b"https") => true,
+            Some(p) if p.eq_ignore_ascii_case(b"http") => false,
             _ => secure,
         };
+        if client == peer && secure == was_secure {
+            return None;
+        }
         Some(Rc::new(Self {
             text: client.to_string().into(),
             ip: client,
@@ -212,9 +225,16 @@ mod tests {
             client("10.0.0.1", &[("x-forwarded-proto", "https")]),
             some("10.0.0.1", true)
         );
+        assert_eq!(client("10.0.0.1", &[("x-forwarded-proto", "gopher")]), None);
+        assert_eq!(client("10.0.0.1", &[]), None, "nothing new, nothing to say");
+        // Bytes that are not text before what the proxy appended.
+        let mut raw = HeaderMap::new();
+        let line = HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.1").unwrap();
+        raw.insert(X_FORWARDED_FOR, line);
+        let behind = Behind::of(&trusted(), Some("10.0.0.1".parse().unwrap()), false, &raw);
         assert_eq!(
-            client("10.0.0.1", &[("x-forwarded-proto", "gopher")]),
-            some("10.0.0.1", false)
+            behind.map(|b| b.ip.to_string()).as_deref(),
+            Some("198.51.100.1")
         );
         // A mapped address is the IPv4 one, the peer's and the field's.
         let xff = "::ffff:198.51.100.1";

@@ -127,6 +127,14 @@ pub enum ConfigError {
         /// Why.
         reason: &'static str,
     },
+    /// A `request_headers` field that cannot be set on requests sent upstream.
+    #[error("request header {name:?}: {reason}")]
+    RequestHeader {
+        /// The field name as written.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
     /// A `fallback` that is not a file's path in normal form.
     #[error("fallback {path:?}: {reason}")]
     Fallback {
@@ -185,6 +193,10 @@ pub struct Route {
     /// Header fields added to the responses relayed from its upstreams that carry none
     /// of the name ([`response_header`] checks them).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header fields set on the requests it sends upstream, replacing the client's of the
+    /// name, or removing them (`None`): nginx's `proxy_set_header` with fixed values
+    /// ([`request_header`] checks them).
+    pub request_headers: Vec<(HeaderName, Option<HeaderValue>)>,
     /// Who may use the route, besides the service's own list.
     pub access: Access,
 }
@@ -260,6 +272,7 @@ impl Route {
             cache_control: None,
             rate_limit: None,
             response_headers: Vec::new(),
+            request_headers: Vec::new(),
             access: Access::default(),
         })
     }
@@ -474,15 +487,7 @@ pub fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderVal
     let field = HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| refused("is not a header field name"))?;
     use http::header;
-    let framing = [
-        header::CONTENT_LENGTH,
-        header::TRANSFER_ENCODING,
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::UPGRADE,
-    ];
-    if framing.contains(&field) || field == "keep-alive" || field == "proxy-connection" {
+    if frames_or_hop(&field) {
         return Err(refused(
             "frames the message or belongs to one connection, which the service sets itself",
         ));
@@ -507,20 +512,99 @@ pub fn response_header(name: &str, value: &str) -> Result<(HeaderName, HeaderVal
             "is sent with hsts_max_age, over TLS alone (never over plain HTTP)",
         ));
     }
+    let value = field_value(value).map_err(refused)?;
+    Ok((field, value))
+}
+
+/// A route's `request_headers` entry, checked: a field name (any case) and a value as
+/// [`response_header`] takes them, or an empty value, which removes the field. `Host`
+/// may be set (to an authority, `app.example:8080`, for an upstream that serves several
+/// sites). Refused: fields that frame the message or belong to one connection, which the
+/// proxy sets itself for each hop, and those it says itself so that no client can say
+/// them for it (`X-Forwarded-For`, `X-Forwarded-Host`, `X-Forwarded-Proto`,
+/// `X-Real-IP`, `Forwarded`, `Via`).
+pub fn request_header(
+    name: &str,
+    value: &str,
+) -> Result<(HeaderName, Option<HeaderValue>), ConfigError> {
+    let refused = |reason| ConfigError::RequestHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    let field = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| refused("is not a header field name"))?;
+    if frames_or_hop(&field) || field == http::header::EXPECT {
+        return Err(refused(
+            "frames the message or belongs to one connection, which the proxy sets itself",
+        ));
+    }
+    let forwarding = [
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "forwarded",
+        "via",
+    ];
+    if forwarding.contains(&field.as_str()) {
+        return Err(refused(
+            "is what the proxy says of the client and itself, which it sets for each request",
+        ));
+    }
+    if field.as_str().contains('_') {
+        return Err(refused(
+            "has an underscore, which the proxy drops from requests (as nginx does)",
+        ));
+    }
+    if value.is_empty() {
+        return Ok((field, None));
+    }
+
+    if field == http::header::HOST
+        && !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_~:[]".contains(&b))
+    {
+        return Err(refused(
+            "must be a host, with a port if any (app.example:8080)",
+        ));
+    }
+    let value = field_value(value).map_err(refused)?;
+    Ok((field, Some(value)))
+}
+
+/// Whether `field` frames a message or belongs to one connection: the sender sets it
+/// for each message and hop.
+fn frames_or_hop(field: &HeaderName) -> bool {
+    use http::header;
+    let framing = [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+    ];
+    framing.contains(field) || field == "keep-alive" || field == "proxy-connection"
+}
+
+/// A configured header field's value: visible ASCII, spaces and tabs inside it (not at
+/// its ends: RFC 9113 §8.2.1 makes such a value malformed over HTTP/2), at most
+/// [`MAX_RESPONSE_HEADER_VALUE`] bytes, not empty.
+fn field_value(value: &str) -> Result<HeaderValue, &'static str> {
     if value.len() > MAX_RESPONSE_HEADER_VALUE {
-        return Err(refused("has a value longer than 4096 bytes"));
+        return Err("has a value longer than 4096 bytes");
     }
     let edges = [value.as_bytes().first(), value.as_bytes().last()];
     if edges.iter().any(|b| matches!(b, Some(b' ' | b'\t'))) {
-        return Err(refused(
+        return Err(
             "has a value that begins or ends with a space or a tab (malformed over HTTP/2)",
-        ));
+        );
     }
-    let value = HeaderValue::from_str(value)
+    HeaderValue::from_str(value)
         .ok()
         .filter(|v| v.to_str().is_ok() && !v.is_empty())
-        .ok_or(refused("needs a value of visible ASCII, spaces and tabs"))?;
-    Ok((field, value))
+        .ok_or("needs a value of visible ASCII, spaces and tabs")
 }
 
 /// Content codings for compressible types (text, JSON, JavaScript, XML, SVG, wasm).

@@ -159,7 +159,7 @@ impl super::Kind for HttpKind {
         let routes = super::http_routes::routes(ctx)?;
         if let Some(age) = &raw.hsts_max_age
             && !ctx.has_tls()
-            && raw.trusted_proxies.is_none()
+            && !trusts_a_proxy(ctx)
         {
             ctx.warn(
                 age.span(),
@@ -341,6 +341,8 @@ impl super::Kind for HttpKind {
                     "cache_control": r.cache_control.as_ref().and_then(|v| v.to_str().ok()),
                     "rate_limit": r.rate_limit.map(rate_json),
                     "response_headers": headers_json(&r.response_headers),
+                    // Names alone: a value may be a secret for the upstream (an API key).
+                    "request_headers": r.request_headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
                     "access": access_json(&r.access),
                 })
             })
@@ -410,7 +412,7 @@ fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
         }
         toml::Value::Integer(n) => match u16::try_from(*n) {
             Ok(port) if port > 0 => {
-                if !ctx.has_tls() && ctx.raw.trusted_proxies.is_none() {
+                if !ctx.has_tls() && !trusts_a_proxy(ctx) {
                     ctx.warn(
                         span.clone(),
                         "https_redirect",
@@ -456,16 +458,40 @@ fn https_redirect(ctx: &ServiceCtx<'_>) -> Result<Option<u16>, ConfigError> {
 /// names a value that is no table).
 pub(crate) type RawHeaders = std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
-/// `response_headers = { "Name" = "value", ... }`, written at `key` (a service's, or a
-/// route's): each entry checked ([`weft_web::config::response_header`]) and named by its
-/// line, at most [`MAX_RESPONSE_HEADERS`](weft_web::config::MAX_RESPONSE_HEADERS) of them
-/// and 8 KiB of values, a name once whatever its case.
+/// `response_headers` under `key` (the service's, or a route's): a table of field names
+/// and values, each checked as [`weft_web::config::response_header`] says.
 pub(crate) fn response_headers(
     ctx: &ServiceCtx<'_>,
     key: &str,
     value: &Spanned<RawHeaders>,
 ) -> Result<Vec<(http::HeaderName, http::HeaderValue)>, ConfigError> {
-    use weft_web::config::{MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS, response_header};
+    header_table(ctx, key, value, weft_web::config::response_header, http::HeaderValue::len)
+}
+
+/// A route's `request_headers` under `key`: a table of field names and values (an empty
+/// one removes the field), each checked as [`weft_web::config::request_header`] says.
+pub(crate) fn request_headers(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    value: &Spanned<RawHeaders>,
+) -> Result<Vec<(http::HeaderName, Option<http::HeaderValue>)>, ConfigError> {
+    header_table(ctx, key, value, weft_web::config::request_header, |v| {
+        v.as_ref().map_or(0, http::HeaderValue::len)
+    })
+}
+
+/// A table of header fields under `key`, each checked by `check`, none named twice, at
+/// most [`MAX_RESPONSE_HEADERS`](weft_web::config::MAX_RESPONSE_HEADERS) of them and
+/// [`MAX_RESPONSE_HEADER_BYTES`](weft_web::config::MAX_RESPONSE_HEADER_BYTES) in all
+/// (values measured by `len`).
+fn header_table<V>(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    value: &Spanned<RawHeaders>,
+    check: impl Fn(&str, &str) -> Result<(http::HeaderName, V), weft_web::config::ConfigError>,
+    len: impl Fn(&V) -> usize,
+) -> Result<Vec<(http::HeaderName, V)>, ConfigError> {
+    use weft_web::config::{MAX_RESPONSE_HEADER_BYTES, MAX_RESPONSE_HEADERS};
     let span = value.span();
     let table = value.get_ref();
     if table.len() > MAX_RESPONSE_HEADERS {
@@ -475,14 +501,14 @@ pub(crate) fn response_headers(
             format!("at most {MAX_RESPONSE_HEADERS} fields, got {}", table.len()),
         ));
     }
-    let mut fields: Vec<(http::HeaderName, http::HeaderValue)> = Vec::with_capacity(table.len());
+    let mut fields: Vec<(http::HeaderName, V)> = Vec::with_capacity(table.len());
     for (name, value) in table {
         let at = format!("{key}.{}", toml_key(name.get_ref()));
         let Some(text) = value.get_ref().as_str() else {
             return Err(ctx.error(value.span(), &at, "must be a string"));
         };
-        let (field, value) = response_header(name.get_ref(), text)
-            .map_err(|e| ctx.error(name.span(), &at, e.to_string()))?;
+        let (field, value) =
+            check(name.get_ref(), text).map_err(|e| ctx.error(name.span(), &at, e.to_string()))?;
         if fields.iter().any(|(f, _)| *f == field) {
             return Err(ctx.error(
                 name.span(),
@@ -492,7 +518,7 @@ pub(crate) fn response_headers(
         }
         fields.push((field, value));
     }
-    let bytes: usize = fields.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let bytes: usize = fields.iter().map(|(n, v)| n.as_str().len() + len(v)).sum();
     if bytes > MAX_RESPONSE_HEADER_BYTES {
         return Err(ctx.error(
             span,
@@ -578,6 +604,14 @@ fn blocks(
             Ok(block)
         })
         .collect()
+}
+
+/// Whether `trusted_proxies` names any proxy in front.
+fn trusts_a_proxy(ctx: &ServiceCtx<'_>) -> bool {
+    ctx.raw
+        .trusted_proxies
+        .as_ref()
+        .is_some_and(|l| !l.get_ref().is_empty())
 }
 
 /// `trusted_proxies`: the proxies in front whose `X-Forwarded-For` and
@@ -1253,6 +1287,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_route_s_request_headers_are_read_and_bad_ones_named() {
+        let route = "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://h:1\"\n";
+        let c = parse(&format!(
+            "{route}request_headers = {{ Host = \"app.example:8080\", \"X-Api-Key\" = \"k\", \
+             \"Accept-Encoding\" = \"\" }}\n"
+        ))
+        .unwrap();
+        let set: Vec<_> = http(&c).routes[0]
+            .request_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_ref().map(|v| v.to_str().unwrap())))
+            .collect();
+        assert!(set.contains(&("host", Some("app.example:8080"))), "{set:?}");
+        assert!(set.contains(&("x-api-key", Some("k"))), "{set:?}");
+        assert!(set.contains(&("accept-encoding", None)), "removed: {set:?}");
+        let at = "service[0].route[0].request_headers";
+        for (written, key, says) in [
+            ("{ \"Content-Length\" = \"1\" }", "Content-Length", "frames the message"),
+            ("{ Expect = \"100-continue\" }", "Expect", "frames the message"),
+            ("{ \"X-Forwarded-For\" = \"192.0.2.1\" }", "X-Forwarded-For", "what the proxy says"),
+            ("{ Via = \"1.1 x\" }", "Via", "what the proxy says"),
+            ("{ Host = \"a/b\" }", "Host", "must be a host"),
+            ("{ X_Key = \"k\" }", "X_Key", "underscore"),
+            ("{ \"X-Key\" = \" k\" }", "X-Key", "begins or ends with a space"),
+            ("{ \"X-Key\" = 1 }", "X-Key", "must be a string"),
+        ] {
+            let e = parse(&format!("{route}request_headers = {written}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(format!("{at}.{key}").as_str()), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+    }
+
+    #[test]
     fn trusted_proxies_are_read_and_a_bad_one_named_and_trusting_all_warned_of() {
         let route = "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://h:1\"\n";
         let c = parse(&format!("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{route}")).unwrap();
@@ -1269,6 +1336,7 @@ pub(crate) mod tests {
         // Behind a trusted front end, a redirect to https is no loop: its
         // X-Forwarded-Proto says which requests came over https.
         assert!(warned("https_redirect = 443", "redirect loop"));
+        assert!(warned("https_redirect = 443\ntrusted_proxies = []", "redirect loop"));
         assert!(!warned(
             "https_redirect = 443\ntrusted_proxies = [\"10.0.0.1\"]",
             "redirect loop"

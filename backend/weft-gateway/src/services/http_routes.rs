@@ -16,6 +16,8 @@
 //! cache_control = "no-store"     # optional: sent with its responses that have none
 //! rate_limit = { requests_per_second = 5, burst = 10 }   # optional: each client's budget
 //! response_headers = { "Cache-Status" = "weft" }   # optional: on its upstreams' responses
+//! request_headers = { Host = "app.example", "X-Api-Key" = "k", "Accept-Encoding" = "" }
+//!                                # optional: set on its requests upstream ("" removes)
 //! allow = ["10.0.0.0/8"]         # optional: only these clients (deny = [...]: never these)
 //! ```
 
@@ -48,6 +50,7 @@ pub(crate) struct RawRoute {
     cache_control: Option<Spanned<String>>,
     rate_limit: Option<Spanned<super::rate_limit::RawRateLimit>>,
     response_headers: Option<Spanned<super::http::RawHeaders>>,
+    request_headers: Option<Spanned<super::http::RawHeaders>>,
     allow: Option<crate::services::http::RawBlocks>,
     deny: Option<crate::services::http::RawBlocks>,
 }
@@ -148,6 +151,9 @@ fn route(
     route.access = super::http::access(ctx, key, (&raw.allow, &raw.deny))?;
     if let Some(h) = &raw.response_headers {
         route.response_headers = super::http::response_headers(ctx, &field("response_headers"), h)?;
+    }
+    if let Some(h) = &raw.request_headers {
+        route.request_headers = super::http::request_headers(ctx, &field("request_headers"), h)?;
     }
     if let Some(r) = &raw.rate_limit {
         route.rate_limit = Some(super::rate_limit::read_requests(

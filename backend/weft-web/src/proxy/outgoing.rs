@@ -221,6 +221,14 @@ impl<'h> Outgoing<'h> {
         {
             request.headers_mut().insert(header::HOST, v);
         }
+        // The route's own fields (`request_headers`), over the client's; an attempt that
+        // is not sent gives them back with the rest, and the next sets them again.
+        for (name, value) in &route.request_headers {
+            match value {
+                Some(value) => request.headers_mut().insert(name, value.clone()),
+                None => request.headers_mut().remove(name),
+            };
+        }
         // A body of unknown length goes chunked: hyper's client would send it with a GET,
         // HEAD or CONNECT as no body at all, dropping it, unless told so.
         let body = request.body();

@@ -1,5 +1,5 @@
-//! A service's client policy on one reactor: its `allow` and `deny` lists and its
-//! `rate_limit` budgets. The policy in force is one cell that every generation of the
+//! A service's client policy on one reactor: its `allow` and `deny` lists, its
+//! `rate_limit` budgets and the proxies it trusts to name clients (`trusted_proxies`). The policy in force is one cell that every generation of the
 //! service there reads (a reload makes a new generation, whose policy it puts in the cell
 //! when the reload commits), so a client a reload denies, or a budget a reload adds or
 //! tightens, judges the keep-alive connections already open too, and a reload that fails
@@ -21,6 +21,7 @@ use http::StatusCode;
 
 use super::rates::{self, Rates, Tables};
 use super::route_index;
+use crate::behind::Behind;
 use crate::config::{Route, WebConfig};
 use crate::metrics::{Recorder, Refusal};
 use crate::path::PathError;
@@ -113,6 +114,19 @@ impl ClientPolicy {
     /// commit).
     pub(super) fn put_in_force(&self) {
         *self.in_force.borrow_mut() = self.own.clone();
+    }
+
+    /// The client a trusted proxy in front names for a request with `headers` from
+    /// `peer` (over TLS when `secure`), by the `trusted_proxies` in force: a reload that
+    /// stops trusting a proxy stops it on the connections it holds too.
+    pub(super) fn behind(
+        &self,
+        peer: Option<IpAddr>,
+        secure: bool,
+        headers: &http::HeaderMap,
+    ) -> Option<Rc<Behind>> {
+        let newest = self.in_force.borrow();
+        Behind::of(&newest.config.trusted_proxies, peer, secure, headers)
     }
 
     /// What this generation hands to the one that replaces it.

@@ -66,12 +66,7 @@ pub(super) fn handle(
         let started = taken.since;
         let (state, conn, head) = (&*taken.state, &*taken.conn, &mut taken.head);
         // The client as a trusted proxy in front names it, if the peer is one.
-        let behind = Behind::of(
-            &state.config.trusted_proxies,
-            conn.peer,
-            conn.secure,
-            &head.headers,
-        );
+        let behind = state.policy.behind(conn.peer, conn.secure, &head.headers);
         if let Some(behind) = &behind {
             // For what serves the request (the proxy's fields, the redirect): there, not in
             // each future between.
@@ -345,12 +340,7 @@ impl Drop for Taken {
             Err(_) => &state.routes.unrouted,
         };
         let conn = &*self.conn;
-        let behind = Behind::of(
-            &state.config.trusted_proxies,
-            conn.peer,
-            conn.secure,
-            &head.headers,
-        );
+        let behind = state.policy.behind(conn.peer, conn.secure, &head.headers);
         Unanswered {
             state,
             client: Behind::text(&behind, &conn.client_text),

@@ -90,3 +90,57 @@ fn a_route_s_request_headers_replace_and_remove_the_client_s() {
         "a value is not shown: {services}"
     );
 }
+
+/// `error_pages` answer the service's own errors with the configured page, keeping the
+/// status and the fields that say why.
+#[test]
+fn error_pages_replace_the_service_s_own_errors() {
+    let upstream = Upstream::start();
+    let dead = crate::support::free_port();
+    let web = crate::support::free_port();
+    let app = crate::support::spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(root.join("errors")).unwrap();
+        std::fs::write(root.join("errors/404.html"), "<h1>not here</h1>\n").unwrap();
+        std::fs::write(root.join("errors/down.html"), "<h1>down</h1>\n").unwrap();
+        std::fs::write(root.join("errors/slow.html"), "<h1>slow down</h1>\n").unwrap();
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+                 listen = \"tcp:{web}:interface=127.0.0.1\"\nroot = \"{root}\"\n\
+                 error_pages = {{ 404 = \"/errors/404.html\", 502 = \"/errors/down.html\", \
+                 429 = \"/errors/slow.html\" }}\n\
+                 [[service.route]]\nprefix = \"/dead/\"\nupstream = \"http://127.0.0.1:{dead}\"\n\
+                 [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{up}\"\n\
+                 rate_limit = {{ requests_per_second = 1, burst = 1 }}\n",
+            root = root.display(),
+            up = upstream.addr,
+        )
+    });
+    let web: std::net::SocketAddr = ([127, 0, 0, 1], web).into();
+    let get = |path: &str| {
+        crate::http_peers::exchange(
+            web,
+            &format!("GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    let missing = get("/nothing.txt");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), "<h1>not here</h1>\n");
+    assert_eq!(
+        missing.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let down = get("/dead/x");
+    assert_eq!(down.status, 502);
+    assert_eq!(down.text(), "<h1>down</h1>\n");
+    // The upstream answers; the second request is over the route's budget.
+    assert_eq!(get("/api/x").status, 200);
+    let limited = get("/api/x");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.text(), "<h1>slow down</h1>\n");
+    assert!(
+        limited.header("retry-after").is_some(),
+        "the reason's field kept"
+    );
+    drop(app);
+}

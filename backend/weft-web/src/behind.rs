@@ -70,9 +70,10 @@ impl Behind {
         let proto = headers
             .get_all(X_FORWARDED_PROTO)
             .iter()
-            .next_back()
-            .and_then(|line| line.as_bytes().rsplit(|&b| b == b',').next())
-            .map(<[u8]>::trim_ascii);
+            .rev()
+            .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .find(|member| !member.is_empty());
         let secure = match proto {
             Some(p) if p.eq_ignore_ascii_case(b"https") => true,
             Some(p) if p.eq_ignore_ascii_case(b"http") => false,
@@ -226,6 +227,15 @@ mod tests {
             some("10.0.0.1", true)
         );
         assert_eq!(client("10.0.0.1", &[("x-forwarded-proto", "gopher")]), None);
+        let pairs = [
+            ("x-forwarded-proto", "http, https,"),
+            ("x-forwarded-proto", " "),
+        ];
+        assert_eq!(
+            client("10.0.0.1", &pairs),
+            some("10.0.0.1", true),
+            "the last member"
+        );
         assert_eq!(client("10.0.0.1", &[]), None, "nothing new, nothing to say");
         // Bytes that are not text before what the proxy appended.
         let mut raw = HeaderMap::new();

@@ -135,6 +135,14 @@ pub enum ConfigError {
         /// Why.
         reason: &'static str,
     },
+    /// An `error_pages` entry that cannot be served.
+    #[error("error page {path:?}: {reason}")]
+    ErrorPage {
+        /// The page's path as written.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A `fallback` that is not a file's path in normal form.
     #[error("fallback {path:?}: {reason}")]
     Fallback {
@@ -448,6 +456,60 @@ pub fn fallback(path: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// The most `error_pages` a service may have, and the largest page: each is kept in
+/// memory, to be answered without touching the disk when things go wrong.
+pub const MAX_ERROR_PAGES: usize = 16;
+/// See [`MAX_ERROR_PAGES`].
+pub const MAX_ERROR_PAGE_BYTES: usize = 64 * 1024;
+
+/// A page answered in place of the service's own error response of one status (nginx's
+/// `error_page 404 /404.html`): its status keeps, and so do the fields that say why
+/// (`Retry-After`, `Allow`); the page's body and type replace the plain-text detail.
+/// Responses relayed from an upstream are not replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPage {
+    /// The status it answers.
+    pub status: http::StatusCode,
+    /// The page, read whole.
+    pub body: bytes::Bytes,
+    /// Its `Content-Type`, by its name.
+    pub content_type: HeaderValue,
+}
+
+impl ErrorPage {
+    /// The page for `status` (400 to 599) at `path` under `root`: a file's path in normal
+    /// form, as [`fallback`] takes, at most [`MAX_ERROR_PAGE_BYTES`], read now.
+    pub fn read(status: u16, root: &std::path::Path, path: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| ConfigError::ErrorPage {
+            path: path.to_owned(),
+            reason,
+        };
+        let status = http::StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .ok_or_else(|| bad(format!("{status} is not an error status (400 to 599)")))?;
+        let path = fallback(path).map_err(|e| bad(e.to_string()))?;
+        let file = root.join(path.trim_start_matches('/'));
+        let too_large = || bad(format!("is larger than {MAX_ERROR_PAGE_BYTES} bytes"));
+        let meta = std::fs::metadata(&file).map_err(|e| bad(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(bad("is not a file".to_owned()));
+        }
+        if meta.len() > MAX_ERROR_PAGE_BYTES as u64 {
+            return Err(too_large());
+        }
+        let body = std::fs::read(&file).map_err(|e| bad(e.to_string()))?;
+        if body.len() > MAX_ERROR_PAGE_BYTES {
+            return Err(too_large());
+        }
+        Ok(Self {
+            status,
+            body: body.into(),
+            content_type: HeaderValue::from_static(crate::mime::content_type(&path)),
+        })
+    }
+}
+
 /// Parses a `cache_control` setting into the header value it will be sent as.
 pub fn cache_control(value: &str) -> Result<HeaderValue, ConfigError> {
     let bad = || ConfigError::CacheControl(value.to_owned());
@@ -556,21 +618,59 @@ pub fn request_header(
             "has an underscore, which the proxy drops from requests (as nginx does)",
         ));
     }
+    let own = [
+        "proxy-authorization",
+        "traceparent",
+        "tracestate",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    ];
+    if own.contains(&field.as_str()) {
+        return Err(refused(
+            "belongs to the client's own exchange (its hop, its trace, its WebSocket \
+             handshake): one value for every request would break it",
+        ));
+    }
     if value.is_empty() {
+        if field == http::header::HOST {
+            return Err(refused(
+                "cannot be removed: every HTTP/1.1 request names its host",
+            ));
+        }
         return Ok((field, None));
     }
+    if field == http::header::ACCEPT_ENCODING && !value.eq_ignore_ascii_case("identity") {
+        return Err(refused(
+            "may only be removed (\"\") or say \"identity\": the proxy passes on what the \
+             upstream encodes, and a client that did not ask for a coding would get it",
+        ));
+    }
 
-    if field == http::header::HOST
-        && !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_~:[]".contains(&b))
-    {
+    if field == http::header::HOST && !crate::rules::is_valid_host(value.as_bytes()) {
         return Err(refused(
             "must be a host, with a port if any (app.example:8080)",
         ));
     }
-    let value = field_value(value).map_err(refused)?;
+    let mut value = field_value(value).map_err(refused)?;
+    // Kept out of what `{:?}` prints: a value may be a key the upstream checks.
+    value.set_sensitive(true);
     Ok((field, Some(value)))
+}
+
+/// Sets `fields` (a route's `request_headers`) on `headers`, replacing what is there of
+/// each name, or removing it (`None`).
+pub(crate) fn set_fields(
+    headers: &mut http::HeaderMap,
+    fields: &[(HeaderName, Option<HeaderValue>)],
+) {
+    for (name, value) in fields {
+        match value {
+            Some(value) => headers.insert(name, value.clone()),
+            None => headers.remove(name),
+        };
+    }
 }
 
 /// Whether `field` frames a message or belongs to one connection: the sender sets it
@@ -693,6 +793,9 @@ pub struct WebConfig {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Who may use the service (a route may narrow it further).
     pub access: Access,
+    /// Pages answered in place of its own error responses by status (`error_pages`),
+    /// read from files when the configuration was: none when empty.
+    pub error_pages: Vec<ErrorPage>,
     /// Proxies in front whose word on the client is taken (`trusted_proxies`): a
     /// request from one of them is judged, logged and forwarded as from the client its
     /// `X-Forwarded-For` names, over the scheme its `X-Forwarded-Proto` names.
@@ -715,6 +818,7 @@ impl Default for WebConfig {
             https_redirect: None,
             response_headers: Vec::new(),
             access: Access::default(),
+            error_pages: Vec::new(),
             trusted_proxies: Vec::new(),
         }
     }

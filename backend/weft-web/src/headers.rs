@@ -427,9 +427,7 @@ impl Forwarding {
         // A client's `Forwarded` that does not parse (an unbalanced quote, say) would
         // swallow this element into its own and so speak for this proxy: it is dropped,
         // and the upstream hears this proxy's element alone.
-        extend_list(headers, header::FORWARDED, element, |text| {
-            is_forwarded(text.as_bytes())
-        });
+        extend_list(headers, header::FORWARDED, element, is_forwarded);
     }
 
     /// This client's `Forwarded` element for a request that named `host`, and `host` if
@@ -485,30 +483,35 @@ fn append_member(headers: &mut HeaderMap, name: HeaderName, member: HeaderValue)
     extend_list(headers, name, member, |_| true);
 }
 
-/// [`append_member`], but lines of `name` whose text, joined, is not `valid` are replaced
-/// rather than extended.
+/// [`append_member`], but lines of `name` whose bytes, joined, are not `valid` are
+/// replaced rather than extended. What an earlier hop sent is kept as it came, bytes
+/// that are not text included (as nginx's `$proxy_add_x_forwarded_for` keeps them): the
+/// address a proxy appended after a client's junk still reaches the upstream.
 fn extend_list(
     headers: &mut HeaderMap,
     name: HeaderName,
     member: HeaderValue,
-    valid: impl Fn(&str) -> bool,
+    valid: impl Fn(&[u8]) -> bool,
 ) {
     match headers.entry(name) {
-        Entry::Occupied(mut prior) => match joined(prior.iter()).filter(|text| valid(text)) {
+        Entry::Occupied(mut prior) => match joined_bytes(prior.iter()).filter(|b| valid(b)) {
             // Empty elements at either end are left out: a sender MUST NOT make them
             // (RFC 9110 §5.6.1), and appending would turn `a,` into `a,, ours`.
-            Some(text) => match text.trim_matches([',', ' ', '\t']) {
-                "" => {
+            Some(bytes) => match trim_list(&bytes) {
+                [] => {
                     prior.insert(member);
                 }
-                text => {
-                    let member = member.to_str().unwrap_or_default();
-                    if let Ok(v) = HeaderValue::from_str(&format!("{text}, {member}")) {
+                kept => {
+                    let mut line = Vec::with_capacity(kept.len() + 2 + member.len());
+                    line.extend_from_slice(kept);
+                    line.extend_from_slice(b", ");
+                    line.extend_from_slice(member.as_bytes());
+                    if let Ok(v) = HeaderValue::from_bytes(&line) {
                         prior.insert(v);
                     }
                 }
             },
-            // Not text, or not valid: nothing to add to.
+            // Not valid: nothing to add to.
             None => {
                 prior.insert(member);
             }
@@ -596,15 +599,23 @@ fn is_forwarded(text: &[u8]) -> bool {
     }
 }
 
-/// The lines of a list-valued field as one list (RFC 9110 §5.3), or `None` if one is not
-/// text.
-fn joined<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
-    let mut text = lines.next()?.to_str().ok()?.to_owned();
+/// The lines of a list-valued field as one list (RFC 9110 §5.3), their bytes joined with
+/// `, `; `None` without a line.
+fn joined_bytes<'a>(mut lines: impl Iterator<Item = &'a HeaderValue>) -> Option<Vec<u8>> {
+    let mut bytes = lines.next()?.as_bytes().to_vec();
     for line in lines {
-        text.push_str(", ");
-        text.push_str(line.to_str().ok()?);
+        bytes.extend_from_slice(b", ");
+        bytes.extend_from_slice(line.as_bytes());
     }
-    Some(text)
+    Some(bytes)
+}
+
+/// `list` without empty elements or whitespace at either end.
+fn trim_list(list: &[u8]) -> &[u8] {
+    let edge = |b: &u8| matches!(b, b',' | b' ' | b'\t');
+    let start = list.iter().position(|b| !edge(b)).unwrap_or(list.len());
+    let end = list.iter().rposition(|b| !edge(b)).map_or(start, |i| i + 1);
+    &list[start..end]
 }
 
 #[cfg(test)]
@@ -883,7 +894,7 @@ mod tests {
     }
 
     #[test]
-    fn every_line_an_earlier_proxy_set_is_kept_and_a_line_that_is_not_text_is_replaced() {
+    fn every_line_an_earlier_proxy_set_is_kept_and_a_forwarded_that_is_none_is_replaced() {
         let forwarding = Forwarding::new(Some("192.0.2.7".parse().unwrap()), false);
         let mut h = map(&[
             ("x-forwarded-for", "10.0.0.1"),
@@ -899,12 +910,18 @@ mod tests {
             ["for=10.0.0.1, for=10.0.0.2, for=192.0.2.7;proto=http"]
         );
 
+        // Bytes that are not text: kept before this proxy's address in `X-Forwarded-For`
+        // (an address after them is what a proxy in front appended); a `Forwarded` that
+        // is not one is replaced.
         let mut h = HeaderMap::new();
-        let binary = HeaderValue::from_bytes(b"\xff").unwrap();
+        let binary = HeaderValue::from_bytes(b"\xff, 198.51.100.1").unwrap();
         h.insert(X_FORWARDED_FOR, binary.clone());
         h.insert(header::FORWARDED, binary);
         forwarding.add(&mut h, None);
-        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(
+            h["x-forwarded-for"].as_bytes(),
+            b"\xff, 198.51.100.1, 192.0.2.7"
+        );
         assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http");
     }
 

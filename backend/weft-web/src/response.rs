@@ -25,7 +25,29 @@ pub(crate) fn error_page(status: StatusCode, detail: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response.extensions_mut().insert(OwnPage);
     response
+}
+
+/// Marks an error response the service made itself ([`error_page`]), which a configured
+/// page may replace ([`own_page`]); an upstream's is relayed as it came.
+#[derive(Debug, Clone, Copy)]
+struct OwnPage;
+
+/// `response` with the body of its status's page among `pages`, when it is an error the
+/// service made itself and a page answers its status: the status and the other fields
+/// (`Retry-After`, `Allow`, `Connection`) kept.
+pub(crate) fn own_page(response: &mut Response<Body>, pages: &[crate::config::ErrorPage]) {
+    if response.extensions().get::<OwnPage>().is_none() {
+        return;
+    }
+    let Some(page) = pages.iter().find(|p| p.status == response.status()) else {
+        return;
+    };
+    *response.body_mut() = body::full(page.body.clone());
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, page.content_type.clone());
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(page.body.len()));
 }
 
 /// Where ACME's HTTP-01 challenges are fetched (RFC 8555 §8.3): over plain HTTP, which a

@@ -253,7 +253,7 @@ impl LastHost {
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in brackets,
 /// or a name of unreserved, percent-encoded and sub-delim characters.
-fn is_valid_host(value: &[u8]) -> bool {
+pub(crate) fn is_valid_host(value: &[u8]) -> bool {
     let (host_ok, port) = match value.strip_prefix(b"[") {
         Some(rest) => match rest.iter().position(|&b| b == b']') {
             Some(end) => {

@@ -54,6 +54,9 @@ struct StartTlsServer {
     padding: usize,
     /// Everything handed to the protocol, in order.
     heard: Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Whether it welcomes over TLS; a quiet one writes nothing after the start, so the
+    /// handshake is driven by the flush alone.
+    welcome: bool,
 }
 
 impl Protocol for StartTlsServer {
@@ -72,7 +75,9 @@ impl Protocol for StartTlsServer {
                 transport.start_tls(TlsStart::Server(self.config.clone())),
                 Err(StartTlsError::Started)
             );
-            transport.write(b"250 welcome, over TLS\r\n");
+            if self.welcome {
+                transport.write(b"250 welcome, over TLS\r\n");
+            }
         } else {
             transport.write(b"echo: ");
             transport.write(data);
@@ -100,6 +105,18 @@ fn serve_padded(
     Arc<RecordingObserver>,
     Heard,
 ) {
+    serve_with(padding, true)
+}
+
+fn serve_with(
+    padding: usize,
+    welcome: bool,
+) -> (
+    weft_test_support::Running<std::net::SocketAddr>,
+    CertificateDer<'static>,
+    Arc<RecordingObserver>,
+    Heard,
+) {
     let (cert, config) = server_config();
     let observer = RecordingObserver::new();
     let obs = observer.clone();
@@ -116,6 +133,7 @@ fn serve_padded(
                 config: config.clone(),
                 padding,
                 heard: h.clone(),
+                welcome,
             }),
         )
         .unwrap()
@@ -167,12 +185,38 @@ fn a_server_starts_tls_what_came_before_in_the_clear_and_what_after_over_it() {
 #[test]
 fn a_peer_whose_handshake_is_not_tls_is_closed_saying_so() {
     let (server, _cert, observer) = serve();
-    let mut tcp = asked_for_tls(server.value);
+    speak_no_tls(server.value);
+    closed_by_a_failed_handshake(&observer);
+}
+
+/// Asks `addr` for TLS, then sends what is not a TLS handshake and reads to the end.
+fn speak_no_tls(addr: std::net::SocketAddr) {
+    let mut tcp = asked_for_tls(addr);
     tcp.write_all(b"EHLO but no TLS at all\r\n\r\n\r\n")
         .unwrap();
     let mut rest = Vec::new();
     let _ = tcp.read_to_end(&mut rest);
+}
+
+#[test]
+fn a_failed_handshake_is_reported_when_nothing_waits_to_go_out_over_tls() {
+    // Not TLS: the protocol error, reported once.
+    let (server, _cert, observer, _heard) = serve_with(0, false);
+    speak_no_tls(server.value);
     closed_by_a_failed_handshake(&observer);
+
+    // A peer that hangs up mid-handshake: closed as the peer's doing, reported too (as on
+    // an `ssl:` listener).
+    let (server, _cert, observer, _heard) = serve_with(0, false);
+    let tcp = asked_for_tls(server.value);
+    drop(tcp);
+    eventually("the close", || observer.count("ConnectionClosed") == 1);
+    let closed = observer.first("ConnectionClosed").unwrap();
+    assert!(
+        closed.contains("PeerClosed") || closed.contains("Reset"),
+        "closed as the peer's doing: {closed}"
+    );
+    eventually("the report", || observer.count("kind: TlsHandshake") == 1);
 }
 
 /// Waits for the one connection's close and checks it says the handshake failed.

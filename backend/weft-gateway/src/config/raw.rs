@@ -138,6 +138,9 @@ pub(crate) struct RawService {
     /// http: the clients that may use the service, and those that may not.
     pub(crate) allow: Option<crate::services::http::RawBlocks>,
     pub(crate) deny: Option<crate::services::http::RawBlocks>,
+    /// http: pages answered in place of the service's own error responses, by status.
+    pub(crate) error_pages:
+        Option<Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<String>>>>,
     /// http: the proxies in front whose word on the client and its scheme is taken.
     pub(crate) trusted_proxies: Option<crate::services::http::RawBlocks>,
     /// http: header fields added to every response (a table of strings).

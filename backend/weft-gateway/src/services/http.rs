@@ -27,6 +27,8 @@
 //!                              # response without the field (a route may have its own)
 //! allow = ["10.0.0.0/8", "2001:db8::/32"]   # optional: only these clients (403 for others)
 //! deny = ["10.9.0.0/16"]       # optional: never these (a route may narrow both further)
+//! error_pages = { 404 = "/errors/404.html", 502 = "/errors/down.html" }   # optional:
+//!                              # answered in place of the service's own error responses
 //! trusted_proxies = ["10.0.0.0/8"]   # optional: proxies in front whose X-Forwarded-For
 //!                              # and X-Forwarded-Proto name the client and its scheme
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
@@ -144,6 +146,7 @@ impl super::Kind for HttpKind {
         "deny",
         "fallback",
         "trusted_proxies",
+        "error_pages",
     ];
     /// An idle keep-alive connection waits `request_timeout` for its next request; this
     /// bounds the rest.
@@ -221,7 +224,10 @@ impl super::Kind for HttpKind {
             },
             access: access(ctx, "", (&raw.allow, &raw.deny))?,
             trusted_proxies: trusted_proxies(ctx)?,
+            error_pages: Vec::new(),
         };
+        let mut web = web;
+        web.error_pages = error_pages(ctx, web.root.as_deref())?;
         // Where bodies go is checked as they would be written: `weft check` refuses a
         // directory `weft run` could not use.
         web.check_body_files().map_err(|e| {
@@ -365,6 +371,7 @@ impl super::Kind for HttpKind {
             "response_headers": headers_json(&web.response_headers),
             "access": access_json(&web.access),
             "trusted_proxies": web.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "error_pages": web.error_pages.iter().map(|p| p.status.as_u16()).collect::<Vec<_>>(),
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
             "tls_names": config.tls_certificates.iter().flat_map(|c| &c.names).collect::<Vec<_>>(),
@@ -604,6 +611,44 @@ fn blocks(
             Ok(block)
         })
         .collect()
+}
+
+/// `error_pages = { 404 = "/errors/404.html", 503 = "/errors/busy.html" }`: pages under
+/// `root` answered in place of the service's own error responses, read now (so `check`
+/// refuses a page `run` could not serve, and a reload reads them again).
+fn error_pages(
+    ctx: &ServiceCtx<'_>,
+    root: Option<&std::path::Path>,
+) -> Result<Vec<weft_web::config::ErrorPage>, ConfigError> {
+    use weft_web::config::{ErrorPage, MAX_ERROR_PAGES};
+    let Some(table) = &ctx.raw.error_pages else {
+        return Ok(Vec::new());
+    };
+    let Some(root) = root else {
+        return Err(ctx.error(
+            table.span(),
+            "error_pages",
+            "needs `root`, which the pages are read from",
+        ));
+    };
+    if table.get_ref().len() > MAX_ERROR_PAGES {
+        return Err(ctx.error(
+            table.span(),
+            "error_pages",
+            format!("at most {MAX_ERROR_PAGES} pages, got {}", table.get_ref().len()),
+        ));
+    }
+    let mut pages = Vec::with_capacity(table.get_ref().len());
+    for (status, path) in table.get_ref() {
+        let at = format!("error_pages.{}", toml_key(status.get_ref()));
+        let code = status.get_ref().parse::<u16>().map_err(|_| {
+            ctx.error(status.span(), &at, "must be an error status, 400 to 599")
+        })?;
+        let page = ErrorPage::read(code, root, path.get_ref())
+            .map_err(|e| ctx.error(path.span(), &at, e.to_string()))?;
+        pages.push(page);
+    }
+    Ok(pages)
 }
 
 /// Whether `trusted_proxies` names any proxy in front.
@@ -1302,6 +1347,8 @@ pub(crate) mod tests {
         assert!(set.contains(&("host", Some("app.example:8080"))), "{set:?}");
         assert!(set.contains(&("x-api-key", Some("k"))), "{set:?}");
         assert!(set.contains(&("accept-encoding", None)), "removed: {set:?}");
+        let c = parse(&format!("{route}request_headers = {{ \"Accept-Encoding\" = \"identity\" }}\n"));
+        assert!(c.is_ok(), "identity asks for no coding: {c:?}");
         let at = "service[0].route[0].request_headers";
         for (written, key, says) in [
             ("{ \"Content-Length\" = \"1\" }", "Content-Length", "frames the message"),
@@ -1312,11 +1359,46 @@ pub(crate) mod tests {
             ("{ X_Key = \"k\" }", "X_Key", "underscore"),
             ("{ \"X-Key\" = \" k\" }", "X-Key", "begins or ends with a space"),
             ("{ \"X-Key\" = 1 }", "X-Key", "must be a string"),
+            ("{ Host = \"\" }", "Host", "cannot be removed"),
+            ("{ Host = \"a:99999\" }", "Host", "must be a host"),
+            ("{ \"Accept-Encoding\" = \"gzip\" }", "Accept-Encoding", "may only be removed"),
+            ("{ traceparent = \"00-x\" }", "traceparent", "client's own exchange"),
+            ("{ \"Sec-WebSocket-Key\" = \"x\" }", "Sec-WebSocket-Key", "client's own exchange"),
         ] {
             let e = parse(&format!("{route}request_headers = {written}\n")).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(format!("{at}.{key}").as_str()), "{e}");
             assert!(e.to_string().contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn error_pages_are_read_from_the_root_and_a_bad_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("errors")).unwrap();
+        std::fs::write(dir.path().join("errors/404.html"), "<h1>gone</h1>").unwrap();
+        std::fs::write(dir.path().join("big.html"), vec![b'x'; 64 * 1024 + 1]).unwrap();
+        let root = format!("root = {:?}\n", dir.path().display().to_string());
+        let c = parse(&format!("{root}error_pages = {{ 404 = \"/errors/404.html\" }}\n")).unwrap();
+        let pages = &http(&c).error_pages;
+        assert_eq!(pages.len(), 1);
+        assert_eq!(pages[0].status, 404);
+        assert_eq!(&pages[0].body[..], b"<h1>gone</h1>");
+        assert_eq!(pages[0].content_type, "text/html; charset=utf-8");
+        for (written, key, says) in [
+            ("{ 200 = \"/errors/404.html\" }", "error_pages.200", "not an error status"),
+            ("{ x = \"/errors/404.html\" }", "error_pages.x", "400 to 599"),
+            ("{ 404 = \"/missing.html\" }", "error_pages.404", "No such file"),
+            ("{ 404 = \"/errors/../errors/404.html\" }", "error_pages.404", "normal form"),
+            ("{ 404 = \"/errors\" }", "error_pages.404", "not a file"),
+            ("{ 404 = \"/big.html\" }", "error_pages.404", "larger than 65536"),
+        ] {
+            let e = parse(&format!("{root}error_pages = {written}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(format!("service[0].{key}").as_str()), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
+        let e = parse(&format!("error_pages = {{ 502 = \"/x.html\" }}\n{route}")).unwrap_err();
+        assert!(e.to_string().contains("needs `root`"), "{e}");
     }
 
     #[test]

@@ -223,12 +223,7 @@ impl<'h> Outgoing<'h> {
         }
         // The route's own fields (`request_headers`), over the client's; an attempt that
         // is not sent gives them back with the rest, and the next sets them again.
-        for (name, value) in &route.request_headers {
-            match value {
-                Some(value) => request.headers_mut().insert(name, value.clone()),
-                None => request.headers_mut().remove(name),
-            };
-        }
+        crate::config::set_fields(request.headers_mut(), &route.request_headers);
         // A body of unknown length goes chunked: hyper's client would send it with a GET,
         // HEAD or CONNECT as no body at all, dropping it, unless told so.
         let body = request.body();

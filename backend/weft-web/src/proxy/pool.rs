@@ -336,18 +336,21 @@ impl Pool {
         }
     }
 
-    /// `GET path`: `Ok` for a 2xx or 3xx within the connect and answer timeouts.
+    /// `GET path` with the route's `fields` (its `request_headers`): `Ok` for a 2xx or
+    /// 3xx within the connect and answer timeouts.
     pub(crate) async fn check(
         &self,
         path: &str,
         timeouts: (Duration, Duration),
+        fields: &[(http::HeaderName, Option<http::HeaderValue>)],
     ) -> Result<(), UpstreamError> {
         let url = || self.0.url.clone();
-        let request = Request::get(path)
+        let mut request = Request::get(path)
             .header(header::HOST, &self.0.authority)
             .header(header::USER_AGENT, "weft-health-check")
             .body(ReqBody::Empty)
             .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
+        crate::config::set_fields(request.headers_mut(), fields);
         let conn = self.checkout(timeouts.0, false).await?;
         let response = match self.send(conn, request, timeouts.1).await {
             Err(_) => return Err(UpstreamError::Timeout(url(), timeouts.1)),

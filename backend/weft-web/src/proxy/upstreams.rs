@@ -37,6 +37,9 @@ pub(crate) struct RouteUpstreams {
     next: Cell<usize>,
     /// Connect and answer timeouts of health checks: the service's.
     timeouts: (Duration, Duration),
+    /// The route's `request_headers`, which its health checks carry too (an upstream that
+    /// serves several sites answers only for the `Host` the route names).
+    check_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     /// The service's room for request bodies read ahead, shared by its routes.
     pub(crate) bodies: Rc<BodyRoom>,
 }
@@ -102,6 +105,7 @@ impl RouteUpstreams {
             health: route.health.clone(),
             next: Cell::new(0),
             timeouts: (limits.upstream_connect_timeout, limits.upstream_timeout),
+            check_headers: route.request_headers.clone(),
             bodies: bodies.clone(),
         });
         if let Some(check) = &route.health.check {
@@ -197,7 +201,8 @@ fn schedule_check(
             let check = route.health.check.as_ref().map(|c| c.path.clone());
             if let Some(path) = check {
                 let since = route.targets[i].state.ejections();
-                match route.targets[i].pool.check(&path, route.timeouts).await {
+                let checked = route.targets[i].pool.check(&path, route.timeouts, &route.check_headers);
+                match checked.await {
                     Ok(()) => route.succeeded(i, since),
                     Err(err) => {
                         tracing::info!(upstream = %route.targets[i].upstream.url, %err, "health check failed");

@@ -171,6 +171,9 @@ pub(super) fn handle(
                 .entry(header::STRICT_TRANSPORT_SECURITY)
                 .or_insert_with(|| hsts.clone());
         }
+        if !state.config.error_pages.is_empty() {
+            crate::response::own_page(&mut response, &state.config.error_pages);
+        }
         for (name, value) in &state.config.response_headers {
             response
                 .headers_mut()

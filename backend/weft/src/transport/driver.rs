@@ -426,8 +426,14 @@ impl<S: Stream> Driver<'_, S> {
                 Poll::Pending => return Ok(true),
             }
         }
-        // TLS and other buffered streams need an explicit flush.
-        Ok(Pin::new(&mut self.io).poll_flush(cx).is_pending())
+        // TLS and other buffered streams need an explicit flush; after `start_tls` it
+        // is what drives the handshake when nothing waits to go out, so a handshake that
+        // fails is heard here.
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => Ok(true),
+            Poll::Ready(Err(err)) if is_handshake_failure(&err) => Err(closed_by(info, &err)),
+            Poll::Ready(_) => Ok(false),
+        }
     }
 
     /// With the writes flushed: closes the connection if a close was asked for, or shuts
@@ -439,6 +445,9 @@ impl<S: Stream> Driver<'_, S> {
                 Poll::Pending => {
                     self.transport.set_write_blocked(true);
                     Poll::Pending
+                }
+                Poll::Ready(Err(err)) if is_handshake_failure(&err) => {
+                    Poll::Ready(closed_by(self.transport.info(), &err))
                 }
                 Poll::Ready(_) => Poll::Ready(self.transport.take_reason(CloseReason::Done)),
             });
@@ -549,6 +558,12 @@ fn closed_by(info: &crate::observe::ConnectionInfo, err: &io::Error) -> CloseRea
         crate::net::tls::report_handshake_failure(info, &failed.0);
     }
     CloseReason::from_io(err)
+}
+
+/// Whether `err` says a handshake begun by `start_tls` failed (said once: the stream
+/// says only that it failed after).
+fn is_handshake_failure(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|e| e.is::<HandshakeFailed>())
 }
 
 #[cfg(test)]

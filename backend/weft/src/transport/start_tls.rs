@@ -102,6 +102,8 @@ impl Startable {
                     let kind = match err.kind() {
                         kind @ (io::ErrorKind::UnexpectedEof
                         | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
                         | io::ErrorKind::TimedOut) => kind,
                         _ => io::ErrorKind::InvalidData,
                     };

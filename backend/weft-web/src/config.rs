@@ -488,17 +488,28 @@ impl ErrorPage {
             .ok()
             .filter(|s| s.is_client_error() || s.is_server_error())
             .ok_or_else(|| bad(format!("{status} is not an error status (400 to 599)")))?;
-        let path = fallback(path).map_err(|e| bad(e.to_string()))?;
-        let file = root.join(path.trim_start_matches('/'));
-        let too_large = || bad(format!("is larger than {MAX_ERROR_PAGE_BYTES} bytes"));
-        let meta = std::fs::metadata(&file).map_err(|e| bad(e.to_string()))?;
-        if !meta.is_file() {
+        let path = match fallback(path) {
+            Ok(path) => path,
+            Err(ConfigError::Fallback { reason, .. }) => return Err(bad(reason.to_owned())),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        // Found as a request for it would be: under the root once links are followed, no
+        // hidden name on the way, `%`-escapes decoded.
+        let canonical = root.canonicalize().map_err(|e| bad(e.to_string()))?;
+        let file = crate::path::resolve(&canonical, &path)
+            .map_err(|_| bad("is no file a request could be served under the root".to_owned()))?;
+        if !file.meta.is_file() {
             return Err(bad("is not a file".to_owned()));
         }
-        if meta.len() > MAX_ERROR_PAGE_BYTES as u64 {
-            return Err(too_large());
-        }
-        let body = std::fs::read(&file).map_err(|e| bad(e.to_string()))?;
+        let too_large = || bad(format!("is larger than {MAX_ERROR_PAGE_BYTES} bytes"));
+        let mut body = Vec::new();
+        std::fs::File::open(&file.path)
+            .and_then(|f| {
+                use std::io::Read;
+                f.take(MAX_ERROR_PAGE_BYTES as u64 + 1)
+                    .read_to_end(&mut body)
+            })
+            .map_err(|e| bad(e.to_string()))?;
         if body.len() > MAX_ERROR_PAGE_BYTES {
             return Err(too_large());
         }

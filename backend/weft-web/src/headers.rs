@@ -478,7 +478,7 @@ struct LastElement {
 }
 
 /// Adds `member` at the end of the list-valued field `name`: after every line an earlier
-/// proxy set, as one line; in place of lines that are not text.
+/// proxy set (their bytes as they came), as one line.
 fn append_member(headers: &mut HeaderMap, name: HeaderName, member: HeaderValue) {
     extend_list(headers, name, member, |_| true);
 }

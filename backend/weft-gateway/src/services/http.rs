@@ -641,11 +641,23 @@ fn error_pages(
     let mut pages = Vec::with_capacity(table.get_ref().len());
     for (status, path) in table.get_ref() {
         let at = format!("error_pages.{}", toml_key(status.get_ref()));
-        let code = status.get_ref().parse::<u16>().map_err(|_| {
-            ctx.error(status.span(), &at, "must be an error status, 400 to 599")
-        })?;
+        let written = status.get_ref();
+        let code = Some(written)
+            .filter(|w| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|w| w.parse::<u16>().ok())
+            .ok_or_else(|| ctx.error(status.span(), &at, "must be an error status, 400 to 599"))?;
         let page = ErrorPage::read(code, root, path.get_ref())
             .map_err(|e| ctx.error(path.span(), &at, e.to_string()))?;
+        // Answered without a body, or by hyper itself: never through a page.
+        if matches!(code, 408 | 414 | 416 | 431) {
+            ctx.warn(
+                status.span(),
+                &at,
+                "takes no effect: the service answers this status without a page of its own \
+                 (416 says its range in Content-Range; 408, 414 and 431 come before a request \
+                 is read whole)",
+            );
+        }
         pages.push(page);
     }
     Ok(pages)
@@ -1377,6 +1389,12 @@ pub(crate) mod tests {
         std::fs::create_dir(dir.path().join("errors")).unwrap();
         std::fs::write(dir.path().join("errors/404.html"), "<h1>gone</h1>").unwrap();
         std::fs::write(dir.path().join("big.html"), vec![b'x'; 64 * 1024 + 1]).unwrap();
+        std::fs::create_dir(dir.path().join(".hidden")).unwrap();
+        std::fs::write(dir.path().join(".hidden/404.html"), "hidden").unwrap();
+        // A link that leads out of the root.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "key").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("out.html")).unwrap();
         let root = format!("root = {:?}\n", dir.path().display().to_string());
         let c = parse(&format!("{root}error_pages = {{ 404 = \"/errors/404.html\" }}\n")).unwrap();
         let pages = &http(&c).error_pages;
@@ -1387,7 +1405,10 @@ pub(crate) mod tests {
         for (written, key, says) in [
             ("{ 200 = \"/errors/404.html\" }", "error_pages.200", "not an error status"),
             ("{ x = \"/errors/404.html\" }", "error_pages.x", "400 to 599"),
-            ("{ 404 = \"/missing.html\" }", "error_pages.404", "No such file"),
+            ("{ 404 = \"/missing.html\" }", "error_pages.404", "no file a request could be served"),
+            ("{ 404 = \"/.hidden/404.html\" }", "error_pages.404", "no file a request could be served"),
+            ("{ 404 = \"/out.html\" }", "error_pages.404", "no file a request could be served"),
+            ("{ 0404 = \"/errors/404.html\" }", "error_pages.0404", "400 to 599"),
             ("{ 404 = \"/errors/../errors/404.html\" }", "error_pages.404", "normal form"),
             ("{ 404 = \"/errors\" }", "error_pages.404", "not a file"),
             ("{ 404 = \"/big.html\" }", "error_pages.404", "larger than 65536"),
@@ -1396,6 +1417,12 @@ pub(crate) mod tests {
             assert_eq!(e.key.as_deref(), Some(format!("service[0].{key}").as_str()), "{e}");
             assert!(e.to_string().contains(says), "{e}");
         }
+        let c = parse(&format!("{root}error_pages = {{ 416 = \"/errors/404.html\" }}\n")).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.to_string().contains("takes no effect")),
+            "{:?}",
+            c.warnings
+        );
         let route = "[[service.route]]\nprefix = \"/\"\nupstream = \"http://h:1\"\n";
         let e = parse(&format!("error_pages = {{ 502 = \"/x.html\" }}\n{route}")).unwrap_err();
         assert!(e.to_string().contains("needs `root`"), "{e}");

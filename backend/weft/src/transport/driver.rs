@@ -456,6 +456,9 @@ impl<S: Stream> Driver<'_, S> {
             self.transport.end_output();
             match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Pending => return ControlFlow::Break(Poll::Pending),
+                Poll::Ready(Err(err)) if is_handshake_failure(&err) => {
+                    return ControlFlow::Break(Poll::Ready(closed_by(self.transport.info(), &err)));
+                }
                 Poll::Ready(_) => {
                     self.write_shut = true;
                     if self.read_eof {

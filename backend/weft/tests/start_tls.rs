@@ -105,12 +105,13 @@ fn serve_padded(
     Arc<RecordingObserver>,
     Heard,
 ) {
-    serve_with(padding, true)
+    serve_with(padding, true, None)
 }
 
 fn serve_with(
     padding: usize,
     welcome: bool,
+    idle_timeout: Option<Duration>,
 ) -> (
     weft_test_support::Running<std::net::SocketAddr>,
     CertificateDer<'static>,
@@ -128,7 +129,9 @@ fn serve_with(
         r.listen_with(
             "starttls",
             "tcp:0:interface=127.0.0.1",
-            &weft::ListenOptions::new().send_buffer(Some(4096)),
+            &weft::ListenOptions::new()
+                .send_buffer(Some(4096))
+                .idle_timeout(idle_timeout),
             factory(move || StartTlsServer {
                 config: config.clone(),
                 padding,
@@ -201,13 +204,13 @@ fn speak_no_tls(addr: std::net::SocketAddr) {
 #[test]
 fn a_failed_handshake_is_reported_when_nothing_waits_to_go_out_over_tls() {
     // Not TLS: the protocol error, reported once.
-    let (server, _cert, observer, _heard) = serve_with(0, false);
+    let (server, _cert, observer, _heard) = serve_with(0, false, None);
     speak_no_tls(server.value);
     closed_by_a_failed_handshake(&observer);
 
     // A peer that hangs up mid-handshake: closed as the peer's doing, reported too (as on
     // an `ssl:` listener).
-    let (server, _cert, observer, _heard) = serve_with(0, false);
+    let (server, _cert, observer, _heard) = serve_with(0, false, None);
     let tcp = asked_for_tls(server.value);
     drop(tcp);
     eventually("the close", || observer.count("ConnectionClosed") == 1);
@@ -217,6 +220,25 @@ fn a_failed_handshake_is_reported_when_nothing_waits_to_go_out_over_tls() {
         "closed as the peer's doing: {closed}"
     );
     eventually("the report", || observer.count("kind: TlsHandshake") == 1);
+}
+
+#[test]
+fn a_handshake_the_peer_never_begins_times_out_as_idle_not_as_output_it_will_not_read() {
+    // Output waits behind the handshake (the welcome), but on the handshake, not on a
+    // peer that stopped reading: the idle timeout ends it as a timeout.
+    let (server, _cert, observer, _heard) = serve_with(0, true, Some(Duration::from_millis(300)));
+    let tcp = asked_for_tls(server.value);
+    let asked = std::time::Instant::now();
+    eventually("the close", || observer.count("ConnectionClosed") == 1);
+    let closed = observer.first("ConnectionClosed").unwrap();
+    assert!(closed.contains("TimedOut"), "closed as idle: {closed}");
+    // By the idle timeout, long before the handshake's own limit (10 s).
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    drop(tcp);
 }
 
 /// Waits for the one connection's close and checks it says the handshake failed.

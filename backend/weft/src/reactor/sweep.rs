@@ -59,6 +59,12 @@ fn sweep(reactor: &Reactor) {
         .collect();
     for (transport, expired) in expired {
         match expired {
+            // A handshake `start_tls` began that made no progress for the idle timeout:
+            // the peer stalled it. Nothing can be said or sent in order until it ends.
+            Expired::Idle if transport.handshaking() => {
+                tracing::debug!(connection = %transport.id(), "idle in a TLS handshake; aborting");
+                transport.abort_with(CloseReason::TimedOut);
+            }
             // Nothing moved for the idle timeout while output waits: the peer stopped
             // reading. Asked to close, it would be given up a close timeout later.
             Expired::Idle if transport.output_stuck() => {

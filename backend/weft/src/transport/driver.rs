@@ -52,6 +52,10 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + 'static {
         let _ = how;
         Err("TLS can be started only on a TCP connection in the clear".into())
     }
+    /// Whether a handshake begun by [`start_tls`](Self::start_tls) is under way.
+    fn handshaking(&self) -> bool {
+        false
+    }
     /// Sets `TCP_NODELAY`, where it means something.
     fn set_nodelay(&self, _on: bool) -> io::Result<()> {
         Ok(())
@@ -139,7 +143,11 @@ impl<S: Stream> Stream for tokio_rustls::client::TlsStream<S> {
 /// What was written before `start_tls` went out: the handshake begins on `io`.
 fn begin_tls<S: Stream>(transport: &Transport, io: &mut S) -> Result<(), CloseReason> {
     match transport.take_tls_start() {
-        Some(how) => io.start_tls(how).map_err(CloseReason::Protocol),
+        Some(how) => {
+            io.start_tls(how).map_err(CloseReason::Protocol)?;
+            transport.set_handshaking(true);
+            Ok(())
+        }
         None => Ok(()),
     }
 }
@@ -314,6 +322,9 @@ impl<S: Stream> Driver<'_, S> {
                 Err(reason) => return Poll::Ready(reason),
             };
             self.transport.set_write_blocked(write_blocked);
+            if flags.handshaking && !self.io.handshaking() {
+                self.transport.set_handshaking(false);
+            }
             let mut pulled = false;
             if !write_blocked {
                 // Read again: the flush may have drained what a pull producer wrote.

@@ -72,6 +72,9 @@ struct Flags {
     tls_starting: bool,
     /// `start_tls` was called (and stays so): a second is refused.
     tls_started: bool,
+    /// The handshake `start_tls` began is under way: output waits on it, not on a peer
+    /// that stopped reading.
+    handshaking: bool,
     /// The protocol (or a producer consumer) paused reading.
     read_paused: bool,
     /// Reading paused by back-pressure because no producer is registered.
@@ -714,7 +717,21 @@ impl Transport {
     /// counted by bytes: idle then, nothing of it moved for the whole timeout. (Counted by
     /// a protocol's marks, idle says nothing of the bytes.)
     pub(crate) fn output_stuck(&self) -> bool {
-        self.flags().write_blocked && self.shared.marked.get().is_none()
+        let flags = self.flags();
+        flags.write_blocked && !flags.handshaking && self.shared.marked.get().is_none()
+    }
+
+    /// Whether a handshake begun by `start_tls` is under way.
+    pub(crate) fn handshaking(&self) -> bool {
+        self.flags().handshaking
+    }
+
+    /// Records whether a handshake begun by `start_tls` is under way: idle then, the
+    /// connection timed out, whatever waits to go out after the handshake.
+    pub(crate) fn set_handshaking(&self, on: bool) {
+        if self.flags().handshaking != on {
+            self.update(|f| f.handshaking = on);
+        }
     }
 
     /// Bytes written but not yet sent.

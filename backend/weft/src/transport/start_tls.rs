@@ -200,6 +200,9 @@ impl Stream for Startable {
         self
     }
 
+    fn handshaking(&self) -> bool {
+        matches!(self, Startable::Handshaking { .. })
+    }
     fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.socket().map_or(Ok(()), |s| s.set_tcp_nodelay(on))
     }

@@ -322,9 +322,7 @@ impl<S: Stream> Driver<'_, S> {
                 Err(reason) => return Poll::Ready(reason),
             };
             self.transport.set_write_blocked(write_blocked);
-            if flags.handshaking && !self.io.handshaking() {
-                self.transport.set_handshaking(false);
-            }
+            self.note_handshake_end(flags);
             let mut pulled = false;
             if !write_blocked {
                 // Read again: the flush may have drained what a pull producer wrote.
@@ -340,7 +338,9 @@ impl<S: Stream> Driver<'_, S> {
             // A read each round, so what the peer sends while a pull producer keeps the
             // socket busy (its next request, its end) is heard; with nothing to read then,
             // the round goes on to flush what the producer wrote.
-            match self.read(cx, &mut budget) {
+            let read = self.read(cx, &mut budget);
+            self.note_handshake_end(flags);
+            match read {
                 ControlFlow::Break(Poll::Pending) if pulled => {}
                 ControlFlow::Break(result) => return result,
                 ControlFlow::Continue(()) => {}
@@ -388,6 +388,15 @@ impl<S: Stream> Driver<'_, S> {
         }
         if let Some(on) = flags.keepalive {
             let _ = self.io.set_keepalive(on);
+        }
+    }
+
+    /// Tells the transport a handshake begun by `start_tls` is over, when the flush or
+    /// the read just drove it to its end (`flags`, read before them, had it under way).
+    #[inline]
+    fn note_handshake_end(&self, flags: Flags) {
+        if flags.handshaking && !self.io.handshaking() {
+            self.transport.set_handshaking(false);
         }
     }
 

@@ -497,7 +497,14 @@ impl ErrorPage {
         // hidden name on the way, `%`-escapes decoded.
         let canonical = root.canonicalize().map_err(|e| bad(e.to_string()))?;
         let file = crate::path::resolve(&canonical, &path)
-            .map_err(|_| bad("is no file a request could be served under the root".to_owned()))?;
+            .map_err(|_| {
+                // Which of the lookup's refusals it was, for whoever fixes the setting.
+                let why = match std::fs::symlink_metadata(root.join(path.trim_start_matches('/'))) {
+                    Err(_) => "is no file under the root",
+                    Ok(_) => "is hidden, or behind a link that leads out of the root: no request could be served it",
+                };
+                bad(why.to_owned())
+            })?;
         if !file.meta.is_file() {
             return Err(bad("is not a file".to_owned()));
         }

@@ -645,7 +645,9 @@ fn error_pages(
         let code = Some(written)
             .filter(|w| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|w| w.parse::<u16>().ok())
-            .ok_or_else(|| ctx.error(status.span(), &at, "must be an error status, 400 to 599"))?;
+            .ok_or_else(|| {
+                ctx.error(status.span(), &at, "must be an error status, three digits from 400 to 599")
+            })?;
         let page = ErrorPage::read(code, root, path.get_ref())
             .map_err(|e| ctx.error(path.span(), &at, e.to_string()))?;
         // Answered without a body, or by hyper itself: never through a page.
@@ -1405,9 +1407,9 @@ pub(crate) mod tests {
         for (written, key, says) in [
             ("{ 200 = \"/errors/404.html\" }", "error_pages.200", "not an error status"),
             ("{ x = \"/errors/404.html\" }", "error_pages.x", "400 to 599"),
-            ("{ 404 = \"/missing.html\" }", "error_pages.404", "no file a request could be served"),
-            ("{ 404 = \"/.hidden/404.html\" }", "error_pages.404", "no file a request could be served"),
-            ("{ 404 = \"/out.html\" }", "error_pages.404", "no file a request could be served"),
+            ("{ 404 = \"/missing.html\" }", "error_pages.404", "is no file under the root"),
+            ("{ 404 = \"/.hidden/404.html\" }", "error_pages.404", "is hidden, or behind a link"),
+            ("{ 404 = \"/out.html\" }", "error_pages.404", "is hidden, or behind a link"),
             ("{ 0404 = \"/errors/404.html\" }", "error_pages.0404", "400 to 599"),
             ("{ 404 = \"/errors/../errors/404.html\" }", "error_pages.404", "normal form"),
             ("{ 404 = \"/errors\" }", "error_pages.404", "not a file"),

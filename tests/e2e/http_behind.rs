@@ -97,3 +97,49 @@ fn a_proxy_s_word_is_read_as_bytes_and_a_reload_can_take_it_back() {
         "no longer believed on the connection held across the reload"
     );
 }
+
+/// A front end on the same host that connects over a unix socket names its clients when
+/// `"unix:"` is among the trusted proxies; without it, such a peer has no address and
+/// names no one.
+#[test]
+fn a_front_end_on_a_unix_socket_names_its_clients_when_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("web.sock");
+    let service = |trust: &str| {
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\nlisten = \"unix:{sock}\"\n\
+             root = \"{root}\"\ndeny = [\"198.51.100.66\"]\n{trust}",
+            sock = socket.display(),
+            root = dir.path().display(),
+        )
+    };
+    std::fs::write(dir.path().join("f.txt"), "a file\n").unwrap();
+    let status = |xff: &str| {
+        let mut curl = std::process::Command::new("curl");
+        curl.arg("--unix-socket").arg(&socket);
+        let field = format!("X-Forwarded-For: {xff}");
+        crate::http_peers::curl_code(curl, "http://web/f.txt", &[&field])
+    };
+    let app = crate::support::spawn_app_with(|_| service("trusted_proxies = [\"unix:\"]\n"));
+    crate::assert_eventually!(status("203.0.113.1") == 200, "{}", app.log());
+    assert_eq!(
+        status("198.51.100.66"),
+        403,
+        "the client the front end named, denied"
+    );
+    crate::assert_eventually!(
+        app.log().contains("198.51.100.66 - - ["),
+        "the log names it\n{}",
+        app.log()
+    );
+    drop(app);
+
+    let app = crate::support::spawn_app_with(|_| service(""));
+    crate::assert_eventually!(status("203.0.113.1") == 200, "{}", app.log());
+    assert_eq!(
+        status("198.51.100.66"),
+        200,
+        "not trusted: no address to deny"
+    );
+    drop(app);
+}

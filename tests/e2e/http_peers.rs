@@ -321,22 +321,18 @@ pub(crate) fn web_service(keys: &str) -> (crate::support::App, SocketAddr) {
 /// the header fields `fields` (`"Name: value"`); 0 when curl got none.
 pub(crate) fn curl_status(web: SocketAddr, source: &str, path: &str, fields: &[&str]) -> u16 {
     let mut curl = std::process::Command::new("curl");
-    curl.args([
-        "-s",
-        "--max-time",
-        "10",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-    ])
-    .args(["--interface", source]);
+    curl.args(["--interface", source]);
+    curl_code(curl, &format!("http://{web}{path}"), fields)
+}
+
+/// The status `curl` (a command with the options that say how to reach the server) gets
+/// for `url` with the header fields `fields`; 0 when it got none.
+pub(crate) fn curl_code(mut curl: std::process::Command, url: &str, fields: &[&str]) -> u16 {
+    curl.args(["-s", "--max-time", "10", "-o", "/dev/null"])
+        .args(["-w", "%{http_code}"]);
     for field in fields {
         curl.args(["-H", field]);
     }
-    let out = curl
-        .arg(format!("http://{web}{path}"))
-        .output()
-        .expect("curl must be installed");
+    let out = curl.arg(url).output().expect("curl must be installed");
     String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
 }

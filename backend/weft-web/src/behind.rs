@@ -31,18 +31,24 @@ pub(crate) struct Behind {
 
 impl Behind {
     /// The client of a request with `headers` from `peer` (over TLS when `secure`), when
-    /// `peer` is one of `trusted` and names another client or scheme; `None` when the
-    /// peer is the client as it came.
+    /// `peer` is one of `trusted` (or on a unix socket, when `unix` trusts those) and
+    /// names another client or scheme; `None` when the peer is the client as it came (a
+    /// unix-socket peer that names no address stays without one).
     pub(crate) fn of(
-        trusted: &[Prefix],
+        (trusted, unix): (&[Prefix], bool),
         peer: Option<IpAddr>,
         secure: bool,
         headers: &HeaderMap,
     ) -> Option<Rc<Self>> {
-        let (peer, was_secure) = (peer?.to_canonical(), secure);
-        let is_trusted = |ip: IpAddr| trusted.iter().any(|p| p.contains(ip));
-        if trusted.is_empty() || !is_trusted(peer) {
+        if trusted.is_empty() && !unix {
             return None;
+        }
+        let (peer, was_secure) = (peer.map(|p| p.to_canonical()), secure);
+        let is_trusted = |ip: IpAddr| trusted.iter().any(|p| p.contains(ip));
+        match peer {
+            Some(ip) if is_trusted(ip) => {}
+            None if unix => {}
+            _ => return None,
         }
         // From the right: each trusted proxy appended the address it heard from. The
         // first that is not trusted is the client; a member that is no address ends
@@ -59,7 +65,7 @@ impl Behind {
                 let Some(ip) = std::str::from_utf8(member).ok().and_then(address) else {
                     break 'lines;
                 };
-                client = ip;
+                client = Some(ip);
                 if !is_trusted(ip) {
                     break 'lines;
                 }
@@ -79,7 +85,8 @@ impl Behind {
             Some(p) if p.eq_ignore_ascii_case(b"http") => false,
             _ => secure,
         };
-        if client == peer && secure == was_secure {
+        let client = client?;
+        if Some(client) == peer && secure == was_secure {
             return None;
         }
         Some(Rc::new(Self {
@@ -176,12 +183,25 @@ mod tests {
 
     fn client(peer: &str, pairs: &[(&str, &str)]) -> Option<(String, bool)> {
         Behind::of(
-            &trusted(),
+            (&trusted(), false),
             Some(peer.parse().unwrap()),
             false,
             &headers(pairs),
         )
         .map(|b| (b.ip.to_string(), b.secure))
+    }
+
+    #[test]
+    fn a_peer_on_a_unix_socket_names_its_client_when_those_are_trusted() {
+        let xff = headers(&[("x-forwarded-for", "203.0.113.5, 198.51.100.1")]);
+        let named = |unix| Behind::of((&[], unix), None, false, &xff).map(|b| b.ip.to_string());
+        assert_eq!(named(true).as_deref(), Some("198.51.100.1"));
+        assert_eq!(named(false), None, "unix-socket peers not trusted");
+        // Nothing named: it stays without an address.
+        assert!(Behind::of((&[], true), None, false, &HeaderMap::new()).is_none());
+        // An IP peer is not trusted for being on no list but `unix:`.
+        let ip = Some("10.0.0.1".parse().unwrap());
+        assert!(Behind::of((&[], true), ip, false, &xff).is_none());
     }
 
     #[test]
@@ -241,7 +261,12 @@ mod tests {
         let mut raw = HeaderMap::new();
         let line = HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.1").unwrap();
         raw.insert(X_FORWARDED_FOR, line);
-        let behind = Behind::of(&trusted(), Some("10.0.0.1".parse().unwrap()), false, &raw);
+        let behind = Behind::of(
+            (&trusted(), false),
+            Some("10.0.0.1".parse().unwrap()),
+            false,
+            &raw,
+        );
         assert_eq!(
             behind.map(|b| b.ip.to_string()).as_deref(),
             Some("198.51.100.1")
@@ -257,7 +282,7 @@ mod tests {
     #[test]
     fn an_upstream_hears_of_the_client_and_its_scheme() {
         let behind = Behind::of(
-            &trusted(),
+            (&trusted(), false),
             Some("10.0.0.1".parse().unwrap()),
             false,
             &headers(&[

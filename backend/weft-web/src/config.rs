@@ -818,6 +818,9 @@ pub struct WebConfig {
     /// request from one of them is judged, logged and forwarded as from the client its
     /// `X-Forwarded-For` names, over the scheme its `X-Forwarded-Proto` names.
     pub trusted_proxies: Vec<weft::policies::Prefix>,
+    /// Whether a peer on a unix socket is a trusted proxy too (`"unix:"` in
+    /// `trusted_proxies`): a front end on the same host that connects over one.
+    pub trust_unix_peers: bool,
 }
 
 impl Default for WebConfig {
@@ -837,6 +840,7 @@ impl Default for WebConfig {
             response_headers: Vec::new(),
             access: Access::default(),
             error_pages: Vec::new(),
+            trust_unix_peers: false,
             trusted_proxies: Vec::new(),
         }
     }

@@ -29,7 +29,7 @@
 //! deny = ["10.9.0.0/16"]       # optional: never these (a route may narrow both further)
 //! error_pages = { 404 = "/errors/404.html", 502 = "/errors/down.html" }   # optional:
 //!                              # answered in place of the service's own error responses
-//! trusted_proxies = ["10.0.0.0/8"]   # optional: proxies in front whose X-Forwarded-For
+//! trusted_proxies = ["10.0.0.0/8", "unix:"]   # optional: proxies in front whose X-Forwarded-For
 //!                              # and X-Forwarded-Proto name the client and its scheme
 //! compression = { precompressed = true, on_the_fly = true, min_bytes = 1024,
 //!                 max_bytes = 1048576 }                  # optional; the defaults
@@ -194,6 +194,7 @@ impl super::Kind for HttpKind {
             Some(l) => limits(ctx, l.get_ref())?,
             None => Limits::default(),
         };
+        let (trusted_proxies, trust_unix_peers) = trusted_proxies(ctx)?;
         let web = WebConfig {
             root,
             embedded: None,
@@ -223,7 +224,8 @@ impl super::Kind for HttpKind {
                 None => Vec::new(),
             },
             access: access(ctx, "", (&raw.allow, &raw.deny))?,
-            trusted_proxies: trusted_proxies(ctx)?,
+            trusted_proxies,
+            trust_unix_peers,
             error_pages: Vec::new(),
         };
         let mut web = web;
@@ -370,7 +372,12 @@ impl super::Kind for HttpKind {
             "https_redirect": web.https_redirect,
             "response_headers": headers_json(&web.response_headers),
             "access": access_json(&web.access),
-            "trusted_proxies": web.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "trusted_proxies": web
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .chain(web.trust_unix_peers.then(|| "unix:".to_owned()))
+                .collect::<Vec<_>>(),
             "error_pages": web.error_pages.iter().map(|p| p.status.as_u16()).collect::<Vec<_>>(),
             "routes": routes,
             "access_log": access_log.as_ref().map(|p| p.display().to_string()),
@@ -590,27 +597,35 @@ fn blocks(
     entries
         .iter()
         .enumerate()
-        .map(|(i, entry)| {
-            let written = entry.get_ref();
-            let block = written
-                .parse::<weft::policies::Prefix>()
-                .map_err(|e| ctx.error(entry.span(), &format!("{key}[{i}]"), e.to_string()))?;
-            // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx warns.
-            let address = written.split('/').next().unwrap_or_default().trim();
-            let canonical = address
-                .parse::<std::net::IpAddr>()
-                .ok()
-                .map(|a| a.to_canonical());
-            if canonical != Some(block.network()) {
-                ctx.warn(
-                    entry.span(),
-                    key,
-                    format!("\"{written}\" has bits set past its length: it is {block}"),
-                );
-            }
-            Ok(block)
-        })
+        .map(|(i, entry)| block(ctx, key, i, entry))
         .collect()
+}
+
+/// Entry `i` of the list of blocks under `key`: an address or a CIDR block.
+fn block(
+    ctx: &ServiceCtx<'_>,
+    key: &str,
+    i: usize,
+    entry: &Spanned<String>,
+) -> Result<weft::policies::Prefix, ConfigError> {
+    let written = entry.get_ref();
+    let block = written
+        .parse::<weft::policies::Prefix>()
+        .map_err(|e| ctx.error(entry.span(), &format!("{key}[{i}]"), e.to_string()))?;
+    // `10.1.2.3/8` is `10.0.0.0/8`: a typo that widens the block, as nginx warns.
+    let address = written.split('/').next().unwrap_or_default().trim();
+    let canonical = address
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| a.to_canonical());
+    if canonical != Some(block.network()) {
+        ctx.warn(
+            entry.span(),
+            key,
+            format!("\"{written}\" has bits set past its length: it is {block}"),
+        );
+    }
+    Ok(block)
 }
 
 /// `error_pages = { 404 = "/errors/404.html", 503 = "/errors/busy.html" }`: pages under
@@ -675,11 +690,22 @@ fn trusts_a_proxy(ctx: &ServiceCtx<'_>) -> bool {
 
 /// `trusted_proxies`: the proxies in front whose `X-Forwarded-For` and
 /// `X-Forwarded-Proto` name the client and its scheme.
-fn trusted_proxies(ctx: &ServiceCtx<'_>) -> Result<Vec<weft::policies::Prefix>, ConfigError> {
+/// `"unix:"` among them trusts peers on unix sockets (a front end on the same host).
+fn trusted_proxies(
+    ctx: &ServiceCtx<'_>,
+) -> Result<(Vec<weft::policies::Prefix>, bool), ConfigError> {
     let list = &ctx.raw.trusted_proxies;
-    let trusted = blocks(ctx, "trusted_proxies", list)?;
+    let entries = list.as_ref().map_or(&[][..], |l| &l.get_ref()[..]);
+    let mut trusted = Vec::with_capacity(entries.len());
+    let mut unix = false;
+    for (i, entry) in entries.iter().enumerate() {
+        match entry.get_ref().as_str() {
+            "unix:" => unix = true,
+            _ => trusted.push(block(ctx, "trusted_proxies", i, entry)?),
+        }
+    }
     if let Some(list) = list {
-        if trusted.is_empty() {
+        if trusted.is_empty() && !unix {
             ctx.warn(
                 list.span(),
                 "trusted_proxies",
@@ -694,7 +720,7 @@ fn trusted_proxies(ctx: &ServiceCtx<'_>) -> Result<Vec<weft::policies::Prefix>, 
             );
         }
     }
-    Ok(trusted)
+    Ok((trusted, unix))
 }
 
 /// An access list, for the services table.
@@ -1436,6 +1462,10 @@ pub(crate) mod tests {
         let c = parse(&format!("trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{route}")).unwrap();
         let trusted: Vec<_> = http(&c).trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(trusted, ["10.0.0.0/8", "::1/128"]);
+        assert!(!http(&c).trust_unix_peers);
+        let c = parse(&format!("trusted_proxies = [\"unix:\"]\n{route}")).unwrap();
+        assert!(http(&c).trust_unix_peers && http(&c).trusted_proxies.is_empty());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let e = parse(&format!("trusted_proxies = [\"lb.example\"]\n{route}")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("service[0].trusted_proxies[0]"), "{e}");
         let warned = |text: &str, about: &str| {

@@ -126,7 +126,13 @@ impl ClientPolicy {
         headers: &http::HeaderMap,
     ) -> Option<Rc<Behind>> {
         let newest = self.in_force.borrow();
-        Behind::of(&newest.config.trusted_proxies, peer, secure, headers)
+        let config = &newest.config;
+        Behind::of(
+            (&config.trusted_proxies, config.trust_unix_peers),
+            peer,
+            secure,
+            headers,
+        )
     }
 
     /// What this generation hands to the one that replaces it.

@@ -195,6 +195,7 @@ impl super::Kind for HttpKind {
             None => Limits::default(),
         };
         let (trusted_proxies, trust_unix_peers) = trusted_proxies(ctx)?;
+        let error_pages = error_pages(ctx, root.as_deref())?;
         let web = WebConfig {
             root,
             embedded: None,
@@ -226,10 +227,8 @@ impl super::Kind for HttpKind {
             access: access(ctx, "", (&raw.allow, &raw.deny))?,
             trusted_proxies,
             trust_unix_peers,
-            error_pages: Vec::new(),
+            error_pages,
         };
-        let mut web = web;
-        web.error_pages = error_pages(ctx, web.root.as_deref())?;
         // Where bodies go is checked as they would be written: `weft check` refuses a
         // directory `weft run` could not use.
         web.check_body_files().map_err(|e| {

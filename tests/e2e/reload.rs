@@ -661,3 +661,59 @@ fn a_reload_says_which_changed_sections_take_a_restart() {
         "--log-format json wins: {message}"
     );
 }
+
+/// A reload's settings serve the next request on the keep-alive connections an HTTP
+/// service's older generation accepted: a route it removes is reached there no more, a
+/// header and a root it changes are what those requests get. A request in flight when
+/// it commits finishes under the settings it began with.
+#[test]
+fn an_http_reload_serves_the_next_request_on_a_connection_held_across_it() {
+    use crate::http_peers::{RawClient, web_service};
+
+    let upstream = Upstream::holding();
+    let (app, web) = web_service(&format!(
+        "response_headers = {{ \"X-Generation\" = \"1\" }}\n\
+         [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{}\"\n",
+        upstream.addr
+    ));
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: web\r\n\r\n").into_bytes();
+    let mut held = RawClient::connect(web);
+    held.send(&get("/f.txt"));
+    assert_eq!(held.read_reply().text(), "a file\n");
+    held.send(&get("/api/slow"));
+    assert_eventually!(upstream.received() == 1, "the request reached the upstream");
+
+    // The reload drops the route, changes the header and serves another directory.
+    let other = app.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("f.txt"), "another file\n").unwrap();
+    app.edit_config(|text| {
+        let (service, _route) = text.split_once("[[service.route]]").unwrap();
+        service
+            .replace("\"1\"", "\"2\"")
+            .replace("/public\"", "/other\"")
+    });
+    app.reload_by_signal("ok");
+
+    upstream.release();
+    let slow = held.read_reply();
+    assert_eq!(slow.status, 200, "the request in flight finishes: {slow:?}");
+    assert!(
+        slow.text().starts_with("upstream: GET /api/slow"),
+        "{slow:?}"
+    );
+    assert_eq!(slow.header("x-generation"), Some("1"));
+
+    held.send(&get("/api/x"));
+    let removed = held.read_reply();
+    assert_eq!(
+        removed.status, 404,
+        "a route the reload removed: {removed:?}"
+    );
+    assert_eq!(removed.header("x-generation"), Some("2"));
+    assert_eq!(upstream.received(), 1, "nothing more went upstream");
+    held.send(&get("/f.txt"));
+    let file = held.read_reply();
+    assert_eq!(file.text(), "another file\n");
+    assert_eq!(file.header("x-generation"), Some("2"));
+}

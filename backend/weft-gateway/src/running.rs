@@ -9,10 +9,11 @@
 //! - changed: started again from the new settings, taking over the sockets of the
 //!   endpoints that stay (a [`weft::Handover`]: never closed, so nothing waiting to be
 //!   accepted is reset), binding the endpoints that are new; the old endpoints that are no
-//!   longer listed stop accepting. Connections already open finish under the settings they
-//!   were accepted with (but for an HTTP service's client policy: `allow`, `deny`,
-//!   `rate_limit` and `trusted_proxies`, which the new settings replace for them at the
-//!   commit). The per-peer cap of the new settings counts the connections the
+//!   longer listed stop accepting. An HTTP service's keep-alive connections already open
+//!   are served by the new settings from their next request on (a request in flight
+//!   finishes under the old; the connection keeps its TLS session and the limits it was
+//!   accepted with); other kinds' connections finish under the settings they were
+//!   accepted with. The per-peer cap of the new settings counts the connections the
 //!   old instance admitted;
 //! - removed: its listeners stop and its connections are drained: closed cleanly, and
 //!   aborted if still open after `ReactorConfig::shutdown_deadline` (with the reason

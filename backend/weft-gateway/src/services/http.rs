@@ -303,10 +303,11 @@ impl super::Kind for HttpKind {
             metrics.recorder(name),
         )
         .with_access_log(access_log);
-        // What the service this one replaces hands over (the cell of its client policy
-        // in force: access lists and rate budgets); this one's policy goes in force, and
-        // its handover is kept for the next, when the reload commits: a failed reload
-        // changes neither.
+        // What the service this one replaces hands over (the cell naming the generation
+        // in force, and its rate budgets' buckets); this one goes in force, serving the
+        // old one's keep-alive connections from their next request on, and its handover
+        // is kept for the next, when the reload commits: a failed reload changes
+        // neither.
         let service = match metrics.handovers.peek(name) {
             Some(previous) => service.taking_over(&previous),
             None => service,

@@ -88,8 +88,11 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     let io = protocol::Prefixed::new(prefix, stream);
     let handler_state = state.clone();
     let handler_conn = conn.clone();
-    let service =
-        service_fn(move |request| handle(handler_state.clone(), handler_conn.clone(), request));
+    // Each request is served by the generation in force when it comes (a reload's), the
+    // connection by the limits it was accepted with.
+    let service = service_fn(move |request| {
+        handle(State::newest(&handler_state), handler_conn.clone(), request)
+    });
     let limits = &state.config.limits;
     // The handler is polled again whenever a close is requested (`listen_stream`). hyper
     // then finishes the exchanges in flight (HTTP/1.1 answers with `Connection: close`,

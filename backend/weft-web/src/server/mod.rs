@@ -12,6 +12,14 @@
 //! is timed and recorded, and when its body ends it is written to the access log with the
 //! bytes actually sent.
 //!
+//! A reload makes a new generation of the service (a new [`HttpService`] taking over from
+//! the old one, [`HttpService::taking_over`]), put in force when the reload commits: from
+//! then on it serves every request, those that come on the keep-alive connections the
+//! old generation accepted included, so no request after a reload is served by settings
+//! it removed. A connection keeps what was settled when it was accepted: its TLS session,
+//! the limits hyper was built with (header size and time, HTTP/2 settings) and its place
+//! under the listener's caps.
+//!
 //! When the connection is asked to close (at shutdown), the exchange in flight finishes
 //! and the connection closes after it; an idle keep-alive connection closes at once.
 //! After a 101 from the proxy the connection is a tunnel (`proxy::upgrade`), still this
@@ -25,10 +33,10 @@ mod policy;
 mod rates;
 mod request;
 
-pub use policy::Handover;
 pub(crate) mod streams;
 
-use std::rc::Rc;
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -37,6 +45,7 @@ use weft::{ListenError, ListenOptions, ListeningPort, Reactor};
 
 use self::connection::serve_connection;
 use crate::access_log::AccessLog;
+use crate::behind::Behind;
 use crate::config::{ConfigError, Route, WebConfig};
 use crate::files;
 use crate::metrics::Recorder;
@@ -119,9 +128,68 @@ struct State {
     /// per-peer cap.
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
     /// Its client policy (`allow`, `deny` and the `rate_limit` budgets of the service and
-    /// its routes) on this reactor, with the one in force, shared with the service's
-    /// later generations.
+    /// its routes) on this reactor.
     policy: Rc<policy::ClientPolicy>,
+    /// The generation of the service in force on this reactor, shared by its generations
+    /// (a reload puts its own there when it commits): what serves each request, on the
+    /// connections of the generations before it too.
+    in_force: InForce,
+}
+
+/// The cell naming the generation of a service in force on one reactor. Held weakly: a
+/// generation lives as long as its listeners and connections, no longer.
+type InForce = Rc<RefCell<Weak<State>>>;
+
+impl State {
+    /// The generation that serves a request on a connection `this` accepted: the one in
+    /// force, or `this` when none is (the generation put in force is gone: the service
+    /// was removed, or is no longer served over HTTP).
+    fn newest(this: &Rc<Self>) -> Rc<Self> {
+        this.in_force
+            .borrow()
+            .upgrade()
+            .unwrap_or_else(|| this.clone())
+    }
+
+    /// The client a trusted proxy in front names for a request with `headers` on `conn`,
+    /// by its `trusted_proxies`.
+    fn behind(&self, conn: &connection::Conn, headers: &http::HeaderMap) -> Option<Rc<Behind>> {
+        let config = &self.config;
+        Behind::of(
+            (&config.trusted_proxies, config.trust_unix_peers),
+            conn.peer,
+            conn.secure,
+            headers,
+        )
+    }
+
+    /// `state`, which replaces `old` before it serves (a builder step): in force in its
+    /// place if `old` was.
+    fn replacing(old: &Rc<Self>, state: Self) -> Rc<Self> {
+        let new = Rc::new(state);
+        let mut in_force = new.in_force.borrow_mut();
+        if std::ptr::eq(in_force.as_ptr(), Rc::as_ptr(old)) {
+            *in_force = Rc::downgrade(&new);
+        }
+        drop(in_force);
+        new
+    }
+}
+
+/// What an [`HttpService`] hands to the service that replaces it on the same reactor
+/// ([`handover`](HttpService::handover)): the cell naming the generation in force, held
+/// weakly (nothing is kept alive once every generation is gone).
+#[derive(Clone)]
+pub struct Handover {
+    in_force: Weak<RefCell<Weak<State>>>,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover")
+            .field("alive", &(self.in_force.strong_count() > 0))
+            .finish()
+    }
 }
 
 /// Each route's series, in the order of the configuration's routes, and those of the
@@ -205,7 +273,8 @@ impl HttpService {
             })
             .collect();
         Self {
-            state: Rc::new(State {
+            state: Rc::new_cyclic(|me| State {
+                in_force: Rc::new(RefCell::new(me.clone())),
                 route_details,
                 name: name.into(),
                 config,
@@ -244,7 +313,7 @@ impl HttpService {
         let mut state = (*self.state).clone();
         state.access_log = to;
         Self {
-            state: Rc::new(state),
+            state: State::replacing(&self.state, state),
         }
     }
 
@@ -253,37 +322,52 @@ impl HttpService {
         self.state.recorder.refusal_figures()
     }
 
-    /// What it hands to the service that replaces it on this reactor (a reload): the
-    /// cell of its client policy in force (`allow`, `deny` and the `rate_limit` budgets).
+    /// What it hands to the service that replaces it on this reactor (a reload): the cell
+    /// naming the generation in force.
     pub fn handover(&self) -> Handover {
-        self.state.policy.handover()
+        Handover {
+            in_force: Rc::downgrade(&self.state.in_force),
+        }
     }
 
     /// Takes over from the service `previous` was handed over by (on the same reactor):
     ///
-    /// - the cell of the client policy in force (`allow`, `deny` and the `rate_limit`
-    ///   budgets), which every generation reads: this one's policy goes into it with
+    /// - the cell naming the generation in force, which serves every request of every
+    ///   generation's connections: this one goes into it with
     ///   [`put_in_force`](Self::put_in_force), at the reload's commit, and from then on
-    ///   judges the old service's connections too;
+    ///   serves the requests that come on the old service's keep-alive connections too
+    ///   (the connections keep the limits hyper and the listener were given when they
+    ///   were accepted: header sizes and times, HTTP/2 settings, TLS);
     /// - the `rate_limit` buckets in force that count as this one's do: after a reload a
     ///   client spends on where it left off rather than with a fresh burst; a budget
     ///   whose settings changed, or a route that is new, starts afresh.
     ///
-    /// Call it before listening.
+    /// Call it before listening. Without an earlier generation still alive, it changes
+    /// nothing.
     #[must_use]
     pub fn taking_over(self, previous: &Handover) -> Self {
+        let Some(in_force) = previous.in_force.upgrade() else {
+            return self;
+        };
         let mut state = (*self.state).clone();
-        state.policy = Rc::new(policy::ClientPolicy::joining(&state.config, previous));
+        let newest = in_force.borrow().upgrade();
+        if let Some(newest) = newest {
+            state.policy = Rc::new(policy::ClientPolicy::succeeding(
+                &state.config,
+                &newest.policy,
+            ));
+        }
+        state.in_force = in_force;
         Self {
             state: Rc::new(state),
         }
     }
 
-    /// Puts its client policy (`allow`, `deny`, `rate_limit`) in force for every
-    /// generation of the service on this reactor: call it when it replaces the one it took over from (the reload
-    /// committed), and never if it does not.
+    /// Puts it in force for every generation of the service on this reactor: from now on
+    /// it serves the requests of their connections too. Call it when it replaces the one
+    /// it took over from (the reload committed), and never if it does not.
     pub fn put_in_force(&self) {
-        self.state.policy.put_in_force();
+        *self.state.in_force.borrow_mut() = Rc::downgrade(&self.state);
     }
 
     /// Its routes with their series, for a view of the service on another thread.
@@ -337,4 +421,56 @@ impl HttpService {
 /// `max-age` in seconds (RFC 6797 §6.1), or nothing when HSTS is off.
 fn hsts_header(max_age: &Option<std::time::Duration>) -> Option<HeaderValue> {
     max_age.and_then(|age| HeaderValue::try_from(format!("max-age={}", age.as_secs())).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::NoRecorder;
+
+    fn service() -> HttpService {
+        HttpService::with_files(
+            "web",
+            WebConfig::default(),
+            StaticFiles(None),
+            Rc::new(NoRecorder),
+        )
+        .with_access_log(AccessLog::Fields)
+    }
+
+    fn served_by(connections_of: &HttpService, generation: &HttpService) -> bool {
+        Rc::ptr_eq(&State::newest(&connections_of.state), &generation.state)
+    }
+
+    #[test]
+    fn the_generation_in_force_serves_the_requests_of_every_generation() {
+        let first = service();
+        assert!(served_by(&first, &first));
+        let second = service().taking_over(&first.handover());
+        // Not before the reload commits: a reload that fails changes nothing.
+        assert!(served_by(&first, &first));
+        second.put_in_force();
+        assert!(served_by(&first, &second));
+        assert!(served_by(&second, &second));
+        drop(service().taking_over(&second.handover()));
+        assert!(served_by(&first, &second));
+        let third = service().taking_over(&second.handover());
+        third.put_in_force();
+        assert!(served_by(&first, &third) && served_by(&second, &third));
+        // Once the generation in force is gone (its service removed, or no longer served
+        // over HTTP), each serves its own connections' requests.
+        drop(third);
+        assert!(served_by(&first, &first) && served_by(&second, &second));
+    }
+
+    #[test]
+    fn a_handover_keeps_nothing_alive() {
+        let first = service();
+        let handover = first.handover();
+        let gone = Rc::downgrade(&first.state);
+        drop(first);
+        assert!(gone.upgrade().is_none());
+        let next = service().taking_over(&handover);
+        assert!(served_by(&next, &next));
+    }
 }

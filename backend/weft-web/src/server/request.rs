@@ -66,7 +66,7 @@ pub(super) fn handle(
         let started = taken.since;
         let (state, conn, head) = (&*taken.state, &*taken.conn, &mut taken.head);
         // The client as a trusted proxy in front names it, if the peer is one.
-        let behind = state.policy.behind(conn.peer, conn.secure, &head.headers);
+        let behind = state.behind(conn, &head.headers);
         if let Some(behind) = &behind {
             // For what serves the request (the proxy's fields, the redirect): there, not in
             // each future between.
@@ -113,18 +113,13 @@ pub(super) fn handle(
         } else {
             admit(&state.config, &conn.last_host, head)
         };
-        // A request the message rules took is judged by the client policy in force: the
-        // lists, then its client's budgets (the service's, then its route's), spent.
+        // A request the message rules took is judged by the client policy: the lists,
+        // then its client's budgets (the service's, then its route's), spent.
         let admitted = admitted.and_then(|route| {
             let peer = Behind::peer(&behind, conn.peer);
             state
                 .policy
-                .check(
-                    (&state.config, route),
-                    head.uri.path(),
-                    peer,
-                    &*state.recorder,
-                )
+                .check((&state.config, route), peer, &*state.recorder)
                 .map(|()| route)
         });
         let (route, mut response) = match admitted {
@@ -261,9 +256,7 @@ fn routed_refusal<'s>(
         .and_then(|(_, route)| route);
     let mut page = error_page(refused.status, refused.detail);
     if refused.reason == Refusal::RateLimited {
-        let wait = state
-            .policy
-            .wait((&state.config, route), head.uri.path(), peer);
+        let wait = state.policy.wait((&state.config, route), peer);
         // Whole seconds (RFC 9110 §10.2.3), rounded up: never sooner than the budget has
         // a request again.
         let seconds = u64::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u64::MAX);
@@ -343,7 +336,7 @@ impl Drop for Taken {
             Err(_) => &state.routes.unrouted,
         };
         let conn = &*self.conn;
-        let behind = state.policy.behind(conn.peer, conn.secure, &head.headers);
+        let behind = state.behind(conn, &head.headers);
         Unanswered {
             state,
             client: Behind::text(&behind, &conn.client_text),

@@ -717,3 +717,55 @@ fn an_http_reload_serves_the_next_request_on_a_connection_held_across_it() {
     assert_eq!(file.text(), "another file\n");
     assert_eq!(file.header("x-generation"), Some("2"));
 }
+
+/// A reload that drops a route ends its health checks, though a keep-alive connection of
+/// the generation that had it is still open; a reload that makes the service another
+/// kind closes the HTTP connections it had (they would go on under settings replaced).
+#[test]
+fn a_reload_ends_old_health_checks_and_a_new_kind_drains_the_old_connections() {
+    use crate::http_peers::{RawClient, web_service};
+
+    let upstream = Upstream::start();
+    let (app, web) = web_service(&format!(
+        "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{}\"\n\
+         health = {{ path = \"/healthz\", interval = \"100ms\" }}\n",
+        upstream.addr
+    ));
+    let get = b"GET /f.txt HTTP/1.1\r\nHost: web\r\n\r\n";
+    let mut held = RawClient::connect(web);
+    held.send(get);
+    assert_eq!(held.read_reply().status, 200);
+    assert_eventually!(upstream.received() >= 2, "the route's upstream is checked");
+
+    app.edit_config(|text| text.split_once("[[service.route]]").unwrap().0.to_owned());
+    app.reload_by_signal("ok");
+    // A check on its way as the reload commits may still arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    let checked = upstream.received();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(upstream.received(), checked, "checks after the reload");
+    held.send(get);
+    assert_eq!(held.read_reply().status, 200);
+
+    app.edit_config(|text| {
+        text.replace("kind = \"http\"", "kind = \"echo\"")
+            .lines()
+            .filter(|l| !l.starts_with("root = "))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+    app.reload_by_signal("ok");
+    let mut old = held.try_clone_stream();
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let ended = old.read(&mut [0; 64]);
+    assert!(
+        matches!(ended, Ok(0)),
+        "the HTTP connection is closed at once: {ended:?}"
+    );
+    let mut echo = TcpStream::connect(web).unwrap();
+    echo.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    echo.write_all(b"hello").unwrap();
+    let mut back = [0; 5];
+    echo.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello");
+}

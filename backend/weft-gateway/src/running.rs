@@ -13,7 +13,8 @@
 //!   are served by the new settings from their next request on (a request in flight
 //!   finishes under the old; the connection keeps its TLS session and the limits it was
 //!   accepted with); other kinds' connections finish under the settings they were
-//!   accepted with. The per-peer cap of the new settings counts the connections the
+//!   accepted with. A service whose kind changes drains the connections it had, as a
+//!   removed one does. The per-peer cap of the new settings counts the connections the
 //!   old instance admitted;
 //! - removed: its listeners stop and its connections are drained: closed cleanly, and
 //!   aborted if still open after `ReactorConfig::shutdown_deadline` (with the reason
@@ -403,6 +404,30 @@ impl Running {
             .into_iter()
             .filter(|p| replaced(&p.info().service))
             .collect();
+        // A service whose kind changes is gone as what it was: its connections are
+        // drained as a removed service's are (an HTTP service's would otherwise go on
+        // under settings a reload replaced). Listed now: the new service may open
+        // connections of its own under the name as it starts.
+        let kind = |services: &[ServiceConfig], name: &str| {
+            services
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.kind.as_str())
+        };
+        let retyped: Vec<_> = applied
+            .changed
+            .iter()
+            .filter(|name| kind(old, name) != kind(&new.services, name))
+            .map(|name| {
+                let open: Vec<_> = self
+                    .reactor
+                    .connections()
+                    .into_iter()
+                    .filter(|t| *t.info().service == **name)
+                    .collect();
+                (name, open)
+            })
+            .collect();
         let handover = self.reactor.handover(offered);
         let views = self.env.views.saved();
         let mut started = Vec::new();
@@ -441,6 +466,12 @@ impl Running {
                 self.reactor
                     .call_later(deadline, move || port.stop_listening());
             }
+        }
+        for (name, open) in retyped {
+            let draining = self
+                .reactor
+                .drain(open, deadline, CloseReason::ServiceStopped);
+            tracing::info!(service = %name, connections = draining, "service changed its kind; draining the connections it had");
         }
         for name in &applied.removed {
             self.options.remove(name);

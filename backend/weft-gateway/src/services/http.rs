@@ -920,8 +920,9 @@ pub(crate) struct HttpFamilies {
     /// Access log loss series by service name, kept for the same reason.
     losses: PerService<Arc<dyn LossRecorder>>,
     /// What each service's newest committed start on this reactor hands to the start
-    /// after a reload: the cell of its client policy in force (`allow`, `deny` and the
-    /// `rate_limit` budgets), held weakly (set when the reload commits).
+    /// after a reload: the cell naming the generation in force (which serves the requests
+    /// of every generation's connections, and whose `rate_limit` buckets the next
+    /// adopts), held weakly (set when the reload commits).
     handovers: Rc<PerService<weft_web::Handover>>,
 }
 

@@ -406,6 +406,14 @@ impl Proxy {
         self.routes.get(i).map(|r| &**r)
     }
 
+    /// Ends the active checks of its routes' upstreams: a later generation of the service
+    /// is in force, and these serve only the requests already under way.
+    pub(crate) fn retire(&self) {
+        for route in &self.routes {
+            route.retire();
+        }
+    }
+
     /// What other threads may read of the upstreams.
     pub(crate) fn view(&self) -> &UpstreamsView {
         &self.view

@@ -42,6 +42,9 @@ pub(crate) struct RouteUpstreams {
     check_headers: Vec<(http::HeaderName, Option<http::HeaderValue>)>,
     /// The service's room for request bodies read ahead, shared by its routes.
     pub(crate) bodies: Rc<BodyRoom>,
+    /// A later generation of the service (a reload's) is in force: the route serves only
+    /// the requests already under way, and its active checks end.
+    retired: Cell<bool>,
 }
 
 /// The upstreams of a route a request has tried, by position: a word, not a list a
@@ -107,6 +110,7 @@ impl RouteUpstreams {
             timeouts: (limits.upstream_connect_timeout, limits.upstream_timeout),
             check_headers: route.request_headers.clone(),
             bodies: bodies.clone(),
+            retired: Cell::new(false),
         });
         if let Some(check) = &route.health.check {
             for i in 0..upstreams.targets.len() {
@@ -179,13 +183,19 @@ impl RouteUpstreams {
         }
     }
 
+    /// Ends its active checks: a later generation of the service is in force.
+    pub(crate) fn retire(&self) {
+        self.retired.set(true);
+    }
+
     /// Each upstream's state, for [`UpstreamsView`].
     pub(crate) fn states(&self) -> impl Iterator<Item = Arc<UpstreamState>> + '_ {
         self.targets.iter().map(|t| t.state.clone())
     }
 }
 
-/// Checks target `i` of `upstreams` every `interval`, for as long as the route exists.
+/// Checks target `i` of `upstreams` every `interval`, for as long as the route exists and
+/// is not retired.
 fn schedule_check(
     upstreams: Weak<RouteUpstreams>,
     i: usize,
@@ -194,7 +204,7 @@ fn schedule_check(
 ) {
     let reactor = Reactor::current();
     reactor.call_later(interval, move || {
-        let Some(route) = upstreams.upgrade() else {
+        let Some(route) = upstreams.upgrade().filter(|r| !r.retired.get()) else {
             return;
         };
         Reactor::current().spawn(async move {

@@ -60,6 +60,13 @@ pub(super) struct Conn {
     /// Requests it has made, counted as hyper takes them up (for HTTP/2, while the
     /// connection is polled), against `limits.max_requests_per_connection`.
     pub(super) requests: std::cell::Cell<u32>,
+    /// What it was accepted with, for every request it carries (a reload's settings serve
+    /// its requests, but not these): its request cap (0: none), the header size and time
+    /// hyper and the h2 codec were built with, and the per-peer count of HTTP/2 requests.
+    pub(super) max_requests: u32,
+    pub(super) max_header_bytes: usize,
+    pub(super) request_timeout: std::time::Duration,
+    pub(super) h2_requests: Option<weft::policies::PeerLimit>,
     /// Over HTTP/1.1, whether the request being answered may leave a body unread: set
     /// when its future is first polled, if it has a body; cleared when an upstream
     /// answers it. Its answer then closes the connection and says so.
@@ -77,7 +84,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     // client going away and drops the response in flight. It is told to finish instead.
     stream.keep_reading_when_closing();
     let transport = stream.transport().clone();
-    let conn = Rc::new(Conn::new(stream.info().clone()));
+    let conn = Rc::new(Conn::new(stream.info().clone(), &state));
     let started = Instant::now();
     let request_timeout = state.config.limits.request_timeout;
     let (version, prefix) = match detect_version(&mut stream, &transport, request_timeout).await {
@@ -154,10 +161,12 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             .await
         }
     };
+    // Its last log lines go where the generation in force writes them, as its requests'.
+    let logs = State::newest(&state);
     match ended {
         Ended::Served(Ok(())) => {}
-        Ended::Served(Err(err)) => connection_failed(&state, &conn, &transport, &err, started),
-        Ended::HeadTimedOut(late) => head_timed_out(&state, &conn, &transport, late, started),
+        Ended::Served(Err(err)) => connection_failed(&logs, &conn, &transport, &err, started),
+        Ended::HeadTimedOut(late) => head_timed_out(&logs, &conn, &transport, late, started),
         Ended::ClientStalled(after) => {
             let message = format!(
                 "the HTTP/2 client moved no request or response along for {after:?} after \
@@ -234,7 +243,7 @@ fn head_timed_out(
         return;
     }
     let what = late.what();
-    let timeout = state.config.limits.request_timeout;
+    let timeout = conn.request_timeout;
     state.recorder.refused(Refusal::HeadTimeout);
     log_headless(state, conn, StatusCode::REQUEST_TIMEOUT, started);
     let message = format!("client sent no complete {what} within {timeout:?}");
@@ -243,7 +252,7 @@ fn head_timed_out(
 }
 
 impl Conn {
-    fn new(info: Arc<ConnectionInfo>) -> Self {
+    fn new(info: Arc<ConnectionInfo>, state: &State) -> Self {
         let client = match &info.peer {
             Address::Ip(addr) => Some(addr.ip()),
             _ => None,
@@ -262,6 +271,10 @@ impl Conn {
             multiplexed: std::cell::Cell::new(false),
             requests: std::cell::Cell::new(0),
             body_unread: std::cell::Cell::new(false),
+            max_requests: state.config.limits.max_requests_per_connection,
+            max_header_bytes: state.config.limits.max_header_bytes,
+            request_timeout: state.config.limits.request_timeout,
+            h2_requests: state.h2_requests.get().cloned(),
         }
     }
 }
@@ -297,7 +310,7 @@ fn connection_failed(
     started: Instant,
 ) {
     let info = &conn.info;
-    let request_timeout = state.config.limits.request_timeout;
+    let request_timeout = conn.request_timeout;
     if err.is_parse_too_large() || err.is_parse() {
         // hyper has answered 431 (too many header bytes or lines), 414 (a target too
         // long) or 400 and closes; count and log it like a request. hyper tells the two

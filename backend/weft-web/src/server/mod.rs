@@ -125,7 +125,8 @@ struct State {
     /// reactor (until their response bodies end), capped at the listeners' per-peer
     /// connection cap: a peer's streams give it no more files and upstream connections
     /// at once than as many HTTP/1.1 connections would. Set by the first listener with a
-    /// per-peer cap.
+    /// per-peer cap. Each connection counts in its own generation's (a reload's new count
+    /// starts with its own connections).
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
     /// Its client policy (`allow`, `deny` and the `rate_limit` budgets of the service and
     /// its routes) on this reactor.
@@ -307,7 +308,7 @@ impl HttpService {
     }
 
     /// Writes the access log to `to` rather than as [`AccessLog::Line`]s. Call it before
-    /// listening: connections accepted earlier keep the log they started with.
+    /// listening.
     #[must_use]
     pub fn with_access_log(self, to: AccessLog) -> Self {
         let mut state = (*self.state).clone();
@@ -367,7 +368,15 @@ impl HttpService {
     /// it serves the requests of their connections too. Call it when it replaces the one
     /// it took over from (the reload committed), and never if it does not.
     pub fn put_in_force(&self) {
-        *self.state.in_force.borrow_mut() = Rc::downgrade(&self.state);
+        let mine = Rc::downgrade(&self.state);
+        let previous = std::mem::replace(&mut *self.state.in_force.borrow_mut(), mine);
+        // What the one it replaces goes on doing for requests under way is theirs; its
+        // health checks of upstreams the reload may have removed end.
+        if let Some(previous) = previous.upgrade()
+            && !Rc::ptr_eq(&previous, &self.state)
+        {
+            previous.proxy.retire();
+        }
     }
 
     /// Its routes with their series, for a view of the service on another thread.

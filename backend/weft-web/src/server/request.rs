@@ -52,7 +52,7 @@ pub(super) fn handle(
     // by its last response.
     let taken = conn.requests.get().saturating_add(1);
     conn.requests.set(taken);
-    let cap = state.config.limits.max_requests_per_connection;
+    let cap = conn.max_requests;
     let last = cap != 0 && taken >= cap && !conn.multiplexed.get();
     let mut taken = Taken {
         state,
@@ -96,13 +96,13 @@ pub(super) fn handle(
         // An HTTP/2 request holds its place in the peer's count until its body has gone.
         let mut slot = None;
         let admitted = if conn.multiplexed.get()
-            && let Some(limit) = state.h2_requests.get()
+            && let Some(limit) = &conn.h2_requests
         {
             match limit.admit(&conn.info.peer) {
                 Some(place) => {
                     // Boxed: held across the request's awaits, and most requests have none.
                     slot = Some(Box::new(place));
-                    admit(&state.config, &conn.last_host, head)
+                    admit(&state.config, conn, head)
                 }
                 None => Err(rules::Refused {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -111,7 +111,7 @@ pub(super) fn handle(
                 }),
             }
         } else {
-            admit(&state.config, &conn.last_host, head)
+            admit(&state.config, conn, head)
         };
         // A request the message rules took is judged by the client policy: the lists,
         // then its client's budgets (the service's, then its route's), spent.
@@ -407,10 +407,10 @@ impl Drop for Answering<'_> {
 /// proxy and the files see only that form); returns the route it leads to.
 fn admit<'c>(
     config: &'c WebConfig,
-    last_host: &rules::LastHost,
+    conn: &Conn,
     head: &mut Parts,
 ) -> Result<Option<&'c Route>, Refused> {
-    rules::check(head, last_host, config.limits.max_header_bytes)?;
+    rules::check(head, &conn.last_host, conn.max_header_bytes)?;
     let uri = &head.uri;
     let bad_path = |e: PathError| Refused {
         status: StatusCode::BAD_REQUEST,

@@ -168,15 +168,26 @@ impl Reactor {
             .into_iter()
             .filter(|t| &*t.info().service == service)
             .collect();
-        for transport in &draining {
+        self.drain(draining, deadline, reason)
+    }
+
+    /// Drains `connections` as [`drain_connections`](Self::drain_connections) drains a
+    /// service's: for connections listed earlier (before another service took the name).
+    pub fn drain(
+        &self,
+        connections: Vec<crate::Transport>,
+        deadline: Duration,
+        reason: CloseReason,
+    ) -> usize {
+        for transport in &connections {
             transport.drain_with(reason.clone());
         }
-        let n = draining.len();
+        let n = connections.len();
         if n > 0 {
-            let service = service.to_owned();
             self.call_later(deadline, move || {
-                let stuck: Vec<_> = draining.into_iter().filter(|t| !t.is_closed()).collect();
+                let stuck: Vec<_> = connections.into_iter().filter(|t| !t.is_closed()).collect();
                 if !stuck.is_empty() {
+                    let service = stuck[0].info().service.clone();
                     tracing::warn!(
                         %service,
                         connections = stuck.len(),

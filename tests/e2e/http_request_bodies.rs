@@ -210,6 +210,20 @@ fn a_chunked_body_read_whole_goes_upstream_with_its_length() {
     );
 }
 
+/// A client that has sent 1,000 of the 1,024 bytes its body declares: it holds the 1 KiB
+/// of buffers the service has while the rest does not come.
+fn holding_the_buffers(app: &App, web: SocketAddr) -> RawClient {
+    let mut slow = RawClient::connect(web);
+    slow.send(b"POST /api/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1024\r\n\r\n");
+    slow.send(&[b'a'; 1000]);
+    assert_eventually!(
+        pending_request(app).is_some_and(|c| c["step_name"] == "request body"),
+        "the slow body is being read\n{}",
+        app.log()
+    );
+    slow
+}
+
 #[test]
 fn full_buffers_stream_a_body_from_its_start_and_a_longer_body_streams_after_its_first_part() {
     let up = Upstream::start();
@@ -219,14 +233,7 @@ fn full_buffers_stream_a_body_from_its_start_and_a_longer_body_streams_after_its
            body_file_total_bytes = 0"#,
     );
     // A body of 1 KiB coming slowly reserves all of the service's buffers while it comes.
-    let mut slow = RawClient::connect(web);
-    slow.send(b"POST /api/slow HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1024\r\n\r\n");
-    slow.send(&[b'a'; 1000]);
-    assert_eventually!(
-        pending_request(&app).is_some_and(|c| c["step_name"] == "request body"),
-        "the slow body is being read\n{}",
-        app.log()
-    );
+    let mut slow = holding_the_buffers(&app, web);
 
     // Meanwhile another body finds no room: it streams from its first byte.
     let mut short = RawClient::connect(web);
@@ -601,5 +608,74 @@ fn a_body_of_the_largest_size_fits_in_a_peer_s_share_of_the_files_whole() {
         bodies(&app, "file") == Some(1.0) && file_bytes(&app) == Some(0.0),
         "read whole into a file, not in part\n{}",
         app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+/// With no room in the memory buffers (another body holds them), a body goes into a file
+/// from its first byte rather than streaming: a client sending many bodies slowly holds
+/// files, not upstream connections.
+#[test]
+fn with_the_buffers_full_a_body_goes_into_a_file_from_its_first_byte() {
+    let up = Upstream::start();
+    let (app, web) = start(
+        &up,
+        r#"request_timeout = "5s", body_buffer_bytes = 1024, body_buffer_total_bytes = 1024"#,
+    );
+    let mut slow = holding_the_buffers(&app, web);
+
+    let mut second = RawClient::connect(web);
+    second.send(b"POST /api/second HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        up.connections(),
+        0,
+        "no upstream connection while its body comes"
+    );
+    second.send(b"world");
+    let reply = second.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.text().ends_with("body=helloworld"),
+        "{}",
+        reply.text()
+    );
+
+    slow.send(&[b'b'; 24]);
+    assert_eq!(slow.read_reply().status, 200);
+    assert_eventually!(
+        bodies(&app, "file") == Some(1.0) && bodies(&app, "whole") == Some(1.0),
+        "counted: one in a file, one read whole\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+/// A body that streams (nothing read ahead) and is still coming when the upstream's
+/// answer is late was what the upstream waited on: the client is answered 408 and the
+/// upstream's health and failure counts do not count it, so one client sending slowly
+/// ejects no upstream for the others.
+#[test]
+fn an_upstream_waiting_on_a_body_still_coming_is_not_charged_for_its_lateness() {
+    let up = Upstream::start();
+    let (app, web) = start(
+        &up,
+        r#"request_timeout = "5s", upstream_timeout = "1s", body_buffer_bytes = 0,
+           body_file_total_bytes = 0"#,
+    );
+    let mut client = RawClient::connect(web);
+    client.send(b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello");
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert_eq!(up.connections(), 1);
+    assert_eventually!(
+        refused(&app, "body_timeout") == Some(1.0),
+        "counted as the client's\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+    let metrics = app.curl("/metrics").unwrap_or_default();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("weft_http_upstream_failures_total{") && !l.ends_with(" 0")),
+        "no failure of the upstream\n{metrics}"
     );
 }

@@ -89,9 +89,26 @@ pub(crate) struct ClientBody {
     /// (its client left halfway): hyper would otherwise end the connection in order, and
     /// the upstream take the part it got for the whole body.
     upstream: Option<weft::Transport>,
+    /// Set while what is still to come is awaited from the client, for the request that
+    /// sends it ([`ReqBody::watch_client`]).
+    coming: Option<Rc<Cell<bool>>>,
 }
 
 impl ReqBody {
+    /// Whether part of the body is still to come from the client as it is sent: a flag
+    /// that stays set until the client's part ends (or fails). `None` when nothing is to
+    /// come (no body, or one read whole).
+    pub(crate) fn watch_client(&mut self) -> Option<Rc<Cell<bool>>> {
+        match self {
+            ReqBody::Client(body) if body.rest.is_some() => {
+                let coming = Rc::new(Cell::new(true));
+                body.coming = Some(coming.clone());
+                Some(coming)
+            }
+            _ => None,
+        }
+    }
+
     /// Goes out on `upstream`, which is reset if the rest of the body fails to come.
     pub(crate) fn goes_out_on(&mut self, upstream: &weft::Transport) {
         if let ReqBody::Client(body) = self
@@ -111,6 +128,7 @@ impl ClientBody {
             held: None,
             rest: Some(reading),
             upstream: None,
+            coming: None,
         }
     }
 }
@@ -154,11 +172,17 @@ impl HttpBody for ReqBody {
         }
         match &mut body.rest {
             Some(rest) => {
-                let polled = Pin::new(rest).poll_frame(cx);
+                let polled = Pin::new(&mut *rest).poll_frame(cx);
                 if let Poll::Ready(Some(Err(_))) = &polled
                     && let Some(upstream) = body.upstream.take()
                 {
                     upstream.abort_connection();
+                }
+                if let Some(coming) = &body.coming
+                    && polled.is_ready()
+                    && (rest.is_end_stream() || !matches!(polled, Poll::Ready(Some(Ok(_)))))
+                {
+                    coming.set(false);
                 }
                 polled
             }
@@ -224,6 +248,7 @@ impl Whole {
                 held: Some(held.clone()),
                 rest: None,
                 upstream: None,
+                coming: None,
             },
             Whole::File(spilled) => ClientBody {
                 file: Some(FilePart::new(spilled.clone())),
@@ -231,6 +256,7 @@ impl Whole {
                 held: None,
                 rest: None,
                 upstream: None,
+                coming: None,
             },
         };
         ReqBody::Client(Box::new(body))
@@ -597,8 +623,15 @@ pub(crate) async fn read_ahead(
     how: ReadAhead<'_>,
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
     let known = reading.size_hint().exact();
+    let most = known.map_or(how.max_body, |n| n.min(how.max_body));
     let expected = known.unwrap_or(how.limit).min(how.limit);
     let Some(held) = how.room.buffers.reserve(how.peer, expected) else {
+        // No room in memory (the client's share, or all of it, is taken): the body goes
+        // to a file from its first byte, so a client that sends many slowly holds files,
+        // not upstream connections; without room there either, it streams.
+        if let Some(files) = &how.room.files {
+            return spill(files, (how.peer, most), (Bytes::new(), None), reading).await;
+        }
         return Ok((
             Ahead::Part(ClientBody::streamed(reading)),
             BodyBuffered::None,
@@ -649,10 +682,7 @@ pub(crate) async fn read_ahead(
         ));
     }
     match &how.room.files {
-        Some(files) => {
-            let most = known.map_or(how.max_body, |n| n.min(how.max_body));
-            spill(files, (how.peer, most), (data, held), reading).await
-        }
+        Some(files) => spill(files, (how.peer, most), (data, Some(held)), reading).await,
         None => part(None, data, Some(held), Some(reading)),
     }
 }
@@ -671,28 +701,38 @@ fn part(
         held: held.map(Rc::new),
         rest,
         upstream: None,
+        coming: None,
     };
     Ok((Ahead::Part(body), BodyBuffered::Part))
 }
 
 /// Writes a body read ahead in part into memory (`first`, holding its share of the
-/// buffers), and then the rest of it as it comes, into a file of `files`, while they have
+/// buffers, if any: nothing is read ahead when they have no room), and then the rest of it as it comes, into a file of `files`, while they have
 /// room for it; the body is at most `most` bytes (its length, or the limit). Fails as
 /// reading the body fails.
 async fn spill(
     files: &BodyFiles,
     (peer, most): (Option<IpAddr>, u64),
-    (first, memory): (Bytes, Held),
+    (first, memory): (Bytes, Option<Held>),
     mut reading: Reading,
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
+    let streamed = |first: Bytes, memory: Option<Held>, reading| {
+        let (ahead, buffered) = part(None, first, memory, Some(reading))?;
+        // Nothing read ahead: it streams from its first byte.
+        let buffered = match &ahead {
+            Ahead::Part(body) if body.ahead.is_empty() => BodyBuffered::None,
+            _ => buffered,
+        };
+        Ok((ahead, buffered))
+    };
     let Some(share) = files.budget.reserve(peer, first.len() as u64) else {
-        return part(None, first, Some(memory), Some(reading));
+        return streamed(first, memory, reading);
     };
     let file = match files.create().await {
         Ok(file) => Arc::new(TempFile(Some(file))),
         Err(e) => {
             files.failed("make", &e);
-            return part(None, first, Some(memory), Some(reading));
+            return streamed(first, memory, reading);
         }
     };
     let mut spilled = Spilled {
@@ -703,7 +743,8 @@ async fn spill(
     // The first part keeps its share of the memory buffers until it is written; later
     // parts are read while the one before is written, at most about `FILE_CHUNK` ahead,
     // in room reserved for them in the files.
-    let mut writing = Some(Writing::start(&spilled, Batch::of(first), Some(memory)));
+    let mut writing =
+        (!first.is_empty()).then(|| Writing::start(&spilled, Batch::of(first), memory));
     let (mut next, mut ended) = (Batch::default(), false);
     loop {
         let in_flight = writing.as_ref().map_or(0, |w| w.batch.len);
@@ -943,6 +984,7 @@ impl ReqBody {
             held: None,
             rest: None,
             upstream: None,
+            coming: None,
         }))
     }
 }

@@ -90,6 +90,14 @@ pub enum UpstreamError {
     /// read ahead of the upstream in this long.
     #[error("the request body stopped coming, or did not all come, within {0:?}")]
     BodyTimeout(Duration),
+    /// No response head within the upstream timeout while the request body was still
+    /// coming from the client, as it was sent: the upstream waited on the client, whose
+    /// body it was to send in time. Answered 408 and counted as the client's, not against
+    /// the upstream's health: one client sending slowly ejects no upstream for the others.
+    #[error(
+        "upstream {0} did not answer within {1:?}, the request body still coming from the client"
+    )]
+    BodyStillComing(String, Duration),
     /// The request body's temporary file could not be read back as it was sent: weft's
     /// own failure (a disk error), neither the client's nor the upstream's.
     #[error("{0}")]
@@ -138,7 +146,7 @@ impl UpstreamError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestBody(_) | Self::StreamReset(_) => StatusCode::BAD_REQUEST,
             // RFC 9110 §15.5.9: the server would not wait longer for the request.
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout(_) | Self::BodyStillComing(..) => StatusCode::REQUEST_TIMEOUT,
             Self::BodyFile(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Loop(_) => StatusCode::LOOP_DETECTED,
             Self::ClientGone(_) | Self::CutByDrain(_) => {
@@ -160,7 +168,9 @@ impl UpstreamError {
             Self::RequestBody(_) | Self::StreamReset(_) => {
                 "the request body is malformed or incomplete"
             }
-            Self::BodyTimeout(_) => "the request body did not come in time",
+            Self::BodyTimeout(_) | Self::BodyStillComing(..) => {
+                "the request body did not come in time"
+            }
             Self::BodyFile(_) => "the server could not read the request body back",
             Self::ClientGone(_) => "the client went away",
             Self::CutByDrain(_) => "the server is stopping",
@@ -185,6 +195,7 @@ impl UpstreamError {
             | Self::BodyTooLarge(_)
             | Self::RequestBody(_)
             | Self::BodyTimeout(_)
+            | Self::BodyStillComing(..)
             | Self::BodyFile(_)
             | Self::ClientGone(_)
             | Self::CutByDrain(_)
@@ -220,7 +231,7 @@ impl UpstreamError {
         match self {
             Self::BodyTooLarge(_) => Some(Refusal::BodyTooLarge),
             Self::RequestBody(_) => Some(Refusal::Body),
-            Self::BodyTimeout(_) => Some(Refusal::BodyTimeout),
+            Self::BodyTimeout(_) | Self::BodyStillComing(..) => Some(Refusal::BodyTimeout),
             Self::Loop(_) => Some(Refusal::Loop),
             _ => None,
         }
@@ -625,6 +636,12 @@ async fn exchange(
             .send(conn, request, limits.upstream_timeout)
             .await;
         let err = match sent {
+            Err(_) if outgoing.client_still_sending() => {
+                return Err(UpstreamError::BodyStillComing(
+                    url(),
+                    limits.upstream_timeout,
+                ));
+            }
             Err(_) => return Err(UpstreamError::Timeout(url(), limits.upstream_timeout)),
             Ok(Ok(answered)) => return Ok((answered, in_flight)),
             Ok(Err(SendError::BrokenBody(err))) => {

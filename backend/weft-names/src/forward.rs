@@ -252,6 +252,15 @@ fn peer_of(client: SocketAddr) -> PeerKey {
     PeerKey::of_ip(client.ip())
 }
 
+/// How long a try waits before the next upstream is asked: its upstream's own try timeout,
+/// but at most an even share of what is `left` of the question's time among it and the
+/// `after` upstreams still to ask. An upstream whose estimate a flood of unanswerable
+/// questions has pushed past the whole timeout must not take it all, or the next is
+/// never asked (a late answer from it is still taken).
+fn try_share(own: Duration, left: Duration, after: usize) -> Duration {
+    own.min(left / (u32::try_from(after).unwrap_or(u32::MAX).saturating_add(1)))
+}
+
 fn now() -> Duration {
     weft::time::current_clock().now()
 }
@@ -540,6 +549,9 @@ impl Forwarder {
                 in_flight, by_id, ..
             } = &mut *state;
             let entry = in_flight.get_mut(&seq).expect("sending does not finish it");
+            let started = entry.tries.first().map_or_else(now, |t| t.sent);
+            let left = (started + self.timeout).saturating_sub(now());
+            let try_timeout = try_share(try_timeout, left, entry.pending.len());
             let Some(lease) = lease else {
                 by_id.remove(&id);
                 continue;
@@ -628,5 +640,25 @@ fn span_of(id: DeferredId) -> SpanRef {
     SpanRef {
         trace_id: trace::trace_id(id),
         span_id: trace::span_id(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_try_leaves_the_upstreams_after_it_their_share_of_the_time_left() {
+        // An estimate pushed to 30 s against a 2 s timeout with one more upstream: that
+        // one is asked after a second.
+        assert_eq!(try_share(S(30), S(2), 1), S(1));
+        assert_eq!(try_share(S(30), S(2), 3), MS(500));
+        // The last upstream may take what is left; a quick one its own time.
+        assert_eq!(try_share(S(30), MS(700), 0), MS(700));
+        assert_eq!(try_share(MS(120), S(2), 1), MS(120));
+        assert_eq!(try_share(S(1), Duration::ZERO, 1), Duration::ZERO);
     }
 }

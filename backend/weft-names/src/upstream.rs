@@ -4,7 +4,10 @@
 //! With [`Selection::Sequential`] a question goes to the upstream with the lowest SRTT
 //! first, and to the next one when the first has not answered within its try's timeout
 //! (derived from its SRTT and variance as TCP does, RFC 6298, at least
-//! [`MIN_TRY`]), all within the query's overall timeout. An upstream that lets a try
+//! [`MIN_TRY`]), all within the query's overall timeout: no try waits longer than an
+//! even share of what is left of it among the upstreams still to ask (the forwarder
+//! caps it), so however high a flood of unanswerable questions pushes one upstream's
+//! estimate, the next is asked in time. An upstream that lets a try
 //! time out, or answers it with a failure (SERVFAIL, REFUSED, NOTIMP, FORMERR), has its
 //! SRTT doubled, so it goes to the back; every upstream not picked first
 //! has its SRTT lowered a little (as BIND does), so a penalised one is tried first again

@@ -178,20 +178,23 @@ fn next_field(page: &str) -> &str {
     &page[at..at + page[at..].find('"').unwrap()]
 }
 
+/// `POST /login` of `token` to go to `next` (form-encoded), from the dashboard's own page.
+fn post_login(app: &App, token: &str, next: &str) -> Reply {
+    let host = app.dashboard.to_string();
+    http(
+        app.dashboard,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n"
+        ),
+        &format!("token={token}&next={next}"),
+    )
+}
+
 #[test]
 fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
     let app = spawn_app_configured(r#"token = "s3cret-0123456789ab""#, |_| String::new());
-    let host = app.dashboard.to_string();
-    let login = |next: &str| {
-        http(
-            app.dashboard,
-            &format!(
-                "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
-                 Content-Type: application/x-www-form-urlencoded\r\n"
-            ),
-            &format!("token=s3cret-0123456789ab&next={next}"),
-        )
-    };
+    let login = |next: &str| post_login(&app, "s3cret-0123456789ab", next);
     for next in [
         "%2F%09%2Fevil.example",
         "%2F%2Fevil.example",
@@ -216,16 +219,34 @@ fn login_only_ever_sends_a_browser_to_a_path_of_this_dashboard() {
     }
     let kept = login("%2Fconnections%3Fservice%3Decho");
     assert_eq!(kept.header("location"), Some("/connections?service=echo"));
-    let wrong = http(
-        app.dashboard,
-        &format!(
-            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\n"
-        ),
-        "token=nope&next=%2F%0D%0Ax",
-    );
+    let wrong = post_login(&app, "nope", "%2F%0D%0Ax");
     assert_eq!(wrong.status, 401, "{wrong:?}");
     assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+}
+
+/// The cookie `/login` sets holds a session, never the token: a browser sends it to every
+/// port of the host, so any other service there sees it.
+#[test]
+fn signing_in_sets_a_session_cookie_that_gives_the_token_away_to_no_one() {
+    const TOKEN: &str = "s3cret-0123456789ab";
+    let app = spawn_app_configured(&format!("token = \"{TOKEN}\""), |_| String::new());
+    let host = app.dashboard.to_string();
+    let signed_in = post_login(&app, TOKEN, "%2F");
+    assert_eq!(signed_in.status, 303, "{signed_in:?}");
+    let set = signed_in.header("set-cookie").expect("a cookie");
+    assert!(!set.contains(TOKEN), "{set}");
+    assert!(set.contains("Max-Age=604800"), "{set}");
+    let session = set.split(';').next().unwrap();
+    let with_cookie = |cookie: &str| {
+        http(
+            app.dashboard,
+            &format!("GET /api/services HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\n"),
+            "",
+        )
+        .status
+    };
+    assert_eq!(with_cookie(session), 200);
+    assert_eq!(with_cookie(&format!("weft_token={TOKEN}")), 401);
 }
 
 #[test]
@@ -273,14 +294,7 @@ fn a_peer_that_tries_too_many_wrong_tokens_waits_whatever_it_presents_and_others
         .unwrap();
     assert!((1..=REFILL.as_secs()).contains(&wait), "{wait}");
     assert_eq!(bearer("/metrics", TOKEN).status, 429);
-    let login = http(
-        app.dashboard,
-        &format!(
-            "POST /login HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\n"
-        ),
-        &format!("token={TOKEN}&next=%2F"),
-    );
+    let login = post_login(&app, TOKEN, "%2F");
     assert_eq!(login.status, 429, "{login:?}");
     assert!(login.header("set-cookie").is_none(), "{login:?}");
     assert!(login.body.contains("Too many wrong tokens"), "{login:?}");

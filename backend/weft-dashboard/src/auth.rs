@@ -2,8 +2,9 @@
 //!
 //! - **Reading.** With a token configured, every route but `/healthz`, `/readyz`, `/login` and
 //!   `/static/` needs it: as `Authorization: Bearer TOKEN` (scripts, Prometheus) or as the
-//!   `weft_token` cookie `/login` sets (browsers; `HttpOnly`, `SameSite=Strict`). A browser
-//!   asking for a page without it is sent to `/login`; anything else gets `401`.
+//!   session `/login` sets in the `weft_token` cookie (browsers; `HttpOnly`,
+//!   `SameSite=Strict`, for a week, the token never in it: `crate::session`). A browser
+//!   asking for a page without either is sent to `/login`; anything else gets `401`.
 //! - **Guessing.** A peer that presented too many wrong tokens is refused `429` for any
 //!   token it presents, until it may try again (`crate::attempts`).
 //! - **Acting** (`POST /api/...`) and **`/ws`** additionally resist cross-site requests: a
@@ -11,7 +12,7 @@
 //!   `Origin` (or `Sec-Fetch-Site`) must say it came from this very dashboard. Cookies are
 //!   `SameSite=Strict` besides, and no CORS header is ever sent.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Form;
 use axum::extract::{Request, State};
@@ -96,24 +97,24 @@ pub(crate) async fn require_token(
     if open(path) {
         return next.run(request).await;
     }
-    let given = [bearer(request.headers()), cookie(request.headers())];
-    if given.iter().any(Option::is_some) {
+    // A session's MAC is not guessed: a cookie that is not one (ended, from before the
+    // token changed) sends the browser to sign in again, and spends no attempt.
+    if let (Some(session), Some(sessions)) = (cookie(request.headers()), &state.sessions)
+        && sessions.admits(session, SystemTime::now())
+    {
+        return next.run(request).await;
+    }
+    if let Some(given) = bearer(request.headers()) {
         let peer = request.extensions().get::<Peer>().map(|p| p.0);
         let now = Instant::now();
         if let Err(wait) = state.attempts.admit(peer, now) {
             state.metrics.refused(Refusal::TokenAttempts);
             return too_many_attempts(path, wait);
         }
-        if given
-            .iter()
-            .flatten()
-            .any(|given| same(given.as_bytes(), token.as_bytes()))
-        {
+        if same(given.as_bytes(), token.as_bytes()) {
             return next.run(request).await;
         }
-        for given in given.into_iter().flatten() {
-            state.attempts.wrong(peer, given.as_bytes(), now);
-        }
+        state.attempts.wrong(peer, given.as_bytes(), now);
     }
     state.metrics.refused(Refusal::Token);
     let is_page = request.method() == Method::GET
@@ -294,9 +295,15 @@ pub(crate) async fn login(
         return failed.response(StatusCode::UNAUTHORIZED);
     }
     // Both values are checked before anything is sent: the cookie goes out only with the
-    // redirect it belongs to.
+    // redirect it belongs to. It holds a session, never the token (`crate::session`).
+    let Some(sessions) = &state.sessions else {
+        tracing::error!("a dashboard token without sessions to sign in to");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign in").into_response();
+    };
+    let session = sessions.issue(SystemTime::now());
     let cookie = HeaderValue::from_str(&format!(
-        "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        "{COOKIE}={session}; Max-Age={}; HttpOnly; SameSite=Strict; Path=/",
+        crate::session::LIFETIME.as_secs()
     ));
     let location = HeaderValue::from_str(&next);
     match (cookie, location) {

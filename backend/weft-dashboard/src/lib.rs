@@ -90,6 +90,7 @@ mod reactors;
 mod recent;
 pub mod series;
 pub mod server;
+mod session;
 pub mod sort;
 pub mod state;
 pub mod views;

@@ -23,9 +23,12 @@ pub struct DashboardState {
     pub hub: Arc<Hub>,
     /// History, when a store is open.
     pub store: Option<Store>,
-    /// When set, every route but `/healthz` and `/login` needs the token, as
-    /// `Authorization: Bearer TOKEN` or as the cookie `/login` sets.
+    /// When set (by [`with_token`](Self::with_token)), every route but `/healthz` and
+    /// `/login` needs the token, as `Authorization: Bearer TOKEN` or as the session
+    /// cookie `/login` sets.
     pub token: Option<Arc<str>>,
+    /// The sessions of the sign-in cookie, signed with a key drawn from the token.
+    pub(crate) sessions: Option<Arc<crate::session::Sessions>>,
     /// The reactor the actions (close a connection, cancel a Deferred) are sent to; without
     /// one they answer `503`.
     pub reactor: Option<ReactorHandle>,
@@ -109,6 +112,7 @@ impl DashboardState {
             hub,
             store: None,
             token: None,
+            sessions: None,
             reactor: None,
             started: Instant::now(),
             series: Arc::new(Series::default()),
@@ -134,7 +138,9 @@ impl DashboardState {
 
     /// Requires `token` on every route but `/healthz` and `/login`.
     pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Self {
-        self.token = Some(token.into());
+        let token = token.into();
+        self.sessions = Some(Arc::new(crate::session::Sessions::new(&token)));
+        self.token = Some(token);
         self
     }
 

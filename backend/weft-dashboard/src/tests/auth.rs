@@ -90,9 +90,21 @@ async fn a_browser_without_the_token_is_sent_to_login_and_gets_a_strict_cookie()
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
+    // A session, never the token: the browser sends it to every port of the host.
+    let session = cookie.split(';').next().unwrap();
+    assert!(
+        session.starts_with("weft_token=") && !session.contains("s3cret"),
+        "{cookie}"
+    );
 
-    let with_cookie = with_header("/api/services", "cookie", "theme=dark; weft_token=s3cret");
+    let with_cookie = with_header("/api/services", "cookie", &format!("theme=dark; {session}"));
     assert_eq!(send(app.clone(), with_cookie).await.status, StatusCode::OK);
+    // The token itself in the cookie (as it was once set) is no session.
+    let old = with_header("/api/services", "cookie", "weft_token=s3cret");
+    assert_eq!(
+        send(app.clone(), old).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Login never redirects off the dashboard.
     let away = send(app, form("s3cret", "%2F%2Fevil.example")).await;
@@ -147,12 +159,13 @@ fn the_bearer_token_is_enough_to_act_from_a_script() {
 async fn bearer_acts(reactor: weft::ReactorHandle) {
     let app = router(state().with_token("s3cret").with_reactor(reactor));
     let path = "/api/connections/12345/close";
+    let session = format!(
+        "weft_token={}",
+        crate::session::Sessions::new("s3cret").issue(std::time::SystemTime::now())
+    );
     let cookie_only = post(
         path,
-        &[
-            ("cookie", "weft_token=s3cret"),
-            ("origin", "http://evil.example"),
-        ],
+        &[("cookie", &session), ("origin", "http://evil.example")],
     );
     assert_eq!(
         send(app.clone(), cookie_only).await.status,

@@ -453,6 +453,53 @@ fn a_request_pipelined_behind_others_and_given_up_at_a_half_close_is_counted_and
     }
 }
 
+/// A client that asks for files and then half-closes gets every answer whole: the end of
+/// its side is read after the last answer, not taken for the client gone while that
+/// answer is made or sent (hyper would drop it, as timing had it: a large file was cut
+/// once the socket's buffers filled).
+#[test]
+fn a_client_that_half_closes_after_asking_for_files_gets_every_answer_whole() {
+    const BIG: usize = 8 << 20;
+    let web: std::net::SocketAddr = ([127, 0, 0, 1], crate::support::free_port()).into();
+    let app = crate::support::spawn_app_with(|dir| {
+        let root = dir.join("public");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("f.txt"), "a file\n").unwrap();
+        std::fs::write(root.join("big.bin"), vec![b'x'; BIG]).unwrap();
+        format!(
+            "[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{root}\"\n",
+            port = web.port(),
+            root = root.display(),
+        )
+    });
+    let mut client = RawClient::connect(web);
+    client.send(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
+    client.shut_write();
+    let mut out = Vec::new();
+    let _ = client.read_to_end(&mut out);
+    let body = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| out.len() - at - 4);
+    assert_eq!(body, Some(BIG), "the whole file\n{}", app.log());
+
+    let requests: Vec<u8> = (0..10)
+        .flat_map(|i| format!("GET /f.txt?n={i} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes())
+        .collect();
+    for trial in 0..300 {
+        let mut client = RawClient::connect(web);
+        client.send(&requests);
+        client.shut_write();
+        let mut out = Vec::new();
+        let _ = client.read_to_end(&mut out);
+        let answers = String::from_utf8_lossy(&out)
+            .matches("HTTP/1.1 200")
+            .count();
+        assert_eq!(answers, 10, "trial {trial}\n{}", app.log());
+    }
+}
+
 /// An upstream that answers each request with `head_and_some`, then holds the
 /// connection without a word for a minute.
 fn stalling_upstream(head_and_some: &'static str) -> SocketAddr {

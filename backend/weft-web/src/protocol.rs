@@ -6,9 +6,11 @@
 //! which no HTTP/1.1 request starts with: the first bytes are read once per connection
 //! to tell, and handed back to hyper in front of the stream.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use hyper_util::rt::TokioTimer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -101,6 +103,53 @@ pub(crate) fn h2_builder(
     builder
 }
 
+/// HTTP/1.1: the end of what the client sends, held back while an answer is being made.
+///
+/// hyper takes the end of the client's side (a close, or `shutdown(SHUT_WR)` after its
+/// last request: it cannot tell them apart) for the client gone, and drops the answer
+/// being made, even to a request it read whole: a client that half-closes after its
+/// requests would get its last answer or not as timing had it. Held back until the
+/// answer's body is done with, the end is read after it, and the connection closes then.
+/// A request that goes upstream lets it through at once: its exchange is abandoned, as
+/// nginx abandons it (`proxy_ignore_client_abort off`).
+#[derive(Default)]
+pub(crate) struct EndHold {
+    /// An answer is being made that may outlive the client's end.
+    answering: Cell<bool>,
+    /// The end was read, and held back.
+    seen: Cell<bool>,
+    /// hyper's task, woken when the hold ends with the end read.
+    waker: RefCell<Option<Waker>>,
+}
+
+impl EndHold {
+    /// An answer is being made (a request was taken up).
+    pub(crate) fn begin(&self) {
+        self.answering.set(true);
+    }
+
+    /// The answer is done with, or it goes upstream: an end read meanwhile is let
+    /// through.
+    pub(crate) fn end(&self) {
+        self.answering.set(false);
+        if self.seen.get()
+            && let Some(waker) = self.waker.take()
+        {
+            waker.wake();
+        }
+    }
+
+    /// Whether a read that found the end is to wait instead (and be woken).
+    fn holds(&self, cx: &Context<'_>) -> bool {
+        if !self.answering.get() {
+            return false;
+        }
+        self.seen.set(true);
+        *self.waker.borrow_mut() = Some(cx.waker().clone());
+        true
+    }
+}
+
 /// A stream with the bytes already read from it put back in front.
 pub(crate) struct Prefixed {
     prefix: Vec<u8>,
@@ -112,6 +161,8 @@ pub(crate) struct Prefixed {
     /// HTTP/2: follows the frames written, for progress and the streams reset for the
     /// client's errors.
     sent: Option<Sent>,
+    /// HTTP/1.1: holds back the end of the client's side while an answer is made.
+    end: Option<Rc<EndHold>>,
 }
 
 impl Prefixed {
@@ -122,7 +173,14 @@ impl Prefixed {
             stream,
             heads: None,
             sent: None,
+            end: None,
         }
+    }
+
+    /// Holds back the end of what the client sends as `hold` says (HTTP/1.1).
+    pub(crate) fn holding_end(mut self, hold: Rc<EndHold>) -> Self {
+        self.end = Some(hold);
+        self
     }
 
     /// Feeds every byte read, the prefix included, to `scan`, and every byte written
@@ -141,6 +199,16 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(hold) = &this.end
+            && hold.seen.get()
+        {
+            // The end was read: nothing more comes, and it is told once the answer is done.
+            return if hold.holds(cx) {
+                Poll::Pending
+            } else {
+                Poll::Ready(Ok(()))
+            };
+        }
         let before = buf.filled().len();
         let polled = if this.taken < this.prefix.len() {
             let rest = &this.prefix[this.taken..];
@@ -153,6 +221,13 @@ impl AsyncRead for Prefixed {
         };
         if let (Poll::Ready(Ok(())), Some(scan)) = (&polled, &mut this.heads) {
             scan.feed(&buf.filled()[before..]);
+        }
+        if let (Poll::Ready(Ok(())), Some(hold)) = (&polled, &this.end)
+            && buf.filled().len() == before
+            && buf.remaining() > 0
+            && hold.holds(cx)
+        {
+            return Poll::Pending;
         }
         polled
     }

@@ -185,6 +185,9 @@ pub(crate) struct Logged {
     /// when the body is done with; boxed, as most requests (HTTP/1.1) have none and the
     /// body is moved whole several times on its way.
     slot: Option<Box<weft::policies::PeerSlot>>,
+    /// HTTP/1.1: the hold on the end of the client's side, ended when the body is done
+    /// with (`protocol::EndHold`).
+    end: Option<std::rc::Rc<crate::protocol::EndHold>>,
 }
 
 impl Logged {
@@ -198,7 +201,14 @@ impl Logged {
             ended: false,
             head_only,
             slot: None,
+            end: None,
         }
+    }
+
+    /// Ends `end`'s hold on the client's end when the body is done with.
+    pub(crate) fn ending(mut self, end: Option<std::rc::Rc<crate::protocol::EndHold>>) -> Self {
+        self.end = end;
+        self
     }
 
     /// Holds `slot` until the body is done with.
@@ -287,6 +297,9 @@ impl HttpBody for Logged {
 
 impl Drop for Logged {
     fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            end.end();
+        }
         if streams::body_cut() {
             self.finish(Some(Cut::SendTimeout));
             return;

@@ -67,6 +67,8 @@ pub(super) struct Conn {
     pub(super) max_header_bytes: usize,
     pub(super) request_timeout: std::time::Duration,
     pub(super) h2_requests: Option<weft::policies::PeerLimit>,
+    /// HTTP/1.1: the end of the client's side, held back while an answer is made.
+    pub(super) end_hold: Rc<protocol::EndHold>,
     /// Over HTTP/1.1, whether the request being answered may leave a body unread: set
     /// when its future is first polled, if it has a body; cleared when an upstream
     /// answers it. Its answer then closes the connection and says so.
@@ -113,6 +115,7 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
                 .max_header_size(limits.max_header_bytes)
                 .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
                 .keep_alive(true);
+            let io = io.holding_end(conn.end_hold.clone());
             let mut connection = builder.serve_connection(TokioIo::new(io), service);
             // Its request cap is kept by `handle`: the last response says
             // `Connection: close`.
@@ -275,6 +278,7 @@ impl Conn {
             max_header_bytes: state.config.limits.max_header_bytes,
             request_timeout: state.config.limits.request_timeout,
             h2_requests: state.h2_requests.get().cloned(),
+            end_hold: Rc::default(),
         }
     }
 }

@@ -54,6 +54,9 @@ pub(super) fn handle(
     conn.requests.set(taken);
     let cap = conn.max_requests;
     let last = cap != 0 && taken >= cap && !conn.multiplexed.get();
+    if !conn.multiplexed.get() {
+        conn.end_hold.begin();
+    }
     let mut taken = Taken {
         state,
         conn,
@@ -222,7 +225,12 @@ pub(super) fn handle(
                 started,
             )
         });
-        Ok(response.map(|body| Logged::new(body, pending, head_only).holding(slot)))
+        let end = (!conn.multiplexed.get()).then(|| conn.end_hold.clone());
+        Ok(response.map(|body| {
+            Logged::new(body, pending, head_only)
+                .holding(slot)
+                .ending(end)
+        }))
     }
 }
 
@@ -456,6 +464,8 @@ async fn dispatch(
         });
     }
     if let Some(route) = route {
+        // The client's end abandons a proxied exchange, as nginx's does.
+        conn.end_hold.end();
         let Some(upstreams) = state.proxy.upstreams(config, route) else {
             return error_page(StatusCode::BAD_GATEWAY, "no upstream for this route");
         };

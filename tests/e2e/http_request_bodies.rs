@@ -649,6 +649,80 @@ fn with_the_buffers_full_a_body_goes_into_a_file_from_its_first_byte() {
     );
 }
 
+/// A streamed body the client sent whole (its trailers too) leaves an upstream that does
+/// not answer to be blamed for it: 504, counted against the upstream, not 408.
+#[test]
+fn an_upstream_silent_after_the_whole_body_came_is_charged_for_its_silence() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let port = free_port();
+    let app = spawn_app_with(|_| {
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"tcp:{port}:interface=127.0.0.1\"\n\
+             limits = {{ upstream_timeout = \"1s\", body_buffer_bytes = 0, body_file_total_bytes = 0 }}\n\
+             [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{silent_addr}\"\n"
+        )
+    });
+    let web: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut client = RawClient::connect(web);
+    client.send(
+        b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n",
+    );
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert_eventually!(
+        app.metric(&format!(
+            r#"weft_http_upstream_failures_total{{reason="timeout",service="web",upstream="http://{silent_addr}"}}"#
+        )) == Some(1.0),
+        "counted against the upstream\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
+/// A body sent to a file from its first byte (no room in memory) must still bring what
+/// memory would have held within `request_timeout`, as there: a client dribbling it
+/// holds a file no longer than it would a buffer.
+#[test]
+fn a_body_dribbled_into_a_file_for_want_of_memory_is_408_as_in_memory() {
+    let up = Upstream::start();
+    let (app, web) = start(
+        &up,
+        r#"request_timeout = "1s", body_buffer_bytes = 1024, body_buffer_total_bytes = 1024"#,
+    );
+    let _slow = holding_the_buffers(&app, web);
+    let mut dribbling = RawClient::connect(web);
+    dribbling
+        .send(b"POST /api/dribble HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4096\r\n\r\n");
+    let started = Instant::now();
+    let stream = dribbling.try_clone_stream();
+    let writer = std::thread::spawn(move || {
+        let mut stream = stream;
+        for _ in 0..20 {
+            if stream.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let reply = dribbling.read_reply();
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(up.connections(), 0);
+    let _ = writer.join();
+}
+
 /// A body that streams (nothing read ahead) and is still coming when the upstream's
 /// answer is late was what the upstream waited on: the client is answered 408 and the
 /// upstream's health and failure counts do not count it, so one client sending slowly

@@ -89,19 +89,20 @@ pub(crate) struct ClientBody {
     /// (its client left halfway): hyper would otherwise end the connection in order, and
     /// the upstream take the part it got for the whole body.
     upstream: Option<weft::Transport>,
-    /// Set while what is still to come is awaited from the client, for the request that
-    /// sends it ([`ReqBody::watch_client`]).
+    /// Set while the request that sends it waits on the client for what is still to
+    /// come ([`ReqBody::watch_client`]).
     coming: Option<Rc<Cell<bool>>>,
 }
 
 impl ReqBody {
-    /// Whether part of the body is still to come from the client as it is sent: a flag
-    /// that stays set until the client's part ends (or fails). `None` when nothing is to
-    /// come (no body, or one read whole).
+    /// Whether sending the body waits on the client: a flag set while the last poll of
+    /// what is still to come from the client found nothing there yet (not while what came
+    /// waits for the upstream to take it, nor once the client's part ended). `None` when
+    /// nothing is to come (no body, or one read whole).
     pub(crate) fn watch_client(&mut self) -> Option<Rc<Cell<bool>>> {
         match self {
             ReqBody::Client(body) if body.rest.is_some() => {
-                let coming = Rc::new(Cell::new(true));
+                let coming = Rc::new(Cell::new(false));
                 body.coming = Some(coming.clone());
                 Some(coming)
             }
@@ -178,11 +179,8 @@ impl HttpBody for ReqBody {
                 {
                     upstream.abort_connection();
                 }
-                if let Some(coming) = &body.coming
-                    && polled.is_ready()
-                    && (rest.is_end_stream() || !matches!(polled, Poll::Ready(Some(Ok(_)))))
-                {
-                    coming.set(false);
+                if let Some(coming) = &body.coming {
+                    coming.set(polled.is_pending());
                 }
                 polled
             }
@@ -630,7 +628,20 @@ pub(crate) async fn read_ahead(
         // to a file from its first byte, so a client that sends many slowly holds files,
         // not upstream connections; without room there either, it streams.
         if let Some(files) = &how.room.files {
-            return spill(files, (how.peer, most), (Bytes::new(), None), reading).await;
+            // What would have been read into memory must come as quickly as there.
+            let first = Some((
+                how.limit,
+                tokio::time::Instant::now() + how.deadline,
+                how.deadline,
+            ));
+            return spill(
+                files,
+                (how.peer, most),
+                (Bytes::new(), None),
+                reading,
+                first,
+            )
+            .await;
         }
         return Ok((
             Ahead::Part(ClientBody::streamed(reading)),
@@ -682,7 +693,7 @@ pub(crate) async fn read_ahead(
         ));
     }
     match &how.room.files {
-        Some(files) => spill(files, (how.peer, most), (data, Some(held)), reading).await,
+        Some(files) => spill(files, (how.peer, most), (data, Some(held)), reading, None).await,
         None => part(None, data, Some(held), Some(reading)),
     }
 }
@@ -707,14 +718,17 @@ fn part(
 }
 
 /// Writes a body read ahead in part into memory (`first`, holding its share of the
-/// buffers, if any: nothing is read ahead when they have no room), and then the rest of it as it comes, into a file of `files`, while they have
-/// room for it; the body is at most `most` bytes (its length, or the limit). Fails as
-/// reading the body fails.
+/// buffers, if any: nothing is read ahead when they have no room), and then the rest of
+/// it as it comes, into a file of `files`, while they have room for it; the body is at
+/// most `most` bytes (its length, or the limit). With `first_by` (`(limit, deadline,
+/// timeout)`: nothing was read into memory), its first `limit` bytes must come by the
+/// deadline, as they would have had to in memory. Fails as reading the body fails.
 async fn spill(
     files: &BodyFiles,
     (peer, most): (Option<IpAddr>, u64),
     (first, memory): (Bytes, Option<Held>),
     mut reading: Reading,
+    first_by: Option<(u64, tokio::time::Instant, Duration)>,
 ) -> Result<(Ahead, BodyBuffered), BoxError> {
     let streamed = |first: Bytes, memory: Option<Held>, reading| {
         let (ahead, buffered) = part(None, first, memory, Some(reading))?;
@@ -725,7 +739,11 @@ async fn spill(
         };
         Ok((ahead, buffered))
     };
-    let Some(share) = files.budget.reserve(peer, first.len() as u64) else {
+    // Room for the first part and the next, made before the file is: a file costs at
+    // least a write's worth while it is read, so the budget bounds how many are open.
+    let want = (first.len() + FILE_CHUNK) as u64;
+    let at_first = want.min(most.max(first.len() as u64)).max(MIN_WRITE as u64);
+    let Some(share) = files.budget.reserve(peer, at_first) else {
         return streamed(first, memory, reading);
     };
     let file = match files.create().await {
@@ -759,7 +777,10 @@ async fn spill(
             let want = spilled.len + (in_flight + FILE_CHUNK) as u64;
             spilled.held.grow_to(want.min(most.max(spilled.len)))
         };
-        let written = std::future::poll_fn(|cx| {
+        // Until what memory would have held has come, within the time it would have had.
+        let arrived = spilled.len + (in_flight + next.len) as u64;
+        let hurried = first_by.filter(|&(limit, ..)| !ended && arrived < limit);
+        let step = std::future::poll_fn(|cx| {
             if let Some(w) = &mut writing
                 && let Poll::Ready(done) = w.poll(cx)
             {
@@ -781,8 +802,14 @@ async fn spill(
                 return Poll::Ready(Ok(None));
             }
             Poll::Pending
-        })
-        .await?;
+        });
+        let written = match hurried {
+            Some((_, by, after)) => match tokio::time::timeout_at(by, step).await {
+                Ok(written) => written?,
+                Err(_) => return Err(Box::new(ClientBodyError::TooSlow(after))),
+            },
+            None => step.await?,
+        };
         if let (Some(done), Some(mut w)) = (written, writing.take()) {
             let batch = std::mem::take(&mut w.batch);
             if let Err(e) = done {

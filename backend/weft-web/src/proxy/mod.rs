@@ -90,9 +90,9 @@ pub enum UpstreamError {
     /// read ahead of the upstream in this long.
     #[error("the request body stopped coming, or did not all come, within {0:?}")]
     BodyTimeout(Duration),
-    /// No response head within the upstream timeout while the request body was still
-    /// coming from the client, as it was sent: the upstream waited on the client, whose
-    /// body it was to send in time. Answered 408 and counted as the client's, not against
+    /// No response head within the upstream timeout while sending the request body
+    /// waited on the client (all it sent taken, more still to come): the upstream waited
+    /// on the client, whose body it was to send in time. Answered 408 and counted as the client's, not against
     /// the upstream's health: one client sending slowly ejects no upstream for the others.
     #[error(
         "upstream {0} did not answer within {1:?}, the request body still coming from the client"

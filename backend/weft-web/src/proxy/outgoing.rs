@@ -37,8 +37,7 @@ pub(super) struct Outgoing<'h> {
     /// The client's body read whole before any upstream was contacted, kept when the
     /// request may be made again with it (its method is idempotent).
     whole: Option<Whole>,
-    /// Set while part of the body the last request took is still to come from the
-    /// client.
+    /// Set while sending the body the last request took waits on the client.
     coming: Option<Rc<Cell<bool>>>,
 }
 
@@ -153,8 +152,8 @@ impl<'h> Outgoing<'h> {
         self.head.method == Method::HEAD
     }
 
-    /// Whether part of the body of the request last made is still awaited from the client
-    /// as it goes out: an upstream that has not answered may be waiting on it.
+    /// Whether sending the body of the request last made waits on the client: an upstream
+    /// that has not answered may be waiting on it.
     pub(super) fn client_still_sending(&self) -> bool {
         self.coming.as_ref().is_some_and(|c| c.get())
     }

@@ -3,7 +3,8 @@
 //! - **Reading.** With a token configured, every route but `/healthz`, `/readyz`, `/login` and
 //!   `/static/` needs it: as `Authorization: Bearer TOKEN` (scripts, Prometheus) or as the
 //!   session `/login` sets in the `weft_token` cookie (browsers; `HttpOnly`,
-//!   `SameSite=Strict`, for a week, the token never in it: `crate::session`). A browser
+//!   `SameSite=Strict`, for a week or until a restart, the token never in it:
+//!   `crate::session`). A browser
 //!   asking for a page without either is sent to `/login`; anything else gets `401`.
 //! - **Guessing.** A peer that presented too many wrong tokens is refused `429` for any
 //!   token it presents, until it may try again (`crate::attempts`).
@@ -45,14 +46,16 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then(|| token.trim_start_matches(' '))
 }
 
-fn cookie(headers: &HeaderMap) -> Option<&str> {
+/// Every value of the sign-in cookie the request carries: another service on the host
+/// may have set one of the same name for a narrower path, which comes first.
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .filter(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v)
 }
 
@@ -99,9 +102,8 @@ pub(crate) async fn require_token(
     }
     // A session's MAC is not guessed: a cookie that is not one (ended, from before the
     // token changed) sends the browser to sign in again, and spends no attempt.
-    if let (Some(session), Some(sessions)) = (cookie(request.headers()), &state.sessions)
-        && sessions.admits(session, SystemTime::now())
-    {
+    let now = SystemTime::now();
+    if cookies(request.headers()).any(|session| state.sessions.admits(session, now)) {
         return next.run(request).await;
     }
     if let Some(given) = bearer(request.headers()) {
@@ -296,11 +298,7 @@ pub(crate) async fn login(
     }
     // Both values are checked before anything is sent: the cookie goes out only with the
     // redirect it belongs to. It holds a session, never the token (`crate::session`).
-    let Some(sessions) = &state.sessions else {
-        tracing::error!("a dashboard token without sessions to sign in to");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot sign in").into_response();
-    };
-    let session = sessions.issue(SystemTime::now());
+    let session = state.sessions.issue(SystemTime::now());
     let cookie = HeaderValue::from_str(&format!(
         "{COOKIE}={session}; Max-Age={}; HttpOnly; SameSite=Strict; Path=/",
         crate::session::LIFETIME.as_secs()

@@ -2,13 +2,14 @@
 //!
 //! A browser sends a cookie to every port of the host it came from (RFC 6265 §8.5), so
 //! another service there, or anything logging what reaches it, sees the dashboard's
-//! cookie too. The cookie holds when its session ends and a MAC of that under a key
-//! drawn from the token: it opens the dashboard as the token does until then, and no
-//! longer once the token changes, and it gives the token away to no one.
+//! cookie too. The cookie holds when its session ends and a MAC of that under a key the
+//! process drew at random when it started: it opens the dashboard as the token does until
+//! then (or until the process restarts), and tells nothing of the token, not even to a
+//! guesser working offline.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ring::{digest, hmac};
+use ring::hmac;
 
 /// How long a sign-in lasts (the cookie's `Max-Age` too).
 pub(crate) const LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -25,15 +26,11 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// Sessions signed with a key drawn from `token` (the same key after a restart, so a
-    /// sign-in outlives one).
-    pub(crate) fn new(token: &str) -> Self {
-        let mut seed = digest::Context::new(&digest::SHA256);
-        seed.update(b"weft dashboard session\0");
-        seed.update(token.as_bytes());
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, seed.finish().as_ref()),
-        }
+    /// Sessions signed with a key drawn at random now.
+    pub(crate) fn new() -> Self {
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .expect("the system gives random bytes");
+        Self { key }
     }
 
     /// The cookie value of a session that begins at `now`: when it ends (in seconds
@@ -90,15 +87,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_session_opens_until_it_ends_and_only_under_its_token() {
+    fn a_session_opens_until_it_ends_and_only_where_it_was_issued() {
         let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let sessions = Sessions::new("s3cret-token-0123");
+        let sessions = Sessions::new();
         let cookie = sessions.issue(now);
-        assert!(!cookie.contains("s3cret"), "{cookie}");
         assert!(sessions.admits(&cookie, now));
         assert!(sessions.admits(&cookie, now + LIFETIME - Duration::from_secs(1)));
         assert!(!sessions.admits(&cookie, now + LIFETIME), "ended");
-        assert!(!Sessions::new("another-token-0123").admits(&cookie, now));
+        assert!(!Sessions::new().admits(&cookie, now), "another process's");
         // Moved on: a later end, or the MAC altered.
         let (until, tag) = cookie.split_once('.').unwrap();
         let later = format!("{}.{tag}", until.parse::<u64>().unwrap() + 1);

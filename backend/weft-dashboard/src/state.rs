@@ -27,8 +27,8 @@ pub struct DashboardState {
     /// `/login` needs the token, as `Authorization: Bearer TOKEN` or as the session
     /// cookie `/login` sets.
     pub token: Option<Arc<str>>,
-    /// The sessions of the sign-in cookie, signed with a key drawn from the token.
-    pub(crate) sessions: Option<Arc<crate::session::Sessions>>,
+    /// The sessions of the sign-in cookie.
+    pub(crate) sessions: Arc<crate::session::Sessions>,
     /// The reactor the actions (close a connection, cancel a Deferred) are sent to; without
     /// one they answer `503`.
     pub reactor: Option<ReactorHandle>,
@@ -112,7 +112,7 @@ impl DashboardState {
             hub,
             store: None,
             token: None,
-            sessions: None,
+            sessions: Arc::new(crate::session::Sessions::new()),
             reactor: None,
             started: Instant::now(),
             series: Arc::new(Series::default()),
@@ -138,9 +138,7 @@ impl DashboardState {
 
     /// Requires `token` on every route but `/healthz` and `/login`.
     pub fn with_token(mut self, token: impl Into<Arc<str>>) -> Self {
-        let token = token.into();
-        self.sessions = Some(Arc::new(crate::session::Sessions::new(&token)));
-        self.token = Some(token);
+        self.token = Some(token.into());
         self
     }
 

@@ -99,6 +99,10 @@ async fn a_browser_without_the_token_is_sent_to_login_and_gets_a_strict_cookie()
 
     let with_cookie = with_header("/api/services", "cookie", &format!("theme=dark; {session}"));
     assert_eq!(send(app.clone(), with_cookie).await.status, StatusCode::OK);
+    // Another service's cookie of the same name, sent first, does not hide it.
+    let planted = format!("weft_token=planted; {session}");
+    let with_both = with_header("/api/services", "cookie", &planted);
+    assert_eq!(send(app.clone(), with_both).await.status, StatusCode::OK);
     // The token itself in the cookie (as it was once set) is no session.
     let old = with_header("/api/services", "cookie", "weft_token=s3cret");
     assert_eq!(
@@ -157,12 +161,13 @@ fn the_bearer_token_is_enough_to_act_from_a_script() {
 }
 
 async fn bearer_acts(reactor: weft::ReactorHandle) {
-    let app = router(state().with_token("s3cret").with_reactor(reactor));
-    let path = "/api/connections/12345/close";
+    let state = state().with_token("s3cret").with_reactor(reactor);
     let session = format!(
         "weft_token={}",
-        crate::session::Sessions::new("s3cret").issue(std::time::SystemTime::now())
+        state.sessions.issue(std::time::SystemTime::now())
     );
+    let app = router(state);
+    let path = "/api/connections/12345/close";
     let cookie_only = post(
         path,
         &[("cookie", &session), ("origin", "http://evil.example")],

@@ -122,6 +122,9 @@ struct Try {
     sent: Duration,
     /// Answered, or its upstream already penalised for letting it time out.
     settled: bool,
+    /// Its wait was cut to the share of the question's time left (`try_share`), shorter
+    /// than its upstream's own: expiring, it says nothing against the upstream.
+    cut: bool,
 }
 
 struct InFlight {
@@ -551,7 +554,8 @@ impl Forwarder {
             let entry = in_flight.get_mut(&seq).expect("sending does not finish it");
             let started = entry.tries.first().map_or_else(now, |t| t.sent);
             let left = (started + self.timeout).saturating_sub(now());
-            let try_timeout = try_share(try_timeout, left, entry.pending.len());
+            let own = try_timeout;
+            let try_timeout = try_share(own, left, entry.pending.len());
             let Some(lease) = lease else {
                 by_id.remove(&id);
                 continue;
@@ -567,6 +571,7 @@ impl Forwarder {
                 lease,
                 sent: now(),
                 settled: false,
+                cut: try_timeout < own,
             });
             if self.selection == Selection::Parallel {
                 continue;
@@ -596,9 +601,10 @@ impl Forwarder {
                 return;
             };
             t.settled = true;
-            t.upstream
+            (t.upstream, t.cut)
         };
-        self.upstreams.borrow_mut().timed_out(upstream);
+        let (upstream, cut) = upstream;
+        self.upstreams.borrow_mut().timed_out(upstream, !cut);
         self.send_tries(seq);
     }
 }

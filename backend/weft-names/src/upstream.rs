@@ -6,8 +6,9 @@
 //! (derived from its SRTT and variance as TCP does, RFC 6298, at least
 //! [`MIN_TRY`]), all within the query's overall timeout: no try waits longer than an
 //! even share of what is left of it among the upstreams still to ask (the forwarder
-//! caps it), so however high a flood of unanswerable questions pushes one upstream's
-//! estimate, the next is asked in time. An upstream that lets a try
+//! caps it, below `MIN_TRY` if need be), so however high a flood of unanswerable
+//! questions pushes one upstream's estimate, the next is asked in time; a try so cut
+//! short does not penalise its upstream when it expires. An upstream that lets a try
 //! time out, or answers it with a failure (SERVFAIL, REFUSED, NOTIMP, FORMERR), has its
 //! SRTT doubled, so it goes to the back; every upstream not picked first
 //! has its SRTT lowered a little (as BIND does), so a penalised one is tried first again
@@ -155,10 +156,13 @@ impl Upstreams {
         u.publish();
     }
 
-    /// Upstream `i` let a try time out: back off (RFC 6298 section 5.5).
-    pub(crate) fn timed_out(&mut self, i: usize) {
+    /// Upstream `i` let a try time out: back off (RFC 6298 section 5.5) when `penalised`
+    /// (not when the try was given less than the upstream's own time).
+    pub(crate) fn timed_out(&mut self, i: usize, penalised: bool) {
         self.list[i].metrics.try_timeouts.inc();
-        self.failed(i);
+        if penalised {
+            self.failed(i);
+        }
     }
 
     /// Upstream `i` answered a try with a failure (SERVFAIL, REFUSED, NOTIMP, FORMERR):
@@ -229,7 +233,7 @@ mod tests {
     #[test]
     fn a_silent_upstream_goes_to_the_back_and_is_tried_again_later() {
         let mut u = upstreams(2);
-        u.timed_out(0);
+        u.timed_out(0, true);
         u.answered(1, MS(5));
         assert_eq!(u.order(), [1, 0]);
         let mut rounds = 1;

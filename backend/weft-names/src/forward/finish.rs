@@ -59,7 +59,7 @@ impl Forwarder {
         {
             let mut upstreams = self.upstreams.borrow_mut();
             for t in entry.tries.iter().filter(|t| !t.settled) {
-                upstreams.timed_out(t.upstream);
+                upstreams.timed_out(t.upstream, !t.cut);
                 self.metrics
                     .figures()
                     .upstream_timed_out(self.addrs[t.upstream]);

@@ -179,8 +179,8 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             transport.abort_connection_with(CloseReason::SendTimeout);
         }
         Ended::GoawayIgnored(taken) => {
-            let cap = limits.max_requests_per_connection;
-            state.recorder.refused(Refusal::Protocol);
+            let cap = conn.max_requests;
+            logs.recorder.refused(Refusal::Protocol);
             let message = format!(
                 "the HTTP/2 client went on opening streams after it was told to go away \
                  (GOAWAY) at its cap of {cap} requests: {taken} taken"

@@ -160,6 +160,13 @@ fn axfr_goes_whole_to_an_allowed_peer_and_is_refused_and_counted_for_the_others(
         app.metric(r#"weft_dns_responses_total{rcode="REFUSED",service="dns"}"#),
         Some(1.0)
     );
+    assert_eventually!(
+        app.log()
+            .lines()
+            .any(|l| l.contains("a zone transfer not allowed") && l.contains("127.0.0.2")),
+        "the refusal logged, naming the peer\n{}",
+        app.log()
+    );
     // Other clients keep getting answers.
     assert_eq!(
         dig(port, &["www.example.test", "A", "+short"]).trim(),

@@ -432,6 +432,15 @@ impl Forwarder {
         if let Some(reason) = full {
             drop(state);
             self.metrics.forward_refused(reason);
+            if let Some(suppressed) = self.metrics.log_line("forward refused") {
+                let name = request.query.name();
+                let client = request
+                    .asked
+                    .client
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(%name, %client, reason = reason.as_str(), suppressed, "a question not forwarded: too many out already ({}); answering SERVFAIL", reason.says());
+            }
             let busy = request.response(ResponseCode::ServFail, true);
             send(&self.metrics, &request, via, busy, reply, Source::Busy);
             return Outcome::Answered;

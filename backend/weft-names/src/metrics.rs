@@ -82,6 +82,16 @@ impl Busy {
             Self::Client => "client",
         }
     }
+
+    /// What a log line says it is.
+    pub fn says(self) -> &'static str {
+        match self {
+            Self::InFlight => "distinct questions upstream",
+            Self::Waiters => "clients waiting on this question",
+            Self::Tcp => "questions asked again over TCP",
+            Self::Client => "this client's questions waiting",
+        }
+    }
 }
 
 use crate::rrl::Kind;

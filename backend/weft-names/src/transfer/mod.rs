@@ -253,6 +253,12 @@ pub(crate) fn plan(
         peer,
         request.signer.as_deref().map(crate::tsig::Signer::key),
     ) {
+        // A peer can ask at will: the lines are budgeted, the refusals counted.
+        if let Some(suppressed) = metrics.log_line("transfer refused") {
+            let from = peer.map(|p| p.to_string()).unwrap_or_default();
+            let key = request.signer.as_deref().map(|s| s.key().to_string());
+            tracing::warn!(zone = %qname, %from, ?key, suppressed, "a zone transfer not allowed to this peer or key (allow_transfer): refused");
+        }
         return answer(ResponseCode::Refused, TransferResult::Refused, Vec::new());
     }
     let current = &catalog.zones()[zone];

@@ -301,6 +301,43 @@ fn https_certificates_are_checked_like_listening_loads_them() {
 /// A flood of peers that each fail the same way (a plaintext client on the TLS port, an
 /// idle connection timing out) is counted whole and logged within the budget of
 /// handled errors: 20 lines a second for one service and kind, not one line each.
+/// An http service `web` on an `ssl:` listener at `tls` (a certificate for `localhost`
+/// made now) serving the test's directory, with `extra` after its keys.
+fn tls_web(tls: u16, extra: &str) -> crate::support::App {
+    spawn_app_with(|dir| {
+        let (cert, key) = write_pair(dir, "web", "localhost", &["localhost"]);
+        format!(
+            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
+             listen = \"ssl:{tls}:interface=127.0.0.1:privateKey={}:certKey={}\"\n\
+             root = \"{}\"\n{extra}",
+            key.display(),
+            cert.display(),
+            dir.display(),
+        )
+    })
+}
+
+/// A plain HTTP request sent to the HTTPS port is answered 400 saying so (as nginx
+/// answers it), not closed in silence, and counted as a failed handshake.
+#[test]
+fn plain_http_sent_to_the_https_port_is_told_so() {
+    let tls = free_port();
+    let app = tls_web(tls, "");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{tls}/"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n400"), "{text}");
+    assert!(text.contains("this port speaks HTTPS"), "{text}");
+    crate::assert_eventually!(
+        app.metric(r#"weft_errors_total{kind="tls_handshake",service="web"}"#) == Some(1.0),
+        "counted as a failed handshake\n{}",
+        app.curl("/metrics").unwrap_or_default()
+    );
+}
+
 #[test]
 fn a_flood_of_failed_handshakes_and_idle_peers_is_counted_whole_and_logged_within_budget() {
     let (tls, plain) = (free_port(), free_port());
@@ -419,18 +456,10 @@ fn a_peer_in_its_tls_handshake_is_listed_counted_closable_and_cut_with_its_servi
     use std::time::{Duration, Instant};
 
     let tls = free_port();
-    let app = spawn_app_with(|dir| {
-        let (cert, key) = write_pair(dir, "web", "localhost", &["localhost"]);
-        format!(
-            "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
-             listen = \"ssl:{tls}:interface=127.0.0.1:privateKey={}:certKey={}\"\n\
-             root = \"{}\"\nidle_timeout = \"60s\"\n\
-             \n[gateway]\nmax_connections = 40",
-            key.display(),
-            cert.display(),
-            dir.display(),
-        )
-    });
+    let app = tls_web(
+        tls,
+        "idle_timeout = \"60s\"\n\n[gateway]\nmax_connections = 40",
+    );
     assert_eq!(app.metric("weft_process_connections_limit"), Some(40.0));
     let before = app.metric("weft_process_connections").unwrap();
 

@@ -22,6 +22,13 @@ use crate::server::streams::{Sent, StreamTasks};
 /// What the ALPN protocols of an `ssl:` listener offer, most preferred first.
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
+/// What an `ssl:` listener answers a peer that speaks plain text (an `http://` URL for an
+/// HTTPS port) before it closes: a 400 that says so, as nginx's does, rather than a
+/// silent close (curl's "Empty reply from server").
+pub(crate) const PLAIN_TEXT_REPLY: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 92\r\nConnection: close\r\n\r\n\
+    400 Bad Request: this port speaks HTTPS, and the request came as plain HTTP (use https://).\n";
+
 /// Streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Streams the client may reset before the service has taken them up; one more ends
@@ -292,4 +299,17 @@ pub(crate) fn goaway_sent(err: &hyper::Error) -> Option<String> {
         cause = c.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_plain_text_reply_says_its_own_length() {
+        let text = std::str::from_utf8(super::PLAIN_TEXT_REPLY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{head}"
+        );
+    }
 }

@@ -420,7 +420,10 @@ impl HttpService {
                 .get_or_init(|| weft::policies::PeerLimit::new(per_peer.max()));
         }
         // Offered by `ssl:` listeners in the TLS handshake; plain ones ignore it.
-        let options = options.clone().alpn_protocols(&protocol::ALPN);
+        let options = options
+            .clone()
+            .alpn_protocols(&protocol::ALPN)
+            .reply_to_plain_text(protocol::PLAIN_TEXT_REPLY);
         reactor.listen_stream_with(&self.state.name, endpoint, &options, move |stream| {
             serve_connection(state.clone(), stream)
         })

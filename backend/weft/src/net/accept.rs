@@ -49,6 +49,8 @@ pub struct ListenOptions {
     alpn: Vec<Vec<u8>>,
     /// Further certificates of `ssl:` listeners, chosen by SNI.
     sni: Arc<[SniCertificate]>,
+    /// Sent by `ssl:` listeners to a peer whose first bytes are not TLS.
+    plain_reply: Option<Arc<[u8]>>,
     /// The kernel's buffers of each connection accepted (`SO_SNDBUF`, `SO_RCVBUF`).
     buffers: SocketBuffers,
 }
@@ -137,6 +139,15 @@ impl ListenOptions {
     /// `ssl:` listener, most preferred first; plain listeners ignore it.
     pub fn alpn_protocols(mut self, protocols: &[&[u8]]) -> Self {
         self.alpn = protocols.iter().map(|p| p.to_vec()).collect();
+        self
+    }
+
+    /// Sends `reply` to a peer whose first bytes on an `ssl:` listener are not TLS (a
+    /// plain HTTP request sent to an HTTPS port, say), before the connection closes as a
+    /// failed handshake; plain listeners ignore it. nginx's "The plain HTTP request was
+    /// sent to HTTPS port".
+    pub fn reply_to_plain_text(mut self, reply: &[u8]) -> Self {
+        self.plain_reply = Some(reply.into());
         self
     }
 
@@ -443,6 +454,8 @@ pub(super) struct Acceptor<A> {
     info: Arc<ListenerInfo>,
     /// Present for `ssl:` listeners: each connection is handshaken once registered.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Sent to a peer that speaks no TLS on an `ssl:` listener.
+    plain_reply: Option<Arc<[u8]>>,
     /// Set on each connection's transport; the reactor's sweep enforces it.
     idle_timeout: Option<Duration>,
     /// Asked of the kernel for each connection's socket.
@@ -465,6 +478,7 @@ impl<A: Admit> Acceptor<A> {
             reactor: reactor.clone(),
             info,
             tls,
+            plain_reply: options.plain_reply.clone(),
             idle_timeout: options.idle_timeout,
             buffers: options.buffers,
             adapter,
@@ -523,33 +537,36 @@ impl<A: Admit> Acceptor<A> {
             // Registered before its handshake: a peer that connects and never finishes
             // one is listed and counted, can be closed from the dashboard, is drained
             // with its service and cut by the idle timeout, as any other connection.
-            (Accepted::Tcp(s), Some(acceptor)) => self.spawn(Box::pin(async move {
-                let _slot = slot;
-                let local = admitted.local_of(&s);
-                let (reactor, conn, transport) = admitted.register(local);
-                match tls::handshake(acceptor, s, &transport).await {
-                    Ok(s) => {
-                        conn.serve(&reactor, s, transport).await;
+            (Accepted::Tcp(s), Some(acceptor)) => {
+                let reply = self.plain_reply.clone();
+                self.spawn(Box::pin(async move {
+                    let _slot = slot;
+                    let local = admitted.local_of(&s);
+                    let (reactor, conn, transport) = admitted.register(local);
+                    match tls::handshake(acceptor, s, &transport, reply.as_deref()).await {
+                        Ok(s) => {
+                            conn.serve(&reactor, s, transport).await;
+                        }
+                        Err(tls::HandshakeFailed::Cut) => {
+                            let reason = transport.take_reason(CloseReason::Aborted);
+                            super::end_unserved(&reactor, &transport, &reason, false);
+                        }
+                        Err(tls::HandshakeFailed::Peer(err)) => {
+                            tls::report_handshake_failure(transport.info(), &err);
+                            // A peer that hung up (a port scan, a balancer's TCP check)
+                            // closed as on a plain port; what it sent that is not TLS is
+                            // its protocol error.
+                            let reason = match CloseReason::from_io(&err) {
+                                CloseReason::Error(_) => {
+                                    CloseReason::Protocol(format!("TLS handshake failed: {err}"))
+                                }
+                                reason => reason,
+                            };
+                            super::end_unserved(&reactor, &transport, &reason, true);
+                        }
                     }
-                    Err(tls::HandshakeFailed::Cut) => {
-                        let reason = transport.take_reason(CloseReason::Aborted);
-                        super::end_unserved(&reactor, &transport, &reason, false);
-                    }
-                    Err(tls::HandshakeFailed::Peer(err)) => {
-                        tls::report_handshake_failure(transport.info(), &err);
-                        // A peer that hung up (a port scan, a balancer's TCP check)
-                        // closed as on a plain port; what it sent that is not TLS is
-                        // its protocol error.
-                        let reason = match CloseReason::from_io(&err) {
-                            CloseReason::Error(_) => {
-                                CloseReason::Protocol(format!("TLS handshake failed: {err}"))
-                            }
-                            reason => reason,
-                        };
-                        super::end_unserved(&reactor, &transport, &reason, true);
-                    }
-                }
-            })),
+                }))
+            }
             (Accepted::Unix(s), _) => self.spawn(async move {
                 let _slot = slot;
                 let local = admitted.listener.local.clone();

@@ -326,7 +326,61 @@ pub(crate) enum HandshakeFailed {
 /// bounded in time, and given up as soon as the connection is asked to close: a peer
 /// that connects and says nothing is a connection like any other (listed, counted,
 /// closable, drained, timed out when idle) while it holds its place.
+/// A peer whose first byte is a letter (plain text, such as an HTTP request: a TLS
+/// connection begins with a handshake record, 0x16) is sent `plain_reply`, if there is
+/// one, rather than a TLS alert it cannot read, and the handshake is not begun.
 pub(crate) async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    transport: &crate::Transport,
+    plain_reply: Option<&[u8]>,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, HandshakeFailed> {
+    if let Some(reply) = plain_reply
+        && plain_text(&stream, transport).await?
+    {
+        // Non-blocking: a short answer fits a fresh connection's buffer, or is dropped.
+        let _ = stream.try_write(reply);
+        let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+        return Err(HandshakeFailed::Peer(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the peer spoke plain text, not TLS (a plain HTTP request?); answered it so",
+        )));
+    }
+    shake(acceptor, stream, transport).await
+}
+
+/// Whether the peer's first byte is a letter, once it comes (within the handshake's
+/// time, given up when the connection is asked to close); `false` for a peer that hangs
+/// up first, whose handshake then says so.
+async fn plain_text(
+    stream: &TcpStream,
+    transport: &crate::Transport,
+) -> Result<bool, HandshakeFailed> {
+    let mut deadline = std::pin::pin!(tokio::time::sleep(HANDSHAKE_TIMEOUT));
+    std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        transport.register_waker(cx.waker());
+        if transport.is_disconnecting() {
+            return Poll::Ready(Err(HandshakeFailed::Cut));
+        }
+        let mut first = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut first);
+        match stream.poll_peek(cx, &mut buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n == 1 && first[0].is_ascii_alphabetic())),
+            Poll::Ready(Err(_)) => Poll::Ready(Ok(false)),
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(HandshakeFailed::Peer(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    })
+    .await
+}
+
+async fn shake(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     transport: &crate::Transport,

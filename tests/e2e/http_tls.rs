@@ -298,9 +298,6 @@ fn https_certificates_are_checked_like_listening_loads_them() {
     );
 }
 
-/// A flood of peers that each fail the same way (a plaintext client on the TLS port, an
-/// idle connection timing out) is counted whole and logged within the budget of
-/// handled errors: 20 lines a second for one service and kind, not one line each.
 /// An http service `web` on an `ssl:` listener at `tls` (a certificate for `localhost`
 /// made now) serving the test's directory, with `extra` after its keys.
 fn tls_web(tls: u16, extra: &str) -> crate::support::App {
@@ -338,6 +335,9 @@ fn plain_http_sent_to_the_https_port_is_told_so() {
     );
 }
 
+/// A flood of peers that each fail the same way (a plaintext client on the TLS port, an
+/// idle connection timing out) is counted whole and logged within the budget of
+/// handled errors: 20 lines a second for one service and kind, not one line each.
 #[test]
 fn a_flood_of_failed_handshakes_and_idle_peers_is_counted_whole_and_logged_within_budget() {
     let (tls, plain) = (free_port(), free_port());

@@ -433,7 +433,7 @@ impl Forwarder {
             drop(state);
             self.metrics.forward_refused(reason);
             if let Some(suppressed) = self.metrics.log_line("forward refused") {
-                let name = request.query.name();
+                let name = crate::wire::NameText(request.query.name());
                 let client = request
                     .asked
                     .client

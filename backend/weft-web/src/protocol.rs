@@ -118,7 +118,8 @@ pub(crate) fn h2_builder(
 /// requests would get its last answer or not as timing had it. Held back until the
 /// answer's body is done with, the end is read after it, and the connection closes then.
 /// A request that goes upstream lets it through at once: its exchange is abandoned, as
-/// nginx abandons it (`proxy_ignore_client_abort off`).
+/// nginx abandons it (`proxy_ignore_client_abort off`). hyper's own `half_close(true)`
+/// would keep every answer, that abandon too: hence a hold of weft's, per answer.
 #[derive(Default)]
 pub(crate) struct EndHold {
     /// An answer is being made that may outlive the client's end.

@@ -256,8 +256,13 @@ pub(crate) fn plan(
         // A peer can ask at will: the lines are budgeted, the refusals counted.
         if let Some(suppressed) = metrics.log_line("transfer refused") {
             let from = peer.map(|p| p.to_string()).unwrap_or_default();
-            let key = request.signer.as_deref().map(|s| s.key().to_string());
-            tracing::warn!(zone = %qname, %from, ?key, suppressed, "a zone transfer not allowed to this peer or key (allow_transfer): refused");
+            let zone = crate::wire::NameText(catalog.zones()[zone].origin());
+            let key = request.signer.as_deref().map(|s| s.key());
+            let key = key.map_or_else(
+                || "none".to_owned(),
+                |k| crate::wire::NameText(k).to_string(),
+            );
+            tracing::warn!(%zone, %from, %key, suppressed, "a zone transfer not allowed to this peer or key (allow_transfer): refused");
         }
         return answer(ResponseCode::Refused, TransferResult::Refused, Vec::new());
     }

@@ -335,6 +335,8 @@ impl Drop for Taken {
         if self.polled {
             return;
         }
+        // Never to be answered: nothing holds back the client's end for it.
+        self.conn.end_hold.end();
         let state = &*self.state;
         let head = &self.head;
         // Counted under the route its path leads to, as it would have been; one whose

@@ -335,32 +335,77 @@ pub(crate) async fn handshake(
     transport: &crate::Transport,
     plain_reply: Option<&[u8]>,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, HandshakeFailed> {
+    // One deadline for the look at the first byte and the handshake together.
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     if let Some(reply) = plain_reply
-        && plain_text(&stream, transport).await?
+        && plain_text(&stream, transport, deadline).await?
     {
         // Non-blocking: a short answer fits a fresh connection's buffer, or is dropped.
         let _ = stream.try_write(reply);
         let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+        linger(&stream).await;
         return Err(HandshakeFailed::Peer(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "the peer spoke plain text, not TLS (a plain HTTP request?); answered it so",
         )));
     }
-    shake(acceptor, stream, transport).await
+    shake(acceptor, stream, transport, deadline).await
 }
 
-/// Whether the peer's first byte is a letter, once it comes (within the handshake's
-/// time, given up when the connection is asked to close); `false` for a peer that hangs
-/// up first, whose handshake then says so.
+/// How long a connection answered in plain text reads what its peer still sends, and
+/// how much of it.
+const LINGER: (Duration, usize) = (Duration::from_secs(1), 64 * 1024);
+
+/// Reads and drops what the peer still sends (its request, unread) until it closes, for
+/// a second and 64 KiB at most: a socket closed with bytes unread is reset, and the
+/// answer it holds lost with it (a lingering close, as nginx makes one).
+async fn linger(stream: &TcpStream) {
+    let (most, mut left) = LINGER;
+    let mut buf = [0u8; 4096];
+    let drained = async {
+        while left > 0 && stream.readable().await.is_ok() {
+            match stream.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => left = left.saturating_sub(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(most, drained).await;
+}
+
+/// Resets the socket of a connection aborted (from the dashboard, at a drain's
+/// deadline) in its handshake, as a served connection aborted is.
+fn reset_if_aborted(transport: &crate::Transport, socket: Option<&TcpStream>) {
+    if transport.is_aborted()
+        && let Some(socket) = socket
+    {
+        let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+    }
+}
+
+fn timed_out() -> HandshakeFailed {
+    HandshakeFailed::Peer(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "TLS handshake timed out",
+    ))
+}
+
+/// Whether the peer's first byte is a letter, once it comes (by `deadline`, given up when
+/// the connection is asked to close); `false` for a peer that hangs up first, whose
+/// handshake then says so.
 async fn plain_text(
     stream: &TcpStream,
     transport: &crate::Transport,
+    deadline: tokio::time::Instant,
 ) -> Result<bool, HandshakeFailed> {
-    let mut deadline = std::pin::pin!(tokio::time::sleep(HANDSHAKE_TIMEOUT));
+    let mut deadline = std::pin::pin!(tokio::time::sleep_until(deadline));
     std::future::poll_fn(|cx| {
         use std::task::Poll;
         transport.register_waker(cx.waker());
         if transport.is_disconnecting() {
+            reset_if_aborted(transport, Some(stream));
             return Poll::Ready(Err(HandshakeFailed::Cut));
         }
         let mut first = [0u8; 1];
@@ -368,13 +413,7 @@ async fn plain_text(
         match stream.poll_peek(cx, &mut buf) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n == 1 && first[0].is_ascii_alphabetic())),
             Poll::Ready(Err(_)) => Poll::Ready(Ok(false)),
-            Poll::Pending => match deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(HandshakeFailed::Peer(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "TLS handshake timed out",
-                )))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => deadline.as_mut().poll(cx).map(|()| Err(timed_out())),
         }
     })
     .await
@@ -384,20 +423,15 @@ async fn shake(
     acceptor: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     transport: &crate::Transport,
+    deadline: tokio::time::Instant,
 ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, HandshakeFailed> {
     let mut accept = std::pin::pin!(acceptor.accept(stream));
-    let mut deadline = std::pin::pin!(tokio::time::sleep(HANDSHAKE_TIMEOUT));
+    let mut deadline = std::pin::pin!(tokio::time::sleep_until(deadline));
     std::future::poll_fn(|cx| {
         use std::task::Poll;
         transport.register_waker(cx.waker());
         if transport.is_disconnecting() {
-            // Aborted (from the dashboard, at a drain's deadline): reset, as a served
-            // connection aborted is.
-            if transport.is_aborted()
-                && let Some(socket) = accept.get_ref()
-            {
-                let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
-            }
+            reset_if_aborted(transport, accept.get_ref());
             return Poll::Ready(Err(HandshakeFailed::Cut));
         }
         // Polled when its socket is ready: the handshake moves, so the connection is not
@@ -406,13 +440,7 @@ async fn shake(
         if let Poll::Ready(done) = accept.as_mut().poll(cx) {
             return Poll::Ready(done.map_err(HandshakeFailed::Peer));
         }
-        match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(HandshakeFailed::Peer(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "TLS handshake timed out",
-            )))),
-            Poll::Pending => Poll::Pending,
-        }
+        deadline.as_mut().poll(cx).map(|()| Err(timed_out()))
     })
     .await
 }

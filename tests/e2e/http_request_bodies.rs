@@ -649,6 +649,47 @@ fn with_the_buffers_full_a_body_goes_into_a_file_from_its_first_byte() {
     );
 }
 
+/// A service whose bodies stream from their first byte (no buffers, no files), its
+/// upstream given 1 s to answer and its clients 5 s a piece.
+fn streaming(up: &Upstream) -> (App, SocketAddr) {
+    start(
+        up,
+        r#"request_timeout = "5s", upstream_timeout = "1s", body_buffer_bytes = 0,
+           body_file_total_bytes = 0"#,
+    )
+}
+
+/// Asserts that `app` counted no failure of any upstream.
+fn no_upstream_failure(app: &App) {
+    let metrics = app.curl("/metrics").unwrap_or_default();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("weft_http_upstream_failures_total{") && !l.ends_with(" 0")),
+        "no failure of the upstream\n{metrics}"
+    );
+}
+
+/// An upstream's time to answer runs from the last piece of a streamed body, as nginx's
+/// `proxy_read_timeout` runs from the request's end: a client that takes longer than
+/// `upstream_timeout` to send its body, each piece in time, is answered by the upstream,
+/// and the upstream is not charged for the client's pace.
+#[test]
+fn an_upstream_has_its_whole_timeout_after_a_slow_body_s_last_piece() {
+    let up = Upstream::start();
+    let (app, web) = streaming(&up);
+    let mut client = RawClient::connect(web);
+    client.send(b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8\r\n\r\n");
+    for piece in [b"ab", b"cd", b"ef", b"gh"] {
+        std::thread::sleep(Duration::from_millis(450));
+        client.send(piece);
+    }
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.text().ends_with("body=abcdefgh"), "{}", reply.text());
+    no_upstream_failure(&app);
+}
+
 /// A streamed body the client sent whole (its trailers too) leaves an upstream that does
 /// not answer to be blamed for it: 504, counted against the upstream, not 408.
 #[test]
@@ -730,11 +771,7 @@ fn a_body_dribbled_into_a_file_for_want_of_memory_is_408_as_in_memory() {
 #[test]
 fn an_upstream_waiting_on_a_body_still_coming_is_not_charged_for_its_lateness() {
     let up = Upstream::start();
-    let (app, web) = start(
-        &up,
-        r#"request_timeout = "5s", upstream_timeout = "1s", body_buffer_bytes = 0,
-           body_file_total_bytes = 0"#,
-    );
+    let (app, web) = streaming(&up);
     let mut client = RawClient::connect(web);
     client.send(b"POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhello");
     let reply = client.read_reply();
@@ -745,11 +782,5 @@ fn an_upstream_waiting_on_a_body_still_coming_is_not_charged_for_its_lateness() 
         "counted as the client's\n{}",
         app.curl("/metrics").unwrap_or_default()
     );
-    let metrics = app.curl("/metrics").unwrap_or_default();
-    assert!(
-        !metrics
-            .lines()
-            .any(|l| l.starts_with("weft_http_upstream_failures_total{") && !l.ends_with(" 0")),
-        "no failure of the upstream\n{metrics}"
-    );
+    no_upstream_failure(&app);
 }

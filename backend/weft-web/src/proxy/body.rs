@@ -87,8 +87,9 @@ pub(crate) struct ClientBody {
     rest: Option<Reading>,
     /// The upstream connection it goes out on, reset if what is still to come fails
     /// (its client left halfway): hyper would otherwise end the connection in order, and
-    /// the upstream take the part it got for the whole body.
-    upstream: Option<weft::Transport>,
+    /// the upstream take the part it got for the whole body. Each piece that comes puts
+    /// off the deadline of the upstream's answer.
+    upstream: Option<super::pool::Outstanding>,
     /// Set while the request that sends it waits on the client for what is still to
     /// come ([`ReqBody::watch_client`]).
     coming: Option<Rc<Cell<bool>>>,
@@ -110,12 +111,13 @@ impl ReqBody {
         }
     }
 
-    /// Goes out on `upstream`, which is reset if the rest of the body fails to come.
-    pub(crate) fn goes_out_on(&mut self, upstream: &weft::Transport) {
+    /// Goes out on `upstream`, which is reset if the rest of the body fails to come, and
+    /// whose answer is due `upstream_timeout` after the last piece that came.
+    pub(crate) fn goes_out_on(&mut self, upstream: super::pool::Outstanding) {
         if let ReqBody::Client(body) = self
             && body.rest.is_some()
         {
-            body.upstream = Some(upstream.clone());
+            body.upstream = Some(upstream);
         }
     }
 }
@@ -174,10 +176,13 @@ impl HttpBody for ReqBody {
         match &mut body.rest {
             Some(rest) => {
                 let polled = Pin::new(&mut *rest).poll_frame(cx);
-                if let Poll::Ready(Some(Err(_))) = &polled
-                    && let Some(upstream) = body.upstream.take()
-                {
-                    upstream.abort_connection();
+                match (&polled, &body.upstream) {
+                    (Poll::Ready(Some(Err(_))), Some(upstream)) => {
+                        upstream.abort();
+                        body.upstream = None;
+                    }
+                    (Poll::Ready(Some(Ok(_))), Some(upstream)) => upstream.client_moved(),
+                    _ => {}
                 }
                 if let Some(coming) = &body.coming {
                     coming.set(polled.is_pending());

@@ -102,6 +102,33 @@ struct Link {
     answer_by: RefCell<Pin<Box<Sleep>>>,
 }
 
+/// The upstream connection a streamed request body goes out on, as the body sees it: to
+/// reset if the rest of the body fails to come, and to put off the answer's deadline as
+/// the body's pieces come from the client.
+pub(crate) struct Outstanding {
+    link: Rc<Link>,
+    timeout: Duration,
+}
+
+impl Outstanding {
+    /// The client's part of the body failed: the upstream must not take what it got for
+    /// the whole body (hyper would end the connection in order).
+    pub(crate) fn abort(&self) {
+        self.link.transport.abort_connection();
+    }
+
+    /// A piece of the body came from the client and goes out now: the upstream has
+    /// `upstream_timeout` from here to answer (nginx's `proxy_read_timeout` runs from
+    /// the request's end), so a client slow with its body makes the upstream look no
+    /// slower.
+    pub(crate) fn client_moved(&self) {
+        let due = Instant::now() + self.timeout;
+        if due > self.link.answer_due.get() {
+            self.link.answer_due.set(due);
+        }
+    }
+}
+
 impl Link {
     /// Wakes the driving task.
     fn wake(&self) {
@@ -320,7 +347,10 @@ impl Pool {
         let abandon = Abandon(Some(conn.link.transport.clone()));
         conn.link.answer_due.set(Instant::now() + timeout);
         let mut request = request;
-        request.body_mut().goes_out_on(&conn.link.transport);
+        request.body_mut().goes_out_on(Outstanding {
+            link: conn.link.clone(),
+            timeout,
+        });
         let mut sender = conn.sender.take().expect("a connection is sent on once");
         let exchange = sender.try_send_request(request);
         // The sender goes back to the connection's own task at once, before the answer:

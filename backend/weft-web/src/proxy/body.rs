@@ -87,8 +87,8 @@ pub(crate) struct ClientBody {
     rest: Option<Reading>,
     /// The upstream connection it goes out on, reset if what is still to come fails
     /// (its client left halfway): hyper would otherwise end the connection in order, and
-    /// the upstream take the part it got for the whole body. Each piece that comes puts
-    /// off the deadline of the upstream's answer.
+    /// the upstream take the part it got for the whole body. Its end puts off the
+    /// deadline of the upstream's answer to `upstream_timeout` from there.
     upstream: Option<super::pool::Outstanding>,
     /// Set while the request that sends it waits on the client for what is still to
     /// come ([`ReqBody::watch_client`]).
@@ -112,7 +112,7 @@ impl ReqBody {
     }
 
     /// Goes out on `upstream`, which is reset if the rest of the body fails to come, and
-    /// whose answer is due `upstream_timeout` after the last piece that came.
+    /// whose answer is due `upstream_timeout` after the body's end at the latest.
     pub(crate) fn goes_out_on(&mut self, upstream: super::pool::Outstanding) {
         if let ReqBody::Client(body) = self
             && body.rest.is_some()
@@ -181,7 +181,11 @@ impl HttpBody for ReqBody {
                         upstream.abort();
                         body.upstream = None;
                     }
-                    (Poll::Ready(Some(Ok(_))), Some(upstream)) => upstream.client_moved(),
+                    // The body's end: the upstream's time to answer runs from here.
+                    (Poll::Ready(None), Some(upstream)) => upstream.client_done(),
+                    (Poll::Ready(Some(Ok(_))), Some(upstream)) if rest.is_end_stream() => {
+                        upstream.client_done();
+                    }
                     _ => {}
                 }
                 if let Some(coming) = &body.coming {

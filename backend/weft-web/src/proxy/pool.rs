@@ -103,8 +103,8 @@ struct Link {
 }
 
 /// The upstream connection a streamed request body goes out on, as the body sees it: to
-/// reset if the rest of the body fails to come, and to put off the answer's deadline as
-/// the body's pieces come from the client.
+/// reset if the rest of the body fails to come, and to put off the answer's deadline
+/// when its end comes from the client.
 pub(crate) struct Outstanding {
     link: Rc<Link>,
     timeout: Duration,
@@ -117,11 +117,13 @@ impl Outstanding {
         self.link.transport.abort_connection();
     }
 
-    /// A piece of the body came from the client and goes out now: the upstream has
-    /// `upstream_timeout` from here to answer (nginx's `proxy_read_timeout` runs from
-    /// the request's end), so a client slow with its body makes the upstream look no
-    /// slower.
-    pub(crate) fn client_moved(&self) {
+    /// The body's end came from the client: the upstream has `upstream_timeout` from
+    /// here to answer (nginx's `proxy_read_timeout` runs from the request's end), so a
+    /// client that finished its body late makes the upstream look no slower. Until then
+    /// the deadline runs from the exchange's start: a client sending slowly holds the
+    /// upstream connection no longer than that (and is answered 408 if the upstream
+    /// waited on it).
+    pub(crate) fn client_done(&self) {
         let due = Instant::now() + self.timeout;
         if due > self.link.answer_due.get() {
             self.link.answer_due.set(due);

@@ -343,7 +343,7 @@ pub(crate) async fn handshake(
         // Non-blocking: a short answer fits a fresh connection's buffer, or is dropped.
         let _ = stream.try_write(reply);
         let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
-        linger(&stream).await;
+        linger(&stream, transport).await;
         return Err(HandshakeFailed::Peer(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "the peer spoke plain text, not TLS (a plain HTTP request?); answered it so",
@@ -357,21 +357,39 @@ pub(crate) async fn handshake(
 const LINGER: (Duration, usize) = (Duration::from_secs(1), 64 * 1024);
 
 /// Reads and drops what the peer still sends (its request, unread) until it closes, for
-/// a second and 64 KiB at most: a socket closed with bytes unread is reset, and the
-/// answer it holds lost with it (a lingering close, as nginx makes one).
-async fn linger(stream: &TcpStream) {
+/// a second and 64 KiB at most, given up when the connection is asked to close: a socket
+/// closed with bytes unread is reset, and the answer it holds lost with it (a lingering
+/// close, as nginx makes one).
+async fn linger(stream: &TcpStream, transport: &crate::Transport) {
     let (most, mut left) = LINGER;
-    let mut buf = [0u8; 4096];
-    let drained = async {
-        while left > 0 && stream.readable().await.is_ok() {
+    // On the heap: this rare path's buffer is no part of every TLS connection's task.
+    let mut buf = vec![0u8; 4096];
+    let drained = std::future::poll_fn(|cx| {
+        use std::task::Poll;
+        transport.register_waker(cx.waker());
+        loop {
+            if transport.is_disconnecting() {
+                reset_if_aborted(transport, Some(stream));
+                return Poll::Ready(());
+            }
+            if left == 0 {
+                return Poll::Ready(());
+            }
+            match stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
             match stream.try_read(&mut buf) {
-                Ok(0) => return,
+                // The peer closed.
+                Ok(0) => return Poll::Ready(()),
                 Ok(n) => left = left.saturating_sub(n),
+                // Nothing yet: readiness is cleared, and the next poll waits for it.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+                Err(_) => return Poll::Ready(()),
             }
         }
-    };
+    });
     let _ = tokio::time::timeout(most, drained).await;
 }
 

@@ -144,12 +144,18 @@ impl Eq for Transfer {}
 
 impl Transfer {
     pub(crate) fn new(request: Request, packet: &[u8]) -> Self {
+        // RFC 1995 section 3: the zone's SOA as the client holds it, owned by the zone's
+        // name; a SOA of another owner says nothing of this zone (the request is then
+        // malformed, as one without a SOA is).
         let client_serial = if request.query.query_type() == RecordType::IXFR {
             Message::from_vec(packet).ok().and_then(|m| {
-                m.authorities.iter().find_map(|r| match &r.data {
-                    RData::SOA(soa) => Some(soa.serial),
-                    _ => None,
-                })
+                m.authorities
+                    .iter()
+                    .filter(|r| r.name == *request.query.name())
+                    .find_map(|r| match &r.data {
+                        RData::SOA(soa) => Some(soa.serial),
+                        _ => None,
+                    })
             })
         } else {
             None

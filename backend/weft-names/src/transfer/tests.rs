@@ -129,7 +129,40 @@ fn ixfr_gets_the_soa_when_current_soa_and_tc_over_udp_when_behind_and_the_zone_o
     let without_soa = transfer_query(5, "example.test.", RecordType::IXFR, None);
     let formerr = answer(plan_for(&without_soa, Via::Tcp, &allowed, &metrics));
     assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
-    assert_eq!(metrics.transfer().transfers(TransferResult::UpToDate), 4);
+    // A SOA owned by another name is no SOA of this zone (RFC 1995 section 3): the
+    // request is malformed, not answered with the whole zone.
+    let mut elsewhere = Message::from_vec(&transfer_query(
+        6,
+        "example.test.",
+        RecordType::IXFR,
+        Some(current - 1),
+    ))
+    .unwrap();
+    elsewhere.authorities[0].name = Name::from_ascii("foo.").unwrap();
+    let formerr = answer(plan_for(
+        &elsewhere.to_vec().unwrap(),
+        Via::Tcp,
+        &allowed,
+        &metrics,
+    ));
+    assert_eq!(formerr.metadata.response_code, ResponseCode::FormErr);
+    // The zone's name in other letters is the zone's.
+    let mut cased = Message::from_vec(&transfer_query(
+        7,
+        "example.test.",
+        RecordType::IXFR,
+        Some(current),
+    ))
+    .unwrap();
+    cased.authorities[0].name = Name::from_ascii("EXAMPLE.Test.").unwrap();
+    let soa = answer(plan_for(
+        &cased.to_vec().unwrap(),
+        Via::Tcp,
+        &allowed,
+        &metrics,
+    ));
+    assert_eq!(soa.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(metrics.transfer().transfers(TransferResult::UpToDate), 5);
     assert_eq!(metrics.transfer().transfers(TransferResult::Truncated), 1);
 }
 

@@ -241,6 +241,33 @@ fn a_handshake_the_peer_never_begins_times_out_as_idle_not_as_output_it_will_not
     drop(tcp);
 }
 
+#[test]
+fn a_slow_handshake_that_moves_is_not_taken_for_an_idle_connection() {
+    // Each flight comes within the idle timeout (300 ms), the whole handshake after more
+    // than that since the last bytes the protocol moved ("220 go ahead").
+    let (server, cert, observer, _heard) = serve_with(0, true, Some(Duration::from_millis(300)));
+    let mut tcp = asked_for_tls(server.value);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut session = rustls::ClientConnection::new(client_config(&cert), name).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    session.write_tls(&mut tcp).unwrap();
+    while !session.wants_write() {
+        session.read_tls(&mut tcp).unwrap();
+        session.process_new_packets().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut tls = BufReader::new(rustls::StreamOwned::new(session, tcp));
+    let mut welcome = String::new();
+    tls.read_line(&mut welcome).unwrap();
+    assert_eq!(welcome, "250 welcome, over TLS\r\n");
+    assert_eq!(
+        observer.count("ConnectionClosed"),
+        0,
+        "{:?}",
+        observer.events()
+    );
+}
+
 /// Waits for the one connection's close and checks it says the handshake failed.
 fn closed_by_a_failed_handshake(observer: &RecordingObserver) {
     eventually("the close", || observer.count("ConnectionClosed") == 1);

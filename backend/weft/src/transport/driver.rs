@@ -316,6 +316,13 @@ impl<S: Stream> Driver<'_, S> {
                 });
                 continue;
             }
+            // A handshake `start_tls` began moves below the protocol's reads and writes
+            // (rustls speaks to the socket itself): while it runs, being polled on the
+            // socket's readiness is its progress, as on an `ssl:` listener, so a slow
+            // but moving handshake is not taken for an idle connection.
+            if flags.handshaking {
+                self.transport.info().stats.touch();
+            }
             self.apply_socket_options(flags);
             let write_blocked = match self.flush(cx) {
                 Ok(blocked) => blocked,

@@ -673,7 +673,8 @@ fn no_upstream_failure(app: &App) {
 /// An upstream's time to answer runs from a streamed body's end when that comes after
 /// the exchange began, as nginx's `proxy_read_timeout` runs from the request's end: an
 /// upstream that answers in time after a body finished late is not charged for the
-/// client's pace, over `Content-Length` and chunked (its end a chunk of its own) alike.
+/// client's pace, over `Content-Length` and chunked (its end a chunk of its own, with
+/// trailer fields or without) alike.
 #[test]
 fn an_upstream_has_its_whole_timeout_after_a_late_body_s_end() {
     for (framing, pieces) in [
@@ -681,6 +682,14 @@ fn an_upstream_has_its_whole_timeout_after_a_late_body_s_end() {
         (
             "Transfer-Encoding: chunked",
             [&b"2\r\nab\r\n"[..], b"4\r\ncdef\r\n", b"0\r\n\r\n"],
+        ),
+        (
+            "Transfer-Encoding: chunked",
+            [
+                &b"2\r\nab\r\n"[..],
+                b"4\r\ncdef\r\n",
+                b"0\r\nX-Sum: 1\r\n\r\n",
+            ],
         ),
     ] {
         let up = Upstream::holding();

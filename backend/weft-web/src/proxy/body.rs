@@ -183,7 +183,10 @@ impl HttpBody for ReqBody {
                     }
                     // The body's end: the upstream's time to answer runs from here.
                     (Poll::Ready(None), Some(upstream)) => upstream.client_done(),
-                    (Poll::Ready(Some(Ok(_))), Some(upstream)) if rest.is_end_stream() => {
+                    // Trailer fields are always a body's last frame (hyper polls no more).
+                    (Poll::Ready(Some(Ok(frame))), Some(upstream))
+                        if frame.is_trailers() || rest.is_end_stream() =>
+                    {
                         upstream.client_done();
                     }
                     _ => {}

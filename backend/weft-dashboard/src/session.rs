@@ -7,6 +7,7 @@
 //! then (or until the process restarts), and tells nothing of the token, not even to a
 //! guesser working offline.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
@@ -41,7 +42,7 @@ impl Sessions {
         let mut value = until;
         value.push('.');
         for byte in tag.as_ref() {
-            value.push_str(&format!("{byte:02x}"));
+            let _ = write!(value, "{byte:02x}");
         }
         value
     }

@@ -418,15 +418,7 @@ impl Running {
             .changed
             .iter()
             .filter(|name| kind(old, name) != kind(&new.services, name))
-            .map(|name| {
-                let open: Vec<_> = self
-                    .reactor
-                    .connections()
-                    .into_iter()
-                    .filter(|t| *t.info().service == **name)
-                    .collect();
-                (name, open)
-            })
+            .map(|name| (name, self.reactor.service_connections(name)))
             .collect();
         let handover = self.reactor.handover(offered);
         let views = self.env.views.saved();

@@ -88,29 +88,12 @@ pub(crate) struct ClientBody {
     /// The upstream connection it goes out on, reset if what is still to come fails
     /// (its client left halfway): hyper would otherwise end the connection in order, and
     /// the upstream take the part it got for the whole body. Its end puts off the
-    /// deadline of the upstream's answer to `upstream_timeout` from there.
+    /// deadline of the upstream's answer to `upstream_timeout` from there; it hears
+    /// whether sending the body waits on the client.
     upstream: Option<super::pool::Outstanding>,
-    /// Set while the request that sends it waits on the client for what is still to
-    /// come ([`ReqBody::watch_client`]).
-    coming: Option<Rc<Cell<bool>>>,
 }
 
 impl ReqBody {
-    /// Whether sending the body waits on the client: a flag set while the last poll of
-    /// what is still to come from the client found nothing there yet (not while what came
-    /// waits for the upstream to take it, nor once the client's part ended). `None` when
-    /// nothing is to come (no body, or one read whole).
-    pub(crate) fn watch_client(&mut self) -> Option<Rc<Cell<bool>>> {
-        match self {
-            ReqBody::Client(body) if body.rest.is_some() => {
-                let coming = Rc::new(Cell::new(false));
-                body.coming = Some(coming.clone());
-                Some(coming)
-            }
-            _ => None,
-        }
-    }
-
     /// Goes out on `upstream`, which is reset if the rest of the body fails to come, and
     /// whose answer is due `upstream_timeout` after the body's end at the latest.
     pub(crate) fn goes_out_on(&mut self, upstream: super::pool::Outstanding) {
@@ -131,7 +114,6 @@ impl ClientBody {
             held: None,
             rest: Some(reading),
             upstream: None,
-            coming: None,
         }
     }
 }
@@ -191,8 +173,10 @@ impl HttpBody for ReqBody {
                     }
                     _ => {}
                 }
-                if let Some(coming) = &body.coming {
-                    coming.set(polled.is_pending());
+                // Waiting on the client while its part found nothing yet (not while what
+                // came waits for the upstream to take it, nor once its part ended).
+                if let Some(upstream) = &body.upstream {
+                    upstream.waiting_on_client(polled.is_pending());
                 }
                 polled
             }
@@ -258,7 +242,6 @@ impl Whole {
                 held: Some(held.clone()),
                 rest: None,
                 upstream: None,
-                coming: None,
             },
             Whole::File(spilled) => ClientBody {
                 file: Some(FilePart::new(spilled.clone())),
@@ -266,7 +249,6 @@ impl Whole {
                 held: None,
                 rest: None,
                 upstream: None,
-                coming: None,
             },
         };
         ReqBody::Client(Box::new(body))
@@ -724,7 +706,6 @@ fn part(
         held: held.map(Rc::new),
         rest,
         upstream: None,
-        coming: None,
     };
     Ok((Ahead::Part(body), BodyBuffered::Part))
 }
@@ -1023,7 +1004,6 @@ impl ReqBody {
             held: None,
             rest: None,
             upstream: None,
-            coming: None,
         }))
     }
 }

@@ -90,10 +90,10 @@ pub enum UpstreamError {
     /// read ahead of the upstream in this long.
     #[error("the request body stopped coming, or did not all come, within {0:?}")]
     BodyTimeout(Duration),
-    /// No response head within the upstream timeout while sending the request body
-    /// waited on the client (all it sent taken, more still to come): the upstream waited
-    /// on the client, whose body it was to send in time. Answered 408 and counted as the client's, not against
-    /// the upstream's health: one client sending slowly ejects no upstream for the others.
+    /// No response head within the upstream timeout while sending the request body waited
+    /// on the client (all it had sent taken, more still to come): the upstream was waiting
+    /// on the client. Answered 408 and counted as the client's refusal, not against the
+    /// upstream's health: one client sending slowly ejects no upstream for the others.
     #[error(
         "upstream {0} did not answer within {1:?}, the request body still coming from the client"
     )]
@@ -636,13 +636,15 @@ async fn exchange(
             .send(conn, request, limits.upstream_timeout)
             .await;
         let err = match sent {
-            Err(_) if outgoing.client_still_sending() => {
+            Err(pool::TimedOut { on_client: true }) => {
                 return Err(UpstreamError::BodyStillComing(
                     url(),
                     limits.upstream_timeout,
                 ));
             }
-            Err(_) => return Err(UpstreamError::Timeout(url(), limits.upstream_timeout)),
+            Err(pool::TimedOut { on_client: false }) => {
+                return Err(UpstreamError::Timeout(url(), limits.upstream_timeout));
+            }
             Ok(Ok(answered)) => return Ok((answered, in_flight)),
             Ok(Err(SendError::BrokenBody(err))) => {
                 return Err(UpstreamError::Exchange(

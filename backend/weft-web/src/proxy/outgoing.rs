@@ -2,9 +2,6 @@
 //! one upstream can go to another, and one without a body, or with one read whole, can be
 //! sent again.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request};
@@ -37,8 +34,6 @@ pub(super) struct Outgoing<'h> {
     /// The client's body read whole before any upstream was contacted, kept when the
     /// request may be made again with it (its method is idempotent).
     whole: Option<Whole>,
-    /// Set while sending the body the last request took waits on the client.
-    coming: Option<Rc<Cell<bool>>>,
 }
 
 impl<'h> Outgoing<'h> {
@@ -109,7 +104,6 @@ impl<'h> Outgoing<'h> {
             body: Some(body),
             bodiless,
             whole: None,
-            coming: None,
         })
     }
 
@@ -150,12 +144,6 @@ impl<'h> Outgoing<'h> {
     /// Whether the request is a HEAD: its response has no body, whatever its head says.
     pub(super) fn is_head(&self) -> bool {
         self.head.method == Method::HEAD
-    }
-
-    /// Whether sending the body of the request last made waits on the client: an upstream
-    /// that has not answered may be waiting on it.
-    pub(super) fn client_still_sending(&self) -> bool {
-        self.coming.as_ref().is_some_and(|c| c.get())
     }
 
     /// Whether the client sent no body.
@@ -217,13 +205,12 @@ impl<'h> Outgoing<'h> {
         upstream: &Upstream,
     ) -> Result<Request<ReqBody>, UpstreamError> {
         let bad = |reason: String| UpstreamError::Exchange(upstream.url.clone(), reason);
-        let mut body = match (self.body.take(), &self.whole) {
+        let body = match (self.body.take(), &self.whole) {
             (Some(body), _) => body,
             (None, Some(whole)) => whole.body(),
             (None, None) if self.bodiless => ReqBody::Empty,
             (None, None) => return Err(bad("the request body was already sent".into())),
         };
-        self.coming = body.watch_client();
         let mut request = Request::new(body);
         *request.method_mut() = self.head.method.clone();
         *request.uri_mut() = upstream_uri(route, upstream, &self.head.uri)?;

@@ -100,11 +100,14 @@ struct Link {
     /// moved, a request.
     answer_due: Cell<Instant>,
     answer_by: RefCell<Pin<Box<Sleep>>>,
+    /// Sending the exchange's streamed body waits on its client: the last poll of what is
+    /// still to come from it found nothing there yet.
+    on_client: Cell<bool>,
 }
 
 /// The upstream connection a streamed request body goes out on, as the body sees it: to
-/// reset if the rest of the body fails to come, and to put off the answer's deadline
-/// when its end comes from the client.
+/// reset if the rest of the body fails to come, to say whether sending it waits on the
+/// client, and to put off the answer's deadline when its end comes from the client.
 pub(crate) struct Outstanding {
     link: Rc<Link>,
     timeout: Duration,
@@ -115,6 +118,12 @@ impl Outstanding {
     /// the whole body (hyper would end the connection in order).
     pub(crate) fn abort(&self) {
         self.link.transport.abort_connection();
+    }
+
+    /// Whether the last poll of what is still to come from the client found nothing:
+    /// an answer late then was waited for on the client, not the upstream.
+    pub(crate) fn waiting_on_client(&self, waiting: bool) {
+        self.link.on_client.set(waiting);
     }
 
     /// The body's end came from the client: the upstream has `upstream_timeout` from
@@ -186,9 +195,12 @@ impl Drop for Pooled {
     }
 }
 
-/// No response head came within the time given.
+/// No response head came within the time given; `on_client` when sending the request's
+/// body was waiting on its client then (the upstream may have been waiting on it too).
 #[derive(Debug)]
-pub(crate) struct TimedOut;
+pub(crate) struct TimedOut {
+    pub(crate) on_client: bool,
+}
 
 /// How sending on a connection failed.
 pub(crate) enum SendError {
@@ -310,6 +322,7 @@ impl Pool {
             returning: RefCell::default(),
             answer_due: Cell::new(Instant::now()),
             answer_by: RefCell::new(Box::pin(tokio::time::sleep(Duration::ZERO))),
+            on_client: Cell::new(false),
         });
         // The upstream connection's task, listed under it: it serves whichever requests
         // the pool gives it, long after the client whose request opened it has gone.
@@ -348,6 +361,7 @@ impl Pool {
         // connection mid-request: it is aborted, never reused.
         let abandon = Abandon(Some(conn.link.transport.clone()));
         conn.link.answer_due.set(Instant::now() + timeout);
+        conn.link.on_client.set(false);
         let mut request = request;
         request.body_mut().goes_out_on(Outstanding {
             link: conn.link.clone(),
@@ -452,7 +466,9 @@ where
                 return match crate::deadline::poll_due(answer_by.as_mut(), due, cx) {
                     // Timed out halfway: `abandon` aborts the connection (when this is
                     // dropped), which its task then ends.
-                    Poll::Ready(()) => Poll::Ready(Err(TimedOut)),
+                    Poll::Ready(()) => Poll::Ready(Err(TimedOut {
+                        on_client: this.link.on_client.get(),
+                    })),
                     Poll::Pending => Poll::Pending,
                 };
             }

@@ -88,12 +88,12 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     let transport = stream.transport().clone();
     let conn = Rc::new(Conn::new(stream.info().clone(), &state));
     let started = Instant::now();
-    let request_timeout = state.config.limits.request_timeout;
-    let (version, prefix) = match detect_version(&mut stream, &transport, request_timeout).await {
-        Ok(Some(detected)) => detected,
-        Ok(None) => return,
-        Err(_) => return transport.lose_connection_with(CloseReason::TimedOut),
-    };
+    let (version, prefix) =
+        match detect_version(&mut stream, &transport, conn.request_timeout).await {
+            Ok(Some(detected)) => detected,
+            Ok(None) => return,
+            Err(_) => return transport.lose_connection_with(CloseReason::TimedOut),
+        };
     let io = protocol::Prefixed::new(prefix, stream);
     let handler_state = state.clone();
     let handler_conn = conn.clone();
@@ -102,7 +102,6 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
     let service = service_fn(move |request| {
         handle(State::newest(&handler_state), handler_conn.clone(), request)
     });
-    let limits = &state.config.limits;
     // The handler is polled again whenever a close is requested (`listen_stream`). hyper
     // then finishes the exchanges in flight (HTTP/1.1 answers with `Connection: close`,
     // HTTP/2 sends GOAWAY) and closes; an idle connection closes at once.
@@ -111,9 +110,9 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(HeadTimer::default())
-                .header_read_timeout(limits.request_timeout)
-                .max_header_size(limits.max_header_bytes)
-                .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
+                .header_read_timeout(conn.request_timeout)
+                .max_header_size(conn.max_header_bytes)
+                .max_buf_size(conn.max_header_bytes.max(MIN_BUF))
                 .keep_alive(true);
             let io = io.holding_end(conn.end_hold.clone());
             let mut connection = builder.serve_connection(TokioIo::new(io), service);
@@ -142,17 +141,17 @@ pub(super) async fn serve_connection(state: Rc<State>, mut stream: InspectedStre
             conn.multiplexed.set(true);
             let tasks = StreamTasks::new(state.clone(), conn.clone(), transport.clone());
             let (scan, mut deadline) = heads::watch(
-                request_timeout,
+                conn.request_timeout,
                 tokio::time::Instant::from_std(started),
                 transport.clone(),
             );
             let io = io.watching_frames(scan, Sent::new(&tasks));
-            let builder = protocol::h2_builder(limits.max_header_bytes, tasks);
+            let builder = protocol::h2_builder(conn.max_header_bytes, tasks);
             let connection = pin!(builder.serve_connection(TokioIo::new(io), service));
             let streams = Streams {
                 answering: &conn.answering,
                 taken: &conn.requests,
-                cap: limits.max_requests_per_connection,
+                cap: conn.max_requests,
             };
             until_closed(
                 &transport,

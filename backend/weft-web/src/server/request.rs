@@ -578,10 +578,9 @@ mod tests {
         // of them adds kilobytes here. Nor is anything held twice: the request is split
         // once and its head borrowed, not passed on by value into each callee's future,
         // and the exchange with the upstream is polled where it lies. A request's future
-        // is 1,680 bytes in both the test and the release profile (2,320 before the
+        // is 1,672 bytes in both the test and the release profile (2,320 before the
         // request was split once, 6 KB before the boxes; 8 of them hold the client a
-        // trusted proxy names, 8 whether a body sent upstream is still coming from the
-        // client); a file's answer 48 (1.8 KB before its box).
+        // trusted proxy names); a file's answer 48 (1.8 KB before its box).
         let files = future_size(files::serve);
         assert!(files <= 512, "a file's answer: {files} bytes");
         let request = future_size(handle);

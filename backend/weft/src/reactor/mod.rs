@@ -395,6 +395,17 @@ impl Reactor {
         self.inner.connections.borrow().values().cloned().collect()
     }
 
+    /// The open connections of `service`.
+    pub fn service_connections(&self, service: &str) -> Vec<Transport> {
+        self.inner
+            .connections
+            .borrow()
+            .values()
+            .filter(|t| &*t.info().service == service)
+            .cloned()
+            .collect()
+    }
+
     /// Aborts the connection `id`; `false` if it is not open.
     pub fn close_connection(&self, id: ConnectionId) -> bool {
         let transport = self.inner.connections.borrow().get(&id).cloned();

@@ -163,12 +163,7 @@ impl Reactor {
         deadline: Duration,
         reason: CloseReason,
     ) -> usize {
-        let draining: Vec<_> = self
-            .connections()
-            .into_iter()
-            .filter(|t| &*t.info().service == service)
-            .collect();
-        self.drain(draining, deadline, reason)
+        self.drain(self.service_connections(service), deadline, reason)
     }
 
     /// Drains `connections` as [`drain_connections`](Self::drain_connections) drains a

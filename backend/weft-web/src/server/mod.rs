@@ -125,9 +125,13 @@ struct State {
     /// reactor (until their response bodies end), capped at the listeners' per-peer
     /// connection cap: a peer's streams give it no more files and upstream connections
     /// at once than as many HTTP/1.1 connections would. Set by the first listener with a
-    /// per-peer cap. Each connection counts in its own generation's (a reload's new count
-    /// starts with its own connections).
+    /// per-peer cap. The generations of a service share one count (a reload's listeners
+    /// count on from the requests of the connections accepted before it), each with its
+    /// own cap.
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
+    /// The count of the generation taken over from, for the first listener's cap to
+    /// count on.
+    h2_counted: Option<weft::policies::PeerLimit>,
     /// Its client policy (`allow`, `deny` and the `rate_limit` budgets of the service and
     /// its routes) on this reactor.
     policy: Rc<policy::ClientPolicy>,
@@ -287,6 +291,7 @@ impl HttpService {
                 proxy,
                 routes,
                 h2_requests: std::cell::OnceCell::new(),
+                h2_counted: None,
                 policy,
             }),
         }
@@ -341,7 +346,9 @@ impl HttpService {
     ///   were accepted: header sizes and times, HTTP/2 settings, TLS);
     /// - the `rate_limit` buckets in force that count as this one's do: after a reload a
     ///   client spends on where it left off rather than with a fresh burst; a budget
-    ///   whose settings changed, or a route that is new, starts afresh.
+    ///   whose settings changed, or a route that is new, starts afresh;
+    /// - the count of each peer's HTTP/2 requests in flight: its old connections' requests
+    ///   and its new ones' count against the cap together.
     ///
     /// Call it before listening. Without an earlier generation still alive, it changes
     /// nothing.
@@ -357,6 +364,7 @@ impl HttpService {
                 &state.config,
                 &newest.policy,
             ));
+            state.h2_counted = newest.h2_requests.get().cloned();
         }
         state.in_force = in_force;
         Self {
@@ -415,9 +423,10 @@ impl HttpService {
     ) -> Result<ListeningPort, ListenError> {
         let state = self.state.clone();
         if let Some(per_peer) = options.get_peer_limit() {
-            state
-                .h2_requests
-                .get_or_init(|| weft::policies::PeerLimit::new(per_peer.max()));
+            state.h2_requests.get_or_init(|| match &state.h2_counted {
+                Some(counted) => counted.with_max(per_peer.max()),
+                None => weft::policies::PeerLimit::new(per_peer.max()),
+            });
         }
         // Offered by `ssl:` listeners in the TLS handshake; plain ones ignore it.
         let options = options
@@ -473,6 +482,28 @@ mod tests {
         // over HTTP), each serves its own connections' requests.
         drop(third);
         assert!(served_by(&first, &first) && served_by(&second, &second));
+    }
+
+    #[test]
+    fn a_peer_s_http2_requests_count_against_one_cap_across_a_reload() {
+        let reactor = weft::Reactor::new().unwrap();
+        let capped = |n| ListenOptions::default().max_connections_per_peer(Some(n));
+        let endpoint = "tcp:0:interface=127.0.0.1";
+        let first = service();
+        let _old = first.listen_with(&reactor, endpoint, &capped(2)).unwrap();
+        let peer = weft::Address::Ip(([127, 0, 0, 1], 40000).into());
+        let old_request = first.state.h2_requests.get().unwrap().admit(&peer);
+        assert!(old_request.is_some());
+
+        // The reload lowers the cap to one: the request still in flight on a connection
+        // accepted before it fills the peer's place.
+        let second = service().taking_over(&first.handover());
+        let _new = second.listen_with(&reactor, endpoint, &capped(1)).unwrap();
+        let limit = second.state.h2_requests.get().unwrap();
+        assert_eq!(limit.max(), 1);
+        assert!(limit.admit(&peer).is_none());
+        drop(old_request);
+        assert!(limit.admit(&peer).is_some());
     }
 
     #[test]

@@ -12,20 +12,27 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// The filter of `rust_log` (`info` without one), with the h2 crate's own warnings left
-/// out unless it names h2: they are about a peer's frames (too many resets, say), one
-/// line per connection a flood of peers makes, and the HTTP service reports and counts
-/// each such connection itself, with a log budget.
+/// The crates whose own warnings are about what a peer sent, one line per connection or
+/// datagram a flood makes: h2's about a peer's frames (too many resets, say),
+/// hickory-proto's about a message's EDNS options. The services report and count each
+/// such peer themselves, with a log budget.
+const PEER_NOISE: [&str; 2] = ["h2", "hickory_proto"];
+
+/// The filter of `rust_log` (`info` without one), with the warnings of the crates in
+/// [`PEER_NOISE`] left out unless it names them.
 fn filter(rust_log: Option<&str>) -> EnvFilter {
     let text = rust_log.unwrap_or("info");
-    let filter = EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new("info"));
-    let names_h2 = text
-        .split(',')
-        .any(|d| d.trim().split(['=', '[', ':']).next() == Some("h2"));
-    match names_h2 {
-        true => filter,
-        false => filter.add_directive("h2=error".parse().expect("a valid directive")),
+    let mut filter = EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new("info"));
+    for krate in PEER_NOISE {
+        let named = text
+            .split(',')
+            .any(|d| d.trim().split(['=', '[', ':']).next() == Some(krate));
+        if !named {
+            let directive = format!("{krate}=error").parse().expect("a valid directive");
+            filter = filter.add_directive(directive);
+        }
     }
+    filter
 }
 
 /// How [`init`] set the process log up, once it has.
@@ -129,18 +136,22 @@ mod tests {
     }
 
     #[test]
-    fn the_h2_crate_s_warnings_are_left_out_unless_rust_log_names_it() {
-        assert_eq!(filter(None).to_string(), "h2=error,info");
-        assert_eq!(filter(Some("debug")).to_string(), "h2=error,debug");
-        assert_eq!(filter(Some("info,h2=debug")).to_string(), "h2=debug,info");
+    fn peer_noise_crates_warnings_are_left_out_unless_rust_log_names_them() {
+        let quiet = |s: &str| filter(Some(s)).to_string();
         assert_eq!(
-            filter(Some("warn,h2::proto=trace")).to_string(),
-            "h2::proto=trace,warn"
+            filter(None).to_string(),
+            "hickory_proto=error,h2=error,info"
+        );
+        assert_eq!(quiet("debug"), "hickory_proto=error,h2=error,debug");
+        assert_eq!(quiet("info,h2=debug"), "hickory_proto=error,h2=debug,info");
+        assert_eq!(
+            quiet("warn,h2::proto=trace,hickory_proto::rr=warn"),
+            "hickory_proto::rr=warn,h2::proto=trace,warn"
         );
         // Another crate whose name starts the same is no reason to let h2's through.
         assert_eq!(
-            filter(Some("h2load=info")).to_string(),
-            "h2load=info,h2=error"
+            quiet("h2load=info"),
+            "hickory_proto=error,h2load=info,h2=error"
         );
     }
 }

@@ -42,13 +42,15 @@ const QTYPES: [(RecordType, &str); 16] = [
 ];
 
 /// The response codes with their own `rcode` label value.
-const RCODES: [(ResponseCode, &str); 9] = [
+const RCODES: [(ResponseCode, &str); 10] = [
     (ResponseCode::NoError, "NOERROR"),
     (ResponseCode::FormErr, "FORMERR"),
     (ResponseCode::ServFail, "SERVFAIL"),
     (ResponseCode::NXDomain, "NXDOMAIN"),
     (ResponseCode::NotImp, "NOTIMP"),
     (ResponseCode::Refused, "REFUSED"),
+    // A DNAME substitution too long for a name (RFC 6672 §2.2).
+    (ResponseCode::YXDomain, "YXDOMAIN"),
     (ResponseCode::NotAuth, "NOTAUTH"),
     (ResponseCode::BADVERS, "BADVERS"),
     (ResponseCode::BADCOOKIE, "BADCOOKIE"),
@@ -652,6 +654,7 @@ mod tests {
         svc.query(RecordType::A);
         svc.query(RecordType::Unknown(65_000));
         svc.query(RecordType::NULL);
+        svc.response(ResponseCode::YXRRSet);
         svc.response(ResponseCode::YXDomain);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
@@ -659,6 +662,7 @@ mod tests {
         assert!(text.contains(r#"weft_dns_queries_total{qtype="A",service="dns"} 1"#));
         assert!(text.contains(r#"weft_dns_queries_total{qtype="other",service="dns"} 2"#));
         assert!(text.contains(r#"weft_dns_responses_total{rcode="other",service="dns"} 1"#));
+        assert!(text.contains(r#"weft_dns_responses_total{rcode="YXDOMAIN",service="dns"} 1"#));
         assert!(
             DnsMetrics::register(&registry).is_err(),
             "once per registry"

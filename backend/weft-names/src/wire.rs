@@ -219,8 +219,14 @@ pub(crate) fn parse_received(
         let why = format!("EDNS version {version}; this server speaks version {EDNS_VERSION}");
         return error(ResponseCode::BADVERS, why, question);
     }
+    // hickory drops an option that runs past its OPT record's data (with a log line of
+    // its own) and reads on: the message as sent does not parse (RFC 1035 section
+    // 4.1.1), whichever option it is, a malformed COOKIE (RFC 7873 section 5.2.2) too.
+    let malformed = match &message.edns {
+        Some(_) => options_overrun(packet).or(malformed),
+        None => None,
+    };
     if let Some(why) = malformed {
-        // RFC 7873 section 5.2.2.
         return error(ResponseCode::FormErr, why, question);
     }
     let Some(query) = question else {
@@ -250,6 +256,63 @@ pub(crate) fn parse_received(
         },
         signer,
     })
+}
+
+/// Why the options of `packet`'s OPT record do not fill its data end to end (RFC 6891
+/// section 6.1.2), if they do not; `packet` is a message hickory has read.
+fn options_overrun(packet: &[u8]) -> Option<String> {
+    let mut options = opt_data(packet)?;
+    while let [c0, c1, l0, l1, rest @ ..] = options {
+        let (code, len) = (
+            u16::from_be_bytes([*c0, *c1]),
+            u16::from_be_bytes([*l0, *l1]),
+        );
+        if rest.len() < usize::from(len) {
+            let left = rest.len();
+            return Some(format!(
+                "EDNS option {code} says {len} bytes where its OPT record has {left} left"
+            ));
+        }
+        options = &rest[usize::from(len)..];
+    }
+    (!options.is_empty()).then(|| {
+        let left = options.len();
+        format!("{left} bytes after the last EDNS option of the OPT record, too few for one")
+    })
+}
+
+/// The data of the OPT record in `packet`'s additional section, when the message reads
+/// that far.
+fn opt_data(packet: &[u8]) -> Option<&[u8]> {
+    let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
+    let (questions, records) = (count(4), count(6) + count(8));
+    let additional = count(10);
+    let skip_name = |mut at: usize| -> Option<usize> {
+        loop {
+            let len = *packet.get(at)?;
+            match len {
+                0 => return Some(at + 1),
+                1..=63 => at += 1 + usize::from(len),
+                0xC0.. => return Some(at + 2),
+                _ => return None,
+            }
+        }
+    };
+    let mut at = 12;
+    for _ in 0..questions {
+        at = skip_name(at)? + 4;
+    }
+    for i in 0..records + additional {
+        at = skip_name(at)?;
+        let fixed = packet.get(at..at + 10)?;
+        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let data = packet.get(at + 10..at + 10 + len)?;
+        if i >= records && fixed[..2] == [0, 41] {
+            return Some(data);
+        }
+        at += 10 + len;
+    }
+    None
 }
 
 /// An empty response to query `id` with `rcode`: RD copied, the question if there was
@@ -614,6 +677,44 @@ pub(crate) mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_edns_option_running_past_its_opt_record_is_formerr_whichever_option_it_is() {
+        // The question, then an OPT record (root, type 41, size 1232, no flags) with `data`.
+        let with_options = |data: &[u8]| {
+            let mut packet = query(0x4242, "www.ex.test.", RecordType::A);
+            packet[11] = 1;
+            packet.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+            packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            packet.extend_from_slice(data);
+            packet
+        };
+        let rcode = |packet: &[u8]| match parse(packet, false) {
+            Parsed::Query(_) => ResponseCode::NoError,
+            Parsed::Error { rcode, .. } => rcode,
+            Parsed::Drop(why) => panic!("dropped: {why}"),
+        };
+        // An unknown option, NSID and COOKIE each saying more bytes than are left; a
+        // part of an option's code and length after the last.
+        for data in [
+            &b"\x12\x68\x00\x03ab"[..],
+            b"\x00\x03\x00\x04ab",
+            b"\x00\x0a\x00\x08abc",
+            b"\x00\x0a\x00",
+        ] {
+            assert_eq!(
+                rcode(&with_options(data)),
+                ResponseCode::FormErr,
+                "{data:?}"
+            );
+        }
+        // Options that fill the data exactly are read.
+        assert_eq!(
+            rcode(&with_options(b"\x00\x03\x00\x00\x12\x68\x00\x02ab")),
+            ResponseCode::NoError
+        );
+        assert_eq!(rcode(&with_options(b"")), ResponseCode::NoError);
     }
 
     #[test]

@@ -140,6 +140,16 @@ pub(crate) fn check(
             reason: Refusal::Malformed,
             detail: "a header field value starts or ends with whitespace",
         });
+    } else if head.headers.keys().any(|name| name.as_str().contains('"')) {
+        // RFC 9110 §5.1: a field name is a token. The h2 crate refuses every other
+        // delimiter in one, but lets `"` through (the http crate's names allow it), which
+        // would go to an HTTP/1.1 upstream as a line its parser refuses, as HTTP/1.1's
+        // here does.
+        return Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: Refusal::Malformed,
+            detail: "a header field name is not a token (it holds a double quote)",
+        });
     }
     let mut hosts = head.headers.get_all(header::HOST).iter();
     let host = hosts.next();
@@ -444,6 +454,18 @@ mod tests {
         for bad in [" a", "a ", "\ta", "a\t"] {
             assert_eq!(with_value(bad), Some(Refusal::Malformed), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_http2_field_name_with_a_double_quote_is_malformed_rfc9110_5_1() {
+        let with_name = |name: &str| {
+            let mut r = request("http://a/", Version::HTTP_2, &[]);
+            let name = http::header::HeaderName::from_lowercase(name.as_bytes()).unwrap();
+            r.headers.insert(name, "v".parse().unwrap());
+            reason(&mut r)
+        };
+        assert_eq!(with_name("x-a!#$%&'*+.^_`|~9"), None);
+        assert_eq!(with_name("x\""), Some(Refusal::Malformed));
     }
 
     #[test]

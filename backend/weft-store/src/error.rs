@@ -128,6 +128,19 @@ pub enum StoreError {
         /// A migration the file applied that this build does not have.
         version: i64,
     },
+    /// The file's tables are not those its recorded migrations make (changed by hand, or
+    /// a migration's record removed): writing history to it would fail, or migrating it
+    /// would.
+    #[error(
+        "{path}: its tables are not what its recorded migrations make ({detail}), so it was \
+         changed outside weft; restore it from a backup, or name another file"
+    )]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
+    },
     /// The lock file beside the database could not be created or locked.
     #[error("cannot lock the history database: {path}: {source}")]
     Lock {

@@ -217,6 +217,7 @@ pub(crate) async fn holds_weft_history(
         path: path.to_owned(),
         source,
     };
+    let mut recorded = Vec::with_capacity(applied.len());
     for (version, checksum, success) in applied {
         // Recorded under its old version, the same migration as the one it landed as:
         // renamed when the file is opened.
@@ -227,6 +228,7 @@ pub(crate) async fn holds_weft_history(
                     .any(|m| m.version == is && m.checksum.as_ref() == checksum.as_slice())
         });
         if relanded {
+            recorded.extend(RELANDED.iter().filter(|r| r.0 == version).map(|r| r.1));
             continue;
         }
         let Some(known) = MIGRATOR.iter().find(|m| m.version == version) else {
@@ -244,8 +246,103 @@ pub(crate) async fn holds_weft_history(
                 version,
             )));
         }
+        recorded.push(version);
     }
-    Ok(())
+    // And the tables are what those migrations make: a column dropped by hand would fail
+    // every write, and one a migration adds, with that migration's record gone, the
+    // migration itself.
+    let made = schema_made_by(&recorded).await.map_err(open_error)?;
+    let found = schema_of(conn).await.map_err(open_error)?;
+    match differences(&made, &found) {
+        None => Ok(()),
+        Some(detail) => Err(StoreError::Schema {
+            path: path.to_owned(),
+            detail,
+        }),
+    }
+}
+
+/// Each column of each table (its name, declared type, NOT NULL, default and place in
+/// the primary key), and each index, trigger and view (its statement), of the database
+/// `conn` is open on; sqlx's own table and SQLite's left out.
+async fn schema_of(
+    conn: &mut SqliteConnection,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let columns: Vec<(String, String, String, bool, Option<String>, i64)> = sqlx::query_as(
+        "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk \
+         FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND m.name != '_sqlx_migrations'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let others: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT type, name, sql FROM sqlite_master \
+         WHERE type != 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let columns = columns
+        .into_iter()
+        .map(|(table, column, kind, not_null, default, pk)| {
+            let not_null = if not_null { " NOT NULL" } else { "" };
+            let default = default.map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+            let pk = if pk > 0 {
+                format!(" (primary key {pk})")
+            } else {
+                String::new()
+            };
+            format!("column {table}.{column} {kind}{not_null}{default}{pk}")
+        });
+    let others = others
+        .into_iter()
+        .map(|(kind, name, sql)| format!("{kind} {name}: {}", sql.unwrap_or_default()));
+    Ok(columns.chain(others).collect())
+}
+
+/// The schema (see [`schema_of`]) the migrations `versions` make, applied in that order to
+/// an empty database in memory.
+async fn schema_made_by(
+    versions: &[i64],
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
+    for version in versions {
+        if let Some(migration) = MIGRATOR.iter().find(|m| m.version == *version) {
+            sqlx::raw_sql(migration.sql.clone())
+                .execute(&mut conn)
+                .await?;
+        }
+    }
+    let schema = schema_of(&mut conn).await;
+    let _ = conn.close().await;
+    schema
+}
+
+/// What differs between the schema `made` by the migrations recorded and the one `found`,
+/// in words (the first few of each), if anything does.
+fn differences(
+    made: &std::collections::BTreeSet<String>,
+    found: &std::collections::BTreeSet<String>,
+) -> Option<String> {
+    let list = |items: Vec<&String>| {
+        let shown: Vec<&str> = items.iter().take(3).map(|s| s.as_str()).collect();
+        let more = items.len().saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!("{}{more}", shown.join("; "))
+    };
+    let missing: Vec<_> = made.difference(found).collect();
+    let unknown: Vec<_> = found.difference(made).collect();
+    let said: Vec<String> = [(missing, "missing"), (unknown, "made by none of them")]
+        .into_iter()
+        .filter(|(items, _)| !items.is_empty())
+        .map(|(items, what)| format!("{what}: {}", list(items)))
+        .collect();
+    (!said.is_empty()).then(|| said.join("; "))
 }
 
 /// Opens the writer's own connection; the file must already be migrated.
@@ -547,7 +644,10 @@ mod tests {
         ));
 
         // A migration changed since it was applied, or applied in part: what the migrator
-        // refuses when it runs, in its words.
+        // refuses when it runs, in its words. And tables that are not what the recorded
+        // migrations make: a column dropped by hand (every write would fail), and
+        // migration 10's record removed (its column is there, and running it again would
+        // fail). Each refused by a check and at start alike.
         for (change, says) in [
             (
                 "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 3",
@@ -556,6 +656,14 @@ mod tests {
             (
                 "UPDATE _sqlx_migrations SET success = 0 WHERE version = 2",
                 "migration 2 is partially applied",
+            ),
+            (
+                "ALTER TABLE connections DROP COLUMN reactor",
+                "(missing: column connections.reactor INTEGER)",
+            ),
+            (
+                "DELETE FROM _sqlx_migrations WHERE version = 10",
+                "(made by none of them: column deferreds.ended_at_ms INTEGER)",
             ),
         ] {
             let file = dir.path().join("changed.db");

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use crate::assert_eventually;
-use crate::support::spawn_app;
+use crate::support::{App, spawn_app};
 
 /// Sets or clears the immutable attribute: tests run as root, and root ignores permission
 /// bits but not this.
@@ -67,6 +67,13 @@ fn an_unwritable_history_file_is_counted_and_echo_keeps_working() {
     );
     assert!(app.metric("weft_store_events_dropped_total").unwrap() > 0.0);
     let written = app.metric("weft_store_records_written_total").unwrap();
+    // The process is alive, and /healthz says since when history is not being kept.
+    let failing = |app: &App| {
+        let health: serde_json::Value = serde_json::from_str(&app.get("/healthz").body).unwrap();
+        assert_eq!(health["status"], "ok");
+        health["store"]["failing_since_ms"].as_u64()
+    };
+    assert_eventually!(failing(&app).is_some(), "failing, on /healthz");
 
     drop(guard);
     assert_eventually!(
@@ -77,4 +84,5 @@ fn an_unwritable_history_file_is_counted_and_echo_keeps_working() {
         "writing resumes\n{}",
         app.log()
     );
+    assert_eventually!(failing(&app).is_none(), "no longer failing, on /healthz");
 }

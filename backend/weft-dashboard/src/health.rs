@@ -31,6 +31,9 @@ pub struct StoreHealth {
     pub dropped: u64,
     /// Failed write attempts.
     pub write_errors: u64,
+    /// Since when (unix ms) every write has failed, while they do (the cause is in the
+    /// log): history is not being kept, though the process is alive.
+    pub failing_since_ms: Option<u64>,
 }
 
 pub(crate) async fn healthz(State(state): State<DashboardState>) -> Json<Health> {
@@ -44,6 +47,7 @@ pub(crate) async fn healthz(State(state): State<DashboardState>) -> Json<Health>
                 written: stats.written(),
                 dropped: stats.dropped(),
                 write_errors: stats.write_errors(),
+                failing_since_ms: stats.failing_since_ms(),
             }
         }),
     })

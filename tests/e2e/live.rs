@@ -78,10 +78,49 @@ fn a_close_from_the_client_is_answered_with_a_close() {
 fn an_oversized_message_is_closed_with_1009() {
     let app = spawn_app();
     runtime().block_on(async {
+        // The client reads only after a while: the Close must still be there to read,
+        // not lost to a reset for the rest of the frame the server never read.
         let mut ws = connect(&app).await;
         ws.send(Message::text("x".repeat(70 * 1024))).await.unwrap();
         assert_eq!(close_code(&mut ws).await, CloseCode::Size);
     });
+    // The Close reaches the client though the server never read the rest of the frame
+    // (closing with it unread would reset the connection, and the reset may take the
+    // Close with it): a frame over the limit, and fragments adding up past it.
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend(70_000u64.to_be_bytes());
+    header.extend([0; 4]);
+    let mut one = header;
+    one.extend([b'a'; 70_000]);
+    let fragment = |first: u8| {
+        let mut f = vec![first, 0x80 | 126];
+        f.extend(1000u16.to_be_bytes());
+        f.extend([0; 4]);
+        f.extend([b'a'; 1000]);
+        f
+    };
+    let fragments: Vec<u8> = (0..80)
+        .flat_map(|i| fragment(if i == 0 { 0x01 } else { 0x00 }))
+        .collect();
+    for (what, frames) in [("one frame", &one), ("fragments", &fragments)] {
+        // A client with little room to receive, reading only once it has sent: the
+        // snapshot still waits in the server's buffers, the Close behind it, when the
+        // server is done with the connection.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        socket.connect(&app.dashboard.into()).unwrap();
+        let (mut s, head) = upgrade_on(socket.into(), app.dashboard, KEY, Some("13"));
+        assert_eq!(status(&head), 101, "{head}");
+        let _ = s.write_all(frames);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(raw_close_code(&mut s), 1009, "{what}");
+        // And the connection ends cleanly (RFC 6455 §7.1.1), not with a reset, which
+        // takes with it whatever the client has yet to read.
+        let mut rest = Vec::new();
+        let end = s.read_to_end(&mut rest);
+        assert!(end.is_ok(), "{what}: {end:?}");
+    }
 }
 
 /// A TCP connection that has sent `GET /ws` with `key` and `version`, and the answer's head.

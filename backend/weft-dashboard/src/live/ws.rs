@@ -163,6 +163,30 @@ where
     }
 }
 
+/// After a Close that fails the connection: the write side is shut, and what the client
+/// still sends (the rest of an oversized frame, say) is read and dropped until it closes
+/// its side, up to [`LINGER_BYTES`] (and within the caller's [`CLOSE_GRACE`]). Closing
+/// with its bytes unread would make the kernel reset the connection, throwing away what
+/// it had yet to send, the Close among it, and what the client had yet to read.
+async fn linger<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0; READ_BUFFER];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// The most a client failed for a violation may send after it and still be read, for
+/// its connection to end cleanly (see [`linger`]).
+const LINGER_BYTES: usize = 256 * 1024;
+
 /// Finishes the closing handshake (RFC 6455 §7) the way the session ended.
 async fn goodbye<T, E>(mut socket: WebSocketStream<T>, ended: &Ended<E>)
 where
@@ -180,9 +204,11 @@ where
         Ended::ClientClosed => {
             let _ = socket.flush().await;
         }
-        // §7.1.7: fail the connection, saying why.
+        // §7.1.7: fail the connection, saying why; then end it cleanly.
         Ended::Violation(v) => {
-            let _ = socket.send(close(v.code(), v.reason())).await;
+            if socket.send(close(v.code(), v.reason())).await.is_ok() {
+                linger(socket.get_mut()).await;
+            }
         }
         // §7.4.1: 1001, going away; then wait for the client's Close before closing.
         Ended::ShuttingDown => {

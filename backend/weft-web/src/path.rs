@@ -30,8 +30,8 @@ pub enum PathError {
     Malformed,
     /// A `..` segment climbs above `/`: a bad request.
     AboveRoot,
-    /// Encoded dots or slashes would send the request elsewhere depending on who decodes
-    /// them: a bad request.
+    /// Encoded dots or slashes, or a run of slashes, would send the request elsewhere
+    /// depending on who decodes or merges them: a bad request.
     Ambiguous,
     /// Nothing servable there (missing, hidden, or outside the root through a symlink).
     NotFound,
@@ -43,7 +43,9 @@ impl PathError {
         match self {
             Self::Malformed => "the path is not acceptable",
             Self::AboveRoot => "the path climbs above the root",
-            Self::Ambiguous => "encoded dots or slashes in the path change where it leads",
+            Self::Ambiguous => {
+                "encoded dots or slashes, or a run of slashes, in the path change where it leads"
+            }
             Self::NotFound => "no such file",
         }
     }

@@ -134,8 +134,27 @@ fn other_methods_get_405_with_allow() {
         .connect()
         .request("DELETE /digits.txt HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(reply.status, 405);
-    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, OPTIONS"));
     assert_eq!(server.recorded.count("DELETE", "4xx"), 1);
+}
+
+/// RFC 9110 §9.3.7: OPTIONS of a path, or of the server (`*`), says what is allowed.
+#[test]
+fn options_is_answered_with_what_is_allowed() {
+    let (_dir, server) = site();
+    let mut client = server.connect();
+    for target in ["*", "/digits.txt"] {
+        let reply = client.request(&format!("OPTIONS {target} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(reply.status, 200, "{target}");
+        assert_eq!(
+            reply.header("allow"),
+            Some("GET, HEAD, OPTIONS"),
+            "{target}"
+        );
+        assert_eq!(reply.header("content-length"), Some("0"), "{target}");
+        assert!(reply.body.is_empty(), "{target}");
+    }
+    assert_eq!(server.recorded.count("OPTIONS", "2xx"), 2);
 }
 
 #[test]

@@ -269,13 +269,25 @@ fn answer(source: &Source, to: &Serving<'_>, request: &Parts) -> Result<Answer, 
     } = *to;
     let (method, uri) = (&request.method, &request.uri);
     if method != Method::GET && method != Method::HEAD {
-        let mut response = error_page(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "static files answer GET and HEAD",
+        // RFC 9110 §9.3.7: OPTIONS (of a path, or `*`, of the server) is told what is
+        // allowed, with no content; any other method is not allowed (§15.5.6).
+        let mut response = match *method {
+            Method::OPTIONS => {
+                let mut response = Response::new(body::empty());
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+                response
+            }
+            _ => error_page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "static files answer GET, HEAD and OPTIONS",
+            ),
+        };
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
         );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Ok(Answer::Now(response));
     }
     let path = uri.path();

@@ -436,3 +436,63 @@ fn a_tls_client_ending_without_close_notify_reaches_the_upstream_as_a_reset() {
     assert_eq!(upstream_end(&mut served), (5_000, Ok(())));
     drop(app);
 }
+
+/// Connections that wait on their peers are no stall, however long they wait: a pair
+/// whose client has half-closed waiting for a slow upstream's answer, and TLS clients
+/// that connect and never begin their handshake. With `stall_after` at 300 ms, neither
+/// is reported (each was, once per connection, before).
+#[test]
+fn connections_waiting_on_their_peers_are_not_reported_stalled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = crate::http_tls::write_pair(dir.path(), "echo", "localhost", &["localhost"]);
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let app = crate::support::spawn_app_with(|_| {
+        format!(
+            "[inspect]\nstall_after = \"300ms\"\n{}
+[[service]]
+name = \"tlsecho\"
+kind = \"echo\"
+listen = \"ssl:{tls_port}:interface=127.0.0.1:privateKey={}:certKey={}\"
+",
+            proxy_service(port, up),
+            key.display(),
+            cert.display()
+        )
+    });
+    // An upstream that reads the request to its end, thinks for 1.5 s, and answers.
+    let answering = std::thread::spawn(move || {
+        let (mut s, _) = upstream.accept().unwrap();
+        let mut request = Vec::new();
+        s.read_to_end(&mut request).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        s.write_all(b"late answer").unwrap();
+    });
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", tls_port)).unwrap())
+        .collect();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"question").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"late answer");
+    answering.join().unwrap();
+    // Past a sweep of the detectors, with the silent clients still waiting.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stalled = |service: &str| {
+        app.metric(&format!(
+            r#"weft_deferred_detections_total{{detector="stalled",service="{service}"}}"#
+        ))
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        (stalled("proxy"), stalled("tlsecho")),
+        (0.0, 0.0),
+        "{}",
+        app.log()
+    );
+    drop(silent);
+}

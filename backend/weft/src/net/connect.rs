@@ -274,13 +274,16 @@ pub(super) async fn connect_tcp(
     }))
 }
 
-/// Awaits a connection attempt for at most `timeout`, or until `cancel`.
+/// Awaits a connection attempt for at most `timeout`, or until `cancel`. The attempt
+/// waits on the remote end (its accept, its handshake): the task awaiting it is not
+/// stalled, however long it takes within its timeout.
 pub(super) async fn within<S>(
     name: &str,
     timeout: Duration,
     cancel: &CancellationToken,
     attempt: impl std::future::Future<Output = std::io::Result<S>>,
 ) -> Result<S, ConnectError> {
+    let attempt = crate::tasks::awaiting_outside_events(attempt);
     tokio::select! {
         _ = cancel.cancelled() => Err(ConnectError::Cancelled { endpoint: name.to_owned() }),
         result = tokio::time::timeout(timeout, attempt) => match result {

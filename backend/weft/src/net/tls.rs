@@ -378,7 +378,10 @@ async fn linger(stream: &TcpStream, transport: &crate::Transport) {
             match stream.poll_read_ready(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    crate::tasks::note_waiting_on_peer();
+                    return Poll::Pending;
+                }
             }
             match stream.try_read(&mut buf) {
                 // The peer closed.
@@ -431,7 +434,11 @@ async fn plain_text(
         match stream.poll_peek(cx, &mut buf) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n == 1 && first[0].is_ascii_alphabetic())),
             Poll::Ready(Err(_)) => Poll::Ready(Ok(false)),
-            Poll::Pending => deadline.as_mut().poll(cx).map(|()| Err(timed_out())),
+            Poll::Pending => {
+                // Waiting for the peer to say something: no stall.
+                crate::tasks::note_waiting_on_peer();
+                deadline.as_mut().poll(cx).map(|()| Err(timed_out()))
+            }
         }
     })
     .await
@@ -458,6 +465,9 @@ async fn shake(
         if let Poll::Ready(done) = accept.as_mut().poll(cx) {
             return Poll::Ready(done.map_err(HandshakeFailed::Peer));
         }
+        // A handshake waits on nothing but its peer's records (or its peer's reading of
+        // ours): no stall, however long it takes within its deadline.
+        crate::tasks::note_waiting_on_peer();
         deadline.as_mut().poll(cx).map(|()| Err(timed_out()))
     })
     .await

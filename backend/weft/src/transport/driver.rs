@@ -504,13 +504,19 @@ impl<S: Stream> Driver<'_, S> {
     fn read(&mut self, cx: &mut Context<'_>, budget: &mut u32) -> Step {
         // Flushing may have lifted a pause.
         let flags = self.transport.flags();
+        // Not reading, the task waits on what comes from outside it: what its protocol
+        // writes (a half-closed peer's answer, from a partner connection or a chain,
+        // each watched on its own), a peer reading what was written, a handshake. Like a
+        // read that finds nothing, that is no stall.
         if self.read_eof || flags.closing {
+            crate::tasks::note_waiting_on_peer();
             return ControlFlow::Break(Poll::Pending);
         }
         // Nothing is read between `start_tls` and its handshake (what was written before
         // it is still going out): what the peer sends then is read over TLS, never taken
         // in the clear (the STARTTLS injection of CVE-2011-0411). Writing wakes the task.
         if flags.read_paused || flags.self_paused || flags.tls_starting {
+            crate::tasks::note_waiting_on_peer();
             return ControlFlow::Break(Poll::Pending);
         }
         if *budget == 0 {

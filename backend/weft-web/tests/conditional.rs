@@ -238,6 +238,51 @@ fn if_range_with_a_date_holds_only_for_a_strong_one() {
         &format!("Range: bytes=2-4\r\nIf-Range: {lm}\r\n"),
     );
     assert_eq!((ranged.status, ranged.text().as_str()), (206, "234"));
+    // The same instant in the obsolete forms a recipient MUST read (RFC 9110 §5.6.7):
+    // RFC 850 and asctime; another instant is no match.
+    let when = httpdate::parse_http_date(&lm).unwrap();
+    let (_, day, month, year, time) = {
+        let p: Vec<&str> = lm.split(' ').collect();
+        (p[0], p[1], p[2], p[3], p[4])
+    };
+    let weekday = httpdate::fmt_http_date(when)[..3].to_owned();
+    let long_day = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ]
+    .into_iter()
+    .find(|d| d.starts_with(&weekday))
+    .unwrap();
+    let rfc850 = format!("{long_day}, {day}-{month}-{} {time} GMT", &year[2..]);
+    let asctime = format!(
+        "{weekday} {month} {:>2} {time} {year}",
+        day.trim_start_matches('0')
+    );
+    for date in [rfc850, asctime] {
+        assert_eq!(httpdate::parse_http_date(&date).unwrap(), when, "{date}");
+        let ranged = get(
+            &server,
+            "/past.txt",
+            &format!("Range: bytes=2-4\r\nIf-Range: {date}\r\n"),
+        );
+        assert_eq!(
+            (ranged.status, ranged.text().as_str()),
+            (206, "234"),
+            "{date}"
+        );
+    }
+    let other = httpdate::fmt_http_date(when - Duration::from_secs(1));
+    let whole_again = get(
+        &server,
+        "/past.txt",
+        &format!("Range: bytes=2-4\r\nIf-Range: {other}\r\n"),
+    );
+    assert_eq!(whole_again.status, 200);
 
     let whole = server.get("/future.txt");
     assert_eq!(whole.header("last-modified"), None, "no date to trust");

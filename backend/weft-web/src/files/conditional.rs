@@ -125,7 +125,16 @@ pub(super) fn if_range_holds(
     }
     let strong = modified
         .is_some_and(|m| m + std::time::Duration::from_secs(1) <= std::time::SystemTime::now());
-    strong && last_modified.is_some_and(|lm| value == lm)
+    // The same instant in any of the three forms of an HTTP-date, which a recipient MUST
+    // read (§5.6.7): an exact match of the `Last-Modified` sent, as §13.1.5 asks.
+    let same = |lm: &str| {
+        value == lm
+            || matches!(
+                (httpdate::parse_http_date(value), httpdate::parse_http_date(lm)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    strong && last_modified.is_some_and(same)
 }
 
 #[derive(Clone, Copy)]

@@ -61,12 +61,11 @@ pub(super) struct Conn {
     /// connection is polled), against `limits.max_requests_per_connection`.
     pub(super) requests: std::cell::Cell<u32>,
     /// What it was accepted with, for every request it carries (a reload's settings serve
-    /// its requests, but not these): its request cap (0: none), the header size and time
-    /// hyper and the h2 codec were built with, and the per-peer count of HTTP/2 requests.
+    /// its requests, but not these): its request cap (0: none), and the header size and
+    /// time hyper and the h2 codec were built with.
     pub(super) max_requests: u32,
     pub(super) max_header_bytes: usize,
     pub(super) request_timeout: std::time::Duration,
-    pub(super) h2_requests: Option<weft::policies::PeerLimit>,
     /// HTTP/1.1: the end of the client's side, held back while an answer is made.
     pub(super) end_hold: Rc<protocol::EndHold>,
     /// Over HTTP/1.1, whether the request being answered may leave a body unread: set
@@ -276,7 +275,6 @@ impl Conn {
             max_requests: state.config.limits.max_requests_per_connection,
             max_header_bytes: state.config.limits.max_header_bytes,
             request_timeout: state.config.limits.request_timeout,
-            h2_requests: state.h2_requests.get().cloned(),
             end_hold: Rc::default(),
         }
     }

@@ -126,8 +126,9 @@ struct State {
     /// connection cap: a peer's streams give it no more files and upstream connections
     /// at once than as many HTTP/1.1 connections would. Set by the first listener with a
     /// per-peer cap. The generations of a service share one count (a reload's listeners
-    /// count on from the requests of the connections accepted before it), each with its
-    /// own cap.
+    /// count on from the requests of the connections accepted before it), and every
+    /// request is admitted under the cap of the generation in force (none if it has no
+    /// per-peer cap).
     h2_requests: std::cell::OnceCell<weft::policies::PeerLimit>,
     /// The count of the generation taken over from, for the first listener's cap to
     /// count on.
@@ -364,7 +365,13 @@ impl HttpService {
                 &state.config,
                 &newest.policy,
             ));
-            state.h2_counted = newest.h2_requests.get().cloned();
+            // Through a generation without a cap too: its predecessors' requests may still
+            // be in flight.
+            state.h2_counted = newest
+                .h2_requests
+                .get()
+                .or(newest.h2_counted.as_ref())
+                .cloned();
         }
         state.in_force = in_force;
         Self {
@@ -503,7 +510,28 @@ mod tests {
         assert_eq!(limit.max(), 1);
         assert!(limit.admit(&peer).is_none());
         drop(old_request);
-        assert!(limit.admit(&peer).is_some());
+        let new_request = limit.admit(&peer);
+        assert!(new_request.is_some());
+
+        // A generation without a per-peer cap between two with one loses no count.
+        second.put_in_force();
+        let uncapped = service().taking_over(&second.handover());
+        let _open = uncapped
+            .listen_with(&reactor, endpoint, &ListenOptions::default())
+            .unwrap();
+        assert!(uncapped.state.h2_requests.get().is_none());
+        uncapped.put_in_force();
+        let third = service().taking_over(&uncapped.handover());
+        let _capped = third.listen_with(&reactor, endpoint, &capped(1)).unwrap();
+        assert!(
+            third
+                .state
+                .h2_requests
+                .get()
+                .unwrap()
+                .admit(&peer)
+                .is_none()
+        );
     }
 
     #[test]

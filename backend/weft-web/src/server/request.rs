@@ -96,10 +96,11 @@ pub(super) fn handle(
         // the log is off.
         let mut logged = state.access_log.is_on().then(|| logged_request(head));
 
-        // An HTTP/2 request holds its place in the peer's count until its body has gone.
+        // An HTTP/2 request holds its place in the peer's count until its body has gone:
+        // the count its service's generations share, under the cap of the one in force.
         let mut slot = None;
         let admitted = if conn.multiplexed.get()
-            && let Some(limit) = &conn.h2_requests
+            && let Some(limit) = state.h2_requests.get()
         {
             match limit.admit(&conn.info.peer) {
                 Some(place) => {

@@ -249,25 +249,62 @@ pub(crate) async fn holds_weft_history(
         recorded.push(version);
     }
     // And the tables are what those migrations make: a column dropped by hand would fail
-    // every write, and one a migration adds, with that migration's record gone, the
-    // migration itself.
-    let made = schema_made_by(&recorded).await.map_err(open_error)?;
+    // every write, and one a migration to come makes (its record deleted, say) would fail
+    // that migration. What the file has besides (an index or a view of one's own) is
+    // left alone, and said.
+    recorded.sort_unstable();
+    recorded.dedup();
+    let schema_error = |detail| StoreError::Schema {
+        path: path.to_owned(),
+        detail,
+    };
+    let replayed = |e: sqlx::Error| schema_error(format!("its migrations did not replay: {e}"));
+    let made = schema_made_by(&recorded).await.map_err(replayed)?;
     let found = schema_of(conn).await.map_err(open_error)?;
-    match differences(&made, &found) {
-        None => Ok(()),
-        Some(detail) => Err(StoreError::Schema {
-            path: path.to_owned(),
-            detail,
-        }),
+    let missing: Vec<&String> = made.difference(&found).collect();
+    let extra: Vec<&String> = found.difference(&made).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    let to_come = schema_made_by(&all).await.map_err(replayed)?;
+    let (in_the_way, own): (Vec<&String>, Vec<&String>) = extra
+        .into_iter()
+        .partition(|item| to_come.contains(*item) && !made.contains(*item));
+    if !own.is_empty() {
+        tracing::warn!(
+            path = %path.display(),
+            objects = %listed(&own),
+            "the history file has tables, columns or indexes weft's migrations do not make; left alone"
+        );
+    }
+    let said: Vec<String> = [
+        (missing, "missing"),
+        (in_the_way, "made though no recorded migration makes it"),
+    ]
+    .into_iter()
+    .filter(|(items, _)| !items.is_empty())
+    .map(|(items, what)| format!("{what}: {}", listed(&items)))
+    .collect();
+    match said.is_empty() {
+        true => Ok(()),
+        false => Err(schema_error(said.join("; "))),
+    }
+}
+
+/// The first few of `items`, and how many more there are.
+fn listed(items: &[&String]) -> String {
+    let shown: Vec<&str> = items.iter().take(3).map(|s| s.as_str()).collect();
+    match items.len() - shown.len() {
+        0 => shown.join("; "),
+        more => format!("{} and {more} more", shown.join("; ")),
     }
 }
 
 /// Each column of each table (its name, declared type, NOT NULL, default and place in
 /// the primary key), and each index, trigger and view (its statement), of the database
 /// `conn` is open on; sqlx's own table and SQLite's left out.
-async fn schema_of(
-    conn: &mut SqliteConnection,
-) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+async fn schema_of(conn: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
     let columns: Vec<(String, String, String, bool, Option<String>, i64)> = sqlx::query_as(
         "SELECT m.name, p.name, p.type, p.\"notnull\", p.dflt_value, p.pk \
          FROM sqlite_master m JOIN pragma_table_info(m.name) p \
@@ -300,12 +337,24 @@ async fn schema_of(
     Ok(columns.chain(others).collect())
 }
 
+/// A schema as [`schema_of`] describes it.
+type Schema = std::collections::BTreeSet<String>;
+
 /// The schema (see [`schema_of`]) the migrations `versions` make, applied in that order to
-/// an empty database in memory.
-async fn schema_made_by(
-    versions: &[i64],
-) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+/// an empty database in memory; made once a process for each list of versions (a writer
+/// reopening a file again and again replays nothing).
+async fn schema_made_by(versions: &[i64]) -> Result<std::sync::Arc<Schema>, sqlx::Error> {
     use sqlx::Connection;
+    type Made = std::sync::Mutex<std::collections::HashMap<Vec<i64>, std::sync::Arc<Schema>>>;
+    static MADE: std::sync::OnceLock<Made> = std::sync::OnceLock::new();
+    let made = MADE.get_or_init(Made::default);
+    let lock = || {
+        made.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some(schema) = lock().get(versions) {
+        return Ok(schema.clone());
+    }
     let mut conn = SqliteConnection::connect("sqlite::memory:").await?;
     for version in versions {
         if let Some(migration) = MIGRATOR.iter().find(|m| m.version == *version) {
@@ -316,33 +365,9 @@ async fn schema_made_by(
     }
     let schema = schema_of(&mut conn).await;
     let _ = conn.close().await;
-    schema
-}
-
-/// What differs between the schema `made` by the migrations recorded and the one `found`,
-/// in words (the first few of each), if anything does.
-fn differences(
-    made: &std::collections::BTreeSet<String>,
-    found: &std::collections::BTreeSet<String>,
-) -> Option<String> {
-    let list = |items: Vec<&String>| {
-        let shown: Vec<&str> = items.iter().take(3).map(|s| s.as_str()).collect();
-        let more = items.len().saturating_sub(shown.len());
-        let more = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
-        format!("{}{more}", shown.join("; "))
-    };
-    let missing: Vec<_> = made.difference(found).collect();
-    let unknown: Vec<_> = found.difference(made).collect();
-    let said: Vec<String> = [(missing, "missing"), (unknown, "made by none of them")]
-        .into_iter()
-        .filter(|(items, _)| !items.is_empty())
-        .map(|(items, what)| format!("{what}: {}", list(items)))
-        .collect();
-    (!said.is_empty()).then(|| said.join("; "))
+    let schema = std::sync::Arc::new(schema?);
+    lock().insert(versions.to_vec(), schema.clone());
+    Ok(schema)
 }
 
 /// Opens the writer's own connection; the file must already be migrated.
@@ -663,7 +688,7 @@ mod tests {
             ),
             (
                 "DELETE FROM _sqlx_migrations WHERE version = 10",
-                "(made by none of them: column deferreds.ended_at_ms INTEGER)",
+                "(made though no recorded migration makes it: column deferreds.ended_at_ms INTEGER)",
             ),
         ] {
             let file = dir.path().join("changed.db");
@@ -681,6 +706,31 @@ mod tests {
                 .unwrap_err();
             assert!(opened.to_string().contains(says), "{opened}");
         }
+
+        // What a file has besides its migrations' tables (an operator's own index, view or
+        // table) is left alone: it fails no write and no migration.
+        let own = dir.path().join("own.db");
+        std::fs::copy(&ours, &own).unwrap();
+        let mut conn = connect_options(&own, Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        for statement in [
+            "CREATE INDEX mine ON connections (service)",
+            "CREATE TABLE notes (x)",
+            "CREATE VIEW recent AS SELECT id FROM connections",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+        conn.close().await.unwrap();
+        check_file(&own)
+            .await
+            .expect("an index, table and view of one's own");
+        open_pool(&own, Duration::from_secs(5), 1)
+            .await
+            .expect("opens")
+            .close()
+            .await;
 
         // A file in rollback-journal mode that another program holds locked: read as it
         // is, without waiting on the lock (a start serves and writes once it is let go).

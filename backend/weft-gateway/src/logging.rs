@@ -13,22 +13,28 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// The crates whose own warnings are about what a peer sent, one line per connection or
-/// datagram a flood makes: h2's about a peer's frames (too many resets, say),
-/// hickory-proto's about a message's EDNS options. The services report and count each
-/// such peer themselves, with a log budget.
-const PEER_NOISE: [&str; 2] = ["h2", "hickory_proto"];
+/// datagram a flood makes, and the target of those warnings: h2's about a peer's frames
+/// (too many resets, say), anywhere in the crate; hickory-proto's about a message's EDNS
+/// options (its other warnings, about what weft encodes, stay). The services report and
+/// count each such peer themselves, with a log budget.
+const PEER_NOISE: [(&str, &str); 2] = [
+    ("h2", "h2"),
+    ("hickory_proto", "hickory_proto::rr::rdata::opt"),
+];
 
-/// The filter of `rust_log` (`info` without one), with the warnings of the crates in
-/// [`PEER_NOISE`] left out unless it names them.
+/// The filter of `rust_log` (`info` without one), with the warnings of the targets in
+/// [`PEER_NOISE`] left out unless it names their crate.
 fn filter(rust_log: Option<&str>) -> EnvFilter {
     let text = rust_log.unwrap_or("info");
     let mut filter = EnvFilter::try_new(text).unwrap_or_else(|_| EnvFilter::new("info"));
-    for krate in PEER_NOISE {
+    for (krate, target) in PEER_NOISE {
         let named = text
             .split(',')
             .any(|d| d.trim().split(['=', '[', ':']).next() == Some(krate));
         if !named {
-            let directive = format!("{krate}=error").parse().expect("a valid directive");
+            let directive = format!("{target}=error")
+                .parse()
+                .expect("a valid directive");
             filter = filter.add_directive(directive);
         }
     }
@@ -140,10 +146,16 @@ mod tests {
         let quiet = |s: &str| filter(Some(s)).to_string();
         assert_eq!(
             filter(None).to_string(),
-            "hickory_proto=error,h2=error,info"
+            "hickory_proto::rr::rdata::opt=error,h2=error,info"
         );
-        assert_eq!(quiet("debug"), "hickory_proto=error,h2=error,debug");
-        assert_eq!(quiet("info,h2=debug"), "hickory_proto=error,h2=debug,info");
+        assert_eq!(
+            quiet("debug"),
+            "hickory_proto::rr::rdata::opt=error,h2=error,debug"
+        );
+        assert_eq!(
+            quiet("info,h2=debug"),
+            "hickory_proto::rr::rdata::opt=error,h2=debug,info"
+        );
         assert_eq!(
             quiet("warn,h2::proto=trace,hickory_proto::rr=warn"),
             "hickory_proto::rr=warn,h2::proto=trace,warn"
@@ -151,7 +163,7 @@ mod tests {
         // Another crate whose name starts the same is no reason to let h2's through.
         assert_eq!(
             quiet("h2load=info"),
-            "hickory_proto=error,h2load=info,h2=error"
+            "hickory_proto::rr::rdata::opt=error,h2load=info,h2=error"
         );
     }
 }

@@ -695,14 +695,26 @@ pub(crate) mod tests {
             Parsed::Error { rcode, .. } => rcode,
             Parsed::Drop(why) => panic!("dropped: {why}"),
         };
-        // An unknown option, NSID and COOKIE each saying more bytes than are left; a
-        // part of an option's code and length after the last.
+        // hickory reads these and drops the option, or what follows the last (NOERROR
+        // before): an unknown option and NSID each saying more bytes than are left, and
+        // an empty NSID followed by two bytes, a part of an option's code and length.
         for data in [
             &b"\x12\x68\x00\x03ab"[..],
             b"\x00\x03\x00\x04ab",
-            b"\x00\x0a\x00\x08abc",
-            b"\x00\x0a\x00",
+            b"\x00\x03\x00\x00\x00\x0a",
         ] {
+            let Parsed::Error { rcode, why, .. } = parse(&with_options(data), false) else {
+                panic!("answered {data:?}")
+            };
+            assert_eq!(rcode, ResponseCode::FormErr, "{data:?}");
+            assert!(
+                why.contains("EDNS option") || why.contains("after the last"),
+                "{data:?}: {why}"
+            );
+        }
+        // These hickory refuses itself: COOKIE saying more bytes than the record has,
+        // and three bytes of an option's head.
+        for data in [&b"\x00\x0a\x00\x08abc"[..], b"\x00\x0a\x00"] {
             assert_eq!(
                 rcode(&with_options(data)),
                 ResponseCode::FormErr,

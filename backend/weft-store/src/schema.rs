@@ -186,11 +186,28 @@ pub(crate) async fn check_file(path: &Path) -> Result<(), StoreError> {
 
 /// Whether the database `conn` is open on (the file at `path`) is one this weft can keep
 /// its history in, as opening it would find: empty, or weft's with no migration of a
-/// later weft, none changed since it was applied and none half applied. Read only.
+/// later weft, none changed since it was applied, none half applied, and its tables
+/// those its migrations make. Read only, in one read transaction: what is read of the
+/// migrations and of the tables is the same moment of the file, though another process
+/// migrates it meanwhile.
 pub(crate) async fn holds_weft_history(
     conn: &mut SqliteConnection,
     path: &Path,
 ) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let open_error = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut read = conn.begin().await.map_err(open_error)?;
+    let held = read_history(&mut read, path).await;
+    // Nothing was written: rolling back only ends the read.
+    let _ = read.rollback().await;
+    held
+}
+
+/// [`holds_weft_history`] within its read transaction.
+async fn read_history(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreError> {
     let open_error = |source| StoreError::Open {
         path: path.to_owned(),
         source,

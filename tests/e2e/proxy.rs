@@ -438,8 +438,9 @@ fn a_tls_client_ending_without_close_notify_reaches_the_upstream_as_a_reset() {
 }
 
 /// Connections that wait on their peers are no stall, however long they wait: a pair
-/// whose client has half-closed waiting for a slow upstream's answer, and TLS clients
-/// that connect and never begin their handshake. With `stall_after` at 300 ms, neither
+/// whose client has half-closed waiting for a slow upstream's answer, a pair whose client
+/// never reads a large answer, and TLS clients that connect and never begin their
+/// handshake. With `stall_after` at 300 ms, neither
 /// is reported (each was, once per connection, before).
 #[test]
 fn connections_waiting_on_their_peers_are_not_reported_stalled() {
@@ -461,13 +462,18 @@ listen = \"ssl:{tls_port}:interface=127.0.0.1:privateKey={}:certKey={}\"
             cert.display()
         )
     });
-    // An upstream that reads the request to its end, thinks for 1.5 s, and answers.
+    // An upstream that reads the request to its end, thinks for 1.5 s, and answers; then,
+    // to a second client, sends 16 MiB at once (which that client never reads: the pair
+    // waits on it, paused by back-pressure).
     let answering = std::thread::spawn(move || {
         let (mut s, _) = upstream.accept().unwrap();
         let mut request = Vec::new();
         s.read_to_end(&mut request).unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         s.write_all(b"late answer").unwrap();
+        drop(s);
+        let (mut s, _) = upstream.accept().unwrap();
+        let _ = s.write_all(&vec![b'x'; 16 << 20]);
     });
     let silent: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(("127.0.0.1", tls_port)).unwrap())
@@ -479,15 +485,10 @@ listen = \"ssl:{tls_port}:interface=127.0.0.1:privateKey={}:certKey={}\"
     let mut answer = Vec::new();
     s.read_to_end(&mut answer).unwrap();
     assert_eq!(answer, b"late answer");
-    answering.join().unwrap();
+    let _never_reading = TcpStream::connect(("127.0.0.1", port)).unwrap();
     // Past a sweep of the detectors, with the silent clients still waiting.
     std::thread::sleep(Duration::from_millis(1500));
-    let stalled = |service: &str| {
-        app.metric(&format!(
-            r#"weft_deferred_detections_total{{detector="stalled",service="{service}"}}"#
-        ))
-        .unwrap_or(0.0)
-    };
+    let stalled = |service: &str| stalled(&app, service);
     assert_eq!(
         (stalled("proxy"), stalled("tlsecho")),
         (0.0, 0.0),
@@ -495,4 +496,83 @@ listen = \"ssl:{tls_port}:interface=127.0.0.1:privateKey={}:certKey={}\"
         app.log()
     );
     drop(silent);
+    drop(_never_reading);
+    answering.join().unwrap();
+}
+
+/// HTTP answers whose clients take nothing of them are no stall either: a large file
+/// over HTTP/2 whose client opens no window past the first, and the same file through a
+/// proxy route to a client over HTTP/1.1 that never reads (the upstream connection's
+/// task waits on that client). Each was reported before.
+#[test]
+fn http_answers_waiting_on_their_clients_are_not_reported_stalled() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("big.bin"), vec![b'x'; 32 << 20]).unwrap();
+    let (files, front) = (free_port(), free_port());
+    let app = crate::support::spawn_app_with(|_| {
+        format!(
+            r#"[inspect]
+stall_after = "300ms"
+
+[[service]]
+name = "files"
+kind = "http"
+listen = "tcp:{files}:interface=127.0.0.1"
+root = "{}"
+
+[[service]]
+name = "front"
+kind = "http"
+listen = "tcp:{front}:interface=127.0.0.1"
+
+[[service.route]]
+prefix = "/f/"
+upstream = "http://127.0.0.1:{files}/"
+"#,
+            root.path().display()
+        )
+    });
+    let mut proxied = TcpStream::connect(("127.0.0.1", front)).unwrap();
+    proxied
+        .write_all(b"GET /f/big.bin HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", files))
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = http::Request::get(format!("http://127.0.0.1:{files}/big.bin"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        // The body is never read: the stream's window stays shut past its first 64 KiB.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        drop(response);
+    });
+    let stalled = |service: &str| stalled(&app, service);
+    assert_eq!(
+        (stalled("files"), stalled("front")),
+        (0.0, 0.0),
+        "{}",
+        app.log()
+    );
+    drop(proxied);
+}
+
+/// The stall detections counted under `service` so far.
+fn stalled(app: &App, service: &str) -> f64 {
+    app.metric(&format!(
+        r#"weft_deferred_detections_total{{detector="stalled",service="{service}"}}"#
+    ))
+    .unwrap_or(0.0)
 }

@@ -325,7 +325,9 @@ impl Pool {
             on_client: Cell::new(false),
         });
         // The upstream connection's task, listed under it: it serves whichever requests
-        // the pool gives it, long after the client whose request opened it has gone.
+        // the pool gives it, long after the client whose request opened it has gone. It
+        // waits on its upstream, or on a client reading the answer it relays (whose
+        // request's chain is watched on its own): never a stall of its own.
         let task = drive(
             link.clone(),
             connection,
@@ -333,7 +335,7 @@ impl Pool {
             inner.config.idle_timeout,
         );
         weft::observe::with_connection(Some(link.transport.info().id), || {
-            Reactor::current().spawn(task);
+            Reactor::current().spawn(weft::tasks::awaiting_outside_events(task));
         });
         Ok(Pooled {
             sender: Some(sender),

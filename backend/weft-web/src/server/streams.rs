@@ -208,6 +208,8 @@ impl<F: Future<Output = ()>> Future for Watched<F> {
             return Poll::Pending;
         };
         if sleep.as_mut().poll(cx).is_pending() {
+            // It waits on the client's window, within the connection's idle timeout.
+            weft::tasks::waiting_on_peer();
             return Poll::Pending;
         }
         let connection = &this.connection;

@@ -94,6 +94,14 @@ pub(crate) fn note_slow_inside() {
     crate::context::with(|cx| cx.task.slow_inside.set(true));
 }
 
+/// Says that the running task, pending now, waits on its peer (a client's window, its
+/// reading of what was sent): idle there for any time is not a stall. For a task whose
+/// waiting weft's own streams and transports do not see, such as one that waits on a
+/// channel a peer's reading drains.
+pub fn waiting_on_peer() {
+    note_waiting_on_peer();
+}
+
 /// The running task waits for its own peer's input now: idle there is not a stall.
 #[inline]
 pub(crate) fn note_waiting_on_peer() {

@@ -507,8 +507,9 @@ impl<S: Stream> Driver<'_, S> {
         // Not reading, the task waits on what comes from outside it: what its protocol
         // writes (a half-closed peer's answer, from a partner connection or a chain,
         // each watched on its own), a peer reading what was written (back-pressure's
-        // pause), a handshake. Like a read that finds nothing, that is no stall. A pause
-        // the protocol asked for is its own doing: waiting there is watched.
+        // pause, of this transport's own writes or of a consumer it produces for), a
+        // handshake. Like a read that finds nothing, that is no stall. A pause the
+        // protocol asked for is its own doing: waiting there is watched.
         if self.read_eof || flags.closing {
             crate::tasks::note_waiting_on_peer();
             return ControlFlow::Break(Poll::Pending);
@@ -517,7 +518,7 @@ impl<S: Stream> Driver<'_, S> {
         // it is still going out): what the peer sends then is read over TLS, never taken
         // in the clear (the STARTTLS injection of CVE-2011-0411). Writing wakes the task.
         if flags.read_paused || flags.self_paused || flags.tls_starting {
-            if !flags.read_paused {
+            if !flags.read_paused || flags.pushed_back {
                 crate::tasks::note_waiting_on_peer();
             }
             return ControlFlow::Break(Poll::Pending);

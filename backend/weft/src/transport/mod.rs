@@ -77,6 +77,9 @@ struct Flags {
     handshaking: bool,
     /// The protocol (or a producer consumer) paused reading.
     read_paused: bool,
+    /// The pause is a consumer's back-pressure (this transport as its producer): its
+    /// reading waits on the consumer's peer to read.
+    pushed_back: bool,
     /// Reading paused by back-pressure because no producer is registered.
     self_paused: bool,
     /// Reading was paused (either way) since the protocol last heard it resumed: it
@@ -472,7 +475,10 @@ impl Transport {
 
     /// Resumes reading after [`pause_reading`](Self::pause_reading).
     pub fn resume_reading(&self) {
-        self.update(|f| f.read_paused = false);
+        self.update(|f| {
+            f.read_paused = false;
+            f.pushed_back = false;
+        });
         self.wake();
     }
 
@@ -897,6 +903,7 @@ impl Transport {
 impl PushProducer for Transport {
     fn pause_producing(&self) {
         self.pause_reading();
+        self.update(|f| f.pushed_back = true);
     }
     fn resume_producing(&self) {
         self.resume_reading();

@@ -285,9 +285,15 @@ async fn read_history(conn: &mut SqliteConnection, path: &Path) -> Result<(), St
     }
     let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     let to_come = schema_made_by(&all).await.map_err(replayed)?;
+    // In the way too: a trigger or a UNIQUE index of one's own, either of which can fail
+    // weft's inserts.
+    let refuses_rows = |item: &str| {
+        item.starts_with("trigger ")
+            || (item.starts_with("index ") && item.to_ascii_uppercase().contains("UNIQUE"))
+    };
     let (in_the_way, own): (Vec<&String>, Vec<&String>) = extra
         .into_iter()
-        .partition(|item| to_come.contains(*item) && !made.contains(*item));
+        .partition(|item| (to_come.contains(*item) && !made.contains(*item)) || refuses_rows(item));
     if !own.is_empty() {
         tracing::warn!(
             path = %path.display(),
@@ -297,7 +303,10 @@ async fn read_history(conn: &mut SqliteConnection, path: &Path) -> Result<(), St
     }
     let said: Vec<String> = [
         (missing, "missing"),
-        (in_the_way, "made though no recorded migration makes it"),
+        (
+            in_the_way,
+            "made though no recorded migration makes it, or able to refuse rows",
+        ),
     ]
     .into_iter()
     .filter(|(items, _)| !items.is_empty())
@@ -705,7 +714,7 @@ mod tests {
             ),
             (
                 "DELETE FROM _sqlx_migrations WHERE version = 10",
-                "(made though no recorded migration makes it: column deferreds.ended_at_ms INTEGER)",
+                "(made though no recorded migration makes it, or able to refuse rows: column deferreds.ended_at_ms INTEGER)",
             ),
         ] {
             let file = dir.path().join("changed.db");
@@ -725,7 +734,23 @@ mod tests {
         }
 
         // What a file has besides its migrations' tables (an operator's own index, view or
-        // table) is left alone: it fails no write and no migration.
+        // table) is left alone: it fails no write and no migration. A trigger or a UNIQUE
+        // index of one's own could refuse weft's rows: refused.
+        for statement in [
+            "CREATE TRIGGER nope BEFORE INSERT ON connections BEGIN SELECT RAISE(ABORT, 'no'); END",
+            "CREATE UNIQUE INDEX one ON connections (service)",
+        ] {
+            let file = dir.path().join("refusing.db");
+            std::fs::copy(&ours, &file).unwrap();
+            let mut conn = connect_options(&file, Duration::from_secs(5))
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            let checked = check_file(&file).await.unwrap_err().to_string();
+            assert!(checked.contains("able to refuse rows"), "{checked}");
+        }
         let own = dir.path().join("own.db");
         std::fs::copy(&ours, &own).unwrap();
         let mut conn = connect_options(&own, Duration::from_secs(5))

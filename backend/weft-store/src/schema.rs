@@ -267,8 +267,9 @@ async fn read_history(conn: &mut SqliteConnection, path: &Path) -> Result<(), St
     }
     // And the tables are what those migrations make: a column dropped by hand would fail
     // every write, and one a migration to come makes (its record deleted, say) would fail
-    // that migration. What the file has besides (an index or a view of one's own) is
-    // left alone, and said.
+    // that migration. What the file has besides (an index, a view or a table of one's
+    // own) is left alone, and said; but a trigger or a UNIQUE index, which could refuse
+    // weft's rows.
     recorded.sort_unstable();
     recorded.dedup();
     let schema_error = |detail| StoreError::Schema {
@@ -286,10 +287,23 @@ async fn read_history(conn: &mut SqliteConnection, path: &Path) -> Result<(), St
     let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     let to_come = schema_made_by(&all).await.map_err(replayed)?;
     // In the way too: a trigger or a UNIQUE index of one's own, either of which can fail
-    // weft's inserts.
+    // weft's inserts (told by its statement, `index NAME: CREATE UNIQUE INDEX ...`, not
+    // by a name that happens to say unique).
     let refuses_rows = |item: &str| {
+        let unique = |sql: &str| {
+            let mut words = sql.split_ascii_whitespace();
+            words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("CREATE"))
+                && words
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case("UNIQUE"))
+        };
         item.starts_with("trigger ")
-            || (item.starts_with("index ") && item.to_ascii_uppercase().contains("UNIQUE"))
+            || item
+                .strip_prefix("index ")
+                .and_then(|rest| rest.split_once(": "))
+                .is_some_and(|(_, sql)| unique(sql))
     };
     let (in_the_way, own): (Vec<&String>, Vec<&String>) = extra
         .into_iter()
@@ -298,7 +312,7 @@ async fn read_history(conn: &mut SqliteConnection, path: &Path) -> Result<(), St
         tracing::warn!(
             path = %path.display(),
             objects = %listed(&own),
-            "the history file has tables, columns or indexes weft's migrations do not make; left alone"
+            "the history file has tables, columns, indexes or views weft's migrations do not make; left alone"
         );
     }
     let said: Vec<String> = [
@@ -758,7 +772,7 @@ mod tests {
             .await
             .unwrap();
         for statement in [
-            "CREATE INDEX mine ON connections (service)",
+            "CREATE INDEX mine_not_unique ON connections (service)",
             "CREATE TABLE notes (x)",
             "CREATE VIEW recent AS SELECT id FROM connections",
         ] {

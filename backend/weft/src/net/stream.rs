@@ -170,7 +170,7 @@ impl AsyncRead for InspectedStream {
         let before = buf.filled().len();
         let result = with_io!(&mut this.io, s => Pin::new(s).poll_read(cx, buf));
         match &result {
-            Poll::Pending => crate::tasks::note_waiting_on_peer(),
+            Poll::Pending => crate::tasks::waiting_on_peer(),
             Poll::Ready(Ok(())) => match buf.filled().len() - before {
                 0 => this.transport.note_reason(CloseReason::PeerClosed),
                 n => this.info().stats.record_read(n, Stopwatch::start()),

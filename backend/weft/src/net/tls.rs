@@ -379,7 +379,7 @@ async fn linger(stream: &TcpStream, transport: &crate::Transport) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Pending => {
-                    crate::tasks::note_waiting_on_peer();
+                    crate::tasks::waiting_on_peer();
                     return Poll::Pending;
                 }
             }
@@ -436,7 +436,7 @@ async fn plain_text(
             Poll::Ready(Err(_)) => Poll::Ready(Ok(false)),
             Poll::Pending => {
                 // Waiting for the peer to say something: no stall.
-                crate::tasks::note_waiting_on_peer();
+                crate::tasks::waiting_on_peer();
                 deadline.as_mut().poll(cx).map(|()| Err(timed_out()))
             }
         }
@@ -467,7 +467,7 @@ async fn shake(
         }
         // A handshake waits on nothing but its peer's records (or its peer's reading of
         // ours): no stall, however long it takes within its deadline.
-        crate::tasks::note_waiting_on_peer();
+        crate::tasks::waiting_on_peer();
         deadline.as_mut().poll(cx).map(|()| Err(timed_out()))
     })
     .await

@@ -94,17 +94,12 @@ pub(crate) fn note_slow_inside() {
     crate::context::with(|cx| cx.task.slow_inside.set(true));
 }
 
-/// Says that the running task, pending now, waits on its peer (a client's window, its
-/// reading of what was sent): idle there for any time is not a stall. For a task whose
-/// waiting weft's own streams and transports do not see, such as one that waits on a
-/// channel a peer's reading drains.
-pub fn waiting_on_peer() {
-    note_waiting_on_peer();
-}
-
-/// The running task waits for its own peer's input now: idle there is not a stall.
+/// Says that the running task, pending now, waits on its peer (its input, its reading
+/// of what was sent, its window): idle there for any time is not a stall. weft's own
+/// streams and transports say it when they wait; call it from a task whose waiting they
+/// do not see, such as one that waits on a channel a peer's reading drains.
 #[inline]
-pub(crate) fn note_waiting_on_peer() {
+pub fn waiting_on_peer() {
     crate::context::with(|cx| cx.task.on_peer.set(true));
 }
 
@@ -322,7 +317,7 @@ pub async fn awaiting_outside_events<F: Future>(future: F) -> F::Output {
     poll_fn(|cx| {
         let out = future.as_mut().poll(cx);
         if out.is_pending() {
-            note_waiting_on_peer();
+            waiting_on_peer();
         }
         out
     })

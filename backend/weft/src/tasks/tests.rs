@@ -252,7 +252,7 @@ fn a_task_waiting_on_its_peer_is_not_stalled() {
     let mut reading = Box::pin(instrument(
         poll_fn(move |cx| {
             *kept.borrow_mut() = Some(cx.waker().clone());
-            note_waiting_on_peer();
+            waiting_on_peer();
             Poll::<()>::Pending
         }),
         TaskKind::Connection,

@@ -511,7 +511,7 @@ impl<S: Stream> Driver<'_, S> {
         // handshake. Like a read that finds nothing, that is no stall. A pause the
         // protocol asked for is its own doing: waiting there is watched.
         if self.read_eof || flags.closing {
-            crate::tasks::note_waiting_on_peer();
+            crate::tasks::waiting_on_peer();
             return ControlFlow::Break(Poll::Pending);
         }
         // Nothing is read between `start_tls` and its handshake (what was written before
@@ -519,7 +519,7 @@ impl<S: Stream> Driver<'_, S> {
         // in the clear (the STARTTLS injection of CVE-2011-0411). Writing wakes the task.
         if flags.read_paused || flags.self_paused || flags.tls_starting {
             if !flags.read_paused || flags.pushed_back {
-                crate::tasks::note_waiting_on_peer();
+                crate::tasks::waiting_on_peer();
             }
             return ControlFlow::Break(Poll::Pending);
         }
@@ -542,7 +542,7 @@ impl<S: Stream> Driver<'_, S> {
         match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
             Poll::Pending => {
                 put_read_buf(buf);
-                crate::tasks::note_waiting_on_peer();
+                crate::tasks::waiting_on_peer();
                 ControlFlow::Break(Poll::Pending)
             }
             Poll::Ready(Err(err)) => {

@@ -868,7 +868,7 @@ impl Transport {
     pub(crate) fn set_write_blocked(&self, blocked: bool) {
         if blocked {
             // The task writing waits for the peer to read: not a stall.
-            crate::tasks::note_waiting_on_peer();
+            crate::tasks::waiting_on_peer();
         }
         if self.flags().write_blocked != blocked {
             self.update(|f| f.write_blocked = blocked);

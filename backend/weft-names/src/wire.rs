@@ -167,7 +167,12 @@ pub(crate) fn parse_received(
     let message = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(e) => {
-            let response = error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
+            let mut response =
+                error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
+            // RFC 6891 section 7: a FORMERR for a problem with the OPT record itself (an
+            // option hickory cannot read) MUST carry an OPT record; one found in a message
+            // that does not read is answered with one, whatever made it unreadable.
+            response.edns = undecodable_opt(packet);
             return Parsed::Error {
                 response: Box::new(response),
                 asked: None,
@@ -284,6 +289,26 @@ fn options_overrun(packet: &[u8]) -> Option<String> {
 /// The data of the OPT record in `packet`'s additional section, when the message reads
 /// that far.
 fn opt_data(packet: &[u8]) -> Option<&[u8]> {
+    let at = opt_at(packet)?;
+    let len = usize::from(u16::from_be_bytes([packet[at + 8], packet[at + 9]]));
+    packet.get(at + 10..at + 10 + len)
+}
+
+/// The OPT record of a response to `packet`, a query hickory cannot read, when its OPT
+/// record's fixed fields can be found: this server's size and version, its DO bit copied
+/// (RFC 3225 section 3), no options.
+fn undecodable_opt(packet: &[u8]) -> Option<Edns> {
+    let at = opt_at(packet)?;
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_UDP_SIZE)
+        .set_version(EDNS_VERSION)
+        .set_dnssec_ok(packet[at + 6] & 0x80 != 0);
+    Some(edns)
+}
+
+/// Where the fixed fields (type to RDLENGTH, 10 bytes) of the OPT record in `packet`'s
+/// additional section begin, when the message reads that far.
+fn opt_at(packet: &[u8]) -> Option<usize> {
     let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
     let (questions, records) = (count(4), count(6) + count(8));
     let additional = count(10);
@@ -305,12 +330,10 @@ fn opt_data(packet: &[u8]) -> Option<&[u8]> {
     for i in 0..records + additional {
         at = skip_name(at)?;
         let fixed = packet.get(at..at + 10)?;
-        let len = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-        let data = packet.get(at + 10..at + 10 + len)?;
         if i >= records && fixed[..2] == [0, 41] {
-            return Some(data);
+            return Some(at);
         }
-        at += 10 + len;
+        at += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
     }
     None
 }
@@ -714,12 +737,19 @@ pub(crate) mod tests {
         }
         // These hickory refuses itself: COOKIE saying more bytes than the record has,
         // and three bytes of an option's head.
+        // Their FORMERR carries an OPT record too (RFC 6891 section 7), DO copied.
         for data in [&b"\x00\x0a\x00\x08abc"[..], b"\x00\x0a\x00"] {
-            assert_eq!(
-                rcode(&with_options(data)),
-                ResponseCode::FormErr,
-                "{data:?}"
-            );
+            let mut packet = with_options(data);
+            assert_eq!(rcode(&packet), ResponseCode::FormErr, "{data:?}");
+            let flags = packet.len() - data.len() - 4;
+            packet[flags] = 0x80;
+            let Parsed::Error { response, .. } = parse(&packet, false) else {
+                panic!("answered {data:?}")
+            };
+            let decoded = Message::from_vec(&encode(&response, None)).unwrap();
+            let edns = decoded.edns.expect("an OPT record in the FORMERR");
+            assert!(edns.flags().dnssec_ok, "{data:?}");
+            assert_eq!(edns.max_payload(), EDNS_UDP_SIZE);
         }
         // Options that fill the data exactly are read.
         assert_eq!(

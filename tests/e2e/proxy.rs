@@ -500,6 +500,34 @@ listen = \"ssl:{tls_port}:interface=127.0.0.1:privateKey={}:certKey={}\"
     answering.join().unwrap();
 }
 
+/// An upstream connect that hangs (a TLS upstream that accepts and never answers the
+/// handshake) past `stall_after` is reported once, by the connection's chain at its
+/// `connect upstream` step; the task awaiting the connect is not reported beside it (it
+/// was, a second detection for the same wait).
+#[test]
+fn a_hung_upstream_connect_is_reported_once_by_its_chain() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let app = crate::support::spawn_app_with(|_| {
+        format!(
+            "[inspect]\nstall_after = \"300ms\"
+[[service]]
+name = \"hung\"
+kind = \"tcp-proxy\"
+listen = \"tcp:{port}:interface=127.0.0.1\"
+upstream = \"ssl:127.0.0.1:{}\"
+",
+            silent.local_addr().unwrap().port()
+        )
+    });
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stalled(&app, "hung"), 1.0, "{}", app.log());
+    let pending = app.curl("/api/deferreds?state=pending").unwrap();
+    assert!(pending.contains("connect upstream"), "{pending}");
+    drop(silent);
+}
+
 /// HTTP answers whose clients take nothing of them are no stall either: a large file
 /// over HTTP/2 whose client opens no window past the first, and the same file through a
 /// proxy route to a client over HTTP/1.1 that never reads (the upstream connection's

@@ -330,7 +330,10 @@ impl Reactor {
                     }
                 }
             });
-            let connected = rx
+            // The caller waits on the attempt, which waits on the remote end within its
+            // timeout: no stall of the caller's task either (a chain it keeps for the
+            // connect, as tcp-proxy's and a proxy request's, says where it is).
+            let connected = crate::tasks::awaiting_outside_events(rx)
                 .await
                 .unwrap_or_else(|_| Err(ConnectError::Cancelled { endpoint }));
             abandon.disarm();

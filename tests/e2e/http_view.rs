@@ -312,6 +312,83 @@ eject_for = "10m"
     assert!(page.contains("healthy"), "{page}");
 }
 
+/// A reload that leaves a route's upstreams as they were keeps their state: an upstream
+/// ejected before it stays out for the rest of its `eject_for` (before, it was healthy
+/// again at once and took clients' requests), and the counts go on. A route whose
+/// upstream is new starts afresh.
+#[test]
+fn a_reload_keeps_an_unchanged_upstream_s_health_and_counts() {
+    let live = Upstream::start();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let app = spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{port}:interface=127.0.0.1"
+[[service.route]]
+prefix = "/api/"
+upstreams = ["http://{live}", "http://{dead}"]
+max_fails = 1
+eject_for = "10m"
+"#,
+            port = web.port(),
+            live = live.addr,
+        )
+    });
+    for i in 0..4 {
+        assert_eq!(curl(web, &[], &format!("/api/{i}")).0, 200, "{}", app.log());
+    }
+    let dead_url = format!("http://{dead}");
+    let find = |url: &str| {
+        upstreams(&api_http(&app), "web")
+            .iter()
+            .find(|u| u["url"] == url && u["route"] == "/api/")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let before = find(&dead_url);
+    assert_eq!(before["state"], "ejected", "{before:#}");
+    // An unrelated route added: the service is made again from its new settings.
+    app.edit_config(|text| {
+        format!("{text}[[service.route]]\nprefix = \"/other/\"\nupstream = \"http://{dead}\"\n")
+    });
+    app.reload_by_signal("ok");
+    assert_eventually!(
+        upstreams(&api_http(&app), "web").len() == 3,
+        "the new route listed: {:#}",
+        api_http(&app)
+    );
+    let after = find(&dead_url);
+    assert_eq!(after["state"], "ejected", "{after:#}");
+    assert_eq!(after["until_ms"], before["until_ms"], "{after:#}");
+    assert_eq!(after["errors"], 1, "{after:#}");
+    // Every request goes to the live one, none is retried off the dead one.
+    for i in 0..4 {
+        assert_eq!(curl(web, &[], &format!("/api/after/{i}")).0, 200);
+    }
+    let after = find(&dead_url);
+    assert_eq!(
+        (after["state"].as_str(), after["errors"].as_u64()),
+        (Some("ejected"), Some(1)),
+        "{after:#}"
+    );
+    assert_eq!(find(&format!("http://{}", live.addr))["requests"], 8);
+    // The new route's upstream (the same URL under another prefix) is its own.
+    let other = upstreams(&api_http(&app), "web")
+        .iter()
+        .find(|u| u["route"] == "/other/")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(other["state"], "healthy", "{other:#}");
+    assert_eq!(other["errors"], 0, "{other:#}");
+}
+
 /// One browser session: the page goes live, follows a request without a reload, and
 /// keeps the hostile name and prefix as text.
 #[test]

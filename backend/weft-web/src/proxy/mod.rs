@@ -376,8 +376,15 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    /// The upstreams of `config`'s routes, connections reported under `service`.
-    pub(crate) fn start(service: &str, config: &WebConfig, recorder: &Rc<dyn Recorder>) -> Self {
+    /// The upstreams of `config`'s routes, connections reported under `service`; the
+    /// state of those `before` (the generation a reload replaces) has too is taken over
+    /// ([`RouteUpstreams::start`]).
+    pub(crate) fn start(
+        service: &str,
+        config: &WebConfig,
+        recorder: &Rc<dyn Recorder>,
+        before: Option<&Self>,
+    ) -> Self {
         let service: Arc<str> = service.into();
         let limits = &config.limits;
         let bodies = Rc::new(BodyRoom {
@@ -399,7 +406,16 @@ impl Proxy {
             .routes
             .iter()
             .map(|route| {
-                RouteUpstreams::start(&service, route, &config.pool, limits, recorder, &bodies)
+                let before = before.map_or(&[][..], |p| &p.routes[..]);
+                RouteUpstreams::start(
+                    &service,
+                    route,
+                    &config.pool,
+                    limits,
+                    recorder,
+                    &bodies,
+                    before,
+                )
             })
             .collect();
         let view = UpstreamsView(Arc::new(routes.iter().flat_map(|r| r.states()).collect()));

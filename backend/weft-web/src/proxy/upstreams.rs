@@ -31,6 +31,9 @@ pub(crate) struct Target {
 /// A route's upstreams and how requests are spread over them.
 pub(crate) struct RouteUpstreams {
     pub(crate) targets: Vec<Target>,
+    /// The route's `ca`: an upstream's state is taken over by a reload only where it
+    /// is unchanged (a new CA is a reason to try an upstream afresh).
+    ca: Option<std::path::PathBuf>,
     balance: Balance,
     health: Health,
     /// Where the next round robin (or least-connections tie) starts.
@@ -67,7 +70,9 @@ impl Tried {
 
 impl RouteUpstreams {
     /// `route`'s upstreams, each with an empty pool whose connections are reported under
-    /// `service`; starts the active checks, which end when the route is dropped.
+    /// `service`; starts the active checks, which end when the route is dropped. Each
+    /// upstream's state (health, counts, recent errors) is `before`'s for the same
+    /// upstream, when the generation a reload replaces has it (see [`Self::state_of`]).
     pub(crate) fn start(
         service: &Arc<str>,
         route: &Route,
@@ -75,19 +80,23 @@ impl RouteUpstreams {
         limits: &Limits,
         recorder: &Rc<dyn Recorder>,
         bodies: &Rc<BodyRoom>,
+        before: &[Rc<RouteUpstreams>],
     ) -> Rc<Self> {
         let series = recorder.route(&route.prefix);
         let targets = route
             .upstreams
             .iter()
             .map(|upstream| {
-                let state = Arc::new(UpstreamState::new(
-                    &route.prefix,
-                    &upstream.url,
-                    recorder
-                        .upstream_broke_off(&upstream.url)
-                        .on_route(series.clone()),
-                ));
+                let kept = before.iter().find_map(|r| r.state_of(route, &upstream.url));
+                let state = kept.unwrap_or_else(|| {
+                    Arc::new(UpstreamState::new(
+                        &route.prefix,
+                        &upstream.url,
+                        recorder
+                            .upstream_broke_off(&upstream.url)
+                            .on_route(series.clone()),
+                    ))
+                });
                 Target {
                     pool: Pool::new(
                         service.clone(),
@@ -104,6 +113,7 @@ impl RouteUpstreams {
             .collect();
         let upstreams = Rc::new(Self {
             targets,
+            ca: route.ca.clone(),
             balance: route.balance,
             health: route.health.clone(),
             next: Cell::new(0),
@@ -181,6 +191,19 @@ impl RouteUpstreams {
                 self.health.max_fails
             );
         }
+    }
+
+    /// The state of its upstream `url` for the same upstream of `route` in the generation
+    /// that replaces this one: the same route (prefix), URL and CA. Shared, not copied:
+    /// the requests this generation still has in flight count in it as they end, and an
+    /// upstream ejected before a reload stays out for the rest of its time rather than
+    /// taking clients' requests again at once.
+    fn state_of(&self, route: &Route, url: &str) -> Option<Arc<UpstreamState>> {
+        if self.ca != route.ca {
+            return None;
+        }
+        let target = self.targets.iter().find(|t| t.upstream.url == url)?;
+        (target.state.route == route.prefix).then(|| target.state.clone())
     }
 
     /// Ends its active checks: a later generation of the service is in force.

@@ -263,7 +263,7 @@ impl HttpService {
         recorder: Rc<dyn Recorder>,
     ) -> Self {
         let hsts = hsts_header(&config.hsts_max_age);
-        let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder));
+        let proxy = Rc::new(proxy::Proxy::start(name, &config, &recorder, None));
         let routes = RouteSlots::new(&config, &*recorder);
         let policy = Rc::new(policy::ClientPolicy::new(&config));
         let route_details = config
@@ -349,7 +349,10 @@ impl HttpService {
     ///   client spends on where it left off rather than with a fresh burst; a budget
     ///   whose settings changed, or a route that is new, starts afresh;
     /// - the count of each peer's HTTP/2 requests in flight: its old connections' requests
-    ///   and its new ones' count against the cap together.
+    ///   and its new ones' count against the cap together;
+    /// - each proxy upstream's state where its route, URL and `ca` are unchanged: an
+    ///   upstream ejected stays out for the rest of its time (its failures in a row,
+    ///   requests, failures and recent errors go on too); its pool starts empty.
     ///
     /// Call it before listening. Without an earlier generation still alive, it changes
     /// nothing.
@@ -364,6 +367,14 @@ impl HttpService {
             state.policy = Rc::new(policy::ClientPolicy::succeeding(
                 &state.config,
                 &newest.policy,
+            ));
+            // Made again, taking over each unchanged upstream's health and counts (the
+            // first one's pools are empty, and its checks end as it is dropped).
+            state.proxy = Rc::new(proxy::Proxy::start(
+                &state.name,
+                &state.config,
+                &state.recorder,
+                Some(&newest.proxy),
             ));
             // Through a generation without a cap too: its predecessors' requests may still
             // be in flight.

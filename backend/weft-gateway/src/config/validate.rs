@@ -823,14 +823,25 @@ pub(super) fn key(k: &str) -> Option<String> {
     Some(k.to_owned())
 }
 
-/// `[store] path`: a file (created if absent) in a directory that exists.
+/// `[store] path`: a file (created if absent) in a directory that exists; the default,
+/// `weft.db` in the working directory, is checked the same way (`run` opens it alike).
 fn store_path(at: &Locator<'_>, value: Option<&Spanned<String>>) -> Result<PathBuf, ConfigError> {
-    let Some(value) = value else {
-        return Ok("weft.db".into());
+    let (text, span) = match value {
+        Some(value) => (value.get_ref().as_str(), Some(value.span())),
+        None => ("weft.db", None),
     };
-    let err = |message: String| at.error(Some(value.span()), key("store.path"), message);
-    let path = PathBuf::from(value.get_ref());
-    if value.get_ref().trim().is_empty() {
+    let err = |message: String| {
+        let message = match value {
+            Some(_) => message,
+            None => format!(
+                "{message} (the default history file; `[store] path` names another, or `url` \
+                 a database)"
+            ),
+        };
+        at.error(span.clone(), key("store.path"), message)
+    };
+    let path = PathBuf::from(text);
+    if text.trim().is_empty() {
         return Err(err("must not be empty".into()));
     }
     let dir = preflight::directory_of(&path);

@@ -75,9 +75,12 @@ fn main() -> ExitCode {
             config,
             no_ports,
         } => {
-            logging::init(cli.log_format, LogFormat::default());
             // Clap makes sure one of the two is there.
-            check(&file.or(config).unwrap_or_default(), !no_ports)
+            check(
+                &file.or(config).unwrap_or_default(),
+                !no_ports,
+                cli.log_format,
+            )
         }
     };
     match result {
@@ -197,8 +200,10 @@ fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn check(file: &std::path::Path, ports: bool) -> anyhow::Result<()> {
+fn check(file: &std::path::Path, ports: bool, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let config = Config::load(file)?;
+    // As `run` logs: the file's `[log]` once it is read, the flag over it.
+    logging::init(log_format, config.log.format);
     check_history_file(&config, file)?;
     check_history_database(&config, file)?;
     // The ports, tried now: privileged ones this process may not bind, and ones another

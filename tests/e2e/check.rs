@@ -212,9 +212,23 @@ fn reason_line(stderr: &str) -> Option<String> {
 /// must exit 1 with the same reason, containing each of `expected`; and `run` must fail
 /// before it listens anywhere or opens the history file. Returns the reason.
 pub(crate) fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String {
+    both_refuse_from(None, dir, config, expected)
+}
+
+/// [`both_refuse`], both commands run in the working directory `cwd` (the test's own
+/// when `None`).
+fn both_refuse_from(cwd: Option<&Path>, dir: &Path, config: &str, expected: &[&str]) -> String {
     let path = dir.join("weft.toml");
     std::fs::write(&path, config).unwrap();
-    let checked = crate::support::weft_check([&path]);
+    let checked = match cwd {
+        Some(cwd) => Command::new(weft_bin())
+            .arg("check")
+            .arg(&path)
+            .current_dir(cwd)
+            .output()
+            .unwrap(),
+        None => crate::support::weft_check([&path]),
+    };
     let check_err = String::from_utf8_lossy(&checked.stderr).into_owned();
     assert_eq!(
         checked.status.code(),
@@ -228,7 +242,11 @@ pub(crate) fn both_refuse(dir: &Path, config: &str, expected: &[&str]) -> String
     }
 
     let log = dir.join("run.log");
-    let mut run = Command::new(weft_bin())
+    let mut run = Command::new(weft_bin());
+    if let Some(cwd) = cwd {
+        run.current_dir(cwd);
+    }
+    let mut run = run
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "info")
@@ -490,6 +508,80 @@ fn a_store_in_a_missing_directory_is_refused_by_check_and_run() {
             "weft.toml:4:8: store.path: ",
             &format!("{}", dir.path().join("missing").display()),
             "does not exist",
+        ],
+    );
+}
+
+/// The default history file, `weft.db` in the working directory, is checked as a named
+/// one is: a directory where its lock goes, or where the file goes, is refused by `check`
+/// in the words `run` refuses it with (`check` passed the first, and named the second
+/// by SQLite's I/O error).
+#[test]
+fn the_default_history_file_is_checked_as_a_named_one() {
+    let (dir, cwd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n{}",
+        free_port(),
+        echo(&format!("\"tcp:{}:interface=127.0.0.1\"", free_port()))
+    );
+    let lock = cwd.path().join("weft.db.lock");
+    std::fs::create_dir(&lock).unwrap();
+    let reason = both_refuse_from(
+        Some(cwd.path()),
+        dir.path(),
+        &config,
+        &[
+            "store.path: weft.db.lock is not a regular file",
+            "default history file",
+        ],
+    );
+    assert!(
+        reason.contains("weft.toml: store.path"),
+        "the file, no line to point at: {reason}"
+    );
+    std::fs::remove_dir(&lock).unwrap();
+    std::fs::create_dir(cwd.path().join("weft.db")).unwrap();
+    both_refuse_from(
+        Some(cwd.path()),
+        dir.path(),
+        &config,
+        &["store.path: weft.db is a directory"],
+    );
+}
+
+/// A port no listener holds but a connection does (one in TIME-WAIT after its client
+/// closed first, the client's own local port) is refused by `check` and `run` naming
+/// the connection and what to do, not as a port some process should stop holding.
+#[test]
+fn a_port_a_closed_connection_holds_is_refused_naming_the_connection() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    client
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = client.local_addr().unwrap().as_socket().unwrap().port();
+    client
+        .connect(&server.local_addr().unwrap().into())
+        .unwrap();
+    let (accepted, _) = server.accept().unwrap();
+    // The client closes first: its side ends in TIME-WAIT once the server's close comes.
+    drop(client);
+    std::thread::sleep(Duration::from_millis(50));
+    drop(accepted);
+    std::thread::sleep(Duration::from_millis(50));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[dashboard]\nlisten = \"tcp:{port}:interface=127.0.0.1\"\n[store]\npath = \"{}\"\n{}",
+        dir.path().join("history.db").display(),
+        echo(&format!("\"tcp:{}:interface=127.0.0.1\"", free_port()))
+    );
+    both_refuse(
+        dir.path(),
+        &config,
+        &[
+            &format!("TCP port {port} on 127.0.0.1 is held by no listener but by a connection"),
+            "TIME-WAIT",
+            "ip_local_port_range",
         ],
     );
 }
@@ -859,6 +951,48 @@ fn a_json_log_says_why_the_gateway_could_not_start_in_json() {
             "{command}: {last}"
         );
     }
+    // The file's `[log] format = "json"`, without the flag, once the file is read: a port
+    // another program holds is said in JSON by `check` as by `run` (`check` said it in
+    // text).
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = dir.path().join("held.toml");
+    std::fs::write(
+        &held,
+        format!(
+            "[log]\nformat = \"json\"\n[dashboard]\nlisten = \"tcp:{}:interface=127.0.0.1\"\n\
+             [store]\npath = \"{}\"\n{}",
+            free_port(),
+            dir.path().join("h.db").display(),
+            echo(&format!(
+                "\"tcp:{}:interface=127.0.0.1\"",
+                holder.local_addr().unwrap().port()
+            ))
+        ),
+    )
+    .unwrap();
+    let said: Vec<serde_json::Value> = ["check", "run"]
+        .into_iter()
+        .map(|command| {
+            let out = Command::new(weft_bin())
+                .args([command, "--config"])
+                .arg(&held)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+            let last = stderr.lines().last().unwrap_or_default();
+            serde_json::from_str(last).unwrap_or_else(|_| panic!("{command}: not JSON: {last:?}"))
+        })
+        .collect();
+    assert!(
+        said[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("in use")),
+        "{}",
+        said[0]
+    );
+    assert_eq!(said[0]["message"], said[1]["message"]);
 }
 
 /// `check` refuses a history file `run` would refuse to open: one with a SQLite header

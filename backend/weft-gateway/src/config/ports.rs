@@ -89,6 +89,11 @@ pub(crate) fn check(config: &Config, file: &Path) -> Result<Vec<String>, String>
                 let port = socket.said();
                 let at = format!("{owner}: {endpoint:?}");
                 let held = holders(*socket);
+                if held.is_empty()
+                    && let Some(said) = held_by_connection(*socket)
+                {
+                    return Err(format!("{at}: cannot listen: {said}"));
+                }
                 // A reload leaves the dashboard where it is: moved, it takes a restart
                 // (noted below), wherever it goes.
                 let moved_by_reload = (owner != DASHBOARD).then_some(addr);
@@ -201,7 +206,11 @@ pub(crate) fn in_use_by(endpoint: &str) -> Option<String> {
     let (socket, instead, held, wanted) = match endpoint.parse::<ServerEndpoint>().ok()? {
         ServerEndpoint::Tcp { addr, .. } | ServerEndpoint::Ssl { addr, .. } => {
             let socket = Socket::Stream(addr);
-            (socket.said(), "port", holders(socket), Some(addr))
+            let held = holders(socket);
+            if held.is_empty() {
+                return held_by_connection(socket);
+            }
+            (socket.said(), "port", held, Some(addr))
         }
         ServerEndpoint::Udp { addr } => {
             let socket = Socket::Datagram(addr);
@@ -216,6 +225,46 @@ pub(crate) fn in_use_by(endpoint: &str) -> Option<String> {
         _ => return None,
     };
     (!held.is_empty()).then(|| in_use_said(&socket, instead, &held, wanted))
+}
+
+/// What holds TCP port `socket` when no listener does: a connection with it as its local
+/// port (one in TIME-WAIT after a client closed first, say), which the kernel lets no
+/// listener share; `None` when none is found, or for UDP.
+fn held_by_connection(socket: Socket) -> Option<String> {
+    let Socket::Stream(addr) = socket else {
+        return None;
+    };
+    let on_port: Vec<procfs::net::TcpNetEntry> = [procfs::net::tcp(), procfs::net::tcp6()]
+        .into_iter()
+        .flat_map(|table| table.unwrap_or_default())
+        .filter(|e| {
+            e.state != procfs::net::TcpState::Listen
+                && e.local_address.port() == addr.port()
+                && addresses_overlap(e.local_address.ip(), addr.ip(), true)
+        })
+        .collect();
+    let first = on_port.first()?;
+    let state = match &first.state {
+        procfs::net::TcpState::TimeWait => "TIME-WAIT".to_owned(),
+        procfs::net::TcpState::Established => "ESTABLISHED".to_owned(),
+        other => format!("{other:?}").to_uppercase(),
+    };
+    let more = match on_port.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .map(|r| r.split_whitespace().collect::<Vec<_>>().join("-"))
+        .filter(|r| !r.is_empty())
+        .map_or_else(String::new, |r| format!(" ({r})"));
+    Some(format!(
+        "{} is held by no listener but by a connection from it to {}, in {state}{more}, \
+         which no listener may share; wait for it to end, or choose a port outside \
+         net.ipv4.ip_local_port_range{range}, where connections take their own ports",
+        socket.said(),
+        first.remote_address,
+    ))
 }
 
 /// The owner of the dashboard's listener, as messages name it.

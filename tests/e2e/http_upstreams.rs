@@ -134,3 +134,43 @@ fn bad_route_settings_are_refused_by_check_and_run_naming_the_key() {
         &["service[0].upstream_pool.max_idle", "between 0 and 1024"],
     );
 }
+
+/// An `https://` upstream that accepts the connection and leaves the handshake unanswered
+/// is a TLS failure (`reason="tls"`, logged as the handshake not completed), answered 504
+/// as a timeout; it was counted and logged as a connection nobody accepted
+/// (`connect_timeout`), sending the operator to the network rather than the TLS endpoint.
+#[test]
+fn an_https_upstream_that_leaves_the_handshake_unanswered_is_a_tls_failure() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    let web = free_port();
+    let app = spawn_app_with(|_| {
+        format!(
+            r#"
+[[service]]
+name = "web"
+kind = "http"
+listen = "tcp:{web}:interface=127.0.0.1"
+limits = {{ upstream_connect_timeout = "300ms" }}
+[[service.route]]
+prefix = "/s/"
+upstream = "{url}"
+"#
+        )
+    });
+    let (code, body) = curl(([127, 0, 0, 1], web).into(), &[], "/s/x");
+    assert_eq!(code, 504, "{body}\n{}", app.log());
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    let failures = |reason: &str| {
+        app.metric(&format!(
+            r#"weft_http_upstream_failures_total{{reason="{reason}",service="web",upstream="{url}"}}"#
+        ))
+    };
+    assert_eventually!(failures("tls") == Some(1.0), "{}", app.log());
+    assert_eq!(failures("connect_timeout").unwrap_or(0.0), 0.0);
+    assert!(
+        app.log().contains("did not complete the TLS handshake"),
+        "{}",
+        app.log()
+    );
+}

@@ -64,6 +64,10 @@ pub enum UpstreamError {
     /// The TLS handshake failed: a certificate that does not verify, for one.
     #[error("TLS with upstream {0} failed: {1}")]
     Tls(String, String),
+    /// The connection was made and the TLS handshake not completed within the connect
+    /// timeout: a TLS failure, answered as a timeout.
+    #[error("upstream {0} did not complete the TLS handshake within {1:?}")]
+    TlsTimeout(String, Duration),
     /// No response head within the upstream timeout.
     #[error("upstream {0} did not answer within {1:?}")]
     Timeout(String, Duration),
@@ -141,7 +145,9 @@ impl UpstreamError {
     /// The status the client is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::ConnectTimeout(..) | Self::Timeout(..) => StatusCode::GATEWAY_TIMEOUT,
+            Self::ConnectTimeout(..) | Self::TlsTimeout(..) | Self::Timeout(..) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestBody(_) | Self::StreamReset(_) => StatusCode::BAD_REQUEST,
@@ -160,7 +166,7 @@ impl UpstreamError {
     /// what the system said (that goes to the log).
     pub fn client_message(&self) -> &'static str {
         match self {
-            Self::ConnectTimeout(..) | Self::Timeout(..) => {
+            Self::ConnectTimeout(..) | Self::TlsTimeout(..) | Self::Timeout(..) => {
                 "the upstream server did not answer in time"
             }
             Self::Unavailable(_) => "no upstream server is available",
@@ -187,7 +193,7 @@ impl UpstreamError {
             Self::Refused(_) => UpstreamFailure::Refused,
             Self::ConnectTimeout(..) => UpstreamFailure::ConnectTimeout,
             Self::Connect(..) => UpstreamFailure::Connect,
-            Self::Tls(..) => UpstreamFailure::Tls,
+            Self::Tls(..) | Self::TlsTimeout(..) => UpstreamFailure::Tls,
             Self::Timeout(..) => UpstreamFailure::Timeout,
             Self::Exchange(..) | Self::Switch(..) => UpstreamFailure::Exchange,
             Self::Unhealthy(..) => UpstreamFailure::Unhealthy,
@@ -209,7 +215,11 @@ impl UpstreamError {
     fn is_connect(&self) -> bool {
         matches!(
             self,
-            Self::Refused(_) | Self::ConnectTimeout(..) | Self::Connect(..) | Self::Tls(..)
+            Self::Refused(_)
+                | Self::ConnectTimeout(..)
+                | Self::Connect(..)
+                | Self::Tls(..)
+                | Self::TlsTimeout(..)
         )
     }
 

@@ -294,6 +294,7 @@ impl Pool {
                 ConnectError::Refused { .. } => UpstreamError::Refused(url()),
                 ConnectError::TimedOut { after, .. } => UpstreamError::ConnectTimeout(url(), after),
                 ConnectError::Tls { reason, .. } => UpstreamError::Tls(url(), reason),
+                ConnectError::TlsTimedOut { after, .. } => UpstreamError::TlsTimeout(url(), after),
                 other => UpstreamError::Connect(url(), other.to_string()),
             })?;
         let _ = stream.set_nodelay(true);

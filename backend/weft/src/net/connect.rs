@@ -59,6 +59,15 @@ pub enum ConnectError {
         /// What went wrong.
         reason: String,
     },
+    /// The TCP connection was made and the peer did not complete the TLS handshake
+    /// within the timeout (which the handshake has anew once connected).
+    #[error("connecting to {endpoint}: the TLS handshake did not complete within {after:?}")]
+    TlsTimedOut {
+        /// Where.
+        endpoint: String,
+        /// The timeout.
+        after: Duration,
+    },
     /// Any other failure: name resolution, an I/O error.
     #[error("connecting to {endpoint}: {reason}")]
     Failed {
@@ -225,6 +234,12 @@ impl Dialed<'_> {
                     .map_err(|e| match e {
                         ConnectError::Failed { endpoint, reason } => {
                             ConnectError::Tls { endpoint, reason }
+                        }
+                        // The TCP connection was made: a peer that leaves the handshake
+                        // unanswered is a TLS failure, not a connect that timed out
+                        // (nothing listening, a host out of reach).
+                        ConnectError::TimedOut { endpoint, after } => {
+                            ConnectError::TlsTimedOut { endpoint, after }
                         }
                         other => other,
                     })?;

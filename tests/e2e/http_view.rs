@@ -378,7 +378,15 @@ eject_for = "10m"
         (Some("ejected"), Some(1)),
         "{after:#}"
     );
-    assert_eq!(find(&format!("http://{}", live.addr))["requests"], 8);
+    let live_url = format!("http://{}", live.addr);
+    assert_eq!(find(&live_url)["requests"], 8);
+    // The two generations' pools count in one state: once the old one has gone (its
+    // connection with it), the new one's connection is the one idle.
+    assert_eventually!(
+        find(&live_url)["idle"] == 1 && find(&live_url)["busy"] == 0,
+        "{:#}",
+        find(&live_url)
+    );
     // The new route's upstream (the same URL under another prefix) is its own.
     let other = upstreams(&api_http(&app), "web")
         .iter()

@@ -82,6 +82,9 @@ type Connection = http1::Connection<TokioIo<InspectedStream>, ReqBody>;
 /// What the pool, a connection's driving task and the exchange on it share.
 struct Link {
     transport: Transport,
+    /// The upstream's state, whose `busy` the connection leaves as its sender comes back
+    /// (with or without its pool: a reload's new generation may share the state).
+    state: Arc<UpstreamState>,
     /// In the pool, waiting for a request: only then do idle timeouts and close requests
     /// end the connection (a request in flight finishes first).
     idle: Cell<bool>,
@@ -317,6 +320,7 @@ impl Pool {
             .map_err(|e| UpstreamError::Exchange(url(), e.to_string()))?;
         let link = Rc::new(Link {
             transport,
+            state: inner.state.clone(),
             idle: Cell::new(false),
             idle_since: Cell::new(Instant::now()),
             waker: RefCell::default(),
@@ -517,6 +521,7 @@ where
 impl Inner {
     fn take_idle(&self) -> Option<Pooled> {
         let mut idle = self.idle.borrow_mut();
+        let before = idle.len();
         let taken = loop {
             let Some(conn) = idle.pop() else { break None };
             // Dropping a stale one lets its driving task end it.
@@ -530,7 +535,7 @@ impl Inner {
                 reused: true,
             });
         };
-        self.state.idle.store(idle.len(), Relaxed);
+        self.state.idle.fetch_sub(before - idle.len(), Relaxed);
         taken
     }
 
@@ -544,7 +549,7 @@ impl Inner {
         link.idle_since.set(Instant::now());
         link.wake();
         idle.push(Idle { sender, link });
-        self.state.idle.store(idle.len(), Relaxed);
+        self.state.idle.fetch_add(1, Relaxed);
     }
 
     /// Puts the sender `link` has been handed back in the pool once the connection can
@@ -560,7 +565,7 @@ impl Inner {
         };
         let sender = returning.take().expect("checked above");
         drop(returning);
-        self.state.busy.fetch_sub(1, Relaxed);
+        link.state.busy.fetch_sub(1, Relaxed);
         if ready {
             self.put_back(sender, link.clone());
         }
@@ -569,8 +574,20 @@ impl Inner {
     /// Takes a connection whose task ended out of the pool.
     fn forget(&self, link: &Rc<Link>) {
         let mut idle = self.idle.borrow_mut();
+        let before = idle.len();
         idle.retain(|c| !Rc::ptr_eq(&c.link, link));
-        self.state.idle.store(idle.len(), Relaxed);
+        self.state.idle.fetch_sub(before - idle.len(), Relaxed);
+    }
+}
+
+/// The counts are changed by what each pool adds and takes, never set: after a reload
+/// two generations' pools may count in one state, and a pool that goes (its generation
+/// ended) takes its idle connections, which close, out of it.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.state
+            .idle
+            .fetch_sub(self.idle.get_mut().len(), Relaxed);
     }
 }
 
@@ -599,7 +616,11 @@ async fn drive(link: Rc<Link>, connection: Connection, pool: Weak<Inner>, idle_t
             match pool.upgrade() {
                 Some(pool) => pool.take_back(&link, cx),
                 // The service is gone: the connection ends after the exchange in flight.
-                None => drop(link.returning.borrow_mut().take()),
+                None => {
+                    if link.returning.borrow_mut().take().is_some() {
+                        link.state.busy.fetch_sub(1, Relaxed);
+                    }
+                }
             }
             if link.idle.get() {
                 if link.transport.is_disconnecting() {
@@ -614,11 +635,10 @@ async fn drive(link: Rc<Link>, connection: Connection, pool: Weak<Inner>, idle_t
         })
         .await;
     }
-    let unreturned = link.returning.borrow_mut().take().is_some();
+    if link.returning.borrow_mut().take().is_some() {
+        link.state.busy.fetch_sub(1, Relaxed);
+    }
     if let Some(pool) = pool.upgrade() {
-        if unreturned {
-            pool.state.busy.fetch_sub(1, Relaxed);
-        }
         pool.forget(&link);
     }
 }

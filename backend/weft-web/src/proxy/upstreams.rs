@@ -32,7 +32,8 @@ pub(crate) struct Target {
 pub(crate) struct RouteUpstreams {
     pub(crate) targets: Vec<Target>,
     /// The route's `ca`: an upstream's state is taken over by a reload only where it
-    /// is unchanged (a new CA is a reason to try an upstream afresh).
+    /// and the health settings are unchanged (a new CA, or new health settings, are a
+    /// reason to try an upstream afresh).
     ca: Option<std::path::PathBuf>,
     balance: Balance,
     health: Health,
@@ -83,11 +84,18 @@ impl RouteUpstreams {
         before: &[Rc<RouteUpstreams>],
     ) -> Rc<Self> {
         let series = recorder.route(&route.prefix);
+        let mut adopted: Vec<Arc<UpstreamState>> = Vec::new();
         let targets = route
             .upstreams
             .iter()
             .map(|upstream| {
-                let kept = before.iter().find_map(|r| r.state_of(route, &upstream.url));
+                // Each taken over once: a URL listed twice keeps two states.
+                let kept = before
+                    .iter()
+                    .flat_map(|r| r.states_for(route, &upstream.url))
+                    .find(|s| !adopted.iter().any(|a| Arc::ptr_eq(a, s)))
+                    .cloned();
+                adopted.extend(kept.clone());
                 let state = kept.unwrap_or_else(|| {
                     Arc::new(UpstreamState::new(
                         &route.prefix,
@@ -193,17 +201,22 @@ impl RouteUpstreams {
         }
     }
 
-    /// The state of its upstream `url` for the same upstream of `route` in the generation
-    /// that replaces this one: the same route (prefix), URL and CA. Shared, not copied:
-    /// the requests this generation still has in flight count in it as they end, and an
-    /// upstream ejected before a reload stays out for the rest of its time rather than
-    /// taking clients' requests again at once.
-    fn state_of(&self, route: &Route, url: &str) -> Option<Arc<UpstreamState>> {
-        if self.ca != route.ca {
-            return None;
-        }
-        let target = self.targets.iter().find(|t| t.upstream.url == url)?;
-        (target.state.route == route.prefix).then(|| target.state.clone())
+    /// The states of its upstreams `url` (one, unless the URL is listed twice) for the
+    /// same upstream of `route` in the generation that replaces this one: the same route
+    /// (prefix), URL, CA and health settings. Shared, not copied: the requests this
+    /// generation still has in flight count in it as they end, and an upstream ejected
+    /// before a reload stays out for the rest of its time rather than taking clients'
+    /// requests again at once.
+    fn states_for<'a>(
+        &'a self,
+        route: &'a Route,
+        url: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<UpstreamState>> + 'a {
+        let same = self.ca == route.ca && self.health == route.health;
+        self.targets
+            .iter()
+            .filter(move |t| same && t.upstream.url == url && t.state.route == route.prefix)
+            .map(|t| &t.state)
     }
 
     /// Ends its active checks: a later generation of the service is in force.

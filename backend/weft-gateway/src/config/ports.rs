@@ -253,15 +253,23 @@ fn held_by_connection(socket: Socket) -> Option<String> {
         1 => String::new(),
         n => format!(" (and {} more)", n - 1),
     };
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .map(|r| r.split_whitespace().collect::<Vec<_>>().join("-"))
-        .filter(|r| !r.is_empty())
-        .map_or_else(String::new, |r| format!(" ({r})"));
+    // Only a port the system hands connections is worth moving away from: one outside
+    // the range is held by a connection accepted on it (a server's, killed), for a while.
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let range = range.as_deref().and_then(|r| {
+        let mut ends = r.split_whitespace().map(|n| n.parse::<u16>().ok());
+        Some((ends.next()??, ends.next()??))
+    });
+    let instead = match range {
+        Some((low, high)) if (low..=high).contains(&addr.port()) => format!(
+            ", or choose a port outside net.ipv4.ip_local_port_range ({low}-{high}), from \
+             which the system gives connections their own ports"
+        ),
+        _ => String::new(),
+    };
     Some(format!(
         "{} is held by no listener but by a connection from it to {}, in {state}{more}, \
-         which no listener may share; wait for it to end, or choose a port outside \
-         net.ipv4.ip_local_port_range{range}, where connections take their own ports",
+         which no listener may share; wait for it to end (TIME-WAIT lasts a minute){instead}",
         socket.said(),
         first.remote_address,
     ))

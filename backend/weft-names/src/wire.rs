@@ -150,11 +150,13 @@ pub(crate) fn parse_received(
         // an OPT record gets one back (RFC 6891 section 6.1.1, a MUST), when the message
         // reads as one with the usual sections (IQUERY, STATUS and UPDATE have them).
         let mut response = Message::error_msg(id, op_code, ResponseCode::NotImp);
-        if let Ok(message) = Message::from_vec(packet)
-            && let Some(edns) = &message.edns
-        {
-            response.edns = Some(ClientEdns::of(edns, false).0.response_opt());
-        }
+        response.edns = match Message::from_vec(packet) {
+            Ok(message) => message
+                .edns
+                .as_ref()
+                .map(|edns| ClientEdns::of(edns, false).0.response_opt()),
+            Err(_) => undecodable_opt(packet),
+        };
         return Parsed::Error {
             response: Box::new(response),
             asked: None,

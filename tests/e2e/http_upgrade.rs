@@ -247,6 +247,13 @@ fn a_websocket_goes_through_the_proxy_and_the_dashboard_closes_it_from_either_en
         app.metric(r#"weft_http_tunnels_open{service="web"}"#) == Some(0.0),
         "no tunnel left open"
     );
+    // Each tunnel's upstream end is a new connection used, counted as a pooled one is.
+    assert_eq!(
+        app.metric(&format!(
+            r#"weft_http_upstream_connections_total{{reused="false",service="web",upstream="http://{echo_peer}"}}"#
+        )),
+        Some(2.0)
+    );
 }
 
 /// Reads a response head off `reader`: the status and the lines.

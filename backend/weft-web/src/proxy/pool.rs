@@ -284,9 +284,20 @@ impl Pool {
         Ok(pooled)
     }
 
+    /// A new connection to the upstream, not pooled, for an upgrade, which makes it a
+    /// tunnel: counted among the connections used (`reused="false"`), as a pooled one is.
+    pub(crate) async fn open_own(
+        &self,
+        timeout: Duration,
+    ) -> Result<InspectedStream, UpstreamError> {
+        let stream = self.open(timeout).await?;
+        self.0.used.count(false);
+        Ok(stream)
+    }
+
     /// A new connection to the upstream (TLS for `https://`), not pooled: the pool's own
-    /// connections start here, and so does an upgrade's, which becomes a tunnel.
-    pub(crate) async fn open(&self, timeout: Duration) -> Result<InspectedStream, UpstreamError> {
+    /// connections start here, and so does an upgrade's.
+    async fn open(&self, timeout: Duration) -> Result<InspectedStream, UpstreamError> {
         let inner = &self.0;
         let endpoint = format!("{}:timeout={}", inner.endpoint, timeout.as_secs_f64());
         let url = || inner.url.clone();

@@ -184,7 +184,7 @@ async fn open(
         marks.steps.step_with("connect upstream", None, detail);
         match upstreams.targets[i]
             .pool
-            .open(limits.upstream_connect_timeout)
+            .open_own(limits.upstream_connect_timeout)
             .await
         {
             Ok(stream) => return Ok((i, stream)),

@@ -480,6 +480,47 @@ fn a_history_file_locked_by_another_process_leaves_every_view_answering() {
     drop(lock);
 }
 
+/// A connection closed from the dashboard reads closed at once, with its reason: before
+/// history had the close (its writer commits about once a second) its row said open.
+#[test]
+fn a_connection_closed_from_the_dashboard_reads_closed_at_once() {
+    let app = spawn_app();
+    for _ in 0..5 {
+        let mut client = TcpStream::connect(app.echo).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.write_all(b"hi\n").unwrap();
+        let mut buf = [0; 3];
+        client.read_exact(&mut buf).unwrap();
+        let port = client.local_addr().unwrap().port().to_string();
+        let id = {
+            let list: Value = json(&app.get("/api/connections?state=open&service=echo"));
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| {
+                    c["peer"]
+                        .as_str()
+                        .is_some_and(|p| p.ends_with(&format!(":{port}")))
+                })
+                .expect("the client is listed")["id"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(app.close_from_dashboard(id).status, 202);
+        assert_eventually!(
+            client.read(&mut buf).map_or(true, |n| n == 0),
+            "the client's end closed"
+        );
+        let seen = json(&app.get(&format!("/api/connections/{id}")));
+        assert_eq!(seen["state"], "closed", "{seen:#}");
+        assert!(seen["close_reason"].is_string(), "{seen:#}");
+        assert!(seen["closed_at_ms"].is_i64(), "{seen:#}");
+    }
+}
+
 /// A UDP endpoint is listed with the connections, but it is its service's port: closing it
 /// is refused with 409 and says why (it went on answering while the dashboard said 202),
 /// and its pages offer no close button.

@@ -404,11 +404,17 @@ impl Observer for Hub {
                 self.metrics.reactor(info.reactor).connections.dec();
                 m.closed.get(closed.reason.label()).inc();
                 self.live.remove(info);
-                self.publish(|| EventKind::ConnectionClosed {
-                    connection: ConnectionSnapshot::of(info),
-                    reason: closed.reason.kind(),
-                    detail: closed.reason.describe(),
-                });
+                // Kept too, for readers of a connection between its leaving the registry
+                // and history having its close (`Recent::closed_connection`).
+                if self.bus.has_listeners()
+                    && let Some(published) = self.bus.publish_kept(EventKind::ConnectionClosed {
+                        connection: ConnectionSnapshot::of(info),
+                        reason: closed.reason.kind(),
+                        detail: closed.reason.describe(),
+                    })
+                {
+                    self.recent.keep(published);
+                }
             }
             Event::Refused(refused) => {
                 self.metrics

@@ -19,6 +19,11 @@ use crate::chains::DeferredSnapshot;
 /// their steps).
 pub const RECENT_CAPACITY: usize = 1000;
 
+/// Connection closes kept besides: the last thousand, more than history's writer leaves
+/// unwritten between two of its commits but in a close-everything burst (a few hundred KiB
+/// at most, each event shared with the bus).
+pub const CLOSED_CAPACITY: usize = 1000;
+
 /// The last [`RECENT_CAPACITY`] chains that ended or were flagged, as bus events.
 #[derive(Debug)]
 pub struct Recent {
@@ -26,6 +31,10 @@ pub struct Recent {
     /// readers sort.
     events: Mutex<VecDeque<Arc<TelemetryEvent>>>,
     capacity: usize,
+    /// The last connections closed ([`CLOSED_CAPACITY`]), oldest first: a connection that
+    /// leaves the live registry is read from here until history has its close (its row
+    /// would say it is open for up to a second).
+    closed: Mutex<VecDeque<Arc<TelemetryEvent>>>,
 }
 
 impl Default for Recent {
@@ -41,6 +50,7 @@ impl Recent {
         Self {
             events: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity,
+            closed: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -49,8 +59,17 @@ impl Recent {
         self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Keeps `event` if it is about a chain (detected or ended); drops the oldest when full.
+    /// Keeps `event` if it is about a chain (detected or ended) or a connection's close;
+    /// drops the oldest of its kind when full.
     pub(crate) fn keep(&self, event: Arc<TelemetryEvent>) {
+        if matches!(event.kind, EventKind::ConnectionClosed { .. }) {
+            let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+            if closed.len() == CLOSED_CAPACITY {
+                closed.pop_front();
+            }
+            closed.push_back(event);
+            return;
+        }
         if !matches!(
             event.kind,
             EventKind::DeferredDetected { .. } | EventKind::DeferredEnded { .. }
@@ -64,7 +83,18 @@ impl Recent {
         events.push_back(event);
     }
 
-    /// How many events it holds.
+    /// The close of connection `id`, if it is among the last kept: a `connection_closed`
+    /// event, with the connection's final counters.
+    pub fn closed_connection(&self, id: u64) -> Option<Arc<TelemetryEvent>> {
+        let closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        closed
+            .iter()
+            .rev()
+            .find(|e| matches!(&e.kind, EventKind::ConnectionClosed { connection, .. } if connection.id == id))
+            .cloned()
+    }
+
+    /// How many chain events it holds.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -209,6 +239,44 @@ mod tests {
         let seqs: Vec<u64> = recent.events_after(0).iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3, 4], "the oldest appended went first");
         assert_eq!(recent.events_after(3).len(), 1);
+    }
+
+    #[test]
+    fn a_closed_connection_is_found_among_the_last_closes_and_not_among_the_chains() {
+        let recent = Recent::with_capacity(2);
+        let closed = |id: u64| EventKind::ConnectionClosed {
+            connection: crate::ConnectionSnapshot {
+                id,
+                service: "echo".into(),
+                transport: weft::observe::TransportKind::Tcp,
+                peer: weft::Address::Unix(None),
+                local: weft::Address::Unix(None),
+                opened_at_ms: 1,
+                age_ms: 2,
+                idle_ms: 0,
+                bytes_in: 3,
+                bytes_out: 4,
+                reads: 1,
+                writes: 1,
+                reactor: 0,
+            },
+            reason: weft::observe::CloseKind::Done,
+            detail: "closed".into(),
+        };
+        for id in 1..=CLOSED_CAPACITY as u64 + 1 {
+            recent.keep(event(id, closed(id)));
+        }
+        assert!(recent.is_empty(), "no chain among them");
+        assert!(
+            recent.closed_connection(1).is_none(),
+            "the oldest went first"
+        );
+        let last = recent
+            .closed_connection(CLOSED_CAPACITY as u64 + 1)
+            .unwrap();
+        assert!(
+            matches!(&last.kind, EventKind::ConnectionClosed { connection, .. } if connection.bytes_out == 4)
+        );
     }
 
     #[test]

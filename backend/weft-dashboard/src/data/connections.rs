@@ -235,6 +235,22 @@ pub async fn connection(
             ..c.into()
         }));
     }
+    // Closed a moment ago: history may not have its close yet, and would say it is open.
+    if other.is_none()
+        && let Some(event) = state.hub.recent().closed_connection(id)
+        && let weft_telemetry::EventKind::ConnectionClosed {
+            connection, reason, ..
+        } = &event.kind
+    {
+        use weft_store::Column as _;
+        return Ok(Some(ConnectionView {
+            state: "closed",
+            closed_at_ms: Some(event.at_ms),
+            close_reason: Some(reason.column()),
+            instance: history::own_instance(state).to_owned(),
+            ..connection.clone().into()
+        }));
+    }
     let Some(store) = &state.store else {
         return Ok(None);
     };

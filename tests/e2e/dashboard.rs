@@ -528,14 +528,16 @@ fn a_connection_closed_from_the_dashboard_reads_closed_at_once() {
 fn closing_a_udp_endpoint_is_refused_and_it_goes_on_answering() {
     let app = spawn_app();
     let list: Value = json(&app.get("/api/connections?state=open&service=echo"));
-    let udp = list["items"]
+    let endpoint = list["items"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["transport"] == "udp")
-        .expect("the UDP echo endpoint is listed")["id"]
-        .as_u64()
-        .unwrap();
+        .expect("the UDP echo endpoint is listed")
+        .clone();
+    // It takes datagrams from any peer: no peer of its own address.
+    assert_eq!(endpoint["peer"], "0.0.0.0:0", "{endpoint:#}");
+    let udp = endpoint["id"].as_u64().unwrap();
     let action = app.close_from_dashboard(udp);
     assert_eq!(action.status, 409, "{action:?}");
     assert!(
@@ -547,6 +549,11 @@ fn closing_a_udp_endpoint_is_refused_and_it_goes_on_answering() {
     );
     let page = app.get(&format!("/connections/{udp}"));
     assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("opened, taking datagrams from any peer"),
+        "{}",
+        page.body
+    );
     assert!(
         !page.body.contains(r#"data-action="close""#),
         "{}",

@@ -304,9 +304,14 @@ struct Connection {
 }
 
 fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
+    // A UDP port's peer is any (`0.0.0.0:0`): it was opened, not opened from somewhere.
+    let what = match c.peer.as_str() {
+        "0.0.0.0:0" | "[::]:0" => "opened, taking datagrams from any peer".to_owned(),
+        peer => format!("opened from {peer}"),
+    };
     let mut t = vec![Moment {
         at_ms: c.opened_at_ms,
-        what: format!("opened from {}", c.peer),
+        what,
         deferred: None,
     }];
     for d in deferreds {

@@ -448,12 +448,19 @@ impl Reactor {
                 (Rc::new(socket), true)
             }
         };
-        let local = Address::Ip(socket.local_addr().map_err(bind_err)?);
+        let bound = socket.local_addr().map_err(bind_err)?;
+        let local = Address::Ip(bound);
         let service: Arc<str> = service.into();
+        // A port takes datagrams from any peer: its peer is the unspecified address (as
+        // `ss` shows `0.0.0.0:*`), not an address of its own.
+        let any = match bound {
+            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        };
         let info = ConnectionInfo::new(
             service.clone(),
             TransportKind::Udp,
-            Address::Ip(addr),
+            Address::Ip(any),
             local.clone(),
         );
         let listener = Arc::new(ListenerInfo {

@@ -44,12 +44,12 @@ impl Why {
 }
 
 const CONNECTION_DETAIL: &str = "the process ended without closing it in history (killed or \
-     crashed, or stopped while history could not be written); closed at the last activity its \
-     history recorded";
+     crashed, or stopped while history could not be written); closed when the process was last \
+     seen alive";
 
 const CHAIN_FAILURE: &str = "ProcessEnded: the process ended before this chain did in history \
-     (killed or crashed, or stopped while history could not be written); ended at the last \
-     activity its history recorded";
+     (killed or crashed, or stopped while history could not be written); ended when the process \
+     was last seen alive";
 
 /// Reads the two partial indexes of open and pending rows only; `$1` is the instance, which
 /// scopes the search in a shared database, `$2` the time before which the rows began.
@@ -135,12 +135,15 @@ pub(crate) enum Then {
 /// says so in the log; a failure is said as `then` asks, and leaves those rows open.
 ///
 /// Only rows begun before `started_ms` (unix ms), when this process opened the store: an
-/// earlier process's, never this one's, whenever it runs. Returns whether it finished.
+/// earlier process's, never this one's, whenever it runs. `alive_ms` is when that process
+/// was last seen alive by its heartbeat (a file's lock), if it is known: its rows are
+/// closed then, or at the last activity its history recorded if that is later. Returns
+/// whether it finished.
 pub(crate) async fn close_what_was_left_open(
     pool: &Pool,
     instance: &str,
     location: &str,
-    started_ms: i64,
+    (started_ms, alive_ms): (i64, Option<i64>),
     then: Then,
 ) -> bool {
     let cannot = match then {
@@ -157,7 +160,7 @@ pub(crate) async fn close_what_was_left_open(
         pool,
         instance,
         location,
-        Why::ProcessEnded,
+        (Why::ProcessEnded, alive_ms),
         started_ms,
         cannot,
     )
@@ -172,7 +175,7 @@ pub(crate) async fn close_unrecorded(pool: &Pool, instance: &str, location: &str
         pool,
         instance,
         location,
-        Why::NotRecorded,
+        (Why::NotRecorded, None),
         i64::MAX,
         Some(cannot),
     )
@@ -184,7 +187,7 @@ async fn close_and_say(
     pool: &Pool,
     instance: &str,
     location: &str,
-    why: Why,
+    (why, alive_ms): (Why, Option<i64>),
     before_ms: i64,
     cannot: Option<&str>,
 ) -> bool {
@@ -194,7 +197,7 @@ async fn close_and_say(
             "history lost the end of some connections and chains; closed them as it stopped"
         }
     };
-    match close_left_open(pool, instance, why, before_ms).await {
+    match close_left_open(pool, instance, (why, alive_ms), before_ms).await {
         Ok(closed) => {
             if closed != Closed::default() {
                 tracing::warn!(
@@ -219,11 +222,13 @@ async fn close_and_say(
 }
 
 /// Closes every connection of `instance` left open and ends every chain it left pending, in
-/// one transaction, saying `why`. Reads only, and takes no write lock, when there are none.
+/// one transaction, saying `why`, at the last moment its process was seen alive: its
+/// heartbeat `alive_ms` or the last activity its rows record, whichever is later. Reads
+/// only, and takes no write lock, when there are none.
 pub(crate) async fn close_left_open(
     pool: &Pool,
     instance: &str,
-    why: Why,
+    (why, alive_ms): (Why, Option<i64>),
     before_ms: i64,
 ) -> Result<Closed, sqlx::Error> {
     let (reason, detail, failure) = why.words();
@@ -244,7 +249,7 @@ pub(crate) async fn close_left_open(
             .fetch_one(&mut *tx)
             .await?;
         // Not past this process's start, whose own rows may be the latest.
-        let last_seen = last_seen.min(before_ms);
+        let last_seen = last_seen.max(alive_ms.unwrap_or(0)).min(before_ms);
         let connections = sqlx::query(sql(close_connections_sql(d)))
             .bind(instance)
             .bind(last_seen)

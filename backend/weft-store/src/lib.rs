@@ -200,12 +200,13 @@ impl Store {
         };
         // Nothing of this process is written yet: every open row is an earlier one's,
         // whatever time it says (another host's clock, a clock stepped back).
+        let alive_ms = lock.as_ref().and_then(|l| l.previous_alive_ms);
         let leftovers_closed = opened == writer::Opened::Now
             && interrupted::close_what_was_left_open(
                 &pool,
                 &options.instance,
                 &options.location(),
-                i64::MAX,
+                (i64::MAX, alive_ms),
                 interrupted::Then::Retry,
             )
             .await;
@@ -219,6 +220,7 @@ impl Store {
             opened,
             writer::Leftovers {
                 started_ms,
+                alive_ms,
                 closed: leftovers_closed,
             },
         )

@@ -68,9 +68,19 @@ pub(crate) fn one_name(db: &Path) -> Result<(), StoreError> {
 /// The lock, held until dropped.
 #[derive(Debug)]
 pub(crate) struct WriterLock {
-    /// Held open for its advisory lock: closing it releases the lock.
+    /// Held open for its advisory lock: closing it releases the lock. Its modification
+    /// time is the writer's heartbeat, set each second it is idle (`renew`).
     file: File,
+    /// When the process that held the lock before was last seen alive, unix ms: the
+    /// heartbeat of one that did not let go of it cleanly (its id still in the file).
+    pub(crate) previous_alive_ms: Option<i64>,
+    /// When the heartbeat was last set.
+    beat_at: std::time::Instant,
 }
+
+/// How often the heartbeat is set: how long before its death a killed process's rows
+/// may be closed, at most.
+const BEAT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl WriterLock {
     /// Takes the lock of the database at `db` without waiting, or says who holds it.
@@ -108,6 +118,12 @@ impl WriterLock {
             }
             Err(errno) => return Err(failed(errno.into())),
         }
+        // A holder that stopped cleanly emptied the file; one that was killed left its id,
+        // and its last heartbeat in the file's time.
+        let previous_alive_ms = read_pid(&mut file)
+            .and_then(|_| file.metadata().ok()?.modified().ok())
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|since| i64::try_from(since.as_millis()).ok());
         // The process id only names the holder in another process's refusal: the lock is
         // the `flock`. On a full disk it cannot be written, and the history is then served
         // without being written (see `Store::open_with`), not refused over it.
@@ -118,7 +134,22 @@ impl WriterLock {
         {
             tracing::warn!(lock = %path.display(), %error, "cannot write the process id into the history file's lock file; holding the lock without it");
         }
-        Ok(WriterLock { file })
+        Ok(WriterLock {
+            file,
+            previous_alive_ms,
+            beat_at: std::time::Instant::now(),
+        })
+    }
+
+    /// Sets the heartbeat (the lock file's modification time) to now, unless it was set
+    /// in the last [`BEAT`]: a process killed now is seen alive until about this moment
+    /// (the next holder's `previous_alive_ms`), not only until the last row it wrote.
+    pub(crate) fn beat(&mut self) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.beat_at) >= BEAT {
+            self.beat_at = now;
+            let _ = self.file.set_modified(std::time::SystemTime::now());
+        }
     }
 
     /// Takes the lock again when its file is no longer at its path (the history files
@@ -131,9 +162,12 @@ impl WriterLock {
         let held = self.file.metadata().ok().map(id);
         let there = std::fs::metadata(lock_path(db)).ok().map(id);
         if held.is_some() && held == there {
+            self.beat();
             return Ok(());
         }
+        let previous_alive_ms = self.previous_alive_ms;
         *self = WriterLock::acquire(db)?;
+        self.previous_alive_ms = previous_alive_ms;
         tracing::warn!(
             lock = %lock_path(db).display(),
             "the history file's lock file was deleted or replaced; took the lock again"

@@ -299,6 +299,8 @@ impl Drop for Retrying {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Leftovers {
     pub(crate) started_ms: i64,
+    /// When the process before was last seen alive (`WriterLock::previous_alive_ms`).
+    pub(crate) alive_ms: Option<i64>,
     pub(crate) closed: bool,
 }
 
@@ -594,6 +596,10 @@ impl WriterTask {
         self.settle();
         match result {
             Ok(()) => {
+                // A writer kept busy never idles to renew its lock: it beats here.
+                if let Some(lock) = &mut self.lock {
+                    lock.beat();
+                }
                 self.stats.add_written(n);
                 if self.failing {
                     self.failing = false;
@@ -683,7 +689,7 @@ impl WriterTask {
             pool,
             self.sql.instance(),
             &self.location,
-            self.leftovers.started_ms,
+            (self.leftovers.started_ms, self.leftovers.alive_ms),
             crate::interrupted::Then::Retry,
         )
         .await;
@@ -699,7 +705,7 @@ impl WriterTask {
         let pools = self.pools.clone();
         let instance = self.sql.instance().to_owned();
         let location = self.location.clone();
-        let started_ms = self.leftovers.started_ms;
+        let since = (self.leftovers.started_ms, self.leftovers.alive_ms);
         self.retrying = Some(Retrying(Some(tokio::spawn(async move {
             let mut wait = Duration::from_secs(1);
             loop {
@@ -707,7 +713,7 @@ impl WriterTask {
                 let pool = pools.get();
                 let quietly = crate::interrupted::Then::Quietly;
                 if crate::interrupted::close_what_was_left_open(
-                    &pool, &instance, &location, started_ms, quietly,
+                    &pool, &instance, &location, since, quietly,
                 )
                 .await
                 {
@@ -732,7 +738,7 @@ impl WriterTask {
             &self.pools.get(),
             self.sql.instance(),
             &self.location,
-            self.leftovers.started_ms,
+            (self.leftovers.started_ms, self.leftovers.alive_ms),
             crate::interrupted::Then::NextStart,
         )
         .await;

@@ -192,6 +192,13 @@ fn if_range_with_the_current_etag_gets_the_range_and_a_stale_one_the_whole_file(
         &format!("Range: bytes=2-4\r\nIf-Range: W/{tag}\r\n"),
     );
     assert_eq!(weak.status, 200, "If-Range compares strongly");
+    // Two validators are no condition that holds (the first matched, and was used).
+    let two = get(
+        &server,
+        "/digits.txt",
+        &format!("Range: bytes=2-4\r\nIf-Range: {tag}\r\nIf-Range: \"old\"\r\n"),
+    );
+    assert_eq!((two.status, two.text().as_str()), (200, "0123456789"));
 }
 
 /// Sets the modification time of `path`.

@@ -113,9 +113,15 @@ pub(super) fn if_range_holds(
     last_modified: Option<&str>,
     modified: Option<std::time::SystemTime>,
 ) -> bool {
-    let Some(value) = headers.get(header::IF_RANGE) else {
+    let mut values = headers.get_all(header::IF_RANGE).iter();
+    let Some(value) = values.next() else {
         return true;
     };
+    // One validator or none (§13.1.5 defines no list): two fields are not a condition
+    // that holds, and the whole file is sent, as for a validator that does not match.
+    if values.next().is_some() {
+        return false;
+    }
     let Ok(value) = value.to_str() else {
         return false;
     };

@@ -167,7 +167,22 @@ pub(crate) fn parse_received(
     }
     let recursion_desired = packet[2] & 0x01 != 0;
     let message = match Message::from_vec(packet) {
-        Ok(m) => m,
+        Ok(m) if !points_into_header(packet) => m,
+        // hickory reads a pointer into the header as a name of the header's bytes: no
+        // name occurs there (RFC 1035 section 4.1.4 points to a prior occurrence of one),
+        // and the junk would go upstream, into the cache and the log (NSD: FORMERR).
+        Ok(_) => {
+            let mut response =
+                error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
+            response.edns = undecodable_opt(packet);
+            return Parsed::Error {
+                response: Box::new(response),
+                asked: None,
+                rcode: ResponseCode::FormErr,
+                why: "a name's compression pointer points into the header".to_owned(),
+                seal: None,
+            };
+        }
         Err(e) => {
             let mut response =
                 error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
@@ -306,6 +321,57 @@ fn undecodable_opt(packet: &[u8]) -> Option<Edns> {
         .set_version(EDNS_VERSION)
         .set_dnssec_ok(packet[at + 6] & 0x80 != 0);
     Some(edns)
+}
+
+/// Whether a name of `packet`'s question or of a record's owner (a message hickory has
+/// read) is, or leads through its pointers to, a pointer into the 12-byte header.
+fn points_into_header(packet: &[u8]) -> bool {
+    let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
+    let (questions, records) = (count(4), count(6) + count(8) + count(10));
+    // Follows the name at `at` through its pointers (hickory has refused loops and
+    // forward pointers); `Err` when one points into the header, else where the name
+    // ends in the message (after its first pointer or its root label).
+    let name = |start: usize| -> Result<Option<usize>, ()> {
+        let (mut at, mut end, mut hops) = (start, None, 0);
+        loop {
+            let len = *packet.get(at).ok_or(())?;
+            match len {
+                0 => return Ok(Some(end.unwrap_or(at + 1))),
+                1..=63 => at += 1 + usize::from(len),
+                0xC0.. => {
+                    let low = *packet.get(at + 1).ok_or(())?;
+                    let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+                    if target < 12 {
+                        return Err(());
+                    }
+                    end.get_or_insert(at + 2);
+                    hops += 1;
+                    if hops > 127 {
+                        return Ok(end);
+                    }
+                    at = target;
+                }
+                _ => return Ok(end),
+            }
+        }
+    };
+    let mut at = 12;
+    for i in 0..questions + records {
+        match name(at) {
+            Err(()) => return true,
+            Ok(Some(end)) => at = end,
+            Ok(None) => return false,
+        }
+        if i < questions {
+            at += 4;
+            continue;
+        }
+        let Some(fixed) = packet.get(at..at + 10) else {
+            return false;
+        };
+        at += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+    }
+    false
 }
 
 /// Where the fixed fields (type to RDLENGTH, 10 bytes) of the OPT record in `packet`'s
@@ -702,6 +768,30 @@ pub(crate) mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_compression_pointer_into_the_header_is_formerr() {
+        // The question's name a pointer to offset 2 (the flags), with an OPT record.
+        let mut packet = query(0x77, "a.test.", RecordType::A)[..12].to_vec();
+        packet[11] = 1;
+        packet.extend_from_slice(&[0xc0, 0x02, 0, 1, 0, 1]);
+        packet.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        let Parsed::Error {
+            rcode, response, ..
+        } = parse(&packet, false)
+        else {
+            panic!("answered a name made of the header's bytes")
+        };
+        assert_eq!(rcode, ResponseCode::FormErr);
+        let decoded = Message::from_vec(&encode(&response, None)).unwrap();
+        assert!(decoded.queries.is_empty(), "no question echoed");
+        assert!(decoded.edns.is_some(), "the OPT answered");
+        // A pointer to the question's name, as a record's owner, is read.
+        let mut fine = query(0x78, "a.test.", RecordType::A);
+        fine[11] = 1;
+        fine.extend_from_slice(&[0xc0, 12, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        assert!(!points_into_header(&fine));
     }
 
     #[test]

@@ -403,9 +403,11 @@ impl Observer for Hub {
                 m.active.dec();
                 self.metrics.reactor(info.reactor).connections.dec();
                 m.closed.get(closed.reason.label()).inc();
-                self.live.remove(info);
                 // Kept too, for readers of a connection between its leaving the registry
-                // and history having its close (`Recent::closed_connection`).
+                // and history having its close (`Recent::closed_connection`): before it
+                // leaves, so a reader finds it in one or the other. Only while the bus has
+                // readers: history's writer is one, and without history there is no row
+                // to be late.
                 if self.bus.has_listeners()
                     && let Some(published) = self.bus.publish_kept(EventKind::ConnectionClosed {
                         connection: ConnectionSnapshot::of(info),
@@ -415,6 +417,7 @@ impl Observer for Hub {
                 {
                     self.recent.keep(published);
                 }
+                self.live.remove(info);
             }
             Event::Refused(refused) => {
                 self.metrics

@@ -580,7 +580,8 @@ fn a_port_a_closed_connection_holds_is_refused_naming_the_connection() {
         &config,
         &[
             &format!("TCP port {port} on 127.0.0.1 is held by no listener but by a connection"),
-            "TIME-WAIT",
+            ", in TIME-WAIT",
+            "TIME-WAIT lasts a minute",
             "ip_local_port_range",
         ],
     );

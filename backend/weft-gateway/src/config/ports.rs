@@ -267,9 +267,13 @@ fn held_by_connection(socket: Socket) -> Option<String> {
         ),
         _ => String::new(),
     };
+    let lasts = match first.state {
+        procfs::net::TcpState::TimeWait => " (TIME-WAIT lasts a minute)",
+        _ => "",
+    };
     Some(format!(
         "{} is held by no listener but by a connection from it to {}, in {state}{more}, \
-         which no listener may share; wait for it to end (TIME-WAIT lasts a minute){instead}",
+         which no listener may share; wait for it to end{lasts}{instead}",
         socket.said(),
         first.remote_address,
     ))

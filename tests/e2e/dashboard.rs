@@ -550,7 +550,8 @@ fn closing_a_udp_endpoint_is_refused_and_it_goes_on_answering() {
     let page = app.get(&format!("/connections/{udp}"));
     assert_eq!(page.status, 200);
     assert!(
-        page.body.contains("opened, taking datagrams from any peer"),
+        page.body
+            .contains("opened (a UDP port, with no single peer)"),
         "{}",
         page.body
     );

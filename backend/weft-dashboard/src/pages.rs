@@ -304,9 +304,9 @@ struct Connection {
 }
 
 fn timeline(c: &ConnectionView, deferreds: &[DeferredView]) -> Vec<Moment> {
-    // A UDP port's peer is any (`0.0.0.0:0`): it was opened, not opened from somewhere.
+    // A UDP port has no one peer (`0.0.0.0:0`): it was opened, not opened from somewhere.
     let what = match c.peer.as_str() {
-        "0.0.0.0:0" | "[::]:0" => "opened, taking datagrams from any peer".to_owned(),
+        "0.0.0.0:0" | "[::]:0" => "opened (a UDP port, with no single peer)".to_owned(),
         peer => format!("opened from {peer}"),
     };
     let mut t = vec![Moment {

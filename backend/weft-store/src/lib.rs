@@ -200,7 +200,11 @@ impl Store {
         };
         // Nothing of this process is written yet: every open row is an earlier one's,
         // whatever time it says (another host's clock, a clock stepped back).
-        let alive_ms = lock.as_ref().and_then(|l| l.previous_alive_ms);
+        // Not past this start: the lock file's time is its filesystem's clock.
+        let alive_ms = lock
+            .as_ref()
+            .and_then(|l| l.previous_alive_ms)
+            .map(|alive| alive.min(started_ms));
         let leftovers_closed = opened == writer::Opened::Now
             && interrupted::close_what_was_left_open(
                 &pool,

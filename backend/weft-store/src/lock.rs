@@ -69,7 +69,8 @@ pub(crate) fn one_name(db: &Path) -> Result<(), StoreError> {
 #[derive(Debug)]
 pub(crate) struct WriterLock {
     /// Held open for its advisory lock: closing it releases the lock. Its modification
-    /// time is the writer's heartbeat, set each second it is idle (`renew`).
+    /// time is the writer's heartbeat ([`beat`](Self::beat)): set after a commit, and on
+    /// each idle lock check (`renew`), at most every [`BEAT`].
     file: File,
     /// When the process that held the lock before was last seen alive, unix ms: the
     /// heartbeat of one that did not let go of it cleanly (its id still in the file).

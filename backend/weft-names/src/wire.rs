@@ -334,12 +334,17 @@ fn points_into_header(packet: &[u8]) -> bool {
     let name = |start: usize| -> Result<Option<usize>, ()> {
         let (mut at, mut end, mut hops) = (start, None, 0);
         loop {
-            let len = *packet.get(at).ok_or(())?;
+            // Past the end: not a message hickory read; nothing to say of it here.
+            let Some(&len) = packet.get(at) else {
+                return Ok(None);
+            };
             match len {
                 0 => return Ok(Some(end.unwrap_or(at + 1))),
                 1..=63 => at += 1 + usize::from(len),
                 0xC0.. => {
-                    let low = *packet.get(at + 1).ok_or(())?;
+                    let Some(&low) = packet.get(at + 1) else {
+                        return Ok(None);
+                    };
                     let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
                     if target < 12 {
                         return Err(());

@@ -16,6 +16,9 @@ use weft::framing::{LineContext, LineHandler, LineReceiver};
 use weft::observe::ConnectionId;
 use weft::{CloseReason, Reactor, Transport};
 
+/// The most a client may fall behind the room, in bytes unsent.
+const MAX_BEHIND: usize = 1 << 20;
+
 #[derive(Default)]
 struct Room {
     members: RefCell<BTreeMap<ConnectionId, (String, Transport)>>,
@@ -39,6 +42,10 @@ struct Chatter {
 impl LineHandler for Chatter {
     fn connection_made(&mut self, ctx: &mut LineContext<'_>) {
         let transport = ctx.transport().clone();
+        // What the room sends a client comes from the others' lines, which its own
+        // back-pressure does not slow: a client that does not read is cut off once it is
+        // a MiB behind (`send_buffer_full`), rather than holding the room's lines forever.
+        transport.set_max_buffered(Some(MAX_BEHIND));
         let name = format!("guest-{}", transport.id());
         ctx.send_line(format!("welcome, {name}").as_bytes());
         self.room.broadcast(None, &format!("* {name} joined"));

@@ -521,3 +521,70 @@ fn a_connection_waiting_for_its_peer_to_read_is_not_stalled() {
     assert!(stalls.is_empty(), "{stalls:?}");
     drop(client);
 }
+
+/// Writes 64 KiB to every other connection of the room for each byte it reads: a
+/// broadcast, which back-pressure does not slow (it comes from elsewhere than the
+/// reader's own callbacks).
+struct Broadcaster {
+    room: std::rc::Rc<std::cell::RefCell<Vec<Transport>>>,
+}
+
+impl Protocol for Broadcaster {
+    fn connection_made(&mut self, transport: &Transport) {
+        transport.set_max_buffered(Some(1 << 20));
+        self.room.borrow_mut().push(transport.clone());
+    }
+    fn data_received(&mut self, transport: &Transport, data: &[u8]) {
+        let others: Vec<Transport> = self
+            .room
+            .borrow()
+            .iter()
+            .filter(|t| t.id() != transport.id())
+            .cloned()
+            .collect();
+        for _ in data {
+            for other in &others {
+                other.write(&[1; 64 << 10]);
+            }
+        }
+    }
+}
+
+/// A peer that never reads, written to from another connection's callbacks, is cut off
+/// once more than its buffer's limit is unsent (`send_buffer_full`), and the writer goes
+/// on: back-pressure alone would have let its buffer grow for as long as the other
+/// connection sent.
+#[test]
+fn a_peer_written_to_from_elsewhere_is_cut_off_at_its_buffer_limit() {
+    let observer = RecordingObserver::new();
+    let obs = observer.clone();
+    let server = spawn_reactor(move |r| {
+        r.set_observer(obs);
+        let room = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        listen(
+            r,
+            &ListenOptions::new(),
+            factory(move || Broadcaster { room: room.clone() }),
+        )
+    });
+    let silent = connect(server.value);
+    let mut talker = connect(server.value);
+    eventually("both in the room", || {
+        observer.count("ConnectionOpened") == 2
+    });
+    // 64 MiB for the silent one, far past what the kernel holds for it.
+    for _ in 0..4 {
+        talker.write_all(&[b'x'; 256]).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eventually("the silent peer is cut off", || {
+        observer.count("ConnectionClosed") == 1
+    });
+    let closed = closed_event(&observer);
+    assert!(closed.contains("SendBufferFull"), "{closed}");
+    // The talker is still served.
+    talker.write_all(b"y").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(observer.count("ConnectionClosed"), 1);
+    drop(silent);
+}

@@ -63,6 +63,11 @@ pub enum CloseReason {
     /// Its output made no progress, asked to close for the close timeout or idle for its
     /// idle timeout: the peer stopped reading, and what was buffered for it was dropped.
     SendTimeout,
+    /// More than its limit was buffered for it unsent
+    /// ([`Transport::set_max_buffered`](crate::Transport::set_max_buffered)): its protocol
+    /// (or another connection's) wrote to it faster than the peer reads, past
+    /// back-pressure, and what was buffered was dropped.
+    SendBufferFull,
     /// The peer broke the protocol (a line too long, a bad frame, a failed TLS handshake).
     Protocol(String),
     /// An I/O error.
@@ -93,6 +98,8 @@ pub enum CloseKind {
     TimedOut,
     /// [`CloseReason::SendTimeout`].
     SendTimeout,
+    /// [`CloseReason::SendBufferFull`].
+    SendBufferFull,
     /// [`CloseReason::Protocol`].
     Protocol,
     /// [`CloseReason::Error`].
@@ -105,13 +112,14 @@ pub enum CloseKind {
 
 impl CloseKind {
     /// Every kind, so counters by reason can exist at zero before the first close.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Done,
         Self::PeerClosed,
         Self::Aborted,
         Self::Reset,
         Self::TimedOut,
         Self::SendTimeout,
+        Self::SendBufferFull,
         Self::Protocol,
         Self::Error,
         Self::Shutdown,
@@ -127,6 +135,7 @@ impl CloseKind {
             Self::Reset => "reset",
             Self::TimedOut => "timeout",
             Self::SendTimeout => "send_timeout",
+            Self::SendBufferFull => "send_buffer_full",
             Self::Protocol => "protocol",
             Self::Error => "error",
             Self::Shutdown => "shutdown",
@@ -168,6 +177,7 @@ impl CloseReason {
             Self::Reset => CloseKind::Reset,
             Self::TimedOut => CloseKind::TimedOut,
             Self::SendTimeout => CloseKind::SendTimeout,
+            Self::SendBufferFull => CloseKind::SendBufferFull,
             Self::Protocol(_) => CloseKind::Protocol,
             Self::Error(_) => CloseKind::Error,
             Self::Shutdown => CloseKind::Shutdown,
@@ -225,6 +235,10 @@ impl CloseReason {
             Self::Reset => Borrowed("connection reset by peer"),
             Self::TimedOut => Borrowed("connection timed out"),
             Self::SendTimeout => Borrowed("the peer stopped reading; its output was dropped"),
+            Self::SendBufferFull => Borrowed(
+                "more was written for the peer than its buffer's limit holds unsent; its output \
+                 was dropped",
+            ),
             Self::Protocol(why) => Owned(format!("protocol error: {why}")),
             Self::Error(why) => Owned(format!("I/O error: {why}")),
             Self::Shutdown => Borrowed("reactor shutting down"),
@@ -365,6 +379,7 @@ mod tests {
             Reset,
             TimedOut,
             SendTimeout,
+            SendBufferFull,
             Protocol(String::new()),
             Error(String::new()),
             Shutdown,
@@ -373,8 +388,8 @@ mod tests {
         for reason in &all {
             // A new reason stops this compiling until it is listed above (and in CloseKind::ALL).
             match reason {
-                Done | PeerClosed | Aborted | Reset | TimedOut | SendTimeout | Protocol(_)
-                | Error(_) | Shutdown | ServiceStopped => {}
+                Done | PeerClosed | Aborted | Reset | TimedOut | SendTimeout | SendBufferFull
+                | Protocol(_) | Error(_) | Shutdown | ServiceStopped => {}
             }
         }
         let kinds: Vec<_> = all.iter().map(CloseReason::kind).collect();

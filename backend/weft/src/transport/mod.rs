@@ -4,7 +4,13 @@
 //! them right after the current callback returns (or as soon as the socket accepts more).
 //! Buffers are bounded by back-pressure: above the high-water mark the registered
 //! producer is paused (by default, this connection's own reading), below the low-water
-//! mark it resumes, so a slow reader never makes memory grow without bound.
+//! mark it resumes. That bounds what a connection writes in answer to its own reading,
+//! and what a producer writes. Writes that come from elsewhere (another connection's
+//! callback, a timer: a chat room's broadcast) are not slowed by it: a peer that does not
+//! read would have them pile up. For those a buffer takes a hard limit
+//! ([`Transport::set_max_buffered`], none by default, as in Twisted): a write past it
+//! aborts the connection ([`CloseReason::SendBufferFull`]); an idle timeout also ends
+//! output that makes no progress ([`CloseReason::SendTimeout`]).
 
 mod driver;
 mod producer;
@@ -116,6 +122,9 @@ pub(crate) struct Shared {
     high_water: Cell<usize>,
     /// Below this many buffered bytes a paused producer is resumed.
     low_water: Cell<usize>,
+    /// A write that leaves more than this buffered aborts the connection (none:
+    /// `usize::MAX`).
+    max_buffered: Cell<usize>,
     /// Paused and resumed by the water marks (by default, this connection's own
     /// reading), or asked for more as the buffer empties.
     producer: RefCell<Option<Producer>>,
@@ -183,6 +192,7 @@ impl Transport {
                 waker: RefCell::new(None),
                 high_water: Cell::new(DEFAULT_HIGH_WATER),
                 low_water: Cell::new(DEFAULT_LOW_WATER),
+                max_buffered: Cell::new(usize::MAX),
                 producer: RefCell::new(None),
                 idle_timeout: Cell::new(None),
                 reset_when_idle: Cell::new(false),
@@ -232,9 +242,25 @@ impl Transport {
             out.len()
         };
         if buffered > self.shared.high_water.get() {
+            if buffered > self.shared.max_buffered.get() {
+                self.abort_connection_with(CloseReason::SendBufferFull);
+                return;
+            }
             self.apply_back_pressure();
         }
         self.wake();
+    }
+
+    /// Sets a hard limit of the buffer (none by default, as in Twisted): a write that
+    /// leaves more than `limit` bytes unsent aborts the connection with
+    /// [`CloseReason::SendBufferFull`] (counted and logged as any close that is not
+    /// routine). Back-pressure keeps a protocol that answers its own reading, or writes
+    /// through a producer, far below the high-water mark; a limit is for writes that come
+    /// from elsewhere (a broadcast from other connections) to a peer that may not read,
+    /// and should leave room for the largest single write the protocol makes. `None`
+    /// lifts it.
+    pub fn set_max_buffered(&self, limit: Option<usize>) {
+        self.shared.max_buffered.set(limit.unwrap_or(usize::MAX));
     }
 
     /// Queues several pieces to be sent, in order (Twisted's `writeSequence`): anything

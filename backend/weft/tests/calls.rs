@@ -87,3 +87,53 @@ fn a_blocked_reactor_refuses_calls_past_its_queue_and_runs_the_queued_ones_once_
         "a stopped reactor takes no calls"
     );
 }
+
+/// A shutdown held to its deadline by a spawned task (one awaiting a Deferred that never
+/// fires) says which task it waited for, by label and spawn site: the warning said only
+/// `hooks=1`, naming nothing the program had registered.
+#[test]
+fn a_shutdown_held_to_its_deadline_names_the_tasks_still_running() {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let reactor = weft::Reactor::with_config(weft::ReactorConfig {
+            handle_signals: false,
+            shutdown_deadline: std::time::Duration::from_millis(200),
+            ..weft::ReactorConfig::default()
+        })
+        .unwrap();
+        let (_resolver, never) = weft::defer::Deferred::<()>::new();
+        reactor.spawn_labeled("waiter", async move {
+            let _ = never.await;
+        });
+        reactor.call_later(std::time::Duration::from_millis(10), || {
+            weft::Reactor::current().stop();
+        });
+        reactor.run().unwrap();
+    });
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let warning = text
+        .lines()
+        .find(|l| l.contains("did not finish before its deadline"))
+        .unwrap_or_else(|| panic!("no warning in\n{text}"));
+    assert!(
+        warning.contains("(waiter) spawned at backend/weft/tests/calls.rs:")
+            || warning.contains("(waiter) spawned at tests/calls.rs:"),
+        "{warning}"
+    );
+}

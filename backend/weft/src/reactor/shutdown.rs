@@ -76,10 +76,23 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
         }
     };
     if tokio::time::timeout(deadline, all).await.is_err() {
+        // What it waited on, by name: the drain waits for every task spawned on the
+        // reactor too (one awaiting a Deferred that never fires holds it to the deadline).
+        let tasks = crate::tasks::pending_tasks();
+        let named: Vec<String> = tasks
+            .iter()
+            .take(5)
+            .map(|t| match t.label {
+                Some(label) => format!("task {} ({label}) spawned at {}", t.id, t.site),
+                None => format!("task {} spawned at {}", t.id, t.site),
+            })
+            .collect();
         tracing::warn!(
             ?phase,
             waited = ?deadline,
-            hooks = pending,
+            waits = pending,
+            tasks = tasks.len(),
+            running = %named.join("; "),
             "shutdown phase did not finish before its deadline; going on without it"
         );
     }

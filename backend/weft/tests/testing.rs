@@ -285,3 +285,29 @@ fn loopback_pumps_a_pull_producer_and_a_close_waits_for_it() {
     assert!(one.produce(), "asked: finds the end and unregisters");
     assert!(!one.produce());
 }
+
+/// A connection the shutdown's drain closes is not retried: the factory counts no retry
+/// and schedules none (it scheduled one, and logged an attempt cancelled, as the reactor
+/// stopped).
+#[test]
+fn reconnecting_factory_does_not_retry_what_the_shutdown_closes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reactor = Reactor::with_config(weft::ReactorConfig {
+        handle_signals: false,
+        shutdown_deadline: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let policy = Rc::new(ReconnectingClientFactory::new(factory(|| Echo)));
+    let connector = reactor
+        .connect_with(&format!("tcp:{addr}"), policy.clone())
+        .unwrap();
+    // Accepted on a thread of its own: the attempt is made once the reactor runs.
+    let accepting = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    reactor.call_later(Duration::from_millis(300), || Reactor::current().stop());
+    reactor.run().unwrap();
+    drop(accepting.join().unwrap());
+    drop(connector);
+    assert_eq!(policy.retries(), 0, "nothing retried at shutdown");
+}

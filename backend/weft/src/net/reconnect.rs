@@ -13,7 +13,11 @@ use crate::time::{DelayedCall, call_later};
 /// Reconnects with exponential back-off (Twisted's `ReconnectingClientFactory`).
 ///
 /// Each failure or loss multiplies the delay by `factor` (with random `jitter`), up to
-/// `max_delay`; a successful connection resets it. Gives up after `max_retries`.
+/// `max_delay`; a successful connection resets it. Gives up after `max_retries`. Unlike
+/// Twisted's, a connection made resets the back-off by itself (Twisted's protocol calls
+/// `resetDelay` once satisfied), the first retry waits `initial_delay` (Twisted's
+/// `initialDelay` times `factor`), and nothing is retried once the reactor is shutting
+/// down.
 pub struct ReconnectingClientFactory<F> {
     inner: F,
     /// First retry delay.
@@ -81,7 +85,10 @@ impl<F: Factory> ReconnectingClientFactory<F> {
         self.retries.get()
     }
 
-    /// The delay before the next retry.
+    /// The delay the next retry scheduled will wait: read in `client_connection_failed`
+    /// (or `_lost`) before handing the event on, the wait of the retry that event
+    /// schedules; read after, the wait of the one after it. `initial_delay` after a
+    /// success.
     pub fn current_delay(&self) -> Duration {
         self.delay.get()
     }
@@ -101,7 +108,10 @@ impl<F: Factory> ReconnectingClientFactory<F> {
     }
 
     fn retry(&self, connector: &Connector) {
-        if !self.trying.get() {
+        // At shutdown the drain closes the connection, or cancels the attempt under way:
+        // nothing to come back to.
+        let stopping = crate::Reactor::try_current().is_some_and(|r| r.is_shutting_down());
+        if !self.trying.get() || stopping {
             return;
         }
         let retries = self.retries.get() + 1;

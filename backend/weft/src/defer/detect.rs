@@ -41,7 +41,7 @@ pub(crate) fn report_slow(
     core.announce();
     if let Some(suppressed) = detection_logged(Detector::Slow, core.label) {
         tracing::warn!(
-            deferred = %core.id, callback = %Site(site), ?took, suppressed,
+            deferred = %core.id, label = core.label, callback = %Site(site), ?took, suppressed,
             "a Deferred callback blocked the reactor"
         );
     }
@@ -60,7 +60,7 @@ pub(crate) fn report_unhandled(core: &Core, failure: &Failure) {
     core.announce();
     if let Some(suppressed) = detection_logged(Detector::Unhandled, core.label) {
         tracing::error!(
-            deferred = %core.id, created = %Site(core.site), suppressed,
+            deferred = %core.id, label = core.label, created = %Site(core.site), suppressed,
             "Unhandled error in Deferred: {failure}"
         );
     }
@@ -173,7 +173,8 @@ pub fn scan_for_stalls() {
         let snapshot = registry::snapshot(core, now);
         if let Some(suppressed) = detection_logged(Detector::Stalled, core.label) {
             tracing::warn!(
-                deferred = %core.id, created = %Site(core.site), state = snapshot.state.as_str(),
+                deferred = %core.id, label = core.label, created = %Site(core.site),
+                state = snapshot.state.as_str(),
                 step = snapshot.named.as_ref().map(|n| n.name), ?stuck, suppressed,
                 "a Deferred is stalled"
             );

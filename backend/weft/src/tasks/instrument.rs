@@ -89,9 +89,19 @@ pub(crate) fn note_connection(id: ConnectionId) {
 }
 
 /// A callback the running task's poll ran (a protocol method, a delayed call, a Deferred
-/// step) was reported slow: the poll is not reported again for the same blocking.
+/// step) was reported slow: the poll is not reported again for the same blocking, nor
+/// is a callback that ran it and began before now ([`slow_reported_since`]).
 pub(crate) fn note_slow_inside() {
-    crate::context::with(|cx| cx.task.slow_inside.set(true));
+    crate::context::with(|cx| {
+        cx.task.slow_inside.set(true);
+        cx.slow_reported_at.set(Some(std::time::Instant::now()));
+    });
+}
+
+/// Whether a callback was reported slow since `started` (one this callback ran, when it
+/// began then): read only once a callback turned out slow, so a fast one pays nothing.
+pub(crate) fn slow_reported_since(started: std::time::Instant) -> bool {
+    crate::context::with(|cx| cx.slow_reported_at.get().is_some_and(|at| at >= started))
 }
 
 /// Says that the running task, pending now, waits on its peer (its input, its reading

@@ -397,7 +397,9 @@ fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static
         crate::reactor::profile::SiteKind::Timer,
         took,
     );
-    if took >= crate::observe::slow_threshold() {
+    // A Deferred step (or another callback) it ran that blocked was reported, by its own
+    // site: the same blocking is not reported twice.
+    if took >= crate::observe::slow_threshold() && !crate::tasks::slow_reported_since(started) {
         crate::tasks::note_slow_inside();
         let callback = format!("delayed call scheduled at {site}");
         if let Some(suppressed) = timer_line_budget("slow delayed call") {
@@ -648,6 +650,33 @@ mod tests {
             events[0].contains(&format!("delayed call scheduled at {}", call.site())),
             "{events:?}"
         );
+    }
+
+    /// A delayed call whose Deferred step blocked is reported once, by the step (its own
+    /// site): the call around it is not reported again for the same blocking.
+    #[test]
+    fn a_delayed_call_whose_deferred_step_blocked_is_reported_once_by_the_step() {
+        let recorder = crate::testing::RecordingObserver::new();
+        crate::observe::set_observer(Some(recorder.clone()));
+        crate::observe::set_slow_threshold(Duration::from_millis(5));
+        let clock = Clock::fake();
+        let (resolver, chain) = crate::defer::Deferred::<u32>::new();
+        let chain = chain.add_callback(|n| {
+            std::thread::sleep(Duration::from_millis(10));
+            n
+        });
+        clock.call_later(Duration::from_secs(1), move || resolver.callback(1));
+        clock.advance(Duration::from_secs(1));
+        crate::observe::set_observer(None);
+        crate::observe::set_slow_threshold(Duration::from_millis(100));
+        drop(chain);
+        let slow: Vec<String> = recorder
+            .events()
+            .into_iter()
+            .filter(|e| e.contains("Slow"))
+            .collect();
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        assert!(!slow[0].contains("delayed call scheduled at"), "{slow:?}");
     }
 
     #[test]

@@ -189,7 +189,9 @@ pub(crate) fn guarded_call(
         crate::reactor::profile::SiteKind::Protocol,
         took,
     );
-    if took >= observe::slow_threshold() {
+    // A Deferred step (or a delayed call) it ran that blocked was reported by its own
+    // site: the same blocking is not reported twice.
+    if took >= observe::slow_threshold() && !crate::tasks::slow_reported_since(started) {
         crate::tasks::note_slow_inside();
         let callback = format!("{name}::{method}");
         // A peer that can make parsing slow makes one each: the log takes 20 a second

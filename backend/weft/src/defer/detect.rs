@@ -37,7 +37,7 @@ pub(crate) fn report_slow(
     took: Duration,
     threshold: Duration,
 ) {
-    crate::tasks::note_slow_inside();
+    crate::tasks::note_slow_inside(took);
     core.announce();
     if let Some(suppressed) = detection_logged(Detector::Slow, core.label) {
         tracing::warn!(

@@ -64,6 +64,7 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
             })
         })
         .collect();
+    let extra_waited = extra.is_some();
     waits.extend(extra);
     if waits.is_empty() {
         return;
@@ -78,7 +79,15 @@ async fn run_phase(reactor: &Reactor, phase: Phase, extra: Option<HookFuture>) {
     if tokio::time::timeout(deadline, all).await.is_err() {
         // What it waited on, by name: the drain waits for every task spawned on the
         // reactor too (one awaiting a Deferred that never fires holds it to the deadline).
-        let tasks = crate::tasks::pending_tasks();
+        // Only the drain's phase waits on tasks; connections' own tasks are the
+        // connections the drain aborts next (said then), and a task waiting on a peer (a
+        // client port) is listed after those waiting on something of the program's.
+        let mut tasks: Vec<_> = match extra_waited {
+            true => crate::tasks::pending_tasks(),
+            false => Vec::new(),
+        };
+        tasks.retain(|t| t.kind != crate::tasks::TaskKind::Connection);
+        tasks.sort_by_key(|t| t.figures.waiting_on_peer);
         let named: Vec<String> = tasks
             .iter()
             .take(5)

@@ -89,19 +89,31 @@ pub(crate) fn note_connection(id: ConnectionId) {
 }
 
 /// A callback the running task's poll ran (a protocol method, a delayed call, a Deferred
-/// step) was reported slow: the poll is not reported again for the same blocking, nor
-/// is a callback that ran it and began before now ([`slow_reported_since`]).
-pub(crate) fn note_slow_inside() {
+/// step) was reported slow for `own` of its time (besides what callbacks it ran were
+/// reported for): the poll is not reported again for the same blocking, and a callback
+/// that ran it counts that time as reported ([`slow_reported_total`]).
+pub(crate) fn note_slow_inside(own: std::time::Duration) {
     crate::context::with(|cx| {
         cx.task.slow_inside.set(true);
-        cx.slow_reported_at.set(Some(std::time::Instant::now()));
+        cx.slow_reported
+            .set(cx.slow_reported.get().saturating_add(own));
     });
 }
 
-/// Whether a callback was reported slow since `started` (one this callback ran, when it
-/// began then): read only once a callback turned out slow, so a fast one pays nothing.
-pub(crate) fn slow_reported_since(started: std::time::Instant) -> bool {
-    crate::context::with(|cx| cx.slow_reported_at.get().is_some_and(|at| at >= started))
+/// The time of the callbacks reported slow on this thread so far, each for its own time:
+/// read at a callback's start and, once it turned out slow, at its end, it says how much
+/// of its time was reported already by callbacks it ran.
+pub(crate) fn slow_reported_total() -> std::time::Duration {
+    crate::context::with(|cx| cx.slow_reported.get())
+}
+
+/// How much of `took`, a callback's time that began when the total stood at `before`, is
+/// its own: not reported already by callbacks it ran.
+pub(crate) fn unreported(
+    took: std::time::Duration,
+    before: std::time::Duration,
+) -> std::time::Duration {
+    took.saturating_sub(slow_reported_total().saturating_sub(before))
 }
 
 /// Says that the running task, pending now, waits on its peer (its input, its reading

@@ -36,7 +36,8 @@ pub use detect::{PendingTask, pending_tasks};
 pub(crate) use detect::{TaskSlots, scan_for_stalls};
 pub use events::{TaskEnded, TaskSpawned};
 pub(crate) use instrument::{
-    Scope, instrument, note_awaiting, note_connection, note_slow_inside, slow_reported_since,
+    Scope, instrument, note_awaiting, note_connection, note_slow_inside, slow_reported_total,
+    unreported,
 };
 pub use instrument::{awaiting_outside_events, waiting_on_peer};
 

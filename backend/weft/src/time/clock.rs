@@ -386,6 +386,7 @@ impl Clock {
 fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static>) {
     let span = crate::reactor::profile::enter();
     let started = std::time::Instant::now();
+    let reported_before = crate::tasks::slow_reported_total();
     if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(func))
         && let Some(suppressed) = timer_line_budget("delayed call panicked")
     {
@@ -398,9 +399,14 @@ fn run_call(func: Box<dyn FnOnce()>, site: &'static std::panic::Location<'static
         took,
     );
     // A Deferred step (or another callback) it ran that blocked was reported, by its own
-    // site: the same blocking is not reported twice.
-    if took >= crate::observe::slow_threshold() && !crate::tasks::slow_reported_since(started) {
-        crate::tasks::note_slow_inside();
+    // site: the call is reported for what it blocked besides, if that is over the
+    // threshold, not again for the same blocking.
+    let threshold = crate::observe::slow_threshold();
+    if took >= threshold
+        && let own = crate::tasks::unreported(took, reported_before)
+        && own >= threshold
+    {
+        crate::tasks::note_slow_inside(own);
         let callback = format!("delayed call scheduled at {site}");
         if let Some(suppressed) = timer_line_budget("slow delayed call") {
             tracing::warn!(%callback, ?took, suppressed, "a callback blocked the reactor");
@@ -677,6 +683,30 @@ mod tests {
             .collect();
         assert_eq!(slow.len(), 1, "{slow:?}");
         assert!(!slow[0].contains("delayed call scheduled at"), "{slow:?}");
+
+        // One that blocks besides, past the threshold, is reported for that too.
+        let recorder = crate::testing::RecordingObserver::new();
+        crate::observe::set_observer(Some(recorder.clone()));
+        crate::observe::set_slow_threshold(Duration::from_millis(5));
+        let (resolver, chain) = crate::defer::Deferred::<u32>::new();
+        let chain = chain.add_callback(|n| {
+            std::thread::sleep(Duration::from_millis(10));
+            n
+        });
+        clock.call_later(Duration::from_secs(1), move || {
+            resolver.callback(1);
+            std::thread::sleep(Duration::from_millis(10));
+        });
+        clock.advance(Duration::from_secs(1));
+        crate::observe::set_observer(None);
+        crate::observe::set_slow_threshold(Duration::from_millis(100));
+        drop(chain);
+        let slow = recorder
+            .events()
+            .into_iter()
+            .filter(|e| e.contains("Slow"))
+            .count();
+        assert_eq!(slow, 2, "{:?}", recorder.events());
     }
 
     #[test]

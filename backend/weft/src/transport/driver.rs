@@ -177,6 +177,7 @@ pub(crate) fn guarded_call(
 ) -> Result<(), String> {
     let span = crate::reactor::profile::enter();
     let started = Instant::now();
+    let reported_before = crate::tasks::slow_reported_total();
     let outcome = observe::with_connection(Some(info.id), || {
         std::panic::catch_unwind(AssertUnwindSafe(f))
     });
@@ -190,9 +191,14 @@ pub(crate) fn guarded_call(
         took,
     );
     // A Deferred step (or a delayed call) it ran that blocked was reported by its own
-    // site: the same blocking is not reported twice.
-    if took >= observe::slow_threshold() && !crate::tasks::slow_reported_since(started) {
-        crate::tasks::note_slow_inside();
+    // site: the callback is reported for what it blocked besides, if that is over the
+    // threshold, not again for the same blocking.
+    let threshold = observe::slow_threshold();
+    if took >= threshold
+        && let own = crate::tasks::unreported(took, reported_before)
+        && own >= threshold
+    {
+        crate::tasks::note_slow_inside(own);
         let callback = format!("{name}::{method}");
         // A peer that can make parsing slow makes one each: the log takes 20 a second
         // for a service, the event and its count take every one.

@@ -242,11 +242,11 @@ impl Transport {
             out.len()
         };
         if buffered > self.shared.high_water.get() {
-            if buffered > self.shared.max_buffered.get() {
-                self.abort_connection_with(CloseReason::SendBufferFull);
-                return;
-            }
             self.apply_back_pressure();
+        }
+        if buffered > self.shared.max_buffered.get() {
+            self.abort_connection_with(CloseReason::SendBufferFull);
+            return;
         }
         self.wake();
     }

@@ -34,10 +34,7 @@ pub(crate) struct Context {
     pub(crate) running_deferred: Cell<Option<DeferredId>>,
     /// A callback running longer than this is reported as slow.
     pub(crate) slow_callback: Cell<Duration>,
-    /// The time of the callbacks (Deferred steps, protocol methods, delayed calls)
-    /// reported slow so far, each for its own time: a callback that ran one is reported
-    /// for what it blocked besides, not again for the same blocking.
-    pub(crate) slow_reported: Cell<Duration>,
+
     /// When a pending or paused Deferred is reported as stalled.
     pub(crate) stall: RefCell<StallConfig>,
     /// Pending Deferreds, listable at any time.
@@ -75,7 +72,6 @@ impl Context {
             connection: Cell::new(None),
             running_deferred: Cell::new(None),
             slow_callback: Cell::new(ReactorConfig::DEFAULT_SLOW_CALLBACK),
-            slow_reported: Cell::new(Duration::ZERO),
             stall: RefCell::new(StallConfig::new(ReactorConfig::DEFAULT_STALL_AFTER)),
             deferreds: RefCell::new(Registry::new()),
             unannounced: Unannounced::new(),

@@ -88,32 +88,38 @@ pub(crate) fn note_connection(id: ConnectionId) {
     });
 }
 
+thread_local! {
+    /// The time, in nanoseconds, of the callbacks (Deferred steps, protocol methods,
+    /// delayed calls) reported slow on this thread so far, each for its own time: a
+    /// callback that ran one is reported for what it blocked besides, not again for the
+    /// same blocking. A thread-local of its own, read at every protocol callback's start:
+    /// a plain word there, the cheapest read.
+    static SLOW_REPORTED_NS: Cell<u64> = const { Cell::new(0) };
+}
+
 /// A callback the running task's poll ran (a protocol method, a delayed call, a Deferred
 /// step) was reported slow for `own` of its time (besides what callbacks it ran were
 /// reported for): the poll is not reported again for the same blocking, and a callback
 /// that ran it counts that time as reported ([`slow_reported_total`]).
 pub(crate) fn note_slow_inside(own: std::time::Duration) {
-    crate::context::with(|cx| {
-        cx.task.slow_inside.set(true);
-        cx.slow_reported
-            .set(cx.slow_reported.get().saturating_add(own));
-    });
+    crate::context::with(|cx| cx.task.slow_inside.set(true));
+    let own = u64::try_from(own.as_nanos()).unwrap_or(u64::MAX);
+    SLOW_REPORTED_NS.with(|total| total.set(total.get().saturating_add(own)));
 }
 
-/// The time of the callbacks reported slow on this thread so far, each for its own time:
-/// read at a callback's start and, once it turned out slow, at its end, it says how much
-/// of its time was reported already by callbacks it ran.
-pub(crate) fn slow_reported_total() -> std::time::Duration {
-    crate::context::with(|cx| cx.slow_reported.get())
+/// The time of the callbacks reported slow on this thread so far, each for its own time,
+/// in nanoseconds: read at a callback's start and, once it turned out slow, at its end,
+/// it says how much of its time was reported already by callbacks it ran.
+#[inline]
+pub(crate) fn slow_reported_total() -> u64 {
+    SLOW_REPORTED_NS.with(Cell::get)
 }
 
 /// How much of `took`, a callback's time that began when the total stood at `before`, is
 /// its own: not reported already by callbacks it ran.
-pub(crate) fn unreported(
-    took: std::time::Duration,
-    before: std::time::Duration,
-) -> std::time::Duration {
-    took.saturating_sub(slow_reported_total().saturating_sub(before))
+pub(crate) fn unreported(took: std::time::Duration, before: u64) -> std::time::Duration {
+    let inside = slow_reported_total().saturating_sub(before);
+    took.saturating_sub(std::time::Duration::from_nanos(inside))
 }
 
 /// Says that the running task, pending now, waits on its peer (its input, its reading

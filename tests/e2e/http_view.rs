@@ -221,11 +221,9 @@ fn upstreams<'a>(json: &'a Value, service: &str) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
-/// A route over two upstreams, the second a port nothing listens on: the view lists
-/// both, the live one healthy with its connection back in the pool, the dead one
-/// ejected after its one allowed failure.
-#[test]
-fn the_http_view_shows_every_upstream_of_a_route_with_its_health_and_pool() {
+/// The gateway with service `web`, whose route `/api/` goes to a live upstream and to a
+/// port nothing listens on (`max_fails = 1`, `eject_for = "10m"`).
+fn live_and_dead() -> (Upstream, SocketAddr, SocketAddr, App) {
     let live = Upstream::start();
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -249,6 +247,15 @@ eject_for = "10m"
             live = live.addr,
         )
     });
+    (live, dead, web, app)
+}
+
+/// A route over two upstreams, the second a port nothing listens on: the view lists
+/// both, the live one healthy with its connection back in the pool, the dead one
+/// ejected after its one allowed failure.
+#[test]
+fn the_http_view_shows_every_upstream_of_a_route_with_its_health_and_pool() {
+    let (live, dead, web, app) = live_and_dead();
     // In turn: the second request finds the dead one refusing, and is retried on the
     // live one; from then on the dead one is out of rotation.
     for i in 0..4 {
@@ -318,29 +325,7 @@ eject_for = "10m"
 /// upstream is new starts afresh.
 #[test]
 fn a_reload_keeps_an_unchanged_upstream_s_health_and_counts() {
-    let live = Upstream::start();
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "web"
-kind = "http"
-listen = "tcp:{port}:interface=127.0.0.1"
-[[service.route]]
-prefix = "/api/"
-upstreams = ["http://{live}", "http://{dead}"]
-max_fails = 1
-eject_for = "10m"
-"#,
-            port = web.port(),
-            live = live.addr,
-        )
-    });
+    let (live, dead, web, app) = live_and_dead();
     for i in 0..4 {
         assert_eq!(curl(web, &[], &format!("/api/{i}")).0, 200, "{}", app.log());
     }

@@ -166,24 +166,17 @@ pub(crate) fn parse_received(
         };
     }
     let recursion_desired = packet[2] & 0x01 != 0;
-    let message = match Message::from_vec(packet) {
-        Ok(m) if !points_into_header(packet) => m,
+    let why = match Message::from_vec(packet) {
+        Ok(m) if !points_into_header(packet) => Ok(m),
         // hickory reads a pointer into the header as a name of the header's bytes: no
         // name occurs there (RFC 1035 section 4.1.4 points to a prior occurrence of one),
         // and the junk would go upstream, into the cache and the log (NSD: FORMERR).
-        Ok(_) => {
-            let mut response =
-                error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
-            response.edns = undecodable_opt(packet);
-            return Parsed::Error {
-                response: Box::new(response),
-                asked: None,
-                rcode: ResponseCode::FormErr,
-                why: "a name's compression pointer points into the header".to_owned(),
-                seal: None,
-            };
-        }
-        Err(e) => {
+        Ok(_) => Err("a name's compression pointer points into the header".to_owned()),
+        Err(e) => Err(format!("undecodable: {e}")),
+    };
+    let message = match why {
+        Ok(m) => m,
+        Err(why) => {
             let mut response =
                 error_response(id, recursion_desired, ResponseCode::FormErr, None, None);
             // RFC 6891 section 7: a FORMERR for a problem with the OPT record itself (an
@@ -194,7 +187,7 @@ pub(crate) fn parse_received(
                 response: Box::new(response),
                 asked: None,
                 rcode: ResponseCode::FormErr,
-                why: format!("undecodable: {e}"),
+                why,
                 seal: None,
             };
         }
@@ -326,66 +319,53 @@ fn undecodable_opt(packet: &[u8]) -> Option<Edns> {
 /// Whether a name of `packet`'s question or of a record's owner (a message hickory has
 /// read) is, or leads through its pointers to, a pointer into the 12-byte header.
 fn points_into_header(packet: &[u8]) -> bool {
-    let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
-    let (questions, records) = (count(4), count(6) + count(8) + count(10));
     // Follows the name at `at` through its pointers (hickory has refused loops and
-    // forward pointers); `Err` when one points into the header, else where the name
-    // ends in the message (after its first pointer or its root label).
-    let name = |start: usize| -> Result<Option<usize>, ()> {
-        let (mut at, mut end, mut hops) = (start, None, 0);
-        loop {
-            // Past the end: not a message hickory read; nothing to say of it here.
-            let Some(&len) = packet.get(at) else {
-                return Ok(None);
-            };
-            match len {
-                0 => return Ok(Some(end.unwrap_or(at + 1))),
-                1..=63 => at += 1 + usize::from(len),
-                0xC0.. => {
-                    let Some(&low) = packet.get(at + 1) else {
-                        return Ok(None);
-                    };
-                    let target = usize::from(u16::from_be_bytes([len & 0x3F, low]));
+    // forward pointers, and the hops are bounded besides).
+    let into_header = |mut at: usize| {
+        for _ in 0..128 {
+            match packet.get(at..at + 2) {
+                Some(&[high, low]) if high >= 0xC0 => {
+                    let target = usize::from(u16::from_be_bytes([high & 0x3F, low]));
                     if target < 12 {
-                        return Err(());
-                    }
-                    end.get_or_insert(at + 2);
-                    hops += 1;
-                    if hops > 127 {
-                        return Ok(end);
+                        return true;
                     }
                     at = target;
                 }
-                _ => return Ok(end),
+                _ => match packet.get(at) {
+                    Some(&len @ 1..=63) => at += 1 + usize::from(len),
+                    _ => return false,
+                },
             }
         }
+        false
     };
-    let mut at = 12;
-    for i in 0..questions + records {
-        match name(at) {
-            Err(()) => return true,
-            Ok(Some(end)) => at = end,
-            Ok(None) => return false,
-        }
-        if i < questions {
-            at += 4;
-            continue;
-        }
-        let Some(fixed) = packet.get(at..at + 10) else {
-            return false;
-        };
-        at += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
-    }
-    false
+    walk_records(packet, |_, name, _| into_header(name).then_some(())).is_some()
 }
 
 /// Where the fixed fields (type to RDLENGTH, 10 bytes) of the OPT record in `packet`'s
 /// additional section begin, when the message reads that far.
 fn opt_at(packet: &[u8]) -> Option<usize> {
     let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
-    let (questions, records) = (count(4), count(6) + count(8));
-    let additional = count(10);
-    let skip_name = |mut at: usize| -> Option<usize> {
+    let before_additional = count(4) + count(6) + count(8);
+    walk_records(packet, |i, _, fixed| {
+        let at = fixed?;
+        (i >= before_additional && packet[at..at + 2] == [0, 41]).then_some(at)
+    })
+}
+
+/// Walks `packet`'s questions and records in order (the counts of its header, `packet`
+/// at least 12 bytes), calling `visit` with each one's index, where its name begins and,
+/// for a record, where its fixed fields (type to RDLENGTH) begin, until `visit` returns
+/// something or the message ends (or does not read that far).
+fn walk_records<R>(
+    packet: &[u8],
+    mut visit: impl FnMut(usize, usize, Option<usize>) -> Option<R>,
+) -> Option<R> {
+    let count = |i: usize| usize::from(u16::from_be_bytes([packet[i], packet[i + 1]]));
+    let questions = count(4);
+    let records = count(6) + count(8) + count(10);
+    // Where the name at `at` ends in the message: after its root label or first pointer.
+    let name_end = |mut at: usize| -> Option<usize> {
         loop {
             let len = *packet.get(at)?;
             match len {
@@ -397,14 +377,19 @@ fn opt_at(packet: &[u8]) -> Option<usize> {
         }
     };
     let mut at = 12;
-    for _ in 0..questions {
-        at = skip_name(at)? + 4;
-    }
-    for i in 0..records + additional {
-        at = skip_name(at)?;
+    for i in 0..questions + records {
+        let name = at;
+        at = name_end(name)?;
+        if i < questions {
+            if let Some(found) = visit(i, name, None) {
+                return Some(found);
+            }
+            at += 4;
+            continue;
+        }
         let fixed = packet.get(at..at + 10)?;
-        if i >= records && fixed[..2] == [0, 41] {
-            return Some(at);
+        if let Some(found) = visit(i, name, Some(at)) {
+            return Some(found);
         }
         at += 10 + usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
     }

@@ -225,6 +225,22 @@ stall_after = "300ms"
         "the cancelled request is counted\n{}",
         app.log()
     );
+    let ended = assert_eventually!(
+        Some(json(&app, &format!("/api/deferreds/{id}"))).filter(|d| d["state"] == "cancelled"),
+        "the chain ends cancelled\n{}",
+        app.log()
+    );
+    assert_cancelled_by_the_dashboard(&ended);
+}
+
+/// A chain cancelled from the dashboard says so, as Twisted's `CancelledError` would, and
+/// where: the dashboard's cancel action.
+pub(crate) fn assert_cancelled_by_the_dashboard(chain: &Value) {
+    let failure = chain["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.starts_with("CancelledError: ") && failure.contains("actions.rs:"),
+        "its failure names the cancel and its site: {chain}"
+    );
 }
 
 #[test]

@@ -218,11 +218,12 @@ fn cancelling_a_connection_stuck_connecting_upstream_resets_the_client_and_drops
         "the client is reset at once: {read:?}"
     );
     let id = listed["id"].as_i64().unwrap();
-    crate::assert_eventually!(
+    let ended = crate::assert_eventually!(
         json(&app, &format!("/api/deferreds/{id}")).filter(|d| d["state"] == "cancelled"),
         "the chain ends cancelled\n{}",
         app.log()
     );
+    crate::http_chains::assert_cancelled_by_the_dashboard(&ended);
     crate::assert_eventually!(
         (connecting_to(upstream.addr) == 0).then_some(()),
         "the connect is dropped"

@@ -392,7 +392,7 @@ impl Core {
         self.fired.set(how);
         events::emit_if(self.announced() && observe::enabled(), || {
             let outcome = match (how, holder.failure()) {
-                (Fire::Cancelled, _) => Outcome::Cancelled,
+                (Fire::Cancelled, Some(f)) => Outcome::Cancelled(FailureInfo::of(f)),
                 (_, Some(f)) => Outcome::Failed(FailureInfo::of(f)),
                 _ => Outcome::Succeeded,
             };
@@ -556,7 +556,7 @@ impl Core {
                     Some(f)
                         if self.fired.get() == Fire::Cancelled && f.check::<CancelledError>() =>
                     {
-                        Outcome::Cancelled
+                        Outcome::Cancelled(FailureInfo::of(f))
                     }
                     Some(f) => Outcome::Failed(FailureInfo::of(f)),
                     None => Outcome::Succeeded,

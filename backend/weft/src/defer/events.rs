@@ -307,8 +307,8 @@ pub enum Outcome {
     Succeeded,
     /// With a failure.
     Failed(FailureInfo),
-    /// Cancelled before it fired.
-    Cancelled,
+    /// Cancelled before it fired: the `CancelledError`, with where it was cancelled.
+    Cancelled(FailureInfo),
 }
 
 impl Outcome {
@@ -317,15 +317,15 @@ impl Outcome {
         match self {
             Self::Succeeded => DeferredState::Succeeded,
             Self::Failed(_) => DeferredState::Failed,
-            Self::Cancelled => DeferredState::Cancelled,
+            Self::Cancelled(_) => DeferredState::Cancelled,
         }
     }
 
-    /// The failure it ended with.
+    /// The failure it ended with (a cancelled one's `CancelledError`).
     pub fn failure(&self) -> Option<&FailureInfo> {
         match self {
-            Self::Failed(f) => Some(f),
-            Self::Succeeded | Self::Cancelled => None,
+            Self::Failed(f) | Self::Cancelled(f) => Some(f),
+            Self::Succeeded => None,
         }
     }
 }

@@ -202,7 +202,11 @@ pub fn pending() -> Vec<PendingDeferred> {
 /// What the inspector's "cancel" action does.
 #[track_caller]
 pub fn cancel(id: DeferredId) -> bool {
-    let site = std::panic::Location::caller();
+    cancel_at(id, std::panic::Location::caller())
+}
+
+/// Cancels the pending Deferred `id`, its `CancelledError` made at `site`.
+fn cancel_at(id: DeferredId, site: &'static std::panic::Location<'static>) -> bool {
     let mut found = None;
     for_each_pending(|core| {
         if core.id == id {
@@ -231,10 +235,13 @@ impl crate::reactor::ReactorHandle {
         rx
     }
 
-    /// Cancels a pending Deferred from any thread (the inspector's "cancel" action).
+    /// Cancels a pending Deferred from any thread (the inspector's "cancel" action); its
+    /// `CancelledError` names the caller's site.
+    #[track_caller]
     pub fn cancel_deferred(&self, id: DeferredId) -> bool {
+        let site = std::panic::Location::caller();
         self.call_from_thread(move || {
-            cancel(id);
+            cancel_at(id, site);
         })
     }
 }

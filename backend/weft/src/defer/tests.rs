@@ -166,6 +166,27 @@ fn cancel_without_canceller_fails_with_cancelled_error_and_later_firing_is_ignor
     assert!(err(d).check::<CancelledError>());
 }
 
+/// A cancelled chain is reported with its `CancelledError` and where `cancel` was called,
+/// as a failed one is with its failure.
+#[test]
+fn a_cancelled_chain_is_reported_with_the_cancel_and_its_site() {
+    let rec = record();
+    let (_r, d) = Deferred::<u32>::new();
+    let d = d.add_errback(Err);
+    let line = line!() + 1;
+    d.cancel();
+    for event in ["Fired", "Settled"] {
+        let seen = rec.first(event).unwrap();
+        assert!(
+            seen.contains("Cancelled(FailureInfo { type_name: \"CancelledError\"")
+                && seen.contains(&format!("tests.rs:{line}")),
+            "{seen}"
+        );
+    }
+    observe::set_observer(None);
+    drop(d);
+}
+
 #[test]
 fn the_canceller_runs_and_may_fire_the_deferred_itself() {
     let fired = Rc::new(RefCell::new(None::<Resolver<u32>>));

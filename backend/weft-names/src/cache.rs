@@ -165,6 +165,13 @@ impl Policy {
         } else {
             u32::MAX
         };
+        // An SOA saying there is no data carries the lower of its TTL and its MINIMUM,
+        // from the first answer on, as the cached copies do (RFC 2308 section 3).
+        for record in &mut answer.authorities {
+            if let RData::SOA(soa) = &record.data {
+                record.ttl = record.ttl.min(soa.minimum);
+            }
+        }
         for record in answer.records() {
             record.ttl = self.bound(record.ttl).min(cap);
         }
@@ -540,6 +547,22 @@ mod tests {
             cache.get(&key("zero.test."), S(59)).is_some(),
             "min_ttl applies to TTL 0 too"
         );
+    }
+
+    /// The SOA of a negative answer goes out as it is kept: the lower of its TTL and its
+    /// MINIMUM, within the bounds and the negative cap, the first time as every other.
+    #[test]
+    fn a_negative_answer_s_soa_says_the_lower_of_its_ttl_and_minimum() {
+        let policy = Policy {
+            min_ttl: 0,
+            max_ttl: 7 * 86_400,
+            serve_stale: None,
+        };
+        for (soa_ttl, minimum, sent) in [(900, 60, 60), (30, 60, 30), (86_400, 86_400, 10_800)] {
+            let mut answer = negative(ResponseCode::NXDomain, soa_ttl, minimum);
+            policy.clamp(&mut answer);
+            assert_eq!(answer.authorities[0].ttl, sent, "SOA {soa_ttl} {minimum}");
+        }
     }
 
     #[test]

@@ -167,6 +167,21 @@ fn a_request_in_a_transfer_coding_other_than_chunked_is_501_and_never_forwarded(
     let reply = client.read_reply();
     assert_eq!(reply.status, 501, "{}", reply.text());
     assert_eq!(site.up.received(), 0, "nothing went upstream");
+    // Chunked twice, in one line or two, is no coding to refuse but a malformed body
+    // (RFC 9112 §6.1: a sender MUST NOT), 400.
+    for coding in ["chunked, chunked", "chunked\r\nTransfer-Encoding: chunked"] {
+        let mut client = RawClient::connect(site.web);
+        client.send(
+            format!(
+                "POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {coding}\r\n\r\n\
+                 3\r\nabc\r\n0\r\n\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let reply = client.read_reply();
+        assert_eq!(reply.status, 400, "{coding}: {}", reply.text());
+    }
+    assert_eq!(site.up.received(), 0, "nothing went upstream");
     assert_eventually!(
         refused(&site.app, "transfer_coding") == Some(1.0),
         "{}",

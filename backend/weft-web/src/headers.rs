@@ -227,6 +227,15 @@ pub(crate) fn other_transfer_coding(headers: &HeaderMap) -> Option<String> {
     }
 }
 
+/// Whether `chunked` is applied more than once (RFC 9112 §6.1: a sender MUST NOT): the
+/// body's framing is then not what either reading of it says, a malformed message.
+pub(crate) fn chunked_twice(headers: &HeaderMap) -> bool {
+    list_members(headers, header::TRANSFER_ENCODING)
+        .filter(|m| m.eq_ignore_ascii_case("chunked"))
+        .nth(1)
+        .is_some()
+}
+
 /// Joins several `Cookie` lines into one, with `; ` between them: an HTTP/2 client may
 /// send each cookie as a line of its own, for compression, and they MUST be joined before
 /// they go on over HTTP/1.1 (RFC 9113 §8.2.3).

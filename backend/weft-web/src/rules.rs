@@ -9,7 +9,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode, Version};
 
-use crate::headers::other_transfer_coding;
+use crate::headers::{chunked_twice, other_transfer_coding};
 use crate::metrics::Refusal;
 
 /// A request answered with an error before it was routed.
@@ -105,6 +105,13 @@ pub(crate) fn check(
         });
     }
     if head.version < Version::HTTP_2 {
+        if chunked_twice(&head.headers) {
+            return Err(Refused {
+                status: StatusCode::BAD_REQUEST,
+                reason: Refusal::Malformed,
+                detail: "chunked is applied more than once (RFC 9112 §6.1)",
+            });
+        }
         // RFC 9112 §6.1: hyper undoes `chunked` only; a body in any other coding could be
         // neither served nor passed on as it is, its framing gone. nginx answers 501 too.
         if other_transfer_coding(&head.headers).is_some() {
@@ -385,12 +392,31 @@ mod tests {
             check(&mut r, &LastHost::default(), LIMIT).err()
         };
         assert_eq!(with_coding("chunked"), None);
-        for other in ["gzip, chunked", "deflate,chunked", "chunked, chunked"] {
+        for other in ["gzip, chunked", "deflate,chunked"] {
             let refused = with_coding(other).expect(other);
             assert_eq!(
                 (refused.status, refused.reason),
                 (StatusCode::NOT_IMPLEMENTED, Refusal::TransferCoding),
                 "{other}"
+            );
+        }
+    }
+
+    /// RFC 9112 §6.1: chunked MUST NOT be applied twice; such a body's length is what
+    /// neither reading says, so the request is malformed, whether in one line or two.
+    #[test]
+    fn a_body_chunked_twice_is_malformed() {
+        for lines in [&["chunked, chunked"][..], &["chunked", "Chunked"]] {
+            let mut r = request("/", Version::HTTP_11, &["a"]);
+            for line in lines {
+                r.headers
+                    .append(header::TRANSFER_ENCODING, line.parse().unwrap());
+            }
+            let refused = check(&mut r, &LastHost::default(), LIMIT).expect_err("refused");
+            assert_eq!(
+                (refused.status, refused.reason),
+                (StatusCode::BAD_REQUEST, Refusal::Malformed),
+                "{lines:?}"
             );
         }
     }

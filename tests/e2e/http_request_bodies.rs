@@ -173,6 +173,12 @@ fn a_body_shorter_than_it_declares_is_refused_before_any_upstream_is_contacted()
         app.curl("/metrics").unwrap_or_default()
     );
     assert_eq!(up.connections(), 0, "no upstream was dialled for it");
+    assert_eventually!(
+        app.log()
+            .contains("refused a request: the request body is malformed or incomplete"),
+        "the log says why, as it does for a malformed head\n{}",
+        app.log()
+    );
 }
 
 #[test]

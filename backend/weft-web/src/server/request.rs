@@ -12,7 +12,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::{Body as _, Incoming};
 use weft::defer::{StepDetail, Steps};
-use weft::observe::Stopwatch;
+use weft::observe::{self, ErrorKind, Stopwatch};
 
 use super::connection::Conn;
 use super::{State, route_index};
@@ -521,7 +521,18 @@ async fn dispatch(
                         // The configuration's fault, not the client's: said where it is seen.
                         tracing::warn!(service = %state.name, connection = %conn.info.id, route = %route.prefix, %err, "refused a request");
                     } else {
-                        tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "refused a request body");
+                        // The client's fault, said as a malformed head is: one line a
+                        // second at most for each kind, and an event for the inspector.
+                        let kind = if reason == Refusal::BodyTooLarge {
+                            ErrorKind::FrameTooLong
+                        } else {
+                            ErrorKind::BadFrame
+                        };
+                        observe::report_error(
+                            &conn.info,
+                            kind,
+                            format!("refused a request: {err}"),
+                        );
                     }
                 } else if matches!(
                     err,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::assert_eventually;
 use crate::chrome::Browser;
 use crate::http::curl;
-use crate::http_peers::Upstream;
+use crate::http_peers::{Upstream, web_service};
 use crate::metrics::promtool_check;
 use crate::support::{App, free_port, spawn_app_with};
 
@@ -229,24 +229,11 @@ fn live_and_dead() -> (Upstream, SocketAddr, SocketAddr, App) {
         .unwrap()
         .local_addr()
         .unwrap();
-    let web: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let app = spawn_app_with(|_| {
-        format!(
-            r#"
-[[service]]
-name = "web"
-kind = "http"
-listen = "tcp:{port}:interface=127.0.0.1"
-[[service.route]]
-prefix = "/api/"
-upstreams = ["http://{live}", "http://{dead}"]
-max_fails = 1
-eject_for = "10m"
-"#,
-            port = web.port(),
-            live = live.addr,
-        )
-    });
+    let (app, web) = web_service(&format!(
+        "[[service.route]]\nprefix = \"/api/\"\n\
+         upstreams = [\"http://{live}\", \"http://{dead}\"]\nmax_fails = 1\neject_for = \"10m\"\n",
+        live = live.addr,
+    ));
     (live, dead, web, app)
 }
 
@@ -380,6 +367,53 @@ fn a_reload_keeps_an_unchanged_upstream_s_health_and_counts() {
         .unwrap_or(Value::Null);
     assert_eq!(other["state"], "healthy", "{other:#}");
     assert_eq!(other["errors"], 0, "{other:#}");
+}
+
+/// A request in flight across a reload stays counted busy in its upstream's state, kept
+/// by the new generation, and gives its connection back when it ends: busy 0, and the
+/// old pool's idle connection gone with the old pool.
+#[test]
+fn a_request_in_flight_across_a_reload_is_busy_until_it_ends_then_counted_nowhere() {
+    let up = Upstream::holding();
+    let (app, web) = web_service(&format!(
+        "[[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{}\"\n",
+        up.addr
+    ));
+    let url = format!("http://{}", up.addr);
+    let pool = |app: &App| {
+        upstreams(&api_http(app), "web")
+            .iter()
+            .find(|u| u["url"] == url.as_str() && u["route"] == "/api/")
+            .map(|u| (u["busy"].as_u64(), u["idle"].as_u64()))
+    };
+    let held = std::thread::spawn(move || curl(web, &[], "/api/held").0);
+    assert_eventually!(
+        pool(&app) == Some((Some(1), Some(0))),
+        "the request holds its connection busy: {:?}",
+        pool(&app)
+    );
+    app.edit_config(|text| {
+        format!("{text}[[service.route]]\nprefix = \"/other/\"\nupstream = \"{url}\"\n")
+    });
+    app.reload_by_signal("ok");
+    assert_eq!(
+        pool(&app),
+        Some((Some(1), Some(0))),
+        "still busy in the state the new generation kept"
+    );
+    up.release();
+    assert_eq!(held.join().unwrap(), 200);
+    assert_eventually!(
+        pool(&app) == Some((Some(0), Some(0))),
+        "busy given back, its connection gone with the old pool: {:?}",
+        pool(&app)
+    );
+    assert_eq!(curl(web, &[], "/api/after").0, 200);
+    assert_eventually!(
+        pool(&app) == Some((Some(0), Some(1))),
+        "the new pool's connection idle: {:?}",
+        pool(&app)
+    );
 }
 
 /// One browser session: the page goes live, follows a request without a reload, and

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::assert_eventually;
 use crate::http_peers::Upstream;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, free_port, spawn_app_with, www};
 
 struct Site {
     app: App,
@@ -594,12 +594,12 @@ fn http2_rapid_reset_is_ended_with_goaway_and_other_connections_go_on() {
 fn an_http2_request_head_left_unfinished_is_ended_within_the_request_timeout() {
     let port = free_port();
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        std::fs::write(www(dir).join("index.html"), "<h1>weft</h1>\n").unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              limits = {{ request_timeout = \"1s\" }}\n",
-            dir.display()
+            www(dir).display()
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -713,12 +713,12 @@ fn an_http2_request_head_left_unfinished_is_ended_within_the_request_timeout() {
 fn an_http2_client_that_stops_cooperating_is_dropped_after_the_close_timeout() {
     let port = free_port();
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+        std::fs::write(www(dir).join("big.bin"), vec![7u8; 2 << 20]).unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              idle_timeout = \"1s\"\n",
-            dir.display()
+            www(dir).display()
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -790,12 +790,12 @@ fn an_http2_client_that_stops_cooperating_is_dropped_after_the_close_timeout() {
 fn a_peer_s_http2_requests_in_flight_are_capped_at_its_connection_cap() {
     let port = free_port();
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("big.bin"), vec![7u8; 2 << 20]).unwrap();
+        std::fs::write(www(dir).join("big.bin"), vec![7u8; 2 << 20]).unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              max_connections_per_peer = 4\n",
-            dir.display()
+            www(dir).display()
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -856,12 +856,12 @@ fn a_peer_s_http2_requests_in_flight_are_capped_at_its_connection_cap() {
 fn an_http2_connection_is_told_goaway_at_its_request_cap_and_closed_if_it_goes_on() {
     let port = free_port();
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("ok.txt"), "ok").unwrap();
+        std::fs::write(www(dir).join("ok.txt"), "ok").unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              limits = {{ max_requests_per_connection = 5 }}\n",
-            dir.display()
+            www(dir).display()
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -976,13 +976,13 @@ fn a_quiet_stream_outlives_the_goaway_of_its_connection_s_request_cap() {
     });
     let port = free_port();
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("ok.txt"), "ok").unwrap();
+        std::fs::write(www(dir).join("ok.txt"), "ok").unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              limits = {{ max_requests_per_connection = 2 }}\n\
              [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{up_addr}\"\n",
-            dir.display()
+            www(dir).display()
         )
     });
     let web: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -1191,7 +1191,7 @@ fn an_http2_client_over_tls_that_sends_nothing_is_closed_at_the_request_timeout_
              root = \"{}\"\nlimits = {{ request_timeout = \"1s\" }}\n",
             dir.join("key.pem").display(),
             dir.join("cert.pem").display(),
-            dir.display()
+            www(dir).display()
         )
     });
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -16,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::assert_eventually;
 use crate::http_peers::Upstream;
-use crate::support::{App, free_port, spawn_app_with};
+use crate::support::{App, free_port, spawn_app_with, www};
 
 /// A request body sent piece by piece as the test says; none at all without a channel.
 struct Pieces(Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>);
@@ -47,13 +47,13 @@ fn start() -> (App, SocketAddr, Upstream) {
     let port = free_port();
     let up_addr = up.addr;
     let app = spawn_app_with(|dir| {
-        std::fs::write(dir.join("index.html"), "<h1>weft</h1>\n").unwrap();
+        std::fs::write(www(dir).join("index.html"), "<h1>weft</h1>\n").unwrap();
         format!(
             "\n[[service]]\nname = \"web\"\nkind = \"http\"\n\
              listen = \"tcp:{port}:interface=127.0.0.1\"\nroot = \"{}\"\n\
              limits = {{ request_timeout = \"1s\", upstream_timeout = \"20s\" }}\n\
              [[service.route]]\nprefix = \"/api/\"\nupstream = \"http://{up_addr}\"\n",
-            dir.display()
+            www(dir).display()
         )
     });
     (app, ([127, 0, 0, 1], port).into(), up)

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::support::{free_port, spawn_app_with};
+use crate::support::{free_port, spawn_app_with, www};
 
 /// A self-signed certificate with `cn` as its subject and `names` as its alt names; PEM
 /// certificate and key.
@@ -309,7 +309,7 @@ fn tls_web(tls: u16, extra: &str) -> crate::support::App {
              root = \"{}\"\n{extra}",
             key.display(),
             cert.display(),
-            dir.display(),
+            www(dir).display(),
         )
     })
 }
@@ -350,7 +350,7 @@ fn a_flood_of_failed_handshakes_and_idle_peers_is_counted_whole_and_logged_withi
              max_connections_per_peer = 0\n",
             key.display(),
             cert.display(),
-            dir.display(),
+            www(dir).display(),
         )
     });
     const PEERS: usize = 60;

@@ -552,7 +552,7 @@ fn every_stream_kind_has_a_total_cap_and_a_reload_applies_a_new_one() {
                 // Its held connection must outlive the test, not wait for a head 10 s.
                 &format!(
                     "{cap}\nroot = \"{}\"\nlimits = {{ request_timeout = \"60s\" }}",
-                    dir.display()
+                    crate::support::www(dir).display()
                 ),
             )
             + &service(

@@ -16,6 +16,14 @@ pub use weft_test_support::free_port;
 mod dns;
 pub use dns::{DnsService, FORWARD_PORTS, dns_service, spawn_dns_app};
 
+/// A directory `www` in `dir` to serve: the gateway's own files (its configuration and
+/// history beside it) are in `dir`, which no root may serve.
+pub(crate) fn www(dir: &Path) -> PathBuf {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    www
+}
+
 /// The repository's top directory (where `docker-compose.yml` and `deploy/` are).
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -307,6 +307,15 @@ impl ServiceConfig {
         files
     }
 
+    /// Whether a file of [`files`](Self::files) that is `what` may be served from a root:
+    /// certificates and CAs are public; keys and zones are not.
+    pub(crate) fn may_be_served(what: &str) -> bool {
+        matches!(
+            what,
+            "TLS certificate" | "route CA" | "upstream CA (caCerts)"
+        )
+    }
+
     /// The paths of the unix sockets it listens on.
     pub(crate) fn unix_sockets(&self) -> Vec<PathBuf> {
         self.endpoints()

@@ -966,7 +966,9 @@ fn certificates_clients_refuse_are_warned_of() {
     };
     let (old_cert, old_key) = write("old", vec!["localhost".into()], true);
     let (a_cert, a_key) = write("a", vec!["a.example".into(), "*.b.example".into()], false);
-    let root = dir.path().display();
+    let site = dir.path().join("site");
+    std::fs::create_dir(&site).unwrap();
+    let root = site.display();
     let text = format!(
         "[[service]]\nname = \"w\"\nkind = \"http\"\nroot = \"{root}\"\n\
          listen = \"ssl:0:privateKey={old_key}:certKey={old_cert}\"\n\
@@ -1013,6 +1015,109 @@ fn an_item_of_the_wrong_type_in_a_list_is_named_at_its_own_line() {
     let e = err("[[service]]\nname = \"e\"\nkind = \"echo\"\nlisten = [\n  \"tcp:1\",\n  42,\n]\n");
     assert_eq!(at(&e), (Some(6), Some("service[0].listen[1]")), "{e}");
     assert!(e.message.contains("must be an endpoint string"), "{e}");
+}
+
+/// A root that holds the configuration, the history file (or one SQLite keeps beside it),
+/// a TLS key or a zone would serve it to anyone: refused, naming the file and what it is.
+/// A certificate is public, and a hidden directory is never served.
+#[test]
+fn a_root_that_would_serve_weft_s_own_private_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let site = d.join("site");
+    std::fs::create_dir_all(site.join(".weft")).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (site.join("cert.pem"), d.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let zone = d.join("t.zone");
+    std::fs::write(
+        &zone,
+        "$ORIGIN t.\n$TTL 60\n@ SOA ns hostmaster 1 2 3 4 5\n@ NS ns\nns A 192.0.2.1\n",
+    )
+    .unwrap();
+    let config = |db: &std::path::Path, key: &std::path::Path, zone: &std::path::Path| {
+        format!(
+            "[store]\npath = \"{}\"\n\
+             [[service]]\nname = \"d\"\nkind = \"dns\"\nlisten = \"udp:0:interface=127.0.0.1\"\n\
+             zones = [\"{}\"]\n\
+             [[service]]\nname = \"w\"\nkind = \"http\"\nroot = \"{}\"\n\
+             listen = \"ssl:0:privateKey={}:certKey={}\"\n",
+            db.display(),
+            zone.display(),
+            site.display(),
+            key.display(),
+            cert_pem.display(),
+        )
+    };
+    // The certificate in the root is served, as any public file.
+    Config::parse("weft.toml", &config(&d.join("weft.db"), &key_pem, &zone)).unwrap();
+    let served_key = site.join("key.pem");
+    std::fs::copy(&key_pem, &served_key).unwrap();
+    let served_zone = site.join("t.zone");
+    std::fs::copy(&zone, &served_zone).unwrap();
+    for (db, key, zone, what) in [
+        (
+            site.join("weft.db"),
+            &key_pem,
+            &zone,
+            "/weft.db (the history store's file)",
+        ),
+        (
+            site.join("h/weft.db"),
+            &key_pem,
+            &zone,
+            "/h/weft.db (the history store's file)",
+        ),
+        (
+            d.join("weft.db"),
+            &served_key,
+            &zone,
+            "/key.pem (service[1]'s TLS key)",
+        ),
+        (
+            d.join("weft.db"),
+            &key_pem,
+            &served_zone,
+            "/t.zone (service[0]'s zone file)",
+        ),
+    ] {
+        if let Some(parent) = db.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        let e = err(&config(&db, key, zone));
+        assert_eq!(e.key.as_deref(), Some("service[1].root"), "{e}");
+        assert!(
+            e.message.contains(&format!("would serve {what} to anyone")),
+            "{what}: {e}"
+        );
+    }
+    // SQLite's journal is made beside the file, even where the file is outside: by
+    // name, under a hidden directory, nothing is served.
+    Config::parse(
+        "weft.toml",
+        &config(&site.join(".weft/weft.db"), &key_pem, &zone),
+    )
+    .unwrap();
+    // The configuration file itself.
+    let e = Config::parse(
+        &site.join("weft.toml").display().to_string(),
+        &config(&d.join("weft.db"), &key_pem, &zone),
+    )
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("would serve /weft.toml (the configuration file)"),
+        "{e}"
+    );
+    // A hard link of the key, inside the root.
+    std::fs::remove_file(&served_key).unwrap();
+    std::fs::hard_link(&key_pem, site.join("copy.pem")).unwrap();
+    let e = err(&config(&d.join("weft.db"), &key_pem, &zone));
+    assert!(
+        e.message.contains("copy.pem, a hard link of") && e.message.contains("TLS key"),
+        "{e}"
+    );
 }
 
 #[test]

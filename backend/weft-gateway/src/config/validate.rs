@@ -217,11 +217,18 @@ fn files_apart(
         preflight::resolved(std::path::Path::new(at.file)),
         "the configuration file".to_owned(),
     ));
+    // Those of `taken` a root may serve (by their place in it): certificates and CAs,
+    // which are public, and sockets, which no request is served.
+    let mut servable = Vec::new();
     for (i, service) in services.iter().enumerate() {
         for (path, what) in service.files() {
+            if ServiceConfig::may_be_served(what) {
+                servable.push(taken.len());
+            }
             taken.push((path, format!("service[{i}]'s {what}")));
         }
         for socket in service.unix_sockets() {
+            servable.push(taken.len());
             taken.push((socket, format!("service[{i}]'s unix socket")));
         }
     }
@@ -304,14 +311,7 @@ fn files_apart(
                 same_file(&written, &file)
             )));
         }
-        let served = |root: &PathBuf| {
-            path.strip_prefix(root).is_ok_and(|below| {
-                !below
-                    .components()
-                    .any(|c| weft_web::path::hidden(&c.as_os_str().to_string_lossy()))
-            })
-        };
-        if let Some((j, root)) = roots.iter().find(|(_, root)| served(root)) {
+        if let Some((j, root)) = served_from(&path, &roots) {
             return Err(refused(format!(
                 "{} is inside service[{j}]'s root {}: the log would be served to anyone who \
                  asks for it; keep it outside every root",
@@ -341,6 +341,12 @@ fn files_apart(
             }
         }
     }
+    let private = taken
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| !servable.contains(n))
+        .map(|(_, t)| t);
+    unserved(at, raw, private, &roots)?;
     if history.is_empty() {
         return Ok(());
     }
@@ -361,6 +367,74 @@ fn files_apart(
         }
     }
     Ok(())
+}
+
+/// The root among `roots` that would serve the file at `path` (inside it, by no hidden
+/// name), with its service.
+fn served_from<'r>(
+    path: &std::path::Path,
+    roots: &'r [(usize, PathBuf)],
+) -> Option<&'r (usize, PathBuf)> {
+    roots.iter().find(|(_, root)| {
+        path.strip_prefix(root).is_ok_and(|below| {
+            !below
+                .components()
+                .any(|c| weft_web::path::hidden(&c.as_os_str().to_string_lossy()))
+        })
+    })
+}
+
+/// Refuses a root that would serve a file of weft's that is no one else's to read: the
+/// configuration (a dashboard token, TSIG secrets), the history store (every peer's
+/// address, every question) and the files SQLite keeps beside it, a TLS key, a zone file
+/// or a secondary zone's copy (a zone whose transfer is refused would be one request
+/// away). By its path, or by another name of it (a hard link) inside the root.
+/// Certificates and CAs are public, and may be served.
+fn unserved<'t>(
+    at: &Locator<'_>,
+    raw: &RawConfig,
+    private: impl Iterator<Item = &'t Taken>,
+    roots: &[(usize, PathBuf)],
+) -> Result<(), ConfigError> {
+    for (_, path, what) in private {
+        let found = match served_from(path, roots) {
+            Some((j, root)) => Some((*j, format!("{} ({what})", root_relative(path, root)))),
+            None => match linked_into(path, roots) {
+                Ok(found) => found.map(|(j, link)| {
+                    (
+                        j,
+                        format!(
+                            "{}, a hard link of {} ({what})",
+                            link.display(),
+                            path.display()
+                        ),
+                    )
+                }),
+                // Too large to look through for a link: what a path shows is checked.
+                Err(()) => None,
+            },
+        };
+        if let Some((j, found)) = found {
+            let span = raw.service[j].get_ref().root.as_ref().map(|r| r.span());
+            return Err(at.error(
+                span,
+                key(&format!("service[{j}].root")),
+                format!(
+                    "would serve {found} to anyone who asks for it; keep it outside every \
+                     root (or in a hidden directory, whose names are never served)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `path` as a request would name it below `root`.
+fn root_relative(path: &std::path::Path, root: &std::path::Path) -> String {
+    path.strip_prefix(root).map_or_else(
+        |_| path.display().to_string(),
+        |p| format!("/{}", p.display()),
+    )
 }
 
 /// How many entries of the roots are looked through for another name of an access log.

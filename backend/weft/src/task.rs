@@ -108,8 +108,10 @@ impl LoopingCall {
     }
 
     /// A loop over `f`, told at each run how many intervals went by since the run before
-    /// (1, or more when runs were skipped because one ran late; 1 at the first): Twisted's
-    /// `LoopingCall.withCount`, for a function that must make up for the runs it missed.
+    /// (1, or more when runs were skipped because one ran late), the first counted from
+    /// `start` (1 for a run at once; a first run due an interval after `start` that ran
+    /// late is told how many went by): Twisted's `LoopingCall.withCount`, for a function
+    /// that must make up for the runs it missed.
     #[track_caller]
     pub fn with_count<R: CallbackResult<()>>(mut f: impl FnMut(u64) -> R + 'static) -> Self {
         let intervals: Rc<Cell<u64>> = Rc::default();
@@ -181,7 +183,8 @@ impl LoopingCall {
         self.inner.running.set(true);
         self.inner.interval.set(interval);
         self.inner.started_at.set(clock.now());
-        self.inner.last_point.set(None);
+        // A run at once is the first point's; otherwise the start is, as in Twisted.
+        self.inner.last_point.set((!now).then_some(0));
         if now {
             tick(&self.inner);
         } else {

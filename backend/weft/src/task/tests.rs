@@ -375,6 +375,30 @@ fn with_count_tells_each_run_the_intervals_since_the_last() {
     lc.stop();
 }
 
+/// Without a run at once, the first run is counted from `start`: one that ran late by
+/// nine intervals is told ten, as Twisted's `withCount` tells it.
+#[test]
+fn with_count_counts_a_late_first_run_from_the_start() {
+    let clock = Clock::fake();
+    let counts = Rc::new(RefCell::new(Vec::new()));
+    let seen = counts.clone();
+    let lc = LoopingCall::with_count(move |n| {
+        seen.borrow_mut().push(n);
+        Ok::<_, Failure>(())
+    })
+    .with_clock(clock.clone());
+    let _done = lc.start(SEC, false).unwrap();
+    clock.advance(SEC * 10);
+    clock.advance(SEC);
+    assert_eq!(*counts.borrow(), [10, 1]);
+    lc.stop();
+    counts.borrow_mut().clear();
+    let _done = lc.start(SEC, false).unwrap();
+    clock.advance(SEC);
+    assert_eq!(*counts.borrow(), [1], "on time, 1");
+    lc.stop();
+}
+
 /// `reset` skips the run due and starts the grid from now (Twisted's `reset`).
 #[test]
 fn reset_starts_the_grid_again_from_now() {

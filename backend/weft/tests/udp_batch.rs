@@ -335,7 +335,7 @@ fn datagrams_the_kernel_dropped_for_a_full_queue_are_counted() {
 }
 
 /// A UDP port's own task is listed under the port (a connection of its service), not
-/// under no service at all.
+/// under no service at all, and said to be spawned at the line that opened the port.
 #[test]
 fn a_udp_ports_task_belongs_to_the_port() {
     let running = spawn_reactor(|r| {
@@ -354,7 +354,7 @@ fn a_udp_ports_task_belongs_to_the_port() {
     running.handle.call_from_thread(move || {
         let tasks = weft::tasks::pending_tasks()
             .iter()
-            .filter(|t| t.site.0.file().ends_with("net/udp.rs"))
+            .filter(|t| t.site.0.file().ends_with("udp_batch.rs"))
             .map(|t| t.figures.connection)
             .collect::<Vec<_>>();
         tx.send(tasks).unwrap();

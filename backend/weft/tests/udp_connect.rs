@@ -175,3 +175,32 @@ fn a_refusal_a_send_takes_is_heard_too_and_not_counted_as_a_drop() {
         observer.events()
     );
 }
+
+/// A port's task is said to be spawned where the port was opened (the shutdown's warning
+/// and the inspector name it), not inside weft.
+#[test]
+fn a_port_s_task_is_said_to_be_spawned_at_the_line_that_opened_it() {
+    struct Quiet;
+    impl DatagramProtocol for Quiet {
+        fn datagram_received(&mut self, _: &DatagramTransport, _: &[u8], _: SocketAddr) {}
+    }
+    let sites = Arc::new(Mutex::new(Vec::new()));
+    let seen = sites.clone();
+    let first = line!() + 2;
+    let _running = spawn_reactor(move |r| {
+        let client = r.open_udp("client", "udp:0:interface=127.0.0.1", Quiet);
+        let server = r.listen_udp("server", "udp:0:interface=127.0.0.1", Quiet);
+        let _ports = (client.unwrap(), server.unwrap());
+        let tasks = weft::tasks::pending_tasks();
+        *seen.lock().unwrap() = tasks.iter().map(|t| t.site.to_string()).collect();
+    });
+    let sites = sites.lock().unwrap().clone();
+    for line in [first, first + 1] {
+        assert!(
+            sites
+                .iter()
+                .any(|s| s.ends_with(&format!("udp_connect.rs:{line}"))),
+            "line {line}: {sites:?}"
+        );
+    }
+}

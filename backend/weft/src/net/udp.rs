@@ -343,6 +343,8 @@ impl UdpPort {
 
 impl Reactor {
     /// Listens on a `udp:` endpoint string with `protocol`, reporting under `service`.
+    /// The port's task is said to be spawned at the caller's line.
+    #[track_caller]
     pub fn listen_udp(
         &self,
         service: &str,
@@ -354,6 +356,7 @@ impl Reactor {
 
     /// Like [`listen_udp`](Self::listen_udp), dropping (and counting) datagrams larger
     /// than `max_datagram` bytes.
+    #[track_caller]
     pub fn listen_udp_with(
         &self,
         service: &str,
@@ -379,6 +382,9 @@ impl Reactor {
     ///   drawing a new random port every few queries) floods neither the log nor the
     ///   live feed and history;
     /// - it starts at once, even while a handover is open.
+    ///
+    /// The port's task is said to be spawned at the caller's line.
+    #[track_caller]
     pub fn open_udp(
         &self,
         service: &str,
@@ -388,6 +394,7 @@ impl Reactor {
         self.udp_port(service, endpoint, protocol, MAX_DATAGRAM_V6, Role::Client)
     }
 
+    #[track_caller]
     fn udp_port(
         &self,
         service: &str,

@@ -41,7 +41,7 @@ pub(crate) const STALL_REPORTED: u16 = 1 << 3;
 pub(crate) const SLOW_REPORTED: u16 = 1 << 4;
 /// Reported unhandled already: not reported again.
 const UNHANDLED_REPORTED: u16 = 1 << 5;
-const LEAKED: u16 = 1 << 6;
+pub(crate) const LEAKED: u16 = 1 << 6;
 /// Expected to stay pending for long (a loop's completion): the stall scan skips it.
 pub(crate) const LONG_WAIT: u16 = 1 << 7;
 /// Reported as a member of a deadlock.

@@ -528,6 +528,32 @@ fn stalled_is_reported_once_past_the_threshold_and_never_for_fired_ones() {
     observe::set_observer(None);
 }
 
+/// A chain whose firing side was dropped is reported leaked, once: it can never complete,
+/// and a stall report past the threshold would say the same thing of it again.
+#[test]
+fn a_leaked_chain_is_not_reported_stalled_too() {
+    let rec = record();
+    let clock = Clock::fake();
+    let _g = clock.install();
+    set_stall_threshold(Duration::from_secs(5));
+    let _watch = watch_stalls();
+    let (r, leaked) = Deferred::<u32>::new();
+    let (_r, stuck) = Deferred::<u32>::new();
+    drop(r);
+    for _ in 0..10 {
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(rec.count("Leaked"), 1);
+    assert_eq!(rec.count("Stalled"), 1, "the other one alone");
+    let event = rec.first("Stalled").unwrap();
+    assert!(
+        event.contains(&format!("DeferredId({})", stuck.id())),
+        "{event}"
+    );
+    drop(leaked);
+    observe::set_observer(None);
+}
+
 #[test]
 fn a_chain_waiting_on_a_child_stalls_from_the_moment_it_paused_under_its_label_threshold() {
     let rec = record();

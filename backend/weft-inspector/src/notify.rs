@@ -64,6 +64,9 @@ pub enum NotifyError {
     /// A limit out of its range.
     #[error("must be between 1 and {MAX_NOTIFY}")]
     Range,
+    /// A URL with user information, which would not be sent.
+    #[error("{}", crate::post::CREDENTIALS)]
+    Credentials,
 }
 
 impl NotifyConfig {
@@ -74,6 +77,7 @@ impl NotifyConfig {
             UrlProblem::Scheme => NotifyError::Scheme,
             UrlProblem::Host => NotifyError::Host,
             UrlProblem::Unreachable(why) => NotifyError::Unreachable(why),
+            UrlProblem::Credentials => NotifyError::Credentials,
         })?;
         Ok(Self {
             url,
@@ -245,16 +249,17 @@ pub(crate) async fn run(
 
 /// Posts each queued notification in turn.
 async fn send_all(mut queued: mpsc::Receiver<Bytes>, url: Uri, metrics: PostMetrics) {
+    let shown = crate::post::shown(&url);
     while let Some(body) = queued.recv().await {
         match tokio::time::timeout(POST_TIMEOUT, post(&url, "application/json", body)).await {
             Ok(Ok(())) => metrics.sent.inc(),
             Ok(Err(failed)) => {
                 let reason = failed.reason;
-                tracing::warn!(%url, reason, "a notification was not delivered");
+                tracing::warn!(url = %shown, reason, "a notification was not delivered");
                 metrics.failed.with_label_values(&[reason]).inc();
             }
             Err(_) => {
-                tracing::warn!(%url, "a notification got no answer in time");
+                tracing::warn!(url = %shown, "a notification got no answer in time");
                 metrics.failed.with_label_values(&["timeout"]).inc();
             }
         }
@@ -294,6 +299,26 @@ mod tests {
         }
         assert_eq!(NotifyConfig::check_limit(0), Err(NotifyError::Range));
         assert!(NotifyConfig::check_limit(1).is_ok());
+        // Credentials would not be sent: refused, not dropped in silence.
+        for url in ["http://u:secret@127.0.0.1:9000/hook", "http://u@pager/hook"] {
+            assert_eq!(
+                NotifyConfig::new(url),
+                Err(NotifyError::Credentials),
+                "{url}"
+            );
+        }
+    }
+
+    /// A failed post is logged by the receiver's address alone: a webhook's path is
+    /// often its secret.
+    #[test]
+    fn a_log_line_names_the_receiver_without_its_path() {
+        let shown = |url: &str| crate::post::shown(&NotifyConfig::new(url).unwrap().url);
+        assert_eq!(
+            shown("http://hooks.example:8080/services/T0/B0/s3cret?key=k"),
+            "http://hooks.example:8080/…"
+        );
+        assert_eq!(shown("http://127.0.0.1:9000"), "http://127.0.0.1:9000/");
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub(crate) enum UrlProblem {
     Host,
     /// A URL no connection could reach: why.
     Unreachable(&'static str),
+    /// User information (`user:password@`), which would not be sent and would be logged.
+    Credentials,
 }
 
 /// An `http://` URL with a host: the only kind posted to (TLS goes through a local relay).
@@ -77,6 +79,9 @@ pub(crate) fn http_url(url: &str) -> Result<Uri, UrlProblem> {
     let Some(host) = url.host().filter(|h| !h.is_empty()) else {
         return Err(UrlProblem::Host);
     };
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(UrlProblem::Credentials);
+    }
     if url.port_u16() == Some(0) {
         return Err(UrlProblem::Unreachable(
             "the URL has port 0, where no server listens",
@@ -90,6 +95,20 @@ pub(crate) fn http_url(url: &str) -> Result<Uri, UrlProblem> {
         ));
     }
     Ok(url)
+}
+
+/// Why a URL with `user:password@` is refused.
+pub(crate) const CREDENTIALS: &str = "the URL must not carry credentials (user:password@): \
+     none would be sent; post through a local relay that adds them";
+
+/// `url` as a log line names it: its scheme and authority, the path left out (a
+/// webhook's path is often its secret).
+pub(crate) fn shown(url: &Uri) -> String {
+    let authority = url.authority().map_or("", |a| a.as_str());
+    match url.path() {
+        "" | "/" => format!("http://{authority}/"),
+        _ => format!("http://{authority}/…"),
+    }
 }
 
 /// Why a `POST` failed: the reason label, and how long the server asked to be left alone

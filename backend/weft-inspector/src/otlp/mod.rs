@@ -95,6 +95,9 @@ pub enum OtlpError {
     /// A queue out of its range.
     #[error("must be between 1 and {MAX_OTLP_QUEUE}")]
     Range,
+    /// An endpoint with user information, which would not be sent.
+    #[error("{}", crate::post::CREDENTIALS)]
+    Credentials,
 }
 
 impl OtlpConfig {
@@ -105,6 +108,7 @@ impl OtlpConfig {
             UrlProblem::Scheme => OtlpError::Scheme,
             UrlProblem::Host => OtlpError::Host,
             UrlProblem::Unreachable(why) => OtlpError::Unreachable(why),
+            UrlProblem::Credentials => OtlpError::Credentials,
         })?;
         if endpoint.query().is_some() {
             return Err(OtlpError::Query);
@@ -325,6 +329,10 @@ mod tests {
                 "{url}"
             );
         }
+        assert_eq!(
+            OtlpConfig::new("http://user:pw@collector:4318"),
+            Err(OtlpError::Credentials)
+        );
         assert_eq!(
             OtlpConfig::new("http://c").unwrap().with_queue(0),
             Err(OtlpError::Range)

@@ -7,14 +7,15 @@
 //!   keep-alive connection alike. A head over [`MAX_HEAD`] gets `431`.
 //! - A peer (an IPv4 address or an IPv6 /64, [`PeerKey`]) holds at most
 //!   `max_connections_per_peer` connections, and the listener at most `max_connections`
-//!   in all. A connection beyond either is closed as soon as it is accepted, before a byte
-//!   is read, and counted in `weft_dashboard_refused_total{reason="limit_peer"}` or
-//!   `{reason="limit_total"}`; but at `max_connections`, the connection idle longest (no
-//!   request under way: one that never sent a head, or a kept-alive one between requests;
-//!   never a `/ws` feed) is closed to make room instead, counted as `idle_evicted`. So
-//!   peers that open connections and send nothing, from as many addresses as it takes,
-//!   cannot keep a browser or a scraper out: a new client's request is served as long as
-//!   it sends it before it is the idlest. A connection's place goes with its socket, so a
+//!   in all. At either cap the connection idle longest (no request under way: one that
+//!   never sent a head, or a kept-alive one between requests; never a `/ws` feed), the
+//!   peer's own at the peer's cap, is closed to make room, counted as `idle_evicted`; when
+//!   none is idle the new connection is closed as soon as it is accepted, before a byte is
+//!   read, and counted in `weft_dashboard_refused_total{reason="limit_peer"}` or
+//!   `{reason="limit_total"}`. So connections that send nothing, from as many addresses
+//!   as it takes or from the same host as the browser (every local client is one peer
+//!   on loopback), cannot keep a browser or a scraper out: a new client's request is
+//!   served as long as it sends it before it is the idlest. A connection's place goes with its socket, so a
 //!   `/ws` connection (upgraded, and no longer hyper's) keeps its place while the feed
 //!   runs.
 //! - When accepting fails (out of descriptors), it backs off from 10 ms, doubling to 1 s,
@@ -282,9 +283,9 @@ struct Held {
     /// Connections held per peer; a peer leaves the map when its last connection closes, so it
     /// stays bounded by `max_total`.
     per_peer: HashMap<PeerKey, usize>,
-    /// What each connection held now is doing, to find the idlest at the cap; one entry a
-    /// place, taken out when it is given back or its connection evicted.
-    activity: Vec<Weak<Activity>>,
+    /// What each connection held now is doing, and its peer, to find the idlest at a cap;
+    /// one entry a place, taken out when it is given back or its connection evicted.
+    activity: Vec<(PeerKey, Weak<Activity>)>,
 }
 
 /// What one dashboard connection is doing, as far as making room goes.
@@ -424,19 +425,28 @@ impl Places {
         let peer = PeerKey::of_ip(ip);
         let mut held = self.lock();
         let from_peer = held.per_peer.get(&peer).copied().unwrap_or(0);
-        if self.max_per_peer != 0 && from_peer >= self.max_per_peer {
-            return Err(Refusal::LimitPeer);
-        }
         // The evicted connection gives its place back as its task ends, a moment later:
-        // the total may pass the cap by the evictions under way meanwhile.
-        let evicted = held.total >= self.max_total;
-        if evicted && !held.evict_idlest() {
-            return Err(Refusal::LimitTotal);
-        }
+        // the counts may pass their caps by the evictions under way meanwhile. At its own
+        // cap a peer makes room from its own idle connections (all of a host's local
+        // clients are one peer on loopback: a browser, a scraper, and whatever opens
+        // connections and sends nothing); room made so is room in the total too.
+        let evicted = if self.max_per_peer != 0 && from_peer >= self.max_per_peer {
+            if !held.evict_idlest(Some(peer)) {
+                return Err(Refusal::LimitPeer);
+            }
+            true
+        } else if held.total >= self.max_total {
+            if !held.evict_idlest(None) {
+                return Err(Refusal::LimitTotal);
+            }
+            true
+        } else {
+            false
+        };
         held.total += 1;
         held.per_peer.insert(peer, from_peer + 1);
         let activity = Arc::new(Activity::new(self.epoch));
-        held.activity.push(Arc::downgrade(&activity));
+        held.activity.push((peer, Arc::downgrade(&activity)));
         Ok((
             Place {
                 places: self.clone(),
@@ -449,18 +459,20 @@ impl Places {
 }
 
 impl Held {
-    /// Closes the connection idle longest, if one is idle: true if one was.
-    fn evict_idlest(&mut self) -> bool {
+    /// Closes the connection idle longest, of `peer` or of any, if one is idle: true if
+    /// one was.
+    fn evict_idlest(&mut self, peer: Option<PeerKey>) -> bool {
         let idlest = self
             .activity
             .iter()
             .enumerate()
-            .filter_map(|(i, a)| Some((i, a.upgrade()?.idle()?)))
+            .filter(|(_, (of, _))| peer.is_none_or(|p| p == *of))
+            .filter_map(|(i, (_, a))| Some((i, a.upgrade()?.idle()?)))
             .min_by_key(|&(_, since)| since);
         let Some((i, _)) = idlest else {
             return false;
         };
-        if let Some(activity) = self.activity.swap_remove(i).upgrade() {
+        if let Some(activity) = self.activity.swap_remove(i).1.upgrade() {
             activity.evict.cancel();
         }
         true
@@ -482,7 +494,7 @@ impl Drop for Place {
     fn drop(&mut self) {
         let mut held = self.places.lock();
         let mine = Arc::downgrade(&self.activity);
-        if let Some(i) = held.activity.iter().position(|a| a.ptr_eq(&mine)) {
+        if let Some(i) = held.activity.iter().position(|(_, a)| a.ptr_eq(&mine)) {
             held.activity.swap_remove(i);
         }
         held.total -= 1;
@@ -578,7 +590,7 @@ mod tests {
         let b_same_64: IpAddr = "2001:db8::ffff:2".parse().unwrap();
         let first = busy(&places, a).unwrap();
         let _second = busy(&places, a6).unwrap();
-        assert_eq!(busy(&places, a).unwrap_err(), Refusal::LimitPeer);
+        assert_eq!(places.take(a).unwrap_err(), Refusal::LimitPeer);
         let _third = busy(&places, b).unwrap();
         let _fourth = busy(&places, b_same_64).unwrap();
         assert_eq!(places.take(b).unwrap_err(), Refusal::LimitPeer);
@@ -598,6 +610,32 @@ mod tests {
         assert_eq!(uncapped.lock().total, 0);
         assert!(uncapped.lock().per_peer.is_empty());
         assert!(uncapped.lock().activity.is_empty());
+    }
+
+    /// At a peer's cap, its own connection idle longest makes room (a local process
+    /// holding idle connections does not keep the browser on the same host out), never
+    /// another peer's; with none of its own idle, it is refused.
+    #[test]
+    fn at_a_peer_s_cap_its_own_idlest_connection_makes_room() {
+        let places = Arc::new(Places::new(10, 2));
+        let (local, other): (IpAddr, IpAddr) =
+            ("127.0.0.1".parse().unwrap(), "192.0.2.9".parse().unwrap());
+        let (elsewhere, _) = places.take(other).unwrap();
+        let (silent, _) = places.take(local).unwrap();
+        let answering = busy(&places, local).unwrap();
+        let (browser, evicted) = places.take(local).unwrap();
+        assert!(evicted && silent.activity.evict.is_cancelled());
+        assert!(!elsewhere.activity.evict.is_cancelled(), "another peer's");
+        assert!(!answering.activity.evict.is_cancelled());
+        drop(silent);
+        browser.activity.request_started();
+        assert_eq!(
+            places.take(local).unwrap_err(),
+            Refusal::LimitPeer,
+            "none of its own idle"
+        );
+        drop((browser, answering, elsewhere));
+        assert_eq!(places.lock().total, 0);
     }
 
     /// At the cap, the connection idle longest makes room: one that never sent a head

@@ -417,7 +417,7 @@ impl WriterTask {
                         Ok(n) => n,
                         Err(_elapsed) => {
                             if let Err(error) = self.keep_lock() {
-                                self.begin_failing(&error, "cannot keep the history file's lock; dropping records until writes succeed again");
+                                self.begin_failing(&error, "cannot keep the history file's lock; until writes succeed again, rows' ends are kept to write then (as many as fit) and other records dropped and counted");
                             }
                             continue;
                         }
@@ -635,7 +635,7 @@ impl WriterTask {
                 }
                 self.begin_failing(
                     &error,
-                    "cannot write history; dropping records until writes succeed again",
+                    "cannot write history; until writes succeed again, rows' ends are kept to write then (as many as fit) and other records dropped and counted",
                 );
                 // The connection may be left mid-transaction, holding a stale file, or
                 // cut by a server that went away; start over.

@@ -153,7 +153,8 @@ pub async fn reload(running: &mut Running, source: &Source, notifier: &Notifier)
     tracing::info!(source = %describe(source), "reloading the configuration");
     notifier.reloading();
     let in_service = InService::of(running.services());
-    let outcome = match read(source, in_service).await {
+    let history = running.history_file();
+    let outcome = match read(source, in_service, history).await {
         Err((ReloadResult::Failed, message)) => {
             ReloadOutcome::new(ReloadResult::Failed, format!("{message}; nothing changed"))
         }
@@ -219,7 +220,11 @@ fn describe(source: &Source) -> String {
 /// Reads and validates the configuration on a blocking thread, where it also makes each
 /// zone read that is unchanged the one `in_service`, so the reactor thread never compares
 /// a zone's records.
-async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadResult, String)> {
+async fn read(
+    source: &Source,
+    in_service: InService,
+    history: Option<PathBuf>,
+) -> Result<Config, (ReloadResult, String)> {
     let path = match source {
         Source::File(path) => path.clone(),
         Source::Demo => {
@@ -230,7 +235,7 @@ async fn read(source: &Source, in_service: InService) -> Result<Config, (ReloadR
         }
     };
     let checked = tokio::task::spawn_blocking(move || {
-        let mut config = read_settled(&path, SETTLE, SETTLE_AT_MOST)?;
+        let mut config = read_settled(&path, history.as_deref(), SETTLE, SETTLE_AT_MOST)?;
         in_service.share(&mut config.services);
         for warning in &config.warnings {
             tracing::warn!("{warning}");
@@ -260,13 +265,14 @@ const SETTLE_AT_MOST: Duration = Duration::from_secs(3);
 /// are an invalid configuration for this reload (the one serving goes on).
 fn read_settled(
     path: &Path,
+    history: Option<&Path>,
     settle: Duration,
     at_most: Duration,
 ) -> Result<Config, (ReloadResult, String)> {
     let file = path.display().to_string();
     let read = || Config::read(path).map_err(|e| (ReloadResult::Failed, e.to_string()));
     let check = |text: String| {
-        Config::parse_for_reload(&file, &text)
+        Config::parse_for_reload(&file, &text, history)
             .and_then(|config| config.serves_something(&file).map(|()| config))
             .map_err(|e| (ReloadResult::Invalid, e.to_string()))
     };
@@ -431,9 +437,14 @@ mod tests {
                 std::fs::write(&path, whole).unwrap();
             })
         };
-        let config = read_settled(&path, Duration::from_millis(300), Duration::from_secs(5))
-            .map_err(|(_, e)| e)
-            .unwrap();
+        let config = read_settled(
+            &path,
+            None,
+            Duration::from_millis(300),
+            Duration::from_secs(5),
+        )
+        .map_err(|(_, e)| e)
+        .unwrap();
         writer.join().unwrap();
         let names: Vec<_> = config.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
@@ -452,16 +463,24 @@ mod tests {
                 std::fs::write(&path, echo("a", 1)).unwrap();
             })
         };
-        let config = read_settled(&path, Duration::from_millis(200), Duration::from_secs(5))
-            .map_err(|(_, e)| e)
-            .unwrap();
+        let config = read_settled(
+            &path,
+            None,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        )
+        .map_err(|(_, e)| e)
+        .unwrap();
         writer.join().unwrap();
         assert_eq!(config.services.len(), 1);
         // Missing for good: the read's own error, once the wait is over.
         let gone = dir.path().join("gone.toml");
-        let Err((result, message)) =
-            read_settled(&gone, Duration::from_millis(50), Duration::from_millis(200))
-        else {
+        let Err((result, message)) = read_settled(
+            &gone,
+            None,
+            Duration::from_millis(50),
+            Duration::from_millis(200),
+        ) else {
             panic!("read a file that is not there");
         };
         assert_eq!(result, ReloadResult::Failed);
@@ -498,9 +517,14 @@ mod tests {
                 .unwrap();
             })
         };
-        let config = read_settled(&path, Duration::from_millis(200), Duration::from_secs(5))
-            .map_err(|(_, e)| e)
-            .unwrap();
+        let config = read_settled(
+            &path,
+            None,
+            Duration::from_millis(200),
+            Duration::from_secs(5),
+        )
+        .map_err(|(_, e)| e)
+        .unwrap();
         writer.join().unwrap();
         let crate::services::ServiceKind::Dns(dns) = &config.services[0].kind else {
             panic!("a dns service");
@@ -526,6 +550,7 @@ mod tests {
         };
         let refused = read_settled(
             &path,
+            None,
             Duration::from_millis(200),
             Duration::from_millis(600),
         );

@@ -243,6 +243,11 @@ impl Running {
         &self.env.access_logs
     }
 
+    /// The history file the process writes (until a restart moves it), if a file.
+    pub(crate) fn history_file(&self) -> Option<std::path::PathBuf> {
+        self.config.history_file().map(std::path::Path::to_path_buf)
+    }
+
     /// The services running now, as last applied.
     pub(crate) fn services(&self) -> &[ServiceConfig] {
         &self.config.services

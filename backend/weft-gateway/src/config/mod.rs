@@ -257,6 +257,11 @@ pub struct ServiceConfig {
     pub certificates: Vec<(String, std::time::SystemTime)>,
 }
 
+/// What [`ServiceConfig::files`] calls the files a root may serve: public by nature.
+const TLS_CERTIFICATE: &str = "TLS certificate";
+const ROUTE_CA: &str = "route CA";
+const UPSTREAM_CA: &str = "upstream CA (caCerts)";
+
 impl ServiceConfig {
     /// The files this service reads as it starts or reloads, each with what it is: its
     /// `ssl:` listeners' keys and certificates and its further certificates, its routes'
@@ -269,18 +274,18 @@ impl ServiceConfig {
             } = endpoint
             {
                 files.push((private_key, "TLS key"));
-                files.push((cert, "TLS certificate"));
+                files.push((cert, TLS_CERTIFICATE));
             }
         }
         match &self.kind {
             ServiceKind::Http(http) => {
                 for sni in &http.tls_certificates {
                     files.push((sni.key.clone(), "TLS key"));
-                    files.push((sni.cert.clone(), "TLS certificate"));
+                    files.push((sni.cert.clone(), TLS_CERTIFICATE));
                 }
                 for route in &http.web.routes {
                     if let Some(ca) = &route.ca {
-                        files.push((ca.clone(), "route CA"));
+                        files.push((ca.clone(), ROUTE_CA));
                     }
                 }
             }
@@ -289,7 +294,7 @@ impl ServiceConfig {
                     ca_certs: Some(ca), ..
                 }) = proxy.upstream.parse()
                 {
-                    files.push((ca, "upstream CA (caCerts)"));
+                    files.push((ca, UPSTREAM_CA));
                 }
             }
             ServiceKind::Dns(dns) => {
@@ -310,10 +315,7 @@ impl ServiceConfig {
     /// Whether a file of [`files`](Self::files) that is `what` may be served from a root:
     /// certificates and CAs are public; keys and zones are not.
     pub(crate) fn may_be_served(what: &str) -> bool {
-        matches!(
-            what,
-            "TLS certificate" | "route CA" | "upstream CA (caCerts)"
-        )
+        [TLS_CERTIFICATE, ROUTE_CA, UPSTREAM_CA].contains(&what)
     }
 
     /// The paths of the unix sockets it listens on.
@@ -393,9 +395,19 @@ impl Config {
 
     /// Like [`parse`](Self::parse), for a reload: a zone file that does not load does not
     /// refuse the file; its service's settings list it (`failed`), and the reload keeps
-    /// the zone it had in service (see `services::dns_zones`).
-    pub fn parse_for_reload(file: &str, text: &str) -> Result<Self, ConfigError> {
-        validate::parse(file, text)
+    /// the zone it had in service (see `services::dns_zones`). `running_history` is the
+    /// history file the process writes (a reload does not move it): no root may serve it.
+    pub fn parse_for_reload(
+        file: &str,
+        text: &str,
+        running_history: Option<&std::path::Path>,
+    ) -> Result<Self, ConfigError> {
+        validate::parse_beside(file, text, running_history)
+    }
+
+    /// The history file this configuration writes, if history is a file.
+    pub fn history_file(&self) -> Option<&std::path::Path> {
+        self.store.url.is_none().then_some(&*self.store.path)
     }
 
     /// The built-in demo configuration: [`DEMO`], with the demo's built-in site and zone.

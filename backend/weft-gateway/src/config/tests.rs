@@ -1110,6 +1110,19 @@ fn a_root_that_would_serve_weft_s_own_private_files_is_refused() {
             .contains("would serve /weft.toml (the configuration file)"),
         "{e}"
     );
+    // A reload does not move history: the file the process writes may not be served
+    // either, wherever the new file says history goes.
+    let e = Config::parse_for_reload(
+        "weft.toml",
+        &config(&d.join("elsewhere.db"), &key_pem, &zone),
+        Some(&site.join("running.db")),
+    )
+    .unwrap_err();
+    assert!(
+        e.message
+            .contains("would serve /running.db (the history store's file)"),
+        "{e}"
+    );
     // A hard link of the key, inside the root.
     std::fs::remove_file(&served_key).unwrap();
     std::fs::hard_link(&key_pem, site.join("copy.pem")).unwrap();

@@ -21,6 +21,17 @@ use super::{
 use crate::services;
 
 pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    parse_beside(file, text, None)
+}
+
+/// [`parse`], for a reload beside a process writing history to `running_history`: a
+/// reload does not move history (`[store]` waits for a restart), so no new root may serve
+/// that file either.
+pub(super) fn parse_beside(
+    file: &str,
+    text: &str,
+    running_history: Option<&std::path::Path>,
+) -> Result<Config, ConfigError> {
     let at = Locator { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let message = e.message().trim();
@@ -47,12 +58,14 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let warnings = std::cell::RefCell::new(Vec::new());
     let services = services(&at, &raw, &mut bound, &warnings)?;
     super::loops::check(&at, &raw, &services)?;
-    files_apart(
-        &at,
-        &raw,
-        store.url.is_none().then_some(&*store.path),
-        &services,
-    )?;
+    let stores: Vec<&std::path::Path> = store
+        .url
+        .is_none()
+        .then_some(&*store.path)
+        .into_iter()
+        .chain(running_history)
+        .collect();
+    files_apart(&at, &raw, &stores, &services)?;
     let demo = demo(&at, &raw, &mut bound)?;
     let otlp = super::otlp::otlp(&at, raw.otlp.as_ref())?;
     Ok(Config {
@@ -187,15 +200,17 @@ fn log(at: &Locator<'_>, raw: &RawConfig) -> Result<LogConfig, ConfigError> {
 /// the other way round), and a log under a root would be served to anyone who asks for
 /// it. So is a secondary zone's copy on any of those, or another copy: weft writes it.
 /// A path is compared as written (resolved), and an existing file also as the file it
-/// is, so a symlink or a hard link to one of them is refused too.
+/// is, so a symlink or a hard link to one of them is refused too. And no root may serve
+/// a file of weft's that is private ([`unserved`]), the history files of `stores` (the
+/// configuration's, and at a reload the one the process writes) among them.
 fn files_apart(
     at: &Locator<'_>,
     raw: &RawConfig,
-    store: Option<&std::path::Path>,
+    stores: &[&std::path::Path],
     services: &[ServiceConfig],
 ) -> Result<(), ConfigError> {
     let mut history: Vec<PathBuf> = Vec::new();
-    if let Some(store) = store {
+    for store in stores {
         // By the name written and by the file it leads to through symlinks, which SQLite
         // opens and names its journal after, even before it exists.
         for store in [
@@ -396,32 +411,43 @@ fn unserved<'t>(
     private: impl Iterator<Item = &'t Taken>,
     roots: &[(usize, PathBuf)],
 ) -> Result<(), ConfigError> {
+    let refused = |j: usize, message: String| {
+        let span = raw.service[j].get_ref().root.as_ref().map(|r| r.span());
+        at.error(span, key(&format!("service[{j}].root")), message)
+    };
     for (_, path, what) in private {
         let found = match served_from(path, roots) {
-            Some((j, root)) => Some((*j, format!("{} ({what})", root_relative(path, root)))),
+            Some((j, root)) => Some((*j, root_relative(path, root))),
             None => match linked_into(path, roots) {
                 Ok(found) => found.map(|(j, link)| {
-                    (
-                        j,
+                    let root = roots.iter().find(|(k, _)| *k == j).map(|(_, r)| r);
+                    let link = root.map_or_else(
+                        || link.display().to_string(),
+                        |root| root_relative(&link, root),
+                    );
+                    (j, format!("{link}, a hard link of {}", path.display()))
+                }),
+                // Too large to look through for a link: refused, as an access log is.
+                Err(()) => {
+                    return Err(refused(
+                        roots[0].0,
                         format!(
-                            "{}, a hard link of {} ({what})",
-                            link.display(),
+                            "{} ({what}) has several names (hard links), and the roots are \
+                             too large to look through for one inside them \
+                             ({LINK_SEARCH_ENTRIES} entries at most): give it a file of its own",
                             path.display()
                         ),
-                    )
-                }),
-                // Too large to look through for a link: what a path shows is checked.
-                Err(()) => None,
+                    ));
+                }
             },
         };
         if let Some((j, found)) = found {
-            let span = raw.service[j].get_ref().root.as_ref().map(|r| r.span());
-            return Err(at.error(
-                span,
-                key(&format!("service[{j}].root")),
+            return Err(refused(
+                j,
                 format!(
-                    "would serve {found} to anyone who asks for it; keep it outside every \
-                     root (or in a hidden directory, whose names are never served)"
+                    "would serve {found} ({what}) to anyone who asks for it; keep it outside \
+                     every root (or in a directory whose name begins with a dot, other than \
+                     .well-known: those are never served)"
                 ),
             ));
         }

@@ -755,7 +755,7 @@ mod tests {
         );
         let text =
             format!("[[service]]\nname = \"dns\"\nkind = \"dns\"\nlisten = \"udp:5353\"\n{keys}\n");
-        let reloaded = Config::parse_for_reload("weft.toml", &text).unwrap();
+        let reloaded = Config::parse_for_reload("weft.toml", &text, None).unwrap();
         let d = settings(&reloaded);
         assert_eq!(d.config.zones.zones().len(), 1, "the zone that loads");
         assert_eq!(d.failed.len(), 1);

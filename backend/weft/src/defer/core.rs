@@ -41,7 +41,7 @@ pub(crate) const STALL_REPORTED: u16 = 1 << 3;
 pub(crate) const SLOW_REPORTED: u16 = 1 << 4;
 /// Reported unhandled already: not reported again.
 const UNHANDLED_REPORTED: u16 = 1 << 5;
-pub(crate) const LEAKED: u16 = 1 << 6;
+const LEAKED: u16 = 1 << 6;
 /// Expected to stay pending for long (a loop's completion): the stall scan skips it.
 pub(crate) const LONG_WAIT: u16 = 1 << 7;
 /// Reported as a member of a deadlock.
@@ -677,6 +677,12 @@ impl Core {
     /// Whether this chain can never end: it or a chain it waits on leaked.
     pub(crate) fn leaked(&self) -> bool {
         self.flags_has(LEAKED)
+    }
+
+    /// Whether its own firing side was dropped unfired (reported as leaked), rather than a
+    /// chain it waits on (which it was not reported for).
+    pub(crate) fn leaked_unfired(&self) -> bool {
+        self.leaked() && self.fired.get() == Fire::Not
     }
 
     pub(crate) fn pause(self: &Rc<Self>) {

@@ -12,7 +12,7 @@ use std::panic::Location;
 use std::rc::Rc;
 use std::time::Duration;
 
-use super::core::{Core, LEAKED, LONG_WAIT, STALL_REPORTED};
+use super::core::{Core, LONG_WAIT, STALL_REPORTED};
 use super::events;
 use super::events::{
     DeferredEvent, DeferredState, Detector, FailureInfo, Leaked, Site, SlowCallback, Stalled,
@@ -156,8 +156,8 @@ pub fn scan_for_stalls() {
     let now = registry::clock_now();
     registry::for_each_pending(|core| {
         // A leaked chain was reported as such: it can never complete, which a stall
-        // report would say again.
-        if core.flags_has(LONG_WAIT) || core.flags_has(LEAKED) {
+        // report would say again. The chains waiting on it were not: they stall.
+        if core.flags_has(LONG_WAIT) || core.leaked_unfired() {
             return;
         }
         let since = match core.state() {

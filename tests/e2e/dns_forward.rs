@@ -986,3 +986,32 @@ fn a_question_without_recursion_desired_is_refused_and_not_forwarded() {
     refused(&["+tcp"]);
     assert_eq!(seen.udp_queries(), 1, "only the question with RD");
 }
+
+/// The ports a forwarding service asks its upstreams from close with the gateway at
+/// SIGTERM as `shutdown`, as its listening port does: not `service_stopped`, which says a
+/// reload removed the service.
+#[test]
+fn a_forwarder_s_upstream_ports_close_as_shutdown_at_sigterm() {
+    let (up, _seen) = upstream(false);
+    let port = free_port();
+    let mut app = spawn_dns_app(forwarder(port, &[up]));
+    let r = ask(port, 1, "www.elsewhere.test.", RecordType::A);
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(app.signal_and_wait("TERM").code(), Some(0), "{}", app.log());
+    let reasons: Vec<(String, Option<String>)> = crate::support::query(&app.db, async |c| {
+        sqlx::query_as("SELECT transport, close_reason FROM connections WHERE service = 'dns'")
+            .fetch_all(c)
+            .await
+            .unwrap()
+    });
+    assert!(
+        reasons.len() > 1,
+        "the port and its upstream ports: {reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .all(|(_, r)| r.as_deref() == Some("shutdown")),
+        "{reasons:?}"
+    );
+}

@@ -138,6 +138,10 @@ struct Shared {
     stop: CancellationToken,
     /// The reactor's token `stop` is a child of: cancelled, the port closed with them all.
     with_reactor: CancellationToken,
+    /// The reactor's listening token, cancelled as shutdown begins: a port its owner
+    /// stops during shutdown (a service's outgoing ports, as the service goes) closed for
+    /// the shutdown, not for its service stopping alone.
+    reactor_stopping: CancellationToken,
     /// Set when its owner closed it as done with it ([`DatagramTransport::close`]), not as
     /// a service that stopped.
     done: Cell<bool>,
@@ -490,6 +494,7 @@ impl Reactor {
                 closed: Cell::new(false),
                 stop: stop.clone(),
                 with_reactor,
+                reactor_stopping: self.listening_token(),
                 done: Cell::new(false),
                 outbox: RefCell::new(Outbox::new()),
                 client: role == Role::Client,
@@ -644,10 +649,13 @@ async fn receive_loop(
         tokio::select! {
             biased;
             () = stop.cancelled() => {
-                return if transport.shared.with_reactor.is_cancelled() {
+                let shared = &transport.shared;
+                return if shared.with_reactor.is_cancelled() {
                     CloseReason::Shutdown
-                } else if transport.shared.done.get() {
+                } else if shared.done.get() {
                     CloseReason::Done
+                } else if shared.reactor_stopping.is_cancelled() {
+                    CloseReason::Shutdown
                 } else {
                     CloseReason::ServiceStopped
                 };

@@ -319,6 +319,7 @@ mod tests {
             "http://hooks.example:8080/…"
         );
         assert_eq!(shown("http://127.0.0.1:9000"), "http://127.0.0.1:9000/");
+        assert_eq!(shown("http://h:1/?key=k"), "http://h:1/…");
     }
 
     #[test]

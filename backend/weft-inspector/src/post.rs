@@ -105,7 +105,7 @@ pub(crate) const CREDENTIALS: &str = "the URL must not carry credentials (user:p
 /// webhook's path is often its secret).
 pub(crate) fn shown(url: &Uri) -> String {
     let authority = url.authority().map_or("", |a| a.as_str());
-    match url.path() {
+    match url.path_and_query().map_or("/", |p| p.as_str()) {
         "" | "/" => format!("http://{authority}/"),
         _ => format!("http://{authority}/…"),
     }

@@ -287,7 +287,7 @@ async fn send_all(
             Err(_) => "timeout".into(),
         };
         let reason = failed.reason;
-        tracing::warn!(url = %config.traces_url, reason, spans = n, "spans were not exported");
+        tracing::warn!(url = %crate::post::shown(&config.traces_url), reason, spans = n, "spans were not exported");
         metrics.failed.with_label_values(&[reason]).inc();
         metrics
             .dropped

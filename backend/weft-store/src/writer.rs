@@ -624,7 +624,7 @@ impl WriterTask {
                             let missing = backend::missing_table_error(&self.location, table);
                             self.begin_failing(
                                 &missing,
-                                "cannot write history; dropping records until the table is back",
+                                "cannot write history; until the table is back, rows' ends are kept to write then (as many as fit) and other records dropped and counted",
                             );
                         }
                         // The database was recreated (or restored) empty: the next batch

@@ -15,9 +15,10 @@
 //!   `{reason="limit_total"}`. So connections that send nothing, from as many addresses
 //!   as it takes or from the same host as the browser (every local client is one peer
 //!   on loopback), cannot keep a browser or a scraper out: a new client's request is
-//!   served as long as it sends it before it is the idlest. A connection's place goes with its socket, so a
-//!   `/ws` connection (upgraded, and no longer hyper's) keeps its place while the feed
-//!   runs.
+//!   served as long as it sends it before it is the idlest. An evicted connection gives
+//!   its place back as its task ends, so a burst may hold a few more than a cap for that
+//!   moment. A connection's place goes with its socket, so a `/ws` connection (upgraded,
+//!   and no longer hyper's) keeps its place while the feed runs.
 //! - When accepting fails (out of descriptors), it backs off from 10 ms, doubling to 1 s,
 //!   instead of spinning, and says so once per episode.
 //! - At shutdown it stops accepting, lets each connection finish the exchange in flight

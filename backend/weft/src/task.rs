@@ -70,7 +70,8 @@ struct Inner {
     calls: Cell<u64>,
     /// Where the loop was made: the creation site of the Deferred `start` returns.
     site: &'static Location<'static>,
-    /// The grid point of the last run (`None` before the first since `start`), and how
+    /// The grid point of the last run (`None` before a first run at once; `Some(0)`, the
+    /// start, before one an interval later, and after `reset`), and how
     /// many points the run now going passed since the one before, as
     /// [`LoopingCall::with_count`]'s function is told.
     last_point: Cell<Option<u128>>,

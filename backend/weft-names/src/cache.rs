@@ -39,6 +39,15 @@ pub(crate) struct Answer {
     pub(crate) additionals: Vec<Record>,
 }
 
+/// How long an SOA record says no data may be kept: the lower of its TTL and its MINIMUM
+/// (RFC 2308 section 3); `None` for another record.
+fn soa_negative_ttl(record: &Record) -> Option<u32> {
+    match &record.data {
+        RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
+        _ => None,
+    }
+}
+
 /// The longest a negative answer is kept, whatever its SOA says: RFC 2308 section 5
 /// finds one to three hours work well and more than a day problematic; a name made a
 /// moment after an upstream (or a zone's typo) said it did not exist should not stay
@@ -89,10 +98,7 @@ impl Answer {
 
     /// The lower of its SOA's TTL and MINIMUM: how long it may say there is no data.
     fn negative_ttl(&self) -> Option<u32> {
-        self.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
-            _ => None,
-        })
+        self.authorities.iter().find_map(soa_negative_ttl)
     }
 
     /// Whether it ends without records of the type `asked` (any record for ANY): an
@@ -165,11 +171,12 @@ impl Policy {
         } else {
             u32::MAX
         };
-        // An SOA saying there is no data carries the lower of its TTL and its MINIMUM,
-        // from the first answer on, as the cached copies do (RFC 2308 section 3).
+        // An SOA in the authority section (there to say how long no data may be kept)
+        // carries the lower of its TTL and its MINIMUM, from the first answer on, as the
+        // cached copies do (RFC 2308 section 3).
         for record in &mut answer.authorities {
-            if let RData::SOA(soa) = &record.data {
-                record.ttl = record.ttl.min(soa.minimum);
+            if let Some(ttl) = soa_negative_ttl(record) {
+                record.ttl = ttl;
             }
         }
         for record in answer.records() {

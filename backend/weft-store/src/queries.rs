@@ -120,7 +120,13 @@ impl DeferredFilter {
     pub(crate) fn condition(self, d: Dialect) -> String {
         match self {
             Self::Pending => format!("state {}", columns::pending_states_sql()),
-            Self::Stalled => d.flag("stalled"),
+            // Stalled now: a chain that stalled and then ended is in the list of its kind.
+            // Said as not ended, which no index on `state` serves: the flag's does.
+            Self::Stalled => format!(
+                "{} AND state NOT {}",
+                d.flag("stalled"),
+                columns::ended_states_sql()
+            ),
             Self::Failed => format!("state = '{}'", DeferredState::Failed.label()),
             Self::Unhandled => d.flag("unhandled"),
             Self::Slow => d.flag("slow"),

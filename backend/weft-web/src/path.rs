@@ -374,6 +374,15 @@ pub fn resolve(root: &Path, raw: &str) -> Result<Resolved, PathError> {
         return Err(PathError::NotFound);
     }
     let meta = std::fs::metadata(&path).map_err(not_found)?;
+    // A file this process may not read is nothing servable, as one under a directory it
+    // may not enter is: a HEAD, a conditional GET and a GET answer it alike (a HEAD said
+    // 200 with its size and a GET 500). Looked at once a version: the answer is kept.
+    if meta.is_file()
+        && std::fs::File::open(&path).is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+    {
+        tracing::warn!(path = %path.display(), "a static file this process may not read is not served");
+        return Err(PathError::NotFound);
+    }
     Ok(Resolved { path, meta })
 }
 
@@ -395,6 +404,31 @@ mod tests {
         std::fs::write(dir.path().join("outside.txt"), "secret").unwrap();
         let root = root.canonicalize().unwrap();
         (dir, root)
+    }
+
+    /// A file that cannot be opened for reading, even by root: `/proc/sys/vm/compact_memory`
+    /// is write-only. Not found, whatever asks for it.
+    #[test]
+    fn a_file_this_process_may_not_read_is_not_found() {
+        let root = Path::new("/proc/sys/vm");
+        let unreadable = root.join("compact_memory");
+        let denied = std::fs::File::open(&unreadable)
+            .is_err_and(|e| e.kind() == io::ErrorKind::PermissionDenied);
+        if !std::fs::metadata(&unreadable).is_ok_and(|m| m.is_file()) || !denied {
+            eprintln!(
+                "skipped: {} is not a write-only file here",
+                unreadable.display()
+            );
+            return;
+        }
+        assert!(matches!(
+            resolve(root, "/compact_memory"),
+            Err(PathError::NotFound)
+        ));
+        assert!(
+            resolve(root, "/swappiness").is_ok(),
+            "a readable one is served"
+        );
     }
 
     #[test]

@@ -54,14 +54,19 @@ pub(super) fn page(dir: &Path, path: &str, root: &Path) -> std::io::Result<Strin
         };
         // A symlink is listed when what it leads to is served: under the root, and not
         // hidden there (`env` leading to `.env` answers 404).
-        let is_dir = if kind.is_symlink() {
+        // Only what a request is answered with: a file or a directory, not a FIFO, a
+        // socket or a device (those answer 404).
+        let (is_dir, is_file) = if kind.is_symlink() {
             match entry.path().canonicalize() {
-                Ok(target) if served(&target, root) => target.is_dir(),
+                Ok(target) if served(&target, root) => (target.is_dir(), target.is_file()),
                 _ => continue,
             }
         } else {
-            kind.is_dir()
+            (kind.is_dir(), kind.is_file())
         };
+        if !is_dir && !is_file {
+            continue;
+        }
         kept.push((name, is_dir));
         if kept.len() > MAX_ENTRIES {
             kept.pop();
@@ -136,12 +141,22 @@ mod tests {
         link(&root.join("sub"), "to-sub");
         link(&outside, "to-outside");
         link(&root.join("missing"), "to-nothing");
+        // A FIFO answers 404: not listed, nor a link to one.
+        let fifo = root.join("pipe");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        link(&fifo, "to-pipe");
         let root = root.canonicalize().unwrap();
         let html = page(&root, "/", &root).unwrap();
         for listed in ["a.txt\"", "sub/\"", "to-a\"", "to-sub/\""] {
             assert!(html.contains(listed), "{listed} in {html}");
         }
-        for hidden in ["to-outside", "to-nothing"] {
+        for hidden in ["to-outside", "to-nothing", "pipe", "to-pipe"] {
             assert!(!html.contains(hidden), "{hidden} in {html}");
         }
     }

@@ -238,6 +238,12 @@ fn read_failed((path, err): ReadError) -> Response<Body> {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
         return response;
     }
+    if err.kind() == io::ErrorKind::PermissionDenied {
+        // Its permissions changed since it was looked up: not served, as a file this
+        // process may not read never is.
+        tracing::warn!(path = %path.display(), %err, "a static file this process may not read is not served");
+        return error_page(StatusCode::NOT_FOUND, "not found");
+    }
     if err.kind() == io::ErrorKind::NotFound {
         // Gone, or moved where the root does not reach, since it was looked up.
         tracing::info!(path = %path.display(), %err, "a static file was gone when it was read");

@@ -105,21 +105,9 @@ pub(crate) fn check(
         });
     }
     if head.version < Version::HTTP_2 {
-        if chunked_twice(&head.headers) {
-            return Err(Refused {
-                status: StatusCode::BAD_REQUEST,
-                reason: Refusal::Malformed,
-                detail: "chunked is applied more than once (RFC 9112 §6.1)",
-            });
-        }
-        // RFC 9112 §6.1: hyper undoes `chunked` only; a body in any other coding could be
-        // neither served nor passed on as it is, its framing gone. nginx answers 501 too.
-        if other_transfer_coding(&head.headers).is_some() {
-            return Err(Refused {
-                status: StatusCode::NOT_IMPLEMENTED,
-                reason: Refusal::TransferCoding,
-                detail: "a transfer coding other than chunked is not served",
-            });
+        // One look for the field on the common path, where a request has none.
+        if head.headers.contains_key(header::TRANSFER_ENCODING) {
+            transfer_coding(&head.headers)?;
         }
     } else if field_lines(&head.headers) > MAX_FIELD_LINES {
         // HTTP/1.1's parser takes at most this many (and answers 431 itself); HTTP/2 bounds
@@ -222,6 +210,27 @@ pub(crate) fn check(
                 "the target's authority is not a host[:port]",
             ))?;
         head.headers.insert(header::HOST, value);
+    }
+    Ok(())
+}
+
+/// An HTTP/1.1 body's transfer coding, refused unless it is `chunked` alone.
+fn transfer_coding(headers: &HeaderMap) -> Result<(), Refused> {
+    if chunked_twice(headers) {
+        return Err(Refused {
+            status: StatusCode::BAD_REQUEST,
+            reason: Refusal::Malformed,
+            detail: "chunked is applied more than once (RFC 9112 §6.1)",
+        });
+    }
+    // RFC 9112 §6.1: hyper undoes `chunked` only; a body in any other coding could be
+    // neither served nor passed on as it is, its framing gone. nginx answers 501 too.
+    if other_transfer_coding(headers).is_some() {
+        return Err(Refused {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: Refusal::TransferCoding,
+            detail: "a transfer coding other than chunked is not served",
+        });
     }
     Ok(())
 }

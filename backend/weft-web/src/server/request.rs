@@ -514,47 +514,7 @@ async fn dispatch(
             // Refused or failed, maybe before the body was read (a loop, a body too large,
             // no upstream to connect to): the answer closes the connection if the request
             // had a body.
-            Err(err) => {
-                if let Some(reason) = err.refusal() {
-                    state.recorder.refused(reason);
-                    if reason == Refusal::Loop {
-                        // The configuration's fault, not the client's: said where it is seen.
-                        tracing::warn!(service = %state.name, connection = %conn.info.id, route = %route.prefix, %err, "refused a request");
-                    } else {
-                        // The client's fault, said as a malformed head is: one line a
-                        // second at most for each kind, and an event for the inspector.
-                        let kind = if reason == Refusal::BodyTooLarge {
-                            ErrorKind::FrameTooLong
-                        } else {
-                            ErrorKind::BadFrame
-                        };
-                        observe::report_error(
-                            &conn.info,
-                            kind,
-                            format!("refused a request: {err}"),
-                        );
-                    }
-                } else if matches!(
-                    err,
-                    proxy::UpstreamError::ClientGone(_) | proxy::UpstreamError::StreamReset(_)
-                ) {
-                    tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "the client went away or broke the protocol");
-                } else if matches!(err, proxy::UpstreamError::CutByDrain(_)) {
-                    tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short by the drain's deadline");
-                } else if matches!(err, proxy::UpstreamError::ClosedHere(_)) {
-                    tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short: its upstream connection was closed from the dashboard");
-                } else if !err.is_upstream() {
-                    // The body's file failed (counted where it did): weft's own fault,
-                    // not the upstream's.
-                    tracing::error!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
-                } else {
-                    state.recorder.upstream_error();
-                    series.upstream_error(&err.to_string());
-                    tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
-                }
-                // The client learns what kind of failure it was; the log has the rest.
-                error_page(err.status(), err.client_message())
-            }
+            Err(err) => not_forwarded(state, conn, route, series, &err),
         };
     }
     match &state.files {
@@ -570,6 +530,54 @@ async fn dispatch(
         }
         None => error_page(StatusCode::NOT_FOUND, "no route for this path"),
     }
+}
+
+/// Counts, logs and answers a request the proxy did not get an answer for: out of line,
+/// so the path of a request that was answered stays as small as it was.
+#[cold]
+#[inline(never)]
+fn not_forwarded(
+    state: &State,
+    conn: &Conn,
+    route: &Route,
+    series: &RouteMetrics,
+    err: &proxy::UpstreamError,
+) -> Response<Body> {
+    if let Some(reason) = err.refusal() {
+        state.recorder.refused(reason);
+        if reason == Refusal::Loop {
+            // The configuration's fault, not the client's: said where it is seen.
+            tracing::warn!(service = %state.name, connection = %conn.info.id, route = %route.prefix, %err, "refused a request");
+        } else {
+            // The client's fault, said as a malformed head is: one line a
+            // second at most for each kind, and an event for the inspector.
+            let kind = if reason == Refusal::BodyTooLarge {
+                ErrorKind::FrameTooLong
+            } else {
+                ErrorKind::BadFrame
+            };
+            observe::report_error(&conn.info, kind, format!("refused a request: {err}"));
+        }
+    } else if matches!(
+        err,
+        proxy::UpstreamError::ClientGone(_) | proxy::UpstreamError::StreamReset(_)
+    ) {
+        tracing::debug!(service = %state.name, connection = %conn.info.id, %err, "the client went away or broke the protocol");
+    } else if matches!(err, proxy::UpstreamError::CutByDrain(_)) {
+        tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short by the drain's deadline");
+    } else if matches!(err, proxy::UpstreamError::ClosedHere(_)) {
+        tracing::info!(service = %state.name, connection = %conn.info.id, %err, "a proxied request was cut short: its upstream connection was closed from the dashboard");
+    } else if !err.is_upstream() {
+        // The body's file failed (counted where it did): weft's own fault,
+        // not the upstream's.
+        tracing::error!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
+    } else {
+        state.recorder.upstream_error();
+        series.upstream_error(&err.to_string());
+        tracing::warn!(service = %state.name, connection = %conn.info.id, %err, "proxying failed");
+    }
+    // The client learns what kind of failure it was; the log has the rest.
+    error_page(err.status(), err.client_message())
 }
 
 #[cfg(test)]

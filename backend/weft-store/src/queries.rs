@@ -120,13 +120,7 @@ impl DeferredFilter {
     pub(crate) fn condition(self, d: Dialect) -> String {
         match self {
             Self::Pending => format!("state {}", columns::pending_states_sql()),
-            // Stalled now: a chain that stalled and then ended is in the list of its kind.
-            // Said as not ended, which no index on `state` serves: the flag's does.
-            Self::Stalled => format!(
-                "{} AND state NOT {}",
-                d.flag("stalled"),
-                columns::ended_states_sql()
-            ),
+            Self::Stalled => d.flag("stalled"),
             Self::Failed => format!("state = '{}'", DeferredState::Failed.label()),
             Self::Unhandled => d.flag("unhandled"),
             Self::Slow => d.flag("slow"),

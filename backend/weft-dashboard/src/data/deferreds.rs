@@ -172,7 +172,7 @@ fn matches(filter: Option<DeferredFilter>, d: &DeferredRecord) -> bool {
     match filter {
         None => true,
         Some(DeferredFilter::Pending) => d.is_pending(),
-        Some(DeferredFilter::Stalled) => d.stalled && d.is_pending(),
+        Some(DeferredFilter::Stalled) => d.stalled,
         Some(DeferredFilter::Failed) => d.deferred_state() == Some(DeferredState::Failed),
         Some(DeferredFilter::Unhandled) => d.unhandled,
         Some(DeferredFilter::Slow) => d.slow,

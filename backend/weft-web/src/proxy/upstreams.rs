@@ -167,7 +167,7 @@ impl RouteUpstreams {
     /// Records that target `i` answered a request sent to it when its ejections stood at
     /// `since` ([`UpstreamState::ejections`]).
     pub(crate) fn succeeded(&self, i: usize, since: u32) {
-        self.targets[i].state.succeeded(since);
+        self.targets[i].state.succeeded(since, false);
     }
 
     /// Records that target `i` failed with `err`; ejects it after `max_fails` in a row.
@@ -249,7 +249,7 @@ fn schedule_check(
                 let since = route.targets[i].state.ejections();
                 let checked = route.targets[i].pool.check(&path, route.timeouts, &route.check_headers);
                 match checked.await {
-                    Ok(()) => route.succeeded(i, since),
+                    Ok(()) => route.targets[i].state.succeeded(since, true),
                     Err(err) => {
                         tracing::info!(upstream = %route.targets[i].upstream.url, %err, "health check failed");
                         route.check_failed(i, &err, &*recorder);
@@ -279,6 +279,10 @@ pub(crate) struct UpstreamState {
     /// Whether `ejected_until` is set: a request to a healthy upstream reads this, not
     /// the lock and the clock.
     ejected: AtomicBool,
+    /// Whether the latest failure counted, and so the ejection under way if any, was a
+    /// health check's: a passing check undoes what checks did, not what requests did (a
+    /// check can pass while every real request fails).
+    by_check: AtomicBool,
     /// Times it was ejected: a request sent before the latest ejection that succeeds
     /// after it says nothing of the upstream now (a slow answer to a request of before
     /// the failures), and ends neither the ejection nor the failures' count.
@@ -333,6 +337,7 @@ impl UpstreamState {
             failures_total: AtomicU64::new(0),
             ejected_until: Mutex::new(None),
             ejected: AtomicBool::new(false),
+            by_check: AtomicBool::new(false),
             ejections: AtomicU32::new(0),
             idle: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
@@ -356,9 +361,12 @@ impl UpstreamState {
         self.ejections.load(Relaxed)
     }
 
-    /// A request sent when its ejections stood at `since` was answered.
-    fn succeeded(&self, since: u32) {
-        if self.ejections.load(Relaxed) != since {
+    /// A request sent when its ejections stood at `since` was answered, or (`check`) a
+    /// health check passed: which clears the failures and ends the ejection only when
+    /// checks counted them, a request's failures standing until a request succeeds or
+    /// `eject_for` is over (nginx's passive health knows no checks to undo it).
+    fn succeeded(&self, since: u32, check: bool) {
+        if self.ejections.load(Relaxed) != since || (check && !self.by_check.load(Relaxed)) {
             return;
         }
         if self.failures.load(Relaxed) != 0 {
@@ -374,6 +382,11 @@ impl UpstreamState {
     fn failed(&self, err: &UpstreamError, health: &Health, check: bool, may_eject: bool) -> bool {
         self.note_failure(err.to_string());
         let failures = self.failures.fetch_add(1, Relaxed).saturating_add(1);
+        // What ejects it, or renews its ejection, says what may end it; a check failing
+        // while requests' failures keep it out leaves it theirs.
+        if !check || !self.ejected.load(Relaxed) {
+            self.by_check.store(check, Relaxed);
+        }
         if failures < health.max_fails || !may_eject {
             return false;
         }
@@ -524,13 +537,31 @@ mod tests {
         // A request sent before that ejection and answered after it says nothing of the
         // upstream now: it neither ends the ejection nor clears the failures.
         let before = state.ejections() - 1;
-        state.succeeded(before);
+        state.succeeded(before, false);
         assert!(state.is_ejected(&mut None));
         assert!(state.failures.load(Relaxed) > 0);
         // One sent since does.
-        state.succeeded(state.ejections());
+        state.succeeded(state.ejections(), false);
         assert!(!state.is_ejected(&mut None));
         assert_eq!(state.failures.load(Relaxed), 0);
+        // Requests' failures eject it: a passing health check neither ends that ejection
+        // nor clears their count (the check's path answers while real requests fail).
+        assert!(!state.failed(&err(), &health, false, true));
+        assert!(state.failed(&err(), &health, false, true));
+        state.succeeded(state.ejections(), true);
+        assert!(state.is_ejected(&mut None), "still out");
+        assert_eq!(state.failures.load(Relaxed), 2);
+        // A failed check renewing it leaves it the requests'.
+        assert!(!state.failed(&err(), &health, true, true));
+        state.succeeded(state.ejections(), true);
+        assert!(state.is_ejected(&mut None));
+        // Checks' failures eject it, and a passing check brings it back at once.
+        let checked = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
+        assert!(!checked.failed(&err(), &health, true, true));
+        assert!(checked.failed(&err(), &health, true, true));
+        checked.succeeded(checked.ejections(), true);
+        assert!(!checked.is_ejected(&mut None));
+        assert_eq!(checked.failures.load(Relaxed), 0);
         // One that may not be ejected (a route's lone upstream) counts its failures only.
         let lone = UpstreamState::new("/", "http://192.0.2.1", BrokeOff::detached());
         assert!((0..5).all(|_| !lone.failed(&err(), &health, false, false)));

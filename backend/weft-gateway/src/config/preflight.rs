@@ -303,7 +303,9 @@ pub(crate) fn resolved(path: &Path) -> PathBuf {
         (Some(dir), Some(name)) => dir
             .canonicalize()
             .map_or_else(|_| absolute.clone(), |dir| dir.join(name)),
-        _ => absolute,
+        // Ending in `..` (or the root): no name to keep apart, the whole path resolved
+        // (`public/..` is the directory holding `public`, not a path of its own).
+        _ => absolute.canonicalize().unwrap_or(absolute),
     }
 }
 

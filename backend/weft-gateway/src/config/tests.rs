@@ -1099,6 +1099,19 @@ fn a_root_that_would_serve_weft_s_own_private_files_is_refused() {
         &config(&site.join(".weft/weft.db"), &key_pem, &zone),
     )
     .unwrap();
+    // A root written through `..` is the directory it leads to.
+    let through = site.join(".weft/..");
+    let text = config(&site.join("weft.db"), &key_pem, &zone).replace(
+        &format!("root = \"{}\"", site.display()),
+        &format!("root = \"{}\"", through.display()),
+    );
+    assert!(text.contains("/.weft/.."), "{text}");
+    let e = err(&text);
+    assert!(
+        e.message
+            .contains("would serve /weft.db (the history store's file)"),
+        "{e}"
+    );
     // The configuration file itself.
     let e = Config::parse(
         &site.join("weft.toml").display().to_string(),

@@ -298,7 +298,14 @@ fn files_apart(
                 .web
                 .root
                 .as_deref()
-                .map(|root| (i, preflight::through_symlinks(root))),
+                // The directory it is, as the server resolves it (`public/..` too).
+                .map(|root| {
+                    (
+                        i,
+                        root.canonicalize()
+                            .unwrap_or_else(|_| preflight::through_symlinks(root)),
+                    )
+                }),
             _ => None,
         })
         .collect();
